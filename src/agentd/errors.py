@@ -1,0 +1,173 @@
+"""One exception tree for agentd.
+
+Every error that can reach a client carries a stable ``code``, an HTTP ``status``,
+a human ``message`` and whether retrying the same request may succeed
+(``retryable``). One mapping (:meth:`AgentdError.to_dict`) serves JSON responses,
+SSE ``error`` frames and run results alike.
+
+::
+
+    AgentdError                      500 internal
+    ├── BadRequest                   400 bad_request
+    │   └── InvalidInput             422 invalid_input
+    │       └── InvalidModel         422 invalid_model
+    ├── Unauthorized                 401 unauthorized
+    ├── NotFound                     404 not_found
+    │   ├── AgentNotFound            404 agent_not_found
+    │   ├── SessionNotFound          404 session_not_found
+    │   └── RunNotFound              404 run_not_found
+    ├── Conflict                     409 conflict
+    │   ├── AgentExists              409 agent_exists
+    │   └── AgentNotAccepting        409 agent_paused | agent_stopped | agent_error
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── ShuttingDown                 503 shutting_down (retryable)
+    ├── StoreError                   500 store_error
+    ├── ModelError                   502 model_error (retryable unless said otherwise)
+    ├── ToolError                    (inside runs only) tool_error
+    └── RunFailed                    (inside runs only) max_steps, run_failed
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentExists",
+    "AgentNotAccepting",
+    "AgentNotFound",
+    "AgentdError",
+    "BadRequest",
+    "Conflict",
+    "InvalidInput",
+    "InvalidModel",
+    "ModelError",
+    "NotFound",
+    "PayloadTooLarge",
+    "RunFailed",
+    "RunNotFound",
+    "SessionNotFound",
+    "ShuttingDown",
+    "StoreError",
+    "ToolError",
+    "Unauthorized",
+]
+
+
+class AgentdError(Exception):
+    """Base of every error agentd raises on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form used by JSON errors, SSE error frames and run results."""
+        out: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class BadRequest(AgentdError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidInput(BadRequest):
+    status = 422
+    code = "invalid_input"
+
+
+class InvalidModel(InvalidInput):
+    code = "invalid_model"
+
+
+class Unauthorized(AgentdError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(AgentdError):
+    status = 404
+    code = "not_found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class Conflict(AgentdError):
+    status = 409
+    code = "conflict"
+
+
+class AgentExists(Conflict):
+    code = "agent_exists"
+
+
+class AgentNotAccepting(Conflict):
+    """The agent is paused, stopped or in error and refuses new messages."""
+
+    code = "agent_not_accepting"
+
+
+class PayloadTooLarge(AgentdError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ShuttingDown(AgentdError):
+    status = 503
+    code = "shutting_down"
+    retryable = True
+
+
+class StoreError(AgentdError):
+    status = 500
+    code = "store_error"
+
+
+class ModelError(AgentdError):
+    """A model provider failed; mapped from SDK errors at the provider boundary."""
+
+    status = 502
+    code = "model_error"
+    retryable = True
+
+
+class ToolError(AgentdError):
+    status = 500
+    code = "tool_error"
+
+
+class RunFailed(AgentdError):
+    status = 500
+    code = "run_failed"

@@ -1,0 +1,155 @@
+"""Provider-neutral messages, requests and stream events.
+
+Every provider maps its wire format to these types at its boundary; the runtime,
+the store and the API only ever see these. They are keyword-only dataclasses with a
+``kind`` discriminator, serialised by one pydantic TypeAdapter each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+__all__ = [
+    "AssistantMessage",
+    "Finish",
+    "FinishReason",
+    "Message",
+    "ModelRequest",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolResultMessage",
+    "ToolSpec",
+    "Usage",
+    "UsageEvent",
+    "UserMessage",
+    "message_adapter",
+    "messages_adapter",
+    "stream_event_adapter",
+]
+
+FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"]
+
+
+@dataclass(kw_only=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(kw_only=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, slots=True)
+class UserMessage:
+    kind: Literal["user"] = "user"
+    content: str
+
+
+@dataclass(kw_only=True, slots=True)
+class AssistantMessage:
+    kind: Literal["assistant"] = "assistant"
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: FinishReason = "stop"
+    model: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class ToolResultMessage:
+    kind: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+Message = Annotated[
+    UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="kind")
+]
+
+
+@dataclass(kw_only=True, slots=True)
+class ToolSpec:
+    """What a model is told about a tool: name, description, JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelRequest:
+    system: str = ""
+    messages: list[UserMessage | AssistantMessage | ToolResultMessage] = field(
+        default_factory=list
+    )
+    tools: list[ToolSpec] = field(default_factory=list)
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+# --- stream events -------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class TextDelta:
+    kind: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+@dataclass(kw_only=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call; ``index`` groups the pieces of one call."""
+
+    kind: Literal["tool_call_delta"] = "tool_call_delta"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(kw_only=True, slots=True)
+class UsageEvent:
+    kind: Literal["usage"] = "usage"
+    usage: Usage
+
+
+@dataclass(kw_only=True, slots=True)
+class Finish:
+    kind: Literal["finish"] = "finish"
+    reason: FinishReason = "stop"
+
+
+StreamEvent = Annotated[
+    TextDelta | ToolCallDelta | UsageEvent | Finish, Field(discriminator="kind")
+]
+
+message_adapter: TypeAdapter[UserMessage | AssistantMessage | ToolResultMessage] = (
+    TypeAdapter(Message)
+)
+messages_adapter: TypeAdapter[list[UserMessage | AssistantMessage | ToolResultMessage]] = (
+    TypeAdapter(list[Message])
+)
+stream_event_adapter: TypeAdapter[TextDelta | ToolCallDelta | UsageEvent | Finish] = (
+    TypeAdapter(StreamEvent)
+)

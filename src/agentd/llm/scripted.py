@@ -1,0 +1,188 @@
+"""The ``scripted`` model: offline, deterministic; the embedded default and test double.
+
+Where a turn comes from, first match wins:
+
+1. the in-process queue (:func:`enqueue`), for tests, per agent name or for all;
+2. ``settings.script``: a list of turns played in order, one per model call within a
+   session, starting over when exhausted. The position is the number of assistant
+   messages already in the session, so it survives restarts with no state of its own;
+3. rules: a message ``/tool NAME {json args}`` calls that tool, a tool result is
+   summarised, anything else is echoed back as ``echo: <text>``.
+
+A turn is ``{"text": "..."}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
+optionally with ``"delay_ms"`` to simulate latency (the text is then streamed word by
+word across the delay) and ``"error"`` to make the call fail with that message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agentd.errors import InvalidModel, ModelError
+from agentd.llm.messages import (
+    AssistantMessage,
+    Finish,
+    ModelRequest,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolResultMessage,
+    Usage,
+    UsageEvent,
+    UserMessage,
+)
+from agentd.llm.model import Model
+
+if TYPE_CHECKING:
+    from agentd.llm.registry import ProviderInfo
+
+__all__ = ["ScriptedModel", "clear_queue", "create", "enqueue", "validate_script"]
+
+_ALL = "*"
+_queues: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
+_TOOL_RE = re.compile(r"^/tool\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.DOTALL)
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+def enqueue(*turns: dict[str, Any], agent: str | None = None) -> None:
+    """Queue turns for the next model calls of ``agent`` (or of any agent)."""
+    for turn in turns:
+        validate_turn(turn)
+        _queues[agent or _ALL].append(turn)
+
+
+def clear_queue() -> None:
+    _queues.clear()
+
+
+def validate_turn(turn: Any) -> None:
+    if not isinstance(turn, dict):
+        raise InvalidModel("each scripted turn must be an object")
+    unknown = set(turn) - {"text", "tool_calls", "delay_ms", "error"}
+    if unknown:
+        raise InvalidModel(f"scripted turn has unknown keys: {', '.join(sorted(unknown))}")
+    if not any(k in turn for k in ("text", "tool_calls", "error")):
+        raise InvalidModel("scripted turn needs 'text', 'tool_calls' or 'error'")
+    if "text" in turn and not isinstance(turn["text"], str):
+        raise InvalidModel("scripted turn 'text' must be a string")
+    delay = turn.get("delay_ms", 0)
+    if not isinstance(delay, int | float) or delay < 0:
+        raise InvalidModel("scripted turn 'delay_ms' must be a number >= 0")
+    calls = turn.get("tool_calls", [])
+    if not isinstance(calls, list):
+        raise InvalidModel("scripted turn 'tool_calls' must be a list")
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise InvalidModel("each scripted tool call needs a 'name'")
+        if not isinstance(call.get("arguments", {}), dict):
+            raise InvalidModel("scripted tool call 'arguments' must be an object")
+
+
+def validate_script(script: Any) -> list[dict[str, Any]]:
+    if not isinstance(script, list) or not script:
+        raise InvalidModel("settings.script must be a non-empty list of turns")
+    for turn in script:
+        validate_turn(turn)
+    return script
+
+
+class ScriptedModel(Model):
+    def __init__(self, *, agent: str = "", script: list[dict[str, Any]] | None = None) -> None:
+        self.agent = agent
+        self.script = script
+
+    def _next_turn(self, request: ModelRequest) -> dict[str, Any]:
+        for key in (self.agent, _ALL):
+            queue = _queues.get(key)
+            if queue:
+                return queue.popleft()
+        if self.script:
+            calls_so_far = sum(isinstance(m, AssistantMessage) for m in request.messages)
+            return self.script[calls_so_far % len(self.script)]
+        return _rule_turn(request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        turn = self._next_turn(request)
+        delay = float(turn.get("delay_ms", 0)) / 1000.0
+        if turn.get("error"):
+            if delay:
+                await asyncio.sleep(delay)
+            raise ModelError(str(turn["error"]), code="model_error")
+        text: str = turn.get("text", "")
+        calls: list[dict[str, Any]] = turn.get("tool_calls", [])
+        if text:
+            if delay:
+                pieces = _WORDS.findall(text) or [text]
+                for piece in pieces:
+                    await asyncio.sleep(delay / len(pieces))
+                    yield TextDelta(text=piece)
+            else:
+                yield TextDelta(text=text)
+        elif delay:
+            await asyncio.sleep(delay)
+        for index, call in enumerate(calls):
+            yield ToolCallDelta(
+                index=index,
+                id=f"call_{index}",
+                name=call["name"],
+                arguments=orjson.dumps(call.get("arguments", {})).decode(),
+            )
+        prompt_chars = sum(len(_message_text(m)) for m in request.messages)
+        yield UsageEvent(
+            usage=Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(text) // 4))
+        )
+        yield Finish(reason="tool_calls" if calls else "stop")
+
+
+def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -> str:
+    if isinstance(message, UserMessage):
+        return message.content
+    if isinstance(message, ToolResultMessage):
+        return message.content
+    return message.text
+
+
+def _rule_turn(request: ModelRequest) -> dict[str, Any]:
+    if not request.messages:
+        return {"text": "Hello! I am the scripted model."}
+    last = request.messages[-1]
+    if isinstance(last, ToolResultMessage):
+        results = []
+        for message in reversed(request.messages):
+            if not isinstance(message, ToolResultMessage):
+                break
+            results.append(message)
+        parts = [
+            f"{m.name} {'failed' if m.is_error else 'returned'}: {m.content}"
+            for m in reversed(results)
+        ]
+        return {"text": "; ".join(parts)}
+    if isinstance(last, UserMessage):
+        match = _TOOL_RE.match(last.content.strip())
+        if match:
+            name, raw = match.group(1), match.group(2).strip()
+            try:
+                args = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                return {"text": f"I could not parse the arguments for {name}: {raw}"}
+            if not isinstance(args, dict):
+                return {"text": f"Arguments for {name} must be a JSON object."}
+            return {"tool_calls": [{"name": name, "arguments": args}]}
+        return {"text": f"echo: {last.content}"}
+    return {"text": last.text or "(nothing to say)"}
+
+
+def create(
+    *, provider: ProviderInfo, model: str, settings: dict[str, Any], agent: str
+) -> ScriptedModel:
+    del provider, model
+    script = settings.get("script")
+    return ScriptedModel(
+        agent=agent, script=validate_script(script) if script is not None else None
+    )

@@ -1,0 +1,62 @@
+"""The store: agents, sessions, runs and the per-session event log.
+
+``open_store(url)`` picks the engine by URL scheme: ``sqlite:///path`` (or
+``sqlite:///:memory:``) and ``postgresql://...``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from agentd.errors import InvalidInput
+from agentd.store._engine import Engine, Tx
+from agentd.store.records import (
+    AgentRecord,
+    EventRecord,
+    NewEvent,
+    RunRecord,
+    SessionRecord,
+)
+from agentd.store.store import Accepted, RunUpdate, Store, new_id
+
+__all__ = [
+    "Accepted",
+    "AgentRecord",
+    "Engine",
+    "EventRecord",
+    "NewEvent",
+    "RunRecord",
+    "RunUpdate",
+    "SessionRecord",
+    "Store",
+    "Tx",
+    "engine_for_url",
+    "new_id",
+    "open_store",
+]
+
+
+def engine_for_url(url: str) -> Engine:
+    """Build the engine a database URL names, without connecting."""
+    scheme = urlparse(url).scheme.lower()
+    if scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db.
+        rest = url[len("sqlite://"):]
+        path = rest[1:] if rest.startswith("/") else rest
+        from agentd.store._sqlite import SqliteEngine
+
+        return SqliteEngine(path or ":memory:")
+    if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
+        from agentd.store._postgres import PostgresEngine
+
+        return PostgresEngine(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    raise InvalidInput(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
+    )
+
+
+async def open_store(url: str) -> Store:
+    """Open (and migrate) the store at ``url``."""
+    store = Store(engine_for_url(url))
+    await store.open()
+    return store

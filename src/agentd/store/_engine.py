@@ -1,0 +1,82 @@
+"""What a database engine must provide: run a function inside a transaction, off the loop.
+
+Store operations are plain synchronous functions of a :class:`Tx`. An engine runs
+them in a worker thread (sqlite3 and psycopg's sync API block) and owns the
+dialect's small differences: placeholder style, column types, the unique-violation
+error. Everything else is shared SQL in ``store.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+__all__ = ["Engine", "Tx"]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+class Tx:
+    """A cursor inside an open transaction, with ``?`` placeholders in any dialect."""
+
+    __slots__ = ("_cur", "_translate")
+
+    def __init__(self, cursor: Any, translate: Callable[[str], str]) -> None:
+        self._cur = cursor
+        self._translate = translate
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(self._translate(sql), params)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._cur.execute(self._translate(sql), params)
+        return list(self._cur.fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self._cur.execute(self._translate(sql), params)
+        row: Row | None = self._cur.fetchone()
+        return row
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(self._translate(sql), rows)
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+
+class Engine(abc.ABC):
+    """A database behind a URL. ``dialect`` is ``sqlite`` or ``postgresql``."""
+
+    dialect: str
+    #: Column types that differ between dialects, used by the migrations.
+    types: dict[str, str]
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open connections. Called once before any other call."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and close connections."""
+
+    @abc.abstractmethod
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a write transaction; its changes are committed when this returns.
+
+        If ``fn`` raises, none of its changes are kept and the error propagates.
+        """
+
+    @abc.abstractmethod
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` against a consistent snapshot; it must not write."""
+
+    @abc.abstractmethod
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this driver's unique-constraint error."""
+
+    @abc.abstractmethod
+    def run_script(self, tx: Tx, sql: str) -> None:
+        """Execute a multi-statement DDL script inside ``tx``."""

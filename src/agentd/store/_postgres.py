@@ -1,0 +1,84 @@
+"""PostgreSQL engine: psycopg 3 with a connection pool, one transaction per write.
+
+Concurrent writers run in parallel on their own connections; the per-session
+``last_seq`` row lock (``UPDATE ... RETURNING``) serialises appends to one session's
+log, the same statement SQLite runs under its single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from agentd.store._engine import Engine, Tx
+
+__all__ = ["PostgresEngine"]
+
+T = TypeVar("T")
+_POOL_MAX = 16
+
+
+@lru_cache(maxsize=512)
+def _translate(sql: str) -> str:
+    # Our SQL has no literal '?' or '%': swap placeholder style only.
+    return re.sub(r"\?", "%s", sql)
+
+
+class PostgresEngine(Engine):
+    dialect = "postgresql"
+    types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT"}
+
+    def __init__(self, url: str, *, pool_max: int = _POOL_MAX) -> None:
+        self.url = url
+        self.pool_max = pool_max
+        self._pool: ConnectionPool | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_max, open=False,
+                              kwargs={"autocommit": False})
+        await asyncio.to_thread(pool.open, True, 10.0)
+        self._pool = pool
+        self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="agentd-pg")
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
+            self._pool = None
+
+    def _run(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            conn.read_only = read_only
+            with conn.transaction(), conn.cursor() as cur:
+                return fn(Tx(cur, _translate))
+
+    async def _submit(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+        if self._executor is None:
+            raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn, read_only)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self._submit(fn, False)
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self._submit(fn, True)
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.UniqueViolation)
+
+    def run_script(self, tx: Tx, sql: str) -> None:
+        for statement in sql.split(";"):
+            if statement.strip():
+                tx.execute(statement)

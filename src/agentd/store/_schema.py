@@ -1,0 +1,65 @@
+"""Numbered, append-only migrations. Never edit a released one: add the next.
+
+``{real}``, ``{bigint}`` and ``{text}`` are filled in from the engine's dialect.
+JSON is stored as text in both dialects so that the same SQL serves both.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "agents, sessions, events, runs",
+        """
+CREATE TABLE agents (
+    id           {text} PRIMARY KEY,
+    name         {text} NOT NULL UNIQUE,
+    model        {text} NOT NULL,
+    instructions {text} NOT NULL DEFAULT '',
+    tools        {text} NOT NULL DEFAULT '[]',
+    settings     {text} NOT NULL DEFAULT '{{}}',
+    state        {text} NOT NULL,
+    created_at   {real} NOT NULL,
+    updated_at   {real} NOT NULL
+);
+CREATE TABLE sessions (
+    id          {text} PRIMARY KEY,
+    agent_id    {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    key         {text} NOT NULL,
+    last_seq    {bigint} NOT NULL DEFAULT 0,
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL,
+    UNIQUE (agent_id, key)
+);
+CREATE TABLE runs (
+    id              {text} PRIMARY KEY,
+    session_id      {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    agent_id        {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    status          {text} NOT NULL,
+    input           {text} NOT NULL,
+    output          {text},
+    error           {text},
+    steps           {bigint} NOT NULL DEFAULT 0,
+    usage           {text} NOT NULL DEFAULT '{{}}',
+    idempotency_key {text},
+    created_at      {real} NOT NULL,
+    started_at      {real},
+    finished_at     {real}
+);
+CREATE INDEX runs_session_status ON runs (session_id, status);
+CREATE INDEX runs_status ON runs (status);
+CREATE UNIQUE INDEX runs_idempotency ON runs (session_id, idempotency_key);
+CREATE TABLE events (
+    session_id {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq        {bigint} NOT NULL,
+    run_id     {text},
+    kind       {text} NOT NULL,
+    data       {text} NOT NULL,
+    at         {real} NOT NULL,
+    PRIMARY KEY (session_id, seq)
+)
+""",
+    ),
+]

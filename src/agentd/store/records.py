@@ -1,0 +1,143 @@
+"""Plain records the store hands out. Times are UNIX epoch seconds (float)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ACTIVE_RUN_STATES",
+    "AGENT_STATES",
+    "TERMINAL_RUN_STATES",
+    "AgentRecord",
+    "AgentState",
+    "EventRecord",
+    "NewEvent",
+    "RunRecord",
+    "RunStatus",
+    "SessionRecord",
+    "iso",
+]
+
+AgentState = Literal["created", "running", "paused", "stopped", "error"]
+AGENT_STATES: tuple[AgentState, ...] = ("created", "running", "paused", "stopped", "error")
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
+ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running"})
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds to an ISO 8601 UTC string (None stays None)."""
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(kw_only=True, slots=True)
+class AgentRecord:
+    id: str
+    name: str
+    model: str
+    instructions: str = ""
+    tools: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    state: AgentState = "created"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "instructions": self.instructions,
+            "tools": self.tools,
+            "settings": self.settings,
+            "state": self.state,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class SessionRecord:
+    id: str
+    agent_id: str
+    key: str
+    last_seq: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_api(self, agent_name: str) -> dict[str, Any]:
+        return {
+            "agent": agent_name,
+            "key": self.key,
+            "last_seq": self.last_seq,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class RunRecord:
+    id: str
+    session_id: str
+    agent_id: str
+    status: RunStatus
+    input: str
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATES
+
+    def to_api(self, agent_name: str, session_key: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent": agent_name,
+            "session": session_key,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "steps": self.steps,
+            "usage": self.usage,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class NewEvent:
+    """An event to append; the store assigns ``seq`` and ``at``."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class EventRecord:
+    session_id: str
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    at: float
+    run_id: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "data": self.data,
+            "at": iso(self.at),
+        }

@@ -1,0 +1,391 @@
+"""The store: the only place agentd state lives. One class, any engine.
+
+Every method is one transaction. Events get their ``seq`` inside the transaction
+that writes them (``UPDATE sessions SET last_seq = last_seq + n ... RETURNING``),
+so ``seq`` is dense per session and an event is acknowledged once that transaction
+has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agentd.errors import AgentExists, AgentNotFound, RunNotFound, SessionNotFound
+from agentd.store._engine import Engine, Tx
+from agentd.store._schema import MIGRATIONS
+from agentd.store.records import (
+    AgentRecord,
+    AgentState,
+    EventRecord,
+    NewEvent,
+    RunRecord,
+    SessionRecord,
+)
+
+__all__ = ["Accepted", "RunUpdate", "Store"]
+
+log = logging.getLogger(__name__)
+
+_AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
+_SESSION_COLS = "id, agent_id, key, last_seq, created_at, updated_at"
+_RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
+             "idempotency_key, created_at, started_at, finished_at")
+_EVENT_COLS = "session_id, seq, run_id, kind, data, at"
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _agent(row: tuple[Any, ...]) -> AgentRecord:
+    return AgentRecord(
+        id=row[0], name=row[1], model=row[2], instructions=row[3],
+        tools=orjson.loads(row[4]), settings=orjson.loads(row[5]), state=row[6],
+        created_at=row[7], updated_at=row[8],
+    )
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    return SessionRecord(id=row[0], agent_id=row[1], key=row[2], last_seq=row[3],
+                         created_at=row[4], updated_at=row[5])
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0], session_id=row[1], agent_id=row[2], status=row[3], input=row[4],
+        output=row[5], error=orjson.loads(row[6]) if row[6] else None, steps=row[7],
+        usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
+        created_at=row[10], started_at=row[11], finished_at=row[12],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(session_id=row[0], seq=row[1], run_id=row[2], kind=row[3],
+                       data=orjson.loads(row[4]), at=row[5])
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered unique ids: ``r_`` + 12 hex digits of ms + 12 random hex digits."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(kw_only=True, slots=True)
+class RunUpdate:
+    """Fields of a run to change in the same transaction as some events."""
+
+    status: str | None = None
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int | None = None
+    usage: dict[str, int] | None = None
+    started: bool = False
+    finished: bool = False
+
+
+@dataclass(kw_only=True, slots=True)
+class Accepted:
+    session: SessionRecord
+    run: RunRecord
+    events: list[EventRecord]
+    created_session: bool
+    duplicate: bool = False
+
+
+def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
+            ) -> list[EventRecord]:
+    row = tx.one(
+        "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
+        "RETURNING last_seq",
+        (len(events), now, session_id),
+    )
+    if row is None:
+        raise SessionNotFound(f"session {session_id} does not exist")
+    first = int(row[0]) - len(events) + 1
+    records = [
+        EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
+                    data=e.data, at=now)
+        for i, e in enumerate(events)
+    ]
+    tx.executemany(
+        f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+        [(r.session_id, r.seq, r.run_id, r.kind, _dumps(r.data), r.at) for r in records],
+    )
+    return records
+
+
+def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
+    sets: list[str] = []
+    params: list[Any] = []
+    if update.status is not None:
+        sets.append("status = ?")
+        params.append(update.status)
+    if update.output is not None:
+        sets.append("output = ?")
+        params.append(update.output)
+    if update.error is not None:
+        sets.append("error = ?")
+        params.append(_dumps(update.error))
+    if update.steps is not None:
+        sets.append("steps = ?")
+        params.append(update.steps)
+    if update.usage is not None:
+        sets.append("usage = ?")
+        params.append(_dumps(update.usage))
+    if update.started:
+        sets.append("started_at = ?")
+        params.append(now)
+    if update.finished:
+        sets.append("finished_at = ?")
+        params.append(now)
+    if sets:
+        tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+
+
+class Store:
+    """Agents, sessions, runs and the per-session event log on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect
+
+    async def open(self) -> None:
+        await self.engine.start()
+        await self.engine.write(self._migrate)
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    def _migrate(self, tx: Tx) -> list[int]:
+        if self.engine.dialect == "postgresql":
+            # Several nodes may start at once: one migrates, the others wait.
+            tx.execute("SELECT pg_advisory_xact_lock(872100)")
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            f"version {self.engine.types['bigint']} PRIMARY KEY, "
+            f"name {self.engine.types['text']} NOT NULL, "
+            f"applied_at {self.engine.types['real']} NOT NULL)"
+        )
+        done = {int(r[0]) for r in tx.all("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            self.engine.run_script(tx, sql.format(**self.engine.types))
+            tx.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                       "VALUES (?, ?, ?)", (version, name, time.time()))
+            applied.append(version)
+            log.info("applied migration %d: %s", version, name)
+        return applied
+
+    async def schema_version(self) -> int:
+        row = await self.engine.read(
+            lambda tx: tx.one("SELECT MAX(version) FROM schema_migrations"))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- agents --------------------------------------------------------------------
+
+    async def create_agent(self, *, name: str, model: str, instructions: str,
+                           tools: list[str], settings: dict[str, Any]) -> AgentRecord:
+        now = time.time()
+        record = AgentRecord(id=new_id("a"), name=name, model=model,
+                             instructions=instructions, tools=tools, settings=settings,
+                             state="created", created_at=now, updated_at=now)
+
+        def op(tx: Tx) -> None:
+            tx.execute(
+                f"INSERT INTO agents ({_AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, name, model, instructions, _dumps(tools), _dumps(settings),
+                 record.state, now, now),
+            )
+
+        try:
+            await self.engine.write(op)
+        except Exception as exc:
+            if self.engine.is_unique_violation(exc):
+                raise AgentExists(f"agent {name!r} already exists") from None
+            raise
+        return record
+
+    async def get_agent(self, name: str) -> AgentRecord:
+        row = await self.engine.read(
+            lambda tx: tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE name = ?", (name,)))
+        if row is None:
+            raise AgentNotFound(f"agent {name!r} not found")
+        return _agent(row)
+
+    async def list_agents(self) -> list[AgentRecord]:
+        rows = await self.engine.read(
+            lambda tx: tx.all(f"SELECT {_AGENT_COLS} FROM agents ORDER BY name"))
+        return [_agent(r) for r in rows]
+
+    async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
+        allowed = {"model", "instructions", "tools", "settings", "state"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update agent fields {sorted(unknown)}")
+        now = time.time()
+
+        def op(tx: Tx) -> tuple[Any, ...] | None:
+            sets = ["updated_at = ?"]
+            params: list[Any] = [now]
+            for key, value in fields.items():
+                sets.append(f"{key} = ?")
+                params.append(_dumps(value) if key in ("tools", "settings") else value)
+            tx.execute(f"UPDATE agents SET {', '.join(sets)} WHERE name = ?", (*params, name))
+            return tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE name = ?", (name,))
+
+        row = await self.engine.write(op)
+        if row is None:
+            raise AgentNotFound(f"agent {name!r} not found")
+        return _agent(row)
+
+    async def set_agent_state(self, name: str, state: AgentState) -> AgentRecord:
+        return await self.update_agent(name, {"state": state})
+
+    async def delete_agent(self, name: str) -> None:
+        def op(tx: Tx) -> int:
+            tx.execute("DELETE FROM agents WHERE name = ?", (name,))
+            return tx.rowcount
+
+        if await self.engine.write(op) == 0:
+            raise AgentNotFound(f"agent {name!r} not found")
+
+    # -- sessions ------------------------------------------------------------------
+
+    async def list_sessions(self, agent_id: str) -> list[SessionRecord]:
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC",
+            (agent_id,)))
+        return [_session(r) for r in rows]
+
+    async def get_session(self, agent_id: str, key: str) -> SessionRecord:
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+            (agent_id, key)))
+        if row is None:
+            raise SessionNotFound(f"session {key!r} not found")
+        return _session(row)
+
+    async def delete_session(self, agent_id: str, key: str) -> None:
+        def op(tx: Tx) -> int:
+            tx.execute("DELETE FROM sessions WHERE agent_id = ? AND key = ?", (agent_id, key))
+            return tx.rowcount
+
+        if await self.engine.write(op) == 0:
+            raise SessionNotFound(f"session {key!r} not found")
+
+    # -- messages, runs and events --------------------------------------------------------
+
+    async def accept_message(self, *, agent_id: str, key: str, content: str,
+                             idempotency_key: str | None = None) -> Accepted:
+        """Create the session if needed, queue a run and log the user's message: one commit.
+
+        With an ``idempotency_key`` already used in this session, nothing is written
+        and the earlier run is returned (``duplicate=True``).
+        """
+        now = time.time()
+        run_id = new_id("r")
+
+        def op(tx: Tx) -> Accepted:
+            created = False
+            row = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                         (agent_id, key))
+            if row is None:
+                tx.execute(
+                    f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?) "
+                    "ON CONFLICT (agent_id, key) DO NOTHING",
+                    (new_id("s"), agent_id, key, now, now),
+                )
+                row = tx.one(
+                    f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                    (agent_id, key))
+                assert row is not None
+                created = True
+            session = _session(row)
+            if idempotency_key is not None:
+                prior = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? "
+                               "AND idempotency_key = ?", (session.id, idempotency_key))
+                if prior is not None:
+                    return Accepted(session=session, run=_run(prior), events=[],
+                                    created_session=False, duplicate=True)
+            run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
+                            status="queued", input=content, idempotency_key=idempotency_key,
+                            created_at=now)
+            tx.execute(
+                f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
+                "?, ?, NULL, NULL)",
+                (run.id, session.id, agent_id, "queued", content, idempotency_key, now),
+            )
+            events = _append(tx, session.id, [
+                NewEvent(kind="message.user", run_id=run.id, data={"content": content}),
+                NewEvent(kind="run.queued", run_id=run.id, data={}),
+            ], now)
+            session.last_seq = events[-1].seq
+            session.updated_at = now
+            return Accepted(session=session, run=run, events=events, created_session=created)
+
+        return await self.engine.write(op)
+
+    async def append(self, session_id: str, events: Sequence[NewEvent], *,
+                     run_id: str | None = None, run: RunUpdate | None = None
+                     ) -> list[EventRecord]:
+        """Append events (and optionally update a run) in one transaction."""
+        now = time.time()
+
+        def op(tx: Tx) -> list[EventRecord]:
+            records = _append(tx, session_id, events, now) if events else []
+            if run is not None and run_id is not None:
+                _update_run(tx, run_id, run, now)
+            return records
+
+        return await self.engine.write(op)
+
+    async def read_events(self, session_id: str, *, after: int = 0, limit: int | None = None
+                          ) -> list[EventRecord]:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
+        params: tuple[Any, ...] = (session_id, after)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (*params, limit)
+        rows = await self.engine.read(lambda tx: tx.all(sql, params))
+        return [_event(r) for r in rows]
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        row = await self.engine.read(
+            lambda tx: tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)))
+        if row is None:
+            raise RunNotFound(f"run {run_id!r} not found")
+        return _run(row)
+
+    async def run_context(self, run_id: str) -> tuple[RunRecord, str, str]:
+        """A run with its agent's name and its session's key."""
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))}, a.name, s.key "
+            "FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sessions s ON s.id = r.session_id "
+            "WHERE r.id = ?", (run_id,)))
+        if row is None:
+            raise RunNotFound(f"run {run_id!r} not found")
+        return _run(row[:-2]), row[-2], row[-1]
+
+    async def runs_with_status(self, statuses: Sequence[str]) -> list[RunRecord]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {_RUN_COLS} FROM runs WHERE status IN ({marks}) ORDER BY created_at, id",
+            tuple(statuses)))
+        return [_run(r) for r in rows]
+
+    async def count(self, table: str) -> int:
+        if table not in {"agents", "sessions", "runs", "events"}:
+            raise ValueError(table)
+        row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
+        return int(row[0]) if row else 0
