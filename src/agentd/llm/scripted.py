@@ -134,9 +134,8 @@ class ScriptedModel(Model):
                 arguments=orjson.dumps(call.get("arguments", {})).decode(),
             )
         prompt_chars = sum(len(_message_text(m)) for m in request.messages)
-        yield UsageEvent(
-            usage=Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=max(1, len(text) // 4))
-        )
+        yield UsageEvent(usage=Usage(input_tokens=max(1, prompt_chars // 4),
+                                     output_tokens=max(1, len(text) // 4)))
         yield Finish(reason="tool_calls" if calls else "stop")
 
 

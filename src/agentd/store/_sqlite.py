@@ -162,15 +162,15 @@ class SqliteEngine(Engine):
                     cur.execute("RELEASE job")
                     outcomes.append((job, None, value))
             cur.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException as batch_exc:
             log.exception("SQLite batch of %d writes failed", len(batch))
             if conn.in_transaction:
                 conn.rollback()
-            outcomes = [(job, exc, None) for job in batch]
+            outcomes = [(job, batch_exc, None) for job in batch]
         by_loop: dict[asyncio.AbstractEventLoop,
                       list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}
-        for job, exc, value in outcomes:
-            by_loop.setdefault(job.loop, []).append((job.future, exc, value))
+        for job, error, value in outcomes:
+            by_loop.setdefault(job.loop, []).append((job.future, error, value))
         for loop, results in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_settle, results)

@@ -1,0 +1,143 @@
+"""In-process fan-out of committed events (and live token previews) to subscribers.
+
+Only events that the store has committed are published. A subscriber has a bounded
+buffer; when it falls behind, the bus stops filling it and marks it ``lagged``, and
+the subscriber re-reads what it missed from the log (see :func:`follow`). So a slow
+client never slows a run and never loses an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from agentd.store.records import EventRecord
+
+__all__ = ["EventBus", "Subscription", "Token", "follow"]
+
+_BUFFER = 1024
+
+
+@dataclass(kw_only=True, slots=True)
+class Token:
+    """A live text delta of a run; not stored. ``after`` is the last committed seq."""
+
+    run_id: str
+    text: str
+    after: int
+
+
+Item = EventRecord | Token
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, session_id: str, buffer: int) -> None:
+        self._bus = bus
+        self.session_id = session_id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
+        self.lagged = False
+        self.closed = False
+
+    def _offer(self, item: Item) -> None:
+        if self.lagged:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.lagged = True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    def __init__(self, buffer: int = _BUFFER) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self._buffer = buffer
+
+    def subscribe(self, session_id: str) -> Subscription:
+        sub = Subscription(self, session_id, self._buffer)
+        self._subs.setdefault(session_id, set()).add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.session_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.session_id]
+
+    def publish(self, events: Sequence[EventRecord]) -> None:
+        for event in events:
+            for sub in self._subs.get(event.session_id, ()):
+                sub._offer(event)
+
+    def publish_token(self, session_id: str, token: Token) -> None:
+        for sub in self._subs.get(session_id, ()):
+            sub._offer(token)
+
+    def subscriber_count(self, session_id: str) -> int:
+        return len(self._subs.get(session_id, ()))
+
+    def close_all(self) -> None:
+        """Wake every subscriber so streams can end (used at shutdown)."""
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.closed = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(Token(run_id="", text="", after=-1))
+
+
+ReadAfter = Callable[[int], Awaitable[list[EventRecord]]]
+
+
+async def follow(sub: Subscription, read_after: ReadAfter, after: int
+                 ) -> AsyncIterator[Item]:
+    """Yield events with seq > ``after`` in order, with no gap and no duplicate, forever.
+
+    The subscription must be opened *before* the first read so nothing committed in
+    between is missed. Tokens pass through live; a gap in seq (or a lagged buffer)
+    is filled from the log.
+    """
+    last = after
+    for event in await read_after(last):
+        last = event.seq
+        yield event
+    while not sub.closed:
+        if sub.lagged:
+            # Drain what we have, then catch up from the log and start buffering again.
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.lagged = False
+            for event in await read_after(last):
+                last = event.seq
+                yield event
+            continue
+        item = await sub.queue.get()
+        if isinstance(item, Token):
+            if item.after < 0:
+                return
+            yield item
+            continue
+        if item.seq <= last:
+            continue
+        if item.seq > last + 1:
+            for event in await read_after(last):
+                if event.seq > item.seq:
+                    break
+                last = event.seq
+                yield event
+            if last >= item.seq:
+                continue
+        last = item.seq
+        yield item

@@ -1,0 +1,251 @@
+"""The agent loop: model -> tool calls -> tool results -> model, one committed step at a time.
+
+Every step is written to the session's event log before the next begins: the
+assistant message, each tool start (with its effect id) and each tool result. The
+loop reads nothing but that log (through :class:`SessionHistory`), so a run's
+state is always what the log says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from agentd.errors import AgentdError, ModelError, ToolError
+from agentd.llm.messages import (
+    AssistantMessage,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from agentd.llm.model import Model, StreamAccumulator
+from agentd.runtime.bus import EventBus, Token
+from agentd.runtime.history import SessionHistory
+from agentd.store import NewEvent, RunUpdate, Store
+from agentd.store.records import EventRecord, RunRecord
+from agentd.tools import Tool, ToolContext
+
+__all__ = ["RunExecutor", "RunOutcome"]
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_OUTPUT = 64 * 1024
+
+
+@dataclass(kw_only=True, slots=True)
+class RunOutcome:
+    status: str
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return asdict(usage)
+
+
+def _render(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if len(text) > MAX_TOOL_OUTPUT:
+        text = text[:MAX_TOOL_OUTPUT] + f"\n[output truncated: {len(text)} characters in all]"
+    return text
+
+
+class RunExecutor:
+    """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        bus: EventBus,
+        run: RunRecord,
+        agent_name: str,
+        session_key: str,
+        history: SessionHistory,
+        model: Model,
+        instructions: str,
+        tools: Sequence[Tool],
+        max_steps: int,
+        tool_timeout_s: float,
+        model_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.run = run
+        self.agent_name = agent_name
+        self.session_key = session_key
+        self.history = history
+        self.model = model
+        self.instructions = instructions
+        self.tools = {t.name: t for t in tools}
+        self.max_steps = max_steps
+        self.tool_timeout_s = tool_timeout_s
+        self.model_settings = model_settings or {}
+        #: Set by the supervisor before it cancels the task: why the run stops.
+        self.cancel_reason: str | None = None
+        self.interrupt = False
+        self.steps = 0
+        self.usage = Usage()
+
+    @property
+    def session_id(self) -> str:
+        return self.run.session_id
+
+    async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None
+                      ) -> list[EventRecord]:
+        records = await self.store.append(self.session_id, events, run_id=self.run.id,
+                                          run=update)
+        self.history.extend(records)
+        self.bus.publish(records)
+        return records
+
+    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
+        return NewEvent(kind=kind, run_id=self.run.id, data=data)
+
+    async def execute(self) -> RunOutcome:
+        try:
+            return await self._execute()
+        except asyncio.CancelledError:
+            reason = self.cancel_reason
+            if reason is None:
+                raise
+            if self.interrupt:
+                await self._finish("interrupted", "run.interrupted", {"reason": reason})
+                raise
+            return await self._finish("cancelled", "run.cancelled", {"reason": reason})
+
+    async def _finish(self, status: str, kind: str, data: dict[str, Any],
+                      output: str | None = None, error: dict[str, Any] | None = None
+                      ) -> RunOutcome:
+        usage = _usage_dict(self.usage)
+        await self._commit(
+            [self._event(kind, {**data, "steps": self.steps, "usage": usage})],
+            RunUpdate(status=status, output=output, error=error, steps=self.steps,
+                      usage=usage, finished=True),
+        )
+        return RunOutcome(status=status, output=output, error=error, steps=self.steps,
+                          usage=usage)
+
+    async def _execute(self) -> RunOutcome:
+        await self._commit([self._event("run.started", {})],
+                           RunUpdate(status="running", started=True))
+        specs = [t.spec for t in self.tools.values()]
+        while True:
+            if self.steps >= self.max_steps:
+                error = AgentdError(
+                    f"the run used its {self.max_steps} steps without a final answer",
+                    code="max_steps").to_dict()
+                return await self._finish("failed", "run.failed", {"error": error},
+                                          error=error)
+            self.steps += 1
+            request = ModelRequest(
+                system=self.instructions,
+                messages=self.history.for_model(),
+                tools=specs,
+                max_tokens=self.model_settings.get("max_tokens"),
+                temperature=self.model_settings.get("temperature"),
+            )
+            try:
+                message = await self._call_model(request)
+            except ModelError as exc:
+                error = exc.to_dict()
+                return await self._finish("failed", "run.failed", {"error": error},
+                                          error=error)
+            if message.usage is not None:
+                self.usage = self.usage + message.usage
+            await self._commit([self._event("message.assistant", {
+                "text": message.text,
+                "tool_calls": [asdict(c) for c in message.tool_calls],
+                "usage": _usage_dict(message.usage) if message.usage else None,
+                "finish_reason": message.finish_reason,
+                "model": message.model,
+                "step": self.steps,
+            })], RunUpdate(steps=self.steps))
+            if not message.tool_calls:
+                return await self._finish("completed", "run.completed",
+                                          {"output": message.text}, output=message.text)
+            await self._run_tools(message.tool_calls)
+
+    async def _call_model(self, request: ModelRequest) -> AssistantMessage:
+        acc = StreamAccumulator(model=self.model.spec)
+        try:
+            async for event in self.model.stream(request):
+                acc.add(event)
+                if isinstance(event, TextDelta) and event.text:
+                    self.bus.publish_token(self.session_id, Token(
+                        run_id=self.run.id, text=event.text, after=self.history.last_seq))
+        except ModelError:
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a provider bug must fail the run, not the daemon
+            log.exception("model %s raised an unmapped error", self.model.spec)
+            raise ModelError(f"model {self.model.spec} failed: {type(exc).__name__}: {exc}",
+                             code="model_error", retryable=False) from exc
+        return acc.message()
+
+    async def _run_tools(self, calls: list[ToolCall]) -> None:
+        # Consecutive read-only calls run together; anything that mutates runs alone,
+        # in the order the model asked for.
+        groups: list[list[ToolCall]] = []
+        for call in calls:
+            t = self.tools.get(call.name)
+            if t is not None and t.read_only and groups and all(
+                    self._is_read_only(c) for c in groups[-1]):
+                groups[-1].append(call)
+            else:
+                groups.append([call])
+        for group in groups:
+            await self._commit([self._event("tool.started", {
+                "call_id": c.id, "name": c.name, "arguments": c.arguments,
+                "effect_id": self._effect_id(c),
+            }) for c in group])
+            if len(group) == 1:
+                results = [await self._call_tool(group[0])]
+            else:
+                results = list(await asyncio.gather(*(self._call_tool(c) for c in group)))
+            await self._commit([self._event("tool.finished", r) for r in results])
+
+    def _is_read_only(self, call: ToolCall) -> bool:
+        t = self.tools.get(call.name)
+        return t is not None and t.read_only
+
+    def _effect_id(self, call: ToolCall) -> str:
+        return f"{self.run.id}/{self.steps}/{call.id}"
+
+    async def _call_tool(self, call: ToolCall) -> dict[str, Any]:
+        started = time.perf_counter()
+        t = self.tools.get(call.name)
+        is_error = True
+        if t is None:
+            output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
+        else:
+            ctx = ToolContext(agent=self.agent_name, session=self.session_key,
+                              run_id=self.run.id, call_id=call.id,
+                              effect_id=self._effect_id(call))
+            try:
+                output = _render(await t.call(call.arguments, ctx, self.tool_timeout_s))
+                is_error = False
+            except ToolError as exc:
+                output = exc.message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("tool %s raised", call.name)
+                output = f"{call.name} failed: {type(exc).__name__}: {exc}"
+        return {
+            "call_id": call.id,
+            "name": call.name,
+            "output": output,
+            "is_error": is_error,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }

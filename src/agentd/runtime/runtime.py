@@ -1,0 +1,390 @@
+"""The Runtime facade: what the server (or an embedding program) calls.
+
+It owns the store, the event bus and the supervisor, and keeps agents' resolved
+models and recent session histories in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agentd import __version__
+from agentd.config import Settings
+from agentd.errors import (
+    AgentNotAccepting,
+    InvalidInput,
+    InvalidModel,
+    ShuttingDown,
+)
+from agentd.llm.model import Model
+from agentd.llm.registry import resolve_model
+from agentd.runtime.bus import EventBus, Subscription
+from agentd.runtime.history import HistoryCache
+from agentd.runtime.loop import RunExecutor
+from agentd.runtime.supervisor import Supervisor
+from agentd.store import NewEvent, RunUpdate, Store, open_store
+from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
+from agentd.tools import ToolRegistry
+
+__all__ = ["Runtime", "SendResult"]
+
+log = logging.getLogger(__name__)
+
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+MAX_KEY_LEN = 256
+
+DEMO_INSTRUCTIONS = (
+    "You are the agentd demo agent. Try: /tool calculator {\"expression\": \"6 * 7\"} "
+    "or /tool current_time {}."
+)
+
+
+def check_agent_name(name: str) -> str:
+    if not AGENT_NAME.match(name):
+        raise InvalidInput(
+            f"invalid agent name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit")
+    return name
+
+
+def check_session_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LEN:
+        raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise InvalidInput("session key must not contain control characters")
+    return key
+
+
+@dataclass(kw_only=True, slots=True)
+class SendResult:
+    agent: AgentRecord
+    session: SessionRecord
+    run: RunRecord
+    events: list[EventRecord]
+    duplicate: bool
+
+
+class Runtime:
+    """Agents, sessions and runs on one store, driven by one supervisor."""
+
+    def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None
+                 ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tools = tools or ToolRegistry()
+        self.bus = EventBus()
+        self.histories = HistoryCache(self._read_after)
+        self.supervisor = Supervisor(self._build_executor, self._cancel_queued)
+        self._agents: dict[str, AgentRecord] = {}
+        self._agents_by_id: dict[str, AgentRecord] = {}
+        self._models: dict[str, tuple[tuple[str, str], Model]] = {}
+        self._accepting = False
+        self._shutdown: asyncio.Task[None] | None = None
+        self.started_at = 0.0
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        store = await open_store(settings.database_url)
+        runtime = cls(settings, store)
+        await runtime.start()
+        return runtime
+
+    async def start(self) -> None:
+        self.started_at = time.time()
+        for agent in await self.store.list_agents():
+            self._remember(agent)
+        if self.settings.demo_agent and "demo" not in self._agents:
+            await self.create_agent(
+                name="demo", model="scripted", instructions=DEMO_INSTRUCTIONS,
+                tools=["calculator", "current_time"], settings={})
+        await self._recover()
+        self._accepting = True
+
+    async def _recover(self) -> None:
+        # A run that was running when the daemon died is marked interrupted (resuming
+        # it from its last step is the next release's job); queued runs start again.
+        for run in await self.store.runs_with_status(["running"]):
+            await self._settle(run.session_id, run.id, "interrupted", "run.interrupted",
+                               {"reason": "daemon restarted"})
+        for run in await self.store.runs_with_status(["queued"]):
+            self.supervisor.submit(run.session_id, run.id)
+
+    def begin_shutdown(self) -> asyncio.Task[None]:
+        """Stop taking work and start winding runs down; idempotent."""
+        self._accepting = False
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._wind_down(), name="agentd-shutdown")
+        return self._shutdown
+
+    async def _wind_down(self) -> None:
+        await self.supervisor.shutdown(self.settings.shutdown_grace_s)
+        self.bus.close_all()
+
+    async def close(self) -> None:
+        """Shut down (see :meth:`begin_shutdown`) and close the store."""
+        await self.begin_shutdown()
+        for _, model in self._models.values():
+            await model.aclose()
+        self._models.clear()
+        await self.store.close()
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # -- agents --------------------------------------------------------------------
+
+    def _remember(self, agent: AgentRecord) -> AgentRecord:
+        old = self._agents.get(agent.name)
+        if old is not None and (old.model, _settings_key(old)) != (agent.model,
+                                                                  _settings_key(agent)):
+            self._forget_model(agent.name)
+        self._agents[agent.name] = agent
+        self._agents_by_id[agent.id] = agent
+        return agent
+
+    def _forget_model(self, name: str) -> None:
+        entry = self._models.pop(name, None)
+        if entry is not None:
+            task = asyncio.create_task(entry[1].aclose())
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any]
+                  ) -> Model:
+        self.tools.check(tools)
+        max_steps = settings.get("max_steps")
+        if max_steps is not None and (not isinstance(max_steps, int) or isinstance(
+                max_steps, bool) or not 1 <= max_steps <= 1000):
+            raise InvalidInput("settings.max_steps must be an integer from 1 to 1000")
+        try:
+            return resolve_model(model, settings=settings, agent=name)
+        except InvalidModel:
+            raise
+        except ImportError as exc:
+            raise InvalidModel(f"the provider for {model!r} is not installed: {exc}") from exc
+
+    async def create_agent(self, *, name: str, model: str | None = None,
+                           instructions: str = "", tools: list[str] | None = None,
+                           settings: dict[str, Any] | None = None) -> AgentRecord:
+        check_agent_name(name)
+        model = model or self.settings.default_model
+        tools = list(tools or [])
+        settings = dict(settings or {})
+        resolved = self._validate(name, model, tools, settings)
+        agent = await self.store.create_agent(name=name, model=model,
+                                              instructions=instructions, tools=tools,
+                                              settings=settings)
+        self._models[name] = ((agent.model, _settings_key(agent)), resolved)
+        return self._remember(agent)
+
+    async def get_agent(self, name: str) -> AgentRecord:
+        agent = self._agents.get(name)
+        if agent is None:
+            agent = self._remember(await self.store.get_agent(name))
+        return agent
+
+    async def list_agents(self) -> list[AgentRecord]:
+        agents = await self.store.list_agents()
+        for agent in agents:
+            self._remember(agent)
+        return agents
+
+    async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
+        current = await self.get_agent(name)
+        model = fields.get("model", current.model)
+        tools = fields.get("tools", current.tools)
+        settings = fields.get("settings", current.settings)
+        resolved = self._validate(name, model, tools, settings)
+        agent = self._remember(await self.store.update_agent(name, fields))
+        self._forget_model(name)
+        self._models[name] = ((agent.model, _settings_key(agent)), resolved)
+        return agent
+
+    async def delete_agent(self, name: str) -> None:
+        agent = await self.get_agent(name)
+        for session in await self.store.list_sessions(agent.id):
+            await self.supervisor.cancel_session(session.id, "agent deleted")
+            self.histories.drop(session.id)
+        await self.store.delete_agent(name)
+        self._agents.pop(name, None)
+        self._agents_by_id.pop(agent.id, None)
+        self._forget_model(name)
+
+    async def set_state(self, name: str, action: str) -> AgentRecord:
+        agent = await self.get_agent(name)
+        if action == "pause":
+            if agent.state in ("stopped", "error"):
+                raise AgentNotAccepting(f"agent {name!r} is {agent.state}; resume it first",
+                                        code=f"agent_{agent.state}")
+            agent = self._remember(await self.store.set_agent_state(name, "paused"))
+        elif action == "resume":
+            agent = self._remember(await self.store.set_agent_state(name, "running"))
+            await self._start_held_runs(agent)
+        elif action == "stop":
+            agent = self._remember(await self.store.set_agent_state(name, "stopped"))
+            for session in await self.store.list_sessions(agent.id):
+                await self.supervisor.cancel_session(session.id, "agent stopped")
+        else:
+            raise InvalidInput(f"unknown agent action {action!r}")
+        return agent
+
+    async def _start_held_runs(self, agent: AgentRecord) -> None:
+        # Runs held while the agent was paused are still queued in the store.
+        for run in await self.store.runs_with_status(["queued"]):
+            if run.agent_id == agent.id and not self.supervisor.is_known(run.id):
+                self.supervisor.submit(run.session_id, run.id)
+
+    def model_for(self, agent: AgentRecord) -> Model:
+        key = (agent.model, _settings_key(agent))
+        entry = self._models.get(agent.name)
+        if entry is None or entry[0] != key:
+            model = resolve_model(agent.model, settings=agent.settings, agent=agent.name)
+            self._models[agent.name] = (key, model)
+            return model
+        return entry[1]
+
+    # -- sessions ------------------------------------------------------------------
+
+    async def list_sessions(self, name: str) -> list[SessionRecord]:
+        agent = await self.get_agent(name)
+        return await self.store.list_sessions(agent.id)
+
+    async def get_session(self, name: str, key: str) -> tuple[AgentRecord, SessionRecord]:
+        agent = await self.get_agent(name)
+        return agent, await self.store.get_session(agent.id, key)
+
+    async def delete_session(self, name: str, key: str) -> None:
+        agent, session = await self.get_session(name, key)
+        await self.supervisor.cancel_session(session.id, "session deleted")
+        await self.store.delete_session(agent.id, key)
+        self.histories.drop(session.id)
+
+    async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
+                          ) -> list[EventRecord]:
+        return await self.store.read_events(session_id, after=after, limit=limit)
+
+    async def _read_after(self, session_id: str, after: int) -> list[EventRecord]:
+        return await self.store.read_events(session_id, after=after)
+
+    def subscribe(self, session_id: str) -> Subscription:
+        return self.bus.subscribe(session_id)
+
+    # -- messages and runs -------------------------------------------------------------
+
+    async def send(self, name: str, key: str, content: str, *,
+                   idempotency_key: str | None = None) -> SendResult:
+        """Accept a message: committed (message + queued run) before this returns."""
+        if not self._accepting:
+            raise ShuttingDown("the daemon is shutting down; retry shortly")
+        check_session_key(key)
+        agent = await self.get_agent(name)
+        if agent.state in ("paused", "stopped", "error"):
+            raise AgentNotAccepting(
+                f"agent {name!r} is {agent.state} and does not accept messages"
+                + ("; resume it first" if agent.state != "error" else ""),
+                code=f"agent_{agent.state}")
+        accepted = await self.store.accept_message(
+            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key)
+        self.bus.publish(accepted.events)
+        if not accepted.duplicate:
+            self.supervisor.submit(accepted.session.id, accepted.run.id)
+        if agent.state == "created":
+            agent = self._remember(await self.store.set_agent_state(name, "running"))
+        return SendResult(agent=agent, session=accepted.session, run=accepted.run,
+                          events=accepted.events, duplicate=accepted.duplicate)
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """Wait until the run settles, then return it as stored."""
+        future = self.supervisor.waiter(run_id)
+        try:
+            run = await self.store.get_run(run_id)
+            if not run.terminal and self.supervisor.is_known(run_id):
+                await future
+            elif not run.terminal:
+                # Held (paused agent) or owned elsewhere: poll the store.
+                while not run.terminal:
+                    await asyncio.wait({future}, timeout=0.5)
+                    run = await self.store.get_run(run_id)
+                return run
+        finally:
+            self.supervisor.discard_waiter(run_id, future)
+        return await self.store.get_run(run_id)
+
+    async def get_run(self, run_id: str) -> tuple[RunRecord, str, str]:
+        return await self.store.run_context(run_id)
+
+    async def cancel_run(self, run_id: str) -> tuple[RunRecord, str, str]:
+        run, agent_name, key = await self.store.run_context(run_id)
+        if run.terminal:
+            return run, agent_name, key
+        if not await self.supervisor.cancel(run.session_id, run_id, "cancelled by request"):
+            # Not held by this process (a paused agent's queued run): settle it here.
+            await self._cancel_queued(run_id, "cancelled by request")
+        return await self.store.run_context(run_id)
+
+    async def _cancel_queued(self, run_id: str, reason: str) -> None:
+        run = await self.store.get_run(run_id)
+        if not run.terminal:
+            await self._settle(run.session_id, run.id, "cancelled", "run.cancelled",
+                               {"reason": reason})
+
+    async def _settle(self, session_id: str, run_id: str, status: str, kind: str,
+                      data: dict[str, Any]) -> None:
+        records = await self.store.append(
+            session_id, [NewEvent(kind=kind, run_id=run_id, data=data)], run_id=run_id,
+            run=RunUpdate(status=status, finished=True))
+        self.bus.publish(records)
+
+    async def _build_executor(self, run_id: str) -> RunExecutor | None:
+        run, _, session_key = await self.store.run_context(run_id)
+        if run.terminal:
+            return None
+        agent = self._agents_by_id.get(run.agent_id)
+        if agent is None:
+            return None
+        if agent.state == "paused":
+            return None  # stays queued in the store; resume submits it again
+        if agent.state in ("stopped", "error"):
+            await self._settle(run.session_id, run.id, "cancelled", "run.cancelled",
+                               {"reason": f"agent {agent.state}"})
+            return None
+        try:
+            model = self.model_for(agent)
+        except InvalidModel as exc:
+            await self._settle(run.session_id, run.id, "failed", "run.failed",
+                               {"error": exc.to_dict()})
+            self._remember(await self.store.set_agent_state(agent.name, "error"))
+            return None
+        history = await self.histories.get(run.session_id)
+        return RunExecutor(
+            store=self.store, bus=self.bus, run=run, agent_name=agent.name,
+            session_key=session_key, history=history, model=model,
+            instructions=agent.instructions, tools=self.tools.resolve(agent.tools),
+            max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
+            tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
+        )
+
+    # -- status ----------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self._accepting else "stopping",
+            "version": __version__,
+            "store": self.store.dialect,
+            "sandbox": "none",
+            "agents": len(self._agents),
+            "active_runs": self.supervisor.active_runs,
+            "queued_runs": self.supervisor.queued_runs,
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+
+def _settings_key(agent: AgentRecord) -> str:
+    return orjson.dumps(agent.settings, option=orjson.OPT_SORT_KEYS).decode()

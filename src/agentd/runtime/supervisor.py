@@ -1,0 +1,171 @@
+"""The supervisor owns every run: one worker per busy session, runs in FIFO order.
+
+A session has at most one active run. Runs queued behind it wait in the session's
+queue; the worker exists only while the session has work, so idle sessions cost
+nothing. HTTP handlers never own a run: they submit it and may wait for, or
+subscribe to, its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agentd.runtime.loop import RunExecutor, RunOutcome
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger(__name__)
+
+#: Builds the executor for a queued run (None: the run was settled without one).
+ExecutorFactory = Callable[[str], Awaitable[RunExecutor | None]]
+#: Settles a queued run that will never start (cancelled before it ran).
+CancelQueued = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Session:
+    queue: deque[str]
+    worker: asyncio.Task[None] | None = None
+    active: RunExecutor | None = None
+    active_task: asyncio.Task[RunOutcome] | None = None
+
+
+class Supervisor:
+    def __init__(self, build: ExecutorFactory, cancel_queued: CancelQueued) -> None:
+        self._build = build
+        self._cancel_queued = cancel_queued
+        self._sessions: dict[str, _Session] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._closing = False
+
+    # -- submitting and waiting ------------------------------------------------------
+
+    def submit(self, session_id: str, run_id: str) -> None:
+        state = self._sessions.get(session_id)
+        if state is None:
+            state = self._sessions[session_id] = _Session(queue=deque())
+        state.queue.append(run_id)
+        if state.worker is None:
+            state.worker = asyncio.create_task(self._work(session_id, state),
+                                               name=f"agentd-session-{session_id}")
+
+    def waiter(self, run_id: str) -> asyncio.Future[None]:
+        """A future resolved when ``run_id`` settles in this process."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(future)
+        return future
+
+    def discard_waiter(self, run_id: str, future: asyncio.Future[None]) -> None:
+        futures = self._waiters.get(run_id)
+        if futures and future in futures:
+            futures.remove(future)
+            if not futures:
+                del self._waiters[run_id]
+
+    def _settled(self, run_id: str) -> None:
+        for future in self._waiters.pop(run_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    def is_known(self, run_id: str) -> bool:
+        return any(run_id in s.queue or (s.active is not None and s.active.run.id == run_id)
+                   for s in self._sessions.values())
+
+    @property
+    def active_runs(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.active is not None)
+
+    @property
+    def queued_runs(self) -> int:
+        return sum(len(s.queue) for s in self._sessions.values())
+
+    # -- the per-session worker -------------------------------------------------------
+
+    async def _work(self, session_id: str, state: _Session) -> None:
+        try:
+            while state.queue and not self._closing:
+                run_id = state.queue.popleft()
+                try:
+                    executor = await self._build(run_id)
+                    if executor is None:
+                        continue
+                    state.active = executor
+                    state.active_task = asyncio.create_task(executor.execute(),
+                                                            name=f"agentd-run-{run_id}")
+                    await asyncio.shield(state.active_task)
+                except asyncio.CancelledError:
+                    if state.active_task is not None and not state.active_task.done():
+                        state.active_task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await state.active_task
+                    raise
+                except Exception:
+                    log.exception("run %s crashed the session worker", run_id)
+                finally:
+                    state.active = None
+                    state.active_task = None
+                    self._settled(run_id)
+        finally:
+            state.worker = None
+            if not state.queue and self._sessions.get(session_id) is state:
+                del self._sessions[session_id]
+
+    # -- cancelling --------------------------------------------------------------------
+
+    async def cancel(self, session_id: str, run_id: str, reason: str) -> bool:
+        """Cancel a queued or active run; False if this process does not hold it."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return False
+        if run_id in state.queue:
+            state.queue.remove(run_id)
+            await self._cancel_queued(run_id, reason)
+            self._settled(run_id)
+            return True
+        executor, task = state.active, state.active_task
+        if executor is None or task is None or executor.run.id != run_id:
+            return False
+        executor.cancel_reason = reason
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+        return True
+
+    async def cancel_session(self, session_id: str, reason: str) -> None:
+        state = self._sessions.get(session_id)
+        if state is None:
+            return
+        for run_id in list(state.queue):
+            await self.cancel(session_id, run_id, reason)
+        if state.active is not None:
+            await self.cancel(session_id, state.active.run.id, reason)
+
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Let active runs finish within ``grace_s``, then interrupt them.
+
+        Queued runs stay queued in the store and start again with the daemon.
+        """
+        self._closing = True
+        workers = [s.worker for s in self._sessions.values() if s.worker is not None]
+        if not workers:
+            return
+        tasks = [s.active_task for s in self._sessions.values() if s.active_task is not None]
+        if tasks and grace_s > 0:
+            await asyncio.wait(tasks, timeout=grace_s)
+        for state in self._sessions.values():
+            task = state.active_task
+            if state.active is not None and task is not None and not task.done():
+                state.active.cancel_reason = "daemon shutting down"
+                state.active.interrupt = True
+                task.cancel()
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

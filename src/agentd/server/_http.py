@@ -1,0 +1,150 @@
+"""Small HTTP pieces: fast JSON responses, error mapping, auth and body-size guards."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentd.errors import AgentdError
+
+__all__ = ["BearerAuth", "BodyLimit", "install_error_handlers", "json_response"]
+
+log = logging.getLogger(__name__)
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response serialised with orjson (the API's hot paths skip re-validation)."""
+    return Response(orjson.dumps(content), status_code=status_code,
+                    media_type="application/json")
+
+
+def error_response(error: AgentdError, headers: dict[str, str] | None = None) -> Response:
+    response = json_response({"error": error.to_dict()}, error.status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AgentdError)
+    async def _agentd(_: Request, exc: AgentdError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+                  for e in exc.errors()]
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            message = "request body is not valid JSON"
+        else:
+            message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        err = AgentdError(message, code="invalid_input", details={"errors": errors})
+        err.status = 422
+        return error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        err = AgentdError(str(exc.detail), code=code)
+        err.status = exc.status_code
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(AgentdError("internal error; see the daemon log"))
+
+
+class BearerAuth:
+    """Pure ASGI middleware: bearer tokens, constant-time comparison, public paths."""
+
+    def __init__(self, app: ASGIApp, *, tokens: list[str], public_paths: list[str]) -> None:
+        self.app = app
+        self.tokens = [t.encode() for t in tokens]
+        self.exact = {p for p in public_paths if not p.endswith("*")}
+        self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
+
+    def _public(self, path: str) -> bool:
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        ok = False
+        for expected in self.tokens:  # no early exit: every token is compared
+            ok |= hmac.compare_digest(token.strip(), expected)
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or not self.tokens or self._public(scope["path"])
+                or self._authorized(scope)):
+            await self.app(scope, receive, send)
+            return
+        err = AgentdError("missing or invalid bearer token", code="unauthorized")
+        err.status = 401
+        await error_response(err, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse request bodies over ``limit`` bytes with 413."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _too_large(self) -> Response:
+        err = AgentdError(f"request body over {self.limit} bytes", code="payload_too_large")
+        err.status = 413
+        return error_response(err)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.limit:
+                        await self._too_large()(scope, receive, send)
+                        return
+                except ValueError:
+                    pass
+                break
+        seen = 0
+        limit = self.limit
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large()(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,57 @@
+"""The FastAPI application: routes, auth, errors, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from agentd import __version__
+from agentd.config import Settings
+from agentd.runtime import Runtime
+from agentd.server import routes
+from agentd.server._http import BearerAuth, BodyLimit, install_error_handlers, json_response
+from agentd.server.routes._deps import runtime_of
+from agentd.server.schemas import Health
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. The runtime opens in the lifespan unless one is passed in."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = await Runtime.open(settings) if runtime is None else runtime
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            if owned:
+                await rt.close()
+
+    app = FastAPI(
+        title="agentd",
+        version=__version__,
+        description="An operating system for AI agents: durable agents and sessions "
+                    "behind one streaming HTTP API.",
+        lifespan=lifespan,
+        # Accept a JSON body whatever Content-Type says (curl -d sends a form type).
+        strict_content_type=False,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, tokens=settings.tokens, public_paths=settings.public_paths)
+
+    @app.get("/health", response_model=Health, tags=["status"])
+    async def health(request: Request) -> Response:
+        """Liveness and what the daemon runs on. Public by default."""
+        return json_response(await runtime_of(request).health())
+
+    app.include_router(routes.agents.router)
+    app.include_router(routes.sessions.router)
+    app.include_router(routes.runs.router)
+    return app

@@ -1,0 +1,119 @@
+"""Run the daemon in the foreground: settings, logging, pid file, uvicorn, signals.
+
+SIGTERM or SIGINT stops taking new runs, lets running steps finish for up to
+``shutdown_grace_s``, interrupts what is left (queued runs stay queued and start
+again with the next daemon), closes every stream and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import sys
+from types import FrameType
+
+import uvicorn
+
+from agentd.config import Settings, load_settings
+from agentd.server.app import create_app
+
+__all__ = ["run"]
+
+log = logging.getLogger("agentd")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(uvicorn.Server):
+    """Starts the runtime's shutdown as soon as the signal arrives, so streams and
+    waiting requests end within the grace period instead of holding uvicorn open."""
+
+    def __init__(self, config: uvicorn.Config, app_state: object) -> None:
+        super().__init__(config)
+        self._app_state = app_state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        runtime = getattr(self._app_state, "runtime", None)
+        if runtime is not None and self._loop is not None and not self.should_exit:
+            self._loop.call_soon_threadsafe(runtime.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(host: str | None = None, port: int | None = None) -> int:
+    """Serve until a signal; return the process exit code."""
+    settings = load_settings(host=host, port=port)
+    _configure_logging(settings)
+    if not settings.auth_enabled and not _is_loopback(settings.host):
+        log.warning("no token configured (AGENTD_TOKEN): binding to 127.0.0.1 instead of %s; "
+                    "set a token to listen on other interfaces", settings.host)
+        settings.host = "127.0.0.1"
+    elif not settings.auth_enabled:
+        log.warning("no token configured: the API is open to local users only "
+                    "(listening on %s)", settings.host)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        lifespan="on",
+    )
+    server = _Server(config, app.state)
+    settings.pid_file.write_text(str(os.getpid()))
+    log.info("agentd %s: store %s, home %s, http://%s:%d", _version(), _redact(
+        settings.database_url), settings.home, settings.host, settings.port)
+    try:
+        server.run()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if settings.pid_file.read_text().strip() == str(os.getpid()):
+                settings.pid_file.unlink()
+    return 0 if server.started else 1
+
+
+def _version() -> str:
+    from agentd import __version__
+
+    return __version__
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def main() -> None:
+    raise SystemExit(run())
+
+
+if __name__ == "__main__":
+    main()

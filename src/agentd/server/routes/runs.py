@@ -1,0 +1,27 @@
+"""/v1/runs/{id}: read and cancel a run."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from agentd.server._http import json_response
+from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.schemas import RunOut
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+
+@router.get("/{run_id}", response_model=RunOut, responses=ERRORS(404))
+async def get_run(run_id: str, request: Request) -> Response:
+    run, agent, key = await runtime_of(request).get_run(run_id)
+    return json_response(run.to_api(agent, key))
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut, responses=ERRORS(404))
+async def cancel_run(run_id: str, request: Request) -> Response:
+    """Cancel a queued or running run; a finished run is returned unchanged."""
+    run, agent, key = await runtime_of(request).cancel_run(run_id)
+    return json_response(run.to_api(agent, key))

@@ -1,0 +1,110 @@
+"""Sessions of an agent: messages in, events out (JSON or Server-Sent Events).
+
+Session keys are opaque client strings and may contain '/', so they are matched
+with a path converter; the more specific routes are declared first.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from agentd.errors import InvalidInput, PayloadTooLarge
+from agentd.server._http import json_response
+from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.schemas import EventList, MessageIn, RunOut, SessionList, SessionOut
+from agentd.server.sse import follow_frames, sse_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/agents/{name}/sessions", tags=["sessions"])
+
+MAX_EVENTS_PAGE = 10_000
+
+
+@router.get("", response_model=SessionList, responses=ERRORS(404))
+async def list_sessions(name: str, request: Request) -> Response:
+    sessions = await runtime_of(request).list_sessions(name)
+    return json_response({"sessions": [s.to_api(name) for s in sessions]})
+
+
+@router.post(
+    "/{key:path}/messages",
+    response_model=RunOut,
+    responses={202: {"model": RunOut, "description": "queued (wait=false)"},
+               **ERRORS(404, 409, 413, 422, 503)},
+)
+async def post_message(
+    name: str,
+    key: str,
+    body: MessageIn,
+    request: Request,
+    idempotency_key: str | None = Header(default=None, max_length=256),
+) -> Response:
+    """Send a message to the session (created on first use).
+
+    The message and its queued run are committed before any reply. With
+    ``stream=true`` the reply is an SSE stream of the run that ends after its
+    ``done`` or ``error`` frame; a client that leaves does not cancel the run.
+    """
+    runtime = runtime_of(request)
+    limit = runtime.settings.max_message_bytes
+    if len(body.content) > limit // 4 and len(body.content.encode()) > limit:
+        raise PayloadTooLarge(f"message content is over {limit} bytes")
+    sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key)
+    run = sent.run
+    if body.stream:
+        sub = runtime.subscribe(sent.session.id)
+        after = sent.events[0].seq - 1 if sent.events else 0
+        return sse_response(follow_frames(sub, lambda seq: runtime.read_events(
+            sent.session.id, after=seq), after, run_id=run.id))
+    if not body.wait:
+        return json_response(run.to_api(name, key), 202)
+    run = await runtime.wait(run.id)
+    return json_response(run.to_api(name, key))
+
+
+@router.get(
+    "/{key:path}/events",
+    response_model=EventList,
+    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS(404, 422)},
+)
+async def get_events(
+    name: str,
+    key: str,
+    request: Request,
+    after: int = Query(default=0, ge=0, description="Return events with seq > after."),
+    limit: int = Query(default=1000, ge=1, le=MAX_EVENTS_PAGE),
+    last_event_id: str | None = Header(default=None),
+) -> Response:
+    """The session's event log after ``after``; SSE (replay, then live) when the client
+    sends ``Accept: text/event-stream``. ``Last-Event-ID`` takes precedence over ``after``."""
+    runtime = runtime_of(request)
+    _, session = await runtime.get_session(name, key)
+    if last_event_id is not None:
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise InvalidInput("Last-Event-ID must be an event seq (an integer)") from None
+        if after < 0:
+            raise InvalidInput("Last-Event-ID must be >= 0")
+    if "text/event-stream" in request.headers.get("accept", ""):
+        sub = runtime.subscribe(session.id)
+        return sse_response(follow_frames(
+            sub, lambda seq: runtime.read_events(session.id, after=seq), after))
+    events = await runtime.read_events(session.id, after=after, limit=limit)
+    return json_response({"events": [e.to_api() for e in events],
+                          "last_seq": session.last_seq})
+
+
+@router.get("/{key:path}", response_model=SessionOut, responses=ERRORS(404))
+async def get_session(name: str, key: str, request: Request) -> Response:
+    _, session = await runtime_of(request).get_session(name, key)
+    return json_response(session.to_api(name))
+
+
+@router.delete("/{key:path}", status_code=204, responses=ERRORS(404))
+async def delete_session(name: str, key: str, request: Request) -> Response:
+    """Delete the session and its log (its active run is cancelled first)."""
+    await runtime_of(request).delete_session(name, key)
+    return Response(status_code=204)

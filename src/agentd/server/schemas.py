@@ -1,0 +1,137 @@
+"""Pydantic models at the API edge: request bodies, and response shapes for OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AgentCreate",
+    "AgentList",
+    "AgentOut",
+    "AgentPatch",
+    "ErrorBody",
+    "ErrorOut",
+    "EventList",
+    "EventOut",
+    "Health",
+    "MessageIn",
+    "RunOut",
+    "SessionList",
+    "SessionOut",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentCreate(_In):
+    name: str = Field(
+        min_length=1, max_length=64,
+        description="Unique name used in paths: letters, digits, '_', '-', '.'.")
+    model: str | None = Field(
+        default=None, description="`provider:model`, e.g. `scripted`, `openai:gpt-4.1-mini`.")
+    instructions: str = Field(default="", max_length=200_000)
+    tools: list[str] = Field(default_factory=list, description="Names of tools to allow.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Model and loop settings: base_url, api_key_env, temperature, "
+                    "max_tokens, max_steps, script (scripted model).")
+
+
+class AgentPatch(_In):
+    model: str | None = None
+    instructions: str | None = Field(default=None, max_length=200_000)
+    tools: list[str] | None = None
+    settings: dict[str, Any] | None = None
+
+
+class MessageIn(_In):
+    content: str = Field(min_length=1, description="The user's message.")
+    stream: bool = Field(default=False, description="Answer with Server-Sent Events.")
+    wait: bool = Field(
+        default=True, description="With stream=false: wait for the run to finish (200) "
+                                  "or return the queued run at once (202).")
+    mode: Literal["enqueue"] = Field(
+        default="enqueue",
+        description="What to do when the session is busy: enqueue runs it after the "
+                    "active run.")
+
+
+class AgentOut(BaseModel):
+    name: str
+    model: str
+    instructions: str
+    tools: list[str]
+    settings: dict[str, Any]
+    state: Literal["created", "running", "paused", "stopped", "error"]
+    created_at: str
+    updated_at: str
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]
+
+
+class SessionOut(BaseModel):
+    agent: str
+    key: str
+    last_seq: int
+    created_at: str
+    updated_at: str
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class RunOut(BaseModel):
+    id: str
+    agent: str
+    session: str
+    status: Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+    input: str
+    output: str | None
+    error: dict[str, Any] | None
+    steps: int
+    usage: dict[str, int]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    run_id: str | None
+    kind: str
+    data: dict[str, Any]
+    at: str
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    last_seq: int
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    store: str
+    sandbox: str
+    agents: int
+    active_runs: int
+    queued_runs: int
+    uptime_s: float
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+    details: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

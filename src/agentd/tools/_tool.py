@@ -1,0 +1,184 @@
+"""A tool: a typed Python callable, its JSON schema, and what the runtime must know of it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from agentd.errors import ToolError
+from agentd.llm.messages import ToolSpec
+
+__all__ = ["Tool", "ToolContext", "tool"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+
+
+@dataclass(kw_only=True, slots=True)
+class ToolContext:
+    """What a tool may learn about the call it serves (pass a ``ctx: ToolContext``)."""
+
+    agent: str
+    session: str
+    run_id: str
+    call_id: str
+    #: Stable id of this side effect, the same if the call is ever re-run.
+    effect_id: str
+
+
+@dataclass(kw_only=True)
+class Tool:
+    """A callable the model may invoke.
+
+    Attributes:
+        read_only: changes nothing; calls of one step may run concurrently.
+        idempotent: safe to repeat with the same effect id.
+        needs_approval: the runtime asks before running it (enforced in a later release).
+        timeout_s: wall-clock limit of one call (None: the daemon's default).
+    """
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    parameters: dict[str, Any]
+    read_only: bool = False
+    idempotent: bool = False
+    needs_approval: bool = False
+    timeout_s: float | None = None
+    _model: type[BaseModel] = field(repr=False, default=BaseModel)
+    _wants_ctx: bool = field(repr=False, default=False)
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.name, description=self.description,
+                        parameters=self.parameters)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check the model's arguments against the signature; raise ToolError if wrong."""
+        try:
+            parsed = self._model.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ToolError(f"invalid arguments for {self.name}: {problems}",
+                            code="tool_bad_arguments") from None
+        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+
+    async def call(self, arguments: dict[str, Any], ctx: ToolContext,
+                   default_timeout_s: float) -> Any:
+        kwargs = self.validate(arguments)
+        if self._wants_ctx:
+            kwargs["ctx"] = ctx
+        timeout = self.timeout_s or default_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                if inspect.iscoroutinefunction(self.fn):
+                    return await self.fn(**kwargs)
+                return await asyncio.to_thread(self.fn, **kwargs)
+        except TimeoutError:
+            raise ToolError(f"{self.name} timed out after {timeout:g}s",
+                            code="tool_timeout") from None
+
+
+def _summary(doc: str | None) -> str:
+    if not doc:
+        return ""
+    return inspect.cleandoc(doc).split("\n\n", 1)[0].replace("\n", " ").strip()
+
+
+def _arg_docs(doc: str | None) -> dict[str, str]:
+    """Google-style ``Args:`` descriptions."""
+    out: dict[str, str] = {}
+    if not doc:
+        return out
+    text = inspect.cleandoc(doc)
+    match = re.search(r"^Args:\s*\n((?:[ \t]+.*\n?)+)", text, re.MULTILINE)
+    if not match:
+        return out
+    for line in match.group(1).splitlines():
+        m = re.match(r"\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    read_only: bool = False,
+    idempotent: bool = False,
+    needs_approval: bool = False,
+    timeout_s: float | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    read_only: bool = False,
+    idempotent: bool = False,
+    needs_approval: bool = False,
+    timeout_s: float | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a :class:`Tool` from a typed function; usable bare or with arguments.
+
+    The JSON schema comes from the signature's type hints (via pydantic) and the
+    description from the docstring's first paragraph; ``Args:`` lines describe the
+    parameters. A parameter named ``ctx`` receives the :class:`ToolContext`.
+    """
+
+    def build(func: Callable[..., Any]) -> Tool:
+        tool_name = name or func.__name__
+        if not _NAME.match(tool_name):
+            raise ValueError(f"invalid tool name {tool_name!r}")
+        hints = get_type_hints(func)
+        docs = _arg_docs(func.__doc__)
+        fields: dict[str, Any] = {}
+        wants_ctx = False
+        for param in inspect.signature(func).parameters.values():
+            if param.name == "ctx":
+                wants_ctx = True
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"tool {tool_name}: *args/**kwargs are not supported")
+            annotation = hints.get(param.name, Any)
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[param.name] = (annotation, Field(default, description=docs.get(param.name)))
+        model = cast(type[BaseModel], create_model(
+            f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields))
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        return Tool(
+            name=tool_name,
+            description=description or _summary(func.__doc__),
+            fn=func,
+            parameters=schema,
+            read_only=read_only,
+            idempotent=idempotent or read_only,
+            needs_approval=needs_approval,
+            timeout_s=timeout_s,
+            _model=model,
+            _wants_ctx=wants_ctx,
+        )
+
+    if fn is not None:
+        return build(fn)
+    return build
+
