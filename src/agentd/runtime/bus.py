@@ -65,8 +65,8 @@ class EventBus:
         self._subs: dict[str, set[Subscription]] = {}
         self._buffer = buffer
 
-    def subscribe(self, session_id: str) -> Subscription:
-        sub = Subscription(self, session_id, self._buffer)
+    def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
+        sub = Subscription(self, session_id, buffer or self._buffer)
         self._subs.setdefault(session_id, set()).add(sub)
         return sub
 

@@ -25,10 +25,21 @@ AnyMessage = UserMessage | AssistantMessage | ToolResultMessage
 
 
 class SessionHistory:
+    """The model-facing conversation of one session, folded from its log.
+
+    A user message joins the conversation when its run starts (``run.started``), not
+    when it is queued: a message waiting behind the active run is not part of that
+    run's context. A tool call left without a result (a run cancelled mid-step) gets
+    an error result as soon as the conversation moves on, so the list is always valid
+    for providers.
+    """
+
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.last_seq = 0
         self.messages: list[AnyMessage] = []
+        self._held: dict[str, UserMessage] = {}
+        self._pending: dict[str, str] = {}
 
     def apply(self, event: EventRecord) -> None:
         if event.seq <= self.last_seq:
@@ -36,12 +47,20 @@ class SessionHistory:
         if event.seq != self.last_seq + 1:
             raise ValueError(f"gap in session log: have {self.last_seq}, got {event.seq}")
         self.last_seq = event.seq
-        data = event.data
-        if event.kind == "message.user":
-            self.messages.append(UserMessage(content=data["content"]))
-        elif event.kind == "message.assistant":
+        kind, data = event.kind, event.data
+        if kind == "message.user":
+            message = UserMessage(content=data["content"])
+            if event.run_id is None:
+                self._append(message)
+            else:
+                self._held[event.run_id] = message
+        elif kind == "run.started":
+            held = self._held.pop(event.run_id or "", None)
+            if held is not None:
+                self._append(held)
+        elif kind == "message.assistant":
             usage = data.get("usage")
-            self.messages.append(AssistantMessage(
+            self._append(AssistantMessage(
                 text=data.get("text", ""),
                 tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
                             for c in data.get("tool_calls", [])],
@@ -49,36 +68,32 @@ class SessionHistory:
                 finish_reason=data.get("finish_reason", "stop"),
                 model=data.get("model"),
             ))
-        elif event.kind == "tool.finished":
+        elif kind == "tool.finished":
+            self._pending.pop(data["call_id"], None)
             self.messages.append(ToolResultMessage(
                 call_id=data["call_id"], name=data["name"], content=data["output"],
                 is_error=bool(data.get("is_error")),
             ))
+        elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):
+            self._held.pop(event.run_id or "", None)
+
+    def _append(self, message: AnyMessage) -> None:
+        if self._pending:
+            self.messages.extend(_unanswered(self._pending))
+            self._pending = {}
+        self.messages.append(message)
+        if isinstance(message, AssistantMessage) and message.tool_calls:
+            self._pending = {c.id: c.name for c in message.tool_calls}
 
     def extend(self, events: Iterable[EventRecord]) -> None:
         for event in events:
             self.apply(event)
 
     def for_model(self) -> list[AnyMessage]:
-        """The messages to send, with every tool call answered.
-
-        A run that was cancelled or failed between a tool call and its result leaves
-        a call with no answer, which providers reject; it gets an error result here.
-        """
-        out: list[AnyMessage] = []
-        pending: dict[str, str] = {}
-        for message in self.messages:
-            if isinstance(message, ToolResultMessage):
-                pending.pop(message.call_id, None)
-                out.append(message)
-                continue
-            out.extend(_unanswered(pending))
-            pending.clear()
-            out.append(message)
-            if isinstance(message, AssistantMessage):
-                pending = {c.id: c.name for c in message.tool_calls}
-        out.extend(_unanswered(pending))
-        return out
+        """The messages to send, with every tool call answered."""
+        if self._pending:
+            return [*self.messages, *_unanswered(self._pending)]
+        return list(self.messages)
 
 
 def _unanswered(pending: dict[str, str]) -> list[ToolResultMessage]:
@@ -96,17 +111,27 @@ class HistoryCache:
         self._capacity = capacity
         self._items: OrderedDict[str, SessionHistory] = OrderedDict()
 
-    async def get(self, session_id: str) -> SessionHistory:
+    async def get(self, session_id: str, *, min_seq: int | None = None) -> SessionHistory:
+        """The session's history, read from the log only if it may be behind ``min_seq``."""
         history = self._items.pop(session_id, None) or SessionHistory(session_id)
-        try:
-            history.extend(await self._read_after(session_id, history.last_seq))
-        except ValueError:
-            history = SessionHistory(session_id)
-            history.extend(await self._read_after(session_id, 0))
+        if min_seq is None or history.last_seq < min_seq:
+            try:
+                history.extend(await self._read_after(session_id, history.last_seq))
+            except ValueError:
+                history = SessionHistory(session_id)
+                history.extend(await self._read_after(session_id, 0))
         self._items[session_id] = history
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
         return history
+
+    def offer(self, events: list[EventRecord]) -> None:
+        """Fold freshly committed events into a cached history, if they follow on."""
+        if not events:
+            return
+        history = self._items.get(events[0].session_id)
+        if history is not None and history.last_seq + 1 == events[0].seq:
+            history.extend(events)
 
     def drop(self, session_id: str) -> None:
         self._items.pop(session_id, None)

@@ -104,9 +104,33 @@ class RunExecutor:
                       ) -> list[EventRecord]:
         records = await self.store.append(self.session_id, events, run_id=self.run.id,
                                           run=update)
-        self.history.extend(records)
         self.bus.publish(records)
+        if records and records[0].seq > self.history.last_seq + 1:
+            # Messages queued behind this run were committed in between.
+            self.history.extend(await self.store.read_events(
+                self.session_id, after=self.history.last_seq))
+        self.history.extend(records)
+        if update is not None:
+            self._track(update, records[0].at if records else time.time())
         return records
+
+    def _track(self, update: RunUpdate, at: float) -> None:
+        """Keep ``self.run`` equal to the stored row, so waiters need no read."""
+        run = self.run
+        if update.status is not None:
+            run.status = update.status  # type: ignore[assignment]
+        if update.output is not None:
+            run.output = update.output
+        if update.error is not None:
+            run.error = update.error
+        if update.steps is not None:
+            run.steps = update.steps
+        if update.usage is not None:
+            run.usage = update.usage
+        if update.started:
+            run.started_at = at
+        if update.finished:
+            run.finished_at = at
 
     def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         return NewEvent(kind=kind, run_id=self.run.id, data=data)
@@ -122,13 +146,18 @@ class RunExecutor:
                 await self._finish("interrupted", "run.interrupted", {"reason": reason})
                 raise
             return await self._finish("cancelled", "run.cancelled", {"reason": reason})
+        except Exception as exc:
+            # A bug must not leave the run "running" forever: fail it, loudly.
+            log.exception("run %s failed with an internal error", self.run.id)
+            error = AgentdError(f"internal error: {type(exc).__name__}: {exc}").to_dict()
+            return await self._finish("failed", "run.failed", {"error": error}, error=error)
 
     async def _finish(self, status: str, kind: str, data: dict[str, Any],
-                      output: str | None = None, error: dict[str, Any] | None = None
-                      ) -> RunOutcome:
+                      output: str | None = None, error: dict[str, Any] | None = None,
+                      before: Sequence[NewEvent] = ()) -> RunOutcome:
         usage = _usage_dict(self.usage)
         await self._commit(
-            [self._event(kind, {**data, "steps": self.steps, "usage": usage})],
+            [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
             RunUpdate(status=status, output=output, error=error, steps=self.steps,
                       usage=usage, finished=True),
         )
@@ -162,17 +191,20 @@ class RunExecutor:
                                           error=error)
             if message.usage is not None:
                 self.usage = self.usage + message.usage
-            await self._commit([self._event("message.assistant", {
+            assistant = self._event("message.assistant", {
                 "text": message.text,
                 "tool_calls": [asdict(c) for c in message.tool_calls],
                 "usage": _usage_dict(message.usage) if message.usage else None,
                 "finish_reason": message.finish_reason,
                 "model": message.model,
                 "step": self.steps,
-            })], RunUpdate(steps=self.steps))
+            })
             if not message.tool_calls:
+                # The final answer and the run's completion are one step: one commit.
                 return await self._finish("completed", "run.completed",
-                                          {"output": message.text}, output=message.text)
+                                          {"output": message.text}, output=message.text,
+                                          before=[assistant])
+            await self._commit([assistant], RunUpdate(steps=self.steps))
             await self._run_tools(message.tool_calls)
 
     async def _call_model(self, request: ModelRequest) -> AssistantMessage:

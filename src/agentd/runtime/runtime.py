@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -60,6 +60,15 @@ def check_session_key(key: str) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise InvalidInput("session key must not contain control characters")
     return key
+
+
+@dataclass(kw_only=True, slots=True)
+class _Prepared:
+    """What the sender already knows about a run, so starting it needs no reads."""
+
+    run: RunRecord
+    session_key: str
+    min_seq: int
 
 
 @dataclass(kw_only=True, slots=True)
@@ -273,8 +282,8 @@ class Runtime:
     async def _read_after(self, session_id: str, after: int) -> list[EventRecord]:
         return await self.store.read_events(session_id, after=after)
 
-    def subscribe(self, session_id: str) -> Subscription:
-        return self.bus.subscribe(session_id)
+    def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
+        return self.bus.subscribe(session_id, buffer)
 
     # -- messages and runs -------------------------------------------------------------
 
@@ -293,8 +302,10 @@ class Runtime:
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key)
         self.bus.publish(accepted.events)
+        self.histories.offer(accepted.events)
         if not accepted.duplicate:
-            self.supervisor.submit(accepted.session.id, accepted.run.id)
+            self.supervisor.submit(accepted.session.id, accepted.run.id, _Prepared(
+                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq))
         if agent.state == "created":
             agent = self._remember(await self.store.set_agent_state(name, "running"))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
@@ -304,18 +315,18 @@ class Runtime:
         """Wait until the run settles, then return it as stored."""
         future = self.supervisor.waiter(run_id)
         try:
+            if self.supervisor.is_known(run_id):
+                settled = await future
+                if settled is not None:
+                    return settled
             run = await self.store.get_run(run_id)
-            if not run.terminal and self.supervisor.is_known(run_id):
-                await future
-            elif not run.terminal:
-                # Held (paused agent) or owned elsewhere: poll the store.
-                while not run.terminal:
-                    await asyncio.wait({future}, timeout=0.5)
-                    run = await self.store.get_run(run_id)
-                return run
+            # Held while its agent is paused, or owned by another process: poll.
+            while not run.terminal:
+                await asyncio.wait({future}, timeout=0.5)
+                run = await self.store.get_run(run_id)
+            return run
         finally:
             self.supervisor.discard_waiter(run_id, future)
-        return await self.store.get_run(run_id)
 
     async def get_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.store.run_context(run_id)
@@ -342,8 +353,13 @@ class Runtime:
             run=RunUpdate(status=status, finished=True))
         self.bus.publish(records)
 
-    async def _build_executor(self, run_id: str) -> RunExecutor | None:
-        run, _, session_key = await self.store.run_context(run_id)
+    async def _build_executor(self, run_id: str, prepared: _Prepared | None
+                              ) -> RunExecutor | None:
+        if prepared is not None:
+            run, session_key, min_seq = prepared.run, prepared.session_key, prepared.min_seq
+        else:
+            run, _, session_key = await self.store.run_context(run_id)
+            min_seq = None
         if run.terminal:
             return None
         agent = self._agents_by_id.get(run.agent_id)
@@ -362,7 +378,7 @@ class Runtime:
                                {"error": exc.to_dict()})
             self._remember(await self.store.set_agent_state(agent.name, "error"))
             return None
-        history = await self.histories.get(run.session_id)
+        history = await self.histories.get(run.session_id, min_seq=min_seq)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, model=model,

@@ -14,15 +14,18 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from agentd.runtime.loop import RunExecutor, RunOutcome
+from agentd.store.records import RunRecord
 
 __all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
 
 #: Builds the executor for a queued run (None: the run was settled without one).
-ExecutorFactory = Callable[[str], Awaitable[RunExecutor | None]]
+#: The second argument is whatever the submitter attached (or None).
+ExecutorFactory = Callable[[str, Any], Awaitable[RunExecutor | None]]
 #: Settles a queued run that will never start (cancelled before it ran).
 CancelQueued = Callable[[str, str], Awaitable[None]]
 
@@ -30,6 +33,7 @@ CancelQueued = Callable[[str, str], Awaitable[None]]
 @dataclass(slots=True)
 class _Session:
     queue: deque[str]
+    context: dict[str, Any]
     worker: asyncio.Task[None] | None = None
     active: RunExecutor | None = None
     active_task: asyncio.Task[RunOutcome] | None = None
@@ -40,41 +44,47 @@ class Supervisor:
         self._build = build
         self._cancel_queued = cancel_queued
         self._sessions: dict[str, _Session] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[RunRecord | None]]] = {}
+        self._held: set[str] = set()
         self._closing = False
 
     # -- submitting and waiting ------------------------------------------------------
 
-    def submit(self, session_id: str, run_id: str) -> None:
+    def submit(self, session_id: str, run_id: str, context: Any = None) -> None:
         state = self._sessions.get(session_id)
         if state is None:
-            state = self._sessions[session_id] = _Session(queue=deque())
+            state = self._sessions[session_id] = _Session(queue=deque(), context={})
         state.queue.append(run_id)
+        self._held.add(run_id)
+        if context is not None:
+            state.context[run_id] = context
         if state.worker is None:
             state.worker = asyncio.create_task(self._work(session_id, state),
                                                name=f"agentd-session-{session_id}")
 
-    def waiter(self, run_id: str) -> asyncio.Future[None]:
-        """A future resolved when ``run_id`` settles in this process."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def waiter(self, run_id: str) -> asyncio.Future[RunRecord | None]:
+        """A future resolved when ``run_id`` settles in this process, with the run as
+        stored when the executor finished it (None: settled without an executor)."""
+        future: asyncio.Future[RunRecord | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(future)
         return future
 
-    def discard_waiter(self, run_id: str, future: asyncio.Future[None]) -> None:
+    def discard_waiter(self, run_id: str, future: asyncio.Future[RunRecord | None]) -> None:
         futures = self._waiters.get(run_id)
         if futures and future in futures:
             futures.remove(future)
             if not futures:
                 del self._waiters[run_id]
 
-    def _settled(self, run_id: str) -> None:
+    def _settled(self, run_id: str, run: RunRecord | None = None) -> None:
+        self._held.discard(run_id)
         for future in self._waiters.pop(run_id, []):
             if not future.done():
-                future.set_result(None)
+                future.set_result(run)
 
     def is_known(self, run_id: str) -> bool:
-        return any(run_id in s.queue or (s.active is not None and s.active.run.id == run_id)
-                   for s in self._sessions.values())
+        """Whether this process holds the run (queued here or active)."""
+        return run_id in self._held
 
     @property
     def active_runs(self) -> int:
@@ -90,14 +100,17 @@ class Supervisor:
         try:
             while state.queue and not self._closing:
                 run_id = state.queue.popleft()
+                settled: RunRecord | None = None
                 try:
-                    executor = await self._build(run_id)
+                    executor = await self._build(run_id, state.context.pop(run_id, None))
                     if executor is None:
                         continue
                     state.active = executor
                     state.active_task = asyncio.create_task(executor.execute(),
                                                             name=f"agentd-run-{run_id}")
                     await asyncio.shield(state.active_task)
+                    if executor.run.terminal:
+                        settled = executor.run
                 except asyncio.CancelledError:
                     if state.active_task is not None and not state.active_task.done():
                         state.active_task.cancel()
@@ -109,7 +122,7 @@ class Supervisor:
                 finally:
                     state.active = None
                     state.active_task = None
-                    self._settled(run_id)
+                    self._settled(run_id, settled)
         finally:
             state.worker = None
             if not state.queue and self._sessions.get(session_id) is state:
@@ -124,6 +137,7 @@ class Supervisor:
             return False
         if run_id in state.queue:
             state.queue.remove(run_id)
+            state.context.pop(run_id, None)
             await self._cancel_queued(run_id, reason)
             self._settled(run_id)
             return True
@@ -157,6 +171,10 @@ class Supervisor:
         workers = [s.worker for s in self._sessions.values() if s.worker is not None]
         if not workers:
             return
+        # Runs still queued stay queued in the store; nothing here will start them.
+        for state in self._sessions.values():
+            for run_id in state.queue:
+                self._settled(run_id)
         tasks = [s.active_task for s in self._sessions.values() if s.active_task is not None]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)

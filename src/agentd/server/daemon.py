@@ -20,7 +20,7 @@ import uvicorn
 from agentd.config import Settings, load_settings
 from agentd.server.app import create_app
 
-__all__ = ["run"]
+__all__ = ["GracefulServer", "run"]
 
 log = logging.getLogger("agentd")
 
@@ -34,7 +34,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _Server(uvicorn.Server):
+class GracefulServer(uvicorn.Server):
     """Starts the runtime's shutdown as soon as the signal arrives, so streams and
     waiting requests end within the grace period instead of holding uvicorn open."""
 
@@ -47,11 +47,18 @@ class _Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)  # type: ignore[arg-type]
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+    def request_exit(self) -> None:
+        """Begin a graceful shutdown (thread-safe): what SIGTERM does."""
         runtime = getattr(self._app_state, "runtime", None)
         if runtime is not None and self._loop is not None and not self.should_exit:
             self._loop.call_soon_threadsafe(runtime.begin_shutdown)
-        super().handle_exit(sig, frame)
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            super().handle_exit(sig, frame)  # a second signal forces the exit
+            return
+        self.request_exit()
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -84,7 +91,7 @@ def run(host: str | None = None, port: int | None = None) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
         lifespan="on",
     )
-    server = _Server(config, app.state)
+    server = GracefulServer(config, app.state)
     settings.pid_file.write_text(str(os.getpid()))
     log.info("agentd %s: store %s, home %s, http://%s:%d", _version(), _redact(
         settings.database_url), settings.home, settings.host, settings.port)

@@ -1,0 +1,384 @@
+"""OpenAI Chat Completions, and every server that speaks it (vLLM, Ollama, DeepSeek, ...).
+
+The official ``openai`` SDK does the HTTP; this module maps neutral requests to its
+parameters, its stream chunks to neutral events, and its errors to
+:class:`~agentd.errors.ModelError`. Nothing from the SDK escapes this module.
+
+Configuration, first match wins:
+
+- base URL: ``settings.base_url``, then ``AGENTD_<PROVIDER>_BASE_URL`` (for example
+  ``AGENTD_OPENAI_COMPATIBLE_BASE_URL``), then the provider's default, then the SDK's.
+- API key: the environment variable named by ``settings.api_key_env``, then the
+  provider's (``OPENAI_API_KEY`` for ``openai``). Keys never live in settings, because
+  settings are stored and returned by the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, NoReturn
+
+import openai
+import orjson
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionMessageToolCallParam,
+    ChatCompletionToolParam,
+)
+
+from agentd.errors import InvalidModel, ModelError
+from agentd.llm.messages import (
+    AssistantMessage,
+    Finish,
+    FinishReason,
+    ModelRequest,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolResultMessage,
+    ToolSpec,
+    Usage,
+    UsageEvent,
+    UserMessage,
+)
+from agentd.llm.model import Model
+from agentd.llm.registry import ProviderInfo
+
+__all__ = ["OpenAIChatModel", "create"]
+
+logger = logging.getLogger(__name__)
+
+_PLACEHOLDER_KEY = "not-needed"
+_DEFAULT_MAX_RETRIES = 2
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "length": "length",
+    "content_filter": "content_filter",
+}
+
+
+class OpenAIChatModel(Model):
+    """A Chat Completions model reached through :class:`openai.AsyncOpenAI`."""
+
+    def __init__(
+        self,
+        *,
+        client: openai.AsyncOpenAI,
+        provider: str,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        secret: str | None = None,
+    ) -> None:
+        self._client = client
+        self.provider = provider
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        # Kept only to scrub it from error messages a server might echo back.
+        self._secret = secret
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        temperature = request.temperature if request.temperature is not None else self.temperature
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
+        tools = [_tool_param(spec) for spec in request.tools]
+        try:
+            sdk_stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=_messages(request),
+                stream=True,
+                stream_options={"include_usage": True},
+                tools=tools or openai.omit,
+                temperature=openai.omit if temperature is None else temperature,
+                # OpenAI's own API deprecated max_tokens (reasoning models reject it);
+                # compatible servers mostly only know max_tokens.
+                max_completion_tokens=(
+                    max_tokens if max_tokens is not None and self.provider == "openai"
+                    else openai.omit
+                ),
+                max_tokens=(
+                    max_tokens if max_tokens is not None and self.provider != "openai"
+                    else openai.omit
+                ),
+            )
+        except (openai.OpenAIError, ValueError) as exc:
+            self._raise(exc)
+
+        finish: FinishReason | None = None
+        usage: Usage | None = None
+        async with sdk_stream, aclosing(self._chunks(sdk_stream)) as chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    # Keep the last report: OpenAI sends one, some compatible servers
+                    # send a running total on every chunk, so summing would overcount.
+                    usage = _usage(chunk)
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta.content:
+                        yield TextDelta(text=delta.content)
+                    if delta.refusal:
+                        yield TextDelta(text=delta.refusal)
+                    for call in delta.tool_calls or ():
+                        function = call.function
+                        yield ToolCallDelta(
+                            index=call.index,
+                            id=call.id or None,
+                            name=(function.name if function else None) or None,
+                            arguments=(function.arguments if function else None) or "",
+                        )
+                    if delta.function_call is not None:
+                        yield ToolCallDelta(
+                            index=0,
+                            name=delta.function_call.name or None,
+                            arguments=delta.function_call.arguments or "",
+                        )
+                    if choice.finish_reason is not None:
+                        finish = _FINISH_REASONS.get(choice.finish_reason, "stop")
+        if finish is None:
+            # The stream closed cleanly but the model never said it was done: treat it
+            # as a cut-off, not as a complete answer that happens to be short.
+            raise ModelError(
+                f"{self.provider} stream ended before the model finished",
+                code="model_unavailable",
+                retryable=True,
+            )
+        if usage is not None:
+            yield UsageEvent(usage=usage)
+        yield Finish(reason=finish)
+
+    async def _chunks(
+        self, sdk_stream: openai.AsyncStream[ChatCompletionChunk]
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        try:
+            async for chunk in sdk_stream:
+                yield chunk
+        except (openai.OpenAIError, ValueError) as exc:
+            self._raise(exc)
+
+    def _raise(self, exc: Exception) -> NoReturn:
+        error = map_error(exc, provider=self.provider, secret=self._secret)
+        logger.warning("model call to %s failed: %s", self.provider, error.code)
+        raise error from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
+    """Turn an SDK (or stream decoding) error into a :class:`ModelError`."""
+    details: dict[str, Any] = {"provider": provider}
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        details["status"] = status
+        message = f"{provider} returned HTTP {status}: {_error_text(exc)}"
+        if status == 429:
+            retry_after = _retry_after(exc)
+            if retry_after is not None:
+                details["retry_after"] = retry_after
+            code, retryable = "model_rate_limited", True
+        elif status in (401, 403):
+            code, retryable = "model_auth", False
+        elif status >= 500 or status in (408, 409):
+            code, retryable = "model_unavailable", True
+        else:  # 400, 404, 422 and any other client error
+            code, retryable = "model_bad_request", False
+    elif isinstance(exc, openai.APITimeoutError):
+        message = f"{provider} request timed out"
+        code, retryable = "model_unavailable", True
+    elif isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        reason = f": {cause}" if cause is not None and str(cause) else ""
+        message = f"{provider} connection failed{reason}"
+        code, retryable = "model_unavailable", True
+    elif isinstance(exc, openai.APIError):
+        # An error object sent inside an otherwise successful stream.
+        message = f"{provider} reported an error mid-stream: {exc.message}"
+        code, retryable = "model_error", True
+    elif isinstance(exc, ValueError):
+        message = f"{provider} sent a stream chunk that is not valid JSON"
+        code, retryable = "model_bad_output", True
+    else:
+        message = f"{provider} call failed: {type(exc).__name__}: {exc}"
+        code, retryable = "model_error", True
+    if secret and secret != _PLACEHOLDER_KEY:
+        message = message.replace(secret, "***")
+    return ModelError(message, code=code, retryable=retryable, details=details)
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        text = body.get("message")
+        if isinstance(text, str) and text:
+            return text
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return exc.message
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    raw = exc.response.headers.get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:  # an HTTP date; the SDK's own retries understand it
+        return None
+
+
+def _usage(chunk: ChatCompletionChunk) -> Usage:
+    usage = chunk.usage
+    assert usage is not None
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details is not None else None
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_tokens=cached or 0,
+    )
+
+
+# --- request mapping --------------------------------------------------------------
+
+
+def _messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
+    out: list[ChatCompletionMessageParam] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    for message in request.messages:
+        if isinstance(message, UserMessage):
+            out.append({"role": "user", "content": message.content})
+        elif isinstance(message, AssistantMessage):
+            out.append(_assistant_param(message))
+        elif isinstance(message, ToolResultMessage):
+            # Chat Completions has no error flag on tool results; say it in the text
+            # so the model does not read a failure as output.
+            content = f"error: {message.content}" if message.is_error else message.content
+            out.append({"role": "tool", "tool_call_id": message.call_id, "content": content})
+    return out
+
+
+def _assistant_param(message: AssistantMessage) -> ChatCompletionMessageParam:
+    if not message.tool_calls:
+        return {"role": "assistant", "content": message.text}
+    calls: list[ChatCompletionMessageToolCallParam] = [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": orjson.dumps(call.arguments).decode()},
+        }
+        for call in message.tool_calls
+    ]
+    # OpenAI wants content null (not "") beside tool calls with no text.
+    return {"role": "assistant", "content": message.text or None, "tool_calls": calls}
+
+
+def _tool_param(spec: ToolSpec) -> ChatCompletionToolParam:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+        },
+    }
+
+
+# --- construction -----------------------------------------------------------------
+
+
+def create(
+    *, provider: ProviderInfo, model: str, settings: dict[str, Any], agent: str
+) -> OpenAIChatModel:
+    """Build a model for ``provider:model``; raise :class:`InvalidModel` on bad config.
+
+    Runs when an agent is created or loaded, so a missing key or base URL is reported
+    then rather than on the first message.
+    """
+    del agent
+    if "api_key" in settings:
+        raise InvalidModel(
+            "settings.api_key is not allowed: settings are stored and shown by the API; "
+            "put the key in an environment variable and name it in settings.api_key_env"
+        )
+    base_url = _base_url(provider, settings)
+    api_key = _api_key(provider, settings)
+    timeout = _number(settings, "timeout_s", positive=True)
+    max_retries = _int(settings, "max_retries", minimum=0)
+    max_tokens = _int(settings, "max_tokens", minimum=1)
+    temperature = _number(settings, "temperature")
+    client = openai.AsyncOpenAI(
+        api_key=api_key or _PLACEHOLDER_KEY,
+        base_url=base_url,
+        timeout=openai.not_given if timeout is None else timeout,
+        max_retries=_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+    )
+    return OpenAIChatModel(
+        client=client,
+        provider=provider.name,
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        secret=api_key,
+    )
+
+
+def _env_prefix(provider: ProviderInfo) -> str:
+    return "AGENTD_" + provider.name.upper().replace("-", "_")
+
+
+def _base_url(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+    configured = settings.get("base_url")
+    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
+        raise InvalidModel("settings.base_url must be a non-empty string")
+    env_name = f"{_env_prefix(provider)}_BASE_URL"
+    url = (configured or "").strip() or os.environ.get(env_name, "").strip() or provider.base_url
+    if not url and provider.name == "openai-compatible":
+        raise InvalidModel(
+            "provider 'openai-compatible' needs a base URL: set settings.base_url "
+            f"(for example 'http://127.0.0.1:8000/v1') or the {env_name} environment variable"
+        )
+    return url or None
+
+
+def _api_key(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+    configured = settings.get("api_key_env")
+    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
+        raise InvalidModel("settings.api_key_env must be the name of an environment variable")
+    env_name = configured.strip() if configured is not None else provider.api_key_env
+    if not env_name:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    # A key named explicitly in settings is required even where the provider needs none.
+    if not key and (provider.needs_key or configured is not None):
+        raise InvalidModel(
+            f"provider {provider.name!r} needs an API key: set the {env_name} environment "
+            "variable where the daemon runs"
+        )
+    return key or None
+
+
+def _number(settings: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidModel(f"settings.{name} must be a number")
+    if positive and value <= 0:
+        raise InvalidModel(f"settings.{name} must be greater than 0")
+    return float(value)
+
+
+def _int(settings: dict[str, Any], name: str, *, minimum: int) -> int | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidModel(f"settings.{name} must be an integer >= {minimum}")
+    return value

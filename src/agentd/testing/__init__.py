@@ -1,0 +1,11 @@
+"""Test doubles that ship with agentd: the scripted model's queue and a stub LLM server.
+
+``scripted_enqueue`` / ``scripted_clear`` drive the in-process ``scripted`` model;
+:class:`StubLLMServer` speaks real provider wire formats over HTTP, with faults.
+"""
+
+from agentd.llm.scripted import clear_queue as scripted_clear
+from agentd.llm.scripted import enqueue as scripted_enqueue
+from agentd.testing.stub_llm import StubLLMServer
+
+__all__ = ["StubLLMServer", "scripted_clear", "scripted_enqueue"]

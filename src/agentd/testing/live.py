@@ -1,0 +1,59 @@
+"""A real agentd HTTP server on a free loopback port, in a background thread.
+
+For tests of HTTP clients (the CLI, the Python client) over a real socket::
+
+    with LiveServer(Settings(home=tmp_path, demo_agent=False)) as server:
+        Client(server.url).list_agents()
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from agentd.config import Settings
+
+__all__ = ["LiveServer", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    def __init__(self, settings: Settings, *, startup_timeout_s: float = 15.0) -> None:
+        from agentd.server.app import create_app
+        from agentd.server.daemon import GracefulServer
+
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(settings)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", access_log=False,
+                                timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5)
+        self._server = GracefulServer(config, app.state)
+        self._thread = threading.Thread(target=self._server.run, name="agentd-live-server",
+                                        daemon=True)
+        self._timeout = startup_timeout_s
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + self._timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("agentd test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._server.request_exit()
+        self._thread.join(timeout=60)

@@ -1,0 +1,340 @@
+"""The runtime through its facade: loop, tools, lifecycle, queueing, restarts.
+
+Runs on SQLite and (with AGENTD_TEST_POSTGRES_URL) PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agentd.config import Settings
+from agentd.errors import AgentNotAccepting, InvalidInput, InvalidModel, ShuttingDown
+from agentd.llm.scripted import enqueue
+from agentd.runtime import Runtime
+from agentd.store.records import EventRecord
+from agentd.tools import tool
+
+
+async def _kinds(rt: Runtime, session_id: str) -> list[str]:
+    return [e.kind for e in await rt.read_events(session_id)]
+
+
+async def _run_once(rt: Runtime, agent: str, text: str, key: str = "k") -> tuple:
+    sent = await rt.send(agent, key, text)
+    run = await rt.wait(sent.run.id)
+    return run, sent.session.id
+
+
+async def test_echo_turn_is_logged_step_by_step(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a")
+    run, sid = await _run_once(runtime, "a", "hello")
+    assert (run.status, run.output, run.steps) == ("completed", "echo: hello", 1)
+    assert await _kinds(runtime, sid) == [
+        "message.user", "run.queued", "run.started", "message.assistant", "run.completed"]
+    assert (await runtime.get_agent("a")).state == "running"
+
+
+async def test_tool_call_round_trip(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["calculator"])
+    run, sid = await _run_once(runtime, "a", '/tool calculator {"expression": "6*7"}')
+    assert run.status == "completed" and run.output == "calculator returned: 42"
+    events = await runtime.read_events(sid)
+    kinds = [e.kind for e in events]
+    assert kinds == ["message.user", "run.queued", "run.started", "message.assistant",
+                     "tool.started", "tool.finished", "message.assistant", "run.completed"]
+    started = events[4].data
+    assert started["name"] == "calculator" and started["effect_id"].startswith(run.id)
+    assert events[5].data["output"] == "42" and events[5].data["is_error"] is False
+    assert run.usage["input_tokens"] > 0
+
+
+async def test_history_carries_across_runs(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "one"}, {"text": "two"},
+                                                              {"text": "three"}]})
+    outputs = [(await _run_once(runtime, "a", f"m{i}"))[0].output for i in range(4)]
+    # The script advances by the number of assistant messages already in the session.
+    assert outputs == ["one", "two", "three", "one"]
+    other, _ = await _run_once(runtime, "a", "x", key="other")
+    assert other.output == "one"
+
+
+async def test_read_only_calls_of_one_step_run_concurrently(runtime: Runtime) -> None:
+    @tool(read_only=True)
+    async def slow_read(n: int) -> int:
+        """Wait a little, then answer."""
+        await asyncio.sleep(0.3)
+        return n * 2
+
+    runtime.tools.register(slow_read)
+    await runtime.create_agent(name="a", tools=["slow_read"], settings={"script": [
+        {"tool_calls": [{"name": "slow_read", "arguments": {"n": i}} for i in range(4)]},
+        {"text": "done"}]})
+    started = time.perf_counter()
+    run, sid = await _run_once(runtime, "a", "go")
+    elapsed = time.perf_counter() - started
+    assert run.status == "completed"
+    events = await runtime.read_events(sid)
+    finished = [e.data for e in events if e.kind == "tool.finished"]
+    assert [f["output"] for f in finished] == ["0", "2", "4", "6"]
+    # Four 0.3 s calls in sequence would take 1.2 s.
+    assert elapsed < 1.0
+    # All four starts were committed before any result.
+    kinds = [e.kind for e in events]
+    assert kinds.index("tool.finished") > max(i for i, k in enumerate(kinds)
+                                              if k == "tool.started")
+
+
+async def test_mutating_calls_run_in_order(runtime: Runtime) -> None:
+    order: list[str] = []
+
+    @tool
+    async def write(tag: str) -> str:
+        """Record a write."""
+        order.append(f"start {tag}")
+        await asyncio.sleep(0.05)
+        order.append(f"end {tag}")
+        return tag
+
+    runtime.tools.register(write)
+    await runtime.create_agent(name="a", tools=["write"], settings={"script": [
+        {"tool_calls": [{"name": "write", "arguments": {"tag": t}} for t in "abc"]},
+        {"text": "ok"}]})
+    run, _ = await _run_once(runtime, "a", "go")
+    assert run.status == "completed"
+    assert order == ["start a", "end a", "start b", "end b", "start c", "end c"]
+
+
+async def test_tool_errors_become_results_not_crashes(runtime: Runtime) -> None:
+    @tool(timeout_s=0.2)
+    async def hang() -> str:
+        """Never answers."""
+        await asyncio.sleep(30)
+        return "never"
+
+    @tool
+    def boom() -> str:
+        """Raises."""
+        raise RuntimeError("kaput")
+
+    runtime.tools.register(hang)
+    runtime.tools.register(boom)
+    await runtime.create_agent(name="a", tools=["hang", "boom", "calculator"], settings={
+        "script": [{"tool_calls": [
+            {"name": "hang", "arguments": {}},
+            {"name": "boom", "arguments": {}},
+            {"name": "calculator", "arguments": {"expression": "1/0"}},
+            {"name": "calculator", "arguments": {"wrong": 1}},
+            {"name": "nope", "arguments": {}},
+        ]}, {"text": "recovered"}]})
+    run, sid = await _run_once(runtime, "a", "go")
+    assert run.status == "completed" and run.output == "recovered"
+    results = [e.data for e in await runtime.read_events(sid) if e.kind == "tool.finished"]
+    assert all(r["is_error"] for r in results)
+    outputs = [r["output"] for r in results]
+    assert "timed out" in outputs[0]
+    assert "kaput" in outputs[1]
+    assert "division by zero" in outputs[2]
+    assert "expression" in outputs[3] and "wrong" in outputs[3]
+    assert "unknown tool 'nope'" in outputs[4]
+
+
+async def test_max_steps_fails_the_run(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["calculator"], settings={
+        "max_steps": 3,
+        "script": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1"}}]}]})
+    run, sid = await _run_once(runtime, "a", "loop forever")
+    assert run.status == "failed" and run.error and run.error["code"] == "max_steps"
+    assert run.steps == 3
+    assert (await _kinds(runtime, sid))[-1] == "run.failed"
+
+
+async def test_model_error_fails_the_run_and_next_run_works(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a")
+    enqueue({"error": "provider exploded"}, agent="a")
+    run, _ = await _run_once(runtime, "a", "x")
+    assert run.status == "failed"
+    assert run.error == {"code": "model_error", "message": "provider exploded",
+                         "retryable": True}
+    run2, _ = await _run_once(runtime, "a", "y")
+    assert run2.status == "completed"
+
+
+async def test_runs_of_one_session_are_serial_and_fifo(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 5}]})
+    sends = [await runtime.send("a", "k", f"m{i}") for i in range(8)]
+    runs = await asyncio.gather(*(runtime.wait(s.run.id) for s in sends))
+    assert all(r.status == "completed" for r in runs)
+    events = await runtime.read_events(sends[0].session.id)
+    # No interleaving: each run's events form one block, in the order the runs were sent.
+    started_order = [e.run_id for e in events if e.kind == "run.started"]
+    assert started_order == [s.run.id for s in sends]
+    current = None
+    for e in events:
+        if e.kind in ("message.user", "run.queued"):
+            continue
+        if e.kind == "run.started":
+            assert current is None
+            current = e.run_id
+        else:
+            assert e.run_id == current
+        if e.kind == "run.completed":
+            current = None
+
+
+async def test_different_sessions_run_in_parallel(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 300}]})
+    started = time.perf_counter()
+    sends = [await runtime.send("a", f"k{i}", "x") for i in range(5)]
+    await asyncio.gather(*(runtime.wait(s.run.id) for s in sends))
+    assert time.perf_counter() - started < 1.2  # 5 x 0.3 s in sequence would be 1.5 s
+
+
+async def test_pause_holds_queued_runs_and_refuses_messages(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 200}]})
+    first = await runtime.send("a", "k", "1")
+    second = await runtime.send("a", "k", "2")
+    await asyncio.sleep(0.05)
+    await runtime.set_state("a", "pause")
+    with pytest.raises(AgentNotAccepting) as info:
+        await runtime.send("a", "k", "3")
+    assert info.value.code == "agent_paused" and info.value.status == 409
+    assert (await runtime.wait(first.run.id)).status == "completed"
+    await asyncio.sleep(0.3)
+    assert (await runtime.store.get_run(second.run.id)).status == "queued"
+    await runtime.set_state("a", "resume")
+    assert (await runtime.wait(second.run.id)).status == "completed"
+
+
+async def test_stop_cancels_active_and_queued_runs(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
+    first = await runtime.send("a", "k", "1")
+    second = await runtime.send("a", "k", "2")
+    await asyncio.sleep(0.1)
+    agent = await runtime.set_state("a", "stop")
+    assert agent.state == "stopped"
+    r1, r2 = await runtime.wait(first.run.id), await runtime.wait(second.run.id)
+    assert (r1.status, r2.status) == ("cancelled", "cancelled")
+    with pytest.raises(AgentNotAccepting):
+        await runtime.send("a", "k", "3")
+    await runtime.set_state("a", "resume")
+    enqueue({"text": "back"}, agent="a")
+    run, _ = await _run_once(runtime, "a", "4")
+    # The cancelled run's unfinished step does not break the next request.
+    assert (run.status, run.output) == ("completed", "back")
+
+
+async def test_cancel_run(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
+    sent = await runtime.send("a", "k", "1")
+    queued = await runtime.send("a", "k", "2")
+    await asyncio.sleep(0.1)
+    run, agent, key = await runtime.cancel_run(sent.run.id)
+    assert (run.status, agent, key) == ("cancelled", "a", "k")
+    qrun, _, _ = await runtime.cancel_run(queued.run.id)
+    assert qrun.status == "cancelled"
+    again, _, _ = await runtime.cancel_run(sent.run.id)
+    assert again.status == "cancelled"
+    kinds = await _kinds(runtime, sent.session.id)
+    assert kinds.count("run.cancelled") == 2
+
+
+async def test_bad_agent_definitions_are_refused_at_creation(runtime: Runtime) -> None:
+    with pytest.raises(InvalidModel, match="unknown model provider"):
+        await runtime.create_agent(name="a", model="nope:x")
+    with pytest.raises(InvalidModel, match="OPENAI_API_KEY"):
+        await runtime.create_agent(name="a", model="openai:gpt-4.1-mini")
+    with pytest.raises(InvalidInput, match="unknown tool"):
+        await runtime.create_agent(name="a", tools=["rm_rf"])
+    with pytest.raises(InvalidInput, match="agent name"):
+        await runtime.create_agent(name="bad name")
+    with pytest.raises(InvalidModel, match="script"):
+        await runtime.create_agent(name="a", settings={"script": "not a list"})
+    with pytest.raises(InvalidInput, match="max_steps"):
+        await runtime.create_agent(name="a", settings={"max_steps": 0})
+    assert await runtime.list_agents() == []
+
+
+async def test_update_agent_changes_behaviour(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a")
+    await runtime.update_agent("a", {"settings": {"script": [{"text": "patched"}]}})
+    run, _ = await _run_once(runtime, "a", "x")
+    assert run.output == "patched"
+    with pytest.raises(InvalidModel):
+        await runtime.update_agent("a", {"model": "bogus:1"})
+    assert (await runtime.get_agent("a")).model == "scripted"
+
+
+async def test_delete_agent_cancels_its_runs(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "s", "delay_ms": 5000}]})
+    await runtime.send("a", "k", "1")
+    await asyncio.sleep(0.05)
+    await runtime.delete_agent("a")
+    assert runtime.supervisor.active_runs == 0
+    assert await runtime.store.count("runs") == 0
+
+
+async def test_subscribers_see_every_committed_event_in_order(runtime: Runtime) -> None:
+    from agentd.runtime import Token, follow
+
+    await runtime.create_agent(name="a", tools=["calculator"])
+    first = await runtime.send("a", "k", "warm up")
+    await runtime.wait(first.run.id)
+    sid = first.session.id
+    sub = runtime.subscribe(sid, buffer=2)  # small enough to force the lagging path
+    seen: list[EventRecord] = []
+    tokens = 0
+
+    async def consume() -> None:
+        nonlocal tokens
+        async for item in follow(sub, lambda s: runtime.read_events(sid, after=s), after=0):
+            if isinstance(item, Token):
+                tokens += 1
+                continue
+            seen.append(item)
+            if item.kind == "run.completed" and item.run_id == second.run.id:
+                return
+
+    second = await runtime.send("a", "k", '/tool calculator {"expression": "2+2"}')
+    await asyncio.wait_for(consume(), 10)
+    sub.close()
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert seen == await runtime.read_events(sid)
+
+
+async def test_restart_requeues_queued_runs_and_marks_running_interrupted(
+        settings: Settings, store_url: str) -> None:
+    settings.database_url = store_url
+    settings.shutdown_grace_s = 0.1
+    rt = await Runtime.open(settings)
+    await rt.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 3000}]})
+    first = await rt.send("a", "k", "1")
+    second = await rt.send("a", "k", "2")
+    await asyncio.sleep(0.1)
+    await rt.close()
+    assert (await _status(settings, first.run.id)) == "interrupted"
+    assert (await _status(settings, second.run.id)) == "queued"
+    with pytest.raises(ShuttingDown):
+        await rt.send("a", "k", "late")
+
+    enqueue({"text": "fast"}, agent="a")
+    rt2 = await Runtime.open(settings)
+    try:
+        run = await rt2.wait(second.run.id)
+        assert (run.status, run.output) == ("completed", "fast")
+        kinds = await _kinds(rt2, first.session.id)
+        assert "run.interrupted" in kinds
+    finally:
+        await rt2.close()
+
+
+async def _status(settings: Settings, run_id: str) -> str:
+    from agentd.store import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        return (await store.get_run(run_id)).status
+    finally:
+        await store.close()
