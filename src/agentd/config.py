@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     demo_agent: bool = True
     log_level: str = "INFO"
+    #: FastAPI's native OpenTelemetry instrumentation (exporters via OTEL_* env).
+    telemetry: bool = False
     #: Log prompts and tool input/output (off by default; tokens are never logged).
     debug_content: bool = False
 

@@ -1,19 +1,30 @@
-"""SQLite engine: one writer thread with group commit, a small pool of readers.
+"""SQLite engine: group commit, with the writer on the event loop or on a thread.
 
-Writes from every coroutine go to one thread that drains its queue, runs each
-write in its own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction and commits
-once for the whole batch (group commit). A write is acknowledged only after that
-COMMIT. With 16 clients that turns 16 commits into one, which is where most of the
-throughput comes from. A failing write rolls back its savepoint only.
+Writes are batched: every write issued while the previous batch was being
+committed runs in its own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction,
+committed once for the whole batch (group commit). A write is acknowledged only
+after that COMMIT; a failing write rolls back its savepoint only.
 
-WAL mode with ``synchronous=NORMAL``: a commit survives a crash of the process
-(kill -9); the last commits before a power loss may not. ``AGENTD_SQLITE_SYNCHRONOUS
-=FULL`` trades throughput for that too.
+Where the batch runs depends on what a commit costs:
+
+* ``synchronous=NORMAL`` (the default, WAL): a commit appends to the WAL without
+  fsync and costs tens of microseconds, less than handing work to a thread and
+  back. The batch runs on the event loop (``call_soon``), and WAL checkpoints, the
+  only step that fsyncs, run on a background thread with their own connection.
+  A commit survives kill -9 of the process; the last commits before a power loss
+  may not. docs/design-notes.md has the measurements behind this choice.
+* ``synchronous=FULL`` or ``EXTRA`` (``AGENTD_SQLITE_SYNCHRONOUS``): every commit
+  fsyncs, so batches run on a dedicated writer thread and the loop never waits on
+  the disk.
+
+Reads run on a small pool of reader threads (WAL lets them read while a write
+commits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -33,6 +44,7 @@ T = TypeVar("T")
 
 _MAX_BATCH = 512
 _READERS = 4
+_CHECKPOINT_EVERY_S = 1.0
 
 
 def _identity(sql: str) -> str:
@@ -63,14 +75,25 @@ class SqliteEngine(Engine):
     dialect = "sqlite"
     types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT"}
 
-    def __init__(self, path: str, *, synchronous: str | None = None) -> None:
+    def __init__(self, path: str, *, synchronous: str | None = None,
+                 writer: str | None = None) -> None:
         self.path = path
         self.synchronous = (synchronous or os.environ.get("AGENTD_SQLITE_SYNCHRONOUS")
                             or "NORMAL").upper()
         if self.synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"AGENTD_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, "
                              f"not {self.synchronous!r}")
+        default_writer = "loop" if self.synchronous in {"OFF", "NORMAL"} else "thread"
+        self.writer = (writer or os.environ.get("AGENTD_SQLITE_WRITER") or default_writer)
+        if self.writer not in {"loop", "thread"}:
+            raise ValueError(f"AGENTD_SQLITE_WRITER must be loop or thread, not {self.writer!r}")
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._conn: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
+        self._pending: list[_Job] = []
+        self._flush_scheduled = False
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -91,13 +114,43 @@ class SqliteEngine(Engine):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal" and self.path != ":memory:":
             log.warning("SQLite refused WAL mode (got %s); writes will be slower", mode)
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(conn,), name="agentd-sqlite-writer", daemon=True
-        )
-        self._writer.start()
+        if self.writer == "loop":
+            # Checkpoints (the only fsyncs) move to a thread; commits stay cheap.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._conn, self._cur = conn, conn.cursor()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="agentd-sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
+        else:
+            self._writer = threading.Thread(
+                target=self._write_loop, args=(conn,), name="agentd-sqlite-writer",
+                daemon=True)
+            self._writer.start()
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="agentd-sqlite-read")
 
+    def _checkpoint_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop_checkpoints.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; will retry", exc_info=True)
+        finally:
+            conn.close()
+
     async def close(self) -> None:
+        if self._conn is not None:
+            while self._pending or self._flush_scheduled:
+                await asyncio.sleep(0)
+            self._stop_checkpoints.set()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.join)
+                self._checkpointer = None
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = self._cur = None
         if self._writer is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join)
@@ -113,12 +166,34 @@ class SqliteEngine(Engine):
     # -- writes --------------------------------------------------------------------
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        if self._writer is None:
-            raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
+        job = _Job(fn, loop, future)
+        if self._conn is not None:
+            self._pending.append(job)
+            if not self._flush_scheduled:
+                # Everything written during this turn of the loop commits together.
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        elif self._writer is not None:
+            self._jobs.put(job)
+        else:
+            raise RuntimeError("store is not open")
         return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        if self._pending:
+            self._flush_scheduled = True
+            batch[0].loop.call_soon(self._flush)
+        assert self._conn is not None and self._cur is not None
+        for future, error, value in self._execute(self._conn, self._cur, batch):
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         cur = conn.cursor()
@@ -147,33 +222,48 @@ class SqliteEngine(Engine):
 
     def _run_batch(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, tx: Tx,
                    batch: list[_Job]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop,
+                      list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}
+        for outcome in self._execute(conn, cur, batch):
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+        for loop, results in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, results)
+
+    def _execute(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[_Job]
+                 ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        tx = Tx(cur, _identity)
         outcomes: list[tuple[_Job, BaseException | None, Any]] = []
         try:
             cur.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                cur.execute("SAVEPOINT job")
+            if len(batch) == 1:
+                # Alone in its batch, a write needs no savepoint: its failure rolls
+                # back the whole transaction, which is only its own.
+                job = batch[0]
                 try:
-                    value = job.fn(tx)
-                except BaseException as exc:  # the job's own error goes to its caller
-                    cur.execute("ROLLBACK TO job")
-                    cur.execute("RELEASE job")
-                    outcomes.append((job, exc, None))
-                else:
-                    cur.execute("RELEASE job")
-                    outcomes.append((job, None, value))
+                    outcomes.append((job, None, job.fn(tx)))
+                except BaseException as exc:
+                    conn.rollback()
+                    return [(job.future, exc, None)]
+            else:
+                for job in batch:
+                    cur.execute("SAVEPOINT job")
+                    try:
+                        value = job.fn(tx)
+                    except BaseException as exc:  # the job's own error goes to its caller
+                        cur.execute("ROLLBACK TO job")
+                        cur.execute("RELEASE job")
+                        outcomes.append((job, exc, None))
+                    else:
+                        cur.execute("RELEASE job")
+                        outcomes.append((job, None, value))
             cur.execute("COMMIT")
         except BaseException as batch_exc:
             log.exception("SQLite batch of %d writes failed", len(batch))
             if conn.in_transaction:
                 conn.rollback()
             outcomes = [(job, batch_exc, None) for job in batch]
-        by_loop: dict[asyncio.AbstractEventLoop,
-                      list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}
-        for job, error, value in outcomes:
-            by_loop.setdefault(job.loop, []).append((job.future, error, value))
-        for loop, results in by_loop.items():
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, results)
+        return [(job.future, error, value) for job, error, value in outcomes]
 
     # -- reads ---------------------------------------------------------------------
 

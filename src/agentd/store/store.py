@@ -40,6 +40,9 @@ _RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usa
 _EVENT_COLS = "session_id, seq, run_id, kind, data, at"
 
 
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -123,10 +126,11 @@ def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
                     data=e.data, at=now)
         for i, e in enumerate(events)
     ]
-    tx.executemany(
-        f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-        [(r.session_id, r.seq, r.run_id, r.kind, _dumps(r.data), r.at) for r in records],
-    )
+    rows = [(r.session_id, r.seq, r.run_id, r.kind, _dumps(r.data), r.at) for r in records]
+    if len(rows) == 1:
+        tx.execute(_INSERT_EVENT, rows[0])
+    else:
+        tx.executemany(_INSERT_EVENT, rows)
     return records
 
 

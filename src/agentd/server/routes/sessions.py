@@ -6,7 +6,10 @@ with a path converter; the more specific routes are declared first.
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from agentd.errors import InvalidInput, PayloadTooLarge
@@ -28,25 +31,59 @@ async def list_sessions(name: str, request: Request) -> Response:
     return json_response({"sessions": [s.to_api(name) for s in sessions]})
 
 
+async def _message_body(request: Request) -> MessageIn:
+    """Parse the body by hand: FastAPI's per-request dependency solving costs more than
+    the rest of a turn. The schema is published through ``openapi_extra``."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                       "msg": "JSON decode error", "input": None}]) from None
+    try:
+        return MessageIn.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
 @router.post(
     "/{key:path}/messages",
     response_model=RunOut,
     responses={202: {"model": RunOut, "description": "queued (wait=false)"},
                **ERRORS(404, 409, 413, 422, 503)},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": MessageIn.model_json_schema()}}},
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "maxLength": 256},
+                        "description": "Send the same key again to get the same run."}],
+    },
 )
-async def post_message(
-    name: str,
-    key: str,
-    body: MessageIn,
-    request: Request,
-    idempotency_key: str | None = Header(default=None, max_length=256),
-) -> Response:
+async def post_message(name: str, key: str, request: Request) -> Response:
     """Send a message to the session (created on first use).
 
     The message and its queued run are committed before any reply. With
     ``stream=true`` the reply is an SSE stream of the run that ends after its
     ``done`` or ``error`` frame; a client that leaves does not cancel the run.
     """
+    return await _post_message(name, key, request)
+
+
+async def post_message_endpoint(request: Request) -> Response:
+    """The same endpoint as a plain Starlette route, which the app mounts in front of
+    the FastAPI one: FastAPI's per-request routing and dependency machinery cost about
+    as much as the rest of a turn (docs/design-notes.md). FastAPI's route stays for
+    the OpenAPI document and identical behaviour."""
+    params = request.path_params
+    return await _post_message(params["name"], params["key"], request)
+
+
+async def _post_message(name: str, key: str, request: Request) -> Response:
+    body = await _message_body(request)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+        raise InvalidInput("Idempotency-Key must be 1-256 characters")
     runtime = runtime_of(request)
     limit = runtime.settings.max_message_bytes
     if len(body.content) > limit // 4 and len(body.content.encode()) > limit:
