@@ -33,7 +33,7 @@ def _translate(sql: str) -> str:
 
 class PostgresEngine(Engine):
     dialect = "postgresql"
-    types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT"}
+    types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""}
 
     def __init__(self, url: str, *, pool_max: int = _POOL_MAX) -> None:
         self.url = url

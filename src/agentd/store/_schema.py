@@ -1,7 +1,11 @@
 """Numbered, append-only migrations. Never edit a released one: add the next.
 
-``{real}``, ``{bigint}`` and ``{text}`` are filled in from the engine's dialect.
-JSON is stored as text in both dialects so that the same SQL serves both.
+``{real}``, ``{bigint}``, ``{text}`` and ``{clustered}`` are filled in from the
+engine's dialect. JSON is stored as text in both dialects so that the same SQL
+serves both. Partial indexes keep only what is looked up: active runs (a finished
+run leaves the index) and runs that carry an idempotency key. The event log is
+clustered by (session_id, seq) on SQLite (WITHOUT ROWID): one B-tree per append
+instead of two.
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ CREATE TABLE runs (
     started_at      {real},
     finished_at     {real}
 );
-CREATE INDEX runs_session_status ON runs (session_id, status);
-CREATE INDEX runs_status ON runs (status);
-CREATE UNIQUE INDEX runs_idempotency ON runs (session_id, idempotency_key);
+CREATE INDEX runs_active ON runs (status, created_at) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_session ON runs (session_id);
+CREATE UNIQUE INDEX runs_idempotency ON runs (session_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE events (
     session_id {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     seq        {bigint} NOT NULL,
@@ -59,7 +64,7 @@ CREATE TABLE events (
     data       {text} NOT NULL,
     at         {real} NOT NULL,
     PRIMARY KEY (session_id, seq)
-)
+){clustered}
 """,
     ),
 ]

@@ -73,7 +73,7 @@ def _settle(results: list[tuple[asyncio.Future[Any], BaseException | None, Any]]
 
 class SqliteEngine(Engine):
     dialect = "sqlite"
-    types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT"}
+    types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT", "clustered": " WITHOUT ROWID"}
 
     def __init__(self, path: str, *, synchronous: str | None = None,
                  writer: str | None = None) -> None:
@@ -141,8 +141,8 @@ class SqliteEngine(Engine):
 
     async def close(self) -> None:
         if self._conn is not None:
-            while self._pending or self._flush_scheduled:
-                await asyncio.sleep(0)
+            while self._pending:  # commit what was accepted before closing
+                self._flush()
             self._stop_checkpoints.set()
             if self._checkpointer is not None:
                 await asyncio.to_thread(self._checkpointer.join)
@@ -183,11 +183,13 @@ class SqliteEngine(Engine):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._conn is None or not self._pending:
+            return
         batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
         if self._pending:
             self._flush_scheduled = True
             batch[0].loop.call_soon(self._flush)
-        assert self._conn is not None and self._cur is not None
+        assert self._cur is not None
         for future, error, value in self._execute(self._conn, self._cur, batch):
             if not future.done():
                 if error is not None:

@@ -9,8 +9,8 @@ has committed.
 from __future__ import annotations
 
 import logging
-import time
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -328,7 +328,8 @@ class Store:
             session = _session(row)
             if idempotency_key is not None:
                 prior = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? "
-                               "AND idempotency_key = ?", (session.id, idempotency_key))
+                               "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
+                               (session.id, idempotency_key))
                 if prior is not None:
                     return Accepted(session=session, run=_run(prior), events=[],
                                     created_session=False, duplicate=True)
@@ -392,10 +393,14 @@ class Store:
         return _run(row[:-2]), row[-2], row[-1]
 
     async def runs_with_status(self, statuses: Sequence[str]) -> list[RunRecord]:
-        marks = ", ".join("?" for _ in statuses)
+        """Active runs (``queued`` and/or ``running``), oldest first."""
+        if not statuses or not set(statuses) <= {"queued", "running"}:
+            raise ValueError("only queued and running runs can be listed by status")
+        # Literal values, so both planners can use the partial index runs_active.
+        literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_RUN_COLS} FROM runs WHERE status IN ({marks}) ORDER BY created_at, id",
-            tuple(statuses)))
+            f"SELECT {_RUN_COLS} FROM runs WHERE status IN ({literal}) "
+            "ORDER BY created_at, id"))
         return [_run(r) for r in rows]
 
     async def count(self, table: str) -> int:

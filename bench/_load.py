@@ -1,0 +1,328 @@
+"""Shared helpers for the benchmarks: server subprocesses, closed-loop load, SSE, statistics.
+
+Everything here talks to 127.0.0.1 only and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+__all__ = [
+    "PhaseStats",
+    "ServerProcess",
+    "SseFrame",
+    "TurnResult",
+    "free_port",
+    "info",
+    "iter_sse",
+    "percentile",
+    "run_phase",
+    "wait_ready",
+]
+
+
+def info(message: str) -> None:
+    """Progress goes to stderr; stdout is reserved for the one JSON line."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100) of already sorted values."""
+    if not sorted_values:
+        return None
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc; Linux only."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class ServerProcess:
+    """A server started as a subprocess, its output going to a log file."""
+
+    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.shutdown_s: float | None = None
+        self.killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        info(f"starting {self.name}: {' '.join(self.cmd)}")
+        with self.log_path.open("wb") as log:
+            # A session of its own: a Ctrl-C on the bench does not reach the server
+            # directly; the finally blocks stop it in order.
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def cpu_s(self) -> float | None:
+        return _proc_cpu_s(self.proc.pid) if self.proc and not self.exited() else None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 20.0) -> int | None:
+        """Send ``sig``, wait up to ``timeout_s``, then SIGKILL. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            t0 = time.monotonic()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                info(f"{self.name} still running {timeout_s:.0f}s after {sig.name}; killing it")
+                self.killed = True
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.shutdown_s = time.monotonic() - t0
+        return self.proc.returncode
+
+
+async def wait_ready(
+    http: aiohttp.ClientSession,
+    url: str,
+    timeout_s: float,
+    server: ServerProcess | None = None,
+) -> dict[str, Any]:
+    """Poll ``url`` until it answers 200 with JSON; fail early if ``server`` exits."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if server is not None and server.exited():
+            assert server.proc is not None
+            raise RuntimeError(
+                f"{server.name} exited with {server.proc.returncode} before it was ready;"
+                f" log tail:\n{server.log_tail()}"
+            )
+        try:
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                raw = await resp.read()
+                if resp.status == 200:
+                    body: dict[str, Any] = orjson.loads(raw)
+                    return body
+                last_error = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            last_error = repr(exc)
+        await asyncio.sleep(0.1)
+    tail = f"; log tail:\n{server.log_tail()}" if server is not None else ""
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s ({last_error}){tail}")
+
+
+# --------------------------------------------------------------------------- SSE
+
+
+@dataclass
+class SseFrame:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.data) if self.data else None
+
+
+async def iter_sse(content: aiohttp.StreamReader) -> AsyncGenerator[SseFrame, None]:
+    """Parse a Server-Sent-Events body into frames (a frame ends at a blank line)."""
+    event: str | None = None
+    data: list[str] = []
+    frame_id: str | None = None
+    while True:
+        raw = await content.readline()
+        if not raw:  # EOF; an unterminated last frame is dropped, as browsers do
+            return
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data or event is not None:
+                yield SseFrame(event or "message", "\n".join(data), frame_id)
+            event, data, frame_id = None, [], None
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id":
+            frame_id = value
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class TurnResult:
+    ok: bool
+    latency_ms: float
+    first_event_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class PhaseStats:
+    name: str
+    clients: int
+    elapsed_s: float
+    results: list[TurnResult]
+    server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.results if not r.ok)
+
+    def figures(self, prefix: str, streamed: bool) -> dict[str, Any]:
+        """This phase's figures: ``{prefix}turns_per_s`` etc., or for a streamed phase
+        ``{prefix}stream_turns_per_s`` etc. plus ``{prefix}first_event_p50_ms``/``_p99_ms``."""
+        p = prefix + ("stream_" if streamed else "")
+        lat = sorted(r.latency_ms for r in self.results if r.ok)
+        out: dict[str, Any] = {
+            f"{p}turns": self.turns,
+            f"{p}turns_per_s": _r(self.turns / self.elapsed_s if self.elapsed_s else None),
+            f"{p}p50_ms": _r(percentile(lat, 50)),
+            f"{p}p99_ms": _r(percentile(lat, 99)),
+            f"{p}errors": self.errors,
+        }
+        if streamed:
+            first = sorted(
+                r.first_event_ms for r in self.results if r.ok and r.first_event_ms is not None
+            )
+            out[f"{prefix}first_event_p50_ms"] = _r(percentile(first, 50))
+            out[f"{prefix}first_event_p99_ms"] = _r(percentile(first, 99))
+        cpu = self.server_cpu_s
+        out[f"{p}server_cpu_ms_per_turn"] = _r(
+            cpu * 1000 / self.turns if cpu is not None and self.turns else None, 3
+        )
+        client = self.client_cpu_s
+        out[f"{p}client_cpu_util"] = _r(
+            client / self.elapsed_s if client is not None and self.elapsed_s else None, 2
+        )
+        if self.error_samples:
+            out[f"{p}error_samples"] = self.error_samples
+        return out
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+TurnFn = Callable[[int], Awaitable[TurnResult]]
+
+
+async def run_phase(
+    name: str,
+    clients: int,
+    turn: TurnFn,
+    *,
+    seconds: float,
+    max_turns: int | None = None,
+    server: ServerProcess | None = None,
+) -> PhaseStats:
+    """Closed-loop load: ``clients`` workers, each calling ``turn(client_index)`` in a loop.
+
+    The phase ends after ``seconds`` (no new turn starts later) or once ``max_turns``
+    turns have been started, whichever comes first. A failed turn is followed by a short
+    pause so that a broken server is not hammered in a tight loop.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    results: list[TurnResult] = []
+    samples: list[str] = []
+    started = 0
+
+    async def worker(index: int) -> None:
+        nonlocal started
+        while loop.time() < deadline and (max_turns is None or started < max_turns):
+            if server is not None and server.exited():
+                return
+            started += 1
+            res = await turn(index)
+            results.append(res)
+            if not res.ok:
+                if res.error and len(samples) < 5 and res.error not in samples:
+                    samples.append(res.error)
+                    info(f"{name}: error: {res.error}")
+                await asyncio.sleep(0.02)
+
+    cpu0 = server.cpu_s() if server else None
+    client0 = time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - t0
+    client_cpu = time.process_time() - client0
+    cpu1 = server.cpu_s() if server else None
+    if server is not None and server.exited():
+        raise RuntimeError(f"{server.name} exited during {name}; log tail:\n{server.log_tail()}")
+    return PhaseStats(
+        name=name,
+        clients=clients,
+        elapsed_s=elapsed,
+        results=results,
+        server_cpu_s=cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
+        client_cpu_s=client_cpu,
+        error_samples=samples,
+    )

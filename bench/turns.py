@@ -1,0 +1,587 @@
+"""Turn throughput and latency of agentd, next to termo-agent, over real HTTP.
+
+    python bench/turns.py                      # both sides, 16 clients, 10 s per phase
+    python bench/turns.py --clients 32 --seconds 20
+    python bench/turns.py --skip-termo --profile /tmp/agentd.prof
+    python bench/turns.py --url http://127.0.0.1:8000 --skip-termo   # a running daemon
+
+N clients (closed loop, each on its own session, keep-alive connections) send turns to
+the scripted echo model, first non-streamed (``stream: false``, the reply is the finished
+run) then streamed (SSE, read to the ``done`` frame). By default the bench starts its own
+daemon (``python -m agentd serve``) on a free port with a fresh AGENTD_HOME (other
+AGENTD_* variables, such as the store, are inherited), and the termo-agent echo server of
+``bench/termo_echo.py``, one after the other, never at once. After the load it reads the
+sessions' event logs back and checks that every acknowledged turn has its ``message.user``
+event. Progress goes to stderr; stdout gets one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from _load import (
+    PhaseStats,
+    ServerProcess,
+    SseFrame,
+    TurnResult,
+    free_port,
+    info,
+    iter_sse,
+    run_phase,
+    wait_ready,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+NOTE = (
+    "termo-agent keeps history in a dict and persists nothing per turn; agentd commits every "
+    "event (message.user, run.*, message.assistant) to its store before acknowledging it, "
+    "so the ratio is the price of durability plus the runtime's bookkeeping."
+)
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+# A frame's verdict: None (keep reading), "ok" (the run finished well) or an error text.
+Classifier = Callable[[SseFrame], str | None]
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _snippet(raw: bytes, limit: int = 200) -> str:
+    return raw[:limit].decode("utf-8", errors="replace").strip()
+
+
+@dataclass
+class ConnectionCount:
+    opened: int = 0
+
+
+CONNECTIONS = ConnectionCount()
+
+
+@dataclass
+class Tally:
+    """What one session should hold: turns acknowledged, and turns whose fate is unknown."""
+
+    acked: int = 0
+    ambiguous: int = 0
+
+
+class Target:
+    """One server under load. Subclasses say how a turn is sent and judged."""
+
+    prefix = ""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, args: argparse.Namespace) -> None:
+        self.http = http
+        self.base = base
+        self.args = args
+        self.tag = uuid.uuid4().hex[:8]
+        self.tallies: dict[str, Tally] = {}
+        self.counter = 0
+
+    def keys(self, phase: str) -> list[str]:
+        keys = [f"bench-{self.tag}-{phase}-{i}" for i in range(self.args.clients)]
+        for key in keys:
+            self.tallies.setdefault(key, Tally())
+        return keys
+
+    def content(self) -> str:
+        self.counter += 1
+        return f"hello {self.counter}"
+
+    async def send(self, key: str, stream: bool) -> TurnResult:
+        raise NotImplementedError
+
+    async def phases(self, server: ServerProcess | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for stream in (False, True):
+            label = f"{self.prefix or 'agentd_'}{'stream' if stream else 'plain'}"
+            keys = self.keys("st" if stream else "ns")
+
+            async def turn(index: int, keys: list[str] = keys, stream: bool = stream) -> TurnResult:
+                return await self.send(keys[index], stream)
+
+            if self.args.warmup > 0:
+                info(f"{label}: warm-up {self.args.warmup:g}s")
+                await run_phase(
+                    f"{label} warm-up",
+                    self.args.clients,
+                    turn,
+                    seconds=self.args.warmup,
+                    server=server,
+                )
+            info(f"{label}: measuring, {self.args.clients} clients")
+            opened = CONNECTIONS.opened
+            stats: PhaseStats = await run_phase(
+                label,
+                self.args.clients,
+                turn,
+                seconds=self.args.seconds if self.args.turns is None else self.args.max_seconds,
+                max_turns=self.args.turns,
+                server=server,
+            )
+            figures = stats.figures(self.prefix, streamed=stream)
+            # With keep-alive this stays at 0 (the warm-up opened the pool).
+            figures[f"{self.prefix}{'stream_' if stream else ''}connections_opened"] = (
+                CONNECTIONS.opened - opened
+            )
+            info(f"{label}: {orjson.dumps(figures).decode()}")
+            out.update(figures)
+        return out
+
+    async def _plain(
+        self,
+        url: str,
+        body: dict[str, Any],
+        check: Callable[[Any], str | None],
+        tally: Tally | None,
+    ) -> TurnResult:
+        t0 = time.perf_counter()
+        try:
+            async with self.http.post(url, data=orjson.dumps(body), headers=JSON_HEADERS) as resp:
+                raw = await resp.read()
+                latency = _ms(t0)
+                if tally is not None and 200 <= resp.status < 300:
+                    tally.acked += 1
+                if resp.status != 200:
+                    return TurnResult(False, latency, error=f"HTTP {resp.status}: {_snippet(raw)}")
+                problem = check(orjson.loads(raw))
+                if problem:
+                    return TurnResult(False, latency, error=problem)
+                return TurnResult(True, latency)
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            if tally is not None:
+                tally.ambiguous += 1
+            return TurnResult(False, _ms(t0), error=repr(exc))
+
+    async def _streamed(
+        self, url: str, body: dict[str, Any], classify: Classifier, tally: Tally | None
+    ) -> TurnResult:
+        t0 = time.perf_counter()
+        first: float | None = None
+        try:
+            async with self.http.post(url, data=orjson.dumps(body), headers=SSE_HEADERS) as resp:
+                if resp.status != 200:
+                    raw = await resp.read()
+                    return TurnResult(False, _ms(t0), error=f"HTTP {resp.status}: {_snippet(raw)}")
+                if tally is not None:
+                    tally.acked += 1
+                ctype = resp.headers.get("Content-Type", "")
+                if not ctype.startswith("text/event-stream"):
+                    return TurnResult(False, _ms(t0), error=f"Content-Type {ctype!r}")
+                verdict: str | None = None
+                done_ms = 0.0
+                async with contextlib.aclosing(iter_sse(resp.content)) as frames:
+                    async for frame in frames:
+                        if first is None:
+                            first = _ms(t0)
+                        verdict = classify(frame)
+                        if verdict is not None:
+                            done_ms = _ms(t0)
+                            break
+                if verdict is None:
+                    return TurnResult(False, _ms(t0), first, "stream ended without a done frame")
+                # The stream must end after its done frame (and the connection be reusable).
+                try:
+                    rest = await asyncio.wait_for(resp.content.read(), self.args.drain_timeout)
+                except TimeoutError:
+                    resp.close()
+                    return TurnResult(
+                        False,
+                        done_ms,
+                        first,
+                        f"stream still open {self.args.drain_timeout:g}s after its done frame",
+                    )
+                if rest.strip():
+                    return TurnResult(False, done_ms, first, f"data after done: {_snippet(rest)}")
+                if verdict != "ok":
+                    return TurnResult(False, done_ms, first, verdict)
+                return TurnResult(True, done_ms, first)
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, ValueError) as exc:
+            if tally is not None and first is None:
+                tally.ambiguous += 1
+            return TurnResult(False, _ms(t0), first, repr(exc))
+
+
+class Agentd(Target):
+    prefix = ""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, args: argparse.Namespace) -> None:
+        super().__init__(http, base, args)
+        self.agent = args.agent
+
+    def _session_url(self, key: str) -> str:
+        agent, key = quote(self.agent, safe=""), quote(key, safe="")
+        return f"{self.base}/v1/agents/{agent}/sessions/{key}"
+
+    def _messages_url(self, key: str) -> str:
+        return f"{self._session_url(key)}/messages"
+
+    async def send(self, key: str, stream: bool) -> TurnResult:
+        body = {"content": self.content(), "stream": stream}
+        tally = self.tallies[key]
+        if stream:
+            return await self._streamed(self._messages_url(key), body, _agentd_frame, tally)
+        return await self._plain(self._messages_url(key), body, _agentd_run, tally)
+
+    async def ensure_agent(self) -> None:
+        url = f"{self.base}/v1/agents"
+        body = {"name": self.agent, "model": "scripted"}
+        async with self.http.post(url, data=orjson.dumps(body), headers=JSON_HEADERS) as resp:
+            raw = await resp.read()
+            if resp.status == 409:
+                info(f"agent {self.agent!r} exists already")
+            elif resp.status != 201:
+                raise RuntimeError(f"POST /v1/agents: HTTP {resp.status}: {_snippet(raw, 500)}")
+        async with self.http.get(f"{url}/{quote(self.agent, safe='')}") as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET agent: HTTP {resp.status}: {_snippet(raw, 500)}")
+            agent = orjson.loads(raw)
+        if not str(agent.get("model", "")).startswith("scripted"):
+            raise RuntimeError(
+                f"agent {self.agent!r} uses model {agent.get('model')!r}, not 'scripted'; "
+                "pick another --agent"
+            )
+
+    async def count_user_messages(self, key: str) -> int:
+        """Page through a session's event log and count its ``message.user`` events."""
+        url = f"{self._session_url(key)}/events"
+        after, count = 0, 0
+        for _ in range(100_000):
+            params = {"after": str(after), "limit": "1000"}
+            async with self.http.get(url, params=params, headers=JSON_HEADERS) as resp:
+                raw = await resp.read()
+                if resp.status == 404:
+                    return 0
+                if resp.status != 200:
+                    raise RuntimeError(f"GET events: HTTP {resp.status}: {_snippet(raw)}")
+                page = orjson.loads(raw)
+            events = page.get("events", [])
+            count += sum(1 for e in events if e.get("kind") == "message.user")
+            if not events:
+                break
+            seqs = [e["seq"] for e in events]
+            if seqs != list(range(after + 1, after + 1 + len(seqs))):
+                raise RuntimeError(f"session {key}: seqs not dense after {after}: {seqs[:5]}...")
+            after = seqs[-1]
+            last = page.get("last_seq")
+            if isinstance(last, int) and after >= last:
+                break
+        return count
+
+    async def verify(self) -> dict[str, Any]:
+        """Every acknowledged turn must have its message.user event in the log."""
+        keys = [k for k, t in self.tallies.items() if t.acked or t.ambiguous]
+        if self.args.verify_sessions > 0:
+            keys = keys[: self.args.verify_sessions]
+        mismatches = 0
+        for key in keys:
+            tally = self.tallies[key]
+            try:
+                stored = await self.count_user_messages(key)
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError) as exc:
+                info(f"durability: {key}: {exc!r}")
+                mismatches += 1
+                continue
+            if not tally.acked <= stored <= tally.acked + tally.ambiguous:
+                mismatches += 1
+                info(
+                    f"durability: {key}: {stored} message.user events, "
+                    f"{tally.acked} turns acknowledged (+{tally.ambiguous} unknown)"
+                )
+        info(f"durability: {len(keys)} sessions checked, {mismatches} mismatches")
+        return {"durability_checked": len(keys), "durability_mismatches": mismatches}
+
+
+def _agentd_run(run: Any) -> str | None:
+    if not isinstance(run, dict):
+        return f"reply is not a run: {run!r:.200}"
+    if run.get("status") != "completed":
+        return f"run status {run.get('status')!r}, error {run.get('error')!r}"
+    return None
+
+
+def _agentd_frame(frame: SseFrame) -> str | None:
+    if frame.event == "done":
+        kind = (frame.json() or {}).get("kind")
+        return "ok" if kind == "run.completed" else f"done frame of kind {kind!r}"
+    if frame.event == "error":
+        return f"error frame: {frame.data[:200]}"
+    return None
+
+
+class Termo(Target):
+    prefix = "termo_"
+
+    async def send(self, key: str, stream: bool) -> TurnResult:
+        body = {"message": self.content(), "session_key": key, "stream": stream}
+        url = f"{self.base}/api/send"
+        if stream:
+            return await self._streamed(url, body, _termo_frame, None)
+        return await self._plain(url, body, _termo_reply, None)
+
+
+def _termo_reply(reply: Any) -> str | None:
+    if not isinstance(reply, dict) or not str(reply.get("response", "")).startswith("echo: "):
+        return f"unexpected reply {reply!r:.200}"
+    return None
+
+
+def _termo_frame(frame: SseFrame) -> str | None:
+    kind = (frame.json() or {}).get("type")
+    if kind == "done":
+        return "ok"
+    if kind == "error":
+        return f"error frame: {frame.data[:200]}"
+    return None
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+def _http(args: argparse.Namespace) -> aiohttp.ClientSession:
+    """A keep-alive client pool of ``--clients`` connections that counts its connects."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    trace = aiohttp.TraceConfig()
+
+    async def on_connect(*_: object) -> None:
+        CONNECTIONS.opened += 1
+
+    trace.on_connection_create_end.append(on_connect)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=args.clients, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(total=args.timeout),
+        headers=headers,
+        trace_configs=[trace],
+    )
+
+
+async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    daemon: ServerProcess | None = None
+    if args.url:
+        base = args.url.rstrip("/")
+    else:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        home = workdir / "agentd-home"
+        home.mkdir()
+        env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false"}
+        serve = ["-m", "agentd", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        prefix = [sys.executable]
+        if args.profile:
+            args.profile.unlink(missing_ok=True)
+            prefix += ["-m", "cProfile", "-o", str(args.profile)]
+        daemon = ServerProcess("agentd", prefix + serve, workdir / "agentd.log", env)
+    try:
+        if daemon is not None:
+            daemon.start()
+        async with _http(args) as http:
+            health = await wait_ready(http, f"{base}/health", args.startup_timeout, daemon)
+            out["store"] = health.get("store")
+            out["agentd_version"] = health.get("version")
+            info(f"agentd ready at {base}: {orjson.dumps(health).decode()}")
+            target = Agentd(http, base, args)
+            await target.ensure_agent()
+            out.update(await target.phases(daemon))
+            out.update(await target.verify())
+    finally:
+        if daemon is not None:
+            # Stock uvicorn re-raises the signal it caught once it has shut down: a
+            # re-raised SIGTERM kills the process before cProfile writes, while a SIGINT
+            # becomes KeyboardInterrupt and the profile is written either way.
+            sig = signal.SIGINT if args.profile else signal.SIGTERM
+            code = daemon.stop(sig, timeout_s=args.stop_timeout)
+            out["agentd_exit"] = code
+            out["agentd_shutdown_s"] = (
+                round(daemon.shutdown_s, 2) if daemon.shutdown_s is not None else None
+            )
+            if daemon.killed:
+                out["agentd_killed"] = True
+            info(f"agentd stopped ({sig.name}): exit {code}, log {daemon.log_path}")
+            if args.profile:
+                written = args.profile.exists()
+                out["profile"] = str(args.profile) if written else None
+                info(f"profile {'written to ' + str(args.profile) if written else 'NOT written'}")
+    return out
+
+
+async def bench_termo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(BENCH_DIR / "termo_echo.py"), "--port", str(port)]
+    if args.termo_uvloop:
+        cmd.append("--uvloop")
+    server = ServerProcess("termo", cmd, workdir / "termo.log", dict(os.environ))
+    try:
+        server.start()
+        async with _http(args) as http:
+            health = await wait_ready(http, f"{base}/health", args.startup_timeout, server)
+            out["termo_version"] = health.get("version")
+            out.update(await Termo(http, base, args).phases(server))
+    finally:
+        code = server.stop(signal.SIGTERM, timeout_s=args.stop_timeout)
+        info(f"termo stopped: exit {code}")
+    return out
+
+
+async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    out: dict[str, Any] = {
+        "bench": "turns",
+        "clients": args.clients,
+        "seconds": args.seconds if args.turns is None else None,
+        "turns_per_phase": args.turns,
+        "warmup_s": args.warmup,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "client_loop": args.client_loop,
+        "target": args.url or "spawned",
+        # Other work on the machine skews every figure; this says how busy it was.
+        "loadavg_1m_start": round(os.getloadavg()[0], 2),
+    }
+    failed = False
+    workdir = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
+    try:
+        for side, skip, run in (
+            ("agentd", args.skip_agentd, bench_agentd),
+            ("termo", args.skip_termo, bench_termo),
+        ):
+            if skip:
+                continue
+            try:
+                out.update(await run(args, workdir))
+            except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                failed = True
+                out[f"{side}_failed"] = str(exc)[:2000]
+                info(f"{side} failed: {exc}")
+    finally:
+        if args.keep:
+            info(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    ours, theirs = out.get("turns_per_s"), out.get("termo_turns_per_s")
+    out["ratio_turns"] = round(ours / theirs, 3) if ours and theirs else None
+    ours, theirs = out.get("stream_turns_per_s"), out.get("termo_stream_turns_per_s")
+    out["ratio_stream_turns"] = round(ours / theirs, 3) if ours and theirs else None
+    ours, theirs = out.get("server_cpu_ms_per_turn"), out.get("termo_server_cpu_ms_per_turn")
+    out["ratio_server_cpu_per_turn"] = round(ours / theirs, 2) if ours and theirs else None
+    out["note"] = NOTE
+    return out, failed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="agentd vs termo-agent turn throughput and latency (one JSON line out)"
+    )
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
+    p.add_argument(
+        "--turns",
+        type=int,
+        default=None,
+        help="measure this many turns per phase instead of --seconds",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=600.0, help="cap on a --turns phase (default 600)"
+    )
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per phase")
+    p.add_argument("--url", help="use this running agentd instead of starting one")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("AGENTD_TOKEN") or None,
+        help="bearer token for agentd (default $AGENTD_TOKEN)",
+    )
+    p.add_argument("--agent", default="bench", help="agent name (default bench)")
+    p.add_argument("--skip-agentd", action="store_true", help="only measure termo-agent")
+    p.add_argument("--skip-termo", action="store_true", help="only measure agentd")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the spawned daemon under cProfile, writing this file",
+    )
+    p.add_argument(
+        "--termo-uvloop",
+        action="store_true",
+        help="run the termo server on uvloop (its CLI uses plain asyncio)",
+    )
+    p.add_argument(
+        "--client-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of the load generator (auto: uvloop when installed)",
+    )
+    p.add_argument(
+        "--verify-sessions",
+        type=int,
+        default=0,
+        help="check the event logs of this many sessions (default 0: all)",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=2.0,
+        help="how long a stream may stay open after its done frame",
+    )
+    p.add_argument("--startup-timeout", type=float, default=30.0)
+    p.add_argument("--stop-timeout", type=float, default=30.0)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (home, logs)")
+    args = p.parse_args(argv)
+    if args.clients < 1:
+        p.error("--clients must be >= 1")
+    if args.turns is not None and args.turns < 1:
+        p.error("--turns must be >= 1")
+    if args.url and args.profile:
+        p.error("--profile needs the spawned daemon, not --url")
+    if args.skip_agentd and args.skip_termo:
+        p.error("nothing to do with both --skip-agentd and --skip-termo")
+    if args.profile:
+        args.profile = args.profile.resolve()
+    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
+        p.error("--url must be on 127.0.0.1 / localhost")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_uvloop = args.client_loop == "uvloop" or (
+        args.client_loop == "auto" and importlib.util.find_spec("uvloop") is not None
+    )
+    args.client_loop = "uvloop" if use_uvloop else "asyncio"
+    if use_uvloop:
+        import uvloop
+
+        out, failed = uvloop.run(amain(args))
+    else:
+        out, failed = asyncio.run(amain(args))
+    print(orjson.dumps(out).decode(), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

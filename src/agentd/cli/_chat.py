@@ -1,0 +1,152 @@
+"""`agentd chat`: an interactive session that streams replies as they are written."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from agentd.cli._common import connect, describe_api_error, err, out
+from agentd.cli._render import error_line, error_of, tool_call_line, tool_result_line
+from agentd.client import APIError, Client, SSEEvent
+
+_EXIT_COMMANDS = frozenset({"/exit", "/quit"})
+
+
+class ReplyPrinter:
+    """Prints one run's frames: tokens inline, tools dimmed, errors in red."""
+
+    def __init__(self, console: Console, errors: Console) -> None:
+        self.console = console
+        self.errors = errors
+        self.run_id: str | None = None
+        self.failed = False
+        self._streamed = False  # tokens printed for the current model step
+        self._mid_line = False
+
+    def begin(self, label: str) -> None:
+        """Print a label the reply continues on the same line."""
+        self.console.print(label, end="")
+        self._mid_line = True
+
+    def end_line(self) -> None:
+        if self._mid_line:
+            typer.echo("")
+            self._mid_line = False
+
+    def _text(self, text: str) -> None:
+        if text:
+            typer.echo(text, nl=False)
+            self._mid_line = not text.endswith("\n")
+
+    def handle(self, frame: SSEEvent) -> None:
+        self.run_id = self.run_id or frame.run_id
+        data: Any = frame.data if isinstance(frame.data, dict) else {}
+        payload: Any = data.get("data") if isinstance(data.get("data"), dict) else {}
+        if frame.event == "token":
+            self._text(str(data.get("text", "")))
+            self._streamed = True
+        elif frame.event == "message.assistant":
+            if not self._streamed:
+                self._text(str(payload.get("text") or ""))
+            self._streamed = False
+            self.end_line()
+        elif frame.event == "tool_start":
+            self.end_line()
+            self.console.print(tool_call_line(payload.get("name"), payload.get("arguments")))
+        elif frame.event == "tool_end":
+            self.end_line()
+            self.console.print(tool_result_line(payload))
+        elif frame.event == "done":
+            self.end_line()
+            kind = data.get("kind", "")
+            if kind in ("run.cancelled", "run.interrupted"):
+                reason = payload.get("reason")
+                label = kind.removeprefix("run.")
+                self.console.print(
+                    f"[yellow]({label}{': ' + escape(str(reason)) if reason else ''})[/]"
+                )
+        elif frame.event == "error":
+            self.end_line()
+            self.failed = True
+            self.errors.print(f"[bold red]error:[/] {escape(error_line(error_of(data)))}")
+
+
+def stream_reply(client: Client, agent: str, key: str, text: str, printer: ReplyPrinter) -> None:
+    """Send ``text`` and print the reply as it streams; Ctrl-C cancels the run."""
+    frames = client.stream(agent, key, text)
+    try:
+        for frame in frames:
+            printer.handle(frame)
+    except KeyboardInterrupt:
+        printer.end_line()
+        frames.close()
+        if printer.run_id:
+            client.cancel_run(printer.run_id)
+        printer.console.print("[yellow](reply cancelled)[/]")
+    finally:
+        frames.close()
+        printer.end_line()
+
+
+def _read_line(console: Console, interactive: bool) -> str | None:
+    if interactive:
+        try:
+            return console.input("[bold cyan]you>[/] ")
+        except EOFError:
+            typer.echo("")
+            return None
+    line = sys.stdin.readline()
+    return line if line else None
+
+
+def chat(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent to talk to.")],
+    session: Annotated[
+        str, typer.Option("--session", "-s", help="Session key; the same key continues a chat.")
+    ] = "cli",
+) -> None:
+    """Chat with an agent interactively; replies stream as they are written.
+
+    Type a message and press Enter. [bold]/exit[/] or Ctrl-D leaves; Ctrl-C stops
+    the current reply. Tool calls and results are shown dimmed. Lines can also be
+    piped in, one message each.
+
+    [bold]Examples[/]
+      $ agentd chat demo
+      $ agentd chat demo --session user:42
+      $ printf 'hi\\n/tool calculator {"expression": "2+2"}\\n' | agentd chat demo
+    """
+    console, errors = out(), err()
+    interactive = sys.stdin.isatty()
+    with connect(ctx, timeout=30.0) as client:
+        client.get_agent(name)  # fail fast on a typo
+        if interactive:
+            console.print(
+                f"[dim][bold]{escape(name)}[/] · session {escape(session)} · "
+                "/exit or Ctrl-D to leave, Ctrl-C to stop a reply[/]"
+            )
+        while True:
+            try:
+                line = _read_line(console, interactive)
+            except KeyboardInterrupt:
+                typer.echo("")
+                break
+            if line is None:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in _EXIT_COMMANDS:
+                break
+            printer = ReplyPrinter(console, errors)
+            if interactive:
+                printer.begin(f"[bold green]{escape(name)}>[/] ")
+            try:
+                stream_reply(client, name, session, text, printer)
+            except APIError as exc:
+                errors.print(f"[bold red]error:[/] {escape(describe_api_error(exc))}")

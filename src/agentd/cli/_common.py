@@ -1,0 +1,131 @@
+"""What every CLI command shares: global options, consoles, settings, error handling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from agentd.client import APIError, Client, ClientError
+
+if TYPE_CHECKING:
+    from agentd.config import Settings
+
+
+@dataclass
+class State:
+    """Global options given to the root command (``--url``, ``--token``)."""
+
+    url: str | None = None
+    token: str | None = None
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
+
+
+def out() -> Console:
+    """Console on stdout. Built per call so tests that swap sys.stdout see the output."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def echo_json(value: Any) -> None:
+    """Print JSON exactly (no markup, no wrapping) so it pipes into jq."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def describe_api_error(exc: APIError) -> str:
+    """One line for an error the daemon returned."""
+    text = exc.message
+    problems = exc.details.get("errors")
+    if isinstance(problems, list) and problems:
+        parts = []
+        for item in problems:
+            if isinstance(item, dict):
+                field = str(item.get("field", "")).removeprefix("body.")
+                parts.append(f"{field}: {item.get('message', '')}" if field else str(item))
+        if parts and "; ".join(parts) not in text:
+            text = f"{text} ({'; '.join(parts)})"
+    text = f"{text} [{exc.code}]"
+    if exc.status == 401:
+        text += "; set AGENTD_TOKEN or pass --token"
+    elif exc.retryable:
+        text += " (retryable)"
+    return text
+
+
+def load_settings_or_fail() -> Settings:
+    """The daemon's settings (env, .env, agentd.toml), or a clean error."""
+    from pydantic import ValidationError
+
+    from agentd.config import load_settings
+
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid agentd configuration: {problems}")
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a daemon bound to host:port."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def target(ctx: typer.Context) -> tuple[str, str | None]:
+    """The daemon URL and token to use.
+
+    ``--url`` / ``AGENTD_URL`` win; otherwise the local daemon as configured by
+    AGENTD_HOST / AGENTD_PORT / agentd.toml, whose first configured token is used
+    when none is given.
+    """
+    st = state(ctx)
+    if st.url:
+        return st.url, st.token
+    settings = load_settings_or_fail()
+    token = st.token or (settings.tokens[0] if settings.tokens else None)
+    return local_url(settings.host, settings.port), token
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn client errors into one line on stderr and exit code 1."""
+    try:
+        yield
+    except APIError as exc:
+        fail(describe_api_error(exc))
+    except ClientError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def connect(ctx: typer.Context, timeout: float = 60.0) -> Iterator[Client]:
+    """A client for the daemon; its errors end the command cleanly."""
+    url, token = target(ctx)
+    with api_errors(), Client(url, token, timeout) as client:
+        yield client

@@ -1,0 +1,363 @@
+"""Daemon commands: serve, start, stop, status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agentd.cli._common import (
+    echo_json,
+    err,
+    fail,
+    load_settings_or_fail,
+    local_url,
+    out,
+    target,
+)
+from agentd.client import APIError, Client, ClientError, ConnectionFailed
+
+HostOption = Annotated[
+    str | None,
+    typer.Option("--host", help="Address to bind. [dim]\\[default: AGENTD_HOST or 127.0.0.1][/]"),
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        "-p",
+        min=0,
+        max=65535,
+        help="Port to bind. [dim]\\[default: AGENTD_PORT or 8721][/]",
+    ),
+]
+
+_LOG_TAIL_LINES = 20
+
+
+# -- pid file helpers -------------------------------------------------------------
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file, or None when there is none or it is garbage."""
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        fail(f"cannot read pid file {path}: {exc}")
+    try:
+        pid = int(text.split()[0]) if text else 0
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process that looks like agentd."""
+    # Reap it first if it is our own exited child (tests, `start` failing early);
+    # a zombie still answers signal 0.
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    proc = Path(f"/proc/{pid}")
+    try:
+        if proc.joinpath("stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+        cmdline = proc.joinpath("cmdline").read_bytes()
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust the signal
+    # The pid was reused by something else since agentd wrote the file.
+    return not cmdline or b"agentd" in cmdline
+
+
+def remove_pid_file(path: Path, pid: int | None = None) -> None:
+    """Remove the pid file, only if it still names ``pid`` when one is given."""
+    if pid is not None and read_pid(path) != pid:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _log_tail(path: Path, start: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _print_log_tail(path: Path, start: int) -> None:
+    tail = _log_tail(path, start)
+    if tail:
+        console = err()
+        console.print(f"[dim]last lines of {escape(str(path))}:[/]")
+        console.print(escape(tail), soft_wrap=True)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the daemon in the foreground (Ctrl-C stops it).
+
+    Logs go to the terminal. Use [bold]agentd start[/] to run it in the background.
+
+    [bold]Examples[/]
+      $ agentd serve
+      $ agentd serve --host 0.0.0.0 --port 9000   [dim]# set AGENTD_TOKEN first[/]
+    """
+    settings = load_settings_or_fail()
+    # Imported here: the CLI talks HTTP and loads the server only to become one.
+    from agentd.server import daemon
+
+    code = daemon.run(
+        host=host if host is not None else settings.host,
+        port=port if port is not None else settings.port,
+    )
+    raise typer.Exit(code)
+
+
+def start(
+    host: HostOption = None,
+    port: PortOption = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0.1, help="Seconds to wait for the daemon to answer.")
+    ] = 15.0,
+) -> None:
+    """Start the daemon in the background.
+
+    Output goes to [bold]$AGENTD_HOME/agentd.log[/]; the pid to [bold]$AGENTD_HOME/agentd.pid[/].
+    Returns once GET /health answers, printing the pid and URL.
+
+    [bold]Examples[/]
+      $ agentd start
+      $ AGENTD_HOME=/srv/agentd agentd start --port 9000
+    """
+    settings = load_settings_or_fail()
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
+    pid_file, log_file = settings.pid_file, settings.log_file
+    old = read_pid(pid_file)
+    if old is not None:
+        if pid_alive(old):
+            fail(
+                f"agentd is already running (pid {old}, pid file {pid_file}); "
+                "stop it with `agentd stop`"
+            )
+        remove_pid_file(pid_file, old)
+
+    url = local_url(host, port)
+    token = settings.tokens[0] if settings.tokens else None
+    with Client(url, token, timeout=2.0) as client:
+        try:
+            client.health()
+        except ConnectionFailed:
+            pass
+        except ClientError:
+            fail(f"something else is already listening on {host}:{port}; pick another --port")
+        else:
+            fail(
+                f"an agentd daemon is already answering at {url} (not started from "
+                f"{settings.home}); stop it first or pick another --port"
+            )
+
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        offset = log_file.stat().st_size if log_file.exists() else 0
+        with log_file.open("ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- agentd start {stamp} {host}:{port} ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agentd", "serve", "--host", host, "--port", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+    except OSError as exc:
+        fail(f"cannot start agentd: {exc}")
+
+    health = _wait_until_up(proc, url, token, wait, log_file, offset)
+    # The daemon writes its own pid file; write it if it did not so `stop` works.
+    if read_pid(pid_file) != proc.pid:
+        with contextlib.suppress(OSError):
+            pid_file.write_text(f"{proc.pid}\n")
+    # It runs on after we exit; tell Popen not to warn about a child left running.
+    proc.returncode = 0
+    version = health.get("version", "?")
+    out().print(f"agentd {escape(str(version))} started (pid {proc.pid}) at {url}")
+    out().print(f"[dim]logs: {escape(str(log_file))}[/]")
+
+
+def _wait_until_up(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    token: str | None,
+    wait: float,
+    log_file: Path,
+    offset: int,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + wait
+    with Client(url, token, timeout=2.0) as client:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                err().print(f"[bold red]error:[/] agentd exited with code {code} while starting")
+                _print_log_tail(log_file, offset)
+                raise typer.Exit(1)
+            try:
+                return client.health()
+            except APIError as exc:
+                if exc.status not in (502, 503, 504):
+                    return {}  # it answers; /health itself is the daemon's business
+            except ClientError:
+                pass
+            if time.monotonic() >= deadline:
+                err().print(
+                    f"[bold red]error:[/] agentd (pid {proc.pid}) did not answer at {url} "
+                    f"within {wait:g}s; it may still be starting. Stop it with `agentd stop`."
+                )
+                _print_log_tail(log_file, offset)
+                # Don't warn about the child we leave to the user.
+                proc.returncode = 0
+                raise typer.Exit(1)
+            time.sleep(0.1)
+
+
+def stop(
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", "-t", min=0, help="Seconds to wait for a graceful exit."),
+    ] = 30.0,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="SIGKILL the daemon if it has not exited in time.")
+    ] = False,
+) -> None:
+    """Stop the background daemon (SIGTERM, then wait).
+
+    In-flight runs are checkpointed and resume at the next start. With [bold]--force[/]
+    a daemon still running after --timeout is killed; its runs resume on restart too.
+
+    [bold]Examples[/]
+      $ agentd stop
+      $ agentd stop --timeout 5 --force
+    """
+    settings = load_settings_or_fail()
+    pid_file = settings.pid_file
+    pid = read_pid(pid_file)
+    if pid is None:
+        out().print(f"agentd is not running (no pid file at {escape(str(pid_file))})")
+        return
+    if not pid_alive(pid):
+        remove_pid_file(pid_file, pid)
+        out().print(f"agentd is not running (removed stale pid file naming pid {pid})")
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        remove_pid_file(pid_file, pid)
+        out().print("agentd is not running")
+        return
+    except PermissionError:
+        fail(f"not allowed to signal agentd (pid {pid})")
+    out().print(f"stopping agentd (pid {pid})…")
+    if not _wait_exit(pid, timeout):
+        if not force:
+            fail(
+                f"agentd (pid {pid}) is still running after {timeout:g}s; "
+                "wait longer with --timeout or kill it with --force"
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not _wait_exit(pid, 5.0):
+            fail(f"agentd (pid {pid}) survived SIGKILL")
+        remove_pid_file(pid_file, pid)
+        out().print(f"agentd killed (pid {pid})")
+        return
+    remove_pid_file(pid_file, pid)
+    out().print("agentd stopped")
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show whether the daemon runs, and its version, store, agents and active runs.
+
+    Exits with code 1 when the daemon is not running or does not answer.
+
+    [bold]Example[/]
+      $ agentd status && echo up
+    """
+    settings = load_settings_or_fail()
+    pid = read_pid(settings.pid_file)
+    alive = pid is not None and pid_alive(pid)
+    url, token = target(ctx)
+    health: dict[str, Any] | None = None
+    problem = ""
+    with Client(url, token, timeout=5.0) as client:
+        try:
+            health = client.health()
+        except APIError as exc:
+            problem = f"{exc.message} [{exc.code}]"
+        except ConnectionFailed:
+            problem = "not reachable"
+        except ClientError as exc:
+            problem = str(exc)
+    running = health is not None
+    if as_json:
+        echo_json(
+            {
+                "running": running,
+                "pid": pid if alive else None,
+                "url": url,
+                "health": health,
+                "problem": problem or None,
+            }
+        )
+        raise typer.Exit(0 if running else 1)
+    console = out()
+    if health is None:
+        if alive:
+            console.print(
+                f"agentd process {pid} is alive but {url} does not answer: {escape(problem)}"
+            )
+        else:
+            console.print(f"agentd is not running ({url} {escape(problem)})")
+        raise typer.Exit(1)
+    where = f"pid {pid}" if alive else "pid unknown"
+    console.print(f"agentd is running ({where}) at {url}")
+    for key in ("version", "store", "sandbox", "agents", "active_runs"):
+        if key in health:
+            console.print(f"  {key.replace('_', ' ')}: {escape(str(health[key]))}")

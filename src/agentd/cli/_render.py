@@ -1,0 +1,168 @@
+"""Turning agents, sessions, runs and events into rich output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLES = {
+    "created": "cyan",
+    "running": "green",
+    "paused": "yellow",
+    "stopped": "dim",
+    "error": "red",
+}
+
+#: Event kinds `history` leaves out unless --verbose.
+QUIET_KINDS = frozenset({"run.queued", "run.started", "run.completed", "tool.started"})
+
+
+def short(value: Any, limit: int = 300) -> str:
+    """A one-line preview of a value (JSON for structures)."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        except (TypeError, ValueError):
+            text = repr(value)
+    text = " ".join(text.split()) if "\n" in text else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def when(value: Any) -> str:
+    """An ISO timestamp, shortened to seconds for tables."""
+    if not isinstance(value, str) or not value:
+        return ""
+    return value.replace("T", " ")[:19]
+
+
+def state_text(state: Any) -> Text:
+    label = str(state or "?")
+    return Text(label, style=STATE_STYLES.get(label, ""))
+
+
+def agents_table(agents: list[dict[str, Any]]) -> Table:
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    table.add_column("NAME", style="bold", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("MODEL")
+    table.add_column("TOOLS")
+    table.add_column("UPDATED", style="dim", no_wrap=True)
+    for agent in agents:
+        table.add_row(
+            Text(str(agent.get("name", ""))),
+            state_text(agent.get("state")),
+            Text(str(agent.get("model") or "")),
+            Text(", ".join(str(t) for t in agent.get("tools") or []) or "-"),
+            when(agent.get("updated_at")),
+        )
+    return table
+
+
+def agent_details(agent: dict[str, Any]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("name", Text(str(agent.get("name", ""))))
+    grid.add_row("state", state_text(agent.get("state")))
+    grid.add_row("model", Text(str(agent.get("model") or "")))
+    grid.add_row("tools", Text(", ".join(str(t) for t in agent.get("tools") or []) or "-"))
+    instructions = agent.get("instructions") or ""
+    grid.add_row("instructions", Text(str(instructions) or "-"))
+    settings = agent.get("settings") or {}
+    grid.add_row("settings", Text(short(settings, 500) if settings else "-"))
+    grid.add_row("created", Text(when(agent.get("created_at"))))
+    grid.add_row("updated", Text(when(agent.get("updated_at"))))
+    return grid
+
+
+def sessions_table(sessions: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("SESSION", style="bold")
+    table.add_column("EVENTS", justify="right")
+    table.add_column("CREATED", style="dim", no_wrap=True)
+    table.add_column("UPDATED", style="dim", no_wrap=True)
+    for session in sessions:
+        table.add_row(
+            Text(str(session.get("key", ""))),
+            str(session.get("last_seq", "")),
+            when(session.get("created_at")),
+            when(session.get("updated_at")),
+        )
+    return table
+
+
+def error_of(payload: Any) -> dict[str, Any]:
+    """The ``{code, message, retryable}`` inside a run, an event or an SSE error frame."""
+    if not isinstance(payload, dict):
+        return {"code": "error", "message": short(payload)}
+    for candidate in (payload.get("error"), (payload.get("data") or {}).get("error")):
+        if isinstance(candidate, dict):
+            return candidate
+    if "message" in payload:
+        return payload
+    return {"code": "error", "message": short(payload)}
+
+
+def error_line(error: dict[str, Any]) -> str:
+    message = str(error.get("message") or "unknown error")
+    code = error.get("code")
+    return f"{message} [{code}]" if code else message
+
+
+def tool_call_line(name: Any, arguments: Any) -> Text:
+    args = "" if arguments in (None, {}, "") else short(arguments, 200)
+    return Text(f"  → {name}({args})", style="dim")
+
+
+def tool_result_line(data: dict[str, Any], limit: int = 300) -> Text:
+    name = data.get("name", "tool")
+    output = short(data.get("output"), limit)
+    if data.get("is_error"):
+        return Text(f"  ← {name} failed: {output}", style="red")
+    return Text(f"  ← {name}: {output}", style="dim")
+
+
+def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:
+    """How `history` shows one Event; an empty list hides it."""
+    kind = str(event.get("kind", ""))
+    data = event.get("data") or {}
+    if not isinstance(data, dict):
+        data = {"value": data}
+    prefix = f"#{event.get('seq')} " if verbose else ""
+    if kind == "message.user":
+        line = Text(f"{prefix}user: ", style="bold cyan")
+        line.append(str(data.get("content", "")), style="")
+        return [line]
+    if kind == "message.assistant":
+        lines: list[Text] = []
+        text = data.get("text") or ""
+        if text or not data.get("tool_calls"):
+            line = Text(f"{prefix}assistant: ", style="bold green")
+            line.append(str(text), style="")
+            lines.append(line)
+        for call in data.get("tool_calls") or []:
+            if isinstance(call, dict):
+                lines.append(tool_call_line(call.get("name"), call.get("arguments")))
+        return lines
+    if kind == "tool.finished":
+        return [tool_result_line(data, limit)]
+    if kind == "run.failed":
+        return [Text(f"{prefix}run failed: {error_line(error_of(data))}", style="red")]
+    if kind in ("run.cancelled", "run.interrupted"):
+        reason = data.get("reason")
+        label = kind.removeprefix("run.")
+        return [Text(f"{prefix}run {label}" + (f": {reason}" if reason else ""), style="yellow")]
+    if kind == "error":
+        return [Text(f"{prefix}error: {error_line(error_of(data))}", style="red")]
+    if kind in QUIET_KINDS and not verbose:
+        return []
+    if kind == "tool.started":
+        return [tool_call_line(data.get("name"), data.get("arguments"))]
+    detail = f" {short(data, limit)}" if data else ""
+    run = f" {event.get('run_id')}" if verbose and event.get("run_id") else ""
+    return [Text(f"{prefix}· {kind}{run}{detail}", style="dim")]

@@ -1,0 +1,381 @@
+"""The ``agentd`` command line: a typer app that talks to the daemon over HTTP.
+
+Only ``serve`` imports the server, and only inside the command; everything else goes
+through :class:`agentd.client.Client`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agentd.cli import _chat, _daemon
+from agentd.cli._common import State, connect, echo_json, fail, out
+from agentd.cli._render import (
+    agent_details,
+    agents_table,
+    error_line,
+    error_of,
+    event_lines,
+    sessions_table,
+)
+
+__all__ = ["app", "main"]
+
+_HELP = """Run persistent AI agents behind an HTTP API.
+
+[bold]agentd start[/] runs the daemon in the background; the other commands talk to it
+over HTTP (AGENTD_URL, default http://127.0.0.1:8721).
+
+[bold]Quick start[/]
+  agentd start
+  agentd send demo "hello"          [dim]# a demo agent exists out of the box[/]
+  agentd create mybot --tool calculator
+  agentd chat mybot
+  agentd stop
+"""
+
+app = typer.Typer(
+    name="agentd",
+    help=_HELP,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_PAGE = 500
+_TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+NameArg = Annotated[str, typer.Argument(help="Agent name.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SessionOption = Annotated[str, typer.Option("--session", "-s", help="Session key, e.g. user:42.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from agentd import __version__
+
+        typer.echo(f"agentd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="AGENTD_URL",
+            help="Daemon URL. [dim]\\[default: http://AGENTD_HOST:AGENTD_PORT, "
+            "i.e. http://127.0.0.1:8721][/]",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="AGENTD_TOKEN",
+            help="Bearer token for the daemon.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = State(url=url, token=token)
+
+
+app.command(rich_help_panel="Daemon")(_daemon.serve)
+app.command(rich_help_panel="Daemon")(_daemon.start)
+app.command(rich_help_panel="Daemon")(_daemon.stop)
+app.command(rich_help_panel="Daemon")(_daemon.status)
+
+
+# -- agents -----------------------------------------------------------------------
+
+
+def _parse_setting(raw: str) -> tuple[str, Any]:
+    """``key=value``; the value is JSON when it parses as JSON, else a string."""
+    key, sep, value = raw.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise typer.BadParameter(f"expected KEY=VALUE, got {raw!r}", param_hint="--setting")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _load_script(path: Path) -> list[Any]:
+    try:
+        script = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--script") from exc
+    except ValueError as exc:
+        raise typer.BadParameter(f"{path} is not valid JSON: {exc}", param_hint="--script") from exc
+    if not isinstance(script, list):
+        raise typer.BadParameter(
+            f"{path} must hold a JSON list of turns, got {type(script).__name__}",
+            param_hint="--script",
+        )
+    return script
+
+
+@app.command(rich_help_panel="Agents")
+def create(
+    ctx: typer.Context,
+    name: NameArg,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="provider:model, e.g. openai:gpt-4.1-mini. "
+            "[dim]\\[default: the daemon's, normally scripted][/]",
+            show_default=False,
+        ),
+    ] = None,
+    instructions: Annotated[
+        str | None, typer.Option("--instructions", "-i", help="System instructions.")
+    ] = None,
+    tool: Annotated[
+        list[str] | None,
+        typer.Option("--tool", "-t", help="A tool the agent may use (repeat, or comma-separate)."),
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--setting",
+            help="KEY=VALUE agent setting (repeat). VALUE is JSON if it parses, else a string.",
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            exists=True,
+            dir_okay=False,
+            help="JSON file with a list of turns for the scripted model (settings.script).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent as JSON.")] = False,
+) -> None:
+    """Create an agent.
+
+    [bold]Examples[/]
+      $ agentd create mybot
+      $ agentd create helper -m openai:gpt-4.1-mini -i "Be brief." --tool calculator
+      $ agentd create bot --setting temperature=0.2 --script turns.json
+    """
+    settings: dict[str, Any] = dict(_parse_setting(raw) for raw in setting or [])
+    if script is not None:
+        settings["script"] = _load_script(script)
+    tools = [t.strip() for item in tool or [] for t in item.split(",") if t.strip()]
+    with connect(ctx) as client:
+        agent = client.create_agent(
+            name,
+            model=model,
+            instructions=instructions,
+            tools=tools or None,
+            settings=settings or None,
+        )
+    if as_json:
+        echo_json(agent)
+        return
+    tools_text = ", ".join(agent.get("tools") or []) or "none"
+    out().print(
+        f"created agent [bold]{escape(str(agent.get('name', name)))}[/] "
+        f"(model {escape(str(agent.get('model')))}, tools: {escape(tools_text)})"
+    )
+
+
+@app.command("list", rich_help_panel="Agents")
+def list_agents(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List agents.
+
+    [bold]Example[/]
+      $ agentd list --json | jq -r '.[].name'
+    """
+    with connect(ctx) as client:
+        agents = client.list_agents()
+    if as_json:
+        echo_json(agents)
+    elif not agents:
+        out().print("no agents yet; create one with [bold]agentd create NAME[/]")
+    else:
+        out().print(agents_table(agents))
+
+
+@app.command(rich_help_panel="Agents")
+def show(
+    ctx: typer.Context,
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an agent and its sessions.
+
+    [bold]Example[/]
+      $ agentd show demo
+    """
+    with connect(ctx) as client:
+        agent = client.get_agent(name)
+        sessions = client.list_sessions(name)
+    if as_json:
+        echo_json({"agent": agent, "sessions": sessions})
+        return
+    console = out()
+    console.print(agent_details(agent))
+    console.print()
+    if sessions:
+        console.print(sessions_table(sessions))
+    else:
+        console.print("[dim]no sessions yet[/]")
+
+
+@app.command(rich_help_panel="Agents")
+def delete(
+    ctx: typer.Context,
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an agent with all its sessions, events and runs.
+
+    [bold]Example[/]
+      $ agentd delete demo --yes
+    """
+    if not yes:
+        typer.confirm(f"Delete agent {name!r} with all its sessions, events and runs?", abort=True)
+    with connect(ctx) as client:
+        client.delete_agent(name)
+    out().print(f"deleted agent [bold]{escape(name)}[/]")
+
+
+@app.command(rich_help_panel="Agents")
+def pause(ctx: typer.Context, name: NameArg) -> None:
+    """Pause an agent: it refuses new messages until resumed.
+
+    [bold]Example[/]
+      $ agentd pause demo
+    """
+    with connect(ctx) as client:
+        agent = client.pause_agent(name)
+    out().print(f"agent [bold]{escape(name)}[/] is {escape(str(agent.get('state', 'paused')))}")
+
+
+@app.command(rich_help_panel="Agents")
+def resume(ctx: typer.Context, name: NameArg) -> None:
+    """Resume a paused or stopped agent.
+
+    [bold]Example[/]
+      $ agentd resume demo
+    """
+    with connect(ctx) as client:
+        agent = client.resume_agent(name)
+    out().print(f"agent [bold]{escape(name)}[/] is {escape(str(agent.get('state', 'running')))}")
+
+
+# -- conversations ----------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Conversations")
+def send(
+    ctx: typer.Context,
+    name: NameArg,
+    message: Annotated[str, typer.Argument(help="The message; - reads it from stdin.")],
+    session: SessionOption = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the run to finish.")
+    ] = 600.0,
+) -> None:
+    """Send one message and print the reply.
+
+    Exits with code 1 if the run fails (the error goes to stderr).
+
+    [bold]Examples[/]
+      $ agentd send demo "hello"
+      $ agentd send demo "what is 6*7?" --session user:42 --json
+      $ echo "summarise this" | agentd send demo -
+    """
+    if message == "-":
+        message = sys.stdin.read()
+    deadline = time.monotonic() + timeout
+    with connect(ctx, timeout=timeout) as client:
+        run = client.send(name, session, message, wait=True)
+        # The daemon may hand back a run that is still going (a server-side wait cap).
+        while run.get("status") not in _TERMINAL_STATUSES and time.monotonic() < deadline:
+            time.sleep(0.25)
+            run = client.get_run(str(run["id"]))
+    if as_json:
+        echo_json(run)
+    elif run.get("output"):
+        typer.echo(run["output"])
+    status = run.get("status")
+    if status == "completed":
+        return
+    if status == "failed":
+        fail(f"run {run.get('id')} failed: {error_line(error_of(run.get('error') or {}))}")
+    if status in _TERMINAL_STATUSES:
+        fail(f"run {run.get('id')} {status}")
+    fail(f"run {run.get('id')} is still {status} after {timeout:g}s")
+
+
+@app.command(rich_help_panel="Conversations")
+def history(
+    ctx: typer.Context,
+    name: NameArg,
+    session: SessionOption = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw events as JSON.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every event, with its seq.")
+    ] = False,
+) -> None:
+    """Show a session's history: messages, tool calls with arguments and results.
+
+    [bold]Examples[/]
+      $ agentd history demo
+      $ agentd history demo --session user:42 --verbose
+    """
+    events: list[dict[str, Any]] = []
+    with connect(ctx) as client:
+        after = 0
+        while True:
+            page = client.events(name, session, after=after, limit=_PAGE)
+            if not page:
+                break
+            events.extend(page)
+            last = int(page[-1].get("seq", after))
+            if last <= after:
+                break
+            after = last
+    if as_json:
+        echo_json(events)
+        return
+    console = out()
+    if not events:
+        console.print(f"[dim]no events in session {escape(session)} of {escape(name)}[/]")
+        return
+    for event in events:
+        for line in event_lines(event, verbose=verbose):
+            console.print(line, soft_wrap=True)
+
+
+app.command(rich_help_panel="Conversations")(_chat.chat)
+
+
+def main() -> None:
+    """Entry point of the ``agentd`` console script."""
+    app(prog_name="agentd")
