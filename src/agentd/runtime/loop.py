@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -49,7 +49,8 @@ class RunOutcome:
 
 
 def _usage_dict(usage: Usage) -> dict[str, int]:
-    return asdict(usage)
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cached_tokens": usage.cached_tokens}
 
 
 def _render(value: Any) -> str:
@@ -193,7 +194,8 @@ class RunExecutor:
                 self.usage = self.usage + message.usage
             assistant = self._event("message.assistant", {
                 "text": message.text,
-                "tool_calls": [asdict(c) for c in message.tool_calls],
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                               for c in message.tool_calls],
                 "usage": _usage_dict(message.usage) if message.usage else None,
                 "finish_reason": message.finish_reason,
                 "model": message.model,

@@ -1,9 +1,11 @@
 """SQLite engine: group commit, with the writer on the event loop or on a thread.
 
 Writes are batched: every write issued while the previous batch was being
-committed runs in its own SAVEPOINT inside one ``BEGIN IMMEDIATE`` transaction,
-committed once for the whole batch (group commit). A write is acknowledged only
-after that COMMIT; a failing write rolls back its savepoint only.
+committed runs inside one ``BEGIN IMMEDIATE`` transaction, committed once for the
+whole batch (group commit). A write is acknowledged only after that COMMIT. If one
+write of a batch fails, the batch is rolled back and replayed with each write in its
+own SAVEPOINT, so only the failing write is lost (write functions must be safe to
+re-run: they are pure functions of the transaction).
 
 Where the batch runs depends on what a commit costs:
 
@@ -45,6 +47,7 @@ T = TypeVar("T")
 _MAX_BATCH = 512
 _READERS = 4
 _CHECKPOINT_EVERY_S = 1.0
+_LINGER_S = 0.0005
 
 
 def _identity(sql: str) -> str:
@@ -92,6 +95,7 @@ class SqliteEngine(Engine):
         self._cur: sqlite3.Cursor | None = None
         self._pending: list[_Job] = []
         self._flush_scheduled = False
+        self._last_batch = 0
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._writer: threading.Thread | None = None
@@ -173,8 +177,13 @@ class SqliteEngine(Engine):
             self._pending.append(job)
             if not self._flush_scheduled:
                 # Everything written during this turn of the loop commits together.
+                # Under concurrent load (the last batch had company) wait up to
+                # _LINGER_S for more writes: fewer, larger commits (docs/benchmarks.md).
                 self._flush_scheduled = True
-                loop.call_soon(self._flush)
+                if self._last_batch > 1:
+                    loop.call_later(_LINGER_S, self._flush)
+                else:
+                    loop.call_soon(self._flush)
         elif self._writer is not None:
             self._jobs.put(job)
         else:
@@ -186,6 +195,7 @@ class SqliteEngine(Engine):
         if self._conn is None or not self._pending:
             return
         batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        self._last_batch = len(batch)
         if self._pending:
             self._flush_scheduled = True
             batch[0].loop.call_soon(self._flush)
@@ -238,16 +248,16 @@ class SqliteEngine(Engine):
         outcomes: list[tuple[_Job, BaseException | None, Any]] = []
         try:
             cur.execute("BEGIN IMMEDIATE")
-            if len(batch) == 1:
-                # Alone in its batch, a write needs no savepoint: its failure rolls
-                # back the whole transaction, which is only its own.
-                job = batch[0]
-                try:
-                    outcomes.append((job, None, job.fn(tx)))
-                except BaseException as exc:
-                    conn.rollback()
-                    return [(job.future, exc, None)]
-            else:
+            try:
+                # Optimistic: the whole batch in one transaction with no savepoints.
+                outcomes = [(job, None, job.fn(tx)) for job in batch]
+            except BaseException:
+                # Some write failed (rare: a unique name taken, a session deleted).
+                # Start over with each write in its own savepoint, so only the
+                # failing one is rolled back; write functions are safe to re-run.
+                conn.rollback()
+                cur.execute("BEGIN IMMEDIATE")
+                outcomes = []
                 for job in batch:
                     cur.execute("SAVEPOINT job")
                     try:

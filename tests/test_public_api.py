@@ -1,0 +1,62 @@
+"""The public surface: sorted ``__all__`` everywhere, every name importable, layers respected."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import agentd
+
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(agentd.__path__, "agentd.")
+    if not m.name.rsplit(".", 1)[-1].startswith("_") or m.name.endswith("__main__")
+)
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """Constants, then classes, then functions (the order ruff's RUF022 keeps)."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
+
+
+@pytest.mark.parametrize("name", [m for m in MODULES if not m.endswith("__main__")])
+def test_all_is_sorted_and_importable(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    if exported is None:
+        assert not [n for n in vars(module) if not n.startswith("_")
+                    and getattr(vars(module)[n], "__module__", None) == name], (
+            f"{name} defines public names but no __all__")
+        return
+    assert list(exported) == sorted(exported, key=_isort_key), f"{name}.__all__ is not sorted"
+    for item in exported:
+        assert hasattr(module, item), f"{name}.__all__ names missing {item}"
+
+
+def _imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return set(out.split())
+
+
+def test_cli_and_client_do_not_load_the_runtime() -> None:
+    """The CLI and the client talk HTTP; importing them loads no server-side layer."""
+    loaded = _imported_after("import agentd.cli, agentd.client")
+    for layer in ("agentd.runtime", "agentd.store", "agentd.server", "agentd.llm"):
+        assert layer not in loaded, f"importing the CLI loaded {layer}"
+
+
+def test_importing_agentd_has_no_side_effects(tmp_path) -> None:
+    """No I/O at import: importing every module creates nothing under AGENTD_HOME."""
+    home = tmp_path / "home"
+    code = ("import importlib, pkgutil, agentd\n"
+            "for m in pkgutil.walk_packages(agentd.__path__, 'agentd.'):\n"
+            "    if not m.name.endswith('__main__'):\n"
+            "        importlib.import_module(m.name)\n")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={"AGENTD_HOME": str(home), "PATH": "/usr/bin:/bin"})
+    assert not home.exists()
