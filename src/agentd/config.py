@@ -55,8 +55,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     #: FastAPI's native OpenTelemetry instrumentation (exporters via OTEL_* env).
     telemetry: bool = False
-    #: Log prompts and tool input/output (off by default; tokens are never logged).
-    debug_content: bool = False
 
     @field_validator("home", mode="after")
     @classmethod

@@ -338,3 +338,55 @@ async def _status(settings: Settings, run_id: str) -> str:
         return (await store.get_run(run_id)).status
     finally:
         await store.close()
+
+
+async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 200}]})
+    first = await runtime.send("a", "k", "1")
+    held = await runtime.send("a", "k", "2")
+    await runtime.set_state("a", "pause")
+    await runtime.wait(first.run.id)
+    await runtime.set_state("a", "stop")
+    assert (await runtime.store.get_run(held.run.id)).status == "cancelled"
+    await runtime.set_state("a", "resume")
+    await asyncio.sleep(0.3)
+    assert (await runtime.store.get_run(held.run.id)).status == "cancelled"
+
+
+async def test_unstartable_model_fails_the_run_with_its_error(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "k")
+    await runtime.create_agent(name="a", model="openai-compatible:m",
+                               settings={"base_url": "http://127.0.0.1:9/v1",
+                                         "api_key_env": "MY_KEY"})
+    monkeypatch.delenv("MY_KEY")
+    runtime._models.clear()  # as after a restart: the model is built again at run start
+    sent = await runtime.send("a", "k", "hi")
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "failed"
+    assert run.error is not None and run.error["code"] == "invalid_model"
+    assert "MY_KEY" in run.error["message"]
+    assert (await runtime.get_agent("a")).state == "error"
+    with pytest.raises(AgentNotAccepting) as info:
+        await runtime.send("a", "k", "again")
+    assert info.value.code == "agent_error"
+
+
+async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime) -> None:
+    from agentd.runtime import follow
+
+    await runtime.create_agent(name="a")
+    sent = await runtime.send("a", "k", "hi")
+    await runtime.wait(sent.run.id)
+    sid = sent.session.id
+    sub = runtime.subscribe(sid)
+    extra = await runtime.store.append(sid, [])
+    assert extra == []
+    from agentd.store import NewEvent
+
+    records = await runtime.store.append(sid, [NewEvent(kind="note", data={"n": 1})])
+    runtime.bus.publish(records)
+    runtime.bus.close_all()
+    seen = [item async for item in follow(sub, lambda s: runtime.read_events(sid, after=s),
+                                          after=records[0].seq - 1)]
+    assert [e.seq for e in seen] == [records[0].seq]

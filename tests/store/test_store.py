@@ -194,3 +194,14 @@ async def test_log_round_trips_any_append_sequence(store: Store, batches: list) 
         got = [e.data.get("content", e.data.get("t", "")) for e in events]
         assert got == expected[sid]
     await store.delete_agent(name)
+
+
+def test_in_memory_sqlite_is_refused_clearly() -> None:
+    from agentd.errors import InvalidInput
+    from agentd.store import engine_for_url
+
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(InvalidInput, match="in-memory"):
+            engine_for_url(url)
+    with pytest.raises(InvalidInput, match="unsupported database URL"):
+        engine_for_url("mysql://x")

@@ -257,8 +257,10 @@ def stop(
 ) -> None:
     """Stop the background daemon (SIGTERM, then wait).
 
-    In-flight runs are checkpointed and resume at the next start. With [bold]--force[/]
-    a daemon still running after --timeout is killed; its runs resume on restart too.
+    The daemon stops taking messages, lets running steps finish for its grace period
+    (AGENTD_SHUTDOWN_GRACE_S), then marks the runs still going as interrupted; queued
+    runs stay queued and start with the next daemon. With [bold]--force[/] a daemon
+    still running after --timeout is killed (SIGKILL).
 
     [bold]Examples[/]
       $ agentd stop

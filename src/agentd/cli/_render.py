@@ -161,8 +161,6 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
         return [Text(f"{prefix}error: {error_line(error_of(data))}", style="red")]
     if kind in QUIET_KINDS and not verbose:
         return []
-    if kind == "tool.started":
-        return [tool_call_line(data.get("name"), data.get("arguments"))]
     detail = f" {short(data, limit)}" if data else ""
     run = f" {event.get('run_id')}" if verbose and event.get("run_id") else ""
     return [Text(f"{prefix}· {kind}{run}{detail}", style="dim")]

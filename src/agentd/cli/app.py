@@ -315,7 +315,7 @@ def send(
     deadline = time.monotonic() + timeout
     with connect(ctx, timeout=timeout) as client:
         run = client.send(name, session, message, wait=True)
-        # The daemon may hand back a run that is still going (a server-side wait cap).
+        # Safety net: should a run come back unfinished, poll it until the deadline.
         while run.get("status") not in _TERMINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(0.25)
             run = client.get_run(str(run["id"]))

@@ -113,7 +113,9 @@ async def follow(sub: Subscription, read_after: ReadAfter, after: int
     for event in await read_after(last):
         last = event.seq
         yield event
-    while not sub.closed:
+    while True:
+        if sub.closed and sub.queue.empty():
+            return
         if sub.lagged:
             # Drain what we have, then catch up from the log and start buffering again.
             while not sub.queue.empty():
@@ -125,7 +127,7 @@ async def follow(sub: Subscription, read_after: ReadAfter, after: int
             continue
         item = await sub.queue.get()
         if isinstance(item, Token):
-            if item.after < 0:
+            if item.after < 0:  # the bus closed: everything published before is delivered
                 return
             yield item
             continue

@@ -143,10 +143,13 @@ class RunExecutor:
             reason = self.cancel_reason
             if reason is None:
                 raise
+            # Shielded: a second cancellation must not lose how the run ended.
             if self.interrupt:
-                await self._finish("interrupted", "run.interrupted", {"reason": reason})
+                await asyncio.shield(self._finish("interrupted", "run.interrupted",
+                                                  {"reason": reason}))
                 raise
-            return await self._finish("cancelled", "run.cancelled", {"reason": reason})
+            return await asyncio.shield(
+                self._finish("cancelled", "run.cancelled", {"reason": reason}))
         except Exception as exc:
             # A bug must not leave the run "running" forever: fail it, loudly.
             log.exception("run %s failed with an internal error", self.run.id)

@@ -240,6 +240,10 @@ class Runtime:
             agent = self._remember(await self.store.set_agent_state(name, "stopped"))
             for session in await self.store.list_sessions(agent.id):
                 await self.supervisor.cancel_session(session.id, "agent stopped")
+            # Runs held in the store while the agent was paused are cancelled too.
+            for run in await self.store.runs_with_status(["queued"]):
+                if run.agent_id == agent.id:
+                    await self._cancel_queued(run.id, "agent stopped")
         else:
             raise InvalidInput(f"unknown agent action {action!r}")
         return agent
@@ -348,9 +352,11 @@ class Runtime:
 
     async def _settle(self, session_id: str, run_id: str, status: str, kind: str,
                       data: dict[str, Any]) -> None:
+        """End a run that no executor drives (cancelled while queued, unstartable, or
+        found running after a restart), with its error stored on the run too."""
         records = await self.store.append(
             session_id, [NewEvent(kind=kind, run_id=run_id, data=data)], run_id=run_id,
-            run=RunUpdate(status=status, finished=True))
+            run=RunUpdate(status=status, error=data.get("error"), finished=True))
         self.bus.publish(records)
 
     async def _build_executor(self, run_id: str, prepared: _Prepared | None

@@ -112,10 +112,16 @@ class Supervisor:
                     if executor.run.terminal:
                         settled = executor.run
                 except asyncio.CancelledError:
-                    if state.active_task is not None and not state.active_task.done():
-                        state.active_task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await state.active_task
+                    task = state.active_task
+                    if task is not None and not task.done():
+                        if task.cancelling() == 0:
+                            executor = state.active
+                            if executor is not None and executor.cancel_reason is None:
+                                executor.cancel_reason = "daemon shutting down"
+                                executor.interrupt = True
+                            task.cancel()
+                        # Let the run record how it ended before the worker goes.
+                        await asyncio.wait({task})
                     raise
                 except Exception:
                     log.exception("run %s crashed the session worker", run_id)

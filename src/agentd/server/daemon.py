@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import ipaddress
 import logging
 import os
 import sys
 from types import FrameType
+from typing import IO
 
 import uvicorn
 
@@ -82,6 +84,9 @@ def run(host: str | None = None, port: int | None = None) -> int:
         log.warning("no token configured: the API is open to local users only "
                     "(listening on %s)", settings.host)
     settings.home.mkdir(parents=True, exist_ok=True)
+    lock = _lock_home(settings)
+    if lock is None:
+        return 1
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -106,7 +111,28 @@ def run(host: str | None = None, port: int | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             if settings.pid_file.read_text().strip() == str(os.getpid()):
                 settings.pid_file.unlink()
+        lock.close()
     return 0 if server.started else 1
+
+
+def _lock_home(settings: Settings) -> IO[str] | None:
+    """Hold an exclusive lock on AGENTD_HOME for the life of the process.
+
+    A second daemon on the same home would run start-up recovery over the first
+    one's live runs and take over its pid file; it must not start at all.
+    """
+    handle = (settings.home / "agentd.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        owner = ""
+        with contextlib.suppress(OSError):
+            owner = f" (pid {settings.pid_file.read_text().strip()})"
+        log.error("another agentd daemon%s is running with AGENTD_HOME=%s; stop it first "
+                  "(agentd stop) or use another home", owner, settings.home)
+        return None
+    return handle
 
 
 def _version() -> str:

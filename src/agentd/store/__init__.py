@@ -43,9 +43,13 @@ def engine_for_url(url: str) -> Engine:
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db.
         rest = url[len("sqlite://"):]
         path = rest[1:] if rest.startswith("/") else rest
+        if not path or path == ":memory:" or "mode=memory" in path:
+            # Readers use their own connections, which would each see an empty database.
+            raise InvalidInput("in-memory SQLite is not supported: use a file path "
+                               "(sqlite:///relative.db or sqlite:////absolute.db)")
         from agentd.store._sqlite import SqliteEngine
 
-        return SqliteEngine(path or ":memory:")
+        return SqliteEngine(path)
     if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         from agentd.store._postgres import PostgresEngine
 

@@ -112,11 +112,10 @@ class SqliteEngine(Engine):
         return conn
 
     async def start(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = await asyncio.to_thread(self._connect)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal" and self.path != ":memory:":
+        if mode.lower() != "wal":
             log.warning("SQLite refused WAL mode (got %s); writes will be slower", mode)
         if self.writer == "loop":
             # Checkpoints (the only fsyncs) move to a thread; commits stay cheap.
