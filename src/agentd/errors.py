@@ -94,8 +94,23 @@ class BadRequest(AgentdError):
 
 
 class InvalidInput(BadRequest):
+    """A bad value; ``field`` (e.g. ``body.name``) is listed in ``details.errors``."""
+
     status = 422
     code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        if field is not None:
+            self.details = {**self.details,
+                            "errors": [{"field": field, "message": message}]}
+
+    def for_field(self, field: str) -> InvalidInput:
+        """This error, naming ``field`` unless it already names one."""
+        if "errors" not in self.details:
+            self.details = {**self.details,
+                            "errors": [{"field": field, "message": self.message}]}
+        return self
 
 
 class InvalidModel(InvalidInput):

@@ -87,8 +87,11 @@ def validate_turn(turn: Any) -> None:
 def validate_script(script: Any) -> list[dict[str, Any]]:
     if not isinstance(script, list) or not script:
         raise InvalidModel("settings.script must be a non-empty list of turns")
-    for turn in script:
-        validate_turn(turn)
+    for index, turn in enumerate(script):
+        try:
+            validate_turn(turn)
+        except InvalidModel as exc:
+            raise InvalidModel(f"settings.script[{index}]: {exc.message}") from None
     return script
 
 

@@ -39,8 +39,12 @@ class Subscription:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(buffer)
         self.lagged = False
         self.closed = False
+        #: The seq of the first event buffered since subscribing (None: none yet).
+        self.first_seq: int | None = None
 
     def _offer(self, item: Item) -> None:
+        if self.first_seq is None and isinstance(item, EventRecord):
+            self.first_seq = item.seq
         if self.lagged:
             return
         try:
@@ -110,7 +114,12 @@ async def follow(sub: Subscription, read_after: ReadAfter, after: int
     is filled from the log.
     """
     last = after
-    for event in await read_after(last):
+    backlog = await read_after(last)
+    for event in backlog:
+        if sub.first_seq is not None and event.seq >= sub.first_seq and not sub.lagged:
+            # The rest is buffered, with the live tokens between its events: take it
+            # from the buffer so the tokens come in order.
+            break
         last = event.seq
         yield event
     while True:

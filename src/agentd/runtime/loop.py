@@ -103,17 +103,28 @@ class RunExecutor:
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None
                       ) -> list[EventRecord]:
-        records = await self.store.append(self.session_id, events, run_id=self.run.id,
-                                          run=update)
-        self.bus.publish(records)
+        write = asyncio.ensure_future(self.store.append(
+            self.session_id, events, run_id=self.run.id, run=update))
+        try:
+            records = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # A commit under way still lands: publish it before the cancellation is
+            # handled, so the run's end is written after it, never before. (The
+            # history catches up from the log at the next commit.)
+            self._published(await write, update)
+            raise
+        self._published(records, update)
         if records and records[0].seq > self.history.last_seq + 1:
             # Messages queued behind this run were committed in between.
             self.history.extend(await self.store.read_events(
                 self.session_id, after=self.history.last_seq))
         self.history.extend(records)
+        return records
+
+    def _published(self, records: list[EventRecord], update: RunUpdate | None) -> None:
+        self.bus.publish(records)
         if update is not None:
             self._track(update, records[0].at if records else time.time())
-        return records
 
     def _track(self, update: RunUpdate, at: float) -> None:
         """Keep ``self.run`` equal to the stored row, so waiters need no read."""

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MAX_KEY_LEN = 256
+_SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 
 DEMO_INSTRUCTIONS = (
     "You are the agentd demo agent. Try: /tool calculator {\"expression\": \"6 * 7\"} "
@@ -50,15 +51,17 @@ def check_agent_name(name: str) -> str:
     if not AGENT_NAME.match(name):
         raise InvalidInput(
             f"invalid agent name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit")
+            "starting with a letter or digit", field="body.name")
     return name
 
 
 def check_session_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_LEN:
-        raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters")
+        raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
+                           field="path.key")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise InvalidInput("session key must not contain control characters")
+        raise InvalidInput("session key must not contain control characters",
+                           field="path.key")
     return key
 
 
@@ -167,17 +170,25 @@ class Runtime:
 
     def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any]
                   ) -> Model:
-        self.tools.check(tools)
+        """Check an agent definition; errors name the field (``details.errors``)."""
+        try:
+            self.tools.check(tools)
+        except InvalidInput as exc:
+            raise exc.for_field("body.tools") from None
         max_steps = settings.get("max_steps")
         if max_steps is not None and (not isinstance(max_steps, int) or isinstance(
                 max_steps, bool) or not 1 <= max_steps <= 1000):
-            raise InvalidInput("settings.max_steps must be an integer from 1 to 1000")
+            raise InvalidInput("settings.max_steps must be an integer from 1 to 1000",
+                               field="body.settings.max_steps")
         try:
             return resolve_model(model, settings=settings, agent=name)
-        except InvalidModel:
-            raise
+        except InvalidModel as exc:
+            setting = _SETTING_NAMED.search(exc.message)
+            raise exc.for_field(f"body.settings.{setting.group(1)}" if setting
+                                else "body.model") from None
         except ImportError as exc:
-            raise InvalidModel(f"the provider for {model!r} is not installed: {exc}") from exc
+            raise InvalidModel(f"the provider for {model!r} is not installed: {exc}",
+                               field="body.model") from exc
 
     async def create_agent(self, *, name: str, model: str | None = None,
                            instructions: str = "", tools: list[str] | None = None,
@@ -325,7 +336,7 @@ class Runtime:
                     return settled
             run = await self.store.get_run(run_id)
             # Held while its agent is paused, or owned by another process: poll.
-            while not run.terminal:
+            while not run.terminal and self._accepting:
                 await asyncio.wait({future}, timeout=0.5)
                 run = await self.store.get_run(run_id)
             return run

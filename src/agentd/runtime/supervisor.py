@@ -9,11 +9,10 @@ subscribe to, its events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentd.runtime.loop import RunExecutor, RunOutcome
@@ -34,6 +33,10 @@ CancelQueued = Callable[[str, str], Awaitable[None]]
 class _Session:
     queue: deque[str]
     context: dict[str, Any]
+    #: The run taken off the queue whose executor is being built.
+    building: str | None = None
+    #: Runs cancelled while being built, with the reason.
+    cancelled: dict[str, str] = field(default_factory=dict)
     worker: asyncio.Task[None] | None = None
     active: RunExecutor | None = None
     active_task: asyncio.Task[RunOutcome] | None = None
@@ -51,6 +54,8 @@ class Supervisor:
     # -- submitting and waiting ------------------------------------------------------
 
     def submit(self, session_id: str, run_id: str, context: Any = None) -> None:
+        if self._closing:
+            return  # it stays queued in the store; the next daemon starts it
         state = self._sessions.get(session_id)
         if state is None:
             state = self._sessions[session_id] = _Session(queue=deque(), context={})
@@ -100,61 +105,87 @@ class Supervisor:
         try:
             while state.queue and not self._closing:
                 run_id = state.queue.popleft()
+                state.building = run_id
                 settled: RunRecord | None = None
                 try:
                     executor = await self._build(run_id, state.context.pop(run_id, None))
+                    state.building = None
+                    reason = state.cancelled.pop(run_id, None)
                     if executor is None:
                         continue
-                    state.active = executor
-                    state.active_task = asyncio.create_task(executor.execute(),
-                                                            name=f"agentd-run-{run_id}")
-                    await asyncio.shield(state.active_task)
+                    if reason is not None:  # cancelled while it was being prepared
+                        await self._cancel_queued(run_id, reason)
+                        continue
+                    task = asyncio.create_task(executor.execute(), name=f"agentd-run-{run_id}")
+                    state.active, state.active_task = executor, task
+                    try:
+                        await asyncio.wait({task})
+                    except asyncio.CancelledError:
+                        # The worker itself is cancelled (shutdown): interrupt the run
+                        # and let it record how it ended before the worker goes.
+                        if not task.done():
+                            if task.cancelling() == 0:
+                                if executor.cancel_reason is None:
+                                    executor.cancel_reason = "daemon shutting down"
+                                    executor.interrupt = True
+                                task.cancel()
+                            await asyncio.wait({task})
+                        raise
                     if executor.run.terminal:
                         settled = executor.run
+                    elif not executor.interrupt:
+                        # Cancelled before its first step: nothing ran, so it is
+                        # settled as cancelled here. (Interrupted ones stay queued.)
+                        await self._cancel_queued(run_id, executor.cancel_reason
+                                                  or "cancelled")
                 except asyncio.CancelledError:
-                    task = state.active_task
-                    if task is not None and not task.done():
-                        if task.cancelling() == 0:
-                            executor = state.active
-                            if executor is not None and executor.cancel_reason is None:
-                                executor.cancel_reason = "daemon shutting down"
-                                executor.interrupt = True
-                            task.cancel()
-                        # Let the run record how it ended before the worker goes.
-                        await asyncio.wait({task})
                     raise
                 except Exception:
                     log.exception("run %s crashed the session worker", run_id)
                 finally:
+                    state.building = None
                     state.active = None
                     state.active_task = None
                     self._settled(run_id, settled)
         finally:
             state.worker = None
-            if not state.queue and self._sessions.get(session_id) is state:
+            if state.queue and not self._closing:
+                # Cancelled mid-queue but not closing (should not happen): keep serving.
+                state.worker = asyncio.create_task(self._work(session_id, state))
+            elif self._sessions.get(session_id) is state:
                 del self._sessions[session_id]
 
     # -- cancelling --------------------------------------------------------------------
 
     async def cancel(self, session_id: str, run_id: str, reason: str) -> bool:
-        """Cancel a queued or active run; False if this process does not hold it."""
+        """Cancel a queued or active run and wait until it is settled.
+
+        Returns False if this process does not hold the run.
+        """
         state = self._sessions.get(session_id)
-        if state is None:
+        if state is None or run_id not in self._held:
             return False
-        if run_id in state.queue:
-            state.queue.remove(run_id)
-            state.context.pop(run_id, None)
-            await self._cancel_queued(run_id, reason)
-            self._settled(run_id)
+        done = self.waiter(run_id)
+        try:
+            if run_id in state.queue:
+                state.queue.remove(run_id)
+                state.context.pop(run_id, None)
+                await self._cancel_queued(run_id, reason)
+                self._settled(run_id)
+            elif state.building == run_id:
+                state.cancelled[run_id] = reason
+            elif state.active is not None and state.active.run.id == run_id:
+                executor, task = state.active, state.active_task
+                if executor.cancel_reason is None:
+                    executor.cancel_reason = reason
+                if task is not None:
+                    task.cancel()
+            else:
+                return False
+            await done
             return True
-        executor, task = state.active, state.active_task
-        if executor is None or task is None or executor.run.id != run_id:
-            return False
-        executor.cancel_reason = reason
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(task)
-        return True
+        finally:
+            self.discard_waiter(run_id, done)
 
     async def cancel_session(self, session_id: str, reason: str) -> None:
         state = self._sessions.get(session_id)

@@ -50,9 +50,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         description="An operating system for AI agents: durable agents and sessions "
                     "behind one streaming HTTP API.",
         lifespan=lifespan,
-        # Accept a JSON body whatever Content-Type says (curl -d sends a form type).
+        # Parse a JSON body that comes with no Content-Type at all.
         strict_content_type=False,
     )
+    if runtime is not None:
+        # Usable without the lifespan too (ASGITransport, lifespan="off").
+        app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(BearerAuth, tokens=settings.tokens, public_paths=settings.public_paths)

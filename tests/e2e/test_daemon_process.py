@@ -1,0 +1,459 @@
+"""The real daemon process (`python -m agentd serve`) over real sockets on 127.0.0.1:
+the demo agent, streaming, live event subscriptions, SIGTERM, restarts, a crash,
+and the token / bind-address rules.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from httpx_sse import connect_sse
+
+from agentd.testing.live import free_port
+
+pytestmark = pytest.mark.e2e
+
+TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
+TERMINAL = {"completed", "failed", "cancelled", "interrupted"}
+START_TIMEOUT_S = 30.0
+WAIT_S = 60.0
+
+
+class Daemon:
+    """One `agentd serve` process with its own log file."""
+
+    def __init__(self, home: Path, log_path: Path, *, env: dict[str, str],
+                 args: tuple[str, ...]) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+        self.env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1", **env)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentd", "serve", "--port", str(self.port),
+                 *self.args],
+                env=self.env,
+                # Not the repo: a stray .env there must not configure the daemon.
+                cwd=self.home.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"agentd did not answer /health:\n{self.log()}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=WAIT_S)
+
+    def signal_and_wait(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"agentd did not exit after signal {sig}:\n{self.log()}")
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT_S)
+
+
+Spawn = Callable[..., Daemon]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, home: Path) -> Iterator[Spawn]:
+    """Start daemons; every one of them is killed at the end, whatever happened."""
+    daemons: list[Daemon] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(home, tmp_path / f"agentd-{len(daemons)}.log", env=env or {},
+                        args=args)
+        daemons.append(daemon)
+        return daemon.start()
+
+    try:
+        yield factory
+    finally:
+        for daemon in daemons:
+            daemon.cleanup()
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def create_agent(client: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/v1/agents", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    agent: dict[str, Any] = response.json()
+    return agent
+
+
+def send(client: httpx.Client, agent: str, key: str, content: str, **body: Any
+         ) -> httpx.Response:
+    return client.post(f"/v1/agents/{agent}/sessions/{quote(key)}/messages",
+                       json={"content": content, **body})
+
+
+def quote(key: str) -> str:
+    from urllib.parse import quote as _quote
+
+    return _quote(key, safe="")
+
+
+def read_events(client: httpx.Client, agent: str, key: str, after: int = 0
+                ) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/agents/{agent}/sessions/{quote(key)}/events",
+                          params={"after": after, "limit": 10_000})
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str],
+                 deadline: float | None = None) -> dict[str, Any]:
+    deadline = deadline or time.monotonic() + WAIT_S
+    while True:
+        response = client.get(f"/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        if run["status"] in statuses:
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} is still {run['status']}, not one of {statuses}")
+        time.sleep(0.02)
+
+
+def frames_of(events: Any) -> list[dict[str, Any]]:
+    return [{"event": sse.event, "id": sse.id, "data": orjson.loads(sse.data)}
+            for sse in events]
+
+
+def assert_dense(events: list[dict[str, Any]], start: int = 1) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(start, start + len(seqs))), seqs
+
+
+# -- the demo agent and streaming -------------------------------------------------------
+
+
+def test_demo_agent_calls_a_tool(spawn: Spawn) -> None:
+    daemon = spawn()
+    with daemon.client() as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["store"] == "sqlite"
+        demo = client.get("/v1/agents/demo")
+        assert demo.status_code == 200, demo.text
+        assert "calculator" in demo.json()["tools"]
+
+        response = send(client, "demo", "user:1", TOOL_MESSAGE)
+        assert response.status_code == 200, response.text
+        run = response.json()
+        assert run["status"] == "completed"
+        assert run["output"] == "calculator returned: 42"
+
+        events = read_events(client, "demo", "user:1")
+        assert_dense(events)
+        finished = [e for e in events if e["kind"] == "tool.finished"]
+        assert [e["data"]["output"] for e in finished] == ["42"]
+        assert events[-1]["kind"] == "run.completed"
+
+
+def test_stream_a_reply_over_the_socket(spawn: Spawn) -> None:
+    daemon = spawn()
+    reply = "a reply streamed word by word"
+    with daemon.client() as client:
+        # The delay spreads the words out, so tokens are sent while the run goes on.
+        create_agent(client, "streamer", settings={"script": [{"text": reply,
+                                                               "delay_ms": 400}]})
+        with connect_sse(client, "POST", "/v1/agents/streamer/sessions/s1/messages",
+                         json={"content": "hi", "stream": True}) as source:
+            assert source.response.status_code == 200
+            frames = frames_of(source.iter_sse())  # returns only when the server ends it
+
+        names = [f["event"] for f in frames]
+        assert names[:3] == ["message.user", "run.queued", "run.started"]
+        assert names[-2:] == ["message.assistant", "done"]
+        tokens = [f for f in frames if f["event"] == "token"]
+        assert tokens, names
+        assert "".join(t["data"]["text"] for t in tokens) == reply
+        committed = [f for f in frames if f["event"] != "token"]
+        assert [f["id"] for f in committed] == [str(f["data"]["seq"]) for f in committed]
+        assert [f["data"]["seq"] for f in committed] == [1, 2, 3, 4, 5]
+        assert frames[-1]["data"]["data"]["output"] == reply
+        assert [e["seq"] for e in read_events(client, "streamer", "s1")] == [1, 2, 3, 4, 5]
+
+        create_agent(client, "echo")
+        with connect_sse(client, "POST", "/v1/agents/echo/sessions/s1/messages",
+                         json={"content": "hello", "stream": True}) as source:
+            frames = frames_of(source.iter_sse())
+        assert frames[-1]["event"] == "done"
+        assert frames[-1]["data"]["data"]["output"] == "echo: hello"
+
+
+def test_live_event_subscription(spawn: Spawn) -> None:
+    daemon = spawn()
+    with daemon.client() as client:
+        create_agent(client, "live", settings={"script": [{"text": "live words here",
+                                                           "delay_ms": 200}]})
+        assert send(client, "live", "chat:1", "first").json()["status"] == "completed"
+        last_seq = client.get("/v1/agents/live/sessions/chat%3A1").json()["last_seq"]
+        assert last_seq == 5
+
+    connected = threading.Event()
+    received: list[dict[str, Any]] = []
+    failures: list[BaseException] = []
+
+    def subscribe() -> None:
+        try:
+            with httpx.Client(base_url=daemon.url, timeout=WAIT_S) as sub, connect_sse(
+                    sub, "GET", "/v1/agents/live/sessions/chat%3A1/events",
+                    headers={"Last-Event-ID": str(last_seq)}) as source:
+                assert source.response.status_code == 200
+                connected.set()
+                for sse in source.iter_sse():
+                    received.append({"event": sse.event, "id": sse.id,
+                                     "data": orjson.loads(sse.data)})
+                    if sse.event == "done":
+                        return
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connected.set()
+
+    thread = threading.Thread(target=subscribe, daemon=True)
+    thread.start()
+    try:
+        assert connected.wait(WAIT_S)
+        assert not failures, failures
+        assert received == []  # nothing after Last-Event-ID yet
+        with daemon.client() as client:
+            run = send(client, "live", "chat:1", "second").json()
+            assert run["status"] == "completed"
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the subscription saw no done frame"
+    finally:
+        if thread.is_alive():
+            daemon.cleanup()  # ends the stream, so the thread can finish
+            thread.join(WAIT_S)
+    assert not failures, failures
+
+    committed = [f for f in received if f["event"] != "token"]
+    assert [f["event"] for f in committed] == [
+        "message.user", "run.queued", "run.started", "message.assistant", "done"]
+    assert [f["data"]["seq"] for f in committed] == [6, 7, 8, 9, 10]
+    assert [f["id"] for f in committed] == ["6", "7", "8", "9", "10"]
+    assert committed[0]["data"]["data"] == {"content": "second"}
+    assert all(f["data"]["run_id"] == run["id"] for f in committed)
+    assert "".join(f["data"]["text"] for f in received if f["event"] == "token") in (
+        "", "live words here")
+
+
+# -- stopping, restarting, crashing -------------------------------------------------------
+
+
+def test_sigterm_then_restart_keeps_everything(spawn: Spawn, home: Path) -> None:
+    daemon = spawn()
+    pid_file = home / "agentd.pid"
+    assert pid_file.read_text().strip() == str(daemon.pid)
+    with daemon.client() as client:
+        create_agent(client, "keeper", tools=["calculator"])
+        # The script position is the number of assistant messages in the session, so
+        # the third reply proves the history was read back from the log.
+        create_agent(client, "counter", settings={"script": [
+            {"text": "one"}, {"text": "two"}, {"text": "three"}]})
+        assert send(client, "keeper", "user:1", "hello").json()["output"] == "echo: hello"
+        assert send(client, "keeper", "user:1", TOOL_MESSAGE).json()["output"] == \
+            "calculator returned: 42"
+        assert send(client, "keeper", "a/b", "slash").json()["status"] == "completed"
+        assert [send(client, "counter", "c", m).json()["output"] for m in "xy"] == \
+            ["one", "two"]
+        agents = client.get("/v1/agents").json()["agents"]
+        sessions = {name: client.get(f"/v1/agents/{name}/sessions").json()["sessions"]
+                    for name in ("keeper", "counter")}
+        logs = {(name, key): read_events(client, name, key)
+                for name, key in [("keeper", "user:1"), ("keeper", "a/b"),
+                                  ("counter", "c")]}
+        run_ids = {e["run_id"] for log in logs.values() for e in log}
+        runs = {run_id: client.get(f"/v1/runs/{run_id}").json() for run_id in run_ids}
+
+    assert daemon.signal_and_wait(signal.SIGTERM) == 0, daemon.log()
+    assert not pid_file.exists()
+
+    again = spawn()
+    assert pid_file.read_text().strip() == str(again.pid)
+    with again.client() as client:
+        assert client.get("/v1/agents").json()["agents"] == agents
+        for name, before in sessions.items():
+            assert client.get(f"/v1/agents/{name}/sessions").json()["sessions"] == before
+        for (name, key), before in logs.items():
+            assert read_events(client, name, key) == before
+        for run_id, before in runs.items():
+            assert client.get(f"/v1/runs/{run_id}").json() == before
+
+        last = logs[("keeper", "user:1")][-1]["seq"]
+        run = send(client, "keeper", "user:1", "again").json()
+        assert (run["status"], run["output"]) == ("completed", "echo: again")
+        after = read_events(client, "keeper", "user:1", after=last)
+        assert_dense(after, start=last + 1)
+        assert after[0]["kind"] == "message.user"
+        assert after[0]["data"] == {"content": "again"}
+        session = client.get("/v1/agents/keeper/sessions/user%3A1").json()
+        assert session["last_seq"] == after[-1]["seq"]
+
+        assert send(client, "counter", "c", "z").json()["output"] == "three"
+
+    assert again.signal_and_wait(signal.SIGTERM) == 0, again.log()
+    assert not pid_file.exists()
+
+
+def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
+    daemon = spawn()
+    sessions = [f"crash:{i}" for i in range(5)]
+    acked: list[tuple[str, str, str]] = []  # (run id, session key, content)
+    with daemon.client() as client:
+        # One run that is certainly running when the process dies.
+        create_agent(client, "slow", settings={"script": [{"text": "never",
+                                                           "delay_ms": 600_000}]})
+        slow = send(client, "slow", "s", "take your time", wait=False)
+        assert slow.status_code == 202, slow.text
+        wait_for_run(client, slow.json()["id"], {"running"})
+
+        # Short runs, ten per session: at the kill some are done, some running,
+        # most still queued.
+        create_agent(client, "worker", settings={"script": [{"text": "worked",
+                                                             "delay_ms": 50}]})
+        for n in range(50):
+            key, content = sessions[n % len(sessions)], f"job {n}"
+            response = send(client, "worker", key, content, wait=False)
+            assert response.status_code == 202, response.text
+            acked.append((response.json()["id"], key, content))
+    daemon.signal_and_wait(signal.SIGKILL)
+
+    again = spawn()
+    with again.client() as client:
+        deadline = time.monotonic() + WAIT_S
+        runs = {run_id: wait_for_run(client, run_id, TERMINAL, deadline)
+                for run_id, _, _ in acked}
+        slow_run = wait_for_run(client, slow.json()["id"], TERMINAL, deadline)
+
+        assert slow_run["status"] == "interrupted"
+        slow_log = read_events(client, "slow", "s")
+        assert [e["kind"] for e in slow_log] == [
+            "message.user", "run.queued", "run.started", "run.interrupted"]
+
+        assert {r["status"] for r in runs.values()} <= {"completed", "interrupted"}
+        for key in sessions:
+            log = read_events(client, "worker", key)
+            assert_dense(log)
+            mine = [(run_id, content) for run_id, k, content in acked if k == key]
+            users = [(e["run_id"], e["data"]["content"]) for e in log
+                     if e["kind"] == "message.user"]
+            assert users == mine  # every acknowledged message, once, in order
+            for run_id, _ in mine:
+                kinds = [e["kind"] for e in log if e["run_id"] == run_id]
+                terminal = [k for k in kinds if k.startswith("run.") and k not in (
+                    "run.queued", "run.started")]
+                status = runs[run_id]["status"]
+                assert terminal == [f"run.{status}"], (run_id, kinds)
+                # Only a run that had started is interrupted; queued ones ran later.
+                assert kinds.count("run.started") == 1, (run_id, kinds)
+                if status == "completed":
+                    assert runs[run_id]["output"] == "worked"
+        session = client.get(f"/v1/agents/worker/sessions/{quote(sessions[0])}").json()
+        assert session["last_seq"] == read_events(client, "worker", sessions[0])[-1]["seq"]
+
+
+# -- auth and binding -------------------------------------------------------------------
+
+
+def test_token_is_required_when_configured(spawn: Spawn) -> None:
+    daemon = spawn(env={"AGENTD_TOKEN": "e2e-s3cret"})
+    assert "no token configured" not in daemon.log()
+    with daemon.client() as anonymous:
+        assert anonymous.get("/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = anonymous.get("/v1/agents", headers=headers)
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
+        refused = send(anonymous, "demo", "k", "hi")
+        assert refused.status_code == 401
+    with daemon.client(token="e2e-s3cret") as client:
+        agents = client.get("/v1/agents")
+        assert agents.status_code == 200
+        assert [a["name"] for a in agents.json()["agents"]] == ["demo"]
+        assert send(client, "demo", "k", "hi").json()["output"] == "echo: hi"
+        # The refused message left nothing behind: this is the session's first run.
+        first = read_events(client, "demo", "k")[0]
+        assert (first["seq"], first["data"]) == (1, {"content": "hi"})
+
+
+def _listeners(port: int) -> list[str] | None:
+    """Local addresses listening on ``port`` per /proc/net/tcp{,6} (None: no procfs)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            if table.endswith("6"):
+                continue
+            return None
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(address)
+    return found
+
+
+def test_without_a_token_it_binds_to_loopback_only(spawn: Spawn) -> None:
+    daemon = spawn("--host", "0.0.0.0")
+    log = daemon.log()
+    assert "binding to 127.0.0.1 instead of 0.0.0.0" in log, log
+    assert httpx.get(f"{daemon.url}/health", timeout=10).json()["status"] == "ok"
+    listeners = _listeners(daemon.port)
+    if listeners is not None:
+        assert listeners == ["0100007F"], listeners  # 127.0.0.1, and nothing else
