@@ -103,8 +103,7 @@ class RunExecutor:
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None
                       ) -> list[EventRecord]:
-        write = asyncio.ensure_future(self.store.append(
-            self.session_id, events, run_id=self.run.id, run=update))
+        write = self.store.append(self.session_id, events, run_id=self.run.id, run=update)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:

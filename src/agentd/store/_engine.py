@@ -9,6 +9,7 @@ error. Everything else is shared SQL in ``store.py``.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -63,10 +64,12 @@ class Engine(abc.ABC):
         """Finish pending writes and close connections."""
 
     @abc.abstractmethod
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in a write transaction; its changes are committed when this returns.
+    def write(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Run ``fn`` in a write transaction; the future resolves once it is committed.
 
-        If ``fn`` raises, none of its changes are kept and the error propagates.
+        If ``fn`` raises, none of its changes are kept and the future holds the error.
+        A plain future rather than a coroutine: cancelling the waiter does not stop the
+        write, and callers can shield it cheaply (see RunExecutor._commit).
         """
 
     @abc.abstractmethod

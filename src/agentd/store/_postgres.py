@@ -63,14 +63,14 @@ class PostgresEngine(Engine):
             with conn.transaction(), conn.cursor() as cur:
                 return fn(Tx(cur, _translate))
 
-    async def _submit(self, fn: Callable[[Tx], T], read_only: bool) -> T:
+    def _submit(self, fn: Callable[[Tx], T], read_only: bool) -> asyncio.Future[T]:
         if self._executor is None:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, fn, read_only)
+        return loop.run_in_executor(self._executor, self._run, fn, read_only)
 
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self._submit(fn, False)
+    def write(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
+        return self._submit(fn, False)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._submit(fn, True)

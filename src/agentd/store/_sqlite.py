@@ -168,7 +168,7 @@ class SqliteEngine(Engine):
 
     # -- writes --------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[Tx], T]) -> T:
+    def write(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         job = _Job(fn, loop, future)
@@ -187,7 +187,7 @@ class SqliteEngine(Engine):
             self._jobs.put(job)
         else:
             raise RuntimeError("store is not open")
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -8,6 +8,7 @@ has committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -351,10 +352,13 @@ class Store:
 
         return await self.engine.write(op)
 
-    async def append(self, session_id: str, events: Sequence[NewEvent], *,
-                     run_id: str | None = None, run: RunUpdate | None = None
-                     ) -> list[EventRecord]:
-        """Append events (and optionally update a run) in one transaction."""
+    def append(self, session_id: str, events: Sequence[NewEvent], *,
+               run_id: str | None = None, run: RunUpdate | None = None
+               ) -> asyncio.Future[list[EventRecord]]:
+        """Append events (and optionally update a run) in one transaction.
+
+        Returns the engine's future: the write goes ahead even if its waiter is
+        cancelled."""
         now = time.time()
 
         def op(tx: Tx) -> list[EventRecord]:
@@ -363,7 +367,7 @@ class Store:
                 _update_run(tx, run_id, run, now)
             return records
 
-        return await self.engine.write(op)
+        return self.engine.write(op)
 
     async def read_events(self, session_id: str, *, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:
