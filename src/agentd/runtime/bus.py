@@ -105,16 +105,22 @@ class EventBus:
 ReadAfter = Callable[[int], Awaitable[list[EventRecord]]]
 
 
-async def follow(sub: Subscription, read_after: ReadAfter, after: int
-                 ) -> AsyncIterator[Item]:
+async def follow(sub: Subscription, read_after: ReadAfter, after: int,
+                 known: list[EventRecord] | None = None, heartbeat_s: float | None = None
+                 ) -> AsyncIterator[Item | None]:
     """Yield events with seq > ``after`` in order, with no gap and no duplicate, forever.
 
     The subscription must be opened *before* the first read so nothing committed in
     between is missed. Tokens pass through live; a gap in seq (or a lagged buffer)
-    is filled from the log.
+    is filled from the log. ``known`` are committed events the caller already holds
+    (those right after ``after``): they are used instead of a first read. With
+    ``heartbeat_s``, ``None`` is yielded after that long without anything to send.
     """
     last = after
-    backlog = await read_after(last)
+    if known and known[0].seq == after + 1:
+        backlog = known
+    else:
+        backlog = await read_after(last)
     for event in backlog:
         if sub.first_seq is not None and event.seq >= sub.first_seq and not sub.lagged:
             # The rest is buffered, with the live tokens between its events: take it
@@ -134,7 +140,17 @@ async def follow(sub: Subscription, read_after: ReadAfter, after: int
                 last = event.seq
                 yield event
             continue
-        item = await sub.queue.get()
+        if not sub.queue.empty():
+            item = sub.queue.get_nowait()
+        elif heartbeat_s is None:
+            item = await sub.queue.get()
+        else:
+            try:
+                async with asyncio.timeout(heartbeat_s):
+                    item = await sub.queue.get()
+            except TimeoutError:
+                yield None
+                continue
         if isinstance(item, Token):
             if item.after < 0:  # the bus closed: everything published before is delivered
                 return

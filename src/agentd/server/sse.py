@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -44,36 +43,13 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
     })
 
 
-async def _with_heartbeat(items: AsyncIterator[EventRecord | Token]
-                          ) -> AsyncIterator[EventRecord | Token | None]:
-    """Yield ``None`` every HEARTBEAT_S of silence so proxies keep the stream open."""
-    iterator = aiter(items)
-    pending: asyncio.Task[EventRecord | Token] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_S)
-            if not done:
-                yield None
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield item
-    finally:
-        if pending is not None:
-            pending.cancel()
-
-
 async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
-                        run_id: str | None = None) -> AsyncIterator[bytes]:
+                        run_id: str | None = None, known: list[EventRecord] | None = None
+                        ) -> AsyncIterator[bytes]:
     """Frames for a session's log after ``after``; with ``run_id``, that run only,
-    ending after its terminal event."""
+    ending after its terminal event. ``known``: see :func:`follow`."""
     try:
-        async for item in _with_heartbeat(follow(sub, read_after, after)):
+        async for item in follow(sub, read_after, after, known, heartbeat_s=HEARTBEAT_S):
             if item is None:
                 yield b": ping\n\n"
             elif isinstance(item, Token):

@@ -94,7 +94,7 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
         sub = runtime.subscribe(sent.session.id)
         after = sent.events[0].seq - 1 if sent.events else 0
         return sse_response(follow_frames(sub, lambda seq: runtime.read_events(
-            sent.session.id, after=seq), after, run_id=run.id))
+            sent.session.id, after=seq), after, run_id=run.id, known=sent.events))
     if not body.wait:
         return json_response(run.to_api(name, key), 202)
     run = await runtime.wait(run.id)
