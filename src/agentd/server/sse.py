@@ -23,6 +23,7 @@ SSE_NAMES = {
 }
 TERMINAL_KINDS = frozenset({"run.completed", "run.cancelled", "run.interrupted", "run.failed"})
 HEARTBEAT_S = 15.0
+_CHUNK_BYTES = 64 * 1024
 
 
 def event_frame(event: EventRecord) -> bytes:
@@ -47,17 +48,32 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
                         run_id: str | None = None, known: list[EventRecord] | None = None
                         ) -> AsyncIterator[bytes]:
     """Frames for a session's log after ``after``; with ``run_id``, that run only,
-    ending after its terminal event. ``known``: see :func:`follow`."""
+    ending after its terminal event. ``known``: see :func:`follow`.
+
+    Frames that are ready together go out in one chunk (one write to the socket);
+    a chunk is sent as soon as nothing more is waiting.
+    """
+    chunk: list[bytes] = []
+    size = 0
     try:
         async for item in follow(sub, read_after, after, known, heartbeat_s=HEARTBEAT_S):
+            end = False
             if item is None:
-                yield b": ping\n\n"
+                chunk.append(b": ping\n\n")
             elif isinstance(item, Token):
                 if run_id is None or item.run_id == run_id:
-                    yield token_frame(item)
+                    chunk.append(token_frame(item))
             elif run_id is None or item.run_id == run_id:
-                yield event_frame(item)
-                if run_id is not None and item.kind in TERMINAL_KINDS:
-                    return
+                chunk.append(event_frame(item))
+                end = run_id is not None and item.kind in TERMINAL_KINDS
+            if chunk:
+                size += len(chunk[-1])
+            if chunk and (end or sub.queue.empty() or size > _CHUNK_BYTES):
+                yield b"".join(chunk)
+                chunk, size = [], 0
+            if end:
+                return
+        if chunk:
+            yield b"".join(chunk)
     finally:
         sub.close()
