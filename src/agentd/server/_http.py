@@ -15,7 +15,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentd.errors import AgentdError
 
-__all__ = ["BearerAuth", "BodyLimit", "install_error_handlers", "json_response"]
+__all__ = [
+    "BearerAuth",
+    "BodyLimit",
+    "TokenCheck",
+    "error_response",
+    "install_error_handlers",
+    "json_response",
+    "response_for",
+    "unauthorized",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +46,11 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc) or "body"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AgentdError)
-    async def _agentd(_: Request, exc: AgentdError) -> Response:
+def response_for(exc: Exception) -> Response:
+    """The one mapping from an exception to the API's JSON error response."""
+    if isinstance(exc, AgentdError):
         return error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    if isinstance(exc, RequestValidationError):
         errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
                   for e in exc.errors()]
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
@@ -53,33 +60,37 @@ def install_error_handlers(app: FastAPI) -> None:
         err = AgentdError(message, code="invalid_input", details={"errors": errors})
         err.status = 422
         return error_response(err)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = AgentdError(str(exc.detail), code=code)
         err.status = exc.status_code
         return error_response(err)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(AgentdError("internal error; see the daemon log"))
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(AgentdError("internal error; see the daemon log"))
 
 
-class BearerAuth:
-    """Pure ASGI middleware: bearer tokens, constant-time comparison, public paths."""
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> Response:
+        return response_for(exc)
 
-    def __init__(self, app: ASGIApp, *, tokens: list[str], public_paths: list[str]) -> None:
-        self.app = app
+    for kind in (AgentdError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)
+
+
+class TokenCheck:
+    """Bearer tokens (constant-time comparison) and the paths that need none."""
+
+    def __init__(self, tokens: list[str], public_paths: list[str]) -> None:
         self.tokens = [t.encode() for t in tokens]
         self.exact = {p for p in public_paths if not p.endswith("*")}
         self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
 
-    def _public(self, path: str) -> bool:
-        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
-
-    def _authorized(self, scope: Scope) -> bool:
+    def allows(self, scope: Scope) -> bool:
+        if not self.tokens:
+            return True
+        path: str = scope["path"]
+        if path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes)):
+            return True
         header = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
@@ -93,14 +104,25 @@ class BearerAuth:
             ok |= hmac.compare_digest(token.strip(), expected)
         return ok
 
+
+def unauthorized() -> Response:
+    err = AgentdError("missing or invalid bearer token", code="unauthorized")
+    err.status = 401
+    return error_response(err, {"WWW-Authenticate": "Bearer"})
+
+
+class BearerAuth:
+    """Pure ASGI middleware enforcing :class:`TokenCheck`."""
+
+    def __init__(self, app: ASGIApp, *, check: TokenCheck) -> None:
+        self.app = app
+        self.check = check
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or not self.tokens or self._public(scope["path"])
-                or self._authorized(scope)):
+        if scope["type"] != "http" or self.check.allows(scope):
             await self.app(scope, receive, send)
             return
-        err = AgentdError("missing or invalid bearer token", code="unauthorized")
-        err.status = 401
-        await error_response(err, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        await unauthorized()(scope, receive, send)
 
 
 class BodyLimit:

@@ -3,23 +3,58 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
 from agentd.runtime import Runtime
 from agentd.server import routes
-from agentd.server._http import BearerAuth, BodyLimit, install_error_handlers, json_response
+from agentd.server._http import (
+    BearerAuth,
+    BodyLimit,
+    TokenCheck,
+    install_error_handlers,
+    json_response,
+)
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Health
 
 __all__ = ["create_app"]
+
+
+_MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
+
+
+class AgentdApp(FastAPI):
+    """FastAPI, with the message route (the hot path) served before the middleware
+    stack when the request carries a Content-Length within the limit; everything
+    else, chunked message bodies included, takes the ordinary way."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _MESSAGE_PATH.match(scope["path"])
+            if match is not None and self._within_limit(scope):
+                await routes.sessions.serve_message(self, scope, receive, send,
+                                                    match.group(1), match.group(2))
+                return
+        await super().__call__(scope, receive, send)
+
+    def _within_limit(self, scope: Scope) -> bool:
+        limit: int = self.state.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    return int(value) <= limit
+                except ValueError:
+                    return False
+        return False
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -43,7 +78,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         on = settings.telemetry
         extra["telemetry"] = {"tracing": on, "metrics": on, "logs": on,
                               "operation_spans": on}
-    app = FastAPI(
+    app = AgentdApp(
         **extra,
         title="agentd",
         version=__version__,
@@ -57,8 +92,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         # Usable without the lifespan too (ASGITransport, lifespan="off").
         app.state.runtime = runtime
     install_error_handlers(app)
+    check = TokenCheck(settings.tokens, settings.public_paths)
+    app.state.token_check = check
+    app.state.max_body_bytes = settings.max_body_bytes
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(BearerAuth, tokens=settings.tokens, public_paths=settings.public_paths)
+    app.add_middleware(BearerAuth, check=check)
 
     @app.get("/health", response_model=Health, tags=["status"])
     async def health(request: Request) -> Response:
@@ -69,7 +107,4 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.sessions.router)
     app.include_router(routes.agents.router)
     app.include_router(routes.runs.router)
-    app.router.routes.insert(0, Route(
-        "/v1/agents/{name}/sessions/{key:path}/messages",
-        routes.sessions.post_message_endpoint, methods=["POST"], include_in_schema=False))
     return app

@@ -6,14 +6,17 @@ with a path converter; the more specific routes are declared first.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from agentd.errors import InvalidInput, PayloadTooLarge
-from agentd.server._http import json_response
+from agentd.server._http import TokenCheck, json_response, response_for, unauthorized
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import EventList, MessageIn, RunOut, SessionList, SessionOut
 from agentd.server.sse import follow_frames, sse_response
@@ -70,13 +73,26 @@ async def post_message(name: str, key: str, request: Request) -> Response:
     return await _post_message(name, key, request)
 
 
-async def post_message_endpoint(request: Request) -> Response:
-    """The same endpoint as a plain Starlette route, which the app mounts in front of
-    the FastAPI one: FastAPI's per-request routing and dependency machinery cost about
-    as much as the rest of a turn (docs/design-notes.md). FastAPI's route stays for
-    the OpenAPI document and identical behaviour."""
-    params = request.path_params
-    return await _post_message(params["name"], params["key"], request)
+async def serve_message(app: Any, scope: Scope, receive: Receive, send: Send,
+                        name: str, key: str) -> None:
+    """The message route served straight from the app's ``__call__`` (the hot path).
+
+    Starlette's middleware layers and FastAPI's routing cost about as much per
+    request as the rest of a turn (docs/design-notes.md), so :class:`AgentdApp`
+    hands this route here, applying the same auth, size limit and error mapping.
+    The FastAPI route above keeps the OpenAPI document and serves as the reference.
+    """
+    check: TokenCheck = app.state.token_check
+    if not check.allows(scope):
+        await unauthorized()(scope, receive, send)
+        return
+    scope["app"] = app
+    request = Request(scope, receive)
+    try:
+        response = await _post_message(name, key, request)
+    except Exception as exc:
+        response = response_for(exc)
+    await response(scope, receive, send)
 
 
 async def _post_message(name: str, key: str, request: Request) -> Response:
