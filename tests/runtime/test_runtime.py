@@ -14,8 +14,9 @@ from agentd.config import Settings
 from agentd.errors import AgentNotAccepting, InvalidInput, InvalidModel, ShuttingDown
 from agentd.llm.scripted import enqueue
 from agentd.runtime import Runtime
+from agentd.store import open_store
 from agentd.store.records import EventRecord
-from agentd.tools import tool
+from agentd.tools import ToolContext, tool
 
 
 async def _kinds(rt: Runtime, session_id: str) -> list[str]:
@@ -304,7 +305,7 @@ async def test_subscribers_see_every_committed_event_in_order(runtime: Runtime) 
     assert seen == await runtime.read_events(sid)
 
 
-async def test_restart_requeues_queued_runs_and_marks_running_interrupted(
+async def test_shutdown_parks_running_runs_and_restart_resumes_them(
         settings: Settings, store_url: str) -> None:
     settings.database_url = store_url
     settings.shutdown_grace_s = 0.1
@@ -314,20 +315,126 @@ async def test_restart_requeues_queued_runs_and_marks_running_interrupted(
     second = await rt.send("a", "k", "2")
     await asyncio.sleep(0.1)
     await rt.close()
-    assert (await _status(settings, first.run.id)) == "interrupted"
+    # Parked, not ended: still running in the store; the queued one stays queued.
+    assert (await _status(settings, first.run.id)) == "running"
     assert (await _status(settings, second.run.id)) == "queued"
     with pytest.raises(ShuttingDown):
         await rt.send("a", "k", "late")
 
-    enqueue({"text": "fast"}, agent="a")
+    enqueue({"text": "fast 1"}, {"text": "fast 2"}, agent="a")
     rt2 = await Runtime.open(settings)
     try:
-        run = await rt2.wait(second.run.id)
-        assert (run.status, run.output) == ("completed", "fast")
-        kinds = await _kinds(rt2, first.session.id)
-        assert "run.interrupted" in kinds
+        run1 = await rt2.wait(first.run.id)
+        run2 = await rt2.wait(second.run.id)
+        assert (run1.status, run1.output) == ("completed", "fast 1")
+        assert (run2.status, run2.output) == ("completed", "fast 2")
+        kinds = [e.kind for e in await rt2.read_events(first.session.id)
+                 if e.run_id == first.run.id]
+        assert kinds == ["message.user", "run.queued", "run.started", "run.parked",
+                         "run.resumed", "message.assistant", "run.completed"]
     finally:
         await rt2.close()
+
+
+async def _crash_mid_step(settings: Settings, store_url: str, tool_name: str,
+                          finished: bool) -> tuple[str, str]:
+    """Write the log a daemon leaves when it dies after a step with a tool call:
+    the assistant's tool call committed, the tool started, its result maybe not."""
+    from agentd.store import NewEvent, RunUpdate, open_store
+
+    store = await open_store(store_url)
+    try:
+        agent = await store.create_agent(
+            name="a", model="scripted", instructions="", tools=[tool_name],
+            settings={"script": [{"tool_calls": [{"name": tool_name, "arguments": {}}]},
+                                 {"text": "after the tool"}]})
+        accepted = await store.accept_message(agent_id=agent.id, key="k", content="go")
+        run_id, sid = accepted.run.id, accepted.session.id
+        events = [
+            NewEvent(kind="run.started", run_id=run_id),
+            NewEvent(kind="message.assistant", run_id=run_id, data={
+                "text": "", "tool_calls": [{"id": "call_0", "name": tool_name,
+                                            "arguments": {}}],
+                "usage": {"input_tokens": 5, "output_tokens": 1, "cached_tokens": 0},
+                "finish_reason": "tool_calls", "model": "scripted", "step": 1}),
+            NewEvent(kind="tool.started", run_id=run_id, data={
+                "call_id": "call_0", "name": tool_name, "arguments": {},
+                "effect_id": f"{run_id}/1/call_0"}),
+        ]
+        if finished:
+            events.append(NewEvent(kind="tool.finished", run_id=run_id, data={
+                "call_id": "call_0", "name": tool_name, "output": "done before",
+                "is_error": False, "duration_ms": 1.0}))
+        await store.append(sid, events, run_id=run_id,
+                           run=RunUpdate(status="running", started=True, steps=1))
+        return run_id, sid
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("finished", [True, False])
+async def test_resume_does_not_repeat_a_recorded_step(
+        settings: Settings, store_url: str, finished: bool) -> None:
+    """A crash after a committed tool call: the recorded model response is not asked
+    for again; an idempotent tool whose result was lost runs again with the same
+    effect id; one whose result was committed does not run again."""
+    seen: list[str] = []
+
+    @tool(idempotent=True)
+    def lookup(ctx: ToolContext) -> str:
+        """An idempotent lookup."""
+        seen.append(ctx.effect_id)
+        return "looked up"
+
+    run_id, sid = await _crash_mid_step(settings, store_url, "lookup", finished)
+    settings.database_url = store_url
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(lookup)
+    await rt.start()
+    try:
+        run = await rt.wait(run_id)
+        assert (run.status, run.output, run.steps) == ("completed", "after the tool", 2)
+        assert run.usage["input_tokens"] >= 5  # the recorded step's usage is kept
+        events = [e for e in await rt.read_events(sid) if e.run_id == run_id]
+        kinds = [e.kind for e in events]
+        assert kinds.count("message.assistant") == 2
+        assert "run.resumed" in kinds and kinds.count("run.started") == 1
+        if finished:
+            assert seen == []
+        else:
+            assert seen == [f"{run_id}/1/call_0"]
+            retry = [e for e in events if e.kind == "tool.started"][-1]
+            assert retry.data["retry"] is True
+            assert retry.data["effect_id"] == f"{run_id}/1/call_0"
+    finally:
+        await rt.close()
+
+
+async def test_resume_never_repeats_a_side_effect_of_unknown_outcome(
+        settings: Settings, store_url: str) -> None:
+    calls: list[str] = []
+
+    @tool
+    def send_email() -> str:
+        """Not idempotent."""
+        calls.append("sent")
+        return "sent"
+
+    run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
+    settings.database_url = store_url
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(send_email)
+    await rt.start()
+    try:
+        run = await rt.wait(run_id)
+        assert run.status == "interrupted"
+        assert calls == []
+        last = (await rt.read_events(sid))[-1]
+        assert last.kind == "run.interrupted"
+        assert "send_email" in last.data["reason"] and "not idempotent" in last.data["reason"]
+        assert last.data["effect_id"] == f"{run_id}/1/call_0"
+    finally:
+        await rt.close()
 
 
 async def _status(settings: Settings, run_id: str) -> str:

@@ -155,8 +155,10 @@ class RunExecutor:
                 raise
             # Shielded: a second cancellation must not lose how the run ended.
             if self.interrupt:
-                await asyncio.shield(self._finish("interrupted", "run.interrupted",
-                                                  {"reason": reason}))
+                # Parked, not ended: the run stays "running" in the store and the next
+                # daemon resumes it from its last committed step.
+                await asyncio.shield(self._commit([self._event("run.parked", {
+                    "reason": reason, "steps": self.steps})]))
                 raise
             return await asyncio.shield(
                 self._finish("cancelled", "run.cancelled", {"reason": reason}))
@@ -179,8 +181,14 @@ class RunExecutor:
                           usage=usage)
 
     async def _execute(self) -> RunOutcome:
-        await self._commit([self._event("run.started", {})],
-                           RunUpdate(status="running", started=True))
+        if self.run.status == "running":
+            # The run was under way when its daemon stopped: carry on from the log.
+            outcome = await self._resume()
+            if outcome is not None:
+                return outcome
+        else:
+            await self._commit([self._event("run.started", {})],
+                               RunUpdate(status="running", started=True))
         specs = [t.spec for t in self.tools.values()]
         while True:
             if self.steps >= self.max_steps:
@@ -222,6 +230,46 @@ class RunExecutor:
             await self._commit([assistant], RunUpdate(steps=self.steps))
             await self._run_tools(message.tool_calls)
 
+    async def _resume(self) -> RunOutcome | None:
+        """Pick a run up from its last committed step, without repeating any model call.
+
+        Tool calls of the last step that never started are run now; one that started
+        but has no result is run again (with the same effect id) only if its tool is
+        idempotent. Otherwise its outcome is unknown and the run ends ``interrupted``
+        saying so: a side effect is never repeated behind the user's back. Returns
+        the outcome when the run ends here, None to continue the loop.
+        """
+        events = [e for e in await self.store.read_events(self.session_id)
+                  if e.run_id == self.run.id]
+        last_step: EventRecord | None = None
+        for event in events:
+            if event.kind == "message.assistant":
+                last_step = event
+                self.steps = int(event.data.get("step") or self.steps + 1)
+                usage = event.data.get("usage")
+                if usage:
+                    self.usage = self.usage + Usage(**usage)
+        await self._commit([self._event("run.resumed", {
+            "reason": "daemon restarted", "steps": self.steps})])
+        if last_step is None or not last_step.data.get("tool_calls"):
+            return None
+        after = [e for e in events if e.seq > last_step.seq]
+        finished = {e.data["call_id"] for e in after if e.kind == "tool.finished"}
+        started = {e.data["call_id"] for e in after if e.kind == "tool.started"}
+        calls = [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                 for c in last_step.data["tool_calls"] if c["id"] not in finished]
+        for call in calls:
+            t = self.tools.get(call.name)
+            if call.id in started and (t is None or not t.idempotent):
+                reason = (f"tool {call.name!r} (effect {self._effect_id(call)}) was running "
+                          "when the daemon stopped; its outcome is unknown and it is not "
+                          "idempotent, so it was not run again")
+                return await self._finish("interrupted", "run.interrupted",
+                                          {"reason": reason, "effect_id": self._effect_id(call)})
+        if calls:
+            await self._run_tools(calls, retried={c.id for c in calls if c.id in started})
+        return None
+
     async def _call_model(self, request: ModelRequest) -> AssistantMessage:
         acc = StreamAccumulator(model=self.model.spec)
         try:
@@ -240,7 +288,8 @@ class RunExecutor:
                              code="model_error", retryable=False) from exc
         return acc.message()
 
-    async def _run_tools(self, calls: list[ToolCall]) -> None:
+    async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None
+                         ) -> None:
         # Consecutive read-only calls run together; anything that mutates runs alone,
         # in the order the model asked for.
         groups: list[list[ToolCall]] = []
@@ -255,6 +304,7 @@ class RunExecutor:
             await self._commit([self._event("tool.started", {
                 "call_id": c.id, "name": c.name, "arguments": c.arguments,
                 "effect_id": self._effect_id(c),
+                **({"retry": True} if retried and c.id in retried else {}),
             }) for c in group])
             if len(group) == 1:
                 results = [await self._call_tool(group[0])]

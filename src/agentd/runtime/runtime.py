@@ -120,11 +120,11 @@ class Runtime:
         self._accepting = True
 
     async def _recover(self) -> None:
-        # A run that was running when the daemon died is marked interrupted (resuming
-        # it from its last step is the next release's job); queued runs start again.
+        # This daemon holds the home's lock, so every run still marked running was
+        # left by a daemon that died: it resumes from its last committed step, ahead
+        # of the runs queued behind it, which start again in their order.
         for run in await self.store.runs_with_status(["running"]):
-            await self._settle(run.session_id, run.id, "interrupted", "run.interrupted",
-                               {"reason": "daemon restarted"})
+            self.supervisor.submit(run.session_id, run.id)
         for run in await self.store.runs_with_status(["queued"]):
             self.supervisor.submit(run.session_id, run.id)
 
