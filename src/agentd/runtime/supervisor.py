@@ -121,8 +121,8 @@ class Supervisor:
                     try:
                         await asyncio.wait({task})
                     except asyncio.CancelledError:
-                        # The worker itself is cancelled (shutdown): interrupt the run
-                        # and let it record how it ended before the worker goes.
+                        # The worker itself is cancelled (shutdown): park the run and
+                        # let it record that before the worker goes.
                         if not task.done():
                             if task.cancelling() == 0:
                                 if executor.cancel_reason is None:
@@ -200,7 +200,8 @@ class Supervisor:
         return list(self._sessions)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Let active runs finish within ``grace_s``, then interrupt them.
+        """Let active runs finish within ``grace_s``, then park them (they stay
+        ``running`` in the store and resume at the next start).
 
         Queued runs stay queued in the store and start again with the daemon.
         """
