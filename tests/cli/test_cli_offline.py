@@ -31,9 +31,15 @@ COMMANDS = [
     "delete",
     "pause",
     "resume",
+    "stop-agent",
     "send",
     "chat",
     "history",
+    "tail",
+    "sessions",
+    "delete-session",
+    "run",
+    "cancel",
 ]
 
 
@@ -277,6 +283,14 @@ def test_invalid_configuration_is_one_clean_line(
         ["pause", "demo"],
         ["delete", "demo", "--yes"],
         ["chat", "demo"],
+        ["stop-agent", "demo"],
+        ["send", "demo", "hi", "--no-wait"],
+        ["tail", "demo"],
+        ["tail", "demo", "--after", "0"],
+        ["sessions", "demo"],
+        ["delete-session", "demo", "cli", "--yes"],
+        ["run", "r_1"],
+        ["cancel", "r_1"],
     ],
 )
 def test_unreachable_daemon_is_one_clear_line(args: list[str], home: Path) -> None:
@@ -353,6 +367,49 @@ def test_script_must_be_a_json_list(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "not valid JSON" in result.output
+
+
+def test_stop_and_stop_agent_point_at_each_other() -> None:
+    daemon_help = runner.invoke(app, ["stop", "--help"]).stdout
+    assert "stop-agent" in daemon_help
+    agent_help = runner.invoke(app, ["stop-agent", "--help"]).stdout
+    assert "does not stop the daemon" in agent_help
+    assert "agentd resume NAME" in agent_help
+
+
+def test_new_commands_sit_in_their_help_panels() -> None:
+    text = runner.invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    panels: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("╭─"):
+            current = line.strip("╭─╮ ").split(" ─")[0]
+        elif line.startswith("│ ") and current:
+            word = line[2:].split(" ", 1)[0]
+            if word and not word.startswith("-"):
+                panels.setdefault(current, []).append(word)
+    assert {"stop-agent", "pause", "resume"} <= set(panels["Agents"])
+    assert {"send", "history", "chat", "tail"} <= set(panels["Conversations"])
+    assert panels["Sessions"] == ["sessions", "delete-session"]
+    assert panels["Runs"] == ["run", "cancel"]
+    assert "stop-agent" not in panels["Daemon"]
+
+
+def test_count_and_after_must_not_be_negative() -> None:
+    for args in (["--count", "0"], ["--after", "-1"]):
+        result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "tail", "demo", *args])
+        assert result.exit_code == 2, result.output
+
+
+def test_delete_session_asks_first(home: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["--url", f"http://127.0.0.1:{free_port()}", "delete-session", "demo", "user:1"],
+        input="n\n",
+    )
+    assert result.exit_code == 1
+    assert "Delete session 'user:1' of agent 'demo'" in result.output
+    assert "not reachable" not in result.output
 
 
 def test_delete_asks_first(home: Path) -> None:

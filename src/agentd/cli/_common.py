@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +16,16 @@ from agentd.client import APIError, Client, ClientError
 
 if TYPE_CHECKING:
     from agentd.config import Settings
+
+#: Run statuses after which a run never changes again.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+NameArg = Annotated[str, typer.Argument(help="Agent name.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SessionOption = Annotated[str, typer.Option("--session", "-s", help="Session key, e.g. user:42.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show every event, with its seq.")
+]
 
 
 @dataclass

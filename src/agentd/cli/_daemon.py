@@ -255,12 +255,16 @@ def stop(
         bool, typer.Option("--force", "-f", help="SIGKILL the daemon if it has not exited in time.")
     ] = False,
 ) -> None:
-    """Stop the background daemon (SIGTERM, then wait).
+    """Stop the background daemon (to stop one agent instead, use stop-agent).
 
-    The daemon stops taking messages, lets running steps finish for its grace period
-    (AGENTD_SHUTDOWN_GRACE_S), then marks the runs still going as interrupted; queued
-    runs stay queued and start with the next daemon. With [bold]--force[/] a daemon
-    still running after --timeout is killed (SIGKILL).
+    Sends SIGTERM and waits. The daemon stops taking messages, lets running
+    steps finish for its grace period (AGENTD_SHUTDOWN_GRACE_S), then parks the
+    runs still going: the next daemon resumes them from their last committed step,
+    and starts the queued runs. With [bold]--force[/] a daemon still running after
+    --timeout is killed (SIGKILL); its runs resume the same way.
+
+    To stop a single agent and keep the daemon running, use
+    [bold]agentd stop-agent NAME[/].
 
     [bold]Examples[/]
       $ agentd stop

@@ -16,6 +16,15 @@ STATE_STYLES = {
     "error": "red",
 }
 
+RUN_STYLES = {
+    "queued": "cyan",
+    "running": "green",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "interrupted": "yellow",
+}
+
 #: Event kinds `history` leaves out unless --verbose.
 QUIET_KINDS = frozenset({"run.queued", "run.started", "run.completed", "tool.started"})
 
@@ -43,6 +52,27 @@ def when(value: Any) -> str:
 def state_text(state: Any) -> Text:
     label = str(state or "?")
     return Text(label, style=STATE_STYLES.get(label, ""))
+
+
+def status_text(status: Any) -> Text:
+    label = str(status or "?")
+    return Text(label, style=RUN_STYLES.get(label, ""))
+
+
+def usage_text(usage: Any) -> str:
+    """``12 in, 34 out, 0 cached`` tokens; ``-`` when the run reported none (yet)."""
+    if not isinstance(usage, dict) or not usage:
+        return "-"
+    parts = [
+        f"{usage[key]} {label}"
+        for key, label in (
+            ("input_tokens", "in"),
+            ("output_tokens", "out"),
+            ("cached_tokens", "cached"),
+        )
+        if usage.get(key) is not None
+    ]
+    return ", ".join(parts) + " tokens" if parts else short(usage)
 
 
 def agents_table(agents: list[dict[str, Any]]) -> Table:
@@ -94,6 +124,39 @@ def sessions_table(sessions: list[dict[str, Any]]) -> Table:
             when(session.get("updated_at")),
         )
     return table
+
+
+def run_details(run: dict[str, Any]) -> Table:
+    """A run's fields, then its whole output or its error."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("run", Text(str(run.get("id", ""))))
+    grid.add_row("status", status_text(run.get("status")))
+    grid.add_row("agent", Text(str(run.get("agent", ""))))
+    grid.add_row("session", Text(str(run.get("session", ""))))
+    grid.add_row("steps", Text(str(run.get("steps", 0))))
+    grid.add_row("usage", Text(usage_text(run.get("usage"))))
+    for label, key in (
+        ("created", "created_at"),
+        ("started", "started_at"),
+        ("finished", "finished_at"),
+    ):
+        if run.get(key):
+            grid.add_row(label, Text(when(run.get(key)), style="dim"))
+    grid.add_row("input", Text(short(run.get("input", ""))))
+    error = run.get("error")
+    if error:
+        details = error.get("details") if isinstance(error, dict) else None
+        line = error_line(error_of(error))
+        if isinstance(error, dict) and error.get("retryable"):
+            line += " (retryable)"
+        grid.add_row("error", Text(line, style="red"))
+        if details:
+            grid.add_row("details", Text(short(details), style="red"))
+    if run.get("output") is not None:
+        grid.add_row("output", Text(str(run["output"])))
+    return grid
 
 
 def error_of(payload: Any) -> dict[str, Any]:

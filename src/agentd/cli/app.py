@@ -15,8 +15,19 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from agentd.cli import _chat, _daemon
-from agentd.cli._common import State, connect, echo_json, fail, out
+from agentd.cli import _chat, _daemon, _runs, _sessions
+from agentd.cli._common import (
+    TERMINAL_STATUSES,
+    JsonOption,
+    NameArg,
+    SessionOption,
+    State,
+    VerboseOption,
+    connect,
+    echo_json,
+    fail,
+    out,
+)
 from agentd.cli._render import (
     agent_details,
     agents_table,
@@ -51,11 +62,6 @@ app = typer.Typer(
 )
 
 _PAGE = 500
-_TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
-
-NameArg = Annotated[str, typer.Argument(help="Agent name.", show_default=False)]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-SessionOption = Annotated[str, typer.Option("--session", "-s", help="Session key, e.g. user:42.")]
 
 
 def _version(value: bool) -> None:
@@ -287,6 +293,39 @@ def resume(ctx: typer.Context, name: NameArg) -> None:
     out().print(f"agent [bold]{escape(name)}[/] is {escape(str(agent.get('state', 'running')))}")
 
 
+@app.command("stop-agent", rich_help_panel="Agents")
+def stop_agent(
+    ctx: typer.Context,
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent as JSON.")] = False,
+) -> None:
+    """Stop one agent: cancel its queued and active runs and refuse new messages.
+
+    The agent stays stopped (messages get [bold]agent_stopped[/]) until
+    [bold]agentd resume NAME[/]. Unlike [bold]pause[/], the active run is cancelled
+    rather than finished. This does not stop the daemon; [bold]agentd stop[/] does.
+
+    [bold]Examples[/]
+      $ agentd stop-agent demo
+      $ agentd resume demo
+    """
+    with connect(ctx) as client:
+        agent = client.stop_agent(name)
+    if as_json:
+        echo_json(agent)
+        return
+    state = escape(str(agent.get("state", "stopped")))
+    console = out()
+    console.print(
+        f"agent [bold]{escape(name)}[/] is {state}; its queued and active runs are cancelled",
+        soft_wrap=True,
+    )
+    console.print(
+        f"[dim][bold]agentd resume {escape(name)}[/] lets it take messages again[/]",
+        soft_wrap=True,
+    )
+
+
 # -- conversations ----------------------------------------------------------------
 
 
@@ -300,23 +339,51 @@ def send(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the run to finish.")
     ] = 600.0,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Queue the message, print the run id and return at once."),
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Sent as Idempotency-Key: a retry with the same KEY in this session "
+            "gets the first run back instead of running again.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send one message and print the reply.
 
-    Exits with code 1 if the run fails (the error goes to stderr).
+    Exits with code 1 if the run fails (the error goes to stderr). With
+    [bold]--no-wait[/] it prints the queued run's id instead; follow the run with
+    [bold]agentd run ID[/] or [bold]agentd tail NAME[/].
 
     [bold]Examples[/]
       $ agentd send demo "hello"
       $ agentd send demo "what is 6*7?" --session user:42 --json
       $ echo "summarise this" | agentd send demo -
+      $ RUN=$(agentd send demo "long job" --no-wait); agentd run "$RUN"
+      $ agentd send demo "charge card" --idempotency-key order-123
     """
     if message == "-":
         message = sys.stdin.read()
+    if no_wait:
+        with connect(ctx) as client:
+            queued = client.send(
+                name, session, message, wait=False, idempotency_key=idempotency_key
+            )
+        if as_json:
+            echo_json(queued)
+        else:
+            typer.echo(queued.get("id", ""))
+        return
     deadline = time.monotonic() + timeout
     with connect(ctx, timeout=timeout) as client:
-        run = client.send(name, session, message, wait=True)
+        run = client.send(name, session, message, wait=True, idempotency_key=idempotency_key)
         # Safety net: should a run come back unfinished, poll it until the deadline.
-        while run.get("status") not in _TERMINAL_STATUSES and time.monotonic() < deadline:
+        while run.get("status") not in TERMINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(0.25)
             run = client.get_run(str(run["id"]))
     if as_json:
@@ -328,7 +395,7 @@ def send(
         return
     if status == "failed":
         fail(f"run {run.get('id')} failed: {error_line(error_of(run.get('error') or {}))}")
-    if status in _TERMINAL_STATUSES:
+    if status in TERMINAL_STATUSES:
         fail(f"run {run.get('id')} {status}")
     fail(f"run {run.get('id')} is still {status} after {timeout:g}s")
 
@@ -339,9 +406,7 @@ def history(
     name: NameArg,
     session: SessionOption = "cli",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw events as JSON.")] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show every event, with its seq.")
-    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Show a session's history: messages, tool calls with arguments and results.
 
@@ -374,6 +439,13 @@ def history(
 
 
 app.command(rich_help_panel="Conversations")(_chat.chat)
+app.command(rich_help_panel="Conversations")(_sessions.tail)
+
+app.command(rich_help_panel="Sessions")(_sessions.sessions)
+app.command("delete-session", rich_help_panel="Sessions")(_sessions.delete_session)
+
+app.command("run", rich_help_panel="Runs")(_runs.show_run)
+app.command(rich_help_panel="Runs")(_runs.cancel)
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""Run commands: `agentd run` shows one run, `agentd cancel` stops one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from agentd.cli._common import TERMINAL_STATUSES, connect, echo_json, out
+from agentd.cli._render import error_line, error_of, run_details
+
+RunIdArg = Annotated[
+    str, typer.Argument(help="Run id (r_...), as printed by send --no-wait.", show_default=False)
+]
+
+
+def show_run(
+    ctx: typer.Context,
+    run_id: RunIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Show a run: status, agent, session, steps, usage, output or error.
+
+    Exits with code 0 whatever the run's status (see [bold]status[/] in the
+    output, or [bold].status[/] with --json).
+
+    [bold]Examples[/]
+      $ agentd run r_0192c3d4e5f6a1b2c3d4e5f6a7
+      $ agentd run "$(agentd send demo hi --no-wait)" --json | jq .status
+    """
+    with connect(ctx) as client:
+        run = client.get_run(run_id)
+    if as_json:
+        echo_json(run)
+        return
+    out().print(run_details(run))
+
+
+def cancel(
+    ctx: typer.Context,
+    run_id: RunIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Cancel a queued or running run and print its final status.
+
+    The daemon answers once the run has ended. A run that had already ended
+    is left as it was, and the command still exits 0. To cancel every run of
+    an agent, use [bold]agentd stop-agent NAME[/].
+
+    [bold]Examples[/]
+      $ agentd cancel r_0192c3d4e5f6a1b2c3d4e5f6a7
+      $ agentd cancel "$RUN" --json | jq .status
+    """
+    with connect(ctx) as client:
+        run = client.cancel_run(run_id)
+    if as_json:
+        echo_json(run)
+        return
+    rid = escape(str(run.get("id", run_id)))
+    status = str(run.get("status", "?"))
+    if status == "cancelled":
+        out().print(f"run [bold]{rid}[/] is cancelled", soft_wrap=True)
+    elif status in TERMINAL_STATUSES:
+        ended = status
+        if status == "failed":
+            ended += f": {error_line(error_of(run.get('error') or {}))}"
+        out().print(
+            f"run [bold]{rid}[/] had already ended ({escape(ended)}); nothing to cancel",
+            soft_wrap=True,
+        )
+    else:
+        # The daemon answers only once the run has ended, so this is not expected.
+        out().print(f"run [bold]{rid}[/] is {escape(status)}", soft_wrap=True)

@@ -1,0 +1,162 @@
+"""Session commands: list and delete an agent's sessions, follow one live (`tail`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from agentd.cli._common import (
+    NameArg,
+    SessionOption,
+    VerboseOption,
+    connect,
+    echo_json,
+    err,
+    out,
+)
+from agentd.cli._render import error_line, error_of, event_lines, sessions_table
+from agentd.client import SSEEvent
+
+
+def sessions(
+    ctx: typer.Context,
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
+) -> None:
+    """List an agent's sessions: key, event count, created, last updated.
+
+    A session's events are numbered 1, 2, 3, ...; EVENTS is the last one, the
+    number to give [bold]agentd tail --after[/].
+
+    [bold]Examples[/]
+      $ agentd sessions demo
+      $ agentd sessions demo --json | jq -r '.[].key'
+    """
+    with connect(ctx) as client:
+        found = client.list_sessions(name)
+    if as_json:
+        echo_json(found)
+    elif not found:
+        out().print(
+            f"[dim]agent {escape(name)} has no sessions yet; "
+            f"[bold]agentd send {escape(name)} MESSAGE[/] starts one[/]",
+            soft_wrap=True,
+        )
+    else:
+        out().print(sessions_table(found))
+
+
+def delete_session(
+    ctx: typer.Context,
+    name: NameArg,
+    key: Annotated[str, typer.Argument(help="Session key, e.g. user:42.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete one session and its events; its active run is cancelled.
+
+    The agent and its other sessions stay. A later message to the same key
+    starts a new, empty session.
+
+    [bold]Examples[/]
+      $ agentd delete-session demo user:42
+      $ agentd delete-session demo cli --yes
+    """
+    if not yes:
+        typer.confirm(
+            f"Delete session {key!r} of agent {name!r} with its events and runs?", abort=True
+        )
+    with connect(ctx) as client:
+        client.delete_session(name, key)
+    out().print(
+        f"deleted session [bold]{escape(key)}[/] of agent [bold]{escape(name)}[/]", soft_wrap=True
+    )
+
+
+def _event_of(frame: SSEEvent) -> dict[str, Any] | None:
+    """The committed Event a frame carries; None for token previews and anything else."""
+    data = frame.data
+    if frame.event == "token" or not isinstance(data, dict):
+        return None
+    return data if "kind" in data and "seq" in data else None
+
+
+def tail(
+    ctx: typer.Context,
+    name: NameArg,
+    session: SessionOption = "cli",
+    after: Annotated[
+        int | None,
+        typer.Option(
+            "--after",
+            min=0,
+            metavar="SEQ",
+            help="First replay the events after SEQ (0: the whole history). "
+            "[dim]\\[default: only new events][/]",
+            show_default=False,
+        ),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count",
+            "-n",
+            min=1,
+            metavar="N",
+            help="Exit after N events have been shown.",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: VerboseOption = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each event as one line of JSON (JSON Lines).")
+    ] = False,
+) -> None:
+    """Follow a session's events live, shown as [bold]history[/] shows them.
+
+    Without [bold]--after[/] it shows only events that happen from now on. It
+    runs until Ctrl-C, or until [bold]--count[/] N events have been shown (events
+    hidden without --verbose do not count). After a dropped connection or a
+    daemon restart it carries on where it left off. The session must exist:
+    its first message creates it.
+
+    [bold]Examples[/]
+      $ agentd tail demo
+      $ agentd tail demo --session user:42 --after 0
+      $ agentd tail demo --json --count 5 | jq -c '[.seq, .kind]'
+    """
+    console = out()
+    shown = 0
+    with connect(ctx) as client:
+        # Read the session first even with --after: a typo or a daemon that is down
+        # then fails at once, where follow() would keep trying to reconnect.
+        current = client.get_session(name, session)
+        if after is None:
+            after = int(current.get("last_seq") or 0)
+        frames = client.follow(name, session, after=after)
+        try:
+            for frame in frames:
+                event = _event_of(frame)
+                if event is None:
+                    if frame.event == "error":  # an error that is not a run.failed event
+                        err().print(
+                            f"[bold red]error:[/] {escape(error_line(error_of(frame.data)))}"
+                        )
+                    continue
+                if as_json:
+                    typer.echo(json.dumps(event, ensure_ascii=False))
+                else:
+                    lines = event_lines(event, verbose=verbose)
+                    if not lines:
+                        continue
+                    for line in lines:
+                        console.print(line, soft_wrap=True)
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a user stops following; not an error.
+        finally:
+            frames.close()
