@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     tool_timeout_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     demo_agent: bool = True
+    #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
+    tool_modules: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     #: FastAPI's native OpenTelemetry instrumentation (exporters via OTEL_* env).
     telemetry: bool = False

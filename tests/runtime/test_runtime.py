@@ -497,3 +497,23 @@ async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime)
     seen = [item async for item in follow(sub, lambda s: runtime.read_events(sid, after=s),
                                           after=records[0].seq - 1)]
     assert [e.seq for e in seen] == [records[0].seq]
+
+
+async def test_tool_modules_add_tools_to_the_daemon(
+        settings: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    settings.database_url = store_url
+    settings.tool_modules = ["sample_tools"]
+    rt = await Runtime.open(settings)
+    try:
+        await rt.create_agent(name="a", tools=["shout"])
+        run, _ = await _run_once(rt, "a", '/tool shout {"text": "hi"}')
+        assert run.output == "shout returned: HI"
+    finally:
+        await rt.close()
+    for bad, message in (("no_such_module_x", "cannot import"), ("json", "defines no tools")):
+        settings.tool_modules = [bad]
+        with pytest.raises(InvalidInput, match=message):
+            await Runtime.open(settings)

@@ -105,11 +105,17 @@ class Runtime:
     async def open(cls, settings: Settings) -> Runtime:
         store = await open_store(settings.database_url)
         runtime = cls(settings, store)
-        await runtime.start()
+        try:
+            await runtime.start()
+        except BaseException:
+            await store.close()
+            raise
         return runtime
 
     async def start(self) -> None:
         self.started_at = time.time()
+        for module in self.settings.tool_modules:
+            log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
         for agent in await self.store.list_agents():
             self._remember(agent)
         if self.settings.demo_agent and "demo" not in self._agents:

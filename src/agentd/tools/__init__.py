@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from agentd.errors import InvalidInput
 from agentd.tools._tool import Tool, ToolContext, tool
 from agentd.tools.builtins import BUILTINS
@@ -37,3 +39,23 @@ class ToolRegistry:
 
     def resolve(self, names: list[str]) -> list[Tool]:
         return [self._tools[n] for n in names if n in self._tools]
+
+    def load_module(self, name: str) -> list[str]:
+        """Import ``name`` and register every :class:`Tool` defined at its top level.
+
+        This is how a deployment adds its own tools to the daemon
+        (``tool_modules = ["mypkg.tools"]`` in agentd.toml). Returns the names added.
+        """
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise InvalidInput(f"cannot import tool module {name!r}: {exc}") from exc
+        found = [value for value in vars(module).values() if isinstance(value, Tool)]
+        if not found:
+            raise InvalidInput(f"tool module {name!r} defines no tools (use @agentd.tools.tool)")
+        for t in found:
+            if t.name in self._tools and self._tools[t.name] is not t:
+                raise InvalidInput(f"tool {t.name!r} from {name!r} clashes with a tool "
+                                   "of the same name")
+            self._tools[t.name] = t
+        return sorted(t.name for t in found)
