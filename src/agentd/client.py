@@ -426,6 +426,7 @@ class Client:
         wait: bool = True,
         *,
         idempotency_key: str | None = None,
+        mode: str = "enqueue",
     ) -> dict[str, Any]:
         """Send a message to a session (created on first use) and return its run.
 
@@ -435,6 +436,9 @@ class Client:
             content: The message.
             wait: Return the finished run (True) or the queued run at once (False).
             idempotency_key: Sent as ``Idempotency-Key`` so a retry never runs twice.
+            mode: What a busy session does with it: ``enqueue``, ``reject`` (APIError
+                409 ``session_busy``), ``interrupt`` or ``steer`` (the running run
+                takes it in; that run is returned).
 
         Returns:
             The Run object. A run that failed is returned, not raised: check
@@ -444,7 +448,7 @@ class Client:
         result: dict[str, Any] = self._request(
             "POST",
             f"{self._session_path(agent, key)}/messages",
-            json_body={"content": content, "stream": False, "wait": wait},
+            json_body={"content": content, "stream": False, "wait": wait, "mode": mode},
             headers=headers,
         )
         return result

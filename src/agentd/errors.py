@@ -18,7 +18,8 @@ SSE ``error`` frames and run results alike.
     │   └── RunNotFound              404 run_not_found
     ├── Conflict                     409 conflict
     │   ├── AgentExists              409 agent_exists
-    │   └── AgentNotAccepting        409 agent_paused | agent_stopped | agent_error
+    │   ├── AgentNotAccepting        409 agent_paused | agent_stopped | agent_error
+    │   └── SessionBusy              409 session_busy (details.active_run)
     ├── PayloadTooLarge              413 payload_too_large
     ├── ShuttingDown                 503 shutting_down (retryable)
     ├── StoreError                   500 store_error
@@ -45,6 +46,7 @@ __all__ = [
     "PayloadTooLarge",
     "RunFailed",
     "RunNotFound",
+    "SessionBusy",
     "SessionNotFound",
     "ShuttingDown",
     "StoreError",
@@ -152,6 +154,12 @@ class AgentNotAccepting(Conflict):
     """The agent is paused, stopped or in error and refuses new messages."""
 
     code = "agent_not_accepting"
+
+
+class SessionBusy(Conflict):
+    """A message with ``mode: reject`` to a session that has a run queued or running."""
+
+    code = "session_busy"
 
 
 class PayloadTooLarge(AgentdError):

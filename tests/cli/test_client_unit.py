@@ -109,7 +109,8 @@ def test_send_posts_the_message_and_idempotency_key() -> None:
 
     run = make_client(handler).send("demo", "k", "hi", wait=False, idempotency_key="once")
     assert run == {"id": "r_1", "status": "queued"}
-    assert json.loads(seen[0].content) == {"content": "hi", "stream": False, "wait": False}
+    assert json.loads(seen[0].content) == {"content": "hi", "stream": False, "wait": False,
+                                           "mode": "enqueue"}
     assert seen[0].headers["idempotency-key"] == "once"
 
 

@@ -517,3 +517,107 @@ async def test_tool_modules_add_tools_to_the_daemon(
         settings.tool_modules = [bad]
         with pytest.raises(InvalidInput, match=message):
             await Runtime.open(settings)
+
+
+async def test_mode_reject_refuses_a_busy_session_and_writes_nothing(runtime: Runtime) -> None:
+    from agentd.errors import SessionBusy
+
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 300}]})
+    first = await runtime.send("a", "k", "1", mode="reject")  # idle session: accepted
+    with pytest.raises(SessionBusy) as info:
+        await runtime.send("a", "k", "2", mode="reject")
+    assert info.value.status == 409 and info.value.details["active_run"] == first.run.id
+    users = [e for e in await runtime.read_events(first.session.id)
+             if e.kind == "message.user"]
+    assert [e.data["content"] for e in users] == ["1"]
+    assert await runtime.store.count("runs") == 1
+    assert (await runtime.wait(first.run.id)).status == "completed"
+    again = await runtime.send("a", "k", "3", mode="reject")
+    assert (await runtime.wait(again.run.id)).status == "completed"
+    with pytest.raises(InvalidInput, match="unknown mode"):
+        await runtime.send("a", "k", "4", mode="shout")
+
+
+async def test_mode_interrupt_cancels_the_active_run_then_runs_the_new_one(
+        runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
+    first = await runtime.send("a", "k", "1")
+    await asyncio.sleep(0.1)
+    enqueue({"text": "fresh"}, agent="a")
+    second = await runtime.send("a", "k", "2", mode="interrupt")
+    r1 = await runtime.wait(first.run.id)
+    r2 = await runtime.wait(second.run.id)
+    assert (r1.status, r2.status, r2.output) == ("cancelled", "completed", "fresh")
+    cancelled = [e for e in await runtime.read_events(first.session.id)
+                 if e.kind == "run.cancelled"]
+    assert cancelled[0].data["reason"] == "interrupted by a newer message"
+
+
+async def test_mode_interrupt_waits_for_the_step_boundary_of_a_tool(runtime: Runtime) -> None:
+    log: list[str] = []
+    working = asyncio.Event()
+
+    @tool
+    async def work() -> str:
+        """Takes a while and must not be cut off."""
+        log.append("start")
+        working.set()
+        await asyncio.sleep(0.3)
+        log.append("end")
+        return "worked"
+
+    runtime.tools.register(work)
+    await runtime.create_agent(name="a", tools=["work"], settings={"script": [
+        {"tool_calls": [{"name": "work", "arguments": {}}]}, {"text": "never reached"}]})
+    first = await runtime.send("a", "k", "1")
+    await asyncio.wait_for(working.wait(), 10)
+    enqueue({"text": "second"}, agent="a")
+    second = await runtime.send("a", "k", "2", mode="interrupt")
+    r1, r2 = await runtime.wait(first.run.id), await runtime.wait(second.run.id)
+    assert log == ["start", "end"]  # the tool finished: the run stopped after the step
+    assert (r1.status, r2.output) == ("cancelled", "second")
+    kinds = [e.kind for e in await runtime.read_events(first.session.id)
+             if e.run_id == first.run.id]
+    assert kinds[-2:] == ["tool.finished", "run.cancelled"]
+
+
+async def test_mode_steer_joins_the_running_run(runtime: Runtime) -> None:
+    seen: list[list[str]] = []
+
+    @tool(read_only=True)
+    async def think() -> str:
+        """Gives a steer time to arrive."""
+        await asyncio.sleep(0.3)
+        return "thought"
+
+    runtime.tools.register(think)
+    await runtime.create_agent(name="a", tools=["think"], settings={"script": [
+        {"tool_calls": [{"name": "think", "arguments": {}}]}, {"text": "answer"}]})
+    first = await runtime.send("a", "k", "plan a trip")
+    await asyncio.sleep(0.1)
+    steer = await runtime.send("a", "k", "make it cheap", mode="steer")
+    assert steer.run.id == first.run.id  # no new run
+    run = await runtime.wait(first.run.id)
+    assert run.status == "completed"
+    history = (await runtime.histories.get(first.session.id)).for_model()
+    texts = [getattr(m, "content", getattr(m, "text", "")) for m in history]
+    # The steer joined after the tool result, before the final answer.
+    assert texts == ["plan a trip", "", "thought", "make it cheap", "answer"]
+    assert await runtime.store.count("runs") == 1
+    del seen
+
+
+async def test_a_steer_that_arrives_during_the_final_answer_is_not_lost(
+        runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [
+        {"text": "first answer", "delay_ms": 300}]})
+    first = await runtime.send("a", "k", "hello")
+    await asyncio.sleep(0.1)  # the model is producing its final answer
+    enqueue({"text": "answer with the steer"}, agent="a")  # what the next call says
+    await runtime.send("a", "k", "also this", mode="steer")
+    run = await runtime.wait(first.run.id)
+    # The first answer did not see the steer, so it was dropped and the model asked again.
+    assert (run.status, run.output) == ("completed", "answer with the steer")
+    events = [e for e in await runtime.read_events(first.session.id)
+              if e.kind == "message.assistant"]
+    assert [e.data["text"] for e in events] == ["answer with the steer"]

@@ -604,7 +604,7 @@ async def test_not_found(client: httpx.AsyncClient, method: str, path: str, code
     ({"content": "x", "stream": "maybe"}, "stream"),
     ({"content": "x", "wait": []}, "wait"),
     ({"content": "x", "bogus": 1}, "bogus"),
-    ({"content": "x", "mode": "interrupt"}, "mode"),
+    ({"content": "x", "mode": "shout"}, "mode"),
     (["content"], "body"),
 ])
 async def test_invalid_message_body(client: httpx.AsyncClient, body: Any, field: str
@@ -838,3 +838,27 @@ async def test_openapi_lists_the_stable_paths(client: httpx.AsyncClient) -> None
 
     events_op = paths["/v1/agents/{name}/sessions/{key}/events"]["get"]
     assert {"after", "limit"} <= {p["name"] for p in events_op["parameters"]}
+
+
+async def test_modes_over_http(client: httpx.AsyncClient) -> None:
+    await create_agent(client, settings={"script": [{"text": "slow", "delay_ms": 400}]})
+    first = await client.post("/v1/agents/a/sessions/k/messages",
+                              json={"content": "1", "wait": False})
+    assert first.status_code == 202
+    busy = await client.post("/v1/agents/a/sessions/k/messages",
+                             json={"content": "2", "mode": "reject"})
+    assert busy.status_code == 409, busy.text
+    assert error_code(busy) == "session_busy"
+    assert busy.json()["error"]["details"]["active_run"] == first.json()["id"]
+    steered = await client.post("/v1/agents/a/sessions/k/messages",
+                                json={"content": "3", "mode": "steer", "wait": False})
+    assert steered.status_code == 202
+    assert steered.json()["id"] == first.json()["id"]  # it joined the running run
+    done = await client.post("/v1/agents/a/sessions/k/messages",
+                             json={"content": "4", "mode": "interrupt"})
+    assert done.status_code == 200 and done.json()["status"] == "completed"
+    ended = (await client.get(f"/v1/runs/{first.json()['id']}")).json()
+    assert ended["status"] == "cancelled"
+    users = [e["data"]["content"] for e in (await client.get(
+        "/v1/agents/a/sessions/k/events")).json()["events"] if e["kind"] == "message.user"]
+    assert users == ["1", "3", "4"]

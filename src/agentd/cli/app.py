@@ -343,6 +343,14 @@ def send(
         bool,
         typer.Option("--no-wait", help="Queue the message, print the run id and return at once."),
     ] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="If the session is busy: enqueue (run after it), reject (error), "
+            "interrupt (cancel it at its next step), steer (join the running run).",
+        ),
+    ] = "enqueue",
     idempotency_key: Annotated[
         str | None,
         typer.Option(
@@ -366,13 +374,15 @@ def send(
       $ echo "summarise this" | agentd send demo -
       $ RUN=$(agentd send demo "long job" --no-wait); agentd run "$RUN"
       $ agentd send demo "charge card" --idempotency-key order-123
+      $ agentd send demo "actually, make it shorter" --mode steer
     """
     if message == "-":
         message = sys.stdin.read()
     if no_wait:
         with connect(ctx) as client:
             queued = client.send(
-                name, session, message, wait=False, idempotency_key=idempotency_key
+                name, session, message, wait=False, idempotency_key=idempotency_key,
+                mode=mode,
             )
         if as_json:
             echo_json(queued)
@@ -381,7 +391,8 @@ def send(
         return
     deadline = time.monotonic() + timeout
     with connect(ctx, timeout=timeout) as client:
-        run = client.send(name, session, message, wait=True, idempotency_key=idempotency_key)
+        run = client.send(name, session, message, wait=True,
+                          idempotency_key=idempotency_key, mode=mode)
         # Safety net: should a run come back unfinished, poll it until the deadline.
         while run.get("status") not in TERMINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(0.25)

@@ -29,17 +29,20 @@ class SessionHistory:
 
     A user message joins the conversation when its run starts (``run.started``), not
     when it is queued: a message waiting behind the active run is not part of that
-    run's context. A tool call left without a result (a run cancelled mid-step) gets
-    an error result as soon as the conversation moves on, so the list is always valid
-    for providers.
+    run's context. A message steered into a run that has started joins at once, or,
+    if that run's tool calls are still waiting for results, right after them. A tool
+    call left without a result (a run cancelled mid-step) gets an error result as soon
+    as the conversation moves on, so the list is always valid for providers.
     """
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         self.last_seq = 0
         self.messages: list[AnyMessage] = []
-        self._held: dict[str, UserMessage] = {}
+        self._held: dict[str, list[UserMessage]] = {}
         self._pending: dict[str, str] = {}
+        self._started: set[str] = set()
+        self._deferred: list[UserMessage] = []
 
     def apply(self, event: EventRecord) -> None:
         if event.seq <= self.last_seq:
@@ -50,13 +53,15 @@ class SessionHistory:
         kind, data = event.kind, event.data
         if kind == "message.user":
             message = UserMessage(content=data["content"])
-            if event.run_id is None:
-                self._append(message)
+            if event.run_id is not None and event.run_id not in self._started:
+                self._held.setdefault(event.run_id, []).append(message)
+            elif self._pending and event.run_id is not None:
+                self._deferred.append(message)  # steered in while tools run
             else:
-                self._held[event.run_id] = message
+                self._append(message)
         elif kind == "run.started":
-            held = self._held.pop(event.run_id or "", None)
-            if held is not None:
+            self._started.add(event.run_id or "")
+            for held in self._held.pop(event.run_id or "", ()):
                 self._append(held)
         elif kind == "message.assistant":
             usage = data.get("usage")
@@ -74,13 +79,20 @@ class SessionHistory:
                 call_id=data["call_id"], name=data["name"], content=data["output"],
                 is_error=bool(data.get("is_error")),
             ))
+            if not self._pending and self._deferred:
+                deferred, self._deferred = self._deferred, []
+                self.messages.extend(deferred)
         elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):
             self._held.pop(event.run_id or "", None)
+            self._started.discard(event.run_id or "")
 
     def _append(self, message: AnyMessage) -> None:
         if self._pending:
             self.messages.extend(_unanswered(self._pending))
             self._pending = {}
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            self.messages.extend(deferred)
         self.messages.append(message)
         if isinstance(message, AssistantMessage) and message.tool_calls:
             self._pending = {c.id: c.name for c in message.tool_calls}
@@ -91,8 +103,8 @@ class SessionHistory:
 
     def for_model(self) -> list[AnyMessage]:
         """The messages to send, with every tool call answered."""
-        if self._pending:
-            return [*self.messages, *_unanswered(self._pending)]
+        if self._pending or self._deferred:
+            return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
 
 

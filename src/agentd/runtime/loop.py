@@ -28,7 +28,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model, StreamAccumulator
 from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.history import SessionHistory
-from agentd.store import NewEvent, RunUpdate, Store
+from agentd.store import NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord
 from agentd.tools import Tool, ToolContext
 
@@ -93,6 +93,10 @@ class RunExecutor:
         self.model_settings = model_settings or {}
         #: Set by the supervisor before it cancels the task: why the run stops.
         self.cancel_reason: str | None = None
+        self._stop_reason: str | None = None
+        self._steer_seq = 0
+        self._in_model = False
+        self._task: asyncio.Task[Any] | None = None
         self.interrupt = False
         self.steps = 0
         self.usage = Usage()
@@ -101,9 +105,10 @@ class RunExecutor:
     def session_id(self) -> str:
         return self.run.session_id
 
-    async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None
-                      ) -> list[EventRecord]:
-        write = self.store.append(self.session_id, events, run_id=self.run.id, run=update)
+    async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
+                      steer_guard: int | None = None) -> list[EventRecord]:
+        write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
+                                  unless_steered_after=steer_guard)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -146,7 +151,20 @@ class RunExecutor:
     def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         return NewEvent(kind=kind, run_id=self.run.id, data=data)
 
+    def note_steer(self, seq: int) -> None:
+        """A user message was committed into this run at ``seq`` (mode steer)."""
+        self._steer_seq = max(self._steer_seq, seq)
+
+    def request_stop(self, reason: str) -> None:
+        """End the run at its next step boundary; a model call under way (nothing of
+        it committed yet) is abandoned at once."""
+        self._stop_reason = reason
+        if self._in_model and self._task is not None and self.cancel_reason is None:
+            self.cancel_reason = reason
+            self._task.cancel()
+
     async def execute(self) -> RunOutcome:
+        self._task = asyncio.current_task()
         try:
             return await self._execute()
         except asyncio.CancelledError:
@@ -170,12 +188,14 @@ class RunExecutor:
 
     async def _finish(self, status: str, kind: str, data: dict[str, Any],
                       output: str | None = None, error: dict[str, Any] | None = None,
-                      before: Sequence[NewEvent] = ()) -> RunOutcome:
+                      before: Sequence[NewEvent] = (), steer_guard: int | None = None
+                      ) -> RunOutcome:
         usage = _usage_dict(self.usage)
         await self._commit(
             [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
             RunUpdate(status=status, output=output, error=error, steps=self.steps,
                       usage=usage, finished=True),
+            steer_guard=steer_guard,
         )
         return RunOutcome(status=status, output=output, error=error, steps=self.steps,
                           usage=usage)
@@ -191,6 +211,13 @@ class RunExecutor:
                                RunUpdate(status="running", started=True))
         specs = [t.spec for t in self.tools.values()]
         while True:
+            if self._stop_reason is not None:
+                return await self._finish("cancelled", "run.cancelled",
+                                          {"reason": self._stop_reason})
+            if self._steer_seq > self.history.last_seq:
+                # A message was steered in: it joins the context of this next call.
+                self.history.extend(await self.store.read_events(
+                    self.session_id, after=self.history.last_seq))
             if self.steps >= self.max_steps:
                 error = AgentdError(
                     f"the run used its {self.max_steps} steps without a final answer",
@@ -205,12 +232,16 @@ class RunExecutor:
                 max_tokens=self.model_settings.get("max_tokens"),
                 temperature=self.model_settings.get("temperature"),
             )
+            context_seq = self.history.last_seq
             try:
+                self._in_model = True
                 message = await self._call_model(request)
             except ModelError as exc:
                 error = exc.to_dict()
                 return await self._finish("failed", "run.failed", {"error": error},
                                           error=error)
+            finally:
+                self._in_model = False
             if message.usage is not None:
                 self.usage = self.usage + message.usage
             assistant = self._event("message.assistant", {
@@ -223,10 +254,15 @@ class RunExecutor:
                 "step": self.steps,
             })
             if not message.tool_calls:
-                # The final answer and the run's completion are one step: one commit.
-                return await self._finish("completed", "run.completed",
-                                          {"output": message.text}, output=message.text,
-                                          before=[assistant])
+                # The final answer and the run's completion are one step: one commit,
+                # refused if a message was steered in meanwhile (the answer did not see
+                # it: it is dropped and the model is asked again).
+                try:
+                    return await self._finish("completed", "run.completed",
+                                              {"output": message.text}, output=message.text,
+                                              before=[assistant], steer_guard=context_seq)
+                except Steered:
+                    continue
             await self._commit([assistant], RunUpdate(steps=self.steps))
             await self._run_tools(message.tool_calls)
 

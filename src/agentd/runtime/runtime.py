@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MAX_KEY_LEN = 256
+MODES = ("enqueue", "reject", "interrupt", "steer")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 
 DEMO_INSTRUCTIONS = (
@@ -309,8 +310,18 @@ class Runtime:
     # -- messages and runs -------------------------------------------------------------
 
     async def send(self, name: str, key: str, content: str, *,
-                   idempotency_key: str | None = None) -> SendResult:
-        """Accept a message: committed (message + queued run) before this returns."""
+                   idempotency_key: str | None = None, mode: str = "enqueue"
+                   ) -> SendResult:
+        """Accept a message: committed (message + queued run) before this returns.
+
+        ``mode`` says what a busy session does with it: ``enqueue`` (run it after the
+        active run), ``reject`` (409 session_busy), ``interrupt`` (cancel the active run
+        at its next step boundary, then run this one) or ``steer`` (the running run
+        takes it in at its next step boundary; no new run).
+        """
+        if mode not in MODES:
+            raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
+                               field="body.mode")
         if not self._accepting:
             raise ShuttingDown("the daemon is shutting down; retry shortly")
         check_session_key(key)
@@ -321,12 +332,21 @@ class Runtime:
                 + ("; resume it first" if agent.state != "error" else ""),
                 code=f"agent_{agent.state}")
         accepted = await self.store.accept_message(
-            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key)
+            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
+            mode=mode)
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
-        if not accepted.duplicate:
+        if accepted.steered:
+            if not self.supervisor.steer(accepted.session.id, accepted.run.id,
+                                         accepted.events[-1].seq):
+                log.info("run %s was not active here; it reads the steer from the log",
+                         accepted.run.id)
+        elif not accepted.duplicate:
             self.supervisor.submit(accepted.session.id, accepted.run.id, _Prepared(
                 run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq))
+            if mode == "interrupt" and accepted.busy_run is not None:
+                self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
+                                                 "interrupted by a newer message")
         if agent.state == "created":
             agent = self._remember(await self.store.set_agent_state(name, "running"))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,

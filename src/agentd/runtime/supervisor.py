@@ -37,6 +37,8 @@ class _Session:
     building: str | None = None
     #: Runs cancelled while being built, with the reason.
     cancelled: dict[str, str] = field(default_factory=dict)
+    #: Steer seqs for runs being built (applied to the executor once it exists).
+    steered: dict[str, int] = field(default_factory=dict)
     worker: asyncio.Task[None] | None = None
     active: RunExecutor | None = None
     active_task: asyncio.Task[RunOutcome] | None = None
@@ -49,6 +51,7 @@ class Supervisor:
         self._sessions: dict[str, _Session] = {}
         self._waiters: dict[str, list[asyncio.Future[RunRecord | None]]] = {}
         self._held: set[str] = set()
+        self._background: set[asyncio.Task[bool]] = set()
         self._closing = False
 
     # -- submitting and waiting ------------------------------------------------------
@@ -111,8 +114,11 @@ class Supervisor:
                     executor = await self._build(run_id, state.context.pop(run_id, None))
                     state.building = None
                     reason = state.cancelled.pop(run_id, None)
+                    steer_seq = state.steered.pop(run_id, None)
                     if executor is None:
                         continue
+                    if steer_seq is not None:
+                        executor.note_steer(steer_seq)
                     if reason is not None:  # cancelled while it was being prepared
                         await self._cancel_queued(run_id, reason)
                         continue
@@ -154,6 +160,36 @@ class Supervisor:
                 state.worker = asyncio.create_task(self._work(session_id, state))
             elif self._sessions.get(session_id) is state:
                 del self._sessions[session_id]
+
+    # -- steering and interrupting ----------------------------------------------------
+
+    def steer(self, session_id: str, run_id: str, seq: int) -> bool:
+        """Tell a run held here that a message up to ``seq`` was steered into it."""
+        state = self._sessions.get(session_id)
+        if state is None or run_id not in self._held:
+            return False
+        if state.active is not None and state.active.run.id == run_id:
+            state.active.note_steer(seq)
+        else:
+            # Not started yet: its history must reach the steer before it starts.
+            prepared = state.context.get(run_id)
+            if prepared is not None:
+                prepared.min_seq = max(prepared.min_seq, seq)
+            else:
+                state.steered[run_id] = seq
+        return True
+
+    def stop_at_boundary(self, session_id: str, run_id: str, reason: str) -> None:
+        """Cancel a run at its next step boundary (a queued one at once)."""
+        state = self._sessions.get(session_id)
+        if state is None or run_id not in self._held:
+            return
+        if state.active is not None and state.active.run.id == run_id:
+            state.active.request_stop(reason)
+        else:
+            task = asyncio.create_task(self.cancel(session_id, run_id, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # -- cancelling --------------------------------------------------------------------
 

@@ -54,10 +54,13 @@ class MessageIn(_In):
     wait: bool = Field(
         default=True, description="With stream=false: wait for the run to finish (200) "
                                   "or return the queued run at once (202).")
-    mode: Literal["enqueue"] = Field(
+    mode: Literal["enqueue", "reject", "interrupt", "steer"] = Field(
         default="enqueue",
-        description="What to do when the session is busy: enqueue runs it after the "
-                    "active run.")
+        description="What a busy session does with the message: enqueue (run it after "
+                    "the active run), reject (409 session_busy), interrupt (cancel the "
+                    "active run at its next step boundary, then run this one), steer "
+                    "(the running run takes it in at its next step boundary; the reply "
+                    "is that run).")
 
 
 class AgentOut(BaseModel):

@@ -17,7 +17,7 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
-from agentd.store.store import Accepted, RunUpdate, Store, new_id
+from agentd.store.store import Accepted, RunUpdate, Steered, Store, new_id
 
 __all__ = [
     "Accepted",
@@ -28,6 +28,7 @@ __all__ = [
     "RunRecord",
     "RunUpdate",
     "SessionRecord",
+    "Steered",
     "Store",
     "Tx",
     "engine_for_url",

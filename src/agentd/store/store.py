@@ -18,7 +18,13 @@ from typing import Any
 
 import orjson
 
-from agentd.errors import AgentExists, AgentNotFound, RunNotFound, SessionNotFound
+from agentd.errors import (
+    AgentExists,
+    AgentNotFound,
+    RunNotFound,
+    SessionBusy,
+    SessionNotFound,
+)
 from agentd.store._engine import Engine, Tx
 from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
@@ -30,7 +36,7 @@ from agentd.store.records import (
     SessionRecord,
 )
 
-__all__ = ["Accepted", "RunUpdate", "Store"]
+__all__ = ["Accepted", "RunUpdate", "Steered", "Store"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{int(time.time() * 1000):012x}{_rng.getrandbits(64):016x}"
 
 
+class Steered(Exception):
+    """A run's step was not committed: a user message was steered into the run."""
+
+
 @dataclass(kw_only=True, slots=True)
 class RunUpdate:
     """Fields of a run to change in the same transaction as some events."""
@@ -110,6 +120,10 @@ class Accepted:
     events: list[EventRecord]
     created_session: bool
     duplicate: bool = False
+    #: The message joined this already running run (mode "steer").
+    steered: bool = False
+    #: The run that was active or queued when the message came (modes other than enqueue).
+    busy_run: str | None = None
 
 
 def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
@@ -302,11 +316,17 @@ class Store:
     # -- messages, runs and events --------------------------------------------------------
 
     async def accept_message(self, *, agent_id: str, key: str, content: str,
-                             idempotency_key: str | None = None) -> Accepted:
+                             idempotency_key: str | None = None, mode: str = "enqueue"
+                             ) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
         With an ``idempotency_key`` already used in this session, nothing is written
-        and the earlier run is returned (``duplicate=True``).
+        and the earlier run is returned (``duplicate=True``). When the session is busy
+        (a run queued or running), ``mode`` decides, inside the same transaction:
+        ``reject`` raises :class:`SessionBusy` and writes nothing; ``steer`` logs the
+        message into the busy run (the running one, else the first queued) instead of
+        queueing a new one; ``enqueue`` and
+        ``interrupt`` queue it (the caller cancels the busy run for ``interrupt``).
         """
         now = time.time()
         run_id = new_id("r")
@@ -334,6 +354,22 @@ class Store:
                 if prior is not None:
                     return Accepted(session=session, run=_run(prior), events=[],
                                     created_session=False, duplicate=True)
+            busy: tuple[Any, ...] | None = None
+            if mode != "enqueue" and not created:
+                busy = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND "
+                              "status IN ('running', 'queued') "
+                              "ORDER BY status = 'running' DESC, created_at LIMIT 1",
+                              (session.id,))
+            if busy is not None and mode == "reject":
+                raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
+                                  details={"active_run": busy[0]})
+            if busy is not None and mode == "steer":
+                events = _append(tx, session.id, [NewEvent(
+                    kind="message.user", run_id=busy[0],
+                    data={"content": content, "steer": True})], now)
+                session.last_seq, session.updated_at = events[-1].seq, now
+                return Accepted(session=session, run=_run(busy), events=events,
+                                created_session=False, steered=True, busy_run=busy[0])
             run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                             status="queued", input=content, idempotency_key=idempotency_key,
                             created_at=now)
@@ -348,20 +384,28 @@ class Store:
             ], now)
             session.last_seq = events[-1].seq
             session.updated_at = now
-            return Accepted(session=session, run=run, events=events, created_session=created)
+            return Accepted(session=session, run=run, events=events, created_session=created,
+                            busy_run=busy[0] if busy is not None else None)
 
         return await self.engine.write(op)
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
-               run_id: str | None = None, run: RunUpdate | None = None
+               run_id: str | None = None, run: RunUpdate | None = None,
+               unless_steered_after: int | None = None
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
 
-        Returns the engine's future: the write goes ahead even if its waiter is
-        cancelled."""
+        With ``unless_steered_after``, nothing is written and :class:`Steered` is
+        raised if a user message was steered into ``run_id`` after that seq. Returns
+        the engine's future: the write goes ahead even if its waiter is cancelled."""
         now = time.time()
 
         def op(tx: Tx) -> list[EventRecord]:
+            if unless_steered_after is not None and tx.one(
+                    "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND run_id = ? "
+                    "AND kind = 'message.user' LIMIT 1",
+                    (session_id, unless_steered_after, run_id)) is not None:
+                raise Steered(run_id or "")
             records = _append(tx, session_id, events, now) if events else []
             if run is not None and run_id is not None:
                 _update_run(tx, run_id, run, now)
