@@ -1,0 +1,42 @@
+"""The kill test (bench/killtest.py) in small: a few SIGKILLs of the real daemon under
+load, then every invariant checked (nothing acknowledged lost, nothing repeated)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+HARNESS = Path(__file__).resolve().parents[2] / "bench" / "killtest.py"
+
+
+def test_a_few_kills_break_no_invariant(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, str(HARNESS), "--kills", "5", "--seed", "7",
+         "--workdir", str(tmp_path / "killtest"), "--settle-timeout", "30",
+         "--drain-timeout", "30"],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=120, check=False)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
+    figures = json.loads(lines[-1])
+    assert "error" not in figures, f"{figures['error']}\n{result.stderr[-4000:]}"
+    assert figures["violations"] == 0, (figures, result.stderr[-4000:])
+    assert set(figures["violations_by_invariant"].values()) == {0}
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert figures["kills"] == figures["restarts"] == 5
+    for name in ("acknowledged", "runs", "events", "effects", "idem_effects",
+                 "sse_sessions_replayed", "followed_events"):
+        assert figures[name] > 0, (name, figures)
+    assert figures["runs_by_status"].get("completed", 0) > 0, figures
+    assert sum(figures["runs_by_status"].values()) == figures["runs"]
+    assert figures["final_active_runs"] == figures["final_queued_runs"] == 0
+    assert figures["final_exit"] == 0
