@@ -865,7 +865,9 @@ def setup_agents(base: str) -> None:
         for name, script in AGENTS.items():
             response = http.post("/v1/agents", json={
                 "name": name, "model": "scripted", "tools": TOOLS,
-                "settings": {"script": script}})
+                # An unknown outcome ends the run (interrupted) instead of waiting for a
+                # client's decision, so every run settles without a human.
+                "settings": {"script": script, "on_unknown_outcome": "interrupt"}})
             if response.status_code != 201:
                 raise RuntimeError(f"creating agent {name}: HTTP {response.status_code} "
                                    f"{response.text[:500]}")

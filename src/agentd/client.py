@@ -550,6 +550,22 @@ class Client:
         result: dict[str, Any] = self._request("GET", f"/v1/runs/{_segment(run_id)}")
         return result
 
+    def decide_run(self, run_id: str, action: str, output: str | None = None
+                   ) -> dict[str, Any]:
+        """Decide about a run waiting on a tool call of unknown outcome.
+
+        Args:
+            run_id: The run (status ``waiting_approval``).
+            action: ``retry``, ``skip`` (with ``output`` as the call's result) or ``fail``.
+            output: The result the model gets when skipping.
+        """
+        body: dict[str, Any] = {"action": action}
+        if output is not None:
+            body["output"] = output
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/runs/{_segment(run_id)}/decide", json_body=body)
+        return result
+
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; returns the run."""
         result: dict[str, Any] = self._request("POST", f"/v1/runs/{_segment(run_id)}/cancel")

@@ -391,7 +391,7 @@ def test_new_commands_sit_in_their_help_panels() -> None:
     assert {"stop-agent", "pause", "resume"} <= set(panels["Agents"])
     assert {"send", "history", "chat", "tail"} <= set(panels["Conversations"])
     assert panels["Sessions"] == ["sessions", "delete-session"]
-    assert panels["Runs"] == ["run", "cancel"]
+    assert panels["Runs"] == ["run", "cancel", "decide"]
     assert "stop-agent" not in panels["Daemon"]
 
 

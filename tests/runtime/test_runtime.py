@@ -410,7 +410,56 @@ async def test_resume_does_not_repeat_a_recorded_step(
         await rt.close()
 
 
-async def test_resume_never_repeats_a_side_effect_of_unknown_outcome(
+@pytest.mark.parametrize("action", ["retry", "skip", "fail"])
+async def test_an_unknown_outcome_waits_for_a_decision(
+        settings: Settings, store_url: str, action: str) -> None:
+    from agentd.errors import Conflict
+
+    calls: list[str] = []
+
+    @tool
+    def send_email(ctx: ToolContext) -> str:
+        """Not idempotent."""
+        calls.append(ctx.effect_id)
+        return "sent"
+
+    run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
+    settings.database_url = store_url
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(send_email)
+    await rt.start()
+    try:
+        waiting = await rt.wait(run_id)  # returns as soon as the run waits
+        assert waiting.status == "waiting_approval"
+        assert calls == []  # never repeated on its own
+        asked = [e for e in await rt.read_events(sid) if e.kind == "approval.requested"]
+        assert asked[-1].data["effect_id"] == f"{run_id}/1/call_0"
+        assert asked[-1].data["options"] == ["retry", "skip", "fail"]
+        decided, _, _ = await rt.decide(run_id, action,
+                                        "it went out" if action == "skip" else None)
+        assert decided.id == run_id
+        with pytest.raises(Conflict):
+            await rt.decide(run_id, action)  # decided already
+        final = await rt.wait(run_id)
+        if action == "retry":
+            assert calls == [f"{run_id}/1/call_0"]  # once, with the same effect id
+            assert (final.status, final.output) == ("completed", "after the tool")
+        elif action == "skip":
+            assert calls == []
+            results = [e.data for e in await rt.read_events(sid) if e.kind == "tool.finished"]
+            assert results[-1]["output"] == "it went out" and results[-1]["skipped"]
+            assert final.status == "completed"
+        else:
+            assert calls == []
+            assert final.status == "failed" and final.error
+            assert final.error["code"] == "unknown_outcome"
+        with pytest.raises(Conflict):
+            await rt.decide(run_id, "retry")  # not waiting any more
+    finally:
+        await rt.close()
+
+
+async def test_a_waiting_run_still_waits_after_a_restart(
         settings: Settings, store_url: str) -> None:
     calls: list[str] = []
 
@@ -422,19 +471,60 @@ async def test_resume_never_repeats_a_side_effect_of_unknown_outcome(
 
     run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
     settings.database_url = store_url
+    for round_ in range(2):
+        rt = Runtime(settings, await open_store(store_url))
+        rt.tools.register(send_email)
+        await rt.start()
+        try:
+            assert (await rt.wait(run_id)).status == "waiting_approval"
+            if round_ == 1:
+                await rt.decide(run_id, "retry")
+                assert (await rt.wait(run_id)).status == "completed"
+        finally:
+            await rt.close()
+    assert calls == ["sent"]
+    kinds = [e.kind for e in await _events(settings, sid)]
+    assert kinds.count("approval.requested") == 1 and kinds.count("approval.decided") == 1
+
+
+async def test_on_unknown_outcome_interrupt_ends_the_run(
+        settings: Settings, store_url: str) -> None:
+    from agentd.store import open_store as _open
+
+    calls: list[str] = []
+
+    @tool
+    def send_email() -> str:
+        """Not idempotent."""
+        calls.append("sent")
+        return "sent"
+
+    run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
+    store = await _open(store_url)
+    await store.update_agent("a", {"settings": {"on_unknown_outcome": "interrupt",
+                                                "script": [{"text": "x"}]}})
+    await store.close()
+    settings.database_url = store_url
     rt = Runtime(settings, await open_store(store_url))
     rt.tools.register(send_email)
     await rt.start()
     try:
         run = await rt.wait(run_id)
-        assert run.status == "interrupted"
-        assert calls == []
+        assert run.status == "interrupted" and calls == []
         last = (await rt.read_events(sid))[-1]
         assert last.kind == "run.interrupted"
         assert "send_email" in last.data["reason"] and "not idempotent" in last.data["reason"]
         assert last.data["effect_id"] == f"{run_id}/1/call_0"
     finally:
         await rt.close()
+
+
+async def _events(settings: Settings, session_id: str) -> list:
+    store = await open_store(settings.database_url)
+    try:
+        return await store.read_events(session_id)
+    finally:
+        await store.close()
 
 
 async def _status(settings: Settings, run_id: str) -> str:

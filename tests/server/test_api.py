@@ -862,3 +862,16 @@ async def test_modes_over_http(client: httpx.AsyncClient) -> None:
     users = [e["data"]["content"] for e in (await client.get(
         "/v1/agents/a/sessions/k/events")).json()["events"] if e["kind"] == "message.user"]
     assert users == ["1", "3", "4"]
+
+
+async def test_decide_refuses_runs_that_are_not_waiting(client: httpx.AsyncClient) -> None:
+    await create_agent(client)
+    run = (await client.post("/v1/agents/a/sessions/k/messages", json={"content": "x"})).json()
+    done = await client.post(f"/v1/runs/{run['id']}/decide", json={"action": "retry"})
+    assert done.status_code == 409, done.text
+    assert error_code(done) == "not_waiting"
+    missing = await client.post("/v1/runs/r_nope/decide", json={"action": "retry"})
+    assert missing.status_code == 404 and error_code(missing) == "run_not_found"
+    bad = await client.post(f"/v1/runs/{run['id']}/decide", json={"action": "maybe"})
+    assert bad.status_code == 422 and error_code(bad) == "invalid_input"
+    assert "action" in bad.json()["error"]["message"]

@@ -1,4 +1,5 @@
-"""Run commands: `agentd run` shows one run, `agentd cancel` stops one."""
+"""Run commands: `agentd run` shows one run, `agentd cancel` stops one, `agentd decide`
+settles one waiting on a tool call of unknown outcome."""
 
 from __future__ import annotations
 
@@ -72,3 +73,39 @@ def cancel(
     else:
         # The daemon answers only once the run has ended, so this is not expected.
         out().print(f"run [bold]{rid}[/] is {escape(status)}", soft_wrap=True)
+
+
+def decide(
+    ctx: typer.Context,
+    run_id: RunIdArg,
+    action: Annotated[
+        str,
+        typer.Argument(help="retry, skip or fail.", show_default=False),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="With skip: the result the model is given.",
+                     show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Decide about a run waiting on a tool call of unknown outcome.
+
+    After a crash, a non-idempotent tool call that had started but has no recorded
+    result is never repeated on its own: its run waits ([bold]waiting_approval[/]).
+    [bold]retry[/] runs the call again with the same effect id, [bold]skip[/] gives
+    the model --output as its result, [bold]fail[/] ends the run.
+
+    [bold]Examples[/]
+      $ agentd decide r_0192c3d4e5f6a1b2c3d4e5f6a7 retry
+      $ agentd decide "$RUN" skip --output "the email was sent"
+    """
+    if action not in ("retry", "skip", "fail"):
+        raise typer.BadParameter("use retry, skip or fail", param_hint="ACTION")
+    with connect(ctx) as client:
+        run = client.decide_run(run_id, action, output)
+    if as_json:
+        echo_json(run)
+        return
+    out().print(f"run [bold]{escape(str(run.get('id', run_id)))}[/] is "
+                f"{escape(str(run.get('status', '?')))} ({escape(action)})", soft_wrap=True)

@@ -457,6 +457,7 @@ app.command("delete-session", rich_help_panel="Sessions")(_sessions.delete_sessi
 
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
+app.command(rich_help_panel="Runs")(_runs.decide)
 
 
 def main() -> None:

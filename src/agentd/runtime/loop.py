@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from agentd.errors import AgentdError, ModelError, ToolError
+from agentd.errors import AgentdError, Conflict, ModelError, ToolError
 from agentd.llm.messages import (
     AssistantMessage,
     ModelRequest,
@@ -97,6 +97,11 @@ class RunExecutor:
         self._steer_seq = 0
         self._in_model = False
         self._task: asyncio.Task[Any] | None = None
+        self._decision: asyncio.Future[dict[str, Any]] | None = None
+        self._waiting_effect: str | None = None
+        self._deciding = False
+        #: Called with the run when it starts waiting for a decision.
+        self.on_waiting: Callable[[RunRecord], None] | None = None
         self.interrupt = False
         self.steps = 0
         self.usage = Usage()
@@ -201,7 +206,7 @@ class RunExecutor:
                           usage=usage)
 
     async def _execute(self) -> RunOutcome:
-        if self.run.status == "running":
+        if self.run.status in ("running", "waiting_approval"):
             # The run was under way when its daemon stopped: carry on from the log.
             outcome = await self._resume()
             if outcome is not None:
@@ -271,9 +276,12 @@ class RunExecutor:
 
         Tool calls of the last step that never started are run now; one that started
         but has no result is run again (with the same effect id) only if its tool is
-        idempotent. Otherwise its outcome is unknown and the run ends ``interrupted``
-        saying so: a side effect is never repeated behind the user's back. Returns
-        the outcome when the run ends here, None to continue the loop.
+        idempotent. Otherwise its outcome is unknown and a side effect is never
+        repeated behind the user's back: the run waits (``waiting_approval``, an
+        ``approval.requested`` event) until a client decides to retry it, skip it with
+        a given result, or fail the run; with ``settings.on_unknown_outcome =
+        "interrupt"`` it ends ``interrupted`` instead. Returns the outcome when the run
+        ends here, None to continue the loop.
         """
         events = [e for e in await self.store.read_events(self.session_id)
                   if e.run_id == self.run.id]
@@ -294,17 +302,75 @@ class RunExecutor:
         started = {e.data["call_id"] for e in after if e.kind == "tool.started"}
         calls = [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
                  for c in last_step.data["tool_calls"] if c["id"] not in finished]
-        for call in calls:
+        requested = {e.data["effect_id"] for e in after if e.kind == "approval.requested"}
+        decided = {e.data["effect_id"]: e.data for e in after if e.kind == "approval.decided"}
+        skipped: list[dict[str, Any]] = []
+        for call in list(calls):
             t = self.tools.get(call.name)
-            if call.id in started and (t is None or not t.idempotent):
-                reason = (f"tool {call.name!r} (effect {self._effect_id(call)}) was running "
-                          "when the daemon stopped; its outcome is unknown and it is not "
-                          "idempotent, so it was not run again")
+            if call.id not in started or (t is not None and t.idempotent):
+                continue
+            effect_id = self._effect_id(call)
+            decision = decided.get(effect_id)
+            if decision is None and self.model_settings.get("on_unknown_outcome") == "interrupt":
+                reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
+                          "daemon stopped; its outcome is unknown and it is not idempotent, "
+                          "so it was not run again")
                 return await self._finish("interrupted", "run.interrupted",
-                                          {"reason": reason, "effect_id": self._effect_id(call)})
+                                          {"reason": reason, "effect_id": effect_id})
+            if decision is None:
+                decision = await self._ask(call, effect_id, already=effect_id in requested)
+            if decision["action"] == "fail":
+                error = AgentdError(f"the outcome of {call.name!r} (effect {effect_id}) is "
+                                    "unknown and the run was failed by decision",
+                                    code="unknown_outcome").to_dict()
+                return await self._finish("failed", "run.failed", {"error": error},
+                                          error=error)
+            if decision["action"] == "skip":
+                calls.remove(call)
+                skipped.append({"call_id": call.id, "name": call.name,
+                                "output": str(decision.get("output") or ""),
+                                "is_error": False, "duration_ms": 0.0, "skipped": True})
+        if skipped:
+            await self._commit([self._event("tool.finished", r) for r in skipped])
         if calls:
             await self._run_tools(calls, retried={c.id for c in calls if c.id in started})
         return None
+
+    async def _ask(self, call: ToolCall, effect_id: str, *, already: bool
+                   ) -> dict[str, Any]:
+        """Wait (status ``waiting_approval``) until a client decides about ``call``."""
+        if not already:
+            await self._commit([self._event("approval.requested", {
+                "effect_id": effect_id, "reason": "unknown_outcome", "call_id": call.id,
+                "name": call.name, "arguments": call.arguments,
+                "options": ["retry", "skip", "fail"]})],
+                RunUpdate(status="waiting_approval"))
+        else:
+            self.run.status = "waiting_approval"
+        self._decision = asyncio.get_running_loop().create_future()
+        self._waiting_effect = effect_id
+        if self.on_waiting is not None:
+            self.on_waiting(self.run)
+        try:
+            return await self._decision
+        finally:
+            self._decision = None
+            self._waiting_effect = None
+
+    async def decide(self, action: str, output: str | None = None) -> None:
+        """A client's decision about the call this run waits on; commits it, then lets
+        the run go on. Raises Conflict if the run is not waiting (or was decided)."""
+        future, effect_id = self._decision, self._waiting_effect
+        if future is None or future.done() or effect_id is None or self._deciding:
+            raise Conflict("the run is not waiting for a decision", code="not_waiting")
+        self._deciding = True  # the first decision wins
+        try:
+            data = {"effect_id": effect_id, "action": action, "output": output}
+            await self._commit([self._event("approval.decided", data)],
+                               RunUpdate(status="running"))
+            future.set_result(data)
+        finally:
+            self._deciding = False
 
     async def _call_model(self, request: ModelRequest) -> AssistantMessage:
         acc = StreamAccumulator(model=self.model.spec)

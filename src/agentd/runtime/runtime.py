@@ -19,6 +19,7 @@ from agentd import __version__
 from agentd.config import Settings
 from agentd.errors import (
     AgentNotAccepting,
+    Conflict,
     InvalidInput,
     InvalidModel,
     ShuttingDown,
@@ -130,7 +131,7 @@ class Runtime:
         # This daemon holds the home's lock, so every run still marked running was
         # left by a daemon that died: it resumes from its last committed step, ahead
         # of the runs queued behind it, which start again in their order.
-        for run in await self.store.runs_with_status(["running"]):
+        for run in await self.store.runs_with_status(["running", "waiting_approval"]):
             self.supervisor.submit(run.session_id, run.id)
         for run in await self.store.runs_with_status(["queued"]):
             self.supervisor.submit(run.session_id, run.id)
@@ -353,7 +354,9 @@ class Runtime:
                           events=accepted.events, duplicate=accepted.duplicate)
 
     async def wait(self, run_id: str) -> RunRecord:
-        """Wait until the run settles, then return it as stored."""
+        """Wait until the run settles (or waits for a decision); return it as stored."""
+        if run_id in self.supervisor.waiting_runs:
+            return await self.store.get_run(run_id)  # waits for a client's decision
         future = self.supervisor.waiter(run_id)
         try:
             if self.supervisor.is_known(run_id):
@@ -379,6 +382,24 @@ class Runtime:
         if not await self.supervisor.cancel(run.session_id, run_id, "cancelled by request"):
             # Not held by this process (a paused agent's queued run): settle it here.
             await self._cancel_queued(run_id, "cancelled by request")
+        return await self.store.run_context(run_id)
+
+    async def decide(self, run_id: str, action: str, output: str | None = None
+                     ) -> tuple[RunRecord, str, str]:
+        """Settle a run waiting on a tool call of unknown outcome: retry, skip, fail."""
+        if action not in ("retry", "skip", "fail"):
+            raise InvalidInput(f"unknown action {action!r}; use retry, skip or fail",
+                               field="body.action")
+        run = await self.store.get_run(run_id)
+        if run.status != "waiting_approval":
+            raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
+                           code="not_waiting")
+        executor = self.supervisor.active_executor(run.session_id, run_id)
+        if executor is None:
+            raise Conflict(f"run {run_id} is not held by this daemon", code="not_waiting",
+                           retryable=True)
+        await executor.decide(action, output)
+        self.supervisor.waiting_runs.discard(run_id)
         return await self.store.run_context(run_id)
 
     async def _cancel_queued(self, run_id: str, reason: str) -> None:

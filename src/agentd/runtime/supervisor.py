@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentd.runtime.loop import RunExecutor, RunOutcome
@@ -51,6 +51,8 @@ class Supervisor:
         self._sessions: dict[str, _Session] = {}
         self._waiters: dict[str, list[asyncio.Future[RunRecord | None]]] = {}
         self._held: set[str] = set()
+        #: Runs held here that wait for a client's decision.
+        self.waiting_runs: set[str] = set()
         self._background: set[asyncio.Task[bool]] = set()
         self._closing = False
 
@@ -86,9 +88,23 @@ class Supervisor:
 
     def _settled(self, run_id: str, run: RunRecord | None = None) -> None:
         self._held.discard(run_id)
+        self.waiting_runs.discard(run_id)
         for future in self._waiters.pop(run_id, []):
             if not future.done():
                 future.set_result(run)
+
+    def _waiting(self, run: RunRecord) -> None:
+        """A run now waits for a client's decision: its waiters get it as it is."""
+        self.waiting_runs.add(run.id)
+        for future in self._waiters.pop(run.id, []):
+            if not future.done():
+                future.set_result(replace(run))
+
+    def active_executor(self, session_id: str, run_id: str) -> RunExecutor | None:
+        state = self._sessions.get(session_id)
+        if state is not None and state.active is not None and state.active.run.id == run_id:
+            return state.active
+        return None
 
     def is_known(self, run_id: str) -> bool:
         """Whether this process holds the run (queued here or active)."""
@@ -122,6 +138,7 @@ class Supervisor:
                     if reason is not None:  # cancelled while it was being prepared
                         await self._cancel_queued(run_id, reason)
                         continue
+                    executor.on_waiting = self._waiting
                     task = asyncio.create_task(executor.execute(), name=f"agentd-run-{run_id}")
                     state.active, state.active_task = executor, task
                     try:
@@ -249,7 +266,10 @@ class Supervisor:
         for state in self._sessions.values():
             for run_id in state.queue:
                 self._settled(run_id)
-        tasks = [s.active_task for s in self._sessions.values() if s.active_task is not None]
+        # Runs waiting for a client's decision are not worth waiting for.
+        tasks = [s.active_task for s in self._sessions.values()
+                 if s.active_task is not None and s.active is not None
+                 and s.active.run.id not in self.waiting_runs]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)
         for state in self._sessions.values():

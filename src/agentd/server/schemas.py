@@ -11,6 +11,7 @@ __all__ = [
     "AgentList",
     "AgentOut",
     "AgentPatch",
+    "DecisionIn",
     "ErrorBody",
     "ErrorOut",
     "EventList",
@@ -63,6 +64,14 @@ class MessageIn(_In):
                     "is that run).")
 
 
+class DecisionIn(_In):
+    action: Literal["retry", "skip", "fail"] = Field(
+        description="retry: run the call again (same effect id); skip: do not run it, "
+                    "use `output` as its result; fail: end the run as failed.")
+    output: str | None = Field(default=None, max_length=1_000_000,
+                               description="With skip: the result the model is given.")
+
+
 class AgentOut(BaseModel):
     name: str
     model: str
@@ -94,7 +103,8 @@ class RunOut(BaseModel):
     id: str
     agent: str
     session: str
-    status: Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+    status: Literal["queued", "running", "waiting_approval", "completed", "failed",
+                    "cancelled", "interrupted"]
     input: str
     output: str | None
     error: dict[str, Any] | None

@@ -52,7 +52,8 @@ CREATE TABLE runs (
     started_at      {real},
     finished_at     {real}
 );
-CREATE INDEX runs_active ON runs (status, created_at) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_active ON runs (status, created_at)
+    WHERE status IN ('queued', 'running', 'waiting_approval');
 CREATE INDEX runs_session ON runs (session_id);
 CREATE UNIQUE INDEX runs_idempotency ON runs (session_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;

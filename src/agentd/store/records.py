@@ -22,9 +22,10 @@ __all__ = [
 
 AgentState = Literal["created", "running", "paused", "stopped", "error"]
 AGENT_STATES: tuple[AgentState, ...] = ("created", "running", "paused", "stopped", "error")
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "interrupted"]
+RunStatus = Literal["queued", "running", "waiting_approval", "completed", "failed",
+                    "cancelled", "interrupted"]
 TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
-ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running"})
+ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running", "waiting_approval"})
 
 
 def iso(ts: float | None) -> str | None:

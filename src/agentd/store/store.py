@@ -357,8 +357,8 @@ class Store:
             busy: tuple[Any, ...] | None = None
             if mode != "enqueue" and not created:
                 busy = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND "
-                              "status IN ('running', 'queued') "
-                              "ORDER BY status = 'running' DESC, created_at LIMIT 1",
+                              "status IN ('running', 'waiting_approval', 'queued') "
+                              "ORDER BY status = 'queued', created_at LIMIT 1",
                               (session.id,))
             if busy is not None and mode == "reject":
                 raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
@@ -441,9 +441,9 @@ class Store:
         return _run(row[:-2]), row[-2], row[-1]
 
     async def runs_with_status(self, statuses: Sequence[str]) -> list[RunRecord]:
-        """Active runs (``queued`` and/or ``running``), oldest first."""
-        if not statuses or not set(statuses) <= {"queued", "running"}:
-            raise ValueError("only queued and running runs can be listed by status")
+        """Active runs (``queued``, ``running``, ``waiting_approval``), oldest first."""
+        if not statuses or not set(statuses) <= {"queued", "running", "waiting_approval"}:
+            raise ValueError("only active runs can be listed by status")
         # Literal values, so both planners can use the partial index runs_active.
         literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
         rows = await self.engine.read(lambda tx: tx.all(

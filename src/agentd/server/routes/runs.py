@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from agentd.server._http import json_response
 from agentd.server.routes._deps import ERRORS, runtime_of
-from agentd.server.schemas import RunOut
+from agentd.server.schemas import DecisionIn, RunOut
 
 __all__ = ["router"]
 
@@ -24,4 +24,14 @@ async def get_run(run_id: str, request: Request) -> Response:
 async def cancel_run(run_id: str, request: Request) -> Response:
     """Cancel a queued or running run; a finished run is returned unchanged."""
     run, agent, key = await runtime_of(request).cancel_run(run_id)
+    return json_response(run.to_api(agent, key))
+
+
+@router.post("/{run_id}/decide", response_model=RunOut, responses=ERRORS(404, 409, 422))
+async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Response:
+    """Decide about a tool call of unknown outcome (the run is ``waiting_approval``
+    after a crash interrupted a non-idempotent call): ``retry`` it with the same effect
+    id, ``skip`` it with ``output`` as its result, or ``fail`` the run. Deciding twice,
+    or about a run that is not waiting, gets 409 ``not_waiting``."""
+    run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output)
     return json_response(run.to_api(agent, key))
