@@ -16,7 +16,7 @@ from agentd.llm.scripted import enqueue
 from agentd.runtime import Runtime
 from agentd.store import open_store
 from agentd.store.records import EventRecord
-from agentd.tools import ToolContext, tool
+from agentd.tools import Tool, ToolContext, tool
 
 
 async def _kinds(rt: Runtime, session_id: str) -> list[str]:
@@ -410,18 +410,25 @@ async def test_resume_does_not_repeat_a_recorded_step(
         await rt.close()
 
 
-@pytest.mark.parametrize("action", ["retry", "skip", "fail"])
-async def test_an_unknown_outcome_waits_for_a_decision(
-        settings: Settings, store_url: str, action: str) -> None:
-    from agentd.errors import Conflict
-
-    calls: list[str] = []
+def _email_tool(calls: list[str]) -> Tool:
+    """A non-idempotent tool that records the effect id of every call it makes."""
 
     @tool
     def send_email(ctx: ToolContext) -> str:
         """Not idempotent."""
         calls.append(ctx.effect_id)
         return "sent"
+
+    return send_email
+
+
+@pytest.mark.parametrize("action", ["retry", "skip", "fail"])
+async def test_an_unknown_outcome_waits_for_a_decision(
+        settings: Settings, store_url: str, action: str) -> None:
+    from agentd.errors import Conflict
+
+    calls: list[str] = []
+    send_email = _email_tool(calls)
 
     run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
     settings.database_url = store_url
@@ -462,12 +469,7 @@ async def test_an_unknown_outcome_waits_for_a_decision(
 async def test_a_waiting_run_still_waits_after_a_restart(
         settings: Settings, store_url: str) -> None:
     calls: list[str] = []
-
-    @tool
-    def send_email() -> str:
-        """Not idempotent."""
-        calls.append("sent")
-        return "sent"
+    send_email = _email_tool(calls)
 
     run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
     settings.database_url = store_url
@@ -482,7 +484,7 @@ async def test_a_waiting_run_still_waits_after_a_restart(
                 assert (await rt.wait(run_id)).status == "completed"
         finally:
             await rt.close()
-    assert calls == ["sent"]
+    assert calls == [f"{run_id}/1/call_0"]
     kinds = [e.kind for e in await _events(settings, sid)]
     assert kinds.count("approval.requested") == 1 and kinds.count("approval.decided") == 1
 
@@ -492,12 +494,7 @@ async def test_on_unknown_outcome_interrupt_ends_the_run(
     from agentd.store import open_store as _open
 
     calls: list[str] = []
-
-    @tool
-    def send_email() -> str:
-        """Not idempotent."""
-        calls.append("sent")
-        return "sent"
+    send_email = _email_tool(calls)
 
     run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
     store = await _open(store_url)

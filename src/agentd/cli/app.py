@@ -283,7 +283,7 @@ def pause(ctx: typer.Context, name: NameArg) -> None:
 
 @app.command(rich_help_panel="Agents")
 def resume(ctx: typer.Context, name: NameArg) -> None:
-    """Resume a paused or stopped agent.
+    """Resume a paused, stopped or errored agent (runs held while paused start).
 
     [bold]Example[/]
       $ agentd resume demo

@@ -90,9 +90,6 @@ class EventBus:
         for sub in self._subs.get(session_id, ()):
             sub._offer(token)
 
-    def subscriber_count(self, session_id: str) -> int:
-        return len(self._subs.get(session_id, ()))
-
     def close_all(self) -> None:
         """Wake every subscriber so streams can end (used at shutdown)."""
         for subs in list(self._subs.values()):

@@ -147,6 +147,3 @@ class HistoryCache:
 
     def drop(self, session_id: str) -> None:
         self._items.pop(session_id, None)
-
-    def __len__(self) -> int:
-        return len(self._items)

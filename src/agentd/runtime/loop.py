@@ -133,25 +133,8 @@ class RunExecutor:
     def _published(self, records: list[EventRecord], update: RunUpdate | None) -> None:
         self.bus.publish(records)
         if update is not None:
-            self._track(update, records[0].at if records else time.time())
-
-    def _track(self, update: RunUpdate, at: float) -> None:
-        """Keep ``self.run`` equal to the stored row, so waiters need no read."""
-        run = self.run
-        if update.status is not None:
-            run.status = update.status  # type: ignore[assignment]
-        if update.output is not None:
-            run.output = update.output
-        if update.error is not None:
-            run.error = update.error
-        if update.steps is not None:
-            run.steps = update.steps
-        if update.usage is not None:
-            run.usage = update.usage
-        if update.started:
-            run.started_at = at
-        if update.finished:
-            run.finished_at = at
+            # Keep self.run equal to the stored row, so waiters need no read.
+            update.apply_to(self.run, records[0].at if records else time.time())
 
     def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         return NewEvent(kind=kind, run_id=self.run.id, data=data)

@@ -260,17 +260,16 @@ class Runtime:
             for session in await self.store.list_sessions(agent.id):
                 await self.supervisor.cancel_session(session.id, "agent stopped")
             # Runs held in the store while the agent was paused are cancelled too.
-            for run in await self.store.runs_with_status(["queued"]):
-                if run.agent_id == agent.id:
-                    await self._cancel_queued(run.id, "agent stopped")
+            for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
+                await self._cancel_queued(run.id, "agent stopped")
         else:
             raise InvalidInput(f"unknown agent action {action!r}")
         return agent
 
     async def _start_held_runs(self, agent: AgentRecord) -> None:
         # Runs held while the agent was paused are still queued in the store.
-        for run in await self.store.runs_with_status(["queued"]):
-            if run.agent_id == agent.id and not self.supervisor.is_known(run.id):
+        for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
+            if not self.supervisor.is_known(run.id):
                 self.supervisor.submit(run.session_id, run.id)
 
     def model_for(self, agent: AgentRecord) -> Model:

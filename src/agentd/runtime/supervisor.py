@@ -249,9 +249,6 @@ class Supervisor:
         if state.active is not None:
             await self.cancel(session_id, state.active.run.id, reason)
 
-    def sessions(self) -> list[str]:
-        return list(self._sessions)
-
     async def shutdown(self, grace_s: float) -> None:
         """Let active runs finish within ``grace_s``, then park them (they stay
         ``running`` in the store and resume at the next start).

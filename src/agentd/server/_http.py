@@ -19,6 +19,7 @@ __all__ = [
     "BearerAuth",
     "BodyLimit",
     "TokenCheck",
+    "content_length",
     "error_response",
     "install_error_handlers",
     "json_response",
@@ -105,6 +106,17 @@ class TokenCheck:
         return ok
 
 
+def content_length(scope: Scope) -> int | None:
+    """The request's Content-Length (None if absent; -1 if not a number)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return None
+
+
 def unauthorized() -> Response:
     err = AgentdError("missing or invalid bearer token", code="unauthorized")
     err.status = 401
@@ -141,17 +153,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > self.limit
-                except ValueError:
-                    too_large = False
-                if too_large:
-                    await self._too_large()(scope, receive, send)
-                    return
+        length = content_length(scope)
+        if length is not None:
+            if length > self.limit:
+                await self._too_large()(scope, receive, send)
+            else:
                 await self.app(scope, receive, send)
-                return
+            return
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return

@@ -20,6 +20,7 @@ from agentd.server._http import (
     BearerAuth,
     BodyLimit,
     TokenCheck,
+    content_length,
     install_error_handlers,
     json_response,
 )
@@ -40,22 +41,13 @@ class AgentdApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _MESSAGE_PATH.match(scope["path"])
-            if match is not None and self._within_limit(scope):
+            length = content_length(scope)
+            if match is not None and length is not None and (
+                    0 <= length <= self.state.max_body_bytes):
                 await routes.sessions.serve_message(self, scope, receive, send,
                                                     match.group(1), match.group(2))
                 return
         await super().__call__(scope, receive, send)
-
-    def _within_limit(self, scope: Scope) -> bool:
-        limit: int = self.state.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    return int(value) <= limit
-                except ValueError:
-                    return False
-        return False
-
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. The runtime opens in the lifespan unless one is passed in."""

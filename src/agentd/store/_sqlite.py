@@ -208,7 +208,6 @@ class SqliteEngine(Engine):
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         cur = conn.cursor()
-        tx = Tx(cur, _identity)
         try:
             while True:
                 first = self._jobs.get()
@@ -225,13 +224,13 @@ class SqliteEngine(Engine):
                         stop = True
                         break
                     batch.append(job)
-                self._run_batch(conn, cur, tx, batch)
+                self._run_batch(conn, cur, batch)
                 if stop:
                     return
         finally:
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, tx: Tx,
+    def _run_batch(self, conn: sqlite3.Connection, cur: sqlite3.Cursor,
                    batch: list[_Job]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop,
                       list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}

@@ -112,6 +112,23 @@ class RunUpdate:
     started: bool = False
     finished: bool = False
 
+    def apply_to(self, run: RunRecord, at: float) -> None:
+        """Make ``run`` what the row is after this update committed at ``at``."""
+        if self.status is not None:
+            run.status = self.status  # type: ignore[assignment]
+        if self.output is not None:
+            run.output = self.output
+        if self.error is not None:
+            run.error = self.error
+        if self.steps is not None:
+            run.steps = self.steps
+        if self.usage is not None:
+            run.usage = self.usage
+        if self.started:
+            run.started_at = at
+        if self.finished:
+            run.finished_at = at
+
 
 @dataclass(kw_only=True, slots=True)
 class Accepted:
@@ -440,15 +457,17 @@ class Store:
             raise RunNotFound(f"run {run_id!r} not found")
         return _run(row[:-2]), row[-2], row[-1]
 
-    async def runs_with_status(self, statuses: Sequence[str]) -> list[RunRecord]:
+    async def runs_with_status(self, statuses: Sequence[str], *, agent_id: str | None = None
+                               ) -> list[RunRecord]:
         """Active runs (``queued``, ``running``, ``waiting_approval``), oldest first."""
         if not statuses or not set(statuses) <= {"queued", "running", "waiting_approval"}:
             raise ValueError("only active runs can be listed by status")
         # Literal values, so both planners can use the partial index runs_active.
         literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
+        where = f"status IN ({literal})" + (" AND agent_id = ?" if agent_id else "")
+        params = (agent_id,) if agent_id else ()
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_RUN_COLS} FROM runs WHERE status IN ({literal}) "
-            "ORDER BY created_at, id"))
+            f"SELECT {_RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
         return [_run(r) for r in rows]
 
     async def count(self, table: str) -> int:
