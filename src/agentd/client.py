@@ -171,7 +171,8 @@ def _parse_frame(event: str, raw_id: str, raw_data: str) -> SSEEvent:
     except ValueError:
         data = raw_data
     try:
-        seq: int | None = int(raw_id) if raw_id else None
+        # Frame ids are "<seq>@<session tag>"; the seq is what a client resumes from.
+        seq: int | None = int(raw_id.partition("@")[0]) if raw_id else None
     except ValueError:
         seq = None
     return SSEEvent(event=event, id=seq, data=data)

@@ -5,7 +5,9 @@ Nothing is read at import time; call :func:`load_settings`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     tool_timeout_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: This daemon's name in run leases; default: host name + a hash of ``home``
+    #: (stable across restarts, so a restarted daemon takes its own runs back at once).
+    node_id: str = ""
+    #: How long a run's lease holds without renewal; another node takes the run over
+    #: after that (renewed every third of it, and by every step's commit).
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    #: Automatic checkpoint of a session when a run ends and its last checkpoint is at
+    #: least this old (seconds); 0: none (pause, stop and shutdown still checkpoint).
+    checkpoint_interval_s: float = Field(default=300.0, ge=0)
+    #: An agent with no activity for this long is put to sleep (dropped from memory;
+    #: the next message or decision wakes it). 0: never.
+    agent_idle_s: float = Field(default=300.0, ge=0)
+    #: Sessions with no activity for this long (and no run queued or under way) are
+    #: deleted, with their log. 0: never.
+    session_ttl_s: float = Field(default=0.0, ge=0)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)
@@ -67,6 +84,9 @@ class Settings(BaseSettings):
     def _derive(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'agentd.db'}"
+        if not self.node_id:
+            digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:8]
+            self.node_id = f"{socket.gethostname()}:{digest}"
         if self.token and self.token not in self.tokens:
             self.tokens = [*self.tokens, self.token]
         return self

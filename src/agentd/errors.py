@@ -15,10 +15,13 @@ SSE ``error`` frames and run results alike.
     ├── NotFound                     404 not_found
     │   ├── AgentNotFound            404 agent_not_found
     │   ├── SessionNotFound          404 session_not_found
-    │   └── RunNotFound              404 run_not_found
+    │   ├── RunNotFound              404 run_not_found
+    │   └── CheckpointNotFound       404 checkpoint_not_found
     ├── Conflict                     409 conflict
     │   ├── AgentExists              409 agent_exists
     │   ├── AgentNotAccepting        409 agent_paused | agent_stopped | agent_error
+    │   ├── SessionExists            409 session_exists
+    │   ├── CheckpointExists         409 checkpoint_exists
     │   └── SessionBusy              409 session_busy (details.active_run)
     ├── PayloadTooLarge              413 payload_too_large
     ├── ShuttingDown                 503 shutting_down (retryable)
@@ -38,6 +41,8 @@ __all__ = [
     "AgentNotFound",
     "AgentdError",
     "BadRequest",
+    "CheckpointExists",
+    "CheckpointNotFound",
     "Conflict",
     "InvalidInput",
     "InvalidModel",
@@ -47,6 +52,7 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "SessionBusy",
+    "SessionExists",
     "SessionNotFound",
     "ShuttingDown",
     "StoreError",
@@ -141,6 +147,10 @@ class RunNotFound(NotFound):
     code = "run_not_found"
 
 
+class CheckpointNotFound(NotFound):
+    code = "checkpoint_not_found"
+
+
 class Conflict(AgentdError):
     status = 409
     code = "conflict"
@@ -154,6 +164,14 @@ class AgentNotAccepting(Conflict):
     """The agent is paused, stopped or in error and refuses new messages."""
 
     code = "agent_not_accepting"
+
+
+class SessionExists(Conflict):
+    code = "session_exists"
+
+
+class CheckpointExists(Conflict):
+    code = "checkpoint_exists"
 
 
 class SessionBusy(Conflict):

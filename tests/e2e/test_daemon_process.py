@@ -221,7 +221,9 @@ def test_stream_a_reply_over_the_socket(spawn: Spawn) -> None:
         assert tokens, names
         assert "".join(t["data"]["text"] for t in tokens) == reply
         committed = [f for f in frames if f["event"] != "token"]
-        assert [f["id"] for f in committed] == [str(f["data"]["seq"]) for f in committed]
+        assert [f["id"].partition("@")[0] for f in committed] == [
+            str(f["data"]["seq"]) for f in committed]
+        assert len({f["id"].partition("@")[2] for f in frames}) == 1  # one session tag
         assert [f["data"]["seq"] for f in committed] == [1, 2, 3, 4, 5]
         assert frames[-1]["data"]["data"]["output"] == reply
         assert [e["seq"] for e in read_events(client, "streamer", "s1")] == [1, 2, 3, 4, 5]
@@ -285,7 +287,7 @@ def test_live_event_subscription(spawn: Spawn) -> None:
     assert [f["event"] for f in committed] == [
         "message.user", "run.queued", "run.started", "message.assistant", "done"]
     assert [f["data"]["seq"] for f in committed] == [6, 7, 8, 9, 10]
-    assert [f["id"] for f in committed] == ["6", "7", "8", "9", "10"]
+    assert [f["id"].partition("@")[0] for f in committed] == ["6", "7", "8", "9", "10"]
     assert committed[0]["data"]["data"] == {"content": "second"}
     assert all(f["data"]["run_id"] == run["id"] for f in committed)
     assert "".join(f["data"]["text"] for f in received if f["event"] == "token") in (
@@ -327,14 +329,27 @@ def test_sigterm_then_restart_keeps_everything(spawn: Spawn, home: Path) -> None
     assert pid_file.read_text().strip() == str(again.pid)
     with again.client() as client:
         assert client.get("/v1/agents").json()["agents"] == agents
+        # Shutting down checkpointed every session: one "checkpoint" event more each.
         for name, before in sessions.items():
-            assert client.get(f"/v1/agents/{name}/sessions").json()["sessions"] == before
+            now = client.get(f"/v1/agents/{name}/sessions").json()["sessions"]
+            assert [{k: v for k, v in s.items() if k not in ("last_seq", "checkpoint_seq",
+                                                           "updated_at")} for s in now] \
+                == [{k: v for k, v in s.items() if k not in ("last_seq", "checkpoint_seq",
+                                                           "updated_at")} for s in before]
+            assert [s["last_seq"] for s in now] == [s["last_seq"] + 1 for s in before]
+            assert [s["checkpoint_seq"] for s in now] == [s["last_seq"] for s in now]
         for (name, key), before in logs.items():
-            assert read_events(client, name, key) == before
+            log = read_events(client, name, key)
+            assert log[:-1] == before
+            assert (log[-1]["kind"], log[-1]["run_id"], log[-1]["data"]["kind"]) == (
+                "checkpoint", None, "shutdown")
+            listed = client.get(f"/v1/agents/{name}/sessions/{quote(key)}"
+                                "/checkpoints").json()["checkpoints"]
+            assert [(c["seq"], c["kind"]) for c in listed] == [(log[-1]["seq"], "shutdown")]
         for run_id, before in runs.items():
             assert client.get(f"/v1/runs/{run_id}").json() == before
 
-        last = logs[("keeper", "user:1")][-1]["seq"]
+        last = logs[("keeper", "user:1")][-1]["seq"] + 1
         run = send(client, "keeper", "user:1", "again").json()
         assert (run["status"], run["output"]) == ("completed", "echo: again")
         after = read_events(client, "keeper", "user:1", after=last)

@@ -307,8 +307,9 @@ async def test_message_stream(client: httpx.AsyncClient) -> None:
     assert names.index("token") < names.index("message.assistant")
 
     committed = [f for f in frames if f["event"] != "token"]
+    tag = (await client.get("/v1/agents/a/sessions/k")).json()["tag"]
     for frame in committed:
-        assert frame["id"] == str(frame["data"]["seq"])
+        assert frame["id"] == f"{frame['data']['seq']}@{tag}"
     assert [f["data"]["seq"] for f in committed] == list(range(6, 6 + len(committed)))
     run_id = frames[0]["data"]["run_id"]
     assert all(f["data"]["run_id"] == run_id for f in frames)
@@ -340,7 +341,9 @@ async def test_message_stream_echo(client: httpx.AsyncClient) -> None:
     assert committed == ["message.user", "run.queued", "run.started", "message.assistant",
                          "done"]
     assert frames[-1]["data"]["data"]["output"] == "echo: hello"
-    assert [f["id"] for f in frames if f["event"] != "token"] == ["1", "2", "3", "4", "5"]
+    tag = (await client.get("/v1/agents/a/sessions/k")).json()["tag"]
+    assert [f["id"] for f in frames if f["event"] != "token"] == [
+        f"{seq}@{tag}" for seq in (1, 2, 3, 4, 5)]
 
 
 async def test_message_stream_with_a_tool_call(client: httpx.AsyncClient) -> None:
@@ -482,12 +485,42 @@ async def test_last_event_id_takes_precedence(client: httpx.AsyncClient) -> None
     assert response.status_code == 200
     assert [e["seq"] for e in response.json()["events"]] == [4, 5]
 
-    for bad in ("abc", "1.5", "-1"):
+    # The full frame id form, <seq>@<tag>, names the same point.
+    tag = (await client.get("/v1/agents/a/sessions/k")).json()["tag"]
+    response = await client.get("/v1/agents/a/sessions/k/events",
+                                headers={"Last-Event-ID": f"3@{tag}"})
+    assert [e["seq"] for e in response.json()["events"]] == [4, 5]
+
+    for bad in ("abc", "1.5", "-1", "@x"):
         response = await client.get("/v1/agents/a/sessions/k/events",
                                     headers={"Last-Event-ID": bad})
         assert response.status_code == 422, bad
         assert error_code(response) == "invalid_input"
         assert "Last-Event-ID" in response.json()["error"]["message"]
+
+
+async def test_last_event_id_from_another_session_is_refused(
+        client: httpx.AsyncClient) -> None:
+    await create_agent(client)
+    await send(client, "one", key="k")
+    await send(client, "two", key="other")
+    other = (await client.get("/v1/agents/a/sessions/other")).json()
+    mine = (await client.get("/v1/agents/a/sessions/k")).json()
+    assert other["tag"] != mine["tag"]
+    for stream in (False, True):
+        headers = {"Last-Event-ID": f"2@{other['tag']}"}
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        response = await client.get("/v1/agents/a/sessions/k/events", headers=headers)
+        assert response.status_code == 422, response.text
+        assert error_code(response) == "wrong_session"
+        assert "another session" in response.json()["error"]["message"]
+    # A bare seq past this session's log cannot be this session's either.
+    response = await client.get("/v1/agents/a/sessions/k/events",
+                                headers={"Last-Event-ID": "99"})
+    assert response.status_code == 422 and error_code(response) == "wrong_session"
+    # Nothing changed.
+    assert (await client.get("/v1/agents/a/sessions/k")).json() == mine
 
 
 # -- runs -----------------------------------------------------------------------------

@@ -17,11 +17,15 @@ from agentd.llm.messages import (
     Usage,
     UserMessage,
 )
-from agentd.store.records import EventRecord
+from agentd.store.records import EventRecord, live_events
 
-__all__ = ["HistoryCache", "SessionHistory"]
+__all__ = ["HistoryCache", "NeedsRebuild", "SessionHistory"]
 
 AnyMessage = UserMessage | AssistantMessage | ToolResultMessage
+
+
+class NeedsRebuild(ValueError):
+    """The log was restored to an earlier point: fold it again (:meth:`SessionHistory.from_log`)."""
 
 
 class SessionHistory:
@@ -35,8 +39,9 @@ class SessionHistory:
     as the conversation moves on, so the list is always valid for providers.
     """
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, agent_id: str | None = None) -> None:
         self.session_id = session_id
+        self.agent_id = agent_id
         self.last_seq = 0
         self.messages: list[AnyMessage] = []
         self._held: dict[str, list[UserMessage]] = {}
@@ -44,12 +49,27 @@ class SessionHistory:
         self._started: set[str] = set()
         self._deferred: list[UserMessage] = []
 
+    @classmethod
+    def from_log(cls, session_id: str, events: list[EventRecord],
+                 agent_id: str | None = None) -> SessionHistory:
+        """The history of a whole log (seq 1..N), restores applied."""
+        history = cls(session_id, agent_id)
+        for event in live_events(events):
+            history._fold(event)
+        history.last_seq = events[-1].seq if events else 0
+        return history
+
     def apply(self, event: EventRecord) -> None:
         if event.seq <= self.last_seq:
             return
         if event.seq != self.last_seq + 1:
             raise ValueError(f"gap in session log: have {self.last_seq}, got {event.seq}")
+        if event.kind == "session.restored":
+            raise NeedsRebuild(f"session restored to seq {event.data.get('to_seq')}")
         self.last_seq = event.seq
+        self._fold(event)
+
+    def _fold(self, event: EventRecord) -> None:
         kind, data = event.kind, event.data
         if kind == "message.user":
             message = UserMessage(content=data["content"])
@@ -123,15 +143,16 @@ class HistoryCache:
         self._capacity = capacity
         self._items: OrderedDict[str, SessionHistory] = OrderedDict()
 
-    async def get(self, session_id: str, *, min_seq: int | None = None) -> SessionHistory:
+    async def get(self, session_id: str, *, min_seq: int | None = None,
+                  agent_id: str | None = None) -> SessionHistory:
         """The session's history, read from the log only if it may be behind ``min_seq``."""
-        history = self._items.pop(session_id, None) or SessionHistory(session_id)
+        history = self._items.pop(session_id, None) or SessionHistory(session_id, agent_id)
         if min_seq is None or history.last_seq < min_seq:
             try:
                 history.extend(await self._read_after(session_id, history.last_seq))
-            except ValueError:
-                history = SessionHistory(session_id)
-                history.extend(await self._read_after(session_id, 0))
+            except ValueError:  # a gap, or a restore: fold the whole log again
+                history = SessionHistory.from_log(
+                    session_id, await self._read_after(session_id, 0), agent_id)
         self._items[session_id] = history
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
@@ -143,7 +164,15 @@ class HistoryCache:
             return
         history = self._items.get(events[0].session_id)
         if history is not None and history.last_seq + 1 == events[0].seq:
-            history.extend(events)
+            try:
+                history.extend(events)
+            except NeedsRebuild:
+                self.drop(events[0].session_id)
 
     def drop(self, session_id: str) -> None:
         self._items.pop(session_id, None)
+
+    def drop_agent(self, agent_id: str) -> None:
+        """Forget every cached history of an agent (it went to sleep)."""
+        for session_id in [k for k, h in self._items.items() if h.agent_id == agent_id]:
+            del self._items[session_id]

@@ -9,10 +9,11 @@ state is always what the log says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model, StreamAccumulator
 from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.history import SessionHistory
-from agentd.store import NewEvent, RunUpdate, Steered, Store
+from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord
 from agentd.tools import Tool, ToolContext
 
@@ -77,7 +78,9 @@ class RunExecutor:
         tools: Sequence[Tool],
         max_steps: int,
         tool_timeout_s: float,
+        lease: Lease,
         model_settings: dict[str, Any] | None = None,
+        checkpoint_every: float | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -91,6 +94,15 @@ class RunExecutor:
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
         self.model_settings = model_settings or {}
+        self.checkpoint_every = checkpoint_every
+        # Every commit is fenced by the run's lease; the first one takes it.
+        self._lease = replace(lease, acquire=False, release=False)
+        self._lease_acquire = replace(lease, acquire=True)
+        self._lease_release = replace(lease, release=True)
+        #: When this executor took the run's lease (0: not yet).
+        self.leased_at = 0.0
+        #: The lease is gone (another node took the run over): stop, write nothing.
+        self.lost = False
         #: Set by the supervisor before it cancels the task: why the run stops.
         self.cancel_reason: str | None = None
         self._stop_reason: str | None = None
@@ -111,9 +123,14 @@ class RunExecutor:
         return self.run.session_id
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
-                      steer_guard: int | None = None) -> list[EventRecord]:
+                      steer_guard: int | None = None, *, acquire: bool = False,
+                      release: bool = False, checkpoint: bool = False) -> list[EventRecord]:
+        lease = (self._lease_acquire if acquire else self._lease_release if release
+                 else self._lease)
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
-                                  unless_steered_after=steer_guard)
+                                  unless_steered_after=steer_guard, lease=lease,
+                                  checkpoint_every=self.checkpoint_every if checkpoint
+                                  else None)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -151,23 +168,42 @@ class RunExecutor:
             self.cancel_reason = reason
             self._task.cancel()
 
+    def _took_lease(self) -> None:
+        self.leased_at = time.monotonic()
+        self.run.lease_owner = self._lease.owner
+
+    def lose(self) -> None:
+        """The run's lease is gone: another node drives it now. Stop without writing."""
+        self.lost = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def execute(self) -> RunOutcome:
         self._task = asyncio.current_task()
         try:
             return await self._execute()
+        except LeaseLost:
+            # Not ours (another node holds the run or its session): nothing was written.
+            self.lost = True
+            return RunOutcome(status="lost")
         except asyncio.CancelledError:
             reason = self.cancel_reason
-            if reason is None:
+            if reason is None or self.lost:
                 raise
             # Shielded: a second cancellation must not lose how the run ended.
             if self.interrupt:
                 # Parked, not ended: the run stays "running" in the store and the next
-                # daemon resumes it from its last committed step.
-                await asyncio.shield(self._commit([self._event("run.parked", {
-                    "reason": reason, "steps": self.steps})]))
+                # daemon resumes it from its last committed step; its lease is released.
+                with contextlib.suppress(LeaseLost):
+                    await asyncio.shield(self._commit([self._event("run.parked", {
+                        "reason": reason, "steps": self.steps})], release=True))
                 raise
-            return await asyncio.shield(
-                self._finish("cancelled", "run.cancelled", {"reason": reason}))
+            try:
+                return await asyncio.shield(
+                    self._finish("cancelled", "run.cancelled", {"reason": reason}))
+            except LeaseLost:
+                self.lost = True
+                return RunOutcome(status="lost")
         except Exception as exc:
             # A bug must not leave the run "running" forever: fail it, loudly.
             log.exception("run %s failed with an internal error", self.run.id)
@@ -183,7 +219,7 @@ class RunExecutor:
             [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
             RunUpdate(status=status, output=output, error=error, steps=self.steps,
                       usage=usage, finished=True),
-            steer_guard=steer_guard,
+            steer_guard=steer_guard, checkpoint=True,
         )
         return RunOutcome(status=status, output=output, error=error, steps=self.steps,
                           usage=usage)
@@ -196,7 +232,8 @@ class RunExecutor:
                 return outcome
         else:
             await self._commit([self._event("run.started", {})],
-                               RunUpdate(status="running", started=True))
+                               RunUpdate(status="running", started=True), acquire=True)
+            self._took_lease()
         specs = [t.spec for t in self.tools.values()]
         while True:
             if self._stop_reason is not None:
@@ -277,7 +314,9 @@ class RunExecutor:
                 if usage:
                     self.usage = self.usage + Usage(**usage)
         await self._commit([self._event("run.resumed", {
-            "reason": "daemon restarted", "steps": self.steps})])
+            "reason": "taken over", "previous_owner": self.run.lease_owner,
+            "steps": self.steps})], acquire=True)
+        self._took_lease()
         if last_step is None or not last_step.data.get("tool_calls"):
             return None
         after = [e for e in events if e.seq > last_step.seq]
@@ -349,8 +388,12 @@ class RunExecutor:
         self._deciding = True  # the first decision wins
         try:
             data = {"effect_id": effect_id, "action": action, "output": output}
-            await self._commit([self._event("approval.decided", data)],
-                               RunUpdate(status="running"))
+            try:
+                await self._commit([self._event("approval.decided", data)],
+                                   RunUpdate(status="running"))
+            except LeaseLost:
+                raise Conflict("the run was taken over by another node",
+                               code="not_waiting", retryable=True) from None
             future.set_result(data)
         finally:
             self._deciding = False

@@ -1,7 +1,9 @@
 """The Runtime facade: what the server (or an embedding program) calls.
 
-It owns the store, the event bus and the supervisor, and keeps agents' resolved
-models and recent session histories in memory.
+It owns the store, the event bus, the supervisor and the housekeeper, and keeps
+the agents that are awake (their records, resolved models and recent session
+histories) in memory. An agent idle for ``agent_idle_s`` is put to sleep: all of
+that is dropped, and the next message, decision or run wakes it from the store.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +22,7 @@ from agentd import __version__
 from agentd.config import Settings
 from agentd.errors import (
     AgentNotAccepting,
+    AgentNotFound,
     Conflict,
     InvalidInput,
     InvalidModel,
@@ -28,10 +32,17 @@ from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
 from agentd.runtime.bus import EventBus, Subscription
 from agentd.runtime.history import HistoryCache
+from agentd.runtime.housekeeping import Housekeeper
 from agentd.runtime.loop import RunExecutor
 from agentd.runtime.supervisor import Supervisor
-from agentd.store import NewEvent, RunUpdate, Store, open_store
-from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
+from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
+from agentd.store.records import (
+    AgentRecord,
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SessionRecord,
+)
 from agentd.tools import ToolRegistry
 
 __all__ = ["Runtime", "SendResult"]
@@ -39,6 +50,7 @@ __all__ = ["Runtime", "SendResult"]
 log = logging.getLogger(__name__)
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CHECKPOINT_NAME = AGENT_NAME
 MAX_KEY_LEN = 256
 MODES = ("enqueue", "reject", "interrupt", "steer")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
@@ -95,10 +107,20 @@ class Runtime:
         self.tools = tools or ToolRegistry()
         self.bus = EventBus()
         self.histories = HistoryCache(self._read_after)
-        self.supervisor = Supervisor(self._build_executor, self._cancel_queued)
+        #: SQLite is one daemon's alone (the home lock): its leases need no waiting
+        #: out, and every queued run was accepted here. PostgreSQL may be shared.
+        self.exclusive = store.dialect == "sqlite"
+        self.node_id = settings.node_id
+        self.lease = Lease(owner=settings.node_id, ttl=settings.lease_ttl_s)
+        self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
+                                     None if self.exclusive else self.store.next_queued)
+        self.housekeeper = Housekeeper(self)
+        # Awake agents only: a sleeping agent has nothing here.
         self._agents: dict[str, AgentRecord] = {}
         self._agents_by_id: dict[str, AgentRecord] = {}
         self._models: dict[str, tuple[tuple[str, str], Model]] = {}
+        self._last_active: dict[str, float] = {}
+        self.agent_count = 0
         self._accepting = False
         self._shutdown: asyncio.Task[None] | None = None
         self.started_at = 0.0
@@ -118,23 +140,20 @@ class Runtime:
         self.started_at = time.time()
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
-        for agent in await self.store.list_agents():
-            self._remember(agent)
-        if self.settings.demo_agent and "demo" not in self._agents:
-            await self.create_agent(
-                name="demo", model="scripted", instructions=DEMO_INSTRUCTIONS,
-                tools=["calculator", "current_time"], settings={})
-        await self._recover()
+        self.agent_count = await self.store.count("agents")
+        if self.settings.demo_agent:
+            try:
+                await self.store.get_agent("demo")
+            except AgentNotFound:
+                await self.create_agent(
+                    name="demo", model="scripted", instructions=DEMO_INSTRUCTIONS,
+                    tools=["calculator", "current_time"], settings={})
+        # Runs left under way by a daemon that stopped (this node's, or any whose
+        # lease expired) resume from their last committed step, ahead of the runs
+        # queued behind them, which start again in their order.
+        await self.housekeeper.recover()
+        self.housekeeper.start()
         self._accepting = True
-
-    async def _recover(self) -> None:
-        # This daemon holds the home's lock, so every run still marked running was
-        # left by a daemon that died: it resumes from its last committed step, ahead
-        # of the runs queued behind it, which start again in their order.
-        for run in await self.store.runs_with_status(["running", "waiting_approval"]):
-            self.supervisor.submit(run.session_id, run.id)
-        for run in await self.store.runs_with_status(["queued"]):
-            self.supervisor.submit(run.session_id, run.id)
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -144,7 +163,13 @@ class Runtime:
         return self._shutdown
 
     async def _wind_down(self) -> None:
+        await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
+        try:
+            written = await self.store.checkpoint_changed("shutdown")
+            self.bus.publish(written)
+        except Exception:
+            log.exception("could not checkpoint sessions at shutdown")
         self.bus.close_all()
 
     async def close(self) -> None:
@@ -162,13 +187,47 @@ class Runtime:
     # -- agents --------------------------------------------------------------------
 
     def _remember(self, agent: AgentRecord) -> AgentRecord:
+        """Keep ``agent`` awake (waking it if it slept), as of now."""
         old = self._agents.get(agent.name)
         if old is not None and (old.model, _settings_key(old)) != (agent.model,
                                                                   _settings_key(agent)):
             self._forget_model(agent.name)
         self._agents[agent.name] = agent
         self._agents_by_id[agent.id] = agent
+        self._last_active[agent.id] = time.monotonic()
         return agent
+
+    async def _agent_by_id(self, agent_id: str) -> AgentRecord | None:
+        agent = self._agents_by_id.get(agent_id)
+        if agent is not None:
+            self._last_active[agent_id] = time.monotonic()
+            return agent
+        try:
+            return self._remember(await self.store.get_agent_by_id(agent_id))
+        except AgentNotFound:
+            return None
+
+    @property
+    def awake_agents(self) -> int:
+        return len(self._agents)
+
+    def sleep_idle_agents(self, idle_s: float) -> list[str]:
+        """Put agents idle for ``idle_s`` (and with no run held here) to sleep: drop
+        their record, model and session histories. Returns their names."""
+        cutoff = time.monotonic() - idle_s
+        busy = self.supervisor.busy_agents()
+        asleep = [a for a in self._agents.values()
+                  if a.id not in busy and self._last_active.get(a.id, 0.0) <= cutoff]
+        for agent in asleep:
+            self._sleep(agent)
+        return [a.name for a in asleep]
+
+    def _sleep(self, agent: AgentRecord) -> None:
+        self._agents.pop(agent.name, None)
+        self._agents_by_id.pop(agent.id, None)
+        self._last_active.pop(agent.id, None)
+        self._forget_model(agent.name)
+        self.histories.drop_agent(agent.id)
 
     def _forget_model(self, name: str) -> None:
         entry = self._models.pop(name, None)
@@ -209,20 +268,20 @@ class Runtime:
         agent = await self.store.create_agent(name=name, model=model,
                                               instructions=instructions, tools=tools,
                                               settings=settings)
+        self.agent_count += 1
         self._models[name] = ((agent.model, _settings_key(agent)), resolved)
         return self._remember(agent)
 
     async def get_agent(self, name: str) -> AgentRecord:
         agent = self._agents.get(name)
         if agent is None:
-            agent = self._remember(await self.store.get_agent(name))
+            return self._remember(await self.store.get_agent(name))  # wakes it
+        self._last_active[agent.id] = time.monotonic()
         return agent
 
     async def list_agents(self) -> list[AgentRecord]:
-        agents = await self.store.list_agents()
-        for agent in agents:
-            self._remember(agent)
-        return agents
+        """Every agent, as stored (listing wakes none of them)."""
+        return await self.store.list_agents()
 
     async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
         current = await self.get_agent(name)
@@ -241,9 +300,8 @@ class Runtime:
             await self.supervisor.cancel_session(session.id, "agent deleted")
             self.histories.drop(session.id)
         await self.store.delete_agent(name)
-        self._agents.pop(name, None)
-        self._agents_by_id.pop(agent.id, None)
-        self._forget_model(name)
+        self.agent_count -= 1
+        self._sleep(agent)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
         agent = await self.get_agent(name)
@@ -252,6 +310,7 @@ class Runtime:
                 raise AgentNotAccepting(f"agent {name!r} is {agent.state}; resume it first",
                                         code=f"agent_{agent.state}")
             agent = self._remember(await self.store.set_agent_state(name, "paused"))
+            await self._checkpoint_agent(agent, "pause")
         elif action == "resume":
             agent = self._remember(await self.store.set_agent_state(name, "running"))
             await self._start_held_runs(agent)
@@ -262,15 +321,23 @@ class Runtime:
             # Runs held in the store while the agent was paused are cancelled too.
             for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
                 await self._cancel_queued(run.id, "agent stopped")
+            await self._checkpoint_agent(agent, "stop")
         else:
             raise InvalidInput(f"unknown agent action {action!r}")
         return agent
+
+    async def _checkpoint_agent(self, agent: AgentRecord, kind: str) -> None:
+        """Checkpoint each of the agent's sessions changed since its last checkpoint."""
+        events = await self.store.checkpoint_changed(kind, agent_id=agent.id)
+        self.bus.publish(events)
+        for event in events:
+            self.histories.offer([event])
 
     async def _start_held_runs(self, agent: AgentRecord) -> None:
         # Runs held while the agent was paused are still queued in the store.
         for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
             if not self.supervisor.is_known(run.id):
-                self.supervisor.submit(run.session_id, run.id)
+                self.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id)
 
     def model_for(self, agent: AgentRecord) -> Model:
         key = (agent.model, _settings_key(agent))
@@ -296,6 +363,53 @@ class Runtime:
         await self.supervisor.cancel_session(session.id, "session deleted")
         await self.store.delete_session(agent.id, key)
         self.histories.drop(session.id)
+
+    # -- checkpoints, restore, fork -----------------------------------------------------
+
+    async def create_checkpoint(self, name: str, key: str, checkpoint_name: str | None = None
+                                ) -> CheckpointRecord:
+        if checkpoint_name is not None and not CHECKPOINT_NAME.match(checkpoint_name):
+            raise InvalidInput(
+                f"invalid checkpoint name {checkpoint_name!r}: use 1-64 letters, digits, "
+                "'_', '-' or '.', starting with a letter or digit", field="body.name")
+        _, session = await self.get_session(name, key)
+        checkpoint, event = await self.store.create_checkpoint(
+            session.id, name=checkpoint_name, kind="manual")
+        self.bus.publish([event])
+        self.histories.offer([event])
+        return checkpoint
+
+    async def list_checkpoints(self, name: str, key: str) -> list[CheckpointRecord]:
+        _, session = await self.get_session(name, key)
+        return await self.store.list_checkpoints(session.id)
+
+    async def get_checkpoint(self, checkpoint_id: str
+                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
+        return await self.store.get_checkpoint(checkpoint_id)
+
+    async def restore(self, name: str, key: str, *, seq: int | None = None,
+                      checkpoint: str | None = None) -> tuple[SessionRecord, EventRecord]:
+        """Set a session back to a checkpoint (id or name) or a seq; see
+        :meth:`Store.restore_session`. The session must have no run queued or under way."""
+        _check_target(seq, checkpoint)
+        _, session = await self.get_session(name, key)
+        event = await self.store.restore_session(session.id, seq=seq, checkpoint=checkpoint)
+        self.histories.drop(session.id)
+        self.bus.publish([event])
+        session.last_seq = event.seq
+        return session, event
+
+    async def fork(self, name: str, key: str, *, new_key: str | None = None,
+                   seq: int | None = None, checkpoint: str | None = None) -> SessionRecord:
+        """A new session of the agent holding ``key``'s state at a checkpoint or seq."""
+        _check_target(seq, checkpoint)
+        if new_key is None:
+            new_key = f"{key}~{new_id_suffix()}"
+        check_session_key(new_key)
+        agent, session = await self.get_session(name, key)
+        return await self.store.fork_session(
+            session.id, key=new_key, seq=seq, checkpoint=checkpoint,
+            source={"agent": agent.name, "session": key})
 
     async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:
@@ -343,7 +457,8 @@ class Runtime:
                          accepted.run.id)
         elif not accepted.duplicate:
             self.supervisor.submit(accepted.session.id, accepted.run.id, _Prepared(
-                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq))
+                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq),
+                agent_id=agent.id)
             if mode == "interrupt" and accepted.busy_run is not None:
                 self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
                                                  "interrupted by a newer message")
@@ -380,7 +495,12 @@ class Runtime:
             return run, agent_name, key
         if not await self.supervisor.cancel(run.session_id, run_id, "cancelled by request"):
             # Not held by this process (a paused agent's queued run): settle it here.
-            await self._cancel_queued(run_id, "cancelled by request")
+            try:
+                await self._cancel_queued(run_id, "cancelled by request")
+            except LeaseLost:
+                raise Conflict(f"run {run_id} is under way on node {run.lease_owner}; "
+                               "send the cancel there", code="run_elsewhere",
+                               details={"owner": run.lease_owner}) from None
         return await self.store.run_context(run_id)
 
     async def decide(self, run_id: str, action: str, output: str | None = None
@@ -413,7 +533,8 @@ class Runtime:
         found running after a restart), with its error stored on the run too."""
         records = await self.store.append(
             session_id, [NewEvent(kind=kind, run_id=run_id, data=data)], run_id=run_id,
-            run=RunUpdate(status=status, error=data.get("error"), finished=True))
+            run=RunUpdate(status=status, error=data.get("error"), finished=True),
+            lease=replace(self.lease, acquire=True, head=False))
         self.bus.publish(records)
 
     async def _build_executor(self, run_id: str, prepared: _Prepared | None
@@ -425,7 +546,7 @@ class Runtime:
             min_seq = None
         if run.terminal:
             return None
-        agent = self._agents_by_id.get(run.agent_id)
+        agent = await self._agent_by_id(run.agent_id)  # wakes it
         if agent is None:
             return None
         if agent.state == "paused":
@@ -441,13 +562,15 @@ class Runtime:
                                {"error": exc.to_dict()})
             self._remember(await self.store.set_agent_state(agent.name, "error"))
             return None
-        history = await self.histories.get(run.session_id, min_seq=min_seq)
+        history = await self.histories.get(run.session_id, min_seq=min_seq,
+                                           agent_id=agent.id)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, model=model,
             instructions=agent.instructions, tools=self.tools.resolve(agent.tools),
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
+            lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
         )
 
     # -- status ----------------------------------------------------------------------
@@ -458,7 +581,10 @@ class Runtime:
             "version": __version__,
             "store": self.store.dialect,
             "sandbox": "none",
-            "agents": len(self._agents),
+            "node": self.node_id,
+            "agents": self.agent_count,
+            "agents_awake": len(self._agents),
+            "agents_sleeping": max(self.agent_count - len(self._agents), 0),
             "active_runs": self.supervisor.active_runs,
             "queued_runs": self.supervisor.queued_runs,
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -467,3 +593,15 @@ class Runtime:
 
 def _settings_key(agent: AgentRecord) -> str:
     return orjson.dumps(agent.settings, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _check_target(seq: int | None, checkpoint: str | None) -> None:
+    if (seq is None) == (checkpoint is None):
+        raise InvalidInput("give exactly one of checkpoint and seq", field="body")
+    if seq is not None and seq < 0:
+        raise InvalidInput("seq must be >= 0", field="body.seq")
+
+
+def new_id_suffix() -> str:
+    """A short random suffix for generated session keys (forks)."""
+    return secrets.token_hex(4)

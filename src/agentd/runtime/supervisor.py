@@ -27,12 +27,15 @@ log = logging.getLogger(__name__)
 ExecutorFactory = Callable[[str, Any], Awaitable[RunExecutor | None]]
 #: Settles a queued run that will never start (cancelled before it ran).
 CancelQueued = Callable[[str, str], Awaitable[None]]
+#: The next run queued in a session by anyone (another node, in a cluster), or None.
+NextQueued = Callable[[str], Awaitable[RunRecord | None]]
 
 
 @dataclass(slots=True)
 class _Session:
     queue: deque[str]
     context: dict[str, Any]
+    agent_id: str | None = None
     #: The run taken off the queue whose executor is being built.
     building: str | None = None
     #: Runs cancelled while being built, with the reason.
@@ -45,9 +48,11 @@ class _Session:
 
 
 class Supervisor:
-    def __init__(self, build: ExecutorFactory, cancel_queued: CancelQueued) -> None:
+    def __init__(self, build: ExecutorFactory, cancel_queued: CancelQueued,
+                 next_queued: NextQueued | None = None) -> None:
         self._build = build
         self._cancel_queued = cancel_queued
+        self._next_queued = next_queued
         self._sessions: dict[str, _Session] = {}
         self._waiters: dict[str, list[asyncio.Future[RunRecord | None]]] = {}
         self._held: set[str] = set()
@@ -58,12 +63,14 @@ class Supervisor:
 
     # -- submitting and waiting ------------------------------------------------------
 
-    def submit(self, session_id: str, run_id: str, context: Any = None) -> None:
+    def submit(self, session_id: str, run_id: str, context: Any = None,
+               agent_id: str | None = None) -> None:
         if self._closing:
             return  # it stays queued in the store; the next daemon starts it
         state = self._sessions.get(session_id)
         if state is None:
-            state = self._sessions[session_id] = _Session(queue=deque(), context={})
+            state = self._sessions[session_id] = _Session(queue=deque(), context={},
+                                                          agent_id=agent_id)
         state.queue.append(run_id)
         self._held.add(run_id)
         if context is not None:
@@ -109,6 +116,14 @@ class Supervisor:
     def is_known(self, run_id: str) -> bool:
         """Whether this process holds the run (queued here or active)."""
         return run_id in self._held
+
+    def busy_agents(self) -> set[str]:
+        """Agents with a run held here (queued or under way)."""
+        return {s.agent_id for s in self._sessions.values() if s.agent_id is not None}
+
+    def executors(self) -> list[RunExecutor]:
+        """The executors driving runs here now."""
+        return [s.active for s in self._sessions.values() if s.active is not None]
 
     @property
     def active_runs(self) -> int:
@@ -156,6 +171,8 @@ class Supervisor:
                         raise
                     if executor.run.terminal:
                         settled = executor.run
+                    elif executor.lost:
+                        pass  # another node drives it (or its session) now
                     elif not executor.interrupt:
                         # Cancelled before its first step: nothing ran, so it is
                         # settled as cancelled here. (Interrupted ones stay queued.)
@@ -170,6 +187,14 @@ class Supervisor:
                     state.active = None
                     state.active_task = None
                     self._settled(run_id, settled)
+                if (settled is not None and not state.queue and self._next_queued is not None
+                        and not self._closing):
+                    # In a cluster, another node may have queued the session's next run
+                    # while this one ran: the node that ends a run starts the next.
+                    following = await self._next_queued(session_id)
+                    if following is not None and following.id not in self._held:
+                        state.queue.append(following.id)
+                        self._held.add(following.id)
         finally:
             state.worker = None
             if state.queue and not self._closing:

@@ -99,4 +99,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.sessions.router)
     app.include_router(routes.agents.router)
     app.include_router(routes.runs.router)
+    app.include_router(routes.checkpoints.router)
     return app

@@ -11,13 +11,19 @@ __all__ = [
     "AgentList",
     "AgentOut",
     "AgentPatch",
+    "CheckpointIn",
+    "CheckpointList",
+    "CheckpointOut",
     "DecisionIn",
     "ErrorBody",
     "ErrorOut",
     "EventList",
     "EventOut",
+    "ForkIn",
     "Health",
     "MessageIn",
+    "RestoreIn",
+    "RestoreOut",
     "RunOut",
     "SessionList",
     "SessionOut",
@@ -72,6 +78,35 @@ class DecisionIn(_In):
                                description="With skip: the result the model is given.")
 
 
+class CheckpointIn(_In):
+    name: str | None = Field(default=None, max_length=64,
+                             description="Optional name, unique in the session.")
+
+
+class RestoreIn(_In):
+    checkpoint: str | None = Field(default=None, description="A checkpoint's id or name.")
+    seq: int | None = Field(default=None, description="An event seq (0: the empty session).")
+
+
+class ForkIn(RestoreIn):
+    key: str | None = Field(default=None, max_length=256,
+                            description="The new session's key (default: generated).")
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    agent: str
+    session: str
+    seq: int
+    name: str | None
+    kind: Literal["manual", "auto", "pause", "stop", "shutdown"]
+    created_at: str
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[CheckpointOut]
+
+
 class AgentOut(BaseModel):
     name: str
     model: str
@@ -91,6 +126,8 @@ class SessionOut(BaseModel):
     agent: str
     key: str
     last_seq: int
+    tag: str
+    checkpoint_seq: int
     created_at: str
     updated_at: str
 
@@ -113,6 +150,12 @@ class RunOut(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    node: str | None
+
+
+class RestoreOut(BaseModel):
+    session: SessionOut
+    event: EventOut
 
 
 class EventOut(BaseModel):
@@ -133,7 +176,10 @@ class Health(BaseModel):
     version: str
     store: str
     sandbox: str
+    node: str
     agents: int
+    agents_awake: int
+    agents_sleeping: int
     active_runs: int
     queued_runs: int
     uptime_s: float

@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.responses import StreamingResponse
 
+from agentd.errors import InvalidInput
 from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
-from agentd.store.records import EventRecord
+from agentd.store.records import EventRecord, session_tag
 
-__all__ = ["SSE_NAMES", "event_frame", "follow_frames", "sse_response", "token_frame"]
+__all__ = ["SSE_NAMES", "event_frame", "follow_frames", "parse_last_event_id", "sse_response",
+           "token_frame"]
 
 SSE_NAMES = {
     "tool.started": "tool_start",
@@ -26,15 +28,40 @@ HEARTBEAT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
 
 
-def event_frame(event: EventRecord) -> bytes:
+def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
+    """One event as a frame; its id is ``<seq>@<session tag>`` (see
+    :func:`parse_last_event_id`)."""
     name = SSE_NAMES.get(event.kind, event.kind)
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
-        event.seq, name.encode(), orjson.dumps(event.to_api()))
+    return b"id: %d@%s\nevent: %s\ndata: %s\n\n" % (
+        event.seq, tag or session_tag(event.session_id).encode(), name.encode(),
+        orjson.dumps(event.to_api()))
 
 
-def token_frame(token: Token) -> bytes:
-    return b"id: %d\nevent: token\ndata: %s\n\n" % (
-        token.after, orjson.dumps({"run_id": token.run_id, "text": token.text}))
+def token_frame(token: Token, tag: bytes) -> bytes:
+    return b"id: %d@%s\nevent: token\ndata: %s\n\n" % (
+        token.after, tag, orjson.dumps({"run_id": token.run_id, "text": token.text}))
+
+
+def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
+    """The seq a ``Last-Event-ID`` names: ``<seq>`` or ``<seq>@<tag>``. A tag of another
+    session, or a seq past this session's log, is refused (422)."""
+    seq_text, _, given = value.strip().partition("@")
+    try:
+        seq = int(seq_text)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be an event id (<seq> or <seq>@<tag>)",
+                           field="header.last-event-id") from None
+    if seq < 0:
+        raise InvalidInput("Last-Event-ID must not be negative", field="header.last-event-id")
+    if given and given != tag:
+        raise InvalidInput(
+            f"Last-Event-ID {value!r} is from another session (this session's events are "
+            f"<seq>@{tag})", field="header.last-event-id", code="wrong_session")
+    if seq > last_seq:
+        raise InvalidInput(
+            f"Last-Event-ID {value!r} is past this session's log (last seq {last_seq}); "
+            "it is from another session", field="header.last-event-id", code="wrong_session")
+    return seq
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
@@ -55,6 +82,7 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
     """
     chunk: list[bytes] = []
     size = 0
+    tag = session_tag(sub.session_id).encode()
     try:
         async for item in follow(sub, read_after, after, known, heartbeat_s=HEARTBEAT_S):
             end = False
@@ -62,9 +90,9 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
                 chunk.append(b": ping\n\n")
             elif isinstance(item, Token):
                 if run_id is None or item.run_id == run_id:
-                    chunk.append(token_frame(item))
+                    chunk.append(token_frame(item, tag))
             elif run_id is None or item.run_id == run_id:
-                chunk.append(event_frame(item))
+                chunk.append(event_frame(item, tag))
                 end = run_id is not None and item.kind in TERMINAL_KINDS
             if chunk:
                 size += len(chunk[-1])

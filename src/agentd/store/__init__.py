@@ -17,13 +17,15 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
-from agentd.store.store import Accepted, RunUpdate, Steered, Store, new_id
+from agentd.store.store import Accepted, Lease, LeaseLost, RunUpdate, Steered, Store, new_id
 
 __all__ = [
     "Accepted",
     "AgentRecord",
     "Engine",
     "EventRecord",
+    "Lease",
+    "LeaseLost",
     "NewEvent",
     "RunRecord",
     "RunUpdate",

@@ -6,6 +6,11 @@ serves both. Partial indexes keep only what is looked up: active runs (a finishe
 run leaves the index) and runs that carry an idempotency key. The event log is
 clustered by (session_id, seq) on SQLite (WITHOUT ROWID): one B-tree per append
 instead of two.
+
+Migration 2 adds run leases (``lease_owner``, ``lease_expires_at``: which node drives
+a run, until when), a session's last checkpoint (``checkpoint_seq``,
+``checkpoint_at``: when the next automatic one is due) and the checkpoints table
+(a checkpoint is a named pointer into the log: the state at ``seq``).
 """
 
 from __future__ import annotations
@@ -69,3 +74,25 @@ CREATE TABLE events (
 """,
     ),
 ]
+
+MIGRATIONS.append((
+    2,
+    "run leases, checkpoints",
+    """
+ALTER TABLE runs ADD COLUMN lease_owner {text};
+ALTER TABLE runs ADD COLUMN lease_expires_at {real};
+ALTER TABLE sessions ADD COLUMN checkpoint_seq {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN checkpoint_at {real} NOT NULL DEFAULT 0;
+CREATE TABLE checkpoints (
+    id          {text} PRIMARY KEY,
+    session_id  {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq         {bigint} NOT NULL,
+    name        {text},
+    kind        {text} NOT NULL,
+    created_at  {real} NOT NULL
+);
+CREATE INDEX checkpoints_session ON checkpoints (session_id, seq);
+CREATE UNIQUE INDEX checkpoints_name ON checkpoints (session_id, name)
+    WHERE name IS NOT NULL;
+""",
+))

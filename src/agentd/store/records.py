@@ -12,12 +12,15 @@ __all__ = [
     "TERMINAL_RUN_STATES",
     "AgentRecord",
     "AgentState",
+    "CheckpointRecord",
     "EventRecord",
     "NewEvent",
     "RunRecord",
     "RunStatus",
     "SessionRecord",
     "iso",
+    "live_events",
+    "session_tag",
 ]
 
 AgentState = Literal["created", "running", "paused", "stopped", "error"]
@@ -68,15 +71,30 @@ class SessionRecord:
     last_seq: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    checkpoint_seq: int = 0
+    checkpoint_at: float = 0.0
+
+    @property
+    def tag(self) -> str:
+        return session_tag(self.id)
 
     def to_api(self, agent_name: str) -> dict[str, Any]:
         return {
             "agent": agent_name,
             "key": self.key,
             "last_seq": self.last_seq,
+            "tag": self.tag,
+            "checkpoint_seq": self.checkpoint_seq,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+def session_tag(session_id: str) -> str:
+    """A short tag naming a session in SSE frame ids (``<seq>@<tag>``): the last 8
+    hex digits of its id, which are random. A ``Last-Event-ID`` from another session
+    is recognised by its tag."""
+    return session_id[-8:]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -94,6 +112,9 @@ class RunRecord:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    #: The node that drives (or last drove) the run, and until when its lease holds.
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -113,6 +134,33 @@ class RunRecord:
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "node": self.lease_owner,
+        }
+
+
+CheckpointKind = Literal["manual", "auto", "pause", "stop", "shutdown"]
+
+
+@dataclass(kw_only=True, slots=True)
+class CheckpointRecord:
+    """A named pointer into a session's log: the session as it was at ``seq``."""
+
+    id: str
+    session_id: str
+    seq: int
+    kind: str
+    name: str | None = None
+    created_at: float = 0.0
+
+    def to_api(self, agent_name: str, session_key: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent": agent_name,
+            "session": session_key,
+            "seq": self.seq,
+            "name": self.name,
+            "kind": self.kind,
+            "created_at": iso(self.created_at),
         }
 
 
@@ -142,3 +190,22 @@ class EventRecord:
             "data": self.data,
             "at": iso(self.at),
         }
+
+
+def live_events(events: list[EventRecord]) -> list[EventRecord]:
+    """The events that make up a session's state: the log with every restore applied.
+
+    ``events`` is a prefix of a session's log (seq 1..N, in order). A
+    ``session.restored`` event (data ``to_seq``) sets the state back to what it was at
+    ``to_seq``: the events after ``to_seq`` and before the restore stay in the log, as
+    its archive, but are no longer part of the state. Restores may point back past
+    earlier restores; the state at any seq is ``live_events`` of the log up to it.
+    """
+    live: list[EventRecord] = []
+    for event in events:
+        if event.kind == "session.restored":
+            to_seq = int(event.data["to_seq"])
+            # The state as it was at to_seq (which may itself follow a restore).
+            live = live_events([e for e in events if e.seq <= to_seq])
+        live.append(event)
+    return live

@@ -21,8 +21,12 @@ import orjson
 from agentd.errors import (
     AgentExists,
     AgentNotFound,
+    CheckpointExists,
+    CheckpointNotFound,
+    InvalidInput,
     RunNotFound,
     SessionBusy,
+    SessionExists,
     SessionNotFound,
 )
 from agentd.store._engine import Engine, Tx
@@ -30,20 +34,26 @@ from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
     AgentRecord,
     AgentState,
+    CheckpointRecord,
     EventRecord,
     NewEvent,
     RunRecord,
     SessionRecord,
+    live_events,
 )
 
-__all__ = ["Accepted", "RunUpdate", "Steered", "Store"]
+__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store"]
 
 log = logging.getLogger(__name__)
 
 _AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
-_SESSION_COLS = "id, agent_id, key, last_seq, created_at, updated_at"
+_SESSION_COLS = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
+                 "checkpoint_at")
 _RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
-             "idempotency_key, created_at, started_at, finished_at")
+             "idempotency_key, created_at, started_at, finished_at, lease_owner, "
+             "lease_expires_at")
+_CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
+_ACTIVE = "('queued', 'running', 'waiting_approval')"
 _EVENT_COLS = "session_id, seq, run_id, kind, data, at"
 
 
@@ -64,7 +74,8 @@ def _agent(row: tuple[Any, ...]) -> AgentRecord:
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
     return SessionRecord(id=row[0], agent_id=row[1], key=row[2], last_seq=row[3],
-                         created_at=row[4], updated_at=row[5])
+                         created_at=row[4], updated_at=row[5], checkpoint_seq=row[6],
+                         checkpoint_at=row[7])
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
@@ -73,7 +84,13 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
         output=row[5], error=orjson.loads(row[6]) if row[6] else None, steps=row[7],
         usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
         created_at=row[10], started_at=row[11], finished_at=row[12],
+        lease_owner=row[13], lease_expires_at=row[14],
     )
+
+
+def _checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
+    return CheckpointRecord(id=row[0], session_id=row[1], seq=row[2], name=row[3],
+                            kind=row[4], created_at=row[5])
 
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
@@ -98,6 +115,30 @@ def new_id(prefix: str) -> str:
 
 class Steered(Exception):
     """A run's step was not committed: a user message was steered into the run."""
+
+
+class LeaseLost(Exception):
+    """A run's step was not committed: this node does not (or no longer) hold its lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who drives a run, checked and renewed in the same transaction as its events.
+
+    Every commit of a run is fenced by its lease: it lands only while ``owner``
+    holds it, and pushes ``expires_at`` to ``now + ttl``. ``acquire`` takes the run:
+    it must be active, its lease free, expired or already ``owner``'s, and (with
+    ``head``) no other run of its session may be ahead of it (active, or queued
+    earlier), so a session never has two runs going, on one node or many.
+    ``release`` ends the lease at once (a run parked at shutdown), so the next node
+    need not wait for it to expire.
+    """
+
+    owner: str
+    ttl: float
+    acquire: bool = False
+    head: bool = True
+    release: bool = False
 
 
 @dataclass(kw_only=True, slots=True)
@@ -166,9 +207,11 @@ def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
     return records
 
 
-def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
+def _run_sets(update: RunUpdate | None, now: float) -> tuple[list[str], list[Any]]:
     sets: list[str] = []
     params: list[Any] = []
+    if update is None:
+        return sets, params
     if update.status is not None:
         sets.append("status = ?")
         params.append(update.status)
@@ -190,8 +233,71 @@ def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
     if update.finished:
         sets.append("finished_at = ?")
         params.append(now)
+    return sets, params
+
+
+def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
+    sets, params = _run_sets(update, now)
     if sets:
         tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+
+
+_AHEAD = (
+    "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
+    f"AND o.id <> runs.id AND o.status IN {_ACTIVE} AND (o.status <> 'queued' "
+    "OR o.created_at < runs.created_at OR (o.created_at = runs.created_at AND o.id < runs.id)))"
+)
+
+
+def _leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
+                   now: float) -> None:
+    """Update a run under its lease (see :class:`Lease`); raise LeaseLost if not held."""
+    sets, params = _run_sets(update, now)
+    sets.append("lease_expires_at = ?")
+    params.append(0.0 if lease.release else now + lease.ttl)
+    if lease.acquire:
+        sets.append("lease_owner = ?")
+        params.append(lease.owner)
+        where = (f"id = ? AND status IN {_ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
+                 "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
+        params.extend((run_id, lease.owner, now))
+    else:
+        where = "id = ? AND lease_owner = ?"
+        params.extend((run_id, lease.owner))
+    tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
+    if tx.rowcount == 0:
+        raise LeaseLost(run_id)
+
+
+def _new_checkpoint(tx: Tx, session_id: str, name: str | None, kind: str, now: float
+                    ) -> tuple[CheckpointRecord, EventRecord]:
+    """Log a ``checkpoint`` event and record it: the checkpoint is the state at its seq."""
+    checkpoint_id = new_id("c")
+    event = _append(tx, session_id, [NewEvent(kind="checkpoint", data={
+        "id": checkpoint_id, "name": name, "kind": kind})], now)[0]
+    tx.execute(f"INSERT INTO checkpoints ({_CHECKPOINT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+               (checkpoint_id, session_id, event.seq, name, kind, now))
+    tx.execute("UPDATE sessions SET checkpoint_seq = ?, checkpoint_at = ? WHERE id = ?",
+               (event.seq, now, session_id))
+    return CheckpointRecord(id=checkpoint_id, session_id=session_id, seq=event.seq,
+                            name=name, kind=kind, created_at=now), event
+
+
+def _target_seq(tx: Tx, session_id: str, last_seq: int, seq: int | None,
+                checkpoint: str | None) -> tuple[int, str | None]:
+    """Resolve a restore or fork target (a checkpoint id or name, or a seq) to a seq."""
+    if checkpoint is not None:
+        row = tx.one("SELECT id, seq FROM checkpoints WHERE session_id = ? AND "
+                     "(id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
+                     (session_id, checkpoint, checkpoint, checkpoint))
+        if row is None:
+            raise CheckpointNotFound(f"checkpoint {checkpoint!r} not found in this session")
+        return int(row[1]), str(row[0])
+    assert seq is not None
+    if not 0 <= seq <= last_seq:
+        raise InvalidInput(f"seq {seq} is not in this session's log (0 to {last_seq})",
+                           field="body.seq")
+    return seq, None
 
 
 class Store:
@@ -354,9 +460,9 @@ class Store:
                          (agent_id, key))
             if row is None:
                 tx.execute(
-                    f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?) "
+                    f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
                     "ON CONFLICT (agent_id, key) DO NOTHING",
-                    (new_id("s"), agent_id, key, now, now),
+                    (new_id("s"), agent_id, key, now, now, now),
                 )
                 row = tx.one(
                     f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
@@ -392,7 +498,7 @@ class Store:
                             created_at=now)
             tx.execute(
                 f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-                "?, ?, NULL, NULL)",
+                "?, ?, NULL, NULL, NULL, NULL)",
                 (run.id, session.id, agent_id, "queued", content, idempotency_key, now),
             )
             events = _append(tx, session.id, [
@@ -408,13 +514,18 @@ class Store:
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
-               unless_steered_after: int | None = None
+               unless_steered_after: int | None = None, lease: Lease | None = None,
+               checkpoint_every: float | None = None
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
 
         With ``unless_steered_after``, nothing is written and :class:`Steered` is
-        raised if a user message was steered into ``run_id`` after that seq. Returns
-        the engine's future: the write goes ahead even if its waiter is cancelled."""
+        raised if a user message was steered into ``run_id`` after that seq. With a
+        ``lease``, nothing is written and :class:`LeaseLost` is raised unless the
+        lease is (or, with ``acquire``, can be) held; see :class:`Lease`. With
+        ``checkpoint_every`` (seconds), an automatic checkpoint follows the events
+        when the session's last one is at least that old. Returns the engine's
+        future: the write goes ahead even if its waiter is cancelled."""
         now = time.time()
 
         def op(tx: Tx) -> list[EventRecord]:
@@ -423,9 +534,17 @@ class Store:
                     "AND kind = 'message.user' LIMIT 1",
                     (session_id, unless_steered_after, run_id)) is not None:
                 raise Steered(run_id or "")
+            # Events first: appending locks the session's row (on PostgreSQL), which
+            # serialises lease checks within a session.
             records = _append(tx, session_id, events, now) if events else []
-            if run is not None and run_id is not None:
+            if lease is not None and run_id is not None:
+                _leased_update(tx, run_id, run, lease, now)
+            elif run is not None and run_id is not None:
                 _update_run(tx, run_id, run, now)
+            if checkpoint_every is not None:
+                row = tx.one("SELECT checkpoint_at FROM sessions WHERE id = ?", (session_id,))
+                if row is not None and now - float(row[0]) >= checkpoint_every:
+                    records.append(_new_checkpoint(tx, session_id, None, "auto", now)[1])
             return records
 
         return self.engine.write(op)
@@ -475,3 +594,188 @@ class Store:
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0
+
+    async def get_agent_by_id(self, agent_id: str) -> AgentRecord:
+        row = await self.engine.read(
+            lambda tx: tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)))
+        if row is None:
+            raise AgentNotFound(f"agent {agent_id!r} not found")
+        return _agent(row)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def renew_leases(self, owner: str, ttl: float) -> set[str]:
+        """Extend every lease ``owner`` holds on an active run; the ids renewed."""
+        def op(tx: Tx) -> set[str]:
+            rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
+                          f"status IN {_ACTIVE} RETURNING id", (time.time() + ttl, owner))
+            return {str(r[0]) for r in rows}
+
+        return await self.engine.write(op)
+
+    async def release_leases(self, *, except_owner: str) -> int:
+        """End every other node's lease on an active run at once (only for a store this
+        daemon has to itself)."""
+        def op(tx: Tx) -> int:
+            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {_ACTIVE} "
+                       "AND lease_owner <> ?", (except_owner,))
+            return tx.rowcount
+
+        return await self.engine.write(op)
+
+    async def orphaned_runs(self, owner: str, *, queued_before: float) -> list[RunRecord]:
+        """Runs no live node drives, in the order to take them over: runs under way
+        whose lease expired (or is ``owner``'s own, from before a restart), then runs
+        queued before ``queued_before`` in sessions where nothing is under way."""
+        now = time.time()
+
+        def op(tx: Tx) -> list[tuple[Any, ...]]:
+            return tx.all(
+                f"SELECT {_RUN_COLS} FROM runs WHERE status IN ('running', 'waiting_approval') "
+                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) "
+                "ORDER BY created_at, id", (owner, now)) + tx.all(
+                f"SELECT {_RUN_COLS} FROM runs WHERE status = 'queued' AND created_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
+                "AND o.status IN ('running', 'waiting_approval') AND o.lease_owner <> ? "
+                "AND o.lease_expires_at >= ?) ORDER BY created_at, id",
+                (queued_before, owner, now))
+
+        return [_run(r) for r in await self.engine.read(op)]
+
+    async def next_queued(self, session_id: str) -> RunRecord | None:
+        """The session's oldest queued run, if any (whoever accepted it)."""
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status = 'queued' "
+            "ORDER BY created_at, id LIMIT 1", (session_id,)))
+        return _run(row) if row is not None else None
+
+    # -- checkpoints, restore, fork --------------------------------------------------------
+
+    async def create_checkpoint(self, session_id: str, *, name: str | None = None,
+                                kind: str = "manual"
+                                ) -> tuple[CheckpointRecord, EventRecord]:
+        now = time.time()
+        try:
+            return await self.engine.write(
+                lambda tx: _new_checkpoint(tx, session_id, name, kind, now))
+        except Exception as exc:
+            if self.engine.is_unique_violation(exc):
+                raise CheckpointExists(
+                    f"this session already has a checkpoint named {name!r}") from None
+            raise
+
+    async def checkpoint_changed(self, kind: str, *, agent_id: str | None = None
+                                 ) -> list[EventRecord]:
+        """Checkpoint every session (of ``agent_id``, or all) changed since its last
+        checkpoint; one transaction. Returns the checkpoint events."""
+        now = time.time()
+
+        def op(tx: Tx) -> list[EventRecord]:
+            where = "last_seq > checkpoint_seq" + (" AND agent_id = ?" if agent_id else "")
+            rows = tx.all(f"SELECT id FROM sessions WHERE {where}",
+                          (agent_id,) if agent_id else ())
+            return [_new_checkpoint(tx, str(r[0]), None, kind, now)[1] for r in rows]
+
+        return await self.engine.write(op)
+
+    async def list_checkpoints(self, session_id: str) -> list[CheckpointRecord]:
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE session_id = ? ORDER BY seq",
+            (session_id,)))
+        return [_checkpoint(r) for r in rows]
+
+    async def get_checkpoint(self, checkpoint_id: str
+                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
+        """A checkpoint with its agent's name and its session."""
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {', '.join('c.' + c.strip() for c in _CHECKPOINT_COLS.split(','))}, "
+            f"a.name, {', '.join('s.' + c.strip() for c in _SESSION_COLS.split(','))} "
+            "FROM checkpoints c JOIN sessions s ON s.id = c.session_id "
+            "JOIN agents a ON a.id = s.agent_id WHERE c.id = ?", (checkpoint_id,)))
+        if row is None:
+            raise CheckpointNotFound(f"checkpoint {checkpoint_id!r} not found")
+        return _checkpoint(row[:6]), str(row[6]), _session(row[7:])
+
+    async def restore_session(self, session_id: str, *, seq: int | None = None,
+                              checkpoint: str | None = None) -> EventRecord:
+        """Set a session back to a checkpoint (id or name) or a seq: one
+        ``session.restored`` event. The events after the target stay in the log (its
+        archive) but leave the session's state (see :func:`live_events`). Refused
+        (:class:`SessionBusy`) while the session has a run queued or under way."""
+        now = time.time()
+
+        def op(tx: Tx) -> EventRecord:
+            row = tx.one("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
+            if row is None:
+                raise SessionNotFound(f"session {session_id} does not exist")
+            last_seq = int(row[0])
+            to_seq, checkpoint_id = _target_seq(tx, session_id, last_seq, seq, checkpoint)
+            data = {"to_seq": to_seq, "checkpoint": checkpoint_id,
+                    "archived": {"from_seq": to_seq + 1, "to_seq": last_seq}}
+            # Append first (it locks the session's row), then look for active runs: a
+            # message accepted concurrently is either seen here or comes after.
+            event = _append(tx, session_id, [NewEvent(kind="session.restored", data=data)],
+                            now)[0]
+            busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {_ACTIVE} "
+                          "LIMIT 1", (session_id,))
+            if busy is not None:
+                raise SessionBusy(f"the session has run {busy[0]} queued or under way; "
+                                  "cancel it or wait for it before restoring",
+                                  details={"active_run": busy[0]})
+            return event
+
+        return await self.engine.write(op)
+
+    async def fork_session(self, session_id: str, *, key: str, seq: int | None = None,
+                           checkpoint: str | None = None, source: dict[str, Any]
+                           ) -> SessionRecord:
+        """A new session of the same agent, holding the state of ``session_id`` at a
+        checkpoint or seq: its live events copied (renumbered from 1), then a
+        ``session.forked`` event naming the source (``source`` plus the seq)."""
+        now = time.time()
+        new_session_id = new_id("s")
+
+        def op(tx: Tx) -> SessionRecord:
+            row = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", (session_id,))
+            if row is None:
+                raise SessionNotFound("the session to fork does not exist (deleted?)")
+            origin = _session(row)
+            to_seq, checkpoint_id = _target_seq(tx, session_id, origin.last_seq, seq,
+                                                checkpoint)
+            copied = [e for e in live_events([_event(r) for r in tx.all(
+                f"SELECT {_EVENT_COLS} FROM events WHERE session_id = ? AND seq <= ? "
+                "ORDER BY seq", (session_id, to_seq))])
+                if e.kind not in ("session.restored", "checkpoint")]
+            tx.execute(
+                f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+                "ON CONFLICT (agent_id, key) DO NOTHING",
+                (new_session_id, origin.agent_id, key, now, now, now))
+            if tx.rowcount == 0:
+                raise SessionExists(f"session {key!r} already exists")
+            if copied:
+                tx.executemany(_INSERT_EVENT, [
+                    (new_session_id, i, e.run_id, e.kind, _dumps(e.data), e.at)
+                    for i, e in enumerate(copied, start=1)])
+                tx.execute("UPDATE sessions SET last_seq = ? WHERE id = ?",
+                           (len(copied), new_session_id))
+            _append(tx, new_session_id, [NewEvent(kind="session.forked", data={
+                **source, "seq": to_seq, "checkpoint": checkpoint_id,
+                "copied_events": len(copied)})], now)
+            created = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
+                             (new_session_id,))
+            assert created is not None
+            return _session(created)
+
+        return await self.engine.write(op)
+
+    async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
+        """Delete sessions untouched since ``idle_before`` with nothing queued or under
+        way; returns (session id, agent id, key) of each."""
+        def op(tx: Tx) -> list[tuple[str, str, str]]:
+            rows = tx.all(
+                "DELETE FROM sessions WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs "
+                f"WHERE runs.session_id = sessions.id AND runs.status IN {_ACTIVE}) "
+                "RETURNING id, agent_id, key", (idle_before,))
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+        return await self.engine.write(op)

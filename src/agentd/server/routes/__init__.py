@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from agentd.server.routes import agents, runs, sessions
+from agentd.server.routes import agents, checkpoints, runs, sessions
 
-__all__ = ["agents", "runs", "sessions"]
+__all__ = ["agents", "checkpoints", "runs", "sessions"]

@@ -18,8 +18,20 @@ from starlette.types import Receive, Scope, Send
 from agentd.errors import InvalidInput, PayloadTooLarge
 from agentd.server._http import TokenCheck, json_response, response_for, unauthorized
 from agentd.server.routes._deps import ERRORS, runtime_of
-from agentd.server.schemas import EventList, MessageIn, RunOut, SessionList, SessionOut
-from agentd.server.sse import follow_frames, sse_response
+from agentd.server.schemas import (
+    CheckpointIn,
+    CheckpointList,
+    CheckpointOut,
+    EventList,
+    ForkIn,
+    MessageIn,
+    RestoreIn,
+    RestoreOut,
+    RunOut,
+    SessionList,
+    SessionOut,
+)
+from agentd.server.sse import follow_frames, parse_last_event_id, sse_response
 
 __all__ = ["router"]
 
@@ -136,12 +148,7 @@ async def get_events(
     runtime = runtime_of(request)
     _, session = await runtime.get_session(name, key)
     if last_event_id is not None:
-        try:
-            after = int(last_event_id)
-        except ValueError:
-            raise InvalidInput("Last-Event-ID must be an event seq (an integer)") from None
-        if after < 0:
-            raise InvalidInput("Last-Event-ID must be >= 0")
+        after = parse_last_event_id(last_event_id, tag=session.tag, last_seq=session.last_seq)
     if "text/event-stream" in request.headers.get("accept", ""):
         sub = runtime.subscribe(session.id)
         return sse_response(follow_frames(
@@ -149,6 +156,46 @@ async def get_events(
     events = await runtime.read_events(session.id, after=after, limit=limit)
     return json_response({"events": [e.to_api() for e in events],
                           "last_seq": session.last_seq})
+
+
+@router.post("/{key:path}/checkpoints", response_model=CheckpointOut, status_code=201,
+             responses=ERRORS(404, 409, 422))
+async def create_checkpoint(name: str, key: str, body: CheckpointIn, request: Request
+                            ) -> Response:
+    """Checkpoint the session now: a named pointer to its current state (its last seq),
+    logged as a ``checkpoint`` event. Names are unique within a session."""
+    checkpoint = await runtime_of(request).create_checkpoint(name, key, body.name)
+    return json_response(checkpoint.to_api(name, key), 201)
+
+
+@router.get("/{key:path}/checkpoints", response_model=CheckpointList, responses=ERRORS(404))
+async def list_checkpoints(name: str, key: str, request: Request) -> Response:
+    """The session's checkpoints, oldest first (manual, auto, pause, stop, shutdown)."""
+    checkpoints = await runtime_of(request).list_checkpoints(name, key)
+    return json_response({"checkpoints": [c.to_api(name, key) for c in checkpoints]})
+
+
+@router.post("/{key:path}/restore", response_model=RestoreOut,
+             responses=ERRORS(404, 409, 422))
+async def restore_session(name: str, key: str, body: RestoreIn, request: Request
+                          ) -> Response:
+    """Set the session back to a checkpoint (id or name) or an event seq. Nothing is
+    deleted: the later events stay in the log as its archive, after which a
+    ``session.restored`` event says where the session's state now comes from. Refused
+    (409 ``session_busy``) while a run is queued or under way."""
+    session, event = await runtime_of(request).restore(
+        name, key, seq=body.seq, checkpoint=body.checkpoint)
+    return json_response({"session": session.to_api(name), "event": event.to_api()})
+
+
+@router.post("/{key:path}/fork", response_model=SessionOut, status_code=201,
+             responses=ERRORS(404, 409, 422))
+async def fork_session(name: str, key: str, body: ForkIn, request: Request) -> Response:
+    """A new session (``key``, or a generated one) holding this session's state at a
+    checkpoint or seq; this session is untouched."""
+    session = await runtime_of(request).fork(
+        name, key, new_key=body.key, seq=body.seq, checkpoint=body.checkpoint)
+    return json_response(session.to_api(name), 201)
 
 
 @router.get("/{key:path}", response_model=SessionOut, responses=ERRORS(404))
