@@ -489,6 +489,46 @@ async def test_a_waiting_run_still_waits_after_a_restart(
     assert kinds.count("approval.requested") == 1 and kinds.count("approval.decided") == 1
 
 
+async def test_a_retried_call_cut_off_again_needs_a_new_decision(
+        settings: Settings, store_url: str) -> None:
+    """The decision to retry answers one start: if the daemon dies again during the
+    retried call, the call is not run a third time on that old decision."""
+    from agentd.store import NewEvent
+    from agentd.store import open_store as _open
+
+    calls: list[str] = []
+    send_email = _email_tool(calls)
+    run_id, sid = await _crash_mid_step(settings, store_url, "send_email", finished=False)
+    effect = f"{run_id}/1/call_0"
+    store = await _open(store_url)
+    await store.append(sid, [
+        NewEvent(kind="run.resumed", run_id=run_id, data={}),
+        NewEvent(kind="approval.requested", run_id=run_id, data={
+            "effect_id": effect, "reason": "unknown_outcome", "call_id": "call_0",
+            "name": "send_email", "arguments": {}, "options": ["retry", "skip", "fail"]}),
+        NewEvent(kind="approval.decided", run_id=run_id, data={
+            "effect_id": effect, "action": "retry", "output": None}),
+        NewEvent(kind="tool.started", run_id=run_id, data={
+            "call_id": "call_0", "name": "send_email", "arguments": {},
+            "effect_id": effect, "retry": True}),
+    ])
+    await store.close()
+    settings.database_url = store_url
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(send_email)
+    await rt.start()
+    try:
+        assert (await rt.wait(run_id)).status == "waiting_approval"
+        assert calls == []
+        asked = [e for e in await rt.read_events(sid) if e.kind == "approval.requested"]
+        assert len(asked) == 2  # asked again
+        await rt.decide(run_id, "skip", "it went out")
+        assert (await rt.wait(run_id)).status == "completed"
+        assert calls == []
+    finally:
+        await rt.close()
+
+
 async def test_on_unknown_outcome_interrupt_ends_the_run(
         settings: Settings, store_url: str) -> None:
     from agentd.store import open_store as _open

@@ -324,15 +324,21 @@ class RunExecutor:
         started = {e.data["call_id"] for e in after if e.kind == "tool.started"}
         calls = [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
                  for c in last_step.data["tool_calls"] if c["id"] not in finished]
-        requested = {e.data["effect_id"] for e in after if e.kind == "approval.requested"}
-        decided = {e.data["effect_id"]: e.data for e in after if e.kind == "approval.decided"}
         skipped: list[dict[str, Any]] = []
         for call in list(calls):
             t = self.tools.get(call.name)
             if call.id not in started or (t is not None and t.idempotent):
                 continue
             effect_id = self._effect_id(call)
-            decision = decided.get(effect_id)
+            # A decision answers the call's latest start only: a retried call that
+            # was cut off again needs a new decision, never the old one's retry.
+            last_start = max(e.seq for e in after
+                             if e.kind == "tool.started" and e.data["call_id"] == call.id)
+            decision = next((e.data for e in reversed(after) if e.seq > last_start
+                             and e.kind == "approval.decided"
+                             and e.data["effect_id"] == effect_id), None)
+            pending = any(e.seq > last_start and e.kind == "approval.requested"
+                          and e.data["effect_id"] == effect_id for e in after)
             if decision is None and self.model_settings.get("on_unknown_outcome") == "interrupt":
                 reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
                           "daemon stopped; its outcome is unknown and it is not idempotent, "
@@ -340,7 +346,7 @@ class RunExecutor:
                 return await self._finish("interrupted", "run.interrupted",
                                           {"reason": reason, "effect_id": effect_id})
             if decision is None:
-                decision = await self._ask(call, effect_id, already=effect_id in requested)
+                decision = await self._ask(call, effect_id, already=pending)
             if decision["action"] == "fail":
                 error = AgentdError(f"the outcome of {call.name!r} (effect {effect_id}) is "
                                     "unknown and the run was failed by decision",

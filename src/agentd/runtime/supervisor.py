@@ -187,12 +187,13 @@ class Supervisor:
                     state.active = None
                     state.active_task = None
                     self._settled(run_id, settled)
-                if (settled is not None and not state.queue and self._next_queued is not None
-                        and not self._closing):
+                if not state.queue and self._next_queued is not None and not self._closing:
                     # In a cluster, another node may have queued the session's next run
-                    # while this one ran: the node that ends a run starts the next.
+                    # while this one ran (or ahead of a run this node could not start):
+                    # whoever ends a run starts the session's next one, if nothing runs.
                     following = await self._next_queued(session_id)
-                    if following is not None and following.id not in self._held:
+                    if (following is not None and following.id != run_id
+                            and following.id not in self._held):
                         state.queue.append(following.id)
                         self._held.add(following.id)
         finally:

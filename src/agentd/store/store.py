@@ -643,9 +643,12 @@ class Store:
         return [_run(r) for r in await self.engine.read(op)]
 
     async def next_queued(self, session_id: str) -> RunRecord | None:
-        """The session's oldest queued run, if any (whoever accepted it)."""
+        """The session's oldest queued run (whoever accepted it), unless a run of the
+        session is under way: then its node starts the next one when it ends."""
         row = await self.engine.read(lambda tx: tx.one(
             f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status = 'queued' "
+            "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
+            "AND o.status IN ('running', 'waiting_approval')) "
             "ORDER BY created_at, id LIMIT 1", (session_id,)))
         return _run(row) if row is not None else None
 
