@@ -908,3 +908,114 @@ async def test_decide_refuses_runs_that_are_not_waiting(client: httpx.AsyncClien
     bad = await client.post(f"/v1/runs/{run['id']}/decide", json={"action": "maybe"})
     assert bad.status_code == 422 and error_code(bad) == "invalid_input"
     assert "action" in bad.json()["error"]["message"]
+
+
+# -- checkpoints, restore, fork ------------------------------------------------------------
+
+
+async def test_checkpoint_restore_and_fork_over_http(client: httpx.AsyncClient) -> None:
+    await create_agent(client, settings={"script": [{"text": "one"}, {"text": "two"}]})
+    base = "/v1/agents/a/sessions/u%2F1"
+    assert (await send(client, "1", key="u%2F1")).json()["output"] == "one"
+    made = await client.post(f"{base}/checkpoints", json={"name": "first"})
+    assert made.status_code == 201, made.text
+    checkpoint = made.json()
+    assert (checkpoint["agent"], checkpoint["session"], checkpoint["name"],
+            checkpoint["kind"]) == ("a", "u/1", "first", "manual")
+    assert (await client.get(f"/v1/checkpoints/{checkpoint['id']}")).json() == checkpoint
+    assert (await send(client, "2", key="u%2F1")).json()["output"] == "two"
+    listed = (await client.get(f"{base}/checkpoints")).json()["checkpoints"]
+    assert listed == [checkpoint]
+    log = (await client.get(f"{base}/events")).json()["events"]
+    assert log[checkpoint["seq"] - 1]["kind"] == "checkpoint"
+
+    restored = await client.post(f"{base}/restore", json={"checkpoint": "first"})
+    assert restored.status_code == 200, restored.text
+    body = restored.json()
+    assert body["event"]["kind"] == "session.restored"
+    assert body["event"]["data"]["to_seq"] == checkpoint["seq"]
+    assert body["session"]["last_seq"] == body["event"]["seq"] == log[-1]["seq"] + 1
+    assert (await send(client, "2 again", key="u%2F1")).json()["output"] == "two"
+
+    forked = await client.post(f"{base}/fork", json={"seq": checkpoint["seq"], "key": "f"})
+    assert forked.status_code == 201, forked.text
+    assert forked.json()["key"] == "f" and forked.json()["agent"] == "a"
+    assert (await send(client, "x", key="f")).json()["output"] == "two"
+    by_id = await client.post(f"/v1/checkpoints/{checkpoint['id']}/fork", json={"key": "g"})
+    assert by_id.status_code == 201 and by_id.json()["key"] == "g"
+    again = await client.post(f"/v1/checkpoints/{checkpoint['id']}/restore")
+    assert again.status_code == 200 and again.json()["event"]["data"]["checkpoint"] == \
+        checkpoint["id"]
+
+
+async def test_bad_checkpoint_requests_get_4xx_and_change_nothing(
+        client: httpx.AsyncClient) -> None:
+    await create_agent(client)
+    await send(client, "1")
+    await send(client, "1", key="other")
+    theirs = (await client.post("/v1/agents/a/sessions/other/checkpoints", json={})).json()
+    await client.post("/v1/agents/a/sessions/k/checkpoints", json={"name": "mine"})
+    before = (await client.get("/v1/agents/a/sessions/k/events")).json()
+
+    cases = [
+        ("post", "/v1/agents/a/sessions/k/restore", {"checkpoint": "nope"}, 404,
+         "checkpoint_not_found"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"checkpoint": theirs["id"]}, 404,
+         "checkpoint_not_found"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": 999}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": -1}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": 1, "checkpoint": "mine"}, 422,
+         "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": "x"}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"when": 1}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/nope/restore", {"seq": 0}, 404, "session_not_found"),
+        ("post", "/v1/agents/zz/sessions/k/restore", {"seq": 0}, 404, "agent_not_found"),
+        ("post", "/v1/agents/a/sessions/k/fork", {"seq": 999}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/fork", {"seq": 1, "key": "other"}, 409,
+         "session_exists"),
+        ("post", "/v1/agents/a/sessions/k/fork", {"seq": 1, "key": ""}, 422,
+         "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/checkpoints", {"name": "mine"}, 409,
+         "checkpoint_exists"),
+        ("post", "/v1/agents/a/sessions/k/checkpoints", {"name": "a b"}, 422,
+         "invalid_input"),
+        ("post", "/v1/agents/a/sessions/nope/checkpoints", {}, 404, "session_not_found"),
+        ("get", "/v1/checkpoints/c_nope", None, 404, "checkpoint_not_found"),
+        ("post", "/v1/checkpoints/c_nope/restore", None, 404, "checkpoint_not_found"),
+        ("post", f"/v1/checkpoints/{theirs['id']}/fork", {"seq": 1}, 422, "invalid_input"),
+    ]
+    for method, path, body, status, code in cases:
+        response = await client.request(method, path, json=body)
+        assert response.status_code == status, (path, body, response.text)
+        assert error_code(response) == code, (path, body, response.text)
+    assert (await client.get("/v1/agents/a/sessions/k/events")).json() == before
+
+    # A deleted session cannot be forked (or restored), and its checkpoints are gone.
+    assert (await client.delete("/v1/agents/a/sessions/other")).status_code == 204
+    gone = await client.post("/v1/agents/a/sessions/other/fork", json={"seq": 1})
+    assert gone.status_code == 404 and error_code(gone) == "session_not_found"
+    gone = await client.post(f"/v1/checkpoints/{theirs['id']}/fork", json={})
+    assert gone.status_code == 404 and error_code(gone) == "checkpoint_not_found"
+
+
+async def test_restore_of_a_busy_session_is_refused(client: httpx.AsyncClient) -> None:
+    await create_agent(client, settings={"script": [{"text": "s", "delay_ms": 800}]})
+    queued = (await send(client, "1", wait=False)).json()
+    busy = await client.post("/v1/agents/a/sessions/k/restore", json={"seq": 0})
+    assert busy.status_code == 409 and error_code(busy) == "session_busy"
+    assert busy.json()["error"]["details"]["active_run"] == queued["id"]
+    run = await poll_run(client, queued["id"])
+    assert run["status"] == "completed"
+    kinds = [e["kind"] for e in (await client.get("/v1/agents/a/sessions/k/events")).json()[
+        "events"]]
+    assert "session.restored" not in kinds
+
+
+async def test_health_counts_awake_and_sleeping_agents(client: httpx.AsyncClient) -> None:
+    await create_agent(client, "x")
+    await create_agent(client, "y")
+    health = (await client.get("/health")).json()
+    assert health["agents"] == 2
+    assert health["agents_awake"] + health["agents_sleeping"] == 2
+    assert health["node"]
