@@ -1,5 +1,6 @@
 """The kill test (bench/killtest.py) in small: a few SIGKILLs of the real daemon under
-load, then every invariant checked (nothing acknowledged lost, nothing repeated)."""
+load, then every invariant checked (nothing acknowledged lost, nothing repeated, every
+run that waited for a decision about a cut tool call decided and settled)."""
 
 from __future__ import annotations
 
@@ -38,5 +39,16 @@ def test_a_few_kills_break_no_invariant(tmp_path: Path) -> None:
         assert figures[name] > 0, (name, figures)
     assert figures["runs_by_status"].get("completed", 0) > 0, figures
     assert sum(figures["runs_by_status"].values()) == figures["runs"]
+    # A kill may or may not catch record_once mid-call; when it did, the run waited and
+    # the harness decided (each request answered once), and only a "fail" decision
+    # fails a run.
+    decisions = figures["decisions"]
+    assert set(decisions) <= {"skip", "retry", "fail"}, figures
+    assert sum(decisions.values()) == figures["approval_requests"], figures
+    assert figures["runs_waited"] <= figures["approval_requests"], figures
+    if figures["runs_waited"]:
+        assert figures["decide_requests"] > 0, figures
+    assert set(figures["runs_by_status"]) <= {"completed", "failed"}, figures
+    assert figures["runs_by_status"].get("failed", 0) <= decisions.get("fail", 0), figures
     assert figures["final_active_runs"] == figures["final_queued_runs"] == 0
     assert figures["final_exit"] == 0
