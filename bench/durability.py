@@ -8,9 +8,9 @@ committing one step costs.
    read-only SQL query on the database file, polled every 10 ms) and every run
    ``completed``.
 2. Commit cost, in process: ``store.append`` of one ``message.assistant`` event plus a
-   run update (one step's commit), on SQLite in WAL with ``synchronous=NORMAL`` and
-   the default loop writer: sequentially from one writer, then from 16 concurrent
-   writers on 16 sessions.
+   run update under the run's lease (one step's commit, as the executor makes it), on
+   SQLite in WAL with ``synchronous=NORMAL`` and the default loop writer: sequentially
+   from one writer, then from 16 concurrent writers on 16 sessions.
 
 Prints one JSON line on stdout; progress goes to stderr.
 
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from _load import ServerProcess, free_port, info, percentile
-from agentd.store import NewEvent, RunUpdate, open_store
+from agentd.store import Lease, NewEvent, RunUpdate, open_store
 
 SCRIPT = [{"text": "done"}]
 
@@ -146,14 +146,18 @@ async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: in
         for i in range(writers):
             acc = await store.accept_message(agent_id=agent.id, key=f"s{i}", content="go")
             await store.append(acc.session.id, [NewEvent(kind="run.started", run_id=acc.run.id)],
-                               run_id=acc.run.id, run=RunUpdate(status="running", started=True))
+                               run_id=acc.run.id, run=RunUpdate(status="running", started=True),
+                               lease=Lease(owner="bench", ttl=30, acquire=True))
             targets.append((acc.session.id, acc.run.id))
+        # As the executor commits a step: fenced by the run's lease, which it renews.
+        lease = Lease(owner="bench", ttl=30)
 
         async def writer(sid: str, rid: str, count: int, out: list[float]) -> None:
             for k in range(1, count + 1):
                 events = [NewEvent(kind="message.assistant", run_id=rid, data=_payload(k))]
                 t = time.perf_counter()
-                await store.append(sid, events, run_id=rid, run=RunUpdate(steps=k))
+                await store.append(sid, events, run_id=rid, run=RunUpdate(steps=k),
+                                   lease=lease)
                 out.append(time.perf_counter() - t)
 
         info(f"commit: {sequential} sequential appends")

@@ -137,11 +137,15 @@ class SSEEvent:
             or an event kind such as ``message.user`` / ``message.assistant``.
         id: The session sequence number the frame carries (``None`` when absent).
         data: The frame's JSON payload, parsed (the raw string if it is not JSON).
+        raw_id: The frame's id exactly as sent, ``"<seq>@<session tag>"``: what to give
+            ``follow(last_event_id=...)`` to resume, so that the daemon can tell an id
+            from another session (one deleted and created again) apart. Not compared.
     """
 
     event: str
     id: int | None
     data: Any = field(default=None)
+    raw_id: str | None = field(default=None, compare=False)
 
     @property
     def run_id(self) -> str | None:
@@ -157,11 +161,29 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def _target(checkpoint: str | None, seq: int | None) -> dict[str, Any]:
+    """The body naming a restore or fork target; the daemon checks there is one."""
+    body: dict[str, Any] = {}
+    if checkpoint is not None:
+        body["checkpoint"] = checkpoint
+    if seq is not None:
+        body["seq"] = seq
+    return body
+
+
 def _dropped(exc: ClientError) -> bool:
     """Whether an error is a lost or refused connection (worth reconnecting after)."""
     cause = exc.__cause__
     # SSEError is a TransportError too, but a reply that is no stream stays one.
     return isinstance(cause, httpx.TransportError) and not isinstance(cause, SSEError)
+
+
+def _seq_of(raw_id: str | None) -> int | None:
+    """The seq in a frame id: ids are ``<seq>@<session tag>`` (or a bare ``<seq>``)."""
+    try:
+        return int(raw_id.partition("@")[0]) if raw_id else None
+    except ValueError:
+        return None
 
 
 def _parse_frame(event: str, raw_id: str, raw_data: str) -> SSEEvent:
@@ -170,12 +192,7 @@ def _parse_frame(event: str, raw_id: str, raw_data: str) -> SSEEvent:
         data = json.loads(raw_data) if raw_data else None
     except ValueError:
         data = raw_data
-    try:
-        # Frame ids are "<seq>@<session tag>"; the seq is what a client resumes from.
-        seq: int | None = int(raw_id.partition("@")[0]) if raw_id else None
-    except ValueError:
-        seq = None
-    return SSEEvent(event=event, id=seq, data=data)
+    return SSEEvent(event=event, id=_seq_of(raw_id), data=data, raw_id=raw_id or None)
 
 
 class Client:
@@ -417,6 +434,133 @@ class Client:
         """Delete a session and its event log."""
         self._request("DELETE", self._session_path(agent, key))
 
+    # -- checkpoints, restore, fork ------------------------------------------------
+
+    def checkpoint(self, agent: str, key: str, name: str | None = None) -> dict[str, Any]:
+        """Checkpoint a session now: a pointer to its current state, logged as a
+        ``checkpoint`` event.
+
+        Args:
+            agent: Agent name.
+            key: Session key.
+            name: Optional name, unique in the session (1-64 letters, digits, ``_``,
+                ``-``, ``.``); restore and fork accept it in place of the id.
+
+        Returns:
+            The Checkpoint: ``id``, ``agent``, ``session``, ``seq``, ``name``, ``kind``,
+            ``created_at``.
+
+        Raises:
+            APIError: ``checkpoint_exists`` (409) for a name the session already has,
+                ``invalid_input`` (422) for a bad name, ``session_not_found`` /
+                ``agent_not_found`` (404).
+        """
+        body = {"name": name} if name is not None else {}
+        result: dict[str, Any] = self._request(
+            "POST", f"{self._session_path(agent, key)}/checkpoints", json_body=body
+        )
+        return result
+
+    def checkpoints(self, agent: str, key: str) -> list[dict[str, Any]]:
+        """A session's checkpoints, oldest first (kinds ``manual``, ``auto``, ``pause``,
+        ``stop``, ``shutdown``)."""
+        result = self._request("GET", f"{self._session_path(agent, key)}/checkpoints")
+        found: list[dict[str, Any]] = result.get("checkpoints", []) if result else []
+        return found
+
+    def get_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
+        """A checkpoint by id alone (``checkpoint_not_found`` when unknown)."""
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/checkpoints/{_segment(checkpoint_id)}"
+        )
+        return result
+
+    def restore(
+        self, agent: str, key: str, *, checkpoint: str | None = None, seq: int | None = None
+    ) -> dict[str, Any]:
+        """Set a session back to a checkpoint or an event seq; give exactly one.
+
+        Nothing is deleted: the later events stay in the log as its archive, followed
+        by a ``session.restored`` event.
+
+        Args:
+            agent: Agent name.
+            key: Session key.
+            checkpoint: A checkpoint's id or name.
+            seq: An event seq (``0``: the empty session).
+
+        Returns:
+            ``{"session": Session, "event": Event}``, the event being the
+            ``session.restored`` one (``data``: ``to_seq``, ``checkpoint``,
+            ``archived``).
+
+        Raises:
+            APIError: ``checkpoint_not_found`` / ``session_not_found`` (404),
+                ``session_busy`` (409) while a run is queued or under way,
+                ``invalid_input`` (422) for a seq out of range or for both or neither
+                of ``checkpoint`` and ``seq``.
+        """
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"{self._session_path(agent, key)}/restore",
+            json_body=_target(checkpoint, seq),
+        )
+        return result
+
+    def restore_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
+        """Restore a checkpoint's session to it, by the checkpoint's id alone; returns
+        what :meth:`restore` does."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/checkpoints/{_segment(checkpoint_id)}/restore"
+        )
+        return result
+
+    def fork(
+        self,
+        agent: str,
+        key: str,
+        *,
+        checkpoint: str | None = None,
+        seq: int | None = None,
+        new_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a new session holding this session's state at a checkpoint or seq
+        (give exactly one); this session is left as it is.
+
+        Args:
+            agent: Agent name.
+            key: The session to fork.
+            checkpoint: A checkpoint's id or name.
+            seq: An event seq.
+            new_key: The new session's key; default: generated (``KEY~...``).
+
+        Returns:
+            The new Session: its log holds the copied events, renumbered from 1, then a
+            ``session.forked`` event.
+
+        Raises:
+            APIError: ``session_exists`` (409) when ``new_key`` is taken,
+                ``session_not_found`` / ``checkpoint_not_found`` (404),
+                ``invalid_input`` (422).
+        """
+        body = _target(checkpoint, seq)
+        if new_key is not None:
+            body["key"] = new_key
+        result: dict[str, Any] = self._request(
+            "POST", f"{self._session_path(agent, key)}/fork", json_body=body
+        )
+        return result
+
+    def fork_checkpoint(self, checkpoint_id: str, new_key: str | None = None
+                        ) -> dict[str, Any]:
+        """Fork a checkpoint's session at it, by the checkpoint's id alone; returns the
+        new Session (see :meth:`fork`)."""
+        body = {"key": new_key} if new_key is not None else {}
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/checkpoints/{_segment(checkpoint_id)}/fork", json_body=body
+        )
+        return result
+
     # -- messages and runs -------------------------------------------------------
 
     def send(
@@ -472,6 +616,7 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         run_id: str | None = None
         last_id: int | None = None
+        last_raw: str | None = None
         try:
             for frame in self._frames(
                 "POST",
@@ -481,7 +626,7 @@ class Client:
             ):
                 run_id = run_id or frame.run_id
                 if frame.id is not None:
-                    last_id = frame.id
+                    last_id, last_raw = frame.id, frame.raw_id
                 yield frame
                 if frame.event in _TERMINAL_FRAMES and frame.run_id in (None, run_id):
                     return
@@ -492,7 +637,7 @@ class Client:
             # Dropped mid-run: the run goes on without us; pick it up from the log.
             if run_id is None or last_id is None or not _dropped(exc):
                 raise
-        for frame in self.follow(agent, key, after=last_id):
+        for frame in self.follow(agent, key, after=last_id, last_event_id=last_raw):
             if frame.run_id not in (None, run_id):
                 continue
             yield frame
@@ -512,27 +657,48 @@ class Client:
         return events
 
     def follow(
-        self, agent: str, key: str, after: int = 0, *, reconnect: bool = True
+        self,
+        agent: str,
+        key: str,
+        after: int = 0,
+        *,
+        reconnect: bool = True,
+        last_event_id: str | None = None,
     ) -> Generator[SSEEvent, None, None]:
         """Replay a session's log after ``after`` and then follow it live, forever.
 
         Stop by leaving the loop (``break``). When the connection drops or the daemon
-        restarts it reconnects with ``Last-Event-ID`` set to the last frame seen, so
-        every committed event arrives exactly once; ``reconnect=False`` ends instead.
+        restarts it reconnects with ``Last-Event-ID`` set to the id of the last frame
+        seen, so every committed event arrives exactly once; ``reconnect=False`` ends
+        instead.
+
+        Args:
+            agent: Agent name.
+            key: Session key.
+            after: Replay the events with ``seq > after`` first.
+            reconnect: Reconnect after a dropped connection (up to 8 times in a row).
+            last_event_id: Resume after this frame id (a frame's ``raw_id``,
+                ``"<seq>@<tag>"``) instead of ``after``. The daemon refuses an id from
+                another session (APIError 422 ``wrong_session``), for example one that
+                was deleted and started again under the same key.
         """
-        last = after
+        last_raw = last_event_id or None
+        seq = _seq_of(last_raw)
+        last = seq if seq is not None else after
         failures = 0
         retry_ms = [1000]
         path = f"{self._session_path(agent, key)}/events"
         while True:
-            headers = {"Last-Event-ID": str(last)} if last else None
+            # The full id lets the daemon check it belongs to this session.
+            resume_from = last_raw or (str(last) if last else None)
+            headers = {"Last-Event-ID": resume_from} if resume_from else None
             try:
                 for frame in self._frames(
                     "GET", path, params={"after": last}, headers=headers, retry_ms=retry_ms
                 ):
                     failures = 0
                     if frame.id is not None:
-                        last = frame.id
+                        last, last_raw = frame.id, frame.raw_id
                     yield frame
             except APIError:
                 raise

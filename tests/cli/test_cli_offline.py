@@ -38,6 +38,9 @@ COMMANDS = [
     "tail",
     "sessions",
     "delete-session",
+    "checkpoint",
+    "checkpoints",
+    "fork",
     "run",
     "cancel",
 ]
@@ -390,7 +393,9 @@ def test_new_commands_sit_in_their_help_panels() -> None:
                 panels.setdefault(current, []).append(word)
     assert {"stop-agent", "pause", "resume"} <= set(panels["Agents"])
     assert {"send", "history", "chat", "tail"} <= set(panels["Conversations"])
-    assert panels["Sessions"] == ["sessions", "delete-session"]
+    assert panels["Sessions"] == [
+        "sessions", "delete-session", "checkpoint", "checkpoints", "fork"
+    ]
     assert panels["Runs"] == ["run", "cancel", "decide"]
     assert "stop-agent" not in panels["Daemon"]
 
@@ -419,3 +424,29 @@ def test_delete_asks_first(home: Path) -> None:
     assert result.exit_code == 1
     assert "Delete agent 'demo'" in result.output
     assert "not reachable" not in result.output  # refused before asking the daemon
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["resume"],
+        ["resume", "demo", "k"],
+        ["resume", "demo", "k", "--checkpoint", "c_1", "--seq", "1"],
+        ["resume", "demo", "--checkpoint", "c_1"],
+        ["resume", "--seq", "1"],
+        ["fork"],
+        ["fork", "demo"],
+        ["fork", "demo", "k"],
+        ["fork", "demo", "k", "--checkpoint", "c_1", "--seq", "1"],
+        ["fork", "--seq", "1", "--key", "new"],
+        ["resume", "demo", "k", "--seq", "-1"],
+    ],
+)
+def test_bad_resume_and_fork_arguments_are_usage_errors(args: list[str], home: Path) -> None:
+    # Nothing listens at the URL: a request would end in exit 1 (not reachable).
+    url = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(app, ["--url", url, *args])
+    assert result.exit_code == 2, result.output
+    assert "not reachable" not in result.output
+    assert "Traceback" not in result.output
+    assert "Usage: agentd" in result.output

@@ -194,3 +194,86 @@ def test_bearer_token(auth_url: str, auth_token: str) -> None:
     assert info.value.status == 401
     with Client(auth_url, token=auth_token) as client:
         assert isinstance(client.list_agents(), list)
+
+
+def test_checkpoint_restore_and_fork(client: Client, agent_name: str) -> None:
+    client.create_agent(agent_name)
+    client.send(agent_name, "k", "one")
+    created = client.checkpoint(agent_name, "k", name="first")
+    assert (created["seq"], created["name"], created["kind"]) == (6, "first", "manual")
+    assert (created["agent"], created["session"]) == (agent_name, "k")
+    client.send(agent_name, "k", "two")
+    assert client.checkpoints(agent_name, "k") == [created]
+    assert client.get_checkpoint(created["id"]) == created
+
+    restored = client.restore(agent_name, "k", checkpoint="first")
+    assert restored["session"]["last_seq"] == 12
+    assert restored["event"]["kind"] == "session.restored"
+    assert restored["event"]["data"]["to_seq"] == 6
+    again = client.restore_checkpoint(created["id"])
+    assert again["event"]["seq"] == 13
+    assert client.restore(agent_name, "k", seq=0)["event"]["data"]["to_seq"] == 0
+
+    forked = client.fork(agent_name, "k", seq=11, new_key="f")
+    assert forked["key"] == "f"
+    users = [e["data"]["content"] for e in client.events(agent_name, "f")
+             if e["kind"] == "message.user"]
+    assert users == ["one", "two"]
+    generated = client.fork_checkpoint(created["id"])
+    assert generated["key"].startswith("k~")
+    assert client.fork_checkpoint(created["id"], new_key="g")["key"] == "g"
+
+
+def test_checkpoint_errors_are_api_errors(client: Client, agent_name: str) -> None:
+    client.create_agent(agent_name)
+    client.send(agent_name, "k", "one")
+    client.checkpoint(agent_name, "k", name="first")
+    for call, status, code in (
+        (lambda: client.checkpoint(agent_name, "k", name="first"), 409, "checkpoint_exists"),
+        (lambda: client.checkpoint(agent_name, "nope"), 404, "session_not_found"),
+        (lambda: client.get_checkpoint("c_nope"), 404, "checkpoint_not_found"),
+        (lambda: client.restore(agent_name, "k", checkpoint="nope"), 404,
+         "checkpoint_not_found"),
+        (lambda: client.restore(agent_name, "k", seq=99), 422, "invalid_input"),
+        (lambda: client.restore(agent_name, "k"), 422, "invalid_input"),
+        (lambda: client.restore(agent_name, "k", seq=1, checkpoint="first"), 422,
+         "invalid_input"),
+        (lambda: client.restore_checkpoint("c_nope"), 404, "checkpoint_not_found"),
+        (lambda: client.fork(agent_name, "k", seq=1, new_key="k"), 409, "session_exists"),
+        (lambda: client.fork(agent_name, "k"), 422, "invalid_input"),
+        (lambda: client.fork_checkpoint("c_nope"), 404, "checkpoint_not_found"),
+    ):
+        with pytest.raises(APIError) as info:
+            call()
+        assert (info.value.status, info.value.code) == (status, code)
+    assert client.get_session(agent_name, "k")["last_seq"] == 6
+
+
+def test_frame_ids_name_the_session(client: Client, agent_name: str) -> None:
+    client.create_agent(agent_name)
+    client.send(agent_name, "k", "one")
+    client.send(agent_name, "other", "one")
+    frames = list(client.stream(agent_name, "k", "two"))
+    tag = client.get_session(agent_name, "k")["tag"]
+    assert all(f.raw_id == f"{f.id}@{tag}" for f in frames)
+
+    # Resuming from a saved frame id replays what came after it.
+    saved = frames[0]
+    assert saved.id == 6
+    after = client.follow(agent_name, "k", last_event_id=saved.raw_id)
+    assert next(after).id == 7
+    after.close()
+
+    # An id of another session is refused rather than read as this session's seq.
+    with pytest.raises(APIError) as info:
+        next(client.follow(agent_name, "other", last_event_id=saved.raw_id))
+    assert (info.value.status, info.value.code) == (422, "wrong_session")
+
+    # Restoring keeps the session (and its tag): a follower goes on across it.
+    client.restore(agent_name, "k", seq=5)
+    seen = []
+    for frame in client.follow(agent_name, "k", last_event_id=frames[-1].raw_id):
+        seen.append(frame)
+        break
+    assert seen[0].event == "session.restored"
+    assert seen[0].raw_id == f"{frames[-1].id + 1}@{tag}"

@@ -251,3 +251,125 @@ def test_a_json_reply_where_a_stream_was_expected_is_a_client_error() -> None:
     client = make_client(lambda request: httpx.Response(200, json={"events": []}))
     with pytest.raises(ClientError, match="event stream"):
         list(client.follow("demo", "k"))
+
+
+def test_checkpoint_restore_and_fork_paths_and_bodies() -> None:
+    seen: list[tuple[str, str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.method, request.url.raw_path.decode(), body))
+        if request.url.raw_path.endswith(b"/checkpoints") and request.method == "GET":
+            return httpx.Response(200, json={"checkpoints": [{"id": "c_1"}]})
+        return httpx.Response(200, json={"ok": True})
+
+    client = make_client(handler)
+    client.checkpoint("demo", "a/b")
+    client.checkpoint("demo", "a/b", name="first")
+    assert client.checkpoints("demo", "a/b") == [{"id": "c_1"}]
+    client.get_checkpoint("c_1/x")
+    client.restore("demo", "a/b", checkpoint="first")
+    client.restore("demo", "a/b", seq=0)
+    client.restore_checkpoint("c_1")
+    client.fork("demo", "a/b", seq=3)
+    client.fork("demo", "a/b", checkpoint="c_1", new_key="x/y")
+    client.fork_checkpoint("c_1")
+    client.fork_checkpoint("c_1", new_key="x/y")
+    session = "/v1/agents/demo/sessions/a%2Fb"
+    assert seen == [
+        ("POST", f"{session}/checkpoints", {}),
+        ("POST", f"{session}/checkpoints", {"name": "first"}),
+        ("GET", f"{session}/checkpoints", None),
+        ("GET", "/v1/checkpoints/c_1%2Fx", None),
+        ("POST", f"{session}/restore", {"checkpoint": "first"}),
+        ("POST", f"{session}/restore", {"seq": 0}),
+        ("POST", "/v1/checkpoints/c_1/restore", None),
+        ("POST", f"{session}/fork", {"seq": 3}),
+        ("POST", f"{session}/fork", {"checkpoint": "c_1", "key": "x/y"}),
+        ("POST", "/v1/checkpoints/c_1/fork", {}),
+        ("POST", "/v1/checkpoints/c_1/fork", {"key": "x/y"}),
+    ]
+
+
+def test_restore_errors_are_api_errors() -> None:
+    body = {"error": {"code": "session_busy", "message": "the session has run r_1 queued",
+                      "retryable": False, "details": {"active_run": "r_1"}}}
+    client = make_client(lambda request: httpx.Response(409, json=body))
+    with pytest.raises(APIError) as info:
+        client.restore("demo", "k", seq=0)
+    assert (info.value.status, info.value.code) == (409, "session_busy")
+    assert info.value.details == {"active_run": "r_1"}
+
+
+def tagged_sse_body(*frames: tuple[str, str, object]) -> bytes:
+    return "".join(
+        f"id: {raw}\nevent: {name}\ndata: {json.dumps(data)}\n\n" for name, raw, data in frames
+    ).encode()
+
+
+def test_frames_keep_their_raw_id_beside_the_seq() -> None:
+    body = tagged_sse_body(("message.user", "6@3fa9c0d1", {"seq": 6}))
+    frames = list(make_client(lambda r: sse_response(body)).follow("d", "k", reconnect=False))
+    assert frames[0].id == 6
+    assert frames[0].raw_id == "6@3fa9c0d1"
+    # Equality (and so tests comparing frames) goes by the seq.
+    assert frames[0] == SSEEvent(event="message.user", id=6, data={"seq": 6})
+
+
+def test_follow_reconnects_with_the_full_frame_id() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            return sse_response(
+                b"retry: 1\n\n" + tagged_sse_body(("message.user", "6@3fa9c0d1", {"seq": 6}))
+            )
+        return sse_response(tagged_sse_body(("run.started", "7@3fa9c0d1", {"seq": 7})))
+
+    frames = make_client(handler).follow("demo", "k", after=5)
+    assert next(frames).id == 6
+    assert next(frames).raw_id == "7@3fa9c0d1"
+    frames.close()
+    assert seen[0].headers["last-event-id"] == "5"
+    assert seen[1].url.params["after"] == "6"
+    assert seen[1].headers["last-event-id"] == "6@3fa9c0d1"
+
+
+def test_follow_from_a_saved_frame_id() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sse_response(tagged_sse_body(("run.started", "8@3fa9c0d1", {"seq": 8})))
+
+    client = make_client(handler)
+    frames = list(client.follow("demo", "k", reconnect=False, last_event_id="7@3fa9c0d1"))
+    assert [f.id for f in frames] == [8]
+    assert seen[0].url.params["after"] == "7"
+    assert seen[0].headers["last-event-id"] == "7@3fa9c0d1"
+
+
+def test_stream_resumes_with_the_full_frame_id() -> None:
+    seen: list[httpx.Request] = []
+
+    def torn() -> Iterator[bytes]:
+        yield b"retry: 1\n\n"
+        yield tagged_sse_body(
+            ("message.user", "1@3fa9c0d1", {"seq": 1, "run_id": "r_1"}),
+            ("token", "1@3fa9c0d1", {"run_id": "r_1", "text": "he"}),
+        )
+        raise httpx.ReadError("connection reset")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST":
+            return sse_response(torn())
+        return sse_response(
+            tagged_sse_body(("done", "4@3fa9c0d1", {"seq": 4, "run_id": "r_1"}))
+        )
+
+    frames = list(make_client(handler).stream("demo", "k", "hello"))
+    assert [f.event for f in frames] == ["message.user", "token", "done"]
+    assert seen[1].headers["last-event-id"] == "1@3fa9c0d1"
+    assert seen[1].url.params["after"] == "1"

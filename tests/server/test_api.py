@@ -518,7 +518,8 @@ async def test_last_event_id_from_another_session_is_refused(
     # A bare seq past this session's log cannot be this session's either.
     response = await client.get("/v1/agents/a/sessions/k/events",
                                 headers={"Last-Event-ID": "99"})
-    assert response.status_code == 422 and error_code(response) == "wrong_session"
+    assert response.status_code == 422 and error_code(response) == "invalid_input"
+    assert "past this session's log" in response.json()["error"]["message"]
     # Nothing changed.
     assert (await client.get("/v1/agents/a/sessions/k")).json() == mine
 
@@ -968,6 +969,8 @@ async def test_bad_checkpoint_requests_get_4xx_and_change_nothing(
         ("post", "/v1/agents/a/sessions/k/restore", {"seq": 1, "checkpoint": "mine"}, 422,
          "invalid_input"),
         ("post", "/v1/agents/a/sessions/k/restore", {"seq": "x"}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": True}, 422, "invalid_input"),
+        ("post", "/v1/agents/a/sessions/k/restore", {"seq": "1"}, 422, "invalid_input"),
         ("post", "/v1/agents/a/sessions/k/restore", {"when": 1}, 422, "invalid_input"),
         ("post", "/v1/agents/a/sessions/nope/restore", {"seq": 0}, 404, "session_not_found"),
         ("post", "/v1/agents/zz/sessions/k/restore", {"seq": 0}, 404, "agent_not_found"),

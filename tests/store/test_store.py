@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -206,3 +208,37 @@ def test_in_memory_sqlite_is_refused_clearly() -> None:
             engine_for_url(url)
     with pytest.raises(InvalidInput, match="unsupported database URL"):
         engine_for_url("mysql://x")
+
+
+async def test_migration_2_keeps_version_1_data(tmp_path: Path) -> None:
+    """A database written by the first release gains leases, queue places and
+    checkpoints without losing anything."""
+    db = tmp_path / "v1.db"
+    version, name, sql = MIGRATIONS[0]
+    types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT", "clustered": " WITHOUT ROWID"}
+    conn = sqlite3.connect(db)
+    conn.executescript(sql.format(**types))
+    conn.executescript(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at REAL NOT NULL);"
+        f"INSERT INTO schema_migrations VALUES ({version}, '{name}', 0);"
+        "INSERT INTO agents VALUES ('a1', 'old', 'scripted', '', '[]', '{}', 'running', 1, 1);"
+        "INSERT INTO sessions VALUES ('s1', 'a1', 'k', 2, 1, 1);"
+        "INSERT INTO runs VALUES ('r1', 's1', 'a1', 'queued', 'hi', NULL, NULL, 0, '{}', NULL,"
+        " 1, NULL, NULL);"
+        "INSERT INTO events VALUES ('s1', 1, 'r1', 'message.user', '{\"content\": \"hi\"}', 1);"
+        "INSERT INTO events VALUES ('s1', 2, 'r1', 'run.queued', '{}', 1);")
+    conn.commit()
+    conn.close()
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        assert await store.schema_version() == len(MIGRATIONS)
+        run = await store.get_run("r1")
+        assert (run.status, run.queued_seq, run.lease_owner) == ("queued", 2, None)
+        session = await store.get_session("a1", "k")
+        assert (session.last_seq, session.checkpoint_seq) == (2, 0)
+        assert [e.kind for e in await store.read_events("s1")] == ["message.user",
+                                                                   "run.queued"]
+        assert await store.list_checkpoints("s1") == []
+    finally:
+        await store.close()

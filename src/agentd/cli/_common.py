@@ -70,7 +70,10 @@ def describe_api_error(exc: APIError) -> str:
         for item in problems:
             if isinstance(item, dict):
                 field = str(item.get("field", "")).removeprefix("body.")
-                parts.append(f"{field}: {item.get('message', '')}" if field else str(item))
+                message = str(item.get("message", ""))
+                if message and message in text:
+                    continue  # the message already says it; do not repeat it
+                parts.append(f"{field}: {message}" if field else str(item))
         if parts and "; ".join(parts) not in text:
             text = f"{text} ({'; '.join(parts)})"
     text = f"{text} [{exc.code}]"

@@ -319,7 +319,7 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Show whether the daemon runs, and its version, store, agents and active runs.
+    """Show whether the daemon runs: its version, store, node, agents and active runs.
 
     Exits with code 1 when the daemon is not running or does not answer.
 
@@ -364,6 +364,16 @@ def status(
         raise typer.Exit(1)
     where = f"pid {pid}" if alive else "pid unknown"
     console.print(f"agentd is running ({where}) at {url}")
-    for key in ("version", "store", "sandbox", "agents", "active_runs"):
+    for key in ("version", "store", "sandbox", "node", "agents", "active_runs"):
         if key in health:
-            console.print(f"  {key.replace('_', ' ')}: {escape(str(health[key]))}")
+            value = agents_text(health) if key == "agents" else str(health[key])
+            console.print(f"  {key.replace('_', ' ')}: {escape(value)}")
+
+
+def agents_text(health: dict[str, Any]) -> str:
+    """``12 (3 awake, 9 asleep)``; just the total from a daemon that does not say."""
+    total = str(health.get("agents", "?"))
+    awake, asleep = health.get("agents_awake"), health.get("agents_sleeping")
+    if awake is None or asleep is None:
+        return total
+    return f"{total} ({awake} awake, {asleep} asleep)"

@@ -126,6 +126,45 @@ def sessions_table(sessions: list[dict[str, Any]]) -> Table:
     return table
 
 
+def checkpoints_table(checkpoints: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("ID", style="bold", no_wrap=True)
+    table.add_column("SEQ", justify="right")
+    table.add_column("KIND", no_wrap=True)
+    table.add_column("NAME")
+    table.add_column("CREATED", style="dim", no_wrap=True)
+    for checkpoint in checkpoints:
+        table.add_row(
+            Text(str(checkpoint.get("id", ""))),
+            str(checkpoint.get("seq", "")),
+            Text(str(checkpoint.get("kind") or "")),
+            Text(str(checkpoint.get("name") or "-")),
+            when(checkpoint.get("created_at")),
+        )
+    return table
+
+
+def checkpoint_line(checkpoint: dict[str, Any]) -> str:
+    """``checkpoint c_... at seq 7, named before-refactor`` (plain text, no markup)."""
+    line = f"checkpoint {checkpoint.get('id', '?')} at seq {checkpoint.get('seq', '?')}"
+    name = checkpoint.get("name")
+    return f"{line}, named {name}" if name else line
+
+
+def restored_line(data: dict[str, Any]) -> str:
+    """What a ``session.restored`` event's data says, in words (plain text)."""
+    line = f"restored to seq {data.get('to_seq', '?')}"
+    if data.get("checkpoint"):
+        line += f" (checkpoint {data['checkpoint']})"
+    archived = data.get("archived")
+    if isinstance(archived, dict):
+        first, last = archived.get("from_seq"), archived.get("to_seq")
+        if isinstance(first, int) and isinstance(last, int) and first <= last:
+            span = f"{first}" if first == last else f"{first}-{last}"
+            line += f"; events {span} kept in the log as its archive"
+    return line
+
+
 def run_details(run: dict[str, Any]) -> Table:
     """A run's fields, then its whole output or its error."""
     grid = Table.grid(padding=(0, 2))
@@ -136,6 +175,8 @@ def run_details(run: dict[str, Any]) -> Table:
     grid.add_row("agent", Text(str(run.get("agent", ""))))
     grid.add_row("session", Text(str(run.get("session", ""))))
     grid.add_row("steps", Text(str(run.get("steps", 0))))
+    if run.get("node"):
+        grid.add_row("node", Text(str(run["node"]), style="dim"))
     grid.add_row("usage", Text(usage_text(run.get("usage"))))
     for label, key in (
         ("created", "created_at"),
@@ -222,6 +263,19 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
         return [Text(f"{prefix}run {label}" + (f": {reason}" if reason else ""), style="yellow")]
     if kind == "error":
         return [Text(f"{prefix}error: {error_line(error_of(data))}", style="red")]
+    if kind == "session.restored":
+        return [Text(f"{prefix}· session {restored_line(data)}", style="yellow")]
+    if kind == "session.forked":
+        source = f"{data.get('agent', '?')}/{data.get('session', '?')}"
+        return [Text(f"{prefix}· forked from {source} at seq {data.get('seq', '?')}",
+                     style="dim")]
+    if kind == "checkpoint":
+        label = f"checkpoint {data.get('id', '?')}"
+        if data.get("name"):
+            label += f" named {data['name']}"
+        if data.get("kind") and data.get("kind") != "manual":
+            label += f" ({data['kind']})"
+        return [Text(f"{prefix}· {label}", style="dim")]
     if kind in QUIET_KINDS and not verbose:
         return []
     detail = f" {short(data, limit)}" if data else ""

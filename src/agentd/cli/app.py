@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from agentd.cli import _chat, _daemon, _runs, _sessions
+from agentd.cli import _chat, _checkpoints, _daemon, _runs, _sessions
 from agentd.cli._common import (
     TERMINAL_STATUSES,
     JsonOption,
@@ -281,16 +281,7 @@ def pause(ctx: typer.Context, name: NameArg) -> None:
     out().print(f"agent [bold]{escape(name)}[/] is {escape(str(agent.get('state', 'paused')))}")
 
 
-@app.command(rich_help_panel="Agents")
-def resume(ctx: typer.Context, name: NameArg) -> None:
-    """Resume a paused, stopped or errored agent (runs held while paused start).
-
-    [bold]Example[/]
-      $ agentd resume demo
-    """
-    with connect(ctx) as client:
-        agent = client.resume_agent(name)
-    out().print(f"agent [bold]{escape(name)}[/] is {escape(str(agent.get('state', 'running')))}")
+app.command(rich_help_panel="Agents")(_checkpoints.resume)
 
 
 @app.command("stop-agent", rich_help_panel="Agents")
@@ -454,6 +445,9 @@ app.command(rich_help_panel="Conversations")(_sessions.tail)
 
 app.command(rich_help_panel="Sessions")(_sessions.sessions)
 app.command("delete-session", rich_help_panel="Sessions")(_sessions.delete_session)
+app.command(rich_help_panel="Sessions")(_checkpoints.checkpoint)
+app.command(rich_help_panel="Sessions")(_checkpoints.checkpoints)
+app.command(rich_help_panel="Sessions")(_checkpoints.fork)
 
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)

@@ -55,7 +55,8 @@ class Housekeeper:
         count = 0
         for run in await rt.store.orphaned_runs(rt.node_id, queued_before=queued_before):
             if not rt.supervisor.is_known(run.id):
-                rt.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id)
+                rt.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id,
+                                     order=run.queued_seq)
                 count += 1
         if count:
             log.info("took over %d run(s)", count)

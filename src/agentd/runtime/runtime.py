@@ -337,7 +337,8 @@ class Runtime:
         # Runs held while the agent was paused are still queued in the store.
         for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
             if not self.supervisor.is_known(run.id):
-                self.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id)
+                self.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id,
+                                       order=run.queued_seq)
 
     def model_for(self, agent: AgentRecord) -> Model:
         key = (agent.model, _settings_key(agent))
@@ -396,7 +397,7 @@ class Runtime:
         event = await self.store.restore_session(session.id, seq=seq, checkpoint=checkpoint)
         self.histories.drop(session.id)
         self.bus.publish([event])
-        session.last_seq = event.seq
+        session.last_seq, session.updated_at = event.seq, event.at
         return session, event
 
     async def fork(self, name: str, key: str, *, new_key: str | None = None,
@@ -405,7 +406,10 @@ class Runtime:
         _check_target(seq, checkpoint)
         if new_key is None:
             new_key = f"{key}~{new_id_suffix()}"
-        check_session_key(new_key)
+        try:
+            check_session_key(new_key)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field="body.key") from None
         agent, session = await self.get_session(name, key)
         return await self.store.fork_session(
             session.id, key=new_key, seq=seq, checkpoint=checkpoint,
@@ -458,7 +462,7 @@ class Runtime:
         elif not accepted.duplicate:
             self.supervisor.submit(accepted.session.id, accepted.run.id, _Prepared(
                 run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq),
-                agent_id=agent.id)
+                agent_id=agent.id, order=accepted.run.queued_seq)
             if mode == "interrupt" and accepted.busy_run is not None:
                 self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
                                                  "interrupted by a newer message")

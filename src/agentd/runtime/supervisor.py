@@ -36,6 +36,8 @@ class _Session:
     queue: deque[str]
     context: dict[str, Any]
     agent_id: str | None = None
+    #: Queued runs' places in the session's queue (their queued_seq), when known.
+    order: dict[str, int] = field(default_factory=dict)
     #: The run taken off the queue whose executor is being built.
     building: str | None = None
     #: Runs cancelled while being built, with the reason.
@@ -64,14 +66,25 @@ class Supervisor:
     # -- submitting and waiting ------------------------------------------------------
 
     def submit(self, session_id: str, run_id: str, context: Any = None,
-               agent_id: str | None = None) -> None:
+               agent_id: str | None = None, order: int | None = None) -> None:
+        """Queue a run here. ``order`` (its queued_seq) keeps the session's runs in the
+        order they were accepted even if their submissions arrive out of order (on
+        PostgreSQL, concurrent accepts can return in another order than they
+        committed)."""
         if self._closing:
             return  # it stays queued in the store; the next daemon starts it
         state = self._sessions.get(session_id)
         if state is None:
             state = self._sessions[session_id] = _Session(queue=deque(), context={},
                                                           agent_id=agent_id)
-        state.queue.append(run_id)
+        if order is None:
+            state.queue.append(run_id)
+        else:
+            state.order[run_id] = order
+            at = len(state.queue)
+            while at > 0 and state.order.get(state.queue[at - 1], -1) > order:
+                at -= 1
+            state.queue.insert(at, run_id)
         self._held.add(run_id)
         if context is not None:
             state.context[run_id] = context
@@ -139,6 +152,7 @@ class Supervisor:
         try:
             while state.queue and not self._closing:
                 run_id = state.queue.popleft()
+                state.order.pop(run_id, None)
                 state.building = run_id
                 settled: RunRecord | None = None
                 try:
@@ -248,6 +262,7 @@ class Supervisor:
         try:
             if run_id in state.queue:
                 state.queue.remove(run_id)
+                state.order.pop(run_id, None)
                 state.context.pop(run_id, None)
                 await self._cancel_queued(run_id, reason)
                 self._settled(run_id)

@@ -85,7 +85,8 @@ class CheckpointIn(_In):
 
 class RestoreIn(_In):
     checkpoint: str | None = Field(default=None, description="A checkpoint's id or name.")
-    seq: int | None = Field(default=None, description="An event seq (0: the empty session).")
+    seq: int | None = Field(default=None, strict=True,
+                            description="An event seq (0: the empty session).")
 
 
 class ForkIn(RestoreIn):

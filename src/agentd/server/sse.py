@@ -59,8 +59,9 @@ def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
             f"<seq>@{tag})", field="header.last-event-id", code="wrong_session")
     if seq > last_seq:
         raise InvalidInput(
-            f"Last-Event-ID {value!r} is past this session's log (last seq {last_seq}); "
-            "it is from another session", field="header.last-event-id", code="wrong_session")
+            f"Last-Event-ID {value!r} is past this session's log (last seq {last_seq})",
+            field="header.last-event-id",
+            code="wrong_session" if given else "invalid_input")
     return seq
 
 

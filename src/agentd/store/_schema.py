@@ -8,9 +8,11 @@ clustered by (session_id, seq) on SQLite (WITHOUT ROWID): one B-tree per append
 instead of two.
 
 Migration 2 adds run leases (``lease_owner``, ``lease_expires_at``: which node drives
-a run, until when), a session's last checkpoint (``checkpoint_seq``,
-``checkpoint_at``: when the next automatic one is due) and the checkpoints table
-(a checkpoint is a named pointer into the log: the state at ``seq``).
+a run, until when), a run's place in its session's queue (``queued_seq``, the seq of
+its ``run.queued`` event: FIFO by commit order, whatever the nodes' clocks say), a
+session's last checkpoint (``checkpoint_seq``, ``checkpoint_at``: when the next
+automatic one is due) and the checkpoints table (a checkpoint is a named pointer into
+the log: the state at ``seq``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ MIGRATIONS.append((
     """
 ALTER TABLE runs ADD COLUMN lease_owner {text};
 ALTER TABLE runs ADD COLUMN lease_expires_at {real};
+ALTER TABLE runs ADD COLUMN queued_seq {bigint};
+UPDATE runs SET queued_seq = (SELECT MIN(e.seq) FROM events e WHERE e.session_id =
+    runs.session_id AND e.run_id = runs.id AND e.kind = 'run.queued');
 ALTER TABLE sessions ADD COLUMN checkpoint_seq {bigint} NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN checkpoint_at {real} NOT NULL DEFAULT 0;
 CREATE TABLE checkpoints (

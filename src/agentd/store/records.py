@@ -115,6 +115,8 @@ class RunRecord:
     #: The node that drives (or last drove) the run, and until when its lease holds.
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    #: The seq of its ``run.queued`` event: its place in the session's queue.
+    queued_seq: int | None = None
 
     @property
     def terminal(self) -> bool:

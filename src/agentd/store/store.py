@@ -51,7 +51,7 @@ _SESSION_COLS = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoin
                  "checkpoint_at")
 _RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
              "idempotency_key, created_at, started_at, finished_at, lease_owner, "
-             "lease_expires_at")
+             "lease_expires_at, queued_seq")
 _CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
 _ACTIVE = "('queued', 'running', 'waiting_approval')"
 _EVENT_COLS = "session_id, seq, run_id, kind, data, at"
@@ -84,7 +84,7 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
         output=row[5], error=orjson.loads(row[6]) if row[6] else None, steps=row[7],
         usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
         created_at=row[10], started_at=row[11], finished_at=row[12],
-        lease_owner=row[13], lease_expires_at=row[14],
+        lease_owner=row[13], lease_expires_at=row[14], queued_seq=row[15],
     )
 
 
@@ -245,7 +245,7 @@ def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
 _AHEAD = (
     "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
     f"AND o.id <> runs.id AND o.status IN {_ACTIVE} AND (o.status <> 'queued' "
-    "OR o.created_at < runs.created_at OR (o.created_at = runs.created_at AND o.id < runs.id)))"
+    "OR o.queued_seq < runs.queued_seq))"
 )
 
 
@@ -493,18 +493,21 @@ class Store:
                 session.last_seq, session.updated_at = events[-1].seq, now
                 return Accepted(session=session, run=_run(busy), events=events,
                                 created_session=False, steered=True, busy_run=busy[0])
+            # The events first: their seqs (taken under the session's row lock) give
+            # the run its place in the session's queue.
+            events = _append(tx, session.id, [
+                NewEvent(kind="message.user", run_id=run_id, data={"content": content}),
+                NewEvent(kind="run.queued", run_id=run_id, data={}),
+            ], now)
             run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                             status="queued", input=content, idempotency_key=idempotency_key,
-                            created_at=now)
+                            created_at=now, queued_seq=events[-1].seq)
             tx.execute(
                 f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-                "?, ?, NULL, NULL, NULL, NULL)",
-                (run.id, session.id, agent_id, "queued", content, idempotency_key, now),
+                "?, ?, NULL, NULL, NULL, NULL, ?)",
+                (run.id, session.id, agent_id, "queued", content, idempotency_key, now,
+                 run.queued_seq),
             )
-            events = _append(tx, session.id, [
-                NewEvent(kind="message.user", run_id=run.id, data={"content": content}),
-                NewEvent(kind="run.queued", run_id=run.id, data={}),
-            ], now)
             session.last_seq = events[-1].seq
             session.updated_at = now
             return Accepted(session=session, run=run, events=events, created_session=created,
@@ -637,7 +640,7 @@ class Store:
                 f"SELECT {_RUN_COLS} FROM runs WHERE status = 'queued' AND created_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
                 "AND o.status IN ('running', 'waiting_approval') AND o.lease_owner <> ? "
-                "AND o.lease_expires_at >= ?) ORDER BY created_at, id",
+                "AND o.lease_expires_at >= ?) ORDER BY created_at, queued_seq",
                 (queued_before, owner, now))
 
         return [_run(r) for r in await self.engine.read(op)]
@@ -649,7 +652,7 @@ class Store:
             f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status = 'queued' "
             "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
             "AND o.status IN ('running', 'waiting_approval')) "
-            "ORDER BY created_at, id LIMIT 1", (session_id,)))
+            "ORDER BY queued_seq LIMIT 1", (session_id,)))
         return _run(row) if row is not None else None
 
     # -- checkpoints, restore, fork --------------------------------------------------------
