@@ -481,3 +481,70 @@ def test_without_a_token_it_binds_to_loopback_only(spawn: Spawn) -> None:
     listeners = _listeners(daemon.port)
     if listeners is not None:
         assert listeners == ["0100007F"], listeners  # 127.0.0.1, and nothing else
+
+
+# -- two nodes on one PostgreSQL database ---------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url: str
+                                                        ) -> None:
+    """Two daemons share PostgreSQL. One is killed with runs under way; the other
+    takes them over once their leases expire and finishes each from its last
+    committed step: no model step made twice, one run at a time per session."""
+    env = {"AGENTD_DATABASE_URL": pg_url, "AGENTD_LEASE_TTL_S": "1",
+           "AGENTD_DEMO_AGENT": "false"}
+    nodes = [Daemon(tmp_path / f"node-{n}", tmp_path / f"node-{n}.log",
+                    env={**env, "AGENTD_NODE_ID": f"node-{n}"}, args=()) for n in "ab"]
+    try:
+        a, b = (node.start() for node in nodes)
+        sessions = [f"s{i}" for i in range(6)]
+        with a.client() as http:
+            # A tool step is committed at once; the answer after it takes 2.5 s.
+            create_agent(http, "slow", tools=["calculator"], settings={"script": [
+                {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2*3"}}]},
+                {"text": "finished", "delay_ms": 2500}]})
+            runs = [send(http, "slow", key, "go", wait=False).json()["id"]
+                    for key in sessions]
+            # A second message per session queues behind the first.
+            queued = [send(http, "slow", key, "then", wait=False).json()["id"]
+                      for key in sessions]
+            deadline = time.monotonic() + WAIT_S
+            while not all(http.get(f"/v1/runs/{r}").json()["steps"] >= 1 for r in runs):
+                assert time.monotonic() < deadline, a.log()
+                time.sleep(0.05)
+            assert {http.get(f"/v1/runs/{r}").json()["node"] for r in runs} == {"node-a"}
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait(timeout=WAIT_S)
+
+        with b.client() as http:
+            finished = {}
+            deadline = time.monotonic() + WAIT_S
+            for run_id in runs + queued:
+                while (run := http.get(f"/v1/runs/{run_id}").json())["status"] not in TERMINAL:
+                    assert time.monotonic() < deadline, b.log()
+                    time.sleep(0.1)
+                finished[run_id] = run
+            assert all(r["status"] == "completed" for r in finished.values()), finished
+            assert all(r["node"] == "node-b" for r in finished.values())
+            assert all(finished[r]["output"] == "finished" for r in runs)
+            for key in sessions:
+                log = read_events(http, "slow", key)
+                assert_dense(log, start=1)
+                first = [e for e in log if e["run_id"] == log[0]["run_id"]]
+                kinds = [e["kind"] for e in first]
+                assert kinds == ["message.user", "run.queued", "run.started",
+                                 "message.assistant", "tool.started", "tool.finished",
+                                 "run.resumed", "message.assistant", "run.completed"], kinds
+                resumed = first[kinds.index("run.resumed")]["data"]
+                assert resumed["previous_owner"] == "node-a"
+                # The queued message ran after, on node b, in order.
+                starts = [e["run_id"] for e in log if e["kind"] == "run.started"]
+                ends = [e["run_id"] for e in log if e["kind"] == "run.completed"]
+                assert starts == ends and len(starts) == 2
+                health = http.get("/health").json()
+                assert health["node"] == "node-b"
+    finally:
+        for node in nodes:
+            node.cleanup()
