@@ -19,6 +19,7 @@ from agentd.config import Settings
 from agentd.errors import (
     CheckpointExists,
     CheckpointNotFound,
+    Conflict,
     InvalidInput,
     SessionBusy,
     SessionExists,
@@ -28,6 +29,7 @@ from agentd.runtime import Runtime
 from agentd.runtime.history import SessionHistory
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, open_store
 from agentd.store.records import EventRecord, RunRecord, live_events
+from agentd.tools import ToolContext, tool
 
 SCRIPT = {"script": [{"text": "one"}, {"text": "two"}, {"text": "three"}]}
 
@@ -80,8 +82,10 @@ async def test_every_commit_is_fenced_by_the_lease(store_url: str) -> None:
         assert (await store.get_session(agent.id, "k")).last_seq == before  # nothing written
         run = await store.get_run(rid)
         assert run.lease_owner == "n1" and run.lease_expires_at > time.time() + 25
-        assert await store.renew_leases("n1", 60) == {rid}
-        assert await store.renew_leases("n2", 60) == set()
+        assert await store.renew_leases("n1", 60) == {rid: None}
+        assert await store.renew_leases("n2", 60) == {}
+        await store.request_cancel(rid, "asked elsewhere")
+        assert await store.renew_leases("n1", 60) == {rid: "asked elsewhere"}
         # Released (a run parked at shutdown): anyone may take it at once.
         await store.append(sid, [], run_id=rid, lease=Lease(owner="n1", ttl=30, release=True))
         await store.append(sid, [], run_id=rid, lease=Lease(owner="n2", ttl=30, acquire=True))
@@ -443,3 +447,104 @@ async def test_idle_sessions_expire_by_policy(settings: Settings, store_url: str
         assert (await rt.wait(busy.run.id)).status == "completed"
     finally:
         await rt.close()
+
+
+@pytest.mark.postgres
+async def test_decide_and_cancel_reach_a_run_on_another_node(settings: Settings,
+                                                             pg_url: str) -> None:
+    calls: list[str] = []
+
+    @tool
+    def send_email(ctx: ToolContext) -> str:
+        """Not idempotent."""
+        calls.append(ctx.effect_id)
+        return "sent"
+
+    # A run node A left mid-call in a non-idempotent tool (A's lease, still valid).
+    store = await open_store(pg_url)
+    agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                     tools=["send_email"], settings={"script": [
+                                         {"tool_calls": [{"name": "send_email",
+                                                          "arguments": {}}]},
+                                         {"text": "after the tool"}]})
+    accepted = await store.accept_message(agent_id=agent.id, key="k", content="go")
+    rid, sid = accepted.run.id, accepted.session.id
+    await store.append(sid, [
+        NewEvent(kind="run.started", run_id=rid),
+        NewEvent(kind="message.assistant", run_id=rid, data={
+            "text": "", "tool_calls": [{"id": "c0", "name": "send_email", "arguments": {}}],
+            "usage": None, "finish_reason": "tool_calls", "model": "scripted", "step": 1}),
+        NewEvent(kind="tool.started", run_id=rid, data={
+            "call_id": "c0", "name": "send_email", "arguments": {}, "effect_id": f"{rid}/1/c0"}),
+    ], run_id=rid, run=RunUpdate(status="running", started=True, steps=1),
+        lease=Lease(owner="A", ttl=60, acquire=True))
+    await store.close()
+
+    async def open_node(node_id: str) -> Runtime:
+        rt = Runtime(settings.model_copy(update={
+            "database_url": pg_url, "node_id": node_id, "lease_ttl_s": 0.6}),
+            await open_store(pg_url))
+        rt.tools.register(send_email)
+        await rt.start()
+        return rt
+
+    a = await open_node("A")
+    b = await open_node("B")
+    try:
+        assert (await a.wait(rid)).status == "waiting_approval"  # A took its run back
+        # The decision is sent to B: B takes the run over with it; A lets go.
+        await b.decide(rid, "skip", "it went out")
+        run = await asyncio.wait_for(b.wait(rid), 10)
+        assert (run.status, run.output, run.lease_owner) == ("completed", "after the tool",
+                                                             "B")
+        assert calls == []
+        await _until(lambda: not a.supervisor.is_known(rid))
+        kinds = [e.kind for e in await b.read_events(sid) if e.run_id == rid]
+        assert kinds.count("approval.decided") == 1 and kinds.count("run.completed") == 1
+        with pytest.raises(Conflict):
+            await b.decide(rid, "skip")
+
+        # A cancel sent to B of a run A drives: A ends it within a third of the TTL.
+        await a.update_agent("a", {"settings": {"script": [{"text": "slow",
+                                                            "delay_ms": 5000}]}})
+        slow = await a.send("a", "k2", "go")
+        await _until(lambda: a.supervisor.executors() != [])
+        await _until(lambda: a.supervisor.executors()[0].leased_at > 0)
+        cancelled, _, _ = await asyncio.wait_for(b.cancel_run(slow.run.id), 10)
+        assert (cancelled.status, cancelled.lease_owner) == ("cancelled", "A")
+        log = [e for e in await a.read_events(slow.session.id) if e.run_id == slow.run.id]
+        assert log[-1].kind == "run.cancelled"
+        assert log[-1].data["reason"] == "cancelled by request"
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.postgres
+async def test_a_session_streams_live_on_every_node(settings: Settings, pg_url: str
+                                                    ) -> None:
+    from agentd.runtime import follow
+
+    async with _node(settings, pg_url, "A") as a, _node(settings, pg_url, "B") as b:
+        await a.create_agent(name="agent", tools=["calculator"])
+        first = await _reply(a, "agent", "k", "hello")
+        _, session = await b.get_session("agent", "k")
+        sub = b.subscribe(session.id)
+        seen: list[EventRecord] = []
+
+        async def watch() -> None:
+            async for item in follow(sub, lambda seq: b.read_events(session.id, after=seq),
+                                     session.last_seq):
+                if isinstance(item, EventRecord):
+                    seen.append(item)
+                    if item.kind == "run.completed":
+                        return
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)  # the watcher is parked on its queue now
+        sent = await a.send("agent", "k", '/tool calculator {"expression": "6*7"}')
+        await asyncio.wait_for(watcher, 10)
+        sub.close()
+        log = await a.read_events(session.id, after=session.last_seq)
+        assert seen == log  # every event of A's run, live on B, in order, once
+        assert {e.run_id for e in seen} == {sent.run.id} and first.status == "completed"

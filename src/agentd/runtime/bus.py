@@ -68,6 +68,8 @@ class EventBus:
     def __init__(self, buffer: int = _BUFFER) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._buffer = buffer
+        #: The last seq published, per session with subscribers.
+        self._last: dict[str, int] = {}
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         sub = Subscription(self, session_id, buffer or self._buffer)
@@ -80,11 +82,24 @@ class EventBus:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.session_id]
+                self._last.pop(sub.session_id, None)
 
     def publish(self, events: Sequence[EventRecord]) -> None:
         for event in events:
-            for sub in self._subs.get(event.session_id, ()):
-                sub._offer(event)
+            subs = self._subs.get(event.session_id)
+            if subs:
+                for sub in subs:
+                    sub._offer(event)
+                if event.seq > self._last.get(event.session_id, 0):
+                    self._last[event.session_id] = event.seq
+
+    def behind(self, session_id: str, seq: int) -> int | None:
+        """If ``session_id`` has subscribers and less than ``seq`` was published to
+        them, the last seq published (0: none yet); otherwise None."""
+        if session_id not in self._subs:
+            return None
+        last = self._last.get(session_id, 0)
+        return last if last < seq else None
 
     def publish_token(self, session_id: str, token: Token) -> None:
         for sub in self._subs.get(session_id, ()):

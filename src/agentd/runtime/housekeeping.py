@@ -70,12 +70,16 @@ class Housekeeper:
         renewed = await rt.store.renew_leases(rt.node_id, rt.lease.ttl)
         lost = 0
         for executor in rt.supervisor.executors():
-            if (0 < executor.leased_at < started and executor.run.id not in renewed
-                    and not executor.run.terminal and not executor.lost):
+            run = executor.run
+            if (0 < executor.leased_at < started and run.id not in renewed
+                    and not run.terminal and not executor.lost):
                 log.warning("run %s: lease lost (another node took it over); stopping it "
-                            "here", executor.run.id)
+                            "here", run.id)
                 executor.lose()
                 lost += 1
+            elif renewed.get(run.id) and executor.cancel_reason is None:
+                # A cancel sent to another node: this node drives the run, so it ends it.
+                rt.cancel_in_background(run.session_id, run.id, str(renewed[run.id]))
         self.lost += lost
         return lost
 

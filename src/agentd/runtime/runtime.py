@@ -120,6 +120,10 @@ class Runtime:
         self._agents_by_id: dict[str, AgentRecord] = {}
         self._models: dict[str, tuple[tuple[str, str], Model]] = {}
         self._last_active: dict[str, float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        #: Sessions whose events committed elsewhere are being read: the seq to reach.
+        self._catching_up: dict[str, int] = {}
         self.agent_count = 0
         self._accepting = False
         self._shutdown: asyncio.Task[None] | None = None
@@ -153,6 +157,10 @@ class Runtime:
         # queued behind them, which start again in their order.
         await self.housekeeper.recover()
         self.housekeeper.start()
+        if not self.exclusive:
+            # Other nodes commit to sessions this node's clients may be following.
+            self._listener = asyncio.create_task(
+                self.store.engine.listen(self._committed_elsewhere), name="agentd-listen")
         self._accepting = True
 
     def begin_shutdown(self) -> asyncio.Task[None]:
@@ -163,6 +171,10 @@ class Runtime:
         return self._shutdown
 
     async def _wind_down(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
         try:
@@ -497,15 +509,56 @@ class Runtime:
         run, agent_name, key = await self.store.run_context(run_id)
         if run.terminal:
             return run, agent_name, key
-        if not await self.supervisor.cancel(run.session_id, run_id, "cancelled by request"):
-            # Not held by this process (a paused agent's queued run): settle it here.
+        reason = "cancelled by request"
+        if not await self.supervisor.cancel(run.session_id, run_id, reason):
+            # Not held by this process: a paused agent's queued run (settled here), or a
+            # run another node drives (asked to cancel it; it does within a third of
+            # lease_ttl_s, and this call waits that long for it).
             try:
-                await self._cancel_queued(run_id, "cancelled by request")
+                await self._cancel_queued(run_id, reason)
             except LeaseLost:
-                raise Conflict(f"run {run_id} is under way on node {run.lease_owner}; "
-                               "send the cancel there", code="run_elsewhere",
-                               details={"owner": run.lease_owner}) from None
+                await self.store.request_cancel(run_id, reason)
+                deadline = time.monotonic() + self.lease.ttl / 3 + 2.0
+                while time.monotonic() < deadline:
+                    run, agent_name, key = await self.store.run_context(run_id)
+                    if run.terminal:
+                        break
+                    await asyncio.sleep(0.1)
         return await self.store.run_context(run_id)
+
+    def _committed_elsewhere(self, session_id: str, seq: int) -> None:
+        """A commit to ``session_id``'s log up to ``seq``, by any node: if this node's
+        subscribers have not seen it, read it from the log and publish it."""
+        if self.bus.behind(session_id, seq) is None:
+            return
+        if session_id in self._catching_up:
+            self._catching_up[session_id] = max(self._catching_up[session_id], seq)
+            return
+        self._catching_up[session_id] = seq
+        task = asyncio.create_task(self._catch_up(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _catch_up(self, session_id: str) -> None:
+        try:
+            while (last := self.bus.behind(session_id, self._catching_up[session_id])
+                   ) is not None:
+                # Subscribers fill any gap from the log themselves; a fresh subscriber
+                # needs only the newest events.
+                after = last if last else max(self._catching_up[session_id] - 64, 0)
+                events = await self.store.read_events(session_id, after=after, limit=1000)
+                if not events:
+                    break
+                self.bus.publish(events)
+        except Exception:
+            log.exception("could not read session %s's new events", session_id)
+        finally:
+            del self._catching_up[session_id]
+
+    def cancel_in_background(self, session_id: str, run_id: str, reason: str) -> None:
+        task = asyncio.create_task(self.supervisor.cancel(session_id, run_id, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def decide(self, run_id: str, action: str, output: str | None = None
                      ) -> tuple[RunRecord, str, str]:
@@ -518,10 +571,16 @@ class Runtime:
             raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
                            code="not_waiting")
         executor = self.supervisor.active_executor(run.session_id, run_id)
-        if executor is None:
-            raise Conflict(f"run {run_id} is not held by this daemon", code="not_waiting",
-                           retryable=True)
-        await executor.decide(action, output)
+        if executor is None or executor.lost:
+            # Waiting on another node (or on none): this node takes the run over with
+            # the decision logged; the other loses it at its next lease renewal.
+            event = await self.store.decide_unheld(run_id, {"action": action,
+                                                            "output": output})
+            self.bus.publish([event])
+            self.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
+                                   order=run.queued_seq)
+        else:
+            await executor.decide(action, output)
         self.supervisor.waiting_runs.discard(run_id)
         return await self.store.run_context(run_id)
 

@@ -22,11 +22,15 @@ Row = tuple[Any, ...]
 class Tx:
     """A cursor inside an open transaction, with ``?`` placeholders in any dialect."""
 
-    __slots__ = ("_cur", "_translate")
+    __slots__ = ("_cur", "_translate", "append_returning")
 
-    def __init__(self, cursor: Any, translate: Callable[[str], str]) -> None:
+    def __init__(self, cursor: Any, translate: Callable[[str], str],
+                 append_returning: str = "") -> None:
         self._cur = cursor
         self._translate = translate
+        #: Extra ``RETURNING`` items of the statement that appends to a session's log
+        #: (PostgreSQL: a NOTIFY, so other nodes learn of the commit).
+        self.append_returning = append_returning
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cur.execute(self._translate(sql), params)
@@ -83,3 +87,9 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def run_script(self, tx: Tx, sql: str) -> None:
         """Execute a multi-statement DDL script inside ``tx``."""
+
+    async def listen(self, on_commit: Callable[[str, int], None]) -> None:
+        """Call ``on_commit(session_id, last_seq)`` for every commit to any session's log
+        by any process sharing the database, until cancelled. Engines that cannot be
+        shared (SQLite: one daemon per home) have nothing to hear and return at once."""
+        return None

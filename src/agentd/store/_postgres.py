@@ -2,12 +2,16 @@
 
 Concurrent writers run in parallel on their own connections; the per-session
 ``last_seq`` row lock (``UPDATE ... RETURNING``) serialises appends to one session's
-log, the same statement SQLite runs under its single writer.
+log, the same statement SQLite runs under its single writer. The same statement
+NOTIFYs the new last seq, so that every node sharing the database can stream every
+session live (:meth:`PostgresEngine.listen`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +25,13 @@ from agentd.store._engine import Engine, Tx
 
 __all__ = ["PostgresEngine"]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _POOL_MAX = 16
+#: Every append to a session's log notifies this channel with ``<session id>:<last seq>``
+#: (delivered at commit, at no extra round trip): other nodes stream it live.
+CHANNEL = "agentd_events"
+_NOTIFY = f", pg_notify('{CHANNEL}', id || ':' || last_seq)"
 
 
 @lru_cache(maxsize=512)
@@ -61,7 +70,7 @@ class PostgresEngine(Engine):
         with self._pool.connection() as conn:
             conn.read_only = read_only
             with conn.transaction(), conn.cursor() as cur:
-                return fn(Tx(cur, _translate))
+                return fn(Tx(cur, _translate, _NOTIFY))
 
     def _submit(self, fn: Callable[[Tx], T], read_only: bool) -> asyncio.Future[T]:
         if self._executor is None:
@@ -77,6 +86,23 @@ class PostgresEngine(Engine):
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
+
+    async def listen(self, on_commit: Callable[[str, int], None]) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for note in conn.notifies():
+                        session_id, _, seq = note.payload.rpartition(":")
+                        with contextlib.suppress(ValueError):
+                            on_commit(session_id, int(seq))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listening for other nodes' commits failed (%s); retrying",
+                            exc)
+                await asyncio.sleep(1.0)
 
     def run_script(self, tx: Tx, sql: str) -> None:
         for statement in sql.split(";"):

@@ -10,6 +10,7 @@ instead of two.
 Migration 2 adds run leases (``lease_owner``, ``lease_expires_at``: which node drives
 a run, until when), a run's place in its session's queue (``queued_seq``, the seq of
 its ``run.queued`` event: FIFO by commit order, whatever the nodes' clocks say), a
+cancel asked for on another node than the run's (``cancel_requested``: the reason), a
 session's last checkpoint (``checkpoint_seq``, ``checkpoint_at``: when the next
 automatic one is due) and the checkpoints table (a checkpoint is a named pointer into
 the log: the state at ``seq``).
@@ -84,6 +85,7 @@ MIGRATIONS.append((
 ALTER TABLE runs ADD COLUMN lease_owner {text};
 ALTER TABLE runs ADD COLUMN lease_expires_at {real};
 ALTER TABLE runs ADD COLUMN queued_seq {bigint};
+ALTER TABLE runs ADD COLUMN cancel_requested {text};
 UPDATE runs SET queued_seq = (SELECT MIN(e.seq) FROM events e WHERE e.session_id =
     runs.session_id AND e.run_id = runs.id AND e.kind = 'run.queued');
 ALTER TABLE sessions ADD COLUMN checkpoint_seq {bigint} NOT NULL DEFAULT 0;

@@ -23,6 +23,7 @@ from agentd.errors import (
     AgentNotFound,
     CheckpointExists,
     CheckpointNotFound,
+    Conflict,
     InvalidInput,
     RunNotFound,
     SessionBusy,
@@ -188,7 +189,7 @@ def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
             ) -> list[EventRecord]:
     row = tx.one(
         "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
-        "RETURNING last_seq",
+        f"RETURNING last_seq{tx.append_returning}",
         (len(events), now, session_id),
     )
     if row is None:
@@ -607,12 +608,51 @@ class Store:
 
     # -- leases ------------------------------------------------------------------------
 
-    async def renew_leases(self, owner: str, ttl: float) -> set[str]:
-        """Extend every lease ``owner`` holds on an active run; the ids renewed."""
-        def op(tx: Tx) -> set[str]:
+    async def renew_leases(self, owner: str, ttl: float) -> dict[str, str | None]:
+        """Extend every lease ``owner`` holds on an active run. Returns the ids renewed,
+        each with the reason of a cancel asked for on another node (or None)."""
+        def op(tx: Tx) -> dict[str, str | None]:
             rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
-                          f"status IN {_ACTIVE} RETURNING id", (time.time() + ttl, owner))
-            return {str(r[0]) for r in rows}
+                          f"status IN {_ACTIVE} RETURNING id, cancel_requested",
+                          (time.time() + ttl, owner))
+            return {str(r[0]): r[1] for r in rows}
+
+        return await self.engine.write(op)
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        """Ask the node driving a run to cancel it (it sees this when it renews)."""
+        def op(tx: Tx) -> None:
+            tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN "
+                       f"{_ACTIVE}", (reason, run_id))
+
+        await self.engine.write(op)
+
+    async def decide_unheld(self, run_id: str, data: dict[str, Any]) -> EventRecord:
+        """Log a decision about a run waiting on another node (or on none): the run
+        goes back to ``running`` with its lease ended, so the deciding node takes it
+        over and resumes it with the decision; the old holder loses it at its next
+        renewal. ``data`` is the decision without its effect id. Raises Conflict
+        (``not_waiting``) unless the run waits on a request not yet decided."""
+        now = time.time()
+
+        def op(tx: Tx) -> EventRecord:
+            row = tx.one("SELECT session_id, status FROM runs WHERE id = ?", (run_id,))
+            if row is None:
+                raise RunNotFound(f"run {run_id!r} not found")
+            session_id, status = str(row[0]), str(row[1])
+            asks = tx.all("SELECT seq, kind, data FROM events WHERE session_id = ? AND "
+                          "run_id = ? AND kind IN ('approval.requested', 'approval.decided') "
+                          "ORDER BY seq DESC LIMIT 1", (session_id, run_id))
+            if status != "waiting_approval" or not asks or asks[0][1] != "approval.requested":
+                raise Conflict(f"run {run_id} is {status}, not waiting for a decision",
+                               code="not_waiting")
+            effect_id = orjson.loads(asks[0][2])["effect_id"]
+            event = _append(tx, session_id, [NewEvent(
+                kind="approval.decided", run_id=run_id,
+                data={"effect_id": effect_id, **data})], now)[0]
+            tx.execute("UPDATE runs SET status = 'running', lease_owner = NULL, "
+                       "lease_expires_at = 0 WHERE id = ?", (run_id,))
+            return event
 
         return await self.engine.write(op)
 
