@@ -215,7 +215,7 @@ class Runtime:
             self._last_active[agent_id] = time.monotonic()
             return agent
         try:
-            return self._remember(await self.store.get_agent_by_id(agent_id))
+            return self._remember(await self.store.get_agent(agent_id, by="id"))
         except AgentNotFound:
             return None
 

@@ -13,7 +13,9 @@ its ``run.queued`` event: FIFO by commit order, whatever the nodes' clocks say),
 cancel asked for on another node than the run's (``cancel_requested``: the reason), a
 session's last checkpoint (``checkpoint_seq``, ``checkpoint_at``: when the next
 automatic one is due) and the checkpoints table (a checkpoint is a named pointer into
-the log: the state at ``seq``).
+the log: the state at ``seq``). It replaces ``runs_active`` with
+``runs_session_active``: two partial indexes on the same condition made every status
+change several times slower on SQLite (docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ UPDATE runs SET queued_seq = (SELECT MIN(e.seq) FROM events e WHERE e.session_id
     runs.session_id AND e.run_id = runs.id AND e.kind = 'run.queued');
 ALTER TABLE sessions ADD COLUMN checkpoint_seq {bigint} NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN checkpoint_at {real} NOT NULL DEFAULT 0;
+DROP INDEX runs_active;
+CREATE INDEX runs_session_active ON runs (session_id, queued_seq)
+    WHERE status IN ('queued', 'running', 'waiting_approval');
 CREATE TABLE checkpoints (
     id          {text} PRIMARY KEY,
     session_id  {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,

@@ -185,15 +185,19 @@ class Accepted:
     busy_run: str | None = None
 
 
-def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float
-            ) -> list[EventRecord]:
+def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
+            checkpoint_at: list[float] | None = None) -> list[EventRecord]:
+    """Append to a session's log; with ``checkpoint_at``, also hand back when the
+    session was last checkpointed (read by the same statement)."""
     row = tx.one(
         "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
-        f"RETURNING last_seq{tx.append_returning}",
+        f"RETURNING last_seq, checkpoint_at{tx.append_returning}",
         (len(events), now, session_id),
     )
     if row is None:
         raise SessionNotFound(f"session {session_id} does not exist")
+    if checkpoint_at is not None:
+        checkpoint_at.append(float(row[1]))
     first = int(row[0]) - len(events) + 1
     records = [
         EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
@@ -369,9 +373,11 @@ class Store:
             raise
         return record
 
-    async def get_agent(self, name: str) -> AgentRecord:
-        row = await self.engine.read(
-            lambda tx: tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE name = ?", (name,)))
+    async def get_agent(self, name: str, *, by: str = "name") -> AgentRecord:
+        """An agent by name (or, with ``by="id"``, by id)."""
+        column = {"name": "name", "id": "id"}[by]
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {_AGENT_COLS} FROM agents WHERE {column} = ?", (name,)))
         if row is None:
             raise AgentNotFound(f"agent {name!r} not found")
         return _agent(row)
@@ -480,10 +486,11 @@ class Store:
                                     created_session=False, duplicate=True)
             busy: tuple[Any, ...] | None = None
             if mode != "enqueue" and not created:
-                busy = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND "
-                              "status IN ('running', 'waiting_approval', 'queued') "
-                              "ORDER BY status = 'queued', created_at LIMIT 1",
-                              (session.id,))
+                active = tx.all(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND "
+                                f"status IN {_ACTIVE} ORDER BY queued_seq", (session.id,))
+                # The run under way, else the first queued.
+                busy = next((r for r in active if r[3] != "queued"), None) or (
+                    active[0] if active else None)
             if busy is not None and mode == "reject":
                 raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                                   details={"active_run": busy[0]})
@@ -540,15 +547,16 @@ class Store:
                 raise Steered(run_id or "")
             # Events first: appending locks the session's row (on PostgreSQL), which
             # serialises lease checks within a session.
-            records = _append(tx, session_id, events, now) if events else []
+            last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
+            records = (_append(tx, session_id, events, now, last_checkpoint) if events
+                       else [])
             if lease is not None and run_id is not None:
                 _leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:
                 _update_run(tx, run_id, run, now)
-            if checkpoint_every is not None:
-                row = tx.one("SELECT checkpoint_at FROM sessions WHERE id = ?", (session_id,))
-                if row is not None and now - float(row[0]) >= checkpoint_every:
-                    records.append(_new_checkpoint(tx, session_id, None, "auto", now)[1])
+            if (checkpoint_every is not None and last_checkpoint
+                    and now - last_checkpoint[0] >= checkpoint_every):
+                records.append(_new_checkpoint(tx, session_id, None, "auto", now)[1])
             return records
 
         return self.engine.write(op)
@@ -598,13 +606,6 @@ class Store:
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0
-
-    async def get_agent_by_id(self, agent_id: str) -> AgentRecord:
-        row = await self.engine.read(
-            lambda tx: tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE id = ?", (agent_id,)))
-        if row is None:
-            raise AgentNotFound(f"agent {agent_id!r} not found")
-        return _agent(row)
 
     # -- leases ------------------------------------------------------------------------
 
@@ -673,27 +674,29 @@ class Store:
         now = time.time()
 
         def op(tx: Tx) -> list[tuple[Any, ...]]:
+            # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
             return tx.all(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status IN ('running', 'waiting_approval') "
-                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) "
+                f"SELECT {_RUN_COLS} FROM runs WHERE status IN {_ACTIVE} AND status <> "
+                "'queued' AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) "
                 "ORDER BY created_at, id", (owner, now)) + tx.all(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status = 'queued' AND created_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
-                "AND o.status IN ('running', 'waiting_approval') AND o.lease_owner <> ? "
-                "AND o.lease_expires_at >= ?) ORDER BY created_at, queued_seq",
-                (queued_before, owner, now))
+                f"SELECT {_RUN_COLS} FROM runs WHERE status IN {_ACTIVE} AND status = 'queued' "
+                "AND created_at < ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = "
+                f"runs.session_id AND o.status IN {_ACTIVE} AND o.status <> 'queued' "
+                "AND o.lease_owner <> ? AND o.lease_expires_at >= ?) "
+                "ORDER BY created_at, queued_seq", (queued_before, owner, now))
 
         return [_run(r) for r in await self.engine.read(op)]
 
     async def next_queued(self, session_id: str) -> RunRecord | None:
         """The session's oldest queued run (whoever accepted it), unless a run of the
         session is under way: then its node starts the next one when it ends."""
-        row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status = 'queued' "
-            "AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
-            "AND o.status IN ('running', 'waiting_approval')) "
-            "ORDER BY queued_seq LIMIT 1", (session_id,)))
-        return _run(row) if row is not None else None
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status IN {_ACTIVE} "
+            "ORDER BY queued_seq", (session_id,)))
+        runs = [_run(r) for r in rows]
+        if any(r.status != "queued" for r in runs):
+            return None
+        return runs[0] if runs else None
 
     # -- checkpoints, restore, fork --------------------------------------------------------
 
