@@ -138,6 +138,8 @@ class Housekeeper:
                     await self.renew()
                 elif job == "take_over":
                     await self.take_over(queued_before=time.time() - self.runtime.lease.ttl / 2)
+                    if not self.runtime.exclusive:  # other nodes create and delete agents
+                        self.runtime.agent_count = await self.runtime.store.count("agents")
                 elif job == "sleep":
                     self.sleep_idle()
                 elif job == "expire":
