@@ -689,9 +689,10 @@ class Client:
         retry_ms = [1000]
         path = f"{self._session_path(agent, key)}/events"
         while True:
-            # The full id lets the daemon check it belongs to this session.
-            resume_from = last_raw or (str(last) if last else None)
-            headers = {"Last-Event-ID": resume_from} if resume_from else None
+            # The full id of a frame received lets the daemon check it belongs to this
+            # session; before any, ``after`` goes as the query parameter only (an
+            # ``after`` past the log just waits for the log to reach it).
+            headers = {"Last-Event-ID": last_raw} if last_raw else None
             try:
                 for frame in self._frames(
                     "GET", path, params={"after": last}, headers=headers, retry_ms=retry_ms
