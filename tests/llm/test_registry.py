@@ -63,12 +63,27 @@ def test_resolving_scripted_does_not_import_openai() -> None:
         import sys
         from agentd.llm.registry import resolve_model
         resolve_model("scripted")
-        loaded = sorted(m for m in sys.modules if m == "openai" or m.startswith("openai."))
+        loaded = sorted(m for m in sys.modules
+                        if m.split(".")[0] in ("openai", "anthropic"))
         print(loaded, "agentd.llm.providers.openai" in sys.modules)
         """
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[] False"
+
+
+def test_resolving_anthropic_imports_its_sdk_and_not_openais() -> None:
+    result = _run(
+        """
+        import os, sys
+        from agentd.llm.registry import resolve_model
+        os.environ["ANTHROPIC_API_KEY"] = "k"
+        resolve_model("anthropic:claude-test-model")
+        print("anthropic" in sys.modules, "openai" in sys.modules)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True False"
 
 
 def test_resolving_an_openai_provider_imports_it_then() -> None:

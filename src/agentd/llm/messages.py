@@ -20,6 +20,8 @@ __all__ = [
     "ModelRequest",
     "StreamEvent",
     "TextDelta",
+    "Thinking",
+    "ThinkingDelta",
     "ToolCall",
     "ToolCallDelta",
     "ToolResultMessage",
@@ -57,6 +59,20 @@ class ToolCall:
 
 
 @dataclass(kw_only=True, slots=True)
+class Thinking:
+    """A reasoning block the provider wants back, unmodified, on the next request.
+
+    Anthropic signs its thinking blocks and rejects a tool-use turn replayed without
+    them, so they are kept with the assistant message. A redacted block carries only
+    the provider's opaque ``redacted`` payload.
+    """
+
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
 class UserMessage:
     kind: Literal["user"] = "user"
     content: str
@@ -70,6 +86,8 @@ class AssistantMessage:
     usage: Usage | None = None
     finish_reason: FinishReason = "stop"
     model: str | None = None
+    #: Reasoning blocks, in order, for providers that need them replayed (Anthropic).
+    thinking: list[Thinking] = field(default_factory=list)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -129,6 +147,17 @@ class ToolCallDelta:
 
 
 @dataclass(kw_only=True, slots=True)
+class ThinkingDelta:
+    """A piece of a reasoning block; ``index`` groups the pieces of one block."""
+
+    kind: Literal["thinking_delta"] = "thinking_delta"
+    index: int
+    text: str = ""
+    signature: str = ""
+    redacted: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
 class UsageEvent:
     kind: Literal["usage"] = "usage"
     usage: Usage
@@ -141,7 +170,7 @@ class Finish:
 
 
 StreamEvent = Annotated[
-    TextDelta | ToolCallDelta | UsageEvent | Finish, Field(discriminator="kind")
+    TextDelta | ToolCallDelta | ThinkingDelta | UsageEvent | Finish, Field(discriminator="kind")
 ]
 
 message_adapter: TypeAdapter[UserMessage | AssistantMessage | ToolResultMessage] = (
@@ -150,6 +179,6 @@ message_adapter: TypeAdapter[UserMessage | AssistantMessage | ToolResultMessage]
 messages_adapter: TypeAdapter[list[UserMessage | AssistantMessage | ToolResultMessage]] = (
     TypeAdapter(list[Message])
 )
-stream_event_adapter: TypeAdapter[TextDelta | ToolCallDelta | UsageEvent | Finish] = (
-    TypeAdapter(StreamEvent)
-)
+stream_event_adapter: TypeAdapter[
+    TextDelta | ToolCallDelta | ThinkingDelta | UsageEvent | Finish
+] = TypeAdapter(StreamEvent)

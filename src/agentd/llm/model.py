@@ -16,6 +16,8 @@ from agentd.llm.messages import (
     ModelRequest,
     StreamEvent,
     TextDelta,
+    Thinking,
+    ThinkingDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -57,6 +59,7 @@ class StreamAccumulator:
         self._model = model
         self._text: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
+        self._thinking: dict[int, dict[str, Any]] = {}
         self._usage: Usage | None = None
         self._finish: FinishReason | None = None
 
@@ -71,6 +74,16 @@ class StreamAccumulator:
                 call["name"] += event.name
             if event.arguments:
                 call["args"].append(event.arguments)
+        elif isinstance(event, ThinkingDelta):
+            block = self._thinking.setdefault(
+                event.index, {"text": [], "signature": [], "redacted": None}
+            )
+            if event.text:
+                block["text"].append(event.text)
+            if event.signature:
+                block["signature"].append(event.signature)
+            if event.redacted is not None:
+                block["redacted"] = event.redacted
         elif isinstance(event, UsageEvent):
             self._usage = event.usage if self._usage is None else self._usage + event.usage
         elif isinstance(event, Finish):
@@ -101,10 +114,19 @@ class StreamAccumulator:
                 ToolCall(id=raw["id"] or f"call_{index}", name=raw["name"], arguments=args)
             )
         finish: FinishReason = self._finish or ("tool_calls" if calls else "stop")
+        thinking = [
+            Thinking(
+                text="".join(block["text"]),
+                signature="".join(block["signature"]),
+                redacted=block["redacted"],
+            )
+            for _, block in sorted(self._thinking.items())
+        ]
         return AssistantMessage(
             text=self.text,
             tool_calls=calls,
             usage=self._usage,
             finish_reason=finish,
             model=self._model,
+            thinking=thinking,
         )

@@ -51,6 +51,16 @@ PROVIDERS: dict[str, ProviderInfo] = {
         needs_model=False,
     ),
     "openai": _openai_like("openai", None, "OPENAI_API_KEY"),
+    # The native Messages API through the ``anthropic`` SDK (thinking blocks kept).
+    "anthropic": ProviderInfo(
+        name="anthropic",
+        target="agentd.llm.providers.anthropic:create",
+        api_key_env="ANTHROPIC_API_KEY",
+    ),
+    # Google's OpenAI-compatible endpoint for Gemini models.
+    "gemini": _openai_like(
+        "gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_API_KEY"
+    ),
     # Any server speaking Chat Completions; base_url comes from settings.base_url
     # or AGENTD_OPENAI_COMPATIBLE_BASE_URL.
     "openai-compatible": _openai_like("openai-compatible", None, None, needs_key=False),

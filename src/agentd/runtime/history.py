@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from agentd.llm.messages import (
     AssistantMessage,
+    Thinking,
     ToolCall,
     ToolResultMessage,
     Usage,
@@ -92,6 +93,7 @@ class SessionHistory:
                 usage=Usage(**usage) if usage else None,
                 finish_reason=data.get("finish_reason", "stop"),
                 model=data.get("model"),
+                thinking=[Thinking(**t) for t in data.get("thinking") or ()],
             ))
         elif kind == "tool.finished":
             self._pending.pop(data["call_id"], None)

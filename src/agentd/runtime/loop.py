@@ -276,6 +276,10 @@ class RunExecutor:
                 "usage": _usage_dict(message.usage) if message.usage else None,
                 "finish_reason": message.finish_reason,
                 "model": message.model,
+                # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
+                **({"thinking": [{"text": t.text, "signature": t.signature,
+                                  "redacted": t.redacted} for t in message.thinking]}
+                   if message.thinking else {}),
                 "step": self.steps,
             })
             if not message.tool_calls:

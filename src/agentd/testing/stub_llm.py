@@ -13,13 +13,21 @@ Responses are served in the order they were queued; with the queue empty the ser
 echoes the last user message as ``stub: <text>``. ``stub.requests`` holds every JSON
 body received, for asserting what a provider sent.
 
-Wire formats: OpenAI Chat Completions (``POST /v1/chat/completions``), streaming and
-not. A format is a :class:`_Wire`; faults are format-neutral functions in
-:data:`FAULTS` that ask the wire for its error bodies and frames, so adding a format
-or a fault is adding one class or one function.
+Wire formats, streaming and not: OpenAI Chat Completions (``POST /v1/chat/completions``;
+point a provider at :attr:`StubLLMServer.base_url`) and Anthropic Messages
+(``POST /v1/messages``; point the ``anthropic`` provider at
+:attr:`StubLLMServer.root_url`, since that SDK adds ``/v1`` itself). A turn's
+``thinking`` is rendered as signed thinking blocks by the Anthropic format (and
+ignored by OpenAI's); a thinking block sent back with a wrong signature is refused,
+as the real API does. A format is a ``Wire`` (in ``_wire.py``); faults are
+format-neutral functions in :data:`FAULTS` that ask the wire for its error bodies and
+frames, so adding a format or a fault is adding one class or one function.
 
 Faults: ``http_<status>`` (any status, with the format's error body; ``Retry-After``
-on 429 and 503), ``malformed_json`` (a stream chunk that is not JSON),
+on 429 and 503; ``http_529`` is Anthropic's "overloaded"), ``spend_limit`` (a 429 for
+a spent quota, with ``x-should-retry: false``: waiting does not help),
+``error_mid_stream`` (some chunks, then the format's in-stream error, "overloaded"),
+``malformed_json`` (a stream chunk that is not JSON),
 ``reset_mid_stream`` (some chunks, then the connection drops), ``truncated_stream``
 (some chunks, then a clean end with no finish and no ``[DONE]``) and ``stall`` (some
 chunks, then silence until the client gives up or the server stops).
@@ -36,9 +44,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import uvicorn
@@ -48,234 +55,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from agentd.testing._wire import AnthropicMessages, OpenAIChat, StubTurn, Wire
+from agentd.testing._wire import Call as _Call
+
 __all__ = ["FAULTS", "StubLLMServer", "StubTurn"]
 
 logger = logging.getLogger(__name__)
 
-_WORDS = re.compile(r"\S+\s*|\s+")
 _HTTP_FAULT = re.compile(r"^http_([1-5]\d\d)$")
 _USAGE_KEYS = frozenset({"input_tokens", "output_tokens", "cached_tokens"})
 # How long a stalled response waits at most, so a test that forgets a timeout still ends.
 _STALL_LIMIT_S = 30.0
 
 
-@dataclass(kw_only=True)
-class StubTurn:
-    """One queued response, in neutral terms; each wire format renders it its own way."""
-
-    text: str = ""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    usage: dict[str, int] | None = None
-    fault: str | None = None
-    finish_reason: str | None = None
-
-
-@dataclass(kw_only=True)
-class _Call:
-    """One request being answered: what a fault needs to build its response."""
-
-    wire: _Wire
-    turn: StubTurn
-    body: dict[str, Any]
-    number: int
-    stopping: threading.Event
-
-
-class _Wire(Protocol):
-    media_type: str
-
-    def validate(self, body: dict[str, Any]) -> str | None:
-        """Return why the real API would reject ``body`` with a 400, or None."""
-
-    def last_user_text(self, body: dict[str, Any]) -> str: ...
-
-    def wants_stream(self, body: dict[str, Any]) -> bool: ...
-
-    def error_body(self, status: int, message: str) -> dict[str, Any]: ...
-
-    def frames(self, call: _Call) -> list[bytes]:
-        """The complete streamed response, one encoded SSE frame per item."""
-
-    def completion(self, call: _Call) -> dict[str, Any]:
-        """The complete non-streamed response body."""
-
-
-# --- OpenAI Chat Completions ------------------------------------------------------
-
-
-class _OpenAIChat:
-    media_type = "text/event-stream"
-
-    def validate(self, body: dict[str, Any]) -> str | None:
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            return "you must provide a model parameter"
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return "'messages' must be a non-empty array"
-        open_calls: set[str] = set()
-        for i, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
-            if role not in ("system", "developer", "user", "assistant", "tool"):
-                return f"messages[{i}].role is invalid: {role!r}"
-            if role == "assistant" and "tool_calls" in message:
-                calls = message["tool_calls"]
-                if not isinstance(calls, list) or not calls:
-                    return f"messages[{i}].tool_calls: empty array; expected at least 1"
-                for call in calls:
-                    try:
-                        orjson.loads(call["function"]["arguments"])
-                    except (KeyError, TypeError, orjson.JSONDecodeError):
-                        return f"messages[{i}].tool_calls: arguments must be a JSON string"
-                    open_calls.add(call.get("id"))
-            elif role == "tool" and message.get("tool_call_id") not in open_calls:
-                return (
-                    f"messages[{i}]: messages with role 'tool' must be a response to a "
-                    "preceding message with 'tool_calls'"
-                )
-        return None
-
-    def last_user_text(self, body: dict[str, Any]) -> str:
-        for message in reversed(body.get("messages") or []):
-            if isinstance(message, dict) and message.get("role") == "user":
-                content = message.get("content")
-                if isinstance(content, list):
-                    return "".join(
-                        p.get("text", "") for p in content if isinstance(p, dict)
-                    )
-                return str(content or "")
-        return ""
-
-    def wants_stream(self, body: dict[str, Any]) -> bool:
-        return bool(body.get("stream"))
-
-    def error_body(self, status: int, message: str) -> dict[str, Any]:
-        kind, code = {
-            401: ("invalid_request_error", "invalid_api_key"),
-            403: ("invalid_request_error", "unsupported_country_region_territory"),
-            404: ("invalid_request_error", "model_not_found"),
-            429: ("requests", "rate_limit_exceeded"),
-        }.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
-        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-    def _calls(self, call: _Call) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": f"call_{call.number}_{i}",
-                "type": "function",
-                "function": {
-                    "name": tc["name"],
-                    "arguments": orjson.dumps(tc.get("arguments", {})).decode(),
-                },
-            }
-            for i, tc in enumerate(call.turn.tool_calls)
-        ]
-
-    def _usage(self, call: _Call) -> dict[str, Any]:
-        usage = _usage(call)
-        return {
-            "prompt_tokens": usage["input_tokens"],
-            "completion_tokens": usage["output_tokens"],
-            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
-            "prompt_tokens_details": {"cached_tokens": usage["cached_tokens"]},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        }
-
-    def frames(self, call: _Call) -> list[bytes]:
-        body, turn = call.body, call.turn
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {
-            "id": f"chatcmpl-stub{call.number}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": body.get("model", "stub"),
-            "system_fingerprint": "fp_stub",
-        }
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            data: dict[str, Any] = {
-                **base,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if include_usage:
-                data["usage"] = None
-            return _sse(data)
-
-        out = [chunk({"role": "assistant", "content": ""})]
-        out += [chunk({"content": piece}) for piece in _WORDS.findall(turn.text)]
-        for index, tool_call in enumerate(self._calls(call)):
-            function = tool_call["function"]
-            head = {"name": function["name"], "arguments": ""}
-            out.append(
-                chunk({"tool_calls": [
-                    {"index": index, "id": tool_call["id"], "type": "function", "function": head}
-                ]})
-            )
-            for piece in _fragments(function["arguments"]):
-                out.append(
-                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-                )
-        out.append(chunk({}, _finish_reason(turn)))
-        if include_usage:
-            out.append(_sse({**base, "choices": [], "usage": self._usage(call)}))
-        out.append(b"data: [DONE]\n\n")
-        return out
-
-    def completion(self, call: _Call) -> dict[str, Any]:
-        calls = self._calls(call)
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": call.turn.text or None,
-            "refusal": None,
-        }
-        if calls:
-            message["tool_calls"] = calls
-        return {
-            "id": f"chatcmpl-stub{call.number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.body.get("model", "stub"),
-            "system_fingerprint": "fp_stub",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": _finish_reason(call.turn),
-                }
-            ],
-            "usage": self._usage(call),
-        }
-
-
-def _sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
 async def _aiter(parts: list[bytes]) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
-
-
-def _fragments(text: str, parts: int = 3) -> list[str]:
-    """Split ``text`` into up to ``parts`` pieces, the way models stream arguments."""
-    size = max(1, -(-len(text) // parts))
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
-def _finish_reason(turn: StubTurn) -> str:
-    return turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
-
-
-def _usage(call: _Call) -> dict[str, int]:
-    given = call.turn.usage or {}
-    prompt_chars = len(orjson.dumps(call.body.get("messages", [])))
-    return {
-        "input_tokens": given.get("input_tokens", max(1, prompt_chars // 4)),
-        "output_tokens": given.get("output_tokens", max(1, len(call.turn.text) // 4)),
-        "cached_tokens": given.get("cached_tokens", 0),
-    }
 
 
 # --- faults -----------------------------------------------------------------------
@@ -316,8 +111,24 @@ def _malformed_json(call: _Call) -> Response:
     if not call.wire.wants_stream(call.body):
         return Response(parts[0], 200, headers=headers)
     # A frame cut short, as a broken proxy might deliver it, between two good ones.
-    broken = b'data: {"id": "chatcmpl-broken", "choi\n\n'
+    broken = call.wire.broken_frame()
     return Response(b"".join([parts[0], broken, *parts[1:]]), 200, headers=headers)
+
+
+@_fault("spend_limit")
+def _spend_limit(call: _Call) -> Response:
+    body = call.wire.spend_limit_body("stub fault: spend limit reached for this month")
+    return JSONResponse(body, 429, headers={"x-should-retry": "false"})
+
+
+@_fault("error_mid_stream")
+def _error_mid_stream(call: _Call) -> Response:
+    parts, headers = _body_parts(call)
+    if not call.wire.wants_stream(call.body):
+        return _http_fault(call, 529)
+    keep = parts[: max(1, len(parts) // 2)]
+    error = call.wire.error_frame("stub fault: Overloaded")
+    return Response(b"".join([*keep, error]), 200, headers=headers)
 
 
 @_fault("reset_mid_stream")
@@ -396,6 +207,7 @@ class StubLLMServer:
         usage: dict[str, int] | None = None,
         fault: str | None = None,
         finish_reason: str | None = None,
+        thinking: str | list[str] | None = None,
     ) -> None:
         """Queue the next response.
 
@@ -406,7 +218,10 @@ class StubLLMServer:
             usage: ``{"input_tokens", "output_tokens", "cached_tokens"}``; missing
                 counts are estimated from the request and the text.
             fault: A name in :data:`FAULTS` or ``http_<status>``.
-            finish_reason: Overrides the wire finish reason (for example ``length``).
+            finish_reason: Overrides the wire finish reason (for example ``length``, or
+                ``max_tokens`` for Anthropic).
+            thinking: Reasoning text, or one text per block, sent before the answer as
+                signed thinking blocks by formats that have them (Anthropic).
         """
         if text is None and not tool_calls and fault is None:
             raise ValueError("enqueue needs text, tool_calls or fault")
@@ -426,6 +241,7 @@ class StubLLMServer:
             usage=dict(usage) if usage is not None else None,
             fault=fault,
             finish_reason=finish_reason,
+            thinking=[thinking] if isinstance(thinking, str) else list(thinking or []),
         )
         with self._lock:
             self._queue.append(turn)
@@ -453,14 +269,22 @@ class StubLLMServer:
     def base_url(self) -> str:
         if not self._port:
             raise RuntimeError("StubLLMServer is not running; use it as a context manager")
-        return f"http://127.0.0.1:{self._port}/v1"
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The server's root, for SDKs that add ``/v1`` themselves (Anthropic's)."""
+        if not self._port:
+            raise RuntimeError("StubLLMServer is not running; use it as a context manager")
+        return f"http://127.0.0.1:{self._port}"
 
     # -- HTTP ----------------------------------------------------------------------
 
     def _app(self) -> Starlette:
         return Starlette(
             routes=[
-                Route("/v1/chat/completions", self._serve(_OpenAIChat()), methods=["POST"]),
+                Route("/v1/chat/completions", self._serve(OpenAIChat()), methods=["POST"]),
+                Route("/v1/messages", self._serve(AnthropicMessages()), methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -470,7 +294,7 @@ class StubLLMServer:
         model = {"id": "stub-model", "object": "model", "owned_by": "stub"}
         return JSONResponse({"object": "list", "data": [model]})
 
-    def _serve(self, wire: _Wire) -> Callable[[Request], Any]:
+    def _serve(self, wire: Wire) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
                 body = orjson.loads(await request.body())

@@ -16,7 +16,6 @@ Configuration, first match wins:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, NoReturn
@@ -30,7 +29,7 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from agentd.errors import InvalidModel, ModelError
+from agentd.errors import ModelError
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -46,6 +45,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.model import Model
+from agentd.llm.providers import _settings
 from agentd.llm.registry import ProviderInfo
 
 __all__ = ["OpenAIChatModel", "create"]
@@ -180,7 +180,7 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
         details["status"] = status
         message = f"{provider} returned HTTP {status}: {_error_text(exc)}"
         if status == 429:
-            retry_after = _retry_after(exc)
+            retry_after = _settings.retry_after(exc.response.headers)
             if retry_after is not None:
                 details["retry_after"] = retry_after
             code, retryable = "model_rate_limited", True
@@ -222,14 +222,6 @@ def _error_text(exc: openai.APIStatusError) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:500]
     return exc.message
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    raw = exc.response.headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:  # an HTTP date; the SDK's own retries understand it
-        return None
 
 
 def _usage(chunk: ChatCompletionChunk) -> Usage:
@@ -302,17 +294,13 @@ def create(
     then rather than on the first message.
     """
     del agent
-    if "api_key" in settings:
-        raise InvalidModel(
-            "settings.api_key is not allowed: settings are stored and shown by the API; "
-            "put the key in an environment variable and name it in settings.api_key_env"
-        )
-    base_url = _base_url(provider, settings)
-    api_key = _api_key(provider, settings)
-    timeout = _number(settings, "timeout_s", positive=True)
-    max_retries = _int(settings, "max_retries", minimum=0)
-    max_tokens = _int(settings, "max_tokens", minimum=1)
-    temperature = _number(settings, "temperature")
+    _settings.refuse_inline_key(settings)
+    base_url = _settings.base_url(provider, settings)
+    api_key = _settings.api_key(provider, settings)
+    timeout = _settings.number(settings, "timeout_s", positive=True)
+    max_retries = _settings.integer(settings, "max_retries", minimum=0)
+    max_tokens = _settings.integer(settings, "max_tokens", minimum=1)
+    temperature = _settings.number(settings, "temperature")
     client = openai.AsyncOpenAI(
         api_key=api_key or _PLACEHOLDER_KEY,
         base_url=base_url,
@@ -327,58 +315,3 @@ def create(
         max_tokens=max_tokens,
         secret=api_key,
     )
-
-
-def _env_prefix(provider: ProviderInfo) -> str:
-    return "AGENTD_" + provider.name.upper().replace("-", "_")
-
-
-def _base_url(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
-    configured = settings.get("base_url")
-    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
-        raise InvalidModel("settings.base_url must be a non-empty string")
-    env_name = f"{_env_prefix(provider)}_BASE_URL"
-    url = (configured or "").strip() or os.environ.get(env_name, "").strip() or provider.base_url
-    if not url and provider.name == "openai-compatible":
-        raise InvalidModel(
-            "provider 'openai-compatible' needs a base URL: set settings.base_url "
-            f"(for example 'http://127.0.0.1:8000/v1') or the {env_name} environment variable"
-        )
-    return url or None
-
-
-def _api_key(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
-    configured = settings.get("api_key_env")
-    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
-        raise InvalidModel("settings.api_key_env must be the name of an environment variable")
-    env_name = configured.strip() if configured is not None else provider.api_key_env
-    if not env_name:
-        return None
-    key = os.environ.get(env_name, "").strip()
-    # A key named explicitly in settings is required even where the provider needs none.
-    if not key and (provider.needs_key or configured is not None):
-        raise InvalidModel(
-            f"provider {provider.name!r} needs an API key: set the {env_name} environment "
-            "variable where the daemon runs"
-        )
-    return key or None
-
-
-def _number(settings: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidModel(f"settings.{name} must be a number")
-    if positive and value <= 0:
-        raise InvalidModel(f"settings.{name} must be greater than 0")
-    return float(value)
-
-
-def _int(settings: dict[str, Any], name: str, *, minimum: int) -> int | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidModel(f"settings.{name} must be an integer >= {minimum}")
-    return value

@@ -1,0 +1,98 @@
+"""Model settings shared by the providers: base URL, API key, numbers, retry hints.
+
+Kept apart from the provider modules so that resolving one provider does not import
+another provider's SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from agentd.errors import InvalidModel
+from agentd.llm.registry import ProviderInfo
+
+__all__ = [
+    "api_key",
+    "base_url",
+    "env_prefix",
+    "integer",
+    "number",
+    "refuse_inline_key",
+    "retry_after",
+]
+
+
+def refuse_inline_key(settings: dict[str, Any]) -> None:
+    if "api_key" in settings:
+        raise InvalidModel(
+            "settings.api_key is not allowed: settings are stored and shown by the API; "
+            "put the key in an environment variable and name it in settings.api_key_env"
+        )
+
+
+def env_prefix(provider: ProviderInfo) -> str:
+    return "AGENTD_" + provider.name.upper().replace("-", "_")
+
+
+def base_url(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+    """``settings.base_url``, else ``AGENTD_<PROVIDER>_BASE_URL``, else the default."""
+    configured = settings.get("base_url")
+    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
+        raise InvalidModel("settings.base_url must be a non-empty string")
+    env_name = f"{env_prefix(provider)}_BASE_URL"
+    url = (configured or "").strip() or os.environ.get(env_name, "").strip() or provider.base_url
+    if not url and provider.name == "openai-compatible":
+        raise InvalidModel(
+            "provider 'openai-compatible' needs a base URL: set settings.base_url "
+            f"(for example 'http://127.0.0.1:8000/v1') or the {env_name} environment variable"
+        )
+    return url or None
+
+
+def api_key(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+    """The key from the variable named by ``settings.api_key_env``, else the provider's."""
+    configured = settings.get("api_key_env")
+    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
+        raise InvalidModel("settings.api_key_env must be the name of an environment variable")
+    env_name = configured.strip() if configured is not None else provider.api_key_env
+    if not env_name:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    # A key named explicitly in settings is required even where the provider needs none.
+    if not key and (provider.needs_key or configured is not None):
+        raise InvalidModel(
+            f"provider {provider.name!r} needs an API key: set the {env_name} environment "
+            "variable where the daemon runs"
+        )
+    return key or None
+
+
+def number(settings: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidModel(f"settings.{name} must be a number")
+    if positive and value <= 0:
+        raise InvalidModel(f"settings.{name} must be greater than 0")
+    return float(value)
+
+
+def integer(settings: dict[str, Any], name: str, *, minimum: int) -> int | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidModel(f"settings.{name} must be an integer >= {minimum}")
+    return value
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a ``Retry-After`` header; None if absent or an HTTP date."""
+    raw = headers.get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:  # an HTTP date; the SDKs' own retries understand it
+        return None

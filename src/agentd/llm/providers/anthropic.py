@@ -1,0 +1,416 @@
+"""Anthropic's Messages API, natively, through the official ``anthropic`` SDK.
+
+This module maps neutral requests to Messages parameters (system prompt apart, turns
+that alternate, tool calls as ``tool_use`` blocks, tool results as ``tool_result``
+blocks in a user turn, thinking blocks replayed with their signatures), the SDK's
+stream events to neutral events, and its errors to :class:`~agentd.errors.ModelError`.
+Nothing from the SDK escapes this module.
+
+Configuration, first match wins:
+
+- base URL: ``settings.base_url``, then ``AGENTD_ANTHROPIC_BASE_URL``, then the SDK's
+  (``https://api.anthropic.com``; no ``/v1``: the SDK adds it).
+- API key: the environment variable named by ``settings.api_key_env``, then
+  ``ANTHROPIC_API_KEY``.
+- ``max_tokens`` (required by the API): the request's, then ``settings.max_tokens``,
+  then 4096.
+- ``thinking``: an integer budget of thinking tokens (>= 1024, below ``max_tokens``)
+  or ``"adaptive"``; off when absent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, NoReturn
+
+import anthropic
+import httpx2
+import orjson
+from anthropic.types import (
+    ContentBlockParam,
+    MessageParam,
+    RawMessageStreamEvent,
+    ThinkingConfigParam,
+    ToolParam,
+)
+
+from agentd.errors import InvalidModel, ModelError
+from agentd.llm.messages import (
+    AssistantMessage,
+    Finish,
+    FinishReason,
+    ModelRequest,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolResultMessage,
+    ToolSpec,
+    Usage,
+    UsageEvent,
+    UserMessage,
+)
+from agentd.llm.model import Model
+from agentd.llm.providers import _settings
+from agentd.llm.registry import ProviderInfo
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "create", "map_error"]
+
+logger = logging.getLogger(__name__)
+
+#: Used when neither the request nor the settings give ``max_tokens``.
+DEFAULT_MAX_TOKENS = 4096
+_DEFAULT_MAX_RETRIES = 2
+_MIN_THINKING_BUDGET = 1024
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    # A server-side tool loop paused: the answer is incomplete, as with a token limit.
+    "pause_turn": "length",
+    "refusal": "content_filter",
+}
+# An ``error`` event inside a 200 stream has a type but no status: these stand in.
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicModel(Model):
+    """A Claude model reached through :class:`anthropic.AsyncAnthropic`."""
+
+    def __init__(
+        self,
+        *,
+        client: anthropic.AsyncAnthropic,
+        provider: str,
+        model: str,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float | None = None,
+        thinking: ThinkingConfigParam | None = None,
+        secret: str | None = None,
+    ) -> None:
+        self._client = client
+        self.provider = provider
+        self.model = model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.thinking = thinking
+        # Kept only to scrub it from error messages a server might echo back.
+        self._secret = secret
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        temperature = request.temperature if request.temperature is not None else self.temperature
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
+        tools = [_tool_param(spec) for spec in request.tools]
+        try:
+            sdk_stream = await self._client.messages.create(
+                model=self.model,
+                max_tokens=max_tokens,
+                messages=_messages(request),
+                system=request.system or anthropic.omit,
+                tools=tools or anthropic.omit,
+                thinking=anthropic.omit if self.thinking is None else self.thinking,
+                stream=True,
+                # The SDK no longer has a temperature parameter (current models fix
+                # sampling); sent only when configured, for models that still take it.
+                extra_body=None if temperature is None else {"temperature": temperature},
+            )
+        except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+            self._raise(exc)
+
+        finish: FinishReason | None = None
+        usage = Usage()
+        # Tool inputs normally arrive as input_json_delta pieces after an empty start;
+        # a start that already carries the input (and no pieces) is sent at its stop.
+        start_inputs: dict[int, dict[str, Any]] = {}
+        async with sdk_stream, aclosing(self._events(sdk_stream)) as events:
+            async for event in events:
+                if event.type == "message_start":
+                    usage = _usage(event.message.usage, usage)
+                elif event.type == "content_block_start":
+                    block, index = event.content_block, event.index
+                    if block.type == "text":
+                        if block.text:
+                            yield TextDelta(text=block.text)
+                    elif block.type == "tool_use":
+                        if block.input:
+                            start_inputs[index] = dict(block.input)
+                        yield ToolCallDelta(index=index, id=block.id, name=block.name)
+                    elif block.type == "thinking":
+                        yield ThinkingDelta(
+                            index=index, text=block.thinking, signature=block.signature
+                        )
+                    elif block.type == "redacted_thinking":
+                        yield ThinkingDelta(index=index, redacted=block.data)
+                    else:  # server-side tools: not used by agentd's requests
+                        logger.debug("ignoring %s content block", block.type)
+                elif event.type == "content_block_delta":
+                    delta, index = event.delta, event.index
+                    if delta.type == "text_delta":
+                        yield TextDelta(text=delta.text)
+                    elif delta.type == "input_json_delta":
+                        start_inputs.pop(index, None)
+                        if delta.partial_json:
+                            yield ToolCallDelta(index=index, arguments=delta.partial_json)
+                    elif delta.type == "thinking_delta":
+                        yield ThinkingDelta(index=index, text=delta.thinking)
+                    elif delta.type == "signature_delta":
+                        yield ThinkingDelta(index=index, signature=delta.signature)
+                elif event.type == "content_block_stop":
+                    given = start_inputs.pop(event.index, None)
+                    if given:
+                        yield ToolCallDelta(
+                            index=event.index, arguments=orjson.dumps(given).decode()
+                        )
+                elif event.type == "message_delta":
+                    usage = _delta_usage(event.usage, usage)
+                    if event.delta.stop_reason is not None:
+                        finish = _FINISH_REASONS.get(event.delta.stop_reason, "stop")
+        if finish is None:
+            # The stream closed cleanly but the model never said why it stopped: treat
+            # it as a cut-off, not as a complete answer that happens to be short.
+            raise ModelError(
+                f"{self.provider} stream ended before the model finished",
+                code="model_unavailable",
+                retryable=True,
+                details={"provider": self.provider},
+            )
+        yield UsageEvent(usage=usage)
+        yield Finish(reason=finish)
+
+    async def _events(
+        self, sdk_stream: anthropic.AsyncStream[RawMessageStreamEvent]
+    ) -> AsyncGenerator[RawMessageStreamEvent, None]:
+        try:
+            async for event in sdk_stream:
+                yield event
+        except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+            self._raise(exc)
+
+    def _raise(self, exc: Exception) -> NoReturn:
+        error = map_error(exc, provider=self.provider, secret=self._secret)
+        logger.warning("model call to %s failed: %s", self.provider, error.code)
+        raise error from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _usage(raw: anthropic.types.Usage, before: Usage) -> Usage:
+    # Anthropic counts cache reads and writes apart from input_tokens; the neutral
+    # input_tokens is the whole prompt (as OpenAI reports it), cached_tokens a part.
+    cache_read = raw.cache_read_input_tokens or 0
+    cache_write = raw.cache_creation_input_tokens or 0
+    return Usage(
+        input_tokens=raw.input_tokens + cache_read + cache_write,
+        output_tokens=raw.output_tokens or before.output_tokens,
+        cached_tokens=cache_read,
+    )
+
+
+def _delta_usage(raw: anthropic.types.MessageDeltaUsage, before: Usage) -> Usage:
+    # message_delta counts are cumulative; input counts are only sometimes repeated.
+    if raw.input_tokens is None:
+        return Usage(
+            input_tokens=before.input_tokens,
+            output_tokens=raw.output_tokens,
+            cached_tokens=before.cached_tokens,
+        )
+    cache_read = raw.cache_read_input_tokens or 0
+    return Usage(
+        input_tokens=raw.input_tokens + cache_read + (raw.cache_creation_input_tokens or 0),
+        output_tokens=raw.output_tokens,
+        cached_tokens=cache_read,
+    )
+
+
+def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
+    """Turn an SDK, transport or stream decoding error into a :class:`ModelError`."""
+    details: dict[str, Any] = {"provider": provider}
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        text = _error_text(exc)
+        if status < 400:
+            # An ``error`` event in a stream that had started with 200.
+            status = _STATUS_OF_TYPE.get(exc.type or "", 500)
+            message = f"{provider} reported an error mid-stream: {text}"
+        else:
+            message = f"{provider} returned HTTP {status}: {text}"
+        details["status"] = status
+        if exc.error_code:
+            details["error_code"] = exc.error_code
+        if status == 429:
+            retry_after = _settings.retry_after(exc.response.headers)
+            if retry_after is not None:
+                details["retry_after"] = retry_after
+            # A spend limit is a 429 too, but waiting does not lift it: the API says
+            # so with x-should-retry: false (the SDK then does not retry either).
+            no_retry = exc.response.headers.get("x-should-retry") == "false"
+            code, retryable = "model_rate_limited", not no_retry
+        elif status in (401, 403):
+            code, retryable = "model_auth", False
+        elif status >= 500 or status in (408, 409):
+            code, retryable = "model_unavailable", True
+        else:  # 400, 404, 413, 422 and any other client error
+            code, retryable = "model_bad_request", False
+    elif isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        message = f"{provider} request timed out"
+        code, retryable = "model_unavailable", True
+    elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+        reason = f": {cause}" if cause is not None and str(cause) else ""
+        message = f"{provider} connection failed{reason}"
+        code, retryable = "model_unavailable", True
+    elif isinstance(exc, anthropic.APIResponseValidationError | ValueError):
+        message = f"{provider} sent a response or stream event that is not valid JSON"
+        code, retryable = "model_bad_output", True
+    else:
+        message = f"{provider} call failed: {type(exc).__name__}: {exc}"
+        code, retryable = "model_error", True
+    if secret:
+        message = message.replace(secret, "***")
+    return ModelError(message, code=code, retryable=retryable, details=details)
+
+
+def _error_text(exc: anthropic.APIStatusError) -> str:
+    if exc.api_message:
+        return exc.api_message
+    body = exc.body
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return exc.message
+
+
+# --- request mapping --------------------------------------------------------------
+
+
+def _messages(request: ModelRequest) -> list[MessageParam]:
+    """Neutral messages as Messages API turns, which must alternate user / assistant.
+
+    Tool results travel as ``tool_result`` blocks in a user turn, so consecutive
+    results (and a user message steered in after them) merge into one user turn.
+    """
+    turns: list[tuple[str, list[ContentBlockParam]]] = []
+    for message in request.messages:
+        role, blocks = _blocks(message)
+        if not blocks:
+            continue  # the API refuses empty turns and empty text blocks
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    out: list[MessageParam] = []
+    for role, blocks in turns:
+        if role == "user":
+            out.append({"role": "user", "content": blocks})
+        else:
+            out.append({"role": "assistant", "content": blocks})
+    return out
+
+
+def _blocks(
+    message: UserMessage | AssistantMessage | ToolResultMessage,
+) -> tuple[str, list[ContentBlockParam]]:
+    if isinstance(message, UserMessage):
+        return "user", [{"type": "text", "text": message.content}] if message.content else []
+    if isinstance(message, ToolResultMessage):
+        return "user", [
+            {
+                "type": "tool_result",
+                "tool_use_id": message.call_id,
+                "content": message.content,
+                "is_error": message.is_error,
+            }
+        ]
+    blocks: list[ContentBlockParam] = []
+    # Thinking first, unmodified and in order: the API checks their signatures.
+    for thought in message.thinking:
+        if thought.redacted is not None:
+            blocks.append({"type": "redacted_thinking", "data": thought.redacted})
+        else:
+            blocks.append(
+                {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
+            )
+    if message.text:
+        blocks.append({"type": "text", "text": message.text})
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+        )
+    return "assistant", blocks
+
+
+def _tool_param(spec: ToolSpec) -> ToolParam:
+    param: ToolParam = {"name": spec.name, "input_schema": spec.parameters}
+    if spec.description:
+        param["description"] = spec.description
+    return param
+
+
+# --- construction -----------------------------------------------------------------
+
+
+def create(
+    *, provider: ProviderInfo, model: str, settings: dict[str, Any], agent: str
+) -> AnthropicModel:
+    """Build a model for ``anthropic:MODEL``; raise :class:`InvalidModel` on bad config.
+
+    Runs when an agent is created or loaded, so a missing key is reported then rather
+    than on the first message.
+    """
+    del agent
+    _settings.refuse_inline_key(settings)
+    base_url = _settings.base_url(provider, settings)
+    api_key = _settings.api_key(provider, settings)
+    timeout = _settings.number(settings, "timeout_s", positive=True)
+    max_retries = _settings.integer(settings, "max_retries", minimum=0)
+    max_tokens = _settings.integer(settings, "max_tokens", minimum=1) or DEFAULT_MAX_TOKENS
+    temperature = _settings.number(settings, "temperature")
+    thinking = _thinking(settings, max_tokens)
+    client = anthropic.AsyncAnthropic(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=anthropic.not_given if timeout is None else timeout,
+        max_retries=_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+    )
+    return AnthropicModel(
+        client=client,
+        provider=provider.name,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        thinking=thinking,
+        secret=api_key,
+    )
+
+
+def _thinking(settings: dict[str, Any], max_tokens: int) -> ThinkingConfigParam | None:
+    value = settings.get("thinking")
+    if value is None:
+        return None
+    if value == "adaptive":
+        return {"type": "adaptive"}
+    if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_THINKING_BUDGET:
+        raise InvalidModel(
+            f"settings.thinking must be a token budget (an integer >= {_MIN_THINKING_BUDGET}) "
+            "or 'adaptive'"
+        )
+    if value >= max_tokens:
+        raise InvalidModel(
+            f"settings.thinking ({value}) must be below max_tokens ({max_tokens}): "
+            "raise settings.max_tokens"
+        )
+    return {"type": "enabled", "budget_tokens": value}
