@@ -323,6 +323,41 @@ async def test_sdk_retries_follow_max_retries(stub: StubLLMServer) -> None:
     assert len(stub.requests) == 2
 
 
+async def test_a_spent_quota_is_not_retried(stub: StubLLMServer) -> None:
+    """OpenAI answers a spent quota with 429 ``insufficient_quota``: waiting does not
+    lift it, so neither the SDK nor the run retries it."""
+    stub.enqueue(fault="spend_limit")
+    model = resolve_model(SPEC, settings={"base_url": stub.base_url, "max_retries": 2})
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+    finally:
+        await model.aclose()
+    assert len(stub.requests) == 1
+    error = info.value
+    assert (error.code, error.retryable) == ("model_rate_limited", False)
+    assert error.details["error_code"] == "insufficient_quota"
+
+
+async def test_a_spent_quota_without_the_header_is_marked_not_to_retry() -> None:
+    """The body alone (no ``x-should-retry``) is enough: the client's response hook
+    marks it before the SDK decides whether to retry; a plain rate limit is left alone."""
+    import httpx2
+
+    from agentd.llm.providers.openai import _no_retry_when_spent
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    spent = httpx2.Response(429, request=request, json={"error": {
+        "message": "You exceeded your current quota", "type": "insufficient_quota",
+        "code": "insufficient_quota"}})
+    await _no_retry_when_spent(spent)
+    assert spent.headers["x-should-retry"] == "false"
+    limited = httpx2.Response(429, request=request, json={"error": {
+        "message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
+    await _no_retry_when_spent(limited)
+    assert "x-should-retry" not in limited.headers
+
+
 # --- errors -------------------------------------------------------------------------
 
 

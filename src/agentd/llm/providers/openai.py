@@ -184,6 +184,10 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
             if retry_after is not None:
                 details["retry_after"] = retry_after
             code, retryable = "model_rate_limited", True
+            if _spent(exc.response):
+                # A spent quota or billing limit: waiting does not lift it.
+                details["error_code"] = "insufficient_quota"
+                retryable = False
         elif status in (401, 403):
             code, retryable = "model_auth", False
         elif status >= 500 or status in (408, 409):
@@ -211,6 +215,30 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
     if secret and secret != _PLACEHOLDER_KEY:
         message = message.replace(secret, "***")
     return ModelError(message, code=code, retryable=retryable, details=details)
+
+
+def _spent(response: Any) -> bool:
+    """Whether a 429 is a spent quota (OpenAI's ``insufficient_quota``), not a rate
+    limit: the header our response hook sets, or the error code in the body."""
+    if response.headers.get("x-should-retry", "").lower() == "false":
+        return True
+    try:
+        error = response.json().get("error") or {}
+    except Exception:  # not JSON, or not read: not a body we can tell by
+        return False
+    return isinstance(error, dict) and "insufficient_quota" in (error.get("code"),
+                                                               error.get("type"))
+
+
+async def _no_retry_when_spent(response: Any) -> None:
+    """Response hook of the SDK's HTTP client: mark a spent-quota 429
+    ``x-should-retry: false``, so that the SDK, which retries every 429 on its own,
+    does not retry this one. (Typed ``Any``: the SDK's transport is ``httpx`` or, in
+    newer releases, ``httpx2``.)"""
+    if response.status_code == 429 and "x-should-retry" not in response.headers:
+        await response.aread()
+        if _spent(response):
+            response.headers["x-should-retry"] = "false"
 
 
 def _error_text(exc: openai.APIStatusError) -> str:
@@ -306,6 +334,8 @@ def create(
         base_url=base_url,
         timeout=openai.not_given if timeout is None else timeout,
         max_retries=_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        http_client=openai.DefaultAsyncHttpxClient(
+            event_hooks={"response": [_no_retry_when_spent]}),
     )
     return OpenAIChatModel(
         client=client,
