@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import AgentdError, Conflict, ModelError, ToolError
+from agentd.llm.catalog import ModelInfo, estimate_tokens
 from agentd.llm.messages import (
     AssistantMessage,
     ModelRequest,
@@ -46,12 +47,17 @@ class RunOutcome:
     output: str | None = None
     error: dict[str, Any] | None = None
     steps: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)
 
 
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-            "cached_tokens": usage.cached_tokens}
+def _usage_dict(usage: Usage, info: ModelInfo | None = None) -> dict[str, float]:
+    """Token counts, and with the model's catalog entry their list price in USD."""
+    out: dict[str, float] = {"input_tokens": usage.input_tokens,
+                             "output_tokens": usage.output_tokens,
+                             "cached_tokens": usage.cached_tokens}
+    if info is not None:
+        out["cost_usd"] = round(info.cost(usage), 6)
+    return out
 
 
 def _render(value: Any) -> str:
@@ -81,6 +87,7 @@ class RunExecutor:
         lease: Lease,
         model_settings: dict[str, Any] | None = None,
         checkpoint_every: float | None = None,
+        model_info: ModelInfo | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -95,6 +102,8 @@ class RunExecutor:
         self.tool_timeout_s = tool_timeout_s
         self.model_settings = model_settings or {}
         self.checkpoint_every = checkpoint_every
+        #: The model's catalog entry (limits, prices), if the catalog knows it.
+        self.model_info = model_info
         # Every commit is fenced by the run's lease; the first one takes it.
         self._lease = replace(lease, acquire=False, release=False)
         self._lease_acquire = replace(lease, acquire=True)
@@ -214,7 +223,7 @@ class RunExecutor:
                       output: str | None = None, error: dict[str, Any] | None = None,
                       before: Sequence[NewEvent] = (), steer_guard: int | None = None
                       ) -> RunOutcome:
-        usage = _usage_dict(self.usage)
+        usage = _usage_dict(self.usage, self.model_info)
         await self._commit(
             [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
             RunUpdate(status=status, output=output, error=error, steps=self.steps,
@@ -259,6 +268,7 @@ class RunExecutor:
             )
             context_seq = self.history.last_seq
             try:
+                self._check_fits(request)
                 self._in_model = True
                 message = await self._call_model(request)
             except ModelError as exc:
@@ -407,6 +417,21 @@ class RunExecutor:
             future.set_result(data)
         finally:
             self._deciding = False
+
+    def _check_fits(self, request: ModelRequest) -> None:
+        """Refuse a call that cannot fit the model's context window (catalog figures),
+        rather than pay for the provider to refuse it."""
+        info = self.model_info
+        if info is None:
+            return
+        prompt = estimate_tokens(request)
+        if prompt + (request.max_tokens or 0) > info.context_window:
+            raise ModelError(
+                f"the conversation (about {prompt} tokens) plus max_tokens "
+                f"({request.max_tokens or 0}) does not fit {info.spec}'s context window "
+                f"of {info.context_window} tokens", code="context_overflow",
+                retryable=False,
+                details={"estimated_tokens": prompt, "context_window": info.context_window})
 
     async def _call_model(self, request: ModelRequest) -> AssistantMessage:
         acc = StreamAccumulator(model=self.model.spec)

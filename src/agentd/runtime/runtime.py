@@ -28,6 +28,7 @@ from agentd.errors import (
     InvalidModel,
     ShuttingDown,
 )
+from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
 from agentd.runtime.bus import EventBus, Subscription
@@ -115,6 +116,8 @@ class Runtime:
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
+        #: Context windows, output limits and prices (package data + home override).
+        self.catalog = Catalog.load(settings.home / "models.toml")
         # Awake agents only: a sleeping agent has nothing here.
         self._agents: dict[str, AgentRecord] = {}
         self._agents_by_id: dict[str, AgentRecord] = {}
@@ -259,6 +262,13 @@ class Runtime:
                 max_steps, bool) or not 1 <= max_steps <= 1000):
             raise InvalidInput("settings.max_steps must be an integer from 1 to 1000",
                                field="body.settings.max_steps")
+        info = self.catalog.get(model)
+        max_tokens = settings.get("max_tokens")
+        if (info is not None and isinstance(max_tokens, int)
+                and max_tokens > info.max_output_tokens):
+            raise InvalidModel(
+                f"settings.max_tokens {max_tokens} is above {info.spec}'s output limit "
+                f"of {info.max_output_tokens} tokens", field="body.settings.max_tokens")
         try:
             return resolve_model(model, settings=settings, agent=name)
         except InvalidModel as exc:
@@ -634,6 +644,7 @@ class Runtime:
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
+            model_info=self.catalog.get(agent.model),
         )
 
     # -- status ----------------------------------------------------------------------

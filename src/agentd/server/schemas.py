@@ -147,7 +147,7 @@ class RunOut(BaseModel):
     output: str | None
     error: dict[str, Any] | None
     steps: int
-    usage: dict[str, int]
+    usage: dict[str, float]
     created_at: str
     started_at: str | None
     finished_at: str | None

@@ -107,7 +107,7 @@ class RunRecord:
     output: str | None = None
     error: dict[str, Any] | None = None
     steps: int = 0
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)
     idempotency_key: str | None = None
     created_at: float = 0.0
     started_at: float | None = None

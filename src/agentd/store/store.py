@@ -150,7 +150,7 @@ class RunUpdate:
     output: str | None = None
     error: dict[str, Any] | None = None
     steps: int | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, float] | None = None
     started: bool = False
     finished: bool = False
 

@@ -1,0 +1,141 @@
+"""The model catalog: context windows, output limits and prices per ``provider:model``.
+
+The figures are data (``catalog.toml`` beside this module), not code: a deployment
+corrects or extends them with ``$AGENTD_HOME/models.toml`` of the same shape, whose
+entries replace the packaged ones. The runtime uses the catalog to refuse settings and
+requests that cannot fit a model (``max_tokens`` above its output limit, a prompt
+above its context window) and to price each run's usage (``usage.cost_usd``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agentd.errors import InvalidInput
+from agentd.llm.messages import ModelRequest, Usage
+
+__all__ = ["Catalog", "ModelInfo", "estimate_tokens"]
+
+_FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model's limits and list prices (USD per million tokens)."""
+
+    spec: str
+    context_window: int
+    max_output_tokens: int
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        """What ``usage`` costs at list price, in USD. ``usage.input_tokens`` includes
+        the cached ones, which are priced at ``cached_input``."""
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return ((usage.input_tokens - cached) * self.input + cached * cached_price
+                + usage.output_tokens * self.output) / 1_000_000
+
+
+class Catalog:
+    """Models by ``provider:model``; a dated name (``...-20250929``) finds its base."""
+
+    def __init__(self, models: dict[str, ModelInfo], as_of: str | None = None) -> None:
+        self.models = models
+        self.as_of = as_of
+
+    @classmethod
+    def load(cls, override: Path | None = None) -> Catalog:
+        """The packaged catalog, with ``override`` (if it exists) laid over it."""
+        text = resources.files("agentd.llm").joinpath("catalog.toml").read_text("utf-8")
+        data = tomllib.loads(text)
+        models = _models(data, "the packaged catalog")
+        as_of = data.get("as_of")
+        if override is not None and override.is_file():
+            try:
+                extra = tomllib.loads(override.read_text("utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidInput(f"{override}: not a readable TOML file: {exc}") from None
+            models.update(_models(extra, str(override)))
+            as_of = extra.get("as_of", as_of)
+        return cls(models, str(as_of) if as_of is not None else None)
+
+    def get(self, spec: str) -> ModelInfo | None:
+        info = self.models.get(spec)
+        if info is None:
+            base = _undated(spec)
+            info = self.models.get(base) if base != spec else None
+        return info
+
+
+def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
+    table = data.get("models", {})
+    if not isinstance(table, dict):
+        raise InvalidInput(f"{source}: 'models' must be a table of models")
+    models: dict[str, ModelInfo] = {}
+    for spec, entry in table.items():
+        where = f"{source}: models.{spec!r}"
+        if ":" not in spec or not isinstance(entry, dict):
+            raise InvalidInput(f"{where}: use [models.\"provider:model\"] tables")
+        unknown = set(entry) - set(_FIELDS)
+        if unknown:
+            raise InvalidInput(f"{where}: unknown field(s) {sorted(unknown)}; "
+                               f"known: {', '.join(_FIELDS)}")
+        for field in ("context_window", "max_output_tokens"):
+            value = entry.get(field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInput(f"{where}.{field} must be a whole number >= 1")
+        for field in ("input", "output", "cached_input"):
+            value = entry.get(field)
+            if value is None and field == "cached_input":
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise InvalidInput(f"{where}.{field} must be a price >= 0 (USD per "
+                                   "million tokens)")
+        models[spec] = ModelInfo(
+            spec=spec, context_window=entry["context_window"],
+            max_output_tokens=entry["max_output_tokens"], input=float(entry["input"]),
+            output=float(entry["output"]),
+            cached_input=None if entry.get("cached_input") is None
+            else float(entry["cached_input"]))
+    return models
+
+
+def _undated(spec: str) -> str:
+    """``anthropic:claude-sonnet-4-5-20250929`` -> ``anthropic:claude-sonnet-4-5``;
+    ``openai:gpt-4.1-2025-04-14`` -> ``openai:gpt-4.1``."""
+    parts = spec.split("-")
+    if len(parts) > 1 and len(parts[-1]) == 8 and parts[-1].isdigit():
+        return "-".join(parts[:-1])
+    if (len(parts) > 3 and len(parts[-3]) == 4 and parts[-3].isdigit()
+            and all(len(p) == 2 and p.isdigit() for p in parts[-2:])):
+        return "-".join(parts[:-3])
+    return spec
+
+
+def estimate_tokens(request: ModelRequest) -> int:
+    """A rough upper estimate of a request's prompt tokens (about 4 characters a token
+    in English; JSON and code tokenise denser, so this leans low for them and is used
+    only to refuse what clearly cannot fit)."""
+    chars = len(request.system or "")
+    for message in request.messages:
+        chars += len(orjson.dumps(message, default=_plain))
+    for spec in request.tools:
+        chars += len(orjson.dumps(spec, default=_plain))
+    return chars // 4
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dict__"):
+        return vars(value)
+    if hasattr(value, "__slots__"):
+        return {k: getattr(value, k) for k in value.__slots__ if hasattr(value, k)}
+    return str(value)
