@@ -109,8 +109,21 @@ async def test_runs_are_priced_and_what_cannot_fit_is_refused(settings: Settings
         events = await rt.read_events(sent.session.id)
         assert events[-1].data["usage"]["cost_usd"] == run.usage["cost_usd"]
 
-        # About 500 tokens of conversation cannot fit a 300-token window: refused
-        # before any model call, and the run says why.
+        # A long conversation is trimmed to fit, oldest whole turns first; the log
+        # keeps everything and the step says what was left out.
+        for i in range(6):
+            turn = await rt.wait((await rt.send("a", "long", f"turn {i} " + "w " * 60)).run.id)
+            assert turn.status == "completed", turn.error
+        _, long = await rt.get_session("a", "long")
+        steps = [e for e in await rt.read_events(long.id) if e.kind == "message.assistant"]
+        trims = [s.data["context_trimmed"] for s in steps if "context_trimmed" in s.data]
+        assert trims and all(t["dropped_messages"] > 0 for t in trims)
+        assert all(t["estimated_tokens"] <= 300 for t in trims)
+        assert "context_trimmed" not in steps[0].data
+        assert len([e for e in await rt.read_events(long.id) if e.kind == "message.user"]) == 6
+
+        # A latest turn of about 500 tokens cannot fit a 300-token window at all:
+        # refused before any model call, and the run says why.
         too_long = await rt.send("a", "k", "word " * 400)
         failed = await rt.wait(too_long.run.id)
         assert failed.status == "failed" and failed.error is not None

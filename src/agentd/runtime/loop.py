@@ -26,6 +26,7 @@ from agentd.llm.messages import (
     TextDelta,
     ToolCall,
     Usage,
+    UserMessage,
 )
 from agentd.llm.model import Model, StreamAccumulator
 from agentd.runtime.bus import EventBus, Token
@@ -268,7 +269,7 @@ class RunExecutor:
             )
             context_seq = self.history.last_seq
             try:
-                self._check_fits(request)
+                request, trimmed = self._fit(request)
                 self._in_model = True
                 message = await self._call_model(request)
             except ModelError as exc:
@@ -291,6 +292,7 @@ class RunExecutor:
                                   "redacted": t.redacted} for t in message.thinking]}
                    if message.thinking else {}),
                 "step": self.steps,
+                **({"context_trimmed": trimmed} if trimmed else {}),
             })
             if not message.tool_calls:
                 # The final answer and the run's completion are one step: one commit,
@@ -418,20 +420,33 @@ class RunExecutor:
         finally:
             self._deciding = False
 
-    def _check_fits(self, request: ModelRequest) -> None:
-        """Refuse a call that cannot fit the model's context window (catalog figures),
-        rather than pay for the provider to refuse it."""
+    def _fit(self, request: ModelRequest) -> tuple[ModelRequest, dict[str, int] | None]:
+        """Make the call fit the model's context window (catalog figures): drop the
+        oldest whole turns (a user message and all that answered it, so a tool call is
+        never parted from its result) until it fits. The log keeps everything; the
+        step's ``message.assistant`` event says what was left out. Refused
+        (``context_overflow``) if even the latest turn does not fit."""
         info = self.model_info
         if info is None:
-            return
+            return request, None
+        budget = info.context_window - (request.max_tokens or 0)
         prompt = estimate_tokens(request)
-        if prompt + (request.max_tokens or 0) > info.context_window:
-            raise ModelError(
-                f"the conversation (about {prompt} tokens) plus max_tokens "
-                f"({request.max_tokens or 0}) does not fit {info.spec}'s context window "
-                f"of {info.context_window} tokens", code="context_overflow",
-                retryable=False,
-                details={"estimated_tokens": prompt, "context_window": info.context_window})
+        if prompt <= budget:
+            return request, None
+        messages = request.messages
+        starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
+        for start in starts[1:]:
+            trimmed = replace(request, messages=messages[start:])
+            estimate = estimate_tokens(trimmed)
+            if estimate <= budget:
+                return trimmed, {"dropped_messages": start, "estimated_tokens": estimate}
+        latest = (estimate_tokens(replace(request, messages=messages[starts[-1]:]))
+                  if starts else prompt)
+        raise ModelError(
+            f"the latest turn alone (about {latest} tokens) plus max_tokens "
+            f"({request.max_tokens or 0}) does not fit {info.spec}'s context window of "
+            f"{info.context_window} tokens", code="context_overflow", retryable=False,
+            details={"estimated_tokens": latest, "context_window": info.context_window})
 
     async def _call_model(self, request: ModelRequest) -> AssistantMessage:
         acc = StreamAccumulator(model=self.model.spec)
