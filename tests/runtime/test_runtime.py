@@ -748,3 +748,46 @@ async def test_a_steer_that_arrives_during_the_final_answer_is_not_lost(
     events = [e for e in await runtime.read_events(first.session.id)
               if e.kind == "message.assistant"]
     assert [e.data["text"] for e in events] == ["answer with the steer"]
+
+
+@pytest.mark.parametrize("action", ["warn", "stop"])
+async def test_a_run_repeating_itself_is_caught_by_the_loop_guard(
+        runtime: Runtime, action: str) -> None:
+    # Two calls of one tool in a step: their signatures must order without comparing
+    # the argument dicts (the kill test caught that).
+    same = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}},
+                           {"name": "calculator", "arguments": {"expression": "2+2"}}]}
+    await runtime.create_agent(name="a", tools=["calculator"], settings={
+        "script": [same] * 6 + [{"text": "done"}], "max_steps": 10,
+        "loop_guard": {"repeats": 3, "action": action}})
+    run, sid = await _run_once(runtime, "a", "go")
+    events = await runtime.read_events(sid)
+    detected = [e for e in events if e.kind == "loop.detected"]
+    if action == "stop":
+        assert run.status == "failed" and run.error is not None
+        assert run.error["code"] == "loop_detected"
+        assert run.error["details"] == {"repeats": 3, "tools": ["calculator"]}
+        assert run.steps == 3 and detected == []
+    else:
+        assert (run.status, run.output, run.steps) == ("completed", "done", 7)
+        # Once per streak: the 6 identical steps are one streak.
+        assert [e.data for e in detected] == [
+            {"repeats": 3, "tools": ["calculator"], "action": "warn"}]
+
+
+async def test_different_results_are_progress_for_the_loop_guard(runtime: Runtime) -> None:
+    calls = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": f"{i}+1"}}]}
+             for i in range(5)]
+    await runtime.create_agent(name="a", tools=["calculator"], settings={
+        "script": [*calls, {"text": "done"}], "loop_guard": {"repeats": 2, "action": "stop"}})
+    run, _ = await _run_once(runtime, "a", "go")
+    assert (run.status, run.output) == ("completed", "done")
+
+
+@pytest.mark.parametrize("guard", [
+    {"repeats": 1}, {"repeats": 101}, {"repeats": "3"}, {"action": "halt"},
+    {"repeats": 3, "extra": 1}, "stop", {"repeats": True}])
+async def test_a_bad_loop_guard_is_refused(runtime: Runtime, guard: object) -> None:
+    with pytest.raises(InvalidInput) as info:
+        await runtime.create_agent(name="a", settings={"loop_guard": guard})
+    assert info.value.details["errors"][0]["field"] == "body.settings.loop_guard"

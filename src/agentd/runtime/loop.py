@@ -40,6 +40,8 @@ __all__ = ["RunExecutor", "RunOutcome"]
 log = logging.getLogger(__name__)
 
 MAX_TOOL_OUTPUT = 64 * 1024
+#: Steps in a row with the same tool calls and results that count as a loop.
+DEFAULT_LOOP_REPEATS = 5
 
 
 @dataclass(kw_only=True, slots=True)
@@ -125,6 +127,10 @@ class RunExecutor:
         #: Called with the run when it starts waiting for a decision.
         self.on_waiting: Callable[[RunRecord], None] | None = None
         self.interrupt = False
+        # Loop guard state: the last step's calls-and-results signature, and how many
+        # steps in a row had it.
+        self._last_signature = b""
+        self._streak = 0
         self.steps = 0
         self.usage = Usage()
 
@@ -305,7 +311,10 @@ class RunExecutor:
                 except Steered:
                     continue
             await self._commit([assistant], RunUpdate(steps=self.steps))
-            await self._run_tools(message.tool_calls)
+            results = await self._run_tools(message.tool_calls)
+            looping = await self._guard_loop(message.tool_calls, results)
+            if looping is not None:
+                return looping
 
     async def _resume(self) -> RunOutcome | None:
         """Pick a run up from its last committed step, without repeating any model call.
@@ -466,8 +475,37 @@ class RunExecutor:
                              code="model_error", retryable=False) from exc
         return acc.message()
 
+    async def _guard_loop(self, calls: list[ToolCall], results: list[dict[str, Any]]
+                          ) -> RunOutcome | None:
+        """Loop guard: the same tool calls (names and arguments) getting the same results
+        ``repeats`` steps in a row is a run making no progress. ``settings.loop_guard``
+        says what then: ``warn`` (a ``loop.detected`` event, once per streak; the
+        default) or ``stop`` (the run fails with ``loop_detected``)."""
+        guard = self.model_settings.get("loop_guard") or {}
+        repeats = int(guard.get("repeats", DEFAULT_LOOP_REPEATS))
+        # Each call and result as canonical JSON, in a stable order (never compare the
+        # arguments themselves: dicts do not order).
+        signature = b"\n".join(sorted(
+            orjson.dumps([c.name, c.arguments, r["output"], r["is_error"]],
+                         option=orjson.OPT_SORT_KEYS)
+            for c, r in zip(calls, results, strict=False)))
+        self._streak = self._streak + 1 if signature == self._last_signature else 1
+        self._last_signature = signature
+        if self._streak != repeats:
+            return None
+        names = sorted({c.name for c in calls})
+        if guard.get("action", "warn") == "stop":
+            error = AgentdError(
+                f"the run made the same tool calls ({', '.join(names)}) with the same "
+                f"results {repeats} steps in a row", code="loop_detected",
+                details={"repeats": repeats, "tools": names}).to_dict()
+            return await self._finish("failed", "run.failed", {"error": error}, error=error)
+        await self._commit([self._event("loop.detected", {
+            "repeats": repeats, "tools": names, "action": "warn"})])
+        return None
+
     async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None
-                         ) -> None:
+                         ) -> list[dict[str, Any]]:
         # Consecutive read-only calls run together; anything that mutates runs alone,
         # in the order the model asked for.
         groups: list[list[ToolCall]] = []
@@ -478,6 +516,7 @@ class RunExecutor:
                 groups[-1].append(call)
             else:
                 groups.append([call])
+        finished: list[dict[str, Any]] = []
         for group in groups:
             await self._commit([self._event("tool.started", {
                 "call_id": c.id, "name": c.name, "arguments": c.arguments,
@@ -489,6 +528,8 @@ class RunExecutor:
             else:
                 results = list(await asyncio.gather(*(self._call_tool(c) for c in group)))
             await self._commit([self._event("tool.finished", r) for r in results])
+            finished.extend(results)
+        return finished
 
     def _is_read_only(self, call: ToolCall) -> bool:
         t = self.tools.get(call.name)

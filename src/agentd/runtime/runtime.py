@@ -262,6 +262,16 @@ class Runtime:
                 max_steps, bool) or not 1 <= max_steps <= 1000):
             raise InvalidInput("settings.max_steps must be an integer from 1 to 1000",
                                field="body.settings.max_steps")
+        guard = settings.get("loop_guard")
+        if guard is not None:
+            repeats = guard.get("repeats", 5) if isinstance(guard, dict) else None
+            if (not isinstance(guard, dict) or set(guard) - {"repeats", "action"}
+                    or guard.get("action", "warn") not in ("warn", "stop")
+                    or not isinstance(repeats, int) or isinstance(repeats, bool)
+                    or not 2 <= repeats <= 100):
+                raise InvalidInput(
+                    'settings.loop_guard must be {"repeats": 2-100, "action": "warn" or '
+                    '"stop"}', field="body.settings.loop_guard")
         info = self.catalog.get(model)
         max_tokens = settings.get("max_tokens")
         if (info is not None and isinstance(max_tokens, int)
