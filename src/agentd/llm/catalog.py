@@ -20,7 +20,7 @@ import orjson
 from agentd.errors import InvalidInput
 from agentd.llm.messages import ModelRequest, Usage
 
-__all__ = ["Catalog", "ModelInfo", "estimate_tokens"]
+__all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_tokens"]
 
 _FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input")
 
@@ -122,20 +122,15 @@ def _undated(spec: str) -> str:
 
 
 def estimate_tokens(request: ModelRequest) -> int:
-    """A rough upper estimate of a request's prompt tokens (about 4 characters a token
-    in English; JSON and code tokenise denser, so this leans low for them and is used
-    only to refuse what clearly cannot fit)."""
-    chars = len(request.system or "")
-    for message in request.messages:
-        chars += len(orjson.dumps(message, default=_plain))
-    for spec in request.tools:
-        chars += len(orjson.dumps(spec, default=_plain))
-    return chars // 4
+    """A rough estimate of a request's prompt tokens (about 4 characters a token in
+    English; JSON and code tokenise denser, so this leans low for them)."""
+    fixed, per_message = estimate_parts(request)
+    return fixed + sum(per_message)
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "__dict__"):
-        return vars(value)
-    if hasattr(value, "__slots__"):
-        return {k: getattr(value, k) for k in value.__slots__ if hasattr(value, k)}
-    return str(value)
+def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
+    """The estimate split into what every call carries (system prompt, tools) and each
+    message's share, so that dropping messages needs no new estimate."""
+    fixed = len(request.system or "") + sum(
+        len(orjson.dumps(spec, default=str)) for spec in request.tools)
+    return fixed // 4, [len(orjson.dumps(m, default=str)) // 4 for m in request.messages]

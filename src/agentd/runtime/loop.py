@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import AgentdError, Conflict, ModelError, ToolError
-from agentd.llm.catalog import ModelInfo, estimate_tokens
+from agentd.llm.catalog import ModelInfo, estimate_parts
 from agentd.llm.messages import (
     AssistantMessage,
     ModelRequest,
@@ -439,18 +439,18 @@ class RunExecutor:
         if info is None:
             return request, None
         budget = info.context_window - (request.max_tokens or 0)
-        prompt = estimate_tokens(request)
+        fixed, sizes = estimate_parts(request)
+        prompt = fixed + sum(sizes)
         if prompt <= budget:
             return request, None
         messages = request.messages
         starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
         for start in starts[1:]:
-            trimmed = replace(request, messages=messages[start:])
-            estimate = estimate_tokens(trimmed)
+            estimate = fixed + sum(sizes[start:])
             if estimate <= budget:
-                return trimmed, {"dropped_messages": start, "estimated_tokens": estimate}
-        latest = (estimate_tokens(replace(request, messages=messages[starts[-1]:]))
-                  if starts else prompt)
+                return (replace(request, messages=messages[start:]),
+                        {"dropped_messages": start, "estimated_tokens": estimate})
+        latest = fixed + sum(sizes[starts[-1]:]) if starts else prompt
         raise ModelError(
             f"the latest turn alone (about {latest} tokens) plus max_tokens "
             f"({request.max_tokens or 0}) does not fit {info.spec}'s context window of "

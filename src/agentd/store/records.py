@@ -140,9 +140,6 @@ class RunRecord:
         }
 
 
-CheckpointKind = Literal["manual", "auto", "pause", "stop", "shutdown"]
-
-
 @dataclass(kw_only=True, slots=True)
 class CheckpointRecord:
     """A named pointer into a session's log: the session as it was at ``seq``."""

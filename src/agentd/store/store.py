@@ -593,9 +593,11 @@ class Store:
         """Active runs (``queued``, ``running``, ``waiting_approval``), oldest first."""
         if not statuses or not set(statuses) <= {"queued", "running", "waiting_approval"}:
             raise ValueError("only active runs can be listed by status")
-        # Literal values, so both planners can use the partial index runs_active.
+        # Literal values, and the partial index's own condition term for term, so both
+        # planners use runs_session_active (it holds active runs only).
         literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
-        where = f"status IN ({literal})" + (" AND agent_id = ?" if agent_id else "")
+        where = (f"status IN {_ACTIVE} AND status IN ({literal})"
+                 + (" AND agent_id = ?" if agent_id else ""))
         params = (agent_id,) if agent_id else ()
         rows = await self.engine.read(lambda tx: tx.all(
             f"SELECT {_RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
