@@ -1,11 +1,12 @@
 """Test doubles that ship with agentd: the scripted model's queue and a stub LLM server.
 
 ``scripted_enqueue`` / ``scripted_clear`` drive the in-process ``scripted`` model;
-:class:`StubLLMServer` speaks real provider wire formats over HTTP, with faults.
+:class:`StubLLMServer` speaks real provider wire formats over HTTP, with faults and an
+optional :class:`Capacity` (concurrency, latency, RPM and TPM limits) it admits calls by.
 """
 
 from agentd.llm.scripted import clear_queue as scripted_clear
 from agentd.llm.scripted import enqueue as scripted_enqueue
-from agentd.testing.stub_llm import StubLLMServer
+from agentd.testing.stub_llm import Capacity, StubLLMServer, StubStats
 
-__all__ = ["StubLLMServer", "scripted_clear", "scripted_enqueue"]
+__all__ = ["Capacity", "StubLLMServer", "StubStats", "scripted_clear", "scripted_enqueue"]

@@ -12,11 +12,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import orjson
 
-__all__ = ["AnthropicMessages", "Call", "OpenAIChat", "StubTurn", "Wire"]
+__all__ = ["AnthropicMessages", "Call", "OpenAIChat", "RateLimit", "StubTurn", "Wire"]
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
@@ -45,6 +46,16 @@ class Call:
     stopping: threading.Event
 
 
+@dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """One limit's state after a request, for the headers a provider sends about it."""
+
+    name: Literal["requests", "tokens"]
+    limit: int  # per minute
+    remaining: int
+    reset_s: float  # until the limit is whole again
+
+
 class Wire(Protocol):
     media_type: str
 
@@ -65,6 +76,9 @@ class Wire(Protocol):
 
     def error_frame(self, message: str) -> bytes:
         """An "overloaded" error sent inside a stream that started with 200."""
+
+    def ratelimit_headers(self, limits: list[RateLimit]) -> dict[str, str]:
+        """The headers the API sends about its rate limits."""
 
     def frames(self, call: Call) -> list[bytes]:
         """The complete streamed response, one encoded SSE frame per item."""
@@ -140,6 +154,14 @@ class OpenAIChat:
     def error_frame(self, message: str) -> bytes:
         return _sse({"error": {"message": message, "type": "server_error", "param": None,
                                "code": None}})
+
+    def ratelimit_headers(self, limits: list[RateLimit]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for limit in limits:
+            headers[f"x-ratelimit-limit-{limit.name}"] = str(limit.limit)
+            headers[f"x-ratelimit-remaining-{limit.name}"] = str(limit.remaining)
+            headers[f"x-ratelimit-reset-{limit.name}"] = _go_duration(limit.reset_s)
+        return headers
 
     def _calls(self, call: Call) -> list[dict[str, Any]]:
         return [
@@ -356,6 +378,16 @@ class AnthropicMessages:
     def error_frame(self, message: str) -> bytes:
         return _event(self.error_body(529, message))
 
+    def ratelimit_headers(self, limits: list[RateLimit]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for limit in limits:
+            reset = datetime.now(UTC) + timedelta(seconds=limit.reset_s)
+            prefix = f"anthropic-ratelimit-{limit.name}"
+            headers[f"{prefix}-limit"] = str(limit.limit)
+            headers[f"{prefix}-remaining"] = str(limit.remaining)
+            headers[f"{prefix}-reset"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return headers
+
     def _usage(self, call: Call) -> dict[str, Any]:
         usage = _usage(call)
         # Anthropic counts cache reads apart from input_tokens; the stub's figures are
@@ -455,6 +487,15 @@ def _fragments(text: str, parts: int = 3) -> list[str]:
     """Split ``text`` into up to ``parts`` pieces, the way models stream arguments."""
     size = max(1, -(-len(text) // parts))
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration the way OpenAI's reset headers write it: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{round(rest, 3):g}s"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 def _finish_reason(turn: StubTurn) -> str:

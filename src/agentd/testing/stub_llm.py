@@ -31,21 +31,57 @@ a spent quota, with ``x-should-retry: false``: waiting does not help),
 ``reset_mid_stream`` (some chunks, then the connection drops), ``truncated_stream``
 (some chunks, then a clean end with no finish and no ``[DONE]``) and ``stall`` (some
 chunks, then silence until the client gives up or the server stops).
+
+Capacity: ``StubLLMServer(capacity=Capacity(concurrency=4, latency_s=0.5, rpm=600,
+tpm=100_000))``, or ``stub.capacity = Capacity(...)`` at any time (which starts the
+buckets full; ``None`` turns the model off), makes the server admit calls the way a
+rate-limited provider does. The capacity model decides only admission and delay; what
+an admitted call gets is still decided by the queue, the faults and the echo.
+
+- ``concurrency``: calls served at once. An admitted call holds its slot through
+  ``latency_s`` until its response is fully sent or its client disconnects.
+- ``latency_s``: the wait before the first byte of any admitted answer (streamed or
+  not, faults included); the rest follows at once.
+- ``rpm`` and ``tpm``: token buckets refilled at ``limit / 60`` a second that hold
+  ``burst_s`` seconds of it (at least one request, or the request's tokens): providers
+  enforce per-minute limits over short windows. A request's tokens are estimated at
+  admission as the characters of its JSON-encoded ``messages`` (and Anthropic's
+  ``system``) divided by 4, plus its ``max_completion_tokens`` or ``max_tokens``.
+- ``count_rejected``: a rejected call still takes a request token, as OpenAI's do;
+  the debt this builds is capped at one bucket, so a client that keeps resending stays
+  shut out and one that stops recovers.
+
+Limits are checked in the order concurrency, rpm, tpm; the first one a call is over
+names it in ``stub.stats.rejected_by``. It gets a 429 with the format's rate-limit
+body (OpenAI ``rate_limit_exceeded``, Anthropic ``rate_limit_error``) and
+``retry-after``: whole seconds, at least 1, rounded up from the time until it could
+be admitted. A call whose tokens exceed ``tpm`` itself could never be admitted: it is
+refused as that before anything else (counted under ``tpm``), with OpenAI's "request
+too large" message, ``x-should-retry: false`` and no ``retry-after``. Answers and
+429s carry the format's rate-limit headers when rpm or tpm is set
+(``x-ratelimit-limit|remaining|reset-requests|tokens`` for OpenAI,
+``anthropic-ratelimit-requests|tokens-limit|remaining|reset`` for Anthropic). A
+rejected call is recorded in ``stub.requests`` but takes no queued response.
+``stub.stats`` counts calls accepted and rejected, and calls in flight now and at
+most (counted with or without a capacity model); ``stub.reset_stats()`` starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
+import math
 import re
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
@@ -53,12 +89,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from agentd.testing._wire import AnthropicMessages, OpenAIChat, StubTurn, Wire
+from agentd.testing._wire import AnthropicMessages, OpenAIChat, RateLimit, StubTurn, Wire
 from agentd.testing._wire import Call as _Call
 
-__all__ = ["FAULTS", "StubLLMServer", "StubTurn"]
+__all__ = ["FAULTS", "Capacity", "StubLLMServer", "StubStats", "StubTurn"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,14 +216,289 @@ class _DroppedResponse(Response):
         # the client sees a body cut short, the same as a connection reset mid-response.
 
 
+# --- capacity ---------------------------------------------------------------------
+
+_LimitName = Literal["concurrency", "rpm", "tpm"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """A provider's fixed capacity: what the stub admits, and how soon it answers.
+
+    Attributes:
+        concurrency: Calls served at once; one more gets a 429. None: no limit.
+        latency_s: Seconds before the first byte of an admitted answer.
+        rpm: Requests per minute. None: no limit.
+        tpm: Tokens per minute (prompt estimate plus the requested output tokens,
+            counted at admission). None: no limit.
+        burst_s: Seconds of each rate the token buckets hold.
+        count_rejected: Whether a rejected call still takes a request token.
+    """
+
+    concurrency: int | None = None
+    latency_s: float = 0.0
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 1.0
+    count_rejected: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not self.latency_s >= 0:
+            raise ValueError("latency_s must be 0 or more")
+        for name, limit in (("rpm", self.rpm), ("tpm", self.tpm)):
+            if limit is not None and not limit > 0:
+                raise ValueError(f"{name} must be more than 0")
+        if not self.burst_s > 0:
+            raise ValueError("burst_s must be more than 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StubStats:
+    """Admission counts since the server started or ``reset_stats()``."""
+
+    accepted: int = 0
+    #: Calls the capacity model answered with a 429.
+    rejected: int = 0
+    #: Those 429s by the limit that refused them: ``concurrency``, ``rpm``, ``tpm``.
+    rejected_by: dict[str, int] = field(
+        default_factory=lambda: {"concurrency": 0, "rpm": 0, "tpm": 0}
+    )
+    max_in_flight: int = 0
+    in_flight: int = 0
+
+
+class _Bucket:
+    """A token bucket refilled at ``per_minute / 60`` a second, holding ``burst_s`` of it."""
+
+    def __init__(self, per_minute: float, burst_s: float, *, at_least: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60
+        self.size = max(self.rate * burst_s, at_least)
+        self.level = self.size
+        self.stamp = now
+
+    def _level(self, cost: float, now: float) -> float:
+        # A request bigger than the bucket is let in once the bucket holds all it needs.
+        return min(max(self.size, cost), self.level + (now - self.stamp) * self.rate)
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` can be taken; 0 if it can be now."""
+        return max(0.0, (cost - self._level(cost, now)) / self.rate)
+
+    def take(self, cost: float, now: float) -> None:
+        # Rejected calls that still count can overdraw the bucket, by one bucket at most.
+        self.level = max(-self.size, self._level(cost, now) - cost)
+        self.stamp = now
+
+    def state(self, name: Literal["requests", "tokens"], now: float) -> RateLimit:
+        level = self._level(0.0, now)
+        return RateLimit(name=name, limit=round(self.per_minute),
+                         remaining=max(0, math.floor(level)),
+                         reset_s=max(0.0, (self.size - level) / self.rate))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Verdict:
+    """Admission's answer: a slot to hold, or why not and the 429's headers."""
+
+    slot: int | None
+    headers: dict[str, str]
+    latency_s: float = 0.0
+    message: str = ""
+
+
+def _estimate_tokens(body: dict[str, Any]) -> int:
+    """Prompt characters / 4 (messages, and Anthropic's system) plus the output asked for."""
+    chars = len(orjson.dumps(body.get("messages", [])))
+    if "system" in body:
+        chars += len(orjson.dumps(body["system"]))
+    out = body.get("max_completion_tokens", body.get("max_tokens"))
+    if isinstance(out, bool) or not isinstance(out, int):
+        out = 0
+    return -(-chars // 4) + max(0, out)
+
+
+class _Limiter:
+    """The capacity model and the admission counts, shared by every wire format."""
+
+    def __init__(self, capacity: Capacity | None) -> None:
+        self._lock = threading.Lock()
+        self._capacity: Capacity | None = None
+        self._rpm: _Bucket | None = None
+        self._tpm: _Bucket | None = None
+        #: Slot id -> when its latency ends.
+        self._slots: dict[int, float] = {}
+        self._ids = itertools.count(1)
+        self._accepted = 0
+        self._rejected_by = {"concurrency": 0, "rpm": 0, "tpm": 0}
+        self._max_in_flight = 0
+        self.capacity = capacity
+
+    @property
+    def capacity(self) -> Capacity | None:
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: Capacity | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._capacity = capacity
+            self._rpm = self._tpm = None
+            if capacity is not None and capacity.rpm is not None:
+                self._rpm = _Bucket(capacity.rpm, capacity.burst_s, at_least=1, now=now)
+            if capacity is not None and capacity.tpm is not None:
+                self._tpm = _Bucket(capacity.tpm, capacity.burst_s, at_least=0, now=now)
+
+    def stats(self) -> StubStats:
+        with self._lock:
+            return StubStats(accepted=self._accepted, rejected=sum(self._rejected_by.values()),
+                             rejected_by=dict(self._rejected_by),
+                             max_in_flight=self._max_in_flight, in_flight=len(self._slots))
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._accepted = 0
+            self._rejected_by = dict.fromkeys(self._rejected_by, 0)
+            self._max_in_flight = len(self._slots)
+
+    def release(self, slot: int) -> None:
+        with self._lock:
+            self._slots.pop(slot, None)
+
+    def admit(self, wire: Wire, body: dict[str, Any]) -> _Verdict:
+        now = time.monotonic()
+        with self._lock:
+            capacity, rpm, tpm = self._capacity, self._rpm, self._tpm
+            cost = _estimate_tokens(body) if tpm is not None else 0
+            full = (capacity is not None and capacity.concurrency is not None
+                    and len(self._slots) >= capacity.concurrency)
+            # Checked first: a call that could never be let in is told so, whatever else.
+            too_large = tpm is not None and cost > tpm.per_minute
+            refused: _LimitName | None = None
+            if too_large:
+                refused = "tpm"
+            elif full:
+                refused = "concurrency"
+            elif rpm is not None and rpm.wait(1, now) > 0:
+                refused = "rpm"
+            elif tpm is not None and tpm.wait(cost, now) > 0:
+                refused = "tpm"
+            if refused is None:
+                if rpm is not None:
+                    rpm.take(1, now)
+                if tpm is not None:
+                    tpm.take(cost, now)
+                latency = capacity.latency_s if capacity is not None else 0.0
+                slot = next(self._ids)
+                self._slots[slot] = now + latency
+                self._accepted += 1
+                self._max_in_flight = max(self._max_in_flight, len(self._slots))
+                return _Verdict(slot=slot, headers=self._headers(wire, now),
+                                latency_s=latency)
+            assert capacity is not None  # nothing is refused without a capacity model
+            self._rejected_by[refused] += 1
+            if capacity.count_rejected and rpm is not None:
+                rpm.take(1, now)
+            headers = self._headers(wire, now)
+            if too_large:
+                headers["x-should-retry"] = "false"
+                message = (f"stub capacity: request too large on tokens per min (TPM): Limit "
+                           f"{capacity.tpm:g}, Requested {cost}. The input or output tokens "
+                           "must be reduced in order to run successfully.")
+                return _Verdict(slot=None, headers=headers, message=message)
+            waits = [rpm.wait(1, now) if rpm is not None else 0.0,
+                     tpm.wait(cost, now) if tpm is not None else 0.0]
+            if full:
+                waits.append(min(self._slots.values()) - now)
+            wait = max(waits)
+            # Rounded up, as providers send it; the epsilon keeps 2.0000000001 at 2.
+            headers["retry-after"] = str(max(1, math.ceil(wait - 1e-9)))
+            return _Verdict(slot=None, headers=headers,
+                            message=_refusal(refused, capacity, cost, wait))
+
+    def _headers(self, wire: Wire, now: float) -> dict[str, str]:
+        states = []
+        if self._rpm is not None:
+            states.append(self._rpm.state("requests", now))
+        if self._tpm is not None:
+            states.append(self._tpm.state("tokens", now))
+        return wire.ratelimit_headers(states) if states else {}
+
+
+def _refusal(refused: _LimitName, capacity: Capacity, cost: int, wait: float) -> str:
+    if refused == "concurrency":
+        return (f"stub capacity: too many concurrent requests (limit {capacity.concurrency})."
+                f" Please try again in {wait:.3g}s.")
+    if refused == "rpm":
+        return (f"stub capacity: rate limit reached on requests per min (RPM): Limit "
+                f"{capacity.rpm:g}, Requested 1. Please try again in {wait:.3g}s.")
+    return (f"stub capacity: rate limit reached on tokens per min (TPM): Limit "
+            f"{capacity.tpm:g}, Requested {cost}. Please try again in {wait:.3g}s.")
+
+
+async def _disconnected_within(receive: Receive, seconds: float) -> bool:
+    """Wait ``seconds``; True as soon as the client disconnects instead."""
+
+    async def disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(disconnect(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class _Admitted(Response):
+    """An admitted call's response: sent after the latency, its slot held until it is."""
+
+    def __init__(
+        self,
+        inner: Response,
+        *,
+        latency_s: float,
+        headers: dict[str, str],
+        release: Callable[[], None],
+    ) -> None:
+        # Not Response.__init__: the inner response owns the status, headers and body.
+        self.status_code = inner.status_code
+        self.background = None
+        self.inner = inner
+        self.latency_s = latency_s
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.raw_headers:
+                message = {**message, "headers": [*message.get("headers", []), *self.raw_headers]}
+            await send(message)
+
+        try:
+            if self.latency_s > 0 and await _disconnected_within(receive, self.latency_s):
+                return
+            await self.inner(scope, receive, send_with_headers)
+        finally:
+            self.release()
+
+
 # --- server -----------------------------------------------------------------------
 
 
 class StubLLMServer:
-    """An in-process LLM server on a free 127.0.0.1 port, run by uvicorn in a thread."""
+    """An in-process LLM server on a free 127.0.0.1 port, run by uvicorn in a thread.
 
-    def __init__(self) -> None:
+    Args:
+        capacity: A capacity model to admit calls by (see the module docstring); also
+            settable later through :attr:`capacity`.
+    """
+
+    def __init__(self, *, capacity: Capacity | None = None) -> None:
         self._lock = threading.Lock()
+        self._limiter = _Limiter(capacity)
         self._queue: deque[StubTurn] = deque()
         self._requests: list[dict[str, Any]] = []
         self._headers: list[dict[str, str]] = []
@@ -266,6 +577,25 @@ class StubLLMServer:
             return list(self._headers)
 
     @property
+    def capacity(self) -> Capacity | None:
+        """The capacity model calls are admitted by, or None to admit every call."""
+        return self._limiter.capacity
+
+    @capacity.setter
+    def capacity(self, capacity: Capacity | None) -> None:
+        # Setting one (even the same again) starts its buckets full.
+        self._limiter.capacity = capacity
+
+    @property
+    def stats(self) -> StubStats:
+        """A consistent snapshot of the admission counts."""
+        return self._limiter.stats()
+
+    def reset_stats(self) -> None:
+        """Zero the counts; ``max_in_flight`` restarts from the calls in flight now."""
+        self._limiter.reset_stats()
+
+    @property
     def base_url(self) -> str:
         if not self._port:
             raise RuntimeError("StubLLMServer is not running; use it as a context manager")
@@ -305,26 +635,43 @@ class StubLLMServer:
             with self._lock:
                 self._requests.append(body)
                 self._headers.append(dict(request.headers))
-                turn = self._queue.popleft() if self._queue else None
-            problem = wire.validate(body)
-            if problem is not None:
-                return JSONResponse(wire.error_body(400, problem), 400)
-            if turn is None:
-                turn = StubTurn(text=f"stub: {wire.last_user_text(body)}")
-            call = _Call(
-                wire=wire, turn=turn, body=body, number=next(self._numbers),
-                stopping=self._stopping,
-            )
-            if turn.fault is not None:
-                match = _HTTP_FAULT.match(turn.fault)
-                if match:
-                    return _http_fault(call, int(match.group(1)))
-                return FAULTS[turn.fault](call)
-            if wire.wants_stream(body):
-                return StreamingResponse(_aiter(wire.frames(call)), media_type=wire.media_type)
-            return JSONResponse(wire.completion(call))
+                verdict = self._limiter.admit(wire, body)
+                if verdict.slot is None:
+                    turn = None
+                else:
+                    turn = self._queue.popleft() if self._queue else None
+            if verdict.slot is None:
+                body_429 = wire.error_body(429, verdict.message)
+                return JSONResponse(body_429, 429, headers=verdict.headers)
+            release = functools.partial(self._limiter.release, verdict.slot)
+            try:
+                answer = self._answer(wire, body, turn)
+            except BaseException:
+                release()
+                raise
+            return _Admitted(answer, latency_s=verdict.latency_s, headers=verdict.headers,
+                             release=release)
 
         return endpoint
+
+    def _answer(self, wire: Wire, body: dict[str, Any], turn: StubTurn | None) -> Response:
+        problem = wire.validate(body)
+        if problem is not None:
+            return JSONResponse(wire.error_body(400, problem), 400)
+        if turn is None:
+            turn = StubTurn(text=f"stub: {wire.last_user_text(body)}")
+        call = _Call(
+            wire=wire, turn=turn, body=body, number=next(self._numbers),
+            stopping=self._stopping,
+        )
+        if turn.fault is not None:
+            match = _HTTP_FAULT.match(turn.fault)
+            if match:
+                return _http_fault(call, int(match.group(1)))
+            return FAULTS[turn.fault](call)
+        if wire.wants_stream(body):
+            return StreamingResponse(_aiter(wire.frames(call)), media_type=wire.media_type)
+        return JSONResponse(wire.completion(call))
 
     # -- lifecycle -----------------------------------------------------------------
 
