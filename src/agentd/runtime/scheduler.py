@@ -1,0 +1,673 @@
+"""The kernel scheduler: every model call of every run waits its turn here.
+
+A *lane* is what a provider rate-limits: ``provider:model`` when that key has limits
+configured, else the provider. Per-model lanes are independent of the provider lane
+because providers enforce limits per model: a busy ``openai:gpt-4o`` must not hold back
+``openai:gpt-4o-mini``. A lane admits a call when it has a free slot (``concurrency``),
+its request bucket holds one request (``rpm``), its token bucket holds the call's
+estimated tokens (``tpm``) and the provider has not told it to back off
+(:meth:`Scheduler.pause`, from a 429's ``Retry-After``). Lanes without limits admit at once.
+
+Buckets refill at ``limit / 60`` per second and hold ``burst_s`` seconds of it (one
+second by default), not a whole minute: providers enforce per-minute limits over
+shorter windows (OpenAI documents that 60,000 RPM may be enforced as 1,000 requests per
+second), so a full minute's burst at start-up would be refused anyway. A call larger
+than the token bucket is admitted when the bucket is full and leaves it in debt;
+:meth:`Grant.release` corrects the reservation by what the call really used.
+
+Who goes next in a lane is decided by hierarchical start-time fair queuing (H-SFQ,
+Goyal, Vin and Cheng, 1996) over the tree *class -> tenant -> agent -> FIFO*. Each node
+keeps a virtual time; a child that becomes backlogged gets the start tag
+``max(virtual time, its last finish tag)``, the child with the least start tag is
+served, and serving it sets the node's virtual time to that tag and the child's finish
+tag to ``start + 1 / weight``. Equal start tags go to the smaller finish tag (the
+heavier child), then to the earlier activation. It is preferred here over deficit round
+robin because:
+
+* shares are exactly proportional to weights with a cost per call (no quantum to tune),
+  at O(log n) a pick;
+* a newly backlogged flow (a user's chat) starts at the current virtual time, which no
+  backlogged flow's tag is below, so it is served within one pick: an ``interactive``
+  call behind a thousand ``background`` ones gets the next free slot, not a round later;
+* the hierarchy (class, then tenant, then agent) comes by construction: a tenant with
+  ten agents gets the same share as a tenant with one;
+* it never starves: every backlogged class keeps its weight's share, so ``batch``
+  still gets 1 call in 111 under a continuous ``interactive`` and ``background`` load.
+
+When the lane has nobody waiting and admits the call, :meth:`Scheduler.acquire` grants
+it without touching the tree. Everything runs on the event loop: no locks, no threads,
+no I/O. Time is :func:`time.monotonic`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+__all__ = ["DEFAULT_CLASS_WEIGHTS", "PRIORITIES", "Grant", "LaneLimits", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+#: The priority classes, most urgent first.
+PRIORITIES: tuple[str, ...] = ("interactive", "background", "batch")
+#: The share of each class when all are backlogged (here 100 : 10 : 1).
+DEFAULT_CLASS_WEIGHTS: dict[str, float] = {"interactive": 100.0, "background": 10.0,
+                                           "batch": 1.0}
+
+_LIMIT_KEYS = ("concurrency", "rpm", "tpm", "burst_s")
+_WAIT_SAMPLES = 1024
+#: A bucket this close to ready (in seconds of refill) counts as ready: a timer may fire
+#: a hair early, and re-arming it for a microsecond would only spin the loop.
+_READY_S = 1e-6
+_SWEEP_MIN = 64
+
+monotonic = time.monotonic
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_limit(setting: str, key: str, value: object) -> None:
+    """Raise ValueError naming ``setting.key`` unless ``value`` is a valid limit."""
+    if key == "concurrency":
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                             and value >= 1):
+            return
+        raise ValueError(f"{setting}.concurrency must be an integer of at least 1")
+    if value is None and key != "burst_s":
+        return
+    if _is_number(value) and math.isfinite(cast(float, value)) and cast(float, value) > 0:
+        return
+    raise ValueError(f"{setting}.{key} must be a number greater than 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LaneLimits:
+    """The limits of one lane; ``None`` means no limit of that kind.
+
+    Attributes:
+        concurrency: Most calls in flight at once.
+        rpm: Requests per minute.
+        tpm: Tokens per minute (reserved from the call's estimate, corrected on release).
+        burst_s: Bucket capacity in seconds of the rate.
+    """
+
+    concurrency: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in _LIMIT_KEYS:
+            _check_limit("LaneLimits", key, getattr(self, key))
+
+    @classmethod
+    def from_config(cls, name: str, raw: object) -> LaneLimits:
+        """Validate one entry of the daemon setting ``providers``.
+
+        Args:
+            name: The entry's key: a provider (``openai``) or a model (``openai:gpt-4o``).
+            raw: The entry: a mapping with some of concurrency, rpm, tpm and burst_s.
+                ``null`` for concurrency, rpm or tpm means no limit.
+
+        Raises:
+            ValueError: The message names the setting, e.g.
+                ``providers.openai.rpm must be a number greater than 0``.
+        """
+        setting = f"providers.{name}"
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{setting} must be a mapping of limits; use "
+                             f"{', '.join(_LIMIT_KEYS)}")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in _LIMIT_KEYS:
+                raise ValueError(f"{setting}.{key} is not a known limit; use "
+                                 f"{', '.join(_LIMIT_KEYS)}")
+            _check_limit(setting, key, value)
+            values[key] = value if key == "concurrency" or value is None else float(value)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm,
+                "burst_s": self.burst_s}
+
+
+_UNLIMITED = LaneLimits()
+
+
+class _Bucket:
+    """A token bucket that may go into debt (a call bigger than it, or under-estimated)."""
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, per_minute: float, burst_s: float, floor: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(floor, self.rate * burst_s)
+        self.level = self.capacity
+        self.stamp = monotonic()
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait(self, amount: float) -> float:
+        """Seconds until ``amount`` can be taken (all of a full bucket, if bigger)."""
+        short = min(amount, self.capacity) - self.level
+        if short <= 0.0:
+            return 0.0
+        delay = short / self.rate
+        return 0.0 if delay <= _READY_S else delay
+
+    def give(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+
+# The fair-queuing tree. Tags are in units of "calls / weight"; each internal node has
+# its own virtual time. Heap entries are (start, finish, seq, child): at the start of a
+# busy period every class starts at the same tag, and breaking that tie by the finish
+# tag is what lets an interactive call pass background calls queued just before it.
+# A node's ``entry`` is the seq of its live entry in its parent's heap (-1: not
+# backlogged); entries with another seq are stale and skipped (lazy deletion).
+
+
+class _Node:
+    __slots__ = ("backlog", "entry", "finish", "parent", "start", "weight")
+
+    def __init__(self, parent: _Inner | None, weight: float) -> None:
+        self.parent = parent
+        self.weight = weight
+        self.start = 0.0
+        self.finish = 0.0
+        self.backlog = 0  # waiters queued in this subtree
+        self.entry = -1
+
+
+_N = TypeVar("_N", bound=_Node)
+
+
+class _Inner(_Node):
+    __slots__ = ("active", "children", "heap", "sweep_at", "vtime")
+
+    def __init__(self, parent: _Inner | None, weight: float) -> None:
+        super().__init__(parent, weight)
+        self.children: dict[str, _Node] = {}
+        self.heap: list[tuple[float, float, int, _Node]] = []
+        self.vtime = 0.0
+        self.active = 0  # backlogged children
+        self.sweep_at = _SWEEP_MIN
+
+    def child(self, key: str, weight: float, kind: Callable[[_Inner, float], _N]) -> _N:
+        node = self.children.get(key)
+        if node is None:
+            if len(self.children) >= self.sweep_at:
+                # An idle child whose finish tag the virtual time has passed would start
+                # at the virtual time anyway: forgetting it changes nothing.
+                v = self.vtime
+                self.children = {k: c for k, c in self.children.items()
+                                 if c.backlog or c.finish > v}
+                self.sweep_at = max(_SWEEP_MIN, 2 * len(self.children))
+            node = kind(self, weight)
+            self.children[key] = node
+            return node
+        node.weight = weight
+        return cast(_N, node)
+
+    def idle(self) -> None:
+        """End of this node's busy period: every child's finish tag is at most the
+        virtual time (Goyal et al.), so all of them would restart at it: forget them."""
+        self.children.clear()
+        self.heap.clear()
+        self.vtime = 0.0
+        self.active = 0
+        self.sweep_at = _SWEEP_MIN
+
+
+class _Leaf(_Node):
+    __slots__ = ("waiters",)
+
+    def __init__(self, parent: _Inner | None, weight: float) -> None:
+        super().__init__(parent, weight)
+        self.waiters: deque[_Waiter] = deque()
+
+
+class _Waiter:
+    __slots__ = ("future", "leaf", "position", "priority", "queued", "t0", "tokens")
+
+    def __init__(self, future: asyncio.Future[Grant], priority: str, tokens: int,
+                 position: int, t0: float) -> None:
+        self.future = future
+        self.priority = priority
+        self.tokens = tokens
+        self.position = position
+        self.t0 = t0
+        self.queued = False
+        self.leaf: _Leaf | None = None
+
+
+class Grant:
+    """Permission for one model call; release it when the call ends.
+
+    Attributes:
+        lane: The lane the call went through (pass it to :meth:`Scheduler.pause`).
+        priority: The call's class.
+        position: Calls queued ahead in the lane when this one was queued (0: no wait).
+        wait_s: Seconds from :meth:`Scheduler.acquire` to the grant.
+        tokens: Tokens reserved in the lane's TPM bucket.
+    """
+
+    __slots__ = ("_lane", "_released", "lane", "position", "priority", "tokens", "wait_s")
+
+    def __init__(self, lane: _Lane, priority: str, position: int, wait_s: float,
+                 tokens: int) -> None:
+        self._lane = lane
+        self._released = False
+        self.lane = lane.name
+        self.priority = priority
+        self.position = position
+        self.wait_s = wait_s
+        self.tokens = tokens
+
+    def release(self, tokens_used: int | None = None) -> None:
+        """Free the call's slot; a second call does nothing.
+
+        Args:
+            tokens_used: What the call really used; the TPM bucket gets back the
+                difference from the reservation (or goes further into debt). ``None``:
+                keep the reservation as it was.
+        """
+        if self._released:
+            return
+        self._released = True
+        self._lane.release(self.tokens, tokens_used, refund_request=False)
+
+    def _revoke(self) -> None:
+        """Undo a grant whose caller was cancelled before it could use it."""
+        if not self._released:
+            self._released = True
+            self._lane.release(self.tokens, 0, refund_request=True)
+
+    def __repr__(self) -> str:
+        return (f"Grant(lane={self.lane!r}, priority={self.priority!r}, "
+                f"position={self.position}, wait_s={self.wait_s:.6f}, tokens={self.tokens}, "
+                f"released={self._released})")
+
+
+class _Lane:
+    __slots__ = ("concurrency", "granted", "in_flight", "limits", "loop", "name",
+                 "paused_until", "root", "rpm", "seq", "timer", "tpm", "unlimited",
+                 "waited", "waits")
+
+    def __init__(self, name: str, limits: LaneLimits) -> None:
+        self.name = name
+        self.limits = limits
+        self.concurrency = limits.concurrency
+        self.rpm = _Bucket(limits.rpm, limits.burst_s, 1.0) if limits.rpm else None
+        self.tpm = _Bucket(limits.tpm, limits.burst_s, 0.0) if limits.tpm else None
+        self.unlimited = limits.concurrency is None and self.rpm is None and self.tpm is None
+        self.paused_until = 0.0  # 0.0: not paused
+        self.in_flight = 0
+        self.root = _Inner(None, 1.0)
+        self.seq = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.granted = 0
+        self.waited = 0
+        self.waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+
+    # -- admission --------------------------------------------------------------------
+
+    def delay(self, now: float, tokens: int) -> float | None:
+        """0.0: admit now; > 0: seconds until a bucket or pause allows; None: no slot."""
+        if self.concurrency is not None and self.in_flight >= self.concurrency:
+            return None
+        if self.paused_until:
+            if self.paused_until > now:
+                return self.paused_until - now
+            self.paused_until = 0.0
+        wait = 0.0
+        if self.rpm is not None:
+            self.rpm.refill(now)
+            wait = self.rpm.wait(1.0)
+        if self.tpm is not None:
+            self.tpm.refill(now)
+            wait = max(wait, self.tpm.wait(tokens))
+        return wait
+
+    def take(self, tokens: int) -> None:
+        self.in_flight += 1
+        if self.rpm is not None:
+            self.rpm.level -= 1.0
+        if self.tpm is not None:
+            self.tpm.level -= tokens
+
+    def release(self, reserved: int, used: int | None, *, refund_request: bool) -> None:
+        self.in_flight -= 1
+        if (self.tpm is not None and used is not None) or refund_request:
+            now = monotonic()
+            if self.tpm is not None and used is not None:
+                self.tpm.refill(now)
+                self.tpm.give(reserved - used)
+            if refund_request and self.rpm is not None:
+                self.rpm.refill(now)
+                self.rpm.give(1.0)
+        if self.root.backlog:
+            self.dispatch()
+
+    def dispatch(self) -> None:
+        """Grant waiters in fair order while the lane admits; arm a timer if a bucket
+        or a pause is what blocks, and disarm it otherwise."""
+        now = monotonic()
+        delay: float | None = None
+        while self.root.backlog:
+            if self.concurrency is not None and self.in_flight >= self.concurrency:
+                break
+            waiter = self.peek()
+            if waiter.future.done():  # cancelled; its task has not run its handler yet
+                self.remove(waiter)
+                continue
+            wait = self.delay(now, waiter.tokens)
+            if wait is None:
+                break
+            if wait > 0.0:
+                delay = wait
+                break
+            self.commit(waiter)
+            self.take(waiter.tokens)
+            waited = now - waiter.t0
+            self.granted += 1
+            self.waited += 1
+            self.waits.append(waited)
+            waiter.future.set_result(
+                Grant(self, waiter.priority, waiter.position, waited, waiter.tokens))
+        self.arm(delay)
+
+    def arm(self, delay: float | None) -> None:
+        timer = self.timer
+        if delay is None:
+            if timer is not None:
+                timer.cancel()
+                self.timer = None
+            return
+        assert self.loop is not None  # waiters exist, so acquire() recorded the loop
+        when = self.loop.time() + delay
+        if timer is not None:
+            if abs(timer.when() - when) < 1e-3:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(when, self.on_timer)
+
+    def on_timer(self) -> None:
+        self.timer = None
+        self.dispatch()
+
+    # -- the fair-queuing tree ----------------------------------------------------------
+
+    def enqueue(self, waiter: _Waiter, cls_weight: float, tenant: str, tenant_weight: float,
+                agent: str, weight: float) -> None:
+        klass = self.root.child(waiter.priority, cls_weight, _Inner)
+        leaf = klass.child(tenant, tenant_weight, _Inner).child(agent, weight, _Leaf)
+        leaf.waiters.append(waiter)
+        waiter.leaf = leaf
+        waiter.queued = True
+        node: _Node = leaf
+        parent = node.parent
+        while parent is not None:
+            node.backlog += 1
+            if node.backlog == 1:
+                node.start = max(parent.vtime, node.finish)
+                node.entry = next(self.seq)
+                heap = parent.heap
+                heapq.heappush(heap, (node.start, node.start + 1.0 / node.weight, node.entry,
+                                      node))
+                parent.active += 1
+                if len(heap) > 2 * parent.active + 32:  # drop stale entries
+                    heap[:] = [e for e in heap if e[3].entry == e[2]]
+                    heapq.heapify(heap)
+            node = parent
+            parent = node.parent
+        node.backlog += 1
+
+    def peek(self) -> _Waiter:
+        """The waiter H-SFQ serves next (the lane must have one)."""
+        node: _Node = self.root
+        while isinstance(node, _Inner):
+            heap = node.heap
+            while heap[0][3].entry != heap[0][2]:
+                heapq.heappop(heap)
+            node = heap[0][3]
+        return cast(_Leaf, node).waiters[0]
+
+    def commit(self, waiter: _Waiter) -> None:
+        """Serve ``waiter``, just returned by :meth:`peek`: each node on its path is the
+        top of its parent's heap."""
+        leaf = waiter.leaf
+        assert leaf is not None and leaf.waiters[0] is waiter
+        leaf.waiters.popleft()
+        waiter.queued = False
+        waiter.leaf = None
+        node: _Node = leaf
+        parent = node.parent
+        while parent is not None:
+            parent.vtime = node.start
+            node.finish = node.start + 1.0 / node.weight
+            node.backlog -= 1
+            if node.backlog:
+                node.start = node.finish
+                node.entry = next(self.seq)
+                heapq.heapreplace(parent.heap, (node.start, node.start + 1.0 / node.weight,
+                                                node.entry, node))
+            else:
+                heapq.heappop(parent.heap)
+                self._went_idle(node)
+            node = parent
+            parent = node.parent
+        node.backlog -= 1
+        if not node.backlog:
+            self._went_idle(node)
+
+    def remove(self, waiter: _Waiter) -> None:
+        """Take a cancelled waiter out; its tags stay as they were (it was not served)."""
+        leaf = waiter.leaf
+        assert leaf is not None
+        leaf.waiters.remove(waiter)
+        waiter.queued = False
+        waiter.leaf = None
+        node: _Node | None = leaf
+        while node is not None:
+            node.backlog -= 1
+            if not node.backlog:
+                self._went_idle(node)
+            node = node.parent
+
+    @staticmethod
+    def _went_idle(node: _Node) -> None:
+        if node.parent is not None:
+            node.entry = -1  # its heap entry, if any, is now stale
+            node.parent.active -= 1
+        if isinstance(node, _Inner):
+            node.idle()
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def metrics(self, now: float) -> dict[str, Any]:
+        by_class = {p: 0 for p in PRIORITIES}
+        for key, node in self.root.children.items():
+            by_class[key] = node.backlog
+        waits = sorted(self.waits)
+        n = len(waits)
+
+        def pct(q: float) -> float:
+            return round(waits[max(0, math.ceil(q * n) - 1)] * 1000.0, 3) if n else 0.0
+
+        return {
+            "limits": self.limits.as_dict(),
+            "in_flight": self.in_flight,
+            "queued": self.root.backlog,
+            "queued_by_class": by_class,
+            "granted": self.granted,
+            "waited": self.waited,
+            "wait_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
+            "paused_for_s": round(max(0.0, self.paused_until - now), 3),
+        }
+
+
+def _positive(setting: str, value: object) -> float:
+    if not (_is_number(value) and math.isfinite(cast(float, value)) and cast(float, value) > 0):
+        raise ValueError(f"{setting} must be a number greater than 0")
+    return float(cast(float, value))
+
+
+class Scheduler:
+    """Admits model calls per lane, in H-SFQ order, within each lane's limits.
+
+    Args:
+        limits: Limits by lane name (``provider`` or ``provider:model``); any other lane
+            has no limits.
+        class_weights: Weights of the priority classes (missing ones: the defaults).
+        tenant_weights: Weights of tenants (missing ones: 1.0).
+    """
+
+    def __init__(self, limits: Mapping[str, LaneLimits] | None = None, *,
+                 class_weights: Mapping[str, float] | None = None,
+                 tenant_weights: Mapping[str, float] | None = None) -> None:
+        self._limits = dict(limits or {})
+        for name, lane_limits in self._limits.items():
+            if not isinstance(lane_limits, LaneLimits):
+                raise TypeError(f"limits for {name!r} must be a LaneLimits")
+        self._class_weights = dict(DEFAULT_CLASS_WEIGHTS)
+        for key, value in (class_weights or {}).items():
+            if key not in PRIORITIES:
+                raise ValueError(f"class_weights.{key} is not a priority; use "
+                                 f"{', '.join(PRIORITIES)}")
+            self._class_weights[key] = _positive(f"class_weights.{key}", value)
+        self._tenant_weights = {key: _positive(f"tenant_weights.{key}", value)
+                                for key, value in (tenant_weights or {}).items()}
+        self._lanes = {name: _Lane(name, lane_limits)
+                       for name, lane_limits in self._limits.items()}
+
+    def lane_for(self, provider: str, model: str) -> str:
+        """The lane of a model: ``provider:model`` if it has limits, else ``provider``."""
+        key = f"{provider}:{model}"
+        return key if key in self._limits else provider
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(name, self._limits.get(name, _UNLIMITED))
+        return lane
+
+    async def acquire(self, *, provider: str, model: str, priority: str = "background",
+                      tenant: str = "default", agent: str = "", weight: float = 1.0,
+                      tokens: int = 0) -> Grant:
+        """Wait for the turn of one model call.
+
+        Args:
+            provider: The provider's name.
+            model: The model's name within the provider.
+            priority: One of :data:`PRIORITIES`.
+            tenant: Whose share the call counts against (weight from ``tenant_weights``).
+            agent: The agent within the tenant.
+            weight: The agent's weight within its tenant (the latest value counts).
+            tokens: Estimated tokens, reserved in the lane's TPM bucket.
+
+        Returns:
+            The grant; release it when the call ends, whatever the outcome.
+
+        Raises:
+            ValueError: An unknown priority, a weight that is not positive, or negative
+                tokens.
+        """
+        cls_weight = self._class_weights.get(priority)
+        if cls_weight is None:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, "
+                             f"not {priority!r}")
+        if not 0.0 < weight < math.inf:
+            raise ValueError(f"weight must be a number greater than 0, not {weight!r}")
+        if tokens < 0:
+            raise ValueError(f"tokens must be at least 0, not {tokens!r}")
+        name = f"{provider}:{model}"
+        lane = self._lanes.get(name) if name in self._limits else None
+        if lane is None:
+            lane = self._lane(provider)
+        if not lane.root.backlog:
+            if lane.unlimited and not lane.paused_until:
+                lane.in_flight += 1
+                lane.granted += 1
+                lane.waits.append(0.0)
+                return Grant(lane, priority, 0, 0.0, tokens)
+            if lane.delay(monotonic(), tokens) == 0.0:
+                lane.take(tokens)
+                lane.granted += 1
+                lane.waits.append(0.0)
+                return Grant(lane, priority, 0, 0.0, tokens)
+        return await self._wait(lane, cls_weight, priority, tenant, agent, weight, tokens)
+
+    async def _wait(self, lane: _Lane, cls_weight: float, priority: str, tenant: str,
+                    agent: str, weight: float, tokens: int) -> Grant:
+        loop = lane.loop = asyncio.get_running_loop()
+        future: asyncio.Future[Grant] = loop.create_future()
+        waiter = _Waiter(future, priority, tokens, lane.root.backlog, monotonic())
+        lane.enqueue(waiter, cls_weight, tenant, self._tenant_weights.get(tenant, 1.0),
+                     agent, weight)
+        # It may go first at once: a smaller call ahead of a head blocked on tokens.
+        lane.dispatch()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if waiter.queued:
+                lane.remove(waiter)
+                lane.dispatch()  # it may have been the head that blocked the others
+            elif future.done() and not future.cancelled():
+                future.result()._revoke()  # granted, but the caller is gone
+            raise
+
+    def pause(self, lane: str, seconds: float) -> None:
+        """Grant nothing in ``lane`` for ``seconds`` (a 429's ``Retry-After``).
+
+        A pause only ever extends an earlier one; zero or negative seconds do nothing.
+
+        Raises:
+            ValueError: ``seconds`` is not a finite number.
+        """
+        if not (_is_number(seconds) and math.isfinite(seconds)):
+            raise ValueError(f"seconds must be a finite number, not {seconds!r}")
+        if seconds <= 0:
+            return
+        target = self._lane(lane)
+        until = monotonic() + seconds
+        if until > target.paused_until:
+            target.paused_until = until
+            log.debug("lane %s paused for %.3f s", lane, seconds)
+            if target.root.backlog:
+                target.dispatch()
+
+    def queued(self, lane: str | None = None) -> int:
+        """Calls waiting in ``lane``, or in all lanes."""
+        if lane is None:
+            return sum(ln.root.backlog for ln in self._lanes.values())
+        found = self._lanes.get(lane)
+        return found.root.backlog if found is not None else 0
+
+    def metrics(self) -> dict[str, Any]:
+        """Per-lane and total counters (JSON-serialisable).
+
+        Each lane has ``limits``, ``in_flight``, ``queued`` (total) and
+        ``queued_by_class``, ``granted``, ``waited`` (grants that had to queue),
+        ``wait_ms`` (``p50``, ``p99`` and ``max`` over the last 1024 grants) and
+        ``paused_for_s``.
+        """
+        now = monotonic()
+        lanes = {name: lane.metrics(now) for name, lane in sorted(self._lanes.items())}
+        totals = {key: sum(m[key] for m in lanes.values())
+                  for key in ("in_flight", "queued", "granted", "waited")}
+        return {"lanes": lanes, "totals": totals}
