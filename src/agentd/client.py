@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -572,6 +572,7 @@ class Client:
         *,
         idempotency_key: str | None = None,
         mode: str = "enqueue",
+        priority: str | None = None,
     ) -> dict[str, Any]:
         """Send a message to a session (created on first use) and return its run.
 
@@ -584,6 +585,9 @@ class Client:
             mode: What a busy session does with it: ``enqueue``, ``reject`` (APIError
                 409 ``session_busy``), ``interrupt`` or ``steer`` (the running run
                 takes it in; that run is returned).
+            priority: The run's class in the kernel's scheduler: ``interactive``,
+                ``background`` or ``batch``. Default: interactive when waiting, else
+                the agent's ``settings.priority``, else background.
 
         Returns:
             The Run object. A run that failed is returned, not raised: check
@@ -593,7 +597,8 @@ class Client:
         result: dict[str, Any] = self._request(
             "POST",
             f"{self._session_path(agent, key)}/messages",
-            json_body={"content": content, "stream": False, "wait": wait, "mode": mode},
+            json_body={"content": content, "stream": False, "wait": wait, "mode": mode,
+                       **({"priority": priority} if priority else {})},
             headers=headers,
         )
         return result
@@ -737,4 +742,46 @@ class Client:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; returns the run."""
         result: dict[str, Any] = self._request("POST", f"/v1/runs/{_segment(run_id)}/cancel")
+        return result
+
+    # -- usage -------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        agent: str | None = None,
+        tenant: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        by: str | Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Model calls, tokens and cost from the usage ledger (``GET /v1/usage``).
+
+        Args:
+            agent: Only this agent's usage, by name (a deleted agent keeps its history;
+                an unknown name gives an empty report).
+            tenant: Only this tenant's usage.
+            since: First UTC day counted, ``YYYY-MM-DD`` (inclusive).
+            until: Last UTC day counted, ``YYYY-MM-DD`` (inclusive).
+            by: Group by any of ``agent``, ``tenant``, ``model``, ``day``, ``month``
+                (a list, or a comma-separated string); none: totals only.
+
+        Returns:
+            ``{"usage": [row], "totals": {...}, "since", "until"}``: each row has the
+            keys grouped by and ``calls``, ``input_tokens``, ``output_tokens``,
+            ``cached_tokens``, ``cost_usd``; ``totals`` has the sums.
+
+        Raises:
+            APIError: ``invalid_input`` (422) for a bad date, ``since`` after ``until``
+                or an unknown ``by`` value.
+        """
+        groups = by if by is None or isinstance(by, str) else ",".join(by)
+        result: dict[str, Any] = self._request("GET", "/v1/usage", params={
+            "agent": agent, "tenant": tenant, "since": since, "until": until, "by": groups})
+        return result
+
+    def kernel(self) -> dict[str, Any]:
+        """The model-call kernel's state (``GET /v1/kernel``): scheduler lanes (limits,
+        in flight, queued per class, waits), provider breakers and call counters."""
+        result: dict[str, Any] = self._request("GET", "/v1/kernel")
         return result

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,9 +19,92 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["DEFAULT_PORT", "Settings", "default_home", "load_settings"]
+__all__ = [
+    "DEFAULT_PORT",
+    "PRIORITIES",
+    "Budget",
+    "Limit",
+    "ProviderLimits",
+    "RunLimit",
+    "Settings",
+    "TenantConfig",
+    "default_home",
+    "load_settings",
+]
 
 DEFAULT_PORT = 8721
+
+
+#: The kernel's priority classes, most urgent first.
+PRIORITIES = ("interactive", "background", "batch")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderLimits(_Strict):
+    """The scheduler's limits for one provider, or one ``provider:model``."""
+
+    #: Calls in flight at once.
+    concurrency: int | None = Field(default=None, ge=1, strict=True)
+    #: Requests per minute.
+    rpm: float | None = Field(default=None, gt=0, strict=True)
+    #: Tokens per minute (prompt estimate + max output, corrected by actual usage).
+    tpm: float | None = Field(default=None, gt=0, strict=True)
+    #: The rate buckets hold this many seconds of the rate (providers enforce
+    #: per-minute limits over short windows).
+    burst_s: float = Field(default=1.0, gt=0, strict=True)
+
+
+class Limit(_Strict):
+    """A budget limit; tokens are input plus output tokens."""
+
+    tokens: int | None = Field(default=None, gt=0, strict=True)
+    cost_usd: float | None = Field(default=None, gt=0, strict=True)
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in self.model_dump().items() if v is not None]
+
+
+class RunLimit(Limit):
+    steps: int | None = Field(default=None, ge=1, le=1000, strict=True)
+
+
+class Budget(_Strict):
+    """Limits per run, and per day and month (UTC) for an agent or a tenant."""
+
+    run: RunLimit = RunLimit()
+    day: Limit = Limit()
+    month: Limit = Limit()
+    #: Fractions of a limit at which a ``budget.warning`` event is written.
+    warn_at: tuple[float, ...] = (0.8,)
+
+    @field_validator("warn_at")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < w < 1 for w in value):
+            raise ValueError("warn_at fractions must be between 0 and 1, e.g. [0.5, 0.8]")
+        return tuple(sorted(set(value)))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.run.items() or self.day.items() or self.month.items())
+
+
+class TenantConfig(_Strict):
+    """A tenant: its share of the scheduler (within a priority class) and its budget."""
+
+    weight: float = Field(default=1.0, gt=0, strict=True)
+    budget: Budget = Budget()
+
+    @field_validator("budget")
+    @classmethod
+    def _no_run_limits(cls, value: Budget) -> Budget:
+        if value.run.items():
+            raise ValueError("a tenant budget has day and month limits; run limits are "
+                             "set per agent (settings.budget.run)")
+        return value
 
 
 def default_home() -> Path:
@@ -68,6 +151,24 @@ class Settings(BaseSettings):
     #: Sessions with no activity for this long (and no run queued or under way) are
     #: deleted, with their log. 0: never.
     session_ttl_s: float = Field(default=0.0, ge=0)
+    #: Scheduler limits per provider (``openai``) or per model (``openai:gpt-4.1``):
+    #: ``{"openai": {"concurrency": 8, "rpm": 500, "tpm": 200000}}``. A provider with
+    #: no entry has no limits (its calls are still scheduled, and admitted at once).
+    providers: dict[str, ProviderLimits] = Field(default_factory=dict)
+    #: Tenants (an agent's ``settings.tenant``): scheduler weight and budgets.
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    #: How the scheduler shares a busy provider between the priority classes.
+    priority_weights: dict[str, float] = Field(default_factory=lambda: {
+        "interactive": 100.0, "background": 10.0, "batch": 1.0})
+    #: Tries per model and call on transient errors (1: no retry; an agent's
+    #: ``settings.max_retries`` overrides), and the backoff between them.
+    retry_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    #: A provider's breaker opens after this many transient failures in a row, for
+    #: ``breaker_cooldown_s`` (doubling while probes fail, up to 10 times that).
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)
@@ -79,6 +180,29 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _provider_names(cls, value: dict[str, ProviderLimits]) -> dict[str, ProviderLimits]:
+        from agentd.llm.registry import PROVIDERS  # light: no SDK is imported
+
+        for key in value:
+            name = key.partition(":")[0]
+            if name not in PROVIDERS:
+                raise ValueError(f"unknown provider {name!r} in providers.{key}; known: "
+                                 + ", ".join(sorted(PROVIDERS)))
+        return value
+
+    @field_validator("priority_weights", mode="after")
+    @classmethod
+    def _class_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if name not in PRIORITIES:
+                raise ValueError(f"unknown priority class {name!r}; use "
+                                 + ", ".join(PRIORITIES))
+            if not weight > 0:
+                raise ValueError(f"priority_weights.{name} must be greater than 0")
+        return {**{"interactive": 100.0, "background": 10.0, "batch": 1.0}, **value}
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

@@ -370,16 +370,20 @@ async def test_rate_limit_carries_retry_after(stub: StubLLMServer, model: Model)
 
 
 @pytest.mark.parametrize("fault", ["http_529", "http_429", "http_500"])
-async def test_passing_faults_are_retried_by_the_sdk(stub: StubLLMServer, fault: str) -> None:
+async def test_passing_faults_are_left_to_the_kernel(stub: StubLLMServer, fault: str) -> None:
+    """The SDK's own retries are off whatever settings.max_retries says: the kernel
+    retries (through the scheduler and the breaker), so the provider sends once and
+    says the failure is worth retrying."""
     stub.enqueue(fault=fault)
     stub.enqueue(text="second try")
-    retrying = resolve_model(SPEC, settings=settings(stub, max_retries=1))
+    once = resolve_model(SPEC, settings=settings(stub, max_retries=3))
     try:
-        message = await retrying.complete(ask())
+        with pytest.raises(ModelError) as info:
+            await once.complete(ask())
     finally:
-        await retrying.aclose()
-    assert message.text == "second try"
-    assert len(stub.requests) == 2
+        await once.aclose()
+    assert info.value.retryable is True
+    assert len(stub.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -311,16 +311,18 @@ async def test_api_key_env_setting_names_the_key_variable(
     assert stub.headers[-1]["authorization"] == "Bearer local-secret"
 
 
-async def test_sdk_retries_follow_max_retries(stub: StubLLMServer) -> None:
+async def test_the_sdk_never_retries_on_its_own(stub: StubLLMServer) -> None:
+    """Retries are the kernel's: one request, whatever settings.max_retries says."""
     stub.enqueue(fault="http_500")
     stub.enqueue(text="second try")
-    model = resolve_model(SPEC, settings={"base_url": stub.base_url, "max_retries": 1})
+    model = resolve_model(SPEC, settings={"base_url": stub.base_url, "max_retries": 3})
     try:
-        message = await model.complete(ask())
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
     finally:
         await model.aclose()
-    assert message.text == "second try"
-    assert len(stub.requests) == 2
+    assert (info.value.code, info.value.retryable) == ("model_unavailable", True)
+    assert len(stub.requests) == 1
 
 
 async def test_a_spent_quota_is_not_retried(stub: StubLLMServer) -> None:

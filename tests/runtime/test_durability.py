@@ -412,7 +412,7 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
         await _until(lambda: rt.awake_agents == 1)
         # The agent with a run under way stays awake; the others hold nothing here.
         assert set(rt._agents) == {"busy"}
-        assert rt._models.keys() <= {"busy"}
+        assert rt._plans.keys() <= {"busy"}
         assert all(h.agent_id == running.agent.id for h in rt.histories._items.values())
         health = await rt.health()
         assert (health["agents"], health["agents_awake"], health["agents_sleeping"]) == (

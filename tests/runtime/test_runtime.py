@@ -157,8 +157,9 @@ async def test_model_error_fails_the_run_and_next_run_works(runtime: Runtime) ->
     enqueue({"error": "provider exploded"}, agent="a")
     run, _ = await _run_once(runtime, "a", "x")
     assert run.status == "failed"
+    # A failure retrying cannot mend: no retry, no parking, the run fails at once.
     assert run.error == {"code": "model_error", "message": "provider exploded",
-                         "retryable": True}
+                         "retryable": False, "details": {"provider": "scripted"}}
     run2, _ = await _run_once(runtime, "a", "y")
     assert run2.status == "completed"
 
@@ -594,7 +595,7 @@ async def test_unstartable_model_fails_the_run_with_its_error(
                                settings={"base_url": "http://127.0.0.1:9/v1",
                                          "api_key_env": "MY_KEY"})
     monkeypatch.delenv("MY_KEY")
-    runtime._models.clear()  # as after a restart: the model is built again at run start
+    runtime._plans.clear()  # as after a restart: the model is built again at run start
     sent = await runtime.send("a", "k", "hi")
     run = await runtime.wait(sent.run.id)
     assert run.status == "failed"

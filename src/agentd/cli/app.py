@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from agentd.cli import _chat, _checkpoints, _daemon, _runs, _sessions
+from agentd.cli import _chat, _checkpoints, _daemon, _runs, _sessions, _usage
 from agentd.cli._common import (
     TERMINAL_STATUSES,
     JsonOption,
@@ -352,6 +352,15 @@ def send(
             show_default=False,
         ),
     ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            "--priority",
+            help="The run's class in the kernel's scheduler: interactive, background or "
+            "batch (default: interactive when waiting, else the agent's).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send one message and print the reply.
 
@@ -366,6 +375,7 @@ def send(
       $ RUN=$(agentd send demo "long job" --no-wait); agentd run "$RUN"
       $ agentd send demo "charge card" --idempotency-key order-123
       $ agentd send demo "actually, make it shorter" --mode steer
+      $ agentd send demo "nightly report" --no-wait --priority batch
     """
     if message == "-":
         message = sys.stdin.read()
@@ -373,7 +383,7 @@ def send(
         with connect(ctx) as client:
             queued = client.send(
                 name, session, message, wait=False, idempotency_key=idempotency_key,
-                mode=mode,
+                mode=mode, priority=priority,
             )
         if as_json:
             echo_json(queued)
@@ -383,7 +393,7 @@ def send(
     deadline = time.monotonic() + timeout
     with connect(ctx, timeout=timeout) as client:
         run = client.send(name, session, message, wait=True,
-                          idempotency_key=idempotency_key, mode=mode)
+                          idempotency_key=idempotency_key, mode=mode, priority=priority)
         # Safety net: should a run come back unfinished, poll it until the deadline.
         while run.get("status") not in TERMINAL_STATUSES and time.monotonic() < deadline:
             time.sleep(0.25)
@@ -452,6 +462,8 @@ app.command(rich_help_panel="Sessions")(_checkpoints.fork)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
 app.command(rich_help_panel="Runs")(_runs.decide)
+
+app.command(rich_help_panel="Usage")(_usage.usage)
 
 
 def main() -> None:

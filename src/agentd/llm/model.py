@@ -36,6 +36,11 @@ class Model(abc.ABC):
 
     #: The ``provider:model`` string this model was resolved from.
     spec: str = ""
+    #: The provider's name (``openai``, ``anthropic``, ...) and the endpoint it is
+    #: reached at: the kernel's scheduler lanes and circuit breakers are per provider
+    #: and endpoint (two ``openai-compatible`` servers are two providers).
+    provider: str = ""
+    endpoint: str = ""
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:

@@ -98,4 +98,5 @@ def resolve_model(spec: str, *, settings: dict[str, Any] | None = None, agent: s
     factory: _Factory = getattr(importlib.import_module(module_name), attr)
     instance = factory(provider=info, model=model, settings=dict(settings or {}), agent=agent)
     instance.spec = spec.strip()
+    instance.provider = info.name
     return instance

@@ -11,7 +11,10 @@ Where a turn comes from, first match wins:
 
 A turn is ``{"text": "..."}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
 optionally with ``"delay_ms"`` to simulate latency (the text is then streamed word by
-word across the delay) and ``"error"`` to make the call fail with that message.
+word across the delay), ``"finish_reason"`` (``"length"`` plays an answer cut off by
+the output limit) and ``"error"`` to make the call fail with that message: a failure
+that retrying cannot mend, unless ``"retryable": true`` makes it a transient one (the
+kernel then retries it, falls back or parks the run, as for a provider outage).
 """
 
 from __future__ import annotations
@@ -61,10 +64,14 @@ def clear_queue() -> None:
     _queues.clear()
 
 
+_FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
 def validate_turn(turn: Any) -> None:
     if not isinstance(turn, dict):
         raise InvalidModel("each scripted turn must be an object")
-    unknown = set(turn) - {"text", "tool_calls", "delay_ms", "error"}
+    unknown = set(turn) - {"text", "tool_calls", "delay_ms", "error", "retryable",
+                           "finish_reason"}
     if unknown:
         raise InvalidModel(f"scripted turn has unknown keys: {', '.join(sorted(unknown))}")
     if not any(k in turn for k in ("text", "tool_calls", "error")):
@@ -74,6 +81,11 @@ def validate_turn(turn: Any) -> None:
     delay = turn.get("delay_ms", 0)
     if not isinstance(delay, int | float) or delay < 0:
         raise InvalidModel("scripted turn 'delay_ms' must be a number >= 0")
+    if turn.get("finish_reason", "length") not in _FINISH_REASONS:
+        raise InvalidModel("scripted turn 'finish_reason' must be one of "
+                           + ", ".join(_FINISH_REASONS))
+    if not isinstance(turn.get("retryable", False), bool):
+        raise InvalidModel("scripted turn 'retryable' must be true or false")
     calls = turn.get("tool_calls", [])
     if not isinstance(calls, list):
         raise InvalidModel("scripted turn 'tool_calls' must be a list")
@@ -116,7 +128,10 @@ class ScriptedModel(Model):
         if turn.get("error"):
             if delay:
                 await asyncio.sleep(delay)
-            raise ModelError(str(turn["error"]), code="model_error")
+            retryable = bool(turn.get("retryable", False))
+            raise ModelError(str(turn["error"]),
+                             code="model_unavailable" if retryable else "model_error",
+                             retryable=retryable, details={"provider": "scripted"})
         text: str = turn.get("text", "")
         calls: list[dict[str, Any]] = turn.get("tool_calls", [])
         if text:
@@ -142,7 +157,7 @@ class ScriptedModel(Model):
             input_tokens=1 + len(request.system) // 4 + 8 * len(request.messages)
             + len(last) // 4,
             output_tokens=max(1, len(text) // 4)))
-        yield Finish(reason="tool_calls" if calls else "stop")
+        yield Finish(reason=turn.get("finish_reason") or ("tool_calls" if calls else "stop"))
 
 
 def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -> str:

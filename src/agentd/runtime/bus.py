@@ -22,11 +22,14 @@ _BUFFER = 1024
 
 @dataclass(kw_only=True, slots=True)
 class Token:
-    """A live text delta of a run; not stored. ``after`` is the last committed seq."""
+    """A live text delta of a run; not stored. ``after`` is the last committed seq.
+    ``reset``: drop the partial text this step has shown so far (a retried or fallen
+    back model call that answers differently); ``text`` then starts afresh."""
 
     run_id: str
     text: str
     after: int
+    reset: bool = False
 
 
 Item = EventRecord | Token

@@ -18,30 +18,46 @@ from typing import Any
 
 import orjson
 
+from agentd.config import Budget
 from agentd.errors import AgentdError, Conflict, ModelError, ToolError
 from agentd.llm.catalog import ModelInfo, estimate_parts
-from agentd.llm.messages import (
-    AssistantMessage,
-    ModelRequest,
-    TextDelta,
-    ToolCall,
-    Usage,
-    UserMessage,
-)
-from agentd.llm.model import Model, StreamAccumulator
+from agentd.llm.messages import ModelRequest, ToolCall, Usage, UserMessage
 from agentd.runtime.bus import EventBus, Token
+from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
+from agentd.runtime.kernel import RetryPolicy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
-from agentd.store.records import EventRecord, RunRecord
+from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
-__all__ = ["RunExecutor", "RunOutcome"]
+__all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
 
 log = logging.getLogger(__name__)
 
 MAX_TOOL_OUTPUT = 64 * 1024
 #: Steps in a row with the same tool calls and results that count as a loop.
 DEFAULT_LOOP_REPEATS = 5
+#: Asked of the model after an answer cut off by its output limit (not stored: the
+#: log keeps the pieces, and the run's output is their concatenation).
+CONTINUE_PROMPT = ("[Your previous answer was cut off by the output token limit. Continue "
+                   "exactly where it stopped, without repeating anything.]")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallPolicy:
+    """How a run's model calls go through the kernel, and what they may spend."""
+
+    priority: str = "background"
+    tenant: str = "default"
+    weight: float = 1.0
+    budget: Budget = field(default_factory=Budget)
+    tenant_budget: Budget | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Park the run while every model is unavailable (else fail it).
+    park: bool = True
+    outage_timeout_s: float = 0.0
+    #: Answers cut off by the output limit that are continued (0: none).
+    max_continuations: int = 2
 
 
 @dataclass(kw_only=True, slots=True)
@@ -53,14 +69,27 @@ class RunOutcome:
     usage: dict[str, float] = field(default_factory=dict)
 
 
-def _usage_dict(usage: Usage, info: ModelInfo | None = None) -> dict[str, float]:
-    """Token counts, and with the model's catalog entry their list price in USD."""
+def _usage_dict(usage: Usage, cost_usd: float | None = None) -> dict[str, float]:
+    """Token counts, and (when the catalog prices the model) their list price in USD."""
     out: dict[str, float] = {"input_tokens": usage.input_tokens,
                              "output_tokens": usage.output_tokens,
                              "cached_tokens": usage.cached_tokens}
-    if info is not None:
-        out["cost_usd"] = round(info.cost(usage), 6)
+    if cost_usd is not None:
+        out["cost_usd"] = round(cost_usd, 6)
     return out
+
+
+def _exceeded(scope: str, name: str, period: str, metric: str, limit: float,
+              used: float) -> dict[str, Any]:
+    what = {"run": "this run's", "agent": f"agent {name!r}'s",
+            "tenant": f"tenant {name!r}'s"}[scope]
+    when = "" if period == "run" else f" per {period}"
+    unit = {"tokens": " tokens", "cost_usd": " USD", "steps": " steps"}[metric]
+    return AgentdError(
+        f"budget exceeded: {what} limit of {limit:g}{unit}{when} is used up "
+        f"({round(used, 6):g}{unit})", code="budget_exceeded",
+        details={"scope": scope, "name": name, "period": period, "metric": metric,
+                 "limit": limit, "used": round(used, 6)}).to_dict()
 
 
 def _render(value: Any) -> str:
@@ -82,7 +111,9 @@ class RunExecutor:
         agent_name: str,
         session_key: str,
         history: SessionHistory,
-        model: Model,
+        kernel: Kernel,
+        targets: Sequence[Target],
+        policy: CallPolicy,
         instructions: str,
         tools: Sequence[Tool],
         max_steps: int,
@@ -90,7 +121,6 @@ class RunExecutor:
         lease: Lease,
         model_settings: dict[str, Any] | None = None,
         checkpoint_every: float | None = None,
-        model_info: ModelInfo | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -98,15 +128,24 @@ class RunExecutor:
         self.agent_name = agent_name
         self.session_key = session_key
         self.history = history
-        self.model = model
+        self.kernel = kernel
+        self.policy = policy
         self.instructions = instructions
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
         self.model_settings = model_settings or {}
         self.checkpoint_every = checkpoint_every
-        #: The model's catalog entry (limits, prices), if the catalog knows it.
-        self.model_info = model_info
+        #: The primary model's catalog entry (context window, prices), if known.
+        self.model_info: ModelInfo | None = targets[0].info
+        self.caller = ModelCaller(
+            kernel, targets, priority=policy.priority, tenant=policy.tenant,
+            agent=run.agent_id, weight=policy.weight, retry=policy.retry,
+            publish=self._publish_text, note=self._note, park=policy.park,
+            outage_timeout_s=policy.outage_timeout_s)
+        self._priced = any(t.info is not None for t in targets)
+        self._budgeted = not policy.budget.empty or not (
+            policy.tenant_budget is None or policy.tenant_budget.empty)
         # Every commit is fenced by the run's lease; the first one takes it.
         self._lease = replace(lease, acquire=False, release=False)
         self._lease_acquire = replace(lease, acquire=True)
@@ -133,6 +172,10 @@ class RunExecutor:
         self._streak = 0
         self.steps = 0
         self.usage = Usage()
+        self.cost_usd = 0.0
+        # Pieces of an answer cut off by the output limit, continued step by step.
+        self._pieces: list[str] = []
+        self._run_warned: set[tuple[str, float]] = set()
 
     @property
     def session_id(self) -> str:
@@ -140,13 +183,14 @@ class RunExecutor:
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       steer_guard: int | None = None, *, acquire: bool = False,
-                      release: bool = False, checkpoint: bool = False) -> list[EventRecord]:
+                      release: bool = False, checkpoint: bool = False,
+                      usage: UsageCharge | None = None) -> list[EventRecord]:
         lease = (self._lease_acquire if acquire else self._lease_release if release
                  else self._lease)
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
                                   unless_steered_after=steer_guard, lease=lease,
                                   checkpoint_every=self.checkpoint_every if checkpoint
-                                  else None)
+                                  else None, usage=usage)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -171,6 +215,14 @@ class RunExecutor:
 
     def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         return NewEvent(kind=kind, run_id=self.run.id, data=data)
+
+    def _publish_text(self, text: str, reset: bool) -> None:
+        self.bus.publish_token(self.session_id, Token(
+            run_id=self.run.id, text=text, after=self.history.last_seq, reset=reset))
+
+    async def _note(self, kind: str, data: dict[str, Any]) -> None:
+        """An event about a model call under way (an outage, a recovery)."""
+        await self._commit([self._event(kind, data)])
 
     def note_steer(self, seq: int) -> None:
         """A user message was committed into this run at ``seq`` (mode steer)."""
@@ -228,14 +280,14 @@ class RunExecutor:
 
     async def _finish(self, status: str, kind: str, data: dict[str, Any],
                       output: str | None = None, error: dict[str, Any] | None = None,
-                      before: Sequence[NewEvent] = (), steer_guard: int | None = None
-                      ) -> RunOutcome:
-        usage = _usage_dict(self.usage, self.model_info)
+                      before: Sequence[NewEvent] = (), steer_guard: int | None = None,
+                      charge: UsageCharge | None = None) -> RunOutcome:
+        usage = _usage_dict(self.usage, self.cost_usd if self._priced else None)
         await self._commit(
             [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
             RunUpdate(status=status, output=output, error=error, steps=self.steps,
                       usage=usage, finished=True),
-            steer_guard=steer_guard, checkpoint=True,
+            steer_guard=steer_guard, checkpoint=True, usage=charge,
         )
         return RunOutcome(status=status, output=output, error=error, steps=self.steps,
                           usage=usage)
@@ -265,32 +317,54 @@ class RunExecutor:
                     code="max_steps").to_dict()
                 return await self._finish("failed", "run.failed", {"error": error},
                                           error=error)
+            if self._budgeted:
+                over = await self._over_budget()
+                if over is not None:
+                    return await self._finish("failed", "run.failed", {"error": over},
+                                              error=over)
             self.steps += 1
+            messages = self.history.for_model()
+            if self._pieces:
+                messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
             request = ModelRequest(
                 system=self.instructions,
-                messages=self.history.for_model(),
+                messages=messages,
                 tools=specs,
                 max_tokens=self.model_settings.get("max_tokens"),
                 temperature=self.model_settings.get("temperature"),
             )
             context_seq = self.history.last_seq
             try:
-                request, trimmed = self._fit(request)
+                request, trimmed, estimate = self._fit(request)
                 self._in_model = True
-                message = await self._call_model(request)
+                message, target, report = await self.caller.call(request, tokens=estimate)
             except ModelError as exc:
                 error = exc.to_dict()
                 return await self._finish("failed", "run.failed", {"error": error},
                                           error=error)
             finally:
                 self._in_model = False
+            cost: float | None = None
+            charge: UsageCharge | None = None
+            warnings: list[NewEvent] = []
             if message.usage is not None:
-                self.usage = self.usage + message.usage
+                usage = message.usage
+                cost = target.info.cost(usage) if target.info is not None else None
+                tokens = usage.input_tokens + usage.output_tokens
+                if self._budgeted:
+                    warnings = await self._budget_warnings(tokens, cost or 0.0)
+                self.usage = self.usage + usage
+                self.cost_usd += cost or 0.0
+                charge = UsageCharge(
+                    agent_id=self.run.agent_id, agent=self.agent_name,
+                    tenant=self.policy.tenant, model=target.spec,
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                    cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
             assistant = self._event("message.assistant", {
                 "text": message.text,
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
                                for c in message.tool_calls],
-                "usage": _usage_dict(message.usage) if message.usage else None,
+                "usage": _usage_dict(message.usage, cost) if message.usage else None,
                 "finish_reason": message.finish_reason,
                 "model": message.model,
                 # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
@@ -299,22 +373,120 @@ class RunExecutor:
                    if message.thinking else {}),
                 "step": self.steps,
                 **({"context_trimmed": trimmed} if trimmed else {}),
+                **({"continuation": len(self._pieces)} if self._pieces else {}),
+                **report,
             })
+            if (not message.tool_calls and message.finish_reason == "length"
+                    and len(self._pieces) < self.policy.max_continuations):
+                # Cut off by the output limit: keep the piece, ask for the rest.
+                await self._commit([assistant, *warnings], RunUpdate(steps=self.steps),
+                                   usage=charge)
+                self._charged(charge)
+                self._pieces.append(message.text)
+                continue
             if not message.tool_calls:
                 # The final answer and the run's completion are one step: one commit,
                 # refused if a message was steered in meanwhile (the answer did not see
                 # it: it is dropped and the model is asked again).
+                output = "".join(self._pieces) + message.text
                 try:
-                    return await self._finish("completed", "run.completed",
-                                              {"output": message.text}, output=message.text,
-                                              before=[assistant], steer_guard=context_seq)
+                    outcome = await self._finish(
+                        "completed", "run.completed", {"output": output}, output=output,
+                        before=[assistant, *warnings], steer_guard=context_seq,
+                        charge=charge)
                 except Steered:
                     continue
-            await self._commit([assistant], RunUpdate(steps=self.steps))
+                self._charged(charge)
+                return outcome
+            self._pieces.clear()
+            await self._commit([assistant, *warnings], RunUpdate(steps=self.steps),
+                               usage=charge)
+            self._charged(charge)
             results = await self._run_tools(message.tool_calls)
             looping = await self._guard_loop(message.tool_calls, results)
             if looping is not None:
                 return looping
+
+    # -- budgets ---------------------------------------------------------------------
+
+    def _scopes(self) -> list[tuple[str, str, str, Budget]]:
+        """(scope, key for the book, name for events, budget) of the agent and tenant."""
+        out = [("agent", self.run.agent_id, self.agent_name, self.policy.budget)]
+        if self.policy.tenant_budget is not None:
+            out.append(("tenant", self.policy.tenant, self.policy.tenant,
+                        self.policy.tenant_budget))
+        return out
+
+    async def _over_budget(self) -> dict[str, Any] | None:
+        """The ``budget_exceeded`` error if a limit is reached, else None."""
+        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
+                    "cost_usd": self.cost_usd, "steps": self.steps}
+        for metric, limit in self.policy.budget.run.items():
+            if run_used[metric] >= limit:
+                return _exceeded("run", self.run.id, "run", metric, limit,
+                                 run_used[metric])
+        book = self.kernel.budgets
+        for scope, key, name, budget in self._scopes():
+            for period in ("day", "month"):
+                limits = getattr(budget, period).items()
+                if not limits:
+                    continue
+                tokens, cost = await book.used(scope, key, period)
+                for metric, limit in limits:
+                    used = tokens if metric == "tokens" else cost
+                    if used >= limit:
+                        return _exceeded(scope, name, period, metric, limit, used)
+        return None
+
+    async def _budget_warnings(self, tokens: int, cost: float) -> list[NewEvent]:
+        """``budget.warning`` events for the thresholds this step's usage crosses."""
+        events: list[NewEvent] = []
+
+        def crossed(scope: str, name: str, period: str, metric: str, limit: float,
+                    before: float, delta: float, warn_at: tuple[float, ...]) -> None:
+            for threshold in warn_at:
+                mark = threshold * limit
+                if before < mark <= before + delta:
+                    if scope == "run":
+                        if (metric, threshold) in self._run_warned:
+                            continue
+                        self._run_warned.add((metric, threshold))
+                    elif not self.kernel.budgets.warn_once(scope, name, period, metric,
+                                                           threshold):
+                        continue
+                    events.append(self._event("budget.warning", {
+                        "scope": scope, "name": name, "period": period, "metric": metric,
+                        "limit": limit, "used": round(before + delta, 6),
+                        "threshold": threshold}))
+
+        run_budget = self.policy.budget
+        before_tokens = self.usage.input_tokens + self.usage.output_tokens
+        for metric, limit in run_budget.run.items():
+            if metric == "tokens":
+                crossed("run", self.run.id, "run", metric, limit, before_tokens, tokens,
+                        run_budget.warn_at)
+            elif metric == "cost_usd":
+                crossed("run", self.run.id, "run", metric, limit, self.cost_usd, cost,
+                        run_budget.warn_at)
+        for scope, key, name, budget in self._scopes():
+            for period in ("day", "month"):
+                limits = getattr(budget, period).items()
+                if not limits:
+                    continue
+                used_tokens, used_cost = await self.kernel.budgets.used(scope, key, period)
+                for metric, limit in limits:
+                    before, delta = ((used_tokens, tokens) if metric == "tokens"
+                                     else (used_cost, cost))
+                    crossed(scope, name, period, metric, limit, before, delta,
+                            budget.warn_at)
+        return events
+
+    def _charged(self, charge: UsageCharge | None) -> None:
+        """A committed step's usage joins the cached agent and tenant totals."""
+        if charge is not None and self._budgeted:
+            self.kernel.budgets.charge(
+                {"agent": charge.agent_id, "tenant": charge.tenant},
+                charge.input_tokens + charge.output_tokens, charge.cost_usd)
 
     async def _resume(self) -> RunOutcome | None:
         """Pick a run up from its last committed step, without repeating any model call.
@@ -337,7 +509,17 @@ class RunExecutor:
                 self.steps = int(event.data.get("step") or self.steps + 1)
                 usage = event.data.get("usage")
                 if usage:
-                    self.usage = self.usage + Usage(**usage)
+                    self.cost_usd += float(usage.get("cost_usd") or 0.0)
+                    self.usage = self.usage + Usage(
+                        input_tokens=int(usage.get("input_tokens") or 0),
+                        output_tokens=int(usage.get("output_tokens") or 0),
+                        cached_tokens=int(usage.get("cached_tokens") or 0))
+                # An answer being continued after the output limit cut it off.
+                if (event.data.get("finish_reason") == "length"
+                        and not event.data.get("tool_calls")):
+                    self._pieces.append(str(event.data.get("text") or ""))
+                else:
+                    self._pieces.clear()
         await self._commit([self._event("run.resumed", {
             "reason": "taken over", "previous_owner": self.run.lease_owner,
             "steps": self.steps})], acquire=True)
@@ -429,51 +611,43 @@ class RunExecutor:
         finally:
             self._deciding = False
 
-    def _fit(self, request: ModelRequest) -> tuple[ModelRequest, dict[str, int] | None]:
+    def _fit(self, request: ModelRequest
+             ) -> tuple[ModelRequest, dict[str, int] | None, int]:
         """Make the call fit the model's context window (catalog figures): drop the
         oldest whole turns (a user message and all that answered it, so a tool call is
         never parted from its result) until it fits. The log keeps everything; the
         step's ``message.assistant`` event says what was left out. Refused
-        (``context_overflow``) if even the latest turn does not fit."""
+        (``context_overflow``) if even the latest turn does not fit.
+
+        Also returns the tokens the call may use (prompt estimate + output limit), which
+        the scheduler reserves against tokens-per-minute limits (0 when neither a
+        catalog entry nor such a limit needs it)."""
         info = self.model_info
-        if info is None:
-            return request, None
-        budget = info.context_window - (request.max_tokens or 0)
+        if info is None and not self.kernel.counts_tokens:
+            return request, None, 0
         fixed, sizes = estimate_parts(request)
         prompt = fixed + sum(sizes)
+        output = request.max_tokens or (min(info.max_output_tokens, 4096) if info
+                                        else 1024)
+        if info is None:
+            return request, None, prompt + output
+        budget = info.context_window - (request.max_tokens or 0)
         if prompt <= budget:
-            return request, None
+            return request, None, prompt + output
         messages = request.messages
         starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
         for start in starts[1:]:
             estimate = fixed + sum(sizes[start:])
             if estimate <= budget:
                 return (replace(request, messages=messages[start:]),
-                        {"dropped_messages": start, "estimated_tokens": estimate})
+                        {"dropped_messages": start, "estimated_tokens": estimate},
+                        estimate + output)
         latest = fixed + sum(sizes[starts[-1]:]) if starts else prompt
         raise ModelError(
             f"the latest turn alone (about {latest} tokens) plus max_tokens "
             f"({request.max_tokens or 0}) does not fit {info.spec}'s context window of "
             f"{info.context_window} tokens", code="context_overflow", retryable=False,
             details={"estimated_tokens": latest, "context_window": info.context_window})
-
-    async def _call_model(self, request: ModelRequest) -> AssistantMessage:
-        acc = StreamAccumulator(model=self.model.spec)
-        try:
-            async for event in self.model.stream(request):
-                acc.add(event)
-                if isinstance(event, TextDelta) and event.text:
-                    self.bus.publish_token(self.session_id, Token(
-                        run_id=self.run.id, text=event.text, after=self.history.last_seq))
-        except ModelError:
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a provider bug must fail the run, not the daemon
-            log.exception("model %s raised an unmapped error", self.model.spec)
-            raise ModelError(f"model {self.model.spec} failed: {type(exc).__name__}: {exc}",
-                             code="model_error", retryable=False) from exc
-        return acc.message()
 
     async def _guard_loop(self, calls: list[ToolCall], results: list[dict[str, Any]]
                           ) -> RunOutcome | None:

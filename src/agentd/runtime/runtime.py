@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from agentd import __version__
-from agentd.config import Settings
+from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
@@ -31,10 +31,15 @@ from agentd.errors import (
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
+from agentd.runtime._agent_settings import check_agent_settings
+from agentd.runtime.budgets import BudgetBook, parse_budget
 from agentd.runtime.bus import EventBus, Subscription
+from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.housekeeping import Housekeeper
-from agentd.runtime.loop import RunExecutor
+from agentd.runtime.kernel import BreakerSettings, RetryPolicy
+from agentd.runtime.loop import CallPolicy, RunExecutor
+from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
@@ -55,6 +60,9 @@ CHECKPOINT_NAME = AGENT_NAME
 MAX_KEY_LEN = 256
 MODES = ("enqueue", "reject", "interrupt", "steer")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
+#: Model settings a fallback of another provider inherits from the agent's (the rest,
+#: such as base_url and api_key_env, belong to the primary's provider).
+_PORTABLE_SETTINGS = ("max_tokens", "temperature", "timeout_s", "max_retries")
 
 DEMO_INSTRUCTIONS = (
     "You are the agentd demo agent. Try: /tool calculator {\"expression\": \"6 * 7\"} "
@@ -89,6 +97,15 @@ class _Prepared:
     min_seq: int
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Plan:
+    """An awake agent's resolved models and what its runs may spend."""
+
+    key: tuple[str, str]
+    targets: list[Target]
+    budget: Budget
+
+
 @dataclass(kw_only=True, slots=True)
 class SendResult:
     agent: AgentRecord
@@ -118,10 +135,26 @@ class Runtime:
         self.housekeeper = Housekeeper(self)
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
+        self._catalogued = {spec.partition(":")[0] for spec in self.catalog.models}
+        #: Every model call goes through the kernel: scheduler, breakers, budgets.
+        self.kernel = Kernel(
+            Scheduler({name: LaneLimits(concurrency=lim.concurrency, rpm=lim.rpm,
+                                        tpm=lim.tpm, burst_s=lim.burst_s)
+                       for name, lim in settings.providers.items()},
+                      class_weights=settings.priority_weights,
+                      tenant_weights={name: t.weight
+                                      for name, t in settings.tenants.items()}),
+            BudgetBook(self._usage_total, shared=not self.exclusive),
+            retry=RetryPolicy(attempts=settings.retry_attempts,
+                              base_s=settings.retry_base_s, max_s=settings.retry_max_s),
+            breaker=BreakerSettings(failures=settings.breaker_failures,
+                                    cooldown_s=settings.breaker_cooldown_s,
+                                    max_cooldown_s=settings.breaker_cooldown_s * 10))
+        self.kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
         # Awake agents only: a sleeping agent has nothing here.
         self._agents: dict[str, AgentRecord] = {}
         self._agents_by_id: dict[str, AgentRecord] = {}
-        self._models: dict[str, tuple[tuple[str, str], Model]] = {}
+        self._plans: dict[str, _Plan] = {}
         self._last_active: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -190,9 +223,10 @@ class Runtime:
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
         await self.begin_shutdown()
-        for _, model in self._models.values():
-            await model.aclose()
-        self._models.clear()
+        for plan in self._plans.values():
+            for target in plan.targets:
+                await target.model.aclose()
+        self._plans.clear()
         await self.store.close()
 
     @property
@@ -245,33 +279,19 @@ class Runtime:
         self.histories.drop_agent(agent.id)
 
     def _forget_model(self, name: str) -> None:
-        entry = self._models.pop(name, None)
-        if entry is not None:
-            task = asyncio.create_task(entry[1].aclose())
+        plan = self._plans.pop(name, None)
+        for target in plan.targets if plan is not None else ():
+            task = asyncio.create_task(target.model.aclose())
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any]
-                  ) -> Model:
+                  ) -> _Plan:
         """Check an agent definition; errors name the field (``details.errors``)."""
         try:
             self.tools.check(tools)
         except InvalidInput as exc:
             raise exc.for_field("body.tools") from None
-        max_steps = settings.get("max_steps")
-        if max_steps is not None and (not isinstance(max_steps, int) or isinstance(
-                max_steps, bool) or not 1 <= max_steps <= 1000):
-            raise InvalidInput("settings.max_steps must be an integer from 1 to 1000",
-                               field="body.settings.max_steps")
-        guard = settings.get("loop_guard")
-        if guard is not None:
-            repeats = guard.get("repeats", 5) if isinstance(guard, dict) else None
-            if (not isinstance(guard, dict) or set(guard) - {"repeats", "action"}
-                    or guard.get("action", "warn") not in ("warn", "stop")
-                    or not isinstance(repeats, int) or isinstance(repeats, bool)
-                    or not 2 <= repeats <= 100):
-                raise InvalidInput(
-                    'settings.loop_guard must be {"repeats": 2-100, "action": "warn" or '
-                    '"stop"}', field="body.settings.loop_guard")
+        check_agent_settings(settings)
         info = self.catalog.get(model)
         max_tokens = settings.get("max_tokens")
         if (info is not None and isinstance(max_tokens, int)
@@ -280,8 +300,10 @@ class Runtime:
                 f"settings.max_tokens {max_tokens} is above {info.spec}'s output limit "
                 f"of {info.max_output_tokens} tokens", field="body.settings.max_tokens")
         try:
-            return resolve_model(model, settings=settings, agent=name)
+            return self._resolve(name, model, settings)
         except InvalidModel as exc:
+            if "errors" in exc.details:
+                raise
             setting = _SETTING_NAMED.search(exc.message)
             raise exc.for_field(f"body.settings.{setting.group(1)}" if setting
                                 else "body.model") from None
@@ -301,7 +323,7 @@ class Runtime:
                                               instructions=instructions, tools=tools,
                                               settings=settings)
         self.agent_count += 1
-        self._models[name] = ((agent.model, _settings_key(agent)), resolved)
+        self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return self._remember(agent)
 
     async def get_agent(self, name: str) -> AgentRecord:
@@ -323,7 +345,7 @@ class Runtime:
         resolved = self._validate(name, model, tools, settings)
         agent = self._remember(await self.store.update_agent(name, fields))
         self._forget_model(name)
-        self._models[name] = ((agent.model, _settings_key(agent)), resolved)
+        self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return agent
 
     async def delete_agent(self, name: str) -> None:
@@ -373,13 +395,49 @@ class Runtime:
                                        order=run.queued_seq)
 
     def model_for(self, agent: AgentRecord) -> Model:
+        """The agent's primary model (resolved once while it is awake)."""
+        return self._plan(agent).targets[0].model
+
+    def _plan(self, agent: AgentRecord) -> _Plan:
         key = (agent.model, _settings_key(agent))
-        entry = self._models.get(agent.name)
-        if entry is None or entry[0] != key:
-            model = resolve_model(agent.model, settings=agent.settings, agent=agent.name)
-            self._models[agent.name] = (key, model)
-            return model
-        return entry[1]
+        plan = self._plans.get(agent.name)
+        if plan is None or plan.key != key:
+            if plan is not None:
+                self._forget_model(agent.name)
+            plan = replace(self._resolve(agent.name, agent.model, agent.settings), key=key)
+            self._plans[agent.name] = plan
+        return plan
+
+    def _resolve(self, name: str, model: str, settings: dict[str, Any]) -> _Plan:
+        """The agent's model chain (``model``, then ``settings.fallbacks``) and budget."""
+        chain = [resolve_model(model, settings=settings, agent=name)]
+        provider = chain[0].provider
+        for index, entry in enumerate(settings.get("fallbacks") or ()):
+            field = f"body.settings.fallbacks[{index}]"
+            if isinstance(entry, str):
+                spec, own = entry, None
+            else:
+                spec, own = entry.get("model"), entry.get("settings") or {}
+            try:
+                if own is None:
+                    same = spec.partition(":")[0] == provider
+                    own = dict(settings) if same else {
+                        k: settings[k] for k in _PORTABLE_SETTINGS if k in settings}
+                    own.pop("fallbacks", None)
+                fallback = resolve_model(spec, settings=own, agent=name)
+            except InvalidModel as exc:
+                raise InvalidModel(f"settings.fallbacks[{index}]: {exc.message}",
+                                   field=field) from None
+            if fallback.provider in self._catalogued and self.catalog.get(spec) is None:
+                # A fallback runs only when the primary fails: a typo would show then.
+                raise InvalidModel(
+                    f"settings.fallbacks[{index}]: unknown model {spec!r} (not in the "
+                    "model catalog; add it to $AGENTD_HOME/models.toml if it is real)",
+                    field=field)
+            chain.append(fallback)
+        return _Plan(key=("", ""), budget=parse_budget(settings.get("budget")),
+                     targets=[Target(model=m, info=self.catalog.get(m.spec))
+                              for m in chain])
 
     # -- sessions ------------------------------------------------------------------
 
@@ -460,18 +518,25 @@ class Runtime:
     # -- messages and runs -------------------------------------------------------------
 
     async def send(self, name: str, key: str, content: str, *,
-                   idempotency_key: str | None = None, mode: str = "enqueue"
-                   ) -> SendResult:
+                   idempotency_key: str | None = None, mode: str = "enqueue",
+                   priority: str | None = None) -> SendResult:
         """Accept a message: committed (message + queued run) before this returns.
 
         ``mode`` says what a busy session does with it: ``enqueue`` (run it after the
         active run), ``reject`` (409 session_busy), ``interrupt`` (cancel the active run
         at its next step boundary, then run this one) or ``steer`` (the running run
         takes it in at its next step boundary; no new run).
+
+        ``priority`` is the run's class in the kernel's scheduler (``interactive``,
+        ``background``, ``batch``); default: the agent's ``settings.priority``, else
+        ``background``.
         """
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
                                field="body.mode")
+        if priority is not None and priority not in PRIORITIES:
+            raise InvalidInput(f"unknown priority {priority!r}; use one of "
+                               f"{', '.join(PRIORITIES)}", field="body.priority")
         if not self._accepting:
             raise ShuttingDown("the daemon is shutting down; retry shortly")
         check_session_key(key)
@@ -483,7 +548,7 @@ class Runtime:
                 code=f"agent_{agent.state}")
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode)
+            mode=mode, priority=priority or agent.settings.get("priority") or "background")
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         if accepted.steered:
@@ -639,7 +704,7 @@ class Runtime:
                                {"reason": f"agent {agent.state}"})
             return None
         try:
-            model = self.model_for(agent)
+            plan = self._plan(agent)
         except InvalidModel as exc:
             await self._settle(run.session_id, run.id, "failed", "run.failed",
                                {"error": exc.to_dict()})
@@ -649,13 +714,36 @@ class Runtime:
                                            agent_id=agent.id)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
-            session_key=session_key, history=history, model=model,
+            session_key=session_key, history=history, kernel=self.kernel,
+            targets=plan.targets, policy=self._policy(agent, plan, run.priority),
             instructions=agent.instructions, tools=self.tools.resolve(agent.tools),
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            model_info=self.catalog.get(agent.model),
         )
+
+    def _policy(self, agent: AgentRecord, plan: _Plan, priority: str) -> CallPolicy:
+        settings = agent.settings
+        tenant = str(settings.get("tenant") or "default")
+        tenant_config = self.settings.tenants.get(tenant)
+        retries = settings.get("max_retries")
+        retry = self.kernel.retry if retries is None else replace(
+            self.kernel.retry, attempts=int(retries) + 1)
+        return CallPolicy(
+            priority=priority if priority in PRIORITIES else "background",
+            tenant=tenant, weight=float(settings.get("weight") or 1.0),
+            budget=plan.budget,
+            tenant_budget=None if tenant_config is None or tenant_config.budget.empty
+            else tenant_config.budget,
+            retry=retry, park=settings.get("on_outage", "wait") == "wait",
+            outage_timeout_s=float(settings.get("outage_timeout_s") or 0.0),
+            max_continuations=int(settings.get("max_continuations", 2)))
+
+    async def _usage_total(self, scope: str, key: str, since: str) -> tuple[int, float]:
+        """Tokens and cost of an agent (by id) or a tenant since a day, from the ledger."""
+        if scope == "agent":
+            return await self.store.usage_total(since=since, agent_id=key)
+        return await self.store.usage_total(since=since, tenant=key)
 
     # -- status ----------------------------------------------------------------------
 
@@ -670,6 +758,7 @@ class Runtime:
             "agents_awake": len(self._agents),
             "agents_sleeping": max(self.agent_count - len(self._agents), 0),
             "active_runs": self.supervisor.active_runs,
+            "model_calls_queued": self.kernel.scheduler.queued(),
             "queued_runs": self.supervisor.queued_runs,
             "uptime_s": round(time.time() - self.started_at, 3),
         }

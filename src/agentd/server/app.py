@@ -100,4 +100,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.agents.router)
     app.include_router(routes.runs.router)
     app.include_router(routes.checkpoints.router)
+    app.include_router(routes.usage.router)
+    app.include_router(routes.kernel.router)
     return app

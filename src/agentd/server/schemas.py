@@ -27,6 +27,9 @@ __all__ = [
     "RunOut",
     "SessionList",
     "SessionOut",
+    "UsageOut",
+    "UsageRow",
+    "UsageTotals",
 ]
 
 
@@ -68,6 +71,11 @@ class MessageIn(_In):
                     "active run at its next step boundary, then run this one), steer "
                     "(the running run takes it in at its next step boundary; the reply "
                     "is that run).")
+    priority: Literal["interactive", "background", "batch"] | None = Field(
+        default=None,
+        description="The run's class in the kernel's scheduler. Default: interactive "
+                    "when the client waits (stream, or wait=true), else the agent's "
+                    "settings.priority, else background.")
 
 
 class DecisionIn(_In):
@@ -152,6 +160,7 @@ class RunOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     node: str | None
+    priority: str = Field(description="The priority the message was sent with.")
 
 
 class RestoreOut(BaseModel):
@@ -172,6 +181,31 @@ class EventList(BaseModel):
     last_seq: int
 
 
+class UsageTotals(BaseModel):
+    calls: int = Field(description="Model calls.")
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float = Field(description="List price in USD (0 for models not in the catalog).")
+
+
+class UsageRow(UsageTotals):
+    """One group's sums; only the keys grouped by (``by``) are present."""
+
+    agent: str | None = None
+    tenant: str | None = None
+    model: str | None = None
+    day: str | None = Field(default=None, description="YYYY-MM-DD (UTC).")
+    month: str | None = Field(default=None, description="YYYY-MM (UTC).")
+
+
+class UsageOut(BaseModel):
+    usage: list[UsageRow]
+    totals: UsageTotals
+    since: str | None = Field(description="First day counted (null: from the start).")
+    until: str | None = Field(description="Last day counted (null: up to today).")
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -183,6 +217,7 @@ class Health(BaseModel):
     agents_sleeping: int
     active_runs: int
     queued_runs: int
+    model_calls_queued: int
     uptime_s: float
 
 

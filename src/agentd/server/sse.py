@@ -39,7 +39,9 @@ def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
 
 def token_frame(token: Token, tag: bytes) -> bytes:
     return b"id: %d@%s\nevent: token\ndata: %s\n\n" % (
-        token.after, tag, orjson.dumps({"run_id": token.run_id, "text": token.text}))
+        token.after, tag, orjson.dumps(
+            {"run_id": token.run_id, "text": token.text, "reset": True} if token.reset
+            else {"run_id": token.run_id, "text": token.text}))
 
 
 def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:

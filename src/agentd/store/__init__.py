@@ -11,15 +11,18 @@ from urllib.parse import urlparse
 from agentd.errors import InvalidInput
 from agentd.store._engine import Engine, Tx
 from agentd.store.records import (
+    USAGE_GROUPS,
     AgentRecord,
     EventRecord,
     NewEvent,
     RunRecord,
     SessionRecord,
+    UsageCharge,
 )
 from agentd.store.store import Accepted, Lease, LeaseLost, RunUpdate, Steered, Store, new_id
 
 __all__ = [
+    "USAGE_GROUPS",
     "Accepted",
     "AgentRecord",
     "Engine",
@@ -33,6 +36,7 @@ __all__ = [
     "Steered",
     "Store",
     "Tx",
+    "UsageCharge",
     "engine_for_url",
     "new_id",
     "open_store",

@@ -16,6 +16,13 @@ automatic one is due) and the checkpoints table (a checkpoint is a named pointer
 the log: the state at ``seq``). It replaces ``runs_active`` with
 ``runs_session_active``: two partial indexes on the same condition made every status
 change several times slower on SQLite (docs/design-notes.md).
+
+Migration 3 adds the usage ledger and run priorities. ``usage_daily`` holds one row
+per UTC day, agent and model (calls, tokens, cost), upserted in the same transaction
+as the step that used them; the agent's name and tenant are copied in and there is
+no foreign key, so billing history outlives a deleted agent. ``(tenant, day)`` and
+``(agent_id, day)`` serve budget checks over a day range. ``runs.priority`` records
+the priority a message was sent with (``background`` for runs from before).
 """
 
 from __future__ import annotations
@@ -106,5 +113,28 @@ CREATE TABLE checkpoints (
 CREATE INDEX checkpoints_session ON checkpoints (session_id, seq);
 CREATE UNIQUE INDEX checkpoints_name ON checkpoints (session_id, name)
     WHERE name IS NOT NULL;
+""",
+))
+
+MIGRATIONS.append((
+    3,
+    "usage ledger, run priority",
+    """
+CREATE TABLE usage_daily (
+    day           {text} NOT NULL,
+    agent_id      {text} NOT NULL,
+    agent         {text} NOT NULL,
+    tenant        {text} NOT NULL DEFAULT '',
+    model         {text} NOT NULL,
+    calls         {bigint} NOT NULL DEFAULT 0,
+    input_tokens  {bigint} NOT NULL DEFAULT 0,
+    output_tokens {bigint} NOT NULL DEFAULT 0,
+    cached_tokens {bigint} NOT NULL DEFAULT 0,
+    cost_usd      {real} NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, agent_id, model)
+){clustered};
+CREATE INDEX usage_daily_tenant ON usage_daily (tenant, day);
+CREATE INDEX usage_daily_agent ON usage_daily (agent_id, day);
+ALTER TABLE runs ADD COLUMN priority {text} NOT NULL DEFAULT 'background';
 """,
 ))

@@ -10,6 +10,7 @@ __all__ = [
     "ACTIVE_RUN_STATES",
     "AGENT_STATES",
     "TERMINAL_RUN_STATES",
+    "USAGE_GROUPS",
     "AgentRecord",
     "AgentState",
     "CheckpointRecord",
@@ -18,6 +19,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "SessionRecord",
+    "UsageCharge",
     "iso",
     "live_events",
     "session_tag",
@@ -29,6 +31,8 @@ RunStatus = Literal["queued", "running", "waiting_approval", "completed", "faile
                     "cancelled", "interrupted"]
 TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
 ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running", "waiting_approval"})
+#: What :meth:`Store.usage_report` can group by (``month`` is ``YYYY-MM`` of ``day``).
+USAGE_GROUPS: tuple[str, ...] = ("agent", "tenant", "model", "day", "month")
 
 
 def iso(ts: float | None) -> str | None:
@@ -117,6 +121,8 @@ class RunRecord:
     lease_expires_at: float | None = None
     #: The seq of its ``run.queued`` event: its place in the session's queue.
     queued_seq: int | None = None
+    #: The priority its message was sent with (the runtime validates the value).
+    priority: str = "background"
 
     @property
     def terminal(self) -> bool:
@@ -137,6 +143,7 @@ class RunRecord:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "node": self.lease_owner,
+            "priority": self.priority,
         }
 
 
@@ -161,6 +168,26 @@ class CheckpointRecord:
             "kind": self.kind,
             "created_at": iso(self.created_at),
         }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UsageCharge:
+    """What one model call (or ``calls`` of them) used, charged to the usage ledger
+    with the step that made it (``Store.append(..., usage=...)``).
+
+    ``agent`` and ``tenant`` are copied into the ledger as they are at the time
+    (``tenant`` is ``""`` for none), so the history outlives the agent.
+    """
+
+    agent_id: str
+    agent: str
+    tenant: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    calls: int = 1
 
 
 @dataclass(kw_only=True, slots=True)

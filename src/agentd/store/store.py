@@ -30,6 +30,7 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
+from agentd.store import _usage
 from agentd.store._engine import Engine, Tx
 from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
@@ -40,6 +41,7 @@ from agentd.store.records import (
     NewEvent,
     RunRecord,
     SessionRecord,
+    UsageCharge,
     live_events,
 )
 
@@ -52,7 +54,7 @@ _SESSION_COLS = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoin
                  "checkpoint_at")
 _RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
              "idempotency_key, created_at, started_at, finished_at, lease_owner, "
-             "lease_expires_at, queued_seq")
+             "lease_expires_at, queued_seq, priority")
 _CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
 _ACTIVE = "('queued', 'running', 'waiting_approval')"
 _EVENT_COLS = "session_id, seq, run_id, kind, data, at"
@@ -86,6 +88,7 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
         usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
         created_at=row[10], started_at=row[11], finished_at=row[12],
         lease_owner=row[13], lease_expires_at=row[14], queued_seq=row[15],
+        priority=row[16],
     )
 
 
@@ -446,8 +449,8 @@ class Store:
     # -- messages, runs and events --------------------------------------------------------
 
     async def accept_message(self, *, agent_id: str, key: str, content: str,
-                             idempotency_key: str | None = None, mode: str = "enqueue"
-                             ) -> Accepted:
+                             idempotency_key: str | None = None, mode: str = "enqueue",
+                             priority: str = "background") -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
         With an ``idempotency_key`` already used in this session, nothing is written
@@ -457,6 +460,7 @@ class Store:
         message into the busy run (the running one, else the first queued) instead of
         queueing a new one; ``enqueue`` and
         ``interrupt`` queue it (the caller cancels the busy run for ``interrupt``).
+        A new run records ``priority`` (the caller validates it).
         """
         now = time.time()
         run_id = new_id("r")
@@ -509,12 +513,12 @@ class Store:
             ], now)
             run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                             status="queued", input=content, idempotency_key=idempotency_key,
-                            created_at=now, queued_seq=events[-1].seq)
+                            created_at=now, queued_seq=events[-1].seq, priority=priority)
             tx.execute(
                 f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-                "?, ?, NULL, NULL, NULL, NULL, ?)",
+                "?, ?, NULL, NULL, NULL, NULL, ?, ?)",
                 (run.id, session.id, agent_id, "queued", content, idempotency_key, now,
-                 run.queued_seq),
+                 run.queued_seq, priority),
             )
             session.last_seq = events[-1].seq
             session.updated_at = now
@@ -526,7 +530,7 @@ class Store:
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
                unless_steered_after: int | None = None, lease: Lease | None = None,
-               checkpoint_every: float | None = None
+               checkpoint_every: float | None = None, usage: UsageCharge | None = None
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
 
@@ -535,7 +539,9 @@ class Store:
         ``lease``, nothing is written and :class:`LeaseLost` is raised unless the
         lease is (or, with ``acquire``, can be) held; see :class:`Lease`. With
         ``checkpoint_every`` (seconds), an automatic checkpoint follows the events
-        when the session's last one is at least that old. Returns the engine's
+        when the session's last one is at least that old. With ``usage``, the step's
+        model usage is added to the usage ledger (its UTC day is the events' commit
+        time), so it is recorded exactly when the step is. Returns the engine's
         future: the write goes ahead even if its waiter is cancelled."""
         now = time.time()
 
@@ -554,6 +560,8 @@ class Store:
                 _leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:
                 _update_run(tx, run_id, run, now)
+            if usage is not None:
+                _usage.charge(tx, usage, now)
             if (checkpoint_every is not None and last_checkpoint
                     and now - last_checkpoint[0] >= checkpoint_every):
                 records.append(_new_checkpoint(tx, session_id, None, "auto", now)[1])
@@ -602,6 +610,26 @@ class Store:
         rows = await self.engine.read(lambda tx: tx.all(
             f"SELECT {_RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
         return [_run(r) for r in rows]
+
+    # -- usage ------------------------------------------------------------------------
+
+    async def usage_report(self, *, group_by: Sequence[str] = (), since: str | None = None,
+                           until: str | None = None, agent: str | None = None,
+                           tenant: str | None = None) -> list[dict[str, Any]]:
+        """Sums of ``calls``, ``input_tokens``, ``output_tokens``, ``cached_tokens`` and
+        ``cost_usd`` from the usage ledger, one row per group (``USAGE_GROUPS``:
+        agent name, tenant, model, day, month ``YYYY-MM``), ordered by the groups;
+        with no groups, one row of totals (zeros when there is nothing). ``since``
+        and ``until`` are inclusive ``YYYY-MM-DD`` UTC days; ``agent`` is a name
+        (deleted agents keep their history)."""
+        return await self.engine.read(lambda tx: _usage.report(
+            tx, group_by, since, until, agent, tenant))
+
+    async def usage_total(self, *, since: str, agent_id: str | None = None,
+                          tenant: str | None = None) -> tuple[int, float]:
+        """Tokens (input + output) and cost in USD since day ``since`` (``YYYY-MM-DD``,
+        inclusive), for an agent (by id), a tenant or everything: for budget checks."""
+        return await self.engine.read(lambda tx: _usage.total(tx, since, agent_id, tenant))
 
     async def count(self, table: str) -> int:
         if table not in {"agents", "sessions", "runs", "events"}:

@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 #: Used when neither the request nor the settings give ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
-_DEFAULT_MAX_RETRIES = 2
 _MIN_THINKING_BUDGET = 1024
 _FINISH_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -104,6 +103,7 @@ class AnthropicModel(Model):
     ) -> None:
         self._client = client
         self.provider = provider
+        self.endpoint = str(client.base_url)
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -376,7 +376,8 @@ def create(
     base_url = _settings.base_url(provider, settings)
     api_key = _settings.api_key(provider, settings)
     timeout = _settings.number(settings, "timeout_s", positive=True)
-    max_retries = _settings.integer(settings, "max_retries", minimum=0)
+    # Checked here, so a bad value is refused with the agent; the kernel uses it.
+    _settings.integer(settings, "max_retries", minimum=0)
     max_tokens = _settings.integer(settings, "max_tokens", minimum=1) or DEFAULT_MAX_TOKENS
     temperature = _settings.number(settings, "temperature")
     thinking = _thinking(settings, max_tokens)
@@ -384,7 +385,9 @@ def create(
         api_key=api_key,
         base_url=base_url,
         timeout=anthropic.not_given if timeout is None else timeout,
-        max_retries=_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        # Retries are the kernel's (runtime/kernel.py): each goes back through the
+        # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
+        max_retries=0,
     )
     return AnthropicModel(
         client=client,

@@ -53,7 +53,6 @@ __all__ = ["OpenAIChatModel", "create"]
 logger = logging.getLogger(__name__)
 
 _PLACEHOLDER_KEY = "not-needed"
-_DEFAULT_MAX_RETRIES = 2
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
     "tool_calls": "tool_calls",
@@ -78,6 +77,7 @@ class OpenAIChatModel(Model):
     ) -> None:
         self._client = client
         self.provider = provider
+        self.endpoint = str(client.base_url)
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -326,14 +326,17 @@ def create(
     base_url = _settings.base_url(provider, settings)
     api_key = _settings.api_key(provider, settings)
     timeout = _settings.number(settings, "timeout_s", positive=True)
-    max_retries = _settings.integer(settings, "max_retries", minimum=0)
+    # Checked here, so a bad value is refused with the agent; the kernel uses it.
+    _settings.integer(settings, "max_retries", minimum=0)
     max_tokens = _settings.integer(settings, "max_tokens", minimum=1)
     temperature = _settings.number(settings, "temperature")
     client = openai.AsyncOpenAI(
         api_key=api_key or _PLACEHOLDER_KEY,
         base_url=base_url,
         timeout=openai.not_given if timeout is None else timeout,
-        max_retries=_DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        # Retries are the kernel's (runtime/kernel.py): each goes back through the
+        # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
+        max_retries=0,
         http_client=openai.DefaultAsyncHttpxClient(
             event_hooks={"response": [_no_retry_when_spent]}),
     )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from agentd.server.routes import agents, checkpoints, runs, sessions
+from agentd.server.routes import agents, checkpoints, kernel, runs, sessions, usage
 
-__all__ = ["agents", "checkpoints", "runs", "sessions"]
+__all__ = ["agents", "checkpoints", "kernel", "runs", "sessions", "usage"]

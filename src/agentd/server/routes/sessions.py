@@ -116,8 +116,9 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
     limit = runtime.settings.max_message_bytes
     if len(body.content) > limit // 4 and len(body.content.encode()) > limit:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
+    priority = body.priority or ("interactive" if body.stream or body.wait else None)
     sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
-                              mode=body.mode)
+                              mode=body.mode, priority=priority)
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)

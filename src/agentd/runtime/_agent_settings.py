@@ -1,0 +1,76 @@
+"""The checks on an agent's ``settings`` that belong to the runtime (the providers check
+their own: base_url, api_key_env, max_tokens, ...). Each refusal names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentd.config import PRIORITIES
+from agentd.errors import InvalidInput
+from agentd.runtime.budgets import parse_budget
+
+__all__ = ["check_agent_settings"]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _refuse(name: str, message: str) -> InvalidInput:
+    return InvalidInput(f"settings.{name} {message}", field=f"body.settings.{name}")
+
+
+def check_agent_settings(settings: dict[str, Any]) -> None:
+    """Refuse a bad ``settings`` value with a 422 that names it."""
+    max_steps = settings.get("max_steps")
+    if max_steps is not None and not _whole(max_steps, 1, 1000):
+        raise _refuse("max_steps", "must be an integer from 1 to 1000")
+    guard = settings.get("loop_guard")
+    if guard is not None:
+        repeats = guard.get("repeats", 5) if isinstance(guard, dict) else None
+        if (not isinstance(guard, dict) or set(guard) - {"repeats", "action"}
+                or guard.get("action", "warn") not in ("warn", "stop")
+                or not _whole(repeats, 2, 100)):
+            raise _refuse("loop_guard", 'must be {"repeats": 2-100, "action": "warn" or '
+                                        '"stop"}')
+    fallbacks = settings.get("fallbacks")
+    if fallbacks is not None:
+        if not isinstance(fallbacks, list) or len(fallbacks) > 8:
+            raise _refuse("fallbacks", "must be a list of up to 8 models "
+                                       '("provider:model" or {"model": ..., "settings": {...}})')
+        for index, entry in enumerate(fallbacks):
+            if isinstance(entry, str):
+                continue
+            if (not isinstance(entry, dict) or set(entry) - {"model", "settings"}
+                    or not isinstance(entry.get("model"), str)
+                    or not isinstance(entry.get("settings", {}), dict)):
+                raise _refuse(f"fallbacks[{index}]", 'must be "provider:model" or '
+                                                     '{"model": "provider:model", '
+                                                     '"settings": {...}}')
+    tenant = settings.get("tenant")
+    if tenant is not None and (not isinstance(tenant, str) or not 0 < len(tenant) <= 64):
+        raise _refuse("tenant", "must be a name of 1-64 characters")
+    weight = settings.get("weight")
+    if weight is not None and (not _number(weight) or not 0 < weight <= 1000):
+        raise _refuse("weight", "must be a number greater than 0 and at most 1000")
+    priority = settings.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise _refuse("priority", f"must be one of {', '.join(PRIORITIES)}")
+    on_outage = settings.get("on_outage")
+    if on_outage is not None and on_outage not in ("wait", "fail"):
+        raise _refuse("on_outage", 'must be "wait" (park the run until a model answers) '
+                                   'or "fail"')
+    timeout = settings.get("outage_timeout_s")
+    if timeout is not None and (not _number(timeout) or timeout < 0):
+        raise _refuse("outage_timeout_s", "must be a number of seconds >= 0 (0: no limit)")
+    continuations = settings.get("max_continuations")
+    if continuations is not None and not _whole(continuations, 0, 20):
+        raise _refuse("max_continuations", "must be an integer from 0 to 20")
+    retries = settings.get("max_retries")
+    if retries is not None and not _whole(retries, 0, 20):
+        raise _refuse("max_retries", "must be an integer from 0 to 20")
+    parse_budget(settings.get("budget"))

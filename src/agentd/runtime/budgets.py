@@ -1,0 +1,107 @@
+"""Budgets: limits on tokens and cost per run, and per agent and tenant per day or month.
+
+A budget is checked before every model call (the run ends ``failed`` with
+``budget_exceeded`` once a limit is reached; a run may overshoot by the one call that
+crossed it, since a call's size is known only after it) and warned about after every
+call that crosses one of its ``warn_at`` fractions (a ``budget.warning`` event, in
+the same commit as the step). Tokens are input plus output tokens.
+
+Totals per agent and tenant come from the store's usage ledger (``usage_daily``, one
+row per day, agent and model, written in the same transaction as each step) the
+first time they are needed, and are then kept up to date in memory by this node's
+own steps. On a shared PostgreSQL store they are re-read every ``REFRESH_S`` seconds
+to take in the other nodes' steps, so a cluster may overshoot by what the others
+spent in that window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentd.config import Budget
+from agentd.errors import InvalidInput
+
+__all__ = ["BudgetBook", "parse_budget", "period_start"]
+
+#: Seconds a cached agent or tenant total is trusted on a shared store.
+REFRESH_S = 10.0
+PERIODS = ("day", "month")
+
+
+def parse_budget(raw: Any) -> Budget:
+    """An agent's ``settings.budget``; a bad one is refused naming the field."""
+    if raw is None:
+        return Budget()
+    try:
+        return Budget.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        field = "body.settings.budget" + (f".{where}" if where else "")
+        raise InvalidInput(f"settings.budget{'.' + where if where else ''}: "
+                           f"{error['msg']}", field=field) from None
+
+
+def period_start(period: str, now: float | None = None) -> str:
+    """The first day (UTC, ``YYYY-MM-DD``) of the day or month containing ``now``."""
+    day = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
+    return (day if period == "day" else day.replace(day=1)).isoformat()
+
+
+@dataclass(slots=True)
+class _Total:
+    since: str
+    tokens: int
+    cost_usd: float
+    loaded_at: float
+
+
+Loader = Callable[[str, str, str], Awaitable[tuple[int, float]]]
+
+
+class BudgetBook:
+    """Running totals per agent and tenant for the current day and month."""
+
+    def __init__(self, load: Loader, *, shared: bool) -> None:
+        #: ``load(scope, key, since_day)`` -> (tokens, cost) from the usage ledger.
+        self._load = load
+        self._shared = shared
+        self._totals: dict[tuple[str, str, str], _Total] = {}
+        #: (scope, key, period start, metric, threshold) already warned about.
+        self._warned: set[tuple[str, str, str, str, float]] = set()
+
+    async def used(self, scope: str, key: str, period: str) -> tuple[int, float]:
+        since = period_start(period)
+        entry = self._totals.get((scope, key, period))
+        now = time.monotonic()
+        if (entry is None or entry.since != since
+                or (self._shared and now - entry.loaded_at > REFRESH_S)):
+            tokens, cost = await self._load(scope, key, since)
+            entry = _Total(since, tokens, cost, now)
+            self._totals[(scope, key, period)] = entry
+        return entry.tokens, entry.cost_usd
+
+    def charge(self, keys: dict[str, str], tokens: int, cost_usd: float) -> None:
+        """Count a step's usage (committed by this node) in the cached totals."""
+        for (scope, key, _), entry in self._totals.items():
+            if keys.get(scope) == key:
+                entry.tokens += tokens
+                entry.cost_usd += cost_usd
+
+    def warn_once(self, scope: str, key: str, period: str, metric: str,
+                  threshold: float) -> bool:
+        mark = (scope, key, period_start(period), metric, threshold)
+        if mark in self._warned:
+            return False
+        self._warned.add(mark)
+        return True
+
+    def forget(self, scope: str, key: str) -> None:
+        for mark in [k for k in self._totals if k[:2] == (scope, key)]:
+            del self._totals[mark]

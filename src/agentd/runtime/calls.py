@@ -1,0 +1,330 @@
+"""One model call of a run, through the kernel: scheduler, retries, breakers, fallbacks.
+
+:class:`Kernel` is the daemon-wide part (the scheduler, a breaker per provider
+endpoint, the retry defaults, the budget book, counters); :class:`ModelCaller` is one
+run's way through it. For each call, the run's models are tried in order (its
+``model``, then ``settings.fallbacks``):
+
+1. a model whose provider's breaker is open is skipped;
+2. the call waits for its turn in the scheduler (priority class, tenant, agent);
+3. it is sent; a transient failure is retried after a jittered backoff (never before
+   the provider's ``Retry-After``, which also pauses the scheduler's lane, so that no
+   other run hits the same limit), each retry queueing again;
+4. a model whose retries are exhausted, or that failed for good (authentication,
+   spend limit, invalid request), hands over to the next one.
+
+When every model failed and at least one only for now (an outage, not a refusal),
+the run parks: a ``model.outage`` event, then it waits for a provider's breaker to
+let a probe through, and goes on with a ``model.recovered`` event when one answers.
+It stays ``running`` (holding its lease) while parked, spends no steps, and can be
+cancelled. ``settings.on_outage: "fail"`` fails it instead.
+
+Text already streamed to clients is never shown twice: a retry or fallback that
+starts with the same text continues silently past it; one that differs first sends a
+``token`` frame with ``reset: true`` (drop this step's partial text), and the step's
+``message.assistant`` event records the failed attempts and resets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentd.errors import ModelError
+from agentd.llm.catalog import ModelInfo
+from agentd.llm.messages import AssistantMessage, ModelRequest, TextDelta
+from agentd.llm.model import Model, StreamAccumulator
+from agentd.runtime.budgets import BudgetBook
+from agentd.runtime.kernel import Breaker, BreakerSettings, RetryPolicy
+from agentd.runtime.scheduler import Scheduler
+
+__all__ = ["Kernel", "ModelCaller", "Target"]
+
+log = logging.getLogger(__name__)
+
+#: The longest a parked run sleeps between looks at its providers' breakers.
+_PARK_POLL_S = 30.0
+#: Failures that say a provider is unavailable for now (connection errors, timeouts,
+#: 5xx, 529 overloaded, rate limits, in-stream errors).
+_OUTAGE_CODES = frozenset({"model_unavailable", "model_rate_limited", "model_error"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    """One model of a run's chain, with its catalog entry."""
+
+    model: Model
+    info: ModelInfo | None
+
+    @property
+    def spec(self) -> str:
+        return self.model.spec
+
+    @property
+    def name(self) -> str:
+        """The model's name without its provider (the scheduler's per-model lanes)."""
+        return self.model.spec.partition(":")[2]
+
+    @property
+    def breaker_key(self) -> str:
+        return f"{self.model.provider}@{self.model.endpoint}" if self.model.endpoint \
+            else self.model.provider
+
+
+class Kernel:
+    """What every run's model calls share."""
+
+    def __init__(self, scheduler: Scheduler, budgets: BudgetBook, *,
+                 retry: RetryPolicy, breaker: BreakerSettings) -> None:
+        self.scheduler = scheduler
+        self.budgets = budgets
+        self.retry = retry
+        self.breaker_settings = breaker
+        self.breakers: dict[str, Breaker] = {}
+        #: Some lane limits tokens per minute: calls must say what they may use.
+        self.counts_tokens = False
+        self.counters: dict[str, int] = {
+            "calls": 0, "failed_attempts": 0, "retries": 0, "fallbacks": 0,
+            "rate_limited": 0, "stream_resets": 0, "outages": 0}
+
+    def breaker(self, key: str) -> Breaker:
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            breaker = self.breakers[key] = Breaker(key, self.breaker_settings)
+        return breaker
+
+    def metrics(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.metrics(), "calls": dict(self.counters),
+                "breakers": {k: b.snapshot() for k, b in sorted(self.breakers.items())}}
+
+
+Publish = Callable[[str, bool], None]
+Note = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class ModelCaller:
+    """One run's model calls through the kernel."""
+
+    def __init__(self, kernel: Kernel, targets: Sequence[Target], *, priority: str,
+                 tenant: str, agent: str, weight: float, retry: RetryPolicy,
+                 publish: Publish, note: Note, park: bool = True,
+                 outage_timeout_s: float = 0.0) -> None:
+        self.kernel = kernel
+        self.targets = list(targets)
+        self.priority = priority
+        self.tenant = tenant
+        self.agent = agent
+        self.weight = weight
+        self.retry = retry
+        #: ``publish(text, reset)``: a live text delta to the run's followers.
+        self._publish = publish
+        #: ``note(kind, data)``: commit an event about the call (outage, recovery).
+        self._note = note
+        self.park = park
+        self.outage_timeout_s = outage_timeout_s
+        # What this step has shown clients, and this attempt's text so far.
+        self._sent: list[str] = []
+        self._sent_len = 0
+        self._shown = ""
+        self._fresh: list[str] = []
+        self._matched = 0
+        self._diverged = False
+        self.resets = 0
+
+    async def call(self, request: ModelRequest, *, tokens: int
+                   ) -> tuple[AssistantMessage, Target, dict[str, Any]]:
+        """The step's answer, the model that gave it, and what the step's event should
+        record about the call (queue, failed attempts, fallback, resets, outage)."""
+        self._sent, self._sent_len, self.resets = [], 0, 0
+        failures: list[dict[str, Any]] = []
+        queue: dict[str, Any] = {"class": self.priority, "wait_ms": 0.0}
+        parked_at: float | None = None
+        self.kernel.counters["calls"] += 1
+        while True:
+            transient = False
+            last: ModelError | None = None
+            for target in self.targets:
+                breaker = self.kernel.breaker(target.breaker_key)
+                attempt = 0
+                while True:
+                    if not breaker.allow():
+                        transient = True
+                        failures.append({"model": target.spec, "code": "breaker_open"})
+                        break
+                    try:
+                        message = await self._attempt(target, request, tokens, queue)
+                    except ModelError as exc:
+                        last = exc
+                        if exc.retryable:
+                            breaker.failure()
+                            # Only an unavailable provider parks the run; one that
+                            # answers garbage fails it once retries are spent.
+                            transient = transient or exc.code in _OUTAGE_CODES
+                        else:
+                            breaker.release_probe()
+                        delay = self._failed(target, exc, attempt, failures)
+                        if delay is None:
+                            break
+                        if delay:
+                            await asyncio.sleep(delay)
+                        attempt += 1
+                        self.kernel.counters["retries"] += 1
+                        continue
+                    except BaseException:
+                        breaker.release_probe()
+                        raise
+                    breaker.success()
+                    report: dict[str, Any] = {"queue": queue}
+                    if failures:
+                        report["attempts"] = failures
+                    if target is not self.targets[0]:
+                        report["fallback"] = True
+                        self.kernel.counters["fallbacks"] += 1
+                    if self.resets:
+                        report["stream_resets"] = self.resets
+                    if parked_at is not None:
+                        parked = round(time.monotonic() - parked_at, 3)
+                        report["outage_s"] = parked
+                        await self._note("model.recovered", {
+                            "model": target.spec, "parked_s": parked})
+                    return message, target, report
+            if last is not None and not transient:
+                raise last  # every model refused for good: no wait helps
+            if not self.park:
+                raise last or self._outage_error(failures)
+            now = time.monotonic()
+            if parked_at is None:
+                parked_at = now
+                self.kernel.counters["outages"] += 1
+                ready = min(self.kernel.breaker(t.breaker_key).ready_in()
+                            for t in self.targets)
+                await self._note("model.outage", {
+                    "models": [t.spec for t in self.targets],
+                    "error": (last or self._outage_error(failures)).to_dict(),
+                    "retry_in_s": round(ready, 3)})
+            elif self.outage_timeout_s and now - parked_at >= self.outage_timeout_s:
+                raise self._outage_error(failures, waited=now - parked_at)
+            await self._wait_for_provider()
+            # Each look at the providers is recorded only while it adds something.
+            del failures[64:]
+
+    async def _wait_for_provider(self) -> None:
+        breakers = [self.kernel.breaker(t.breaker_key) for t in self.targets]
+        ready = min(b.ready_in() for b in breakers)
+        wait = min(max(ready, self.retry.base_s), _PARK_POLL_S)
+        waits = [asyncio.ensure_future(b.changed().wait()) for b in breakers]
+        try:
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def _outage_error(self, failures: list[dict[str, Any]], waited: float | None = None
+                      ) -> ModelError:
+        models = ", ".join(t.spec for t in self.targets)
+        if waited is not None:
+            return ModelError(f"no model answered for {waited:.0f} s ({models}); "
+                              "settings.outage_timeout_s ran out", code="model_outage",
+                              retryable=True, details={"attempts": failures[-8:]})
+        return ModelError(f"every model is unavailable ({models})", code="model_outage",
+                          retryable=True, details={"attempts": failures[-8:]})
+
+    def _failed(self, target: Target, exc: ModelError, attempt: int,
+                failures: list[dict[str, Any]]) -> float | None:
+        """Record a failed attempt; the delay before retrying it, or None."""
+        self.kernel.counters["failed_attempts"] += 1
+        retry_after = exc.details.get("retry_after")
+        if not isinstance(retry_after, int | float):
+            retry_after = None
+        paused = False
+        if exc.code == "model_rate_limited":
+            self.kernel.counters["rate_limited"] += 1
+            if retry_after and exc.retryable:
+                # Every call to this lane waits, not only this one: the retry queues
+                # behind the pause (its wait shows as queue time) instead of sleeping.
+                lane = self.kernel.scheduler.lane_for(target.model.provider, target.name)
+                self.kernel.scheduler.pause(lane, float(retry_after))
+                paused = True
+        delay = self.retry.delay(attempt, retry_after) if exc.retryable else None
+        failure: dict[str, Any] = {"model": target.spec, "code": exc.code,
+                                   "message": exc.message[:300]}
+        if "status" in exc.details:
+            failure["status"] = exc.details["status"]
+        if delay is not None:
+            failure["retry_in_s"] = round(delay, 3)
+        failures.append(failure)
+        log.info("model %s failed (%s)%s", target.spec, exc.code,
+                 f"; retrying in {delay:.2f} s" if delay is not None else "")
+        return 0.0 if paused and delay is not None else delay
+
+    async def _attempt(self, target: Target, request: ModelRequest, tokens: int,
+                       queue: dict[str, Any]) -> AssistantMessage:
+        grant = await self.kernel.scheduler.acquire(
+            provider=target.model.provider, model=target.name,
+            priority=self.priority, tenant=self.tenant, agent=self.agent,
+            weight=self.weight, tokens=tokens)
+        queue["lane"] = grant.lane
+        queue["position"] = max(queue.get("position", 0), grant.position)
+        queue["wait_ms"] = round(queue["wait_ms"] + grant.wait_s * 1000, 3)
+        used: int | None = None
+        self._fresh, self._matched, self._diverged = [], 0, False
+        self._shown = "".join(self._sent)
+        try:
+            acc = StreamAccumulator(model=target.spec)
+            try:
+                async for event in target.model.stream(request):
+                    acc.add(event)
+                    if isinstance(event, TextDelta) and event.text:
+                        self._show(event.text)
+            except ModelError:
+                raise
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a provider bug must fail the call, not the daemon
+                log.exception("model %s raised an unmapped error", target.spec)
+                raise ModelError(f"model {target.spec} failed: {type(exc).__name__}: "
+                                 f"{exc}", code="model_error", retryable=False) from exc
+            message = acc.message()
+            if message.usage is not None:
+                used = message.usage.input_tokens + message.usage.output_tokens
+            if not self._diverged and self._matched < self._sent_len:
+                # The answer is shorter than what an earlier attempt showed.
+                self._reset()
+            return message
+        finally:
+            grant.release(used)
+
+    def _show(self, text: str) -> None:
+        """Publish ``text`` unless clients already saw it from an earlier attempt."""
+        self._fresh.append(text)
+        if self._diverged or self._matched >= self._sent_len:
+            self._emit(text)
+            return
+        overlap = self._shown[self._matched:self._matched + len(text)]
+        if text.startswith(overlap):
+            self._matched += len(text)
+            if self._matched > self._sent_len:
+                self._emit(text[len(overlap):])
+            return
+        self._reset()
+
+    def _reset(self) -> None:
+        """Tell clients to drop this step's partial text, then show this attempt's."""
+        self._diverged = True
+        self.resets += 1
+        self.kernel.counters["stream_resets"] += 1
+        self._publish("", True)
+        self._sent, self._sent_len = [], 0
+        fresh = "".join(self._fresh)
+        if fresh:
+            self._emit(fresh)
+
+    def _emit(self, text: str) -> None:
+        self._sent.append(text)
+        self._sent_len += len(text)
+        self._matched = self._sent_len
+        self._publish(text, False)

@@ -1,0 +1,103 @@
+"""/v1/usage and /v1/agents/{name}/usage: sums from the usage ledger.
+
+Every model call's tokens and cost are recorded per UTC day, agent and model in the
+same commit as the step that made it; these routes add them up, grouped and
+filtered. Usage is kept by agent name and outlives the agent, so an unknown name in
+``?agent=`` is an empty report, not an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from agentd.errors import InvalidInput
+from agentd.server._http import json_response
+from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.schemas import UsageOut
+from agentd.store.records import USAGE_GROUPS
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["usage"])
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
+
+_SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.")
+_UNTIL = Query(default=None, description="Last day counted, YYYY-MM-DD (UTC), inclusive.")
+_TENANT = Query(default=None, description="Only this tenant's usage.")
+_BY = Query(default=None, description="Group by a comma-separated list of agent, tenant, "
+                                      "model, day, month (default: totals only).",
+            examples=["agent,model"])
+
+
+def _day(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        if not _DAY.fullmatch(value):
+            raise ValueError(value)
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date, YYYY-MM-DD (got {value!r})",
+                           field=f"query.{field}") from None
+    return value
+
+
+def _groups(by: str | None) -> list[str]:
+    groups = [g.strip() for g in (by or "").split(",") if g.strip()]
+    unknown = [g for g in groups if g not in USAGE_GROUPS]
+    if unknown:
+        raise InvalidInput(f"cannot group usage by {', '.join(map(repr, unknown))}; "
+                           f"choose from {', '.join(USAGE_GROUPS)}", field="query.by")
+    return groups
+
+
+async def _report(request: Request, *, agent: str | None, tenant: str | None,
+                  since: str | None, until: str | None, by: str | None) -> Response:
+    since, until = _day(since, "since"), _day(until, "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput(f"since ({since}) is after until ({until})", field="query.since")
+    groups = _groups(by)
+    # The runtime facade has no usage method yet: the report is a plain read.
+    rows = await runtime_of(request).store.usage_report(
+        group_by=groups, since=since, until=until, agent=agent, tenant=tenant)
+    totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in _SUMS}
+    totals["cost_usd"] = round(totals["cost_usd"], 6)
+    return json_response({"usage": rows, "totals": totals, "since": since, "until": until})
+
+
+@router.get("/v1/usage", response_model=UsageOut, responses=ERRORS(422))
+async def usage(
+    request: Request,
+    agent: str | None = Query(default=None, description="Only this agent's usage (by name; "
+                                                        "deleted agents keep theirs)."),
+    tenant: str | None = _TENANT,
+    since: str | None = _SINCE,
+    until: str | None = _UNTIL,
+    by: str | None = _BY,
+) -> Response:
+    """Calls, tokens and cost from the usage ledger, summed per group (``by``) over an
+    inclusive range of UTC days, with the totals."""
+    return await _report(request, agent=agent, tenant=tenant, since=since, until=until,
+                         by=by)
+
+
+@router.get("/v1/agents/{name}/usage", response_model=UsageOut, responses=ERRORS(404, 422))
+async def agent_usage(
+    name: str,
+    request: Request,
+    tenant: str | None = _TENANT,
+    since: str | None = _SINCE,
+    until: str | None = _UNTIL,
+    by: str | None = _BY,
+) -> Response:
+    """``GET /v1/usage?agent={name}`` for an agent that exists (404 otherwise)."""
+    await runtime_of(request).store.get_agent(name)  # 404; a read, it wakes nobody
+    return await _report(request, agent=name, tenant=tenant, since=since, until=until,
+                         by=by)
