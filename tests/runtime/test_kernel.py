@@ -491,3 +491,29 @@ def test_bad_daemon_kernel_settings_name_the_setting(tmp_path: Path, config: dic
     with pytest.raises(ValidationError) as info:
         _settings(tmp_path, **config)
     assert where in str(info.value)
+
+
+# -- provider data kept through the log ----------------------------------------------
+
+
+async def test_gemini_thought_signatures_survive_the_log(rt: Runtime, stub_a: StubLLMServer,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Gemini 3 refuses a tool-call turn replayed without its thought signature (the
+    stub does too): it is kept with the call in the log and sent back."""
+    monkeypatch.setenv("GEMINI_API_KEY", "g-test")
+    await rt.create_agent(name="g", model="gemini:gemini-2.5-flash", tools=["calculator"],
+                          settings={"base_url": stub_a.base_url})
+    stub_a.enqueue(tool_calls=[{"name": "calculator", "arguments": {"expression": "2+3"}}])
+    stub_a.enqueue(text="five")
+    run, events = await _send(rt, "g")
+    assert (run.status, run.output) == ("completed", "five")
+    call = _steps(events)[0]["tool_calls"][0]
+    signature = call["extra"]["extra_content"]["google"]["thought_signature"]
+    replayed = stub_a.requests[1]["messages"][-2]["tool_calls"][0]
+    assert replayed["extra_content"]["google"]["thought_signature"] == signature
+    # And after a restart the history comes from the log alone.
+    rt.histories.drop(run.session_id)
+    stub_a.enqueue(text="still fine")
+    again, _ = await _send(rt, "g", "and now?")
+    assert again.status == "completed", again.error

@@ -47,8 +47,21 @@ class ReplyPrinter:
         data: Any = frame.data if isinstance(frame.data, dict) else {}
         payload: Any = data.get("data") if isinstance(data.get("data"), dict) else {}
         if frame.event == "token":
+            if data.get("reset"):
+                # The model call was retried or fell back and answers differently: a
+                # terminal cannot take back what it printed, so say so and start over.
+                self.end_line()
+                self.console.print("[yellow](model call retried; the answer restarts)[/]")
             self._text(str(data.get("text", "")))
             self._streamed = True
+        elif frame.event in ("model.outage", "model.recovered"):
+            self.end_line()
+            if frame.event == "model.outage":
+                self.console.print("[yellow](every model is unavailable; the run waits "
+                                   "for one to answer)[/]")
+            else:
+                self.console.print(f"[yellow](model {escape(str(payload.get('model')))} "
+                                   "answered again)[/]")
         elif frame.event == "message.assistant":
             if not self._streamed:
                 self._text(str(payload.get("text") or ""))

@@ -56,6 +56,9 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    #: Opaque provider data that must come back with the call on the next request
+    #: (Gemini's ``extra_content``, which carries its thought signature).
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -144,6 +147,7 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True, slots=True)

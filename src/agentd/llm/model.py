@@ -72,9 +72,12 @@ class StreamAccumulator:
         if isinstance(event, TextDelta):
             self._text.append(event.text)
         elif isinstance(event, ToolCallDelta):
-            call = self._calls.setdefault(event.index, {"id": None, "name": "", "args": []})
+            call = self._calls.setdefault(event.index, {"id": None, "name": "", "args": [],
+                                                        "extra": None})
             if event.id:
                 call["id"] = event.id
+            if event.extra:
+                call["extra"] = {**(call["extra"] or {}), **event.extra}
             if event.name:
                 call["name"] += event.name
             if event.arguments:
@@ -116,7 +119,8 @@ class StreamAccumulator:
                     code="model_bad_output",
                 )
             calls.append(
-                ToolCall(id=raw["id"] or f"call_{index}", name=raw["name"], arguments=args)
+                ToolCall(id=raw["id"] or f"call_{index}", name=raw["name"], arguments=args,
+                         extra=raw["extra"])
             )
         finish: FinishReason = self._finish or ("tool_calls" if calls else "stop")
         thinking = [

@@ -88,7 +88,8 @@ class SessionHistory:
             usage = data.get("usage")
             self._append(AssistantMessage(
                 text=data.get("text", ""),
-                tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
+                tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"],
+                                     extra=c.get("extra"))
                             for c in data.get("tool_calls", [])],
                 usage=Usage(input_tokens=int(usage.get("input_tokens") or 0),
                             output_tokens=int(usage.get("output_tokens") or 0),

@@ -362,7 +362,8 @@ class RunExecutor:
                     cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
             assistant = self._event("message.assistant", {
                 "text": message.text,
-                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments,
+                                **({"extra": c.extra} if c.extra else {})}
                                for c in message.tool_calls],
                 "usage": _usage_dict(message.usage, cost) if message.usage else None,
                 "finish_reason": message.finish_reason,

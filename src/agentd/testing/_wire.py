@@ -114,6 +114,13 @@ class OpenAIChat:
                     except (KeyError, TypeError, orjson.JSONDecodeError):
                         return f"messages[{i}].tool_calls: arguments must be a JSON string"
                     open_calls.add(call.get("id"))
+                first = calls[0] if isinstance(calls[0], dict) else {}
+                signed = ((first.get("extra_content") or {}).get("google") or {}).get(
+                    "thought_signature")
+                if _gemini(body) and signed != _signature(str(first.get("id"))):
+                    return ("Function call is missing a thought_signature in functionCall "
+                            f"parts (messages[{i}]). This is required for tools to work "
+                            "correctly")
             elif role == "tool" and message.get("tool_call_id") not in open_calls:
                 return (
                     f"messages[{i}]: messages with role 'tool' must be a response to a "
@@ -164,7 +171,7 @@ class OpenAIChat:
         return headers
 
     def _calls(self, call: Call) -> list[dict[str, Any]]:
-        return [
+        calls: list[dict[str, Any]] = [
             {
                 "id": f"call_{call.number}_{i}",
                 "type": "function",
@@ -175,6 +182,11 @@ class OpenAIChat:
             }
             for i, tc in enumerate(call.turn.tool_calls)
         ]
+        if calls and _gemini(call.body):
+            # Gemini 3 signs the step's reasoning on its first function call.
+            calls[0]["extra_content"] = {
+                "google": {"thought_signature": _signature(calls[0]["id"])}}
+        return calls
 
     def _usage(self, call: Call) -> dict[str, Any]:
         usage = _usage(call)
@@ -213,11 +225,10 @@ class OpenAIChat:
         for index, tool_call in enumerate(self._calls(call)):
             function = tool_call["function"]
             head = {"name": function["name"], "arguments": ""}
-            out.append(
-                chunk({"tool_calls": [
-                    {"index": index, "id": tool_call["id"], "type": "function", "function": head}
-                ]})
-            )
+            first = {"index": index, "id": tool_call["id"], "type": "function", "function": head}
+            if "extra_content" in tool_call:
+                first["extra_content"] = tool_call["extra_content"]
+            out.append(chunk({"tool_calls": [first]}))
             for piece in _fragments(function["arguments"]):
                 out.append(
                     chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
@@ -269,6 +280,11 @@ _ANTHROPIC_ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+def _gemini(body: dict[str, Any]) -> bool:
+    """A request for a Gemini model (through Google's OpenAI-compatible endpoint)."""
+    return str(body.get("model", "")).startswith("gemini")
 
 
 def _signature(text: str) -> str:

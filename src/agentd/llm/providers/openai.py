@@ -128,11 +128,16 @@ class OpenAIChatModel(Model):
                         yield TextDelta(text=delta.refusal)
                     for call in delta.tool_calls or ():
                         function = call.function
+                        # Gemini signs its reasoning on the call (extra_content); it
+                        # must come back verbatim or the next request is refused.
+                        extra = (call.model_extra or {}).get("extra_content")
                         yield ToolCallDelta(
                             index=call.index,
                             id=call.id or None,
                             name=(function.name if function else None) or None,
                             arguments=(function.arguments if function else None) or "",
+                            extra={"extra_content": extra} if isinstance(extra, dict)
+                            else None,
                         )
                     if delta.function_call is not None:
                         yield ToolCallDelta(
@@ -287,14 +292,18 @@ def _messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
 def _assistant_param(message: AssistantMessage) -> ChatCompletionMessageParam:
     if not message.tool_calls:
         return {"role": "assistant", "content": message.text}
-    calls: list[ChatCompletionMessageToolCallParam] = [
-        {
+    calls: list[ChatCompletionMessageToolCallParam] = []
+    for call in message.tool_calls:
+        param: ChatCompletionMessageToolCallParam = {
             "id": call.id,
             "type": "function",
             "function": {"name": call.name, "arguments": orjson.dumps(call.arguments).decode()},
         }
-        for call in message.tool_calls
-    ]
+        if call.extra:
+            # Gemini's extra_content (its thought signature), which the SDK's types
+            # do not know; the SDK sends unknown keys of a message as they are.
+            param.update(call.extra)  # type: ignore[typeddict-item]
+        calls.append(param)
     # OpenAI wants content null (not "") beside tool calls with no text.
     return {"role": "assistant", "content": message.text or None, "tool_calls": calls}
 
