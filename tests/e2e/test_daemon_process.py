@@ -431,6 +431,42 @@ def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
         assert session["last_seq"] == read_events(client, "worker", sessions[0])[-1]["seq"]
 
 
+def test_a_run_parked_by_an_outage_survives_sigkill(spawn: Spawn) -> None:
+    """The provider is down: the run parks (model.outage). The daemon is killed; the
+    provider comes back; the next daemon takes the run over and finishes it."""
+    from agentd.testing import StubLLMServer
+
+    kernel = {"AGENTD_RETRY_BASE_S": "0.01", "AGENTD_RETRY_MAX_S": "0.05",
+              "AGENTD_BREAKER_FAILURES": "2", "AGENTD_BREAKER_COOLDOWN_S": "0.2"}
+    with StubLLMServer() as stub:
+        for _ in range(1000):
+            stub.enqueue(fault="http_503")
+        daemon = spawn(env=kernel)
+        with daemon.client() as client:
+            create_agent(client, "a", model="openai-compatible:stub",
+                         settings={"base_url": stub.base_url})
+            sent = send(client, "a", "k", "are you there?", wait=False)
+            assert sent.status_code == 202, sent.text
+            deadline = time.monotonic() + WAIT_S
+            while "model.outage" not in [e["kind"] for e in read_events(client, "a", "k")]:
+                assert time.monotonic() < deadline, "the run never parked"
+                time.sleep(0.02)
+            assert wait_for_run(client, sent.json()["id"], {"running"})["steps"] == 0
+        daemon.signal_and_wait(signal.SIGKILL)
+        stub.clear()
+        stub.enqueue(text="back again")
+        again = spawn(env=kernel)
+        with again.client() as client:
+            run = wait_for_run(client, sent.json()["id"], TERMINAL)
+            assert (run["status"], run["output"]) == ("completed", "back again")
+            log = read_events(client, "a", "k")
+            assert_dense(log)
+            kinds = [e["kind"] for e in log]
+            assert kinds[:4] == ["message.user", "run.queued", "run.started", "model.outage"]
+            assert kinds[-3:] == ["run.resumed", "message.assistant", "run.completed"]
+            assert kinds.count("message.user") == 1
+
+
 # -- auth and binding -------------------------------------------------------------------
 
 
