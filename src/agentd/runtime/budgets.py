@@ -72,36 +72,39 @@ class BudgetBook:
         #: ``load(scope, key, since_day)`` -> (tokens, cost) from the usage ledger.
         self._load = load
         self._shared = shared
-        self._totals: dict[tuple[str, str, str], _Total] = {}
-        #: (scope, key, period start, metric, threshold) already warned about.
-        self._warned: set[tuple[str, str, str, str, float]] = set()
+        #: (scope, key) -> period -> total.
+        self._totals: dict[tuple[str, str], dict[str, _Total]] = {}
+        #: (scope, key) -> (period start, metric, threshold) already warned about.
+        self._warned: dict[tuple[str, str], set[tuple[str, str, float]]] = {}
 
     async def used(self, scope: str, key: str, period: str) -> tuple[int, float]:
         since = period_start(period)
-        entry = self._totals.get((scope, key, period))
+        totals = self._totals.setdefault((scope, key), {})
+        entry = totals.get(period)
         now = time.monotonic()
         if (entry is None or entry.since != since
                 or (self._shared and now - entry.loaded_at > REFRESH_S)):
             tokens, cost = await self._load(scope, key, since)
-            entry = _Total(since, tokens, cost, now)
-            self._totals[(scope, key, period)] = entry
+            entry = totals[period] = _Total(since, tokens, cost, now)
         return entry.tokens, entry.cost_usd
 
     def charge(self, keys: dict[str, str], tokens: int, cost_usd: float) -> None:
         """Count a step's usage (committed by this node) in the cached totals."""
-        for (scope, key, _), entry in self._totals.items():
-            if keys.get(scope) == key:
+        for scope, key in keys.items():
+            for entry in self._totals.get((scope, key), {}).values():
                 entry.tokens += tokens
                 entry.cost_usd += cost_usd
 
     def warn_once(self, scope: str, key: str, period: str, metric: str,
                   threshold: float) -> bool:
-        mark = (scope, key, period_start(period), metric, threshold)
-        if mark in self._warned:
+        marks = self._warned.setdefault((scope, key), set())
+        mark = (period_start(period), metric, threshold)
+        if mark in marks:
             return False
-        self._warned.add(mark)
+        marks.add(mark)
         return True
 
     def forget(self, scope: str, key: str) -> None:
-        for mark in [k for k in self._totals if k[:2] == (scope, key)]:
-            del self._totals[mark]
+        """Drop what is cached about an agent (put to sleep) or a tenant."""
+        self._totals.pop((scope, key), None)
+        self._warned.pop((scope, key), None)

@@ -277,6 +277,7 @@ class Runtime:
         self._last_active.pop(agent.id, None)
         self._forget_model(agent.name)
         self.histories.drop_agent(agent.id)
+        self.kernel.budgets.forget("agent", agent.id)
 
     def _forget_model(self, name: str) -> None:
         plan = self._plans.pop(name, None)
