@@ -55,6 +55,15 @@ class ProviderLimits(_Strict):
     #: The rate buckets hold this many seconds of the rate (providers enforce
     #: per-minute limits over short windows).
     burst_s: float = Field(default=1.0, gt=0, strict=True)
+    #: Slots of ``concurrency`` only interactive calls may take, so that a user's chat
+    #: never waits for a background call to end (0: none).
+    reserve: int = Field(default=0, ge=0, strict=True)
+
+    @model_validator(mode="after")
+    def _reserve_below_concurrency(self) -> ProviderLimits:
+        if self.reserve and (self.concurrency is None or self.reserve >= self.concurrency):
+            raise ValueError("reserve must be below concurrency (and needs it)")
+        return self
 
 
 class Limit(_Strict):

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -548,3 +549,33 @@ async def test_a_session_streams_live_on_every_node(settings: Settings, pg_url: 
         log = await a.read_events(session.id, after=session.last_seq)
         assert seen == log  # every event of A's run, live on B, in order, once
         assert {e.run_id for e in seen} == {sent.run.id} and first.status == "completed"
+
+
+async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtime) -> None:
+    """The renewal renews active runs only: a run whose end was committed but not yet
+    seen by its executor must not be stopped as lost; one another node holds must."""
+    await runtime.housekeeper.stop()  # renewals by hand only
+    await runtime.create_agent(name="a", settings={"script": [{"text": "ok",
+                                                               "delay_ms": 400}]})
+    sent = await runtime.send("a", "k", "hi")
+    executor = None
+    for _ in range(200):
+        executor = runtime.supervisor.active_executor(sent.session.id, sent.run.id)
+        if executor is not None and executor.leased_at:
+            break
+        await asyncio.sleep(0.01)
+    assert executor is not None and executor.leased_at
+
+    async def set_row(sql: str, args: tuple[object, ...]) -> None:
+        def op(tx: Any) -> None:
+            tx.execute(sql, args)
+
+        await runtime.store.engine.write(op)
+
+    # Its end committed (as by the executor itself a moment ago): not lost.
+    await set_row("UPDATE runs SET status = 'completed' WHERE id = ?", (sent.run.id,))
+    assert await runtime.housekeeper.renew() == 0 and not executor.lost
+    # Active again but held by another node: lost.
+    await set_row("UPDATE runs SET status = 'running', lease_owner = 'other' WHERE id = ?",
+                  (sent.run.id,))
+    assert await runtime.housekeeper.renew() == 1 and executor.lost

@@ -517,3 +517,20 @@ async def test_gemini_thought_signatures_survive_the_log(rt: Runtime, stub_a: St
     stub_a.enqueue(text="still fine")
     again, _ = await _send(rt, "g", "and now?")
     assert again.status == "completed", again.error
+
+
+async def test_rate_limits_do_not_open_the_breaker(tmp_path: Path,
+                                                   stub_a: StubLLMServer) -> None:
+    runtime = await Runtime.open(_settings(tmp_path, breaker_failures=2))
+    try:
+        await runtime.create_agent(name="a", **_primary(stub_a))
+        stub_a.enqueue(fault="http_429")
+        stub_a.enqueue(fault="http_429")
+        stub_a.enqueue(text="patience")
+        run, _ = await _send(runtime, "a")
+        assert run.output == "patience"
+        breaker = runtime.kernel.breakers[f"openai-compatible@{stub_a.base_url}/"]
+        assert (breaker.state, breaker.opened) == ("closed", 0)
+        assert runtime.kernel.counters["rate_limited"] == 2
+    finally:
+        await runtime.close()

@@ -646,7 +646,7 @@ def test_from_config_builds_limits() -> None:
     ("openai", {"concurrency": True},
      "providers.openai.concurrency must be an integer of at least 1"),
     ("openai", {"foo": 1},
-     "providers.openai.foo is not a known limit; use concurrency, rpm, tpm, burst_s"),
+     "providers.openai.foo is not a known limit; use concurrency, rpm, tpm, burst_s, reserve"),
     ("openai", [("rpm", 60)], "providers.openai must be a mapping of limits"),
     ("openai", 60, "providers.openai must be a mapping of limits"),
     ("openai:gpt-4o", {"rpm": 0}, "providers.openai:gpt-4o.rpm must be a number greater than 0"),
@@ -693,7 +693,8 @@ async def test_metrics_shape() -> None:
     lane = m["lanes"]["openai"]
     assert set(lane) == {"limits", "in_flight", "queued", "queued_by_class", "granted",
                          "waited", "wait_ms", "paused_for_s"}
-    assert lane["limits"] == {"concurrency": 1, "rpm": 600.0, "tpm": None, "burst_s": 1.0}
+    assert lane["limits"] == {"concurrency": 1, "rpm": 600.0, "tpm": None, "burst_s": 1.0,
+                              "reserve": 0}
     assert (lane["in_flight"], lane["queued"], lane["granted"]) == (1, 1, 1)
     assert lane["queued_by_class"] == {"interactive": 0, "background": 0, "batch": 1}
     assert set(lane["wait_ms"]) == {"p50", "p99", "max"}
@@ -779,3 +780,93 @@ async def _scenario(concurrency: int, ops: list[tuple[Any, ...]]) -> None:
 def test_random_acquire_cancel_release_keeps_the_invariants(
         concurrency: int, ops: list[tuple[Any, ...]]) -> None:
     asyncio.run(_scenario(concurrency, ops))
+
+
+# -- the interactive reserve ---------------------------------------------------------------
+
+
+async def test_the_reserve_keeps_slots_for_interactive_calls() -> None:
+    s = Scheduler({"p": LaneLimits(concurrency=3, reserve=1)})
+    in_flight = {"background": 0, "interactive": 0}
+    peak = {"background": 0, "interactive": 0}
+    chat_waits: list[int] = []
+    released = [0]
+
+    async def one(priority: str, hold: float) -> None:
+        grant = await s.acquire(provider="p", model="m", priority=priority)
+        if priority == "interactive":
+            chat_waits.append(released[0])  # background calls ended before the grant
+        in_flight[priority] += 1
+        peak[priority] = max(peak[priority], in_flight[priority])
+        await asyncio.sleep(hold)
+        in_flight[priority] -= 1
+        released[0] += priority == "background"
+        grant.release()
+
+    background = [asyncio.create_task(one("background", 0.05)) for _ in range(20)]
+    await _until(lambda: s.queued("p") == 18)
+    # Background calls fill all but the reserve; a chat then gets the reserve at once.
+    assert s.metrics()["lanes"]["p"]["in_flight"] == 2
+    await one("interactive", 0)
+    assert chat_waits == [0]
+    await asyncio.gather(*background)
+    assert peak["background"] == 2
+
+
+async def test_the_reserve_goes_to_interactive_calls_queued_behind_background_ones() -> None:
+    s = Scheduler({"p": LaneLimits(concurrency=2, reserve=1)})
+    # Both slots are taken by interactive calls; background and interactive calls queue.
+    holders = [await s.acquire(provider="p", model="m", priority="interactive")
+               for _ in range(2)]
+    order: list[str] = []
+
+    async def one(label: str, priority: str) -> None:
+        grant = await s.acquire(provider="p", model="m", priority=priority)
+        order.append(label)
+        await asyncio.sleep(0.005)
+        grant.release()
+
+    tasks = [asyncio.create_task(one(f"bg{i}", "background")) for i in range(3)]
+    tasks.append(asyncio.create_task(one("chat", "interactive")))
+    await _until(lambda: s.queued("p") == 4)
+    holders[0].release()  # one slot: the fair order picks the chat (interactive first)
+    await _until(lambda: len(order) == 1)
+    holders[1].release()  # the other: a background call may take it (not the reserve)
+    await asyncio.gather(*tasks)
+    assert order[0] == "chat" and sorted(order[1:]) == ["bg0", "bg1", "bg2"]
+    assert s.queued("p") == 0 and s.metrics()["lanes"]["p"]["in_flight"] == 0
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"concurrency": 2, "reserve": 2}, "providers.p.reserve must be below "
+                                       "providers.p.concurrency"),
+    ({"reserve": 1}, "providers.p.reserve must be below providers.p.concurrency"),
+    ({"concurrency": 2, "reserve": -1}, "providers.p.reserve must be an integer of at "
+                                        "least 0"),
+])
+def test_a_bad_reserve_is_refused(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LaneLimits.from_config("p", raw)
+
+
+async def test_the_reserve_is_not_left_idle_behind_a_background_call() -> None:
+    """When the fair order's next call is a background one that only the reserve could
+    admit, the reserve goes to the next interactive call instead of idling."""
+    s = Scheduler({"p": LaneLimits(concurrency=2, reserve=1)})
+    holder = await s.acquire(provider="p", model="m", priority="background")
+    order: list[str] = []
+
+    async def one(label: str, priority: str) -> None:
+        grant = await s.acquire(provider="p", model="m", priority=priority)
+        order.append(label)
+        await asyncio.sleep(0)
+        grant.release()
+
+    tasks = [asyncio.create_task(one(f"i{i}", "interactive")) for i in range(30)]
+    tasks += [asyncio.create_task(one(f"b{i}", "background")) for i in range(3)]
+    # Every chat gets through the reserve while the background call holds the other slot.
+    await _until(lambda: len(order) == 30)
+    assert all(label.startswith("i") for label in order)
+    holder.release()
+    await asyncio.gather(*tasks)
+    assert order[30:] == ["b0", "b1", "b2"]

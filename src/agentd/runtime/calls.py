@@ -130,15 +130,23 @@ class ModelCaller:
         self._sent: list[str] = []
         self._sent_len = 0
         self._shown = ""
+        self._output = 0
         self._fresh: list[str] = []
         self._matched = 0
         self._diverged = False
         self.resets = 0
 
-    async def call(self, request: ModelRequest, *, tokens: int
+    async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
                    ) -> tuple[AssistantMessage, Target, dict[str, Any]]:
         """The step's answer, the model that gave it, and what the step's event should
-        record about the call (queue, failed attempts, fallback, resets, outage)."""
+        record about the call (queue, failed attempts, fallback, resets, outage).
+
+        ``tokens`` is what the call may use (prompt estimate + ``output``, its output
+        limit), reserved against the lane's tokens-per-minute limit. Providers count
+        the whole output limit at admission and give none of it back, so a finished
+        call keeps that reservation: the prompt's real size plus the larger of the
+        output limit and what it wrote."""
+        self._output = output
         self._sent, self._sent_len, self.resets = [], 0, 0
         failures: list[dict[str, Any]] = []
         queue: dict[str, Any] = {"class": self.priority, "wait_ms": 0.0}
@@ -159,7 +167,12 @@ class ModelCaller:
                         message = await self._attempt(target, request, tokens, queue)
                     except ModelError as exc:
                         last = exc
-                        if exc.retryable:
+                        if exc.retryable and exc.code == "model_rate_limited":
+                            # A rate limit is the lane's business (it pauses), not a
+                            # sign the provider is unwell: the breaker does not count it.
+                            breaker.release_probe()
+                            transient = True
+                        elif exc.retryable:
                             breaker.failure()
                             # Only an unavailable provider parks the run; one that
                             # answers garbage fails it once retries are spent.
@@ -290,7 +303,8 @@ class ModelCaller:
                                  f"{exc}", code="model_error", retryable=False) from exc
             message = acc.message()
             if message.usage is not None:
-                used = message.usage.input_tokens + message.usage.output_tokens
+                used = message.usage.input_tokens + max(self._output,
+                                                        message.usage.output_tokens)
             if not self._diverged and self._matched < self._sent_len:
                 # The answer is shorter than what an earlier attempt showed.
                 self._reset()

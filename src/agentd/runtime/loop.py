@@ -335,9 +335,10 @@ class RunExecutor:
             )
             context_seq = self.history.last_seq
             try:
-                request, trimmed, estimate = self._fit(request)
+                request, trimmed, (prompt, limit) = self._fit(request)
                 self._in_model = True
-                message, target, report = await self.caller.call(request, tokens=estimate)
+                message, target, report = await self.caller.call(
+                    request, tokens=prompt + limit, output=limit)
             except ModelError as exc:
                 error = exc.to_dict()
                 return await self._finish("failed", "run.failed", {"error": error},
@@ -613,28 +614,28 @@ class RunExecutor:
             self._deciding = False
 
     def _fit(self, request: ModelRequest
-             ) -> tuple[ModelRequest, dict[str, int] | None, int]:
+             ) -> tuple[ModelRequest, dict[str, int] | None, tuple[int, int]]:
         """Make the call fit the model's context window (catalog figures): drop the
         oldest whole turns (a user message and all that answered it, so a tool call is
         never parted from its result) until it fits. The log keeps everything; the
         step's ``message.assistant`` event says what was left out. Refused
         (``context_overflow``) if even the latest turn does not fit.
 
-        Also returns the tokens the call may use (prompt estimate + output limit), which
-        the scheduler reserves against tokens-per-minute limits (0 when neither a
+        Also returns the tokens the call may use, (prompt estimate, output limit), which
+        the scheduler reserves against tokens-per-minute limits ((0, 0) when neither a
         catalog entry nor such a limit needs it)."""
         info = self.model_info
         if info is None and not self.kernel.counts_tokens:
-            return request, None, 0
+            return request, None, (0, 0)
         fixed, sizes = estimate_parts(request)
         prompt = fixed + sum(sizes)
         output = request.max_tokens or (min(info.max_output_tokens, 4096) if info
                                         else 1024)
         if info is None:
-            return request, None, prompt + output
+            return request, None, (prompt, output)
         budget = info.context_window - (request.max_tokens or 0)
         if prompt <= budget:
-            return request, None, prompt + output
+            return request, None, (prompt, output)
         messages = request.messages
         starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
         for start in starts[1:]:
@@ -642,7 +643,7 @@ class RunExecutor:
             if estimate <= budget:
                 return (replace(request, messages=messages[start:]),
                         {"dropped_messages": start, "estimated_tokens": estimate},
-                        estimate + output)
+                        (estimate, output))
         latest = fixed + sum(sizes[starts[-1]:]) if starts else prompt
         raise ModelError(
             f"the latest turn alone (about {latest} tokens) plus max_tokens "

@@ -139,7 +139,8 @@ class Runtime:
         #: Every model call goes through the kernel: scheduler, breakers, budgets.
         self.kernel = Kernel(
             Scheduler({name: LaneLimits(concurrency=lim.concurrency, rpm=lim.rpm,
-                                        tpm=lim.tpm, burst_s=lim.burst_s)
+                                        tpm=lim.tpm, burst_s=lim.burst_s,
+                                        reserve=lim.reserve)
                        for name, lim in settings.providers.items()},
                       class_weights=settings.priority_weights,
                       tenant_weights={name: t.weight

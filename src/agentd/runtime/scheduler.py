@@ -50,7 +50,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 __all__ = ["DEFAULT_CLASS_WEIGHTS", "PRIORITIES", "Grant", "LaneLimits", "Scheduler"]
 
@@ -62,7 +62,7 @@ PRIORITIES: tuple[str, ...] = ("interactive", "background", "batch")
 DEFAULT_CLASS_WEIGHTS: dict[str, float] = {"interactive": 100.0, "background": 10.0,
                                            "batch": 1.0}
 
-_LIMIT_KEYS = ("concurrency", "rpm", "tpm", "burst_s")
+_LIMIT_KEYS = ("concurrency", "rpm", "tpm", "burst_s", "reserve")
 _WAIT_SAMPLES = 1024
 #: A bucket this close to ready (in seconds of refill) counts as ready: a timer may fire
 #: a hair early, and re-arming it for a microsecond would only spin the loop.
@@ -83,6 +83,10 @@ def _check_limit(setting: str, key: str, value: object) -> None:
                              and value >= 1):
             return
         raise ValueError(f"{setting}.concurrency must be an integer of at least 1")
+    if key == "reserve":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return
+        raise ValueError(f"{setting}.reserve must be an integer of at least 0")
     if value is None and key != "burst_s":
         return
     if _is_number(value) and math.isfinite(cast(float, value)) and cast(float, value) > 0:
@@ -99,16 +103,21 @@ class LaneLimits:
         rpm: Requests per minute.
         tpm: Tokens per minute (reserved from the call's estimate, corrected on release).
         burst_s: Bucket capacity in seconds of the rate.
+        reserve: Slots of ``concurrency`` that only interactive calls may take, so that
+            a user's chat never waits for a call of a background run to end.
     """
 
     concurrency: int | None = None
     rpm: float | None = None
     tpm: float | None = None
     burst_s: float = 1.0
+    reserve: int = 0
 
     def __post_init__(self) -> None:
         for key in _LIMIT_KEYS:
             _check_limit("LaneLimits", key, getattr(self, key))
+        if self.reserve and (self.concurrency is None or self.reserve >= self.concurrency):
+            raise ValueError("LaneLimits.reserve must be below concurrency (and needs it)")
 
     @classmethod
     def from_config(cls, name: str, raw: object) -> LaneLimits:
@@ -133,12 +142,17 @@ class LaneLimits:
                 raise ValueError(f"{setting}.{key} is not a known limit; use "
                                  f"{', '.join(_LIMIT_KEYS)}")
             _check_limit(setting, key, value)
-            values[key] = value if key == "concurrency" or value is None else float(value)
+            values[key] = (value if key in ("concurrency", "reserve") or value is None
+                           else float(value))
+        reserve = values.get("reserve", 0)
+        if reserve and (values.get("concurrency") is None
+                        or reserve >= values["concurrency"]):
+            raise ValueError(f"{setting}.reserve must be below {setting}.concurrency")
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm,
-                "burst_s": self.burst_s}
+                "burst_s": self.burst_s, "reserve": self.reserve}
 
 
 _UNLIMITED = LaneLimits()
@@ -304,13 +318,14 @@ class Grant:
 
 class _Lane:
     __slots__ = ("concurrency", "granted", "in_flight", "limits", "loop", "name",
-                 "paused_until", "root", "rpm", "seq", "timer", "tpm", "unlimited",
-                 "waited", "waits")
+                 "paused_until", "reserve", "root", "rpm", "seq", "timer", "tpm",
+                 "unlimited", "waited", "waits")
 
     def __init__(self, name: str, limits: LaneLimits) -> None:
         self.name = name
         self.limits = limits
         self.concurrency = limits.concurrency
+        self.reserve = limits.reserve
         self.rpm = _Bucket(limits.rpm, limits.burst_s, 1.0) if limits.rpm else None
         self.tpm = _Bucket(limits.tpm, limits.burst_s, 0.0) if limits.tpm else None
         self.unlimited = limits.concurrency is None and self.rpm is None and self.tpm is None
@@ -326,9 +341,11 @@ class _Lane:
 
     # -- admission --------------------------------------------------------------------
 
-    def delay(self, now: float, tokens: int) -> float | None:
+    def delay(self, now: float, tokens: int, priority: str = "interactive"
+              ) -> float | None:
         """0.0: admit now; > 0: seconds until a bucket or pause allows; None: no slot."""
-        if self.concurrency is not None and self.in_flight >= self.concurrency:
+        if self.concurrency is not None and self.in_flight >= self.concurrency - (
+                0 if priority == "interactive" else self.reserve):
             return None
         if self.paused_until:
             if self.paused_until > now:
@@ -375,7 +392,16 @@ class _Lane:
             if waiter.future.done():  # cancelled; its task has not run its handler yet
                 self.remove(waiter)
                 continue
-            wait = self.delay(now, waiter.tokens)
+            wait = self.delay(now, waiter.tokens, waiter.priority)
+            if wait is None and self.reserve and waiter.priority != "interactive":
+                # Only the interactive reserve is free: it goes to the interactive
+                # class's next call, whatever the fair order says about the classes.
+                other = self.peek("interactive")
+                if other is not None and other.future.done():
+                    self.remove(other)
+                    continue
+                if other is not None:
+                    waiter, wait = other, self.delay(now, other.tokens)
             if wait is None:
                 break
             if wait > 0.0:
@@ -437,9 +463,21 @@ class _Lane:
             parent = node.parent
         node.backlog += 1
 
-    def peek(self) -> _Waiter:
-        """The waiter H-SFQ serves next (the lane must have one)."""
+    @overload
+    def peek(self) -> _Waiter: ...
+
+    @overload
+    def peek(self, priority: str) -> _Waiter | None: ...
+
+    def peek(self, priority: str | None = None) -> _Waiter | None:
+        """The waiter H-SFQ serves next (the lane must have one); with ``priority``,
+        the next of that class (None if it has none)."""
         node: _Node = self.root
+        if priority is not None:
+            klass = self.root.children.get(priority)
+            if klass is None or not klass.backlog:
+                return None
+            node = klass
         while isinstance(node, _Inner):
             heap = node.heap
             while heap[0][3].entry != heap[0][2]:
@@ -458,16 +496,23 @@ class _Lane:
         node: _Node = leaf
         parent = node.parent
         while parent is not None:
-            parent.vtime = node.start
+            # Served out of fair order (the interactive reserve), a class is not at the
+            # top of the root's heap: its entry there is replaced lazily.
+            at_top = parent.heap[0][2] == node.entry
+            parent.vtime = max(parent.vtime, node.start)
             node.finish = node.start + 1.0 / node.weight
             node.backlog -= 1
             if node.backlog:
                 node.start = node.finish
                 node.entry = next(self.seq)
-                heapq.heapreplace(parent.heap, (node.start, node.start + 1.0 / node.weight,
-                                                node.entry, node))
+                entry = (node.start, node.start + 1.0 / node.weight, node.entry, node)
+                if at_top:
+                    heapq.heapreplace(parent.heap, entry)
+                else:
+                    heapq.heappush(parent.heap, entry)
             else:
-                heapq.heappop(parent.heap)
+                if at_top:
+                    heapq.heappop(parent.heap)
                 self._went_idle(node)
             node = parent
             parent = node.parent
@@ -605,7 +650,7 @@ class Scheduler:
                 lane.granted += 1
                 lane.waits.append(0.0)
                 return Grant(lane, priority, 0, 0.0, tokens)
-            if lane.delay(monotonic(), tokens) == 0.0:
+            if lane.delay(monotonic(), tokens, priority) == 0.0:
                 lane.take(tokens)
                 lane.granted += 1
                 lane.waits.append(0.0)

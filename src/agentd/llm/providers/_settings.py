@@ -90,7 +90,14 @@ def integer(settings: dict[str, Any], name: str, *, minimum: int) -> int | None:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a ``Retry-After`` header; None if absent or an HTTP date."""
+    """Seconds from ``retry-after-ms`` (OpenAI's, finer) or ``Retry-After``; None if
+    absent or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return float(millis) / 1000.0
+        except ValueError:
+            pass
     raw = headers.get("retry-after")
     try:
         return float(raw) if raw is not None else None
