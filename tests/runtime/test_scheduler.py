@@ -870,3 +870,30 @@ async def test_the_reserve_is_not_left_idle_behind_a_background_call() -> None:
     holder.release()
     await asyncio.gather(*tasks)
     assert order[30:] == ["b0", "b1", "b2"]
+
+
+def test_timers_are_rearmed_on_uvloop() -> None:
+    """The daemon runs on uvloop, whose ``call_at`` for a moment already past returns a
+    handle with no ``when()``: re-arming a lane's timer must not depend on it."""
+    import uvloop
+
+    async def scenario() -> int:
+        s = Scheduler({"p": LaneLimits(rpm=600)})  # 10 at once, then one per 0.1 s
+        lane = s._lane("p")
+        lane.loop = asyncio.get_running_loop()
+        lane.arm(0.0)  # due at once: uvloop hands back a plain Handle
+        lane.arm(0.05)  # re-armed before it ran
+        grants = [await s.acquire(provider="p", model="m") for _ in range(10)]
+        waiting = [asyncio.create_task(s.acquire(provider="p", model="m")) for _ in range(2)]
+        await _until(lambda: s.queued("p") == 2)  # a timer is armed for the refill
+        s.pause("p", 0.15)  # and moved further out
+        grants += await asyncio.gather(*waiting)
+        for grant in grants:
+            grant.release()
+        return len(grants)
+
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == 12
+    finally:
+        loop.close()

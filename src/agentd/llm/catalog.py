@@ -128,9 +128,18 @@ def estimate_tokens(request: ModelRequest) -> int:
     return fixed + sum(per_message)
 
 
+#: Tokens the chat format adds per message (role and delimiters) and per request (the
+#: reply's priming): 3 and 3 in OpenAI's published counting for its chat models; a
+#: little more per message here, for the other providers' formats.
+_PER_MESSAGE = 4
+_PER_REQUEST = 3
+
+
 def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     """The estimate split into what every call carries (system prompt, tools) and each
     message's share, so that dropping messages needs no new estimate."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
-    return fixed // 4, [len(orjson.dumps(m, default=str)) // 4 for m in request.messages]
+    return (fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0),
+            [len(orjson.dumps(m, default=str)) // 4 + _PER_MESSAGE
+             for m in request.messages])

@@ -318,7 +318,7 @@ class Grant:
 
 class _Lane:
     __slots__ = ("concurrency", "granted", "in_flight", "limits", "loop", "name",
-                 "paused_until", "reserve", "root", "rpm", "seq", "timer", "tpm",
+                 "paused_until", "reserve", "root", "rpm", "seq", "timer", "timer_at", "tpm",
                  "unlimited", "waited", "waits")
 
     def __init__(self, name: str, limits: LaneLimits) -> None:
@@ -334,6 +334,7 @@ class _Lane:
         self.root = _Inner(None, 1.0)
         self.seq = itertools.count()
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.granted = 0
         self.waited = 0
@@ -427,10 +428,12 @@ class _Lane:
         assert self.loop is not None  # waiters exist, so acquire() recorded the loop
         when = self.loop.time() + delay
         if timer is not None:
-            if abs(timer.when() - when) < 1e-3:
+            # The time is kept here: uvloop's timer handles have no when().
+            if abs(self.timer_at - when) < 1e-3:
                 return
             timer.cancel()
         self.timer = self.loop.call_at(when, self.on_timer)
+        self.timer_at = when
 
     def on_timer(self) -> None:
         self.timer = None

@@ -522,7 +522,9 @@ def _usage(call: Call) -> dict[str, int]:
     given = call.turn.usage or {}
     prompt_chars = len(orjson.dumps(call.body.get("messages", [])))
     return {
-        "input_tokens": given.get("input_tokens", max(1, prompt_chars // 4)),
+        # Rounded up, as the capacity model counts a prompt: the tokens a call is
+        # charged are the tokens it reports.
+        "input_tokens": given.get("input_tokens", max(1, -(-prompt_chars // 4))),
         "output_tokens": given.get("output_tokens", max(1, len(call.turn.text) // 4)),
         "cached_tokens": given.get("cached_tokens", 0),
     }
