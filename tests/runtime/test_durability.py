@@ -552,8 +552,9 @@ async def test_a_session_streams_live_on_every_node(settings: Settings, pg_url: 
 
 
 async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtime) -> None:
-    """The renewal renews active runs only: a run whose end was committed but not yet
-    seen by its executor must not be stopped as lost; one another node holds must."""
+    """The renewal renews active runs only: a run whose end its own executor committed
+    but has not yet seen must not be stopped as lost; one another node holds (or ended)
+    must."""
     await runtime.housekeeper.stop()  # renewals by hand only
     await runtime.create_agent(name="a", settings={"script": [{"text": "ok",
                                                                "delay_ms": 400}]})
@@ -575,7 +576,6 @@ async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtim
     # Its end committed (as by the executor itself a moment ago): not lost.
     await set_row("UPDATE runs SET status = 'completed' WHERE id = ?", (sent.run.id,))
     assert await runtime.housekeeper.renew() == 0 and not executor.lost
-    # Active again but held by another node: lost.
-    await set_row("UPDATE runs SET status = 'running', lease_owner = 'other' WHERE id = ?",
-                  (sent.run.id,))
+    # Ended by another node (it took the run over and finished it): lost here.
+    await set_row("UPDATE runs SET lease_owner = 'other' WHERE id = ?", (sent.run.id,))
     assert await runtime.housekeeper.renew() == 1 and executor.lost

@@ -75,13 +75,14 @@ class Housekeeper:
             run = executor.run
             if (0 < executor.leased_at < started and run.id not in renewed
                     and not run.terminal and not executor.lost):
-                # Not renewed: lost, or ended by a commit that landed after the renewal
-                # began but before the executor's copy of the run says so. Ask the store.
+                # Not renewed: lost, or ended by its own executor in a commit that landed
+                # after the renewal began but before the executor's copy of the run says
+                # so. Ask the store who holds it (a run another node ended is lost too).
                 try:
                     stored = await rt.store.get_run(run.id)
                 except RunNotFound:
                     continue  # deleted with its session, which stops its executor
-                if stored.terminal or stored.lease_owner == rt.node_id or executor.lost:
+                if stored.lease_owner == rt.node_id or executor.lost:
                     continue
                 log.warning("run %s: lease lost (another node took it over); stopping it "
                             "here", run.id)
