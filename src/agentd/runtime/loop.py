@@ -58,6 +58,8 @@ class CallPolicy:
     outage_timeout_s: float = 0.0
     #: Answers cut off by the output limit that are continued (0: none).
     max_continuations: int = 2
+    #: Some budget applies (else no budget is looked at, on the hot path).
+    budgeted: bool = False
 
 
 @dataclass(kw_only=True, slots=True)
@@ -144,8 +146,7 @@ class RunExecutor:
             publish=self._publish_text, note=self._note, park=policy.park,
             outage_timeout_s=policy.outage_timeout_s)
         self._priced = any(t.info is not None for t in targets)
-        self._budgeted = not policy.budget.empty or not (
-            policy.tenant_budget is None or policy.tenant_budget.empty)
+        self._budgeted = policy.budgeted
         # Every commit is fenced by the run's lease; the first one takes it.
         self._lease = replace(lease, acquire=False, release=False)
         self._lease_acquire = replace(lease, acquire=True)

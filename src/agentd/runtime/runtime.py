@@ -104,6 +104,8 @@ class _Plan:
     key: tuple[str, str]
     targets: list[Target]
     budget: Budget
+    #: The budget has some limit (worked out once: pydantic's dumps are not free).
+    budgeted: bool
 
 
 @dataclass(kw_only=True, slots=True)
@@ -437,7 +439,8 @@ class Runtime:
                     "model catalog; add it to $AGENTD_HOME/models.toml if it is real)",
                     field=field)
             chain.append(fallback)
-        return _Plan(key=("", ""), budget=parse_budget(settings.get("budget")),
+        budget = parse_budget(settings.get("budget"))
+        return _Plan(key=("", ""), budget=budget, budgeted=not budget.empty,
                      targets=[Target(model=m, info=self.catalog.get(m.spec))
                               for m in chain])
 
@@ -728,15 +731,16 @@ class Runtime:
         settings = agent.settings
         tenant = str(settings.get("tenant") or "default")
         tenant_config = self.settings.tenants.get(tenant)
+        tenant_budget = (None if tenant_config is None or tenant_config.budget.empty
+                         else tenant_config.budget)
         retries = settings.get("max_retries")
         retry = self.kernel.retry if retries is None else replace(
             self.kernel.retry, attempts=int(retries) + 1)
         return CallPolicy(
             priority=priority if priority in PRIORITIES else "background",
             tenant=tenant, weight=float(settings.get("weight") or 1.0),
-            budget=plan.budget,
-            tenant_budget=None if tenant_config is None or tenant_config.budget.empty
-            else tenant_config.budget,
+            budget=plan.budget, tenant_budget=tenant_budget,
+            budgeted=plan.budgeted or tenant_budget is not None,
             retry=retry, park=settings.get("on_outage", "wait") == "wait",
             outage_timeout_s=float(settings.get("outage_timeout_s") or 0.0),
             max_continuations=int(settings.get("max_continuations", 2)))

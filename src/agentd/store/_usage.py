@@ -9,6 +9,7 @@ them as they were at the day's last call.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,9 +41,14 @@ assert tuple(_GROUP_SQL) == USAGE_GROUPS
 _SUM_SQL = ", ".join(f"COALESCE(SUM({c}), 0)" for c in SUMS)
 
 
+@functools.lru_cache(maxsize=4)
+def _day_of(day_number: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day_number * 86400))
+
+
 def utc_day(at: float) -> str:
-    """``YYYY-MM-DD`` of epoch seconds ``at``, in UTC."""
-    return time.strftime("%Y-%m-%d", time.gmtime(at))
+    """``YYYY-MM-DD`` of epoch seconds ``at``, in UTC (formatted once a day)."""
+    return _day_of(int(at // 86400))
 
 
 def charge(tx: Tx, usage: UsageCharge, at: float) -> None:
