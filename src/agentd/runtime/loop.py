@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -123,6 +124,7 @@ class RunExecutor:
         lease: Lease,
         model_settings: dict[str, Any] | None = None,
         checkpoint_every: float | None = None,
+        workspace: Path | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -138,6 +140,8 @@ class RunExecutor:
         self.tool_timeout_s = tool_timeout_s
         self.model_settings = model_settings or {}
         self.checkpoint_every = checkpoint_every
+        #: The agent's workspace, handed to tools (file tools stay inside it).
+        self.workspace = workspace
         #: The primary model's catalog entry (context window, prices), if known.
         self.model_info: ModelInfo | None = targets[0].info
         self.caller = ModelCaller(
@@ -724,7 +728,7 @@ class RunExecutor:
         else:
             ctx = ToolContext(agent=self.agent_name, session=self.session_key,
                               run_id=self.run.id, call_id=call.id,
-                              effect_id=self._effect_id(call))
+                              effect_id=self._effect_id(call), workspace=self.workspace)
             try:
                 output = _render(await t.call(call.arguments, ctx, self.tool_timeout_s))
                 is_error = False

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -359,6 +361,7 @@ class Runtime:
             self.histories.drop(session.id)
         await self.store.delete_agent(name)
         self.agent_count -= 1
+        await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self._sleep(agent)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
@@ -725,7 +728,13 @@ class Runtime:
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
+            workspace=self.workspace_of(agent),
         )
+
+    def workspace_of(self, agent: AgentRecord) -> Path:
+        """The agent's workspace directory (by id: a new agent of an old name starts
+        with an empty one)."""
+        return self.settings.workspaces_dir / agent.id
 
     def _policy(self, agent: AgentRecord, plan: _Plan, priority: str) -> CallPolicy:
         settings = agent.settings

@@ -7,6 +7,7 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -29,6 +30,8 @@ class ToolContext:
     call_id: str
     #: Stable id of this side effect, the same if the call is ever re-run.
     effect_id: str
+    #: The agent's workspace directory (file tools stay inside it).
+    workspace: Path | None = None
 
 
 @dataclass(kw_only=True)

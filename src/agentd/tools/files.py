@@ -1,0 +1,166 @@
+"""File tools, confined to the agent's workspace (see :mod:`agentd.sandbox.workspace`).
+
+Each takes paths relative to the workspace. Sizes are capped so that a tool result
+never floods the model's context: reads return at most ``MAX_READ`` bytes (the result
+says when a file was cut), listings and searches at most ``MAX_ENTRIES`` entries.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from agentd.errors import ToolError
+from agentd.sandbox import Workspace
+from agentd.tools._tool import Tool, ToolContext, tool
+
+__all__ = ["FILE_TOOLS", "edit_file", "glob", "grep", "list_files", "read_file",
+           "write_file"]
+
+MAX_READ = 256 * 1024
+MAX_WRITE = 4 * 1024 * 1024
+MAX_ENTRIES = 1000
+
+
+def _workspace(ctx: ToolContext) -> Workspace:
+    if ctx.workspace is None:
+        raise ToolError("this agent has no workspace", code="no_workspace")
+    return Workspace(ctx.workspace)
+
+
+def _text(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ToolError(f"{path!r} is not UTF-8 text", code="not_text") from None
+
+
+@tool(read_only=True, idempotent=True)
+def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int = 2000) -> str:
+    """Read a text file of the workspace, from a line on.
+
+    Args:
+        path: the file, relative to the workspace.
+        start_line: the first line to return (1-based).
+        max_lines: how many lines at most.
+    """
+    if start_line < 1 or max_lines < 1:
+        raise ToolError("start_line and max_lines must be at least 1",
+                        code="tool_bad_arguments")
+    data, size = _workspace(ctx).read_bytes(path, limit=MAX_READ)
+    lines = _text(data, path).splitlines(keepends=True)
+    chosen = lines[start_line - 1:start_line - 1 + max_lines]
+    out = "".join(chosen)
+    shown_end = start_line - 1 + len(chosen)
+    if size > MAX_READ or shown_end < len(lines):
+        cut = "" if size <= MAX_READ else f", of which the first {MAX_READ} were read"
+        out += (f"\n[{path}: showed lines {start_line}-{shown_end}; the file has "
+                f"{size} bytes{cut}]")
+    return out
+
+
+@tool(idempotent=True)
+def write_file(ctx: ToolContext, path: str, content: str) -> str:
+    """Create or replace a text file of the workspace (parent folders are created).
+
+    Args:
+        path: the file, relative to the workspace.
+        content: the whole new content.
+    """
+    data = content.encode("utf-8")
+    if len(data) > MAX_WRITE:
+        raise ToolError(f"content is {len(data)} bytes; the limit is {MAX_WRITE}",
+                        code="tool_bad_arguments")
+    _workspace(ctx).write_bytes(path, data)
+    return f"wrote {len(data)} bytes to {path}"
+
+
+@tool(idempotent=True)
+def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
+    """Replace one exact occurrence of ``old`` with ``new`` in a text file.
+
+    Args:
+        path: the file, relative to the workspace.
+        old: the exact text to replace; it must occur exactly once.
+        new: the text to put in its place.
+    """
+    if not old:
+        raise ToolError("old must not be empty", code="tool_bad_arguments")
+    workspace = _workspace(ctx)
+    data, size = workspace.read_bytes(path, limit=MAX_WRITE + 1)
+    if size > MAX_WRITE:
+        raise ToolError(f"{path!r} is too big to edit ({size} bytes)", code="too_big")
+    text = _text(data, path)
+    count = text.count(old)
+    if count == 0:
+        raise ToolError(f"the text to replace does not occur in {path!r}", code="no_match")
+    if count > 1:
+        raise ToolError(f"the text to replace occurs {count} times in {path!r}; give "
+                        "more context so that it occurs once", code="ambiguous_match")
+    workspace.write_bytes(path, text.replace(old, new, 1).encode("utf-8"))
+    return f"edited {path}"
+
+
+@tool(read_only=True, idempotent=True)
+def list_files(ctx: ToolContext, path: str = ".") -> str:
+    """List a folder of the workspace: one entry a line, folders ending in "/".
+
+    Args:
+        path: the folder, relative to the workspace.
+    """
+    entries = _workspace(ctx).listdir(path)
+    lines = [f"{name}/" if kind == "dir" else f"{name} ({size} bytes)" if kind == "file"
+             else f"{name} ({kind})" for name, kind, size in entries[:MAX_ENTRIES]]
+    if len(entries) > MAX_ENTRIES:
+        lines.append(f"[{len(entries) - MAX_ENTRIES} more entries not shown]")
+    return "\n".join(lines) or "(empty)"
+
+
+@tool(read_only=True, idempotent=True)
+def glob(ctx: ToolContext, pattern: str) -> str:
+    """Files of the workspace whose path matches a glob pattern ("**/*.py", "src/*.txt").
+
+    Args:
+        pattern: a glob pattern, relative to the workspace.
+    """
+    Workspace.parts(pattern.replace("*", "x").replace("?", "x"))  # no escape via pattern
+    files = _workspace(ctx).walk(".")
+    matched = [f for f in files if fnmatch.fnmatchcase(f, pattern)
+               or (pattern.startswith("**/") and fnmatch.fnmatchcase(f, pattern[3:]))]
+    return "\n".join(matched[:MAX_ENTRIES]) or "(no match)"
+
+
+@tool(read_only=True, idempotent=True)
+def grep(ctx: ToolContext, pattern: str, path: str = ".") -> str:
+    """Lines of the workspace's text files that match a regular expression.
+
+    Args:
+        pattern: a Python regular expression.
+        path: a folder or file, relative to the workspace.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ToolError(f"invalid regular expression: {exc}", code="tool_bad_arguments") from None
+    workspace = _workspace(ctx)
+    parts = workspace.parts(path)
+    kinds = {name: kind for name, kind, _ in workspace.listdir("/".join(parts[:-1]) or ".")
+             } if parts else {}
+    files = [path] if parts and kinds.get(parts[-1]) == "file" else workspace.walk(path)
+    hits: list[str] = []
+    for name in files:
+        data, _ = workspace.read_bytes(name, limit=MAX_READ)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if regex.search(line):
+                hits.append(f"{name}:{number}: {line[:500]}")
+                if len(hits) >= MAX_ENTRIES:
+                    return "\n".join(hits) + "\n[more matches not shown]"
+    return "\n".join(hits) or "(no match)"
+
+
+FILE_TOOLS: dict[str, Tool] = {t.name: t for t in (read_file, write_file, edit_file,
+                                                   list_files, glob, grep)}
