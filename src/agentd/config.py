@@ -49,12 +49,12 @@ class ProviderLimits(_Strict):
     #: Calls in flight at once.
     concurrency: int | None = Field(default=None, ge=1, strict=True)
     #: Requests per minute.
-    rpm: float | None = Field(default=None, gt=0, strict=True)
+    rpm: float | None = Field(default=None, gt=0, strict=True, allow_inf_nan=False)
     #: Tokens per minute (prompt estimate + max output, corrected by actual usage).
-    tpm: float | None = Field(default=None, gt=0, strict=True)
+    tpm: float | None = Field(default=None, gt=0, strict=True, allow_inf_nan=False)
     #: The rate buckets hold this many seconds of the rate (providers enforce
     #: per-minute limits over short windows).
-    burst_s: float = Field(default=1.0, gt=0, strict=True)
+    burst_s: float = Field(default=1.0, gt=0, strict=True, allow_inf_nan=False)
     #: Slots of ``concurrency`` only interactive calls may take, so that a user's chat
     #: never waits for a background call to end (0: none).
     reserve: int = Field(default=0, ge=0, strict=True)

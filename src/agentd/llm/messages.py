@@ -7,6 +7,7 @@ the store and the API only ever see these. They are keyword-only dataclasses wit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,14 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Usage:
+        """The token counts of a logged ``usage`` object (which may carry more keys,
+        such as ``cost_usd``)."""
+        return cls(input_tokens=int(data.get("input_tokens") or 0),
+                   output_tokens=int(data.get("output_tokens") or 0),
+                   cached_tokens=int(data.get("cached_tokens") or 0))
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -222,7 +222,7 @@ class ModelCaller:
             elif self.outage_timeout_s and now - parked_at >= self.outage_timeout_s:
                 raise self._outage_error(failures, waited=now - parked_at)
             await self._wait_for_provider()
-            # Each look at the providers is recorded only while it adds something.
+            # A long outage adds failures at every look: the step records the first 64.
             del failures[64:]
 
     async def _wait_for_provider(self) -> None:
@@ -239,12 +239,11 @@ class ModelCaller:
     def _outage_error(self, failures: list[dict[str, Any]], waited: float | None = None
                       ) -> ModelError:
         models = ", ".join(t.spec for t in self.targets)
-        if waited is not None:
-            return ModelError(f"no model answered for {waited:.0f} s ({models}); "
-                              "settings.outage_timeout_s ran out", code="model_outage",
-                              retryable=True, details={"attempts": failures[-8:]})
-        return ModelError(f"every model is unavailable ({models})", code="model_outage",
-                          retryable=True, details={"attempts": failures[-8:]})
+        message = (f"every model is unavailable ({models})" if waited is None else
+                   f"no model answered for {waited:.0f} s ({models}); "
+                   "settings.outage_timeout_s ran out")
+        return ModelError(message, code="model_outage", retryable=True,
+                          details={"attempts": failures[-8:]})
 
     def _failed(self, target: Target, exc: ModelError, attempt: int,
                 failures: list[dict[str, Any]]) -> float | None:

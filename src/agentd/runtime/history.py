@@ -91,10 +91,7 @@ class SessionHistory:
                 tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"],
                                      extra=c.get("extra"))
                             for c in data.get("tool_calls", [])],
-                usage=Usage(input_tokens=int(usage.get("input_tokens") or 0),
-                            output_tokens=int(usage.get("output_tokens") or 0),
-                            cached_tokens=int(usage.get("cached_tokens") or 0))
-                if usage else None,
+                usage=Usage.of(usage) if usage else None,
                 finish_reason=data.get("finish_reason", "stop"),
                 model=data.get("model"),
                 thinking=[Thinking(**t) for t in data.get("thinking") or ()],

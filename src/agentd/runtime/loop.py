@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,6 @@ class RunExecutor:
         self.cost_usd = 0.0
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
-        self._run_warned: set[tuple[str, float]] = set()
 
     @property
     def session_id(self) -> str:
@@ -416,76 +415,54 @@ class RunExecutor:
 
     # -- budgets ---------------------------------------------------------------------
 
-    def _scopes(self) -> list[tuple[str, str, str, Budget]]:
-        """(scope, key for the book, name for events, budget) of the agent and tenant."""
-        out = [("agent", self.run.agent_id, self.agent_name, self.policy.budget)]
+    async def _limits(self) -> AsyncIterator[tuple[str, str, str, str, float, float,
+                                                    tuple[float, ...]]]:
+        """Every budget limit on this run's next call, with what is used of it:
+        (scope, name, period, metric, limit, used, warn_at). The run's own, then its
+        agent's and tenant's per day and month (totals from the budget book)."""
+        budget = self.policy.budget
+        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
+                    "cost_usd": self.cost_usd, "steps": self.steps}
+        for metric, limit in budget.run.items():
+            yield "run", self.run.id, "run", metric, limit, run_used[metric], budget.warn_at
+        scopes = [("agent", self.run.agent_id, self.agent_name, budget)]
         if self.policy.tenant_budget is not None:
-            out.append(("tenant", self.policy.tenant, self.policy.tenant,
-                        self.policy.tenant_budget))
-        return out
+            scopes.append(("tenant", self.policy.tenant, self.policy.tenant,
+                           self.policy.tenant_budget))
+        for scope, key, name, scoped in scopes:
+            for period in ("day", "month"):
+                limits = getattr(scoped, period).items()
+                if not limits:
+                    continue
+                tokens, cost = await self.kernel.budgets.used(scope, key, period)
+                for metric, limit in limits:
+                    yield (scope, name, period, metric, limit,
+                           tokens if metric == "tokens" else cost, scoped.warn_at)
 
     async def _over_budget(self) -> dict[str, Any] | None:
         """The ``budget_exceeded`` error if a limit is reached, else None."""
-        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
-                    "cost_usd": self.cost_usd, "steps": self.steps}
-        for metric, limit in self.policy.budget.run.items():
-            if run_used[metric] >= limit:
-                return _exceeded("run", self.run.id, "run", metric, limit,
-                                 run_used[metric])
-        book = self.kernel.budgets
-        for scope, key, name, budget in self._scopes():
-            for period in ("day", "month"):
-                limits = getattr(budget, period).items()
-                if not limits:
-                    continue
-                tokens, cost = await book.used(scope, key, period)
-                for metric, limit in limits:
-                    used = tokens if metric == "tokens" else cost
-                    if used >= limit:
-                        return _exceeded(scope, name, period, metric, limit, used)
+        async for scope, name, period, metric, limit, used, _ in self._limits():
+            if used >= limit:
+                return _exceeded(scope, name, period, metric, limit, used)
         return None
 
     async def _budget_warnings(self, tokens: int, cost: float) -> list[NewEvent]:
-        """``budget.warning`` events for the thresholds this step's usage crosses."""
+        """``budget.warning`` events for the thresholds this step's usage crosses. A
+        run's usage only grows, so it crosses each threshold once; an agent's or a
+        tenant's may be crossed by two of its runs at once, hence ``warn_once``."""
         events: list[NewEvent] = []
-
-        def crossed(scope: str, name: str, period: str, metric: str, limit: float,
-                    before: float, delta: float, warn_at: tuple[float, ...]) -> None:
+        step = {"tokens": tokens, "cost_usd": cost}
+        async for scope, name, period, metric, limit, used, warn_at in self._limits():
+            after = used + step.get(metric, 0)
             for threshold in warn_at:
-                mark = threshold * limit
-                if before < mark <= before + delta:
-                    if scope == "run":
-                        if (metric, threshold) in self._run_warned:
-                            continue
-                        self._run_warned.add((metric, threshold))
-                    elif not self.kernel.budgets.warn_once(scope, name, period, metric,
-                                                           threshold):
-                        continue
-                    events.append(self._event("budget.warning", {
-                        "scope": scope, "name": name, "period": period, "metric": metric,
-                        "limit": limit, "used": round(before + delta, 6),
-                        "threshold": threshold}))
-
-        run_budget = self.policy.budget
-        before_tokens = self.usage.input_tokens + self.usage.output_tokens
-        for metric, limit in run_budget.run.items():
-            if metric == "tokens":
-                crossed("run", self.run.id, "run", metric, limit, before_tokens, tokens,
-                        run_budget.warn_at)
-            elif metric == "cost_usd":
-                crossed("run", self.run.id, "run", metric, limit, self.cost_usd, cost,
-                        run_budget.warn_at)
-        for scope, key, name, budget in self._scopes():
-            for period in ("day", "month"):
-                limits = getattr(budget, period).items()
-                if not limits:
+                if not used < threshold * limit <= after:
                     continue
-                used_tokens, used_cost = await self.kernel.budgets.used(scope, key, period)
-                for metric, limit in limits:
-                    before, delta = ((used_tokens, tokens) if metric == "tokens"
-                                     else (used_cost, cost))
-                    crossed(scope, name, period, metric, limit, before, delta,
-                            budget.warn_at)
+                if scope != "run" and not self.kernel.budgets.warn_once(
+                        scope, name, period, metric, threshold):
+                    continue
+                events.append(self._event("budget.warning", {
+                    "scope": scope, "name": name, "period": period, "metric": metric,
+                    "limit": limit, "used": round(after, 6), "threshold": threshold}))
         return events
 
     def _charged(self, charge: UsageCharge | None) -> None:
@@ -517,10 +494,7 @@ class RunExecutor:
                 usage = event.data.get("usage")
                 if usage:
                     self.cost_usd += float(usage.get("cost_usd") or 0.0)
-                    self.usage = self.usage + Usage(
-                        input_tokens=int(usage.get("input_tokens") or 0),
-                        output_tokens=int(usage.get("output_tokens") or 0),
-                        cached_tokens=int(usage.get("cached_tokens") or 0))
+                    self.usage = self.usage + Usage.of(usage)
                 # An answer being continued after the output limit cut it off.
                 if (event.data.get("finish_reason") == "length"
                         and not event.data.get("tool_calls")):

@@ -142,9 +142,7 @@ class Runtime:
         self._catalogued = {spec.partition(":")[0] for spec in self.catalog.models}
         #: Every model call goes through the kernel: scheduler, breakers, budgets.
         self.kernel = Kernel(
-            Scheduler({name: LaneLimits(concurrency=lim.concurrency, rpm=lim.rpm,
-                                        tpm=lim.tpm, burst_s=lim.burst_s,
-                                        reserve=lim.reserve)
+            Scheduler({name: LaneLimits(**lim.model_dump())
                        for name, lim in settings.providers.items()},
                       class_weights=settings.priority_weights,
                       tenant_weights={name: t.weight

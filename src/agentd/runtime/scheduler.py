@@ -119,37 +119,6 @@ class LaneLimits:
         if self.reserve and (self.concurrency is None or self.reserve >= self.concurrency):
             raise ValueError("LaneLimits.reserve must be below concurrency (and needs it)")
 
-    @classmethod
-    def from_config(cls, name: str, raw: object) -> LaneLimits:
-        """Validate one entry of the daemon setting ``providers``.
-
-        Args:
-            name: The entry's key: a provider (``openai``) or a model (``openai:gpt-4o``).
-            raw: The entry: a mapping with some of concurrency, rpm, tpm and burst_s.
-                ``null`` for concurrency, rpm or tpm means no limit.
-
-        Raises:
-            ValueError: The message names the setting, e.g.
-                ``providers.openai.rpm must be a number greater than 0``.
-        """
-        setting = f"providers.{name}"
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"{setting} must be a mapping of limits; use "
-                             f"{', '.join(_LIMIT_KEYS)}")
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key not in _LIMIT_KEYS:
-                raise ValueError(f"{setting}.{key} is not a known limit; use "
-                                 f"{', '.join(_LIMIT_KEYS)}")
-            _check_limit(setting, key, value)
-            values[key] = (value if key in ("concurrency", "reserve") or value is None
-                           else float(value))
-        reserve = values.get("reserve", 0)
-        if reserve and (values.get("concurrency") is None
-                        or reserve >= values["concurrency"]):
-            raise ValueError(f"{setting}.reserve must be below {setting}.concurrency")
-        return cls(**values)
-
     def as_dict(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm,
                 "burst_s": self.burst_s, "reserve": self.reserve}

@@ -35,6 +35,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 64
 
 
+def _kind(mode: int) -> str:
+    return ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
+            else "link" if stat.S_ISLNK(mode) else "other")
+
+
 def _refuse(message: str) -> ToolError:
     return ToolError(message, code="path_refused")
 
@@ -85,7 +90,7 @@ class Workspace:
                                       ) from None
                     os.mkdir(part, 0o755, dir_fd=fd)
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except (NotADirectoryError, OSError) as exc:
+                except OSError as exc:
                     raise self._why(fd, part, parts[:index + 1], exc) from None
                 os.close(fd)
                 fd = nxt
@@ -149,6 +154,18 @@ class Workspace:
         os.set_blocking(fd, True)
         return fd
 
+    def kind(self, path: str) -> str:
+        """``dir``, ``file``, ``link`` or ``other`` (the root is a ``dir``)."""
+        parts = self.parts(path)
+        if not parts:
+            return "dir"
+        with self._dir(parts[:-1]) as dir_fd:
+            try:
+                mode = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                raise _refuse(f"{'/'.join(parts)!r} does not exist") from None
+        return _kind(mode)
+
     def listdir(self, path: str = ".") -> list[tuple[str, str, int]]:
         """(name, kind, size) of a directory's entries; kind is file, dir, link, other."""
         with self._dir(self.parts(path)) as dir_fd:
@@ -158,9 +175,7 @@ class Workspace:
                     info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                mode = info.st_mode
-                kind = ("dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode)
-                        else "link" if stat.S_ISLNK(mode) else "other")
+                kind = _kind(info.st_mode)
                 out.append((name, kind, info.st_size if kind == "file" else 0))
             return out
 

@@ -123,7 +123,7 @@ def glob(ctx: ToolContext, pattern: str) -> str:
     Args:
         pattern: a glob pattern, relative to the workspace.
     """
-    Workspace.parts(pattern.replace("*", "x").replace("?", "x"))  # no escape via pattern
+    Workspace.parts(pattern)  # an absolute pattern or one climbing out is refused
     files = _workspace(ctx).walk(".")
     matched = [f for f in files if fnmatch.fnmatchcase(f, pattern)
                or (pattern.startswith("**/") and fnmatch.fnmatchcase(f, pattern[3:]))]
@@ -143,10 +143,7 @@ def grep(ctx: ToolContext, pattern: str, path: str = ".") -> str:
     except re.error as exc:
         raise ToolError(f"invalid regular expression: {exc}", code="tool_bad_arguments") from None
     workspace = _workspace(ctx)
-    parts = workspace.parts(path)
-    kinds = {name: kind for name, kind, _ in workspace.listdir("/".join(parts[:-1]) or ".")
-             } if parts else {}
-    files = [path] if parts and kinds.get(parts[-1]) == "file" else workspace.walk(path)
+    files = workspace.walk(path) if workspace.kind(path) == "dir" else [path]
     hits: list[str] = []
     for name in files:
         data, _ = workspace.read_bytes(name, limit=MAX_READ)
