@@ -41,7 +41,13 @@ class Tool:
     Attributes:
         read_only: changes nothing; calls of one step may run concurrently.
         idempotent: safe to repeat with the same effect id.
-        needs_approval: the runtime asks before running it (enforced in a later release).
+        needs_approval: the policy asks a person before it runs, unless a rule allows it.
+        needs_network: reaches the network; refused unless the agent's policy grants it.
+        sends_out: sends data out of the daemon or acts irreversibly outside the
+            workspace (a network write, a message); after untrusted content entered
+            the session (taint), such calls need approval or are denied.
+        untrusted_output: what it returns comes from outside (a web page, an MCP
+            server), so it taints the session that reads it.
         timeout_s: wall-clock limit of one call (None: the daemon's default).
     """
 
@@ -52,6 +58,9 @@ class Tool:
     read_only: bool = False
     idempotent: bool = False
     needs_approval: bool = False
+    needs_network: bool = False
+    sends_out: bool = False
+    untrusted_output: bool = False
     timeout_s: float | None = None
     _model: type[BaseModel] = field(repr=False, default=BaseModel)
     _wants_ctx: bool = field(repr=False, default=False)
@@ -124,6 +133,9 @@ def tool(
     read_only: bool = False,
     idempotent: bool = False,
     needs_approval: bool = False,
+    needs_network: bool = False,
+    sends_out: bool = False,
+    untrusted_output: bool = False,
     timeout_s: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -136,6 +148,9 @@ def tool(
     read_only: bool = False,
     idempotent: bool = False,
     needs_approval: bool = False,
+    needs_network: bool = False,
+    sends_out: bool = False,
+    untrusted_output: bool = False,
     timeout_s: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` from a typed function; usable bare or with arguments.
@@ -176,6 +191,9 @@ def tool(
             read_only=read_only,
             idempotent=idempotent or read_only,
             needs_approval=needs_approval,
+            needs_network=needs_network,
+            sends_out=sends_out,
+            untrusted_output=untrusted_output,
             timeout_s=timeout_s,
             _model=model,
             _wants_ctx=wants_ctx,
