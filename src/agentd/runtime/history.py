@@ -49,6 +49,8 @@ class SessionHistory:
         self._pending: dict[str, str] = {}
         self._started: set[str] = set()
         self._deferred: list[UserMessage] = []
+        #: Why the session is tainted (content from outside entered it), or None.
+        self.tainted: str | None = None
 
     @classmethod
     def from_log(cls, session_id: str, events: list[EventRecord],
@@ -98,6 +100,8 @@ class SessionHistory:
             ))
         elif kind == "tool.finished":
             self._pending.pop(data["call_id"], None)
+            if data.get("tainted") and self.tainted is None:
+                self.tainted = f"{data['name']} (seq {event.seq}): {data['tainted']}"
             self.messages.append(ToolResultMessage(
                 call_id=data["call_id"], name=data["name"], content=data["output"],
                 is_error=bool(data.get("is_error")),

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,22 +20,23 @@ from typing import Any
 import orjson
 
 from agentd.config import Budget
-from agentd.errors import AgentdError, Conflict, ModelError, ToolError
+from agentd.errors import AgentdError, ModelError
 from agentd.llm.catalog import ModelInfo, estimate_parts
 from agentd.llm.messages import ModelRequest, ToolCall, Usage, UserMessage
+from agentd.runtime._toolsteps import ToolSteps
 from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
+from agentd.security.policy import Policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
-from agentd.tools import Tool, ToolContext
+from agentd.tools import Tool
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
 
 log = logging.getLogger(__name__)
 
-MAX_TOOL_OUTPUT = 64 * 1024
 #: Steps in a row with the same tool calls and results that count as a loop.
 DEFAULT_LOOP_REPEATS = 5
 #: Asked of the model after an answer cut off by its output limit (not stored: the
@@ -95,14 +96,7 @@ def _exceeded(scope: str, name: str, period: str, metric: str, limit: float,
                  "limit": limit, "used": round(used, 6)}).to_dict()
 
 
-def _render(value: Any) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    if len(text) > MAX_TOOL_OUTPUT:
-        text = text[:MAX_TOOL_OUTPUT] + f"\n[output truncated: {len(text)} characters in all]"
-    return text
-
-
-class RunExecutor:
+class RunExecutor(ToolSteps):
     """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
 
     def __init__(
@@ -125,6 +119,9 @@ class RunExecutor:
         model_settings: dict[str, Any] | None = None,
         checkpoint_every: float | None = None,
         workspace: Path | None = None,
+        permissions: Policy | None = None,
+        sandbox: Any = None,
+        after_mutation: Callable[[], Awaitable[list[NewEvent]]] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -142,6 +139,10 @@ class RunExecutor:
         self.checkpoint_every = checkpoint_every
         #: The agent's workspace, handed to tools (file tools stay inside it).
         self.workspace = workspace
+        #: Judges every tool call (the agent's layered permission policy).
+        self.permissions = permissions or Policy()
+        self.sandbox = sandbox
+        self.after_mutation = after_mutation
         #: The primary model's catalog entry (context window, prices), if known.
         self.model_info: ModelInfo | None = targets[0].info
         self.caller = ModelCaller(
@@ -166,7 +167,7 @@ class RunExecutor:
         self._in_model = False
         self._task: asyncio.Task[Any] | None = None
         self._decision: asyncio.Future[dict[str, Any]] | None = None
-        self._waiting_effect: str | None = None
+        self._waiting: dict[str, Any] | None = None
         self._deciding = False
         #: Called with the run when it starts waiting for a decision.
         self.on_waiting: Callable[[RunRecord], None] | None = None
@@ -525,8 +526,9 @@ class RunExecutor:
             decision = next((e.data for e in reversed(after) if e.seq > last_start
                              and e.kind == "approval.decided"
                              and e.data["effect_id"] == effect_id), None)
-            pending = any(e.seq > last_start and e.kind == "approval.requested"
-                          and e.data["effect_id"] == effect_id for e in after)
+            pending = next((e.data for e in reversed(after) if e.seq > last_start
+                            and e.kind == "approval.requested"
+                            and e.data["effect_id"] == effect_id), None)
             if decision is None and self.model_settings.get("on_unknown_outcome") == "interrupt":
                 reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
                           "daemon stopped; its outcome is unknown and it is not idempotent, "
@@ -534,7 +536,7 @@ class RunExecutor:
                 return await self._finish("interrupted", "run.interrupted",
                                           {"reason": reason, "effect_id": effect_id})
             if decision is None:
-                decision = await self._ask(call, effect_id, already=pending)
+                decision = await self._ask(call, kind="unknown_outcome", pending=pending)
             if decision["action"] == "fail":
                 error = AgentdError(f"the outcome of {call.name!r} (effect {effect_id}) is "
                                     "unknown and the run was failed by decision",
@@ -549,48 +551,9 @@ class RunExecutor:
         if skipped:
             await self._commit([self._event("tool.finished", r) for r in skipped])
         if calls:
-            await self._run_tools(calls, retried={c.id for c in calls if c.id in started})
+            await self._run_tools(calls, retried={c.id for c in calls if c.id in started},
+                                  prior=after)
         return None
-
-    async def _ask(self, call: ToolCall, effect_id: str, *, already: bool
-                   ) -> dict[str, Any]:
-        """Wait (status ``waiting_approval``) until a client decides about ``call``."""
-        if not already:
-            await self._commit([self._event("approval.requested", {
-                "effect_id": effect_id, "reason": "unknown_outcome", "call_id": call.id,
-                "name": call.name, "arguments": call.arguments,
-                "options": ["retry", "skip", "fail"]})],
-                RunUpdate(status="waiting_approval"))
-        else:
-            self.run.status = "waiting_approval"
-        self._decision = asyncio.get_running_loop().create_future()
-        self._waiting_effect = effect_id
-        if self.on_waiting is not None:
-            self.on_waiting(self.run)
-        try:
-            return await self._decision
-        finally:
-            self._decision = None
-            self._waiting_effect = None
-
-    async def decide(self, action: str, output: str | None = None) -> None:
-        """A client's decision about the call this run waits on; commits it, then lets
-        the run go on. Raises Conflict if the run is not waiting (or was decided)."""
-        future, effect_id = self._decision, self._waiting_effect
-        if future is None or future.done() or effect_id is None or self._deciding:
-            raise Conflict("the run is not waiting for a decision", code="not_waiting")
-        self._deciding = True  # the first decision wins
-        try:
-            data = {"effect_id": effect_id, "action": action, "output": output}
-            try:
-                await self._commit([self._event("approval.decided", data)],
-                                   RunUpdate(status="running"))
-            except LeaseLost:
-                raise Conflict("the run was taken over by another node",
-                               code="not_waiting", retryable=True) from None
-            future.set_result(data)
-        finally:
-            self._deciding = False
 
     def _fit(self, request: ModelRequest
              ) -> tuple[ModelRequest, dict[str, int] | None, tuple[int, int]]:
@@ -658,65 +621,3 @@ class RunExecutor:
         await self._commit([self._event("loop.detected", {
             "repeats": repeats, "tools": names, "action": "warn"})])
         return None
-
-    async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None
-                         ) -> list[dict[str, Any]]:
-        # Consecutive read-only calls run together; anything that mutates runs alone,
-        # in the order the model asked for.
-        groups: list[list[ToolCall]] = []
-        for call in calls:
-            t = self.tools.get(call.name)
-            if t is not None and t.read_only and groups and all(
-                    self._is_read_only(c) for c in groups[-1]):
-                groups[-1].append(call)
-            else:
-                groups.append([call])
-        finished: list[dict[str, Any]] = []
-        for group in groups:
-            await self._commit([self._event("tool.started", {
-                "call_id": c.id, "name": c.name, "arguments": c.arguments,
-                "effect_id": self._effect_id(c),
-                **({"retry": True} if retried and c.id in retried else {}),
-            }) for c in group])
-            if len(group) == 1:
-                results = [await self._call_tool(group[0])]
-            else:
-                results = list(await asyncio.gather(*(self._call_tool(c) for c in group)))
-            await self._commit([self._event("tool.finished", r) for r in results])
-            finished.extend(results)
-        return finished
-
-    def _is_read_only(self, call: ToolCall) -> bool:
-        t = self.tools.get(call.name)
-        return t is not None and t.read_only
-
-    def _effect_id(self, call: ToolCall) -> str:
-        return f"{self.run.id}/{self.steps}/{call.id}"
-
-    async def _call_tool(self, call: ToolCall) -> dict[str, Any]:
-        started = time.perf_counter()
-        t = self.tools.get(call.name)
-        is_error = True
-        if t is None:
-            output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
-        else:
-            ctx = ToolContext(agent=self.agent_name, session=self.session_key,
-                              run_id=self.run.id, call_id=call.id,
-                              effect_id=self._effect_id(call), workspace=self.workspace)
-            try:
-                output = _render(await t.call(call.arguments, ctx, self.tool_timeout_s))
-                is_error = False
-            except ToolError as exc:
-                output = exc.message
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("tool %s raised", call.name)
-                output = f"{call.name} failed: {type(exc).__name__}: {exc}"
-        return {
-            "call_id": call.id,
-            "name": call.name,
-            "output": output,
-            "is_error": is_error,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        }

@@ -32,6 +32,11 @@ class ToolContext:
     effect_id: str
     #: The agent's workspace directory (file tools stay inside it).
     workspace: Path | None = None
+    #: Where commands run (:class:`agentd.sandbox.Sandbox`): backend, limits, network.
+    sandbox: Any = None
+    #: Set by a tool whose result carries content from outside (why), which taints
+    #: the session.
+    untrusted: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,311 @@
+"""The tool half of a run's step: policy, approvals, taint, and running the calls.
+
+Every call the model asks for is judged by the agent's :class:`~agentd.security.policy.
+Policy` before it runs. ``allow`` runs it; ``deny`` answers it with an error result (the
+model reads why); ``ask`` commits an ``approval.requested`` event, puts the run in
+``waiting_approval`` and waits for a person (API or CLI) to approve, approve with edited
+arguments, or deny it, or for the request to expire (denied). The verdict and its
+reason are in the log with the call (``tool.started`` / ``tool.finished`` carry
+``policy``; approvals have their own events): the audit trail.
+
+A result from outside (a tool marked ``untrusted_output``, or a result a tool itself
+flags) is committed with ``tainted``; from then on the session is tainted and the policy
+treats calls that can reach out accordingly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from agentd.errors import Conflict, InvalidInput, ToolError
+from agentd.llm.messages import ToolCall
+from agentd.security.policy import CallFacts, Policy, Verdict
+from agentd.store import LeaseLost, NewEvent, RunUpdate
+from agentd.store.records import EventRecord, RunRecord
+from agentd.store.store import new_id
+from agentd.tools import Tool, ToolContext
+
+if TYPE_CHECKING:
+    from agentd.runtime.history import SessionHistory
+
+__all__ = ["ToolSteps", "render_output"]
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_OUTPUT = 64 * 1024
+SHELL_TOOLS = frozenset({"shell"})
+
+
+def render_output(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if len(text) > MAX_TOOL_OUTPUT:
+        text = text[:MAX_TOOL_OUTPUT] + f"\n[output truncated: {len(text)} characters in all]"
+    return text
+
+
+def facts_of(t: Tool) -> CallFacts:
+    return CallFacts(name=t.name, read_only=t.read_only, needs_approval=t.needs_approval,
+                     needs_network=t.needs_network, sends_out=t.sends_out,
+                     shell=t.name in SHELL_TOOLS)
+
+
+class ToolSteps:
+    """Mixed into :class:`~agentd.runtime.loop.RunExecutor`: what it does with the tool
+    calls of a step. Declares what it uses of the executor."""
+
+    run: RunRecord
+    agent_name: str
+    session_key: str
+    history: SessionHistory
+    tools: dict[str, Tool]
+    tool_timeout_s: float
+    steps: int
+    permissions: Policy
+    #: Handed to tools (the agent's sandbox: backend, limits, network).
+    sandbox: Any
+    workspace: Any
+    #: Called after a step whose tools may have changed the workspace; returns the
+    #: events to commit (a ``workspace.snapshot``), or none.
+    after_mutation: Callable[[], Awaitable[list[NewEvent]]] | None
+    on_waiting: Callable[[RunRecord], None] | None
+    _decision: asyncio.Future[dict[str, Any]] | None
+    _waiting: dict[str, Any] | None
+    _deciding: bool
+
+    async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
+                      *args: Any, **kwargs: Any) -> list[EventRecord]:
+        raise NotImplementedError
+
+    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
+        raise NotImplementedError
+
+    # -- running a step's calls --------------------------------------------------------
+
+    async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None,
+                         prior: Sequence[EventRecord] = ()) -> list[dict[str, Any]]:
+        """Judge, then run the calls: consecutive read-only calls together, anything
+        that mutates alone, in the order the model asked for. ``prior`` holds the
+        run's events after the step (a resumed run), so approvals are not asked twice."""
+        judged: list[tuple[ToolCall, Verdict | None, str | None]] = []
+        for call in calls:
+            judged.append(await self._judge(call, prior))
+        groups: list[list[tuple[ToolCall, Verdict | None, str | None]]] = []
+        for item in judged:
+            call, _, denied = item
+            if (denied is None and self._is_read_only(call) and groups
+                    and all(d is None and self._is_read_only(c) for c, _, d in groups[-1])):
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        finished: list[dict[str, Any]] = []
+        mutated = False
+        for group in groups:
+            call, verdict, denied = group[0]
+            if denied is not None:
+                result = {"call_id": call.id, "name": call.name, "output": denied,
+                          "is_error": True, "duration_ms": 0.0, "denied": True,
+                          **({"policy": verdict.to_dict()} if verdict else {})}
+                await self._commit([self._event("tool.finished", result)])
+                finished.append(result)
+                continue
+            await self._commit([self._event("tool.started", {
+                "call_id": c.id, "name": c.name, "arguments": c.arguments,
+                "effect_id": self._effect_id(c),
+                **({"policy": v.to_dict()} if v is not None else {}),
+                **({"retry": True} if retried and c.id in retried else {}),
+            }) for c, v, _ in group])
+            if len(group) == 1:
+                results = [await self._call_tool(call)]
+            else:
+                results = list(await asyncio.gather(*(self._call_tool(c)
+                                                      for c, _, _ in group)))
+            mutated = mutated or not all(self._is_read_only(c) for c, _, _ in group)
+            await self._commit([self._event("tool.finished", r) for r in results])
+            finished.extend(results)
+        if mutated and self.after_mutation is not None:
+            snapshot = await self.after_mutation()
+            if snapshot:
+                await self._commit(snapshot)
+        return finished
+
+    async def _judge(self, call: ToolCall, prior: Sequence[EventRecord]
+                     ) -> tuple[ToolCall, Verdict | None, str | None]:
+        """(the call to run, its verdict, the error result if it must not run)."""
+        t = self.tools.get(call.name)
+        if t is None:
+            return call, None, None
+        verdict = self.permissions.decide(facts_of(t), call.arguments,
+                                          tainted=self.history.tainted is not None)
+        if verdict.action == "allow":
+            return call, verdict, None
+        if verdict.action == "deny":
+            return call, verdict, f"{call.name} was denied by policy: {verdict.reason}"
+        decision = self._decided(call, prior)
+        if decision is None:
+            decision = await self._ask(call, kind="policy",
+                                       pending=self._requested(call, prior),
+                                       verdict=verdict)
+        who = decision.get("by") or "a person"
+        if decision["action"] != "approve":
+            why = decision.get("reason") or "no reason given"
+            return call, verdict, f"{call.name} was not approved ({who}: {why})"
+        approved = Verdict(action="allow", rule="approval",
+                           reason=f"approved by {who}", categories=verdict.categories,
+                           tainted=verdict.tainted)
+        arguments = decision.get("arguments")
+        if isinstance(arguments, dict) and arguments != call.arguments:
+            return ToolCall(id=call.id, name=call.name, arguments=arguments,
+                            extra=call.extra), approved, None
+        return call, approved, None
+
+    @staticmethod
+    def _requested(call: ToolCall, prior: Sequence[EventRecord]) -> dict[str, Any] | None:
+        found = None
+        for event in prior:
+            if (event.kind == "approval.requested" and event.data.get("kind") == "policy"
+                    and event.data.get("call_id") == call.id):
+                found = event.data
+        return found
+
+    def _decided(self, call: ToolCall, prior: Sequence[EventRecord]) -> dict[str, Any] | None:
+        requested = self._requested(call, prior)
+        if requested is None:
+            return None
+        for event in prior:
+            if (event.kind == "approval.decided"
+                    and event.data.get("approval_id") == requested["approval_id"]):
+                return event.data
+        return None
+
+    def _is_read_only(self, call: ToolCall) -> bool:
+        t = self.tools.get(call.name)
+        return t is not None and t.read_only
+
+    def _effect_id(self, call: ToolCall) -> str:
+        return f"{self.run.id}/{self.steps}/{call.id}"
+
+    async def _call_tool(self, call: ToolCall) -> dict[str, Any]:
+        started = time.perf_counter()
+        t = self.tools.get(call.name)
+        is_error = True
+        tainted: str | None = None
+        if t is None:
+            output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
+        else:
+            ctx = ToolContext(agent=self.agent_name, session=self.session_key,
+                              run_id=self.run.id, call_id=call.id,
+                              effect_id=self._effect_id(call), workspace=self.workspace,
+                              sandbox=self.sandbox)
+            try:
+                output = render_output(await t.call(call.arguments, ctx,
+                                                    self.tool_timeout_s))
+                is_error = False
+            except ToolError as exc:
+                output = exc.message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("tool %s raised", call.name)
+                output = f"{call.name} failed: {type(exc).__name__}: {exc}"
+            if t.untrusted_output:
+                tainted = "its output comes from outside"
+            elif ctx.untrusted is not None:
+                tainted = ctx.untrusted
+        return {
+            "call_id": call.id,
+            "name": call.name,
+            "output": output,
+            "is_error": is_error,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            **({"tainted": tainted} if tainted else {}),
+        }
+
+    # -- waiting for a person ----------------------------------------------------------
+
+    async def _ask(self, call: ToolCall, *, kind: str, pending: dict[str, Any] | None,
+                   verdict: Verdict | None = None) -> dict[str, Any]:
+        """Wait (status ``waiting_approval``) until a client decides about ``call``;
+        a policy request that expires is denied."""
+        if pending is None:
+            pending = {"approval_id": new_id("ap"), "kind": kind,
+                       "effect_id": self._effect_id(call), "call_id": call.id,
+                       "name": call.name, "arguments": call.arguments}
+            if kind == "policy" and verdict is not None:
+                pending.update(reason=verdict.reason, policy=verdict.to_dict(),
+                               options=["approve", "deny"],
+                               expires_at=round(time.time()
+                                                + self.permissions.approval_timeout_s, 3))
+            else:
+                pending.update(reason="unknown_outcome", options=["retry", "skip", "fail"])
+            await self._commit([self._event("approval.requested", pending)],
+                               RunUpdate(status="waiting_approval"))
+        else:
+            self.run.status = "waiting_approval"
+        decision: asyncio.Future[dict[str, Any]] = (
+            asyncio.get_running_loop().create_future())
+        self._decision, self._waiting = decision, pending
+        if self.on_waiting is not None:
+            self.on_waiting(self.run)
+        try:
+            expires = pending.get("expires_at")
+            if expires is None:
+                return await decision
+            try:
+                return await asyncio.wait_for(asyncio.shield(decision),
+                                              max(float(expires) - time.time(), 0.0))
+            except TimeoutError:
+                if not self._deciding:
+                    with contextlib.suppress(Conflict):
+                        await self.decide("deny", reason="the approval request expired",
+                                          by="timeout")
+                return await decision
+        finally:
+            self._decision = None
+            self._waiting = None
+
+    @property
+    def waiting_for(self) -> dict[str, Any] | None:
+        """The approval request this run waits on, if any."""
+        return self._waiting
+
+    async def decide(self, action: str, output: str | None = None, *,
+                     arguments: dict[str, Any] | None = None, reason: str | None = None,
+                     by: str | None = None) -> dict[str, Any]:
+        """A decision about the call this run waits on; commits it, then lets the run
+        go on. Raises Conflict if the run is not waiting (or was decided)."""
+        future, pending = self._decision, self._waiting
+        if future is None or future.done() or pending is None or self._deciding:
+            raise Conflict("the run is not waiting for a decision", code="not_waiting")
+        options = pending.get("options") or ["retry", "skip", "fail"]
+        if action not in options:
+            raise InvalidInput(f"unknown action {action!r}; this request takes "
+                               f"{', '.join(options)}", field="body.action")
+        self._deciding = True  # the first decision wins
+        try:
+            data: dict[str, Any] = {"approval_id": pending.get("approval_id"),
+                                    "effect_id": pending["effect_id"], "action": action}
+            if output is not None or pending.get("kind") != "policy":
+                data["output"] = output
+            if arguments is not None:
+                data["arguments"] = arguments
+            if reason is not None:
+                data["reason"] = reason
+            if by is not None:
+                data["by"] = by
+            try:
+                await self._commit([self._event("approval.decided", data)],
+                                   RunUpdate(status="running"))
+            except LeaseLost:
+                raise Conflict("the run was taken over by another node",
+                               code="not_waiting", retryable=True) from None
+            future.set_result(data)
+            return data
+        finally:
+            self._deciding = False

@@ -1,0 +1,350 @@
+"""Permission policy: whether a tool call runs, waits for a person, or is refused.
+
+A policy is built from layers, lowest first: the built-in defaults, the daemon's
+``[policy]`` config, the agent's ``settings.policy`` and the session's policy. Each
+layer holds ordered rules; the decision for a call is taken like this:
+
+1. The daemon's ``deny`` rules, first match: the operator's limits, which no agent or
+   session setting can lift.
+2. The rules of the session, then the agent, then the daemon, first match wins.
+3. The built-in defaults: read-only and workspace-confined tools run; a shell command
+   the analyser (:mod:`agentd.security.commands`) finds anything in is asked about;
+   a tool that needs the network runs only where ``network`` grants its host; a tool
+   marked ``needs_approval`` is asked about; any other dangerous tool (one that sends
+   data out or acts irreversibly) is denied: default deny.
+4. Taint: once content from outside entered the session, a call that can reach out
+   (``sends_out``, ``needs_network``, or a shell with network) gets the ``tainted``
+   action (ask, or deny) even where a rule allowed it, unless that rule was written
+   for tainted sessions (``tainted: true``).
+
+A rule matches by tool name (fnmatch, ``*`` crosses ``/``) and, optionally, by the
+call's arguments: ``paths`` (every path argument, for ``allow``; any, for ``ask`` and
+``deny``), ``commands`` (the shell command's simple commands, each one for ``allow``,
+any for the others; a command the parser could not read matches no ``allow``),
+``categories`` (the analyser's: within the list for ``allow``, any for the others),
+``hosts`` (the host of a ``url`` argument) and ``args`` (globs on top-level arguments).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agentd.errors import InvalidInput
+from agentd.security.commands import CATEGORIES, Analysis, analyse
+
+__all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict", "describe",
+           "parse_policy", "sticky_rule"]
+
+Action = Literal["allow", "ask", "deny"]
+ACTIONS: tuple[str, ...] = ("allow", "ask", "deny")
+_RANK = {"allow": 0, "ask": 1, "deny": 2}
+
+#: Argument names that hold a workspace path (``files`` may hold ``{"path": ...}``).
+_PATH_ARGS = ("path", "paths", "files", "cwd")
+_MAX_RULES = 500
+
+
+class Rule(BaseModel):
+    """One allow / ask / deny rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str = Field("*", min_length=1, max_length=200)
+    action: Action
+    paths: tuple[str, ...] | None = None
+    commands: tuple[str, ...] | None = None
+    categories: tuple[str, ...] | None = None
+    hosts: tuple[str, ...] | None = None
+    args: dict[str, str] | None = None
+    #: Only while the session is tainted (True), only while it is not (False).
+    tainted: bool | None = None
+    reason: str | None = Field(None, max_length=500)
+
+    @field_validator("categories")
+    @classmethod
+    def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for category in value or ():
+            if category not in CATEGORIES:
+                raise ValueError(f"unknown category {category!r}; known: "
+                                 f"{', '.join(CATEGORIES)}")
+        return value
+
+    @field_validator("paths", "commands", "hosts")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or any(not v for v in value)):
+            raise ValueError("must be a non-empty list of non-empty patterns")
+        return value
+
+
+class PolicyConfig(BaseModel):
+    """One layer of policy (daemon config, agent settings or session)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: tuple[Rule, ...] = Field((), max_length=_MAX_RULES)
+    #: Network for tools and the shell: False (none), True (any host), or host
+    #: patterns (``*.example.com``). None: as the layer below says.
+    network: bool | tuple[str, ...] | None = None
+    #: What a call that can reach out gets once the session is tainted.
+    tainted: Literal["ask", "deny"] | None = None
+    #: How long a person has to answer an ``ask``; then the call is denied.
+    approval_timeout_s: float | None = Field(None, gt=0, le=30 * 86400)
+
+
+def parse_policy(value: Any, field: str) -> PolicyConfig:
+    """``value`` as a policy layer, or InvalidInput naming ``field`` and the problem."""
+    if value is None:
+        return PolicyConfig()
+    try:
+        return PolicyConfig.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{field}{'.' + where if where else ''}: {first['msg']}",
+                           field=f"{field}{'.' + where if where else ''}") from None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallFacts:
+    """What the policy knows of the tool a call names."""
+
+    name: str
+    read_only: bool = False
+    needs_approval: bool = False
+    needs_network: bool = False
+    sends_out: bool = False
+    #: The shell: its ``command`` argument is analysed.
+    shell: bool = False
+
+    @property
+    def dangerous(self) -> bool:
+        return self.needs_approval or self.needs_network or self.sends_out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verdict:
+    """The decision for one call, and why (this is what the audit event records)."""
+
+    action: Action
+    reason: str
+    #: Which rule decided: ``"session:2"``, ``"agent:0"``, ``"daemon:1"``, ``"builtin:..."``.
+    rule: str
+    categories: tuple[str, ...] = ()
+    tainted: bool = False
+    findings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "reason": self.reason, "rule": self.rule,
+                **({"categories": list(self.categories)} if self.categories else {}),
+                **({"findings": list(self.findings)} if self.findings else {}),
+                **({"tainted": True} if self.tainted else {})}
+
+
+def _glob(value: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _paths(arguments: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for name in _PATH_ARGS:
+        value = arguments.get(name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                item = item.get("path")
+            if isinstance(item, str):
+                found.append(posixpath.normpath(item.lstrip("./") or "."))
+    return found
+
+
+def _host(arguments: Mapping[str, Any]) -> str | None:
+    url = arguments.get("url")
+    if not isinstance(url, str):
+        return None
+    try:
+        return (urlsplit(url).hostname or "").lower() or None
+    except ValueError:
+        return None
+
+
+class Policy:
+    """The layers that apply to one agent's session, ready to decide calls."""
+
+    def __init__(self, *, daemon: PolicyConfig | None = None,
+                 agent: PolicyConfig | None = None,
+                 session: PolicyConfig | None = None) -> None:
+        self.layers: list[tuple[str, PolicyConfig]] = [
+            (name, layer) for name, layer in (("session", session), ("agent", agent),
+                                              ("daemon", daemon)) if layer is not None]
+        self._daemon = daemon or PolicyConfig()
+        self.network = self._first("network", False)
+        self.on_taint: str = self._first("tainted", "ask")
+        self.approval_timeout_s: float = self._first("approval_timeout_s", 3600.0)
+
+    def _first(self, name: str, default: Any) -> Any:
+        for _, layer in self.layers:
+            value = getattr(layer, name)
+            if value is not None:
+                if name == "network" and self._daemon.network is False:
+                    return False  # the operator turned the network off for everyone
+                return value
+        return default
+
+    def network_allows(self, host: str | None) -> bool:
+        if self.network is True:
+            return True
+        if not self.network or host is None:
+            return False
+        return _glob(host, self.network)
+
+    @property
+    def shell_network(self) -> bool:
+        """Whether the sandbox gives the shell the network (only for a full grant:
+        a shell's connections cannot be limited by host name)."""
+        return self.network is True
+
+    def decide(self, facts: CallFacts, arguments: Mapping[str, Any], *,
+               tainted: bool = False) -> Verdict:
+        analysis = (analyse(str(arguments.get("command", "")))
+                    if facts.shell else None)
+        verdict = self._rules(facts, arguments, analysis, tainted)
+        if verdict is None:
+            verdict = self._builtin(facts, arguments, analysis)
+        elif verdict.rule.startswith("daemon") and verdict.action == "deny":
+            return verdict
+        if tainted and verdict.action != "deny" and self._reaches_out(facts):
+            written_for_taint = verdict.rule != "builtin" and verdict.tainted
+            if not written_for_taint:
+                action: Action = "deny" if self.on_taint == "deny" else "ask"
+                if _RANK[action] > _RANK[verdict.action]:
+                    return Verdict(
+                        action=action, rule="builtin:taint", tainted=True,
+                        categories=verdict.categories, findings=verdict.findings,
+                        reason=(f"the session read content from outside (it is tainted) "
+                                f"and {facts.name} can send data out; policy "
+                                f"'tainted' is {self.on_taint}"))
+        return verdict
+
+    def _reaches_out(self, facts: CallFacts) -> bool:
+        return (facts.sends_out or facts.needs_network
+                or (facts.shell and self.shell_network))
+
+    def _rules(self, facts: CallFacts, arguments: Mapping[str, Any],
+               analysis: Analysis | None, tainted: bool) -> Verdict | None:
+        ordered: list[tuple[str, int, Rule]] = [
+            ("daemon", i, r) for i, r in enumerate(self._daemon.rules)
+            if r.action == "deny"]
+        for name, layer in self.layers:
+            ordered.extend((name, i, r) for i, r in enumerate(layer.rules)
+                           if not (name == "daemon" and r.action == "deny"))
+        for source, index, rule in ordered:
+            if rule.tainted is not None and rule.tainted != tainted:
+                continue
+            if _matches(rule, facts, arguments, analysis):
+                categories = tuple(sorted(analysis.categories)) if analysis else ()
+                return Verdict(
+                    action=rule.action, rule=f"{source}:{index}",
+                    reason=rule.reason or f"{source} policy rule {index} "
+                                          f"({rule.action} {rule.tool})",
+                    categories=categories, tainted=bool(rule.tainted))
+        return None
+
+    def _builtin(self, facts: CallFacts, arguments: Mapping[str, Any],
+                 analysis: Analysis | None) -> Verdict:
+        if analysis is not None and analysis.findings:
+            return Verdict(
+                action="ask", rule="builtin:shell",
+                categories=tuple(sorted(analysis.categories)),
+                findings=tuple(f"{f.category}: {f.reason}" for f in analysis.findings),
+                reason="the command analyser found: " + "; ".join(
+                    f"{f.category} ({f.reason})" for f in analysis.findings[:5]))
+        if facts.needs_network:
+            host = _host(arguments)
+            if self.network_allows(host):
+                return Verdict(action="allow", rule="builtin:network",
+                               reason=f"network granted for {host}")
+            return Verdict(action="deny", rule="builtin:network",
+                           reason=(f"{facts.name} needs the network and this agent's "
+                                   f"policy does not grant {host or 'it'} "
+                                   "(settings.policy.network)"))
+        if facts.needs_approval:
+            return Verdict(action="ask", rule="builtin:approval",
+                           reason=f"{facts.name} is marked as needing approval")
+        if facts.sends_out:
+            return Verdict(action="deny", rule="builtin:default-deny",
+                           reason=(f"no policy rule allows {facts.name}, which can send "
+                                   "data out or act outside the workspace; add a rule "
+                                   f'{{"tool": "{facts.name}", "action": "allow"}} or '
+                                   '"ask" to settings.policy.rules'))
+        return Verdict(action="allow", rule="builtin:confined",
+                       reason="read-only or confined to the workspace")
+
+
+def _matches(rule: Rule, facts: CallFacts, arguments: Mapping[str, Any],
+             analysis: Analysis | None) -> bool:
+    if not fnmatch.fnmatchcase(facts.name, rule.tool):
+        return False
+    allow = rule.action == "allow"
+    if rule.args is not None:
+        for name, pattern in rule.args.items():
+            value = arguments.get(name)
+            if value is None or not fnmatch.fnmatchcase(
+                    value if isinstance(value, str) else str(value), pattern):
+                return False
+    if rule.paths is not None:
+        paths = _paths(arguments)
+        if not paths:
+            return False
+        hits = [_glob(p, rule.paths) for p in paths]
+        if not (all(hits) if allow else any(hits)):
+            return False
+    if rule.commands is not None or rule.categories is not None:
+        if analysis is None:
+            return False
+        if rule.commands is not None:
+            if allow and analysis.parse_error is not None:
+                return False
+            simple = [" ".join(argv) for argv in analysis.commands] or [""]
+            hits = [_glob(c, rule.commands) for c in simple]
+            if not (all(hits) if allow else any(hits)):
+                return False
+        if rule.categories is not None:
+            found = analysis.categories
+            if allow and not found <= set(rule.categories):
+                return False
+            if not allow and not found & set(rule.categories):
+                return False
+    if rule.hosts is not None:
+        host = _host(arguments)
+        if host is None or not _glob(host, rule.hosts):
+            return False
+    return True
+
+
+def sticky_rule(tool: str, arguments: Mapping[str, Any], action: Action, scope: str,
+                who: str) -> Rule:
+    """The rule a remembered decision adds to the agent's policy: for this tool
+    (``scope="tool"``) or for these exact arguments (``"arguments"``)."""
+    args: dict[str, str] | None = None
+    if scope == "arguments":
+        args = {k: _escape(v if isinstance(v, str) else str(v))
+                for k, v in arguments.items()}
+    return Rule(tool=_escape(tool), action=action, args=args,
+                reason=f"remembered: {action} by {who}")
+
+
+def _escape(text: str) -> str:
+    """``text`` as an fnmatch pattern matching only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def describe(rules: Sequence[Rule]) -> list[dict[str, Any]]:
+    return [r.model_dump(exclude_none=True) for r in rules]
