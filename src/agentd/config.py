@@ -9,7 +9,7 @@ import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -19,13 +19,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentd.security.policy import PolicyConfig
+
 __all__ = [
     "DEFAULT_PORT",
     "PRIORITIES",
+    "SANDBOX_BACKENDS",
+    "AgentSandbox",
     "Budget",
     "Limit",
     "ProviderLimits",
     "RunLimit",
+    "SandboxConfig",
+    "SandboxLimits",
     "Settings",
     "TenantConfig",
     "default_home",
@@ -116,6 +122,55 @@ class TenantConfig(_Strict):
         return value
 
 
+SANDBOX_BACKENDS = ("auto", "bubblewrap", "gvisor", "process")
+
+
+class SandboxLimits(_Strict):
+    """Resource limits of one command run in the sandbox (every backend applies them)."""
+
+    cpu_s: float = Field(default=30.0, gt=0, le=86400)
+    memory_mb: int = Field(default=1024, ge=16, le=1_048_576)
+    processes: int = Field(default=128, ge=1, le=100_000)
+    file_size_mb: int = Field(default=256, ge=1, le=1_048_576)
+    output_bytes: int = Field(default=256_000, ge=1024, le=16_000_000)
+    wall_s: float = Field(default=60.0, gt=0, le=86400)
+
+
+class AgentSandbox(_Strict):
+    """An agent's ``settings.sandbox``: its backend and limits (each limit at most the
+    daemon's), and whether its shell keeps state between calls by default."""
+
+    backend: Literal["auto", "bubblewrap", "gvisor", "process"] | None = None
+    limits: dict[str, float] = Field(default_factory=dict)
+    persistent_shell: bool = False
+
+    @field_validator("limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, limit in value.items():
+            if name not in SandboxLimits.model_fields:
+                raise ValueError(f"unknown limit {name!r}; known: "
+                                 + ", ".join(SandboxLimits.model_fields))
+            if not limit > 0:
+                raise ValueError(f"limits.{name} must be greater than 0")
+        return value
+
+
+class SandboxConfig(_Strict):
+    """Where shell and git commands run (``[sandbox]`` in agentd.toml)."""
+
+    #: ``auto``: the strongest backend this machine has (gvisor > bubblewrap > process).
+    backend: Literal["auto", "bubblewrap", "gvisor", "process"] = "auto"
+    #: The daemon's limits: the defaults, and the ceiling for agents' own.
+    limits: SandboxLimits = SandboxLimits()
+    #: A persistent shell with no call for this long is closed.
+    shell_idle_s: float = Field(default=600.0, gt=0)
+    #: Snapshot workspaces after tool steps that may have changed them.
+    snapshots: bool = True
+    #: A workspace larger than this is not snapshotted (the step says so).
+    snapshot_max_mb: int = Field(default=2048, ge=1)
+
+
 def default_home() -> Path:
     """``AGENTD_HOME`` or ``~/.agentd``."""
     raw = os.environ.get("AGENTD_HOME")
@@ -178,6 +233,10 @@ class Settings(BaseSettings):
     #: ``breaker_cooldown_s`` (doubling while probes fail, up to 10 times that).
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    #: The daemon's policy layer, below agents' and sessions' (its deny rules are final).
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    #: Sandbox backend and limits for commands (shell, git).
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentd.config import PRIORITIES
+from pydantic import ValidationError
+
+from agentd.config import PRIORITIES, AgentSandbox
 from agentd.errors import InvalidInput
 from agentd.runtime.budgets import parse_budget
+from agentd.security.policy import parse_policy
 
-__all__ = ["check_agent_settings"]
+__all__ = ["check_agent_settings", "sandbox_settings"]
 
 
 def _number(value: Any) -> bool:
@@ -74,3 +77,15 @@ def check_agent_settings(settings: dict[str, Any]) -> None:
     if retries is not None and not _whole(retries, 0, 20):
         raise _refuse("max_retries", "must be an integer from 0 to 20")
     parse_budget(settings.get("budget"))
+    parse_policy(settings.get("policy"), "settings.policy", "body.settings.policy")
+    sandbox_settings(settings)
+
+
+def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
+    """The agent's ``settings.sandbox``, checked (422 naming the field)."""
+    try:
+        return AgentSandbox.model_validate(settings.get("sandbox") or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise _refuse(f"sandbox{where}", f": {first['msg']}") from None

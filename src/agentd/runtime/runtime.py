@@ -25,7 +25,6 @@ from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
-    Conflict,
     InvalidInput,
     InvalidModel,
     ShuttingDown,
@@ -34,6 +33,7 @@ from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
 from agentd.runtime._agent_settings import check_agent_settings
+from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook, parse_budget
 from agentd.runtime.bus import EventBus, Subscription
 from agentd.runtime.calls import Kernel, Target
@@ -43,6 +43,7 @@ from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.loop import CallPolicy, RunExecutor
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
+from agentd.security.policy import Policy, PolicyConfig, parse_policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
     AgentRecord,
@@ -97,6 +98,7 @@ class _Prepared:
     run: RunRecord
     session_key: str
     min_seq: int
+    session_policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -134,6 +136,7 @@ class Runtime:
         self.exclusive = store.dialect == "sqlite"
         self.node_id = settings.node_id
         self.lease = Lease(owner=settings.node_id, ttl=settings.lease_ttl_s)
+        self.approvals = ApprovalDesk(self)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -564,7 +567,8 @@ class Runtime:
                          accepted.run.id)
         elif not accepted.duplicate:
             self.supervisor.submit(accepted.session.id, accepted.run.id, _Prepared(
-                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq),
+                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
+                session_policy=accepted.session.policy),
                 agent_id=agent.id, order=accepted.run.queued_seq)
             if mode == "interrupt" and accepted.busy_run is not None:
                 self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
@@ -653,26 +657,8 @@ class Runtime:
 
     async def decide(self, run_id: str, action: str, output: str | None = None
                      ) -> tuple[RunRecord, str, str]:
-        """Settle a run waiting on a tool call of unknown outcome: retry, skip, fail."""
-        if action not in ("retry", "skip", "fail"):
-            raise InvalidInput(f"unknown action {action!r}; use retry, skip or fail",
-                               field="body.action")
-        run = await self.store.get_run(run_id)
-        if run.status != "waiting_approval":
-            raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
-                           code="not_waiting")
-        executor = self.supervisor.active_executor(run.session_id, run_id)
-        if executor is None or executor.lost:
-            # Waiting on another node (or on none): this node takes the run over with
-            # the decision logged; the other loses it at its next lease renewal.
-            event = await self.store.decide_unheld(run_id, {"action": action,
-                                                            "output": output})
-            self.bus.publish([event])
-            self.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
-                                   order=run.queued_seq)
-        else:
-            await executor.decide(action, output)
-        self.supervisor.waiting_runs.discard(run_id)
+        """Settle what a run waits on by the run's id (see :class:`ApprovalDesk`)."""
+        await self.approvals.decide_run(run_id, action, output)
         return await self.store.run_context(run_id)
 
     async def _cancel_queued(self, run_id: str, reason: str) -> None:
@@ -695,9 +681,11 @@ class Runtime:
                               ) -> RunExecutor | None:
         if prepared is not None:
             run, session_key, min_seq = prepared.run, prepared.session_key, prepared.min_seq
+            session_policy = prepared.session_policy
         else:
             run, _, session_key = await self.store.run_context(run_id)
             min_seq = None
+            session_policy = None
         if run.terminal:
             return None
         agent = await self._agent_by_id(run.agent_id)  # wakes it
@@ -718,6 +706,11 @@ class Runtime:
             return None
         history = await self.histories.get(run.session_id, min_seq=min_seq,
                                            agent_id=agent.id)
+        if prepared is None:
+            session_policy = (await self.store.get_session(agent.id, session_key)).policy
+        permissions = self.permissions_for(
+            agent.settings, None if session_policy is None
+            else PolicyConfig.model_validate(session_policy))
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, kernel=self.kernel,
@@ -726,8 +719,26 @@ class Runtime:
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            workspace=self.workspace_of(agent),
+            workspace=self.workspace_of(agent), permissions=permissions,
         )
+
+    def permissions_for(self, agent_settings: dict[str, Any],
+                        session: PolicyConfig | None) -> Policy:
+        """The layered policy of an agent's session (daemon < agent < session)."""
+        return Policy(daemon=self.settings.policy,
+                      agent=parse_policy(agent_settings.get("policy"), "settings.policy",
+                                         "body.settings.policy"),
+                      session=session)
+
+    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
+                                 ) -> SessionRecord:
+        """Set (None: clear) a session's own policy layer; its next run uses it."""
+        layer = (None if policy is None
+                 else parse_policy(policy, "policy", "body").model_dump(exclude_none=True))
+        _, session = await self.get_session(name, key)
+        await self.store.set_session_policy(session.id, layer)
+        session.policy = layer
+        return session
 
     def workspace_of(self, agent: AgentRecord) -> Path:
         """The agent's workspace directory (by id: a new agent of an old name starts

@@ -99,17 +99,18 @@ class PolicyConfig(BaseModel):
     approval_timeout_s: float | None = Field(None, gt=0, le=30 * 86400)
 
 
-def parse_policy(value: Any, field: str) -> PolicyConfig:
-    """``value`` as a policy layer, or InvalidInput naming ``field`` and the problem."""
+def parse_policy(value: Any, name: str, location: str) -> PolicyConfig:
+    """``value`` as a policy layer, or InvalidInput naming the setting (``name``, as the
+    message says it; ``location``, as the error's ``field``) and the problem."""
     if value is None:
         return PolicyConfig()
     try:
         return PolicyConfig.model_validate(value)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{field}{'.' + where if where else ''}: {first['msg']}",
-                           field=f"{field}{'.' + where if where else ''}") from None
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise InvalidInput(f"{name}{where}: {first['msg']}",
+                           field=f"{location}{where}") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -188,6 +189,9 @@ class Policy:
         self.network = self._first("network", False)
         self.on_taint: str = self._first("tainted", "ask")
         self.approval_timeout_s: float = self._first("approval_timeout_s", 3600.0)
+
+    def layers_by_name(self) -> dict[str, PolicyConfig]:
+        return dict(self.layers)
 
     def _first(self, name: str, default: Any) -> Any:
         for _, layer in self.layers:

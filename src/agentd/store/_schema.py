@@ -138,3 +138,11 @@ CREATE INDEX usage_daily_agent ON usage_daily (agent_id, day);
 ALTER TABLE runs ADD COLUMN priority {text} NOT NULL DEFAULT 'background';
 """,
 ))
+
+MIGRATIONS.append((
+    4,
+    "session policy",
+    """
+ALTER TABLE sessions ADD COLUMN policy {text};
+""",
+))

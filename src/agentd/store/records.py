@@ -77,6 +77,8 @@ class SessionRecord:
     updated_at: float = 0.0
     checkpoint_seq: int = 0
     checkpoint_at: float = 0.0
+    #: The session's own policy layer (``PolicyConfig`` as a dict), if set.
+    policy: dict[str, Any] | None = None
 
     @property
     def tag(self) -> str:
@@ -89,6 +91,7 @@ class SessionRecord:
             "last_seq": self.last_seq,
             "tag": self.tag,
             "checkpoint_seq": self.checkpoint_seq,
+            **({"policy": self.policy} if self.policy is not None else {}),
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }

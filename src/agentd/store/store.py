@@ -30,7 +30,7 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
-from agentd.store import _usage
+from agentd.store import _approvals, _usage
 from agentd.store._engine import Engine, Tx
 from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
@@ -50,8 +50,9 @@ __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store"]
 log = logging.getLogger(__name__)
 
 _AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
-_SESSION_COLS = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
-                 "checkpoint_at")
+_SESSION_NEW = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
+                "checkpoint_at")
+_SESSION_COLS = _SESSION_NEW + ", policy"
 _RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
              "idempotency_key, created_at, started_at, finished_at, lease_owner, "
              "lease_expires_at, queued_seq, priority")
@@ -78,7 +79,8 @@ def _agent(row: tuple[Any, ...]) -> AgentRecord:
 def _session(row: tuple[Any, ...]) -> SessionRecord:
     return SessionRecord(id=row[0], agent_id=row[1], key=row[2], last_seq=row[3],
                          created_at=row[4], updated_at=row[5], checkpoint_seq=row[6],
-                         checkpoint_at=row[7])
+                         checkpoint_at=row[7],
+                         policy=orjson.loads(row[8]) if row[8] is not None else None)
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
@@ -430,6 +432,17 @@ class Store:
             (agent_id,)))
         return [_session(r) for r in rows]
 
+    async def set_session_policy(self, session_id: str, policy: dict[str, Any] | None
+                                 ) -> None:
+        """Set (or with None clear) a session's own policy layer."""
+        await self.engine.write(lambda tx: tx.execute(
+            "UPDATE sessions SET policy = ? WHERE id = ?",
+            (None if policy is None else _dumps(policy), session_id)))
+
+    async def pending_approvals(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """Undecided approval requests (see :mod:`agentd.store._approvals`)."""
+        return await self.engine.read(lambda tx: _approvals.pending(tx, agent))
+
     async def get_session(self, agent_id: str, key: str) -> SessionRecord:
         row = await self.engine.read(lambda tx: tx.one(
             f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
@@ -471,7 +484,7 @@ class Store:
                          (agent_id, key))
             if row is None:
                 tx.execute(
-                    f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+                    f"INSERT INTO sessions ({_SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
                     "ON CONFLICT (agent_id, key) DO NOTHING",
                     (new_id("s"), agent_id, key, now, now, now),
                 )
@@ -677,10 +690,11 @@ class Store:
             if status != "waiting_approval" or not asks or asks[0][1] != "approval.requested":
                 raise Conflict(f"run {run_id} is {status}, not waiting for a decision",
                                code="not_waiting")
-            effect_id = orjson.loads(asks[0][2])["effect_id"]
+            asked = orjson.loads(asks[0][2])
             event = _append(tx, session_id, [NewEvent(
                 kind="approval.decided", run_id=run_id,
-                data={"effect_id": effect_id, **data})], now)[0]
+                data={"approval_id": asked.get("approval_id"),
+                      "effect_id": asked["effect_id"], **data})], now)[0]
             tx.execute("UPDATE runs SET status = 'running', lease_owner = NULL, "
                        "lease_expires_at = 0 WHERE id = ?", (run_id,))
             return event
@@ -826,11 +840,14 @@ class Store:
                 "ORDER BY seq", (session_id, to_seq))])
                 if e.kind not in ("session.restored", "checkpoint")]
             tx.execute(
-                f"INSERT INTO sessions ({_SESSION_COLS}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+                f"INSERT INTO sessions ({_SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
                 "ON CONFLICT (agent_id, key) DO NOTHING",
                 (new_session_id, origin.agent_id, key, now, now, now))
             if tx.rowcount == 0:
                 raise SessionExists(f"session {key!r} already exists")
+            tx.execute("UPDATE sessions SET policy = ? WHERE id = ?",
+                       (None if origin.policy is None else _dumps(origin.policy),
+                        new_session_id))
             if copied:
                 tx.executemany(_INSERT_EVENT, [
                     (new_session_id, i, e.run_id, e.kind, _dumps(e.data), e.at)

@@ -1,0 +1,148 @@
+"""Approvals: the requests runs wait on, listed and decided.
+
+A request is an ``approval.requested`` event of a run in ``waiting_approval`` (see
+:mod:`agentd.store._approvals`); a decision is an ``approval.decided`` event. Two kinds:
+
+- ``policy``: the permission policy said ``ask`` for a tool call; ``approve`` (with the
+  model's arguments, or with ``arguments`` edited by the person) or ``deny``. With
+  ``remember`` (``"arguments"``: these exact arguments; ``"tool"``: the tool whatever
+  its arguments), the decision also becomes a rule at the front of the agent's
+  ``settings.policy.rules``, so the agent is not asked again.
+- ``unknown_outcome``: a non-idempotent call was cut off by a crash; ``retry``,
+  ``skip`` (with the ``output`` to record) or ``fail``.
+
+The run waits in its executor; a decision for a run no executor of this node holds
+(its node died, or it waits on another node) is logged by the store and this node
+takes the run over, resuming it with the decision.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agentd.errors import Conflict, InvalidInput, NotFound
+from agentd.security.policy import PolicyConfig, parse_policy, sticky_rule
+
+if TYPE_CHECKING:
+    from agentd.runtime.runtime import Runtime
+
+__all__ = ["REMEMBER", "ApprovalDesk"]
+
+REMEMBER = ("arguments", "tool")
+
+
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+
+
+class ApprovalDesk:
+    """The runtime's approval requests. Owned by :class:`~agentd.runtime.Runtime`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def pending(self, agent: str | None = None) -> list[dict[str, Any]]:
+        """Undecided requests, oldest first, each with its run, agent and session."""
+        if agent is not None:
+            await self.runtime.get_agent(agent)  # 404 for an unknown agent
+        return await self.runtime.store.pending_approvals(agent)
+
+    async def get(self, approval_id: str) -> dict[str, Any]:
+        for request in await self.runtime.store.pending_approvals():
+            if request.get("approval_id") == approval_id:
+                return request
+        raise ApprovalNotFound(f"no pending approval {approval_id!r} (it was decided, "
+                               "expired, or never existed)")
+
+    async def decide(self, approval_id: str, action: str, *,
+                     arguments: dict[str, Any] | None = None, output: str | None = None,
+                     remember: str | None = None, reason: str | None = None,
+                     by: str | None = None) -> dict[str, Any]:
+        """Decide a pending request; returns the decision as logged."""
+        request = await self.get(approval_id)
+        return await self._decide(request, action, arguments=arguments, output=output,
+                                  remember=remember, reason=reason, by=by)
+
+    async def decide_run(self, run_id: str, action: str, output: str | None = None
+                         ) -> dict[str, Any]:
+        """Decide what ``run_id`` waits on (the older, run-addressed API)."""
+        for request in await self.runtime.store.pending_approvals():
+            if request["run_id"] == run_id:
+                return await self._decide(request, action, output=output)
+        run = await self.runtime.store.get_run(run_id)
+        raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
+                       code="not_waiting")
+
+    async def _decide(self, request: dict[str, Any], action: str, *,
+                      arguments: dict[str, Any] | None = None, output: str | None = None,
+                      remember: str | None = None, reason: str | None = None,
+                      by: str | None = None) -> dict[str, Any]:
+        runtime = self.runtime
+        options = request.get("options") or ["retry", "skip", "fail"]
+        if action not in options:
+            raise InvalidInput(f"unknown action {action!r}; this request takes "
+                               f"{', '.join(options)}", field="body.action")
+        policy_kind = request.get("kind") == "policy"
+        if arguments is not None:
+            if not policy_kind or action != "approve":
+                raise InvalidInput("arguments can only be given to approve a tool call",
+                                   field="body.arguments")
+            tool = runtime.tools.get(request["name"])
+            if tool is not None:
+                try:
+                    tool.validate(arguments)
+                except Exception as exc:
+                    raise InvalidInput(f"the edited arguments do not fit {request['name']}: "
+                                       f"{getattr(exc, 'message', exc)}",
+                                       field="body.arguments") from None
+        if remember is not None and (not policy_kind or remember not in REMEMBER):
+            raise InvalidInput("remember takes 'arguments' or 'tool', for a policy "
+                               "request", field="body.remember")
+        if output is not None and policy_kind:
+            raise InvalidInput("output is for skipping a call of unknown outcome",
+                               field="body.output")
+        if remember is not None:
+            await self._remember(request, action, arguments, remember, by)
+        run_id, session_id = request["run_id"], None
+        run = await runtime.store.get_run(run_id)
+        session_id = run.session_id
+        executor = runtime.supervisor.active_executor(session_id, run_id)
+        if executor is not None and not executor.lost and executor.waiting_for is not None:
+            data = await executor.decide(action, output, arguments=arguments,
+                                         reason=reason, by=by)
+        else:
+            data = {"action": action}
+            if output is not None or not policy_kind:
+                data["output"] = output
+            for name, value in (("arguments", arguments), ("reason", reason), ("by", by)):
+                if value is not None:
+                    data[name] = value
+            event = await runtime.store.decide_unheld(run_id, data)
+            runtime.bus.publish([event])
+            runtime.supervisor.submit(session_id, run_id, agent_id=run.agent_id,
+                                      order=run.queued_seq)
+            data = event.data
+        runtime.supervisor.waiting_runs.discard(run_id)
+        return data
+
+    async def _remember(self, request: dict[str, Any], action: str,
+                        arguments: dict[str, Any] | None, scope: str, by: str | None) -> None:
+        """Put the decision at the front of the agent's rules, and into the policy of the
+        run that asked (its next calls see it at once)."""
+        runtime = self.runtime
+        agent = await runtime.get_agent(request["agent"])
+        rule = sticky_rule(request["name"], arguments or request.get("arguments") or {},
+                           "allow" if action == "approve" else "deny", scope,
+                           by or "a person")
+        current = parse_policy(agent.settings.get("policy"), "settings.policy",
+                               "body.settings.policy")
+        layer = PolicyConfig.model_validate({**current.model_dump(exclude_none=True),
+                                             "rules": [rule, *current.rules]})
+        settings = {**agent.settings, "policy": layer.model_dump(exclude_none=True)}
+        await runtime.update_agent(agent.name, {"settings": settings})
+        executor = runtime.supervisor.active_executor(
+            (await runtime.store.get_run(request["run_id"])).session_id, request["run_id"])
+        if executor is not None:
+            executor.permissions = runtime.permissions_for(
+                (await runtime.get_agent(agent.name)).settings,
+                executor.permissions.layers_by_name().get("session"))

@@ -1,0 +1,376 @@
+"""Tools from MCP servers: local ones run as subprocesses (stdio) or remote ones (HTTP).
+
+An agent lists servers in its ``settings.mcp`` (:class:`MCPServer`); the
+:class:`MCPManager` connects to each for that agent, lists its tools and wraps them as
+:class:`MCPTool`, named ``<server>__<tool>``. What the runtime must know of a tool
+comes from the server's annotations::
+
+    readOnlyHint        -> read_only and idempotent
+    idempotentHint      -> idempotent
+    destructiveHint     -> needs_approval (true by default unless read-only)
+    openWorldHint       -> sends_out, unless read-only (true by default)
+    server.trusted      -> untrusted_output when false (what the server says taints
+                           the session)
+
+``needs_network`` stays false: the server, not the daemon, reaches the network.
+
+A server that dies is restarted at the next call (a call in flight fails at once);
+after too many crashes it is reported dead. A call that timed out leaves its
+connection suspect, and the next call gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jsonschema import Draft202012Validator, validators  # type: ignore[import-untyped]
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from referencing.exceptions import Unresolvable
+
+from agentd.errors import InvalidInput, ToolError
+from agentd.tools._mcp_session import Connection
+from agentd.tools._tool import Tool, ToolContext
+
+if TYPE_CHECKING:
+    from mcp_types import CallToolResult
+    from mcp_types import Tool as ToolInfo
+
+__all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool"]
+
+log = logging.getLogger(__name__)
+
+#: Characters of a tool's description passed on to the model.
+MAX_DESCRIPTION = 1024
+#: Characters of a tool's result passed on to the model.
+MAX_RESULT = 100_000
+#: OpenAI's limit on tool names (which allow only ``[A-Za-z0-9_-]``).
+_MAX_NAME = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class MCPServer(BaseModel):
+    """An MCP server whose tools an agent may use (one entry of ``settings.mcp``).
+
+    Exactly one of ``command`` and ``url`` is given.
+
+    Attributes:
+        name: Prefix of its tools' names (``<name>__<tool>``).
+        command: Argv of a local server speaking MCP over stdin/stdout.
+        env: Variables for that process. It does not inherit the daemon's environment
+            beyond HOME, PATH, LANG and the user's identity (LOGNAME, USER, SHELL,
+            TERM), so a secret reaches it only when listed here.
+        cwd: Its working directory.
+        url: A streamable HTTP endpoint.
+        headers: HTTP headers sent with every request (``Authorization``, ...).
+        trusted: Its results are trusted; when false (the default) every result taints
+            the session that reads it.
+        tools: Only these of its tools (by the server's names); None: all.
+        timeout_s: Limit of one call.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+    command: list[str] | None = Field(None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    trusted: bool = False
+    tools: list[str] | None = None
+    timeout_s: float = Field(60.0, gt=0, le=86_400)
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0]:
+            raise ValueError("the command's first item (the program) is empty")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not _ENV_NAME.match(k)]
+        if bad:
+            raise ValueError(f"invalid environment variable name(s): {', '.join(bad)}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("url must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> MCPServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (a local server) and url "
+                             "(a streamable HTTP server)")
+        if self.url is not None and (self.env or self.cwd is not None):
+            raise ValueError("env and cwd apply to a command, not to a url")
+        if self.command is not None and self.headers:
+            raise ValueError("headers apply to a url, not to a command")
+        return self
+
+
+def _fail_direct_call(**_: Any) -> Any:
+    raise TypeError("an MCP tool runs through MCPTool.call")
+
+
+@dataclass(kw_only=True)
+class MCPTool(Tool):
+    """A tool of an MCP server: arguments checked against its JSON schema, run remotely."""
+
+    server: str
+    #: The tool's name on the server.
+    remote_name: str
+    _connection: Connection = field(repr=False)
+    _validator: Any = field(repr=False, default=None)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check the arguments against the tool's schema; raise ToolError if wrong."""
+        if not isinstance(arguments, dict):
+            raise ToolError(f"invalid arguments for {self.name}: expected an object",
+                            code="tool_bad_arguments")
+        if self._validator is None:
+            return arguments
+        try:
+            errors = sorted(self._validator.iter_errors(arguments),
+                            key=lambda e: [str(p) for p in e.absolute_path])
+        except Unresolvable as exc:
+            # A $ref we cannot follow (a remote one): the server checks for itself.
+            log.debug("tool %s: schema not checkable here: %s", self.name, exc)
+            return arguments
+        if errors:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.absolute_path) or '(arguments)'}: {e.message}"
+                for e in errors[:5])
+            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+            raise ToolError(f"invalid arguments for {self.name}: {problems}{more}",
+                            code="tool_bad_arguments")
+        return arguments
+
+    async def call(self, arguments: dict[str, Any], ctx: ToolContext,
+                   default_timeout_s: float) -> str:
+        arguments = self.validate(arguments)
+        timeout = self.timeout_s or default_timeout_s
+        result = await self._connection.call(
+            self.remote_name, arguments, timeout_s=timeout, retry=self.idempotent,
+            label=self.name)
+        return _render(result, self.name)
+
+
+class MCPManager:
+    """Connections to MCP servers, kept per owner (an agent) and server configuration.
+
+    Args:
+        connect_timeout_s: Limit for a server to start and answer the handshake.
+        max_restarts: Crashes (a server that died or could not restart) tolerated
+            within ``restart_window_s``; one more and the server is dead: its calls
+            fail at once until its tools are loaded again.
+        restart_window_s: The window of ``max_restarts``.
+    """
+
+    def __init__(self, *, connect_timeout_s: float = 20.0, max_restarts: int = 3,
+                 restart_window_s: float = 60.0) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._max_restarts = max_restarts
+        self._restart_window_s = restart_window_s
+        self._connections: dict[tuple[str, str], Connection] = {}
+
+    async def tools(self, owner: str, servers: Sequence[MCPServer]) -> list[Tool]:
+        """Connect ``owner`` to ``servers`` (reusing live connections); return their tools.
+
+        Connections ``owner`` had to servers no longer listed are closed. A dead server
+        gets a fresh start.
+
+        Raises:
+            ToolError: ``mcp_unavailable``: a server could not start or connect (the
+                message names it and says why, with the tail of its stderr).
+            InvalidInput: two servers share a name, or ``tools`` names a tool the
+                server does not have.
+        """
+        names = [s.name for s in servers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidInput(f"MCP server name(s) used twice: {', '.join(twice)}")
+        keys = [(owner, s.model_dump_json()) for s in servers]
+        stale = [k for k in self._connections if k[0] == owner and k not in keys]
+        await asyncio.gather(*(self._connections.pop(k).close() for k in stale))
+        connections = []
+        for key, server in zip(keys, servers, strict=True):
+            if key not in self._connections:
+                self._connections[key] = Connection(
+                    owner, server, connect_timeout_s=self._connect_timeout_s,
+                    max_restarts=self._max_restarts,
+                    restart_window_s=self._restart_window_s)
+            connections.append(self._connections[key])
+        outcomes = await asyncio.gather(*(c.load() for c in connections),
+                                        return_exceptions=True)
+        failures: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ToolError):
+                failures.append(outcome.message)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if failures:
+            raise ToolError("; ".join(failures), code="mcp_unavailable")
+        out: list[Tool] = []
+        taken: set[str] = set()
+        for connection in connections:
+            out.extend(_wrap(connection, taken))
+        return out
+
+    async def close(self, owner: str | None = None) -> None:
+        """Close ``owner``'s connections, or every connection; stops their processes."""
+        keys = [k for k in self._connections if owner is None or k[0] == owner]
+        await asyncio.gather(*(self._connections.pop(k).close() for k in keys))
+
+    def status(self) -> list[dict[str, Any]]:
+        """One entry per connection: server, owner, transport, state, restarts,
+        last_error and the number of tools.
+
+        ``state`` is ``connecting`` (first start, or it failed and the next call
+        tries again), ``connected``, ``restarting`` (the connection was lost or is
+        being replaced; the next call starts a new one), or ``dead``.
+        """
+        return [c.status() for c in self._connections.values()]
+
+
+def _wrap(connection: Connection, taken: set[str]) -> list[MCPTool]:
+    server = connection.server
+    listed = connection.tools
+    if server.tools is not None:
+        known = {t.name for t in listed}
+        unknown = [n for n in server.tools if n not in known]
+        if unknown:
+            raise InvalidInput(
+                f"MCP server {server.name!r} has no tool(s) {', '.join(unknown)}; it has: "
+                f"{', '.join(sorted(known)) or 'none'}")
+        wanted = set(server.tools)
+        listed = [t for t in listed if t.name in wanted]
+    return [_tool(server, connection, info, taken) for info in listed]
+
+
+def _exposed_name(server: str, tool: str, taken: set[str] | None = None) -> str:
+    """``<server>__<tool>``, made a valid OpenAI tool name (``[A-Za-z0-9_-]{1,64}``).
+
+    Other characters become ``_``; a name that is too long, or that would clash with
+    one already ``taken``, is cut and ends with a hash of the tool's real name.
+    """
+    name = f"{server}__{_UNSAFE.sub('_', tool)}"
+    if len(name) > _MAX_NAME or (taken is not None and name in taken):
+        digest = hashlib.sha256(tool.encode()).hexdigest()[:8]
+        name = f"{name[:_MAX_NAME - 9]}_{digest}"
+    return name
+
+
+def _tool(server: MCPServer, connection: Connection, info: ToolInfo,
+          taken: set[str]) -> MCPTool:
+    name = _exposed_name(server.name, info.name, taken)
+    if name != f"{server.name}__{info.name}":
+        log.info("MCP tool %r of server %r is exposed as %r", info.name, server.name, name)
+    taken.add(name)
+    ann = info.annotations
+    read_only = bool(ann and ann.read_only_hint)
+    idempotent = read_only or bool(ann and ann.idempotent_hint)
+    # The MCP defaults: a tool that is not read-only may be destructive and may
+    # reach an open world unless it says otherwise.
+    destructive = not read_only and not (ann and ann.destructive_hint is False)
+    open_world = not (ann and ann.open_world_hint is False)
+    description = info.description or (ann.title if ann and ann.title else "") or ""
+    if len(description) > MAX_DESCRIPTION:
+        description = description[:MAX_DESCRIPTION - 1] + "…"
+    schema = copy.deepcopy(info.input_schema)
+    return MCPTool(
+        name=name,
+        description=description,
+        fn=_fail_direct_call,
+        parameters=schema,
+        read_only=read_only,
+        idempotent=idempotent,
+        needs_approval=destructive,
+        needs_network=False,
+        sends_out=open_world and not read_only,
+        untrusted_output=not server.trusted,
+        timeout_s=server.timeout_s,
+        server=server.name,
+        remote_name=info.name,
+        _connection=connection,
+        _validator=_validator(schema, name),
+    )
+
+
+def _validator(schema: dict[str, Any], name: str) -> Any:
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        # The server validates its arguments anyway; the tool stays usable.
+        log.warning("MCP tool %s has an invalid input schema (%s); arguments are "
+                    "not checked before the call", name, exc.message)
+        return None
+    return cls(schema)
+
+
+def _render(result: CallToolResult, name: str) -> str:
+    """The text of a tool result for the model; an ``isError`` result raises ToolError.
+
+    Text blocks are joined; without text, structured content is given as JSON; images,
+    audio and binary resources are summarised. At most :data:`MAX_RESULT` characters.
+    """
+    from mcp_types import (
+        AudioContent,
+        EmbeddedResource,
+        ImageContent,
+        ResourceLink,
+        TextContent,
+        TextResourceContents,
+    )
+
+    parts: list[str] = []
+    has_text = False
+    for block in result.content:
+        if isinstance(block, TextContent):
+            parts.append(block.text)
+            has_text = True
+        elif isinstance(block, ImageContent | AudioContent):
+            kind = "image" if isinstance(block, ImageContent) else "audio"
+            parts.append(f"[{kind}: {block.mime_type}, {_decoded_size(block.data)} bytes]")
+        elif isinstance(block, EmbeddedResource):
+            res = block.resource
+            if isinstance(res, TextResourceContents):
+                parts.append(f"[resource {res.uri}]\n{res.text}")
+                has_text = True
+            else:
+                parts.append(f"[resource {res.uri}: {res.mime_type or 'binary'}, "
+                             f"{_decoded_size(res.blob)} bytes]")
+        elif isinstance(block, ResourceLink):
+            parts.append(f"[resource link: {block.uri}"
+                         f"{f' ({block.mime_type})' if block.mime_type else ''}]")
+    if not has_text and result.structured_content is not None:
+        parts.insert(0, json.dumps(result.structured_content, ensure_ascii=False, default=str))
+    text = "\n".join(parts)
+    if len(text) > MAX_RESULT:
+        text = (text[:MAX_RESULT]
+                + f"\n[MCP result truncated: {len(text)} characters in all]")
+    if result.is_error:
+        raise ToolError(f"{name} failed: {text or 'the server gave no details'}",
+                        code="mcp_tool_error")
+    return text
+
+
+def _decoded_size(data: str) -> int:
+    data = data.strip()
+    return len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
