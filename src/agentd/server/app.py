@@ -102,4 +102,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.checkpoints.router)
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
+    app.include_router(routes.approvals.router)
     return app

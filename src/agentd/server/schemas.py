@@ -11,6 +11,9 @@ __all__ = [
     "AgentList",
     "AgentOut",
     "AgentPatch",
+    "ApprovalDecisionIn",
+    "ApprovalList",
+    "ApprovalOut",
     "CheckpointIn",
     "CheckpointList",
     "CheckpointOut",
@@ -86,6 +89,45 @@ class DecisionIn(_In):
                                description="With skip: the result the model is given.")
 
 
+class ApprovalDecisionIn(_In):
+    action: Literal["approve", "deny", "retry", "skip", "fail"] = Field(
+        description="A policy request takes approve or deny; a call of unknown outcome "
+                    "takes retry, skip or fail.")
+    arguments: dict[str, Any] | None = Field(
+        default=None, description="With approve: run the call with these arguments "
+                                  "instead of the model's.")
+    remember: Literal["arguments", "tool"] | None = Field(
+        default=None, description="Also add the decision to the agent's policy rules: "
+                                  "for these exact arguments, or for the tool.")
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="Why (the model reads it with a denial).")
+    output: str | None = Field(default=None, max_length=1_000_000,
+                               description="With skip: the result the model is given.")
+    by: str | None = Field(default=None, max_length=200,
+                           description="Who decides (for the audit trail).")
+
+
+class ApprovalOut(BaseModel):
+    approval_id: str
+    kind: Literal["policy", "unknown_outcome"]
+    agent: str
+    session: str
+    run_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    reason: str
+    options: list[str]
+    policy: dict[str, Any] | None = None
+    expires_at: float | None = None
+    requested_at: float
+    seq: int
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalOut]
+
+
 class CheckpointIn(_In):
     name: str | None = Field(default=None, max_length=64,
                              description="Optional name, unique in the session.")
@@ -137,6 +179,8 @@ class SessionOut(BaseModel):
     last_seq: int
     tag: str
     checkpoint_seq: int
+    policy: dict[str, Any] | None = Field(
+        default=None, description="The session's own policy layer, if set.")
     created_at: str
     updated_at: str
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from agentd.server.routes import agents, checkpoints, kernel, runs, sessions, usage
+from agentd.server.routes import (
+    agents,
+    approvals,
+    checkpoints,
+    kernel,
+    runs,
+    sessions,
+    usage,
+)
 
-__all__ = ["agents", "checkpoints", "kernel", "runs", "sessions", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "kernel", "runs", "sessions", "usage"]

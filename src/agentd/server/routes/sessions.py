@@ -199,6 +199,21 @@ async def fork_session(name: str, key: str, body: ForkIn, request: Request) -> R
     return json_response(session.to_api(name), 201)
 
 
+@router.put("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404, 422))
+async def set_session_policy(name: str, key: str, request: Request,
+                             body: dict[str, Any] | None = None) -> Response:
+    """Set the session's own policy layer (the top one: session < agent < daemon,
+    except the daemon's deny rules); an empty body or ``null`` clears it."""
+    session = await runtime_of(request).set_session_policy(name, key, body or None)
+    return json_response(session.to_api(name))
+
+
+@router.delete("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404))
+async def clear_session_policy(name: str, key: str, request: Request) -> Response:
+    session = await runtime_of(request).set_session_policy(name, key, None)
+    return json_response(session.to_api(name))
+
+
 @router.get("/{key:path}", response_model=SessionOut, responses=ERRORS(404))
 async def get_session(name: str, key: str, request: Request) -> Response:
     _, session = await runtime_of(request).get_session(name, key)

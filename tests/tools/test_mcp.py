@@ -1,0 +1,371 @@
+"""MCP tools against a real MCP server (tests/tools/mcp_server.py), over stdio and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agentd.errors import InvalidInput, ToolError
+from agentd.tools import Tool, ToolContext
+from agentd.tools.mcp import MAX_RESULT, MCPManager, MCPServer, MCPTool, _exposed_name
+
+SERVER = Path(__file__).with_name("mcp_server.py")
+CTX = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
+
+
+def bounded(seconds: float) -> Callable[[Callable[..., Awaitable[None]]],
+                                        Callable[..., Awaitable[None]]]:
+    """No bug may hang the suite: the test fails after ``seconds``."""
+    def wrap(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> None:
+            async with asyncio.timeout(seconds):
+                await fn(*args, **kwargs)
+        return run
+    return wrap
+
+
+def stdio(name: str = "t", **kwargs: Any) -> MCPServer:
+    return MCPServer(name=name, command=[sys.executable, str(SERVER), "stdio"], **kwargs)
+
+
+def by_name(tools: list[Tool]) -> dict[str, Tool]:
+    return {t.name: t for t in tools}
+
+
+async def call(tools: list[Tool], tool_name: str, **arguments: Any) -> Any:
+    return await by_name(tools)[tool_name].call(arguments, CTX, 30.0)
+
+
+async def failure(awaitable: Awaitable[Any]) -> ToolError:
+    with pytest.raises(ToolError) as info:
+        await awaitable
+    return info.value
+
+
+def gone(pid: int) -> bool:
+    """The process has exited and been reaped (a zombie still answers signal 0)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def state(manager: MCPManager, server: str = "t") -> dict[str, Any]:
+    [entry] = [s for s in manager.status() if s["server"] == server]
+    return entry
+
+
+@pytest.fixture
+async def manager() -> AsyncIterator[MCPManager]:
+    m = MCPManager(connect_timeout_s=20)
+    yield m
+    await m.close()
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(SERVER), "http", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, "the HTTP MCP server exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the HTTP MCP server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# -- configuration ----------------------------------------------------------------
+
+
+def test_server_config_needs_exactly_one_transport() -> None:
+    with pytest.raises(ValidationError, match="exactly one of command"):
+        MCPServer(name="x")
+    with pytest.raises(ValidationError, match="exactly one of command"):
+        MCPServer(name="x", command=["srv"], url="http://localhost/mcp")
+    with pytest.raises(ValidationError, match="env and cwd apply to a command"):
+        MCPServer(name="x", url="http://localhost/mcp", env={"A": "b"})
+    with pytest.raises(ValidationError, match="headers apply to a url"):
+        MCPServer(name="x", command=["srv"], headers={"A": "b"})
+    with pytest.raises(ValidationError, match="http"):
+        MCPServer(name="x", url="file:///etc/passwd")
+    with pytest.raises(ValidationError):
+        MCPServer(name="has space", command=["srv"])
+    with pytest.raises(ValidationError):
+        MCPServer(name="x" * 33, command=["srv"])
+    with pytest.raises(ValidationError):
+        MCPServer(name="x", command=["srv"], surprise=True)  # type: ignore[call-arg]
+
+
+def test_exposed_names_are_valid_openai_tool_names() -> None:
+    assert _exposed_name("fs", "read_file") == "fs__read_file"
+    assert _exposed_name("fs", "dir.list/all") == "fs__dir_list_all"
+    long_a, long_b = _exposed_name("fs", "a" * 80), _exposed_name("fs", "a" * 81)
+    assert len(long_a) == len(long_b) == 64 and long_a != long_b
+    clash = _exposed_name("fs", "x.y", taken={"fs__x_y"})
+    assert clash != "fs__x_y" and clash.startswith("fs__x_y_")
+
+
+# -- stdio -------------------------------------------------------------------------
+
+
+@bounded(30)
+async def test_stdio_tools_metadata_and_calls(manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio()])
+    named = by_name(tools)
+    assert {"t__add", "t__echo", "t__write_note", "t__slow", "t__crash"} <= set(named)
+    assert all(isinstance(t, MCPTool) for t in tools)
+
+    add = named["t__add"]
+    assert add.description == "Add two integers."
+    assert add.spec.parameters["properties"]["a"]["type"] == "integer"
+    assert (add.read_only, add.idempotent, add.needs_approval, add.sends_out) == (
+        True, True, False, False)
+    echo = named["t__echo"]  # idempotent, not destructive, closed world
+    assert (echo.read_only, echo.idempotent, echo.needs_approval, echo.sends_out) == (
+        False, True, False, False)
+    note = named["t__write_note"]  # destructive, open world by default
+    assert (note.read_only, note.idempotent, note.needs_approval, note.sends_out) == (
+        False, False, True, True)
+    slow = named["t__slow"]  # no annotations: the MCP defaults are the cautious ones
+    assert (slow.read_only, slow.needs_approval, slow.sends_out) == (False, True, True)
+    assert all(t.untrusted_output and not t.needs_network for t in tools)
+    assert add.timeout_s == 60.0
+
+    assert await call(tools, "t__add", a=2, b=3) == "5"
+    assert await call(tools, "t__echo", text="héllo") == "héllo"
+    results = await asyncio.gather(*(call(tools, "t__add", a=i, b=1) for i in range(5)))
+    assert results == ["1", "2", "3", "4", "5"]
+
+
+@bounded(30)
+async def test_stdio_results_errors_and_limits(manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio(trusted=True, tools=["add", "fail", "big",
+                                                                       "picture", "structured"])])
+    assert sorted(t.name for t in tools) == ["t__add", "t__big", "t__fail", "t__picture",
+                                             "t__structured"]
+    assert not any(t.untrusted_output for t in tools)
+
+    bad = await failure(call(tools, "t__add", a="two"))
+    assert bad.code == "tool_bad_arguments"
+    assert "a: 'two' is not of type 'integer'" in bad.message
+    assert "'b' is a required property" in bad.message
+
+    failed = await failure(call(tools, "t__fail"))
+    assert failed.code == "mcp_tool_error"
+    assert "the tool failed on purpose" in failed.message
+
+    big = await call(tools, "t__big")
+    assert big.startswith("x" * 1000)
+    assert MAX_RESULT < len(big) < MAX_RESULT + 200
+    assert big.endswith("[MCP result truncated: 1000000 characters in all]")
+
+    assert await call(tools, "t__picture") == "[image: image/png, 100 bytes]"
+    assert await call(tools, "t__structured") == '{"answer": 42, "unit": "none"}'
+
+    with pytest.raises(InvalidInput, match="has no tool"):
+        await manager.tools("agent1", [stdio(tools=["add", "nosuch"])])
+
+
+@bounded(30)
+async def test_stdio_server_sees_only_the_environment_it_is_given(
+        manager: MCPManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTD_TEST_SECRET", "hunter2")
+    tools = await manager.tools("agent1", [stdio(env={"GIVEN": "yes"})])
+    assert await call(tools, "t__env", name="GIVEN") == "yes"
+    assert await call(tools, "t__env", name="AGENTD_TEST_SECRET") == '{"result": null}'
+    assert await call(tools, "t__env", name="PATH") == os.environ["PATH"]
+
+
+@bounded(30)
+async def test_connections_are_reused_per_owner_and_closed(manager: MCPManager) -> None:
+    first = await manager.tools("agent1", [stdio()])
+    again = await manager.tools("agent1", [stdio()])
+    other = await manager.tools("agent2", [stdio()])
+    pid1 = int(await call(first, "t__pid"))
+    assert int(await call(again, "t__pid")) == pid1
+    pid2 = int(await call(other, "t__pid"))
+    assert pid2 != pid1
+    assert sorted(s["owner"] for s in manager.status()) == ["agent1", "agent2"]
+
+    await manager.close("agent1")
+    assert gone(pid1) and not gone(pid2)
+    assert [s["owner"] for s in manager.status()] == ["agent2"]
+    closed = await failure(call(first, "t__pid"))
+    assert closed.code == "mcp_unavailable"
+
+    await manager.close()
+    assert gone(pid2)
+    assert manager.status() == []
+
+
+@bounded(30)
+async def test_a_timed_out_call_restarts_the_server(manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio(timeout_s=1)])
+    old = int(await call(tools, "t__pid"))
+    started = time.monotonic()
+    timeout = await failure(call(tools, "t__slow", seconds=30))
+    assert timeout.code == "tool_timeout"
+    assert time.monotonic() - started < 5
+    assert state(manager)["state"] == "restarting"
+
+    assert await call(tools, "t__add", a=1, b=1) == "2"
+    assert int(await call(tools, "t__pid")) != old
+    assert state(manager)["state"] == "connected"
+    assert state(manager)["restarts"] == 1
+    await until(lambda: gone(old))  # the wedged process is stopped, not left behind
+
+
+@bounded(30)
+async def test_a_killed_server_fails_the_call_in_flight_and_is_restarted(
+        manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio()])
+    pid = int(await call(tools, "t__pid"))
+
+    in_flight = asyncio.create_task(call(tools, "t__slow", seconds=25))
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    died = await failure(in_flight)
+    assert time.monotonic() - started < 5
+    assert died.code == "mcp_server_died"
+    assert "outcome is unknown" in died.message
+    assert state(manager)["state"] == "restarting"
+
+    assert await call(tools, "t__add", a=2, b=2) == "4"
+    new_pid = int(await call(tools, "t__pid"))
+    assert new_pid != pid
+
+    # Killed while idle: noticed, and the next call gets a new server.
+    os.kill(new_pid, signal.SIGKILL)
+    await until(lambda: state(manager)["state"] == "restarting")
+    assert await call(tools, "t__add", a=3, b=3) == "6"
+    assert state(manager)["restarts"] == 2
+    assert state(manager)["last_error"] == "the server process exited"
+
+
+@bounded(30)
+async def test_a_crash_mid_call_and_the_retry_of_idempotent_tools(
+        manager: MCPManager, tmp_path: Path) -> None:
+    tools = await manager.tools("agent1", [stdio()])
+    crashed = await failure(call(tools, "t__crash"))
+    assert crashed.code == "mcp_server_died"
+    assert "'t' died while t__crash was running" in crashed.message
+
+    # flaky is idempotent: it crashes the server once, and the call is made again.
+    marker = tmp_path / "flaky"
+    assert await call(tools, "t__flaky", marker=str(marker)) == "survived"
+    assert marker.exists()
+    assert state(manager)["restarts"] == 2
+
+
+@bounded(35)
+async def test_too_many_crashes_leave_the_server_dead(manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio()])
+    for _ in range(4):  # the first start, then the three restarts allowed in 60 s
+        assert (await failure(call(tools, "t__crash"))).code == "mcp_server_died"
+    started = time.monotonic()
+    dead = await failure(call(tools, "t__add", a=1, b=1))
+    assert time.monotonic() - started < 0.5  # no new process, no waiting
+    assert dead.code == "mcp_unavailable"
+    assert "not restarted again" in dead.message
+    assert "the server process exited" in dead.message
+    status = state(manager)
+    assert status["state"] == "dead"
+    assert status["restarts"] == 3
+
+    revived = await manager.tools("agent1", [stdio()])  # a new load starts afresh
+    assert await call(revived, "t__add", a=1, b=1) == "2"
+    assert state(manager)["state"] == "connected"
+
+
+@bounded(30)
+async def test_servers_that_cannot_start_are_reported(manager: MCPManager) -> None:
+    missing = await failure(manager.tools("agent1", [MCPServer(name="nope",
+                                                               command=["/nonexistent"])]))
+    assert missing.code == "mcp_unavailable"
+    assert "MCP server 'nope' could not start" in missing.message
+    assert "No such file or directory" in missing.message
+
+    script = "import sys; sys.stderr.write('cannot read config.toml\\n'); sys.exit(3)"
+    broken = await failure(manager.tools("agent1", [
+        MCPServer(name="broken", command=[sys.executable, "-c", script])]))
+    assert broken.code == "mcp_unavailable"
+    assert "MCP server 'broken' could not start" in broken.message
+    assert "cannot read config.toml" in broken.message
+
+    quick = MCPManager(connect_timeout_s=1)
+    try:
+        started = time.monotonic()
+        silent = await failure(quick.tools("agent1", [
+            MCPServer(name="silent", command=[sys.executable, "-c",
+                                              "import time; time.sleep(60)"])]))
+        assert time.monotonic() - started < 3
+        assert silent.code == "mcp_unavailable"
+        assert "did not finish its handshake within 1s" in silent.message
+    finally:
+        await quick.close()
+
+
+# -- streamable HTTP ---------------------------------------------------------------
+
+
+@bounded(30)
+async def test_http_tools_and_calls(manager: MCPManager, http_url: str) -> None:
+    server = MCPServer(name="web", url=http_url, headers={"X-Agentd-Test": "token-123"})
+    tools = await manager.tools("agent1", [server])
+    named = by_name(tools)
+    assert named["web__add"].read_only
+    assert await call(tools, "web__add", a=20, b=22) == "42"
+    assert await call(tools, "web__header", name="X-Agentd-Test") == "token-123"
+    big = await call(tools, "web__big")  # a 2 MB message: above the SDK's default limit
+    assert big.endswith("[MCP result truncated: 1000000 characters in all]")
+    assert state(manager, "web") | {"last_error": None} == {
+        "server": "web", "owner": "agent1", "transport": "http", "state": "connected",
+        "restarts": 0, "last_error": None, "tools": len(tools)}
+
+
+@bounded(20)
+async def test_http_server_not_listening(manager: MCPManager) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = await failure(manager.tools("agent1", [
+        MCPServer(name="down", url=f"http://127.0.0.1:{port}/mcp")]))
+    assert down.code == "mcp_unavailable"
+    assert "MCP server 'down' could not connect" in down.message
