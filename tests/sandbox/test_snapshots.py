@@ -305,6 +305,37 @@ def test_read_only_directories_are_restored_and_removed(
             path.chmod(0o755)
 
 
+def _permissions_enforced(tmp_path: Path) -> bool:
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    probe.chmod(0)
+    try:
+        probe.read_bytes()
+        return False
+    except PermissionError:
+        return True
+    finally:
+        probe.unlink()
+
+
+def test_unreadable_entries_are_skipped_and_a_restore_removes_them(
+        store: SnapshotStore, ws: Path, tmp_path: Path) -> None:
+    if not _permissions_enforced(tmp_path):
+        pytest.skip("permission bits are not enforced here (root with CAP_DAC_OVERRIDE)")
+    build(ws, {"ok.txt": b"ok", "locked": {"inside.txt": b"x"}, "noread.txt": b"n"})
+    (ws / "noread.txt").chmod(0)
+    (ws / "locked").chmod(0)
+    try:
+        ref, stats = store.snapshot(ws, cache_key="a")
+        assert stats.skipped == ["locked", "noread.txt"]
+        assert set(store.manifest(ref)) == {"ok.txt"}
+        assert store.restore(ref, ws).removed == 3
+        assert describe(ws) == {"ok.txt": ("file", 0o644, b"ok")}
+    finally:
+        if (ws / "locked").exists():
+            (ws / "locked").chmod(0o755)
+
+
 def test_a_symlinked_workspace_is_refused(store: SnapshotStore, ws: Path,
                                           tmp_path: Path) -> None:
     build(ws, {"a": b"1"})

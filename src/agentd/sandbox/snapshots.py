@@ -595,7 +595,7 @@ class _Restorer:
         with os.scandir(fd) as listing:
             for item in listing:
                 try:
-                    existing[item.name] = item.stat(follow_symlinks=True)
+                    existing[item.name] = item.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
         changed = False
