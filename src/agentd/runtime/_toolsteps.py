@@ -78,6 +78,7 @@ class ToolSteps:
     _decision: asyncio.Future[dict[str, Any]] | None
     _waiting: dict[str, Any] | None
     _deciding: bool
+    _asking: asyncio.Event
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
@@ -251,6 +252,7 @@ class ToolSteps:
         decision: asyncio.Future[dict[str, Any]] = (
             asyncio.get_running_loop().create_future())
         self._decision, self._waiting = decision, pending
+        self._asking.set()
         if self.on_waiting is not None:
             self.on_waiting(self.run)
         try:
@@ -269,10 +271,21 @@ class ToolSteps:
         finally:
             self._decision = None
             self._waiting = None
+            self._asking.clear()
 
     @property
     def waiting_for(self) -> dict[str, Any] | None:
         """The approval request this run waits on, if any."""
+        return self._waiting
+
+    async def asking(self, timeout_s: float) -> dict[str, Any] | None:
+        """The request this run waits on, waiting up to ``timeout_s`` for a run that is
+        still getting there (resuming after a restart), or None."""
+        if self._waiting is None:
+            try:
+                await asyncio.wait_for(self._asking.wait(), timeout_s)
+            except TimeoutError:
+                return None
         return self._waiting
 
     async def decide(self, action: str, output: str | None = None, *,

@@ -18,17 +18,22 @@ takes the run over, resuming it with the decision.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.security.policy import PolicyConfig, parse_policy, sticky_rule
 
 if TYPE_CHECKING:
+    from agentd.runtime.loop import RunExecutor
     from agentd.runtime.runtime import Runtime
 
 __all__ = ["REMEMBER", "ApprovalDesk"]
 
 REMEMBER = ("arguments", "tool")
+#: How long a decision waits for a run held here to be ready for it.
+HOLD_WAIT_S = 10.0
 
 
 class ApprovalNotFound(NotFound):
@@ -106,8 +111,12 @@ class ApprovalDesk:
         run_id, session_id = request["run_id"], None
         run = await runtime.store.get_run(run_id)
         session_id = run.session_id
-        executor = runtime.supervisor.active_executor(session_id, run_id)
-        if executor is not None and not executor.lost and executor.waiting_for is not None:
+        executor = await self._holder(session_id, run_id)
+        if executor is not None:
+            waiting = executor.waiting_for
+            if waiting is None or waiting.get("approval_id") != request.get("approval_id"):
+                raise Conflict("the run is not waiting for this decision (yet); try again",
+                               code="not_waiting", retryable=True)
             data = await executor.decide(action, output, arguments=arguments,
                                          reason=reason, by=by)
         else:
@@ -124,6 +133,23 @@ class ApprovalDesk:
             data = event.data
         runtime.supervisor.waiting_runs.discard(run_id)
         return data
+
+    async def _holder(self, session_id: str, run_id: str) -> RunExecutor | None:
+        """The executor of this node that holds the run, once it waits for the decision
+        (a run resuming after a restart is held here before it asks again: deciding
+        around it would race its resume), or None when no executor here holds it."""
+        supervisor = self.runtime.supervisor
+        deadline = time.monotonic() + HOLD_WAIT_S
+        while supervisor.is_known(run_id) and time.monotonic() < deadline:
+            executor = supervisor.active_executor(session_id, run_id)
+            if executor is not None and not executor.lost:
+                await executor.asking(max(deadline - time.monotonic(), 0.0))
+                return executor
+            await asyncio.sleep(0.01)
+        if supervisor.is_known(run_id):
+            raise Conflict("the run is held here but not waiting yet; try again",
+                           code="not_waiting", retryable=True)
+        return None
 
     async def _remember(self, request: dict[str, Any], action: str,
                         arguments: dict[str, Any] | None, scope: str, by: str | None) -> None:

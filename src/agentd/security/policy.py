@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from agentd.errors import InvalidInput
 from agentd.security.commands import CATEGORIES, Analysis, analyse
@@ -92,7 +99,7 @@ class PolicyConfig(BaseModel):
     rules: tuple[Rule, ...] = Field((), max_length=_MAX_RULES)
     #: Network for tools and the shell: False (none), True (any host), or host
     #: patterns (``*.example.com``). None: as the layer below says.
-    network: bool | tuple[str, ...] | None = None
+    network: StrictBool | tuple[str, ...] | None = None
     #: What a call that can reach out gets once the session is tainted.
     tainted: Literal["ask", "deny"] | None = None
     #: How long a person has to answer an ``ask``; then the call is denied.
@@ -162,7 +169,7 @@ def _paths(arguments: Mapping[str, Any]) -> list[str]:
             if isinstance(item, dict):
                 item = item.get("path")
             if isinstance(item, str):
-                found.append(posixpath.normpath(item.lstrip("./") or "."))
+                found.append(posixpath.normpath(item))
     return found
 
 
