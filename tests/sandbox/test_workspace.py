@@ -158,3 +158,77 @@ async def test_file_tools_run_inside_the_agent_s_workspace(tmp_path: Path) -> No
         assert not root.exists()
     finally:
         await rt.close()
+
+
+# -- write_files: all or nothing -----------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+async def test_write_files_writes_and_edits_together(ws: Workspace) -> None:
+    await call(ws, "write_file", path="a.txt", content="x = 1\n")
+    out = await call(ws, "write_files", files=[
+        {"path": "a.txt", "old": "x = 1", "new": "x = 2"},
+        {"path": "pkg/b.txt", "content": "new\n"}])
+    assert out.startswith("wrote 2 files")
+    assert _tree(ws.root) == {"a.txt": "x = 2\n", "pkg/b.txt": "new\n"}
+
+
+async def test_write_files_refused_path_changes_nothing(ws: Workspace, outside: Path) -> None:
+    await call(ws, "write_file", path="a.txt", content="old\n")
+    os.symlink(outside.parent, ws.root / "link")
+    before = _tree(ws.root)
+    with pytest.raises(ToolError) as caught:
+        await call(ws, "write_files", files=[
+            {"path": "a.txt", "content": "changed\n"},
+            {"path": "link/evil.txt", "content": "pwned\n"}])
+    assert caught.value.code == "path_refused"
+    assert _tree(ws.root) == before  # a.txt untouched, no temporaries left
+    assert not (outside.parent / "evil.txt").exists()
+    assert sorted(os.listdir(ws.root)) == ["a.txt", "link"]
+
+
+async def test_write_files_bad_edit_changes_nothing(ws: Workspace) -> None:
+    await call(ws, "write_file", path="a.txt", content="same same\n")
+    for files, code in (
+            ([{"path": "b.txt", "content": "b"},
+              {"path": "a.txt", "old": "same", "new": "x"}], "ambiguous_match"),
+            ([{"path": "b.txt", "content": "b"},
+              {"path": "a.txt", "old": "absent", "new": "x"}], "no_match"),
+            ([{"path": "b.txt", "content": "b"}, {"path": "./b.txt", "content": "c"}],
+             "tool_bad_arguments"),
+            ([{"path": "b.txt"}], "tool_bad_arguments"),
+            ([], "tool_bad_arguments")):
+        with pytest.raises(ToolError) as caught:
+            await call(ws, "write_files", files=files)
+        assert caught.value.code == code, files
+        assert _tree(ws.root) == {"a.txt": "same same\n"}
+
+
+async def test_write_files_rolls_back_when_a_rename_fails(ws: Workspace,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Fault injection: the third rename of the commit phase fails (a full or
+    read-only disk would); the files already swapped in are put back."""
+    await call(ws, "write_files", files=[{"path": "a.txt", "content": "A\n"},
+                                         {"path": "b.txt", "content": "B\n"}])
+    real_rename = os.rename
+    seen: list[str] = []
+
+    def failing_rename(src: Any, dst: Any, **kwargs: Any) -> None:
+        seen.append(str(dst))
+        if len(seen) == 4:
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(OSError):
+        await call(ws, "write_files", files=[{"path": "a.txt", "content": "A2\n"},
+                                             {"path": "b.txt", "content": "B2\n"},
+                                             {"path": "c.txt", "content": "C2\n"}])
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert _tree(ws.root) == {"a.txt": "A\n", "b.txt": "B\n"}
+    assert sorted(os.listdir(ws.root)) == ["a.txt", "b.txt"]  # no temporaries, no backups

@@ -208,21 +208,81 @@ class Workspace:
         with self._dir(parts[:-1], create=True) as dir_fd:
             self._check_target(dir_fd, parts)
             temp = f".{parts[-1]}.{secrets.token_hex(4)}.tmp"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
             try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                self._write_new(dir_fd, temp, data)
                 os.rename(temp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=dir_fd)
                 raise
+
+    def write_many(self, files: list[tuple[str, bytes]]) -> None:
+        """Write several files all-or-nothing: every content goes to a temporary file
+        first (a refused path or a full disk changes nothing), then each target is
+        moved aside and its temporary renamed in; a failure there puts every file back
+        as it was. A crash in the middle can leave ``.<name>.*.bak`` copies of the old
+        files next to them (and the session's workspace snapshot to restore from)."""
+        paths = [self.parts(p) for p, _ in files]
+        if len({tuple(p) for p in paths}) != len(paths):
+            raise ToolError("a file is listed twice", code="tool_bad_arguments")
+        if any(not p for p in paths):
+            raise _refuse("the workspace root is a directory, not a file")
+        staged: list[tuple[int, str, str, bool]] = []  # dir fd, name, temp, existed
+        stack = contextlib.ExitStack()
+        with stack:
+            try:
+                for parts, (_, data) in zip(paths, files, strict=True):
+                    dir_fd = stack.enter_context(self._dir(parts[:-1], create=True))
+                    self._check_target(dir_fd, parts)
+                    try:
+                        os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+                        existed = True
+                    except FileNotFoundError:
+                        existed = False
+                    temp = f".{parts[-1]}.{secrets.token_hex(4)}.tmp"
+                    staged.append((dir_fd, parts[-1], temp, existed))
+                    self._write_new(dir_fd, temp, data)
+            except BaseException:
+                for dir_fd, _, temp, _ in staged:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=dir_fd)
+                raise
+            done: list[tuple[int, str, str | None]] = []  # dir fd, name, backup
+            try:
+                for dir_fd, name, temp, existed in staged:
+                    backup = None
+                    if existed:
+                        backup = f".{name}.{secrets.token_hex(4)}.bak"
+                        os.rename(name, backup, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    done.append((dir_fd, name, backup))
+                    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                for dir_fd, name, backup in reversed(done):
+                    with contextlib.suppress(OSError):
+                        if backup is not None:
+                            os.rename(backup, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                        else:
+                            os.unlink(name, dir_fd=dir_fd)
+                for dir_fd, _, temp, _ in staged:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=dir_fd)
+                raise
+            for dir_fd, _, backup in done:
+                if backup is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(backup, dir_fd=dir_fd)
+
+    @staticmethod
+    def _write_new(dir_fd: int, name: str, data: bytes) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _check_target(self, dir_fd: int, parts: list[str]) -> None:
         """An existing target must be a regular file with one link (a link or a

@@ -10,12 +10,14 @@ from __future__ import annotations
 import fnmatch
 import re
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentd.errors import ToolError
 from agentd.sandbox import Workspace
 from agentd.tools._tool import Tool, ToolContext, tool
 
-__all__ = ["FILE_TOOLS", "edit_file", "glob", "grep", "list_files", "read_file",
-           "write_file"]
+__all__ = ["FILE_TOOLS", "FileChange", "edit_file", "glob", "grep", "list_files",
+           "read_file", "write_file", "write_files"]
 
 MAX_READ = 256 * 1024
 MAX_WRITE = 4 * 1024 * 1024
@@ -101,6 +103,63 @@ def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
     return f"edited {path}"
 
 
+class FileChange(BaseModel):
+    """One file of a ``write_files`` call: its whole ``content``, or one exact
+    replacement (``old`` → ``new``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="the file, relative to the workspace")
+    content: str | None = Field(None, description="the whole new content")
+    old: str | None = Field(None, description="exact text to replace (occurs once)")
+    new: str | None = Field(None, description="the text to put in its place")
+
+
+MAX_FILES = 100
+
+
+@tool(idempotent=True)
+def write_files(ctx: ToolContext, files: list[FileChange]) -> str:
+    """Change several files at once, all or nothing: if one cannot be written (or one
+    edit does not match), none is changed.
+
+    Args:
+        files: each with ``path`` and either ``content`` (the whole file) or ``old``
+            and ``new`` (replace one exact occurrence).
+    """
+    if not files or len(files) > MAX_FILES:
+        raise ToolError(f"give 1 to {MAX_FILES} files", code="tool_bad_arguments")
+    workspace = _workspace(ctx)
+    planned: list[tuple[str, bytes]] = []
+    total = 0
+    for index, change in enumerate(files):
+        if (change.content is None) == (change.old is None or change.new is None):
+            raise ToolError(f"files[{index}] ({change.path}): give content, or old and "
+                            "new", code="tool_bad_arguments")
+        if change.content is not None:
+            data = change.content.encode("utf-8")
+        else:
+            current, size = workspace.read_bytes(change.path, limit=MAX_WRITE + 1)
+            if size > MAX_WRITE:
+                raise ToolError(f"{change.path!r} is too big to edit ({size} bytes)",
+                                code="too_big")
+            text = _text(current, change.path)
+            count = text.count(change.old or "")
+            if not change.old or count != 1:
+                raise ToolError(
+                    f"files[{index}]: the text to replace occurs {count} times in "
+                    f"{change.path!r}; it must occur exactly once (nothing was written)",
+                    code="no_match" if count == 0 else "ambiguous_match")
+            data = text.replace(change.old, change.new or "", 1).encode("utf-8")
+        total += len(data)
+        planned.append((change.path, data))
+    if total > MAX_WRITE:
+        raise ToolError(f"the files come to {total} bytes; the limit is {MAX_WRITE}",
+                        code="tool_bad_arguments")
+    workspace.write_many(planned)
+    return f"wrote {len(planned)} files ({total} bytes): " + ", ".join(p for p, _ in planned)
+
+
 @tool(read_only=True, idempotent=True)
 def list_files(ctx: ToolContext, path: str = ".") -> str:
     """List a folder of the workspace: one entry a line, folders ending in "/".
@@ -159,5 +218,5 @@ def grep(ctx: ToolContext, pattern: str, path: str = ".") -> str:
     return "\n".join(hits) or "(no match)"
 
 
-FILE_TOOLS: dict[str, Tool] = {t.name: t for t in (read_file, write_file, edit_file,
-                                                   list_files, glob, grep)}
+FILE_TOOLS: dict[str, Tool] = {t.name: t for t in (read_file, write_file, write_files,
+                                                   edit_file, list_files, glob, grep)}
