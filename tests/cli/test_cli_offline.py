@@ -43,6 +43,9 @@ COMMANDS = [
     "fork",
     "run",
     "cancel",
+    "approvals",
+    "approve",
+    "deny",
 ]
 
 
@@ -396,7 +399,7 @@ def test_new_commands_sit_in_their_help_panels() -> None:
     assert panels["Sessions"] == [
         "sessions", "delete-session", "checkpoint", "checkpoints", "fork"
     ]
-    assert panels["Runs"] == ["run", "cancel", "decide"]
+    assert panels["Runs"] == ["run", "cancel", "decide", "approvals", "approve", "deny"]
     assert "stop-agent" not in panels["Daemon"]
 
 

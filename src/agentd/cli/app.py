@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from agentd.cli import _chat, _checkpoints, _daemon, _runs, _sessions, _usage
+from agentd.cli import _approvals, _chat, _checkpoints, _daemon, _runs, _sessions, _usage
 from agentd.cli._common import (
     TERMINAL_STATUSES,
     JsonOption,
@@ -462,6 +462,9 @@ app.command(rich_help_panel="Sessions")(_checkpoints.fork)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
 app.command(rich_help_panel="Runs")(_runs.decide)
+app.command(rich_help_panel="Runs")(_approvals.approvals)
+app.command(rich_help_panel="Runs")(_approvals.approve)
+app.command(rich_help_panel="Runs")(_approvals.deny)
 
 app.command(rich_help_panel="Usage")(_usage.usage)
 

@@ -1,0 +1,91 @@
+"""`agentd approvals`, `approve` and `deny` against the real app over a socket."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.cli.test_cli_live import Invoke, cli, one_error_line  # noqa: F401
+
+from agentd.client import Client
+
+
+def _ask_agent(live_url: str, name: str, turns: list[dict[str, Any]]) -> None:
+    with Client(live_url) as client:
+        client.create_agent(name, model="scripted", tools=["calculator"], settings={
+            "script": turns,
+            "policy": {"rules": [{"tool": "calculator", "action": "ask"}]}})
+
+
+def _pending(live_url: str, name: str, count: int = 1) -> list[dict[str, Any]]:
+    with Client(live_url) as client:
+        for _ in range(200):
+            pending = client.approvals(name)
+            if len(pending) >= count:
+                return pending
+            time.sleep(0.025)
+    raise AssertionError("no approval request appeared")
+
+
+def _run(live_url: str, run_id: str, status: str) -> dict[str, Any]:
+    with Client(live_url) as client:
+        for _ in range(200):
+            run = client.get_run(run_id)
+            if run["status"] == status:
+                return run
+            time.sleep(0.025)
+    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
+
+
+def test_list_approve_with_edited_arguments_and_deny(cli: Invoke, live_url: str,
+                                                     agent_name: str) -> None:
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]}
+    _ask_agent(live_url, agent_name, [call, {"text": "first"}, call, {"text": "second"}])
+    result = cli("approvals", "--agent", agent_name)
+    assert result.exit_code == 0 and "nothing waits" in result.stdout
+    with Client(live_url) as client:
+        first = client.send(agent_name, "k", "go", wait=False)["id"]
+    [request] = _pending(live_url, agent_name)
+    listed = cli("approvals")
+    assert listed.exit_code == 0, listed.output
+    assert request["approval_id"] in listed.stdout and "calculator" in listed.stdout
+    as_json = json.loads(cli("approvals", "--agent", agent_name, "--json").stdout)
+    assert as_json[0]["arguments"] == {"expression": "6*7"}
+
+    bad = cli("approve", request["approval_id"], "--args", "[1, 2]")
+    assert bad.exit_code == 2 and "JSON object" in bad.output
+    ok = cli("approve", request["approval_id"], "--args", '{"expression": "2+3"}')
+    assert ok.exit_code == 0, ok.output
+    assert f"{request['approval_id']} approved" in ok.stdout
+    run = _run(live_url, first, "completed")
+    assert run["output"] == "first"
+    again = cli("approve", request["approval_id"])
+    assert "no pending approval" in one_error_line(again)
+
+    with Client(live_url) as client:
+        second = client.send(agent_name, "k", "again", wait=False)["id"]
+    [request] = _pending(live_url, agent_name)
+    denied = cli("deny", request["approval_id"], "--reason", "not now", "--json")
+    assert denied.exit_code == 0, denied.output
+    decision = json.loads(denied.stdout)
+    assert decision["action"] == "deny" and decision["reason"] == "not now"
+    assert decision["by"]  # who decided, for the audit trail
+    _run(live_url, second, "completed")
+
+
+def test_remember_and_bad_input(cli: Invoke, live_url: str, agent_name: str) -> None:
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+    _ask_agent(live_url, agent_name, [call, call, {"text": "done"}])
+    with Client(live_url) as client:
+        run_id = client.send(agent_name, "k", "go", wait=False)["id"]
+    [request] = _pending(live_url, agent_name)
+    wrong = cli("approve", request["approval_id"], "--remember", "forever")
+    assert wrong.exit_code == 2
+    ok = cli("approve", request["approval_id"], "--remember", "arguments")
+    assert ok.exit_code == 0 and "remembered" in ok.stdout
+    assert _run(live_url, run_id, "completed")["output"] == "done"  # not asked twice
+    with Client(live_url) as client:
+        rules = client.get_agent(agent_name)["settings"]["policy"]["rules"]
+    assert rules[0]["action"] == "allow" and rules[0]["args"] == {"expression": "1+1"}
+    assert "no pending approval" in one_error_line(cli("deny", "ap_missing"))
