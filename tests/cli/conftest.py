@@ -10,9 +10,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from typer.testing import CliRunner, Result
 
 _names = itertools.count(1)
 
@@ -92,3 +93,32 @@ def agent_name(request: pytest.FixtureRequest) -> str:
     """A fresh agent name per test (the server is shared by a module)."""
     base = request.node.name.split("[")[0].removeprefix("test_")[:40].replace("_", "-")
     return f"{base}-{next(_names)}"
+
+
+class Invoke(Protocol):
+    def __call__(self, *args: str, input: str | None = None) -> Result: ...
+
+
+@pytest.fixture
+def cli(live_url: str, live_home: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """Run the CLI in-process against the live app (``--url``), with its home."""
+    monkeypatch.setenv("AGENTD_HOME", str(live_home))
+    monkeypatch.delenv("AGENTD_TOKEN", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        from agentd.cli import app
+
+        return runner.invoke(app, ["--url", live_url, *args], input=input)
+
+    return invoke
+
+
+def one_error_line(result: Result) -> str:
+    """The single ``error:`` line a failed command prints (and no traceback)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    return lines[0]

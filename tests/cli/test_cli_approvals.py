@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from tests.cli.test_cli_live import Invoke, cli, one_error_line  # noqa: F401
+from tests.cli.conftest import Invoke, one_error_line
 
 from agentd.client import Client
 

@@ -7,10 +7,10 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
+from tests.cli.conftest import Invoke, one_error_line
 from typer.testing import CliRunner, Result
 
 from agentd.client import Client
@@ -24,36 +24,10 @@ SLOW = [{"text": "a very slow reply", "delay_ms": 120_000}]
 PER_MESSAGE = 5
 
 
-class Invoke(Protocol):
-    def __call__(self, *args: str, input: str | None = None) -> Result: ...
-
-
-@pytest.fixture
-def cli(live_url: str, live_home: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    monkeypatch.setenv("AGENTD_HOME", str(live_home))
-    monkeypatch.delenv("AGENTD_TOKEN", raising=False)
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        from agentd.cli import app
-
-        return runner.invoke(app, ["--url", live_url, *args], input=input)
-
-    return invoke
-
-
 @pytest.fixture
 def client(live_url: str) -> Iterator[Client]:
     with Client(live_url, timeout=30.0) as c:
         yield c
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    return lines[0]
 
 
 def usage_error(result: Result) -> str:
