@@ -79,6 +79,7 @@ class ToolSteps:
     _waiting: dict[str, Any] | None
     _deciding: bool
     _asking: asyncio.Event
+    _baseline_taken: bool
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
@@ -107,6 +108,14 @@ class ToolSteps:
                 groups.append([item])
         finished: list[dict[str, Any]] = []
         mutated = False
+        if (self.after_mutation is not None and self.history.workspace_ref is None
+                and not self._baseline_taken
+                and any(d is None and not self._is_read_only(c) for c, _, d in judged)):
+            # The files as they were before this session first changed them.
+            self._baseline_taken = True
+            baseline = await self.after_mutation()
+            if baseline:
+                await self._commit(baseline)
         for group in groups:
             call, verdict, denied = group[0]
             if denied is not None:

@@ -51,6 +51,8 @@ class SessionHistory:
         self._deferred: list[UserMessage] = []
         #: Why the session is tainted (content from outside entered it), or None.
         self.tainted: str | None = None
+        #: The session's latest snapshot of the agent's workspace.
+        self.workspace_ref: str | None = None
 
     @classmethod
     def from_log(cls, session_id: str, events: list[EventRecord],
@@ -109,6 +111,8 @@ class SessionHistory:
             if not self._pending and self._deferred:
                 deferred, self._deferred = self._deferred, []
                 self.messages.extend(deferred)
+        elif kind == "workspace.snapshot" and data.get("ref"):
+            self.workspace_ref = str(data["ref"])
         elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):
             self._held.pop(event.run_id or "", None)
             self._started.discard(event.run_id or "")

@@ -170,6 +170,7 @@ class RunExecutor(ToolSteps):
         self._waiting: dict[str, Any] | None = None
         self._deciding = False
         self._asking = asyncio.Event()
+        self._baseline_taken = False
         #: Called with the run when it starts waiting for a decision.
         self.on_waiting: Callable[[RunRecord], None] | None = None
         self.interrupt = False

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.loop import CallPolicy, RunExecutor
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
+from agentd.runtime.workspaces import WorkspaceKeeper, snapshot_at
 from agentd.security.policy import Policy, PolicyConfig, parse_policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
@@ -131,6 +133,11 @@ class Runtime:
         self.tools = tools or ToolRegistry()
         self.bus = EventBus()
         self.histories = HistoryCache(self._read_after)
+        sandbox = settings.sandbox
+        #: Workspace snapshots (None: switched off in the config).
+        self.workspaces = (WorkspaceKeeper(settings.home / "snapshots",
+                                           max_bytes=sandbox.snapshot_max_mb << 20)
+                           if sandbox.snapshots else None)
         #: SQLite is one daemon's alone (the home lock): its leases need no waiting
         #: out, and every queued run was accepted here. PostgreSQL may be shared.
         self.exclusive = store.dialect == "sqlite"
@@ -497,6 +504,10 @@ class Runtime:
         self.histories.drop(session.id)
         self.bus.publish([event])
         session.last_seq, session.updated_at = event.seq, event.at
+        restored = await self._restore_files(session.agent_id, session.id,
+                                             int(event.data["to_seq"]))
+        if restored is not None:
+            session.last_seq, session.updated_at = restored.seq, restored.at
         return session, event
 
     async def fork(self, name: str, key: str, *, new_key: str | None = None,
@@ -510,9 +521,31 @@ class Runtime:
         except InvalidInput as exc:
             raise InvalidInput(exc.message, field="body.key") from None
         agent, session = await self.get_session(name, key)
-        return await self.store.fork_session(
+        forked = await self.store.fork_session(
             session.id, key=new_key, seq=seq, checkpoint=checkpoint,
             source={"agent": agent.name, "session": key})
+        restored = await self._restore_files(forked.agent_id, forked.id, forked.last_seq)
+        if restored is not None:
+            forked.last_seq, forked.updated_at = restored.seq, restored.at
+        return forked
+
+    async def _restore_files(self, agent_id: str, session_id: str, seq: int
+                             ) -> EventRecord | None:
+        """Put the agent's workspace back to the session's files at ``seq`` and log it
+        (``workspace.restored``); None when the session never snapshotted its files."""
+        keeper = self.workspaces
+        if keeper is None:
+            return None
+        events = await self.store.read_events(session_id)
+        if not any(e.kind == "workspace.snapshot" for e in events):
+            return None
+        data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
+                                    snapshot_at(events, seq))
+        [record] = await self.store.append(session_id, [NewEvent(
+            kind="workspace.restored", data={"seq": seq, **data})])
+        self.bus.publish([record])
+        self.histories.drop(session_id)
+        return record
 
     async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:
@@ -711,15 +744,22 @@ class Runtime:
         permissions = self.permissions_for(
             agent.settings, None if session_policy is None
             else PolicyConfig.model_validate(session_policy))
+        tools = self.tools.resolve(agent.tools)
+        workspace = self.workspace_of(agent)
+        keeper = self.workspaces
+        after_mutation = None
+        if keeper is not None and not all(t.read_only for t in tools):
+            def after_mutation() -> Awaitable[list[NewEvent]]:
+                return keeper.snapshot(agent.id, workspace, history.workspace_ref)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, kernel=self.kernel,
             targets=plan.targets, policy=self._policy(agent, plan, run.priority),
-            instructions=agent.instructions, tools=self.tools.resolve(agent.tools),
+            instructions=agent.instructions, tools=tools,
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            workspace=self.workspace_of(agent), permissions=permissions,
+            workspace=workspace, permissions=permissions, after_mutation=after_mutation,
         )
 
     def permissions_for(self, agent_settings: dict[str, Any],
