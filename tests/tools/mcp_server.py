@@ -2,6 +2,9 @@
 
 Run it as ``python tests/tools/mcp_server.py stdio`` (a stdio subprocess) or
 ``python tests/tools/mcp_server.py http --port N`` (streamable HTTP on 127.0.0.1:N/mcp).
+With ``http --legacy`` it refuses the 2026 protocol's ``server/discover``, so a client
+falls back to the ``initialize`` handshake and a stateful HTTP session, as with the
+servers of protocol 2025.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ImageContent, ToolAnnotations
@@ -108,13 +113,49 @@ def structured() -> CallToolResult:
     return CallToolResult(content=[], structured_content={"answer": 42, "unit": "none"})
 
 
+def legacy_only(app: Any) -> Any:
+    """An ASGI wrapper refusing ``server/discover``, as servers of protocol 2025 do."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        messages = [await receive()]
+        while messages[-1].get("more_body"):
+            messages.append(await receive())
+        body = b"".join(m.get("body", b"") for m in messages)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("method") == "server/discover":
+            answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"),
+                                 "error": {"code": -32601, "message": "Method not found"}})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": answer.encode()})
+            return None
+        replay = iter(messages)
+
+        async def again() -> Any:
+            return next(replay, None) or await receive()
+
+        return await app(scope, again, send)
+
+    return wrapped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("transport", choices=["stdio", "http"])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--legacy", action="store_true",
+                        help="(http) refuse server/discover, as servers of protocol 2025 do")
     args = parser.parse_args()
     if args.transport == "stdio":
         server.run("stdio")
+    elif args.legacy:
+        app = legacy_only(server.streamable_http_app())
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     else:
         server.run("streamable-http", host="127.0.0.1", port=args.port)
 

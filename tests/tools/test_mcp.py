@@ -83,31 +83,49 @@ async def manager() -> AsyncIterator[MCPManager]:
     await m.close()
 
 
-@pytest.fixture(scope="module")
-def http_url() -> Iterator[str]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(SERVER), "http", "--port", str(port)],
+        port: int = s.getsockname()[1]
+    return port
+
+
+def start_http_server(port: int, legacy: bool = False) -> subprocess.Popen[bytes]:
+    """Start the test server on ``port``; return once it accepts connections."""
+    argv = [sys.executable, str(SERVER), "http", "--port", str(port)]
+    proc = subprocess.Popen(argv + ["--legacy"] * legacy,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError("the HTTP MCP server exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_http_server(proc)
+                raise AssertionError("the HTTP MCP server did not start") from None
+            time.sleep(0.05)
+
+
+def stop_http_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, "the HTTP MCP server exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the HTTP MCP server did not start"
-                time.sleep(0.05)
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    port = free_port()
+    proc = start_http_server(port)
+    try:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_http_server(proc)
 
 
 # -- configuration ----------------------------------------------------------------
@@ -155,7 +173,7 @@ async def test_stdio_tools_metadata_and_calls(manager: MCPManager) -> None:
     assert add.description == "Add two integers."
     assert add.spec.parameters["properties"]["a"]["type"] == "integer"
     assert (add.read_only, add.idempotent, add.needs_approval, add.sends_out) == (
-        True, True, False, False)
+        True, True, False, False)  # read-only and closed-world
     echo = named["t__echo"]  # idempotent, not destructive, closed world
     assert (echo.read_only, echo.idempotent, echo.needs_approval, echo.sends_out) == (
         False, True, False, False)
@@ -180,6 +198,7 @@ async def test_stdio_results_errors_and_limits(manager: MCPManager) -> None:
     assert sorted(t.name for t in tools) == ["t__add", "t__big", "t__fail", "t__picture",
                                              "t__structured"]
     assert not any(t.untrusted_output for t in tools)
+    assert by_name(tools)["t__add"].sends_out is False  # trusted, read-only
 
     bad = await failure(call(tools, "t__add", a="two"))
     assert bad.code == "tool_bad_arguments"
@@ -223,7 +242,12 @@ async def test_connections_are_reused_per_owner_and_closed(manager: MCPManager) 
     assert pid2 != pid1
     assert sorted(s["owner"] for s in manager.status()) == ["agent1", "agent2"]
 
+    in_flight = asyncio.create_task(call(first, "t__slow", seconds=25))
+    await asyncio.sleep(0.3)
     await manager.close("agent1")
+    closed_mid_call = await failure(in_flight)
+    assert closed_mid_call.code == "mcp_unavailable"
+    assert "was closed while t__slow was running" in closed_mid_call.message
     assert gone(pid1) and not gone(pid2)
     assert [s["owner"] for s in manager.status()] == ["agent2"]
     closed = await failure(call(first, "t__pid"))
@@ -249,6 +273,21 @@ async def test_a_timed_out_call_restarts_the_server(manager: MCPManager) -> None
     assert state(manager)["state"] == "connected"
     assert state(manager)["restarts"] == 1
     await until(lambda: gone(old))  # the wedged process is stopped, not left behind
+
+
+@bounded(30)
+async def test_a_timeout_lets_other_calls_in_flight_finish(manager: MCPManager) -> None:
+    tools = await manager.tools("agent1", [stdio(timeout_s=3)])
+    old = int(await call(tools, "t__pid"))
+    wedged = asyncio.create_task(call(tools, "t__slow", seconds=30))
+    await asyncio.sleep(1.5)
+    # Still running when the other call times out, on the process being retired.
+    other = asyncio.create_task(call(tools, "t__slow", seconds=2))
+    assert (await failure(wedged)).code == "tool_timeout"
+    assert not gone(old)
+    assert await other == "slept 2.0"
+    await until(lambda: gone(old))
+    assert int(await call(tools, "t__pid")) != old
 
 
 @bounded(30)
@@ -334,7 +373,7 @@ async def test_servers_that_cannot_start_are_reported(manager: MCPManager) -> No
         started = time.monotonic()
         silent = await failure(quick.tools("agent1", [
             MCPServer(name="silent", command=[sys.executable, "-c",
-                                              "import time; time.sleep(60)"])]))
+                                              "import sys; sys.stdin.read()"])]))
         assert time.monotonic() - started < 3
         assert silent.code == "mcp_unavailable"
         assert "did not finish its handshake within 1s" in silent.message
@@ -355,17 +394,50 @@ async def test_http_tools_and_calls(manager: MCPManager, http_url: str) -> None:
     assert await call(tools, "web__header", name="X-Agentd-Test") == "token-123"
     big = await call(tools, "web__big")  # a 2 MB message: above the SDK's default limit
     assert big.endswith("[MCP result truncated: 1000000 characters in all]")
-    assert state(manager, "web") | {"last_error": None} == {
+    assert state(manager, "web") == {
         "server": "web", "owner": "agent1", "transport": "http", "state": "connected",
-        "restarts": 0, "last_error": None, "tools": len(tools)}
+        "protocol": "2026-07-28", "restarts": 0, "last_error": None, "tools": len(tools)}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["protocol-2026", "protocol-2025"])
+@bounded(40)
+async def test_http_server_restarted_or_down(manager: MCPManager, legacy: bool) -> None:
+    port = free_port()
+    proc = await asyncio.to_thread(start_http_server, port, legacy)
+    try:
+        tools = await manager.tools("agent1", [
+            MCPServer(name="web", url=f"http://127.0.0.1:{port}/mcp")])
+        assert await call(tools, "web__echo", text="one") == "one"
+        protocol = state(manager, "web")["protocol"]
+        assert protocol.startswith("2025-") if legacy else protocol.startswith("2026-")
+
+        # Down: a call fails quickly, and is not said to have maybe run.
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 5)
+        down = await failure(call(tools, "web__write_note", text="two"))
+        assert down.code == "mcp_unavailable"
+        assert "could not connect" in down.message
+
+        # Back: calls work again.
+        proc = await asyncio.to_thread(start_http_server, port, legacy)
+        assert await call(tools, "web__write_note", text="three") == "noted: three"
+        assert state(manager, "web")["state"] == "connected"
+        assert state(manager, "web")["restarts"] == 2
+
+        # Restarted between two calls: with protocol 2025 the next call finds its
+        # session gone, and is made on a new one (the server ran nothing, so this is
+        # safe for any tool); protocol 2026 has no sessions to lose.
+        await asyncio.to_thread(stop_http_server, proc)
+        proc = await asyncio.to_thread(start_http_server, port, legacy)
+        assert await call(tools, "web__write_note", text="four") == "noted: four"
+        assert state(manager, "web")["restarts"] == (3 if legacy else 2)
+    finally:
+        await asyncio.to_thread(stop_http_server, proc)
 
 
 @bounded(20)
 async def test_http_server_not_listening(manager: MCPManager) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     down = await failure(manager.tools("agent1", [
-        MCPServer(name="down", url=f"http://127.0.0.1:{port}/mcp")]))
+        MCPServer(name="down", url=f"http://127.0.0.1:{free_port()}/mcp")]))
     assert down.code == "mcp_unavailable"
     assert "MCP server 'down' could not connect" in down.message

@@ -35,8 +35,8 @@ from agentd import __version__
 from agentd.errors import ToolError
 
 if TYPE_CHECKING:
-    from mcp.client.client import Client
     from mcp.client._transport import TransportStreams
+    from mcp.client.client import Client
     from mcp.shared._stream_protocols import ReadStream
     from mcp.shared.message import SessionMessage
     from mcp_types import CallToolResult
@@ -231,6 +231,8 @@ class _Link:
         self.reason: str | None = None
         #: A call timed out: the server may be wedged, so no new call goes here.
         self.suspect = False
+        #: The protocol version agreed with the server.
+        self.protocol: str | None = None
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._pending: set[_Request] = set()
         self._scope: anyio.CancelScope | None = None
@@ -312,17 +314,18 @@ class _Link:
             self._scope.cancel()
 
     async def _main(self) -> None:
-        from mcp.client.client import Client
-        from mcp_types import Implementation
-
         error: BaseException | None = None
         try:
+            from mcp.client.client import Client
+            from mcp_types import Implementation
+
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 if self._stopping is not None:
                     scope.cancel()
                 info = Implementation(name="agentd", version=__version__)
                 async with Client(self._transport(), cache=None, client_info=info) as client:
+                    self.protocol = client.protocol_version
                     tools = await _list_tools(client)
                     if not self.ready.done():
                         self.ready.set_result(tools)
@@ -365,7 +368,7 @@ class _Link:
 
     async def _serve(self, client: Client, request: _Request) -> None:
         from mcp.shared.exceptions import MCPError
-        from mcp_types import CONNECTION_CLOSED
+        from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST
 
         try:
             if request.abandoned or request.future.done():
@@ -379,6 +382,14 @@ class _Link:
                     if exc.code == CONNECTION_CLOSED:
                         # The link is ending; _finish fails the call with the reason.
                         self._lose("the connection closed")
+                        return
+                    if (exc.code == INVALID_REQUEST and self.server.url is not None
+                            and "session" in exc.error.message.lower()):
+                        # An HTTP server that restarted forgot the session ("Session
+                        # not found", "Session terminated": a 404): it ran nothing,
+                        # and a new connection can make the call.
+                        request.sent = False
+                        self._lose("the server ended the session (it may have restarted)")
                         return
                     _settle(request, ToolError(
                         f"MCP server {self.label} refused {request.name}: "
@@ -416,10 +427,13 @@ class _Link:
                 code="mcp_unavailable"))
         elif self._stopping is None:
             log.warning("MCP server %s: connection lost: %s", self.label, reason)
+        # A server that could not be reached ran none of the calls.
+        unreached = error is not None and all(
+            type(e).__name__ in ("ConnectError", "ConnectTimeout") for e in _leaves(error))
         for request in self._pending:
             if not request.future.done():
                 request.future.set_exception(
-                    Lost(reason + _quote(tail), sent=request.sent))
+                    Lost(reason + _quote(tail), sent=request.sent and not unreached))
         self._pending.clear()
         if self._stderr is not None:
             self._stderr.close()
@@ -490,6 +504,7 @@ class Connection:
             "owner": self.owner,
             "transport": self.transport,
             "state": state,
+            "protocol": self._link.protocol if self._link is not None else None,
             "restarts": self.restarts,
             "last_error": self.last_error,
             "tools": len(self.tools),
@@ -505,34 +520,41 @@ class Connection:
 
     async def call(self, name: str, arguments: dict[str, Any], *, timeout_s: float,
                    retry: bool, label: str) -> CallToolResult:
-        """Call tool ``name``; ``retry``: repeat it on a fresh server if the first died."""
-        link: _Link | None = None
+        """Call tool ``name``; ``retry``: repeat it on a fresh server if the first died.
+
+        ``timeout_s`` bounds the call itself; (re)starting the server is bounded by
+        the connect timeout, so a slow start does not eat a call's time.
+        """
+        link = await self._ready_link()
+        try:
+            return await self._call_on(link, name, arguments, timeout_s, label)
+        except Lost as lost:
+            if self._closed:
+                raise ToolError(f"MCP server {self.label} was closed while {label} was "
+                                "running", code="mcp_unavailable") from None
+            if lost.sent and not retry:
+                raise ToolError(
+                    f"MCP server {self.label} {self._died} while {label} was running "
+                    f"({lost.reason}); the outcome is unknown: the call may or may not "
+                    "have taken effect", code="mcp_server_died") from None
+            log.info("MCP server %s: %s; calling %s again on a fresh connection",
+                     self.label, lost.reason, label)
+        link = await self._ready_link()
+        try:
+            return await self._call_on(link, name, arguments, timeout_s, label)
+        except Lost as lost:
+            raise ToolError(f"MCP server {self.label} {self._died} again while {label} "
+                            f"was running ({lost.reason})", code="mcp_server_died") from None
+
+    async def _call_on(self, link: _Link, name: str, arguments: dict[str, Any],
+                       timeout_s: float, label: str) -> CallToolResult:
         try:
             async with asyncio.timeout(timeout_s):
-                link = await self._ready_link()
-                try:
-                    return await link.call(name, arguments)
-                except Lost as lost:
-                    if lost.sent and not retry:
-                        raise ToolError(
-                            f"MCP server {self.label} {self._died} while {label} was "
-                            f"running ({lost.reason}); the outcome is unknown: the call "
-                            f"may or may not have taken effect", code="mcp_server_died"
-                        ) from None
-                    log.info("MCP server %s: %s; calling %s again on a fresh connection",
-                             self.label, lost.reason, label)
-                link = await self._ready_link()
-                try:
-                    return await link.call(name, arguments)
-                except Lost as lost:
-                    raise ToolError(
-                        f"MCP server {self.label} {self._died} again while {label} was "
-                        f"running ({lost.reason})", code="mcp_server_died") from None
+                return await link.call(name, arguments)
         except TimeoutError:
-            if link is not None:
-                # Whatever holds the server up may hold up every later call: no new
-                # call goes to this process, which closes once its calls are over.
-                link.retire()
+            # Whatever holds the server up may hold up every later call: no new call
+            # goes to this process, which is stopped once its calls are over.
+            link.retire()
             raise ToolError(f"{label} timed out after {timeout_s:g}s (MCP server "
                             f"{self.label} is restarted before the next call)",
                             code="tool_timeout") from None

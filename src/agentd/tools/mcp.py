@@ -8,9 +8,16 @@ comes from the server's annotations::
     readOnlyHint        -> read_only and idempotent
     idempotentHint      -> idempotent
     destructiveHint     -> needs_approval (true by default unless read-only)
-    openWorldHint       -> sends_out, unless read-only (true by default)
+    openWorldHint       -> sends_out (true by default); for a trusted server only
+                           when the tool is not read-only as well
     server.trusted      -> untrusted_output when false (what the server says taints
                            the session)
+
+Annotations are the server's word, and the MCP spec says not to rely on those of a
+server one does not trust: for an untrusted server a read-only tool that reaches an
+open world (a web search) still ``sends_out``, since its arguments can carry data out.
+So by default the policy denies such tools until a rule allows them, and asks about
+them once the session is tainted.
 
 ``needs_network`` stays false: the server, not the daemon, reaches the network.
 
@@ -302,7 +309,7 @@ def _tool(server: MCPServer, connection: Connection, info: ToolInfo,
         idempotent=idempotent,
         needs_approval=destructive,
         needs_network=False,
-        sends_out=open_world and not read_only,
+        sends_out=open_world and not (read_only and server.trusted),
         untrusted_output=not server.trusted,
         timeout_s=server.timeout_s,
         server=server.name,
