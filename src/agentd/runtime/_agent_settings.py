@@ -11,8 +11,11 @@ from agentd.config import PRIORITIES, AgentSandbox
 from agentd.errors import InvalidInput
 from agentd.runtime.budgets import parse_budget
 from agentd.security.policy import parse_policy
+from agentd.tools.mcp import MCPServer
 
-__all__ = ["check_agent_settings", "sandbox_settings"]
+__all__ = ["MAX_MCP_SERVERS", "check_agent_settings", "mcp_servers", "sandbox_settings"]
+
+MAX_MCP_SERVERS = 16
 
 
 def _number(value: Any) -> bool:
@@ -79,6 +82,31 @@ def check_agent_settings(settings: dict[str, Any]) -> None:
     parse_budget(settings.get("budget"))
     parse_policy(settings.get("policy"), "settings.policy", "body.settings.policy")
     sandbox_settings(settings)
+    mcp_servers(settings)
+
+
+def mcp_servers(settings: dict[str, Any]) -> list[MCPServer]:
+    """The agent's ``settings.mcp`` servers, checked (422 naming the field)."""
+    value = settings.get("mcp")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_MCP_SERVERS:
+        raise _refuse("mcp", f"must be a list of up to {MAX_MCP_SERVERS} MCP servers "
+                             '({"name": ..., "command": [...]} or {"name": ..., '
+                             '"url": ...})')
+    servers = []
+    for index, entry in enumerate(value):
+        try:
+            servers.append(MCPServer.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                            for p in first["loc"])
+            raise _refuse(f"mcp[{index}]{where}", f"is invalid: {first['msg']}") from None
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise _refuse("mcp", "names a server twice")
+    return servers
 
 
 def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
@@ -88,4 +116,4 @@ def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise _refuse(f"sandbox{where}", f": {first['msg']}") from None
+        raise _refuse(f"sandbox{where}", f"is invalid: {first['msg']}") from None

@@ -122,6 +122,7 @@ class RunExecutor(ToolSteps):
         permissions: Policy | None = None,
         sandbox: Any = None,
         after_mutation: Callable[[], Awaitable[list[NewEvent]]] | None = None,
+        notes: Sequence[NewEvent] = (),
     ) -> None:
         self.store = store
         self.bus = bus
@@ -143,6 +144,8 @@ class RunExecutor(ToolSteps):
         self.permissions = permissions or Policy()
         self.sandbox = sandbox
         self.after_mutation = after_mutation
+        #: Events to log when the run starts (tools that could not be loaded).
+        self.notes = list(notes)
         #: The primary model's catalog entry (context window, prices), if known.
         self.model_info: ModelInfo | None = targets[0].info
         self.caller = ModelCaller(
@@ -305,8 +308,10 @@ class RunExecutor(ToolSteps):
             outcome = await self._resume()
             if outcome is not None:
                 return outcome
+            if self.notes:
+                await self._commit(self.notes)
         else:
-            await self._commit([self._event("run.started", {})],
+            await self._commit([self._event("run.started", {}), *self.notes],
                                RunUpdate(status="running", started=True), acquire=True)
             self._took_lease()
         specs = [t.spec for t in self.tools.values()]

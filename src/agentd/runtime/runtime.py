@@ -33,7 +33,7 @@ from agentd.errors import (
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
-from agentd.runtime._agent_settings import check_agent_settings
+from agentd.runtime._agent_settings import check_agent_settings, mcp_servers
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook, parse_budget
 from agentd.runtime.bus import EventBus, Subscription
@@ -55,6 +55,7 @@ from agentd.store.records import (
     SessionRecord,
 )
 from agentd.tools import ToolRegistry
+from agentd.tools.mcp import MCPManager
 
 __all__ = ["Runtime", "SendResult"]
 
@@ -144,6 +145,8 @@ class Runtime:
         self.node_id = settings.node_id
         self.lease = Lease(owner=settings.node_id, ttl=settings.lease_ttl_s)
         self.approvals = ApprovalDesk(self)
+        #: Connections to agents' MCP servers (``settings.mcp``).
+        self.mcp = MCPManager()
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -232,6 +235,7 @@ class Runtime:
         except Exception:
             log.exception("could not checkpoint sessions at shutdown")
         self.bus.close_all()
+        await self.mcp.close()
 
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
@@ -368,6 +372,7 @@ class Runtime:
             await self.supervisor.cancel_session(session.id, "agent deleted")
             self.histories.drop(session.id)
         await self.store.delete_agent(name)
+        await self.mcp.close(agent.id)
         self.agent_count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self._sleep(agent)
@@ -745,6 +750,14 @@ class Runtime:
             agent.settings, None if session_policy is None
             else PolicyConfig.model_validate(session_policy))
         tools = self.tools.resolve(agent.tools)
+        notes: list[NewEvent] = []
+        servers = mcp_servers(agent.settings)
+        if servers:
+            failures: list[str] = []
+            tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures)]
+            if failures:
+                notes.append(NewEvent(kind="tools.unavailable", run_id=run.id,
+                                      data={"errors": failures}))
         workspace = self.workspace_of(agent)
         keeper = self.workspaces
         after_mutation = None
@@ -760,6 +773,7 @@ class Runtime:
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
             workspace=workspace, permissions=permissions, after_mutation=after_mutation,
+            notes=notes,
         )
 
     def permissions_for(self, agent_settings: dict[str, Any],

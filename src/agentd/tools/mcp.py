@@ -196,11 +196,13 @@ class MCPManager:
         self._restart_window_s = restart_window_s
         self._connections: dict[tuple[str, str], Connection] = {}
 
-    async def tools(self, owner: str, servers: Sequence[MCPServer]) -> list[Tool]:
+    async def tools(self, owner: str, servers: Sequence[MCPServer], *,
+                    failures: list[str] | None = None) -> list[Tool]:
         """Connect ``owner`` to ``servers`` (reusing live connections); return their tools.
 
         Connections ``owner`` had to servers no longer listed are closed. A dead server
-        gets a fresh start.
+        gets a fresh start. With ``failures``, servers that cannot be reached are
+        reported there (one message each) and the others' tools returned.
 
         Raises:
             ToolError: ``mcp_unavailable``: a server could not start or connect (the
@@ -225,18 +227,21 @@ class MCPManager:
             connections.append(self._connections[key])
         outcomes = await asyncio.gather(*(c.load() for c in connections),
                                         return_exceptions=True)
-        failures: list[str] = []
+        failed: list[str] = []
         for outcome in outcomes:
             if isinstance(outcome, ToolError):
-                failures.append(outcome.message)
+                failed.append(outcome.message)
             elif isinstance(outcome, BaseException):
                 raise outcome
-        if failures:
-            raise ToolError("; ".join(failures), code="mcp_unavailable")
+        if failed and failures is None:
+            raise ToolError("; ".join(failed), code="mcp_unavailable")
+        if failures is not None:
+            failures.extend(failed)
         out: list[Tool] = []
         taken: set[str] = set()
-        for connection in connections:
-            out.extend(_wrap(connection, taken))
+        for connection, outcome in zip(connections, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                out.extend(_wrap(connection, taken))
         return out
 
     async def close(self, owner: str | None = None) -> None:

@@ -1,0 +1,64 @@
+"""MCP tools in runs: the same policy, approval, taint and audit path as built-in
+tools, against a real MCP server process; a server that cannot start is reported and
+the run goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentd.errors import InvalidInput
+from agentd.runtime import Runtime
+
+SERVER = Path(__file__).parents[1] / "tools" / "mcp_server.py"
+
+
+def _call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"tool_calls": [{"name": name, "arguments": arguments}]}
+
+
+async def _events(rt: Runtime, key: str = "k") -> list[Any]:
+    _, session = await rt.get_session("a", key)
+    return await rt.read_events(session.id)
+
+
+async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", model="scripted", settings={
+        "mcp": [{"name": "t", "command": [sys.executable, str(SERVER), "stdio"]},
+                {"name": "broken", "command": ["/nonexistent/mcp-server"]}],
+        "script": [_call("t__add", a=2, b=3), _call("t__write_note", text="hi"),
+                   {"text": "done"}]})
+    sent = await runtime.send("a", "k", "go")
+    run = await asyncio.wait_for(runtime.wait(sent.run.id), 60)
+    assert run.status == "waiting_approval"
+    events = await _events(runtime)
+    unavailable = next(e for e in events if e.kind == "tools.unavailable")
+    assert "broken" in unavailable.data["errors"][0]
+    added = next(e for e in events if e.kind == "tool.finished")
+    assert added.data["output"] == "5" and added.data["tainted"]
+    [request] = await runtime.approvals.pending("a")
+    assert request["name"] == "t__write_note"
+    # Destructive by its annotations: asked; the taint also applies (it sends out).
+    assert request["policy"]["rule"] in ("builtin:approval", "builtin:taint")
+    await runtime.approvals.decide(request["approval_id"], "deny", reason="no notes")
+    run = await asyncio.wait_for(runtime.wait(sent.run.id), 30)
+    assert (run.status, run.output) == ("completed", "done")
+    denied = [e for e in await _events(runtime) if e.kind == "tool.finished"][-1]
+    assert denied.data["denied"] and "no notes" in denied.data["output"]
+
+
+@pytest.mark.parametrize(("mcp", "field"), [
+    ([{"name": "x"}], "body.settings.mcp[0]"),
+    ([{"name": "bad name!", "command": ["x"]}], "body.settings.mcp[0].name"),
+    ([{"name": "x", "command": ["a"], "url": "http://h"}], "body.settings.mcp[0]"),
+    ([{"name": "x", "url": "file:///etc"}], "body.settings.mcp[0].url"),
+    ("not a list", "body.settings.mcp"),
+])
+async def test_bad_mcp_settings(runtime: Runtime, mcp: Any, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await runtime.create_agent(name="a", model="scripted", settings={"mcp": mcp})
+    assert caught.value.details["errors"][0]["field"].startswith(field)
