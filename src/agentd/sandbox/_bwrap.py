@@ -7,10 +7,14 @@ has them (links or read-only binds), a few files of ``/etc`` programs need
 (:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only, synthetic
 ``passwd``, ``group``, ``nsswitch.conf`` and ``hosts``, a new ``/proc`` and ``/dev``, a
 private ``/tmp`` of ``Limits.file_size_mb``, and the workspace read-write at
-``/workspace``. Nothing else of the host: not its ``/etc`` (``shadow``), ``/root``,
-``/home``, ``/var``, ``/run`` or the daemon's home.
+``/workspace``. Everything but ``/tmp`` and ``/workspace`` is read-only. Nothing else
+of the host: not its ``/etc`` (``shadow``), ``/root``, ``/home``, ``/var``, ``/run`` or
+the daemon's home. Its first process is pid 1 of its namespace (``--as-pid-1``): a
+``sh`` that runs the command as its child (``BubblewrapBackend`` wraps it), or the
+persistent shell.
 
-Arguments go to bubblewrap through a memfd (``--args``), so the environment given to
+A seccomp filter refuses a few kernel interfaces (:data:`DENIED_SYSCALLS`). Arguments
+go to bubblewrap through a memfd (``--args``), so the environment given to
 the sandbox does not show in ``/proc/PID/cmdline`` on the host. ``--info-fd`` tells
 the pid of the sandbox's pid 1: killing it ends the pid namespace, every process in it.
 """
@@ -18,8 +22,6 @@ the pid of the sandbox's pid 1: killing it ends the pid namespace, every process
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import re
 import shutil
@@ -29,8 +31,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from agentd.sandbox._limits import Limits, sandbox_ids, spawn_kwargs
+from agentd.sandbox._limits import Limits, sandbox_ids, seccomp_filter, spawn_kwargs
 
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
              "timezone", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
@@ -46,11 +49,19 @@ def binary() -> str | None:
     return shutil.which("bwrap")
 
 
-@functools.cache
+_MOUNTPOINTS = ("/mnt", "/media", "/srv")
+_mountpoint: list[str] = []
+
+
 def mountpoint() -> str:
-    """An empty directory the workspace is bind-mounted on, in the private mount
-    namespace of each bubblewrap process (see ``child_setup``); made once a process."""
-    return tempfile.mkdtemp(prefix="agentd-sandbox-mnt-")
+    """The directory the workspace is bind-mounted on, in the private mount namespace
+    of each bubblewrap process (see ``child_setup``), for bubblewrap to bind from.
+    Covering it there changes nothing on the host, so an existing directory serves
+    (``/mnt``); only a host with none of them gets a temporary one."""
+    if not _mountpoint or not os.path.isdir(_mountpoint[0]):
+        found = next((path for path in _MOUNTPOINTS if os.path.isdir(path)), None)
+        _mountpoint[:] = [found or tempfile.mkdtemp(prefix="agentd-sandbox-mnt-")]
+    return _mountpoint[0]
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -100,7 +111,8 @@ class Launch:
     argv: list[str]
     pass_fds: list[int] = field(default_factory=list)
     info: int = -1
-    spawn: dict[str, object] = field(default_factory=dict)
+    monitor: int = -1  # bubblewrap's own pid, once started
+    spawn: dict[str, Any] = field(default_factory=dict)
     _info_data: bytes = b""
 
     def close_child_fds(self) -> None:
@@ -116,7 +128,7 @@ class Launch:
                 os.close(self.info)
             self.info = -1
 
-    def sandbox_pid(self) -> int | None:
+    def _sandbox_pid(self) -> int | None:
         """The host pid of the sandbox's pid 1, once bubblewrap has told it."""
         if self.info >= 0:
             with contextlib.suppress(BlockingIOError, OSError):
@@ -129,10 +141,24 @@ class Launch:
         return int(match.group(1)) if match else None
 
     def kill_sandbox(self) -> None:
-        pid = self.sandbox_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL the sandbox's pid 1 (the pid namespace ends with it), through a
+        pidfd checked to be bubblewrap's child: a pid reused since cannot be hit."""
+        pid = self._sandbox_pid()
+        if pid is None or self.monitor < 0:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return  # gone already
+        try:
+            stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+            ppid = int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
+            if ppid == self.monitor:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+        finally:
+            os.close(fd)
 
 
 def _root_entries() -> list[str]:
@@ -146,12 +172,13 @@ def _root_entries() -> list[str]:
     return args
 
 
-def build(command: Sequence[str], *, workspace: Path, workspace_fd: int, network: bool,
+def build(command: Sequence[str], *, workspace: Path, network: bool,
           env: dict[str, str], chdir: str, limits: Limits) -> Launch:
     """Everything needed to start ``command`` in a new bubblewrap sandbox.
 
-    ``workspace_fd`` is an open descriptor of the workspace (used when the daemon is
-    root: see ``child_setup``); the caller keeps it open until the process started.
+    When the daemon is root, bubblewrap (as ``nobody``) may not be able to reach
+    the workspace's path: it binds :func:`mountpoint` instead, on which
+    ``child_setup`` has mounted the workspace in a mount namespace of its own.
     """
     ids = sandbox_ids()
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
@@ -160,7 +187,13 @@ def build(command: Sequence[str], *, workspace: Path, workspace_fd: int, network
     try:
         args = ["--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox",
-                "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
+                "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+                # The first process is pid 1 itself (a wrapping sh, or the persistent
+                # shell). With bubblewrap's own init as pid 1, its monitor exits
+                # without reaping that init: an orphan left to the host's init (a
+                # zombie, counted against the process limit, where that init is slow
+                # to reap or is the daemon itself).
+                "--as-pid-1"]
         if not network:
             args.append("--unshare-net")
         for key, value in env.items():
@@ -175,7 +208,15 @@ def build(command: Sequence[str], *, workspace: Path, workspace_fd: int, network
             args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--size", str(limits.file_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
-                 "--bind", source, WORKSPACE, "--chdir", chdir]
+                 "--bind", source, WORKSPACE,
+                 # The root and /dev are tmpfs: read-only, they cannot hold files
+                 # (nor fill the host's memory); /tmp has a size.
+                 "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", chdir]
+        program = seccomp_filter()
+        if program is not None:
+            seccomp_fd = _memfd("bwrap-seccomp", program)
+            launch.pass_fds.append(seccomp_fd)
+            args += ["--seccomp", str(seccomp_fd)]
         info_read, info_write = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(info_read, False)
         launch.info = info_read
@@ -184,7 +225,7 @@ def build(command: Sequence[str], *, workspace: Path, workspace_fd: int, network
         args_fd = _memfd("bwrap-args", "\0".join(args).encode() + b"\0")
         launch.pass_fds.append(args_fd)
         launch.argv = [binary() or "bwrap", "--args", str(args_fd), "--", *command]
-        launch.spawn = spawn_kwargs(limits, bind=(workspace_fd, source))
+        launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source))
     except BaseException:
         launch.close()
         raise
@@ -207,21 +248,19 @@ def probe() -> str | None:
         ids = sandbox_ids()
         if ids is not None:
             os.chown(workspace, *ids)
-        fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         launch = None
         try:
-            launch = build(["true"], workspace=workspace, workspace_fd=fd, network=False,
+            launch = build(["true"], workspace=workspace, network=False,
                            env={"PATH": "/usr/bin:/bin"}, chdir=WORKSPACE,
                            limits=Limits())
-            done = subprocess.run(  # noqa: PLW1510 - the status is examined below
-                launch.argv, pass_fds=launch.pass_fds, env={}, capture_output=True,
-                timeout=30, **launch.spawn)  # type: ignore[call-overload]
+            done = subprocess.run(launch.argv, pass_fds=launch.pass_fds, env={},
+                                  capture_output=True, timeout=30, check=False,
+                                  **launch.spawn)
         except (OSError, subprocess.SubprocessError) as exc:
             return f"bwrap could not be started: {exc}"
         finally:
             if launch is not None:
                 launch.close()
-            os.close(fd)
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip() or f"status {done.returncode}"
         if "namespace" in why.lower() or "permission" in why.lower():
@@ -229,6 +268,3 @@ def probe() -> str | None:
         return f"bwrap fails here: {why}"
     return None
 
-
-def status_json(data: bytes) -> dict[str, object]:  # pragma: no cover - debugging aid
-    return dict(json.loads(data.decode()))

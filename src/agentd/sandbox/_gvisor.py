@@ -7,11 +7,18 @@ the bubblewrap sandbox (``/usr`` and a few ``/etc`` files read-only, synthetic
 read-write at ``/workspace``), the limits as ``process.rlimits``, no capabilities,
 ``noNewPrivileges``. It runs as ``runsc --root STATE --network=none --ignore-cgroups
 run --bundle DIR ID`` (``--network=host`` when granted), with a state directory of its
-own inside the bundle directory, and is removed with ``runsc delete -force`` after it
-ends or is killed. ``runsc do`` is never used: it exposes the host's root filesystem.
+own inside the bundle directory; ``runsc kill --all`` and ``runsc delete -force`` end
+it (after it ended, or to kill it), then the bundle is removed. ``runsc do`` is never
+used: it exposes the host's root filesystem.
 
 ``runsc`` runs as root (the sandbox then runs as ``nobody`` inside gVisor's own
-kernel); as another user ``--rootless`` is tried.
+kernel); as another user ``--rootless`` is tried. Known gaps of the runsc this was
+built against (0.0~20221219): it rejects ``AT_NO_AUTOMOUNT`` in statx/fstatat, which
+today's coreutils pass (``ls`` and ``stat`` fail: the probe reports it and the backend
+is not offered); it did not enforce ``RLIMIT_CPU`` (the wall clock still ends a
+command); ``/tmp`` has no size of its own. A bundle is left in the temp directory if
+the daemon is killed while a command runs (runsc itself dies with it): the next
+daemon's probe removes it (:func:`sweep`).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -32,10 +40,11 @@ from typing import Any
 from agentd.sandbox._bwrap import ETC_FILES, ETC_NETWORK, ROOT_LINKS, WORKSPACE, synthetic_etc
 from agentd.sandbox._limits import Limits, rlimits, sandbox_ids, spawn_kwargs
 
+_PREFIX = "agentd-gvisor-"
 _RLIMIT_NAMES = {"RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_CORE"}
 OLD_STATX = ("this runsc ({version}) is too old for the host's programs: it refuses "
              "statx()/fstatat() with AT_NO_AUTOMOUNT, so coreutils' ls and stat fail "
-             "with EINVAL inside the sandbox (fixed in gVisor releases from 2023)")
+             "with EINVAL inside the sandbox; a newer gVisor is needed")
 
 
 def binary() -> str | None:
@@ -43,12 +52,7 @@ def binary() -> str | None:
 
 
 def _rlimit_name(which: int) -> str:
-    import resource
-
-    for name in _RLIMIT_NAMES:
-        if getattr(resource, name) == which:
-            return name
-    raise ValueError(which)  # pragma: no cover
+    return next(name for name in _RLIMIT_NAMES if getattr(resource, name) == which)
 
 
 @dataclass
@@ -67,11 +71,22 @@ class Bundle:
     def runsc(self, *args: str) -> list[str]:
         return [binary() or "runsc", "--root", str(self.state), *args]
 
+    def stop_sync(self) -> None:
+        """Kill every process of the container, then delete it, whatever its state.
+        (``runsc kill --all`` first: ``delete -force`` alone waits seconds for a
+        running container, and ``runsc run`` killed first leaves it to do so.)"""
+        for args in (("kill", "--all", self.container, "KILL"),
+                     ("delete", "-force", self.container)):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(self.runsc(*args), capture_output=True, timeout=30,
+                               check=False)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)
+
     def remove_sync(self) -> None:
-        """Stop the container whatever its state, then remove the bundle."""
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(self.runsc("delete", "-force", self.container),
-                           capture_output=True, timeout=30, check=False)
+        """Stop the container, then remove the bundle."""
+        self.stop_sync()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     async def remove(self) -> None:
@@ -89,7 +104,7 @@ def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[s
     """Write a bundle for ``command`` and return how to run it."""
     ids = sandbox_ids()
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
-    directory = Path(tempfile.mkdtemp(prefix="agentd-gvisor-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
     try:
         rootfs = directory / "rootfs"
         rootfs.mkdir()
@@ -136,11 +151,15 @@ def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[s
             "root": {"path": "rootfs", "readonly": True},
             "hostname": "sandbox",
             "mounts": mounts,
+            # With --network=host, runsc uses the host's network stack only when the
+            # spec asks for no network namespace of its own.
             "linux": {"namespaces": [{"type": kind} for kind in
-                                     ("pid", "network", "ipc", "uts", "mount")]},
+                                     ("pid", "ipc", "uts", "mount",
+                                      *(() if network else ("network",)))]},
         }
         (directory / "config.json").write_text(json.dumps(config))
         container = f"agentd-{secrets.token_hex(8)}"
+        (directory / "container").write_text(container)
         bundle = Bundle(directory=directory, container=container, argv=[])
         flags = ["--network=host" if network else "--network=none", "--ignore-cgroups"]
         if os.geteuid() != 0:
@@ -153,6 +172,27 @@ def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[s
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return bundle
+
+
+def sweep() -> list[Path]:
+    """Remove the bundles of daemons that died while a command ran (their directory
+    names carry their pid), deleting any container still recorded in them."""
+    removed = []
+    for directory in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        try:
+            pid = int(directory.name.removeprefix(_PREFIX).split("-")[0])
+            os.kill(pid, 0)
+            continue  # its daemon lives
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        with contextlib.suppress(OSError):
+            container = (directory / "container").read_text().strip()
+            Bundle(directory=directory, container=container, argv=[]).stop_sync()
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
 
 
 def _version() -> str:
@@ -181,6 +221,7 @@ def probe() -> tuple[str | None, bool]:
     sandboxed ``true``, then ``ls /`` (which an old runsc cannot run)."""
     if binary() is None:
         return "runsc not found on PATH", False
+    sweep()
     with tempfile.TemporaryDirectory(prefix="agentd-probe-") as tmp:
         workspace = Path(tmp)
         ids = sandbox_ids()

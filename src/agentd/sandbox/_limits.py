@@ -7,6 +7,8 @@ exempt from ``RLIMIT_NPROC`` (a fork bomb would not be stopped), a root process 
 signal or ptrace the daemon, and user namespaces created by root map real root into the
 sandbox. When the daemon is not root, the sandbox keeps the daemon's uid; then
 ``RLIMIT_NPROC`` counts every process and thread of that user, the daemon's included.
+Either way the count is per uid: the sandboxes running at one time share it (and
+gVisor's own threads, which run as ``nobody`` too, count against it).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import os
 import re
 import resource
 import signal
+import stat
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox.workspace import Workspace
@@ -29,6 +34,9 @@ SANDBOX_UID = 65534
 SANDBOX_GID = 65534
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 _CLONE_NEWNS = 0x00020000
 _MS_BIND = 4096
 _MS_REC = 16384
@@ -44,7 +52,8 @@ class Limits:
     Attributes:
         cpu_s: CPU seconds per process (``RLIMIT_CPU``; SIGXCPU at the limit).
         memory_mb: address space per process (``RLIMIT_AS``), in MiB.
-        processes: processes and threads of the sandbox's uid (``RLIMIT_NPROC``).
+        processes: processes and threads of the sandbox's uid (``RLIMIT_NPROC``),
+            counted over every sandbox running at the time (they share the uid).
         file_size_mb: the largest file a process may write (``RLIMIT_FSIZE``); also
             the size of the sandbox's private ``/tmp`` under bubblewrap.
         output_bytes: stdout and stderr kept together; the rest is dropped (the result
@@ -142,17 +151,73 @@ def open_cwd(workspace: Path, parts: list[str]) -> int:
     return fd
 
 
-def check_workspace(workspace: Path) -> None:
-    if not workspace.is_dir():
-        raise ToolError(f"workspace {workspace} does not exist", code="path_refused")
+def workspace_owner(workspace: Path) -> int:
+    """The uid owning the workspace (a ToolError when it is not a directory)."""
+    try:
+        info = os.stat(workspace)
+    except OSError as exc:
+        raise ToolError(f"workspace {workspace}: {exc.strerror or exc}",
+                        code="path_refused") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ToolError(f"workspace {workspace} is not a directory", code="path_refused")
+    return info.st_uid
+
+
+# -- seccomp: the kernel interfaces most used to escape, refused -----------------------
+
+#: Syscalls refused (ENOSYS, as if the kernel had none, so programs fall back): the
+#: key rings, eBPF, perf events, userfaultfd and io_uring, a large share of the
+#: kernel bugs used to escape containers, and nothing a build or a test needs.
+DENIED_SYSCALLS = ("add_key", "request_key", "keyctl", "bpf", "perf_event_open",
+                   "userfaultfd", "io_uring_setup", "io_uring_enter",
+                   "io_uring_register")
+_SYSCALLS = {  # (audit arch, numbers)
+    "x86_64": (0xC000003E, {"add_key": 248, "request_key": 249, "keyctl": 250,
+                            "perf_event_open": 298, "bpf": 321, "userfaultfd": 323,
+                            "io_uring_setup": 425, "io_uring_enter": 426,
+                            "io_uring_register": 427}),
+    "aarch64": (0xC00000B7, {"add_key": 217, "request_key": 218, "keyctl": 219,
+                             "perf_event_open": 241, "bpf": 280, "userfaultfd": 282,
+                             "io_uring_setup": 425, "io_uring_enter": 426,
+                             "io_uring_register": 427}),
+}
+_ENOSYS = 0x00050000 | 38  # SECCOMP_RET_ERRNO | ENOSYS
+_ALLOW = 0x7FFF0000
+
+
+def seccomp_filter(machine: str | None = None) -> bytes | None:
+    """A classic-BPF seccomp program (None on an architecture not listed: no
+    filter). Another architecture's syscalls (32-bit, x32) get ENOSYS as a whole:
+    their numbers differ and would slip through."""
+    arch, numbers = _SYSCALLS.get(machine or os.uname().machine, (None, {}))
+    if arch is None:
+        return None
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, _ENOSYS), (ld, 0, 0, 0)]
+    if arch == 0xC000003E:
+        prog += [(jset, 0, 1, 0x40000000), (ret, 0, 0, _ENOSYS)]  # x32 numbers
+    for name in DENIED_SYSCALLS:
+        prog += [(jeq, 0, 1, numbers[name]), (ret, 0, 0, _ENOSYS)]
+    prog.append((ret, 0, 0, _ALLOW))
+    return b"".join(struct.pack("=HBBI", *op) for op in prog)
 
 
 # -- between fork and exec ---------------------------------------------------------------
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                           ctypes.c_ulong, ctypes.c_void_p]
+    return libc
 
 
 def _check(result: int) -> None:
@@ -176,18 +241,22 @@ def rlimits(limits: Limits) -> list[tuple[int, tuple[int, int]]]:
 
 
 def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
-                cwd_fd: int | None = None, bind: tuple[int, str] | None = None
+                cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
+                death: int = signal.SIGKILL, no_new_privs: bool = False
                 ) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
     1. ``bind`` (root only): in a private mount namespace of its own, the directory
-       open as descriptor ``bind[0]`` is bind-mounted on the path ``bind[1]``, so
+       ``bind[0]`` (the workspace) is bind-mounted on the path ``bind[1]``, so
        that bubblewrap, running as ``nobody``, reaches the workspace even when one of
        its parents (``/root``) is closed to other users. Nothing shows on the host.
     2. ``ids``: drop supplementary groups, then gid, then uid (all three ids).
-    3. the death signal (after the uid change, which would clear it), and a check
-       that the daemon did not die before it was armed;
-    4. rlimits, and ``fchdir`` to ``cwd_fd``.
+    3. the death signal ``death`` (after the uid change, which would clear it), and
+       a check that the daemon did not die before it was armed;
+    4. rlimits, ``fchdir`` to ``cwd_fd``, and with ``no_new_privs`` (for the process
+       backend, whose commands see the host's ``su`` and ``sudo``) set-uid programs
+       no longer raise privileges and the :func:`seccomp_filter` is installed
+       (bubblewrap installs it itself).
 
     Everything it calls is resolved before the fork.
     """
@@ -198,11 +267,18 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     parent = os.getpid()
     bind_args = None
     if bind is not None:
-        bind_args = (f"/proc/self/fd/{bind[0]}".encode(), os.fsencode(bind[1]))
+        bind_args = (os.fsencode(bind[0]), os.fsencode(bind[1]))
     setrlimit, fchdir, getppid, exit_ = (resource.setrlimit, os.fchdir, os.getppid,
                                          os._exit)
     setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
     check = _check
+    death_signal = int(death)
+    seccomp: tuple[ctypes.Array[ctypes.c_char], _SockFprog] | None = None
+    program = seccomp_filter() if no_new_privs else None
+    if program is not None:  # (the filter buffer is kept alive with the program)
+        filters = ctypes.create_string_buffer(program, len(program))
+        seccomp = (filters, _SockFprog(len(program) // 8,
+                                       ctypes.cast(filters, ctypes.c_void_p)))
 
     def setup() -> None:
         if bind_args is not None:
@@ -213,26 +289,33 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
             setgroups([])
             setresgid(ids[1], ids[1], ids[1])
             setresuid(ids[0], ids[0], ids[0])
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        check(prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0))
         if getppid() != parent:  # the daemon died before the death signal was armed
             exit_(111)
         for which, value in limits_list:
             setrlimit(which, value)
         if cwd_fd is not None:
             fchdir(cwd_fd)
+        if no_new_privs:
+            check(prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        if seccomp is not None:
+            check(prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER,
+                        ctypes.addressof(seccomp[1]), 0, 0))
 
     return setup
 
 
 def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None = None,
-                 bind: tuple[int, str] | None = None) -> dict[str, object]:
+                 bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
+                 no_new_privs: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the uid switch when ``drop`` and the daemon is root)."""
     ids = sandbox_ids() if drop else None
     return {"start_new_session": True, "close_fds": True,
             "preexec_fn": child_setup(limits, ids=ids, cwd_fd=cwd_fd,
-                                      bind=bind if ids is not None else None)}
+                                      bind=bind if ids is not None else None,
+                                      death=death, no_new_privs=no_new_privs)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

@@ -22,24 +22,112 @@ _CHUNK = 65536
 _DRAIN_S = 2.0  # reading what is left after the process ended (a straggler may hold a pipe)
 
 
+class PipeReader:
+    """The daemon's end of an output pipe, read without blocking the event loop.
+
+    The pipes are ours rather than ``asyncio``'s: ``Process.wait()`` would otherwise
+    wait for every holder of the pipes to close them, and a process left running in
+    the background holds them as long as it likes.
+    """
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def read(self, size: int = _CHUNK) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end (or once closed)."""
+        while self.fd >= 0:
+            try:
+                return os.read(self.fd, size)
+            except BlockingIOError:
+                pass
+            self._waiter = self._loop.create_future()
+            self._loop.add_reader(self.fd, _wake, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                if self.fd >= 0:
+                    self._loop.remove_reader(self.fd)
+        return b""
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+
+class PipeWriter:
+    """The daemon's end of the stdin pipe."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._loop = asyncio.get_running_loop()
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data``; BrokenPipeError when the reader is gone."""
+        view = memoryview(data)
+        while view:
+            if self.fd < 0:
+                raise BrokenPipeError("stdin is closed")
+            try:
+                view = view[os.write(self.fd, view):]
+                continue
+            except BlockingIOError:
+                pass
+            waiter = self._loop.create_future()
+            self._loop.add_writer(self.fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if self.fd >= 0:
+                    self._loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._loop.remove_writer(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Child:
-    """A started sandbox: its top process and how to kill every process in it.
+    """A started sandbox: its top process, our ends of its pipes, and how to kill
+    every process in it.
 
     ``kill`` is synchronous and idempotent: it SIGKILLs the process group of the top
-    process (and whatever ``extra_kill`` knows about: bubblewrap's pid 1, gVisor's
-    container). ``close`` kills, reaps and runs ``cleanup`` (gVisor's ``runsc
-    delete``, temporary bundles).
+    process and whatever ``extra_kill`` knows about (bubblewrap's pid 1). ``stop``
+    first awaits ``extra_stop`` (gVisor's ``runsc kill`` and ``delete``), then kills.
+    ``close`` stops, reaps, closes the pipes and releases what the sandbox held
+    (``cleanup``); it is idempotent and not interrupted by cancelling its caller.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process, *, started: float,
+                 stdout: PipeReader, stderr: PipeReader, stdin: PipeWriter | None,
                  negative_is_signal: bool,
                  extra_kill: Callable[[], None] | None = None,
-                 cleanup: Callable[[], Awaitable[None]] | None = None) -> None:
+                 extra_stop: Callable[[], Awaitable[None]] | None = None,
+                 cleanup: Callable[[], None] | None = None) -> None:
         self.proc = proc
         self.started = started
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdin = stdin
         self.negative_is_signal = negative_is_signal
         self._extra_kill = extra_kill
+        self._extra_stop = extra_stop
         self._cleanup = cleanup
+        self._stopped = False
         self._closed = False
 
     def kill(self) -> None:
@@ -48,37 +136,63 @@ class Child:
         if self._extra_kill is not None:
             self._extra_kill()
 
-    async def close(self) -> None:
-        """Kill everything, reap the top process, release what the sandbox held."""
+    async def stop(self) -> None:
+        if self._extra_stop is not None and not self._stopped:
+            self._stopped = True
+            await self._extra_stop()
         self.kill()
+
+    async def close(self) -> None:
         if self._closed:
+            self.kill()
             return
         self._closed = True
-        try:
-            await asyncio.shield(self._finish())
-        except asyncio.CancelledError:
-            raise
+        await asyncio.shield(self._finish())
 
     async def _finish(self) -> None:
-        await self.proc.wait()
-        for stream in (self.proc.stdin,):
-            if stream is not None:
-                stream.close()
-        if self._cleanup is not None:
-            await self._cleanup()
+        try:
+            await self.stop()
+            await self.proc.wait()
+        finally:
+            for pipe in (self.stdin, self.stdout, self.stderr):
+                if pipe is not None:
+                    pipe.close()
+            if self._cleanup is not None:
+                self._cleanup()
 
 
-async def launch(argv: Sequence[str], *, env: dict[str, str], cwd: str | None = None,
-                 pass_fds: Sequence[int] = (), stdin_pipe: bool,
-                 spawn: dict[str, Any]) -> tuple[asyncio.subprocess.Process, float]:
-    """Start ``argv`` with both outputs piped; ``spawn`` from ``spawn_kwargs``."""
-    started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=env, cwd=cwd, pass_fds=tuple(pass_fds), limit=_CHUNK, **spawn)
-    return proc, started
+async def launch(argv: Sequence[str], *, env: dict[str, str], pass_fds: Sequence[int] = (),
+                 stdin_pipe: bool, spawn: dict[str, Any], negative_is_signal: bool,
+                 extra_kill: Callable[[], None] | None = None,
+                 extra_stop: Callable[[], Awaitable[None]] | None = None,
+                 cleanup: Callable[[], None] | None = None) -> Child:
+    """Start ``argv`` with both outputs (and stdin, if asked) on pipes of ours;
+    ``spawn`` comes from ``spawn_kwargs``."""
+    fds: list[int] = []
+    try:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        fds += [out_r, out_w]
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        fds += [err_r, err_w]
+        in_r = in_w = -1
+        if stdin_pipe:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            fds += [in_r, in_w]
+        started = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=in_r if stdin_pipe else asyncio.subprocess.DEVNULL,
+            stdout=out_w, stderr=err_w, env=env, pass_fds=tuple(pass_fds), **spawn)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    for fd in (out_w, err_w, in_r):
+        if fd >= 0:
+            os.close(fd)
+    return Child(proc, started=started, stdout=PipeReader(out_r), stderr=PipeReader(err_r),
+                 stdin=PipeWriter(in_w) if stdin_pipe else None,
+                 negative_is_signal=negative_is_signal, extra_kill=extra_kill,
+                 extra_stop=extra_stop, cleanup=cleanup)
 
 
 class Capture:
@@ -124,9 +238,7 @@ class Capture:
         self.flooded = asyncio.Event()
 
 
-async def _pump(reader: asyncio.StreamReader | None, stream: str, capture: Capture) -> None:
-    if reader is None:
-        return
+async def _pump(reader: PipeReader, stream: str, capture: Capture) -> None:
     while True:
         chunk = await reader.read(_CHUNK)
         if not chunk:
@@ -134,19 +246,16 @@ async def _pump(reader: asyncio.StreamReader | None, stream: str, capture: Captu
         capture.feed(stream, chunk)
 
 
-async def _feed(writer: asyncio.StreamWriter | None, data: bytes | None) -> None:
+async def _feed(writer: PipeWriter | None, data: bytes | None) -> None:
     if writer is None:
         return
     try:
         if data:
-            writer.write(data)
-            await writer.drain()
+            await writer.write(data)
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
         writer.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await writer.wait_closed()
 
 
 async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecResult:
@@ -154,9 +263,9 @@ async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecR
     and collect its result. Cancelling this kills the sandbox."""
     proc = child.proc
     capture = Capture(limits.output_bytes)
-    tasks = [asyncio.ensure_future(_pump(proc.stdout, "out", capture)),
-             asyncio.ensure_future(_pump(proc.stderr, "err", capture)),
-             asyncio.ensure_future(_feed(proc.stdin, stdin))]
+    tasks = [asyncio.ensure_future(_pump(child.stdout, "out", capture)),
+             asyncio.ensure_future(_pump(child.stderr, "err", capture)),
+             asyncio.ensure_future(_feed(child.stdin, stdin))]
     waiter = asyncio.ensure_future(proc.wait())
     flood = asyncio.ensure_future(capture.flooded.wait())
     killed: str | None = None
@@ -167,20 +276,16 @@ async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecR
             killed = "output" if flood in done else "wall_time"
         # The top process ended (or is to be killed): whatever it left behind goes
         # too, as a pid namespace would take it (``sleep 1000 &`` must not survive).
-        child.kill()
+        await child.stop()
         await waiter
-        _, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
-        for task in pending:
-            task.cancel()
+        await asyncio.wait(tasks, timeout=_DRAIN_S)
     except BaseException:
         child.kill()
         raise
     finally:
-        flood.cancel()
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, flood, return_exceptions=True)
+        for task in (*tasks, flood, waiter):
+            task.cancel()
+        await asyncio.gather(*tasks, flood, waiter, return_exceptions=True)
         await child.close()
     duration_ms = (time.perf_counter() - child.started) * 1000
     stdout, stderr, truncated = capture.result()

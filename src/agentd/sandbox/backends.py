@@ -1,0 +1,467 @@
+"""Sandbox backends: where a tool's command runs, so that a hostile model cannot
+reach the host.
+
+::
+
+    Backend (ABC)            name        strength  isolated
+    ├── RemoteBackend        remote            40  yes  interface only (Firecracker, E2B)
+    ├── GVisorBackend        gvisor            30  yes  runsc: a user-space kernel
+    ├── BubblewrapBackend    bubblewrap        20  yes  namespaces (the Linux default)
+    └── ProcessBackend       process           10  no   limits and a clean environment
+
+What every backend guarantees: the environment is exactly ``PATH``, ``HOME``,
+``LANG``, ``TERM``, ``TMPDIR`` plus what the caller gives (nothing of the daemon's:
+no API keys); rlimits for CPU, address space, file size, processes and core dumps; no
+capabilities and no privilege gain through set-uid programs; when the daemon is root,
+the command runs as ``nobody`` (so the process limit holds, and it cannot signal or
+ptrace the daemon); at the wall-clock limit, or when output keeps flooding past four
+times the cap, every process of the sandbox is killed, and so is what a command left
+running in the background when it ends; when the daemon dies, the sandbox dies too.
+
+What only the isolating backends add: a filesystem with nothing of the host but
+``/usr`` (read-only), a few ``/etc`` files and the workspace; no network unless granted;
+a pid namespace (no other process is visible); and for bubblewrap a seccomp filter
+that refuses the kernel interfaces most used to escape (the process backend installs
+it too). The process backend is not isolated: the command sees the host's files (what
+``nobody`` may read), its processes and its network. It is the fallback where no
+namespace tool works, and choosing it logs a warning.
+
+Use :func:`choose` to get a backend (the strongest usable one by default) and call
+:func:`prepare_workspace` once on a new workspace (the sandbox's uid must own it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox import _bwrap, _gvisor
+from agentd.sandbox._limits import (
+    SANDBOX_PATH,
+    ExecResult,
+    Limits,
+    cwd_parts,
+    open_cwd,
+    sandbox_env,
+    sandbox_ids,
+    spawn_kwargs,
+    workspace_owner,
+)
+from agentd.sandbox._process import Child, execute, launch
+from agentd.sandbox.shell import PersistentShell
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BubblewrapBackend",
+    "ExecResult",
+    "GVisorBackend",
+    "Limits",
+    "ProcessBackend",
+    "RemoteBackend",
+    "choose",
+    "detect",
+    "prepare_workspace",
+]
+
+logger = logging.getLogger(__name__)
+
+_probe_lock = threading.Lock()
+_probes: dict[type, tuple[int, str | None]] = {}
+_warned: set[int] = set()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Backend(ABC):
+    """Runs commands in one kind of sandbox. Instances hold no state: one may be
+    shared by every agent."""
+
+    name: ClassVar[str]
+    strength: ClassVar[int]
+    isolated: ClassVar[bool]
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """None when this backend works here, else why not (for people to read).
+
+        The first call probes for real (it runs a sandboxed ``true``: from a few ms
+        for bubblewrap to half a second for gVisor, blocking); the answer is kept
+        for the life of the process.
+        """
+        pid = os.getpid()
+        with _probe_lock:
+            cached = _probes.get(cls)
+            if cached is None or cached[0] != pid:
+                cached = (pid, cls._probe())
+                _probes[cls] = cached
+            return cached[1]
+
+    @classmethod
+    @abstractmethod
+    def _probe(cls) -> str | None: ...
+
+    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+                  env: Mapping[str, str] | None = None, limits: Limits = Limits(),
+                  stdin: bytes | None = None, cwd: str = ".") -> ExecResult:
+        """Run ``argv`` in a new sandbox and wait for it (at most ``limits.wall_s``).
+
+        Args:
+            argv: the program and its arguments (looked up on the sandbox's PATH).
+            workspace: the agent's workspace on the host.
+            network: whether the sandbox may use the network.
+            env: variables added to the sandbox's fixed environment.
+            limits: what it may use.
+            stdin: bytes fed to its standard input (else it reads /dev/null).
+            cwd: working directory relative to the workspace.
+
+        Raises:
+            ToolError: ``path_refused`` for a ``cwd`` outside the workspace or missing,
+                ``sandbox_unavailable`` when this backend does not work here.
+        """
+        command = self._wrap(_command(argv))
+        child = await self._start(command, workspace=workspace, network=network, env=env,
+                                  limits=limits, cwd=cwd, stdin_pipe=stdin is not None)
+        if isinstance(child, ExecResult):
+            return child
+        return await execute(child, stdin=stdin, limits=limits)
+
+    async def shell(self, *, workspace: Path, network: bool = False,
+                    env: Mapping[str, str] | None = None,
+                    limits: Limits = Limits()) -> PersistentShell:
+        """A started persistent shell in a sandbox of this backend: ``cd`` and
+        ``export`` last between its commands; ``limits.wall_s`` applies to each."""
+        argv = _shell_argv()
+
+        async def start() -> Child:
+            child = await self._start(argv, workspace=workspace, network=network, env=env,
+                                      limits=limits, cwd=".", stdin_pipe=True)
+            if isinstance(child, ExecResult):
+                raise ToolError(f"the shell could not start: {child.stderr.strip()}",
+                                code="sandbox_failed")
+            return child
+
+        shell = PersistentShell(start, limits=limits, backend=self.name)
+        await shell.start()
+        return shell
+
+    def _wrap(self, command: list[str]) -> list[str]:
+        return command
+
+    async def _check(self, workspace: Path, cwd: str) -> list[str]:
+        reason = self.unavailable() if type(self) in _probes else \
+            await asyncio.to_thread(self.unavailable)
+        if reason is not None:
+            raise ToolError(f"the {self.name} sandbox is unavailable: {reason}",
+                            code="sandbox_unavailable")
+        parts = cwd_parts(cwd)
+        owner = workspace_owner(workspace)  # a ToolError if it is not a directory
+        if sandbox_ids() is not None and owner == os.geteuid():
+            # A workspace still the daemon's (new, or written by it): give it away.
+            await asyncio.to_thread(prepare_workspace, workspace)
+        os.close(open_cwd(workspace, parts))  # exists, is a directory, no link on the way
+        return parts
+
+    @abstractmethod
+    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+                     env: Mapping[str, str] | None, limits: Limits, cwd: str,
+                     stdin_pipe: bool) -> Child | ExecResult:
+        """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
+
+
+class ProcessBackend(Backend):
+    """No isolation: the command is a plain process with rlimits, a scrubbed
+    environment, its own session, the death signal, ``no_new_privs`` (set-uid programs
+    gain nothing), the seccomp filter of the bubblewrap sandbox and (under root) uid
+    ``nobody``. Its working directory is the real workspace path (``HOME`` too: when
+    a parent of the workspace is closed to ``nobody``, as ``/root`` is, the command
+    works in it by relative paths only).
+
+    What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
+    may read, uses the host's network, sees the host's processes and may signal those
+    of its uid (other sandboxes; under a non-root daemon, the daemon itself); a process
+    that leaves its process group (``setsid``) escapes the kill at the end and the
+    daemon's death, and so does everything if it kills the ``timeout`` above it.
+    """
+
+    name = "process"
+    strength = 10
+    isolated = False
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        true = shutil.which("true", path=SANDBOX_PATH)
+        if true is None:
+            return "true not found on the sandbox PATH"
+        try:
+            done = subprocess.run([true], env={}, capture_output=True, timeout=30,
+                                  check=False, **spawn_kwargs(Limits()))
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"cannot start a limited process: {exc}"
+        return None if done.returncode == 0 else f"true exited with {done.returncode}"
+
+    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+                     env: Mapping[str, str] | None, limits: Limits, cwd: str,
+                     stdin_pipe: bool) -> Child | ExecResult:
+        parts = await self._check(workspace, cwd)
+        full_env = sandbox_env(str(workspace), env)
+        cwd_fd = open_cwd(workspace, parts)
+        # No pid namespace ends the command's children with it: coreutils' timeout
+        # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
+        # daemon dies, and passes it to the process group, then SIGKILL a second
+        # later. Without it, only the top process would die with the daemon.
+        watchdog = shutil.which("timeout", path=SANDBOX_PATH)
+        death = signal.SIGTERM if watchdog else signal.SIGKILL
+        command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
+        try:
+            return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
+                                spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,
+                                                   no_new_privs=True),
+                                negative_is_signal=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            return ExecResult(exit_code=code, stdout="",
+                              stderr=f"{argv[0]}: {exc.strerror or exc}\n",
+                              truncated=False, timed_out=False, killed=None,
+                              duration_ms=0.0)
+        finally:
+            os.close(cwd_fd)
+
+
+class BubblewrapBackend(Backend):
+    """Linux namespaces through ``bwrap`` (see ``_bwrap`` for the exact layout): the
+    workspace is ``/workspace``, the rest of the host is ``/usr`` and a few ``/etc``
+    files, read-only. Start-up costs a few milliseconds."""
+
+    name = "bubblewrap"
+    strength = 20
+    isolated = True
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        return _bwrap.probe()
+
+    def _wrap(self, command: list[str]) -> list[str]:
+        # The sandbox's pid 1 ignores the signals the kernel sends it for a limit
+        # (SIGXFSZ, SIGXCPU): a shell is pid 1 and the command its child, so that
+        # the limits act, and show in the status, as they do elsewhere.
+        return ["sh", "-c", '"$@"; exit $?', "sh", *command]
+
+    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+                     env: Mapping[str, str] | None, limits: Limits, cwd: str,
+                     stdin_pipe: bool) -> Child | ExecResult:
+        parts = await self._check(workspace, cwd)
+        full_env = sandbox_env(_bwrap.WORKSPACE, env)
+        chdir = "/".join([_bwrap.WORKSPACE, *parts])
+        plan = _bwrap.build(argv, workspace=workspace, network=network, env=full_env,
+                            chdir=chdir, limits=limits)
+        try:
+            child = await launch(plan.argv, env={}, pass_fds=plan.pass_fds,
+                                 stdin_pipe=stdin_pipe, spawn=plan.spawn,
+                                 negative_is_signal=False, extra_kill=plan.kill_sandbox,
+                                 cleanup=plan.close)
+            plan.monitor = child.proc.pid
+            return child
+        except BaseException:
+            plan.close()
+            raise
+        finally:
+            plan.close_child_fds()
+
+
+class GVisorBackend(Backend):
+    """gVisor's ``runsc``: the command talks to a user-space kernel, not the host's.
+    Same layout as bubblewrap; start-up costs a few hundred milliseconds."""
+
+    name = "gvisor"
+    strength = 30
+    isolated = True
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        return _gvisor.probe()[0]
+
+    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+                     env: Mapping[str, str] | None, limits: Limits, cwd: str,
+                     stdin_pipe: bool) -> Child | ExecResult:
+        parts = await self._check(workspace, cwd)
+        full_env = sandbox_env(_bwrap.WORKSPACE, env)
+        chdir = "/".join([_bwrap.WORKSPACE, *parts])
+        bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
+                                         network=network, env=full_env, chdir=chdir,
+                                         limits=limits)
+
+        def cleanup() -> None:
+            shutil.rmtree(bundle.directory, ignore_errors=True)
+
+        try:
+            return await launch(bundle.argv, env={"PATH": SANDBOX_PATH},
+                                stdin_pipe=stdin_pipe, spawn=bundle.spawn,
+                                negative_is_signal=False, extra_stop=bundle.stop,
+                                cleanup=cleanup)
+        except BaseException:
+            await bundle.remove()
+            raise
+
+
+class RemoteBackend(Backend):
+    """The interface of a sandbox elsewhere: a Firecracker microVM, a hosted sandbox
+    service (E2B-style). None is implemented; this is the shape one takes.
+
+    An implementation creates (or resumes) a machine per workspace, keeps the
+    workspace in sync (upload before ``run``, download after, or a shared volume),
+    and maps the same guarantees onto it: the fixed environment, the limits, the
+    wall-clock kill of everything started, no network unless granted. ``run`` and
+    ``shell`` keep their signatures and meaning; ``unavailable`` says whether the
+    service is configured and reachable.
+    """
+
+    name = "remote"
+    strength = 40
+    isolated = True
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        return "no remote sandbox is configured"
+
+    @abstractmethod
+    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+                  env: Mapping[str, str] | None = None, limits: Limits = Limits(),
+                  stdin: bytes | None = None, cwd: str = ".") -> ExecResult: ...
+
+    @abstractmethod
+    async def shell(self, *, workspace: Path, network: bool = False,
+                    env: Mapping[str, str] | None = None,
+                    limits: Limits = Limits()) -> PersistentShell: ...
+
+
+BACKENDS: tuple[type[Backend], ...] = (RemoteBackend, GVisorBackend, BubblewrapBackend,
+                                       ProcessBackend)
+
+
+def detect() -> dict[str, str | None]:
+    """Every known backend's name (strongest first) and None when it is usable here,
+    else why not. Probes each once (blocking, up to about a second in all)."""
+    ordered = sorted(BACKENDS, key=lambda cls: -cls.strength)
+    return {cls.name: cls.unavailable() for cls in ordered}
+
+
+def choose(name: str | None = None) -> Backend:
+    """The backend called ``name``; None or ``"auto"``: the strongest usable one.
+
+    Raises:
+        InvalidInput: an unknown name (the message lists the known ones), or a known
+            backend that is not usable here (the message says why).
+    """
+    known = {cls.name: cls for cls in BACKENDS}
+    if name is None or name == "auto":
+        reasons: dict[str, str] = {}
+        for cls in sorted(BACKENDS, key=lambda c: -c.strength):
+            reason = cls.unavailable()
+            if reason is None:
+                return _instance(cls, reasons)
+            reasons[cls.name] = reason
+        raise InvalidInput("no sandbox backend is usable here: " + "; ".join(
+            f"{key}: {why}" for key, why in reasons.items()), field="sandbox")
+    if name not in known:
+        raise InvalidInput(f"unknown sandbox backend {name!r}; known: auto, "
+                           + ", ".join(sorted(known)), field="sandbox")
+    reason = known[name].unavailable()
+    if reason is not None:
+        raise InvalidInput(f"sandbox backend {name!r} is not usable here: {reason}",
+                           field="sandbox")
+    return _instance(known[name], {})
+
+
+def _instance(cls: type[Backend], reasons: dict[str, str]) -> Backend:
+    if not cls.isolated and os.getpid() not in _warned:
+        _warned.add(os.getpid())
+        why = "; ".join(f"{key}: {reason}" for key, reason in reasons.items()
+                        if key != "remote")
+        logger.warning(
+            "SANDBOX: tool commands run as plain processes (the %s backend), NOT "
+            "isolated: they can read the host's files and use its network; only "
+            "rlimits, a scrubbed environment%s apply.%s", cls.name,
+            " and uid nobody" if sandbox_ids() is not None else "",
+            f" Isolating backends: {why}" if why else "")
+    return cls()
+
+
+def prepare_workspace(path: Path) -> None:
+    """Make ``path`` the sandbox's own: when the daemon is root, every directory and
+    file in it owned by root is given to the sandbox uid (``nobody``). Without root
+    it does nothing (the sandbox runs as the daemon's user).
+
+    The tree is walked one descriptor at a time without following links; links
+    themselves and files with more than one hard link are left alone, so nothing the
+    sandbox planted (a link to ``/etc/shadow``) makes it give away a file outside.
+    """
+    ids = sandbox_ids()
+    if ids is None:
+        return
+    uid, gid = ids
+    daemon = os.geteuid()
+    root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack = [root_fd]
+    try:
+        info = os.fstat(root_fd)
+        if info.st_uid == daemon:
+            os.fchown(root_fd, uid, gid)
+        while stack:
+            fd = stack.pop()
+            try:
+                for name in os.listdir(fd):
+                    with contextlib.suppress(OSError):
+                        _give(fd, name, stack, daemon=daemon, uid=uid, gid=gid)
+            finally:
+                os.close(fd)
+    except BaseException:
+        for fd in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+
+
+def _give(dir_fd: int, name: str, stack: list[int], *, daemon: int, uid: int,
+          gid: int) -> None:
+    """Give one entry to the sandbox uid, by descriptor (a path swapped after the
+    look cannot redirect the change); directories are pushed on ``stack``."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            child = os.open(".", _DIR_FLAGS, dir_fd=fd)
+            stack.append(child)
+            if info.st_uid == daemon:
+                os.fchown(child, uid, gid)
+        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == daemon:
+            os.chown(f"/proc/self/fd/{fd}", uid, gid)
+    finally:
+        os.close(fd)
+
+
+def _command(argv: Sequence[str]) -> list[str]:
+    if isinstance(argv, str | bytes):
+        raise InvalidInput("argv must be a list of strings, not one string", field="argv")
+    command = list(argv)
+    if not command or not all(isinstance(a, str) and "\x00" not in a for a in command):
+        raise InvalidInput("argv must be a non-empty list of strings without NUL "
+                           "characters", field="argv")
+    return command
+
+
+def _shell_argv() -> list[str]:
+    if shutil.which("bash", path=SANDBOX_PATH):
+        return ["bash", "--noprofile", "--norc"]
+    return ["sh"]

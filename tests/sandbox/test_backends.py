@@ -1,0 +1,580 @@
+"""Sandbox backends against real processes: what a hostile command tries, and that it
+fails. Every available backend runs every test; what the process backend cannot
+contain (it is not isolated) is asserted as what it is.
+
+In CI a missing bubblewrap fails the suite; gVisor is skipped with the reason when
+it does not work here (an old runsc that cannot run ``ls`` still runs these tests,
+which do not use ``ls``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox import _gvisor, backends
+from agentd.sandbox.backends import (
+    BACKENDS,
+    Backend,
+    BubblewrapBackend,
+    GVisorBackend,
+    Limits,
+    ProcessBackend,
+    choose,
+    detect,
+    prepare_workspace,
+)
+
+ROOT = os.geteuid() == 0
+SECRET = "agentd-test-secret-" + secrets.token_hex(8)
+FAST = Limits(wall_s=20.0)
+
+
+class _GVisorDespiteOldStatx(GVisorBackend):
+    """gVisor whose only fault is the old runsc's statx (``ls``/``stat`` fail)."""
+
+    @classmethod
+    def _probe(cls) -> str | None:
+        return None
+
+
+def _backend(cls: type[Backend]) -> Backend:
+    reason = cls.unavailable()
+    if reason is None:
+        return cls()
+    if cls is BubblewrapBackend and os.environ.get("CI"):
+        pytest.fail(f"bubblewrap must work in CI: {reason}")
+    if cls is GVisorBackend and "AT_NO_AUTOMOUNT" in reason:
+        return _GVisorDespiteOldStatx()
+    pytest.skip(f"{cls.name}: {reason}")
+
+
+@pytest.fixture(params=[BubblewrapBackend, GVisorBackend, ProcessBackend],
+                ids=lambda cls: cls.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return _backend(request.param)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    workspace = tmp_path / "ws"
+    workspace.mkdir(mode=0o700)
+    prepare_workspace(workspace)
+    return workspace
+
+
+@pytest.fixture(autouse=True)
+def _secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTD_TEST_SECRET", SECRET)
+
+
+async def sh(backend: Backend, ws: Path, script: str, **kwargs: object
+             ) -> backends.ExecResult:
+    kwargs.setdefault("limits", FAST)
+    return await backend.run(["sh", "-c", script], workspace=ws, **kwargs)  # type: ignore[arg-type]
+
+
+# -- leftovers: processes of a sandbox found by a marker in their environment ----------
+
+
+def _marked(marker: str) -> list[int]:
+    needle = f"AGENTD_MARK={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        # gVisor's processes live inside its sentry: its host processes are found by
+        # their state directory instead.
+        if needle in environ or b"agentd-gvisor-" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+async def _gone(marker: str) -> bool:
+    """Whether no process of the sandbox is left (SIGKILLed ones may take a moment to
+    be reaped: wait a little, bounded)."""
+    for _ in range(200):
+        if not _marked(marker):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _appears(marker: str) -> bool:
+    for _ in range(400):
+        if _marked(marker):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+# -- basics ----------------------------------------------------------------------------
+
+
+async def test_exit_code_and_both_outputs(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, "echo out; echo err >&2; exit 7")
+    assert (result.exit_code, result.stdout, result.stderr) == (7, "out\n", "err\n")
+    assert not result.truncated and not result.timed_out and result.killed is None
+    assert result.duration_ms > 0
+
+
+async def test_stdin_is_fed_even_when_larger_than_a_pipe(backend: Backend, ws: Path
+                                                        ) -> None:
+    small = await backend.run(["cat"], workspace=ws, stdin=b"hello\nworld", limits=FAST)
+    assert small.stdout == "hello\nworld"
+    big = await backend.run(["wc", "-c"], workspace=ws, stdin=b"x" * 1_000_000,
+                            limits=FAST)
+    assert big.stdout.strip() == "1000000"
+    none = await backend.run(["cat"], workspace=ws, limits=FAST)  # /dev/null
+    assert (none.exit_code, none.stdout) == (0, "")
+
+
+async def test_invalid_utf8_is_replaced(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, r"printf 'a\377b'")
+    assert result.stdout == "a\ufffdb"
+
+
+async def test_cwd_is_relative_to_the_workspace_and_not_kept(backend: Backend, ws: Path
+                                                             ) -> None:
+    (ws / "sub" / "deep").mkdir(parents=True)
+    here = await backend.run(["pwd"], workspace=ws, cwd="sub/deep", limits=FAST)
+    assert here.stdout.strip().endswith("/sub/deep")
+    root = "/workspace" if backend.isolated else str(ws)
+    assert here.stdout.strip() == f"{root}/sub/deep"
+    await sh(backend, ws, "cd sub")
+    again = await backend.run(["pwd"], workspace=ws, limits=FAST)
+    assert again.stdout.strip() == root  # a run does not keep a cd (the shell does)
+    for bad in ("/etc", "../x", "sub/../../x", "missing"):
+        with pytest.raises(ToolError) as info:
+            await backend.run(["pwd"], workspace=ws, cwd=bad, limits=FAST)
+        assert info.value.code == "path_refused"
+
+
+async def test_cwd_through_a_link_is_refused(backend: Backend, ws: Path) -> None:
+    os.symlink("/etc", ws / "etc-link")
+    with pytest.raises(ToolError) as info:
+        await backend.run(["pwd"], workspace=ws, cwd="etc-link", limits=FAST)
+    assert info.value.code == "path_refused"
+
+
+async def test_bad_arguments_are_refused(backend: Backend, ws: Path) -> None:
+    with pytest.raises(InvalidInput):
+        await backend.run("ls -la", workspace=ws)
+    with pytest.raises(InvalidInput):
+        await backend.run([], workspace=ws)
+    with pytest.raises(InvalidInput):
+        await backend.run(["env"], workspace=ws, env={"A=B": "x"})
+    with pytest.raises(InvalidInput):
+        Limits(wall_s=0)
+
+
+async def test_missing_program(backend: Backend, ws: Path) -> None:
+    result = await backend.run(["agentd-no-such-program"], workspace=ws, limits=FAST)
+    assert result.exit_code not in (0, None)
+    assert "agentd-no-such-program" in result.stderr
+
+
+# -- environment -----------------------------------------------------------------------
+
+
+async def test_environment_is_exactly_the_fixed_one_plus_env(backend: Backend, ws: Path
+                                                             ) -> None:
+    assert os.environ["AGENTD_TEST_SECRET"] == SECRET
+    result = await backend.run(
+        ["python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+        workspace=ws, env={"EXTRA": "1", "TERM": "xterm"}, limits=FAST)
+    home = "/workspace" if backend.isolated else str(ws)
+    seen = json.loads(result.stdout)
+    assert seen.pop("PWD", home) == home  # bubblewrap sets PWD to where it starts
+    assert seen == {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home,
+                    "LANG": "C.UTF-8", "TERM": "xterm", "TMPDIR": "/tmp", "EXTRA": "1"}
+
+
+async def test_daemon_environment_is_not_visible_through_proc(backend: Backend, ws: Path
+                                                              ) -> None:
+    script = ("cat /proc/1/environ /proc/$PPID/environ; "
+              "for f in /proc/[0-9]*/environ; do cat $f; done; true")
+    result = await sh(backend, ws, script)
+    if backend.isolated or ROOT:
+        assert SECRET not in result.stdout + result.stderr
+    else:  # the process backend as the daemon's own user: documented, not contained
+        assert SECRET in result.stdout
+
+
+# -- filesystem ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A world-readable secret file outside the workspace, in a directory anyone may
+    enter (so only isolation, not permissions, keeps it from the sandbox)."""
+    directory = Path(tempfile.mkdtemp(prefix="agentd-outside-"))
+    directory.chmod(0o755)
+    secret = directory / "secret.txt"
+    secret.write_text(f"{SECRET}\n")
+    secret.chmod(0o644)
+    private = directory / "private.txt"
+    private.write_text(f"{SECRET}\n")
+    private.chmod(0o600)
+    yield directory
+    for path in (secret, private):
+        path.unlink(missing_ok=True)
+    directory.rmdir()
+
+
+async def test_files_outside_the_workspace_are_not_readable(backend: Backend, ws: Path,
+                                                            outside: Path) -> None:
+    result = await sh(backend, ws, f"cat {outside}/secret.txt; cat {outside}/private.txt")
+    if backend.isolated:
+        assert SECRET not in result.stdout
+        assert "No such file" in result.stderr
+    else:  # not isolated: a world-readable host file is readable
+        assert result.stdout.count(SECRET) == (1 if ROOT else 2)
+
+
+async def test_etc_shadow_is_not_readable(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, "cat /etc/shadow; cat /etc/gshadow")
+    assert result.exit_code != 0 and "root:" not in result.stdout
+    if backend.isolated:
+        listing = await sh(backend, ws, "test -e /etc/shadow && echo present; "
+                                        "test -e /root && echo root; "
+                                        "test -e /home && echo home; "
+                                        "test -e /var && echo var; "
+                                        f"test -e {ws} && echo daemon-home; true")
+        assert listing.stdout == ""
+
+
+async def test_writes_outside_the_workspace_fail(backend: Backend, ws: Path) -> None:
+    name = f"agentd-test-{secrets.token_hex(4)}"
+    targets = [f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/usr/bin/{name}"]
+    script = "; ".join(f"(echo x > {t}) 2>/dev/null && echo wrote {t}" for t in targets)
+    result = await sh(backend, ws, script + "; true")
+    if backend.isolated or ROOT:
+        assert result.stdout == ""
+    for target in targets:
+        assert not Path(target).exists()
+    tmp = await sh(backend, ws, f"echo x > /tmp/{name} && cat /tmp/{name}")
+    assert tmp.stdout == "x\n"  # /tmp works...
+    host_tmp = Path(tempfile.gettempdir()) / name
+    if backend.isolated:  # ...and is the sandbox's own
+        assert not host_tmp.exists()
+    else:
+        assert host_tmp.exists()
+        host_tmp.unlink()
+
+
+async def test_files_written_in_the_workspace_are_the_daemons_to_use(
+        backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, "mkdir -p d && echo hello > d/f.txt && id -u")
+    assert result.exit_code == 0, result.stderr
+    written = ws / "d" / "f.txt"
+    assert written.read_text() == "hello\n"
+    with written.open("a") as handle:  # the daemon can change it...
+        handle.write("more\n")
+    (ws / "d" / "g.txt").write_text("from the daemon\n")
+    if ROOT:  # ...and it belongs to the sandbox's uid, not root
+        assert written.stat().st_uid == 65534
+        assert result.stdout.strip() == "65534"
+    again = await sh(backend, ws, "cat d/f.txt && echo edit >> d/f.txt")
+    assert again.stdout == "hello\nmore\n" and again.exit_code == 0
+
+
+# -- network ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP port on the host's loopback that accepts connections."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+CONNECT = ("import socket, sys\n"
+           "try:\n"
+           "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+           "    print('connected')\n"
+           "except OSError as exc:\n"
+           "    print('refused', exc)\n")
+
+
+async def test_network_is_off_unless_granted(backend: Backend, ws: Path, listener: int
+                                             ) -> None:
+    off = await backend.run(["python3", "-c", CONNECT, str(listener)], workspace=ws,
+                            limits=FAST)
+    on = await backend.run(["python3", "-c", CONNECT, str(listener)], workspace=ws,
+                           network=True, limits=FAST)
+    if backend.isolated:
+        assert off.stdout.startswith("refused"), off
+    else:  # the process backend shares the host's network
+        assert off.stdout == "connected\n"
+    assert on.stdout == "connected\n", on
+
+
+# -- limits ----------------------------------------------------------------------------
+
+
+async def test_rlimits_are_visible_inside(backend: Backend, ws: Path) -> None:
+    limits = Limits(cpu_s=17, memory_mb=900, processes=77, file_size_mb=33, wall_s=20)
+    result = await backend.run(["bash", "-c", "ulimit -t -v -f -u -c"], workspace=ws,
+                               limits=limits)
+    values = [line.split()[-1] for line in result.stdout.splitlines()]
+    assert values == ["17", str(900 * 1024), str(33 * 1024), "77", "0"], result
+
+
+async def test_process_limit_stops_forking(backend: Backend, ws: Path) -> None:
+    marker = secrets.token_hex(8)
+    script = ("import os, time\n"
+              "n = 0\n"
+              "try:\n"
+              "    while n < 1000:\n"
+              "        if os.fork() == 0:\n"
+              "            time.sleep(60)\n"
+              "            os._exit(0)\n"
+              "        n += 1\n"
+              "except OSError as exc:\n"
+              "    print(n, exc.errno)\n")
+    result = await backend.run(["python3", "-c", script], workspace=ws,
+                               env={"AGENTD_MARK": marker},
+                               limits=Limits(processes=40, wall_s=20))
+    forked, errno = map(int, result.stdout.split())
+    assert forked < 40 and errno == 11, result  # EAGAIN
+    assert await _gone(marker)  # what it forked did not outlive it
+
+
+async def test_fork_bomb_is_contained(backend: Backend, ws: Path) -> None:
+    marker = secrets.token_hex(8)
+    started = time.monotonic()
+    result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 3"], workspace=ws,
+                               env={"AGENTD_MARK": marker},
+                               limits=Limits(processes=64, wall_s=2))
+    assert time.monotonic() - started < 2 + 10  # returned: no hang
+    assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
+    assert await _gone(marker)
+    after = await backend.run(["echo", "alive"], workspace=ws, limits=FAST)
+    assert after.stdout == "alive\n"  # the machine (and the sandbox) still work
+
+
+async def test_memory_hog_fails(backend: Backend, ws: Path) -> None:
+    result = await backend.run(["python3", "-c", "x = bytearray(4 * 1024 ** 3)"],
+                               workspace=ws, limits=FAST)
+    assert result.exit_code != 0 and "MemoryError" in result.stderr
+    piped = await sh(backend, ws, "head -c 5G /dev/zero | tail",
+                     limits=Limits(memory_mb=256, wall_s=20))
+    assert piped.exit_code != 0 and piped.killed is None
+    assert "memory" in piped.stderr.lower()
+
+
+async def test_file_size_limit(backend: Backend, ws: Path) -> None:
+    result = await backend.run(["sh", "-c", "exec head -c 3000000 /dev/zero > big"],
+                               workspace=ws, limits=Limits(file_size_mb=1, wall_s=20))
+    assert result.killed == "file_size" and result.exit_code == 128 + signal.SIGXFSZ
+    assert (ws / "big").stat().st_size == 1024 * 1024
+
+
+async def test_cpu_limit(backend: Backend, ws: Path) -> None:
+    result = await backend.run(["python3", "-c", "while True: pass"], workspace=ws,
+                               limits=Limits(cpu_s=1, wall_s=4))
+    if isinstance(backend, GVisorBackend):  # runsc does not enforce RLIMIT_CPU:
+        assert result.killed == "wall_time"  # the wall clock still ends it
+        return
+    assert result.killed == "cpu_time" and result.exit_code == 128 + signal.SIGXCPU
+
+
+async def test_endless_output_is_truncated_and_killed(backend: Backend, ws: Path) -> None:
+    result = await backend.run(["yes"], workspace=ws,
+                               limits=Limits(output_bytes=10_000, wall_s=20))
+    assert result.truncated and result.killed == "output" and result.exit_code is None
+    assert not result.timed_out
+    assert len(result.stdout) + len(result.stderr) <= 10_000
+    assert result.stdout.startswith("y\ny\n")
+
+
+async def test_stderr_is_kept_when_stdout_floods(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, "head -c 30000 /dev/zero | tr '\\0' y; echo oops >&2",
+                      limits=Limits(output_bytes=10_000, wall_s=20))
+    assert result.truncated and result.stderr == "oops\n" and result.exit_code == 0
+
+
+async def test_wall_time_kills_everything(backend: Backend, ws: Path) -> None:
+    marker = secrets.token_hex(8)
+    started = time.monotonic()
+    result = await sh(backend, ws, "sleep 1000 & sleep 1000", env={"AGENTD_MARK": marker},
+                      limits=Limits(wall_s=1.5))
+    assert time.monotonic() - started < 1.5 + 10
+    assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
+    assert await _gone(marker)
+
+
+async def test_background_child_does_not_outlive_the_command(backend: Backend, ws: Path
+                                                             ) -> None:
+    marker = secrets.token_hex(8)
+    result = await sh(backend, ws, "sleep 1000 & echo started",
+                      env={"AGENTD_MARK": marker}, limits=Limits(wall_s=30))
+    assert result.stdout == "started\n" and result.exit_code == 0
+    assert not result.timed_out  # it did not wait for the background child
+    assert await _gone(marker)
+
+
+async def test_cancelling_a_run_kills_the_sandbox(backend: Backend, ws: Path) -> None:
+    marker = secrets.token_hex(8)
+    task = asyncio.ensure_future(sh(backend, ws, "sleep 1000", env={"AGENTD_MARK": marker},
+                                    limits=Limits(wall_s=100)))
+    assert await _appears(marker)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _gone(marker)
+
+
+async def test_no_capabilities_and_no_new_privileges(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status")
+    fields = dict(line.split(":\t") for line in result.stdout.splitlines())
+    assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
+    if "NoNewPrivs" in fields:  # gVisor's /proc does not show it (its spec sets it)
+        assert fields["NoNewPrivs"] == "1"
+    else:
+        assert isinstance(backend, GVisorBackend)
+
+
+SYSCALLS = ("import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "numbers = {'x86_64': (250, 321, 298, 323, 425), 'aarch64': (219, 280, 241, 282, "
+            "425)}[os.uname().machine]\n"
+            "for nr in numbers:\n"
+            "    print(libc.syscall(nr, 0, 0, 0, 0, 0), ctypes.get_errno())\n")
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"),
+                    reason="no seccomp filter for this architecture")
+async def test_risky_kernel_interfaces_are_refused(backend: Backend, ws: Path) -> None:
+    """keyctl, bpf, perf_event_open, userfaultfd, io_uring_setup: ENOSYS."""
+    if isinstance(backend, GVisorBackend):
+        pytest.skip("gVisor serves syscalls in its own kernel: none reaches the host's")
+    result = await backend.run(["python3", "-c", SYSCALLS], workspace=ws, limits=FAST)
+    assert result.stdout.splitlines() == ["-1 38"] * 5, result
+
+
+async def test_the_daemon_cannot_be_killed_from_inside(backend: Backend, ws: Path) -> None:
+    result = await sh(backend, ws, f"kill -9 {os.getpid()}; echo status=$?")
+    if backend.isolated or ROOT:
+        assert "status=1" in result.stdout
+    # (were it not contained, this test would not be here to finish)
+
+
+def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
+    """SIGKILL a process that runs a sandbox: every process of the sandbox ends."""
+    marker = secrets.token_hex(8)
+    lenient = isinstance(backend, _GVisorDespiteOldStatx)
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from agentd.sandbox import backends\n"
+        f"cls = backends.{type(backend).__name__ if not lenient else 'GVisorBackend'}\n"
+        + ("cls._probe = classmethod(lambda c: None)\n" if lenient else "")
+        + "async def main():\n"
+        "    print('go', flush=True)\n"
+        "    await cls().run(['sh', '-c', 'sleep 1000 & sleep 1000'], workspace=Path("
+        f"{str(ws)!r}), env={{'AGENTD_MARK': {marker!r}}},\n"
+        "                    limits=backends.Limits(wall_s=100))\n"
+        "asyncio.run(main())\n")
+    daemon = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
+        assert asyncio.run(_appears(marker))
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert asyncio.run(_gone(marker))
+    if isinstance(backend, GVisorBackend):  # its bundle is left: the next probe's sweep
+        left = list(Path(tempfile.gettempdir()).glob(f"agentd-gvisor-{daemon.pid}-*"))
+        assert left and set(_gvisor.sweep()) >= set(left)
+        assert not any(path.exists() for path in left)
+
+
+# -- choosing --------------------------------------------------------------------------
+
+
+def test_detect_lists_every_backend_strongest_first() -> None:
+    found = detect()
+    assert list(found) == ["remote", "gvisor", "bubblewrap", "process"]
+    assert found["process"] is None
+    assert found["remote"] == "no remote sandbox is configured"
+    assert {cls.name for cls in BACKENDS} == set(found)
+    if os.environ.get("CI"):
+        assert found["bubblewrap"] is None
+
+
+def test_choose(caplog: pytest.LogCaptureFixture) -> None:
+    found = detect()
+    best = next(name for name, reason in found.items() if reason is None)
+    assert choose().name == best == choose("auto").name
+    with pytest.raises(InvalidInput) as unknown:
+        choose("docker")
+    assert "bubblewrap" in unknown.value.message and "process" in unknown.value.message
+    with pytest.raises(InvalidInput) as remote:
+        choose("remote")
+    assert "no remote sandbox is configured" in remote.value.message
+    if found["gvisor"] is not None:
+        with pytest.raises(InvalidInput) as gvisor:
+            choose("gvisor")
+        assert found["gvisor"] in gvisor.value.message
+    backends._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="agentd.sandbox.backends"):
+        assert isinstance(choose("process"), ProcessBackend)
+        choose("process")
+    warnings = [r for r in caplog.records if "NOT isolated" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_unavailable_reports_why() -> None:
+    class Missing(BubblewrapBackend):
+        @classmethod
+        def _probe(cls) -> str | None:
+            return "bwrap not found on PATH"
+
+    assert Missing.unavailable() == "bwrap not found on PATH"
+    assert ProcessBackend.unavailable() is None
+    reason = GVisorBackend.unavailable()
+    assert reason is None or (isinstance(reason, str) and reason)
+    if reason is not None and "AT_NO_AUTOMOUNT" in reason:
+        assert reason == _gvisor.OLD_STATX.format(version=_gvisor._version())
+
+
+@pytest.mark.skipif(not ROOT, reason="the workspace is only given away under root")
+def test_prepare_workspace_gives_the_tree_and_nothing_outside(tmp_path: Path,
+                                                              outside: Path) -> None:
+    workspace = tmp_path / "w"
+    (workspace / "a" / "b").mkdir(parents=True)
+    (workspace / "a" / "b" / "f").write_text("x")
+    os.link(outside / "secret.txt", workspace / "hardlink")
+    os.symlink(outside, workspace / "a" / "link")
+    prepare_workspace(workspace)
+    for path in (workspace, workspace / "a", workspace / "a" / "b",
+                 workspace / "a" / "b" / "f"):
+        assert path.stat().st_uid == 65534, path
+    assert (outside / "secret.txt").stat().st_uid == 0  # the hard link was left alone
+    assert outside.stat().st_uid == 0  # the link was not followed
+    assert os.lstat(workspace / "a" / "link").st_uid == 0
+    assert stat.S_IMODE((outside / "private.txt").stat().st_mode) == 0o600
