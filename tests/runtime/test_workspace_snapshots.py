@@ -48,7 +48,7 @@ async def test_restore_and_fork_bring_the_files_back(runtime: Runtime) -> None:
     assert len(snaps) == 4 and len({s["ref"] for s in snaps}) == 4
     assert snaps[0]["files"] == 0 and snaps[-1]["files"] == 2
 
-    _, event = await runtime.restore("a", "k", checkpoint=first.id)
+    await runtime.restore("a", "k", checkpoint=first.id)
     assert _files(root) == {"a.txt": "v1"}
     restored = (await runtime.read_events(session.id))[-1]
     assert restored.kind == "workspace.restored"
@@ -80,6 +80,6 @@ async def test_agent_without_mutating_tools_takes_no_snapshots(runtime: Runtime)
     _, session = await runtime.get_session("a", "k")
     kinds = {e.kind for e in await runtime.read_events(session.id)}
     assert "workspace.snapshot" not in kinds
-    _, event = await runtime.restore("a", "k", seq=1)
+    await runtime.restore("a", "k", seq=1)
     assert "workspace.restored" not in {e.kind for e in await runtime.read_events(
         session.id)}

@@ -367,6 +367,8 @@ def status(
     for key in ("version", "store", "sandbox", "node", "agents", "active_runs"):
         if key in health:
             value = agents_text(health) if key == "agents" else str(health[key])
+            if key == "sandbox" and health.get("sandbox_isolated") is False:
+                value += " (NOT isolated: commands run as plain processes)"
             console.print(f"  {key.replace('_', ' ')}: {escape(value)}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Awaitable
@@ -33,7 +32,12 @@ from agentd.errors import (
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
-from agentd.runtime._agent_settings import check_agent_settings, mcp_servers
+from agentd.runtime._agent_settings import (
+    check_agent_settings,
+    mcp_servers,
+    sandbox_settings,
+)
+from agentd.runtime._session_ops import SessionOps, check_session_key
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook, parse_budget
 from agentd.runtime.bus import EventBus, Subscription
@@ -42,14 +46,14 @@ from agentd.runtime.history import HistoryCache
 from agentd.runtime.housekeeping import Housekeeper
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.loop import CallPolicy, RunExecutor
+from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
-from agentd.runtime.workspaces import WorkspaceKeeper, snapshot_at
-from agentd.security.policy import Policy, PolicyConfig, parse_policy
+from agentd.runtime.workspaces import WorkspaceKeeper
+from agentd.security.policy import PolicyConfig
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
     AgentRecord,
-    CheckpointRecord,
     EventRecord,
     RunRecord,
     SessionRecord,
@@ -62,8 +66,6 @@ __all__ = ["Runtime", "SendResult"]
 log = logging.getLogger(__name__)
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-CHECKPOINT_NAME = AGENT_NAME
-MAX_KEY_LEN = 256
 MODES = ("enqueue", "reject", "interrupt", "steer")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 #: Model settings a fallback of another provider inherits from the agent's (the rest,
@@ -82,16 +84,6 @@ def check_agent_name(name: str) -> str:
             f"invalid agent name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit", field="body.name")
     return name
-
-
-def check_session_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LEN:
-        raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
-                           field="path.key")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise InvalidInput("session key must not contain control characters",
-                           field="path.key")
-    return key
 
 
 @dataclass(kw_only=True, slots=True)
@@ -124,7 +116,7 @@ class SendResult:
     duplicate: bool
 
 
-class Runtime:
+class Runtime(SessionOps):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
     def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None
@@ -147,6 +139,8 @@ class Runtime:
         self.approvals = ApprovalDesk(self)
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
+        #: Sandbox backends, limits and persistent shells for commands.
+        self.sandboxes = Sandboxes(settings.sandbox)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -197,6 +191,7 @@ class Runtime:
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
         self.agent_count = await self.store.count("agents")
+        await self.sandboxes.start()
         if self.settings.demo_agent:
             try:
                 await self.store.get_agent("demo")
@@ -236,6 +231,7 @@ class Runtime:
             log.exception("could not checkpoint sessions at shutdown")
         self.bus.close_all()
         await self.mcp.close()
+        await self.sandboxes.close()
 
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
@@ -310,6 +306,7 @@ class Runtime:
         except InvalidInput as exc:
             raise exc.for_field("body.tools") from None
         check_agent_settings(settings)
+        self.sandboxes.check_agent(sandbox_settings(settings))
         info = self.catalog.get(model)
         max_tokens = settings.get("max_tokens")
         if (info is not None and isinstance(max_tokens, int)
@@ -371,8 +368,10 @@ class Runtime:
         for session in await self.store.list_sessions(agent.id):
             await self.supervisor.cancel_session(session.id, "agent deleted")
             self.histories.drop(session.id)
+            await self.sandboxes.shells.close(f"{agent.id}/{session.id}")
         await self.store.delete_agent(name)
         await self.mcp.close(agent.id)
+        self.sandboxes.forget(self.workspace_of(agent))
         self.agent_count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self._sleep(agent)
@@ -475,82 +474,7 @@ class Runtime:
         await self.supervisor.cancel_session(session.id, "session deleted")
         await self.store.delete_session(agent.id, key)
         self.histories.drop(session.id)
-
-    # -- checkpoints, restore, fork -----------------------------------------------------
-
-    async def create_checkpoint(self, name: str, key: str, checkpoint_name: str | None = None
-                                ) -> CheckpointRecord:
-        if checkpoint_name is not None and not CHECKPOINT_NAME.match(checkpoint_name):
-            raise InvalidInput(
-                f"invalid checkpoint name {checkpoint_name!r}: use 1-64 letters, digits, "
-                "'_', '-' or '.', starting with a letter or digit", field="body.name")
-        _, session = await self.get_session(name, key)
-        checkpoint, event = await self.store.create_checkpoint(
-            session.id, name=checkpoint_name, kind="manual")
-        self.bus.publish([event])
-        self.histories.offer([event])
-        return checkpoint
-
-    async def list_checkpoints(self, name: str, key: str) -> list[CheckpointRecord]:
-        _, session = await self.get_session(name, key)
-        return await self.store.list_checkpoints(session.id)
-
-    async def get_checkpoint(self, checkpoint_id: str
-                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
-        return await self.store.get_checkpoint(checkpoint_id)
-
-    async def restore(self, name: str, key: str, *, seq: int | None = None,
-                      checkpoint: str | None = None) -> tuple[SessionRecord, EventRecord]:
-        """Set a session back to a checkpoint (id or name) or a seq; see
-        :meth:`Store.restore_session`. The session must have no run queued or under way."""
-        _check_target(seq, checkpoint)
-        _, session = await self.get_session(name, key)
-        event = await self.store.restore_session(session.id, seq=seq, checkpoint=checkpoint)
-        self.histories.drop(session.id)
-        self.bus.publish([event])
-        session.last_seq, session.updated_at = event.seq, event.at
-        restored = await self._restore_files(session.agent_id, session.id,
-                                             int(event.data["to_seq"]))
-        if restored is not None:
-            session.last_seq, session.updated_at = restored.seq, restored.at
-        return session, event
-
-    async def fork(self, name: str, key: str, *, new_key: str | None = None,
-                   seq: int | None = None, checkpoint: str | None = None) -> SessionRecord:
-        """A new session of the agent holding ``key``'s state at a checkpoint or seq."""
-        _check_target(seq, checkpoint)
-        if new_key is None:
-            new_key = f"{key}~{new_id_suffix()}"
-        try:
-            check_session_key(new_key)
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message, field="body.key") from None
-        agent, session = await self.get_session(name, key)
-        forked = await self.store.fork_session(
-            session.id, key=new_key, seq=seq, checkpoint=checkpoint,
-            source={"agent": agent.name, "session": key})
-        restored = await self._restore_files(forked.agent_id, forked.id, forked.last_seq)
-        if restored is not None:
-            forked.last_seq, forked.updated_at = restored.seq, restored.at
-        return forked
-
-    async def _restore_files(self, agent_id: str, session_id: str, seq: int
-                             ) -> EventRecord | None:
-        """Put the agent's workspace back to the session's files at ``seq`` and log it
-        (``workspace.restored``); None when the session never snapshotted its files."""
-        keeper = self.workspaces
-        if keeper is None:
-            return None
-        events = await self.store.read_events(session_id)
-        if not any(e.kind == "workspace.snapshot" for e in events):
-            return None
-        data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
-                                    snapshot_at(events, seq))
-        [record] = await self.store.append(session_id, [NewEvent(
-            kind="workspace.restored", data={"seq": seq, **data})])
-        self.bus.publish([record])
-        self.histories.drop(session_id)
-        return record
+        await self.sandboxes.shells.close(f"{agent.id}/{session.id}")
 
     async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:
@@ -759,6 +683,14 @@ class Runtime:
                 notes.append(NewEvent(kind="tools.unavailable", run_id=run.id,
                                       data={"errors": failures}))
         workspace = self.workspace_of(agent)
+        try:
+            sandbox = await self.sandboxes.for_run(
+                sandbox_settings(agent.settings), workspace=workspace,
+                permissions=permissions, shell_key=f"{agent.id}/{run.session_id}")
+        except InvalidInput as exc:
+            await self._settle(run.session_id, run.id, "failed", "run.failed",
+                               {"error": exc.to_dict()})
+            return None
         keeper = self.workspaces
         after_mutation = None
         if keeper is not None and not all(t.read_only for t in tools):
@@ -773,26 +705,8 @@ class Runtime:
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
             workspace=workspace, permissions=permissions, after_mutation=after_mutation,
-            notes=notes,
+            notes=notes, sandbox=sandbox,
         )
-
-    def permissions_for(self, agent_settings: dict[str, Any],
-                        session: PolicyConfig | None) -> Policy:
-        """The layered policy of an agent's session (daemon < agent < session)."""
-        return Policy(daemon=self.settings.policy,
-                      agent=parse_policy(agent_settings.get("policy"), "settings.policy",
-                                         "body.settings.policy"),
-                      session=session)
-
-    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
-                                 ) -> SessionRecord:
-        """Set (None: clear) a session's own policy layer; its next run uses it."""
-        layer = (None if policy is None
-                 else parse_policy(policy, "policy", "body").model_dump(exclude_none=True))
-        _, session = await self.get_session(name, key)
-        await self.store.set_session_policy(session.id, layer)
-        session.policy = layer
-        return session
 
     def workspace_of(self, agent: AgentRecord) -> Path:
         """The agent's workspace directory (by id: a new agent of an old name starts
@@ -830,7 +744,7 @@ class Runtime:
             "status": "ok" if self._accepting else "stopping",
             "version": __version__,
             "store": self.store.dialect,
-            "sandbox": "none",
+            **self.sandboxes.health(),
             "node": self.node_id,
             "agents": self.agent_count,
             "agents_awake": len(self._agents),
@@ -844,15 +758,3 @@ class Runtime:
 
 def _settings_key(agent: AgentRecord) -> str:
     return orjson.dumps(agent.settings, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _check_target(seq: int | None, checkpoint: str | None) -> None:
-    if (seq is None) == (checkpoint is None):
-        raise InvalidInput("give exactly one of checkpoint and seq", field="body")
-    if seq is not None and seq < 0:
-        raise InvalidInput("seq must be >= 0", field="body.seq")
-
-
-def new_id_suffix() -> str:
-    """A short random suffix for generated session keys (forks)."""
-    return secrets.token_hex(4)

@@ -49,6 +49,16 @@ class Workspace:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._owner: tuple[int, int] | None = None
+
+    def _give(self, fd: int) -> None:
+        """A file or directory the daemon (as root) creates goes to the workspace's
+        owner (the sandbox's uid), so that commands in the sandbox can change it."""
+        if self._owner is None:
+            info = os.stat(self.root)
+            self._owner = (info.st_uid, info.st_gid)
+        if os.geteuid() == 0 and self._owner[0] != 0:
+            os.fchown(fd, *self._owner)
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -90,6 +100,7 @@ class Workspace:
                                       ) from None
                     os.mkdir(part, 0o755, dir_fd=fd)
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    self._give(nxt)
                 except OSError as exc:
                     raise self._why(fd, part, parts[:index + 1], exc) from None
                 os.close(fd)
@@ -272,11 +283,11 @@ class Workspace:
                     with contextlib.suppress(OSError):
                         os.unlink(backup, dir_fd=dir_fd)
 
-    @staticmethod
-    def _write_new(dir_fd: int, name: str, data: bytes) -> None:
+    def _write_new(self, dir_fd: int, name: str, data: bytes) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
+            self._give(fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -1,0 +1,157 @@
+"""What the runtime does to a session as a whole: checkpoints, restore and fork (with
+the workspace's files), and the session's own policy layer. Mixed into
+:class:`~agentd.runtime.runtime.Runtime`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from agentd.errors import InvalidInput
+from agentd.runtime.workspaces import snapshot_at
+from agentd.security.policy import Policy, PolicyConfig, parse_policy
+from agentd.store import NewEvent, Store
+from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord
+
+if TYPE_CHECKING:
+    from agentd.config import Settings
+    from agentd.runtime.bus import EventBus
+    from agentd.runtime.history import HistoryCache
+    from agentd.runtime.sandboxes import Sandboxes
+    from agentd.runtime.workspaces import WorkspaceKeeper
+    from agentd.store.records import AgentRecord
+
+__all__ = ["CHECKPOINT_NAME", "SessionOps", "check_session_key"]
+
+CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+MAX_KEY_LEN = 256
+
+
+def check_session_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LEN:
+        raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
+                           field="path.key")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise InvalidInput("session key must not contain control characters",
+                           field="path.key")
+    return key
+
+
+def _check_target(seq: int | None, checkpoint: str | None) -> None:
+    if (seq is None) == (checkpoint is None):
+        raise InvalidInput("give exactly one of checkpoint and seq", field="body")
+    if seq is not None and seq < 0:
+        raise InvalidInput("seq must be >= 0", field="body.seq")
+
+
+def new_id_suffix() -> str:
+    """A short random suffix for generated session keys (forks)."""
+    return secrets.token_hex(4)
+
+
+class SessionOps:
+    """Checkpoints, restore, fork and session policy (declares what it uses)."""
+
+    settings: Settings
+    store: Store
+    bus: EventBus
+    histories: HistoryCache
+    sandboxes: Sandboxes
+    workspaces: WorkspaceKeeper | None
+
+    async def get_session(self, name: str, key: str) -> tuple[AgentRecord, SessionRecord]:
+        raise NotImplementedError
+
+    async def create_checkpoint(self, name: str, key: str, checkpoint_name: str | None = None
+                                ) -> CheckpointRecord:
+        if checkpoint_name is not None and not CHECKPOINT_NAME.match(checkpoint_name):
+            raise InvalidInput(
+                f"invalid checkpoint name {checkpoint_name!r}: use 1-64 letters, digits, "
+                "'_', '-' or '.', starting with a letter or digit", field="body.name")
+        _, session = await self.get_session(name, key)
+        checkpoint, event = await self.store.create_checkpoint(
+            session.id, name=checkpoint_name, kind="manual")
+        self.bus.publish([event])
+        self.histories.offer([event])
+        return checkpoint
+
+    async def list_checkpoints(self, name: str, key: str) -> list[CheckpointRecord]:
+        _, session = await self.get_session(name, key)
+        return await self.store.list_checkpoints(session.id)
+
+    async def get_checkpoint(self, checkpoint_id: str
+                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
+        return await self.store.get_checkpoint(checkpoint_id)
+
+    async def restore(self, name: str, key: str, *, seq: int | None = None,
+                      checkpoint: str | None = None) -> tuple[SessionRecord, EventRecord]:
+        """Set a session back to a checkpoint (id or name) or a seq; see
+        :meth:`Store.restore_session`. The session must have no run queued or under way."""
+        _check_target(seq, checkpoint)
+        _, session = await self.get_session(name, key)
+        event = await self.store.restore_session(session.id, seq=seq, checkpoint=checkpoint)
+        self.histories.drop(session.id)
+        self.bus.publish([event])
+        session.last_seq, session.updated_at = event.seq, event.at
+        restored = await self._restore_files(session.agent_id, session.id,
+                                             int(event.data["to_seq"]))
+        if restored is not None:
+            session.last_seq, session.updated_at = restored.seq, restored.at
+        return session, event
+
+    async def fork(self, name: str, key: str, *, new_key: str | None = None,
+                   seq: int | None = None, checkpoint: str | None = None) -> SessionRecord:
+        """A new session of the agent holding ``key``'s state at a checkpoint or seq."""
+        _check_target(seq, checkpoint)
+        if new_key is None:
+            new_key = f"{key}~{new_id_suffix()}"
+        try:
+            check_session_key(new_key)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field="body.key") from None
+        agent, session = await self.get_session(name, key)
+        forked = await self.store.fork_session(
+            session.id, key=new_key, seq=seq, checkpoint=checkpoint,
+            source={"agent": agent.name, "session": key})
+        restored = await self._restore_files(forked.agent_id, forked.id, forked.last_seq)
+        if restored is not None:
+            forked.last_seq, forked.updated_at = restored.seq, restored.at
+        return forked
+
+    async def _restore_files(self, agent_id: str, session_id: str, seq: int
+                             ) -> EventRecord | None:
+        """Put the agent's workspace back to the session's files at ``seq`` and log it
+        (``workspace.restored``); None when the session never snapshotted its files."""
+        keeper = self.workspaces
+        if keeper is None:
+            return None
+        events = await self.store.read_events(session_id)
+        if not any(e.kind == "workspace.snapshot" for e in events):
+            return None
+        data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
+                                    snapshot_at(events, seq))
+        await self.sandboxes.prepare(self.settings.workspaces_dir / agent_id)
+        [record] = await self.store.append(session_id, [NewEvent(
+            kind="workspace.restored", data={"seq": seq, **data})])
+        self.bus.publish([record])
+        self.histories.drop(session_id)
+        return record
+
+    def permissions_for(self, agent_settings: dict[str, Any],
+                        session: PolicyConfig | None) -> Policy:
+        """The layered policy of an agent's session (daemon < agent < session)."""
+        return Policy(daemon=self.settings.policy,
+                      agent=parse_policy(agent_settings.get("policy"), "settings.policy",
+                                         "body.settings.policy"),
+                      session=session)
+
+    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
+                                 ) -> SessionRecord:
+        """Set (None: clear) a session's own policy layer; its next run uses it."""
+        layer = (None if policy is None
+                 else parse_policy(policy, "policy", "body").model_dump(exclude_none=True))
+        _, session = await self.get_session(name, key)
+        await self.store.set_session_policy(session.id, layer)
+        session.policy = layer
+        return session

@@ -1,0 +1,165 @@
+"""Tools that run commands in the agent's sandbox: ``shell`` and ``git``.
+
+Both run through the run's :class:`~agentd.sandbox.context.Sandbox` (its backend,
+limits and network grant), never in the daemon's own process. The shell command is
+judged by the policy before it runs (the command analyser's findings make it ``ask``
+by default); ``git`` takes a fixed set of subcommands, runs with hooks, credential
+helpers, pagers and editors switched off (a hook in the workspace is code the model
+may have written) and never reaches the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from agentd.errors import ToolError
+from agentd.sandbox.backends import ExecResult, Limits
+from agentd.sandbox.context import Sandbox
+from agentd.tools._tool import Tool, ToolContext, tool
+
+__all__ = ["COMMAND_TOOLS", "git", "shell"]
+
+MAX_TIMEOUT_S = 3600.0
+
+
+def _sandbox(ctx: ToolContext) -> Sandbox:
+    sandbox = ctx.sandbox
+    if not isinstance(sandbox, Sandbox) or sandbox.backend is None:
+        raise ToolError("this agent has no sandbox to run commands in",
+                        code="sandbox_unavailable")
+    if ctx.workspace is None:
+        raise ToolError("this agent has no workspace", code="no_workspace")
+    return sandbox
+
+
+def _limits(sandbox: Sandbox, timeout_s: float | None) -> Limits:
+    if timeout_s is None:
+        return sandbox.limits
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise ToolError(f"timeout_s must be above 0 and at most {MAX_TIMEOUT_S:g}",
+                        code="tool_bad_arguments")
+    return dataclasses.replace(sandbox.limits, wall_s=min(timeout_s, sandbox.limits.wall_s))
+
+
+def render(result: ExecResult, limits: Limits) -> str:
+    """The result as the model reads it: exit code, why it was stopped, the output."""
+    if result.timed_out:
+        head = f"[killed: no result within {limits.wall_s:g}s]"
+    elif result.killed == "output":
+        head = "[killed: it kept writing past the output limit]"
+    elif result.killed == "cpu_time":
+        head = f"[killed: CPU time limit of {limits.cpu_s:g}s]"
+    elif result.killed == "file_size":
+        head = f"[killed: file size limit of {limits.file_size_mb} MB]"
+    elif result.killed:
+        head = f"[killed: {result.killed}]"
+    else:
+        head = f"[exit code {result.exit_code}]"
+    parts = [head]
+    if result.stdout:
+        parts.append(result.stdout.rstrip("\n"))
+    if result.stderr:
+        parts.append("[stderr]\n" + result.stderr.rstrip("\n"))
+    if result.truncated:
+        parts.append(f"[output cut at {limits.output_bytes} bytes]")
+    return "\n".join(parts)
+
+
+@tool(timeout_s=MAX_TIMEOUT_S + 30)
+async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
+                persistent: bool | None = None) -> str:
+    """Run a shell command (bash) in the agent's sandbox and return its exit code and
+    output. The working directory is the workspace (/workspace); there is no network
+    unless the agent's policy grants it.
+
+    Args:
+        command: the command line.
+        timeout_s: wall-clock limit in seconds (at most the agent's limit).
+        persistent: run it in this session's long-lived shell, where the working
+            directory and exported variables stay between calls (default: the agent's
+            settings.sandbox.persistent_shell).
+    """
+    sandbox = _sandbox(ctx)
+    if not command.strip():
+        raise ToolError("command is empty", code="tool_bad_arguments")
+    if "\x00" in command:
+        raise ToolError("command contains a NUL character", code="tool_bad_arguments")
+    limits = _limits(sandbox, timeout_s)
+    backend, workspace = sandbox.backend, ctx.workspace
+    assert backend is not None and workspace is not None
+    keep = sandbox.persistent_shell if persistent is None else persistent
+    if keep and sandbox.shells is not None:
+        async def start() -> object:
+            return await backend.shell(workspace=workspace,
+                                       network=sandbox.command_network,
+                                       limits=sandbox.limits)
+
+        session_shell = await sandbox.shells.get(sandbox.shell_key, start)  # type: ignore[arg-type]
+        result = await session_shell.run(command, timeout_s=limits.wall_s)
+    else:
+        result = await backend.run(["bash", "--noprofile", "--norc", "-c", command],
+                                   workspace=workspace, network=sandbox.command_network,
+                                   limits=limits)
+    if sandbox.command_network:
+        # With the network, what a command prints may come from anywhere.
+        ctx.untrusted = "a command with network access"
+    return render(result, limits)
+
+
+GitCommand = Literal["status", "diff", "log", "add", "commit", "init", "show", "branch",
+                     "checkout", "restore", "reset", "rm", "mv"]
+
+#: Switch off everything of git that runs other programs or reaches out.
+_GIT_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat",
+             "-c", "core.editor=true", "-c", "credential.helper=",
+             "-c", "core.fsmonitor=false", "-c", "protocol.allow=never",
+             "-c", "core.sshCommand=false", "-c", "safe.directory=*",
+             "-c", "user.name=agentd agent", "-c", "user.email=agent@agentd.invalid",
+             "--no-pager"]
+
+
+@tool(timeout_s=MAX_TIMEOUT_S + 30)
+async def git(ctx: ToolContext, command: GitCommand, args: list[str] | None = None,
+              message: str | None = None) -> str:
+    """Run git in the workspace (no network: no push, pull, fetch or clone).
+
+    Args:
+        command: status, diff, log, show, add, commit, init, branch, checkout, restore,
+            reset, rm or mv.
+        args: further arguments (paths, revisions, flags).
+        message: the commit message (for commit).
+    """
+    sandbox = _sandbox(ctx)
+    extra = list(args or [])
+    if len(extra) > 200 or any("\x00" in a for a in extra):
+        raise ToolError("too many arguments, or a NUL character", code="tool_bad_arguments")
+    for arg in extra:
+        # Options that run programs or read other repositories.
+        lowered = arg.lower()
+        if lowered.startswith(("--exec", "--upload-pack", "--receive-pack", "-c",
+                               "--config", "--git-dir", "--work-tree", "--output",
+                               "--ext-diff", "--textconv")):
+            raise ToolError(f"git option {arg!r} is not allowed", code="tool_bad_arguments")
+    argv = ["git", *_GIT_SAFE, command]
+    if command == "commit":
+        if not message:
+            raise ToolError("commit needs a message", code="tool_bad_arguments")
+        argv += ["-m", message]
+    elif message is not None:
+        raise ToolError("message is only for commit", code="tool_bad_arguments")
+    if command in ("log", "show", "diff"):
+        argv += ["--no-ext-diff", "--no-textconv"] if command != "log" else []
+    if command == "log" and not any(a.startswith(("-n", "--max-count")) for a in extra):
+        argv += ["-n", "50"]
+    argv += extra
+    backend, workspace = sandbox.backend, ctx.workspace
+    assert backend is not None and workspace is not None
+    result = await backend.run(argv, workspace=workspace, network=False,
+                               limits=sandbox.limits,
+                               env={"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+                                    "GIT_CONFIG_GLOBAL": "/dev/null"})
+    return render(result, sandbox.limits)
+
+
+COMMAND_TOOLS: dict[str, Tool] = {t.name: t for t in (shell, git)}
