@@ -71,9 +71,10 @@ class ToolSteps:
     #: Handed to tools (the agent's sandbox: backend, limits, network).
     sandbox: Any
     workspace: Any
-    #: Called after a step whose tools may have changed the workspace; returns the
-    #: events to commit (a ``workspace.snapshot``), or none.
-    after_mutation: Callable[[], Awaitable[list[NewEvent]]] | None
+    #: Snapshots the workspace: with True, the check before a run's first tool step;
+    #: with False, after a step whose tools may have changed it. Returns the events to
+    #: commit (a ``workspace.snapshot``), or none.
+    after_mutation: Callable[[bool], Awaitable[list[NewEvent]]] | None
     on_waiting: Callable[[RunRecord], None] | None
     _decision: asyncio.Future[dict[str, Any]] | None
     _waiting: dict[str, Any] | None
@@ -95,6 +96,14 @@ class ToolSteps:
         """Judge, then run the calls: consecutive read-only calls together, anything
         that mutates alone, in the order the model asked for. ``prior`` holds the
         run's events after the step (a resumed run), so approvals are not asked twice."""
+        if self.after_mutation is not None and not self._baseline_taken and calls:
+            # Before the run's first tool step: the files as they are now. If they
+            # changed since the session last saw them, and not by the agent's own
+            # untainted steps, the session is tainted before any call is judged.
+            self._baseline_taken = True
+            check = await self.after_mutation(True)
+            if check:
+                await self._commit(check)
         judged: list[tuple[ToolCall, Verdict | None, str | None]] = []
         for call in calls:
             judged.append(await self._judge(call, prior))
@@ -108,14 +117,6 @@ class ToolSteps:
                 groups.append([item])
         finished: list[dict[str, Any]] = []
         mutated = False
-        if (self.after_mutation is not None and self.history.workspace_ref is None
-                and not self._baseline_taken
-                and any(d is None and not self._is_read_only(c) for c, _, d in judged)):
-            # The files as they were before this session first changed them.
-            self._baseline_taken = True
-            baseline = await self.after_mutation()
-            if baseline:
-                await self._commit(baseline)
         for group in groups:
             call, verdict, denied = group[0]
             if denied is not None:
@@ -140,7 +141,7 @@ class ToolSteps:
             await self._commit([self._event("tool.finished", r) for r in results])
             finished.extend(results)
         if mutated and self.after_mutation is not None:
-            snapshot = await self.after_mutation()
+            snapshot = await self.after_mutation(False)
             if snapshot:
                 await self._commit(snapshot)
         return finished

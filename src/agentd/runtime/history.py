@@ -113,6 +113,8 @@ class SessionHistory:
                 self.messages.extend(deferred)
         elif kind == "workspace.snapshot" and data.get("ref"):
             self.workspace_ref = str(data["ref"])
+            if data.get("tainted") and self.tainted is None:
+                self.tainted = f"workspace (seq {event.seq}): {data['tainted']}"
         elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):
             self._held.pop(event.run_id or "", None)
             self._started.discard(event.run_id or "")

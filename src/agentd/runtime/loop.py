@@ -121,7 +121,7 @@ class RunExecutor(ToolSteps):
         workspace: Path | None = None,
         permissions: Policy | None = None,
         sandbox: Any = None,
-        after_mutation: Callable[[], Awaitable[list[NewEvent]]] | None = None,
+        after_mutation: Callable[[bool], Awaitable[list[NewEvent]]] | None = None,
         notes: Sequence[NewEvent] = (),
     ) -> None:
         self.store = store

@@ -58,7 +58,7 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
-from agentd.tools import ToolRegistry
+from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools.mcp import MCPManager
 
 __all__ = ["Runtime", "SendResult"]
@@ -71,6 +71,10 @@ _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 #: Model settings a fallback of another provider inherits from the agent's (the rest,
 #: such as base_url and api_key_env, belong to the primary's provider).
 _PORTABLE_SETTINGS = ("max_tokens", "temperature", "timeout_s", "max_retries")
+
+#: Tools that read or change the workspace: an agent with any of them has its
+#: workspace snapshotted (and checked for changes from outside).
+WORKSPACE_TOOLS = frozenset(FILE_TOOLS) | frozenset(COMMAND_TOOLS)
 
 DEMO_INSTRUCTIONS = (
     "You are the agentd demo agent. Try: /tool calculator {\"expression\": \"6 * 7\"} "
@@ -693,9 +697,11 @@ class Runtime(SessionOps):
             return None
         keeper = self.workspaces
         after_mutation = None
-        if keeper is not None and not all(t.read_only for t in tools):
-            def after_mutation() -> Awaitable[list[NewEvent]]:
-                return keeper.snapshot(agent.id, workspace, history.workspace_ref)
+        if keeper is not None and any(not t.read_only or t.name in WORKSPACE_TOOLS
+                                      for t in tools):
+            def after_mutation(check: bool) -> Awaitable[list[NewEvent]]:
+                return keeper.snapshot(agent.id, workspace, history.workspace_ref,
+                                       check=check, tainted=history.tainted)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, kernel=self.kernel,

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from agentd.errors import AgentdError
 from agentd.sandbox.snapshots import SnapshotStore
@@ -55,9 +58,17 @@ class WorkspaceKeeper:
     def _lock(self, agent_id: str) -> asyncio.Lock:
         return self._locks.setdefault(agent_id, asyncio.Lock())
 
-    async def snapshot(self, agent_id: str, workspace: Path, last_ref: str | None
-                       ) -> list[NewEvent]:
-        """A ``workspace.snapshot`` event if the files differ from ``last_ref``."""
+    async def snapshot(self, agent_id: str, workspace: Path, last_ref: str | None, *,
+                       check: bool = False, tainted: str | None = None) -> list[NewEvent]:
+        """A ``workspace.snapshot`` event if the files differ from ``last_ref``.
+
+        Provenance: every snapshot the agent's own steps produce is remembered with
+        whether the session was tainted then. ``check`` (before a run's first tool
+        step) looks at files that changed since the session's last snapshot: a state
+        the agent's tools never produced was changed from outside, and one produced
+        while a session was tainted carries that taint; either way the event says
+        ``tainted`` and the session is tainted from then on.
+        """
         async with self._lock(agent_id):
             try:
                 ref, stats = await asyncio.to_thread(self.store.snapshot, workspace,
@@ -67,13 +78,46 @@ class WorkspaceKeeper:
                             exc.message)
                 return [NewEvent(kind="workspace.snapshot",
                                  data={"ref": None, "error": exc.to_dict()})]
-        if ref == last_ref:
-            return []
+            if ref == last_ref:
+                return []
+            marks = await asyncio.to_thread(self._marks, agent_id)
+            known = marks.get(ref)
+            why: str | None
+            if check:
+                why = (known or None) if known is not None else (
+                    "files in the workspace were changed outside the agent's tools"
+                    if stats.files else None)
+            else:
+                why = tainted or (marks.get(last_ref) or None if last_ref else None)
+            if known != (why or "") and not (known and not why):
+                marks[ref] = why or ""
+                await asyncio.to_thread(self._save_marks, agent_id, marks)
         return [NewEvent(kind="workspace.snapshot", data={
             "ref": ref, "files": stats.files, "bytes": stats.bytes,
             "hashed_bytes": stats.hashed_bytes, "new_bytes": stats.new_bytes,
             "ms": round(stats.duration_ms, 3),
+            **({"tainted": why} if check and why else {}),
             **({"skipped": stats.skipped[:20]} if stats.skipped else {})})]
+
+    def _marks_path(self, agent_id: str) -> Path:
+        return self.store.root / "provenance" / f"{agent_id}.json"
+
+    def _marks(self, agent_id: str) -> dict[str, str]:
+        """Snapshot ref -> why its content is untrusted ("" for the agent's own)."""
+        try:
+            return dict(orjson.loads(self._marks_path(agent_id).read_bytes()))
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError):
+            log.warning("provenance of agent %s unreadable; starting afresh", agent_id)
+            return {}
+
+    def _save_marks(self, agent_id: str, marks: dict[str, str]) -> None:
+        path = self._marks_path(agent_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(".tmp")
+        temp.write_bytes(orjson.dumps(marks))
+        os.replace(temp, path)
 
     async def restore(self, agent_id: str, workspace: Path, ref: str | None
                       ) -> dict[str, Any]:
