@@ -169,6 +169,8 @@ class SandboxConfig(_Strict):
     snapshots: bool = True
     #: A workspace larger than this is not snapshotted (the step says so).
     snapshot_max_mb: int = Field(default=2048, ge=1)
+    #: How often snapshot objects no log refers to are deleted (0: never).
+    snapshot_gc_s: float = Field(default=3600.0, ge=0)
 
 
 def default_home() -> Path:

@@ -72,6 +72,17 @@ async def test_restore_and_fork_bring_the_files_back(runtime: Runtime) -> None:
     await runtime.restore("a", "k", seq=1)
     assert _files(root) == {}
 
+    # Snapshots no log refers to any more are collected; the others stay restorable.
+    assert runtime.workspaces is not None
+    refs = await runtime.store.snapshot_refs()
+    assert {s["ref"] for s in snaps} <= refs
+    assert await runtime.workspaces.collect(refs, min_age_s=0) == 0
+    await runtime.delete_session("a", "fork")
+    await runtime.delete_session("a", "k")
+    assert await runtime.store.snapshot_refs() == set()
+    assert await runtime.workspaces.collect(set(), min_age_s=0) > 0
+    assert not runtime.workspaces.store.exists(snaps[-1]["ref"])
+
 
 async def test_agent_without_workspace_tools_takes_no_snapshots(runtime: Runtime
                                                                  ) -> None:

@@ -116,6 +116,19 @@ class Housekeeper:
         self.expired += len(expired)
         return len(expired)
 
+    async def collect_snapshots(self) -> int:
+        """Drop workspace snapshot objects no session's log refers to any more."""
+        rt = self.runtime
+        if rt.workspaces is None:
+            return 0
+        removed = await rt.workspaces.collect(await rt.store.snapshot_refs())
+        if removed:
+            log.info("removed %d unreferenced snapshot object(s)", removed)
+        return removed
+
+    async def close_idle_shells(self) -> int:
+        return len(await self.runtime.sandboxes.shells.expire())
+
     # -- the loop ----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -136,6 +149,9 @@ class Housekeeper:
             periods["sleep"] = min(max(s.agent_idle_s / 4, 0.05), 30.0)
         if s.session_ttl_s > 0:
             periods["expire"] = min(max(s.session_ttl_s / 4, 0.05), 60.0)
+        if s.sandbox.snapshots and s.sandbox.snapshot_gc_s > 0:
+            periods["snapshots"] = s.sandbox.snapshot_gc_s
+        periods["shells"] = min(max(s.sandbox.shell_idle_s / 4, 1.0), 60.0)
         return periods
 
     async def _loop(self) -> None:
@@ -155,6 +171,10 @@ class Housekeeper:
                     self.sleep_idle()
                 elif job == "expire":
                     await self.expire_sessions()
+                elif job == "snapshots":
+                    await self.collect_snapshots()
+                elif job == "shells":
+                    await self.close_idle_shells()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -140,7 +140,7 @@ class WorkspaceKeeper:
                 "shared": "the workspace is the agent's: every session of it sees these "
                           "files"}
 
-    async def collect(self, keep: set[str]) -> int:
+    async def collect(self, keep: set[str], *, min_age_s: float = 3600.0) -> int:
         """Drop snapshot objects no log refers to (young ones are kept: their events may
         be on their way to the store)."""
-        return await asyncio.to_thread(self.store.gc, keep, min_age_s=3600.0)
+        return await asyncio.to_thread(self.store.gc, keep, min_age_s=min_age_s)

@@ -439,6 +439,14 @@ class Store:
             "UPDATE sessions SET policy = ? WHERE id = ?",
             (None if policy is None else _dumps(policy), session_id)))
 
+    async def snapshot_refs(self) -> set[str]:
+        """Every workspace snapshot some session's log refers to (a scan of the
+        ``workspace.snapshot`` events: run rarely)."""
+        rows = await self.engine.read(lambda tx: tx.all(
+            "SELECT data FROM events WHERE kind = 'workspace.snapshot'"))
+        return {str(ref) for (data,) in rows
+                if (ref := orjson.loads(data).get("ref")) is not None}
+
     async def pending_approvals(self, agent: str | None = None) -> list[dict[str, Any]]:
         """Undecided approval requests (see :mod:`agentd.store._approvals`)."""
         return await self.engine.read(lambda tx: _approvals.pending(tx, agent))
