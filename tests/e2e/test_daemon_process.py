@@ -467,6 +467,44 @@ def test_a_run_parked_by_an_outage_survives_sigkill(spawn: Spawn) -> None:
             assert kinds.count("message.user") == 1
 
 
+def test_an_approval_and_a_shell_survive_sigkill(spawn: Spawn, home: Path) -> None:
+    """A shell command the policy asks about waits for approval; the daemon is
+    SIGKILLed; the next daemon lists the same request, and approving it runs the
+    command in the sandbox once."""
+    daemon = spawn()
+    with daemon.client() as client:
+        assert client.get("/health").json()["sandbox"] in ("bubblewrap", "gvisor",
+                                                           "process")
+        create_agent(client, "ops", model="scripted", tools=["shell"], settings={
+            "script": [{"tool_calls": [{"name": "shell", "arguments": {
+                "command": "rm -rf old && echo cleaned >> log.txt"}}]},
+                {"text": "done"}]})
+        sent = send(client, "ops", "k", "clean up", wait=False)
+        assert sent.status_code == 202, sent.text
+        run_id = sent.json()["id"]
+        wait_for_run(client, run_id, {"waiting_approval"})
+        [before] = client.get("/v1/approvals").json()["approvals"]
+        assert before["name"] == "shell" and "destructive" in before["policy"]["categories"]
+    daemon.signal_and_wait(signal.SIGKILL)
+    again = spawn()
+    with again.client() as client:
+        deadline = time.monotonic() + WAIT_S
+        while not (after := client.get("/v1/approvals").json()["approvals"]):
+            assert time.monotonic() < deadline, "the request did not come back"
+            time.sleep(0.05)
+        assert [a["approval_id"] for a in after] == [before["approval_id"]]
+        decided = client.post(f"/v1/approvals/{before['approval_id']}",
+                              json={"action": "approve", "by": "test"})
+        assert decided.status_code == 200, decided.text
+        run = wait_for_run(client, run_id, TERMINAL)
+        assert (run["status"], run["output"]) == ("completed", "done")
+        kinds = [e["kind"] for e in read_events(client, "ops", "k")]
+        assert kinds.count("approval.requested") == 1
+        assert kinds.count("tool.started") == 1
+    [log] = list((home / "workspaces").glob("*/log.txt"))
+    assert log.read_text() == "cleaned\n"
+
+
 # -- auth and binding -------------------------------------------------------------------
 
 
