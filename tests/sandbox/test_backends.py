@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.sandbox.conftest import GVisorDespiteOldStatx
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox import _gvisor, backends
@@ -45,37 +46,6 @@ SECRET = "agentd-test-secret-" + secrets.token_hex(8)
 FAST = Limits(wall_s=20.0)
 
 
-class _GVisorDespiteOldStatx(GVisorBackend):
-    """gVisor whose only fault is the old runsc's statx (``ls``/``stat`` fail)."""
-
-    @classmethod
-    def _probe(cls) -> str | None:
-        return None
-
-
-def _backend(cls: type[Backend]) -> Backend:
-    reason = cls.unavailable()
-    if reason is None:
-        return cls()
-    if cls is BubblewrapBackend and os.environ.get("CI"):
-        pytest.fail(f"bubblewrap must work in CI: {reason}")
-    if cls is GVisorBackend and "AT_NO_AUTOMOUNT" in reason:
-        return _GVisorDespiteOldStatx()
-    pytest.skip(f"{cls.name}: {reason}")
-
-
-@pytest.fixture(params=[BubblewrapBackend, GVisorBackend, ProcessBackend],
-                ids=lambda cls: cls.name)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return _backend(request.param)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    workspace = tmp_path / "ws"
-    workspace.mkdir(mode=0o700)
-    prepare_workspace(workspace)
-    return workspace
 
 
 @pytest.fixture(autouse=True)
@@ -486,7 +456,7 @@ async def test_the_daemon_cannot_be_killed_from_inside(backend: Backend, ws: Pat
 def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
     """SIGKILL a process that runs a sandbox: every process of the sandbox ends."""
     marker = secrets.token_hex(8)
-    lenient = isinstance(backend, _GVisorDespiteOldStatx)
+    lenient = isinstance(backend, GVisorDespiteOldStatx)
     code = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"

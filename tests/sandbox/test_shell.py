@@ -16,48 +16,13 @@ import pytest
 from agentd.errors import ToolError
 from agentd.sandbox.backends import (
     Backend,
-    BubblewrapBackend,
-    GVisorBackend,
     Limits,
-    ProcessBackend,
-    prepare_workspace,
 )
 from agentd.sandbox.shell import PersistentShell, ShellPool
 
 LIMITS = Limits(wall_s=20.0, output_bytes=20_000)
 
 
-class _GVisorDespiteOldStatx(GVisorBackend):
-    """gVisor whose only fault is the old runsc's statx (``ls``/``stat`` fail)."""
-
-    @classmethod
-    def _probe(cls) -> str | None:
-        return None
-
-
-def _backend(cls: type[Backend]) -> Backend:
-    reason = cls.unavailable()
-    if reason is None:
-        return cls()
-    if cls is BubblewrapBackend and os.environ.get("CI"):
-        pytest.fail(f"bubblewrap must work in CI: {reason}")
-    if cls is GVisorBackend and "AT_NO_AUTOMOUNT" in reason:
-        return _GVisorDespiteOldStatx()
-    pytest.skip(f"{cls.name}: {reason}")
-
-
-@pytest.fixture(params=[BubblewrapBackend, GVisorBackend, ProcessBackend],
-                ids=lambda cls: cls.name)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return _backend(request.param)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    workspace = tmp_path / "ws"
-    workspace.mkdir(mode=0o700)
-    prepare_workspace(workspace)
-    return workspace
 
 
 @pytest.fixture
