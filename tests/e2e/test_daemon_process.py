@@ -622,3 +622,20 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_an_unusable_sandbox_backend_stops_the_daemon(tmp_path: Path) -> None:
+    from agentd.sandbox.backends import detect
+
+    unusable = [n for n, why in detect().items()
+                if why is not None and n in ("gvisor", "bubblewrap")]
+    if not unusable:
+        pytest.skip("every backend works here")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
+    env.update(AGENTD_HOME=str(tmp_path / "home"), AGENTD_PORT=str(free_port()),
+               AGENTD_SANDBOX=f'{{"backend": "{unusable[0]}"}}')
+    done = subprocess.run([sys.executable, "-m", "agentd", "serve"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"sandbox.backend: sandbox backend '{unusable[0]}' is not usable" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -83,6 +83,8 @@ def run(host: str | None = None, port: int | None = None) -> int:
     elif not settings.auth_enabled:
         log.warning("no token configured: the API is open to local users only "
                     "(listening on %s)", settings.host)
+    if not _sandbox_usable(settings):
+        return 1
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = _lock_home(settings)
     if lock is None:
@@ -113,6 +115,21 @@ def run(host: str | None = None, port: int | None = None) -> int:
                 settings.pid_file.unlink()
         lock.close()
     return 0 if server.started else 1
+
+
+def _sandbox_usable(settings: Settings) -> bool:
+    """A configured sandbox backend this machine cannot run stops the daemon with one
+    clear line, before anything starts (the probe's answer is kept for the runtime)."""
+    from agentd.errors import InvalidInput
+    from agentd.sandbox.backends import choose
+
+    wanted = settings.sandbox.backend
+    try:
+        choose(None if wanted == "auto" else wanted)
+    except InvalidInput as exc:
+        log.error("sandbox.backend: %s", exc.message)
+        return False
+    return True
 
 
 def _lock_home(settings: Settings) -> IO[str] | None:

@@ -1,0 +1,61 @@
+"""Sandbox settings: bad values are refused naming the field; a backend this machine
+cannot run is refused for an agent and stops a daemon configured with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentd.config import Settings
+from agentd.errors import InvalidInput
+from agentd.runtime import Runtime
+from agentd.sandbox.backends import detect
+
+
+@pytest.mark.parametrize(("sandbox", "field"), [
+    ({"backend": "docker"}, "body.settings.sandbox.backend"),
+    ({"limits": {"wall_s": 0}}, "body.settings.sandbox.limits"),
+    ({"limits": {"gpu": 1}}, "body.settings.sandbox.limits"),
+    ({"persistent_shell": "yes please"}, "body.settings.sandbox.persistent_shell"),
+    ({"colour": "red"}, "body.settings.sandbox.colour"),
+])
+async def test_bad_agent_sandbox_settings(runtime: Runtime, sandbox: dict[str, Any],
+                                          field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await runtime.create_agent(name="a", model="scripted", settings={"sandbox": sandbox})
+    assert caught.value.details["errors"][0]["field"].startswith(field)
+    with pytest.raises(Exception):  # noqa: B017 - nothing was stored
+        await runtime.get_agent("a")
+
+
+async def test_agent_limits_are_capped_by_the_daemons(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", model="scripted", tools=["shell"], settings={
+        "sandbox": {"limits": {"wall_s": 5, "memory_mb": 10_000_000}}})
+    agent = await runtime.get_agent("a")
+    from agentd.runtime._agent_settings import sandbox_settings
+
+    limits = runtime.sandboxes.limits(sandbox_settings(agent.settings))
+    assert limits.wall_s == 5  # lowered by the agent
+    assert limits.memory_mb == runtime.settings.sandbox.limits.memory_mb  # capped
+
+
+async def test_an_unusable_backend_is_refused(tmp_path: Path) -> None:
+    unusable = [name for name, why in detect().items()
+                if why is not None and name in ("gvisor", "bubblewrap")]
+    if not unusable:
+        pytest.skip("every backend works here")
+    name = unusable[0]
+    runtime = await Runtime.open(Settings(home=tmp_path / "h1", demo_agent=False))
+    try:
+        with pytest.raises(InvalidInput) as caught:
+            await runtime.create_agent(name="a", model="scripted",
+                                       settings={"sandbox": {"backend": name}})
+        assert "does not work on this daemon" in caught.value.message
+    finally:
+        await runtime.close()
+    with pytest.raises(InvalidInput) as stopped:
+        await Runtime.open(Settings(home=tmp_path / "h2", demo_agent=False,
+                                    sandbox={"backend": name}))
+    assert stopped.value.message.startswith("sandbox.backend:")
