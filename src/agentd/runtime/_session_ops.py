@@ -138,13 +138,9 @@ class SessionOps:
         self.histories.drop(session_id)
         return record
 
-    def permissions_for(self, agent_settings: dict[str, Any],
-                        session: PolicyConfig | None) -> Policy:
+    def permissions_for(self, agent: PolicyConfig, session: PolicyConfig | None) -> Policy:
         """The layered policy of an agent's session (daemon < agent < session)."""
-        return Policy(daemon=self.settings.policy,
-                      agent=parse_policy(agent_settings.get("policy"), "settings.policy",
-                                         "body.settings.policy"),
-                      session=session)
+        return Policy(daemon=self.settings.policy, agent=agent, session=session)
 
     async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
                                  ) -> SessionRecord:

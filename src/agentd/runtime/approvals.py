@@ -170,5 +170,4 @@ class ApprovalDesk:
             (await runtime.store.get_run(request["run_id"])).session_id, request["run_id"])
         if executor is not None:
             executor.permissions = runtime.permissions_for(
-                (await runtime.get_agent(agent.name)).settings,
-                executor.permissions.layers_by_name().get("session"))
+                layer, executor.permissions.layers_by_name().get("session"))

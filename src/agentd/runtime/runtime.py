@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from agentd import __version__
-from agentd.config import PRIORITIES, Budget, Settings
+from agentd.config import PRIORITIES, AgentSandbox, Budget, Settings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
@@ -50,7 +50,7 @@ from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
-from agentd.security.policy import PolicyConfig
+from agentd.security.policy import PolicyConfig, parse_policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
     AgentRecord,
@@ -59,7 +59,7 @@ from agentd.store.records import (
     SessionRecord,
 )
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
-from agentd.tools.mcp import MCPManager
+from agentd.tools.mcp import MCPManager, MCPServer
 
 __all__ = ["Runtime", "SendResult"]
 
@@ -109,6 +109,10 @@ class _Plan:
     budget: Budget
     #: The budget has some limit (worked out once: pydantic's dumps are not free).
     budgeted: bool
+    #: The agent's policy layer, sandbox settings and MCP servers, parsed once.
+    policy: PolicyConfig
+    sandbox: AgentSandbox
+    mcp: list[MCPServer]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -461,7 +465,10 @@ class Runtime(SessionOps):
         budget = parse_budget(settings.get("budget"))
         return _Plan(key=("", ""), budget=budget, budgeted=not budget.empty,
                      targets=[Target(model=m, info=self.catalog.get(m.spec))
-                              for m in chain])
+                              for m in chain],
+                     policy=parse_policy(settings.get("policy"), "settings.policy",
+                                         "body.settings.policy"),
+                     sandbox=sandbox_settings(settings), mcp=mcp_servers(settings))
 
     # -- sessions ------------------------------------------------------------------
 
@@ -675,11 +682,11 @@ class Runtime(SessionOps):
         if prepared is None:
             session_policy = (await self.store.get_session(agent.id, session_key)).policy
         permissions = self.permissions_for(
-            agent.settings, None if session_policy is None
+            plan.policy, None if session_policy is None
             else PolicyConfig.model_validate(session_policy))
         tools = self.tools.resolve(agent.tools)
         notes: list[NewEvent] = []
-        servers = mcp_servers(agent.settings)
+        servers = plan.mcp
         if servers:
             failures: list[str] = []
             tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures)]
@@ -687,14 +694,16 @@ class Runtime(SessionOps):
                 notes.append(NewEvent(kind="tools.unavailable", run_id=run.id,
                                       data={"errors": failures}))
         workspace = self.workspace_of(agent)
-        try:
-            sandbox = await self.sandboxes.for_run(
-                sandbox_settings(agent.settings), workspace=workspace,
-                permissions=permissions, shell_key=f"{agent.id}/{run.session_id}")
-        except InvalidInput as exc:
-            await self._settle(run.session_id, run.id, "failed", "run.failed",
-                               {"error": exc.to_dict()})
-            return None
+        sandbox = None
+        if tools:
+            try:
+                sandbox = await self.sandboxes.for_run(
+                    plan.sandbox, workspace=workspace, permissions=permissions,
+                    shell_key=f"{agent.id}/{run.session_id}")
+            except InvalidInput as exc:
+                await self._settle(run.session_id, run.id, "failed", "run.failed",
+                                   {"error": exc.to_dict()})
+                return None
         keeper = self.workspaces
         after_mutation = None
         if keeper is not None and any(not t.read_only or t.name in WORKSPACE_TOOLS
