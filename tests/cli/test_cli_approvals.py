@@ -89,3 +89,16 @@ def test_remember_and_bad_input(cli: Invoke, live_url: str, agent_name: str) -> 
         rules = client.get_agent(agent_name)["settings"]["policy"]["rules"]
     assert rules[0]["action"] == "allow" and rules[0]["args"] == {"expression": "1+1"}
     assert "no pending approval" in one_error_line(cli("deny", "ap_missing"))
+
+
+def test_send_says_what_waits_and_exits_3(cli: Invoke, live_url: str, agent_name: str
+                                          ) -> None:
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2*2"}}]}
+    _ask_agent(live_url, agent_name, [call, {"text": "four"}])
+    # (Were the CLI to poll a waiting run, it would give up after --timeout: exit 1.)
+    result = cli("send", agent_name, "compute", "--session", "k", "--timeout", "5")
+    assert result.exit_code == 3, result.output
+    [request] = _pending(live_url, agent_name)
+    assert "waits for approval of calculator" in result.stderr
+    assert f"agentd approve {request['approval_id']}" in result.stderr
+    assert cli("approve", request["approval_id"]).exit_code == 0

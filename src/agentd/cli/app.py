@@ -25,6 +25,7 @@ from agentd.cli._common import (
     VerboseOption,
     connect,
     echo_json,
+    err,
     fail,
     out,
 )
@@ -394,10 +395,15 @@ def send(
     with connect(ctx, timeout=timeout) as client:
         run = client.send(name, session, message, wait=True,
                           idempotency_key=idempotency_key, mode=mode, priority=priority)
-        # Safety net: should a run come back unfinished, poll it until the deadline.
-        while run.get("status") not in TERMINAL_STATUSES and time.monotonic() < deadline:
+        # Safety net: should a run come back unfinished, poll it until the deadline
+        # (not one that waits for a person: that may take hours).
+        while (run.get("status") not in TERMINAL_STATUSES
+               and run.get("status") != "waiting_approval"
+               and time.monotonic() < deadline):
             time.sleep(0.25)
             run = client.get_run(str(run["id"]))
+        waiting = ([a for a in client.approvals(name) if a.get("run_id") == run.get("id")]
+                   if run.get("status") == "waiting_approval" else [])
     if as_json:
         echo_json(run)
     elif run.get("output"):
@@ -409,6 +415,17 @@ def send(
         fail(f"run {run.get('id')} failed: {error_line(error_of(run.get('error') or {}))}")
     if status in TERMINAL_STATUSES:
         fail(f"run {run.get('id')} {status}")
+    if status == "waiting_approval":
+        for request in waiting:
+            err().print(f"run {escape(str(run.get('id')))} waits for approval of "
+                        f"{escape(str(request.get('name')))}: "
+                        f"{escape(str(request.get('reason') or ''))}", soft_wrap=True)
+            err().print(f"  agentd approve {request['approval_id']}   or   agentd deny "
+                        f"{request['approval_id']}", soft_wrap=True)
+        if not waiting:
+            err().print(f"run {escape(str(run.get('id')))} waits for a decision "
+                        "(agentd approvals)", soft_wrap=True)
+        raise typer.Exit(3)
     fail(f"run {run.get('id')} is still {status} after {timeout:g}s")
 
 
