@@ -33,3 +33,14 @@ def test_an_outage_and_the_recovery_are_shown() -> None:
     printer.handle(SSEEvent(event="model.recovered", id=4, data={"data": {"model": "openai:x"}}))
     out = notes.getvalue()
     assert "every model is unavailable" in out and "openai:x answered again" in out
+
+
+def test_an_approval_request_and_its_decision_are_shown() -> None:
+    printer, notes = _printer()
+    printer.handle(SSEEvent(event="approval.requested", id=5, data={"data": {
+        "approval_id": "ap_1", "name": "shell", "reason": "destructive (rm -rf)"}}))
+    printer.handle(SSEEvent(event="approval.decided", id=6, data={"data": {
+        "approval_id": "ap_1", "action": "approve", "by": "ann"}}))
+    out = notes.getvalue()
+    assert "waiting for approval of shell: destructive (rm -rf)" in out
+    assert "agentd approve ap_1" in out and "(approve by ann)" in out

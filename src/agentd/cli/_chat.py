@@ -62,6 +62,18 @@ class ReplyPrinter:
             else:
                 self.console.print(f"[yellow](model {escape(str(payload.get('model')))} "
                                    "answered again)[/]")
+        elif frame.event in ("approval.requested", "approval.decided"):
+            self.end_line()
+            approval = escape(str(payload.get("approval_id") or ""))
+            if frame.event == "approval.requested":
+                self.console.print(
+                    f"[yellow](waiting for approval of {escape(str(payload.get('name')))}: "
+                    f"{escape(str(payload.get('reason') or ''))}; in another terminal: "
+                    f"agentd approve {approval} or agentd deny {approval})[/]")
+            else:
+                by = payload.get("by")
+                self.console.print(f"[yellow]({escape(str(payload.get('action')))}"
+                                   f"{' by ' + escape(str(by)) if by else ''})[/]")
         elif frame.event == "message.assistant":
             if not self._streamed:
                 self._text(str(payload.get("text") or ""))
