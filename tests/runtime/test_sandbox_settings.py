@@ -59,3 +59,21 @@ async def test_an_unusable_backend_is_refused(tmp_path: Path) -> None:
         await Runtime.open(Settings(home=tmp_path / "h2", demo_agent=False,
                                     sandbox={"backend": name}))
     assert stopped.value.message.startswith("sandbox.backend:")
+
+
+async def test_a_sessions_persistent_shell_lives_and_dies_with_it(runtime: Runtime) -> None:
+    call = {"tool_calls": [{"name": "shell", "arguments": {"command": "cd /tmp; export A=1",
+                                                            "persistent": True}}]}
+    again = {"tool_calls": [{"name": "shell", "arguments": {"command": "echo $A; pwd",
+                                                             "persistent": True}}]}
+    await runtime.create_agent(name="a", model="scripted", tools=["shell"], settings={
+        "policy": {"rules": [{"tool": "shell", "action": "allow"}]},
+        "script": [call, again, {"text": "done"}]})
+    sent = await runtime.send("a", "k", "go")
+    assert (await runtime.wait(sent.run.id)).status == "completed"
+    outputs = [e.data["output"] for e in await runtime.read_events(sent.session.id)
+               if e.kind == "tool.finished"]
+    assert outputs[1].splitlines()[1:] == ["1", "/tmp"]
+    assert len(runtime.sandboxes.shells) == 1
+    await runtime.delete_session("a", "k")
+    assert len(runtime.sandboxes.shells) == 0

@@ -376,7 +376,7 @@ class Runtime(SessionOps):
         for session in await self.store.list_sessions(agent.id):
             await self.supervisor.cancel_session(session.id, "agent deleted")
             self.histories.drop(session.id)
-            await self.sandboxes.shells.close(f"{agent.id}/{session.id}")
+            await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
         await self.store.delete_agent(name)
         await self.mcp.close(agent.id)
         self.sandboxes.forget(self.workspace_of(agent))
@@ -485,7 +485,7 @@ class Runtime(SessionOps):
         await self.supervisor.cancel_session(session.id, "session deleted")
         await self.store.delete_session(agent.id, key)
         self.histories.drop(session.id)
-        await self.sandboxes.shells.close(f"{agent.id}/{session.id}")
+        await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
 
     async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:

@@ -106,6 +106,11 @@ class Sandboxes:
             self._backends[name] = backend
         return backend
 
+    async def close_shells(self, shell_key: str) -> None:
+        """Close a session's persistent shells (one per network grant)."""
+        for suffix in ("net", "nonet"):
+            await self.shells.close(f"{shell_key}/{suffix}")
+
     def forget(self, workspace: Path) -> None:
         self._prepared.discard(workspace)
 

@@ -16,6 +16,7 @@ from typing import Literal
 from agentd.errors import ToolError
 from agentd.sandbox.backends import ExecResult, Limits
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.shell import PersistentShell
 from agentd.tools._tool import Tool, ToolContext, tool
 
 __all__ = ["COMMAND_TOOLS", "git", "shell"]
@@ -90,12 +91,14 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
     assert backend is not None and workspace is not None
     keep = sandbox.persistent_shell if persistent is None else persistent
     if keep and sandbox.shells is not None:
-        async def start() -> object:
+        async def start() -> PersistentShell:
             return await backend.shell(workspace=workspace,
                                        network=sandbox.command_network,
                                        limits=sandbox.limits)
 
-        session_shell = await sandbox.shells.get(sandbox.shell_key, start)  # type: ignore[arg-type]
+        # A change of the network grant gets a new shell, never the old one's network.
+        key = f"{sandbox.shell_key}/{'net' if sandbox.command_network else 'nonet'}"
+        session_shell = await sandbox.shells.get(key, start)
         result = await session_shell.run(command, timeout_s=limits.wall_s)
     else:
         result = await backend.run(["bash", "--noprofile", "--norc", "-c", command],
