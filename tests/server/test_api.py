@@ -1022,3 +1022,12 @@ async def test_health_counts_awake_and_sleeping_agents(client: httpx.AsyncClient
     assert health["agents"] == 2
     assert health["agents_awake"] + health["agents_sleeping"] == 2
     assert health["node"]
+
+
+async def test_a_form_body_gets_422_and_stores_nothing(client: httpx.AsyncClient) -> None:
+    for kwargs in ({"data": {"name": "formed", "model": "scripted"}},
+                   {"content": b"name=formed", "headers": {"content-type": "text/plain"}}):
+        response = await client.post("/v1/agents", **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 422, response.text
+        assert error_code(response) == "invalid_input"
+    assert (await client.get("/v1/agents/formed")).status_code == 404
