@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -46,7 +46,7 @@ from pydantic import (
 from agentd.errors import InvalidInput
 from agentd.security.commands import CATEGORIES, Analysis, analyse
 
-__all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict", "describe",
+__all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict",
            "parse_policy", "sticky_rule"]
 
 Action = Literal["allow", "ask", "deny"]
@@ -356,6 +356,3 @@ def _escape(text: str) -> str:
     """``text`` as an fnmatch pattern matching only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
-
-def describe(rules: Sequence[Rule]) -> list[dict[str, Any]]:
-    return [r.model_dump(exclude_none=True) for r in rules]
