@@ -33,7 +33,10 @@ SSE ``error`` frames and run results alike.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "AgentExists",
@@ -112,6 +115,14 @@ class InvalidInput(BadRequest):
         if field is not None:
             self.details = {**self.details,
                             "errors": [{"field": field, "message": message}]}
+
+    @classmethod
+    def of(cls, exc: ValidationError, name: str, location: str) -> InvalidInput:
+        """The first problem pydantic found in a setting, as ``<name><where>: <msg>``
+        with ``field`` ``<location><where>`` (``where`` like ``.rules[0].action``)."""
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        return cls(f"{name}{where}: {first['msg']}", field=f"{location}{where}")
 
     def for_field(self, field: str) -> InvalidInput:
         """This error, naming ``field`` unless it already names one."""

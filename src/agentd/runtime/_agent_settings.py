@@ -99,10 +99,8 @@ def mcp_servers(settings: dict[str, Any]) -> list[MCPServer]:
         try:
             servers.append(MCPServer.model_validate(entry))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                            for p in first["loc"])
-            raise _refuse(f"mcp[{index}]{where}", f"is invalid: {first['msg']}") from None
+            raise InvalidInput.of(exc, f"settings.mcp[{index}]",
+                                  f"body.settings.mcp[{index}]") from None
     names = [s.name for s in servers]
     if len(set(names)) != len(names):
         raise _refuse("mcp", "names a server twice")
@@ -114,6 +112,4 @@ def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
     try:
         return AgentSandbox.model_validate(settings.get("sandbox") or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise _refuse(f"sandbox{where}", f"is invalid: {first['msg']}") from None
+        raise InvalidInput.of(exc, "settings.sandbox", "body.settings.sandbox") from None

@@ -74,13 +74,13 @@ class ToolSteps:
     #: Snapshots the workspace: with True, the check before a run's first tool step;
     #: with False, after a step whose tools may have changed it. Returns the events to
     #: commit (a ``workspace.snapshot``), or none.
-    after_mutation: Callable[[bool], Awaitable[list[NewEvent]]] | None
+    snapshot_workspace: Callable[[bool], Awaitable[list[NewEvent]]] | None
     on_waiting: Callable[[RunRecord], None] | None
     _decision: asyncio.Future[dict[str, Any]] | None
     _waiting: dict[str, Any] | None
     _deciding: bool
     _asking: asyncio.Event
-    _baseline_taken: bool
+    _workspace_checked: bool
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
@@ -96,12 +96,12 @@ class ToolSteps:
         """Judge, then run the calls: consecutive read-only calls together, anything
         that mutates alone, in the order the model asked for. ``prior`` holds the
         run's events after the step (a resumed run), so approvals are not asked twice."""
-        if self.after_mutation is not None and not self._baseline_taken and calls:
+        if self.snapshot_workspace is not None and not self._workspace_checked and calls:
             # Before the run's first tool step: the files as they are now. If they
             # changed since the session last saw them, and not by the agent's own
             # untainted steps, the session is tainted before any call is judged.
-            self._baseline_taken = True
-            check = await self.after_mutation(True)
+            self._workspace_checked = True
+            check = await self.snapshot_workspace(True)
             if check:
                 await self._commit(check)
         judged: list[tuple[ToolCall, Verdict | None, str | None]] = []
@@ -140,8 +140,8 @@ class ToolSteps:
             mutated = mutated or not all(self._is_read_only(c) for c, _, _ in group)
             await self._commit([self._event("tool.finished", r) for r in results])
             finished.extend(results)
-        if mutated and self.after_mutation is not None:
-            snapshot = await self.after_mutation(False)
+        if mutated and self.snapshot_workspace is not None:
+            snapshot = await self.snapshot_workspace(False)
             if snapshot:
                 await self._commit(snapshot)
         return finished

@@ -106,17 +106,21 @@ class ApprovalDesk:
         if output is not None and policy_kind:
             raise InvalidInput("output is for skipping a call of unknown outcome",
                                field="body.output")
-        if remember is not None:
-            await self._remember(request, action, arguments, remember, by)
-        run_id, session_id = request["run_id"], None
+        run_id = request["run_id"]
         run = await runtime.store.get_run(run_id)
-        session_id = run.session_id
-        executor = await self._holder(session_id, run_id)
+        executor = await self._holder(run.session_id, run_id)
         if executor is not None:
             waiting = executor.waiting_for
             if waiting is None or waiting.get("approval_id") != request.get("approval_id"):
                 raise Conflict("the run is not waiting for this decision (yet); try again",
                                code="not_waiting", retryable=True)
+        remembered = (None if remember is None
+                      else await self._remembered(request, action, arguments, remember, by))
+        if remembered is not None and executor is not None:
+            # The run's next calls see the rule at once (it is saved just below).
+            executor.permissions = runtime.permissions_for(
+                remembered[1], executor.permissions.layers_by_name().get("session"))
+        if executor is not None:
             data = await executor.decide(action, output, arguments=arguments,
                                          reason=reason, by=by)
         else:
@@ -128,10 +132,12 @@ class ApprovalDesk:
                     data[name] = value
             event = await runtime.store.decide_unheld(run_id, data)
             runtime.bus.publish([event])
-            runtime.supervisor.submit(session_id, run_id, agent_id=run.agent_id,
+            runtime.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
                                       order=run.queued_seq)
             data = event.data
         runtime.supervisor.waiting_runs.discard(run_id)
+        if remembered is not None:
+            await runtime.update_agent(request["agent"], {"settings": remembered[0]})
         return data
 
     async def _holder(self, session_id: str, run_id: str) -> RunExecutor | None:
@@ -151,12 +157,12 @@ class ApprovalDesk:
                            code="not_waiting", retryable=True)
         return None
 
-    async def _remember(self, request: dict[str, Any], action: str,
-                        arguments: dict[str, Any] | None, scope: str, by: str | None) -> None:
-        """Put the decision at the front of the agent's rules, and into the policy of the
-        run that asked (its next calls see it at once)."""
-        runtime = self.runtime
-        agent = await runtime.get_agent(request["agent"])
+    async def _remembered(self, request: dict[str, Any], action: str,
+                          arguments: dict[str, Any] | None, scope: str, by: str | None
+                          ) -> tuple[dict[str, Any], PolicyConfig]:
+        """The agent's settings with the decision as a rule at the front of its policy,
+        and that policy layer (nothing is saved here)."""
+        agent = await self.runtime.get_agent(request["agent"])
         rule = sticky_rule(request["name"], arguments or request.get("arguments") or {},
                            "allow" if action == "approve" else "deny", scope,
                            by or "a person")
@@ -164,10 +170,4 @@ class ApprovalDesk:
                                "body.settings.policy")
         layer = PolicyConfig.model_validate({**current.model_dump(exclude_none=True),
                                              "rules": [rule, *current.rules]})
-        settings = {**agent.settings, "policy": layer.model_dump(exclude_none=True)}
-        await runtime.update_agent(agent.name, {"settings": settings})
-        executor = runtime.supervisor.active_executor(
-            (await runtime.store.get_run(request["run_id"])).session_id, request["run_id"])
-        if executor is not None:
-            executor.permissions = runtime.permissions_for(
-                layer, executor.permissions.layers_by_name().get("session"))
+        return {**agent.settings, "policy": layer.model_dump(exclude_none=True)}, layer

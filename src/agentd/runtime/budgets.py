@@ -41,11 +41,7 @@ def parse_budget(raw: Any) -> Budget:
     try:
         return Budget.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        field = "body.settings.budget" + (f".{where}" if where else "")
-        raise InvalidInput(f"settings.budget{'.' + where if where else ''}: "
-                           f"{error['msg']}", field=field) from None
+        raise InvalidInput.of(exc, "settings.budget", "body.settings.budget") from None
 
 
 def period_start(period: str, now: float | None = None) -> str:

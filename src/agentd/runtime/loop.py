@@ -121,7 +121,7 @@ class RunExecutor(ToolSteps):
         workspace: Path | None = None,
         permissions: Policy | None = None,
         sandbox: Any = None,
-        after_mutation: Callable[[bool], Awaitable[list[NewEvent]]] | None = None,
+        snapshot_workspace: Callable[[bool], Awaitable[list[NewEvent]]] | None = None,
         notes: Sequence[NewEvent] = (),
     ) -> None:
         self.store = store
@@ -143,7 +143,7 @@ class RunExecutor(ToolSteps):
         #: Judges every tool call (the agent's layered permission policy).
         self.permissions = permissions or Policy()
         self.sandbox = sandbox
-        self.after_mutation = after_mutation
+        self.snapshot_workspace = snapshot_workspace
         #: Events to log when the run starts (tools that could not be loaded).
         self.notes = list(notes)
         #: The primary model's catalog entry (context window, prices), if known.
@@ -173,7 +173,7 @@ class RunExecutor(ToolSteps):
         self._waiting: dict[str, Any] | None = None
         self._deciding = False
         self._asking = asyncio.Event()
-        self._baseline_taken = False
+        self._workspace_checked = False
         #: Called with the run when it starts waiting for a decision.
         self.on_waiting: Callable[[RunRecord], None] | None = None
         self.interrupt = False

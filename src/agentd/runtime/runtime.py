@@ -50,6 +50,7 @@ from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
+from agentd.sandbox.backends import Limits
 from agentd.security.policy import PolicyConfig, parse_policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
@@ -112,6 +113,8 @@ class _Plan:
     #: The agent's policy layer, sandbox settings and MCP servers, parsed once.
     policy: PolicyConfig
     sandbox: AgentSandbox
+    #: The daemon's sandbox limits lowered by the agent's.
+    limits: Limits
     mcp: list[MCPServer]
 
 
@@ -463,12 +466,14 @@ class Runtime(SessionOps):
                     field=field)
             chain.append(fallback)
         budget = parse_budget(settings.get("budget"))
+        sandbox = sandbox_settings(settings)
         return _Plan(key=("", ""), budget=budget, budgeted=not budget.empty,
                      targets=[Target(model=m, info=self.catalog.get(m.spec))
                               for m in chain],
                      policy=parse_policy(settings.get("policy"), "settings.policy",
                                          "body.settings.policy"),
-                     sandbox=sandbox_settings(settings), mcp=mcp_servers(settings))
+                     sandbox=sandbox, limits=self.sandboxes.limits(sandbox),
+                     mcp=mcp_servers(settings))
 
     # -- sessions ------------------------------------------------------------------
 
@@ -698,17 +703,17 @@ class Runtime(SessionOps):
         if tools:
             try:
                 sandbox = await self.sandboxes.for_run(
-                    plan.sandbox, workspace=workspace, permissions=permissions,
-                    shell_key=f"{agent.id}/{run.session_id}")
+                    plan.sandbox, plan.limits, workspace=workspace,
+                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}")
             except InvalidInput as exc:
                 await self._settle(run.session_id, run.id, "failed", "run.failed",
                                    {"error": exc.to_dict()})
                 return None
         keeper = self.workspaces
-        after_mutation = None
+        snapshot_workspace = None
         if keeper is not None and any(not t.read_only or t.name in WORKSPACE_TOOLS
                                       for t in tools):
-            def after_mutation(check: bool) -> Awaitable[list[NewEvent]]:
+            def snapshot_workspace(check: bool) -> Awaitable[list[NewEvent]]:
                 return keeper.snapshot(agent.id, workspace, history.workspace_ref,
                                        check=check, tainted=history.tainted)
         return RunExecutor(
@@ -719,7 +724,7 @@ class Runtime(SessionOps):
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            workspace=workspace, permissions=permissions, after_mutation=after_mutation,
+            workspace=workspace, permissions=permissions, snapshot_workspace=snapshot_workspace,
             notes=notes, sandbox=sandbox,
         )
 

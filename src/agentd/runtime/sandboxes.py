@@ -73,14 +73,15 @@ class Sandboxes:
             merged[name] = int(chosen) if isinstance(value, int) else float(chosen)
         return Limits(**merged)
 
-    async def for_run(self, config: AgentSandbox, *, workspace: Path,
+    async def for_run(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
                       permissions: Policy, shell_key: str) -> Sandbox:
-        """What a run's tools get (``ToolContext.sandbox``)."""
+        """What a run's tools get (``ToolContext.sandbox``); ``limits``: this agent's
+        (:meth:`limits`, worked out once per agent)."""
         backend = await self._backend(config.backend)
         if workspace not in self._prepared:
             await self.prepare(workspace)
         network = permissions.network
-        return Sandbox(backend=backend, limits=self.limits(config),
+        return Sandbox(backend=backend, limits=limits,
                        network=tuple(network) if isinstance(network, tuple | list)
                        else bool(network),
                        shells=self.shells, shell_key=shell_key,

@@ -82,15 +82,16 @@ class WorkspaceKeeper:
                 return []
             marks = await asyncio.to_thread(self._marks, agent_id)
             known = marks.get(ref)
-            why: str | None
+            why: str
             if check:
-                why = (known or None) if known is not None else (
+                why = known if known is not None else (
                     "files in the workspace were changed outside the agent's tools"
-                    if stats.files else None)
+                    if stats.files else "")
             else:
-                why = tainted or (marks.get(last_ref) or None if last_ref else None)
-            if known != (why or "") and not (known and not why):
-                marks[ref] = why or ""
+                # Written by this step: as trusted as the session and what it started from.
+                why = tainted or marks.get(last_ref or "") or ""
+            if known is None or (not known and why):  # a taint is never forgotten
+                marks[ref] = why
                 await asyncio.to_thread(self._save_marks, agent_id, marks)
         return [NewEvent(kind="workspace.snapshot", data={
             "ref": ref, "files": stats.files, "bytes": stats.bytes,

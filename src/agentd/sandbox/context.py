@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from agentd.security.policy import grants_host
 
 if TYPE_CHECKING:
     from agentd.sandbox.backends import Backend, Limits
@@ -40,11 +41,7 @@ class Sandbox:
         return self.network is True
 
     def allows_host(self, host: str) -> bool:
-        if self.network is True:
-            return True
-        if not self.network:
-            return False
-        return any(fnmatch.fnmatchcase(host.lower(), p) for p in self.network)
+        return grants_host(self.network, host)
 
     def names_host(self, host: str) -> bool:
         """Whether the grant lists ``host`` itself (no pattern): what a private or

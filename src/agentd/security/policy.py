@@ -47,7 +47,7 @@ from agentd.errors import InvalidInput
 from agentd.security.commands import CATEGORIES, Analysis, analyse
 
 __all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict",
-           "parse_policy", "sticky_rule"]
+           "grants_host", "parse_policy", "sticky_rule"]
 
 Action = Literal["allow", "ask", "deny"]
 ACTIONS: tuple[str, ...] = ("allow", "ask", "deny")
@@ -114,10 +114,7 @@ def parse_policy(value: Any, name: str, location: str) -> PolicyConfig:
     try:
         return PolicyConfig.model_validate(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise InvalidInput(f"{name}{where}: {first['msg']}",
-                           field=f"{location}{where}") from None
+        raise InvalidInput.of(exc, name, location) from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -158,6 +155,15 @@ class Verdict:
 
 def _glob(value: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def grants_host(network: bool | tuple[str, ...], host: str | None) -> bool:
+    """Whether a ``network`` grant (True, False or host patterns) covers ``host``."""
+    if network is True:
+        return True
+    if not network or host is None:
+        return False
+    return _glob(host.lower(), network)
 
 
 def _paths(arguments: Mapping[str, Any]) -> list[str]:
@@ -210,11 +216,7 @@ class Policy:
         return default
 
     def network_allows(self, host: str | None) -> bool:
-        if self.network is True:
-            return True
-        if not self.network or host is None:
-            return False
-        return _glob(host, self.network)
+        return grants_host(self.network, host)
 
     @property
     def shell_network(self) -> bool:
