@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,11 @@ import pytest
 from pydantic import ValidationError
 
 from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox._limits import SANDBOX_PATH
+from agentd.sandbox._process import Child
+from agentd.sandbox.backends import Limits, ProcessBackend, prepare_workspace
 from agentd.tools import Tool, ToolContext
+from agentd.tools._mcp_stdio import Spawner
 from agentd.tools.mcp import MAX_RESULT, MCPManager, MCPServer, MCPTool, _exposed_name
 
 SERVER = Path(__file__).with_name("mcp_server.py")
@@ -37,8 +41,20 @@ def bounded(seconds: float) -> Callable[[Callable[..., Awaitable[None]]],
     return wrap
 
 
-def stdio(name: str = "t", **kwargs: Any) -> MCPServer:
-    return MCPServer(name=name, command=[sys.executable, str(SERVER), "stdio"], **kwargs)
+def sandbox_python() -> str:
+    """A Python the sandbox's uid may run, with this one's packages (the venv's own
+    interpreter may live under a home closed to other users)."""
+    system = Path("/usr/bin/python3")
+    if not system.exists():
+        pytest.skip("no /usr/bin/python3 for the sandboxed server")
+    return str(system)
+
+
+def stdio(name: str = "t", *, env: dict[str, str] | None = None, **kwargs: Any
+          ) -> MCPServer:
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    return MCPServer(name=name, command=[sandbox_python(), str(SERVER), "stdio"],
+                     env={"PYTHONPATH": ":".join(site), **(env or {})}, **kwargs)
 
 
 def by_name(tools: list[Tool]) -> dict[str, Tool]:
@@ -76,9 +92,43 @@ def state(manager: MCPManager, server: str = "t") -> dict[str, Any]:
     return entry
 
 
+class SandboxedManager(MCPManager):
+    """The manager as the runtime uses it: stdio servers start through a spawner (here
+    the process backend, so that the tests can see and kill the server's host pid)."""
+
+    def __init__(self, spawn: Spawner, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spawn = spawn
+
+    async def tools(self, owner: str, servers: Sequence[MCPServer], *,
+                    failures: list[str] | None = None,
+                    spawn: Spawner | None = None) -> list[Tool]:
+        return await super().tools(owner, servers, failures=failures,
+                                   spawn=spawn or self.spawn)
+
+
+def process_spawner(workspace: Path) -> Spawner:
+    backend = ProcessBackend()
+    prepare_workspace(workspace)
+
+    async def spawn(server: MCPServer) -> Child:
+        assert server.command is not None
+        return await backend.spawn(server.command, workspace=workspace, env=server.env,
+                                   limits=Limits(cpu_s=600, wall_s=600))
+
+    return spawn
+
+
 @pytest.fixture
-async def manager() -> AsyncIterator[MCPManager]:
-    m = MCPManager(connect_timeout_s=20)
+def spawner(tmp_path: Path) -> Spawner:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    return process_spawner(workspace)
+
+
+@pytest.fixture
+async def manager(spawner: Spawner) -> AsyncIterator[MCPManager]:
+    m = SandboxedManager(spawner, connect_timeout_s=20)
     yield m
     await m.close()
 
@@ -228,7 +278,7 @@ async def test_stdio_server_sees_only_the_environment_it_is_given(
     tools = await manager.tools("agent1", [stdio(env={"GIVEN": "yes"})])
     assert await call(tools, "t__env", name="GIVEN") == "yes"
     assert await call(tools, "t__env", name="AGENTD_TEST_SECRET") == '{"result": null}'
-    assert await call(tools, "t__env", name="PATH") == os.environ["PATH"]
+    assert await call(tools, "t__env", name="PATH") == SANDBOX_PATH
 
 
 @bounded(30)
@@ -321,14 +371,15 @@ async def test_a_killed_server_fails_the_call_in_flight_and_is_restarted(
 @bounded(30)
 async def test_a_crash_mid_call_and_the_retry_of_idempotent_tools(
         manager: MCPManager, tmp_path: Path) -> None:
+    # (the marker lives in the workspace: the sandboxed server may write only there)
     tools = await manager.tools("agent1", [stdio()])
     crashed = await failure(call(tools, "t__crash"))
     assert crashed.code == "mcp_server_died"
     assert "'t' died while t__crash was running" in crashed.message
 
     # flaky is idempotent: it crashes the server once, and the call is made again.
-    marker = tmp_path / "flaky"
-    assert await call(tools, "t__flaky", marker=str(marker)) == "survived"
+    marker = tmp_path / "ws" / "flaky"
+    assert await call(tools, "t__flaky", marker="flaky") == "survived"  # (its cwd)
     assert marker.exists()
     assert state(manager)["restarts"] == 2
 
@@ -363,16 +414,16 @@ async def test_servers_that_cannot_start_are_reported(manager: MCPManager) -> No
 
     script = "import sys; sys.stderr.write('cannot read config.toml\\n'); sys.exit(3)"
     broken = await failure(manager.tools("agent1", [
-        MCPServer(name="broken", command=[sys.executable, "-c", script])]))
+        MCPServer(name="broken", command=[sandbox_python(), "-c", script])]))
     assert broken.code == "mcp_unavailable"
     assert "MCP server 'broken' could not start" in broken.message
     assert "cannot read config.toml" in broken.message
 
-    quick = MCPManager(connect_timeout_s=1)
+    quick = SandboxedManager(manager.spawn, connect_timeout_s=1)
     try:
         started = time.monotonic()
         silent = await failure(quick.tools("agent1", [
-            MCPServer(name="silent", command=[sys.executable, "-c",
+            MCPServer(name="silent", command=[sandbox_python(), "-c",
                                               "import sys; sys.stdin.read()"])]))
         assert time.monotonic() - started < 3
         assert silent.code == "mcp_unavailable"

@@ -12,16 +12,20 @@ lower its limits (``settings.sandbox.limits``; the daemon's are the ceiling).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import InvalidInput
+from agentd.sandbox._process import Child
 from agentd.sandbox.backends import Backend, Limits, choose, detect, prepare_workspace
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
+from agentd.tools._mcp_stdio import Spawner
+from agentd.tools.mcp import MCPServer
 
 __all__ = ["Sandboxes"]
 
@@ -86,6 +90,26 @@ class Sandboxes:
                        else bool(network),
                        shells=self.shells, shell_key=shell_key,
                        persistent_shell=config.persistent_shell)
+
+    def mcp_spawner(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
+                    network: bool) -> Spawner:
+        """How an agent's stdio MCP servers start: each in a sandbox of the agent's
+        backend, with its workspace, limits and network (a full grant only, as for the
+        shell); no CPU or wall-clock limit, since a server lives as long as its
+        connection."""
+        long_lived = dataclasses.replace(limits, cpu_s=float(7 * 86400),
+                                         wall_s=float(7 * 86400))
+
+        async def spawn(server: MCPServer) -> Child:
+            assert server.command is not None
+            backend = await self._backend(config.backend)
+            if workspace not in self._prepared:
+                await self.prepare(workspace)
+            return await backend.spawn(server.command, workspace=workspace,
+                                       network=network, env=server.env,
+                                       limits=long_lived, cwd=server.cwd or ".")
+
+        return spawn
 
     async def prepare(self, workspace: Path) -> None:
         """Create the workspace and make it the sandbox uid's (again after a restore

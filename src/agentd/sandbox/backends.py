@@ -156,6 +156,25 @@ class Backend(ABC):
         await shell.start()
         return shell
 
+    async def spawn(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+                    env: Mapping[str, str] | None = None, limits: Limits = Limits(),
+                    cwd: str = ".") -> Child:
+        """A long-lived process in a new sandbox of this backend, with pipes on its
+        stdin, stdout and stderr (a local MCP server). No wall-clock limit applies:
+        ``close()`` the Child to end it and every process it started.
+
+        Raises:
+            ToolError: ``sandbox_failed`` when it could not start (the program is
+                missing, say), and what :meth:`run` raises.
+        """
+        command = self._wrap(_command(argv))
+        child = await self._start(command, workspace=workspace, network=network, env=env,
+                                  limits=limits, cwd=cwd, stdin_pipe=True)
+        if isinstance(child, ExecResult):
+            raise ToolError(f"{argv[0]} could not start: {child.stderr.strip()}",
+                            code="sandbox_failed")
+        return child
+
     def _wrap(self, command: list[str]) -> list[str]:
         return command
 

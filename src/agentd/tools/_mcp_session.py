@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +32,7 @@ import anyio
 
 from agentd import __version__
 from agentd.errors import ToolError
+from agentd.tools._mcp_stdio import Spawner, StderrTail, sandboxed_stdio
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
@@ -54,10 +54,6 @@ CLOSE_TIMEOUT_S = 10.0
 #: Largest message accepted over streamable HTTP (the SDK's default, 1 MiB, is less
 #: than some tools answer; results are cut to size later).
 MAX_HTTP_MESSAGE = 16 * 1024 * 1024
-#: The daemon's variables a stdio server inherits, besides the ones the SDK always
-#: passes (HOME, LOGNAME, PATH, SHELL, TERM, USER). Nothing else leaks: API keys and
-#: tokens in the daemon's environment stay there.
-INHERITED_ENV = ("LANG",)
 _LIST_PAGES = 100
 
 State = Literal["connecting", "connected", "restarting", "dead", "closed"]
@@ -91,61 +87,6 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     # out) must not log "exception was never retrieved".
     if not future.cancelled():
         future.exception()
-
-
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-    env.update(extra)
-    return env
-
-
-class _Stderr:
-    """A stdio server's stderr: a pipe read by the event loop, the last bytes kept."""
-
-    def __init__(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        self._fd: int | None = read_fd
-        #: Handed to the SDK as the child's stderr; closed once the child has it.
-        self.writer = os.fdopen(write_fd, "w")
-        self._buf = bytearray()
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(read_fd, self._read)
-
-    def _read(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            while True:
-                data = os.read(self._fd, 65536)
-                if not data:
-                    self._stop_reading()
-                    return
-                self._buf += data
-                del self._buf[:-STDERR_TAIL]
-        except BlockingIOError:
-            return
-        except OSError:
-            self._stop_reading()
-
-    def _stop_reading(self) -> None:
-        if self._fd is not None:
-            self._loop.remove_reader(self._fd)
-
-    def close_writer(self) -> None:
-        self.writer.close()
-
-    def tail(self) -> str:
-        self._read()
-        return self._buf.decode(errors="replace").strip()[-STDERR_TAIL:]
-
-    def close(self) -> None:
-        self.close_writer()
-        if self._fd is not None:
-            self._read()
-            self._stop_reading()
-            os.close(self._fd)
-            self._fd = None
 
 
 class _EofWatch:
@@ -220,9 +161,10 @@ class _Request:
 class _Link:
     """One live connection to a server and the task that owns it."""
 
-    def __init__(self, server: MCPServer, label: str) -> None:
+    def __init__(self, server: MCPServer, label: str, spawn: Spawner | None) -> None:
         loop = asyncio.get_running_loop()
         self.server = server
+        self._spawn = spawn
         self.label = label
         self.ready: asyncio.Future[list[ToolInfo]] = loop.create_future()
         self.ready.add_done_callback(_retrieve)
@@ -239,7 +181,7 @@ class _Link:
         self._stopping: str | None = None
         self._lost: str | None = None
         self._draining = False
-        self._stderr: _Stderr | None = None
+        self._stderr: StderrTail | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -343,17 +285,16 @@ class _Link:
         server = self.server
         async with contextlib.AsyncExitStack() as stack:
             if server.command is not None:
-                from mcp.client.stdio import StdioServerParameters, stdio_client
-
-                self._stderr = stderr = _Stderr()
-                params = StdioServerParameters(
-                    command=server.command[0], args=server.command[1:],
-                    env=_child_env(server.env), cwd=server.cwd)
-                try:
-                    read, write = await stack.enter_async_context(
-                        stdio_client(params, errlog=stderr.writer))
-                finally:
-                    stderr.close_writer()  # the child has its own copy
+                # A command the agent's settings name: it runs in the agent's sandbox,
+                # never as a plain child of the daemon.
+                if self._spawn is None:
+                    raise ToolError(f"MCP server {self.label}: stdio servers run in the "
+                                    "agent's sandbox, and this agent has none",
+                                    code="mcp_unavailable")
+                self._stderr = stderr = StderrTail()
+                child = await self._spawn(server)
+                read, write = await stack.enter_async_context(
+                    sandboxed_stdio(child, stderr))
             else:
                 import httpx2
                 from mcp.client.streamable_http import streamable_http_client
@@ -464,7 +405,8 @@ async def _list_tools(client: Client) -> list[ToolInfo]:
 class Connection:
     """One owner's connection to one configured server, across restarts."""
 
-    def __init__(self, owner: str, server: MCPServer, *, connect_timeout_s: float,
+    def __init__(self, owner: str, server: MCPServer, *, spawn: Spawner | None,
+                 connect_timeout_s: float,
                  max_restarts: int, restart_window_s: float) -> None:
         self.owner = owner
         self.server = server
@@ -480,6 +422,7 @@ class Connection:
         self._window_s = restart_window_s
         self._crashes: deque[float] = deque()
         self._crashed = False  # the last link died or failed to start
+        self._spawn = spawn
         self._connected_once = False
         self._link: _Link | None = None
         self._starting: _Link | None = None
@@ -582,7 +525,7 @@ class Connection:
                 self._link = None
                 if not link.suspect:
                     self._crashed = True
-                    self.last_error = link.reason or "the connection was lost"
+                    self.last_error = link.reason or link._lost or "the connection was lost"
                 self._retire(link)
             if self._crashed:
                 now = time.monotonic()
@@ -597,7 +540,7 @@ class Connection:
             if self._connected_once:
                 self.restarts += 1
                 self.state = "restarting"
-            new = self._starting = _Link(self.server, self.label)
+            new = self._starting = _Link(self.server, self.label, self._spawn)
             try:
                 tools = await new.start(self._connect_timeout_s)
             except ToolError as exc:

@@ -45,6 +45,7 @@ from referencing.exceptions import Unresolvable
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.tools._mcp_session import Connection
+from agentd.tools._mcp_stdio import Spawner
 from agentd.tools._tool import Tool, ToolContext
 
 if TYPE_CHECKING:
@@ -72,11 +73,12 @@ class MCPServer(BaseModel):
 
     Attributes:
         name: Prefix of its tools' names (``<name>__<tool>``).
-        command: Argv of a local server speaking MCP over stdin/stdout.
-        env: Variables for that process. It does not inherit the daemon's environment
-            beyond HOME, PATH, LANG and the user's identity (LOGNAME, USER, SHELL,
-            TERM), so a secret reaches it only when listed here.
-        cwd: Its working directory.
+        command: Argv of a local server speaking MCP over stdin/stdout. It runs in the
+            agent's sandbox (its backend, workspace, limits and network grant), like
+            the agent's shell commands.
+        env: Variables for that process, on top of the sandbox's fixed environment
+            (nothing of the daemon's), so a secret reaches it only when listed here.
+        cwd: Its working directory, relative to the workspace.
         url: A streamable HTTP endpoint.
         headers: HTTP headers sent with every request (``Authorization``, ...).
         trusted: Its results are trusted; when false (the default) every result taints
@@ -102,6 +104,16 @@ class MCPServer(BaseModel):
     def _argv(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value[0]:
             raise ValueError("the command's first item (the program) is empty")
+        if value is not None and any("\x00" in a for a in value):
+            raise ValueError("the command contains a NUL character")
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _in_workspace(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")
+                                  or "\x00" in value):
+            raise ValueError("cwd is a folder of the workspace: relative, without '..'")
         return value
 
     @field_validator("env")
@@ -197,12 +209,15 @@ class MCPManager:
         self._connections: dict[tuple[str, str], Connection] = {}
 
     async def tools(self, owner: str, servers: Sequence[MCPServer], *,
-                    failures: list[str] | None = None) -> list[Tool]:
+                    failures: list[str] | None = None,
+                    spawn: Spawner | None = None) -> list[Tool]:
         """Connect ``owner`` to ``servers`` (reusing live connections); return their tools.
 
         Connections ``owner`` had to servers no longer listed are closed. A dead server
         gets a fresh start. With ``failures``, servers that cannot be reached are
-        reported there (one message each) and the others' tools returned.
+        reported there (one message each) and the others' tools returned. ``spawn``
+        starts a stdio server in the owner's sandbox (without it, a stdio server is
+        unavailable: it never runs as a plain child of the daemon).
 
         Raises:
             ToolError: ``mcp_unavailable``: a server could not start or connect (the
@@ -221,7 +236,7 @@ class MCPManager:
         for key, server in zip(keys, servers, strict=True):
             if key not in self._connections:
                 self._connections[key] = Connection(
-                    owner, server, connect_timeout_s=self._connect_timeout_s,
+                    owner, server, spawn=spawn, connect_timeout_s=self._connect_timeout_s,
                     max_restarts=self._max_restarts,
                     restart_window_s=self._restart_window_s)
             connections.append(self._connections[key])
