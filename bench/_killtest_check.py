@@ -17,6 +17,7 @@ from httpx_sse import SSEError
 
 from _killtest_common import (
     AGENTS,
+    AUTH,
     INVARIANTS,
     NON_IDEMPOTENT,
     TERMINAL,
@@ -60,7 +61,7 @@ def snapshot(base: str, runs: dict[str, dict[str, Any]], deadline: float,
     """Read every session, its log and its runs; poll until every run is terminal or
     ``deadline`` passes (``runs`` keeps the terminal ones between calls). Runs found
     ``waiting_approval`` are handed to ``on_waiting`` (the decider)."""
-    with httpx.Client(base_url=base, timeout=30.0) as http:
+    with httpx.Client(headers=AUTH, base_url=base, timeout=30.0) as http:
         settled = False
         while True:
             sessions: dict[Session, dict[str, Any]] = {}

@@ -21,6 +21,9 @@ NON_IDEMPOTENT = {"record_once"}
 DECISIONS = ("skip", "retry", "fail")
 #: The result a "skip" decision gives the model instead of running the call.
 SKIP_OUTPUT = "skipped by killtest"
+#: The daemon's token (AGENTD_TOKEN) and the header every client sends with it.
+TOKEN = "killtest-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _call(name: str, **arguments: Any) -> dict[str, Any]:

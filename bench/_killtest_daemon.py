@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from _killtest_common import free_port, info
+from _killtest_common import TOKEN, free_port, info
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -32,6 +32,7 @@ class Daemon:
         env.update(
             AGENTD_HOME=str(home),
             AGENTD_DEMO_AGENT="false",
+            AGENTD_TOKEN=TOKEN,
             AGENTD_TOOL_MODULES='["killtest_tools"]',
             AGENTD_KILLTEST_DIR=str(effects_dir),
             PYTHONPATH=os.pathsep.join(path),

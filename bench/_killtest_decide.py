@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from _killtest_common import SKIP_OUTPUT, TERMINAL, TERMINAL_KIND, Session, session_path
+from _killtest_common import AUTH, SKIP_OUTPUT, TERMINAL, TERMINAL_KIND, Session, session_path
 from _killtest_load import Shared
 
 PAGE = 1_000
@@ -84,7 +84,7 @@ class Decider(threading.Thread):
         timeout = httpx.Timeout(5.0, connect=2.0)
         while not shared.stop.is_set():
             try:
-                with httpx.Client(timeout=timeout) as http:
+                with httpx.Client(headers=AUTH, timeout=timeout) as http:
                     while not shared.stop.is_set():
                         self._scan(http)
                         self._take_notices()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError
 
-from _killtest_common import TERMINAL, Session, info, session_path
+from _killtest_common import AUTH, TERMINAL, Session, info, session_path
 from _killtest_daemon import Daemon
 from _killtest_sse import FrameTags, frame_problem, iter_events
 
@@ -84,7 +84,7 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.Client(timeout=httpx.Timeout(30.0, connect=2.0)) as http:
+            with httpx.Client(headers=AUTH, timeout=httpx.Timeout(30.0, connect=2.0)) as http:
                 self._loop(http)
         except BaseException as exc:  # reported by the harness
             self.error = exc
@@ -270,7 +270,7 @@ class Follower(threading.Thread):
         timeout = httpx.Timeout(3.0, connect=2.0)
         while not self.shared.stop.is_set() and not self.done():
             try:
-                with httpx.Client(timeout=timeout) as http, http.stream(
+                with httpx.Client(headers=AUTH, timeout=timeout) as http, http.stream(
                         "GET", self.shared.url(path),
                         headers={"Accept": "text/event-stream",
                                  "Last-Event-ID": self.last_id}) as response:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from _killtest_common import SSE_NAMES, Session, session_path
+from _killtest_common import AUTH, SSE_NAMES, Session, session_path
 
 
 def iter_events(response: httpx.Response) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
@@ -79,7 +79,8 @@ def sse_replay(base: str, session: Session, last_seq: int, timeout_s: float,
     problems: list[str] = []
     if last_seq == 0:
         return events, problems
-    with httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0)) as http, http.stream(
+    timeout = httpx.Timeout(timeout_s, connect=5.0)
+    with httpx.Client(headers=AUTH, timeout=timeout) as http, http.stream(
             "GET", base + session_path(*session) + "/events", params={"after": 0},
             headers={"Accept": "text/event-stream"}) as response:
         if response.status_code != 200:

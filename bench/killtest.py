@@ -87,7 +87,7 @@ from _killtest_check import (
     resume_points,
     snapshot,
 )
-from _killtest_common import AGENTS, TOOLS, info
+from _killtest_common import AGENTS, AUTH, TOOLS, info
 from _killtest_daemon import Daemon
 from _killtest_decide import Decider
 from _killtest_load import Client, Follower, Shared
@@ -99,7 +99,7 @@ def setup_agents(base: str, on_unknown_outcome: str) -> None:
         # An unknown outcome ends the run (interrupted) instead of waiting for a
         # client's decision. Left unset, the daemon's default: wait.
         settings["on_unknown_outcome"] = "interrupt"
-    with httpx.Client(base_url=base, timeout=30.0) as http:
+    with httpx.Client(headers=AUTH, base_url=base, timeout=30.0) as http:
         for name, script in AGENTS.items():
             response = http.post("/v1/agents", json={
                 "name": name, "model": "scripted", "tools": TOOLS,

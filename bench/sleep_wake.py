@@ -77,12 +77,17 @@ def _turn(http: httpx.Client, agent: str, text: str) -> float:
     return elapsed
 
 
+TOKEN = "bench-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 class Daemon:
     def __init__(self, home: Path, idle_s: float) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
-               "AGENTD_AGENT_IDLE_S": str(idle_s), "AGENTD_LOG_LEVEL": "WARNING"}
+               "AGENTD_AGENT_IDLE_S": str(idle_s), "AGENTD_LOG_LEVEL": "WARNING",
+               "AGENTD_TOKEN": TOKEN}
         self.server = ServerProcess(
             "agentd", [sys.executable, "-m", "agentd", "serve", "--port", str(self.port)],
             home / "daemon.log", env)
@@ -122,7 +127,7 @@ def _wait_asleep(daemon: Daemon, idle_s: float) -> None:
 
 
 def _warm_up(daemon: Daemon) -> int:
-    with httpx.Client(base_url=daemon.base, timeout=30) as http:
+    with httpx.Client(base_url=daemon.base, timeout=30, headers=AUTH) as http:
         for i in range(WARMUP_TURNS):
             _turn(http, "warm", f"warm {i}")
     time.sleep(0.5)
@@ -150,7 +155,7 @@ def run(agents: int, wake: int, idle_s: float) -> dict[str, Any]:
                  f"awake {health['agents_awake']}")
             sleeping_before = health["agents_sleeping"]
             names = [f"agent-{i:06d}" for i in range(0, agents, max(agents // wake, 1))][:wake]
-            with httpx.Client(base_url=daemon.base, timeout=30) as http:
+            with httpx.Client(base_url=daemon.base, timeout=30, headers=AUTH) as http:
                 for name in names:
                     _turn(http, name, "first")
                 rss_primed = daemon.rss()

@@ -388,7 +388,9 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         base = f"http://127.0.0.1:{port}"
         home = workdir / "agentd-home"
         home.mkdir()
-        env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false"}
+        args.token = args.token or "bench-token-0123456789abcdef"
+        env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
+               "AGENTD_TOKEN": args.token}
         serve = ["-m", "agentd", "serve", "--host", "127.0.0.1", "--port", str(port)]
         prefix = [sys.executable]
         if args.profile:

@@ -14,6 +14,7 @@ import pytest
 from agentd.config import Settings
 from agentd.llm.scripted import clear_queue
 from agentd.runtime import Runtime
+from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
 
 PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
@@ -28,6 +29,17 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     clear_queue()
     yield
     clear_queue()
+
+
+def bearer(settings: Settings) -> dict[str, str]:
+    """The Authorization header with the bootstrap token ``create_app`` made in the
+    settings' home (call it after building the app); none when the settings name
+    tokens of their own (the test sends them itself)."""
+    if settings.tokens:
+        return {}
+    token = read_token(settings.home)
+    assert token, "no bootstrap token: build the app first"
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -27,12 +27,15 @@ import os
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, SSEError
+
+from agentd.security.tokens import read_token
 
 __all__ = [
     "APIError",
@@ -156,6 +159,16 @@ class SSEEvent:
         return None
 
 
+def _is_local(url: str) -> bool:
+    host = (httpx.URL(url).host or "").lower()
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+def _local_home() -> Path:
+    raw = os.environ.get("AGENTD_HOME")
+    return Path(raw).expanduser() if raw else Path.home() / ".agentd"
+
+
 def _segment(value: str) -> str:
     """Encode one path segment; '/' too, so keys like ``a/b`` stay one segment."""
     return quote(value, safe="")
@@ -222,6 +235,9 @@ class Client:
         url = base_url or os.environ.get("AGENTD_URL") or DEFAULT_URL
         self.base_url = url.rstrip("/")
         token = token if token is not None else os.environ.get("AGENTD_TOKEN") or None
+        if token is None and _is_local(self.base_url):
+            # The local daemon's bootstrap token, when this user may read it.
+            token = read_token(_local_home())
         headers = {"Accept": "application/json", "User-Agent": "agentd-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -757,15 +773,17 @@ class Client:
             action: ``approve`` or ``deny`` (a policy request); ``retry``, ``skip`` or
                 ``fail`` (a call of unknown outcome).
             arguments: With approve: run the call with these arguments instead.
-            remember: ``"arguments"`` or ``"tool"``: also make the decision a rule of
-                the agent's policy.
+            remember: ``"arguments"`` (these exact arguments) or ``"tool"`` (deny
+                only): also make the decision a rule of the agent's policy.
             reason: Why (a denial's reason reaches the model).
             output: With skip: the call's result.
-            by: Who decides, for the audit trail.
+            by: Ignored by the daemon (kept for older callers): the decision records
+                the name of the token this client uses.
         """
         body: dict[str, Any] = {"action": action}
+        del by  # the daemon records who decided from the token
         for name, value in (("arguments", arguments), ("remember", remember),
-                            ("reason", reason), ("output", output), ("by", by)):
+                            ("reason", reason), ("output", output)):
             if value is not None:
                 body[name] = value
         result: dict[str, Any] = self._request(

@@ -193,9 +193,21 @@ class Settings(BaseSettings):
     database_url: str = ""
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    #: ``token`` (the default): every request but the public paths needs a bearer
+    #: token; with none configured, one is generated into ``home/token``. ``none``: an
+    #: explicit choice to let requests without a token in (loudly logged); deciding
+    #: approvals and changing agents' settings or sessions' policy still need one.
+    auth: Literal["token", "none"] = "token"
     token: str | None = None
     tokens: list[str] = Field(default_factory=list)
     public_paths: list[str] = Field(default_factory=lambda: ["/health"])
+    #: Names of the tokens that are the daemon's admins (``token``, ``token-2``,
+    #: ``bootstrap``); None: every token. Only an admin may give an agent a stdio MCP
+    #: server whose command is not in ``mcp_commands``.
+    admin_tokens: list[str] | None = None
+    #: Stdio MCP server commands any token may configure: each entry is a command line
+    #: whose words must begin the server's command (``"uvx mcp-server-fetch"``).
+    mcp_commands: list[str] = Field(default_factory=list)
     default_model: str = "scripted"
     max_steps: int = Field(default=16, ge=1, le=1000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
@@ -287,7 +299,18 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.tokens)
+        """Whether requests need a token (the default; ``auth = "none"`` opts out)."""
+        return self.auth == "token"
+
+    def named_tokens(self) -> dict[str, str]:
+        """The configured tokens by name: ``token`` for ``AGENTD_TOKEN``, ``token-N``
+        for the N-th of ``tokens`` (the bootstrap token is added by the server)."""
+        return {("token" if t == self.token else f"token-{i}"): t
+                for i, t in enumerate(self.tokens, 1)}
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "token"
 
     @property
     def pid_file(self) -> Path:

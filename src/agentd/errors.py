@@ -12,6 +12,7 @@ SSE ``error`` frames and run results alike.
     │   └── InvalidInput             422 invalid_input
     │       └── InvalidModel         422 invalid_model
     ├── Unauthorized                 401 unauthorized
+    ├── Forbidden                    403 forbidden
     ├── NotFound                     404 not_found
     │   ├── AgentNotFound            404 agent_not_found
     │   ├── SessionNotFound          404 session_not_found
@@ -47,6 +48,7 @@ __all__ = [
     "CheckpointExists",
     "CheckpointNotFound",
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "InvalidModel",
     "ModelError",
@@ -139,6 +141,11 @@ class InvalidModel(InvalidInput):
 class Unauthorized(AgentdError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(AgentdError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(AgentdError):

@@ -461,7 +461,8 @@ def agentd_process(live_url: str, *args: str) -> list[str]:
 
 
 def process_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTD_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AGENTD_") or k == "AGENTD_HOME"}  # (its token)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -73,16 +73,19 @@ def usage_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for var in ("AGENTD_TOKEN", "AGENTD_TOKENS", "AGENTD_URL", "AGENTD_DATABASE_URL"):
             mp.delenv(var, raising=False)
         asyncio.run(_seed(home))
-        settings = Settings(home=home, demo_agent=False,
+        settings = Settings(home=home, demo_agent=False, tokens=[TOKEN],
                             database_url=f"sqlite:///{home / 'agentd.db'}")
         with LiveServer(settings) as server:
             yield server.url
 
 
+TOKEN = "usage-test-token-0123456789"
+
+
 def cli(url: str, *args: str) -> Result:
     from agentd.cli import app
 
-    return runner.invoke(app, ["--url", url, "usage", *args])
+    return runner.invoke(app, ["--url", url, "--token", TOKEN, "usage", *args])
 
 
 def cells(result: Result) -> list[list[str]]:
@@ -139,7 +142,7 @@ def test_usage_json_is_the_api_report(usage_url: str) -> None:
     result = cli(usage_url, "--by", "agent", "--since", "2024-02-01", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    with Client(usage_url) as client:
+    with Client(usage_url, token=TOKEN) as client:
         assert report == client.usage(by=["agent"], since="2024-02-01")
     assert report["since"] == "2024-02-01" and report["until"] is None
     assert [(r["agent"], r["calls"]) for r in report["usage"]] == [("alpha", 1), ("beta", 2)]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from agentd.client import APIError, Client
+from agentd.security.tokens import read_token
 
 
 @pytest.fixture
-def client(live_url: str) -> Iterator[Client]:
-    with Client(live_url, timeout=30.0) as c:
+def client(live_url: str, live_home: Path) -> Iterator[Client]:
+    with Client(live_url, token=read_token(live_home), timeout=30.0) as c:
         yield c
 
 

@@ -5,8 +5,10 @@ and the token / bind-address rules.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ import orjson
 import pytest
 from httpx_sse import connect_sse
 
+from agentd.security.tokens import read_token
 from agentd.testing.live import free_port
 
 pytestmark = pytest.mark.e2e
@@ -79,8 +82,13 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=WAIT_S)
+        """A client with ``token``, else the daemon's bootstrap token (if it made one)."""
+        token = token or read_token(self.home)
+        return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=WAIT_S)
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        token = token or read_token(self.home)
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def signal_and_wait(self, sig: int) -> int:
         assert self.proc is not None
@@ -251,7 +259,8 @@ def test_live_event_subscription(spawn: Spawn) -> None:
 
     def subscribe() -> None:
         try:
-            with httpx.Client(base_url=daemon.url, timeout=WAIT_S) as sub, connect_sse(
+            with httpx.Client(base_url=daemon.url, timeout=WAIT_S,
+                              headers=daemon.auth()) as sub, connect_sse(
                     sub, "GET", "/v1/agents/live/sessions/chat%3A1/events",
                     headers={"Last-Event-ID": str(last_seq)}) as source:
                 assert source.response.status_code == 200
@@ -510,8 +519,9 @@ def test_an_approval_and_a_shell_survive_sigkill(spawn: Spawn, home: Path) -> No
 
 def test_token_is_required_when_configured(spawn: Spawn) -> None:
     daemon = spawn(env={"AGENTD_TOKEN": "e2e-s3cret"})
-    assert "no token configured" not in daemon.log()
-    with daemon.client() as anonymous:
+    assert "AUTH IS OFF" not in daemon.log()
+    assert not (daemon.home / "token").exists()  # a configured token is the token
+    with httpx.Client(base_url=daemon.url, timeout=WAIT_S) as anonymous:
         assert anonymous.get("/health").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             response = anonymous.get("/v1/agents", headers=headers)
@@ -547,10 +557,38 @@ def _listeners(port: int) -> list[str] | None:
     return found
 
 
-def test_without_a_token_it_binds_to_loopback_only(spawn: Spawn) -> None:
-    daemon = spawn("--host", "0.0.0.0")
+def test_a_fresh_daemon_makes_its_token_and_keeps_its_files_private(
+        spawn: Spawn, home: Path) -> None:
+    daemon = spawn()
+    token_file = home / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    with httpx.Client(base_url=daemon.url, timeout=WAIT_S) as anonymous:
+        assert anonymous.get("/v1/agents").status_code == 401
+        assert send(anonymous, "demo", "k", "hi").status_code == 401
+    with daemon.client() as client:  # with the token from the file
+        assert send(client, "demo", "k", "hi").json()["output"] == "echo: hi"
+    # Everything the daemon wrote is its user's alone.
+    for path in home.rglob("*"):
+        if path.is_symlink() or path.is_relative_to(home / "workspaces"):
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, (path, oct(mode))
+    names = {p.name for p in home.iterdir()}
+    assert {"agentd.db", "agentd.db-wal", "token"} <= names, names
+    # The CLI on this machine picks the token up on its own.
+    env = {**daemon.env, "AGENTD_PORT": str(daemon.port)}
+    listed = subprocess.run([sys.executable, "-m", "agentd", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert [a["name"] for a in json.loads(listed.stdout)] == ["demo"]
+
+
+def test_without_auth_it_binds_to_loopback_only(spawn: Spawn) -> None:
+    daemon = spawn("--host", "0.0.0.0", env={"AGENTD_AUTH": "none"})
     log = daemon.log()
     assert "binding to 127.0.0.1 instead of 0.0.0.0" in log, log
+    assert "AUTH IS OFF" in log, log
     assert httpx.get(f"{daemon.url}/health", timeout=10).json()["status"] == "ok"
     listeners = _listeners(daemon.port)
     if listeners is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import bearer
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
@@ -68,7 +69,8 @@ def _open(settings: Settings) -> Callable[[], AbstractAsyncContextManager[Client
         app = create_app(settings, rt)
         try:
             async with app.router.lifespan_context(app), httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                    transport=httpx.ASGITransport(app=app), base_url="http://t",
+                    headers=bearer(settings)) as c:
                 c.runtime = rt  # type: ignore[attr-defined]
                 yield c
         finally:
@@ -144,6 +146,7 @@ async def test_ask_waits_then_approve_runs_the_call(api: Client) -> None:
     assert CALLS == []  # nothing ran yet
     one = await api.get(f"/v1/approvals/{request['approval_id']}")
     assert one.json()["approval_id"] == request["approval_id"]
+    # "by" in the body is a claim, not who decided: the token's name is recorded.
     r = await api.post(f"/v1/approvals/{request['approval_id']}",
                        json={"action": "approve", "by": "ann"})
     assert r.status_code == 200, r.text
@@ -152,10 +155,10 @@ async def test_ask_waits_then_approve_runs_the_call(api: Client) -> None:
     assert await _pending(api) == []
     events = await _events(api)
     decided = next(e for e in events if e["kind"] == "approval.decided")
-    assert decided["data"]["action"] == "approve" and decided["data"]["by"] == "ann"
+    assert decided["data"]["action"] == "approve" and decided["data"]["by"] == "bootstrap"
     started = next(e for e in events if e["kind"] == "tool.started")
     assert started["data"]["policy"]["rule"] == "approval"
-    assert "ann" in started["data"]["policy"]["reason"]
+    assert "bootstrap" in started["data"]["policy"]["reason"]
     # Deciding again: the request is gone.
     again = await api.post(f"/v1/approvals/{request['approval_id']}",
                            json={"action": "deny"})
@@ -204,16 +207,59 @@ async def test_remember_makes_an_agent_rule(api: Client) -> None:
     run_id = await _send(api)
     await _until(api, run_id, "waiting_approval")
     [request] = await _pending(api)
-    r = await api.post(f"/v1/approvals/{request['approval_id']}",
-                       json={"action": "approve", "remember": "tool", "by": "ann"})
+    url = f"/v1/approvals/{request['approval_id']}"
+    # Approving "the tool" would allow calls the person never saw: refused.
+    wide = await api.post(url, json={"action": "approve", "remember": "tool"})
+    assert wide.status_code == 422 and "only for deny" in wide.text
+    assert len(await _pending(api)) == 1
+    r = await api.post(url, json={"action": "deny", "remember": "tool", "by": "ann"})
     assert r.status_code == 200
-    # The second deploy (next step, other arguments) is not asked about.
+    # The second deploy (next step, other arguments) is denied without asking.
     await _until(api, run_id, "completed")
-    assert [c[1]["target"] for c in CALLS] == ["prod", "eu"]
+    assert CALLS == []
     agent = (await api.get("/v1/agents/a")).json()
     [rule] = agent["settings"]["policy"]["rules"]
-    assert rule["action"] == "allow" and rule["tool"] == "deploy"
-    assert "ann" in rule["reason"]
+    assert rule["action"] == "deny" and rule["tool"] == "deploy"
+    assert "bootstrap" in rule["reason"] and "ann" not in rule["reason"]
+
+
+async def test_a_decision_needs_a_token_even_without_auth(settings_pg: Settings) -> None:
+    # What a sandboxed agent with a way to the API would try: decide its own request.
+    settings_pg.auth = "none"
+    async with _open(settings_pg)() as api:
+        await _agent(api, _call("deploy", target="prod"))
+        run_id = await _send(api)
+        await _until(api, run_id, "waiting_approval")
+        [request] = await _pending(api)
+        url = f"/v1/approvals/{request['approval_id']}"
+        anonymous = {"Authorization": ""}
+        forged = {"Authorization": "Bearer not-the-token"}
+        for headers in (anonymous, forged):
+            r = await api.post(url, headers=headers, json={
+                "action": "approve", "remember": "arguments", "by": "admin"})
+            assert r.status_code == 401, r.text
+            assert "needs a daemon token" in r.json()["error"]["message"] or \
+                r.json()["error"]["code"] == "unauthorized"
+        # Nor can it loosen its policy, or its session's, or give itself a server.
+        patch = await api.patch("/v1/agents/a", headers=anonymous, json={
+            "settings": {"policy": {"rules": [{"tool": "*", "action": "allow"}]}}})
+        assert patch.status_code == 401
+        session_policy = await api.put("/v1/agents/a/sessions/k/policy", headers=anonymous,
+                                       json={"rules": [{"tool": "*", "action": "allow"}]})
+        assert session_policy.status_code == 401
+        create = await api.post("/v1/agents", headers=anonymous, json={
+            "name": "evil", "settings": {"mcp": [{"name": "x", "command": ["sh"]}]}})
+        assert create.status_code == 401
+        # Reading is open without a token here (auth = "none"), and nothing changed.
+        assert [p["approval_id"] for p in await _pending(api)] == [request["approval_id"]]
+        assert "policy" not in (await api.get("/v1/agents/a",
+                                              headers=anonymous)).json()["settings"]
+        assert CALLS == []
+        # The token holder decides.
+        ok = await api.post(url, json={"action": "approve"})
+        assert ok.status_code == 200
+        await _until(api, run_id, "completed")
+        assert CALLS == [("deploy", {"target": "prod"})]
 
 
 async def test_remember_arguments_only_covers_those(api: Client) -> None:

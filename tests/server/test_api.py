@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.conftest import bearer
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
@@ -39,7 +40,8 @@ def make_client(settings: Settings, runtime: Runtime) -> ClientFactory:
         app = create_app(settings, runtime)
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=transport, base_url="http://test") as client:
+                transport=transport, base_url="http://test",
+                headers=bearer(settings)) as client:
             yield client
 
     return factory
@@ -830,8 +832,14 @@ async def test_bearer_token_guards_every_v1_path(settings: Settings,
         assert run.status_code == 200 and run.json()["output"] == "echo: hi"
 
 
-async def test_no_token_means_no_auth(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/v1/agents")).status_code == 200
+async def test_no_token_configured_means_the_bootstrap_token(
+        settings: Settings, make_client: ClientFactory) -> None:
+    async with make_client() as client:
+        token = (settings.home / "token").read_text().strip()
+        assert (await client.get("/v1/agents")).status_code == 200  # the client's header
+        bare = await client.get("/v1/agents", headers={"Authorization": ""})
+        assert bare.status_code == 401
+        assert len(token) >= 40
 
 
 # -- OpenAPI --------------------------------------------------------------------------

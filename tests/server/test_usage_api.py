@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import bearer
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
@@ -27,7 +28,8 @@ SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}
 async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, runtime)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            transport=httpx.ASGITransport(app=app), base_url="http://test",
+            headers=bearer(settings)) as c:
         yield c
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
 import time
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ ApprovalArg = Annotated[
 RememberOption = Annotated[
     str | None,
     typer.Option("--remember", help="Also make this a rule of the agent's policy: "
-                                    "'arguments' (these exact arguments) or 'tool'.",
+                                    "'arguments' (these exact arguments) or, to deny, 'tool'.",
                  show_default=False)]
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", "-r", help="Why (a denial's reason reaches the "
@@ -90,7 +89,7 @@ def approve(
     [bold]Examples[/]
       $ agentd approve ap_0192c3d4e5f6a1b2c3d4e5f6a7
       $ agentd approve "$ID" --args '{"target": "staging"}'
-      $ agentd approve "$ID" --remember tool
+      $ agentd approve "$ID" --remember arguments
     """
     edited: dict[str, Any] | None = None
     if arguments is not None:
@@ -124,12 +123,8 @@ def _decide(ctx: typer.Context, approval_id: str, action: str, as_json: bool,
             **fields: Any) -> None:
     if fields.get("remember") not in (None, "arguments", "tool"):
         raise typer.BadParameter("use 'arguments' or 'tool'", param_hint="--remember")
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "cli"
     with connect(ctx) as client:
-        decision = client.decide_approval(approval_id, action, by=who, **fields)
+        decision = client.decide_approval(approval_id, action, **fields)
     if as_json:
         echo_json(decision)
         return

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from agentd.cli._common import connect, describe_api_error, err, out
 from agentd.cli._render import error_line, error_of, tool_call_line, tool_result_line
+from agentd.cli._safe import terminal_safe
 from agentd.client import APIError, Client, SSEEvent
 
 _EXIT_COMMANDS = frozenset({"/exit", "/quit"})
@@ -39,7 +40,7 @@ class ReplyPrinter:
 
     def _text(self, text: str) -> None:
         if text:
-            typer.echo(text, nl=False)
+            typer.echo(terminal_safe(text), nl=False)
             self._mid_line = not text.endswith("\n")
 
     def handle(self, frame: SSEEvent) -> None:

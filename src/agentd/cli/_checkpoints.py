@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from agentd.cli._common import connect, echo_json, out
 from agentd.cli._render import checkpoint_line, checkpoints_table, restored_line
+from agentd.cli._safe import terminal_safe
 
 AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.", show_default=False)]
 SessionArg = Annotated[
@@ -256,4 +257,4 @@ def fork(
         echo_json(forked)
     else:
         # The key alone, so that NEW=$(agentd fork ...) works.
-        typer.echo(str(forked.get("key", "")))
+        typer.echo(terminal_safe(str(forked.get("key", ""))))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agentd.cli._safe import SafeConsole, dumps
 from agentd.client import APIError, Client, ClientError
+from agentd.security.tokens import read_token
 
 if TYPE_CHECKING:
     from agentd.config import Settings
@@ -43,11 +44,11 @@ def state(ctx: typer.Context) -> State:
 
 def out() -> Console:
     """Console on stdout. Built per call so tests that swap sys.stdout see the output."""
-    return Console(highlight=False, soft_wrap=False)
+    return SafeConsole(highlight=False, soft_wrap=False)
 
 
 def err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return SafeConsole(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -58,7 +59,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def echo_json(value: Any) -> None:
     """Print JSON exactly (no markup, no wrapping) so it pipes into jq."""
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    typer.echo(dumps(value, indent=2))
 
 
 def describe_api_error(exc: APIError) -> str:
@@ -114,15 +115,20 @@ def target(ctx: typer.Context) -> tuple[str, str | None]:
     """The daemon URL and token to use.
 
     ``--url`` / ``AGENTD_URL`` win; otherwise the local daemon as configured by
-    AGENTD_HOST / AGENTD_PORT / agentd.toml, whose first configured token is used
-    when none is given.
+    AGENTD_HOST / AGENTD_PORT / agentd.toml, whose first configured token (else the
+    bootstrap token in its home) is used when none is given.
     """
     st = state(ctx)
     if st.url:
         return st.url, st.token
     settings = load_settings_or_fail()
-    token = st.token or (settings.tokens[0] if settings.tokens else None)
-    return local_url(settings.host, settings.port), token
+    return local_url(settings.host, settings.port), st.token or local_token(settings)
+
+
+def local_token(settings: Settings) -> str | None:
+    """The token for the daemon of ``settings``: its first configured one, else the
+    bootstrap token in its home (when this user may read it)."""
+    return settings.tokens[0] if settings.tokens else read_token(settings.home)
 
 
 @contextmanager

@@ -20,11 +20,13 @@ from agentd.cli._common import (
     err,
     fail,
     load_settings_or_fail,
+    local_token,
     local_url,
     out,
     target,
 )
 from agentd.client import APIError, Client, ClientError, ConnectionFailed
+from agentd.security.tokens import ensure_home
 
 HostOption = Annotated[
     str | None,
@@ -166,7 +168,7 @@ def start(
         remove_pid_file(pid_file, old)
 
     url = local_url(host, port)
-    token = settings.tokens[0] if settings.tokens else None
+    token = local_token(settings)
     with Client(url, token, timeout=2.0) as client:
         try:
             client.health()
@@ -181,10 +183,13 @@ def start(
             )
 
     try:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        ensure_home(settings.home)
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         offset = log_file.stat().st_size if log_file.exists() else 0
-        with log_file.open("ab") as log:
+        # The log may quote tool output and prompts: for the daemon's user only.
+        with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                       "ab") as log:
+            os.fchmod(log.fileno(), 0o600)
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- agentd start {stamp} {host}:{port} ---\n".encode())
             log.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from agentd.cli._common import (
     out,
 )
 from agentd.cli._render import error_line, error_of, event_lines, sessions_table
+from agentd.cli._safe import dumps
 from agentd.client import SSEEvent
 
 
@@ -146,7 +146,7 @@ def tail(
                         )
                     continue
                 if as_json:
-                    typer.echo(json.dumps(event, ensure_ascii=False))
+                    typer.echo(dumps(event))
                 else:
                     lines = event_lines(event, verbose=verbose)
                     if not lines:

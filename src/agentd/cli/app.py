@@ -37,6 +37,7 @@ from agentd.cli._render import (
     event_lines,
     sessions_table,
 )
+from agentd.cli._safe import terminal_safe
 
 __all__ = ["app", "main"]
 
@@ -389,7 +390,7 @@ def send(
         if as_json:
             echo_json(queued)
         else:
-            typer.echo(queued.get("id", ""))
+            typer.echo(terminal_safe(str(queued.get("id", ""))))
         return
     deadline = time.monotonic() + timeout
     with connect(ctx, timeout=timeout) as client:
@@ -407,7 +408,7 @@ def send(
     if as_json:
         echo_json(run)
     elif run.get("output"):
-        typer.echo(run["output"])
+        typer.echo(terminal_safe(str(run["output"])))
     status = run.get("status")
     if status == "completed":
         return

@@ -3,17 +3,19 @@ their own: base_url, api_key_env, max_tokens, ...). Each refusal names its field
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pydantic import ValidationError
 
 from agentd.config import PRIORITIES, AgentSandbox
-from agentd.errors import InvalidInput
+from agentd.errors import Forbidden, InvalidInput
 from agentd.runtime.budgets import parse_budget
 from agentd.security.policy import parse_policy
 from agentd.tools.mcp import MCPServer
 
-__all__ = ["MAX_MCP_SERVERS", "check_agent_settings", "mcp_servers", "sandbox_settings"]
+__all__ = ["MAX_MCP_SERVERS", "check_agent_settings", "check_mcp_commands", "mcp_servers",
+           "sandbox_settings"]
 
 MAX_MCP_SERVERS = 16
 
@@ -105,6 +107,21 @@ def mcp_servers(settings: dict[str, Any]) -> list[MCPServer]:
     if len(set(names)) != len(names):
         raise _refuse("mcp", "names a server twice")
     return servers
+
+
+def check_mcp_commands(servers: list[MCPServer], allowed: list[str]) -> None:
+    """Refuse (403) a stdio server whose command is not on the operator's list
+    (``mcp_commands``): for requests from tokens that are not the daemon's admins."""
+    prefixes = [shlex.split(entry) for entry in allowed]
+    for index, server in enumerate(servers):
+        command = server.command
+        if command is None:
+            continue
+        if not any(p and command[:len(p)] == p for p in prefixes):
+            raise Forbidden(
+                f"settings.mcp[{index}]: the command {shlex.join(command)!r} is not in "
+                "the daemon's mcp_commands; only an admin token may configure it",
+                details={"field": f"body.settings.mcp[{index}].command"})
 
 
 def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:

@@ -6,8 +6,9 @@ A request is an ``approval.requested`` event of a run in ``waiting_approval`` (s
 - ``policy``: the permission policy said ``ask`` for a tool call; ``approve`` (with the
   model's arguments, or with ``arguments`` edited by the person) or ``deny``. With
   ``remember`` (``"arguments"``: these exact arguments; ``"tool"``: the tool whatever
-  its arguments), the decision also becomes a rule at the front of the agent's
-  ``settings.policy.rules``, so the agent is not asked again.
+  its arguments; for ``deny`` only), the decision also becomes a rule at the front of
+  the agent's ``settings.policy.rules``, so the agent is not asked again. ``by`` is the
+  name of the token the decision came with (only a person holds one).
 - ``unknown_outcome``: a non-idempotent call was cut off by a crash; ``retry``,
   ``skip`` (with the ``output`` to record) or ``fail``.
 
@@ -103,6 +104,12 @@ class ApprovalDesk:
         if remember is not None and (not policy_kind or remember not in REMEMBER):
             raise InvalidInput("remember takes 'arguments' or 'tool', for a policy "
                                "request", field="body.remember")
+        if remember == "tool" and action == "approve":
+            # A rule for the tool would allow every later call of it: more than the
+            # person saw. An approval is remembered for exactly these arguments.
+            raise InvalidInput("remember 'tool' is only for deny; an approval is "
+                               "remembered for its exact arguments ('arguments')",
+                               field="body.remember")
         if output is not None and policy_kind:
             raise InvalidInput("output is for skipping a call of unknown outcome",
                                field="body.output")

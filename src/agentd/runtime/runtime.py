@@ -34,6 +34,7 @@ from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
 from agentd.runtime._agent_settings import (
     check_agent_settings,
+    check_mcp_commands,
     mcp_servers,
     sandbox_settings,
 )
@@ -52,6 +53,7 @@ from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.sandbox.backends import Limits
 from agentd.security.policy import PolicyConfig, parse_policy
+from agentd.security.tokens import ensure_home
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Store, open_store
 from agentd.store.records import (
     AgentRecord,
@@ -188,6 +190,8 @@ class Runtime(SessionOps):
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
+        # The home holds every conversation, the token and the snapshots: this user's.
+        await asyncio.to_thread(ensure_home, settings.home)
         store = await open_store(settings.database_url)
         runtime = cls(settings, store)
         try:
@@ -339,12 +343,17 @@ class Runtime(SessionOps):
 
     async def create_agent(self, *, name: str, model: str | None = None,
                            instructions: str = "", tools: list[str] | None = None,
-                           settings: dict[str, Any] | None = None) -> AgentRecord:
+                           settings: dict[str, Any] | None = None,
+                           admin: bool = True) -> AgentRecord:
+        """Create an agent; ``admin``: whether whoever asks is one of the daemon's
+        admins (only they may name a stdio MCP command off the operator's list)."""
         check_agent_name(name)
         model = model or self.settings.default_model
         tools = list(tools or [])
         settings = dict(settings or {})
         resolved = self._validate(name, model, tools, settings)
+        if not admin:
+            check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = await self.store.create_agent(name=name, model=model,
                                               instructions=instructions, tools=tools,
                                               settings=settings)
@@ -363,12 +372,15 @@ class Runtime(SessionOps):
         """Every agent, as stored (listing wakes none of them)."""
         return await self.store.list_agents()
 
-    async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
+    async def update_agent(self, name: str, fields: dict[str, Any], *,
+                           admin: bool = True) -> AgentRecord:
         current = await self.get_agent(name)
         model = fields.get("model", current.model)
         tools = fields.get("tools", current.tools)
         settings = fields.get("settings", current.settings)
         resolved = self._validate(name, model, tools, settings)
+        if not admin:
+            check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = self._remember(await self.store.update_agent(name, fields))
         self._forget_model(name)
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
@@ -694,7 +706,11 @@ class Runtime(SessionOps):
         servers = plan.mcp
         if servers:
             failures: list[str] = []
-            tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures)]
+            spawn = self.sandboxes.mcp_spawner(
+                plan.sandbox, plan.limits, workspace=self.workspace_of(agent),
+                network=self.permissions_for(plan.policy, None).shell_network)
+            tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
+                                                   spawn=spawn)]
             if failures:
                 notes.append(NewEvent(kind="tools.unavailable", run_id=run.id,
                                       data={"errors": failures}))

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, Unauthorized
 
 __all__ = [
     "BearerAuth",
@@ -23,6 +23,7 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "json_response",
+    "person",
     "response_for",
     "unauthorized",
 ]
@@ -79,31 +80,45 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class TokenCheck:
-    """Bearer tokens (constant-time comparison) and the paths that need none."""
+    """Bearer tokens (constant-time comparison), the paths that need none, and who a
+    request is: the name of the token it presented (``request.state.token``)."""
 
-    def __init__(self, tokens: list[str], public_paths: list[str]) -> None:
-        self.tokens = [t.encode() for t in tokens]
+    def __init__(self, tokens: dict[str, str], public_paths: list[str], *,
+                 required: bool = True) -> None:
+        self.tokens = [(name, t.encode()) for name, t in tokens.items()]
+        self.required = required and bool(self.tokens)
         self.exact = {p for p in public_paths if not p.endswith("*")}
         self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
 
-    def allows(self, scope: Scope) -> bool:
-        if not self.tokens:
-            return True
-        path: str = scope["path"]
-        if path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes)):
-            return True
+    def identify(self, scope: Scope) -> str | None:
+        """The name of the valid token the request carries, else None."""
         header = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 header = value
                 break
         scheme, _, token = header.partition(b" ")
+        token = token.strip()
         if scheme.lower() != b"bearer" or not token:
-            return False
-        ok = False
-        for expected in self.tokens:  # no early exit: every token is compared
-            ok |= hmac.compare_digest(token.strip(), expected)
-        return ok
+            return None
+        found = None
+        for name, expected in self.tokens:  # no early exit: every token is compared
+            if hmac.compare_digest(token, expected):
+                found = name
+        return found
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether the request may go on; records who it is in ``scope["state"]``."""
+        if not self.tokens:
+            return True
+        who = self.identify(scope)
+        if who is not None:
+            scope.setdefault("state", {})["token"] = who
+            return True
+        if not self.required:
+            return True
+        path: str = scope["path"]
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
 def content_length(scope: Scope) -> int | None:
@@ -118,9 +133,18 @@ def content_length(scope: Scope) -> int | None:
 
 
 def unauthorized() -> Response:
-    err = AgentdError("missing or invalid bearer token", code="unauthorized")
-    err.status = 401
-    return error_response(err, {"WWW-Authenticate": "Bearer"})
+    return error_response(Unauthorized("missing or invalid bearer token"),
+                          {"WWW-Authenticate": "Bearer"})
+
+
+def person(scope: Scope, what: str) -> str:
+    """The name of the token behind a request that only a person may make (``what``
+    says what it is); Unauthorized when it carries none, even with ``auth = "none"``."""
+    who = scope.get("state", {}).get("token")
+    if not isinstance(who, str):
+        raise Unauthorized(f"{what} needs a daemon token (Authorization: Bearer ...; the "
+                           "daemon's home holds it in the file 'token')")
+    return who
 
 
 class BearerAuth:

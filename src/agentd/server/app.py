@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from agentd import __version__
 from agentd.config import Settings
 from agentd.runtime import Runtime
+from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
 from agentd.server._http import (
     BearerAuth,
@@ -84,8 +85,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         # Usable without the lifespan too (ASGITransport, lifespan="off").
         app.state.runtime = runtime
     install_error_handlers(app)
-    check = TokenCheck(settings.tokens, settings.public_paths)
+    tokens = settings.named_tokens()
+    if not tokens:
+        tokens[BOOTSTRAP] = ensure_token(settings.home)
+    check = TokenCheck(tokens, settings.public_paths, required=settings.auth_enabled)
     app.state.token_check = check
+    app.state.admin_tokens = (None if settings.admin_tokens is None
+                              else frozenset(settings.admin_tokens))
     app.state.max_body_bytes = settings.max_body_bytes
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(BearerAuth, check=check)

@@ -21,6 +21,7 @@ from typing import IO
 import uvicorn
 
 from agentd.config import Settings, load_settings
+from agentd.security.tokens import ensure_home, undumpable
 from agentd.server.app import create_app
 
 __all__ = ["GracefulServer", "run"]
@@ -76,16 +77,26 @@ def run(host: str | None = None, port: int | None = None) -> int:
     """Serve until a signal; return the process exit code."""
     settings = load_settings(host=host, port=port)
     _configure_logging(settings)
-    if not settings.auth_enabled and not _is_loopback(settings.host):
-        log.warning("no token configured (AGENTD_TOKEN): binding to 127.0.0.1 instead of %s; "
-                    "set a token to listen on other interfaces", settings.host)
-        settings.host = "127.0.0.1"
-    elif not settings.auth_enabled:
-        log.warning("no token configured: the API is open to local users only "
-                    "(listening on %s)", settings.host)
+    # Whatever the daemon writes (the database, its WAL, logs, snapshots, the token)
+    # is for its own user only.
+    os.umask(0o077)
+    # Its /proc files (environ: keys and tokens) closed to its own user's processes.
+    if not undumpable():
+        log.warning("could not make the daemon non-dumpable; processes of its user may "
+                    "read its environment in /proc")
+    if not settings.auth_enabled:
+        if not _is_loopback(settings.host):
+            log.warning("auth = \"none\": binding to 127.0.0.1 instead of %s; use tokens "
+                        "to listen on other interfaces", settings.host)
+            settings.host = "127.0.0.1"
+        log.warning("AUTH IS OFF (auth = \"none\"): anything that can connect to %s:%d "
+                    "may use the API without a token. Deciding approvals and changing "
+                    "agents' settings still need the token (%s).", settings.host,
+                    settings.port, settings.token_file if not settings.tokens
+                    else "AGENTD_TOKEN / tokens")
     if not _sandbox_usable(settings):
         return 1
-    settings.home.mkdir(parents=True, exist_ok=True)
+    ensure_home(settings.home)
     lock = _lock_home(settings)
     if lock is None:
         return 1

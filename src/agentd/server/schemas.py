@@ -98,13 +98,15 @@ class ApprovalDecisionIn(_In):
                                   "instead of the model's.")
     remember: Literal["arguments", "tool"] | None = Field(
         default=None, description="Also add the decision to the agent's policy rules: "
-                                  "for these exact arguments, or for the tool.")
+                                  "for these exact arguments, or (deny only) for the "
+                                  "tool.")
     reason: str | None = Field(default=None, max_length=2000,
                                description="Why (the model reads it with a denial).")
     output: str | None = Field(default=None, max_length=1_000_000,
                                description="With skip: the result the model is given.")
     by: str | None = Field(default=None, max_length=200,
-                           description="Who decides (for the audit trail).")
+                           description="Ignored (kept for older clients): the decision "
+                                       "records the name of the token it came with.")
 
 
 class ApprovalOut(BaseModel):

@@ -112,7 +112,7 @@ class SqliteEngine(Engine):
         return conn
 
     async def start(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_private, Path(self.path))
         conn = await asyncio.to_thread(self._connect)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -312,3 +312,22 @@ class SqliteEngine(Engine):
         for statement in sql.split(";"):
             if statement.strip():
                 tx.execute(statement)
+
+
+def _private(path: Path) -> None:
+    """Create the database file 0600 (or close an existing one to other users) before
+    SQLite opens it: SQLite gives its -wal and -shm files the database file's mode."""
+    if str(path) == ":memory:":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            side = path.with_name(path.name + suffix)
+            if side.stat().st_mode & 0o077:
+                os.chmod(side, 0o600)

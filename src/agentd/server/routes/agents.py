@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.server._http import json_response
-from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
 
 __all__ = ["router"]
@@ -17,9 +17,10 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 @router.post("", status_code=201, response_model=AgentOut, responses=ERRORS(409, 422))
 async def create_agent(body: AgentCreate, request: Request) -> Response:
     """Create an agent. The model string and tools are checked now, not on first use."""
+    admin = person(request, "creating an agent")
     agent = await runtime_of(request).create_agent(
         name=body.name, model=body.model, instructions=body.instructions,
-        tools=body.tools, settings=body.settings)
+        tools=body.tools, settings=body.settings, admin=is_admin(request, admin))
     return json_response(agent.to_api(), 201)
 
 
@@ -38,14 +39,17 @@ async def get_agent(name: str, request: Request) -> Response:
 async def update_agent(name: str, body: AgentPatch, request: Request) -> Response:
     fields = body.model_dump(exclude_none=True)
     runtime = runtime_of(request)
-    agent = (await runtime.update_agent(name, fields) if fields
-             else await runtime.get_agent(name))
+    if not fields:
+        return json_response((await runtime.get_agent(name)).to_api())
+    admin = person(request, "changing an agent")
+    agent = await runtime.update_agent(name, fields, admin=is_admin(request, admin))
     return json_response(agent.to_api())
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS(404))
 async def delete_agent(name: str, request: Request) -> Response:
     """Delete an agent with its sessions, events and runs (active runs are cancelled)."""
+    person(request, "deleting an agent")
     await runtime_of(request).delete_agent(name)
     return Response(status_code=204)
 

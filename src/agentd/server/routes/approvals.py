@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from agentd.server._http import json_response
-from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import ApprovalDecisionIn, ApprovalList, ApprovalOut
 
 __all__ = ["router"]
@@ -32,8 +32,13 @@ async def decide_approval(approval_id: str, body: ApprovalDecisionIn, request: R
                           ) -> Response:
     """Approve (optionally with edited ``arguments``) or deny a policy request, or settle
     a call of unknown outcome; ``remember`` makes the decision a rule of the agent.
-    Returns the decision as logged. A request already decided (or expired) gets 404."""
+    Returns the decision as logged. A request already decided (or expired) gets 404.
+
+    Only a person decides: the request needs a daemon token (even with ``auth =
+    "none"``), and the decision's ``by`` is that token's name (``bootstrap``), not
+    anything the body says."""
+    who = person(request, "deciding an approval")
     decision = await runtime_of(request).approvals.decide(
         approval_id, body.action, arguments=body.arguments, output=body.output,
-        remember=body.remember, reason=body.reason, by=body.by or "api")
+        remember=body.remember, reason=body.reason, by=who)
     return json_response({"decision": decision})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.server._http import json_response
-from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import DecisionIn, RunOut
 
 __all__ = ["router"]
@@ -33,5 +33,6 @@ async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Respons
     after a crash interrupted a non-idempotent call): ``retry`` it with the same effect
     id, ``skip`` it with ``output`` as its result, or ``fail`` the run. Deciding twice,
     or about a run that is not waiting, gets 409 ``not_waiting``."""
+    person(request, "deciding about a run")
     run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output)
     return json_response(run.to_api(agent, key))

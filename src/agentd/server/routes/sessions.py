@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from agentd.errors import InvalidInput, PayloadTooLarge
 from agentd.server._http import TokenCheck, json_response, response_for, unauthorized
-from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import (
     CheckpointIn,
     CheckpointList,
@@ -204,12 +204,14 @@ async def set_session_policy(name: str, key: str, request: Request,
                              body: dict[str, Any] | None = None) -> Response:
     """Set the session's own policy layer (the top one: session < agent < daemon,
     except the daemon's deny rules); an empty body or ``null`` clears it."""
+    person(request, "changing a session's policy")
     session = await runtime_of(request).set_session_policy(name, key, body or None)
     return json_response(session.to_api(name))
 
 
 @router.delete("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404))
 async def clear_session_policy(name: str, key: str, request: Request) -> Response:
+    person(request, "changing a session's policy")
     session = await runtime_of(request).set_session_policy(name, key, None)
     return json_response(session.to_api(name))
 
