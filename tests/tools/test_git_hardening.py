@@ -1,0 +1,310 @@
+"""git is as dangerous as a shell: attacks through the repository's config, git's
+arguments, and git (or the file tools) as a way around a path deny rule. All through the
+real git in the real sandbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentd.config import Settings
+from agentd.errors import ToolError
+from agentd.runtime import Runtime
+from agentd.sandbox import ShellPool, choose, prepare_workspace
+from agentd.sandbox.backends import Limits, detect
+from agentd.sandbox.context import Sandbox
+from agentd.security.policy import Policy, PolicyConfig
+from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolContext
+from agentd.tools._gitconfig import parse_config
+
+TOOLS = {**COMMAND_TOOLS, **FILE_TOOLS}
+DENY_ENV = {"tool": "read_file", "paths": [".env"], "action": "deny"}
+SECRET = "hunter2-f00d"
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    pool = ShellPool()
+    backend = choose()
+    if not backend.isolated and os.environ.get("CI"):
+        pytest.fail("CI must have an isolating sandbox backend")
+    yield Sandbox(backend=backend, limits=Limits(wall_s=20), shells=pool, shell_key="s1")
+    await pool.close_all()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir(mode=0o700)
+    prepare_workspace(root)
+    return root
+
+
+async def run(sandbox: Sandbox, workspace: Path, name: str,
+              protected: tuple[str, ...] = (), **arguments: Any) -> str:
+    ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
+                      workspace=workspace, sandbox=sandbox, protected=protected)
+    return str(await TOOLS[name].call(arguments, ctx, 60.0))
+
+
+async def refused(sandbox: Sandbox, workspace: Path, name: str,
+                  protected: tuple[str, ...] = (), **arguments: Any) -> ToolError:
+    with pytest.raises(ToolError) as caught:
+        await run(sandbox, workspace, name, protected, **arguments)
+    return caught.value
+
+
+async def repo(sandbox: Sandbox, workspace: Path) -> None:
+    assert (await run(sandbox, workspace, "git", command="init")).startswith(
+        "[exit code 0]")
+    await run(sandbox, workspace, "write_file", path="a.txt", content="one\n")
+    await run(sandbox, workspace, "git", command="add", args=["a.txt"])
+    out = await run(sandbox, workspace, "git", command="commit", message="first")
+    assert out.startswith("[exit code 0]"), out
+
+
+# -- the repository's config -----------------------------------------------------------
+
+RUN = "sh -c 'touch pwned' --"
+ATTACKS = {
+    "filter": ("[filter \"x\"]\n\tclean = sh -c 'touch pwned; cat'\n", "add"),
+    "filter, dotted section": ("[filter.x]\n\tclean = sh -c 'touch pwned; cat'\n", "add"),
+    "filter, key on the header line": ("[filter \"x\"] clean = sh -c 'touch pwned; cat'\n",
+                                       "add"),
+    "textconv": ("[diff \"x\"]\n\ttextconv = sh -c 'touch pwned; cat \"$0\"'\n", "log"),
+    "diff.external": (f"[diff]\n\texternal = {RUN}\n", "diff"),
+    "gpg.program": (f"[gpg]\n\tprogram = {RUN}\n[commit]\n\tgpgsign = true\n", "commit"),
+    "core.fsmonitor": (f"[core]\n\tfsmonitor = {RUN}\n", "status"),
+    "core.hooksPath": ("[core]\n\thooksPath = hooks\n", "commit"),
+    "alias": ("[alias]\n\tstatus = !touch pwned\n", "status"),
+    "include.path": ("[include]\n\tpath = ../inc.cfg\n", "add"),
+    "includeIf": ("[includeIf \"gitdir:/\"]\n\tpath = ../inc.cfg\n", "add"),
+    "core.worktree": ("[core]\n\tworktree = /\n", "status"),
+    "continuation hides nothing": ("[user]\n\tname = a \\\n[filter \"x\"]\n"
+                                   "\tclean = sh -c 'touch pwned; cat'\n", "add"),
+}
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+async def test_config_that_runs_programs_is_refused(sandbox: Sandbox, workspace: Path,
+                                                    name: str) -> None:
+    snippet, command = ATTACKS[name]
+    await repo(sandbox, workspace)
+    # What a model can do with the file tools alone (no shell).
+    await run(sandbox, workspace, "write_file", path=".gitattributes",
+              content="* filter=x diff=x\n")
+    await run(sandbox, workspace, "write_file", path="inc.cfg",
+              content="[filter \"x\"]\n\tclean = sh -c 'touch pwned; cat'\n")
+    await run(sandbox, workspace, "write_file", path="hooks/pre-commit",
+              content="#!/bin/sh\ntouch pwned\n")
+    os.chmod(workspace / "hooks" / "pre-commit", 0o755)
+    config = (workspace / ".git" / "config").read_text()
+    await run(sandbox, workspace, "write_file", path=".git/config",
+              content=config + snippet)
+    await run(sandbox, workspace, "write_file", path="a.txt", content="two\n")
+    arguments: dict[str, Any] = {
+        "add": {"args": ["a.txt"]}, "commit": {"args": ["-a"], "message": "m"},
+        "log": {"args": ["-p"]}, "diff": {}, "status": {}}[command]
+    error = await refused(sandbox, workspace, "git", command=command, **arguments)
+    assert error.code == "git_config_refused", error.message
+    assert not (workspace / "pwned").exists()
+
+
+async def test_repository_elsewhere_is_refused(sandbox: Sandbox, workspace: Path) -> None:
+    await repo(sandbox, workspace)
+    for path in (".git/commondir", ".git/objects/info/alternates"):
+        await run(sandbox, workspace, "write_file", path=path, content="/elsewhere\n")
+        error = await refused(sandbox, workspace, "git", command="status")
+        assert error.code == "git_config_refused" and path in error.message
+        (workspace / path).unlink()
+    # .git as a gitdir: file, and as a link.
+    os.rename(workspace / ".git", workspace / "real")
+    await run(sandbox, workspace, "write_file", path=".git", content="gitdir: real\n")
+    assert (await refused(sandbox, workspace, "git", command="log")).code == (
+        "git_config_refused")
+    os.unlink(workspace / ".git")
+    os.symlink("real", workspace / ".git")
+    assert (await refused(sandbox, workspace, "git", command="log")).code == (
+        "git_config_refused")
+
+
+@pytest.mark.parametrize("text", [
+    b"[core]\n\tbare = false\n\tfilemode\n",
+    b"[Core]\n\tBare=false ; comment\n# comment\n[user]name = x\n",
+    b"[branch \"Ma\\\"in\"]\n\tremote = origin\n\tmerge = refs/heads/main\n",
+    b"[branch.Main]\n\tremote = o\n",
+    b"[user]\n\tname = \"a # b\" \\\n  continued\n\temail = e ; x \\\n[filter \"y\"]\n",
+    b"\xef\xbb\xbf[core]\r\n\tbare = true\r\n",
+    b"[core]\n\tname = \"unclosed\n",
+    b"[core]\n\tname = bad \\q escape\n",
+    b"[core \"x\"\n]\n",
+    b"[core]\n\t1abc = x\n",
+    b"[core]\n\tbare # no equals\n",
+    b"[]\n",
+    b"[core]\n\v\tbare = true\n",
+])
+def test_parser_reads_config_as_git_does(tmp_path: Path, text: bytes) -> None:
+    """Every file the parser accepts, git reads with the same names; every file git
+    refuses, the parser refuses too (a file cannot mean one thing to each)."""
+    path = tmp_path / "config"
+    path.write_bytes(text)
+    git = subprocess.run(["git", "config", "--file", str(path), "--list", "--name-only"],
+                         capture_output=True, env={"PATH": os.environ["PATH"]})
+    try:
+        ours = [name for name, _ in parse_config(text, "config")]
+    except ToolError:
+        ours = None
+    if git.returncode != 0:
+        assert ours is None
+    else:
+        names = git.stdout.decode().split()
+        assert ours == names or ours is None
+
+
+BAD_ARGS: list[tuple[str, list[str]]] = [
+    ("log", ["-c", "core.pager=sh"]), ("log", ["--config-env=core.pager=X"]),
+    ("diff", ["--no-index", "/dev/null", "a.txt"]), ("diff", ["--no-inde", "x", "y"]),
+    ("diff", ["--ext-diff"]), ("log", ["--textconv"]), ("log", ["--output=.git/config"]),
+    ("show", ["--outp", "x"]), ("log", ["--exec-path=/tmp"]), ("diff", ["-Oa.txt"]),
+    ("commit", ["-F", "a.txt"]), ("commit", ["--file=a.txt"]), ("commit", ["-aS"]),
+    ("add", ["-p"]), ("add", ["--interactive"]), ("log", ["--show-signature"]),
+    ("checkout", ["--recurse-submodules"]), ("init", ["--template=t"]),
+    ("init", ["--separate-git-dir=/tmp/x"]), ("init", ["sub"]),
+    ("status", ["--ignore-submodules=none"]), ("add", ["--pathspec-from-file=a.txt"]),
+    ("log", [":(attr:x)a.txt"]),
+]
+
+
+async def test_arguments_that_run_programs_are_refused(sandbox: Sandbox, workspace: Path
+                                                       ) -> None:
+    await repo(sandbox, workspace)
+    for command, args in BAD_ARGS:
+        error = await refused(sandbox, workspace, "git", command=command, args=args,
+                              **({"message": "m"} if command == "commit" else {}))
+        assert error.code == "tool_bad_arguments", (command, args, error.message)
+    assert (workspace / ".git" / "config").read_text().count("[") == 1  # unchanged
+
+
+async def test_everyday_git_still_works(sandbox: Sandbox, workspace: Path) -> None:
+    await repo(sandbox, workspace)
+    # An attribute naming a driver nobody can define is harmless.
+    await run(sandbox, workspace, "write_file", path=".gitattributes",
+              content="*.txt filter=x diff=x\n")
+    await run(sandbox, workspace, "write_file", path="a.txt", content="two\n")
+    assert "+two" in await run(sandbox, workspace, "git", command="diff")
+    assert "a.txt" in await run(sandbox, workspace, "git", command="status",
+                                args=["--short"])
+    await run(sandbox, workspace, "git", command="add", args=["."])
+    out = await run(sandbox, workspace, "git", command="commit", message="second")
+    assert out.startswith("[exit code 0]"), out
+    log = await run(sandbox, workspace, "git", command="log", args=["-p", "--stat"])
+    assert "second" in log and "+two" in log
+    assert "+two" in await run(sandbox, workspace, "git", command="show", args=["HEAD"])
+    assert "one" in await run(sandbox, workspace, "git", command="show",
+                              args=["HEAD~1:a.txt"])
+    await run(sandbox, workspace, "git", command="branch", args=["feature"])
+    out = await run(sandbox, workspace, "git", command="checkout", args=["feature"])
+    assert out.startswith("[exit code 0]"), out
+    out = await run(sandbox, workspace, "git", command="mv", args=["a.txt", "b.txt"])
+    assert out.startswith("[exit code 0]"), out
+
+
+# -- protected paths -------------------------------------------------------------------
+
+
+async def test_a_path_deny_rule_holds_for_every_tool(sandbox: Sandbox, workspace: Path
+                                                     ) -> None:
+    protected = Policy(agent=PolicyConfig.model_validate({"rules": [DENY_ENV]})
+                       ).protected_paths()
+    assert protected == (".env",)
+    await repo(sandbox, workspace)
+    (workspace / ".env").write_text(f"TOKEN={SECRET}\n")
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "b.txt").write_text("b\n")
+    prepare_workspace(workspace)
+    await run(sandbox, workspace, "git", command="add", args=["."])
+    await run(sandbox, workspace, "git", command="commit", message="with env")
+    (workspace / ".env").write_text(f"TOKEN={SECRET}-2\n")
+
+    async def tool(name: str, **arguments: Any) -> str:
+        return await run(sandbox, workspace, name, protected, **arguments)
+
+    assert SECRET not in await tool("grep", pattern="TOKEN|hunter", path=".")
+    assert ".env" not in await tool("glob", pattern="*")
+    assert ".env" not in await tool("glob", pattern="**/.env")
+    assert ".env" not in await tool("list_files", path=".")
+    assert "b.txt" in await tool("list_files", path="sub")
+    for path in (".env", "./.env", "sub/../.env", ".ENV"):
+        for name, arguments in (("read_file", {}), ("grep", {"pattern": "x"}),
+                                ("edit_file", {"old": "TOKEN", "new": "x"}),
+                                ("write_file", {"content": "x"})):
+            error = await refused(sandbox, workspace, name, protected, path=path,
+                                  **arguments)
+            assert error.code == "path_protected", (name, path, error.message)
+    for command, args in (("diff", ["--no-index", "/dev/null", ".env"]),
+                          ("mv", [".env", "x"]), ("show", ["HEAD:.env"]),
+                          ("show", ["HEAD:./.env"]), ("log", ["-p", "--", ".env"]),
+                          ("checkout", ["HEAD", "--", "."]), ("rm", ["*.env"])):
+        error = await refused(sandbox, workspace, "git", protected, command=command,
+                              args=args)
+        assert error.code in ("path_protected", "tool_bad_arguments"), error.message
+    for command, args in (("log", ["-p"]), ("show", ["HEAD"]), ("diff", []),
+                          ("diff", ["HEAD~1"]), ("log", ["-p", "--all", "--", "."]),
+                          ("status", ["--short"]), ("diff", ["--stat", "HEAD~1", "HEAD"]),
+                          ("show", ["--stat"])):
+        out = await tool("git", command=command, args=args)
+        assert out.startswith("[exit code 0]"), (command, args, out)
+        assert SECRET not in out and ".env" not in out, (command, args, out)
+    assert "+two" not in await tool("git", command="log", args=["-p", "a.txt"])
+    assert (workspace / ".env").read_text() == f"TOKEN={SECRET}-2\n"
+
+
+def _isolating() -> str:
+    available = detect()
+    for name in ("bubblewrap", "gvisor"):
+        if available.get(name) is None:
+            return name
+    pytest.skip(f"no isolating sandbox backend here: {available}")
+
+
+async def test_protected_paths_through_a_run(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", demo_agent=False,
+                        sandbox={"backend": _isolating()})
+    rt = await Runtime.open(settings)
+    try:
+        calls = [("write_file", {"path": ".env", "content": "overwritten"}),
+                 ("git", {"command": "init"}),
+                 ("grep", {"pattern": "TOKEN", "path": "."}),
+                 ("glob", {"pattern": "**/*"}),
+                 ("git", {"command": "show", "args": ["HEAD:.env"]}),
+                 ("git", {"command": "mv", "args": [".env", "x"]}),
+                 ("read_file", {"path": "./.env"})]
+        await rt.create_agent(name="m", model="scripted", tools=list(TOOLS), settings={
+            "policy": {"rules": [DENY_ENV, {"tool": "*", "action": "allow"}]},
+            "script": [{"tool_calls": [{"name": n, "arguments": a}]} for n, a in calls]
+            + [{"text": "done"}]})
+        workspace = rt.workspace_of(await rt.get_agent("m"))
+        workspace.mkdir(parents=True)
+        (workspace / ".env").write_text(f"TOKEN={SECRET}\n")
+        sent = await rt.send("m", "k", "go")
+        run_ = await rt.wait(sent.run.id)
+        assert run_.status == "completed", run_.error
+        results = [e.data for e in await rt.read_events(sent.session.id)
+                   if e.kind == "tool.finished"]
+        assert len(results) == len(calls)
+        # The deny rule names read_file; write_file of the path is refused by the
+        # tool itself, as every file tool keeps away from a protected path.
+        assert results[0]["is_error"] and "protected" in results[0]["output"]
+        assert (workspace / ".env").read_text() == f"TOKEN={SECRET}\n"
+        for result in results[2:]:
+            assert SECRET not in result["output"]
+            assert ".env" not in result["output"] or result["is_error"], result
+        for result in results[4:]:
+            assert result["is_error"], result
+    finally:
+        await rt.close()
