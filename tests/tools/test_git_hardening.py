@@ -70,24 +70,30 @@ async def repo(sandbox: Sandbox, workspace: Path) -> None:
 
 # -- the repository's config -----------------------------------------------------------
 
-RUN = "sh -c 'touch pwned' --"
+# A value's ";" starts a comment in git's config: the program is a script instead.
+RUN = "sh evil.sh"
 ATTACKS = {
-    "filter": ("[filter \"x\"]\n\tclean = sh -c 'touch pwned; cat'\n", "add"),
-    "filter, dotted section": ("[filter.x]\n\tclean = sh -c 'touch pwned; cat'\n", "add"),
-    "filter, key on the header line": ("[filter \"x\"] clean = sh -c 'touch pwned; cat'\n",
-                                       "add"),
-    "textconv": ("[diff \"x\"]\n\ttextconv = sh -c 'touch pwned; cat \"$0\"'\n", "log"),
+    "filter": (f"[filter \"x\"]\n\tclean = {RUN}\n", "add"),
+    "filter, dotted section": (f"[filter.x]\n\tclean = {RUN}\n", "add"),
+    "filter, key on the header line": (f"[filter \"x\"] clean = {RUN}\n", "add"),
+    "textconv": (f"[diff \"x\"]\n\ttextconv = {RUN}\n", "log"),
     "diff.external": (f"[diff]\n\texternal = {RUN}\n", "diff"),
-    "gpg.program": (f"[gpg]\n\tprogram = {RUN}\n[commit]\n\tgpgsign = true\n", "commit"),
+    # gpg.program is run without a shell (git add --chmod=+x and a checkout make
+    # evil.sh executable without one; the test takes the short way).
+    "gpg.program": ("[gpg]\n\tprogram = ./evil.sh\n[commit]\n\tgpgsign = true\n",
+                    "commit"),
     "core.fsmonitor": (f"[core]\n\tfsmonitor = {RUN}\n", "status"),
     "core.hooksPath": ("[core]\n\thooksPath = hooks\n", "commit"),
-    "alias": ("[alias]\n\tstatus = !touch pwned\n", "status"),
+    "alias": ("[alias]\n\tstatus = !sh evil.sh\n", "status"),
     "include.path": ("[include]\n\tpath = ../inc.cfg\n", "add"),
     "includeIf": ("[includeIf \"gitdir:/\"]\n\tpath = ../inc.cfg\n", "add"),
     "core.worktree": ("[core]\n\tworktree = /\n", "status"),
-    "continuation hides nothing": ("[user]\n\tname = a \\\n[filter \"x\"]\n"
-                                   "\tclean = sh -c 'touch pwned; cat'\n", "add"),
+    "continuation hides nothing": (f"[user]\n\tname = a \\\n[filter \"x\"]\n"
+                                   f"\tclean = {RUN}\n", "add"),
 }
+# On the code before the config check, filter (all three spellings), textconv, gpg.program,
+# include.path and includeIf ran evil.sh; the others were already switched off by -c
+# overrides, and are refused now as a matter of course.
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -98,11 +104,14 @@ async def test_config_that_runs_programs_is_refused(sandbox: Sandbox, workspace:
     # What a model can do with the file tools alone (no shell).
     await run(sandbox, workspace, "write_file", path=".gitattributes",
               content="* filter=x diff=x\n")
+    await run(sandbox, workspace, "write_file", path="evil.sh",
+              content="touch pwned\ncat \"$@\"\n")
     await run(sandbox, workspace, "write_file", path="inc.cfg",
-              content="[filter \"x\"]\n\tclean = sh -c 'touch pwned; cat'\n")
+              content=f"[filter \"x\"]\n\tclean = {RUN}\n")
     await run(sandbox, workspace, "write_file", path="hooks/pre-commit",
               content="#!/bin/sh\ntouch pwned\n")
     os.chmod(workspace / "hooks" / "pre-commit", 0o755)
+    os.chmod(workspace / "evil.sh", 0o755)
     config = (workspace / ".git" / "config").read_text()
     await run(sandbox, workspace, "write_file", path=".git/config",
               content=config + snippet)
@@ -147,6 +156,9 @@ async def test_repository_elsewhere_is_refused(sandbox: Sandbox, workspace: Path
     b"[core]\n\tbare # no equals\n",
     b"[]\n",
     b"[core]\n\v\tbare = true\n",
+    b"[a.b.C]\nx=1\n[a \"b.C\"] y\n",
+    b"\xef\xbb[core]\n",
+    b"x = 1\n",
 ])
 def test_parser_reads_config_as_git_does(tmp_path: Path, text: bytes) -> None:
     """Every file the parser accepts, git reads with the same names; every file git
