@@ -5,7 +5,9 @@ real git in the real sandbox."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,66 @@ def test_parser_reads_config_as_git_does(tmp_path: Path, text: bytes) -> None:
     else:
         names = git.stdout.decode().split()
         assert ours == names or ours is None
+
+
+def _host_git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                   check=True, capture_output=True, env={"PATH": os.environ["PATH"]})
+
+
+async def test_an_embedded_repository_runs_nothing(sandbox: Sandbox, workspace: Path
+                                                   ) -> None:
+    """A repository inside the workspace's, added as a submodule: git status would run
+    a status in it, under its own config (which the config check does not read)."""
+    await repo(sandbox, workspace)
+    sub = workspace / "sub"
+    sub.mkdir()
+    _host_git(sub, "init", "-q")
+    (sub / "evil.sh").write_text("touch ../pwned\ncat\n")
+    (sub / ".gitattributes").write_text("f filter=x\n")
+    (sub / "f").write_text("x\n")
+    _host_git(sub, "add", "f", ".gitattributes")
+    _host_git(sub, "commit", "-qm", "s")
+    with (sub / ".git" / "config").open("a") as config:
+        config.write("[filter \"x\"]\n\tclean = sh evil.sh\n")
+    (sub / "f").write_text("y\n")  # the same size: git must read it (through the filter)
+    prepare_workspace(workspace)
+    await run(sandbox, workspace, "git", command="add", args=["sub"])
+    for command in ("status", "diff"):
+        out = await run(sandbox, workspace, "git", command=command)
+        assert out.startswith("[exit code 0]"), out
+        assert not (workspace / "pwned").exists(), command
+
+
+async def test_no_repository_above_the_workspace() -> None:
+    """Without a repository of its own, git does not find one in a parent folder: on
+    the process backend, which runs in the host's file system, it would (and run
+    that repository's config, which nothing checked)."""
+    top = Path(tempfile.mkdtemp(prefix="agentd-git-"))
+    try:
+        top.chmod(0o755)  # the sandbox's uid may go through, as to a real parent
+        _host_git(top, "init", "-q")
+        with (top / ".git" / "config").open("a") as config:
+            config.write("[core]\n\tfsmonitor = ws/evil.sh\n")
+        workspace = top / "ws"
+        workspace.mkdir(mode=0o700)
+        (workspace / "evil.sh").write_text("#!/bin/sh\ntouch pwned\n")
+        (workspace / "evil.sh").chmod(0o755)
+        prepare_workspace(workspace)
+        sandbox = Sandbox(backend=choose("process"), limits=Limits(wall_s=20))
+        out = await run(sandbox, workspace, "git", command="status")
+        assert "not a git repository" in out, out
+        assert not (workspace / "pwned").exists() and not (top / "pwned").exists()
+    finally:
+        shutil.rmtree(top)
+
+
+async def test_paths_outside_the_workspace_are_refused(sandbox: Sandbox, workspace: Path
+                                                       ) -> None:
+    await repo(sandbox, workspace)
+    for args in (["/etc/passwd", "a.txt"], ["--", "../x"], ["a.txt", "sub/../../y"]):
+        error = await refused(sandbox, workspace, "git", command="diff", args=args)
+        assert error.code == "path_refused", (args, error.message)
 
 
 BAD_ARGS: list[tuple[str, list[str]]] = [

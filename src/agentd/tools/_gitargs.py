@@ -18,6 +18,8 @@ holding a protected file, and glob patterns.
 
 from __future__ import annotations
 
+import posixpath
+
 from agentd.errors import ToolError
 from agentd.sandbox import Workspace
 from agentd.tools._protect import is_protected, normalise_patterns
@@ -65,9 +67,16 @@ def _check_short(command: str, arg: str) -> None:
         raise _bad(f"git option {arg!r} is not allowed for git {command}")
 
 
-def _check_path(arg: str, protected: tuple[str, ...]) -> None:
-    if arg.startswith((":(", ":!", ":^")):
+def _check_path(arg: str, protected: tuple[str, ...], *, word: bool = True) -> None:
+    """``word``: a word of its own (a path or a revision), not an option's value."""
+    if word and arg.startswith((":(", ":!", ":^")):
         raise _bad(f"pathspec magic ({arg!r}) is not allowed")
+    norm = posixpath.normpath(arg)
+    if word and (arg.startswith("/") or norm == ".." or norm.startswith("../")):
+        # ``git diff /etc/passwd x`` diffs files outside the repository (an implicit
+        # --no-index); git's paths stay in the workspace, as the file tools' do.
+        raise ToolError(f"{arg!r} is outside the workspace: git's paths are relative "
+                        "to it", code="path_refused")
     # ``HEAD:.env``, ``:0:.env``, ``HEAD^{/msg}:.env``: each part after a colon may
     # be a path in a tree.
     candidates = [arg, *(arg[i + 1:] for i, c in enumerate(arg) if c == ":")]
@@ -107,7 +116,7 @@ def plan_args(command: str, args: list[str], workspace: Workspace,
         elif arg.startswith("--"):
             _check_long(command, arg)
             if "=" in arg:
-                _check_path(arg.split("=", 1)[1], protected)
+                _check_path(arg.split("=", 1)[1], protected, word=False)
             before.append(arg)
         elif arg.startswith("-") and len(arg) > 1:
             _check_short(command, arg)
