@@ -20,9 +20,10 @@ from agentd.runtime import Runtime
 from agentd.sandbox import ShellPool, choose, prepare_workspace
 from agentd.sandbox.backends import Limits, detect
 from agentd.sandbox.context import Sandbox
-from agentd.security.policy import Policy, PolicyConfig
+from agentd.security.policy import CallFacts, Policy, PolicyConfig
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolContext
 from agentd.tools._gitconfig import parse_config
+from agentd.tools._protect import is_protected
 
 TOOLS = {**COMMAND_TOOLS, **FILE_TOOLS}
 DENY_ENV = {"tool": "read_file", "paths": [".env"], "action": "deny"}
@@ -382,3 +383,32 @@ async def test_protected_paths_through_a_run(tmp_path: Path) -> None:
             assert result["is_error"], result
     finally:
         await rt.close()
+
+
+def test_policy_sees_git_paths_and_protects_deny_rule_paths() -> None:
+    policy = Policy(agent=PolicyConfig.model_validate({"rules": [
+        {"tool": "git", "paths": [".env", "secrets/*"], "action": "deny"},
+        {"tool": "write_*", "paths": ["src/*"], "action": "deny"},   # writes only
+        {"tool": "*", "paths": ["keys/*"], "action": "deny"},
+        {"tool": "grep", "paths": ["x"], "args": {"pattern": "y"}, "action": "deny"},
+        {"tool": "read_file", "paths": ["ask.txt"], "action": "ask"},
+        DENY_ENV]}))
+    # Deny rules on a tool that reads (or on every tool), without other conditions.
+    assert policy.protected_paths() == (".env", "secrets/*", "keys/*")
+    git = CallFacts(name="git")
+    for args in ([".env", "x"], ["HEAD:.env"], ["HEAD:./.env"], ["--", "secrets/k"],
+                 ["--stat", "HEAD", "--", "sub/../.env"]):
+        verdict = policy.decide(git, {"command": "mv", "args": args})
+        assert verdict.action == "deny", args
+    for args in (["a.txt", "b.txt"], ["--stat"], []):
+        assert policy.decide(git, {"command": "log", "args": args}).action == "allow"
+
+
+@pytest.mark.parametrize(("path", "protected"), [
+    (".env", True), ("./.env", True), ("sub/../.env", True), (".ENV", True),
+    ("dir/.env", False), ("env", False), (".env.example", False),
+    ("secrets", True), ("secrets/a/b", True), ("Secrets/x", True), ("secret", False),
+    ("a/b/id_rsa", True), ("id_rsa", True),
+])
+def test_protected_path_matching(path: str, protected: bool) -> None:
+    assert is_protected(path, (".env", "secrets", "**/id_rsa")) is protected
