@@ -3,6 +3,10 @@
 Each takes paths relative to the workspace. Sizes are capped so that a tool result
 never floods the model's context: reads return at most ``MAX_READ`` bytes (the result
 says when a file was cut), listings and searches at most ``MAX_ENTRIES`` entries.
+
+Paths the agent's policy protects (a deny rule with ``paths``, see
+:mod:`agentd.tools._protect`) are refused by the tools that name a path, and left out,
+unnamed, of what list_files, glob and grep return.
 """
 
 from __future__ import annotations
