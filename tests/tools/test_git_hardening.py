@@ -335,7 +335,9 @@ async def test_a_path_deny_rule_holds_for_every_tool(sandbox: Sandbox, workspace
         out = await tool("git", command=command, args=args)
         assert out.startswith("[exit code 0]"), (command, args, out)
         assert SECRET not in out and ".env" not in out, (command, args, out)
-    assert "+two" not in await tool("git", command="log", args=["-p", "a.txt"])
+    assert "+one" in await tool("git", command="log", args=["-p", "a.txt"])
+    assert "one" in await tool("git", command="show", args=["HEAD:a.txt"])
+    assert "with env" in await tool("git", command="log", args=["--oneline", "-n", "1"])
     assert (workspace / ".env").read_text() == f"TOKEN={SECRET}-2\n"
 
 
