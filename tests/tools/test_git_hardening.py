@@ -356,6 +356,9 @@ async def test_protected_paths_through_a_run(tmp_path: Path) -> None:
     try:
         calls = [("write_file", {"path": ".env", "content": "overwritten"}),
                  ("git", {"command": "init"}),
+                 ("git", {"command": "add", "args": ["."]}),
+                 ("git", {"command": "commit", "message": "all"}),
+                 ("git", {"command": "log", "args": ["-p", "--stat"]}),
                  ("grep", {"pattern": "TOKEN", "path": "."}),
                  ("glob", {"pattern": "**/*"}),
                  ("git", {"command": "show", "args": ["HEAD:.env"]}),
@@ -378,10 +381,11 @@ async def test_protected_paths_through_a_run(tmp_path: Path) -> None:
         # tool itself, as every file tool keeps away from a protected path.
         assert results[0]["is_error"] and "protected" in results[0]["output"]
         assert (workspace / ".env").read_text() == f"TOKEN={SECRET}\n"
-        for result in results[2:]:
+        assert "exit code 0" in results[4]["output"], results[4]  # log -p
+        for result in results[4:]:
             assert SECRET not in result["output"]
             assert ".env" not in result["output"] or result["is_error"], result
-        for result in results[4:]:
+        for result in results[7:]:
             assert result["is_error"], result
     finally:
         await rt.close()
