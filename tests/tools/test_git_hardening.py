@@ -265,28 +265,35 @@ async def test_arguments_that_run_programs_are_refused(sandbox: Sandbox, workspa
     assert (workspace / ".git" / "config").read_text().count("[") == 1  # unchanged
 
 
-async def test_everyday_git_still_works(sandbox: Sandbox, workspace: Path) -> None:
+@pytest.mark.parametrize("protected", [(), (".env", "**/id_rsa")])
+async def test_everyday_git_still_works(sandbox: Sandbox, workspace: Path,
+                                        protected: tuple[str, ...]) -> None:
+    """Also with protected paths (excludes added to what git shows)."""
     await repo(sandbox, workspace)
     # An attribute naming a driver nobody can define is harmless.
     await run(sandbox, workspace, "write_file", path=".gitattributes",
               content="*.txt filter=x diff=x\n")
     await run(sandbox, workspace, "write_file", path="a.txt", content="two\n")
-    assert "+two" in await run(sandbox, workspace, "git", command="diff")
-    assert "a.txt" in await run(sandbox, workspace, "git", command="status",
+    assert "+two" in await run(sandbox, workspace, "git", protected, command="diff")
+    assert "a.txt" in await run(sandbox, workspace, "git", protected, command="status",
                                 args=["--short"])
-    await run(sandbox, workspace, "git", command="add", args=["."])
-    out = await run(sandbox, workspace, "git", command="commit", message="second")
+    await run(sandbox, workspace, "git", protected, command="add", args=["."])
+    out = await run(sandbox, workspace, "git", protected, command="commit", message="second")
     assert out.startswith("[exit code 0]"), out
-    log = await run(sandbox, workspace, "git", command="log", args=["-p", "--stat"])
+    log = await run(sandbox, workspace, "git", protected, command="log", args=["-p", "--stat"])
     assert "second" in log and "+two" in log
-    assert "+two" in await run(sandbox, workspace, "git", command="show", args=["HEAD"])
-    assert "one" in await run(sandbox, workspace, "git", command="show",
+    assert "+two" in await run(sandbox, workspace, "git", protected, command="show", args=["HEAD"])
+    assert "one" in await run(sandbox, workspace, "git", protected, command="show",
                               args=["HEAD~1:a.txt"])
-    await run(sandbox, workspace, "git", command="branch", args=["feature"])
-    out = await run(sandbox, workspace, "git", command="checkout", args=["feature"])
+    await run(sandbox, workspace, "git", protected, command="branch", args=["feature"])
+    out = await run(sandbox, workspace, "git", protected, command="checkout", args=["feature"])
     assert out.startswith("[exit code 0]"), out
-    out = await run(sandbox, workspace, "git", command="mv", args=["a.txt", "b.txt"])
-    assert out.startswith("[exit code 0]"), out
+    for command, args in (("mv", ["a.txt", "b.txt"]), ("restore", ["--staged", "b.txt"]),
+                          ("reset", ["--hard", "HEAD"]), ("diff", ["--cached", "--stat"]),
+                          ("rm", ["--cached", "a.txt"]), ("log", ["-n", "1", "--", "."]),
+                          ("branch", ["-v"]), ("checkout", ["-b", "other"])):
+        out = await run(sandbox, workspace, "git", protected, command=command, args=args)
+        assert out.startswith("[exit code 0]"), (command, args, out)
 
 
 # -- protected paths -------------------------------------------------------------------
