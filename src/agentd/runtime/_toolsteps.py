@@ -213,7 +213,8 @@ class ToolSteps:
             ctx = ToolContext(agent=self.agent_name, session=self.session_key,
                               run_id=self.run.id, call_id=call.id,
                               effect_id=self._effect_id(call), workspace=self.workspace,
-                              sandbox=self.sandbox)
+                              sandbox=self.sandbox,
+                              protected=self.permissions.protected_paths())
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s))

@@ -56,6 +56,8 @@ _RANK = {"allow": 0, "ask": 1, "deny": 2}
 #: Argument names that hold a workspace path (``files`` may hold ``{"path": ...}``).
 _PATH_ARGS = ("path", "paths", "files", "cwd")
 _MAX_RULES = 500
+#: The built-in tools that read or list workspace files (see ``protected_paths``).
+_READING_TOOLS = ("read_file", "list_files", "glob", "grep", "git")
 
 
 class Rule(BaseModel):
@@ -176,6 +178,28 @@ def _paths(arguments: Mapping[str, Any]) -> list[str]:
                 item = item.get("path")
             if isinstance(item, str):
                 found.append(posixpath.normpath(item))
+    found.extend(_git_paths(arguments))
+    return found
+
+
+def _git_paths(arguments: Mapping[str, Any]) -> list[str]:
+    """The path-like arguments of a git call (``command`` and an ``args`` list): every
+    word that is not an option, an option's ``=value``, and the path of ``REV:path``
+    (``git show HEAD:.env`` reads .env; ``git mv .env x`` writes it)."""
+    args = arguments.get("args")
+    if not isinstance(arguments.get("command"), str) or not isinstance(args, list):
+        return []
+    found: list[str] = []
+    for arg in args:
+        if not isinstance(arg, str) or arg == "--":
+            continue
+        if arg.startswith("-"):
+            if "=" not in arg:
+                continue
+            arg = arg.split("=", 1)[1]
+        for word in (arg, *arg.split(":")[1:]):
+            if word:
+                found.append(posixpath.normpath(word))
     return found
 
 
@@ -214,6 +238,23 @@ class Policy:
                     return False  # the operator turned the network off for everyone
                 return value
         return default
+
+    def protected_paths(self) -> tuple[str, ...]:
+        """The path patterns of every ``deny`` rule (of any layer) with ``paths`` and
+        no other condition on arguments, naming a tool that reads or lists files (or
+        ``*``): what the agent must not see through any tool. File tools and git keep
+        away from them (:mod:`agentd.tools._protect`), whichever tool the rule named."""
+        found: list[str] = []
+        for _, layer in [("daemon", self._daemon), *self.layers]:
+            for rule in layer.rules:
+                if (rule.action != "deny" or rule.paths is None or rule.args is not None
+                        or rule.commands is not None or rule.categories is not None
+                        or rule.hosts is not None
+                        or not any(fnmatch.fnmatchcase(t, rule.tool)
+                                   for t in _READING_TOOLS)):
+                    continue
+                found.extend(p for p in rule.paths if p not in found)
+        return tuple(found)
 
     def network_allows(self, host: str | None) -> bool:
         return grants_host(self.network, host)

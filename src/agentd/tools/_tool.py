@@ -34,6 +34,9 @@ class ToolContext:
     workspace: Path | None = None
     #: Where commands run (:class:`agentd.sandbox.Sandbox`): backend, limits, network.
     sandbox: Any = None
+    #: Path patterns the agent's policy protects (deny rules with ``paths``): every
+    #: tool that reads or lists files keeps away from them (see ``tools._protect``).
+    protected: tuple[str, ...] = ()
     #: Set by a tool whose result carries content from outside (why), which taints
     #: the session.
     untrusted: str | None = None

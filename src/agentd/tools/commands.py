@@ -3,13 +3,17 @@
 Both run through the run's :class:`~agentd.sandbox.context.Sandbox` (its backend,
 limits and network grant), never in the daemon's own process. The shell command is
 judged by the policy before it runs (the command analyser's findings make it ``ask``
-by default); ``git`` takes a fixed set of subcommands, runs with hooks, credential
-helpers, pagers and editors switched off (a hook in the workspace is code the model
-may have written) and never reaches the network.
+by default); ``git`` takes a fixed set of subcommands and never reaches the network.
+git is as able to run programs as a shell (hooks, filter and textconv drivers,
+``gpg.program``, ``core.fsmonitor``... all in a config file the model can write), so
+each call first checks the repository's config against an allow-list (``_gitconfig``),
+reads its arguments strictly (``_gitargs``) and runs with everything that starts a
+program switched off; protected paths stay out of what it shows and touches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Literal
 
@@ -17,6 +21,9 @@ from agentd.errors import ToolError
 from agentd.sandbox.backends import ExecResult, Limits
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.shell import PersistentShell
+from agentd.sandbox.workspace import Workspace
+from agentd.tools._gitargs import plan_args
+from agentd.tools._gitconfig import check_repository
 from agentd.tools._tool import Tool, ToolContext, tool
 
 __all__ = ["COMMAND_TOOLS", "git", "shell"]
@@ -113,13 +120,29 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
 GitCommand = Literal["status", "diff", "log", "add", "commit", "init", "show", "branch",
                      "checkout", "restore", "reset", "rm", "mv"]
 
-#: Switch off everything of git that runs other programs or reaches out.
+#: Switch off everything of git that runs other programs or reaches out. The
+#: repository's own config is checked first (``_gitconfig``); these are the second
+#: layer, and they reach the git processes git itself starts (GIT_CONFIG_PARAMETERS).
 _GIT_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat",
-             "-c", "core.editor=true", "-c", "credential.helper=",
+             "-c", "core.editor=true", "-c", "sequence.editor=true",
+             "-c", "credential.helper=", "-c", "core.askPass=",
              "-c", "core.fsmonitor=false", "-c", "protocol.allow=never",
-             "-c", "core.sshCommand=false", "-c", "safe.directory=*",
+             "-c", "core.sshCommand=false", "-c", "core.gitProxy=",
+             "-c", "gpg.program=false", "-c", "gpg.ssh.program=false",
+             "-c", "gpg.x509.program=false", "-c", "commit.gpgSign=false",
+             "-c", "tag.gpgSign=false", "-c", "core.attributesFile=/dev/null",
+             "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all",
+             "-c", "status.submoduleSummary=false", "-c", "gc.auto=0",
+             "-c", "maintenance.auto=false", "-c", "core.alternateRefsCommand=",
+             "-c", "safe.directory=*",
              "-c", "user.name=agentd agent", "-c", "user.email=agent@agentd.invalid",
              "--no-pager"]
+#: GIT_DIR and GIT_WORK_TREE are set (relative to the workspace, the working
+#: directory): git looks for no repository above the workspace and follows no
+#: ``gitdir:`` file. Nothing of the model's reaches git's environment.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_NO_REPLACE_OBJECTS": "1", "GIT_OPTIONAL_LOCKS": "0"}
 
 
 @tool(timeout_s=MAX_TIMEOUT_S + 30)
@@ -137,13 +160,6 @@ async def git(ctx: ToolContext, command: GitCommand, args: list[str] | None = No
     extra = list(args or [])
     if len(extra) > 200 or any("\x00" in a for a in extra):
         raise ToolError("too many arguments, or a NUL character", code="tool_bad_arguments")
-    for arg in extra:
-        # Options that run programs or read other repositories.
-        lowered = arg.lower()
-        if lowered.startswith(("--exec", "--upload-pack", "--receive-pack", "-c",
-                               "--config", "--git-dir", "--work-tree", "--output",
-                               "--ext-diff", "--textconv")):
-            raise ToolError(f"git option {arg!r} is not allowed", code="tool_bad_arguments")
     argv = ["git", *_GIT_SAFE, command]
     if command == "commit":
         if not message:
@@ -152,16 +168,24 @@ async def git(ctx: ToolContext, command: GitCommand, args: list[str] | None = No
     elif message is not None:
         raise ToolError("message is only for commit", code="tool_bad_arguments")
     if command in ("log", "show", "diff"):
-        argv += ["--no-ext-diff", "--no-textconv"] if command != "log" else []
+        argv += ["--no-ext-diff", "--no-textconv"]
     if command == "log" and not any(a.startswith(("-n", "--max-count")) for a in extra):
         argv += ["-n", "50"]
-    argv += extra
     backend, workspace = sandbox.backend, ctx.workspace
     assert backend is not None and workspace is not None
+
+    def prepare() -> list[str]:
+        files = Workspace(workspace)
+        planned = plan_args(command, extra, files, ctx.protected)
+        check_repository(files)
+        return planned
+
+    argv += await asyncio.to_thread(prepare)
+    env = dict(_GIT_ENV)
+    if command != "init":
+        env.update(GIT_DIR=".git", GIT_WORK_TREE=".")
     result = await backend.run(argv, workspace=workspace, network=False,
-                               limits=sandbox.limits,
-                               env={"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
-                                    "GIT_CONFIG_GLOBAL": "/dev/null"})
+                               limits=sandbox.limits, env=env)
     return render(result, sandbox.limits)
 
 

@@ -3,6 +3,10 @@
 Each takes paths relative to the workspace. Sizes are capped so that a tool result
 never floods the model's context: reads return at most ``MAX_READ`` bytes (the result
 says when a file was cut), listings and searches at most ``MAX_ENTRIES`` entries.
+
+Paths the agent's policy protects (a deny rule with ``paths``, see
+:mod:`agentd.tools._protect`) are refused by the tools that name a path, and left out,
+unnamed, of what list_files, glob and grep return.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.errors import ToolError
 from agentd.sandbox import Workspace
+from agentd.tools._protect import check, is_protected
 from agentd.tools._tool import Tool, ToolContext, tool
 
 __all__ = ["FILE_TOOLS", "FileChange", "edit_file", "glob", "grep", "list_files",
@@ -24,9 +29,12 @@ MAX_WRITE = 4 * 1024 * 1024
 MAX_ENTRIES = 1000
 
 
-def _workspace(ctx: ToolContext) -> Workspace:
+def _workspace(ctx: ToolContext, *paths: str, what: str = "this tool") -> Workspace:
+    """The workspace, after refusing any of ``paths`` the policy protects."""
     if ctx.workspace is None:
         raise ToolError("this agent has no workspace", code="no_workspace")
+    for path in paths:
+        check(path, ctx.protected, what)
     return Workspace(ctx.workspace)
 
 
@@ -49,7 +57,7 @@ def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int =
     if start_line < 1 or max_lines < 1:
         raise ToolError("start_line and max_lines must be at least 1",
                         code="tool_bad_arguments")
-    data, size = _workspace(ctx).read_bytes(path, limit=MAX_READ)
+    data, size = _workspace(ctx, path, what="read_file").read_bytes(path, limit=MAX_READ)
     lines = _text(data, path).splitlines(keepends=True)
     chosen = lines[start_line - 1:start_line - 1 + max_lines]
     out = "".join(chosen)
@@ -73,7 +81,7 @@ def write_file(ctx: ToolContext, path: str, content: str) -> str:
     if len(data) > MAX_WRITE:
         raise ToolError(f"content is {len(data)} bytes; the limit is {MAX_WRITE}",
                         code="tool_bad_arguments")
-    _workspace(ctx).write_bytes(path, data)
+    _workspace(ctx, path, what="write_file").write_bytes(path, data)
     return f"wrote {len(data)} bytes to {path}"
 
 
@@ -88,7 +96,7 @@ def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
     """
     if not old:
         raise ToolError("old must not be empty", code="tool_bad_arguments")
-    workspace = _workspace(ctx)
+    workspace = _workspace(ctx, path, what="edit_file")
     data, size = workspace.read_bytes(path, limit=MAX_WRITE + 1)
     if size > MAX_WRITE:
         raise ToolError(f"{path!r} is too big to edit ({size} bytes)", code="too_big")
@@ -129,7 +137,7 @@ def write_files(ctx: ToolContext, files: list[FileChange]) -> str:
     """
     if not files or len(files) > MAX_FILES:
         raise ToolError(f"give 1 to {MAX_FILES} files", code="tool_bad_arguments")
-    workspace = _workspace(ctx)
+    workspace = _workspace(ctx, *(f.path for f in files), what="write_files")
     planned: list[tuple[str, bytes]] = []
     total = 0
     for index, change in enumerate(files):
@@ -167,7 +175,10 @@ def list_files(ctx: ToolContext, path: str = ".") -> str:
     Args:
         path: the folder, relative to the workspace.
     """
-    entries = _workspace(ctx).listdir(path)
+    workspace = _workspace(ctx, path, what="list_files")
+    prefix = "/".join(Workspace.parts(path))
+    entries = [e for e in workspace.listdir(path)
+               if not is_protected(f"{prefix}/{e[0]}" if prefix else e[0], ctx.protected)]
     lines = [f"{name}/" if kind == "dir" else f"{name} ({size} bytes)" if kind == "file"
              else f"{name} ({kind})" for name, kind, size in entries[:MAX_ENTRIES]]
     if len(entries) > MAX_ENTRIES:
@@ -183,7 +194,7 @@ def glob(ctx: ToolContext, pattern: str) -> str:
         pattern: a glob pattern, relative to the workspace.
     """
     Workspace.parts(pattern)  # an absolute pattern or one climbing out is refused
-    files = _workspace(ctx).walk(".")
+    files = [f for f in _workspace(ctx).walk(".") if not is_protected(f, ctx.protected)]
     matched = [f for f in files if fnmatch.fnmatchcase(f, pattern)
                or (pattern.startswith("**/") and fnmatch.fnmatchcase(f, pattern[3:]))]
     return "\n".join(matched[:MAX_ENTRIES]) or "(no match)"
@@ -201,8 +212,10 @@ def grep(ctx: ToolContext, pattern: str, path: str = ".") -> str:
         regex = re.compile(pattern)
     except re.error as exc:
         raise ToolError(f"invalid regular expression: {exc}", code="tool_bad_arguments") from None
-    workspace = _workspace(ctx)
+    workspace = _workspace(ctx, path, what="grep")
     files = workspace.walk(path) if workspace.kind(path) == "dir" else [path]
+    # A protected file is skipped, not named: grep over "." shows nothing of it.
+    files = [f for f in files if not is_protected(f, ctx.protected)]
     hits: list[str] = []
     for name in files:
         data, _ = workspace.read_bytes(name, limit=MAX_READ)
