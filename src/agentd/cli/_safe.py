@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.text import Text
 
 __all__ = ["SafeConsole", "dumps", "terminal_safe"]
@@ -43,9 +45,16 @@ def dumps(value: Any, indent: int | None = None) -> str:
 
 
 class SafeConsole(Console):
-    """A rich console that makes every string it is given terminal-safe before it is
-    rendered (markup in the CLI's own strings still styles; what came from a run is
-    escaped with ``rich.markup.escape`` where it is printed)."""
+    """A rich console whose output carries no control character but its own styling:
+    strings are made terminal-safe before layout, and every text segment again just
+    before it is written (``Text`` objects and tables skip ``render_str``). Markup in
+    the CLI's own strings still styles; run content is ``escape``d where printed."""
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(terminal_safe(text), **kwargs)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            segment if segment.control else
+            Segment(terminal_safe(segment.text), segment.style, segment.control)
+            for segment in buffer)
