@@ -19,7 +19,7 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,10 +139,13 @@ class Objects:
         os.rename(temp, target)
         dirty.add(target.parent)
 
-    def put_bytes(self, data: bytes, dirty: set[Path]) -> Stored:
+    def put_bytes(self, data: bytes, dirty: set[Path],
+                  reserve: Callable[[int], None] | None = None) -> Stored:
         digest = hashlib.sha256(data).hexdigest()
         if self.has(digest):
             return Stored(digest, len(data), False)
+        if reserve is not None:
+            reserve(len(data))
         temp, fd = self._temp()
         try:
             try:
@@ -157,16 +160,19 @@ class Objects:
             raise
         return Stored(digest, len(data), True)
 
-    def ingest(self, fd: int, dirty: set[Path]) -> Stored:
+    def ingest(self, fd: int, dirty: set[Path],
+               reserve: Callable[[int], None] | None = None) -> Stored:
         """Hash and store what is readable from ``fd`` in one pass.
 
         A small file is read into memory, hashed, and written only if its object is
         missing. A larger one is copied to a temp file while it is hashed (so it is read
         once), and the copy is dropped if the object turns out to exist already.
+        ``reserve`` is called with the size of a new object before it is published (it
+        raises to refuse it: a budget); content already stored costs nothing.
         """
         first = read_chunk(fd)
         if len(first) < CHUNK:
-            return self.put_bytes(first, dirty)
+            return self.put_bytes(first, dirty, reserve)
         digest = hashlib.sha256(first)
         size = len(first)
         temp, out = self._temp()
@@ -180,6 +186,8 @@ class Objects:
                     write_all(out, chunk)
                 hexdigest = digest.hexdigest()
                 new = not self.has(hexdigest)
+                if new and reserve is not None:
+                    reserve(size)
                 if new:
                     os.fsync(out)
             finally:
