@@ -9,6 +9,7 @@ from typing import Any
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
+from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.store import open_store
 from agentd.tools import tool
 
@@ -283,3 +284,24 @@ async def test_over_the_snapshot_budget_the_taint_is_kept(settings: Settings,
         assert "could not be snapshotted" in _taint(events)
     finally:
         await rt.close()
+
+
+async def test_snapshots_taken_while_a_step_turned_tainted_stay_tainted(tmp_path: Path
+                                                                        ) -> None:
+    """A session clean when its step began but tainted when it ended (a command whose
+    output came from outside) may have written meanwhile: the snapshots another
+    session took in between are tainted after the fact, so a restore to one of them
+    does not give back a clean workspace."""
+    keeper = WorkspaceKeeper(tmp_path / "snapshots", max_bytes=1 << 20)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    await keeper.writing("ag", "t", None)  # t's step starts, clean
+    (ws / "x").write_text("from outside")
+    [taken] = await keeper.snapshot("ag", ws, None, session_id="c")
+    assert not taken.data.get("tainted")  # nothing says otherwise yet
+    (ws / "y").write_text("more")
+    await keeper.snapshot("ag", ws, None, session_id="t", tainted="a page from outside")
+    data = await keeper.restore("ag", ws, taken.data["ref"])
+    assert "error" not in data
+    [found] = await keeper.snapshot("ag", ws, None, session_id="d", check=True)
+    assert "tainted" in found.data["tainted"]
