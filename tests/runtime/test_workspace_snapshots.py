@@ -305,3 +305,28 @@ async def test_snapshots_taken_while_a_step_turned_tainted_stay_tainted(tmp_path
     assert "error" not in data
     [found] = await keeper.snapshot("ag", ws, None, session_id="d", check=True)
     assert "tainted" in found.data["tainted"]
+
+
+async def test_the_snapshot_budget_is_counted_again_after_gc(tmp_path: Path) -> None:
+    """What an agent's snapshots cost is new content only, and what gc removed is
+    given back: an agent at its budget is not locked out for good."""
+    keeper = WorkspaceKeeper(tmp_path / "snapshots", max_bytes=1 << 30)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    budget = 3 << 20
+
+    async def take() -> dict[str, Any]:
+        [event] = await keeper.snapshot("ag", ws, None, session_id="s",
+                                        budget_bytes=budget)
+        return event.data
+
+    (ws / "a.bin").write_bytes(os.urandom(2 << 20))
+    first = await take()
+    assert first["new_bytes"] == 2 << 20
+    (ws / "a.bin").write_bytes(os.urandom(2 << 20))
+    over = await take()
+    assert over["error"]["code"] == "snapshot_budget_exceeded"
+    # Nothing refers to the first snapshot any more; the budget is free again.
+    await keeper.collect(set(), min_age_s=0)
+    again = await take()
+    assert again["new_bytes"] == 2 << 20

@@ -307,7 +307,9 @@ async def test_a_background_loop_dies_when_the_session_is_tainted(rt: Runtime) -
     events = await _play(
         rt, "k",
         _call("shell", command="(while true; do echo beat >> beats; sleep 0.1; done) "
-                               ">/dev/null 2>&1 & echo started"),
+                               ">/dev/null 2>&1 & setsid nohup sh -c 'while true; do "
+                               "echo beat >> beats2; sleep 0.1; done' >/dev/null 2>&1 & "
+                               "echo started"),
         _call("shell", command="for i in $(seq 300); do [ $(wc -l < beats) -gt 2 ] "
                                "&& break; sleep 0.1; done 2>/dev/null; wc -l < beats"),
         _FETCH,
@@ -317,6 +319,8 @@ async def test_a_background_loop_dies_when_the_session_is_tainted(rt: Runtime) -
     assert int(outputs[1].split()[-1]) > 2, outputs  # the loop ran
     before, after = outputs[-1].split()[-2:]
     assert before == after, outputs[-1]  # dead by the time the next call ran
-    count = len((root / "beats").read_text().splitlines())
+    counts = [len((root / name).read_text().splitlines()) for name in ("beats", "beats2")]
+    assert counts[1] > 0  # the loop in a session of its own ran too
     await asyncio.sleep(1.0)
-    assert len((root / "beats").read_text().splitlines()) == count
+    assert [len((root / name).read_text().splitlines())
+            for name in ("beats", "beats2")] == counts

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, NotFound
 from agentd.sandbox.snapshots import SnapshotStats, SnapshotStore
 from agentd.sandbox.workspace import set_usage
 from agentd.store import NewEvent
@@ -345,21 +345,29 @@ class WorkspaceKeeper:
         for agent_id in agents:
             async with self._lock(agent_id):
                 prov = await self._load(agent_id)
-                prov.stored = await asyncio.to_thread(self._held, list(prov.marks))
+                prov.stored, gone = await asyncio.to_thread(self._held, list(prov.marks))
+                for ref in gone:  # collected: it can never be restored
+                    prov.marks.pop(ref, None)
                 await self._save(agent_id, prov)
         return removed
 
-    def _held(self, refs: list[str]) -> int:
+    def _held(self, refs: list[str]) -> tuple[int, list[str]]:
+        """The bytes of distinct content the snapshots ``refs`` hold, and the refs
+        that are no longer stored."""
         sizes: dict[str, int] = {}
+        gone = []
         for ref in refs:
             try:
                 entries = self.store.manifest(ref)
+            except NotFound:
+                gone.append(ref)
+                continue
             except AgentdError:
-                continue  # collected, or never taken
+                continue
             for entry in entries.values():
                 if entry["type"] == "file":
                     sizes[entry["hash"]] = entry["size"]
-        return sum(sizes.values())
+        return sum(sizes.values()), gone
 
 
 class SessionWorkspace:
