@@ -330,3 +330,17 @@ async def test_the_snapshot_budget_is_counted_again_after_gc(tmp_path: Path) -> 
     await keeper.collect(set(), min_age_s=0)
     again = await take()
     assert again["new_bytes"] == 2 << 20
+
+
+async def test_a_restore_while_a_tainted_session_writes_keeps_the_taint(tmp_path: Path
+                                                                         ) -> None:
+    keeper = WorkspaceKeeper(tmp_path / "snapshots", max_bytes=1 << 20)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "mine.txt").write_text("clean")
+    [clean] = await keeper.snapshot("ag", ws, None, session_id="c")
+    await keeper.writing("ag", "t", "a page from outside")
+    assert "error" not in await keeper.restore("ag", ws, clean.data["ref"])
+    (ws / "x").write_text("from the page")  # t is still writing
+    [taken] = await keeper.snapshot("ag", ws, clean.data["ref"], session_id="c")
+    assert "a page from outside" in taken.data["tainted"]

@@ -121,6 +121,8 @@ class WorkspaceKeeper:
         #: agent -> session -> refs other sessions took while that session's step
         #: (which may write) runs: tainted after the fact if the step ends tainted.
         self._writers: dict[str, dict[str, set[str]]] = {}
+        #: agent -> session -> why, for those of the writers tainted when they began.
+        self._tainted_writers: dict[str, dict[str, str]] = {}
 
     def _lock(self, agent_id: str) -> asyncio.Lock:
         return self._locks.setdefault(agent_id, asyncio.Lock())
@@ -150,6 +152,7 @@ class WorkspaceKeeper:
         async with self._lock(agent_id):
             self._writers.setdefault(agent_id, {}).setdefault(session_id, set())
             if tainted:
+                self._tainted_writers.setdefault(agent_id, {})[session_id] = tainted
                 prov = await self._load(agent_id)
                 if not prov.taint:
                     prov.taint = f"written while a session was tainted ({tainted})"
@@ -167,6 +170,7 @@ class WorkspaceKeeper:
         """Forget the writer; if it ended tainted, taint what others took meanwhile
         and the workspace. Whether ``prov`` changed."""
         seen = self._writers.get(agent_id, {}).pop(session_id, None)
+        self._tainted_writers.get(agent_id, {}).pop(session_id, None)
         if seen is None or not tainted:
             return False
         why = f"written while a session was tainted ({tainted})"
@@ -323,9 +327,12 @@ class WorkspaceKeeper:
                 return {"ref": ref, "error": error}
             # The files are ``ref``'s now, and as trusted as it was when taken (one the
             # agent never took is of unknown provenance).
+            # A tainted session may be writing right now: it keeps its mark.
+            writing = next(iter(self._tainted_writers.get(agent_id, {}).values()), None)
             prov.head = ref
             prov.taint = prov.marks.get(
-                ref, "restored a snapshot the agent's steps did not take")
+                ref, "restored a snapshot the agent's steps did not take") or (
+                f"written while a session was tainted ({writing})" if writing else "")
             await self._save(agent_id, prov)
         return {"ref": ref, "written": stats.written, "removed": stats.removed,
                 "unchanged": stats.unchanged,
