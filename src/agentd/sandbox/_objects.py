@@ -1,5 +1,6 @@
 """The machinery under :mod:`agentd.sandbox.snapshots`: the content-addressed object
-directory, the per-workspace stat cache, a shared/exclusive lock, and descriptor-based
+directory, the per-workspace stat cache, a snapshot budget, the check for extended
+attributes, a shared/exclusive lock, and descriptor-based
 file-system helpers that never follow a symbolic link.
 
 Objects live at ``objects/ab/cdef...`` (the SHA-256 of their content, hex). One is
@@ -241,6 +242,44 @@ class Objects:
                 digest = fan.name + item.name
                 if HEX64.fullmatch(digest):
                     yield digest, item
+
+
+# --------------------------------------------------------------------------- budgets, xattrs
+
+
+# Labels the system itself puts on files (a Linux security module's); everything else
+# (``user.*``, ACLs, ...) was put there by someone and can carry data.
+_SYSTEM_XATTRS = ("security.selinux", "security.apparmor", "security.SMACK64",
+                  "security.ima", "security.evm")
+
+
+def has_xattrs(fd: int) -> bool:
+    """Whether the open file or directory carries extended attributes someone set."""
+    try:
+        names = os.listxattr(fd)
+    except OSError as exc:
+        # A file system without them has none; otherwise, cannot tell: assume the worst.
+        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    return any(not name.startswith(_SYSTEM_XATTRS) for name in names)
+
+
+class OverBudget(Exception):
+    pass
+
+
+class Budget:
+    """Bytes of new objects a snapshot may still store (shared by its hash workers)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> None:
+        with self._lock:
+            if size > self.left:
+                raise OverBudget
+            self.left -= size
 
 
 # --------------------------------------------------------------------------- stat cache

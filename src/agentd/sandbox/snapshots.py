@@ -77,11 +77,14 @@ from agentd.sandbox._objects import (
     DIR_FLAGS,
     FILE_FLAGS,
     HEX64,
+    Budget,
     CacheEntry,
     CorruptObject,
     Objects,
+    OverBudget,
     SharedLock,
     StatCache,
+    has_xattrs,
     hash_fd,
     make_writable,
     open_dir,
@@ -181,41 +184,6 @@ def _corrupt(message: str) -> StoreError:
     return StoreError(message, code="snapshot_corrupt")
 
 
-# Labels the system itself puts on files (a Linux security module's); everything else
-# (``user.*``, ACLs, ...) was put there by someone and can carry data.
-_SYSTEM_XATTRS = ("security.selinux", "security.apparmor", "security.SMACK64",
-                  "security.ima", "security.evm")
-
-
-def _has_xattrs(fd: int) -> bool:
-    """Whether the open file or directory carries extended attributes someone set."""
-    try:
-        names = os.listxattr(fd)
-    except OSError as exc:
-        # A file system without them has none; otherwise, cannot tell: assume the worst.
-        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
-    return any(not name.startswith(_SYSTEM_XATTRS) for name in names)
-
-
-class _OverBudget(Exception):
-    pass
-
-
-class _Budget:
-    """Bytes of new objects a snapshot may still store (shared by its hash workers)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.left = limit
-        self._lock = threading.Lock()
-
-    def reserve(self, size: int) -> None:
-        with self._lock:
-            if size > self.left:
-                raise _OverBudget
-            self.left -= size
-
-
 class SnapshotStore:
     """Snapshots of workspaces, stored under ``root`` (e.g. ``$AGENTD_HOME/snapshots``).
 
@@ -269,13 +237,13 @@ class SnapshotStore:
             try:
                 walk = _Walk()
                 if root_fd is not None:
-                    if _has_xattrs(root_fd):
+                    if has_xattrs(root_fd):
                         walk.xattrs.append(".")
                     self._walk(root_fd, "", 0, cache, walk)
-                spend = _Budget(budget) if budget is not None else None
+                spend = Budget(budget) if budget is not None else None
                 try:
                     hashed = self._hash_all(root_fd, walk, spend) if walk.todo else []
-                except _OverBudget:
+                except OverBudget:
                     assert budget is not None
                     raise PayloadTooLarge(
                         f"the workspace's changed files do not fit in the agent's "
@@ -460,7 +428,7 @@ class SnapshotStore:
                     continue
                 try:
                     walk.entries[path] = {"type": "dir", "mode": stat.S_IMODE(mode) & _PERM}
-                    if _has_xattrs(sub):
+                    if has_xattrs(sub):
                         walk.xattrs.append(path)
                     self._walk(sub, path + "/", depth + 1, cache, walk)
                 finally:
@@ -483,7 +451,7 @@ class SnapshotStore:
                                details={"max_bytes": self.max_bytes,
                                         "max_files": self.max_files})
 
-    def _hash_all(self, root_fd: int | None, walk: _Walk, budget: _Budget | None
+    def _hash_all(self, root_fd: int | None, walk: _Walk, budget: Budget | None
                   ) -> list[_Hashed]:
         assert root_fd is not None
 
@@ -509,7 +477,7 @@ class SnapshotStore:
                 results = list(pool.map(one, walk.todo))
         return [r for r in results if r is not None]
 
-    def _hash_one(self, root_fd: int, path: str, budget: _Budget | None) -> _Hashed:
+    def _hash_one(self, root_fd: int, path: str, budget: Budget | None) -> _Hashed:
         parts = path.split("/")
         with ExitStack() as stack:
             dir_fd = root_fd
@@ -527,7 +495,7 @@ class SnapshotStore:
             after = os.fstat(fd)
             # Setting an attribute moves ctime, so a cached file that gains one is read
             # again; one that has one is never cached, so it is looked at every time.
-            xattrs = _has_xattrs(fd)
+            xattrs = has_xattrs(fd)
         # Changed while being read: the content stored is whatever was read, but the
         # cache must not vouch for it.
         stable = (signature(before)[:3] == signature(after)[:3]
