@@ -1,7 +1,7 @@
 """The machinery under :mod:`agentd.sandbox.snapshots`: the content-addressed object
 directory, the per-workspace stat cache, a snapshot budget, the check for extended
-attributes, a shared/exclusive lock, and descriptor-based
-file-system helpers that never follow a symbolic link.
+attributes, a shared/exclusive lock, and descriptor-based file-system helpers that
+never follow a symbolic link.
 
 Objects live at ``objects/ab/cdef...`` (the SHA-256 of their content, hex). One is
 written to ``tmp/`` first, fsynced, then renamed into place, so an object file is
