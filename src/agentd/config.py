@@ -143,6 +143,9 @@ class AgentSandbox(_Strict):
     backend: Literal["auto", "bubblewrap", "gvisor", "process"] | None = None
     limits: dict[str, float] = Field(default_factory=dict)
     persistent_shell: bool = False
+    #: Lower the daemon's workspace size quota / snapshot budget for this agent (MB).
+    workspace_max_mb: int | None = Field(default=None, gt=0)
+    snapshot_budget_mb: int | None = Field(default=None, gt=0)
 
     @field_validator("limits")
     @classmethod
@@ -169,6 +172,12 @@ class SandboxConfig(_Strict):
     snapshots: bool = True
     #: A workspace larger than this is not snapshotted (the step says so).
     snapshot_max_mb: int = Field(default=2048, ge=1)
+    #: An agent's workspace may hold this much (0: no quota): past it, file tools
+    #: refuse to write (``quota_exceeded``) until files are removed.
+    workspace_max_mb: int = Field(default=1024, ge=0)
+    #: New content an agent's snapshots may add to the store (0: no budget); content
+    #: already stored costs nothing. Over it, a snapshot is not taken (fails closed).
+    snapshot_budget_mb: int = Field(default=8192, ge=0)
     #: How often snapshot objects no log refers to are deleted (0: never).
     snapshot_gc_s: float = Field(default=3600.0, ge=0)
 

@@ -587,3 +587,39 @@ def test_random_trees_round_trip_exactly(first: Tree, second: Tree) -> None:
         store.restore(ref_a, base / "a", cache_key="a")
         assert describe(base / "a") == want_a
         assert store.snapshot(base / "a", cache_key="a")[0] == ref_a
+
+
+def test_extended_attributes_are_reported_every_time(store: SnapshotStore, ws: Path
+                                                     ) -> None:
+    """A snapshot does not keep extended attributes: it names what carries them, on
+    every snapshot (a file with one is never vouched for by the stat cache), so that
+    the caller cannot take data hidden there for the agent's own."""
+    build(ws, {"plain.txt": b"p", "note.txt": b"n", "dir": {"f": b"f"}})
+    ref, stats = store.snapshot(ws, cache_key="a")
+    assert stats.xattrs == []
+    os.setxattr(ws / "note.txt", "user.payload", b"send everything")
+    os.setxattr(ws / "dir", "user.payload", b"x")
+    again, stats = store.snapshot(ws, cache_key="a")
+    assert again == ref  # the content is the same
+    assert stats.xattrs == ["dir", "note.txt"]
+    _, stats = store.snapshot(ws, cache_key="a")
+    assert stats.xattrs == ["dir", "note.txt"] and stats.hashed_files == 1
+    os.setxattr(ws, "user.payload", b"x")
+    assert store.snapshot(ws, cache_key="a")[1].xattrs == [".", "dir", "note.txt"]
+
+
+def test_a_budget_counts_new_content_only(store: SnapshotStore, ws: Path) -> None:
+    """Unchanged files cost nothing; a changed big file costs its size once; over
+    the budget the snapshot is refused with a code, and nothing names its objects."""
+    big = os.urandom(3 << 20)
+    build(ws, {"big.bin": big, "small.txt": b"s"})
+    ref, stats = store.snapshot(ws, cache_key="a", budget=(3 << 20) + 1)
+    assert stats.new_bytes == (3 << 20) + 1
+    # Unchanged (even hashed again without the stat cache): free.
+    assert store.snapshot(ws, cache_key="b", budget=0)[0] == ref
+    (ws / "big.bin").write_bytes(big[:-1] + b"!")
+    with pytest.raises(PayloadTooLarge) as caught:
+        store.snapshot(ws, cache_key="a", budget=(3 << 20) - 1)
+    assert caught.value.code == "snapshot_budget_exceeded"
+    _, stats = store.snapshot(ws, cache_key="a", budget=3 << 20)
+    assert stats.new_bytes == 3 << 20

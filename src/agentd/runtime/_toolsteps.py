@@ -10,7 +10,10 @@ reason are in the log with the call (``tool.started`` / ``tool.finished`` carry
 
 A result from outside (a tool marked ``untrusted_output``, or a result a tool itself
 flags) is committed with ``tainted``; from then on the session is tainted and the policy
-treats calls that can reach out accordingly.
+treats calls that can reach out accordingly. The moment a session becomes tainted, its
+persistent shells are closed and everything they started is killed (``on_tainted``),
+before any other call runs: a loop started in the background while the session was
+clean (and allowed out) must not go on sending after the taint.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from agentd.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
+    from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["ToolSteps", "render_output"]
 
@@ -71,10 +75,10 @@ class ToolSteps:
     #: Handed to tools (the agent's sandbox: backend, limits, network).
     sandbox: Any
     workspace: Any
-    #: Snapshots the workspace: with True, the check before a run's first tool step;
-    #: with False, after a step whose tools may have changed it. Returns the events to
-    #: commit (a ``workspace.snapshot``), or none.
-    snapshot_workspace: Callable[[bool], Awaitable[list[NewEvent]]] | None
+    #: The workspace's checks and snapshots (None: the agent's tools cannot change it).
+    workspace_steps: SessionWorkspace | None
+    #: Called once when the session becomes tainted (closes its persistent shells).
+    on_tainted: Callable[[], Awaitable[None]] | None
     on_waiting: Callable[[RunRecord], None] | None
     _decision: asyncio.Future[dict[str, Any]] | None
     _waiting: dict[str, Any] | None
@@ -96,14 +100,37 @@ class ToolSteps:
         """Judge, then run the calls: consecutive read-only calls together, anything
         that mutates alone, in the order the model asked for. ``prior`` holds the
         run's events after the step (a resumed run), so approvals are not asked twice."""
-        if self.snapshot_workspace is not None and not self._workspace_checked and calls:
-            # Before the run's first tool step: the files as they are now. If they
+        steps = self.workspace_steps
+        clean = self.history.tainted is None
+        if steps is not None and calls and (not self._workspace_checked
+                                            or steps.needs_check()):
+            # Before the run's first tool step (and a later one once another session
+            # moved the files, or tainted them): the files as they are now. If they
             # changed since the session last saw them, and not by the agent's own
             # untainted steps, the session is tainted before any call is judged.
             self._workspace_checked = True
-            check = await self.snapshot_workspace(True)
+            check = await steps.check()
             if check:
                 await self._commit(check)
+        clean = await self._on_taint(clean)
+        try:
+            return await self._run_judged(calls, retried, prior, clean)
+        finally:
+            if steps is not None:
+                await steps.done()
+
+    async def _on_taint(self, clean: bool) -> bool:
+        """End the session's shells if it just became tainted; whether it is clean."""
+        if clean and self.history.tainted is not None:
+            if self.on_tainted is not None:
+                await self.on_tainted()
+            return False
+        return clean
+
+    async def _run_judged(self, calls: list[ToolCall], retried: set[str] | None,
+                          prior: Sequence[EventRecord], clean: bool
+                          ) -> list[dict[str, Any]]:
+        steps = self.workspace_steps
         judged: list[tuple[ToolCall, Verdict | None, str | None]] = []
         for call in calls:
             judged.append(await self._judge(call, prior))
@@ -132,18 +159,23 @@ class ToolSteps:
                 **({"policy": v.to_dict()} if v is not None else {}),
                 **({"retry": True} if retried and c.id in retried else {}),
             }) for c, v, _ in group])
+            writes = not all(self._is_read_only(c) for c, _, _ in group)
+            if writes and steps is not None:
+                await steps.writing()
             if len(group) == 1:
                 results = [await self._call_tool(call)]
             else:
                 results = list(await asyncio.gather(*(self._call_tool(c)
                                                       for c, _, _ in group)))
-            mutated = mutated or not all(self._is_read_only(c) for c, _, _ in group)
+            mutated = mutated or writes
             await self._commit([self._event("tool.finished", r) for r in results])
             finished.extend(results)
-        if mutated and self.snapshot_workspace is not None:
-            snapshot = await self.snapshot_workspace(False)
+            clean = await self._on_taint(clean)
+        if mutated and steps is not None:
+            snapshot = await steps.snapshot()
             if snapshot:
                 await self._commit(snapshot)
+            await self._on_taint(clean)
         return finished
 
     async def _judge(self, call: ToolCall, prior: Sequence[EventRecord]

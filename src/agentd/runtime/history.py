@@ -111,8 +111,10 @@ class SessionHistory:
             if not self._pending and self._deferred:
                 deferred, self._deferred = self._deferred, []
                 self.messages.extend(deferred)
-        elif kind == "workspace.snapshot" and data.get("ref"):
-            self.workspace_ref = str(data["ref"])
+        elif kind == "workspace.snapshot":
+            if data.get("ref"):
+                self.workspace_ref = str(data["ref"])
+            # A snapshot that could not be taken taints too (it fails closed).
             if data.get("tainted") and self.tainted is None:
                 self.tainted = f"workspace (seq {event.seq}): {data['tainted']}"
         elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):

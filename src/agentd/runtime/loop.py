@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -32,6 +32,9 @@ from agentd.security.policy import Policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool
+
+if TYPE_CHECKING:
+    from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
 
@@ -121,7 +124,8 @@ class RunExecutor(ToolSteps):
         workspace: Path | None = None,
         permissions: Policy | None = None,
         sandbox: Any = None,
-        snapshot_workspace: Callable[[bool], Awaitable[list[NewEvent]]] | None = None,
+        workspace_steps: SessionWorkspace | None = None,
+        on_tainted: Callable[[], Awaitable[None]] | None = None,
         notes: Sequence[NewEvent] = (),
     ) -> None:
         self.store = store
@@ -143,7 +147,8 @@ class RunExecutor(ToolSteps):
         #: Judges every tool call (the agent's layered permission policy).
         self.permissions = permissions or Policy()
         self.sandbox = sandbox
-        self.snapshot_workspace = snapshot_workspace
+        self.workspace_steps = workspace_steps
+        self.on_tainted = on_tainted
         #: Events to log when the run starts (tools that could not be loaded).
         self.notes = list(notes)
         #: The primary model's catalog entry (context window, prices), if known.

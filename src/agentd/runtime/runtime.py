@@ -13,7 +13,6 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from agentd.runtime.loop import CallPolicy, RunExecutor
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.supervisor import Supervisor
-from agentd.runtime.workspaces import WorkspaceKeeper
+from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
 from agentd.sandbox.backends import Limits
 from agentd.security.policy import PolicyConfig, parse_policy
 from agentd.security.tokens import ensure_home
@@ -726,12 +725,20 @@ class Runtime(SessionOps):
                                    {"error": exc.to_dict()})
                 return None
         keeper = self.workspaces
-        snapshot_workspace = None
+        workspace_steps = None
         if keeper is not None and any(not t.read_only or t.name in WORKSPACE_TOOLS
                                       for t in tools):
-            def snapshot_workspace(check: bool) -> Awaitable[list[NewEvent]]:
-                return keeper.snapshot(agent.id, workspace, history.workspace_ref,
-                                       check=check, tainted=history.tainted)
+            workspace_steps = SessionWorkspace(
+                keeper, agent_id=agent.id, session_id=run.session_id,
+                workspace=workspace, history=history,
+                budget_bytes=_mb(self.settings.sandbox.snapshot_budget_mb,
+                                 plan.sandbox.snapshot_budget_mb),
+                quota_bytes=_mb(self.settings.sandbox.workspace_max_mb,
+                                plan.sandbox.workspace_max_mb))
+        shell_key = f"{agent.id}/{run.session_id}"
+
+        async def on_tainted() -> None:
+            await self.sandboxes.close_shells(shell_key)
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=session_key, history=history, kernel=self.kernel,
@@ -740,8 +747,8 @@ class Runtime(SessionOps):
             max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            workspace=workspace, permissions=permissions, snapshot_workspace=snapshot_workspace,
-            notes=notes, sandbox=sandbox,
+            workspace=workspace, permissions=permissions, workspace_steps=workspace_steps,
+            on_tainted=on_tainted, notes=notes, sandbox=sandbox,
         )
 
     def workspace_of(self, agent: AgentRecord) -> Path:
@@ -790,6 +797,12 @@ class Runtime(SessionOps):
             "queued_runs": self.supervisor.queued_runs,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
+
+
+def _mb(daemon: int, agent: int | None) -> int | None:
+    """A size limit in bytes: the daemon's (0: none), lowered by the agent's."""
+    chosen = [v for v in (daemon, agent) if v]
+    return min(chosen) << 20 if chosen else None
 
 
 def _settings_key(agent: AgentRecord) -> str:

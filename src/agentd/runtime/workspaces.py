@@ -12,6 +12,24 @@ Restoring a session to a checkpoint or seq, or forking one, puts the workspace b
 the files of that point, and logs ``workspace.restored`` (what was written and removed).
 The workspace is the agent's, shared by its sessions: restoring one session's files
 changes them for every session of the agent, which is why the event says so.
+
+Provenance (taint) is kept per workspace, not per session, because the files are:
+
+- every snapshot ref is remembered with why its content is untrusted ("" for content
+  only the agent's untainted steps wrote); the workspace's *current* content has a
+  taint too, and a snapshot inherits it (what a tainted session wrote is still there
+  until a restore puts back a state known to be clean);
+- a tainted session taints the workspace *before* its tools may write, so a snapshot
+  that another session takes meanwhile is tainted, and a snapshot that fails (too deep,
+  too large, over budget, disk full) cannot lose the mark: failure fails closed;
+- a session that was clean when its step began but ends it tainted (a command whose
+  output came from outside) taints, after the fact, every snapshot other sessions took
+  while its step ran; a clean session finds out at its next step (:meth:`SessionWorkspace.
+  needs_check`) and is tainted before its calls are judged;
+- extended attributes and special files (FIFOs, sockets, devices) are not kept by a
+  snapshot, so a state holding any is untrusted whoever wrote it;
+- a check (before a run's first step, and before any later step once the workspace
+  moved or is tainted) that cannot snapshot the workspace taints the session.
 """
 
 from __future__ import annotations
@@ -20,17 +38,22 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agentd.errors import AgentdError
-from agentd.sandbox.snapshots import SnapshotStore
+from agentd.errors import AgentdError, NotFound
+from agentd.sandbox.snapshots import SnapshotStats, SnapshotStore
+from agentd.sandbox.workspace import set_usage
 from agentd.store import NewEvent
 from agentd.store.records import EventRecord, live_events
 
-__all__ = ["WorkspaceKeeper", "snapshot_at"]
+if TYPE_CHECKING:
+    from agentd.runtime.history import SessionHistory
+
+__all__ = ["SessionWorkspace", "WorkspaceKeeper", "snapshot_at"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +70,46 @@ def snapshot_at(events: list[EventRecord], seq: int) -> str | None:
     return str(later[0]) if later else None
 
 
+@dataclass
+class _Provenance:
+    """An agent's provenance file (``provenance/<agent>.json`` in the store)."""
+
+    #: Snapshot ref -> why its content is untrusted ("" for the agent's own).
+    marks: dict[str, str] = field(default_factory=dict)
+    #: The workspace's last known state, and why its content is untrusted.
+    head: str | None = None
+    taint: str = ""
+    #: Bytes of new content the agent's snapshots stored (its snapshot budget's use).
+    stored: int = 0
+
+    @classmethod
+    def of(cls, raw: Any) -> _Provenance:
+        if not isinstance(raw, dict):
+            return cls()
+        if "marks" not in raw:  # the first format: marks alone
+            return cls(marks={str(k): str(v) for k, v in raw.items()})
+        return cls(marks={str(k): str(v) for k, v in dict(raw["marks"]).items()},
+                   head=raw.get("head"), taint=str(raw.get("taint") or ""),
+                   stored=int(raw.get("stored") or 0))
+
+    def mark(self, ref: str, why: str) -> None:
+        if not self.marks.get(ref):  # a taint is never forgotten
+            self.marks[ref] = why
+
+
+def _unkept(stats: SnapshotStats) -> str:
+    """Why a state is untrusted whoever wrote it: what the snapshot could not keep."""
+    parts = []
+    if stats.xattrs:
+        parts.append("extended attributes on " + ", ".join(stats.xattrs[:5]))
+    if stats.skipped:
+        parts.append("special or unreadable files " + ", ".join(stats.skipped[:5]))
+    if not parts:
+        return ""
+    return ("the workspace holds what a snapshot cannot keep (" + "; ".join(parts)
+            + "): its provenance is unknown")
+
+
 class WorkspaceKeeper:
     """The daemon's snapshot store and what the runtime does with it."""
 
@@ -54,70 +117,190 @@ class WorkspaceKeeper:
         self.store = SnapshotStore(root, max_bytes=max_bytes)
         # One snapshot or restore of a workspace at a time.
         self._locks: dict[str, asyncio.Lock] = {}
+        self._provenance: dict[str, _Provenance] = {}
+        #: agent -> session -> refs other sessions took while that session's step
+        #: (which may write) runs: tainted after the fact if the step ends tainted.
+        self._writers: dict[str, dict[str, set[str]]] = {}
+        #: agent -> session -> why, for those of the writers tainted when they began.
+        self._tainted_writers: dict[str, dict[str, str]] = {}
 
     def _lock(self, agent_id: str) -> asyncio.Lock:
         return self._locks.setdefault(agent_id, asyncio.Lock())
 
-    async def snapshot(self, agent_id: str, workspace: Path, last_ref: str | None, *,
-                       check: bool = False, tainted: str | None = None) -> list[NewEvent]:
-        """A ``workspace.snapshot`` event if the files differ from ``last_ref``.
+    async def _load(self, agent_id: str) -> _Provenance:
+        prov = self._provenance.get(agent_id)
+        if prov is None:
+            prov = self._provenance[agent_id] = await asyncio.to_thread(
+                self._read_provenance, agent_id)
+        return prov
 
-        Provenance: every snapshot the agent's own steps produce is remembered with
-        whether the session was tainted then. ``check`` (before a run's first tool
-        step) looks at files that changed since the session's last snapshot: a state
-        the agent's tools never produced was changed from outside, and one produced
-        while a session was tainted carries that taint; either way the event says
-        ``tainted`` and the session is tainted from then on.
+    def taint_of(self, agent_id: str, ref: str | None) -> str | None:
+        """Why the workspace (or the snapshot ``ref``) is untrusted, from memory; None
+        when it is not known yet (nothing loaded)."""
+        prov = self._provenance.get(agent_id)
+        if prov is None:
+            return None
+        return prov.taint or prov.marks.get(ref or "", "")
+
+    def moved(self, agent_id: str, ref: str | None) -> bool:
+        """Whether the workspace is (or may be) at another state than ``ref``."""
+        prov = self._provenance.get(agent_id)
+        return prov is None or prov.head != ref
+
+    async def writing(self, agent_id: str, session_id: str, tainted: str | None) -> None:
+        """A step of ``session_id`` that may write is about to run."""
+        async with self._lock(agent_id):
+            self._writers.setdefault(agent_id, {}).setdefault(session_id, set())
+            if tainted:
+                self._tainted_writers.setdefault(agent_id, {})[session_id] = tainted
+                prov = await self._load(agent_id)
+                if not prov.taint:
+                    prov.taint = f"written while a session was tainted ({tainted})"
+                    await self._save(agent_id, prov)
+
+    async def written(self, agent_id: str, session_id: str, tainted: str | None) -> None:
+        """The step is over (its snapshot taken or not)."""
+        async with self._lock(agent_id):
+            prov = await self._load(agent_id)
+            if self._end_write(agent_id, session_id, tainted, prov):
+                await self._save(agent_id, prov)
+
+    def _end_write(self, agent_id: str, session_id: str, tainted: str | None,
+                   prov: _Provenance) -> bool:
+        """Forget the writer; if it ended tainted, taint what others took meanwhile
+        and the workspace. Whether ``prov`` changed."""
+        seen = self._writers.get(agent_id, {}).pop(session_id, None)
+        self._tainted_writers.get(agent_id, {}).pop(session_id, None)
+        if seen is None or not tainted:
+            return False
+        why = f"written while a session was tainted ({tainted})"
+        for ref in seen:
+            prov.mark(ref, why)
+        prov.taint = prov.taint or why
+        return True
+
+    async def snapshot(self, agent_id: str, workspace: Path, last_ref: str | None, *,
+                       session_id: str = "", check: bool = False,
+                       tainted: str | None = None, budget_bytes: int | None = None,
+                       quota_bytes: int | None = None) -> list[NewEvent]:
+        """A ``workspace.snapshot`` event if the files differ from ``last_ref`` (or
+        the session, clean so far, must learn that they are untrusted).
+
+        ``check`` (before a step): the files as they are now: a state the agent's
+        tools never produced was changed from outside; one that is tainted taints
+        the session (the event says ``tainted``). Without ``check`` (after a step of
+        ``session_id`` that may have written), the new state is as trusted as the
+        session and the workspace it started from, and the step is over.
         """
         async with self._lock(agent_id):
+            prov = await self._load(agent_id)
+            budget = (None if budget_bytes is None
+                      else max(budget_bytes - prov.stored, 0))
             try:
-                ref, stats = await asyncio.to_thread(self.store.snapshot, workspace,
-                                                     cache_key=agent_id)
-            except AgentdError as exc:
-                log.warning("workspace of agent %s not snapshotted: %s", agent_id,
-                            exc.message)
-                return [NewEvent(kind="workspace.snapshot",
-                                 data={"ref": None, "error": exc.to_dict()})]
-            if ref == last_ref:
-                return []
-            marks = await asyncio.to_thread(self._marks, agent_id)
-            known = marks.get(ref)
-            why: str
-            if check:
-                why = known if known is not None else (
-                    "files in the workspace were changed outside the agent's tools"
-                    if stats.files else "")
+                ref, stats = await asyncio.to_thread(
+                    self.store.snapshot, workspace, cache_key=agent_id, budget=budget)
+            except (AgentdError, OSError) as exc:
+                return [await self._failed(agent_id, session_id, workspace, prov, exc,
+                                           check=check, tainted=tainted,
+                                           quota_bytes=quota_bytes)]
+            known = prov.marks.get(ref)
+            if not check:
+                why = tainted or prov.taint or prov.marks.get(last_ref or "", "")
+            elif ref == prov.head or known is not None:
+                why = known or prov.taint
             else:
-                # Written by this step: as trusted as the session and what it started from.
-                why = tainted or marks.get(last_ref or "") or ""
-            if known is None or (not known and why):  # a taint is never forgotten
-                marks[ref] = why
-                await asyncio.to_thread(self._save_marks, agent_id, marks)
+                why = ("files in the workspace were changed outside the agent's tools"
+                       if stats.files else prov.taint)
+            why = why or _unkept(stats)
+            prov.mark(ref, why)
+            prov.head, prov.taint = ref, why
+            prov.stored += stats.new_bytes
+            for session, seen in self._writers.get(agent_id, {}).items():
+                if session != session_id:
+                    seen.add(ref)
+            if not check:
+                self._end_write(agent_id, session_id, tainted, prov)
+            await self._save(agent_id, prov)
+        over = self._quota(workspace, stats.bytes, quota_bytes)
+        news = bool(why) and tainted is None
+        if ref == last_ref and not news and not over:
+            return []
         return [NewEvent(kind="workspace.snapshot", data={
             "ref": ref, "files": stats.files, "bytes": stats.bytes,
             "hashed_bytes": stats.hashed_bytes, "new_bytes": stats.new_bytes,
             "ms": round(stats.duration_ms, 3),
-            **({"tainted": why} if check and why else {}),
-            **({"skipped": stats.skipped[:20]} if stats.skipped else {})})]
+            **({"tainted": why} if why and (check or news) else {}),
+            **({"quota_exceeded": over} if over else {}),
+            **({"skipped": stats.skipped[:20]} if stats.skipped else {}),
+            **({"xattrs": stats.xattrs[:20]} if stats.xattrs else {})})]
 
-    def _marks_path(self, agent_id: str) -> Path:
+    async def _failed(self, agent_id: str, session_id: str, workspace: Path,
+                      prov: _Provenance, exc: AgentdError | OSError, *, check: bool,
+                      tainted: str | None, quota_bytes: int | None) -> NewEvent:
+        """Fail closed: the workspace keeps (or takes) the writer's taint, and a
+        session that cannot see what it would read is tainted."""
+        error = (exc.to_dict() if isinstance(exc, AgentdError)
+                 else {"code": "snapshot_failed", "message": str(exc.strerror or exc),
+                       "retryable": True})
+        log.warning("workspace of agent %s not snapshotted: %s", agent_id,
+                    error["message"])
+        if tainted and not prov.taint:
+            prov.taint = f"written while a session was tainted ({tainted})"
+        if not check:
+            self._end_write(agent_id, session_id, tainted, prov)
+        await self._save(agent_id, prov)
+        data: dict[str, Any] = {"ref": None, "error": error}
+        if error.get("code") == "workspace_too_large":
+            # Larger than a snapshot may hold: over any quota below that.
+            over = self._quota(workspace, self.store.max_bytes + 1, quota_bytes)
+            if over:
+                data["quota_exceeded"] = over
+        if tainted is None and (check or prov.taint):
+            data["tainted"] = (
+                f"the workspace could not be snapshotted ({error['message']}): what it "
+                "holds is of unknown provenance" if check else prov.taint)
+        return NewEvent(kind="workspace.snapshot", data=data)
+
+    def _quota(self, workspace: Path, size: int, quota_bytes: int | None
+               ) -> dict[str, Any] | None:
+        """Record the workspace's size for the file tools' quota; the event's note if
+        it is over."""
+        if quota_bytes is None:
+            return None
+        set_usage(workspace, size, quota_bytes)
+        if size <= quota_bytes:
+            return None
+        return {"bytes": size, "max_bytes": quota_bytes,
+                "message": "the workspace is over its size quota: file tools refuse to "
+                           "write until files are removed"}
+
+    def _path(self, agent_id: str) -> Path:
         return self.store.root / "provenance" / f"{agent_id}.json"
 
-    def _marks(self, agent_id: str) -> dict[str, str]:
-        """Snapshot ref -> why its content is untrusted ("" for the agent's own)."""
+    def _read_provenance(self, agent_id: str) -> _Provenance:
         try:
-            return dict(orjson.loads(self._marks_path(agent_id).read_bytes()))
+            return _Provenance.of(orjson.loads(self._path(agent_id).read_bytes()))
         except FileNotFoundError:
-            return {}
-        except (OSError, orjson.JSONDecodeError):
-            log.warning("provenance of agent %s unreadable; starting afresh", agent_id)
-            return {}
+            return _Provenance()
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
+            # Fail closed: a workspace whose history is lost is of unknown provenance.
+            log.warning("provenance of agent %s unreadable; its workspace is untrusted",
+                        agent_id)
+            return _Provenance(taint="the workspace's provenance record was unreadable")
 
-    def _save_marks(self, agent_id: str, marks: dict[str, str]) -> None:
-        path = self._marks_path(agent_id)
+    async def _save(self, agent_id: str, prov: _Provenance) -> None:
+        data = orjson.dumps({"marks": prov.marks, "head": prov.head, "taint": prov.taint,
+                             "stored": prov.stored})
+        try:
+            await asyncio.to_thread(self._write, self._path(agent_id), data)
+        except OSError as exc:  # disk full: memory still has it, and fails closed
+            log.error("provenance of agent %s not saved: %s", agent_id, exc)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")
-        temp.write_bytes(orjson.dumps(marks))
+        temp.write_bytes(data)
         os.replace(temp, path)
 
     async def restore(self, agent_id: str, workspace: Path, ref: str | None
@@ -128,13 +311,29 @@ class WorkspaceKeeper:
                                          "its files were left as they are"}
         started = time.perf_counter()
         async with self._lock(agent_id):
+            prov = await self._load(agent_id)
             try:
                 stats = await asyncio.to_thread(self.store.restore, ref, workspace,
                                                 cache_key=agent_id)
-            except AgentdError as exc:
+            except (AgentdError, OSError) as exc:
+                error = (exc.to_dict() if isinstance(exc, AgentdError)
+                         else {"code": "restore_failed", "message": str(exc),
+                               "retryable": True})
                 log.error("workspace of agent %s not restored to %s: %s", agent_id, ref,
-                          exc.message)
-                return {"ref": ref, "error": exc.to_dict()}
+                          error["message"])
+                # Part-way: what was written of ``ref`` mixes with what was there.
+                prov.taint = prov.taint or prov.marks.get(ref, "")
+                await self._save(agent_id, prov)
+                return {"ref": ref, "error": error}
+            # The files are ``ref``'s now, and as trusted as it was when taken (one the
+            # agent never took is of unknown provenance).
+            # A tainted session may be writing right now: it keeps its mark.
+            writing = next(iter(self._tainted_writers.get(agent_id, {}).values()), None)
+            prov.head = ref
+            prov.taint = prov.marks.get(
+                ref, "restored a snapshot the agent's steps did not take") or (
+                f"written while a session was tainted ({writing})" if writing else "")
+            await self._save(agent_id, prov)
         return {"ref": ref, "written": stats.written, "removed": stats.removed,
                 "unchanged": stats.unchanged,
                 "ms": round((time.perf_counter() - started) * 1000, 3),
@@ -143,5 +342,99 @@ class WorkspaceKeeper:
 
     async def collect(self, keep: set[str], *, min_age_s: float = 3600.0) -> int:
         """Drop snapshot objects no log refers to (young ones are kept: their events may
-        be on their way to the store)."""
-        return await asyncio.to_thread(self.store.gc, keep, min_age_s=min_age_s)
+        be on their way to the store), then count again what each agent's snapshots
+        hold (its snapshot budget: each distinct content once)."""
+        removed = await asyncio.to_thread(self.store.gc, keep, min_age_s=min_age_s)
+        folder = self.store.root / "provenance"
+        agents = await asyncio.to_thread(
+            lambda: sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir()
+            else [])
+        for agent_id in agents:
+            async with self._lock(agent_id):
+                prov = await self._load(agent_id)
+                prov.stored, gone = await asyncio.to_thread(self._held, list(prov.marks))
+                for ref in gone:  # collected: it can never be restored
+                    prov.marks.pop(ref, None)
+                await self._save(agent_id, prov)
+        return removed
+
+    def _held(self, refs: list[str]) -> tuple[int, list[str]]:
+        """The bytes of distinct content the snapshots ``refs`` hold, and the refs
+        that are no longer stored."""
+        sizes: dict[str, int] = {}
+        gone = []
+        for ref in refs:
+            try:
+                entries = self.store.manifest(ref)
+            except NotFound:
+                gone.append(ref)
+                continue
+            except AgentdError:
+                continue
+            for entry in entries.values():
+                if entry["type"] == "file":
+                    sizes[entry["hash"]] = entry["size"]
+        return sum(sizes.values()), gone
+
+
+class SessionWorkspace:
+    """What one run does with its agent's workspace: the checks before its steps and
+    the snapshot after a step that may write (made by the runtime per run).
+
+    Args:
+        keeper: the daemon's keeper.
+        agent_id, session_id: whose.
+        workspace: the agent's workspace directory.
+        history: the session's history (its taint and latest snapshot, read live).
+        budget_bytes: the agent's snapshot store budget (None: none).
+        quota_bytes: the agent's workspace size quota (None: none).
+    """
+
+    def __init__(self, keeper: WorkspaceKeeper, *, agent_id: str, session_id: str,
+                 workspace: Path, history: SessionHistory,
+                 budget_bytes: int | None = None, quota_bytes: int | None = None) -> None:
+        self.keeper = keeper
+        self.agent_id = agent_id
+        self.session_id = session_id
+        self.workspace = workspace
+        self.history = history
+        self.budget_bytes = budget_bytes
+        self.quota_bytes = quota_bytes
+        self._writing = False
+
+    def needs_check(self) -> bool:
+        """Whether a step of this (clean) session must look at the files first: the
+        workspace moved since the session's last snapshot, or it is tainted."""
+        if self.history.tainted is not None:
+            return False
+        ref = self.history.workspace_ref
+        return (self.keeper.moved(self.agent_id, ref)
+                or bool(self.keeper.taint_of(self.agent_id, ref)))
+
+    async def check(self) -> list[NewEvent]:
+        return await self._snapshot(check=True)
+
+    async def writing(self) -> None:
+        """A call that may write is about to run (once per step)."""
+        if not self._writing:
+            self._writing = True
+            await self.keeper.writing(self.agent_id, self.session_id,
+                                      self.history.tainted)
+
+    async def snapshot(self) -> list[NewEvent]:
+        """After a step that may have written; ends the step."""
+        self._writing = False
+        return await self._snapshot(check=False)
+
+    async def done(self) -> None:
+        """The step ended without its snapshot (an error, a cancellation)."""
+        if self._writing:
+            self._writing = False
+            await self.keeper.written(self.agent_id, self.session_id,
+                                      self.history.tainted)
+
+    async def _snapshot(self, *, check: bool) -> list[NewEvent]:
+        return await self.keeper.snapshot(
+            self.agent_id, self.workspace, self.history.workspace_ref,
+            session_id=self.session_id, check=check, tainted=self.history.tainted,
+            budget_bytes=self.budget_bytes, quota_bytes=self.quota_bytes)

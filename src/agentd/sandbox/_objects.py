@@ -1,6 +1,7 @@
 """The machinery under :mod:`agentd.sandbox.snapshots`: the content-addressed object
-directory, the per-workspace stat cache, a shared/exclusive lock, and descriptor-based
-file-system helpers that never follow a symbolic link.
+directory, the per-workspace stat cache, a snapshot budget, the check for extended
+attributes, a shared/exclusive lock, and descriptor-based file-system helpers that
+never follow a symbolic link.
 
 Objects live at ``objects/ab/cdef...`` (the SHA-256 of their content, hex). One is
 written to ``tmp/`` first, fsynced, then renamed into place, so an object file is
@@ -19,7 +20,7 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,13 @@ class Objects:
         os.rename(temp, target)
         dirty.add(target.parent)
 
-    def put_bytes(self, data: bytes, dirty: set[Path]) -> Stored:
+    def put_bytes(self, data: bytes, dirty: set[Path],
+                  reserve: Callable[[int], None] | None = None) -> Stored:
         digest = hashlib.sha256(data).hexdigest()
         if self.has(digest):
             return Stored(digest, len(data), False)
+        if reserve is not None:
+            reserve(len(data))
         temp, fd = self._temp()
         try:
             try:
@@ -157,16 +161,19 @@ class Objects:
             raise
         return Stored(digest, len(data), True)
 
-    def ingest(self, fd: int, dirty: set[Path]) -> Stored:
+    def ingest(self, fd: int, dirty: set[Path],
+               reserve: Callable[[int], None] | None = None) -> Stored:
         """Hash and store what is readable from ``fd`` in one pass.
 
         A small file is read into memory, hashed, and written only if its object is
         missing. A larger one is copied to a temp file while it is hashed (so it is read
         once), and the copy is dropped if the object turns out to exist already.
+        ``reserve`` is called with the size of a new object before it is published (it
+        raises to refuse it: a budget); content already stored costs nothing.
         """
         first = read_chunk(fd)
         if len(first) < CHUNK:
-            return self.put_bytes(first, dirty)
+            return self.put_bytes(first, dirty, reserve)
         digest = hashlib.sha256(first)
         size = len(first)
         temp, out = self._temp()
@@ -180,6 +187,8 @@ class Objects:
                     write_all(out, chunk)
                 hexdigest = digest.hexdigest()
                 new = not self.has(hexdigest)
+                if new and reserve is not None:
+                    reserve(size)
                 if new:
                     os.fsync(out)
             finally:
@@ -233,6 +242,44 @@ class Objects:
                 digest = fan.name + item.name
                 if HEX64.fullmatch(digest):
                     yield digest, item
+
+
+# --------------------------------------------------------------------------- budgets, xattrs
+
+
+# Labels the system itself puts on files (a Linux security module's); everything else
+# (``user.*``, ACLs, ...) was put there by someone and can carry data.
+_SYSTEM_XATTRS = ("security.selinux", "security.apparmor", "security.SMACK64",
+                  "security.ima", "security.evm")
+
+
+def has_xattrs(fd: int) -> bool:
+    """Whether the open file or directory carries extended attributes someone set."""
+    try:
+        names = os.listxattr(fd)
+    except OSError as exc:
+        # A file system without them has none; otherwise, cannot tell: assume the worst.
+        return exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    return any(not name.startswith(_SYSTEM_XATTRS) for name in names)
+
+
+class OverBudget(Exception):
+    pass
+
+
+class Budget:
+    """Bytes of new objects a snapshot may still store (shared by its hash workers)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> None:
+        with self._lock:
+            if size > self.left:
+                raise OverBudget
+            self.left -= size
 
 
 # --------------------------------------------------------------------------- stat cache

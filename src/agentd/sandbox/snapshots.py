@@ -37,7 +37,9 @@ What makes it safe:
 Kept: regular files (content and permission bits ``0o777``; no set-id or sticky bits),
 directories (with their mode, empty ones too) and symbolic links (their target
 string). Skipped and reported: FIFOs, sockets, devices, and entries the daemon may not
-read. Hard links are restored as separate files.
+read. Extended attributes are not kept; the files and directories that carry them are
+reported (``SnapshotStats.xattrs``), so that the caller can refuse to vouch for them.
+Hard links are restored as separate files.
 
 Errors: a malformed ref is :class:`~agentd.errors.InvalidInput`; a well-formed ref with
 no snapshot behind it is :class:`~agentd.errors.NotFound` (code
@@ -75,11 +77,14 @@ from agentd.sandbox._objects import (
     DIR_FLAGS,
     FILE_FLAGS,
     HEX64,
+    Budget,
     CacheEntry,
     CorruptObject,
     Objects,
+    OverBudget,
     SharedLock,
     StatCache,
+    has_xattrs,
     hash_fd,
     make_writable,
     open_dir,
@@ -107,7 +112,10 @@ class SnapshotStats:
     ``files``/``bytes`` are the regular files in the snapshot; ``hashed_*`` what had to
     be read this time (0 for an unchanged workspace); ``new_*`` the file contents stored
     this time (the manifest object is not counted); ``skipped`` the relative paths left
-    out (FIFOs, sockets, devices, unreadable entries).
+    out (FIFOs, sockets, devices, unreadable entries); ``xattrs`` the files and
+    directories carrying extended attributes, which a snapshot does not keep (LSM labels
+    such as ``security.selinux`` aside). Both are what a later reader of the workspace
+    could see and a snapshot cannot vouch for.
     """
 
     files: int
@@ -118,6 +126,7 @@ class SnapshotStats:
     new_bytes: int
     skipped: list[str]
     duration_ms: float
+    xattrs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +155,7 @@ class _Walk:
     cache: dict[str, CacheEntry] = field(default_factory=dict)
     todo: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    xattrs: list[str] = field(default_factory=list)
     count: int = 0
     total: int = 0
 
@@ -159,6 +169,7 @@ class _Hashed:
     new: bool
     cache: CacheEntry | None
     dirty: set[Path]
+    xattrs: bool = False
 
 
 def _ms(start: float) -> float:
@@ -202,13 +213,20 @@ class SnapshotStore:
 
     # -- public ------------------------------------------------------------------------
 
-    def snapshot(self, workspace: Path, *, cache_key: str) -> tuple[str, SnapshotStats]:
+    def snapshot(self, workspace: Path, *, cache_key: str, budget: int | None = None
+                 ) -> tuple[str, SnapshotStats]:
         """Snapshot ``workspace`` (a missing one is empty); returns its ref and stats.
+
+        ``budget``: at most this many bytes of new file content may be stored (content
+        already in the store costs nothing); over it, the snapshot is not taken.
 
         Raises:
             InvalidInput: ``cache_key`` is not a plain name, or ``workspace`` is a link
                 or not a directory, or is nested deeper than 256 levels.
-            PayloadTooLarge: over ``max_bytes`` or ``max_files`` (nothing is stored).
+            PayloadTooLarge: over ``max_bytes`` or ``max_files`` (nothing is stored;
+                code ``workspace_too_large``), or over ``budget`` (code
+                ``snapshot_budget_exceeded``; objects stored before it was hit are left
+                for :meth:`gc`).
         """
         started = time.perf_counter()
         cache_path = self._cache_path(cache_key)
@@ -219,8 +237,19 @@ class SnapshotStore:
             try:
                 walk = _Walk()
                 if root_fd is not None:
+                    if has_xattrs(root_fd):
+                        walk.xattrs.append(".")
                     self._walk(root_fd, "", 0, cache, walk)
-                hashed = self._hash_all(root_fd, walk) if walk.todo else []
+                spend = Budget(budget) if budget is not None else None
+                try:
+                    hashed = self._hash_all(root_fd, walk, spend) if walk.todo else []
+                except OverBudget:
+                    assert budget is not None
+                    raise PayloadTooLarge(
+                        f"the workspace's changed files do not fit in the agent's "
+                        f"snapshot budget ({budget} bytes left)",
+                        code="snapshot_budget_exceeded",
+                        details={"budget_bytes": budget}) from None
             finally:
                 if root_fd is not None:
                     os.close(root_fd)
@@ -233,6 +262,8 @@ class SnapshotStore:
                     walk.cache[item.path] = item.cache
                 if item.new:
                     new[item.digest] = item.size
+                if item.xattrs:
+                    walk.xattrs.append(item.path)
                 dirty |= item.dirty
             sync_dirs(dirty)  # every object durable before the manifest names it
             data = json.dumps({"agentd_snapshot": _FORMAT, "entries": walk.entries},
@@ -249,7 +280,8 @@ class SnapshotStore:
             files=len(files), bytes=sum(e["size"] for e in files),
             hashed_files=len(hashed), hashed_bytes=sum(h.size for h in hashed),
             new_objects=len(new), new_bytes=sum(new.values()),
-            skipped=sorted(walk.skipped), duration_ms=_ms(started))
+            skipped=sorted(walk.skipped), duration_ms=_ms(started),
+            xattrs=sorted(walk.xattrs))
         logger.debug("snapshot %s of %s: %s", stored.digest, cache_key, stats)
         return stored.digest, stats
 
@@ -396,6 +428,8 @@ class SnapshotStore:
                     continue
                 try:
                     walk.entries[path] = {"type": "dir", "mode": stat.S_IMODE(mode) & _PERM}
+                    if has_xattrs(sub):
+                        walk.xattrs.append(path)
                     self._walk(sub, path + "/", depth + 1, cache, walk)
                 finally:
                     os.close(sub)
@@ -417,12 +451,13 @@ class SnapshotStore:
                                details={"max_bytes": self.max_bytes,
                                         "max_files": self.max_files})
 
-    def _hash_all(self, root_fd: int | None, walk: _Walk) -> list[_Hashed]:
+    def _hash_all(self, root_fd: int | None, walk: _Walk, budget: Budget | None
+                  ) -> list[_Hashed]:
         assert root_fd is not None
 
         def one(path: str) -> _Hashed | None:
             try:
-                return self._hash_one(root_fd, path)
+                return self._hash_one(root_fd, path, budget)
             except FileNotFoundError:
                 return None  # gone since the walk
             except (PermissionError, _NotRegular):
@@ -442,7 +477,7 @@ class SnapshotStore:
                 results = list(pool.map(one, walk.todo))
         return [r for r in results if r is not None]
 
-    def _hash_one(self, root_fd: int, path: str) -> _Hashed:
+    def _hash_one(self, root_fd: int, path: str, budget: Budget | None) -> _Hashed:
         parts = path.split("/")
         with ExitStack() as stack:
             dir_fd = root_fd
@@ -455,16 +490,20 @@ class SnapshotStore:
             if not stat.S_ISREG(before.st_mode):
                 raise _NotRegular(path)
             dirty: set[Path] = set()
-            stored = self._objects.ingest(fd, dirty)
+            stored = self._objects.ingest(fd, dirty,
+                                          budget.reserve if budget is not None else None)
             after = os.fstat(fd)
+            # Setting an attribute moves ctime, so a cached file that gains one is read
+            # again; one that has one is never cached, so it is looked at every time.
+            xattrs = has_xattrs(fd)
         # Changed while being read: the content stored is whatever was read, but the
         # cache must not vouch for it.
         stable = (signature(before)[:3] == signature(after)[:3]
-                  and stored.size == before.st_size)
+                  and stored.size == before.st_size and not xattrs)
         return _Hashed(path=path, digest=stored.digest, size=stored.size,
                        mode=stat.S_IMODE(before.st_mode) & _PERM, new=stored.new,
                        cache=(*signature(before), stored.digest) if stable else None,
-                       dirty=dirty)
+                       dirty=dirty, xattrs=xattrs)
 
     # -- manifests ---------------------------------------------------------------------
 

@@ -16,6 +16,10 @@ model reads:
 
 Writes go to a temporary file in the same directory, then ``rename`` over the target:
 a reader sees the old content or the new, never half of it.
+
+A workspace may have a size quota (:func:`set_usage`, kept up to date by the runtime's
+snapshots, which know the size): a write that would take the workspace over it, or
+any write while it is over, is refused with ``quota_exceeded``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from agentd.errors import ToolError
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "set_usage"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 64
@@ -42,6 +46,23 @@ def _kind(mode: int) -> str:
 
 def _refuse(message: str) -> ToolError:
     return ToolError(message, code="path_refused")
+
+
+#: Workspace root -> [bytes in it as last measured (plus what file tools wrote since),
+#: its quota]. One daemon per process; the runtime owns the figures.
+_usage: dict[str, list[int]] = {}
+
+
+def set_usage(root: Path, used: int, limit: int | None) -> None:
+    """Record a workspace's size and quota (``limit`` None: no quota)."""
+    if limit is None:
+        _usage.pop(str(root), None)
+    else:
+        _usage[str(root)] = [used, limit]
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MB"
 
 
 class Workspace:
@@ -59,6 +80,22 @@ class Workspace:
             self._owner = (info.st_uid, info.st_gid)
         if os.geteuid() == 0 and self._owner[0] != 0:
             os.fchown(fd, *self._owner)
+
+    def _reserve(self, size: int) -> None:
+        """Count ``size`` more bytes against the quota, or refuse them."""
+        usage = _usage.get(str(self.root))
+        if usage is None:
+            return
+        used, limit = usage
+        if used > limit:
+            raise ToolError(f"the workspace is over its size quota ({_mb(used)} of "
+                            f"{_mb(limit)}): remove files before writing more",
+                            code="quota_exceeded")
+        if used + size > limit:
+            raise ToolError(f"writing {_mb(size)} would take the workspace over its size "
+                            f"quota ({_mb(used)} of {_mb(limit)} used)",
+                            code="quota_exceeded")
+        usage[0] = used + size
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -216,6 +253,7 @@ class Workspace:
         parts = self.parts(path)
         if not parts:
             raise _refuse("the workspace root is a directory, not a file")
+        self._reserve(len(data))
         with self._dir(parts[:-1], create=True) as dir_fd:
             self._check_target(dir_fd, parts)
             temp = f".{parts[-1]}.{secrets.token_hex(4)}.tmp"
@@ -238,6 +276,7 @@ class Workspace:
             raise ToolError("a file is listed twice", code="tool_bad_arguments")
         if any(not p for p in paths):
             raise _refuse("the workspace root is a directory, not a file")
+        self._reserve(sum(len(data) for _, data in files))
         staged: list[tuple[int, str, str, bool]] = []  # dir fd, name, temp, existed
         stack = contextlib.ExitStack()
         with stack:
