@@ -16,6 +16,7 @@ as a bashlex tree.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import bashlex  # type: ignore[import-untyped]
 from agentd.security._vocab import _PERSIST_PATH_RE, _SECRET_RE
 
 __all__: list[str] = []
+
+logger = logging.getLogger(__name__)
 
 _MAX_NODES = 2_000
 _MAX_DEPTH = 40
@@ -131,6 +134,9 @@ def check(command: str, *, require_known: bool, git_tool: bool = False) -> str |
         return str(exc)
     except RecursionError:
         return "the line is nested too deeply"
+    except Exception as exc:  # a policy check must answer, whatever the input
+        logger.warning("allow-list check error: %r", exc)
+        return f"the allow-list could not check this line ({type(exc).__name__})"
     return None
 
 
@@ -319,6 +325,8 @@ class _Walker:
             if rtype in (">&", "<&") and target in (0, 1, 2):
                 return
             raise _Unsafe(f"a redirection to file descriptor {target}")
+        if not hasattr(target, "pos"):
+            raise _Unsafe(f"the redirection {rtype}{target}")
         if rtype == "<<<":
             self.arg(target)
             return
