@@ -95,7 +95,7 @@ _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy",
 _COMMAND_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*|\[")
 
 
-class _Unsafe(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _Unsafe(Exception):  # a control-flow signal carrying the reason
     """Why the line is not provably safe (the message)."""
 
 
