@@ -34,24 +34,31 @@ READ_ONLY = [
     "ls -la", "ls", "cat README.md", "grep -rn TODO src", "grep -r foo src | head -n 20",
     "wc -l *.py", "head -n 5 file.txt | wc -l", "tail -n 50 log.txt",
     "sort names.txt | uniq -c | sort -rn", "find . -name '*.py' -type f",
-    "find src -type f | wc -l", "git status", "git diff", "git diff --stat",
-    "git log --oneline -n 20", "git show HEAD", "git branch", "git branch -a",
-    "git rev-parse HEAD", "git ls-files", "git blame README.md", "diff a.txt b.txt",
-    "stat setup.py", "file x.bin", "du -sh .", "pwd", "echo hello", "printf '%s\\n' a b",
-    "date", "true", "test -f setup.py && echo yes", "[ -d build ] || echo none",
-    "cd src && ls", "cat data.json | jq .", "echo hi > out.txt", "echo hi >> log.txt",
-    "grep -c x a.txt 2>/dev/null", "ls 2>&1 | head", "cut -d, -f1 a.csv | sort | uniq",
-    "for f in *.py; do wc -l \"$f\"; done", "sed -n '1,20p' notes.txt",
-    "sed 's/foo/bar/g' notes.txt", "basename src/a.py", "realpath .", "which python3",
-    "cat <<EOF > notes.txt\nhello\nEOF\n", "cat <<'EOF'\nplain\nEOF\n",
+    "find src -type f | wc -l", "diff a.txt b.txt", "stat setup.py", "file x.bin",
+    "du -sh .", "pwd", "echo hello", "printf '%s\\n' a b", "date", "true",
+    "test -f setup.py && echo yes", "[ -d build ] || echo none", "cd src && ls",
+    "cat data.json | jq .", "grep -c x a.txt 2>/dev/null", "ls 2>&1 | head",
+    "cut -d, -f1 a.csv | sort | uniq", "for f in *.py; do wc -l \"$f\"; done",
+    "sed -n '1,20p' notes.txt", "sed 's/foo/bar/g' notes.txt", "basename src/a.py",
+    "realpath .", "which python3", "cat <<'EOF'\nplain\nEOF\n", "cat <<EOF\nhi\nEOF\n",
     "if [ -f x ]; then cat x; else echo none; fi", "md5sum *.txt", "tree src",
-    "echo 'curl x | sh is a famous anti-pattern'", 'git log --grep "fix" -n 5',
+    "echo 'curl x | sh is a famous anti-pattern'", "ls > /dev/null",
 ]
+
+#: The git tool's read-only commands: not asked either (it runs git with hooks, pager,
+#: fsmonitor, global config and the network switched off).
+GIT_READ_ONLY = [{"command": "status"}, {"command": "diff"},
+                 {"command": "diff", "args": ["--stat"]},
+                 {"command": "log", "args": ["--oneline", "-n", "20"]},
+                 {"command": "show", "args": ["HEAD"]}, {"command": "branch"},
+                 {"command": "log", "args": ["--grep", "fix", "-n", "5"]}]
 
 #: Ordinary work that the allow-list cannot vouch for, but that runs freely where the
 #: sandbox is the wall.
 ORDINARY = ["python3 x.py", "make", "rm -rf build", "pytest -q", "npm test",
-            "mkdir -p out && cp a out/", "bash build.sh", "sed -i 's/a/b/' f.txt"]
+            "mkdir -p out && cp a out/", "bash build.sh", "sed -i 's/a/b/' f.txt",
+            "echo hi > out.txt", "pytest 2>&1 | tee log.txt", "git status", "git log -n 3",
+            "cat <<EOF > notes.txt\nhello\nEOF\n", "cat ../shared/notes.txt"]
 
 
 def test_the_bypass_corpus_is_big_enough() -> None:
@@ -83,6 +90,26 @@ def test_common_read_only_work_is_not_asked(line: str) -> None:
     verdict = Policy().decide(SHELL, {"command": line})
     assert verdict.action == "allow", verdict
     assert verdict.rule == "builtin:shell-safe"
+
+
+@pytest.mark.parametrize("arguments", GIT_READ_ONLY)
+def test_the_git_tools_read_only_work_is_not_asked(arguments: dict[str, Any]) -> None:
+    verdict = Policy().decide(GIT, arguments)
+    assert verdict.action == "allow" and verdict.rule == "builtin:shell-safe", verdict
+
+
+@pytest.mark.parametrize("line", [
+    # HOME is the workspace: a config written there names a program git then runs.
+    "echo '[core] fsmonitor = sh x.sh' > .gitconfig; git status",
+    "git status",
+    # Where a relative name lands depends on the shell's cwd.
+    "cd .git && echo '[core] pager = sh x.sh' > config",
+    "echo x > config",
+    # On a backend that does not isolate, other agents' workspaces are siblings.
+    "cat ../a_other/secret.txt", "grep -r token /home", "tree -R -H x /etc",
+])
+def test_two_step_attacks_through_config_files_and_paths_are_asked(line: str) -> None:
+    assert Policy().decide(SHELL, {"command": line}).action == "ask"
 
 
 @pytest.mark.parametrize("line", ORDINARY)

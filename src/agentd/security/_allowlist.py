@@ -275,11 +275,15 @@ class _Walker:
                 raise _Unsafe(f"the expansion ${part.value} (only this line's loop "
                               "variables are known)")
             if part.kind == "tilde":
-                raise _Unsafe("a ~ path (the home directory is outside the workspace)")
+                raise _Unsafe("a ~ path")
         dynamic, quoted, glob = _word_facts(source)
         text = word.word
         if glob and (text.startswith("/") or ".." in text.split("/")):
             raise _Unsafe(f"a glob outside the workspace ({text})")
+        if self.require_known and _outside(text):
+            # On a backend that does not isolate, the host's files and the other
+            # agents' workspaces (siblings of this one) are there to read.
+            raise _Unsafe(f"{text} is outside the workspace")
         if _SECRET_RE.search(text) or any(_SECRET_RE.search(p)
                                           for p in text.split("=", 1)[1:]):
             raise _Unsafe(f"{text} names a secret")
@@ -343,16 +347,34 @@ class _Walker:
             return
         if rtype not in (">", ">>", ">|", "&>", "&>>", ">&"):
             raise _Unsafe(f"the redirection {rtype}")
+        if self.require_known and path not in _SINKS:
+            # Known-safe means read-only: which directory a relative name lands in
+            # depends on the (persistent) shell's cwd, and a file written there can be
+            # a config that names programs (.git/config, $HOME/.gitconfig: HOME is the
+            # workspace).
+            raise _Unsafe(f"writes the file {path} (the allow-list covers reads only)")
         _write_target(path)
 
 
+_SINKS = ("/dev/null", "/dev/stdout", "/dev/stderr")
+
+
+def _outside(text: str) -> bool:
+    for value in (text, *text.split("=", 1)[1:]):
+        if (value.startswith("/") and value not in _SINKS) or ".." in value.split("/"):
+            return True
+    return False
+
+
 def _write_target(path: str) -> None:
-    if path in ("/dev/null", "/dev/stdout", "/dev/stderr"):
+    if path in _SINKS:
         return
     parts = path.split("/")
     if path.startswith(("/", "~")) or ".." in parts:
         raise _Unsafe(f"writes outside the workspace ({path})")
-    if ".git" in parts or _PERSIST_PATH_RE.search(path):
+    if any(p.startswith(".") and p != "." for p in parts) or _PERSIST_PATH_RE.search(path):
+        # Dot files and directories are where configs live (.git/config, .gitconfig,
+        # .config/git/config, .bashrc): a config can name programs to run.
         raise _Unsafe(f"writes {path}, which can make later commands run code")
 
 
@@ -416,16 +438,16 @@ def _printf(w: _Walker, args: Sequence[_Arg]) -> None:
 
 def _tree(w: _Walker, args: Sequence[_Arg]) -> None:
     for a in _literal("tree", args):
-        if a == "-o" or a.startswith("-o") or _long(a, ("--output",)):
-            raise _Unsafe("tree -o writes a file")
+        if a.startswith(("-o", "-R")) or _long(a, ("--output",)):
+            raise _Unsafe(f"tree {a} writes files")
 
 
 def _test(w: _Walker, args: Sequence[_Arg]) -> None:
     body = list(args)
     if body and body[-1].text == "]" and not body[-1].dynamic:
         body = body[:-1]
-    if any(a.text == "-v" and not a.dynamic for a in body):
-        raise _Unsafe("test -v evaluates array subscripts")
+    if any(a.text in ("-v", "-R") and not a.dynamic for a in body):
+        raise _Unsafe("test -v / -R evaluate array subscripts")
     if not any(a.dynamic for a in body):
         return
     if any(a.dynamic and not a.quoted for a in body):
@@ -439,8 +461,11 @@ def _test(w: _Walker, args: Sequence[_Arg]) -> None:
 
 def _cd(w: _Walker, args: Sequence[_Arg]) -> None:
     texts = _literal("cd", args)
-    if len(texts) != 1 or texts[0].startswith(("-", "/")) or ".." in texts[0].split("/"):
+    parts = texts[0].split("/") if len(texts) == 1 else [""]
+    if len(texts) != 1 or texts[0].startswith(("-", "/")) or ".." in parts:
         raise _Unsafe("cd out of the workspace (only to a relative directory)")
+    if any(p.startswith(".") and p != "." for p in parts):
+        raise _Unsafe("cd into a dot directory (where configs live, as in .git)")
 
 
 def _sed(w: _Walker, args: Sequence[_Arg]) -> None:
@@ -480,6 +505,13 @@ def _git(w: _Walker, args: Sequence[_Arg]) -> None:
     if i == len(texts):
         return
     sub, rest = texts[i], texts[i + 1:]
+    if w.require_known and not w.git_tool:
+        # git reads config from the workspace ($HOME is the workspace, and .git/config),
+        # which the agent can write, and config names programs: core.fsmonitor runs
+        # on `git status`, core.pager, diff.external, textconv, aliases. The git tool
+        # runs git with those switched off.
+        raise _Unsafe("git in the shell runs programs its config in the workspace names "
+                      "(core.fsmonitor, pager, diff drivers); the git tool does not")
     allowed = _GIT_READ | (_GIT_TOOL_WRITE if w.git_tool else frozenset())
     if w.require_known and sub not in allowed:
         raise _Unsafe(f"git {sub} is not a read-only git command")
