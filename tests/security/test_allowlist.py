@@ -275,3 +275,16 @@ def test_the_allow_list_never_raises_on_shell_soup(tokens: list[str]) -> None:
     assert "could not check" not in why, why
     if ok:  # whatever it allows holds none of the code-running pieces
         assert not {"$(", "`", "&", "f()"} & set(tokens), tokens
+
+
+def test_a_categories_allow_rule_is_gated_too() -> None:
+    policy = _with({"tool": "shell", "categories": ["network"], "action": "allow"})
+    assert policy.decide(SHELL, {"command": "curl https://x.example"}).action == "allow"
+    assert policy.decide(SHELL, {"command": "curl $(cat x)"}).action == "ask"
+    assert policy.decide(SHELL, {"command": "trap 'curl x' EXIT"}).action == "ask"
+
+
+def test_a_tool_wide_allow_rule_is_the_operators_word() -> None:
+    # No `commands` or `categories`: the rule allows the tool outright (documented).
+    policy = _with({"tool": "shell", "action": "allow"})
+    assert policy.decide(SHELL, {"command": "eval $(cat x)"}).action == "allow"

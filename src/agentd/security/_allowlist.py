@@ -95,6 +95,9 @@ _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "ftp_proxy", "no_proxy",
 _COMMAND_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*|\[")
 
 
+_ANYWHERE = re.compile(r"`|\$[(\['\"]|[<>]\(")
+
+
 class _Unsafe(Exception):  # a control-flow signal carrying the reason
     """Why the line is not provably safe (the message)."""
 
@@ -119,6 +122,13 @@ def check(command: str, *, require_known: bool, git_tool: bool = False) -> str |
             may also write the workspace's repository.
     """
     try:
+        if not git_tool:
+            # Whatever the quoting seems to be: a here-document body with a stray quote
+            # would otherwise hide what follows it from the quote-aware scan.
+            found = _ANYWHERE.search(command)
+            if found:
+                raise _Unsafe(f"{found.group(0)!r} (substitution, arithmetic or ANSI-C "
+                              "quoting) in the line")
         _raw_scan(command)
         text = re.sub(r"<<(-?)\s*(['\"])(\w+)\2", r"<<\1\3", command)
         if not text.strip():
@@ -319,7 +329,13 @@ class _Walker:
 
     def redirect(self, node: Any) -> None:
         rtype = node.type
-        if rtype in ("<<", "<<-"):
+        if rtype == "<<-":
+            raise _Unsafe("a <<- here-document (its end is found differently by bash)")
+        if rtype == "<<":
+            delimiter = self.text[node.output.pos[0]:node.output.pos[1]]
+            if not re.fullmatch(r"\w+", delimiter):
+                # bash ends `<<E\OF` at a line "EOF"; the parser would not.
+                raise _Unsafe(f"the here-document delimiter {delimiter!r}")
             body = node.heredoc.value if getattr(node, "heredoc", None) else ""
             if "$" in body or "`" in body:
                 raise _Unsafe("a here-document with expansions")
