@@ -288,3 +288,22 @@ def test_a_tool_wide_allow_rule_is_the_operators_word() -> None:
     # No `commands` or `categories`: the rule allows the tool outright (documented).
     policy = _with({"tool": "shell", "action": "allow"})
     assert policy.decide(SHELL, {"command": "eval $(cat x)"}).action == "allow"
+
+
+def test_a_line_too_long_to_check_is_asked_about_unparsed() -> None:
+    ok, why = provably_safe("ls; " * 5_000)
+    assert not ok and "longer than" in why
+    assert provably_safe("ls; " * 500)[0]
+
+
+@pytest.mark.parametrize("line", ["grep -f/etc/shadow x", "cat --file=/x", "jq . ../x.json",
+                                  "ls ..", "diff -r . /", "file -m~/.magic x"])
+def test_reads_outside_the_workspace_are_asked(line: str) -> None:
+    assert not provably_safe(line)[0]
+
+
+def test_a_rule_may_name_a_script_by_path_but_not_build_one() -> None:
+    policy = _with({"tool": "shell", "commands": ["./scripts/*"], "action": "allow"})
+    assert policy.decide(SHELL, {"command": "./scripts/test.sh -q"}).action == "allow"
+    assert policy.decide(SHELL, {"command": "./scripts/$X"}).action == "ask"
+    assert policy.decide(SHELL, {"command": "'./scripts/t.sh'; sh"}).action == "ask"

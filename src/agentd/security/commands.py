@@ -186,8 +186,6 @@ def provably_safe(command: str, *, known_only: bool = True,
     Returns:
         ``(True, "")``, or ``(False, reason)``.
     """
-    if len(command) > _MAX_LENGTH:
-        return False, f"command longer than {_MAX_LENGTH} characters"
     reason = _allowlist_check(command, require_known=known_only, git_tool=git_tool)
     return (reason is None, reason or "")
 
