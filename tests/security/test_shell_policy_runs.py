@@ -17,7 +17,8 @@ from agentd.runtime import Runtime
 from agentd.sandbox.backends import detect
 from agentd.tools import tool
 
-UNKNOWN = "bash -c 'echo computed-$((6 * 7))'"  # harmless, but not on the allow-list
+# Harmless, but not on the allow-list; its output ("computed-42") is not in its text.
+UNKNOWN = """bash -c 'echo computed-4""2'"""
 SAFE = "ls -a && echo marker-8c1 | wc -c"
 
 
