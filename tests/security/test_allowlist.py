@@ -140,8 +140,10 @@ def test_user_deny_and_ask_rules_apply_in_a_confined_sandbox_too() -> None:
 def test_why_a_line_is_asked_is_said() -> None:
     verdict = Policy().decide(SHELL, {"command": "awk 'BEGIN{system(\"id\")}' x"})
     assert "awk is not in the known-safe set" in verdict.reason
-    verdict = Policy().decide(SHELL, {"command": "git -c alias.x='!sh' x"})
-    assert "-c" in verdict.reason
+    verdict = Policy().decide(SHELL, {"command": "git status"})
+    assert "the git tool does not" in verdict.reason
+    verdict = Policy().decide(GIT, {"command": "log", "args": ["--ext-diff"]})
+    assert "--ext-diff" in verdict.reason
 
 
 # --- git tool calls: the same analysis as the equivalent shell line ----------------

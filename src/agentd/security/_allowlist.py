@@ -523,6 +523,13 @@ def _sed(w: _Walker, args: Sequence[_Arg]) -> None:
 
 def _git(w: _Walker, args: Sequence[_Arg]) -> None:
     texts = _literal("git", args)
+    if w.require_known and not w.git_tool:
+        # git reads config from the workspace ($HOME is the workspace, and .git/config),
+        # which the agent can write, and config names programs: core.fsmonitor runs
+        # on `git status`, core.pager, diff.external, textconv, aliases. The git tool
+        # runs git with those switched off.
+        raise _Unsafe("git in the shell runs programs its config in the workspace names "
+                      "(core.fsmonitor, pager, diff drivers); the git tool does not")
     i = 0
     while i < len(texts) and texts[i].startswith("-"):
         if texts[i] not in ("--no-pager", "--version", "--no-replace-objects"):
@@ -532,13 +539,6 @@ def _git(w: _Walker, args: Sequence[_Arg]) -> None:
     if i == len(texts):
         return
     sub, rest = texts[i], texts[i + 1:]
-    if w.require_known and not w.git_tool:
-        # git reads config from the workspace ($HOME is the workspace, and .git/config),
-        # which the agent can write, and config names programs: core.fsmonitor runs
-        # on `git status`, core.pager, diff.external, textconv, aliases. The git tool
-        # runs git with those switched off.
-        raise _Unsafe("git in the shell runs programs its config in the workspace names "
-                      "(core.fsmonitor, pager, diff drivers); the git tool does not")
     allowed = _GIT_READ | (_GIT_TOOL_WRITE if w.git_tool else frozenset())
     if w.require_known and sub not in allowed:
         raise _Unsafe(f"git {sub} is not a read-only git command")
