@@ -5,7 +5,7 @@ quote that hides a substitution) shows as a stub that should not have run."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,14 +49,13 @@ def _ran(stubs: Path, line: str) -> list[str]:
     work = stubs / "work"
     work.mkdir(exist_ok=True)
     assert BASH is not None
-    try:
+    # A loop that never ends is stopped; it ran only what the log says.
+    with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run([BASH, "--noprofile", "--norc", "-c", line], cwd=work,
                        env={"PATH": str(stubs / "bin"), "STUB_LOG": str(log),
                             "HOME": str(work)},
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=5,
                        check=False)
-    except subprocess.TimeoutExpired:
-        pass  # a loop that never ends ran only what the log says
     return log.read_text().split()
 
 
@@ -83,6 +82,4 @@ def test_here_documents_bash_ends_elsewhere_run_the_rest(stubs: Path, line: str)
 
 
 def test_the_stubs_record_what_runs(stubs: Path) -> None:
-    assert _ran(stubs, "cat x | sort; evil") == ["cat", "sort", "evil"] or set(
-        _ran(stubs, "cat x | sort; evil")) == {"cat", "sort", "evil"}
-    assert os.access(stubs / "bin" / "evil", os.X_OK)
+    assert sorted(_ran(stubs, "cat x | sort; evil")) == ["cat", "evil", "sort"]
