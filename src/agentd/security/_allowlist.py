@@ -368,6 +368,8 @@ class _Walker:
         if _SECRET_RE.search(path):
             raise _Unsafe(f"a redirection from or to a secret ({path})")
         if rtype in ("<", "<&"):
+            if self.require_known and _outside(path):
+                raise _Unsafe(f"reads {path}, outside the workspace")
             return
         if rtype not in (">", ">>", ">|", "&>", "&>>", ">&"):
             raise _Unsafe(f"the redirection {rtype}")
