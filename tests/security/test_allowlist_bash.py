@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentd.security import _allowlist
-from agentd.security.commands import provably_safe
+from agentd.security.commands import analyse, provably_safe
 
 BASH = shutil.which("bash")
 SAFE = sorted(_allowlist._PLAIN | set(_allowlist._CHECKS) - {"[", "test", "cd", "echo",
@@ -83,3 +83,17 @@ def test_here_documents_bash_ends_elsewhere_run_the_rest(stubs: Path, line: str)
 
 def test_the_stubs_record_what_runs(stubs: Path) -> None:
     assert sorted(_ran(stubs, "cat x | sort; evil")) == ["cat", "evil", "sort"]
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=14))
+def test_what_a_pattern_rule_may_allow_runs_only_the_programs_it_matched(
+        stubs: Path, words: list[str]) -> None:
+    """A ``commands`` allow rule matches the analyser's simple commands; past the gate,
+    bash must run no program the analyser did not list."""
+    line = " ".join(words)
+    if not provably_safe(line, known_only=False)[0] or analyse(line).parse_error:
+        return
+    listed = {argv[0].rsplit("/", 1)[-1] for argv in analyse(line).commands if argv}
+    assert set(_ran(stubs, line)) <= listed, line
