@@ -485,6 +485,8 @@ def test_an_approval_and_a_shell_survive_sigkill(spawn: Spawn, home: Path) -> No
         assert client.get("/health").json()["sandbox"] in ("bubblewrap", "gvisor",
                                                            "process")
         create_agent(client, "ops", model="scripted", tools=["shell"], settings={
+            # In an isolating sandbox without network any command runs: ask by rule.
+            "policy": {"rules": [{"tool": "shell", "commands": ["rm *"], "action": "ask"}]},
             "script": [{"tool_calls": [{"name": "shell", "arguments": {
                 "command": "rm -rf old && echo cleaned >> log.txt"}}]},
                 {"text": "done"}]})

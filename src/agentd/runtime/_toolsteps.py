@@ -54,6 +54,14 @@ def render_output(value: Any) -> str:
     return text
 
 
+def walled(sandbox: Any) -> bool:
+    """Whether the run's sandbox is the wall for its commands: an isolating backend and
+    no network for them (the policy adds: and the session is not tainted)."""
+    backend = getattr(sandbox, "backend", None)
+    return (backend is not None and bool(getattr(backend, "isolated", False))
+            and not getattr(sandbox, "command_network", True))
+
+
 def facts_of(t: Tool) -> CallFacts:
     return CallFacts(name=t.name, read_only=t.read_only, needs_approval=t.needs_approval,
                      needs_network=t.needs_network, sends_out=t.sends_out,
@@ -185,7 +193,8 @@ class ToolSteps:
         if t is None:
             return call, None, None
         verdict = self.permissions.decide(facts_of(t), call.arguments,
-                                          tainted=self.history.tainted is not None)
+                                          tainted=self.history.tainted is not None,
+                                          confined=walled(self.sandbox))
         if verdict.action == "allow":
             return call, verdict, None
         if verdict.action == "deny":

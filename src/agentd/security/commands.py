@@ -25,6 +25,7 @@ from typing import Any
 
 import bashlex  # type: ignore[import-untyped]
 
+from agentd.security._allowlist import check as _allowlist_check
 from agentd.security._vocab import (
     _DANGEROUS_TARGET_RE,
     _DECODERS,
@@ -52,7 +53,7 @@ from agentd.security._vocab import (
     _WRAPPERS,
 )
 
-__all__ = ["CATEGORIES", "Analysis", "Finding", "analyse"]
+__all__ = ["CATEGORIES", "Analysis", "Finding", "analyse", "provably_safe"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,34 @@ def analyse(command: str) -> Analysis:
     return Analysis(commands=tuple(state.commands), findings=findings,
                     categories=frozenset(f.category for f in findings),
                     parse_error=state.parse_error)
+
+
+def provably_safe(command: str, *, known_only: bool = True,
+                  git_tool: bool = False) -> tuple[bool, str]:
+    """Whether ``command`` can be shown to run only known-safe programs, and if not why.
+
+    The opposite question to `analyse`: not "is something dangerous here" but "is
+    everything here known to be harmless". Every simple command must be a program of
+    the known-safe set (``ls``, ``cat``, ``grep``, read-only ``git``...) with arguments
+    that cannot make it run code or write outside the workspace, and the line must hold
+    no construct that runs code: command or process substitution, ``eval``, ``source``,
+    functions, traps, ``exec`` / ``env`` and other wrappers, assignments, computed or
+    quoted command names, backgrounding, or redirections other than to workspace files.
+    A line that does not parse is not safe.
+
+    Args:
+        command: The command line.
+        known_only: Require every program to be in the known-safe set. False checks
+            only the constructs and the options the per-program checks forbid: what a
+            user's ``commands`` allow rule, which names the programs itself, still needs.
+        git_tool: The line is a call of the git tool, which may also write the
+            workspace's repository (``add``, ``commit``...).
+
+    Returns:
+        ``(True, "")``, or ``(False, reason)``.
+    """
+    reason = _allowlist_check(command, require_known=known_only, git_tool=git_tool)
+    return (reason is None, reason or "")
 
 
 def _analyse_text(text: str, state: _State, depth: int) -> None:

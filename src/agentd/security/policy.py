@@ -7,8 +7,12 @@ layer holds ordered rules; the decision for a call is taken like this:
 1. The daemon's ``deny`` rules, first match: the operator's limits, which no agent or
    session setting can lift.
 2. The rules of the session, then the agent, then the daemon, first match wins.
-3. The built-in defaults: read-only and workspace-confined tools run; a shell command
-   the analyser (:mod:`agentd.security.commands`) finds anything in is asked about;
+3. The built-in defaults: read-only and workspace-confined tools run; a shell or git
+   command runs where the sandbox is the wall (``confined``: an isolating backend, no
+   network for commands, an untainted session); elsewhere it runs only if the
+   allow-list (:func:`agentd.security.commands.provably_safe`) shows every part of it
+   is known-safe, and is asked about otherwise, as it is when the deny-list analyser
+   finds anything in it;
    a tool that needs the network runs only where ``network`` grants its host; a tool
    marked ``needs_approval`` is asked about; any other dangerous tool (one that sends
    data out or acts irreversibly) is denied: default deny.
@@ -22,13 +26,19 @@ call's arguments: ``paths`` (every path argument, for ``allow``; any, for ``ask`
 ``deny``), ``commands`` (the shell command's simple commands, each one for ``allow``,
 any for the others; a command the parser could not read matches no ``allow``),
 ``categories`` (the analyser's: within the list for ``allow``, any for the others),
-``hosts`` (the host of a ``url`` argument) and ``args`` (globs on top-level arguments).
+``hosts`` (the host of a ``url`` argument), ``args`` (globs on top-level arguments)
+and ``exact_args`` (the whole argument object, equal: a remembered approval). An
+``allow`` rule matching by ``commands`` or ``categories`` never lets through a line
+holding a construct or option the allow-list refuses (``$(...)``, ``eval``,
+``git -c``, ``find -exec``...): the rule names the programs, the analyser still gates
+how they run. A git tool call is analysed as the line ``git <command> <args...>``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import posixpath
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -44,7 +54,7 @@ from pydantic import (
 )
 
 from agentd.errors import InvalidInput
-from agentd.security.commands import CATEGORIES, Analysis, analyse
+from agentd.security.commands import CATEGORIES, Analysis, analyse, provably_safe
 
 __all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict",
            "grants_host", "parse_policy", "sticky_rule"]
@@ -72,6 +82,9 @@ class Rule(BaseModel):
     categories: tuple[str, ...] | None = None
     hosts: tuple[str, ...] | None = None
     args: dict[str, str] | None = None
+    #: The whole argument object, compared for equality (a remembered approval:
+    #: exactly what was approved, never a call that adds or changes an argument).
+    exact_args: dict[str, Any] | None = None
     #: Only while the session is tainted (True), only while it is not (False).
     tainted: bool | None = None
     reason: str | None = Field(None, max_length=500)
@@ -266,12 +279,26 @@ class Policy:
         return self.network is True
 
     def decide(self, facts: CallFacts, arguments: Mapping[str, Any], *,
-               tainted: bool = False) -> Verdict:
-        analysis = (analyse(str(arguments.get("command", "")))
-                    if facts.shell else None)
-        verdict = self._rules(facts, arguments, analysis, tainted)
+               tainted: bool = False, confined: bool = False) -> Verdict:
+        """The verdict for one call.
+
+        Args:
+            facts: What the policy knows of the tool.
+            arguments: The call's arguments.
+            tainted: The session read content from outside.
+            confined: The sandbox is the wall for commands: an isolating backend, no
+                network for commands, and the session is not tainted. Then shell and
+                git commands run without asking (findings are still recorded); when
+                False (the safe default), a command runs without asking only if the
+                allow-list (`provably_safe`) shows every part of it is known-safe.
+        """
+        line = _command_line(facts, arguments)
+        analysis = analyse(line) if line is not None else None
+        check = _Gate(line, git_tool=not facts.shell)
+        verdict = self._rules(facts, arguments, analysis, tainted, check)
         if verdict is None:
-            verdict = self._builtin(facts, arguments, analysis)
+            verdict = self._builtin(facts, arguments, analysis,
+                                    confined=confined and not tainted, check=check)
         elif verdict.rule.startswith("daemon") and verdict.action == "deny":
             return verdict
         if tainted and verdict.action != "deny" and self._reaches_out(facts):
@@ -292,7 +319,7 @@ class Policy:
                 or (facts.shell and self.shell_network))
 
     def _rules(self, facts: CallFacts, arguments: Mapping[str, Any],
-               analysis: Analysis | None, tainted: bool) -> Verdict | None:
+               analysis: Analysis | None, tainted: bool, check: _Gate) -> Verdict | None:
         ordered: list[tuple[str, int, Rule]] = [
             ("daemon", i, r) for i, r in enumerate(self._daemon.rules)
             if r.action == "deny"]
@@ -302,7 +329,7 @@ class Policy:
         for source, index, rule in ordered:
             if rule.tainted is not None and rule.tainted != tainted:
                 continue
-            if _matches(rule, facts, arguments, analysis):
+            if _matches(rule, facts, arguments, analysis, check):
                 categories = tuple(sorted(analysis.categories)) if analysis else ()
                 return Verdict(
                     action=rule.action, rule=f"{source}:{index}",
@@ -312,14 +339,9 @@ class Policy:
         return None
 
     def _builtin(self, facts: CallFacts, arguments: Mapping[str, Any],
-                 analysis: Analysis | None) -> Verdict:
-        if analysis is not None and analysis.findings:
-            return Verdict(
-                action="ask", rule="builtin:shell",
-                categories=tuple(sorted(analysis.categories)),
-                findings=tuple(f"{f.category}: {f.reason}" for f in analysis.findings),
-                reason="the command analyser found: " + "; ".join(
-                    f"{f.category} ({f.reason})" for f in analysis.findings[:5]))
+                 analysis: Analysis | None, *, confined: bool, check: _Gate) -> Verdict:
+        if analysis is not None:
+            return _command_verdict(analysis, confined=confined, check=check)
         if facts.needs_network:
             host = _host(arguments)
             if self.network_allows(host):
@@ -342,11 +364,77 @@ class Policy:
                        reason="read-only or confined to the workspace")
 
 
+def _command_verdict(analysis: Analysis, *, confined: bool, check: _Gate) -> Verdict:
+    """The built-in verdict for a shell or git command."""
+    categories = tuple(sorted(analysis.categories))
+    findings = tuple(f"{f.category}: {f.reason}" for f in analysis.findings)
+    if confined:
+        return Verdict(action="allow", rule="builtin:confined-shell",
+                       categories=categories, findings=findings,
+                       reason="the sandbox is the wall: isolating backend, no network for "
+                              "commands, session not tainted")
+    if analysis.findings:
+        return Verdict(
+            action="ask", rule="builtin:shell", categories=categories, findings=findings,
+            reason="the command analyser found: " + "; ".join(
+                f"{f.category} ({f.reason})" for f in analysis.findings[:5]))
+    why = check.strict()
+    if why is not None:
+        return Verdict(action="ask", rule="builtin:shell", categories=categories,
+                       reason=f"the command is not provably safe: {why} (the session has "
+                              "network, is tainted, or its sandbox backend does not "
+                              "isolate, so only known-safe commands run without asking)")
+    return Verdict(action="allow", rule="builtin:shell-safe", categories=categories,
+                   reason="every command is from the known-safe set")
+
+
+class _Gate:
+    """The allow-list's answers for one call's command line, each worked out once."""
+
+    def __init__(self, line: str | None, *, git_tool: bool) -> None:
+        self.line = line
+        self.git_tool = git_tool
+        self._answers: dict[bool, str | None] = {}
+
+    def _answer(self, known_only: bool) -> str | None:
+        if self.line is None:
+            return "not a command"
+        if known_only not in self._answers:
+            ok, why = provably_safe(self.line, known_only=known_only,
+                                    git_tool=self.git_tool)
+            self._answers[known_only] = None if ok else why
+        return self._answers[known_only]
+
+    def strict(self) -> str | None:
+        """Why the line is not made only of known-safe commands, or None."""
+        return self._answer(True)
+
+    def constructs(self) -> str | None:
+        """Why the line holds a construct or option no allow rule may let through."""
+        return self._answer(False)
+
+
+def _command_line(facts: CallFacts, arguments: Mapping[str, Any]) -> str | None:
+    """The shell line a call runs: the shell's ``command``, or the git tool's call as
+    the equivalent ``git <command> <args...>`` line, so both get the same analysis."""
+    if facts.shell:
+        return str(arguments.get("command", ""))
+    if facts.name != "git":
+        return None
+    args = arguments.get("args") or []
+    if not isinstance(args, list):
+        args = [args]
+    # The commit message is one argv element, never interpreted: left out.
+    return shlex.join(["git", str(arguments.get("command", "")), *map(str, args)])
+
+
 def _matches(rule: Rule, facts: CallFacts, arguments: Mapping[str, Any],
-             analysis: Analysis | None) -> bool:
+             analysis: Analysis | None, check: _Gate) -> bool:
     if not fnmatch.fnmatchcase(facts.name, rule.tool):
         return False
     allow = rule.action == "allow"
+    if rule.exact_args is not None and dict(arguments) != rule.exact_args:
+        return False
     if rule.args is not None:
         for name, pattern in rule.args.items():
             value = arguments.get(name)
@@ -376,6 +464,10 @@ def _matches(rule: Rule, facts: CallFacts, arguments: Mapping[str, Any],
                 return False
             if not allow and not found & set(rule.categories):
                 return False
+        # The rule names the programs; the allow-list still refuses the constructs
+        # (`git -c alias.x='!sh' x`, `find -exec`, `$(...)`) no pattern can vouch for.
+        if allow and check.constructs() is not None:
+            return False
     if rule.hosts is not None:
         host = _host(arguments)
         if host is None or not _glob(host, rule.hosts):
@@ -386,12 +478,12 @@ def _matches(rule: Rule, facts: CallFacts, arguments: Mapping[str, Any],
 def sticky_rule(tool: str, arguments: Mapping[str, Any], action: Action, scope: str,
                 who: str) -> Rule:
     """The rule a remembered decision adds to the agent's policy: for this tool
-    (``scope="tool"``) or for these exact arguments (``"arguments"``)."""
-    args: dict[str, str] | None = None
-    if scope == "arguments":
-        args = {k: _escape(v if isinstance(v, str) else str(v))
-                for k, v in arguments.items()}
-    return Rule(tool=_escape(tool), action=action, args=args,
+    (``scope="tool"``) or for exactly these arguments (``"arguments"``: the same
+    argument object, no key added, removed or changed)."""
+    if scope not in ("tool", "arguments"):
+        raise ValueError(f"unknown remember scope {scope!r}")
+    exact = dict(arguments) if scope == "arguments" else None
+    return Rule(tool=_escape(tool), action=action, exact_args=exact,
                 reason=f"remembered: {action} by {who}")
 
 
