@@ -25,6 +25,7 @@ from agentd.config import PRIORITIES, AgentSandbox, Budget, Settings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
+    Conflict,
     InvalidInput,
     InvalidModel,
     ShuttingDown,
@@ -151,7 +152,7 @@ class Runtime(SessionOps):
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
-        self.sandboxes = Sandboxes(settings.sandbox)
+        self.sandboxes = Sandboxes(settings.sandbox, self.store)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -348,6 +349,11 @@ class Runtime(SessionOps):
         agent = await self.store.create_agent(name=name, model=model,
                                               instructions=instructions, tools=tools,
                                               settings=settings)
+        try:  # its sandbox uid, given now (a used-up range refuses the agent: 409)
+            await self.sandboxes.user(agent.id)
+        except Conflict:
+            await self.store.delete_agent(name)
+            raise
         self.agent_count += 1
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return self._remember(agent)
@@ -382,7 +388,7 @@ class Runtime(SessionOps):
             await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
         await self.store.delete_agent(name)
         await self.mcp.close(agent.id)
-        self.sandboxes.forget(self.workspace_of(agent))
+        self.sandboxes.forget(self.workspace_of(agent), agent.id)
         self.agent_count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self._sleep(agent)
@@ -704,8 +710,9 @@ class Runtime(SessionOps):
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,
-                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}")
-            except InvalidInput as exc:
+                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}",
+                    agent_id=agent.id)
+            except (InvalidInput, Conflict) as exc:
                 await self._settle(run.session_id, run.id, "failed", "run.failed",
                                    {"error": exc.to_dict()})
                 return None
