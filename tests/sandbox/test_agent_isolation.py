@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.sandbox.conftest import backend_or_skip
 
 from agentd.sandbox._cgroups import support
 from agentd.sandbox.backends import (
@@ -27,7 +28,6 @@ from agentd.sandbox.backends import (
     prepare_workspace,
 )
 from agentd.tools.commands import render
-from tests.sandbox.conftest import backend_or_skip
 
 A = (231_001, 231_001)
 B = (231_002, 231_002)
