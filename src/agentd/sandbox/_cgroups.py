@@ -77,6 +77,11 @@ class Support:
             raise
 
 
+def cached() -> Support | None:
+    """What :func:`support` found, if it has run in this process (no blocking)."""
+    return _cache.get(os.getpid())
+
+
 def support() -> Support:
     """Cgroups for sandboxes here (worked out once per process: a trial cgroup is
     made, capped and removed)."""
@@ -197,12 +202,17 @@ class Cgroup:
         path.write_text(value)
 
     def open_procs(self) -> list[int]:
-        """Descriptors of every ``cgroup.procs``, opened before the fork: the child
-        writes ``0`` to each (itself) while still root, before it drops its uid."""
+        """Descriptors the child joins through, opened before the fork: it writes
+        ``0`` to each (itself) while still root, before it drops its uid.
+
+        Under v1 that is ``tasks``, not ``cgroup.procs``: the kernel moves the
+        writing thread alone without taking its global thread-group lock, whose
+        RCU grace period cost 7-10 ms per move here; a child between fork and
+        exec has one thread, so the whole process moves."""
         self.close_procs()
+        name = "tasks" if self.version == 1 else "cgroup.procs"
         for path in self.dirs:
-            self._procs.append(os.open(path / "cgroup.procs",
-                                       os.O_WRONLY | os.O_CLOEXEC))
+            self._procs.append(os.open(path / name, os.O_WRONLY | os.O_CLOEXEC))
         return list(self._procs)
 
     def close_procs(self) -> None:
@@ -232,34 +242,39 @@ class Cgroup:
                 found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
         return sorted(found)
 
-    def remove(self, *, wait_s: float = 2.0) -> bool:
-        """Kill what is left in it and remove it (blocking: call it in a thread).
-        False when a process would not go in time (the directory is left; a later
-        start sweeps it)."""
+    def try_remove(self) -> bool:
+        """One attempt: kill what is left, remove the directories; False while a
+        process is still on its way out. Cheap (cgroupfs is in memory): the event
+        loop may call it, and leave the waiting to :meth:`remove` in a thread."""
         self.close_procs()
+        kill = self._file("cgroup.kill")
+        if kill is not None:
+            with contextlib.suppress(OSError):
+                kill.write_text("1")
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self._oom_at_removal = max(self._oom_at_removal, self.oom_kills())
+        left = []
+        for path in self.dirs:
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(path)
+        self.dirs = left
+        return not left
+
+    def remove(self, *, wait_s: float = 2.0) -> bool:
+        """Kill what is left in it and remove it, waiting up to ``wait_s`` for the
+        processes to go (blocking: call it in a thread). False when one would not
+        (the directory is left; a later start sweeps it)."""
         deadline = time.monotonic() + wait_s
-        while True:
-            kill = self._file("cgroup.kill")
-            if kill is not None:
-                with contextlib.suppress(OSError):
-                    kill.write_text("1")
-            for pid in self.pids():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            self._oom_at_removal = max(self._oom_at_removal, self.oom_kills())
-            left = []
-            for path in self.dirs:
-                try:
-                    path.rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    left.append(path)
-            self.dirs = left
-            if not left:
-                return True
+        while not self.try_remove():
             if time.monotonic() > deadline:
                 log.warning("sandbox cgroup %s still busy; left for the next start",
-                            left[0])
+                            self.dirs[0])
                 return False
             time.sleep(0.01)
+        return True

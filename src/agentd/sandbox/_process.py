@@ -163,7 +163,8 @@ class Child:
                     pipe.close()
             if self._cleanup is not None:
                 self._cleanup()
-            if self.cgroup is not None:
+            # Usually empty by now: removed at once; else waited for in a thread.
+            if self.cgroup is not None and not self.cgroup.try_remove():
                 await asyncio.to_thread(self.cgroup.remove)
 
     def oom_kills(self) -> int:
