@@ -16,9 +16,10 @@ shell_ms
 
 Each backend runs as an agent would: under a root daemon as an agent's own uid
 (``[sandbox] uid_base``), in a cgroup of its own capping memory and processes where
-one can be made (``cgroup`` says whether). ``bubblewrap-baseline`` is bubblewrap as
-before per-agent uids: uid ``nobody``, no cgroup (the cost of both is the
-difference).
+one can be made (``cgroup`` says whether). ``bubblewrap-in-turn`` runs bubblewrap as
+before per-agent uids (uid ``nobody``, no cgroup: ``baseline_start_ms``) and
+the agent's bubblewrap one after the other, N times each, so that the difference (the
+cost of the uid and the cgroup) does not drift with the machine's load.
 
 gVisor, when its only fault is an old ``runsc`` that cannot run ``ls`` (its probe says
 so), is measured anyway with at most ``--n-gvisor`` runs and reported with
@@ -102,18 +103,33 @@ async def measure(backend: Backend, n: int, workspace: Path) -> dict[str, Any]:
     return {"n": n, "start_ms": _stats(starts), "shell_ms": _stats(calls)}
 
 
-async def baseline(n: int, tmp: Path) -> dict[str, Any]:
-    """Bubblewrap as ``nobody`` without a cgroup (as before per-agent uids)."""
-    workspace = tmp / "baseline"
-    workspace.mkdir(mode=0o700)
-    prepare_workspace(workspace)
+async def baseline(agent: Backend, n: int, tmp: Path, workspace: Path
+                   ) -> dict[str, Any]:
+    """Bubblewrap as before per-agent uids (``nobody``, no cgroup) against ``agent``
+    (its uid and cgroup), run after run in turn, so that the load of the machine
+    weighs on both alike."""
+    old_ws = tmp / "baseline"
+    old_ws.mkdir(mode=0o700)
+    prepare_workspace(old_ws)
     pid = os.getpid()
     kept = _cgroups.support()
-    _cgroups._cache[pid] = _cgroups.Support(reason="off for the baseline")
+    off = _cgroups.Support(reason="off for the baseline")
+    limits = Limits(wall_s=30.0)
+    old: list[float] = []
+    new: list[float] = []
     try:
-        return await measure(BubblewrapBackend(), n, workspace)
+        for _ in range(n):
+            for backend, where, cgroups, samples in (
+                    (agent, workspace, kept, new),
+                    (BubblewrapBackend(), old_ws, off, old)):
+                _cgroups._cache[pid] = cgroups
+                t = time.perf_counter()
+                await backend.run(["true"], workspace=where, limits=limits)
+                samples.append((time.perf_counter() - t) * 1000)
     finally:
         _cgroups._cache[pid] = kept
+    info(f"bubblewrap in turn: uid+cgroup {_stats(new)}, baseline {_stats(old)}")
+    return {"n": n, "start_ms": _stats(new), "baseline_start_ms": _stats(old)}
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -149,7 +165,8 @@ async def amain(args: argparse.Namespace) -> None:
             out["backends"][cls.name] = {"usable": reason is None, **figures,
                                          **({"reason": reason} if reason else {})}
             if cls is BubblewrapBackend and reason is None:
-                out["backends"]["bubblewrap-baseline"] = await baseline(n, Path(tmp))
+                out["backends"]["bubblewrap-in-turn"] = await baseline(
+                    backend.as_user(user), n, Path(tmp), workspace)
     out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                       "kernel": platform.release(), "root": os.geteuid() == 0}
     print(orjson.dumps(out).decode(), flush=True)

@@ -212,3 +212,22 @@ async def test_no_cgroup_is_left_behind(kind: type[Backend], shared: Path) -> No
     await shell.close()
     after = {p: set(p.iterdir()) for p in support().parents.values()}
     assert after == before
+
+
+@needs_root
+async def test_a_workspace_of_the_shared_uid_becomes_the_agents(
+        kind: type[Backend], shared: Path) -> None:
+    """An agent's workspace from before (every agent ran as ``nobody``) is given to
+    its own uid at its first command; nothing outside is touched."""
+    ws = workspace(shared, "a", (65534, 65534))
+    (ws / "notes.txt").write_text("old\n")
+    prepare_workspace(ws)  # as the old daemon did: nobody's
+    outside = shared / "outside.txt"
+    outside.write_text("host\n")
+    os.chown(outside, 65534, 65534)
+    os.link(outside, ws / "hardlink.txt")  # planted: more than one link, left alone
+    result = await kind(user=A).run(["sh", "-c", "echo new >> notes.txt; cat notes.txt"],
+                                    workspace=ws, limits=Limits(wall_s=20))
+    assert result.stdout == "old\nnew\n", result
+    assert (ws.stat().st_uid, (ws / "notes.txt").stat().st_uid) == (A[0], A[0])
+    assert outside.stat().st_uid == 65534

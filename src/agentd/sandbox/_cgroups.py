@@ -12,9 +12,9 @@ one that left its process group (``setsid``).
 Where: under the daemon's own cgroup (so the limits of the service that runs the
 daemon cover its sandboxes too), in a directory ``agentd``, one child per sandbox.
 cgroup v1 needs the ``memory`` and ``pids`` hierarchies writable (root); cgroup v2
-needs the daemon's cgroup delegated with both controllers, and the daemon must not
-be a process of that same cgroup unless it is the root one (the kernel refuses
-controllers for children of a cgroup that holds processes). Where neither works,
+needs the daemon's cgroup delegated with both controllers (systemd ``Delegate=yes``);
+as v2 gives no controllers to the children of a cgroup holding processes, a daemon
+alone in its cgroup moves itself to a leaf ``daemon`` beside ``agentd``. Where neither works,
 :func:`support` says why and the sandboxes fall back to the rlimits alone.
 
 The rlimits stay in either case: one process still gets a clean ``MemoryError`` at
@@ -25,6 +25,7 @@ sandboxes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -144,12 +145,29 @@ def _detect() -> Support:
 
 
 def _enable_v2(path: Path) -> None:
-    """Give ``memory`` and ``pids`` to the children of ``path`` (and of its parent)."""
+    """Give ``memory`` and ``pids`` to the children of ``path`` (and of its parent,
+    the daemon's own cgroup)."""
     for where in (path.parent, path):
         control = where / "cgroup.subtree_control"
         have = set(control.read_text().split())
         missing = [f"+{c}" for c in ("memory", "pids") if c not in have]
-        if missing:
+        if not missing:
+            continue
+        try:
+            control.write_text(" ".join(missing))
+        except OSError as exc:
+            # EBUSY: the daemon's cgroup holds processes, so its children may not
+            # have controllers (v2's rule). A delegated cgroup holding the daemon
+            # alone (systemd ``Delegate=yes``) moves it to a leaf of its own; one
+            # shared with other processes is left alone.
+            if exc.errno != errno.EBUSY or where != path.parent:
+                raise
+            procs = (where / "cgroup.procs").read_text().split()
+            if procs != [str(os.getpid())]:
+                raise
+            leaf = where / "daemon"
+            leaf.mkdir(exist_ok=True)
+            (leaf / "cgroup.procs").write_text(str(os.getpid()))
             control.write_text(" ".join(missing))
 
 

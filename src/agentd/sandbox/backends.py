@@ -217,16 +217,17 @@ class Backend(ABC):
 class ProcessBackend(Backend):
     """No isolation: the command is a plain process with rlimits, a scrubbed
     environment, its own session, the death signal, ``no_new_privs`` (set-uid programs
-    gain nothing), the seccomp filter of the bubblewrap sandbox and (under root) uid
-    ``nobody``. Its working directory is the real workspace path (``HOME`` too: when
-    a parent of the workspace is closed to ``nobody``, as ``/root`` is, the command
-    works in it by relative paths only).
+    gain nothing), the seccomp filter of the bubblewrap sandbox, a cgroup where one can
+    be made, and (under root) the agent's uid. Its working directory is the real
+    workspace path (``HOME`` too: when a parent of the workspace is closed to other
+    users, as ``/root`` is, the command works in it by relative paths only).
 
     What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
     may read, uses the host's network, sees the host's processes and may signal those
-    of its uid (other sandboxes; under a non-root daemon, the daemon itself); a process
-    that leaves its process group (``setsid``) escapes the kill at the end and the
-    daemon's death, and so does everything if it kills the ``timeout`` above it.
+    of its uid (the agent's other sandboxes; under a non-root daemon, every agent's
+    and the daemon itself); without a cgroup, a process that leaves its process group
+    (``setsid``) escapes the kill at the end, and with or without one it escapes the
+    daemon's death, as does everything if it kills the ``timeout`` above it.
     """
 
     name = "process"
