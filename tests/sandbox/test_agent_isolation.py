@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.sandbox.conftest import backend_or_skip
+from tests.sandbox.test_backends import _gone
 
 from agentd.sandbox._cgroups import support
 from agentd.sandbox.backends import (
@@ -204,14 +206,22 @@ async def test_no_cgroup_is_left_behind(kind: type[Backend], shared: Path) -> No
     needs_cgroup()
     ws = workspace(shared, "a", A)
     backend = kind(user=A if os.geteuid() == 0 else None)
-    before = {p: set(p.iterdir()) for p in support().parents.values()}
+    def ours() -> set[Path]:  # (other processes may share the parent)
+        return {entry for parent in support().parents.values()
+                for entry in parent.iterdir() if entry.name.startswith(f"s{os.getpid()}-")}
+
+    before = ours()
+    marker = secrets.token_hex(8)
     await backend.run(["sh", "-c", "sleep 100 & setsid sleep 100 & echo started"],
-                      workspace=ws, limits=Limits(wall_s=20))
-    shell = await backend.shell(workspace=ws, limits=Limits(wall_s=20))
+                      workspace=ws, env={"AGENTD_MARK": marker},
+                      limits=Limits(wall_s=20))
+    shell = await backend.shell(workspace=ws, env={"AGENTD_MARK": marker},
+                                limits=Limits(wall_s=20))
     await shell.run("setsid sleep 100 &")
     await shell.close()
-    after = {p: set(p.iterdir()) for p in support().parents.values()}
-    assert after == before
+    assert ours() == before == set()
+    # Even what left its process group (setsid) went with the cgroup.
+    assert await _gone(marker)
 
 
 @needs_root
