@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agentd.config import Settings
 from agentd.errors import Conflict
@@ -17,7 +18,7 @@ from agentd.runtime import Runtime
 from agentd.sandbox._cgroups import support
 from agentd.store import open_store
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="per-agent uids need a root "
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="per-agent uids need a root "
                                 "daemon (without root every sandbox keeps its uid)")
 
 ALLOW = {"policy": {"rules": [{"tool": "shell", "action": "allow"}]}}
@@ -38,6 +39,7 @@ async def outputs(runtime: Runtime, agent: str, script: list[dict[str, Any]],
             if e.kind == "tool.finished"]
 
 
+@needs_root
 async def test_each_agent_runs_as_its_own_uid_kept_across_a_restart(
         settings: Settings, store_url: str) -> None:
     settings.database_url = store_url
@@ -66,6 +68,7 @@ async def test_each_agent_runs_as_its_own_uid_kept_across_a_restart(
         await runtime.close()
 
 
+@needs_root
 async def test_a_deleted_agents_uid_is_not_given_again(runtime: Runtime) -> None:
     first = await runtime.create_agent(name="a", model="scripted")
     uid = await runtime.sandboxes.user(first.id)
@@ -74,6 +77,7 @@ async def test_a_deleted_agents_uid_is_not_given_again(runtime: Runtime) -> None
     assert await runtime.sandboxes.user(second.id) != uid
 
 
+@needs_root
 async def test_a_used_up_range_refuses_the_agent_clearly(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", demo_agent=False,
                         sandbox={"uid_base": 300_000, "uid_count": 1})
@@ -103,6 +107,7 @@ async def test_uids_are_unique_under_concurrent_assignment(store_url: str) -> No
         await store.close()
 
 
+@needs_root
 async def test_a_command_over_the_memory_cap_is_a_clear_tool_result(
         runtime: Runtime, tmp_path: Path) -> None:
     if not support().usable:
@@ -115,3 +120,18 @@ async def test_a_command_over_the_memory_cap_is_a_clear_tool_result(
     assert out[0].startswith("[killed: memory limit of 200 MB]"), out
     assert out[1] == "[exit code 0]\nalive"
     assert (await runtime.health())["sandbox_memory"] == "cgroup"
+
+
+def test_a_uid_range_holding_nobody_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="65534"):
+        Settings(home=tmp_path, sandbox={"uid_base": 60_000, "uid_count": 10_000})
+
+
+async def test_health_says_who_commands_run_as(runtime: Runtime) -> None:
+    """Root: a uid per agent. Not root: none is given, the daemon's uid is kept."""
+    if os.geteuid() == 0:
+        assert (await runtime.health())["sandbox_uids"] == "per-agent"
+        return
+    agent = await runtime.create_agent(name="a", model="scripted")
+    assert await runtime.sandboxes.user(agent.id) is None
+    assert (await runtime.health())["sandbox_uids"] == "daemon"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,11 @@ class Sandboxes:
         if os.geteuid() == 0:
             log.info("sandbox uids: one per agent, from %d (%d of them)",
                      self.config.uid_base, self.config.uid_count)
+            taken = await asyncio.to_thread(self._host_users)
+            if taken:
+                log.warning("sandbox uids: the host's users %s have uids in the range "
+                            "[sandbox] uid_base..uid_base+uid_count: an agent given one "
+                            "would own their files; move the range", ", ".join(taken))
         else:
             log.warning("sandbox uids: the daemon is not root, so every agent's commands "
                         "run as the daemon's own uid: agents can read each other's "
@@ -107,6 +113,12 @@ class Sandboxes:
             chosen = value if own is None else min(value, own)
             merged[name] = int(chosen) if isinstance(value, int) else float(chosen)
         return Limits(**merged)
+
+    def _host_users(self) -> list[str]:
+        """Names of the host's users (``/etc/passwd``) inside the uid range."""
+        low, high = self.config.uid_base, self.config.uid_base + self.config.uid_count
+        return sorted(entry.pw_name for entry in pwd.getpwall()
+                      if low <= entry.pw_uid < high)
 
     async def user(self, agent_id: str) -> tuple[int, int] | None:
         """The agent's (uid, gid), given it now if it has none; None when the daemon

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Cgroup", "Support", "support"]
+__all__ = ["Cgroup", "Support", "cached", "support"]
 
 log = logging.getLogger(__name__)
 
