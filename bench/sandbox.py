@@ -14,10 +14,17 @@ shell_ms
     One persistent shell (``Backend.shell``), then ``echo hi`` N times through
     ``PersistentShell.run``: from the call to the result. p50 / p99 / max.
 
+Each backend runs as an agent would: under a root daemon as an agent's own uid
+(``[sandbox] uid_base``), in a cgroup of its own capping memory and processes where
+one can be made (``cgroup`` says whether). ``bubblewrap-in-turn`` runs bubblewrap as
+before per-agent uids (uid ``nobody``, no cgroup: ``baseline_start_ms``) and
+the agent's bubblewrap one after the other, N times each, so that the difference (the
+cost of the uid and the cgroup) does not drift with the machine's load.
+
 gVisor, when its only fault is an old ``runsc`` that cannot run ``ls`` (its probe says
 so), is measured anyway with at most ``--n-gvisor`` runs and reported with
-``usable: false`` and the reason. Targets (bubblewrap): start p50 < 15 ms, p99 < 40 ms;
-persistent shell p50 < 2 ms.
+``usable: false`` and the reason. Targets (bubblewrap): start p50 < 20 ms with the
+per-agent uid and cgroup, p99 < 40 ms; persistent shell p50 < 2 ms.
 
 Prints one JSON line on stdout; progress goes to stderr.
 """
@@ -37,9 +44,12 @@ from typing import Any
 import orjson
 
 from _load import info, percentile
+from agentd.config import SandboxConfig
+from agentd.sandbox import _cgroups
 from agentd.sandbox.backends import (
     BACKENDS,
     Backend,
+    BubblewrapBackend,
     GVisorBackend,
     Limits,
     choose,
@@ -93,14 +103,48 @@ async def measure(backend: Backend, n: int, workspace: Path) -> dict[str, Any]:
     return {"n": n, "start_ms": _stats(starts), "shell_ms": _stats(calls)}
 
 
+async def baseline(agent: Backend, n: int, tmp: Path, workspace: Path
+                   ) -> dict[str, Any]:
+    """Bubblewrap as before per-agent uids (``nobody``, no cgroup) against ``agent``
+    (its uid and cgroup), run after run in turn, so that the load of the machine
+    weighs on both alike."""
+    old_ws = tmp / "baseline"
+    old_ws.mkdir(mode=0o700)
+    prepare_workspace(old_ws)
+    pid = os.getpid()
+    kept = _cgroups.support()
+    off = _cgroups.Support(reason="off for the baseline")
+    limits = Limits(wall_s=30.0)
+    old: list[float] = []
+    new: list[float] = []
+    try:
+        for _ in range(n):
+            for backend, where, cgroups, samples in (
+                    (agent, workspace, kept, new),
+                    (BubblewrapBackend(), old_ws, off, old)):
+                _cgroups._cache[pid] = cgroups
+                t = time.perf_counter()
+                await backend.run(["true"], workspace=where, limits=limits)
+                samples.append((time.perf_counter() - t) * 1000)
+    finally:
+        _cgroups._cache[pid] = kept
+    info(f"bubblewrap in turn: uid+cgroup {_stats(new)}, baseline {_stats(old)}")
+    return {"n": n, "start_ms": _stats(new), "baseline_start_ms": _stats(old)}
+
+
 async def amain(args: argparse.Namespace) -> None:
     reasons = detect()
     info(f"detected: {reasons}")
-    out: dict[str, Any] = {"bench": "sandbox", "backends": {}}
+    cgroups = _cgroups.support()
+    uid = SandboxConfig().uid_base
+    user = (uid, uid) if os.geteuid() == 0 else None
+    out: dict[str, Any] = {"bench": "sandbox", "uid": uid if user else os.geteuid(),
+                           "cgroup": f"v{cgroups.version}" if cgroups.usable
+                           else cgroups.reason, "backends": {}}
     with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
         workspace = Path(tmp) / "ws"
         workspace.mkdir(mode=0o700)
-        prepare_workspace(workspace)
+        prepare_workspace(workspace, user=user)
         # Usable backends first: a gVisor sandbox's threads run as the sandbox uid
         # and, while they wind down, count against the others' process limit.
         for cls in sorted(BACKENDS, key=lambda c: (reasons[c.name] is not None,
@@ -117,9 +161,12 @@ async def amain(args: argparse.Namespace) -> None:
             else:
                 out["backends"][cls.name] = {"usable": False, "reason": reason}
                 continue
-            figures = await measure(backend, n, workspace)
+            figures = await measure(backend.as_user(user), n, workspace)
             out["backends"][cls.name] = {"usable": reason is None, **figures,
                                          **({"reason": reason} if reason else {})}
+            if cls is BubblewrapBackend and reason is None:
+                out["backends"]["bubblewrap-in-turn"] = await baseline(
+                    backend.as_user(user), n, Path(tmp), workspace)
     out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                       "kernel": platform.release(), "root": os.geteuid() == 0}
     print(orjson.dumps(out).decode(), flush=True)

@@ -180,6 +180,18 @@ class SandboxConfig(_Strict):
     snapshot_budget_mb: int = Field(default=8192, ge=0)
     #: How often snapshot objects no log refers to are deleted (0: never).
     snapshot_gc_s: float = Field(default=3600.0, ge=0)
+    #: When the daemon is root, each agent's commands run as a uid (and gid) of its
+    #: own, from ``uid_base`` to ``uid_base + uid_count - 1``; none is ever given to
+    #: a second agent. Choose a range no host user or group has.
+    uid_base: int = Field(default=200_000, ge=1000, le=2**31)
+    uid_count: int = Field(default=100_000, ge=1, le=2**30)
+
+    @model_validator(mode="after")
+    def _uid_range(self) -> SandboxConfig:
+        if self.uid_base <= 65534 < self.uid_base + self.uid_count:
+            raise ValueError("sandbox.uid_base .. uid_base + uid_count must not hold "
+                             "65534 (nobody)")
+        return self
 
 
 def default_home() -> Path:

@@ -131,7 +131,8 @@ class SessionOps:
             return None
         data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
                                     snapshot_at(events, seq))
-        await self.sandboxes.prepare(self.settings.workspaces_dir / agent_id)
+        await self.sandboxes.prepare(self.settings.workspaces_dir / agent_id,
+                                     agent_id=agent_id)
         [record] = await self.store.append(session_id, [NewEvent(
             kind="workspace.restored", data={"seq": seq, **data})])
         self.bus.publish([record])

@@ -24,6 +24,7 @@ from agentd.config import PRIORITIES, AgentSandbox, Budget, Settings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
+    Conflict,
     InvalidInput,
     InvalidModel,
     ShuttingDown,
@@ -152,7 +153,7 @@ class Runtime(SessionOps):
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
-        self.sandboxes = Sandboxes(settings.sandbox)
+        self.sandboxes = Sandboxes(settings.sandbox, self.store)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -356,6 +357,11 @@ class Runtime(SessionOps):
         agent = await self.store.create_agent(name=name, model=model,
                                               instructions=instructions, tools=tools,
                                               settings=settings)
+        try:  # its sandbox uid, given now (a used-up range refuses the agent: 409)
+            await self.sandboxes.user(agent.id)
+        except Conflict:
+            await self.store.delete_agent(name)
+            raise
         self.agent_count += 1
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return self._remember(agent)
@@ -393,7 +399,7 @@ class Runtime(SessionOps):
             await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
         await self.store.delete_agent(name)
         await self.mcp.close(agent.id)
-        self.sandboxes.forget(self.workspace_of(agent))
+        self.sandboxes.forget(self.workspace_of(agent), agent.id)
         self.agent_count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self._sleep(agent)
@@ -707,7 +713,8 @@ class Runtime(SessionOps):
             failures: list[str] = []
             spawn = self.sandboxes.mcp_spawner(
                 plan.sandbox, plan.limits, workspace=self.workspace_of(agent),
-                network=self.permissions_for(plan.policy, None).shell_network)
+                network=self.permissions_for(plan.policy, None).shell_network,
+                agent_id=agent.id)
             tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
                                                    spawn=spawn)]
             if failures:
@@ -719,8 +726,9 @@ class Runtime(SessionOps):
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,
-                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}")
-            except InvalidInput as exc:
+                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}",
+                    agent_id=agent.id)
+            except (InvalidInput, Conflict) as exc:
                 await self._settle(run.session_id, run.id, "failed", "run.failed",
                                    {"error": exc.to_dict()})
                 return None

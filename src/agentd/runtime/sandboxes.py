@@ -7,6 +7,15 @@ not isolate, only where neither works, with a loud warning). ``/health`` and
 ``agentd status`` say which. An agent may ask for another backend
 (``settings.sandbox.backend``; refused at create if this daemon cannot run it) and
 lower its limits (``settings.sandbox.limits``; the daemon's are the ceiling).
+
+Who commands run as: when the daemon is root, each agent's run as its own uid and
+gid (:meth:`Sandboxes.user`: from ``[sandbox] uid_base``/``uid_count``, stored, never
+given to a second agent), its workspace theirs with mode ``0700``; so one agent
+cannot read another's files, signal its processes or use up its process count.
+When the daemon is not root this is impossible: every sandbox keeps the daemon's uid
+(the log says so at start, ``/health`` says ``sandbox_uids: "daemon"``). Memory and
+processes are capped per sandbox by a cgroup where one can be made, else by rlimits
+per process (``/health``: ``sandbox_memory: "cgroup"|"rlimit"``).
 """
 
 from __future__ import annotations
@@ -14,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import pwd
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import InvalidInput
+from agentd.sandbox._cgroups import support as cgroup_support
 from agentd.sandbox._process import Child
 from agentd.sandbox.backends import Backend, Limits, choose, detect, prepare_workspace
 from agentd.sandbox.context import Sandbox
@@ -26,6 +38,9 @@ from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
 from agentd.tools._mcp_stdio import Spawner
 from agentd.tools.mcp import MCPServer
+
+if TYPE_CHECKING:
+    from agentd.store import Store
 
 __all__ = ["Sandboxes"]
 
@@ -35,13 +50,16 @@ log = logging.getLogger(__name__)
 class Sandboxes:
     """Backends, limits and persistent shells. Owned by the runtime."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, store: Store | None = None) -> None:
         self.config = config
+        self.store = store
         self.shells = ShellPool(idle_s=config.shell_idle_s)
         self.available: dict[str, str | None] = {}
         self.default: Backend | None = None
+        self.memory = "rlimit"
         self._backends: dict[str, Backend] = {}
         self._prepared: set[Path] = set()
+        self._users: dict[str, tuple[int, int]] = {}
 
     async def start(self) -> None:
         """Probe the backends and choose the default; a configured backend that does
@@ -56,6 +74,29 @@ class Sandboxes:
         self._backends[self.default.name] = self.default
         log.info("sandbox: %s (%s)", self.default.name,
                  "isolated" if self.default.isolated else "NOT isolated")
+        if os.geteuid() == 0:
+            log.info("sandbox uids: one per agent, from %d (%d of them)",
+                     self.config.uid_base, self.config.uid_count)
+            taken = await asyncio.to_thread(self._host_users)
+            if taken:
+                log.warning("sandbox uids: the host's users %s have uids in the range "
+                            "[sandbox] uid_base..uid_base+uid_count: an agent given one "
+                            "would own their files; move the range", ", ".join(taken))
+        else:
+            log.warning("sandbox uids: the daemon is not root, so every agent's commands "
+                        "run as the daemon's own uid: agents can read each other's "
+                        "workspaces and signal each other's processes under the "
+                        "process backend, and share one process count")
+        cgroups = await asyncio.to_thread(cgroup_support)
+        if cgroups.usable and self.default.name != "gvisor":
+            self.memory = "cgroup"
+            log.info("sandbox memory and processes: a cgroup (v%d) per sandbox",
+                     cgroups.version)
+        else:
+            log.warning("sandbox memory: no cgroup per sandbox (%s); memory is capped "
+                        "per process (RLIMIT_AS), processes per uid (RLIMIT_NPROC): "
+                        "several processes of one sandbox may together use more",
+                        cgroups.reason or "the gvisor backend")
 
     def check_agent(self, config: AgentSandbox) -> None:
         """Refuse (422) an agent asking for a backend this daemon cannot run."""
@@ -77,13 +118,38 @@ class Sandboxes:
             merged[name] = int(chosen) if isinstance(value, int) else float(chosen)
         return Limits(**merged)
 
+    def _host_users(self) -> list[str]:
+        """Names of the host's users (``/etc/passwd``) inside the uid range."""
+        low, high = self.config.uid_base, self.config.uid_base + self.config.uid_count
+        return sorted(entry.pw_name for entry in pwd.getpwall()
+                      if low <= entry.pw_uid < high)
+
+    async def user(self, agent_id: str) -> tuple[int, int] | None:
+        """The agent's (uid, gid), given it now if it has none; None when the daemon
+        is not root (the sandbox keeps the daemon's uid).
+
+        Raises:
+            Conflict: ``sandbox_uids_exhausted``, the range is used up.
+        """
+        if os.geteuid() != 0 or self.store is None:
+            return None
+        found = self._users.get(agent_id)
+        if found is None:
+            uid = await self.store.sandbox_uid(agent_id, base=self.config.uid_base,
+                                               count=self.config.uid_count)
+            found = self._users[agent_id] = (uid, uid)
+        return found
+
     async def for_run(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
-                      permissions: Policy, shell_key: str) -> Sandbox:
+                      permissions: Policy, shell_key: str, agent_id: str = ""
+                      ) -> Sandbox:
         """What a run's tools get (``ToolContext.sandbox``); ``limits``: this agent's
-        (:meth:`limits`, worked out once per agent)."""
-        backend = await self._backend(config.backend)
+        (:meth:`limits`, worked out once per agent); its commands run as the agent's
+        uid (:meth:`user`)."""
+        user = await self.user(agent_id) if agent_id else None
+        backend = (await self._backend(config.backend)).as_user(user)
         if workspace not in self._prepared:
-            await self.prepare(workspace)
+            await self.prepare(workspace, agent_id=agent_id)
         network = permissions.network
         return Sandbox(backend=backend, limits=limits,
                        network=tuple(network) if isinstance(network, tuple | list)
@@ -92,7 +158,7 @@ class Sandboxes:
                        persistent_shell=config.persistent_shell)
 
     def mcp_spawner(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
-                    network: bool) -> Spawner:
+                    network: bool, agent_id: str) -> Spawner:
         """How an agent's stdio MCP servers start: each in a sandbox of the agent's
         backend, with its workspace, limits and network (a full grant only, as for the
         shell); no CPU or wall-clock limit, since a server lives as long as its
@@ -102,21 +168,24 @@ class Sandboxes:
 
         async def spawn(server: MCPServer) -> Child:
             assert server.command is not None
-            backend = await self._backend(config.backend)
+            user = await self.user(agent_id)
+            backend = (await self._backend(config.backend)).as_user(user)
             if workspace not in self._prepared:
-                await self.prepare(workspace)
+                await self.prepare(workspace, agent_id=agent_id)
             return await backend.spawn(server.command, workspace=workspace,
                                        network=network, env=server.env,
                                        limits=long_lived, cwd=server.cwd or ".")
 
         return spawn
 
-    async def prepare(self, workspace: Path) -> None:
-        """Create the workspace and make it the sandbox uid's (again after a restore
+    async def prepare(self, workspace: Path, *, agent_id: str = "") -> None:
+        """Create the workspace and make it the agent's uid's (again after a restore
         wrote files as the daemon)."""
+        user = await self.user(agent_id) if agent_id else None
+
         def work() -> None:
             workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
-            prepare_workspace(workspace)
+            prepare_workspace(workspace, user=user)
 
         await asyncio.to_thread(work)
         self._prepared.add(workspace)
@@ -136,8 +205,9 @@ class Sandboxes:
         for suffix in ("net", "nonet"):
             await self.shells.close(f"{shell_key}/{suffix}")
 
-    def forget(self, workspace: Path) -> None:
+    def forget(self, workspace: Path, agent_id: str = "") -> None:
         self._prepared.discard(workspace)
+        self._users.pop(agent_id, None)
 
     async def close(self) -> None:
         await self.shells.close_all()
@@ -146,5 +216,7 @@ class Sandboxes:
         default = self.default
         return {"sandbox": default.name if default else "none",
                 "sandbox_isolated": bool(default and default.isolated),
+                "sandbox_uids": "per-agent" if os.geteuid() == 0 else "daemon",
+                "sandbox_memory": self.memory,
                 "sandboxes": {name: reason or "ok" for name, reason in self.available.items()}}
 

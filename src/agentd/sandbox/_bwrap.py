@@ -79,6 +79,8 @@ def _memfd(name: str, data: bytes) -> int:
 
 def synthetic_etc(uid: int, gid: int, *, network: bool) -> dict[str, bytes]:
     """``/etc`` files written for the sandbox rather than taken from the host."""
+    # An agent's own uid is ``sandbox`` (the same name for every agent: nothing
+    # of the host's users or of the other agents shows inside).
     passwd = ["root:x:0:0:root:/root:/usr/sbin/nologin"]
     group = ["root:x:0:"]
     if uid == 65534:
@@ -173,14 +175,17 @@ def _root_entries() -> list[str]:
 
 
 def build(command: Sequence[str], *, workspace: Path, network: bool,
-          env: dict[str, str], chdir: str, limits: Limits) -> Launch:
-    """Everything needed to start ``command`` in a new bubblewrap sandbox.
+          env: dict[str, str], chdir: str, limits: Limits,
+          user: tuple[int, int] | None = None, cgroup_fds: Sequence[int] = ()) -> Launch:
+    """Everything needed to start ``command`` in a new bubblewrap sandbox, as
+    ``user`` (the agent's uid and gid; ``nobody`` without one) when the daemon is
+    root, in the cgroup whose ``cgroup.procs`` are ``cgroup_fds``.
 
-    When the daemon is root, bubblewrap (as ``nobody``) may not be able to reach
-    the workspace's path: it binds :func:`mountpoint` instead, on which
+    When the daemon is root, bubblewrap (as the sandbox's uid) may not be able to
+    reach the workspace's path: it binds :func:`mountpoint` instead, on which
     ``child_setup`` has mounted the workspace in a mount namespace of its own.
     """
-    ids = sandbox_ids()
+    ids = sandbox_ids(user)
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
     source = mountpoint() if ids is not None else str(workspace)
     launch = Launch(argv=[])
@@ -225,7 +230,8 @@ def build(command: Sequence[str], *, workspace: Path, network: bool,
         args_fd = _memfd("bwrap-args", "\0".join(args).encode() + b"\0")
         launch.pass_fds.append(args_fd)
         launch.argv = [binary() or "bwrap", "--args", str(args_fd), "--", *command]
-        launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source))
+        launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source), user=user,
+                                    cgroup_fds=cgroup_fds)
     except BaseException:
         launch.close()
         raise

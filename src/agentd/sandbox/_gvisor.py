@@ -100,9 +100,10 @@ def _mount(destination: str, source: str, *, kind: str = "bind",
 
 
 def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[str, str],
-          chdir: str, limits: Limits) -> Bundle:
-    """Write a bundle for ``command`` and return how to run it."""
-    ids = sandbox_ids()
+          chdir: str, limits: Limits, user: tuple[int, int] | None = None) -> Bundle:
+    """Write a bundle for ``command`` and return how to run it (as ``user``, the
+    agent's uid and gid, when the daemon is root)."""
+    ids = sandbox_ids(user)
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
     directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
     try:

@@ -1,14 +1,22 @@
 """What every backend shares: limits and results, who the sandbox runs as, its
 environment and working directory, and what the child does between fork and exec.
 
-Who runs the sandbox: when the daemon is root, every sandboxed process runs as
-``nobody`` (65534:65534, no supplementary groups). Three things depend on it: root is
-exempt from ``RLIMIT_NPROC`` (a fork bomb would not be stopped), a root process could
-signal or ptrace the daemon, and user namespaces created by root map real root into the
-sandbox. When the daemon is not root, the sandbox keeps the daemon's uid; then
-``RLIMIT_NPROC`` counts every process and thread of that user, the daemon's included.
-Either way the count is per uid: the sandboxes running at one time share it (and
-gVisor's own threads, which run as ``nobody`` too, count against it).
+Who runs the sandbox: when the daemon is root, each agent's sandboxed processes run
+as that agent's own uid and gid (taken from ``[sandbox] uid_base``/``uid_count``, no
+supplementary groups; see ``agentd.runtime.sandboxes``), and a sandbox started
+without one (a test, a probe) as ``nobody`` (65534). Three things depend on not being
+root: root is exempt from ``RLIMIT_NPROC`` (a fork bomb would not be stopped), a root
+process could signal or ptrace the daemon, and user namespaces created by root map
+real root into the sandbox. A uid of its own per agent means one agent cannot use up
+another's process count, read its workspace (``0700``) or signal its processes.
+
+When the daemon is not root, none of this is possible: the sandbox keeps the daemon's
+uid, ``RLIMIT_NPROC`` counts every process and thread of that user (the daemon's and
+every agent's together) and agents share one uid.
+
+Memory and processes are also capped per sandbox by a cgroup where one can be made
+(``_cgroups``); the rlimits here apply in any case (``RLIMIT_AS`` per process,
+``RLIMIT_NPROC`` per uid).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import resource
 import signal
 import stat
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +59,12 @@ class Limits:
 
     Attributes:
         cpu_s: CPU seconds per process (``RLIMIT_CPU``; SIGXCPU at the limit).
-        memory_mb: address space per process (``RLIMIT_AS``), in MiB.
-        processes: processes and threads of the sandbox's uid (``RLIMIT_NPROC``),
-            counted over every sandbox running at the time (they share the uid).
+        memory_mb: memory of the whole sandbox (its cgroup, swap included), in
+            MiB; also the address space of each process (``RLIMIT_AS``), which is
+            all there is where no cgroup can be made.
+        processes: processes and threads of the whole sandbox (its cgroup), and of
+            the sandbox's uid (``RLIMIT_NPROC``: under root one uid per agent, so
+            counted over that agent's sandboxes running at the time).
         file_size_mb: the largest file a process may write (``RLIMIT_FSIZE``); also
             the size of the sandbox's private ``/tmp`` under bubblewrap.
         output_bytes: stdout and stderr kept together; the rest is dropped (the result
@@ -91,7 +102,9 @@ class ExecResult:
         truncated: output was dropped past ``Limits.output_bytes``.
         timed_out: the wall-clock limit was reached.
         killed: ``"wall_time"`` or ``"output"`` when we killed it; ``"cpu_time"``
-            (SIGXCPU) or ``"file_size"`` (SIGXFSZ) when a limit did; ``"signal:NAME"``
+            (SIGXCPU) or ``"file_size"`` (SIGXFSZ) when a limit did; ``"memory"``
+            when the kernel killed a process of it at the sandbox's memory cap
+            (its cgroup); ``"signal:NAME"``
             for another signal death the backend can tell apart; else None.
         duration_ms: from start to the end of its output.
     """
@@ -105,9 +118,12 @@ class ExecResult:
     duration_ms: float
 
 
-def sandbox_ids() -> tuple[int, int] | None:
-    """The uid and gid sandboxed processes switch to, or None to keep the daemon's."""
-    return (SANDBOX_UID, SANDBOX_GID) if os.geteuid() == 0 else None
+def sandbox_ids(user: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """The uid and gid sandboxed processes switch to: ``user`` (an agent's own), or
+    ``nobody`` without one; None (keep the daemon's) when the daemon is not root."""
+    if os.geteuid() != 0:
+        return None
+    return user if user is not None else (SANDBOX_UID, SANDBOX_GID)
 
 
 def sandbox_env(home: str, env: Mapping[str, str] | None) -> dict[str, str]:
@@ -242,18 +258,21 @@ def rlimits(limits: Limits) -> list[tuple[int, tuple[int, int]]]:
 
 def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
-                death: int = signal.SIGKILL, no_new_privs: bool = False
-                ) -> Callable[[], None]:
+                death: int = signal.SIGKILL, no_new_privs: bool = False,
+                cgroup_fds: Sequence[int] = ()) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
     1. ``bind`` (root only): in a private mount namespace of its own, the directory
        ``bind[0]`` (the workspace) is bind-mounted on the path ``bind[1]``, so
        that bubblewrap, running as ``nobody``, reaches the workspace even when one of
        its parents (``/root``) is closed to other users. Nothing shows on the host.
-    2. ``ids``: drop supplementary groups, then gid, then uid (all three ids).
-    3. the death signal ``death`` (after the uid change, which would clear it), and
+    2. ``cgroup_fds`` (the sandbox cgroup's ``cgroup.procs``, opened by the daemon):
+       ``0`` written to each moves the child in, while it is still the daemon's uid;
+       everything it starts stays in.
+    3. ``ids``: drop supplementary groups, then gid, then uid (all three ids).
+    4. the death signal ``death`` (after the uid change, which would clear it), and
        a check that the daemon did not die before it was armed;
-    4. rlimits, ``fchdir`` to ``cwd_fd``, and with ``no_new_privs`` (for the process
+    5. rlimits, ``fchdir`` to ``cwd_fd``, and with ``no_new_privs`` (for the process
        backend, whose commands see the host's ``su`` and ``sudo``) set-uid programs
        no longer raise privileges and the :func:`seccomp_filter` is installed
        (bubblewrap installs it itself).
@@ -268,8 +287,9 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     bind_args = None
     if bind is not None:
         bind_args = (os.fsencode(bind[0]), os.fsencode(bind[1]))
-    setrlimit, fchdir, getppid, exit_ = (resource.setrlimit, os.fchdir, os.getppid,
-                                         os._exit)
+    setrlimit, fchdir, getppid, exit_, write = (resource.setrlimit, os.fchdir,
+                                                os.getppid, os._exit, os.write)
+    join = tuple(cgroup_fds)
     setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
     check = _check
     death_signal = int(death)
@@ -285,6 +305,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
             check(unshare(_CLONE_NEWNS))
             check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
             check(mount(bind_args[0], bind_args[1], None, _MS_BIND, None))
+        for fd in join:
+            write(fd, b"0")
         if ids is not None:
             setgroups([])
             setresgid(ids[1], ids[1], ids[1])
@@ -307,15 +329,18 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
 
 def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None = None,
                  bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
-                 no_new_privs: bool = False) -> dict[str, Any]:
+                 no_new_privs: bool = False, user: tuple[int, int] | None = None,
+                 cgroup_fds: Sequence[int] = ()) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
-    (with the uid switch when ``drop`` and the daemon is root)."""
-    ids = sandbox_ids() if drop else None
+    (with the switch to ``user``, or ``nobody``, when ``drop`` and the daemon is
+    root; into the cgroup whose ``cgroup.procs`` are ``cgroup_fds``)."""
+    ids = sandbox_ids(user) if drop else None
     return {"start_new_session": True, "close_fds": True,
             "preexec_fn": child_setup(limits, ids=ids, cwd_fd=cwd_fd,
                                       bind=bind if ids is not None else None,
-                                      death=death, no_new_privs=no_new_privs)}
+                                      death=death, no_new_privs=no_new_privs,
+                                      cgroup_fds=cgroup_fds)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from agentd.sandbox._cgroups import Cgroup
 from agentd.sandbox._limits import ExecResult, Limits, signal_death
 
 _CHUNK = 65536
@@ -109,7 +110,8 @@ class Child:
     process and whatever ``extra_kill`` knows about (bubblewrap's pid 1). ``stop``
     first awaits ``extra_stop`` (gVisor's ``runsc kill`` and ``delete``), then kills.
     ``close`` stops, reaps, closes the pipes and releases what the sandbox held
-    (``cleanup``); it is idempotent and not interrupted by cancelling its caller.
+    (``cleanup``) and its ``cgroup`` (whatever is left in it is killed, in a thread);
+    it is idempotent and not interrupted by cancelling its caller.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process, *, started: float,
@@ -117,8 +119,10 @@ class Child:
                  negative_is_signal: bool,
                  extra_kill: Callable[[], None] | None = None,
                  extra_stop: Callable[[], Awaitable[None]] | None = None,
-                 cleanup: Callable[[], None] | None = None) -> None:
+                 cleanup: Callable[[], None] | None = None,
+                 cgroup: Cgroup | None = None) -> None:
         self.proc = proc
+        self.cgroup = cgroup
         self.started = started
         self.stdout = stdout
         self.stderr = stderr
@@ -159,15 +163,24 @@ class Child:
                     pipe.close()
             if self._cleanup is not None:
                 self._cleanup()
+            # Usually empty by now: removed at once; else waited for in a thread.
+            if self.cgroup is not None and not self.cgroup.try_remove():
+                await asyncio.to_thread(self.cgroup.remove)
+
+    def oom_kills(self) -> int:
+        """Processes of this sandbox the kernel killed at its memory cap so far."""
+        return self.cgroup.oom_kills() if self.cgroup is not None else 0
 
 
 async def launch(argv: Sequence[str], *, env: dict[str, str], pass_fds: Sequence[int] = (),
                  stdin_pipe: bool, spawn: dict[str, Any], negative_is_signal: bool,
                  extra_kill: Callable[[], None] | None = None,
                  extra_stop: Callable[[], Awaitable[None]] | None = None,
-                 cleanup: Callable[[], None] | None = None) -> Child:
+                 cleanup: Callable[[], None] | None = None,
+                 cgroup: Cgroup | None = None) -> Child:
     """Start ``argv`` with both outputs (and stdin, if asked) on pipes of ours;
-    ``spawn`` comes from ``spawn_kwargs``."""
+    ``spawn`` comes from ``spawn_kwargs`` (which moves it into ``cgroup``, removed
+    when the Child is closed)."""
     fds: list[int] = []
     try:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -192,7 +205,7 @@ async def launch(argv: Sequence[str], *, env: dict[str, str], pass_fds: Sequence
     return Child(proc, started=started, stdout=PipeReader(out_r), stderr=PipeReader(err_r),
                  stdin=PipeWriter(in_w) if stdin_pipe else None,
                  negative_is_signal=negative_is_signal, extra_kill=extra_kill,
-                 extra_stop=extra_stop, cleanup=cleanup)
+                 extra_stop=extra_stop, cleanup=cleanup, cgroup=cgroup)
 
 
 class Capture:
@@ -269,6 +282,7 @@ async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecR
     waiter = asyncio.ensure_future(proc.wait())
     flood = asyncio.ensure_future(capture.flooded.wait())
     killed: str | None = None
+    oom = 0
     try:
         done, _ = await asyncio.wait({waiter, flood}, timeout=limits.wall_s,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -286,6 +300,7 @@ async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecR
         for task in (*tasks, flood, waiter):
             task.cancel()
         await asyncio.gather(*tasks, flood, waiter, return_exceptions=True)
+        oom = child.oom_kills()  # read before close removes the cgroup
         await child.close()
     duration_ms = (time.perf_counter() - child.started) * 1000
     stdout, stderr, truncated = capture.result()
@@ -296,6 +311,8 @@ async def execute(child: Child, *, stdin: bytes | None, limits: Limits) -> ExecR
         assert proc.returncode is not None
         code, killed = signal_death(proc.returncode,
                                     negative_is_signal=child.negative_is_signal)
+        if oom:
+            killed = "memory"
     return ExecResult(exit_code=code, stdout=stdout, stderr=stderr, truncated=truncated,
                       timed_out=killed == "wall_time", killed=killed,
                       duration_ms=duration_ms)

@@ -13,8 +13,12 @@ What every backend guarantees: the environment is exactly ``PATH``, ``HOME``,
 ``LANG``, ``TERM``, ``TMPDIR`` plus what the caller gives (nothing of the daemon's:
 no API keys); rlimits for CPU, address space, file size, processes and core dumps; no
 capabilities and no privilege gain through set-uid programs; when the daemon is root,
-the command runs as ``nobody`` (so the process limit holds, and it cannot signal or
-ptrace the daemon); at the wall-clock limit, or when output keeps flooding past four
+the command runs as the backend's ``user`` (an agent's own uid and gid:
+:meth:`Backend.as_user`), or ``nobody`` without one, so the process limit holds, it
+cannot signal or ptrace the daemon, and one agent cannot read, signal or exhaust
+another; memory and processes are capped per sandbox by a cgroup where one can be
+made (bubblewrap and process backends; ``_cgroups``), else by the rlimits alone;
+at the wall-clock limit, or when output keeps flooding past four
 times the cap, every process of the sandbox is killed, and so is what a command left
 running in the background when it ends; when the daemon dies, the sandbox dies too.
 
@@ -26,8 +30,9 @@ it too). The process backend is not isolated: the command sees the host's files 
 ``nobody`` may read), its processes and its network. It is the fallback where no
 namespace tool works, and choosing it logs a warning.
 
-Use :func:`choose` to get a backend (the strongest usable one by default) and call
-:func:`prepare_workspace` once on a new workspace (the sandbox's uid must own it).
+Use :func:`choose` to get a backend (the strongest usable one by default),
+:meth:`Backend.as_user` for an agent's, and call :func:`prepare_workspace` once on a
+new workspace (the sandbox's uid must own it).
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from agentd.errors import InvalidInput, ToolError
-from agentd.sandbox import _bwrap, _gvisor
+from agentd.sandbox import _bwrap, _cgroups, _gvisor
 from agentd.sandbox._limits import (
     SANDBOX_PATH,
+    SANDBOX_UID,
     ExecResult,
     Limits,
     cwd_parts,
@@ -85,12 +91,22 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Backend(ABC):
-    """Runs commands in one kind of sandbox. Instances hold no state: one may be
-    shared by every agent."""
+    """Runs commands in one kind of sandbox, as one user. Instances hold no other
+    state: an agent's (:meth:`as_user`) serves all its runs."""
 
     name: ClassVar[str]
     strength: ClassVar[int]
     isolated: ClassVar[bool]
+
+    def __init__(self, *, user: tuple[int, int] | None = None) -> None:
+        #: (uid, gid) its commands run as when the daemon is root (None: ``nobody``).
+        self.user = user
+
+    def as_user(self, user: tuple[int, int] | None) -> Backend:
+        """This backend, running its commands as ``user`` (uid, gid)."""
+        if user == self.user:
+            return self
+        return type(self)(user=user)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -186,9 +202,11 @@ class Backend(ABC):
                             code="sandbox_unavailable")
         parts = cwd_parts(cwd)
         owner = workspace_owner(workspace)  # a ToolError if it is not a directory
-        if sandbox_ids() is not None and owner == os.geteuid():
-            # A workspace still the daemon's (new, or written by it): give it away.
-            await asyncio.to_thread(prepare_workspace, workspace)
+        ids = sandbox_ids(self.user)
+        if ids is not None and owner != ids[0]:
+            # A workspace still the daemon's (new, or written by it) or the old
+            # shared uid's: give it to this sandbox's.
+            await asyncio.to_thread(prepare_workspace, workspace, user=self.user)
         os.close(open_cwd(workspace, parts))  # exists, is a directory, no link on the way
         return parts
 
@@ -198,20 +216,37 @@ class Backend(ABC):
                      stdin_pipe: bool) -> Child | ExecResult:
         """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
 
+    async def _cgroup(self, limits: Limits) -> _cgroups.Cgroup | None:
+        """A cgroup for a new sandbox, or None where none can be made (the rlimits
+        alone then apply; ``/health`` says which: ``sandbox_memory``)."""
+        found = _cgroups.cached()
+        if found is None:
+            found = await asyncio.to_thread(_cgroups.support)
+        if not found.usable:
+            return None
+        try:
+            # In memory, under a millisecond: a thread hop would cost more than it.
+            return found.create(memory_mb=limits.memory_mb, processes=limits.processes)
+        except OSError as exc:
+            logger.warning("sandbox cgroup could not be made (%s): this sandbox has "
+                           "the rlimits only", exc)
+            return None
+
 
 class ProcessBackend(Backend):
     """No isolation: the command is a plain process with rlimits, a scrubbed
     environment, its own session, the death signal, ``no_new_privs`` (set-uid programs
-    gain nothing), the seccomp filter of the bubblewrap sandbox and (under root) uid
-    ``nobody``. Its working directory is the real workspace path (``HOME`` too: when
-    a parent of the workspace is closed to ``nobody``, as ``/root`` is, the command
-    works in it by relative paths only).
+    gain nothing), the seccomp filter of the bubblewrap sandbox, a cgroup where one can
+    be made, and (under root) the agent's uid. Its working directory is the real
+    workspace path (``HOME`` too: when a parent of the workspace is closed to other
+    users, as ``/root`` is, the command works in it by relative paths only).
 
     What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
     may read, uses the host's network, sees the host's processes and may signal those
-    of its uid (other sandboxes; under a non-root daemon, the daemon itself); a process
-    that leaves its process group (``setsid``) escapes the kill at the end and the
-    daemon's death, and so does everything if it kills the ``timeout`` above it.
+    of its uid (the agent's other sandboxes; under a non-root daemon, every agent's
+    and the daemon itself); without a cgroup, a process that leaves its process group
+    (``setsid``) escapes the kill at the end, and with or without one it escapes the
+    daemon's death, as does everything if it kills the ``timeout`` above it.
     """
 
     name = "process"
@@ -243,12 +278,20 @@ class ProcessBackend(Backend):
         watchdog = shutil.which("timeout", path=SANDBOX_PATH)
         death = signal.SIGTERM if watchdog else signal.SIGKILL
         command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
+        cgroup = None
         try:
+            cgroup = await self._cgroup(limits)
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
-                                spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,
-                                                   no_new_privs=True),
-                                negative_is_signal=True)
-        except (FileNotFoundError, PermissionError) as exc:
+                                spawn=spawn_kwargs(
+                                    limits, cwd_fd=cwd_fd, death=death,
+                                    no_new_privs=True, user=self.user,
+                                    cgroup_fds=cgroup.open_procs() if cgroup else ()),
+                                negative_is_signal=True, cgroup=cgroup)
+        except BaseException as exc:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            if not isinstance(exc, FileNotFoundError | PermissionError):
+                raise
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return ExecResult(exit_code=code, stdout="",
                               stderr=f"{argv[0]}: {exc.strerror or exc}\n",
@@ -256,6 +299,8 @@ class ProcessBackend(Backend):
                               duration_ms=0.0)
         finally:
             os.close(cwd_fd)
+            if cgroup is not None:
+                cgroup.close_procs()
 
 
 class BubblewrapBackend(Backend):
@@ -283,20 +328,31 @@ class BubblewrapBackend(Backend):
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
-        plan = _bwrap.build(argv, workspace=workspace, network=network, env=full_env,
-                            chdir=chdir, limits=limits)
+        cgroup = await self._cgroup(limits)
+        try:
+            plan = _bwrap.build(argv, workspace=workspace, network=network, env=full_env,
+                                chdir=chdir, limits=limits, user=self.user,
+                                cgroup_fds=cgroup.open_procs() if cgroup else ())
+        except BaseException:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            raise
         try:
             child = await launch(plan.argv, env={}, pass_fds=plan.pass_fds,
                                  stdin_pipe=stdin_pipe, spawn=plan.spawn,
                                  negative_is_signal=False, extra_kill=plan.kill_sandbox,
-                                 cleanup=plan.close)
+                                 cleanup=plan.close, cgroup=cgroup)
             plan.monitor = child.proc.pid
             return child
         except BaseException:
             plan.close()
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
             raise
         finally:
             plan.close_child_fds()
+            if cgroup is not None:
+                cgroup.close_procs()
 
 
 class GVisorBackend(Backend):
@@ -319,7 +375,7 @@ class GVisorBackend(Backend):
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
         bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
                                          network=network, env=full_env, chdir=chdir,
-                                         limits=limits)
+                                         limits=limits, user=self.user)
 
         def cleanup() -> None:
             shutil.rmtree(bundle.directory, ignore_errors=True)
@@ -412,31 +468,34 @@ def _instance(cls: type[Backend], reasons: dict[str, str]) -> Backend:
             "SANDBOX: tool commands run as plain processes (the %s backend), NOT "
             "isolated: they can read the host's files and use its network; only "
             "rlimits, a scrubbed environment%s apply.%s", cls.name,
-            " and uid nobody" if sandbox_ids() is not None else "",
+            " and a uid per agent" if sandbox_ids() is not None else "",
             f" Isolating backends: {why}" if why else "")
     return cls()
 
 
-def prepare_workspace(path: Path) -> None:
+def prepare_workspace(path: Path, *, user: tuple[int, int] | None = None) -> None:
     """Make ``path`` the sandbox's own: when the daemon is root, every directory and
-    file in it owned by root is given to the sandbox uid (``nobody``). Without root
-    it does nothing (the sandbox runs as the daemon's user).
+    file in it owned by root (or by ``nobody``, the uid every agent shared before
+    they had their own) is given to ``user`` (the agent's uid and gid; ``nobody``
+    without one), and ``path`` itself gets mode ``0700``: no other agent's uid may
+    enter it. Without root it does nothing (the sandbox runs as the daemon's user).
 
     The tree is walked one descriptor at a time without following links; links
     themselves and files with more than one hard link are left alone, so nothing the
     sandbox planted (a link to ``/etc/shadow``) makes it give away a file outside.
     """
-    ids = sandbox_ids()
+    ids = sandbox_ids(user)
     if ids is None:
         return
     uid, gid = ids
-    daemon = os.geteuid()
+    daemon = {os.geteuid(), SANDBOX_UID} - {uid}
     root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     stack = [root_fd]
     try:
         info = os.fstat(root_fd)
-        if info.st_uid == daemon:
+        if info.st_uid in daemon:
             os.fchown(root_fd, uid, gid)
+        os.fchmod(root_fd, 0o700)
         while stack:
             fd = stack.pop()
             try:
@@ -452,7 +511,7 @@ def prepare_workspace(path: Path) -> None:
         raise
 
 
-def _give(dir_fd: int, name: str, stack: list[int], *, daemon: int, uid: int,
+def _give(dir_fd: int, name: str, stack: list[int], *, daemon: set[int], uid: int,
           gid: int) -> None:
     """Give one entry to the sandbox uid, by descriptor (a path swapped after the
     look cannot redirect the change); directories are pushed on ``stack``."""
@@ -462,9 +521,9 @@ def _give(dir_fd: int, name: str, stack: list[int], *, daemon: int, uid: int,
         if stat.S_ISDIR(info.st_mode):
             child = os.open(".", _DIR_FLAGS, dir_fd=fd)
             stack.append(child)
-            if info.st_uid == daemon:
+            if info.st_uid in daemon:
                 os.fchown(child, uid, gid)
-        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == daemon:
+        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid in daemon:
             os.chown(f"/proc/self/fd/{fd}", uid, gid)
     finally:
         os.close(fd)

@@ -192,6 +192,7 @@ class PersistentShell:
                   f"__agentd_s=$?; printf '%s%s:%s\\n' '{_TAG}' '{nonce}' \"$__agentd_s\"; "
                   f"printf '%s%s;\\n' '{_TAG}' '{nonce}' >&2\n").encode()
         capture = Capture(self.limits.output_bytes)
+        oom_before = child.oom_kills()
         started = time.perf_counter()
         readers = [asyncio.ensure_future(out.until(out_marker, capture)),
                    asyncio.ensure_future(err.until(err_marker, capture))]
@@ -223,6 +224,9 @@ class PersistentShell:
         status = (readers[0].result() if readers[0].done() and not readers[0].cancelled()
                   and readers[0].exception() is None else None)
         code: int | None = None
+        # The kernel killed a process at the sandbox's memory cap during this
+        # command (the shell itself, or the command's): say so, whatever the status.
+        oom = child.oom_kills() > oom_before
         if killed is not None:
             await self._discard(f"was killed ({killed})")
         elif status is not None:
@@ -233,6 +237,8 @@ class PersistentShell:
             code, killed = signal_death(returncode,
                                         negative_is_signal=child.negative_is_signal)
             self._forget(f"exited with status {code}")
+        if oom and killed is None:
+            killed = "memory"
         stdout, stderr, truncated = capture.result()
         return ExecResult(exit_code=code, stdout=stdout, stderr=stderr,
                           truncated=truncated, timed_out=killed == "wall_time",

@@ -23,6 +23,10 @@ as the step that used them; the agent's name and tenant are copied in and there 
 no foreign key, so billing history outlives a deleted agent. ``(tenant, day)`` and
 ``(agent_id, day)`` serve budget checks over a day range. ``runs.priority`` records
 the priority a message was sent with (``background`` for runs from before).
+
+Migration 5 adds ``sandbox_uids``: the uid (and gid) each agent's commands run as
+under a root daemon. No foreign key: a row outlives its agent, so that a uid is never
+given to a second one (``agentd.store._uids``).
 """
 
 from __future__ import annotations
@@ -144,5 +148,17 @@ MIGRATIONS.append((
     "session policy",
     """
 ALTER TABLE sessions ADD COLUMN policy {text};
+""",
+))
+
+MIGRATIONS.append((
+    5,
+    "sandbox uids",
+    """
+CREATE TABLE sandbox_uids (
+    uid        {bigint} PRIMARY KEY,
+    agent_id   {text} NOT NULL UNIQUE,
+    created_at {real} NOT NULL
+);
 """,
 ))

@@ -30,7 +30,7 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
-from agentd.store import _approvals, _usage
+from agentd.store import _approvals, _uids, _usage
 from agentd.store._engine import Engine, Tx
 from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
@@ -423,6 +423,15 @@ class Store:
 
         if await self.engine.write(op) == 0:
             raise AgentNotFound(f"agent {name!r} not found")
+
+    async def sandbox_uid(self, agent_id: str, *, base: int, count: int) -> int:
+        """The agent's sandbox uid, given now from ``base``.. if it has none yet
+        (Conflict ``sandbox_uids_exhausted`` when the range is used up)."""
+        have = await self.engine.read(lambda tx: _uids.lookup(tx, agent_id))
+        if have is not None:
+            return have
+        return await self.engine.write(lambda tx: _uids.assign(
+            tx, agent_id, base=base, count=count, dialect=self.engine.dialect))
 
     # -- sessions ------------------------------------------------------------------
 

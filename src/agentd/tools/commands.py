@@ -60,6 +60,8 @@ def render(result: ExecResult, limits: Limits) -> str:
         head = f"[killed: CPU time limit of {limits.cpu_s:g}s]"
     elif result.killed == "file_size":
         head = f"[killed: file size limit of {limits.file_size_mb} MB]"
+    elif result.killed == "memory":
+        head = f"[killed: memory limit of {limits.memory_mb} MB]"
     elif result.killed:
         head = f"[killed: {result.killed}]"
     else:
