@@ -26,10 +26,22 @@ async def _events(rt: Runtime, key: str = "k") -> list[Any]:
     return await rt.read_events(session.id)
 
 
+def _server(name: str = "t") -> dict[str, Any]:
+    """The test server as a stdio MCP server of an agent on the process backend: the
+    agent's uid runs the system's Python with this venv's packages (the venv's own
+    interpreter may sit under a home closed to other users; bubblewrap would show
+    neither)."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no /usr/bin/python3 for the sandboxed server")
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    return {"name": name, "command": ["/usr/bin/python3", str(SERVER), "stdio"],
+            "env": {"PYTHONPATH": ":".join(site)}}
+
+
 async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", model="scripted", settings={
-        "mcp": [{"name": "t", "command": [sys.executable, str(SERVER), "stdio"]},
-                {"name": "broken", "command": ["/nonexistent/mcp-server"]}],
+        "sandbox": {"backend": "process"},
+        "mcp": [_server(), {"name": "broken", "command": ["/nonexistent/mcp-server"]}],
         "script": [_call("t__add", a=2, b=3), _call("t__write_note", text="hi"),
                    {"text": "done"}]})
     sent = await runtime.send("a", "k", "go")
