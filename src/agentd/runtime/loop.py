@@ -32,6 +32,7 @@ from agentd.security.policy import Policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool
+from agentd.tools._workers import WorkerPool
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
 
@@ -123,6 +124,7 @@ class RunExecutor(ToolSteps):
         sandbox: Any = None,
         snapshot_workspace: Callable[[bool], Awaitable[list[NewEvent]]] | None = None,
         notes: Sequence[NewEvent] = (),
+        workers: WorkerPool | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -143,6 +145,7 @@ class RunExecutor(ToolSteps):
         #: Judges every tool call (the agent's layered permission policy).
         self.permissions = permissions or Policy()
         self.sandbox = sandbox
+        self.workers = workers
         self.snapshot_workspace = snapshot_workspace
         #: Events to log when the run starts (tools that could not be loaded).
         self.notes = list(notes)

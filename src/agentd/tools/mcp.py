@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as ToolInfo
 
+    from agentd.tools._workers import WorkerPool
+
 __all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool"]
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ class MCPTool(Tool):
         return arguments
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext,
-                   default_timeout_s: float) -> str:
+                   default_timeout_s: float, workers: WorkerPool | None = None) -> str:
         arguments = self.validate(arguments)
         timeout = self.timeout_s or default_timeout_s
         result = await self._connection.call(

@@ -1,0 +1,149 @@
+"""The worker process: runs CPU-bound tool work out of the daemon's process.
+
+Started by :class:`agentd.tools._workers.WorkerPool` as a fresh interpreter
+(``python -m agentd.tools._worker MEMORY_BYTES``), never forked from the threaded
+daemon. A regular expression that backtracks for minutes, or a big-integer power, holds
+the GIL of the process it runs in; here that is this process, which the daemon kills at
+the call's time limit, so the daemon's event loop never waits on it.
+
+The channel is the inherited stdin/stdout, moved to other descriptors at start so that
+anything a tool prints cannot corrupt it. A frame is an 8-byte big-endian length and a
+pickle. The daemon sends ``(module, function, args)`` naming a function of its own code
+(never anything the model chose); the worker answers ``("ok", value)``,
+``("error", code, message)`` for a :class:`~agentd.errors.ToolError`, or
+``("failed", type name, message)`` for anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import os
+import pickle
+import resource
+import signal
+import struct
+import sys
+from typing import Any
+
+__all__ = ["HEADER", "MAX_REPLY", "decide", "main", "run_tool"]
+
+HEADER = struct.Struct(">Q")
+#: A reply bigger than this is refused (tool outputs are cut at 64 KiB anyway).
+MAX_REPLY = 4 * 1024 * 1024
+
+
+def run_tool(module: str, name: str, arguments: dict[str, Any],
+             ctx: Any) -> tuple[Any, str | None]:
+    """Validate and run the tool named ``name`` defined in ``module``; (its result,
+    what it flagged untrusted)."""
+    from agentd.tools._tool import Tool
+
+    found = next((value for value in vars(importlib.import_module(module)).values()
+                  if isinstance(value, Tool) and value.name == name), None)
+    if found is None:
+        raise TypeError(f"{module} defines no tool {name!r}")
+    kwargs = found.validate(arguments)
+    if ctx is not None:
+        kwargs["ctx"] = ctx
+    result = found.fn(**kwargs)
+    return result, None if ctx is None else ctx.untrusted
+
+
+def decide(policy: Any, facts: Any, arguments: dict[str, Any], tainted: bool) -> Any:
+    """The policy's verdict on a call (the command analyser parses attacker text)."""
+    return policy.decide(facts, arguments, tainted=tainted)
+
+
+def _read(fd: int, size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write(fd: int, payload: bytes) -> None:
+    view = memoryview(HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _answer(request: tuple[str, str, tuple[Any, ...]]) -> tuple[Any, ...]:
+    from agentd.errors import ToolError
+
+    module, function, args = request
+    try:
+        value = getattr(importlib.import_module(module), function)(*args)
+    except ToolError as exc:
+        return ("error", exc.code, exc.message)
+    except MemoryError:
+        return ("error", "tool_out_of_memory",
+                "the call needed more memory than a tool worker may use")
+    except RecursionError:
+        return ("error", "tool_bad_arguments", "the input is nested too deeply")
+    except Exception as exc:
+        return ("failed", type(exc).__name__, str(exc)[:2000])
+    return ("ok", value)
+
+
+def _encode(reply: tuple[Any, ...]) -> bytes:
+    try:
+        payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        payload = pickle.dumps(("failed", type(exc).__name__, "result cannot be sent"))
+    if len(payload) > MAX_REPLY:
+        payload = pickle.dumps(("error", "tool_output_too_big",
+                                f"the result is {len(payload)} bytes; the limit is "
+                                f"{MAX_REPLY}"))
+    return payload
+
+
+def _harden(memory_bytes: int) -> None:
+    # Die with the daemon: a worker spinning on a hostile regex must not outlive it.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit(0)
+    if memory_bytes > 0:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The event loop comes first when both want a core.
+    with contextlib.suppress(OSError):
+        os.nice(5)
+
+
+def main() -> None:
+    chan_in, chan_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    os.close(null)
+    _harden(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    hello = _read(chan_in, HEADER.size)
+    if hello is None:
+        return
+    paths = _read(chan_in, HEADER.unpack(hello)[0])
+    if paths is None:
+        return
+    sys.path[:] = pickle.loads(paths)
+    # What a tool needs is imported once, before the first call is timed.
+    import agentd.tools  # noqa: F401
+
+    _write(chan_out, b"ready")
+    while True:
+        header = _read(chan_in, HEADER.size)
+        if header is None:
+            return
+        body = _read(chan_in, HEADER.unpack(header)[0])
+        if body is None:
+            return
+        _write(chan_out, _encode(_answer(pickle.loads(body))))
+
+
+if __name__ == "__main__":
+    main()
