@@ -47,7 +47,8 @@ MAX_ARGUMENTS = 8 * 1024 * 1024
 #: Judged in a worker process: shell commands (the analyser parses attacker text with
 #: bashlex and regular expressions) and calls with arguments above this size.
 JUDGE_OFF_LOOP = 64 * 1024
-#: A call the policy cannot judge within this time is asked about (fail closed).
+#: A call the policy cannot judge within this time (or the tool timeout, if shorter)
+#: is asked about (fail closed).
 JUDGE_TIMEOUT_S = 10.0
 
 
@@ -199,16 +200,19 @@ class ToolSteps:
                 f"the arguments come to {size} bytes; the limit is {MAX_ARGUMENTS}"))
         if self.workers is None or not (facts.shell or size > JUDGE_OFF_LOOP):
             return self.permissions.decide(facts, arguments, tainted=tainted)
+        limit = min(JUDGE_TIMEOUT_S, self.tool_timeout_s)
         try:
-            async with asyncio.timeout(JUDGE_TIMEOUT_S):
+            async with asyncio.timeout(limit):
                 verdict: Verdict = await self.workers.run(
                     "agentd.tools._worker", "decide", self.permissions, facts,
                     arguments, tainted)
             return verdict
         except TimeoutError:
-            why = f"judging it took more than {JUDGE_TIMEOUT_S:g}s"
+            why = f"judging it took more than {limit:g}s"
         except ToolError as exc:
             why = exc.message
+        except Exception as exc:  # arguments that cannot cross to a worker
+            why = f"{type(exc).__name__}: {exc}"[:200]
         log.warning("policy could not judge a %s call: %s", t.name, why)
         return Verdict(action="ask", rule="builtin:unjudged", tainted=tainted,
                        reason=f"the policy could not judge this call ({why})")

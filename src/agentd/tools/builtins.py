@@ -26,7 +26,8 @@ def current_time(timezone: str = "UTC") -> str:
     try:
         zone = zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ToolError(f"unknown time zone {timezone!r}", code="tool_bad_arguments") from None
+        raise ToolError(f"unknown time zone {timezone[:100]!r}",
+                        code="tool_bad_arguments") from None
     return _dt.datetime.now(zone).isoformat(timespec="seconds")
 
 

@@ -1,0 +1,212 @@
+"""No tool call stalls the daemon.
+
+A real daemon (LiveServer: the app on a real socket) runs one hostile call per case,
+for every built-in tool: catastrophic regular expressions, huge powers, huge and
+nested arguments, many files, a command line the analyser chokes on. While it runs, a
+second client polls ``/health`` and another agent completes turns; each request must
+answer within a generous liveness bound, and the hostile call must end with a clear
+result within its limit. Before the worker processes, ``grep`` with ``(a+)+$`` or
+``calculator`` with ``(9**9999)**2000`` held the GIL for as long as they ran: every
+client of the daemon waited (and the tool timeout could not stop them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentd.client import Client
+from agentd.config import Settings
+from agentd.llm.scripted import clear_queue, enqueue
+from agentd.testing.live import LiveServer
+
+#: Each request of the watchers must answer within this (a liveness bound, not a
+#: benchmark: bench/stall.py measures).
+LIVELY_S = 2.0
+#: The tool timeout of this daemon: the hard limit of a hostile call.
+LIMIT_S = 5.0
+#: How long a hostile case may take in all (its limit, plus a busy machine).
+CASE_S = 45.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    home = tmp_path_factory.mktemp("stall")
+    settings = Settings(home=home, demo_agent=False, tool_timeout_s=LIMIT_S,
+                        database_url=f"sqlite:///{home / 'agentd.db'}")
+    with LiveServer(settings) as live:
+        with Client(live.url) as client:
+            client.create_agent("calm", model="scripted", tools=[])
+        yield live
+    clear_queue()
+
+
+class Watch:
+    """Polls /health and sends turns to the calm agent (no tools) in two threads."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.health: list[float] = []
+        self.turns: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._poll, daemon=True),
+                         threading.Thread(target=self._talk, daemon=True)]
+
+    def _poll(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=120) as http:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                response = http.get("/health")
+                self.health.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    self.failures.append(f"/health answered {response.status_code}")
+                time.sleep(0.02)
+
+    def _talk(self) -> None:
+        with Client(self.url, timeout=120) as client:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                started = time.perf_counter()
+                run = client.send("calm", f"turn-{n}", f"hello {n}")
+                self.turns.append(time.perf_counter() - started)
+                if run["status"] != "completed" or run["output"] != f"echo: hello {n}":
+                    self.failures.append(f"calm turn {n}: {run['status']} {run['output']}")
+
+    def __enter__(self) -> Watch:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def check(self) -> None:
+        assert not self.failures, self.failures
+        assert self.health and self.turns, "the watchers got no answer at all"
+        worst_health, worst_turn = max(self.health), max(self.turns)
+        assert worst_health < LIVELY_S, f"/health took {worst_health:.1f}s"
+        assert worst_turn < LIVELY_S, f"another agent's turn took {worst_turn:.1f}s"
+
+
+def _attack(live: LiveServer, tool: str, arguments: dict[str, Any],
+            prepare: Callable[[Path], None] | None = None) -> tuple[dict[str, Any],
+                                                                  list[dict[str, Any]]]:
+    """Run one hostile call while the watchers run; the run and its session's events."""
+    name = f"hostile-{tool}-{time.monotonic_ns()}"
+    with Client(live.url, timeout=120) as client:
+        client.create_agent(name, model="scripted", tools=[tool])
+        if prepare is not None:
+            workspace = live.settings.workspaces_dir / _agent_id(live, name)
+            workspace.mkdir(parents=True, exist_ok=True)
+            prepare(workspace)
+        # Queued in process (the daemon runs here): arguments bigger than an API body.
+        enqueue({"tool_calls": [{"name": tool, "arguments": arguments}]},
+                {"text": "done"}, agent=name)
+        with Watch(live.url) as watch:
+            run = client.send(name, "k", "go", wait=False)
+            deadline = time.monotonic() + CASE_S
+            while run["status"] not in ("completed", "failed", "waiting_approval"):
+                assert time.monotonic() < deadline, f"the hostile run is still {run}"
+                time.sleep(0.1)
+                run = client.get_run(run["id"])
+            time.sleep(0.3)  # the watchers get a last look after the call ended
+        watch.check()
+        return run, client.events(name, "k")
+
+
+def _agent_id(live: LiveServer, name: str) -> str:
+    with sqlite3.connect(live.settings.home / "agentd.db") as db:
+        row = db.execute("SELECT id FROM agents WHERE name = ?", (name,)).fetchone()
+    return str(row[0])
+
+
+def _finished(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e["data"] for e in events if e["kind"] == "tool.finished")
+
+
+def _file(name: str, content: bytes) -> Callable[[Path], None]:
+    def prepare(workspace: Path) -> None:
+        (workspace / name).write_bytes(content)
+    return prepare
+
+
+def _many_files(count: int, width: int = 1) -> Callable[[Path], None]:
+    def prepare(workspace: Path) -> None:
+        folder = workspace / "many"
+        folder.mkdir()
+        for i in range(count):
+            (folder / f"{'a' * width}{i}").touch()
+    return prepare
+
+
+#: (case id, tool, arguments, what prepares the workspace, a word of the result)
+CATALOGUE: list[tuple[str, str, dict[str, Any], Callable[[Path], None] | None, str]] = [
+    ("calculator-power-tower", "calculator", {"expression": "(9**9999)**2000"}, None,
+     "more than"),
+    ("calculator-exponent", "calculator", {"expression": "9**9**9"}, None, "too large"),
+    ("calculator-round", "calculator", {"expression": "round(1, -999999999)"}, None,
+     "digits"),
+    ("calculator-nesting", "calculator", {"expression": "-" * 990 + "1"}, None,
+     "nested"),
+    ("current_time-huge-zone", "current_time", {"timezone": "A/" * 50_000}, None,
+     "unknown time zone"),
+    ("read_file-deep-path", "read_file", {"path": "a/" * 5000}, None, "too deep"),
+    ("write_file-huge-content", "write_file", {"path": "x", "content": "x" * 5_000_000},
+     None, "the limit is"),
+    ("write_files-many-changes", "write_files",
+     {"files": [{"path": f"f{i}", "content": "x"} for i in range(20_000)]}, None,
+     "give 1 to 100 files"),
+    ("edit_file-every-byte-matches", "edit_file", {"path": "big", "old": "a", "new": "b"},
+     _file("big", b"a" * 4_000_000), "occurs 4000000 times"),
+    ("list_files-many-files", "list_files", {"path": "many"}, _many_files(3000),
+     "more entries not shown"),
+    ("glob-backtracking-pattern", "glob", {"pattern": "**/" + "*a" * 60 + "b"},
+     _many_files(300, width=200), "(no match)"),
+    ("grep-redos", "grep", {"pattern": "(a+)+$"}, _file("line", b"a" * 27 + b"!\n"),
+     "timed out"),
+    ("grep-redos-nested", "grep", {"pattern": "^(([a-z])+.)+[A-Z]([a-z])+$"},
+     _file("line", b"a" * 40 + b"\n"), "timed out"),
+    ("http_fetch-huge-url", "http_fetch", {"url": "http://" + "a" * 2_000_000}, None,
+     "denied"),
+    ("git-huge-arguments", "git", {"command": "log", "args": ["x" * 64] * 140_000},
+     None, "the limit is"),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "prepare", "expected"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CATALOGUE])
+def test_hostile_call_does_not_stall(server: LiveServer, tool: str,
+                                     arguments: dict[str, Any],
+                                     prepare: Callable[[Path], None] | None,
+                                     expected: str) -> None:
+    run, events = _attack(server, tool, arguments, prepare)
+    assert run["status"] == "completed", run
+    result = _finished(events)
+    assert expected in result["output"], result["output"][:300]
+    if expected != "more entries not shown" and expected != "(no match)":
+        assert result["is_error"], result["output"][:300]
+    assert result["duration_ms"] < (LIMIT_S + 20) * 1000
+
+
+def test_command_the_analyser_chokes_on_is_asked_about(server: LiveServer) -> None:
+    """``$((`` repeated makes the analyser's rewriting quadratic: tens of seconds in
+    one regular-expression call. It is judged in a worker, stopped at the limit, and
+    the call is asked about (fail closed), not run."""
+    run, events = _attack(server, "shell", {"command": "$((" * 12_000})
+    assert run["status"] == "waiting_approval", run
+    requested = next(e["data"] for e in events if e["kind"] == "approval.requested")
+    assert requested["policy"]["action"] == "ask"
+    assert requested["policy"]["rule"] == "builtin:unjudged"
+    assert "could not judge" in requested["reason"]
+    assert not any(e["kind"] == "tool.started" for e in events)
