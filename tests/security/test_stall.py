@@ -12,6 +12,7 @@ client of the daemon waited (and the tool timeout could not stop them).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -21,11 +22,16 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from agentd.client import Client
 from agentd.config import Settings
+from agentd.errors import ToolError
 from agentd.llm.scripted import clear_queue, enqueue
 from agentd.testing.live import LiveServer
+from agentd.tools import ToolContext
+from agentd.tools._workers import WorkerPool
+from agentd.tools.mcp import MCPTool
 
 #: Each request of the watchers must answer within this (a liveness bound, not a
 #: benchmark: bench/stall.py measures).
@@ -210,3 +216,36 @@ def test_command_the_analyser_chokes_on_is_asked_about(server: LiveServer) -> No
     assert requested["policy"]["rule"] == "builtin:unjudged"
     assert "could not judge" in requested["reason"]
     assert not any(e["kind"] == "tool.started" for e in events)
+
+
+async def test_mcp_schema_pattern_is_checked_in_a_worker() -> None:
+    """An MCP server's input schema may carry a ``pattern`` that backtracks on the
+    model's argument (``jsonschema`` uses Python's ``re``). The check runs in a worker,
+    stopped at the limit, while the event loop keeps ticking."""
+    schema = {"type": "object", "properties": {"text": {"type": "string",
+                                                        "pattern": "^(a+)+$"}}}
+    tool = MCPTool(name="m", description="", fn=lambda: None, parameters=schema,
+                   server="s", remote_name="m", _connection=None,  # never reached
+                   _validator=Draft202012Validator(schema))
+    ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
+    pool = WorkerPool(size=1)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - started)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        with pytest.raises(ToolError) as caught:
+            await tool.call({"text": "a" * 40 + "!"}, ctx, 2.0, pool)
+        assert caught.value.code == "tool_timeout"
+        with pytest.raises(ToolError) as wrong:
+            await tool.call({"text": "b"}, ctx, 30.0, pool)
+        assert wrong.value.code == "tool_bad_arguments"
+    finally:
+        ticker.cancel()
+        await pool.close()
+    assert gaps and max(gaps) < LIVELY_S
