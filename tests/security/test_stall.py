@@ -13,10 +13,12 @@ client of the daemon waited (and the tool timeout could not stop them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ from agentd.client import Client
 from agentd.config import Settings
 from agentd.errors import ToolError
 from agentd.llm.scripted import clear_queue, enqueue
+from agentd.sandbox.backends import Limits
+from agentd.sandbox.context import Sandbox
 from agentd.testing.live import LiveServer
-from agentd.tools import ToolContext
+from agentd.tools import NET_TOOLS, ToolContext
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPTool
 
@@ -248,4 +252,47 @@ async def test_mcp_schema_pattern_is_checked_in_a_worker() -> None:
     finally:
         ticker.cancel()
         await pool.close()
+    assert gaps and max(gaps) < LIVELY_S
+
+
+class _Punycode(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"a" * 500_000 + b"-" + b"b" * 499_999
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=punycode")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client stops at max_bytes
+            self.wfile.write(body)
+
+
+async def test_http_fetch_does_not_decode_a_page_in_quadratic_time() -> None:
+    """The page names its charset; ``punycode`` decodes in pure Python in quadratic
+    time, on the event loop (http_fetch is async): minutes for a megabyte."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Punycode)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
+                      sandbox=Sandbox(backend=None, limits=Limits(),
+                                      network=("127.0.0.1",)))
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - started)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        out = await NET_TOOLS["http_fetch"].call(
+            {"url": f"http://127.0.0.1:{httpd.server_address[1]}/",
+             "max_bytes": 1_000_000}, ctx, 60.0)
+    finally:
+        ticker.cancel()
+        httpd.shutdown()
+        httpd.server_close()
+    assert "HTTP 200" in out and "aaaa" in out
     assert gaps and max(gaps) < LIVELY_S
