@@ -54,15 +54,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with LiveServer(settings) as live:
         with Client(live.url) as client:
             client.create_agent("calm", model="scripted", tools=[])
+            client.create_agent("reader", model="scripted", tools=["read_file"], settings={
+                "script": [{"tool_calls": [{"name": "read_file",
+                                            "arguments": {"path": "note"}}]},
+                           {"text": "read"}]})
+        workspace = live.settings.workspaces_dir / _agent_id(live, "reader")
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "note").write_text("hello\n")
         yield live
     clear_queue()
 
 
 class Watch:
-    """Polls /health and sends turns to the calm agent (no tools) in two threads."""
+    """Polls /health and sends turns to a calm agent in two threads: ``calm`` (no
+    tools, it echoes) or ``reader`` (one read_file call a turn, in a tool worker)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, agent: str = "calm") -> None:
         self.url = url
+        self.agent = agent
         self.health: list[float] = []
         self.turns: list[float] = []
         self.failures: list[str] = []
@@ -86,9 +95,10 @@ class Watch:
             while not self._stop.is_set():
                 n += 1
                 started = time.perf_counter()
-                run = client.send("calm", f"turn-{n}", f"hello {n}")
+                run = client.send(self.agent, f"turn-{n}", f"hello {n}")
                 self.turns.append(time.perf_counter() - started)
-                if run["status"] != "completed" or run["output"] != f"echo: hello {n}":
+                expected = f"echo: hello {n}" if self.agent == "calm" else "read"
+                if run["status"] != "completed" or run["output"] != expected:
                     self.failures.append(f"calm turn {n}: {run['status']} {run['output']}")
 
     def __enter__(self) -> Watch:
@@ -106,13 +116,14 @@ class Watch:
         assert self.health and self.turns, "the watchers got no answer at all"
         worst_health, worst_turn = max(self.health), max(self.turns)
         assert worst_health < LIVELY_S, f"/health took {worst_health:.1f}s"
-        assert worst_turn < LIVELY_S, f"another agent's turn took {worst_turn:.1f}s"
+        assert worst_turn < LIVELY_S, f"another agent's turn took {worst_turn:.1f}s: {self.turns}"
 
 
 def _attack(live: LiveServer, tool: str, arguments: dict[str, Any],
-            prepare: Callable[[Path], None] | None = None) -> tuple[dict[str, Any],
-                                                                  list[dict[str, Any]]]:
-    """Run one hostile call while the watchers run; the run and its session's events."""
+            prepare: Callable[[Path], None] | None = None, *, calls: int = 1,
+            calm: str = "calm") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run a hostile call (``calls`` of them at once) while the watchers run; the run
+    and its session's events."""
     name = f"hostile-{tool}-{time.monotonic_ns()}"
     with Client(live.url, timeout=120) as client:
         client.create_agent(name, model="scripted", tools=[tool])
@@ -121,9 +132,11 @@ def _attack(live: LiveServer, tool: str, arguments: dict[str, Any],
             workspace.mkdir(parents=True, exist_ok=True)
             prepare(workspace)
         # Queued in process (the daemon runs here): arguments bigger than an API body.
-        enqueue({"tool_calls": [{"name": tool, "arguments": arguments}]},
+        enqueue({"tool_calls": [{"name": tool, "arguments": arguments}] * calls},
                 {"text": "done"}, agent=name)
-        with Watch(live.url) as watch:
+        if calm != "calm":
+            client.send(calm, f"warm-{name}", "warm up")  # its worker is started
+        with Watch(live.url, calm) as watch:
             run = client.send(name, "k", "go", wait=False)
             deadline = time.monotonic() + CASE_S
             while run["status"] not in ("completed", "failed", "waiting_approval"):
@@ -207,6 +220,16 @@ def test_hostile_call_does_not_stall(server: LiveServer, tool: str,
     if expected != "more entries not shown" and expected != "(no match)":
         assert result["is_error"], result["output"][:300]
     assert result["duration_ms"] < (LIMIT_S + 20) * 1000
+
+
+def test_an_agent_cannot_take_every_worker(server: LiveServer) -> None:
+    """Six backtracking greps in one step (read-only calls run together) use the
+    agent's share of the workers; another agent's read_file turns still answer."""
+    run, events = _attack(server, "grep", {"pattern": "(a+)+$"},
+                          _file("line", b"a" * 27 + b"!\n"), calls=6, calm="reader")
+    assert run["status"] == "completed", run
+    outputs = [e["data"]["output"] for e in events if e["kind"] == "tool.finished"]
+    assert len(outputs) == 6 and all("timed out" in o for o in outputs), outputs
 
 
 def test_command_the_analyser_chokes_on_is_asked_about(server: LiveServer) -> None:

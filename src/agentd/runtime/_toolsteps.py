@@ -205,7 +205,7 @@ class ToolSteps:
             async with asyncio.timeout(limit):
                 verdict: Verdict = await self.workers.run(
                     "agentd.tools._worker", "decide", self.permissions, facts,
-                    arguments, tainted)
+                    arguments, tainted, owner=self.agent_name)
             return verdict
         except TimeoutError:
             why = f"judging it took more than {limit:g}s"

@@ -155,6 +155,7 @@ class Runtime(SessionOps):
         self.sandboxes = Sandboxes(settings.sandbox)
         #: Worker processes for CPU-bound tools and the command analyser.
         self.workers = WorkerPool(size=settings.tool_workers,
+                                  per_owner=settings.tool_workers_per_agent,
                                   memory_mb=settings.tool_worker_memory_mb)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)

@@ -111,7 +111,7 @@ class Tool:
                         self.name, arguments,
                         # The sandbox's live handles stay here (file tools need none).
                         dataclasses.replace(ctx, sandbox=None) if self._wants_ctx
-                        else None)
+                        else None, owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",
                                 code="tool_timeout") from None

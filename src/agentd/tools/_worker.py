@@ -1,17 +1,17 @@
-"""The worker process: runs CPU-bound tool work out of the daemon's process.
+"""The worker processes: CPU-bound tool work, out of the daemon's process.
 
-Started by :class:`agentd.tools._workers.WorkerPool` as a fresh interpreter
-(``python -m agentd.tools._worker MEMORY_BYTES``), never forked from the threaded
-daemon. A regular expression that backtracks for minutes, or a big-integer power, holds
-the GIL of the process it runs in; here that is this process, which the daemon kills at
-the call's time limit, so the daemon's event loop never waits on it.
+A regular expression that backtracks for minutes, or a big-integer power, holds the GIL
+of the process it runs in. Here that is a worker, which the daemon kills at the call's
+time limit, so the daemon's event loop never waits on it.
 
-The channel is the inherited stdin/stdout, moved to other descriptors at start so that
-anything a tool prints cannot corrupt it. A frame is an 8-byte big-endian length and a
-pickle. The daemon sends ``(module, function, args)`` naming a function of its own code
-(never anything the model chose); the worker answers ``("ok", value)``,
-``("error", code, message)`` for a :class:`~agentd.errors.ToolError`, or
-``("failed", type name, message)`` for anything else.
+:class:`agentd.tools._workers.WorkerPool` starts one zygote as a fresh interpreter
+(``python -m agentd.tools._worker MEMORY_BYTES``: never a fork of the threaded daemon),
+which imports the tools once and forks the workers (:func:`main`). Each worker talks
+to the daemon on its own socket: a frame is an 8-byte big-endian length and a pickle.
+The daemon sends ``(module, function, args)`` naming a function of its own code (never
+anything the model chose); the worker answers ``("ok", value)``, ``("error", code,
+message)`` for a :class:`~agentd.errors.ToolError`, or ``("failed", type name,
+message)`` for anything else.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import pickle
 import resource
 import signal
+import socket
 import struct
 import sys
 from typing import Any
@@ -103,46 +104,87 @@ def _encode(reply: tuple[Any, ...]) -> bytes:
     return payload
 
 
-def _harden(memory_bytes: int) -> None:
-    # Die with the daemon: a worker spinning on a hostile regex must not outlive it.
+def _die_with_parent() -> None:
+    # A worker spinning on a hostile regex must not outlive the daemon.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        sys.exit(0)
+
+
+def _serve(chan: int, memory_bytes: int) -> None:
+    """One worker (a child of the zygote): answer requests on ``chan`` until EOF."""
+    _die_with_parent()
     if memory_bytes > 0:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # The event loop comes first when both want a core.
     with contextlib.suppress(OSError):
         os.nice(5)
+    while True:
+        header = _read(chan, HEADER.size)
+        if header is None:
+            return
+        body = _read(chan, HEADER.unpack(header)[0])
+        if body is None:
+            return
+        _write(chan, _encode(_answer(pickle.loads(body))))
 
 
 def main() -> None:
-    chan_in, chan_out = os.dup(0), os.dup(1)
+    """The zygote: imports the tools once, then forks a worker per request.
+
+    Its stdin is a ``SOCK_SEQPACKET`` control socket. The daemon sends ``sys.path``
+    (answered ``ready``), then ``F`` with a socket to give the new worker (answered
+    with its pid), or ``K`` and a pid to kill and reap one of its workers. Forking a
+    ready interpreter takes milliseconds, where starting one takes a second: a worker
+    killed at a time limit is replaced at once. The zygote has no threads, so forking
+    it is safe.
+    """
+    control = socket.socket(fileno=os.dup(0))
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    os.dup2(2, 1)
+    os.dup2(2, 1)  # what a tool prints goes to the daemon's stderr, not a channel
     os.close(null)
-    _harden(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-    hello = _read(chan_in, HEADER.size)
-    if hello is None:
+    _die_with_parent()
+    if os.getppid() == 1:
         return
-    paths = _read(chan_in, HEADER.unpack(hello)[0])
-    if paths is None:
+    memory_bytes = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    paths = control.recv(1 << 20)
+    if not paths:
         return
     sys.path[:] = pickle.loads(paths)
-    # What a tool needs is imported once, before the first call is timed.
+    # What a tool needs is imported once, here, and shared by every worker.
     import agentd.tools  # noqa: F401
 
-    _write(chan_out, b"ready")
+    control.send(b"ready")
+    children: set[int] = set()
     while True:
-        header = _read(chan_in, HEADER.size)
-        if header is None:
+        message, fds, _, _ = socket.recv_fds(control, 64, 1)
+        if not message:
             return
-        body = _read(chan_in, HEADER.unpack(header)[0])
-        if body is None:
-            return
-        _write(chan_out, _encode(_answer(pickle.loads(body))))
+        if message == b"F" and fds:
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                try:
+                    _serve(fds[0], memory_bytes)
+                finally:
+                    os._exit(0)
+            os.close(fds[0])
+            children.add(pid)
+            control.send(HEADER.pack(pid))
+        elif message[:1] == b"K" and len(message) == 1 + HEADER.size:
+            pid = HEADER.unpack(message[1:])[0]
+            if pid in children:  # an unreaped child: its pid cannot have been reused
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)  # a killed process ends at once
+                children.discard(pid)
+        for fd in fds[1:] if message == b"F" else fds:
+            os.close(fd)
+        for pid in list(children):  # reap the workers that ended
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    children.discard(pid)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,8 @@ class MCPTool(Tool):
             try:
                 async with asyncio.timeout(timeout):
                     arguments = await workers.run("agentd.tools.mcp", "check_arguments",
-                                                  self.parameters, self.name, arguments)
+                                                  self.parameters, self.name, arguments,
+                                                  owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"checking the arguments of {self.name} took more than "
                                 f"{timeout:g}s", code="tool_timeout") from None
