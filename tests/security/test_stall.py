@@ -223,13 +223,13 @@ def test_hostile_call_does_not_stall(server: LiveServer, tool: str,
 
 
 def test_an_agent_cannot_take_every_worker(server: LiveServer) -> None:
-    """Six backtracking greps in one step (read-only calls run together) use the
+    """Ten backtracking greps in one step (read-only calls run together) use the
     agent's share of the workers; another agent's read_file turns still answer."""
     run, events = _attack(server, "grep", {"pattern": "(a+)+$"},
-                          _file("line", b"a" * 27 + b"!\n"), calls=6, calm="reader")
+                          _file("line", b"a" * 27 + b"!\n"), calls=10, calm="reader")
     assert run["status"] == "completed", run
     outputs = [e["data"]["output"] for e in events if e["kind"] == "tool.finished"]
-    assert len(outputs) == 6 and all("timed out" in o for o in outputs), outputs
+    assert len(outputs) == 10 and all("timed out" in o for o in outputs), outputs
 
 
 def test_command_the_analyser_chokes_on_is_asked_about(server: LiveServer) -> None:
