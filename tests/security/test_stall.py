@@ -28,7 +28,9 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from agentd.client import Client
 from agentd.config import Settings
-from agentd.errors import ToolError
+from agentd.errors import ModelError, ToolError
+from agentd.llm.messages import ToolCallDelta
+from agentd.llm.model import StreamAccumulator
 from agentd.llm.scripted import clear_queue, enqueue
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
@@ -319,3 +321,14 @@ async def test_http_fetch_does_not_decode_a_page_in_quadratic_time() -> None:
         httpd.server_close()
     assert "HTTP 200" in out and "aaaa" in out
     assert gaps and max(gaps) < LIVELY_S
+
+
+def test_arguments_nested_too_deeply_for_the_event_log_are_bad_output() -> None:
+    """orjson parses 1024 levels of a model's arguments but writes only 255: such a
+    call used to fail the commit of its own events. It is the model's bad output."""
+    accumulator = StreamAccumulator()
+    accumulator.add(ToolCallDelta(index=0, id="c1", name="read_file",
+                                  arguments='{"path": ' + "[" * 600 + "]" * 600 + "}"))
+    with pytest.raises(ModelError) as caught:
+        accumulator.message()
+    assert caught.value.code == "model_bad_output"
