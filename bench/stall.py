@@ -8,7 +8,8 @@ Prints one JSON line:
   daemon (real socket) polled every 20 ms while two agents keep making hostile calls
   (``grep`` with ``(a+)+$`` on a line of ``a``, killed at the tool timeout, and
   ``calculator`` with ``(9**9999)**2000``); target p99 < 100 ms;
-- ``hostile_calls``: how many hostile calls ran meanwhile;
+- ``hostile_greps`` / ``hostile_powers``: how many hostile calls ran meanwhile (a grep
+  runs to its 3 s limit; the power is refused at once by the calculator's bound);
 - ``read_file_ms`` / ``grep_ms``: mean time of one call in a worker process and in a
   thread (the old way), on a small workspace, and the difference (``*_overhead_ms``).
 """
@@ -46,7 +47,7 @@ def liveness(seconds: float) -> dict[str, Any]:
                         database_url=f"sqlite:///{home / 'agentd.db'}")
     stop = threading.Event()
     latencies: list[float] = []
-    calls = [0]
+    calls = {"grepper": 0, "counter": 0}
 
     def poll() -> None:
         with httpx.Client(base_url=live.url, timeout=120) as http:
@@ -63,7 +64,7 @@ def liveness(seconds: float) -> dict[str, Any]:
                 n += 1
                 enqueue(turn, {"text": "done"}, agent=name)
                 client.send(name, f"k{n}", "go")
-                calls[0] += 1
+                calls[name] += 1
 
     with LiveServer(settings) as live:
         with Client(live.url) as client:
@@ -89,7 +90,7 @@ def liveness(seconds: float) -> dict[str, Any]:
             "health_p50_ms": round(_percentile(latencies, 0.5) * 1000, 2),
             "health_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
             "health_max_ms": round(max(latencies) * 1000, 2),
-            "hostile_calls": calls[0]}
+            "hostile_greps": calls["grepper"], "hostile_powers": calls["counter"]}
 
 
 async def overhead(rounds: int) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
 import sqlite3
 import threading
 import time
@@ -35,7 +37,7 @@ from agentd.llm.scripted import clear_queue, enqueue
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
 from agentd.testing.live import LiveServer
-from agentd.tools import NET_TOOLS, ToolContext
+from agentd.tools import NET_TOOLS, ToolContext, ToolRegistry
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPTool
 
@@ -332,3 +334,37 @@ def test_arguments_nested_too_deeply_for_the_event_log_are_bad_output() -> None:
     with pytest.raises(ModelError) as caught:
         accumulator.message()
     assert caught.value.code == "model_bad_output"
+
+
+OPERATOR_MODULE = """
+import os
+from agentd.tools import ToolContext, tool
+
+@tool(isolated=True)
+def where_am_i(ctx: ToolContext, flag: str = "") -> int:
+    \"\"\"An operator's tool marked isolated: it runs in a worker process.\"\"\"
+    if flag:
+        ctx.untrusted = flag
+    return os.getpid()
+"""
+
+
+async def test_an_operators_isolated_tool_runs_in_a_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment's tool module (``tool_modules``) found on the daemon's path."""
+    (tmp_path / "stall_operator_tools.py").write_text(OPERATOR_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    where_am_i = ToolRegistry({}).load_module("stall_operator_tools")
+    assert where_am_i == ["where_am_i"]
+    t = importlib.import_module("stall_operator_tools").where_am_i
+    ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
+    pool = WorkerPool(size=1)
+    try:
+        pid = await t.call({"flag": "from a page"}, ctx, 30.0, pool)
+        assert pid != os.getpid() and ctx.untrusted == "from a page"
+        assert await t.call({}, ctx, 30.0, None) == os.getpid()  # no pool: in a thread
+        with pytest.raises(ToolError) as caught:
+            await t.call({"flag": 3}, ctx, 30.0, pool)
+        assert caught.value.code == "tool_bad_arguments"  # validated in the worker
+    finally:
+        await pool.close()

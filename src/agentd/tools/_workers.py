@@ -207,6 +207,7 @@ class WorkerPool:
             return reply[1]
         if kind == "error":
             raise ToolError(reply[2], code=reply[1])
+        log.warning("a tool worker's %s raised %s", function, reply[1])
         raise ToolError(f"{function} failed: {reply[1]}: {reply[2]}", code="tool_failed")
 
     async def _start(self) -> _Worker:
