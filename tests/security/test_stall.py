@@ -317,6 +317,7 @@ async def test_http_fetch_does_not_decode_a_page_in_quadratic_time() -> None:
         out = await NET_TOOLS["http_fetch"].call(
             {"url": f"http://127.0.0.1:{httpd.server_address[1]}/",
              "max_bytes": 1_000_000}, ctx, 60.0)
+        await asyncio.sleep(0.05)  # a tick that spans the call is counted
     finally:
         ticker.cancel()
         httpd.shutdown()
