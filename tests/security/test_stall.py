@@ -347,6 +347,11 @@ def where_am_i(ctx: ToolContext, flag: str = "") -> int:
     if flag:
         ctx.untrusted = flag
     return os.getpid()
+
+@tool(isolated=True)
+def hog() -> int:
+    \"\"\"Asks for more memory than a worker may have.\"\"\"
+    return len(bytearray(3 << 30))
 """
 
 
@@ -356,10 +361,11 @@ async def test_an_operators_isolated_tool_runs_in_a_worker(
     (tmp_path / "stall_operator_tools.py").write_text(OPERATOR_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     where_am_i = ToolRegistry({}).load_module("stall_operator_tools")
-    assert where_am_i == ["where_am_i"]
-    t = importlib.import_module("stall_operator_tools").where_am_i
+    assert where_am_i == ["hog", "where_am_i"]
+    module = importlib.import_module("stall_operator_tools")
+    t = module.where_am_i
     ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
-    pool = WorkerPool(size=1)
+    pool = WorkerPool(size=1, memory_mb=1024)
     try:
         pid = await t.call({"flag": "from a page"}, ctx, 30.0, pool)
         assert pid != os.getpid() and ctx.untrusted == "from a page"
@@ -367,5 +373,8 @@ async def test_an_operators_isolated_tool_runs_in_a_worker(
         with pytest.raises(ToolError) as caught:
             await t.call({"flag": 3}, ctx, 30.0, pool)
         assert caught.value.code == "tool_bad_arguments"  # validated in the worker
+        with pytest.raises(ToolError) as hogged:
+            await module.hog.call({}, ctx, 30.0, pool)
+        assert hogged.value.code == "tool_out_of_memory"  # RLIMIT_AS
     finally:
         await pool.close()
