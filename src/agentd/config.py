@@ -234,6 +234,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     tool_timeout_s: float = Field(default=60.0, gt=0)
+    #: Worker processes for CPU-bound tools (calculator, file tools, the command
+    #: analyser): how many run at once, how many of them one agent may use at once,
+    #: and each one's address-space limit in MB.
+    tool_workers: int = Field(default=8, ge=1, le=64)
+    tool_workers_per_agent: int = Field(default=2, ge=1, le=64)
+    tool_worker_memory_mb: int = Field(default=1024, ge=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     #: This daemon's name in run leases; default: host name + a hash of ``home``
     #: (stable across restarts, so a restarted daemon takes its own runs back at once).

@@ -118,6 +118,13 @@ class StreamAccumulator:
                     f"model returned non-object arguments for tool {raw['name']!r}",
                     code="model_bad_output",
                 )
+            try:  # orjson reads 1024 levels but writes 255: the event log must take them
+                orjson.dumps(args)
+            except orjson.JSONEncodeError:
+                raise ModelError(
+                    f"model returned arguments nested too deeply for tool {raw['name']!r}",
+                    code="model_bad_output",
+                ) from None
             calls.append(
                 ToolCall(id=raw["id"] or f"call_{index}", name=raw["name"], arguments=args,
                          extra=raw["extra"])

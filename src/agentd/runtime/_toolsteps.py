@@ -38,6 +38,7 @@ from agentd.tools import Tool, ToolContext
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
     from agentd.runtime.workspaces import SessionWorkspace
+    from agentd.tools._workers import WorkerPool
 
 __all__ = ["ToolSteps", "render_output"]
 
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_OUTPUT = 64 * 1024
 SHELL_TOOLS = frozenset({"shell"})
+#: A call whose arguments come to more than this (as JSON) is denied unjudged.
+MAX_ARGUMENTS = 8 * 1024 * 1024
+#: Judged in a worker process: shell commands (the analyser parses attacker text with
+#: bashlex and regular expressions) and calls with arguments above this size.
+JUDGE_OFF_LOOP = 64 * 1024
+#: A call the policy cannot judge within this time (or the tool timeout, if shorter)
+#: is asked about (fail closed).
+JUDGE_TIMEOUT_S = 10.0
 
 
 def render_output(value: Any) -> str:
@@ -87,6 +96,8 @@ class ToolSteps:
     workspace_steps: SessionWorkspace | None
     #: Called once when the session becomes tainted (closes its persistent shells).
     on_tainted: Callable[[], Awaitable[None]] | None
+    #: Worker processes for isolated tools and the command analyser (None: in-process).
+    workers: WorkerPool | None
     on_waiting: Callable[[RunRecord], None] | None
     _decision: asyncio.Future[dict[str, Any]] | None
     _waiting: dict[str, Any] | None
@@ -192,9 +203,7 @@ class ToolSteps:
         t = self.tools.get(call.name)
         if t is None:
             return call, None, None
-        verdict = self.permissions.decide(facts_of(t), call.arguments,
-                                          tainted=self.history.tainted is not None,
-                                          confined=walled(self.sandbox))
+        verdict = await self._verdict(t, call.arguments)
         if verdict.action == "allow":
             return call, verdict, None
         if verdict.action == "deny":
@@ -216,6 +225,39 @@ class ToolSteps:
             return ToolCall(id=call.id, name=call.name, arguments=arguments,
                             extra=call.extra), approved, None
         return call, approved, None
+
+    async def _verdict(self, t: Tool, arguments: dict[str, Any]) -> Verdict:
+        """The policy's verdict, reached without stalling the event loop: what the
+        analyser parses is capped, judged in a worker with a time limit, and a call
+        that cannot be judged in time is asked about (fail closed)."""
+        facts, tainted = facts_of(t), self.history.tainted is not None
+        confined = walled(self.sandbox)
+        try:
+            size = len(orjson.dumps(arguments))
+        except (orjson.JSONEncodeError, TypeError):
+            size = JUDGE_OFF_LOOP + 1
+        if size > MAX_ARGUMENTS:
+            return Verdict(action="deny", rule="builtin:size", reason=(
+                f"the arguments come to {size} bytes; the limit is {MAX_ARGUMENTS}"))
+        if self.workers is None or not (facts.shell or size > JUDGE_OFF_LOOP):
+            return self.permissions.decide(facts, arguments, tainted=tainted,
+                                           confined=confined)
+        limit = min(JUDGE_TIMEOUT_S, self.tool_timeout_s)
+        try:
+            async with asyncio.timeout(limit):
+                verdict: Verdict = await self.workers.run(
+                    "agentd.tools._worker", "decide", self.permissions, facts,
+                    arguments, tainted, confined, owner=self.agent_name)
+            return verdict
+        except TimeoutError:
+            why = f"judging it took more than {limit:g}s"
+        except ToolError as exc:
+            why = exc.message
+        except Exception as exc:  # arguments that cannot cross to a worker
+            why = f"{type(exc).__name__}: {exc}"[:200]
+        log.warning("policy could not judge a %s call: %s", t.name, why)
+        return Verdict(action="ask", rule="builtin:unjudged", tainted=tainted,
+                       reason=f"the policy could not judge this call ({why})")
 
     @staticmethod
     def _requested(call: ToolCall, prior: Sequence[EventRecord]) -> dict[str, Any] | None:
@@ -258,7 +300,7 @@ class ToolSteps:
                               protected=self.permissions.protected_paths())
             try:
                 output = render_output(await t.call(call.arguments, ctx,
-                                                    self.tool_timeout_s))
+                                                    self.tool_timeout_s, self.workers))
                 is_error = False
             except ToolError as exc:
                 output = exc.message

@@ -32,6 +32,7 @@ from agentd.security.policy import Policy
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool
+from agentd.tools._workers import WorkerPool
 
 if TYPE_CHECKING:
     from agentd.runtime.workspaces import SessionWorkspace
@@ -127,6 +128,7 @@ class RunExecutor(ToolSteps):
         workspace_steps: SessionWorkspace | None = None,
         on_tainted: Callable[[], Awaitable[None]] | None = None,
         notes: Sequence[NewEvent] = (),
+        workers: WorkerPool | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -149,6 +151,7 @@ class RunExecutor(ToolSteps):
         self.sandbox = sandbox
         self.workspace_steps = workspace_steps
         self.on_tainted = on_tainted
+        self.workers = workers
         #: Events to log when the run starts (tools that could not be loaded).
         self.notes = list(notes)
         #: The primary model's catalog entry (context window, prices), if known.

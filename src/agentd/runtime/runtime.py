@@ -62,6 +62,7 @@ from agentd.store.records import (
     SessionRecord,
 )
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
+from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager, MCPServer
 
 __all__ = ["Runtime", "SendResult"]
@@ -154,6 +155,10 @@ class Runtime(SessionOps):
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
         self.sandboxes = Sandboxes(settings.sandbox, self.store)
+        #: Worker processes for CPU-bound tools and the command analyser.
+        self.workers = WorkerPool(size=settings.tool_workers,
+                                  per_owner=settings.tool_workers_per_agent,
+                                  memory_mb=settings.tool_worker_memory_mb)
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)
@@ -247,6 +252,7 @@ class Runtime(SessionOps):
         self.bus.close_all()
         await self.mcp.close()
         await self.sandboxes.close()
+        await self.workers.close()
 
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
@@ -756,7 +762,7 @@ class Runtime(SessionOps):
             tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
             workspace=workspace, permissions=permissions, workspace_steps=workspace_steps,
-            on_tainted=on_tainted, notes=notes, sandbox=sandbox,
+            on_tainted=on_tainted, notes=notes, sandbox=sandbox, workers=self.workers,
         )
 
     def workspace_of(self, agent: AgentRecord) -> Path:

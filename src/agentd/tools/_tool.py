@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, cast, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agentd.errors import ToolError
 from agentd.llm.messages import ToolSpec
+
+if TYPE_CHECKING:
+    from agentd.tools._workers import WorkerPool
 
 __all__ = ["Tool", "ToolContext", "tool"]
 
@@ -57,6 +61,11 @@ class Tool:
         untrusted_output: what it returns comes from outside (a web page, an MCP
             server), so it taints the session that reads it.
         timeout_s: wall-clock limit of one call (None: the daemon's default).
+        isolated: its work is CPU-bound Python (regular expressions, big numbers,
+            parsing): the runtime runs it in a worker process, killed at the time
+            limit, so that it cannot hold the daemon's GIL. It must be a sync function
+            defined at the top level of an importable module, with picklable
+            arguments and result.
     """
 
     name: str
@@ -70,6 +79,7 @@ class Tool:
     sends_out: bool = False
     untrusted_output: bool = False
     timeout_s: float | None = None
+    isolated: bool = False
     _model: type[BaseModel] = field(repr=False, default=BaseModel)
     _wants_ctx: bool = field(repr=False, default=False)
 
@@ -92,11 +102,28 @@ class Tool:
         return {name: getattr(parsed, name) for name in type(parsed).model_fields}
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext,
-                   default_timeout_s: float) -> Any:
+                   default_timeout_s: float, workers: WorkerPool | None = None) -> Any:
+        """Run the tool within its time limit (an ``isolated`` one in ``workers``)."""
+        timeout = self.timeout_s or default_timeout_s
+        if self.isolated and workers is not None:
+            # Validated in the worker too: a huge argument costs the worker, not the loop.
+            try:
+                async with asyncio.timeout(timeout):
+                    result, untrusted = await workers.run(
+                        "agentd.tools._worker", "run_tool", self.fn.__module__,
+                        self.name, arguments,
+                        # The sandbox's live handles stay here (file tools need none).
+                        dataclasses.replace(ctx, sandbox=None) if self._wants_ctx
+                        else None, owner=ctx.agent)
+            except TimeoutError:
+                raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",
+                                code="tool_timeout") from None
+            if untrusted is not None:
+                ctx.untrusted = untrusted
+            return result
         kwargs = self.validate(arguments)
         if self._wants_ctx:
             kwargs["ctx"] = ctx
-        timeout = self.timeout_s or default_timeout_s
         try:
             async with asyncio.timeout(timeout):
                 if inspect.iscoroutinefunction(self.fn):
@@ -145,6 +172,7 @@ def tool(
     sends_out: bool = False,
     untrusted_output: bool = False,
     timeout_s: float | None = None,
+    isolated: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -160,6 +188,7 @@ def tool(
     sends_out: bool = False,
     untrusted_output: bool = False,
     timeout_s: float | None = None,
+    isolated: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` from a typed function; usable bare or with arguments.
 
@@ -172,6 +201,8 @@ def tool(
         tool_name = name or func.__name__
         if not _NAME.match(tool_name):
             raise ValueError(f"invalid tool name {tool_name!r}")
+        if isolated and inspect.iscoroutinefunction(func):
+            raise TypeError(f"tool {tool_name}: an isolated tool must be a sync function")
         hints = get_type_hints(func)
         docs = _arg_docs(func.__doc__)
         fields: dict[str, Any] = {}
@@ -203,6 +234,7 @@ def tool(
             sends_out=sends_out,
             untrusted_output=untrusted_output,
             timeout_s=timeout_s,
+            isolated=isolated,
             _model=model,
             _wants_ctx=wants_ctx,
         )

@@ -45,7 +45,7 @@ def _text(data: bytes, path: str) -> str:
         raise ToolError(f"{path!r} is not UTF-8 text", code="not_text") from None
 
 
-@tool(read_only=True, idempotent=True)
+@tool(read_only=True, idempotent=True, isolated=True)
 def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int = 2000) -> str:
     """Read a text file of the workspace, from a line on.
 
@@ -69,7 +69,7 @@ def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int =
     return out
 
 
-@tool(idempotent=True)
+@tool(idempotent=True, isolated=True)
 def write_file(ctx: ToolContext, path: str, content: str) -> str:
     """Create or replace a text file of the workspace (parent folders are created).
 
@@ -85,7 +85,7 @@ def write_file(ctx: ToolContext, path: str, content: str) -> str:
     return f"wrote {len(data)} bytes to {path}"
 
 
-@tool(idempotent=True)
+@tool(idempotent=True, isolated=True)
 def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
     """Replace one exact occurrence of ``old`` with ``new`` in a text file.
 
@@ -126,7 +126,7 @@ class FileChange(BaseModel):
 MAX_FILES = 100
 
 
-@tool(idempotent=True)
+@tool(idempotent=True, isolated=True)
 def write_files(ctx: ToolContext, files: list[FileChange]) -> str:
     """Change several files at once, all or nothing: if one cannot be written (or one
     edit does not match), none is changed.
@@ -168,7 +168,7 @@ def write_files(ctx: ToolContext, files: list[FileChange]) -> str:
     return f"wrote {len(planned)} files ({total} bytes): " + ", ".join(p for p, _ in planned)
 
 
-@tool(read_only=True, idempotent=True)
+@tool(read_only=True, idempotent=True, isolated=True)
 def list_files(ctx: ToolContext, path: str = ".") -> str:
     """List a folder of the workspace: one entry a line, folders ending in "/".
 
@@ -186,7 +186,7 @@ def list_files(ctx: ToolContext, path: str = ".") -> str:
     return "\n".join(lines) or "(empty)"
 
 
-@tool(read_only=True, idempotent=True)
+@tool(read_only=True, idempotent=True, isolated=True)
 def glob(ctx: ToolContext, pattern: str) -> str:
     """Files of the workspace whose path matches a glob pattern ("**/*.py", "src/*.txt").
 
@@ -200,7 +200,7 @@ def glob(ctx: ToolContext, pattern: str) -> str:
     return "\n".join(matched[:MAX_ENTRIES]) or "(no match)"
 
 
-@tool(read_only=True, idempotent=True)
+@tool(read_only=True, idempotent=True, isolated=True)
 def grep(ctx: ToolContext, pattern: str, path: str = ".") -> str:
     """Lines of the workspace's text files that match a regular expression.
 

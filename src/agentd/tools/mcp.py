@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jsonschema import Draft202012Validator, validators  # type: ignore[import-untyped]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
@@ -51,6 +51,8 @@ from agentd.tools._tool import Tool, ToolContext
 if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as ToolInfo
+
+    from agentd.tools._workers import WorkerPool
 
 __all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool"]
 
@@ -181,9 +183,21 @@ class MCPTool(Tool):
         return arguments
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext,
-                   default_timeout_s: float) -> str:
-        arguments = self.validate(arguments)
+                   default_timeout_s: float, workers: WorkerPool | None = None) -> str:
         timeout = self.timeout_s or default_timeout_s
+        if workers is not None and self._validator is not None:
+            # The server's schema may hold a "pattern" that backtracks on the model's
+            # argument: checked in a worker process, stopped at the time limit.
+            try:
+                async with asyncio.timeout(timeout):
+                    arguments = await workers.run("agentd.tools.mcp", "check_arguments",
+                                                  self.parameters, self.name, arguments,
+                                                  owner=ctx.agent)
+            except TimeoutError:
+                raise ToolError(f"checking the arguments of {self.name} took more than "
+                                f"{timeout:g}s", code="tool_timeout") from None
+        else:
+            arguments = self.validate(arguments)
         result = await self._connection.call(
             self.remote_name, arguments, timeout_s=timeout, retry=self.idempotent,
             label=self.name)
@@ -337,6 +351,15 @@ def _tool(server: MCPServer, connection: Connection, info: ToolInfo,
         _connection=connection,
         _validator=_validator(schema, name),
     )
+
+
+def check_arguments(schema: dict[str, Any], name: str,
+                    arguments: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`MCPTool.validate`, in a worker process (no connection there)."""
+    probe = MCPTool(name=name, description="", fn=_fail_direct_call, parameters=schema,
+                    server="", remote_name=name, _connection=cast(Connection, None),
+                    _validator=_validator(schema, name))
+    return probe.validate(arguments)
 
 
 def _validator(schema: dict[str, Any], name: str) -> Any:

@@ -14,6 +14,7 @@ taints the session.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import ipaddress
 import socket
 from typing import Literal
@@ -29,6 +30,7 @@ __all__ = ["NET_TOOLS", "http_fetch"]
 
 MAX_BYTES = 1_000_000
 MAX_REDIRECTS = 5
+_SLOW_CODECS = frozenset({"punycode", "idna"})
 _DROPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -143,8 +145,13 @@ def _render(method: str, url: str, response: httpx.Response, data: bytes,
            f"content-type: {kind or '(none)'}\n\n"
     cut = len(data) > max_bytes
     data = data[:max_bytes]
+    encoding = response.encoding or "utf-8"
     try:
-        text = data.decode(response.encoding or "utf-8")
+        if codecs.lookup(encoding).name in _SLOW_CODECS:
+            # The page names the charset: these decode in pure Python, in quadratic
+            # time (a megabyte of "punycode" is minutes on the event loop).
+            encoding = "utf-8"
+        text = data.decode(encoding)
     except (UnicodeDecodeError, LookupError):
         return head + f"[binary content: {len(data)} bytes shown of the body]"
     return head + text + (f"\n[body cut at {max_bytes} bytes]" if cut else "")
