@@ -151,7 +151,7 @@ class Runtime(SessionOps):
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
-        self.sandboxes = Sandboxes(settings.sandbox)
+        self.sandboxes = Sandboxes(settings.sandbox, daemon_ports=(settings.port,))
         self.supervisor = Supervisor(self._build_executor, self._cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.housekeeper = Housekeeper(self)

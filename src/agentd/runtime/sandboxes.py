@@ -18,8 +18,16 @@ from typing import Any
 
 from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import InvalidInput
-from agentd.sandbox.backends import Backend, Limits, choose, detect, prepare_workspace
+from agentd.sandbox.backends import (
+    Backend,
+    Limits,
+    ProcessBackend,
+    choose,
+    detect,
+    prepare_workspace,
+)
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.egress import EgressProxies, EgressRules
 from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
 
@@ -31,9 +39,16 @@ log = logging.getLogger(__name__)
 class Sandboxes:
     """Backends, limits and persistent shells. Owned by the runtime."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, *, daemon_ports: tuple[int, ...] = ()
+                 ) -> None:
         self.config = config
         self.shells = ShellPool(idle_s=config.shell_idle_s)
+        # Every connection an agent opens (commands through these proxies,
+        # http_fetch directly) is checked with these rules.
+        self.rules = EgressRules.of(config.private_endpoints,
+                                    daemon_ports=(port for port in daemon_ports if port))
+        self.egress = EgressProxies(self.rules)
+        self._shell_keys: dict[str, set[str]] = {}
         self.available: dict[str, str | None] = {}
         self.default: Backend | None = None
         self._backends: dict[str, Backend] = {}
@@ -52,6 +67,12 @@ class Sandboxes:
         self._backends[self.default.name] = self.default
         log.info("sandbox: %s (%s)", self.default.name,
                  "isolated" if self.default.isolated else "NOT isolated")
+        if self.available.get(ProcessBackend.name) is None:
+            why = await asyncio.to_thread(ProcessBackend.network_confinement)
+            if why is not None:
+                log.warning("SANDBOX: the process backend cannot give commands a network "
+                            "namespace (%s): its commands share the host's network, and "
+                            "a network grant is refused for them", why)
 
     def check_agent(self, config: AgentSandbox) -> None:
         """Refuse (422) an agent asking for a backend this daemon cannot run."""
@@ -81,11 +102,13 @@ class Sandboxes:
         if workspace not in self._prepared:
             await self.prepare(workspace)
         network = permissions.network
-        return Sandbox(backend=backend, limits=limits,
-                       network=tuple(network) if isinstance(network, tuple | list)
-                       else bool(network),
-                       shells=self.shells, shell_key=shell_key,
-                       persistent_shell=config.persistent_shell)
+        sandbox = Sandbox(backend=backend, limits=limits,
+                          network=tuple(network) if isinstance(network, tuple | list)
+                          else bool(network), egress=self.egress, rules=self.rules,
+                          shells=self.shells, shell_key=shell_key,
+                          persistent_shell=config.persistent_shell)
+        self._shell_keys.setdefault(shell_key, set()).add(sandbox.shell_suffix())
+        return sandbox
 
     async def prepare(self, workspace: Path) -> None:
         """Create the workspace and make it the sandbox uid's (again after a restore
@@ -109,7 +132,7 @@ class Sandboxes:
 
     async def close_shells(self, shell_key: str) -> None:
         """Close a session's persistent shells (one per network grant)."""
-        for suffix in ("net", "nonet"):
+        for suffix in self._shell_keys.pop(shell_key, set()) | {"net", "nonet"}:
             await self.shells.close(f"{shell_key}/{suffix}")
 
     def forget(self, workspace: Path) -> None:
@@ -117,10 +140,16 @@ class Sandboxes:
 
     async def close(self) -> None:
         await self.shells.close_all()
+        await self.egress.close()
 
     def health(self) -> dict[str, Any]:
         default = self.default
+        confined = (ProcessBackend.network_confinement()
+                    if self.available.get(ProcessBackend.name) is None else None)
         return {"sandbox": default.name if default else "none",
                 "sandbox_isolated": bool(default and default.isolated),
+                # Where commands of the process backend cannot get a network
+                # namespace: they share the host's network (a grant is refused).
+                "sandbox_network": "confined" if confined is None else confined,
                 "sandboxes": {name: reason or "ok" for name, reason in self.available.items()}}
 

@@ -1,7 +1,11 @@
 """The bubblewrap sandbox: what it mounts, and how it is started and killed.
 
 Namespaces: user (nested ones refused: ``--disable-userns``), pid, ipc, uts (hostname
-``sandbox``), cgroup, and net unless the network is granted. The filesystem is built
+``sandbox``), cgroup, and net, always: the sandbox has its own loopback and nothing
+else. A network grant reaches out only through the egress proxy
+(:mod:`agentd.sandbox.egress`): its unix socket is bound at ``/run/agentd/egress.sock``
+and a forwarder on the sandbox's ``127.0.0.1:3128`` relays to it (``HTTP_PROXY`` and
+the like point there). The filesystem is built
 from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64`` ``/sbin`` as the host
 has them (links or read-only binds), a few files of ``/etc`` programs need
 (:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only, synthetic
@@ -33,13 +37,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentd.sandbox._limits import Limits, sandbox_ids, seccomp_filter, spawn_kwargs
+from agentd.errors import ToolError
+from agentd.sandbox import egress as _egress
+from agentd.sandbox._limits import (
+    SANDBOX_PATH,
+    Limits,
+    sandbox_ids,
+    seccomp_filter,
+    spawn_kwargs,
+)
 
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
              "timezone", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
              "ca-certificates.conf", "mime.types", "os-release", "debian_version",
              "inputrc", "magic", "papersize")
-ETC_NETWORK = ("resolv.conf", "hosts", "services", "protocols", "gai.conf", "host.conf")
+# No resolv.conf: there is no DNS in the sandbox (the egress proxy resolves).
+ETC_NETWORK = ("services", "protocols", "gai.conf", "host.conf")
 ROOT_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 WORKSPACE = "/workspace"
 _CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
@@ -77,7 +90,7 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def synthetic_etc(uid: int, gid: int, *, network: bool) -> dict[str, bytes]:
+def synthetic_etc(uid: int, gid: int) -> dict[str, bytes]:
     """``/etc`` files written for the sandbox rather than taken from the host."""
     passwd = ["root:x:0:0:root:/root:/usr/sbin/nologin"]
     group = ["root:x:0:"]
@@ -97,8 +110,9 @@ def synthetic_etc(uid: int, gid: int, *, network: bool) -> dict[str, bytes]:
                          "services: files\n",
         "hostname": "sandbox\n",
     }
-    if not network:
-        files["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n"
+    # The sandbox's own names, with or without a network grant (the proxy resolves
+    # the rest on the host's side).
+    files["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n"
     return {name: text.encode() for name, text in files.items()}
 
 
@@ -172,9 +186,21 @@ def _root_entries() -> list[str]:
     return args
 
 
-def build(command: Sequence[str], *, workspace: Path, network: bool,
+def proxied(command: Sequence[str], socket_path: str) -> list[str]:
+    """``command`` behind the egress forwarder, which needs ``python3`` (a ToolError
+    ``network_denied`` without it: the network is refused, not given unfiltered)."""
+    python = shutil.which("python3", path=SANDBOX_PATH)
+    if python is None:
+        raise ToolError("the sandbox has no python3 to run the egress forwarder: "
+                        "commands cannot be given the network here", code="network_denied")
+    return _egress.forwarder_argv(python, socket_path, command)
+
+
+def build(command: Sequence[str], *, workspace: Path, egress: str | None,
           env: dict[str, str], chdir: str, limits: Limits) -> Launch:
-    """Everything needed to start ``command`` in a new bubblewrap sandbox.
+    """Everything needed to start ``command`` in a new bubblewrap sandbox; ``egress``:
+    the unix socket of the egress proxy of the sandbox's network grant (None: no
+    network at all).
 
     When the daemon is root, bubblewrap (as ``nobody``) may not be able to reach
     the workspace's path: it binds :func:`mountpoint` instead, on which
@@ -193,16 +219,19 @@ def build(command: Sequence[str], *, workspace: Path, network: bool,
                 # without reaping that init: an orphan left to the host's init (a
                 # zombie, counted against the process limit, where that init is slow
                 # to reap or is the daemon itself).
-                "--as-pid-1"]
-        if not network:
-            args.append("--unshare-net")
+                "--as-pid-1", "--unshare-net"]
+        network = egress is not None
+        if egress is not None:
+            command = proxied(command, _egress.SANDBOX_SOCKET)
+            env = {**env, **_egress.PROXY_ENV}
+            args += ["--ro-bind", egress, _egress.SANDBOX_SOCKET]
         for key, value in env.items():
             args += ["--setenv", key, value]
         args += ["--ro-bind", "/usr", "/usr", *_root_entries()]
         etc = ETC_FILES + (ETC_NETWORK if network else ())
         for name in etc:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        for name, data in synthetic_etc(uid, gid, network=network).items():
+        for name, data in synthetic_etc(uid, gid).items():
             fd = _memfd(f"etc-{name}", data)
             launch.pass_fds.append(fd)
             args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
@@ -250,7 +279,7 @@ def probe() -> str | None:
             os.chown(workspace, *ids)
         launch = None
         try:
-            launch = build(["true"], workspace=workspace, network=False,
+            launch = build(["true"], workspace=workspace, egress=None,
                            env={"PATH": "/usr/bin:/bin"}, chdir=WORKSPACE,
                            limits=Limits())
             done = subprocess.run(launch.argv, pass_fds=launch.pass_fds, env={},

@@ -18,12 +18,20 @@ ptrace the daemon); at the wall-clock limit, or when output keeps flooding past 
 times the cap, every process of the sandbox is killed, and so is what a command left
 running in the background when it ends; when the daemon dies, the sandbox dies too.
 
+The network: a sandbox never shares the host's network namespace. Without a grant
+it has none (bubblewrap, gVisor, and the process backend where the kernel lets it make
+a network namespace); with one (``network``: the unix socket of the grant's egress
+proxy, :mod:`agentd.sandbox.egress`) it reaches out only through that proxy, which
+refuses the host's own and private addresses. gVisor refuses a grant; the process
+backend refuses one where it cannot make a network namespace
+(:meth:`ProcessBackend.network_confinement`).
+
 What only the isolating backends add: a filesystem with nothing of the host but
-``/usr`` (read-only), a few ``/etc`` files and the workspace; no network unless granted;
+``/usr`` (read-only), a few ``/etc`` files and the workspace;
 a pid namespace (no other process is visible); and for bubblewrap a seccomp filter
 that refuses the kernel interfaces most used to escape (the process backend installs
 it too). The process backend is not isolated: the command sees the host's files (what
-``nobody`` may read), its processes and its network. It is the fallback where no
+``nobody`` may read) and its processes. It is the fallback where no
 namespace tool works, and choosing it logs a warning.
 
 Use :func:`choose` to get a backend (the strongest usable one by default) and call
@@ -60,6 +68,7 @@ from agentd.sandbox._limits import (
     workspace_owner,
 )
 from agentd.sandbox._process import Child, execute, launch
+from agentd.sandbox.egress import PROXY_ENV
 from agentd.sandbox.shell import PersistentShell
 
 __all__ = [
@@ -112,7 +121,8 @@ class Backend(ABC):
     @abstractmethod
     def _probe(cls) -> str | None: ...
 
-    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+    async def run(self, argv: Sequence[str], *, workspace: Path,
+                  network: str | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult:
         """Run ``argv`` in a new sandbox and wait for it (at most ``limits.wall_s``).
@@ -120,7 +130,8 @@ class Backend(ABC):
         Args:
             argv: the program and its arguments (looked up on the sandbox's PATH).
             workspace: the agent's workspace on the host.
-            network: whether the sandbox may use the network.
+            network: the unix socket of the egress proxy of the sandbox's network
+                grant (``EgressProxies.socket``); None or False: no network.
             env: variables added to the sandbox's fixed environment.
             limits: what it may use.
             stdin: bytes fed to its standard input (else it reads /dev/null).
@@ -128,24 +139,28 @@ class Backend(ABC):
 
         Raises:
             ToolError: ``path_refused`` for a ``cwd`` outside the workspace or missing,
-                ``sandbox_unavailable`` when this backend does not work here.
+                ``sandbox_unavailable`` when this backend does not work here,
+                ``network_denied`` when it cannot give this sandbox the network.
         """
         command = self._wrap(_command(argv))
-        child = await self._start(command, workspace=workspace, network=network, env=env,
-                                  limits=limits, cwd=cwd, stdin_pipe=stdin is not None)
+        child = await self._start(command, workspace=workspace, network=_egress(network),
+                                  env=env, limits=limits, cwd=cwd,
+                                  stdin_pipe=stdin is not None)
         if isinstance(child, ExecResult):
             return child
         return await execute(child, stdin=stdin, limits=limits)
 
-    async def shell(self, *, workspace: Path, network: bool = False,
+    async def shell(self, *, workspace: Path, network: str | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell:
         """A started persistent shell in a sandbox of this backend: ``cd`` and
-        ``export`` last between its commands; ``limits.wall_s`` applies to each."""
+        ``export`` last between its commands; ``limits.wall_s`` applies to each;
+        ``network`` as for :meth:`run`."""
         argv = _shell_argv()
+        egress = _egress(network)
 
         async def start() -> Child:
-            child = await self._start(argv, workspace=workspace, network=network, env=env,
+            child = await self._start(argv, workspace=workspace, network=egress, env=env,
                                       limits=limits, cwd=".", stdin_pipe=True)
             if isinstance(child, ExecResult):
                 raise ToolError(f"the shell could not start: {child.stderr.strip()}",
@@ -174,7 +189,7 @@ class Backend(ABC):
         return parts
 
     @abstractmethod
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
@@ -188,8 +203,14 @@ class ProcessBackend(Backend):
     a parent of the workspace is closed to ``nobody``, as ``/root`` is, the command
     works in it by relative paths only).
 
+    The network: each command gets a network namespace of its own (as root, or in a
+    new user namespace otherwise) with only ``lo``; a grant adds the egress forwarder
+    in it (the proxy's socket is reached through the host's filesystem). Where the
+    kernel refuses both, commands share the host's network and a grant is refused.
+
     What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
-    may read, uses the host's network, sees the host's processes and may signal those
+    may read (the egress sockets of other grants included, by name), sees the host's
+    processes and may signal those
     of its uid (other sandboxes; under a non-root daemon, the daemon itself); a process
     that leaves its process group (``setsid``) escapes the kill at the end and the
     daemon's death, and so does everything if it kills the ``timeout`` above it.
@@ -211,11 +232,30 @@ class ProcessBackend(Backend):
             return f"cannot start a limited process: {exc}"
         return None if done.returncode == 0 else f"true exited with {done.returncode}"
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    @classmethod
+    def network_confinement(cls) -> str | None:
+        """None when commands get a network namespace of their own here, else why
+        not (then they share the host's network, and a grant is refused). Probed
+        once per process, blocking."""
+        pid = os.getpid()
+        with _probe_lock:
+            cached = _netns_probes.get(pid)
+            if cached is None:
+                cached = _netns_probes[pid] = _probe_netns()
+            return cached[0]
+
+    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
+        confined = await asyncio.to_thread(self.network_confinement)
+        if network is not None and confined is not None:
+            raise ToolError("the process backend cannot confine a command's network here "
+                            f"({confined}): the network grant is refused",
+                            code="network_denied")
         full_env = sandbox_env(str(workspace), env)
+        if network is not None:
+            full_env.update(PROXY_ENV)
         cwd_fd = open_cwd(workspace, parts)
         # No pid namespace ends the command's children with it: coreutils' timeout
         # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
@@ -224,12 +264,17 @@ class ProcessBackend(Backend):
         watchdog = shutil.which("timeout", path=SANDBOX_PATH)
         death = signal.SIGTERM if watchdog else signal.SIGKILL
         command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
+        if network is not None:
+            command = _bwrap.proxied(command, network)
         try:
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,
-                                                   no_new_privs=True),
+                                                   no_new_privs=True,
+                                                   new_net=confined is None),
                                 negative_is_signal=True)
         except (FileNotFoundError, PermissionError) as exc:
+            if network is not None:
+                raise
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return ExecResult(exit_code=code, stdout="",
                               stderr=f"{argv[0]}: {exc.strerror or exc}\n",
@@ -258,13 +303,13 @@ class BubblewrapBackend(Backend):
         # the limits act, and show in the status, as they do elsewhere.
         return ["sh", "-c", '"$@"; exit $?', "sh", *command]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
-        plan = _bwrap.build(argv, workspace=workspace, network=network, env=full_env,
+        plan = _bwrap.build(argv, workspace=workspace, egress=network, env=full_env,
                             chdir=chdir, limits=limits)
         try:
             child = await launch(plan.argv, env={}, pass_fds=plan.pass_fds,
@@ -292,15 +337,21 @@ class GVisorBackend(Backend):
     def _probe(cls) -> str | None:
         return _gvisor.probe()[0]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
+        if network is not None:
+            # runsc would need the proxy's socket inside its own netstack (a gofer
+            # mount of a host socket): not done, so a grant is refused, never given
+            # as the host's network.
+            raise ToolError("the gvisor sandbox gives commands no network: the grant "
+                            "is refused (use the bubblewrap backend for commands that "
+                            "need the network)", code="network_denied")
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
         bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
-                                         network=network, env=full_env, chdir=chdir,
-                                         limits=limits)
+                                         env=full_env, chdir=chdir, limits=limits)
 
         def cleanup() -> None:
             shutil.rmtree(bundle.directory, ignore_errors=True)
@@ -336,12 +387,13 @@ class RemoteBackend(Backend):
         return "no remote sandbox is configured"
 
     @abstractmethod
-    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+    async def run(self, argv: Sequence[str], *, workspace: Path,
+                  network: str | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult: ...
 
     @abstractmethod
-    async def shell(self, *, workspace: Path, network: bool = False,
+    async def shell(self, *, workspace: Path, network: str | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell: ...
 
@@ -449,6 +501,32 @@ def _give(dir_fd: int, name: str, stack: list[int], *, daemon: int, uid: int,
             os.chown(f"/proc/self/fd/{fd}", uid, gid)
     finally:
         os.close(fd)
+
+
+_netns_probes: dict[int, tuple[str | None]] = {}
+
+
+def _probe_netns() -> tuple[str | None]:
+    true = shutil.which("true", path=SANDBOX_PATH)
+    if true is None:
+        return ("true not found on the sandbox PATH",)
+    try:
+        done = subprocess.run([true], env={}, capture_output=True, timeout=30,
+                              check=False, **spawn_kwargs(Limits(), new_net=True))
+    except (OSError, subprocess.SubprocessError) as exc:
+        return (f"no network namespace: {exc}",)
+    if done.returncode != 0:
+        return (f"no network namespace: true exited with {done.returncode}",)
+    return (None,)
+
+
+def _egress(network: str | bool | None) -> str | None:
+    """The egress socket of a ``network`` argument. True is refused: a sandbox gets
+    the network only through a proxy applying the grant, never the host's."""
+    if network is True:
+        raise ToolError("commands reach the network only through an egress proxy "
+                        "(pass its socket)", code="network_denied")
+    return network if isinstance(network, str) and network else None
 
 
 def _command(argv: Sequence[str]) -> list[str]:
