@@ -13,11 +13,21 @@ start_ms
 shell_ms
     One persistent shell (``Backend.shell``), then ``echo hi`` N times through
     ``PersistentShell.run``: from the call to the result. p50 / p99 / max.
+net_start_ms
+    As ``start_ms`` with a network grant: the sandbox gets the grant's egress proxy
+    socket and the forwarder (a ``python3``) starts before the command (the cost of
+    the egress control on tool start-up). Not for gVisor (it refuses a grant).
+proxied_ms
+    In a persistent shell with a grant, ``curl`` of a small page from a local HTTP
+    server listed in the operator's endpoints, through the forwarder and the proxy
+    (its check included): min(N, 100) requests, each a shell call. ``direct_ms``:
+    the same curl run by the daemon's host, unsandboxed, for comparison.
 
 gVisor, when its only fault is an old ``runsc`` that cannot run ``ls`` (its probe says
 so), is measured anyway with at most ``--n-gvisor`` runs and reported with
 ``usable: false`` and the reason. Targets (bubblewrap): start p50 < 15 ms, p99 < 40 ms;
-persistent shell p50 < 2 ms.
+persistent shell p50 < 2 ms; a network-granted start p50 < 20 ms wanted (the
+forwarder's python start-up dominates it).
 
 Prints one JSON line on stdout; progress goes to stderr.
 """
@@ -28,6 +38,8 @@ import argparse
 import asyncio
 import os
 import platform
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +58,7 @@ from agentd.sandbox.backends import (
     detect,
     prepare_workspace,
 )
+from agentd.sandbox.egress import EgressProxies, EgressRules
 
 
 class _GVisorDespiteOldStatx(GVisorBackend):
@@ -90,7 +103,72 @@ async def measure(backend: Backend, n: int, workspace: Path) -> dict[str, Any]:
     finally:
         await shell.close()
     info(f"{backend.name}: shell {_stats(calls)}")
-    return {"n": n, "start_ms": _stats(starts), "shell_ms": _stats(calls)}
+    figures: dict[str, Any] = {"n": n, "start_ms": _stats(starts),
+                               "shell_ms": _stats(calls)}
+    if backend.name != "gvisor":
+        figures.update(await measure_network(backend, n, workspace, limits))
+    return figures
+
+
+async def measure_network(backend: Backend, n: int, workspace: Path, limits: Limits
+                          ) -> dict[str, Any]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    page = Path(tempfile.mkdtemp(prefix="agentd-bench-page-"))
+    (page / "p.txt").write_text("x" * 1000)
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                               str(port)], cwd=page, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    egress = EgressProxies(EgressRules.of([f"127.0.0.1:{port}"]))
+    url = f"http://127.0.0.1:{port}/p.txt"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        sock = await egress.socket(True)
+        for _ in range(min(5, n)):
+            await backend.run(["true"], workspace=workspace, network=sock, limits=limits)
+        starts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            result = await backend.run(["true"], workspace=workspace, network=sock,
+                                       limits=limits)
+            starts.append((time.perf_counter() - t) * 1000)
+            if result.exit_code != 0:
+                raise SystemExit(f"{backend.name}: networked true failed: {result}")
+        info(f"{backend.name}: net start {_stats(starts)}")
+        m = min(n, 100)
+        shell = await backend.shell(workspace=workspace, network=sock, limits=limits)
+        proxied = []
+        try:
+            for i in range(m + 5):
+                t = time.perf_counter()
+                result = await shell.run(f"curl -sf -o /dev/null {url}")
+                if i >= 5:
+                    proxied.append((time.perf_counter() - t) * 1000)
+                if result.exit_code != 0:
+                    raise SystemExit(f"{backend.name}: proxied curl failed: {result}")
+        finally:
+            await shell.close()
+        direct = []
+        for i in range(m + 5):
+            t = time.perf_counter()
+            done = await asyncio.create_subprocess_exec(
+                "curl", "-sf", "-o", "/dev/null", "--noproxy", "*", url)
+            await done.wait()
+            if i >= 5:
+                direct.append((time.perf_counter() - t) * 1000)
+        info(f"{backend.name}: proxied {_stats(proxied)} direct {_stats(direct)}")
+        return {"net_start_ms": _stats(starts), "proxied_ms": _stats(proxied),
+                "direct_ms": _stats(direct)}
+    finally:
+        await egress.close()
+        server.kill()
+        server.wait()
 
 
 async def amain(args: argparse.Namespace) -> None:

@@ -434,59 +434,65 @@ def _private_directory() -> str:
 #: Run as ``python3 -I -S -c FORWARDER SOCKET COMMAND...`` inside the sandbox: listen
 #: on 127.0.0.1:3128, then fork; the parent becomes COMMAND (so it starts only once
 #: the port listens), the child relays each connection to the proxy's unix socket and
-#: ends when its parent does.
+#: ends when its parent does. Only built-in modules (``_socket``, ``_thread``,
+#: ``posix``): importing ``socket`` or ``threading`` would double its start-up.
 FORWARDER = r"""
-import os, socket, sys, threading
+import _socket as S, _thread as T, posix as P, sys
 path = sys.argv[1]
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv = S.socket(S.AF_INET, S.SOCK_STREAM)
+srv.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", __PORT__))
 srv.listen(64)
-parent = os.getpid()
-if os.fork():
+parent = P.getpid()
+if P.fork():
     srv.close()
-    try:
-        os.execvp(sys.argv[2], sys.argv[2:])
-    except OSError as exc:
-        sys.stderr.write(sys.argv[2] + ": " + str(exc.strerror) + "\n")
-        os._exit(127)
-null = os.open(os.devnull, os.O_RDWR)
+    cmd = sys.argv[2]
+    dirs = [""] if "/" in cmd else P.environ.get(b"PATH", b"/usr/bin:/bin").decode().split(":")
+    for d in dirs:
+        try:
+            P.execv(d + "/" + cmd if d else cmd, sys.argv[2:])
+        except OSError:
+            pass
+    P.write(2, (cmd + ": command not found\n").encode())
+    P._exit(127)
+null = P.open("/dev/null", P.O_RDWR)
 for fd in (0, 1, 2):
-    os.dup2(null, fd)
-threading.stack_size(262144)
-def pipe(a, b):
+    P.dup2(null, fd)
+T.stack_size(262144)
+def pipe(a, b, done):
     try:
         while True:
             data = a.recv(65536)
             if not data:
                 break
             b.sendall(data)
-        b.shutdown(socket.SHUT_WR)
+        b.shutdown(1)
     except OSError:
         pass
+    if done is not None:
+        done.release()
 def serve(c):
-    u = socket.socket(socket.AF_UNIX)
+    u = S.socket(S.AF_UNIX, S.SOCK_STREAM)
     try:
         u.connect(path)
-        t = threading.Thread(target=pipe, args=(u, c), daemon=True)
-        t.start()
-        pipe(c, u)
-        t.join()
+        done = T.allocate_lock()
+        done.acquire()
+        T.start_new_thread(pipe, (u, c, done))
+        pipe(c, u, None)
+        done.acquire()
     except OSError:
         pass
-    finally:
-        u.close()
-        c.close()
+    u.close()
+    c.close()
 srv.settimeout(1.0)
-while os.getppid() == parent:
+while P.getppid() == parent:
     try:
-        c, _ = srv.accept()
-    except socket.timeout:
+        fd, _ = srv._accept()
+    except TimeoutError:
         continue
     except OSError:
         break
-    c.settimeout(None)
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
+    T.start_new_thread(serve, (S.socket(fileno=fd),))
 """.replace("__PORT__", str(PROXY_PORT))
 
 
