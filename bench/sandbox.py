@@ -38,8 +38,8 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -117,9 +117,9 @@ async def measure_network(backend: Backend, n: int, workspace: Path, limits: Lim
         port = probe.getsockname()[1]
     page = Path(tempfile.mkdtemp(prefix="agentd-bench-page-"))
     (page / "p.txt").write_text("x" * 1000)
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                               str(port)], cwd=page, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), cwd=page,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     egress = EgressProxies(EgressRules.of([f"127.0.0.1:{port}"]))
     url = f"http://127.0.0.1:{port}/p.txt"
     try:
@@ -168,7 +168,8 @@ async def measure_network(backend: Backend, n: int, workspace: Path, limits: Lim
     finally:
         await egress.close()
         server.kill()
-        server.wait()
+        await server.wait()
+        shutil.rmtree(page, ignore_errors=True)
 
 
 async def amain(args: argparse.Namespace) -> None:

@@ -375,3 +375,45 @@ async def test_the_runtime_owns_and_closes_its_proxies(tmp_path: Path) -> None:
     assert Path(first).is_socket()
     await sandboxes.close()
     assert not Path(first).exists() and not Path(first).parent.exists()
+
+
+# -- where a grant cannot be given, it is refused ----------------------------------------
+
+
+async def test_gvisor_refuses_a_grant_rather_than_the_hosts_network(ws: Path) -> None:
+    from agentd.sandbox.backends import GVisorBackend
+
+    with pytest.raises(ToolError) as caught:  # before runsc is even looked for
+        await GVisorBackend().run(["true"], workspace=ws, network="/nonexistent.sock")
+    assert caught.value.code == "network_denied"
+
+
+async def test_a_process_backend_without_a_network_namespace_refuses_a_grant(
+        ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ProcessBackend, "network_confinement",
+                        classmethod(lambda cls: "unshare: Operation not permitted"))
+    with pytest.raises(ToolError) as caught:
+        await ProcessBackend().run(["true"], workspace=ws, network="/x.sock")
+    assert caught.value.code == "network_denied"
+    assert "Operation not permitted" in caught.value.message
+
+
+async def test_no_grant_no_proxy(ws: Path) -> None:
+    with pytest.raises(ToolError) as caught:
+        await EgressProxies(EgressRules()).socket(False)
+    assert caught.value.code == "network_denied"
+    assert await Sandbox(backend=None, limits=FAST).proxy() is None
+    with pytest.raises(ToolError) as missing:  # a grant but no proxy: no network
+        await Sandbox(backend=None, limits=FAST, network=True).proxy()
+    assert missing.value.code == "network_denied"
+
+
+async def test_a_missing_program_behind_the_forwarder(
+        backend: Backend, ws: Path, proxies: list[EgressProxies]) -> None:
+    _isolating_or_confined(backend)
+    if backend.name == "gvisor":
+        pytest.skip("gVisor refuses every grant")
+    path = await _socket(proxies, True)
+    result = await backend.run(["no-such-program-here"], workspace=ws, network=path,
+                               limits=FAST)
+    assert result.exit_code == 127, result

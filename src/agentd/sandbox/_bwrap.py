@@ -186,14 +186,16 @@ def _root_entries() -> list[str]:
     return args
 
 
-def proxied(command: Sequence[str], socket_path: str) -> list[str]:
-    """``command`` behind the egress forwarder, which needs ``python3`` (a ToolError
-    ``network_denied`` without it: the network is refused, not given unfiltered)."""
+def proxied(command: Sequence[str], socket_path: str
+            ) -> tuple[list[str], dict[str, str]]:
+    """``command`` behind the egress forwarder, and the variables it needs; the
+    forwarder is ``python3`` (a ToolError ``network_denied`` without it: the network
+    is refused, never given unfiltered)."""
     python = shutil.which("python3", path=SANDBOX_PATH)
     if python is None:
         raise ToolError("the sandbox has no python3 to run the egress forwarder: "
                         "commands cannot be given the network here", code="network_denied")
-    return _egress.forwarder_argv(python, socket_path, command)
+    return _egress.forwarder(python, socket_path, command)
 
 
 def build(command: Sequence[str], *, workspace: Path, egress: str | None,
@@ -222,8 +224,8 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
                 "--as-pid-1", "--unshare-net"]
         network = egress is not None
         if egress is not None:
-            command = proxied(command, _egress.SANDBOX_SOCKET)
-            env = {**env, **_egress.PROXY_ENV}
+            command, extra = proxied(command, _egress.SANDBOX_SOCKET)
+            env = {**env, **extra}
             args += ["--ro-bind", egress, _egress.SANDBOX_SOCKET]
         for key, value in env.items():
             args += ["--setenv", key, value]

@@ -68,7 +68,6 @@ from agentd.sandbox._limits import (
     workspace_owner,
 )
 from agentd.sandbox._process import Child, execute, launch
-from agentd.sandbox.egress import PROXY_ENV
 from agentd.sandbox.shell import PersistentShell
 
 __all__ = [
@@ -254,8 +253,6 @@ class ProcessBackend(Backend):
                             f"({confined}): the network grant is refused",
                             code="network_denied")
         full_env = sandbox_env(str(workspace), env)
-        if network is not None:
-            full_env.update(PROXY_ENV)
         cwd_fd = open_cwd(workspace, parts)
         # No pid namespace ends the command's children with it: coreutils' timeout
         # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
@@ -265,7 +262,8 @@ class ProcessBackend(Backend):
         death = signal.SIGTERM if watchdog else signal.SIGKILL
         command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
         if network is not None:
-            command = _bwrap.proxied(command, network)
+            command, extra = _bwrap.proxied(command, network)
+            full_env.update(extra)
         try:
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,

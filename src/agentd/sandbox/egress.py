@@ -45,7 +45,7 @@ from agentd.errors import ToolError
 from agentd.security.policy import grants_host
 
 __all__ = ["FORWARDER", "PROXY_ENV", "EgressProxies", "EgressProxy", "EgressRules",
-           "Grant", "check", "check_async", "parse_endpoint"]
+           "Grant", "check", "check_async", "forwarder", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -431,14 +431,16 @@ def _private_directory() -> str:
     return path
 
 
-#: Run as ``python3 -I -S -c FORWARDER SOCKET COMMAND...`` inside the sandbox: listen
+#: Run as ``python3 -I -S -c FORWARDER COMMAND...`` inside the sandbox, with the proxy's
+#: socket in ``AGENTD_EGRESS_SOCKET`` (the environment, unlike the argv, is not
+#: readable by other users' processes, which matters on the process backend): listen
 #: on 127.0.0.1:3128, then fork; the parent becomes COMMAND (so it starts only once
 #: the port listens), the child relays each connection to the proxy's unix socket and
 #: ends when its parent does. Only built-in modules (``_socket``, ``_thread``,
 #: ``posix``): importing ``socket`` or ``threading`` would double its start-up.
 FORWARDER = r"""
 import _socket as S, _thread as T, posix as P, sys
-path = sys.argv[1]
+path = P.environ[b"AGENTD_EGRESS_SOCKET"]
 srv = S.socket(S.AF_INET, S.SOCK_STREAM)
 srv.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", __PORT__))
@@ -446,11 +448,11 @@ srv.listen(64)
 parent = P.getpid()
 if P.fork():
     srv.close()
-    cmd = sys.argv[2]
+    cmd = sys.argv[1]
     dirs = [""] if "/" in cmd else P.environ.get(b"PATH", b"/usr/bin:/bin").decode().split(":")
     for d in dirs:
         try:
-            P.execv(d + "/" + cmd if d else cmd, sys.argv[2:])
+            P.execv(d + "/" + cmd if d else cmd, sys.argv[1:])
         except OSError:
             pass
     P.write(2, (cmd + ": command not found\n").encode())
@@ -496,6 +498,9 @@ while P.getppid() == parent:
 """.replace("__PORT__", str(PROXY_PORT))
 
 
-def forwarder_argv(python: str, socket_path: str, command: Sequence[str]) -> list[str]:
-    """``command`` started behind the forwarder (see :data:`FORWARDER`)."""
-    return [python, "-I", "-S", "-c", FORWARDER, socket_path, *command]
+def forwarder(python: str, socket_path: str, command: Sequence[str]
+              ) -> tuple[list[str], dict[str, str]]:
+    """The argv and the environment variables that start ``command`` behind the
+    forwarder (see :data:`FORWARDER`) with the proxy's socket at ``socket_path``."""
+    return ([python, "-I", "-S", "-c", FORWARDER, *command],
+            {**PROXY_ENV, "AGENTD_EGRESS_SOCKET": socket_path})
