@@ -66,7 +66,7 @@ def test_the_grant_names_the_hosts() -> None:
     "127.0.0.1", "127.8.9.10", "10.0.0.5", "172.16.3.4", "192.168.1.1", "100.64.0.1",
     "169.254.169.254", "0.0.0.0", "224.0.0.251", "255.255.255.255", "::1", "::",
     "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-    "2002:7f00:1::1", "2002:a9fe:a9fe::1"])
+    "2002:7f00:1::1", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1"])
 def test_non_public_answers_are_refused(address: str) -> None:
     """Whatever the name: a DNS answer pointing at the host's own network, mapped or
     tunnelled addresses included, is refused."""
@@ -417,3 +417,52 @@ async def test_a_missing_program_behind_the_forwarder(
     result = await backend.run(["no-such-program-here"], workspace=ws, network=path,
                                limits=FAST)
     assert result.exit_code == 127, result
+
+
+async def test_an_agent_with_the_network_reaches_only_what_the_operator_lists(
+        tmp_path: Path, service: int, own_port: int) -> None:
+    """End to end through the runtime: an agent granted ``network: true`` (the
+    attack: reach the daemon's API or a host service) tries from the shell (one-off
+    and persistent) and http_fetch. Only the listed endpoint answers."""
+    from agentd.config import Settings
+    from agentd.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
+                        database_url=f"sqlite:///{tmp_path / 'agentd.db'}",
+                        sandbox=SandboxConfig(private_endpoints=[
+                            f"127.0.0.1:{service}", f"127.0.0.1:{own_port}"]))
+    runtime = await Runtime.open(settings)
+    try:
+        listed = f"http://127.0.0.1:{service}/secret.txt"
+        unlisted = [f"http://localhost:{service}/secret.txt",
+                    f"http://127.0.0.1:{own_port}/", "http://169.254.169.254/"]
+        calls: list[dict[str, Any]] = []
+        for url in [listed, *unlisted]:
+            calls.append({"name": "http_fetch", "arguments": {"url": url}})
+            for persistent in (False, True):
+                calls.append({"name": "shell", "arguments": {
+                    "command": f"{CURL} {url}", "persistent": persistent}})
+        calls.append({"name": "shell", "arguments": {
+            "command": f"python3 -c {shlex.quote(RAW)} 127.0.0.1 {service}"}})
+        await runtime.create_agent(
+            name="a", model="scripted", tools=["shell", "http_fetch"], settings={
+                # (allowed in a tainted session too: the attack gets every call)
+                "policy": {"network": True,
+                           "rules": [{"tool": tool, "action": "allow", "tainted": taint}
+                                     for tool in ("shell", "http_fetch")
+                                     for taint in (False, True)]},
+                "script": [*({"tool_calls": [call]} for call in calls), {"text": "done"}]})
+        sent = await runtime.send("a", "k", "go")
+        await runtime.wait(sent.run.id)
+        finished = [e.data for e in await runtime.read_events(sent.session.id)
+                    if e.kind == "tool.finished"]
+        assert len(finished) == len(calls), finished
+        texts = [str(data) for data in finished]
+        assert all("host-only-data" in text for text in texts[:3]), texts[:3]
+        for text in texts[3:-1]:
+            assert "host-only-data" not in text
+            assert "'is_error': True" in text or "status=403" in text, text
+            assert "private_endpoints" in text or "daemon's own port" in text, text
+        assert "refused" in texts[-1] and "connected" not in texts[-1]
+    finally:
+        await runtime.close()

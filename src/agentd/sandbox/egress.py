@@ -157,12 +157,18 @@ def _read_local_addresses() -> frozenset[str]:
     return frozenset(found)
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
            ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo), else itself."""
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64), else
+    itself: a gateway would take it there."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if ip.sixtofour is not None:
             return ip.sixtofour
         if ip.teredo is not None:
@@ -426,7 +432,10 @@ class EgressProxies:
 
 
 def _private_directory() -> str:
-    path = tempfile.mkdtemp(prefix="agentd-egress-")
+    # Under root the sandbox uid must reach it: /run is open to all (a TMPDIR may
+    # not be), and is emptied at boot.
+    root = "/run" if os.geteuid() == 0 and os.access("/run", os.W_OK) else None
+    path = tempfile.mkdtemp(prefix="agentd-egress-", dir=root)
     os.chmod(path, 0o711)  # others may reach a socket by its name, not list them
     return path
 
