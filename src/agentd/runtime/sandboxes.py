@@ -7,6 +7,11 @@ not isolate, only where neither works, with a loud warning). ``/health`` and
 ``agentd status`` say which. An agent may ask for another backend
 (``settings.sandbox.backend``; refused at create if this daemon cannot run it) and
 lower its limits (``settings.sandbox.limits``; the daemon's are the ceiling).
+
+The network: the daemon's egress proxies (one per distinct grant, started on first
+use, closed with the daemon) are the only way out of a sandbox, and every connection
+an agent opens is checked with the operator's ``[sandbox] private_endpoints`` and the
+daemon's own port (:mod:`agentd.sandbox.egress`).
 """
 
 from __future__ import annotations

@@ -278,6 +278,7 @@ class EgressProxy:
         assert task is not None
         if len(self._tasks) >= _MAX_CONNECTIONS:
             await _answer(writer, _Refused(503, "too many connections through the proxy"))
+            writer.close()
             return
         self._tasks.add(task)
         try:
