@@ -66,7 +66,8 @@ def test_the_grant_names_the_hosts() -> None:
     "127.0.0.1", "127.8.9.10", "10.0.0.5", "172.16.3.4", "192.168.1.1", "100.64.0.1",
     "169.254.169.254", "0.0.0.0", "224.0.0.251", "255.255.255.255", "::1", "::",
     "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-    "2002:7f00:1::1", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1"])
+    "2002:7f00:1::1", "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
+    "::7f00:1", "fec0::1", "64:ff9b:1::a9fe:a9fe", "ff02::1", "198.18.0.1", "240.0.0.1"])
 def test_non_public_answers_are_refused(address: str) -> None:
     """Whatever the name: a DNS answer pointing at the host's own network, mapped or
     tunnelled addresses included, is refused."""

@@ -158,6 +158,10 @@ def _read_local_addresses() -> frozenset[str]:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: Ranges Python calls global that are not public: IPv4-compatible (deprecated, may
+#: reach IPv4 through a tunnel), site-local (deprecated), local-use NAT64.
+_NOT_PUBLIC = tuple(ipaddress.IPv6Network(net) for net in (
+    "::/96", "fec0::/10", "64:ff9b:1::/48"))
 
 
 def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -214,7 +218,8 @@ def check(host: str, port: int, grant: Grant, rules: EgressRules, *,
         if own and port in daemon_ports:
             raise _denied(f"{host}:{port} is the daemon's own port ({address}); no grant "
                           "or setting opens it to an agent")
-        public = ip.is_global and not ip.is_multicast and not own
+        public = (ip.is_global and not ip.is_multicast and not own
+                  and not any(ip in net for net in _NOT_PUBLIC if ip.version == 6))
         if not public and not listed:
             raise _denied(
                 f"{host!r} resolves to {address}, which is not a public address (or is "
