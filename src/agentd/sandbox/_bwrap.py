@@ -5,12 +5,13 @@ Namespaces: user (nested ones refused: ``--disable-userns``), pid, ipc, uts (hos
 else. A network grant reaches out only through the egress proxy
 (:mod:`agentd.sandbox.egress`): its unix socket is bound at ``/run/agentd/egress.sock``
 and a forwarder on the sandbox's ``127.0.0.1:3128`` relays to it (``HTTP_PROXY`` and
-the like point there). The filesystem is built
-from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64`` ``/sbin`` as the host
-has them (links or read-only binds), a few files of ``/etc`` programs need
-(:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only, synthetic
-``passwd``, ``group``, ``nsswitch.conf`` and ``hosts``, a new ``/proc`` and ``/dev``, a
-private ``/tmp`` of ``Limits.file_size_mb``, and the workspace read-write at
+the like point there).
+
+The filesystem is built from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64``
+``/sbin`` as the host has them (links or read-only binds), a few files of ``/etc``
+programs need (:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only,
+synthetic ``passwd``, ``group``, ``nsswitch.conf`` and ``hosts``, a new ``/proc`` and
+``/dev``, a private ``/tmp`` of ``Limits.file_size_mb``, and the workspace read-write at
 ``/workspace``. Everything but ``/tmp`` and ``/workspace`` is read-only. Nothing else
 of the host: not its ``/etc`` (``shadow``), ``/root``, ``/home``, ``/var``, ``/run`` or
 the daemon's home. Its first process is pid 1 of its namespace (``--as-pid-1``): a

@@ -209,10 +209,10 @@ class ProcessBackend(Backend):
 
     What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
     may read (the egress sockets of other grants included, by name), sees the host's
-    processes and may signal those
-    of its uid (other sandboxes; under a non-root daemon, the daemon itself); a process
-    that leaves its process group (``setsid``) escapes the kill at the end and the
-    daemon's death, and so does everything if it kills the ``timeout`` above it.
+    processes and may signal those of its uid (other sandboxes; under a non-root
+    daemon, the daemon itself); a process that leaves its process group (``setsid``)
+    escapes the kill at the end and the daemon's death, and so does everything if it
+    kills the ``timeout`` above it.
     """
 
     name = "process"
@@ -247,13 +247,13 @@ class ProcessBackend(Backend):
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
-        confined = await asyncio.to_thread(self.network_confinement)
+        confined = self.network_confinement() if os.getpid() in _netns_probes else \
+            await asyncio.to_thread(self.network_confinement)
         if network is not None and confined is not None:
             raise ToolError("the process backend cannot confine a command's network here "
                             f"({confined}): the network grant is refused",
                             code="network_denied")
         full_env = sandbox_env(str(workspace), env)
-        cwd_fd = open_cwd(workspace, parts)
         # No pid namespace ends the command's children with it: coreutils' timeout
         # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
         # daemon dies, and passes it to the process group, then SIGKILL a second
@@ -264,6 +264,7 @@ class ProcessBackend(Backend):
         if network is not None:
             command, extra = _bwrap.proxied(command, network)
             full_env.update(extra)
+        cwd_fd = open_cwd(workspace, parts)
         try:
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,
@@ -271,8 +272,6 @@ class ProcessBackend(Backend):
                                                    new_net=confined is None),
                                 negative_is_signal=True)
         except (FileNotFoundError, PermissionError) as exc:
-            if network is not None:
-                raise
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return ExecResult(exit_code=code, stdout="",
                               stderr=f"{argv[0]}: {exc.strerror or exc}\n",
