@@ -467,3 +467,19 @@ async def test_an_agent_with_the_network_reaches_only_what_the_operator_lists(
         assert "refused" in texts[-1] and "connected" not in texts[-1]
     finally:
         await runtime.close()
+
+
+async def test_the_proxys_socket_is_not_in_any_command_line(
+        ws: Path, proxies: list[EgressProxies]) -> None:
+    """On the process backend other users' processes read every command line: the
+    socket of a grant (and so the way to its proxy) is passed in the environment."""
+    backend = ProcessBackend()
+    _isolating_or_confined(backend)
+    path = await _socket(proxies, True)
+    # (the name goes to grep through a file: on grep's own command line it would match)
+    result = await _sh(backend, ws, "basename \"$AGENTD_EGRESS_SOCKET\" > name; "
+                                    "cat /proc/[0-9]*/cmdline 2>/dev/null | "
+                                    "tr '\\0' ' ' | grep -c -f name; "
+                                    "echo env=$AGENTD_EGRESS_SOCKET", path)
+    assert result.stdout.split()[0] == "0", result
+    assert f"env={path}" in result.stdout
