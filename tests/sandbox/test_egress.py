@@ -212,8 +212,11 @@ async def test_the_proxy_checks_each_request(proxies: list[EgressProxies], servi
         assert refused.startswith("HTTP/1.1 403 Forbidden"), (head, refused)
         assert "X-Agentd-Egress: refused" in refused and "private_endpoints" in refused
     for head in ("nonsense\r\n\r\n", "GET /relative HTTP/1.1\r\n\r\n",
-                 "CONNECT nohost HTTP/1.1\r\n\r\n", "GET ftp://x/ HTTP/1.1\r\n\r\n"):
+                 "CONNECT nohost HTTP/1.1\r\n\r\n", "GET ftp://x/ HTTP/1.1\r\n\r\n",
+                 "GET http://[zz/ HTTP/1.1\r\n\r\n", "GET http://a:x/ HTTP/1.1\r\n\r\n"):
         assert (await _ask(closed, head)).startswith("HTTP/1.1 400"), head
+    nul = await _ask(closed, "CONNECT a\x00b:80 HTTP/1.1\r\n\r\n")
+    assert nul.startswith("HTTP/1.1 502") and "cannot resolve" in nul
 
 
 def _isolating_or_confined(backend: Backend) -> None:

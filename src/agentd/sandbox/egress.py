@@ -201,7 +201,7 @@ def check(host: str, port: int, grant: Grant, rules: EgressRules, *,
         raise _denied(f"port {port!r} is not a TCP port")
     try:
         infos = resolve(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # (ValueError: a NUL; UnicodeError: IDNA)
         raise ToolError(f"cannot resolve {host!r}: {exc}", code="network_error") from None
     addresses = sorted({str(info[4][0]).split("%")[0] for info in infos},
                        key=lambda a: (":" in a, a))
@@ -290,6 +290,8 @@ class EgressProxy:
             await self._one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # one connection's fault never stops the proxy
+            log.exception("egress proxy: a connection failed")
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -347,8 +349,12 @@ def _parse(head: bytes) -> tuple[bytes, str, int, bytes]:
         except ValueError as exc:
             raise _Refused(400, str(exc)) from None
         return method, host, port, b""
-    url = urlsplit(text)
-    if url.scheme != "http" or not url.hostname:
+    try:
+        url = urlsplit(text)
+        hostname = url.hostname
+    except ValueError:
+        raise _Refused(400, f"not a URL: {text[:200]!r}") from None
+    if url.scheme != "http" or not hostname:
         raise _Refused(400, "a proxy request needs an absolute http:// URL (https goes "
                             "through CONNECT)")
     try:
@@ -363,7 +369,7 @@ def _parse(head: bytes) -> tuple[bytes, str, int, bytes]:
     # One request per connection: the next one is checked afresh.
     forward = b"\r\n".join([b" ".join([method, path.encode("latin-1"), version]),
                             *headers, b"Connection: close", b"", b""])
-    return method, url.hostname, port, forward
+    return method, hostname, port, forward
 
 
 async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
