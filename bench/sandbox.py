@@ -14,9 +14,11 @@ shell_ms
     One persistent shell (``Backend.shell``), then ``echo hi`` N times through
     ``PersistentShell.run``: from the call to the result. p50 / p99 / max.
 net_start_ms
-    As ``start_ms`` with a network grant: the sandbox gets the grant's egress proxy
-    socket and the forwarder (a ``python3``) starts before the command (the cost of
-    the egress control on tool start-up). Not for gVisor (it refuses a grant).
+    As ``start_ms`` with a network grant (the cost of the egress control on tool
+    start-up): under root the daemon makes the sandbox's network namespace with the
+    proxy listening in it; ``net_start_forwarder_ms``: the forwarder way (a
+    ``python3`` in the sandbox relaying to the proxy's unix socket), what a daemon
+    that is not root does. Not for gVisor (it refuses a grant).
 proxied_ms
     In a persistent shell with a grant, ``curl`` of a small page from a local HTTP
     server listed in the operator's endpoints, through the forwarder and the proxy
@@ -58,7 +60,7 @@ from agentd.sandbox.backends import (
     detect,
     prepare_workspace,
 )
-from agentd.sandbox.egress import EgressProxies, EgressRules
+from agentd.sandbox.egress import EgressProxies, EgressProxy, EgressRules
 
 
 class _GVisorDespiteOldStatx(GVisorBackend):
@@ -120,8 +122,9 @@ async def measure_network(backend: Backend, n: int, workspace: Path, limits: Lim
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), cwd=page,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    egress = EgressProxies(EgressRules.of([f"127.0.0.1:{port}"]))
+    rules = EgressRules.of([f"127.0.0.1:{port}"])
     url = f"http://127.0.0.1:{port}/p.txt"
+    figures: dict[str, Any] = {}
     try:
         for _ in range(100):
             try:
@@ -129,47 +132,64 @@ async def measure_network(backend: Backend, n: int, workspace: Path, limits: Lim
                 break
             except OSError:
                 await asyncio.sleep(0.05)
-        sock = await egress.socket(True)
-        for _ in range(min(5, n)):
-            await backend.run(["true"], workspace=workspace, network=sock, limits=limits)
-        starts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            result = await backend.run(["true"], workspace=workspace, network=sock,
-                                       limits=limits)
-            starts.append((time.perf_counter() - t) * 1000)
-            if result.exit_code != 0:
-                raise SystemExit(f"{backend.name}: networked true failed: {result}")
-        info(f"{backend.name}: net start {_stats(starts)}")
-        m = min(n, 100)
-        shell = await backend.shell(workspace=workspace, network=sock, limits=limits)
-        proxied = []
-        try:
-            for i in range(m + 5):
-                t = time.perf_counter()
-                result = await shell.run(f"curl -sf -o /dev/null {url}")
-                if i >= 5:
-                    proxied.append((time.perf_counter() - t) * 1000)
-                if result.exit_code != 0:
-                    raise SystemExit(f"{backend.name}: proxied curl failed: {result}")
-        finally:
-            await shell.close()
+        for inlets, key in ((True, "net_start_ms"), (False, "net_start_forwarder_ms")):
+            egress = EgressProxies(rules, inlets=inlets)
+            try:
+                proxy = await egress.get(True)
+                figures[key] = await _starts(backend, n, workspace, limits, proxy)
+                info(f"{backend.name}: {key} {figures[key]}")
+                if inlets:
+                    figures["proxied_ms"] = await _requests(backend, min(n, 100),
+                                                            workspace, limits, proxy, url)
+            finally:
+                await egress.close()
         direct = []
-        for i in range(m + 5):
+        for i in range(min(n, 100) + 5):
             t = time.perf_counter()
             done = await asyncio.create_subprocess_exec(
                 "curl", "-sf", "-o", "/dev/null", "--noproxy", "*", url)
             await done.wait()
             if i >= 5:
                 direct.append((time.perf_counter() - t) * 1000)
-        info(f"{backend.name}: proxied {_stats(proxied)} direct {_stats(direct)}")
-        return {"net_start_ms": _stats(starts), "proxied_ms": _stats(proxied),
-                "direct_ms": _stats(direct)}
+        figures["direct_ms"] = _stats(direct)
+        info(f"{backend.name}: proxied {figures['proxied_ms']} direct {_stats(direct)}")
+        return figures
     finally:
-        await egress.close()
         server.kill()
         await server.wait()
         shutil.rmtree(page, ignore_errors=True)
+
+
+async def _starts(backend: Backend, n: int, workspace: Path, limits: Limits,
+                  proxy: EgressProxy) -> dict[str, float | None]:
+    for _ in range(min(5, n)):
+        await backend.run(["true"], workspace=workspace, network=proxy, limits=limits)
+    starts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        result = await backend.run(["true"], workspace=workspace, network=proxy,
+                                   limits=limits)
+        starts.append((time.perf_counter() - t) * 1000)
+        if result.exit_code != 0:
+            raise SystemExit(f"{backend.name}: networked true failed: {result}")
+    return _stats(starts)
+
+
+async def _requests(backend: Backend, m: int, workspace: Path, limits: Limits,
+                    proxy: EgressProxy, url: str) -> dict[str, float | None]:
+    shell = await backend.shell(workspace=workspace, network=proxy, limits=limits)
+    proxied = []
+    try:
+        for i in range(m + 5):
+            t = time.perf_counter()
+            result = await shell.run(f"curl -sf -o /dev/null {url}")
+            if i >= 5:
+                proxied.append((time.perf_counter() - t) * 1000)
+            if result.exit_code != 0:
+                raise SystemExit(f"{backend.name}: proxied curl failed: {result}")
+    finally:
+        await shell.close()
+    return _stats(proxied)
 
 
 async def amain(args: argparse.Namespace) -> None:

@@ -29,7 +29,13 @@ from agentd.runtime.sandboxes import Sandboxes
 from agentd.sandbox import ShellPool
 from agentd.sandbox.backends import Backend, ExecResult, Limits, ProcessBackend
 from agentd.sandbox.context import Sandbox
-from agentd.sandbox.egress import EgressProxies, EgressRules, check, parse_endpoint
+from agentd.sandbox.egress import (
+    EgressProxies,
+    EgressProxy,
+    EgressRules,
+    check,
+    parse_endpoint,
+)
 from agentd.tools import COMMAND_TOOLS, ToolContext
 
 FAST = Limits(wall_s=30.0)
@@ -166,19 +172,28 @@ def own_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[EgressProxies]]:
-    made: list[EgressProxies] = []
+class Proxies:
+    """The proxies a test made (closed after it), all serving sandboxes one way:
+    ``inlets`` (the daemon's own network namespace per sandbox, under root) or the
+    forwarder in the sandbox."""
+
+    def __init__(self, inlets: bool) -> None:
+        self.inlets = inlets
+        self.made: list[EgressProxies] = []
+
+    async def get(self, grant: bool | tuple[str, ...], listed: Sequence[str] = ()
+                  ) -> EgressProxy:
+        egress = EgressProxies(EgressRules.of(listed), inlets=self.inlets)
+        self.made.append(egress)
+        return await egress.get(grant)
+
+
+@pytest.fixture(params=[True, False], ids=["inlet", "forwarder"])
+async def proxies(request: pytest.FixtureRequest) -> AsyncIterator[Proxies]:
+    made = Proxies(request.param)
     yield made
-    for item in made:
-        await item.close()
-
-
-async def _socket(made: list[EgressProxies], grant: bool | tuple[str, ...],
-                  listed: Sequence[str] = ()) -> str:
-    egress = EgressProxies(EgressRules.of(listed))
-    made.append(egress)
-    return await egress.socket(grant)
+    for egress in made.made:
+        await egress.close()
 
 
 async def _ask(path: str, head: str) -> str:
@@ -190,10 +205,10 @@ async def _ask(path: str, head: str) -> str:
     return data.decode(errors="replace")
 
 
-async def test_the_proxy_checks_each_request(proxies: list[EgressProxies], service: int,
+async def test_the_proxy_checks_each_request(proxies: Proxies, service: int,
                                              own_port: int) -> None:
-    open_path = await _socket(proxies, True, [f"127.0.0.1:{service}",
-                                              f"127.0.0.1:{own_port}"])
+    open_path = (await proxies.get(True, [f"127.0.0.1:{service}",
+                                          f"127.0.0.1:{own_port}"])).path
     got = await _ask(open_path, f"GET http://127.0.0.1:{service}/secret.txt HTTP/1.1\r\n"
                                 f"Host: 127.0.0.1:{service}\r\n\r\n")
     assert got.startswith("HTTP/1.0 200") and "host-only-data" in got
@@ -203,7 +218,7 @@ async def test_the_proxy_checks_each_request(proxies: list[EgressProxies], servi
     assert "host-only-data" in tunnel
     own = await _ask(open_path, f"CONNECT 127.0.0.1:{own_port} HTTP/1.1\r\n\r\n")
     assert own.startswith("HTTP/1.1 403") and "daemon's own port" in own
-    closed = await _socket(proxies, True)
+    closed = (await proxies.get(True)).path
     for head in (f"CONNECT 127.0.0.1:{service} HTTP/1.1\r\n\r\n",
                  f"GET http://localhost:{service}/secret.txt HTTP/1.1\r\n\r\n",
                  "CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n",
@@ -233,7 +248,7 @@ RAW = ("import socket, sys\n"
        "    print('refused', exc)\n")
 
 
-async def _sh(backend: Backend, ws: Path, script: str, network: str | None
+async def _sh(backend: Backend, ws: Path, script: str, network: EgressProxy | None
               ) -> ExecResult:
     return await backend.run(["sh", "-c", script], workspace=ws, network=network,
                              limits=FAST)
@@ -241,11 +256,11 @@ async def _sh(backend: Backend, ws: Path, script: str, network: str | None
 
 @pytest.mark.parametrize("grant", GRANTS, ids=["true", "loopback", "star"])
 async def test_a_granted_sandbox_never_reaches_the_hosts_loopback(
-        backend: Backend, ws: Path, proxies: list[EgressProxies], service: int,
+        backend: Backend, ws: Path, proxies: Proxies, service: int,
         grant: bool | tuple[str, ...]) -> None:
     """``network: true``, ``["127.0.0.1"]``, ``["*"]``: the sandbox sees only its own
     ``lo``, a raw socket to the host's service fails, the proxy refuses it."""
-    path = await _socket(proxies, grant)
+    path = await proxies.get(grant)
     if backend.name == "gvisor":
         with pytest.raises(ToolError) as caught:
             await _sh(backend, ws, "true", path)
@@ -264,7 +279,7 @@ async def test_a_granted_sandbox_never_reaches_the_hosts_loopback(
 
 
 async def test_every_local_target_is_refused_through_the_proxy(
-        backend: Backend, ws: Path, proxies: list[EgressProxies], service: int,
+        backend: Backend, ws: Path, proxies: Proxies, service: int,
         own_port: int) -> None:
     """Link-local metadata, private ranges, IPv6 loopback, 0.0.0.0, names resolving
     to loopback (``localhost``, a name of the host's /etc/hosts), and the daemon's own
@@ -272,7 +287,7 @@ async def test_every_local_target_is_refused_through_the_proxy(
     _isolating_or_confined(backend)
     if backend.name == "gvisor":
         pytest.skip("gVisor refuses every grant (test above)")
-    path = await _socket(proxies, True, [f"127.0.0.1:{own_port}"])
+    path = await proxies.get(True, [f"127.0.0.1:{own_port}"])
     names = [line.split()[1] for line in Path("/etc/hosts").read_text().splitlines()
              if line.startswith("127.") and len(line.split()) > 1]
     targets = ["http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/",
@@ -289,7 +304,7 @@ async def test_every_local_target_is_refused_through_the_proxy(
 
 
 async def test_only_the_operators_endpoint_is_reachable(
-        backend: Backend, ws: Path, proxies: list[EgressProxies], service: int) -> None:
+        backend: Backend, ws: Path, proxies: Proxies, service: int) -> None:
     """Listed as "127.0.0.1:PORT": reachable through the proxy with a grant that covers
     127.0.0.1, by curl (http and a CONNECT tunnel) and python's urllib; still not by
     a raw socket (nothing leaves the sandbox but through the proxy); not with a grant
@@ -299,7 +314,7 @@ async def test_only_the_operators_endpoint_is_reachable(
         pytest.skip("gVisor refuses every grant (test above)")
     listed = [f"127.0.0.1:{service}"]
     for grant in GRANTS:
-        path = await _socket(proxies, grant, listed)
+        path = await proxies.get(grant, listed)
         result = await _sh(
             backend, ws,
             f"{CURL} http://127.0.0.1:{service}/secret.txt; echo; "
@@ -308,18 +323,18 @@ async def test_only_the_operators_endpoint_is_reachable(
             f"\"http://127.0.0.1:{service}/secret.txt\", timeout=20).read().decode())'",
             path)
         assert result.stdout.count("host-only-data") == 3, (grant, result)
-    other = await _socket(proxies, ("example.com",), listed)
+    other = await proxies.get(("example.com",), listed)
     refused = await _sh(backend, ws, f"{CURL} http://127.0.0.1:{service}/secret.txt",
                         other)
     assert "status=403" in refused.stdout and "settings.policy.network" in refused.stdout
 
 
 async def test_the_persistent_shell_goes_through_the_proxy(
-        backend: Backend, ws: Path, proxies: list[EgressProxies], service: int) -> None:
+        backend: Backend, ws: Path, proxies: Proxies, service: int) -> None:
     _isolating_or_confined(backend)
     if backend.name == "gvisor":
         pytest.skip("gVisor refuses every grant (test above)")
-    path = await _socket(proxies, True, [f"127.0.0.1:{service}"])
+    path = await proxies.get(True, [f"127.0.0.1:{service}"])
     shell = await backend.shell(workspace=ws, network=path, limits=FAST)
     try:
         listed = await shell.run(f"{CURL} http://127.0.0.1:{service}/secret.txt")
@@ -338,7 +353,7 @@ async def test_the_persistent_shell_goes_through_the_proxy(
 
 
 async def test_the_shell_tool_gets_the_proxy_for_any_grant(
-        ws: Path, service: int, proxies: list[EgressProxies]) -> None:
+        ws: Path, service: int, proxies: Proxies) -> None:
     """Through the run's Sandbox: host patterns give commands the network too (the
     proxy enforces them), one-off and persistent; no grant, no network."""
     from agentd.sandbox import choose
@@ -347,8 +362,9 @@ async def test_the_shell_tool_gets_the_proxy_for_any_grant(
     _isolating_or_confined(backend)
     if backend.name == "gvisor":
         pytest.skip("gVisor refuses every grant")
-    egress = EgressProxies(EgressRules.of([f"127.0.0.1:{service}"]))
-    proxies.append(egress)
+    egress = EgressProxies(EgressRules.of([f"127.0.0.1:{service}"]),
+                           inlets=proxies.inlets)
+    proxies.made.append(egress)
     pool = ShellPool()
     try:
         for grant, persistent in ((("127.0.0.1",), False), (True, True), (False, False)):
@@ -372,13 +388,13 @@ async def test_the_runtime_owns_and_closes_its_proxies(tmp_path: Path) -> None:
     sandboxes = Sandboxes(SandboxConfig(private_endpoints=["127.0.0.1:9"]),
                           daemon_ports=(8721,))
     assert sandboxes.rules.daemon_ports == frozenset({8721})
-    first = await sandboxes.egress.socket(True)
-    assert await sandboxes.egress.socket(True) == first  # one per distinct grant
-    other = await sandboxes.egress.socket(("b.org", "A.org"))
-    assert await sandboxes.egress.socket(("a.org", "b.org")) == other != first
-    assert Path(first).is_socket()
+    first = await sandboxes.egress.get(True)
+    assert await sandboxes.egress.get(True) is first  # one per distinct grant
+    other = await sandboxes.egress.get(("b.org", "A.org"))
+    assert await sandboxes.egress.get(("a.org", "b.org")) is other is not first
+    assert Path(first.path).is_socket()
     await sandboxes.close()
-    assert not Path(first).exists() and not Path(first).parent.exists()
+    assert not Path(first.path).exists() and not Path(first.path).parent.exists()
 
 
 # -- where a grant cannot be given, it is refused ----------------------------------------
@@ -388,7 +404,8 @@ async def test_gvisor_refuses_a_grant_rather_than_the_hosts_network(ws: Path) ->
     from agentd.sandbox.backends import GVisorBackend
 
     with pytest.raises(ToolError) as caught:  # before runsc is even looked for
-        await GVisorBackend().run(["true"], workspace=ws, network="/nonexistent.sock")
+        await GVisorBackend().run(["true"], workspace=ws,
+                                  network=EgressProxy(True, EgressRules(), "/x.sock"))
     assert caught.value.code == "network_denied"
 
 
@@ -397,14 +414,15 @@ async def test_a_process_backend_without_a_network_namespace_refuses_a_grant(
     monkeypatch.setattr(ProcessBackend, "network_confinement",
                         classmethod(lambda cls: "unshare: Operation not permitted"))
     with pytest.raises(ToolError) as caught:
-        await ProcessBackend().run(["true"], workspace=ws, network="/x.sock")
+        await ProcessBackend().run(["true"], workspace=ws,
+                                   network=EgressProxy(True, EgressRules(), "/x.sock"))
     assert caught.value.code == "network_denied"
     assert "Operation not permitted" in caught.value.message
 
 
 async def test_no_grant_no_proxy(ws: Path) -> None:
     with pytest.raises(ToolError) as caught:
-        await EgressProxies(EgressRules()).socket(False)
+        await EgressProxies(EgressRules()).get(False)
     assert caught.value.code == "network_denied"
     assert await Sandbox(backend=None, limits=FAST).proxy() is None
     with pytest.raises(ToolError) as missing:  # a grant but no proxy: no network
@@ -413,11 +431,11 @@ async def test_no_grant_no_proxy(ws: Path) -> None:
 
 
 async def test_a_missing_program_behind_the_forwarder(
-        backend: Backend, ws: Path, proxies: list[EgressProxies]) -> None:
+        backend: Backend, ws: Path, proxies: Proxies) -> None:
     _isolating_or_confined(backend)
     if backend.name == "gvisor":
         pytest.skip("gVisor refuses every grant")
-    path = await _socket(proxies, True)
+    path = await proxies.get(True)
     result = await backend.run(["no-such-program-here"], workspace=ws, network=path,
                                limits=FAST)
     assert result.exit_code == 127, result
@@ -473,16 +491,19 @@ async def test_an_agent_with_the_network_reaches_only_what_the_operator_lists(
 
 
 async def test_the_proxys_socket_is_not_in_any_command_line(
-        ws: Path, proxies: list[EgressProxies]) -> None:
+        ws: Path, proxies: Proxies) -> None:
     """On the process backend other users' processes read every command line: the
-    socket of a grant (and so the way to its proxy) is passed in the environment."""
+    socket of a grant (and so the way to its proxy) is passed to the forwarder in
+    the environment."""
     backend = ProcessBackend()
     _isolating_or_confined(backend)
-    path = await _socket(proxies, True)
+    if proxies.inlets:
+        pytest.skip("an inlet has no socket path to show")
+    proxy = await proxies.get(True)
     # (the name goes to grep through a file: on grep's own command line it would match)
     result = await _sh(backend, ws, "basename \"$AGENTD_EGRESS_SOCKET\" > name; "
                                     "cat /proc/[0-9]*/cmdline 2>/dev/null | "
                                     "tr '\\0' ' ' | grep -c -f name; "
-                                    "echo env=$AGENTD_EGRESS_SOCKET", path)
+                                    "echo env=$AGENTD_EGRESS_SOCKET", proxy)
     assert result.stdout.split()[0] == "0", result
-    assert f"env={path}" in result.stdout
+    assert f"env={proxy.path}" in result.stdout

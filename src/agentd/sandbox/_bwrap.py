@@ -3,9 +3,10 @@
 Namespaces: user (nested ones refused: ``--disable-userns``), pid, ipc, uts (hostname
 ``sandbox``), cgroup, and net, always: the sandbox has its own loopback and nothing
 else. A network grant reaches out only through the egress proxy
-(:mod:`agentd.sandbox.egress`): its unix socket is bound at ``/run/agentd/egress.sock``
-and a forwarder on the sandbox's ``127.0.0.1:3128`` relays to it (``HTTP_PROXY`` and
-the like point there).
+(:mod:`agentd.sandbox.egress`) on the sandbox's ``127.0.0.1:3128`` (``HTTP_PROXY`` and
+the like point there): under root the namespace is one the daemon made with the proxy
+listening in it; otherwise the proxy's unix socket is bound at
+``/run/agentd/egress.sock`` and a forwarder in the sandbox relays to it.
 
 The filesystem is built from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64``
 ``/sbin`` as the host has them (links or read-only binds), a few files of ``/etc``
@@ -200,10 +201,12 @@ def proxied(command: Sequence[str], socket_path: str
 
 
 def build(command: Sequence[str], *, workspace: Path, egress: str | None,
-          env: dict[str, str], chdir: str, limits: Limits) -> Launch:
-    """Everything needed to start ``command`` in a new bubblewrap sandbox; ``egress``:
-    the unix socket of the egress proxy of the sandbox's network grant (None: no
-    network at all).
+          env: dict[str, str], chdir: str, limits: Limits, netns: int | None = None
+          ) -> Launch:
+    """Everything needed to start ``command`` in a new bubblewrap sandbox. The network:
+    ``netns``, a network namespace the daemon made, with the egress proxy listening
+    in it (:meth:`EgressProxy.inlet`); else ``egress``, the unix socket of the proxy,
+    reached through the forwarder in a namespace of the sandbox's own; else none.
 
     When the daemon is root, bubblewrap (as ``nobody``) may not be able to reach
     the workspace's path: it binds :func:`mountpoint` instead, on which
@@ -222,12 +225,17 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
                 # without reaping that init: an orphan left to the host's init (a
                 # zombie, counted against the process limit, where that init is slow
                 # to reap or is the daemon itself).
-                "--as-pid-1", "--unshare-net"]
-        network = egress is not None
-        if egress is not None:
+                "--as-pid-1"]
+        network = netns is not None or egress is not None
+        if netns is not None:  # joined before bubblewrap starts (``spawn_kwargs``)
+            env = {**env, **_egress.PROXY_ENV}
+        elif egress is not None:
+            args.append("--unshare-net")
             command, extra = proxied(command, _egress.SANDBOX_SOCKET)
             env = {**env, **extra}
             args += ["--ro-bind", egress, _egress.SANDBOX_SOCKET]
+        else:
+            args.append("--unshare-net")
         for key, value in env.items():
             args += ["--setenv", key, value]
         args += ["--ro-bind", "/usr", "/usr", *_root_entries()]
@@ -257,7 +265,7 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
         args_fd = _memfd("bwrap-args", "\0".join(args).encode() + b"\0")
         launch.pass_fds.append(args_fd)
         launch.argv = [binary() or "bwrap", "--args", str(args_fd), "--", *command]
-        launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source))
+        launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source), netns=netns)
     except BaseException:
         launch.close()
         raise

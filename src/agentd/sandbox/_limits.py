@@ -14,14 +14,12 @@ gVisor's own threads, which run as ``nobody`` too, count against it).
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import math
 import os
 import re
 import resource
 import signal
-import socket
 import stat
 import struct
 from collections.abc import Callable, Mapping
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox._netns import CLONE_NEWNET, loopback_up
 from agentd.sandbox.workspace import Workspace
 
 SANDBOX_UID = 65534
@@ -40,11 +39,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _CLONE_NEWNS = 0x00020000
-_CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
-_SIOCSIFFLAGS = 0x8914
-# struct ifreq for "lo" with IFF_UP | IFF_LOOPBACK | IFF_RUNNING
-_LO_UP = struct.pack("16sH22x", b"lo", 0x1 | 0x8 | 0x40)
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
@@ -222,6 +217,7 @@ def _libc() -> ctypes.CDLL:
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                            ctypes.c_ulong]
     libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_void_p]
     return libc
@@ -250,11 +246,13 @@ def rlimits(limits: Limits) -> list[tuple[int, tuple[int, int]]]:
 def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
                 death: int = signal.SIGKILL, no_new_privs: bool = False,
-                new_net: bool = False) -> Callable[[], None]:
+                new_net: bool = False, netns: int | None = None) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
-    0. ``new_net``: a network namespace of its own with only ``lo`` (up): as root
-       before the uid drops, else inside a new user namespace (which owns it).
+    0. ``netns`` (root): join that network namespace (one the daemon made, see
+       ``_netns``); else ``new_net``: a network namespace of its own with only
+       ``lo`` (up): as root before the uid drops, else inside a new user namespace
+       (which owns it).
 
     1. ``bind`` (root only): in a private mount namespace of its own, the directory
        ``bind[0]`` (the workspace) is bind-mounted on the path ``bind[1]``, so
@@ -283,7 +281,9 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
     check = _check
     death_signal = int(death)
-    net_flags = _CLONE_NEWNET if os.geteuid() == 0 else _CLONE_NEWUSER | _CLONE_NEWNET
+    net_flags = CLONE_NEWNET if os.geteuid() == 0 else _CLONE_NEWUSER | CLONE_NEWNET
+    setns = libc.setns
+    lo_up = loopback_up
     seccomp: tuple[ctypes.Array[ctypes.c_char], _SockFprog] | None = None
     program = seccomp_filter() if no_new_privs else None
     if program is not None:  # (the filter buffer is kept alive with the program)
@@ -292,10 +292,11 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                                        ctypes.cast(filters, ctypes.c_void_p)))
 
     def setup() -> None:
-        if new_net:
+        if netns is not None:
+            check(setns(netns, CLONE_NEWNET))
+        elif new_net:
             check(unshare(net_flags))
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                fcntl.ioctl(sock, _SIOCSIFFLAGS, _LO_UP)
+            lo_up()
         if bind_args is not None:
             check(unshare(_CLONE_NEWNS))
             check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
@@ -322,7 +323,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
 
 def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None = None,
                  bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
-                 no_new_privs: bool = False, new_net: bool = False) -> dict[str, Any]:
+                 no_new_privs: bool = False, new_net: bool = False,
+                 netns: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the uid switch when ``drop`` and the daemon is root)."""
@@ -331,7 +333,7 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
             "preexec_fn": child_setup(limits, ids=ids, cwd_fd=cwd_fd,
                                       bind=bind if ids is not None else None,
                                       death=death, no_new_privs=no_new_privs,
-                                      new_net=new_net)}
+                                      new_net=new_net, netns=netns)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

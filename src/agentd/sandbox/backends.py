@@ -50,7 +50,7 @@ import stat
 import subprocess
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -68,6 +68,7 @@ from agentd.sandbox._limits import (
     workspace_owner,
 )
 from agentd.sandbox._process import Child, execute, launch
+from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
 from agentd.sandbox.shell import PersistentShell
 
 __all__ = [
@@ -121,7 +122,7 @@ class Backend(ABC):
     def _probe(cls) -> str | None: ...
 
     async def run(self, argv: Sequence[str], *, workspace: Path,
-                  network: str | bool | None = None,
+                  network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult:
         """Run ``argv`` in a new sandbox and wait for it (at most ``limits.wall_s``).
@@ -129,8 +130,8 @@ class Backend(ABC):
         Args:
             argv: the program and its arguments (looked up on the sandbox's PATH).
             workspace: the agent's workspace on the host.
-            network: the unix socket of the egress proxy of the sandbox's network
-                grant (``EgressProxies.socket``); None or False: no network.
+            network: the egress proxy of the sandbox's network grant
+                (``EgressProxies.get``); None or False: no network.
             env: variables added to the sandbox's fixed environment.
             limits: what it may use.
             stdin: bytes fed to its standard input (else it reads /dev/null).
@@ -149,7 +150,7 @@ class Backend(ABC):
             return child
         return await execute(child, stdin=stdin, limits=limits)
 
-    async def shell(self, *, workspace: Path, network: str | bool | None = None,
+    async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell:
         """A started persistent shell in a sandbox of this backend: ``cd`` and
@@ -188,7 +189,8 @@ class Backend(ABC):
         return parts
 
     @abstractmethod
-    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
@@ -243,7 +245,8 @@ class ProcessBackend(Backend):
                 cached = _netns_probes[pid] = _probe_netns()
             return cached[0]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
@@ -254,6 +257,19 @@ class ProcessBackend(Backend):
                             f"({confined}): the network grant is refused",
                             code="network_denied")
         full_env = sandbox_env(str(workspace), env)
+        inlet = await network.inlet() if network is not None else None
+        try:
+            return await self._launch(argv, workspace, parts, full_env, network, inlet,
+                                      limits, stdin_pipe, confined is None)
+        except BaseException:
+            if inlet is not None:
+                inlet.close()
+            raise
+
+    async def _launch(self, argv: list[str], workspace: Path, parts: list[str],
+                      full_env: dict[str, str], network: EgressProxy | None,
+                      inlet: Inlet | None, limits: Limits, stdin_pipe: bool,
+                      confinable: bool) -> Child | ExecResult:
         # No pid namespace ends the command's children with it: coreutils' timeout
         # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
         # daemon dies, and passes it to the process group, then SIGKILL a second
@@ -261,17 +277,22 @@ class ProcessBackend(Backend):
         watchdog = shutil.which("timeout", path=SANDBOX_PATH)
         death = signal.SIGTERM if watchdog else signal.SIGKILL
         command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
-        if network is not None:
-            command, extra = _bwrap.proxied(command, network)
+        if inlet is not None:
+            full_env.update(PROXY_ENV)
+        elif network is not None:
+            command, extra = _bwrap.proxied(command, network.path)
             full_env.update(extra)
         cwd_fd = open_cwd(workspace, parts)
         try:
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(limits, cwd_fd=cwd_fd, death=death,
                                                    no_new_privs=True,
-                                                   new_net=confined is None),
-                                negative_is_signal=True)
+                                                   new_net=confinable,
+                                                   netns=inlet.netns if inlet else None),
+                                negative_is_signal=True, cleanup=_closing(inlet, None))
         except (FileNotFoundError, PermissionError) as exc:
+            if inlet is not None:
+                inlet.close()
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return ExecResult(exit_code=code, stdout="",
                               stderr=f"{argv[0]}: {exc.strerror or exc}\n",
@@ -300,23 +321,34 @@ class BubblewrapBackend(Backend):
         # the limits act, and show in the status, as they do elsewhere.
         return ["sh", "-c", '"$@"; exit $?', "sh", *command]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
-        plan = _bwrap.build(argv, workspace=workspace, egress=network, env=full_env,
-                            chdir=chdir, limits=limits)
+        inlet = await network.inlet() if network is not None else None
+        try:
+            plan = _bwrap.build(argv, workspace=workspace,
+                                egress=network.path if network and not inlet else None,
+                                netns=inlet.netns if inlet else None, env=full_env,
+                                chdir=chdir, limits=limits)
+        except BaseException:
+            if inlet is not None:
+                inlet.close()
+            raise
         try:
             child = await launch(plan.argv, env={}, pass_fds=plan.pass_fds,
                                  stdin_pipe=stdin_pipe, spawn=plan.spawn,
                                  negative_is_signal=False, extra_kill=plan.kill_sandbox,
-                                 cleanup=plan.close)
+                                 cleanup=_closing(inlet, plan.close))
             plan.monitor = child.proc.pid
             return child
         except BaseException:
             plan.close()
+            if inlet is not None:
+                inlet.close()
             raise
         finally:
             plan.close_child_fds()
@@ -334,7 +366,8 @@ class GVisorBackend(Backend):
     def _probe(cls) -> str | None:
         return _gvisor.probe()[0]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: str | None,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         if network is not None:
@@ -385,12 +418,12 @@ class RemoteBackend(Backend):
 
     @abstractmethod
     async def run(self, argv: Sequence[str], *, workspace: Path,
-                  network: str | bool | None = None,
+                  network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult: ...
 
     @abstractmethod
-    async def shell(self, *, workspace: Path, network: str | bool | None = None,
+    async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell: ...
 
@@ -517,13 +550,29 @@ def _probe_netns() -> tuple[str | None]:
     return (None,)
 
 
-def _egress(network: str | bool | None) -> str | None:
-    """The egress socket of a ``network`` argument. True is refused: a sandbox gets
+def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:
+    """The egress proxy of a ``network`` argument. True is refused: a sandbox gets
     the network only through a proxy applying the grant, never the host's."""
     if network is True:
         raise ToolError("commands reach the network only through an egress proxy "
-                        "(pass its socket)", code="network_denied")
-    return network if isinstance(network, str) and network else None
+                        "(pass it)", code="network_denied")
+    return network if isinstance(network, EgressProxy) else None
+
+
+def _closing(inlet: Inlet | None, cleanup: Callable[[], None] | None
+             ) -> Callable[[], None] | None:
+    """``cleanup``, then the inlet closed (the sandbox has ended)."""
+    if inlet is None:
+        return cleanup
+
+    def both() -> None:
+        try:
+            if cleanup is not None:
+                cleanup()
+        finally:
+            inlet.close()
+
+    return both
 
 
 def _command(argv: Sequence[str]) -> list[str]:

@@ -11,7 +11,7 @@ from agentd.security.policy import grants_host
 
 if TYPE_CHECKING:
     from agentd.sandbox.backends import Backend, Limits
-    from agentd.sandbox.egress import EgressProxies
+    from agentd.sandbox.egress import EgressProxies, EgressProxy
     from agentd.sandbox.shell import ShellPool
 
 __all__ = ["Sandbox"]
@@ -52,14 +52,14 @@ class Sandbox:
     def allows_host(self, host: str) -> bool:
         return grants_host(self.network, host)
 
-    async def proxy(self) -> str | None:
-        """The unix socket of the egress proxy for this grant (None: no grant)."""
+    async def proxy(self) -> EgressProxy | None:
+        """The egress proxy of this grant, for commands (None: no grant)."""
         if not self.network:
             return None
         if self.egress is None:
             raise ToolError("this daemon has no egress proxy: commands get no network",
                             code="network_denied")
-        return await self.egress.socket(self.network)
+        return await self.egress.get(self.network)
 
     def shell_suffix(self) -> str:
         """Names the persistent shell of this grant: a changed grant gets a new shell,

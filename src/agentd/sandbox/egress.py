@@ -15,11 +15,13 @@ Who applies it:
 
 - ``http_fetch`` (the daemon fetches) calls :func:`check` for each request and redirect.
 - commands: a sandbox never shares the host's network namespace. With a grant, the
-  runtime starts an :class:`EgressProxy` for that grant (one per distinct grant, on a
-  unix socket in a directory other users cannot list); the sandbox gets the socket
-  and a small forwarder (:data:`FORWARDER`) listening on ``127.0.0.1:3128`` in its
-  own network namespace, and ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` pointing at
-  it. The proxy takes ``CONNECT host:port`` (https, any TCP) and absolute-form
+  runtime starts an :class:`EgressProxy` for that grant (one per distinct grant), and
+  the sandbox's ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` point at
+  ``127.0.0.1:3128`` in its own network namespace, where the proxy listens: when the
+  daemon is root it makes that namespace and serves a socket in it itself
+  (:meth:`EgressProxy.inlet`); otherwise a small forwarder (:data:`FORWARDER`) in the
+  sandbox relays to the proxy's unix socket (in a directory other users cannot
+  list). The proxy takes ``CONNECT host:port`` (https, any TCP) and absolute-form
   plain-http requests, checks each with :func:`check`, and answers a refusal with a
   ``403`` saying why. There is no DNS in the sandbox: the proxy resolves.
 """
@@ -27,6 +29,7 @@ Who applies it:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -42,10 +45,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentd.errors import ToolError
+from agentd.sandbox import _netns
 from agentd.security.policy import grants_host
 
 __all__ = ["FORWARDER", "PROXY_ENV", "EgressProxies", "EgressProxy", "EgressRules",
-           "Grant", "check", "check_async", "forwarder", "parse_endpoint"]
+           "Grant", "Inlet", "check", "check_async", "forwarder", "parse_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +252,64 @@ _STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway",
 
 
 @dataclass
+class Inlet:
+    """The proxy listening on ``127.0.0.1:3128`` of a network namespace made for one
+    sandbox, which joins it (``netns``, a descriptor). :meth:`close` when the
+    sandbox has ended."""
+
+    netns: int
+    server: asyncio.AbstractServer
+
+    def close(self) -> None:
+        self.server.close()
+        if self.netns >= 0:
+            os.close(self.netns)
+            self.netns = -1
+
+
+def _discard(future: concurrent.futures.Future[tuple[int, socket.socket]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        netns, listener = future.result()
+        listener.close()
+        os.close(netns)
+
+
+@dataclass
 class EgressProxy:
-    """An HTTP proxy on a unix socket applying :func:`check` for one ``grant``."""
+    """An HTTP proxy applying :func:`check` for one ``grant``: on a unix socket
+    (``path``, for the forwarder) and on each sandbox's :meth:`inlet`.
+
+    Attributes:
+        inlets: serve sandboxes' own network namespaces directly where the daemon
+            may make them (root); False: always through the forwarder.
+    """
 
     grant: Grant
     rules: EgressRules
     path: str
+    inlets: bool = True
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def inlet(self) -> Inlet | None:
+        """A new network namespace with this proxy on its ``127.0.0.1:3128``, or None
+        where the daemon cannot make one (then the sandbox needs the forwarder)."""
+        if not self.inlets or not _netns.usable():
+            return None
+        future = _netns.make(PROXY_PORT)
+        try:
+            netns, listener = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_discard)
+            raise
+        try:
+            server = await asyncio.start_server(self._serve, sock=listener,
+                                                limit=_HEAD_LIMIT)
+        except BaseException:
+            listener.close()
+            os.close(netns)
+            raise
+        return Inlet(netns, server)
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._serve, path=self.path,
@@ -409,16 +463,18 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 class EgressProxies:
     """One :class:`EgressProxy` per distinct grant, started on first use and closed
-    with the daemon. Owned by the runtime (``Sandboxes``)."""
+    with the daemon. Owned by the runtime (``Sandboxes``); ``inlets`` as for
+    :class:`EgressProxy`."""
 
-    def __init__(self, rules: EgressRules) -> None:
+    def __init__(self, rules: EgressRules, *, inlets: bool = True) -> None:
         self.rules = rules
+        self.inlets = inlets
         self._proxies: dict[Grant, EgressProxy] = {}
         self._lock = asyncio.Lock()
         self._directory: str | None = None
 
-    async def socket(self, grant: Grant) -> str:
-        """The unix socket of the proxy for ``grant`` (started if need be)."""
+    async def get(self, grant: Grant) -> EgressProxy:
+        """The proxy for ``grant`` (started if need be)."""
         if grant is False or not grant:
             raise _denied("this agent has no network (settings.policy.network)")
         key: Grant = True if grant is True else tuple(sorted({h.lower() for h in grant}))
@@ -428,10 +484,10 @@ class EgressProxies:
                 if self._directory is None:
                     self._directory = await asyncio.to_thread(_private_directory)
                 path = os.path.join(self._directory, secrets.token_hex(12) + ".sock")
-                proxy = EgressProxy(key, self.rules, path)
+                proxy = EgressProxy(key, self.rules, path, inlets=self.inlets)
                 await proxy.start()
                 self._proxies[key] = proxy
-            return proxy.path
+            return proxy
 
     async def close(self) -> None:
         async with self._lock:
