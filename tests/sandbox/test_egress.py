@@ -12,6 +12,8 @@ the operator lists, and the public-address logic is tested with fake resolver an
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shlex
 import socket
 import subprocess
@@ -507,3 +509,35 @@ async def test_the_proxys_socket_is_not_in_any_command_line(
                                     "echo env=$AGENTD_EGRESS_SOCKET", proxy)
     assert result.stdout.split()[0] == "0", result
     assert f"env={proxy.path}" in result.stdout
+
+
+async def test_inlets_are_closed_with_their_sandbox(ws: Path) -> None:
+    """Each granted sandbox's namespace and listener are released when it ends (one
+    left per command would pile up in a long-lived daemon)."""
+    from agentd.sandbox import choose
+
+    backend = choose()
+    _isolating_or_confined(backend)
+    if backend.name == "gvisor":
+        pytest.skip("gVisor refuses every grant")
+    egress = EgressProxies(EgressRules())
+    try:
+        proxy = await egress.get(True)
+
+        def held() -> list[str]:
+            found = []
+            for fd in Path("/proc/self/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    found.append(os.readlink(fd))
+            return sorted(found)
+
+        await backend.run(["true"], workspace=ws, network=proxy, limits=FAST)
+        before = held()
+        for _ in range(5):
+            await backend.run(["true"], workspace=ws, network=proxy, limits=FAST)
+        shell = await backend.shell(workspace=ws, network=proxy, limits=FAST)
+        await shell.run("true")
+        await shell.close()
+        assert held() == before
+    finally:
+        await egress.close()

@@ -302,6 +302,11 @@ class EgressProxy:
         except asyncio.CancelledError:
             future.add_done_callback(_discard)
             raise
+        except OSError as exc:  # (root without CAP_SYS_ADMIN: a container)
+            log.warning("egress: cannot make network namespaces (%s); sandboxes reach "
+                        "the proxy through the forwarder", exc)
+            self.inlets = False
+            return None
         try:
             server = await asyncio.start_server(self._serve, sock=listener,
                                                 limit=_HEAD_LIMIT)
