@@ -193,6 +193,21 @@ class SandboxConfig(_Strict):
                              "65534 (nobody)")
         return self
 
+    #: Non-public endpoints (``"host:port"``, ``"[::1]:80"``) a network grant may
+    #: reach: loopback, private, link-local addresses and this host's own are refused
+    #: otherwise. The operator's only (agents cannot set it); the agent's grant must
+    #: still cover the host. The daemon's own port is refused even when listed.
+    private_endpoints: list[str] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("private_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        from agentd.sandbox.egress import parse_endpoint  # (config stays light to import)
+
+        for item in value:
+            parse_endpoint(item)  # ValueError: pydantic reports which item
+        return value
+
 
 def default_home() -> Path:
     """``AGENTD_HOME`` or ``~/.agentd``."""

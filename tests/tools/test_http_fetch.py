@@ -1,12 +1,16 @@
-"""http_fetch against a real local HTTP server: grants, private addresses, redirects,
-caps and timeouts."""
+"""http_fetch against a real local HTTP server: grants, private addresses (reached only
+as an endpoint the operator lists), the daemon's own port, redirects, caps and
+timeouts."""
 
 from __future__ import annotations
 
-import threading
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +18,10 @@ import pytest
 from agentd.errors import ToolError
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.egress import EgressRules
 from agentd.tools import NET_TOOLS, ToolContext
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,23 +64,47 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(201, b"got " + data + b" " + self.headers.get("X-Tag", "").encode())
 
 
+def serve() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    print(httpd.server_address[1], flush=True)
+    httpd.serve_forever()
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    """The server in a process of its own: a port this process listens on counts as
+    the daemon's own, which no setting opens."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "from tests.tools.test_http_fetch import serve; serve()"],
+                            stdout=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    yield port
+    proc.kill()
+    proc.wait()
 
 
-def _ctx(network: bool | tuple[str, ...]) -> ToolContext:
+LISTED: list[str] = []  # the operator's private_endpoints for fetch()
+
+
+@pytest.fixture(autouse=True)
+def _listed(server: int) -> Iterator[None]:
+    LISTED[:] = [f"127.0.0.1:{server}"]
+    yield
+    LISTED.clear()
+
+
+def _ctx(network: bool | tuple[str, ...], listed: Iterable[str] | None = None
+         ) -> ToolContext:
+    rules = EgressRules.of(LISTED if listed is None else listed)
     return ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
-                       sandbox=Sandbox(backend=None, limits=Limits(), network=network))
+                       sandbox=Sandbox(backend=None, limits=Limits(), network=network,
+                                       rules=rules))
 
 
-async def fetch(network: bool | tuple[str, ...], **arguments: Any) -> str:
-    return str(await NET_TOOLS["http_fetch"].call(arguments, _ctx(network), 30.0))
+async def fetch(network: bool | tuple[str, ...], listed: Iterable[str] | None = None,
+                **arguments: Any) -> str:
+    return str(await NET_TOOLS["http_fetch"].call(arguments, _ctx(network, listed), 30.0))
 
 
 async def test_metadata() -> None:
@@ -81,7 +112,7 @@ async def test_metadata() -> None:
     assert t.needs_network and t.untrusted_output and not t.read_only
 
 
-async def test_get_from_a_host_named_in_the_grant(server: int) -> None:
+async def test_get_from_an_endpoint_the_operator_lists(server: int) -> None:
     out = await fetch(("127.0.0.1",), url=f"http://127.0.0.1:{server}/page?q=1")
     assert "HTTP 200 OK" in out and f"hello from 127.0.0.1:{server} /page?q=1" in out
     head = await fetch(("127.0.0.1",), url=f"http://127.0.0.1:{server}/", method="HEAD")
@@ -102,17 +133,39 @@ async def test_not_granted(server: int, network: bool | tuple[str, ...]) -> None
     assert "settings.policy.network" in caught.value.message
 
 
-@pytest.mark.parametrize("network", [True, ("127.0.0.*",), ("*",)])
-async def test_private_addresses_need_the_host_by_name(server: int,
-                                                       network: bool | tuple[str, ...]
-                                                       ) -> None:
+@pytest.mark.parametrize("network", [True, ("127.0.0.1",), ("127.0.0.*",), ("*",)])
+async def test_private_addresses_need_the_operators_endpoint(
+        server: int, network: bool | tuple[str, ...]) -> None:
+    """A grant alone (even naming 127.0.0.1) never reaches a local service: only
+    the operator's private_endpoints do, by host and port."""
     for url in (f"http://127.0.0.1:{server}/", f"http://localhost:{server}/",
-                "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/"):
+                "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/",
+                "http://10.1.2.3/", "http://0.0.0.0:9/", "http://2130706433:9/"):
         with pytest.raises(ToolError) as caught:
-            await fetch(network, url=url)
+            await fetch(network, [], url=url)
         assert caught.value.code == "network_denied", url
-        if network != ("127.0.0.*",) or url.startswith("http://127"):
-            assert "not a public address" in caught.value.message
+        if network is True or network == ("*",) or url.startswith("http://127"):
+            assert "not a public address" in caught.value.message, url
+            assert "private_endpoints" in caught.value.message
+    # Listed for another port, or under another name, is not listed.
+    with pytest.raises(ToolError) as other:
+        await fetch(network, [f"127.0.0.1:{server + 1}", f"localhost:{server}"],
+                    url=f"http://127.0.0.1:{server}/")
+    assert other.value.code == "network_denied"
+
+
+async def test_the_daemons_own_port_is_refused_even_when_listed() -> None:
+    """A port this process listens on (the daemon's API) is refused on every local
+    address, whatever the grant and the operator's list say."""
+    with socket.socket() as own:
+        own.bind(("127.0.0.1", 0))
+        own.listen(4)
+        port = own.getsockname()[1]
+        for host in ("127.0.0.1", "localhost", "0.0.0.0"):
+            with pytest.raises(ToolError) as caught:
+                await fetch(True, [f"{host}:{port}"], url=f"http://{host}:{port}/")
+            assert caught.value.code == "network_denied"
+            assert "daemon's own port" in caught.value.message, host
 
 
 async def test_redirects_are_checked_each_time(server: int) -> None:

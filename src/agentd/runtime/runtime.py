@@ -154,7 +154,8 @@ class Runtime(SessionOps):
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
-        self.sandboxes = Sandboxes(settings.sandbox, self.store)
+        self.sandboxes = Sandboxes(settings.sandbox, self.store,
+                                   daemon_ports=(settings.port,))
         #: Worker processes for CPU-bound tools and the command analyser.
         self.workers = WorkerPool(size=settings.tool_workers,
                                   per_owner=settings.tool_workers_per_agent,
@@ -719,7 +720,7 @@ class Runtime(SessionOps):
             failures: list[str] = []
             spawn = self.sandboxes.mcp_spawner(
                 plan.sandbox, plan.limits, workspace=self.workspace_of(agent),
-                network=self.permissions_for(plan.policy, None).shell_network,
+                network=self.permissions_for(plan.policy, None).network,
                 agent_id=agent.id)
             tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
                                                    spawn=spawn)]

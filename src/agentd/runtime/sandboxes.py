@@ -16,6 +16,11 @@ When the daemon is not root this is impossible: every sandbox keeps the daemon's
 (the log says so at start, ``/health`` says ``sandbox_uids: "daemon"``). Memory and
 processes are capped per sandbox by a cgroup where one can be made, else by rlimits
 per process (``/health``: ``sandbox_memory: "cgroup"|"rlimit"``).
+
+The network: the daemon's egress proxies (one per distinct grant, started on first
+use, closed with the daemon) are the only way out of a sandbox, and every connection
+an agent opens is checked with the operator's ``[sandbox] private_endpoints`` and the
+daemon's own port (:mod:`agentd.sandbox.egress`).
 """
 
 from __future__ import annotations
@@ -32,8 +37,16 @@ from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import InvalidInput
 from agentd.sandbox._cgroups import support as cgroup_support
 from agentd.sandbox._process import Child
-from agentd.sandbox.backends import Backend, Limits, choose, detect, prepare_workspace
+from agentd.sandbox.backends import (
+    Backend,
+    Limits,
+    ProcessBackend,
+    choose,
+    detect,
+    prepare_workspace,
+)
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.egress import EgressProxies, EgressRules
 from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
 from agentd.tools._mcp_stdio import Spawner
@@ -50,10 +63,17 @@ log = logging.getLogger(__name__)
 class Sandboxes:
     """Backends, limits and persistent shells. Owned by the runtime."""
 
-    def __init__(self, config: SandboxConfig, store: Store | None = None) -> None:
+    def __init__(self, config: SandboxConfig, store: Store | None = None, *,
+                 daemon_ports: tuple[int, ...] = ()) -> None:
         self.config = config
         self.store = store
         self.shells = ShellPool(idle_s=config.shell_idle_s)
+        # Every connection an agent opens (commands through these proxies,
+        # http_fetch directly) is checked with these rules.
+        self.rules = EgressRules.of(config.private_endpoints,
+                                    daemon_ports=(port for port in daemon_ports if port))
+        self.egress = EgressProxies(self.rules)
+        self._shell_keys: dict[str, set[str]] = {}
         self.available: dict[str, str | None] = {}
         self.default: Backend | None = None
         self.memory = "rlimit"
@@ -97,6 +117,12 @@ class Sandboxes:
                         "per process (RLIMIT_AS), processes per uid (RLIMIT_NPROC): "
                         "several processes of one sandbox may together use more",
                         cgroups.reason or "the gvisor backend")
+        if self.available.get(ProcessBackend.name) is None:
+            why = await asyncio.to_thread(ProcessBackend.network_confinement)
+            if why is not None:
+                log.warning("SANDBOX: the process backend cannot give commands a network "
+                            "namespace (%s): its commands share the host's network, and "
+                            "a network grant is refused for them", why)
 
     def check_agent(self, config: AgentSandbox) -> None:
         """Refuse (422) an agent asking for a backend this daemon cannot run."""
@@ -151,18 +177,22 @@ class Sandboxes:
         if workspace not in self._prepared:
             await self.prepare(workspace, agent_id=agent_id)
         network = permissions.network
-        return Sandbox(backend=backend, limits=limits,
-                       network=tuple(network) if isinstance(network, tuple | list)
-                       else bool(network),
-                       shells=self.shells, shell_key=shell_key,
-                       persistent_shell=config.persistent_shell)
+        sandbox = Sandbox(backend=backend, limits=limits,
+                          network=tuple(network) if isinstance(network, tuple | list)
+                          else bool(network), egress=self.egress, rules=self.rules,
+                          shells=self.shells, shell_key=shell_key,
+                          persistent_shell=config.persistent_shell)
+        self._shell_keys.setdefault(shell_key, set()).add(sandbox.shell_suffix())
+        return sandbox
 
     def mcp_spawner(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
-                    network: bool, agent_id: str) -> Spawner:
+                    network: bool | tuple[str, ...] | list[str], agent_id: str
+                    ) -> Spawner:
         """How an agent's stdio MCP servers start: each in a sandbox of the agent's
-        backend, with its workspace, limits and network (a full grant only, as for the
-        shell); no CPU or wall-clock limit, since a server lives as long as its
-        connection."""
+        backend, as its uid, with its workspace, limits and network grant (through the
+        egress proxy, as for its commands); no CPU or wall-clock limit, since a server
+        lives as long as its connection."""
+        grant = tuple(network) if isinstance(network, tuple | list) else bool(network)
         long_lived = dataclasses.replace(limits, cpu_s=float(7 * 86400),
                                          wall_s=float(7 * 86400))
 
@@ -172,8 +202,9 @@ class Sandboxes:
             backend = (await self._backend(config.backend)).as_user(user)
             if workspace not in self._prepared:
                 await self.prepare(workspace, agent_id=agent_id)
+            proxy = await self.egress.get(grant) if grant else None
             return await backend.spawn(server.command, workspace=workspace,
-                                       network=network, env=server.env,
+                                       network=proxy, env=server.env,
                                        limits=long_lived, cwd=server.cwd or ".")
 
         return spawn
@@ -202,7 +233,7 @@ class Sandboxes:
 
     async def close_shells(self, shell_key: str) -> None:
         """Close a session's persistent shells (one per network grant)."""
-        for suffix in ("net", "nonet"):
+        for suffix in self._shell_keys.pop(shell_key, set()) | {"net", "nonet"}:
             await self.shells.close(f"{shell_key}/{suffix}")
 
     def forget(self, workspace: Path, agent_id: str = "") -> None:
@@ -211,12 +242,18 @@ class Sandboxes:
 
     async def close(self) -> None:
         await self.shells.close_all()
+        await self.egress.close()
 
     def health(self) -> dict[str, Any]:
         default = self.default
+        confined = (ProcessBackend.network_confinement()
+                    if self.available.get(ProcessBackend.name) is None else None)
         return {"sandbox": default.name if default else "none",
                 "sandbox_isolated": bool(default and default.isolated),
                 "sandbox_uids": "per-agent" if os.geteuid() == 0 else "daemon",
                 "sandbox_memory": self.memory,
+                # Where commands of the process backend cannot get a network
+                # namespace: they share the host's network (a grant is refused).
+                "sandbox_network": "confined" if confined is None else confined,
                 "sandboxes": {name: reason or "ok" for name, reason in self.available.items()}}
 

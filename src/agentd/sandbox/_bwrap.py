@@ -1,12 +1,18 @@
 """The bubblewrap sandbox: what it mounts, and how it is started and killed.
 
 Namespaces: user (nested ones refused: ``--disable-userns``), pid, ipc, uts (hostname
-``sandbox``), cgroup, and net unless the network is granted. The filesystem is built
-from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64`` ``/sbin`` as the host
-has them (links or read-only binds), a few files of ``/etc`` programs need
-(:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only, synthetic
-``passwd``, ``group``, ``nsswitch.conf`` and ``hosts``, a new ``/proc`` and ``/dev``, a
-private ``/tmp`` of ``Limits.file_size_mb``, and the workspace read-write at
+``sandbox``), cgroup, and net, always: the sandbox has its own loopback and nothing
+else. A network grant reaches out only through the egress proxy
+(:mod:`agentd.sandbox.egress`) on the sandbox's ``127.0.0.1:3128`` (``HTTP_PROXY`` and
+the like point there): under root the namespace is one the daemon made with the proxy
+listening in it; otherwise the proxy's unix socket is bound at
+``/run/agentd/egress.sock`` and a forwarder in the sandbox relays to it.
+
+The filesystem is built from nothing: ``/usr`` read-only, ``/bin`` ``/lib`` ``/lib64``
+``/sbin`` as the host has them (links or read-only binds), a few files of ``/etc``
+programs need (:data:`ETC_FILES`, and :data:`ETC_NETWORK` with the network) read-only,
+synthetic ``passwd``, ``group``, ``nsswitch.conf`` and ``hosts``, a new ``/proc`` and
+``/dev``, a private ``/tmp`` of ``Limits.file_size_mb``, and the workspace read-write at
 ``/workspace``. Everything but ``/tmp`` and ``/workspace`` is read-only. Nothing else
 of the host: not its ``/etc`` (``shadow``), ``/root``, ``/home``, ``/var``, ``/run`` or
 the daemon's home. Its first process is pid 1 of its namespace (``--as-pid-1``): a
@@ -33,13 +39,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentd.sandbox._limits import Limits, sandbox_ids, seccomp_filter, spawn_kwargs
+from agentd.errors import ToolError
+from agentd.sandbox import egress as _egress
+from agentd.sandbox._limits import (
+    SANDBOX_PATH,
+    Limits,
+    sandbox_ids,
+    seccomp_filter,
+    spawn_kwargs,
+)
 
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime",
              "timezone", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
              "ca-certificates.conf", "mime.types", "os-release", "debian_version",
              "inputrc", "magic", "papersize")
-ETC_NETWORK = ("resolv.conf", "hosts", "services", "protocols", "gai.conf", "host.conf")
+# No resolv.conf: there is no DNS in the sandbox (the egress proxy resolves).
+ETC_NETWORK = ("services", "protocols", "gai.conf", "host.conf")
 ROOT_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 WORKSPACE = "/workspace"
 _CHILD_PID = re.compile(rb'"child-pid"\s*:\s*(\d+)')
@@ -77,7 +92,7 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def synthetic_etc(uid: int, gid: int, *, network: bool) -> dict[str, bytes]:
+def synthetic_etc(uid: int, gid: int) -> dict[str, bytes]:
     """``/etc`` files written for the sandbox rather than taken from the host."""
     # An agent's own uid is ``sandbox`` (the same name for every agent: nothing
     # of the host's users or of the other agents shows inside).
@@ -99,8 +114,9 @@ def synthetic_etc(uid: int, gid: int, *, network: bool) -> dict[str, bytes]:
                          "services: files\n",
         "hostname": "sandbox\n",
     }
-    if not network:
-        files["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n"
+    # The sandbox's own names, with or without a network grant (the proxy resolves
+    # the rest on the host's side).
+    files["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost\n"
     return {name: text.encode() for name, text in files.items()}
 
 
@@ -174,12 +190,27 @@ def _root_entries() -> list[str]:
     return args
 
 
-def build(command: Sequence[str], *, workspace: Path, network: bool,
-          env: dict[str, str], chdir: str, limits: Limits,
+def proxied(command: Sequence[str], socket_path: str
+            ) -> tuple[list[str], dict[str, str]]:
+    """``command`` behind the egress forwarder, and the variables it needs; the
+    forwarder is ``python3`` (a ToolError ``network_denied`` without it: the network
+    is refused, never given unfiltered)."""
+    python = shutil.which("python3", path=SANDBOX_PATH)
+    if python is None:
+        raise ToolError("the sandbox has no python3 to run the egress forwarder: "
+                        "commands cannot be given the network here", code="network_denied")
+    return _egress.forwarder(python, socket_path, command)
+
+
+def build(command: Sequence[str], *, workspace: Path, egress: str | None,
+          env: dict[str, str], chdir: str, limits: Limits, netns: int | None = None,
           user: tuple[int, int] | None = None, cgroup_fds: Sequence[int] = ()) -> Launch:
     """Everything needed to start ``command`` in a new bubblewrap sandbox, as
     ``user`` (the agent's uid and gid; ``nobody`` without one) when the daemon is
-    root, in the cgroup whose ``cgroup.procs`` are ``cgroup_fds``.
+    root, in the cgroup whose ``cgroup.procs`` are ``cgroup_fds``. The network:
+    ``netns``, a network namespace the daemon made, with the egress proxy listening
+    in it (:meth:`EgressProxy.inlet`); else ``egress``, the unix socket of the proxy,
+    reached through the forwarder in a namespace of the sandbox's own; else none.
 
     When the daemon is root, bubblewrap (as the sandbox's uid) may not be able to
     reach the workspace's path: it binds :func:`mountpoint` instead, on which
@@ -199,7 +230,15 @@ def build(command: Sequence[str], *, workspace: Path, network: bool,
                 # zombie, counted against the process limit, where that init is slow
                 # to reap or is the daemon itself).
                 "--as-pid-1"]
-        if not network:
+        network = netns is not None or egress is not None
+        if netns is not None:  # joined before bubblewrap starts (``spawn_kwargs``)
+            env = {**env, **_egress.PROXY_ENV}
+        elif egress is not None:
+            args.append("--unshare-net")
+            command, extra = proxied(command, _egress.SANDBOX_SOCKET)
+            env = {**env, **extra}
+            args += ["--ro-bind", egress, _egress.SANDBOX_SOCKET]
+        else:
             args.append("--unshare-net")
         for key, value in env.items():
             args += ["--setenv", key, value]
@@ -207,7 +246,7 @@ def build(command: Sequence[str], *, workspace: Path, network: bool,
         etc = ETC_FILES + (ETC_NETWORK if network else ())
         for name in etc:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-        for name, data in synthetic_etc(uid, gid, network=network).items():
+        for name, data in synthetic_etc(uid, gid).items():
             fd = _memfd(f"etc-{name}", data)
             launch.pass_fds.append(fd)
             args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
@@ -231,7 +270,7 @@ def build(command: Sequence[str], *, workspace: Path, network: bool,
         launch.pass_fds.append(args_fd)
         launch.argv = [binary() or "bwrap", "--args", str(args_fd), "--", *command]
         launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source), user=user,
-                                    cgroup_fds=cgroup_fds)
+                                    cgroup_fds=cgroup_fds, netns=netns)
     except BaseException:
         launch.close()
         raise
@@ -256,7 +295,7 @@ def probe() -> str | None:
             os.chown(workspace, *ids)
         launch = None
         try:
-            launch = build(["true"], workspace=workspace, network=False,
+            launch = build(["true"], workspace=workspace, egress=None,
                            env={"PATH": "/usr/bin:/bin"}, chdir=WORKSPACE,
                            limits=Limits())
             done = subprocess.run(launch.argv, pass_fds=launch.pass_fds, env={},

@@ -6,10 +6,10 @@ the bubblewrap sandbox (``/usr`` and a few ``/etc`` files read-only, synthetic
 ``passwd``/``group``/``nsswitch.conf``/``hosts``, a tmpfs ``/tmp``, the workspace
 read-write at ``/workspace``), the limits as ``process.rlimits``, no capabilities,
 ``noNewPrivileges``. It runs as ``runsc --root STATE --network=none --ignore-cgroups
-run --bundle DIR ID`` (``--network=host`` when granted), with a state directory of its
-own inside the bundle directory; ``runsc kill --all`` and ``runsc delete -force`` end
-it (after it ended, or to kill it), then the bundle is removed. ``runsc do`` is never
-used: it exposes the host's root filesystem.
+run --bundle DIR ID`` (never the host's network: a grant is refused), with a state
+directory of its own inside the bundle directory; ``runsc kill --all`` and ``runsc
+delete -force`` end it (after it ended, or to kill it), then the bundle is removed.
+``runsc do`` is never used: it exposes the host's root filesystem.
 
 ``runsc`` runs as root (the sandbox then runs as ``nobody`` inside gVisor's own
 kernel); as another user ``--rootless`` is tried. Known gaps of the runsc this was
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentd.sandbox._bwrap import ETC_FILES, ETC_NETWORK, ROOT_LINKS, WORKSPACE, synthetic_etc
+from agentd.sandbox._bwrap import ETC_FILES, ROOT_LINKS, WORKSPACE, synthetic_etc
 from agentd.sandbox._limits import Limits, rlimits, sandbox_ids, spawn_kwargs
 
 _PREFIX = "agentd-gvisor-"
@@ -99,10 +99,12 @@ def _mount(destination: str, source: str, *, kind: str = "bind",
             "options": list(options)}
 
 
-def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[str, str],
+def build(command: Sequence[str], *, workspace: Path, env: dict[str, str],
           chdir: str, limits: Limits, user: tuple[int, int] | None = None) -> Bundle:
     """Write a bundle for ``command`` and return how to run it (as ``user``, the
-    agent's uid and gid, when the daemon is root)."""
+    agent's uid and gid, when the daemon is root). Never the host's network
+    (``--network=none``, a network namespace of its own): a grant is refused by the
+    backend, which cannot route it through the egress proxy."""
     ids = sandbox_ids(user)
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
     directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
@@ -122,12 +124,12 @@ def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[s
                 mounts.append(_mount(path, path))
         etc_dir = directory / "etc"
         etc_dir.mkdir()
-        synthetic = synthetic_etc(uid, gid, network=network)
+        synthetic = synthetic_etc(uid, gid)
         for name, data in synthetic.items():
             (etc_dir / name).write_bytes(data)
             os.chmod(etc_dir / name, 0o644)
             mounts.append(_mount(f"/etc/{name}", str(etc_dir / name)))
-        for name in ETC_FILES + (ETC_NETWORK if network else ()):
+        for name in ETC_FILES:
             if name in synthetic:
                 continue
             source = os.path.realpath(f"/etc/{name}")
@@ -152,17 +154,14 @@ def build(command: Sequence[str], *, workspace: Path, network: bool, env: dict[s
             "root": {"path": "rootfs", "readonly": True},
             "hostname": "sandbox",
             "mounts": mounts,
-            # With --network=host, runsc uses the host's network stack only when the
-            # spec asks for no network namespace of its own.
             "linux": {"namespaces": [{"type": kind} for kind in
-                                     ("pid", "ipc", "uts", "mount",
-                                      *(() if network else ("network",)))]},
+                                     ("pid", "ipc", "uts", "mount", "network")]},
         }
         (directory / "config.json").write_text(json.dumps(config))
         container = f"agentd-{secrets.token_hex(8)}"
         (directory / "container").write_text(container)
         bundle = Bundle(directory=directory, container=container, argv=[])
-        flags = ["--network=host" if network else "--network=none", "--ignore-cgroups"]
+        flags = ["--network=none", "--ignore-cgroups"]
         if os.geteuid() != 0:
             flags.append("--rootless")
         bundle.argv = bundle.runsc(*flags, "run", "--bundle", str(directory), container)
@@ -207,7 +206,7 @@ def _version() -> str:
 
 
 def _run_sync(command: Sequence[str], workspace: Path) -> subprocess.CompletedProcess[bytes]:
-    bundle = build(command, workspace=workspace, network=False,
+    bundle = build(command, workspace=workspace,
                    env={"PATH": "/usr/bin:/bin"}, chdir=WORKSPACE, limits=Limits())
     try:
         return subprocess.run(bundle.argv, env={"PATH": "/usr/bin:/bin"},

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox._netns import CLONE_NEWNET, loopback_up
 from agentd.sandbox.workspace import Workspace
 
 SANDBOX_UID = 65534
@@ -46,6 +47,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
@@ -231,6 +233,7 @@ def _libc() -> ctypes.CDLL:
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                            ctypes.c_ulong]
     libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_void_p]
     return libc
@@ -259,8 +262,14 @@ def rlimits(limits: Limits) -> list[tuple[int, tuple[int, int]]]:
 def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
                 death: int = signal.SIGKILL, no_new_privs: bool = False,
-                cgroup_fds: Sequence[int] = ()) -> Callable[[], None]:
+                cgroup_fds: Sequence[int] = (), new_net: bool = False,
+                netns: int | None = None) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
+
+    0. ``netns`` (root): join that network namespace (one the daemon made, see
+       ``_netns``); else ``new_net``: a network namespace of its own with only
+       ``lo`` (up): as root before the uid drops, else inside a new user namespace
+       (which owns it).
 
     1. ``bind`` (root only): in a private mount namespace of its own, the directory
        ``bind[0]`` (the workspace) is bind-mounted on the path ``bind[1]``, so
@@ -293,6 +302,9 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
     check = _check
     death_signal = int(death)
+    net_flags = CLONE_NEWNET if os.geteuid() == 0 else _CLONE_NEWUSER | CLONE_NEWNET
+    setns = libc.setns
+    lo_up = loopback_up
     seccomp: tuple[ctypes.Array[ctypes.c_char], _SockFprog] | None = None
     program = seccomp_filter() if no_new_privs else None
     if program is not None:  # (the filter buffer is kept alive with the program)
@@ -301,6 +313,11 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                                        ctypes.cast(filters, ctypes.c_void_p)))
 
     def setup() -> None:
+        if netns is not None:
+            check(setns(netns, CLONE_NEWNET))
+        elif new_net:
+            check(unshare(net_flags))
+            lo_up()
         if bind_args is not None:
             check(unshare(_CLONE_NEWNS))
             check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
@@ -330,7 +347,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
 def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None = None,
                  bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
                  no_new_privs: bool = False, user: tuple[int, int] | None = None,
-                 cgroup_fds: Sequence[int] = ()) -> dict[str, Any]:
+                 cgroup_fds: Sequence[int] = (), new_net: bool = False,
+                 netns: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the switch to ``user``, or ``nobody``, when ``drop`` and the daemon is
@@ -340,7 +358,8 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
             "preexec_fn": child_setup(limits, ids=ids, cwd_fd=cwd_fd,
                                       bind=bind if ids is not None else None,
                                       death=death, no_new_privs=no_new_privs,
-                                      cgroup_fds=cgroup_fds)}
+                                      cgroup_fds=cgroup_fds, new_net=new_net,
+                                      netns=netns)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

@@ -22,12 +22,20 @@ at the wall-clock limit, or when output keeps flooding past four
 times the cap, every process of the sandbox is killed, and so is what a command left
 running in the background when it ends; when the daemon dies, the sandbox dies too.
 
+The network: a sandbox never shares the host's network namespace. Without a grant
+it has none (bubblewrap, gVisor, and the process backend where the kernel lets it make
+a network namespace); with one (``network``: the unix socket of the grant's egress
+proxy, :mod:`agentd.sandbox.egress`) it reaches out only through that proxy, which
+refuses the host's own and private addresses. gVisor refuses a grant; the process
+backend refuses one where it cannot make a network namespace
+(:meth:`ProcessBackend.network_confinement`).
+
 What only the isolating backends add: a filesystem with nothing of the host but
-``/usr`` (read-only), a few ``/etc`` files and the workspace; no network unless granted;
+``/usr`` (read-only), a few ``/etc`` files and the workspace;
 a pid namespace (no other process is visible); and for bubblewrap a seccomp filter
 that refuses the kernel interfaces most used to escape (the process backend installs
 it too). The process backend is not isolated: the command sees the host's files (what
-``nobody`` may read), its processes and its network. It is the fallback where no
+``nobody`` may read) and its processes. It is the fallback where no
 namespace tool works, and choosing it logs a warning.
 
 Use :func:`choose` to get a backend (the strongest usable one by default),
@@ -47,7 +55,7 @@ import stat
 import subprocess
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -66,6 +74,7 @@ from agentd.sandbox._limits import (
     workspace_owner,
 )
 from agentd.sandbox._process import Child, execute, launch
+from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
 from agentd.sandbox.shell import PersistentShell
 
 __all__ = [
@@ -128,7 +137,8 @@ class Backend(ABC):
     @abstractmethod
     def _probe(cls) -> str | None: ...
 
-    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+    async def run(self, argv: Sequence[str], *, workspace: Path,
+                  network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult:
         """Run ``argv`` in a new sandbox and wait for it (at most ``limits.wall_s``).
@@ -136,7 +146,8 @@ class Backend(ABC):
         Args:
             argv: the program and its arguments (looked up on the sandbox's PATH).
             workspace: the agent's workspace on the host.
-            network: whether the sandbox may use the network.
+            network: the egress proxy of the sandbox's network grant
+                (``EgressProxies.get``); None or False: no network.
             env: variables added to the sandbox's fixed environment.
             limits: what it may use.
             stdin: bytes fed to its standard input (else it reads /dev/null).
@@ -144,24 +155,28 @@ class Backend(ABC):
 
         Raises:
             ToolError: ``path_refused`` for a ``cwd`` outside the workspace or missing,
-                ``sandbox_unavailable`` when this backend does not work here.
+                ``sandbox_unavailable`` when this backend does not work here,
+                ``network_denied`` when it cannot give this sandbox the network.
         """
         command = self._wrap(_command(argv))
-        child = await self._start(command, workspace=workspace, network=network, env=env,
-                                  limits=limits, cwd=cwd, stdin_pipe=stdin is not None)
+        child = await self._start(command, workspace=workspace, network=_egress(network),
+                                  env=env, limits=limits, cwd=cwd,
+                                  stdin_pipe=stdin is not None)
         if isinstance(child, ExecResult):
             return child
         return await execute(child, stdin=stdin, limits=limits)
 
-    async def shell(self, *, workspace: Path, network: bool = False,
+    async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell:
         """A started persistent shell in a sandbox of this backend: ``cd`` and
-        ``export`` last between its commands; ``limits.wall_s`` applies to each."""
+        ``export`` last between its commands; ``limits.wall_s`` applies to each;
+        ``network`` as for :meth:`run`."""
         argv = _shell_argv()
+        egress = _egress(network)
 
         async def start() -> Child:
-            child = await self._start(argv, workspace=workspace, network=network, env=env,
+            child = await self._start(argv, workspace=workspace, network=egress, env=env,
                                       limits=limits, cwd=".", stdin_pipe=True)
             if isinstance(child, ExecResult):
                 raise ToolError(f"the shell could not start: {child.stderr.strip()}",
@@ -172,7 +187,8 @@ class Backend(ABC):
         await shell.start()
         return shell
 
-    async def spawn(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+    async def spawn(self, argv: Sequence[str], *, workspace: Path,
+                    network: EgressProxy | None = None,
                     env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                     cwd: str = ".") -> Child:
         """A long-lived process in a new sandbox of this backend, with pipes on its
@@ -211,7 +227,8 @@ class Backend(ABC):
         return parts
 
     @abstractmethod
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
@@ -241,12 +258,18 @@ class ProcessBackend(Backend):
     workspace path (``HOME`` too: when a parent of the workspace is closed to other
     users, as ``/root`` is, the command works in it by relative paths only).
 
+    The network: each command gets a network namespace of its own (as root, or in a
+    new user namespace otherwise) with only ``lo``; a grant adds the egress forwarder
+    in it (the proxy's socket is reached through the host's filesystem). Where the
+    kernel refuses both, commands share the host's network and a grant is refused.
+
     What it cannot contain: it reads every host file ``nobody`` (or the daemon's user)
-    may read, uses the host's network, sees the host's processes and may signal those
-    of its uid (the agent's other sandboxes; under a non-root daemon, every agent's
-    and the daemon itself); without a cgroup, a process that leaves its process group
-    (``setsid``) escapes the kill at the end, and with or without one it escapes the
-    daemon's death, as does everything if it kills the ``timeout`` above it.
+    may read (the egress sockets of other grants included, by name), sees the host's
+    processes and may signal those of its uid (the agent's other sandboxes; under a
+    non-root daemon, every agent's and the daemon itself); without a cgroup, a process
+    that leaves its process group (``setsid``) escapes the kill at the end, and with
+    or without one it escapes the daemon's death, as does everything if it kills the
+    ``timeout`` above it.
     """
 
     name = "process"
@@ -265,12 +288,43 @@ class ProcessBackend(Backend):
             return f"cannot start a limited process: {exc}"
         return None if done.returncode == 0 else f"true exited with {done.returncode}"
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    @classmethod
+    def network_confinement(cls) -> str | None:
+        """None when commands get a network namespace of their own here, else why
+        not (then they share the host's network, and a grant is refused). Probed
+        once per process, blocking."""
+        pid = os.getpid()
+        with _probe_lock:
+            cached = _netns_probes.get(pid)
+            if cached is None:
+                cached = _netns_probes[pid] = _probe_netns()
+            return cached[0]
+
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
+        confined = self.network_confinement() if os.getpid() in _netns_probes else \
+            await asyncio.to_thread(self.network_confinement)
+        if network is not None and confined is not None:
+            raise ToolError("the process backend cannot confine a command's network here "
+                            f"({confined}): the network grant is refused",
+                            code="network_denied")
         full_env = sandbox_env(str(workspace), env)
-        cwd_fd = open_cwd(workspace, parts)
+        inlet = await network.inlet() if network is not None else None
+        try:
+            return await self._launch(argv, workspace, parts, full_env, network, inlet,
+                                      limits, stdin_pipe, confined is None)
+        except BaseException:
+            if inlet is not None:
+                inlet.close()
+            raise
+
+    async def _launch(self, argv: list[str], workspace: Path, parts: list[str],
+                      full_env: dict[str, str], network: EgressProxy | None,
+                      inlet: Inlet | None, limits: Limits, stdin_pipe: bool,
+                      confinable: bool) -> Child | ExecResult:
         # No pid namespace ends the command's children with it: coreutils' timeout
         # (no time limit of its own: 0) stays their parent, gets SIGTERM when the
         # daemon dies, and passes it to the process group, then SIGKILL a second
@@ -278,6 +332,12 @@ class ProcessBackend(Backend):
         watchdog = shutil.which("timeout", path=SANDBOX_PATH)
         death = signal.SIGTERM if watchdog else signal.SIGKILL
         command = [watchdog, "--kill-after=1", "0", *argv] if watchdog else argv
+        if inlet is not None:
+            full_env.update(PROXY_ENV)
+        elif network is not None:
+            command, extra = _bwrap.proxied(command, network.path)
+            full_env.update(extra)
+        cwd_fd = open_cwd(workspace, parts)
         cgroup = None
         try:
             cgroup = await self._cgroup(limits)
@@ -285,11 +345,16 @@ class ProcessBackend(Backend):
                                 spawn=spawn_kwargs(
                                     limits, cwd_fd=cwd_fd, death=death,
                                     no_new_privs=True, user=self.user,
-                                    cgroup_fds=cgroup.open_procs() if cgroup else ()),
-                                negative_is_signal=True, cgroup=cgroup)
+                                    cgroup_fds=cgroup.open_procs() if cgroup else (),
+                                    new_net=confinable,
+                                    netns=inlet.netns if inlet else None),
+                                negative_is_signal=True, cgroup=cgroup,
+                                cleanup=_closing(inlet, None))
         except BaseException as exc:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
+            if inlet is not None:
+                inlet.close()
             if not isinstance(exc, FileNotFoundError | PermissionError):
                 raise
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -322,32 +387,41 @@ class BubblewrapBackend(Backend):
         # the limits act, and show in the status, as they do elsewhere.
         return ["sh", "-c", '"$@"; exit $?', "sh", *command]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
-        cgroup = await self._cgroup(limits)
+        inlet = await network.inlet() if network is not None else None
+        cgroup = None
         try:
-            plan = _bwrap.build(argv, workspace=workspace, network=network, env=full_env,
+            cgroup = await self._cgroup(limits)
+            plan = _bwrap.build(argv, workspace=workspace,
+                                egress=network.path if network and not inlet else None,
+                                netns=inlet.netns if inlet else None, env=full_env,
                                 chdir=chdir, limits=limits, user=self.user,
                                 cgroup_fds=cgroup.open_procs() if cgroup else ())
         except BaseException:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
+            if inlet is not None:
+                inlet.close()
             raise
         try:
             child = await launch(plan.argv, env={}, pass_fds=plan.pass_fds,
                                  stdin_pipe=stdin_pipe, spawn=plan.spawn,
                                  negative_is_signal=False, extra_kill=plan.kill_sandbox,
-                                 cleanup=plan.close, cgroup=cgroup)
+                                 cleanup=_closing(inlet, plan.close), cgroup=cgroup)
             plan.monitor = child.proc.pid
             return child
         except BaseException:
             plan.close()
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
+            if inlet is not None:
+                inlet.close()
             raise
         finally:
             plan.close_child_fds()
@@ -367,15 +441,23 @@ class GVisorBackend(Backend):
     def _probe(cls) -> str | None:
         return _gvisor.probe()[0]
 
-    async def _start(self, argv: list[str], *, workspace: Path, network: bool,
+    async def _start(self, argv: list[str], *, workspace: Path,
+                     network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool) -> Child | ExecResult:
+        if network is not None:
+            # runsc would need the proxy's socket inside its own netstack (a gofer
+            # mount of a host socket): not done, so a grant is refused, never given
+            # as the host's network.
+            raise ToolError("the gvisor sandbox gives commands no network: the grant "
+                            "is refused (use the bubblewrap backend for commands that "
+                            "need the network)", code="network_denied")
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
         bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
-                                         network=network, env=full_env, chdir=chdir,
-                                         limits=limits, user=self.user)
+                                         env=full_env, chdir=chdir, limits=limits,
+                                         user=self.user)
 
         def cleanup() -> None:
             shutil.rmtree(bundle.directory, ignore_errors=True)
@@ -411,12 +493,13 @@ class RemoteBackend(Backend):
         return "no remote sandbox is configured"
 
     @abstractmethod
-    async def run(self, argv: Sequence[str], *, workspace: Path, network: bool = False,
+    async def run(self, argv: Sequence[str], *, workspace: Path,
+                  network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
                   stdin: bytes | None = None, cwd: str = ".") -> ExecResult: ...
 
     @abstractmethod
-    async def shell(self, *, workspace: Path, network: bool = False,
+    async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
                     limits: Limits = Limits()) -> PersistentShell: ...
 
@@ -527,6 +610,48 @@ def _give(dir_fd: int, name: str, stack: list[int], *, daemon: set[int], uid: in
             os.chown(f"/proc/self/fd/{fd}", uid, gid)
     finally:
         os.close(fd)
+
+
+_netns_probes: dict[int, tuple[str | None]] = {}
+
+
+def _probe_netns() -> tuple[str | None]:
+    true = shutil.which("true", path=SANDBOX_PATH)
+    if true is None:
+        return ("true not found on the sandbox PATH",)
+    try:
+        done = subprocess.run([true], env={}, capture_output=True, timeout=30,
+                              check=False, **spawn_kwargs(Limits(), new_net=True))
+    except (OSError, subprocess.SubprocessError) as exc:
+        return (f"no network namespace: {exc}",)
+    if done.returncode != 0:
+        return (f"no network namespace: true exited with {done.returncode}",)
+    return (None,)
+
+
+def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:
+    """The egress proxy of a ``network`` argument. True is refused: a sandbox gets
+    the network only through a proxy applying the grant, never the host's."""
+    if network is True:
+        raise ToolError("commands reach the network only through an egress proxy "
+                        "(pass it)", code="network_denied")
+    return network if isinstance(network, EgressProxy) else None
+
+
+def _closing(inlet: Inlet | None, cleanup: Callable[[], None] | None
+             ) -> Callable[[], None] | None:
+    """``cleanup``, then the inlet closed (the sandbox has ended)."""
+    if inlet is None:
+        return cleanup
+
+    def both() -> None:
+        try:
+            if cleanup is not None:
+                cleanup()
+        finally:
+            inlet.close()
+
+    return both
 
 
 def _command(argv: Sequence[str]) -> list[str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agentd.errors import ToolError
+from agentd.sandbox.egress import EgressRules
 from agentd.security.policy import grants_host
 
 if TYPE_CHECKING:
     from agentd.sandbox.backends import Backend, Limits
+    from agentd.sandbox.egress import EgressProxies, EgressProxy
     from agentd.sandbox.shell import ShellPool
 
 __all__ = ["Sandbox"]
@@ -22,9 +25,12 @@ class Sandbox:
     Attributes:
         backend: Where commands run (``None``: the agent has no sandbox).
         limits: The agent's resource limits per command.
-        network: The policy's grant: False, True (any host), or host patterns. Only
-            True gives commands (the shell) the network; host patterns are for tools
-            the daemon runs itself (``http_fetch``).
+        network: The policy's grant: False, True (any public host), or host patterns.
+            Commands (the shell) get it through the egress proxy, which enforces it
+            on every connection; ``http_fetch`` checks it with the same rules.
+        egress: The daemon's egress proxies (None: commands get no network).
+        rules: The operator's side of every network check (listed private
+            endpoints, the daemon's ports).
         shells: The daemon's persistent shells (``shell_key`` names this session's).
         persistent_shell: Whether the shell keeps its state between calls by default.
     """
@@ -32,19 +38,34 @@ class Sandbox:
     backend: Backend | None
     limits: Limits
     network: bool | tuple[str, ...] = False
+    egress: EgressProxies | None = None
+    rules: EgressRules = field(default_factory=EgressRules)
     shells: ShellPool | None = None
     shell_key: str = ""
     persistent_shell: bool = False
 
     @property
     def command_network(self) -> bool:
-        return self.network is True
+        """Whether commands get the network (through the proxy): any grant."""
+        return bool(self.network)
 
     def allows_host(self, host: str) -> bool:
         return grants_host(self.network, host)
 
-    def names_host(self, host: str) -> bool:
-        """Whether the grant lists ``host`` itself (no pattern): what a private or
-        loopback address needs, so that a wildcard never opens the daemon's own
-        network to a fetch."""
-        return not isinstance(self.network, bool) and host.lower() in self.network
+    async def proxy(self) -> EgressProxy | None:
+        """The egress proxy of this grant, for commands (None: no grant)."""
+        if not self.network:
+            return None
+        if self.egress is None:
+            raise ToolError("this daemon has no egress proxy: commands get no network",
+                            code="network_denied")
+        return await self.egress.get(self.network)
+
+    def shell_suffix(self) -> str:
+        """Names the persistent shell of this grant: a changed grant gets a new shell,
+        never the old one's network."""
+        if self.network is True:
+            return "net"
+        if not self.network:
+            return "nonet"
+        return "net:" + ",".join(sorted({h.lower() for h in self.network}))

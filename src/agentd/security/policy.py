@@ -274,9 +274,9 @@ class Policy:
 
     @property
     def shell_network(self) -> bool:
-        """Whether the sandbox gives the shell the network (only for a full grant:
-        a shell's connections cannot be limited by host name)."""
-        return self.network is True
+        """Whether the sandbox gives the shell the network: any grant (through the
+        egress proxy, which holds its connections to the granted hosts)."""
+        return bool(self.network)
 
     def decide(self, facts: CallFacts, arguments: Mapping[str, Any], *,
                tainted: bool = False, confined: bool = False) -> Verdict:

@@ -81,7 +81,8 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
                 persistent: bool | None = None) -> str:
     """Run a shell command (bash) in the agent's sandbox and return its exit code and
     output. The working directory is the workspace (/workspace); there is no network
-    unless the agent's policy grants it.
+    unless the agent's policy grants it, and then only through an HTTP proxy
+    (HTTP_PROXY/HTTPS_PROXY are set) that refuses private and local addresses.
 
     Args:
         command: the command line.
@@ -99,20 +100,20 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
     backend, workspace = sandbox.backend, ctx.workspace
     assert backend is not None and workspace is not None
     keep = sandbox.persistent_shell if persistent is None else persistent
+    # The grant's egress proxy (None without a grant): the only way out of the sandbox.
+    egress = await sandbox.proxy()
     if keep and sandbox.shells is not None:
         async def start() -> PersistentShell:
-            return await backend.shell(workspace=workspace,
-                                       network=sandbox.command_network,
+            return await backend.shell(workspace=workspace, network=egress,
                                        limits=sandbox.limits)
 
         # A change of the network grant gets a new shell, never the old one's network.
-        key = f"{sandbox.shell_key}/{'net' if sandbox.command_network else 'nonet'}"
+        key = f"{sandbox.shell_key}/{sandbox.shell_suffix()}"
         session_shell = await sandbox.shells.get(key, start)
         result = await session_shell.run(command, timeout_s=limits.wall_s)
     else:
         result = await backend.run(["bash", "--noprofile", "--norc", "-c", command],
-                                   workspace=workspace, network=sandbox.command_network,
-                                   limits=limits)
+                                   workspace=workspace, network=egress, limits=limits)
     if sandbox.command_network:
         # With the network, what a command prints may come from anywhere.
         ctx.untrusted = "a command with network access"

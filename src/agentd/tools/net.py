@@ -2,21 +2,21 @@
 
 Off unless the agent's policy grants the network (``settings.policy.network``: True or
 host patterns). Every request, and every redirect it follows, is checked against the
-grant, and the host's addresses are checked before connecting: a private, loopback,
-link-local or otherwise non-public address is refused unless the grant names that host
-itself (a wildcard never opens the daemon's own network, e.g. a cloud metadata
-endpoint). The connection goes to the address that was checked (the URL's host is
-kept for ``Host`` and TLS), so a DNS answer that changes in between cannot redirect
-it. The response is capped in size and time, and its content comes from outside: it
-taints the session.
+grant, and the host's addresses are checked before connecting, by the same check as
+every connection of a sandbox (:func:`agentd.sandbox.egress.check`): a private,
+loopback, link-local or otherwise non-public address, or one of this host's own, is
+refused unless the operator lists that host and port in ``[sandbox]
+private_endpoints``, and the daemon's own port always is (no grant opens the daemon's
+API or a cloud metadata endpoint). The connection goes to the address that was
+checked (the URL's host is kept for ``Host`` and TLS), so a DNS answer that changes in
+between cannot redirect it. The response is capped in size and time, and its content
+comes from outside: it taints the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import ipaddress
-import socket
 from typing import Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -24,6 +24,7 @@ import httpx
 
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.egress import check_async
 from agentd.tools._tool import Tool, ToolContext, tool
 
 __all__ = ["NET_TOOLS", "http_fetch"]
@@ -41,25 +42,9 @@ def _denied(message: str) -> ToolError:
 
 
 async def _address(sandbox: Sandbox, host: str, port: int) -> str:
-    """The address to connect to, once the grant and the address itself are checked."""
-    if not sandbox.allows_host(host):
-        raise _denied(f"the network is not granted for {host!r} "
-                      "(settings.policy.network)")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ToolError(f"cannot resolve {host!r}: {exc}", code="network_error") from None
-    addresses = sorted({str(info[4][0]) for info in infos})
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global and not sandbox.names_host(host):
-            raise _denied(f"{host!r} resolves to {address}, which is not a public address; "
-                          "only a host listed by name in settings.policy.network may be "
-                          "private")
-    if not addresses:
-        raise ToolError(f"{host!r} has no address", code="network_error")
-    return addresses[0]
+    """The address to connect to, once the grant and every address of ``host`` are
+    checked (the same check as the egress proxy of commands)."""
+    return await check_async(host, port, sandbox.network, sandbox.rules)
 
 
 @tool(needs_network=True, untrusted_output=True, timeout_s=120)
