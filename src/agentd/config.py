@@ -169,6 +169,10 @@ class SandboxConfig(_Strict):
     #: A persistent shell with no call for this long is closed.
     shell_idle_s: float = Field(default=600.0, gt=0)
     #: Snapshot workspaces after tool steps that may have changed them.
+    #: Let the process backend run commands as the daemon's own user (a daemon that is
+    #: not root): they can then read everything the daemon can, its token and database
+    #: included. Off: such commands are refused, with a message saying why.
+    unconfined_ok: bool = False
     snapshots: bool = True
     #: A workspace larger than this is not snapshotted (the step says so).
     snapshot_max_mb: int = Field(default=2048, ge=1)

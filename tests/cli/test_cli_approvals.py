@@ -87,7 +87,7 @@ def test_remember_and_bad_input(cli: Invoke, live_url: str, agent_name: str) -> 
     assert _run(live_url, run_id, "completed")["output"] == "done"  # not asked twice
     with Client(live_url) as client:
         rules = client.get_agent(agent_name)["settings"]["policy"]["rules"]
-    assert rules[0]["action"] == "allow" and rules[0]["args"] == {"expression": "1+1"}
+    assert rules[0]["action"] == "allow" and rules[0]["exact_args"] == {"expression": "1+1"}
     assert "no pending approval" in one_error_line(cli("deny", "ap_missing"))
 
 

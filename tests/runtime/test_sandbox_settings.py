@@ -77,3 +77,36 @@ async def test_a_sessions_persistent_shell_lives_and_dies_with_it(runtime: Runti
     assert len(runtime.sandboxes.shells) == 1
     await runtime.delete_session("a", "k")
     assert len(runtime.sandboxes.shells) == 0
+
+
+async def test_a_non_root_process_backend_refuses_commands_unless_allowed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without root the process backend would run a command as the daemon's own user,
+    who can read the daemon's token and database: refused unless the operator says."""
+    from agentd.config import SandboxConfig
+    from agentd.runtime.sandboxes import Sandboxes
+    from agentd.sandbox.backends import BubblewrapBackend, Limits, ProcessBackend
+    from agentd.security.policy import Policy
+    from agentd.tools import ToolContext
+    from agentd.tools.commands import shell
+
+    monkeypatch.setattr("agentd.runtime.sandboxes.os.geteuid", lambda: 1000)
+    boxes = Sandboxes(SandboxConfig())
+    why = boxes.unconfined(ProcessBackend())
+    assert why is not None and "daemon's own user" in why and "unconfined_ok" in why
+    assert boxes.unconfined(BubblewrapBackend()) is None
+    assert Sandboxes(SandboxConfig(unconfined_ok=True)).unconfined(ProcessBackend()) is None
+
+    boxes._backends["process"] = ProcessBackend()
+    boxes._prepared.add(tmp_path)  # (prepare gives the tree away only under root)
+    from agentd.config import AgentSandbox
+
+    sandbox = await boxes.for_run(AgentSandbox(backend="process"), Limits(),
+                                  workspace=tmp_path, permissions=Policy(), shell_key="k")
+    assert sandbox.backend is None
+    ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
+                      workspace=tmp_path, sandbox=sandbox)
+    with pytest.raises(Exception) as refused:
+        await shell.call({"command": "cat ~/.agentd/token"}, ctx, 10.0)
+    assert getattr(refused.value, "code", None) == "sandbox_unavailable"
+    assert "daemon's own user" in str(refused.value)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentd.config import AgentSandbox, SandboxConfig
-from agentd.errors import InvalidInput
+from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox._cgroups import support as cgroup_support
 from agentd.sandbox._process import Child
 from agentd.sandbox.backends import (
@@ -94,6 +94,8 @@ class Sandboxes:
         self._backends[self.default.name] = self.default
         log.info("sandbox: %s (%s)", self.default.name,
                  "isolated" if self.default.isolated else "NOT isolated")
+        if self.unconfined(self.default):
+            log.warning("SANDBOX: %s", self.unconfined(self.default))
         if os.geteuid() == 0:
             log.info("sandbox uids: one per agent, from %d (%d of them)",
                      self.config.uid_base, self.config.uid_count)
@@ -177,13 +179,27 @@ class Sandboxes:
         if workspace not in self._prepared:
             await self.prepare(workspace, agent_id=agent_id)
         network = permissions.network
-        sandbox = Sandbox(backend=backend, limits=limits,
+        unconfined = self.unconfined(backend)
+        sandbox = Sandbox(backend=None if unconfined else backend, limits=limits,
+                          unavailable=unconfined or "",
                           network=tuple(network) if isinstance(network, tuple | list)
                           else bool(network), egress=self.egress, rules=self.rules,
                           shells=self.shells, shell_key=shell_key,
                           persistent_shell=config.persistent_shell)
         self._shell_keys.setdefault(shell_key, set()).add(sandbox.shell_suffix())
         return sandbox
+
+    def unconfined(self, backend: Backend) -> str | None:
+        """Why ``backend`` may not run an agent's commands here: the process backend
+        of a daemon that is not root would run them as the daemon's own user, able to
+        read its token and database (unless ``[sandbox] unconfined_ok``)."""
+        if (backend.name != ProcessBackend.name or os.geteuid() == 0
+                or self.config.unconfined_ok):
+            return None
+        return ("commands are refused: the process backend would run them as the "
+                "daemon's own user, who can read its token and database; install "
+                "bubblewrap, run the daemon as root, or set [sandbox] unconfined_ok = "
+                "true to accept that")
 
     def mcp_spawner(self, config: AgentSandbox, limits: Limits, *, workspace: Path,
                     network: bool | tuple[str, ...] | list[str], agent_id: str
@@ -202,6 +218,9 @@ class Sandboxes:
             backend = (await self._backend(config.backend)).as_user(user)
             if workspace not in self._prepared:
                 await self.prepare(workspace, agent_id=agent_id)
+            unconfined = self.unconfined(backend)
+            if unconfined:
+                raise ToolError(unconfined, code="sandbox_unavailable")
             proxy = await self.egress.get(grant) if grant else None
             return await backend.spawn(server.command, workspace=workspace,
                                        network=proxy, env=server.env,

@@ -33,6 +33,8 @@ class Sandbox:
             endpoints, the daemon's ports).
         shells: The daemon's persistent shells (``shell_key`` names this session's).
         persistent_shell: Whether the shell keeps its state between calls by default.
+        unavailable: Why there is no backend for this run's commands, if it is not
+            simply that the agent has none.
     """
 
     backend: Backend | None
@@ -43,6 +45,8 @@ class Sandbox:
     shells: ShellPool | None = None
     shell_key: str = ""
     persistent_shell: bool = False
+    #: Why ``backend`` is None though the agent has one (said by the command tools).
+    unavailable: str = ""
 
     @property
     def command_network(self) -> bool:

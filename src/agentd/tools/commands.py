@@ -34,7 +34,8 @@ MAX_TIMEOUT_S = 3600.0
 def _sandbox(ctx: ToolContext) -> Sandbox:
     sandbox = ctx.sandbox
     if not isinstance(sandbox, Sandbox) or sandbox.backend is None:
-        raise ToolError("this agent has no sandbox to run commands in",
+        why = sandbox.unavailable if isinstance(sandbox, Sandbox) else ""
+        raise ToolError(why or "this agent has no sandbox to run commands in",
                         code="sandbox_unavailable")
     if ctx.workspace is None:
         raise ToolError("this agent has no workspace", code="no_workspace")
