@@ -43,8 +43,11 @@ def test_network_grant_by_host() -> None:
     assert p.decide(FETCH, {"url": "https://api.github.com"}).action == "allow"
     assert p.decide(FETCH, {"url": "https://evil.test/"}).action == "deny"
     assert p.decide(FETCH, {"url": "not a url"}).action == "deny"
-    assert not p.shell_network  # host lists never give the shell the network
+    # A host list gives commands the network too: through the egress proxy, which
+    # holds every connection to the listed hosts.
+    assert p.shell_network
     assert Policy(agent=layer(network=True)).shell_network
+    assert not Policy(agent=layer(network=False)).shell_network
 
 
 def test_daemon_can_switch_network_off_for_everyone() -> None:

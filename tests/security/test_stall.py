@@ -17,10 +17,11 @@ import contextlib
 import importlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from agentd.llm.model import StreamAccumulator
 from agentd.llm.scripted import clear_queue, enqueue
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
+from agentd.sandbox.egress import EgressRules
 from agentd.testing.live import LiveServer
 from agentd.tools import NET_TOOLS, ToolContext, ToolRegistry
 from agentd.tools._workers import WorkerPool
@@ -44,19 +46,40 @@ from agentd.tools.mcp import MCPTool
 #: Each request of the watchers must answer within this (a liveness bound, not a
 #: benchmark: bench/stall.py measures).
 LIVELY_S = 2.0
+#: The daemon's token.
+TOKEN = "stall-test-token-0123456789"
 #: The tool timeout of this daemon: the hard limit of a hostile call.
 LIMIT_S = 5.0
 #: How long a hostile case may take in all (its limit, plus a busy machine).
 CASE_S = 45.0
 
 
+@contextlib.asynccontextmanager
+async def ticking() -> AsyncIterator[list[float]]:
+    """The gaps between 10 ms ticks of the event loop while the block runs."""
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - started)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield gaps
+    finally:
+        ticker.cancel()
+
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("stall")
     settings = Settings(home=home, demo_agent=False, tool_timeout_s=LIMIT_S,
-                        database_url=f"sqlite:///{home / 'agentd.db'}")
+                        tokens=[TOKEN], database_url=f"sqlite:///{home / 'agentd.db'}")
     with LiveServer(settings) as live:
-        with Client(live.url) as client:
+        with Client(live.url, token=TOKEN) as client:
             client.create_agent("calm", model="scripted", tools=[])
             client.create_agent("reader", model="scripted", tools=["read_file"], settings={
                 "script": [{"tool_calls": [{"name": "read_file",
@@ -94,7 +117,7 @@ class Watch:
                 time.sleep(0.02)
 
     def _talk(self) -> None:
-        with Client(self.url, timeout=120) as client:
+        with Client(self.url, timeout=120, token=TOKEN) as client:
             n = 0
             while not self._stop.is_set():
                 n += 1
@@ -129,7 +152,7 @@ def _attack(live: LiveServer, tool: str, arguments: dict[str, Any],
     """Run a hostile call (``calls`` of them at once) while the watchers run; the run
     and its session's events."""
     name = f"hostile-{tool}-{time.monotonic_ns()}"
-    with Client(live.url, timeout=120) as client:
+    with Client(live.url, timeout=120, token=TOKEN) as client:
         client.create_agent(name, model="scripted", tools=[tool])
         if prepare is not None:
             workspace = live.settings.workspaces_dir / _agent_id(live, name)
@@ -260,33 +283,30 @@ async def test_mcp_schema_pattern_is_checked_in_a_worker() -> None:
                    _validator=Draft202012Validator(schema))
     ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
     pool = WorkerPool(size=1)
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.01)
-            gaps.append(time.perf_counter() - started)
-
-    ticker = asyncio.create_task(tick())
     try:
-        with pytest.raises(ToolError) as caught:
-            await tool.call({"text": "a" * 40 + "!"}, ctx, 2.0, pool)
-        assert caught.value.code == "tool_timeout"
-        with pytest.raises(ToolError) as wrong:
-            await tool.call({"text": "b"}, ctx, 30.0, pool)
-        assert wrong.value.code == "tool_bad_arguments"
+        async with ticking() as gaps:
+            with pytest.raises(ToolError) as caught:
+                await tool.call({"text": "a" * 40 + "!"}, ctx, 2.0, pool)
+            assert caught.value.code == "tool_timeout"
+            with pytest.raises(ToolError) as wrong:
+                await tool.call({"text": "b"}, ctx, 30.0, pool)
+            assert wrong.value.code == "tool_bad_arguments"
     finally:
-        ticker.cancel()
         await pool.close()
     assert gaps and max(gaps) < LIVELY_S
 
 
-class _Punycode(BaseHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
+#: A page that names ``punycode`` as its charset, served by another process (the
+#: egress check refuses the daemon's own ports, and this test is the daemon).
+PUNYCODE_SERVER = """
+import contextlib, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Page(BaseHTTPRequestHandler):
+    def log_message(self, *args):
         pass
 
-    def do_GET(self) -> None:
+    def do_GET(self):
         body = b"a" * 500_000 + b"-" + b"b" * 499_999
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=punycode")
@@ -295,33 +315,37 @@ class _Punycode(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):  # the client stops at max_bytes
             self.wfile.write(body)
 
+httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"""
 
-async def test_http_fetch_does_not_decode_a_page_in_quadratic_time() -> None:
+
+@pytest.fixture
+def punycode_port() -> Iterator[int]:
+    server = subprocess.Popen([sys.executable, "-c", PUNYCODE_SERVER],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        yield int(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def test_http_fetch_does_not_decode_a_page_in_quadratic_time(punycode_port: int
+                                                                   ) -> None:
     """The page names its charset; ``punycode`` decodes in pure Python in quadratic
     time, on the event loop (http_fetch is async): minutes for a megabyte."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Punycode)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = punycode_port
     ctx = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
                       sandbox=Sandbox(backend=None, limits=Limits(),
-                                      network=("127.0.0.1",)))
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.01)
-            gaps.append(time.perf_counter() - started)
-
-    ticker = asyncio.create_task(tick())
-    try:
+                                      network=("127.0.0.1",),
+                                      rules=EgressRules.of([f"127.0.0.1:{port}"])))
+    async with ticking() as gaps:
         out = await NET_TOOLS["http_fetch"].call(
-            {"url": f"http://127.0.0.1:{httpd.server_address[1]}/",
-             "max_bytes": 1_000_000}, ctx, 60.0)
+            {"url": f"http://127.0.0.1:{port}/", "max_bytes": 1_000_000}, ctx, 60.0)
         await asyncio.sleep(0.05)  # a tick that spans the call is counted
-    finally:
-        ticker.cancel()
-        httpd.shutdown()
-        httpd.server_close()
     assert "HTTP 200" in out and "aaaa" in out
     assert gaps and max(gaps) < LIVELY_S
 

@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentd.errors import ToolError
-from agentd.sandbox import ShellPool, choose, prepare_workspace
-from agentd.sandbox.backends import Limits
+from agentd.sandbox import prepare_workspace
 from agentd.sandbox.context import Sandbox
 from agentd.tools import COMMAND_TOOLS, ToolContext
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    pool = ShellPool()
-    backend = choose()
-    if not backend.isolated and os.environ.get("CI"):
-        pytest.fail("CI must have an isolating sandbox backend")
-    yield Sandbox(backend=backend, limits=Limits(wall_s=20), shells=pool, shell_key="s1")
-    await pool.close_all()
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir(mode=0o700)
-    prepare_workspace(root)
-    return root
 
 
 async def run(sandbox: Sandbox, workspace: Path, name: str, **arguments: Any) -> str:

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from agentd.config import Settings
 from agentd.errors import ToolError
 from agentd.runtime import Runtime
-from agentd.sandbox import ShellPool, choose, prepare_workspace
+from agentd.sandbox import choose, prepare_workspace
 from agentd.sandbox.backends import Limits, detect
 from agentd.sandbox.context import Sandbox
 from agentd.security.policy import CallFacts, Policy, PolicyConfig
@@ -28,24 +27,6 @@ from agentd.tools._protect import is_protected
 TOOLS = {**COMMAND_TOOLS, **FILE_TOOLS}
 DENY_ENV = {"tool": "read_file", "paths": [".env"], "action": "deny"}
 SECRET = "hunter2-f00d"
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    pool = ShellPool()
-    backend = choose()
-    if not backend.isolated and os.environ.get("CI"):
-        pytest.fail("CI must have an isolating sandbox backend")
-    yield Sandbox(backend=backend, limits=Limits(wall_s=20), shells=pool, shell_key="s1")
-    await pool.close_all()
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir(mode=0o700)
-    prepare_workspace(root)
-    return root
 
 
 async def run(sandbox: Sandbox, workspace: Path, name: str,

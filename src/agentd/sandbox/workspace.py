@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from agentd.errors import ToolError
 
-__all__ = ["Workspace", "set_usage"]
+__all__ = ["Workspace", "set_usage", "usage"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 64
@@ -59,6 +59,13 @@ def set_usage(root: Path, used: int, limit: int | None) -> None:
         _usage.pop(str(root), None)
     else:
         _usage[str(root)] = [used, limit]
+
+
+def usage(root: Path) -> tuple[int, int] | None:
+    """A workspace's (bytes used, quota) as recorded, or None (no quota). A tool worker
+    process is handed this with each call and hands back what it used."""
+    found = _usage.get(str(root))
+    return (found[0], found[1]) if found is not None else None
 
 
 def _mb(size: int) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agentd.errors import ToolError
 from agentd.llm.messages import ToolSpec
+from agentd.sandbox.workspace import set_usage, usage
 
 if TYPE_CHECKING:
     from agentd.tools._workers import WorkerPool
@@ -107,19 +108,22 @@ class Tool:
         timeout = self.timeout_s or default_timeout_s
         if self.isolated and workers is not None:
             # Validated in the worker too: a huge argument costs the worker, not the loop.
+            quota = usage(ctx.workspace) if ctx.workspace is not None else None
             try:
                 async with asyncio.timeout(timeout):
-                    result, untrusted = await workers.run(
+                    result, untrusted, used = await workers.run(
                         "agentd.tools._worker", "run_tool", self.fn.__module__,
                         self.name, arguments,
                         # The sandbox's live handles stay here (file tools need none).
                         dataclasses.replace(ctx, sandbox=None) if self._wants_ctx
-                        else None, owner=ctx.agent)
+                        else None, quota if self._wants_ctx else None, owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",
                                 code="tool_timeout") from None
             if untrusted is not None:
                 ctx.untrusted = untrusted
+            if quota is not None and used is not None and ctx.workspace is not None:
+                set_usage(ctx.workspace, *used)  # what the worker's writes counted
             return result
         kwargs = self.validate(arguments)
         if self._wants_ctx:

@@ -35,12 +35,19 @@ HEADER = struct.Struct(">Q")
 MAX_REPLY = 4 * 1024 * 1024
 
 
-def run_tool(module: str, name: str, arguments: dict[str, Any],
-             ctx: Any) -> tuple[Any, str | None]:
+def run_tool(module: str, name: str, arguments: dict[str, Any], ctx: Any,
+             quota: tuple[int, int] | None = None
+             ) -> tuple[Any, str | None, tuple[int, int] | None]:
     """Validate and run the tool named ``name`` defined in ``module``; (its result,
-    what it flagged untrusted)."""
+    what it flagged untrusted, the workspace's quota use after it). ``quota``: the
+    workspace's (bytes used, quota) as the daemon knows it: the file tools' writes
+    count against it here, and the daemon takes the new figure back."""
+    from agentd.sandbox.workspace import set_usage, usage
     from agentd.tools._tool import Tool
 
+    workspace = getattr(ctx, "workspace", None)
+    if workspace is not None:
+        set_usage(workspace, *(quota or (0, None)))
     found = next((value for value in vars(importlib.import_module(module)).values()
                   if isinstance(value, Tool) and value.name == name), None)
     if found is None:
@@ -49,7 +56,8 @@ def run_tool(module: str, name: str, arguments: dict[str, Any],
     if ctx is not None:
         kwargs["ctx"] = ctx
     result = found.fn(**kwargs)
-    return result, None if ctx is None else ctx.untrusted
+    return (result, None if ctx is None else ctx.untrusted,
+            usage(workspace) if workspace is not None else None)
 
 
 def decide(policy: Any, facts: Any, arguments: dict[str, Any], tainted: bool,
