@@ -624,7 +624,11 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
             queued = [send(http, "slow", key, "then", wait=False).json()["id"]
                       for key in sessions]
             deadline = time.monotonic() + WAIT_S
-            while not all(http.get(f"/v1/runs/{r}").json()["steps"] >= 1 for r in runs):
+            # (until each tool step is committed: the calculator runs in a tool worker,
+            # whose first start may take a second)
+            while not all(any(e["kind"] == "tool.finished"
+                              for e in read_events(http, "slow", key))
+                          for key in sessions):
                 assert time.monotonic() < deadline, a.log()
                 time.sleep(0.05)
             assert {http.get(f"/v1/runs/{r}").json()["node"] for r in runs} == {"node-a"}
