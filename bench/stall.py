@@ -41,9 +41,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+TOKEN = "bench-token-0123456789abcdef"
+
+
 def liveness(seconds: float) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="agentd-bench-stall-"))
-    settings = Settings(home=home, demo_agent=False, tool_timeout_s=3.0,
+    settings = Settings(home=home, demo_agent=False, tool_timeout_s=3.0, tokens=[TOKEN],
                         database_url=f"sqlite:///{home / 'agentd.db'}")
     stop = threading.Event()
     latencies: list[float] = []
@@ -58,7 +61,7 @@ def liveness(seconds: float) -> dict[str, Any]:
                 time.sleep(0.02)
 
     def attack(name: str, turn: dict[str, Any]) -> None:
-        with Client(live.url, timeout=120) as client:
+        with Client(live.url, timeout=120, token=TOKEN) as client:
             n = 0
             while not stop.is_set():
                 n += 1
@@ -67,7 +70,7 @@ def liveness(seconds: float) -> dict[str, Any]:
                 calls[name] += 1
 
     with LiveServer(settings) as live:
-        with Client(live.url) as client:
+        with Client(live.url, token=TOKEN) as client:
             client.create_agent("grepper", model="scripted", tools=["grep", "write_file"])
             client.create_agent("counter", model="scripted", tools=["calculator"])
             enqueue({"tool_calls": [{"name": "write_file", "arguments": {
