@@ -75,6 +75,10 @@ def test_start_status_send_stop(env: dict[str, str]) -> None:
     status = agentd(env, "status")
     assert status.returncode == 0, status.stderr
     assert f"running (pid {pid}) at {url}" in status.stdout
+    sandbox = next(line for line in status.stdout.splitlines() if "sandbox:" in line)
+    if os.geteuid() == 0:  # (a uid per agent needs root)
+        assert "a uid per agent" in sandbox, status.stdout
+    assert "memory per" in sandbox, status.stdout
 
     # The CLI finds the daemon from AGENTD_PORT alone.
     assert agentd(env, "create", "e2e-agent").returncode == 0

@@ -372,9 +372,26 @@ def status(
     for key in ("version", "store", "sandbox", "node", "agents", "active_runs"):
         if key in health:
             value = agents_text(health) if key == "agents" else str(health[key])
-            if key == "sandbox" and health.get("sandbox_isolated") is False:
-                value += " (NOT isolated: commands run as plain processes)"
+            if key == "sandbox":
+                value += sandbox_notes(health)
             console.print(f"  {key.replace('_', ' ')}: {escape(value)}")
+
+
+def sandbox_notes(health: dict[str, Any]) -> str:
+    """What /health says of the sandbox's walls beyond the backend's name."""
+    notes = []
+    if health.get("sandbox_isolated") is False:
+        notes.append("NOT isolated: commands run as plain processes")
+    uids = health.get("sandbox_uids")
+    if uids is not None:
+        notes.append("a uid per agent" if uids == "per-agent" else "the daemon's uid")
+    memory = health.get("sandbox_memory")
+    if memory is not None:
+        notes.append("memory per sandbox" if memory == "cgroup" else "memory per process")
+    network = health.get("sandbox_network")
+    if network is not None and network != "confined":
+        notes.append(f"process backend network NOT confined: {network}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def agents_text(health: dict[str, Any]) -> str:
