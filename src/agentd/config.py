@@ -321,6 +321,20 @@ class Settings(BaseSettings):
                                  + ", ".join(sorted(PROVIDERS)))
         return value
 
+    @field_validator("mcp_commands", mode="after")
+    @classmethod
+    def _command_lines(cls, value: list[str]) -> list[str]:
+        import shlex
+
+        for entry in value:
+            try:
+                words = shlex.split(entry)
+            except ValueError as exc:
+                raise ValueError(f"mcp_commands entry {entry!r}: {exc}") from None
+            if not words:
+                raise ValueError("an mcp_commands entry is empty")
+        return value
+
     @field_validator("priority_weights", mode="after")
     @classmethod
     def _class_weights(cls, value: dict[str, float]) -> dict[str, float]:

@@ -164,3 +164,11 @@ def test_the_daemons_environment_is_closed_to_its_own_user(tmp_path: Path) -> No
         else:
             assert "sk-secret" in seen, seen  # the test can see the leak it guards
     assert sys.platform == "linux"
+
+
+@pytest.mark.parametrize("entry", ['uvx "unclosed', "   "])
+def test_a_bad_mcp_commands_entry_stops_the_config(entry: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="mcp_commands"):
+        Settings(mcp_commands=[entry])
