@@ -14,6 +14,7 @@ import pytest
 from agentd.config import Settings
 from agentd.llm.scripted import clear_queue
 from agentd.runtime import Runtime
+from agentd.sandbox import prepare_workspace
 from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
 
@@ -40,6 +41,15 @@ def bearer(settings: Settings) -> dict[str, str]:
     token = read_token(settings.home)
     assert token, "no bootstrap token: build the app first"
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An empty workspace, the sandbox's own (given to its uid under root)."""
+    root = tmp_path / "ws"
+    root.mkdir(mode=0o700)
+    prepare_workspace(root)
+    return root
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from agentd.sandbox.backends import (
     BubblewrapBackend,
     GVisorBackend,
     ProcessBackend,
-    prepare_workspace,
 )
 
 
@@ -43,8 +42,5 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    workspace = tmp_path / "ws"
-    workspace.mkdir(mode=0o700)
-    prepare_workspace(workspace)
+def ws(workspace: Path) -> Path:
     return workspace

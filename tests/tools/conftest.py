@@ -1,14 +1,14 @@
-"""Fixtures of the tool tests that run commands: the real sandbox and a workspace."""
+"""Fixtures of the tool tests that run commands: the real sandbox (the workspace is
+the root conftest's)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from agentd.sandbox import ShellPool, choose, prepare_workspace
+from agentd.sandbox import ShellPool, choose
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
 
@@ -23,10 +23,3 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     yield Sandbox(backend=backend, limits=Limits(wall_s=20), shells=pool, shell_key="s1")
     await pool.close_all()
 
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir(mode=0o700)
-    prepare_workspace(root)
-    return root

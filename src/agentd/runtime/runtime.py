@@ -728,13 +728,13 @@ class Runtime(SessionOps):
                 notes.append(NewEvent(kind="tools.unavailable", run_id=run.id,
                                       data={"errors": failures}))
         workspace = self.workspace_of(agent)
+        shell_key = f"{agent.id}/{run.session_id}"
         sandbox = None
         if tools:
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,
-                    permissions=permissions, shell_key=f"{agent.id}/{run.session_id}",
-                    agent_id=agent.id)
+                    permissions=permissions, shell_key=shell_key, agent_id=agent.id)
             except (InvalidInput, Conflict) as exc:
                 await self._settle(run.session_id, run.id, "failed", "run.failed",
                                    {"error": exc.to_dict()})
@@ -750,7 +750,6 @@ class Runtime(SessionOps):
                                  plan.sandbox.snapshot_budget_mb),
                 quota_bytes=_mb(self.settings.sandbox.workspace_max_mb,
                                 plan.sandbox.workspace_max_mb))
-        shell_key = f"{agent.id}/{run.session_id}"
 
         async def on_tainted() -> None:
             await self.sandboxes.close_shells(shell_key)

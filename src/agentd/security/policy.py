@@ -239,6 +239,7 @@ class Policy:
         self.network = self._first("network", False)
         self.on_taint: str = self._first("tainted", "ask")
         self.approval_timeout_s: float = self._first("approval_timeout_s", 3600.0)
+        self._protected: tuple[str, ...] | None = None
 
     def layers_by_name(self) -> dict[str, PolicyConfig]:
         return dict(self.layers)
@@ -256,7 +257,13 @@ class Policy:
         """The path patterns of every ``deny`` rule (of any layer) with ``paths`` and
         no other condition on arguments, naming a tool that reads or lists files (or
         ``*``): what the agent must not see through any tool. File tools and git keep
-        away from them (:mod:`agentd.tools._protect`), whichever tool the rule named."""
+        away from them (:mod:`agentd.tools._protect`), whichever tool the rule named.
+        Worked out once: the layers do not change (a new rule makes a new Policy)."""
+        if self._protected is None:
+            self._protected = self._find_protected()
+        return self._protected
+
+    def _find_protected(self) -> tuple[str, ...]:
         found: list[str] = []
         for _, layer in [("daemon", self._daemon), *self.layers]:
             for rule in layer.rules:
