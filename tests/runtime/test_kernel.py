@@ -329,7 +329,9 @@ async def test_interactive_messages_overtake_background_ones(tmp_path: Path) -> 
     runtime = await Runtime.open(_settings(
         tmp_path, providers={"scripted": {"concurrency": 1}}))
     try:
-        script = {"script": [{"text": "done", "delay_ms": 30}]}
+        # (each call holds the lane long enough that the chat, sent 10 ms in, is queued
+        # while the first background call is under way, even on a loaded machine)
+        script = {"script": [{"text": "done", "delay_ms": 150}]}
         for name in ("bg", "chat"):
             await runtime.create_agent(name=name, settings=script)
         background = [await runtime.send("bg", f"k{i}", "work", priority="background")
