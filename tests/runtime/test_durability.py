@@ -190,7 +190,7 @@ async def test_a_stalled_node_loses_its_run_to_another_and_writes_nothing(
         assert kinds == ["message.user", "run.queued", "run.started", "run.resumed",
                          "message.assistant", "run.completed"]
         assert log[3].data["previous_owner"] == "A"
-        assert b.housekeeper.taken_over >= 1
+        assert b.leases.taken_over >= 1
 
 
 @pytest.mark.postgres
@@ -412,18 +412,18 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
         assert rt.awake_agents == 6
         await _until(lambda: rt.awake_agents == 1)
         # The agent with a run under way stays awake; the others hold nothing here.
-        assert set(rt._agents) == {"busy"}
-        assert rt._plans.keys() <= {"busy"}
+        assert rt.agents.awake_names == ["busy"]
+        assert set(rt.agents.planned) <= {"busy"}
         assert all(h.agent_id == running.agent.id for h in rt.histories._items.values())
         health = await rt.health()
         assert (health["agents"], health["agents_awake"], health["agents_sleeping"]) == (
             6, 1, 5)
         # A message wakes a sleeping agent; its history comes back from the log.
         assert (await _reply(rt, "a0", "k", "2")).output == "two"
-        assert "a0" in rt._agents
+        assert "a0" in rt.agents.awake_names
         assert (await rt.wait(running.run.id)).status == "completed"
         await _until(lambda: rt.awake_agents == 0)
-        assert rt.housekeeper.slept >= 6
+        assert rt.housekeeper.figures["sleep"]["total"] >= 6
         # Listing agents wakes none.
         assert len(await rt.list_agents()) == 6 and rt.awake_agents == 0
     finally:
@@ -440,7 +440,7 @@ async def test_idle_sessions_expire_by_policy(settings: Settings, store_url: str
         await rt.create_agent(name="b")
         await _reply(rt, "b", "old", "1")
         busy = await rt.send("a", "long", "go")
-        await _until(lambda: rt.housekeeper.expired >= 1)
+        await _until(lambda: rt.housekeeper.figures["expire"]["total"] >= 1)
         with pytest.raises(SessionNotFound):
             await rt.get_session("b", "old")
         # A session with a run under way is never expired.
@@ -575,7 +575,7 @@ async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtim
 
     # Its end committed (as by the executor itself a moment ago): not lost.
     await set_row("UPDATE runs SET status = 'completed' WHERE id = ?", (sent.run.id,))
-    assert await runtime.housekeeper.renew() == 0 and not executor.lost
+    assert await runtime.leases.renew() == 0 and not executor.lost
     # Ended by another node (it took the run over and finished it): lost here.
     await set_row("UPDATE runs SET lease_owner = 'other' WHERE id = ?", (sent.run.id,))
-    assert await runtime.housekeeper.renew() == 1 and executor.lost
+    assert await runtime.leases.renew() == 1 and executor.lost

@@ -595,7 +595,7 @@ async def test_unstartable_model_fails_the_run_with_its_error(
                                settings={"base_url": "http://127.0.0.1:9/v1",
                                          "api_key_env": "MY_KEY"})
     monkeypatch.delenv("MY_KEY")
-    runtime._plans.clear()  # as after a restart: the model is built again at run start
+    runtime.sleep_idle_agents(0)  # as after a restart: the model is built again at run start
     sent = await runtime.send("a", "k", "hi")
     run = await runtime.wait(sent.run.id)
     assert run.status == "failed"

@@ -110,11 +110,16 @@ class EventBus:
 
     def close_all(self) -> None:
         """Wake every subscriber so streams can end (used at shutdown)."""
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                sub.closed = True
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(Token(run_id="", text="", after=-1))
+        for session_id in list(self._subs):
+            self.close_session(session_id)
+
+    def close_session(self, session_id: str) -> None:
+        """End every stream of ``session_id`` once it has what was published (the
+        session was deleted, or the daemon stops)."""
+        for sub in list(self._subs.get(session_id, ())):
+            sub.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(Token(run_id="", text="", after=-1))
 
 
 ReadAfter = Callable[[int], Awaitable[list[EventRecord]]]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,11 @@ import orjson
 
 from agentd.config import Budget
 from agentd.errors import AgentdError, ModelError
-from agentd.llm.catalog import ModelInfo, estimate_parts
-from agentd.llm.messages import ModelRequest, ToolCall, Usage, UserMessage
+from agentd.llm.catalog import ModelInfo
+from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
+from agentd.runtime._budgetsteps import BudgetSteps
+from agentd.runtime._context import fit
+from agentd.runtime._recovery import Recovery
 from agentd.runtime._toolsteps import ToolSteps
 from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.calls import Kernel, ModelCaller, Target
@@ -87,20 +90,20 @@ def _usage_dict(usage: Usage, cost_usd: float | None = None) -> dict[str, float]
     return out
 
 
-def _exceeded(scope: str, name: str, period: str, metric: str, limit: float,
-              used: float) -> dict[str, Any]:
-    what = {"run": "this run's", "agent": f"agent {name!r}'s",
-            "tenant": f"tenant {name!r}'s"}[scope]
-    when = "" if period == "run" else f" per {period}"
-    unit = {"tokens": " tokens", "cost_usd": " USD", "steps": " steps"}[metric]
-    return AgentdError(
-        f"budget exceeded: {what} limit of {limit:g}{unit}{when} is used up "
-        f"({round(used, 6):g}{unit})", code="budget_exceeded",
-        details={"scope": scope, "name": name, "period": period, "metric": metric,
-                 "limit": limit, "used": round(used, 6)}).to_dict()
+@dataclass(kw_only=True, slots=True)
+class _Step:
+    """A model call's answer, with what it cost, ready to commit."""
+
+    message: AssistantMessage
+    #: The ``message.assistant`` event (and any ``budget.warning`` s) to commit.
+    events: list[NewEvent]
+    charge: UsageCharge | None
+    #: The log's last seq the call saw (a message steered in after it voids a final
+    #: answer).
+    context_seq: int
 
 
-class RunExecutor(ToolSteps):
+class RunExecutor(ToolSteps, BudgetSteps):
     """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
 
     def __init__(
@@ -162,7 +165,6 @@ class RunExecutor(ToolSteps):
             publish=self._publish_text, note=self._note, park=policy.park,
             outage_timeout_s=policy.outage_timeout_s)
         self._priced = any(t.info is not None for t in targets)
-        self._budgeted = policy.budgeted
         # Every commit is fenced by the run's lease; the first one takes it.
         self._lease = replace(lease, acquire=False, release=False)
         self._lease_acquire = replace(lease, acquire=True)
@@ -311,182 +313,146 @@ class RunExecutor(ToolSteps):
                           usage=usage)
 
     async def _execute(self) -> RunOutcome:
+        """The run, step by step: each step one model call and, if it asks for tools,
+        their results; every step committed before the next begins."""
+        outcome = await self._begin()
+        specs = [t.spec for t in self.tools.values()]
+        while outcome is None:
+            outcome = await self._before_step()
+            if outcome is not None:
+                break
+            step = await self._call_model(specs)
+            if isinstance(step, RunOutcome):
+                return step
+            outcome = await self._after_answer(step)
+        return outcome
+
+    async def _begin(self) -> RunOutcome | None:
+        """Start the run, or pick it up where its log says it was (``_resume``)."""
         if self.run.status in ("running", "waiting_approval"):
             # The run was under way when its daemon stopped: carry on from the log.
             outcome = await self._resume()
-            if outcome is not None:
-                return outcome
-            if self.notes:
+            if outcome is None and self.notes:
                 await self._commit(self.notes)
-        else:
-            await self._commit([self._event("run.started", {}), *self.notes],
-                               RunUpdate(status="running", started=True), acquire=True)
-            self._took_lease()
-        specs = [t.spec for t in self.tools.values()]
-        while True:
-            if self._stop_reason is not None:
-                return await self._finish("cancelled", "run.cancelled",
-                                          {"reason": self._stop_reason})
-            if self._steer_seq > self.history.last_seq:
-                # A message was steered in: it joins the context of this next call.
-                self.history.extend(await self.store.read_events(
-                    self.session_id, after=self.history.last_seq))
-            if self.steps >= self.max_steps:
-                error = AgentdError(
-                    f"the run used its {self.max_steps} steps without a final answer",
-                    code="max_steps").to_dict()
-                return await self._finish("failed", "run.failed", {"error": error},
-                                          error=error)
-            if self._budgeted:
-                over = await self._over_budget()
-                if over is not None:
-                    return await self._finish("failed", "run.failed", {"error": over},
-                                              error=over)
-            self.steps += 1
-            messages = self.history.for_model()
-            if self._pieces:
-                messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
-            request = ModelRequest(
-                system=self.instructions,
-                messages=messages,
-                tools=specs,
-                max_tokens=self.model_settings.get("max_tokens"),
-                temperature=self.model_settings.get("temperature"),
-            )
-            context_seq = self.history.last_seq
-            try:
-                request, trimmed, (prompt, limit) = self._fit(request)
-                self._in_model = True
-                message, target, report = await self.caller.call(
-                    request, tokens=prompt + limit, output=limit)
-            except ModelError as exc:
-                error = exc.to_dict()
-                return await self._finish("failed", "run.failed", {"error": error},
-                                          error=error)
-            finally:
-                self._in_model = False
-            cost: float | None = None
-            charge: UsageCharge | None = None
-            warnings: list[NewEvent] = []
-            if message.usage is not None:
-                usage = message.usage
-                cost = target.info.cost(usage) if target.info is not None else None
-                tokens = usage.input_tokens + usage.output_tokens
-                if self._budgeted:
-                    warnings = await self._budget_warnings(tokens, cost or 0.0)
-                self.usage = self.usage + usage
-                self.cost_usd += cost or 0.0
-                charge = UsageCharge(
-                    agent_id=self.run.agent_id, agent=self.agent_name,
-                    tenant=self.policy.tenant, model=target.spec,
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                    cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
-            assistant = self._event("message.assistant", {
-                "text": message.text,
-                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments,
-                                **({"extra": c.extra} if c.extra else {})}
-                               for c in message.tool_calls],
-                "usage": _usage_dict(message.usage, cost) if message.usage else None,
-                "finish_reason": message.finish_reason,
-                "model": message.model,
-                # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
-                **({"thinking": [{"text": t.text, "signature": t.signature,
-                                  "redacted": t.redacted} for t in message.thinking]}
-                   if message.thinking else {}),
-                "step": self.steps,
-                **({"context_trimmed": trimmed} if trimmed else {}),
-                **({"continuation": len(self._pieces)} if self._pieces else {}),
-                **report,
-            })
-            if (not message.tool_calls and message.finish_reason == "length"
-                    and len(self._pieces) < self.policy.max_continuations):
-                # Cut off by the output limit: keep the piece, ask for the rest.
-                await self._commit([assistant, *warnings], RunUpdate(steps=self.steps),
-                                   usage=charge)
-                self._charged(charge)
-                self._pieces.append(message.text)
-                continue
-            if not message.tool_calls:
-                # The final answer and the run's completion are one step: one commit,
-                # refused if a message was steered in meanwhile (the answer did not see
-                # it: it is dropped and the model is asked again).
-                output = "".join(self._pieces) + message.text
-                try:
-                    outcome = await self._finish(
-                        "completed", "run.completed", {"output": output}, output=output,
-                        before=[assistant, *warnings], steer_guard=context_seq,
-                        charge=charge)
-                except Steered:
-                    continue
-                self._charged(charge)
-                return outcome
-            self._pieces.clear()
-            await self._commit([assistant, *warnings], RunUpdate(steps=self.steps),
-                               usage=charge)
-            self._charged(charge)
-            results = await self._run_tools(message.tool_calls)
-            looping = await self._guard_loop(message.tool_calls, results)
-            if looping is not None:
-                return looping
-
-    # -- budgets ---------------------------------------------------------------------
-
-    async def _limits(self) -> AsyncIterator[tuple[str, str, str, str, float, float,
-                                                    tuple[float, ...]]]:
-        """Every budget limit on this run's next call, with what is used of it:
-        (scope, name, period, metric, limit, used, warn_at). The run's own, then its
-        agent's and tenant's per day and month (totals from the budget book)."""
-        budget = self.policy.budget
-        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
-                    "cost_usd": self.cost_usd, "steps": self.steps}
-        for metric, limit in budget.run.items():
-            yield "run", self.run.id, "run", metric, limit, run_used[metric], budget.warn_at
-        scopes = [("agent", self.run.agent_id, self.agent_name, budget)]
-        if self.policy.tenant_budget is not None:
-            scopes.append(("tenant", self.policy.tenant, self.policy.tenant,
-                           self.policy.tenant_budget))
-        for scope, key, name, scoped in scopes:
-            for period in ("day", "month"):
-                limits = getattr(scoped, period).items()
-                if not limits:
-                    continue
-                tokens, cost = await self.kernel.budgets.used(scope, key, period)
-                for metric, limit in limits:
-                    yield (scope, name, period, metric, limit,
-                           tokens if metric == "tokens" else cost, scoped.warn_at)
-
-    async def _over_budget(self) -> dict[str, Any] | None:
-        """The ``budget_exceeded`` error if a limit is reached, else None."""
-        async for scope, name, period, metric, limit, used, _ in self._limits():
-            if used >= limit:
-                return _exceeded(scope, name, period, metric, limit, used)
+            return outcome
+        await self._commit([self._event("run.started", {}), *self.notes],
+                           RunUpdate(status="running", started=True), acquire=True)
+        self._took_lease()
         return None
 
-    async def _budget_warnings(self, tokens: int, cost: float) -> list[NewEvent]:
-        """``budget.warning`` events for the thresholds this step's usage crosses. A
-        run's usage only grows, so it crosses each threshold once; an agent's or a
-        tenant's may be crossed by two of its runs at once, hence ``warn_once``."""
-        events: list[NewEvent] = []
-        step = {"tokens": tokens, "cost_usd": cost}
-        async for scope, name, period, metric, limit, used, warn_at in self._limits():
-            after = used + step.get(metric, 0)
-            for threshold in warn_at:
-                if not used < threshold * limit <= after:
-                    continue
-                if scope != "run" and not self.kernel.budgets.warn_once(
-                        scope, name, period, metric, threshold):
-                    continue
-                events.append(self._event("budget.warning", {
-                    "scope": scope, "name": name, "period": period, "metric": metric,
-                    "limit": limit, "used": round(after, 6), "threshold": threshold}))
-        return events
+    async def _before_step(self) -> RunOutcome | None:
+        """What may end the run before its next model call: a stop asked for, its step
+        limit, its budget. Takes in a message steered into the run meanwhile."""
+        if self._stop_reason is not None:
+            return await self._finish("cancelled", "run.cancelled",
+                                      {"reason": self._stop_reason})
+        if self._steer_seq > self.history.last_seq:
+            # A message was steered in: it joins the context of this next call.
+            self.history.extend(await self.store.read_events(
+                self.session_id, after=self.history.last_seq))
+        if self.steps >= self.max_steps:
+            return await self._fail(AgentdError(
+                f"the run used its {self.max_steps} steps without a final answer",
+                code="max_steps").to_dict())
+        if self.policy.budgeted:
+            over = await self._over_budget()
+            if over is not None:
+                return await self._fail(over)
+        return None
 
-    def _charged(self, charge: UsageCharge | None) -> None:
-        """A committed step's usage joins the cached agent and tenant totals."""
-        if charge is not None and self._budgeted:
-            self.kernel.budgets.charge(
-                {"agent": charge.agent_id, "tenant": charge.tenant},
-                charge.input_tokens + charge.output_tokens, charge.cost_usd)
+    async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
+        """One model call through the kernel (scheduler, retries, fallbacks), its answer
+        priced and turned into the events to commit; a model error fails the run."""
+        self.steps += 1
+        messages = self.history.for_model()
+        if self._pieces:
+            messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
+        request = ModelRequest(
+            system=self.instructions, messages=messages, tools=specs,
+            max_tokens=self.model_settings.get("max_tokens"),
+            temperature=self.model_settings.get("temperature"))
+        context_seq = self.history.last_seq
+        try:
+            request, trimmed, (prompt, limit) = fit(
+                request, self.model_info, counts_tokens=self.kernel.counts_tokens)
+            self._in_model = True
+            message, target, report = await self.caller.call(
+                request, tokens=prompt + limit, output=limit)
+        except ModelError as exc:
+            return await self._fail(exc.to_dict())
+        finally:
+            self._in_model = False
+        cost: float | None = None
+        charge: UsageCharge | None = None
+        warnings: list[NewEvent] = []
+        if message.usage is not None:
+            usage = message.usage
+            cost = target.info.cost(usage) if target.info is not None else None
+            if self.policy.budgeted:
+                warnings = await self._budget_warnings(
+                    usage.input_tokens + usage.output_tokens, cost or 0.0)
+            self.usage = self.usage + usage
+            self.cost_usd += cost or 0.0
+            charge = UsageCharge(
+                agent_id=self.run.agent_id, agent=self.agent_name,
+                tenant=self.policy.tenant, model=target.spec,
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
+        assistant = self._event("message.assistant", {
+            "text": message.text,
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments,
+                            **({"extra": c.extra} if c.extra else {})}
+                           for c in message.tool_calls],
+            "usage": _usage_dict(message.usage, cost) if message.usage else None,
+            "finish_reason": message.finish_reason,
+            "model": message.model,
+            # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
+            **({"thinking": [{"text": t.text, "signature": t.signature,
+                              "redacted": t.redacted} for t in message.thinking]}
+               if message.thinking else {}),
+            "step": self.steps,
+            **({"context_trimmed": trimmed} if trimmed else {}),
+            **({"continuation": len(self._pieces)} if self._pieces else {}),
+            **report,
+        })
+        return _Step(message=message, events=[assistant, *warnings], charge=charge,
+                     context_seq=context_seq)
+
+    async def _after_answer(self, step: _Step) -> RunOutcome | None:
+        """Commit the answer and do what it says: continue an answer cut off by the
+        output limit, end the run with a final answer, or run the tools it asks for.
+        None: the run goes on to its next step."""
+        message = step.message
+        if (not message.tool_calls and message.finish_reason == "length"
+                and len(self._pieces) < self.policy.max_continuations):
+            # Cut off by the output limit: keep the piece, ask for the rest.
+            await self._commit(step.events, RunUpdate(steps=self.steps), usage=step.charge)
+            self._charged(step.charge)
+            self._pieces.append(message.text)
+            return None
+        if not message.tool_calls:
+            # The final answer and the run's completion are one step: one commit,
+            # refused if a message was steered in meanwhile (the answer did not see
+            # it: it is dropped and the model is asked again).
+            output = "".join(self._pieces) + message.text
+            try:
+                outcome = await self._finish(
+                    "completed", "run.completed", {"output": output}, output=output,
+                    before=step.events, steer_guard=step.context_seq, charge=step.charge)
+            except Steered:
+                return None
+            self._charged(step.charge)
+            return outcome
+        self._pieces.clear()
+        await self._commit(step.events, RunUpdate(steps=self.steps), usage=step.charge)
+        self._charged(step.charge)
+        results = await self._run_tools(message.tool_calls)
+        return await self._guard_loop(message.tool_calls, results)
+
+    async def _fail(self, error: dict[str, Any]) -> RunOutcome:
+        return await self._finish("failed", "run.failed", {"error": error}, error=error)
+
+    # -- resuming ----------------------------------------------------------------------
 
     async def _resume(self) -> RunOutcome | None:
         """Pick a run up from its last committed step, without repeating any model call.
@@ -502,111 +468,59 @@ class RunExecutor(ToolSteps):
         """
         events = [e for e in await self.store.read_events(self.session_id)
                   if e.run_id == self.run.id]
-        last_step: EventRecord | None = None
-        for event in events:
-            if event.kind == "message.assistant":
-                last_step = event
-                self.steps = int(event.data.get("step") or self.steps + 1)
-                usage = event.data.get("usage")
-                if usage:
-                    self.cost_usd += float(usage.get("cost_usd") or 0.0)
-                    self.usage = self.usage + Usage.of(usage)
-                # An answer being continued after the output limit cut it off.
-                if (event.data.get("finish_reason") == "length"
-                        and not event.data.get("tool_calls")):
-                    self._pieces.append(str(event.data.get("text") or ""))
-                else:
-                    self._pieces.clear()
+        state = Recovery.of(events)
+        self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
+        self._pieces = state.pieces
         await self._commit([self._event("run.resumed", {
             "reason": "taken over", "previous_owner": self.run.lease_owner,
             "steps": self.steps})], acquire=True)
         self._took_lease()
-        if last_step is None or not last_step.data.get("tool_calls"):
-            return None
-        after = [e for e in events if e.seq > last_step.seq]
-        finished = {e.data["call_id"] for e in after if e.kind == "tool.finished"}
-        started = {e.data["call_id"] for e in after if e.kind == "tool.started"}
-        calls = [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
-                 for c in last_step.data["tool_calls"] if c["id"] not in finished]
+        to_run: list[ToolCall] = []
         skipped: list[dict[str, Any]] = []
-        for call in list(calls):
+        for unfinished in state.unfinished:
+            call = unfinished.call
             t = self.tools.get(call.name)
-            if call.id not in started or (t is not None and t.idempotent):
+            if not unfinished.started or (t is not None and t.idempotent):
+                to_run.append(call)
                 continue
-            effect_id = self._effect_id(call)
-            # A decision answers the call's latest start only: a retried call that
-            # was cut off again needs a new decision, never the old one's retry.
-            last_start = max(e.seq for e in after
-                             if e.kind == "tool.started" and e.data["call_id"] == call.id)
-            decision = next((e.data for e in reversed(after) if e.seq > last_start
-                             and e.kind == "approval.decided"
-                             and e.data["effect_id"] == effect_id), None)
-            pending = next((e.data for e in reversed(after) if e.seq > last_start
-                            and e.kind == "approval.requested"
-                            and e.data["effect_id"] == effect_id), None)
-            if decision is None and self.model_settings.get("on_unknown_outcome") == "interrupt":
-                reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
-                          "daemon stopped; its outcome is unknown and it is not idempotent, "
-                          "so it was not run again")
-                return await self._finish("interrupted", "run.interrupted",
-                                          {"reason": reason, "effect_id": effect_id})
+            decision = unfinished.decision
             if decision is None:
-                decision = await self._ask(call, kind="unknown_outcome", pending=pending)
+                outcome = await self._unknown_outcome(call, unfinished.pending)
+                if isinstance(outcome, RunOutcome):
+                    return outcome
+                decision = outcome
             if decision["action"] == "fail":
-                error = AgentdError(f"the outcome of {call.name!r} (effect {effect_id}) is "
-                                    "unknown and the run was failed by decision",
-                                    code="unknown_outcome").to_dict()
-                return await self._finish("failed", "run.failed", {"error": error},
-                                          error=error)
+                return await self._fail(AgentdError(
+                    f"the outcome of {call.name!r} (effect {self._effect_id(call)}) is "
+                    "unknown and the run was failed by decision",
+                    code="unknown_outcome").to_dict())
             if decision["action"] == "skip":
-                calls.remove(call)
                 skipped.append({"call_id": call.id, "name": call.name,
                                 "output": str(decision.get("output") or ""),
                                 "is_error": False, "duration_ms": 0.0, "skipped": True})
+            else:
+                to_run.append(call)
         if skipped:
             await self._commit([self._event("tool.finished", r) for r in skipped])
-        if calls:
-            await self._run_tools(calls, retried={c.id for c in calls if c.id in started},
-                                  prior=after)
+        if to_run:
+            started = {u.call.id for u in state.unfinished if u.started}
+            await self._run_tools(to_run, retried={c.id for c in to_run if c.id in started},
+                                  prior=state.after_last_step)
         return None
 
-    def _fit(self, request: ModelRequest
-             ) -> tuple[ModelRequest, dict[str, int] | None, tuple[int, int]]:
-        """Make the call fit the model's context window (catalog figures): drop the
-        oldest whole turns (a user message and all that answered it, so a tool call is
-        never parted from its result) until it fits. The log keeps everything; the
-        step's ``message.assistant`` event says what was left out. Refused
-        (``context_overflow``) if even the latest turn does not fit.
-
-        Also returns the tokens the call may use, (prompt estimate, output limit), which
-        the scheduler reserves against tokens-per-minute limits ((0, 0) when neither a
-        catalog entry nor such a limit needs it)."""
-        info = self.model_info
-        if info is None and not self.kernel.counts_tokens:
-            return request, None, (0, 0)
-        fixed, sizes = estimate_parts(request)
-        prompt = fixed + sum(sizes)
-        output = request.max_tokens or (min(info.max_output_tokens, 4096) if info
-                                        else 1024)
-        if info is None:
-            return request, None, (prompt, output)
-        budget = info.context_window - (request.max_tokens or 0)
-        if prompt <= budget:
-            return request, None, (prompt, output)
-        messages = request.messages
-        starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
-        for start in starts[1:]:
-            estimate = fixed + sum(sizes[start:])
-            if estimate <= budget:
-                return (replace(request, messages=messages[start:]),
-                        {"dropped_messages": start, "estimated_tokens": estimate},
-                        (estimate, output))
-        latest = fixed + sum(sizes[starts[-1]:]) if starts else prompt
-        raise ModelError(
-            f"the latest turn alone (about {latest} tokens) plus max_tokens "
-            f"({request.max_tokens or 0}) does not fit {info.spec}'s context window of "
-            f"{info.context_window} tokens", code="context_overflow", retryable=False,
-            details={"estimated_tokens": latest, "context_window": info.context_window})
+    async def _unknown_outcome(self, call: ToolCall, pending: dict[str, Any] | None
+                               ) -> RunOutcome | dict[str, Any]:
+        """A non-idempotent call with no result and no decision: end the run
+        ``interrupted`` (``settings.on_unknown_outcome = "interrupt"``) or wait for a
+        person's decision (``retry``, ``skip``, ``fail``)."""
+        if self.model_settings.get("on_unknown_outcome") == "interrupt":
+            effect_id = self._effect_id(call)
+            reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
+                      "daemon stopped; its outcome is unknown and it is not idempotent, "
+                      "so it was not run again")
+            return await self._finish("interrupted", "run.interrupted",
+                                      {"reason": reason, "effect_id": effect_id})
+        return await self._ask(call, kind="unknown_outcome", pending=pending)
 
     async def _guard_loop(self, calls: list[ToolCall], results: list[dict[str, Any]]
                           ) -> RunOutcome | None:

@@ -1,0 +1,110 @@
+"""The budget half of a run's step: what the run, its agent and its tenant may spend.
+
+Before each model call the run's limits are checked (a limit reached fails the run
+with ``budget_exceeded``); after it, the thresholds the step's usage crossed are
+logged as ``budget.warning`` events, committed with the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from agentd.errors import AgentdError
+from agentd.store import NewEvent
+from agentd.store.records import RunRecord, UsageCharge
+
+if TYPE_CHECKING:
+    from agentd.llm.messages import Usage
+    from agentd.runtime.calls import Kernel
+    from agentd.runtime.loop import CallPolicy
+
+__all__ = ["BudgetSteps"]
+
+#: (scope, name, period, metric, limit, used, warn_at)
+Limit = tuple[str, str, str, str, float, float, tuple[float, ...]]
+
+
+def exceeded(scope: str, name: str, period: str, metric: str, limit: float,
+             used: float) -> dict[str, Any]:
+    """The ``budget_exceeded`` error, as the API shows it."""
+    what = {"run": "this run's", "agent": f"agent {name!r}'s",
+            "tenant": f"tenant {name!r}'s"}[scope]
+    when = "" if period == "run" else f" per {period}"
+    unit = {"tokens": " tokens", "cost_usd": " USD", "steps": " steps"}[metric]
+    return AgentdError(
+        f"budget exceeded: {what} limit of {limit:g}{unit}{when} is used up "
+        f"({round(used, 6):g}{unit})", code="budget_exceeded",
+        details={"scope": scope, "name": name, "period": period, "metric": metric,
+                 "limit": limit, "used": round(used, 6)}).to_dict()
+
+
+class BudgetSteps:
+    """Mixed into :class:`~agentd.runtime.loop.RunExecutor` (declares what it uses)."""
+
+    run: RunRecord
+    agent_name: str
+    kernel: Kernel
+    policy: CallPolicy
+    usage: Usage
+    cost_usd: float
+    steps: int
+
+    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
+        raise NotImplementedError
+
+    async def _limits(self) -> AsyncIterator[Limit]:
+        """Every budget limit on this run's next call, with what is used of it. The
+        run's own, then its agent's and tenant's per day and month (totals from the
+        budget book)."""
+        budget = self.policy.budget
+        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
+                    "cost_usd": self.cost_usd, "steps": self.steps}
+        for metric, limit in budget.run.items():
+            yield "run", self.run.id, "run", metric, limit, run_used[metric], budget.warn_at
+        scopes = [("agent", self.run.agent_id, self.agent_name, budget)]
+        if self.policy.tenant_budget is not None:
+            scopes.append(("tenant", self.policy.tenant, self.policy.tenant,
+                           self.policy.tenant_budget))
+        for scope, key, name, scoped in scopes:
+            for period in ("day", "month"):
+                limits = getattr(scoped, period).items()
+                if not limits:
+                    continue
+                tokens, cost = await self.kernel.budgets.used(scope, key, period)
+                for metric, limit in limits:
+                    yield (scope, name, period, metric, limit,
+                           tokens if metric == "tokens" else cost, scoped.warn_at)
+
+    async def _over_budget(self) -> dict[str, Any] | None:
+        """The ``budget_exceeded`` error if a limit is reached, else None."""
+        async for scope, name, period, metric, limit, used, _ in self._limits():
+            if used >= limit:
+                return exceeded(scope, name, period, metric, limit, used)
+        return None
+
+    async def _budget_warnings(self, tokens: int, cost: float) -> list[NewEvent]:
+        """``budget.warning`` events for the thresholds this step's usage crosses. A
+        run's usage only grows, so it crosses each threshold once; an agent's or a
+        tenant's may be crossed by two of its runs at once, hence ``warn_once``."""
+        events: list[NewEvent] = []
+        step = {"tokens": tokens, "cost_usd": cost}
+        async for scope, name, period, metric, limit, used, warn_at in self._limits():
+            after = used + step.get(metric, 0)
+            for threshold in warn_at:
+                if not used < threshold * limit <= after:
+                    continue
+                if scope != "run" and not self.kernel.budgets.warn_once(
+                        scope, name, period, metric, threshold):
+                    continue
+                events.append(self._event("budget.warning", {
+                    "scope": scope, "name": name, "period": period, "metric": metric,
+                    "limit": limit, "used": round(after, 6), "threshold": threshold}))
+        return events
+
+    def _charged(self, charge: UsageCharge | None) -> None:
+        """A committed step's usage joins the cached agent and tenant totals."""
+        if charge is not None and self.policy.budgeted:
+            self.kernel.budgets.charge(
+                {"agent": charge.agent_id, "tenant": charge.tenant},
+                charge.input_tokens + charge.output_tokens, charge.cost_usd)

@@ -1,0 +1,215 @@
+"""Building a run's executor: everything a run needs, gathered when it starts.
+
+The supervisor asks for an executor when a run's turn comes (see
+:class:`agentd.runtime.supervisor.Supervisor`). Building one wakes the run's agent,
+resolves its plan (models, budget, policy, sandbox, MCP servers), brings the
+session's history up to date, opens the sandbox and hands it all to a
+:class:`~agentd.runtime.loop.RunExecutor`. A run that cannot start (its agent was
+stopped, its model no longer resolves, its sandbox cannot be made) is settled here
+with the reason, so it never stays queued for ever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agentd.config import PRIORITIES, Settings
+from agentd.errors import Conflict, InvalidInput, InvalidModel
+from agentd.runtime.agents import AgentPlan, Agents
+from agentd.runtime.bus import EventBus
+from agentd.runtime.calls import Kernel
+from agentd.runtime.history import HistoryCache
+from agentd.runtime.loop import CallPolicy, RunExecutor
+from agentd.runtime.runlog import RunLog
+from agentd.runtime.sandboxes import Sandboxes
+from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
+from agentd.security.policy import Policy, PolicyConfig
+from agentd.store import Lease, NewEvent, Store
+from agentd.store.records import AgentRecord, RunRecord
+from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
+from agentd.tools._workers import WorkerPool
+from agentd.tools.mcp import MCPManager
+
+__all__ = ["WORKSPACE_TOOLS", "ExecutorFactory", "Prepared"]
+
+#: Tools that read or change the workspace: an agent with any of them has its
+#: workspace snapshotted (and checked for changes from outside).
+WORKSPACE_TOOLS = frozenset(FILE_TOOLS) | frozenset(COMMAND_TOOLS)
+
+
+@dataclass(kw_only=True, slots=True)
+class Prepared:
+    """What the sender already knows about a run, so starting it needs no reads."""
+
+    run: RunRecord
+    session_key: str
+    min_seq: int
+    session_policy: dict[str, Any] | None = None
+
+
+def permissions_for(settings: Settings, agent: PolicyConfig, session: PolicyConfig | None
+                    ) -> Policy:
+    """The layered policy of an agent's session (daemon < agent < session)."""
+    return Policy(daemon=settings.policy, agent=agent, session=session)
+
+
+def _mb(daemon: int, agent: int | None) -> int | None:
+    """A size limit in bytes: the daemon's (0: none), lowered by the agent's."""
+    chosen = [v for v in (daemon, agent) if v]
+    return min(chosen) << 20 if chosen else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Start:
+    """A run that can start: its agent, plan, session and history."""
+
+    run: RunRecord
+    agent: AgentRecord
+    plan: AgentPlan
+    session_key: str
+    permissions: Policy
+
+
+class ExecutorFactory:
+    """Builds :class:`RunExecutor` s for the supervisor (its ``build`` callback)."""
+
+    def __init__(self, settings: Settings, store: Store, *, bus: EventBus, runlog: RunLog,
+                 agents: Agents, histories: HistoryCache, tools: ToolRegistry,
+                 mcp: MCPManager, sandboxes: Sandboxes, workspaces: WorkspaceKeeper | None,
+                 kernel: Kernel, workers: WorkerPool, lease: Lease) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.runlog = runlog
+        self.agents = agents
+        self.histories = histories
+        self.tools = tools
+        self.mcp = mcp
+        self.sandboxes = sandboxes
+        self.workspaces = workspaces
+        self.kernel = kernel
+        self.workers = workers
+        self.lease = lease
+
+    async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
+        """The executor of ``run_id``, or None when the run does not start here (ended,
+        held while its agent is paused, or settled now because it cannot start)."""
+        start = await self._startable(run_id, prepared)
+        if start is None:
+            return None
+        run, agent, plan = start.run, start.agent, start.plan
+        history = await self.histories.get(
+            run.session_id, min_seq=prepared.min_seq if prepared else None,
+            agent_id=agent.id)
+        tools, notes = await self._tools(start)
+        workspace = self.agents.workspace_of(agent)
+        shell_key = f"{agent.id}/{run.session_id}"
+        sandbox = None
+        if tools:
+            try:
+                sandbox = await self.sandboxes.for_run(
+                    plan.sandbox, plan.limits, workspace=workspace,
+                    permissions=start.permissions, shell_key=shell_key, agent_id=agent.id)
+            except (InvalidInput, Conflict) as exc:
+                await self.runlog.fail(run, exc.to_dict())
+                return None
+        workspace_steps = None
+        if self.workspaces is not None and any(
+                not t.read_only or t.name in WORKSPACE_TOOLS for t in tools):
+            workspace_steps = SessionWorkspace(
+                self.workspaces, agent_id=agent.id, session_id=run.session_id,
+                workspace=workspace, history=history,
+                budget_bytes=_mb(self.settings.sandbox.snapshot_budget_mb,
+                                 plan.sandbox.snapshot_budget_mb),
+                quota_bytes=_mb(self.settings.sandbox.workspace_max_mb,
+                                plan.sandbox.workspace_max_mb))
+
+        async def on_tainted() -> None:
+            # Content from outside entered the session: its persistent shell, which
+            # may hold state the content set up, is closed.
+            await self.sandboxes.close_shells(shell_key)
+
+        return RunExecutor(
+            store=self.store, bus=self.bus, run=run, agent_name=agent.name,
+            session_key=start.session_key, history=history, kernel=self.kernel,
+            targets=plan.targets, policy=self.call_policy(agent, plan, run.priority),
+            instructions=agent.instructions, tools=tools,
+            max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
+            tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
+            lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
+            workspace=workspace, permissions=start.permissions,
+            workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
+            sandbox=sandbox, workers=self.workers,
+        )
+
+    async def _startable(self, run_id: str, prepared: Prepared | None) -> _Start | None:
+        """The run, its agent and plan if it can start now; else None (settled here
+        when it never can)."""
+        if prepared is not None:
+            run, session_key = prepared.run, prepared.session_key
+        else:
+            run, _, session_key = await self.store.run_context(run_id)
+        if run.terminal:
+            return None
+        agent = await self.agents.by_id(run.agent_id)  # wakes it
+        if agent is None:
+            return None
+        if agent.state == "paused":
+            return None  # stays queued in the store; resume submits it again
+        if agent.state in ("stopped", "error"):
+            await self.runlog.cancel(run, f"agent {agent.state}")
+            return None
+        try:
+            plan = self.agents.plan(agent)
+        except InvalidModel as exc:
+            await self.runlog.fail(run, exc.to_dict())
+            self.agents.remember(await self.store.set_agent_state(agent.name, "error"))
+            return None
+        if prepared is not None:
+            session_policy = prepared.session_policy
+        else:
+            session_policy = (await self.store.get_session(agent.id, session_key)).policy
+        permissions = permissions_for(
+            self.settings, plan.policy,
+            None if session_policy is None else PolicyConfig.model_validate(session_policy))
+        return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
+                      permissions=permissions)
+
+    async def _tools(self, start: _Start) -> tuple[list[Any], list[NewEvent]]:
+        """The run's tools: the agent's, then its MCP servers' (with an event naming
+        any server that could not be reached)."""
+        agent, plan = start.agent, start.plan
+        tools = self.tools.resolve(agent.tools)
+        notes: list[NewEvent] = []
+        if plan.mcp:
+            failures: list[str] = []
+            spawn = self.sandboxes.mcp_spawner(
+                plan.sandbox, plan.limits, workspace=self.agents.workspace_of(agent),
+                network=permissions_for(self.settings, plan.policy, None).network,
+                agent_id=agent.id)
+            tools = [*tools, *await self.mcp.tools(agent.id, plan.mcp, failures=failures,
+                                                   spawn=spawn)]
+            if failures:
+                notes.append(NewEvent(kind="tools.unavailable", run_id=start.run.id,
+                                      data={"errors": failures}))
+        return tools, notes
+
+    def call_policy(self, agent: AgentRecord, plan: AgentPlan, priority: str) -> CallPolicy:
+        """How the run's model calls go through the kernel, and what they may spend."""
+        settings = agent.settings
+        tenant = str(settings.get("tenant") or "default")
+        tenant_config = self.settings.tenants.get(tenant)
+        tenant_budget = (None if tenant_config is None or tenant_config.budget.empty
+                         else tenant_config.budget)
+        retries = settings.get("max_retries")
+        retry = self.kernel.retry if retries is None else replace(
+            self.kernel.retry, attempts=int(retries) + 1)
+        return CallPolicy(
+            priority=priority if priority in PRIORITIES else "background",
+            tenant=tenant, weight=float(settings.get("weight") or 1.0),
+            budget=plan.budget, tenant_budget=tenant_budget,
+            budgeted=plan.budgeted or tenant_budget is not None,
+            retry=retry, park=settings.get("on_outage", "wait") == "wait",
+            outage_timeout_s=float(settings.get("outage_timeout_s") or 0.0),
+            max_continuations=int(settings.get("max_continuations", 2)))

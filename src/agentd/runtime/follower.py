@@ -1,0 +1,68 @@
+"""Following commits made by other nodes (PostgreSQL shared by several daemons).
+
+Each commit to a session's log is announced by the store (``LISTEN``/``NOTIFY``); if
+this node's subscribers of that session have not seen it, the new events are read
+from the log and published here, so a client follows a session from any node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from agentd.runtime.bus import EventBus
+from agentd.store import Store
+
+__all__ = ["LogFollower"]
+
+log = logging.getLogger(__name__)
+
+
+class LogFollower:
+    def __init__(self, store: Store, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+        self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        #: Sessions whose events committed elsewhere are being read: the seq to reach.
+        self._catching_up: dict[str, int] = {}
+
+    def start(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(
+                self.store.engine.listen(self.committed), name="agentd-listen")
+
+    async def stop(self) -> None:
+        task, self._listener = self._listener, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def committed(self, session_id: str, seq: int) -> None:
+        """A commit to ``session_id``'s log up to ``seq``, by any node: if this node's
+        subscribers have not seen it, read it from the log and publish it."""
+        if self.bus.behind(session_id, seq) is None:
+            return
+        if session_id in self._catching_up:
+            self._catching_up[session_id] = max(self._catching_up[session_id], seq)
+            return
+        self._catching_up[session_id] = seq
+        task = asyncio.create_task(self._catch_up(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _catch_up(self, session_id: str) -> None:
+        try:
+            while (last := self.bus.behind(session_id, self._catching_up[session_id])
+                   ) is not None:
+                # Subscribers fill any gap from the log themselves; a fresh subscriber
+                # needs only the newest events.
+                after = last if last else max(self._catching_up[session_id] - 64, 0)
+                events = await self.store.read_events(session_id, after=after, limit=1000)
+                if not events:
+                    break
+                self.bus.publish(events)
+        except Exception:
+            log.exception("could not read session %s's new events", session_id)
+        finally:
+            del self._catching_up[session_id]

@@ -1,0 +1,176 @@
+"""The runs service: accepting messages, and following, cancelling and deciding runs.
+
+A message is accepted when the store has committed it with its queued run; only then
+is the run handed to the supervisor, which starts it when its session's turn comes.
+Everything here works on any node: a run another node drives is asked to stop
+through the store, and waited for through the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agentd.config import PRIORITIES
+from agentd.errors import AgentNotAccepting, InvalidInput, ShuttingDown
+from agentd.runtime._executors import Prepared
+from agentd.runtime._session_ops import check_session_key
+from agentd.runtime.agents import Agents
+from agentd.runtime.bus import EventBus
+from agentd.runtime.history import HistoryCache
+from agentd.runtime.runlog import RunLog
+from agentd.runtime.supervisor import Supervisor
+from agentd.store import LeaseLost, Store
+from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
+
+__all__ = ["MODES", "Runs", "SendResult"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("enqueue", "reject", "interrupt", "steer")
+
+
+@dataclass(kw_only=True, slots=True)
+class SendResult:
+    agent: AgentRecord
+    session: SessionRecord
+    run: RunRecord
+    events: list[EventRecord]
+    duplicate: bool
+
+
+class Runs:
+    """Messages in, runs followed and steered (see the module's docstring).
+
+    Args:
+        accepting: whether the daemon takes new work (False while it shuts down).
+        lease_ttl_s: how long another node may take to notice a cancel sent to it.
+    """
+
+    def __init__(self, store: Store, *, bus: EventBus, histories: HistoryCache,
+                 agents: Agents, supervisor: Supervisor, runlog: RunLog,
+                 accepting: Callable[[], bool], lease_ttl_s: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.histories = histories
+        self.agents = agents
+        self.supervisor = supervisor
+        self.runlog = runlog
+        self.accepting = accepting
+        self.lease_ttl_s = lease_ttl_s
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def send(self, name: str, key: str, content: str, *,
+                   idempotency_key: str | None = None, mode: str = "enqueue",
+                   priority: str | None = None) -> SendResult:
+        """Accept a message: committed (message + queued run) before this returns.
+
+        ``mode``: what happens when the session has a run already (``enqueue`` behind
+        it, ``reject`` with 409, ``interrupt`` it at its next step boundary, or
+        ``steer`` the message into it). ``priority`` is the run's class in the
+        kernel's scheduler (``interactive``, ``background``, ``batch``); default: the
+        agent's ``settings.priority``, else ``background``.
+        """
+        if mode not in MODES:
+            raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
+                               field="body.mode")
+        if priority is not None and priority not in PRIORITIES:
+            raise InvalidInput(f"unknown priority {priority!r}; use one of "
+                               f"{', '.join(PRIORITIES)}", field="body.priority")
+        if not self.accepting():
+            raise ShuttingDown("the daemon is shutting down; retry shortly")
+        check_session_key(key)
+        agent = await self.agents.get(name)
+        if agent.state in ("paused", "stopped", "error"):
+            raise AgentNotAccepting(
+                f"agent {name!r} is {agent.state} and does not accept messages"
+                + ("; resume it first" if agent.state != "error" else ""),
+                code=f"agent_{agent.state}")
+        accepted = await self.store.accept_message(
+            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
+            mode=mode, priority=priority or agent.settings.get("priority") or "background")
+        self.bus.publish(accepted.events)
+        self.histories.offer(accepted.events)
+        if accepted.steered:
+            if not self.supervisor.steer(accepted.session.id, accepted.run.id,
+                                         accepted.events[-1].seq):
+                log.info("run %s was not active here; it reads the steer from the log",
+                         accepted.run.id)
+        elif not accepted.duplicate:
+            self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
+                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
+                session_policy=accepted.session.policy),
+                agent_id=agent.id, order=accepted.run.queued_seq)
+            if mode == "interrupt" and accepted.busy_run is not None:
+                self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
+                                                 "interrupted by a newer message")
+        if agent.state == "created":
+            agent = self.agents.remember(await self.store.set_agent_state(name, "running"))
+        return SendResult(agent=agent, session=accepted.session, run=accepted.run,
+                          events=accepted.events, duplicate=accepted.duplicate)
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """Wait until the run settles (or waits for a decision); return it as stored."""
+        if run_id in self.supervisor.waiting_runs:
+            return await self.store.get_run(run_id)  # waits for a client's decision
+        future = self.supervisor.waiter(run_id)
+        try:
+            if self.supervisor.is_known(run_id):
+                settled = await future
+                if settled is not None:
+                    return settled
+            run = await self.store.get_run(run_id)
+            # Held while its agent is paused, or owned by another process: poll.
+            while not run.terminal and self.accepting():
+                await asyncio.wait({future}, timeout=0.5)
+                run = await self.store.get_run(run_id)
+            return run
+        finally:
+            self.supervisor.discard_waiter(run_id, future)
+
+    async def get(self, run_id: str) -> tuple[RunRecord, str, str]:
+        """The run, its agent's name and its session's key."""
+        return await self.store.run_context(run_id)
+
+    async def cancel(self, run_id: str) -> tuple[RunRecord, str, str]:
+        run, agent_name, key = await self.store.run_context(run_id)
+        if run.terminal:
+            return run, agent_name, key
+        reason = "cancelled by request"
+        if not await self.supervisor.cancel(run.session_id, run_id, reason):
+            # Not held by this process: a paused agent's queued run (settled here), or a
+            # run another node drives (asked to cancel it; it does within a third of
+            # lease_ttl_s, and this call waits that long for it).
+            try:
+                await self.runlog.cancel_queued(run_id, reason)
+            except LeaseLost:
+                await self.store.request_cancel(run_id, reason)
+                deadline = time.monotonic() + self.lease_ttl_s / 3 + 2.0
+                while time.monotonic() < deadline:
+                    run, agent_name, key = await self.store.run_context(run_id)
+                    if run.terminal:
+                        break
+                    await asyncio.sleep(0.1)
+        return await self.store.run_context(run_id)
+
+    def cancel_in_background(self, session_id: str, run_id: str, reason: str) -> None:
+        """Cancel a run this node drives, without waiting (from a housekeeping job)."""
+        task = asyncio.create_task(self.supervisor.cancel(session_id, run_id, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def start_held(self, agent: AgentRecord) -> None:
+        """Submit the runs held in the store while the agent was paused."""
+        for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
+            if not self.supervisor.is_known(run.id):
+                self.supervisor.submit(run.session_id, run.id, agent_id=run.agent_id,
+                                       order=run.queued_seq)
+
+    async def cancel_held(self, agent: AgentRecord, reason: str) -> None:
+        """Cancel the runs held in the store for the agent (queued, no executor)."""
+        for run in await self.store.runs_with_status(["queued"], agent_id=agent.id):
+            await self.runlog.cancel_queued(run.id, reason)
