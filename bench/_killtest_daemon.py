@@ -21,7 +21,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 class Daemon:
     """``python -m agentd serve`` on one home and port, started and killed many times."""
 
-    def __init__(self, workdir: Path, home: Path, effects_dir: Path) -> None:
+    def __init__(self, workdir: Path, home: Path, effects_dir: Path,
+                 database_url: str | None = None) -> None:
         self.workdir = workdir
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,8 @@ class Daemon:
             PYTHONPATH=os.pathsep.join(path),
             PYTHONUNBUFFERED="1",
         )
+        if database_url:
+            env["AGENTD_DATABASE_URL"] = database_url
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], Violat
     kill_rng = random.Random(f"{args.seed}/kills")
     names = list(AGENTS)
     sessions = [(names[i % len(names)], f"kill:{i}") for i in range(args.sessions)]
-    daemon = Daemon(workdir, home, effects_dir)
+    daemon = Daemon(workdir, home, effects_dir, database_url=args.store_url)
     shared = Shared(daemon, sessions, args.backlog)
     clients = [Client(i, shared, args.seed, args.idem_share) for i in range(args.clients)]
     followers = [Follower(shared, s) for s in sessions[:args.followers]]
@@ -283,6 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--startup-timeout", type=float, default=30.0)
     p.add_argument("--drain-timeout", type=float, default=120.0)
     p.add_argument("--settle-timeout", type=float, default=120.0)
+    p.add_argument("--postgres", metavar="URL", default=None,
+                   help="run the daemon on PostgreSQL at URL (a fresh schema, dropped "
+                        "afterwards unless --keep), instead of SQLite in its home")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the home, logs and effect files go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
@@ -301,6 +304,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _pg_schema(url: str) -> tuple[str, str]:
+    """A fresh schema on the PostgreSQL server at ``url``, and a URL that uses it."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+    schema = f"killtest_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in url else "?"
+    return schema, f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+def _pg_drop(url: str, schema: str) -> None:
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.workdir is None:
@@ -310,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
     failed = False
     violations = Violations()
+    schema = None
+    args.store_url = None
+    if args.postgres:
+        schema, args.store_url = _pg_schema(args.postgres)
     try:
         out, violations, text = run(args, workdir)
     except (RuntimeError, OSError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
@@ -326,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         (workdir / "violations.txt").write_text(text + "\n")
         info(f"VIOLATIONS:\n{text}")
     keep = args.keep or failed or violations.total > 0
+    out["store"] = "postgresql" if schema else "sqlite"
+    if schema and not keep:
+        _pg_drop(args.postgres, schema)
+    elif schema:
+        info(f"kept PostgreSQL schema {schema}")
     if keep:
         info(f"kept {workdir}")
         out["workdir"] = str(workdir)
