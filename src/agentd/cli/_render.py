@@ -274,6 +274,12 @@ def tool_result_line(data: dict[str, Any], limit: int = 300) -> Text:
     return Text(f"  ← {name}: {output}", style="dim")
 
 
+def run_header(number: int, run_id: str, *, again: bool = False) -> Text:
+    """The line `history` shows when the run changes: ``── run 2 · r_... ──``."""
+    label = f"run {number}{', continued' if again else ''} · {run_id}"
+    return Text(f"── {label} ──", style="dim")
+
+
 def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:
     """How `history` shows one Event; an empty list hides it."""
     kind = str(event.get("kind", ""))

@@ -14,7 +14,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from agentd.cli import _approvals, _chat, _checkpoints, _daemon, _runs, _sessions, _usage
+from agentd.cli import (
+    _approvals,
+    _chat,
+    _checkpoints,
+    _daemon,
+    _edit,
+    _runs,
+    _sessions,
+    _tools,
+    _usage,
+)
 from agentd.cli._common import (
     TERMINAL_STATUSES,
     JsonOption,
@@ -34,6 +44,7 @@ from agentd.cli._render import (
     error_of,
     event_lines,
     failure_line,
+    run_header,
     sessions_table,
     waiting_line,
 )
@@ -285,6 +296,9 @@ def pause(ctx: typer.Context, name: NameArg) -> None:
 
 
 app.command(rich_help_panel="Agents")(_checkpoints.resume)
+app.command(rich_help_panel="Agents")(_edit.edit)
+app.command("set", rich_help_panel="Agents")(_edit.set_fields)
+app.command(rich_help_panel="Agents")(_tools.tools)
 
 
 @app.command("stop-agent", rich_help_panel="Agents")
@@ -471,7 +485,9 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw events as JSON.")] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Show a session's history: messages, tool calls with arguments and results.
+    """Show a session's history: messages, tool calls with arguments and results,
+    under a header for each run (numbered in the order their messages came), so
+    that each answer shows which message it answers.
 
     [bold]Examples[/]
       $ agentd history demo
@@ -496,8 +512,22 @@ def history(
     if not events:
         console.print(f"[dim]no events in session {escape(session)} of {escape(name)}[/]")
         return
+    # Queued messages interleave in the log (every message is logged when it arrives,
+    # its answer when its run gets to it): a header each time the run changes says
+    # which answer belongs to which message.
+    numbers: dict[str, int] = {}
+    current: str | None = None
     for event in events:
-        for line in event_lines(event, verbose=verbose):
+        lines = event_lines(event, verbose=verbose)
+        if not lines:
+            continue
+        run_id = event.get("run_id")
+        if isinstance(run_id, str) and run_id != current:
+            again = run_id in numbers
+            number = numbers.setdefault(run_id, len(numbers) + 1)
+            console.print(run_header(number, run_id, again=again), soft_wrap=True)
+            current = run_id
+        for line in lines:
             console.print(line, soft_wrap=True)
 
 
@@ -510,6 +540,7 @@ app.command(rich_help_panel="Sessions")(_checkpoints.checkpoint)
 app.command(rich_help_panel="Sessions")(_checkpoints.checkpoints)
 app.command(rich_help_panel="Sessions")(_checkpoints.fork)
 
+app.command(rich_help_panel="Runs")(_runs.runs)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
 app.command(rich_help_panel="Runs")(_runs.decide)
