@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests.cli.conftest import Invoke, one_error_line
 
 from agentd.client import Client
-from tests.cli.conftest import Invoke, one_error_line
 
 # -- tools --------------------------------------------------------------------------
 

@@ -45,10 +45,15 @@ class ReplyPrinter:
         self._partial: list[str] = []
         #: The run's message.user events seen (the first is its own input).
         self._inputs = 0
-        #: A message was steered in while an answer was streaming: that answer is
-        #: dropped and asked again (the runtime refuses to commit a final answer that
-        #: did not see it), so the next tokens start it afresh.
-        self._steered = False
+        #: The seq of a message steered in while an answer was streaming. The runtime
+        #: refuses to commit a final answer that did not see it and asks the model
+        #: again; the new call's tokens are the first to come after that seq (a
+        #: token's id is the last seq committed when it was written).
+        self._steered: int | None = None
+        #: The partial answer no longer sits on one line (a notice broke it).
+        self._broken = False
+        #: Notices held back while an answer streams, so it stays on one line.
+        self._held: list[str] = []
 
     def begin(self, label: str) -> None:
         """Print a label the reply continues on the same line."""
@@ -60,13 +65,18 @@ class ReplyPrinter:
         """Drop the partial answer shown so far: erased on a terminal when it is still
         on one line, else announced (what is printed cannot be taken back)."""
         partial = "".join(self._partial)
-        self._partial, self._steered = [], False
+        broken = self._broken
+        self._partial, self._steered, self._broken = [], None, False
         if not partial:
             return
-        if self.console.is_terminal and self._mid_line and "\n" not in partial:
-            typer.echo("\r\x1b[2K", nl=False)
+        if (self.console.is_terminal and self._mid_line and not broken
+                and "\n" not in partial):
+            typer.echo("\r\x1b[2K", nl=False, color=True)
+            self._mid_line = False
+            self._flush_held()
             if self._label:
                 self.console.print(self._label, end="")
+                self._mid_line = True
             return
         self.end_line()
         self.console.print(f"[yellow]({why}; the answer restarts)[/]")
@@ -75,6 +85,13 @@ class ReplyPrinter:
         if self._mid_line:
             typer.echo("")
             self._mid_line = False
+            self._broken = bool(self._partial)
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        held, self._held = self._held, []
+        for note in held:
+            self.console.print(note)
 
     def _text(self, text: str) -> None:
         if text:
@@ -90,7 +107,7 @@ class ReplyPrinter:
             if data.get("reset"):
                 # The model call was retried or fell back and answers differently.
                 self._restart("model call retried")
-            elif self._steered:
+            elif self._steered is not None and (frame.id or 0) >= self._steered:
                 self._restart("a message was steered in")
             self._text(str(data.get("text", "")))
             self._streamed = True
@@ -99,11 +116,16 @@ class ReplyPrinter:
             self.console.print(f"[yellow]({escape(waiting_line(data))})[/]")
         elif frame.event == "message.user":
             self._inputs += 1
-            if self._inputs > 1:
-                self.end_line()
+            if payload.get("steer") or self._inputs > 1:
                 content = str(payload.get("content") or "")
-                self.console.print(f"[dim](steered in: {escape(short(content, 200))})[/]")
-                self._steered = bool(self._partial)
+                note = f"[dim](steered in: {escape(short(content, 200))})[/]"
+                if self._partial and frame.id is not None:
+                    # Said once the streaming answer is done with (finished or dropped).
+                    self._steered = frame.id
+                    self._held.append(note)
+                else:
+                    self.end_line()
+                    self.console.print(note)
         elif frame.event in ("model.outage", "model.recovered"):
             self.end_line()
             if frame.event == "model.outage":
@@ -128,8 +150,8 @@ class ReplyPrinter:
             if not self._streamed:
                 self._text(str(payload.get("text") or ""))
             self._streamed = False
-            self._partial, self._steered = [], False
             self.end_line()
+            self._partial, self._steered, self._broken = [], None, False
         elif frame.event == "tool_start":
             self.end_line()
             self.console.print(tool_call_line(payload.get("name"), payload.get("arguments")))
