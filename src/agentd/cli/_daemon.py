@@ -301,10 +301,11 @@ def stop(
     out().print(f"stopping agentd (pid {pid})…")
     if in_flight:
         grace = settings.shutdown_grace_s
-        runs = "1 run is" if in_flight == 1 else f"{in_flight} runs are"
+        runs, steps = (("1 run is", "its current step") if in_flight == 1
+                       else (f"{in_flight} runs are", "their current steps"))
         out().print(
             f"{runs} in flight: waiting up to {grace:g} s (AGENTD_SHUTDOWN_GRACE_S) for "
-            "their current steps to finish; what is left resumes at the next start",
+            f"{steps} to finish; what is left resumes at the next start",
             soft_wrap=True)
     if not _wait_exit(pid, timeout):
         if not force:
