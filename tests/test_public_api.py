@@ -60,3 +60,46 @@ def test_importing_agentd_has_no_side_effects(tmp_path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={"AGENTD_HOME": str(home), "PATH": "/usr/bin:/bin"})
     assert not home.exists()
+
+
+# -- what users import from ``agentd`` --------------------------------------------------
+
+#: The names ``from agentd import ...`` offers; changing them is an API change.
+PUBLIC = {
+    "APIError", "AgentdError", "Client", "ClientError", "ConnectionFailed", "SSEEvent",
+    "Settings", "Tool", "ToolContext", "WaitTimeout", "__version__", "load_settings",
+    "tool",
+}
+
+
+def test_agentd_exports_exactly_what_users_import() -> None:
+    assert set(agentd.__all__) == PUBLIC
+    assert list(agentd.__all__) == sorted(agentd.__all__, key=_isort_key)
+    for name in agentd.__all__:
+        assert name == "__version__" or not name.startswith("_"), name
+        value = getattr(agentd, name)
+        assert value is not None
+    from agentd.client import Client
+    from agentd.config import Settings
+    from agentd.tools import tool
+    assert (agentd.Client, agentd.Settings, agentd.tool) == (Client, Settings, tool)
+    with pytest.raises(AttributeError):
+        agentd.Runtime  # noqa: B018 (the runtime is the daemon's, not a public name)
+
+
+def test_importing_agentd_loads_no_layer_until_a_name_is_used() -> None:
+    loaded = _imported_after("import agentd")
+    for layer in ("agentd.client", "agentd.config", "agentd.tools", "agentd.runtime",
+                  "agentd.server", "agentd.store", "agentd.llm"):
+        assert layer not in loaded, f"import agentd loaded {layer}"
+    loaded = _imported_after("from agentd import Client, WaitTimeout")
+    for layer in ("agentd.runtime", "agentd.store", "agentd.server", "agentd.llm"):
+        assert layer not in loaded, f"from agentd import Client loaded {layer}"
+
+
+def test_the_python_client_docs_name_every_public_name() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[1] / "docs" / "python-client.md").read_text()
+    missing = [name for name in agentd.__all__ if f"`{name}" not in docs]
+    assert not missing, f"docs/python-client.md does not mention {missing}"

@@ -10,11 +10,24 @@ from rich.console import Console
 from rich.markup import escape
 
 from agentd.cli._common import connect, describe_api_error, err, out
-from agentd.cli._render import error_line, error_of, tool_call_line, tool_result_line
+from agentd.cli._render import (
+    error_of,
+    failure_line,
+    short,
+    tool_call_line,
+    tool_result_line,
+    waiting_line,
+)
 from agentd.cli._safe import terminal_safe
 from agentd.client import APIError, Client, SSEEvent
 
 _EXIT_COMMANDS = frozenset({"/exit", "/quit"})
+#: The chat's own commands: (name, what it does). Anything else is sent to the agent.
+SLASH_COMMANDS = (
+    ("/help", "list these commands"),
+    ("/exit, /quit", "leave the chat (Ctrl-D too)"),
+    ("/tool NAME {json}", "scripted model only: call tool NAME with these arguments"),
+)
 
 
 class ReplyPrinter:
@@ -27,21 +40,64 @@ class ReplyPrinter:
         self.failed = False
         self._streamed = False  # tokens printed for the current model step
         self._mid_line = False
+        self._label = ""
+        #: Text shown since the step's answer was last committed.
+        self._partial: list[str] = []
+        #: The run's message.user events seen (the first is its own input).
+        self._inputs = 0
+        #: The seq of a message steered in while an answer was streaming. The runtime
+        #: refuses to commit a final answer that did not see it and asks the model
+        #: again; the new call's tokens are the first to come after that seq (a
+        #: token's id is the last seq committed when it was written).
+        self._steered: int | None = None
+        #: The partial answer no longer sits on one line (a notice broke it).
+        self._broken = False
+        #: Notices held back while an answer streams, so it stays on one line.
+        self._held: list[str] = []
 
     def begin(self, label: str) -> None:
         """Print a label the reply continues on the same line."""
+        self._label = label
         self.console.print(label, end="")
         self._mid_line = True
+
+    def _restart(self, why: str) -> None:
+        """Drop the partial answer shown so far: erased on a terminal when it is still
+        on one line, else announced (what is printed cannot be taken back)."""
+        partial = "".join(self._partial)
+        broken = self._broken
+        self._partial, self._steered, self._broken = [], None, False
+        if not partial:
+            return
+        if (self.console.is_terminal and self._mid_line and not broken
+                and "\n" not in partial):
+            typer.echo("\r\x1b[2K", nl=False, color=True)
+            self._mid_line = False
+            self._flush_held()
+            if self._label:
+                self.console.print(self._label, end="")
+                self._mid_line = True
+            return
+        self.end_line()
+        self.console.print(f"[yellow]({why}; the answer restarts)[/]")
 
     def end_line(self) -> None:
         if self._mid_line:
             typer.echo("")
             self._mid_line = False
+            self._broken = bool(self._partial)
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        held, self._held = self._held, []
+        for note in held:
+            self.console.print(note)
 
     def _text(self, text: str) -> None:
         if text:
             typer.echo(terminal_safe(text), nl=False)
             self._mid_line = not text.endswith("\n")
+            self._partial.append(text)
 
     def handle(self, frame: SSEEvent) -> None:
         self.run_id = self.run_id or frame.run_id
@@ -49,12 +105,27 @@ class ReplyPrinter:
         payload: Any = data.get("data") if isinstance(data.get("data"), dict) else {}
         if frame.event == "token":
             if data.get("reset"):
-                # The model call was retried or fell back and answers differently: a
-                # terminal cannot take back what it printed, so say so and start over.
-                self.end_line()
-                self.console.print("[yellow](model call retried; the answer restarts)[/]")
+                # The model call was retried or fell back and answers differently.
+                self._restart("model call retried")
+            elif self._steered is not None and (frame.id or 0) >= self._steered:
+                self._restart("a message was steered in")
             self._text(str(data.get("text", "")))
             self._streamed = True
+        elif frame.event == "waiting":
+            self.end_line()
+            self.console.print(f"[yellow]({escape(waiting_line(data))})[/]")
+        elif frame.event == "message.user":
+            self._inputs += 1
+            if payload.get("steer") or self._inputs > 1:
+                content = str(payload.get("content") or "")
+                note = f"[dim](steered in: {escape(short(content, 200))})[/]"
+                if self._partial and frame.id is not None:
+                    # Said once the streaming answer is done with (finished or dropped).
+                    self._steered = frame.id
+                    self._held.append(note)
+                else:
+                    self.end_line()
+                    self.console.print(note)
         elif frame.event in ("model.outage", "model.recovered"):
             self.end_line()
             if frame.event == "model.outage":
@@ -80,6 +151,7 @@ class ReplyPrinter:
                 self._text(str(payload.get("text") or ""))
             self._streamed = False
             self.end_line()
+            self._partial, self._steered, self._broken = [], None, False
         elif frame.event == "tool_start":
             self.end_line()
             self.console.print(tool_call_line(payload.get("name"), payload.get("arguments")))
@@ -98,7 +170,15 @@ class ReplyPrinter:
         elif frame.event == "error":
             self.end_line()
             self.failed = True
-            self.errors.print(f"[bold red]error:[/] {escape(error_line(error_of(data)))}")
+            self.errors.print(f"[bold red]error:[/] {escape(failure_line(error_of(data)))}")
+
+
+def print_help(console: Console) -> None:
+    """The chat's slash commands (``/help``)."""
+    console.print("[bold]commands[/]")
+    for name, what in SLASH_COMMANDS:
+        console.print(f"  [bold]{escape(name)}[/]  {escape(what)}")
+    console.print("[dim]  anything else is sent to the agent; Ctrl-C stops a reply[/]")
 
 
 def stream_reply(client: Client, agent: str, key: str, text: str, printer: ReplyPrinter) -> None:
@@ -138,9 +218,9 @@ def chat(
 ) -> None:
     """Chat with an agent interactively; replies stream as they are written.
 
-    Type a message and press Enter. [bold]/exit[/] or Ctrl-D leaves; Ctrl-C stops
-    the current reply. Tool calls and results are shown dimmed. Lines can also be
-    piped in, one message each.
+    Type a message and press Enter. [bold]/help[/] lists the chat's commands;
+    [bold]/exit[/] or Ctrl-D leaves; Ctrl-C stops the current reply. Tool calls
+    and results are shown dimmed. Lines can also be piped in, one message each.
 
     [bold]Examples[/]
       $ agentd chat demo
@@ -154,7 +234,7 @@ def chat(
         if interactive:
             console.print(
                 f"[dim][bold]{escape(name)}[/] · session {escape(session)} · "
-                "/exit or Ctrl-D to leave, Ctrl-C to stop a reply[/]"
+                "/help for commands, /exit or Ctrl-D to leave, Ctrl-C to stop a reply[/]"
             )
         while True:
             try:
@@ -169,6 +249,9 @@ def chat(
                 continue
             if text in _EXIT_COMMANDS:
                 break
+            if text in ("/help", "/?"):
+                print_help(console)
+                continue
             printer = ReplyPrinter(console, errors)
             if interactive:
                 printer.begin(f"[bold green]{escape(name)}>[/] ")

@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -27,6 +27,9 @@ from agentd.cli._common import (
 )
 from agentd.client import APIError, Client, ClientError, ConnectionFailed
 from agentd.security.tokens import ensure_home
+
+if TYPE_CHECKING:
+    from agentd.config import Settings
 
 HostOption = Annotated[
     str | None,
@@ -285,6 +288,8 @@ def stop(
         remove_pid_file(pid_file, pid)
         out().print(f"agentd is not running (removed stale pid file naming pid {pid})")
         return
+    in_flight = _active_runs(settings)
+    began = time.monotonic()
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -294,6 +299,14 @@ def stop(
     except PermissionError:
         fail(f"not allowed to signal agentd (pid {pid})")
     out().print(f"stopping agentd (pid {pid})…")
+    if in_flight:
+        grace = settings.shutdown_grace_s
+        runs, steps = (("1 run is", "its current step") if in_flight == 1
+                       else (f"{in_flight} runs are", "their current steps"))
+        out().print(
+            f"{runs} in flight: waiting up to {grace:g} s (AGENTD_SHUTDOWN_GRACE_S) for "
+            f"{steps} to finish; what is left resumes at the next start",
+            soft_wrap=True)
     if not _wait_exit(pid, timeout):
         if not force:
             fail(
@@ -308,7 +321,20 @@ def stop(
         out().print(f"agentd killed (pid {pid})")
         return
     remove_pid_file(pid_file, pid)
-    out().print("agentd stopped")
+    out().print(f"agentd stopped (after {time.monotonic() - began:.1f} s)")
+
+
+def _active_runs(settings: Settings) -> int:
+    """Runs in flight in the local daemon, as /health says (0 when it does not answer:
+    stopping goes ahead either way)."""
+    with Client(local_url(settings.host, settings.port), local_token(settings),
+                timeout=2.0) as client:
+        try:
+            health = client.health()
+        except ClientError:
+            return 0
+    count = health.get("active_runs")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

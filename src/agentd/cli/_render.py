@@ -218,6 +218,49 @@ def error_line(error: dict[str, Any]) -> str:
     return f"{message} [{code}]" if code else message
 
 
+def _seconds(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s".replace(".0 s", " s")
+
+
+def waiting_line(data: Any) -> str:
+    """What a ``waiting`` frame says the run waits for, in words (plain text), e.g.
+    ``waiting: openai:gpt-4.1-mini unreachable (connection refused); retrying in 4 s``."""
+    if not isinstance(data, dict):
+        return "waiting"
+    reason = str(data.get("reason") or "")
+    model = str(data.get("model") or "the model")
+    cause = data.get("cause")
+    because = f" ({cause})" if cause else ""
+    retry = _seconds(data.get("retry_in_s"))
+    if reason == "queued":
+        line = f"queued behind another run in this session{because}"
+    elif reason == "model_outage":
+        line = f"{model} unreachable{because}"
+    elif reason == "model_retry":
+        line = f"{model} failed{because}"
+    elif reason == "rate_limit":
+        line = f"{model} rate limit{because}"
+    elif reason == "approval":
+        line = f"approval{because}; see agentd approvals"
+    else:
+        line = f"{reason or 'something'}{because}"
+    if retry:
+        line += f"; retrying in {retry}"
+    return f"waiting: {line}"
+
+
+def failure_line(error: dict[str, Any]) -> str:
+    """A run's error in words, naming the model and the cause when the error says."""
+    line = error_line(error)
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    assert isinstance(details, dict)
+    model, cause = details.get("model"), details.get("cause")
+    extra = [str(x) for x in (model, cause) if x and str(x) not in line]
+    return f"{line} ({'; '.join(extra)})" if extra else line
+
+
 def tool_call_line(name: Any, arguments: Any) -> Text:
     args = "" if arguments in (None, {}, "") else short(arguments, 200)
     return Text(f"  → {name}({args})", style="dim")
@@ -229,6 +272,12 @@ def tool_result_line(data: dict[str, Any], limit: int = 300) -> Text:
     if data.get("is_error"):
         return Text(f"  ← {name} failed: {output}", style="red")
     return Text(f"  ← {name}: {output}", style="dim")
+
+
+def run_header(number: int, run_id: str, *, again: bool = False) -> Text:
+    """The line `history` shows when the run changes: ``── run 2 · r_... ──``."""
+    label = f"run {number}{', continued' if again else ''} · {run_id}"
+    return Text(f"── {label} ──", style="dim")
 
 
 def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:

@@ -1,15 +1,17 @@
-"""Run commands: `agentd run` shows one run, `agentd cancel` stops one, `agentd decide`
-settles one waiting on a tool call of unknown outcome."""
+"""Run commands: `agentd runs` lists runs, `agentd run` shows one, `agentd cancel` stops
+one, `agentd decide` settles one waiting on a tool call of unknown outcome."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from agentd.cli._common import TERMINAL_STATUSES, connect, echo_json, out
-from agentd.cli._render import error_line, error_of, run_details
+from agentd.cli._render import error_line, error_of, run_details, short, status_text, when
 
 RunIdArg = Annotated[
     str, typer.Argument(help="Run id (r_...), as printed by send --no-wait.", show_default=False)
@@ -109,3 +111,69 @@ def decide(
         return
     out().print(f"run [bold]{escape(str(run.get('id', run_id)))}[/] is "
                 f"{escape(str(run.get('status', '?')))} ({escape(action)})", soft_wrap=True)
+
+
+def runs_table(found: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("RUN", style="bold", no_wrap=True)
+    table.add_column("AGENT", no_wrap=True)
+    table.add_column("SESSION")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("STEPS", justify="right")
+    table.add_column("CREATED", style="dim", no_wrap=True)
+    table.add_column("INPUT")
+    for run in found:
+        table.add_row(Text(str(run.get("id", ""))), Text(str(run.get("agent", ""))),
+                      Text(str(run.get("session", ""))), status_text(run.get("status")),
+                      str(run.get("steps", "")), when(run.get("created_at")),
+                      Text(short(str(run.get("input", "")), 60)))
+    return table
+
+
+def runs(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", "-a", help="Only this agent's runs.", show_default=False)] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", help="Only this session's runs (with --agent).",
+        show_default=False)] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", help="Only runs in this status (repeat, or comma-separate): queued, "
+        "running, waiting_approval, completed, failed, cancelled, interrupted.",
+        show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN", help="Only runs created at or after WHEN "
+        "(ISO 8601: 2025-01-31 or 2025-01-31T12:00:00Z).", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=1, help="Show at most N runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List runs, newest first, across agents and sessions.
+
+    [bold]Examples[/]
+      $ agentd runs
+      $ agentd runs --agent demo --status failed
+      $ agentd runs --status queued,running --limit 100 --json | jq -r '.[].id'
+    """
+    statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]
+    found: list[dict[str, Any]] = []
+    more = False
+    with connect(ctx) as client:
+        cursor: str | None = None
+        while len(found) < limit:
+            page = client.list_runs(agent=agent, session=session, status=statuses or None,
+                                    since=since, limit=min(limit - len(found), 1000),
+                                    cursor=cursor)
+            found.extend(page.get("runs", []))
+            cursor = page.get("next_cursor")
+            more = bool(cursor)
+            if not cursor:
+                break
+    if as_json:
+        echo_json(found)
+    elif not found:
+        out().print("[dim]no runs match[/]")
+    else:
+        out().print(runs_table(found))
+        if more:
+            out().print(f"[dim]more runs match; show more with --limit {limit * 5}[/]")

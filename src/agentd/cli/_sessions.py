@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from agentd.cli._common import (
     NameArg,
@@ -85,8 +86,13 @@ def _event_of(frame: SSEEvent) -> dict[str, Any] | None:
 
 def tail(
     ctx: typer.Context,
-    name: NameArg,
+    name: Annotated[str | None, typer.Argument(
+        help="Agent name (with --all: only this agent's sessions).",
+        show_default=False)] = None,
     session: SessionOption = "cli",
+    every: Annotated[bool, typer.Option(
+        "--all", help="Follow every session of every agent (or of NAME): live only, "
+        "each line prefixed with agent/session.")] = False,
     after: Annotated[
         int | None,
         typer.Option(
@@ -114,7 +120,8 @@ def tail(
         bool, typer.Option("--json", help="Print each event as one line of JSON (JSON Lines).")
     ] = False,
 ) -> None:
-    """Follow a session's events live, shown as [bold]history[/] shows them.
+    """Follow a session's events live, shown as [bold]history[/] shows them; or,
+    with [bold]--all[/], every session's.
 
     Without [bold]--after[/] it shows only events that happen from now on. It
     runs until Ctrl-C, or until [bold]--count[/] N events have been shown (events
@@ -126,7 +133,18 @@ def tail(
       $ agentd tail demo
       $ agentd tail demo --session user:42 --after 0
       $ agentd tail demo --json --count 5 | jq -c '[.seq, .kind]'
+      $ agentd tail --all
+      $ agentd tail demo --all --json | jq -c '[.session, .kind]'
     """
+    if every:
+        if after is not None:
+            raise typer.BadParameter("the feed of every session is live only",
+                                     param_hint="--after")
+        _tail_all(ctx, name, count=count, verbose=verbose, as_json=as_json)
+        return
+    if name is None:
+        raise typer.BadParameter("give an agent's name, or --all for every agent",
+                                 param_hint="NAME")
     console = out()
     shown = 0
     with connect(ctx) as client:
@@ -158,5 +176,41 @@ def tail(
                     break
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a user stops following; not an error.
+        finally:
+            frames.close()
+
+
+def _tail_all(ctx: typer.Context, agent: str | None, *, count: int | None, verbose: bool,
+              as_json: bool) -> None:
+    console = out()
+    shown = 0
+    with connect(ctx) as client:
+        if agent is not None:
+            client.get_agent(agent)  # a typo fails at once
+        frames = client.feed(agent)
+        try:
+            for frame in frames:
+                data = frame.data if isinstance(frame.data, dict) else {}
+                if frame.event == "lagged":
+                    err().print(f"[yellow](missed {escape(str(data.get('dropped')))} events: "
+                                "this terminal was too slow)[/]")
+                    continue
+                if "kind" not in data:
+                    continue
+                if as_json:
+                    typer.echo(dumps(data))
+                else:
+                    lines = event_lines(data, verbose=verbose)
+                    if not lines:
+                        continue
+                    where = Text(f"{data.get('agent')}/{data.get('session')} ",
+                                 style="bold magenta")
+                    for line in lines:
+                        console.print(Text.assemble(where, line), soft_wrap=True)
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
         finally:
             frames.close()

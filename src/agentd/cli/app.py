@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from agentd.cli import _approvals, _chat, _checkpoints, _daemon, _runs, _sessions, _usage
+from agentd.cli import (
+    _approvals,
+    _chat,
+    _checkpoints,
+    _daemon,
+    _edit,
+    _runs,
+    _sessions,
+    _tools,
+    _usage,
+)
 from agentd.cli._common import (
     TERMINAL_STATUSES,
     JsonOption,
@@ -32,12 +41,15 @@ from agentd.cli._common import (
 from agentd.cli._render import (
     agent_details,
     agents_table,
-    error_line,
     error_of,
     event_lines,
+    failure_line,
+    run_header,
     sessions_table,
+    waiting_line,
 )
 from agentd.cli._safe import terminal_safe
+from agentd.client import Client, WaitTimeout
 
 __all__ = ["app", "main"]
 
@@ -284,6 +296,9 @@ def pause(ctx: typer.Context, name: NameArg) -> None:
 
 
 app.command(rich_help_panel="Agents")(_checkpoints.resume)
+app.command(rich_help_panel="Agents")(_edit.edit)
+app.command("set", rich_help_panel="Agents")(_edit.set_fields)
+app.command(rich_help_panel="Agents")(_tools.tools)
 
 
 @app.command("stop-agent", rich_help_panel="Agents")
@@ -366,6 +381,8 @@ def send(
 ) -> None:
     """Send one message and print the reply.
 
+    While the run waits (queued behind another run, a model retrying or
+    unreachable, a rate limit), what it waits for is shown on stderr.
     Exits with code 1 if the run fails (the error goes to stderr). With
     [bold]--no-wait[/] it prints the queued run's id instead; follow the run with
     [bold]agentd run ID[/] or [bold]agentd tail NAME[/].
@@ -392,31 +409,25 @@ def send(
         else:
             typer.echo(terminal_safe(str(queued.get("id", ""))))
         return
-    deadline = time.monotonic() + timeout
-    with connect(ctx, timeout=timeout) as client:
-        run = client.send(name, session, message, wait=True,
-                          idempotency_key=idempotency_key, mode=mode, priority=priority)
-        # Safety net: should a run come back unfinished, poll it until the deadline
-        # (not one that waits for a person: that may take hours).
-        while (run.get("status") not in TERMINAL_STATUSES
-               and run.get("status") != "waiting_approval"
-               and time.monotonic() < deadline):
-            time.sleep(0.25)
-            run = client.get_run(str(run["id"]))
+    with connect(ctx, timeout=min(timeout, 60.0)) as client:
+        run_id, asked, last_wait = _follow_send(
+            client, name, session, message, idempotency_key=idempotency_key, mode=mode,
+            priority=priority, timeout=timeout)
+        run = client.get_run(run_id)
+        status = run.get("status")
         waiting = ([a for a in client.approvals(name) if a.get("run_id") == run.get("id")]
-                   if run.get("status") == "waiting_approval" else [])
+                   if asked or status == "waiting_approval" else [])
     if as_json:
         echo_json(run)
     elif run.get("output"):
         typer.echo(terminal_safe(str(run["output"])))
-    status = run.get("status")
     if status == "completed":
         return
     if status == "failed":
-        fail(f"run {run.get('id')} failed: {error_line(error_of(run.get('error') or {}))}")
+        fail(f"run {run.get('id')} failed: {failure_line(error_of(run.get('error') or {}))}")
     if status in TERMINAL_STATUSES:
         fail(f"run {run.get('id')} {status}")
-    if status == "waiting_approval":
+    if asked or status == "waiting_approval":
         for request in waiting:
             err().print(f"run {escape(str(run.get('id')))} waits for approval of "
                         f"{escape(str(request.get('name')))}: "
@@ -427,7 +438,43 @@ def send(
             err().print(f"run {escape(str(run.get('id')))} waits for a decision "
                         "(agentd approvals)", soft_wrap=True)
         raise typer.Exit(3)
-    fail(f"run {run.get('id')} is still {status} after {timeout:g}s")
+    last = f" ({last_wait})" if last_wait else ""
+    fail(f"run {run.get('id')} is still {status} after {timeout:g}s{last}; it goes on: "
+         f"agentd run {run.get('id')} shows it")
+
+
+def _follow_send(client: Client, name: str, session: str, message: str, *,
+                 idempotency_key: str | None, mode: str, priority: str | None,
+                 timeout: float) -> tuple[str, bool, str]:
+    """Send and follow the run's stream until it ends, asks a person, or ``timeout``
+    passes, saying on stderr what it waits for meanwhile. Returns the run's id, whether
+    it waits for an approval, and the last thing it waited for."""
+    run_id: str | None = None
+    asked = False
+    last_wait = ""
+    frames = client.stream(name, session, message, idempotency_key=idempotency_key,
+                           mode=mode, priority=priority, timeout=timeout)
+    try:
+        for frame in frames:
+            run_id = run_id or frame.run_id
+            if frame.event == "waiting":
+                last_wait = waiting_line(frame.data)
+                err().print(escape(last_wait), soft_wrap=True)
+                if isinstance(frame.data, dict) and frame.data.get("reason") == "approval":
+                    asked = True
+                    break
+            elif frame.event == "approval.requested":
+                asked = True
+                break
+            elif frame.event in ("done", "error") and frame.run_id in (None, run_id):
+                break
+    except WaitTimeout:
+        pass
+    finally:
+        frames.close()
+    if run_id is None:
+        fail("the daemon's stream named no run")
+    return run_id, asked, last_wait
 
 
 @app.command(rich_help_panel="Conversations")
@@ -438,7 +485,9 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw events as JSON.")] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Show a session's history: messages, tool calls with arguments and results.
+    """Show a session's history: messages, tool calls with arguments and results,
+    under a header for each run (numbered in the order their messages came), so
+    that each answer shows which message it answers.
 
     [bold]Examples[/]
       $ agentd history demo
@@ -463,8 +512,22 @@ def history(
     if not events:
         console.print(f"[dim]no events in session {escape(session)} of {escape(name)}[/]")
         return
+    # Queued messages interleave in the log (every message is logged when it arrives,
+    # its answer when its run gets to it): a header each time the run changes says
+    # which answer belongs to which message.
+    numbers: dict[str, int] = {}
+    current: str | None = None
     for event in events:
-        for line in event_lines(event, verbose=verbose):
+        lines = event_lines(event, verbose=verbose)
+        if not lines:
+            continue
+        run_id = event.get("run_id")
+        if isinstance(run_id, str) and run_id != current:
+            again = run_id in numbers
+            number = numbers.setdefault(run_id, len(numbers) + 1)
+            console.print(run_header(number, run_id, again=again), soft_wrap=True)
+            current = run_id
+        for line in lines:
             console.print(line, soft_wrap=True)
 
 
@@ -477,6 +540,7 @@ app.command(rich_help_panel="Sessions")(_checkpoints.checkpoint)
 app.command(rich_help_panel="Sessions")(_checkpoints.checkpoints)
 app.command(rich_help_panel="Sessions")(_checkpoints.fork)
 
+app.command(rich_help_panel="Runs")(_runs.runs)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
 app.command(rich_help_panel="Runs")(_runs.decide)

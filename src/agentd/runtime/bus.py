@@ -4,20 +4,33 @@ Only events that the store has committed are published. A subscriber has a bound
 buffer; when it falls behind, the bus stops filling it and marks it ``lagged``, and
 the subscriber re-reads what it missed from the log (see :func:`follow`). So a slow
 client never slows a run and never loses an event.
+
+A :class:`Feed` subscribes to every session's committed events at once (the activity
+feed, ``GET /v1/events``). It has no log to re-read from, so when its bounded buffer is
+full it counts what it drops and says so (:meth:`Feed.next`), instead of slowing
+anyone down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from agentd.store.records import EventRecord
 
-__all__ = ["EventBus", "Subscription", "Token", "follow"]
+__all__ = ["EventBus", "Feed", "Lagged", "Subscription", "Token", "follow"]
 
 _BUFFER = 1024
+#: Sessions whose last seq the bus remembers for feeds (see EventBus.behind).
+_FEED_SESSIONS = 10_000
+#: How old (seconds) an event seen by a feed for the first time may be: events another
+#: node committed are read back in small batches that may reach a little before the feed
+#: began, and nodes' clocks differ a little.
+_FEED_SLACK_S = 2.0
 
 
 @dataclass(kw_only=True, slots=True)
@@ -67,12 +80,77 @@ class Subscription:
         self.close()
 
 
+@dataclass(kw_only=True, slots=True)
+class Lagged:
+    """What :meth:`Feed.next` returns after its buffer overflowed: ``dropped`` events
+    were not delivered."""
+
+    dropped: int
+
+
+class Feed:
+    """A subscription to every session's committed events (no tokens), in the order
+    they were published; bounded: see :meth:`next`."""
+
+    def __init__(self, bus: EventBus, buffer: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(buffer)
+        self.closed = False
+        #: Events not delivered since the last :class:`Lagged` report.
+        self.dropped = 0
+        self.since = time.time() - _FEED_SLACK_S
+
+    def _offer(self, event: EventRecord) -> None:
+        if self.dropped:
+            # Keep dropping until the reader has caught up with what it holds, so the
+            # gap it is told about is one gap.
+            self.dropped += 1
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def next(self, wait_s: float | None = None) -> EventRecord | Lagged | None:
+        """The next event; a :class:`Lagged` report when events were dropped; None when
+        ``wait_s`` seconds passed with nothing to say, or when the bus closed (then
+        :attr:`closed` is true)."""
+        if self.queue.empty():
+            if self.dropped:
+                lagged, self.dropped = Lagged(dropped=self.dropped), 0
+                return lagged
+            if self.closed:
+                return None
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self.queue.get()
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._feeds.discard(self)
+            if not self._bus._feeds:
+                self._bus._feed_last.clear()
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class EventBus:
     def __init__(self, buffer: int = _BUFFER) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._buffer = buffer
         #: The last seq published, per session with subscribers.
         self._last: dict[str, int] = {}
+        self._feeds: set[Feed] = set()
+        #: While feeds are open: the last seq published per session (the most recent
+        #: sessions only), so that a feed gets each event once.
+        self._feed_last: OrderedDict[str, int] = OrderedDict()
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         sub = Subscription(self, session_id, buffer or self._buffer)
@@ -87,6 +165,12 @@ class EventBus:
                 del self._subs[sub.session_id]
                 self._last.pop(sub.session_id, None)
 
+    def subscribe_all(self, buffer: int | None = None) -> Feed:
+        """A :class:`Feed` of every session's events published from now on."""
+        feed = Feed(self, buffer or self._buffer)
+        self._feeds.add(feed)
+        return feed
+
     def publish(self, events: Sequence[EventRecord]) -> None:
         for event in events:
             subs = self._subs.get(event.session_id)
@@ -95,12 +179,32 @@ class EventBus:
                     sub._offer(event)
                 if event.seq > self._last.get(event.session_id, 0):
                     self._last[event.session_id] = event.seq
+        if self._feeds:
+            self._publish_feeds(events)
+
+    def _publish_feeds(self, events: Sequence[EventRecord]) -> None:
+        seen = self._feed_last
+        for event in events:
+            last = seen.get(event.session_id)
+            if last is not None and event.seq <= last:
+                continue  # read back from the log again (another node's commit)
+            seen[event.session_id] = event.seq
+            seen.move_to_end(event.session_id)
+            if len(seen) > _FEED_SESSIONS:
+                seen.popitem(last=False)
+            for feed in self._feeds:
+                if last is not None or event.at >= feed.since:
+                    feed._offer(event)
 
     def behind(self, session_id: str, seq: int) -> int | None:
         """If ``session_id`` has subscribers and less than ``seq`` was published to
         them, the last seq published (0: none yet); otherwise None."""
         if session_id not in self._subs:
-            return None
+            if not self._feeds:
+                return None
+            # A feed wants every session's commits, from any node.
+            last = self._feed_last.get(session_id, 0)
+            return last if last < seq else None
         last = self._last.get(session_id, 0)
         return last if last < seq else None
 
@@ -112,6 +216,12 @@ class EventBus:
         """Wake every subscriber so streams can end (used at shutdown)."""
         for session_id in list(self._subs):
             self.close_session(session_id)
+        for feed in list(self._feeds):
+            feed.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                feed.queue.put_nowait(None)
+        self._feeds.clear()
+        self._feed_last.clear()
 
     def close_session(self, session_id: str) -> None:
         """End every stream of ``session_id`` once it has what was published (the

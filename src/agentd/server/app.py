@@ -104,9 +104,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # The message route is the hot path: its router goes first (routes match in order).
     app.include_router(routes.sessions.router)
     app.include_router(routes.agents.router)
+    app.include_router(routes.run_list.router)
     app.include_router(routes.runs.router)
     app.include_router(routes.checkpoints.router)
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
     app.include_router(routes.approvals.router)
+    app.include_router(routes.tools.router)
+    app.include_router(routes.feed.router)
     return app

@@ -30,7 +30,7 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
-from agentd.store import _approvals, _uids, _usage
+from agentd.store import _approvals, _runs_query, _uids, _usage
 from agentd.store._engine import Engine, Tx
 from agentd.store._schema import MIGRATIONS
 from agentd.store.records import (
@@ -640,6 +640,14 @@ class Store:
         rows = await self.engine.read(lambda tx: tx.all(
             f"SELECT {_RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
         return [_run(r) for r in rows]
+
+    async def list_runs(self, **filters: Any) -> _runs_query.RunPage:
+        """A page of runs, newest first: see :func:`agentd.store._runs_query.list_runs`."""
+        return await self.engine.read(lambda tx: _runs_query.list_runs(tx, **filters))
+
+    async def session_names(self, session_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Sessions' agent names and keys by id: :func:`_runs_query.session_names`."""
+        return await self.engine.read(lambda tx: _runs_query.session_names(tx, session_ids))
 
     # -- usage ------------------------------------------------------------------------
 

@@ -6,10 +6,14 @@ from agentd.server.routes import (
     agents,
     approvals,
     checkpoints,
+    feed,
     kernel,
+    run_list,
     runs,
     sessions,
+    tools,
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "kernel", "runs", "sessions", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "feed", "kernel", "run_list", "runs",
+           "sessions", "tools", "usage"]

@@ -1,0 +1,204 @@
+"""Messages and runs: send, stream, read, list, cancel, decide."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
+
+from agentd.client._base import segment
+from agentd.client._errors import APIError, ClientError
+from agentd.client._sessions import SessionsAPI
+from agentd.client._sse import TERMINAL_FRAMES, SSEEvent, dropped
+
+__all__ = ["RunsAPI"]
+
+
+class RunsAPI(SessionsAPI):
+    """Sending messages and following, listing and settling runs."""
+
+    def send(
+        self,
+        agent: str,
+        key: str,
+        content: str,
+        wait: bool = True,
+        *,
+        idempotency_key: str | None = None,
+        mode: str = "enqueue",
+        priority: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a message to a session (created on first use) and return its run.
+
+        Args:
+            agent: Agent name.
+            key: Session key, any string (``user:1``, ``a/b``).
+            content: The message.
+            wait: Return the finished run (True) or the queued run at once (False).
+            idempotency_key: Sent as ``Idempotency-Key`` so a retry never runs twice.
+            mode: What a busy session does with it: ``enqueue``, ``reject`` (APIError
+                409 ``session_busy``), ``interrupt`` or ``steer`` (the running run
+                takes it in; that run is returned).
+            priority: The run's class in the kernel's scheduler: ``interactive``,
+                ``background`` or ``batch``. Default: interactive when waiting, else
+                the agent's ``settings.priority``, else background.
+
+        Returns:
+            The Run object. A run that failed is returned, not raised: check
+            ``run["status"]`` and ``run["error"]``.
+        """
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"{self._session_path(agent, key)}/messages",
+            json_body={"content": content, "stream": False, "wait": wait, "mode": mode,
+                       **({"priority": priority} if priority else {})},
+            headers=headers,
+        )
+        return result
+
+    def stream(
+        self,
+        agent: str,
+        key: str,
+        content: str,
+        *,
+        idempotency_key: str | None = None,
+        mode: str | None = None,
+        priority: str | None = None,
+        timeout: float | None = None,
+    ) -> Generator[SSEEvent, None, None]:
+        """Send a message and yield the run's frames as they happen.
+
+        Frames are ``token`` (``data["text"]``; with ``data["reset"]`` true, drop the
+        text this step showed so far: the answer starts again), ``waiting`` (what the
+        run waits for: ``reason``, ``model``, ``cause``, ``retry_in_s``),
+        ``tool_start``, ``tool_end``, committed events under their kind, and finally
+        ``done`` or ``error``, after which the iterator ends. If the connection drops
+        mid-run, it resumes from the last frame seen through the session's event
+        stream, so nothing committed is missed.
+
+        Args:
+            agent: Agent name.
+            key: Session key.
+            content: The message.
+            idempotency_key: Sent as ``Idempotency-Key`` (see :meth:`send`).
+            mode: What a busy session does with it (see :meth:`send`); ``steer``
+                streams the running run that takes the message in.
+            priority: The run's scheduling class (see :meth:`send`).
+            timeout: Raise :class:`WaitTimeout` when the run has not ended within this
+                many seconds (the run goes on); default: wait as long as it takes.
+        """
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        body: dict[str, Any] = {"content": content, "stream": True}
+        if mode is not None:
+            body["mode"] = mode
+        if priority is not None:
+            body["priority"] = priority
+        run_id: str | None = None
+        last_id: int | None = None
+        last_raw: str | None = None
+        try:
+            for frame in self._frames(
+                "POST",
+                f"{self._session_path(agent, key)}/messages",
+                json_body=body,
+                headers=headers,
+                deadline=deadline,
+            ):
+                run_id = run_id or frame.run_id
+                if frame.id is not None:
+                    last_id, last_raw = frame.id, frame.raw_id
+                yield frame
+                if frame.event in TERMINAL_FRAMES and frame.run_id in (None, run_id):
+                    return
+            return
+        except APIError:
+            raise
+        except ClientError as exc:
+            # Dropped mid-run: the run goes on without us; pick it up from the log.
+            if run_id is None or last_id is None or not dropped(exc):
+                raise
+        for frame in self._follow(agent, key, after=last_id, last_event_id=last_raw,
+                                  deadline=deadline):
+            if frame.run_id not in (None, run_id):
+                continue
+            yield frame
+            if frame.event in TERMINAL_FRAMES:
+                return
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run by id (``run_not_found`` when unknown)."""
+        result: dict[str, Any] = self._request("GET", f"/v1/runs/{segment(run_id)}")
+        return result
+
+    def list_runs(
+        self,
+        *,
+        agent: str | None = None,
+        session: str | None = None,
+        status: str | Sequence[str] | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of runs, newest first (``GET /v1/runs``).
+
+        Args:
+            agent: Only this agent's runs (by name).
+            session: Only this session's runs (a key; with ``agent``).
+            status: Only runs in this status, or any of these (``queued``,
+                ``running``, ``waiting_approval``, ``completed``, ``failed``,
+                ``cancelled``, ``interrupted``).
+            since: Only runs created at or after this time (ISO 8601, e.g.
+                ``2025-01-31`` or ``2025-01-31T12:00:00Z``).
+            limit: At most this many runs (1-1000; default 50).
+            cursor: The ``next_cursor`` of the page before, for the next page.
+
+        Returns:
+            ``{"runs": [Run], "next_cursor": str | None}``; ``next_cursor`` is None on
+            the last page.
+
+        Raises:
+            APIError: ``invalid_input`` (422) for an unknown status, a bad time or
+                cursor, or ``session`` without ``agent``.
+        """
+        statuses = status if status is None or isinstance(status, str) else ",".join(status)
+        result: dict[str, Any] = self._request("GET", "/v1/runs", params={
+            "agent": agent, "session": session, "status": statuses, "since": since,
+            "limit": limit, "cursor": cursor})
+        return result
+
+    def iter_runs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every run matching the filters of :meth:`list_runs`, newest first, page by
+        page (``limit`` sets the page size)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_runs(**filters, cursor=cursor)
+            yield from page.get("runs", [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def decide_run(self, run_id: str, action: str, output: str | None = None
+                   ) -> dict[str, Any]:
+        """Decide about a run waiting on a tool call of unknown outcome.
+
+        Args:
+            run_id: The run (status ``waiting_approval``).
+            action: ``retry``, ``skip`` (with ``output`` as the call's result) or ``fail``.
+            output: The result the model gets when skipping.
+        """
+        body: dict[str, Any] = {"action": action}
+        if output is not None:
+            body["output"] = output
+        result: dict[str, Any] = self._request(
+            "POST", f"/v1/runs/{segment(run_id)}/decide", json_body=body)
+        return result
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued or running run; returns the run."""
+        result: dict[str, Any] = self._request("POST", f"/v1/runs/{segment(run_id)}/cancel")
+        return result
+
