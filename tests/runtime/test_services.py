@@ -157,3 +157,31 @@ async def test_the_streams_of_a_session_that_goes_away_end(runtime: Runtime,
         await runtime.delete_agent("a")
     await asyncio.wait_for(task, 10)
     assert seen == []
+
+
+async def test_a_steered_away_answer_is_reset_for_streaming_clients(
+        runtime: Runtime) -> None:
+    """Clients streaming the answer a steer throws away get a reset before the new one
+    (else a chat shows both texts)."""
+    from agentd.llm.scripted import enqueue
+    from agentd.runtime import Token
+
+    await runtime.create_agent(name="a", settings={"script": [
+        {"text": "first answer here", "delay_ms": 300}]})
+    first = await runtime.send("a", "k", "hello")
+    sub = runtime.subscribe(first.session.id)
+    await asyncio.sleep(0.1)  # the model is streaming its final answer
+    enqueue({"text": "answer with the steer"}, agent="a")
+    await runtime.send("a", "k", "also this", mode="steer")
+    await runtime.wait(first.run.id)
+    tokens = []
+    while not sub.queue.empty():
+        item = sub.queue.get_nowait()
+        if isinstance(item, Token):
+            tokens.append(item)
+    sub.close()
+    resets = [i for i, t in enumerate(tokens) if t.reset]
+    assert resets, "no reset token"
+    before = "".join(t.text for t in tokens[:resets[-1]])
+    after = "".join(t.text for t in tokens[resets[-1]:])
+    assert "first" in before and after == "answer with the steer"

@@ -440,6 +440,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
                     "completed", "run.completed", {"output": output}, output=output,
                     before=step.events, steer_guard=step.context_seq, charge=step.charge)
             except Steered:
+                # Clients streaming this answer throw it away: a new one follows.
+                self._publish_text("", True)
                 return None
             self._charged(step.charge)
             return outcome
