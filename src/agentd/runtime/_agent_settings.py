@@ -9,7 +9,9 @@ fields) for an agent whose stored settings this version refuses.
 
 from __future__ import annotations
 
+import logging
 import shlex
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agentd.config import AgentSandbox, SandboxLimits
@@ -18,12 +20,16 @@ from agentd.settings import (
     MAX_MCP_SERVERS,
     AgentSettings,
     check_settings,
+    settings_problems,
     stored_settings,
 )
+from agentd.store.records import AgentRecord
 from agentd.tools.mcp import MCPServer
 
 __all__ = ["MAX_MCP_SERVERS", "check_agent_settings", "check_mcp_commands", "mcp_servers",
-           "sandbox_settings"]
+           "sandbox_settings", "settings_errors", "warn_invalid_settings"]
+
+log = logging.getLogger(__name__)
 
 
 def check_agent_settings(settings: dict[str, Any], *, caps: SandboxLimits | None = None
@@ -56,3 +62,31 @@ def check_mcp_commands(servers: list[MCPServer], allowed: list[str]) -> None:
 def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
     """The agent's ``settings.sandbox``."""
     return stored_settings(settings).sandbox
+
+
+def settings_errors(settings: Mapping[str, Any], caps: SandboxLimits
+                    ) -> list[dict[str, str]]:
+    """What this version refuses in an agent's stored settings, as the API shows it
+    (``[{"field": "settings.max_step", "message": ...}]``); empty when valid. ``caps``:
+    the daemon's sandbox limits (a stored limit above them is capped when it runs, and
+    reported here)."""
+    return [p.to_api() for p in settings_problems(settings, caps=caps)]
+
+
+def warn_invalid_settings(agents: Iterable[AgentRecord], caps: SandboxLimits) -> int:
+    """Log a warning for each agent whose stored settings this version refuses, naming
+    the fields (at start: nothing is changed, the operator fixes them). Returns how
+    many agents have such settings."""
+    count = 0
+    for agent in agents:
+        problems = settings_problems(agent.settings, caps=caps)
+        if not problems:
+            continue
+        count += 1
+        log.warning("agent %r: its stored settings are not valid in this version: %s. "
+                    "Nothing was changed; its runs fail with invalid_settings (a sandbox "
+                    "limit above the daemon's is capped instead) until a PATCH of "
+                    "/v1/agents/%s fixes them ('agentd show %s' lists them)",
+                    agent.name, "; ".join(f"{p.field()}: {p.message}" for p in problems),
+                    agent.name, agent.name)
+    return count

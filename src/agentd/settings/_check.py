@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any, get_args, get_origin
 
 import orjson
@@ -105,7 +105,7 @@ def _walk(loc: Loc) -> tuple[Loc, list[str]]:
     return tuple(clean), names
 
 
-@lru_cache(maxsize=1)
+@cache
 def _all_models() -> tuple[type[BaseModel], ...]:
     seen: dict[type[BaseModel], None] = {}
     todo: list[type[BaseModel]] = [AgentSettings]
@@ -132,8 +132,11 @@ def _from_pydantic(exc: ValidationError) -> list[tuple[Loc, str]]:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
             if close:
                 message += f"; did you mean {close[0]!r}?"
-            else:
+            elif len(names) <= 12:
                 message += f"; known here: {', '.join(sorted(names))}"
+            else:
+                message += ("; the settings are listed in docs/configuration.md and in "
+                            "the AgentSettings schema of /openapi.json")
         messages = found.setdefault(loc, [])
         if message not in messages:
             messages.append(message)
@@ -246,23 +249,12 @@ def check_settings(raw: Any, *, caps: SandboxLimits | None = None,
     return parsed
 
 
-def stored_settings(raw: Mapping[str, Any]) -> AgentSettings:
-    """An agent's settings as stored, read (cached by content). Raises
-    :class:`InvalidSettings` naming each field this version refuses: a run of such an
-    agent fails with it rather than running on a guessed default."""
-    try:
-        key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        parsed, problems = _validate(raw, None)
-        if parsed is None:
-            raise _error(InvalidSettings, problems, "settings") from None
-        return parsed
-    return _stored(key)
-
-
-@lru_cache(maxsize=512)
-def _stored(key: bytes) -> AgentSettings:
-    parsed, problems = _validate(orjson.loads(key), None)
+def stored_settings(raw: Any) -> AgentSettings:
+    """An agent's settings as stored, read. Raises :class:`InvalidSettings` naming
+    each field this version refuses: a run of such an agent fails with it rather than
+    running on a guessed default. (Not cached: a check takes microseconds, and the
+    runtime reads an agent's settings once while it is awake.)"""
+    parsed, problems = _validate(raw, None)
     if parsed is None:
         raise _error(InvalidSettings, problems, "settings")
     return parsed
