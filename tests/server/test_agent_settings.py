@@ -260,10 +260,10 @@ async def test_a_stored_limit_above_a_lowered_cap_is_reported_and_capped(
 
 
 def test_agentd_show_prints_the_settings_errors(tmp_path: Path) -> None:
+    from tests.cli.conftest import serve
     from typer.testing import CliRunner
 
     from agentd.cli import app
-    from tests.cli.conftest import serve
 
     home = tmp_path / "home"
 
