@@ -20,6 +20,7 @@ from agentd.settings import (
     settings_problems,
     stored_settings,
 )
+from agentd.settings._docs import markdown_table
 
 CAPS = SandboxLimits()
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -221,14 +222,17 @@ def test_the_kernel_priorities_are_the_configs() -> None:
     assert get_args(literal) == PRIORITIES
 
 
-def test_the_docs_table_lists_every_setting() -> None:
-    """docs/configuration.md's agent settings table has one row per key of the model
-    (and no other), each naming its type and default."""
+def test_the_docs_table_is_the_models() -> None:
+    """docs/configuration.md's agent settings table is generated from the model: one
+    row per key with its type, range and default (regenerate it with
+    ``python -m agentd.settings._docs``)."""
     text = DOCS.read_text()
-    section = text.split("## Agent settings", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
-    assert sorted(rows) == sorted(AgentSettings.model_fields)
-    assert len(rows) == len(set(rows))
+    table = text.split("<!-- agent-settings-table: generated, do not edit by hand -->\n",
+                       1)[1].split("<!-- /agent-settings-table -->", 1)[0]
+    assert table == markdown_table(), "regenerate: python -m agentd.settings._docs"
+    rows = re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
+    assert rows == list(AgentSettings.model_fields)
+    assert "| `max_steps` | integer (≥ 1, ≤ 1000) | unset |" in table
 
 
 def test_the_json_schema_documents_every_setting() -> None:

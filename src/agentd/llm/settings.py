@@ -81,34 +81,43 @@ class ModelSettings(BaseModel):
 
     base_url: str | None = Field(
         None, min_length=1, max_length=2048,
-        description="Server URL (http or https), e.g. `http://127.0.0.1:8000/v1`; "
-                    "overrides `AGENTD_<PROVIDER>_BASE_URL` and the provider's default.")
+        description="OpenAI-compatible providers, `anthropic`: the server's URL (http or "
+                    "https), e.g. `http://127.0.0.1:8000/v1`; overrides "
+                    "`AGENTD_<PROVIDER>_BASE_URL` and the provider's default.")
     api_key_env: str | None = Field(
-        None, description="Name of the environment variable (where the daemon runs) "
-                          "holding the API key; when set, the variable must be set. "
-                          "Keys themselves never go in settings.")
+        None, description="OpenAI-compatible providers, `anthropic`: the name of the "
+                          "environment variable (where the daemon runs) holding the API "
+                          "key; when set, the variable must be set. A key itself is "
+                          "refused in settings.")
     temperature: float | None = Field(
-        None, ge=0, le=2, allow_inf_nan=False, description="Sampling temperature (0-2).")
+        None, ge=0, le=2, allow_inf_nan=False,
+        description="OpenAI-compatible providers, `anthropic`: the sampling temperature; "
+                    "`anthropic` sends it only when set.")
     max_tokens: int | None = Field(
         None, ge=1, le=MAX_OUTPUT_TOKENS,
-        description="Output token limit per model call (at most the model's own, when "
-                    "the catalog knows it). Default: the provider's (anthropic: 4096).")
+        description="Output token limit per model call, at most the model's own when "
+                    "the catalog knows it; sent as `max_completion_tokens` to `openai`, "
+                    "`max_tokens` elsewhere. Default: the provider's; `anthropic` always "
+                    "sends one, 4096 by default.")
     timeout_s: float | None = Field(
         None, gt=0, le=86_400, allow_inf_nan=False,
         description="HTTP timeout of one model call, seconds. Default: the SDK's.")
     max_retries: int | None = Field(
         None, ge=0, le=20,
-        description="The kernel's retries of a transient failure, per model and call. "
-                    "Default: the daemon's `retry_attempts` - 1.")
+        description="Every model: the kernel's retries of a transient failure, per model "
+                    "and call. Default: the daemon's `retry_attempts` - 1. The SDKs' own "
+                    "retries are off.")
     thinking: Annotated[
         int | Literal["adaptive"] | None,
         PlainValidator(_thinking, json_schema_input_type=int | Literal["adaptive"] | None),
-    ] = Field(None, description="anthropic: extended thinking, a token budget (>= 1024, "
-                                "below max_tokens) or `adaptive`. Off when unset.")
+    ] = Field(None, description="`anthropic`: extended thinking, a token budget (an "
+                                "integer >= 1024, below `max_tokens`) or `\"adaptive\"`. "
+                                "Off when unset.")
     script: list[Annotated[dict[str, Any], BeforeValidator(_turn),
                            WithJsonSchema(SCRIPT_TURN_SCHEMA)]] | None = Field(
         None, max_length=10_000,
-        description="scripted: turns played in order, one per model call in a session.")
+        description="`scripted`: the turns it plays in order, one per model call in a "
+                    "session (see concepts.md, the scripted model).")
 
     @field_validator("script", mode="before")
     @classmethod

@@ -78,8 +78,14 @@ class ModelArea(ModelSettings):
     fallbacks: list[Fallback] = Field(
         default_factory=list, max_length=MAX_FALLBACKS,
         description='Models tried in order when the primary is unavailable (breaker '
-                    'open) or failed for good: `"provider:model"` or `{"model": ..., '
-                    '"settings": {...}}`. Each is resolved when the agent is saved.')
+                    'open) or failed for good: each `"provider:model"` or `{"model": '
+                    '"provider:model", "settings": {...}}`. A string fallback of the '
+                    "primary's provider shares the agent's settings; of another provider "
+                    "it takes only `max_tokens`, `temperature`, `timeout_s`, "
+                    "`max_retries`. Each is resolved when the agent is saved (a missing "
+                    "key is refused then), and a model of a provider the catalog covers "
+                    "must be in the catalog (a typo would otherwise show only during an "
+                    "outage).")
 
 
 class KernelSettings(_Area):
@@ -87,27 +93,34 @@ class KernelSettings(_Area):
 
     #: ``agentd.config.PRIORITIES`` (a test keeps them equal).
     priority: Literal["interactive", "background", "batch"] = Field(
-        "background", description="The scheduler class of runs whose client does not "
-                                  "wait (a waiting client's runs are interactive).")
+        "background", description="The scheduler class of this agent's runs when the "
+                                  "client does not wait (a waiting client's are "
+                                  "`interactive`).")
     tenant: str = Field("default", min_length=1, max_length=64,
-                        description="The tenant: fair share and budgets per tenant.")
+                        description="The tenant the agent belongs to: fair share and "
+                                    "budgets per tenant (the daemon's `tenants`).")
     weight: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False,
-                          description="This agent's share of its tenant's share.")
+                          description="This agent's share of its tenant's share in the "
+                                      "scheduler.")
     on_outage: Literal["wait", "fail"] = Field(
-        "wait", description="`wait`: with every model unavailable the run parks "
-                            "(`model.outage`) until one answers; `fail`: it fails.")
+        "wait", description="`wait`: when every model is unavailable the run parks "
+                            "(`model.outage`) until one answers (`model.recovered`); "
+                            "`fail`: it fails with the last error.")
     outage_timeout_s: float = Field(
         0.0, ge=0, le=365 * 86_400, allow_inf_nan=False,
-        description="How long a run may stay parked before it fails (0: no limit).")
+        description="How long a run may stay parked before it fails with "
+                    "`model_outage` (0: no limit).")
     max_continuations: int = Field(
-        2, ge=0, le=20, description="Answers cut off by the output limit that are "
-                                    "continued (the pieces joined).")
+        2, ge=0, le=20, description="Answers cut off by the output limit "
+                                    "(`finish_reason: length`) that are continued: the "
+                                    "model is asked to go on and the run's output is the "
+                                    "pieces joined.")
 
 
 class LoopGuard(_Area):
     """The same tool calls getting the same results ``repeats`` steps in a row."""
 
-    repeats: int = Field(5, ge=2, le=100)
+    repeats: int = Field(5, ge=2, le=100, description="Steps in a row that make a loop.")
     action: Literal["warn", "stop"] = Field(
         "warn", description="`warn`: a `loop.detected` event per streak; `stop`: the "
                             "run fails with `loop_detected`.")
@@ -118,16 +131,21 @@ class RunSettings(_Area):
 
     max_steps: int | None = Field(
         None, ge=1, le=1000,
-        description="Model calls per run. Default: the daemon's `max_steps`.")
-    loop_guard: LoopGuard = Field(default_factory=LoopGuard,
-                                  description="What counts as a loop, and what it does.")
+        description="Model calls per run before it fails with `max_steps`. Default: "
+                    "the daemon's `max_steps`.")
+    loop_guard: LoopGuard = Field(
+        default_factory=LoopGuard,
+        description='`{"repeats": N, "action": "warn" or "stop"}`: the same tool calls '
+                    '(names and arguments) getting the same results N steps in a row is '
+                    'a loop; `warn` writes one `loop.detected` event per streak, `stop` '
+                    'fails the run with `loop_detected`.')
     on_unknown_outcome: Literal["ask", "interrupt"] = Field(
         "ask", description="After a crash cut off a non-idempotent tool call: `ask` (the "
                            "run waits for a decision) or `interrupt` (it ends "
                            "`interrupted`).")
 
 
-class AgentSettings(ModelArea, KernelSettings, RunSettings):
+class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model first)
     """An agent's ``settings``: the single source of their types, ranges and defaults.
 
     Stored as the client sent it (a plain JSON object); read through this model.
@@ -136,16 +154,32 @@ class AgentSettings(ModelArea, KernelSettings, RunSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="AgentSettings")
 
-    budget: Budget = Field(default_factory=Budget,
-                           description="Limits per run, and per agent per UTC day and "
-                                       "month.")
-    policy: PolicyConfig = Field(default_factory=PolicyConfig,
-                                 description="The agent's layer of the tool policy.")
-    sandbox: AgentSandbox = Field(default_factory=AgentSandbox,
-                                  description="Backend and limits of the agent's "
-                                              "commands (each at most the daemon's).")
-    mcp: list[MCPServer] = Field(default_factory=list, max_length=MAX_MCP_SERVERS,
-                                 description="MCP servers whose tools the agent gets.")
+    budget: Budget = Field(
+        default_factory=Budget,
+        description='`{"run": {"tokens", "cost_usd", "steps"}, "day": {"tokens", '
+                    '"cost_usd"}, "month": {...}, "warn_at": [0.8]}`: limits per run and '
+                    'per agent per UTC day and month; every value > 0.')
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig,
+        description='The agent\'s layer of the tool policy: `{"rules": [...], "network": '
+                    'true or ["host pattern", ...], "tainted": "ask" or "deny", '
+                    '"approval_timeout_s": N}` (concepts.md, policy); `remember` '
+                    'decisions add rules here.')
+    sandbox: AgentSandbox = Field(
+        default_factory=AgentSandbox,
+        description='`{"backend": "bubblewrap", "limits": {"wall_s": 30, ...}, '
+                    '"persistent_shell": false, "workspace_max_mb": 500, '
+                    '"snapshot_budget_mb": 2000}`: the backend of the agent\'s commands '
+                    '(refused if this daemon cannot run it), their limits (each at most '
+                    'the daemon\'s `[sandbox.limits]`: above it is refused), the '
+                    'workspace quota and snapshot budget.')
+    mcp: list[MCPServer] = Field(
+        default_factory=list, max_length=MAX_MCP_SERVERS,
+        description='MCP servers whose tools the agent gets: `{"name", "command": [...], '
+                    '"env", "cwd"}` (stdio) or `{"name", "url", "headers"}` (streamable '
+                    'HTTP), plus `tools` (a subset), `trusted` (default false: results '
+                    'taint), `timeout_s` (per call, default 60). A stdio command off the '
+                    'daemon\'s `mcp_commands` needs an admin token.')
 
     # -- Areas to come (memory, schedules, heartbeat, ...): one key each, e.g.
     #    memory: MemorySettings = Field(default_factory=MemorySettings)
