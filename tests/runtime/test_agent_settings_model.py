@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from agentd.config import PRIORITIES, SandboxLimits
 from agentd.errors import InvalidInput, InvalidModel, InvalidSettings
@@ -240,3 +243,29 @@ def test_the_json_schema_documents_every_setting() -> None:
     assert set(schema["properties"]) == set(AgentSettings.model_fields)
     assert schema["additionalProperties"] is False
     assert schema["properties"]["max_steps"]["anyOf"][0]["maximum"] == 1000
+
+
+_KEYS = st.sampled_from([*AgentSettings.model_fields, "api_key", "max_step", "repeats",
+                         "action", "tokens", "limits", "wall_s", "rules", "tool", "model",
+                         "settings", "run", "day", "name", "url", "x"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=30)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _JSON, max_size=6))
+def test_any_json_gets_a_model_or_named_problems(raw: dict[str, Any]) -> None:
+    """Whatever a client sends: valid settings, or problems each naming a field; never
+    an exception of another kind (a 500)."""
+    problems = settings_problems(raw, caps=CAPS)
+    if not problems:
+        assert isinstance(check_settings(raw, caps=CAPS), AgentSettings)
+        return
+    for problem in problems:
+        assert problem.message
+        assert problem.path == "" or problem.path.split(".")[0].split("[")[0] in raw
+    with pytest.raises(InvalidInput):
+        check_settings(raw, caps=CAPS)
