@@ -158,6 +158,18 @@ class AgentSandbox(_Strict):
                 raise ValueError(f"limits.{name} must be greater than 0")
         return value
 
+    def above(self, caps: SandboxLimits) -> dict[str, str]:
+        """The agent's limits above the daemon's ``caps`` (by name: why): refused
+        when an agent is saved; a stored one is capped (the operator may lower a cap
+        under existing agents)."""
+        def shown(value: float) -> str:
+            return str(int(value)) if float(value).is_integer() else str(value)
+
+        return {name: f"{shown(limit)} is above the daemon's limit of "
+                      f"{shown(getattr(caps, name))} ([sandbox.limits] {name})"
+                for name, limit in self.limits.items()
+                if name in SandboxLimits.model_fields and limit > getattr(caps, name)}
+
 
 class SandboxConfig(_Strict):
     """Where shell and git commands run (``[sandbox]`` in agentd.toml)."""

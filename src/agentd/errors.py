@@ -11,6 +11,7 @@ SSE ``error`` frames and run results alike.
     ├── BadRequest                   400 bad_request
     │   └── InvalidInput             422 invalid_input
     │       └── InvalidModel         422 invalid_model
+    │           └── InvalidSettings  422 invalid_settings (an agent's stored settings)
     ├── Unauthorized                 401 unauthorized
     ├── Forbidden                    403 forbidden
     ├── NotFound                     404 not_found
@@ -51,6 +52,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "InvalidModel",
+    "InvalidSettings",
     "ModelError",
     "NotFound",
     "PayloadTooLarge",
@@ -136,6 +138,15 @@ class InvalidInput(BadRequest):
 
 class InvalidModel(InvalidInput):
     code = "invalid_model"
+
+
+class InvalidSettings(InvalidModel):
+    """An agent's settings as stored (by an older version, or by hand) that this
+    version refuses: its runs fail with this, naming each field in
+    ``details.errors``. A model error too, since a run cannot get its model without
+    valid settings, and is handled as one."""
+
+    code = "invalid_settings"
 
 
 class Unauthorized(AgentdError):

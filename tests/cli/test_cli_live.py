@@ -45,8 +45,8 @@ def test_create_with_settings_tools_and_script(
         "--tool", "calculator",
         "--setting", "max_steps=3",
         "--setting", "temperature=0.5",
-        "--setting", "style=terse",
-        "--setting", 'limits={"a": 1}',
+        "--setting", "on_outage=fail",
+        "--setting", 'loop_guard={"repeats": 3}',
         "--script", str(script),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -58,10 +58,13 @@ def test_create_with_settings_tools_and_script(
     assert agent["settings"] == {
         "max_steps": 3,
         "temperature": 0.5,
-        "style": "terse",
-        "limits": {"a": 1},
+        "on_outage": "fail",
+        "loop_guard": {"repeats": 3},
         "script": [{"text": "scripted hello"}],
     }
+    # An unknown setting is refused (it used to be stored and ignored).
+    line = one_error_line(cli("create", f"{agent_name}-x", "--setting", "max_step=3"))
+    assert "settings.max_step" in line and "did you mean 'max_steps'" in line
 
     result = cli("send", agent_name, "hi")
     assert result.exit_code == 0, result.output

@@ -791,4 +791,4 @@ async def test_different_results_are_progress_for_the_loop_guard(runtime: Runtim
 async def test_a_bad_loop_guard_is_refused(runtime: Runtime, guard: object) -> None:
     with pytest.raises(InvalidInput) as info:
         await runtime.create_agent(name="a", settings={"loop_guard": guard})
-    assert info.value.details["errors"][0]["field"] == "body.settings.loop_guard"
+    assert info.value.details["errors"][0]["field"].startswith("body.settings.loop_guard")

@@ -30,15 +30,22 @@ async def test_bad_agent_sandbox_settings(runtime: Runtime, sandbox: dict[str, A
         await runtime.get_agent("a")
 
 
-async def test_agent_limits_are_capped_by_the_daemons(runtime: Runtime) -> None:
+async def test_agent_limits_above_the_daemons_are_refused(runtime: Runtime) -> None:
+    # Above the daemon's cap: refused naming the limit (it was silently capped).
+    with pytest.raises(InvalidInput) as caught:
+        await runtime.create_agent(name="a", model="scripted", tools=["shell"], settings={
+            "sandbox": {"limits": {"wall_s": 5, "memory_mb": 10_000_000}}})
+    assert [e["field"] for e in caught.value.details["errors"]] == [
+        "body.settings.sandbox.limits.memory_mb"]
+    assert "above the daemon's limit" in caught.value.message
     await runtime.create_agent(name="a", model="scripted", tools=["shell"], settings={
-        "sandbox": {"limits": {"wall_s": 5, "memory_mb": 10_000_000}}})
+        "sandbox": {"limits": {"wall_s": 5}}})
     agent = await runtime.get_agent("a")
     from agentd.runtime._agent_settings import sandbox_settings
 
     limits = runtime.sandboxes.limits(sandbox_settings(agent.settings))
     assert limits.wall_s == 5  # lowered by the agent
-    assert limits.memory_mb == runtime.settings.sandbox.limits.memory_mb  # capped
+    assert limits.memory_mb == runtime.settings.sandbox.limits.memory_mb  # the daemon's
 
 
 async def test_an_unusable_backend_is_refused(tmp_path: Path) -> None:

@@ -105,6 +105,15 @@ def agent_details(agent: dict[str, Any]) -> Table:
     grid.add_row("instructions", Text(str(instructions) or "-"))
     settings = agent.get("settings") or {}
     grid.add_row("settings", Text(short(settings, 500) if settings else "-"))
+    problems = agent.get("settings_errors") or []
+    if problems:
+        # Stored by an older version or by hand: runs fail until a PATCH fixes them.
+        lines = Text("not valid in this version (runs fail until fixed):\n", style="red")
+        for problem in problems:
+            lines.append(f"  {problem.get('field', 'settings')}: "
+                         f"{problem.get('message', '')}\n")
+        lines.rstrip()
+        grid.add_row(Text("settings errors", style="bold red"), lines)
     grid.add_row("created", Text(when(agent.get("created_at"))))
     grid.add_row("updated", Text(when(agent.get("updated_at"))))
     return grid

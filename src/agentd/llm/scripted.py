@@ -202,7 +202,7 @@ def create(
     *, provider: ProviderInfo, model: str, settings: dict[str, Any], agent: str
 ) -> ScriptedModel:
     del provider, model
-    script = settings.get("script")
-    return ScriptedModel(
-        agent=agent, script=validate_script(script) if script is not None else None
-    )
+    from agentd.llm.settings import ModelSettings  # (it imports this module's checks)
+
+    script = ModelSettings.pick(settings).script
+    return ScriptedModel(agent=agent, script=list(script) if script is not None else None)

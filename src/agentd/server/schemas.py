@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from agentd.settings import AgentSettings
 
 __all__ = [
     "AgentCreate",
@@ -30,6 +34,8 @@ __all__ = [
     "RunOut",
     "SessionList",
     "SessionOut",
+    "SettingsError",
+    "SettingsIn",
     "UsageOut",
     "UsageRow",
     "UsageTotals",
@@ -40,6 +46,38 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _DocumentedAs:
+    """A JSON object documented (OpenAPI) as ``model`` but only checked to be an object
+    here: the runtime checks it against the model, with the daemon's limits, and names
+    every bad field (``body.settings.max_steps``), whoever calls it (the API, or the
+    Python API embedded); what is stored is what the client sent."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> CoreSchema:
+        return handler(source)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(self.model.__pydantic_core_schema__)
+
+
+#: An agent's settings: see :class:`agentd.settings.AgentSettings`.
+SettingsIn = Annotated[dict[str, Any], _DocumentedAs(AgentSettings)]
+_SETTINGS_DOC = ("The agent's settings (model call, kernel, run loop, budget, policy, "
+                 "sandbox, MCP): every key is listed in the AgentSettings schema; an "
+                 "unknown key, a wrong type or a value out of range is refused (422 "
+                 "naming the field). Stored as sent; never a secret (`api_key_env` "
+                 "names the variable holding a key).")
+
+
+class SettingsError(BaseModel):
+    field: str = Field(description="The setting, e.g. `settings.max_steps`.")
+    message: str
+
+
 class AgentCreate(_In):
     name: str = Field(
         min_length=1, max_length=64,
@@ -48,17 +86,15 @@ class AgentCreate(_In):
         default=None, description="`provider:model`, e.g. `scripted`, `openai:gpt-4.1-mini`.")
     instructions: str = Field(default="", max_length=200_000)
     tools: list[str] = Field(default_factory=list, description="Names of tools to allow.")
-    settings: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Model and loop settings: base_url, api_key_env, temperature, "
-                    "max_tokens, max_steps, script (scripted model).")
+    settings: SettingsIn = Field(default_factory=dict, description=_SETTINGS_DOC)
 
 
 class AgentPatch(_In):
     model: str | None = None
     instructions: str | None = Field(default=None, max_length=200_000)
     tools: list[str] | None = None
-    settings: dict[str, Any] | None = None
+    settings: SettingsIn | None = Field(
+        default=None, description="Replaces the whole settings object. " + _SETTINGS_DOC)
 
 
 class MessageIn(_In):
@@ -165,7 +201,12 @@ class AgentOut(BaseModel):
     model: str
     instructions: str
     tools: list[str]
-    settings: dict[str, Any]
+    settings: dict[str, Any] = Field(description="As stored.")
+    settings_errors: list[SettingsError] = Field(
+        default_factory=list,
+        description="What this version refuses in the stored settings (written by an "
+                    "older version, or by hand); empty when they are valid. A run of "
+                    "such an agent fails (`invalid_settings`) until a PATCH fixes them.")
     state: Literal["created", "running", "paused", "stopped", "error"]
     created_at: str
     updated_at: str

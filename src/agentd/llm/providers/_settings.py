@@ -1,4 +1,5 @@
-"""Model settings shared by the providers: base URL, API key, numbers, retry hints.
+"""Model settings shared by the providers: base URL, API key, retry hints (the
+settings' types and ranges are :class:`~agentd.llm.settings.ModelSettings`'s).
 
 Kept apart from the provider modules so that resolving one provider does not import
 another provider's SDK.
@@ -12,19 +13,19 @@ from typing import Any
 
 from agentd.errors import InvalidModel
 from agentd.llm.registry import ProviderInfo
+from agentd.llm.settings import ModelSettings
 
 __all__ = [
     "api_key",
     "base_url",
     "env_prefix",
-    "integer",
-    "number",
+    "model_settings",
     "refuse_inline_key",
     "retry_after",
 ]
 
 
-def refuse_inline_key(settings: dict[str, Any]) -> None:
+def refuse_inline_key(settings: Mapping[str, Any]) -> None:
     if "api_key" in settings:
         raise InvalidModel(
             "settings.api_key is not allowed: settings are stored and shown by the API; "
@@ -36,13 +37,11 @@ def env_prefix(provider: ProviderInfo) -> str:
     return "AGENTD_" + provider.name.upper().replace("-", "_")
 
 
-def base_url(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+def base_url(provider: ProviderInfo, settings: ModelSettings) -> str | None:
     """``settings.base_url``, else ``AGENTD_<PROVIDER>_BASE_URL``, else the default."""
-    configured = settings.get("base_url")
-    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
-        raise InvalidModel("settings.base_url must be a non-empty string")
     env_name = f"{env_prefix(provider)}_BASE_URL"
-    url = (configured or "").strip() or os.environ.get(env_name, "").strip() or provider.base_url
+    url = ((settings.base_url or "").strip() or os.environ.get(env_name, "").strip()
+           or provider.base_url)
     if not url and provider.name == "openai-compatible":
         raise InvalidModel(
             "provider 'openai-compatible' needs a base URL: set settings.base_url "
@@ -51,12 +50,10 @@ def base_url(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
     return url or None
 
 
-def api_key(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
+def api_key(provider: ProviderInfo, settings: ModelSettings) -> str | None:
     """The key from the variable named by ``settings.api_key_env``, else the provider's."""
-    configured = settings.get("api_key_env")
-    if configured is not None and (not isinstance(configured, str) or not configured.strip()):
-        raise InvalidModel("settings.api_key_env must be the name of an environment variable")
-    env_name = configured.strip() if configured is not None else provider.api_key_env
+    configured = settings.api_key_env
+    env_name = configured if configured is not None else provider.api_key_env
     if not env_name:
         return None
     key = os.environ.get(env_name, "").strip()
@@ -69,24 +66,11 @@ def api_key(provider: ProviderInfo, settings: dict[str, Any]) -> str | None:
     return key or None
 
 
-def number(settings: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidModel(f"settings.{name} must be a number")
-    if positive and value <= 0:
-        raise InvalidModel(f"settings.{name} must be greater than 0")
-    return float(value)
-
-
-def integer(settings: dict[str, Any], name: str, *, minimum: int) -> int | None:
-    value = settings.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidModel(f"settings.{name} must be an integer >= {minimum}")
-    return value
+def model_settings(settings: Mapping[str, Any]) -> ModelSettings:
+    """The model-call keys of an agent's settings, checked (``agentd.llm.settings``);
+    an inline key is refused first, saying where keys go."""
+    refuse_inline_key(settings)
+    return ModelSettings.pick(settings)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 #: Used when neither the request nor the settings give ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
-_MIN_THINKING_BUDGET = 1024
 _FINISH_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -372,15 +371,12 @@ def create(
     than on the first message.
     """
     del agent
-    _settings.refuse_inline_key(settings)
-    base_url = _settings.base_url(provider, settings)
-    api_key = _settings.api_key(provider, settings)
-    timeout = _settings.number(settings, "timeout_s", positive=True)
-    # Checked here, so a bad value is refused with the agent; the kernel uses it.
-    _settings.integer(settings, "max_retries", minimum=0)
-    max_tokens = _settings.integer(settings, "max_tokens", minimum=1) or DEFAULT_MAX_TOKENS
-    temperature = _settings.number(settings, "temperature")
-    thinking = _thinking(settings, max_tokens)
+    own = _settings.model_settings(settings)
+    base_url = _settings.base_url(provider, own)
+    api_key = _settings.api_key(provider, own)
+    timeout, temperature = own.timeout_s, own.temperature
+    max_tokens = own.max_tokens or DEFAULT_MAX_TOKENS
+    thinking = _thinking(own.thinking, max_tokens)
     client = anthropic.AsyncAnthropic(
         api_key=api_key,
         base_url=base_url,
@@ -400,17 +396,12 @@ def create(
     )
 
 
-def _thinking(settings: dict[str, Any], max_tokens: int) -> ThinkingConfigParam | None:
-    value = settings.get("thinking")
+def _thinking(value: int | str | None, max_tokens: int) -> ThinkingConfigParam | None:
+    # The value's type and range are ModelSettings'; its bound by max_tokens is here.
     if value is None:
         return None
-    if value == "adaptive":
+    if value == "adaptive" or not isinstance(value, int):
         return {"type": "adaptive"}
-    if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_THINKING_BUDGET:
-        raise InvalidModel(
-            f"settings.thinking must be a token budget (an integer >= {_MIN_THINKING_BUDGET}) "
-            "or 'adaptive'"
-        )
     if value >= max_tokens:
         raise InvalidModel(
             f"settings.thinking ({value}) must be below max_tokens ({max_tokens}): "

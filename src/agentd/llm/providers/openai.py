@@ -331,14 +331,10 @@ def create(
     then rather than on the first message.
     """
     del agent
-    _settings.refuse_inline_key(settings)
-    base_url = _settings.base_url(provider, settings)
-    api_key = _settings.api_key(provider, settings)
-    timeout = _settings.number(settings, "timeout_s", positive=True)
-    # Checked here, so a bad value is refused with the agent; the kernel uses it.
-    _settings.integer(settings, "max_retries", minimum=0)
-    max_tokens = _settings.integer(settings, "max_tokens", minimum=1)
-    temperature = _settings.number(settings, "temperature")
+    own = _settings.model_settings(settings)
+    base_url = _settings.base_url(provider, own)
+    api_key = _settings.api_key(provider, own)
+    timeout, max_tokens, temperature = own.timeout_s, own.max_tokens, own.temperature
     client = openai.AsyncOpenAI(
         api_key=api_key or _PLACEHOLDER_KEY,
         base_url=base_url,

@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.runtime import Runtime
+from agentd.runtime._agent_settings import settings_errors
 from agentd.server._http import json_response
 from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
+from agentd.store.records import AgentRecord
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 
+def _out(runtime: Runtime, agent: AgentRecord) -> dict[str, Any]:
+    """An agent as the API shows it, with what its stored settings get wrong."""
+    return {**agent.to_api(),
+            "settings_errors": settings_errors(agent.settings, runtime.settings.sandbox.limits)}
+
+
 @router.post("", status_code=201, response_model=AgentOut, responses=ERRORS(409, 422))
 async def create_agent(body: AgentCreate, request: Request) -> Response:
     """Create an agent. The model string and tools are checked now, not on first use."""
     admin = person(request, "creating an agent")
-    agent = await runtime_of(request).create_agent(
+    runtime = runtime_of(request)
+    agent = await runtime.create_agent(
         name=body.name, model=body.model, instructions=body.instructions,
         tools=body.tools, settings=body.settings, admin=is_admin(request, admin))
-    return json_response(agent.to_api(), 201)
+    return json_response(_out(runtime, agent), 201)
 
 
 @router.get("", response_model=AgentList)
 async def list_agents(request: Request) -> Response:
-    agents = await runtime_of(request).list_agents()
-    return json_response({"agents": [a.to_api() for a in agents]})
+    runtime = runtime_of(request)
+    agents = await runtime.list_agents()
+    return json_response({"agents": [_out(runtime, a) for a in agents]})
 
 
 @router.get("/{name}", response_model=AgentOut, responses=ERRORS(404))
 async def get_agent(name: str, request: Request) -> Response:
-    return json_response((await runtime_of(request).get_agent(name)).to_api())
+    runtime = runtime_of(request)
+    return json_response(_out(runtime, await runtime.get_agent(name)))
 
 
 @router.patch("/{name}", response_model=AgentOut, responses=ERRORS(404, 422))
@@ -40,10 +54,10 @@ async def update_agent(name: str, body: AgentPatch, request: Request) -> Respons
     fields = body.model_dump(exclude_none=True)
     runtime = runtime_of(request)
     if not fields:
-        return json_response((await runtime.get_agent(name)).to_api())
+        return json_response(_out(runtime, await runtime.get_agent(name)))
     admin = person(request, "changing an agent")
     agent = await runtime.update_agent(name, fields, admin=is_admin(request, admin))
-    return json_response(agent.to_api())
+    return json_response(_out(runtime, agent))
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS(404))
@@ -57,16 +71,19 @@ async def delete_agent(name: str, request: Request) -> Response:
 @router.post("/{name}/pause", response_model=AgentOut, responses=ERRORS(404, 409))
 async def pause_agent(name: str, request: Request) -> Response:
     """Refuse new messages; queued runs wait until resume, the active run finishes."""
-    return json_response((await runtime_of(request).set_state(name, "pause")).to_api())
+    runtime = runtime_of(request)
+    return json_response(_out(runtime, await runtime.set_state(name, "pause")))
 
 
 @router.post("/{name}/resume", response_model=AgentOut, responses=ERRORS(404))
 async def resume_agent(name: str, request: Request) -> Response:
     """Accept messages again and start runs held while paused."""
-    return json_response((await runtime_of(request).set_state(name, "resume")).to_api())
+    runtime = runtime_of(request)
+    return json_response(_out(runtime, await runtime.set_state(name, "resume")))
 
 
 @router.post("/{name}/stop", response_model=AgentOut, responses=ERRORS(404))
 async def stop_agent(name: str, request: Request) -> Response:
     """Refuse new messages and cancel the agent's queued and active runs."""
-    return json_response((await runtime_of(request).set_state(name, "stop")).to_api())
+    runtime = runtime_of(request)
+    return json_response(_out(runtime, await runtime.set_state(name, "stop")))

@@ -1,0 +1,49 @@
+"""An agent's ``settings``: one typed model, the single source of their types, ranges
+and defaults, and the checks that name every bad field.
+
+The daemon's own configuration is :mod:`agentd.config`; this package is about what a
+client puts in an agent's ``settings``. It sits between the runtime and server (which
+use it) and the layers whose models it composes (config, llm, security, tools).
+
+Typical use::
+
+    settings = check_settings(body_settings, caps=config.sandbox.limits)  # 422 if bad
+    settings.max_steps, settings.loop_guard.action, settings.budget.run.tokens
+
+    problems = settings_problems(agent.settings)  # a stored agent: what no longer holds
+    stored_settings(agent.settings)  # for a run: InvalidSettings naming the fields
+"""
+
+from agentd.llm.settings import ModelSettings
+from agentd.settings._check import (
+    SettingsProblem,
+    check_settings,
+    settings_problems,
+    stored_settings,
+)
+from agentd.settings._model import (
+    MAX_FALLBACKS,
+    MAX_MCP_SERVERS,
+    AgentSettings,
+    FallbackModel,
+    KernelSettings,
+    LoopGuard,
+    ModelArea,
+    RunSettings,
+)
+
+__all__ = [
+    "MAX_FALLBACKS",
+    "MAX_MCP_SERVERS",
+    "AgentSettings",
+    "FallbackModel",
+    "KernelSettings",
+    "LoopGuard",
+    "ModelArea",
+    "ModelSettings",
+    "RunSettings",
+    "SettingsProblem",
+    "check_settings",
+    "settings_problems",
+    "stored_settings",
+]

@@ -1,0 +1,194 @@
+"""The model of an agent's ``settings``, one area per class.
+
+The wire and stored form is one flat JSON object (``{"max_steps": 8, "budget": {...}}``),
+as it has always been; the model is composed to match it:
+
+- the flat areas are mixins whose fields sit at the top level: the model call
+  (:class:`ModelArea`, on :class:`~agentd.llm.settings.ModelSettings`), the kernel
+  (:class:`KernelSettings`) and the run loop (:class:`RunSettings`);
+- the nested areas are one key each, holding the model of the layer that owns it:
+  ``budget`` (``agentd.config.Budget``), ``policy``
+  (``agentd.security.policy.PolicyConfig``), ``sandbox`` (``agentd.config.AgentSandbox``),
+  ``mcp`` (``agentd.tools.mcp.MCPServer``).
+
+Adding an area (memory, schedules, heartbeat, ...): define its model in the layer that
+uses it (``extra="forbid"``, a range on every number, Literals for choices, a default
+for every field), add ONE key for it to :class:`AgentSettings` under "Areas to come",
+add a row to the agent settings table in docs/configuration.md (a test compares the
+table with this model), and read it typed in the runtime (``settings.memory.x``), never
+with ``settings.get``. New keys go in a nested area, not at the top level.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from agentd.config import AgentSandbox, Budget
+from agentd.llm.settings import ModelSettings
+from agentd.security.policy import PolicyConfig
+from agentd.tools.mcp import MCPServer
+
+__all__ = ["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",
+           "KernelSettings", "LoopGuard", "ModelArea", "RunSettings"]
+
+MAX_FALLBACKS = 8
+MAX_MCP_SERVERS = 16
+
+
+class _Area(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FallbackModel(_Area):
+    """A model tried when the ones before it are unavailable or failed for good."""
+
+    model: str = Field(min_length=1, max_length=200,
+                       description="`provider:model` (must be in the model catalog when "
+                                   "the catalog covers its provider).")
+    settings: ModelSettings | None = Field(
+        None, description="Its own model settings. Absent when the fallback was given "
+                          "as a string: it then shares the agent's (all of them for the "
+                          "primary's provider, else only max_tokens, temperature, "
+                          "timeout_s and max_retries).")
+
+    @property
+    def shares_settings(self) -> bool:
+        return self.settings is None
+
+
+def _fallback(value: Any) -> Any:
+    # "provider:model" is short for an entry that shares the agent's settings; an
+    # object entry without settings has none of its own ({}), as it always had.
+    if isinstance(value, str):
+        return {"model": value}
+    if isinstance(value, dict) and "settings" not in value:
+        return {**value, "settings": {}}
+    return value
+
+
+Fallback = Annotated[FallbackModel, BeforeValidator(
+    _fallback, json_schema_input_type=str | FallbackModel)]
+
+
+class ModelArea(ModelSettings):
+    """The model call: the primary model's settings, and the models to fall back to."""
+
+    fallbacks: list[Fallback] = Field(
+        default_factory=list, max_length=MAX_FALLBACKS,
+        description='Models tried in order when the primary is unavailable (breaker '
+                    'open) or failed for good: each `"provider:model"` or `{"model": '
+                    '"provider:model", "settings": {...}}`. A string fallback of the '
+                    "primary's provider shares the agent's settings; of another provider "
+                    "it takes only `max_tokens`, `temperature`, `timeout_s`, "
+                    "`max_retries`. Each is resolved when the agent is saved (a missing "
+                    "key is refused then), and a model of a provider the catalog covers "
+                    "must be in the catalog (a typo would otherwise show only during an "
+                    "outage).")
+
+
+class KernelSettings(_Area):
+    """How the kernel schedules this agent's model calls, and what an outage does."""
+
+    #: ``agentd.config.PRIORITIES`` (a test keeps them equal).
+    priority: Literal["interactive", "background", "batch"] = Field(
+        "background", description="The scheduler class of this agent's runs when the "
+                                  "client does not wait (a waiting client's are "
+                                  "`interactive`).")
+    tenant: str = Field("default", min_length=1, max_length=64,
+                        description="The tenant the agent belongs to: fair share and "
+                                    "budgets per tenant (the daemon's `tenants`).")
+    weight: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False,
+                          description="This agent's share of its tenant's share in the "
+                                      "scheduler.")
+    on_outage: Literal["wait", "fail"] = Field(
+        "wait", description="`wait`: when every model is unavailable the run parks "
+                            "(`model.outage`) until one answers (`model.recovered`); "
+                            "`fail`: it fails with the last error.")
+    outage_timeout_s: float = Field(
+        0.0, ge=0, le=365 * 86_400, allow_inf_nan=False,
+        description="How long a run may stay parked before it fails with "
+                    "`model_outage` (0: no limit).")
+    max_continuations: int = Field(
+        2, ge=0, le=20, description="Answers cut off by the output limit "
+                                    "(`finish_reason: length`) that are continued: the "
+                                    "model is asked to go on and the run's output is the "
+                                    "pieces joined.")
+
+
+class LoopGuard(_Area):
+    """The same tool calls getting the same results ``repeats`` steps in a row."""
+
+    repeats: int = Field(5, ge=2, le=100, description="Steps in a row that make a loop.")
+    action: Literal["warn", "stop"] = Field(
+        "warn", description="`warn`: a `loop.detected` event per streak; `stop`: the "
+                            "run fails with `loop_detected`.")
+
+
+class RunSettings(_Area):
+    """The agent loop of one run."""
+
+    max_steps: int | None = Field(
+        None, ge=1, le=1000,
+        description="Model calls per run before it fails with `max_steps`. Default: "
+                    "the daemon's `max_steps`.")
+    loop_guard: LoopGuard = Field(
+        default_factory=LoopGuard,
+        description='`{"repeats": N, "action": "warn" or "stop"}`: the same tool calls '
+                    '(names and arguments) getting the same results N steps in a row is '
+                    'a loop; `warn` writes one `loop.detected` event per streak, `stop` '
+                    'fails the run with `loop_detected`.')
+    on_unknown_outcome: Literal["ask", "interrupt"] = Field(
+        "ask", description="After a crash cut off a non-idempotent tool call: `ask` (the "
+                           "run waits for a decision) or `interrupt` (it ends "
+                           "`interrupted`).")
+
+
+class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model first)
+    """An agent's ``settings``: the single source of their types, ranges and defaults.
+
+    Stored as the client sent it (a plain JSON object); read through this model.
+    Secrets are refused: name an environment variable in ``api_key_env`` instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="AgentSettings")
+
+    budget: Budget = Field(
+        default_factory=Budget,
+        description='`{"run": {"tokens", "cost_usd", "steps"}, "day": {"tokens", '
+                    '"cost_usd"}, "month": {...}, "warn_at": [0.8]}`: limits per run and '
+                    'per agent per UTC day and month; every value > 0.')
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig,
+        description='The agent\'s layer of the tool policy: `{"rules": [...], "network": '
+                    'true or ["host pattern", ...], "tainted": "ask" or "deny", '
+                    '"approval_timeout_s": N}` (concepts.md, policy); `remember` '
+                    'decisions add rules here.')
+    sandbox: AgentSandbox = Field(
+        default_factory=AgentSandbox,
+        description='`{"backend": "bubblewrap", "limits": {"wall_s": 30, ...}, '
+                    '"persistent_shell": false, "workspace_max_mb": 500, '
+                    '"snapshot_budget_mb": 2000}`: the backend of the agent\'s commands '
+                    '(refused if this daemon cannot run it), their limits (each at most '
+                    'the daemon\'s `[sandbox.limits]`: above it is refused), the '
+                    'workspace quota and snapshot budget.')
+    mcp: list[MCPServer] = Field(
+        default_factory=list, max_length=MAX_MCP_SERVERS,
+        description='MCP servers whose tools the agent gets: `{"name", "command": [...], '
+                    '"env", "cwd"}` (stdio) or `{"name", "url", "headers"}` (streamable '
+                    'HTTP), plus `tools` (a subset), `trusted` (default false: results '
+                    'taint), `timeout_s` (per call, default 60). A stdio command off the '
+                    'daemon\'s `mcp_commands` needs an admin token.')
+
+    # -- Areas to come (memory, schedules, heartbeat, ...): one key each, e.g.
+    #    memory: MemorySettings = Field(default_factory=MemorySettings)
+    #    See this module's docstring for the pattern.
+
+    @field_validator("mcp")
+    @classmethod
+    def _unique_names(cls, value: list[MCPServer]) -> list[MCPServer]:
+        names = [s.name for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError("names a server twice")
+        return value
