@@ -1,27 +1,74 @@
 #!/usr/bin/env bash
 # Install what the tests need into .venv, then run ruff, mypy and the whole pytest suite.
 # Extra arguments go to pytest. PostgreSQL tests run when AGENTD_TEST_POSTGRES_URL is set.
+#
+# System packages: the sandbox tests need bubblewrap (the default sandbox backend) and,
+# where the distribution packages it, gVisor's runsc. When one is missing, this script
+# says which and why, then installs it with apt-get if it runs as root on a machine
+# with apt (as CI does: no prompt). Otherwise it prints the command to run and goes on;
+# the tests of a missing backend are skipped. AGENTD_TEST_SYSTEM_PACKAGES=0 skips the
+# installation altogether.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The sandbox backends the tests exercise: bubblewrap, and gVisor's runsc where the
-# distribution packages it. Installed from the system's packages when apt is here.
-if ! command -v bwrap >/dev/null 2>&1 || ! command -v runsc >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq bubblewrap runsc >/dev/null 2>&1 || {
-      apt-get update -qq >/dev/null
-      apt-get install -y -qq bubblewrap >/dev/null
-      apt-get install -y -qq runsc >/dev/null 2>&1 || echo "(runsc is not packaged here)"; }
-  else
-    echo "bubblewrap is not installed: install it (e.g. apt-get install bubblewrap)" >&2
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v runsc >/dev/null 2>&1 || missing+=(runsc)
+
+install_system_packages() {
+  echo "== system packages: ${missing[*]} missing"
+  echo "   (the sandbox backends the tests run commands in: bubblewrap, the default;"
+  echo "    runsc, gVisor's, where the distribution packages it)"
+  if [ "${AGENTD_TEST_SYSTEM_PACKAGES:-1}" = 0 ]; then
+    echo "   not installing them (AGENTD_TEST_SYSTEM_PACKAGES=0): their tests are skipped"
+    return
   fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "   no apt-get here: install them with your package manager (bubblewrap is" >&2
+    echo "   packaged as 'bubblewrap' almost everywhere); their tests are skipped" >&2
+    return
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "   not root, so not installing them; to do it yourself:" >&2
+    echo "     sudo apt-get install -y ${missing[*]}" >&2
+    echo "   (runsc may not be packaged here: bubblewrap is the one that matters);" >&2
+    echo "   their tests are skipped until then" >&2
+    return
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  local log
+  log=$(mktemp)
+  echo "   installing with apt-get (as root): ${missing[*]}"
+  if ! apt-get install -y -qq "${missing[@]}" >"$log" 2>&1; then
+    echo "   apt-get update, then one package at a time"
+    apt-get update -qq >"$log" 2>&1 || { tail -n 20 "$log" >&2; rm -f "$log"; exit 1; }
+    for package in "${missing[@]}"; do
+      if apt-get install -y -qq "$package" >"$log" 2>&1; then
+        echo "   installed $package"
+      elif [ "$package" = runsc ]; then
+        echo "   runsc is not packaged here: the gVisor tests are skipped"
+      else
+        echo "   could not install $package:" >&2
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        exit 1
+      fi
+    done
+  else
+    echo "   installed ${missing[*]}"
+  fi
+  rm -f "$log"
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  install_system_packages
 fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
+echo "== python packages into .venv (pip install -e '.[test]')"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 

@@ -309,7 +309,7 @@ class ToolSteps:
             except Exception as exc:
                 log.exception("tool %s raised", call.name)
                 output = f"{call.name} failed: {type(exc).__name__}: {exc}"
-            if t.untrusted_output:
+            if t.untrusted_output and (not is_error or ctx.reached_outside):
                 tainted = "its output comes from outside"
             elif ctx.untrusted is not None:
                 tainted = ctx.untrusted

@@ -51,6 +51,9 @@ _CLONE_NEWUSER = 0x10000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MS_NOEXEC = 8
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -181,6 +184,50 @@ def workspace_owner(workspace: Path) -> int:
     return info.st_uid
 
 
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How a sandbox's uid reaches its workspace's path when a parent (``/root``)
+    is closed to it: in a private mount namespace, an empty ``tmpfs`` covers
+    ``cover`` (the first closed parent), the directories down to the workspace are
+    made in it, and the workspace (opened first, in the new namespace: a mount of
+    another namespace cannot be bound) is bind-mounted at its own path. The command
+    sees the workspace where it is on the host, so an absolute path to it works (git
+    changes to one), and nothing else of the closed parent: the rest of it is hidden
+    behind the ``tmpfs``. Its working directory is ``cwd`` under the new mount,
+    opened one component at a time without following links."""
+
+    cover: str
+    steps: tuple[str, ...]  # the directories to make under cover, the workspace last
+    cwd: tuple[str, ...] = ()  # the working directory's components in the workspace
+
+
+def closed_parent(workspace: Path, ids: tuple[int, int]) -> Path | None:
+    """The first parent of ``workspace`` (from ``/`` down) that ``ids`` (uid, gid,
+    no supplementary groups) may not pass through, or None when every one is open."""
+    uid, gid = ids
+    for parent in reversed(workspace.parents):
+        try:
+            info = os.stat(parent)
+        except OSError:
+            return parent
+        if info.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return parent
+    return None
+
+
+def reach(workspace: Path, cover: Path, cwd: Sequence[str] = ()) -> Reach:
+    """The `Reach` that shows ``workspace`` (a real path) through ``cover``."""
+    steps = [str(Path(*workspace.parts[:i + 1]))
+             for i in range(len(cover.parts), len(workspace.parts))]
+    return Reach(cover=str(cover), steps=tuple(steps), cwd=tuple(cwd))
+
+
 # -- seccomp: the kernel interfaces most used to escape, refused -----------------------
 
 #: Syscalls refused (ENOSYS, as if the kernel had none, so programs fall back): the
@@ -263,7 +310,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
                 death: int = signal.SIGKILL, no_new_privs: bool = False,
                 cgroup_fds: Sequence[int] = (), new_net: bool = False,
-                netns: int | None = None) -> Callable[[], None]:
+                netns: int | None = None, reach: Reach | None = None
+                ) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
     0. ``netns`` (root): join that network namespace (one the daemon made, see
@@ -275,6 +323,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
        ``bind[0]`` (the workspace) is bind-mounted on the path ``bind[1]``, so
        that bubblewrap, running as ``nobody``, reaches the workspace even when one of
        its parents (``/root``) is closed to other users. Nothing shows on the host.
+       ``reach`` (root only, the process backend): the same need met at the
+       workspace's own path (see `Reach`).
     2. ``cgroup_fds`` (the sandbox cgroup's ``cgroup.procs``, opened by the daemon):
        ``0`` written to each moves the child in, while it is still the daemon's uid;
        everything it starts stays in.
@@ -296,6 +346,11 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     bind_args = None
     if bind is not None:
         bind_args = (os.fsencode(bind[0]), os.fsencode(bind[1]))
+    reach_args = None
+    if reach is not None:
+        reach_args = (os.fsencode(reach.cover), [os.fsencode(p) for p in reach.steps],
+                      [os.fsencode(p) for p in reach.cwd])
+    mkdir, open_, close = os.mkdir, os.open, os.close
     setrlimit, fchdir, getppid, exit_, write = (resource.setrlimit, os.fchdir,
                                                 os.getppid, os._exit, os.write)
     join = tuple(cgroup_fds)
@@ -313,6 +368,7 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                                        ctypes.cast(filters, ctypes.c_void_p)))
 
     def setup() -> None:
+        here: int | None = None
         if netns is not None:
             check(setns(netns, CLONE_NEWNET))
         elif new_net:
@@ -322,6 +378,26 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
             check(unshare(_CLONE_NEWNS))
             check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
             check(mount(bind_args[0], bind_args[1], None, _MS_BIND, None))
+        elif reach_args is not None:
+            cover, steps, cwd_steps = reach_args
+            check(unshare(_CLONE_NEWNS))
+            check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
+            # The workspace's parents are root's: nothing the sandbox wrote is on
+            # this path, and its last step is no link.
+            held = open_(steps[-1], _DIR_FLAGS)
+            check(mount(b"tmpfs", cover, b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                        b"mode=0711,size=64k"))
+            for step in steps:
+                mkdir(step, 0o711)
+            check(mount(b"/proc/self/fd/%d" % held, steps[-1], None, _MS_BIND, None))
+            close(held)
+            # The directory through the new mount: one opened before it (cwd_fd)
+            # belongs to the daemon's namespace, where getcwd cannot name it.
+            here = open_(steps[-1], _DIR_FLAGS)
+            for step in cwd_steps:
+                nxt = open_(step, _DIR_FLAGS, dir_fd=here)
+                close(here)
+                here = nxt
         for fd in join:
             write(fd, b"0")
         if ids is not None:
@@ -333,7 +409,10 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
             exit_(111)
         for which, value in limits_list:
             setrlimit(which, value)
-        if cwd_fd is not None:
+        if here is not None:
+            fchdir(here)
+            close(here)
+        elif cwd_fd is not None:
             fchdir(cwd_fd)
         if no_new_privs:
             check(prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
@@ -348,7 +427,7 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                  bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
                  no_new_privs: bool = False, user: tuple[int, int] | None = None,
                  cgroup_fds: Sequence[int] = (), new_net: bool = False,
-                 netns: int | None = None) -> dict[str, Any]:
+                 netns: int | None = None, reach: Reach | None = None) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the switch to ``user``, or ``nobody``, when ``drop`` and the daemon is
@@ -359,7 +438,8 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                                       bind=bind if ids is not None else None,
                                       death=death, no_new_privs=no_new_privs,
                                       cgroup_fds=cgroup_fds, new_net=new_net,
-                                      netns=netns)}
+                                      netns=netns,
+                                      reach=reach if ids is not None else None)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

@@ -53,6 +53,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -66,8 +67,11 @@ from agentd.sandbox._limits import (
     SANDBOX_UID,
     ExecResult,
     Limits,
+    Reach,
+    closed_parent,
     cwd_parts,
     open_cwd,
+    reach,
     sandbox_env,
     sandbox_ids,
     spawn_kwargs,
@@ -255,8 +259,10 @@ class ProcessBackend(Backend):
     environment, its own session, the death signal, ``no_new_privs`` (set-uid programs
     gain nothing), the seccomp filter of the bubblewrap sandbox, a cgroup where one can
     be made, and (under root) the agent's uid. Its working directory is the real
-    workspace path (``HOME`` too: when a parent of the workspace is closed to other
-    users, as ``/root`` is, the command works in it by relative paths only).
+    workspace path (``HOME`` too). When a parent of the workspace is closed to that
+    uid, as ``/root`` is, a private mount namespace shows the workspace at that path
+    and hides the rest of the parent (`_reach`); where none can be made, the command
+    works in the workspace by relative paths only.
 
     The network: each command gets a network namespace of its own (as root, or in a
     new user namespace otherwise) with only ``lo``; a grant adds the egress forwarder
@@ -338,8 +344,10 @@ class ProcessBackend(Backend):
             command, extra = _bwrap.proxied(command, network.path)
             full_env.update(extra)
         cwd_fd = open_cwd(workspace, parts)
+        shown: Reach | None = None
         cgroup = None
         try:
+            shown = await self._reach(workspace, parts)
             cgroup = await self._cgroup(limits)
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(
@@ -347,7 +355,8 @@ class ProcessBackend(Backend):
                                     no_new_privs=True, user=self.user,
                                     cgroup_fds=cgroup.open_procs() if cgroup else (),
                                     new_net=confinable,
-                                    netns=inlet.netns if inlet else None),
+                                    netns=inlet.netns if inlet else None,
+                                    reach=shown),
                                 negative_is_signal=True, cgroup=cgroup,
                                 cleanup=_closing(inlet, None))
         except BaseException as exc:
@@ -366,6 +375,17 @@ class ProcessBackend(Backend):
             os.close(cwd_fd)
             if cgroup is not None:
                 cgroup.close_procs()
+
+    async def _reach(self, workspace: Path, parts: list[str]) -> Reach | None:
+        """How the command's uid reaches the workspace's own path, when a parent of it
+        is closed to that uid (``/root``, a 0700 home): see `Reach`. git needs it (it
+        changes to the work tree's absolute path); so does any command given one.
+        None when nothing is closed, or where no mount namespace can be made (then
+        commands work in the workspace by relative paths only)."""
+        ids = sandbox_ids(self.user)
+        if ids is None:
+            return None
+        return await asyncio.to_thread(_reach_for, workspace, ids, parts)
 
 
 class BubblewrapBackend(Backend):
@@ -627,6 +647,49 @@ def _probe_netns() -> tuple[str | None]:
     if done.returncode != 0:
         return (f"no network namespace: true exited with {done.returncode}",)
     return (None,)
+
+
+_reach_probes: dict[int, str | None] = {}
+
+
+def _reach_for(workspace: Path, ids: tuple[int, int], parts: list[str]) -> Reach | None:
+    real = Path(os.path.realpath(workspace))
+    cover = closed_parent(real, ids)
+    if cover is None or _reach_probe() is not None:
+        return None
+    return reach(real, cover, parts)
+
+
+def _reach_probe() -> str | None:
+    """None when a command can be given a `Reach` here (a private mount namespace
+    and a ``tmpfs`` in it, as root), else why not; tried once per process."""
+    pid = os.getpid()
+    if pid in _reach_probes:
+        return _reach_probes[pid]
+    with _probe_lock:
+        if pid in _reach_probes:
+            return _reach_probes[pid]
+        why: str | None = None
+        true = shutil.which("true", path=SANDBOX_PATH)
+        with tempfile.TemporaryDirectory(prefix="agentd-reach-") as tmp:
+            closed = Path(tmp) / "closed"
+            inner = closed / "ws"
+            inner.mkdir(parents=True)
+            closed.chmod(0o700)
+            try:
+                done = subprocess.run([true or "true"], env={}, capture_output=True,
+                                      timeout=30, check=False,
+                                      **spawn_kwargs(Limits(), reach=reach(inner, closed)))
+                if done.returncode != 0:
+                    why = f"true exited with {done.returncode}"
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = f"no private mount namespace: {exc}"
+        if why is not None:
+            logger.warning("process backend: commands cannot be shown their workspace's path "
+                        "through a closed parent (%s): they work in it by relative paths "
+                        "only, and the git tool fails", why)
+        _reach_probes[pid] = why
+        return why
 
 
 def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:

@@ -409,6 +409,20 @@ def _write_target(path: str) -> None:
 
 # --- per-program checks: options that run code or write ---------------------------
 
+#: A program's check, looked up by its name; it raises `_Unsafe` to refuse. Adding a
+#: program is one decorated function.
+_CHECKS: dict[str, Callable[[_Walker, Sequence[_Arg]], None]] = {}
+
+
+def _check(*programs: str) -> Callable[[Callable[[_Walker, Sequence[_Arg]], None]],
+                                       Callable[[_Walker, Sequence[_Arg]], None]]:
+    def register(fn: Callable[[_Walker, Sequence[_Arg]], None]
+                 ) -> Callable[[_Walker, Sequence[_Arg]], None]:
+        for program in programs:
+            _CHECKS[program] = fn
+        return fn
+    return register
+
 
 def _literal(name: str, args: Sequence[_Arg]) -> list[str]:
     if any(a.dynamic for a in args):
@@ -425,6 +439,7 @@ def _long(arg: str, forbidden: Sequence[str]) -> bool:
     return any(f.startswith(opt) for f in forbidden)
 
 
+@_check("find")
 def _find(w: _Walker, args: Sequence[_Arg]) -> None:
     for a in _literal("find", args):
         if a in ("-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0",
@@ -432,6 +447,7 @@ def _find(w: _Walker, args: Sequence[_Arg]) -> None:
             raise _Unsafe(f"find {a} runs commands or writes files")
 
 
+@_check("sort")
 def _sort(w: _Walker, args: Sequence[_Arg]) -> None:
     for a in _literal("sort", args):
         if _long(a, ("--output", "--compress-program")) or (
@@ -439,6 +455,7 @@ def _sort(w: _Walker, args: Sequence[_Arg]) -> None:
             raise _Unsafe(f"sort {a} writes a file or runs a program")
 
 
+@_check("uniq")
 def _uniq(w: _Walker, args: Sequence[_Arg]) -> None:
     texts = _literal("uniq", args)
     operands, skip = [], False
@@ -453,6 +470,7 @@ def _uniq(w: _Walker, args: Sequence[_Arg]) -> None:
         raise _Unsafe("uniq with two operands writes the second")
 
 
+@_check("date")
 def _date(w: _Walker, args: Sequence[_Arg]) -> None:
     for a in _literal("date", args):
         if _long(a, ("--set",)) or (a.startswith("-") and not a.startswith("--")
@@ -460,17 +478,20 @@ def _date(w: _Walker, args: Sequence[_Arg]) -> None:
             raise _Unsafe("date -s sets the clock")
 
 
+@_check("printf")
 def _printf(w: _Walker, args: Sequence[_Arg]) -> None:
     if args and (args[0].dynamic or args[0].text == "-v"):
         raise _Unsafe("printf -v assigns a variable")
 
 
+@_check("tree")
 def _tree(w: _Walker, args: Sequence[_Arg]) -> None:
     for a in _literal("tree", args):
         if a.startswith(("-o", "-R")) or _long(a, ("--output",)):
             raise _Unsafe(f"tree {a} writes files")
 
 
+@_check("test", "[")
 def _test(w: _Walker, args: Sequence[_Arg]) -> None:
     body = list(args)
     if body and body[-1].text == "]" and not body[-1].dynamic:
@@ -488,6 +509,7 @@ def _test(w: _Walker, args: Sequence[_Arg]) -> None:
         raise _Unsafe("test with variables in an unusual form")
 
 
+@_check("cd")
 def _cd(w: _Walker, args: Sequence[_Arg]) -> None:
     texts = _literal("cd", args)
     parts = texts[0].split("/") if len(texts) == 1 else [""]
@@ -497,6 +519,7 @@ def _cd(w: _Walker, args: Sequence[_Arg]) -> None:
         raise _Unsafe("cd into a dot directory (where configs live, as in .git)")
 
 
+@_check("sed")
 def _sed(w: _Walker, args: Sequence[_Arg]) -> None:
     scripts: list[str] = []
     take = False
@@ -523,6 +546,7 @@ def _sed(w: _Walker, args: Sequence[_Arg]) -> None:
                 raise _Unsafe("a sed script beyond p, d, q and plain s///")
 
 
+@_check("git")
 def _git(w: _Walker, args: Sequence[_Arg]) -> None:
     texts = _literal("git", args)
     if w.require_known and not w.git_tool:
@@ -558,9 +582,3 @@ def _git(w: _Walker, args: Sequence[_Arg]) -> None:
             raise _Unsafe(f"git {sub} that changes refs")
     if sub == "cat-file" and any(a.startswith("--") for a in rest):
         raise _Unsafe("git cat-file with filters")
-
-
-_CHECKS: dict[str, Callable[[_Walker, Sequence[_Arg]], None]] = {
-    "find": _find, "sort": _sort, "uniq": _uniq, "date": _date, "printf": _printf,
-    "tree": _tree, "test": _test, "[": _test, "cd": _cd, "sed": _sed, "git": _git,
-}

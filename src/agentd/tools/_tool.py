@@ -45,6 +45,10 @@ class ToolContext:
     #: Set by a tool whose result carries content from outside (why), which taints
     #: the session.
     untrusted: str | None = None
+    #: Cleared by an ``untrusted_output`` tool while it has contacted nothing (its
+    #: grant and address checks): a call that fails then brought nothing from outside
+    #: in, so it does not taint. True (the default) for every other failure.
+    reached_outside: bool = True
 
 
 @dataclass(kw_only=True)

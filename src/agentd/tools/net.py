@@ -10,7 +10,8 @@ private_endpoints``, and the daemon's own port always is (no grant opens the dae
 API or a cloud metadata endpoint). The connection goes to the address that was
 checked (the URL's host is kept for ``Host`` and TLS), so a DNS answer that changes in
 between cannot redirect it. The response is capped in size and time, and its content
-comes from outside: it taints the session.
+comes from outside: it taints the session. A fetch refused before any request left
+(no grant, a refused address, bad arguments) brought nothing in, and does not.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ async def http_fetch(ctx: ToolContext, url: str, method: Method = "GET",
         timeout_s: the whole request, redirects included, in seconds (up to 120).
     """
     sandbox = ctx.sandbox
+    ctx.reached_outside = False  # until a request is sent (see _fetch)
     if not isinstance(sandbox, Sandbox) or not sandbox.network:
         raise _denied("this agent has no network (settings.policy.network)")
     if not 1 <= max_bytes <= MAX_BYTES:
@@ -74,14 +76,16 @@ async def http_fetch(ctx: ToolContext, url: str, method: Method = "GET",
         raise ToolError("at most 50 headers", code="tool_bad_arguments")
     try:
         async with asyncio.timeout(timeout_s):
-            return await _fetch(sandbox, url, method, body, sent, max_bytes, timeout_s)
+            return await _fetch(ctx, sandbox, url, method, body, sent, max_bytes,
+                                timeout_s)
     except TimeoutError:
         raise ToolError(f"{url} did not answer within {timeout_s:g}s",
                         code="tool_timeout") from None
 
 
-async def _fetch(sandbox: Sandbox, url: str, method: str, body: str | None,
-                 headers: dict[str, str], max_bytes: int, timeout_s: float) -> str:
+async def _fetch(ctx: ToolContext, sandbox: Sandbox, url: str, method: str,
+                 body: str | None, headers: dict[str, str], max_bytes: int,
+                 timeout_s: float) -> str:
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                  timeout=timeout_s) as client:
         for _ in range(MAX_REDIRECTS + 1):
@@ -101,6 +105,9 @@ async def _fetch(sandbox: Sandbox, url: str, method: str, body: str | None,
                 method, target, content=body.encode() if body is not None else None,
                 headers={**headers, "Host": parts.netloc.rpartition("@")[2]},
                 extensions={"sni_hostname": host} if parts.scheme == "https" else {})
+            # From here on what comes back (a page, an error, a redirect's target,
+            # whose refusal names it) is from outside, whatever happens next.
+            ctx.reached_outside = True
             try:
                 response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
