@@ -232,6 +232,9 @@ class PersistentShell:
         elif status is not None:
             code, killed = signal_death(_status(status), negative_is_signal=False)
         else:  # the shell exited (``exit``) or died, taking its sandbox along
+            # Its pipes reached their end as it exited: let it report its own status
+            # before what is left of the sandbox is killed (or the kill is its status).
+            await asyncio.wait({exited}, timeout=_DRAIN_S)
             await child.close()
             returncode = child.proc.returncode if child.proc.returncode is not None else 1
             code, killed = signal_death(returncode,
