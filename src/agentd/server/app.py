@@ -109,4 +109,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
     app.include_router(routes.approvals.router)
+    app.include_router(routes.events.router)
     return app

@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from agentd.errors import InvalidInput
+from agentd.events import TERMINAL_KINDS
 from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
@@ -15,15 +16,15 @@ from agentd.store.records import EventRecord, session_tag
 __all__ = ["SSE_NAMES", "event_frame", "follow_frames", "parse_last_event_id", "sse_response",
            "token_frame"]
 
+#: Frame names that differ from the event's kind. A run's last frame is ``done``, or
+#: ``error`` when it failed; what it waits for is ``waiting``.
 SSE_NAMES = {
     "tool.started": "tool_start",
     "tool.finished": "tool_end",
-    "run.completed": "done",
-    "run.cancelled": "done",
-    "run.interrupted": "done",
-    "run.failed": "error",
+    "run.waiting": "waiting",
+    **{kind: "error" if status == "failed" else "done"
+       for kind, status in TERMINAL_KINDS.items()},
 }
-TERMINAL_KINDS = frozenset({"run.completed", "run.cancelled", "run.interrupted", "run.failed"})
 HEARTBEAT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
 
@@ -32,9 +33,14 @@ def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
     """One event as a frame; its id is ``<seq>@<session tag>`` (see
     :func:`parse_last_event_id`)."""
     name = SSE_NAMES.get(event.kind, event.kind)
+    body = event.to_api()
+    if name == "waiting":
+        # The Event JSON, with what the run waits for also at the top level:
+        # {"run_id", "reason", "model", "cause", "retry_in_s", ...}.
+        body = {**event.data, **body}
     return b"id: %d@%s\nevent: %s\ndata: %s\n\n" % (
         event.seq, tag or session_tag(event.session_id).encode(), name.encode(),
-        orjson.dumps(event.to_api()))
+        orjson.dumps(body))
 
 
 def token_frame(token: Token, tag: bytes) -> bytes:

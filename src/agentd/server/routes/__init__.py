@@ -6,10 +6,11 @@ from agentd.server.routes import (
     agents,
     approvals,
     checkpoints,
+    events,
     kernel,
     runs,
     sessions,
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "kernel", "runs", "sessions", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "events", "kernel", "runs", "sessions", "usage"]
