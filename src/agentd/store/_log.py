@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentd.errors import SessionBusy, SessionNotFound
-from agentd.events import MessageUser, RunQueued, RunWaiting
+from agentd.events import MessageUser, RunQueued
 from agentd.store import _rows
 from agentd.store._engine import Tx
 from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
@@ -222,18 +222,13 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
                         created_session=False, steered=True, busy_run=busy[0])
     # The events first: their seqs (taken under the session's row lock) give the run
     # its place in the session's queue.
-    new = [NewEvent.of(MessageUser(data={"content": content}), run_id),
-           NewEvent.of(RunQueued(), run_id)]
-    if busy is not None:
-        # Logged, not only streamed: a client that connects later sees why nothing
-        # happens yet (the run's own events follow once the run ahead is over).
-        new.append(NewEvent.of(RunWaiting(data={
-            "reason": "queued", "model": None, "retry_in_s": None,
-            "cause": f"run {busy[0]} is ahead of it in this session"}), run_id))
-    events = append(tx, session.id, new, now)
+    # A run queued behind another writes nothing more until it starts (its stream
+    # is told what it waits for from ``busy_run``, not from the log).
+    events = append(tx, session.id, [NewEvent.of(MessageUser(data={"content": content}), run_id),
+                                     NewEvent.of(RunQueued(), run_id)], now)
     run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                     status="queued", input=content, idempotency_key=idempotency_key,
-                    created_at=now, queued_seq=events[1].seq, priority=priority)
+                    created_at=now, queued_seq=events[-1].seq, priority=priority)
     tx.execute(
         f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
         "?, ?, NULL, NULL, NULL, NULL, ?, ?)",
