@@ -8,13 +8,13 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from agentd.errors import InvalidInput
-from agentd.events import TERMINAL_KINDS
+from agentd.events import TERMINAL_KINDS, RunWaitingData
 from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
 
 __all__ = ["SSE_NAMES", "event_frame", "follow_frames", "parse_last_event_id", "sse_response",
-           "token_frame"]
+           "token_frame", "waiting_frame"]
 
 #: Frame names that differ from the event's kind. A run's last frame is ``done``, or
 #: ``error`` when it failed; what it waits for is ``waiting``.
@@ -50,6 +50,14 @@ def token_frame(token: Token, tag: bytes) -> bytes:
             else {"run_id": token.run_id, "text": token.text}))
 
 
+def waiting_frame(data: RunWaitingData, run_id: str, after: int, tag: bytes) -> bytes:
+    """A ``waiting`` frame that is not in the log (a run queued behind another: the
+    state is plain from the log, so only the sender's stream is told). Its id is the
+    last committed seq, like a token's."""
+    return b"id: %d@%s\nevent: waiting\ndata: %s\n\n" % (
+        after, tag, orjson.dumps({"run_id": run_id, **data}))
+
+
 def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
     """The seq a ``Last-Event-ID`` names: ``<seq>`` or ``<seq>@<tag>``. A tag of another
     session, or a seq past this session's log, is refused (422)."""
@@ -81,10 +89,12 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
-                        run_id: str | None = None, known: list[EventRecord] | None = None
+                        run_id: str | None = None, known: list[EventRecord] | None = None,
+                        waiting: tuple[int, RunWaitingData] | None = None
                         ) -> AsyncIterator[bytes]:
     """Frames for a session's log after ``after``; with ``run_id``, that run only,
-    ending after its terminal event. ``known``: see :func:`follow`.
+    ending after its terminal event. ``known``: see :func:`follow`. ``waiting``
+    (seq, data): a ``waiting`` frame of ``run_id`` to send right after event ``seq``.
 
     Frames that are ready together go out in one chunk (one write to the socket);
     a chunk is sent as soon as nothing more is waiting.
@@ -103,6 +113,10 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
             elif run_id is None or item.run_id == run_id:
                 chunk.append(event_frame(item, tag))
                 end = run_id is not None and item.kind in TERMINAL_KINDS
+                if waiting is not None and item.seq >= waiting[0] and run_id is not None:
+                    if not end:
+                        chunk.append(waiting_frame(waiting[1], run_id, item.seq, tag))
+                    waiting = None
             if chunk:
                 size += len(chunk[-1])
             if chunk and (end or sub.queue.empty() or size > _CHUNK_BYTES):
