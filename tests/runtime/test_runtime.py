@@ -158,8 +158,10 @@ async def test_model_error_fails_the_run_and_next_run_works(runtime: Runtime) ->
     run, _ = await _run_once(runtime, "a", "x")
     assert run.status == "failed"
     # A failure retrying cannot mend: no retry, no parking, the run fails at once.
-    assert run.error == {"code": "model_error", "message": "provider exploded",
-                         "retryable": False, "details": {"provider": "scripted"}}
+    # The error names the model it came from (issue 12).
+    assert run.error == {"code": "model_error", "message": "scripted: provider exploded",
+                         "retryable": False,
+                         "details": {"provider": "scripted", "model": "scripted"}}
     run2, _ = await _run_once(runtime, "a", "y")
     assert run2.status == "completed"
 

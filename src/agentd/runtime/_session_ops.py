@@ -9,6 +9,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import InvalidInput
+from agentd.events import SessionRestored, WorkspaceRestored, WorkspaceSnapshot
 from agentd.runtime.workspaces import snapshot_at
 from agentd.security.policy import Policy, PolicyConfig, parse_policy
 from agentd.store import NewEvent, Store
@@ -94,8 +95,10 @@ class SessionOps:
         self.histories.drop(session.id)
         self.bus.publish([event])
         session.last_seq, session.updated_at = event.seq, event.at
+        typed = event.typed
+        assert isinstance(typed, SessionRestored)
         restored = await self._restore_files(session.agent_id, session.id,
-                                             int(event.data["to_seq"]))
+                                             typed.data["to_seq"])
         if restored is not None:
             session.last_seq, session.updated_at = restored.seq, restored.at
         return session, event
@@ -127,14 +130,14 @@ class SessionOps:
         if keeper is None:
             return None
         events = await self.store.read_events(session_id)
-        if not any(e.kind == "workspace.snapshot" for e in events):
+        if not any(isinstance(e.typed, WorkspaceSnapshot) for e in events):
             return None
         data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
-                                    snapshot_at(events, seq))
+                                    snapshot_at(events, seq), seq=seq)
         await self.sandboxes.prepare(self.settings.workspaces_dir / agent_id,
                                      agent_id=agent_id)
-        [record] = await self.store.append(session_id, [NewEvent(
-            kind="workspace.restored", data={"seq": seq, **data})])
+        [record] = await self.store.append(session_id, [
+            NewEvent.of(WorkspaceRestored(data=data))])
         self.bus.publish([record])
         self.histories.drop(session_id)
         return record

@@ -22,12 +22,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 
 from agentd.errors import Conflict, InvalidInput, ToolError
+from agentd.events import (
+    ApprovalDecided,
+    ApprovalDecidedData,
+    ApprovalRequested,
+    ApprovalRequestedData,
+    Event,
+    PolicyVerdictData,
+    RunWaiting,
+    ToolFinished,
+    ToolFinishedData,
+    ToolStarted,
+    ToolStartedData,
+)
 from agentd.llm.messages import ToolCall
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
@@ -71,6 +84,18 @@ def walled(sandbox: Any) -> bool:
             and not getattr(sandbox, "command_network", True))
 
 
+def _verdict_data(verdict: Verdict) -> PolicyVerdictData:
+    return cast(PolicyVerdictData, verdict.to_dict())
+
+
+def _asking(request: ApprovalRequestedData) -> str:
+    """The ``waiting`` cause of an approval request: short, for a person."""
+    if request["kind"] == "policy":
+        return f"approval of a {request['name']} call: {request['reason']}"[:300]
+    return (f"a decision about a {request['name']} call whose outcome is unknown "
+            "(retry, skip or fail)")
+
+
 def facts_of(t: Tool) -> CallFacts:
     return CallFacts(name=t.name, read_only=t.read_only, needs_approval=t.needs_approval,
                      needs_network=t.needs_network, sends_out=t.sends_out,
@@ -112,13 +137,18 @@ class ToolSteps:
     def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         raise NotImplementedError
 
+    def _new(self, event: Event) -> NewEvent:
+        """The row of one of this run's events."""
+        return NewEvent.of(event, self.run.id)
+
     # -- running a step's calls --------------------------------------------------------
 
     async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None,
                          prior: Sequence[EventRecord] = ()) -> list[dict[str, Any]]:
         """Judge, then run the calls: consecutive read-only calls together, anything
         that mutates alone, in the order the model asked for. ``prior`` holds the
-        run's events after the step (a resumed run), so approvals are not asked twice."""
+        run's events after the step (a resumed run), so approvals are not asked twice.
+        Returns the ``tool.finished`` data of each call."""
         steps = self.workspace_steps
         clean = self.history.tainted is None
         if steps is not None and calls and (not self._workspace_checked
@@ -133,7 +163,8 @@ class ToolSteps:
                 await self._commit(check)
         clean = await self._on_taint(clean)
         try:
-            return await self._run_judged(calls, retried, prior, clean)
+            return cast(list[dict[str, Any]],
+                        await self._run_judged(calls, retried, prior, clean))
         finally:
             if steps is not None:
                 await steps.done()
@@ -148,7 +179,7 @@ class ToolSteps:
 
     async def _run_judged(self, calls: list[ToolCall], retried: set[str] | None,
                           prior: Sequence[EventRecord], clean: bool
-                          ) -> list[dict[str, Any]]:
+                          ) -> list[ToolFinishedData]:
         steps = self.workspace_steps
         judged: list[tuple[ToolCall, Verdict | None, str | None]] = []
         for call in calls:
@@ -161,23 +192,30 @@ class ToolSteps:
                 groups[-1].append(item)
             else:
                 groups.append([item])
-        finished: list[dict[str, Any]] = []
+        finished: list[ToolFinishedData] = []
         mutated = False
         for group in groups:
             call, verdict, denied = group[0]
             if denied is not None:
-                result = {"call_id": call.id, "name": call.name, "output": denied,
-                          "is_error": True, "duration_ms": 0.0, "denied": True,
-                          **({"policy": verdict.to_dict()} if verdict else {})}
-                await self._commit([self._event("tool.finished", result)])
+                result: ToolFinishedData = {
+                    "call_id": call.id, "name": call.name, "output": denied,
+                    "is_error": True, "duration_ms": 0.0, "denied": True}
+                if verdict is not None:
+                    result["policy"] = _verdict_data(verdict)
+                await self._commit([self._new(ToolFinished(data=result))])
                 finished.append(result)
                 continue
-            await self._commit([self._event("tool.started", {
-                "call_id": c.id, "name": c.name, "arguments": c.arguments,
-                "effect_id": self._effect_id(c),
-                **({"policy": v.to_dict()} if v is not None else {}),
-                **({"retry": True} if retried and c.id in retried else {}),
-            }) for c, v, _ in group])
+            started: list[NewEvent] = []
+            for c, v, _ in group:
+                data: ToolStartedData = {"call_id": c.id, "name": c.name,
+                                         "arguments": c.arguments,
+                                         "effect_id": self._effect_id(c)}
+                if v is not None:
+                    data["policy"] = _verdict_data(v)
+                if retried and c.id in retried:
+                    data["retry"] = True
+                started.append(self._new(ToolStarted(data=data)))
+            await self._commit(started)
             writes = not all(self._is_read_only(c) for c, _, _ in group)
             if writes and steps is not None:
                 await steps.writing()
@@ -187,7 +225,7 @@ class ToolSteps:
                 results = list(await asyncio.gather(*(self._call_tool(c)
                                                       for c, _, _ in group)))
             mutated = mutated or writes
-            await self._commit([self._event("tool.finished", r) for r in results])
+            await self._commit([self._new(ToolFinished(data=r)) for r in results])
             finished.extend(results)
             clean = await self._on_taint(clean)
         if mutated and steps is not None:
@@ -210,9 +248,8 @@ class ToolSteps:
             return call, verdict, f"{call.name} was denied by policy: {verdict.reason}"
         decision = self._decided(call, prior)
         if decision is None:
-            decision = await self._ask(call, kind="policy",
-                                       pending=self._requested(call, prior),
-                                       verdict=verdict)
+            decision = cast(ApprovalDecidedData, await self._ask(
+                call, kind="policy", pending=self._requested(call, prior), verdict=verdict))
         who = decision.get("by") or "a person"
         if decision["action"] != "approve":
             why = decision.get("reason") or "no reason given"
@@ -260,22 +297,26 @@ class ToolSteps:
                        reason=f"the policy could not judge this call ({why})")
 
     @staticmethod
-    def _requested(call: ToolCall, prior: Sequence[EventRecord]) -> dict[str, Any] | None:
+    def _requested(call: ToolCall, prior: Sequence[EventRecord]
+                   ) -> ApprovalRequestedData | None:
         found = None
         for event in prior:
-            if (event.kind == "approval.requested" and event.data.get("kind") == "policy"
-                    and event.data.get("call_id") == call.id):
-                found = event.data
+            typed = event.typed
+            if (isinstance(typed, ApprovalRequested) and typed.data.get("kind") == "policy"
+                    and typed.data.get("call_id") == call.id):
+                found = typed.data
         return found
 
-    def _decided(self, call: ToolCall, prior: Sequence[EventRecord]) -> dict[str, Any] | None:
+    def _decided(self, call: ToolCall, prior: Sequence[EventRecord]
+                 ) -> ApprovalDecidedData | None:
         requested = self._requested(call, prior)
         if requested is None:
             return None
         for event in prior:
-            if (event.kind == "approval.decided"
-                    and event.data.get("approval_id") == requested["approval_id"]):
-                return event.data
+            typed = event.typed
+            if (isinstance(typed, ApprovalDecided)
+                    and typed.data.get("approval_id") == requested["approval_id"]):
+                return typed.data
         return None
 
     def _is_read_only(self, call: ToolCall) -> bool:
@@ -285,7 +326,7 @@ class ToolSteps:
     def _effect_id(self, call: ToolCall) -> str:
         return f"{self.run.id}/{self.steps}/{call.id}"
 
-    async def _call_tool(self, call: ToolCall) -> dict[str, Any]:
+    async def _call_tool(self, call: ToolCall) -> ToolFinishedData:
         started = time.perf_counter()
         t = self.tools.get(call.name)
         is_error = True
@@ -313,39 +354,49 @@ class ToolSteps:
                 tainted = "its output comes from outside"
             elif ctx.untrusted is not None:
                 tainted = ctx.untrusted
-        return {
+        result: ToolFinishedData = {
             "call_id": call.id,
             "name": call.name,
             "output": output,
             "is_error": is_error,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            **({"tainted": tainted} if tainted else {}),
         }
+        if tainted:
+            result["tainted"] = tainted
+        return result
 
     # -- waiting for a person ----------------------------------------------------------
 
-    async def _ask(self, call: ToolCall, *, kind: str, pending: dict[str, Any] | None,
-                   verdict: Verdict | None = None) -> dict[str, Any]:
+    async def _ask(self, call: ToolCall, *, kind: Literal["policy", "unknown_outcome"],
+                   pending: Mapping[str, Any] | None, verdict: Verdict | None = None
+                   ) -> dict[str, Any]:
         """Wait (status ``waiting_approval``) until a client decides about ``call``;
-        a policy request that expires is denied."""
+        a policy request that expires is denied. Returns the decision's data."""
         if pending is None:
-            pending = {"approval_id": new_id("ap"), "kind": kind,
-                       "effect_id": self._effect_id(call), "call_id": call.id,
-                       "name": call.name, "arguments": call.arguments}
+            request: ApprovalRequestedData = {
+                "approval_id": new_id("ap"), "kind": kind,
+                "effect_id": self._effect_id(call), "call_id": call.id, "name": call.name,
+                "arguments": call.arguments, "reason": "unknown_outcome",
+                "options": ["retry", "skip", "fail"]}
             if kind == "policy" and verdict is not None:
-                pending.update(reason=verdict.reason, policy=verdict.to_dict(),
-                               options=["approve", "deny"],
-                               expires_at=round(time.time()
-                                                + self.permissions.approval_timeout_s, 3))
-            else:
-                pending.update(reason="unknown_outcome", options=["retry", "skip", "fail"])
-            await self._commit([self._event("approval.requested", pending)],
+                request["reason"] = verdict.reason
+                request["policy"] = _verdict_data(verdict)
+                request["options"] = ["approve", "deny"]
+                request["expires_at"] = round(
+                    time.time() + self.permissions.approval_timeout_s, 3)
+            # The request and what the run waits for, in one commit: a stream shows
+            # a ``waiting`` frame (reason ``approval``) for it.
+            await self._commit([self._new(ApprovalRequested(data=request)),
+                                self._new(RunWaiting(data={
+                                    "reason": "approval", "model": None,
+                                    "retry_in_s": None, "cause": _asking(request)}))],
                                RunUpdate(status="waiting_approval"))
+            pending = request
         else:
             self.run.status = "waiting_approval"
         decision: asyncio.Future[dict[str, Any]] = (
             asyncio.get_running_loop().create_future())
-        self._decision, self._waiting = decision, pending
+        self._decision, self._waiting = decision, dict(pending)
         self._asking.set()
         if self.on_waiting is not None:
             self.on_waiting(self.run)
@@ -396,8 +447,8 @@ class ToolSteps:
                                f"{', '.join(options)}", field="body.action")
         self._deciding = True  # the first decision wins
         try:
-            data: dict[str, Any] = {"approval_id": pending.get("approval_id"),
-                                    "effect_id": pending["effect_id"], "action": action}
+            data: ApprovalDecidedData = {"approval_id": pending.get("approval_id"),
+                                         "effect_id": pending["effect_id"], "action": action}
             if output is not None or pending.get("kind") != "policy":
                 data["output"] = output
             if arguments is not None:
@@ -407,12 +458,13 @@ class ToolSteps:
             if by is not None:
                 data["by"] = by
             try:
-                await self._commit([self._event("approval.decided", data)],
+                await self._commit([self._new(ApprovalDecided(data=data))],
                                    RunUpdate(status="running"))
             except LeaseLost:
                 raise Conflict("the run was taken over by another node",
                                code="not_waiting", retryable=True) from None
-            future.set_result(data)
-            return data
+            decided = cast(dict[str, Any], data)
+            future.set_result(decided)
+            return decided
         finally:
             self._deciding = False

@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import Conflict, InvalidInput, NotFound
+from agentd.events import DecisionData
 from agentd.security.policy import PolicyConfig, parse_policy, sticky_rule
 
 if TYPE_CHECKING:
@@ -131,13 +132,16 @@ class ApprovalDesk:
             data = await executor.decide(action, output, arguments=arguments,
                                          reason=reason, by=by)
         else:
-            data = {"action": action}
+            decision: DecisionData = {"action": action}
             if output is not None or not policy_kind:
-                data["output"] = output
-            for name, value in (("arguments", arguments), ("reason", reason), ("by", by)):
-                if value is not None:
-                    data[name] = value
-            event = await runtime.store.decide_unheld(run_id, data)
+                decision["output"] = output
+            if arguments is not None:
+                decision["arguments"] = arguments
+            if reason is not None:
+                decision["reason"] = reason
+            if by is not None:
+                decision["by"] = by
+            event = await runtime.store.decide_unheld(run_id, decision)
             runtime.bus.publish([event])
             runtime.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
                                       order=run.queued_seq)

@@ -32,9 +32,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from agentd.errors import ModelError
+from agentd.events import ErrorData, ModelOutage, ModelRecovered, RunWaiting, WaitingReason
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, TextDelta
 from agentd.llm.model import Model, StreamAccumulator
@@ -42,7 +43,7 @@ from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.kernel import Breaker, BreakerSettings, RetryPolicy
 from agentd.runtime.scheduler import Scheduler
 
-__all__ = ["Kernel", "ModelCaller", "Target"]
+__all__ = ["Kernel", "ModelCaller", "Target", "named"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,20 @@ _PARK_POLL_S = 30.0
 #: Failures that say a provider is unavailable for now (connection errors, timeouts,
 #: 5xx, 529 overloaded, rate limits, in-stream errors).
 _OUTAGE_CODES = frozenset({"model_unavailable", "model_rate_limited", "model_error"})
+
+
+def named(target: Target, exc: ModelError) -> ModelError:
+    """``exc`` with the model it came from in its message (and ``details.model``): a
+    failed run says which model failed and why, not only which provider."""
+    if target.spec in exc.message:
+        return exc
+    return ModelError(f"{target.spec}: {exc.message}", code=exc.code,
+                      retryable=exc.retryable, details={**exc.details, "model": target.spec})
+
+
+def _cause(message: str) -> str:
+    """A ``waiting`` frame's cause: the error's message, short."""
+    return message if len(message) <= 300 else message[:299] + "…"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -135,6 +150,8 @@ class ModelCaller:
         self._matched = 0
         self._diverged = False
         self.resets = 0
+        #: What this call last said it waits for (reason, model), to say it once.
+        self._told: tuple[str, str | None] | None = None
 
     async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
                    ) -> tuple[AssistantMessage, Target, dict[str, Any]]:
@@ -148,6 +165,7 @@ class ModelCaller:
         output limit and what it wrote."""
         self._output = output
         self._sent, self._sent_len, self.resets = [], 0, 0
+        self._told = None
         failures: list[dict[str, Any]] = []
         queue: dict[str, Any] = {"class": self.priority, "wait_ms": 0.0}
         parked_at: float | None = None
@@ -155,6 +173,7 @@ class ModelCaller:
         while True:
             transient = False
             last: ModelError | None = None
+            last_target = self.targets[0]
             for target in self.targets:
                 breaker = self.kernel.breaker(target.breaker_key)
                 attempt = 0
@@ -166,7 +185,7 @@ class ModelCaller:
                     try:
                         message = await self._attempt(target, request, tokens, queue)
                     except ModelError as exc:
-                        last = exc
+                        last, last_target = exc, target
                         if exc.retryable and exc.code == "model_rate_limited":
                             # A rate limit is the lane's business (it pauses), not a
                             # sign the provider is unwell: the breaker does not count it.
@@ -182,6 +201,7 @@ class ModelCaller:
                         delay = self._failed(target, exc, attempt, failures)
                         if delay is None:
                             break
+                        await self._retrying(target, exc, delay)
                         if delay:
                             await asyncio.sleep(delay)
                         attempt += 1
@@ -202,28 +222,53 @@ class ModelCaller:
                     if parked_at is not None:
                         parked = round(time.monotonic() - parked_at, 3)
                         report["outage_s"] = parked
-                        await self._note("model.recovered", {
-                            "model": target.spec, "parked_s": parked})
+                        await self._tell(ModelRecovered(data={
+                            "model": target.spec, "parked_s": parked}))
                     return message, target, report
             if last is not None and not transient:
-                raise last  # every model refused for good: no wait helps
+                raise named(last_target, last)  # every model refused for good
             if not self.park:
-                raise last or self._outage_error(failures)
+                raise (named(last_target, last) if last is not None
+                       else self._outage_error(failures))
             now = time.monotonic()
             if parked_at is None:
                 parked_at = now
                 self.kernel.counters["outages"] += 1
-                ready = min(self.kernel.breaker(t.breaker_key).ready_in()
-                            for t in self.targets)
-                await self._note("model.outage", {
+                ready = round(min(self.kernel.breaker(t.breaker_key).ready_in()
+                                  for t in self.targets), 3)
+                error = (named(last_target, last) if last is not None
+                         else self._outage_error(failures))
+                await self._tell(ModelOutage(data={
                     "models": [t.spec for t in self.targets],
-                    "error": (last or self._outage_error(failures)).to_dict(),
-                    "retry_in_s": round(ready, 3)})
+                    "error": cast(ErrorData, error.to_dict()), "retry_in_s": ready}))
+                await self._tell(RunWaiting(data={
+                    "reason": "model_outage", "model": last_target.spec,
+                    "cause": _cause(error.message), "retry_in_s": ready}))
             elif self.outage_timeout_s and now - parked_at >= self.outage_timeout_s:
                 raise self._outage_error(failures, waited=now - parked_at)
             await self._wait_for_provider()
             # A long outage adds failures at every look: the step records the first 64.
             del failures[64:]
+
+    async def _tell(self, event: RunWaiting | ModelOutage | ModelRecovered) -> None:
+        """Commit an event about the call under way."""
+        if isinstance(event, RunWaiting):
+            self._told = (event.data["reason"], event.data["model"])
+        await self._note(event.kind, cast(dict[str, Any], event.data))
+
+    async def _retrying(self, target: Target, exc: ModelError, delay: float) -> None:
+        """Say what the run waits for before a retry: once per model and reason, not at
+        every try (the step's ``attempts`` list them all)."""
+        reason: WaitingReason = ("rate_limit" if exc.code == "model_rate_limited"
+                                 else "model_retry")
+        if self._told == (reason, target.spec):
+            return
+        retry_after = exc.details.get("retry_after")
+        wait = (float(retry_after) if isinstance(retry_after, int | float) and not delay
+                else delay)
+        await self._tell(RunWaiting(data={
+            "reason": reason, "model": target.spec, "cause": _cause(exc.message),
+            "retry_in_s": round(wait, 3)}))
 
     async def _wait_for_provider(self) -> None:
         breakers = [self.kernel.breaker(t.breaker_key) for t in self.targets]
@@ -242,6 +287,10 @@ class ModelCaller:
         message = (f"every model is unavailable ({models})" if waited is None else
                    f"no model answered for {waited:.0f} s ({models}); "
                    "settings.outage_timeout_s ran out")
+        # Name the cause: the last failure that says something (not "breaker open").
+        cause = next((f for f in reversed(failures) if f.get("message")), None)
+        if cause is not None:
+            message += f"; last error from {cause['model']}: {cause['message']}"
         return ModelError(message, code="model_outage", retryable=True,
                           details={"attempts": failures[-8:]})
 

@@ -9,9 +9,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
 
+from agentd.events import (
+    Event,
+    MessageAssistant,
+    MessageUser,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunInterrupted,
+    RunStarted,
+    SessionRestored,
+    ToolFinished,
+    UnknownEvent,
+    WorkspaceSnapshot,
+)
 from agentd.llm.messages import (
     AssistantMessage,
+    FinishReason,
     Thinking,
     ToolCall,
     ToolResultMessage,
@@ -60,7 +76,7 @@ class SessionHistory:
         """The history of a whole log (seq 1..N), restores applied."""
         history = cls(session_id, agent_id)
         for event in live_events(events):
-            history._fold(event)
+            history._fold(event, event.typed)
         history.last_seq = events[-1].seq if events else 0
         return history
 
@@ -69,57 +85,66 @@ class SessionHistory:
             return
         if event.seq != self.last_seq + 1:
             raise ValueError(f"gap in session log: have {self.last_seq}, got {event.seq}")
-        if event.kind == "session.restored":
-            raise NeedsRebuild(f"session restored to seq {event.data.get('to_seq')}")
+        typed = event.typed
+        if isinstance(typed, SessionRestored):
+            raise NeedsRebuild(f"session restored to seq {typed.data.get('to_seq')}")
         self.last_seq = event.seq
-        self._fold(event)
+        self._fold(event, typed)
 
-    def _fold(self, event: EventRecord) -> None:
-        kind, data = event.kind, event.data
-        if kind == "message.user":
-            message = UserMessage(content=data["content"])
-            if event.run_id is not None and event.run_id not in self._started:
-                self._held.setdefault(event.run_id, []).append(message)
-            elif self._pending and event.run_id is not None:
-                self._deferred.append(message)  # steered in while tools run
-            else:
-                self._append(message)
-        elif kind == "run.started":
-            self._started.add(event.run_id or "")
-            for held in self._held.pop(event.run_id or "", ()):
-                self._append(held)
-        elif kind == "message.assistant":
-            usage = data.get("usage")
-            self._append(AssistantMessage(
-                text=data.get("text", ""),
-                tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"],
-                                     extra=c.get("extra"))
-                            for c in data.get("tool_calls", [])],
-                usage=Usage.of(usage) if usage else None,
-                finish_reason=data.get("finish_reason", "stop"),
-                model=data.get("model"),
-                thinking=[Thinking(**t) for t in data.get("thinking") or ()],
-            ))
-        elif kind == "tool.finished":
-            self._pending.pop(data["call_id"], None)
-            if data.get("tainted") and self.tainted is None:
-                self.tainted = f"{data['name']} (seq {event.seq}): {data['tainted']}"
-            self.messages.append(ToolResultMessage(
-                call_id=data["call_id"], name=data["name"], content=data["output"],
-                is_error=bool(data.get("is_error")),
-            ))
-            if not self._pending and self._deferred:
-                deferred, self._deferred = self._deferred, []
-                self.messages.extend(deferred)
-        elif kind == "workspace.snapshot":
-            if data.get("ref"):
-                self.workspace_ref = str(data["ref"])
-            # A snapshot that could not be taken taints too (it fails closed).
-            if data.get("tainted") and self.tainted is None:
-                self.tainted = f"workspace (seq {event.seq}): {data['tainted']}"
-        elif kind in ("run.cancelled", "run.failed", "run.interrupted", "run.completed"):
-            self._held.pop(event.run_id or "", None)
-            self._started.discard(event.run_id or "")
+    def _fold(self, event: EventRecord, typed: Event | UnknownEvent) -> None:
+        # Old logs are folded as written: keys a writer may have left out are read
+        # with .get; a kind this build does not know (UnknownEvent) changes nothing.
+        run_id = event.run_id
+        match typed:
+            case MessageUser(data=data):
+                message = UserMessage(content=data["content"])
+                if run_id is not None and run_id not in self._started:
+                    self._held.setdefault(run_id, []).append(message)
+                elif self._pending and run_id is not None:
+                    self._deferred.append(message)  # steered in while tools run
+                else:
+                    self._append(message)
+            case RunStarted():
+                self._started.add(run_id or "")
+                for held in self._held.pop(run_id or "", ()):
+                    self._append(held)
+            case MessageAssistant(data=data):
+                usage = data.get("usage")
+                self._append(AssistantMessage(
+                    text=data.get("text", ""),
+                    tool_calls=[ToolCall(id=c["id"], name=c["name"],
+                                         arguments=c["arguments"], extra=c.get("extra"))
+                                for c in data.get("tool_calls", [])],
+                    usage=Usage.of(usage) if usage else None,
+                    finish_reason=cast(FinishReason, data.get("finish_reason", "stop")),
+                    model=data.get("model"),
+                    thinking=[Thinking(**t) for t in data.get("thinking") or ()],
+                ))
+            case ToolFinished(data=data):
+                self._pending.pop(data["call_id"], None)
+                tainted = data.get("tainted")
+                if tainted and self.tainted is None:
+                    self.tainted = f"{data['name']} (seq {event.seq}): {tainted}"
+                self.messages.append(ToolResultMessage(
+                    call_id=data["call_id"], name=data["name"], content=data["output"],
+                    is_error=bool(data.get("is_error")),
+                ))
+                if not self._pending and self._deferred:
+                    deferred, self._deferred = self._deferred, []
+                    self.messages.extend(deferred)
+            case WorkspaceSnapshot(data=data):
+                ref = data.get("ref")
+                if ref:
+                    self.workspace_ref = str(ref)
+                # A snapshot that could not be taken taints too (it fails closed).
+                tainted = data.get("tainted")
+                if tainted and self.tainted is None:
+                    self.tainted = f"workspace (seq {event.seq}): {tainted}"
+            case RunCompleted() | RunFailed() | RunCancelled() | RunInterrupted():
+                self._held.pop(run_id or "", None)
+                self._started.discard(run_id or "")
+            case _:
+                pass
 
     def _append(self, message: AnyMessage) -> None:
         if self._pending:

@@ -40,11 +40,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from agentd.errors import AgentdError, NotFound
+from agentd.events import (
+    ErrorData,
+    QuotaData,
+    WorkspaceRestoredData,
+    WorkspaceSnapshot,
+    WorkspaceSnapshotData,
+)
 from agentd.sandbox.snapshots import SnapshotStats, SnapshotStore
 from agentd.sandbox.workspace import set_usage
 from agentd.store import NewEvent
@@ -61,13 +68,16 @@ log = logging.getLogger(__name__)
 def snapshot_at(events: list[EventRecord], seq: int) -> str | None:
     """The workspace ref of a session's state at ``seq`` (``events``: its whole log)."""
     live = live_events([e for e in events if e.seq <= seq])
-    refs = [e.data["ref"] for e in live
-            if e.kind == "workspace.snapshot" and e.data.get("ref")]
+    refs = [ref for e in live if (ref := _snapshot_ref(e))]
     if refs:
-        return str(refs[-1])
-    later = [e.data["ref"] for e in events
-             if e.seq > seq and e.kind == "workspace.snapshot" and e.data.get("ref")]
-    return str(later[0]) if later else None
+        return refs[-1]
+    later = [ref for e in events if e.seq > seq and (ref := _snapshot_ref(e))]
+    return later[0] if later else None
+
+
+def _snapshot_ref(event: EventRecord) -> str | None:
+    typed = event.typed
+    return typed.data.get("ref") if isinstance(typed, WorkspaceSnapshot) else None
 
 
 @dataclass
@@ -225,23 +235,29 @@ class WorkspaceKeeper:
         news = bool(why) and tainted is None
         if ref == last_ref and not news and not over:
             return []
-        return [NewEvent(kind="workspace.snapshot", data={
+        data: WorkspaceSnapshotData = {
             "ref": ref, "files": stats.files, "bytes": stats.bytes,
             "hashed_bytes": stats.hashed_bytes, "new_bytes": stats.new_bytes,
-            "ms": round(stats.duration_ms, 3),
-            **({"tainted": why} if why and (check or news) else {}),
-            **({"quota_exceeded": over} if over else {}),
-            **({"skipped": stats.skipped[:20]} if stats.skipped else {}),
-            **({"xattrs": stats.xattrs[:20]} if stats.xattrs else {})})]
+            "ms": round(stats.duration_ms, 3)}
+        if why and (check or news):
+            data["tainted"] = why
+        if over:
+            data["quota_exceeded"] = over
+        if stats.skipped:
+            data["skipped"] = stats.skipped[:20]
+        if stats.xattrs:
+            data["xattrs"] = stats.xattrs[:20]
+        return [NewEvent.of(WorkspaceSnapshot(data=data))]
 
     async def _failed(self, agent_id: str, session_id: str, workspace: Path,
                       prov: _Provenance, exc: AgentdError | OSError, *, check: bool,
                       tainted: str | None, quota_bytes: int | None) -> NewEvent:
         """Fail closed: the workspace keeps (or takes) the writer's taint, and a
         session that cannot see what it would read is tainted."""
-        error = (exc.to_dict() if isinstance(exc, AgentdError)
-                 else {"code": "snapshot_failed", "message": str(exc.strerror or exc),
-                       "retryable": True})
+        error: ErrorData = (
+            cast(ErrorData, exc.to_dict()) if isinstance(exc, AgentdError)
+            else {"code": "snapshot_failed", "message": str(exc.strerror or exc),
+                  "retryable": True})
         log.warning("workspace of agent %s not snapshotted: %s", agent_id,
                     error["message"])
         if tainted and not prov.taint:
@@ -249,7 +265,7 @@ class WorkspaceKeeper:
         if not check:
             self._end_write(agent_id, session_id, tainted, prov)
         await self._save(agent_id, prov)
-        data: dict[str, Any] = {"ref": None, "error": error}
+        data: WorkspaceSnapshotData = {"ref": None, "error": error}
         if error.get("code") == "workspace_too_large":
             # Larger than a snapshot may hold: over any quota below that.
             over = self._quota(workspace, self.store.max_bytes + 1, quota_bytes)
@@ -259,10 +275,10 @@ class WorkspaceKeeper:
             data["tainted"] = (
                 f"the workspace could not be snapshotted ({error['message']}): what it "
                 "holds is of unknown provenance" if check else prov.taint)
-        return NewEvent(kind="workspace.snapshot", data=data)
+        return NewEvent.of(WorkspaceSnapshot(data=data))
 
     def _quota(self, workspace: Path, size: int, quota_bytes: int | None
-               ) -> dict[str, Any] | None:
+               ) -> QuotaData | None:
         """Record the workspace's size for the file tools' quota; the event's note if
         it is over."""
         if quota_bytes is None:
@@ -303,12 +319,14 @@ class WorkspaceKeeper:
         temp.write_bytes(data)
         os.replace(temp, path)
 
-    async def restore(self, agent_id: str, workspace: Path, ref: str | None
-                      ) -> dict[str, Any]:
-        """Put the workspace back to ``ref``; the ``workspace.restored`` event's data."""
+    async def restore(self, agent_id: str, workspace: Path, ref: str | None, *,
+                      seq: int = 0) -> WorkspaceRestoredData:
+        """Put the workspace back to ``ref``; the ``workspace.restored`` event's data
+        (``seq``: the point of the session's log restored to)."""
         if ref is None:
-            return {"ref": None, "note": "no snapshot of the workspace in this session: "
-                                         "its files were left as they are"}
+            return {"seq": seq, "ref": None,
+                    "note": "no snapshot of the workspace in this session: its files "
+                            "were left as they are"}
         started = time.perf_counter()
         async with self._lock(agent_id):
             prov = await self._load(agent_id)
@@ -316,15 +334,16 @@ class WorkspaceKeeper:
                 stats = await asyncio.to_thread(self.store.restore, ref, workspace,
                                                 cache_key=agent_id)
             except (AgentdError, OSError) as exc:
-                error = (exc.to_dict() if isinstance(exc, AgentdError)
-                         else {"code": "restore_failed", "message": str(exc),
-                               "retryable": True})
+                error: ErrorData = (
+                    cast(ErrorData, exc.to_dict()) if isinstance(exc, AgentdError)
+                    else {"code": "restore_failed", "message": str(exc),
+                          "retryable": True})
                 log.error("workspace of agent %s not restored to %s: %s", agent_id, ref,
                           error["message"])
                 # Part-way: what was written of ``ref`` mixes with what was there.
                 prov.taint = prov.taint or prov.marks.get(ref, "")
                 await self._save(agent_id, prov)
-                return {"ref": ref, "error": error}
+                return {"seq": seq, "ref": ref, "error": error}
             # The files are ``ref``'s now, and as trusted as it was when taken (one the
             # agent never took is of unknown provenance).
             # A tainted session may be writing right now: it keeps its mark.
@@ -334,7 +353,7 @@ class WorkspaceKeeper:
                 ref, "restored a snapshot the agent's steps did not take") or (
                 f"written while a session was tainted ({writing})" if writing else "")
             await self._save(agent_id, prov)
-        return {"ref": ref, "written": stats.written, "removed": stats.removed,
+        return {"seq": seq, "ref": ref, "written": stats.written, "removed": stats.removed,
                 "unchanged": stats.unchanged,
                 "ms": round((time.perf_counter() - started) * 1000, 3),
                 "shared": "the workspace is the agent's: every session of it sees these "

@@ -115,4 +115,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.approvals.router)
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)
+    app.include_router(routes.events.router)
     return app

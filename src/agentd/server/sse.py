@@ -8,22 +8,23 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from agentd.errors import InvalidInput
+from agentd.events import TERMINAL_KINDS, RunWaitingData
 from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
 
 __all__ = ["SSE_NAMES", "event_frame", "follow_frames", "parse_last_event_id", "sse_response",
-           "token_frame"]
+           "token_frame", "waiting_frame"]
 
+#: Frame names that differ from the event's kind. A run's last frame is ``done``, or
+#: ``error`` when it failed; what it waits for is ``waiting``.
 SSE_NAMES = {
     "tool.started": "tool_start",
     "tool.finished": "tool_end",
-    "run.completed": "done",
-    "run.cancelled": "done",
-    "run.interrupted": "done",
-    "run.failed": "error",
+    "run.waiting": "waiting",
+    **{kind: "error" if status == "failed" else "done"
+       for kind, status in TERMINAL_KINDS.items()},
 }
-TERMINAL_KINDS = frozenset({"run.completed", "run.cancelled", "run.interrupted", "run.failed"})
 HEARTBEAT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
 
@@ -32,9 +33,14 @@ def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
     """One event as a frame; its id is ``<seq>@<session tag>`` (see
     :func:`parse_last_event_id`)."""
     name = SSE_NAMES.get(event.kind, event.kind)
+    body = event.to_api()
+    if name == "waiting":
+        # The Event JSON, with what the run waits for also at the top level:
+        # {"run_id", "reason", "model", "cause", "retry_in_s", ...}.
+        body = {**event.data, **body}
     return b"id: %d@%s\nevent: %s\ndata: %s\n\n" % (
         event.seq, tag or session_tag(event.session_id).encode(), name.encode(),
-        orjson.dumps(event.to_api()))
+        orjson.dumps(body))
 
 
 def token_frame(token: Token, tag: bytes) -> bytes:
@@ -42,6 +48,14 @@ def token_frame(token: Token, tag: bytes) -> bytes:
         token.after, tag, orjson.dumps(
             {"run_id": token.run_id, "text": token.text, "reset": True} if token.reset
             else {"run_id": token.run_id, "text": token.text}))
+
+
+def waiting_frame(data: RunWaitingData, run_id: str, after: int, tag: bytes) -> bytes:
+    """A ``waiting`` frame that is not in the log (a run queued behind another: the
+    state is plain from the log, so only the sender's stream is told). Its id is the
+    last committed seq, like a token's."""
+    return b"id: %d@%s\nevent: waiting\ndata: %s\n\n" % (
+        after, tag, orjson.dumps({"run_id": run_id, **data}))
 
 
 def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
@@ -75,10 +89,12 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
 
 
 async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
-                        run_id: str | None = None, known: list[EventRecord] | None = None
+                        run_id: str | None = None, known: list[EventRecord] | None = None,
+                        waiting: tuple[int, RunWaitingData] | None = None
                         ) -> AsyncIterator[bytes]:
     """Frames for a session's log after ``after``; with ``run_id``, that run only,
-    ending after its terminal event. ``known``: see :func:`follow`.
+    ending after its terminal event. ``known``: see :func:`follow`. ``waiting``
+    (seq, data): a ``waiting`` frame of ``run_id`` to send right after event ``seq``.
 
     Frames that are ready together go out in one chunk (one write to the socket);
     a chunk is sent as soon as nothing more is waiting.
@@ -97,6 +113,10 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
             elif run_id is None or item.run_id == run_id:
                 chunk.append(event_frame(item, tag))
                 end = run_id is not None and item.kind in TERMINAL_KINDS
+                if waiting is not None and item.seq >= waiting[0] and run_id is not None:
+                    if not end:
+                        chunk.append(waiting_frame(waiting[1], run_id, item.seq, tag))
+                    waiting = None
             if chunk:
                 size += len(chunk[-1])
             if chunk and (end or sub.queue.empty() or size > _CHUNK_BYTES):

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from agentd.events import (
+    ACTIVE_RUN_STATES,
+    TERMINAL_RUN_STATES,
+    RunStatus,
+    SessionRestored,
+    UnknownEvent,
+    parse,
+)
+
+if TYPE_CHECKING:
+    from agentd.events import Event
 
 __all__ = [
     "ACTIVE_RUN_STATES",
@@ -27,10 +39,6 @@ __all__ = [
 
 AgentState = Literal["created", "running", "paused", "stopped", "error"]
 AGENT_STATES: tuple[AgentState, ...] = ("created", "running", "paused", "stopped", "error")
-RunStatus = Literal["queued", "running", "waiting_approval", "completed", "failed",
-                    "cancelled", "interrupted"]
-TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
-ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running", "waiting_approval"})
 #: What :meth:`Store.usage_report` can group by (``month`` is ``YYYY-MM`` of ``day``).
 USAGE_GROUPS: tuple[str, ...] = ("agent", "tenant", "model", "day", "month")
 
@@ -195,11 +203,17 @@ class UsageCharge:
 
 @dataclass(kw_only=True, slots=True)
 class NewEvent:
-    """An event to append; the store assigns ``seq`` and ``at``."""
+    """An event to append; the store assigns ``seq`` and ``at``. Build it from a typed
+    event (:mod:`agentd.events`) with :meth:`of`."""
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+
+    @classmethod
+    def of(cls, event: Event, run_id: str | None = None) -> NewEvent:
+        """The row of a typed event: its data is stored as it is (no copy)."""
+        return cls(kind=event.kind, data=cast(dict[str, Any], event.data), run_id=run_id)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -210,6 +224,11 @@ class EventRecord:
     data: dict[str, Any]
     at: float
     run_id: str | None = None
+
+    @property
+    def typed(self) -> Event | UnknownEvent:
+        """This event as its kind's dataclass (see :func:`agentd.events.parse`)."""
+        return parse(self.kind, self.data)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -232,8 +251,9 @@ def live_events(events: list[EventRecord]) -> list[EventRecord]:
     """
     live: list[EventRecord] = []
     for event in events:
-        if event.kind == "session.restored":
-            to_seq = int(event.data["to_seq"])
+        typed = event.typed
+        if isinstance(typed, SessionRestored):
+            to_seq = int(typed.data["to_seq"])
             # The state as it was at to_seq (which may itself follow a restore).
             live = live_events([e for e in events if e.seq <= to_seq])
         live.append(event)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,16 +21,34 @@ from agentd.errors import (
     AgentNotFound,
     CheckpointExists,
     CheckpointNotFound,
-    Conflict,
-    InvalidInput,
     RunNotFound,
-    SessionBusy,
-    SessionExists,
     SessionNotFound,
 )
-from agentd.store import _approvals, _runs_query, _uids, _usage
+from agentd.events import DecisionData, parse
+from agentd.store import _approvals, _rows, _runs_query, _sessions, _uids, _usage
 from agentd.store._engine import Engine, Tx
+from agentd.store._log import (
+    Accepted,
+    Lease,
+    LeaseLost,
+    RunUpdate,
+    Steered,
+    accept,
+    append,
+    leased_update,
+    update_run,
+)
+from agentd.store._rows import (
+    ACTIVE,
+    AGENT_COLS,
+    CHECKPOINT_COLS,
+    EVENT_COLS,
+    RUN_COLS,
+    SESSION_COLS,
+    new_id,
+)
 from agentd.store._schema import MIGRATIONS
+from agentd.store._sessions import new_checkpoint
 from agentd.store.records import (
     AgentRecord,
     AgentState,
@@ -42,272 +58,15 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
     UsageCharge,
-    live_events,
 )
 
-__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store"]
+__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store", "new_id"]
 
 log = logging.getLogger(__name__)
 
-_AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
-_SESSION_NEW = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
-                "checkpoint_at")
-_SESSION_COLS = _SESSION_NEW + ", policy"
-_RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
-             "idempotency_key, created_at, started_at, finished_at, lease_owner, "
-             "lease_expires_at, queued_seq, priority")
-_CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
-_ACTIVE = "('queued', 'running', 'waiting_approval')"
-_EVENT_COLS = "session_id, seq, run_id, kind, data, at"
-
-
-_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _agent(row: tuple[Any, ...]) -> AgentRecord:
-    return AgentRecord(
-        id=row[0], name=row[1], model=row[2], instructions=row[3],
-        tools=orjson.loads(row[4]), settings=orjson.loads(row[5]), state=row[6],
-        created_at=row[7], updated_at=row[8],
-    )
-
-
-def _session(row: tuple[Any, ...]) -> SessionRecord:
-    return SessionRecord(id=row[0], agent_id=row[1], key=row[2], last_seq=row[3],
-                         created_at=row[4], updated_at=row[5], checkpoint_seq=row[6],
-                         checkpoint_at=row[7],
-                         policy=orjson.loads(row[8]) if row[8] is not None else None)
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(
-        id=row[0], session_id=row[1], agent_id=row[2], status=row[3], input=row[4],
-        output=row[5], error=orjson.loads(row[6]) if row[6] else None, steps=row[7],
-        usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
-        created_at=row[10], started_at=row[11], finished_at=row[12],
-        lease_owner=row[13], lease_expires_at=row[14], queued_seq=row[15],
-        priority=row[16],
-    )
-
-
-def _checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
-    return CheckpointRecord(id=row[0], session_id=row[1], seq=row[2], name=row[3],
-                            kind=row[4], created_at=row[5])
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(session_id=row[0], seq=row[1], run_id=row[2], kind=row[3],
-                       data=orjson.loads(row[4]), at=row[5])
-
-
-_rng: random.Random | None = None
-
-
-def new_id(prefix: str) -> str:
-    """Time-ordered unique ids: ``r_`` + 12 hex digits of ms + 64 random bits.
-
-    Ids are unique, not secret, so a seeded PRNG is enough; it avoids a syscall
-    per id on the hot path.
-    """
-    global _rng
-    if _rng is None:
-        _rng = random.Random()
-    return f"{prefix}_{int(time.time() * 1000):012x}{_rng.getrandbits(64):016x}"
-
-
-class Steered(Exception):
-    """A run's step was not committed: a user message was steered into the run."""
-
-
-class LeaseLost(Exception):
-    """A run's step was not committed: this node does not (or no longer) hold its lease."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Who drives a run, checked and renewed in the same transaction as its events.
-
-    Every commit of a run is fenced by its lease: it lands only while ``owner``
-    holds it, and pushes ``expires_at`` to ``now + ttl``. ``acquire`` takes the run:
-    it must be active, its lease free, expired or already ``owner``'s, and (with
-    ``head``) no other run of its session may be ahead of it (active, or queued
-    earlier), so a session never has two runs going, on one node or many.
-    ``release`` ends the lease at once (a run parked at shutdown), so the next node
-    need not wait for it to expire.
-    """
-
-    owner: str
-    ttl: float
-    acquire: bool = False
-    head: bool = True
-    release: bool = False
-
-
-@dataclass(kw_only=True, slots=True)
-class RunUpdate:
-    """Fields of a run to change in the same transaction as some events."""
-
-    status: str | None = None
-    output: str | None = None
-    error: dict[str, Any] | None = None
-    steps: int | None = None
-    usage: dict[str, float] | None = None
-    started: bool = False
-    finished: bool = False
-
-    def apply_to(self, run: RunRecord, at: float) -> None:
-        """Make ``run`` what the row is after this update committed at ``at``."""
-        if self.status is not None:
-            run.status = self.status  # type: ignore[assignment]
-        if self.output is not None:
-            run.output = self.output
-        if self.error is not None:
-            run.error = self.error
-        if self.steps is not None:
-            run.steps = self.steps
-        if self.usage is not None:
-            run.usage = self.usage
-        if self.started:
-            run.started_at = at
-        if self.finished:
-            run.finished_at = at
-
-
-@dataclass(kw_only=True, slots=True)
-class Accepted:
-    session: SessionRecord
-    run: RunRecord
-    events: list[EventRecord]
-    created_session: bool
-    duplicate: bool = False
-    #: The message joined this already running run (mode "steer").
-    steered: bool = False
-    #: The run that was active or queued when the message came (modes other than enqueue).
-    busy_run: str | None = None
-
-
-def _append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
-            checkpoint_at: list[float] | None = None) -> list[EventRecord]:
-    """Append to a session's log; with ``checkpoint_at``, also hand back when the
-    session was last checkpointed (read by the same statement)."""
-    row = tx.one(
-        "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
-        f"RETURNING last_seq, checkpoint_at{tx.append_returning}",
-        (len(events), now, session_id),
-    )
-    if row is None:
-        raise SessionNotFound(f"session {session_id} does not exist")
-    if checkpoint_at is not None:
-        checkpoint_at.append(float(row[1]))
-    first = int(row[0]) - len(events) + 1
-    records = [
-        EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
-                    data=e.data, at=now)
-        for i, e in enumerate(events)
-    ]
-    rows = [(r.session_id, r.seq, r.run_id, r.kind, _dumps(r.data), r.at) for r in records]
-    if len(rows) == 1:
-        tx.execute(_INSERT_EVENT, rows[0])
-    else:
-        tx.executemany(_INSERT_EVENT, rows)
-    return records
-
-
-def _run_sets(update: RunUpdate | None, now: float) -> tuple[list[str], list[Any]]:
-    sets: list[str] = []
-    params: list[Any] = []
-    if update is None:
-        return sets, params
-    if update.status is not None:
-        sets.append("status = ?")
-        params.append(update.status)
-    if update.output is not None:
-        sets.append("output = ?")
-        params.append(update.output)
-    if update.error is not None:
-        sets.append("error = ?")
-        params.append(_dumps(update.error))
-    if update.steps is not None:
-        sets.append("steps = ?")
-        params.append(update.steps)
-    if update.usage is not None:
-        sets.append("usage = ?")
-        params.append(_dumps(update.usage))
-    if update.started:
-        sets.append("started_at = ?")
-        params.append(now)
-    if update.finished:
-        sets.append("finished_at = ?")
-        params.append(now)
-    return sets, params
-
-
-def _update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
-    sets, params = _run_sets(update, now)
-    if sets:
-        tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
-
-
-_AHEAD = (
-    "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
-    f"AND o.id <> runs.id AND o.status IN {_ACTIVE} AND (o.status <> 'queued' "
-    "OR o.queued_seq < runs.queued_seq))"
-)
-
-
-def _leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
-                   now: float) -> None:
-    """Update a run under its lease (see :class:`Lease`); raise LeaseLost if not held."""
-    sets, params = _run_sets(update, now)
-    sets.append("lease_expires_at = ?")
-    params.append(0.0 if lease.release else now + lease.ttl)
-    if lease.acquire:
-        sets.append("lease_owner = ?")
-        params.append(lease.owner)
-        where = (f"id = ? AND status IN {_ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
-                 "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
-        params.extend((run_id, lease.owner, now))
-    else:
-        where = "id = ? AND lease_owner = ?"
-        params.extend((run_id, lease.owner))
-    tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
-    if tx.rowcount == 0:
-        raise LeaseLost(run_id)
-
-
-def _new_checkpoint(tx: Tx, session_id: str, name: str | None, kind: str, now: float
-                    ) -> tuple[CheckpointRecord, EventRecord]:
-    """Log a ``checkpoint`` event and record it: the checkpoint is the state at its seq."""
-    checkpoint_id = new_id("c")
-    event = _append(tx, session_id, [NewEvent(kind="checkpoint", data={
-        "id": checkpoint_id, "name": name, "kind": kind})], now)[0]
-    tx.execute(f"INSERT INTO checkpoints ({_CHECKPOINT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-               (checkpoint_id, session_id, event.seq, name, kind, now))
-    tx.execute("UPDATE sessions SET checkpoint_seq = ?, checkpoint_at = ? WHERE id = ?",
-               (event.seq, now, session_id))
-    return CheckpointRecord(id=checkpoint_id, session_id=session_id, seq=event.seq,
-                            name=name, kind=kind, created_at=now), event
-
-
-def _target_seq(tx: Tx, session_id: str, last_seq: int, seq: int | None,
-                checkpoint: str | None) -> tuple[int, str | None]:
-    """Resolve a restore or fork target (a checkpoint id or name, or a seq) to a seq."""
-    if checkpoint is not None:
-        row = tx.one("SELECT id, seq FROM checkpoints WHERE session_id = ? AND "
-                     "(id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
-                     (session_id, checkpoint, checkpoint, checkpoint))
-        if row is None:
-            raise CheckpointNotFound(f"checkpoint {checkpoint!r} not found in this session")
-        return int(row[1]), str(row[0])
-    assert seq is not None
-    if not 0 <= seq <= last_seq:
-        raise InvalidInput(f"seq {seq} is not in this session's log (0 to {last_seq})",
-                           field="body.seq")
-    return seq, None
+_agent, _session, _run, _checkpoint, _event = (
+    _rows.agent, _rows.session, _rows.run, _rows.checkpoint, _rows.event)
+_dumps = _rows.dumps
 
 
 class Store:
@@ -365,7 +124,7 @@ class Store:
 
         def op(tx: Tx) -> None:
             tx.execute(
-                f"INSERT INTO agents ({_AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, name, model, instructions, _dumps(tools), _dumps(settings),
                  record.state, now, now),
             )
@@ -382,14 +141,14 @@ class Store:
         """An agent by name (or, with ``by="id"``, by id)."""
         column = {"name": "name", "id": "id"}[by]
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {_AGENT_COLS} FROM agents WHERE {column} = ?", (name,)))
+            f"SELECT {AGENT_COLS} FROM agents WHERE {column} = ?", (name,)))
         if row is None:
             raise AgentNotFound(f"agent {name!r} not found")
         return _agent(row)
 
     async def list_agents(self) -> list[AgentRecord]:
         rows = await self.engine.read(
-            lambda tx: tx.all(f"SELECT {_AGENT_COLS} FROM agents ORDER BY name"))
+            lambda tx: tx.all(f"SELECT {AGENT_COLS} FROM agents ORDER BY name"))
         return [_agent(r) for r in rows]
 
     async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
@@ -406,7 +165,7 @@ class Store:
                 sets.append(f"{key} = ?")
                 params.append(_dumps(value) if key in ("tools", "settings") else value)
             tx.execute(f"UPDATE agents SET {', '.join(sets)} WHERE name = ?", (*params, name))
-            return tx.one(f"SELECT {_AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            return tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
 
         row = await self.engine.write(op)
         if row is None:
@@ -437,7 +196,7 @@ class Store:
 
     async def list_sessions(self, agent_id: str) -> list[SessionRecord]:
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC",
+            f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC",
             (agent_id,)))
         return [_session(r) for r in rows]
 
@@ -453,8 +212,8 @@ class Store:
         ``workspace.snapshot`` events: run rarely)."""
         rows = await self.engine.read(lambda tx: tx.all(
             "SELECT data FROM events WHERE kind = 'workspace.snapshot'"))
-        return {str(ref) for (data,) in rows
-                if (ref := orjson.loads(data).get("ref")) is not None}
+        return {str(ref) for (data,) in rows if (ref := parse(
+            "workspace.snapshot", orjson.loads(data)).data.get("ref")) is not None}
 
     async def pending_approvals(self, agent: str | None = None) -> list[dict[str, Any]]:
         """Undecided approval requests (see :mod:`agentd.store._approvals`)."""
@@ -462,7 +221,7 @@ class Store:
 
     async def get_session(self, agent_id: str, key: str) -> SessionRecord:
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+            f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
             (agent_id, key)))
         if row is None:
             raise SessionNotFound(f"session {key!r} not found")
@@ -494,68 +253,9 @@ class Store:
         """
         now = time.time()
         run_id = new_id("r")
-
-        def op(tx: Tx) -> Accepted:
-            created = False
-            row = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
-                         (agent_id, key))
-            if row is None:
-                tx.execute(
-                    f"INSERT INTO sessions ({_SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
-                    "ON CONFLICT (agent_id, key) DO NOTHING",
-                    (new_id("s"), agent_id, key, now, now, now),
-                )
-                row = tx.one(
-                    f"SELECT {_SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
-                    (agent_id, key))
-                assert row is not None
-                created = True
-            session = _session(row)
-            if idempotency_key is not None:
-                prior = tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? "
-                               "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
-                               (session.id, idempotency_key))
-                if prior is not None:
-                    return Accepted(session=session, run=_run(prior), events=[],
-                                    created_session=False, duplicate=True)
-            busy: tuple[Any, ...] | None = None
-            if mode != "enqueue" and not created:
-                active = tx.all(f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND "
-                                f"status IN {_ACTIVE} ORDER BY queued_seq", (session.id,))
-                # The run under way, else the first queued.
-                busy = next((r for r in active if r[3] != "queued"), None) or (
-                    active[0] if active else None)
-            if busy is not None and mode == "reject":
-                raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
-                                  details={"active_run": busy[0]})
-            if busy is not None and mode == "steer":
-                events = _append(tx, session.id, [NewEvent(
-                    kind="message.user", run_id=busy[0],
-                    data={"content": content, "steer": True})], now)
-                session.last_seq, session.updated_at = events[-1].seq, now
-                return Accepted(session=session, run=_run(busy), events=events,
-                                created_session=False, steered=True, busy_run=busy[0])
-            # The events first: their seqs (taken under the session's row lock) give
-            # the run its place in the session's queue.
-            events = _append(tx, session.id, [
-                NewEvent(kind="message.user", run_id=run_id, data={"content": content}),
-                NewEvent(kind="run.queued", run_id=run_id, data={}),
-            ], now)
-            run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
-                            status="queued", input=content, idempotency_key=idempotency_key,
-                            created_at=now, queued_seq=events[-1].seq, priority=priority)
-            tx.execute(
-                f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-                "?, ?, NULL, NULL, NULL, NULL, ?, ?)",
-                (run.id, session.id, agent_id, "queued", content, idempotency_key, now,
-                 run.queued_seq, priority),
-            )
-            session.last_seq = events[-1].seq
-            session.updated_at = now
-            return Accepted(session=session, run=run, events=events, created_session=created,
-                            busy_run=busy[0] if busy is not None else None)
-
-        return await self.engine.write(op)
+        return await self.engine.write(lambda tx: accept(
+            tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
+            mode=mode, priority=priority, run_id=run_id, now=now))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
@@ -584,24 +284,24 @@ class Store:
             # Events first: appending locks the session's row (on PostgreSQL), which
             # serialises lease checks within a session.
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
-            records = (_append(tx, session_id, events, now, last_checkpoint) if events
+            records = (append(tx, session_id, events, now, last_checkpoint) if events
                        else [])
             if lease is not None and run_id is not None:
-                _leased_update(tx, run_id, run, lease, now)
+                leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:
-                _update_run(tx, run_id, run, now)
+                update_run(tx, run_id, run, now)
             if usage is not None:
                 _usage.charge(tx, usage, now)
             if (checkpoint_every is not None and last_checkpoint
                     and now - last_checkpoint[0] >= checkpoint_every):
-                records.append(_new_checkpoint(tx, session_id, None, "auto", now)[1])
+                records.append(new_checkpoint(tx, session_id, None, "auto", now)[1])
             return records
 
         return self.engine.write(op)
 
     async def read_events(self, session_id: str, *, after: int = 0, limit: int | None = None
                           ) -> list[EventRecord]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
         params: tuple[Any, ...] = (session_id, after)
         if limit is not None:
             sql += " LIMIT ?"
@@ -611,7 +311,7 @@ class Store:
 
     async def get_run(self, run_id: str) -> RunRecord:
         row = await self.engine.read(
-            lambda tx: tx.one(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)))
+            lambda tx: tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = ?", (run_id,)))
         if row is None:
             raise RunNotFound(f"run {run_id!r} not found")
         return _run(row)
@@ -619,7 +319,7 @@ class Store:
     async def run_context(self, run_id: str) -> tuple[RunRecord, str, str]:
         """A run with its agent's name and its session's key."""
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))}, a.name, s.key "
+            f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))}, a.name, s.key "
             "FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sessions s ON s.id = r.session_id "
             "WHERE r.id = ?", (run_id,)))
         if row is None:
@@ -634,11 +334,11 @@ class Store:
         # Literal values, and the partial index's own condition term for term, so both
         # planners use runs_session_active (it holds active runs only).
         literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
-        where = (f"status IN {_ACTIVE} AND status IN ({literal})"
+        where = (f"status IN {ACTIVE} AND status IN ({literal})"
                  + (" AND agent_id = ?" if agent_id else ""))
         params = (agent_id,) if agent_id else ()
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
+            f"SELECT {RUN_COLS} FROM runs WHERE {where} ORDER BY created_at, id", params))
         return [_run(r) for r in rows]
 
     async def list_runs(self, **filters: Any) -> _runs_query.RunPage:
@@ -682,7 +382,7 @@ class Store:
         each with the reason of a cancel asked for on another node (or None)."""
         def op(tx: Tx) -> dict[str, str | None]:
             rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
-                          f"status IN {_ACTIVE} RETURNING id, cancel_requested",
+                          f"status IN {ACTIVE} RETURNING id, cancel_requested",
                           (time.time() + ttl, owner))
             return {str(r[0]): r[1] for r in rows}
 
@@ -692,45 +392,25 @@ class Store:
         """Ask the node driving a run to cancel it (it sees this when it renews)."""
         def op(tx: Tx) -> None:
             tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN "
-                       f"{_ACTIVE}", (reason, run_id))
+                       f"{ACTIVE}", (reason, run_id))
 
         await self.engine.write(op)
 
-    async def decide_unheld(self, run_id: str, data: dict[str, Any]) -> EventRecord:
+    async def decide_unheld(self, run_id: str, decision: DecisionData) -> EventRecord:
         """Log a decision about a run waiting on another node (or on none): the run
         goes back to ``running`` with its lease ended, so the deciding node takes it
         over and resumes it with the decision; the old holder loses it at its next
-        renewal. ``data`` is the decision without its effect id. Raises Conflict
-        (``not_waiting``) unless the run waits on a request not yet decided."""
+        renewal. Raises Conflict (``not_waiting``) unless the run waits on a request
+        not yet decided."""
         now = time.time()
-
-        def op(tx: Tx) -> EventRecord:
-            row = tx.one("SELECT session_id, status FROM runs WHERE id = ?", (run_id,))
-            if row is None:
-                raise RunNotFound(f"run {run_id!r} not found")
-            session_id, status = str(row[0]), str(row[1])
-            asks = tx.all("SELECT seq, kind, data FROM events WHERE session_id = ? AND "
-                          "run_id = ? AND kind IN ('approval.requested', 'approval.decided') "
-                          "ORDER BY seq DESC LIMIT 1", (session_id, run_id))
-            if status != "waiting_approval" or not asks or asks[0][1] != "approval.requested":
-                raise Conflict(f"run {run_id} is {status}, not waiting for a decision",
-                               code="not_waiting")
-            asked = orjson.loads(asks[0][2])
-            event = _append(tx, session_id, [NewEvent(
-                kind="approval.decided", run_id=run_id,
-                data={"approval_id": asked.get("approval_id"),
-                      "effect_id": asked["effect_id"], **data})], now)[0]
-            tx.execute("UPDATE runs SET status = 'running', lease_owner = NULL, "
-                       "lease_expires_at = 0 WHERE id = ?", (run_id,))
-            return event
-
-        return await self.engine.write(op)
+        return await self.engine.write(
+            lambda tx: _approvals.decide_unheld(tx, run_id, decision, now))
 
     async def release_leases(self, *, except_owner: str) -> int:
         """End every other node's lease on an active run at once (only for a store this
         daemon has to itself)."""
         def op(tx: Tx) -> int:
-            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {_ACTIVE} "
+            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {ACTIVE} "
                        "AND lease_owner <> ?", (except_owner,))
             return tx.rowcount
 
@@ -745,12 +425,12 @@ class Store:
         def op(tx: Tx) -> list[tuple[Any, ...]]:
             # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
             return tx.all(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status IN {_ACTIVE} AND status <> "
+                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status <> "
                 "'queued' AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) "
                 "ORDER BY created_at, id", (owner, now)) + tx.all(
-                f"SELECT {_RUN_COLS} FROM runs WHERE status IN {_ACTIVE} AND status = 'queued' "
+                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status = 'queued' "
                 "AND created_at < ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = "
-                f"runs.session_id AND o.status IN {_ACTIVE} AND o.status <> 'queued' "
+                f"runs.session_id AND o.status IN {ACTIVE} AND o.status <> 'queued' "
                 "AND o.lease_owner <> ? AND o.lease_expires_at >= ?) "
                 "ORDER BY created_at, queued_seq", (queued_before, owner, now))
 
@@ -760,7 +440,7 @@ class Store:
         """The session's oldest queued run (whoever accepted it), unless a run of the
         session is under way: then its node starts the next one when it ends."""
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_RUN_COLS} FROM runs WHERE session_id = ? AND status IN {_ACTIVE} "
+            f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
             "ORDER BY queued_seq", (session_id,)))
         runs = [_run(r) for r in rows]
         if any(r.status != "queued" for r in runs):
@@ -775,7 +455,7 @@ class Store:
         now = time.time()
         try:
             return await self.engine.write(
-                lambda tx: _new_checkpoint(tx, session_id, name, kind, now))
+                lambda tx: new_checkpoint(tx, session_id, name, kind, now))
         except Exception as exc:
             if self.engine.is_unique_violation(exc):
                 raise CheckpointExists(
@@ -792,13 +472,13 @@ class Store:
             where = "last_seq > checkpoint_seq" + (" AND agent_id = ?" if agent_id else "")
             rows = tx.all(f"SELECT id FROM sessions WHERE {where}",
                           (agent_id,) if agent_id else ())
-            return [_new_checkpoint(tx, str(r[0]), None, kind, now)[1] for r in rows]
+            return [new_checkpoint(tx, str(r[0]), None, kind, now)[1] for r in rows]
 
         return await self.engine.write(op)
 
     async def list_checkpoints(self, session_id: str) -> list[CheckpointRecord]:
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE session_id = ? ORDER BY seq",
+            f"SELECT {CHECKPOINT_COLS} FROM checkpoints WHERE session_id = ? ORDER BY seq",
             (session_id,)))
         return [_checkpoint(r) for r in rows]
 
@@ -806,8 +486,8 @@ class Store:
                              ) -> tuple[CheckpointRecord, str, SessionRecord]:
         """A checkpoint with its agent's name and its session."""
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {', '.join('c.' + c.strip() for c in _CHECKPOINT_COLS.split(','))}, "
-            f"a.name, {', '.join('s.' + c.strip() for c in _SESSION_COLS.split(','))} "
+            f"SELECT {', '.join('c.' + c.strip() for c in CHECKPOINT_COLS.split(','))}, "
+            f"a.name, {', '.join('s.' + c.strip() for c in SESSION_COLS.split(','))} "
             "FROM checkpoints c JOIN sessions s ON s.id = c.session_id "
             "JOIN agents a ON a.id = s.agent_id WHERE c.id = ?", (checkpoint_id,)))
         if row is None:
@@ -821,28 +501,8 @@ class Store:
         archive) but leave the session's state (see :func:`live_events`). Refused
         (:class:`SessionBusy`) while the session has a run queued or under way."""
         now = time.time()
-
-        def op(tx: Tx) -> EventRecord:
-            row = tx.one("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
-            if row is None:
-                raise SessionNotFound(f"session {session_id} does not exist")
-            last_seq = int(row[0])
-            to_seq, checkpoint_id = _target_seq(tx, session_id, last_seq, seq, checkpoint)
-            data = {"to_seq": to_seq, "checkpoint": checkpoint_id,
-                    "archived": {"from_seq": to_seq + 1, "to_seq": last_seq}}
-            # Append first (it locks the session's row), then look for active runs: a
-            # message accepted concurrently is either seen here or comes after.
-            event = _append(tx, session_id, [NewEvent(kind="session.restored", data=data)],
-                            now)[0]
-            busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {_ACTIVE} "
-                          "LIMIT 1", (session_id,))
-            if busy is not None:
-                raise SessionBusy(f"the session has run {busy[0]} queued or under way; "
-                                  "cancel it or wait for it before restoring",
-                                  details={"active_run": busy[0]})
-            return event
-
-        return await self.engine.write(op)
+        return await self.engine.write(
+            lambda tx: _sessions.restore(tx, session_id, seq, checkpoint, now))
 
     async def fork_session(self, session_id: str, *, key: str, seq: int | None = None,
                            checkpoint: str | None = None, source: dict[str, Any]
@@ -852,42 +512,9 @@ class Store:
         ``session.forked`` event naming the source (``source`` plus the seq)."""
         now = time.time()
         new_session_id = new_id("s")
-
-        def op(tx: Tx) -> SessionRecord:
-            row = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", (session_id,))
-            if row is None:
-                raise SessionNotFound("the session to fork does not exist (deleted?)")
-            origin = _session(row)
-            to_seq, checkpoint_id = _target_seq(tx, session_id, origin.last_seq, seq,
-                                                checkpoint)
-            copied = [e for e in live_events([_event(r) for r in tx.all(
-                f"SELECT {_EVENT_COLS} FROM events WHERE session_id = ? AND seq <= ? "
-                "ORDER BY seq", (session_id, to_seq))])
-                if e.kind not in ("session.restored", "checkpoint")]
-            tx.execute(
-                f"INSERT INTO sessions ({_SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
-                "ON CONFLICT (agent_id, key) DO NOTHING",
-                (new_session_id, origin.agent_id, key, now, now, now))
-            if tx.rowcount == 0:
-                raise SessionExists(f"session {key!r} already exists")
-            tx.execute("UPDATE sessions SET policy = ? WHERE id = ?",
-                       (None if origin.policy is None else _dumps(origin.policy),
-                        new_session_id))
-            if copied:
-                tx.executemany(_INSERT_EVENT, [
-                    (new_session_id, i, e.run_id, e.kind, _dumps(e.data), e.at)
-                    for i, e in enumerate(copied, start=1)])
-                tx.execute("UPDATE sessions SET last_seq = ? WHERE id = ?",
-                           (len(copied), new_session_id))
-            _append(tx, new_session_id, [NewEvent(kind="session.forked", data={
-                **source, "seq": to_seq, "checkpoint": checkpoint_id,
-                "copied_events": len(copied)})], now)
-            created = tx.one(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?",
-                             (new_session_id,))
-            assert created is not None
-            return _session(created)
-
-        return await self.engine.write(op)
+        return await self.engine.write(lambda tx: _sessions.fork(
+            tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
+            checkpoint=checkpoint, source=source, now=now))
 
     async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
         """Delete sessions untouched since ``idle_before`` with nothing queued or under
@@ -895,7 +522,7 @@ class Store:
         def op(tx: Tx) -> list[tuple[str, str, str]]:
             rows = tx.all(
                 "DELETE FROM sessions WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs "
-                f"WHERE runs.session_id = sessions.id AND runs.status IN {_ACTIVE}) "
+                f"WHERE runs.session_id = sessions.id AND runs.status IN {ACTIVE}) "
                 "RETURNING id, agent_id, key", (idle_before,))
             return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 

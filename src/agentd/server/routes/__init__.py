@@ -6,6 +6,7 @@ from agentd.server.routes import (
     agents,
     approvals,
     checkpoints,
+    events,
     feed,
     kernel,
     run_list,
@@ -15,5 +16,5 @@ from agentd.server.routes import (
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "feed", "kernel", "run_list", "runs",
-           "sessions", "tools", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "run_list",
+           "runs", "sessions", "tools", "usage"]

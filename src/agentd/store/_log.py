@@ -1,0 +1,242 @@
+"""Writing to a session's log: appending events, and the run updates and leases that
+commit with them. Each function runs inside one transaction (``tx``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentd.errors import SessionBusy, SessionNotFound
+from agentd.events import MessageUser, RunQueued
+from agentd.store import _rows
+from agentd.store._engine import Tx
+from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
+
+__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "accept", "append",
+           "leased_update", "update_run"]
+
+
+class Steered(Exception):
+    """A run's step was not committed: a user message was steered into the run."""
+
+
+class LeaseLost(Exception):
+    """A run's step was not committed: this node does not (or no longer) hold its lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who drives a run, checked and renewed in the same transaction as its events.
+
+    Every commit of a run is fenced by its lease: it lands only while ``owner``
+    holds it, and pushes ``expires_at`` to ``now + ttl``. ``acquire`` takes the run:
+    it must be active, its lease free, expired or already ``owner``'s, and (with
+    ``head``) no other run of its session may be ahead of it (active, or queued
+    earlier), so a session never has two runs going, on one node or many.
+    ``release`` ends the lease at once (a run parked at shutdown), so the next node
+    need not wait for it to expire.
+    """
+
+    owner: str
+    ttl: float
+    acquire: bool = False
+    head: bool = True
+    release: bool = False
+
+
+@dataclass(kw_only=True, slots=True)
+class RunUpdate:
+    """Fields of a run to change in the same transaction as some events."""
+
+    status: str | None = None
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int | None = None
+    usage: dict[str, float] | None = None
+    started: bool = False
+    finished: bool = False
+
+    def apply_to(self, run: RunRecord, at: float) -> None:
+        """Make ``run`` what the row is after this update committed at ``at``."""
+        if self.status is not None:
+            run.status = self.status  # type: ignore[assignment]
+        if self.output is not None:
+            run.output = self.output
+        if self.error is not None:
+            run.error = self.error
+        if self.steps is not None:
+            run.steps = self.steps
+        if self.usage is not None:
+            run.usage = self.usage
+        if self.started:
+            run.started_at = at
+        if self.finished:
+            run.finished_at = at
+
+
+@dataclass(kw_only=True, slots=True)
+class Accepted:
+    session: SessionRecord
+    run: RunRecord
+    events: list[EventRecord]
+    created_session: bool
+    duplicate: bool = False
+    #: The message joined this already running run (mode "steer").
+    steered: bool = False
+    #: The run that was active or queued when the message came (the running one, else
+    #: the first queued), if any (modes other than enqueue: the query costs a turn
+    #: about 1%).
+    busy_run: str | None = None
+
+
+def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
+           checkpoint_at: list[float] | None = None) -> list[EventRecord]:
+    """Append to a session's log; with ``checkpoint_at``, also hand back when the
+    session was last checkpointed (read by the same statement)."""
+    row = tx.one(
+        "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
+        f"RETURNING last_seq, checkpoint_at{tx.append_returning}",
+        (len(events), now, session_id),
+    )
+    if row is None:
+        raise SessionNotFound(f"session {session_id} does not exist")
+    if checkpoint_at is not None:
+        checkpoint_at.append(float(row[1]))
+    first = int(row[0]) - len(events) + 1
+    records = [
+        EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
+                    data=e.data, at=now)
+        for i, e in enumerate(events)
+    ]
+    rows = [(r.session_id, r.seq, r.run_id, r.kind, _rows.dumps(r.data), r.at)
+            for r in records]
+    if len(rows) == 1:
+        tx.execute(INSERT_EVENT, rows[0])
+    else:
+        tx.executemany(INSERT_EVENT, rows)
+    return records
+
+
+def _run_sets(update: RunUpdate | None, now: float) -> tuple[list[str], list[Any]]:
+    sets: list[str] = []
+    params: list[Any] = []
+    if update is None:
+        return sets, params
+    if update.status is not None:
+        sets.append("status = ?")
+        params.append(update.status)
+    if update.output is not None:
+        sets.append("output = ?")
+        params.append(update.output)
+    if update.error is not None:
+        sets.append("error = ?")
+        params.append(_rows.dumps(update.error))
+    if update.steps is not None:
+        sets.append("steps = ?")
+        params.append(update.steps)
+    if update.usage is not None:
+        sets.append("usage = ?")
+        params.append(_rows.dumps(update.usage))
+    if update.started:
+        sets.append("started_at = ?")
+        params.append(now)
+    if update.finished:
+        sets.append("finished_at = ?")
+        params.append(now)
+    return sets, params
+
+
+def update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
+    sets, params = _run_sets(update, now)
+    if sets:
+        tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+
+
+_AHEAD = (
+    "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
+    f"AND o.id <> runs.id AND o.status IN {ACTIVE} AND (o.status <> 'queued' "
+    "OR o.queued_seq < runs.queued_seq))"
+)
+
+
+def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
+                  now: float) -> None:
+    """Update a run under its lease (see :class:`Lease`); raise LeaseLost if not held."""
+    sets, params = _run_sets(update, now)
+    sets.append("lease_expires_at = ?")
+    params.append(0.0 if lease.release else now + lease.ttl)
+    if lease.acquire:
+        sets.append("lease_owner = ?")
+        params.append(lease.owner)
+        where = (f"id = ? AND status IN {ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
+                 "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
+        params.extend((run_id, lease.owner, now))
+    else:
+        where = "id = ? AND lease_owner = ?"
+        params.extend((run_id, lease.owner))
+    tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
+    if tx.rowcount == 0:
+        raise LeaseLost(run_id)
+
+
+def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
+           mode: str, priority: str, run_id: str, now: float) -> Accepted:
+    """:meth:`Store.accept_message`'s transaction (see there)."""
+    created = False
+    row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                 (agent_id, key))
+    if row is None:
+        tx.execute(
+            f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+            "ON CONFLICT (agent_id, key) DO NOTHING",
+            (_rows.new_id("s"), agent_id, key, now, now, now),
+        )
+        row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                     (agent_id, key))
+        assert row is not None
+        created = True
+    session = _rows.session(row)
+    if idempotency_key is not None:
+        prior = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? "
+                       "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
+                       (session.id, idempotency_key))
+        if prior is not None:
+            return Accepted(session=session, run=_rows.run(prior), events=[],
+                            created_session=False, duplicate=True)
+    busy: tuple[Any, ...] | None = None
+    if not created and mode != "enqueue":
+        # The run under way, else the first queued (a session has few active runs;
+        # the partial index holds only those).
+        busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
+                      f"status IN {ACTIVE} ORDER BY status = 'queued', queued_seq LIMIT 1",
+                      (session.id,))
+    if busy is not None and mode == "reject":
+        raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
+                          details={"active_run": busy[0]})
+    if busy is not None and mode == "steer":
+        events = append(tx, session.id, [NewEvent.of(
+            MessageUser(data={"content": content, "steer": True}), busy[0])], now)
+        session.last_seq, session.updated_at = events[-1].seq, now
+        return Accepted(session=session, run=_rows.run(busy), events=events,
+                        created_session=False, steered=True, busy_run=busy[0])
+    # The events first: their seqs (taken under the session's row lock) give the run
+    # its place in the session's queue.
+    # A run queued behind another writes nothing more until it starts (its stream
+    # is told what it waits for from ``busy_run``, not from the log).
+    events = append(tx, session.id, [NewEvent.of(MessageUser(data={"content": content}), run_id),
+                                     NewEvent.of(RunQueued(), run_id)], now)
+    run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
+                    status="queued", input=content, idempotency_key=idempotency_key,
+                    created_at=now, queued_seq=events[-1].seq, priority=priority)
+    tx.execute(
+        f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
+        "?, ?, NULL, NULL, NULL, NULL, ?, ?)",
+        (run.id, session.id, agent_id, "queued", content, idempotency_key, now,
+         run.queued_seq, priority),
+    )
+    session.last_seq = events[-1].seq
+    session.updated_at = now
+    return Accepted(session=session, run=run, events=events, created_session=created,
+                    busy_run=busy[0] if busy is not None else None)

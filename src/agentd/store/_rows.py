@@ -1,0 +1,91 @@
+"""Rows and records: the tables' column lists, row-to-record conversions and ids."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import orjson
+
+from agentd.events import ACTIVE_RUN_STATES, RUN_STATES
+from agentd.store.records import (
+    AgentRecord,
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SessionRecord,
+)
+
+__all__ = ["ACTIVE", "AGENT_COLS", "CHECKPOINT_COLS", "EVENT_COLS", "INSERT_EVENT", "RUN_COLS",
+           "SESSION_COLS", "SESSION_NEW", "agent", "checkpoint", "dumps", "event", "new_id",
+           "run", "session"]
+
+AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
+SESSION_NEW = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
+               "checkpoint_at")
+SESSION_COLS = SESSION_NEW + ", policy"
+RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usage, "
+            "idempotency_key, created_at, started_at, finished_at, lease_owner, "
+            "lease_expires_at, queued_seq, priority")
+CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
+#: The active statuses as an SQL list, in the catalogue's order (the partial indexes'
+#: conditions name them in this order too).
+ACTIVE = "(" + ", ".join(f"'{s}'" for s in RUN_STATES if s in ACTIVE_RUN_STATES) + ")"
+EVENT_COLS = "session_id, seq, run_id, kind, data, at"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def agent(row: tuple[Any, ...]) -> AgentRecord:
+    return AgentRecord(
+        id=row[0], name=row[1], model=row[2], instructions=row[3],
+        tools=orjson.loads(row[4]), settings=orjson.loads(row[5]), state=row[6],
+        created_at=row[7], updated_at=row[8],
+    )
+
+
+def session(row: tuple[Any, ...]) -> SessionRecord:
+    return SessionRecord(id=row[0], agent_id=row[1], key=row[2], last_seq=row[3],
+                         created_at=row[4], updated_at=row[5], checkpoint_seq=row[6],
+                         checkpoint_at=row[7],
+                         policy=orjson.loads(row[8]) if row[8] is not None else None)
+
+
+def run(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0], session_id=row[1], agent_id=row[2], status=row[3], input=row[4],
+        output=row[5], error=orjson.loads(row[6]) if row[6] else None, steps=row[7],
+        usage=orjson.loads(row[8]) if row[8] else {}, idempotency_key=row[9],
+        created_at=row[10], started_at=row[11], finished_at=row[12],
+        lease_owner=row[13], lease_expires_at=row[14], queued_seq=row[15],
+        priority=row[16],
+    )
+
+
+def checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
+    return CheckpointRecord(id=row[0], session_id=row[1], seq=row[2], name=row[3],
+                            kind=row[4], created_at=row[5])
+
+
+def event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(session_id=row[0], seq=row[1], run_id=row[2], kind=row[3],
+                       data=orjson.loads(row[4]), at=row[5])
+
+
+_rng: random.Random | None = None
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered unique ids: ``r_`` + 12 hex digits of ms + 64 random bits.
+
+    Ids are unique, not secret, so a seeded PRNG is enough; it avoids a syscall
+    per id on the hot path.
+    """
+    global _rng
+    if _rng is None:
+        _rng = random.Random()
+    return f"{prefix}_{int(time.time() * 1000):012x}{_rng.getrandbits(64):016x}"

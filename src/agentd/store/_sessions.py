@@ -1,0 +1,132 @@
+"""A session as a whole: checkpoints, restore and fork. Each function runs inside one
+transaction (``tx``); the caller's ``now`` is the commit time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentd.errors import (
+    CheckpointNotFound,
+    InvalidInput,
+    SessionBusy,
+    SessionExists,
+    SessionNotFound,
+)
+from agentd.events import (
+    CHECKPOINT_KINDS,
+    Checkpoint,
+    SessionForked,
+    SessionRestored,
+)
+from agentd.store import _rows
+from agentd.store._engine import Tx
+from agentd.store._log import append
+from agentd.store._rows import (
+    ACTIVE,
+    CHECKPOINT_COLS,
+    EVENT_COLS,
+    INSERT_EVENT,
+    SESSION_COLS,
+    SESSION_NEW,
+)
+from agentd.store.records import (
+    CheckpointRecord,
+    EventRecord,
+    NewEvent,
+    SessionRecord,
+    live_events,
+)
+
+__all__ = ["fork", "new_checkpoint", "restore"]
+#: Events a fork does not copy: they describe the source session, not its state.
+_NOT_COPIED = frozenset({"session.restored", "checkpoint"})
+
+
+def new_checkpoint(tx: Tx, session_id: str, name: str | None, kind: str,
+                   now: float) -> tuple[CheckpointRecord, EventRecord]:
+    """Log a ``checkpoint`` event and record it: the checkpoint is the state at its seq."""
+    if kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    checkpoint_id = _rows.new_id("c")
+    event = append(tx, session_id, [NewEvent.of(Checkpoint(data={
+        "id": checkpoint_id, "name": name, "kind": kind}))], now)[0]
+    tx.execute(f"INSERT INTO checkpoints ({CHECKPOINT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+               (checkpoint_id, session_id, event.seq, name, kind, now))
+    tx.execute("UPDATE sessions SET checkpoint_seq = ?, checkpoint_at = ? WHERE id = ?",
+               (event.seq, now, session_id))
+    return CheckpointRecord(id=checkpoint_id, session_id=session_id, seq=event.seq,
+                            name=name, kind=kind, created_at=now), event
+
+
+def _target_seq(tx: Tx, session_id: str, last_seq: int, seq: int | None,
+                checkpoint: str | None) -> tuple[int, str | None]:
+    """Resolve a restore or fork target (a checkpoint id or name, or a seq) to a seq."""
+    if checkpoint is not None:
+        row = tx.one("SELECT id, seq FROM checkpoints WHERE session_id = ? AND "
+                     "(id = ? OR name = ?) ORDER BY id = ? DESC LIMIT 1",
+                     (session_id, checkpoint, checkpoint, checkpoint))
+        if row is None:
+            raise CheckpointNotFound(f"checkpoint {checkpoint!r} not found in this session")
+        return int(row[1]), str(row[0])
+    assert seq is not None
+    if not 0 <= seq <= last_seq:
+        raise InvalidInput(f"seq {seq} is not in this session's log (0 to {last_seq})",
+                           field="body.seq")
+    return seq, None
+
+
+def restore(tx: Tx, session_id: str, seq: int | None, checkpoint: str | None, now: float
+            ) -> EventRecord:
+    """:meth:`Store.restore_session`'s transaction (see there)."""
+    row = tx.one("SELECT last_seq FROM sessions WHERE id = ?", (session_id,))
+    if row is None:
+        raise SessionNotFound(f"session {session_id} does not exist")
+    last_seq = int(row[0])
+    to_seq, checkpoint_id = _target_seq(tx, session_id, last_seq, seq, checkpoint)
+    restored = SessionRestored(data={
+        "to_seq": to_seq, "checkpoint": checkpoint_id,
+        "archived": {"from_seq": to_seq + 1, "to_seq": last_seq}})
+    # Append first (it locks the session's row), then look for active runs: a message
+    # accepted concurrently is either seen here or comes after.
+    event = append(tx, session_id, [NewEvent.of(restored)], now)[0]
+    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
+                  "LIMIT 1", (session_id,))
+    if busy is not None:
+        raise SessionBusy(f"the session has run {busy[0]} queued or under way; "
+                          "cancel it or wait for it before restoring",
+                          details={"active_run": busy[0]})
+    return event
+
+
+def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | None,
+         checkpoint: str | None, source: dict[str, Any], now: float) -> SessionRecord:
+    """:meth:`Store.fork_session`'s transaction (see there)."""
+    row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?", (session_id,))
+    if row is None:
+        raise SessionNotFound("the session to fork does not exist (deleted?)")
+    origin = _rows.session(row)
+    to_seq, checkpoint_id = _target_seq(tx, session_id, origin.last_seq, seq, checkpoint)
+    copied = [e for e in live_events([_rows.event(r) for r in tx.all(
+        f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? AND seq <= ? "
+        "ORDER BY seq", (session_id, to_seq))]) if e.kind not in _NOT_COPIED]
+    tx.execute(
+        f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+        "ON CONFLICT (agent_id, key) DO NOTHING",
+        (new_session_id, origin.agent_id, key, now, now, now))
+    if tx.rowcount == 0:
+        raise SessionExists(f"session {key!r} already exists")
+    tx.execute("UPDATE sessions SET policy = ? WHERE id = ?",
+               (None if origin.policy is None else _rows.dumps(origin.policy),
+                new_session_id))
+    if copied:
+        tx.executemany(INSERT_EVENT, [
+            (new_session_id, i, e.run_id, e.kind, _rows.dumps(e.data), e.at)
+            for i, e in enumerate(copied, start=1)])
+        tx.execute("UPDATE sessions SET last_seq = ? WHERE id = ?",
+                   (len(copied), new_session_id))
+    append(tx, new_session_id, [NewEvent.of(SessionForked(data={
+        "agent": source["agent"], "session": source["session"], "seq": to_seq,
+        "checkpoint": checkpoint_id, "copied_events": len(copied)}))], now)
+    created = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?", (new_session_id,))
+    assert created is not None
+    return _rows.session(created)
