@@ -1,13 +1,26 @@
-"""Shared fixtures: settings under a temp home, stores on SQLite and PostgreSQL, a runtime."""
+"""Shared fixtures and helpers: settings under a temp home, stores on SQLite and
+PostgreSQL, a runtime, an API client over ASGI, a free port, and the one way a test
+waits for something (``wait_until`` / ``eventually``).
+
+Test files import the helpers from here (``from tests.conftest import eventually``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 import psycopg
 import pytest
 
@@ -17,8 +30,124 @@ from agentd.runtime import Runtime
 from agentd.sandbox import prepare_workspace
 from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
+from agentd.testing.live import LiveServer, free_port
+
+__all__ = [
+    "PATIENCE_S",
+    "TERMINAL",
+    "LiveServer",
+    "asgi_client",
+    "bearer",
+    "eventually",
+    "free_port",
+    "wait_for_port",
+    "wait_for_run",
+    "wait_until",
+]
 
 PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
+
+#: How long a test waits for something that must happen. A liveness bound (a stuck
+#: run fails the test instead of hanging it), never a timing check: a loaded machine
+#: is slow, not wrong, so this is generous.
+PATIENCE_S = 60.0
+
+T = TypeVar("T")
+
+
+def _describe(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def wait_until(check: Callable[[], T], *, what: str | Callable[[], str] = "the condition",
+               within: float = PATIENCE_S, interval: float = 0.02) -> T:
+    """Call ``check`` until it returns something truthy, and return that.
+
+    Fails the test (naming ``what``, a string or a function giving one, and the last
+    value seen) if it is still falsy after ``within`` seconds. Assertions raised by
+    ``check`` fail at once.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{_describe(what)} did not happen within {within:g}s "
+                        f"(last: {value!r})")
+        time.sleep(interval)
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], *,
+                     what: str | Callable[[], str] = "the condition",
+                     within: float = PATIENCE_S, interval: float = 0.02) -> T:
+    """The async ``wait_until``: ``check`` may be a plain or a coroutine function."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{_describe(what)} did not happen within {within:g}s "
+                        f"(last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any] | None = None, *,
+                  what: str = "the server", within: float = PATIENCE_S) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``; fail at once if
+    ``proc`` (the process that should listen) exits first."""
+
+    def listening() -> bool:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    wait_until(listening, what=f"{what} listening on port {port}", within=within,
+               interval=0.05)
+
+
+#: The statuses a run ends in.
+TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+
+async def wait_for_run(api: httpx.AsyncClient, run_id: str,
+                       *statuses: str) -> dict[str, Any]:
+    """GET ``/v1/runs/{run_id}`` until its status is one of ``statuses`` (any terminal
+    one when none are given); the run."""
+    wanted = set(statuses or TERMINAL)
+    last: dict[str, Any] = {}
+
+    async def reached() -> dict[str, Any] | None:
+        response = await api.get(f"/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        last.update(response.json())
+        return dict(last) if last["status"] in wanted else None
+
+    return await eventually(reached, what=lambda: f"run {run_id} ({last.get('status')}) "
+                                                   f"reaching {sorted(wanted)}")
+
+
+@asynccontextmanager
+async def asgi_client(settings: Settings, runtime: Runtime, *,
+                      base_url: str = "http://test",
+                      **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``create_app(settings, runtime)`` over ASGI, with the bootstrap
+    token. The lifespan is entered the way a server enters it (create_app publishes the
+    runtime only there)."""
+    from agentd.server.app import create_app
+
+    app = create_app(settings, runtime)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=base_url,
+            headers=bearer(settings), **kwargs) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)

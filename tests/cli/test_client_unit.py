@@ -4,11 +4,11 @@ headers, error mapping and SSE parsing and resumption."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from tests.conftest import free_port
 
 import agentd.client
 from agentd.client import APIError, Client, ClientError, ConnectionFailed, SSEEvent
@@ -149,10 +149,7 @@ def test_api_error_from_a_body_that_is_not_agentds() -> None:
 
 
 def test_connection_failed_names_the_url_and_the_fix() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # Nothing listens on the port once the socket is closed.
+    port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}") as client, pytest.raises(ConnectionFailed) as info:
         client.health()
     message = str(info.value)

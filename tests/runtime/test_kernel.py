@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.config import Settings
 from agentd.errors import InvalidInput
@@ -262,13 +263,11 @@ async def test_a_parked_run_can_be_cancelled(tmp_path: Path, stub_a: StubLLMServ
         for _ in range(3):
             stub_a.enqueue(fault="http_503")
         sent = await runtime.send("a", "k", "hi")
-        for _ in range(200):
-            if any(e.kind == "model.outage" for e in await runtime.read_events(
-                    sent.session.id)):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the run never parked")
+        async def parked() -> bool:
+            events = await runtime.read_events(sent.session.id)
+            return any(e.kind == "model.outage" for e in events)
+
+        await eventually(parked, what="the run parked on the outage")
         await runtime.cancel_run(sent.run.id)
         run = await runtime.wait(sent.run.id)
         assert run.status == "cancelled"
