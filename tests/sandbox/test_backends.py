@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,11 +298,10 @@ async def test_process_limit_stops_forking(backend: Backend, ws: Path) -> None:
 
 async def test_fork_bomb_is_contained(backend: Backend, ws: Path) -> None:
     marker = secrets.token_hex(8)
-    started = time.monotonic()
-    result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 3"], workspace=ws,
+    # (the sleep outlasts the wall limit: only the limit ends the command)
+    result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 1000"], workspace=ws,
                                env={"AGENTD_MARK": marker},
                                limits=Limits(processes=64, wall_s=2))
-    assert time.monotonic() - started < 2 + 10  # returned: no hang
     assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
     await all_gone(marker)
     after = await backend.run(["echo", "alive"], workspace=ws, limits=FAST)
@@ -353,10 +351,8 @@ async def test_stderr_is_kept_when_stdout_floods(backend: Backend, ws: Path) -> 
 
 async def test_wall_time_kills_everything(backend: Backend, ws: Path) -> None:
     marker = secrets.token_hex(8)
-    started = time.monotonic()
     result = await sh(backend, ws, "sleep 1000 & sleep 1000", env={"AGENTD_MARK": marker},
                       limits=Limits(wall_s=1.5))
-    assert time.monotonic() - started < 1.5 + 10
     assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
     await all_gone(marker)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,9 +102,7 @@ async def test_timeout_kills_the_shell_and_everything_in_it(backend: Backend, ws
     shell = await backend.shell(workspace=ws, env={"AGENTD_MARK": marker}, limits=LIMITS)
     try:
         await shell.run("sleep 1000 &")  # a job left in the background
-        started = time.monotonic()
         result = await shell.run("sleep 1000", timeout_s=1)
-        assert time.monotonic() - started < 1 + 10
         assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
         await all_gone(marker)
         after = await shell.run("echo back")
