@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import os
 import socket
 import subprocess
@@ -148,6 +149,118 @@ async def asgi_client(settings: Settings, runtime: Runtime, *,
             transport=httpx.ASGITransport(app=app), base_url=base_url,
             headers=bearer(settings), **kwargs) as client:
         yield client
+
+
+# -- no real network ---------------------------------------------------------------
+#
+# Every socket connection a test makes (in its own process: a daemon started as a
+# subprocess is not covered) must stay on this machine. A connection to, or a name
+# lookup of, anything else fails the test: it raises where it happens and, in case
+# the code under test swallowed that error, the test fails at teardown as well.
+# ``@pytest.mark.allow_network`` lifts the guard for a test that reaches beyond the
+# loopback on purpose (the sandbox's egress checks); say why next to it.
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+_guard_on = True  # module-wide: server threads of a test are guarded too
+_violations: list[str] = []
+
+
+class RealNetworkCall(RuntimeError):
+    """A test tried to reach a host that is not this machine."""
+
+
+def _hosts_file_names() -> frozenset[str]:
+    """Names /etc/hosts gives (resolved from the file: no lookup leaves the machine)."""
+    try:
+        lines = Path("/etc/hosts").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(name.lower() for line in lines
+                     for name in line.split("#", 1)[0].split()[1:])
+
+
+_HOSTS_FILE = _hosts_file_names()
+
+
+def _numeric(host: str) -> bool:
+    """An address written as numbers, in any form getaddrinfo reads without a lookup
+    (``10.1.2.3``, ``::1``, ``2130706433``)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        try:
+            socket.inet_aton(host)
+        except OSError:
+            return False
+    return True
+
+
+def _local_host(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host.lower().rstrip(".") in ("localhost", "") or host.lower() in _HOSTS_FILE:
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _refuse(what: str) -> None:
+    message = (f"a test made a real network call: {what}. Tests stay on the loopback "
+               "(mark a test that must not with @pytest.mark.allow_network)")
+    _violations.append(message)
+    raise RealNetworkCall(message)
+
+
+def _check_address(sock: socket.socket, address: Any) -> None:
+    if not _guard_on or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    host = address[0] if isinstance(address, tuple) and address else address
+    if not _local_host(host):
+        _refuse(f"connect to {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _check_address(self, address)
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _check_address(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if _guard_on and host is not None:
+        name = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
+        # A numeric address needs no lookup (connect() judges it); a NUL is refused by
+        # getaddrinfo itself.
+        if not (_local_host(name) or _numeric(name) or "\x00" in name):
+            _refuse(f"name lookup of {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _guard_on
+    _guard_on = request.node.get_closest_marker("allow_network") is None
+    _violations.clear()
+    try:
+        yield
+    finally:
+        seen, _guard_on = list(_violations), True
+        _violations.clear()
+        if seen:
+            pytest.fail(seen[0], pytrace=False)
 
 
 @pytest.fixture(autouse=True)
