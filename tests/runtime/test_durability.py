@@ -398,22 +398,22 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
     try:
         await rt.create_agent(name="busy", settings={"script": [{"text": "s",
                                                                  "delay_ms": 1200}]})
+        ids = {}
         for i in range(5):
-            await rt.create_agent(name=f"a{i}", settings=SCRIPT)
+            ids[f"a{i}"] = (await rt.create_agent(name=f"a{i}", settings=SCRIPT)).id
             await _reply(rt, f"a{i}", "k", "1")
         running = await rt.send("busy", "k", "go")
         assert rt.awake_agents == 6
+        assert set(ids.values()) <= rt.histories.agent_ids()
         await eventually(lambda: rt.awake_agents == 1)
         # The agent with a run under way stays awake; the others hold nothing here.
-        assert set(rt._agents) == {"busy"}
-        assert rt._plans.keys() <= {"busy"}
-        assert all(h.agent_id == running.agent.id for h in rt.histories._items.values())
+        assert rt.histories.agent_ids() <= {running.agent.id}
         health = await rt.health()
         assert (health["agents"], health["agents_awake"], health["agents_sleeping"]) == (
             6, 1, 5)
         # A message wakes a sleeping agent; its history comes back from the log.
         assert (await _reply(rt, "a0", "k", "2")).output == "two"
-        assert "a0" in rt._agents
+        assert ids["a0"] in rt.histories.agent_ids()
         assert (await rt.wait(running.run.id)).status == "completed"
         await eventually(lambda: rt.awake_agents == 0)
         assert rt.housekeeper.slept >= 6

@@ -625,22 +625,30 @@ async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
 
 
 async def test_unstartable_model_fails_the_run_with_its_error(
-        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.database_url = store_url
     monkeypatch.setenv("MY_KEY", "k")
-    await runtime.create_agent(name="a", model="openai-compatible:m",
-                               settings={"base_url": "http://127.0.0.1:9/v1",
-                                         "api_key_env": "MY_KEY"})
+    before = await Runtime.open(settings)
+    try:
+        await before.create_agent(name="a", model="openai-compatible:m",
+                                  settings={"base_url": "http://127.0.0.1:9/v1",
+                                            "api_key_env": "MY_KEY"})
+    finally:
+        await before.close()
     monkeypatch.delenv("MY_KEY")
-    runtime._plans.clear()  # as after a restart: the model is built again at run start
-    sent = await runtime.send("a", "k", "hi")
-    run = await runtime.wait(sent.run.id)
-    assert run.status == "failed"
-    assert run.error is not None and run.error["code"] == "invalid_model"
-    assert "MY_KEY" in run.error["message"]
-    assert (await runtime.get_agent("a")).state == "error"
-    with pytest.raises(AgentNotAccepting) as info:
-        await runtime.send("a", "k", "again")
-    assert info.value.code == "agent_error"
+    runtime = await Runtime.open(settings)  # a restart: the model is built at run start
+    try:
+        sent = await runtime.send("a", "k", "hi")
+        run = await runtime.wait(sent.run.id)
+        assert run.status == "failed"
+        assert run.error is not None and run.error["code"] == "invalid_model"
+        assert "MY_KEY" in run.error["message"]
+        assert (await runtime.get_agent("a")).state == "error"
+        with pytest.raises(AgentNotAccepting) as info:
+            await runtime.send("a", "k", "again")
+        assert info.value.code == "agent_error"
+    finally:
+        await runtime.close()
 
 
 async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime) -> None:

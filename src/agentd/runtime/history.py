@@ -191,3 +191,7 @@ class HistoryCache:
         """Forget every cached history of an agent (it went to sleep)."""
         for session_id in [k for k, h in self._items.items() if h.agent_id == agent_id]:
             del self._items[session_id]
+
+    def agent_ids(self) -> set[str]:
+        """The agents with a session history held here (a sleeping agent has none)."""
+        return {history.agent_id for history in self._items.values()}
