@@ -115,8 +115,16 @@ def test_send_posts_the_message_and_idempotency_key() -> None:
 
 
 def test_delete_returns_none_on_204() -> None:
-    client = make_client(lambda request: httpx.Response(204))
-    client.delete_agent("demo")  # an empty 204 body is not parsed as JSON
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    # An empty 204 body is not parsed as JSON; the agent's name is one path segment.
+    assert make_client(handler).delete_agent("my agent/1") is None  # type: ignore[func-returns-value]
+    [request] = seen
+    assert (request.method, request.url.raw_path) == ("DELETE", b"/v1/agents/my%20agent%2F1")
 
 
 def test_api_error_comes_from_the_error_body() -> None:
