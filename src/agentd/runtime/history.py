@@ -194,4 +194,4 @@ class HistoryCache:
 
     def agent_ids(self) -> set[str]:
         """The agents with a session history held here (a sleeping agent has none)."""
-        return {history.agent_id for history in self._items.values()}
+        return {h.agent_id for h in self._items.values() if h.agent_id is not None}
