@@ -1,13 +1,27 @@
-"""Shared fixtures: settings under a temp home, stores on SQLite and PostgreSQL, a runtime."""
+"""Shared fixtures and helpers: settings under a temp home, stores on SQLite and
+PostgreSQL, a runtime, an API client over ASGI, a free port, and the one way a test
+waits for something (``wait_until`` / ``eventually``).
+
+Test files import the helpers from here (``from tests.conftest import eventually``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import ipaddress
 import os
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 import psycopg
 import pytest
 
@@ -17,8 +31,236 @@ from agentd.runtime import Runtime
 from agentd.sandbox import prepare_workspace
 from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
+from agentd.testing.live import LiveServer, free_port
+
+__all__ = [
+    "PATIENCE_S",
+    "TERMINAL",
+    "LiveServer",
+    "asgi_client",
+    "bearer",
+    "eventually",
+    "free_port",
+    "wait_for_port",
+    "wait_for_run",
+    "wait_until",
+]
 
 PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
+
+#: How long a test waits for something that must happen. A liveness bound (a stuck
+#: run fails the test instead of hanging it), never a timing check: a loaded machine
+#: is slow, not wrong, so this is generous.
+PATIENCE_S = 60.0
+
+T = TypeVar("T")
+
+
+def _describe(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def wait_until(check: Callable[[], T], *, what: str | Callable[[], str] = "the condition",
+               within: float = PATIENCE_S, interval: float = 0.02) -> T:
+    """Call ``check`` until it returns something truthy, and return that.
+
+    Fails the test (naming ``what``, a string or a function giving one, and the last
+    value seen) if it is still falsy after ``within`` seconds. Assertions raised by
+    ``check`` fail at once.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{_describe(what)} did not happen within {within:g}s "
+                        f"(last: {value!r})")
+        time.sleep(interval)
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], *,
+                     what: str | Callable[[], str] = "the condition",
+                     within: float = PATIENCE_S, interval: float = 0.02) -> T:
+    """The async ``wait_until``: ``check`` may be a plain or a coroutine function."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{_describe(what)} did not happen within {within:g}s "
+                        f"(last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any] | None = None, *,
+                  what: str = "the server", within: float = PATIENCE_S) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``; fail at once if
+    ``proc`` (the process that should listen) exits first."""
+
+    def listening() -> bool:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    wait_until(listening, what=f"{what} listening on port {port}", within=within,
+               interval=0.05)
+
+
+#: The statuses a run ends in.
+TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
+
+
+async def wait_for_run(api: httpx.AsyncClient, run_id: str,
+                       *statuses: str) -> dict[str, Any]:
+    """GET ``/v1/runs/{run_id}`` until its status is one of ``statuses`` (any terminal
+    one when none are given); the run."""
+    wanted = set(statuses or TERMINAL)
+    last: dict[str, Any] = {}
+
+    async def reached() -> dict[str, Any] | None:
+        response = await api.get(f"/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        last.update(response.json())
+        return dict(last) if last["status"] in wanted else None
+
+    return await eventually(reached, what=lambda: f"run {run_id} ({last.get('status')}) "
+                                                   f"reaching {sorted(wanted)}")
+
+
+@asynccontextmanager
+async def asgi_client(settings: Settings, runtime: Runtime, *,
+                      base_url: str = "http://test",
+                      **kwargs: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``create_app(settings, runtime)`` over ASGI, with the bootstrap
+    token. The lifespan is entered the way a server enters it (create_app publishes the
+    runtime only there)."""
+    from agentd.server.app import create_app
+
+    app = create_app(settings, runtime)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=base_url,
+            headers=bearer(settings), **kwargs) as client:
+        yield client
+
+
+# -- no real network ---------------------------------------------------------------
+#
+# Every socket connection a test makes (in its own process: a daemon started as a
+# subprocess is not covered) must stay on this machine. A connection to, or a name
+# lookup of, anything else fails the test: it raises where it happens and, in case
+# the code under test swallowed that error, the test fails at teardown as well.
+# ``@pytest.mark.allow_network`` lifts the guard for a test that reaches beyond the
+# loopback on purpose (the sandbox's egress checks); say why next to it.
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+_guard_on = True  # module-wide: server threads of a test are guarded too
+_violations: list[str] = []
+
+
+class RealNetworkCall(RuntimeError):
+    """A test tried to reach a host that is not this machine."""
+
+
+def _hosts_file_names() -> frozenset[str]:
+    """Names /etc/hosts gives (resolved from the file: no lookup leaves the machine)."""
+    try:
+        lines = Path("/etc/hosts").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(name.lower() for line in lines
+                     for name in line.split("#", 1)[0].split()[1:])
+
+
+_HOSTS_FILE = _hosts_file_names()
+
+
+def _numeric(host: str) -> bool:
+    """An address written as numbers, in any form getaddrinfo reads without a lookup
+    (``10.1.2.3``, ``::1``, ``2130706433``)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        try:
+            socket.inet_aton(host)
+        except OSError:
+            return False
+    return True
+
+
+def _local_host(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host.lower().rstrip(".") in ("localhost", "") or host.lower() in _HOSTS_FILE:
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _refuse(what: str) -> None:
+    message = (f"a test made a real network call: {what}. Tests stay on the loopback "
+               "(mark a test that must not with @pytest.mark.allow_network)")
+    _violations.append(message)
+    raise RealNetworkCall(message)
+
+
+def _check_address(sock: socket.socket, address: Any) -> None:
+    if not _guard_on or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    host = address[0] if isinstance(address, tuple) and address else address
+    if not _local_host(host):
+        _refuse(f"connect to {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _check_address(self, address)
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _check_address(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if _guard_on and host is not None:
+        name = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
+        # A numeric address needs no lookup (connect() judges it); a NUL is refused by
+        # getaddrinfo itself.
+        if not (_local_host(name) or _numeric(name) or "\x00" in name):
+            _refuse(f"name lookup of {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _guard_on
+    _guard_on = request.node.get_closest_marker("allow_network") is None
+    _violations.clear()
+    try:
+        yield
+    finally:
+        seen, _guard_on = list(_violations), True
+        _violations.clear()
+        if seen:
+            pytest.fail(seen[0], pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -1,30 +1,24 @@
-"""A real agentd app served by uvicorn on a free 127.0.0.1 port, for client and CLI tests
-that go over a socket."""
+"""A real agentd app on a free 127.0.0.1 port (agentd.testing.LiveServer), for client and
+CLI tests that go over a socket; the CLI runner and run polling they share."""
 
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from tests.conftest import wait_until
 from typer.testing import CliRunner, Result
+
+from agentd.client import Client
+from agentd.testing.live import LiveServer
 
 _names = itertools.count(1)
 
 AUTH_TOKEN = "test-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +28,18 @@ def live_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def serve(home: Path, **settings: Any) -> Iterator[str]:
-    """Serve ``create_app(Settings(home=home, ...))`` with uvicorn in a thread; yield its URL."""
-    import uvicorn
-
+    """Serve ``create_app(Settings(home=home, ...))`` on a real socket (LiveServer);
+    yield its URL."""
     from agentd.config import Settings
-    from agentd.server.app import create_app
 
     with pytest.MonkeyPatch.context() as mp:
         # No token, no agentd.toml or env from the machine running the tests.
         mp.setenv("AGENTD_HOME", str(home))
         for var in ("AGENTD_TOKEN", "AGENTD_TOKENS", "AGENTD_URL", "AGENTD_DATABASE_URL"):
             mp.delenv(var, raising=False)
-        port = _free_port()
-        app = create_app(Settings(home=home, demo_agent=False, **settings))
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="agentd-test-server", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive():
-                pytest.fail("the test server did not start (see the log above)")
-            if time.monotonic() > deadline:
-                server.should_exit = True
-                pytest.fail("the test server did not start within 30 s")
-            time.sleep(0.02)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+        with LiveServer(Settings(home=home, demo_agent=False, **settings),
+                        startup_timeout_s=30) as server:
+            yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +86,18 @@ def cli(live_url: str, live_home: Path, monkeypatch: pytest.MonkeyPatch) -> Invo
         return runner.invoke(app, ["--url", live_url, *args], input=input)
 
     return invoke
+
+
+def wait_for_status(client: Client, run_id: str, *statuses: str) -> dict[str, Any]:
+    """Poll a run until it reaches one of ``statuses``; the run."""
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        last.update(client.get_run(run_id))
+        return dict(last) if last["status"] in statuses else None
+
+    return wait_until(reached, what=lambda: f"run {run_id} ({last.get('status')}) reaching "
+                                            f"{statuses}")
 
 
 def one_error_line(result: Result) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from tests.cli.conftest import Invoke, one_error_line
+from tests.cli.conftest import Invoke, one_error_line, wait_for_status
+from tests.conftest import wait_until
 
 from agentd.client import Client
 
@@ -20,22 +20,13 @@ def _ask_agent(live_url: str, name: str, turns: list[dict[str, Any]]) -> None:
 
 def _pending(live_url: str, name: str, count: int = 1) -> list[dict[str, Any]]:
     with Client(live_url) as client:
-        for _ in range(200):
-            pending = client.approvals(name)
-            if len(pending) >= count:
-                return pending
-            time.sleep(0.025)
-    raise AssertionError("no approval request appeared")
+        return wait_until(lambda: p if len(p := client.approvals(name)) >= count else None,
+                          what=f"{count} approval request(s) of {name}")
 
 
 def _run(live_url: str, run_id: str, status: str) -> dict[str, Any]:
     with Client(live_url) as client:
-        for _ in range(200):
-            run = client.get_run(run_id)
-            if run["status"] == status:
-                return run
-            time.sleep(0.025)
-    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
+        return wait_for_status(client, run_id, status)
 
 
 def test_list_approve_with_edited_arguments_and_deny(cli: Invoke, live_url: str,

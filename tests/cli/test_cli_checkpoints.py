@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.cli.conftest import Invoke, one_error_line
+from tests.cli.conftest import Invoke, one_error_line, wait_for_status
 from typer.testing import CliRunner, Result
 
 from agentd.client import Client
@@ -64,17 +63,6 @@ def two_messages_and_a_checkpoint(cli: Invoke, agent: str, key: str = "k") -> st
     cp = checkpoint_id(cli("checkpoint", agent, key, "--name", "first"))
     assert cli("send", agent, "two", "-s", key).exit_code == 0
     return cp
-
-
-def wait_for_status(client: Client, run_id: str, *statuses: str) -> dict[str, Any]:
-    """Poll a run until it reaches one of ``statuses`` (a condition, not a timing check)."""
-    deadline = time.monotonic() + 30
-    while True:
-        run = client.get_run(run_id)
-        if run["status"] in statuses:
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['status']}"
-        time.sleep(0.02)
 
 
 # -- checkpoint, checkpoints ------------------------------------------------------------

@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tests.cli.conftest import Invoke, one_error_line
+from tests.cli.conftest import Invoke, one_error_line, wait_for_status
 from typer.testing import CliRunner, Result
 
 from agentd.client import Client
@@ -285,17 +283,6 @@ def test_a_wrong_token_says_how_to_set_one(
 # -- stop-agent, run, cancel, send --no-wait ----------------------------------------
 
 SLOW = [{"text": "a very slow reply", "delay_ms": 120_000}]
-
-
-def wait_for_status(client: Client, run_id: str, *statuses: str) -> dict[str, Any]:
-    """Poll a run until it reaches one of ``statuses`` (a condition, not a timing check)."""
-    deadline = time.monotonic() + 30
-    while True:
-        run = client.get_run(run_id)
-        if run["status"] in statuses:
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} stuck in {run['status']}"
-        time.sleep(0.02)
 
 
 def queued_id(result: Result) -> str:

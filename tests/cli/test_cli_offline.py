@@ -4,7 +4,6 @@ argument parsing and the message a user sees when the daemon is unreachable."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from tests.conftest import free_port
 from typer.testing import CliRunner
 
 from agentd.cli import app
@@ -47,13 +47,6 @@ COMMANDS = [
     "approve",
     "deny",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

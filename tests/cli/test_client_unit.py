@@ -4,11 +4,11 @@ headers, error mapping and SSE parsing and resumption."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from tests.conftest import free_port
 
 import agentd.client
 from agentd.client import APIError, Client, ClientError, ConnectionFailed, SSEEvent
@@ -115,8 +115,16 @@ def test_send_posts_the_message_and_idempotency_key() -> None:
 
 
 def test_delete_returns_none_on_204() -> None:
-    client = make_client(lambda request: httpx.Response(204))
-    client.delete_agent("demo")  # an empty 204 body is not parsed as JSON
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    # An empty 204 body is not parsed as JSON; the agent's name is one path segment.
+    assert make_client(handler).delete_agent("my agent/1") is None  # type: ignore[func-returns-value]
+    [request] = seen
+    assert (request.method, request.url.raw_path) == ("DELETE", b"/v1/agents/my%20agent%2F1")
 
 
 def test_api_error_comes_from_the_error_body() -> None:
@@ -149,10 +157,7 @@ def test_api_error_from_a_body_that_is_not_agentds() -> None:
 
 
 def test_connection_failed_names_the_url_and_the_fix() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # Nothing listens on the port once the socket is closed.
+    port = free_port()  # nothing listens there
     with Client(f"http://127.0.0.1:{port}") as client, pytest.raises(ConnectionFailed) as info:
         client.health()
     message = str(info.value)

@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,13 @@ import httpx
 import orjson
 import pytest
 from httpx_sse import connect_sse
+from tests.conftest import TERMINAL, free_port, wait_until
 
 from agentd.security.tokens import read_token
-from agentd.testing.live import free_port
 
 pytestmark = pytest.mark.e2e
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
-TERMINAL = {"completed", "failed", "cancelled", "interrupted"}
-START_TIMEOUT_S = 30.0
 WAIT_S = 60.0
 
 
@@ -60,18 +57,18 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"agentd did not answer /health:\n{self.log()}")
-            time.sleep(0.05)
+        wait_until(self._healthy, what=lambda: f"agentd answering /health:\n{self.log()}",
+                   interval=0.05)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
     @property
     def pid(self) -> int:
@@ -161,18 +158,22 @@ def read_events(client: httpx.Client, agent: str, key: str, after: int = 0
     return events
 
 
-def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str],
-                 deadline: float | None = None) -> dict[str, Any]:
-    deadline = deadline or time.monotonic() + WAIT_S
-    while True:
+def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str] | frozenset[str],
+                 ) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
         response = client.get(f"/v1/runs/{run_id}")
         assert response.status_code == 200, response.text
-        run: dict[str, Any] = response.json()
-        if run["status"] in statuses:
-            return run
-        if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} is still {run['status']}, not one of {statuses}")
-        time.sleep(0.02)
+        last.update(response.json())
+        return dict(last) if last["status"] in statuses else None
+
+    return wait_until(reached, what=lambda: f"run {run_id} ({last.get('status')}) reaching "
+                                            f"{sorted(statuses)}")
+
+
+def kinds_of(events: list[dict[str, Any]]) -> list[str]:
+    return [e["kind"] for e in events]
 
 
 def frames_of(events: Any) -> list[dict[str, Any]]:
@@ -386,10 +387,8 @@ def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
             {"text": "done late", "delay_ms": 3000}]})
         slow = send(client, "slow", "s", "take your time", wait=False)
         assert slow.status_code == 202, slow.text
-        deadline = time.monotonic() + WAIT_S
-        while "tool.finished" not in [e["kind"] for e in read_events(client, "slow", "s")]:
-            assert time.monotonic() < deadline, "the slow run never finished its tool"
-            time.sleep(0.02)
+        wait_until(lambda: "tool.finished" in kinds_of(read_events(client, "slow", "s")),
+                   what="the slow run's tool finished")
 
         # Short runs, ten per session: at the kill some are done, some running,
         # most still queued.
@@ -404,10 +403,8 @@ def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
 
     again = spawn()
     with again.client() as client:
-        deadline = time.monotonic() + WAIT_S
-        runs = {run_id: wait_for_run(client, run_id, TERMINAL, deadline)
-                for run_id, _, _ in acked}
-        slow_run = wait_for_run(client, slow.json()["id"], TERMINAL, deadline)
+        runs = {run_id: wait_for_run(client, run_id, TERMINAL) for run_id, _, _ in acked}
+        slow_run = wait_for_run(client, slow.json()["id"], TERMINAL)
 
         # The slow run resumed from its last committed step: the recorded model
         # response was not requested again and the tool did not run twice.
@@ -456,10 +453,8 @@ def test_a_run_parked_by_an_outage_survives_sigkill(spawn: Spawn) -> None:
                          settings={"base_url": stub.base_url})
             sent = send(client, "a", "k", "are you there?", wait=False)
             assert sent.status_code == 202, sent.text
-            deadline = time.monotonic() + WAIT_S
-            while "model.outage" not in [e["kind"] for e in read_events(client, "a", "k")]:
-                assert time.monotonic() < deadline, "the run never parked"
-                time.sleep(0.02)
+            wait_until(lambda: "model.outage" in kinds_of(read_events(client, "a", "k")),
+                       what="the run parked")
             assert wait_for_run(client, sent.json()["id"], {"running"})["steps"] == 0
         daemon.signal_and_wait(signal.SIGKILL)
         stub.clear()
@@ -502,10 +497,8 @@ def test_an_approval_and_a_shell_survive_sigkill(spawn: Spawn, home: Path) -> No
     daemon.signal_and_wait(signal.SIGKILL)
     again = spawn()
     with again.client() as client:
-        deadline = time.monotonic() + WAIT_S
-        while not (after := client.get("/v1/approvals").json()["approvals"]):
-            assert time.monotonic() < deadline, "the request did not come back"
-            time.sleep(0.05)
+        after = wait_until(lambda: client.get("/v1/approvals").json()["approvals"],
+                           what="the approval request back")
         assert [a["approval_id"] for a in after] == [before["approval_id"]]
         decided = client.post(f"/v1/approvals/{before['approval_id']}",
                               json={"action": "approve", "by": "test"})
@@ -626,27 +619,19 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
             # A second message per session queues behind the first.
             queued = [send(http, "slow", key, "then", wait=False).json()["id"]
                       for key in sessions]
-            deadline = time.monotonic() + WAIT_S
             # (until each tool step is committed: the calculator runs in a tool worker,
             # whose first start may take a second)
-            while not all(any(e["kind"] == "tool.finished"
-                              for e in read_events(http, "slow", key))
-                          for key in sessions):
-                assert time.monotonic() < deadline, a.log()
-                time.sleep(0.05)
+            wait_until(lambda: all("tool.finished" in kinds_of(read_events(http, "slow", key))
+                                   for key in sessions),
+                       what=lambda: f"every tool step committed:\n{a.log()}", interval=0.05)
             assert {http.get(f"/v1/runs/{r}").json()["node"] for r in runs} == {"node-a"}
         assert a.proc is not None
         a.proc.kill()
         a.proc.wait(timeout=WAIT_S)
 
         with b.client() as http:
-            finished = {}
-            deadline = time.monotonic() + WAIT_S
-            for run_id in runs + queued:
-                while (run := http.get(f"/v1/runs/{run_id}").json())["status"] not in TERMINAL:
-                    assert time.monotonic() < deadline, b.log()
-                    time.sleep(0.1)
-                finished[run_id] = run
+            finished = {run_id: wait_for_run(http, run_id, TERMINAL)
+                        for run_id in runs + queued}
             assert all(r["status"] == "completed" for r in finished.values()), finished
             assert all(r["node"] == "node-b" for r in finished.values())
             assert all(finished[r]["output"] == "finished" for r in runs)

@@ -509,7 +509,7 @@ def test_gemini_uses_googles_openai_compatible_endpoint(monkeypatch: pytest.Monk
     model = resolve_model("gemini:gemini-2.5-flash")
     assert isinstance(model, OpenAIChatModel)
     assert model.model == "gemini-2.5-flash"
-    assert str(model._client.base_url) == (
+    assert model.endpoint == (
         "https://generativelanguage.googleapis.com/v1beta/openai/"
     )
 

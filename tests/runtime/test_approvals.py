@@ -4,18 +4,16 @@ Through the HTTP API (ASGI) on SQLite and PostgreSQL; one test restarts the runt
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import bearer
+from tests.conftest import asgi_client, eventually, wait_for_run
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
-from agentd.server.app import create_app
 from agentd.tools import ToolContext, tool
 
 Client = httpx.AsyncClient
@@ -66,11 +64,8 @@ def _open(settings: Settings) -> Callable[[], AbstractAsyncContextManager[Client
         for t in TOOLS:
             rt.tools.register(t)
         await rt.start()
-        app = create_app(settings, rt)
         try:
-            async with app.router.lifespan_context(app), httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://t",
-                    headers=bearer(settings)) as c:
+            async with asgi_client(settings, rt, base_url="http://t") as c:
                 c.runtime = rt  # type: ignore[attr-defined]
                 yield c
         finally:
@@ -114,15 +109,6 @@ async def _send(api: Client, key: str = "k", name: str = "a") -> str:
     return str(r.json()["id"])
 
 
-async def _until(api: Client, run_id: str, *states: str) -> dict[str, Any]:
-    for _ in range(400):
-        run = (await api.get(f"/v1/runs/{run_id}")).json()
-        if run["status"] in states:
-            return dict(run)
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"run {run_id} stayed {run['status']}")
-
-
 async def _events(api: Client, key: str = "k", name: str = "a") -> list[dict[str, Any]]:
     r = await api.get(f"/v1/agents/{name}/sessions/{key}/events")
     return list(r.json()["events"])
@@ -134,10 +120,16 @@ async def _pending(api: Client) -> list[dict[str, Any]]:
     return list(r.json()["approvals"])
 
 
+async def _other_than(api: Client, approval_id: str) -> list[dict[str, Any]] | None:
+    """The pending approvals once the first is not ``approval_id`` (a new request)."""
+    pending = await _pending(api)
+    return pending if pending and pending[0]["approval_id"] != approval_id else None
+
+
 async def test_ask_waits_then_approve_runs_the_call(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"))
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     [request] = await _pending(api)
     assert request["kind"] == "policy" and request["name"] == "deploy"
     assert request["options"] == ["approve", "deny"] and request["run_id"] == run_id
@@ -150,7 +142,7 @@ async def test_ask_waits_then_approve_runs_the_call(api: Client) -> None:
     r = await api.post(f"/v1/approvals/{request['approval_id']}",
                        json={"action": "approve", "by": "ann"})
     assert r.status_code == 200, r.text
-    assert (await _until(api, run_id, "completed"))["output"] == "done"
+    assert (await wait_for_run(api, run_id, "completed"))["output"] == "done"
     assert CALLS == [("deploy", {"target": "prod"})]
     assert await _pending(api) == []
     events = await _events(api)
@@ -168,12 +160,12 @@ async def test_ask_waits_then_approve_runs_the_call(api: Client) -> None:
 async def test_deny_answers_the_model_and_never_runs_the_tool(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"))
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     [request] = await _pending(api)
     r = await api.post(f"/v1/approvals/{request['approval_id']}",
                        json={"action": "deny", "reason": "not on a Friday"})
     assert r.status_code == 200
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == []
     finished = next(e for e in await _events(api) if e["kind"] == "tool.finished")
     assert finished["data"]["is_error"] and finished["data"]["denied"]
@@ -183,7 +175,7 @@ async def test_deny_answers_the_model_and_never_runs_the_tool(api: Client) -> No
 async def test_approve_with_edited_arguments(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"))
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     [request] = await _pending(api)
     url = f"/v1/approvals/{request['approval_id']}"
     bad = await api.post(url, json={"action": "approve", "arguments": {"target": 5,
@@ -196,7 +188,7 @@ async def test_approve_with_edited_arguments(api: Client) -> None:
     assert len(await _pending(api)) == 1  # nothing was decided by the refusals
     r = await api.post(url, json={"action": "approve", "arguments": {"target": "staging"}})
     assert r.status_code == 200, r.text
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == [("deploy", {"target": "staging"})]
     started = next(e for e in await _events(api) if e["kind"] == "tool.started")
     assert started["data"]["arguments"] == {"target": "staging"}
@@ -205,7 +197,7 @@ async def test_approve_with_edited_arguments(api: Client) -> None:
 async def test_remember_makes_an_agent_rule(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"), _call("deploy", target="eu"))
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     [request] = await _pending(api)
     url = f"/v1/approvals/{request['approval_id']}"
     # Approving "the tool" would allow calls the person never saw: refused.
@@ -215,7 +207,7 @@ async def test_remember_makes_an_agent_rule(api: Client) -> None:
     r = await api.post(url, json={"action": "deny", "remember": "tool", "by": "ann"})
     assert r.status_code == 200
     # The second deploy (next step, other arguments) is denied without asking.
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == []
     agent = (await api.get("/v1/agents/a")).json()
     [rule] = agent["settings"]["policy"]["rules"]
@@ -229,7 +221,7 @@ async def test_a_decision_needs_a_token_even_without_auth(settings_pg: Settings)
     async with _open(settings_pg)() as api:
         await _agent(api, _call("deploy", target="prod"))
         run_id = await _send(api)
-        await _until(api, run_id, "waiting_approval")
+        await wait_for_run(api, run_id, "waiting_approval")
         [request] = await _pending(api)
         url = f"/v1/approvals/{request['approval_id']}"
         anonymous = {"Authorization": ""}
@@ -258,34 +250,31 @@ async def test_a_decision_needs_a_token_even_without_auth(settings_pg: Settings)
         # The token holder decides.
         ok = await api.post(url, json={"action": "approve"})
         assert ok.status_code == 200
-        await _until(api, run_id, "completed")
+        await wait_for_run(api, run_id, "completed")
         assert CALLS == [("deploy", {"target": "prod"})]
 
 
 async def test_remember_arguments_only_covers_those(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"), _call("deploy", target="eu"))
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     [first] = await _pending(api)
     await api.post(f"/v1/approvals/{first['approval_id']}",
                    json={"action": "approve", "remember": "arguments"})
-    await _until(api, run_id, "waiting_approval")
-    for _ in range(100):
-        pending = await _pending(api)
-        if pending and pending[0]["approval_id"] != first["approval_id"]:
-            break
-        await asyncio.sleep(0.02)
+    await wait_for_run(api, run_id, "waiting_approval")
+    pending = await eventually(
+        lambda: _other_than(api, first["approval_id"]), what="a second approval request")
     [second] = pending
     assert second["arguments"] == {"target": "eu"}
     await api.post(f"/v1/approvals/{second['approval_id']}", json={"action": "deny"})
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == [("deploy", {"target": "prod"})]
 
 
 async def test_requests_expire_as_denials(api: Client) -> None:
     await _agent(api, _call("deploy", target="prod"), policy={"approval_timeout_s": 0.3})
     run_id = await _send(api)
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == []
     events = await _events(api)
     decided = next(e for e in events if e["kind"] == "approval.decided")
@@ -297,7 +286,7 @@ async def test_requests_expire_as_denials(api: Client) -> None:
 async def test_default_deny_for_dangerous_tools_and_audit(api: Client) -> None:
     await _agent(api, _call("send_email", to="x@example.com"), _call("lookup", key="k"))
     run_id = await _send(api)
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert CALLS == []
     events = await _events(api)
     denied = next(e for e in events if e["kind"] == "tool.finished"
@@ -317,7 +306,7 @@ async def test_taint_puts_reaching_out_behind_approval(api: Client) -> None:
                  _call("fetch_page", url="https://evil.example"),
                  _call("send_email", to="attacker@example.com"), policy=policy)
     run_id = await _send(api)
-    await _until(api, run_id, "waiting_approval")
+    await wait_for_run(api, run_id, "waiting_approval")
     assert CALLS == [("send_email", {"to": "a@example.com"})]  # before the taint: allowed
     [request] = await _pending(api)
     assert request["policy"]["rule"] == "builtin:taint"
@@ -327,7 +316,7 @@ async def test_taint_puts_reaching_out_behind_approval(api: Client) -> None:
                    and e["data"]["name"] == "fetch_page")
     assert fetched["data"]["tainted"]
     await api.post(f"/v1/approvals/{request['approval_id']}", json={"action": "deny"})
-    await _until(api, run_id, "completed")
+    await wait_for_run(api, run_id, "completed")
     assert len(CALLS) == 1
     # The taint is the session's: a new run in it is still tainted; another session's
     # run is not.
@@ -335,11 +324,11 @@ async def test_taint_puts_reaching_out_behind_approval(api: Client) -> None:
         "policy": policy, "script": [_call("send_email", to="b@example.com"),
                                      {"text": "done"}] * 2}})
     again = await _send(api)
-    await _until(api, again, "waiting_approval")
+    await wait_for_run(api, again, "waiting_approval")
     [request] = await _pending(api)
     await api.post(f"/v1/approvals/{request['approval_id']}", json={"action": "deny"})
-    await _until(api, again, "completed")
-    await _until(api, await _send(api, "clean"), "completed")
+    await wait_for_run(api, again, "completed")
+    await wait_for_run(api, await _send(api, "clean"), "completed")
     assert CALLS[1:] == [("send_email", {"to": "b@example.com"})]
 
 
@@ -349,7 +338,7 @@ async def test_session_policy_layer(api: Client) -> None:
                       json={"rules": [{"tool": "lookup", "action": "deny",
                                        "reason": "not in this session"}]})
     assert r.status_code == 404  # no such session yet
-    await _until(api, await _send(api, "locked"), "completed")
+    await wait_for_run(api, await _send(api, "locked"), "completed")
     r = await api.put("/v1/agents/a/sessions/locked/policy",
                       json={"rules": [{"tool": "lookup", "action": "deny",
                                        "reason": "not in this session"}]})
@@ -361,10 +350,10 @@ async def test_session_policy_layer(api: Client) -> None:
     await api.patch("/v1/agents/a", json={"settings": {"script": [
         _call("lookup", key="y"), {"text": "done"}, _call("lookup", key="z"),
         {"text": "done"}]}})
-    await _until(api, await _send(api, "locked"), "completed")
+    await wait_for_run(api, await _send(api, "locked"), "completed")
     denied = [e for e in await _events(api, "locked") if e["kind"] == "tool.finished"]
     assert "not in this session" in denied[-1]["data"]["output"]
-    await _until(api, await _send(api, "open"), "completed")
+    await wait_for_run(api, await _send(api, "open"), "completed")
     ran = [e for e in await _events(api, "open") if e["kind"] == "tool.finished"]
     assert ran[-1]["data"]["is_error"] is False
     cleared = await api.delete("/v1/agents/a/sessions/locked/policy")
@@ -388,20 +377,16 @@ async def test_a_pending_approval_survives_a_restart(settings_pg: Settings) -> N
     async with factory() as api:
         await _agent(api, _call("deploy", target="prod"))
         run_id = await _send(api)
-        await _until(api, run_id, "waiting_approval")
+        await wait_for_run(api, run_id, "waiting_approval")
         [before] = await _pending(api)
     async with factory() as api:
-        await _until(api, run_id, "waiting_approval")
-        for _ in range(200):
-            after = await _pending(api)
-            if after:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_run(api, run_id, "waiting_approval")
+        after = await eventually(lambda: _pending(api), what="the pending approval")
         assert [a["approval_id"] for a in after] == [before["approval_id"]]
         r = await api.post(f"/v1/approvals/{before['approval_id']}",
                            json={"action": "approve"})
         assert r.status_code == 200, r.text
-        await _until(api, run_id, "completed")
+        await wait_for_run(api, run_id, "completed")
         assert CALLS == [("deploy", {"target": "prod"})]
         kinds = [e["kind"] for e in await _events(api)]
         assert kinds.count("approval.requested") == 1  # not asked twice

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.config import Settings
 from agentd.errors import (
@@ -38,14 +39,6 @@ SCRIPT = {"script": [{"text": "one"}, {"text": "two"}, {"text": "three"}]}
 async def _reply(rt: Runtime, agent: str, key: str, text: str) -> RunRecord:
     sent = await rt.send(agent, key, text)
     return await rt.wait(sent.run.id)
-
-
-async def _until(check: Callable[[], object], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager
@@ -178,13 +171,13 @@ async def test_a_stalled_node_loses_its_run_to_another_and_writes_nothing(
         await a.create_agent(name="agent", settings=slow)
         await a.housekeeper.stop()  # A stalls: it renews nothing from now on
         sent = await a.send("agent", "k", "go")
-        await _until(lambda: a.supervisor.executors() != [])
+        await eventually(lambda: a.supervisor.executors() != [])
         executor = a.supervisor.executors()[0]
         # B finds the lease expired, takes the run over and finishes it.
         run = await asyncio.wait_for(b.wait(sent.run.id), 15)
         assert (run.status, run.output, run.lease_owner) == ("completed", "slow answer", "B")
         # A's model call returns after B took over: its commit is refused.
-        await _until(lambda: executor.lost, within=5)
+        await eventually(lambda: executor.lost, what="the lease lost")
         log = [e for e in await b.read_events(sent.session.id) if e.run_id == sent.run.id]
         kinds = [e.kind for e in log]
         assert kinds == ["message.user", "run.queued", "run.started", "run.resumed",
@@ -405,24 +398,27 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
     try:
         await rt.create_agent(name="busy", settings={"script": [{"text": "s",
                                                                  "delay_ms": 1200}]})
+        ids = {}
         for i in range(5):
-            await rt.create_agent(name=f"a{i}", settings=SCRIPT)
+            ids[f"a{i}"] = (await rt.create_agent(name=f"a{i}", settings=SCRIPT)).id
             await _reply(rt, f"a{i}", "k", "1")
         running = await rt.send("busy", "k", "go")
         assert rt.awake_agents == 6
-        await _until(lambda: rt.awake_agents == 1)
+        assert set(ids.values()) <= rt.histories.agent_ids()
+        await eventually(lambda: rt.awake_agents == 1)
         # The agent with a run under way stays awake; the others hold nothing here.
         assert rt.agents.awake_names == ["busy"]
         assert set(rt.agents.planned) <= {"busy"}
-        assert all(h.agent_id == running.agent.id for h in rt.histories._items.values())
+        assert rt.histories.agent_ids() <= {running.agent.id}
         health = await rt.health()
         assert (health["agents"], health["agents_awake"], health["agents_sleeping"]) == (
             6, 1, 5)
         # A message wakes a sleeping agent; its history comes back from the log.
         assert (await _reply(rt, "a0", "k", "2")).output == "two"
         assert "a0" in rt.agents.awake_names
+        assert ids["a0"] in rt.histories.agent_ids()
         assert (await rt.wait(running.run.id)).status == "completed"
-        await _until(lambda: rt.awake_agents == 0)
+        await eventually(lambda: rt.awake_agents == 0)
         assert rt.housekeeper.figures["sleep"]["total"] >= 6
         # Listing agents wakes none.
         assert len(await rt.list_agents()) == 6 and rt.awake_agents == 0
@@ -440,7 +436,7 @@ async def test_idle_sessions_expire_by_policy(settings: Settings, store_url: str
         await rt.create_agent(name="b")
         await _reply(rt, "b", "old", "1")
         busy = await rt.send("a", "long", "go")
-        await _until(lambda: rt.housekeeper.figures["expire"]["total"] >= 1)
+        await eventually(lambda: rt.housekeeper.figures["expire"]["total"] >= 1)
         with pytest.raises(SessionNotFound):
             await rt.get_session("b", "old")
         # A session with a run under way is never expired.
@@ -499,7 +495,7 @@ async def test_decide_and_cancel_reach_a_run_on_another_node(settings: Settings,
         assert (run.status, run.output, run.lease_owner) == ("completed", "after the tool",
                                                              "B")
         assert calls == []
-        await _until(lambda: not a.supervisor.is_known(rid))
+        await eventually(lambda: not a.supervisor.is_known(rid))
         kinds = [e.kind for e in await b.read_events(sid) if e.run_id == rid]
         assert kinds.count("approval.decided") == 1 and kinds.count("run.completed") == 1
         with pytest.raises(Conflict):
@@ -509,8 +505,8 @@ async def test_decide_and_cancel_reach_a_run_on_another_node(settings: Settings,
         await a.update_agent("a", {"settings": {"script": [{"text": "slow",
                                                             "delay_ms": 5000}]}})
         slow = await a.send("a", "k2", "go")
-        await _until(lambda: a.supervisor.executors() != [])
-        await _until(lambda: a.supervisor.executors()[0].leased_at > 0)
+        await eventually(lambda: a.supervisor.executors() != [])
+        await eventually(lambda: a.supervisor.executors()[0].leased_at > 0)
         cancelled, _, _ = await asyncio.wait_for(b.cancel_run(slow.run.id), 10)
         assert (cancelled.status, cancelled.lease_owner) == ("cancelled", "A")
         log = [e for e in await a.read_events(slow.session.id) if e.run_id == slow.run.id]
@@ -559,13 +555,11 @@ async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtim
     await runtime.create_agent(name="a", settings={"script": [{"text": "ok",
                                                                "delay_ms": 400}]})
     sent = await runtime.send("a", "k", "hi")
-    executor = None
-    for _ in range(200):
+    def leased() -> Any:
         executor = runtime.supervisor.active_executor(sent.session.id, sent.run.id)
-        if executor is not None and executor.leased_at:
-            break
-        await asyncio.sleep(0.01)
-    assert executor is not None and executor.leased_at
+        return executor if executor is not None and executor.leased_at else None
+
+    executor = await eventually(leased, what="the run's executor holding its lease")
 
     async def set_row(sql: str, args: tuple[object, ...]) -> None:
         def op(tx: Any) -> None:

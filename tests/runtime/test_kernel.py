@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.config import Settings
 from agentd.errors import InvalidInput
@@ -237,12 +238,18 @@ async def test_a_retry_that_answers_differently_resets_the_stream(
 
 
 async def test_a_full_outage_parks_the_run_until_the_provider_answers(
-        rt: Runtime, stub_a: StubLLMServer) -> None:
-    await rt.create_agent(name="a", **_primary(stub_a))
-    for _ in range(8):
-        stub_a.enqueue(fault="http_503")
-    stub_a.enqueue(text="back again")
-    run, events = await _send(rt, "a")
+        tmp_path: Path, stub_a: StubLLMServer) -> None:
+    # The breaker's cooldown doubles at each failed probe: from 20 ms, the five probes
+    # of this outage wait 0.6 s in all (9 s from the other tests' 0.3 s).
+    rt = await Runtime.open(_settings(tmp_path, breaker_cooldown_s=0.02))
+    try:
+        await rt.create_agent(name="a", **_primary(stub_a))
+        for _ in range(8):
+            stub_a.enqueue(fault="http_503")
+        stub_a.enqueue(text="back again")
+        run, events = await _send(rt, "a")
+    finally:
+        await rt.close()
     assert (run.status, run.output) == ("completed", "back again")
     kinds = [e.kind for e in events]
     assert kinds.index("model.outage") < kinds.index("model.recovered") < kinds.index(
@@ -262,13 +269,12 @@ async def test_a_parked_run_can_be_cancelled(tmp_path: Path, stub_a: StubLLMServ
         for _ in range(3):
             stub_a.enqueue(fault="http_503")
         sent = await runtime.send("a", "k", "hi")
-        for _ in range(200):
-            if any(e.kind == "model.outage" for e in await runtime.read_events(
-                    sent.session.id)):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the run never parked")
+
+        async def parked() -> bool:
+            events = await runtime.read_events(sent.session.id)
+            return any(e.kind == "model.outage" for e in events)
+
+        await eventually(parked, what="the run parked on the outage")
         await runtime.cancel_run(sent.run.id)
         run = await runtime.wait(sent.run.id)
         assert run.status == "cancelled"

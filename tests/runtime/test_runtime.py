@@ -6,9 +6,10 @@ Runs on SQLite and (with AGENTD_TEST_POSTGRES_URL) PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Awaitable, Callable
 
 import pytest
+from tests.conftest import PATIENCE_S
 
 from agentd.config import Settings
 from agentd.errors import AgentNotAccepting, InvalidInput, InvalidModel, ShuttingDown
@@ -62,26 +63,47 @@ async def test_history_carries_across_runs(runtime: Runtime) -> None:
     assert other.output == "one"
 
 
+def _meeting(size: int) -> Callable[[], Awaitable[int]]:
+    """A rendezvous of ``size`` callers: each waits until all have arrived, so callers
+    run one after the other never meet (the first waits alone and fails). Returns how
+    many were inside at once when the caller got in."""
+    inside = 0
+    everyone = asyncio.Event()
+
+    async def meet() -> int:
+        nonlocal inside
+        inside += 1
+        seen = inside
+        if inside == size:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), PATIENCE_S)
+        except TimeoutError:
+            raise AssertionError(f"waited alone: {seen} of {size} arrived") from None
+        return seen
+
+    return meet
+
+
 async def test_read_only_calls_of_one_step_run_concurrently(runtime: Runtime) -> None:
+    meet = _meeting(4)
+
     @tool(read_only=True)
     async def slow_read(n: int) -> int:
-        """Wait a little, then answer."""
-        await asyncio.sleep(0.3)
+        """Wait for the other calls of the step, then answer."""
+        await meet()
         return n * 2
 
     runtime.tools.register(slow_read)
     await runtime.create_agent(name="a", tools=["slow_read"], settings={"script": [
         {"tool_calls": [{"name": "slow_read", "arguments": {"n": i}} for i in range(4)]},
         {"text": "done"}]})
-    started = time.perf_counter()
     run, sid = await _run_once(runtime, "a", "go")
-    elapsed = time.perf_counter() - started
     assert run.status == "completed"
     events = await runtime.read_events(sid)
     finished = [e.data for e in events if e.kind == "tool.finished"]
-    assert [f["output"] for f in finished] == ["0", "2", "4", "6"]
-    # Four 0.3 s calls in sequence would take 1.2 s.
-    assert elapsed < 1.0
+    # Each call met the other three (one after the other, the first waits alone).
+    assert [f["output"] for f in finished] == ["0", "2", "4", "6"], finished
     # All four starts were committed before any result.
     kinds = [e.kind for e in events]
     assert kinds.index("tool.finished") > max(i for i, k in enumerate(kinds)
@@ -189,11 +211,25 @@ async def test_runs_of_one_session_are_serial_and_fifo(runtime: Runtime) -> None
 
 
 async def test_different_sessions_run_in_parallel(runtime: Runtime) -> None:
-    await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 300}]})
-    started = time.perf_counter()
+    meet = _meeting(5)
+
+    @tool
+    async def rendezvous() -> str:
+        """Wait for the other sessions' runs."""
+        await meet()
+        return "met"
+
+    runtime.tools.register(rendezvous)
+    await runtime.create_agent(name="a", tools=["rendezvous"], settings={"script": [
+        {"tool_calls": [{"name": "rendezvous", "arguments": {}}]}, {"text": "ok"}]})
     sends = [await runtime.send("a", f"k{i}", "x") for i in range(5)]
-    await asyncio.gather(*(runtime.wait(s.run.id) for s in sends))
-    assert time.perf_counter() - started < 1.2  # 5 x 0.3 s in sequence would be 1.5 s
+    runs = await asyncio.gather(*(runtime.wait(s.run.id) for s in sends))
+    assert [r.status for r in runs] == ["completed"] * 5
+    # Every session's call met the four others: run in sequence, the first waits alone.
+    for sent in sends:
+        events = await runtime.read_events(sent.session.id)
+        [finished] = [e.data for e in events if e.kind == "tool.finished"]
+        assert finished["output"] == "met", finished
 
 
 async def test_pause_holds_queued_runs_and_refuses_messages(runtime: Runtime) -> None:
@@ -591,22 +627,30 @@ async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
 
 
 async def test_unstartable_model_fails_the_run_with_its_error(
-        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.database_url = store_url
     monkeypatch.setenv("MY_KEY", "k")
-    await runtime.create_agent(name="a", model="openai-compatible:m",
-                               settings={"base_url": "http://127.0.0.1:9/v1",
-                                         "api_key_env": "MY_KEY"})
+    before = await Runtime.open(settings)
+    try:
+        await before.create_agent(name="a", model="openai-compatible:m",
+                                  settings={"base_url": "http://127.0.0.1:9/v1",
+                                            "api_key_env": "MY_KEY"})
+    finally:
+        await before.close()
     monkeypatch.delenv("MY_KEY")
-    runtime.sleep_idle_agents(0)  # as after a restart: the model is built again at run start
-    sent = await runtime.send("a", "k", "hi")
-    run = await runtime.wait(sent.run.id)
-    assert run.status == "failed"
-    assert run.error is not None and run.error["code"] == "invalid_model"
-    assert "MY_KEY" in run.error["message"]
-    assert (await runtime.get_agent("a")).state == "error"
-    with pytest.raises(AgentNotAccepting) as info:
-        await runtime.send("a", "k", "again")
-    assert info.value.code == "agent_error"
+    runtime = await Runtime.open(settings)  # a restart: the model is built at run start
+    try:
+        sent = await runtime.send("a", "k", "hi")
+        run = await runtime.wait(sent.run.id)
+        assert run.status == "failed"
+        assert run.error is not None and run.error["code"] == "invalid_model"
+        assert "MY_KEY" in run.error["message"]
+        assert (await runtime.get_agent("a")).state == "error"
+        with pytest.raises(AgentNotAccepting) as info:
+            await runtime.send("a", "k", "again")
+        assert info.value.code == "agent_error"
+    finally:
+        await runtime.close()
 
 
 async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime) -> None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.sandbox.backends import (
     Backend,
@@ -44,3 +45,36 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 def ws(workspace: Path) -> Path:
     return workspace
+
+
+# -- leftovers: processes of a sandbox found by a marker in their environment ----------
+
+
+def marked(marker: str) -> list[int]:
+    """Pids of the processes started with ``AGENTD_MARK=<marker>`` in their environment
+    (and gVisor's host processes, found by their state directory: the sandbox's own
+    live inside its sentry)."""
+    needle = f"AGENTD_MARK={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in environ or b"agentd-gvisor-" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+async def all_gone(marker: str) -> None:
+    """Wait until no process of the sandbox is left (SIGKILLed ones may take a moment
+    to be reaped); fail if some stay."""
+    await eventually(lambda: not marked(marker), what=f"the processes marked {marker} gone")
+
+
+async def appeared(marker: str) -> None:
+    """Wait until a process of the sandbox runs."""
+    await eventually(lambda: marked(marker), what=f"a process marked {marker}")

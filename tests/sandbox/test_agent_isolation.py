@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.sandbox.conftest import backend_or_skip
-from tests.sandbox.test_backends import _gone
+from tests.conftest import eventually
+from tests.sandbox.conftest import all_gone, backend_or_skip
 
 from agentd.sandbox._cgroups import support
 from agentd.sandbox.backends import (
@@ -68,14 +68,6 @@ def workspace(parent: Path, name: str, user: tuple[int, int]) -> Path:
     return path
 
 
-async def until(check: Path, within: float = 20.0) -> None:
-    """Wait (a generous liveness bound) for ``check`` to exist."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not check.exists():
-        assert asyncio.get_running_loop().time() < deadline, f"{check} never appeared"
-        await asyncio.sleep(0.05)
-
-
 FORK_TO_LIMIT = """\
 import os, time
 n = 0
@@ -101,7 +93,8 @@ async def test_one_agent_at_its_process_limit_does_not_stop_another(
     holding = asyncio.ensure_future(agent_a.run(["python3", "-c", FORK_TO_LIMIT],
                                                 workspace=ws_a, limits=limits))
     try:
-        await until(ws_a / "full")  # A holds every process it may have, sleeping
+        # A holds every process it may have, sleeping.
+        await eventually((ws_a / "full").exists, what="agent A at its process limit")
         other = await agent_b.run(["sh", "-c", "sleep 0 & wait; echo ran"],
                                   workspace=ws_b, limits=limits)
         assert other.exit_code == 0 and other.stdout == "ran\n", other
@@ -146,7 +139,7 @@ async def test_an_agent_cannot_signal_anothers_processes(shared: Path) -> None:
         ["sh", "-c", "sleep 120 & echo $! > pid.tmp && mv pid.tmp pid; wait"],
         workspace=ws_b, limits=Limits(wall_s=60)))
     try:
-        await until(ws_b / "pid")
+        await eventually((ws_b / "pid").exists, what="agent B's pid file")
         pid = int((ws_b / "pid").read_text())
         attack = await ProcessBackend(user=A).run(
             ["sh", "-c", f"kill -9 {pid}; kill -STOP {pid}"], workspace=ws_a,
@@ -221,7 +214,7 @@ async def test_no_cgroup_is_left_behind(kind: type[Backend], shared: Path) -> No
     await shell.close()
     assert ours() == before == set()
     # Even what left its process group (setsid) went with the cgroup.
-    assert await _gone(marker)
+    await all_gone(marker)
 
 
 @needs_root

@@ -20,12 +20,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.sandbox.conftest import GVisorDespiteOldStatx
+from tests.sandbox.conftest import GVisorDespiteOldStatx, all_gone, appeared
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox import _gvisor, backends
@@ -57,45 +56,6 @@ async def sh(backend: Backend, ws: Path, script: str, **kwargs: object
              ) -> backends.ExecResult:
     kwargs.setdefault("limits", FAST)
     return await backend.run(["sh", "-c", script], workspace=ws, **kwargs)  # type: ignore[arg-type]
-
-
-# -- leftovers: processes of a sandbox found by a marker in their environment ----------
-
-
-def _marked(marker: str) -> list[int]:
-    needle = f"AGENTD_MARK={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        # gVisor's processes live inside its sentry: its host processes are found by
-        # their state directory instead.
-        if needle in environ or b"agentd-gvisor-" in cmdline:
-            found.append(int(entry))
-    return found
-
-
-async def _gone(marker: str) -> bool:
-    """Whether no process of the sandbox is left (SIGKILLed ones may take a moment to
-    be reaped: wait a little, bounded)."""
-    for _ in range(200):
-        if not _marked(marker):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-async def _appears(marker: str) -> bool:
-    for _ in range(400):
-        if _marked(marker):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 # -- basics ----------------------------------------------------------------------------
@@ -333,18 +293,17 @@ async def test_process_limit_stops_forking(backend: Backend, ws: Path) -> None:
                                limits=Limits(processes=40, wall_s=20))
     forked, errno = map(int, result.stdout.split())
     assert forked < 40 and errno == 11, result  # EAGAIN
-    assert await _gone(marker)  # what it forked did not outlive it
+    await all_gone(marker)  # what it forked did not outlive it
 
 
 async def test_fork_bomb_is_contained(backend: Backend, ws: Path) -> None:
     marker = secrets.token_hex(8)
-    started = time.monotonic()
-    result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 3"], workspace=ws,
+    # (the sleep outlasts the wall limit: only the limit ends the command)
+    result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 1000"], workspace=ws,
                                env={"AGENTD_MARK": marker},
                                limits=Limits(processes=64, wall_s=2))
-    assert time.monotonic() - started < 2 + 10  # returned: no hang
     assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
-    assert await _gone(marker)
+    await all_gone(marker)
     after = await backend.run(["echo", "alive"], workspace=ws, limits=FAST)
     assert after.stdout == "alive\n"  # the machine (and the sandbox) still work
 
@@ -392,12 +351,10 @@ async def test_stderr_is_kept_when_stdout_floods(backend: Backend, ws: Path) -> 
 
 async def test_wall_time_kills_everything(backend: Backend, ws: Path) -> None:
     marker = secrets.token_hex(8)
-    started = time.monotonic()
     result = await sh(backend, ws, "sleep 1000 & sleep 1000", env={"AGENTD_MARK": marker},
                       limits=Limits(wall_s=1.5))
-    assert time.monotonic() - started < 1.5 + 10
     assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
-    assert await _gone(marker)
+    await all_gone(marker)
 
 
 async def test_background_child_does_not_outlive_the_command(backend: Backend, ws: Path
@@ -407,18 +364,18 @@ async def test_background_child_does_not_outlive_the_command(backend: Backend, w
                       env={"AGENTD_MARK": marker}, limits=Limits(wall_s=30))
     assert result.stdout == "started\n" and result.exit_code == 0
     assert not result.timed_out  # it did not wait for the background child
-    assert await _gone(marker)
+    await all_gone(marker)
 
 
 async def test_cancelling_a_run_kills_the_sandbox(backend: Backend, ws: Path) -> None:
     marker = secrets.token_hex(8)
     task = asyncio.ensure_future(sh(backend, ws, "sleep 1000", env={"AGENTD_MARK": marker},
                                     limits=Limits(wall_s=100)))
-    assert await _appears(marker)
+    await appeared(marker)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await _gone(marker)
+    await all_gone(marker)
 
 
 async def test_no_capabilities_and_no_new_privileges(backend: Backend, ws: Path) -> None:
@@ -475,11 +432,11 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
     daemon = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
-        assert asyncio.run(_appears(marker))
+        asyncio.run(appeared(marker))
     finally:
         daemon.kill()
         daemon.wait()
-    assert asyncio.run(_gone(marker))
+    asyncio.run(all_gone(marker))
     if isinstance(backend, GVisorBackend):  # its bundle is left: the next probe's sweep
         left = list(Path(tempfile.gettempdir()).glob(f"agentd-gvisor-{daemon.pid}-*"))
         assert left and set(_gvisor.sweep()) >= set(left)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from tests.conftest import free_port, wait_for_port
 
 from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import ToolError
@@ -148,18 +149,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A local HTTP service on the host's loopback, in a process of its own."""
     root = tmp_path_factory.mktemp("service")
     (root / "secret.txt").write_text("host-only-data\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
                              str(port)], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            subprocess.run(["sleep", "0.05"], check=False)
+    wait_for_port(port, proc, what="the local HTTP service")
     yield port
     proc.kill()
     proc.wait()

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.sandbox.conftest import all_gone
 
 from agentd.errors import ToolError
 from agentd.sandbox.backends import (
@@ -30,27 +30,6 @@ async def shell(backend: Backend, ws: Path) -> AsyncIterator[PersistentShell]:
     sh = await backend.shell(workspace=ws, limits=LIMITS)
     yield sh
     await sh.close()
-
-
-def _marked(marker: str) -> list[int]:
-    needle = f"AGENTD_MARK={marker}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-async def _gone(marker: str) -> bool:
-    for _ in range(200):  # SIGKILLed processes may take a moment to be reaped
-        if not _marked(marker):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def test_cwd_and_exports_persist(shell: PersistentShell, backend: Backend, ws: Path
@@ -123,17 +102,15 @@ async def test_timeout_kills_the_shell_and_everything_in_it(backend: Backend, ws
     shell = await backend.shell(workspace=ws, env={"AGENTD_MARK": marker}, limits=LIMITS)
     try:
         await shell.run("sleep 1000 &")  # a job left in the background
-        started = time.monotonic()
         result = await shell.run("sleep 1000", timeout_s=1)
-        assert time.monotonic() - started < 1 + 10
         assert result.timed_out and result.killed == "wall_time" and result.exit_code is None
-        assert await _gone(marker)
+        await all_gone(marker)
         after = await shell.run("echo back")
         assert after.stdout == "back\n" and shell.restarts == 1
         assert "was killed (wall_time)" in after.stderr
     finally:
         await shell.close()
-    assert await _gone(marker)
+    await all_gone(marker)
 
 
 async def test_output_flood_is_capped_and_killed(shell: PersistentShell) -> None:
@@ -166,7 +143,7 @@ async def test_closed_shell_refuses_and_leaves_nothing(backend: Backend, ws: Pat
     shell = await backend.shell(workspace=ws, env={"AGENTD_MARK": marker}, limits=LIMITS)
     await shell.run("sleep 1000 &")
     await shell.close()
-    assert await _gone(marker)
+    await all_gone(marker)
     with pytest.raises(ToolError) as info:
         await shell.run("echo hi")
     assert info.value.code == "shell_closed"

@@ -69,9 +69,17 @@ def test_the_client_and_cli_pick_up_the_local_token(settings: Settings,
             client.list_agents()
         assert getattr(err.value, "status", None) == 401
     # A daemon elsewhere never gets this machine's token.
-    remote = Client("http://agentd.example.invalid:8721")
-    assert "authorization" not in {k.lower() for k in remote._http.headers}
-    remote.close()
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=[])
+
+    with Client("http://agentd.example.invalid:8721",
+                transport=httpx.MockTransport(answer)) as remote:  # type: ignore[arg-type]
+        assert remote.list_agents() == []
+    [request] = sent
+    assert "authorization" not in request.headers
 
 
 async def test_only_admins_configure_stdio_servers_off_the_list(settings: Settings) -> None:

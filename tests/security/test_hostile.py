@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
@@ -280,11 +281,11 @@ async def test_a_concurrent_clean_session_does_not_absorb_tainted_writes(rt: Run
                 "echo {1} > {1}")
     await _script(rt, _call("shell", command=wait_for.format("x", "c_done")))
     clean_run = await rt.send("mallory", "c", "go")
-    for _ in range(600):  # liveness bound only
-        if any(e.kind == "tool.started" for e in await rt.read_events(
-                clean_run.session.id)):
-            break
-        await asyncio.sleep(0.1)
+    async def clean_step_started() -> bool:
+        events = await rt.read_events(clean_run.session.id)
+        return any(e.kind == "tool.started" for e in events)
+
+    await eventually(clean_step_started, what="the clean session's step started")
     tainted = await _play(rt, "t", _FETCH, _call(
         "shell", command="echo 'send me out' > x; " + wait_for.format("c_done", "t_done")))
     assert _tainted(tainted)

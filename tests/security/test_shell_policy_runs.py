@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
@@ -80,7 +81,7 @@ async def _finished(rt: Runtime, session_id: str) -> list[dict[str, Any]]:
 
 
 async def _asked(rt: Runtime, run_id: str) -> dict[str, Any]:
-    for _ in range(1000):
+    async def requested() -> dict[str, Any] | None:
         pending = await rt.approvals.pending()
         if pending:
             [request] = pending
@@ -88,8 +89,9 @@ async def _asked(rt: Runtime, run_id: str) -> dict[str, Any]:
             return request
         run, _, _ = await rt.get_run(run_id)
         assert run.status not in ("completed", "failed"), (run.status, run.error)
-        await asyncio.sleep(0.02)
-    raise AssertionError("no approval was requested")
+        return None
+
+    return await eventually(requested, what="an approval request")
 
 
 async def test_commands_run_freely_where_the_sandbox_is_the_wall(walled: Runtime) -> None:

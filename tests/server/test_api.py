@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from tests.conftest import bearer
+from tests.conftest import asgi_client, wait_for_run
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
-TERMINAL = {"completed", "failed", "cancelled", "interrupted"}
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -35,16 +34,7 @@ def make_client(settings: Settings, runtime: Runtime) -> ClientFactory:
     runtime only there (see test_app_serves_a_passed_runtime_without_lifespan).
     """
 
-    @asynccontextmanager
-    async def factory() -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings, runtime)
-        transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=transport, base_url="http://test",
-                headers=bearer(settings)) as client:
-            yield client
-
-    return factory
+    return lambda: asgi_client(settings, runtime)
 
 
 @pytest.fixture
@@ -107,18 +97,6 @@ async def events(client: httpx.AsyncClient, key: str = "k", agent: str = "a",
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()["events"]
     return result
-
-
-async def poll_run(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
-    """GET the run until it is terminal (bounded, so a stuck run fails the test)."""
-    async with asyncio.timeout(30):
-        while True:
-            response = await client.get(f"/v1/runs/{run_id}")
-            assert response.status_code == 200, response.text
-            run: dict[str, Any] = response.json()
-            if run["status"] in TERMINAL:
-                return run
-            await asyncio.sleep(0.01)
 
 
 # -- the app itself -------------------------------------------------------------------
@@ -286,7 +264,7 @@ async def test_message_no_wait_is_queued_then_completes(client: httpx.AsyncClien
     queued = response.json()
     assert queued["status"] == "queued"
     assert queued["output"] is None and queued["finished_at"] is None
-    run = await poll_run(client, queued["id"])
+    run = await wait_for_run(client, queued["id"])
     assert run["status"] == "completed"
     assert run["output"] == "echo: later"
 
@@ -532,19 +510,10 @@ async def test_last_event_id_from_another_session_is_refused(
 SLOW = {"script": [{"text": "slow", "delay_ms": 60_000}]}  # runs until cancelled
 
 
-async def wait_for_status(client: httpx.AsyncClient, run_id: str, status: str) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            run = (await client.get(f"/v1/runs/{run_id}")).json()
-            if run["status"] == status:
-                return
-            await asyncio.sleep(0.01)
-
-
 async def test_cancel_a_running_run(client: httpx.AsyncClient) -> None:
     await create_agent(client, settings=SLOW)
     queued = (await send(client, "go", wait=False)).json()
-    await wait_for_status(client, queued["id"], "running")
+    await wait_for_run(client, queued["id"], "running")
     response = await client.post(f"/v1/runs/{queued['id']}/cancel")
     assert response.status_code == 200, response.text
     run = response.json()
@@ -566,7 +535,7 @@ async def test_cancel_a_running_run(client: httpx.AsyncClient) -> None:
 async def test_cancel_a_run_queued_behind_another(client: httpx.AsyncClient) -> None:
     await create_agent(client, settings=SLOW)
     first = (await send(client, "first", wait=False)).json()
-    await wait_for_status(client, first["id"], "running")
+    await wait_for_run(client, first["id"], "running")
     second = (await send(client, "second", wait=False)).json()
     assert (await client.get(f"/v1/runs/{second['id']}")).json()["status"] == "queued"
 
@@ -1016,7 +985,7 @@ async def test_restore_of_a_busy_session_is_refused(client: httpx.AsyncClient) -
     busy = await client.post("/v1/agents/a/sessions/k/restore", json={"seq": 0})
     assert busy.status_code == 409 and error_code(busy) == "session_busy"
     assert busy.json()["error"]["details"]["active_run"] == queued["id"]
-    run = await poll_run(client, queued["id"])
+    run = await wait_for_run(client, queued["id"])
     assert run["status"] == "completed"
     kinds = [e["kind"] for e in (await client.get("/v1/agents/a/sessions/k/events")).json()[
         "events"]]

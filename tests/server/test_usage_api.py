@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import bearer
+from tests.conftest import asgi_client
 
 from agentd.config import Settings
 from agentd.runtime import Runtime
-from agentd.server.app import create_app
 from agentd.store import NewEvent, UsageCharge
 
 SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}
@@ -26,10 +25,7 @@ SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}
 
 @pytest.fixture
 async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, runtime)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test",
-            headers=bearer(settings)) as c:
+    async with asgi_client(settings, runtime) as c:
         yield c
 
 

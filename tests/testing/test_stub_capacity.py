@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anthropic
 import openai
 import pytest
+from tests.conftest import eventually
 
 from agentd.testing import Capacity, StubLLMServer, StubStats
 
@@ -62,13 +62,6 @@ async def outcome(client: openai.AsyncOpenAI) -> str | openai.RateLimitError:
         return exc
 
 
-async def until(condition: Callable[[], bool], limit_s: float = 3.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 def rejected(**by: int) -> dict[str, int]:
     return {"concurrency": 0, "rpm": 0, "tpm": 0, **by}
 
@@ -100,11 +93,11 @@ async def test_latency_holds_the_slot_before_the_first_byte(
     stub.capacity = Capacity(concurrency=1, latency_s=0.2)
     stub.enqueue("streamed after the wait")
     first = asyncio.create_task(ask(client, stream=True))
-    await until(lambda: stub.stats.in_flight == 1)
+    await eventually(lambda: stub.stats.in_flight == 1)
     error = await refusal(client)  # the first call has not had a byte yet
     assert "concurrent" in error.message
     assert await first == "streamed after the wait"
-    await until(lambda: stub.stats.in_flight == 0)
+    await eventually(lambda: stub.stats.in_flight == 0)
     assert await ask(client) == "stub: hi"
     assert stub.stats.rejected_by == rejected(concurrency=1)
 
@@ -112,11 +105,12 @@ async def test_latency_holds_the_slot_before_the_first_byte(
 async def test_a_client_that_disconnects_gives_its_slot_back(
     stub: StubLLMServer, client: openai.AsyncOpenAI
 ) -> None:
-    stub.capacity = Capacity(concurrency=1, latency_s=30)
+    # An hour's latency: only giving the slot back on disconnect ends the wait.
+    stub.capacity = Capacity(concurrency=1, latency_s=3600)
     with pytest.raises(openai.APITimeoutError):
         await client.with_options(timeout=0.2).chat.completions.create(
             model="stub-model", messages=[{"role": "user", "content": "hi"}])
-    await until(lambda: stub.stats.in_flight == 0)  # long before the 30 s latency
+    await eventually(lambda: stub.stats.in_flight == 0)  # not after the hour
     stub.capacity = Capacity(concurrency=1)  # the same slot, without the wait
     assert await ask(client) == "stub: hi"
 

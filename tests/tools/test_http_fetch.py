@@ -43,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/big":
             self._send(200, b"x" * 1_000_000)
         elif self.path == "/slow":
-            time.sleep(3)
+            time.sleep(60)
             self._send(200, b"late")
         elif self.path.startswith("/to/"):
             self._send(302, b"", Location=self.path[len("/to"):].replace("/http", "http", 1)
@@ -183,11 +183,9 @@ async def test_redirects_are_checked_each_time(server: int) -> None:
 async def test_size_and_time_caps(server: int) -> None:
     out = await fetch(("127.0.0.1",), url=f"http://127.0.0.1:{server}/big", max_bytes=1000)
     assert "[body cut at 1000 bytes]" in out and len(out) < 1300
-    started = time.monotonic()
-    with pytest.raises(ToolError) as caught:
+    with pytest.raises(ToolError) as caught:  # the server answers after a minute
         await fetch(("127.0.0.1",), url=f"http://127.0.0.1:{server}/slow", timeout_s=0.5)
     assert caught.value.code == "tool_timeout"
-    assert time.monotonic() - started < 2.5  # not the server's 3 s
     binary = await fetch(("127.0.0.1",), url=f"http://127.0.0.1:{server}/binary")
     assert "HTTP 200" in binary
 

@@ -216,3 +216,7 @@ class HistoryCache:
         """Forget every cached history of an agent (it went to sleep)."""
         for session_id in [k for k, h in self._items.items() if h.agent_id == agent_id]:
             del self._items[session_id]
+
+    def agent_ids(self) -> set[str]:
+        """The agents with a session history held here (a sleeping agent has none)."""
+        return {h.agent_id for h in self._items.values() if h.agent_id is not None}
