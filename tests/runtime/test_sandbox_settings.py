@@ -41,9 +41,9 @@ async def test_agent_limits_above_the_daemons_are_refused(runtime: Runtime) -> N
     await runtime.create_agent(name="a", model="scripted", tools=["shell"], settings={
         "sandbox": {"limits": {"wall_s": 5}}})
     agent = await runtime.get_agent("a")
-    from agentd.runtime._agent_settings import sandbox_settings
+    from agentd.settings import stored_settings
 
-    limits = runtime.sandboxes.limits(sandbox_settings(agent.settings))
+    limits = runtime.sandboxes.limits(stored_settings(agent.settings).sandbox)
     assert limits.wall_s == 5  # lowered by the agent
     assert limits.memory_mb == runtime.settings.sandbox.limits.memory_mb  # the daemon's
 

@@ -1,10 +1,10 @@
-"""The runtime's entry points to an agent's ``settings``, over
-:class:`agentd.settings.AgentSettings` (which holds every check and default).
+"""What the runtime adds to :mod:`agentd.settings` (which holds every check and
+default): the operator's list of MCP commands, and reporting stored settings this
+version refuses (``settings_errors`` for the API, ``warn_invalid_settings`` at start).
 
-``check_agent_settings`` refuses a bad value sent by a client (422 naming each field);
-``sandbox_settings`` and ``mcp_servers`` read settings as stored, and raise
-:class:`~agentd.errors.InvalidSettings` (a model error: the run fails, naming the
-fields) for an agent whose stored settings this version refuses.
+The runtime reads an agent's settings once per plan (``Agents.plan``:
+``stored_settings``) and a client's when it saves them (``Agents._validate``:
+``check_settings`` with the daemon's sandbox caps).
 """
 
 from __future__ import annotations
@@ -14,34 +14,15 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentd.config import AgentSandbox, SandboxLimits
+from agentd.config import SandboxLimits
 from agentd.errors import Forbidden
-from agentd.settings import (
-    MAX_MCP_SERVERS,
-    AgentSettings,
-    check_settings,
-    settings_problems,
-    stored_settings,
-)
+from agentd.settings import settings_problems
 from agentd.store.records import AgentRecord
 from agentd.tools.mcp import MCPServer
 
-__all__ = ["MAX_MCP_SERVERS", "check_agent_settings", "check_mcp_commands", "mcp_servers",
-           "sandbox_settings", "settings_errors", "warn_invalid_settings"]
+__all__ = ["check_mcp_commands", "settings_errors", "warn_invalid_settings"]
 
 log = logging.getLogger(__name__)
-
-
-def check_agent_settings(settings: dict[str, Any], *, caps: SandboxLimits | None = None
-                         ) -> AgentSettings:
-    """``settings`` from a client, checked: a 422 naming every bad field. ``caps``: the
-    daemon's sandbox limits (``Sandboxes.check_agent`` checks them when not given)."""
-    return check_settings(settings, caps=caps)
-
-
-def mcp_servers(settings: dict[str, Any]) -> list[MCPServer]:
-    """The agent's ``settings.mcp`` servers."""
-    return list(stored_settings(settings).mcp)
 
 
 def check_mcp_commands(servers: list[MCPServer], allowed: list[str]) -> None:
@@ -57,11 +38,6 @@ def check_mcp_commands(servers: list[MCPServer], allowed: list[str]) -> None:
                 f"settings.mcp[{index}]: the command {shlex.join(command)!r} is not in "
                 "the daemon's mcp_commands; only an admin token may configure it",
                 details={"field": f"body.settings.mcp[{index}].command"})
-
-
-def sandbox_settings(settings: dict[str, Any]) -> AgentSandbox:
-    """The agent's ``settings.sandbox``."""
-    return stored_settings(settings).sandbox
 
 
 def settings_errors(settings: Mapping[str, Any], caps: SandboxLimits

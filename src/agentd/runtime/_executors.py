@@ -2,7 +2,7 @@
 
 The supervisor asks for an executor when a run's turn comes (see
 :class:`agentd.runtime.supervisor.Supervisor`). Building one wakes the run's agent,
-resolves its plan (models, budget, policy, sandbox, MCP servers), brings the
+resolves its plan (its settings read once, models, sandbox limits), brings the
 session's history up to date, opens the sandbox and hands it all to a
 :class:`~agentd.runtime.loop.RunExecutor`. A run that cannot start (its agent was
 stopped, its model no longer resolves, its sandbox cannot be made) is settled here
@@ -133,10 +133,10 @@ class ExecutorFactory:
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=start.session_key, history=history, kernel=self.kernel,
-            targets=plan.targets, policy=self.call_policy(agent, plan, run.priority),
+            targets=plan.targets, policy=self.call_policy(plan, run.priority),
             instructions=agent.instructions, tools=tools,
-            max_steps=int(agent.settings.get("max_steps") or self.settings.max_steps),
-            tool_timeout_s=self.settings.tool_timeout_s, model_settings=agent.settings,
+            max_steps=plan.settings.max_steps or self.settings.max_steps,
+            tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
             workspace=workspace, permissions=start.permissions,
             workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
@@ -195,21 +195,19 @@ class ExecutorFactory:
                                       data={"errors": failures}))
         return tools, notes
 
-    def call_policy(self, agent: AgentRecord, plan: AgentPlan, priority: str) -> CallPolicy:
+    def call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:
         """How the run's model calls go through the kernel, and what they may spend."""
-        settings = agent.settings
-        tenant = str(settings.get("tenant") or "default")
-        tenant_config = self.settings.tenants.get(tenant)
+        settings = plan.settings
+        tenant_config = self.settings.tenants.get(settings.tenant)
         tenant_budget = (None if tenant_config is None or tenant_config.budget.empty
                          else tenant_config.budget)
-        retries = settings.get("max_retries")
-        retry = self.kernel.retry if retries is None else replace(
-            self.kernel.retry, attempts=int(retries) + 1)
+        retry = self.kernel.retry if settings.max_retries is None else replace(
+            self.kernel.retry, attempts=settings.max_retries + 1)
         return CallPolicy(
             priority=priority if priority in PRIORITIES else "background",
-            tenant=tenant, weight=float(settings.get("weight") or 1.0),
+            tenant=settings.tenant, weight=settings.weight,
             budget=plan.budget, tenant_budget=tenant_budget,
             budgeted=plan.budgeted or tenant_budget is not None,
-            retry=retry, park=settings.get("on_outage", "wait") == "wait",
-            outage_timeout_s=float(settings.get("outage_timeout_s") or 0.0),
-            max_continuations=int(settings.get("max_continuations", 2)))
+            retry=retry, park=settings.on_outage == "wait",
+            outage_timeout_s=settings.outage_timeout_s,
+            max_continuations=settings.max_continuations)

@@ -25,17 +25,12 @@ from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import resolve_model
-from agentd.runtime._agent_settings import (
-    check_agent_settings,
-    check_mcp_commands,
-    mcp_servers,
-    sandbox_settings,
-)
-from agentd.runtime.budgets import parse_budget
+from agentd.runtime._agent_settings import check_mcp_commands, settings_errors
 from agentd.runtime.calls import Target
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.sandbox.backends import Limits
-from agentd.security.policy import PolicyConfig, parse_policy
+from agentd.security.policy import PolicyConfig
+from agentd.settings import AgentSettings, ModelSettings, check_settings, stored_settings
 from agentd.store import Store
 from agentd.store.records import AgentRecord
 from agentd.tools import ToolRegistry
@@ -48,6 +43,23 @@ _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 #: Model settings a fallback of another provider inherits from the agent's (the rest,
 #: such as base_url and api_key_env, belong to the primary's provider).
 _PORTABLE_SETTINGS = ("max_tokens", "temperature", "timeout_s", "max_retries")
+_MODEL_SETTINGS = tuple(ModelSettings.model_fields)
+
+
+def _model_call(settings: ModelSettings, keys: tuple[str, ...] = _MODEL_SETTINGS
+                ) -> dict[str, Any]:
+    """The model-call settings a provider is built from (the set ones of ``keys``), as
+    the mapping :func:`resolve_model` takes."""
+    found = {key: getattr(settings, key) for key in keys}
+    return {key: value for key, value in found.items() if value is not None}
+
+
+def _model(spec: str, settings: dict[str, Any], agent: str) -> Model:
+    try:
+        return resolve_model(spec, settings=settings, agent=agent)
+    except ImportError as exc:  # (a provider's SDK, an optional dependency)
+        raise InvalidModel(f"the provider for {spec!r} is not installed: {exc}",
+                           field="body.model") from exc
 
 
 def check_agent_name(name: str) -> str:
@@ -60,19 +72,34 @@ def check_agent_name(name: str) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AgentPlan:
-    """An awake agent's resolved models and what its runs may spend."""
+    """An awake agent's settings (read once), resolved models and what its runs may
+    spend."""
 
     key: tuple[str, str]
+    #: The agent's settings as stored, read: every run and step reads these fields.
+    settings: AgentSettings
     targets: list[Target]
-    budget: Budget
     #: The budget has some limit (worked out once: pydantic's dumps are not free).
     budgeted: bool
-    #: The agent's policy layer, sandbox settings and MCP servers, parsed once.
-    policy: PolicyConfig
-    sandbox: AgentSandbox
     #: The daemon's sandbox limits lowered by the agent's.
     limits: Limits
-    mcp: list[MCPServer]
+
+    @property
+    def budget(self) -> Budget:
+        return self.settings.budget
+
+    @property
+    def policy(self) -> PolicyConfig:
+        """The agent's layer of the tool policy."""
+        return self.settings.policy
+
+    @property
+    def sandbox(self) -> AgentSandbox:
+        return self.settings.sandbox
+
+    @property
+    def mcp(self) -> list[MCPServer]:
+        return self.settings.mcp
 
 
 def _settings_key(agent: AgentRecord) -> str:
@@ -249,19 +276,36 @@ class Agents:
     # -- plans -------------------------------------------------------------------------
 
     def plan(self, agent: AgentRecord) -> AgentPlan:
-        """The agent's resolved plan (worked out once while it is awake)."""
+        """The agent's plan, worked out once while it is awake: its settings as stored,
+        read (:class:`~agentd.errors.InvalidSettings` naming each field this version
+        refuses), and its models resolved (:class:`~agentd.errors.InvalidModel`)."""
         key = (agent.model, _settings_key(agent))
         plan = self._plans.get(agent.name)
         if plan is None or plan.key != key:
             if plan is not None:
                 self._forget_plan(agent.name)
-            plan = replace(self._resolve(agent.name, agent.model, agent.settings), key=key)
+            plan = replace(self._resolve(agent.name, agent.model,
+                                         stored_settings(agent.settings)), key=key)
             self._plans[agent.name] = plan
         return plan
 
     def model_for(self, agent: AgentRecord) -> Model:
         """The agent's primary model."""
         return self.plan(agent).targets[0].model
+
+    def priority_of(self, agent: AgentRecord) -> str:
+        """The scheduler class of the agent's runs when the client names none:
+        ``settings.priority`` ("background" when the agent has no plan: its runs fail
+        with the reason when they start)."""
+        try:
+            return self.plan(agent).settings.priority
+        except InvalidModel:
+            return "background"
+
+    def settings_errors(self, agent: AgentRecord) -> list[dict[str, str]]:
+        """What this version refuses in the agent's stored settings, as the API shows
+        it (``[{"field": "settings.max_step", "message": ...}]``); empty when valid."""
+        return settings_errors(agent.settings, self.settings.sandbox.limits)
 
     def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any]
                   ) -> AgentPlan:
@@ -270,61 +314,52 @@ class Agents:
             self.tools.check(tools)
         except InvalidInput as exc:
             raise exc.for_field("body.tools") from None
-        check_agent_settings(settings)
-        self.sandboxes.check_agent(sandbox_settings(settings))
+        typed = check_settings(settings, caps=self.settings.sandbox.limits)
+        self.sandboxes.check_agent(typed.sandbox)
         info = self.catalog.get(model)
-        max_tokens = settings.get("max_tokens")
-        if (info is not None and isinstance(max_tokens, int)
-                and max_tokens > info.max_output_tokens):
+        if typed.max_tokens is not None and info is not None and (
+                typed.max_tokens > info.max_output_tokens):
             raise InvalidModel(
-                f"settings.max_tokens {max_tokens} is above {info.spec}'s output limit "
-                f"of {info.max_output_tokens} tokens", field="body.settings.max_tokens")
+                f"settings.max_tokens {typed.max_tokens} is above {info.spec}'s output "
+                f"limit of {info.max_output_tokens} tokens",
+                field="body.settings.max_tokens")
         try:
-            return self._resolve(name, model, settings)
+            return self._resolve(name, model, typed)
         except InvalidModel as exc:
             if "errors" in exc.details:
                 raise
             setting = _SETTING_NAMED.search(exc.message)
             raise exc.for_field(f"body.settings.{setting.group(1)}" if setting
                                 else "body.model") from None
-        except ImportError as exc:
-            raise InvalidModel(f"the provider for {model!r} is not installed: {exc}",
-                               field="body.model") from exc
 
-    def _resolve(self, name: str, model: str, settings: dict[str, Any]) -> AgentPlan:
-        """The agent's model chain (``model``, then ``settings.fallbacks``) and budget."""
-        chain = [resolve_model(model, settings=settings, agent=name)]
+    def _resolve(self, name: str, model: str, settings: AgentSettings) -> AgentPlan:
+        """The agent's model chain (``model``, then ``settings.fallbacks``) and what the
+        rest of its settings make of the daemon's (sandbox limits)."""
+        chain = [_model(model, _model_call(settings), name)]
         provider = chain[0].provider
-        for index, entry in enumerate(settings.get("fallbacks") or ()):
+        for index, entry in enumerate(settings.fallbacks):
             field = f"body.settings.fallbacks[{index}]"
-            if isinstance(entry, str):
-                spec, own = entry, None
+            if entry.settings is not None:
+                own = _model_call(entry.settings)
+            elif entry.model.partition(":")[0] == provider:
+                own = _model_call(settings)
             else:
-                spec, own = entry.get("model"), entry.get("settings") or {}
+                own = _model_call(settings, _PORTABLE_SETTINGS)
             try:
-                if own is None:
-                    same = spec.partition(":")[0] == provider
-                    own = dict(settings) if same else {
-                        k: settings[k] for k in _PORTABLE_SETTINGS if k in settings}
-                    own.pop("fallbacks", None)
-                fallback = resolve_model(spec, settings=own, agent=name)
+                fallback = _model(entry.model, own, name)
             except InvalidModel as exc:
                 raise InvalidModel(f"settings.fallbacks[{index}]: {exc.message}",
                                    field=field) from None
-            if fallback.provider in self._catalogued and self.catalog.get(spec) is None:
+            if (fallback.provider in self._catalogued
+                    and self.catalog.get(entry.model) is None):
                 # A fallback runs only when the primary fails: a typo would show then.
                 raise InvalidModel(
-                    f"settings.fallbacks[{index}]: unknown model {spec!r} (not in the "
-                    "model catalog; add it to $AGENTD_HOME/models.toml if it is real)",
+                    f"settings.fallbacks[{index}]: unknown model {entry.model!r} (not in "
+                    "the model catalog; add it to $AGENTD_HOME/models.toml if it is real)",
                     field=field)
             chain.append(fallback)
-        budget = parse_budget(settings.get("budget"))
-        sandbox = sandbox_settings(settings)
-        return AgentPlan(key=("", ""), budget=budget, budgeted=not budget.empty,
+        return AgentPlan(key=("", ""), settings=settings,
+                         budgeted=not settings.budget.empty,
                          targets=[Target(model=m, info=self.catalog.get(m.spec))
                                   for m in chain],
-                         policy=parse_policy(settings.get("policy"), "settings.policy",
-                                             "body.settings.policy"),
-                         sandbox=sandbox, limits=self.sandboxes.limits(sandbox),
-                         mcp=mcp_servers(settings))
-
+                         limits=self.sandboxes.limits(settings.sandbox))

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.events import DecisionData
-from agentd.security.policy import PolicyConfig, parse_policy, sticky_rule
+from agentd.security.policy import PolicyConfig, sticky_rule
+from agentd.settings import stored_settings
 
 if TYPE_CHECKING:
     from agentd.runtime.loop import RunExecutor
@@ -177,8 +178,7 @@ class ApprovalDesk:
         rule = sticky_rule(request["name"], arguments or request.get("arguments") or {},
                            "allow" if action == "approve" else "deny", scope,
                            by or "a person")
-        current = parse_policy(agent.settings.get("policy"), "settings.policy",
-                               "body.settings.policy")
+        current = stored_settings(agent.settings).policy
         layer = PolicyConfig.model_validate({**current.model_dump(exclude_none=True),
                                              "rules": [rule, *current.rules]})
         return {**agent.settings, "policy": layer.model_dump(exclude_none=True)}, layer

@@ -20,31 +20,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import ValidationError
-
-from agentd.config import Budget
-from agentd.errors import InvalidSettings
-
-__all__ = ["BudgetBook", "parse_budget", "period_start"]
+__all__ = ["BudgetBook", "period_start"]
 
 #: Seconds a cached agent or tenant total is trusted on a shared store.
 REFRESH_S = 10.0
 PERIODS = ("day", "month")
-
-
-def parse_budget(raw: Any) -> Budget:
-    """An agent's ``settings.budget`` as stored (a client's is checked with the rest of
-    its settings first, by ``agentd.settings``); a bad one is refused naming the field
-    with :class:`InvalidSettings`, a model error, so that a run of an agent stored with
-    it fails saying why."""
-    if raw is None:
-        return Budget()
-    try:
-        return Budget.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidSettings.of(exc, "settings.budget", "body.settings.budget") from None
 
 
 def period_start(period: str, now: float | None = None) -> str:

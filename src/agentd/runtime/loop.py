@@ -32,6 +32,7 @@ from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
 from agentd.security.policy import Policy
+from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool
@@ -44,8 +45,6 @@ __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
 
 log = logging.getLogger(__name__)
 
-#: Steps in a row with the same tool calls and results that count as a loop.
-DEFAULT_LOOP_REPEATS = 5
 #: Asked of the model after an answer cut off by its output limit (not stored: the
 #: log keeps the pieces, and the run's output is their concatenation).
 CONTINUE_PROMPT = ("[Your previous answer was cut off by the output token limit. Continue "
@@ -123,7 +122,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         max_steps: int,
         tool_timeout_s: float,
         lease: Lease,
-        model_settings: dict[str, Any] | None = None,
+        settings: AgentSettings | None = None,
         checkpoint_every: float | None = None,
         workspace: Path | None = None,
         permissions: Policy | None = None,
@@ -145,7 +144,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
-        self.model_settings = model_settings or {}
+        #: The agent's settings (its plan's: read once while the agent is awake).
+        self.agent_settings = settings if settings is not None else AgentSettings()
         self.checkpoint_every = checkpoint_every
         #: The agent's workspace, handed to tools (file tools stay inside it).
         self.workspace = workspace
@@ -369,8 +369,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
         request = ModelRequest(
             system=self.instructions, messages=messages, tools=specs,
-            max_tokens=self.model_settings.get("max_tokens"),
-            temperature=self.model_settings.get("temperature"))
+            max_tokens=self.agent_settings.max_tokens,
+            temperature=self.agent_settings.temperature)
         context_seq = self.history.last_seq
         try:
             request, trimmed, (prompt, limit) = fit(
@@ -515,7 +515,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """A non-idempotent call with no result and no decision: end the run
         ``interrupted`` (``settings.on_unknown_outcome = "interrupt"``) or wait for a
         person's decision (``retry``, ``skip``, ``fail``)."""
-        if self.model_settings.get("on_unknown_outcome") == "interrupt":
+        if self.agent_settings.on_unknown_outcome == "interrupt":
             effect_id = self._effect_id(call)
             reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
                       "daemon stopped; its outcome is unknown and it is not idempotent, "
@@ -530,8 +530,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         ``repeats`` steps in a row is a run making no progress. ``settings.loop_guard``
         says what then: ``warn`` (a ``loop.detected`` event, once per streak; the
         default) or ``stop`` (the run fails with ``loop_detected``)."""
-        guard = self.model_settings.get("loop_guard") or {}
-        repeats = int(guard.get("repeats", DEFAULT_LOOP_REPEATS))
+        guard = self.agent_settings.loop_guard
+        repeats = guard.repeats
         # Each call and result as canonical JSON, in a stable order (never compare the
         # arguments themselves: dicts do not order).
         signature = b"\n".join(sorted(
@@ -543,7 +543,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         if self._streak != repeats:
             return None
         names = sorted({c.name for c in calls})
-        if guard.get("action", "warn") == "stop":
+        if guard.action == "stop":
             error = AgentdError(
                 f"the run made the same tool calls ({', '.join(names)}) with the same "
                 f"results {repeats} steps in a row", code="loop_detected",

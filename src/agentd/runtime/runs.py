@@ -92,7 +92,7 @@ class Runs:
                 code=f"agent_{agent.state}")
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority or agent.settings.get("priority") or "background")
+            mode=mode, priority=priority or self.agents.priority_of(agent))
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         if accepted.steered:

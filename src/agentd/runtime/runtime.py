@@ -33,6 +33,7 @@ from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
+from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
@@ -179,6 +180,9 @@ class Runtime:
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
         await self.agents.start()
+        # Stored agents whose settings this version refuses are named now (nothing is
+        # changed: their runs fail saying why until the operator fixes them).
+        warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
         await self.sandboxes.start()
         if self.settings.demo_agent:
             try:
@@ -308,6 +312,10 @@ class Runtime:
     def model_for(self, agent: AgentRecord) -> Model:
         """The agent's primary model (resolved once while it is awake)."""
         return self.agents.model_for(agent)
+
+    def settings_errors(self, agent: AgentRecord) -> list[dict[str, str]]:
+        """What this version refuses in the agent's stored settings (empty if valid)."""
+        return self.agents.settings_errors(agent)
 
     def workspace_of(self, agent: AgentRecord) -> Any:
         return self.agents.workspace_of(agent)

@@ -127,16 +127,8 @@ class Sandboxes:
                             "a network grant is refused for them", why)
 
     def check_agent(self, config: AgentSandbox) -> None:
-        """Refuse (422) an agent asking for a backend this daemon cannot run, or for a
-        limit above the daemon's."""
-        above = config.above(self.config.limits)
-        if above:
-            error = InvalidInput("; ".join(f"settings.sandbox.limits.{name}: {why}"
-                                           for name, why in above.items()))
-            error.details = {**error.details, "errors": [
-                {"field": f"body.settings.sandbox.limits.{name}", "message": why}
-                for name, why in above.items()]}
-            raise error
+        """Refuse (422) an agent asking for a backend this daemon cannot run (what the
+        settings model cannot know; it checks the limits against the daemon's caps)."""
         name = config.backend
         if name is None or name == "auto":
             return

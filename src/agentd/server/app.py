@@ -15,7 +15,6 @@ from starlette.types import Receive, Scope, Send
 from agentd import __version__
 from agentd.config import Settings
 from agentd.runtime import Runtime
-from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
 from agentd.server._http import (
@@ -60,8 +59,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         rt = await Runtime.open(settings) if runtime is None else runtime
         app.state.runtime = rt
         try:
-            if owned:  # the daemon starting: say which stored agents' settings are bad
-                warn_invalid_settings(await rt.list_agents(), settings.sandbox.limits)
             yield
         finally:
             if owned:

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.runtime import Runtime
-from agentd.runtime._agent_settings import settings_errors
 from agentd.server._http import json_response
 from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
@@ -21,8 +20,7 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 def _out(runtime: Runtime, agent: AgentRecord) -> dict[str, Any]:
     """An agent as the API shows it, with what its stored settings get wrong."""
-    return {**agent.to_api(),
-            "settings_errors": settings_errors(agent.settings, runtime.settings.sandbox.limits)}
+    return {**agent.to_api(), "settings_errors": runtime.settings_errors(agent)}
 
 
 @router.post("", status_code=201, response_model=AgentOut, responses=ERRORS(409, 422))
