@@ -29,12 +29,19 @@ MAX_KEY_LEN = 256
 
 
 def check_session_key(key: str) -> str:
+    """A new session's key: 1-256 characters, none a control character, and no
+    ``/``-separated segment ``.`` or ``..``: clients (httpx, curl, browsers) and proxies
+    remove those from a URL path, so such a session could be created but never reached
+    again. Refused with 422 rather than escaped: a key is the client's own string."""
     if not key or len(key) > MAX_KEY_LEN:
         raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
                            field="path.key")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise InvalidInput("session key must not contain control characters",
                            field="path.key")
+    if "." in key and any(part in (".", "..") for part in key.split("/")):
+        raise InvalidInput("session key must not be '.' or '..' nor have such a "
+                           "'/'-separated part (URLs drop them)", field="path.key")
     return key
 
 

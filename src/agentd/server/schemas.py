@@ -12,12 +12,14 @@ __all__ = [
     "AgentOut",
     "AgentPatch",
     "ApprovalDecisionIn",
+    "ApprovalDecisionOut",
     "ApprovalList",
     "ApprovalOut",
     "CheckpointIn",
     "CheckpointList",
     "CheckpointOut",
     "DecisionIn",
+    "Error",
     "ErrorBody",
     "ErrorOut",
     "EventList",
@@ -107,6 +109,11 @@ class ApprovalDecisionIn(_In):
     by: str | None = Field(default=None, max_length=200,
                            description="Ignored (kept for older clients): the decision "
                                        "records the name of the token it came with.")
+
+
+class ApprovalDecisionOut(BaseModel):
+    decision: dict[str, Any] = Field(
+        description="The decision as logged (the ``approval.decided`` event's data).")
 
 
 class ApprovalOut(BaseModel):
@@ -201,7 +208,8 @@ class RunOut(BaseModel):
     output: str | None
     error: dict[str, Any] | None
     steps: int
-    usage: dict[str, float]
+    usage: dict[str, int | float] = Field(
+        description="Tokens (integers) and cost_usd summed over the run's model calls.")
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -253,10 +261,22 @@ class UsageOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "stopping"]
     version: str
-    store: str
-    sandbox: str
+    store: str = Field(description="The store's dialect: sqlite or postgresql.")
+    sandbox: str = Field(description="The default sandbox backend, or none.")
+    sandbox_isolated: bool = Field(
+        description="Whether the default backend confines commands (not the process one).")
+    sandbox_uids: Literal["per-agent", "daemon"] = Field(
+        description="Commands run as a uid of their agent's (daemon as root) or as the "
+                    "daemon's user.")
+    sandbox_memory: Literal["cgroup", "rlimit"] = Field(
+        description="A sandbox's memory limit: per sandbox (cgroup) or per process.")
+    sandbox_network: str = Field(
+        description="confined, or why commands of the process backend share the host's "
+                    "network.")
+    sandboxes: dict[str, str] = Field(
+        description="Each sandbox backend: ok, or why it is not available.")
     node: str
     agents: int
     agents_awake: int
@@ -268,11 +288,18 @@ class Health(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description="Stable; every code is listed in docs/api.md.")
     message: str
-    retryable: bool
-    details: dict[str, Any] | None = None
+    retryable: bool = Field(description="Whether the same request may succeed later.")
+    details: dict[str, Any] | None = Field(
+        default=None, description="More about it: ``errors`` (a list of "
+                                  "``{field, message}``) for invalid input.")
 
 
-class ErrorOut(BaseModel):
+class Error(BaseModel):
+    """Every error response has this one shape."""
+
     error: ErrorBody
+
+
+ErrorOut = Error  # the name before the schema had Error (kept for imports)
