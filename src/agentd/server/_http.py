@@ -33,6 +33,9 @@ from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, Unauthoriz
 
 __all__ = [
     "BODY_METHODS",
+    "HTTP_CODES",
+    "INT64_MAX",
+    "INT64_MIN",
     "BearerAuth",
     "BodyLimit",
     "ErrorMapping",
@@ -54,6 +57,8 @@ __all__ = [
 ]
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+"""Codes of the framework's own HTTP errors (any other: ``http_error``)."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 log = logging.getLogger(__name__)
@@ -210,7 +215,7 @@ def response_for(exc: Exception) -> Response:
         err.status = 422
         return error_response(err)
     if isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, "http_error")
         err = AgentdError(str(exc.detail), code=code)
         err.status = exc.status_code
         return error_response(err, dict(exc.headers) if exc.headers else None)

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
-from fastapi.routing import APIRoute
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -95,23 +94,42 @@ class AgentdApp(FastAPI):
         return ServerErrorMiddleware(app, handler=last_resort, debug=self.debug)
 
 
-def _document_statuses(app: FastAPI, check: TokenCheck) -> None:
-    """Add to every route's OpenAPI ``responses`` the statuses the request layer can
-    answer for it (the routes list their own 404s, 409s and the like): 401 unless the
-    path is public, 413 when it takes a body, 422 for a path, query or body it cannot
-    take, 404 when the path names something. All with the one error shape."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        statuses = {422}
-        if not check.public(route.path):
-            statuses.add(401)
-        if (route.methods or set()) & BODY_METHODS:
-            statuses.add(413)
-        if "{" in route.path:
-            statuses.add(404)
-        for status in sorted(statuses):
-            route.responses.setdefault(status, {"model": Error})
+_ERROR_REF = "#/components/schemas/Error"
+_STATUS_TEXT = {401: "Missing or invalid bearer token", 404: "Not found",
+                413: "Request body too large", 422: "Invalid input"}
+
+
+def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str, Any]:
+    """Add to every operation the statuses the request layer can answer for it (routes
+    list their own 404s, 409s and the like): 401 unless the path is public, 413 when it
+    takes a body, 422 for a path, query or body it cannot take, 404 when the path names
+    something; all with the one ``Error`` schema, which also replaces FastAPI's own 422
+    shape (never sent). Done on the document, so routes added later get it too."""
+    error = {"application/json": {"schema": {"$ref": _ERROR_REF}}}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            statuses = {422}
+            if not check.public(path):
+                statuses.add(401)
+            if method.upper() in BODY_METHODS:
+                statuses.add(413)
+            if "{" in path:
+                statuses.add(404)
+            responses = operation.setdefault("responses", {})
+            for status in sorted(statuses):
+                responses.setdefault(str(status), {"description": _STATUS_TEXT[status]})
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = error
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for name, schema in Error.model_json_schema(
+            ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("Error", Error.model_json_schema(
+        ref_template="#/components/schemas/{model}"))
+    return document
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -173,5 +191,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
     app.include_router(routes.approvals.router)
-    _document_statuses(app, check)
+    document_app = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_statuses(document_app(), check)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
