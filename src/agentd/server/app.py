@@ -10,8 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
@@ -71,7 +73,17 @@ class _Dispatch:
                 if body:
                     loads_strict(body)
                 receive = replay(body, receive)
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except StarletteHTTPException as exc:
+            if exc.status_code == 405:
+                # Starlette's Allow names the methods of the first route that matched
+                # the path; a path can have several (GET and DELETE of a session).
+                methods = sorted({m for route in self.owner.router.routes
+                                  if route.matches(scope)[0] is not Match.NONE
+                                  for m in getattr(route, "methods", None) or ()})
+                exc.headers = {"Allow": ", ".join(methods)}
+            raise
 
 
 class AgentdApp(FastAPI):
@@ -95,6 +107,7 @@ class AgentdApp(FastAPI):
 
 
 _ERROR_REF = "#/components/schemas/Error"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"  # check_path refuses control characters (422)
 _STATUS_TEXT = {401: "Missing or invalid bearer token", 404: "Not found",
                 413: "Request body too large", 422: "Invalid input"}
 
@@ -104,24 +117,35 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
     list their own 404s, 409s and the like): 401 unless the path is public, 413 when it
     takes a body, 422 for a path, query or body it cannot take, 404 when the path names
     something; all with the one ``Error`` schema, which also replaces FastAPI's own 422
-    shape (never sent). Done on the document, so routes added later get it too."""
+    shape (never sent). Path parameters say they take no control character. Done on
+    the document, so routes added later get it too."""
     error = {"application/json": {"schema": {"$ref": _ERROR_REF}}}
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             statuses = {422}
             if not check.public(path):
                 statuses.add(401)
+                operation["security"] = [{"bearer": []}]
             if method.upper() in BODY_METHODS:
                 statuses.add(413)
             if "{" in path:
                 statuses.add(404)
+            for parameter in operation.get("parameters", ()):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "path" and schema.get("type") == "string":
+                    schema.setdefault("pattern", _NO_CONTROL)
             responses = operation.setdefault("responses", {})
             for status in sorted(statuses):
                 responses.setdefault(str(status), {"description": _STATUS_TEXT[status]})
             for status, response in responses.items():
                 if int(status) >= 400:
                     response["content"] = error
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "A daemon token: AGENTD_TOKEN(S), agentd.toml, or the file 'token' "
+                       "in the daemon's home."}}
+    schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     for name, schema in Error.model_json_schema(

@@ -32,6 +32,7 @@ __all__ = [
     "RunOut",
     "SessionList",
     "SessionOut",
+    "SseEvent",
     "UsageOut",
     "UsageRow",
     "UsageTotals",
@@ -285,6 +286,17 @@ class Health(BaseModel):
     queued_runs: int
     model_calls_queued: int
     uptime_s: float
+
+
+class SseEvent(BaseModel):
+    """One Server-Sent Event of a stream (``text/event-stream``), as a client reads it."""
+
+    id: str | None = Field(default=None, description="``<seq>@<session tag>``; send it "
+                                                     "back as Last-Event-ID to resume.")
+    event: str | None = Field(default=None, description="The event's name (docs/api.md).")
+    data: str = Field(description="The event as JSON.", json_schema_extra={
+        "contentMediaType": "application/json"})
+    retry: int | None = None
 
 
 class ErrorBody(BaseModel):

@@ -29,6 +29,7 @@ from agentd.server.schemas import (
     RunOut,
     SessionList,
     SessionOut,
+    SseEvent,
 )
 from agentd.server.sse import follow_frames, parse_last_event_id, sse_response
 
@@ -37,6 +38,9 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/agents/{name}/sessions", tags=["sessions"])
 
 MAX_EVENTS_PAGE = 10_000
+_STREAM = {"text/event-stream": {"schema": SseEvent.model_json_schema()}}
+# What parse_last_event_id takes (the schema says so; the handler says why not).
+_EVENT_ID = r"^[0-9]{1,19}(@[^@]+)?$"
 
 
 @router.get("", response_model=SessionList, responses=ERRORS(404))
@@ -61,7 +65,7 @@ async def _message_body(request: Request) -> MessageIn:
     response_model=RunOut,
     responses={200: {"description": "The finished run (wait=true), or with stream=true "
                                     "an SSE stream of the run's events",
-                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                     "content": _STREAM},
                202: {"model": RunOut, "description": "queued (wait=false)"},
                **ERRORS(404, 409, 413, 422, 503)},
     openapi_extra={
@@ -123,7 +127,7 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
     response_model=EventList,
     responses={200: {"description": "A page of events, or with Accept: text/event-stream "
                                     "an SSE stream (replay, then live)",
-                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                     "content": _STREAM},
                **ERRORS(404, 422)},
 )
 async def get_events(
@@ -133,7 +137,8 @@ async def get_events(
     after: int = Query(default=0, ge=0, le=INT64_MAX,
                        description="Return events with seq > after."),
     limit: int = Query(default=1000, ge=1, le=MAX_EVENTS_PAGE),
-    last_event_id: str | None = Header(default=None),
+    last_event_id: str | None = Header(default=None,
+                                       json_schema_extra={"pattern": _EVENT_ID}),
 ) -> Response:
     """The session's event log after ``after``; SSE (replay, then live) when the client
     sends ``Accept: text/event-stream``. ``Last-Event-ID`` takes precedence over ``after``."""

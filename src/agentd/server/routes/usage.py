@@ -28,8 +28,10 @@ router = APIRouter(tags=["usage"])
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
 
-_SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.")
-_UNTIL = Query(default=None, description="Last day counted, YYYY-MM-DD (UTC), inclusive.")
+_SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.",
+               json_schema_extra={"format": "date"})
+_UNTIL = Query(default=None, description="Last day counted, YYYY-MM-DD (UTC), inclusive.",
+               json_schema_extra={"format": "date"})
 _TENANT = Query(default=None, description="Only this tenant's usage.")
 _BY = Query(default=None, description="Group by a comma-separated list of agent, tenant, "
                                       "model, day, month (default: totals only).",
