@@ -82,8 +82,14 @@ def main() -> int:
                      "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
             wait_ready(url, 30)
             token = (home / "home" / "token").read_text().strip()
+        # /openapi.json needs the token; schemathesis reads the document from a file.
+        document = home / "openapi.json"
+        request = urllib.request.Request(f"{url}/openapi.json",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            document.write_bytes(response.read())
         command = [schemathesis, "--config-file", str(BENCH / "schemathesis.toml"), "run",
-                   f"{url}/openapi.json",
+                   str(document), "--url", url,
                    "--checks", "all", "--max-time", str(args.max_time),
                    "--max-examples", str(args.max_examples), "--workers", args.workers,
                    "--request-timeout", "10", *(["--seed", str(args.seed)] if args.seed

@@ -77,10 +77,18 @@ async def test_every_status_the_request_layer_answers_is_documented(
         assert "422" in statuses, (method, path)
         if path != "/health":  # the one public path by default
             assert "401" in statuses, (method, path)
+            assert op["security"] == [{"bearer": []}], (method, path)
+        else:
+            assert "401" not in statuses and "security" not in op
         if method in BODY_METHODS:
             assert "413" in statuses, (method, path)
         if "{" in path:
             assert "404" in statuses, (method, path)
+
+
+async def test_the_token_is_a_bearer_security_scheme(openapi: dict[str, Any]) -> None:
+    scheme = openapi["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
 async def test_streams_are_documented_as_event_streams(openapi: dict[str, Any]) -> None:

@@ -161,6 +161,12 @@ async def test_errors_have_one_shape_on_both_paths(client: httpx.AsyncClient) ->
     wrong = await client.put("/v1/agents/a/pause")
     assert_error(wrong, 405, "method_not_allowed")
     assert wrong.headers["allow"] == "POST"
+    # Allow names every method of the path, not those of the first route that matched.
+    several = await client.request("OPTIONS", "/v1/agents/a")
+    assert_error(several, 405, "method_not_allowed")
+    assert several.headers["allow"] == "GET, PATCH, DELETE"
+    session = await client.put("/v1/agents/a/sessions/x%2Fy")
+    assert session.headers["allow"] == "GET, DELETE"
 
 
 # -- JSON the store could not keep as sent ---------------------------------------------

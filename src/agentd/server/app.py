@@ -41,6 +41,7 @@ from agentd.server.schemas import Error, Health
 __all__ = ["create_app"]
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
 
 
@@ -79,9 +80,11 @@ class _Dispatch:
             if exc.status_code == 405:
                 # Starlette's Allow names the methods of the first route that matched
                 # the path; a path can have several (GET and DELETE of a session).
-                methods = sorted({m for route in self.owner.router.routes
-                                  if route.matches(scope)[0] is not Match.NONE
-                                  for m in getattr(route, "methods", None) or ()})
+                # Included routers do not list their methods: ask each method.
+                methods = [method for method in _METHODS if any(
+                    route.matches({"type": "http", "path": scope["path"], "method": method,
+                                   "root_path": scope.get("root_path", "")})[0]
+                    is Match.FULL for route in self.owner.router.routes)]
                 exc.headers = {"Allow": ", ".join(methods)}
             raise
 
