@@ -155,6 +155,9 @@ async def test_errors_have_one_shape_on_both_paths(client: httpx.AsyncClient) ->
     assert fast["details"]["errors"][0]["field"] == "body"
     assert_error(await client.post(MESSAGES, json={"content": "hi", "extra": 1}),
                  422, "invalid_input")
+    for flag in ({"wait": 0}, {"stream": "true"}):  # the schema says boolean (fuzzer)
+        assert_error(await client.post(MESSAGES, json={"content": "hi", **flag}),
+                     422, "invalid_input")
     assert_error(await client.post("/v1/agents/nobody/sessions/s/messages",
                                    json={"content": "hi"}), 404, "agent_not_found")
     assert_error(await client.get("/v1/nowhere"), 404, "not_found")

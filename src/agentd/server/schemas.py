@@ -66,10 +66,13 @@ class AgentPatch(_In):
 
 class MessageIn(_In):
     content: str = Field(min_length=1, description="The user's message.")
-    stream: bool = Field(default=False, description="Answer with Server-Sent Events.")
+    # Strict: JSON booleans only (0 and "false" are refused, as the schema says).
+    stream: bool = Field(default=False, strict=True,
+                         description="Answer with Server-Sent Events.")
     wait: bool = Field(
-        default=True, description="With stream=false: wait for the run to finish (200) "
-                                  "or return the queued run at once (202).")
+        default=True, strict=True,
+        description="With stream=false: wait for the run to finish (200) or return the "
+                    "queued run at once (202).")
     mode: Literal["enqueue", "reject", "interrupt", "steer"] = Field(
         default="enqueue",
         description="What a busy session does with the message: enqueue (run it after "
@@ -145,7 +148,7 @@ class CheckpointIn(_In):
 
 class RestoreIn(_In):
     checkpoint: str | None = Field(default=None, description="A checkpoint's id or name.")
-    seq: int | None = Field(default=None, strict=True,
+    seq: int | None = Field(default=None, strict=True, ge=0, le=2**63 - 1,
                             description="An event seq (0: the empty session).")
 
 
