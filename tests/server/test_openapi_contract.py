@@ -18,7 +18,7 @@ from tests.conftest import bearer
 from agentd.config import Settings
 from agentd.runtime import Runtime
 from agentd.server.app import create_app
-from agentd.server.schemas import EventList, Health, RunOut
+from agentd.server.schemas import EventList, Health, RunOut, UsageOut
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "agentd"
@@ -163,6 +163,18 @@ async def test_the_event_log_is_sent_as_its_schema_says(client: httpx.AsyncClien
     conforms(EventList, page)
     conforms(EventList, (await client.get("/v1/agents/a/sessions/s/events",
                                           params={"after": 2, "limit": 1})).json())
+
+
+async def test_usage_reports_are_sent_as_their_schema_says(client: httpx.AsyncClient
+                                                            ) -> None:
+    await client.post("/v1/agents", json={"name": "a"})
+    await client.post("/v1/agents/a/sessions/s/messages", json={"content": "hi"})
+    for params in ({}, {"by": "month,tenant"}, {"by": "agent,model,day"},
+                   {"agent": "a", "since": "2000-01-01"}):
+        report = (await client.get("/v1/usage", params=params)).json()
+        conforms(UsageOut, report)
+    rows = (await client.get("/v1/usage", params={"by": "month,tenant"})).json()["usage"]
+    assert rows and list(rows[0])[:2] == ["month", "tenant"]  # the order of ``by``
 
 
 # -- every error code is documented -------------------------------------------------------
