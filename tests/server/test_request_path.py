@@ -170,6 +170,10 @@ async def test_errors_have_one_shape_on_both_paths(client: httpx.AsyncClient) ->
     assert several.headers["allow"] == "GET, PATCH, DELETE"
     session = await client.put("/v1/agents/a/sessions/x%2Fy")
     assert session.headers["allow"] == "GET, DELETE"
+    # A key may hold '/': .../x/events is the events route, not session "x/events".
+    events = await client.delete("/v1/agents/a/sessions/x/events")
+    assert events.status_code == 404  # no session "x/events", and none can be made
+    assert (await client.put("/v1/agents/a/sessions/x/events")).headers["allow"] == "GET"
 
 
 # -- JSON the store could not keep as sent ---------------------------------------------
@@ -241,17 +245,18 @@ async def test_after_beyond_64_bits_is_a_422(client: httpx.AsyncClient) -> None:
 # -- session keys ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["%2E", "%2E%2E", "a%2F..", "..%2Fb", "a%2F.%2Fb"])
-async def test_dot_keys_are_refused(client: httpx.AsyncClient, runtime: Runtime, key: str
-                                    ) -> None:
+@pytest.mark.parametrize("key", ["%2E", "%2E%2E", "a%2F..", "..%2Fb", "a%2F.%2Fb",
+                                 "a%2Fevents", "a%2Fb%2Fcheckpoints", "x%2Fpolicy"])
+async def test_unreachable_keys_are_refused(client: httpx.AsyncClient, runtime: Runtime,
+                                            key: str) -> None:
     error = assert_error(await client.post(f"/v1/agents/a/sessions/{key}/messages",
                                            json={"content": "hi"}), 422, "invalid_input")
-    assert "'.' or '..'" in error["message"]
+    assert error["details"]["errors"][0]["field"] == "path.key"
     assert await runtime.list_sessions("a") == []
 
 
 async def test_keys_with_dots_that_are_not_segments_work(client: httpx.AsyncClient) -> None:
-    for key in ("...", ".a", "a.", "a..b", "v1.2/x"):
+    for key in ("...", ".a", "a.", "a..b", "v1.2/x", "events", "a/events/b"):
         quoted = key.replace("/", "%2F")
         sent = await client.post(f"/v1/agents/a/sessions/{quoted}/messages",
                                  json={"content": "hi"})

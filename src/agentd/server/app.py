@@ -13,7 +13,6 @@ from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
@@ -41,7 +40,7 @@ from agentd.server.schemas import Error, Health
 __all__ = ["create_app"]
 
 
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_METHODS_ORDER = ("get", "post", "put", "patch", "delete")
 _MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
 
 
@@ -54,6 +53,7 @@ class _Dispatch:
     def __init__(self, owner: FastAPI, app: ASGIApp) -> None:
         self.owner = owner
         self.app = app
+        self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,15 +78,28 @@ class _Dispatch:
             await self.app(scope, receive, send)
         except StarletteHTTPException as exc:
             if exc.status_code == 405:
-                # Starlette's Allow names the methods of the first route that matched
-                # the path; a path can have several (GET and DELETE of a session).
-                # Included routers do not list their methods: ask each method.
-                methods = [method for method in _METHODS if any(
-                    route.matches({"type": "http", "path": scope["path"], "method": method,
-                                   "root_path": scope.get("root_path", "")})[0]
-                    is Match.FULL for route in self.owner.router.routes)]
-                exc.headers = {"Allow": ", ".join(methods)}
+                exc.headers = {"Allow": ", ".join(self._allowed(scope["path"]))}
             raise
+
+    def _allowed(self, path: str) -> list[str]:
+        """The methods the OpenAPI document gives the most specific path template that
+        matches ``path``. Starlette's Allow names the methods of the first route that
+        matched; a path has several (GET and DELETE of a session), and session keys may
+        hold '/', so ``.../sessions/a/events`` also matches the session routes."""
+        if self._templates is None:
+            document = self.owner.openapi()
+            self._templates = sorted(
+                ((re.compile("^" + re.sub(
+                    r"\\\{(\w+)\\\}",
+                    lambda m: "(.+)" if m.group(1) == "key" else "([^/]+)",
+                    re.escape(template)) + "$"),
+                  [m.upper() for m in _METHODS_ORDER if m in item])
+                 for template, item in document.get("paths", {}).items()),
+                key=lambda entry: -len(entry[0].pattern))
+        for pattern, methods in self._templates:
+            if pattern.match(path):
+                return methods
+        return []
 
 
 class AgentdApp(FastAPI):
