@@ -30,11 +30,25 @@ MAX_KEY_LEN = 256
 
 
 def check_session_key(key: str) -> str:
+    """A new session's key: 1-256 characters, none a control character, no
+    ``/``-separated segment ``.`` or ``..`` (clients and proxies remove those from a URL
+    path), no last segment that names a session's sub-resource. Such a session could be
+    created but never reached again; refused with 422 rather than escaped: a key is the
+    client's own string."""
     if not key or len(key) > MAX_KEY_LEN:
         raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
                            field="path.key")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise InvalidInput("session key must not contain control characters",
+                           field="path.key")
+    if "." in key and any(part in (".", "..") for part in key.split("/")):
+        raise InvalidInput("session key must not be '.' or '..' nor have such a "
+                           "'/'-separated part (URLs drop them)", field="path.key")
+    if "/" in key and key.rpartition("/")[2] in ("events", "checkpoints", "policy"):
+        # GET .../sessions/a/events reads the events of session "a", never the session
+        # "a/events" (keys may hold '/', the sub-resources' routes come first).
+        raise InvalidInput("session key must not end in '/events', '/checkpoints' or "
+                           "'/policy' (the path would name that part of another session)",
                            field="path.key")
     return key
 

@@ -1,40 +1,190 @@
-"""Small HTTP pieces: fast JSON responses, error mapping, auth and body-size guards."""
+"""The request layer's pieces: auth and body-size guards, strict JSON, the one mapping
+from exceptions to error responses, and fast JSON responses.
+
+Every request, the message fast path included, passes through the same stack (built by
+``AgentdApp.build_middleware_stack`` in app.py)::
+
+    ServerErrorMiddleware     last resort: a failure inside a middleware itself
+    BearerAuth                401 (app.add_middleware: later ones go outside these)
+    BodyLimit                 413
+    ErrorMapping              any exception -> {"error": {...}} via response_for
+    route dispatch            checks the path; the message route -> its handler,
+                              everything else -> FastAPI's router
+"""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentd.errors import AgentdError, Unauthorized
+from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, Unauthorized
 
 __all__ = [
+    "BODY_METHODS",
+    "HTTP_CODES",
+    "INT64_MAX",
+    "INT64_MIN",
     "BearerAuth",
     "BodyLimit",
+    "ErrorMapping",
     "TokenCheck",
+    "check_path",
     "content_length",
     "error_response",
     "install_error_handlers",
+    "is_json_body",
     "json_response",
+    "last_resort",
+    "loads_strict",
+    "model_response",
     "person",
+    "read_body",
+    "replay",
     "response_for",
     "unauthorized",
 ]
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+"""Codes of the framework's own HTTP errors (any other: ``http_error``)."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 log = logging.getLogger(__name__)
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
-    """A JSON response serialised with orjson (the API's hot paths skip re-validation)."""
+    """A JSON response serialised with orjson, for the hot paths (messages, events)
+    only: tests/server/test_openapi_contract.py checks what they send against their
+    response models. Every other route answers through :func:`model_response`."""
     return Response(orjson.dumps(content), status_code=status_code,
                     media_type="application/json")
+
+
+def model_response(model: type[BaseModel], content: Any, status_code: int = 200
+                   ) -> Response:
+    """A JSON response serialised through its response model, so what goes out is what
+    the OpenAPI document says (a field the model lacks is not sent; one it needs and
+    the content lacks is a bug, a 500, caught by the contract tests)."""
+    body = model.model_validate(content).model_dump_json(exclude_unset=True)
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+# -- strict JSON ----------------------------------------------------------------------
+
+# orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity and numbers that overflow
+# a double (1e309), but reads an integer past 64 bits as an int up to 2**64-1 or a
+# rounded float beyond: only a run of 19+ digits can be one, so only then is the body
+# read again with exact integers.
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _int64(text: str) -> int:
+    value = int(text) if len(text) <= 20 else INT64_MAX + 1
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _OutOfRange(f"integer {text[:24]}{'...' if len(text) > 24 else ''} "
+                          "is outside the 64-bit range")
+    return value
+
+
+def loads_strict(raw: bytes) -> Any:
+    """Parse a request body; InvalidInput (422) for anything that is not JSON the store
+    can keep as it was sent: invalid UTF-8, a lone surrogate, NaN or Infinity, a number
+    beyond a double, an integer beyond signed 64 bits."""
+    try:
+        value = orjson.loads(raw)
+        if _LONG_DIGITS.search(raw):
+            json.loads(raw, parse_int=_int64)
+    except (orjson.JSONDecodeError, _OutOfRange) as exc:
+        reason = exc.msg if isinstance(exc, orjson.JSONDecodeError) else str(exc)
+        raise InvalidInput(f"request body is not valid JSON: {reason}", field="body"
+                           ) from None
+    return value
+
+
+def is_json_body(scope: Scope) -> bool:
+    """Whether FastAPI would parse this request's body as JSON (no Content-Type, or a
+    JSON one: ``strict_content_type=False``)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media: bytes = value.partition(b";")[0].strip().lower()
+            return media.startswith(b"application/") and (
+                media == b"application/json" or media.endswith(b"+json"))
+    return True
+
+
+# -- request bodies -------------------------------------------------------------------
+
+
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body; None if the client went away. PayloadTooLarge once it
+    passes ``limit`` bytes (the rest is left unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then whatever the client sends next
+    (a disconnect)."""
+    replayed = False
+
+    async def receive_again() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_again
+
+
+# -- the path -------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_path(scope: Scope) -> None:
+    """Refuse a path (or query) the routes cannot take as it was sent (422): one whose
+    percent-escapes are not UTF-8 (servers replace such bytes with U+FFFD, so two
+    different keys would collide), or one with a control character (no route matches
+    one, which would be a misleading 404)."""
+    raw: bytes = scope.get("raw_path") or b""
+    query: bytes = scope.get("query_string") or b""
+    for part, where in ((raw, "path"), (query, "query")):
+        if b"%" in part:
+            try:
+                unquote_to_bytes(part).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"the {where} holds percent-escapes that are not UTF-8",
+                                   field=where) from None
+    if _CONTROL.search(scope["path"]):
+        raise InvalidInput("the path must not contain control characters", field="path")
 
 
 def error_response(error: AgentdError, headers: dict[str, str] | None = None) -> Response:
@@ -55,23 +205,63 @@ def response_for(exc: Exception) -> Response:
     if isinstance(exc, RequestValidationError):
         errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
                   for e in exc.errors()]
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            message = "request body is not valid JSON"
+        invalid = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if invalid:
+            reason = (invalid[0].get("ctx") or {}).get("error")
+            message = "request body is not valid JSON" + (f": {reason}" if reason else "")
         else:
             message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         err = AgentdError(message, code="invalid_input", details={"errors": errors})
         err.status = 422
         return error_response(err)
     if isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = HTTP_CODES.get(exc.status_code, "http_error")
         err = AgentdError(str(exc.detail), code=code)
         err.status = exc.status_code
-        return error_response(err)
+        return error_response(err, dict(exc.headers) if exc.headers else None)
     log.exception("unhandled error", exc_info=exc)
     return error_response(AgentdError("internal error; see the daemon log"))
 
 
+class ErrorMapping:
+    """The request layer's error mapping: whatever a route raises (the message fast
+    path's handler and FastAPI's router alike) becomes one JSON error response through
+    :func:`response_for`. It sits inside the added middleware, so their ``send``
+    wrappers (CORS headers, say) see error responses too. An error after the response
+    started cannot be answered: it goes on up (the server logs it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        except Exception as exc:
+            if started:
+                raise
+            await response_for(exc)(scope, receive, send)
+
+
+async def last_resort(_: Request, exc: Exception) -> Response:
+    """ServerErrorMiddleware's handler (an error inside a middleware): the same shape."""
+    return response_for(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Register :func:`response_for` with FastAPI too (for an app that builds the
+    ordinary stack; ``AgentdApp`` maps errors in :class:`ErrorMapping`)."""
+
     async def handle(_: Request, exc: Exception) -> Response:
         return response_for(exc)
 
@@ -117,7 +307,10 @@ class TokenCheck:
             return True
         if not self.required:
             return True
-        path: str = scope["path"]
+        return self.public(scope["path"])
+
+    def public(self, path: str) -> bool:
+        """Whether ``path`` is one of the public paths (no token needed)."""
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
@@ -169,9 +362,7 @@ class BodyLimit:
         self.limit = limit
 
     def _too_large(self) -> Response:
-        err = AgentdError(f"request body over {self.limit} bytes", code="payload_too_large")
-        err.status = 413
-        return error_response(err)
+        return error_response(PayloadTooLarge(f"request body over {self.limit} bytes"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -189,30 +380,10 @@ class BodyLimit:
             return
         # No Content-Length (chunked): read the body here, up to the limit, so an
         # oversized one gets 413 whatever route it was meant for.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._too_large()(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
+        try:
+            body = await read_body(receive, self.limit)
+        except PayloadTooLarge:
+            await self._too_large()(scope, receive, send)
+            return
+        if body is not None:  # else the client went away
+            await self.app(scope, replay(body, receive), send)

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, auth, errors, and the runtime's lifespan."""
+"""The FastAPI application: routes, the request layer, and the runtime's lifespan."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
@@ -18,37 +21,156 @@ from agentd.runtime import Runtime
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
 from agentd.server._http import (
+    BODY_METHODS,
     BearerAuth,
     BodyLimit,
+    ErrorMapping,
     TokenCheck,
-    content_length,
-    install_error_handlers,
-    json_response,
+    check_path,
+    is_json_body,
+    last_resort,
+    loads_strict,
+    model_response,
+    read_body,
+    replay,
 )
 from agentd.server.routes._deps import runtime_of
-from agentd.server.schemas import Health
+from agentd.server.schemas import Error, Health
 
 __all__ = ["create_app"]
 
 
+_METHODS_ORDER = ("get", "post", "put", "patch", "delete")
 _MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
 
 
-class AgentdApp(FastAPI):
-    """FastAPI, with the message route (the hot path) served before the middleware
-    stack when the request carries a Content-Length within the limit; everything
-    else, chunked message bodies included, takes the ordinary way."""
+class _Dispatch:
+    """The innermost layer of the request path: refuses a path no route can take as
+    sent, then hands the message route (the hot path) straight to its handler and
+    everything else to FastAPI's router, with a JSON body checked strictly first
+    (FastAPI's own parser takes NaN, 1e309 and integers the store cannot keep)."""
+
+    def __init__(self, owner: FastAPI, app: ASGIApp) -> None:
+        self.owner = owner
+        self.app = app
+        self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = _MESSAGE_PATH.match(scope["path"])
-            length = content_length(scope)
-            if match is not None and length is not None and (
-                    0 <= length <= self.state.max_body_bytes):
-                await routes.sessions.serve_message(self, scope, receive, send,
-                                                    match.group(1), match.group(2))
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        check_path(scope)
+        if scope["method"] in BODY_METHODS:
+            if scope["method"] == "POST":
+                match = _MESSAGE_PATH.match(scope["path"])
+                if match is not None:
+                    await routes.sessions.serve_message(
+                        self.owner, scope, receive, send, match.group(1), match.group(2))
+                    return
+            if is_json_body(scope):
+                body = await read_body(receive)
+                if body is None:
+                    return  # the client went away
+                if body:
+                    loads_strict(body)
+                receive = replay(body, receive)
+        try:
+            await self.app(scope, receive, send)
+        except StarletteHTTPException as exc:
+            if exc.status_code == 405:
+                exc.headers = {"Allow": ", ".join(self._allowed(scope["path"]))}
+            raise
+
+    def _allowed(self, path: str) -> list[str]:
+        """The methods the OpenAPI document gives the most specific path template that
+        matches ``path``. Starlette's Allow names the methods of the first route that
+        matched; a path has several (GET and DELETE of a session), and session keys may
+        hold '/', so ``.../sessions/a/events`` also matches the session routes."""
+        if self._templates is None:
+            document = self.owner.openapi()
+            self._templates = sorted(
+                ((re.compile("^" + re.sub(
+                    r"\\\{(\w+)\\\}",
+                    lambda m: "(.+)" if m.group(1) == "key" else "([^/]+)",
+                    re.escape(template)) + "$"),
+                  [m.upper() for m in _METHODS_ORDER if m in item])
+                 for template, item in document.get("paths", {}).items()),
+                key=lambda entry: -len(entry[0].pattern))
+        for pattern, methods in self._templates:
+            if pattern.match(path):
+                return methods
+        return []
+
+
+class AgentdApp(FastAPI):
+    """FastAPI with one request path for every route.
+
+    FastAPI's stack (ServerErrorMiddleware, the added middleware, ExceptionMiddleware,
+    routing, dependency solving) costs about as much per request as the rest of a turn
+    on the message route, which used to be served before it, with its own copy of the
+    auth and limit checks. Here the added middleware (``add_middleware``: auth, body
+    limit, and whatever comes next, CORS or rate limits) wrap one dispatch layer that
+    serves the message route itself and sends the rest to the router, so nothing added
+    to the stack can miss the busiest route. Errors are mapped in one place
+    (:class:`ErrorMapping`) for both. See docs/design-notes.md.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = ErrorMapping(_Dispatch(self, AsyncExitStackMiddleware(self.router)))
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=last_resort, debug=self.debug)
+
+
+_ERROR_REF = "#/components/schemas/Error"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"  # check_path refuses control characters (422)
+_STATUS_TEXT = {401: "Missing or invalid bearer token", 404: "Not found",
+                413: "Request body too large", 422: "Invalid input"}
+
+
+def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str, Any]:
+    """Add to every operation the statuses the request layer can answer for it (routes
+    list their own 404s, 409s and the like): 401 unless the path is public, 413 when it
+    takes a body, 422 for a path, query or body it cannot take, 404 when the path names
+    something; all with the one ``Error`` schema, which also replaces FastAPI's own 422
+    shape (never sent). Path parameters say they take no control character. Done on
+    the document, so routes added later get it too."""
+    error = {"application/json": {"schema": {"$ref": _ERROR_REF}}}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            statuses = {422}
+            if not check.public(path):
+                statuses.add(401)
+                operation["security"] = [{"bearer": []}]
+            if method.upper() in BODY_METHODS:
+                statuses.add(413)
+            if "{" in path:
+                statuses.add(404)
+            for parameter in operation.get("parameters", ()):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") == "path" and schema.get("type") == "string":
+                    schema.setdefault("pattern", _NO_CONTROL)
+            responses = operation.setdefault("responses", {})
+            for status in sorted(statuses):
+                responses.setdefault(str(status), {"description": _STATUS_TEXT[status]})
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = error
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "A daemon token: AGENTD_TOKEN(S), agentd.toml, or the file 'token' "
+                       "in the daemon's home."}}
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for name, schema in Error.model_json_schema(
+            ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("Error", Error.model_json_schema(
+        ref_template="#/components/schemas/{model}"))
+    return document
+
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. The runtime opens in the lifespan unless one is passed in."""
@@ -84,7 +206,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if runtime is not None:
         # Usable without the lifespan too (ASGITransport, lifespan="off").
         app.state.runtime = runtime
-    install_error_handlers(app)
     tokens = settings.named_tokens()
     if not tokens:
         tokens[BOOTSTRAP] = ensure_token(settings.home)
@@ -93,13 +214,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.admin_tokens = (None if settings.admin_tokens is None
                               else frozenset(settings.admin_tokens))
     app.state.max_body_bytes = settings.max_body_bytes
+    # The request layer (AgentdApp): a middleware added later goes outside these two.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(BearerAuth, check=check)
 
     @app.get("/health", response_model=Health, tags=["status"])
     async def health(request: Request) -> Response:
         """Liveness and what the daemon runs on. Public by default."""
-        return json_response(await runtime_of(request).health())
+        return model_response(Health, await runtime_of(request).health())
 
     # The message route is the hot path: its router goes first (routes match in order).
     app.include_router(routes.sessions.router)
@@ -113,4 +235,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
+
+    document_app = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_statuses(document_app(), check)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -16,12 +16,14 @@ __all__ = [
     "AgentOut",
     "AgentPatch",
     "ApprovalDecisionIn",
+    "ApprovalDecisionOut",
     "ApprovalList",
     "ApprovalOut",
     "CheckpointIn",
     "CheckpointList",
     "CheckpointOut",
     "DecisionIn",
+    "Error",
     "ErrorBody",
     "ErrorOut",
     "EventList",
@@ -36,6 +38,7 @@ __all__ = [
     "SessionOut",
     "SettingsError",
     "SettingsIn",
+    "SseEvent",
     "UsageOut",
     "UsageRow",
     "UsageTotals",
@@ -99,10 +102,13 @@ class AgentPatch(_In):
 
 class MessageIn(_In):
     content: str = Field(min_length=1, description="The user's message.")
-    stream: bool = Field(default=False, description="Answer with Server-Sent Events.")
+    # Strict: JSON booleans only (0 and "false" are refused, as the schema says).
+    stream: bool = Field(default=False, strict=True,
+                         description="Answer with Server-Sent Events.")
     wait: bool = Field(
-        default=True, description="With stream=false: wait for the run to finish (200) "
-                                  "or return the queued run at once (202).")
+        default=True, strict=True,
+        description="With stream=false: wait for the run to finish (200) or return the "
+                    "queued run at once (202).")
     mode: Literal["enqueue", "reject", "interrupt", "steer"] = Field(
         default="enqueue",
         description="What a busy session does with the message: enqueue (run it after "
@@ -145,6 +151,11 @@ class ApprovalDecisionIn(_In):
                                        "records the name of the token it came with.")
 
 
+class ApprovalDecisionOut(BaseModel):
+    decision: dict[str, Any] = Field(
+        description="The decision as logged (the ``approval.decided`` event's data).")
+
+
 class ApprovalOut(BaseModel):
     approval_id: str
     kind: Literal["policy", "unknown_outcome"]
@@ -173,7 +184,7 @@ class CheckpointIn(_In):
 
 class RestoreIn(_In):
     checkpoint: str | None = Field(default=None, description="A checkpoint's id or name.")
-    seq: int | None = Field(default=None, strict=True,
+    seq: int | None = Field(default=None, strict=True, ge=0, le=2**63 - 1,
                             description="An event seq (0: the empty session).")
 
 
@@ -242,7 +253,8 @@ class RunOut(BaseModel):
     output: str | None
     error: dict[str, Any] | None
     steps: int
-    usage: dict[str, float]
+    usage: dict[str, int | float] = Field(
+        description="Tokens (integers) and cost_usd summed over the run's model calls.")
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -294,10 +306,22 @@ class UsageOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "stopping"]
     version: str
-    store: str
-    sandbox: str
+    store: str = Field(description="The store's dialect: sqlite or postgresql.")
+    sandbox: str = Field(description="The default sandbox backend, or none.")
+    sandbox_isolated: bool = Field(
+        description="Whether the default backend confines commands (not the process one).")
+    sandbox_uids: Literal["per-agent", "daemon"] = Field(
+        description="Commands run as a uid of their agent's (daemon as root) or as the "
+                    "daemon's user.")
+    sandbox_memory: Literal["cgroup", "rlimit"] = Field(
+        description="A sandbox's memory limit: per sandbox (cgroup) or per process.")
+    sandbox_network: str = Field(
+        description="confined, or why commands of the process backend share the host's "
+                    "network.")
+    sandboxes: dict[str, str] = Field(
+        description="Each sandbox backend: ok, or why it is not available.")
     node: str
     agents: int
     agents_awake: int
@@ -308,12 +332,30 @@ class Health(BaseModel):
     uptime_s: float
 
 
+class SseEvent(BaseModel):
+    """One Server-Sent Event of a stream (``text/event-stream``), as a client reads it."""
+
+    id: str | None = Field(default=None, description="``<seq>@<session tag>``; send it "
+                                                     "back as Last-Event-ID to resume.")
+    event: str | None = Field(default=None, description="The event's name (docs/api.md).")
+    data: str = Field(description="The event as JSON.", json_schema_extra={
+        "contentMediaType": "application/json"})
+    retry: int | None = None
+
+
 class ErrorBody(BaseModel):
-    code: str
+    code: str = Field(description="Stable; every code is listed in docs/api.md.")
     message: str
-    retryable: bool
-    details: dict[str, Any] | None = None
+    retryable: bool = Field(description="Whether the same request may succeed later.")
+    details: dict[str, Any] | None = Field(
+        default=None, description="More about it: ``errors`` (a list of "
+                                  "``{field, message}``) for invalid input.")
 
 
-class ErrorOut(BaseModel):
+class Error(BaseModel):
+    """Every error response has this one shape."""
+
     error: ErrorBody
+
+
+ErrorOut = Error  # the name before the schema had Error (kept for imports)

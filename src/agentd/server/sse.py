@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import orjson
@@ -27,6 +28,7 @@ SSE_NAMES = {
 }
 HEARTBEAT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
+_SEQ = re.compile(r"[0-9]{1,19}")
 
 
 def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
@@ -61,14 +63,14 @@ def waiting_frame(data: RunWaitingData, run_id: str, after: int, tag: bytes) -> 
 def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
     """The seq a ``Last-Event-ID`` names: ``<seq>`` or ``<seq>@<tag>``. A tag of another
     session, or a seq past this session's log, is refused (422)."""
-    seq_text, _, given = value.strip().partition("@")
-    try:
-        seq = int(seq_text)
-    except ValueError:
-        raise InvalidInput("Last-Event-ID must be an event id (<seq> or <seq>@<tag>)",
-                           field="header.last-event-id") from None
-    if seq < 0:
-        raise InvalidInput("Last-Event-ID must not be negative", field="header.last-event-id")
+    seq_text, at, given = value.strip().partition("@")
+    # Digits only: int() would also take "+1", "1_0", " 1" and 5,000 digits (a seq no
+    # log reaches; past 19 digits the store could not even compare it).
+    if not _SEQ.fullmatch(seq_text) or (at and not given):
+        raise InvalidInput("Last-Event-ID must be an event id (<seq> or <seq>@<tag>, "
+                           "seq a number of at most 19 digits)",
+                           field="header.last-event-id")
+    seq = int(seq_text)
     if given and given != tag:
         raise InvalidInput(
             f"Last-Event-ID {value!r} is from another session (this session's events are "

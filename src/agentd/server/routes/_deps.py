@@ -29,9 +29,9 @@ def is_admin(request: Request, who: str) -> bool:
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
-    from agentd.server.schemas import ErrorOut
+    from agentd.server.schemas import Error
 
-    return {code: {"model": ErrorOut} for code in codes}
+    return {code: {"model": Error} for code in codes}
 
 
 ERRORS = _errors

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.runtime import Runtime
-from agentd.server._http import json_response
+from agentd.server._http import model_response
 from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
 from agentd.store.records import AgentRecord
@@ -31,20 +31,20 @@ async def create_agent(body: AgentCreate, request: Request) -> Response:
     agent = await runtime.create_agent(
         name=body.name, model=body.model, instructions=body.instructions,
         tools=body.tools, settings=body.settings, admin=is_admin(request, admin))
-    return json_response(_out(runtime, agent), 201)
+    return model_response(AgentOut, _out(runtime, agent), 201)
 
 
 @router.get("", response_model=AgentList)
 async def list_agents(request: Request) -> Response:
     runtime = runtime_of(request)
     agents = await runtime.list_agents()
-    return json_response({"agents": [_out(runtime, a) for a in agents]})
+    return model_response(AgentList, {"agents": [_out(runtime, a) for a in agents]})
 
 
 @router.get("/{name}", response_model=AgentOut, responses=ERRORS(404))
 async def get_agent(name: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    return json_response(_out(runtime, await runtime.get_agent(name)))
+    return model_response(AgentOut, _out(runtime, await runtime.get_agent(name)))
 
 
 @router.patch("/{name}", response_model=AgentOut, responses=ERRORS(404, 422))
@@ -52,10 +52,10 @@ async def update_agent(name: str, body: AgentPatch, request: Request) -> Respons
     fields = body.model_dump(exclude_none=True)
     runtime = runtime_of(request)
     if not fields:
-        return json_response(_out(runtime, await runtime.get_agent(name)))
+        return model_response(AgentOut, _out(runtime, await runtime.get_agent(name)))
     admin = person(request, "changing an agent")
     agent = await runtime.update_agent(name, fields, admin=is_admin(request, admin))
-    return json_response(_out(runtime, agent))
+    return model_response(AgentOut, _out(runtime, agent))
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS(404))
@@ -70,18 +70,18 @@ async def delete_agent(name: str, request: Request) -> Response:
 async def pause_agent(name: str, request: Request) -> Response:
     """Refuse new messages; queued runs wait until resume, the active run finishes."""
     runtime = runtime_of(request)
-    return json_response(_out(runtime, await runtime.set_state(name, "pause")))
+    return model_response(AgentOut, _out(runtime, await runtime.set_state(name, "pause")))
 
 
 @router.post("/{name}/resume", response_model=AgentOut, responses=ERRORS(404))
 async def resume_agent(name: str, request: Request) -> Response:
     """Accept messages again and start runs held while paused."""
     runtime = runtime_of(request)
-    return json_response(_out(runtime, await runtime.set_state(name, "resume")))
+    return model_response(AgentOut, _out(runtime, await runtime.set_state(name, "resume")))
 
 
 @router.post("/{name}/stop", response_model=AgentOut, responses=ERRORS(404))
 async def stop_agent(name: str, request: Request) -> Response:
     """Refuse new messages and cancel the agent's queued and active runs."""
     runtime = runtime_of(request)
-    return json_response(_out(runtime, await runtime.set_state(name, "stop")))
+    return model_response(AgentOut, _out(runtime, await runtime.set_state(name, "stop")))

@@ -5,9 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from agentd.server._http import json_response
+from agentd.server._http import model_response
 from agentd.server.routes._deps import ERRORS, person, runtime_of
-from agentd.server.schemas import ApprovalDecisionIn, ApprovalList, ApprovalOut
+from agentd.server.schemas import (
+    ApprovalDecisionIn,
+    ApprovalDecisionOut,
+    ApprovalList,
+    ApprovalOut,
+)
 
 __all__ = ["router"]
 
@@ -19,15 +24,16 @@ async def list_approvals(request: Request, agent: str | None = Query(default=Non
                          ) -> Response:
     """Pending requests, oldest first (``?agent=NAME`` for one agent's)."""
     pending = await runtime_of(request).approvals.pending(agent)
-    return json_response({"approvals": pending})
+    return model_response(ApprovalList, {"approvals": pending})
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut, responses=ERRORS(404))
 async def get_approval(approval_id: str, request: Request) -> Response:
-    return json_response(await runtime_of(request).approvals.get(approval_id))
+    return model_response(ApprovalOut, await runtime_of(request).approvals.get(approval_id))
 
 
-@router.post("/{approval_id}", responses=ERRORS(404, 409, 422))
+@router.post("/{approval_id}", response_model=ApprovalDecisionOut,
+             responses=ERRORS(404, 409, 422))
 async def decide_approval(approval_id: str, body: ApprovalDecisionIn, request: Request
                           ) -> Response:
     """Approve (optionally with edited ``arguments``) or deny a policy request, or settle
@@ -41,4 +47,4 @@ async def decide_approval(approval_id: str, body: ApprovalDecisionIn, request: R
     decision = await runtime_of(request).approvals.decide(
         approval_id, body.action, arguments=body.arguments, output=body.output,
         remember=body.remember, reason=body.reason, by=who)
-    return json_response({"decision": decision})
+    return model_response(ApprovalDecisionOut, {"decision": decision})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.errors import InvalidInput
-from agentd.server._http import json_response
+from agentd.server._http import model_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import CheckpointOut, ForkIn, RestoreOut, SessionOut
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 @router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=ERRORS(404))
 async def get_checkpoint(checkpoint_id: str, request: Request) -> Response:
     checkpoint, agent, session = await runtime_of(request).get_checkpoint(checkpoint_id)
-    return json_response(checkpoint.to_api(agent, session.key))
+    return model_response(CheckpointOut, checkpoint.to_api(agent, session.key))
 
 
 @router.post("/{checkpoint_id}/restore", response_model=RestoreOut,
@@ -28,7 +28,8 @@ async def restore_checkpoint(checkpoint_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     checkpoint, agent, session = await runtime.get_checkpoint(checkpoint_id)
     restored, event = await runtime.restore(agent, session.key, checkpoint=checkpoint.id)
-    return json_response({"session": restored.to_api(agent), "event": event.to_api()})
+    return model_response(RestoreOut,
+                          {"session": restored.to_api(agent), "event": event.to_api()})
 
 
 @router.post("/{checkpoint_id}/fork", response_model=SessionOut, status_code=201,
@@ -42,4 +43,4 @@ async def fork_checkpoint(checkpoint_id: str, request: Request, body: ForkIn | N
         raise InvalidInput("the checkpoint is in the path; give only key", field="body")
     forked = await runtime.fork(agent, session.key, new_key=body.key if body else None,
                                 checkpoint=checkpoint.id)
-    return json_response(forked.to_api(agent), 201)
+    return model_response(SessionOut, forked.to_api(agent), 201)

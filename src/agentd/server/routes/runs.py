@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from agentd.server._http import json_response
+from agentd.server._http import model_response
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import DecisionIn, RunOut
 
@@ -17,14 +17,14 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS(404))
 async def get_run(run_id: str, request: Request) -> Response:
     run, agent, key = await runtime_of(request).get_run(run_id)
-    return json_response(run.to_api(agent, key))
+    return model_response(RunOut, run.to_api(agent, key))
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=ERRORS(404))
 async def cancel_run(run_id: str, request: Request) -> Response:
     """Cancel a queued or running run; a finished run is returned unchanged."""
     run, agent, key = await runtime_of(request).cancel_run(run_id)
-    return json_response(run.to_api(agent, key))
+    return model_response(RunOut, run.to_api(agent, key))
 
 
 @router.post("/{run_id}/decide", response_model=RunOut, responses=ERRORS(404, 409, 422))
@@ -35,4 +35,4 @@ async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Respons
     or about a run that is not waiting, gets 409 ``not_waiting``."""
     person(request, "deciding about a run")
     run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output)
-    return json_response(run.to_api(agent, key))
+    return model_response(RunOut, run.to_api(agent, key))

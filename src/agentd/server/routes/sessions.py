@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from agentd.errors import InvalidInput, PayloadTooLarge
-from agentd.server._http import TokenCheck, json_response, response_for, unauthorized
+from agentd.server._http import INT64_MAX, json_response, loads_strict, model_response
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import (
     CheckpointIn,
@@ -30,6 +29,7 @@ from agentd.server.schemas import (
     RunOut,
     SessionList,
     SessionOut,
+    SseEvent,
 )
 from agentd.server.sse import follow_frames, parse_last_event_id, sse_response
 
@@ -38,23 +38,21 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/agents/{name}/sessions", tags=["sessions"])
 
 MAX_EVENTS_PAGE = 10_000
+_STREAM = {"text/event-stream": {"schema": SseEvent.model_json_schema()}}
+# What parse_last_event_id takes (the schema says so; the handler says why not).
+_EVENT_ID = r"^[0-9]{1,19}(@[^@]+)?$"
 
 
 @router.get("", response_model=SessionList, responses=ERRORS(404))
 async def list_sessions(name: str, request: Request) -> Response:
     sessions = await runtime_of(request).list_sessions(name)
-    return json_response({"sessions": [s.to_api(name) for s in sessions]})
+    return model_response(SessionList, {"sessions": [s.to_api(name) for s in sessions]})
 
 
 async def _message_body(request: Request) -> MessageIn:
     """Parse the body by hand: FastAPI's per-request dependency solving costs more than
     the rest of a turn. The schema is published through ``openapi_extra``."""
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
-                                       "msg": "JSON decode error", "input": None}]) from None
+    data = loads_strict(await request.body())
     try:
         return MessageIn.model_validate(data)
     except ValidationError as exc:
@@ -65,7 +63,10 @@ async def _message_body(request: Request) -> MessageIn:
 @router.post(
     "/{key:path}/messages",
     response_model=RunOut,
-    responses={202: {"model": RunOut, "description": "queued (wait=false)"},
+    responses={200: {"description": "The finished run (wait=true), or with stream=true "
+                                    "an SSE stream of the run's events",
+                     "content": _STREAM},
+               202: {"model": RunOut, "description": "queued (wait=false)"},
                **ERRORS(404, 409, 413, 422, 503)},
     openapi_extra={
         "requestBody": {"required": True, "content": {
@@ -87,23 +88,13 @@ async def post_message(name: str, key: str, request: Request) -> Response:
 
 async def serve_message(app: Any, scope: Scope, receive: Receive, send: Send,
                         name: str, key: str) -> None:
-    """The message route served straight from the app's ``__call__`` (the hot path).
-
-    Starlette's middleware layers and FastAPI's routing cost about as much per
-    request as the rest of a turn (docs/design-notes.md), so :class:`AgentdApp`
-    hands this route here, applying the same auth, size limit and error mapping.
-    The FastAPI route above keeps the OpenAPI document and serves as the reference.
-    """
-    check: TokenCheck = app.state.token_check
-    if not check.allows(scope):
-        await unauthorized()(scope, receive, send)
-        return
+    """The message route served by the request layer's dispatch (``AgentdApp``), past
+    FastAPI's routing and dependency solving, which cost about as much per request as
+    the rest of a turn (docs/design-notes.md). Auth, the body limit and the error
+    mapping are the same layers every route passes through. The FastAPI route above
+    keeps the OpenAPI document and serves as the reference."""
     scope["app"] = app
-    request = Request(scope, receive)
-    try:
-        response = await _post_message(name, key, request)
-    except Exception as exc:
-        response = response_for(exc)
+    response = await _post_message(name, key, Request(scope, receive))
     await response(scope, receive, send)
 
 
@@ -134,15 +125,20 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
 @router.get(
     "/{key:path}/events",
     response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS(404, 422)},
+    responses={200: {"description": "A page of events, or with Accept: text/event-stream "
+                                    "an SSE stream (replay, then live)",
+                     "content": _STREAM},
+               **ERRORS(404, 422)},
 )
 async def get_events(
     name: str,
     key: str,
     request: Request,
-    after: int = Query(default=0, ge=0, description="Return events with seq > after."),
+    after: int = Query(default=0, ge=0, le=INT64_MAX,
+                       description="Return events with seq > after."),
     limit: int = Query(default=1000, ge=1, le=MAX_EVENTS_PAGE),
-    last_event_id: str | None = Header(default=None),
+    last_event_id: str | None = Header(default=None,
+                                       json_schema_extra={"pattern": _EVENT_ID}),
 ) -> Response:
     """The session's event log after ``after``; SSE (replay, then live) when the client
     sends ``Accept: text/event-stream``. ``Last-Event-ID`` takes precedence over ``after``."""
@@ -166,14 +162,15 @@ async def create_checkpoint(name: str, key: str, body: CheckpointIn, request: Re
     """Checkpoint the session now: a named pointer to its current state (its last seq),
     logged as a ``checkpoint`` event. Names are unique within a session."""
     checkpoint = await runtime_of(request).create_checkpoint(name, key, body.name)
-    return json_response(checkpoint.to_api(name, key), 201)
+    return model_response(CheckpointOut, checkpoint.to_api(name, key), 201)
 
 
 @router.get("/{key:path}/checkpoints", response_model=CheckpointList, responses=ERRORS(404))
 async def list_checkpoints(name: str, key: str, request: Request) -> Response:
     """The session's checkpoints, oldest first (manual, auto, pause, stop, shutdown)."""
     checkpoints = await runtime_of(request).list_checkpoints(name, key)
-    return json_response({"checkpoints": [c.to_api(name, key) for c in checkpoints]})
+    return model_response(CheckpointList,
+                          {"checkpoints": [c.to_api(name, key) for c in checkpoints]})
 
 
 @router.post("/{key:path}/restore", response_model=RestoreOut,
@@ -186,7 +183,7 @@ async def restore_session(name: str, key: str, body: RestoreIn, request: Request
     (409 ``session_busy``) while a run is queued or under way."""
     session, event = await runtime_of(request).restore(
         name, key, seq=body.seq, checkpoint=body.checkpoint)
-    return json_response({"session": session.to_api(name), "event": event.to_api()})
+    return model_response(RestoreOut, {"session": session.to_api(name), "event": event.to_api()})
 
 
 @router.post("/{key:path}/fork", response_model=SessionOut, status_code=201,
@@ -196,7 +193,7 @@ async def fork_session(name: str, key: str, body: ForkIn, request: Request) -> R
     checkpoint or seq; this session is untouched."""
     session = await runtime_of(request).fork(
         name, key, new_key=body.key, seq=body.seq, checkpoint=body.checkpoint)
-    return json_response(session.to_api(name), 201)
+    return model_response(SessionOut, session.to_api(name), 201)
 
 
 @router.put("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404, 422))
@@ -206,20 +203,20 @@ async def set_session_policy(name: str, key: str, request: Request,
     except the daemon's deny rules); an empty body or ``null`` clears it."""
     person(request, "changing a session's policy")
     session = await runtime_of(request).set_session_policy(name, key, body or None)
-    return json_response(session.to_api(name))
+    return model_response(SessionOut, session.to_api(name))
 
 
 @router.delete("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404))
 async def clear_session_policy(name: str, key: str, request: Request) -> Response:
     person(request, "changing a session's policy")
     session = await runtime_of(request).set_session_policy(name, key, None)
-    return json_response(session.to_api(name))
+    return model_response(SessionOut, session.to_api(name))
 
 
 @router.get("/{key:path}", response_model=SessionOut, responses=ERRORS(404))
 async def get_session(name: str, key: str, request: Request) -> Response:
     _, session = await runtime_of(request).get_session(name, key)
-    return json_response(session.to_api(name))
+    return model_response(SessionOut, session.to_api(name))
 
 
 @router.delete("/{key:path}", status_code=204, responses=ERRORS(404))

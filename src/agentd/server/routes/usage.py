@@ -28,8 +28,10 @@ router = APIRouter(tags=["usage"])
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
 
-_SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.")
-_UNTIL = Query(default=None, description="Last day counted, YYYY-MM-DD (UTC), inclusive.")
+_SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.",
+               json_schema_extra={"format": "date"})
+_UNTIL = Query(default=None, description="Last day counted, YYYY-MM-DD (UTC), inclusive.",
+               json_schema_extra={"format": "date"})
 _TENANT = Query(default=None, description="Only this tenant's usage.")
 _BY = Query(default=None, description="Group by a comma-separated list of agent, tenant, "
                                       "model, day, month (default: totals only).",
@@ -69,6 +71,8 @@ async def _report(request: Request, *, agent: str | None, tenant: str | None,
         group_by=groups, since=since, until=until, agent=agent, tenant=tenant)
     totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in _SUMS}
     totals["cost_usd"] = round(totals["cost_usd"], 6)
+    # By hand: a row's keys come in the order of ``by`` (the CLI's columns), which a
+    # model would reorder. test_openapi_contract.py checks it against UsageOut.
     return json_response({"usage": rows, "totals": totals, "since": since, "until": until})
 
 

@@ -1,0 +1,294 @@
+"""One request path: auth, body limits and error mapping apply to every route, the
+message fast path included; inputs the API cannot take get a 4xx, never a 500.
+
+Through the ASGI app (no socket), on SQLite and, with AGENTD_TEST_POSTGRES_URL, on
+PostgreSQL (the ``runtime`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+from tests.conftest import bearer
+
+from agentd.config import Settings
+from agentd.runtime import Runtime
+from agentd.server.app import create_app
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+MESSAGES = "/v1/agents/a/sessions/s/messages"
+
+
+class Recorder:
+    """A middleware added the ordinary way (``app.add_middleware``), as CORS or a
+    rate limiter would be: it records every request it sees, with the status sent."""
+
+    seen: list[tuple[str, str, int]] = []
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sender(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                Recorder.seen.append((scope["method"], scope["path"], message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, sender)
+
+
+@pytest.fixture
+def make_client(settings: Settings, runtime: Runtime) -> ClientFactory:
+    @asynccontextmanager
+    async def factory(*, token: bool = True, middleware: type | None = None
+                      ) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings, runtime)
+        if middleware is not None:
+            app.add_middleware(middleware)
+        headers = bearer(settings) if token else {}
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test",
+                headers=headers) as client:
+            yield client
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        assert (await c.post("/v1/agents", json={"name": "a"})).status_code == 201
+        yield c
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["retryable"], bool)
+    assert "Traceback" not in response.text
+    return error
+
+
+# -- one layer for every route ------------------------------------------------------
+
+
+async def test_an_added_middleware_sees_the_message_route(make_client: ClientFactory
+                                                          ) -> None:
+    Recorder.seen = []
+    async with make_client(middleware=Recorder) as c:
+        assert (await c.post("/v1/agents", json={"name": "a"})).status_code == 201
+        sent = await c.post(MESSAGES, json={"content": "hi"})
+        assert sent.status_code == 200 and sent.json()["output"] == "echo: hi"
+        streamed = await c.post(MESSAGES, json={"content": "yo", "stream": True})
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        bad = await c.post(MESSAGES, content=b"{")
+        assert_error(bad, 422, "invalid_input")
+    assert Recorder.seen == [("POST", "/v1/agents", 201), ("POST", MESSAGES, 200),
+                             ("POST", MESSAGES, 200), ("POST", MESSAGES, 422)]
+
+
+async def test_auth_applies_to_the_message_route_like_any_other(
+        make_client: ClientFactory, runtime: Runtime) -> None:
+    async with make_client() as c:
+        assert (await c.post("/v1/agents", json={"name": "a"})).status_code == 201
+    async with make_client(token=False) as anonymous:
+        for response in (await anonymous.post(MESSAGES, json={"content": "hi"}),
+                         await anonymous.get("/v1/agents/a"),
+                         await anonymous.post(MESSAGES, json={"content": "hi"},
+                                              headers={"Authorization": "Bearer nope"})):
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert (await anonymous.get("/health")).status_code == 200
+    sessions = await runtime.list_sessions("a")
+    assert sessions == []  # nothing was accepted
+
+
+async def test_body_limit_applies_to_the_message_route(
+        settings: Settings, make_client: ClientFactory, runtime: Runtime) -> None:
+    settings.max_body_bytes = 2048
+    async with make_client() as c:
+        assert (await c.post("/v1/agents", json={"name": "a"})).status_code == 201
+        big = b'{"content": "' + b"x" * 4096 + b'"}'
+        assert_error(await c.post(MESSAGES, content=big), 413, "payload_too_large")
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+            yield big[:1000]
+            yield big[1000:]
+
+        assert_error(await c.post(MESSAGES, content=chunks()), 413, "payload_too_large")
+
+        async def small() -> AsyncIterator[bytes]:
+            yield b'{"content": '
+            yield b'"chunked"}'
+
+        ok = await c.post(MESSAGES, content=small())
+        assert ok.status_code == 200 and ok.json()["output"] == "echo: chunked"
+        assert_error(await c.patch("/v1/agents/a", content=big,
+                                   headers={"content-type": "application/json"}),
+                     413, "payload_too_large")
+    _, session = await runtime.get_session("a", "s")
+    assert [e.data.get("content") for e in await runtime.read_events(session.id)
+            if e.kind == "message.user"] == ["chunked"]
+
+
+async def test_errors_have_one_shape_on_both_paths(client: httpx.AsyncClient) -> None:
+    fast = assert_error(await client.post(MESSAGES, content=b"{nope"), 422, "invalid_input")
+    slow = assert_error(await client.post("/v1/agents", content=b"{nope",
+                                          headers={"content-type": "application/json"}),
+                        422, "invalid_input")
+    assert fast["message"].startswith("request body is not valid JSON")
+    assert slow["message"].startswith("request body is not valid JSON")
+    assert fast["details"]["errors"][0]["field"] == "body"
+    assert_error(await client.post(MESSAGES, json={"content": "hi", "extra": 1}),
+                 422, "invalid_input")
+    for flag in ({"wait": 0}, {"stream": "true"}):  # the schema says boolean (fuzzer)
+        assert_error(await client.post(MESSAGES, json={"content": "hi", **flag}),
+                     422, "invalid_input")
+    assert_error(await client.post("/v1/agents/nobody/sessions/s/messages",
+                                   json={"content": "hi"}), 404, "agent_not_found")
+    assert_error(await client.get("/v1/nowhere"), 404, "not_found")
+    wrong = await client.put("/v1/agents/a/pause")
+    assert_error(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "POST"
+    # Allow names every method of the path, not those of the first route that matched.
+    several = await client.request("OPTIONS", "/v1/agents/a")
+    assert_error(several, 405, "method_not_allowed")
+    assert several.headers["allow"] == "GET, PATCH, DELETE"
+    session = await client.put("/v1/agents/a/sessions/x%2Fy")
+    assert session.headers["allow"] == "GET, DELETE"
+    # A key may hold '/': .../x/events is the events route, not session "x/events".
+    events = await client.delete("/v1/agents/a/sessions/x/events")
+    assert events.status_code == 404  # no session "x/events", and none can be made
+    assert (await client.put("/v1/agents/a/sessions/x/events")).headers["allow"] == "GET"
+
+
+# -- JSON the store could not keep as sent ---------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"name": "b", "settings": {"n": 123456789012345678901234567890}}',
+    b'{"name": "b", "settings": {"n": 9223372036854775808}}',
+    b'{"name": "b", "settings": {"n": -9223372036854775809}}',
+    b'{"name": "b", "settings": {"temperature": 1e309}}',
+    b'{"name": "b", "settings": {"temperature": NaN}}',
+    b'{"name": "b", "settings": {"temperature": -Infinity}}',
+    b'{"name": "b", "instructions": "\\ud800"}',
+    b'{"name": "b", "instructions": "\xff"}',
+])
+async def test_json_the_store_cannot_keep_is_refused(client: httpx.AsyncClient, raw: bytes
+                                                     ) -> None:
+    error = assert_error(await client.post("/v1/agents", content=raw,
+                                           headers={"content-type": "application/json"}),
+                         422, "invalid_input")
+    assert error["message"].startswith("request body is not valid JSON")
+    assert_error(await client.get("/v1/agents/b"), 404, "agent_not_found")
+
+
+async def test_64_bit_integers_are_kept_exactly(client: httpx.AsyncClient) -> None:
+    # A scripted turn's tool arguments are free-form JSON, stored as sent.
+    raw = (b'{"name": "b", "settings": {"script": [{"tool_calls": [{"name": "calculator", '
+           b'"arguments": {"big": 9223372036854775807, "small": -9223372036854775808, '
+           b'"digits": "12345678901234567890123"}}]}]}}')
+    created = await client.post("/v1/agents", content=raw,
+                                headers={"content-type": "application/json"})
+    assert created.status_code == 201, created.text
+    settings = (await client.get("/v1/agents/b")).json()["settings"]
+    arguments = settings["script"][0]["tool_calls"][0]["arguments"]
+    assert arguments == {"big": 2**63 - 1, "small": -(2**63),
+                         "digits": "12345678901234567890123"}
+
+
+async def test_huge_numbers_in_message_and_restore_bodies(client: httpx.AsyncClient) -> None:
+    assert_error(await client.post(MESSAGES, content=b'{"content": "hi", "stream": '
+                                                     b'123456789012345678901234567890}'),
+                 422, "invalid_input")
+    assert (await client.post(MESSAGES, json={"content": "12345678901234567890123"})
+            ).json()["output"] == "echo: 12345678901234567890123"
+    for seq in (b"9223372036854775808", b"1e309"):
+        assert_error(await client.post("/v1/agents/a/sessions/s/restore",
+                                       content=b'{"seq": ' + seq + b"}"),
+                     422, "invalid_input")
+
+
+# -- the event log's query and header -------------------------------------------------
+
+
+async def test_after_beyond_64_bits_is_a_422(client: httpx.AsyncClient) -> None:
+    await client.post(MESSAGES, json={"content": "hi"})
+    events = "/v1/agents/a/sessions/s/events"
+    assert_error(await client.get(events, params={"after": str(2**64)}), 422,
+                 "invalid_input")
+    assert_error(await client.get(events, params={"after": "9" * 5000}), 422,
+                 "invalid_input")
+    last = await client.get(events, params={"after": str(2**63 - 1)})
+    assert last.status_code == 200 and last.json()["events"] == []
+    for bad in (str(2**64), "9" * 5000, "1_0", "+1", "-1", "1@", "x@y"):
+        error = assert_error(await client.get(events, headers={"Last-Event-ID": bad}),
+                             422, "invalid_input")
+        assert error["details"]["errors"][0]["field"] == "header.last-event-id"
+
+
+# -- session keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["%2E", "%2E%2E", "a%2F..", "..%2Fb", "a%2F.%2Fb",
+                                 "a%2Fevents", "a%2Fb%2Fcheckpoints", "x%2Fpolicy"])
+async def test_unreachable_keys_are_refused(client: httpx.AsyncClient, runtime: Runtime,
+                                            key: str) -> None:
+    error = assert_error(await client.post(f"/v1/agents/a/sessions/{key}/messages",
+                                           json={"content": "hi"}), 422, "invalid_input")
+    assert error["details"]["errors"][0]["field"] == "path.key"
+    assert await runtime.list_sessions("a") == []
+
+
+async def test_keys_with_dots_that_are_not_segments_work(client: httpx.AsyncClient) -> None:
+    for key in ("...", ".a", "a.", "a..b", "v1.2/x", "events", "a/events/b"):
+        quoted = key.replace("/", "%2F")
+        sent = await client.post(f"/v1/agents/a/sessions/{quoted}/messages",
+                                 json={"content": "hi"})
+        assert sent.status_code == 200, (key, sent.text)
+        got = await client.get(f"/v1/agents/a/sessions/{quoted}")
+        assert got.status_code == 200 and got.json()["key"] == key
+
+
+async def test_keys_that_are_not_utf8_are_refused_not_merged(client: httpx.AsyncClient,
+                                                             runtime: Runtime) -> None:
+    for key in ("%FF", "%FE", "a%C3", "%C3%28"):
+        for response in (
+                await client.post(f"/v1/agents/a/sessions/{key}/messages",
+                                  json={"content": "hi"}),
+                await client.get(f"/v1/agents/a/sessions/{key}"),
+                await client.delete(f"/v1/agents/a/sessions/{key}")):
+            error = assert_error(response, 422, "invalid_input")
+            assert "UTF-8" in error["message"]
+    assert await runtime.list_sessions("a") == []
+    ok = await client.post("/v1/agents/a/sessions/caf%C3%A9/messages", json={"content": "hi"})
+    assert ok.status_code == 200 and ok.json()["session"] == "café"
+    assert_error(await client.get("/v1/usage?agent=%FF"), 422, "invalid_input")
+
+
+async def test_control_characters_in_a_key_are_a_422_everywhere(client: httpx.AsyncClient
+                                                                ) -> None:
+    for key in ("a%0Ab", "%0A", "a%00", "tab%09", "del%7F"):
+        for response in (
+                await client.post(f"/v1/agents/a/sessions/{key}/messages",
+                                  json={"content": "hi"}),
+                await client.get(f"/v1/agents/a/sessions/{key}"),
+                await client.get(f"/v1/agents/a/sessions/{key}/events"),
+                await client.delete(f"/v1/agents/a/sessions/{key}")):
+            error = assert_error(response, 422, "invalid_input")
+            assert "control characters" in error["message"]
