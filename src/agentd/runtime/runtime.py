@@ -38,7 +38,7 @@ from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook
-from agentd.runtime.bus import EventBus, Subscription
+from agentd.runtime.bus import EventBus, Feed, Subscription
 from agentd.runtime.calls import Kernel
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.history import HistoryCache
@@ -299,6 +299,10 @@ class Runtime:
         """Every agent, as stored (listing wakes none of them)."""
         return await self.agents.list_all()
 
+    async def stored_agent(self, name: str) -> AgentRecord:
+        """The agent as stored, without waking it (:class:`AgentNotFound` if none)."""
+        return await self.store.get_agent(name)
+
     async def update_agent(self, name: str, fields: dict[str, Any], *,
                            admin: bool = True) -> AgentRecord:
         return await self.agents.update(name, fields, admin=admin)
@@ -353,6 +357,14 @@ class Runtime:
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         return self.sessions.subscribe(session_id, buffer)
+
+    def subscribe_all(self) -> Feed:
+        """Every session's events as they are committed (the activity feed)."""
+        return self.bus.subscribe_all()
+
+    async def session_names(self, session_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """The agent name and key of each session that still exists."""
+        return await self.store.session_names(session_ids)
 
     async def create_checkpoint(self, name: str, key: str, checkpoint_name: str | None = None
                                 ) -> CheckpointRecord:

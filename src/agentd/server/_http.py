@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -112,9 +113,48 @@ def loads_strict(raw: bytes) -> Any:
             json.loads(raw, parse_int=_int64)
     except (orjson.JSONDecodeError, _OutOfRange) as exc:
         reason = exc.msg if isinstance(exc, orjson.JSONDecodeError) else str(exc)
-        raise InvalidInput(f"request body is not valid JSON: {reason}", field="body"
-                           ) from None
+        raise InvalidInput(f"request body is not valid JSON: {reason}",
+                           field=_where_out_of_range(raw)) from None
     return value
+
+
+class _Big(str):
+    """An integer's text, kept by a second, lenient parse to find where it is."""
+
+
+def _where_out_of_range(raw: bytes) -> str:
+    """The field holding the first number the store cannot keep (an integer beyond 64
+    bits, a float beyond a double), as ``body.settings.weight``; ``body`` when the body
+    is not JSON at all or the culprit is elsewhere (a lone surrogate, bad UTF-8)."""
+    try:
+        value = json.loads(raw, parse_int=lambda t: _Big(t) if len(t) > 18 else int(t),
+                           parse_constant=lambda t: float("nan"))
+    except ValueError:
+        return "body"
+
+    def bad(item: Any) -> bool:
+        if isinstance(item, _Big):
+            try:
+                _int64(item)
+            except _OutOfRange:
+                return True
+            return False
+        return isinstance(item, float) and not math.isfinite(item)
+
+    def walk(item: Any, path: str) -> str | None:
+        if bad(item):
+            return path
+        children = (item.items() if isinstance(item, dict)
+                    else ((f"[{i}]", v) for i, v in enumerate(item))
+                    if isinstance(item, list) else ())
+        for key, child in children:
+            found = walk(child, f"{path}{key}" if str(key).startswith("[")
+                         else f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+
+    return walk(value, "body") or "body"
 
 
 def is_json_body(scope: Scope) -> bool:

@@ -17,10 +17,12 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, Lagged
 from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.schemas import SseEvent
 from agentd.server.sse import HEARTBEAT_S, sse_response
-from agentd.store import EventRecord, Store
+from agentd.store import EventRecord
 from agentd.store.records import session_tag
 
 __all__ = ["router"]
@@ -40,7 +42,8 @@ def _frame(event: EventRecord, agent: str, key: str) -> bytes:
         orjson.dumps(data))
 
 
-async def _feed_frames(feed: Feed, store: Store, agent: str | None) -> AsyncIterator[bytes]:
+async def _feed_frames(feed: Feed, runtime: Runtime, agent: str | None
+                       ) -> AsyncIterator[bytes]:
     names: OrderedDict[str, tuple[str, str] | None] = OrderedDict()
     try:
         # A first comment so that clients see the stream open before any event.
@@ -63,7 +66,7 @@ async def _feed_frames(feed: Feed, store: Store, agent: str | None) -> AsyncIter
                 batch.append(more)
             unknown = {e.session_id for e in batch if e.session_id not in names}
             if unknown:
-                found = await store.session_names(sorted(unknown))
+                found = await runtime.session_names(sorted(unknown))
                 for session_id in unknown:
                     # None: the session was deleted since (its events are gone too).
                     names[session_id] = found.get(session_id)
@@ -81,7 +84,8 @@ async def _feed_frames(feed: Feed, store: Store, agent: str | None) -> AsyncIter
         feed.close()
 
 
-@router.get("", responses={200: {"content": {"text/event-stream": {}},
+@router.get("", responses={200: {"content": {"text/event-stream": {
+                                     "schema": SseEvent.model_json_schema()}},
                                  "description": "Server-Sent Events, until the client "
                                                 "leaves or the daemon stops."},
                            **ERRORS(404, 422)})
@@ -97,5 +101,5 @@ async def feed(
     (``{"dropped": n}``) say when a slow reader missed events."""
     runtime = runtime_of(request)
     if agent is not None:
-        await runtime.store.get_agent(agent)
-    return sse_response(_feed_frames(runtime.bus.subscribe_all(), runtime.store, agent))
+        await runtime.stored_agent(agent)  # 404; it wakes nobody
+    return sse_response(_feed_frames(runtime.subscribe_all(), runtime, agent))

@@ -102,6 +102,6 @@ async def agent_usage(
     by: str | None = _BY,
 ) -> Response:
     """``GET /v1/usage?agent={name}`` for an agent that exists (404 otherwise)."""
-    await runtime_of(request).store.get_agent(name)  # 404; a read, it wakes nobody
+    await runtime_of(request).stored_agent(name)  # 404; a read, it wakes nobody
     return await _report(request, agent=name, tenant=tenant, since=since, until=until,
                          by=by)
