@@ -13,7 +13,9 @@ TERMINAL_KIND = {"run.completed": "completed", "run.failed": "failed",
                  "run.cancelled": "cancelled", "run.interrupted": "interrupted"}
 SSE_NAMES = {"tool.started": "tool_start", "tool.finished": "tool_end",
              "run.completed": "done", "run.cancelled": "done", "run.interrupted": "done",
-             "run.failed": "error"}
+             "run.failed": "error", "run.waiting": "waiting"}
+#: The keys of an event as the API shows it.
+EVENT_KEYS = ("seq", "run_id", "kind", "data", "at")
 INVARIANTS = ("ack_once", "run_terminal", "seq_dense", "effect_once", "idem_effects",
               "sse_replay", "idempotency_key", "step_once", "run_outcome", "decision")
 TOOLS = ["record_once", "record_idem", "peek"]

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from _killtest_common import AUTH, SSE_NAMES, Session, session_path
+from _killtest_common import AUTH, EVENT_KEYS, SSE_NAMES, Session, session_path
 
 
 def iter_events(response: httpx.Response) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
@@ -25,7 +25,11 @@ def iter_events(response: httpx.Response) -> Iterator[tuple[str, str | None, dic
     for sse in EventSource(response).iter_sse():
         if sse.event == "token":
             continue
-        yield sse.event, sse.id, json.loads(sse.data)
+        event = json.loads(sse.data)
+        if sse.event == "waiting":
+            # The Event JSON with what the run waits for repeated at the top level.
+            event = {k: event[k] for k in EVENT_KEYS if k in event}
+        yield sse.event, sse.id, event
 
 
 def split_frame_id(frame_id: str | None) -> tuple[str | None, str | None]:
