@@ -76,5 +76,12 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy (strict, src/agentd)"
 .venv/bin/mypy
-echo "== pytest"
-.venv/bin/pytest "$@"
+# Most tests wait on sockets, subprocesses and sandboxes rather than the CPU: four
+# workers keep two cores busy (AGENTD_TEST_WORKERS=0 runs them in this process).
+workers=${AGENTD_TEST_WORKERS:-4}
+echo "== pytest ($workers workers)"
+if [ "$workers" = 0 ]; then
+  .venv/bin/pytest "$@"
+else
+  .venv/bin/pytest -n "$workers" "$@"
+fi
