@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.events import DecisionData
-from agentd.security.policy import PolicyConfig, sticky_rule
+from agentd.runtime.agents import Agents
+from agentd.runtime.bus import EventBus
+from agentd.runtime.supervisor import Supervisor
+from agentd.security.policy import Policy, PolicyConfig, sticky_rule
 from agentd.settings import stored_settings
+from agentd.store import Store
+from agentd.tools import ToolRegistry
 
 if TYPE_CHECKING:
     from agentd.runtime.loop import RunExecutor
-    from agentd.runtime.runtime import Runtime
 
 __all__ = ["REMEMBER", "ApprovalDesk"]
 
@@ -44,19 +49,31 @@ class ApprovalNotFound(NotFound):
 
 
 class ApprovalDesk:
-    """The runtime's approval requests. Owned by :class:`~agentd.runtime.Runtime`."""
+    """The runtime's approval requests. Owned by :class:`~agentd.runtime.Runtime`.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    Args:
+        permissions_for: the layered policy of a session (agent layer, session layer).
+    """
+
+    def __init__(self, store: Store, *, bus: EventBus, agents: Agents, tools: ToolRegistry,
+                 supervisor: Supervisor,
+                 permissions_for: Callable[[PolicyConfig, PolicyConfig | None], Policy]
+                 ) -> None:
+        self.store = store
+        self.bus = bus
+        self.agents = agents
+        self.tools = tools
+        self.supervisor = supervisor
+        self.permissions_for = permissions_for
 
     async def pending(self, agent: str | None = None) -> list[dict[str, Any]]:
         """Undecided requests, oldest first, each with its run, agent and session."""
         if agent is not None:
-            await self.runtime.get_agent(agent)  # 404 for an unknown agent
-        return await self.runtime.store.pending_approvals(agent)
+            await self.agents.get(agent)  # 404 for an unknown agent
+        return await self.store.pending_approvals(agent)
 
     async def get(self, approval_id: str) -> dict[str, Any]:
-        for request in await self.runtime.store.pending_approvals():
+        for request in await self.store.pending_approvals():
             if request.get("approval_id") == approval_id:
                 return request
         raise ApprovalNotFound(f"no pending approval {approval_id!r} (it was decided, "
@@ -74,10 +91,10 @@ class ApprovalDesk:
     async def decide_run(self, run_id: str, action: str, output: str | None = None
                          ) -> dict[str, Any]:
         """Decide what ``run_id`` waits on (the older, run-addressed API)."""
-        for request in await self.runtime.store.pending_approvals():
+        for request in await self.store.pending_approvals():
             if request["run_id"] == run_id:
                 return await self._decide(request, action, output=output)
-        run = await self.runtime.store.get_run(run_id)
+        run = await self.store.get_run(run_id)
         raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
                        code="not_waiting")
 
@@ -85,7 +102,6 @@ class ApprovalDesk:
                       arguments: dict[str, Any] | None = None, output: str | None = None,
                       remember: str | None = None, reason: str | None = None,
                       by: str | None = None) -> dict[str, Any]:
-        runtime = self.runtime
         options = request.get("options") or ["retry", "skip", "fail"]
         if action not in options:
             raise InvalidInput(f"unknown action {action!r}; this request takes "
@@ -95,7 +111,7 @@ class ApprovalDesk:
             if not policy_kind or action != "approve":
                 raise InvalidInput("arguments can only be given to approve a tool call",
                                    field="body.arguments")
-            tool = runtime.tools.get(request["name"])
+            tool = self.tools.get(request["name"])
             if tool is not None:
                 try:
                     tool.validate(arguments)
@@ -116,7 +132,7 @@ class ApprovalDesk:
             raise InvalidInput("output is for skipping a call of unknown outcome",
                                field="body.output")
         run_id = request["run_id"]
-        run = await runtime.store.get_run(run_id)
+        run = await self.store.get_run(run_id)
         executor = await self._holder(run.session_id, run_id)
         if executor is not None:
             waiting = executor.waiting_for
@@ -127,7 +143,7 @@ class ApprovalDesk:
                       else await self._remembered(request, action, arguments, remember, by))
         if remembered is not None and executor is not None:
             # The run's next calls see the rule at once (it is saved just below).
-            executor.permissions = runtime.permissions_for(
+            executor.permissions = self.permissions_for(
                 remembered[1], executor.permissions.layers_by_name().get("session"))
         if executor is not None:
             data = await executor.decide(action, output, arguments=arguments,
@@ -142,21 +158,22 @@ class ApprovalDesk:
                 decision["reason"] = reason
             if by is not None:
                 decision["by"] = by
-            event = await runtime.store.decide_unheld(run_id, decision)
-            runtime.bus.publish([event])
-            runtime.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
+            event = await self.store.decide_unheld(run_id, decision)
+            self.bus.publish([event])
+            self.supervisor.submit(run.session_id, run_id, agent_id=run.agent_id,
                                       order=run.queued_seq)
             data = event.data
-        runtime.supervisor.waiting_runs.discard(run_id)
+        self.supervisor.waiting_runs.discard(run_id)
         if remembered is not None:
-            await runtime.update_agent(request["agent"], {"settings": remembered[0]})
+            await self.agents.update(request["agent"], {"settings": remembered[0]},
+                                     admin=True)
         return data
 
     async def _holder(self, session_id: str, run_id: str) -> RunExecutor | None:
         """The executor of this node that holds the run, once it waits for the decision
         (a run resuming after a restart is held here before it asks again: deciding
         around it would race its resume), or None when no executor here holds it."""
-        supervisor = self.runtime.supervisor
+        supervisor = self.supervisor
         deadline = time.monotonic() + HOLD_WAIT_S
         while supervisor.is_known(run_id) and time.monotonic() < deadline:
             executor = supervisor.active_executor(session_id, run_id)
@@ -174,7 +191,7 @@ class ApprovalDesk:
                           ) -> tuple[dict[str, Any], PolicyConfig]:
         """The agent's settings with the decision as a rule at the front of its policy,
         and that policy layer (nothing is saved here)."""
-        agent = await self.runtime.get_agent(request["agent"])
+        agent = await self.agents.get(request["agent"])
         rule = sticky_rule(request["name"], arguments or request.get("arguments") or {},
                            "allow" if action == "approve" else "deny", scope,
                            by or "a person")

@@ -137,7 +137,9 @@ class Runtime:
                                    agents=self.agents, runs=self.runs,
                                    supervisor=self.supervisor, sandboxes=self.sandboxes,
                                    mcp=self.mcp)
-        self.approvals = ApprovalDesk(self)
+        self.approvals = ApprovalDesk(store, bus=self.bus, agents=self.agents,
+                                      tools=self.tools, supervisor=self.supervisor,
+                                      permissions_for=self.permissions_for)
         self.leases = LeaseKeeper(store, supervisor=self.supervisor, lease=self.lease,
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background)
