@@ -238,7 +238,10 @@ class ModelCaller:
                         delay = self._failed(target, exc, attempt, failures)
                         if delay is None:
                             break
-                        await self._retrying(target, exc, delay)
+                        if parked_at is None:
+                            # (While parked, the outage is what the run waits for: a
+                            # probe's retries are part of it, not news.)
+                            await self._retrying(target, exc, delay)
                         if delay:
                             await asyncio.sleep(delay)
                         attempt += 1
