@@ -8,26 +8,31 @@ logged as ``budget.warning`` events, committed with the step.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, cast
 
 from agentd.errors import AgentdError
+from agentd.events import BudgetWarning, Event
 from agentd.store import NewEvent
 from agentd.store.records import RunRecord, UsageCharge
 
 if TYPE_CHECKING:
+    from agentd.config import Budget
     from agentd.llm.messages import Usage
     from agentd.runtime.calls import Kernel
     from agentd.runtime.loop import CallPolicy
 
 __all__ = ["BudgetSteps"]
 
+Scope = Literal["run", "agent", "tenant"]
+Period = Literal["run", "day", "month"]
+Metric = Literal["tokens", "cost_usd", "steps"]
 #: (scope, name, period, metric, limit, used, warn_at)
-Limit = tuple[str, str, str, str, float, float, tuple[float, ...]]
+Limit = tuple[Scope, str, Period, str, float, float, tuple[float, ...]]
 
 
 def exceeded(scope: str, name: str, period: str, metric: str, limit: float,
-             used: float) -> dict[str, Any]:
-    """The ``budget_exceeded`` error, as the API shows it."""
+             used: float) -> AgentdError:
+    """The ``budget_exceeded`` error."""
     what = {"run": "this run's", "agent": f"agent {name!r}'s",
             "tenant": f"tenant {name!r}'s"}[scope]
     when = "" if period == "run" else f" per {period}"
@@ -36,7 +41,7 @@ def exceeded(scope: str, name: str, period: str, metric: str, limit: float,
         f"budget exceeded: {what} limit of {limit:g}{unit}{when} is used up "
         f"({round(used, 6):g}{unit})", code="budget_exceeded",
         details={"scope": scope, "name": name, "period": period, "metric": metric,
-                 "limit": limit, "used": round(used, 6)}).to_dict()
+                 "limit": limit, "used": round(used, 6)})
 
 
 class BudgetSteps:
@@ -50,7 +55,7 @@ class BudgetSteps:
     cost_usd: float
     steps: int
 
-    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
+    def _new(self, event: Event) -> NewEvent:
         raise NotImplementedError
 
     async def _limits(self) -> AsyncIterator[Limit]:
@@ -58,16 +63,19 @@ class BudgetSteps:
         run's own, then its agent's and tenant's per day and month (totals from the
         budget book)."""
         budget = self.policy.budget
-        run_used = {"tokens": self.usage.input_tokens + self.usage.output_tokens,
-                    "cost_usd": self.cost_usd, "steps": self.steps}
+        run_used: dict[str, float] = {
+            "tokens": self.usage.input_tokens + self.usage.output_tokens,
+            "cost_usd": self.cost_usd, "steps": self.steps}
         for metric, limit in budget.run.items():
             yield "run", self.run.id, "run", metric, limit, run_used[metric], budget.warn_at
-        scopes = [("agent", self.run.agent_id, self.agent_name, budget)]
+        scopes: list[tuple[Literal["agent", "tenant"], str, str, Budget]] = [
+            ("agent", self.run.agent_id, self.agent_name, budget)]
         if self.policy.tenant_budget is not None:
             scopes.append(("tenant", self.policy.tenant, self.policy.tenant,
                            self.policy.tenant_budget))
         for scope, key, name, scoped in scopes:
-            for period in ("day", "month"):
+            periods: tuple[Literal["day", "month"], ...] = ("day", "month")
+            for period in periods:
                 limits = getattr(scoped, period).items()
                 if not limits:
                     continue
@@ -76,7 +84,7 @@ class BudgetSteps:
                     yield (scope, name, period, metric, limit,
                            tokens if metric == "tokens" else cost, scoped.warn_at)
 
-    async def _over_budget(self) -> dict[str, Any] | None:
+    async def _over_budget(self) -> AgentdError | None:
         """The ``budget_exceeded`` error if a limit is reached, else None."""
         async for scope, name, period, metric, limit, used, _ in self._limits():
             if used >= limit:
@@ -97,9 +105,11 @@ class BudgetSteps:
                 if scope != "run" and not self.kernel.budgets.warn_once(
                         scope, name, period, metric, threshold):
                     continue
-                events.append(self._event("budget.warning", {
-                    "scope": scope, "name": name, "period": period, "metric": metric,
-                    "limit": limit, "used": round(after, 6), "threshold": threshold}))
+                events.append(self._new(BudgetWarning(data={
+                    "scope": scope, "name": name, "period": period,
+                    # (the budget's models name only these metrics)
+                    "metric": cast(Metric, metric), "limit": limit,
+                    "used": round(after, 6), "threshold": threshold})))
         return events
 
     def _charged(self, charge: UsageCharge | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agentd.errors import ModelError
+from agentd.events import ContextTrimmedData
 from agentd.llm.catalog import ModelInfo, estimate_parts
 from agentd.llm.messages import ModelRequest, UserMessage
 
@@ -12,7 +13,7 @@ __all__ = ["fit"]
 
 
 def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
-        ) -> tuple[ModelRequest, dict[str, int] | None, tuple[int, int]]:
+        ) -> tuple[ModelRequest, ContextTrimmedData | None, tuple[int, int]]:
     """Make the call fit the model's context window: drop the oldest whole turns (a
     user message and all that answered it, so a tool call is never parted from its
     result) until it fits. The log keeps everything; the step's ``message.assistant``

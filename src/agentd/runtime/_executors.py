@@ -16,6 +16,7 @@ from typing import Any
 
 from agentd.config import PRIORITIES, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
+from agentd.events import ToolsUnavailable
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
@@ -112,7 +113,7 @@ class ExecutorFactory:
                     plan.sandbox, plan.limits, workspace=workspace,
                     permissions=start.permissions, shell_key=shell_key, agent_id=agent.id)
             except (InvalidInput, Conflict) as exc:
-                await self.runlog.fail(run, exc.to_dict())
+                await self.runlog.fail(run, exc)
                 return None
         workspace_steps = None
         if self.workspaces is not None and any(
@@ -163,7 +164,7 @@ class ExecutorFactory:
         try:
             plan = self.agents.plan(agent)
         except InvalidModel as exc:
-            await self.runlog.fail(run, exc.to_dict())
+            await self.runlog.fail(run, exc)
             self.agents.remember(await self.store.set_agent_state(agent.name, "error"))
             return None
         if prepared is not None:
@@ -191,8 +192,8 @@ class ExecutorFactory:
             tools = [*tools, *await self.mcp.tools(agent.id, plan.mcp, failures=failures,
                                                    spawn=spawn)]
             if failures:
-                notes.append(NewEvent(kind="tools.unavailable", run_id=start.run.id,
-                                      data={"errors": failures}))
+                notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),
+                                         start.run.id))
         return tools, notes
 
     def call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:

@@ -4,14 +4,23 @@ A pure fold over the run's committed events (no I/O), so the rules of a resume c
 be read, and tested, in one place: the steps taken and what they cost, the pieces of
 an answer cut off by the output limit, and for each tool call of the last step
 whether it finished, started without a result (its outcome unknown), and what was
-asked and decided about it.
+asked and decided about it. Events are read typed (:mod:`agentd.events`); keys that
+older writers may have left out are read with ``.get``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from agentd.events import (
+    ApprovalDecided,
+    ApprovalDecidedData,
+    ApprovalRequested,
+    ApprovalRequestedData,
+    MessageAssistant,
+    ToolFinished,
+    ToolStarted,
+)
 from agentd.llm.messages import ToolCall, Usage
 from agentd.store.records import EventRecord
 
@@ -26,9 +35,9 @@ class UnfinishedCall:
     #: It started (``tool.started``) before the daemon stopped: its outcome is unknown.
     started: bool
     #: A decision about its latest start (``approval.decided``), if one was made.
-    decision: dict[str, Any] | None = None
+    decision: ApprovalDecidedData | None = None
     #: The request for that decision (``approval.requested``), if one was made.
-    pending: dict[str, Any] | None = None
+    pending: ApprovalRequestedData | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -47,44 +56,48 @@ class Recovery:
     def of(cls, events: list[EventRecord]) -> Recovery:
         """Fold one run's events (in seq order)."""
         state = cls()
-        last_step: EventRecord | None = None
+        last_step: MessageAssistant | None = None
+        last_seq = 0
         for event in events:
-            if event.kind != "message.assistant":
+            step = event.typed
+            if not isinstance(step, MessageAssistant):
                 continue
-            last_step = event
-            state.steps = int(event.data.get("step") or state.steps + 1)
-            usage = event.data.get("usage")
+            last_step, last_seq = step, event.seq
+            data = step.data
+            state.steps = int(data.get("step") or state.steps + 1)
+            usage = data.get("usage")
             if usage:
                 state.cost_usd += float(usage.get("cost_usd") or 0.0)
                 state.usage = state.usage + Usage.of(usage)
-            if (event.data.get("finish_reason") == "length"
-                    and not event.data.get("tool_calls")):
-                state.pieces.append(str(event.data.get("text") or ""))
+            if data.get("finish_reason") == "length" and not data.get("tool_calls"):
+                state.pieces.append(str(data.get("text") or ""))
             else:
                 state.pieces.clear()
         if last_step is None or not last_step.data.get("tool_calls"):
             return state
-        after = [e for e in events if e.seq > last_step.seq]
+        after = [e for e in events if e.seq > last_seq]
         state.after_last_step = after
-        finished = {e.data["call_id"] for e in after if e.kind == "tool.finished"}
+        typed = [e.typed for e in after]
+        finished = {e.data["call_id"] for e in typed if isinstance(e, ToolFinished)}
         for c in last_step.data["tool_calls"]:
             if c["id"] in finished:
                 continue
             call = ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"])
-            starts = [e for e in after
-                      if e.kind == "tool.started" and e.data["call_id"] == call.id]
+            starts = [(i, e) for i, e in enumerate(typed)
+                      if isinstance(e, ToolStarted) and e.data["call_id"] == call.id]
             unfinished = UnfinishedCall(call=call, started=bool(starts))
             if starts:
                 # A decision answers the call's latest start only: a retried call that
                 # was cut off again needs a new decision, never the old one's retry.
                 # (Approvals are filed under the start's effect id.)
-                latest = starts[-1]
+                index, latest = starts[-1]
                 effect = latest.data.get("effect_id")
-                later = [e for e in reversed(after) if e.seq > latest.seq
-                         and e.data.get("effect_id") == effect]
+                later = typed[:index:-1]  # after the latest start, newest first
                 unfinished.decision = next(
-                    (e.data for e in later if e.kind == "approval.decided"), None)
+                    (e.data for e in later if isinstance(e, ApprovalDecided)
+                     and e.data.get("effect_id") == effect), None)
                 unfinished.pending = next(
-                    (e.data for e in later if e.kind == "approval.requested"), None)
+                    (e.data for e in later if isinstance(e, ApprovalRequested)
+                     and e.data.get("effect_id") == effect), None)
             state.unfinished.append(unfinished)
         return state

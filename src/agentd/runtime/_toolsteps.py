@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
@@ -124,17 +124,14 @@ class ToolSteps:
     #: Worker processes for isolated tools and the command analyser (None: in-process).
     workers: WorkerPool | None
     on_waiting: Callable[[RunRecord], None] | None
-    _decision: asyncio.Future[dict[str, Any]] | None
-    _waiting: dict[str, Any] | None
+    _decision: asyncio.Future[ApprovalDecidedData] | None
+    _waiting: ApprovalRequestedData | None
     _deciding: bool
     _asking: asyncio.Event
     _workspace_checked: bool
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
-        raise NotImplementedError
-
-    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
         raise NotImplementedError
 
     def _new(self, event: Event) -> NewEvent:
@@ -144,7 +141,7 @@ class ToolSteps:
     # -- running a step's calls --------------------------------------------------------
 
     async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None,
-                         prior: Sequence[EventRecord] = ()) -> list[dict[str, Any]]:
+                         prior: Sequence[EventRecord] = ()) -> list[ToolFinishedData]:
         """Judge, then run the calls: consecutive read-only calls together, anything
         that mutates alone, in the order the model asked for. ``prior`` holds the
         run's events after the step (a resumed run), so approvals are not asked twice.
@@ -163,8 +160,7 @@ class ToolSteps:
                 await self._commit(check)
         clean = await self._on_taint(clean)
         try:
-            return cast(list[dict[str, Any]],
-                        await self._run_judged(calls, retried, prior, clean))
+            return await self._run_judged(calls, retried, prior, clean)
         finally:
             if steps is not None:
                 await steps.done()
@@ -248,8 +244,8 @@ class ToolSteps:
             return call, verdict, f"{call.name} was denied by policy: {verdict.reason}"
         decision = self._decided(call, prior)
         if decision is None:
-            decision = cast(ApprovalDecidedData, await self._ask(
-                call, kind="policy", pending=self._requested(call, prior), verdict=verdict))
+            decision = await self._ask(
+                call, kind="policy", pending=self._requested(call, prior), verdict=verdict)
         who = decision.get("by") or "a person"
         if decision["action"] != "approve":
             why = decision.get("reason") or "no reason given"
@@ -368,8 +364,8 @@ class ToolSteps:
     # -- waiting for a person ----------------------------------------------------------
 
     async def _ask(self, call: ToolCall, *, kind: Literal["policy", "unknown_outcome"],
-                   pending: Mapping[str, Any] | None, verdict: Verdict | None = None
-                   ) -> dict[str, Any]:
+                   pending: ApprovalRequestedData | None, verdict: Verdict | None = None
+                   ) -> ApprovalDecidedData:
         """Wait (status ``waiting_approval``) until a client decides about ``call``;
         a policy request that expires is denied. Returns the decision's data."""
         if pending is None:
@@ -394,9 +390,9 @@ class ToolSteps:
             pending = request
         else:
             self.run.status = "waiting_approval"
-        decision: asyncio.Future[dict[str, Any]] = (
+        decision: asyncio.Future[ApprovalDecidedData] = (
             asyncio.get_running_loop().create_future())
-        self._decision, self._waiting = decision, dict(pending)
+        self._decision, self._waiting = decision, pending.copy()
         self._asking.set()
         if self.on_waiting is not None:
             self.on_waiting(self.run)
@@ -419,11 +415,11 @@ class ToolSteps:
             self._asking.clear()
 
     @property
-    def waiting_for(self) -> dict[str, Any] | None:
+    def waiting_for(self) -> ApprovalRequestedData | None:
         """The approval request this run waits on, if any."""
         return self._waiting
 
-    async def asking(self, timeout_s: float) -> dict[str, Any] | None:
+    async def asking(self, timeout_s: float) -> ApprovalRequestedData | None:
         """The request this run waits on, waiting up to ``timeout_s`` for a run that is
         still getting there (resuming after a restart), or None."""
         if self._waiting is None:
@@ -463,8 +459,7 @@ class ToolSteps:
             except LeaseLost:
                 raise Conflict("the run was taken over by another node",
                                code="not_waiting", retryable=True) from None
-            decided = cast(dict[str, Any], data)
-            future.set_result(decided)
-            return decided
+            future.set_result(data)
+            return cast(dict[str, Any], data)
         finally:
             self._deciding = False

@@ -35,7 +35,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from agentd.errors import ModelError
-from agentd.events import ErrorData, ModelOutage, ModelRecovered, RunWaiting, WaitingReason
+from agentd.events import (
+    AttemptData,
+    ErrorData,
+    MessageAssistantData,
+    ModelOutage,
+    ModelRecovered,
+    QueueData,
+    RunWaiting,
+    WaitingReason,
+)
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, TextDelta
 from agentd.llm.model import Model, StreamAccumulator
@@ -43,7 +52,7 @@ from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.kernel import Breaker, BreakerSettings, RetryPolicy
 from agentd.runtime.scheduler import Scheduler
 
-__all__ = ["Kernel", "ModelCaller", "Target", "named"]
+__all__ = ["CallReport", "Kernel", "ModelCaller", "Target", "named"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +127,35 @@ class Kernel:
 
 
 Publish = Callable[[str, bool], None]
-Note = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: Commits an event about a model call under way.
+Note = Callable[[RunWaiting | ModelOutage | ModelRecovered], Awaitable[None]]
+
+
+@dataclass(kw_only=True, slots=True)
+class CallReport:
+    """What a step's ``message.assistant`` event records about its model call."""
+
+    queue: QueueData
+    #: Failed tries before the answer.
+    attempts: list[AttemptData]
+    #: A fallback model answered.
+    fallback: bool = False
+    #: Times clients were told to drop the step's partial text.
+    stream_resets: int = 0
+    #: How long the run was parked (every model unavailable), if it was.
+    outage_s: float | None = None
+
+    def record(self, data: MessageAssistantData) -> None:
+        """Write this report into the step's event data (only what applies)."""
+        data["queue"] = self.queue
+        if self.attempts:
+            data["attempts"] = self.attempts
+        if self.fallback:
+            data["fallback"] = True
+        if self.stream_resets:
+            data["stream_resets"] = self.stream_resets
+        if self.outage_s is not None:
+            data["outage_s"] = self.outage_s
 
 
 class ModelCaller:
@@ -137,7 +174,7 @@ class ModelCaller:
         self.retry = retry
         #: ``publish(text, reset)``: a live text delta to the run's followers.
         self._publish = publish
-        #: ``note(kind, data)``: commit an event about the call (outage, recovery).
+        #: ``note(event)``: commit an event about the call (waiting, outage, recovery).
         self._note = note
         self.park = park
         self.outage_timeout_s = outage_timeout_s
@@ -154,7 +191,7 @@ class ModelCaller:
         self._told: tuple[str, str | None] | None = None
 
     async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
-                   ) -> tuple[AssistantMessage, Target, dict[str, Any]]:
+                   ) -> tuple[AssistantMessage, Target, CallReport]:
         """The step's answer, the model that gave it, and what the step's event should
         record about the call (queue, failed attempts, fallback, resets, outage).
 
@@ -166,8 +203,8 @@ class ModelCaller:
         self._output = output
         self._sent, self._sent_len, self.resets = [], 0, 0
         self._told = None
-        failures: list[dict[str, Any]] = []
-        queue: dict[str, Any] = {"class": self.priority, "wait_ms": 0.0}
+        failures: list[AttemptData] = []
+        queue: QueueData = {"class": self.priority, "wait_ms": 0.0}
         parked_at: float | None = None
         self.kernel.counters["calls"] += 1
         while True:
@@ -201,7 +238,10 @@ class ModelCaller:
                         delay = self._failed(target, exc, attempt, failures)
                         if delay is None:
                             break
-                        await self._retrying(target, exc, delay)
+                        if parked_at is None:
+                            # (While parked, the outage is what the run waits for: a
+                            # probe's retries are part of it, not news.)
+                            await self._retrying(target, exc, delay)
                         if delay:
                             await asyncio.sleep(delay)
                         attempt += 1
@@ -211,17 +251,14 @@ class ModelCaller:
                         breaker.release_probe()
                         raise
                     breaker.success()
-                    report: dict[str, Any] = {"queue": queue}
-                    if failures:
-                        report["attempts"] = failures
-                    if target is not self.targets[0]:
-                        report["fallback"] = True
+                    report = CallReport(queue=queue, attempts=failures,
+                                        fallback=target is not self.targets[0],
+                                        stream_resets=self.resets)
+                    if report.fallback:
                         self.kernel.counters["fallbacks"] += 1
-                    if self.resets:
-                        report["stream_resets"] = self.resets
                     if parked_at is not None:
                         parked = round(time.monotonic() - parked_at, 3)
-                        report["outage_s"] = parked
+                        report.outage_s = parked
                         await self._tell(ModelRecovered(data={
                             "model": target.spec, "parked_s": parked}))
                     return message, target, report
@@ -254,7 +291,7 @@ class ModelCaller:
         """Commit an event about the call under way."""
         if isinstance(event, RunWaiting):
             self._told = (event.data["reason"], event.data["model"])
-        await self._note(event.kind, cast(dict[str, Any], event.data))
+        await self._note(event)
 
     async def _retrying(self, target: Target, exc: ModelError, delay: float) -> None:
         """Say what the run waits for before a retry: once per model and reason, not at
@@ -281,7 +318,7 @@ class ModelCaller:
             for task in waits:
                 task.cancel()
 
-    def _outage_error(self, failures: list[dict[str, Any]], waited: float | None = None
+    def _outage_error(self, failures: list[AttemptData], waited: float | None = None
                       ) -> ModelError:
         models = ", ".join(t.spec for t in self.targets)
         message = (f"every model is unavailable ({models})" if waited is None else
@@ -295,7 +332,7 @@ class ModelCaller:
                           details={"attempts": failures[-8:]})
 
     def _failed(self, target: Target, exc: ModelError, attempt: int,
-                failures: list[dict[str, Any]]) -> float | None:
+                failures: list[AttemptData]) -> float | None:
         """Record a failed attempt; the delay before retrying it, or None."""
         self.kernel.counters["failed_attempts"] += 1
         retry_after = exc.details.get("retry_after")
@@ -311,8 +348,8 @@ class ModelCaller:
                 self.kernel.scheduler.pause(lane, float(retry_after))
                 paused = True
         delay = self.retry.delay(attempt, retry_after) if exc.retryable else None
-        failure: dict[str, Any] = {"model": target.spec, "code": exc.code,
-                                   "message": exc.message[:300]}
+        failure: AttemptData = {"model": target.spec, "code": exc.code,
+                                "message": exc.message[:300]}
         if "status" in exc.details:
             failure["status"] = exc.details["status"]
         if delay is not None:
@@ -323,7 +360,7 @@ class ModelCaller:
         return 0.0 if paused and delay is not None else delay
 
     async def _attempt(self, target: Target, request: ModelRequest, tokens: int,
-                       queue: dict[str, Any]) -> AssistantMessage:
+                       queue: QueueData) -> AssistantMessage:
         grant = await self.kernel.scheduler.acquire(
             provider=target.model.provider, model=target.name,
             priority=self.priority, tenant=self.tenant, agent=self.agent,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from agentd.errors import AgentNotAccepting, InvalidInput
+from agentd.events import CheckpointKind
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.history import HistoryCache
@@ -75,7 +76,7 @@ class Lifecycle:
     async def _store_state(self, name: str, state: AgentState) -> AgentRecord:
         return self.agents.remember(await self.store.set_agent_state(name, state))
 
-    async def _checkpoint(self, agent: AgentRecord, kind: str) -> None:
+    async def _checkpoint(self, agent: AgentRecord, kind: CheckpointKind) -> None:
         """Checkpoint each of the agent's sessions changed since its last checkpoint."""
         events = await self.store.checkpoint_changed(kind, agent_id=agent.id)
         self.bus.publish(events)

@@ -15,12 +15,35 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 
 from agentd.config import Budget
 from agentd.errors import AgentdError, ModelError
+from agentd.events import (
+    ApprovalDecidedData,
+    ApprovalRequestedData,
+    ErrorData,
+    Event,
+    LoopDetected,
+    MessageAssistant,
+    MessageAssistantData,
+    RunCancelled,
+    RunCompleted,
+    RunEnd,
+    RunFailed,
+    RunInterrupted,
+    RunParked,
+    RunResumed,
+    RunStarted,
+    RunStatus,
+    ToolCallData,
+    ToolFinished,
+    ToolFinishedData,
+    UsageData,
+    run_end,
+)
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
 from agentd.runtime._budgetsteps import BudgetSteps
@@ -72,21 +95,29 @@ class CallPolicy:
 
 @dataclass(kw_only=True, slots=True)
 class RunOutcome:
-    status: str
+    #: How the run ended; ``lost``: another node drives it now (nothing was written).
+    status: RunStatus | Literal["lost"]
     output: str | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorData | None = None
     steps: int = 0
-    usage: dict[str, float] = field(default_factory=dict)
+    usage: UsageData | None = None
 
 
-def _usage_dict(usage: Usage, cost_usd: float | None = None) -> dict[str, float]:
+def _usage_data(usage: Usage, cost_usd: float | None = None) -> UsageData:
     """Token counts, and (when the catalog prices the model) their list price in USD."""
-    out: dict[str, float] = {"input_tokens": usage.input_tokens,
-                             "output_tokens": usage.output_tokens,
-                             "cached_tokens": usage.cached_tokens}
+    out: UsageData = {"input_tokens": usage.input_tokens,
+                      "output_tokens": usage.output_tokens,
+                      "cached_tokens": usage.cached_tokens}
     if cost_usd is not None:
         out["cost_usd"] = round(cost_usd, 6)
     return out
+
+
+def _call_data(call: ToolCall) -> ToolCallData:
+    data: ToolCallData = {"id": call.id, "name": call.name, "arguments": call.arguments}
+    if call.extra:
+        data["extra"] = call.extra
+    return data
 
 
 @dataclass(kw_only=True, slots=True)
@@ -179,8 +210,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self._steer_seq = 0
         self._in_model = False
         self._task: asyncio.Task[Any] | None = None
-        self._decision: asyncio.Future[dict[str, Any]] | None = None
-        self._waiting: dict[str, Any] | None = None
+        self._decision: asyncio.Future[ApprovalDecidedData] | None = None
+        self._waiting: ApprovalRequestedData | None = None
         self._deciding = False
         self._asking = asyncio.Event()
         self._workspace_checked = False
@@ -233,16 +264,13 @@ class RunExecutor(ToolSteps, BudgetSteps):
             # Keep self.run equal to the stored row, so waiters need no read.
             update.apply_to(self.run, records[0].at if records else time.time())
 
-    def _event(self, kind: str, data: dict[str, Any]) -> NewEvent:
-        return NewEvent(kind=kind, run_id=self.run.id, data=data)
-
     def _publish_text(self, text: str, reset: bool) -> None:
         self.bus.publish_token(self.session_id, Token(
             run_id=self.run.id, text=text, after=self.history.last_seq, reset=reset))
 
-    async def _note(self, kind: str, data: dict[str, Any]) -> None:
+    async def _note(self, event: Event) -> None:
         """An event about a model call under way (an outage, a recovery)."""
-        await self._commit([self._event(kind, data)])
+        await self._commit([self._new(event)])
 
     def note_steer(self, seq: int) -> None:
         """A user message was committed into this run at ``seq`` (mode steer)."""
@@ -283,34 +311,52 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 # Parked, not ended: the run stays "running" in the store and the next
                 # daemon resumes it from its last committed step; its lease is released.
                 with contextlib.suppress(LeaseLost):
-                    await asyncio.shield(self._commit([self._event("run.parked", {
-                        "reason": reason, "steps": self.steps})], release=True))
+                    await asyncio.shield(self._commit([self._new(RunParked(data={
+                        "reason": reason, "steps": self.steps}))], release=True))
                 raise
             try:
-                return await asyncio.shield(
-                    self._finish("cancelled", "run.cancelled", {"reason": reason}))
+                return await asyncio.shield(self._cancel(reason))
             except LeaseLost:
                 self.lost = True
                 return RunOutcome(status="lost")
         except Exception as exc:
             # A bug must not leave the run "running" forever: fail it, loudly.
             log.exception("run %s failed with an internal error", self.run.id)
-            error = AgentdError(f"internal error: {type(exc).__name__}: {exc}").to_dict()
-            return await self._finish("failed", "run.failed", {"error": error}, error=error)
+            return await self._fail(AgentdError(
+                f"internal error: {type(exc).__name__}: {exc}"))
 
-    async def _finish(self, status: str, kind: str, data: dict[str, Any],
-                      output: str | None = None, error: dict[str, Any] | None = None,
-                      before: Sequence[NewEvent] = (), steer_guard: int | None = None,
-                      charge: UsageCharge | None = None) -> RunOutcome:
-        usage = _usage_dict(self.usage, self.cost_usd if self._priced else None)
+    # -- ending the run ----------------------------------------------------------------
+
+    def _used(self) -> UsageData:
+        """What the run has used so far (its end event and row carry it)."""
+        return _usage_data(self.usage, self.cost_usd if self._priced else None)
+
+    async def _finish(self, end: RunEnd, *, before: Sequence[NewEvent] = (),
+                      steer_guard: int | None = None, charge: UsageCharge | None = None
+                      ) -> RunOutcome:
+        """Commit the event that ends the run (with ``before`` and the run's new row,
+        its status the one the event's kind sets)."""
+        status = run_end(end)
+        output = end.data["output"] if isinstance(end, RunCompleted) else None
+        error = end.data["error"] if isinstance(end, RunFailed) else None
+        usage = end.data.get("usage")
         await self._commit(
-            [*before, self._event(kind, {**data, "steps": self.steps, "usage": usage})],
-            RunUpdate(status=status, output=output, error=error, steps=self.steps,
-                      usage=usage, finished=True),
+            [*before, self._new(end)],
+            RunUpdate(status=status, output=output, error=cast(dict[str, Any], error),
+                      steps=self.steps, usage=cast(dict[str, float], usage), finished=True),
             steer_guard=steer_guard, checkpoint=True, usage=charge,
         )
         return RunOutcome(status=status, output=output, error=error, steps=self.steps,
                           usage=usage)
+
+    async def _fail(self, exc: AgentdError) -> RunOutcome:
+        return await self._finish(RunFailed(data={
+            "error": cast(ErrorData, exc.to_dict()), "steps": self.steps,
+            "usage": self._used()}))
+
+    async def _cancel(self, reason: str) -> RunOutcome:
+        return await self._finish(RunCancelled(data={
+            "reason": reason, "steps": self.steps, "usage": self._used()}))
 
     async def _execute(self) -> RunOutcome:
         """The run, step by step: each step one model call and, if it asks for tools,
@@ -335,7 +381,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             if outcome is None and self.notes:
                 await self._commit(self.notes)
             return outcome
-        await self._commit([self._event("run.started", {}), *self.notes],
+        await self._commit([self._new(RunStarted()), *self.notes],
                            RunUpdate(status="running", started=True), acquire=True)
         self._took_lease()
         return None
@@ -344,8 +390,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """What may end the run before its next model call: a stop asked for, its step
         limit, its budget. Takes in a message steered into the run meanwhile."""
         if self._stop_reason is not None:
-            return await self._finish("cancelled", "run.cancelled",
-                                      {"reason": self._stop_reason})
+            return await self._cancel(self._stop_reason)
         if self._steer_seq > self.history.last_seq:
             # A message was steered in: it joins the context of this next call.
             self.history.extend(await self.store.read_events(
@@ -353,7 +398,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         if self.steps >= self.max_steps:
             return await self._fail(AgentdError(
                 f"the run used its {self.max_steps} steps without a final answer",
-                code="max_steps").to_dict())
+                code="max_steps"))
         if self.policy.budgeted:
             over = await self._over_budget()
             if over is not None:
@@ -379,7 +424,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             message, target, report = await self.caller.call(
                 request, tokens=prompt + limit, output=limit)
         except ModelError as exc:
-            return await self._fail(exc.to_dict())
+            return await self._fail(exc)
         finally:
             self._in_model = False
         cost: float | None = None
@@ -398,25 +443,26 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 tenant=self.policy.tenant, model=target.spec,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
-        assistant = self._event("message.assistant", {
+        data: MessageAssistantData = {
             "text": message.text,
-            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments,
-                            **({"extra": c.extra} if c.extra else {})}
-                           for c in message.tool_calls],
-            "usage": _usage_dict(message.usage, cost) if message.usage else None,
+            "tool_calls": [_call_data(c) for c in message.tool_calls],
+            "usage": _usage_data(message.usage, cost) if message.usage else None,
             "finish_reason": message.finish_reason,
             "model": message.model,
-            # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
-            **({"thinking": [{"text": t.text, "signature": t.signature,
-                              "redacted": t.redacted} for t in message.thinking]}
-               if message.thinking else {}),
             "step": self.steps,
-            **({"context_trimmed": trimmed} if trimmed else {}),
-            **({"continuation": len(self._pieces)} if self._pieces else {}),
-            **report,
-        })
-        return _Step(message=message, events=[assistant, *warnings], charge=charge,
-                     context_seq=context_seq)
+        }
+        report.record(data)
+        if message.thinking:
+            # Reasoning blocks the provider wants back verbatim (Anthropic signs them).
+            data["thinking"] = [{"text": t.text, "signature": t.signature,
+                                 "redacted": t.redacted} for t in message.thinking]
+        if trimmed:
+            data["context_trimmed"] = trimmed
+        if self._pieces:
+            data["continuation"] = len(self._pieces)
+        return _Step(message=message, events=[self._new(MessageAssistant(data=data)),
+                                              *warnings],
+                     charge=charge, context_seq=context_seq)
 
     async def _after_answer(self, step: _Step) -> RunOutcome | None:
         """Commit the answer and do what it says: continue an answer cut off by the
@@ -437,7 +483,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
             output = "".join(self._pieces) + message.text
             try:
                 outcome = await self._finish(
-                    "completed", "run.completed", {"output": output}, output=output,
+                    RunCompleted(data={"output": output, "steps": self.steps,
+                                       "usage": self._used()}),
                     before=step.events, steer_guard=step.context_seq, charge=step.charge)
             except Steered:
                 # Clients streaming this answer throw it away: a new one follows.
@@ -450,9 +497,6 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self._charged(step.charge)
         results = await self._run_tools(message.tool_calls)
         return await self._guard_loop(message.tool_calls, results)
-
-    async def _fail(self, error: dict[str, Any]) -> RunOutcome:
-        return await self._finish("failed", "run.failed", {"error": error}, error=error)
 
     # -- resuming ----------------------------------------------------------------------
 
@@ -473,12 +517,12 @@ class RunExecutor(ToolSteps, BudgetSteps):
         state = Recovery.of(events)
         self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
         self._pieces = state.pieces
-        await self._commit([self._event("run.resumed", {
+        await self._commit([self._new(RunResumed(data={
             "reason": "taken over", "previous_owner": self.run.lease_owner,
-            "steps": self.steps})], acquire=True)
+            "steps": self.steps}))], acquire=True)
         self._took_lease()
         to_run: list[ToolCall] = []
-        skipped: list[dict[str, Any]] = []
+        skipped: list[ToolFinishedData] = []
         for unfinished in state.unfinished:
             call = unfinished.call
             t = self.tools.get(call.name)
@@ -495,7 +539,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 return await self._fail(AgentdError(
                     f"the outcome of {call.name!r} (effect {self._effect_id(call)}) is "
                     "unknown and the run was failed by decision",
-                    code="unknown_outcome").to_dict())
+                    code="unknown_outcome"))
             if decision["action"] == "skip":
                 skipped.append({"call_id": call.id, "name": call.name,
                                 "output": str(decision.get("output") or ""),
@@ -503,15 +547,15 @@ class RunExecutor(ToolSteps, BudgetSteps):
             else:
                 to_run.append(call)
         if skipped:
-            await self._commit([self._event("tool.finished", r) for r in skipped])
+            await self._commit([self._new(ToolFinished(data=r)) for r in skipped])
         if to_run:
             started = {u.call.id for u in state.unfinished if u.started}
             await self._run_tools(to_run, retried={c.id for c in to_run if c.id in started},
                                   prior=state.after_last_step)
         return None
 
-    async def _unknown_outcome(self, call: ToolCall, pending: dict[str, Any] | None
-                               ) -> RunOutcome | dict[str, Any]:
+    async def _unknown_outcome(self, call: ToolCall, pending: ApprovalRequestedData | None
+                               ) -> RunOutcome | ApprovalDecidedData:
         """A non-idempotent call with no result and no decision: end the run
         ``interrupted`` (``settings.on_unknown_outcome = "interrupt"``) or wait for a
         person's decision (``retry``, ``skip``, ``fail``)."""
@@ -520,11 +564,12 @@ class RunExecutor(ToolSteps, BudgetSteps):
             reason = (f"tool {call.name!r} (effect {effect_id}) was running when the "
                       "daemon stopped; its outcome is unknown and it is not idempotent, "
                       "so it was not run again")
-            return await self._finish("interrupted", "run.interrupted",
-                                      {"reason": reason, "effect_id": effect_id})
+            return await self._finish(RunInterrupted(data={
+                "reason": reason, "effect_id": effect_id, "steps": self.steps,
+                "usage": self._used()}))
         return await self._ask(call, kind="unknown_outcome", pending=pending)
 
-    async def _guard_loop(self, calls: list[ToolCall], results: list[dict[str, Any]]
+    async def _guard_loop(self, calls: list[ToolCall], results: list[ToolFinishedData]
                           ) -> RunOutcome | None:
         """Loop guard: the same tool calls (names and arguments) getting the same results
         ``repeats`` steps in a row is a run making no progress. ``settings.loop_guard``
@@ -544,11 +589,10 @@ class RunExecutor(ToolSteps, BudgetSteps):
             return None
         names = sorted({c.name for c in calls})
         if guard.action == "stop":
-            error = AgentdError(
+            return await self._fail(AgentdError(
                 f"the run made the same tool calls ({', '.join(names)}) with the same "
                 f"results {repeats} steps in a row", code="loop_detected",
-                details={"repeats": repeats, "tools": names}).to_dict()
-            return await self._finish("failed", "run.failed", {"error": error}, error=error)
-        await self._commit([self._event("loop.detected", {
-            "repeats": repeats, "tools": names, "action": "warn"})])
+                details={"repeats": repeats, "tools": names}))
+        await self._commit([self._new(LoopDetected(data={
+            "repeats": repeats, "tools": names, "action": "warn"}))])
         return None

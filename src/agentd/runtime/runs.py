@@ -17,6 +17,7 @@ from typing import Any
 
 from agentd.config import PRIORITIES
 from agentd.errors import AgentNotAccepting, InvalidInput, ShuttingDown
+from agentd.events import RunWaitingData
 from agentd.runtime._executors import Prepared
 from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.agents import Agents
@@ -41,6 +42,20 @@ class SendResult:
     run: RunRecord
     events: list[EventRecord]
     duplicate: bool
+    #: The run of the session the new one is queued behind, if any (for a message
+    #: steered into a run: that run).
+    busy_run: str | None = None
+    steered: bool = False
+
+    def waiting(self) -> tuple[int, RunWaitingData] | None:
+        """What the new run waits for when it is queued behind another run of the
+        session, and the seq of its ``run.queued`` event: the sender's stream says
+        so there (the log does not: a queued run writes nothing until it starts)."""
+        if self.busy_run is None or self.duplicate or self.steered or not self.events:
+            return None
+        return self.events[-1].seq, {
+            "reason": "queued", "model": None, "retry_in_s": None,
+            "cause": f"run {self.busy_run} is ahead of it"}
 
 
 class Runs:
@@ -66,14 +81,17 @@ class Runs:
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
-                   priority: str | None = None) -> SendResult:
+                   priority: str | None = None, stream: bool = False) -> SendResult:
         """Accept a message: committed (message + queued run) before this returns.
 
         ``mode``: what happens when the session has a run already (``enqueue`` behind
         it, ``reject`` with 409, ``interrupt`` it at its next step boundary, or
         ``steer`` the message into it). ``priority`` is the run's class in the
         kernel's scheduler (``interactive``, ``background``, ``batch``); default: the
-        agent's ``settings.priority``, else ``background``.
+        agent's ``settings.priority``, else ``background``. ``stream``: the sender
+        follows the run, so :meth:`SendResult.waiting` must know the run it is queued
+        behind even on another node (one more query in the accepting transaction, on
+        a store nodes share; on one node the supervisor knows for free).
         """
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
@@ -92,9 +110,11 @@ class Runs:
                 code=f"agent_{agent.state}")
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority or self.agents.priority_of(agent))
+            mode=mode, priority=priority or self.agents.priority_of(agent),
+            find_busy=stream and self.store.dialect == "postgresql")
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
+        busy_run = accepted.busy_run
         if accepted.steered:
             if not self.supervisor.steer(accepted.session.id, accepted.run.id,
                                          accepted.events[-1].seq):
@@ -105,13 +125,16 @@ class Runs:
                 run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
                 session_policy=accepted.session.policy),
                 agent_id=agent.id, order=accepted.run.queued_seq)
-            if mode == "interrupt" and accepted.busy_run is not None:
-                self.supervisor.stop_at_boundary(accepted.session.id, accepted.busy_run,
+            if mode == "interrupt" and busy_run is not None:
+                self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
                                                  "interrupted by a newer message")
+            busy_run = busy_run or self.supervisor.ahead_of(accepted.session.id,
+                                                            accepted.run.id)
         if agent.state == "created":
             agent = self.agents.remember(await self.store.set_agent_state(name, "running"))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
-                          events=accepted.events, duplicate=accepted.duplicate)
+                          events=accepted.events, duplicate=accepted.duplicate,
+                          busy_run=busy_run, steered=accepted.steered)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""

@@ -396,10 +396,10 @@ class Runtime:
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
-                   priority: str | None = None) -> SendResult:
+                   priority: str | None = None, stream: bool = False) -> SendResult:
         """Accept a message (see :meth:`Runs.send`)."""
         return await self.runs.send(name, key, content, idempotency_key=idempotency_key,
-                                    mode=mode, priority=priority)
+                                    mode=mode, priority=priority, stream=stream)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""

@@ -126,6 +126,21 @@ class Supervisor:
             return state.active
         return None
 
+    def ahead_of(self, session_id: str, run_id: str) -> str | None:
+        """The run held here that ``run_id`` waits behind in its session (the one under
+        way or being started, else the one queued before it), or None. Free: the
+        session's state is in memory."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return None
+        if state.active is not None and state.active.run.id != run_id:
+            return state.active.run.id
+        if state.building is not None and state.building != run_id:
+            return state.building
+        if state.queue and state.queue[0] != run_id:
+            return state.queue[0]
+        return None
+
     def is_known(self, run_id: str) -> bool:
         """Whether this process holds the run (queued here or active)."""
         return run_id in self._held

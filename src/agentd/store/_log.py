@@ -86,8 +86,8 @@ class Accepted:
     #: The message joined this already running run (mode "steer").
     steered: bool = False
     #: The run that was active or queued when the message came (the running one, else
-    #: the first queued), if any (modes other than enqueue: the query costs a turn
-    #: about 1%).
+    #: the first queued), if any (modes other than enqueue, or when asked: the query
+    #: costs a turn about 1%).
     busy_run: str | None = None
 
 
@@ -182,7 +182,8 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
 
 
 def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
-           mode: str, priority: str, run_id: str, now: float) -> Accepted:
+           mode: str, priority: str, run_id: str, now: float,
+           find_busy: bool = False) -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there)."""
     created = False
     row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
@@ -206,7 +207,7 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
             return Accepted(session=session, run=_rows.run(prior), events=[],
                             created_session=False, duplicate=True)
     busy: tuple[Any, ...] | None = None
-    if not created and mode != "enqueue":
+    if not created and (mode != "enqueue" or find_busy):
         # The run under way, else the first queued (a session has few active runs;
         # the partial index holds only those).
         busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "

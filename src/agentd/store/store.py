@@ -239,7 +239,8 @@ class Store:
 
     async def accept_message(self, *, agent_id: str, key: str, content: str,
                              idempotency_key: str | None = None, mode: str = "enqueue",
-                             priority: str = "background") -> Accepted:
+                             priority: str = "background", find_busy: bool = False
+                             ) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
         With an ``idempotency_key`` already used in this session, nothing is written
@@ -249,13 +250,15 @@ class Store:
         message into the busy run (the running one, else the first queued) instead of
         queueing a new one; ``enqueue`` and
         ``interrupt`` queue it (the caller cancels the busy run for ``interrupt``).
-        A new run records ``priority`` (the caller validates it).
+        A new run records ``priority`` (the caller validates it). ``find_busy``: report
+        the busy run (``Accepted.busy_run``) in ``enqueue`` mode too (the other modes
+        always do).
         """
         now = time.time()
         run_id = new_id("r")
         return await self.engine.write(lambda tx: accept(
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority, run_id=run_id, now=now))
+            mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,

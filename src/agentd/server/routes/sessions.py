@@ -109,13 +109,14 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
     sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
-                              mode=body.mode, priority=priority)
+                              mode=body.mode, priority=priority, stream=body.stream)
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)
         after = sent.events[0].seq - 1 if sent.events else 0
         return sse_response(follow_frames(sub, lambda seq: runtime.read_events(
-            sent.session.id, after=seq), after, run_id=run.id, known=sent.events))
+            sent.session.id, after=seq), after, run_id=run.id, known=sent.events,
+            waiting=sent.waiting()))
     if not body.wait:
         return json_response(run.to_api(name, key), 202)
     run = await runtime.wait(run.id)
