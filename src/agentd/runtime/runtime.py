@@ -55,7 +55,7 @@ from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
-from agentd.store import Lease, Store, open_store
+from agentd.store import Lease, RunPage, Store, open_store
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -417,7 +417,26 @@ class Runtime:
         await self.approvals.decide_run(run_id, action, output)
         return await self.store.run_context(run_id)
 
+    async def list_runs(self, *, agent: str | None = None, session: str | None = None,
+                        statuses: list[str] | None = None, since: float | None = None,
+                        cursor: str | None = None, limit: int = 50) -> RunPage:
+        """Runs across agents, newest first, a page at a time (``RunPage.next_cursor``);
+        :class:`AgentNotFound` for an ``agent`` that does not exist."""
+        if agent is not None:
+            await self.stored_agent(agent)
+        return await self.store.list_runs(agent=agent, session=session,
+                                          statuses=statuses or [], since=since,
+                                          cursor=cursor, limit=limit)
+
     # -- status ----------------------------------------------------------------------
+
+    async def usage_report(self, *, group_by: list[str], since: str | None = None,
+                           until: str | None = None, agent: str | None = None,
+                           tenant: str | None = None) -> list[dict[str, Any]]:
+        """Tokens and cost from the usage ledger, one row per group (see
+        :meth:`Store.usage_report`)."""
+        return await self.store.usage_report(group_by=group_by, since=since, until=until,
+                                             agent=agent, tenant=tenant)
 
     async def health(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from agentd.errors import InvalidInput
 from agentd.store._engine import Engine, Tx
+from agentd.store._runs_query import RunPage
 from agentd.store.records import (
     USAGE_GROUPS,
     AgentRecord,
@@ -30,6 +31,7 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "NewEvent",
+    "RunPage",
     "RunRecord",
     "RunUpdate",
     "SessionRecord",

@@ -58,11 +58,8 @@ async def list_runs(
                                description="next_cursor of the page before."),
 ) -> Response:
     """Runs, newest first, a page at a time."""
-    store = runtime_of(request).store
-    if agent is not None:
-        await store.get_agent(agent)  # 404 for a name that is not an agent
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
-    page = await store.list_runs(
+    page = await runtime_of(request).list_runs(
         agent=agent, session=session, statuses=statuses,
         since=parse_since(since) if since is not None else None, cursor=cursor,
         limit=limit)

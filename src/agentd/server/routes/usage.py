@@ -66,8 +66,7 @@ async def _report(request: Request, *, agent: str | None, tenant: str | None,
     if since is not None and until is not None and since > until:
         raise InvalidInput(f"since ({since}) is after until ({until})", field="query.since")
     groups = _groups(by)
-    # The runtime facade has no usage method yet: the report is a plain read.
-    rows = await runtime_of(request).store.usage_report(
+    rows = await runtime_of(request).usage_report(
         group_by=groups, since=since, until=until, agent=agent, tenant=tenant)
     totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in _SUMS}
     totals["cost_usd"] = round(totals["cost_usd"], 6)
