@@ -392,7 +392,7 @@ async def test_rpm_admits_a_one_second_burst_then_paces_at_the_rate() -> None:
     assert all(later.wait_s > earlier.wait_s for earlier, later in itertools.pairwise(paced))
     lane = _lane(s, "p")
     assert (lane["granted"], lane["waited"], lane["queued"]) == (15, 5, 0)
-    assert s._lanes["p"].timer is None  # no timer left behind once the lane is idle
+    assert not s.timer_armed("p")  # no timer left behind once the lane is idle
 
 
 async def test_tpm_reserves_the_estimate_and_release_corrects_it() -> None:
@@ -412,7 +412,7 @@ async def test_tpm_reserves_the_estimate_and_release_corrects_it() -> None:
     third.cancel()
     with pytest.raises(asyncio.CancelledError):
         await third
-    assert s.queued("p") == 0 and s._lanes["p"].timer is None
+    assert s.queued("p") == 0 and not s.timer_armed("p")
 
 
 async def test_release_without_usage_keeps_the_reservation() -> None:
@@ -477,7 +477,7 @@ async def test_pause_while_calls_are_queued_defers_them() -> None:
     await asyncio.sleep(0)
     assert not task.done()
     (await asyncio.wait_for(task, 5)).release()
-    assert s._lanes["p"].timer is None
+    assert not s.timer_armed("p")
 
 
 # -- cancellation and release ------------------------------------------------------------
@@ -777,7 +777,7 @@ async def _scenario(concurrency: int, ops: list[tuple[Any, ...]]) -> None:
     assert s.queued() == 0
     lane = _lane(s, "p")
     assert lane["in_flight"] == 0 and lane["granted"] >= len(grants)
-    assert s._lanes["p"].timer is None
+    assert not s.timer_armed("p")
 
 
 @settings(max_examples=200, deadline=None,

@@ -675,6 +675,12 @@ class Scheduler:
         found = self._lanes.get(lane)
         return found.root.backlog if found is not None else 0
 
+    def timer_armed(self, lane: str) -> bool:
+        """Whether a timer is set to wake ``lane``'s waiters (a lane with nobody waiting
+        must hold none: a cancelled waiter takes its timer with it)."""
+        found = self._lanes.get(lane)
+        return found is not None and found.timer is not None
+
     def metrics(self) -> dict[str, Any]:
         """Per-lane and total counters (JSON-serialisable).
 
