@@ -55,6 +55,7 @@ __all__ = [
     "CheckpointKind",
     "ContextTrimmedData",
     "DecisionData",
+    "EmptyData",
     "ErrorData",
     "Event",
     "LoopDetected",
@@ -107,6 +108,7 @@ __all__ = [
     "WorkspaceSnapshot",
     "WorkspaceSnapshotData",
     "event_adapter",
+    "kind_of",
     "parse",
     "run_end",
     "schema",
@@ -671,6 +673,12 @@ def parse(kind: str, data: dict[str, Any]) -> Event | UnknownEvent:
     event.kind = kind  # type: ignore[assignment]
     event.data = data  # type: ignore[assignment]
     return event
+
+
+def kind_of(cls: type[Any]) -> str:
+    """The kind a catalogue class stands for (``kind_of(RunStarted) == "run.started"``)."""
+    kind: str = cls.__dataclass_fields__["kind"].default
+    return kind
 
 
 def run_end(event: RunEnd) -> RunStatus:

@@ -852,7 +852,7 @@ async def test_openapi_lists_the_stable_paths(client: httpx.AsyncClient) -> None
 
 
 async def test_modes_over_http(client: httpx.AsyncClient) -> None:
-    await create_agent(client, settings={"script": [{"text": "slow", "delay_ms": 400}]})
+    await create_agent(client, settings={"script": [{"text": "slow", "delay_ms": 1500}]})
     first = await client.post("/v1/agents/a/sessions/k/messages",
                               json={"content": "1", "wait": False})
     assert first.status_code == 202

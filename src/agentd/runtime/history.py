@@ -9,21 +9,26 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 from agentd.events import (
-    Event,
+    EmptyData,
     MessageAssistant,
+    MessageAssistantData,
     MessageUser,
+    MessageUserData,
     RunCancelled,
     RunCompleted,
     RunFailed,
     RunInterrupted,
     RunStarted,
     SessionRestored,
+    SessionRestoredData,
     ToolFinished,
-    UnknownEvent,
+    ToolFinishedData,
     WorkspaceSnapshot,
+    WorkspaceSnapshotData,
+    kind_of,
 )
 from agentd.llm.messages import (
     AssistantMessage,
@@ -76,7 +81,7 @@ class SessionHistory:
         """The history of a whole log (seq 1..N), restores applied."""
         history = cls(session_id, agent_id)
         for event in live_events(events):
-            history._fold(event, event.typed)
+            history._fold(event)
         history.last_seq = events[-1].seq if events else 0
         return history
 
@@ -85,66 +90,74 @@ class SessionHistory:
             return
         if event.seq != self.last_seq + 1:
             raise ValueError(f"gap in session log: have {self.last_seq}, got {event.seq}")
-        typed = event.typed
-        if isinstance(typed, SessionRestored):
-            raise NeedsRebuild(f"session restored to seq {typed.data.get('to_seq')}")
+        if event.kind == _RESTORED:
+            data = cast(SessionRestoredData, event.data)
+            raise NeedsRebuild(f"session restored to seq {data.get('to_seq')}")
         self.last_seq = event.seq
-        self._fold(event, typed)
+        self._fold(event)
 
-    def _fold(self, event: EventRecord, typed: Event | UnknownEvent) -> None:
-        # Old logs are folded as written: keys a writer may have left out are read
-        # with .get; a kind this build does not know (UnknownEvent) changes nothing.
+    def _fold(self, event: EventRecord) -> None:
+        # A table from the catalogue's kinds to the handlers below, each given the
+        # kind's typed data (no object is made per event: every commit folds its
+        # events). Old logs are folded as written: keys a writer may have left out are
+        # read with .get; a kind this build does not know changes nothing.
+        handler = _FOLDS.get(event.kind)
+        if handler is not None:
+            handler(self, event, event.data)
+
+    def _user(self, event: EventRecord, data: MessageUserData) -> None:
+        message = UserMessage(content=data["content"])
         run_id = event.run_id
-        match typed:
-            case MessageUser(data=data):
-                message = UserMessage(content=data["content"])
-                if run_id is not None and run_id not in self._started:
-                    self._held.setdefault(run_id, []).append(message)
-                elif self._pending and run_id is not None:
-                    self._deferred.append(message)  # steered in while tools run
-                else:
-                    self._append(message)
-            case RunStarted():
-                self._started.add(run_id or "")
-                for held in self._held.pop(run_id or "", ()):
-                    self._append(held)
-            case MessageAssistant(data=data):
-                usage = data.get("usage")
-                self._append(AssistantMessage(
-                    text=data.get("text", ""),
-                    tool_calls=[ToolCall(id=c["id"], name=c["name"],
-                                         arguments=c["arguments"], extra=c.get("extra"))
-                                for c in data.get("tool_calls", [])],
-                    usage=Usage.of(usage) if usage else None,
-                    finish_reason=cast(FinishReason, data.get("finish_reason", "stop")),
-                    model=data.get("model"),
-                    thinking=[Thinking(**t) for t in data.get("thinking") or ()],
-                ))
-            case ToolFinished(data=data):
-                self._pending.pop(data["call_id"], None)
-                tainted = data.get("tainted")
-                if tainted and self.tainted is None:
-                    self.tainted = f"{data['name']} (seq {event.seq}): {tainted}"
-                self.messages.append(ToolResultMessage(
-                    call_id=data["call_id"], name=data["name"], content=data["output"],
-                    is_error=bool(data.get("is_error")),
-                ))
-                if not self._pending and self._deferred:
-                    deferred, self._deferred = self._deferred, []
-                    self.messages.extend(deferred)
-            case WorkspaceSnapshot(data=data):
-                ref = data.get("ref")
-                if ref:
-                    self.workspace_ref = str(ref)
-                # A snapshot that could not be taken taints too (it fails closed).
-                tainted = data.get("tainted")
-                if tainted and self.tainted is None:
-                    self.tainted = f"workspace (seq {event.seq}): {tainted}"
-            case RunCompleted() | RunFailed() | RunCancelled() | RunInterrupted():
-                self._held.pop(run_id or "", None)
-                self._started.discard(run_id or "")
-            case _:
-                pass
+        if run_id is not None and run_id not in self._started:
+            self._held.setdefault(run_id, []).append(message)
+        elif self._pending and run_id is not None:
+            self._deferred.append(message)  # steered in while tools run
+        else:
+            self._append(message)
+
+    def _started_run(self, event: EventRecord, data: EmptyData) -> None:
+        self._started.add(event.run_id or "")
+        for held in self._held.pop(event.run_id or "", ()):
+            self._append(held)
+
+    def _assistant(self, event: EventRecord, data: MessageAssistantData) -> None:
+        usage = data.get("usage")
+        self._append(AssistantMessage(
+            text=data.get("text", ""),
+            tool_calls=[ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"],
+                                 extra=c.get("extra"))
+                        for c in data.get("tool_calls", [])],
+            usage=Usage.of(usage) if usage else None,
+            finish_reason=cast(FinishReason, data.get("finish_reason", "stop")),
+            model=data.get("model"),
+            thinking=[Thinking(**t) for t in data.get("thinking") or ()],
+        ))
+
+    def _tool_result(self, event: EventRecord, data: ToolFinishedData) -> None:
+        self._pending.pop(data["call_id"], None)
+        tainted = data.get("tainted")
+        if tainted and self.tainted is None:
+            self.tainted = f"{data['name']} (seq {event.seq}): {tainted}"
+        self.messages.append(ToolResultMessage(
+            call_id=data["call_id"], name=data["name"], content=data["output"],
+            is_error=bool(data.get("is_error")),
+        ))
+        if not self._pending and self._deferred:
+            deferred, self._deferred = self._deferred, []
+            self.messages.extend(deferred)
+
+    def _snapshot(self, event: EventRecord, data: WorkspaceSnapshotData) -> None:
+        ref = data.get("ref")
+        if ref:
+            self.workspace_ref = str(ref)
+        # A snapshot that could not be taken taints too (it fails closed).
+        tainted = data.get("tainted")
+        if tainted and self.tainted is None:
+            self.tainted = f"workspace (seq {event.seq}): {tainted}"
+
+    def _ended(self, event: EventRecord, data: object) -> None:
+        self._held.pop(event.run_id or "", None)
+        self._started.discard(event.run_id or "")
 
     def _append(self, message: AnyMessage) -> None:
         if self._pending:
@@ -166,6 +179,20 @@ class SessionHistory:
         if self._pending or self._deferred:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
+
+
+_Fold = Callable[[SessionHistory, EventRecord, Any], None]
+_RESTORED = kind_of(SessionRestored)
+#: What each kind does to the conversation (the rest change nothing).
+_FOLDS: dict[str, _Fold] = {
+    kind_of(MessageUser): SessionHistory._user,
+    kind_of(RunStarted): SessionHistory._started_run,
+    kind_of(MessageAssistant): SessionHistory._assistant,
+    kind_of(ToolFinished): SessionHistory._tool_result,
+    kind_of(WorkspaceSnapshot): SessionHistory._snapshot,
+    **{kind_of(end): SessionHistory._ended
+       for end in (RunCompleted, RunFailed, RunCancelled, RunInterrupted)},
+}
 
 
 def _unanswered(pending: dict[str, str]) -> list[ToolResultMessage]:

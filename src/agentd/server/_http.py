@@ -4,7 +4,7 @@ from exceptions to error responses, and fast JSON responses.
 Every request, the message fast path included, passes through the same stack (built by
 ``AgentdApp.build_middleware_stack`` in app.py)::
 
-    ServerErrorMiddleware     last resort: a failure inside a middleware itself
+    LastResort                a failure inside a middleware itself: the same shape
     BearerAuth                401 (app.add_middleware: later ones go outside these)
     BodyLimit                 413
     ErrorMapping              any exception -> {"error": {...}} via response_for
@@ -14,6 +14,7 @@ Every request, the message fast path included, passes through the same stack (bu
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -40,6 +41,7 @@ __all__ = [
     "BearerAuth",
     "BodyLimit",
     "ErrorMapping",
+    "LastResort",
     "TokenCheck",
     "check_path",
     "content_length",
@@ -47,7 +49,6 @@ __all__ = [
     "install_error_handlers",
     "is_json_body",
     "json_response",
-    "last_resort",
     "loads_strict",
     "model_response",
     "person",
@@ -268,7 +269,11 @@ class ErrorMapping:
     path's handler and FastAPI's router alike) becomes one JSON error response through
     :func:`response_for`. It sits inside the added middleware, so their ``send``
     wrappers (CORS headers, say) see error responses too. An error after the response
-    started cannot be answered: it goes on up (the server logs it)."""
+    started cannot be answered: it goes on up (the server logs it).
+
+    ``send`` is not wrapped to learn whether the response started (every message of
+    every response would pay for it): the error response is tried, and a server that
+    refuses a second start says so by raising."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -277,25 +282,33 @@ class ErrorMapping:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive, sender)
+            await self.app(scope, receive, send)
         except Exception as exc:
-            if started:
-                raise
-            await response_for(exc)(scope, receive, send)
+            try:
+                await response_for(exc)(scope, receive, send)
+            except Exception:
+                raise exc from None
 
 
-async def last_resort(_: Request, exc: Exception) -> Response:
-    """ServerErrorMiddleware's handler (an error inside a middleware): the same shape."""
-    return response_for(exc)
+class LastResort:
+    """The outermost layer: an error raised inside a middleware (outside
+    :class:`ErrorMapping`) still gets the one JSON shape if nothing was sent yet, and
+    goes on up to the server's log either way."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await response_for(exc)(scope, receive, send)
+            raise
 
 
 def install_error_handlers(app: FastAPI) -> None:

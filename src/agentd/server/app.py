@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,10 +24,10 @@ from agentd.server._http import (
     BearerAuth,
     BodyLimit,
     ErrorMapping,
+    LastResort,
     TokenCheck,
     check_path,
     is_json_body,
-    last_resort,
     loads_strict,
     model_response,
     read_body,
@@ -119,7 +118,7 @@ class AgentdApp(FastAPI):
         app: ASGIApp = ErrorMapping(_Dispatch(self, AsyncExitStackMiddleware(self.router)))
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return ServerErrorMiddleware(app, handler=last_resort, debug=self.debug)
+        return LastResort(app)
 
 
 _ERROR_REF = "#/components/schemas/Error"
