@@ -92,6 +92,7 @@ class ExecutorFactory:
         self.kernel = kernel
         self.workers = workers
         self.lease = lease
+        self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
         """The executor of ``run_id``, or None when the run does not start here (ended,
@@ -197,7 +198,19 @@ class ExecutorFactory:
         return tools, notes
 
     def call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:
-        """How the run's model calls go through the kernel, and what they may spend."""
+        """How the run's model calls go through the kernel, and what they may spend
+        (worked out once per plan and priority: a plan never changes)."""
+        key = (id(plan), priority)
+        cached = self._policies.get(key)
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        policy = self._call_policy(plan, priority)
+        if len(self._policies) > 4096:
+            self._policies.clear()
+        self._policies[key] = (plan, policy)
+        return policy
+
+    def _call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:
         settings = plan.settings
         tenant_config = self.settings.tenants.get(settings.tenant)
         tenant_budget = (None if tenant_config is None or tenant_config.budget.empty

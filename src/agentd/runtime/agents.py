@@ -133,6 +133,9 @@ class Agents:
         self._by_name: dict[str, AgentRecord] = {}
         self._by_id: dict[str, AgentRecord] = {}
         self._plans: dict[str, AgentPlan] = {}
+        #: The record each plan was last checked against (records are replaced, never
+        #: changed, when an agent is updated): the same record needs no new check.
+        self._checked: dict[str, AgentRecord] = {}
         self._last_active: dict[str, float] = {}
         #: How many agents the store holds (kept by this node; re-counted by the
         #: housekeeper when other nodes may create and delete agents).
@@ -212,6 +215,7 @@ class Agents:
         self.on_sleep(agent)
 
     def _forget_plan(self, name: str) -> None:
+        self._checked.pop(name, None)
         plan = self._plans.pop(name, None)
         for target in plan.targets if plan is not None else ():
             task = asyncio.create_task(target.model.aclose())
@@ -223,6 +227,7 @@ class Agents:
             for target in plan.targets:
                 await target.model.aclose()
         self._plans.clear()
+        self._checked.clear()
 
     # -- definitions -------------------------------------------------------------------
 
@@ -279,14 +284,17 @@ class Agents:
         """The agent's plan, worked out once while it is awake: its settings as stored,
         read (:class:`~agentd.errors.InvalidSettings` naming each field this version
         refuses), and its models resolved (:class:`~agentd.errors.InvalidModel`)."""
-        key = (agent.model, _settings_key(agent))
         plan = self._plans.get(agent.name)
+        if plan is not None and self._checked.get(agent.name) is agent:
+            return plan  # this very record was checked against the plan (per message)
+        key = (agent.model, _settings_key(agent))
         if plan is None or plan.key != key:
             if plan is not None:
                 self._forget_plan(agent.name)
             plan = replace(self._resolve(agent.name, agent.model,
                                          stored_settings(agent.settings)), key=key)
             self._plans[agent.name] = plan
+        self._checked[agent.name] = agent
         return plan
 
     def model_for(self, agent: AgentRecord) -> Model:

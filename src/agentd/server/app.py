@@ -114,6 +114,16 @@ class AgentdApp(FastAPI):
     (:class:`ErrorMapping`) for both. See docs/design-notes.md.
     """
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette's and FastAPI's __call__, without their two frames per request.
+        scope["app"] = self
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        stack = self.middleware_stack
+        if stack is None:
+            stack = self.middleware_stack = self.build_middleware_stack()
+        await stack(scope, receive, send)
+
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = ErrorMapping(_Dispatch(self, AsyncExitStackMiddleware(self.router)))
         for cls, args, kwargs in reversed(self.user_middleware):
