@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from agentd.cli._safe import SafeConsole, dumps
 from agentd.client import APIError, Client, ClientError
+from agentd.client._base import local_url
 from agentd.security.tokens import read_token
 
 if TYPE_CHECKING:
@@ -98,17 +99,6 @@ def load_settings_or_fail() -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         fail(f"invalid agentd configuration: {problems}")
-
-
-def local_url(host: str, port: int) -> str:
-    """The URL a client on this machine uses for a daemon bound to host:port."""
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def target(ctx: typer.Context) -> tuple[str, str | None]:

@@ -21,11 +21,11 @@ from agentd.cli._common import (
     fail,
     load_settings_or_fail,
     local_token,
-    local_url,
     out,
     target,
 )
 from agentd.client import APIError, Client, ClientError, ConnectionFailed
+from agentd.client._base import local_url
 from agentd.security.tokens import ensure_home
 
 if TYPE_CHECKING:

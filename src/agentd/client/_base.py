@@ -17,7 +17,7 @@ from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitT
 from agentd.client._sse import SSEEvent, parse_frame
 from agentd.security.tokens import read_token
 
-__all__ = ["DEFAULT_URL", "BaseClient", "locate_daemon", "segment"]
+__all__ = ["DEFAULT_URL", "BaseClient", "local_url", "locate_daemon", "segment"]
 
 DEFAULT_URL = "http://127.0.0.1:8721"
 
