@@ -113,20 +113,27 @@ def decide(
                 f"{escape(str(run.get('status', '?')))} ({escape(action)})", soft_wrap=True)
 
 
-def runs_table(found: list[dict[str, Any]]) -> Table:
+def runs_table(found: list[dict[str, Any]], width: int = 200) -> Table:
+    """One line per run. The input is shown when ``width`` leaves room for it (the
+    other columns take about 100 characters); cut, never wrapped."""
+    room = width - 100
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("RUN", style="bold", no_wrap=True)
-    table.add_column("AGENT", no_wrap=True)
-    table.add_column("SESSION")
+    table.add_column("AGENT", no_wrap=True, overflow="ellipsis")
+    table.add_column("SESSION", no_wrap=True, overflow="ellipsis")
     table.add_column("STATUS", no_wrap=True)
-    table.add_column("STEPS", justify="right")
+    table.add_column("STEPS", justify="right", no_wrap=True)
     table.add_column("CREATED", style="dim", no_wrap=True)
-    table.add_column("INPUT")
+    if room >= 12:
+        table.add_column("INPUT", no_wrap=True, overflow="ellipsis", max_width=room)
     for run in found:
-        table.add_row(Text(str(run.get("id", ""))), Text(str(run.get("agent", ""))),
-                      Text(str(run.get("session", ""))), status_text(run.get("status")),
-                      str(run.get("steps", "")), when(run.get("created_at")),
-                      Text(short(str(run.get("input", "")), 60)))
+        cells: list[Any] = [
+            Text(str(run.get("id", ""))), Text(short(str(run.get("agent", "")), 16)),
+            Text(short(str(run.get("session", "")), 24)), status_text(run.get("status")),
+            str(run.get("steps", "")), when(run.get("created_at"))]
+        if room >= 12:
+            cells.append(Text(short(str(run.get("input", "")), 60)))
+        table.add_row(*cells)
     return table
 
 
@@ -174,6 +181,7 @@ def runs(
     elif not found:
         out().print("[dim]no runs match[/]")
     else:
-        out().print(runs_table(found))
+        console = out()
+        console.print(runs_table(found, console.width))
         if more:
             out().print(f"[dim]more runs match; show more with --limit {limit * 5}[/]")
