@@ -162,3 +162,12 @@ CREATE TABLE sandbox_uids (
 );
 """,
 ))
+
+MIGRATIONS.append((
+    6,
+    "runs listed newest first",
+    """
+CREATE INDEX runs_created ON runs (created_at, id);
+CREATE INDEX runs_agent_created ON runs (agent_id, created_at, id);
+""",
+))
