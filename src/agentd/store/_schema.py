@@ -27,6 +27,12 @@ the priority a message was sent with (``background`` for runs from before).
 Migration 5 adds ``sandbox_uids``: the uid (and gid) each agent's commands run as
 under a root daemon. No foreign key: a row outlives its agent, so that a uid is never
 given to a second one (``agentd.store._uids``).
+
+Migration 7 adds core memory blocks (``agentd.store._blocks``): ``memory_blocks``
+(the value, its limit and read-only flag, a version bumped by every write),
+``agent_blocks`` (which agents see a block, under which label: unique per agent, and
+in which order) and ``block_versions`` (every version's value and who wrote it, so
+any write can be seen and undone). A block is shared by linking it to more agents.
 """
 
 from __future__ import annotations
@@ -169,5 +175,44 @@ MIGRATIONS.append((
     """
 CREATE INDEX runs_created ON runs (created_at, id);
 CREATE INDEX runs_agent_created ON runs (agent_id, created_at, id);
+""",
+))
+
+MIGRATIONS.append((
+    7,
+    "core memory blocks",
+    """
+CREATE TABLE memory_blocks (
+    id          {text} PRIMARY KEY,
+    label       {text} NOT NULL,
+    description {text} NOT NULL DEFAULT '',
+    value       {text} NOT NULL DEFAULT '',
+    char_limit  {bigint} NOT NULL,
+    read_only   {bigint} NOT NULL DEFAULT 0,
+    version     {bigint} NOT NULL,
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL
+);
+CREATE TABLE agent_blocks (
+    agent_id {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    block_id {text} NOT NULL REFERENCES memory_blocks(id) ON DELETE CASCADE,
+    label    {text} NOT NULL,
+    position {bigint} NOT NULL,
+    PRIMARY KEY (agent_id, block_id),
+    UNIQUE (agent_id, label)
+);
+CREATE INDEX agent_blocks_block ON agent_blocks (block_id);
+CREATE TABLE block_versions (
+    block_id    {text} NOT NULL REFERENCES memory_blocks(id) ON DELETE CASCADE,
+    version     {bigint} NOT NULL,
+    value       {text} NOT NULL,
+    description {text} NOT NULL,
+    char_limit  {bigint} NOT NULL,
+    read_only   {bigint} NOT NULL,
+    changed_by  {text} NOT NULL,
+    run_id      {text},
+    at          {real} NOT NULL,
+    PRIMARY KEY (block_id, version)
+);
 """,
 ))

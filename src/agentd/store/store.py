@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -21,11 +21,12 @@ from agentd.errors import (
     AgentNotFound,
     CheckpointExists,
     CheckpointNotFound,
+    NotFound,
     RunNotFound,
     SessionNotFound,
 )
 from agentd.events import DecisionData, parse
-from agentd.store import _approvals, _rows, _runs_query, _sessions, _uids, _usage
+from agentd.store import _approvals, _blocks, _rows, _runs_query, _sessions, _uids, _usage
 from agentd.store._engine import Engine, Tx
 from agentd.store._log import (
     Accepted,
@@ -177,6 +178,9 @@ class Store:
 
     async def delete_agent(self, name: str) -> None:
         def op(tx: Tx) -> int:
+            row = tx.one("SELECT id FROM agents WHERE name = ?", (name,))
+            if row is not None:
+                _blocks.forget_agent(tx, str(row[0]))
             tx.execute("DELETE FROM agents WHERE name = ?", (name,))
             return tx.rowcount
 
@@ -191,6 +195,47 @@ class Store:
             return have
         return await self.engine.write(lambda tx: _uids.assign(
             tx, agent_id, base=base, count=count, dialect=self.engine.dialect))
+
+    # -- memory blocks (agentd.store._blocks) --------------------------------------
+
+    async def list_blocks(self, agent_id: str) -> list[_blocks.BlockRecord]:
+        return await self.engine.read(lambda tx: _blocks.list_for(tx, agent_id))
+
+    async def get_block(self, agent_id: str, label: str) -> _blocks.BlockRecord | None:
+        return await self.engine.read(lambda tx: _blocks.get(tx, agent_id, label))
+
+    async def write_block(self, agent_id: str, label: str,
+                          edit: Callable[[_blocks.BlockRecord], _blocks.BlockChange],
+                          who: _blocks.BlockWrite) -> _blocks.BlockRecord:
+        """One new version of the block (``edit`` sees it as it is; it runs inside
+        the transaction, so it must only compute)."""
+        return await self.engine.write(lambda tx: _blocks.write(tx, agent_id, label, edit,
+                                                                who))
+
+    async def block_history(self, agent_id: str, label: str) -> list[_blocks.BlockVersion]:
+        return await self.engine.read(lambda tx: _blocks.history(tx, agent_id, label))
+
+    async def restore_block(self, agent_id: str, label: str, version: int,
+                            who: _blocks.BlockWrite) -> _blocks.BlockRecord:
+        """A new version equal to an old one."""
+        def op(tx: Tx) -> _blocks.BlockRecord:
+            found = _blocks.get(tx, agent_id, label)
+            old = None if found is None else _blocks.version_of(tx, found.id, version)
+            if found is not None and old is None:
+                raise NotFound(f"memory block {label!r} has no version {version}",
+                               code="block_version_not_found")
+            return _blocks.write(tx, agent_id, label,
+                                 lambda _b: old or _blocks.BlockChange(), who)
+
+        return await self.engine.write(op)
+
+    async def attach_block(self, agent_id: str, label: str, other_agent_id: str
+                           ) -> _blocks.BlockRecord:
+        return await self.engine.write(
+            lambda tx: _blocks.attach(tx, agent_id, label, other_agent_id))
+
+    async def delete_block(self, agent_id: str, label: str) -> None:
+        await self.engine.write(lambda tx: _blocks.delete(tx, agent_id, label))
 
     # -- sessions ------------------------------------------------------------------
 
@@ -373,7 +418,8 @@ class Store:
         return await self.engine.read(lambda tx: _usage.total(tx, since, agent_id, tenant))
 
     async def count(self, table: str) -> int:
-        if table not in {"agents", "sessions", "runs", "events"}:
+        if table not in {"agents", "sessions", "runs", "events", "memory_blocks",
+                         "block_versions"}:
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0
