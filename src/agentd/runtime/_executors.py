@@ -17,6 +17,7 @@ from typing import Any
 from agentd.config import PRIORITIES, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
+from agentd.memory.blocks import MemoryBlocks
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
@@ -78,7 +79,8 @@ class ExecutorFactory:
     def __init__(self, settings: Settings, store: Store, *, bus: EventBus, runlog: RunLog,
                  agents: Agents, histories: HistoryCache, tools: ToolRegistry,
                  mcp: MCPManager, sandboxes: Sandboxes, workspaces: WorkspaceKeeper | None,
-                 kernel: Kernel, workers: WorkerPool, lease: Lease) -> None:
+                 kernel: Kernel, workers: WorkerPool, lease: Lease,
+                 memory: MemoryBlocks | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -92,6 +94,7 @@ class ExecutorFactory:
         self.kernel = kernel
         self.workers = workers
         self.lease = lease
+        self.memory = memory
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -132,11 +135,15 @@ class ExecutorFactory:
             # may hold state the content set up, is closed.
             await self.sandboxes.close_shells(shell_key)
 
+        # The agent's memory blocks, read once per run (one indexed read, none per step).
+        instructions = (agent.instructions if self.memory is None
+                        else await self.memory.instructions(agent.id, agent.instructions))
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=start.session_key, history=history, kernel=self.kernel,
             targets=plan.targets, policy=self.call_policy(plan, run.priority),
-            instructions=agent.instructions, tools=tools,
+            instructions=instructions, base_instructions=agent.instructions,
+            memory=self.memory, tools=tools,
             max_steps=plan.settings.max_steps or self.settings.max_steps,
             tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,

@@ -49,6 +49,7 @@ from agentd.store.store import new_id
 from agentd.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
+    from agentd.memory.blocks import MemoryBlocks
     from agentd.runtime.history import SessionHistory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.tools._workers import WorkerPool
@@ -123,6 +124,11 @@ class ToolSteps:
     on_tainted: Callable[[], Awaitable[None]] | None
     #: Worker processes for isolated tools and the command analyser (None: in-process).
     workers: WorkerPool | None
+    #: The agent's core memory blocks (None: none rendered), and the instructions
+    #: they are rendered after (``instructions`` is both, as the model sees them).
+    memory: MemoryBlocks | None
+    base_instructions: str
+    instructions: str
     on_waiting: Callable[[RunRecord], None] | None
     _decision: asyncio.Future[ApprovalDecidedData] | None
     _waiting: ApprovalRequestedData | None
@@ -334,7 +340,8 @@ class ToolSteps:
                               run_id=self.run.id, call_id=call.id,
                               effect_id=self._effect_id(call), workspace=self.workspace,
                               sandbox=self.sandbox,
-                              protected=self.permissions.protected_paths())
+                              protected=self.permissions.protected_paths(),
+                              agent_id=self.run.agent_id, memory=self.memory)
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s, self.workers))
@@ -346,6 +353,10 @@ class ToolSteps:
             except Exception as exc:
                 log.exception("tool %s raised", call.name)
                 output = f"{call.name} failed: {type(exc).__name__}: {exc}"
+            if ctx.memory_changed and self.memory is not None:
+                # The next step's model call sees the blocks as they are now.
+                self.instructions = await self.memory.instructions(
+                    self.run.agent_id, self.base_instructions)
             if t.untrusted_output and (not is_error or ctx.reached_outside):
                 tainted = "its output comes from outside"
             elif ctx.untrusted is not None:

@@ -62,6 +62,7 @@ from agentd.tools import Tool
 from agentd.tools._workers import WorkerPool
 
 if TYPE_CHECKING:
+    from agentd.memory.blocks import MemoryBlocks
     from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
@@ -162,6 +163,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         on_tainted: Callable[[], Awaitable[None]] | None = None,
         notes: Sequence[NewEvent] = (),
         workers: WorkerPool | None = None,
+        memory: MemoryBlocks | None = None,
+        base_instructions: str | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -172,6 +175,11 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.kernel = kernel
         self.policy = policy
         self.instructions = instructions
+        #: The agent's own instructions, before its memory blocks (rendered again
+        #: after a memory tool changed them).
+        self.base_instructions = (instructions if base_instructions is None
+                                  else base_instructions)
+        self.memory = memory
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s

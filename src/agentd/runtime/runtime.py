@@ -33,6 +33,7 @@ from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
+from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
 from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
@@ -120,11 +121,13 @@ class Runtime:
         self.agents = Agents(settings, store, tools=self.tools, catalog=self.catalog,
                              sandboxes=self.sandboxes, on_sleep=self._agent_slept)
         self.histories = HistoryCache(self._read_after)
+        #: Core memory blocks: rendered into every run's context, edited by its tools.
+        self.memory = MemoryBlocks(store, agents=self.agents)
         self.executors = ExecutorFactory(
             settings, store, bus=self.bus, runlog=self.runlog, agents=self.agents,
             histories=self.histories, tools=self.tools, mcp=self.mcp,
             sandboxes=self.sandboxes, workspaces=self.workspaces, kernel=self.kernel,
-            workers=self.workers, lease=self.lease)
+            workers=self.workers, lease=self.lease, memory=self.memory)
         self.supervisor = Supervisor(self.executors.build, self.runlog.cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.sessions = Sessions(settings, store, bus=self.bus, histories=self.histories,
@@ -311,6 +314,37 @@ class Runtime:
 
     async def delete_agent(self, name: str) -> None:
         await self.lifecycle.delete(name)
+
+    # -- memory blocks (agentd.memory.blocks) ---------------------------------------
+
+    async def list_blocks(self, agent: str) -> list[BlockRecord]:
+        return await self.memory.of_agent(agent)
+
+    async def get_block(self, agent: str, label: str) -> BlockRecord:
+        return await self.memory.get(agent, label)
+
+    async def put_block(self, agent: str, label: str, *, value: str,
+                        description: str | None = None, limit: int | None = None,
+                        read_only: bool | None = None, by: str) -> BlockRecord:
+        return await self.memory.put(agent, label, value=value, description=description,
+                                     limit=limit, read_only=read_only, by=by)
+
+    async def patch_block(self, agent: str, label: str, change: BlockChange, *, by: str
+                          ) -> BlockRecord:
+        return await self.memory.patch(agent, label, change, by=by)
+
+    async def delete_block(self, agent: str, label: str) -> None:
+        await self.memory.delete(agent, label)
+
+    async def block_history(self, agent: str, label: str) -> list[BlockVersion]:
+        return await self.memory.history(agent, label)
+
+    async def restore_block(self, agent: str, label: str, version: int, *, by: str
+                            ) -> BlockRecord:
+        return await self.memory.restore(agent, label, version, by=by)
+
+    async def attach_block(self, agent: str, label: str, other: str) -> BlockRecord:
+        return await self.memory.attach(agent, label, other)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
         return await self.lifecycle.set_state(name, action)

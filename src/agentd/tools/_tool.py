@@ -49,6 +49,13 @@ class ToolContext:
     #: grant and address checks): a call that fails then brought nothing from outside
     #: in, so it does not taint. True (the default) for every other failure.
     reached_outside: bool = True
+    #: The agent's id, and its core memory blocks (:class:`agentd.memory.MemoryBlocks`)
+    #: for the memory tools.
+    agent_id: str = ""
+    memory: Any = None
+    #: Set by a tool that changed the agent's memory blocks: the run's next model call
+    #: sees them as they are now.
+    memory_changed: bool = False
 
 
 @dataclass(kw_only=True)
@@ -119,7 +126,7 @@ class Tool:
                         "agentd.tools._worker", "run_tool", self.fn.__module__,
                         self.name, arguments,
                         # The sandbox's live handles stay here (file tools need none).
-                        dataclasses.replace(ctx, sandbox=None) if self._wants_ctx
+                        dataclasses.replace(ctx, sandbox=None, memory=None) if self._wants_ctx
                         else None, quota if self._wants_ctx else None, owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",
