@@ -9,6 +9,7 @@ from agentd.server.routes import (
     events,
     feed,
     kernel,
+    memory,
     run_list,
     runs,
     sessions,
@@ -16,5 +17,5 @@ from agentd.server.routes import (
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "run_list",
+__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "memory", "run_list",
            "runs", "sessions", "tools", "usage"]
