@@ -72,6 +72,10 @@ async def test_blocks_rendered_and_edited_by_tools(runtime: Runtime,
     assert [(v.version, v.value) for v in history] == [(1, "I like tea."),
                                                        (2, "I like coffee.")]
     assert history[1].changed_by == f"run:{result.id}" and history[1].run_id == result.id
+    # Memory tools change no files: the workspace is not snapshotted for them.
+    session = await runtime.store.get_session((await runtime.get_agent("a")).id, "k")
+    kinds = {e.kind for e in await runtime.read_events(session.id)}
+    assert "tool.finished" in kinds and "workspace.snapshot" not in kinds
 
 
 async def test_tool_refusals_the_model_can_act_on(runtime: Runtime,

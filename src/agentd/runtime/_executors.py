@@ -18,6 +18,7 @@ from agentd.config import PRIORITIES, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
 from agentd.memory.blocks import MemoryBlocks
+from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
@@ -121,7 +122,8 @@ class ExecutorFactory:
                 return None
         workspace_steps = None
         if self.workspaces is not None and any(
-                not t.read_only or t.name in WORKSPACE_TOOLS for t in tools):
+                (not t.read_only and t.name not in MEMORY_TOOLS) or t.name in WORKSPACE_TOOLS
+                for t in tools):
             workspace_steps = SessionWorkspace(
                 self.workspaces, agent_id=agent.id, session_id=run.session_id,
                 workspace=workspace, history=history,
