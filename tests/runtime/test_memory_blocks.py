@@ -133,3 +133,26 @@ def test_render_escapes_description() -> None:
     text = render_blocks("", [b])
     assert 'description="say &quot;hi&quot; &lt;b&gt;"' in text and 'read_only="true"' in text
     assert orjson.dumps(text)  # plain text, nothing odd
+
+
+async def test_a_run_sees_blocks_changed_since_the_last_run(runtime: Runtime,
+                                                           systems: list[str]) -> None:
+    """What a run read of the blocks is not kept past a write (API, tool of another
+    agent sharing the block, restore)."""
+    await runtime.create_agent(name="a", tools=TOOLS)
+    await runtime.create_agent(name="b")
+    await runtime.put_block("a", "team", value="plan: v1", by="api:t")
+    await runtime.attach_block("a", "team", "b")
+    await run(runtime, "b", "hi")
+    assert "plan: v1" in systems[-1]
+    enqueue(call("memory_rewrite", label="team", value="plan: v2"), {"text": "ok"},
+            agent="a")
+    await run(runtime, "a")
+    await run(runtime, "b", "hi")
+    assert "plan: v2" in systems[-1]
+    await runtime.put_block("b", "team", value="plan: v3", by="api:t")
+    await run(runtime, "b", "hi")
+    assert "plan: v3" in systems[-1]
+    await runtime.restore_block("b", "team", 1, by="api:t")
+    await run(runtime, "b", "hi")
+    assert "plan: v1" in systems[-1] and "plan: v3" not in systems[-1]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from agentd.errors import Conflict, InvalidInput, NotFound, ToolError
 from agentd.store import Store
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_LIMIT", "LABEL", "MAX_LIMIT", "BlockChange", "BlockRecord",
            "BlockVersion", "MemoryBlocks", "render_blocks"]
+
+T = TypeVar("T")
 
 LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: A new block's limit unless one is given; the largest one allowed.
@@ -66,9 +68,25 @@ def render_blocks(instructions: str, blocks: Sequence[BlockRecord]) -> str:
 class MemoryBlocks:
     """The blocks of agents, by agent name (API) or id (tools, runs)."""
 
-    def __init__(self, store: Store, *, agents: Agents) -> None:
+    def __init__(self, store: Store, *, agents: Agents, exclusive: bool = False) -> None:
+        """``exclusive``: this daemon is the store's only writer (SQLite under the home
+        lock), so what it read of an agent's blocks stays true until it writes one."""
         self.store = store
         self.agents = agents
+        self.exclusive = exclusive
+        #: Each agent's blocks as last read (exclusive stores only): a run of an agent
+        #: whose blocks did not change reads nothing. Any write here clears it all
+        #: (a shared block changes every agent linked to it; writes are rare).
+        self._read: dict[str, list[BlockRecord]] = {}
+
+    async def _writing(self, write: Awaitable[T]) -> T:
+        """Do a write of blocks, forgetting what was read of them before and after (a
+        read racing the write must not keep the old value)."""
+        self._read.clear()
+        try:
+            return await write
+        finally:
+            self._read.clear()
 
     async def _id(self, agent: str) -> str:
         return (await self.agents.get(agent)).id
@@ -76,8 +94,16 @@ class MemoryBlocks:
     # -- what a run sees ------------------------------------------------------------
 
     async def instructions(self, agent_id: str, base: str) -> str:
-        """``base`` with the agent's blocks (one read)."""
-        return render_blocks(base, await self.store.list_blocks(agent_id))
+        """``base`` with the agent's blocks (one read; none on an exclusive store when
+        they did not change since the last)."""
+        blocks = self._read.get(agent_id)
+        if blocks is None:
+            blocks = await self.store.list_blocks(agent_id)
+            if self.exclusive:
+                if len(self._read) >= 10_000:
+                    self._read.clear()
+                self._read[agent_id] = blocks
+        return render_blocks(base, blocks)
 
     # -- the API's calls (by agent name) ---------------------------------------------
 
@@ -100,34 +126,36 @@ class MemoryBlocks:
         check_limit(limit)
         change = BlockChange(value=value, description=description, limit=limit,
                              read_only=read_only)
-        return await self.store.write_block(
+        return await self._writing(self.store.write_block(
             await self._id(agent), label, lambda _b: change,
-            BlockWrite(changed_by=by, create=True, default_limit=DEFAULT_LIMIT))
+            BlockWrite(changed_by=by, create=True, default_limit=DEFAULT_LIMIT)))
 
     async def patch(self, agent: str, label: str, change: BlockChange, *, by: str
                     ) -> BlockRecord:
         check_label(label)
         check_limit(change.limit)
-        return await self.store.write_block(await self._id(agent), label,
-                                            lambda _b: change, BlockWrite(changed_by=by))
+        return await self._writing(self.store.write_block(
+            await self._id(agent), label, lambda _b: change, BlockWrite(changed_by=by)))
 
     async def delete(self, agent: str, label: str) -> None:
-        await self.store.delete_block(await self._id(agent), check_label(label))
+        await self._writing(self.store.delete_block(await self._id(agent),
+                                                    check_label(label)))
 
     async def history(self, agent: str, label: str) -> list[BlockVersion]:
         return await self.store.block_history(await self._id(agent), check_label(label))
 
     async def restore(self, agent: str, label: str, version: int, *, by: str
                       ) -> BlockRecord:
-        return await self.store.restore_block(await self._id(agent), check_label(label),
-                                              version, BlockWrite(changed_by=by))
+        return await self._writing(self.store.restore_block(
+            await self._id(agent), check_label(label), version, BlockWrite(changed_by=by)))
 
     async def attach(self, agent: str, label: str, other: str) -> BlockRecord:
         """Share the agent's block with agent ``other`` (same label)."""
         agent_id, other_id = await self._id(agent), await self._id(other)
         if agent_id == other_id:
             raise InvalidInput("a block is shared with another agent", field="body.agent")
-        return await self.store.attach_block(agent_id, check_label(label), other_id)
+        return await self._writing(self.store.attach_block(agent_id, check_label(label),
+                                                           other_id))
 
     # -- the agent's tools (by agent id; errors the model can act on) ----------------
 
@@ -172,10 +200,10 @@ class MemoryBlocks:
             return edit(b)
 
         try:
-            return await self.store.write_block(
+            return await self._writing(self.store.write_block(
                 agent_id, label, measured,
                 BlockWrite(changed_by=f"run:{run_id}", run_id=run_id,
-                           honour_read_only=True))
+                           honour_read_only=True)))
         except NotFound:
             labels = [b.label for b in await self.store.list_blocks(agent_id)]
             raise ToolError(f"no memory block {label!r}; yours: "

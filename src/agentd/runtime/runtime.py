@@ -122,7 +122,7 @@ class Runtime:
                              sandboxes=self.sandboxes, on_sleep=self._agent_slept)
         self.histories = HistoryCache(self._read_after)
         #: Core memory blocks: rendered into every run's context, edited by its tools.
-        self.memory = MemoryBlocks(store, agents=self.agents)
+        self.memory = MemoryBlocks(store, agents=self.agents, exclusive=self.exclusive)
         self.executors = ExecutorFactory(
             settings, store, bus=self.bus, runlog=self.runlog, agents=self.agents,
             histories=self.histories, tools=self.tools, mcp=self.mcp,
