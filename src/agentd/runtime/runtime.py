@@ -34,6 +34,7 @@ from agentd.errors import AgentNotFound
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
+from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
@@ -86,6 +87,10 @@ class Runtime:
         self.settings = settings
         self.store = store
         self.tools = tools or ToolRegistry()
+        # The memory service's tools (the tools layer cannot know the memory layer).
+        for memory_tool in MEMORY_TOOLS.values():
+            if self.tools.get(memory_tool.name) is None:
+                self.tools.register(memory_tool)
         self.bus = EventBus()
         #: SQLite is one daemon's alone (the home lock): its leases need no waiting
         #: out, and every queued run was accepted here. PostgreSQL may be shared.

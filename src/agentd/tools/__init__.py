@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 from agentd.errors import InvalidInput
-from agentd.memory.tools import MEMORY_TOOLS
 from agentd.tools._tool import Tool, ToolContext, tool
 from agentd.tools.builtins import BUILTINS
 from agentd.tools.commands import COMMAND_TOOLS
@@ -20,8 +19,7 @@ class ToolRegistry:
     """Named tools an agent may list in its ``tools``."""
 
     def __init__(self, tools: dict[str, Tool] | None = None) -> None:
-        self._tools: dict[str, Tool] = ({**BUILTINS, **FILE_TOOLS, **NET_TOOLS, **COMMAND_TOOLS,
-                                         **MEMORY_TOOLS}
+        self._tools: dict[str, Tool] = ({**BUILTINS, **FILE_TOOLS, **NET_TOOLS, **COMMAND_TOOLS}
                                         if tools is None
                                         else dict(tools))
 
