@@ -20,6 +20,7 @@ from agentd.cli import (
     _checkpoints,
     _daemon,
     _edit,
+    _memory,
     _runs,
     _sessions,
     _tools,
@@ -549,6 +550,8 @@ app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
 
 app.command(rich_help_panel="Usage")(_usage.usage)
+
+app.add_typer(_memory.memory_app, name="memory", rich_help_panel="Memory")
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ Errors::
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
-``_usage``) over one transport (``_base``); only the names below are public.
+``_usage``, ``_memory``) over one transport (``_base``); only the names below are public.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
 from agentd.client._base import DEFAULT_URL as DEFAULT_URL  # kept importable, as before
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
+from agentd.client._memory import MemoryAPI
 from agentd.client._runs import RunsAPI
 from agentd.client._sse import SSEEvent
 from agentd.client._usage import UsageAPI
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI):
+class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI):
     """Synchronous client for one agentd daemon.
 
     Args:
