@@ -413,9 +413,14 @@ async def test_the_daemon_cannot_be_killed_from_inside(backend: Backend, ws: Pat
     # (were it not contained, this test would not be here to finish)
 
 
-def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
+def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL a process that runs a sandbox: every process of the sandbox ends."""
     marker = secrets.token_hex(8)
+    # The dead daemon's gVisor bundle goes to a temp dir of this test's own: the probes
+    # of tests running beside it (xdist workers) sweep the shared one.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     lenient = isinstance(backend, GVisorDespiteOldStatx)
     code = (
         "import asyncio, sys\n"
@@ -429,7 +434,8 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
         f"{str(ws)!r}), env={{'AGENTD_MARK': {marker!r}}},\n"
         "                    limits=backends.Limits(wall_s=100))\n"
         "asyncio.run(main())\n")
-    daemon = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    daemon = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              env={**os.environ, "TMPDIR": str(private_tmp)})
     try:
         assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
         asyncio.run(appeared(marker))
@@ -438,6 +444,7 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path) -> None:
         daemon.wait()
     asyncio.run(all_gone(marker))
     if isinstance(backend, GVisorBackend):  # its bundle is left: the next probe's sweep
+        monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
         left = list(Path(tempfile.gettempdir()).glob(f"agentd-gvisor-{daemon.pid}-*"))
         assert left and set(_gvisor.sweep()) >= set(left)
         assert not any(path.exists() for path in left)
