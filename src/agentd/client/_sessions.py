@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from agentd.client._base import BaseClient, segment
@@ -225,22 +225,32 @@ class SessionsAPI(BaseClient):
         last_raw = last_event_id or None
         seq = seq_of(last_raw)
         last = seq if seq is not None else after
-        failures = 0
-        retry_ms = [1000]
         path = f"{self._session_path(agent, key)}/events"
-        while True:
+
+        def connect(retry_ms: list[int]) -> Iterable[SSEEvent]:
             # The full id of a frame received lets the daemon check it belongs to this
             # session; before any, ``after`` goes as the query parameter only (an
             # ``after`` past the log just waits for the log to reach it).
             headers = {"Last-Event-ID": last_raw} if last_raw else None
+            return self._frames("GET", path, params={"after": last}, headers=headers,
+                                retry_ms=retry_ms, deadline=deadline)
+
+        for frame in self._reconnecting(connect, reconnect=reconnect):
+            if frame.id is not None:
+                last, last_raw = frame.id, frame.raw_id
+            yield frame
+
+    def _reconnecting(self, connect: Callable[[list[int]], Iterable[SSEEvent]], *,
+                      reconnect: bool) -> Generator[SSEEvent, None, None]:
+        """The frames of ``connect(retry_ms)``, connecting again after a dropped
+        connection (up to ``_MAX_RECONNECTS`` in a row, backing off a little more after
+        each failure in a row); an API error is raised at once."""
+        failures = 0
+        retry_ms = [1000]
+        while True:
             try:
-                for frame in self._frames(
-                    "GET", path, params={"after": last}, headers=headers, retry_ms=retry_ms,
-                    deadline=deadline,
-                ):
+                for frame in connect(retry_ms):
                     failures = 0
-                    if frame.id is not None:
-                        last, last_raw = frame.id, frame.raw_id
                     yield frame
             except APIError:
                 raise
@@ -251,7 +261,6 @@ class SessionsAPI(BaseClient):
             else:
                 if not reconnect:
                     return
-            # Back off a little more after each failure in a row.
             time.sleep(min(retry_ms[0] / 1000 * max(failures, 1), 10.0))
 
     def feed(self, agent: str | None = None, *, reconnect: bool = True
@@ -268,21 +277,7 @@ class SessionsAPI(BaseClient):
             agent: Only this agent's events (APIError 404 when there is no such agent).
             reconnect: Reconnect after a dropped connection (up to 8 times in a row).
         """
-        failures = 0
-        retry_ms = [1000]
-        while True:
-            try:
-                for frame in self._frames("GET", "/v1/events", params={"agent": agent},
-                                          retry_ms=retry_ms):
-                    failures = 0
-                    yield frame
-            except APIError:
-                raise
-            except ClientError as exc:
-                failures += 1
-                if not reconnect or failures > _MAX_RECONNECTS or not dropped(exc):
-                    raise
-            else:
-                if not reconnect:
-                    return
-            time.sleep(min(retry_ms[0] / 1000 * max(failures, 1), 10.0))
+        return self._reconnecting(
+            lambda retry_ms: self._frames("GET", "/v1/events", params={"agent": agent},
+                                          retry_ms=retry_ms),
+            reconnect=reconnect)
