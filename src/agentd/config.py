@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentd.memory.settings import MemoryConfig
 from agentd.security.policy import PolicyConfig
 
 __all__ = [
@@ -309,6 +310,8 @@ class Settings(BaseSettings):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     #: Sandbox backend and limits for commands (shell, git).
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    #: Long-term memory shared by every agent: the embedder and the vector index.
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

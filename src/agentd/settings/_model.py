@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from agentd.config import AgentSandbox, Budget
 from agentd.llm.settings import ModelSettings
+from agentd.memory.settings import MemorySettings
 from agentd.security.policy import PolicyConfig
 from agentd.tools.mcp import MCPServer
 
@@ -181,8 +182,17 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'taint), `timeout_s` (per call, default 60). A stdio command off the '
                     'daemon\'s `mcp_commands` needs an admin token.')
 
-    # -- Areas to come (memory, schedules, heartbeat, ...): one key each, e.g.
-    #    memory: MemorySettings = Field(default_factory=MemorySettings)
+    memory: MemorySettings = Field(
+        default_factory=MemorySettings,
+        description='Long-term memory (`agentd.memory.settings`): `{"namespaces": [...], '
+                    '"vector_weight": 0.9, "auto_recall": false, "recall_limit": 5, '
+                    '"recall_tokens": 800, "recall_min_score": 0, "compaction": {"auto", '
+                    '"threshold", "strategy", "model", "keep_turns", '
+                    '"max_summary_tokens"}, "consolidation": {"auto", "model", '
+                    '"max_entries"}}`.')
+
+    # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
+    #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     #    See this module's docstring for the pattern.
 
     @field_validator("mcp")
