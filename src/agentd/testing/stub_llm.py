@@ -23,6 +23,12 @@ as the real API does. A format is a ``Wire`` (in ``_wire.py``); faults are
 format-neutral functions in :data:`FAULTS` that ask the wire for its error bodies and
 frames, so adding a format or a fault is adding one class or one function.
 
+Embeddings: ``POST /v1/embeddings`` (OpenAI's format; ``encoding_format`` ``float`` or
+``base64`` and ``dimensions`` honoured) answers a hashed bag of words, normalised, so
+texts sharing words are similar; 64 dimensions unless ``dimensions`` or an OpenAI model
+name says otherwise. A call is recorded in ``stub.requests``, takes a queued response
+only if it is an ``http_<status>`` fault, and is not subject to the capacity model.
+
 Faults: ``http_<status>`` (any status, with the format's error body; ``Retry-After``
 on 429 and 503; ``http_529`` is Anthropic's "overloaded"), ``spend_limit`` (a 429 for
 a spent quota, with ``x-should-retry: false``: waiting does not help),
@@ -91,6 +97,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from agentd.testing._embeddings import embeddings_problem, embeddings_response
 from agentd.testing._wire import AnthropicMessages, OpenAIChat, RateLimit, StubTurn, Wire
 from agentd.testing._wire import Call as _Call
 
@@ -616,8 +623,31 @@ class StubLLMServer:
                 Route("/v1/chat/completions", self._serve(OpenAIChat()), methods=["POST"]),
                 Route("/v1/messages", self._serve(AnthropicMessages()), methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             ]
         )
+
+    async def _embeddings(self, request: Request) -> Response:
+        wire = OpenAIChat()
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse(wire.error_body(400, "request body must be a JSON object"), 400)
+        with self._lock:
+            self._requests.append(body)
+            self._headers.append(dict(request.headers))
+            fault = _HTTP_FAULT.match(self._queue[0].fault or "") if self._queue else None
+            turn = self._queue.popleft() if fault else None
+        if fault and turn is not None:
+            call = _Call(wire=wire, turn=turn, body=body, number=next(self._numbers),
+                         stopping=self._stopping)
+            return _http_fault(call, int(fault.group(1)))
+        problem = embeddings_problem(body)
+        if problem is not None:
+            return JSONResponse(wire.error_body(400, problem), 400)
+        return JSONResponse(embeddings_response(body))
 
     async def _models(self, request: Request) -> Response:
         del request
