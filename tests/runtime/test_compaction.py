@@ -40,7 +40,6 @@ class LogBuilder:
         self.queued: list[str] = []
         self.pending: list[tuple[str, str]] = []
         self.runs = 0
-        self.calls = 0
 
     def add(self, kind: str, data: dict[str, Any], run_id: str | None = None) -> None:
         self.events.append(EventRecord(session_id="s", seq=len(self.events) + 1,
@@ -64,10 +63,9 @@ class LogBuilder:
         if self.active is None:
             return
         self.answer_pending()
-        made = []
-        for _ in range(calls):
-            self.calls += 1
-            made.append((f"c{self.calls}", "calculator"))
+        # Ids restart at every step, as some providers' (and the scripted model's) do:
+        # only the position pairs a result with its call.
+        made = [(f"call_{i}", "calculator") for i in range(calls)]
         self.add("message.assistant", {
             "text": f"step {len(self.events)}", "finish_reason": "stop", "model": "m",
             "usage": None, "step": 1,

@@ -85,25 +85,25 @@ def compacted(messages: Sequence[AnyMessage], origins: Sequence[int],
     """The messages (with their origin seqs) once ``data`` is applied: those that
     joined in ``from_seq``..``to_seq`` dropped (``summarize``) or their tool results
     cleared (``clear_tool_results``). Never parts a tool call from its result, even for
-    a range no cut of this daemon would choose: a result whose call is dropped goes
-    too, and one whose call is kept stays."""
+    a range no cut of this daemon would choose: a result goes or stays with the
+    assistant message it answers (the one before it: results follow their calls, and
+    call ids need not be unique across a conversation)."""
     low, high = int(data.get("from_seq", 0)), int(data.get("to_seq", -1))
-    inside = [low <= o <= high for o in origins]
     if data.get("strategy") == "clear_tool_results":
-        out = [cleared_result(m) if hit and isinstance(m, ToolResultMessage)
-               and not is_cleared(m) else m for m, hit in zip(messages, inside, strict=True)]
+        out = [cleared_result(m) if low <= o <= high and isinstance(m, ToolResultMessage)
+               and not is_cleared(m) else m for m, o in zip(messages, origins, strict=True)]
         return out, list(origins)
-    dropped_calls = {c.id for m, hit in zip(messages, inside, strict=True)
-                     if hit and isinstance(m, AssistantMessage) for c in m.tool_calls}
-    kept_calls = {c.id for m, hit in zip(messages, inside, strict=True)
-                  if not hit and isinstance(m, AssistantMessage) for c in m.tool_calls}
     keep_messages: list[AnyMessage] = []
     keep_origins: list[int] = []
-    for message, origin, hit in zip(messages, origins, inside, strict=True):
+    owner_dropped = False
+    for message, origin in zip(messages, origins, strict=True):
         if isinstance(message, ToolResultMessage):
-            hit = message.call_id in dropped_calls or (
-                hit and message.call_id not in kept_calls)
-        if not hit:
+            dropped = owner_dropped
+        else:
+            dropped = low <= origin <= high
+            if isinstance(message, AssistantMessage):
+                owner_dropped = dropped
+        if not dropped:
             keep_messages.append(message)
             keep_origins.append(origin)
     return keep_messages, keep_origins
@@ -257,11 +257,12 @@ class SessionHistory:
         self.messages, self.origins = compacted(self.messages, self.origins, data)
         if data.get("strategy") == "clear_tool_results":
             return
-        # Calls whose message was compacted away can get no result any more.
-        self._pending = {cid: name for cid, name in self._pending.items()
-                         if any(isinstance(m, AssistantMessage)
-                                and any(c.id == cid for c in m.tool_calls)
-                                for m in self.messages)} if self._pending else {}
+        if self._pending:
+            # Calls whose message was compacted away can get no result any more.
+            last = next((m for m in reversed(self.messages)
+                         if isinstance(m, AssistantMessage)), None)
+            if last is None or not set(self._pending) <= {c.id for c in last.tool_calls}:
+                self._pending = {}
         self.summary = str(data.get("summary") or "") or None
         self.summary_range = (int(data.get("from_seq", 0)), int(data.get("to_seq", 0)))
         self.turns = [t for t in self.turns if t > self.summary_range[1]]
