@@ -38,6 +38,7 @@ from typing_extensions import TypedDict
 __all__ = [
     "ACTIVE_RUN_STATES",
     "CHECKPOINT_KINDS",
+    "COMPACTION_STRATEGIES",
     "EVENT_KINDS",
     "RUN_STATES",
     "TERMINAL_KINDS",
@@ -53,6 +54,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointData",
     "CheckpointKind",
+    "CompactionStrategy",
     "ContextTrimmedData",
     "DecisionData",
     "EmptyData",
@@ -88,10 +90,13 @@ __all__ = [
     "RunStatus",
     "RunWaiting",
     "RunWaitingData",
+    "SessionCompacted",
+    "SessionCompactedData",
     "SessionForked",
     "SessionForkedData",
     "SessionRestored",
     "SessionRestoredData",
+    "StepCompactionData",
     "ThinkingData",
     "ToolCallData",
     "ToolFinished",
@@ -191,6 +196,16 @@ class ContextTrimmedData(TypedDict):
     estimated_tokens: int
 
 
+class StepCompactionData(TypedDict):
+    """What automatic compaction did before a step's model call: ``compacted`` (the
+    ``session.compacted`` event's ``seq``), or ``failed`` / ``nothing`` (the context
+    was trimmed instead, when it had to be: ``context_trimmed``)."""
+
+    status: Literal["compacted", "failed", "nothing"]
+    seq: NotRequired[int]
+    error: NotRequired[ErrorData]
+
+
 class QuotaData(TypedDict):
     bytes: int
     max_bytes: int
@@ -220,6 +235,7 @@ class MessageAssistantData(TypedDict):
     step: int
     thinking: NotRequired[list[ThinkingData]]
     context_trimmed: NotRequired[ContextTrimmedData]
+    compaction: NotRequired[StepCompactionData]
     continuation: NotRequired[int]
     queue: NotRequired[QueueData]
     attempts: NotRequired[list[AttemptData]]
@@ -413,6 +429,30 @@ class SessionForkedData(TypedDict):
     seq: int
     checkpoint: str | None
     copied_events: int
+
+
+CompactionStrategy = Literal["summarize", "clear_tool_results"]
+COMPACTION_STRATEGIES: tuple[CompactionStrategy, ...] = ("summarize", "clear_tool_results")
+
+
+class SessionCompactedData(TypedDict):
+    """Older turns replaced in the model's view (the log keeps them): the events
+    ``from_seq``..``to_seq`` (inclusive) by ``summary`` (``summarize``), or their tool
+    results by a placeholder (``clear_tool_results``)."""
+
+    from_seq: int
+    to_seq: int
+    strategy: CompactionStrategy
+    summary: NotRequired[str]
+    #: The model that wrote the summary (None: no model call).
+    model: str | None
+    usage: UsageData | None
+    #: Messages replaced (summarize) or tool results cleared.
+    messages: int
+    auto: bool
+    estimated_tokens_before: int
+    estimated_tokens_after: int
+    by: Literal["run", "api"]
 
 
 class EmptyData(TypedDict):
@@ -623,6 +663,15 @@ class SessionForked:
 
 
 @dataclass(kw_only=True, slots=True)
+class SessionCompacted:
+    """Older turns of the conversation were compacted (summarised, or their tool
+    results cleared); the events stay in the log."""
+
+    kind: Literal["session.compacted"] = "session.compacted"
+    data: SessionCompactedData
+
+
+@dataclass(kw_only=True, slots=True)
 class UnknownEvent:
     """A kind this build does not know (a newer daemon wrote it): kept, not folded."""
 
@@ -635,7 +684,7 @@ Event = Annotated[
     | RunCompleted | RunFailed | RunCancelled | RunInterrupted | RunParked | RunResumed
     | RunWaiting | ApprovalRequested | ApprovalDecided | WorkspaceSnapshot
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
-    | LoopDetected | Checkpoint | SessionRestored | SessionForked,
+    | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -646,7 +695,7 @@ _CLASSES: tuple[type[Any], ...] = (
     RunCompleted, RunFailed, RunCancelled, RunInterrupted, RunParked, RunResumed,
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
-    Checkpoint, SessionRestored, SessionForked)
+    Checkpoint, SessionRestored, SessionForked, SessionCompacted)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

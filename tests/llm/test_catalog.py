@@ -97,7 +97,10 @@ async def test_runs_are_priced_and_what_cannot_fit_is_refused(settings: Settings
                                                               store_url: str) -> None:
     rt = await _runtime(settings, store_url, TINY)
     try:
-        await rt.create_agent(name="a", model="scripted:tiny")
+        # (Automatic compaction, which would summarise instead of trimming, is off:
+        # tests/runtime/test_compaction.py covers it.)
+        await rt.create_agent(name="a", model="scripted:tiny",
+                              settings={"memory": {"compaction": {"auto": False}}})
         sent = await rt.send("a", "k", "hello")
         run = await rt.wait(sent.run.id)
         assert run.status == "completed"

@@ -174,6 +174,21 @@ def restored_line(data: dict[str, Any]) -> str:
     return line
 
 
+def compacted_line(data: dict[str, Any]) -> str:
+    """What a ``session.compacted`` event's data (or a compaction's result) says, in
+    words (plain text)."""
+    first, last = data.get("from_seq", "?"), data.get("to_seq", "?")
+    what = ("tool results cleared" if data.get("strategy") == "clear_tool_results"
+            else "summarised")
+    count = data.get("messages")
+    line = f"events {first}-{last} {what}" + (f" ({count} messages)"
+                                               if isinstance(count, int) else "")
+    before, after = data.get("estimated_tokens_before"), data.get("estimated_tokens_after")
+    if isinstance(before, int) and isinstance(after, int):
+        line += f"; about {before} -> {after} tokens"
+    return line
+
+
 def run_details(run: dict[str, Any]) -> Table:
     """A run's fields, then its whole output or its error."""
     grid = Table.grid(padding=(0, 2))
@@ -323,6 +338,8 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
         return [Text(f"{prefix}error: {error_line(error_of(data))}", style="red")]
     if kind == "session.restored":
         return [Text(f"{prefix}· session {restored_line(data)}", style="yellow")]
+    if kind == "session.compacted":
+        return [Text(f"{prefix}· compacted: {compacted_line(data)}", style="yellow")]
     if kind == "session.forked":
         source = f"{data.get('agent', '?')}/{data.get('session', '?')}"
         return [Text(f"{prefix}· forked from {source} at seq {data.get('seq', '?')}",

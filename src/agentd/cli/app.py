@@ -18,6 +18,7 @@ from agentd.cli import (
     _approvals,
     _chat,
     _checkpoints,
+    _compact,
     _daemon,
     _edit,
     _memory,
@@ -540,6 +541,7 @@ app.command("delete-session", rich_help_panel="Sessions")(_sessions.delete_sessi
 app.command(rich_help_panel="Sessions")(_checkpoints.checkpoint)
 app.command(rich_help_panel="Sessions")(_checkpoints.checkpoints)
 app.command(rich_help_panel="Sessions")(_checkpoints.fork)
+app.command(rich_help_panel="Sessions")(_compact.compact)
 
 app.command(rich_help_panel="Runs")(_runs.runs)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)

@@ -1,4 +1,5 @@
-"""An agent's sessions: list, read, delete, follow; checkpoints, restore and fork."""
+"""An agent's sessions: list, read, delete, follow; checkpoints, restore, fork and
+compaction."""
 
 from __future__ import annotations
 
@@ -168,6 +169,58 @@ class SessionsAPI(BaseClient):
         body = {"key": new_key} if new_key is not None else {}
         result: dict[str, Any] = self._request(
             "POST", f"/v1/checkpoints/{segment(checkpoint_id)}/fork", json_body=body
+        )
+        return result
+
+    # -- compaction -------------------------------------------------------------------
+
+    def compact(
+        self,
+        agent: str,
+        key: str,
+        *,
+        strategy: str | None = None,
+        keep_turns: int | None = None,
+    ) -> dict[str, Any]:
+        """Compact a session's older turns now: logged as one ``session.compacted``
+        event; the log keeps the originals (a restore to before it brings them back).
+
+        Args:
+            agent: Agent name.
+            key: Session key.
+            strategy: ``summarize`` (a summary replaces the older turns) or
+                ``clear_tool_results`` (their tool results become a placeholder);
+                default: the agent's ``settings.memory.compaction.strategy``.
+            keep_turns: The latest turns kept verbatim (1-100); default: the agent's.
+
+        Returns:
+            ``seq`` (the event's), ``from_seq``, ``to_seq``, ``strategy``, ``summary``,
+            ``messages``, ``model``, ``usage``, ``estimated_tokens_before``,
+            ``estimated_tokens_after``.
+
+        Raises:
+            APIError: ``nothing_to_compact`` (409) when no turn older than the latest
+                ``keep_turns`` is left, ``session_changed`` (409, retryable) when the
+                session was restored or compacted meanwhile, a model error (502, or
+                503 when the model is unavailable for now) when the summary could not
+                be written, ``session_not_found`` / ``agent_not_found`` (404),
+                ``invalid_input`` (422). Each leaves the session as it was.
+        """
+        body: dict[str, Any] = {}
+        if strategy is not None:
+            body["strategy"] = strategy
+        if keep_turns is not None:
+            body["keep_turns"] = keep_turns
+        result: dict[str, Any] = self._request(
+            "POST", f"{self._session_path(agent, key)}/compact", json_body=body
+        )
+        return result
+
+    def context(self, agent: str, key: str) -> dict[str, Any]:
+        """The conversation as the model sees it now (compactions applied): ``summary``,
+        ``summary_range``, ``messages``, ``last_seq``, ``estimated_tokens``."""
+        result: dict[str, Any] = self._request(
+            "GET", f"{self._session_path(agent, key)}/context"
         )
         return result
 

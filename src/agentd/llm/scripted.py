@@ -9,6 +9,11 @@ Where a turn comes from, first match wins:
 3. rules: a message ``/tool NAME {json args}`` calls that tool, a tool result is
    summarised, anything else is echoed back as ``echo: <text>``.
 
+A request to summarise a conversation (compaction, :mod:`agentd.memory.compaction`:
+its last message a ``<conversation_to_summarize>`` block) is answered before 2 and 3
+with a deterministic summary, so tests can assert it exactly: ``Summary:``, the
+previous summary's lines as they were, then ``- ROLE: first words`` per message.
+
 A turn is ``{"text": "..."}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
 optionally with ``"delay_ms"`` to simulate latency (the text is then streamed word by
 word across the delay), ``"finish_reason"`` (``"length"`` plays an answer cut off by
@@ -51,6 +56,10 @@ _ALL = "*"
 _queues: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _TOOL_RE = re.compile(r"^/tool\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.DOTALL)
 _WORDS = re.compile(r"\S+\s*|\s+")
+_SUMMARY_OPEN = "<conversation_to_summarize>"
+_ENTRY = re.compile(r"^\[([^\]]+)\]\s?(.*)$")
+#: Words of each message a scripted summary keeps.
+SUMMARY_WORDS = 4
 
 
 def enqueue(*turns: dict[str, Any], agent: str | None = None) -> None:
@@ -117,6 +126,9 @@ class ScriptedModel(Model):
             queue = _queues.get(key)
             if queue:
                 return queue.popleft()
+        summary = _summary(request)
+        if summary is not None:
+            return {"text": summary}
         if self.script:
             calls_so_far = sum(isinstance(m, AssistantMessage) for m in request.messages)
             return self.script[calls_so_far % len(self.script)]
@@ -166,6 +178,27 @@ def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -
     if isinstance(message, ToolResultMessage):
         return message.content
     return message.text
+
+
+def _summary(request: ModelRequest) -> str | None:
+    """The scripted summary of a summary request, or None for any other request."""
+    if not request.messages or not isinstance(request.messages[-1], UserMessage):
+        return None
+    text = request.messages[-1].content
+    if not text.startswith(_SUMMARY_OPEN):
+        return None
+    lines = ["Summary:"]
+    body = text
+    if "<previous_summary>\n" in text:
+        rest = text.partition("<previous_summary>\n")[2]
+        previous, _, body = rest.partition("\n</previous_summary>")
+        lines += [line for line in previous.splitlines() if line != "Summary:"]
+    for line in body.splitlines():
+        match = _ENTRY.match(line)
+        if match:
+            words = match.group(2).split()[:SUMMARY_WORDS]
+            lines.append(f"- {match.group(1)}: {' '.join(words)}".rstrip())
+    return "\n".join(lines)
 
 
 def _rule_turn(request: ModelRequest) -> dict[str, Any]:

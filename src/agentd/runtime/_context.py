@@ -16,9 +16,12 @@ def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
         ) -> tuple[ModelRequest, ContextTrimmedData | None, tuple[int, int]]:
     """Make the call fit the model's context window: drop the oldest whole turns (a
     user message and all that answered it, so a tool call is never parted from its
-    result) until it fits. The log keeps everything; the step's ``message.assistant``
-    event says what was left out (the second value). Refused (``context_overflow``)
-    if even the latest turn does not fit.
+    result) until it fits. The loop compacts older turns first when the agent's
+    ``settings.memory.compaction.auto`` is on (:mod:`agentd.memory.compaction`); this
+    is the fallback when that is off, fails or cannot cut enough. The log keeps
+    everything; the step's ``message.assistant`` event says what was left out (the
+    second value). Refused (``context_overflow``) if even the latest turn does not
+    fit.
 
     Also returns the tokens the call may use, (prompt estimate, output limit), which
     the scheduler reserves against tokens-per-minute limits ((0, 0) when neither a

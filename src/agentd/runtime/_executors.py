@@ -18,6 +18,7 @@ from agentd.config import PRIORITIES, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
 from agentd.memory.blocks import MemoryBlocks
+from agentd.memory.compaction import Compactor
 from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
@@ -81,7 +82,8 @@ class ExecutorFactory:
                  agents: Agents, histories: HistoryCache, tools: ToolRegistry,
                  mcp: MCPManager, sandboxes: Sandboxes, workspaces: WorkspaceKeeper | None,
                  kernel: Kernel, workers: WorkerPool, lease: Lease,
-                 memory: MemoryBlocks | None = None) -> None:
+                 memory: MemoryBlocks | None = None,
+                 compactor: Compactor | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -96,6 +98,7 @@ class ExecutorFactory:
         self.workers = workers
         self.lease = lease
         self.memory = memory
+        self.compactor = compactor
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -151,7 +154,7 @@ class ExecutorFactory:
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
             workspace=workspace, permissions=start.permissions,
             workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
-            sandbox=sandbox, workers=self.workers,
+            sandbox=sandbox, workers=self.workers, compactor=self.compactor,
         )
 
     async def _startable(self, run_id: str, prepared: Prepared | None) -> _Start | None:

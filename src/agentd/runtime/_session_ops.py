@@ -44,11 +44,13 @@ def check_session_key(key: str) -> str:
     if "." in key and any(part in (".", "..") for part in key.split("/")):
         raise InvalidInput("session key must not be '.' or '..' nor have such a "
                            "'/'-separated part (URLs drop them)", field="path.key")
-    if "/" in key and key.rpartition("/")[2] in ("events", "checkpoints", "policy"):
+    if "/" in key and key.rpartition("/")[2] in ("events", "checkpoints", "policy",
+                                                  "context"):
         # GET .../sessions/a/events reads the events of session "a", never the session
         # "a/events" (keys may hold '/', the sub-resources' routes come first).
-        raise InvalidInput("session key must not end in '/events', '/checkpoints' or "
-                           "'/policy' (the path would name that part of another session)",
+        raise InvalidInput("session key must not end in '/events', '/checkpoints', "
+                           "'/policy' or '/context' (the path would name that part of "
+                           "another session)",
                            field="path.key")
     return key
 

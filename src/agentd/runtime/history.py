@@ -3,12 +3,21 @@
 The log is the truth; this is a fold over it. The runtime keeps recently used
 histories in a small LRU and brings one up to date by reading only the events
 after the seq it has seen.
+
+Compaction (``session.compacted``, :mod:`agentd.memory.compaction`) is a fold too:
+each message remembers the seq at which it joined the conversation (its *origin*), so
+an event naming a seq range can replace those messages by a summary, kept apart in
+:attr:`SessionHistory.summary` and rendered into the system prompt, so the
+user/assistant alternation and the pairing of tool calls with their results are never
+broken; or clear their tool results. The log keeps every original: a restore to a
+seq before the compaction folds them back.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from agentd.events import (
@@ -22,6 +31,8 @@ from agentd.events import (
     RunFailed,
     RunInterrupted,
     RunStarted,
+    SessionCompacted,
+    SessionCompactedData,
     SessionRestored,
     SessionRestoredData,
     ToolFinished,
@@ -41,9 +52,61 @@ from agentd.llm.messages import (
 )
 from agentd.store.records import EventRecord, live_events
 
-__all__ = ["HistoryCache", "NeedsRebuild", "SessionHistory"]
+__all__ = ["HistoryCache", "NeedsRebuild", "SessionHistory", "cleared_result", "compacted",
+           "is_cleared", "with_summary"]
 
 AnyMessage = UserMessage | AssistantMessage | ToolResultMessage
+
+#: How a cleared tool result starts (``clear_tool_results``); the rest says its size.
+CLEARED = "[tool result cleared by compaction"
+
+
+def cleared_result(message: ToolResultMessage) -> ToolResultMessage:
+    """A tool result with its content replaced by a short placeholder (the call kept)."""
+    return replace(message, content=f"{CLEARED}: {len(message.content)} characters]")
+
+
+def is_cleared(message: AnyMessage) -> bool:
+    return isinstance(message, ToolResultMessage) and message.content.startswith(CLEARED)
+
+
+def with_summary(system: str, summary: str | None) -> str:
+    """The system prompt with the conversation's summary after it (the instructions and
+    memory blocks first: they change less, so a provider's prompt cache keeps them)."""
+    if not summary:
+        return system
+    section = ("<conversation_summary>\nThe earlier part of this conversation, "
+               f"summarised:\n{summary}\n</conversation_summary>")
+    return f"{system}\n\n{section}" if system else section
+
+
+def compacted(messages: Sequence[AnyMessage], origins: Sequence[int],
+              data: SessionCompactedData) -> tuple[list[AnyMessage], list[int]]:
+    """The messages (with their origin seqs) once ``data`` is applied: those that
+    joined in ``from_seq``..``to_seq`` dropped (``summarize``) or their tool results
+    cleared (``clear_tool_results``). Never parts a tool call from its result, even for
+    a range no cut of this daemon would choose: a result goes or stays with the
+    assistant message it answers (the one before it: results follow their calls, and
+    call ids need not be unique across a conversation)."""
+    low, high = int(data.get("from_seq", 0)), int(data.get("to_seq", -1))
+    if data.get("strategy") == "clear_tool_results":
+        out = [cleared_result(m) if low <= o <= high and isinstance(m, ToolResultMessage)
+               and not is_cleared(m) else m for m, o in zip(messages, origins, strict=True)]
+        return out, list(origins)
+    keep_messages: list[AnyMessage] = []
+    keep_origins: list[int] = []
+    owner_dropped = False
+    for message, origin in zip(messages, origins, strict=True):
+        if isinstance(message, ToolResultMessage):
+            dropped = owner_dropped
+        else:
+            dropped = low <= origin <= high
+            if isinstance(message, AssistantMessage):
+                owner_dropped = dropped
+        if not dropped:
+            keep_messages.append(message)
+            keep_origins.append(origin)
+    return keep_messages, keep_origins
 
 
 class NeedsRebuild(ValueError):
@@ -59,6 +122,11 @@ class SessionHistory:
     if that run's tool calls are still waiting for results, right after them. A tool
     call left without a result (a run cancelled mid-step) gets an error result as soon
     as the conversation moves on, so the list is always valid for providers.
+
+    ``origins[i]`` is the seq at which ``messages[i]`` joined (the event being folded
+    then; an unanswered call's error result takes its call's), so origins never
+    decrease across turns. ``turns`` holds the origin of each turn's first message (a
+    user message whose run started), the only places a compaction may cut.
     """
 
     def __init__(self, session_id: str, agent_id: str | None = None) -> None:
@@ -66,6 +134,18 @@ class SessionHistory:
         self.agent_id = agent_id
         self.last_seq = 0
         self.messages: list[AnyMessage] = []
+        #: The seq at which each message joined the conversation.
+        self.origins: list[int] = []
+        #: Where each turn begins (the origin of its user message), oldest first.
+        self.turns: list[int] = []
+        #: The summary of the compacted older turns (rendered in the system prompt).
+        self.summary: str | None = None
+        #: The range the summary replaces (0, 0: none).
+        self.summary_range: tuple[int, int] = (0, 0)
+        #: The first event of the session's state (0: none yet).
+        self.first_seq = 0
+        self._seq = 0
+        self._pending_origin = 0
         self._held: dict[str, list[UserMessage]] = {}
         self._pending: dict[str, str] = {}
         self._started: set[str] = set()
@@ -97,6 +177,8 @@ class SessionHistory:
         self._fold(event)
 
     def _fold(self, event: EventRecord) -> None:
+        self._seq = event.seq
+        self.first_seq = self.first_seq or event.seq
         # A table from the catalogue's kinds to the handlers below, each given the
         # kind's typed data (no object is made per event: every commit folds its
         # events). Old logs are folded as written: keys a writer may have left out are
@@ -113,12 +195,22 @@ class SessionHistory:
         elif self._pending and run_id is not None:
             self._deferred.append(message)  # steered in while tools run
         else:
+            if run_id is None:  # (a log from before runs): each message is a turn
+                self._turn()
             self._append(message)
 
     def _started_run(self, event: EventRecord, data: EmptyData) -> None:
         self._started.add(event.run_id or "")
-        for held in self._held.pop(event.run_id or "", ()):
-            self._append(held)
+        held = self._held.pop(event.run_id or "", ())
+        if held:
+            self._turn()
+        for message in held:
+            self._append(message)
+
+    def _turn(self) -> None:
+        """A turn begins at the message about to join (after any unanswered calls)."""
+        if not self.turns or self.turns[-1] != self._seq:
+            self.turns.append(self._seq)
 
     def _assistant(self, event: EventRecord, data: MessageAssistantData) -> None:
         usage = data.get("usage")
@@ -142,9 +234,11 @@ class SessionHistory:
             call_id=data["call_id"], name=data["name"], content=data["output"],
             is_error=bool(data.get("is_error")),
         ))
+        self.origins.append(event.seq)
         if not self._pending and self._deferred:
             deferred, self._deferred = self._deferred, []
             self.messages.extend(deferred)
+            self.origins.extend([event.seq] * len(deferred))
 
     def _snapshot(self, event: EventRecord, data: WorkspaceSnapshotData) -> None:
         ref = data.get("ref")
@@ -159,16 +253,34 @@ class SessionHistory:
         self._held.pop(event.run_id or "", None)
         self._started.discard(event.run_id or "")
 
+    def _compacted(self, event: EventRecord, data: SessionCompactedData) -> None:
+        self.messages, self.origins = compacted(self.messages, self.origins, data)
+        if data.get("strategy") == "clear_tool_results":
+            return
+        if self._pending:
+            # Calls whose message was compacted away can get no result any more.
+            last = next((m for m in reversed(self.messages)
+                         if isinstance(m, AssistantMessage)), None)
+            if last is None or not set(self._pending) <= {c.id for c in last.tool_calls}:
+                self._pending = {}
+        self.summary = str(data.get("summary") or "") or None
+        self.summary_range = (int(data.get("from_seq", 0)), int(data.get("to_seq", 0)))
+        self.turns = [t for t in self.turns if t > self.summary_range[1]]
+
     def _append(self, message: AnyMessage) -> None:
         if self._pending:
             self.messages.extend(_unanswered(self._pending))
+            self.origins.extend([self._pending_origin] * len(self._pending))
             self._pending = {}
         if self._deferred:
             deferred, self._deferred = self._deferred, []
             self.messages.extend(deferred)
+            self.origins.extend([self._seq] * len(deferred))
         self.messages.append(message)
+        self.origins.append(self._seq)
         if isinstance(message, AssistantMessage) and message.tool_calls:
             self._pending = {c.id: c.name for c in message.tool_calls}
+            self._pending_origin = self._seq
 
     def extend(self, events: Iterable[EventRecord]) -> None:
         for event in events:
@@ -180,6 +292,10 @@ class SessionHistory:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
 
+    def system(self, instructions: str) -> str:
+        """The system prompt for these messages: ``instructions`` and the summary."""
+        return with_summary(instructions, self.summary)
+
 
 _Fold = Callable[[SessionHistory, EventRecord, Any], None]
 _RESTORED = kind_of(SessionRestored)
@@ -190,6 +306,7 @@ _FOLDS: dict[str, _Fold] = {
     kind_of(MessageAssistant): SessionHistory._assistant,
     kind_of(ToolFinished): SessionHistory._tool_result,
     kind_of(WorkspaceSnapshot): SessionHistory._snapshot,
+    kind_of(SessionCompacted): SessionHistory._compacted,
     **{kind_of(end): SessionHistory._ended
        for end in (RunCompleted, RunFailed, RunCancelled, RunInterrupted)},
 }

@@ -63,6 +63,7 @@ from agentd.tools._workers import WorkerPool
 
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks
+    from agentd.memory.compaction import Compactor
     from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
@@ -165,6 +166,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         workers: WorkerPool | None = None,
         memory: MemoryBlocks | None = None,
         base_instructions: str | None = None,
+        compactor: Compactor | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -180,6 +182,10 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.base_instructions = (instructions if base_instructions is None
                                   else base_instructions)
         self.memory = memory
+        #: Compacts the session before a call that nears the model's window (tried
+        #: once per run: within a run no new turn boundary appears).
+        self.compactor = compactor
+        self._compaction_tried = False
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
@@ -243,13 +249,15 @@ class RunExecutor(ToolSteps, BudgetSteps):
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       steer_guard: int | None = None, *, acquire: bool = False,
                       release: bool = False, checkpoint: bool = False,
-                      usage: UsageCharge | None = None) -> list[EventRecord]:
+                      usage: UsageCharge | None = None,
+                      unless_changed_after: int | None = None) -> list[EventRecord]:
         lease = (self._lease_acquire if acquire else self._lease_release if release
                  else self._lease)
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
                                   unless_steered_after=steer_guard, lease=lease,
                                   checkpoint_every=self.checkpoint_every if checkpoint
-                                  else None, usage=usage)
+                                  else None, usage=usage,
+                                  unless_changed_after=unless_changed_after)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -413,17 +421,31 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 return await self._fail(over)
         return None
 
-    async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
-        """One model call through the kernel (scheduler, retries, fallbacks), its answer
-        priced and turned into the events to commit; a model error fails the run."""
-        self.steps += 1
+    def _request(self, specs: list[Any]) -> ModelRequest:
         messages = self.history.for_model()
         if self._pieces:
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
-        request = ModelRequest(
-            system=self.instructions, messages=messages, tools=specs,
+        return ModelRequest(
+            system=self.history.system(self.instructions), messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
             temperature=self.agent_settings.temperature)
+
+    async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
+        """One model call through the kernel (scheduler, retries, fallbacks), its answer
+        priced and turned into the events to commit; a model error fails the run.
+        Near the model's window, older turns are compacted first (else trimmed)."""
+        self.steps += 1
+        request = self._request(specs)
+        compaction = None
+        if self.compactor is not None and not self._compaction_tried:
+            compaction = await self.compactor.before_call(
+                request, self.history, info=self.model_info, run=self.run,
+                agent=self.agent_name, settings=self.agent_settings,
+                targets=self.caller.targets, priority=self.policy.priority,
+                note=self._note, commit=self._commit)
+            self._compaction_tried = compaction is not None
+            if compaction is not None and compaction["status"] == "compacted":
+                request = self._request(specs)
         context_seq = self.history.last_seq
         try:
             request, trimmed, (prompt, limit) = fit(
@@ -466,6 +488,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
                                  "redacted": t.redacted} for t in message.thinking]
         if trimmed:
             data["context_trimmed"] = trimmed
+        if compaction is not None:
+            data["compaction"] = compaction
         if self._pieces:
             data["continuation"] = len(self._pieces)
         return _Step(message=message, events=[self._new(MessageAssistant(data=data)),

@@ -13,6 +13,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``leases``         which node drives which run; takeover (:mod:`.leases`)
 ``housekeeper``    periodic jobs, registered by the services (:mod:`.housekeeping`)
 ``kernel``         every model call: scheduler, retries, breakers, budgets
+``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 =================  ===========================================================
 
@@ -31,9 +32,11 @@ from typing import Any
 from agentd import __version__
 from agentd.config import Settings
 from agentd.errors import AgentNotFound
+from agentd.events import CompactionStrategy
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
+from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.runtime._executors import ExecutorFactory, permissions_for
@@ -43,7 +46,7 @@ from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.bus import EventBus, Feed, Subscription
 from agentd.runtime.calls import Kernel
 from agentd.runtime.follower import LogFollower
-from agentd.runtime.history import HistoryCache
+from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.leases import LeaseKeeper
@@ -128,11 +131,16 @@ class Runtime:
         self.histories = HistoryCache(self._read_after)
         #: Core memory blocks: rendered into every run's context, edited by its tools.
         self.memory = MemoryBlocks(store, agents=self.agents, exclusive=self.exclusive)
+        #: Older turns summarised (or their tool results cleared) instead of dropped.
+        self.compactor = Compactor(store, bus=self.bus, histories=self.histories,
+                                   agents=self.agents, kernel=self.kernel,
+                                   catalog=self.catalog)
         self.executors = ExecutorFactory(
             settings, store, bus=self.bus, runlog=self.runlog, agents=self.agents,
             histories=self.histories, tools=self.tools, mcp=self.mcp,
             sandboxes=self.sandboxes, workspaces=self.workspaces, kernel=self.kernel,
-            workers=self.workers, lease=self.lease, memory=self.memory)
+            workers=self.workers, lease=self.lease, memory=self.memory,
+            compactor=self.compactor)
         self.supervisor = Supervisor(self.executors.build, self.runlog.cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.sessions = Sessions(settings, store, bus=self.bus, histories=self.histories,
@@ -430,6 +438,19 @@ class Runtime:
     async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
                                  ) -> SessionRecord:
         return await self.sessions.set_session_policy(name, key, policy)
+
+    async def compact_session(self, name: str, key: str, *,
+                              strategy: CompactionStrategy | None = None,
+                              keep_turns: int | None = None) -> Compaction:
+        """Compact a session's older turns now (see :meth:`Compactor.compact`); the
+        agent's ``settings.memory.compaction`` gives what is not given here."""
+        return await self.compactor.compact(name, key, strategy=strategy,
+                                            keep_turns=keep_turns)
+
+    async def session_context(self, name: str, key: str) -> SessionHistory:
+        """The session's conversation as the model sees it (compactions applied)."""
+        agent, session = await self.sessions.get_session(name, key)
+        return await self.histories.get(session.id, agent_id=agent.id)
 
     # -- messages and runs -------------------------------------------------------------
 

@@ -3,6 +3,7 @@ transaction (``tx``); the caller's ``now`` is the commit time."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from agentd.errors import (
@@ -40,6 +41,17 @@ from agentd.store.records import (
 __all__ = ["fork", "new_checkpoint", "restore"]
 #: Events a fork does not copy: they describe the source session, not its state.
 _NOT_COPIED = frozenset({"session.restored", "checkpoint"})
+
+
+_COMPACTED = "session.compacted"
+
+
+def _renumbered(data: dict[str, Any], old_seqs: list[int]) -> dict[str, Any]:
+    """A compaction's range in the fork's numbering (its events renumbered from 1): the
+    copied events it covered, and no others."""
+    low = bisect.bisect_left(old_seqs, int(data.get("from_seq", 0))) + 1
+    high = bisect.bisect_right(old_seqs, int(data.get("to_seq", -1)))
+    return {**data, "from_seq": low, "to_seq": high}
 
 
 def new_checkpoint(tx: Tx, session_id: str, name: str | None, kind: str,
@@ -119,8 +131,11 @@ def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | N
                (None if origin.policy is None else _rows.dumps(origin.policy),
                 new_session_id))
     if copied:
+        old_seqs = [e.seq for e in copied]
         tx.executemany(INSERT_EVENT, [
-            (new_session_id, i, e.run_id, e.kind, _rows.dumps(e.data), e.at)
+            (new_session_id, i, e.run_id, e.kind,
+             _rows.dumps(_renumbered(e.data, old_seqs) if e.kind == _COMPACTED else e.data),
+             e.at)
             for i, e in enumerate(copied, start=1)])
         tx.execute("UPDATE sessions SET last_seq = ? WHERE id = ?",
                    (len(copied), new_session_id))

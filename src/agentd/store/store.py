@@ -21,6 +21,7 @@ from agentd.errors import (
     AgentNotFound,
     CheckpointExists,
     CheckpointNotFound,
+    Conflict,
     NotFound,
     RunNotFound,
     SessionNotFound,
@@ -308,7 +309,8 @@ class Store:
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
                unless_steered_after: int | None = None, lease: Lease | None = None,
-               checkpoint_every: float | None = None, usage: UsageCharge | None = None
+               checkpoint_every: float | None = None, usage: UsageCharge | None = None,
+               unless_changed_after: int | None = None
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
 
@@ -319,7 +321,10 @@ class Store:
         ``checkpoint_every`` (seconds), an automatic checkpoint follows the events
         when the session's last one is at least that old. With ``usage``, the step's
         model usage is added to the usage ledger (its UTC day is the events' commit
-        time), so it is recorded exactly when the step is. Returns the engine's
+        time), so it is recorded exactly when the step is. With
+        ``unless_changed_after``, nothing is written and Conflict ``session_changed``
+        is raised if the session was restored or compacted after that seq (a
+        compaction's range was chosen from the log up to it). Returns the engine's
         future: the write goes ahead even if its waiter is cancelled."""
         now = time.time()
 
@@ -334,6 +339,13 @@ class Store:
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
             records = (append(tx, session_id, events, now, last_checkpoint) if events
                        else [])
+            if unless_changed_after is not None and records and tx.one(
+                    "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND seq < ? "
+                    "AND kind IN ('session.restored', 'session.compacted') LIMIT 1",
+                    (session_id, unless_changed_after, records[0].seq)) is not None:
+                # (Checked after the append, which locks the session's row.)
+                raise Conflict("the session was restored or compacted meanwhile; "
+                               "try again", code="session_changed", retryable=True)
             if lease is not None and run_id is not None:
                 leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:

@@ -6,15 +6,17 @@ with a path converter; the more specific routes are declared first.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from agentd.errors import InvalidInput, PayloadTooLarge
+from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
+from agentd.llm.messages import messages_adapter
+from agentd.memory.compaction import conversation_tokens
 from agentd.server._http import INT64_MAX, json_response, loads_strict, model_response
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import (
@@ -195,6 +197,84 @@ async def fork_session(name: str, key: str, body: ForkIn, request: Request) -> R
     session = await runtime_of(request).fork(
         name, key, new_key=body.key, seq=body.seq, checkpoint=body.checkpoint)
     return model_response(SessionOut, session.to_api(name), 201)
+
+
+class CompactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["summarize", "clear_tool_results"] | None = Field(
+        default=None, description="Default: the agent's settings.memory.compaction.strategy.")
+    keep_turns: int | None = Field(
+        default=None, strict=True, ge=1, le=100,
+        description="The latest turns kept verbatim. Default: the agent's "
+                    "settings.memory.compaction.keep_turns.")
+
+
+class CompactOut(BaseModel):
+    seq: int = Field(description="The session.compacted event's seq.")
+    from_seq: int
+    to_seq: int
+    strategy: Literal["summarize", "clear_tool_results"]
+    summary: str | None
+    messages: int = Field(description="Messages replaced, or tool results cleared.")
+    model: str | None
+    usage: dict[str, Any] | None
+    estimated_tokens_before: int
+    estimated_tokens_after: int
+
+
+class ContextOut(BaseModel):
+    summary: str | None = Field(description="The summary of the compacted turns (the "
+                                            "model reads it after its instructions).")
+    summary_range: dict[str, int] | None = Field(
+        description="{from_seq, to_seq}: the events the summary replaces.")
+    messages: list[dict[str, Any]] = Field(description="The messages the next model "
+                                                       "call sends, oldest first.")
+    last_seq: int
+    estimated_tokens: int = Field(description="The messages and summary, estimated.")
+
+
+#: Model failures that say "not now" rather than "no".
+_UNAVAILABLE = frozenset({"model_unavailable", "model_outage", "model_rate_limited"})
+
+
+@router.post("/{key:path}/compact", response_model=CompactOut,
+             responses=ERRORS(404, 409, 422, 502, 503))
+async def compact_session(name: str, key: str, request: Request,
+                          body: CompactIn | None = None) -> Response:
+    """Compact the session's older turns now: a summary written by the agent's
+    compaction model replaces them in the model's view (``summarize``), or their tool
+    results are cleared (``clear_tool_results``), logged as one ``session.compacted``
+    event; the log keeps the originals. 409 ``nothing_to_compact`` when no turn older
+    than the latest ``keep_turns`` is left, 409 ``session_changed`` when the session was
+    restored or compacted meanwhile, 502/503 when the summary could not be written:
+    each writes nothing."""
+    body = body or CompactIn()
+    try:
+        done = await runtime_of(request).compact_session(
+            name, key, strategy=body.strategy, keep_turns=body.keep_turns)
+    except ModelError as exc:
+        if exc.code in _UNAVAILABLE:
+            exc.status = 503
+        raise
+    return model_response(CompactOut, done.to_api())
+
+
+@router.get("/{key:path}/context", response_model=ContextOut, responses=ERRORS(404))
+async def get_context(name: str, key: str, request: Request) -> Response:
+    """The conversation as the model sees it now: compactions applied (the summary, the
+    messages left, cleared tool results). The log (``.../events``) keeps every
+    original."""
+    history = await runtime_of(request).session_context(name, key)
+    messages = history.for_model()
+    low, high = history.summary_range
+    return model_response(ContextOut, {
+        "summary": history.summary,
+        "summary_range": ({"from_seq": low, "to_seq": high} if history.summary is not None
+                          else None),
+        "messages": messages_adapter.dump_python(messages, mode="json"),
+        "last_seq": history.last_seq,
+        "estimated_tokens": conversation_tokens(history.summary, messages)})
 
 
 @router.put("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404, 422))
