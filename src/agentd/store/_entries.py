@@ -15,7 +15,6 @@ built outside the database can catch up with any change.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import math
 import re
@@ -29,12 +28,11 @@ import orjson
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.store._engine import Tx
 from agentd.store._rows import new_id
-from agentd.store._runs_query import decode_cursor, encode_cursor
 
-__all__ = ["KEEP", "MAX_PAGE", "EntryChange", "EntryFilter", "EntryPage", "EntryRecord",
-           "NewEntry", "allowed", "content_hash", "count", "delete", "delete_namespace",
+__all__ = ["MAX_PAGE", "EntryChange", "EntryFilter", "EntryRecord", "NewEntry", "allowed",
+           "content_hash", "count", "delete", "delete_namespace", "drop_vectors",
            "forget_agent", "fulltext", "get", "get_many_by_n", "insert", "list_entries",
-           "normalise", "update"]
+           "normalise", "query_terms", "update"]
 
 MAX_PAGE = 1000
 #: Query words beyond this many are ignored (a pasted document is not a query).
@@ -44,14 +42,6 @@ _CHUNK = 500
 _COLS = ("e.n, e.id, e.namespace, e.content, e.tags, e.metadata, e.source_session, "
          "e.source_run, e.source_seq, e.agent_id, e.tainted, e.created_at, e.updated_at, "
          "e.version")
-
-
-class _Keep(enum.Enum):
-    KEEP = "keep"
-
-
-#: "Leave as it is" for a field whose None has a meaning (``EntryChange.tainted``).
-KEEP = _Keep.KEEP
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,16 +76,19 @@ class NewEntry:
     source_seq: int | None = None
     agent_id: str | None = None
     tainted: str | None = None
+    #: When it was written (an import keeps the original time); None: now.
+    created_at: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EntryChange:
-    """The fields an update sets (None, or KEEP for ``tainted``: unchanged)."""
+    """The fields an update sets (None: unchanged). ``tainted``: why the entry is now
+    tainted, or "" to mark it clean."""
 
     content: str | None = None
     tags: Sequence[str] | None = None
     metadata: Mapping[str, Any] | None = None
-    tainted: str | _Keep | None = KEEP
+    tainted: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,14 +109,6 @@ class EntryFilter:
         return not (self.tags_all or self.tags_any or self.metadata
                     or self.created_after is not None or self.created_before is not None
                     or self.updated_after is not None)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EntryPage:
-    """Entries newest first, and the cursor of the next page (None on the last)."""
-
-    entries: list[EntryRecord]
-    next_cursor: str | None
 
 
 # -- normalising and checking ---------------------------------------------------------
@@ -198,12 +183,17 @@ def _checked(item: NewEntry, where: str) -> tuple[NewEntry, str]:
     if item.source_seq is not None and (isinstance(item.source_seq, bool)
                                         or not isinstance(item.source_seq, int)):
         raise InvalidInput("source_seq must be an integer", field=f"{where}.source_seq")
+    if item.created_at is not None and (
+            isinstance(item.created_at, bool) or not isinstance(item.created_at, int | float)
+            or not math.isfinite(item.created_at)):
+        raise InvalidInput("created_at must be a finite number (epoch seconds)",
+                           field=f"{where}.created_at")
     checked = NewEntry(namespace=item.namespace, content=content,
                        tags=_tags(item.tags, f"{where}.tags"),
                        metadata=_metadata(item.metadata, f"{where}.metadata"),
                        source_session=item.source_session, source_run=item.source_run,
                        source_seq=item.source_seq, agent_id=item.agent_id,
-                       tainted=item.tainted)
+                       tainted=item.tainted or None, created_at=item.created_at)
     return checked, content_hash(content)
 
 
@@ -311,17 +301,18 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float
     for (item, digest), key in zip(checked, keys, strict=True):
         if key in found or key in fresh:
             continue
+        at = now if item.created_at is None else float(item.created_at)
         record = EntryRecord(
             id=new_id("mem"), n=0, namespace=item.namespace, content=item.content,
             tags=tuple(item.tags), metadata=dict(item.metadata),
             source_session=item.source_session, source_run=item.source_run,
             source_seq=item.source_seq, agent_id=item.agent_id, tainted=item.tainted,
-            created_at=now, updated_at=now, version=1)
+            created_at=at, updated_at=at, version=1)
         fresh[key] = record
         rows.append((record.id, record.namespace, record.content, digest,
                      _dumps(record.tags), _dumps(record.metadata), record.source_session,
                      record.source_run, record.source_seq, record.agent_id, record.tainted,
-                     now, now, 1))
+                     at, at, 1))
     if rows:
         # DO NOTHING: a duplicate another node committed since the lookup above is
         # found again below, instead of failing the whole batch.
@@ -422,17 +413,17 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
     and waits for a new vector; its old vector goes, with a tombstone."""
     old = get(tx, namespaces, entry_id)
     if old is None:
-        raise NotFound(f"no memory entry {entry_id!r}", code="memory_entry_not_found")
+        raise NotFound(f"no memory entry {entry_id!r}", code="entry_not_found")
     if expect_version is not None and old.version != expect_version:
         raise Conflict(f"memory entry {entry_id!r} is at version {old.version}, not "
-                       f"{expect_version}", code="memory_entry_changed",
+                       f"{expect_version}", code="entry_changed",
                        details={"version": old.version})
     content = old.content if change.content is None else _content(change.content,
                                                                   "change.content")
     tags = old.tags if change.tags is None else _tags(change.tags, "change.tags")
     metadata = (old.metadata if change.metadata is None
                 else _metadata(change.metadata, "change.metadata"))
-    tainted = old.tainted if isinstance(change.tainted, _Keep) else change.tainted
+    tainted = old.tainted if change.tainted is None else (change.tainted or None)
     digest = content_hash(content)
     reembed = content != old.content
     if reembed:
@@ -440,7 +431,7 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
                      "AND n <> ?", (old.namespace, digest, old.n))
         if row is not None:
             raise Conflict(f"memory entry {row[0]!r} already holds this content",
-                           code="memory_entry_duplicate", details={"existing": str(row[0])})
+                           code="entry_duplicate", details={"existing": str(row[0])})
     tx.execute(
         "UPDATE memory_entries SET content = ?, content_hash = ?, tags = ?, metadata = ?, "
         "tainted = ?, updated_at = ?, version = version + 1"
@@ -448,7 +439,7 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
         (content, digest, _dumps(tags), _dumps(metadata), tainted, now, old.n, old.version))
     if tx.rowcount != 1:  # another node wrote in between (PostgreSQL, read committed)
         raise Conflict(f"memory entry {entry_id!r} changed meanwhile; try again",
-                       code="memory_entry_changed", retryable=True)
+                       code="entry_changed", retryable=True)
     if reembed:
         drop_vectors(tx, [old.n], dialect)
     if tags != old.tags:
@@ -466,7 +457,7 @@ def delete(tx: Tx, namespaces: Sequence[str], entry_id: str, dialect: str) -> En
     """Delete the entry (its tags and vectors go with it; a vector leaves a tombstone)."""
     old = get(tx, namespaces, entry_id)
     if old is None:
-        raise NotFound(f"no memory entry {entry_id!r}", code="memory_entry_not_found")
+        raise NotFound(f"no memory entry {entry_id!r}", code="entry_not_found")
     drop_vectors(tx, [old.n], dialect)
     tx.execute("DELETE FROM memory_entries WHERE n = ?", (old.n,))
     return old
@@ -517,27 +508,25 @@ def get_many_by_n(tx: Tx, namespaces: Sequence[str], ns: Iterable[int]
 
 
 def list_entries(tx: Tx, namespaces: Sequence[str], filters: EntryFilter | None,
-                 limit: int, cursor: str | None, dialect: str) -> EntryPage:
-    """Entries newest first (``created_at``, then ``n``), a page at a time."""
+                 limit: int, before: str | None, dialect: str) -> list[EntryRecord]:
+    """Entries newest first (``created_at``, then ``n``), a page at a time: the next
+    page is the one ``before`` the last entry of this one (its id)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="query.limit")
     names = _namespaces(namespaces)
     if not names:
-        return EntryPage(entries=[], next_cursor=None)
+        return []
     where, params = _where(names, filters, dialect)
-    if cursor is not None:
-        at, n = decode_cursor(cursor)
-        if not n.isdigit():
-            raise InvalidInput("cursor is not one this daemon gave (use next_cursor as is)",
-                               field="query.cursor")
+    if before is not None:
+        mark = get(tx, names, before)
+        if mark is None:
+            raise InvalidInput(f"before: no memory entry {before!r} (it may have been "
+                               "deleted)", field="query.before")
         where += " AND (e.created_at < ? OR (e.created_at = ? AND e.n < ?))"
-        params.extend((at, at, int(n)))
+        params.extend((mark.created_at, mark.created_at, mark.n))
     rows = tx.all(f"SELECT {_COLS} FROM memory_entries e WHERE {where} "
-                  "ORDER BY e.created_at DESC, e.n DESC LIMIT ?", (*params, limit + 1))
-    found = [_record(r) for r in rows[:limit]]
-    last = found[-1] if len(rows) > limit else None
-    return EntryPage(entries=found, next_cursor=None if last is None
-                     else encode_cursor(last.created_at, str(last.n)))
+                  "ORDER BY e.created_at DESC, e.n DESC LIMIT ?", (*params, limit))
+    return [_record(r) for r in rows]
 
 
 def count(tx: Tx, namespace: str) -> int:

@@ -6,18 +6,21 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from agentd.errors import Conflict
 from agentd.store import _entries, _vectors
 from agentd.store._engine import Engine
-from agentd.store._entries import EntryChange, EntryFilter, EntryPage, EntryRecord, NewEntry
+from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
+from agentd.store._vectors import Pending
 
 __all__ = ["EntryStore"]
 
 
 class EntryStore:
     engine: Engine
+    #: Embedders for which entries embedded by another one were made pending again.
+    _requeued_for: frozenset[str] = frozenset()
 
     async def insert_entries(self, items: Sequence[NewEntry]
                              ) -> list[tuple[EntryRecord, bool]]:
@@ -30,8 +33,8 @@ class EntryStore:
                         ) -> EntryRecord | None:
         return await self.engine.read(lambda tx: _entries.get(tx, namespaces, entry_id))
 
-    async def get_entries(self, namespaces: Sequence[str], ns: Iterable[int]
-                          ) -> dict[int, EntryRecord]:
+    async def entries_by_n(self, namespaces: Sequence[str], ns: Iterable[int]
+                           ) -> dict[int, EntryRecord]:
         """Entries by key (search hits), only those in ``namespaces``."""
         keys = list(ns)
         return await self.engine.read(lambda tx: _entries.get_many_by_n(tx, namespaces, keys))
@@ -46,7 +49,7 @@ class EntryStore:
         except Exception as exc:
             if self.engine.is_unique_violation(exc):  # a duplicate committed meanwhile
                 raise Conflict("another memory entry already holds this content",
-                               code="memory_entry_duplicate") from None
+                               code="entry_duplicate") from None
             raise
 
     async def delete_entry(self, namespaces: Sequence[str], entry_id: str) -> EntryRecord:
@@ -59,19 +62,19 @@ class EntryStore:
         return await self.engine.write(lambda tx: _entries.delete_namespace(tx, namespace,
                                                                             dialect))
 
-    async def list_entries(self, namespaces: Sequence[str], *,
-                           filters: EntryFilter | None = None, limit: int = 50,
-                           cursor: str | None = None) -> EntryPage:
+    async def list_entries(self, namespaces: Sequence[str], filters: EntryFilter | None = None,
+                           limit: int = 50, before: str | None = None) -> list[EntryRecord]:
+        """Newest first; ``before``: the id of the last entry of the previous page."""
         dialect = self.engine.dialect
         return await self.engine.read(lambda tx: _entries.list_entries(
-            tx, namespaces, filters, limit, cursor, dialect))
+            tx, namespaces, filters, limit, before, dialect))
 
     async def count_entries(self, namespace: str) -> int:
         return await self.engine.read(lambda tx: _entries.count(tx, namespace))
 
-    async def search_fulltext(self, namespaces: Sequence[str], query: str, *,
-                              filters: EntryFilter | None = None, limit: int = 50
-                              ) -> list[tuple[int, float]]:
+    async def fulltext_entries(self, namespaces: Sequence[str], query: str,
+                               filters: EntryFilter | None = None, limit: int = 50
+                               ) -> list[tuple[int, float]]:
         """``(n, score)`` best first; any word of ``query`` matches."""
         dialect = self.engine.dialect
         return await self.engine.read(lambda tx: _entries.fulltext(
@@ -85,45 +88,56 @@ class EntryStore:
 
     # -- vectors ---------------------------------------------------------------------------
 
-    async def pending_embeddings(self, limit: int) -> list[tuple[int, str, str, int]]:
-        """``(n, namespace, content, version)`` of entries waiting for a vector."""
-        return await self.engine.read(lambda tx: _vectors.pending(tx, limit))
+    async def pending_embeddings(self, embedder: str, limit: int, *,
+                                 namespaces: Sequence[str] | None = None) -> list[Pending]:
+        """Entries waiting for a vector by ``embedder`` (of ``namespaces``, or any). The
+        first call for an embedder makes entries embedded by another one pending."""
+        if embedder not in self._requeued_for:
+            await self.requeue_embeddings(embedder)
+            self._requeued_for = self._requeued_for | {embedder}
+        return await self.engine.read(lambda tx: _vectors.pending(tx, limit, namespaces))
 
     async def requeue_embeddings(self, embedder: str) -> int:
-        """Entries embedded by another embedder become pending (run at start)."""
+        """Entries embedded by another embedder become pending; how many."""
         dialect = self.engine.dialect
         return await self.engine.write(lambda tx: _vectors.requeue(tx, embedder, dialect))
 
-    async def put_vectors(self, embedder: str, rows: Sequence[tuple[int, bytes]],
-                          expect: Mapping[int, int]) -> list[int]:
-        """Store vectors of entries still at the version ``expect`` names; the keys
-        written."""
+    async def put_vectors(self, embedder: str, rows: Sequence[tuple[int, bytes, int]]
+                          ) -> list[int]:
+        """Store ``(n, vector, version)`` rows of entries still at that version; the
+        keys written."""
         dialect = self.engine.dialect
-        return await self.engine.write(lambda tx: _vectors.put_vectors(
-            tx, embedder, rows, expect, dialect))
+        return await self.engine.write(lambda tx: _vectors.put_vectors(tx, embedder, rows,
+                                                                       dialect))
 
-    async def vectors_since(self, namespace: str, embedder: str, stamp: int, *,
+    async def vectors_since(self, namespace: str, embedder: str, stamp: int,
                             limit: int = 1000) -> list[tuple[int, bytes, int]]:
+        """``(n, vector, stamp)`` written after ``stamp``, in stamp order."""
         return await self.engine.read(lambda tx: _vectors.vectors_since(
             tx, namespace, embedder, stamp, limit))
 
-    async def tombstones_since(self, namespace: str, stamp: int, *,
-                               until: int | None = None) -> list[tuple[int, int]]:
+    async def vector_tombstones_since(self, namespace: str, stamp: int,
+                                      until: int | None = None) -> list[tuple[int, int]]:
+        """``(n, stamp)`` of vectors removed after ``stamp``, in stamp order."""
         return await self.engine.read(lambda tx: _vectors.tombstones_since(
             tx, namespace, stamp, until))
+
+    async def count_vectors(self, namespace: str, embedder: str) -> int:
+        return await self.engine.read(lambda tx: _vectors.count_vectors(tx, namespace,
+                                                                        embedder))
 
     async def max_stamp(self) -> int:
         return await self.engine.read(_vectors.max_stamp)
 
-    async def ensure_pgvector(self, dim: int, embedder: str) -> bool:
+    async def ensure_pgvector(self, embedder: str, dim: int) -> bool:
         """Whether :meth:`vector_search` can be used (always False on SQLite)."""
         if self.engine.dialect != "postgresql":
             return False
-        return await self.engine.write(lambda tx: _vectors.ensure_pgvector(tx, dim,
-                                                                           embedder))
+        return await self.engine.write(lambda tx: _vectors.ensure_pgvector(tx, embedder,
+                                                                           dim))
 
     async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
-                            query: bytes | Sequence[float], k: int, *,
+                            query: bytes | Sequence[float], k: int,
                             filters: EntryFilter | None = None) -> list[tuple[int, float]]:
         """``(n, cosine similarity)`` best first, by pgvector."""
         return await self.engine.read(lambda tx: _vectors.vector_search(

@@ -22,7 +22,8 @@ import os
 import re
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from agentd.errors import InvalidInput
 from agentd.store._engine import Tx
@@ -38,8 +39,8 @@ from agentd.store._entries import (
     drop_vectors,
 )
 
-__all__ = ["ensure_pgvector", "max_stamp", "pending", "put_vectors", "requeue",
-           "tombstones_since", "vector_search", "vectors_since"]
+__all__ = ["Pending", "count_vectors", "ensure_pgvector", "max_stamp", "pending",
+           "put_vectors", "requeue", "tombstones_since", "vector_search", "vectors_since"]
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,29 @@ def _pg_text(vec: array[float], where: str) -> str:
 # -- the embedding pipeline ---------------------------------------------------------------
 
 
-def pending(tx: Tx, limit: int) -> list[tuple[int, str, str, int]]:
-    """``(n, namespace, content, version)`` of entries waiting for a vector, oldest
-    first: the version goes back to :func:`put_vectors` as its expectation."""
-    rows = tx.all("SELECT n, namespace, content, version FROM memory_entries "
-                  "WHERE embedded_with IS NULL ORDER BY n LIMIT ?", (limit,))
-    return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+class Pending(NamedTuple):
+    """An entry waiting for a vector; ``version`` goes back to :func:`put_vectors`."""
+
+    n: int
+    namespace: str
+    content: str
+    version: int
+
+
+def pending(tx: Tx, limit: int, namespaces: Sequence[str] | None = None) -> list[Pending]:
+    """Entries waiting for a vector (of ``namespaces``, or any), oldest first. An entry
+    embedded by another embedder waits only after :func:`requeue`."""
+    if namespaces is None:
+        rows = tx.all("SELECT n, namespace, content, version FROM memory_entries "
+                      "WHERE embedded_with IS NULL ORDER BY n LIMIT ?", (limit,))
+    else:
+        names = _namespaces(namespaces)
+        if not names:
+            return []
+        rows = tx.all("SELECT n, namespace, content, version FROM memory_entries WHERE "
+                      f"embedded_with IS NULL AND namespace IN ({_marks(names)}) "
+                      "ORDER BY n LIMIT ?", (*names, limit))
+    return [Pending(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
 
 
 def requeue(tx: Tx, embedder: str, dialect: str) -> int:
@@ -110,13 +128,15 @@ def requeue(tx: Tx, embedder: str, dialect: str) -> int:
     return len(ns)
 
 
-def put_vectors(tx: Tx, embedder: str, rows: Sequence[tuple[int, bytes]],
-                expect: Mapping[int, int], dialect: str) -> list[int]:
-    """Store each entry's vector, unless the entry changed (its version is no longer
-    ``expect[n]``) or vanished since it was read: those are skipped (a changed entry is
-    pending again). Returns the keys written, each with a new stamp."""
+def put_vectors(tx: Tx, embedder: str, rows: Sequence[tuple[int, bytes, int]], dialect: str
+                ) -> list[int]:
+    """Store each ``(n, vector, version)``: the vector of the entry's content at that
+    version. An entry that changed (another version) or vanished since it was read is
+    skipped (a changed entry is pending again). Returns the keys written, each with a
+    new stamp."""
     _embedder(embedder)
-    wanted = {int(n): bytes(vec) for n, vec in rows if int(n) in expect}
+    expect = {int(n): int(version) for n, _vec, version in rows}
+    wanted = {int(n): bytes(vec) for n, vec, _version in rows}
     dims = {len(vec) for vec in wanted.values()}
     for n, vec in wanted.items():
         _floats(vec, f"vectors[{n}]")
@@ -177,6 +197,14 @@ def tombstones_since(tx: Tx, namespace: str, stamp: int, until: int | None = Non
     return [(int(r[0]), int(r[1])) for r in rows]
 
 
+def count_vectors(tx: Tx, namespace: str, embedder: str) -> int:
+    """How many vectors by ``embedder`` the namespace has: what an index caught up
+    with the store must hold."""
+    row = tx.one("SELECT COUNT(*) FROM memory_vectors WHERE namespace = ? AND embedder = ?",
+                 (namespace, embedder))
+    return int(row[0]) if row else 0
+
+
 def max_stamp(tx: Tx) -> int:
     row = tx.one("SELECT stamp FROM memory_clock WHERE id = 1")
     return int(row[0]) if row else 0
@@ -201,7 +229,7 @@ def _index_name(embedder: str, dim: int) -> str:
     return "memory_pgvec_hnsw_" + hashlib.sha256(f"{embedder}\n{dim}".encode()).hexdigest()[:16]
 
 
-def ensure_pgvector(tx: Tx, dim: int, embedder: str) -> bool:
+def ensure_pgvector(tx: Tx, embedder: str, dim: int) -> bool:
     """Make pgvector search ready for ``embedder``'s vectors of ``dim`` dimensions:
     the extension, ``memory_pgvec``, its HNSW index, and the vectors stored before
     (while it was off). False, having changed nothing, when the extension cannot be
