@@ -311,7 +311,8 @@ END;
                       + _MEMORY_ENTRIES + _memory_vectors("BYTEA") + """
 ALTER TABLE memory_entries ADD COLUMN content_tsv tsvector
     GENERATED ALWAYS AS (to_tsvector('english', content)) STORED;
-CREATE INDEX memory_entries_fts ON memory_entries USING gin (content_tsv);
+CREATE INDEX memory_entries_fts ON memory_entries USING gin (content_tsv)
+    WITH (fastupdate = off);
 """,
     },
 ))

@@ -265,12 +265,13 @@ def ensure_pgvector(tx: Tx, embedder: str, dim: int) -> bool:
                "n BIGINT PRIMARY KEY REFERENCES memory_entries(n) ON DELETE CASCADE, "
                f"namespace TEXT NOT NULL, embedder TEXT NOT NULL, embedding {schema}.vector "
                "NOT NULL)")
+    # Copy first, index after: one HNSW build is much faster than as many inserts.
+    _backfill(tx, embedder, dim, schema)
     # One partial index per embedder and dimension: the cast needs a fixed dimension,
     # and a row of another embedder (another dimension) must never meet it.
     tx.execute(f"CREATE INDEX IF NOT EXISTS {_index_name(embedder, dim)} ON memory_pgvec "
                f"USING hnsw ((embedding::{schema}.vector({dim})) {schema}.vector_cosine_ops) "
                f"WHERE embedder = '{embedder}'")
-    _backfill(tx, embedder, dim, schema)
     return True
 
 
