@@ -329,20 +329,14 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float
         tx.executemany("INSERT INTO memory_tags (n, namespace, tag) VALUES (?, ?, ?)",
                        [(r.n, r.namespace, tag) for r in fresh.values() for tag in r.tags])
     out: list[tuple[EntryRecord, bool]] = []
+    told: set[tuple[str, str]] = set()
     for key in keys:
-        if key in fresh:
-            out.append((fresh.pop(key), True))
+        if key in fresh:  # created by this batch: the first item says so, later ones not
+            out.append((fresh[key], key not in told))
+            told.add(key)
         else:
-            out.append((found.get(key) or _first(out, key), False))
+            out.append((found[key], False))
     return out
-
-
-def _first(out: list[tuple[EntryRecord, bool]], key: tuple[str, str]) -> EntryRecord:
-    """The record an earlier item of the batch created for ``key``."""
-    for record, _created in out:
-        if (record.namespace, content_hash(record.content)) == key:
-            return record
-    raise AssertionError(f"no record for {key}")  # pragma: no cover
 
 
 def _by_hash(tx: Tx, keys: set[tuple[str, str]]) -> dict[tuple[str, str], EntryRecord]:

@@ -44,7 +44,9 @@ index finds those). ``memory_tags`` serves tag filters. ``memory_vectors`` holds
 vector per entry with a ``stamp`` from ``memory_clock``, and ``memory_deleted`` a
 tombstone for every vector removed: an index catches up by reading both past the
 last stamp it saw. Full text: an FTS5 external-content table kept in step by
-triggers (SQLite); a generated ``tsvector`` column with a GIN index (PostgreSQL).
+triggers (SQLite); a generated ``tsvector`` column with a GIN index (PostgreSQL),
+without GIN's pending list (``fastupdate = off``): with it, entries just written sat
+in an unsorted list the planner rightly refused to scan, and searched sequentially.
 pgvector is not required here: ``_entries.ensure_pgvector`` adds its table at start
 when the extension exists.
 """
