@@ -33,13 +33,30 @@ Migration 7 adds core memory blocks (``agentd.store._blocks``): ``memory_blocks`
 ``agent_blocks`` (which agents see a block, under which label: unique per agent, and
 in which order) and ``block_versions`` (every version's value and who wrote it, so
 any write can be seen and undone). A block is shared by linking it to more agents.
+
+Migration 8 adds long-term memory entries (``agentd.store._entries``), the first
+migration whose SQL differs by dialect (a ``{"sqlite": ..., "postgresql": ...}``
+dict). ``memory_entries.n`` is an integer key that is never reused (AUTOINCREMENT,
+an identity column), so a vector index can name entries by it. ``content_hash`` is
+unique per namespace: an exact duplicate is refused by the database, not only by a
+check. ``embedded_with`` is NULL while an entry waits for its vector (a partial
+index finds those). ``memory_tags`` serves tag filters. ``memory_vectors`` holds one
+vector per entry with a ``stamp`` from ``memory_clock``, and ``memory_deleted`` a
+tombstone for every vector removed: an index catches up by reading both past the
+last stamp it saw. Full text: an FTS5 external-content table kept in step by
+triggers (SQLite); a generated ``tsvector`` column with a GIN index (PostgreSQL),
+without GIN's pending list (``fastupdate = off``): with it, entries just written sat
+in an unsorted list the planner rightly refused to scan, and searched sequentially.
+pgvector is not required here: ``_entries.ensure_pgvector`` adds its table at start
+when the extension exists.
 """
 
 from __future__ import annotations
 
 __all__ = ["MIGRATIONS"]
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+#: (version, name, SQL): the SQL is one script, or one per dialect.
+MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
     (
         1,
         "agents, sessions, events, runs",
@@ -215,4 +232,89 @@ CREATE TABLE block_versions (
     PRIMARY KEY (block_id, version)
 );
 """,
+))
+
+
+_MEMORY_ENTRIES = """
+    id             {text} NOT NULL UNIQUE,
+    namespace      {text} NOT NULL,
+    content        {text} NOT NULL,
+    content_hash   {text} NOT NULL,
+    tags           {text} NOT NULL DEFAULT '[]',
+    metadata       {text} NOT NULL DEFAULT '{{}}',
+    source_session {text},
+    source_run     {text},
+    source_seq     {bigint},
+    agent_id       {text},
+    tainted        {text},
+    created_at     {real} NOT NULL,
+    updated_at     {real} NOT NULL,
+    version        {bigint} NOT NULL,
+    embedded_with  {text},
+    UNIQUE (namespace, content_hash)
+);
+CREATE INDEX memory_entries_created ON memory_entries (namespace, created_at);
+CREATE INDEX memory_entries_pending ON memory_entries (n) WHERE embedded_with IS NULL;
+CREATE TABLE memory_tags (
+    n         {bigint} NOT NULL REFERENCES memory_entries(n) ON DELETE CASCADE,
+    namespace {text} NOT NULL,
+    tag       {text} NOT NULL,
+    PRIMARY KEY (n, tag)
+){clustered};
+CREATE INDEX memory_tags_tag ON memory_tags (namespace, tag);
+CREATE TABLE memory_deleted (
+    namespace {text} NOT NULL,
+    n         {bigint} NOT NULL,
+    stamp     {bigint} NOT NULL,
+    PRIMARY KEY (namespace, stamp)
+){clustered};
+CREATE TABLE memory_clock (
+    id    {bigint} PRIMARY KEY CHECK (id = 1),
+    stamp {bigint} NOT NULL
+);
+INSERT INTO memory_clock (id, stamp) VALUES (1, 0);
+"""
+
+
+def _memory_vectors(blob: str) -> str:
+    return f"""
+CREATE TABLE memory_vectors (
+    n         {{bigint}} PRIMARY KEY REFERENCES memory_entries(n) ON DELETE CASCADE,
+    namespace {{text}} NOT NULL,
+    embedder  {{text}} NOT NULL,
+    vec       {blob} NOT NULL,
+    stamp     {{bigint}} NOT NULL
+);
+CREATE INDEX memory_vectors_stamp ON memory_vectors (namespace, embedder, stamp);
+"""
+
+
+MIGRATIONS.append((
+    8,
+    "long-term memory entries",
+    {
+        "sqlite": "CREATE TABLE memory_entries (\n    n INTEGER PRIMARY KEY AUTOINCREMENT,"
+                  + _MEMORY_ENTRIES + _memory_vectors("BLOB") + """
+CREATE VIRTUAL TABLE memory_fts USING fts5(
+    content, content='memory_entries', content_rowid='n', tokenize='porter unicode61');
+CREATE TRIGGER memory_entries_fts_insert AFTER INSERT ON memory_entries BEGIN
+    INSERT INTO memory_fts (rowid, content) VALUES (new.n, new.content);
+END;
+CREATE TRIGGER memory_entries_fts_delete AFTER DELETE ON memory_entries BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content) VALUES ('delete', old.n, old.content);
+END;
+CREATE TRIGGER memory_entries_fts_update AFTER UPDATE OF content ON memory_entries BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content) VALUES ('delete', old.n, old.content);
+    INSERT INTO memory_fts (rowid, content) VALUES (new.n, new.content);
+END;
+""",
+        "postgresql": "CREATE TABLE memory_entries (\n"
+                      "    n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                      + _MEMORY_ENTRIES + _memory_vectors("BYTEA") + """
+ALTER TABLE memory_entries ADD COLUMN content_tsv tsvector
+    GENERATED ALWAYS AS (to_tsvector('english', content)) STORED;
+CREATE INDEX memory_entries_fts ON memory_entries USING gin (content_tsv)
+    WITH (fastupdate = off);
+""",
+    },
 ))

@@ -309,9 +309,17 @@ class SqliteEngine(Engine):
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
     def run_script(self, tx: Tx, sql: str) -> None:
-        for statement in sql.split(";"):
-            if statement.strip():
-                tx.execute(statement)
+        # A trigger's body holds semicolons: a statement ends at the first ';' after
+        # which SQLite sees a complete statement.
+        statement = ""
+        for piece in sql.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                if statement.strip(" \t\n;"):
+                    tx.execute(statement)
+                statement = ""
+        if statement.strip(" \t\n;"):
+            tx.execute(statement)
 
 
 def _private(path: Path) -> None:

@@ -27,8 +27,18 @@ from agentd.errors import (
     SessionNotFound,
 )
 from agentd.events import DecisionData, parse
-from agentd.store import _approvals, _blocks, _rows, _runs_query, _sessions, _uids, _usage
+from agentd.store import (
+    _approvals,
+    _blocks,
+    _entries,
+    _rows,
+    _runs_query,
+    _sessions,
+    _uids,
+    _usage,
+)
 from agentd.store._engine import Engine, Tx
+from agentd.store._entry_store import EntryStore
 from agentd.store._log import (
     Accepted,
     Lease,
@@ -71,8 +81,9 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store:
-    """Agents, sessions, runs and the per-session event log on one engine."""
+class Store(EntryStore):
+    """Agents, sessions, runs and the per-session event log on one engine; memory
+    entries' methods come from :class:`EntryStore`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -103,7 +114,8 @@ class Store:
         for version, name, sql in MIGRATIONS:
             if version in done:
                 continue
-            self.engine.run_script(tx, sql.format(**self.engine.types))
+            script = sql if isinstance(sql, str) else sql[self.engine.dialect]
+            self.engine.run_script(tx, script.format(**self.engine.types))
             tx.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                        "VALUES (?, ?, ?)", (version, name, time.time()))
             applied.append(version)
@@ -182,6 +194,7 @@ class Store:
             row = tx.one("SELECT id FROM agents WHERE name = ?", (name,))
             if row is not None:
                 _blocks.forget_agent(tx, str(row[0]))
+                _entries.forget_agent(tx, str(row[0]), self.engine.dialect)
             tx.execute("DELETE FROM agents WHERE name = ?", (name,))
             return tx.rowcount
 
@@ -431,7 +444,8 @@ class Store:
 
     async def count(self, table: str) -> int:
         if table not in {"agents", "sessions", "runs", "events", "memory_blocks",
-                         "block_versions"}:
+                         "block_versions", "memory_entries", "memory_tags",
+                         "memory_vectors", "memory_deleted"}:
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0

@@ -1,0 +1,144 @@
+"""The Store's memory entry methods: each one transaction of ``_entries`` / ``_vectors``.
+
+A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherits it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from agentd.errors import Conflict
+from agentd.store import _entries, _vectors
+from agentd.store._engine import Engine
+from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
+from agentd.store._vectors import Pending
+
+__all__ = ["EntryStore"]
+
+
+class EntryStore:
+    engine: Engine
+    #: Embedders for which entries embedded by another one were made pending again.
+    _requeued_for: frozenset[str] = frozenset()
+
+    async def insert_entries(self, items: Sequence[NewEntry]
+                             ) -> list[tuple[EntryRecord, bool]]:
+        """``(record, created)`` per item (an exact duplicate: the stored entry, False);
+        all or nothing."""
+        now = time.time()
+        return await self.engine.write(lambda tx: _entries.insert(tx, items, now))
+
+    async def get_entry(self, namespaces: Sequence[str], entry_id: str
+                        ) -> EntryRecord | None:
+        return await self.engine.read(lambda tx: _entries.get(tx, namespaces, entry_id))
+
+    async def entries_by_n(self, namespaces: Sequence[str], ns: Iterable[int]
+                           ) -> dict[int, EntryRecord]:
+        """Entries by key (search hits), only those in ``namespaces``."""
+        keys = list(ns)
+        return await self.engine.read(lambda tx: _entries.get_many_by_n(tx, namespaces, keys))
+
+    async def update_entry(self, namespaces: Sequence[str], entry_id: str,
+                           change: EntryChange, *, expect_version: int | None = None
+                           ) -> EntryRecord:
+        now, dialect = time.time(), self.engine.dialect
+        try:
+            return await self.engine.write(lambda tx: _entries.update(
+                tx, namespaces, entry_id, change, expect_version, now, dialect))
+        except Exception as exc:
+            if self.engine.is_unique_violation(exc):  # a duplicate committed meanwhile
+                raise Conflict("another memory entry already holds this content",
+                               code="entry_duplicate") from None
+            raise
+
+    async def delete_entry(self, namespaces: Sequence[str], entry_id: str) -> EntryRecord:
+        dialect = self.engine.dialect
+        return await self.engine.write(lambda tx: _entries.delete(tx, namespaces, entry_id,
+                                                                  dialect))
+
+    async def delete_namespace(self, namespace: str) -> int:
+        dialect = self.engine.dialect
+        return await self.engine.write(lambda tx: _entries.delete_namespace(tx, namespace,
+                                                                            dialect))
+
+    async def list_entries(self, namespaces: Sequence[str], filters: EntryFilter | None = None,
+                           limit: int = 50, before: str | None = None) -> list[EntryRecord]:
+        """Newest first; ``before``: the id of the last entry of the previous page."""
+        dialect = self.engine.dialect
+        return await self.engine.read(lambda tx: _entries.list_entries(
+            tx, namespaces, filters, limit, before, dialect))
+
+    async def count_entries(self, namespace: str) -> int:
+        return await self.engine.read(lambda tx: _entries.count(tx, namespace))
+
+    async def fulltext_entries(self, namespaces: Sequence[str], query: str,
+                               filters: EntryFilter | None = None, limit: int = 50
+                               ) -> list[tuple[int, float]]:
+        """``(n, score)`` best first; any word of ``query`` matches."""
+        dialect = self.engine.dialect
+        return await self.engine.read(lambda tx: _entries.fulltext(
+            tx, namespaces, query, filters, limit, dialect))
+
+    async def allowed_entries(self, namespaces: Sequence[str], filters: EntryFilter | None
+                              ) -> list[int]:
+        dialect = self.engine.dialect
+        return await self.engine.read(lambda tx: _entries.allowed(tx, namespaces, filters,
+                                                                  dialect))
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    async def pending_embeddings(self, embedder: str, limit: int, *,
+                                 namespaces: Sequence[str] | None = None) -> list[Pending]:
+        """Entries waiting for a vector by ``embedder`` (of ``namespaces``, or any). The
+        first call for an embedder makes entries embedded by another one pending."""
+        if embedder not in self._requeued_for:
+            await self.requeue_embeddings(embedder)
+            self._requeued_for = self._requeued_for | {embedder}
+        return await self.engine.read(lambda tx: _vectors.pending(tx, limit, namespaces))
+
+    async def requeue_embeddings(self, embedder: str) -> int:
+        """Entries embedded by another embedder become pending; how many."""
+        dialect = self.engine.dialect
+        return await self.engine.write(lambda tx: _vectors.requeue(tx, embedder, dialect))
+
+    async def put_vectors(self, embedder: str, rows: Sequence[tuple[int, bytes, int]]
+                          ) -> list[int]:
+        """Store ``(n, vector, version)`` rows of entries still at that version; the
+        keys written."""
+        dialect = self.engine.dialect
+        return await self.engine.write(lambda tx: _vectors.put_vectors(tx, embedder, rows,
+                                                                       dialect))
+
+    async def vectors_since(self, namespace: str, embedder: str, stamp: int,
+                            limit: int = 1000) -> list[tuple[int, bytes, int]]:
+        """``(n, vector, stamp)`` written after ``stamp``, in stamp order."""
+        return await self.engine.read(lambda tx: _vectors.vectors_since(
+            tx, namespace, embedder, stamp, limit))
+
+    async def vector_tombstones_since(self, namespace: str, stamp: int,
+                                      until: int | None = None) -> list[tuple[int, int]]:
+        """``(n, stamp)`` of vectors removed after ``stamp``, in stamp order."""
+        return await self.engine.read(lambda tx: _vectors.tombstones_since(
+            tx, namespace, stamp, until))
+
+    async def count_vectors(self, namespace: str, embedder: str) -> int:
+        return await self.engine.read(lambda tx: _vectors.count_vectors(tx, namespace,
+                                                                        embedder))
+
+    async def max_stamp(self) -> int:
+        return await self.engine.read(_vectors.max_stamp)
+
+    async def ensure_pgvector(self, embedder: str, dim: int) -> bool:
+        """Whether :meth:`vector_search` can be used (always False on SQLite)."""
+        if self.engine.dialect != "postgresql":
+            return False
+        return await self.engine.write(lambda tx: _vectors.ensure_pgvector(tx, embedder,
+                                                                           dim))
+
+    async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
+                            query: bytes | Sequence[float], k: int,
+                            filters: EntryFilter | None = None) -> list[tuple[int, float]]:
+        """``(n, cosine similarity)`` best first, by pgvector."""
+        return await self.engine.read(lambda tx: _vectors.vector_search(
+            tx, namespaces, embedder, dim, query, k, filters))
