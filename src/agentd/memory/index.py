@@ -126,9 +126,14 @@ class _Graph:
     would drop it from its lookup when the first slot is reused.
     """
 
-    def __init__(self, index: Any, deleted: set[int]) -> None:
+    def __init__(self, index: Any, deleted: set[int], threads: int) -> None:
         self.index = index
         self.deleted = deleted  # labels removed from the graph that it may still hold
+        self.nthreads = threads
+
+    def threads(self, batch: np.ndarray) -> int:
+        # hnswlib splits a batch over threads; for a few vectors that costs more.
+        return self.nthreads if int(batch.sum()) >= 64 else 1
 
     @classmethod
     def build(cls, dim: int, params: AnnParams, keys: np.ndarray, vectors: np.ndarray
@@ -139,14 +144,14 @@ class _Graph:
         index.set_ef(params.ef_search)
         if len(keys):
             index.add_items(vectors, keys.view(np.uint64), num_threads=params.threads)
-        return cls(index, set())
+        return cls(index, set(), params.threads)
 
     @classmethod
     def load(cls, path: Path, dim: int, params: AnnParams, deleted: set[int]) -> _Graph:
         index = _hnswlib().Index(space="ip", dim=dim)
         index.load_index(str(path), allow_replace_deleted=True)
         index.set_ef(params.ef_search)
-        return cls(index, deleted)
+        return cls(index, deleted, params.threads)
 
     def _reserve(self, extra: int) -> None:
         need = self.index.get_current_count() + extra
@@ -169,10 +174,10 @@ class _Graph:
         self._reserve(int((~in_place).sum()))
         if in_place.any():
             self.index.add_items(vectors[in_place], keys[in_place].view(np.uint64),
-                                 num_threads=1)
+                                 num_threads=self.threads(in_place))
         if (~in_place).any():
             self.index.add_items(vectors[~in_place], keys[~in_place].view(np.uint64),
-                                 num_threads=1, replace_deleted=True)
+                                 num_threads=self.threads(~in_place), replace_deleted=True)
 
     def remove(self, keys: list[int]) -> None:
         for key in keys:
