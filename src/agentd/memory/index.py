@@ -257,7 +257,11 @@ class VectorIndex:
                                       strict=True))
                 self._n += m
             if self._graph is not None:
-                self._graph.upsert(keys, vectors, present)
+                try:
+                    self._graph.upsert(keys, vectors, present)
+                except BaseException:
+                    self._graph = None  # half-updated: built afresh by the next add
+                    raise
             else:
                 self._maybe_build()
 
@@ -351,7 +355,9 @@ class VectorIndex:
             k = min(k, len(rows))
             if k <= 0:
                 return []
-            fetch = int(np.ceil(k * n / len(rows) * self.params.oversample))
+            # The graph walks ef_search candidates anyway: asking for all of them is free.
+            fetch = max(int(np.ceil(k * n / len(rows) * self.params.oversample)),
+                        self.params.ef_search)
             if (self.approximate and len(rows) > self.ann_threshold
                     and fetch <= self.params.max_fetch):
                 found = self._graph_search(q, k, rows, min(fetch, n))
