@@ -55,8 +55,11 @@ class AnnParams:
         m: Links per node (memory: about 8 * m bytes per vector beyond the vector).
         ef_construction: Candidate list while inserting; build time grows with it.
         ef_search: Candidate list while searching (at least k is used).
-        oversample: A filtered search asks the graph for this many times the hits it
-            expects to survive the filter.
+        oversample: A filtered search asks the graph for this many times the
+            candidates it expects to need (k / the allowed share): the tail of a
+            graph search is less exact than its head, and the allowed hits sit in it
+            (10k clustered, half allowed, k=10: 128 candidates gave recall 0.94,
+            320 gave 0.99).
         max_fetch: A filtered search that would need more candidates than this scans
             the allowed vectors exactly instead.
         threads: Threads for a bulk build (incremental adds use one).
@@ -65,7 +68,7 @@ class AnnParams:
     m: int = 16
     ef_construction: int = 200
     ef_search: int = 128
-    oversample: float = 2.0
+    oversample: float = 16.0
     max_fetch: int = 4096
     threads: int = 2
 
@@ -355,7 +358,7 @@ class VectorIndex:
             k = min(k, len(rows))
             if k <= 0:
                 return []
-            # The graph walks ef_search candidates anyway: asking for all of them is free.
+            # The graph walks ef_search candidates anyway: asking for them all is free.
             fetch = max(int(np.ceil(k * n / len(rows) * self.params.oversample)),
                         self.params.ef_search)
             if (self.approximate and len(rows) > self.ann_threshold
