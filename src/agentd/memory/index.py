@@ -353,7 +353,7 @@ class VectorIndex:
                     found = self._graph_search(q, k, None, n)
                     if found is not None:
                         return found
-                return self._top(np.arange(n), q, k)
+                return self._top(None, q, k)
             rows = self._allowed_rows(np.asarray(allow, dtype=np.int64).reshape(-1), n)
             k = min(k, len(rows))
             if k <= 0:
@@ -376,14 +376,21 @@ class VectorIndex:
             return found[found >= 0]
         return np.flatnonzero(np.isin(self._keys[:n], allow))
 
-    def _top(self, rows: np.ndarray, q: np.ndarray, k: int) -> list[tuple[int, float]]:
-        mat = self._mat[:len(rows)] if len(rows) == self._n else self._mat[rows]
-        scores = mat @ q
+    def _top(self, rows: np.ndarray | None, q: np.ndarray, k: int
+             ) -> list[tuple[int, float]]:
+        """Exact scan over ``rows`` (None: all of them)."""
+        n = self._n
+        if rows is None or len(rows) == n:
+            rows, scores = None, self._mat[:n] @ q
+        elif len(rows) * 4 > n:  # gathering most rows would copy most of the matrix
+            scores = (self._mat[:n] @ q)[rows]
+        else:
+            scores = self._mat[rows] @ q
         pick = (np.argpartition(-scores, k - 1)[:k] if k < len(scores)
                 else np.arange(len(scores)))
         # Ties go to the lower row so that the same data gives the same order.
         pick = pick[np.lexsort((pick, -scores[pick]))]
-        keys = self._keys[rows[pick]] if len(rows) != self._n else self._keys[pick]
+        keys = self._keys[pick if rows is None else rows[pick]]
         return list(zip(keys.tolist(), scores[pick].tolist(), strict=True))
 
     def _graph_search(self, q: np.ndarray, k: int, rows: np.ndarray | None, fetch: int
