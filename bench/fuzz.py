@@ -98,7 +98,12 @@ def main() -> int:
         # The token reaches schemathesis through its config (bench/schemathesis.toml),
         # so that its negative cases can leave it out and expect 401.
         status = subprocess.run(command, check=False, env={
-            **os.environ, "AGENTD_FUZZ_TOKEN": token}).returncode
+            **os.environ, "AGENTD_FUZZ_TOKEN": token,
+            # The serializer of JSON-lines bodies (bench/schemathesis_hooks.py).
+            "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH),
+                                                      os.environ.get("PYTHONPATH")) if p),
+            }).returncode
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

@@ -62,6 +62,8 @@ __all__ = [
     "Event",
     "LoopDetected",
     "LoopDetectedData",
+    "MemoryConsolidated",
+    "MemoryConsolidatedData",
     "MessageAssistant",
     "MessageAssistantData",
     "MessageUser",
@@ -72,6 +74,8 @@ __all__ = [
     "ModelRecoveredData",
     "PolicyVerdictData",
     "QueueData",
+    "RecalledData",
+    "RecalledEntryData",
     "RunCancelled",
     "RunCancelledData",
     "RunCompleted",
@@ -226,6 +230,25 @@ class MessageUserData(TypedDict):
     steer: NotRequired[bool]
 
 
+class RecalledEntryData(TypedDict):
+    id: str
+    score: float
+    tainted: bool
+
+
+class RecalledData(TypedDict):
+    """What auto-recall put into a model call's context (``settings.memory``)."""
+
+    query: str
+    entries: list[RecalledEntryData]
+    tokens: int
+    #: Why the recalled text is untrusted (an entry written by a tainted session):
+    #: the session is tainted from this step on.
+    tainted: NotRequired[str]
+    #: The search failed: the call went on without recalled entries.
+    error: NotRequired[str]
+
+
 class MessageAssistantData(TypedDict):
     text: str
     tool_calls: list[ToolCallData]
@@ -242,6 +265,7 @@ class MessageAssistantData(TypedDict):
     fallback: NotRequired[bool]
     stream_resets: NotRequired[int]
     outage_s: NotRequired[float]
+    recalled: NotRequired[RecalledData]
 
 
 class ToolStartedData(TypedDict):
@@ -453,6 +477,23 @@ class SessionCompactedData(TypedDict):
     estimated_tokens_before: int
     estimated_tokens_after: int
     by: Literal["run", "api"]
+
+
+class MemoryConsolidatedData(TypedDict):
+    """The events ``from_seq``..``to_seq`` (inclusive) turned into long-term memory
+    entries (their source seq is this event's) and appends to memory blocks."""
+
+    from_seq: int
+    to_seq: int
+    model: str
+    usage: UsageData | None
+    #: Memories kept (written, or found stored already: the same content).
+    entries: int
+    #: Labels of the blocks appended to.
+    blocks: list[str]
+    auto: bool
+    #: What the model answered that was not used (a block it may not write, ...).
+    skipped: NotRequired[list[str]]
 
 
 class EmptyData(TypedDict):
@@ -672,6 +713,14 @@ class SessionCompacted:
 
 
 @dataclass(kw_only=True, slots=True)
+class MemoryConsolidated:
+    """New history of the session was consolidated into long-term memory."""
+
+    kind: Literal["memory.consolidated"] = "memory.consolidated"
+    data: MemoryConsolidatedData
+
+
+@dataclass(kw_only=True, slots=True)
 class UnknownEvent:
     """A kind this build does not know (a newer daemon wrote it): kept, not folded."""
 
@@ -684,7 +733,8 @@ Event = Annotated[
     | RunCompleted | RunFailed | RunCancelled | RunInterrupted | RunParked | RunResumed
     | RunWaiting | ApprovalRequested | ApprovalDecided | WorkspaceSnapshot
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
-    | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted,
+    | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted
+    | MemoryConsolidated,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -695,7 +745,7 @@ _CLASSES: tuple[type[Any], ...] = (
     RunCompleted, RunFailed, RunCancelled, RunInterrupted, RunParked, RunResumed,
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
-    Checkpoint, SessionRestored, SessionForked, SessionCompacted)
+    Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

@@ -9,6 +9,7 @@ a live daemon with the same settings (bench/schemathesis.toml).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from agentd.security.tokens import read_token  # noqa: E402
 from agentd.server.app import create_app  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "bench" / "schemathesis.toml"
+# The serializer of JSON-lines bodies, as bench/fuzz.py loads it (SCHEMATHESIS_HOOKS).
+_hooks = importlib.util.spec_from_file_location("schemathesis_hooks",
+                                                CONFIG.parent / "schemathesis_hooks.py")
+assert _hooks is not None and _hooks.loader is not None
+_hooks.loader.exec_module(importlib.util.module_from_spec(_hooks))
 EXAMPLES = 6  # per operation and mode: about 400 requests in all
 
 

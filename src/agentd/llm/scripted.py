@@ -13,6 +13,10 @@ A request to summarise a conversation (compaction, :mod:`agentd.memory.compactio
 its last message a ``<conversation_to_summarize>`` block) is answered before 2 and 3
 with a deterministic summary, so tests can assert it exactly: ``Summary:``, the
 previous summary's lines as they were, then ``- ROLE: first words`` per message.
+A request to consolidate (:mod:`agentd.memory.consolidation`: a
+``<conversation_to_consolidate>`` block) is answered with JSON: one memory per user
+message (its text, tagged ``consolidated``), and, if the agent has a ``human`` block,
+one line appended to it (``- said: first words`` of the first user message).
 
 A turn is ``{"text": "..."}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
 optionally with ``"delay_ms"`` to simulate latency (the text is then streamed word by
@@ -57,6 +61,7 @@ _queues: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _TOOL_RE = re.compile(r"^/tool\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.DOTALL)
 _WORDS = re.compile(r"\S+\s*|\s+")
 _SUMMARY_OPEN = "<conversation_to_summarize>"
+_CONSOLIDATE_OPEN = "<conversation_to_consolidate>"
 _ENTRY = re.compile(r"^\[([^\]]+)\]\s?(.*)$")
 #: Words of each message a scripted summary keeps.
 SUMMARY_WORDS = 4
@@ -129,6 +134,9 @@ class ScriptedModel(Model):
         summary = _summary(request)
         if summary is not None:
             return {"text": summary}
+        consolidation = _consolidation(request)
+        if consolidation is not None:
+            return {"text": consolidation}
         if self.script:
             calls_so_far = sum(isinstance(m, AssistantMessage) for m in request.messages)
             return self.script[calls_so_far % len(self.script)]
@@ -199,6 +207,24 @@ def _summary(request: ModelRequest) -> str | None:
             words = match.group(2).split()[:SUMMARY_WORDS]
             lines.append(f"- {match.group(1)}: {' '.join(words)}".rstrip())
     return "\n".join(lines)
+
+
+def _consolidation(request: ModelRequest) -> str | None:
+    """The scripted answer to a consolidation request, or None for any other."""
+    if not request.messages or not isinstance(request.messages[-1], UserMessage):
+        return None
+    text = request.messages[-1].content
+    if _CONSOLIDATE_OPEN not in text:
+        return None
+    said = [m.group(2) for line in text.partition(_CONSOLIDATE_OPEN)[2].splitlines()
+            if (m := _ENTRY.match(line)) and m.group(1) == "user"]
+    answer: dict[str, Any] = {
+        "memories": [{"content": s, "tags": ["consolidated"]} for s in said if s.strip()],
+        "blocks": []}
+    if said and "<human>" in text.partition(_CONSOLIDATE_OPEN)[0]:
+        words = " ".join(said[0].split()[:SUMMARY_WORDS])
+        answer["blocks"] = [{"label": "human", "append": f"- said: {words}"}]
+    return orjson.dumps(answer).decode()
 
 
 def _rule_turn(request: ModelRequest) -> dict[str, Any]:

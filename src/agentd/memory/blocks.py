@@ -88,6 +88,11 @@ class MemoryBlocks:
         finally:
             self._read.clear()
 
+    def changed(self) -> None:
+        """Blocks were written outside this service (a consolidation's transaction):
+        forget what was read of them."""
+        self._read.clear()
+
     async def _id(self, agent: str) -> str:
         return (await self.agents.get(agent)).id
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from agentd.errors import AgentdError, Conflict, ModelError
+from agentd.errors import AgentdError, Conflict
 from agentd.events import (
     CompactionStrategy,
     ErrorData,
@@ -42,8 +42,8 @@ from agentd.llm.messages import (
     ToolResultMessage,
     UserMessage,
 )
-from agentd.llm.registry import resolve_model
-from agentd.runtime.calls import Kernel, ModelCaller, Target
+from agentd.memory._modelcall import MemoryCall, Note, call_model
+from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import (
     AnyMessage,
     HistoryCache,
@@ -154,17 +154,17 @@ def _entry(message: AnyMessage, limit: int) -> str:
 
 
 def transcript(summary: str | None, messages: Sequence[AnyMessage], *,
-               max_chars: int | None = None) -> str:
+               max_chars: int | None = None, tag: str = TRANSCRIPT_TAG) -> str:
     """The messages to summarise as text (and the summary they follow), one entry per
     message, each cut to fit ``max_chars`` overall."""
     limit = _ENTRY_CHARS
     if max_chars is not None and messages:
         limit = max(200, min(limit, (max_chars - len(summary or "")) // len(messages)))
-    parts = [f"<{TRANSCRIPT_TAG}>"]
+    parts = [f"<{tag}>"]
     if summary:
         parts += ["<previous_summary>", summary, "</previous_summary>"]
     parts += [_entry(m, limit) for m in messages]
-    parts.append(f"</{TRANSCRIPT_TAG}>")
+    parts.append(f"</{tag}>")
     return "\n".join(parts)
 
 
@@ -201,19 +201,9 @@ class Compaction:
 
 #: Commits a compaction's event: ``commit(events, usage=..., unless_changed_after=seq)``.
 Commit = Callable[..., Awaitable[list[EventRecord]]]
-Note = Callable[[Any], Awaitable[None]]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Call:
-    """How the summary model is called: the agent's (or a run's) way through the kernel."""
-
-    agent_id: str
-    agent: str
-    settings: AgentSettings
-    targets: Sequence[Target]
-    priority: str
-    note: Note | None = None
+_Call = MemoryCall
 
 
 class Compactor:
@@ -341,67 +331,9 @@ class Compactor:
         """The summary, the model that wrote it, its usage and the charge for it (made
         with the event). A :class:`ModelError` when it could not be written."""
         options = call.settings.memory.compaction
-        targets = list(call.targets)
-        own: Target | None = None
-        if options.model is not None and options.model != targets[0].spec:
-            same = options.model.partition(":")[0] == targets[0].model.provider
-            try:
-                model = resolve_model(options.model, agent=call.agent, settings={
-                    k: v for k in ("base_url", "api_key_env", "timeout_s")
-                    if same and (v := getattr(call.settings, k, None)) is not None})
-            except (AgentdError, ImportError) as exc:
-                raise ModelError(f"the summary model {options.model!r} cannot be used: "
-                                 f"{exc}", code="model_bad_request", retryable=False
-                                 ) from None
-            own = Target(model=model, info=self.catalog.get(options.model))
-            targets = [own]
-        info = targets[0].info
-        output = min(options.max_summary_tokens, info.max_output_tokens
-                     ) if info else options.max_summary_tokens
-        room = (info.context_window - output) * 4 - len(SUMMARY_INSTRUCTIONS) - 400 \
-            if info else None
-        request = ModelRequest(
-            system=SUMMARY_INSTRUCTIONS, max_tokens=output,
-            messages=[UserMessage(content=transcript(previous, messages, max_chars=room))])
-        retry = self.kernel.retry
-        if call.settings.max_retries is not None:
-            retry = replace(retry, attempts=call.settings.max_retries + 1)
-        caller = ModelCaller(
-            self.kernel, targets, priority=call.priority, tenant=call.settings.tenant,
-            agent=call.agent_id, weight=call.settings.weight, retry=retry,
-            publish=_quiet, note=call.note or _ignore, park=False)
-        try:
-            message, target, _ = await caller.call(
-                request, tokens=estimate_tokens(request) + output, output=output)
-        finally:
-            if own is not None:
-                await own.model.aclose()
-        text = message.text.strip()
-        if not text:
-            raise ModelError(f"{target.spec} returned an empty summary",
-                             code="model_bad_output", retryable=True)
-        usage_data: UsageData | None = None
-        charge: UsageCharge | None = None
-        if message.usage is not None:
-            usage = message.usage
-            cost = target.info.cost(usage) if target.info is not None else None
-            usage_data = {"input_tokens": usage.input_tokens,
-                          "output_tokens": usage.output_tokens,
-                          "cached_tokens": usage.cached_tokens}
-            if cost is not None:
-                usage_data["cost_usd"] = round(cost, 6)
-            charge = UsageCharge(
-                agent_id=call.agent_id, agent=call.agent, tenant=call.settings.tenant,
-                model=target.spec, input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
-                cost_usd=round(cost or 0.0, 6))
-        return text, target.spec, usage_data, charge
-
-
-def _quiet(text: str, reset: bool) -> None:
-    """A summary is not streamed to the session's followers."""
-
-
-async def _ignore(event: Any) -> None:
-    """Outside a run there is no log to note a retry in."""
-
+        answer = await call_model(
+            self.kernel, self.catalog, call, model=options.model,
+            system=SUMMARY_INSTRUCTIONS, max_tokens=options.max_summary_tokens,
+            content=lambda room: transcript(previous, messages, max_chars=room),
+            what="summary")
+        return answer.text, answer.model, answer.usage, answer.charge

@@ -19,6 +19,7 @@ from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
 from agentd.memory.blocks import MemoryBlocks
 from agentd.memory.compaction import Compactor
+from agentd.memory.entries import MemoryEntries
 from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
@@ -83,7 +84,8 @@ class ExecutorFactory:
                  mcp: MCPManager, sandboxes: Sandboxes, workspaces: WorkspaceKeeper | None,
                  kernel: Kernel, workers: WorkerPool, lease: Lease,
                  memory: MemoryBlocks | None = None,
-                 compactor: Compactor | None = None) -> None:
+                 compactor: Compactor | None = None,
+                 entries: MemoryEntries | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -99,6 +101,7 @@ class ExecutorFactory:
         self.lease = lease
         self.memory = memory
         self.compactor = compactor
+        self.entries = entries
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -148,7 +151,7 @@ class ExecutorFactory:
             session_key=start.session_key, history=history, kernel=self.kernel,
             targets=plan.targets, policy=self.call_policy(plan, run.priority),
             instructions=instructions, base_instructions=agent.instructions,
-            memory=self.memory, tools=tools,
+            memory=self.memory, entries=self.entries, tools=tools,
             max_steps=plan.settings.max_steps or self.settings.max_steps,
             tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,

@@ -42,6 +42,7 @@ from agentd.events import (
     ToolStartedData,
 )
 from agentd.llm.messages import ToolCall
+from agentd.memory.entries import Scope
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
 from agentd.store.records import EventRecord, RunRecord
@@ -50,8 +51,10 @@ from agentd.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks
+    from agentd.memory.entries import MemoryEntries
     from agentd.runtime.history import SessionHistory
     from agentd.runtime.workspaces import SessionWorkspace
+    from agentd.settings import AgentSettings
     from agentd.tools._workers import WorkerPool
 
 __all__ = ["ToolSteps", "render_output"]
@@ -127,6 +130,9 @@ class ToolSteps:
     #: The agent's core memory blocks (None: none rendered), and the instructions
     #: they are rendered after (``instructions`` is both, as the model sees them).
     memory: MemoryBlocks | None
+    #: Long-term memory entries (None: the entry tools say it is not available).
+    entries: MemoryEntries | None
+    agent_settings: AgentSettings
     base_instructions: str
     instructions: str
     on_waiting: Callable[[RunRecord], None] | None
@@ -143,6 +149,15 @@ class ToolSteps:
     def _new(self, event: Event) -> NewEvent:
         """The row of one of this run's events."""
         return NewEvent.of(event, self.run.id)
+
+    def _memory_scope(self) -> Scope | None:
+        """Where the memory tools act: the agent's namespaces, from this session, with
+        its taint (what a tainted session writes is tainted)."""
+        if self.entries is None:
+            return None
+        return Scope(agent_id=self.run.agent_id, settings=self.agent_settings.memory,
+                     session_id=self.run.session_id, run_id=self.run.id,
+                     seq=self.history.last_seq, tainted=self.history.tainted)
 
     # -- running a step's calls --------------------------------------------------------
 
@@ -341,7 +356,8 @@ class ToolSteps:
                               effect_id=self._effect_id(call), workspace=self.workspace,
                               sandbox=self.sandbox,
                               protected=self.permissions.protected_paths(),
-                              agent_id=self.run.agent_id, memory=self.memory)
+                              agent_id=self.run.agent_id, memory=self.memory,
+                              entries=self.entries, memory_scope=self._memory_scope())
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s, self.workers))

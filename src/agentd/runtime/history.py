@@ -213,6 +213,10 @@ class SessionHistory:
             self.turns.append(self._seq)
 
     def _assistant(self, event: EventRecord, data: MessageAssistantData) -> None:
+        recalled = data.get("recalled")
+        if recalled is not None and recalled.get("tainted") and self.tainted is None:
+            # Auto-recall put an entry a tainted session wrote into this call.
+            self.tainted = f"memory (seq {event.seq}): {recalled.get('tainted')}"
         usage = data.get("usage")
         self._append(AssistantMessage(
             text=data.get("text", ""),

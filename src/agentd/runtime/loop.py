@@ -29,6 +29,7 @@ from agentd.events import (
     LoopDetected,
     MessageAssistant,
     MessageAssistantData,
+    RecalledData,
     RunCancelled,
     RunCompleted,
     RunEnd,
@@ -46,6 +47,7 @@ from agentd.events import (
 )
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
+from agentd.memory.recall import recall_context
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._recovery import Recovery
@@ -64,6 +66,7 @@ from agentd.tools._workers import WorkerPool
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks
     from agentd.memory.compaction import Compactor
+    from agentd.memory.entries import MemoryEntries
     from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
@@ -165,6 +168,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         notes: Sequence[NewEvent] = (),
         workers: WorkerPool | None = None,
         memory: MemoryBlocks | None = None,
+        entries: MemoryEntries | None = None,
         base_instructions: str | None = None,
         compactor: Compactor | None = None,
     ) -> None:
@@ -186,6 +190,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         #: once per run: within a run no new turn boundary appears).
         self.compactor = compactor
         self._compaction_tried = False
+        #: Long-term memory entries (the memory tools, auto-recall).
+        self.entries = entries
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
@@ -241,6 +247,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.cost_usd = 0.0
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
+        # Auto-recall's last search: the message, the section, its log.
+        self._recalled: tuple[str, str, RecalledData] | None = None
 
     @property
     def session_id(self) -> str:
@@ -421,12 +429,15 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 return await self._fail(over)
         return None
 
-    def _request(self, specs: list[Any]) -> ModelRequest:
+    def _request(self, specs: list[Any], recalled: str = "") -> ModelRequest:
         messages = self.history.for_model()
         if self._pieces:
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
+        system = self.history.system(self.instructions)
+        if recalled:
+            system = f"{system}\n\n{recalled}"
         return ModelRequest(
-            system=self.history.system(self.instructions), messages=messages, tools=specs,
+            system=system, messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
             temperature=self.agent_settings.temperature)
 
@@ -435,7 +446,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         priced and turned into the events to commit; a model error fails the run.
         Near the model's window, older turns are compacted first (else trimmed)."""
         self.steps += 1
-        request = self._request(specs)
+        section, recalled = await self._recall()
+        request = self._request(specs, section)
         compaction = None
         if self.compactor is not None and not self._compaction_tried:
             compaction = await self.compactor.before_call(
@@ -445,7 +457,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 note=self._note, commit=self._commit)
             self._compaction_tried = compaction is not None
             if compaction is not None and compaction["status"] == "compacted":
-                request = self._request(specs)
+                request = self._request(specs, section)
         context_seq = self.history.last_seq
         try:
             request, trimmed, (prompt, limit) = fit(
@@ -490,11 +502,28 @@ class RunExecutor(ToolSteps, BudgetSteps):
             data["context_trimmed"] = trimmed
         if compaction is not None:
             data["compaction"] = compaction
+        if recalled is not None:
+            data["recalled"] = recalled
         if self._pieces:
             data["continuation"] = len(self._pieces)
         return _Step(message=message, events=[self._new(MessageAssistant(data=data)),
                                               *warnings],
                      charge=charge, context_seq=context_seq)
+
+    async def _recall(self) -> tuple[str, RecalledData | None]:
+        """With ``settings.memory.auto_recall``: the section of entries most relevant
+        to the latest user message for the next call's system prompt, and its log
+        (searched once per message, not per step)."""
+        if self.entries is None or not self.agent_settings.memory.auto_recall:
+            return "", None
+        message = next((m.content for m in reversed(self.history.messages)
+                        if isinstance(m, UserMessage)), "")
+        if self._recalled is None or self._recalled[0] != message:
+            scope = self._memory_scope()
+            assert scope is not None
+            self._recalled = (message, *await recall_context(self.entries, scope, message))
+        _, section, data = self._recalled
+        return section, data
 
     async def _after_answer(self, step: _Step) -> RunOutcome | None:
         """Commit the answer and do what it says: continue an answer cut off by the

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from agentd import __version__
@@ -37,7 +38,10 @@ from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
+from agentd.memory.consolidation import Consolidation, Consolidator
+from agentd.memory.entries import EntryIn, Hit, MemoryEntries
 from agentd.memory.tools import MEMORY_TOOLS
+from agentd.memory.transfer import ImportReport, export_lines, import_lines
 from agentd.runtime._agent_settings import warn_invalid_settings
 from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
@@ -61,6 +65,7 @@ from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
 from agentd.store import Lease, RunPage, Store, open_store
+from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -135,12 +140,20 @@ class Runtime:
         self.compactor = Compactor(store, bus=self.bus, histories=self.histories,
                                    agents=self.agents, kernel=self.kernel,
                                    catalog=self.catalog)
+        #: Long-term memory entries: written verbatim, searched by words and meaning.
+        self.entries = MemoryEntries(store, agents=self.agents, config=settings.memory,
+                                     home=settings.home, exclusive=self.exclusive)
+        #: New history turned into entries and block lines (idle agents, on demand).
+        self.consolidator = Consolidator(store, bus=self.bus, agents=self.agents,
+                                         kernel=self.kernel, catalog=self.catalog,
+                                         entries=self.entries, blocks=self.memory)
         self.executors = ExecutorFactory(
             settings, store, bus=self.bus, runlog=self.runlog, agents=self.agents,
             histories=self.histories, tools=self.tools, mcp=self.mcp,
             sandboxes=self.sandboxes, workspaces=self.workspaces, kernel=self.kernel,
             workers=self.workers, lease=self.lease, memory=self.memory,
-            compactor=self.compactor)
+            compactor=self.compactor,
+            entries=self.entries)
         self.supervisor = Supervisor(self.executors.build, self.runlog.cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.sessions = Sessions(settings, store, bus=self.bus, histories=self.histories,
@@ -202,6 +215,7 @@ class Runtime:
         # changed: their runs fail saying why until the operator fixes them).
         warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
         await self.sandboxes.start()
+        await self.entries.start()
         if self.settings.demo_agent:
             try:
                 await self.store.get_agent("demo")
@@ -237,6 +251,8 @@ class Runtime:
             log.exception("could not checkpoint sessions at shutdown")
         self.bus.close_all()
         await self.mcp.close()
+        await self.consolidator.close()
+        await self.entries.close()
         await self.sandboxes.close()
         await self.workers.close()
 
@@ -288,6 +304,8 @@ class Runtime:
     def _agent_slept(self, agent: AgentRecord) -> None:
         self.histories.drop_agent(agent.id)
         self.kernel.budgets.forget("agent", agent.id)
+        if self._accepting:
+            self.consolidator.when_idle(agent)
 
     async def _usage_total(self, scope: str, key: str, since: str) -> tuple[int, float]:
         """Tokens and cost of an agent (by id) or a tenant since a day, from the ledger."""
@@ -358,6 +376,51 @@ class Runtime:
 
     async def attach_block(self, agent: str, label: str, other: str) -> BlockRecord:
         return await self.memory.attach(agent, label, other)
+
+    # -- long-term memory entries (agentd.memory.entries) ---------------------------------
+
+    async def add_memory(self, agent: str, items: Sequence[EntryIn]
+                         ) -> list[tuple[EntryRecord, bool]]:
+        return await self.entries.add(await self.entries.scope(agent), items)
+
+    async def get_memory(self, agent: str, entry_id: str) -> EntryRecord:
+        return await self.entries.get(await self.entries.scope(agent), entry_id)
+
+    async def update_memory(self, agent: str, entry_id: str, change: EntryChange, *,
+                            expect_version: int | None = None) -> EntryRecord:
+        return await self.entries.update(await self.entries.scope(agent), entry_id, change,
+                                         expect_version=expect_version)
+
+    async def delete_memory(self, agent: str, entry_id: str) -> EntryRecord:
+        return await self.entries.delete(await self.entries.scope(agent), entry_id)
+
+    async def list_memory(self, agent: str, *, namespaces: Sequence[str | None] | None = None,
+                          filters: EntryFilter | None = None, limit: int = 50,
+                          before: str | None = None) -> list[EntryRecord]:
+        return await self.entries.page(await self.entries.scope(agent), namespaces=namespaces,
+                                       filters=filters, limit=limit, before=before)
+
+    async def search_memory(self, agent: str, query: str, *, limit: int = 10,
+                            namespaces: Sequence[str | None] | None = None,
+                            filters: EntryFilter | None = None,
+                            vector_weight: float | None = None) -> list[Hit]:
+        return await self.entries.search(await self.entries.scope(agent), query,
+                                         limit=limit, namespaces=namespaces,
+                                         filters=filters, vector_weight=vector_weight)
+
+    async def consolidate_memory(self, agent: str, session: str | None = None
+                                 ) -> list[Consolidation]:
+        """Turn new history (of one session, or all) into memory now."""
+        return await self.consolidator.consolidate(agent, session)
+
+    async def export_memory(self, agent: str) -> AsyncIterator[bytes]:
+        """The agent's blocks and entries as JSON lines (agentd.memory.transfer)."""
+        scope = await self.entries.scope(agent)
+        return export_lines(self.entries, self.memory, agent, scope)
+
+    async def import_memory(self, agent: str, body: bytes) -> ImportReport:
+        return await import_lines(self.entries, self.memory, agent,
+                                  await self.entries.scope(agent), body)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
         return await self.lifecycle.set_state(name, action)

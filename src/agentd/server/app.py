@@ -241,6 +241,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
     app.include_router(routes.memory.router)
+    app.include_router(routes.memory_entries.router)
     app.include_router(routes.approvals.router)
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)

@@ -323,7 +323,8 @@ class Store(EntryStore):
                run_id: str | None = None, run: RunUpdate | None = None,
                unless_steered_after: int | None = None, lease: Lease | None = None,
                checkpoint_every: float | None = None, usage: UsageCharge | None = None,
-               unless_changed_after: int | None = None
+               unless_changed_after: int | None = None,
+               also: Callable[[Tx, list[EventRecord]], None] | None = None,
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
 
@@ -336,9 +337,11 @@ class Store(EntryStore):
         model usage is added to the usage ledger (its UTC day is the events' commit
         time), so it is recorded exactly when the step is. With
         ``unless_changed_after``, nothing is written and Conflict ``session_changed``
-        is raised if the session was restored or compacted after that seq (a
-        compaction's range was chosen from the log up to it). Returns the engine's
-        future: the write goes ahead even if its waiter is cancelled."""
+        is raised if the session was restored, compacted or consolidated after that seq
+        (a compaction's or a consolidation's range was chosen from the log up to it).
+        ``also`` makes more writes in the same transaction, given the events' records
+        (a consolidation's entries and block changes). Returns the engine's future: the
+        write goes ahead even if its waiter is cancelled."""
         now = time.time()
 
         def op(tx: Tx) -> list[EventRecord]:
@@ -354,17 +357,21 @@ class Store(EntryStore):
                        else [])
             if unless_changed_after is not None and records and tx.one(
                     "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND seq < ? "
-                    "AND kind IN ('session.restored', 'session.compacted') LIMIT 1",
+                    "AND kind IN ('session.restored', 'session.compacted', "
+                    "'memory.consolidated') LIMIT 1",
                     (session_id, unless_changed_after, records[0].seq)) is not None:
                 # (Checked after the append, which locks the session's row.)
-                raise Conflict("the session was restored or compacted meanwhile; "
-                               "try again", code="session_changed", retryable=True)
+                raise Conflict("the session was restored, compacted or consolidated "
+                               "meanwhile; try again", code="session_changed",
+                               retryable=True)
             if lease is not None and run_id is not None:
                 leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:
                 update_run(tx, run_id, run, now)
             if usage is not None:
                 _usage.charge(tx, usage, now)
+            if also is not None:
+                also(tx, records)
             if (checkpoint_every is not None and last_checkpoint
                     and now - last_checkpoint[0] >= checkpoint_every):
                 records.append(new_checkpoint(tx, session_id, None, "auto", now)[1])

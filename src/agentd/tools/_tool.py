@@ -56,6 +56,11 @@ class ToolContext:
     #: Set by a tool that changed the agent's memory blocks: the run's next model call
     #: sees them as they are now.
     memory_changed: bool = False
+    #: The agent's long-term memory (:class:`agentd.memory.entries.MemoryEntries`) and
+    #: the scope a call acts in (:class:`agentd.memory.entries.Scope`: the agent, its
+    #: namespaces, the session, and whether the session is tainted).
+    entries: Any = None
+    memory_scope: Any = None
 
 
 @dataclass(kw_only=True)
@@ -126,7 +131,8 @@ class Tool:
                         "agentd.tools._worker", "run_tool", self.fn.__module__,
                         self.name, arguments,
                         # The sandbox's live handles stay here (file tools need none).
-                        dataclasses.replace(ctx, sandbox=None, memory=None) if self._wants_ctx
+                        dataclasses.replace(ctx, sandbox=None, memory=None, entries=None,
+                                            memory_scope=None) if self._wants_ctx
                         else None, quota if self._wants_ctx else None, owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",

@@ -10,6 +10,7 @@ from agentd.server.routes import (
     feed,
     kernel,
     memory,
+    memory_entries,
     run_list,
     runs,
     sessions,
@@ -17,5 +18,5 @@ from agentd.server.routes import (
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "memory", "run_list",
-           "runs", "sessions", "tools", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "memory",
+           "memory_entries", "run_list", "runs", "sessions", "tools", "usage"]
