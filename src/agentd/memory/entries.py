@@ -231,6 +231,11 @@ class MemoryEntries:
         if self.vectors is not None:
             await self.vectors.close()
 
+    async def save_indexes(self) -> int:
+        """Save the vector indexes changed since their last save (a housekeeping job;
+        they are saved at shutdown too): how many."""
+        return 0 if self.vectors is None else await self.vectors.save()
+
     # -- who acts ---------------------------------------------------------------------
 
     async def scope(self, agent: str) -> Scope:

@@ -19,6 +19,14 @@ __all__ = ["MEMORY_TOOLS", "forget", "memory_append", "memory_replace", "memory_
 def _service(ctx: ToolContext) -> MemoryBlocks:
     if ctx.memory is None or not ctx.agent_id:
         raise ToolError("memory blocks are not available here", code="memory_unavailable")
+    scope = ctx.memory_scope
+    if scope is not None and scope.tainted:
+        # A block is in every later session's instructions (and every agent's sharing
+        # it): text from outside must not get there. Entries may (they are marked).
+        raise ToolError("this session has read content from outside, so it cannot change "
+                        "memory blocks (they are part of every session's instructions); "
+                        "use remember instead (the entry is marked untrusted), or ask the "
+                        "user to change the block", code="block_tainted_session")
     return cast("MemoryBlocks", ctx.memory)
 
 

@@ -67,6 +67,8 @@ class Vectors:
         self.dir = home / "memory" / "index" / safe
         self._indexes: dict[str, VectorIndex] = {}
         self._fresh: set[str] = set()
+        #: Indexes changed since they were last saved.
+        self._dirty: set[str] = set()
         self._index_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
@@ -242,15 +244,27 @@ class Vectors:
             await asyncio.to_thread(index.remove,
                                     [n for n, s in gone if added.get(n, -1) < s])
         index.watermark = until
+        self._dirty.add(ns)
         return len(index) == await self.store.count_vectors(ns, self.embedder.name)
 
-    async def save(self) -> None:
-        """Persist every loaded index (best effort: a lost file is only rebuilt)."""
-        for ns, index in list(self._indexes.items()):
+    async def save(self) -> int:
+        """Persist the loaded indexes changed since their last save (best effort: a lost
+        file is only rebuilt); how many were saved."""
+        saved = 0
+        for ns in list(self._dirty):
+            index = self._indexes.get(ns)
+            self._dirty.discard(ns)
+            if index is None:
+                continue
             try:
+                await asyncio.to_thread(self.dir.mkdir, mode=0o700, parents=True,
+                                        exist_ok=True)
                 await asyncio.to_thread(index.save)
+                saved += 1
             except OSError as exc:
+                self._dirty.add(ns)
                 log.warning("could not save the memory index of %s: %s", ns, exc)
+        return saved
 
     def forget(self, ns: str) -> None:
         """The namespace is gone: drop its index and its file."""
