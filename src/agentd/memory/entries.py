@@ -322,8 +322,14 @@ class MemoryEntries:
     async def search(self, scope: Scope, query: str, *, limit: int = 10,
                      namespaces: Sequence[str | None] | None = None,
                      filters: EntryFilter | None = None,
-                     vector_weight: float | None = None) -> list[Hit]:
-        """The entries best matching ``query``, best first, each with its score."""
+                     vector_weight: float | None = None,
+                     wait_embedding_s: float = 10.0) -> list[Hit]:
+        """The entries best matching ``query``, best first, each with its score.
+
+        Entries of the namespaces still waiting for their vectors are embedded first,
+        for at most ``wait_embedding_s`` (0: not at all; full text finds them anyway),
+        so an acknowledged entry is found by meaning at once after a small write; a
+        run's auto-recall does not wait behind a bulk import."""
         if not query.strip():
             raise InvalidInput("query must not be empty", field="body.query")
         if not 1 <= limit <= MAX_LIMIT:
@@ -337,7 +343,8 @@ class MemoryEntries:
                 if weight < 1.0 else [])
         vector: list[tuple[int, float]] = []
         if self.vectors is not None and weight > 0.0:
-            await self.vectors.drain(spaces)
+            if wait_embedding_s > 0:
+                await self.vectors.drain(spaces, wait_embedding_s)
             q = await self.vectors.query(query)
             vector = await self.vectors.search(spaces, q, depth, flt)
         if self.vectors is None:

@@ -45,8 +45,10 @@ __all__ = ["Vectors"]
 
 log = logging.getLogger(__name__)
 
-#: Entries embedded per batch by the background task (and by a search's drain).
-BATCH = 256
+#: Entries embedded per batch by the background task (and by a search's drain). Small
+#: enough that a query's embedding, queued behind a batch on the embedder's thread,
+#: waits a fraction of a second at most.
+BATCH = 64
 #: How long a search waits for its namespaces' pending entries to be embedded before
 #: it goes on with what is indexed (full text still finds the rest).
 DRAIN_S = 10.0
@@ -139,11 +141,11 @@ class Vectors:
             self._fresh.difference_update({r.namespace for r in rows})
             return len(rows)
 
-    async def drain(self, namespaces: Sequence[str]) -> bool:
+    async def drain(self, namespaces: Sequence[str], seconds: float = DRAIN_S) -> bool:
         """Embed what is pending in ``namespaces`` now; False if that took longer than
-        ``DRAIN_S`` (the search goes on with what is indexed)."""
+        ``seconds`` (the search goes on with what is indexed)."""
         try:
-            async with asyncio.timeout(DRAIN_S):
+            async with asyncio.timeout(seconds):
                 while await self._embed_some(namespaces):
                     pass
             return True
