@@ -50,6 +50,7 @@ MAX_METADATA_BYTES = 16_384
 #: How deep each side of a hybrid search looks before fusing.
 DEPTH = 100
 MAX_LIMIT = 100
+MAX_QUERY = 10_000
 
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 
@@ -332,6 +333,9 @@ class MemoryEntries:
         run's auto-recall does not wait behind a bulk import."""
         if not query.strip():
             raise InvalidInput("query must not be empty", field="body.query")
+        if len(query) > MAX_QUERY:
+            raise InvalidInput(f"query has {len(query)} characters; the most is {MAX_QUERY}",
+                               field="body.query")
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}",
                                field="body.limit")
