@@ -1,5 +1,6 @@
 """The `memory` commands: an agent's core memory blocks (list, show, set, delete,
-history, restore, share).
+history, restore, share); the long-term memory entry commands live in
+cli/_memory_entries.py and are registered here.
 
 A block's value and description are written by agents (and so by whatever their tools
 read): they are printed as plain ``Text`` on the safe console, never parsed as markup.
@@ -14,6 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from agentd.cli import _memory_entries
 from agentd.cli._common import connect, echo_json, out
 from agentd.cli._render import short, when
 
@@ -21,7 +23,8 @@ __all__ = ["memory_app"]
 
 memory_app = typer.Typer(
     name="memory",
-    help="An agent's core memory blocks: labelled texts the model sees in every call.",
+    help="An agent's memory: core blocks (labelled texts the model sees in every call) and "
+         "long-term entries (searched, recalled when relevant).",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -31,6 +34,7 @@ LabelArg = Annotated[
     str, typer.Argument(metavar="LABEL", help="The block's label, e.g. human.", show_default=False)
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+_BLOCKS = "Core blocks"
 
 
 def _meta(block: dict[str, Any]) -> str:
@@ -77,7 +81,7 @@ def history_table(versions: list[dict[str, Any]]) -> Table:
     return table
 
 
-@memory_app.command("blocks")
+@memory_app.command("blocks", rich_help_panel=_BLOCKS)
 def blocks(ctx: typer.Context, agent: AgentArg, as_json: JsonFlag = False) -> None:
     """List an agent's blocks in the order the model sees them.
 
@@ -97,7 +101,7 @@ def blocks(ctx: typer.Context, agent: AgentArg, as_json: JsonFlag = False) -> No
         out().print(blocks_table(found))
 
 
-@memory_app.command("show")
+@memory_app.command("show", rich_help_panel=_BLOCKS)
 def show(ctx: typer.Context, agent: AgentArg, label: LabelArg, as_json: JsonFlag = False
          ) -> None:
     """Print one block: a line about it, its description, then its value verbatim.
@@ -118,7 +122,7 @@ def show(ctx: typer.Context, agent: AgentArg, label: LabelArg, as_json: JsonFlag
     console.print(Text(str(block.get("value") or "")), soft_wrap=True)
 
 
-@memory_app.command("set")
+@memory_app.command("set", rich_help_panel=_BLOCKS)
 def set_block(
     ctx: typer.Context,
     agent: AgentArg,
@@ -163,7 +167,7 @@ def set_block(
     out().print(Text(f"set {_meta(block)} (agent {agent})"), soft_wrap=True)
 
 
-@memory_app.command("delete")
+@memory_app.command("delete", rich_help_panel=_BLOCKS)
 def delete(ctx: typer.Context, agent: AgentArg, label: LabelArg) -> None:
     """Remove a block from an agent (gone, with its history, once no agent has it).
 
@@ -175,7 +179,7 @@ def delete(ctx: typer.Context, agent: AgentArg, label: LabelArg) -> None:
     out().print(Text(f"deleted block {label} of {agent}"), soft_wrap=True)
 
 
-@memory_app.command("history")
+@memory_app.command("history", rich_help_panel=_BLOCKS)
 def history(ctx: typer.Context, agent: AgentArg, label: LabelArg, as_json: JsonFlag = False
             ) -> None:
     """Every version of a block, oldest first: when, who wrote it, its value.
@@ -192,7 +196,7 @@ def history(ctx: typer.Context, agent: AgentArg, label: LabelArg, as_json: JsonF
         out().print(history_table(versions))
 
 
-@memory_app.command("restore")
+@memory_app.command("restore", rich_help_panel=_BLOCKS)
 def restore(
     ctx: typer.Context,
     agent: AgentArg,
@@ -216,7 +220,7 @@ def restore(
                 soft_wrap=True)
 
 
-@memory_app.command("share")
+@memory_app.command("share", rich_help_panel=_BLOCKS)
 def share(
     ctx: typer.Context,
     agent: AgentArg,
@@ -237,3 +241,14 @@ def share(
         echo_json(block)
         return
     out().print(Text(f"shared block {label} of {agent} with {other}"), soft_wrap=True)
+
+
+_ENTRIES = "Long-term entries"
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.remember)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.entries)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.entry)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.forget)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.search)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.consolidate)
+memory_app.command(rich_help_panel=_ENTRIES)(_memory_entries.export)
+memory_app.command("import", rich_help_panel=_ENTRIES)(_memory_entries.import_)
