@@ -390,7 +390,7 @@ def test_new_commands_sit_in_their_help_panels() -> None:
     assert {"stop-agent", "pause", "resume"} <= set(panels["Agents"])
     assert {"send", "history", "chat", "tail"} <= set(panels["Conversations"])
     assert panels["Sessions"] == [
-        "sessions", "delete-session", "checkpoint", "checkpoints", "fork"
+        "sessions", "delete-session", "checkpoint", "checkpoints", "fork", "compact"
     ]
     assert panels["Runs"] == ["runs", "run", "cancel", "decide", "approvals", "approve",
                              "deny"]

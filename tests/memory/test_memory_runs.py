@@ -80,7 +80,7 @@ async def test_the_tools_remember_recall_update_forget(runtime: Runtime) -> None
     assert entry_id in found and "sister lives in Lisbon" in found and tainted is None
     entry = await runtime.get_memory("a", entry_id)
     assert entry.tags == ("family",) and entry.tainted is None
-    assert entry.source_session == log[0].session_id and entry.source_run is not None
+    assert entry.source_session == "k" and entry.source_run is not None
     assert entry.source_seq is not None and entry.source_seq > 0
     enqueue(call("update_memory", entry_id=entry_id, content="The sister moved to Porto."),
             call("forget", entry_id="mem_nope"),

@@ -30,14 +30,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+from pydantic import ValidationError
 
-from agentd.errors import AgentdError, ModelError
+from agentd.errors import ModelError
 from agentd.events import Event, MemoryConsolidated, MemoryConsolidatedData
 from agentd.llm.messages import AssistantMessage, UserMessage
 from agentd.memory._modelcall import MemoryCall, call_model
 from agentd.memory.compaction import transcript
 from agentd.memory.entries import TAG, check_tags, own_namespace
 from agentd.runtime.history import SessionHistory
+from agentd.settings import AgentSettings
 from agentd.store import NewEvent, Store, _blocks, _entries
 from agentd.store._blocks import BlockChange, BlockRecord, BlockWrite
 from agentd.store._entries import EntryRecord, NewEntry
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from agentd.llm.catalog import Catalog
     from agentd.memory.blocks import MemoryBlocks
     from agentd.memory.entries import MemoryEntries
-    from agentd.runtime.agents import Agents
+    from agentd.runtime.agents import AgentPlan, Agents
     from agentd.runtime.bus import EventBus
     from agentd.runtime.calls import Kernel
     from agentd.store._engine import Tx
@@ -194,13 +196,17 @@ class Consolidator:
         """Consolidate one session of agent ``name``, or every one with new history;
         what was committed (empty: nothing new)."""
         agent = await self.agents.get(name)
+        return await self._agent(agent, self.agents.plan(agent), key, auto=auto)
+
+    async def _agent(self, agent: AgentRecord, plan: AgentPlan, key: str | None, *,
+                     auto: bool) -> list[Consolidation]:
         if key is not None:
             sessions = [await self.store.get_session(agent.id, key)]
         else:
             sessions = await self.store.list_sessions(agent.id)
         done: list[Consolidation] = []
         for session in sessions:
-            found = await self._session(agent, session.id, session.key, auto=auto)
+            found = await self._session(agent, plan, session.id, session.key, auto=auto)
             if found is not None:
                 done.append(found)
         return done
@@ -208,23 +214,29 @@ class Consolidator:
     def when_idle(self, agent: AgentRecord) -> None:
         """The agent went to sleep: consolidate it in the background if its settings
         say so (an error is logged; the next idle time tries again)."""
+        # Parsed here, not planned: a sleeping agent holds no plan (the runs plan it).
         try:
-            plan = self.agents.plan(agent)
-        except AgentdError:
+            settings = AgentSettings.model_validate(agent.settings)
+        except ValidationError:
             return
-        if not plan.settings.memory.consolidation.auto or agent.id in self._running:
+        if not settings.memory.consolidation.auto or agent.id in self._running:
             return
 
         async def go() -> None:
             self._running.add(agent.id)
+            plan: AgentPlan | None = None
             try:
-                done = await self.consolidate(agent.name, auto=True)
+                # The agent stays asleep: its record as it was, a plan not held.
+                plan = self.agents.plan_asleep(agent)
+                done = await self._agent(agent, plan, None, auto=True)
                 if done:
                     log.info("consolidated %d session(s) of %s", len(done), agent.name)
             except Exception as exc:
                 log.warning("consolidating %s failed: %s", agent.name, exc)
             finally:
                 self._running.discard(agent.id)
+                for target in plan.targets if plan is not None else ():
+                    await target.model.aclose()
 
         task = asyncio.create_task(go(), name=f"consolidate-{agent.name}")
         self._tasks.add(task)
@@ -237,9 +249,8 @@ class Consolidator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _session(self, agent: AgentRecord, session_id: str, key: str, *,
-                       auto: bool) -> Consolidation | None:
-        plan = self.agents.plan(agent)
+    async def _session(self, agent: AgentRecord, plan: AgentPlan, session_id: str,
+                       key: str, *, auto: bool) -> Consolidation | None:
         options = plan.settings.memory.consolidation
         events = await self.store.read_events(session_id)
         if not events:
@@ -292,12 +303,12 @@ class Consolidator:
             if proposal.memories:
                 written.extend(_entries.insert(tx, [NewEntry(
                     namespace=namespace, content=content, tags=tags, metadata={},
-                    source_session=session_id, source_run=None, source_seq=seq,
+                    source_session=key, source_run=None, source_seq=seq,
                     agent_id=agent.id, tainted=tainted)
                     for content, tags in proposal.memories], now))
             for label, text in proposal.appends:
                 _blocks.write(tx, agent.id, label, _appending(text), BlockWrite(
-                    changed_by=f"consolidation:{session_id}", honour_read_only=True))
+                    changed_by=f"consolidation:{key}", honour_read_only=True))
 
         event = NewEvent.of(cast(Event, MemoryConsolidated(data=data)), None)
         records = await self.store.append(session_id, [event], usage=answer.charge,

@@ -78,7 +78,8 @@ class Scope:
 
     agent_id: str
     settings: MemorySettings
-    session_id: str | None = None
+    #: The acting session's key (what clients name it by), its run and seq.
+    session: str | None = None
     run_id: str | None = None
     seq: int | None = None
     #: The acting session is tainted (why): what it writes is tainted.
@@ -272,7 +273,7 @@ class MemoryEntries:
                                       f"{where_i}.content"),
                 tags=check_tags(item.tags, f"{where_i}.tags"),
                 metadata=check_metadata(item.metadata, f"{where_i}.metadata"),
-                source_session=scope.session_id, source_run=scope.run_id,
+                source_session=scope.session, source_run=scope.run_id,
                 source_seq=scope.seq, agent_id=scope.agent_id, tainted=tainted,
                 created_at=created_at[i] if created_at is not None else None))
         written = await self.store.insert_entries(new)

@@ -156,7 +156,7 @@ class ToolSteps:
         if self.entries is None:
             return None
         return Scope(agent_id=self.run.agent_id, settings=self.agent_settings.memory,
-                     session_id=self.run.session_id, run_id=self.run.id,
+                     session=self.session_key, run_id=self.run.id,
                      seq=self.history.last_seq, tainted=self.history.tainted)
 
     # -- running a step's calls --------------------------------------------------------

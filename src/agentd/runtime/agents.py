@@ -297,6 +297,11 @@ class Agents:
         self._checked[agent.name] = agent
         return plan
 
+    def plan_asleep(self, agent: AgentRecord) -> AgentPlan:
+        """A plan for work on a sleeping agent's behalf (a consolidation when it went
+        idle), neither held nor waking it: the caller closes its models."""
+        return self._resolve(agent.name, agent.model, stored_settings(agent.settings))
+
     def model_for(self, agent: AgentRecord) -> Model:
         """The agent's primary model."""
         return self.plan(agent).targets[0].model
