@@ -209,3 +209,21 @@ async def test_a_bad_import_line_writes_nothing(client: httpx.AsyncClient) -> No
     assert refused.status_code == 422 and error_of(refused)[1] == "body.line[1].value"
     assert (await client.get(f"{BASE}/entries")).json()["entries"] == []
     assert (await client.get(f"{BASE}/blocks")).json()["blocks"] == []
+
+
+async def test_an_import_may_be_larger_than_other_bodies(settings: Settings,
+                                                        runtime: Runtime) -> None:
+    settings.max_body_bytes = 4096
+    app = create_app(settings, runtime)
+    lines = b"".join(b'{"type": "entry", "content": "fact %d %s"}\n' % (i, b"x" * 60)
+                     for i in range(200))
+    assert len(lines) > settings.max_body_bytes
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test",
+            headers=bearer(settings)) as c:
+        await c.post("/v1/agents", json={"name": "a", "model": "scripted"})
+        imported = await c.post(f"{BASE}/import", content=lines, headers=NDJSON)
+        assert imported.status_code == 200, imported.text
+        assert imported.json()["entries"] == 200
+        big = await c.post(f"{BASE}/entries", json={"content": "y" * 5000})
+        assert big.status_code == 413

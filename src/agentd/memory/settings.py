@@ -102,3 +102,6 @@ class MemoryConfig(_Area):
                                            "of an exact scan (0: always approximate).")
     max_entry_chars: int = Field(32_000, ge=1, le=1_000_000,
                                  description="The longest entry content accepted.")
+    max_import_mb: int = Field(64, ge=1, le=4096,
+                               description="The largest memory import body (JSON lines), "
+                                           "instead of `max_body_bytes`.")

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -410,21 +411,32 @@ class BearerAuth:
 class BodyLimit:
     """Pure ASGI middleware: refuse request bodies over ``limit`` bytes with 413."""
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int,
+                 overrides: Sequence[tuple[re.Pattern[str], int]] = ()) -> None:
+        """``overrides``: paths (full matches) with a limit of their own (a memory
+        import takes whole exports)."""
         self.app = app
         self.limit = limit
+        self.overrides = tuple(overrides)
 
-    def _too_large(self) -> Response:
-        return error_response(PayloadTooLarge(f"request body over {self.limit} bytes"))
+    def _limit_for(self, path: str) -> int:
+        for pattern, limit in self.overrides:
+            if pattern.fullmatch(path):
+                return limit
+        return self.limit
+
+    def _too_large(self, limit: int) -> Response:
+        return error_response(PayloadTooLarge(f"request body over {limit} bytes"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit_for(scope["path"]) if self.overrides else self.limit
         length = content_length(scope)
         if length is not None:
-            if length > self.limit:
-                await self._too_large()(scope, receive, send)
+            if length > limit:
+                await self._too_large(limit)(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -434,9 +446,9 @@ class BodyLimit:
         # No Content-Length (chunked): read the body here, up to the limit, so an
         # oversized one gets 413 whatever route it was meant for.
         try:
-            body = await read_body(receive, self.limit)
+            body = await read_body(receive, limit)
         except PayloadTooLarge:
-            await self._too_large()(scope, receive, send)
+            await self._too_large(limit)(scope, receive, send)
             return
         if body is not None:  # else the client went away
             await self.app(scope, replay(body, receive), send)

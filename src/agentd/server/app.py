@@ -224,7 +224,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                               else frozenset(settings.admin_tokens))
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
+        (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20)])
     app.add_middleware(BearerAuth, check=check)
 
     @app.get("/health", response_model=Health, tags=["status"])
