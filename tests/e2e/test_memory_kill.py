@@ -8,7 +8,6 @@ import signal
 import threading
 
 import pytest
-
 from tests.e2e.test_daemon_process import Spawn, create_agent, home, spawn  # noqa: F401
 
 pytestmark = pytest.mark.e2e
