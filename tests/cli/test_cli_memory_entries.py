@@ -200,7 +200,7 @@ def test_bad_input_is_one_error_line(cli: Invoke, agent_name: str, tmp_path: Pat
     huge = tmp_path / "huge.jsonl"
     huge.write_text(json.dumps(header) + "\n" * (1024 * 1024 + 1))
     line = one_error_line(cli("memory", "import", agent_name, str(huge)))
-    assert "payload_too_large" in line and "split the file" in line
+    assert "invalid_input" in line and "at most 1000000 lines" in line
     assert "no such directory" in one_error_line(
         cli("memory", "export", agent_name, "-o", str(tmp_path / "no" / "x.jsonl")))
     # Nothing was written by any of the refused commands.
