@@ -71,6 +71,7 @@ EMBEDDER = "onnx:all-minilm-l6-v2-int8"
 TOKEN = "bench-token-0123456789abcdef"
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 WEIGHTS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
+CLIENT_WEIGHTS = (0.9, 0.95, 0.97, 0.99)
 #: The evaluation set's variant whose BM25 recall@10 is about 0.65 (found by a sweep
 #: of memory_eval.build's knobs; docs/benchmarks.md): shorter sessions and nearly
 #: every question sharing words with its evidence.
@@ -322,6 +323,10 @@ async def quality(api: Api, label: str, es: me.EvalSet) -> dict[str, Any]:
         deep = {w: [h["id"] for h in await api.search(agents[q.conv], q.text, 100, w)]
                 for w in (0.0, 1.0)}
         ranked["rrf60"] = rrf([deep[0.0], deep[1.0]])
+        # The daemon's fusion redone here from the same two top-100 lists, for weights
+        # between those asked (w0.9 here must equal the daemon's w0.9).
+        for w in CLIENT_WEIGHTS:
+            ranked[f"client_w{w}"] = me.weighted(deep[0.0], deep[1.0], w)  # type: ignore[arg-type]
         for key, r in ranked.items():
             got = sum(1 for e in ev if e in set(r[:10])) / len(ev)
             hits[key] = hits.get(key, 0.0) + got
