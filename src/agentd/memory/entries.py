@@ -50,6 +50,7 @@ MAX_METADATA_BYTES = 16_384
 #: How deep each side of a hybrid search looks before fusing.
 DEPTH = 100
 MAX_LIMIT = 100
+MAX_QUERY = 10_000
 
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)
 
@@ -231,6 +232,11 @@ class MemoryEntries:
         if self.vectors is not None:
             await self.vectors.close()
 
+    async def save_indexes(self) -> int:
+        """Save the vector indexes changed since their last save (a housekeeping job;
+        they are saved at shutdown too): how many."""
+        return 0 if self.vectors is None else await self.vectors.save()
+
     # -- who acts ---------------------------------------------------------------------
 
     async def scope(self, agent: str) -> Scope:
@@ -317,10 +323,19 @@ class MemoryEntries:
     async def search(self, scope: Scope, query: str, *, limit: int = 10,
                      namespaces: Sequence[str | None] | None = None,
                      filters: EntryFilter | None = None,
-                     vector_weight: float | None = None) -> list[Hit]:
-        """The entries best matching ``query``, best first, each with its score."""
+                     vector_weight: float | None = None,
+                     wait_embedding_s: float = 10.0) -> list[Hit]:
+        """The entries best matching ``query``, best first, each with its score.
+
+        Entries of the namespaces still waiting for their vectors are embedded first,
+        for at most ``wait_embedding_s`` (0: not at all; full text finds them anyway),
+        so an acknowledged entry is found by meaning at once after a small write; a
+        run's auto-recall does not wait behind a bulk import."""
         if not query.strip():
             raise InvalidInput("query must not be empty", field="body.query")
+        if len(query) > MAX_QUERY:
+            raise InvalidInput(f"query has {len(query)} characters; the most is {MAX_QUERY}",
+                               field="body.query")
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}",
                                field="body.limit")
@@ -332,7 +347,8 @@ class MemoryEntries:
                 if weight < 1.0 else [])
         vector: list[tuple[int, float]] = []
         if self.vectors is not None and weight > 0.0:
-            await self.vectors.drain(spaces)
+            if wait_embedding_s > 0:
+                await self.vectors.drain(spaces, wait_embedding_s)
             q = await self.vectors.query(query)
             vector = await self.vectors.search(spaces, q, depth, flt)
         if self.vectors is None:

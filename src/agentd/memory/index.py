@@ -2,13 +2,14 @@
 
 The store keeps every entry's vector; this index is a cache of them, so a lost or
 stale index costs a rebuild, never data. Below ``ann_threshold`` vectors a search is an
-exact scan (one matrix-vector product: about 10 ms per 100k vectors of 384 dimensions on
-this machine), which is also what filtered searches over a small allowed set use. Above
-it an hnswlib graph answers in about a millisecond; it is built once, in the thread that
-crosses the threshold, then kept up to date by every add and remove. Scores always come
-from the exact matrix (the graph only picks candidates), so both paths rank and score
-alike. Why hnswlib rather than usearch: at 100k x 384 it built 2.5 times faster and
-answered 2 to 4 times faster at the same recall (docs/benchmarks.md, ``bench/ann.py``).
+exact scan: one matrix-vector product, p95 4 ms at 100k vectors of 384 dimensions on
+this machine when it is quiet (30 ms when busy), and what a filtered search over a
+small allowed set uses at any size. Above the threshold an hnswlib graph answers in
+about a millisecond; it is built once, in the thread that crosses the threshold, then
+kept up to date by every add and remove. Scores always come from the exact matrix (the
+graph only picks candidates), so both paths score alike. hnswlib rather than usearch:
+at 100k x 384 it built 2.5 times faster and answered 2 to 4 times faster at the same
+recall (``bench/ann.py`` measures this index).
 
 On disk an index is two files: ``path`` (a header with the format version, dimension,
 count, watermark and a CRC32 of everything, then the keys and the matrix) and, once the

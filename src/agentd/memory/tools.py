@@ -19,6 +19,14 @@ __all__ = ["MEMORY_TOOLS", "forget", "memory_append", "memory_replace", "memory_
 def _service(ctx: ToolContext) -> MemoryBlocks:
     if ctx.memory is None or not ctx.agent_id:
         raise ToolError("memory blocks are not available here", code="memory_unavailable")
+    scope = ctx.memory_scope
+    if scope is not None and scope.tainted:
+        # A block is in every later session's instructions (and every agent's sharing
+        # it): text from outside must not get there. Entries may (they are marked).
+        raise ToolError("this session has read content from outside, so it cannot change "
+                        "memory blocks (they are part of every session's instructions); "
+                        "use remember instead (the entry is marked untrusted), or ask the "
+                        "user to change the block", code="block_tainted_session")
     return cast("MemoryBlocks", ctx.memory)
 
 
@@ -135,7 +143,8 @@ async def recall(query: str, ctx: ToolContext, limit: int = 5,
     if not 1 <= limit <= 20:
         raise ToolError("limit must be between 1 and 20", code="invalid_input")
     hits: list[Hit] = await _acting(service.search(
-        scope, query, limit=limit, filters=EntryFilter(tags_all=tuple(tags or ()))))
+        scope, query, limit=limit, filters=EntryFilter(tags_all=tuple(tags or ())),
+        wait_embedding_s=2.0))
     if not hits:
         return "nothing in memory matches"
     tainted = [h.entry.id for h in hits if h.entry.tainted]

@@ -45,8 +45,10 @@ __all__ = ["Vectors"]
 
 log = logging.getLogger(__name__)
 
-#: Entries embedded per batch by the background task (and by a search's drain).
-BATCH = 256
+#: Entries embedded per batch by the background task (and by a search's drain). Small
+#: enough that a query's embedding, queued behind a batch on the embedder's thread,
+#: waits a fraction of a second at most.
+BATCH = 64
 #: How long a search waits for its namespaces' pending entries to be embedded before
 #: it goes on with what is indexed (full text still finds the rest).
 DRAIN_S = 10.0
@@ -67,6 +69,8 @@ class Vectors:
         self.dir = home / "memory" / "index" / safe
         self._indexes: dict[str, VectorIndex] = {}
         self._fresh: set[str] = set()
+        #: Indexes changed since they were last saved.
+        self._dirty: set[str] = set()
         self._index_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
@@ -137,11 +141,11 @@ class Vectors:
             self._fresh.difference_update({r.namespace for r in rows})
             return len(rows)
 
-    async def drain(self, namespaces: Sequence[str]) -> bool:
+    async def drain(self, namespaces: Sequence[str], seconds: float = DRAIN_S) -> bool:
         """Embed what is pending in ``namespaces`` now; False if that took longer than
-        ``DRAIN_S`` (the search goes on with what is indexed)."""
+        ``seconds`` (the search goes on with what is indexed)."""
         try:
-            async with asyncio.timeout(DRAIN_S):
+            async with asyncio.timeout(seconds):
                 while await self._embed_some(namespaces):
                     pass
             return True
@@ -242,15 +246,27 @@ class Vectors:
             await asyncio.to_thread(index.remove,
                                     [n for n, s in gone if added.get(n, -1) < s])
         index.watermark = until
+        self._dirty.add(ns)
         return len(index) == await self.store.count_vectors(ns, self.embedder.name)
 
-    async def save(self) -> None:
-        """Persist every loaded index (best effort: a lost file is only rebuilt)."""
-        for ns, index in list(self._indexes.items()):
+    async def save(self) -> int:
+        """Persist the loaded indexes changed since their last save (best effort: a lost
+        file is only rebuilt); how many were saved."""
+        saved = 0
+        for ns in list(self._dirty):
+            index = self._indexes.get(ns)
+            self._dirty.discard(ns)
+            if index is None:
+                continue
             try:
+                await asyncio.to_thread(self.dir.mkdir, mode=0o700, parents=True,
+                                        exist_ok=True)
                 await asyncio.to_thread(index.save)
+                saved += 1
             except OSError as exc:
+                self._dirty.add(ns)
                 log.warning("could not save the memory index of %s: %s", ns, exc)
+        return saved
 
     def forget(self, ns: str) -> None:
         """The namespace is gone: drop its index and its file."""

@@ -192,6 +192,8 @@ class Runtime:
                          run=self._collect_snapshots))
         register(Job(name="shells", period_s=min(max(s.sandbox.shell_idle_s / 4, 1.0), 60.0),
                      run=self._close_idle_shells))
+        # A crash loses only what the index learnt since: it catches up from the store.
+        register(Job(name="memory_index", period_s=300.0, run=self.entries.save_indexes))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
