@@ -161,12 +161,20 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         raw_body = orjson.dumps(body) if body is not None else None
-        async with self.http.request(method, self.url(path), data=raw_body,
-                                     headers=HEADERS) as resp:
-            raw = await resp.read()
-            if resp.status >= 300:
-                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {raw[:500]!r}")
-            return orjson.loads(raw) if raw else None
+        for attempt in range(2):
+            try:
+                async with self.http.request(method, self.url(path), data=raw_body,
+                                             headers=HEADERS) as resp:
+                    raw = await resp.read()
+                    break
+            except aiohttp.ServerDisconnectedError:
+                # A keep-alive connection the server closed as it was reused (idle
+                # past uvicorn's keep-alive): the request never reached it.
+                if attempt:
+                    raise
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {raw[:500]!r}")
+        return orjson.loads(raw) if raw else None
 
     async def agent(self, name: str, settings: dict[str, Any] | None = None) -> None:
         body = {"name": name, "model": "scripted", "settings": settings or {}}
