@@ -400,8 +400,9 @@ async def shortcut(daemon: Daemon, texts: list[str], parts: np.ndarray, offset: 
     shutil.rmtree(index_dir, ignore_errors=True)
     return {"what": "entries past the previous size inserted through the API with "
                     "[memory] embedder = none; their vectors written by the bench with "
-                    "the daemon stopped, through Store.put_vectors: normalise(MiniLM(a) + "
-                    "MiniLM(b) + N(0, 0.01^2) per dim) for the entry's two sentences a, b "
+                    "the daemon stopped, through Store.put_vectors: "
+                    "normalise(normalise(MiniLM(a) + MiniLM(b)) + N(0, 0.01^2) per dim) "
+                    "for the entry's two sentences a, b "
                     f"({len(sentences)} sentences embedded for real); index files deleted "
                     "so the daemon rebuilds its index",
             "vectors_written": written,
