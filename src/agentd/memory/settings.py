@@ -72,7 +72,7 @@ class MemorySettings(_Area):
         description="Shared namespaces this agent may read and write besides its own "
                     "(each matching `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`).")
     vector_weight: float = Field(
-        0.9, ge=0.0, le=1.0, allow_inf_nan=False,
+        0.95, ge=0.0, le=1.0, allow_inf_nan=False,
         description="Hybrid search: the vector side's weight in the fusion (0: full "
                     "text only, 1: vectors only; measured in docs/benchmarks.md).")
     auto_recall: bool = Field(False, description="Put the most relevant entries into "

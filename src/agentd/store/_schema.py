@@ -254,7 +254,8 @@ _MEMORY_ENTRIES = """
     UNIQUE (namespace, content_hash)
 );
 CREATE INDEX memory_entries_created ON memory_entries (namespace, created_at);
-CREATE INDEX memory_entries_pending ON memory_entries (n) WHERE embedded_with IS NULL;
+CREATE INDEX memory_entries_pending ON memory_entries (namespace, n) WHERE embedded_with IS NULL;
+CREATE INDEX memory_entries_pending_all ON memory_entries (n) WHERE embedded_with IS NULL;
 CREATE TABLE memory_tags (
     n         {bigint} NOT NULL REFERENCES memory_entries(n) ON DELETE CASCADE,
     namespace {text} NOT NULL,
