@@ -334,3 +334,20 @@ async def runtime(settings: Settings, store_url: str) -> AsyncIterator[Runtime]:
     rt = await Runtime.open(settings)
     yield rt
     await rt.close()
+
+
+@pytest.fixture
+def systems(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The system prompt of every scripted model call, in order."""
+    from agentd.llm.scripted import ScriptedModel
+
+    seen: list[str] = []
+    original = ScriptedModel.stream
+
+    async def stream(self: ScriptedModel, request: Any) -> Any:
+        seen.append(request.system)
+        async for event in original(self, request):
+            yield event
+
+    monkeypatch.setattr(ScriptedModel, "stream", stream)
+    return seen

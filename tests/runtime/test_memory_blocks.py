@@ -3,35 +3,17 @@ the agent's tools in a real run (scripted model), shared between agents."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
 from agentd.errors import NotFound
-from agentd.llm.messages import ModelRequest, StreamEvent
-from agentd.llm.scripted import ScriptedModel, enqueue
+from agentd.llm.scripted import enqueue
 from agentd.memory.blocks import render_blocks
 from agentd.runtime import Runtime
 
 TOOLS = ["memory_append", "memory_replace", "memory_rewrite"]
-
-
-@pytest.fixture
-def systems(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The system prompt of every model call, in order."""
-    seen: list[str] = []
-    original = ScriptedModel.stream
-
-    async def stream(self: ScriptedModel, request: ModelRequest
-                     ) -> AsyncIterator[StreamEvent]:
-        seen.append(request.system)
-        async for event in original(self, request):
-            yield event
-
-    monkeypatch.setattr(ScriptedModel, "stream", stream)
-    return seen
 
 
 def call(name: str, **arguments: Any) -> dict[str, Any]:

@@ -260,6 +260,11 @@ class MemoryEntries:
         if self.vectors is not None:
             await self.vectors.close()
 
+    def forget_agent(self, agent_id: str) -> None:
+        """The agent was deleted with its entries: drop its namespace's index and file."""
+        if self.vectors is not None:
+            self.vectors.forget(own_namespace(agent_id))
+
     async def save_indexes(self) -> int:
         """Save the vector indexes changed since their last save (a housekeeping job;
         they are saved at shutdown too): how many."""

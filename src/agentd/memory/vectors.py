@@ -269,8 +269,12 @@ class Vectors:
         return saved
 
     def forget(self, ns: str) -> None:
-        """The namespace is gone: drop its index and its file."""
+        """The namespace is gone: drop its index and its files (the index, and the
+        HNSW graph saved beside it as ``<index>.<token>.ann``)."""
         self._indexes.pop(ns, None)
         self._fresh.discard(ns)
-        with contextlib.suppress(OSError):
-            self._path(ns).unlink()
+        self._dirty.discard(ns)
+        path = self._path(ns)
+        for found in (path, *path.parent.glob(f"{path.name}.*.ann")):
+            with contextlib.suppress(OSError):
+                found.unlink()

@@ -346,7 +346,10 @@ class Runtime:
         return await self.agents.update(name, fields, admin=admin)
 
     async def delete_agent(self, name: str) -> None:
+        agent_id = (await self.agents.get(name)).id
         await self.lifecycle.delete(name)
+        # Its entries went with it (the store's delete); their index goes too.
+        self.entries.forget_agent(agent_id)
 
     # -- memory blocks (agentd.memory.blocks) ---------------------------------------
 
