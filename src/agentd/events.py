@@ -66,6 +66,8 @@ __all__ = [
     "MemoryConsolidatedData",
     "MessageAssistant",
     "MessageAssistantData",
+    "MessageProactive",
+    "MessageProactiveData",
     "MessageUser",
     "MessageUserData",
     "ModelOutage",
@@ -101,6 +103,10 @@ __all__ = [
     "SessionRestored",
     "SessionRestoredData",
     "StepCompactionData",
+    "SubtaskFinished",
+    "SubtaskFinishedData",
+    "SubtaskStarted",
+    "SubtaskStartedData",
     "ThinkingData",
     "ToolCallData",
     "ToolFinished",
@@ -225,9 +231,32 @@ class ArchivedData(TypedDict):
 
 
 class MessageUserData(TypedDict):
+    """A message in; what started it, when not a client, is in the other keys (the
+    ``origin`` of :meth:`agentd.store.Store.accept_message`)."""
+
     content: str
     #: Steered into a run under way (``mode: "steer"``).
     steer: NotRequired[bool]
+    #: A schedule's fire: the schedule and the fire time (epoch seconds, UTC) it ran for.
+    schedule_id: NotRequired[str]
+    fire_at: NotRequired[float]
+    #: A subtask's or another agent's call (``agentd.autonomy``): the run that started
+    #: it, the subtask's id, how deep it is nested (1: a child of a client's run), the
+    #: agents of the chain from the first run's to this one's, and the agent whose
+    #: budget and tenant pay for its model calls (when not its own).
+    parent_run: NotRequired[str]
+    subtask_id: NotRequired[str]
+    depth: NotRequired[int]
+    chain: NotRequired[list[str]]
+    payer: NotRequired[str]
+    #: Why the message is untrusted (its sender's session was tainted): the session
+    #: is tainted from here on.
+    tainted: NotRequired[str]
+    #: A heartbeat (``settings.heartbeat``): its slot (epoch seconds, aligned to the
+    #: period) and the reply that is logged but not delivered (``silent``).
+    heartbeat: NotRequired[bool]
+    beat_at: NotRequired[float]
+    ok_token: NotRequired[str]
 
 
 class RecalledEntryData(TypedDict):
@@ -266,6 +295,9 @@ class MessageAssistantData(TypedDict):
     stream_resets: NotRequired[int]
     outage_s: NotRequired[float]
     recalled: NotRequired[RecalledData]
+    #: The final reply was exactly the run's ``ok_token`` (a heartbeat with nothing to
+    #: say): logged, not streamed to subscribers or delivered to channels.
+    silent: NotRequired[bool]
 
 
 class ToolStartedData(TypedDict):
@@ -293,6 +325,21 @@ class RunCompletedData(TypedDict):
     output: str
     steps: int
     usage: UsageData
+    #: The final reply was silent (see ``MessageAssistantData.silent``).
+    silent: NotRequired[bool]
+
+
+class MessageProactiveData(TypedDict):
+    """A message the agent posted into this session from another of its own sessions
+    (the ``message_post`` tool); the model sees it here as its own message."""
+
+    content: str
+    #: The key of the session it was posted from, and the run that posted it.
+    from_session: str
+    from_run: str
+    #: Why the content is untrusted (the posting session had read content from
+    #: outside): this session is tainted from here on.
+    tainted: NotRequired[str]
 
 
 class RunFailedData(TypedDict):
@@ -494,6 +541,32 @@ class MemoryConsolidatedData(TypedDict):
     auto: bool
     #: What the model answered that was not used (a block it may not write, ...).
     skipped: NotRequired[list[str]]
+
+
+class SubtaskStartedData(TypedDict):
+    """A child run started by a run of this session (``agentd.autonomy``)."""
+
+    subtask_id: str
+    #: ``subtask`` (``subtask_start``) or ``call`` (``agent_call``).
+    type: Literal["subtask", "call"]
+    #: The child's agent, session key and run.
+    agent: str
+    session: str
+    run_id: str
+    title: str
+    depth: int
+
+
+class SubtaskFinishedData(TypedDict):
+    """A child run ended (logged once, in the parent's session)."""
+
+    subtask_id: str
+    type: Literal["subtask", "call"]
+    agent: str
+    run_id: str
+    #: The child run's status (``gone``: its session was deleted before it ended).
+    status: str
+    usage: UsageData | None
 
 
 class EmptyData(TypedDict):
@@ -721,6 +794,30 @@ class MemoryConsolidated:
 
 
 @dataclass(kw_only=True, slots=True)
+class SubtaskStarted:
+    """A run of this session started a child run (a subtask or a call to an agent)."""
+
+    kind: Literal["subtask.started"] = "subtask.started"
+    data: SubtaskStartedData
+
+
+@dataclass(kw_only=True, slots=True)
+class SubtaskFinished:
+    """A child run of a run of this session ended."""
+
+    kind: Literal["subtask.finished"] = "subtask.finished"
+    data: SubtaskFinishedData
+
+
+@dataclass(kw_only=True, slots=True)
+class MessageProactive:
+    """A message posted into this session by the agent from another of its sessions."""
+
+    kind: Literal["message.proactive"] = "message.proactive"
+    data: MessageProactiveData
+
+
+@dataclass(kw_only=True, slots=True)
 class UnknownEvent:
     """A kind this build does not know (a newer daemon wrote it): kept, not folded."""
 
@@ -734,7 +831,7 @@ Event = Annotated[
     | RunWaiting | ApprovalRequested | ApprovalDecided | WorkspaceSnapshot
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
     | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted
-    | MemoryConsolidated,
+    | MemoryConsolidated | SubtaskStarted | SubtaskFinished | MessageProactive,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -745,7 +842,8 @@ _CLASSES: tuple[type[Any], ...] = (
     RunCompleted, RunFailed, RunCancelled, RunInterrupted, RunParked, RunResumed,
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
-    Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated)
+    Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated,
+    SubtaskStarted, SubtaskFinished, MessageProactive)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

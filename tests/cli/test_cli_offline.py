@@ -392,8 +392,8 @@ def test_new_commands_sit_in_their_help_panels() -> None:
     assert panels["Sessions"] == [
         "sessions", "delete-session", "checkpoint", "checkpoints", "fork", "compact"
     ]
-    assert panels["Runs"] == ["runs", "run", "cancel", "decide", "approvals", "approve",
-                             "deny"]
+    assert panels["Runs"] == ["runs", "run", "cancel", "decide", "subtasks", "approvals",
+                             "approve", "deny"]
     assert "stop-agent" not in panels["Daemon"]
 
 

@@ -21,9 +21,13 @@ from agentd.cli import (
     _compact,
     _daemon,
     _edit,
+    _heartbeat,
     _memory,
     _runs,
+    _schedules,
     _sessions,
+    _skills,
+    _subtasks,
     _tools,
     _usage,
 )
@@ -547,6 +551,7 @@ app.command(rich_help_panel="Runs")(_runs.runs)
 app.command("run", rich_help_panel="Runs")(_runs.show_run)
 app.command(rich_help_panel="Runs")(_runs.cancel)
 app.command(rich_help_panel="Runs")(_runs.decide)
+app.command(rich_help_panel="Runs")(_subtasks.subtasks)
 app.command(rich_help_panel="Runs")(_approvals.approvals)
 app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
@@ -554,6 +559,9 @@ app.command(rich_help_panel="Runs")(_approvals.deny)
 app.command(rich_help_panel="Usage")(_usage.usage)
 
 app.add_typer(_memory.memory_app, name="memory", rich_help_panel="Memory")
+app.add_typer(_skills.skill_app, name="skill", rich_help_panel="Skills")
+app.add_typer(_schedules.schedule_app, name="schedule", rich_help_panel="Autonomy")
+app.add_typer(_heartbeat.heartbeat_app, name="heartbeat", rich_help_panel="Autonomy")
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ Errors::
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
-``_usage``, ``_memory``) over one transport (``_base``); only the names below are public.
+``_usage``, ``_memory``, ``_skills``) over one transport (``_base``); only the names
+``_usage``, ``_memory``, ``_schedules``) over one transport (``_base``); only the names
+below are public.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
 from agentd.client._base import DEFAULT_URL as DEFAULT_URL  # kept importable, as before
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
+from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._memory import MemoryAPI
 from agentd.client._runs import RunsAPI
+from agentd.client._schedules import SchedulesAPI
+from agentd.client._skills import SkillsAPI
 from agentd.client._sse import SSEEvent
 from agentd.client._usage import UsageAPI
 
@@ -45,7 +50,8 @@ __all__ = [
 ]
 
 
-class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI):
+class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
+             SchedulesAPI, HeartbeatAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

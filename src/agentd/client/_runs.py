@@ -197,6 +197,13 @@ class RunsAPI(SessionsAPI):
             "POST", f"/v1/runs/{segment(run_id)}/decide", json_body=body)
         return result
 
+    def subtasks(self, run_id: str) -> list[dict[str, Any]]:
+        """The child runs a run started (``subtask_start``, ``agent_call``), in order:
+        each ``{"id", "type", "agent", "session", "run_id", "status", "output", ...}``."""
+        result: dict[str, Any] = self._request("GET",
+                                               f"/v1/runs/{segment(run_id)}/subtasks")
+        return list(result["subtasks"])
+
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; returns the run."""
         result: dict[str, Any] = self._request("POST", f"/v1/runs/{segment(run_id)}/cancel")

@@ -7,7 +7,7 @@ logged as ``budget.warning`` events, committed with the step.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, cast
 
 from agentd.errors import AgentdError
@@ -54,6 +54,11 @@ class BudgetSteps:
     usage: Usage
     cost_usd: float
     steps: int
+    #: Charged to this agent (id, name): the run's own, or the one that called it.
+    payer_id: str
+    payer_name: str
+    #: The run's finished children's usage (input, output tokens, cost), if counted.
+    child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None
 
     def _new(self, event: Event) -> NewEvent:
         raise NotImplementedError
@@ -66,10 +71,15 @@ class BudgetSteps:
         run_used: dict[str, float] = {
             "tokens": self.usage.input_tokens + self.usage.output_tokens,
             "cost_usd": self.cost_usd, "steps": self.steps}
+        if budget.run and self.child_usage is not None:
+            # Its finished subtasks' and calls' usage counts toward its own.
+            tokens_in, tokens_out, cost = await self.child_usage(self.run.id)
+            run_used["tokens"] += tokens_in + tokens_out
+            run_used["cost_usd"] += cost
         for metric, limit in budget.run.items():
             yield "run", self.run.id, "run", metric, limit, run_used[metric], budget.warn_at
         scopes: list[tuple[Literal["agent", "tenant"], str, str, Budget]] = [
-            ("agent", self.run.agent_id, self.agent_name, budget)]
+            ("agent", self.payer_id, self.payer_name, budget)]
         if self.policy.tenant_budget is not None:
             scopes.append(("tenant", self.policy.tenant, self.policy.tenant,
                            self.policy.tenant_budget))

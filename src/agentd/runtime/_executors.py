@@ -11,6 +11,7 @@ with the reason, so it never stays queued for ever.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +37,13 @@ from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
 
-__all__ = ["WORKSPACE_TOOLS", "ExecutorFactory", "Prepared"]
+__all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
+
+#: A part of a run's instructions a service adds (the agent's skills, ...): called
+#: once per run with the agent and its plan; None or "" adds nothing.
+ContextSection = Callable[[AgentRecord, AgentPlan], Awaitable[str | None]]
+#: A run's finished children's usage: (input tokens, output tokens, cost in USD).
+ChildUsage = Callable[[str], Awaitable[tuple[int, int, float]]]
 
 #: Tools that read or change the workspace: an agent with any of them has its
 #: workspace snapshotted (and checked for changes from outside).
@@ -102,6 +109,17 @@ class ExecutorFactory:
         self.memory = memory
         self.compactor = compactor
         self.entries = entries
+        #: The services tools may use, by name (``ToolContext.services``): each service
+        #: that has tools registers itself here (see :class:`agentd.runtime.Runtime`).
+        self.services: dict[str, Any] = {}
+        #: Parts of every run's instructions the services add, in order, after the
+        #: agent's own instructions and before its memory blocks.
+        self.sections: list[ContextSection] = []
+        #: The usage of a run's finished child runs (subtasks, calls), counted in its
+        #: run budget and its final usage (``agentd.autonomy.subtasks``), if any.
+        self.child_usage: ChildUsage | None = None
+        #: ... for the runs of agents with one of these tools (the others have none).
+        self.child_usage_tools: frozenset[str] = frozenset()
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -143,14 +161,23 @@ class ExecutorFactory:
             # may hold state the content set up, is closed.
             await self.sandboxes.close_shells(shell_key)
 
+        origin = await self._origin(run)
+        policy, payer = await self._payer(plan, agent, run.priority, origin)
+        base = agent.instructions
+        for section in self.sections:
+            text = await section(agent, plan)
+            if text:
+                base = f"{base}\n\n{text}" if base else text
         # The agent's memory blocks, read once per run (one indexed read, none per step).
-        instructions = (agent.instructions if self.memory is None
-                        else await self.memory.instructions(agent.id, agent.instructions))
+        instructions = (base if self.memory is None
+                        else await self.memory.instructions(agent.id, base))
         return RunExecutor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=start.session_key, history=history, kernel=self.kernel,
-            targets=plan.targets, policy=self.call_policy(plan, run.priority),
-            instructions=instructions, base_instructions=agent.instructions,
+            targets=plan.targets, policy=policy, payer=payer,
+            child_usage=self.child_usage if any(
+                t.name in self.child_usage_tools for t in tools) else None,
+            instructions=instructions, base_instructions=base,
             memory=self.memory, entries=self.entries, tools=tools,
             max_steps=plan.settings.max_steps or self.settings.max_steps,
             tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
@@ -158,7 +185,37 @@ class ExecutorFactory:
             workspace=workspace, permissions=start.permissions,
             workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
             sandbox=sandbox, workers=self.workers, compactor=self.compactor,
+            services=self.services, origin=origin,
         )
+
+    async def _payer(self, plan: AgentPlan, agent: AgentRecord, priority: str,
+                     origin: dict[str, Any]) -> tuple[CallPolicy, tuple[str, str] | None]:
+        """The run's call policy, and whose agent budget its usage is charged to when
+        another agent pays (``origin["payer"]``: a call or subtask run by another
+        agent is paid for by the agent that started it, with its tenant and budget).
+        A payer deleted meanwhile, or whose plan no longer resolves: the run's own."""
+        payer_id = origin.get("payer")
+        if isinstance(payer_id, str) and payer_id != agent.id:
+            payer = await self.agents.by_id(payer_id)
+            if payer is not None:
+                try:
+                    return (self.call_policy(self.agents.plan(payer), priority),
+                            (payer.id, payer.name))
+                except InvalidModel:
+                    pass
+        return self.call_policy(plan, priority), None
+
+    async def _origin(self, run: RunRecord) -> dict[str, Any]:
+        """Where the run's message came from (its ``message.user`` data beyond the
+        content: see ``Store.accept_message(origin=...)``); empty for a client's."""
+        if run.queued_seq is None or run.queued_seq < 2:
+            return {}
+        # The message is logged just before its run.queued event, in one append.
+        events = await self.store.read_events(run.session_id, after=run.queued_seq - 2,
+                                              limit=1)
+        if not events or events[0].kind != "message.user" or events[0].run_id != run.id:
+            return {}
+        return {k: v for k, v in events[0].data.items() if k not in ("content", "steer")}
 
     async def _startable(self, run_id: str, prepared: Prepared | None) -> _Start | None:
         """The run, its agent and plan if it can start now; else None (settled here

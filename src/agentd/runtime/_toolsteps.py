@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
@@ -133,6 +133,9 @@ class ToolSteps:
     #: Long-term memory entries (None: the entry tools say it is not available).
     entries: MemoryEntries | None
     agent_settings: AgentSettings
+    #: ``ToolContext.services`` and ``ToolContext.origin`` for every call.
+    services: Mapping[str, Any]
+    origin: Mapping[str, Any]
     base_instructions: str
     instructions: str
     on_waiting: Callable[[RunRecord], None] | None
@@ -357,7 +360,8 @@ class ToolSteps:
                               sandbox=self.sandbox,
                               protected=self.permissions.protected_paths(),
                               agent_id=self.run.agent_id, memory=self.memory,
-                              entries=self.entries, memory_scope=self._memory_scope())
+                              entries=self.entries, memory_scope=self._memory_scope(),
+                              origin=self.origin, services=self.services)
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s, self.workers))

@@ -137,6 +137,9 @@ class Agents:
         #: changed, when an agent is updated): the same record needs no new check.
         self._checked: dict[str, AgentRecord] = {}
         self._last_active: dict[str, float] = {}
+        #: Checks the services add to an agent's settings when it is saved (skills:
+        #: the enabled ones are installed): each raises InvalidInput naming the field.
+        self.checks: list[Callable[[AgentSettings], None]] = []
         #: How many agents the store holds (kept by this node; re-counted by the
         #: housekeeper when other nodes may create and delete agents).
         self.count = 0
@@ -329,6 +332,8 @@ class Agents:
             raise exc.for_field("body.tools") from None
         typed = check_settings(settings, caps=self.settings.sandbox.limits)
         self.sandboxes.check_agent(typed.sandbox)
+        for check in self.checks:
+            check(typed)
         info = self.catalog.get(model)
         if typed.max_tokens is not None and info is not None and (
                 typed.max_tokens > info.max_output_tokens):

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from agentd.events import TERMINAL_KINDS
 from agentd.store.records import EventRecord
 
 __all__ = ["EventBus", "Feed", "Lagged", "Subscription", "Token", "follow"]
+
+log = logging.getLogger(__name__)
 
 _BUFFER = 1024
 #: Sessions whose last seq the bus remembers for feeds (see EventBus.behind).
@@ -151,6 +155,10 @@ class EventBus:
         #: While feeds are open: the last seq published per session (the most recent
         #: sessions only), so that a feed gets each event once.
         self._feed_last: OrderedDict[str, int] = OrderedDict()
+        #: Called with each run-ending event published here (a service's explicit
+        #: hook: subtasks cascade cancels and log their children's ends from it). A
+        #: hook must be quick and must not raise; it may see an event twice.
+        self.run_end_hooks: list[Callable[[EventRecord], None]] = []
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         sub = Subscription(self, session_id, buffer or self._buffer)
@@ -181,6 +189,14 @@ class EventBus:
                     self._last[event.session_id] = event.seq
         if self._feeds:
             self._publish_feeds(events)
+        if self.run_end_hooks:
+            for event in events:
+                if event.kind in TERMINAL_KINDS:
+                    for hook in self.run_end_hooks:
+                        try:
+                            hook(event)
+                        except Exception:
+                            log.exception("a run-end hook failed")
 
     def _publish_feeds(self, events: Sequence[EventRecord]) -> None:
         seen = self._feed_last

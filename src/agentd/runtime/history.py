@@ -24,6 +24,8 @@ from agentd.events import (
     EmptyData,
     MessageAssistant,
     MessageAssistantData,
+    MessageProactive,
+    MessageProactiveData,
     MessageUser,
     MessageUserData,
     RunCancelled,
@@ -150,6 +152,9 @@ class SessionHistory:
         self._pending: dict[str, str] = {}
         self._started: set[str] = set()
         self._deferred: list[UserMessage] = []
+        #: Messages the agent posted here from another session while a run of this
+        #: one was under way: they join when it ends (between turns, never inside one).
+        self._posted: list[AssistantMessage] = []
         #: Why the session is tainted (content from outside entered it), or None.
         self.tainted: str | None = None
         #: The session's latest snapshot of the agent's workspace.
@@ -188,6 +193,10 @@ class SessionHistory:
             handler(self, event, event.data)
 
     def _user(self, event: EventRecord, data: MessageUserData) -> None:
+        tainted = data.get("tainted")
+        if tainted and self.tainted is None:
+            # Sent by a run whose session was tainted (a subtask, another agent's call).
+            self.tainted = f"message (seq {event.seq}): {tainted}"
         message = UserMessage(content=data["content"])
         run_id = event.run_id
         if run_id is not None and run_id not in self._started:
@@ -256,6 +265,23 @@ class SessionHistory:
     def _ended(self, event: EventRecord, data: object) -> None:
         self._held.pop(event.run_id or "", None)
         self._started.discard(event.run_id or "")
+        if self._posted and not self._started:
+            posted, self._posted = self._posted, []
+            for message in posted:
+                self._append(message)
+
+    def _proactive(self, event: EventRecord, data: MessageProactiveData) -> None:
+        tainted = data.get("tainted")
+        if tainted and self.tainted is None:
+            self.tainted = f"message posted from {data.get('from_session')!r} " \
+                           f"(seq {event.seq}): {tainted}"
+        message = AssistantMessage(text=data.get("content", ""))
+        if self._started:
+            # A run of this session is under way: its turn (calls and their results,
+            # the model's next answer) is not interrupted by a message of another one.
+            self._posted.append(message)
+        else:
+            self._append(message)
 
     def _compacted(self, event: EventRecord, data: SessionCompactedData) -> None:
         self.messages, self.origins = compacted(self.messages, self.origins, data)
@@ -311,6 +337,7 @@ _FOLDS: dict[str, _Fold] = {
     kind_of(ToolFinished): SessionHistory._tool_result,
     kind_of(WorkspaceSnapshot): SessionHistory._snapshot,
     kind_of(SessionCompacted): SessionHistory._compacted,
+    kind_of(MessageProactive): SessionHistory._proactive,
     **{kind_of(end): SessionHistory._ended
        for end in (RunCompleted, RunFailed, RunCancelled, RunInterrupted)},
 }

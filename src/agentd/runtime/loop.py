@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -171,6 +171,10 @@ class RunExecutor(ToolSteps, BudgetSteps):
         entries: MemoryEntries | None = None,
         base_instructions: str | None = None,
         compactor: Compactor | None = None,
+        services: Mapping[str, Any] | None = None,
+        origin: Mapping[str, Any] | None = None,
+        payer: tuple[str, str] | None = None,
+        child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -189,6 +193,19 @@ class RunExecutor(ToolSteps, BudgetSteps):
         #: Compacts the session before a call that nears the model's window (tried
         #: once per run: within a run no new turn boundary appears).
         self.compactor = compactor
+        #: The services tools may use (``ToolContext.services``) and where the run's
+        #: message came from (``ToolContext.origin``).
+        self.services: Mapping[str, Any] = services if services is not None else {}
+        self.origin: Mapping[str, Any] = origin if origin is not None else {}
+        #: The agent (id, name) whose budget and ledger row its model calls are charged
+        #: to (another agent's, for a call it made: ``policy`` is then that agent's),
+        #: and the usage of its finished child runs (counted in its own).
+        self.payer_id, self.payer_name = payer or (run.agent_id, agent_name)
+        self.child_usage = child_usage
+        #: A final reply that is exactly this (a heartbeat's: ``origin["ok_token"]``) is
+        #: silent: logged, not streamed; the run's text deltas are not published live.
+        token = self.origin.get("ok_token")
+        self.ok_token: str | None = token if isinstance(token, str) and token else None
         self._compaction_tried = False
         #: Long-term memory entries (the memory tools, auto-recall).
         self.entries = entries
@@ -289,6 +306,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
             update.apply_to(self.run, records[0].at if records else time.time())
 
     def _publish_text(self, text: str, reset: bool) -> None:
+        if self.ok_token is not None:
+            return  # whether the reply is delivered is known only once it is complete
         self.bus.publish_token(self.session_id, Token(
             run_id=self.run.id, text=text, after=self.history.last_seq, reset=reset))
 
@@ -355,12 +374,27 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """What the run has used so far (its end event and row carry it)."""
         return _usage_data(self.usage, self.cost_usd if self._priced else None)
 
+    async def _with_children(self, usage: UsageData) -> UsageData:
+        """``usage`` plus the run's finished children's."""
+        assert self.child_usage is not None
+        tokens_in, tokens_out, cost = await self.child_usage(self.run.id)
+        if not (tokens_in or tokens_out or cost):
+            return usage
+        out: UsageData = {**usage, "input_tokens": usage["input_tokens"] + tokens_in,
+                          "output_tokens": usage["output_tokens"] + tokens_out}
+        if cost or "cost_usd" in usage:
+            out["cost_usd"] = round(usage.get("cost_usd", 0.0) + cost, 6)
+        return out
+
     async def _finish(self, end: RunEnd, *, before: Sequence[NewEvent] = (),
                       steer_guard: int | None = None, charge: UsageCharge | None = None
                       ) -> RunOutcome:
         """Commit the event that ends the run (with ``before`` and the run's new row,
         its status the one the event's kind sets)."""
         status = run_end(end)
+        if self.child_usage is not None and "usage" in end.data:
+            # The run's usage includes its finished children's (subtasks, calls).
+            end.data["usage"] = await self._with_children(end.data["usage"])
         output = end.data["output"] if isinstance(end, RunCompleted) else None
         error = end.data["error"] if isinstance(end, RunFailed) else None
         usage = end.data.get("usage")
@@ -481,7 +515,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             self.usage = self.usage + usage
             self.cost_usd += cost or 0.0
             charge = UsageCharge(
-                agent_id=self.run.agent_id, agent=self.agent_name,
+                agent_id=self.payer_id, agent=self.payer_name,
                 tenant=self.policy.tenant, model=target.spec,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
@@ -542,10 +576,13 @@ class RunExecutor(ToolSteps, BudgetSteps):
             # refused if a message was steered in meanwhile (the answer did not see
             # it: it is dropped and the model is asked again).
             output = "".join(self._pieces) + message.text
+            end = RunCompleted(data={"output": output, "steps": self.steps,
+                                     "usage": self._used()})
+            if self.ok_token is not None and output.strip() == self.ok_token:
+                step.events[0].data["silent"] = end.data["silent"] = True
             try:
                 outcome = await self._finish(
-                    RunCompleted(data={"output": output, "steps": self.steps,
-                                       "usage": self._used()}),
+                    end,
                     before=step.events, steer_guard=step.context_seq, charge=step.charge)
             except Steered:
                 # Clients streaming this answer throw it away: a new one follows.

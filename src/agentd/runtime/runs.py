@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +26,8 @@ from agentd.runtime.history import HistoryCache
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import LeaseLost, Store
+from agentd.store._engine import Tx
+from agentd.store._log import Accepted
 from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
 
 __all__ = ["MODES", "Runs", "SendResult"]
@@ -81,7 +83,9 @@ class Runs:
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
-                   priority: str | None = None, stream: bool = False) -> SendResult:
+                   priority: str | None = None, stream: bool = False,
+                   origin: Mapping[str, Any] | None = None,
+                   also: Callable[[Tx, Accepted], None] | None = None) -> SendResult:
         """Accept a message: committed (message + queued run) before this returns.
 
         ``mode``: what happens when the session has a run already (``enqueue`` behind
@@ -92,6 +96,10 @@ class Runs:
         follows the run, so :meth:`SendResult.waiting` must know the run it is queued
         behind even on another node (one more query in the accepting transaction, on
         a store nodes share; on one node the supervisor knows for free).
+
+        ``origin`` and ``also`` are the store's (:meth:`Store.accept_message`): what
+        started the message (a schedule's fire, a subtask, another agent), logged in
+        its ``message.user`` data, and more writes committed with it.
         """
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
@@ -111,7 +119,7 @@ class Runs:
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority or self.agents.priority_of(agent),
-            find_busy=stream and self.store.dialect == "postgresql")
+            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also)
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
@@ -159,11 +167,11 @@ class Runs:
         """The run, its agent's name and its session's key."""
         return await self.store.run_context(run_id)
 
-    async def cancel(self, run_id: str) -> tuple[RunRecord, str, str]:
+    async def cancel(self, run_id: str, reason: str = "cancelled by request"
+                     ) -> tuple[RunRecord, str, str]:
         run, agent_name, key = await self.store.run_context(run_id)
         if run.terminal:
             return run, agent_name, key
-        reason = "cancelled by request"
         if not await self.supervisor.cancel(run.session_id, run_id, reason):
             # Not held by this process: a paused agent's queued run (settled here), or a
             # run another node drives (asked to cancel it; it does within a third of

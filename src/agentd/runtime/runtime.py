@@ -19,7 +19,11 @@ It composes the runtime's services, each with its dependencies given explicitly:
 
 A new capability (memory, schedules, ...) is a new service built here from the
 parts it needs, with its periodic work registered on the housekeeper; the facade's
-methods below stay the public calls the server and embedders use.
+methods below stay the public calls the server and embedders use. A service the
+agent's tools use registers itself in ``self.executors.services`` (its tools read
+it from ``ToolContext.services``, with ``ToolContext.origin`` telling what started
+the run), and a part of every run's instructions it adds (the agent's skills, ...)
+in ``self.executors.sections``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from agentd import __version__
+from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
+from agentd.autonomy.heartbeat import HeartbeatService
+from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
+from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
+from agentd.autonomy.schedules import Schedules
+from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.events import CompactionStrategy
@@ -64,8 +74,10 @@ from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
+from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
 from agentd.store import Lease, RunPage, Store, open_store
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
+from agentd.store._subtasks import SubtaskRecord
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -95,10 +107,14 @@ class Runtime:
         self.settings = settings
         self.store = store
         self.tools = tools or ToolRegistry()
-        # The memory service's tools (the tools layer cannot know the memory layer).
-        for memory_tool in MEMORY_TOOLS.values():
-            if self.tools.get(memory_tool.name) is None:
-                self.tools.register(memory_tool)
+        # The services' tools (the tools layer cannot know the layers above it): memory,
+        # skills, delegation, schedules, proactive; each reads its service from
+        # ToolContext.services.
+        for service_tool in (*MEMORY_TOOLS.values(), *SKILL_TOOLS.values(),
+                             *DELEGATION_TOOLS.values(), *SCHEDULE_TOOLS.values(),
+                             *PROACTIVE_TOOLS.values()):
+            if self.tools.get(service_tool.name) is None:
+                self.tools.register(service_tool)
         self.bus = EventBus()
         #: SQLite is one daemon's alone (the home lock): its leases need no waiting
         #: out, and every queued run was accepted here. PostgreSQL may be shared.
@@ -154,6 +170,11 @@ class Runtime:
             workers=self.workers, lease=self.lease, memory=self.memory,
             compactor=self.compactor,
             entries=self.entries)
+        #: Skills installed under the home, enabled per agent (agentd.skills).
+        self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
+        self.agents.checks.append(self.skills.check_settings)
+        self.executors.services["skills"] = self.skills
+        self.executors.sections.append(self.skills.section)
         self.supervisor = Supervisor(self.executors.build, self.runlog.cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.sessions = Sessions(settings, store, bus=self.bus, histories=self.histories,
@@ -173,6 +194,23 @@ class Runtime:
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background)
         self.follower = LogFollower(store, self.bus)
+        #: Child runs a run starts and waits on; calls to other agents.
+        self.subtasks = Subtasks(store, bus=self.bus, runs=self.runs, agents=self.agents,
+                                 histories=self.histories, exclusive=self.exclusive)
+        self.executors.services["subtasks"] = self.subtasks
+        self.executors.child_usage = self.subtasks.usage_of_children
+        self.executors.child_usage_tools = DELEGATING_TOOLS
+        #: Schedules: messages sent on a clock, each fire time exactly once.
+        self.schedules = Schedules(store, agents=self.agents, runs=self.runs,
+                                   exclusive=self.exclusive)
+        self.executors.services["schedules"] = self.schedules
+        #: Messages an agent posts into its own other sessions (``message_post``).
+        self.proactive = ProactiveService(store, bus=self.bus, histories=self.histories)
+        self.executors.services["proactive"] = self.proactive
+        #: Periodic autonomous turns (``settings.heartbeat``).
+        self.heartbeat = HeartbeatService(
+            store, runs=self.runs, agents=self.agents,
+            workspace_of=lambda agent_id: settings.workspaces_dir / agent_id)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -194,6 +232,9 @@ class Runtime:
                      run=self._close_idle_shells))
         # A crash loses only what the index learnt since: it catches up from the store.
         register(Job(name="memory_index", period_s=300.0, run=self.entries.save_indexes))
+        # What the run-end hook missed (another node ended a parent, a crash between).
+        register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
+        register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -218,6 +259,7 @@ class Runtime:
         warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
         await self.sandboxes.start()
         await self.entries.start()
+        await self.skills.start()
         if self.settings.demo_agent:
             try:
                 await self.store.get_agent("demo")
@@ -228,12 +270,15 @@ class Runtime:
         # Runs left under way by a daemon that stopped (this node's, or any whose
         # lease expired) resume from their last committed step, ahead of the runs
         # queued behind them, which start again in their order.
+        await self.subtasks.remember_unfinished()
         await self.leases.recover()
+        await self.subtasks.reconcile()  # parents that ended while the daemon was down
         self.housekeeper.start()
         if not self.exclusive:
             # Other nodes commit to sessions this node's clients may be following.
             self.follower.start()
         self._accepting = True
+        self.schedules.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -243,9 +288,11 @@ class Runtime:
         return self._shutdown
 
     async def _wind_down(self) -> None:
+        await self.schedules.stop()
         await self.follower.stop()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
+        await self.subtasks.close()
         try:
             written = await self.store.checkpoint_changed("shutdown")
             self.bus.publish(written)
@@ -326,9 +373,11 @@ class Runtime:
                            admin: bool = True) -> AgentRecord:
         """Create an agent; ``admin``: whether whoever asks is one of the daemon's
         admins (only they may name a stdio MCP command off the operator's list)."""
-        return await self.agents.create(
+        agent = await self.agents.create(
             name=name, model=model, instructions=instructions, tools=list(tools or []),
             settings=dict(settings or {}), admin=admin)
+        self.heartbeat.refresh(agent.id, agent.name, agent.settings)
+        return agent
 
     async def get_agent(self, name: str) -> AgentRecord:
         return await self.agents.get(name)
@@ -343,11 +392,14 @@ class Runtime:
 
     async def update_agent(self, name: str, fields: dict[str, Any], *,
                            admin: bool = True) -> AgentRecord:
-        return await self.agents.update(name, fields, admin=admin)
+        agent = await self.agents.update(name, fields, admin=admin)
+        self.heartbeat.refresh(agent.id, agent.name, agent.settings)
+        return agent
 
     async def delete_agent(self, name: str) -> None:
         agent_id = (await self.agents.get(name)).id
         await self.lifecycle.delete(name)
+        self.heartbeat.forget(agent_id)
         # Its entries went with it (the store's delete); their index goes too.
         self.entries.forget_agent(agent_id)
 
@@ -426,6 +478,17 @@ class Runtime:
     async def import_memory(self, agent: str, body: bytes) -> ImportReport:
         return await import_lines(self.entries, self.memory, agent,
                                   await self.entries.scope(agent), body)
+
+    # -- heartbeat (agentd.autonomy.heartbeat) -----------------------------------------
+
+    async def get_heartbeat(self, name: str) -> dict[str, Any]:
+        """The agent's heartbeat settings and state (last beat, outcome, next, skip)."""
+        return await self.heartbeat.show(name)
+
+    async def update_heartbeat(self, name: str, patch: dict[str, Any], *,
+                               admin: bool = True) -> dict[str, Any]:
+        """Change keys of ``settings.heartbeat`` (see :meth:`HeartbeatService.update`)."""
+        return await self.heartbeat.update(name, patch, admin=admin)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
         return await self.lifecycle.set_state(name, action)
@@ -524,10 +587,12 @@ class Runtime:
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
-                   priority: str | None = None, stream: bool = False) -> SendResult:
+                   priority: str | None = None, stream: bool = False,
+                   origin: Mapping[str, Any] | None = None) -> SendResult:
         """Accept a message (see :meth:`Runs.send`)."""
         return await self.runs.send(name, key, content, idempotency_key=idempotency_key,
-                                    mode=mode, priority=priority, stream=stream)
+                                    mode=mode, priority=priority, stream=stream,
+                                    origin=origin)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""
@@ -544,6 +609,11 @@ class Runtime:
         """Settle what a run waits on by the run's id (see :class:`ApprovalDesk`)."""
         await self.approvals.decide_run(run_id, action, output)
         return await self.store.run_context(run_id)
+
+    async def list_subtasks(self, run_id: str) -> list[SubtaskRecord]:
+        """The child runs ``run_id`` started (:class:`RunNotFound` if no such run)."""
+        await self.store.get_run(run_id)
+        return await self.store.subtasks_of(run_id)
 
     async def list_runs(self, *, agent: str | None = None, session: str | None = None,
                         statuses: list[str] | None = None, since: float | None = None,

@@ -225,7 +225,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
-        (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20)])
+        (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
+        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
     app.add_middleware(BearerAuth, check=check)
 
     @app.get("/health", response_model=Health, tags=["status"])
@@ -238,11 +239,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.agents.router)
     app.include_router(routes.run_list.router)
     app.include_router(routes.runs.router)
+    app.include_router(routes.subtasks.router)
     app.include_router(routes.checkpoints.router)
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
     app.include_router(routes.memory.router)
     app.include_router(routes.memory_entries.router)
+    app.include_router(routes.skills.router)
+    app.include_router(routes.skills.agent_router)
+    app.include_router(routes.schedules.agent_router)
+    app.include_router(routes.schedules.router)
+    app.include_router(routes.heartbeat.router)
     app.include_router(routes.approvals.router)
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)

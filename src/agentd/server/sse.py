@@ -14,8 +14,8 @@ from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
 
-__all__ = ["SSE_NAMES", "event_frame", "follow_frames", "parse_last_event_id", "sse_response",
-           "token_frame", "waiting_frame"]
+__all__ = ["SSE_NAMES", "event_frame", "follow_frames", "is_silent", "parse_last_event_id",
+           "sse_response", "token_frame", "waiting_frame"]
 
 #: Frame names that differ from the event's kind. A run's last frame is ``done``, or
 #: ``error`` when it failed; what it waits for is ``waiting``.
@@ -29,6 +29,16 @@ SSE_NAMES = {
 HEARTBEAT_S = 15.0
 _CHUNK_BYTES = 64 * 1024
 _SEQ = re.compile(r"[0-9]{1,19}")
+
+
+def is_silent(event: EventRecord) -> bool:
+    """A heartbeat's reply that was only its OK token (``"silent": true``): logged, so
+    ``GET .../events`` pages and restores have it, but no stream delivers it. Its run's
+    ``run.completed`` (also marked ``silent``) is streamed: it ends the run's streams
+    and says the run ended with nothing to deliver. SSE ids are seqs, so a client that
+    resumes after the next frame's id skips it the same way, with nothing to misread:
+    ids are ordered, not dense."""
+    return event.kind == "message.assistant" and event.data.get("silent") is True
 
 
 def event_frame(event: EventRecord, tag: bytes | None = None) -> bytes:
@@ -112,6 +122,8 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
             elif isinstance(item, Token):
                 if run_id is None or item.run_id == run_id:
                     chunk.append(token_frame(item, tag))
+            elif is_silent(item):
+                pass
             elif run_id is None or item.run_id == run_id:
                 chunk.append(event_frame(item, tag))
                 end = run_id is not None and item.kind in TERMINAL_KINDS

@@ -25,10 +25,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from agentd.autonomy.delegation_settings import DelegationSettings
+from agentd.autonomy.heartbeat import HeartbeatSettings
+from agentd.autonomy.schedule_settings import ScheduleSettings
 from agentd.config import AgentSandbox, Budget
 from agentd.llm.settings import ModelSettings
 from agentd.memory.settings import MemorySettings
 from agentd.security.policy import PolicyConfig
+from agentd.skills.settings import SkillSettings
 from agentd.tools.mcp import MCPServer
 
 __all__ = ["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",
@@ -190,6 +194,34 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"threshold", "strategy", "model", "keep_turns", '
                     '"max_summary_tokens"}, "consolidation": {"auto", "model", '
                     '"max_entries"}}`.')
+
+    delegation: DelegationSettings = Field(
+        default_factory=DelegationSettings,
+        description='Subtasks and calls to other agents (`agentd.autonomy.'
+                    'delegation_settings`): `{"subtasks": {"max_depth": 2, '
+                    '"max_children": 20, "max_concurrent": 10, "max_wait_s": 120, '
+                    '"max_instructions_chars": 32000}, "calls": {"allow": [], '
+                    '"accept_from": null, "accept_other_tenants": false, "max_depth": 3, '
+                    '"timeout_s": 120, "max_message_chars": 32000}}`; `calls.allow` '
+                    '(default none) also governs subtasks run by another agent.')
+    skills: SkillSettings = Field(
+        default_factory=SkillSettings,
+        description='Skills (`agentd.skills`): `{"enabled": ["skill-name", ...]}`, '
+                    'installed skills whose names and descriptions are in every run\'s '
+                    'instructions (at most 64; an unknown name is refused when saved).')
+    schedules: ScheduleSettings = Field(
+        default_factory=ScheduleSettings,
+        description='Schedules (`agentd.autonomy.schedule_settings`): `{"max_per_agent": '
+                    '50, "min_interval_s": 60, "allow_from_schedule": false, '
+                    '"tool_max_per_agent": 10, "pause_after_failures": 5, "backoff_s": 60, '
+                    '"backoff_max_s": 3600, "overlap": "skip", "missed": "once", '
+                    '"catchup_s": 86400, "grace_s": 60}`.')
+    heartbeat: HeartbeatSettings = Field(
+        default_factory=HeartbeatSettings,
+        description='A periodic autonomous turn: `{"enabled": false, "every_s": 1800, '
+                    '"document"?, "file": "HEARTBEAT.md", "session": "heartbeat", '
+                    '"active_hours"?: {"start", "end", "timezone"}, "ok_token": '
+                    '"HEARTBEAT_OK", "max_document_bytes": 16384}`.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

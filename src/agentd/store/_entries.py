@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import Conflict, InvalidInput, NotFound
+from agentd.store import _fulltext
 from agentd.store._engine import Tx
 from agentd.store._rows import new_id
 
@@ -555,7 +556,8 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
     """``(n, score)`` of the entries matching any word of ``query``, best first (a
     higher score is better: -BM25 on SQLite, ``ts_rank_cd`` on PostgreSQL). Every word
     is passed quoted (SQLite) or as its own parameter (PostgreSQL): no text a user
-    types is read as query syntax."""
+    types is read as query syntax. On SQLite the work is bounded (see
+    :mod:`agentd.store._fulltext`): with many matches, the rarest words rank them."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="limit")
     names = _namespaces(namespaces)
@@ -569,10 +571,6 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
             f"SELECT e.n, ts_rank_cd(e.content_tsv, q.q) AS score FROM memory_entries e, "
             f"(SELECT {tsquery} AS q) q WHERE e.content_tsv @@ q.q AND {where} "
             "ORDER BY score DESC, e.n DESC LIMIT ?", (*terms, *params, limit))
-    else:
-        match = " OR ".join(f'"{t}"' for t in terms)  # \w+ words hold no '"'
-        rows = tx.all(
-            "SELECT e.n, -bm25(memory_fts) AS score FROM memory_fts "
-            f"JOIN memory_entries e ON e.n = memory_fts.rowid WHERE memory_fts MATCH ? "
-            f"AND {where} ORDER BY score DESC, e.n DESC LIMIT ?", (match, *params, limit))
-    return [(int(r[0]), float(r[1])) for r in rows]
+        return [(int(r[0]), float(r[1])) for r in rows]
+    return _fulltext.search(tx, names, terms, where, params,
+                            filters is not None and not filters.empty, limit)

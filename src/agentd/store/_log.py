@@ -3,7 +3,7 @@ commit with them. Each function runs inside one transaction (``tx``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,8 +183,21 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
 
 def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
            mode: str, priority: str, run_id: str, now: float,
-           find_busy: bool = False) -> Accepted:
+           find_busy: bool = False, origin: Mapping[str, Any] | None = None,
+           also: Callable[[Tx, Accepted], None] | None = None) -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there)."""
+    accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
+                       idempotency_key=idempotency_key, mode=mode, priority=priority,
+                       run_id=run_id, now=now, find_busy=find_busy, origin=origin)
+    if also is not None and not accepted.duplicate:
+        also(tx, accepted)
+    return accepted
+
+
+def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
+            mode: str, priority: str, run_id: str, now: float, find_busy: bool,
+            origin: Mapping[str, Any] | None) -> Accepted:
+    extra = dict(origin or {})
     created = False
     row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
                  (agent_id, key))
@@ -218,7 +231,8 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
                           details={"active_run": busy[0]})
     if busy is not None and mode == "steer":
         events = append(tx, session.id, [NewEvent.of(
-            MessageUser(data={"content": content, "steer": True}), busy[0])], now)
+            MessageUser(data={**extra, "content": content, "steer": True}),  # type: ignore[typeddict-item]
+            busy[0])], now)
         session.last_seq, session.updated_at = events[-1].seq, now
         return Accepted(session=session, run=_rows.run(busy), events=events,
                         created_session=False, steered=True, busy_run=busy[0])
@@ -226,7 +240,8 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
     # its place in the session's queue.
     # A run queued behind another writes nothing more until it starts (its stream
     # is told what it waits for from ``busy_run``, not from the log).
-    events = append(tx, session.id, [NewEvent.of(MessageUser(data={"content": content}), run_id),
+    events = append(tx, session.id, [NewEvent.of(MessageUser(
+        data={**extra, "content": content}), run_id),  # type: ignore[typeddict-item]
                                      NewEvent.of(RunQueued(), run_id)], now)
     run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                     status="queued", input=content, idempotency_key=idempotency_key,

@@ -49,6 +49,26 @@ without GIN's pending list (``fastupdate = off``): with it, entries just written
 in an unsorted list the planner rightly refused to scan, and searched sequentially.
 pgvector is not required here: ``_entries.ensure_pgvector`` adds its table at start
 when the extension exists.
+
+Migration 9 puts the namespace into SQLite's FTS index (``fts_ns``, a generated column
+of ``memory_entries`` holding one token per namespace) and rebuilds the index: FTS5
+keeps a search to its namespaces itself (``agentd.store._fulltext``).
+
+Migration 10 adds ``subtasks`` (``agentd.store._subtasks``): one row per child run a
+run started, a subtask or a call to another agent (``type``). It is inserted in the
+transaction that queues the child's run, so neither exists without the other;
+``effect_id`` (the starting tool call's) is unique, so a call re-run after a crash
+finds its child instead of starting a second one, and ``(parent_run, n)`` numbers a
+run's children (``n`` names the child's session). ``reported`` is set in the
+transaction that logs ``subtask.finished`` in the parent's session (exactly once); a
+partial index finds the rows not yet reported. No foreign key on the child: its
+session may be deleted, and the parent then reads it as gone.
+
+Migration 11 adds schedules (``agentd.store._schedules``): ``schedules`` (a definition,
+its next fire time nominal and jittered, counters; deleted with its agent) with a
+partial index on ``next_due_at`` of the enabled ones (the one query that finds due
+schedules), and ``schedule_fires``: the claim on each fire time, its primary key
+``(schedule_id, fire_at)`` (a fire time is claimed once, committed with its run).
 """
 
 from __future__ import annotations
@@ -318,4 +338,147 @@ CREATE INDEX memory_entries_fts ON memory_entries USING gin (content_tsv)
     WITH (fastupdate = off);
 """,
     },
+))
+
+
+MIGRATIONS.append((
+    9,
+    "the namespace in the memory full-text index (agentd.store._fulltext)",
+    {
+        # FTS5 keeps to the searched namespaces itself (no join per match); the
+        # index is derived from memory_entries and rebuilt from it here.
+        "sqlite": """
+DROP TRIGGER memory_entries_fts_insert;
+DROP TRIGGER memory_entries_fts_delete;
+DROP TRIGGER memory_entries_fts_update;
+DROP TABLE memory_fts;
+ALTER TABLE memory_entries ADD COLUMN fts_ns TEXT
+    GENERATED ALWAYS AS ('n' || lower(hex(namespace))) VIRTUAL;
+CREATE VIRTUAL TABLE memory_fts USING fts5(
+    content, fts_ns, content='memory_entries', content_rowid='n',
+    tokenize='porter unicode61');
+INSERT INTO memory_fts (memory_fts) VALUES ('rebuild');
+CREATE TRIGGER memory_entries_fts_insert AFTER INSERT ON memory_entries BEGIN
+    INSERT INTO memory_fts (rowid, content, fts_ns) VALUES (new.n, new.content, new.fts_ns);
+END;
+CREATE TRIGGER memory_entries_fts_delete AFTER DELETE ON memory_entries BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content, fts_ns)
+        VALUES ('delete', old.n, old.content, old.fts_ns);
+END;
+CREATE TRIGGER memory_entries_fts_update AFTER UPDATE OF content, namespace
+        ON memory_entries BEGIN
+    INSERT INTO memory_fts (memory_fts, rowid, content, fts_ns)
+        VALUES ('delete', old.n, old.content, old.fts_ns);
+    INSERT INTO memory_fts (rowid, content, fts_ns) VALUES (new.n, new.content, new.fts_ns);
+END;
+""",
+        # PostgreSQL's planner combines the GIN index with the namespace's own.
+        "postgresql": "SELECT 1;",
+    },
+))
+
+
+MIGRATIONS.append((
+    10,
+    "subtasks and agent calls",
+    """
+CREATE TABLE subtasks (
+    id              {text} PRIMARY KEY,
+    type            {text} NOT NULL,
+    parent_run      {text} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    parent_session  {text} NOT NULL,
+    parent_agent_id {text} NOT NULL,
+    n               {bigint} NOT NULL,
+    effect_id       {text} NOT NULL UNIQUE,
+    child_run       {text} NOT NULL UNIQUE,
+    child_session   {text} NOT NULL,
+    child_agent_id  {text} NOT NULL,
+    child_agent     {text} NOT NULL,
+    child_key       {text} NOT NULL,
+    title           {text} NOT NULL DEFAULT '',
+    depth           {bigint} NOT NULL,
+    created_at      {real} NOT NULL,
+    reported        {bigint} NOT NULL DEFAULT 0,
+    UNIQUE (parent_run, n)
+);
+CREATE INDEX subtasks_unreported ON subtasks (created_at) WHERE reported = 0;
+""",
+))
+
+
+MIGRATIONS.append((
+    11,
+    "schedules",
+    """
+CREATE TABLE schedules (
+    id            {text} PRIMARY KEY,
+    agent_id      {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    cron          {text},
+    every_s       {real},
+    at            {real},
+    timezone      {text} NOT NULL,
+    session       {text},
+    content       {text} NOT NULL,
+    jitter_s      {real} NOT NULL DEFAULT 0,
+    overlap       {text} NOT NULL,
+    missed        {text} NOT NULL,
+    catchup_s     {real} NOT NULL,
+    ends_at       {real},
+    enabled       {bigint} NOT NULL DEFAULT 1,
+    paused_reason {text},
+    next_fire_at  {real},
+    next_due_at   {real},
+    last_fire_at  {real},
+    last_run_id   {text},
+    fires         {bigint} NOT NULL DEFAULT 0,
+    missed_count  {bigint} NOT NULL DEFAULT 0,
+    skipped_count {bigint} NOT NULL DEFAULT 0,
+    failures      {bigint} NOT NULL DEFAULT 0,
+    counted_after {real} NOT NULL DEFAULT 0,
+    created_by    {text} NOT NULL,
+    created_run   {text},
+    created_at    {real} NOT NULL,
+    updated_at    {real} NOT NULL,
+    version       {bigint} NOT NULL DEFAULT 1
+);
+CREATE INDEX schedules_due ON schedules (next_due_at) WHERE enabled = 1;
+CREATE INDEX schedules_agent ON schedules (agent_id, id);
+CREATE TABLE schedule_fires (
+    schedule_id {text} NOT NULL REFERENCES schedules(id) ON DELETE CASCADE,
+    fire_at     {real} NOT NULL,
+    run_id      {text},
+    status      {text} NOT NULL,
+    reason      {text},
+    at          {real} NOT NULL,
+    PRIMARY KEY (schedule_id, fire_at)
+){clustered};
+""",
+))
+
+
+# Migration 12: heartbeat claims and proactive posts (agentd.store._heartbeats). One
+# heartbeats row per agent: the last beat slot claimed (only ever moved forward, in the
+# transaction of the beat's run) and the last skip. proactive_posts: one row per post,
+# keyed by the posting run and the tool call's effect id (a re-run posts nothing twice;
+# the per-run cap counts them); it goes with the posting run's session.
+MIGRATIONS.append((
+    12,
+    "heartbeats and proactive posts",
+    """
+CREATE TABLE heartbeats (
+    agent_id    {text} PRIMARY KEY REFERENCES agents(id) ON DELETE CASCADE,
+    beat_at     {real} NOT NULL DEFAULT 0,
+    run_id      {text},
+    skip_at     {real},
+    skip_reason {text}
+);
+CREATE TABLE proactive_posts (
+    run_id     {text} NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    effect_id  {text} NOT NULL,
+    session_id {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq        {bigint} NOT NULL,
+    at         {real} NOT NULL,
+    PRIMARY KEY (run_id, effect_id)
+);
+""",
 ))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -39,6 +39,7 @@ from agentd.store import (
 )
 from agentd.store._engine import Engine, Tx
 from agentd.store._entry_store import EntryStore
+from agentd.store._heartbeats import HeartbeatStore
 from agentd.store._log import (
     Accepted,
     Lease,
@@ -59,8 +60,10 @@ from agentd.store._rows import (
     SESSION_COLS,
     new_id,
 )
+from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
+from agentd.store._subtask_store import SubtaskStore
 from agentd.store.records import (
     AgentRecord,
     AgentState,
@@ -81,9 +84,10 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(EntryStore):
+class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore):
     """Agents, sessions, runs and the per-session event log on one engine; memory
-    entries' methods come from :class:`EntryStore`."""
+    entries' methods come from :class:`EntryStore`, subtasks' from
+    :class:`SubtaskStore`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -298,7 +302,9 @@ class Store(EntryStore):
 
     async def accept_message(self, *, agent_id: str, key: str, content: str,
                              idempotency_key: str | None = None, mode: str = "enqueue",
-                             priority: str = "background", find_busy: bool = False
+                             priority: str = "background", find_busy: bool = False,
+                             origin: Mapping[str, Any] | None = None,
+                             also: Callable[[Tx, Accepted], None] | None = None,
                              ) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
@@ -312,12 +318,21 @@ class Store(EntryStore):
         A new run records ``priority`` (the caller validates it). ``find_busy``: report
         the busy run (``Accepted.busy_run``) in ``enqueue`` mode too (the other modes
         always do).
+
+        ``origin``: what started the message, merged into the ``message.user`` event's
+        data (``{"schedule_id", "fire_at"}`` for a schedule's fire, ...; never
+        ``content``). ``also`` makes more writes in the same transaction, given the
+        accepted message (not called for a duplicate); raising in it writes nothing
+        (a schedule's claim on its fire time is committed with the run this way).
         """
+        if origin is not None and ("content" in origin or "steer" in origin):
+            raise ValueError("origin must not set content or steer")
         now = time.time()
         run_id = new_id("r")
         return await self.engine.write(lambda tx: accept(
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy))
+            mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
+            origin=origin, also=also))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
@@ -452,7 +467,7 @@ class Store(EntryStore):
     async def count(self, table: str) -> int:
         if table not in {"agents", "sessions", "runs", "events", "memory_blocks",
                          "block_versions", "memory_entries", "memory_tags",
-                         "memory_vectors", "memory_deleted"}:
+                         "memory_vectors", "memory_deleted", "subtasks"}:
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0

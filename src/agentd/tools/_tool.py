@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, get_type_hints, overload
@@ -61,6 +61,14 @@ class ToolContext:
     #: namespaces, the session, and whether the session is tainted).
     entries: Any = None
     memory_scope: Any = None
+    #: Where the run's message came from (the ``message.user`` event's data beyond
+    #: ``content``: ``schedule_id`` and ``fire_at`` for a schedule's fire, a parent
+    #: run for a subtask, a calling agent, ...); empty for a client's message.
+    origin: Mapping[str, Any] = field(default_factory=dict)
+    #: The runtime's services a tool may use, by name (``schedules``, ``subtasks``,
+    #: ``skills``, ...): each tool module says which it reads. A tool must fail
+    #: clearly (:class:`ToolError`) when the service it needs is missing.
+    services: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -131,8 +139,10 @@ class Tool:
                         "agentd.tools._worker", "run_tool", self.fn.__module__,
                         self.name, arguments,
                         # The sandbox's live handles stay here (file tools need none).
+                        # (services hold locks and connections: not for a worker)
                         dataclasses.replace(ctx, sandbox=None, memory=None, entries=None,
-                                            memory_scope=None) if self._wants_ctx
+                                            memory_scope=None, services={})
+                        if self._wants_ctx
                         else None, quota if self._wants_ctx else None, owner=ctx.agent)
             except TimeoutError:
                 raise ToolError(f"{self.name} timed out after {timeout:g}s (stopped)",

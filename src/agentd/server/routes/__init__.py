@@ -8,15 +8,20 @@ from agentd.server.routes import (
     checkpoints,
     events,
     feed,
+    heartbeat,
     kernel,
     memory,
     memory_entries,
     run_list,
     runs,
+    schedules,
     sessions,
+    skills,
+    subtasks,
     tools,
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "kernel", "memory",
-           "memory_entries", "run_list", "runs", "sessions", "tools", "usage"]
+__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "heartbeat", "kernel",
+           "memory", "memory_entries", "run_list", "runs", "schedules", "sessions",
+           "skills", "subtasks", "tools", "usage"]

@@ -21,7 +21,7 @@ from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, Lagged
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import SseEvent
-from agentd.server.sse import HEARTBEAT_S, sse_response
+from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store import EventRecord
 from agentd.store.records import session_tag
 
@@ -74,7 +74,8 @@ async def _feed_frames(feed: Feed, runtime: Runtime, agent: str | None
             for event in batch:
                 named = names.get(event.session_id)
                 names.move_to_end(event.session_id)
-                if named is not None and (agent is None or named[0] == agent):
+                if named is not None and (agent is None or named[0] == agent) and (
+                        not is_silent(event)):
                     chunk.append(_frame(event, *named))
             while len(names) > _NAMES:
                 names.popitem(last=False)
