@@ -222,6 +222,16 @@ async def test_a_member_that_fails_fails_the_team_run_naming_it(
     assert [s["agent"] for s in await children(client, run["id"])] == ["a", "broken"]
 
 
+async def test_a_pipeline_may_pass_through_one_agent_twice(
+        client: httpx.AsyncClient) -> None:
+    await ok(client, "a")
+    await ok(client, "b")
+    await ok(client, "team", team={"pattern": "pipeline", "members": ["a", "b", "a"]})
+    run = await ask(client, "team", "hi")
+    assert run["output"] == "echo: echo: echo: hi", run
+    assert [s["agent"] for s in await children(client, run["id"])] == ["a", "b", "a"]
+
+
 async def test_a_team_of_teams_runs_nested(client: httpx.AsyncClient) -> None:
     await ok(client, "a")
     await ok(client, "b")
@@ -311,7 +321,7 @@ def field_of(response: httpx.Response) -> tuple[str, str]:
     ({"pattern": "router", "members": ["a"]}, "body.settings.team", "needs 'router'"),
     ({"pattern": "loop", "generator": "a"}, "body.settings.team", "needs 'critic'"),
     ({"pattern": "pipeline", "members": []}, "body.settings.team", "needs 'members'"),
-    ({"pattern": "pipeline", "members": ["a", "a"]}, "body.settings.team", "twice"),
+    ({"pattern": "parallel", "members": ["a", "a"]}, "body.settings.team", "twice"),
     ({"pattern": "pipeline", "members": ["a"], "critic": "a"}, "body.settings.team",
      "does not take critic"),
     ({"pattern": "router", "members": ["a"], "router": "a", "default": "b"},

@@ -105,7 +105,8 @@ class TeamSettings(BaseModel):
         if given:
             raise ValueError(f"a {self.pattern} team does not take "
                              f"{', '.join(sorted(given))}")
-        if len(set(self.members)) != len(self.members):
+        if self.pattern != "pipeline" and len(set(self.members)) != len(self.members):
+            # (A pipeline may pass through one agent twice: its steps are by position.)
             raise ValueError("members names an agent twice")
         if self.pattern in ("pipeline", "parallel") and len(self.members) < 1:
             raise ValueError(f"a {self.pattern} team needs at least one member")
