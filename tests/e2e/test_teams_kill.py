@@ -30,7 +30,7 @@ def steps_of(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     return steps
 
 
-def kill_during(spawn: Spawn, setup: Any, team: str, running: int
+def kill_during(spawn: Spawn, setup: Any, team: str, running: int  # noqa: F811
                 ) -> tuple[httpx.Client, str]:
     """Start a run of ``team``, SIGKILL the daemon while its step ``running`` (1-based)
     is under way, start it again; the client of the new daemon and the run's id."""
@@ -75,7 +75,7 @@ def assert_each_step_once(client: httpx.Client, run_id: str, steps: list[dict[st
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
 
 
-def test_a_pipeline_killed_mid_step_completes_each_step_once(spawn: Spawn) -> None:
+def test_a_pipeline_killed_mid_step_completes_each_step_once(spawn: Spawn) -> None:  # noqa: F811
     def setup(client: httpx.Client) -> None:
         for name in ("a", "b", "c"):
             create_agent(client, name, settings={"script": [
@@ -96,7 +96,7 @@ def test_a_pipeline_killed_mid_step_completes_each_step_once(spawn: Spawn) -> No
         assert b_run["input"] == "a wrote"
 
 
-def test_a_loop_killed_mid_round_completes_each_step_once(spawn: Spawn) -> None:
+def test_a_loop_killed_mid_round_completes_each_step_once(spawn: Spawn) -> None:  # noqa: F811
     def setup(client: httpx.Client) -> None:
         create_agent(client, "gen", settings={"script": [
             {"text": "draft one", "delay_ms": 200}, {"text": "draft two", "delay_ms": 2000}]})
