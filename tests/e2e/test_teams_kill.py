@@ -30,11 +30,11 @@ def steps_of(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     return steps
 
 
-def kill_during(spawn: Spawn, setup: Any, team: str, running: int  # noqa: F811
-                ) -> tuple[httpx.Client, str]:
+def kill_during(spawn: Spawn, setup: Any, team: str, running: int,  # noqa: F811
+                env: dict[str, str] | None = None) -> tuple[httpx.Client, str]:
     """Start a run of ``team``, SIGKILL the daemon while its step ``running`` (1-based)
     is under way, start it again; the client of the new daemon and the run's id."""
-    daemon = spawn()
+    daemon = spawn(env=env)
     with daemon.client() as client:
         setup(client)
         sent = send(client, team, "k", "write about tides", wait=False)
@@ -48,7 +48,7 @@ def kill_during(spawn: Spawn, setup: Any, team: str, running: int  # noqa: F811
         wait_until(under_way, what=lambda: f"step {running} under way: "
                                            f"{steps_of(client, run_id)}")
     daemon.signal_and_wait(signal.SIGKILL)
-    again = spawn()
+    again = spawn(env=env)
     return again.client(), run_id
 
 
@@ -75,7 +75,10 @@ def assert_each_step_once(client: httpx.Client, run_id: str, steps: list[dict[st
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
 
 
-def test_a_pipeline_killed_mid_step_completes_each_step_once(spawn: Spawn) -> None:  # noqa: F811
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql",
+                                                          marks=pytest.mark.postgres)])
+def test_a_pipeline_killed_mid_step_completes_each_step_once(
+        spawn: Spawn, store: str, request: pytest.FixtureRequest) -> None:  # noqa: F811
     def setup(client: httpx.Client) -> None:
         for name in ("a", "b", "c"):
             create_agent(client, name, settings={"script": [
@@ -83,7 +86,12 @@ def test_a_pipeline_killed_mid_step_completes_each_step_once(spawn: Spawn) -> No
         create_agent(client, "team", settings={"team": {
             "pattern": "pipeline", "members": ["a", "b", "c"]}})
 
-    client, run_id = kill_during(spawn, setup, "team", running=2)
+    # On PostgreSQL the new process is another node: it takes the runs over once the
+    # killed node's leases expire (1 s here).
+    env = None if store == "sqlite" else {
+        "AGENTD_DATABASE_URL": request.getfixturevalue("pg_url"),
+        "AGENTD_LEASE_TTL_S": "1"}
+    client, run_id = kill_during(spawn, setup, "team", running=2, env=env)
     with client:
         run = wait_for_run(client, run_id, TERMINAL)
         assert (run["status"], run["output"]) == ("completed", "c wrote"), run
