@@ -262,6 +262,18 @@ async def test_a_team_over_its_run_budget_starts_no_more_steps(
     assert run["usage"]["input_tokens"] == steps[0]["usage"]["input_tokens"] > 0
 
 
+async def test_a_team_run_step_budget_counts_member_steps(
+        client: httpx.AsyncClient) -> None:
+    for name in ("a", "b", "c"):
+        await ok(client, name)
+    await ok(client, "team", team={"pattern": "pipeline", "members": ["a", "b", "c"]},
+             budget={"run": {"steps": 2}})
+    run = await ask(client, "team", "hi")
+    assert run["status"] == "failed" and run["error"]["code"] == "budget_exceeded", run
+    assert run["error"]["details"]["metric"] == "steps"
+    assert [s["agent"] for s in await children(client, run["id"])] == ["a", "b"]
+
+
 async def test_members_are_charged_to_the_team(client: httpx.AsyncClient,
                                                runtime: Runtime) -> None:
     await ok(client, "a", tenant="acme")

@@ -224,8 +224,6 @@ class TeamExecutor(RunExecutor):
             return await self._fail(failed.error)
         except _Stopped as stopped:
             return await self._cancel(stopped.reason)
-        if isinstance(output, RunOutcome):
-            return output
         data: MessageAssistantData = {
             "text": output, "tool_calls": [], "usage": None, "finish_reason": "stop",
             "model": f"team:{team.pattern}", "step": self.steps}
@@ -259,14 +257,18 @@ class TeamExecutor(RunExecutor):
         """Start the step ``key`` (or find the child it started before a restart)."""
         if self._stop_reason is not None:
             raise _Stopped(self._stop_reason)
-        if self.policy.budgeted:
+        effect_id = f"{self.run.id}:team:{key}"
+        started = await self.store.subtask_of_effect(effect_id)
+        if started is None and self.policy.budgeted:
+            # (A step started before a restart had its budget checked then.)
             over = await self._over_budget()
             if over is not None:
                 raise _TeamFailed(over)
         self.steps += 1
+        if started is not None:
+            return started
         ctx = ToolContext(agent=self.agent_name, session=self.session_key,
-                          run_id=self.run.id, call_id=key,
-                          effect_id=f"{self.run.id}:team:{key}",
+                          run_id=self.run.id, call_id=key, effect_id=effect_id,
                           agent_id=self.run.agent_id, memory_scope=_Taint(self._taint),
                           origin=self.origin, services=self.services)
         try:
