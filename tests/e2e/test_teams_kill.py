@@ -68,7 +68,9 @@ def assert_each_step_once(client: httpx.Client, run_id: str, steps: list[dict[st
         assert kinds.count("run.completed") == 1, (step, kinds)
     log = read_events(client, "team", "k")
     kinds = [e["kind"] for e in log if e["run_id"] == run_id]
-    assert kinds.count("run.resumed") == 1, kinds
+    # Resumed after the kill (on a loaded machine a short lease may also slip and the
+    # run be taken over again: the steps are still each started once).
+    assert kinds.count("run.resumed") >= 1, kinds
     assert kinds.count("subtask.started") == len(steps), kinds
     assert kinds.count("subtask.finished") == len(steps), kinds
     assert kinds[-2:] == ["message.assistant", "run.completed"], kinds
@@ -87,10 +89,10 @@ def test_a_pipeline_killed_mid_step_completes_each_step_once(
             "pattern": "pipeline", "members": ["a", "b", "c"]}})
 
     # On PostgreSQL the new process is another node: it takes the runs over once the
-    # killed node's leases expire (1 s here).
+    # killed node's leases expire (3 s here).
     env = None if store == "sqlite" else {
         "AGENTD_DATABASE_URL": request.getfixturevalue("pg_url"),
-        "AGENTD_LEASE_TTL_S": "1"}
+        "AGENTD_LEASE_TTL_S": "3"}
     client, run_id = kill_during(spawn, setup, "team", running=2, env=env)
     with client:
         run = wait_for_run(client, run_id, TERMINAL)
