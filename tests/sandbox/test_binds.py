@@ -77,17 +77,24 @@ async def test_a_bound_folder_is_readable_and_not_writable(
     assert code == 0, err
     assert out == "the skill's body\nran\npdf-tools\n"
     for attempt in ("echo x > /skills/pdf-tools/SKILL.md",
-                    "echo x >> /skills/pdf-tools/SKILL.md",
                     "touch /skills/pdf-tools/new",
                     "rm -f /skills/pdf-tools/SKILL.md",
                     "mv /skills/pdf-tools/SKILL.md /skills/pdf-tools/moved",
                     "chmod 777 /skills/pdf-tools/SKILL.md",
                     "mkdir /skills/other",
                     "mkdir /skills/pdf-tools/scripts/more",
-                    "ln -s /etc/passwd /skills/pdf-tools/link",
-                    "mount -o remount,rw /skills/pdf-tools"):
+                    "ln -s /etc/passwd /skills/pdf-tools/link"):
         code, _, err = await sh(sandboxed, workspace, attempt, binds)
-        assert code != 0, attempt
+        # The mount is read-only (not merely files the sandbox's uid does not own).
+        assert code != 0 and "Read-only file system" in err, (attempt, err)
+    # (Appending to a file it does not own is refused earlier: permission denied.)
+    code, _, err = await sh(sandboxed, workspace, "echo x >> /skills/pdf-tools/SKILL.md",
+                            binds)
+    assert code != 0
+    code, out, err = await sh(sandboxed, workspace,
+                              "mount -o remount,rw,bind /skills/pdf-tools; "
+                              "grep ' /skills/pdf-tools ' /proc/self/mountinfo", binds)
+    assert " ro," in out, out
     assert (folder / "SKILL.md").read_text() == "the skill's body\n"
     assert sorted(p.name for p in folder.iterdir()) == ["SKILL.md", "scripts"]
     assert os.stat(folder / "SKILL.md").st_mode & 0o777 == 0o644
