@@ -83,6 +83,7 @@ from agentd.sandbox.binds import (
     check_binds,
     close_all,
     open_sources,
+    real_paths,
     signature,
 )
 from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
@@ -156,9 +157,7 @@ class Backend(ABC):
         return None
 
     def _check_binds(self, binds: Sequence[ReadOnlyBind]) -> None:
-        if not binds:
-            return
-        why = self.binds_unsupported()
+        why = self.binds_unsupported() if binds else None
         if why is not None:
             raise ToolError(f"the {self.name} sandbox cannot show folders read-only in "
                             f"its commands: {why}", code="sandbox_unsupported")
@@ -537,7 +536,7 @@ class GVisorBackend(Backend):
         # runsc's gofer opens the folders by path: the path of each directory as
         # opened here (no link as its last component), which only the daemon writes.
         shown = [(path, bind.target) for path, bind in zip(
-            await asyncio.to_thread(_resolved, binds), binds, strict=True)]
+            await asyncio.to_thread(real_paths, binds), binds, strict=True)]
         bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
                                          env=full_env, chdir=chdir, limits=limits,
                                          user=self.user, shown=shown)
@@ -760,15 +759,6 @@ def _reach_probe() -> str | None:
                         "only, and the git tool fails", why)
         _reach_probes[pid] = why
         return why
-
-
-def _resolved(binds: Sequence[ReadOnlyBind]) -> list[str]:
-    """The real path of each bind's folder, as :func:`open_sources` opens it."""
-    fds = open_sources(binds)
-    try:
-        return [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
-    finally:
-        close_all(fds)
 
 
 def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:

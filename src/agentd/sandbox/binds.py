@@ -31,8 +31,8 @@ from pathlib import Path
 
 from agentd.errors import ToolError
 
-__all__ = ["BIND_ROOTS", "ReadOnlyBind", "check_target", "close_all", "open_sources",
-           "signature"]
+__all__ = ["BIND_ROOTS", "MAX_BINDS", "ReadOnlyBind", "check_binds", "check_target",
+           "close_all", "open_sources", "real_paths", "signature"]
 
 #: The top-level folders of the sandbox a bind may go under.
 BIND_ROOTS = ("skills",)
@@ -114,6 +114,16 @@ def close_all(fds: Sequence[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def real_paths(binds: Sequence[ReadOnlyBind]) -> list[str]:
+    """The real path of each bind's folder, as :func:`open_sources` opens it (for a
+    backend that can only mount by path: gVisor's gofer)."""
+    fds = open_sources(binds)
+    try:
+        return [os.readlink(f"/proc/self/fd/{fd}") for fd in fds]
+    finally:
+        close_all(fds)
 
 
 def signature(binds: Sequence[ReadOnlyBind]) -> str:
