@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -272,3 +275,89 @@ async def test_a_persistent_shell_with_other_binds_is_replaced(
         assert "one" not in out and "two" not in out and "previous shell" in err
     finally:
         await pool.close_all()
+
+
+_AS_DAEMON_USER = r'''
+import asyncio, json, os, sys
+from pathlib import Path
+from agentd.errors import ToolError
+from agentd.sandbox.backends import BubblewrapBackend, Limits
+from agentd.sandbox.binds import ReadOnlyBind
+
+root = Path(sys.argv[1])
+folder = root / "home" / "store" / "pdf-tools"
+(folder / "scripts").mkdir(parents=True)
+(root / "home").chmod(0o700)
+(folder / "SKILL.md").write_text("body of the skill\n")
+(root / "home" / "store" / "other").mkdir()
+(root / "home" / "store" / "other" / "SKILL.md").write_text("other: secret\n")
+workspace = root / "ws"
+workspace.mkdir(mode=0o700)
+(root / "home" / "store" / "link").symlink_to(folder)
+
+
+async def main():
+    backend = BubblewrapBackend()
+    binds = [ReadOnlyBind(source=folder, target="/skills/pdf-tools")]
+    found = {}
+    result = await backend.run(["sh", "-c",
+        "cat /skills/pdf-tools/SKILL.md; ls /skills; "
+        "for n in 3 4 5 6 7 8 9; do cat /proc/self/fd/$n/../other/SKILL.md; done; "
+        "echo x > /skills/pdf-tools/SKILL.md; touch /skills/pdf-tools/new; true"],
+        workspace=workspace, binds=binds, limits=Limits(wall_s=30))
+    found["out"], found["err"] = result.stdout, result.stderr
+    try:
+        await backend.run(["true"], workspace=workspace, binds=[
+            ReadOnlyBind(source=root / "home" / "store" / "link", target="/skills/x")])
+        found["link"] = "followed"
+    except ToolError as exc:
+        found["link"] = exc.code
+    found["files"] = sorted(p.name for p in folder.iterdir())
+    print(json.dumps(found))
+
+
+asyncio.run(main())
+'''
+
+
+def test_a_daemon_that_is_not_root_binds_the_open_folder() -> None:
+    """The other way bubblewrap is given the folder (a daemon that is not root:
+    ``--ro-bind-fd`` of the descriptor it opened), run for real as ``nobody`` with
+    a Python of this version that ``nobody`` may run."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user needs root")
+    backend_or_skip(BubblewrapBackend)
+    python = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = next((p for p in sys.path if p.endswith("site-packages")), None)
+    if not os.path.exists(python) or site is None:
+        pytest.skip(f"no {python} for another user to run")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    # (pytest's temporary folders are under one closed to other users)
+    with tempfile.TemporaryDirectory(prefix="agentd-nonroot-") as tmp:
+        work = Path(tmp) / "nobody"
+        work.mkdir()
+        os.chmod(tmp, 0o755)
+        os.chown(work, 65534, 65534)
+        _as_nobody(python, src, site, work)
+
+
+def _as_nobody(python: str, src: str, site: str, work: Path) -> None:
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+
+    done = subprocess.run([python, "-c", _AS_DAEMON_USER, str(work)], capture_output=True,
+                          text=True, timeout=120, preexec_fn=drop, cwd=str(work),
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(work),
+                               "PYTHONPATH": f"{src}:{site}"}, check=False)
+    if done.returncode != 0 and "ModuleNotFoundError" in done.stderr:
+        pytest.skip(f"{python} cannot import agentd's dependencies: {done.stderr[-200:]}")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["out"].startswith("body of the skill\npdf-tools\n"), found
+    assert "secret" not in found["out"]
+    assert found["err"].count("Read-only file system") == 2, found
+    assert found["link"] == "sandbox_bind_refused"
+    assert found["files"] == ["SKILL.md", "scripts"]
