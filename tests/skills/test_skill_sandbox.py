@@ -208,6 +208,13 @@ async def test_a_persistent_shell_follows_the_skills(skilled: Runtime) -> None:
     await registry.remove("other")
     out = await one(skilled, "a", "ls /skills", persistent=True)
     assert "No such file" in out and "skills changed" in out, out
+    # Installed again: still enabled in the agent's settings, so it shows again.
+    await registry.install_archive(zip_of(good_files("other", description="Other v3.",
+                                                     body="other v3"), top="other"))
+    out = await one(skilled, "a", "cat /skills/other/SKILL.md", persistent=True)
+    assert "other v3" in out and "skills changed" in out, out
+    await registry.remove("other")
+    await one(skilled, "a", "true", persistent=True)
     # Unchanged skills: the same shell (no note).
     out = await one(skilled, "a", "export AGAIN=1", persistent=True)
     out = await one(skilled, "a", "echo again=$AGAIN", persistent=True)
