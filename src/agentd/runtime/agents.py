@@ -259,9 +259,11 @@ class Agents:
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return self.remember(agent)
 
-    async def update(self, name: str, fields: dict[str, Any], *, admin: bool
-                     ) -> AgentRecord:
-        current = await self.get(name)
+    async def update(self, name: str, fields: dict[str, Any], *, admin: bool,
+                     based_on: AgentRecord | None = None) -> AgentRecord:
+        """Check and save a change. ``based_on``: the record the change was computed
+        from; saved only if the agent is still that (Conflict ``agent_changed``)."""
+        current = based_on or await self.get(name)
         model = fields.get("model", current.model)
         tools = fields.get("tools", current.tools)
         settings = fields.get("settings", current.settings)
@@ -270,7 +272,8 @@ class Agents:
             await check(name, resolved.settings)
         if not admin:
             check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
-        agent = self.remember(await self.store.update_agent(name, fields))
+        agent = self.remember(await self.store.update_agent(
+            name, fields, based_on=based_on.updated_at if based_on is not None else None))
         self._forget_plan(name)
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return agent

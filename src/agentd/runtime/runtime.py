@@ -177,6 +177,9 @@ class Runtime:
         self.agents.checks.append(self.skills.check_settings)
         self.executors.services["skills"] = self.skills
         self.executors.sections.append(self.skills.section)
+        # Enabled skills show read-only at /skills/<name> in the agent's commands.
+        self.sandboxes.binds_for = self.skills.binds
+        self.skills.unmounted = self.sandboxes.binds_unsupported
         self.supervisor = Supervisor(self.executors.build, self.runlog.cancel_queued,
                                      None if self.exclusive else self.store.next_queued)
         self.sessions = Sessions(settings, store, bus=self.bus, histories=self.histories,

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import pwd
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,7 @@ from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox._cgroups import support as cgroup_support
 from agentd.sandbox._process import Child
 from agentd.sandbox.backends import (
+    BACKENDS,
     Backend,
     Limits,
     ProcessBackend,
@@ -45,6 +48,7 @@ from agentd.sandbox.backends import (
     detect,
     prepare_workspace,
 )
+from agentd.sandbox.binds import ReadOnlyBind
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import EgressProxies, EgressRules
 from agentd.sandbox.shell import ShellPool
@@ -80,6 +84,9 @@ class Sandboxes:
         self._backends: dict[str, Backend] = {}
         self._prepared: set[Path] = set()
         self._users: dict[str, tuple[int, int]] = {}
+        #: The read-only folders an agent's commands see (by agent id: its enabled
+        #: skills, set by the runtime), asked for before each shell command.
+        self.binds_for: Callable[[str], Awaitable[Sequence[ReadOnlyBind]]] | None = None
 
     async def start(self) -> None:
         """Probe the backends and choose the default; a configured backend that does
@@ -186,9 +193,27 @@ class Sandboxes:
                           network=tuple(network) if isinstance(network, tuple | list)
                           else bool(network), egress=self.egress, rules=self.rules,
                           shells=self.shells, shell_key=shell_key,
-                          persistent_shell=config.persistent_shell)
+                          persistent_shell=config.persistent_shell,
+                          binds=functools.partial(self.binds_for, agent_id)
+                          if self.binds_for is not None and agent_id
+                          and backend.binds_unsupported() is None else None)
         self._shell_keys.setdefault(shell_key, set()).add(sandbox.shell_suffix())
         return sandbox
+
+    def binds_unsupported(self, config: AgentSandbox) -> str | None:
+        """None when the commands of an agent with this sandbox config see read-only
+        folders (its skills at ``/skills``), else why not (for the model to read)."""
+        name: str | None = config.backend
+        if name is None or name == "auto":
+            if self.default is None:
+                return "the daemon has no sandbox"
+            name = self.default.name
+        found = next((cls for cls in BACKENDS if cls.name == name), None)
+        if found is None:
+            return f"unknown sandbox backend {name!r}"
+        if found.name == ProcessBackend.name and self.unconfined(ProcessBackend()):
+            return "commands are refused on this daemon"
+        return found.binds_unsupported()
 
     def unconfined(self, backend: Backend) -> str | None:
         """Why ``backend`` may not run an agent's commands here: the process backend

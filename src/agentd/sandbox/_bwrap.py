@@ -79,6 +79,21 @@ def mountpoint() -> str:
     return _mountpoint[0]
 
 
+def shown_mountpoint() -> str:
+    """Where, in the same private mount namespace (root only), a small tmpfs holds the
+    read-only folders bubblewrap binds into the sandbox (:mod:`.binds`): another of
+    the existing directories than :func:`mountpoint`, else a temporary one."""
+    if not _shown or not os.path.isdir(_shown[0]):
+        taken = mountpoint()
+        found = next((path for path in _MOUNTPOINTS
+                      if path != taken and os.path.isdir(path)), None)
+        _shown[:] = [found or tempfile.mkdtemp(prefix="agentd-sandbox-ro-")]
+    return _shown[0]
+
+
+_shown: list[str] = []
+
+
 def _memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
@@ -131,13 +146,17 @@ class Launch:
     info: int = -1
     monitor: int = -1  # bubblewrap's own pid, once started
     spawn: dict[str, Any] = field(default_factory=dict)
+    #: Descriptors the child's set-up uses before bubblewrap runs, never passed to
+    #: it (nor, through it, to the sandbox): closed with ``pass_fds``.
+    held: list[int] = field(default_factory=list)
     _info_data: bytes = b""
 
     def close_child_fds(self) -> None:
-        for fd in self.pass_fds:
+        for fd in [*self.pass_fds, *self.held]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.pass_fds = []
+        self.held = []
 
     def close(self) -> None:
         self.close_child_fds()
@@ -204,7 +223,8 @@ def proxied(command: Sequence[str], socket_path: str
 
 def build(command: Sequence[str], *, workspace: Path, egress: str | None,
           env: dict[str, str], chdir: str, limits: Limits, netns: int | None = None,
-          user: tuple[int, int] | None = None, cgroup_fds: Sequence[int] = ()) -> Launch:
+          user: tuple[int, int] | None = None, cgroup_fds: Sequence[int] = (),
+          shown: Sequence[tuple[int, str]] = ()) -> Launch:
     """Everything needed to start ``command`` in a new bubblewrap sandbox, as
     ``user`` (the agent's uid and gid; ``nobody`` without one) when the daemon is
     root, in the cgroup whose ``cgroup.procs`` are ``cgroup_fds``. The network:
@@ -215,12 +235,22 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
     When the daemon is root, bubblewrap (as the sandbox's uid) may not be able to
     reach the workspace's path: it binds :func:`mountpoint` instead, on which
     ``child_setup`` has mounted the workspace in a mount namespace of its own.
+
+    ``shown``: ``(fd, sandbox path)`` of read-only folders (:mod:`.binds`; the
+    descriptors become the Launch's, closed with it). Bubblewrap binds the open
+    directory (``--ro-bind-fd``), or as root, where it could not open that
+    descriptor's path as the sandbox's uid, the folder ``child_setup`` mounted from
+    it under :func:`shown_mountpoint`. Either way what shows is that very directory.
     """
     ids = sandbox_ids(user)
     uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
     source = mountpoint() if ids is not None else str(workspace)
     launch = Launch(argv=[])
+    # (root) the descriptors are the child set-up's, never bubblewrap's: an open
+    # directory handed into the sandbox would let it walk out of the folder (``..``).
+    (launch.held if ids is not None else launch.pass_fds).extend(fd for fd, _ in shown)
     try:
+        cover = shown_mountpoint() if ids is not None and shown else None
         args = ["--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox",
                 "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
@@ -252,10 +282,13 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
             args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev",
                  "--size", str(limits.file_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
-                 "--bind", source, WORKSPACE,
-                 # The root and /dev are tmpfs: read-only, they cannot hold files
-                 # (nor fill the host's memory); /tmp has a size.
-                 "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", chdir]
+                 "--bind", source, WORKSPACE]
+        for index, (fd, target) in enumerate(shown):
+            args += (["--ro-bind", f"{cover}/{index}", target] if cover is not None
+                     else ["--ro-bind-fd", str(fd), target])
+        # The root and /dev are tmpfs: read-only, they cannot hold files (nor fill
+        # the host's memory); /tmp has a size.
+        args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", chdir]
         program = seccomp_filter()
         if program is not None:
             seccomp_fd = _memfd("bwrap-seccomp", program)
@@ -270,7 +303,10 @@ def build(command: Sequence[str], *, workspace: Path, egress: str | None,
         launch.pass_fds.append(args_fd)
         launch.argv = [binary() or "bwrap", "--args", str(args_fd), "--", *command]
         launch.spawn = spawn_kwargs(limits, bind=(str(workspace), source), user=user,
-                                    cgroup_fds=cgroup_fds, netns=netns)
+                                    cgroup_fds=cgroup_fds, netns=netns,
+                                    shown=(cover, [(fd, str(index)) for index, (fd, _)
+                                                   in enumerate(shown)])
+                                    if cover is not None else None)
     except BaseException:
         launch.close()
         raise

@@ -100,9 +100,11 @@ def _mount(destination: str, source: str, *, kind: str = "bind",
 
 
 def build(command: Sequence[str], *, workspace: Path, env: dict[str, str],
-          chdir: str, limits: Limits, user: tuple[int, int] | None = None) -> Bundle:
+          chdir: str, limits: Limits, user: tuple[int, int] | None = None,
+          shown: Sequence[tuple[str, str]] = ()) -> Bundle:
     """Write a bundle for ``command`` and return how to run it (as ``user``, the
-    agent's uid and gid, when the daemon is root). Never the host's network
+    agent's uid and gid, when the daemon is root), with ``shown``, (host folder,
+    sandbox path) pairs, mounted read-only (an agent's skills). Never the host's network
     (``--network=none``, a network namespace of its own): a grant is refused by the
     backend, which cannot route it through the egress proxy."""
     ids = sandbox_ids(user)
@@ -136,6 +138,8 @@ def build(command: Sequence[str], *, workspace: Path, env: dict[str, str],
             if os.path.exists(source):
                 mounts.append(_mount(f"/etc/{name}", source))
         mounts.append(_mount(WORKSPACE, str(workspace), options=("rbind", "rw")))
+        mounts += [_mount(target, source, options=("bind", "ro", "nosuid", "nodev"))
+                   for source, target in shown]
         config = {
             "ociVersion": "1.0.0",
             "process": {

@@ -22,6 +22,7 @@ Memory and processes are also capped per sandbox by a cgroup where one can be ma
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import math
 import os
@@ -310,7 +311,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 cwd_fd: int | None = None, bind: tuple[str, str] | None = None,
                 death: int = signal.SIGKILL, no_new_privs: bool = False,
                 cgroup_fds: Sequence[int] = (), new_net: bool = False,
-                netns: int | None = None, reach: Reach | None = None
+                netns: int | None = None, reach: Reach | None = None,
+                shown: tuple[str, Sequence[tuple[int, str]]] | None = None
                 ) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
@@ -325,6 +327,10 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
        its parents (``/root``) is closed to other users. Nothing shows on the host.
        ``reach`` (root only, the process backend): the same need met at the
        workspace's own path (see `Reach`).
+       ``shown`` (root only, with ``bind``): ``(cover, [(fd, name), ...])``: a small
+       tmpfs on the directory ``cover`` and, in it, the folder open as ``fd``
+       bind-mounted on ``cover/name`` (read-only folders bubblewrap then binds into
+       the sandbox, such as skills under a home closed to the sandbox's uid).
     2. ``cgroup_fds`` (the sandbox cgroup's ``cgroup.procs``, opened by the daemon):
        ``0`` written to each moves the child in, while it is still the daemon's uid;
        everything it starts stays in.
@@ -346,6 +352,19 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     bind_args = None
     if bind is not None:
         bind_args = (os.fsencode(bind[0]), os.fsencode(bind[1]))
+    shown_args = None
+    if shown is not None and bind is not None:
+        # A mount of another namespace cannot be bound from its descriptor: the
+        # folder is opened again by its real path in the child's namespace, and must
+        # be the very directory of the descriptor (device and inode), else the child
+        # fails.
+        entries = []
+        for fd, name in shown[1]:
+            info = os.fstat(fd)
+            entries.append((os.fsencode(os.readlink(f"/proc/self/fd/{fd}")),
+                            (info.st_dev, info.st_ino), os.fsencode(f"{shown[0]}/{name}")))
+        shown_args = (os.fsencode(shown[0]), entries)
+    fstat = os.fstat
     reach_args = None
     if reach is not None:
         reach_args = (os.fsencode(reach.cover), [os.fsencode(p) for p in reach.steps],
@@ -378,6 +397,19 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
             check(unshare(_CLONE_NEWNS))
             check(mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None))
             check(mount(bind_args[0], bind_args[1], None, _MS_BIND, None))
+            if shown_args is not None:
+                cover_dir, shown_entries = shown_args
+                check(mount(b"tmpfs", cover_dir, b"tmpfs",
+                            _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"mode=0755,size=64k"))
+                for source, identity, destination in shown_entries:
+                    held = open_(source, _DIR_FLAGS)
+                    found = fstat(held)
+                    if (found.st_dev, found.st_ino) != identity:
+                        raise OSError(errno.ESTALE, "a folder to bind was replaced")
+                    mkdir(destination, 0o755)
+                    check(mount(b"/proc/self/fd/%d" % held, destination, None, _MS_BIND,
+                                None))
+                    close(held)
         elif reach_args is not None:
             cover, steps, cwd_steps = reach_args
             check(unshare(_CLONE_NEWNS))
@@ -427,7 +459,9 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                  bind: tuple[str, str] | None = None, death: int = signal.SIGKILL,
                  no_new_privs: bool = False, user: tuple[int, int] | None = None,
                  cgroup_fds: Sequence[int] = (), new_net: bool = False,
-                 netns: int | None = None, reach: Reach | None = None) -> dict[str, Any]:
+                 netns: int | None = None, reach: Reach | None = None,
+                 shown: tuple[str, Sequence[tuple[int, str]]] | None = None
+                 ) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the switch to ``user``, or ``nobody``, when ``drop`` and the daemon is
@@ -439,7 +473,8 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                                       death=death, no_new_privs=no_new_privs,
                                       cgroup_fds=cgroup_fds, new_net=new_net,
                                       netns=netns,
-                                      reach=reach if ids is not None else None)}
+                                      reach=reach if ids is not None else None,
+                                      shown=shown if ids is not None else None)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

@@ -78,6 +78,14 @@ from agentd.sandbox._limits import (
     workspace_owner,
 )
 from agentd.sandbox._process import Child, execute, launch
+from agentd.sandbox.binds import (
+    ReadOnlyBind,
+    check_binds,
+    close_all,
+    open_sources,
+    real_paths,
+    signature,
+)
 from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
 from agentd.sandbox.shell import PersistentShell
 
@@ -141,10 +149,25 @@ class Backend(ABC):
     @abstractmethod
     def _probe(cls) -> str | None: ...
 
+    @classmethod
+    def binds_unsupported(cls) -> str | None:
+        """None when this backend can show host folders read-only at paths of their
+        own in its sandboxes (``binds``: an agent's skills at ``/skills/<name>``),
+        else why not."""
+        return None
+
+    def _check_binds(self, binds: Sequence[ReadOnlyBind]) -> None:
+        why = self.binds_unsupported() if binds else None
+        if why is not None:
+            raise ToolError(f"the {self.name} sandbox cannot show folders read-only in "
+                            f"its commands: {why}", code="sandbox_unsupported")
+        check_binds(binds)
+
     async def run(self, argv: Sequence[str], *, workspace: Path,
                   network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
-                  stdin: bytes | None = None, cwd: str = ".") -> ExecResult:
+                  stdin: bytes | None = None, cwd: str = ".",
+                  binds: Sequence[ReadOnlyBind] = ()) -> ExecResult:
         """Run ``argv`` in a new sandbox and wait for it (at most ``limits.wall_s``).
 
         Args:
@@ -156,45 +179,56 @@ class Backend(ABC):
             limits: what it may use.
             stdin: bytes fed to its standard input (else it reads /dev/null).
             cwd: working directory relative to the workspace.
+            binds: host folders shown read-only in the sandbox (an agent's skills,
+                :mod:`agentd.sandbox.binds`).
 
         Raises:
             ToolError: ``path_refused`` for a ``cwd`` outside the workspace or missing,
                 ``sandbox_unavailable`` when this backend does not work here,
-                ``network_denied`` when it cannot give this sandbox the network.
+                ``network_denied`` when it cannot give this sandbox the network,
+                ``sandbox_unsupported`` for binds this backend cannot show
+                (:meth:`binds_unsupported`), ``sandbox_bind_refused`` for a bind's bad
+                path or a folder that cannot be opened.
         """
         command = self._wrap(_command(argv))
+        self._check_binds(binds)
         child = await self._start(command, workspace=workspace, network=_egress(network),
                                   env=env, limits=limits, cwd=cwd,
-                                  stdin_pipe=stdin is not None)
+                                  stdin_pipe=stdin is not None, binds=binds)
         if isinstance(child, ExecResult):
             return child
         return await execute(child, stdin=stdin, limits=limits)
 
     async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
-                    limits: Limits = Limits()) -> PersistentShell:
+                    limits: Limits = Limits(),
+                    binds: Sequence[ReadOnlyBind] = ()) -> PersistentShell:
         """A started persistent shell in a sandbox of this backend: ``cd`` and
         ``export`` last between its commands; ``limits.wall_s`` applies to each;
-        ``network`` as for :meth:`run`."""
+        ``network`` and ``binds`` as for :meth:`run` (a shell restarted after a kill
+        gets the same binds; :attr:`PersistentShell.tag` names them)."""
         argv = _shell_argv()
         egress = _egress(network)
+        self._check_binds(binds)
 
         async def start() -> Child:
             child = await self._start(argv, workspace=workspace, network=egress, env=env,
-                                      limits=limits, cwd=".", stdin_pipe=True)
+                                      limits=limits, cwd=".", stdin_pipe=True,
+                                      binds=binds)
             if isinstance(child, ExecResult):
                 raise ToolError(f"the shell could not start: {child.stderr.strip()}",
                                 code="sandbox_failed")
             return child
 
-        shell = PersistentShell(start, limits=limits, backend=self.name)
+        shell = PersistentShell(start, limits=limits, backend=self.name,
+                                tag=signature(binds))
         await shell.start()
         return shell
 
     async def spawn(self, argv: Sequence[str], *, workspace: Path,
                     network: EgressProxy | None = None,
                     env: Mapping[str, str] | None = None, limits: Limits = Limits(),
-                    cwd: str = ".") -> Child:
+                    cwd: str = ".", binds: Sequence[ReadOnlyBind] = ()) -> Child:
         """A long-lived process in a new sandbox of this backend, with pipes on its
         stdin, stdout and stderr (a local MCP server). No wall-clock limit applies:
         ``close()`` the Child to end it and every process it started.
@@ -204,8 +238,9 @@ class Backend(ABC):
                 missing, say), and what :meth:`run` raises.
         """
         command = self._wrap(_command(argv))
+        self._check_binds(binds)
         child = await self._start(command, workspace=workspace, network=network, env=env,
-                                  limits=limits, cwd=cwd, stdin_pipe=True)
+                                  limits=limits, cwd=cwd, stdin_pipe=True, binds=binds)
         if isinstance(child, ExecResult):
             raise ToolError(f"{argv[0]} could not start: {child.stderr.strip()}",
                             code="sandbox_failed")
@@ -234,7 +269,8 @@ class Backend(ABC):
     async def _start(self, argv: list[str], *, workspace: Path,
                      network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
-                     stdin_pipe: bool) -> Child | ExecResult:
+                     stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
+                     ) -> Child | ExecResult:
         """Start ``argv`` in a new sandbox (an ExecResult when it could not start)."""
 
     async def _cgroup(self, limits: Limits) -> _cgroups.Cgroup | None:
@@ -283,6 +319,14 @@ class ProcessBackend(Backend):
     isolated = False
 
     @classmethod
+    def binds_unsupported(cls) -> str | None:
+        # Its commands see the host's own filesystem: there is no root of the
+        # sandbox's to put a /skills in, and a path of the host would be shared by
+        # every agent's commands.
+        return ("its commands run on the host's own filesystem, with no root of their "
+                "own to mount /skills in")
+
+    @classmethod
     def _probe(cls) -> str | None:
         true = shutil.which("true", path=SANDBOX_PATH)
         if true is None:
@@ -309,7 +353,8 @@ class ProcessBackend(Backend):
     async def _start(self, argv: list[str], *, workspace: Path,
                      network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
-                     stdin_pipe: bool) -> Child | ExecResult:
+                     stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
+                     ) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
         confined = self.network_confinement() if os.getpid() in _netns_probes else \
             await asyncio.to_thread(self.network_confinement)
@@ -410,20 +455,32 @@ class BubblewrapBackend(Backend):
     async def _start(self, argv: list[str], *, workspace: Path,
                      network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
-                     stdin_pipe: bool) -> Child | ExecResult:
+                     stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
+                     ) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
-        inlet = await network.inlet() if network is not None else None
+        # Opened now, by the daemon, without following a link: what is bound is this
+        # directory, whatever its path names by the time bubblewrap runs.
+        fds = await asyncio.to_thread(open_sources, binds) if binds else []
+        try:
+            inlet = await network.inlet() if network is not None else None
+        except BaseException:
+            close_all(fds)
+            raise
         cgroup = None
         try:
             cgroup = await self._cgroup(limits)
+            procs = cgroup.open_procs() if cgroup else ()
+            shown = [(fd, bind.target) for fd, bind in zip(fds, binds, strict=True)]
+            fds = []  # the plan's from here on (build closes them if it fails)
             plan = _bwrap.build(argv, workspace=workspace,
                                 egress=network.path if network and not inlet else None,
                                 netns=inlet.netns if inlet else None, env=full_env,
                                 chdir=chdir, limits=limits, user=self.user,
-                                cgroup_fds=cgroup.open_procs() if cgroup else ())
+                                cgroup_fds=procs, shown=shown)
         except BaseException:
+            close_all(fds)
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
             if inlet is not None:
@@ -464,7 +521,8 @@ class GVisorBackend(Backend):
     async def _start(self, argv: list[str], *, workspace: Path,
                      network: EgressProxy | None,
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
-                     stdin_pipe: bool) -> Child | ExecResult:
+                     stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
+                     ) -> Child | ExecResult:
         if network is not None:
             # runsc would need the proxy's socket inside its own netstack (a gofer
             # mount of a host socket): not done, so a grant is refused, never given
@@ -475,9 +533,13 @@ class GVisorBackend(Backend):
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
+        # runsc's gofer opens the folders by path: the path of each directory as
+        # opened here (no link as its last component), which only the daemon writes.
+        shown = [(path, bind.target) for path, bind in zip(
+            await asyncio.to_thread(real_paths, binds), binds, strict=True)]
         bundle = await asyncio.to_thread(_gvisor.build, argv, workspace=workspace,
                                          env=full_env, chdir=chdir, limits=limits,
-                                         user=self.user)
+                                         user=self.user, shown=shown)
 
         def cleanup() -> None:
             shutil.rmtree(bundle.directory, ignore_errors=True)
@@ -509,6 +571,11 @@ class RemoteBackend(Backend):
     isolated = True
 
     @classmethod
+    def binds_unsupported(cls) -> str | None:
+        # An implementation would upload the folders to its machine (read-only there).
+        return "no remote sandbox implements read-only folders"
+
+    @classmethod
     def _probe(cls) -> str | None:
         return "no remote sandbox is configured"
 
@@ -516,12 +583,14 @@ class RemoteBackend(Backend):
     async def run(self, argv: Sequence[str], *, workspace: Path,
                   network: EgressProxy | bool | None = None,
                   env: Mapping[str, str] | None = None, limits: Limits = Limits(),
-                  stdin: bytes | None = None, cwd: str = ".") -> ExecResult: ...
+                  stdin: bytes | None = None, cwd: str = ".",
+                  binds: Sequence[ReadOnlyBind] = ()) -> ExecResult: ...
 
     @abstractmethod
     async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
-                    limits: Limits = Limits()) -> PersistentShell: ...
+                    limits: Limits = Limits(),
+                    binds: Sequence[ReadOnlyBind] = ()) -> PersistentShell: ...
 
 
 BACKENDS: tuple[type[Backend], ...] = (RemoteBackend, GVisorBackend, BubblewrapBackend,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from agentd.security.policy import grants_host
 
 if TYPE_CHECKING:
     from agentd.sandbox.backends import Backend, Limits
+    from agentd.sandbox.binds import ReadOnlyBind
     from agentd.sandbox.egress import EgressProxies, EgressProxy
     from agentd.sandbox.shell import ShellPool
 
@@ -35,6 +37,10 @@ class Sandbox:
         persistent_shell: Whether the shell keeps its state between calls by default.
         unavailable: Why there is no backend for this run's commands, if it is not
             simply that the agent has none.
+        binds: The host folders the shell's commands see read-only (the agent's
+            enabled skills at ``/skills/<name>``), asked for before each command so
+            that a skill enabled, disabled, replaced or removed meanwhile shows at
+            the next one; None where the backend cannot show them.
     """
 
     backend: Backend | None
@@ -47,6 +53,7 @@ class Sandbox:
     persistent_shell: bool = False
     #: Why ``backend`` is None though the agent has one (said by the command tools).
     unavailable: str = ""
+    binds: Callable[[], Awaitable[Sequence[ReadOnlyBind]]] | None = None
 
     @property
     def command_network(self) -> bool:

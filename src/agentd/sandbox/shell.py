@@ -90,13 +90,19 @@ class PersistentShell:
         restarts: how many times a fresh shell replaced one that was killed or exited.
         restarted: whether the last :meth:`run` ran in such a fresh shell.
         last_used: ``time.monotonic()`` at the end of the last command.
+        tag: what its sandbox was made with beyond the workspace (the read-only
+            folders bound in it): :meth:`ShellPool.get` replaces a shell whose tag
+            is not the one asked for.
+        notice: said (on stderr) before the next command's output, once.
     """
 
     def __init__(self, start: Callable[[], Awaitable[Child]], *, limits: Limits,
-                 backend: str = "") -> None:
+                 backend: str = "", tag: str = "") -> None:
         self._start = start
         self.limits = limits
         self.backend = backend
+        self.tag = tag
+        self.notice = ""
         self.restarts = 0
         self.restarted = False
         self.last_used = time.monotonic()
@@ -154,14 +160,14 @@ class PersistentShell:
         async with self._lock:
             if self._closed:
                 raise ToolError("this shell was closed", code="shell_closed")
-            note = ""
+            note, self.notice = self.notice, ""
             self.restarted = False
             try:
                 if self._child is None:
                     if self._lost is not None:
-                        note = (f"[agentd] the previous shell {self._lost}; this command "
-                                "ran in a new shell (working directory and variables were "
-                                "reset)\n")
+                        note += (f"[agentd] the previous shell {self._lost}; this command "
+                                 "ran in a new shell (working directory and variables were "
+                                 "reset)\n")
                         self.restarts += 1
                         self.restarted = True
                         self._lost = None
@@ -291,17 +297,28 @@ class ShellPool:
     def __contains__(self, key: object) -> bool:
         return key in self._shells
 
-    async def get(self, key: str,
-                  factory: Callable[[], Awaitable[PersistentShell]]) -> PersistentShell:
+    async def get(self, key: str, factory: Callable[[], Awaitable[PersistentShell]], *,
+                  tag: str | None = None, why: str = "") -> PersistentShell:
         """The shell for ``key``; made by ``factory`` when there is none (or it was
-        closed). Concurrent calls for one key make one shell."""
+        closed), or when ``tag`` is given and the shell's is another: that one is
+        closed (with what it left running), and the new one's first command says so,
+        with ``why``. Concurrent calls for one key make one shell."""
         await self.expire()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             shell = self._shells.get(key)
+            replaced = (shell is not None and not shell.closed and tag is not None
+                        and shell.tag != tag)
+            if replaced and shell is not None:
+                self._shells.pop(key, None)
+                await shell.close()
             if shell is None or shell.closed:
                 shell = await factory()
                 self._shells[key] = shell
+                if replaced:
+                    shell.notice = (f"[agentd] the previous shell was closed{why}; this "
+                                    "command ran in a new shell (working directory and "
+                                    "variables were reset)\n")
             shell.last_used = time.monotonic()
             return shell
 

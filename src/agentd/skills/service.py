@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from agentd.errors import InvalidInput, ToolError
+from agentd.errors import AgentdError, Conflict, InvalidInput, ToolError
+from agentd.sandbox.binds import ReadOnlyBind
+from agentd.skills._package import NAME
 from agentd.skills.registry import SkillInfo, SkillRegistry
 
 __all__ = ["SANDBOX_ROOT", "Skills"]
+
+_ATTEMPTS = 16
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +41,13 @@ class Skills:
     def __init__(self, registry: SkillRegistry, *, agents: Any) -> None:
         self.registry = registry
         self.agents = agents
-        #: Whether sandboxed commands see the enabled skills at SANDBOX_ROOT (set by
-        #: the runtime when its sandbox backend can bind them).
-        self.in_sandbox = False
-        self._lock = asyncio.Lock()  # enable/disable: read, change, write settings
+        #: Why an agent's commands (given its sandbox settings) do not see its skills
+        #: at SANDBOX_ROOT, or None when they do (set by the runtime: it depends on
+        #: the agent's sandbox backend).
+        self.unmounted: Callable[[Any], str | None] = lambda config: (
+            "no sandbox shows them")
+        # Fewer retries of the compare-and-set below when one node changes an agent.
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.registry.start()
@@ -77,16 +84,30 @@ class Skills:
         return await self._change(agent, skill, add=False, admin=admin)
 
     async def _change(self, name: str, skill: str, *, add: bool, admin: bool) -> Any:
+        """Read the agent's settings, change the list, write them only if the agent
+        is still as read (compare-and-set on its ``updated_at``, in the store):
+        another node's (or a PATCH's) change in between makes it read again, so
+        that no enable or disable is lost."""
         async with self._lock:
-            agent = await self.agents.get(name)
-            settings = dict(agent.settings)
-            area = dict(settings.get("skills") or {})
-            enabled = list(area.get("enabled") or [])
-            if (skill in enabled) == add:
-                return agent
-            enabled = [*enabled, skill] if add else [s for s in enabled if s != skill]
-            settings["skills"] = {**area, "enabled": enabled}
-            return await self.agents.update(name, {"settings": settings}, admin=admin)
+            for _ in range(_ATTEMPTS):
+                # From the store, not the awake cache: another node may have written.
+                agent = await self.agents.store.get_agent(name)
+                settings = dict(agent.settings)
+                area = dict(settings.get("skills") or {})
+                enabled = list(area.get("enabled") or [])
+                if (skill in enabled) == add:
+                    return self.agents.remember(agent)
+                enabled = ([*enabled, skill] if add
+                           else [s for s in enabled if s != skill])
+                settings["skills"] = {**area, "enabled": enabled}
+                try:
+                    return await self.agents.update(name, {"settings": settings},
+                                                    admin=admin, based_on=agent)
+                except Conflict as exc:
+                    if exc.code != "agent_changed":
+                        raise
+            raise Conflict(f"agent {name!r} kept changing while its skills were being "
+                           "changed; try again", code="agent_changed", retryable=True)
 
     # -- the run's context and sandbox ---------------------------------------------------
 
@@ -114,6 +135,16 @@ class Skills:
                    "them.")
         else:
             how = "(This agent has no skill_load tool: their instructions cannot be read.)"
+        if "shell" in agent.tools:
+            why = self.unmounted(plan.sandbox)
+            if why is None:
+                how += (f" Your shell commands see each skill's files read-only at "
+                        f"{SANDBOX_ROOT}/<name>/ (its SKILL.md and the files skill_load "
+                        "lists), only while the skill is enabled; they cannot be "
+                        "written.")
+            else:
+                how += (" Your shell commands do not see the skills' files (" + why
+                        + "): read them with skill_read.")
         return "\n".join([
             "<skills>",
             "Skills you have: each is a set of instructions (and files) for one kind of "
@@ -121,12 +152,21 @@ class Skills:
             f"it gives you no instructions. {how}",
             *lines, "</skills>"])
 
-    def mounts(self, names: list[str]) -> list[tuple[Path, str]]:
-        """(host folder, sandbox path) of each installed skill of ``names``."""
-        found: list[tuple[Path, str]] = []
-        for name in names:
-            if name in self.registry.names():
-                found.append((self.registry.folder(name), f"{SANDBOX_ROOT}/{name}"))
+    async def binds(self, agent_id: str) -> list[ReadOnlyBind]:
+        """The agent's enabled skills, as they are now, as read-only folders of its
+        sandbox: each installed one's published version folder (never a path from
+        the agent's settings or the model) at ``/skills/<name>``."""
+        found: list[ReadOnlyBind] = []
+        for name in await self.enabled_for(agent_id):
+            if not NAME.fullmatch(name) or len(name) > 64:
+                continue  # (refused when saved; a name is one plain path component)
+            try:
+                info = self.registry.get(name)
+                folder = self.registry.folder(name)
+            except AgentdError:
+                continue  # enabled but not installed (removed since)
+            found.append(ReadOnlyBind(source=folder, target=f"{SANDBOX_ROOT}/{name}",
+                                      tag=info.version))
         return found
 
     async def usable(self, ctx: Any, name: str) -> SkillInfo:

@@ -47,8 +47,8 @@ async def skill_load(name: str, ctx: ToolContext) -> str:
     parts = [f'<skill name="{info.name}">', meta.body, "</skill>"]
     others = [f for f in info.files if f != "SKILL.md"]
     if others:
-        where = (f", or at {SANDBOX_ROOT}/{info.name}/PATH (read-only) in your commands"
-                 if service.in_sandbox else "")
+        where = (f", or at {SANDBOX_ROOT}/{info.name}/PATH (read-only) in your shell "
+                 "commands" if getattr(ctx.sandbox, "binds", None) is not None else "")
         parts.append(f"Files of this skill (read one with skill_read{where}):")
         parts += [f"- {f}" for f in others]
     return "\n".join(parts)

@@ -169,12 +169,18 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore):
             lambda tx: tx.all(f"SELECT {AGENT_COLS} FROM agents ORDER BY name"))
         return [_agent(r) for r in rows]
 
-    async def update_agent(self, name: str, fields: dict[str, Any]) -> AgentRecord:
+    async def update_agent(self, name: str, fields: dict[str, Any], *,
+                           based_on: float | None = None) -> AgentRecord:
+        """Change an agent's fields. ``based_on``: the ``updated_at`` of the record the
+        change was computed from: a compare-and-set, written only if the agent has
+        not changed since (else Conflict ``agent_changed``, retryable: read again)."""
         allowed = {"model", "instructions", "tools", "settings", "state"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update agent fields {sorted(unknown)}")
         now = time.time()
+        if based_on is not None and now <= based_on:
+            now = based_on + 1e-6  # strictly later: the next compare-and-set sees it
 
         def op(tx: Tx) -> tuple[Any, ...] | None:
             sets = ["updated_at = ?"]
@@ -182,7 +188,16 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore):
             for key, value in fields.items():
                 sets.append(f"{key} = ?")
                 params.append(_dumps(value) if key in ("tools", "settings") else value)
-            tx.execute(f"UPDATE agents SET {', '.join(sets)} WHERE name = ?", (*params, name))
+            where, match = "name = ?", list[Any]([name])
+            if based_on is not None:
+                where, match = "name = ? AND updated_at = ?", [name, based_on]
+            tx.execute(f"UPDATE agents SET {', '.join(sets)} WHERE {where}",
+                       (*params, *match))
+            if based_on is not None and tx.rowcount != 1:
+                exists = tx.one("SELECT 1 FROM agents WHERE name = ?", (name,))
+                if exists is not None:
+                    raise Conflict(f"agent {name!r} changed meanwhile; try again",
+                                   code="agent_changed", retryable=True)
             return tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
 
         row = await self.engine.write(op)

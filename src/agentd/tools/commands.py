@@ -19,6 +19,7 @@ from typing import Literal
 
 from agentd.errors import ToolError
 from agentd.sandbox.backends import ExecResult, Limits
+from agentd.sandbox.binds import signature
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.shell import PersistentShell
 from agentd.sandbox.workspace import Workspace
@@ -103,18 +104,24 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
     keep = sandbox.persistent_shell if persistent is None else persistent
     # The grant's egress proxy (None without a grant): the only way out of the sandbox.
     egress = await sandbox.proxy()
+    # The agent's skills as they are now (read-only at /skills/<name>).
+    binds = tuple(await sandbox.binds()) if sandbox.binds is not None else ()
     if keep and sandbox.shells is not None:
         async def start() -> PersistentShell:
             return await backend.shell(workspace=workspace, network=egress,
-                                       limits=sandbox.limits)
+                                       limits=sandbox.limits, binds=binds)
 
-        # A change of the network grant gets a new shell, never the old one's network.
+        # A change of the network grant gets a new shell, never the old one's network;
+        # a change of the skills replaces the shell (it would show the old ones).
         key = f"{sandbox.shell_key}/{sandbox.shell_suffix()}"
-        session_shell = await sandbox.shells.get(key, start)
+        session_shell = await sandbox.shells.get(
+            key, start, tag=signature(binds),
+            why=" because the agent's skills changed (/skills shows them as they are now)")
         result = await session_shell.run(command, timeout_s=limits.wall_s)
     else:
         result = await backend.run(["bash", "--noprofile", "--norc", "-c", command],
-                                   workspace=workspace, network=egress, limits=limits)
+                                   workspace=workspace, network=egress, limits=limits,
+                                   binds=binds)
     if sandbox.command_network:
         # With the network, what a command prints may come from anywhere.
         ctx.untrusted = "a command with network access"
