@@ -35,7 +35,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from agentd.autonomy.calls import Peer, check_allowed, check_call
@@ -130,17 +131,27 @@ class Subtasks:
 
     async def start(self, ctx: ToolContext, *, content: str, title: str = "",
                     agent: str | None = None, type: Literal["subtask", "call"] = "subtask",
-                    session: str | None = None) -> SubtaskRecord:
+                    session: str | None = None, allow: Sequence[str] = ()
+                    ) -> SubtaskRecord:
         """Start a child run for the tool call ``ctx`` (or find the one it started).
 
         ``agent``: the child's agent (default: the caller's own; another needs the
         call permission). ``session``: for a call, the caller's name for a
         conversation with the callee it continues (default: a new one per call).
+        ``allow``: agents the caller may call here whatever its ``calls.allow`` (a
+        team's members: its settings are the caller's half of the permission; the
+        callee's ``accept_from``, tenants, cycles and depth are checked as ever).
         """
         existing = await self.store.subtask_of_effect(ctx.effect_id)
         if existing is not None:
             return existing
         caller = await self._caller(ctx)
+        if allow:
+            calls = caller.delegation.calls
+            delegation = caller.delegation.model_copy(update={"calls": calls.model_copy(
+                update={"allow": [*calls.allow, *allow]})})
+            caller = replace(caller, delegation=delegation, agent=replace(
+                caller.agent, delegation=delegation))
         limits = caller.delegation.subtasks
         depth = caller.depth + 1
         name = agent or caller.agent.name

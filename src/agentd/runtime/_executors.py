@@ -120,6 +120,8 @@ class ExecutorFactory:
         self.child_usage: ChildUsage | None = None
         #: ... for the runs of agents with one of these tools (the others have none).
         self.child_usage_tools: frozenset[str] = frozenset()
+        #: Drives the runs of agents with ``settings.team`` (``agentd.autonomy.teams``).
+        self.team_executor: type[RunExecutor] | None = None
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -132,7 +134,9 @@ class ExecutorFactory:
         history = await self.histories.get(
             run.session_id, min_seq=prepared.min_seq if prepared else None,
             agent_id=agent.id)
-        tools, notes = await self._tools(start)
+        team = plan.settings.team is not None and self.team_executor is not None
+        # A team's runs call no model and no tool: its members do (agentd.autonomy.teams).
+        tools, notes = ([], []) if team else await self._tools(start)
         workspace = self.agents.workspace_of(agent)
         shell_key = f"{agent.id}/{run.session_id}"
         sandbox = None
@@ -171,11 +175,13 @@ class ExecutorFactory:
         # The agent's memory blocks, read once per run (one indexed read, none per step).
         instructions = (base if self.memory is None
                         else await self.memory.instructions(agent.id, base))
-        return RunExecutor(
+        executor = (self.team_executor if team and self.team_executor is not None
+                    else RunExecutor)
+        return executor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=start.session_key, history=history, kernel=self.kernel,
             targets=plan.targets, policy=policy, payer=payer,
-            child_usage=self.child_usage if any(
+            child_usage=self.child_usage if team or any(
                 t.name in self.child_usage_tools for t in tools) else None,
             instructions=instructions, base_instructions=base,
             memory=self.memory, entries=self.entries, tools=tools,

@@ -13,7 +13,7 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,9 @@ class Agents:
         #: Checks the services add to an agent's settings when it is saved (skills:
         #: the enabled ones are installed): each raises InvalidInput naming the field.
         self.checks: list[Callable[[AgentSettings], None]] = []
+        #: ... that read other agents (teams: their members exist, no cycle), called
+        #: with the agent's name and settings before anything is written.
+        self.async_checks: list[Callable[[str, AgentSettings], Awaitable[None]]] = []
         #: How many agents the store holds (kept by this node; re-counted by the
         #: housekeeper when other nodes may create and delete agents).
         self.count = 0
@@ -240,6 +243,8 @@ class Agents:
         check_agent_name(name)
         model = model or self.settings.default_model
         resolved = self._validate(name, model, tools, settings)
+        for check in self.async_checks:
+            await check(name, resolved.settings)
         if not admin:
             check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = await self.store.create_agent(name=name, model=model,
@@ -263,6 +268,8 @@ class Agents:
         tools = fields.get("tools", current.tools)
         settings = fields.get("settings", current.settings)
         resolved = self._validate(name, model, tools, settings)
+        for check in self.async_checks:
+            await check(name, resolved.settings)
         if not admin:
             check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = self.remember(await self.store.update_agent(

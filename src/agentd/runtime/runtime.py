@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from agentd import __version__
@@ -41,6 +42,7 @@ from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
 from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
 from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
+from agentd.autonomy.teams import TeamExecutor, check_team
 from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.events import CompactionStrategy
@@ -203,6 +205,9 @@ class Runtime:
         self.executors.services["subtasks"] = self.subtasks
         self.executors.child_usage = self.subtasks.usage_of_children
         self.executors.child_usage_tools = DELEGATING_TOOLS
+        #: Teams: agents whose runs are played by other agents (``settings.team``).
+        self.executors.team_executor = TeamExecutor
+        self.agents.async_checks.append(partial(check_team, store))
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,
                                    exclusive=self.exclusive)

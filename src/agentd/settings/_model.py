@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from agentd.autonomy.delegation_settings import DelegationSettings
 from agentd.autonomy.heartbeat import HeartbeatSettings
 from agentd.autonomy.schedule_settings import ScheduleSettings
+from agentd.autonomy.team_settings import TeamSettings
 from agentd.config import AgentSandbox, Budget
 from agentd.llm.settings import ModelSettings
 from agentd.memory.settings import MemorySettings
@@ -222,6 +223,17 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"document"?, "file": "HEARTBEAT.md", "session": "heartbeat", '
                     '"active_hours"?: {"start", "end", "timezone"}, "ok_token": '
                     '"HEARTBEAT_OK", "max_document_bytes": 16384}`.')
+
+    team: TeamSettings | None = Field(
+        None,
+        description='Makes the agent a team (`agentd.autonomy.team_settings`; concepts.md, '
+                    'teams): `{"pattern": "pipeline" or "parallel" or "router" or "loop", '
+                    '"members": [...], "join"?, "router"?, "default"?, "generator"?, '
+                    '"critic"?, "exit_token": "APPROVED", "max_rounds": 3, '
+                    '"on_max_rounds": "complete", "step_timeout_s": 3600, '
+                    '"max_input_chars": 64000}`. Its runs call no model: each member step '
+                    'is a child run. Members must exist, share the tenant, accept calls '
+                    'from the team, and no team may contain itself (checked when saved).')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
