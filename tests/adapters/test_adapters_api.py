@@ -1,0 +1,263 @@
+"""Adapter-backed agents (``model = "adapter:MODULE:OBJECT"``) through the HTTP API, on
+SQLite and PostgreSQL: wait / no-wait / stream, the log, history across turns, session
+modes, budgets, a raising, erroring and hanging adapter, and names the operator did
+not allow refused naming the field with nothing created."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.adapters import sample_adapters as sample
+from tests.conftest import asgi_client, eventually, wait_for_run
+from tests.server.test_api import parse_sse
+
+from agentd.config import Settings
+from agentd.runtime import Runtime
+
+MOD = "tests.adapters.sample_adapters"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
+                    adapters={"allow": [f"{MOD}:*"], "timeout_s": 5.0})
+
+
+@pytest.fixture
+async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(settings, runtime) as c:
+        yield c
+
+
+async def make(c: httpx.AsyncClient, name: str, obj: str, **settings: Any
+               ) -> dict[str, Any]:
+    made = await c.post("/v1/agents", json={"name": name, "model": f"adapter:{MOD}:{obj}",
+                                            "settings": settings})
+    assert made.status_code == 201, made.text
+    out: dict[str, Any] = made.json()
+    return out
+
+
+async def say(c: httpx.AsyncClient, agent: str, content: str, key: str = "k",
+              **body: Any) -> httpx.Response:
+    return await c.post(f"/v1/agents/{agent}/sessions/{key}/messages",
+                        json={"content": content, **body})
+
+
+async def log(c: httpx.AsyncClient, agent: str, key: str = "k") -> list[dict[str, Any]]:
+    got = await c.get(f"/v1/agents/{agent}/sessions/{key}/events")
+    assert got.status_code == 200, got.text
+    out: list[dict[str, Any]] = got.json()["events"]
+    return out
+
+
+async def test_function_adapter_wait_and_history(client: httpx.AsyncClient) -> None:
+    await make(client, "fn", "echo")
+    first = await say(client, "fn", "hello", wait=True)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "completed"
+    assert first.json()["output"] == "echo hello after 0 turns"
+    # The function sees the earlier turns, read from the durable log.
+    second = (await say(client, "fn", "again", wait=True)).json()
+    assert second["output"] == "echo again after 2 turns"
+    other = (await say(client, "fn", "x", key="other", wait=True)).json()
+    assert other["output"] == "echo x after 0 turns"  # sessions are apart
+    kinds = [(e["kind"], e["data"].get("content") or e["data"].get("text"))
+             for e in await log(client, "fn")]
+    assert [k for k in kinds if k[0] in ("message.user", "message.assistant")] == [
+        ("message.user", "hello"), ("message.assistant", "echo hello after 0 turns"),
+        ("message.user", "again"), ("message.assistant", "echo again after 2 turns")]
+    assistant = next(e for e in await log(client, "fn") if e["kind"] == "message.assistant")
+    assert assistant["data"]["model"] == f"adapter:{MOD}:echo"
+
+
+async def test_no_wait_then_run(client: httpx.AsyncClient) -> None:
+    await make(client, "blk", "blocking")
+    sent = await say(client, "blk", "zzz", wait=False)
+    assert sent.status_code == 202, sent.text
+    # The blocking function runs in a thread: the daemon answers meanwhile.
+    assert (await client.get("/health")).status_code == 200
+    run = await wait_for_run(client, sent.json()["id"])
+    assert run["status"] == "completed" and run["output"] == "slept on zzz"
+
+
+async def test_stream_tokens_and_tool_events(client: httpx.AsyncClient) -> None:
+    await make(client, "w", "words")
+    streamed = await say(client, "w", "hi there", stream=True)
+    assert streamed.status_code == 200, streamed.text
+    frames = parse_sse(streamed.text)
+    names = [f["event"] for f in frames]
+    assert names[-2:] == ["message.assistant", "done"]
+    tokens = "".join(f["data"]["text"] for f in frames if f["event"] == "token")
+    assert tokens == "you said hi there "
+    assert frames[-1]["data"]["data"]["output"] == "you said hi there "
+
+    await make(client, "t", "ToolUser")
+    streamed = await say(client, "t", "cats", stream=True)
+    frames = parse_sse(streamed.text)
+    # (The SSE event names of tool events are tool_start / tool_end; kinds in data.)
+    names = [f["data"].get("kind", f["event"]) for f in frames]
+    assert names.index("tool.started") < names.index("tool.finished") < names.index(
+        "message.assistant")
+    started = frames[names.index("tool.started")]["data"]["data"]
+    finished = frames[names.index("tool.finished")]["data"]["data"]
+    assert (started["name"], started["arguments"]) == ("lookup", {"q": "cats"})
+    assert finished["call_id"] == started["call_id"]
+    assert (finished["output"], finished["is_error"]) == ("found cats", False)
+    done = frames[-1]["data"]["data"]
+    assert done["output"] == "found cats"
+    assert (done["usage"]["input_tokens"], done["usage"]["output_tokens"]) == (30, 12)
+    # The stream is the log.
+    stored = [e["kind"] for e in await log(client, "t")]
+    assert stored == [n for n in names if n != "token"]
+    assert stored[-1] == "run.completed"
+
+
+async def test_budget_counts_reported_usage(client: httpx.AsyncClient) -> None:
+    await make(client, "b", "ToolUser", budget={"run": {"tokens": 1000},
+                                                "day": {"tokens": 50}})
+    assert (await say(client, "b", "one", wait=True)).json()["status"] == "completed"
+    # 42 tokens used of the day's 50: the next turn is allowed, the one after is not.
+    assert (await say(client, "b", "two", wait=True)).json()["status"] == "completed"
+    third = (await say(client, "b", "three", wait=True)).json()
+    assert third["status"] == "failed"
+    assert third["error"]["code"] == "budget_exceeded"
+    # Charged to the agent like a model call's (the usage ledger).
+    usage = await client.get("/v1/usage", params={"agent": "b"})
+    assert usage.status_code == 200, usage.text
+    assert usage.json()["totals"]["calls"] == 2
+    assert (usage.json()["totals"]["input_tokens"],
+            usage.json()["totals"]["output_tokens"]) == (60, 24)
+
+
+async def test_raising_erroring_and_hanging_adapters_fail_the_run(
+        client: httpx.AsyncClient) -> None:
+    await make(client, "r", "Raising")
+    failed = (await say(client, "r", "boom", wait=True)).json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "adapter_error"
+    assert "RuntimeError" in failed["error"]["message"]
+    assert "framework exploded on 'boom'" in failed["error"]["message"]
+
+    await make(client, "e", "ErrorEvent")
+    failed = (await say(client, "e", "x", wait=True)).json()
+    assert failed["error"]["code"] == "adapter_error"
+    assert "upstream said no" in failed["error"]["message"]
+
+    await make(client, "n", "NotText")
+    failed = (await say(client, "n", "x", wait=True)).json()
+    assert failed["error"]["code"] == "adapter_error"
+    assert "not str" in failed["error"]["message"]
+
+    await make(client, "h", "Hanging", timeout_s=0.5)
+    failed = (await say(client, "h", "x", wait=True)).json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "adapter_timeout"
+    assert "0.5s" in failed["error"]["message"]
+    # The daemon goes on, and the session takes the next message.
+    assert (await say(client, "h", "y", wait=False)).status_code == 202
+    # Nothing was lost: every message is in the log.
+    users = [e["data"]["content"] for e in await log(client, "h")
+             if e["kind"] == "message.user"]
+    assert users == ["x", "y"]
+
+
+async def test_session_modes(client: httpx.AsyncClient) -> None:
+    sample.GATE["open"] = asyncio.Event()
+    sample.SEEN.clear()
+    sample.HISTORIES.clear()
+    await make(client, "g", "Gated")
+    first = await say(client, "g", "1", wait=False)
+    assert first.status_code == 202
+    await eventually(lambda: sample.SEEN == ["1"], what="the adapter got message 1")
+    busy = await say(client, "g", "2", mode="reject")
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "session_busy"
+    steered = await say(client, "g", "3", mode="steer", wait=False)
+    assert steered.status_code == 202 and steered.json()["id"] == first.json()["id"]
+    queued = await say(client, "g", "4", wait=False)  # enqueue: its own run, after
+    assert queued.json()["id"] != first.json()["id"]
+    sample.GATE["open"].set()
+    run = await wait_for_run(client, first.json()["id"])
+    # The steered message is the adapter's next turn in the same run.
+    assert run["status"] == "completed", run["error"]
+    assert run["status"] == "completed" and run["output"] == "re 3 (2)"
+    later = await wait_for_run(client, queued.json()["id"])
+    assert later["output"] == "re 4 (4)"
+    assert sample.SEEN == ["1", "3", "4"]
+    texts = [(e["kind"], e["data"].get("content") or e["data"].get("text"))
+             for e in await log(client, "g")
+             if e["kind"] in ("message.user", "message.assistant")]
+    # (A run's replies are committed with its end, after the messages it answered.)
+    assert texts == [("message.user", "1"), ("message.user", "3"), ("message.user", "4"),
+                     ("message.assistant", "re 1 (0)"), ("message.assistant", "re 3 (2)"),
+                     ("message.assistant", "re 4 (4)")]
+    assert sample.HISTORIES == [
+        [], ["user:1", "assistant:re 1 (0)"],
+        ["user:1", "user:3", "assistant:re 1 (0)", "assistant:re 3 (2)"]]
+
+
+async def test_cancel_stops_a_turn_under_way(client: httpx.AsyncClient) -> None:
+    await make(client, "hc", "Hanging")
+    sent = await say(client, "hc", "x", wait=False)
+    run_id = sent.json()["id"]
+
+    async def running() -> bool:
+        got = (await client.get(f"/v1/runs/{run_id}")).json()
+        return bool(got["status"] == "running")
+
+    await eventually(running, what="the run started")
+    cancelled = await client.post(f"/v1/runs/{run_id}/cancel")
+    assert cancelled.status_code in (200, 202), cancelled.text
+    run = await wait_for_run(client, run_id)
+    assert run["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    (f"adapter:{MOD}:NoSuchThing", "has no 'NoSuchThing'"),
+    ("adapter:os:system", "not allowed"),
+    ("adapter:tests.adapters.no_such_module:x", "not allowed"),
+    ("adapter:not a module:x", "invalid adapter name"),
+    ("adapter:justamodule", "invalid adapter name"),
+    ("adapter:", "invalid adapter name"),
+    (f"adapter:{MOD}:NOT_AN_ADAPTER", "not an adapter"),
+])
+async def test_bad_or_not_allowed_names_are_refused(client: httpx.AsyncClient, model: str,
+                                                    says: str) -> None:
+    made = await client.post("/v1/agents", json={"name": "x", "model": model})
+    assert made.status_code == 422, made.text
+    error = made.json()["error"]
+    assert error["code"] == "invalid_model"
+    assert says in error["message"]
+    fields = [e["field"] for e in error.get("details", {}).get("errors", [])] or [
+        error.get("details", {}).get("field")]
+    assert "body.model" in fields, error
+    assert (await client.get("/v1/agents")).json() == {"agents": []}
+
+
+async def test_patching_to_a_not_allowed_adapter_is_refused(
+        client: httpx.AsyncClient) -> None:
+    await make(client, "p", "echo")
+    patched = await client.patch("/v1/agents/p", json={"model": "adapter:subprocess:run"})
+    assert patched.status_code == 422 and "not allowed" in patched.text
+    assert (await client.get("/v1/agents/p")).json()["model"] == f"adapter:{MOD}:echo"
+    fallbacks = await client.patch("/v1/agents/p", json={"settings": {
+        "fallbacks": ["scripted"]}})
+    assert fallbacks.status_code == 422 and "fallbacks" in fallbacks.text
+
+
+async def test_nothing_allowed_by_default(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home2", demo_agent=False,
+                        database_url=f"sqlite:///{tmp_path / 'd.db'}")
+    runtime = await Runtime.open(settings)
+    try:
+        async with asgi_client(settings, runtime) as c:
+            made = await c.post("/v1/agents", json={"name": "x",
+                                                    "model": f"adapter:{MOD}:echo"})
+            assert made.status_code == 422 and "not allowed" in made.text
+    finally:
+        await runtime.close()
