@@ -261,3 +261,66 @@ async def test_nothing_allowed_by_default(tmp_path: Path) -> None:
             assert made.status_code == 422 and "not allowed" in made.text
     finally:
         await runtime.close()
+
+
+async def test_interrupt_mode_cancels_the_turn(client: httpx.AsyncClient) -> None:
+    sample.GATE["open"] = asyncio.Event()  # never opened: the first turn hangs
+    sample.SEEN.clear()
+    await make(client, "gi", "Gated")
+    first = await say(client, "gi", "1", wait=False)
+    await eventually(lambda: sample.SEEN == ["1"], what="the adapter got message 1")
+    # Turns from now on find an open gate; the first one waits on its closed one.
+    sample.GATE["open"] = asyncio.Event()
+    sample.GATE["open"].set()
+    interrupting = await say(client, "gi", "2", mode="interrupt", wait=True)
+    assert interrupting.status_code == 200, interrupting.text
+    assert interrupting.json()["status"] == "completed"
+    assert interrupting.json()["output"] == "re 2 (0)"
+    assert (await wait_for_run(client, first.json()["id"]))["status"] == "cancelled"
+
+
+async def test_an_adapter_no_longer_allowed_fails_its_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    allowed = Settings(home=tmp_path / "h", demo_agent=False, database_url=url,
+                       adapters={"allow": [f"{MOD}:echo"]})
+    runtime = await Runtime.open(allowed)
+    try:
+        async with asgi_client(allowed, runtime) as c:
+            await make(c, "fn", "echo")
+            assert (await say(c, "fn", "hi", wait=True)).json()["status"] == "completed"
+    finally:
+        await runtime.close()
+    # The operator removes it: the agent's next run fails, naming why; nothing lost.
+    removed = Settings(home=tmp_path / "h", demo_agent=False, database_url=url)
+    runtime = await Runtime.open(removed)
+    try:
+        async with asgi_client(removed, runtime) as c:
+            run = (await say(c, "fn", "again", wait=True)).json()
+            assert run["status"] == "failed"
+            assert run["error"]["code"] == "invalid_model"
+            assert "not allowed" in run["error"]["message"]
+            users = [e["data"]["content"] for e in await log(c, "fn")
+                     if e["kind"] == "message.user"]
+            assert users == ["hi", "again"]
+    finally:
+        await runtime.close()
+
+
+async def test_the_examples_run(client: httpx.AsyncClient, settings: Settings,
+                                runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    allow = [*settings.adapters.allow, "echo_adapter:*"]
+    settings.adapters = settings.adapters.model_copy(update={"allow": allow})
+    made = await client.post("/v1/agents", json={"name": "shouty",
+                                                 "model": "adapter:echo_adapter:shout"})
+    assert made.status_code == 201, made.text
+    assert (await say(client, "shouty", "hi", wait=True)).json()["output"] == "HI! (turn 1)"
+    assert (await say(client, "shouty", "yo", wait=True)).json()["output"] == "YO! (turn 2)"
+    made = await client.post("/v1/agents", json={
+        "name": "counter", "model": "adapter:echo_adapter:CountingAdapter"})
+    assert made.status_code == 201, made.text
+    run = (await say(client, "counter", "one two three", wait=True)).json()
+    assert run["output"] == "3 words; 0 earlier messages in k"
+    kinds = [e["kind"] for e in await log(client, "counter")]
+    assert "tool.started" in kinds and "tool.finished" in kinds

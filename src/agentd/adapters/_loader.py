@@ -48,7 +48,7 @@ def load_object(spec: str, allow: Sequence[str]) -> Any:
         raise InvalidModel(
             f"adapter {module}:{name} is not allowed on this daemon: the operator lists "
             "the adapters agents may use in [adapters] allow (agentd.toml) or "
-            "AGENTD_ADAPTERS__ALLOW", field=_FIELD, details={"adapter": f"{module}:{name}"})
+            "AGENTD_ADAPTERS", field=_FIELD, details={"adapter": f"{module}:{name}"})
     try:
         loaded = importlib.import_module(module)
     except Exception as exc:  # an allowed module that fails to import: say why
