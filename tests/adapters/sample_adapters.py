@@ -120,3 +120,7 @@ async def idempotent_slow(message: str, session: Session) -> str:
 
 
 NOT_AN_ADAPTER = 42
+
+
+async def nothing_to_report(message: str, session: Session) -> str:
+    return "HEARTBEAT_OK"

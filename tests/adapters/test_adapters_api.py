@@ -324,3 +324,20 @@ async def test_the_examples_run(client: httpx.AsyncClient, settings: Settings,
     assert run["output"] == "3 words; 0 earlier messages in k"
     kinds = [e["kind"] for e in await log(client, "counter")]
     assert "tool.started" in kinds and "tool.finished" in kinds
+
+
+async def test_a_heartbeats_ok_reply_is_silent(client: httpx.AsyncClient,
+                                               runtime: Runtime) -> None:
+    await make(client, "hb", "nothing_to_report")
+    sent = await runtime.send("hb", "heartbeat", "anything to do?",
+                              origin={"ok_token": "HEARTBEAT_OK"})
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "completed"
+    replies = [e for e in await log(client, "hb", "heartbeat")
+               if e["kind"] in ("message.assistant", "run.completed")]
+    assert [e["data"].get("silent") for e in replies] == [True, True]
+    # A client's message with the same reply is not silent.
+    await say(client, "hb", "hi", key="other", wait=True)
+    replies = [e for e in await log(client, "hb", "other")
+               if e["kind"] == "message.assistant"]
+    assert "silent" not in replies[0]["data"]

@@ -163,6 +163,9 @@ class AdapterExecutor(RunExecutor):
                       {"role": "assistant", "content": text}]
             end = RunCompleted(data={"output": text, "steps": self.steps,
                                      "usage": self._used()})
+            if self.ok_token is not None and text.strip() == self.ok_token:
+                # A heartbeat's "nothing to report" (as for a model's reply).
+                replies[-1 - len(warnings)].data["silent"] = end.data["silent"] = True
             try:
                 outcome = await self._finish(end, before=replies, steer_guard=context_seq,
                                              charge=charge)
