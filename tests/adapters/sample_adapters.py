@@ -124,3 +124,32 @@ NOT_AN_ADAPTER = 42
 
 async def nothing_to_report(message: str, session: Session) -> str:
     return "HEARTBEAT_OK"
+
+
+class Hostile(AdapterBase):
+    """Relays what a hostile model wrote: odd names, inputs, huge outputs, an end
+    with no start."""
+
+    async def send_message_stream(self, message: str, session_key: str
+                                  ) -> AsyncIterator[StreamEvent]:
+        yield StreamEvent(type="tool_end", name="never_started", output="x")
+        yield StreamEvent(type="tool_start", name="n" * 1000, input={1, 2})
+        yield StreamEvent(type="tool_end", name="n" * 1000, output="o" * 1_000_000)
+        yield StreamEvent(type="tool_start", name="", input="just text")
+        yield StreamEvent(type="tool_end", name="", output=None, is_error=True)
+        yield StreamEvent(type="tool_start", name="big", input={"blob": "b" * 200_000})
+        yield StreamEvent(type="done", content="survived", usage={"prompt_tokens": -5,
+                                                                  "completion_tokens": "7"})
+
+
+class FailingInit(AdapterBase):
+    async def initialize(self, config_path: str | None = None) -> None:
+        raise ValueError("no API key configured")
+
+    async def send_message(self, message: str, session_key: str) -> str:
+        return "unreachable"
+
+
+def sleepy(message: str, session: Session) -> str:
+    time.sleep(2.0)
+    return "too late"

@@ -341,3 +341,36 @@ async def test_a_heartbeats_ok_reply_is_silent(client: httpx.AsyncClient,
     replies = [e for e in await log(client, "hb", "other")
                if e["kind"] == "message.assistant"]
     assert "silent" not in replies[0]["data"]
+
+
+async def test_what_an_adapter_relays_is_bounded(client: httpx.AsyncClient) -> None:
+    await make(client, "hx", "Hostile")
+    run = (await say(client, "hx", "go", wait=True)).json()
+    assert run["status"] == "completed" and run["output"] == "survived"
+    assert run["usage"]["input_tokens"] == 0  # a negative or non-integer count is not one
+    events = await log(client, "hx")
+    started = [e["data"] for e in events if e["kind"] == "tool.started"]
+    finished = [e["data"] for e in events if e["kind"] == "tool.finished"]
+    assert [len(s["name"]) for s in started] == [200, 4, 3]  # cut; "" named "tool"
+    assert started[0]["arguments"] == {"input": "{1, 2}"}  # not JSON: its text
+    assert started[1]["arguments"] == {"input": "just text"}
+    assert started[2]["arguments"]["cut"] > 64 * 1024  # cut, and says by how much
+    assert len(finished) == 2  # the end without a start is dropped
+    assert len(finished[0]["output"]) == 64 * 1024
+    assert (finished[1]["output"], finished[1]["is_error"]) == ("", True)
+
+
+async def test_an_adapter_that_fails_to_initialise(client: httpx.AsyncClient) -> None:
+    await make(client, "fi", "FailingInit")
+    run = (await say(client, "fi", "hi", wait=True)).json()
+    assert run["status"] == "failed" and run["error"]["code"] == "adapter_error"
+    assert "failed to initialise: ValueError: no API key configured" in run[
+        "error"]["message"]
+
+
+async def test_a_blocking_function_past_its_timeout(client: httpx.AsyncClient) -> None:
+    await make(client, "sl", "sleepy", timeout_s=0.3)
+    run = (await say(client, "sl", "hi", wait=True)).json()
+    assert run["status"] == "failed" and run["error"]["code"] == "adapter_timeout"
+    # The event loop was free meanwhile, and is now.
+    assert (await client.get("/health")).status_code == 200
