@@ -94,9 +94,16 @@ def test_adapter_agent_over_a_real_socket(spawn: Spawn, home: Path, tmp_path: Pa
         assert unauthenticated.status_code == 401
 
 
-def test_kill_while_an_adapter_answers(spawn: Spawn, home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_kill_while_an_adapter_answers(spawn: Spawn, home: Path, tmp_path: Path,
+                                       store: str, request: pytest.FixtureRequest) -> None:
     markers = tmp_path / "m"
-    daemon = spawn(env=configure(home, markers, 60.0))
+    # On PostgreSQL the restarted process is the same node (its node id comes from
+    # its home): it takes its runs back at once, as on SQLite.
+    db = {} if store == "sqlite" else {
+        "AGENTD_DATABASE_URL": request.getfixturevalue("pg_url")}
+    daemon = spawn(env={**configure(home, markers, 60.0), **db})
     sends = markers / "sends"
     with daemon.client() as api:
         create_agent(api, "once", model=f"adapter:{MOD}:SlowFile")
@@ -110,7 +117,7 @@ def test_kill_while_an_adapter_answers(spawn: Spawn, home: Path, tmp_path: Path)
                    what="both adapters called")
     assert daemon.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
 
-    daemon = spawn(env=configure(home, markers, 0.1))
+    daemon = spawn(env={**configure(home, markers, 0.1), **db})
     with daemon.client() as api:
         def ended(run_id: str) -> dict[str, Any] | None:
             run = run_of(api, run_id)
