@@ -45,7 +45,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ from agentd.errors import (
     ShuttingDown,
 )
 from agentd.runtime._session_ops import check_session_key
+from agentd.runtime.runs import Message
 from agentd.store._rows import new_id
 from agentd.store._schedules import Moved, ScheduleRecord, claim_fire, move
 from agentd.store.records import AgentRecord, iso
@@ -177,6 +178,21 @@ def _due(rec: ScheduleRecord, t: float | None) -> float | None:
     return None if t is None else t + jitter_of(rec, t)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Fire:
+    """One fire time about to be fired."""
+
+    rec: ScheduleRecord
+    t: float
+    #: Where the schedule must still be (compare-and-set) and where it moves on to.
+    expect: float
+    after: float | None
+    missed: int
+    failures: int
+    overlap: str
+    key: str
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What one pass does with a due schedule."""
@@ -251,11 +267,13 @@ class Schedules:
             schedules, so the task can sleep until the next due time.
         poll_s: on a shared store, how long the task sleeps at most.
         batch: due schedules one query returns (and fired concurrently).
+        chunk: fires committed together (one transaction, each fire claimed on its
+            own in it).
         clock: the time decisions are made at (tests give their own).
     """
 
     def __init__(self, store: Store, *, agents: Agents, runs: Runs, exclusive: bool,
-                 poll_s: float = 1.0, batch: int = 512,
+                 poll_s: float = 1.0, batch: int = 512, chunk: int = 256,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.agents = agents
@@ -263,6 +281,7 @@ class Schedules:
         self.exclusive = exclusive
         self.poll_s = poll_s
         self.batch = batch
+        self.chunk = chunk
         self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -565,18 +584,55 @@ class Schedules:
 
     async def fire_due(self) -> int:
         """Fire what is due now (one query, at most ``batch`` schedules); how many
-        schedules were due."""
+        schedules were due.
+
+        What each due schedule does is decided here at no cost in I/O in the usual
+        case (its agent awake, its last fire's run not failed); its fire then joins
+        the others' in commits of up to ``chunk`` fires each
+        (:meth:`Runs.send_many`), every fire still claimed on its own (module
+        docstring). The rest (failures to count, catch-ups, skips) go one by one,
+        concurrently."""
         now = self.clock()
         due = await self.store.due_schedules(now, self.batch)
         self.figures["passes"] += 1
-        if due:
-            await asyncio.gather(*(self._handle(rec, now) for rec in due))
+        if not due:
+            return 0
+        names = list({rec.agent for rec in due})
+        found = dict(zip(names, await asyncio.gather(*(self._agent(n) for n in names)),
+                         strict=True))
+        limits: dict[str, ScheduleSettings] = {}
+        batch: list[_Fire] = []
+        others: list[tuple[ScheduleRecord, Awaitable[bool | None]]] = []
+        for rec in due:
+            agent = found[rec.agent]
+            if agent is None:
+                self.figures["lost"] += 1  # deleted meanwhile
+                continue
+            got = limits.get(agent.name)
+            if got is None:
+                got = limits[agent.name] = self.settings_of(agent)
+            if rec.last_run_status == "failed" and (got.pause_after_failures
+                                                    or got.backoff_s):
+                others.append((rec, self._process(rec, now, got, batch)))
+            else:
+                others.extend(self._plan(rec, now, got, 0, batch))
+        await asyncio.gather(*(self._guarded(rec, step) for rec, step in others))
+        for i in range(0, len(batch), self.chunk):
+            await self._fire_many(batch[i:i + self.chunk])
         return len(due)
 
-    async def _handle(self, rec: ScheduleRecord, now: float) -> None:
+    async def _agent(self, name: str) -> AgentRecord | None:
         try:
-            await self._process(rec, now)
-            self.figures["moved"] += 1
+            return await self.agents.get(name)
+        except AgentNotFound:
+            return None
+
+    async def _guarded(self, rec: ScheduleRecord, step: Awaitable[bool | None]) -> None:
+        """Await what a due schedule does (False: its fire joined a batch, where it
+        is counted), counting its outcome."""
+        try:
+            if await step is not False:
+                self.figures["moved"] += 1
         except (Moved, AgentNotFound):
             self.figures["lost"] += 1  # fired by another node, changed or deleted
         except ShuttingDown:
@@ -584,10 +640,11 @@ class Schedules:
         except Exception:
             log.exception("schedule %s: could not fire", rec.id)
 
-    async def _process(self, rec: ScheduleRecord, now: float) -> None:
+    async def _process(self, rec: ScheduleRecord, now: float, limits: ScheduleSettings,
+                       batch: list[_Fire]) -> bool | None:
+        """A due schedule whose last fire's run failed: paused, backed off, or fired
+        (False: its fire joined ``batch``)."""
         assert rec.next_fire_at is not None
-        agent = await self.agents.get(rec.agent)
-        limits = self.settings_of(agent)
         failures = await self._failures(rec, limits)
         if failures and limits.pause_after_failures and (
                 failures[0] >= limits.pause_after_failures):
@@ -599,7 +656,7 @@ class Schedules:
                                            next_due_at=rec.next_due_at, failures=count,
                                            pause=reason)
             log.warning("schedule %s of agent %s %s", rec.id, rec.agent, reason)
-            return
+            return None
         if failures and limits.backoff_s > 0 and failures[1] is not None:
             count, finished_at, _ = failures
             wait = min(limits.backoff_s * 2 ** min(count - 1, 30), limits.backoff_max_s)
@@ -614,26 +671,124 @@ class Schedules:
                                                next_fire_at=t, next_due_at=_due(rec, t),
                                                missed=skipped, failures=count)
                 self.figures["missed"] += skipped
-                return
-        count = failures[0] if failures else 0
+                return None
+        steps = self._plan(rec, now, limits, failures[0] if failures else 0, batch)
+        if not steps:
+            return False
+        [(_, step)] = steps
+        await step
+        return None
+
+    def _plan(self, rec: ScheduleRecord, now: float, limits: ScheduleSettings, count: int,
+              batch: list[_Fire]) -> list[tuple[ScheduleRecord, Awaitable[None]]]:
+        """What a due schedule does now by its plan (:func:`plan_fires`): one fire
+        joins ``batch`` (nothing to await); anything else is the step returned."""
+        assert rec.next_fire_at is not None
         plan = plan_fires(rec, now, limits.grace_s)
         expect = rec.next_fire_at
-        missed = plan.missed
-        self.figures["missed"] += missed
+        self.figures["missed"] += plan.missed
         if not plan.fire:
-            await self.store.move_schedule(rec.id, expect_next=expect,
-                                           next_fire_at=plan.after,
-                                           next_due_at=_due(rec, plan.after),
-                                           missed=missed, failures=count)
-            return
+            return [(rec, self.store.move_schedule(
+                rec.id, expect_next=expect, next_fire_at=plan.after,
+                next_due_at=_due(rec, plan.after), missed=plan.missed, failures=count))]
+        if len(plan.fire) > 1:
+            return [(rec, self._catch_up(rec, plan, count))]
+        t = plan.fire[0]
+        fire = _Fire(rec=rec, t=t, expect=expect, after=plan.after, missed=plan.missed,
+                     failures=count, overlap=rec.overlap,
+                     key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+        step = self._before(fire)
+        if step is not None:
+            return [(rec, step)]
+        batch.append(fire)
+        return []
+
+    async def _catch_up(self, rec: ScheduleRecord, plan: _Plan, count: int) -> None:
+        """Missed fire times fired in order: a burst queues up behind its first."""
+        assert rec.next_fire_at is not None
+        expect, missed = rec.next_fire_at, plan.missed
         for i, t in enumerate(plan.fire):
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
-            # A burst of missed fire times queues up behind its first.
-            await self._fire(rec, t, expect=expect, after=after, missed=missed,
-                             failures=count, catching_up=i > 0)
+            fire = _Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
+                         failures=count, overlap="enqueue" if i > 0 else rec.overlap,
+                         key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+            step = self._before(fire)
+            if step is not None:
+                await step
+            else:
+                [outcome] = await self.runs.send_many([self._message(fire)])
+                if isinstance(outcome, Exception):
+                    await self._after_refusal(fire, outcome)
+                else:
+                    self.figures["fired"] += 1
             if after is None:
                 break
             expect, missed = after, 0
+
+    def _before(self, fire: _Fire) -> Awaitable[None] | None:
+        """A new session per fire: the previous fire's run is in another session, so
+        ``overlap`` acts here: skip (the step returned), or interrupt that run."""
+        rec = fire.rec
+        if (rec.session is None and fire.overlap != "enqueue" and rec.last_run_id
+                and rec.last_run_status in _ACTIVE):
+            if fire.overlap == "skip":
+                return self._skip(fire, reason=f"run {rec.last_run_id} of the previous "
+                                               "fire is still going (overlap: skip)")
+            self._cancel_later(rec.last_run_id)
+        return None
+
+    def _message(self, fire: _Fire) -> Message:
+        """The fire's message, its claim committed with it (module docstring)."""
+        rec = fire.rec
+        prune = rec.fires % 32 == 31
+
+        def claim(tx: Tx, accepted: Accepted) -> None:
+            at = time.time()
+            move(tx, rec.id, expect_next=fire.expect, next_fire_at=fire.after,
+                 next_due_at=_due(rec, fire.after), now=at, missed=fire.missed,
+                 fired_run=accepted.run.id, fired_at=fire.t, failures=fire.failures)
+            claim_fire(tx, rec.id, fire.t, run_id=accepted.run.id, status="fired",
+                       reason=None, now=at, prune=prune)
+
+        return Message(name=rec.agent, key=fire.key, content=rec.content,
+                       mode=_MODE[fire.overlap],
+                       origin={"schedule_id": rec.id, "fire_at": fire.t}, also=claim)
+
+    async def _fire_many(self, fires: list[_Fire]) -> None:
+        """Fires committed together, each claimed on its own; the refused ones
+        follow up (a skip, a fire time claimed before) one by one."""
+        try:
+            outcomes = await self.runs.send_many([self._message(f) for f in fires])
+        except ShuttingDown:
+            return
+        follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []
+        for fire, outcome in zip(fires, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                follow.append((fire.rec, self._after_refusal(fire, outcome)))
+            else:
+                self.figures["fired"] += 1
+                self.figures["moved"] += 1
+        if follow:
+            await asyncio.gather(*(self._guarded(rec, step) for rec, step in follow))
+
+    async def _after_refusal(self, fire: _Fire, exc: Exception) -> None:
+        """A fire whose message was refused (nothing of it written)."""
+        if isinstance(exc, SessionBusy):
+            await self._skip(fire, reason="the session's run is still going "
+                                          "(overlap: skip)")
+        elif isinstance(exc, AgentNotAccepting):
+            await self._skip(fire, reason=exc.message)
+        elif self.store.engine.is_unique_violation(exc):
+            # Claimed already (cannot happen while next_fire_at only moves forward):
+            # move past it rather than trying it for ever.
+            log.warning("schedule %s: fire time %s was claimed before", fire.rec.id,
+                        iso(fire.t))
+            await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
+                                           next_fire_at=fire.after,
+                                           next_due_at=_due(fire.rec, fire.after),
+                                           missed=fire.missed)
+        else:
+            raise exc
 
     async def _failures(self, rec: ScheduleRecord, limits: ScheduleSettings
                         ) -> tuple[int, float | None, str | None] | None:
@@ -657,57 +812,11 @@ class Schedules:
             count += 1
         return (count, finished, error) if count else None
 
-    async def _fire(self, rec: ScheduleRecord, t: float, *, expect: float,
-                    after: float | None, missed: int, failures: int,
-                    catching_up: bool = False) -> None:
-        key = rec.session or f"schedule:{rec.id}:{iso(t)}"
-        overlap = "enqueue" if catching_up else rec.overlap
-        if (rec.session is None and overlap != "enqueue" and rec.last_run_id
-                and rec.last_run_status in _ACTIVE):
-            # A new session per fire: the previous fire's run is in another session.
-            if overlap == "skip":
-                await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                                 reason=f"run {rec.last_run_id} of the previous fire "
-                                        "is still going (overlap: skip)")
-                return
-            self._cancel_later(rec.last_run_id)
-        prune = rec.fires % 32 == 31
-
-        def claim(tx: Tx, accepted: Accepted) -> None:
-            at = time.time()
-            move(tx, rec.id, expect_next=expect, next_fire_at=after,
-                 next_due_at=_due(rec, after), now=at, missed=missed,
-                 fired_run=accepted.run.id, fired_at=t, failures=failures)
-            claim_fire(tx, rec.id, t, run_id=accepted.run.id, status="fired", reason=None,
-                       now=at, prune=prune)
-
-        try:
-            await self.runs.send(rec.agent, key, rec.content, mode=_MODE[overlap],
-                                 origin={"schedule_id": rec.id, "fire_at": t}, also=claim)
-        except SessionBusy:
-            await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                             reason="the session's run is still going (overlap: skip)")
-            return
-        except AgentNotAccepting as exc:
-            await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                             reason=exc.message)
-            return
-        except Exception as exc:
-            if not self.store.engine.is_unique_violation(exc):
-                raise
-            # Claimed already (cannot happen while next_fire_at only moves forward):
-            # move past it rather than trying it for ever.
-            log.warning("schedule %s: fire time %s was claimed before", rec.id, iso(t))
-            await self.store.move_schedule(rec.id, expect_next=expect, next_fire_at=after,
-                                           next_due_at=_due(rec, after), missed=missed)
-            return
-        self.figures["fired"] += 1
-
-    async def _skip(self, rec: ScheduleRecord, t: float, *, expect: float,
-                    after: float | None, missed: int, reason: str) -> None:
-        await self.store.move_schedule(rec.id, expect_next=expect, next_fire_at=after,
-                                       next_due_at=_due(rec, after), missed=missed,
-                                       skip=(t, reason))
+    async def _skip(self, fire: _Fire, *, reason: str) -> None:
+        await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
+                                       next_fire_at=fire.after,
+                                       next_due_at=_due(fire.rec, fire.after),
+                                       missed=fire.missed, skip=(fire.t, reason))
         self.figures["skipped"] += 1
 
     def _cancel_later(self, run_id: str) -> None:
