@@ -583,43 +583,56 @@ class Schedules:
         return f["fired"] + f["skipped"] + f["missed"] + f["lost"] + f["moved"]
 
     async def fire_due(self) -> int:
-        """Fire what is due now (one query, at most ``batch`` schedules); how many
-        schedules were due.
+        """Fire what is due now; how many schedules were due.
 
-        What each due schedule does is decided here at no cost in I/O in the usual
-        case (its agent awake, its last fire's run not failed); its fire then joins
-        the others' in commits of up to ``chunk`` fires each
-        (:meth:`Runs.send_many`), every fire still claimed on its own (module
-        docstring). The rest (failures to count, catch-ups, skips) go one by one,
-        concurrently."""
-        now = self.clock()
-        due = await self.store.due_schedules(now, self.batch)
-        self.figures["passes"] += 1
-        if not due:
-            return 0
-        names = list({rec.agent for rec in due})
-        found = dict(zip(names, await asyncio.gather(*(self._agent(n) for n in names)),
-                         strict=True))
-        limits: dict[str, ScheduleSettings] = {}
+        One indexed query finds up to ``batch`` due schedules; what each does is
+        decided here at no cost in I/O in the usual case (its agent awake, its last
+        fire's run not failed), and the fires commit in transactions of up to
+        ``chunk`` fires (:meth:`Runs.send_many`), every fire still claimed on its
+        own (module docstring). The rest (failures to count, catch-ups, skips) go
+        one by one, concurrently. While a query fills ``batch``, the next follows:
+        a burst (10,000 ``* * * * *`` schedules) is claimed as a whole before its
+        runs are handed to the supervisor, so that they do not slow its claims."""
+        deferred: list[Callable[[], object]] = []
+        total = 0
+        try:
+            while True:
+                before = self._progress()
+                now = self.clock()
+                due = await self.store.due_schedules(now, self.batch)
+                self.figures["passes"] += 1
+                total += len(due)
+                if due:
+                    await self._fire_due(due, now, deferred)
+                if len(due) < self.batch or self._progress() == before:
+                    return total
+        finally:
+            for hand_over in deferred:
+                hand_over()
+
+    async def _fire_due(self, due: list[ScheduleRecord], now: float,
+                        deferred: list[Callable[[], object]]) -> None:
+        limits: dict[str, ScheduleSettings | None] = {}
         batch: list[_Fire] = []
         others: list[tuple[ScheduleRecord, Awaitable[bool | None]]] = []
         for rec in due:
-            agent = found[rec.agent]
-            if agent is None:
-                self.figures["lost"] += 1  # deleted meanwhile
-                continue
-            got = limits.get(agent.name)
+            if rec.agent in limits:
+                got = limits[rec.agent]
+            else:
+                # Sequentially: an awake agent is no I/O (no turn of the loop to wait).
+                agent = await self._agent(rec.agent)
+                got = limits[rec.agent] = None if agent is None else self.settings_of(agent)
             if got is None:
-                got = limits[agent.name] = self.settings_of(agent)
-            if rec.last_run_status == "failed" and (got.pause_after_failures
-                                                    or got.backoff_s):
+                self.figures["lost"] += 1  # its agent was deleted meanwhile
+            elif rec.last_run_status == "failed" and (got.pause_after_failures
+                                                      or got.backoff_s):
                 others.append((rec, self._process(rec, now, got, batch)))
             else:
                 others.extend(self._plan(rec, now, got, 0, batch))
-        await asyncio.gather(*(self._guarded(rec, step) for rec, step in others))
+        if others:
+            await asyncio.gather(*(self._guarded(rec, step) for rec, step in others))
         for i in range(0, len(batch), self.chunk):
-            await self._fire_many(batch[i:i + self.chunk])
-        return len(due)
+            await self._fire_many(batch[i:i + self.chunk], deferred)
 
     async def _agent(self, name: str) -> AgentRecord | None:
         try:
@@ -754,11 +767,14 @@ class Schedules:
                        mode=_MODE[fire.overlap],
                        origin={"schedule_id": rec.id, "fire_at": fire.t}, also=claim)
 
-    async def _fire_many(self, fires: list[_Fire]) -> None:
-        """Fires committed together, each claimed on its own; the refused ones
-        follow up (a skip, a fire time claimed before) one by one."""
+    async def _fire_many(self, fires: list[_Fire], deferred: list[Callable[[], object]]
+                         ) -> None:
+        """Fires committed together, each claimed on its own (their runs handed to
+        the supervisor by ``deferred``); the refused ones follow up (a skip, a fire
+        time claimed before) one by one."""
         try:
-            outcomes = await self.runs.send_many([self._message(f) for f in fires])
+            outcomes = await self.runs.send_many([self._message(f) for f in fires],
+                                                 defer=deferred)
         except ShuttingDown:
             return
         follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []

@@ -126,11 +126,19 @@ class Runs:
                 await self.store.set_agent_state(name, "running"))
         return result
 
-    async def send_many(self, messages: Sequence[Message]) -> list[SendResult | Exception]:
+    async def send_many(self, messages: Sequence[Message], *,
+                        defer: list[Callable[[], object]] | None = None
+                        ) -> list[SendResult | Exception]:
         """Accept many messages in one commit (:meth:`Store.accept_messages`), each as
         :meth:`send` would (modes, ``origin``, ``also``, waking its agent) and each on
         its own: the outcome of each, or the error that refused it (nothing of it
-        written), at its place in the list. ShuttingDown refuses them all."""
+        written), at its place in the list. ShuttingDown refuses them all.
+
+        ``defer``: the new runs are handed to the supervisor when the caller calls
+        what is appended there, not now (a burst of schedule fires is all committed
+        before its runs compete with it for the event loop). Committed, they are
+        queued in the store whatever happens: a restart starts them. A result's
+        ``busy_run`` is then only what the store knew."""
         out: list[SendResult | Exception | None] = [None] * len(messages)
         senders: list[tuple[int, AgentRecord]] = []
         for i, m in enumerate(messages):
@@ -148,7 +156,8 @@ class Runs:
             if isinstance(done, Exception):
                 out[i] = done
                 continue
-            out[i] = self._hand_over(agent, messages[i].key, messages[i].mode, done)
+            out[i] = self._hand_over(agent, messages[i].key, messages[i].mode, done,
+                                     defer=defer)
             if agent.state == "created":
                 created[agent.name] = agent
         for name in created:
@@ -183,30 +192,39 @@ class Runs:
                 code=f"agent_{agent.state}")
         return agent
 
-    def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted
-                   ) -> SendResult:
-        """A committed message's run to the supervisor (or its steer to the run)."""
+    def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
+                   defer: list[Callable[[], object]] | None = None) -> SendResult:
+        """A committed message's run to the supervisor (or its steer to the run); with
+        ``defer``, a new run's is appended there instead."""
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
-        if accepted.steered:
+        if defer is not None and not accepted.steered and not accepted.duplicate:
+            defer.append(lambda: self._submit(agent, key, mode, accepted))
+        elif accepted.steered:
             if not self.supervisor.steer(accepted.session.id, accepted.run.id,
                                          accepted.events[-1].seq):
                 log.info("run %s was not active here; it reads the steer from the log",
                          accepted.run.id)
         elif not accepted.duplicate:
-            self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
-                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
-                session_policy=accepted.session.policy),
-                agent_id=agent.id, order=accepted.run.queued_seq)
-            if mode == "interrupt" and busy_run is not None:
-                self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
-                                                 "interrupted by a newer message")
-            busy_run = busy_run or self.supervisor.ahead_of(accepted.session.id,
-                                                            accepted.run.id)
+            busy_run = self._submit(agent, key, mode, accepted)
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
                           events=accepted.events, duplicate=accepted.duplicate,
                           busy_run=busy_run, steered=accepted.steered)
+
+    def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted
+                ) -> str | None:
+        """Queue a new run here; the run it is queued behind, if any (what a deferred
+        hand-over returns is not used)."""
+        self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
+            run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
+            session_policy=accepted.session.policy),
+            agent_id=agent.id, order=accepted.run.queued_seq)
+        busy_run = accepted.busy_run
+        if mode == "interrupt" and busy_run is not None:
+            self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
+                                             "interrupted by a newer message")
+        return busy_run or self.supervisor.ahead_of(accepted.session.id, accepted.run.id)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""
