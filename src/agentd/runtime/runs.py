@@ -9,6 +9,7 @@ through the store, and waited for through the store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -134,11 +135,10 @@ class Runs:
         its own: the outcome of each, or the error that refused it (nothing of it
         written), at its place in the list. ShuttingDown refuses them all.
 
-        ``defer``: the new runs are handed to the supervisor when the caller calls
-        what is appended there, not now (a burst of schedule fires is all committed
-        before its runs compete with it for the event loop). Committed, they are
-        queued in the store whatever happens: a restart starts them. A result's
-        ``busy_run`` is then only what the store knew."""
+        ``defer``: the new runs are queued in the supervisor now, in order, but
+        start when the caller calls what is appended there (a burst of schedule fires
+        is all committed before its runs compete with it for the event loop); any
+        other message to one of their sessions starts it meanwhile."""
         out: list[SendResult | Exception | None] = [None] * len(messages)
         senders: list[tuple[int, AgentRecord]] = []
         for i, m in enumerate(messages):
@@ -195,31 +195,30 @@ class Runs:
     def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
                    defer: list[Callable[[], object]] | None = None) -> SendResult:
         """A committed message's run to the supervisor (or its steer to the run); with
-        ``defer``, a new run's is appended there instead."""
+        ``defer``, what starts it is appended there."""
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
-        if defer is not None and not accepted.steered and not accepted.duplicate:
-            defer.append(lambda: self._submit(agent, key, mode, accepted))
-        elif accepted.steered:
+        if accepted.steered:
             if not self.supervisor.steer(accepted.session.id, accepted.run.id,
                                          accepted.events[-1].seq):
                 log.info("run %s was not active here; it reads the steer from the log",
                          accepted.run.id)
         elif not accepted.duplicate:
-            busy_run = self._submit(agent, key, mode, accepted)
+            busy_run = self._submit(agent, key, mode, accepted, start=defer is None)
+            if defer is not None:
+                defer.append(functools.partial(self.supervisor.start, accepted.session.id))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
                           events=accepted.events, duplicate=accepted.duplicate,
                           busy_run=busy_run, steered=accepted.steered)
 
-    def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted
-                ) -> str | None:
-        """Queue a new run here; the run it is queued behind, if any (what a deferred
-        hand-over returns is not used)."""
+    def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
+                start: bool = True) -> str | None:
+        """Queue a new run here; the run it is queued behind, if any."""
         self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
             run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
             session_policy=accepted.session.policy),
-            agent_id=agent.id, order=accepted.run.queued_seq)
+            agent_id=agent.id, order=accepted.run.queued_seq, start=start)
         busy_run = accepted.busy_run
         if mode == "interrupt" and busy_run is not None:
             self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
