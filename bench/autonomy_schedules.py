@@ -12,9 +12,12 @@ each ``every_s = 60`` into its own session, overlap ``enqueue``.
 
 After one warm-up minute the fires of ``--minutes`` minutes are measured: lateness is
 the time a fire's claim committed (``schedule_fires.at``, written in the transaction of
-its run) minus its fire time. Then the schedules are moved an hour out and the CPU the
+its run) minus its fire time; ``run_start_*`` is the same for the time each fire's run
+started (the runs of a burst queue behind its claims and one another: they are
+10,000 model calls). Then the schedules are moved an hour out and the CPU the
 process uses in ``--idle-s`` seconds with 10,000 schedules and nothing due is measured
-(``idle_cpu_s``), as is the CPU of one due-query (``due_query_ms``).
+(``idle_cpu_s``), as is the time of one due-query (``due_query_ms``). ``loadavg``:
+the machine's load average at the start and the end (other processes' CPU).
 
 Prints one JSON line on stdout; progress goes to stderr.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import sys
 import tempfile
@@ -56,6 +60,7 @@ def cpu_s() -> float:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     home = Path(tempfile.mkdtemp(prefix="agentd-sched-bench-"))
     settings = Settings(home=home, demo_agent=False, database_url=f"sqlite:///{home}/a.db",
                         agent_idle_s=0)
@@ -87,11 +92,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
              f"measuring {args.minutes} minute(s) after a warm-up minute")
         await asyncio.sleep(max(end + 5 - time.time(), 0.0))
         fires = await runtime.store.engine.read(lambda tx: tx.all(
-            "SELECT fire_at, at, status FROM schedule_fires WHERE fire_at >= ? AND "
-            "fire_at < ?", (measure_from, end)))
-        lateness = [float(at) - float(fire_at) for fire_at, at, status in fires
+            "SELECT f.fire_at, f.at, f.status, r.started_at FROM schedule_fires f "
+            "LEFT JOIN runs r ON r.id = f.run_id WHERE f.fire_at >= ? AND "
+            "f.fire_at < ?", (measure_from, end)))
+        lateness = [float(at) - float(fire_at) for fire_at, at, status, _ in fires
                     if status == "fired"]
-        skipped = sum(1 for *_, status in fires if status != "fired")
+        started = [float(s) - float(fire_at) for fire_at, _, status, s in fires
+                   if status == "fired" and s is not None]
+        skipped = sum(1 for _, _, status, _ in fires if status != "fired")
         expected = args.schedules * args.minutes
         figures = dict(runtime.schedules.figures)
 
@@ -122,9 +130,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "lateness_p50_s": round(percentile(lateness, 0.50), 4),
             "lateness_p99_s": round(percentile(lateness, 0.99), 4),
             "lateness_max_s": round(max(lateness, default=float("nan")), 4),
+            "runs_started": len(started),
+            "run_start_p50_s": round(percentile(started, 0.50), 3),
+            "run_start_p99_s": round(percentile(started, 0.99), 3),
             "idle_s": args.idle_s, "idle_cpu_s": round(idle, 4),
             "due_query_ms": round(due_query_ms, 3),
             "passes": figures["passes"], "lost": figures["lost"],
+            "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
     finally:
         await runtime.close()

@@ -16,10 +16,12 @@ transaction writes nothing, its run included.
 
 **Finding due work.** One task per runtime runs :meth:`Schedules.fire_due`: one
 indexed query (``WHERE enabled = 1 AND next_due_at <= now ORDER BY next_due_at LIMIT
-n``) and the fires of what it returns, concurrently (their commits group). It then
-sleeps until the next due time, or until a schedule is created or changed here
-(on a shared PostgreSQL database, at most ``poll_s``: other nodes change schedules
-too).
+n``) and the fires of what it returns, committed together in chunks
+(:meth:`Runs.send_many`: one transaction, each fire in its own savepoint, so a fire
+lost to a compare-and-set drops alone), the next query at once while they fill a
+batch; the runs of such a burst start once it is all claimed. It then sleeps until
+the next due time, or until a schedule is created or changed here (on a shared
+PostgreSQL database, at most ``poll_s``: other nodes change schedules too).
 
 **Per fire time:** ``jitter_s`` delays it by a fixed pseudo-random part of that
 (the same on every node). ``overlap`` says what happens when the previous fire's run
@@ -40,12 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -57,8 +57,17 @@ from agentd.autonomy._cron import (
     check_cron,
     check_timezone,
     cron_after,
-    cron_before,
     min_gap,
+)
+from agentd.autonomy._schedule_plan import (
+    MAX_CATCHUP,
+    MAX_WALK,
+    Fire,
+    Plan,
+    due_at,
+    following,
+    jitter_of,
+    plan_fires,
 )
 from agentd.autonomy.schedule_settings import MISSED, OVERLAP, ScheduleSettings
 from agentd.errors import (
@@ -72,6 +81,7 @@ from agentd.errors import (
     ShuttingDown,
 )
 from agentd.runtime._session_ops import check_session_key
+from agentd.runtime.runs import Message
 from agentd.store._rows import new_id
 from agentd.store._schedules import Moved, ScheduleRecord, claim_fire, move
 from agentd.store.records import AgentRecord, iso
@@ -83,21 +93,17 @@ if TYPE_CHECKING:
     from agentd.store._engine import Tx
     from agentd.store._log import Accepted
 
-__all__ = ["MAX_CATCHUP", "MAX_CONTENT", "MAX_NEXT", "ScheduleIn", "Schedules",
-           "schedule_dict"]
+__all__ = ["MAX_CATCHUP", "MAX_CONTENT", "MAX_NEXT", "ScheduleIn", "Schedules", "following",
+           "jitter_of", "plan_fires", "schedule_dict"]
 
 log = logging.getLogger(__name__)
 
-#: Missed fire times ``missed: all`` fires at most (the latest ones).
-MAX_CATCHUP = 100
 #: The longest message a schedule sends.
 MAX_CONTENT = 100_000
 #: Fire times ``next`` may list.
 MAX_NEXT = 100
 #: The longest interval, catch-up window, jitter: a year.
 MAX_SPAN_S = 366 * 86_400.0
-#: Cron steps a catch-up walks before jumping to the latest fire time.
-_MAX_WALK = 10_000
 _ACTIVE = ("queued", "running", "waiting_approval")
 _MODE = {"skip": "reject", "enqueue": "enqueue", "interrupt": "interrupt"}
 
@@ -151,98 +157,6 @@ def schedule_dict(rec: ScheduleRecord, next_times: list[float] | None = None
     return out
 
 
-def jitter_of(rec: ScheduleRecord, fire_at: float) -> float:
-    """The delay of a fire time: the same on every node, under ``jitter_s``."""
-    if rec.jitter_s <= 0:
-        return 0.0
-    digest = hashlib.blake2b(f"{rec.id}:{fire_at!r}".encode(), digest_size=8).digest()
-    return rec.jitter_s * (int.from_bytes(digest, "big") / 2**64)
-
-
-def following(rec: ScheduleRecord, t: float) -> float | None:
-    """The fire time after ``t`` (None: the schedule is finished)."""
-    if rec.at is not None:
-        nxt: float | None = None
-    elif rec.every_s is not None:
-        nxt = t + rec.every_s
-    else:
-        assert rec.cron is not None
-        nxt = cron_after(rec.cron, check_timezone(rec.timezone), t)
-    if nxt is not None and rec.ends_at is not None and nxt > rec.ends_at:
-        return None
-    return nxt
-
-
-def _due(rec: ScheduleRecord, t: float | None) -> float | None:
-    return None if t is None else t + jitter_of(rec, t)
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What one pass does with a due schedule."""
-
-    fire: list[float]
-    missed: int
-    #: The first fire time not due yet (None: finished).
-    after: float | None
-
-
-def plan_fires(rec: ScheduleRecord, now: float, grace_s: float) -> _Plan:
-    """The due fire times of ``rec`` at ``now`` and which of them to fire, by its
-    ``missed`` policy (see the module's docstring)."""
-    start = rec.next_fire_at
-    assert start is not None
-    horizon = now - rec.catchup_s
-    recent: deque[float] = deque(maxlen=MAX_CATCHUP)
-    dropped = 0
-    t: float | None = start
-    if rec.every_s is not None and rec.at is None:
-        # Arithmetic: an interval schedule may be millions of periods behind.
-        e = rec.every_s
-        last = math.floor((now - start) / e)
-        first_in = max(0, math.ceil((horizon - start) / e))
-        lo = max(first_in, last - MAX_CATCHUP + 1)
-        dropped = lo
-        for i in range(lo, last + 1):
-            ti = start + i * e
-            if rec.ends_at is not None and ti > rec.ends_at:
-                break
-            recent.append(ti)
-        nxt = start + (last + 1) * e
-        t = None if rec.ends_at is not None and nxt > rec.ends_at else nxt
-    else:
-        steps = 0
-        while t is not None and t <= now:
-            if t >= horizon:
-                if len(recent) == MAX_CATCHUP:
-                    dropped += 1
-                recent.append(t)
-            else:
-                dropped += 1
-            t = following(rec, t)
-            steps += 1
-            if steps >= _MAX_WALK and t is not None and t <= now:
-                # Far behind (a very long outage): only the latest fire time counts.
-                assert rec.cron is not None
-                latest = cron_before(rec.cron, check_timezone(rec.timezone), now)
-                recent.clear()
-                if latest is not None and latest >= max(t, horizon):
-                    recent.append(latest)
-                t = following(rec, now)
-                break
-    # A jittered time not due yet waits for the next pass.
-    while recent and (_due(rec, recent[-1]) or 0.0) > now:
-        t = recent.pop()
-    times = list(recent)
-    if rec.missed == "all":
-        fire = times
-    elif rec.missed == "once":
-        fire = times[-1:]
-    else:
-        fire = [x for x in times[-1:] if now - (_due(rec, x) or x) <= grace_s]
-    return _Plan(fire=fire, missed=dropped + len(times) - len(fire), after=t)
-
-
 class Schedules:
     """Schedules of every agent, and the task that fires them (module docstring).
 
@@ -251,11 +165,13 @@ class Schedules:
             schedules, so the task can sleep until the next due time.
         poll_s: on a shared store, how long the task sleeps at most.
         batch: due schedules one query returns (and fired concurrently).
+        chunk: fires committed together (one transaction, each fire claimed on its
+            own in it).
         clock: the time decisions are made at (tests give their own).
     """
 
     def __init__(self, store: Store, *, agents: Agents, runs: Runs, exclusive: bool,
-                 poll_s: float = 1.0, batch: int = 512,
+                 poll_s: float = 1.0, batch: int = 2048, chunk: int = 256,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.agents = agents
@@ -263,6 +179,7 @@ class Schedules:
         self.exclusive = exclusive
         self.poll_s = poll_s
         self.batch = batch
+        self.chunk = chunk
         self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -388,7 +305,7 @@ class Schedules:
             fires=0, missed_count=0, skipped_count=0, failures=0, counted_after=now,
             created_by=by, created_run=run, created_at=now, updated_at=now, version=1,
             agent=agent.name)
-        rec.next_due_at = _due(rec, first)
+        rec.next_due_at = due_at(rec, first)
         return rec
 
     async def create(self, agent_name: str, spec: ScheduleIn, *, by: str,
@@ -487,7 +404,7 @@ class Schedules:
                               missed=fresh.missed)
                 if timing or resumed:
                     new.next_fire_at = first
-                    new.next_due_at = _due(new, first)
+                    new.next_due_at = due_at(new, first)
             if resumed:
                 new.paused_reason, new.failures, new.counted_after = None, 0, now
             if not spec.enabled and rec.enabled:
@@ -564,19 +481,72 @@ class Schedules:
         return f["fired"] + f["skipped"] + f["missed"] + f["lost"] + f["moved"]
 
     async def fire_due(self) -> int:
-        """Fire what is due now (one query, at most ``batch`` schedules); how many
-        schedules were due."""
-        now = self.clock()
-        due = await self.store.due_schedules(now, self.batch)
-        self.figures["passes"] += 1
-        if due:
-            await asyncio.gather(*(self._handle(rec, now) for rec in due))
-        return len(due)
+        """Fire what is due now; how many schedules were due.
 
-    async def _handle(self, rec: ScheduleRecord, now: float) -> None:
+        One indexed query finds up to ``batch`` due schedules; what each does is
+        decided here at no cost in I/O in the usual case (its agent awake, its last
+        fire's run not failed), and the fires commit in transactions of up to
+        ``chunk`` fires (:meth:`Runs.send_many`), every fire still claimed on its
+        own (module docstring). The rest (failures to count, catch-ups, skips) go
+        one by one, concurrently. While a query fills ``batch``, the next follows:
+        a burst (10,000 ``* * * * *`` schedules) is claimed as a whole before its
+        runs are handed to the supervisor, so that they do not slow its claims."""
+        deferred: list[Callable[[], object]] = []
+        total = 0
         try:
-            await self._process(rec, now)
-            self.figures["moved"] += 1
+            while True:
+                before = self._progress()
+                now = self.clock()
+                due = await self.store.due_schedules(now, self.batch)
+                self.figures["passes"] += 1
+                total += len(due)
+                if due:
+                    await self._fire_due(due, now, deferred)
+                if len(due) < self.batch or self._progress() == before:
+                    return total
+        finally:
+            for hand_over in deferred:
+                hand_over()
+
+    async def _fire_due(self, due: list[ScheduleRecord], now: float,
+                        deferred: list[Callable[[], object]]) -> None:
+        limits: dict[str, ScheduleSettings | None] = {}
+        batch: list[Fire] = []
+        others: list[tuple[ScheduleRecord, Awaitable[bool | None]]] = []
+        for rec in due:
+            if rec.agent in limits:
+                got = limits[rec.agent]
+            else:
+                # Sequentially: an awake agent is no I/O (no turn of the loop to wait).
+                agent = await self._agent(rec.agent)
+                got = limits[rec.agent] = None if agent is None else self.settings_of(agent)
+            if got is None:
+                self.figures["lost"] += 1  # its agent was deleted meanwhile
+            elif rec.last_run_status == "failed" and (got.pause_after_failures
+                                                      or got.backoff_s):
+                others.append((rec, self._process(rec, now, got, batch)))
+            else:
+                others.extend(self._plan(rec, now, got, 0, batch))
+        if others:
+            await asyncio.gather(*(self._guarded(rec, step) for rec, step in others))
+        # The chunks at once: on SQLite they commit in one turn of the loop (one
+        # group commit), not one turn each behind every run's steps; on PostgreSQL
+        # side by side (all take their sessions' locks in the same order).
+        await asyncio.gather(*(self._fire_many(batch[i:i + self.chunk], deferred)
+                               for i in range(0, len(batch), self.chunk)))
+
+    async def _agent(self, name: str) -> AgentRecord | None:
+        try:
+            return await self.agents.get(name)
+        except AgentNotFound:
+            return None
+
+    async def _guarded(self, rec: ScheduleRecord, step: Awaitable[bool | None]) -> None:
+        """Await what a due schedule does (False: its fire joined a batch, where it
+        is counted), counting its outcome."""
+        try:
+            if await step is not False:
+                self.figures["moved"] += 1
         except (Moved, AgentNotFound):
             self.figures["lost"] += 1  # fired by another node, changed or deleted
         except ShuttingDown:
@@ -584,10 +554,11 @@ class Schedules:
         except Exception:
             log.exception("schedule %s: could not fire", rec.id)
 
-    async def _process(self, rec: ScheduleRecord, now: float) -> None:
+    async def _process(self, rec: ScheduleRecord, now: float, limits: ScheduleSettings,
+                       batch: list[Fire]) -> bool | None:
+        """A due schedule whose last fire's run failed: paused, backed off, or fired
+        (False: its fire joined ``batch``)."""
         assert rec.next_fire_at is not None
-        agent = await self.agents.get(rec.agent)
-        limits = self.settings_of(agent)
         failures = await self._failures(rec, limits)
         if failures and limits.pause_after_failures and (
                 failures[0] >= limits.pause_after_failures):
@@ -599,7 +570,7 @@ class Schedules:
                                            next_due_at=rec.next_due_at, failures=count,
                                            pause=reason)
             log.warning("schedule %s of agent %s %s", rec.id, rec.agent, reason)
-            return
+            return None
         if failures and limits.backoff_s > 0 and failures[1] is not None:
             count, finished_at, _ = failures
             wait = min(limits.backoff_s * 2 ** min(count - 1, 30), limits.backoff_max_s)
@@ -607,33 +578,134 @@ class Schedules:
             if now < until:
                 t: float | None = rec.next_fire_at
                 skipped = 0
-                while t is not None and (_due(rec, t) or 0.0) < until and skipped < _MAX_WALK:
+                while t is not None and (due_at(rec, t) or 0.0) < until and skipped < MAX_WALK:
                     t = following(rec, t)
                     skipped += 1
                 await self.store.move_schedule(rec.id, expect_next=rec.next_fire_at,
-                                               next_fire_at=t, next_due_at=_due(rec, t),
+                                               next_fire_at=t, next_due_at=due_at(rec, t),
                                                missed=skipped, failures=count)
                 self.figures["missed"] += skipped
-                return
-        count = failures[0] if failures else 0
+                return None
+        steps = self._plan(rec, now, limits, failures[0] if failures else 0, batch)
+        if not steps:
+            return False
+        [(_, step)] = steps
+        await step
+        return None
+
+    def _plan(self, rec: ScheduleRecord, now: float, limits: ScheduleSettings, count: int,
+              batch: list[Fire]) -> list[tuple[ScheduleRecord, Awaitable[None]]]:
+        """What a due schedule does now by its plan (:func:`plan_fires`): one fire
+        joins ``batch`` (nothing to await); anything else is the step returned."""
+        assert rec.next_fire_at is not None
         plan = plan_fires(rec, now, limits.grace_s)
         expect = rec.next_fire_at
-        missed = plan.missed
-        self.figures["missed"] += missed
+        self.figures["missed"] += plan.missed
         if not plan.fire:
-            await self.store.move_schedule(rec.id, expect_next=expect,
-                                           next_fire_at=plan.after,
-                                           next_due_at=_due(rec, plan.after),
-                                           missed=missed, failures=count)
-            return
+            return [(rec, self.store.move_schedule(
+                rec.id, expect_next=expect, next_fire_at=plan.after,
+                next_due_at=due_at(rec, plan.after), missed=plan.missed, failures=count))]
+        if len(plan.fire) > 1:
+            return [(rec, self._catch_up(rec, plan, count))]
+        t = plan.fire[0]
+        fire = Fire(rec=rec, t=t, expect=expect, after=plan.after, missed=plan.missed,
+                     failures=count, overlap=rec.overlap,
+                     key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+        step = self._before(fire)
+        if step is not None:
+            return [(rec, step)]
+        batch.append(fire)
+        return []
+
+    async def _catch_up(self, rec: ScheduleRecord, plan: Plan, count: int) -> None:
+        """Missed fire times fired in order: a burst queues up behind its first."""
+        assert rec.next_fire_at is not None
+        expect, missed = rec.next_fire_at, plan.missed
         for i, t in enumerate(plan.fire):
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
-            # A burst of missed fire times queues up behind its first.
-            await self._fire(rec, t, expect=expect, after=after, missed=missed,
-                             failures=count, catching_up=i > 0)
+            fire = Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
+                         failures=count, overlap="enqueue" if i > 0 else rec.overlap,
+                         key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+            step = self._before(fire)
+            if step is not None:
+                await step
+            else:
+                [outcome] = await self.runs.send_many([self._message(fire)])
+                if isinstance(outcome, Exception):
+                    await self._after_refusal(fire, outcome)
+                else:
+                    self.figures["fired"] += 1
             if after is None:
                 break
             expect, missed = after, 0
+
+    def _before(self, fire: Fire) -> Awaitable[None] | None:
+        """A new session per fire: the previous fire's run is in another session, so
+        ``overlap`` acts here: skip (the step returned), or interrupt that run."""
+        rec = fire.rec
+        if (rec.session is None and fire.overlap != "enqueue" and rec.last_run_id
+                and rec.last_run_status in _ACTIVE):
+            if fire.overlap == "skip":
+                return self._skip(fire, reason=f"run {rec.last_run_id} of the previous "
+                                               "fire is still going (overlap: skip)")
+            self._cancel_later(rec.last_run_id)
+        return None
+
+    def _message(self, fire: Fire) -> Message:
+        """The fire's message, its claim committed with it (module docstring)."""
+        rec = fire.rec
+        prune = rec.fires % 32 == 31
+
+        def claim(tx: Tx, accepted: Accepted) -> None:
+            at = time.time()
+            move(tx, rec.id, expect_next=fire.expect, next_fire_at=fire.after,
+                 next_due_at=due_at(rec, fire.after), now=at, missed=fire.missed,
+                 fired_run=accepted.run.id, fired_at=fire.t, failures=fire.failures)
+            claim_fire(tx, rec.id, fire.t, run_id=accepted.run.id, status="fired",
+                       reason=None, now=at, prune=prune)
+
+        return Message(name=rec.agent, key=fire.key, content=rec.content,
+                       mode=_MODE[fire.overlap],
+                       origin={"schedule_id": rec.id, "fire_at": fire.t}, also=claim)
+
+    async def _fire_many(self, fires: list[Fire], deferred: list[Callable[[], object]]
+                         ) -> None:
+        """Fires committed together, each claimed on its own (their runs handed to
+        the supervisor by ``deferred``); the refused ones follow up (a skip, a fire
+        time claimed before) one by one."""
+        try:
+            outcomes = await self.runs.send_many([self._message(f) for f in fires],
+                                                 defer=deferred)
+        except ShuttingDown:
+            return
+        follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []
+        for fire, outcome in zip(fires, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                follow.append((fire.rec, self._after_refusal(fire, outcome)))
+            else:
+                self.figures["fired"] += 1
+                self.figures["moved"] += 1
+        if follow:
+            await asyncio.gather(*(self._guarded(rec, step) for rec, step in follow))
+
+    async def _after_refusal(self, fire: Fire, exc: Exception) -> None:
+        """A fire whose message was refused (nothing of it written)."""
+        if isinstance(exc, SessionBusy):
+            await self._skip(fire, reason="the session's run is still going "
+                                          "(overlap: skip)")
+        elif isinstance(exc, AgentNotAccepting):
+            await self._skip(fire, reason=exc.message)
+        elif self.store.engine.is_unique_violation(exc):
+            # Claimed already (cannot happen while next_fire_at only moves forward):
+            # move past it rather than trying it for ever.
+            log.warning("schedule %s: fire time %s was claimed before", fire.rec.id,
+                        iso(fire.t))
+            await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
+                                           next_fire_at=fire.after,
+                                           next_due_at=due_at(fire.rec, fire.after),
+                                           missed=fire.missed)
+        else:
+            raise exc
 
     async def _failures(self, rec: ScheduleRecord, limits: ScheduleSettings
                         ) -> tuple[int, float | None, str | None] | None:
@@ -657,57 +729,11 @@ class Schedules:
             count += 1
         return (count, finished, error) if count else None
 
-    async def _fire(self, rec: ScheduleRecord, t: float, *, expect: float,
-                    after: float | None, missed: int, failures: int,
-                    catching_up: bool = False) -> None:
-        key = rec.session or f"schedule:{rec.id}:{iso(t)}"
-        overlap = "enqueue" if catching_up else rec.overlap
-        if (rec.session is None and overlap != "enqueue" and rec.last_run_id
-                and rec.last_run_status in _ACTIVE):
-            # A new session per fire: the previous fire's run is in another session.
-            if overlap == "skip":
-                await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                                 reason=f"run {rec.last_run_id} of the previous fire "
-                                        "is still going (overlap: skip)")
-                return
-            self._cancel_later(rec.last_run_id)
-        prune = rec.fires % 32 == 31
-
-        def claim(tx: Tx, accepted: Accepted) -> None:
-            at = time.time()
-            move(tx, rec.id, expect_next=expect, next_fire_at=after,
-                 next_due_at=_due(rec, after), now=at, missed=missed,
-                 fired_run=accepted.run.id, fired_at=t, failures=failures)
-            claim_fire(tx, rec.id, t, run_id=accepted.run.id, status="fired", reason=None,
-                       now=at, prune=prune)
-
-        try:
-            await self.runs.send(rec.agent, key, rec.content, mode=_MODE[overlap],
-                                 origin={"schedule_id": rec.id, "fire_at": t}, also=claim)
-        except SessionBusy:
-            await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                             reason="the session's run is still going (overlap: skip)")
-            return
-        except AgentNotAccepting as exc:
-            await self._skip(rec, t, expect=expect, after=after, missed=missed,
-                             reason=exc.message)
-            return
-        except Exception as exc:
-            if not self.store.engine.is_unique_violation(exc):
-                raise
-            # Claimed already (cannot happen while next_fire_at only moves forward):
-            # move past it rather than trying it for ever.
-            log.warning("schedule %s: fire time %s was claimed before", rec.id, iso(t))
-            await self.store.move_schedule(rec.id, expect_next=expect, next_fire_at=after,
-                                           next_due_at=_due(rec, after), missed=missed)
-            return
-        self.figures["fired"] += 1
-
-    async def _skip(self, rec: ScheduleRecord, t: float, *, expect: float,
-                    after: float | None, missed: int, reason: str) -> None:
-        await self.store.move_schedule(rec.id, expect_next=expect, next_fire_at=after,
-                                       next_due_at=_due(rec, after), missed=missed,
-                                       skip=(t, reason))
+    async def _skip(self, fire: Fire, *, reason: str) -> None:
+        await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
+                                       next_fire_at=fire.after,
+                                       next_due_at=due_at(fire.rec, fire.after),
+                                       missed=fire.missed, skip=(fire.t, reason))
         self.figures["skipped"] += 1
 
     def _cancel_later(self, run_id: str) -> None:

@@ -9,14 +9,15 @@ through the store, and waited for through the store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from agentd.config import PRIORITIES
-from agentd.errors import AgentNotAccepting, InvalidInput, ShuttingDown
+from agentd.errors import AgentNotAccepting, AgentNotFound, InvalidInput, ShuttingDown
 from agentd.events import RunWaitingData
 from agentd.runtime._executors import Prepared
 from agentd.runtime._session_ops import check_session_key
@@ -27,10 +28,10 @@ from agentd.runtime.runlog import RunLog
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import LeaseLost, Store
 from agentd.store._engine import Tx
-from agentd.store._log import Accepted
+from agentd.store._log import Accepted, ToAccept
 from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
 
-__all__ = ["MODES", "Runs", "SendResult"]
+__all__ = ["MODES", "Message", "Runs", "SendResult"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,20 @@ class SendResult:
         return self.events[-1].seq, {
             "reason": "queued", "model": None, "retry_in_s": None,
             "cause": f"run {self.busy_run} is ahead of it"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """One message of :meth:`Runs.send_many` (the arguments of :meth:`Runs.send`)."""
+
+    name: str
+    key: str
+    content: str
+    mode: str = "enqueue"
+    priority: str | None = None
+    idempotency_key: str | None = None
+    origin: Mapping[str, Any] | None = None
+    also: Callable[[Tx, Accepted], None] | None = None
 
 
 class Runs:
@@ -101,6 +116,65 @@ class Runs:
         started the message (a schedule's fire, a subtask, another agent), logged in
         its ``message.user`` data, and more writes committed with it.
         """
+        agent = await self._sender(name, key, mode, priority)
+        accepted = await self.store.accept_message(
+            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
+            mode=mode, priority=priority or self.agents.priority_of(agent),
+            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also)
+        result = self._hand_over(agent, key, mode, accepted)
+        if agent.state == "created":
+            result.agent = self.agents.remember(
+                await self.store.set_agent_state(name, "running"))
+        return result
+
+    async def send_many(self, messages: Sequence[Message], *,
+                        defer: list[Callable[[], object]] | None = None
+                        ) -> list[SendResult | Exception]:
+        """Accept many messages in one commit (:meth:`Store.accept_messages`), each as
+        :meth:`send` would (modes, ``origin``, ``also``, waking its agent) and each on
+        its own: the outcome of each, or the error that refused it (nothing of it
+        written), at its place in the list. ShuttingDown refuses them all.
+
+        ``defer``: the new runs are queued in the supervisor now, in order, but
+        start when the caller calls what is appended there (a burst of schedule fires
+        is all committed before its runs compete with it for the event loop); any
+        other message to one of their sessions starts it meanwhile."""
+        out: list[SendResult | Exception | None] = [None] * len(messages)
+        senders: list[tuple[int, AgentRecord]] = []
+        for i, m in enumerate(messages):
+            try:
+                senders.append((i, await self._sender(m.name, m.key, m.mode, m.priority)))
+            except (InvalidInput, AgentNotFound, AgentNotAccepting) as exc:
+                out[i] = exc
+        accepted = await self.store.accept_messages([ToAccept(
+            agent_id=agent.id, key=messages[i].key, content=messages[i].content,
+            mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
+            priority=messages[i].priority or self.agents.priority_of(agent),
+            origin=messages[i].origin, also=messages[i].also) for i, agent in senders])
+        created: dict[str, AgentRecord] = {}
+        for (i, agent), done in zip(senders, accepted, strict=True):
+            if isinstance(done, Exception):
+                out[i] = done
+                continue
+            out[i] = self._hand_over(agent, messages[i].key, messages[i].mode, done,
+                                     defer=defer)
+            if agent.state == "created":
+                created[agent.name] = agent
+        for name in created:
+            try:
+                record = self.agents.remember(await self.store.set_agent_state(
+                    name, "running"))
+            except AgentNotFound:
+                continue
+            for result in out:
+                if isinstance(result, SendResult) and result.agent.name == name:
+                    result.agent = record
+        return [r for r in out if r is not None]
+
+    async def _sender(self, name: str, key: str, mode: str, priority: str | None
+                      ) -> AgentRecord:
+        """The agent a message goes to (woken), once the message is checked and the
+        agent accepts messages."""
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
                                field="body.mode")
@@ -116,10 +190,12 @@ class Runs:
                 f"agent {name!r} is {agent.state} and does not accept messages"
                 + ("; resume it first" if agent.state != "error" else ""),
                 code=f"agent_{agent.state}")
-        accepted = await self.store.accept_message(
-            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority or self.agents.priority_of(agent),
-            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also)
+        return agent
+
+    def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
+                   defer: list[Callable[[], object]] | None = None) -> SendResult:
+        """A committed message's run to the supervisor (or its steer to the run); with
+        ``defer``, what starts it is appended there."""
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
@@ -129,20 +205,25 @@ class Runs:
                 log.info("run %s was not active here; it reads the steer from the log",
                          accepted.run.id)
         elif not accepted.duplicate:
-            self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
-                run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
-                session_policy=accepted.session.policy),
-                agent_id=agent.id, order=accepted.run.queued_seq)
-            if mode == "interrupt" and busy_run is not None:
-                self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
-                                                 "interrupted by a newer message")
-            busy_run = busy_run or self.supervisor.ahead_of(accepted.session.id,
-                                                            accepted.run.id)
-        if agent.state == "created":
-            agent = self.agents.remember(await self.store.set_agent_state(name, "running"))
+            busy_run = self._submit(agent, key, mode, accepted, start=defer is None)
+            if defer is not None:
+                defer.append(functools.partial(self.supervisor.start, accepted.session.id))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
                           events=accepted.events, duplicate=accepted.duplicate,
                           busy_run=busy_run, steered=accepted.steered)
+
+    def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
+                start: bool = True) -> str | None:
+        """Queue a new run here; the run it is queued behind, if any."""
+        self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
+            run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
+            session_policy=accepted.session.policy),
+            agent_id=agent.id, order=accepted.run.queued_seq, start=start)
+        busy_run = accepted.busy_run
+        if mode == "interrupt" and busy_run is not None:
+            self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
+                                             "interrupted by a newer message")
+        return busy_run or self.supervisor.ahead_of(accepted.session.id, accepted.run.id)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""

@@ -66,11 +66,15 @@ class Supervisor:
     # -- submitting and waiting ------------------------------------------------------
 
     def submit(self, session_id: str, run_id: str, context: Any = None,
-               agent_id: str | None = None, order: int | None = None) -> None:
+               agent_id: str | None = None, order: int | None = None,
+               start: bool = True) -> None:
         """Queue a run here. ``order`` (its queued_seq) keeps the session's runs in the
         order they were accepted even if their submissions arrive out of order (on
         PostgreSQL, concurrent accepts can return in another order than they
-        committed)."""
+        committed). ``start`` False: the session's worker is not started for it
+        (:meth:`start` does, later; a burst of schedule fires is queued in order
+        as it commits but runs once it is all committed); anything else submitted to
+        the session meanwhile starts it."""
         if self._closing:
             return  # it stays queued in the store; the next daemon starts it
         state = self._sessions.get(session_id)
@@ -88,7 +92,13 @@ class Supervisor:
         self._held.add(run_id)
         if context is not None:
             state.context[run_id] = context
-        if state.worker is None:
+        if start:
+            self.start(session_id)
+
+    def start(self, session_id: str) -> None:
+        """Start the session's worker if it has runs queued here and none is going."""
+        state = self._sessions.get(session_id)
+        if state is not None and state.queue and state.worker is None and not self._closing:
             state.worker = asyncio.create_task(self._work(session_id, state),
                                                name=f"agentd-session-{session_id}")
 

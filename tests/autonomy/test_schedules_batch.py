@@ -1,0 +1,207 @@
+"""Fires committed together (Store.accept_messages, Runs.send_many, Schedules.fire_due's
+chunks), on SQLite and PostgreSQL: every message of a batch stands on its own (one
+refused, lost to another writer or claimed before writes nothing and leaves the
+others), and every fire time of a burst runs exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from agentd.autonomy.schedules import ScheduleIn
+from agentd.config import Settings
+from agentd.errors import SessionBusy, SessionNotFound
+from agentd.runtime import Runtime
+from agentd.store import Store
+from agentd.store._engine import Tx
+from agentd.store._log import Accepted, ToAccept
+from agentd.store._schedules import ScheduleRecord
+
+FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def fired(runtime: Runtime) -> list[dict[str, Any]]:
+    """The data of every message.user a schedule sent, with its run's id."""
+    rows = await runtime.store.engine.read(lambda tx: tx.all(
+        "SELECT run_id, data FROM events WHERE kind = 'message.user'"))
+    return [{**orjson.loads(d), "run_id": r} for r, d in rows
+            if "schedule_id" in orjson.loads(d)]
+
+
+async def settle(runtime: Runtime) -> None:
+    for item in await fired(runtime):
+        await runtime.wait(item["run_id"])
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_each_message_of_a_batch_stands_on_its_own(store: Store) -> None:
+    agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                     tools=[], settings={})
+    busy = await store.accept_message(agent_id=agent.id, key="busy", content="first")
+    written: list[str] = []
+
+    def refuse(tx: Tx, accepted: Accepted) -> None:
+        raise Refused("refused after its writes")
+
+    def note(tx: Tx, accepted: Accepted) -> None:
+        written.append(accepted.run.id)
+
+    outcomes = await store.accept_messages([
+        ToAccept(agent_id=agent.id, key="k", content="one", also=note),
+        ToAccept(agent_id=agent.id, key="gone", content="never", also=refuse),
+        ToAccept(agent_id=agent.id, key="busy", content="second", mode="reject"),
+        ToAccept(agent_id=agent.id, key="k", content="two", origin={"by": "test"}),
+    ])
+    one, refused, rejected, two = outcomes
+    assert isinstance(one, Accepted) and isinstance(two, Accepted)
+    assert isinstance(refused, Refused) and isinstance(rejected, SessionBusy)
+    assert written == [one.run.id]
+    # Nothing of the refused message: not even the session it created.
+    with pytest.raises(SessionNotFound):
+        await store.get_session(agent.id, "gone")
+    # The busy session got nothing more.
+    assert [e.kind for e in await store.read_events(busy.session.id)] == [
+        "message.user", "run.queued"]
+    # The accepted ones: one session, dense seqs, queued in the order given.
+    session = await store.get_session(agent.id, "k")
+    events = await store.read_events(session.id)
+    assert [(e.seq, e.kind, e.run_id) for e in events] == [
+        (1, "message.user", one.run.id), (2, "run.queued", one.run.id),
+        (3, "message.user", two.run.id), (4, "run.queued", two.run.id)]
+    assert events[2].data == {"by": "test", "content": "two"}
+    assert (await store.get_run(one.run.id)).queued_seq == 2
+    assert (await store.get_run(two.run.id)).queued_seq == 4
+    counts = await store.engine.read(lambda tx: tx.one("SELECT COUNT(*) FROM runs"))
+    assert counts is not None and counts[0] == 3
+
+
+async def _schedules(runtime: Runtime, n: int, every_s: float = 10) -> list[ScheduleRecord]:
+    made = []
+    for i in range(n):
+        # A third to a session of its own, a third sharing a session with others, a
+        # third to a new session per fire.
+        session = [f"own{i}", f"shared{i % 4}", None][i % 3]
+        made.append(await runtime.schedules.create("a", ScheduleIn(
+            content=f"s{i}", every_s=every_s, overlap="enqueue", session=session),
+            by="test"))
+    return made
+
+
+@pytest.fixture
+async def runtime(settings: Settings, store_url: str) -> AsyncIterator[Runtime]:
+    settings.database_url = store_url
+    # Runs nobody holds are taken over every lease_ttl_s / 2: not within a test.
+    settings.lease_ttl_s = 1200
+    rt = await Runtime.open(settings)
+    yield rt
+    await rt.close()
+
+
+async def test_a_burst_in_chunks_fires_each_time_once(runtime: Runtime) -> None:
+    await runtime.schedules.stop()
+    clock = Clock(10_000_000.0)
+    runtime.schedules.clock = clock
+    # Queries of 16, commits of 7: a burst of 45 takes several of each.
+    runtime.schedules.batch, runtime.schedules.chunk = 16, 7
+    await runtime.create_agent(name="a", settings=FAST)
+    made = await _schedules(runtime, 45)
+    for _ in range(3):
+        clock.now += 10
+        # Three passes at once: those that read a schedule another already moved on
+        # lose it, fire by fire.
+        await asyncio.gather(*(runtime.schedules.fire_due() for _ in range(3)))
+    seen = await fired(runtime)
+    counts = Counter((d["schedule_id"], d["fire_at"]) for d in seen)
+    assert len(counts) == 45 * 3 and set(counts.values()) == {1}
+    for rec in made:
+        assert {t for s, t in counts if s == rec.id} == {
+            10_000_010.0, 10_000_020.0, 10_000_030.0}
+    figures = runtime.schedules.figures
+    assert figures["fired"] == 135 and figures["skipped"] == 0
+    claims = await runtime.store.engine.read(lambda tx: tx.one(
+        "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM schedule_fires"))
+    runs = await runtime.store.engine.read(lambda tx: tx.one("SELECT COUNT(*) FROM runs"))
+    assert claims is not None and tuple(claims) == (135, 135)
+    assert runs is not None and runs[0] == 135  # no run of a lost fire was kept
+    # Each run was handed to the supervisor once the burst was claimed: all finish
+    # (none left for the take-over job), in each shared session in the order of
+    # their fire times.
+    await asyncio.wait_for(settle(runtime), 120)
+    for key in ("shared0", "shared1"):
+        _, session = await runtime.get_session("a", key)
+        events = await runtime.store.read_events(session.id)
+        starts = [e.data["fire_at"] for e in events if e.kind == "message.user"]
+        assert starts == sorted(starts) and len(starts) >= 3
+    for item in seen:
+        assert (await runtime.store.get_run(item["run_id"])).status == "completed"
+
+
+async def test_a_fire_lost_or_claimed_before_in_a_batch_drops_only_itself(
+        runtime: Runtime) -> None:
+    await runtime.schedules.stop()
+    clock = Clock(11_000_000.0)
+    runtime.schedules.clock = clock
+    await runtime.create_agent(name="a", settings=FAST)
+    made = [await runtime.schedules.create("a", ScheduleIn(
+        content=f"s{i}", every_s=10, overlap="enqueue"), by="test") for i in range(12)]
+    lost, claimed = made[4], made[7]
+    clock.now += 10
+    fire_at = 11_000_010.0
+    # Between the pass's query and its commit another writer moves one schedule on
+    # (as a second node's fire would) and one fire time turns out claimed already.
+    real: Callable[[float, int], Awaitable[list[ScheduleRecord]]] = (
+        runtime.store.due_schedules)
+
+    async def meddling(now: float, limit: int) -> list[ScheduleRecord]:
+        due = await real(now, limit)
+        if any(r.id == lost.id for r in due):
+            await runtime.store.move_schedule(lost.id, expect_next=fire_at,
+                                              next_fire_at=fire_at + 10,
+                                              next_due_at=fire_at + 10)
+            await runtime.store.engine.write(lambda tx: tx.execute(
+                "INSERT INTO schedule_fires (schedule_id, fire_at, run_id, status, "
+                "reason, at) VALUES (?, ?, NULL, 'skipped', 'test', ?)",
+                (claimed.id, fire_at, fire_at)))
+        return due
+
+    runtime.store.due_schedules = meddling  # type: ignore[method-assign]
+    assert await runtime.schedules.fire_due() == 12
+    assert runtime.schedules.figures["lost"] == 1
+    assert runtime.schedules.figures["fired"] == 10
+    seen = await fired(runtime)
+    assert sorted(d["schedule_id"] for d in seen) == sorted(
+        r.id for r in made if r.id not in (lost.id, claimed.id))
+    # Nothing of the lost fire was written: no session of its own, no run.
+    sessions = {s.key for s in await runtime.list_sessions("a")}
+    assert len(sessions) == 10 and not any(lost.id in k or claimed.id in k
+                                           for k in sessions)
+    runs = await runtime.store.engine.read(lambda tx: tx.one("SELECT COUNT(*) FROM runs"))
+    assert runs is not None and runs[0] == 10
+    # The one claimed before moved past its fire time without a run.
+    after = await runtime.schedules.get(claimed.id)
+    assert after.next_fire_at == fire_at + 10 and after.fires == 0
+    [claim] = await runtime.store.schedule_fires(claimed.id)
+    assert (claim.status, claim.reason, claim.run_id) == ("skipped", "test", None)
+    # Next time round both fire like the rest.
+    runtime.store.due_schedules = real  # type: ignore[method-assign]
+    clock.now += 10
+    await runtime.schedules.fire_due()
+    again = Counter(d["schedule_id"] for d in await fired(runtime))
+    assert again[lost.id] == 1 and again[claimed.id] == 1 and len(again) == 12
+    await settle(runtime)
