@@ -3,6 +3,7 @@
     python bench/turns.py                      # both sides, 16 clients, 10 s per phase
     python bench/turns.py --clients 32 --seconds 20
     python bench/turns.py --skip-termo --profile /tmp/agentd.prof
+    python bench/turns.py --skip-termo --adapter   # + an adapter-backed agent (adapter_*)
     python bench/turns.py --url http://127.0.0.1:8000 --skip-termo   # a running daemon
 
 N clients (closed loop, each on its own session, keep-alive connections) send turns to
@@ -57,6 +58,8 @@ NOTE = (
     "so the ratio is the price of durability plus the runtime's bookkeeping."
 )
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+#: The adapter-backed agent's model (``--adapter``): allowed in the spawned daemon.
+ADAPTER_MODEL = "adapter:_bench_adapter:echo"
 SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 # A frame's verdict: None (keep reading), "ok" (the run finished well) or an error text.
@@ -332,6 +335,28 @@ def _agentd_frame(frame: SseFrame) -> str | None:
     return None
 
 
+class AdapterAgentd(Agentd):
+    """The same daemon, an agent backed by an adapter (``bench/_bench_adapter.py``)."""
+
+    prefix = "adapter_"
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, args: argparse.Namespace) -> None:
+        super().__init__(http, base, args)
+        self.agent = f"{args.agent}-adapter"
+
+    async def ensure_agent(self) -> None:
+        body = {"name": self.agent, "model": ADAPTER_MODEL}
+        async with self.http.post(f"{self.base}/v1/agents", data=orjson.dumps(body),
+                                  headers=JSON_HEADERS) as resp:
+            raw = await resp.read()
+            if resp.status not in (201, 409):
+                raise RuntimeError(f"POST /v1/agents (adapter): HTTP {resp.status}: "
+                                   f"{_snippet(raw, 500)}")
+
+    async def verify(self) -> dict[str, Any]:
+        return {f"{self.prefix}{k}": v for k, v in (await super().verify()).items()}
+
+
 class Termo(Target):
     prefix = "termo_"
 
@@ -391,6 +416,10 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         args.token = args.token or "bench-token-0123456789abcdef"
         env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
                "AGENTD_TOKEN": args.token}
+        if args.adapter:
+            env["AGENTD_ADAPTERS"] = '{"allow": ["_bench_adapter:echo"]}'
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
         serve = ["-m", "agentd", "serve", "--host", "127.0.0.1", "--port", str(port)]
         prefix = [sys.executable]
         if args.profile:
@@ -409,6 +438,11 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any
             await target.ensure_agent()
             out.update(await target.phases(daemon))
             out.update(await target.verify())
+            if args.adapter:
+                adapted = AdapterAgentd(http, base, args)
+                await adapted.ensure_agent()
+                out.update(await adapted.phases(daemon))
+                out.update(await adapted.verify())
     finally:
         if daemon is not None:
             # Stock uvicorn re-raises the signal it caught once it has shut down: a
@@ -489,6 +523,11 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     out["ratio_turns"] = round(ours / theirs, 3) if ours and theirs else None
     ours, theirs = out.get("stream_turns_per_s"), out.get("termo_stream_turns_per_s")
     out["ratio_stream_turns"] = round(ours / theirs, 3) if ours and theirs else None
+    ours, native = out.get("adapter_turns_per_s"), out.get("turns_per_s")
+    out["ratio_adapter_turns"] = round(ours / native, 3) if ours and native else None
+    ours, native = out.get("adapter_server_cpu_ms_per_turn"), out.get("server_cpu_ms_per_turn")
+    out["ratio_adapter_server_cpu_per_turn"] = (
+        round(ours / native, 2) if ours and native else None)
     ours, theirs = out.get("server_cpu_ms_per_turn"), out.get("termo_server_cpu_ms_per_turn")
     out["ratio_server_cpu_per_turn"] = round(ours / theirs, 2) if ours and theirs else None
     out["note"] = NOTE
@@ -520,6 +559,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent", default="bench", help="agent name (default bench)")
     p.add_argument("--skip-agentd", action="store_true", help="only measure termo-agent")
     p.add_argument("--skip-termo", action="store_true", help="only measure agentd")
+    p.add_argument(
+        "--adapter",
+        action="store_true",
+        help="also measure an adapter-backed agent (adapter:_bench_adapter:echo, answering "
+        "like the scripted echo) in the same daemon after the native one: adapter_* figures",
+    )
     p.add_argument(
         "--profile",
         type=Path,

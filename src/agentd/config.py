@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_PORT",
     "PRIORITIES",
     "SANDBOX_BACKENDS",
+    "AdaptersConfig",
     "AgentSandbox",
     "Budget",
     "Limit",
@@ -48,6 +49,21 @@ PRIORITIES = ("interactive", "background", "batch")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdaptersConfig(_Strict):
+    """Agents backed by a framework adapter (``model = "adapter:MODULE:OBJECT"``).
+
+    Which Python objects may be loaded is the operator's decision: an agent may name
+    only an object matched by ``allow`` (``"pkg.mod:Object"``, ``"pkg.mod:*"``,
+    ``"pkg.*"``; shell-style patterns over ``MODULE:OBJECT``). Empty: none.
+    """
+
+    allow: list[str] = Field(default_factory=list)
+    #: An adapter's turn (its ``send_message`` / ``send_message_stream``) ends within
+    #: this many seconds or the run fails ``adapter_timeout``; an agent's
+    #: ``settings.timeout_s`` overrides it. ``initialize`` has the same bound.
+    timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
 
 
 class ProviderLimits(_Strict):
@@ -312,6 +328,8 @@ class Settings(BaseSettings):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     #: Long-term memory shared by every agent: the embedder and the vector index.
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    #: Framework adapters agents may be backed by (``agentd.adapters``).
+    adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

@@ -122,6 +122,8 @@ class ExecutorFactory:
         self.child_usage_tools: frozenset[str] = frozenset()
         #: Drives the runs of agents with ``settings.team`` (``agentd.autonomy.teams``).
         self.team_executor: type[RunExecutor] | None = None
+        #: Drives the runs of agents backed by an adapter (``agentd.adapters``).
+        self.adapter_executor: type[RunExecutor] | None = None
         self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
@@ -135,8 +137,11 @@ class ExecutorFactory:
             run.session_id, min_seq=prepared.min_seq if prepared else None,
             agent_id=agent.id)
         team = plan.settings.team is not None and self.team_executor is not None
-        # A team's runs call no model and no tool: its members do (agentd.autonomy.teams).
-        tools, notes = ([], []) if team else await self._tools(start)
+        adapter = (self.adapter_executor is not None
+                   and plan.targets[0].model.provider == "adapter")
+        # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
+        # an adapter's runs neither: its framework does (agentd.adapters).
+        tools, notes = ([], []) if team or adapter else await self._tools(start)
         workspace = self.agents.workspace_of(agent)
         shell_key = f"{agent.id}/{run.session_id}"
         sandbox = None
@@ -176,7 +181,8 @@ class ExecutorFactory:
         instructions = (base if self.memory is None
                         else await self.memory.instructions(agent.id, base))
         executor = (self.team_executor if team and self.team_executor is not None
-                    else RunExecutor)
+                    else self.adapter_executor if adapter and self.adapter_executor
+                    is not None else RunExecutor)
         return executor(
             store=self.store, bus=self.bus, run=run, agent_name=agent.name,
             session_key=start.session_key, history=history, kernel=self.kernel,

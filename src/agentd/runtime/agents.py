@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from agentd.adapters._loader import PREFIX as ADAPTER_PREFIX
+from agentd.adapters._service import adapter_model
 from agentd.config import AgentSandbox, Budget, Settings
 from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel
 from agentd.llm.catalog import Catalog
@@ -363,6 +365,15 @@ class Agents:
     def _resolve(self, name: str, model: str, settings: AgentSettings) -> AgentPlan:
         """The agent's model chain (``model``, then ``settings.fallbacks``) and what the
         rest of its settings make of the daemon's (sandbox limits)."""
+        if model.strip().startswith(ADAPTER_PREFIX):
+            # An adapter-backed agent (agentd.adapters): the operator's allow list
+            # decides which objects may be named; it has no fallbacks.
+            chain: list[Model] = [adapter_model(model, self.settings.adapters.allow,
+                                                fallbacks=len(settings.fallbacks))]
+            return AgentPlan(key=("", ""), settings=settings,
+                             budgeted=not settings.budget.empty,
+                             targets=[Target(model=chain[0], info=None)],
+                             limits=self.sandboxes.limits(settings.sandbox))
         chain = [_model(model, _model_call(settings), name)]
         provider = chain[0].provider
         for index, entry in enumerate(settings.fallbacks):

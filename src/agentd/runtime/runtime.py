@@ -36,6 +36,8 @@ from functools import partial
 from typing import Any
 
 from agentd import __version__
+from agentd.adapters import Adapters
+from agentd.adapters._executor import AdapterExecutor
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
 from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
@@ -208,6 +210,10 @@ class Runtime:
         #: Teams: agents whose runs are played by other agents (``settings.team``).
         self.executors.team_executor = TeamExecutor
         self.agents.async_checks.append(partial(check_team, store))
+        #: Agents backed by a framework adapter (``model = "adapter:MODULE:OBJECT"``).
+        self.adapters = Adapters(timeout_s=settings.adapters.timeout_s)
+        self.executors.services["adapters"] = self.adapters
+        self.executors.adapter_executor = AdapterExecutor
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,
                                    exclusive=self.exclusive)
@@ -307,6 +313,7 @@ class Runtime:
         except Exception:
             log.exception("could not checkpoint sessions at shutdown")
         self.bus.close_all()
+        await self.adapters.close()
         await self.mcp.close()
         await self.consolidator.close()
         await self.entries.close()
@@ -361,6 +368,7 @@ class Runtime:
     def _agent_slept(self, agent: AgentRecord) -> None:
         self.histories.drop_agent(agent.id)
         self.kernel.budgets.forget("agent", agent.id)
+        self.adapters.release_later(agent.id)
         if self._accepting:
             self.consolidator.when_idle(agent)
 

@@ -1,0 +1,292 @@
+"""Driving an adapter-backed agent's run: one adapter turn per message, logged.
+
+A run of an agent whose ``model`` is ``adapter:MODULE:OBJECT`` calls no model and no
+tool of agentd's: its adapter answers. The run is still an ordinary durable run:
+``message.user`` is committed by the API before the run starts, the adapter's text
+is streamed to subscribers as it comes, each tool the adapter reports is logged
+(``tool.started`` / ``tool.finished``), and the reply ends the run in one commit
+(``message.assistant`` with the model ``adapter:...`` and ``run.completed``).
+
+- **Bounded.** The turn has ``settings.timeout_s`` (else ``[adapters] timeout_s``)
+  to answer: past it, or when the adapter raises or streams an ``error``, the run
+  fails (``adapter_timeout`` / ``adapter_error``) and the daemon goes on.
+- **Budgets.** Usage the adapter reports (``done``'s ``usage``) is charged to the
+  agent like a model call's, and a run, agent or tenant over its budget is refused
+  before the adapter is called.
+- **Steer.** A message steered into the run while the adapter answers is sent to
+  the adapter as the next turn of the same run, after the first reply is logged.
+- **Crash.** A turn is an external effect with an unknown outcome (the adapter may
+  have run tools): a run found under way after a restart, with its turn unanswered
+  in the log, is sent again only if the adapter declares ``idempotent = True``;
+  otherwise it ends ``interrupted`` (as a non-idempotent tool's unknown outcome
+  does under ``on_unknown_outcome = "interrupt"``), and nothing is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+import orjson
+
+from agentd.adapters._protocol import _CURRENT, Session
+from agentd.adapters._service import AdapterModel, Adapters
+from agentd.errors import AgentdError
+from agentd.events import (
+    MessageAssistant,
+    MessageAssistantData,
+    RunCompleted,
+    RunInterrupted,
+    ToolFinished,
+    ToolStarted,
+)
+from agentd.llm.messages import AssistantMessage, Usage, UserMessage
+from agentd.runtime.loop import RunExecutor, RunOutcome
+from agentd.store import NewEvent, Steered
+from agentd.store.records import UsageCharge
+
+__all__ = ["AdapterExecutor"]
+
+#: What a reported tool's name, input and output may hold (the adapter relays text
+#: a model wrote: it is cut, never trusted).
+_NAME_CHARS = 200
+_OUTPUT_CHARS = 64 * 1024
+_INPUT_BYTES = 64 * 1024
+
+
+class _TurnFailed(Exception):
+    def __init__(self, error: AgentdError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _arguments(value: Any) -> dict[str, Any]:
+    """A reported tool input as the JSON object a ``tool.started`` holds."""
+    if not isinstance(value, dict):
+        value = {} if value is None else {"input": value}
+    try:
+        raw = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return {"input": str(value)[:_INPUT_BYTES]}
+    if len(raw) > _INPUT_BYTES:
+        return {"input": raw[:_INPUT_BYTES].decode(errors="replace"), "cut": len(raw)}
+    return cast(dict[str, Any], orjson.loads(raw))
+
+
+def _usage(reported: Any) -> Usage | None:
+    """Token counts from an adapter's ``usage`` (OpenAI's or Anthropic's names)."""
+    if not isinstance(reported, dict):
+        return None
+
+    def count(*keys: str) -> int:
+        for key in keys:
+            value = reported.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+        return 0
+
+    usage = Usage(input_tokens=count("input_tokens", "prompt_tokens"),
+                  output_tokens=count("output_tokens", "completion_tokens"))
+    return usage if usage.input_tokens or usage.output_tokens else None
+
+
+class AdapterExecutor(RunExecutor):
+    """Drives an adapter-backed agent's run (see the module)."""
+
+    async def _execute(self) -> RunOutcome:
+        resumed = self.run.status in ("running", "waiting_approval")
+        outcome = await self._begin()
+        if outcome is not None:
+            return outcome
+        model = self.caller.targets[0].model
+        adapters = self.services.get("adapters")
+        if not isinstance(model, AdapterModel) or not isinstance(adapters, Adapters):
+            return await self._fail(AgentdError(
+                "this agent's runs cannot be played by an adapter here",
+                code="adapter_unavailable"))
+        message = await self._pending_message(0)
+        try:
+            adapter = await adapters.get(self.run.agent_id, model)
+        except AgentdError as exc:
+            return await self._fail(exc)
+        if resumed and message is not None and not getattr(adapter, "idempotent", False):
+            effect_id = f"{self.run.id}:adapter:{self.steps + 1}"
+            return await self._finish(RunInterrupted(data={
+                "reason": f"adapter {model.target} was answering when the daemon stopped; "
+                          "its outcome is unknown and the adapter is not idempotent, so "
+                          "the message was not sent again",
+                "effect_id": effect_id, "steps": self.steps, "usage": self._used()}))
+        # The run's replies so far: committed together with its end (a reply to a
+        # message steered in meanwhile follows the first one).
+        replies: list[NewEvent] = []
+        turns: list[dict[str, str]] = []
+        charge: UsageCharge | None = None
+        while True:
+            if self._stop_reason is not None:
+                return await self._cancel(self._stop_reason)
+            if message is None:
+                return await self._fail(AgentdError(
+                    "the run's message could not be read", code="adapter_message"))
+            if self.policy.budgeted:
+                over = await self._over_budget()
+                if over is not None:
+                    return await self._fail(over)
+            self.steps += 1
+            context_seq = self.history.last_seq
+            try:
+                text, usage = await self._turn(adapter, model, message, turns)
+            except _TurnFailed as failed:
+                return await self._fail(failed.error)
+            data: MessageAssistantData = {
+                "text": text, "tool_calls": [], "finish_reason": "stop",
+                "usage": None, "model": model.spec, "step": self.steps}
+            warnings: list[NewEvent] = []
+            if usage is not None:
+                if self.policy.budgeted:
+                    warnings = await self._budget_warnings(
+                        usage.input_tokens + usage.output_tokens, 0.0)
+                self.usage = self.usage + usage
+                data["usage"] = {"input_tokens": usage.input_tokens,
+                                 "output_tokens": usage.output_tokens,
+                                 "cached_tokens": 0}
+                charge = UsageCharge(
+                    agent_id=self.payer_id, agent=self.payer_name,
+                    tenant=self.policy.tenant, model=model.spec,
+                    input_tokens=usage.input_tokens + (charge.input_tokens if charge
+                                                       else 0),
+                    output_tokens=usage.output_tokens + (charge.output_tokens if charge
+                                                         else 0),
+                    cached_tokens=0, cost_usd=0.0)
+            replies += [self._new(MessageAssistant(data=data)), *warnings]
+            turns += [{"role": "user", "content": message},
+                      {"role": "assistant", "content": text}]
+            end = RunCompleted(data={"output": text, "steps": self.steps,
+                                     "usage": self._used()})
+            if self.ok_token is not None and text.strip() == self.ok_token:
+                # A heartbeat's "nothing to report" (as for a model's reply).
+                replies[-1 - len(warnings)].data["silent"] = end.data["silent"] = True
+            try:
+                outcome = await self._finish(end, before=replies, steer_guard=context_seq,
+                                             charge=charge)
+            except Steered:
+                # The adapter answered without the message steered in meanwhile: that
+                # message is its next turn; the replies are committed together.
+                message = await self._pending_message(context_seq)
+                continue
+            self._charged(charge)
+            return outcome
+
+    async def _pending_message(self, after: int) -> str | None:
+        """The run's messages logged after seq ``after`` (0: all of them, the first
+        and any steered in), joined."""
+        queued = self.run.queued_seq
+        start = max(after, queued - 2 if queued is not None and queued >= 2 else 0)
+        texts = [str(event.data.get("content") or "")
+                 for event in await self.store.read_events(self.session_id, after=start)
+                 if event.run_id == self.run.id and event.kind == "message.user"]
+        return "\n\n".join(texts) if texts else None
+
+    def _session(self, turns: list[dict[str, str]]) -> Session:
+        """The turn's session: its earlier turns read from the log (the messages the
+        run answers left out), then this run's earlier ``turns``."""
+        history: list[dict[str, str]] = []
+        for m in self.history.messages:
+            if isinstance(m, UserMessage):
+                history.append({"role": "user", "content": m.content})
+            elif isinstance(m, AssistantMessage) and m.text:
+                history.append({"role": "assistant", "content": m.text})
+        while history and history[-1]["role"] == "user":
+            history.pop()
+        return Session(key=self.session_key, agent=self.agent_name, run_id=self.run.id,
+                       history=[*history, *turns])
+
+    async def _turn(self, adapter: Any, model: AdapterModel, message: str,
+                    turns: list[dict[str, str]]) -> tuple[str, Usage | None]:
+        """One adapter turn, bounded by the timeout: its text and reported usage."""
+        timeout = self.agent_settings.timeout_s or self._timeout()
+        token = _CURRENT.set(self._session(turns))
+        self._in_model = True  # a cancel asked for meanwhile stops the turn at once
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                return await self._stream(adapter, message)
+        except TimeoutError:
+            if deadline.expired():
+                raise _TurnFailed(AgentdError(
+                    f"adapter {model.target} did not answer within {timeout:g}s "
+                    "(settings.timeout_s, else [adapters] timeout_s)",
+                    code="adapter_timeout", retryable=True)) from None
+            raise _TurnFailed(self._raised(model, TimeoutError("timed out"))) from None
+        except _TurnFailed:
+            raise
+        except Exception as exc:
+            raise _TurnFailed(self._raised(model, exc)) from None
+        finally:
+            self._in_model = False
+            _CURRENT.reset(token)
+
+    def _timeout(self) -> float:
+        adapters = self.services.get("adapters")
+        return adapters.timeout_s if isinstance(adapters, Adapters) else 300.0
+
+    @staticmethod
+    def _raised(model: AdapterModel, exc: BaseException) -> AgentdError:
+        why = str(exc)[:500]
+        return AgentdError(f"adapter {model.target} raised {type(exc).__name__}"
+                           + (f": {why}" if why else ""), code="adapter_error")
+
+    async def _stream(self, adapter: Any, message: str) -> tuple[str, Usage | None]:
+        stream = getattr(adapter, "send_message_stream", None)
+        if stream is None:
+            text = await adapter.send_message(message, self.session_key)
+            if not isinstance(text, str):
+                raise TypeError(f"send_message returned {type(text).__name__}, not str")
+            self._publish_text(text, False)
+            return text, None
+        parts: list[str] = []
+        open_calls: list[tuple[str, str, float]] = []
+        calls = 0
+        async for event in stream(message, self.session_key):
+            kind = getattr(event, "type", None)
+            if kind == "token":
+                piece = str(event.content)
+                parts.append(piece)
+                if piece:
+                    self._publish_text(piece, False)
+            elif kind == "tool_start":
+                calls += 1
+                call_id = f"{self.run.id}:a{self.steps}.{calls}"
+                name = str(event.name or "tool")[:_NAME_CHARS]
+                open_calls.append((call_id, name, time.monotonic()))
+                await self._commit([self._new(ToolStarted(data={
+                    "call_id": call_id, "name": name,
+                    "arguments": _arguments(event.input),
+                    "effect_id": f"{self.run.id}:adapter:{self.steps}.{calls}"}))])
+            elif kind == "tool_end":
+                name = str(event.name or "tool")[:_NAME_CHARS]
+                match = next((c for c in open_calls if c[1] == name),
+                             open_calls[0] if open_calls else None)
+                if match is None:
+                    continue  # an end without a start: nothing to pair it with
+                open_calls.remove(match)
+                output = event.output if isinstance(event.output, str) else (
+                    "" if event.output is None else str(event.output))
+                await self._commit([self._new(ToolFinished(data={
+                    "call_id": match[0], "name": match[1],
+                    "output": output[:_OUTPUT_CHARS],
+                    "is_error": bool(getattr(event, "is_error", False)),
+                    "duration_ms": round((time.monotonic() - match[2]) * 1000, 3)}))])
+            elif kind == "done":
+                if not isinstance(event.content, str | None):
+                    raise TypeError(f"the done event's content is "
+                                    f"{type(event.content).__name__}, not str")
+                text = event.content or "".join(parts)
+                return text, _usage(event.usage)
+            elif kind == "error":
+                raise _TurnFailed(AgentdError(
+                    f"the adapter reported an error: {str(event.content)[:500]}",
+                    code="adapter_error"))
+            else:
+                raise TypeError(f"unknown stream event {kind!r} (token, tool_start, "
+                                "tool_end, done, error)")
+        return "".join(parts), None
