@@ -73,7 +73,7 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             d = e["data"]
             if e["kind"] == "message.user" and "schedule_id" in d:
                 fire_runs[d["schedule_id"]][_key(float(d["fire_at"]))].append(e["run_id"])
-    total = 0
+    total = pruned = 0
     for sid, made in created.items():
         sched = tables.schedules.get(sid)
         if sched is None:
@@ -100,6 +100,7 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             row = rows.get(k)
             runs = fire_runs[sid].get(k, [])
             if row is None:
+                pruned += kept is not None and k < kept[0]
                 if kept is None or k >= kept[0]:
                     v.add("fire_once", f"schedule {sid}: fire time {t:.3f} has no claim "
                           f"(runs {runs})")
@@ -115,7 +116,7 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
         if sched["fires"] != len(times):
             v.add("fire_once", f"schedule {sid}: counts {sched['fires']} fires, "
                   f"{len(times)} fire times")
-    return {"schedules": len(created), "fire_times": total,
+    return {"schedules": len(created), "fire_times": total, "fire_claims_pruned": pruned,
             "fire_runs": sum(len(r) for by in fire_runs.values() for r in by.values())}
 
 
@@ -209,7 +210,18 @@ def check_subtasks(tables: Tables, v: Violations) -> dict[str, Any]:
             _check_boss(tables, run, of_parent.get(run["id"], []), by_effect, v)
         elif run["agent"] == CALLER:
             calls += _check_caller(tables, run, of_parent.get(run["id"], []), by_effect, v)
-    return {"subtasks": sum(r["type"] == "subtask" for r in tables.subtasks),
+    # Where the kills landed: tool calls started again after a restart (the loop
+    # re-runs these idempotent / read-only tools; a start finds the child it made).
+    restarts: collections.Counter[str] = collections.Counter()
+    for log in tables.events.values():
+        per_effect = collections.Counter(
+            (e["data"]["name"], e["data"]["effect_id"]) for e in log
+            if e["kind"] == "tool.started"
+            and e["data"]["name"] in ("subtask_start", "subtask_wait", "agent_call"))
+        for (name, _), n in per_effect.items():
+            restarts[name] += n - 1
+    return {"tool_calls_started_again": dict(sorted(restarts.items())),
+            "subtasks": sum(r["type"] == "subtask" for r in tables.subtasks),
             "calls": sum(r["type"] == "call" for r in tables.subtasks),
             "boss_runs": boss_runs, "caller_runs": calls,
             "subtask_finished_events": sum(marks["subtask.finished"].values())}
