@@ -306,7 +306,7 @@ def _check_caller(tables: Tables, run: dict[str, Any], rows: list[dict[str, Any]
 
 def check_runs(tables: Tables, v: Violations) -> dict[str, Any]:
     """Every run terminal (one terminal event, its last) and completed; every
-    session's seqs dense; no tool call with two results."""
+    session's seqs dense; model steps 1, 2, 3... and no tool call with two results."""
     statuses = collections.Counter(r["status"] for r in tables.runs.values())
     for run in tables.runs.values():
         log = tables.by_run.get(run["id"], [])
@@ -318,6 +318,10 @@ def check_runs(tables: Tables, v: Violations) -> dict[str, Any]:
         elif run["status"] != "completed":
             v.add("run_outcome", f"run {run['id']} of {run['agent']} ended {run['status']}: "
                   f"{json.dumps(run['error'])[:300]}")
+        steps = [e["data"].get("step") for e in log if e["kind"] == "message.assistant"]
+        if steps != list(range(1, len(steps) + 1)):
+            v.add("step_once", f"run {run['id']}: model steps {steps} (a recorded model "
+                  "call made again?)")
         per_effect = collections.Counter(f for f, _ in results_by_effect(log))
         for effect_id, n in per_effect.items():
             if n > 1:

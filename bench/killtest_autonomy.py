@@ -42,7 +42,8 @@ with read-only SQL. Invariants, one counter each:
 9. ``seq_dense``: each session's seqs are 1..last_seq;
 10. ``ack_once``: every acknowledged client message is logged once, as the run
     answered; none logged twice;
-11. ``step_once``: no tool call has two results.
+11. ``step_once``: in each run the model steps are 1, 2, 3... (no recorded model
+    call made again) and no tool call has two results.
 
 Stdout gets one JSON line of figures; progress goes to stderr. Exit status 1 when any
 invariant is violated (or the harness failed). Loopback only; every wait is bounded;
