@@ -110,9 +110,17 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             if len(runs) != 1:
                 v.add("fire_run_once", f"schedule {sid}: fire time {t:.3f} has {len(runs)} "
                       f"runs {runs}")
-            elif row is not None and row["run_id"] not in (None, runs[0]):
-                v.add("fire_run_once", f"schedule {sid}: fire time {t:.3f} claimed for run "
-                      f"{row['run_id']}, ran as {runs[0]}")
+            else:
+                if row is not None and row["run_id"] not in (None, runs[0]):
+                    v.add("fire_run_once", f"schedule {sid}: fire time {t:.3f} claimed for "
+                          f"run {row['run_id']}, ran as {runs[0]}")
+                run = tables.runs.get(runs[0] or "")
+                key = tables.sessions.get(run["session_id"], {}).get("key") if run else None
+                want = sched["session"] or f"schedule:{sid}:"
+                if key is None or not (key == want or (sched["session"] is None
+                                                       and key.startswith(want))):
+                    v.add("fire_run_once", f"schedule {sid}: fire time {t:.3f} ran in "
+                          f"session {key!r}, not {want!r}")
         if sched["fires"] != len(times):
             v.add("fire_once", f"schedule {sid}: counts {sched['fires']} fires, "
                   f"{len(times)} fire times")

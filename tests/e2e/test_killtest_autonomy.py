@@ -79,7 +79,7 @@ def test_the_checks_catch_a_lost_fire_a_repeated_fire_and_a_result_logged_twice(
         fires = []
         for i, t in enumerate(fired + ([1006.0] if faulty else [])):
             rid, sid = f"r{i}", f"s{i}"
-            sessions[sid] = {"id": sid, "agent": "ka-sched-0", "key": f"k{i}",
+            sessions[sid] = {"id": sid, "agent": "ka-sched-0", "key": f"schedule:sch_a:{i}",
                              "last_seq": 3}
             runs[rid] = {"id": rid, "session_id": sid, "agent": "ka-sched-0",
                          "status": "completed", "output": "tick", "error": None}

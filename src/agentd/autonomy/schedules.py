@@ -630,7 +630,7 @@ class Schedules:
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
             # A burst of missed fire times queues up behind its first.
             await self._fire(rec, t, expect=expect, after=after, missed=missed,
-                             failures=count, catching_up=i > 0)
+                             failures=count, catching_up=i > 0, nth=i)
             if after is None:
                 break
             expect, missed = after, 0
@@ -659,7 +659,7 @@ class Schedules:
 
     async def _fire(self, rec: ScheduleRecord, t: float, *, expect: float,
                     after: float | None, missed: int, failures: int,
-                    catching_up: bool = False) -> None:
+                    catching_up: bool = False, nth: int = 0) -> None:
         key = rec.session or f"schedule:{rec.id}:{iso(t)}"
         overlap = "enqueue" if catching_up else rec.overlap
         if (rec.session is None and overlap != "enqueue" and rec.last_run_id
@@ -671,7 +671,9 @@ class Schedules:
                                         "is still going (overlap: skip)")
                 return
             self._cancel_later(rec.last_run_id)
-        prune = rec.fires % 32 == 31
+        # ``rec.fires`` is as read before this pass: the ``nth`` fire of a burst counts
+        # on from it (a burst must not step over the fire that prunes old claims).
+        prune = (rec.fires + nth) % 32 == 31
 
         def claim(tx: Tx, accepted: Accepted) -> None:
             at = time.time()
