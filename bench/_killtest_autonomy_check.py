@@ -125,6 +125,11 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             v.add("fire_once", f"schedule {sid}: counts {sched['fires']} fires, "
                   f"{len(times)} fire times")
     return {"schedules": len(created), "fire_times": total, "fire_claims_pruned": pruned,
+            # What the daemon itself counted as missed / skipped (missed: all drops
+            # fire times older than the latest MAX_CATCHUP of a schedule far behind).
+            "fires_missed_counted": sum(int(s["missed_count"]) for s in tables.schedules.values()),
+            "fires_skipped_counted": sum(int(s["skipped_count"])
+                                         for s in tables.schedules.values()),
             "fire_runs": sum(len(r) for by in fire_runs.values() for r in by.values())}
 
 

@@ -75,17 +75,17 @@ def agent_bodies() -> list[dict[str, Any]]:
     return bodies
 
 
-def schedule_bodies() -> list[tuple[str, dict[str, Any]]]:
+def schedule_bodies(scale: int = 1) -> list[tuple[str, dict[str, Any]]]:
     """``(agent, POST /v1/agents/{agent}/schedules body)``: per scheduled agent one
     interval schedule into a fixed session and one into a new session per fire
-    (jittered on the first agent), and one cron schedule (every minute: the finest a
-    cron expression has)."""
+    (jittered on the first agent), every 2 and 3 s times ``scale``, and one cron
+    schedule (every minute: the finest a cron expression has)."""
     common = {"missed": "all", "overlap": "enqueue", "catchup_s": 3600}
     out: list[tuple[str, dict[str, Any]]] = []
     for i, agent in enumerate(SCHED_AGENTS):
-        out.append((agent, {"every_s": 2, "session": f"tick:{i}", "content": f"tick {i}",
+        out.append((agent, {"every_s": 2 * scale, "session": f"tick:{i}", "content": f"tick {i}",
                             **common}))
-        out.append((agent, {"every_s": 3, "content": f"tock {i}",
+        out.append((agent, {"every_s": 3 * scale, "content": f"tock {i}",
                             "jitter_s": 0.5 if i == 0 else 0, **common}))
     out.append((SCHED_AGENTS[0], {"cron": "* * * * *", "session": "cron:0",
                                   "content": "minute", **common}))
@@ -96,7 +96,7 @@ def parse_iso(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def setup(base: str) -> dict[str, dict[str, Any]]:
+def setup(base: str, scale: int = 1) -> dict[str, dict[str, Any]]:
     """Create the agents and schedules; the schedules as created, by id."""
     schedules: dict[str, dict[str, Any]] = {}
     with httpx.Client(headers=AUTH, base_url=base, timeout=30.0) as http:
@@ -105,7 +105,7 @@ def setup(base: str) -> dict[str, dict[str, Any]]:
             if response.status_code != 201:
                 raise RuntimeError(f"creating agent {body['name']}: HTTP "
                                    f"{response.status_code} {response.text[:500]}")
-        for agent, body in schedule_bodies():
+        for agent, body in schedule_bodies(scale):
             response = http.post(f"/v1/agents/{agent}/schedules", json=body)
             if response.status_code != 201:
                 raise RuntimeError(f"creating a schedule of {agent}: HTTP "
