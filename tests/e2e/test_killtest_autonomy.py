@@ -22,6 +22,9 @@ HARNESS = Path(__file__).resolve().parents[2] / "bench" / "killtest_autonomy.py"
 def test_a_few_kills_lose_and_repeat_no_fire_subtask_or_call(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+    # The daemon runs this tree's agentd, not whichever one is installed.
+    env["PYTHONPATH"] = os.pathsep.join([str(HARNESS.parents[1] / "src"),
+                                         *filter(None, [env.get("PYTHONPATH")])])
     result = subprocess.run(
         [sys.executable, str(HARNESS), "--kills", "3", "--seed", "14",
          "--min-kill-ms", "300", "--max-kill-ms", "600", "--warmup-s", "3",
