@@ -29,7 +29,10 @@ class Daemon:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
-        path = [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+        # Absolute: the daemon runs in the work dir, where a relative entry (the usual
+        # PYTHONPATH=src) would name nothing and the installed agentd would run instead.
+        path = [str(BENCH_DIR), *(str(Path(p).resolve()) for p in
+                                  os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
         env.update(
             AGENTD_HOME=str(home),
             AGENTD_DEMO_AGENT="false",

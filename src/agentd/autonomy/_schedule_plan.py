@@ -60,6 +60,9 @@ class Fire:
     failures: int
     overlap: str
     key: str
+    #: Its place in a burst of missed fire times (0: the first or only one): the
+    #: schedule's ``fires`` was read before the pass, so a burst counts on from it.
+    nth: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -625,7 +625,7 @@ class Schedules:
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
             fire = Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
                          failures=count, overlap="enqueue" if i > 0 else rec.overlap,
-                         key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+                         key=rec.session or f"schedule:{rec.id}:{iso(t)}", nth=i)
             step = self._before(fire)
             if step is not None:
                 await step
@@ -654,7 +654,8 @@ class Schedules:
     def _message(self, fire: Fire) -> Message:
         """The fire's message, its claim committed with it (module docstring)."""
         rec = fire.rec
-        prune = rec.fires % 32 == 31
+        # A burst must not step over the fire that prunes old claims (Fire.nth).
+        prune = (rec.fires + fire.nth) % 32 == 31
 
         def claim(tx: Tx, accepted: Accepted) -> None:
             at = time.time()

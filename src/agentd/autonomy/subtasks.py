@@ -247,19 +247,19 @@ class Subtasks:
                 children = await self._read(parent_run, ids)
                 pending = [c for c in children if not c.finished]
                 if self._satisfied(children, pending, every):
-                    return Waited(children=children, timed_out=False)
+                    return await self._waited(children, timed_out=False)
                 for child in pending:
                     if child.child_run not in watched:
                         self._watchers.setdefault(child.child_run, set()).add(wake)
                         watched.append(child.child_run)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return Waited(children=children, timed_out=True)
+                    return await self._waited(children, timed_out=True)
                 # Registered before this re-read: an end in between is not missed.
                 children = await self._read(parent_run, ids)
                 pending = [c for c in children if not c.finished]
                 if self._satisfied(children, pending, every):
-                    return Waited(children=children, timed_out=False)
+                    return await self._waited(children, timed_out=False)
                 poll = LOCAL_POLL_S if self.exclusive else SHARED_POLL_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(remaining, poll))
@@ -271,6 +271,15 @@ class Subtasks:
                     events.discard(wake)
                     if not events:
                         del self._watchers[run_id]
+
+    async def _waited(self, children: list[SubtaskRecord], *, timed_out: bool) -> Waited:
+        """The wait's answer, once the end of each finished child is logged in the
+        parent's session (by the hook, or here if it has not committed yet): so it
+        comes before the wait's result, and before the parent's run can end."""
+        for child in children:
+            if child.finished and not child.reported:
+                await self.report(child)
+        return Waited(children=children, timed_out=timed_out)
 
     @staticmethod
     def _satisfied(children: list[SubtaskRecord], pending: list[SubtaskRecord],
