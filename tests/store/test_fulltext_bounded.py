@@ -139,3 +139,31 @@ async def test_migration_9_rebuilds_the_index_with_the_namespace(tmp_path: Path)
         assert await store.fulltext_entries(["agent:y"], "lighthouse", None, 5) == []
     finally:
         await store.close()
+
+
+async def test_search_hits_are_read_by_key_not_through_the_namespace(
+        lite: Store, tmp_path: Path) -> None:
+    """A search's hits are read by their keys: with the namespace's index SQLite
+    reads every entry of the namespace (measured: 150 ms at 1M for 10 hits; SQLite
+    3.40 takes that path from 4 keys on)."""
+    from agentd.store import _entries
+
+    await _fill(lite, "agent:big", [f"entry {i}" for i in range(50)])
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    class Recorder:
+        def all(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            seen.append((sql, params))
+            return []
+
+    _entries.get_many_by_n(Recorder(), ["agent:big"], list(range(1, 11)))  # type: ignore[arg-type]
+    [(sql, params)] = seen
+    conn = sqlite3.connect(tmp_path / "fts.db")
+    try:
+        plan = " ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    finally:
+        conn.close()
+    assert "PRIMARY KEY" in plan and "memory_entries_created" not in plan, plan
+    got = await lite.entries_by_n(["agent:big"], [1, 2, 3])
+    assert sorted(got) == [1, 2, 3]
+    assert await lite.entries_by_n(["agent:other"], [1, 2, 3]) == {}

@@ -493,9 +493,12 @@ def get_many_by_n(tx: Tx, namespaces: Sequence[str], ns: Iterable[int]
     out: dict[int, EntryRecord] = {}
     if not names:
         return out
+    # ``(e.namespace || '')``: the keys find the rows; with the bare column, SQLite
+    # 3.40 walks the namespace index instead (every entry of a large namespace: 150 ms
+    # at 1M for 10 hits, against 0.1 ms by key).
     for part in _chunks(keys):
         for row in tx.all(f"SELECT {_COLS} FROM memory_entries e WHERE e.n IN "
-                          f"({_marks(part)}) AND e.namespace IN ({_marks(names)})",
+                          f"({_marks(part)}) AND (e.namespace || '') IN ({_marks(names)})",
                           (*part, *names)):
             record = _record(row)
             out[record.n] = record
