@@ -96,7 +96,7 @@ class MemoryConfig(_Area):
                                       "`onnx:all-minilm-l6-v2-int8` (offline, default), "
                                       "`openai:<model>` (an OpenAI-compatible endpoint), "
                                       "`none` (full-text search only).")
-    ann_threshold: int = Field(200_000, ge=0, le=100_000_000,
+    ann_threshold: int = Field(50_000, ge=0, le=100_000_000,
                                description="Entries in a namespace above which vector "
                                            "search uses the approximate index instead "
                                            "of an exact scan (0: always approximate).")
