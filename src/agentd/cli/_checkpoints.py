@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.markup import escape
 
-from agentd.cli._common import connect, echo_json, out
+from agentd.cli._common import AgentArg, connect, echo_json, out
 from agentd.cli._render import checkpoint_line, checkpoints_table, restored_line
 from agentd.cli._safe import terminal_safe
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.", show_default=False)]
 SessionArg = Annotated[
     str, typer.Argument(metavar="SESSION", help="Session key, e.g. user:42.", show_default=False)
 ]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "interrupted"})
 
 NameArg = Annotated[str, typer.Argument(help="Agent name.", show_default=False)]
+#: The same with AGENT in the usage line (the command groups: schedule, skill, ...).
+AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.",
+                                         show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SessionOption = Annotated[str, typer.Option("--session", "-s", help="Session key, e.g. user:42.")]
 VerboseOption = Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from agentd.cli._common import connect, echo_json, fail, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, fail, out
 
 __all__ = ["heartbeat_app"]
 
@@ -20,8 +20,6 @@ heartbeat_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.", show_default=False)]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"^([0-9]{1,7})([smhd]?)$")

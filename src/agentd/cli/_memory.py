@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentd.cli import _memory_entries
-from agentd.cli._common import connect, echo_json, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, out
 from agentd.cli._render import short, when
 
 __all__ = ["memory_app"]
@@ -29,11 +29,9 @@ memory_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.", show_default=False)]
 LabelArg = Annotated[
     str, typer.Argument(metavar="LABEL", help="The block's label, e.g. human.", show_default=False)
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 _BLOCKS = "Core blocks"
 
 

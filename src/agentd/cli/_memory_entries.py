@@ -20,17 +20,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import connect, describe_api_error, echo_json, fail, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, describe_api_error, echo_json, fail, out
 from agentd.cli._render import short, when
 from agentd.client import APIError
 
 __all__ = ["consolidate", "entries", "entry", "export", "forget", "import_", "remember",
            "search"]
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.", show_default=False)]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The entry's id (mem_...).",
                                       show_default=False)]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 TagOption = Annotated[list[str] | None, typer.Option(
     "--tag", "-t", metavar="TAG", help="A tag (repeat for more).", show_default=False)]
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import connect, echo_json, fail, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, fail, out
 from agentd.cli._render import short
 
 __all__ = ["schedule_app"]
@@ -26,11 +26,8 @@ schedule_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.",
-                                         show_default=False)]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="The schedule's id (sch_...).",
                                       show_default=False)]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _timing(item: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import connect, echo_json, fail, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, fail, out
 from agentd.cli._render import short, when
 
 __all__ = ["skill_app"]
@@ -29,9 +29,6 @@ skill_app = typer.Typer(
 
 SkillArg = Annotated[str, typer.Argument(metavar="SKILL", help="The skill's name.",
                                          show_default=False)]
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent name.",
-                                         show_default=False)]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _size(n: float) -> str:
