@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from agentd.errors import AgentdError, ToolError
+from agentd.errors import ToolError
 from agentd.store.records import iso
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools._tool import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.autonomy.schedules import Schedules
@@ -55,15 +55,6 @@ def _line(rec: ScheduleRecord) -> str:
             f"{state}: {text!r}")
 
 
-async def _acting(call: Any) -> Any:
-    try:
-        return await call
-    except ToolError:
-        raise
-    except AgentdError as exc:
-        raise ToolError(exc.message, code=exc.code) from None
-
-
 @tool(idempotent=True)
 async def schedule_create(content: str, ctx: ToolContext, cron: str | None = None,
                           every_s: float | None = None, at: str | None = None,
@@ -89,7 +80,7 @@ async def schedule_create(content: str, ctx: ToolContext, cron: str | None = Non
 
     service = _service(ctx)
     if ctx.origin.get("schedule_id") is not None:
-        agent = await _acting(service.agents.get(ctx.agent))
+        agent = await acting(service.agents.get(ctx.agent))
         if not service.settings_of(agent).allow_from_schedule:
             raise ToolError("a run started by a schedule may not create schedules "
                             "(settings.schedules.allow_from_schedule is off)",
@@ -106,7 +97,7 @@ async def schedule_create(content: str, ctx: ToolContext, cron: str | None = Non
     if existing is not None and existing.agent_id == ctx.agent_id:
         return f"scheduled (already): {_line(existing)}"
     try:
-        rec = await _acting(service.create(ctx.agent, spec, by=f"agent:{ctx.agent}",
+        rec = await acting(service.create(ctx.agent, spec, by=f"agent:{ctx.agent}",
                                            run=ctx.run_id, schedule_id=schedule_id))
     except ToolError as exc:
         raise ToolError(exc.message.replace("body.", ""), code=exc.code) from None
@@ -117,7 +108,7 @@ async def schedule_create(content: str, ctx: ToolContext, cron: str | None = Non
 async def schedule_list(ctx: ToolContext) -> str:
     """List your schedules (id, timing, target, next fire time)."""
     service = _service(ctx)
-    records = await _acting(service.of_agent(ctx.agent, limit=1000))
+    records = await acting(service.of_agent(ctx.agent, limit=1000))
     return ("\n".join(f"- {_line(r)}" for r in records) if records
             else "you have no schedules")
 
@@ -136,7 +127,7 @@ async def schedule_delete(schedule_id: str, ctx: ToolContext) -> str:
     if rec is None or rec.agent_id != ctx.agent_id:
         # Another agent's schedule is not acted on, nor said to exist.
         raise ToolError(f"no schedule {schedule_id!r} of yours", code="schedule_not_found")
-    await _acting(service.delete(schedule_id))
+    await acting(service.delete(schedule_id))
     return f"deleted schedule {schedule_id}"
 
 

@@ -3,10 +3,10 @@ entries (``ToolContext.entries``, acting in ``ToolContext.memory_scope``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from agentd.errors import AgentdError, ToolError
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.errors import ToolError
+from agentd.tools._tool import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks
@@ -85,16 +85,6 @@ def _entries(ctx: ToolContext) -> tuple[MemoryEntries, Scope]:
     return cast("MemoryEntries", ctx.entries), cast("Scope", ctx.memory_scope)
 
 
-async def _acting(call: Any) -> Any:
-    """Run a service call, its refusals turned into errors the model can act on."""
-    try:
-        return await call
-    except ToolError:
-        raise
-    except AgentdError as exc:
-        raise ToolError(exc.message, code=exc.code) from None
-
-
 @tool
 async def remember(content: str, ctx: ToolContext, tags: list[str] | None = None,
                    namespace: str | None = None) -> str:
@@ -108,8 +98,8 @@ async def remember(content: str, ctx: ToolContext, tags: list[str] | None = None
     from agentd.memory.entries import EntryIn
 
     service, scope = _entries(ctx)
-    written = await _acting(service.add(scope, [EntryIn(content=content, tags=tags or (),
-                                                        namespace=namespace)]))
+    written = await acting(service.add(scope, [EntryIn(content=content, tags=tags or (),
+                                                       namespace=namespace)]))
     entry, created = written[0]
     if not created:
         return f"already remembered as {entry.id} (nothing new was stored)"
@@ -142,7 +132,7 @@ async def recall(query: str, ctx: ToolContext, limit: int = 5,
     service, scope = _entries(ctx)
     if not 1 <= limit <= 20:
         raise ToolError("limit must be between 1 and 20", code="invalid_input")
-    hits: list[Hit] = await _acting(service.search(
+    hits: list[Hit] = await acting(service.search(
         scope, query, limit=limit, filters=EntryFilter(tags_all=tuple(tags or ())),
         wait_embedding_s=2.0))
     if not hits:
@@ -162,7 +152,7 @@ async def forget(entry_id: str, ctx: ToolContext) -> str:
         entry_id: the entry's id (mem_...), as recall shows it
     """
     service, scope = _entries(ctx)
-    entry = await _acting(service.delete(scope, entry_id))
+    entry = await acting(service.delete(scope, entry_id))
     return f"forgot {entry.id}"
 
 
@@ -181,7 +171,7 @@ async def update_memory(entry_id: str, ctx: ToolContext, content: str | None = N
     service, scope = _entries(ctx)
     if content is None and tags is None:
         raise ToolError("give content, tags or both", code="invalid_input")
-    entry = await _acting(service.update(scope, entry_id, EntryChange(
+    entry = await acting(service.update(scope, entry_id, EntryChange(
         content=content, tags=None if tags is None else tuple(tags))))
     return f"updated {entry.id} (version {entry.version})"
 

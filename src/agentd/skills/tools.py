@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from agentd.errors import AgentdError, ToolError
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools._tool import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.skills.service import Skills
@@ -64,11 +64,8 @@ async def skill_read(name: str, path: str, ctx: ToolContext) -> str:
     """
     service = _service(ctx)
     info = await service.usable(ctx, name)
-    try:
-        data, size = await service.registry.read(info.name, path,
-                                                 max_bytes=MAX_READ_BYTES)
-    except AgentdError as exc:
-        raise ToolError(exc.message, code=exc.code) from None
+    data, size = await acting(service.registry.read(info.name, path,
+                                                    max_bytes=MAX_READ_BYTES))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -6,21 +6,23 @@ import asyncio
 import dataclasses
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from agentd.errors import ToolError
+from agentd.errors import AgentdError, ToolError
 from agentd.llm.messages import ToolSpec
 from agentd.sandbox.workspace import set_usage, usage
 
 if TYPE_CHECKING:
     from agentd.tools._workers import WorkerPool
 
-__all__ = ["Tool", "ToolContext", "tool"]
+__all__ = ["Tool", "ToolContext", "acting", "tool"]
+
+_T = TypeVar("_T")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -274,3 +276,13 @@ def tool(
         return build(fn)
     return build
 
+
+async def acting(call: Awaitable[_T]) -> _T:
+    """Await a service call from a tool, its refusals (``AgentdError``) turned into
+    tool errors the model can act on (same message and code)."""
+    try:
+        return await call
+    except ToolError:
+        raise
+    except AgentdError as exc:
+        raise ToolError(exc.message, code=exc.code) from None
