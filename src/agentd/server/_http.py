@@ -10,6 +10,10 @@ Every request, the message fast path included, passes through the same stack (bu
     ErrorMapping              any exception -> {"error": {...}} via response_for
     route dispatch            checks the path; the message route -> its handler,
                               everything else -> FastAPI's router
+
+A protocol door (``agentd.protocols``) answers errors in its protocol's own shape: it
+registers an :data:`ErrorShape` for its path prefix with :func:`add_error_shape`, and
+every error answer above (401, 413, a route's exception) is rendered through it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -42,8 +46,10 @@ __all__ = [
     "BearerAuth",
     "BodyLimit",
     "ErrorMapping",
+    "ErrorShape",
     "LastResort",
     "TokenCheck",
+    "add_error_shape",
     "check_path",
     "content_length",
     "error_response",
@@ -229,7 +235,39 @@ def check_path(scope: Scope) -> None:
         raise InvalidInput("the path must not contain control characters", field="path")
 
 
-def error_response(error: AgentdError, headers: dict[str, str] | None = None) -> Response:
+#: How a door renders an error: the error and the headers its answer must carry.
+ErrorShape = Callable[[AgentdError, "dict[str, str] | None"], Response]
+
+
+def add_error_shape(app: Any, prefix: str, shape: ErrorShape) -> None:
+    """Render the errors of requests whose path starts with ``prefix`` with ``shape``
+    (the longest matching prefix wins)."""
+    shapes: list[tuple[str, ErrorShape]] = [*getattr(app.state, "error_shapes", ()),
+                                             (prefix, shape)]
+    shapes.sort(key=lambda item: -len(item[0]))
+    app.state.error_shapes = shapes
+
+
+def _shape_for(scope: Scope | None) -> ErrorShape | None:
+    if scope is None:
+        return None
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    path = scope.get("path", "")
+    shapes: list[tuple[str, ErrorShape]] = getattr(state, "error_shapes", [])
+    for prefix, shape in shapes:
+        if path.startswith(prefix):
+            return shape
+    return None
+
+
+def error_response(error: AgentdError, headers: dict[str, str] | None = None,
+                   scope: Scope | None = None) -> Response:
+    """The error as the API's JSON answer, or in the shape of the door ``scope``'s path
+    belongs to."""
+    shape = _shape_for(scope)
+    if shape is not None:
+        return shape(error, headers)
     response = json_response({"error": error.to_dict()}, error.status)
     if headers:
         response.headers.update(headers)
@@ -240,10 +278,11 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc) or "body"
 
 
-def response_for(exc: Exception) -> Response:
-    """The one mapping from an exception to the API's JSON error response."""
+def response_for(exc: Exception, scope: Scope | None = None) -> Response:
+    """The one mapping from an exception to the API's JSON error response (in the
+    shape of the door ``scope`` belongs to, if any)."""
     if isinstance(exc, AgentdError):
-        return error_response(exc)
+        return error_response(exc, scope=scope)
     if isinstance(exc, RequestValidationError):
         errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
                   for e in exc.errors()]
@@ -255,14 +294,14 @@ def response_for(exc: Exception) -> Response:
             message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         err = AgentdError(message, code="invalid_input", details={"errors": errors})
         err.status = 422
-        return error_response(err)
+        return error_response(err, scope=scope)
     if isinstance(exc, StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "http_error")
         err = AgentdError(str(exc.detail), code=code)
         err.status = exc.status_code
-        return error_response(err, dict(exc.headers) if exc.headers else None)
+        return error_response(err, dict(exc.headers) if exc.headers else None, scope)
     log.exception("unhandled error", exc_info=exc)
-    return error_response(AgentdError("internal error; see the daemon log"))
+    return error_response(AgentdError("internal error; see the daemon log"), scope=scope)
 
 
 class ErrorMapping:
@@ -287,7 +326,7 @@ class ErrorMapping:
             await self.app(scope, receive, send)
         except Exception as exc:
             try:
-                await response_for(exc)(scope, receive, send)
+                await response_for(exc, scope)(scope, receive, send)
             except Exception:
                 raise exc from None
 
@@ -308,7 +347,7 @@ class LastResort:
             await self.app(scope, receive, send)
         except Exception as exc:
             with contextlib.suppress(Exception):
-                await response_for(exc)(scope, receive, send)
+                await response_for(exc, scope)(scope, receive, send)
             raise
 
 
@@ -379,9 +418,9 @@ def content_length(scope: Scope) -> int | None:
     return None
 
 
-def unauthorized() -> Response:
+def unauthorized(scope: Scope | None = None) -> Response:
     return error_response(Unauthorized("missing or invalid bearer token"),
-                          {"WWW-Authenticate": "Bearer"})
+                          {"WWW-Authenticate": "Bearer"}, scope)
 
 
 def person(scope: Scope, what: str) -> str:
@@ -405,7 +444,7 @@ class BearerAuth:
         if scope["type"] != "http" or self.check.allows(scope):
             await self.app(scope, receive, send)
             return
-        await unauthorized()(scope, receive, send)
+        await unauthorized(scope)(scope, receive, send)
 
 
 class BodyLimit:
@@ -425,8 +464,9 @@ class BodyLimit:
                 return limit
         return self.limit
 
-    def _too_large(self, limit: int) -> Response:
-        return error_response(PayloadTooLarge(f"request body over {limit} bytes"))
+    def _too_large(self, limit: int, scope: Scope) -> Response:
+        return error_response(PayloadTooLarge(f"request body over {limit} bytes"),
+                              scope=scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -436,7 +476,7 @@ class BodyLimit:
         length = content_length(scope)
         if length is not None:
             if length > limit:
-                await self._too_large(limit)(scope, receive, send)
+                await self._too_large(limit, scope)(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -448,7 +488,7 @@ class BodyLimit:
         try:
             body = await read_body(receive, limit)
         except PayloadTooLarge:
-            await self._too_large(limit)(scope, receive, send)
+            await self._too_large(limit, scope)(scope, receive, send)
             return
         if body is not None:  # else the client went away
             await self.app(scope, replay(body, receive), send)

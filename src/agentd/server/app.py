@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
+from agentd.protocols import openai as openai_door
 from agentd.runtime import Runtime
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
@@ -254,6 +255,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
+    # The protocol doors (agentd.protocols): their routes are not in this document.
+    openai_door.install(app)
 
     document_app = app.openapi
 

@@ -1,0 +1,18 @@
+"""The OpenAI-compatible door (see :mod:`.routes` and docs/protocols/openai.md)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from agentd.protocols.openai._errors import openai_error
+from agentd.protocols.openai.routes import PREFIXES, router
+from agentd.server._http import add_error_shape
+
+__all__ = ["install"]
+
+
+def install(app: FastAPI) -> None:
+    """Serve the door's routes on ``app``, its errors in OpenAI's shape."""
+    app.include_router(router)
+    for prefix in PREFIXES:
+        add_error_shape(app, prefix, openai_error)

@@ -1,0 +1,414 @@
+"""The OpenAI-compatible door's routes: models, Chat Completions, Responses.
+
+Each request goes through the Runtime facade like a native message: it is committed
+(message + queued run) before the agent is asked anything, waits its session's turn,
+obeys the agent's budgets, policy and approvals. How a request finds its session:
+
+1. ``X-Agentd-Session: KEY`` (a header): that session of the agent;
+2. Responses: ``previous_response_id``: the session of that response (a response's
+   id names its run, and the run its session, so the chain is as durable as the log);
+3. ``user``: the session ``openai:user:<user>``;
+4. else a new session per request (``openai:<random>``).
+
+A session that already holds a conversation gets only the new turns (those after the
+request's last assistant message); a new one gets the earlier turns too, as a
+transcript in front of them. See docs/protocols/openai.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from agentd.errors import (
+    AgentdError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RunNotFound,
+    SessionNotFound,
+)
+from agentd.events import TERMINAL_KINDS
+from agentd.protocols.openai._wire import (
+    ChatRequest,
+    Conversation,
+    ResponsesRequest,
+    chat_conversation,
+    parse,
+    responses_conversation,
+)
+from agentd.runtime import Runtime, SendResult, Token, follow
+from agentd.server._http import json_response, loads_strict
+from agentd.server.routes._deps import runtime_of
+from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
+from agentd.store.records import RunRecord
+
+__all__ = ["PREFIXES", "router"]
+
+router = APIRouter(tags=["openai"], include_in_schema=False)
+
+#: The paths this door answers (its errors are in OpenAI's shape).
+PREFIXES = ("/v1/models", "/v1/chat/completions", "/v1/responses")
+SESSION_HEADER = "x-agentd-session"
+_RESPONSE_PREFIX = "resp_"
+_CHAT_PREFIX = "chatcmpl-"
+
+
+class RunDidNotComplete(AgentdError):
+    """A run that ended other than completed, or waits for a person's decision."""
+
+    status = 409
+    code = "run_not_completed"
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise InvalidInput("the request needs a JSON body", field="body")
+    return loads_strict(raw)
+
+
+# -- models ------------------------------------------------------------------------
+
+
+def _model(name: str, created_at: float) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(created_at),
+            "owned_by": "agentd"}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    """Every agent the token may use, as a model (today every token sees every agent,
+    as on the native API)."""
+    agents = await runtime_of(request).list_agents()
+    return json_response({"object": "list",
+                          "data": [_model(a.name, a.created_at) for a in agents]})
+
+
+@router.get("/v1/models/{model:path}")
+async def get_model(model: str, request: Request) -> Response:
+    agent = await runtime_of(request).stored_agent(model)
+    return json_response(_model(agent.name, agent.created_at))
+
+
+# -- sending -----------------------------------------------------------------------
+
+
+async def _session_for(request: Request, runtime: Runtime, agent: str,
+                       user: str | None, previous: str | None) -> tuple[str, bool]:
+    """The session key of a request, and whether that session holds a conversation
+    already (see the module's docstring)."""
+    header = request.headers.get(SESSION_HEADER)
+    if previous is not None:
+        _, owner, key = await _run_of_response(runtime, previous, "previous_response_id")
+        if owner != agent:
+            raise InvalidInput(f"previous_response_id {previous!r} is a response of "
+                               f"another model ({owner!r})", field="previous_response_id")
+        if header is not None and header != key:
+            raise InvalidInput(f"the {SESSION_HEADER} header names another session than "
+                               "previous_response_id", field="header." + SESSION_HEADER)
+        return key, True
+    if header is not None:
+        key = header
+    elif user:
+        key = f"openai:user:{user}"
+    else:
+        return f"openai:{secrets.token_hex(12)}", False
+    try:
+        await runtime.get_session(agent, key)
+    except SessionNotFound:
+        return key, False
+    return key, True
+
+
+async def _send(request: Request, runtime: Runtime, agent: str, key: str,
+                conversation: Conversation, *, known: bool, stream: bool) -> SendResult:
+    content = conversation.content(with_earlier=not known)
+    limit = runtime.settings.max_message_bytes
+    if len(content.encode()) > limit:
+        raise PayloadTooLarge(f"the message is over {limit} bytes")
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+        raise InvalidInput("Idempotency-Key must be 1-256 characters",
+                           field="header.idempotency-key")
+    return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
+                              mode="enqueue", priority="interactive", stream=stream)
+
+
+def _finished(run: RunRecord) -> RunRecord:
+    """``run`` if it completed; else the error its client is told."""
+    if run.status == "completed":
+        return run
+    if run.status == "waiting_approval":
+        raise RunDidNotComplete(
+            f"run {run.id} waits for a decision on a tool call (approve or deny it: "
+            f"POST /v1/runs/{run.id}/decision, or in `agentd approvals`)",
+            code="approval_required", details={"run_id": run.id})
+    error = run.error or {}
+    message = error.get("message") or f"the run ended {run.status}"
+    code = str(error.get("code") or f"run_{run.status}")
+    if code == "budget_exceeded":
+        exc = AgentdError(message, code="insufficient_quota")
+        exc.status = 429
+        raise exc
+    raise RunDidNotComplete(f"run {run.id} {run.status}: {message}", code=code,
+                            details={"run_id": run.id})
+
+
+def _usage(run: RunRecord) -> tuple[int, int]:
+    return int(run.usage.get("input_tokens", 0)), int(run.usage.get("output_tokens", 0))
+
+
+async def _follow_run(runtime: Runtime, sent: SendResult
+                      ) -> AsyncIterator[str | RunRecord | None]:
+    """The run's text deltas as they come, ``None`` for a heartbeat, then the run as
+    stored once it ended."""
+    sub = runtime.subscribe(sent.session.id)
+    after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
+    session_id, run_id = sent.session.id, sent.run.id
+    try:
+        async for item in follow(sub, lambda seq: runtime.read_events(session_id, after=seq),
+                                 after, None if sent.duplicate else sent.events,
+                                 heartbeat_s=HEARTBEAT_S):
+            if item is None:
+                yield None
+            elif isinstance(item, Token):
+                if item.run_id == run_id and item.text:
+                    yield item.text
+            elif item.run_id == run_id and item.kind in TERMINAL_KINDS and not is_silent(item):
+                run, _, _ = await runtime.get_run(run_id)
+                yield run
+                return
+    finally:
+        sub.close()
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = b"event: %s\n" % event.encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _error_frame(exc: AgentdError) -> dict[str, Any]:
+    return {"message": exc.message, "type": "server_error", "param": None,
+            "code": exc.code}
+
+
+# -- Chat Completions --------------------------------------------------------------
+
+
+def _completion(run: RunRecord, agent: str) -> dict[str, Any]:
+    prompt, completion = _usage(run)
+    return {
+        "id": _CHAT_PREFIX + run.id, "object": "chat.completion",
+        "created": int(run.created_at), "model": agent,
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": run.output or "",
+                                 "refusal": None}}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+        "system_fingerprint": None,
+    }
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    """OpenAI's Chat Completions, answered by the agent named as ``model``."""
+    runtime = runtime_of(request)
+    body: ChatRequest = parse(ChatRequest, await _body(request))
+    conversation = chat_conversation(body)
+    key, known = await _session_for(request, runtime, body.model, body.user, None)
+    sent = await _send(request, runtime, body.model, key, conversation, known=known,
+                       stream=body.stream)
+    headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
+    if not body.stream:
+        run = _finished(await runtime.wait(sent.run.id))
+        response = json_response(_completion(run, body.model))
+        response.headers.update(headers)
+        return response
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    response = sse_response(_chat_chunks(runtime, sent, body.model, include_usage))
+    response.headers.update(headers)
+    return response
+
+
+async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
+                       include_usage: bool) -> AsyncIterator[bytes]:
+    base = {"id": _CHAT_PREFIX + sent.run.id, "object": "chat.completion.chunk",
+            "created": int(sent.run.created_at or time.time()), "model": agent,
+            "system_fingerprint": None}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    streamed = False
+    async for item in _follow_run(runtime, sent):
+        if item is None:
+            yield b": ping\n\n"
+        elif isinstance(item, str):
+            streamed = True
+            yield chunk({"content": item})
+        else:
+            try:
+                run = _finished(item)
+            except AgentdError as exc:
+                yield _sse({"error": _error_frame(exc)})
+                return
+            if not streamed and run.output:
+                yield chunk({"content": run.output})
+            yield chunk({}, "stop")
+            if include_usage:
+                prompt, completion = _usage(run)
+                yield _sse({**base, "choices": [], "usage": {
+                    "prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion}})
+            yield b"data: [DONE]\n\n"
+            return
+
+
+# -- Responses ---------------------------------------------------------------------
+
+
+async def _run_of_response(runtime: Runtime, response_id: str, field: str
+                           ) -> tuple[RunRecord, str, str]:
+    if not response_id.startswith(_RESPONSE_PREFIX):
+        raise InvalidInput(f"{response_id!r} is not a response id", field=field)
+    try:
+        return await runtime.get_run(response_id.removeprefix(_RESPONSE_PREFIX))
+    except RunNotFound:
+        raise NotFound(f"no response {response_id!r}", code="response_not_found",
+                       details={"errors": [{"field": field, "message": "not found"}]}
+                       ) from None
+
+
+_STATUS = {"queued": "queued", "running": "in_progress",
+           "waiting_approval": "in_progress", "completed": "completed",
+           "failed": "failed", "cancelled": "cancelled", "interrupted": "incomplete"}
+
+
+def _message_item(run: RunRecord, text: str, status: str) -> dict[str, Any]:
+    return {"type": "message", "id": "msg_" + run.id, "status": status,
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [],
+                         "logprobs": []}]}
+
+
+def _response(run: RunRecord, agent: str, previous: str | None) -> dict[str, Any]:
+    prompt, completion = _usage(run)
+    status = _STATUS.get(run.status, "in_progress")
+    done = run.status == "completed"
+    error = run.error if run.status == "failed" else None
+    return {
+        "id": _RESPONSE_PREFIX + run.id, "object": "response",
+        "created_at": int(run.created_at), "status": status, "model": agent,
+        "output": [_message_item(run, run.output or "", "completed")] if done else [],
+        "error": ({"code": str(error.get("code", "run_failed")),
+                   "message": str(error.get("message", ""))} if error else None),
+        "incomplete_details": None, "instructions": None, "metadata": {},
+        "parallel_tool_calls": True, "temperature": None, "top_p": None,
+        "tool_choice": "auto", "tools": [], "previous_response_id": previous,
+        "usage": {"input_tokens": prompt, "output_tokens": completion,
+                  "total_tokens": prompt + completion,
+                  "input_tokens_details": {"cached_tokens":
+                                           int(run.usage.get("cached_tokens", 0))},
+                  "output_tokens_details": {"reasoning_tokens": 0}},
+    }
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request) -> Response:
+    """OpenAI's Responses API: ``previous_response_id`` continues that response's
+    session."""
+    runtime = runtime_of(request)
+    body: ResponsesRequest = parse(ResponsesRequest, await _body(request))
+    conversation = responses_conversation(body)
+    key, known = await _session_for(request, runtime, body.model, body.user,
+                                    body.previous_response_id)
+    sent = await _send(request, runtime, body.model, key, conversation, known=known,
+                       stream=body.stream)
+    headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
+    if not body.stream:
+        run = await runtime.wait(sent.run.id)
+        if run.status == "waiting_approval":
+            _finished(run)
+        response = json_response(_response(run, body.model, body.previous_response_id))
+    else:
+        response = sse_response(_response_events(runtime, sent, body.model,
+                                                 body.previous_response_id))
+    response.headers.update(headers)
+    return response
+
+
+async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
+                           previous: str | None) -> AsyncIterator[bytes]:
+    seq = 0
+
+    def event(kind: str, **fields: Any) -> bytes:
+        nonlocal seq
+        seq += 1
+        return _sse({"type": kind, "sequence_number": seq, **fields}, kind)
+
+    run = sent.run
+    item_id = "msg_" + run.id
+    yield event("response.created", response=_response(run, agent, previous))
+    yield event("response.in_progress", response={
+        **_response(run, agent, previous), "status": "in_progress"})
+    yield event("response.output_item.added", output_index=0,
+                item={**_message_item(run, "", "in_progress"), "content": []})
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    yield event("response.content_part.added", item_id=item_id, output_index=0,
+                content_index=0, part=part)
+    text: list[str] = []
+    async for item in _follow_run(runtime, sent):
+        if item is None:
+            yield b": ping\n\n"
+        elif isinstance(item, str):
+            text.append(item)
+            yield event("response.output_text.delta", item_id=item_id, output_index=0,
+                        content_index=0, delta=item, logprobs=[])
+        else:
+            final = _response(item, agent, previous)
+            if item.status != "completed":
+                yield event("response.failed" if item.status == "failed" else
+                            "response.incomplete", response=final)
+                return
+            output = item.output or ""
+            if not text and output:
+                yield event("response.output_text.delta", item_id=item_id,
+                            output_index=0, content_index=0, delta=output, logprobs=[])
+            yield event("response.output_text.done", item_id=item_id, output_index=0,
+                        content_index=0, text=output, logprobs=[])
+            yield event("response.content_part.done", item_id=item_id, output_index=0,
+                        content_index=0, part={**part, "text": output})
+            yield event("response.output_item.done", output_index=0,
+                        item=_message_item(item, output, "completed"))
+            yield event("response.completed", response=final)
+            return
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, request: Request) -> Response:
+    """A response (its run) as it is now."""
+    run, agent, _ = await _run_of_response(runtime_of(request), response_id, "response_id")
+    return json_response(_response(run, agent, None))
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, request: Request) -> Response:
+    """Cancel the response's run (a run already ended is answered as it is)."""
+    runtime = runtime_of(request)
+    run, agent, _ = await _run_of_response(runtime, response_id, "response_id")
+    if not run.terminal:
+        try:
+            run, agent, _ = await runtime.cancel_run(run.id)
+        except Conflict:
+            run, agent, _ = await runtime.get_run(run.id)
+    return json_response(_response(run, agent, None))
