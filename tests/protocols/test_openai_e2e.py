@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from tests.conftest import wait_until
 from tests.e2e.test_daemon_process import TOOL_MESSAGE, Daemon, create_agent
 
 from agentd.security.tokens import read_token
@@ -277,3 +278,42 @@ def test_cancel_a_response(client: openai.OpenAI, api: httpx.Client) -> None:
     assert cancelled.status in ("cancelled", "incomplete")
     stream.close()
     assert client.responses.retrieve(first.response.id).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_a_run_waiting_for_approval(client: openai.OpenAI, api: httpx.Client) -> None:
+    create_agent(api, "careful", tools=["calculator"], settings={
+        "policy": {"rules": [{"tool": "calculator", "action": "ask"}]},
+        "script": [{"tool_calls": [{"name": "calculator",
+                                    "arguments": {"expression": "6*7"}}]},
+                   {"text": "it is 42"}]})
+    with pytest.raises(openai.ConflictError) as caught:
+        client.chat.completions.create(
+            model="careful", messages=[{"role": "user", "content": "compute"}],
+            extra_headers={"X-Agentd-Session": "ask"})
+    assert caught.value.code == "approval_required"
+    [pending] = api.get("/v1/approvals").json()["approvals"]
+    assert pending["agent"] == "careful"
+    decided = api.post(f"/v1/approvals/{pending['approval_id']}", json={"action": "approve"})
+    assert decided.status_code == 200, decided.text
+    run_id = caught.value.response.headers["x-agentd-run"]
+    wait_until(lambda: api.get(f"/v1/runs/{run_id}").json()["status"] == "completed",
+               what="the approved run to complete")
+    assert api.get(f"/v1/runs/{run_id}").json()["output"] == "it is 42"
+
+
+def test_a_stream_dropped_midway_cancels_nothing(daemon: Daemon, api: httpx.Client
+                                                 ) -> None:
+    create_agent(api, "teller", settings={"script": [
+        {"text": "a long story told slowly word by word", "delay_ms": 1500}]})
+    with httpx.stream("POST", f"{daemon.url}/v1/chat/completions", headers=daemon.auth(),
+                      timeout=60, json={"model": "teller", "stream": True, "messages": [
+                          {"role": "user", "content": "tell"}]}) as response:
+        assert response.status_code == 200
+        run_id = response.headers["x-agentd-run"]
+        first = next(response.iter_lines())
+        assert first.startswith("data: ")
+    # The client left after its first chunk; the run goes on to the end.
+    wait_until(lambda: api.get(f"/v1/runs/{run_id}").json()["status"] == "completed",
+               what="the run to complete without its client")
+    assert api.get(f"/v1/runs/{run_id}").json()["output"] == (
+        "a long story told slowly word by word")

@@ -48,6 +48,10 @@ def openai_error(error: AgentdError, headers: dict[str, str] | None = None) -> R
     response = json_response(body, status)
     if headers:
         response.headers.update(headers)
+    run_id = error.details.get("run_id")
+    if isinstance(run_id, str):
+        # The run the request started (it failed, or waits for a decision).
+        response.headers["x-agentd-run"] = run_id
     if not error.retryable and (status in (409, 429) or status >= 500):
         # The SDK retries 409, 429 and 5xx by itself; a message resent after its run
         # failed would be a second run (x-should-retry is the SDK's own header).

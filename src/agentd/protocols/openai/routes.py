@@ -155,7 +155,7 @@ def _finished(run: RunRecord) -> RunRecord:
     message = error.get("message") or f"the run ended {run.status}"
     code = str(error.get("code") or f"run_{run.status}")
     if code == "budget_exceeded":
-        exc = AgentdError(message, code="insufficient_quota")
+        exc = AgentdError(message, code="insufficient_quota", details={"run_id": run.id})
         exc.status = 429
         raise exc
     raise RunDidNotComplete(f"run {run.id} {run.status}: {message}", code=code,
