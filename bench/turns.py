@@ -159,10 +159,13 @@ class Target:
         body: dict[str, Any],
         check: Callable[[Any], str | None],
         tally: Tally | None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> TurnResult:
         t0 = time.perf_counter()
         try:
-            async with self.http.post(url, data=orjson.dumps(body), headers=JSON_HEADERS) as resp:
+            async with self.http.post(url, data=orjson.dumps(body),
+                                      headers={**JSON_HEADERS, **(headers or {})}) as resp:
                 raw = await resp.read()
                 latency = _ms(t0)
                 if tally is not None and 200 <= resp.status < 300:
@@ -179,17 +182,24 @@ class Target:
             return TurnResult(False, _ms(t0), error=repr(exc))
 
     async def _streamed(
-        self, url: str, body: dict[str, Any], classify: Classifier, tally: Tally | None
+        self, url: str, body: dict[str, Any], classify: Classifier, tally: Tally | None,
+        *, token: Callable[[SseFrame], bool] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> TurnResult:
+        """One streamed turn. ``first_event_ms`` is the first frame's time, or with
+        ``token`` the first frame it says carries text (first-token latency)."""
         t0 = time.perf_counter()
         first: float | None = None
+        acked = False
         try:
-            async with self.http.post(url, data=orjson.dumps(body), headers=SSE_HEADERS) as resp:
+            async with self.http.post(url, data=orjson.dumps(body),
+                                      headers={**SSE_HEADERS, **(headers or {})}) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
                     return TurnResult(False, _ms(t0), error=f"HTTP {resp.status}: {_snippet(raw)}")
                 if tally is not None:
                     tally.acked += 1
+                acked = True
                 ctype = resp.headers.get("Content-Type", "")
                 if not ctype.startswith("text/event-stream"):
                     return TurnResult(False, _ms(t0), error=f"Content-Type {ctype!r}")
@@ -197,7 +207,7 @@ class Target:
                 done_ms = 0.0
                 async with contextlib.aclosing(iter_sse(resp.content)) as frames:
                     async for frame in frames:
-                        if first is None:
+                        if first is None and (token is None or token(frame)):
                             first = _ms(t0)
                         verdict = classify(frame)
                         if verdict is not None:
@@ -222,7 +232,7 @@ class Target:
                     return TurnResult(False, done_ms, first, verdict)
                 return TurnResult(True, done_ms, first)
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, ValueError) as exc:
-            if tally is not None and first is None:
+            if tally is not None and not acked:
                 tally.ambiguous += 1
             return TurnResult(False, _ms(t0), first, repr(exc))
 

@@ -102,9 +102,11 @@ async def get_model(model: str, request: Request) -> Response:
 
 
 async def _session_for(request: Request, runtime: Runtime, agent: str,
-                       user: str | None, previous: str | None) -> tuple[str, bool]:
+                       user: str | None, previous: str | None,
+                       conversation: Conversation) -> tuple[str, bool]:
     """The session key of a request, and whether that session holds a conversation
-    already (see the module's docstring)."""
+    already (see the module's docstring; only looked up when the request has earlier
+    turns to give a new session)."""
     header = request.headers.get(SESSION_HEADER)
     if previous is not None:
         _, owner, key = await _run_of_response(runtime, previous, "previous_response_id")
@@ -121,6 +123,8 @@ async def _session_for(request: Request, runtime: Runtime, agent: str,
         key = f"openai:user:{user}"
     else:
         return f"openai:{secrets.token_hex(12)}", False
+    if not conversation.earlier:
+        return key, True  # nothing to add either way
     try:
         await runtime.get_session(agent, key)
     except SessionNotFound:
@@ -223,7 +227,8 @@ async def chat_completions(request: Request) -> Response:
     runtime = runtime_of(request)
     body: ChatRequest = parse(ChatRequest, await _body(request))
     conversation = chat_conversation(body)
-    key, known = await _session_for(request, runtime, body.model, body.user, None)
+    key, known = await _session_for(request, runtime, body.model, body.user, None,
+                                    conversation)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
                        stream=body.stream)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
@@ -331,7 +336,7 @@ async def create_response(request: Request) -> Response:
     body: ResponsesRequest = parse(ResponsesRequest, await _body(request))
     conversation = responses_conversation(body)
     key, known = await _session_for(request, runtime, body.model, body.user,
-                                    body.previous_response_id)
+                                    body.previous_response_id, conversation)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
                        stream=body.stream)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}

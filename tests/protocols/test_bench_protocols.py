@@ -1,0 +1,37 @@
+"""bench/protocols.py in small: every door's phases run against the real daemon with no
+error, and every acknowledged turn is in its session's log (figures are not judged
+here: timing belongs to the bench)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "protocols.py"
+
+
+def test_the_protocols_bench_runs_clean(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--clients", "2", "--seconds", "0.5", "--warmup", "0"],
+        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300, check=False)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
+    figures = json.loads(lines[-1])
+    assert result.returncode == 0, (figures, result.stderr[-4000:])
+    for prefix in ("", "openai_chat_", "openai_responses_"):
+        assert figures[f"{prefix}turns"] > 0 and figures[f"{prefix}stream_turns"] > 0
+        assert figures[f"{prefix}errors"] == figures[f"{prefix}stream_errors"] == 0, figures
+        assert figures[f"{prefix}durability_checked"] > 0
+        assert figures[f"{prefix}durability_mismatches"] == 0
+        assert figures[f"{prefix}first_event_p50_ms"] is not None
+    assert figures["ratio_openai_chat_server_cpu_per_turn"] is not None
