@@ -9,5 +9,7 @@ renders its errors in its protocol's shape (``agentd.server._http.add_error_shap
 =============  =================================================================
 ``openai``     OpenAI-compatible: ``/v1/models``, ``/v1/chat/completions``,
                ``/v1/responses`` (docs/protocols/openai.md)
+``mcp``        an MCP server at ``/mcp``: agents as tools, sessions as resources
+               (docs/protocols/mcp.md)
 =============  =================================================================
 """

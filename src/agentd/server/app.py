@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
+from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
+from agentd.protocols.mcp import MCPDoor
 from agentd.runtime import Runtime
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
@@ -38,6 +40,11 @@ from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Error, Health
 
 __all__ = ["create_app"]
+
+
+def runtime_of_app(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 _METHODS_ORDER = ("get", "post", "put", "patch", "delete")
@@ -193,6 +200,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await mcp.close()
             if owned:
                 await rt.close()
 
@@ -257,6 +265,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.events.router)
     # The protocol doors (agentd.protocols): their routes are not in this document.
     openai_door.install(app)
+    mcp = MCPDoor(lambda: runtime_of_app(app))
+    mcp_door.install(app, mcp)
 
     document_app = app.openapi
 
