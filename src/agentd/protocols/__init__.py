@@ -11,5 +11,7 @@ renders its errors in its protocol's shape (``agentd.server._http.add_error_shap
                ``/v1/responses`` (docs/protocols/openai.md)
 ``mcp``        an MCP server at ``/mcp``: agents as tools, sessions as resources
                (docs/protocols/mcp.md)
+``ws``         a WebSocket control channel per session
+               (docs/protocols/websocket.md)
 =============  =================================================================
 """

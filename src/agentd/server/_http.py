@@ -374,16 +374,27 @@ class TokenCheck:
         self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
 
     def identify(self, scope: Scope) -> str | None:
-        """The name of the valid token the request carries, else None."""
+        """The name of the valid token the request carries, else None. A WebSocket
+        handshake may carry it as the subprotocol ``agentd.token.<token>`` instead
+        (browsers cannot set headers on one; a URL would put it in logs)."""
         header = b""
+        offered = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 header = value
-                break
+            elif name == b"sec-websocket-protocol":
+                offered = value
         scheme, _, token = header.partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
-            return None
+            token = b""
+            if scope["type"] == "websocket":
+                for protocol in offered.split(b","):
+                    protocol = protocol.strip()
+                    if protocol.startswith(b"agentd.token."):
+                        token = protocol[len(b"agentd.token."):]
+            if not token:
+                return None
         found = None
         for name, expected in self.tokens:  # no early exit: every token is compared
             if hmac.compare_digest(token, expected):
@@ -441,8 +452,12 @@ class BearerAuth:
         self.check = check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.check.allows(scope):
+        if scope["type"] not in ("http", "websocket") or self.check.allows(scope):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Closing before accepting refuses the handshake (HTTP 403).
+            await send({"type": "websocket.close", "code": 1008})
             return
         await unauthorized(scope)(scope, receive, send)
 

@@ -18,6 +18,7 @@ from agentd import __version__
 from agentd.config import Settings
 from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
+from agentd.protocols import ws as ws_door
 from agentd.protocols.mcp import MCPDoor
 from agentd.runtime import Runtime
 from agentd.security.tokens import BOOTSTRAP, ensure_token
@@ -267,6 +268,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     openai_door.install(app)
     mcp = MCPDoor(lambda: runtime_of_app(app))
     mcp_door.install(app, mcp)
+    app.include_router(ws_door.router)
 
     document_app = app.openapi
 
