@@ -173,7 +173,8 @@ def _ingest(tx: Tx, session_id: str, *, now: float, batch: int, attempt_limit: i
     rows = tx.all(f"SELECT {_HOOK_COLS}, c.seq FROM webhooks w "
                   "JOIN agents a ON a.id = w.agent_id "
                   "LEFT JOIN webhook_cursors c ON c.webhook_id = w.id AND c.session_id = ? "
-                  "WHERE w.agent_id = ? AND w.enabled = 1", (session_id, agent_id))
+                  "WHERE w.agent_id = ? AND w.enabled = 1 ORDER BY w.id",  # (lock order)
+                  (session_id, agent_id))
     hooks = [(_hook(r), int(r[10] or 0)) for r in rows]
     hooks = [(h, seen) for h, seen in hooks if seen < last_seq]
     if not hooks:
