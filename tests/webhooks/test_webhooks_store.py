@@ -46,6 +46,9 @@ async def test_each_event_makes_one_delivery_however_often_it_is_scanned(store: 
     fresh = await store.accept_message(agent_id=agent.id, key="new", content="hello")
     await _log(store, fresh.run.session_id, 1200)  # more than one ingest batch
 
+    # Sessions with nothing new for a subscription are told apart by a read.
+    assert set(await one.store.behind_among([before.run.session_id, "nope"])) == {
+        before.run.session_id}
     # Two nodes catching up at once, then each again: every event once.
     made = await asyncio.gather(one.catch_up(), two.catch_up())
     assert await one.catch_up() == 0 and await two.catch_up() == 0
@@ -95,5 +98,12 @@ async def test_leases_keep_two_nodes_from_sending_one_delivery(store: Store) -> 
     assert {d.id for d, _, _ in taken} == (ids1 | ids2) - {some}
     # A node that starts again drops its own leases at once.
     assert await store.release_deliveries("n3") == 41
+    # A disabled subscription's deliveries wait (and are not due) until it is enabled.
+    await service.update(hook.id, {"enabled": False})
+    assert await store.claim_deliveries(owner="n1", now=now + 62, lease_s=60,
+                                        limit=100) == []
+    assert await store.next_delivery_due() is None
+    await service.update(hook.id, {"enabled": True})
+    assert await store.next_delivery_due() is not None
     again = await store.claim_deliveries(owner="n1", now=now + 62, lease_s=60, limit=100)
     assert len(again) == 41

@@ -205,11 +205,14 @@ def _ingest(tx: Tx, session_id: str, *, now: float, batch: int, attempt_limit: i
 
 def _claim(tx: Tx, *, owner: str, now: float, lease_s: float, limit: int, dialect: str
            ) -> list[tuple[DeliveryRecord, str, str]]:
-    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""  # SQLite: 1 writer
+    lock = dialect == "postgresql"  # SQLite: one writer
+    # (A disabled subscription's deliveries wait until it is enabled again.)
     ids = [str(r[0]) for r in tx.all(
-        "SELECT id FROM webhook_deliveries WHERE status = 'pending' "
-        "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-        f"ORDER BY next_attempt_at LIMIT ?{lock}", (now, now, limit))]
+        "SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+        "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND w.enabled = 1 "
+        "AND (d.lease_until IS NULL OR d.lease_until < ?) "
+        f"ORDER BY d.next_attempt_at LIMIT ?{' FOR UPDATE OF d SKIP LOCKED' if lock else ''}",
+        (now, now, limit))]
     if not ids:
         return []
     marks = ", ".join("?" * len(ids))
@@ -311,6 +314,20 @@ class WebhookStore:
             "WHERE w.enabled = 1 AND s.last_seq > COALESCE(c.seq, 0) LIMIT ?", (limit,)))
         return [str(r[0]) for r in rows]
 
+    async def behind_among(self, session_ids: Sequence[str]) -> list[str]:
+        """Which of these sessions have events an enabled subscription has not seen (a
+        read: most sessions of a busy daemon have no subscriber)."""
+        ids = list(session_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        rows = await self.engine.read(lambda tx: tx.all(
+            "SELECT DISTINCT s.id FROM sessions s JOIN webhooks w ON w.agent_id = s.agent_id "
+            "LEFT JOIN webhook_cursors c ON c.webhook_id = w.id AND c.session_id = s.id "
+            f"WHERE s.id IN ({marks}) AND w.enabled = 1 AND s.last_seq > COALESCE(c.seq, 0)",
+            ids))
+        return [str(r[0]) for r in rows]
+
     async def ingest_webhooks(self, session_id: str, *, now: float, batch: int,
                               attempt_limit: int, wants: Wants, body_of: BodyOf
                               ) -> tuple[int, bool]:
@@ -373,9 +390,11 @@ class WebhookStore:
 
     async def next_delivery_due(self) -> float | None:
         row = await self.engine.read(lambda tx: tx.one(
-            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at "
-            "THEN lease_until ELSE next_attempt_at END) FROM webhook_deliveries "
-            "WHERE status = 'pending'"))
+            "SELECT MIN(CASE WHEN d.lease_until IS NOT NULL "
+            "AND d.lease_until > d.next_attempt_at THEN d.lease_until "
+            "ELSE d.next_attempt_at END) FROM webhook_deliveries d "
+            "JOIN webhooks w ON w.id = d.webhook_id "
+            "WHERE d.status = 'pending' AND w.enabled = 1"))
         return None if row is None or row[0] is None else float(row[0])
 
     async def list_deliveries(self, webhook_id: str, *, status: str | None = None,

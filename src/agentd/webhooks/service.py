@@ -298,8 +298,13 @@ class Webhooks:
     async def catch_up(self, session_ids: Iterable[str] | None = None) -> int:
         """Turn the new events of these sessions (None: of every session behind) into
         deliveries now; how many were made."""
-        ids = list(session_ids) if session_ids is not None else (
-            await self.store.sessions_behind(_SCAN))
+        if session_ids is None:
+            ids = await self.store.sessions_behind(_SCAN)
+        else:
+            wanted = list(session_ids)
+            ids = []
+            for start in range(0, len(wanted), 500):
+                ids += await self.store.behind_among(wanted[start:start + 500])
         made = 0
         for session_id in ids:
             more = True

@@ -53,7 +53,8 @@ class WebhookPatch(_In):
     description: str | None = Field(default=None, max_length=1000)
     enabled: bool | None = Field(default=None, strict=True,
                                  description="false: events are not delivered (nor "
-                                             "later); true: delivered again from now.")
+                                             "later), pending deliveries wait; true: "
+                                             "delivered again from now.")
 
 
 class DeliveryCounts(BaseModel):
