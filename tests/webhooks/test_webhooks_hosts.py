@@ -112,3 +112,31 @@ def test_backoff_and_retry_after() -> None:
     assert retry_after_s("120", 0) == 120.0
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
     assert retry_after_s("soon", 0) is None and retry_after_s(None, 0) is None
+
+
+async def test_a_receiver_that_never_answers_costs_one_timeout() -> None:
+    """A hostile receiver holding the connection open: the attempt ends at timeout_s."""
+    import asyncio
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        rules = HostRules.of(["127.0.0.1"], ["127.0.0.1"], [])
+        async with httpx.AsyncClient() as client:
+            outcome = await attempt(client, rules, url=f"http://127.0.0.1:{port}/",
+                                    secret="whsec_AAAA", delivery="whd_1", body="{}",
+                                    timeout_s=0.5)
+        assert not outcome.delivered
+        assert outcome.error is not None and (
+            "no answer within 0.5s" in outcome.error or "Timeout" in outcome.error)
+        assert held  # it did connect
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
