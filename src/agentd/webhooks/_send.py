@@ -84,9 +84,23 @@ def _cut(text: str) -> str:
 async def attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, secret: str,
                   delivery: str, body: str, timeout_s: float,
                   clock: Callable[[], float] = time.time) -> Outcome:
-    """Send one attempt; never raises for what the network or the receiver does."""
+    """Send one attempt, within ``timeout_s`` from resolving the host to the answer's
+    status; never raises for what the network or the receiver does."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _attempt(client, rules, url=url, secret=secret,
+                                  delivery=delivery, body=body, timeout_s=timeout_s,
+                                  clock=clock)
+    except TimeoutError:
+        return Outcome(delivered=False, error=f"no answer within {timeout_s:g}s")
+
+
+async def _attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, secret: str,
+                   delivery: str, body: str, timeout_s: float,
+                   clock: Callable[[], float]) -> Outcome:
     try:
         target = rules.check_url(url)
+        # (a lookup that hangs is left to its thread when the timeout cuts it off)
         address = await asyncio.to_thread(rules.address, target)
     except Refused as exc:
         return Outcome(delivered=False, error=_cut(f"refused: {exc}"))
@@ -103,12 +117,9 @@ async def attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, secr
         timeout=timeout_s,
         extensions={"sni_hostname": target.host} if target.scheme == "https" else {})
     try:
-        async with asyncio.timeout(timeout_s):
-            response = await client.send(request, stream=True)
-            # The answer's body is not read (it is the receiver's, and unbounded).
-            await response.aclose()
-    except TimeoutError:
-        return Outcome(delivered=False, error=f"no answer within {timeout_s:g}s")
+        response = await client.send(request, stream=True)
+        # The answer's body is not read (it is the receiver's, and unbounded).
+        await response.aclose()
     except httpx.HTTPError as exc:
         return Outcome(delivered=False, error=_cut(f"{type(exc).__name__}: {exc}"))
     code = response.status_code
