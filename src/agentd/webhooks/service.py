@@ -40,7 +40,7 @@ import orjson
 from agentd.config import WebhooksConfig
 from agentd.errors import InvalidInput
 from agentd.events import EVENT_KINDS
-from agentd.runtime.bus import Lagged
+from agentd.runtime.bus import Feed, Lagged
 from agentd.store._rows import new_id
 from agentd.store._webhooks import DeliveryRecord, WebhookRecord
 from agentd.store.records import EventRecord, iso
@@ -323,28 +323,9 @@ class Webhooks:
         feed = self.bus.subscribe_all()
         try:
             scan, scanned = True, 0.0
-            while True:
-                dirty: set[str] = set()
-                if scan or time.monotonic() - scanned > self.config.poll_s * 5:
-                    scanned = time.monotonic()
-                    behind = await self.store.sessions_behind(_SCAN)
-                    self._any = bool(behind) or bool(
-                        await self.store.list_webhooks(limit=1))
-                    dirty.update(behind)
-                    scan = len(behind) >= _SCAN
-                item = await feed.next(wait_s=0 if dirty or scan else self.config.poll_s)
-                while item is not None:
-                    if isinstance(item, Lagged):
-                        scan = True
-                    elif self._any:
-                        dirty.add(item.session_id)
-                    item = await feed.next(wait_s=0) if not feed.queue.empty() else None
-                if feed.closed:
-                    return
-                if not dirty and not scan:
-                    scan = True  # poll_s passed quietly: look for what others wrote
+            while not feed.closed:
                 try:
-                    await self.catch_up(dirty)
+                    scan, scanned = await self._ingest_once(feed, scan, scanned)
                 except Exception:
                     log.exception("webhooks: turning events into deliveries failed")
                     scan = True
@@ -352,39 +333,70 @@ class Webhooks:
         finally:
             feed.close()
 
+    async def _ingest_once(self, feed: Feed, scan: bool, scanned: float
+                           ) -> tuple[bool, float]:
+        """One pass: what the feed announced (and, when due, a scan for what it did not)
+        turned into deliveries; the next pass's (scan, scanned)."""
+        dirty: set[str] = set()
+        if scan or time.monotonic() - scanned > self.config.poll_s * 5:
+            scanned = time.monotonic()
+            behind = await self.store.sessions_behind(_SCAN)
+            self._any = bool(behind) or bool(await self.store.list_webhooks(limit=1))
+            dirty.update(behind)
+            scan = len(behind) >= _SCAN
+        item = await feed.next(wait_s=0 if dirty or scan else self.config.poll_s)
+        while item is not None:
+            if isinstance(item, Lagged):
+                scan = True  # events were dropped: the scan finds their sessions
+            elif self._any:
+                dirty.add(item.session_id)
+            item = await feed.next(wait_s=0) if not feed.queue.empty() else None
+        if not dirty and not scan:
+            scan = True  # poll_s passed quietly: look for what others wrote
+        await self.catch_up(dirty)
+        return scan, scanned
+
     async def _send_loop(self) -> None:
-        dropped = await self.store.release_deliveries(None if self.exclusive
-                                                      else self.node_id)
-        if dropped:
-            log.info("webhooks: %d delivery attempt(s) cut off by a stop are due again",
-                     dropped)
-        limit = self.config.concurrency
-        lease_s = self.config.timeout_s * 2 + 30.0
+        released = False
         while True:
-            self._wake_send.clear()
-            free = limit - len(self._sending)
-            claimed = []
-            if free > 0:
-                try:
-                    claimed = await self.store.claim_deliveries(
-                        owner=self.node_id, now=self.clock(), lease_s=lease_s, limit=free)
-                except Exception:
-                    log.exception("webhooks: claiming deliveries failed")
-            for rec, url, secret in claimed:
-                task = asyncio.create_task(self._deliver(rec, url, secret),
-                                           name=f"webhook-{rec.id}")
-                self._sending.add(task)
-                task.add_done_callback(self._sent)
-            if claimed and len(claimed) == free:
-                continue
-            wait = self.config.poll_s
-            if free > 0:
-                due = await self.store.next_delivery_due()
-                if due is not None:
-                    wait = min(wait, max(due - self.clock(), 0.01))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake_send.wait()
+            try:
+                if not released:
+                    dropped = await self.store.release_deliveries(
+                        None if self.exclusive else self.node_id)
+                    released = True
+                    if dropped:
+                        log.info("webhooks: %d delivery attempt(s) cut off by a stop "
+                                 "are due again", dropped)
+                await self._send_once()
+            except Exception:
+                log.exception("webhooks: sending deliveries failed")
+                await asyncio.sleep(self.config.poll_s)
+
+    async def _send_once(self) -> None:
+        """Lease what is due (up to the free slots) and start sending it; then wait until
+        the next is due, a slot frees, or something is queued here."""
+        self._wake_send.clear()
+        free = self.config.concurrency - len(self._sending)
+        claimed = []
+        if free > 0:
+            claimed = await self.store.claim_deliveries(
+                owner=self.node_id, now=self.clock(),
+                lease_s=self.config.timeout_s * 2 + 30.0, limit=free)
+        for rec, url, secret in claimed:
+            task = asyncio.create_task(self._deliver(rec, url, secret),
+                                       name=f"webhook-{rec.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+        if claimed and len(claimed) == free:
+            return
+        wait = self.config.poll_s
+        if free > 0:
+            due = await self.store.next_delivery_due()
+            if due is not None:
+                wait = min(wait, max(due - self.clock(), 0.01))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._wake_send.wait()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
