@@ -36,6 +36,7 @@ __all__ = [
     "SandboxLimits",
     "Settings",
     "TenantConfig",
+    "WebhooksConfig",
     "default_home",
     "load_settings",
 ]
@@ -242,6 +243,49 @@ class SandboxConfig(_Strict):
         return value
 
 
+class WebhooksConfig(_Strict):
+    """Outbound webhooks (``[webhooks]`` in agentd.toml; :mod:`agentd.webhooks`).
+
+    Which hosts a subscription may name is the operator's decision: ``allow_hosts``
+    holds host patterns (shell-style, ``"hooks.example.com"``, ``"*.example.org"``),
+    each optionally with a port (``"127.0.0.1:9000"``). Empty (the default): webhooks
+    are off, every subscription is refused. A pattern with a wildcard reaches public
+    addresses only; a host named exactly may resolve to a private or loopback address
+    (the operator named it). The daemon's own port on this host's addresses is refused
+    whatever the lists say. ``https`` is required unless the host matches
+    ``allow_http``.
+    """
+
+    allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
+    allow_http: list[str] = Field(default_factory=list, max_length=1000)
+    #: One delivery attempt (connect, send, answer) ends within this many seconds.
+    timeout_s: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
+    #: Attempts per delivery before it is ``failed`` (a replay gives it as many again).
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    #: Backoff after the n-th failed attempt: ``backoff_s * 2^(n-1)``, at most
+    #: ``backoff_max_s``, with jitter (a ``Retry-After`` answer is honoured instead, up
+    #: to ``retry_after_max_s``).
+    backoff_s: float = Field(default=5.0, gt=0, le=86_400, allow_inf_nan=False)
+    backoff_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400, allow_inf_nan=False)
+    retry_after_max_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400,
+                                     allow_inf_nan=False)
+    #: Deliveries sent at once by this node.
+    concurrency: int = Field(default=8, ge=1, le=256)
+    #: How often new events and due retries are looked for without a nudge (seconds).
+    poll_s: float = Field(default=2.0, gt=0, le=300, allow_inf_nan=False)
+    #: Subscriptions per agent.
+    max_per_agent: int = Field(default=20, ge=1, le=10_000)
+
+    @field_validator("allow_hosts", "allow_http")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        from agentd.webhooks._hosts import parse_pattern  # (config stays light to import)
+
+        for item in value:
+            parse_pattern(item)  # ValueError: pydantic reports which item
+        return [item.strip().lower() for item in value]
+
+
 def default_home() -> Path:
     """``AGENTD_HOME`` or ``~/.agentd``."""
     raw = os.environ.get("AGENTD_HOME")
@@ -330,6 +374,8 @@ class Settings(BaseSettings):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     #: Framework adapters agents may be backed by (``agentd.adapters``).
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
+    #: Outbound webhooks: which hosts subscriptions may name, retries, timeouts.
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

@@ -30,6 +30,7 @@ from agentd.cli import (
     _subtasks,
     _tools,
     _usage,
+    _webhooks,
 )
 from agentd.cli._common import (
     TERMINAL_STATUSES,
@@ -562,6 +563,7 @@ app.add_typer(_memory.memory_app, name="memory", rich_help_panel="Memory")
 app.add_typer(_skills.skill_app, name="skill", rich_help_panel="Skills")
 app.add_typer(_schedules.schedule_app, name="schedule", rich_help_panel="Autonomy")
 app.add_typer(_heartbeat.heartbeat_app, name="heartbeat", rich_help_panel="Autonomy")
+app.add_typer(_webhooks.webhook_app, name="webhook", rich_help_panel="Autonomy")
 
 
 def main() -> None:

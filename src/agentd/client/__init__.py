@@ -21,9 +21,8 @@ Errors::
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
-``_usage``, ``_memory``, ``_skills``) over one transport (``_base``); only the names
-``_usage``, ``_memory``, ``_schedules``) over one transport (``_base``); only the names
-below are public.
+``_usage``, ``_memory``, ``_skills``, ``_schedules``, ``_webhooks``) over one transport
+(``_base``); only the names below are public.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from agentd.client._schedules import SchedulesAPI
 from agentd.client._skills import SkillsAPI
 from agentd.client._sse import SSEEvent
 from agentd.client._usage import UsageAPI
+from agentd.client._webhooks import WebhooksAPI
 
 __all__ = [
     "APIError",
@@ -51,7 +51,7 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

@@ -15,6 +15,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``kernel``         every model call: scheduler, retries, breakers, budgets
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
+``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
 =================  ===========================================================
 
 A new capability (memory, schedules, ...) is a new service built here from the
@@ -92,6 +93,7 @@ from agentd.store.records import (
 from agentd.tools import ToolRegistry
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
+from agentd.webhooks import Webhooks
 
 __all__ = ["MODES", "Runtime", "SendResult", "check_agent_name"]
 
@@ -225,6 +227,10 @@ class Runtime:
         self.heartbeat = HeartbeatService(
             store, runs=self.runs, agents=self.agents,
             workspace_of=lambda agent_id: settings.workspaces_dir / agent_id)
+        #: Events posted, signed, to subscribers' URLs (``[webhooks]``).
+        self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
+                                 node_id=settings.node_id, daemon_ports=(settings.port,),
+                                 exclusive=self.exclusive)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -293,6 +299,7 @@ class Runtime:
             self.follower.start()
         self._accepting = True
         self.schedules.start()
+        self.webhooks.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -303,6 +310,7 @@ class Runtime:
 
     async def _wind_down(self) -> None:
         await self.schedules.stop()
+        await self.webhooks.stop()
         await self.follower.stop()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)

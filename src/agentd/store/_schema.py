@@ -482,3 +482,59 @@ CREATE TABLE proactive_posts (
 );
 """,
 ))
+
+
+# Migration 14: outbound webhooks (agentd.store._webhooks). ``webhooks``: a subscription
+# (an agent's, deleted with it) with its signing secret. ``webhook_cursors``: per
+# subscription and session, the last seq turned into deliveries (moved forward only, in
+# the transaction that inserts them). ``webhook_deliveries``: one row per event sent to
+# a subscription, its id derived from (subscription, session, seq) so a second scan
+# can never make a second one; its body is kept (the session may be deleted before it
+# is sent). A partial index finds what is due; a lease (owner, until) keeps two nodes
+# from sending one delivery at once.
+MIGRATIONS.append((
+    14,
+    "webhooks",
+    """
+CREATE TABLE webhooks (
+    id          {text} PRIMARY KEY,
+    agent_id    {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    url         {text} NOT NULL,
+    kinds       {text} NOT NULL,
+    description {text} NOT NULL DEFAULT '',
+    enabled     {bigint} NOT NULL DEFAULT 1,
+    secret      {text} NOT NULL,
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL
+);
+CREATE INDEX webhooks_agent ON webhooks (agent_id, id);
+CREATE TABLE webhook_cursors (
+    webhook_id {text} NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    session_id {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq        {bigint} NOT NULL,
+    PRIMARY KEY (webhook_id, session_id)
+){clustered};
+CREATE TABLE webhook_deliveries (
+    id              {text} PRIMARY KEY,
+    webhook_id      {text} NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    session_id      {text},
+    seq             {bigint},
+    kind            {text} NOT NULL,
+    body            {text} NOT NULL,
+    status          {text} NOT NULL,
+    attempts        {bigint} NOT NULL DEFAULT 0,
+    attempt_limit   {bigint} NOT NULL,
+    next_attempt_at {real} NOT NULL,
+    lease_owner     {text},
+    lease_until     {real},
+    last_status     {bigint},
+    last_error      {text},
+    last_attempt_at {real},
+    created_at      {real} NOT NULL,
+    delivered_at    {real}
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at, id);
+""",
+))

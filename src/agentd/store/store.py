@@ -66,6 +66,7 @@ from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
 from agentd.store._subtask_store import SubtaskStore
+from agentd.store._webhooks import WebhookStore
 from agentd.store.records import (
     AgentRecord,
     AgentState,
@@ -86,7 +87,7 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore):
+class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStore):
     """Agents, sessions, runs and the per-session event log on one engine; memory
     entries' methods come from :class:`EntryStore`, subtasks' from
     :class:`SubtaskStore`."""

@@ -20,8 +20,9 @@ from agentd.server.routes import (
     subtasks,
     tools,
     usage,
+    webhooks,
 )
 
 __all__ = ["agents", "approvals", "checkpoints", "events", "feed", "heartbeat", "kernel",
            "memory", "memory_entries", "run_list", "runs", "schedules", "sessions",
-           "skills", "subtasks", "tools", "usage"]
+           "skills", "subtasks", "tools", "usage", "webhooks"]
