@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -92,7 +93,12 @@ class TermoConfig(_Strict):
         target = value.strip()
         if target.startswith("adapter:"):
             target = target[len("adapter:"):]
-        return target if ":" in target else f"{target}:Adapter"
+        target = target if ":" in target else f"{target}:Adapter"
+        dotted = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+        if not re.fullmatch(f"{dotted}:{dotted}", target):
+            raise ValueError(f"invalid adapter name {value!r}: use MODULE:OBJECT (a dotted "
+                             "module path and an object name) or MODULE")
+        return target
 
 
 class ProviderLimits(_Strict):

@@ -129,8 +129,8 @@ def serve(
         help="Serve termo-agent's routes (/api/send, ...) for one agent backed by this "
              "adapter (MODULE alone: MODULE:Adapter). Naming it allows it.")] = None,
     agent: Annotated[str | None, typer.Option(
-        "--agent", help="The agent --adapter serves (created if missing). "
-                        "[dim]\\[default: [termo] agent or 'agent'][/]")] = None,
+        "--agent", help="The agent --adapter serves (created if missing). [dim]\\[default: "
+                        "agent in agentd.toml's termo section, else 'agent'][/]")] = None,
     termo_token: Annotated[str | None, typer.Option(
         "--termo-token", envvar="TERMO_TOKEN", show_envvar=True,
         help="One more bearer token accepted on termo-agent's routes only "

@@ -18,6 +18,7 @@ hooks (bounded by ``[adapters] timeout_s``). See docs/termo.md.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,6 +63,12 @@ def _json(content: Any, status: int = 200) -> Response:
 def _error(message: str, status: int, **extra: Any) -> Response:
     """termo-agent's error answer: ``{"error": "..."}`` (agentd adds a ``code``)."""
     return _json({"error": message, **extra}, status)
+
+
+async def _maybe_await(value: Any) -> Any:
+    """A hook's answer (termo-agent's hooks are coroutines; a plain method's value is
+    taken as it is)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 class _Refused(Exception):
@@ -122,10 +129,14 @@ class Termo:
         try:
             agent = await runtime.stored_agent(self.agent)
         except AgentNotFound:
-            await runtime.create_agent(name=self.agent, model=self.model)
+            agent = await runtime.create_agent(name=self.agent, model=self.model)
         else:
             if agent.model != self.model:
-                await runtime.update_agent(self.agent, {"model": self.model})
+                agent = await runtime.update_agent(self.agent, {"model": self.model})
+        if agent.state == "created":
+            # Running now, not at its first message: that send then returns as soon
+            # as its run is handed over, before the stream subscribes (no token missed).
+            await runtime.set_state(self.agent, "resume")
         runtime.keep_awake(self.agent)
         await self._adapter_of(runtime)
         self._ready = True
@@ -213,7 +224,7 @@ class Termo:
                                   match_info=params, body=body, starlette=request)
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    result = await route.handler(shim)
+                    result = await _maybe_await(route.handler(shim))
             except TimeoutError:
                 return _error(f"the adapter's route did not answer within "
                               f"{self.timeout_s:g}s", 504)
@@ -262,7 +273,7 @@ class Termo:
         async def bounded(*args: Any) -> Any:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await hook(*args)
+                    return await _maybe_await(hook(*args))
             except TimeoutError:
                 raise _Refused(_error(f"the adapter's {name} did not answer within "
                                       f"{self.timeout_s:g}s", 504)) from None
