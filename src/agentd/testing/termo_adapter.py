@@ -30,7 +30,7 @@ from typing import Any
 
 from agentd.adapters import StreamEvent
 
-__all__ = ["Adapter", "Greedy", "Minimal"]
+__all__ = ["Adapter", "Broken", "Greedy", "Minimal"]
 
 
 class Adapter:
@@ -206,3 +206,24 @@ class Greedy(Adapter):
 
     def is_public_request(self, path: str) -> bool:
         return True
+
+
+class Broken(Adapter):
+    """Hooks that fail: ``get_config`` raises, ``list_tools`` hangs, an extra route
+    raises and another answers what is not a response."""
+
+    async def get_config(self) -> dict[str, Any]:
+        raise ValueError("config store unreachable")
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        await asyncio.sleep(3600)
+        return []
+
+    def extra_routes(self) -> list[tuple[str, str, Any]] | None:
+        return [("GET", "/api/boom", self._boom), ("GET", "/api/odd", self._odd)]
+
+    async def _boom(self, request: Any) -> Any:
+        raise KeyError("secret-internal-detail")
+
+    async def _odd(self, request: Any) -> Any:
+        return 3.5

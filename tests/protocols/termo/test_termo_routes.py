@@ -26,7 +26,8 @@ MINIMAL = "agentd.testing.termo_adapter:Minimal"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
-                    max_body_bytes=64 * 1024, termo={"adapter": MINIMAL, "agent": "bot"})
+                    max_body_bytes=64 * 1024,
+                    termo={"adapter": MINIMAL, "agent": "bot", "token": "tt"})
 
 
 @pytest.fixture
@@ -105,6 +106,20 @@ async def test_heartbeat_config_tools_update_restart_fall_back(api: httpx.AsyncC
     # A fresh adapter answers after the restart.
     sent = await api.post("/api/send", json={"message": "back?"})
     assert sent.json()["response"] == "minimal: back?"
+
+
+async def test_the_termo_token_changes_no_agent_definition(api: httpx.AsyncClient
+                                                           ) -> None:
+    termo = {"Authorization": "Bearer tt"}
+    sent = await api.post("/api/send", json={"message": "hi"}, headers=termo)
+    assert sent.status_code == 200
+    refused = await api.patch("/api/config", headers=termo,
+                              json={"settings": {"team": {"mode": "pipeline"}}})
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert (await api.get("/api/config")).json()["settings"] == {}
+    assert (await api.patch("/api/heartbeat", headers=termo,
+                            json={"content": "ping"})).status_code == 200
+    assert (await api.get("/v1/agents", headers=termo)).status_code == 401
 
 
 async def test_bad_input_gets_termo_errors_and_stores_nothing(api: httpx.AsyncClient
@@ -209,3 +224,27 @@ def test_serve_refuses_an_agent_without_an_adapter() -> None:
     result = runner.invoke(app, ["serve", "--adapter", "not a name!"])
     assert result.exit_code != 0  # refused before anything starts
     assert "invalid adapter name" in result.output
+
+
+async def test_failing_hooks_and_routes_are_answered_and_contained(
+        tmp_path: Path, store_url: str) -> None:
+    settings = Settings(home=tmp_path / "home2", demo_agent=False, database_url=store_url,
+                        shutdown_grace_s=2.0, adapters={"timeout_s": 0.5},
+                        termo={"adapter": "agentd.testing.termo_adapter:Broken"})
+    runtime = await Runtime.open(settings)
+    try:
+        async with asgi_client(settings, runtime) as api:
+            raised = await api.get("/api/config")
+            assert raised.status_code == 502
+            assert "config store unreachable" in raised.json()["error"]
+            hung = await api.get("/api/tools")
+            assert hung.status_code == 504 and "0.5s" in hung.json()["error"]
+            boom = await api.get("/api/boom")
+            assert boom.status_code == 500
+            assert boom.json() == {"error": "the adapter's route raised KeyError"}
+            assert (await api.get("/api/odd")).status_code == 500
+            # The daemon goes on.
+            sent = await api.post("/api/send", json={"message": "still here"})
+            assert sent.json()["response"] == "echo[0]: still here"
+    finally:
+        await runtime.close()

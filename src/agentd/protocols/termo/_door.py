@@ -65,6 +65,12 @@ def _error(message: str, status: int, **extra: Any) -> Response:
     return _json({"error": message, **extra}, status)
 
 
+def _token_of(request: Request) -> str | None:
+    """The name of the token the request carries (``termo``: the termo token)."""
+    who = request.scope.get("state", {}).get("token")
+    return who if isinstance(who, str) else None
+
+
 async def _maybe_await(value: Any) -> Any:
     """A hook's answer (termo-agent's hooks are coroutines; a plain method's value is
     taken as it is)."""
@@ -432,6 +438,12 @@ class Termo:
         if hook is not None:
             await hook(body)
             return _json({"status": "ok"})
+        if _token_of(request) in (None, "termo"):
+            # The agent's definition is agentd's, not the termo client's: the termo
+            # token (or none) must not reach settings that lead elsewhere (a team).
+            return _error("changing the agent's config needs one of the daemon's tokens "
+                          "(the termo token opens the termo routes only)", 403,
+                          code="forbidden")
         unknown = sorted(set(body) - {"instructions", "settings"})
         if unknown:
             return _error(f"config: only instructions and settings may be changed here "
@@ -524,6 +536,9 @@ class Termo:
         if hook is not None:
             await hook(content)
             return _json({"status": "ok"})
+        if _token_of(request) is None:
+            return _error("changing the agent's heartbeat needs a token, even when auth "
+                          "is off", 403, code="forbidden")
         if not isinstance(content, str):
             return _error("content must be a string", 400)
         # As termo-agent's adapters read it: a heartbeat text beats, an empty one not.
