@@ -84,6 +84,9 @@ class TermoConfig(_Strict):
     #: One more bearer token accepted on the termo routes only (termo-agent's
     #: ``TERMO_TOKEN``), beside the daemon's tokens.
     token: str | None = Field(default=None, min_length=1)
+    #: Passed to the adapter's ``initialize(config_path=...)`` (termo-agent's
+    #: ``--config``); None: no path.
+    config: str | None = Field(default=None, min_length=1)
 
     @field_validator("adapter", mode="after")
     @classmethod

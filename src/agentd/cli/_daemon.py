@@ -135,6 +135,10 @@ def serve(
         "--termo-token", envvar="TERMO_TOKEN", show_envvar=True,
         help="One more bearer token accepted on termo-agent's routes only "
              "(beside the daemon's tokens).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar="TERMO_CONFIG", show_envvar=True,
+        help="Passed to the --adapter's initialize(config_path=...), as termo-agent's "
+             "--config.")] = None,
 ) -> None:
     """Run the daemon in the foreground (Ctrl-C stops it).
 
@@ -153,7 +157,7 @@ def serve(
              "[termo] adapter in agentd.toml)")
     termo: dict[str, Any] | None = None
     if adapter is not None or agent is not None or (
-            termo_token and settings.termo.adapter is not None):
+            (termo_token or config) and settings.termo.adapter is not None):
         termo = settings.termo.model_dump()
         if adapter is not None:
             termo["adapter"] = adapter
@@ -161,6 +165,8 @@ def serve(
             termo["agent"] = agent
         if termo_token:
             termo["token"] = termo_token
+        if config:
+            termo["config"] = config
         from pydantic import ValidationError
 
         from agentd.config import TermoConfig

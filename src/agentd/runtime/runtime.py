@@ -519,6 +519,15 @@ class Runtime:
                                f"(its model is {agent.model!r})", field="agent")
         return await self.adapters.get(agent.id, model)
 
+    async def configure_adapter(self, name: str, config_path: str | None) -> None:
+        """Give the agent's adapter ``initialize(config_path=...)`` from its next
+        initialisation on (termo-agent's ``--config``; None: no path)."""
+        agent = await self.agents.get(name)
+        if config_path is None:
+            self.adapters.config_paths.pop(agent.id, None)
+        else:
+            self.adapters.config_paths[agent.id] = config_path
+
     def keep_awake(self, name: str) -> None:
         """Never put the agent to sleep when idle (its adapter is not shut down)."""
         self.agents.kept_awake.add(name)

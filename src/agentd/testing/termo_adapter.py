@@ -43,9 +43,11 @@ class Adapter:
         self.heartbeat = ""
         self.restarts = 0
         self.initialized = 0
+        self.config_path: str | None = None
 
     async def initialize(self, config_path: str | None = None) -> None:
         self.initialized += 1
+        self.config_path = config_path
 
     async def shutdown(self) -> None:
         return None
@@ -132,7 +134,8 @@ class Adapter:
         self.heartbeat = content
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "adapter": "test", "restarts": self.restarts}
+        return {"status": "ok", "adapter": "test", "restarts": self.restarts,
+                "config_path": self.config_path}
 
     async def update(self) -> dict[str, Any]:
         return {"status": "not supported"}

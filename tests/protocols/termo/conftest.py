@@ -84,10 +84,11 @@ def spawn_agentd(tmp_path: Path) -> Iterator[SpawnAgentd]:
     daemons: list[Daemon] = []
 
     def factory(*args: str, home: Path | None = None, timeout_s: float = 120.0,
-                env: dict[str, str] | None = None) -> Daemon:
+                env: dict[str, str] | None = None, extra_toml: str = "") -> Daemon:
         where = home or tmp_path / "home"
         daemon = Daemon(where, tmp_path / f"agentd-{len(daemons)}.log",
-                        env={**agentd_env(where, timeout_s=timeout_s), **(env or {})},
+                        env={**agentd_env(where, timeout_s=timeout_s,
+                                          extra_toml=extra_toml), **(env or {})},
                         args=args)
         daemons.append(daemon)
         return daemon.start()

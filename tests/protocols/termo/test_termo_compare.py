@@ -145,6 +145,7 @@ def test_config_tools_memory_heartbeat_update_restart_match(both: Both) -> None:
     for answer in (ours.json(), theirs.json()):
         assert answer["status"] == "ok" and answer["adapter"] == "test"
         assert answer["restarts"] == 1 and answer["version"]
+        assert answer["config_path"] is None
     # agentd's health carries its own fields too (a documented difference).
     assert ours.json()["store"] == "sqlite" and "store" not in theirs.json()
 

@@ -98,6 +98,22 @@ def test_an_adapter_cannot_open_or_shadow_agentds_api(spawn_agentd: SpawnAgentd)
         assert anonymous.post("/api/send", json={"message": "hi"}).status_code == 200
 
 
+def test_config_reaches_initialize_and_toml_names_the_adapter(
+        spawn_agentd: SpawnAgentd, tmp_path: Path) -> None:
+    # [termo] in agentd.toml (no command-line option but --config, from TERMO_CONFIG).
+    home = tmp_path / "toml-home"
+    daemon = spawn_agentd(home=home, env={"TERMO_CONFIG": "/etc/my-agent.yaml"},
+                          extra_toml=f'[termo]\nadapter = "{ADAPTER}"\nagent = "bob"\n')
+    health = httpx.get(f"{daemon.url}/health").json()
+    assert health["adapter"] == "test" and health["config_path"] == "/etc/my-agent.yaml"
+    token = {"Authorization": f"Bearer {read_token(daemon.home)}"}
+    assert httpx.get(f"{daemon.url}/v1/agents/bob", headers=token).json()["model"] == (
+        f"adapter:{ADAPTER}:Adapter")
+    sent = httpx.post(f"{daemon.url}/api/send", headers=AUTH, json={"message": "yo"},
+                      timeout=60)
+    assert sent.json()["response"] == "echo[0]: yo"
+
+
 def test_without_adapter_there_are_no_termo_routes(spawn_agentd: SpawnAgentd) -> None:
     daemon = spawn_agentd()
     token = {"Authorization": f"Bearer {read_token(daemon.home)}"}

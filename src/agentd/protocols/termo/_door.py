@@ -96,6 +96,7 @@ class Termo:
             raise ValueError("termo: no adapter configured")
         self.agent = config.agent
         self.model = f"adapter:{config.adapter}"
+        self.config_path = config.config
         self.timeout_s = settings.adapters.timeout_s
         self.max_body = settings.max_body_bytes
         self.max_message = settings.max_message_bytes
@@ -144,6 +145,7 @@ class Termo:
             # as its run is handed over, before the stream subscribes (no token missed).
             await runtime.set_state(self.agent, "resume")
         runtime.keep_awake(self.agent)
+        await runtime.configure_adapter(self.agent, self.config_path)
         await self._adapter_of(runtime)
         self._ready = True
 
