@@ -248,3 +248,24 @@ async def test_failing_hooks_and_routes_are_answered_and_contained(
             assert sent.json()["response"] == "echo[0]: still here"
     finally:
         await runtime.close()
+
+
+async def test_the_served_agent_is_never_put_to_sleep(tmp_path: Path, store_url: str
+                                                      ) -> None:
+    settings = Settings(home=tmp_path / "home3", demo_agent=False, database_url=store_url,
+                        shutdown_grace_s=2.0,
+                        termo={"adapter": "agentd.testing.termo_adapter"})
+    runtime = await Runtime.open(settings)
+    try:
+        async with asgi_client(settings, runtime) as api:
+            await api.post("/v1/agents", json={"name": "other", "model": "scripted"})
+            first = await api.post("/api/send", json={"message": "one"})
+            assert first.json()["response"] == "echo[0]: one"
+            # Every idle agent sleeps now, but the one the termo routes serve.
+            assert runtime.sleep_idle_agents(0.0) == ["other"]
+            # Its adapter (and what it keeps in memory) is the same one.
+            second = await api.post("/api/send", json={"message": "two"})
+            assert second.json()["response"] == "echo[1]: two"
+            assert (await api.get("/health")).json()["restarts"] == 0
+    finally:
+        await runtime.close()
