@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ __all__ = [
     "SandboxLimits",
     "Settings",
     "TenantConfig",
+    "TermoConfig",
     "WebhooksConfig",
     "default_home",
     "load_settings",
@@ -65,6 +67,42 @@ class AdaptersConfig(_Strict):
     #: this many seconds or the run fails ``adapter_timeout``; an agent's
     #: ``settings.timeout_s`` overrides it. ``initialize`` has the same bound.
     timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+
+
+class TermoConfig(_Strict):
+    """termo-agent's HTTP routes (``/api/send``, ...) for one adapter-backed agent
+    (``agentd serve --adapter``; agentd.protocols.termo, docs/termo.md).
+
+    Naming an adapter here (or on the command line) allows exactly that object: the
+    operator named it, so ``[adapters] allow`` need not list it.
+    """
+
+    #: ``MODULE:OBJECT`` (or ``MODULE``, meaning ``MODULE:Adapter`` as termo-agent
+    #: loads it); None: no ``/api/*`` routes.
+    adapter: str | None = None
+    #: The agent serving them (created, or pointed at the adapter, at start-up).
+    agent: str = "agent"
+    #: One more bearer token accepted on the termo routes only (termo-agent's
+    #: ``TERMO_TOKEN``), beside the daemon's tokens.
+    token: str | None = Field(default=None, min_length=1)
+    #: Passed to the adapter's ``initialize(config_path=...)`` (termo-agent's
+    #: ``--config``); None: no path.
+    config: str | None = Field(default=None, min_length=1)
+
+    @field_validator("adapter", mode="after")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        target = value.strip()
+        if target.startswith("adapter:"):
+            target = target[len("adapter:"):]
+        target = target if ":" in target else f"{target}:Adapter"
+        dotted = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+        if not re.fullmatch(f"{dotted}:{dotted}", target):
+            raise ValueError(f"invalid adapter name {value!r}: use MODULE:OBJECT (a dotted "
+                             "module path and an object name) or MODULE")
+        return target
 
 
 class ProviderLimits(_Strict):
@@ -376,6 +414,8 @@ class Settings(BaseSettings):
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
     #: Outbound webhooks: which hosts subscriptions may name, retries, timeouts.
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    #: termo-agent's routes for one adapter-backed agent (``agentd serve --adapter``).
+    termo: TermoConfig = Field(default_factory=TermoConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)
@@ -434,6 +474,10 @@ class Settings(BaseSettings):
             self.node_id = f"{socket.gethostname()}:{digest}"
         if self.token and self.token not in self.tokens:
             self.tokens = [*self.tokens, self.token]
+        if self.termo.adapter and self.termo.adapter not in self.adapters.allow:
+            # The operator named it (the command line or [termo]): it is allowed.
+            self.adapters = self.adapters.model_copy(
+                update={"allow": [*self.adapters.allow, self.termo.adapter]})
         return self
 
     @property

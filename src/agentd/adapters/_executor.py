@@ -286,7 +286,9 @@ class AdapterExecutor(RunExecutor):
                 raise _TurnFailed(AgentdError(
                     f"the adapter reported an error: {str(event.content)[:500]}",
                     code="adapter_error"))
+            elif kind in ("progress", "thinking"):
+                continue  # informational (termo-agent's): nothing to log
             else:
                 raise TypeError(f"unknown stream event {kind!r} (token, tool_start, "
-                                "tool_end, done, error)")
+                                "tool_end, done, error, progress, thinking)")
         return "".join(parts), None

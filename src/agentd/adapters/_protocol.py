@@ -20,16 +20,23 @@ class StreamEvent:
     - ``done``: the reply is complete (``content``: the whole text, or empty to use
       the tokens; ``usage``: ``{"prompt_tokens", "completion_tokens"}`` or
       ``{"input_tokens", "output_tokens"}``, counted in the agent's budgets);
-    - ``error``: the turn failed (``content``: why); the run fails with it.
+    - ``error``: the turn failed (``content``: why); the run fails with it;
+    - ``progress`` / ``thinking``: informational (termo-agent relays them); agentd
+      logs nothing for them.
+
+    ``metadata`` is termo-agent's: it flattens it into the event's SSE frame (so an
+    adapter written for agentd runs under termo-agent's server too).
     """
 
-    type: Literal["token", "tool_start", "tool_end", "done", "error"]
+    type: Literal["token", "tool_start", "tool_end", "done", "error", "progress",
+                  "thinking"]
     content: str = ""
     name: str = ""
     input: Any = None
     output: Any = None
     is_error: bool = False
     usage: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True, slots=True)

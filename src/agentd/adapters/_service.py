@@ -54,6 +54,8 @@ class Adapters:
         self._instances: dict[str, tuple[str, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        #: ``initialize(config_path=...)`` per agent id (termo-agent's ``--config``).
+        self.config_paths: dict[str, str] = {}
 
     async def get(self, agent_id: str, model: AdapterModel) -> Any:
         """The agent's adapter, made and initialised on first use."""
@@ -71,8 +73,9 @@ class Adapters:
                 adapter = make_adapter(model.obj)
                 init = getattr(adapter, "initialize", None)
                 if init is not None:
+                    path = self.config_paths.get(agent_id)
                     async with asyncio.timeout(self.timeout_s):
-                        await init()
+                        await (init() if path is None else init(config_path=path))
             except TimeoutError:
                 raise AgentdError(
                     f"adapter {model.target} did not initialise within "

@@ -121,22 +121,68 @@ def _print_log_tail(path: Path, start: int) -> None:
 # -- commands ---------------------------------------------------------------------
 
 
-def serve(host: HostOption = None, port: PortOption = None) -> None:
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", metavar="MODULE:OBJECT",
+        help="Serve termo-agent's routes (/api/send, ...) for one agent backed by this "
+             "adapter (MODULE alone: MODULE:Adapter). Naming it allows it.")] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", help="The agent --adapter serves (created if missing). [dim]\\[default: "
+                        "agent in agentd.toml's termo section, else 'agent'][/]")] = None,
+    termo_token: Annotated[str | None, typer.Option(
+        "--termo-token", envvar="TERMO_TOKEN", show_envvar=True,
+        help="One more bearer token accepted on termo-agent's routes only "
+             "(beside the daemon's tokens).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", envvar="TERMO_CONFIG", show_envvar=True,
+        help="Passed to the --adapter's initialize(config_path=...), as termo-agent's "
+             "--config.")] = None,
+) -> None:
     """Run the daemon in the foreground (Ctrl-C stops it).
 
     Logs go to the terminal. Use [bold]agentd start[/] to run it in the background.
+    With [bold]--adapter[/], termo-agent's HTTP routes serve one adapter-backed agent
+    beside agentd's API (docs/termo.md).
 
     [bold]Examples[/]
       $ agentd serve
       $ agentd serve --host 0.0.0.0 --port 9000   [dim]# set AGENTD_TOKEN first[/]
+      $ agentd serve --adapter my_agent:Adapter --port 8080
     """
     settings = load_settings_or_fail()
+    if agent is not None and adapter is None and settings.termo.adapter is None:
+        fail("--agent names the agent --adapter serves: give --adapter too (or "
+             "[termo] adapter in agentd.toml)")
+    termo: dict[str, Any] | None = None
+    if adapter is not None or agent is not None or (
+            (termo_token or config) and settings.termo.adapter is not None):
+        termo = settings.termo.model_dump()
+        if adapter is not None:
+            termo["adapter"] = adapter
+        if agent is not None:
+            termo["agent"] = agent
+        if termo_token:
+            termo["token"] = termo_token
+        if config:
+            termo["config"] = config
+        from pydantic import ValidationError
+
+        from agentd.config import TermoConfig
+
+        try:
+            TermoConfig.model_validate(termo)
+        except ValidationError as exc:
+            fail("invalid --adapter/--agent/--termo-token: " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
     # Imported here: the CLI talks HTTP and loads the server only to become one.
     from agentd.server import daemon
 
     code = daemon.run(
         host=host if host is not None else settings.host,
         port=port if port is not None else settings.port,
+        termo=termo,
     )
     raise typer.Exit(code)
 

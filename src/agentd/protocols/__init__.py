@@ -1,10 +1,11 @@
 """Protocol doors: each agent reachable through a protocol its users already speak.
 
 A door translates its protocol's requests into the Runtime facade's public calls
-(``send``, ``wait``, ``subscribe``, ``read_events``, ``get_run``, ...) and the answers
-back; it never touches the store, so every door has the native API's guarantees
-(durable sessions, one run at a time per session, approvals, budgets, auth). A door
-renders its errors in its protocol's shape (``agentd.server._http.add_error_shape``).
+(``send``, ``wait``, ``subscribe``, ``read_events``, ``get_run``, ...) and, for an
+adapter-backed agent, the adapter's own hooks, and the answers back; it never touches
+the store, so every door has the native API's guarantees (durable sessions, one run at
+a time per session, approvals, budgets, auth). A door renders its errors in its
+protocol's shape (``agentd.server._http.add_error_shape``).
 
 =============  =================================================================
 ``openai``     OpenAI-compatible: ``/v1/models``, ``/v1/chat/completions``,
@@ -13,5 +14,7 @@ renders its errors in its protocol's shape (``agentd.server._http.add_error_shap
                (docs/protocols/mcp.md)
 ``ws``         a WebSocket control channel per session
                (docs/protocols/websocket.md)
+``termo``      termo-agent's HTTP routes for one adapter-backed agent
+               (``agentd serve --adapter``; docs/termo.md)
 =============  =================================================================
 """

@@ -139,6 +139,9 @@ class Agents:
         #: changed, when an agent is updated): the same record needs no new check.
         self._checked: dict[str, AgentRecord] = {}
         self._last_active: dict[str, float] = {}
+        #: Names of agents never put to sleep when idle (the agent a protocol door
+        #: serves: its adapter keeps state a termo-agent client expects to last).
+        self.kept_awake: set[str] = set()
         #: Checks the services add to an agent's settings when it is saved (skills:
         #: the enabled ones are installed): each raises InvalidInput naming the field.
         self.checks: list[Callable[[AgentSettings], None]] = []
@@ -210,7 +213,8 @@ class Agents:
         run held here) to sleep. Returns their names."""
         cutoff = time.monotonic() - idle_s
         asleep = [a for a in self._by_name.values()
-                  if a.id not in busy and self._last_active.get(a.id, 0.0) <= cutoff]
+                  if a.id not in busy and a.name not in self.kept_awake
+                  and self._last_active.get(a.id, 0.0) <= cutoff]
         for agent in asleep:
             self.sleep(agent)
         return [a.name for a in asleep]

@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from agentd import __version__
-from agentd.adapters import Adapters
+from agentd.adapters import AdapterModel, Adapters
 from agentd.adapters._executor import AdapterExecutor
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
@@ -47,7 +47,7 @@ from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.autonomy.teams import TeamExecutor, check_team
 from agentd.config import Settings
-from agentd.errors import AgentNotFound
+from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
@@ -513,6 +513,38 @@ class Runtime:
                                admin: bool = True) -> dict[str, Any]:
         """Change keys of ``settings.heartbeat`` (see :meth:`HeartbeatService.update`)."""
         return await self.heartbeat.update(name, patch, admin=admin)
+
+    # -- adapters (agentd.adapters) ------------------------------------------------------
+
+    async def adapter_of(self, name: str) -> Any:
+        """The adapter instance answering the agent's turns (made and initialised now
+        if it was not): what a protocol door calls the adapter's own hooks on.
+        :class:`InvalidInput` if the agent is not adapter-backed."""
+        agent = await self.agents.get(name)
+        model = self.agents.model_for(agent)
+        if not isinstance(model, AdapterModel):
+            raise InvalidInput(f"agent {name!r} is not backed by an adapter "
+                               f"(its model is {agent.model!r})", field="agent")
+        return await self.adapters.get(agent.id, model)
+
+    async def configure_adapter(self, name: str, config_path: str | None) -> None:
+        """Give the agent's adapter ``initialize(config_path=...)`` from its next
+        initialisation on (termo-agent's ``--config``; None: no path)."""
+        agent = await self.agents.get(name)
+        if config_path is None:
+            self.adapters.config_paths.pop(agent.id, None)
+        else:
+            self.adapters.config_paths[agent.id] = config_path
+
+    def keep_awake(self, name: str) -> None:
+        """Never put the agent to sleep when idle (its adapter is not shut down)."""
+        self.agents.kept_awake.add(name)
+
+    async def restart_adapter(self, name: str) -> None:
+        """Shut the agent's adapter down; the next turn (or :meth:`adapter_of`)
+        makes and initialises a fresh one."""
+        agent = await self.agents.get(name)
+        await self.adapters.release(agent.id)
 
     async def set_state(self, name: str, action: str) -> AgentRecord:
         return await self.lifecycle.set_state(name, action)

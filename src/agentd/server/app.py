@@ -199,6 +199,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         rt = await Runtime.open(settings) if runtime is None else runtime
         app.state.runtime = rt
         try:
+            termo = getattr(app.state, "termo", None)
+            if termo is not None:
+                # termo-agent's routes: the agent and its adapter, ready (or no start).
+                await termo.prepare(rt)
             yield
         finally:
             await mcp.close()
@@ -238,6 +242,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
     app.add_middleware(BearerAuth, check=check)
+    if settings.termo.adapter is not None:
+        # termo-agent's routes (agentd serve --adapter): outside the stack above,
+        # answering its own paths with its own shapes and auth (docs/termo.md).
+        from agentd.protocols.termo import Termo, TermoDoor
+
+        app.state.termo = Termo(settings, tokens)
+        app.add_middleware(TermoDoor, termo=app.state.termo)
 
     @app.get("/health", response_model=Health, tags=["status"])
     async def health(request: Request) -> Response:

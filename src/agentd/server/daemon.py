@@ -16,9 +16,10 @@ import logging
 import os
 import sys
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from agentd.config import Settings, load_settings
 from agentd.security.tokens import ensure_home, undumpable
@@ -73,9 +74,15 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-def run(host: str | None = None, port: int | None = None) -> int:
-    """Serve until a signal; return the process exit code."""
-    settings = load_settings(host=host, port=port)
+def run(host: str | None = None, port: int | None = None,
+        termo: dict[str, Any] | None = None) -> int:
+    """Serve until a signal; return the process exit code. ``termo``: the ``[termo]``
+    settings to use (``agentd serve --adapter``)."""
+    try:
+        settings = load_settings(host=host, port=port, termo=termo)
+    except ValidationError as exc:
+        print(f"agentd: invalid settings: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(settings)
     # Whatever the daemon writes (the database, its WAL, logs, snapshots, the token)
     # is for its own user only.
