@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentd.channels.settings import ChannelsConfig
 from agentd.memory.settings import MemoryConfig
 from agentd.security.policy import PolicyConfig
 
@@ -330,6 +331,9 @@ class Settings(BaseSettings):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     #: Framework adapters agents may be backed by (``agentd.adapters``).
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
+    #: Channels (``agentd.channels``): the Telegram Bot API's address, which
+    #: environment variables agents may name for tokens, retries (docs/channels.md).
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

@@ -45,6 +45,7 @@ from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
 from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.autonomy.teams import TeamExecutor, check_team
+from agentd.channels.telegram import TelegramChannel
 from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.events import CompactionStrategy
@@ -82,6 +83,7 @@ from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
 from agentd.store import Lease, RunPage, Store, open_store
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store._subtasks import SubtaskRecord
+from agentd.store._telegram import TelegramStore
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -225,6 +227,10 @@ class Runtime:
         self.heartbeat = HeartbeatService(
             store, runs=self.runs, agents=self.agents,
             workspace_of=lambda agent_id: settings.workspaces_dir / agent_id)
+        #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
+        self.telegram = TelegramChannel(self, TelegramStore(store.engine),
+                                        settings.channels.telegram)
+        self.agents.checks.append(self.telegram.check_settings)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -249,6 +255,7 @@ class Runtime:
         # What the run-end hook missed (another node ended a parent, a crash between).
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
+        register(Job(name="telegram_inbox", period_s=3600.0, run=self.telegram.prune))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -293,6 +300,7 @@ class Runtime:
             self.follower.start()
         self._accepting = True
         self.schedules.start()
+        self.telegram.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -303,6 +311,7 @@ class Runtime:
 
     async def _wind_down(self) -> None:
         await self.schedules.stop()
+        await self.telegram.close()
         await self.follower.stop()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)

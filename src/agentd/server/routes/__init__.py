@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentd.server.routes import (
     agents,
     approvals,
+    channels,
     checkpoints,
     events,
     feed,
@@ -22,6 +23,6 @@ from agentd.server.routes import (
     usage,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "heartbeat", "kernel",
-           "memory", "memory_entries", "run_list", "runs", "schedules", "sessions",
-           "skills", "subtasks", "tools", "usage"]
+__all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
+           "heartbeat", "kernel", "memory", "memory_entries", "run_list", "runs",
+           "schedules", "sessions", "skills", "subtasks", "tools", "usage"]
