@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
@@ -33,15 +33,19 @@ class WebhookAnswer(BaseModel):
 
 @router.post("/{name}/webhook", response_model=WebhookAnswer,
              responses=ERRORS(400, 401, 403))
-async def telegram_webhook(name: str, request: Request) -> Response:
+async def telegram_webhook(
+        name: str, request: Request,
+        secret: str | None = Header(None, alias=SECRET_HEADER,
+                                    description="The webhook's secret token (the "
+                                                "`secret_token` given to setWebhook).")
+        ) -> Response:
     """Telegram's updates for the agent's bot (point setWebhook here, with a
     `secret_token`). Checked by the `X-Telegram-Bot-Api-Secret-Token` header (401
     without it, 403 when wrong or when the agent has no Telegram channel: the two are
     not told apart), recorded durably and answered at once; a replayed `update_id`
     answers 200 and does nothing. No bearer token: this path is public."""
     runtime = runtime_of(request)
-    answer = await runtime.telegram.accept(name, request.headers.get(SECRET_HEADER),
-                                           await request.body())
+    answer = await runtime.telegram.accept(name, secret, await request.body())
     return JSONResponse(answer)
 
 
