@@ -604,3 +604,16 @@ async def test_a_missing_bot_token_variable_is_a_clear_given_up_reason(
     reason = await eventually(given_up)
     assert "TELEGRAM_BOT_TOKEN" in reason and "not set" in reason
     assert bot.calls() == []
+
+
+async def test_deleting_the_agent_ends_its_chats_and_closes_its_webhook(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
+    await make_agent(runtime, turns=[{"text": "hi", "delay_ms": 300}])
+    await post(api, update(1))
+    await texts(bot, 42, 1)
+    outbox = runtime.telegram.outbox
+    assert outbox._tasks  # (the chat is followed)
+    assert (await api.delete("/v1/agents/bot")).status_code == 204
+    await eventually(lambda: not outbox._tasks and not outbox._typing,
+                     what="the deleted agent's chat tasks ending")
+    assert (await post(api, update(2))).status_code == 403

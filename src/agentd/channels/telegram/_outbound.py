@@ -101,18 +101,21 @@ class Outbox:
         """Wake a chat's task when its session gets events; every 10 s all of them
         (bindings made on another node, a feed that lagged)."""
         feed = self.runtime.subscribe_all()
+        loop = asyncio.get_running_loop()
         try:
             await self._rescan()
+            rescanned = loop.time()
             while True:
                 item = await feed.next(10.0)
-                if isinstance(item, Lagged) or item is None:
-                    if feed.closed:
-                        return
+                if feed.closed:
+                    return
+                if isinstance(item, Lagged) or loop.time() - rescanned >= 10.0:
                     await self._rescan()
-                    continue
-                key = self._by_session.get(item.session_id)
-                if key is not None:
-                    self._wakes[key].set()
+                    rescanned = loop.time()
+                if isinstance(item, EventRecord):
+                    key = self._by_session.get(item.session_id)
+                    if key is not None:
+                        self._wakes[key].set()
         finally:
             feed.close()
 
@@ -126,31 +129,47 @@ class Outbox:
     async def _chat(self, agent_id: str, chat_id: int) -> None:
         key = (agent_id, chat_id)
         wake = self._wakes[key]
-        while True:
-            wake.clear()
-            try:
-                more = await self._deliver(agent_id, chat_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("Telegram delivery to chat %d failed; trying again", chat_id)
-                more = False
-                await asyncio.sleep(self.config.retry_base_s)
-            if more:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(30.0):
-                    await wake.wait()
+        try:
+            while True:
+                wake.clear()
+                try:
+                    more = await self._deliver(agent_id, chat_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("Telegram delivery to chat %d failed; trying again",
+                                  chat_id)
+                    more = False
+                    await asyncio.sleep(self.config.retry_base_s)
+                if more is None:
+                    return  # the chat is gone (its agent was deleted)
+                if more:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(30.0):
+                        await wake.wait()
+        finally:
+            self._set_typing(chat_id, agent_id, None)
+            if self._tasks.get(key) is asyncio.current_task():
+                del self._tasks[key]
+                self._wakes.pop(key, None)
+                for session, bound in list(self._by_session.items()):
+                    if bound == key:
+                        del self._by_session[session]
 
-    async def _deliver(self, agent_id: str, chat_id: int) -> bool:
+    async def _deliver(self, agent_id: str, chat_id: int) -> bool | None:
         """Send what follows the chat's cursor (a page of events); whether there may
-        be more."""
+        be more (None: the chat is gone)."""
         chat = await self.store.chat(agent_id, chat_id)
-        if chat is None or not chat.session_id:
+        if chat is None:
+            return None
+        if not chat.session_id:
             return False
         self._by_session[chat.session_id] = (agent_id, chat_id)
         agent = await self.runtime.agents.by_id(agent_id)
-        conf = None if agent is None else self.settings_of(agent)
+        if agent is None:
+            return None
+        conf = self.settings_of(agent)
         if conf is None:
             self._set_typing(chat_id, agent_id, None)
             return False
