@@ -291,6 +291,43 @@ async def test_pending_updates_are_handed_over_by_update_id_not_arrival(
     assert [t.rsplit("m", 1)[-1] for t in got] == ["11", "12", "13"], got
 
 
+async def test_a_crash_between_hand_over_and_done_repeats_nothing_and_loses_no_reply(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
+    """The worker sent the message to the agent (its run even answered), then the
+    daemon died before the update was marked done. The retry finds the run by the
+    idempotency key, starts none, and the chat still gets that run's reply, once."""
+    await make_agent(runtime, turns=[{"text": "the only reply"}, {"text": "never"}])
+    agent = await runtime.get_agent("bot")
+    sent = await runtime.send("bot", "telegram:42", "echo: hi",
+                              idempotency_key="telegram:1")
+    await runtime.wait(sent.run.id)
+    # What the crashed daemon left: the update pending in the inbox.
+    body = orjson_dumps(update(1))
+    assert await runtime.telegram.store.receive(agent_id=agent.id, update_id=1,
+                                                chat_id=42, body=body.decode())
+    runtime.telegram.inbox._wake.set()
+    assert await texts(bot, 42, 1) == ["the only reply"]
+    seen = await eventually(lambda: _inbox(api, "done", 1))
+    assert seen["recent"][0]["run_id"] == sent.run.id
+    runs = await runtime.list_runs(agent="bot")
+    assert [r[0].id for r in runs.runs] == [sent.run.id]
+    await asyncio.sleep(0.3)
+    assert bot.texts(42) == ["the only reply"]
+
+
+async def test_a_chat_bound_to_a_session_with_history_gets_only_what_follows(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
+    """A session ``telegram:42`` used through the API before the chat first wrote: its
+    old answers are not sent to the chat; the answer to the chat's message is."""
+    await make_agent(runtime, turns=[{"text": "old, API only"}, {"text": "for the chat"}])
+    earlier = await runtime.send("bot", "telegram:42", "from the API")
+    await runtime.wait(earlier.run.id)
+    await post(api, update(1))
+    assert await texts(bot, 42, 1) == ["for the chat"]
+    await asyncio.sleep(0.3)
+    assert bot.texts(42) == ["for the chat"]
+
+
 # -- replies ------------------------------------------------------------------------------
 
 
@@ -617,3 +654,55 @@ async def test_deleting_the_agent_ends_its_chats_and_closes_its_webhook(
     await eventually(lambda: not outbox._tasks and not outbox._typing,
                      what="the deleted agent's chat tasks ending")
     assert (await post(api, update(2))).status_code == 403
+
+
+# -- several nodes on one PostgreSQL store ---------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_two_nodes_serve_each_chat_once_and_in_order(
+        pg_url: str, tmp_path: Path, bot: StubBotAPI, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """Two daemons share the store and both run the channel's workers; updates come in
+    through either. Each chat's lease gives it to one node at a time: every message is
+    handed over once and answered once, in order."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_SECRET", SECRET)
+    nodes = []
+    for name in ("node-a", "node-b"):
+        node_settings = Settings(
+            home=tmp_path / name, demo_agent=False, shutdown_grace_s=2.0,
+            database_url=pg_url, node_id=name,
+            channels={"telegram": {"api_base": bot.url, "retry_base_s": 0.05,
+                                   "retry_max_s": 0.2, "timeout_s": 2.0}})
+        nodes.append(await Runtime.open(node_settings))
+    try:
+        a = nodes[0]
+        await make_agent(a)
+        chats = [501, 502, 503, 504]
+        uid = 0
+        for round_ in range(5):
+            for chat in chats:
+                uid += 1
+                node = nodes[uid % 2]
+                answer = await node.telegram.accept(
+                    "bot", SECRET, orjson_dumps(update(uid, chat_id=chat,
+                                                       text=f"r{round_}")))
+                assert answer["duplicate"] is False
+        for chat in chats:
+            got = await texts(bot, chat, 5)
+            assert got == [f"echo: r{i}" for i in range(5)], (chat, got)
+        await asyncio.sleep(1.0)  # (a second node sending late would show here)
+        for chat in chats:
+            assert len(bot.texts(chat)) == 5, bot.texts(chat)
+        runs = await a.list_runs(agent="bot", limit=100)
+        assert len(runs.runs) == 20
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+def orjson_dumps(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)

@@ -75,7 +75,7 @@ class TelegramConfig(_Area):
     #: provider key to Telegram). Empty: no agent may use the channel.
     env_prefix: str = Field("TELEGRAM_", max_length=64)
     #: Whether this node runs the channel's workers (inbox and delivery). On a shared
-    #: PostgreSQL store, run them on one node only (docs/channels.md).
+    #: PostgreSQL store each chat is leased to one node at a time (docs/channels.md).
     worker: bool = True
     #: One Bot API call's timeout (a slower answer counts as a failure and is retried).
     timeout_s: float = Field(10.0, gt=0, le=600, allow_inf_nan=False)

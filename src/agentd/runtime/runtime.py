@@ -425,6 +425,7 @@ class Runtime:
         agent_id = (await self.agents.get(name)).id
         await self.lifecycle.delete(name)
         self.heartbeat.forget(agent_id)
+        self.telegram.forget(agent_id)
         # Its entries went with it (the store's delete); their index goes too.
         self.entries.forget_agent(agent_id)
 

@@ -488,9 +488,12 @@ CREATE TABLE proactive_posts (
 # every update a webhook acknowledged, keyed by (agent, update_id): a replayed update
 # is a no-op insert; ``status`` is pending until the channel's worker handed it to the
 # agent (``run_id``) or set it aside (skipped, refused, failed with ``error``).
-# telegram_chats binds a chat to its session and holds the delivery cursor: every
-# event up to ``delivered_seq`` was handled, and ``partial_parts`` parts of the split
-# message at ``partial_seq`` were sent.
+# telegram_chats has a row per chat that sent a message (made with its first update):
+# the session it is bound to and the delivery cursor (every event up to
+# ``delivered_seq`` was handled; ``partial_parts`` parts of the split message at
+# ``partial_seq`` were sent), and the lease of the node serving the chat
+# (``lease_owner`` until ``lease_until``): one node at a time hands its updates over
+# and sends its replies.
 MIGRATIONS.append((
     13,
     "telegram channel",
@@ -520,6 +523,8 @@ CREATE TABLE telegram_chats (
     partial_parts {bigint} NOT NULL DEFAULT 0,
     sent          {bigint} NOT NULL DEFAULT 0,
     last_error    {text},
+    lease_owner   {text},
+    lease_until   {real} NOT NULL DEFAULT 0,
     created_at    {real} NOT NULL,
     updated_at    {real} NOT NULL,
     PRIMARY KEY (agent_id, chat_id)

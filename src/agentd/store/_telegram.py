@@ -94,7 +94,15 @@ class TelegramStore:
                 "ON CONFLICT (agent_id, update_id) DO NOTHING",
                 (agent_id, update_id, chat_id, body, status, error, now,
                  None if status == "pending" else now))
-            return tx.rowcount > 0
+            fresh = tx.rowcount > 0
+            if fresh and status == "pending" and chat_id is not None:
+                # The chat's row (its lease) exists from its first update on.
+                tx.execute(
+                    "INSERT INTO telegram_chats (agent_id, chat_id, session_key, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (agent_id, chat_id) DO NOTHING",
+                    (agent_id, chat_id, f"telegram:{chat_id}", now, now))
+            return fresh
 
         return await self.engine.write(write)
 
@@ -181,6 +189,27 @@ class TelegramStore:
             return _chat(row)
 
         return await self.engine.write(write)
+
+    async def hold(self, agent_id: str, chat_id: int, owner: str, ttl_s: float) -> bool:
+        """Take or renew the chat's lease for ``owner``; whether it is held (False: a
+        live lease of another node, or no such chat)."""
+        now = time.time()
+
+        def write(tx: Tx) -> bool:
+            tx.execute(
+                "UPDATE telegram_chats SET lease_owner = ?, lease_until = ? "
+                "WHERE agent_id = ? AND chat_id = ? AND (lease_owner IS NULL "
+                "OR lease_owner = ? OR lease_until < ?)",
+                (owner, now + ttl_s, agent_id, chat_id, owner, now))
+            return tx.rowcount > 0
+
+        return await self.engine.write(write)
+
+    async def release(self, owner: str) -> None:
+        """Give up every lease of ``owner`` (a clean shutdown: others take over now)."""
+        await self.engine.write(lambda tx: tx.execute(
+            "UPDATE telegram_chats SET lease_owner = NULL, lease_until = 0 "
+            "WHERE lease_owner = ?", (owner,)))
 
     async def chats(self, agent_id: str | None = None) -> list[ChatRow]:
         if agent_id is None:

@@ -13,7 +13,7 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,6 @@ from agentd.errors import (
     BadRequest,
     Forbidden,
     InvalidInput,
-    SessionNotFound,
     ShuttingDown,
     Unauthorized,
 )
@@ -64,8 +63,10 @@ class Inbox:
 
     def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig, *,
                  settings_of: Callable[[AgentRecord], TelegramSettings | None],
-                 api_for: Callable[[TelegramSettings], BotAPI]) -> None:
+                 api_for: Callable[[TelegramSettings], BotAPI],
+                 hold: Callable[[str, int], Awaitable[bool]]) -> None:
         self.runtime = runtime
+        self.hold = hold
         self.store = store
         self.config = config
         self.settings_of = settings_of
@@ -155,7 +156,7 @@ class Inbox:
             self._wake.clear()
             try:
                 for key in await self.store.pending_chats():
-                    if key not in self._chats:
+                    if key not in self._chats and await self.hold(*key):
                         task = asyncio.create_task(self._chat(*key),
                                                    name=f"telegram-in-{key[1]}")
                         self._chats[key] = task
@@ -178,6 +179,8 @@ class Inbox:
         is not looked at before this one is done (or set aside)."""
         delay = self.config.retry_base_s
         while True:
+            if not await self.hold(agent_id, chat_id):
+                return  # another node serves the chat now
             row = await self.store.next_pending(agent_id, chat_id)
             if row is None:
                 return
@@ -227,16 +230,6 @@ class Inbox:
                                           "location, ...)")
             return
         key = session_key(row.chat_id)
-        # Bound first, at the session's end as it is now: what follows (this message's
-        # reply, and anything else posted there) is delivered to the chat.
-        try:
-            _, session = await self.runtime.get_session(agent.name, key)
-            session_id, last_seq = session.id, session.last_seq
-        except SessionNotFound:
-            session_id, last_seq = None, 0
-        self.on_bind(await self.store.bind(
-            agent_id=agent.id, chat_id=row.chat_id, session_key=key,
-            session_id=session_id or "", after_seq=last_seq))
         try:
             result = await self.runtime.send(
                 agent.name, key, content, idempotency_key=f"telegram:{row.update_id}")
@@ -248,10 +241,15 @@ class Inbox:
             return
         except AgentdError as exc:
             raise _Later(f"{exc.code}: {exc.message}", counts=True) from None
-        if session_id != result.session.id:
-            self.on_bind(await self.store.bind(
-                agent_id=agent.id, chat_id=row.chat_id, session_key=key,
-                session_id=result.session.id, after_seq=last_seq))
+        # A new binding (the chat's first message, or its session was deleted) delivers
+        # what follows the event before this message; an existing one keeps its cursor.
+        # From the run, not the session's end: after a crash between the send and
+        # here, the retry finds the run (the idempotency key) and its reply may be
+        # logged already.
+        before = max((result.run.queued_seq or 2) - 2, 0)
+        self.on_bind(await self.store.bind(
+            agent_id=agent.id, chat_id=row.chat_id, session_key=key,
+            session_id=result.session.id, after_seq=before))
         await self.store.finish(row.agent_id, row.update_id, status="done",
                                 run_id=result.run.id)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from agentd.channels.settings import TelegramConfig, TelegramSettings
@@ -38,6 +38,8 @@ __all__ = ["Outbox", "texts_of"]
 log = logging.getLogger(__name__)
 
 _PAGE = 200
+#: How often a long wait renews the chat's lease (leases hold 30 s at least).
+_RENEW_S = 5.0
 _RUN_ENDS = frozenset({"run.completed", "run.failed", "run.cancelled", "run.interrupted"})
 
 
@@ -62,8 +64,10 @@ class Outbox:
 
     def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig, *,
                  settings_of: Callable[[AgentRecord], TelegramSettings | None],
-                 api_for: Callable[[TelegramSettings], BotAPI]) -> None:
+                 api_for: Callable[[TelegramSettings], BotAPI],
+                 hold: Callable[[str, int], Awaitable[bool]]) -> None:
         self.runtime = runtime
+        self.hold = hold
         self.store = store
         self.config = config
         self.settings_of = settings_of
@@ -97,6 +101,12 @@ class Outbox:
             self._tasks[key] = asyncio.create_task(self._chat(*key),
                                                    name=f"telegram-out-{chat.chat_id}")
 
+    def wake_agent(self, agent_id: str) -> None:
+        """Wake every chat task of the agent (it was deleted: they find that and end)."""
+        for (owner, _chat), wake in self._wakes.items():
+            if owner == agent_id:
+                wake.set()
+
     async def _feed(self) -> None:
         """Wake a chat's task when its session gets events; every 10 s all of them
         (bindings made on another node, a feed that lagged)."""
@@ -121,8 +131,15 @@ class Outbox:
 
     async def _rescan(self) -> None:
         try:
-            for chat in await self.store.chats():
+            chats = await self.store.chats()
+            for chat in chats:
                 self.watch(chat)
+            # Chats gone from the store (their agent deleted on another node): their
+            # tasks look and end.
+            known = {(c.agent_id, c.chat_id) for c in chats}
+            for key, wake in self._wakes.items():
+                if key not in known:
+                    wake.set()
         except Exception:
             log.exception("the Telegram chats could not be read; trying again")
 
@@ -136,6 +153,9 @@ class Outbox:
                     more = await self._deliver(agent_id, chat_id)
                 except asyncio.CancelledError:
                     raise
+                except _NotHeld:
+                    more = False  # another node serves the chat (until its lease lapses)
+                    self._set_typing(chat_id, agent_id, None)
                 except Exception:
                     log.exception("Telegram delivery to chat %d failed; trying again",
                                   chat_id)
@@ -165,6 +185,8 @@ class Outbox:
             return None
         if not chat.session_id:
             return False
+        if not await self.hold(agent_id, chat_id):
+            raise _NotHeld
         self._by_session[chat.session_id] = (agent_id, chat_id)
         agent = await self.runtime.agents.by_id(agent_id)
         if agent is None:
@@ -189,7 +211,7 @@ class Outbox:
             skip = chat.partial_parts if chat.partial_seq == event.seq else 0
             error = None
             for index, part in enumerate(parts[skip:], start=skip + 1):
-                error = await self._send(api, chat_id, part)
+                error = await self._send(api, agent_id, chat_id, part)
                 if error is not None:
                     log.warning("Telegram chat %d: a message (event %d) was given up: %s",
                                 chat_id, event.seq, error)
@@ -206,11 +228,15 @@ class Outbox:
                                      seq=handled)
         return len(events) == _PAGE
 
-    async def _send(self, api: BotAPI, chat_id: int, text: str) -> str | None:
+    async def _send(self, api: BotAPI, agent_id: str, chat_id: int, text: str
+                    ) -> str | None:
         """Send one message, retrying through 429s, 5xx answers and timeouts; None
-        once sent, or why Telegram refused it for good."""
+        once sent, or why Telegram refused it for good. Each try renews the chat's
+        lease first (:class:`_NotHeld` when another node took the chat over)."""
         delay = self.config.retry_base_s
         while True:
+            if not await self.hold(agent_id, chat_id):
+                raise _NotHeld
             try:
                 await api.call("sendMessage", {"chat_id": chat_id, "text": text})
                 return None
@@ -222,7 +248,17 @@ class Outbox:
                 else:
                     wait, delay = delay, min(delay * 2, self.config.retry_max_s)
                 log.info("Telegram chat %d: %s; retrying in %.1f s", chat_id, exc, wait)
-                await asyncio.sleep(wait)
+                await self._pause(agent_id, chat_id, wait)
+
+    async def _pause(self, agent_id: str, chat_id: int, seconds: float) -> None:
+        """Wait ``seconds`` keeping the chat's lease (a long 429 must not let another
+        node take the chat over and send the same message meanwhile)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(left, _RENEW_S))
+            if loop.time() < until and not await self.hold(agent_id, chat_id):
+                raise _NotHeld
 
     def _set_typing(self, chat_id: int, agent_id: str, api: BotAPI | None) -> None:
         key = (agent_id, chat_id)
@@ -246,3 +282,7 @@ class Outbox:
             except BotAPIError as exc:
                 log.debug("Telegram chat %d: typing not shown: %s", chat_id, exc)
             await asyncio.sleep(self.config.typing_every_s)
+
+
+class _NotHeld(Exception):
+    """Another node holds the chat's lease."""

@@ -40,10 +40,15 @@ class TelegramChannel:
         self._client: httpx.AsyncClient | None = None
         self._settings: dict[str, tuple[float, TelegramSettings | None]] = {}
         self._filter = RedactTokens()
+        #: This node's name on the chats' leases, and how long one holds unrenewed
+        #: (renewed before every hand-over and every Bot API send, so at least three
+        #: calls' timeouts).
+        self.owner = runtime.node_id
+        self.lease_ttl_s = max(runtime.lease.ttl, 3 * config.timeout_s)
         self.inbox = Inbox(runtime, store, config, settings_of=self.settings_of,
-                           api_for=self.api_for)
+                           api_for=self.api_for, hold=self.hold)
         self.outbox = Outbox(runtime, store, config, settings_of=self.settings_of,
-                             api_for=self.api_for)
+                             api_for=self.api_for, hold=self.hold)
         self.inbox.on_bind = self.outbox.watch
         self._started = False
 
@@ -90,6 +95,11 @@ class TelegramChannel:
         return BotAPI(self._client, self.config.api_base, conf.bot_token_env,
                       timeout_s=self.config.timeout_s)
 
+    async def hold(self, agent_id: str, chat_id: int) -> bool:
+        """Take or renew this node's lease on the chat (one node serves a chat at a
+        time: on a shared PostgreSQL store, every node may run the workers)."""
+        return await self.store.hold(agent_id, chat_id, self.owner, self.lease_ttl_s)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -104,12 +114,23 @@ class TelegramChannel:
         if self._started:
             await self.inbox.stop()
             await self.outbox.stop()
+            if self.config.worker:
+                try:
+                    await self.store.release(self.owner)
+                except Exception:
+                    log.exception("could not release this node's Telegram chats")
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         for name in _HTTP_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
         self._started = False
+
+    def forget(self, agent_id: str) -> None:
+        """The agent was deleted (its chats and inbox went with it): wake its chats'
+        tasks, which then end."""
+        self.outbox.wake_agent(agent_id)
+        self._settings.pop(agent_id, None)
 
     async def prune(self) -> int:
         """Delete handled inbox rows past ``inbox_keep_s`` (a housekeeper job)."""
