@@ -643,17 +643,20 @@ async def test_a_missing_bot_token_variable_is_a_clear_given_up_reason(
     assert bot.calls() == []
 
 
-async def test_deleting_the_agent_ends_its_chats_and_closes_its_webhook(
+async def test_deleting_the_agent_stops_its_chats_and_closes_its_webhook(
         runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
-    await make_agent(runtime, turns=[{"text": "hi", "delay_ms": 300}])
+    await make_agent(runtime, turns=[{"text": "never sent", "delay_ms": 5000}])
     await post(api, update(1))
-    await texts(bot, 42, 1)
-    outbox = runtime.telegram.outbox
-    assert outbox._tasks  # (the chat is followed)
+    await eventually(lambda: bot.calls("sendChatAction"), what="typing shown")
     assert (await api.delete("/v1/agents/bot")).status_code == 204
-    await eventually(lambda: not outbox._tasks and not outbox._typing,
-                     what="the deleted agent's chat tasks ending")
+    outbox = runtime.telegram.outbox
+    await eventually(lambda: not outbox._typing and not outbox._by_session,
+                     what="the deleted agent's chats forgotten")
+    shown = len(bot.calls("sendChatAction"))
+    await asyncio.sleep(0.5)  # (0.1 s period: a live indicator would have sent more)
+    assert len(bot.calls("sendChatAction")) <= shown + 1
     assert (await post(api, update(2))).status_code == 403
+    assert bot.texts(42) == []
 
 
 # -- several nodes on one PostgreSQL store ---------------------------------------------------

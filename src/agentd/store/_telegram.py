@@ -221,6 +221,14 @@ class TelegramStore:
                 (agent_id,)))
         return [_chat(r) for r in rows]
 
+    async def behind(self) -> list[ChatRow]:
+        """The chats whose session has events past their cursor."""
+        cols = ", ".join(f"c.{c.strip()}" for c in _CHAT.split(","))
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {cols} FROM telegram_chats c JOIN sessions s ON s.id = c.session_id "
+            "WHERE s.last_seq > c.delivered_seq"))
+        return [_chat(r) for r in rows]
+
     async def chat(self, agent_id: str, chat_id: int) -> ChatRow | None:
         row = await self.engine.read(lambda tx: tx.one(
             f"SELECT {_CHAT} FROM telegram_chats WHERE agent_id = ? AND chat_id = ?",

@@ -18,7 +18,6 @@ is logged and kept as the chat's ``last_error``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -60,7 +59,11 @@ def texts_of(event: EventRecord, conf: TelegramSettings) -> list[str]:
 
 
 class Outbox:
-    """One delivery task per bound chat, woken by the session's new events."""
+    """Delivery tasks started on demand, one per chat at most: by a new event in a
+    bound chat's session (the bus's feed), by a binding, and by a rescan every 10 s
+    of the chats whose session is ahead of their cursor (``sessions.last_seq``: what a
+    restart, another node's commits or a lagging feed left undelivered). A task ends
+    once its chat is caught up, so an idle chat costs nothing."""
 
     def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig, *,
                  settings_of: Callable[[AgentRecord], TelegramSettings | None],
@@ -90,30 +93,34 @@ class Outbox:
         self._feed_task = None
         self._tasks.clear()
         self._typing.clear()
+        self._wakes.clear()
 
     def watch(self, chat: ChatRow) -> None:
-        """Follow the chat (a new binding, or a new session for it)."""
+        """Follow the chat (a new binding, a new session for it, or events to send)."""
         key = (chat.agent_id, chat.chat_id)
         if chat.session_id:
             self._by_session[chat.session_id] = key
+        self._poke(key)
+
+    def _poke(self, key: tuple[str, int]) -> None:
         self._wakes.setdefault(key, asyncio.Event()).set()
         if key not in self._tasks:
             self._tasks[key] = asyncio.create_task(self._chat(*key),
-                                                   name=f"telegram-out-{chat.chat_id}")
+                                                   name=f"telegram-out-{key[1]}")
 
-    def wake_agent(self, agent_id: str) -> None:
-        """Wake every chat task of the agent (it was deleted: they find that and end)."""
-        for (owner, _chat), wake in self._wakes.items():
-            if owner == agent_id:
-                wake.set()
+    def forget_agent(self, agent_id: str) -> None:
+        """The agent was deleted: stop following its chats."""
+        for session, key in list(self._by_session.items()):
+            if key[0] == agent_id:
+                del self._by_session[session]
+        for key in [k for k in self._typing if k[0] == agent_id]:
+            self._set_typing(key[1], agent_id, None)
 
     async def _feed(self) -> None:
-        """Wake a chat's task when its session gets events; every 10 s all of them
-        (bindings made on another node, a feed that lagged)."""
         feed = self.runtime.subscribe_all()
         loop = asyncio.get_running_loop()
         try:
-            await self._rescan()
+            await self._rescan(everything=True)
             rescanned = loop.time()
             while True:
                 item = await feed.next(10.0)
@@ -125,27 +132,27 @@ class Outbox:
                 if isinstance(item, EventRecord):
                     key = self._by_session.get(item.session_id)
                     if key is not None:
-                        self._wakes[key].set()
+                        self._poke(key)
         finally:
             feed.close()
 
-    async def _rescan(self) -> None:
+    async def _rescan(self, *, everything: bool = False) -> None:
+        """Start the chats that are behind; ``everything``: learn every bound chat's
+        session first (at start)."""
         try:
-            chats = await self.store.chats()
-            for chat in chats:
+            if everything:
+                for chat in await self.store.chats():
+                    if chat.session_id:
+                        self._by_session[chat.session_id] = (chat.agent_id, chat.chat_id)
+            for chat in await self.store.behind():
                 self.watch(chat)
-            # Chats gone from the store (their agent deleted on another node): their
-            # tasks look and end.
-            known = {(c.agent_id, c.chat_id) for c in chats}
-            for key, wake in self._wakes.items():
-                if key not in known:
-                    wake.set()
         except Exception:
             log.exception("the Telegram chats could not be read; trying again")
 
     async def _chat(self, agent_id: str, chat_id: int) -> None:
         key = (agent_id, chat_id)
         wake = self._wakes[key]
+        gone = False
         try:
             while True:
                 wake.clear()
@@ -154,28 +161,25 @@ class Outbox:
                 except asyncio.CancelledError:
                     raise
                 except _NotHeld:
-                    more = False  # another node serves the chat (until its lease lapses)
-                    self._set_typing(chat_id, agent_id, None)
+                    return  # another node serves the chat (a rescan tries again)
                 except Exception:
                     log.exception("Telegram delivery to chat %d failed; trying again",
                                   chat_id)
-                    more = False
                     await asyncio.sleep(self.config.retry_base_s)
-                if more is None:
-                    return  # the chat is gone (its agent was deleted)
-                if more:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(30.0):
-                        await wake.wait()
+                if more is None:
+                    gone = True
+                    return  # the chat is gone (its agent was deleted)
+                if not more and not wake.is_set():
+                    return  # caught up: the next event starts a task again
         finally:
-            self._set_typing(chat_id, agent_id, None)
+            # (No await between the last look at ``wake`` and here: a poke after this
+            # starts a new task.)
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
                 self._wakes.pop(key, None)
-                for session, bound in list(self._by_session.items()):
-                    if bound == key:
-                        del self._by_session[session]
+            if gone:
+                self.forget_agent(agent_id)
 
     async def _deliver(self, agent_id: str, chat_id: int) -> bool | None:
         """Send what follows the chat's cursor (a page of events); whether there may

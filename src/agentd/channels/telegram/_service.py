@@ -127,9 +127,8 @@ class TelegramChannel:
         self._started = False
 
     def forget(self, agent_id: str) -> None:
-        """The agent was deleted (its chats and inbox went with it): wake its chats'
-        tasks, which then end."""
-        self.outbox.wake_agent(agent_id)
+        """The agent was deleted (its chats and inbox went with it)."""
+        self.outbox.forget_agent(agent_id)
         self._settings.pop(agent_id, None)
 
     async def prune(self) -> int:
