@@ -709,3 +709,15 @@ def orjson_dumps(value: Any) -> bytes:
     import orjson
 
     return orjson.dumps(value)
+
+
+async def test_only_the_webhook_is_public(
+        runtime: Runtime, api: httpx.AsyncClient) -> None:
+    await make_agent(runtime)
+    no_token = {"Authorization": ""}
+    assert (await api.get("/v1/agents/bot/channels/telegram",
+                          headers=no_token)).status_code == 401
+    assert (await api.get("/v1/channels/telegram/bot/webhook",
+                          headers=no_token)).status_code in (404, 405)
+    assert (await api.get("/v1/agents/bot/channels/telegram")).status_code == 200
+    assert (await api.get("/v1/agents/nobody/channels/telegram")).status_code == 404
