@@ -132,6 +132,20 @@ async def test_a_replayed_update_is_acknowledged_and_does_nothing(
     assert len(runs.runs) == 2
 
 
+async def test_the_same_update_sent_concurrently_is_taken_once(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
+    """Telegram retrying while the first delivery is still in flight: eight copies at
+    once; one is new, seven are duplicates, one run, one reply."""
+    await make_agent(runtime)
+    answers = await asyncio.gather(*(post(api, update(77, text="dup"))
+                                     for _ in range(8)))
+    assert sorted(r.json()["duplicate"] for r in answers) == [False] + [True] * 7
+    assert await texts(bot, 42, 1) == ["echo: dup"]
+    await asyncio.sleep(0.3)
+    assert bot.texts(42) == ["echo: dup"]
+    assert len((await runtime.list_runs(agent="bot")).runs) == 1
+
+
 @pytest.mark.parametrize("secret", [None, "wrong", SECRET[:-1], SECRET + "x", ""])
 async def test_a_missing_or_wrong_secret_is_refused_and_nothing_is_stored(
         runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI,
