@@ -265,6 +265,7 @@ class Inbox:
         if isinstance(document, dict):
             files.append((document, safe_file_name(document.get("file_name"), "document")))
         notes = []
+        saved = False
         limit = conf.max_file_mb << 20
         api = self.api_for(conf)
         for index, (item, name) in enumerate(files):
@@ -296,6 +297,12 @@ class Inbox:
                 "image/jpeg" if name.endswith("photo.jpg") else "application/octet-stream")
             notes.append(f"[attachment saved in the workspace: attachments/{name} "
                          f"({mime}, {written} bytes)]")
+            saved = True
+        if saved:
+            # Under a root daemon: the new files become the agent's uid's, as files a
+            # restore wrote do.
+            await self.runtime.sandboxes.prepare(self.runtime.workspace_of(agent),
+                                                 agent_id=agent.id)
         return notes
 
     async def _save(self, agent: AgentRecord, api: BotAPI, path: str, name: str,
