@@ -190,6 +190,9 @@ async def test_the_secret_variable_unset_refuses_every_update(
     (b'{"update_id": 1e3}', 422, "update_id"),
     (b'{"update_id": 5, "message": {"text": "x"}}', 422, "chat.id"),
     (b'{"update_id": 5, "message": {"chat": {"id": "42"}, "text": "x"}}', 422, "chat.id"),
+    (b'{"update_id": 5, "message": {"chat": {"id": 99999999999999999999}}}', 422,
+     "64-bit"),
+    (b'{"update_id": 99999999999999999999}', 422, "64-bit"),
 ])
 async def test_a_malformed_update_is_refused_with_a_clear_message(
         runtime: Runtime, api: httpx.AsyncClient, raw: bytes, status: int,

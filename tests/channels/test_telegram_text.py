@@ -61,3 +61,14 @@ def test_redact_takes_the_token_out_of_bot_api_paths() -> None:
     assert redact("GET http://h/file/bot123:x/photos/a.jpg") == \
         "GET http://h/file/bot<token>/photos/a.jpg"
     assert redact("the token 123:secret leaked", "123:secret") == "the token <token> leaked"
+
+
+def test_text_with_a_lone_surrogate_is_sent_with_a_replacement() -> None:
+    from agentd.channels.settings import TelegramSettings
+    from agentd.channels.telegram._outbound import texts_of
+    from agentd.store.records import EventRecord
+
+    event = EventRecord(session_id="s", seq=1, kind="message.proactive",
+                        data={"content": "broken \ud800 text"}, at=0.0)
+    conf = TelegramSettings(bot_token_env="TELEGRAM_A", secret_token_env="TELEGRAM_B")
+    assert texts_of(event, conf) == ["broken ? text"]

@@ -84,8 +84,13 @@ class BotAPI:
         """One call; its ``result``, or :class:`BotAPIError`."""
         token = self._token(method)
         try:
+            body = orjson.dumps(payload)
+        except orjson.JSONEncodeError as exc:
+            raise BotAPIError(method=method, status=None, permanent=True,
+                              description=f"the call cannot be encoded: {exc}") from None
+        try:
             response = await self.client.post(
-                f"{self.api_base}/bot{token}/{method}", content=orjson.dumps(payload),
+                f"{self.api_base}/bot{token}/{method}", content=body,
                 headers={"Content-Type": "application/json"}, timeout=self.timeout_s)
         except httpx.TimeoutException:
             raise BotAPIError(method=method, status=None,
@@ -95,17 +100,17 @@ class BotAPI:
                               description=redact(f"{type(exc).__name__}: {exc}", token)
                               ) from None
         try:
-            body = orjson.loads(response.content)
+            answer = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
+            answer = None
+        if not isinstance(answer, dict):
             raise BotAPIError(method=method, status=response.status_code,
                               description="the answer is not a Bot API JSON object",
                               permanent=False)
-        if response.status_code == 200 and body.get("ok") is True:
-            return body.get("result")
-        description = redact(str(body.get("description") or "error")[:500], token)
-        parameters = body.get("parameters")
+        if response.status_code == 200 and answer.get("ok") is True:
+            return answer.get("result")
+        description = redact(str(answer.get("description") or "error")[:500], token)
+        parameters = answer.get("parameters")
         retry_after = None
         if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"),
                                                        int | float):

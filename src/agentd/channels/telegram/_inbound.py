@@ -132,8 +132,9 @@ class Inbox:
             return None, "skipped", ("not a message: " + ", ".join(kinds[:3]))[:200]
         chat = message.get("chat")
         chat_id = _int(chat.get("id")) if isinstance(chat, dict) else None
-        if chat_id is None:
-            raise InvalidInput("message.chat.id must be an integer", field="body.message.chat.id")
+        if chat_id is None or not -(2**63) < chat_id < 2**63:
+            raise InvalidInput("message.chat.id must be an integer (64 bits)",
+                               field="body.message.chat.id")
         if conf.allowed_chats is not None and chat_id not in conf.allowed_chats:
             return chat_id, "refused", "the chat is not in allowed_chats"
         return chat_id, "pending", None

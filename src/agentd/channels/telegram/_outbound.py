@@ -55,6 +55,8 @@ def texts_of(event: EventRecord, conf: TelegramSettings) -> list[str]:
         error = data.get("error")
         code = error.get("code") if isinstance(error, dict) else None
         text = f"(the agent could not answer: {code or 'run_failed'})"
+    # (A lone surrogate cannot be sent as JSON: it becomes "?", not a stuck chat.)
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return split_message(text) if text.strip() else []
 
 
