@@ -18,6 +18,7 @@ is logged and kept as the chat's ``last_error``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from agentd.channels.settings import TelegramConfig, TelegramSettings
 from agentd.channels.telegram._botapi import BotAPI, BotAPIError
 from agentd.channels.telegram._text import split_message
-from agentd.runtime.bus import Lagged
+from agentd.runtime.bus import Feed, Lagged
 from agentd.store._telegram import ChatRow, TelegramStore
 from agentd.store.records import AgentRecord, EventRecord
 
@@ -82,6 +83,7 @@ class Outbox:
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._typing: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._feed_task: asyncio.Task[None] | None = None
+        self._bound = asyncio.Event()
 
     def start(self) -> None:
         self._feed_task = asyncio.create_task(self._feed(), name="telegram-outbox")
@@ -102,6 +104,7 @@ class Outbox:
         key = (chat.agent_id, chat.chat_id)
         if chat.session_id:
             self._by_session[chat.session_id] = key
+            self._bound.set()
         self._poke(key)
 
     def _poke(self, key: tuple[str, int]) -> None:
@@ -119,15 +122,30 @@ class Outbox:
             self._set_typing(key[1], agent_id, None)
 
     async def _feed(self) -> None:
-        feed = self.runtime.subscribe_all()
+        """Poke chats whose session got events, and rescan every 10 s. The bus's feed
+        is subscribed to only while some chat is bound here: with no Telegram chat, a
+        turn pays nothing for the channel."""
         loop = asyncio.get_running_loop()
+        feed: Feed | None = None
         try:
             await self._rescan(everything=True)
             rescanned = loop.time()
             while True:
-                item = await feed.next(10.0)
-                if feed.closed:
-                    return
+                item: EventRecord | Lagged | None = None
+                if not self._by_session:
+                    if feed is not None:
+                        feed.close()
+                        feed = None
+                    self._bound.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(10.0):
+                            await self._bound.wait()
+                else:
+                    if feed is None:
+                        feed = self.runtime.subscribe_all()
+                    item = await feed.next(10.0)
+                    if feed.closed:
+                        return
                 if isinstance(item, Lagged) or loop.time() - rescanned >= 10.0:
                     await self._rescan()
                     rescanned = loop.time()
@@ -136,7 +154,8 @@ class Outbox:
                     if key is not None:
                         self._poke(key)
         finally:
-            feed.close()
+            if feed is not None:
+                feed.close()
 
     async def _rescan(self, *, everything: bool = False) -> None:
         """Start the chats that are behind; ``everything``: learn every bound chat's
