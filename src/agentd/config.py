@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agentd.channels.settings import ChannelsConfig
 from agentd.memory.settings import MemoryConfig
 from agentd.security.policy import PolicyConfig
 
@@ -416,6 +417,9 @@ class Settings(BaseSettings):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     #: termo-agent's routes for one adapter-backed agent (``agentd serve --adapter``).
     termo: TermoConfig = Field(default_factory=TermoConfig)
+    #: Channels (``agentd.channels``): the Telegram Bot API's address, which
+    #: environment variables agents may name for tokens, retries (docs/channels.md).
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

@@ -46,6 +46,7 @@ from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
 from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.autonomy.teams import TeamExecutor, check_team
+from agentd.channels.telegram import TelegramChannel
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
@@ -83,6 +84,7 @@ from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
 from agentd.store import Lease, RunPage, Store, open_store
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store._subtasks import SubtaskRecord
+from agentd.store._telegram import TelegramStore
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -231,6 +233,10 @@ class Runtime:
         self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
                                  node_id=settings.node_id, daemon_ports=(settings.port,),
                                  exclusive=self.exclusive)
+        #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
+        self.telegram = TelegramChannel(self, TelegramStore(store.engine),
+                                        settings.channels.telegram)
+        self.agents.checks.append(self.telegram.check_settings)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -255,6 +261,7 @@ class Runtime:
         # What the run-end hook missed (another node ended a parent, a crash between).
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
+        register(Job(name="telegram_inbox", period_s=3600.0, run=self.telegram.prune))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -300,6 +307,7 @@ class Runtime:
         self._accepting = True
         self.schedules.start()
         self.webhooks.start()
+        self.telegram.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -311,6 +319,7 @@ class Runtime:
     async def _wind_down(self) -> None:
         await self.schedules.stop()
         await self.webhooks.stop()
+        await self.telegram.close()
         await self.follower.stop()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
@@ -424,6 +433,7 @@ class Runtime:
         agent_id = (await self.agents.get(name)).id
         await self.lifecycle.delete(name)
         self.heartbeat.forget(agent_id)
+        self.telegram.forget(agent_id)
         # Its entries went with it (the store's delete); their index goes too.
         self.entries.forget_agent(agent_id)
 

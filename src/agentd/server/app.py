@@ -232,7 +232,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     tokens = settings.named_tokens()
     if not tokens:
         tokens[BOOTSTRAP] = ensure_token(settings.home)
-    check = TokenCheck(tokens, settings.public_paths, required=settings.auth_enabled)
+    # Telegram's webhook carries its own secret (checked by the channel), not a token.
+    check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*"],
+                       required=settings.auth_enabled)
     app.state.token_check = check
     app.state.admin_tokens = (None if settings.admin_tokens is None
                               else frozenset(settings.admin_tokens))
@@ -274,6 +276,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.webhooks.agent_router)
     app.include_router(routes.webhooks.router)
     app.include_router(routes.webhooks.delivery_router)
+    app.include_router(routes.channels.router)
+    app.include_router(routes.channels.state_router)
     app.include_router(routes.approvals.router)
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)

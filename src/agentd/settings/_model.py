@@ -29,6 +29,7 @@ from agentd.autonomy.delegation_settings import DelegationSettings
 from agentd.autonomy.heartbeat import HeartbeatSettings
 from agentd.autonomy.schedule_settings import ScheduleSettings
 from agentd.autonomy.team_settings import TeamSettings
+from agentd.channels.settings import ChannelSettings
 from agentd.config import AgentSandbox, Budget
 from agentd.llm.settings import ModelSettings
 from agentd.memory.settings import MemorySettings
@@ -234,6 +235,14 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"max_input_chars": 64000}`. Its runs call no model: each member step '
                     'is a child run. Members must exist, share the tenant, accept calls '
                     'from the team, and no team may contain itself (checked when saved).')
+
+    channels: ChannelSettings = Field(
+        default_factory=ChannelSettings,
+        description='Channels (`agentd.channels`; docs/channels.md): `{"telegram": '
+                    '{"bot_token_env", "secret_token_env", "allowed_chats": null, '
+                    '"typing": true, "max_file_mb": 20, "deliver_failures": true}}`; the '
+                    'variables\' names must start with the daemon\'s `[channels.telegram] '
+                    'env_prefix`.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

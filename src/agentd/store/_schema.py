@@ -484,6 +484,55 @@ CREATE TABLE proactive_posts (
 ))
 
 
+# Migration 13: the Telegram channel (agentd.store._telegram). telegram_inbox holds
+# every update a webhook acknowledged, keyed by (agent, update_id): a replayed update
+# is a no-op insert; ``status`` is pending until the channel's worker handed it to the
+# agent (``run_id``) or set it aside (skipped, refused, failed with ``error``).
+# telegram_chats has a row per chat that sent a message (made with its first update):
+# the session it is bound to and the delivery cursor (every event up to
+# ``delivered_seq`` was handled; ``partial_parts`` parts of the split message at
+# ``partial_seq`` were sent), and the lease of the node serving the chat
+# (``lease_owner`` until ``lease_until``): one node at a time hands its updates over
+# and sends its replies.
+MIGRATIONS.append((
+    13,
+    "telegram channel",
+    """
+CREATE TABLE telegram_inbox (
+    agent_id    {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    update_id   {bigint} NOT NULL,
+    chat_id     {bigint},
+    body        {text} NOT NULL,
+    status      {text} NOT NULL,
+    attempts    {bigint} NOT NULL DEFAULT 0,
+    error       {text},
+    run_id      {text},
+    received_at {real} NOT NULL,
+    done_at     {real},
+    PRIMARY KEY (agent_id, update_id)
+);
+CREATE INDEX telegram_inbox_pending ON telegram_inbox (agent_id, chat_id, update_id)
+    WHERE status = 'pending';
+CREATE TABLE telegram_chats (
+    agent_id      {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    chat_id       {bigint} NOT NULL,
+    session_key   {text} NOT NULL,
+    session_id    {text},
+    delivered_seq {bigint} NOT NULL DEFAULT 0,
+    partial_seq   {bigint} NOT NULL DEFAULT 0,
+    partial_parts {bigint} NOT NULL DEFAULT 0,
+    sent          {bigint} NOT NULL DEFAULT 0,
+    last_error    {text},
+    lease_owner   {text},
+    lease_until   {real} NOT NULL DEFAULT 0,
+    created_at    {real} NOT NULL,
+    updated_at    {real} NOT NULL,
+    PRIMARY KEY (agent_id, chat_id)
+);
+""",
+))
+
+
 # Migration 14: outbound webhooks (agentd.store._webhooks). ``webhooks``: a subscription
 # (an agent's, deleted with it) with its signing secret. ``webhook_cursors``: per
 # subscription and session, the last seq turned into deliveries (moved forward only, in

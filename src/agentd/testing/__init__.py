@@ -2,11 +2,14 @@
 
 ``scripted_enqueue`` / ``scripted_clear`` drive the in-process ``scripted`` model;
 :class:`StubLLMServer` speaks real provider wire formats over HTTP, with faults and an
-optional :class:`Capacity` (concurrency, latency, RPM and TPM limits) it admits calls by.
+optional :class:`Capacity` (concurrency, latency, RPM and TPM limits) it admits calls by;
+:class:`StubBotAPI` is a Telegram Bot API with recorded calls and injected failures.
 """
 
 from agentd.llm.scripted import clear_queue as scripted_clear
 from agentd.llm.scripted import enqueue as scripted_enqueue
 from agentd.testing.stub_llm import Capacity, StubLLMServer, StubStats
+from agentd.testing.stub_telegram import BotCall, StubBotAPI
 
-__all__ = ["Capacity", "StubLLMServer", "StubStats", "scripted_clear", "scripted_enqueue"]
+__all__ = ["BotCall", "Capacity", "StubBotAPI", "StubLLMServer", "StubStats", "scripted_clear",
+           "scripted_enqueue"]

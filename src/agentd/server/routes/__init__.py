@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentd.server.routes import (
     agents,
     approvals,
+    channels,
     checkpoints,
     events,
     feed,
@@ -23,6 +24,6 @@ from agentd.server.routes import (
     webhooks,
 )
 
-__all__ = ["agents", "approvals", "checkpoints", "events", "feed", "heartbeat", "kernel",
-           "memory", "memory_entries", "run_list", "runs", "schedules", "sessions",
-           "skills", "subtasks", "tools", "usage", "webhooks"]
+__all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
+           "heartbeat", "kernel", "memory", "memory_entries", "run_list", "runs",
+           "schedules", "sessions", "skills", "subtasks", "tools", "usage", "webhooks"]
