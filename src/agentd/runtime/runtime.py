@@ -15,6 +15,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``kernel``         every model call: scheduler, retries, breakers, budgets
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
+``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
 A new capability (memory, schedules, ...) is a new service built here from the
@@ -45,8 +46,10 @@ from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
 from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.autonomy.teams import TeamExecutor, check_team
+from agentd.browser import BROWSER_TOOLS, Browsers
+from agentd.browser import problem as browser_problem
 from agentd.config import Settings
-from agentd.errors import AgentNotFound
+from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
@@ -221,6 +224,14 @@ class Runtime:
         #: Messages an agent posts into its own other sessions (``message_post``).
         self.proactive = ProactiveService(store, bus=self.bus, histories=self.histories)
         self.executors.services["proactive"] = self.proactive
+        #: Chromium for the browser tools, one per agent (``[browser] enabled``).
+        self.browsers: Browsers | None = None
+        if settings.browser.enabled:
+            self.browsers = Browsers(settings.browser)
+            self.executors.services["browser"] = self.browsers
+            for browser_tool in BROWSER_TOOLS.values():
+                if self.tools.get(browser_tool.name) is None:
+                    self.tools.register(browser_tool)
         #: Periodic autonomous turns (``settings.heartbeat``).
         self.heartbeat = HeartbeatService(
             store, runs=self.runs, agents=self.agents,
@@ -249,6 +260,9 @@ class Runtime:
         # What the run-end hook missed (another node ended a parent, a crash between).
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
+        if self.browsers is not None:
+            register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
+                         run=self.browsers.close_idle))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -272,6 +286,10 @@ class Runtime:
         # changed: their runs fail saying why until the operator fixes them).
         warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
         await self.sandboxes.start()
+        if self.browsers is not None:
+            why = await asyncio.to_thread(browser_problem, self.settings.browser)
+            if why is not None:
+                raise InvalidInput(f"browser.enabled: {why}", field="browser.enabled")
         await self.entries.start()
         await self.skills.start()
         if self.settings.demo_agent:
@@ -317,6 +335,8 @@ class Runtime:
         await self.mcp.close()
         await self.consolidator.close()
         await self.entries.close()
+        if self.browsers is not None:
+            await self.browsers.close()
         await self.sandboxes.close()
         await self.workers.close()
 
@@ -369,6 +389,8 @@ class Runtime:
         self.histories.drop_agent(agent.id)
         self.kernel.budgets.forget("agent", agent.id)
         self.adapters.release_later(agent.id)
+        if self.browsers is not None:
+            self.browsers.close_agent_later(agent.id)
         if self._accepting:
             self.consolidator.when_idle(agent)
 

@@ -1,0 +1,383 @@
+"""The daemon's browsers: one Chromium per agent, one page per session, driven by
+Playwright's async API.
+
+Each browser is started on first use for its agent's network grant and reaches the
+network only through an :class:`~agentd.sandbox.egress.EgressProxy` of that grant,
+the same check as ``http_fetch`` and commands: Chromium's ``--proxy-server`` points at
+it (loopback included: ``<-loopback>``), it resolves no name itself
+(``--host-resolver-rules``), WebRTC may not send UDP outside the proxy. Every request
+is also checked in Playwright (a route on each page's context) before it leaves, so
+that a refusal can be reported to the model with its reason; navigations to anything
+but http(s) (``file:``, ``chrome:``, ``data:``, ``view-source:``...) are refused
+there. Downloads are off, service workers blocked (their requests would skip the
+route). A browser is closed when its agent goes to sleep, when it has had no call
+for ``[browser] idle_s``, when its grant changes, and with the daemon; at most
+``[browser] max_browsers`` run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from agentd.browser._dom import SAME_TAB_JS
+from agentd.config import BrowserConfig
+from agentd.errors import ToolError
+from agentd.sandbox.egress import EgressProxy, EgressRules, Grant, check_async
+
+if TYPE_CHECKING:
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        Playwright,
+        Response,
+        Route,
+    )
+
+__all__ = ["Browsers", "Tab", "problem"]
+
+log = logging.getLogger(__name__)
+
+#: Chromium's switches besides the proxy (Playwright adds its own automation ones).
+CHROMIUM_ARGS = (
+    # Nothing of Chromium's own phoning home, which could skip the proxy's checks.
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+    "--disable-breakpad", "--no-first-run", "--no-default-browser-check", "--no-pings",
+    "--disable-default-apps", "--disable-extensions", "--mute-audio",
+    "--safebrowsing-disable-auto-update", "--metrics-recording-only",
+    # The last --disable-features wins: Playwright's own list (1.5x), then Chromium's
+    # calls home from a page (a form asks Google's autofill server, translation...).
+    "--disable-features=" + ",".join((
+        "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose",
+        "HttpsUpgrades", "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter",
+        "PaintHolding", "ThirdPartyStoragePartitioning",
+        "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
+        "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
+        "AutofillServerCommunication", "Translate", "OptimizationHintsFetching",
+        "OptimizationGuideModelDownloading", "InterestFeedContentSuggestions",
+        "CertificateTransparencyComponentUpdater", "DialMediaRouteProvider",
+        "SafeBrowsingEnhancedProtection", "PrivacySandboxSettings4", "BackForwardCache")),
+    # QUIC is UDP, which no proxy carries.
+    "--disable-quic",
+    # No name is resolved by Chromium (DNS prefetch, a direct connection): the proxy
+    # resolves, after its check. (127.0.0.1 is the proxy itself.)
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--dns-prefetch-disable",
+    # WebRTC: no UDP that does not go through the proxy (and so none at all).
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--enforce-webrtc-ip-permission-check",
+)
+_CLOSE_TIMEOUT_S = 10.0
+
+
+def problem(config: BrowserConfig) -> str | None:
+    """Why the browser tools cannot run here (None: they can)."""
+    if importlib.util.find_spec("playwright") is None:
+        return ("the Python package playwright is not installed (pip install "
+                "'agentd[browser]')")
+    if not (os.path.isfile(config.executable) and os.access(config.executable, os.X_OK)):
+        return (f"no Chromium at {config.executable} ([browser] executable; on Debian: "
+                "apt-get install chromium)")
+    return None
+
+
+def _refused(message: str) -> ToolError:
+    return ToolError(message, code="network_denied")
+
+
+@dataclass(eq=False)
+class Tab:
+    """One session's page in its agent's browser (a context of its own: cookies and
+    storage are the session's). Use it under :meth:`Browsers.tab` only."""
+
+    context: BrowserContext
+    page: Page
+    #: The attribute the element references are written in: random per tab, so that
+    #: a page cannot know it beforehand.
+    attr: str
+    used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Requests refused since the tools last reported them (URL: why).
+    blocked: list[str] = field(default_factory=list)
+
+    def adopt(self, page: Page) -> None:
+        """A page the current one opened (``target=_blank``, ``window.open``) becomes
+        the current one; the older one is closed."""
+        if page is self.page:
+            return
+        old, self.page = self.page, page
+        task = asyncio.ensure_future(old.close())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def note_response(self, response: Response) -> None:
+        if response.headers.get("x-agentd-egress") == "refused" and len(self.blocked) < 50:
+            self.blocked.append(f"{response.url[:200]}: refused by the egress proxy "
+                                f"(HTTP {response.status})")
+
+    def take_blocked(self) -> list[str]:
+        out, self.blocked = self.blocked, []
+        return out
+
+
+@dataclass(eq=False)
+class _Browser:
+    grant: Grant
+    rules: EgressRules
+    browser: Browser
+    proxy: EgressProxy
+    home: str
+    tabs: dict[str, Tab] = field(default_factory=dict)
+    used: float = field(default_factory=time.monotonic)
+    busy: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Browsers:
+    """The browsers of every agent. Owned by the runtime (``services["browser"]``)."""
+
+    def __init__(self, config: BrowserConfig) -> None:
+        self.config = config
+        self._playwright: Playwright | None = None
+        self._browsers: dict[str, _Browser] = {}
+        self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        """Browsers running now."""
+        return len(self._browsers)
+
+    # -- use ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def tab(self, agent_id: str, session: str, grant: Grant, rules: EgressRules,
+                  *, create: bool = True) -> AsyncIterator[Tab]:
+        """The page of ``session`` in ``agent_id``'s browser (started for ``grant``),
+        held for one call. ``create`` False: a session with no page is refused."""
+        if self._closed:
+            raise ToolError("the daemon is stopping", code="browser_unavailable")
+        if not grant:
+            raise _refused("this agent has no network (settings.policy.network)")
+        entry = await self._browser(agent_id, grant, rules, create=create)
+        entry.busy += 1
+        try:
+            async with entry.lock:
+                tab = entry.tabs.get(session)
+                if tab is not None and tab.page.is_closed():
+                    await self._close_tab(entry, session)
+                    tab = None
+                if tab is None:
+                    if not create:
+                        raise ToolError("no page is open in this session: call "
+                                        "browser_open first", code="browser_no_page")
+                    tab = await self._new_tab(entry, session)
+            async with tab.lock:
+                tab.used = entry.used = time.monotonic()
+                try:
+                    yield tab
+                finally:
+                    tab.used = entry.used = time.monotonic()
+        finally:
+            entry.busy -= 1
+
+    async def discard_tab(self, agent_id: str, session: str) -> None:
+        """Close a session's page (after a call that left it in an unknown state)."""
+        entry = self._browsers.get(agent_id)
+        if entry is not None:
+            await self._close_tab(entry, session)
+
+    async def _browser(self, agent_id: str, grant: Grant, rules: EgressRules, *,
+                       create: bool) -> _Browser:
+        async with self._lock:
+            entry = self._browsers.get(agent_id)
+            if entry is not None and (entry.grant != grant or entry.rules != rules
+                                      or not entry.browser.is_connected()):
+                # A changed grant gets a new browser, never the old one's network.
+                await self._close_browser(agent_id)
+                entry = None
+            if entry is not None:
+                return entry
+            if not create:
+                raise ToolError("no page is open in this session: call browser_open "
+                                "first", code="browser_no_page")
+            if len(self._browsers) >= self.config.max_browsers:
+                idle = [(e.used, key) for key, e in self._browsers.items() if not e.busy]
+                if not idle:
+                    raise ToolError(
+                        f"all {self.config.max_browsers} browsers are in use "
+                        "([browser] max_browsers); try again later", code="browser_busy")
+                await self._close_browser(min(idle)[1])
+            entry = await self._launch(grant, rules)
+            self._browsers[agent_id] = entry
+            return entry
+
+    async def _launch(self, grant: Grant, rules: EgressRules) -> _Browser:
+        if self._playwright is None:
+            from playwright.async_api import async_playwright
+
+            self._playwright = await async_playwright().start()
+        secret = secrets.token_urlsafe(24)
+        proxy = EgressProxy(grant, rules, "", inlets=False, secret=secret)
+        port = await proxy.start_tcp()
+        home = await asyncio.to_thread(tempfile.mkdtemp, prefix="agentd-browser-")
+        try:
+            browser = await self._playwright.chromium.launch(
+                executable_path=self.config.executable, headless=True,
+                chromium_sandbox=self.config.chromium_sandbox and os.geteuid() != 0,
+                proxy={"server": f"http://127.0.0.1:{port}", "bypass": "<-loopback>",
+                       "username": "agentd", "password": secret},
+                args=list(CHROMIUM_ARGS),
+                # Not the daemon's environment (its tokens and keys).
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home,
+                     "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home,
+                     "LANG": "C.UTF-8", "TZ": "UTC"},
+                handle_sigint=False, handle_sigterm=False, handle_sighup=False,
+                timeout=self.config.navigation_timeout_s * 1000)
+        except BaseException:
+            await proxy.close()
+            await asyncio.to_thread(shutil.rmtree, home, True)
+            raise
+        log.info("browser started (%d running)", len(self._browsers) + 1)
+        return _Browser(grant=grant, rules=rules, browser=browser, proxy=proxy, home=home)
+
+    async def _new_tab(self, entry: _Browser, session: str) -> Tab:
+        if len(entry.tabs) >= self.config.max_pages:
+            idle = [(t.used, key) for key, t in entry.tabs.items() if not t.lock.locked()]
+            if not idle:
+                raise ToolError(f"this agent's {self.config.max_pages} pages are all in "
+                                "use ([browser] max_pages)", code="browser_busy")
+            await self._close_tab(entry, min(idle)[1])
+        context = await entry.browser.new_context(
+            accept_downloads=False, service_workers="block",
+            viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(self.config.action_timeout_s * 1000)
+        context.set_default_navigation_timeout(self.config.navigation_timeout_s * 1000)
+        await context.add_init_script(SAME_TAB_JS)
+        page = await context.new_page()
+        tab = Tab(context=context, page=page, attr=f"data-agentd-{secrets.token_hex(4)}")
+        await context.route("**/*", lambda route: self._route(entry, tab, route))
+        context.on("page", tab.adopt)
+        # What the route does not see (a redirect's target) the proxy refuses: say so.
+        context.on("response", tab.note_response)
+        entry.tabs[session] = tab
+        return tab
+
+    async def _route(self, entry: _Browser, tab: Tab, route: Route) -> None:
+        """Every request of a tab's pages, before it leaves: refused unless the
+        agent's grant and the operator's rules allow it (the proxy checks again)."""
+        request = route.request
+        url = request.url
+        try:
+            why = await self._refusal(entry, url, navigation=request.is_navigation_request())
+        except Exception:  # a check that fails refuses
+            log.exception("browser: checking a request failed")
+            why = "the check failed"
+        with contextlib.suppress(Exception):  # the page may be gone meanwhile
+            if why is None:
+                await route.continue_()
+                return
+            if len(tab.blocked) < 50:
+                tab.blocked.append(f"{url[:200]}: {why}")
+            await route.abort("blockedbyclient")
+
+    async def _refusal(self, entry: _Browser, url: str, *, navigation: bool) -> str | None:
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            host = parts.hostname
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            return "not a valid URL"
+        if scheme in ("http", "https"):
+            if not host:
+                return "no host"
+            try:
+                await check_async(host, port, entry.grant, entry.rules)
+            except ToolError as exc:
+                return exc.message
+            return None
+        if scheme in ("data", "blob") and not navigation:
+            return None  # a page's own content (an inline image, a script's blob)
+        if url == "about:blank":
+            return None
+        return f"{scheme}: URLs are not opened (only http and https)"
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def _close_tab(self, entry: _Browser, session: str) -> None:
+        tab = entry.tabs.pop(session, None)
+        if tab is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                    await tab.context.close()
+
+    async def _close_browser(self, agent_id: str) -> None:
+        entry = self._browsers.pop(agent_id, None)
+        if entry is None:
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await entry.browser.close()
+        except Exception as exc:
+            log.warning("browser: closing a browser failed: %s", exc)
+        await entry.proxy.close()
+        await asyncio.to_thread(shutil.rmtree, entry.home, True)
+        log.info("browser closed (%d running)", len(self._browsers))
+
+    async def close_agent(self, agent_id: str) -> None:
+        """Close ``agent_id``'s browser (the agent went to sleep, was stopped...)."""
+        async with self._lock:
+            await self._close_browser(agent_id)
+
+    def close_agent_later(self, agent_id: str) -> None:
+        """:meth:`close_agent` from synchronous code (an agent put to sleep)."""
+        if agent_id not in self._browsers:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.close_agent(agent_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close_idle(self) -> int:
+        """Close the browsers with no call for ``idle_s`` (a housekeeping job)."""
+        cutoff = time.monotonic() - self.config.idle_s
+        closed = 0
+        async with self._lock:
+            for agent_id, entry in list(self._browsers.items()):
+                if not entry.busy and entry.used < cutoff:
+                    await self._close_browser(agent_id)
+                    closed += 1
+        return closed
+
+    async def close(self) -> None:
+        """Close every browser and Playwright (the daemon stops)."""
+        self._closed = True
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        async with self._lock:
+            for agent_id in list(self._browsers):
+                await self._close_browser(agent_id)
+            if self._playwright is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                        await self._playwright.stop()
+                self._playwright = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"running": len(self._browsers), "max": self.config.max_browsers}
