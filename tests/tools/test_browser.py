@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -55,12 +56,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HOME = """<!doctype html><html><head><title>Home page</title></head><body>
 <nav><a href="/second">Second page</a></nav>
 <main><h1>Welcome home</h1><p>The quick brown fox.</p>
-<button id="b" onclick="document.getElementById('out').textContent='Clicked: yes'">Change me</button>
+<button id="b" onclick="document.getElementById('out').textContent='Clicked: yes'"
+ >Change me</button>
 <p id="out">Clicked: no</p>
 <form action="/result" method="get"><label for="q">Query</label>
 <input id="q" name="q" placeholder="search words"><button type="submit">Search</button></form>
-<input id="k" placeholder="press here"
- onkeydown="if (event.key === 'Enter') document.getElementById('pressed').textContent='Pressed: Enter'">
+<input id="k" placeholder="press here" onkeydown="if (event.key === 'Enter')
+ document.getElementById('pressed').textContent='Pressed: Enter'">
 <p id="pressed">Pressed: nothing</p>
 <div style="height: 3000px">tall</div>
 <button id="far" onclick="this.textContent='far clicked'">Far away</button>
@@ -103,6 +105,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send(ATTACK.replace("DAEMON", query["daemon"]).replace("CANARY", query["canary"]))
         elif url.path == "/to-private":
             self.send("", status=302, Location=f"http://127.0.0.1:{query['canary']}/redirected")
+        elif url.path == "/webrtc":
+            self.send(WEBRTC.replace("UDPPORT", query["port"]))
         elif url.path == "/to-file":
             self.send("<title>File</title><script>location.href='file:///etc/passwd'</script>"
                       "<main>going to a file</main>")
@@ -126,6 +130,23 @@ window.done = Promise.all(tries.map(([name, url]) =>
   fetch(url, {mode: 'no-cors'}).then(() => log(name + ' REACHED'), () => log(name + ' blocked'))));
 const ws = new WebSocket('ws://127.0.0.1:CANARY/ws');
 ws.onerror = () => log('ws blocked');
+</script>"""
+
+WEBRTC = """<!doctype html><title>RTC</title><main><p id="log">rtc</p></main><script>
+window.done = (async () => {
+  const pc = new RTCPeerConnection({iceServers: [{urls: 'stun:127.0.0.1:UDPPORT'}]});
+  const found = [];
+  pc.onicecandidate = (e) => { if (e.candidate) found.push(e.candidate.candidate); };
+  pc.createDataChannel('x');
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') resolve();
+    pc.onicegatheringstatechange = () => {
+      if (pc.iceGatheringState === 'complete') resolve();
+    };
+  });
+  return found;
+})();
 </script>"""
 
 httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -308,8 +329,7 @@ async def test_fill_and_submit_a_form(rt: Runtime, pages: int) -> None:
 async def test_type_and_press_enter(rt: Runtime, pages: int) -> None:
     await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/"})
     observed = await _ok(rt, "browser_observe", {})
-    field = observed.splitlines()[[i for i, line in enumerate(observed.splitlines())
-                                   if "press here" in line][0]].split()[0]
+    field = next(line for line in observed.splitlines() if "press here" in line).split()[0]
     await _ok(rt, "browser_act", {"action": "type", "ref": field, "value": "abc"})
     out = await _ok(rt, "browser_act", {"action": "press", "ref": field, "value": "Enter"})
     assert "Pressed: Enter" in out
@@ -466,6 +486,27 @@ async def test_pages_cannot_reach_the_daemon_or_private_addresses(
     assert "daemon's own port" in out and "not a public address" in out, out
 
 
+async def test_webrtc_sends_no_udp(rt: Runtime, pages: int) -> None:
+    """UDP cannot go through the proxy: WebRTC gathers no candidate and sends no STUN
+    packet (which would reach any address, and tell the host's own)."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.setblocking(False)
+    try:
+        port = udp.getsockname()[1]
+        await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/webrtc?port={port}"})
+        agent = await rt.get_agent("web")
+        assert rt.browsers is not None
+        async with rt.browsers.tab(agent.id, "s", True, rt.sandboxes.rules,
+                                   create=False) as tab:
+            candidates = await tab.page.evaluate("() => window.done")
+        assert not [c for c in candidates if " udp " in c.lower()], candidates
+        with pytest.raises(BlockingIOError):
+            udp.recvfrom(2048)  # gathering is over: a STUN request would be here
+    finally:
+        udp.close()
+
+
 async def test_a_redirect_to_a_private_address_is_refused(
         rt: Runtime, pages: int, canary: tuple[int, Path]) -> None:
     canary_port, hits = canary
@@ -593,3 +634,22 @@ def test_the_tools_metadata() -> None:
                     "browser_act": (True, True, False),
                     "browser_screenshot": (False, True, False)}
     assert json.dumps(BROWSER_TOOLS["browser_act"].parameters)
+
+
+def test_policy_lets_a_hostless_network_tool_run_under_any_grant() -> None:
+    """browser_act names no host (it acts on the open page, each request checked):
+    a grant of some hosts lets it run; no grant does not. http_fetch is unchanged."""
+    from agentd.browser import BROWSER_TOOLS
+    from agentd.runtime._toolsteps import facts_of
+    from agentd.security.policy import Policy, PolicyConfig
+
+    act = facts_of(BROWSER_TOOLS["browser_act"])
+    opened = facts_of(BROWSER_TOOLS["browser_open"])
+    some = Policy(daemon=PolicyConfig(), agent=PolicyConfig(network=("example.org",)))
+    none = Policy(daemon=PolicyConfig(), agent=PolicyConfig())
+    assert some.decide(act, {"action": "click", "ref": "e1"}).action == "allow"
+    assert none.decide(act, {"action": "click", "ref": "e1"}).action == "deny"
+    assert some.decide(opened, {"url": "http://example.org/"}).action == "allow"
+    assert some.decide(opened, {"url": "http://other.org/"}).action == "deny"
+    # Once the session is tainted, acting asks (it can send data out: a form).
+    assert some.decide(act, {"action": "click", "ref": "e1"}, tainted=True).action == "ask"

@@ -89,7 +89,8 @@ OBSERVE_JS = r"""
 SAME_TAB_JS = r"""
 (() => {
   document.addEventListener('click', (event) => {
-    const link = event.target && event.target.closest ? event.target.closest('a[target], area[target]') : null;
+    const target = event.target;
+    const link = target && target.closest ? target.closest('a[target], area[target]') : null;
     if (link) link.target = '_self';
   }, true);
   document.addEventListener('submit', (event) => {
