@@ -523,6 +523,7 @@ async def test_the_daemons_port_even_when_listed(rt: Runtime, daemon_port: int) 
     for host in ("127.0.0.1", "localhost"):
         finished = await _call(rt, "browser_open", {"url": f"http://{host}:{daemon_port}/"})
         assert finished["is_error"] and "daemon's own port" in finished["output"], finished
+        assert "tainted" not in finished  # refused before anything was sent
     assert _Daemon.hits == []
 
 

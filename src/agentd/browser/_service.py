@@ -123,7 +123,10 @@ class Tab:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def note_response(self, response: Response) -> None:
-        if response.headers.get("x-agentd-egress") == "refused" and len(self.blocked) < 50:
+        headers = response.headers
+        # (a refusal of the route's own was noted by the route)
+        if (headers.get("x-agentd-egress") == "refused" and "x-agentd-route" not in headers
+                and len(self.blocked) < 50):
             self.blocked.append(f"{response.url[:200]}: refused by the egress proxy "
                                 f"(HTTP {response.status})")
 
@@ -281,8 +284,9 @@ class Browsers:
         agent's grant and the operator's rules allow it (the proxy checks again)."""
         request = route.request
         url = request.url
+        navigation = request.is_navigation_request()
         try:
-            why = await self._refusal(entry, url, navigation=request.is_navigation_request())
+            why = await self._refusal(entry, url, navigation=navigation)
         except Exception:  # a check that fails refuses
             log.exception("browser: checking a request failed")
             why = "the check failed"
@@ -292,7 +296,15 @@ class Browsers:
                 return
             if len(tab.blocked) < 50:
                 tab.blocked.append(f"{url[:200]}: {why}")
-            await route.abort("blockedbyclient")
+            if navigation:
+                # A page saying why, as the proxy's refusal does (an aborted navigation
+                # would load Chromium's error page after it, under the next one).
+                await route.fulfill(status=403, content_type="text/plain; charset=utf-8",
+                                    headers={"X-Agentd-Egress": "refused",
+                                             "X-Agentd-Route": "1"},
+                                    body=f"agentd: {why}\n")
+            else:
+                await route.abort("blockedbyclient")
 
     async def _refusal(self, entry: _Browser, url: str, *, navigation: bool) -> str | None:
         try:

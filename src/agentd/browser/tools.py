@@ -34,7 +34,7 @@ from agentd.tools._protect import check as check_protected
 from agentd.tools._tool import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import Page, Response
 
 __all__ = ["BROWSER_TOOLS", "browser_act", "browser_observe", "browser_open",
            "browser_screenshot"]
@@ -165,9 +165,11 @@ async def browser_open(ctx: ToolContext, url: str) -> str:
         ctx.reached_outside = True
         tab.take_blocked()
         try:
-            response = await _playwright(tab.page.goto(url, wait_until="domcontentloaded"),
-                                         f"opening {url[:200]}")
+            response = await _goto(tab.page, url)
         except ToolError as exc:
+            # The error page Chromium shows for a refused or failed navigation loads
+            # after it: the next navigation must not run into it.
+            await _settle(tab.page, "load", min(5.0, config.navigation_timeout_s))
             refused = _blocked(tab)
             if "timed out" in exc.message:
                 raise ToolError(
@@ -176,13 +178,29 @@ async def browser_open(ctx: ToolContext, url: str) -> str:
                     ) from None
             raise ToolError(exc.message + refused, code=exc.code) from None
         if response is not None and response.headers.get("x-agentd-egress") == "refused":
-            # (a redirect the route could not see, to an address the proxy refused)
+            # Refused by the route (its page says why) or by the proxy (a redirect's
+            # target, which the route does not see).
             why = (await _playwright(response.text(), "reading the refusal"))[:500].strip()
             tab.take_blocked()
+            if ("x-agentd-route" in response.headers
+                    and response.request.redirected_from is None):
+                ctx.reached_outside = False  # refused before anything was sent
             raise ToolError(f"{response.url[:200]}: {why}", code="network_denied")
         # Its images and scripts, briefly: a page that never finishes is read as it is.
         await _settle(tab.page, "load", min(5.0, config.navigation_timeout_s))
         return await _read(tab, config.max_text_chars)
+
+
+async def _goto(page: Page, url: str) -> Response | None:
+    what = f"opening {url[:200]}"
+    try:
+        return await _playwright(page.goto(url, wait_until="domcontentloaded"), what)
+    except ToolError as exc:
+        if "interrupted by another navigation" not in exc.message:
+            raise
+    # The page was still going somewhere (the error page of a refused navigation, a
+    # page's own redirect): once more, from there.
+    return await _playwright(page.goto(url, wait_until="domcontentloaded"), what)
 
 
 @tool(read_only=True, untrusted_output=True, timeout_s=_OUTER_TIMEOUT_S)
