@@ -64,6 +64,9 @@ HOME = """<!doctype html><html><head><title>Home page</title></head><body>
 <input id="k" placeholder="press here" onkeydown="if (event.key === 'Enter')
  document.getElementById('pressed').textContent='Pressed: Enter'">
 <p id="pressed">Pressed: nothing</p>
+<select id="size" aria-label="Size"><option value="s">Small</option>
+<option value="l">Large</option></select>
+<label><input type="checkbox" id="agree"> Agree</label>
 <div style="height: 3000px">tall</div>
 <button id="far" onclick="this.textContent='far clicked'">Far away</button>
 <a href="/second" target="_blank">New tab</a>
@@ -88,6 +91,9 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         if url.path == "/":
             self.send(HOME)
+        elif url.path == "/hang":
+            self.send("<title>Hang</title><main><button onclick='while (true) {}'>Hang"
+                      "</button></main>")
         elif url.path == "/second":
             self.send("<title>Second</title><main><p>This is the second page.</p></main>")
         elif url.path == "/result":
@@ -304,7 +310,7 @@ async def test_observe_lists_elements_with_stable_refs(rt: Runtime, pages: int) 
     assert "a 'Second page' href='/second'" in first
     assert "placeholder='press here'" in first
     refs = re.findall(r"^(e\d+) ", first, re.MULTILINE)
-    assert refs == [f"e{i}" for i in range(7)]  # 2 links, 3 buttons, 2 inputs
+    assert refs == [f"e{i}" for i in range(9)]  # 2 links, 3 buttons, 4 fields
     again = await _ok(rt, "browser_observe", {})
     assert again == first  # the same references while the page does not navigate
 
@@ -339,6 +345,17 @@ async def test_type_and_press_enter(rt: Runtime, pages: int) -> None:
     out = await _ok(rt, "browser_act", {"action": "press", "ref": _ref(observed, "Query"),
                                         "value": "Enter"})
     assert "You searched for: typed" in out
+
+
+async def test_select_and_check(rt: Runtime, pages: int) -> None:
+    await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/"})
+    observed = await _ok(rt, "browser_observe", {})
+    assert "select 'Size' value='s'" in observed and "'Agree' unchecked" in observed
+    await _ok(rt, "browser_act", {"action": "select", "ref": _ref(observed, "Size"),
+                                  "value": "Large"})
+    await _ok(rt, "browser_act", {"action": "check", "ref": _ref(observed, "Agree")})
+    after = await _ok(rt, "browser_observe", {})
+    assert "select 'Size' value='l'" in after and "'Agree' checked" in after
 
 
 async def test_scroll(rt: Runtime, pages: int) -> None:
@@ -411,6 +428,38 @@ async def test_a_page_that_never_finishes_loading(rt: Runtime, pages: int) -> No
     # The daemon goes on, and so does the browser.
     out = await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
     assert "This is the second page." in out
+
+
+async def test_a_page_that_hangs_its_renderer(settings: Settings, tmp_path: Path,
+                                              pages: int) -> None:
+    """A page whose script never yields: the call ends at call_timeout_s saying so,
+    the page is closed, and the session can open another."""
+    settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
+    settings.sandbox = settings.sandbox.model_copy(
+        update={"private_endpoints": [f"127.0.0.1:{pages}"]})
+    settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM, call_timeout_s=6,
+                                     action_timeout_s=3, navigation_timeout_s=3)
+    rt = await Runtime.open(settings)
+    try:
+        await rt.create_agent(name="web", model="scripted", tools=_TOOLS,
+                              settings={"policy": {"network": True, "rules": _ALLOW}})
+        await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/hang"})
+        button = _ref(await _ok(rt, "browser_observe", {}), "Hang")
+        # The click's handler never returns: the click times out (action_timeout_s),
+        # or reading the page after it does (call_timeout_s).
+        stuck = await _call(rt, "browser_act", {"action": "click", "ref": button})
+        assert stuck["is_error"], stuck
+        if "call_timeout_s" not in stuck["output"]:
+            assert "timed out" in stuck["output"], stuck
+            stuck = await _call(rt, "browser_observe", {})
+        assert stuck["output"] == ("the browser did not finish within 6s ([browser] "
+                                   "call_timeout_s); the page was closed")
+        gone = await _call(rt, "browser_observe", {})
+        assert gone["is_error"] and "browser_open first" in gone["output"], gone
+        out = await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+        assert "This is the second page." in out
+    finally:
+        await rt.close()
 
 
 @pytest.mark.parametrize(("arguments", "expected"), [

@@ -73,8 +73,8 @@ OBSERVE_JS = r"""
                   name: clip(name, 120)};
     if (tag === 'a') item.href = clip(el.getAttribute('href'), 200);
     if (el.placeholder) item.placeholder = clip(el.placeholder, 80);
-    if ((tag === 'input' || tag === 'textarea' || tag === 'select') && type !== 'password'
-        && el.value) item.value = clip(el.value, 120);
+    if ((tag === 'input' || tag === 'textarea' || tag === 'select') && el.value
+        && !['password', 'checkbox', 'radio'].includes(type)) item.value = clip(el.value, 120);
     if (type === 'checkbox' || type === 'radio') item.checked = !!el.checked;
     if (el.disabled) item.disabled = true;
     items.push(item);

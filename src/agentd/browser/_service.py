@@ -112,6 +112,8 @@ class Tab:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Requests refused since the tools last reported them (URL: why).
     blocked: list[str] = field(default_factory=list)
+    #: Pages replaced by one they opened, being closed (closing the context ends them).
+    _closing: set[asyncio.Future[None]] = field(default_factory=set)
 
     def adopt(self, page: Page) -> None:
         """A page the current one opened (``target=_blank``, ``window.open``) becomes
@@ -120,7 +122,13 @@ class Tab:
             return
         old, self.page = self.page, page
         task = asyncio.ensure_future(old.close())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Future[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("browser: closing a replaced page failed: %s", task.exception())
 
     def note_response(self, response: Response) -> None:
         headers = response.headers
