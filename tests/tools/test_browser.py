@@ -20,15 +20,21 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from agentd.browser import Browsers
 from agentd.config import BrowserConfig, Settings
 from agentd.errors import InvalidInput
 from agentd.runtime import Runtime
+from agentd.sandbox.egress import EgressRules
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = os.environ.get("AGENTD_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -276,6 +282,16 @@ async def _call(rt: Runtime, name: str, arguments: dict[str, Any], *, agent: str
     return dict(finished[0])
 
 
+@asynccontextmanager
+async def _page(rt: Runtime, agent: str = "web", key: str = "s") -> AsyncIterator[Page]:
+    """The session's page itself (to look at what the tools did), as the tools get it."""
+    record = await rt.get_agent(agent)
+    assert rt.browsers is not None
+    async with rt.browsers.tab(record.id, key, True, rt.sandboxes.rules, create=False,
+                               user=await rt.sandboxes.user(record.id)) as tab:
+        yield tab.page
+
+
 def _ref(observed: str, name: str) -> str:
     """The reference of the element called ``name`` in browser_observe's output."""
     for line in observed.splitlines():
@@ -363,15 +379,12 @@ async def test_scroll(rt: Runtime, pages: int) -> None:
     far = _ref(await _ok(rt, "browser_observe", {}), "Far away")
     # A screenshot of the top does not hold the far button; scrolling moves the page.
     position = "() => window.scrollY"
-    browsers = rt.browsers
-    assert browsers is not None
     await _ok(rt, "browser_act", {"action": "scroll", "value": "down"})
-    agent = await rt.get_agent("web")
-    async with browsers.tab(agent.id, "s", True, rt.sandboxes.rules, create=False) as tab:
-        assert await tab.page.evaluate(position) > 0
+    async with _page(rt) as page:
+        assert await page.evaluate(position) > 0
     await _ok(rt, "browser_act", {"action": "scroll", "ref": far})
-    async with browsers.tab(agent.id, "s", True, rt.sandboxes.rules, create=False) as tab:
-        assert await tab.page.evaluate(position) > 2000
+    async with _page(rt) as page:
+        assert await page.evaluate(position) > 2000
     out = await _ok(rt, "browser_act", {"action": "click", "ref": far})
     assert "far clicked" in out
 
@@ -519,12 +532,9 @@ async def test_pages_cannot_reach_the_daemon_or_private_addresses(
     canary_port, hits = canary
     url = f"http://127.0.0.1:{pages}/attack?daemon={daemon_port}&canary={canary_port}"
     opened = await _ok(rt, "browser_open", {"url": url})
-    browsers = rt.browsers
-    assert browsers is not None
-    agent = await rt.get_agent("web")
-    async with browsers.tab(agent.id, "s", True, rt.sandboxes.rules, create=False) as tab:
-        await tab.page.evaluate("() => window.done")
-        text = await tab.page.inner_text("#log")
+    async with _page(rt) as page:
+        await page.evaluate("() => window.done")
+        text = await page.inner_text("#log")
     for name in ("daemon", "daemon-localhost", "canary", "metadata", "file"):
         assert f"{name} blocked" in text, text
     assert "REACHED" not in text
@@ -535,25 +545,27 @@ async def test_pages_cannot_reach_the_daemon_or_private_addresses(
     assert "daemon's own port" in out and "not a public address" in out, out
 
 
-async def test_webrtc_sends_no_udp(rt: Runtime, pages: int) -> None:
-    """UDP cannot go through the proxy: WebRTC gathers no candidate and sends no STUN
-    packet (which would reach any address, and tell the host's own)."""
+async def test_webrtc_sends_no_udp(pages: int) -> None:
+    """UDP cannot go through the proxy: WebRTC gathers no UDP candidate and sends no
+    STUN packet (which would reach any address, and tell the host's own). Checked
+    where Chromium shares the host's network (a daemon that is not root); under root
+    its network namespace has nothing but the proxy anyway."""
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.setblocking(False)
+    browsers = Browsers(BrowserConfig(enabled=True, executable=CHROMIUM), isolate=False)
     try:
         port = udp.getsockname()[1]
-        await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/webrtc?port={port}"})
-        agent = await rt.get_agent("web")
-        assert rt.browsers is not None
-        async with rt.browsers.tab(agent.id, "s", True, rt.sandboxes.rules,
-                                   create=False) as tab:
+        rules = EgressRules.of([f"127.0.0.1:{pages}"])
+        async with browsers.tab("a", "s", True, rules) as tab:
+            await tab.page.goto(f"http://127.0.0.1:{pages}/webrtc?port={port}")
             candidates = await tab.page.evaluate("() => window.done")
         assert not [c for c in candidates if " udp " in c.lower()], candidates
         with pytest.raises(BlockingIOError):
             udp.recvfrom(2048)  # gathering is over: a STUN request would be here
     finally:
         udp.close()
+        await browsers.close()
 
 
 async def test_a_redirect_to_a_private_address_is_refused(
@@ -583,22 +595,73 @@ async def test_a_page_cannot_navigate_to_a_file(rt: Runtime, pages: int) -> None
     assert f"url: http://127.0.0.1:{pages}/to-file" in observed, observed
 
 
-async def test_the_browser_proxy_wants_its_secret(rt: Runtime, pages: int) -> None:
-    """Chromium's proxy listens on a loopback port: another local process that finds
-    it gets a 407, not the agent's grant."""
+async def test_on_the_hosts_network_the_proxy_wants_its_secret(pages: int) -> None:
+    """Where Chromium shares the host's network (a daemon that is not root), its proxy
+    listens on a loopback port: another local process that finds it gets a 407, not
+    the agent's grant; Chromium, which has the secret, gets through."""
+    browsers = Browsers(BrowserConfig(enabled=True, executable=CHROMIUM), isolate=False)
+    try:
+        rules = EgressRules.of([f"127.0.0.1:{pages}"])
+        async with browsers.tab("a", "s", True, rules) as tab:
+            await tab.page.goto(f"http://127.0.0.1:{pages}/second")
+            assert "This is the second page." in await tab.page.inner_text("body")
+        [entry] = browsers._browsers.values()
+        assert entry.inlet is None and entry.proxy._server is not None
+        port = entry.proxy._server.sockets[0].getsockname()[1]
+        for auth in ("", "Proxy-Authorization: Basic YWdlbnRkOndyb25n\r\n"):  # wrong
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET http://127.0.0.1:{pages}/second HTTP/1.1\r\nHost: x\r\n"
+                         f"{auth}\r\n".encode())
+            answer = (await reader.read()).decode()
+            writer.close()
+            assert answer.startswith("HTTP/1.1 407"), answer
+            assert "second page" not in answer
+    finally:
+        await browsers.close()
+    assert browsers.running == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon confines Chromium")
+async def test_under_root_chromium_runs_confined(rt: Runtime, pages: int) -> None:
+    """As the agent's own uid, in a network namespace of its own (only the proxy)."""
     await _ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
-    assert rt.browsers is not None
-    [entry] = rt.browsers._browsers.values()
-    assert entry.proxy._server is not None
-    port = entry.proxy._server.sockets[0].getsockname()[1]
-    for auth in ("", "Proxy-Authorization: Basic YWdlbnRkOndyb25n\r\n"):  # agentd:wrong
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET http://127.0.0.1:{pages}/second HTTP/1.1\r\nHost: x\r\n"
-                     f"{auth}\r\n".encode())
-        answer = (await reader.read()).decode()
-        writer.close()
-        assert answer.startswith("HTTP/1.1 407"), answer
-        assert "second page" not in answer
+    agent = await rt.get_agent("web")
+    ids = await rt.sandboxes.user(agent.id)
+    assert ids is not None
+    mine = os.readlink("/proc/self/ns/net")
+    found = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if "chrom" not in Path(f"/proc/{pid}/comm").read_text():
+                continue
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            netns = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        uid = next(line.split()[1:] for line in status if line.startswith("Uid:"))
+        caps = next(line.split()[1] for line in status if line.startswith("CapEff:"))
+        if ppid_chain_has(int(pid), os.getpid()):
+            found += 1
+            assert uid == [str(ids[0])] * 4, (pid, uid)
+            assert netns != mine, pid
+            # No capability, but in the user namespace of Chromium's own sandbox.
+            if os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
+                assert int(caps, 16) == 0, (pid, caps)
+    assert found, "no Chromium below this process"
+
+
+def ppid_chain_has(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if pid == ancestor:
+            return True
+    return False
 
 
 # -- policy and lifecycle --------------------------------------------------------------

@@ -5,7 +5,13 @@ Each browser is started on first use for its agent's network grant and reaches t
 network only through an :class:`~agentd.sandbox.egress.EgressProxy` of that grant,
 the same check as ``http_fetch`` and commands: Chromium's ``--proxy-server`` points at
 it (loopback included: ``<-loopback>``), it resolves no name itself
-(``--host-resolver-rules``), WebRTC may not send UDP outside the proxy. Every request
+(``--host-resolver-rules``), WebRTC may not send UDP outside the proxy. Under a root
+daemon Chromium runs in a network namespace of its own where only the proxy listens
+(:meth:`EgressProxy.inlet`), as the agent's uid (or ``nobody``) with no capabilities
+and its own sandbox on: a compromised renderer reaches no network but the proxy and
+no file but the world's and its uid's. Elsewhere (a daemon that is not root) it runs
+as the daemon's uid on the host's network, behind the proxy on a loopback port that
+wants a secret. Every request
 is also checked in Playwright (a route on each page's context) before it leaves, so
 that a refusal can be reported to the model with its reason; navigations to anything
 but http(s) (``file:``, ``chrome:``, ``data:``, ``view-source:``...) are refused
@@ -23,6 +29,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -34,7 +41,15 @@ from urllib.parse import urlsplit
 from agentd.browser._dom import SAME_TAB_JS
 from agentd.config import BrowserConfig
 from agentd.errors import ToolError
-from agentd.sandbox.egress import EgressProxy, EgressRules, Grant, check_async
+from agentd.sandbox._limits import sandbox_ids
+from agentd.sandbox.egress import (
+    PROXY_PORT,
+    EgressProxy,
+    EgressRules,
+    Grant,
+    Inlet,
+    check_async,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import (
@@ -94,6 +109,51 @@ def problem(config: BrowserConfig) -> str | None:
     return None
 
 
+def _confining_tools() -> tuple[str, str] | None:
+    """``nsenter`` and ``setpriv`` (util-linux), which a root daemon's browsers are
+    started with; None where either is missing."""
+    nsenter, setpriv = shutil.which("nsenter"), shutil.which("setpriv")
+    return (nsenter, setpriv) if nsenter and setpriv else None
+
+
+def _directories(owner: tuple[int, int] | None) -> str:
+    """A browser's directory: ``home`` inside it (``owner``'s, who runs Chromium)."""
+    base = tempfile.mkdtemp(prefix="agentd-browser-")
+    home = os.path.join(base, "home")
+    os.mkdir(home, 0o700)
+    if owner is not None:
+        os.chmod(base, 0o711)  # Chromium's uid reaches its home, lists nothing
+        os.chown(home, *owner)
+    return base
+
+
+#: Run by Playwright (as root) in place of Chromium: gives Chromium its profile, then
+#: starts it in the browser's network namespace as the sandbox's uid, without
+#: capabilities or a way to regain privileges.
+_LAUNCHER = """#!/bin/sh
+for arg do
+  case "$arg" in
+    --user-data-dir=*) chown -R -- {ids} "${{arg#--user-data-dir=}}" || exit 1 ;;
+  esac
+done
+exec {nsenter} --net={netns} -- {setpriv} --reuid={uid} --regid={gid} --clear-groups \
+  --inh-caps=-all --bounding-set=-all --no-new-privs -- {chromium} "$@"
+"""
+
+
+def _write_launcher(base: str, chromium: str, tools: tuple[str, str], inlet: Inlet,
+                    ids: tuple[int, int]) -> str:
+    path = os.path.join(base, "launch")
+    text = _LAUNCHER.format(
+        ids=f"{ids[0]}:{ids[1]}", uid=ids[0], gid=ids[1], nsenter=shlex.quote(tools[0]),
+        setpriv=shlex.quote(tools[1]), chromium=shlex.quote(chromium),
+        netns=shlex.quote(f"/proc/{os.getpid()}/fd/{inlet.netns}"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
 def _refused(message: str) -> ToolError:
     return ToolError(message, code="network_denied")
 
@@ -147,9 +207,13 @@ class Tab:
 class _Browser:
     grant: Grant
     rules: EgressRules
+    user: tuple[int, int] | None
     browser: Browser
     proxy: EgressProxy
-    home: str
+    #: The browser's own directory (its home, its launcher), removed with it.
+    base: str
+    #: The network namespace it runs in (None: the host's, behind the TCP proxy).
+    inlet: Inlet | None
     tabs: dict[str, Tab] = field(default_factory=dict)
     used: float = field(default_factory=time.monotonic)
     busy: int = 0
@@ -159,8 +223,12 @@ class _Browser:
 class Browsers:
     """The browsers of every agent. Owned by the runtime (``services["browser"]``)."""
 
-    def __init__(self, config: BrowserConfig) -> None:
+    def __init__(self, config: BrowserConfig, *, isolate: bool = True) -> None:
         self.config = config
+        #: Under a root daemon, each Chromium in a network namespace of its own, as
+        #: the agent's uid (False: on the host's network, behind a TCP proxy, as the
+        #: daemon's uid, which is what a daemon that is not root always gets).
+        self.isolate = isolate
         self._playwright: Playwright | None = None
         self._browsers: dict[str, _Browser] = {}
         self._lock = asyncio.Lock()
@@ -176,14 +244,16 @@ class Browsers:
 
     @contextlib.asynccontextmanager
     async def tab(self, agent_id: str, session: str, grant: Grant, rules: EgressRules,
-                  *, create: bool = True) -> AsyncIterator[Tab]:
-        """The page of ``session`` in ``agent_id``'s browser (started for ``grant``),
-        held for one call. ``create`` False: a session with no page is refused."""
+                  *, user: tuple[int, int] | None = None, create: bool = True
+                  ) -> AsyncIterator[Tab]:
+        """The page of ``session`` in ``agent_id``'s browser (started for ``grant``;
+        under a root daemon as ``user``, the agent's uid and gid, or ``nobody``), held
+        for one call. ``create`` False: a session with no page is refused."""
         if self._closed:
             raise ToolError("the daemon is stopping", code="browser_unavailable")
         if not grant:
             raise _refused("this agent has no network (settings.policy.network)")
-        entry = await self._browser(agent_id, grant, rules, create=create)
+        entry = await self._browser(agent_id, grant, rules, user, create=create)
         entry.busy += 1
         try:
             async with entry.lock:
@@ -211,11 +281,12 @@ class Browsers:
         if entry is not None:
             await self._close_tab(entry, session)
 
-    async def _browser(self, agent_id: str, grant: Grant, rules: EgressRules, *,
-                       create: bool) -> _Browser:
+    async def _browser(self, agent_id: str, grant: Grant, rules: EgressRules,
+                       user: tuple[int, int] | None, *, create: bool) -> _Browser:
         async with self._lock:
             entry = self._browsers.get(agent_id)
             if entry is not None and (entry.grant != grant or entry.rules != rules
+                                      or entry.user != user
                                       or not entry.browser.is_connected()):
                 # A changed grant gets a new browser, never the old one's network.
                 await self._close_browser(agent_id)
@@ -232,24 +303,41 @@ class Browsers:
                         f"all {self.config.max_browsers} browsers are in use "
                         "([browser] max_browsers); try again later", code="browser_busy")
                 await self._close_browser(min(idle)[1])
-            entry = await self._launch(grant, rules)
+            entry = await self._launch(grant, rules, user)
             self._browsers[agent_id] = entry
             return entry
 
-    async def _launch(self, grant: Grant, rules: EgressRules) -> _Browser:
+    async def _launch(self, grant: Grant, rules: EgressRules,
+                      user: tuple[int, int] | None) -> _Browser:
         if self._playwright is None:
             from playwright.async_api import async_playwright
 
             self._playwright = await async_playwright().start()
         secret = secrets.token_urlsafe(24)
-        proxy = EgressProxy(grant, rules, "", inlets=False, secret=secret)
-        port = await proxy.start_tcp()
-        home = await asyncio.to_thread(tempfile.mkdtemp, prefix="agentd-browser-")
+        proxy = EgressProxy(grant, rules, "", secret=secret)
+        ids = sandbox_ids(user) if self.isolate else None
+        launcher = _confining_tools() if ids is not None else None
+        inlet = await proxy.inlet() if launcher is not None else None
+        base = await asyncio.to_thread(_directories, None if inlet is None else ids)
         try:
+            if inlet is not None and ids is not None and launcher is not None:
+                # Its own network namespace (only lo, where the proxy listens), as the
+                # agent's uid: even a compromised Chromium reaches nothing else.
+                executable = await asyncio.to_thread(
+                    _write_launcher, base, self.config.executable, launcher, inlet, ids)
+                server, sandboxed = f"http://127.0.0.1:{PROXY_PORT}", True
+            else:
+                if self.isolate and os.geteuid() == 0:
+                    log.warning("browser: Chromium runs as root on the host's network "
+                                "(no network namespace here, or no nsenter/setpriv)")
+                executable = self.config.executable
+                server = f"http://127.0.0.1:{await proxy.start_tcp()}"
+                sandboxed = os.geteuid() != 0
+            home = os.path.join(base, "home")
             browser = await self._playwright.chromium.launch(
-                executable_path=self.config.executable, headless=True,
-                chromium_sandbox=self.config.chromium_sandbox and os.geteuid() != 0,
-                proxy={"server": f"http://127.0.0.1:{port}", "bypass": "<-loopback>",
+                executable_path=executable, headless=True,
+                chromium_sandbox=self.config.chromium_sandbox and sandboxed,
+                proxy={"server": server, "bypass": "<-loopback>",
                        "username": "agentd", "password": secret},
                 args=list(CHROMIUM_ARGS),
                 # Not the daemon's environment (its tokens and keys).
@@ -260,10 +348,15 @@ class Browsers:
                 timeout=self.config.navigation_timeout_s * 1000)
         except BaseException:
             await proxy.close()
-            await asyncio.to_thread(shutil.rmtree, home, True)
+            if inlet is not None:
+                inlet.close()
+            await asyncio.to_thread(shutil.rmtree, base, True)
             raise
-        log.info("browser started (%d running)", len(self._browsers) + 1)
-        return _Browser(grant=grant, rules=rules, browser=browser, proxy=proxy, home=home)
+        log.info("browser started (%d running; %s)", len(self._browsers) + 1,
+                 f"own network namespace, uid {ids[0]}"
+                 if inlet is not None and ids is not None else "host network, daemon's uid")
+        return _Browser(grant=grant, rules=rules, user=user, browser=browser, proxy=proxy,
+                        base=base, inlet=inlet)
 
     async def _new_tab(self, entry: _Browser, session: str) -> Tab:
         if len(entry.tabs) >= self.config.max_pages:
@@ -355,7 +448,9 @@ class Browsers:
         except Exception as exc:
             log.warning("browser: closing a browser failed: %s", exc)
         await entry.proxy.close()
-        await asyncio.to_thread(shutil.rmtree, entry.home, True)
+        if entry.inlet is not None:
+            entry.inlet.close()
+        await asyncio.to_thread(shutil.rmtree, entry.base, True)
         log.info("browser closed (%d running)", len(self._browsers))
 
     async def close_agent(self, agent_id: str) -> None:

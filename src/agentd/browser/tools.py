@@ -81,6 +81,7 @@ async def _tab(ctx: ToolContext, *, create: bool) -> AsyncIterator[tuple[Browser
     try:
         async with asyncio.timeout(limit):
             async with browsers.tab(key, ctx.session, sandbox.network, sandbox.rules,
+                                    user=getattr(sandbox.backend, "user", None),
                                     create=create) as tab:
                 yield browsers, tab
     except TimeoutError:
