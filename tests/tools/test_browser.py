@@ -737,6 +737,30 @@ async def test_enabled_without_chromium_stops_the_daemon(settings: Settings,
         await Runtime.open(settings)
 
 
+async def test_a_chromium_that_does_not_start(settings: Settings, tmp_path: Path,
+                                              pages: int) -> None:
+    """The call fails saying so; the daemon goes on (the next call tries again)."""
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\necho 'no display, no luck' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
+    settings.browser = BrowserConfig(enabled=True, executable=str(broken),
+                                     navigation_timeout_s=10)
+    rt = await Runtime.open(settings)
+    try:
+        await rt.create_agent(name="web", model="scripted", tools=_TOOLS,
+                              settings={"policy": {"network": True, "rules": _ALLOW}})
+        for _ in range(2):
+            finished = await _call(rt, "browser_open",
+                                   {"url": f"http://127.0.0.1:{pages}/second"})
+            assert finished["is_error"], finished
+            assert finished["output"].startswith("the browser did not start"), finished
+            assert "tainted" not in finished  # nothing was reached
+        assert rt.browsers is not None and rt.browsers.running == 0
+    finally:
+        await rt.close()
+
+
 def test_the_tools_metadata() -> None:
     from agentd.browser import BROWSER_TOOLS
 

@@ -346,11 +346,17 @@ class Browsers:
                      "LANG": "C.UTF-8", "TZ": "UTC"},
                 handle_sigint=False, handle_sigterm=False, handle_sighup=False,
                 timeout=self.config.navigation_timeout_s * 1000)
-        except BaseException:
+        except BaseException as exc:
             await proxy.close()
             if inlet is not None:
                 inlet.close()
             await asyncio.to_thread(shutil.rmtree, base, True)
+            if isinstance(exc, Exception) and not isinstance(exc, ToolError):
+                log.warning("browser: Chromium did not start: %s", exc)
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise ToolError(f"the browser did not start ({type(exc).__name__}: "
+                                f"{first}); the daemon's log says more",
+                                code="browser_unavailable") from None
             raise
         log.info("browser started (%d running; %s)", len(self._browsers) + 1,
                  f"own network namespace, uid {ids[0]}"
@@ -365,9 +371,15 @@ class Browsers:
                 raise ToolError(f"this agent's {self.config.max_pages} pages are all in "
                                 "use ([browser] max_pages)", code="browser_busy")
             await self._close_tab(entry, min(idle)[1])
-        context = await entry.browser.new_context(
-            accept_downloads=False, service_workers="block",
-            viewport={"width": 1280, "height": 800})
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            context = await entry.browser.new_context(
+                accept_downloads=False, service_workers="block",
+                viewport={"width": 1280, "height": 800})
+        except PlaywrightError as exc:
+            raise ToolError(f"the browser could not open a page: {exc.message[:300]}",
+                            code="browser_error") from None
         context.set_default_timeout(self.config.action_timeout_s * 1000)
         context.set_default_navigation_timeout(self.config.navigation_timeout_s * 1000)
         await context.add_init_script(SAME_TAB_JS)
