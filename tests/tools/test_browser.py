@@ -497,11 +497,20 @@ async def test_an_unknown_ref(rt: Runtime, pages: int) -> None:
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "chrome://settings",
                                  "view-source:http://127.0.0.1/", "data:text/html,hi",
-                                 "javascript:alert(1)", "not a url"])
+                                 "javascript:alert(1)", "not a url",
+                                 "http://[::1"])
 async def test_only_http_urls_are_opened(rt: Runtime, url: str) -> None:
     finished = await _call(rt, "browser_open", {"url": url})
-    assert finished["is_error"] and "only http:// and https://" in finished["output"]
+    assert finished["is_error"], finished
+    assert ("only http:// and https://" in finished["output"]
+            or "not a URL" in finished["output"]), finished
     assert "tainted" not in finished
+
+
+async def test_a_huge_url_is_refused(rt: Runtime) -> None:
+    finished = await _call(rt, "browser_open", {"url": "http://a.example/" + "x" * 9000})
+    assert finished["is_error"] and "longer than 8192" in finished["output"]
+    assert rt.browsers is not None and rt.browsers.running == 0
 
 
 # -- the network policy ----------------------------------------------------------------

@@ -254,7 +254,6 @@ class Browsers:
         if not grant:
             raise _refused("this agent has no network (settings.policy.network)")
         entry = await self._browser(agent_id, grant, rules, user, create=create)
-        entry.busy += 1
         try:
             async with entry.lock:
                 tab = entry.tabs.get(session)
@@ -292,6 +291,7 @@ class Browsers:
                 await self._close_browser(agent_id)
                 entry = None
             if entry is not None:
+                entry.busy += 1  # (under the lock: no other call may close it now)
                 return entry
             if not create:
                 raise ToolError("no page is open in this session: call browser_open "
@@ -305,6 +305,7 @@ class Browsers:
                 await self._close_browser(min(idle)[1])
             entry = await self._launch(grant, rules, user)
             self._browsers[agent_id] = entry
+            entry.busy += 1
             return entry
 
     async def _launch(self, grant: Grant, rules: EgressRules,
@@ -312,7 +313,12 @@ class Browsers:
         if self._playwright is None:
             from playwright.async_api import async_playwright
 
-            self._playwright = await async_playwright().start()
+            try:
+                self._playwright = await async_playwright().start()
+            except Exception as exc:
+                log.warning("browser: Playwright did not start: %s", exc)
+                raise ToolError(f"the browser did not start (Playwright: {exc})"[:400],
+                                code="browser_unavailable") from None
         secret = secrets.token_urlsafe(24)
         proxy = EgressProxy(grant, rules, "", secret=secret)
         ids = sandbox_ids(user) if self.isolate else None

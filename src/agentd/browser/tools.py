@@ -44,6 +44,7 @@ _T = TypeVar("_T")
 #: Elements described by one observe (the page may have more).
 MAX_ELEMENTS = 300
 MAX_VALUE = 10_000
+MAX_URL = 8192
 MAX_SCREENSHOT_BYTES = 20 << 20
 _REF = re.compile(r"^e\d{1,7}$")
 _KEY = re.compile(r"^[A-Za-z0-9+_ ]{1,40}$|^.$")
@@ -154,6 +155,8 @@ async def browser_open(ctx: ToolContext, url: str) -> str:
         url: an http:// or https:// URL.
     """
     ctx.reached_outside = False
+    if len(url) > MAX_URL:
+        raise _bad(f"the URL is longer than {MAX_URL} characters")
     try:
         parts = urlsplit(url)
         _ = parts.port
