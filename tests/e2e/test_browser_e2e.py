@@ -22,14 +22,11 @@ from tests.e2e.test_daemon_process import (
     send,
     wait_for_run,
 )
-from tests.tools.test_browser import _PAGES, CHROMIUM, _missing, _spawn
+from tests.tools.browser._kit import CHROMIUM, PAGES, require_chromium, spawn
 
 pytestmark = pytest.mark.e2e
 
-if _missing() is not None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser tests: {_missing()}", pytrace=False)
-    pytest.skip(_missing() or "", allow_module_level=True)
+require_chromium()
 
 _ALLOW = [{"tool": "*", "action": "allow", "tainted": True}, {"tool": "*", "action": "allow"}]
 _TOOLS = ["browser_open", "browser_observe", "browser_act", "browser_screenshot"]
@@ -37,7 +34,7 @@ _TOOLS = ["browser_open", "browser_observe", "browser_act", "browser_screenshot"
 
 @pytest.fixture(scope="module")
 def pages() -> Iterator[int]:
-    proc, port = _spawn(_PAGES)
+    proc, port = spawn(PAGES)
     yield port
     proc.kill()
     proc.wait()
