@@ -87,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/hang":
             self.send("<title>Hang</title><main><button onclick='while (true) {}'>Hang"
                       "</button></main>")
+        elif url.path == "/big":
+            self.send("<title>Big</title><main>" + "word " * 20000 + "</main>")
         elif url.path == "/second":
             self.send("<title>Second</title><main><p>This is the second page.</p></main>")
         elif url.path == "/result":

@@ -48,6 +48,12 @@ async def test_open_returns_the_readable_text_and_taints(rt: Runtime, pages: int
     assert finished["tainted"] == "its output comes from outside"
 
 
+async def test_long_text_is_cut(rt: Runtime, pages: int) -> None:
+    out = await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/big"})
+    assert out.endswith("[text cut at 20000 characters]")
+    assert 20_000 < len(out) < 20_200
+
+
 async def test_observe_lists_elements_with_stable_refs(rt: Runtime, pages: int) -> None:
     await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/"})
     first = await ok(rt, "browser_observe", {})
@@ -292,6 +298,31 @@ async def test_browsers_close_with_sleep_and_limits(settings: Settings, tmp_path
     finally:
         await rt.close()
     assert rt.browsers.running == 0
+
+
+@pytest.mark.parametrize("why", ["browser idle", "agent asleep"])
+async def test_idle_browsers_are_closed(settings: Settings, tmp_path: Path, pages: int,
+                                        why: str) -> None:
+    settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
+    settings.sandbox = settings.sandbox.model_copy(
+        update={"private_endpoints": [f"127.0.0.1:{pages}"]})
+    if why == "browser idle":
+        settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM, idle_s=0.2)
+    else:
+        settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM)
+        settings.agent_idle_s = 0.2
+    rt = await Runtime.open(settings)
+    try:
+        await rt.create_agent(name="web", model="scripted", tools=TOOLS,
+                              settings={"policy": {"network": True, "rules": ALLOW}})
+        await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+        browsers = rt.browsers
+        assert browsers is not None
+        await eventually(lambda: browsers.running == 0, what=f"the browser closed ({why})")
+        # The next call starts a new one.
+        await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+    finally:
+        await rt.close()
 
 
 async def test_the_tools_exist_only_when_enabled(settings: Settings, tmp_path: Path
