@@ -279,6 +279,10 @@ class Runtime:
 
     async def start(self) -> None:
         self.started_at = time.time()
+        if self.browsers is not None:
+            why = await asyncio.to_thread(browser_problem, self.settings.browser)
+            if why is not None:
+                raise InvalidInput(f"browser.enabled: {why}", field="browser.enabled")
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
         await self.agents.start()
@@ -286,10 +290,6 @@ class Runtime:
         # changed: their runs fail saying why until the operator fixes them).
         warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
         await self.sandboxes.start()
-        if self.browsers is not None:
-            why = await asyncio.to_thread(browser_problem, self.settings.browser)
-            if why is not None:
-                raise InvalidInput(f"browser.enabled: {why}", field="browser.enabled")
         await self.entries.start()
         await self.skills.start()
         if self.settings.demo_agent:
