@@ -30,6 +30,7 @@ __all__ = [
     "SANDBOX_BACKENDS",
     "AdaptersConfig",
     "AgentSandbox",
+    "BrowserConfig",
     "Budget",
     "Limit",
     "ProviderLimits",
@@ -325,6 +326,40 @@ class WebhooksConfig(_Strict):
         return [item.strip().lower() for item in value]
 
 
+class BrowserConfig(_Strict):
+    """The browser tools (``[browser]`` in agentd.toml; :mod:`agentd.browser`).
+
+    Off by default: Chromium is a heavy process (about 150-300 MB per browser, plus
+    50-150 MB per open page), and it needs the ``browser`` extra (Playwright).
+    """
+
+    #: Offer ``browser_open``, ``browser_observe``, ``browser_act`` and
+    #: ``browser_screenshot`` to agents (each still needs a network grant).
+    enabled: bool = False
+    #: The Chromium (or Chrome) binary Playwright drives; Playwright's own browser
+    #: download is not used.
+    executable: str = "/usr/bin/chromium"
+    #: Browsers running at once (one per agent): past it, the least recently used
+    #: idle one is closed; when all are busy, a call is refused.
+    max_browsers: int = Field(default=4, ge=1, le=64)
+    #: Pages one browser keeps (one per session); past it, the least recently used
+    #: page is closed.
+    max_pages: int = Field(default=4, ge=1, le=64)
+    #: A browser with no call for this long is closed (its pages are lost).
+    idle_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    #: A page must start rendering (``DOMContentLoaded``) within this many seconds.
+    navigation_timeout_s: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
+    #: One click, fill, key press... within this many seconds.
+    action_timeout_s: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
+    #: A whole tool call (start-up of the browser included) within this many seconds.
+    call_timeout_s: float = Field(default=90.0, gt=0, le=3600, allow_inf_nan=False)
+    #: A page's text, and a list of its elements, are cut at this many characters.
+    max_text_chars: int = Field(default=20_000, ge=1000, le=1_000_000)
+    #: Use Chromium's own sandbox when the daemon is not root (as root Chromium
+    #: refuses it, and runs with ``--no-sandbox``).
+    chromium_sandbox: bool = True
+
+
 def default_home() -> Path:
     """``AGENTD_HOME`` or ``~/.agentd``."""
     raw = os.environ.get("AGENTD_HOME")
@@ -420,6 +455,10 @@ class Settings(BaseSettings):
     #: Channels (``agentd.channels``): the Telegram Bot API's address, which
     #: environment variables agents may name for tokens, retries (docs/channels.md).
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+
+
+    #: The browser tools (Chromium driven by Playwright; the ``browser`` extra).
+    browser: BrowserConfig = Field(default_factory=BrowserConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

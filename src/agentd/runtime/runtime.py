@@ -16,6 +16,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
+``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
 A new capability (memory, schedules, ...) is a new service built here from the
@@ -46,6 +47,8 @@ from agentd.autonomy.schedule_tools import SCHEDULE_TOOLS
 from agentd.autonomy.schedules import Schedules
 from agentd.autonomy.subtasks import DELEGATING_TOOLS, Subtasks
 from agentd.autonomy.teams import TeamExecutor, check_team
+from agentd.browser import BROWSER_TOOLS, Browsers
+from agentd.browser import problem as browser_problem
 from agentd.channels.telegram import TelegramChannel
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
@@ -225,6 +228,14 @@ class Runtime:
         #: Messages an agent posts into its own other sessions (``message_post``).
         self.proactive = ProactiveService(store, bus=self.bus, histories=self.histories)
         self.executors.services["proactive"] = self.proactive
+        #: Chromium for the browser tools, one per agent (``[browser] enabled``).
+        self.browsers: Browsers | None = None
+        if settings.browser.enabled:
+            self.browsers = Browsers(settings.browser)
+            self.executors.services["browser"] = self.browsers
+            for browser_tool in BROWSER_TOOLS.values():
+                if self.tools.get(browser_tool.name) is None:
+                    self.tools.register(browser_tool)
         #: Periodic autonomous turns (``settings.heartbeat``).
         self.heartbeat = HeartbeatService(
             store, runs=self.runs, agents=self.agents,
@@ -262,6 +273,9 @@ class Runtime:
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
         register(Job(name="telegram_inbox", period_s=3600.0, run=self.telegram.prune))
+        if self.browsers is not None:
+            register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
+                         run=self.browsers.close_idle))
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
@@ -278,6 +292,10 @@ class Runtime:
 
     async def start(self) -> None:
         self.started_at = time.time()
+        if self.browsers is not None:
+            why = await asyncio.to_thread(browser_problem, self.settings.browser)
+            if why is not None:
+                raise InvalidInput(f"browser.enabled: {why}", field="browser.enabled")
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
         await self.agents.start()
@@ -334,6 +352,8 @@ class Runtime:
         await self.mcp.close()
         await self.consolidator.close()
         await self.entries.close()
+        if self.browsers is not None:
+            await self.browsers.close()
         await self.sandboxes.close()
         await self.workers.close()
 
@@ -386,6 +406,8 @@ class Runtime:
         self.histories.drop_agent(agent.id)
         self.kernel.budgets.forget("agent", agent.id)
         self.adapters.release_later(agent.id)
+        if self.browsers is not None:
+            self.browsers.close_agent_later(agent.id)
         if self._accepting:
             self.consolidator.when_idle(agent)
 

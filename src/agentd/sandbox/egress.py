@@ -24,11 +24,18 @@ Who applies it:
   list). The proxy takes ``CONNECT host:port`` (https, any TCP) and absolute-form
   plain-http requests, checks each with :func:`check`, and answers a refusal with a
   ``403`` saying why. There is no DNS in the sandbox: the proxy resolves.
+- the browser (:mod:`agentd.browser`): Chromium's only way out is an
+  :class:`EgressProxy` for the agent's grant listening on a loopback TCP port
+  (:meth:`EgressProxy.start_tcp`), which other local processes could connect to: it
+  answers only requests carrying its ``secret`` (``Proxy-Authorization: Basic``,
+  any user name), ``407`` otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import contextlib
 import ipaddress
@@ -249,8 +256,25 @@ class _Refused(Exception):
         self.reason = reason
 
 
-_STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway",
-                503: "Service Unavailable", 504: "Gateway Timeout"}
+_STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 407: "Proxy Authentication Required",
+                502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def _authorized(head: bytes, secret: str) -> bool:
+    """Whether the request head carries ``secret`` as its proxy password."""
+    for line in head[:-4].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"proxy-authorization":
+            continue
+        scheme, _, token = value.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return secrets.compare_digest(password, secret.encode())
+    return False
 
 
 @dataclass
@@ -290,6 +314,9 @@ class EgressProxy:
     rules: EgressRules
     path: str
     inlets: bool = True
+    #: When set, a request must carry it as the password of ``Proxy-Authorization:
+    #: Basic`` (any user name), else ``407``: for a proxy on a TCP port.
+    secret: str | None = None
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -324,6 +351,20 @@ class EgressProxy:
         # The sandbox's uid connects; the directory (0711, a random name) is what
         # keeps other users from finding it.
         os.chmod(self.path, 0o666)
+
+    async def start_tcp(self) -> int:
+        """Listen on a free port of ``127.0.0.1`` instead of the unix socket; the port.
+
+        Every local process can connect to it: give the proxy a ``secret``. (A port
+        this process listens on is the daemon's own to :func:`check`: no request
+        through any proxy reaches it.)
+        """
+        if not self.secret:
+            raise ValueError("a TCP egress proxy needs a secret")
+        self._server = await asyncio.start_server(self._serve, host="127.0.0.1", port=0,
+                                                  limit=_HEAD_LIMIT)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def close(self) -> None:
         if self._server is not None:
@@ -367,6 +408,8 @@ class EgressProxy:
                 raise _Refused(400, "request head too large") from None
             except TimeoutError:
                 raise _Refused(400, "no request head in time") from None
+            if self.secret is not None and not _authorized(head, self.secret):
+                raise _Refused(407, "proxy authentication required")
             method, host, port, forward = _parse(head)
             try:
                 address = await check_async(host, port, self.grant, self.rules)
@@ -435,10 +478,13 @@ def _parse(head: bytes) -> tuple[bytes, str, int, bytes]:
 
 async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
     body = f"agentd egress: {refused.reason}\n".encode()
+    challenge = ('Proxy-Authenticate: Basic realm="agentd"\r\n'
+                 if refused.status == 407 else "")
     writer.write(
         f"HTTP/1.1 {refused.status} {_STATUS_TEXT.get(refused.status, 'Error')}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-        "X-Agentd-Egress: refused\r\nConnection: close\r\n\r\n".encode() + body)
+        f"{challenge}X-Agentd-Egress: refused\r\nConnection: close\r\n\r\n".encode()
+        + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
 

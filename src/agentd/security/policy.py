@@ -354,6 +354,11 @@ class Policy:
             if self.network_allows(host):
                 return Verdict(action="allow", rule="builtin:network",
                                reason=f"network granted for {host}")
+            if "url" not in arguments and self.network:
+                # A tool naming no host (browser_act, on the page already open): any
+                # grant lets it run; each request it makes is checked against it.
+                return Verdict(action="allow", rule="builtin:network",
+                               reason="network granted (each request is checked)")
             return Verdict(action="deny", rule="builtin:network",
                            reason=(f"{facts.name} needs the network and this agent's "
                                    f"policy does not grant {host or 'it'} "
