@@ -1,0 +1,315 @@
+"""The Agent Protocol door with the official ``langgraph-sdk`` client, unmodified,
+against the real daemon process over a socket: assistants, threads, runs (wait,
+stream, background + join, cancel), interrupts for approvals resumed with a command,
+the store over agent memory, auth, and every refusal in LangGraph's error shape with
+nothing written."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+from langgraph_sdk.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+)
+from tests.e2e.test_daemon_process import Daemon, create_agent
+
+from agentd.security.tokens import read_token
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("langgraph")
+    process = Daemon(root / "home", root / "agentd.log",
+                     env={"AGENTD_DEMO_AGENT": "false"}, args=()).start()
+    with process.client() as api:
+        create_agent(api, "echo")
+        create_agent(api, "other")
+        create_agent(api, "poet", settings={"script": [
+            {"text": "roses are red, violets are blue", "delay_ms": 200}]})
+        create_agent(api, "slow", settings={"script": [
+            {"text": "a slow and steady answer", "delay_ms": 20000}]})
+        create_agent(api, "broken", settings={"script": [{"error": "the model broke"}]})
+        create_agent(api, "careful", tools=["calculator"], settings={
+            "policy": {"rules": [{"tool": "calculator", "action": "ask"}]},
+            "script": [{"tool_calls": [{"name": "calculator",
+                                        "arguments": {"expression": "6*7"}}]},
+                       {"text": "it is 42"}]})
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+@pytest.fixture
+async def client(daemon: Daemon) -> AsyncIterator[LangGraphClient]:
+    sdk = get_client(url=f"{daemon.url}/langgraph", api_key=read_token(daemon.home),
+                     timeout=60)
+    try:
+        yield sdk
+    finally:
+        await sdk.aclose()
+
+
+@pytest.fixture
+def api(daemon: Daemon) -> Iterator[httpx.Client]:
+    with daemon.client() as native:
+        yield native
+
+
+def user_messages(api: httpx.Client, agent: str, key: str) -> list[str]:
+    got = api.get(f"/v1/agents/{agent}/sessions/{key}/events")
+    if got.status_code == 404:
+        return []
+    return [e["data"]["content"] for e in got.json()["events"] if e["kind"] == "message.user"]
+
+
+def total_runs(api: httpx.Client) -> int:
+    return len(api.get("/v1/runs", params={"limit": 200}).json()["runs"])
+
+
+def contents(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(m["type"], m["content"]) for m in values["messages"]]
+
+
+async def test_assistants_are_the_agents(client: LangGraphClient) -> None:
+    found = {a["assistant_id"] for a in await client.assistants.search(limit=100)}
+    assert {"echo", "poet", "careful"} <= found
+    poet = await client.assistants.get("poet")
+    assert poet["graph_id"] == "poet"
+    assert [a["assistant_id"] for a in await client.assistants.search(graph_id="poet")
+            ] == ["poet"]
+    with pytest.raises(NotFoundError) as caught:
+        await client.assistants.get("nobody")
+    assert caught.value.code == "assistant_not_found"
+
+
+async def test_a_thread_is_a_session_of_the_agent(client: LangGraphClient,
+                                                  api: httpx.Client) -> None:
+    thread = await client.threads.create()
+    thread_id = thread["thread_id"]
+    values = await client.runs.wait(thread_id, "poet", input={
+        "messages": [{"role": "user", "content": "a poem please"}]})
+    assert contents(values) == [("human", "a poem please"),
+                                ("ai", "roses are red, violets are blue")]
+    # The run went through the runtime: a session of the agent, keyed by the thread.
+    assert user_messages(api, "poet", f"lg:{thread_id}") == ["a poem please"]
+    again = await client.runs.wait(thread_id, "poet", input={"messages": "and another"})
+    assert [c for _, c in contents(again)][-2:] == ["and another",
+                                                    "roses are red, violets are blue"]
+    got = await client.threads.get(thread_id)
+    assert got["status"] == "idle" and got["metadata"]["graph_id"] == "poet"
+    assert len(got["values"]["messages"]) == 4
+    state = await client.threads.get_state(thread_id)
+    assert contents(state["values"]) == contents(again)
+    runs = await client.runs.list(thread_id)
+    assert [r["status"] for r in runs] == ["success", "success"]
+    one = await client.runs.get(thread_id, runs[0]["run_id"])
+    assert one["assistant_id"] == "poet" and one["thread_id"] == thread_id
+    listed = await client.threads.search(metadata={"graph_id": "poet"}, limit=100)
+    assert thread_id in {t["thread_id"] for t in listed}
+    # Another assistant cannot take the thread over.
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(thread_id, "echo", input={"messages": "mine now"})
+    assert caught.value.response.status_code == 409
+    assert user_messages(api, "echo", f"lg:{thread_id}") == []
+    await client.threads.delete(thread_id)
+    with pytest.raises(NotFoundError):
+        await client.threads.get(thread_id)
+
+
+async def test_a_thread_created_for_an_assistant(client: LangGraphClient) -> None:
+    thread = await client.threads.create(graph_id="echo")
+    assert thread["thread_id"].startswith("echo:")
+    fresh = await client.threads.get(thread["thread_id"])
+    assert fresh["status"] == "idle" and fresh["values"] == {"messages": []}
+    with pytest.raises(ConflictError):
+        await client.runs.create(thread["thread_id"], "poet", input={"messages": "hi"})
+    with pytest.raises(NotFoundError):
+        await client.threads.create(graph_id="nobody")
+
+
+async def test_streamed_values_messages_and_updates(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    parts = [part async for part in client.runs.stream(
+        thread["thread_id"], "poet", input={"messages": [("user", "stream it")]},
+        stream_mode=["values", "messages", "updates", "messages-tuple"])]
+    events = [p.event for p in parts]
+    assert events[0] == "metadata" and events[-1] == "end"
+    partial = [p.data[0]["content"] for p in parts if p.event == "messages/partial"]
+    assert partial and partial[-1] == "roses are red, violets are blue"
+    chunks = "".join(p.data[0]["content"] for p in parts if p.event == "messages")
+    assert chunks == "roses are red, violets are blue"
+    updates = [p.data for p in parts if p.event == "updates"]
+    assert updates[-1]["agent"]["messages"][0]["content"] == chunks
+    values = [p.data for p in parts if p.event == "values"]
+    assert contents(values[0]) == [("human", "stream it")]
+    assert contents(values[-1])[-1] == ("ai", chunks)
+
+
+async def test_a_stateless_run(client: LangGraphClient) -> None:
+    values = await client.runs.wait(None, "poet", input={"messages": "once"})
+    assert contents(values)[-1] == ("ai", "roses are red, violets are blue")
+
+
+async def test_background_run_joined_and_a_failed_run(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    run = await client.runs.create(thread["thread_id"], "poet",
+                                   input={"messages": "later"})
+    assert run["status"] in ("pending", "running")
+    joined = await client.runs.join(thread["thread_id"], run["run_id"])
+    assert contents(joined)[-1][1] == "roses are red, violets are blue"
+    assert (await client.runs.get(thread["thread_id"], run["run_id"]))["status"] == "success"
+    broken = await client.threads.create()
+    with pytest.raises(Exception, match="the model broke"):
+        await client.runs.wait(broken["thread_id"], "broken", input={"messages": "x"})
+    assert (await client.threads.get(broken["thread_id"]))["status"] == "error"
+    parts = [p async for p in client.runs.stream(None, "broken", input={"messages": "y"})]
+    assert parts[-1].event == "error" and "the model broke" in parts[-1].data["message"]
+
+
+async def test_cancel_a_run(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    run = await client.runs.create(thread["thread_id"], "slow", input={"messages": "go"})
+    cancelled = await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+    assert cancelled["status"] == "interrupted"
+
+
+async def test_an_approval_is_an_interrupt_resumed_by_a_command(
+        client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    values = await client.runs.wait(thread["thread_id"], "careful",
+                                    input={"messages": "what is 6*7?"})
+    assert values["__interrupt__"][0]["value"]["run_id"]
+    got = await client.threads.get(thread["thread_id"])
+    assert got["status"] == "interrupted" and got["interrupts"]
+    resumed = await client.runs.wait(thread["thread_id"], "careful",
+                                     command={"resume": "approve"})
+    assert contents(resumed)[-1] == ("ai", "it is 42")
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+    with pytest.raises(ConflictError) as caught:
+        await client.runs.create(thread["thread_id"], "careful",
+                                 command={"resume": "approve"})
+    assert caught.value.code == "not_waiting"
+
+
+async def test_idempotency_key_sends_once(client: LangGraphClient, api: httpx.Client
+                                          ) -> None:
+    thread = await client.threads.create()
+    for _ in range(2):
+        await client.runs.wait(thread["thread_id"], "poet", input={"messages": "once"},
+                               headers={"Idempotency-Key": "lg-once-1"})
+    assert user_messages(api, "poet", f"lg:{thread['thread_id']}") == ["once"]
+
+
+async def test_a_token_without_access_is_refused(daemon: Daemon, api: httpx.Client
+                                                 ) -> None:
+    before = total_runs(api)
+    for key in ("wrong", None):
+        sdk = get_client(url=f"{daemon.url}/langgraph", api_key=key or "", timeout=30)
+        try:
+            with pytest.raises(AuthenticationError):
+                await sdk.assistants.search()
+            with pytest.raises(AuthenticationError):
+                await sdk.runs.create(None, "poet", input={"messages": "sneak"})
+            with pytest.raises(httpx.HTTPStatusError) as caught:
+                await sdk.runs.wait(None, "poet", input={"messages": "sneak"})
+            assert caught.value.response.status_code == 401
+        finally:
+            await sdk.aclose()
+    # x-api-key opens the door's paths only, never the native API.
+    async with httpx.AsyncClient() as plain:
+        native = await plain.get(f"{daemon.url}/v1/agents",
+                                 headers={"x-api-key": read_token(daemon.home)})
+    assert native.status_code == 401
+    assert total_runs(api) == before
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"assistant_id": "nobody", "input": {"messages": "hi"}}, "assistant_not_found"),
+    ({"assistant_id": "echo", "input": {"messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}},
+     "unsupported"),
+    ({"assistant_id": "echo", "input": {"messages": [{"role": "system",
+                                                      "content": "obey"}]}},
+     "unsupported"),
+    ({"assistant_id": "echo", "input": {"messages": []}}, "invalid_input"),
+    ({"assistant_id": "echo", "input": {"todo": 1}}, "unsupported"),
+    ({"assistant_id": "echo", "input": {"messages": "hi"}, "stream_mode": "debug"},
+     "unsupported"),
+    ({"assistant_id": "echo", "input": {"messages": "hi"}, "interrupt_before": ["a"]},
+     "unsupported"),
+    ({"assistant_id": "echo"}, "invalid_input"),
+    ({"assistant_id": 5, "input": {"messages": "hi"}}, "invalid_input"),
+    ({"assistant_id": "echo", "input": {"messages": "x" * 2_000_000}},
+     "payload_too_large"),
+])
+def test_bad_runs_are_refused_in_langgraph_shape(daemon: Daemon, api: httpx.Client,
+                                                 body: dict[str, Any], code: str) -> None:
+    before = total_runs(api)
+    token = read_token(daemon.home)
+    got = httpx.post(f"{daemon.url}/langgraph/threads/t-bad/runs/wait", json=body,
+                     headers={"x-api-key": token}, timeout=30)
+    assert 400 <= got.status_code < 500, got.text
+    assert got.json()["code"] == code and got.json()["detail"]
+    assert total_runs(api) == before
+    assert user_messages(api, "echo", "lg:t-bad") == []
+
+
+def test_malformed_json_and_unknown_routes(daemon: Daemon) -> None:
+    headers = {"x-api-key": read_token(daemon.home), "content-type": "application/json"}
+    bad = httpx.post(f"{daemon.url}/langgraph/threads", content=b"{nope",
+                     headers=headers)
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+    missing = httpx.get(f"{daemon.url}/langgraph/crons/search", headers=headers)
+    assert missing.status_code in (404, 405) and "detail" in missing.json()
+    gone = httpx.get(f"{daemon.url}/langgraph/threads/never-made", headers=headers)
+    assert gone.status_code == 404 and gone.json()["code"] == "thread_not_found"
+
+
+async def test_a_dropped_stream_keeps_the_run(daemon: Daemon, client: LangGraphClient
+                                              ) -> None:
+    thread = await client.threads.create()
+    token = read_token(daemon.home)
+    async with httpx.AsyncClient(base_url=f"{daemon.url}/langgraph",
+                                 headers={"x-api-key": token}) as raw, raw.stream(
+            "POST", f"/threads/{thread['thread_id']}/runs/stream",
+            json={"assistant_id": "poet", "input": {"messages": "drop me"}}) as response:
+        assert response.status_code == 200
+        run_id = response.headers["x-agentd-run"]
+        async for _ in response.aiter_lines():
+            break  # the client goes away mid-stream
+    joined = await client.runs.join(thread["thread_id"], run_id)
+    assert contents(joined)[-1] == ("ai", "roses are red, violets are blue")
+
+
+async def test_threads_survive_a_kill(tmp_path: Any) -> None:
+    process = Daemon(tmp_path / "home", tmp_path / "agentd.log",
+                     env={"AGENTD_DEMO_AGENT": "false"}, args=()).start()
+    try:
+        with process.client() as native:
+            create_agent(native, "poet", settings={"script": [{"text": "still here"}]})
+        sdk = get_client(url=f"{process.url}/langgraph",
+                         api_key=read_token(process.home), timeout=60)
+        thread = await sdk.threads.create()
+        await sdk.runs.wait(thread["thread_id"], "poet", input={"messages": "remember"})
+        await sdk.aclose()
+        # Killed, not stopped: the thread must come from the store alone.
+        process.signal_and_wait(signal.SIGKILL)
+        process.start()
+        sdk = get_client(url=f"{process.url}/langgraph",
+                         api_key=read_token(process.home), timeout=60)
+        state = await sdk.threads.get_state(thread["thread_id"])
+        assert contents(state["values"]) == [("human", "remember"), ("ai", "still here")]
+        await sdk.aclose()
+    finally:
+        process.cleanup()
