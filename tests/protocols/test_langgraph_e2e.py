@@ -313,3 +313,66 @@ async def test_threads_survive_a_kill(tmp_path: Any) -> None:
         await sdk.aclose()
     finally:
         process.cleanup()
+
+
+# -- the store: agent memory ----------------------------------------------------------
+
+
+def memory_contents(api: httpx.Client, agent: str) -> list[str]:
+    got = api.get(f"/v1/agents/{agent}/memory/entries", params={"limit": 200})
+    assert got.status_code == 200, got.text
+    return [e["content"] for e in got.json()["entries"]]
+
+
+async def test_the_store_is_the_agents_memory(client: LangGraphClient, api: httpx.Client
+                                              ) -> None:
+    await client.store.put_item(["other", "prefs"], "colour", {"likes": "teal"})
+    await client.store.put_item(["other", "prefs", "food"], "lunch", {"likes": "soup"})
+    await client.store.put_item(["other"], "name", {"name": "Ada"})
+    got = await client.store.get_item(["other", "prefs"], "colour")
+    assert got["value"] == {"likes": "teal"} and got["namespace"] == ["other", "prefs"]
+    # An item is a memory entry of the agent (its recall and search find it).
+    assert '{"likes":"teal"}' in memory_contents(api, "other")
+    await client.store.put_item(["other", "prefs"], "colour", {"likes": "crimson"})
+    assert (await client.store.get_item(["other", "prefs"], "colour"))["value"] == {
+        "likes": "crimson"}
+    assert sum('"likes"' in c for c in memory_contents(api, "other")) == 2
+    under = await client.store.search_items(["other", "prefs"])
+    assert {i["key"] for i in under["items"]} == {"colour", "lunch"}
+    filtered = await client.store.search_items(["other"], filter={"likes": "soup"})
+    assert [i["key"] for i in filtered["items"]] == ["lunch"]
+    by_query = await client.store.search_items(["other"], query="crimson")
+    assert by_query["items"][0]["key"] == "colour"
+    spaces = await client.store.list_namespaces(prefix=["other"])
+    assert spaces["namespaces"] == [["other"], ["other", "prefs"],
+                                    ["other", "prefs", "food"]]
+    shallow = await client.store.list_namespaces(prefix=["other"], max_depth=2)
+    assert shallow["namespaces"] == [["other"], ["other", "prefs"]]
+    await client.store.delete_item(["other", "prefs"], "colour")
+    with pytest.raises(NotFoundError) as caught:
+        await client.store.get_item(["other", "prefs"], "colour")
+    assert caught.value.code == "item_not_found"
+    assert not any("crimson" in c for c in memory_contents(api, "other"))
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"namespace": [], "key": "k", "value": {"a": 1}}, 422, "invalid_input"),
+    ({"namespace": ["nobody"], "key": "k", "value": {"a": 1}}, 404, "namespace_not_found"),
+    ({"namespace": ["other", ""], "key": "k", "value": {"a": 1}}, 422, "invalid_input"),
+    ({"namespace": ["other"], "key": "k", "value": "text"}, 422, "invalid_input"),
+    ({"namespace": ["other"], "key": "k", "value": {"a": 1}, "ttl": 5}, 422,
+     "unsupported"),
+    ({"namespace": ["other"], "key": "k", "value": {"a": "x" * 3_000_000}}, 413,
+     "payload_too_large"),
+    ({"namespace": ["other"], "key": "k" * 201, "value": {"a": 1}}, 422, "invalid_input"),
+    ({"namespace": ["other", "a.b"], "key": "k", "value": {"a": 1}}, 422,
+     "invalid_input"),
+])
+def test_bad_store_writes_are_refused(daemon: Daemon, api: httpx.Client,
+                                      body: dict[str, Any], status: int, code: str) -> None:
+    before = memory_contents(api, "other")
+    got = httpx.put(f"{daemon.url}/langgraph/store/items", json=body,
+                    headers={"x-api-key": read_token(daemon.home)}, timeout=30)
+    assert got.status_code == status, got.text
+    assert got.json()["code"] == code
+    assert memory_contents(api, "other") == before

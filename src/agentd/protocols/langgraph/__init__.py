@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from agentd.protocols.langgraph import store
 from agentd.protocols.langgraph._errors import langgraph_error
 from agentd.protocols.langgraph.routes import PREFIX, router
 from agentd.server._http import add_error_shape
@@ -15,4 +16,5 @@ __all__ = ["PREFIX", "install"]
 def install(app: FastAPI) -> None:
     """Serve the door's routes on ``app``, its errors in LangGraph's shape."""
     app.include_router(router)
+    app.include_router(store.router)
     add_error_shape(app, PREFIX + "/", langgraph_error)
