@@ -5,9 +5,10 @@
 
 The bench starts a daemon (``python -m agentd serve``, fresh home, the scripted echo
 agent) and loads it phase after phase, never two at once: the native message route,
-then each door (OpenAI Chat Completions, OpenAI Responses, the Agent Protocol), each non-streamed then
-streamed, N closed-loop clients on keep-alive connections, each client on its own
-session (the doors name theirs with ``X-Agentd-Session``). Streamed phases report
+then each door (OpenAI Chat Completions, OpenAI Responses, the Agent Protocol), each
+non-streamed then streamed, N closed-loop clients on keep-alive connections, each
+client on its own session (the OpenAI doors name theirs with ``X-Agentd-Session``, the
+Agent Protocol's is the thread ``lg:<key>``). Streamed phases report
 first-token latency (the first frame carrying text). The daemon's CPU time per turn
 is what the issue's target reads: each door within 1.5x the native API's
 (``ratio_<door>_server_cpu_per_turn``, and ``..._stream_...``). After the load, every
