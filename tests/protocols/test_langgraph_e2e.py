@@ -202,6 +202,19 @@ async def test_an_approval_is_an_interrupt_resumed_by_a_command(
     assert caught.value.code == "not_waiting"
 
 
+async def test_reject_strategy_on_a_busy_thread(client: LangGraphClient,
+                                               api: httpx.Client) -> None:
+    thread = await client.threads.create()
+    run = await client.runs.create(thread["thread_id"], "slow", input={"messages": "one"})
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "busy"
+    with pytest.raises(ConflictError) as caught:
+        await client.runs.create(thread["thread_id"], "slow", input={"messages": "two"},
+                                 multitask_strategy="reject")
+    assert caught.value.code == "session_busy"
+    assert user_messages(api, "slow", f"lg:{thread['thread_id']}") == ["one"]
+    await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+
+
 async def test_idempotency_key_sends_once(client: LangGraphClient, api: httpx.Client
                                           ) -> None:
     thread = await client.threads.create()
@@ -292,9 +305,14 @@ async def test_a_dropped_stream_keeps_the_run(daemon: Daemon, client: LangGraphC
     assert contents(joined)[-1] == ("ai", "roses are red, violets are blue")
 
 
-async def test_threads_survive_a_kill(tmp_path: Any) -> None:
-    process = Daemon(tmp_path / "home", tmp_path / "agentd.log",
-                     env={"AGENTD_DEMO_AGENT": "false"}, args=()).start()
+@pytest.mark.parametrize("dialect", ["sqlite",
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_threads_and_items_survive_a_kill(tmp_path: Any, dialect: str,
+                                                request: pytest.FixtureRequest) -> None:
+    env = {"AGENTD_DEMO_AGENT": "false"}
+    if dialect == "postgresql":
+        env["AGENTD_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    process = Daemon(tmp_path / "home", tmp_path / "agentd.log", env=env, args=()).start()
     try:
         with process.client() as native:
             create_agent(native, "poet", settings={"script": [{"text": "still here"}]})
@@ -302,14 +320,23 @@ async def test_threads_survive_a_kill(tmp_path: Any) -> None:
                          api_key=read_token(process.home), timeout=60)
         thread = await sdk.threads.create()
         await sdk.runs.wait(thread["thread_id"], "poet", input={"messages": "remember"})
+        await sdk.store.put_item(["poet", "facts"], "sky", {"colour": "blue sky"})
         await sdk.aclose()
-        # Killed, not stopped: the thread must come from the store alone.
+        # Killed, not stopped: the thread and the item must come from the store alone.
         process.signal_and_wait(signal.SIGKILL)
         process.start()
         sdk = get_client(url=f"{process.url}/langgraph",
                          api_key=read_token(process.home), timeout=60)
         state = await sdk.threads.get_state(thread["thread_id"])
         assert contents(state["values"]) == [("human", "remember"), ("ai", "still here")]
+        assert (await sdk.threads.get(thread["thread_id"]))["metadata"]["graph_id"] == "poet"
+        item = await sdk.store.get_item(["poet", "facts"], "sky")
+        assert item["value"] == {"colour": "blue sky"}
+        found = await sdk.store.search_items(["poet"], query="sky")
+        assert [i["key"] for i in found["items"]] == ["sky"]
+        again = await sdk.runs.wait(thread["thread_id"], "poet",
+                                    input={"messages": "still?"})
+        assert len(again["messages"]) == 4
         await sdk.aclose()
     finally:
         process.cleanup()
@@ -353,6 +380,19 @@ async def test_the_store_is_the_agents_memory(client: LangGraphClient, api: http
         await client.store.get_item(["other", "prefs"], "colour")
     assert caught.value.code == "item_not_found"
     assert not any("crimson" in c for c in memory_contents(api, "other"))
+
+
+async def test_a_tainted_entry_says_so(client: LangGraphClient, daemon: Daemon) -> None:
+    # What an agent (or an import) wrote from untrusted input keeps its mark here.
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as native:
+        made = await native.post("/v1/agents/other/memory/entries", json={
+            "content": '{"note": "from a web page"}', "tags": ["langgraph"],
+            "tainted": True, "metadata": {"lg_ns": "web", "lg_key": "page"}})
+    assert made.status_code in (200, 201), made.text
+    item = await client.store.get_item(["other", "web"], "page")
+    assert item["value"] == {"note": "from a web page"} and item["tainted"]
+    await client.store.put_item(["other", "web"], "clean", {"note": "mine"})
+    assert "tainted" not in await client.store.get_item(["other", "web"], "clean")
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [

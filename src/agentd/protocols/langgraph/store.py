@@ -4,8 +4,9 @@ A namespace ``(agent, *labels)`` is that agent's own memory: an item is one entr
 tagged ``langgraph`` whose metadata holds ``lg_ns`` (the labels joined by ``.``) and
 ``lg_key``, and whose content is the value as JSON (so the agent's memory search and
 recall find it, and it goes through memory's checks: sizes, NUL, the agent's memory
-settings). Searches and namespace listings read at most :data:`SCAN` entries of each
-agent. See docs/protocols/langgraph.md.
+settings). An entry that is tainted (written by a tainted run, or marked so) carries
+``tainted`` (why) in its item. Searches and namespace listings read at most
+:data:`SCAN` entries of each agent. See docs/protocols/langgraph.md.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def _item(agent: str, entry: EntryRecord, score: float | None = None) -> dict[st
         "created_at": iso(entry.created_at), "updated_at": iso(entry.updated_at)}
     if score is not None:
         item["score"] = score
+    if entry.tainted:
+        # Written from outside (a tainted run, a marked import): the reader must know
+        # it is not to be trusted, as agentd's own memory API says.
+        item["tainted"] = entry.tainted
     return item
 
 
