@@ -6,6 +6,7 @@ nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -215,6 +216,33 @@ async def test_reject_strategy_on_a_busy_thread(client: LangGraphClient,
     await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
 
 
+async def test_interrupt_strategy_stops_the_run_under_way(client: LangGraphClient
+                                                          ) -> None:
+    thread = await client.threads.create()
+    first = await client.runs.create(thread["thread_id"], "slow", input={"messages": "a"})
+    second = await client.runs.create(thread["thread_id"], "slow", input={"messages": "b"},
+                                      multitask_strategy="interrupt")
+    await client.runs.join(thread["thread_id"], first["run_id"])  # waits for its end
+    got = await client.runs.get(thread["thread_id"], first["run_id"])
+    assert got["status"] == "interrupted"
+    await client.runs.cancel(thread["thread_id"], second["run_id"], wait=True)
+
+
+async def test_a_denied_tool_call_resumes_the_run(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    parts = [p async for p in client.runs.stream(
+        thread["thread_id"], "careful", input={"messages": "6*7?"},
+        stream_mode="updates")]
+    assert parts[-2].event == "updates" and "__interrupt__" in parts[-2].data
+    assert (await client.threads.get_state(thread["thread_id"]))["next"] == ["agent"]
+    resumed = [p async for p in client.runs.stream(
+        thread["thread_id"], "careful", command={"resume": "deny"},
+        stream_mode="values")]
+    assert resumed[-1].event == "end"
+    assert resumed[-1].data["status"] == "success"
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
 async def test_idempotency_key_sends_once(client: LangGraphClient, api: httpx.Client
                                           ) -> None:
     thread = await client.threads.create()
@@ -245,6 +273,23 @@ async def test_a_token_without_access_is_refused(daemon: Daemon, api: httpx.Clie
                                  headers={"x-api-key": read_token(daemon.home)})
     assert native.status_code == 401
     assert total_runs(api) == before
+
+
+async def test_api_key_cannot_walk_out_of_the_door(daemon: Daemon) -> None:
+    # x-api-key is honoured on /langgraph/ paths only: a path that walks back out
+    # (sent raw: clients normalise dot segments) reaches no native route.
+    token = read_token(daemon.home)
+    for path in ("/langgraph/../v1/agents", "/langgraph/%2e%2e/v1/agents",
+                 "/langgraph//v1/agents"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {token}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = (await reader.read()).decode(errors="replace")
+        writer.close()
+        status = int(answer.split(" ", 2)[1])
+        assert status in (404, 405), answer[:300]
+        assert '"agents"' not in answer and '"detail"' in answer
 
 
 @pytest.mark.parametrize(("body", "code"), [

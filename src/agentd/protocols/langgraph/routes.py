@@ -415,7 +415,9 @@ async def create_run(thread_id: str, request: Request) -> Response:
 async def create_stateless_run(request: Request) -> Response:
     body = await _run_body(request)
     started = await _start(request, None, body, stream=False)
-    return json_response(run_view(started.run, started.thread_id, started.agent))
+    response = json_response(run_view(started.run, started.thread_id, started.agent))
+    response.headers.update(_headers(started))
+    return response
 
 
 @router.post("/threads/{thread_id}/runs/wait")
