@@ -7,8 +7,11 @@ nothing written."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +38,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     with process.client() as api:
         create_agent(api, "echo")
         create_agent(api, "other")
+        create_agent(api, "support")  # the docs' example talks to it
         create_agent(api, "poet", settings={"script": [
             {"text": "roses are red, violets are blue", "delay_ms": 200}]})
         create_agent(api, "slow", settings={"script": [
@@ -80,6 +84,27 @@ def total_runs(api: httpx.Client) -> int:
 
 def contents(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m["type"], m["content"]) for m in values["messages"]]
+
+
+async def test_the_docs_example_runs(daemon: Daemon, tmp_path: Path) -> None:
+    """docs/protocols/langgraph.md's example, as written but for the port, with a home
+    whose ~/.agentd is the daemon's."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "protocols" / "langgraph.md"
+            ).read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "http://127.0.0.1:8721/langgraph" in code
+    code = code.replace("http://127.0.0.1:8721", daemon.url)
+    (tmp_path / ".agentd").symlink_to(daemon.home)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    lines = out.decode().splitlines()
+    assert "support" in lines[0]  # the assistants
+    assert lines[1].startswith("echo")  # the echo model's reply
+    assert "'key': 'tone'" in lines[-1]  # the store item found by its value
 
 
 async def test_assistants_are_the_agents(client: LangGraphClient) -> None:
