@@ -39,6 +39,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         create_agent(api, "echo")
         create_agent(api, "other")
         create_agent(api, "support")  # the docs' example talks to it
+        create_agent(api, "spender", tools=["calculator"], settings={
+            "budget": {"run": {"steps": 2}},
+            "script": [{"tool_calls": [{"name": "calculator",
+                                        "arguments": {"expression": "1+1"}}]}]})
         create_agent(api, "poet", settings={"script": [
             {"text": "roses are red, violets are blue", "delay_ms": 200}]})
         create_agent(api, "slow", settings={"script": [
@@ -201,6 +205,36 @@ async def test_background_run_joined_and_a_failed_run(client: LangGraphClient) -
     assert (await client.threads.get(broken["thread_id"]))["status"] == "error"
     parts = [p async for p in client.runs.stream(None, "broken", input={"messages": "y"})]
     assert parts[-1].event == "error" and "the model broke" in parts[-1].data["message"]
+
+
+async def test_a_budget_stops_the_run_as_an_error(client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    with pytest.raises(Exception, match="budget_exceeded"):
+        await client.runs.wait(thread["thread_id"], "spender", input={"messages": "go"})
+    parts = [p async for p in client.runs.stream(thread["thread_id"], "spender",
+                                                 input={"messages": "again"})]
+    assert parts[-1].event == "error" and parts[-1].data["error"] == "budget_exceeded"
+    runs = await client.runs.list(thread["thread_id"])
+    assert [r["status"] for r in runs] == ["error", "error"]
+
+
+async def test_a_request_dropped_mid_body_writes_nothing(daemon: Daemon,
+                                                         api: httpx.Client) -> None:
+    before = total_runs(api)
+    token = read_token(daemon.home)
+    body = b'{"assistant_id": "echo", "input": {"messages": "half'
+    _reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+    writer.write(b"POST /langgraph/threads/t-dropped/runs/wait HTTP/1.1\r\nHost: x\r\n"
+                 b"x-api-key: " + token.encode() + b"\r\ncontent-type: application/json"
+                 b"\r\ncontent-length: 500\r\n\r\n" + body)
+    await writer.drain()
+    writer.close()  # gone before the body is whole
+    await writer.wait_closed()
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as native:
+        assert (await native.get("/health")).status_code == 200
+        got = await native.get("/v1/agents/echo/sessions/lg:t-dropped")
+    assert got.status_code == 404
+    assert total_runs(api) == before
 
 
 async def test_cancel_a_run(client: LangGraphClient) -> None:
