@@ -168,6 +168,23 @@ async def test_a_thread_created_for_an_assistant(client: LangGraphClient) -> Non
         await client.threads.create(graph_id="nobody")
 
 
+async def test_thread_ids_the_client_chooses(client: LangGraphClient) -> None:
+    # "user:42" names no agent: a thread id like any other (bound by its first run).
+    made = await client.threads.create(thread_id="user:42")
+    assert made["thread_id"] == "user:42"
+    await client.runs.wait("user:42", "poet", input={"messages": "hello"})
+    assert (await client.threads.get("user:42"))["metadata"]["graph_id"] == "poet"
+    with pytest.raises(ConflictError) as caught:
+        await client.threads.create(thread_id="user:42")
+    assert caught.value.code == "thread_exists"
+    same = await client.threads.create(thread_id="user:42", if_exists="do_nothing")
+    assert len(same["values"]["messages"]) == 2
+    # "echo:..." names an agent: that agent's thread, for another assistant a conflict.
+    await client.threads.create(thread_id="echo:mine")
+    with pytest.raises(ConflictError):
+        await client.runs.create("echo:mine", "poet", input={"messages": "hi"})
+
+
 async def test_streamed_values_messages_and_updates(client: LangGraphClient) -> None:
     thread = await client.threads.create()
     parts = [part async for part in client.runs.stream(

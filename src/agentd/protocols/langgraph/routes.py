@@ -115,15 +115,18 @@ async def get_assistant(assistant_id: str, request: Request) -> Response:
 
 
 def _check_thread_id(thread_id: str) -> None:
-    if not 0 < len(thread_id) <= 200 or any(c in thread_id for c in "/\\"):
-        raise InvalidInput("a thread id is 1-200 characters with no slash",
-                           field="path.thread_id")
+    if (not 0 < len(thread_id) <= 200 or any(c in thread_id for c in "/\\")
+            or any(ord(c) < 32 or ord(c) == 127 for c in thread_id)):
+        raise InvalidInput("a thread id is 1-200 characters with no slash or control "
+                           "character", field="path.thread_id")
 
 
 async def _locate(runtime: Runtime, thread_id: str
                   ) -> tuple[str, SessionRecord | None]:
-    """The agent a thread belongs to and its session (None: a thread created for an
-    agent that has run nothing yet); ThreadNotFound otherwise."""
+    """The agent a thread belongs to and its session (None: a thread whose id names an
+    agent, ``<agent>:...``, that has run nothing yet); ThreadNotFound otherwise. An id
+    whose part before ``:`` names no agent is an id the client chose: looked for in
+    every agent, like a bare uuid."""
     _check_thread_id(thread_id)
     key = KEY_PREFIX + thread_id
     bound, sep, _ = thread_id.partition(":")
@@ -135,13 +138,12 @@ async def _locate(runtime: Runtime, thread_id: str
             return bound, None
         except AgentNotFound:
             pass
-    else:
-        for agent in await runtime.list_agents():
-            try:
-                _, session = await runtime.get_session(agent.name, key)
-            except (SessionNotFound, AgentNotFound):
-                continue
-            return agent.name, session
+    for agent in await runtime.list_agents():
+        try:
+            _, session = await runtime.get_session(agent.name, key)
+        except (SessionNotFound, AgentNotFound):
+            continue
+        return agent.name, session
     raise ThreadNotFound(f"no thread {thread_id!r}")
 
 
@@ -235,7 +237,8 @@ async def search_threads(request: Request) -> Response:
     runtime = runtime_of(request)
     body: ThreadSearch = parse(ThreadSearch, await _body(request))
     metadata = dict(body.metadata or {})
-    graph = metadata.pop("graph_id", None) or metadata.pop("assistant_id", None)
+    graph = metadata.pop("graph_id", None)
+    graph = metadata.pop("assistant_id", None) if graph is None else graph
     if metadata:
         return json_response([])  # threads keep no other metadata
     agents = ([await _assistant(runtime, str(graph))] if graph else
@@ -303,8 +306,6 @@ async def _run_target(runtime: Runtime, thread_id: str, assistant_id: str,
     try:
         owner, session = await _locate(runtime, thread_id)
     except ThreadNotFound:
-        if ":" in thread_id:
-            raise
         if if_not_exists == "reject":
             raise
         return agent, None
