@@ -22,6 +22,7 @@ from langgraph_sdk.errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
+    UnprocessableEntityError,
 )
 from tests.e2e.test_daemon_process import Daemon, create_agent
 
@@ -266,9 +267,16 @@ async def test_an_approval_is_an_interrupt_resumed_by_a_command(
     thread = await client.threads.create()
     values = await client.runs.wait(thread["thread_id"], "careful",
                                     input={"messages": "what is 6*7?"})
-    assert values["__interrupt__"][0]["value"]["run_id"]
+    asked = values["__interrupt__"][0]["value"]
+    assert asked["name"] == "calculator" and asked["arguments"] == {"expression": "6*7"}
+    assert set(asked["options"]) >= {"approve", "deny"}
     got = await client.threads.get(thread["thread_id"])
     assert got["status"] == "interrupted" and got["interrupts"]
+    # An action the request does not offer decides nothing.
+    with pytest.raises(UnprocessableEntityError):
+        await client.runs.create(thread["thread_id"], "careful",
+                                 command={"resume": "launch"})
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "interrupted"
     resumed = await client.runs.wait(thread["thread_id"], "careful",
                                      command={"resume": "approve"})
     assert contents(resumed)[-1] == ("ai", "it is 42")
@@ -317,6 +325,47 @@ async def test_a_denied_tool_call_resumes_the_run(client: LangGraphClient) -> No
     assert resumed[-1].event == "end"
     assert resumed[-1].data["status"] == "success"
     assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+
+
+async def test_resuming_needs_a_person_even_without_auth(tmp_path: Path) -> None:
+    process = Daemon(tmp_path / "home", tmp_path / "agentd.log",
+                     env={"AGENTD_DEMO_AGENT": "false", "AGENTD_AUTH": "none"},
+                     args=()).start()
+    try:
+        async with httpx.AsyncClient(base_url=process.url,
+                                     headers=process.auth()) as native:
+            made = await native.post("/v1/agents", json={
+                "name": "careful", "tools": ["calculator"], "settings": {
+                    "policy": {"rules": [{"tool": "calculator", "action": "ask"}]},
+                    "script": [{"tool_calls": [{"name": "calculator",
+                                                "arguments": {"expression": "1"}}]},
+                               {"text": "done"}]}})
+            assert made.status_code == 201, made.text
+        sdk = get_client(url=f"{process.url}/langgraph", api_key="", timeout=60)
+        thread = await sdk.threads.create()
+        values = await sdk.runs.wait(thread["thread_id"], "careful",
+                                     input={"messages": "go"})
+        assert values["__interrupt__"]  # sending needs no token here
+        with pytest.raises(AuthenticationError):
+            await sdk.runs.create(thread["thread_id"], "careful",
+                                  command={"resume": "approve"})
+        assert (await sdk.threads.get(thread["thread_id"]))["status"] == "interrupted"
+        await sdk.aclose()
+        # With the daemon's token, a person decides (and is named in the decision).
+        sdk = get_client(url=f"{process.url}/langgraph", api_key=read_token(process.home),
+                         timeout=60)
+        resumed = await sdk.runs.wait(thread["thread_id"], "careful",
+                                      command={"resume": "approve"})
+        assert resumed["messages"][-1]["content"] == "done"
+        await sdk.aclose()
+        async with httpx.AsyncClient(base_url=process.url,
+                                     headers=process.auth()) as native:
+            events = (await native.get(
+                f"/v1/agents/careful/sessions/lg:{thread['thread_id']}/events")).json()
+        decided = [e["data"] for e in events["events"] if e["kind"] == "approval.decided"]
+        assert [(d["action"], d.get("by")) for d in decided] == [("approve", "bootstrap")]
+    finally:
+        process.cleanup()
 
 
 async def test_idempotency_key_sends_once(client: LangGraphClient, api: httpx.Client

@@ -48,7 +48,7 @@ from agentd.protocols.langgraph._wire import (
     values_of,
 )
 from agentd.runtime import Runtime, Token, follow
-from agentd.server._http import json_response, loads_strict
+from agentd.server._http import json_response, loads_strict, person
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
@@ -164,21 +164,38 @@ async def _thread(runtime: Runtime, thread_id: str, agent: str,
         "updated_at": iso(session.updated_at if session else created),
         "metadata": {"graph_id": agent, "assistant_id": agent},
         "status": thread_status(last), "values": values if with_values else None,
-        "interrupts": _interrupts(last) if last else {},
+        "interrupts": {},
     }
+    waiting = await _interrupts(runtime, agent, last)
+    if waiting and last is not None:
+        view["interrupts"] = {last.id: waiting}
     return view
 
 
-def _interrupts(run: RunRecord) -> dict[str, Any]:
-    if run.status != "waiting_approval":
-        return {}
-    return {run.id: [_interrupt(run)]}
+async def _interrupts(runtime: Runtime, agent: str, run: RunRecord | None
+                      ) -> list[dict[str, Any]]:
+    """What ``run`` waits for, as LangGraph interrupts (none unless it waits)."""
+    if run is None or run.status != "waiting_approval":
+        return []
+    asked = await _pending(runtime, agent, run.id)
+    return [_interrupt(run, asked)]
 
 
-def _interrupt(run: RunRecord) -> dict[str, Any]:
-    return {"id": run.id, "value": {
-        "run_id": run.id, "reason": "a tool call waits for a decision",
-        "resume": "command={'resume': 'approve'} or 'deny' (or agentd approvals)"}}
+async def _pending(runtime: Runtime, agent: str, run_id: str) -> dict[str, Any] | None:
+    for asked in await runtime.approvals.pending(agent):
+        if asked.get("run_id") == run_id:
+            return asked
+    return None
+
+
+def _interrupt(run: RunRecord, asked: dict[str, Any] | None) -> dict[str, Any]:
+    value: dict[str, Any] = {"run_id": run.id,
+                             "resume": "command={'resume': <one of options>}"}
+    if asked is not None:
+        # The call as the model made it: untrusted text for the person who decides.
+        value.update({k: asked.get(k) for k in ("approval_id", "kind", "name",
+                                                 "arguments", "reason", "options")})
+    return {"id": str(value.get("approval_id") or run.id), "value": value}
 
 
 @router.post("/threads")
@@ -316,16 +333,21 @@ async def _run_target(runtime: Runtime, thread_id: str, assistant_id: str,
     return agent, session
 
 
-def _resume_action(value: Any) -> tuple[str, str | None]:
-    if value is True or value in ("approve", "approved", "yes"):
-        return "approve", None
-    if value is False or value in ("deny", "denied", "no"):
-        return "deny", None
+def _resume_action(value: Any) -> tuple[str, str | None, str | None]:
+    """(action, output, reason) from ``command.resume``."""
+    if value is True:
+        return "approve", None, None
+    if value is False:
+        return "deny", None, None
+    if isinstance(value, str) and value:
+        return value, None, None
     if isinstance(value, dict) and isinstance(value.get("action"), str):
-        output = value.get("output")
-        return value["action"], output if isinstance(output, str) else None
-    raise InvalidInput("command.resume is 'approve', 'deny', true, false or "
-                       "{\"action\": ..., \"output\": ...}", field="body.command.resume")
+        output, reason = value.get("output"), value.get("reason")
+        return (value["action"], output if isinstance(output, str) else None,
+                reason if isinstance(reason, str) else None)
+    raise InvalidInput("command.resume is an action ('approve', 'deny', ...: the "
+                       "interrupt's options), true, false or {\"action\", \"output\"?, "
+                       "\"reason\"?}", field="body.command.resume")
 
 
 async def _start(request: Request, thread_id: str | None, body: RunCreate,
@@ -339,7 +361,7 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
         agent, session = await _run_target(runtime, thread_id, body.assistant_id,
                                            body.if_not_exists)
     if body.command is not None:
-        return await _resume(runtime, agent, thread_id, session, body.command)
+        return await _resume(request, agent, thread_id, session, body.command)
     content = input_text(body.input or {})
     limit = runtime.settings.max_message_bytes
     if len(content.encode()) > limit:
@@ -358,18 +380,25 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
                     known=None if sent.duplicate else sent.events)
 
 
-async def _resume(runtime: Runtime, agent: str, thread_id: str,
+async def _resume(request: Request, agent: str, thread_id: str,
                   session: SessionRecord | None, command: dict[str, Any]) -> _Started:
+    """Decide what the thread's run waits for, as a person does on the native API
+    (a daemon token is needed even with ``auth = "none"``; the decision's ``by`` is
+    its name)."""
+    runtime = runtime_of(request)
     unknown = sorted(set(command) - {"resume"})
     if unknown or "resume" not in command:
         raise unsupported("body.command", "a command other than resume")
+    who = person(request.scope, "resuming an interrupted run (deciding an approval)")
+    action, output, reason = _resume_action(command["resume"])
     last = await _last_run(runtime, agent, session.key) if session else None
-    if session is None or last is None or last.status != "waiting_approval":
+    asked = await _pending(runtime, agent, last.id) if last else None
+    if session is None or last is None or asked is None:
         raise Conflict(f"thread {thread_id!r} is not interrupted: nothing to resume",
                        code="not_waiting")
-    action, output = _resume_action(command["resume"])
     after = session.last_seq
-    await runtime.decide(last.id, action, output)
+    await runtime.approvals.decide(str(asked["approval_id"]), action, output=output,
+                                   reason=reason, by=who)
     run, _, _ = await runtime.get_run(last.id)
     return _Started(agent=agent, thread_id=thread_id, run=run, session_id=session.id,
                     after=after, known=None)
@@ -379,7 +408,7 @@ async def _wait_answer(runtime: Runtime, started: _Started) -> Response:
     run = await runtime.wait(started.run.id)
     values = values_of(await runtime.read_events(started.session_id))
     if run.status == "waiting_approval":
-        values["__interrupt__"] = [_interrupt(run)]
+        values["__interrupt__"] = await _interrupts(runtime, started.agent, run)
     elif run.status == "failed":
         error = run.error or {}
         # What langgraph-api answers for a run that failed (the SDK raises it).
@@ -586,11 +615,12 @@ async def _ending(runtime: Runtime, started: _Started, run: RunRecord,
             yield _sse("messages", [{**reply, "type": "AIMessageChunk"}, meta])
         if "updates" in modes:
             yield _sse("updates", {_NODE: {"messages": [reply]}})
-    elif run.status == "waiting_approval" and "updates" in modes:
-        yield _sse("updates", {"__interrupt__": [_interrupt(run)]})
+    waiting = await _interrupts(runtime, started.agent, run)
+    if waiting and "updates" in modes:
+        yield _sse("updates", {"__interrupt__": waiting})
     if "values" in modes:
         values = values_of(await runtime.read_events(started.session_id))
-        if run.status == "waiting_approval":
-            values["__interrupt__"] = [_interrupt(run)]
+        if waiting:
+            values["__interrupt__"] = waiting
         yield _sse("values", values)
     yield _sse("end", {"run_id": run.id, "status": run_status(run)})
