@@ -148,6 +148,8 @@ async def test_a_thread_is_a_session_of_the_agent(client: LangGraphClient,
     assert one["assistant_id"] == "poet" and one["thread_id"] == thread_id
     listed = await client.threads.search(metadata={"graph_id": "poet"}, limit=100)
     assert thread_id in {t["thread_id"] for t in listed}
+    assert await client.threads.count(metadata={"graph_id": "poet"}) == len(listed)
+    assert await client.threads.search(metadata={"user": "x"}) == []
     # Another assistant cannot take the thread over.
     with pytest.raises(httpx.HTTPStatusError) as caught:
         await client.runs.wait(thread_id, "echo", input={"messages": "mine now"})

@@ -247,17 +247,15 @@ async def delete_thread(thread_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/threads/search")
-async def search_threads(request: Request) -> Response:
-    """The threads of every agent (of one, with ``metadata.graph_id`` or
-    ``assistant_id``), newest first."""
+async def _found_threads(request: Request) -> tuple[ThreadSearch, list[dict[str, Any]]]:
+    """The threads a search or count asks for, newest first."""
     runtime = runtime_of(request)
     body: ThreadSearch = parse(ThreadSearch, await _body(request))
     metadata = dict(body.metadata or {})
     graph = metadata.pop("graph_id", None)
     graph = metadata.pop("assistant_id", None) if graph is None else graph
     if metadata:
-        return json_response([])  # threads keep no other metadata
+        return body, []  # threads keep no other metadata
     agents = ([await _assistant(runtime, str(graph))] if graph else
               [a.name for a in await runtime.list_agents()])
     found: list[tuple[str, SessionRecord]] = []
@@ -274,7 +272,21 @@ async def search_threads(request: Request) -> Response:
                              session, with_values=False)
         if body.status is None or view["status"] == body.status:
             out.append(view)
-    return json_response(out[body.offset:body.offset + body.limit])
+    return body, out
+
+
+@router.post("/threads/search")
+async def search_threads(request: Request) -> Response:
+    """The threads of every agent (of one, with ``metadata.graph_id`` or
+    ``assistant_id``), newest first."""
+    body, found = await _found_threads(request)
+    return json_response(found[body.offset:body.offset + body.limit])
+
+
+@router.post("/threads/count")
+async def count_threads(request: Request) -> Response:
+    _, found = await _found_threads(request)
+    return json_response(len(found))
 
 
 async def _state(runtime: Runtime, thread_id: str) -> dict[str, Any]:
