@@ -5,9 +5,10 @@
 
 The bench starts a daemon (``python -m agentd serve``, fresh home, the scripted echo
 agent) and loads it phase after phase, never two at once: the native message route,
-then each door (OpenAI Chat Completions, OpenAI Responses), each non-streamed then
-streamed, N closed-loop clients on keep-alive connections, each client on its own
-session (the doors name theirs with ``X-Agentd-Session``). Streamed phases report
+then each door (OpenAI Chat Completions, OpenAI Responses, the Agent Protocol), each
+non-streamed then streamed, N closed-loop clients on keep-alive connections, each
+client on its own session (the OpenAI doors name theirs with ``X-Agentd-Session``, the
+Agent Protocol's is the thread ``lg:<key>``). Streamed phases report
 first-token latency (the first frame carrying text). The daemon's CPU time per turn
 is what the issue's target reads: each door within 1.5x the native API's
 (``ratio_<door>_server_cpu_per_turn``, and ``..._stream_...``). After the load, every
@@ -32,7 +33,7 @@ import orjson
 from _load import ServerProcess, SseFrame, TurnResult, free_port, info, wait_ready
 from turns import Agentd, _agentd_frame, _agentd_run, _http
 
-DOORS = ("openai_chat", "openai_responses")
+DOORS = ("openai_chat", "openai_responses", "langgraph")
 
 
 def _native_token(frame: SseFrame) -> bool:
@@ -122,7 +123,46 @@ class OpenAIResponses(OpenAIChat):
         return await self._plain(url, body, _response_reply, tally, headers=headers)
 
 
-TARGETS = {"openai_chat": OpenAIChat, "openai_responses": OpenAIResponses}
+def _langgraph_reply(reply: Any) -> str | None:
+    try:
+        last = reply["messages"][-1]
+    except (KeyError, IndexError, TypeError):
+        return f"not a thread's values: {reply!r:.200}"
+    if last.get("type") != "ai" or not str(last.get("content")).startswith("echo: "):
+        return f"unexpected last message {last!r:.200}"
+    return None
+
+
+def _langgraph_frame(frame: SseFrame) -> str | None:
+    if frame.event == "end":
+        return "ok"
+    if frame.event == "error":
+        return f"error: {frame.data[:200]}"
+    return None
+
+
+class LangGraphRuns(OpenAIChat):
+    """The Agent Protocol door: a thread per client (``lg:<key>``), runs/wait and
+    runs/stream with ``messages-tuple``."""
+
+    prefix = "langgraph_"
+
+    async def send(self, key: str, stream: bool) -> TurnResult:
+        body = {"assistant_id": self.agent, "stream_mode": "messages-tuple",
+                "input": {"messages": [{"role": "user", "content": self.content()}]}}
+        url = f"{self.base}/langgraph/threads/{key}/runs/{'stream' if stream else 'wait'}"
+        tally = self.tallies[key]
+        if stream:
+            return await self._streamed(url, body, _langgraph_frame, tally,
+                                        token=lambda f: f.event == "messages")
+        return await self._plain(url, body, _langgraph_reply, tally)
+
+    async def count_user_messages(self, key: str) -> int:
+        return await super().count_user_messages("lg:" + key)
+
+
+TARGETS = {"openai_chat": OpenAIChat, "openai_responses": OpenAIResponses,
+           "langgraph": LangGraphRuns}
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -12,6 +12,8 @@ protocol's shape (``agentd.server._http.add_error_shape``).
                ``/v1/responses`` (docs/protocols/openai.md)
 ``mcp``        an MCP server at ``/mcp``: agents as tools, sessions as resources
                (docs/protocols/mcp.md)
+``langgraph``  the Agent Protocol subset ``langgraph-sdk`` uses at ``/langgraph``:
+               assistants, threads, runs, the store (docs/protocols/langgraph.md)
 ``ws``         a WebSocket control channel per session
                (docs/protocols/websocket.md)
 ``termo``      termo-agent's HTTP routes for one adapter-backed agent

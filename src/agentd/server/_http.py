@@ -367,7 +367,10 @@ class TokenCheck:
     request is: the name of the token it presented (``request.state.token``)."""
 
     def __init__(self, tokens: dict[str, str], public_paths: list[str], *,
-                 required: bool = True) -> None:
+                 required: bool = True, api_key_prefixes: tuple[str, ...] = ()) -> None:
+        """``api_key_prefixes``: paths that also take the token as ``x-api-key`` (the
+        header a protocol's own client sends: ``langgraph-sdk``'s)."""
+        self.api_key_prefixes = api_key_prefixes
         self.tokens = [(name, t.encode()) for name, t in tokens.items()]
         self.required = required and bool(self.tokens)
         self.exact = {p for p in public_paths if not p.endswith("*")}
@@ -379,15 +382,21 @@ class TokenCheck:
         (browsers cannot set headers on one; a URL would put it in logs)."""
         header = b""
         offered = b""
+        api_key = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 header = value
             elif name == b"sec-websocket-protocol":
                 offered = value
+            elif name == b"x-api-key":
+                api_key = value
         scheme, _, token = header.partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
             token = b""
+            if (api_key and self.api_key_prefixes
+                    and scope.get("path", "").startswith(self.api_key_prefixes)):
+                token = api_key.strip()
             if scope["type"] == "websocket":
                 for protocol in offered.split(b","):
                     protocol = protocol.strip()

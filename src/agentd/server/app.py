@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
+from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
 from agentd.protocols import ws as ws_door
@@ -234,7 +235,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         tokens[BOOTSTRAP] = ensure_token(settings.home)
     # Telegram's webhook carries its own secret (checked by the channel), not a token.
     check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*"],
-                       required=settings.auth_enabled)
+                       required=settings.auth_enabled,
+                       api_key_prefixes=(langgraph_door.PREFIX + "/",))
     app.state.token_check = check
     app.state.admin_tokens = (None if settings.admin_tokens is None
                               else frozenset(settings.admin_tokens))
@@ -284,6 +286,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.events.router)
     # The protocol doors (agentd.protocols): their routes are not in this document.
     openai_door.install(app)
+    langgraph_door.install(app)
     mcp = MCPDoor(lambda: runtime_of_app(app))
     mcp_door.install(app, mcp)
     app.include_router(ws_door.router)

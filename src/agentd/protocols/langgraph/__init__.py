@@ -1,0 +1,20 @@
+"""The Agent Protocol door for ``langgraph-sdk`` (see :mod:`.routes`, :mod:`.store`
+and docs/protocols/langgraph.md)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from agentd.protocols.langgraph import store
+from agentd.protocols.langgraph._errors import langgraph_error
+from agentd.protocols.langgraph.routes import PREFIX, router
+from agentd.server._http import add_error_shape
+
+__all__ = ["PREFIX", "install"]
+
+
+def install(app: FastAPI) -> None:
+    """Serve the door's routes on ``app``, its errors in LangGraph's shape."""
+    app.include_router(router)
+    app.include_router(store.router)
+    add_error_shape(app, PREFIX + "/", langgraph_error)

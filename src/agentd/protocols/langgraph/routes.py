@@ -1,0 +1,638 @@
+"""The Agent Protocol door's assistants, threads and runs (``langgraph-sdk``'s paths
+under ``/langgraph``).
+
+Assistants are agents (``assistant_id`` = ``graph_id`` = the agent's name). A thread is
+a session of one agent whose key is ``lg:<thread id>``: nothing is kept by the door,
+so a restart (or another node) finds every thread in the store. A thread created with
+a ``graph_id`` gets the id ``<agent>:<uuid>`` and is found in that agent directly;
+one created without gets a bare uuid and is looked for in each agent's sessions (it
+is bound to the first assistant that runs on it). A run is an agentd run of that
+session; one waiting for a decision on a tool call is ``interrupted``, and a run with
+``command: {"resume": ...}`` decides it. See docs/protocols/langgraph.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from agentd.errors import (
+    AgentNotFound,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RunNotFound,
+    SessionNotFound,
+)
+from agentd.events import TERMINAL_KINDS
+from agentd.protocols.langgraph._wire import (
+    AssistantSearch,
+    RunCreate,
+    ThreadCreate,
+    ThreadSearch,
+    assistant,
+    input_text,
+    iso,
+    message,
+    parse,
+    run_status,
+    run_view,
+    thread_status,
+    unsupported,
+    values_of,
+)
+from agentd.runtime import Runtime, Token, follow
+from agentd.server._http import json_response, loads_strict, person
+from agentd.server.routes._deps import runtime_of
+from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
+from agentd.store.records import EventRecord, RunRecord, SessionRecord
+
+__all__ = ["KEY_PREFIX", "PREFIX", "router"]
+
+PREFIX = "/langgraph"
+#: A thread's session key is this plus the thread's id.
+KEY_PREFIX = "lg:"
+router = APIRouter(prefix=PREFIX, tags=["langgraph"], include_in_schema=False)
+_NODE = "agent"  # the one "node" an agent's steps are reported under
+
+
+class ThreadNotFound(NotFound):
+    code = "thread_not_found"
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise InvalidInput("the request needs a JSON body", field="body")
+    return loads_strict(raw)
+
+
+# -- assistants --------------------------------------------------------------------
+
+
+async def _assistant(runtime: Runtime, assistant_id: str) -> str:
+    try:
+        return (await runtime.stored_agent(assistant_id)).name
+    except AgentNotFound:
+        raise NotFound(f"no assistant {assistant_id!r} (assistants are agentd's agents)",
+                       code="assistant_not_found") from None
+
+
+@router.post("/assistants/search")
+async def search_assistants(request: Request) -> Response:
+    body: AssistantSearch = parse(AssistantSearch, await _body(request))
+    agents = await runtime_of(request).list_agents()
+    wanted = body.graph_id or body.name
+    found = [assistant(a) for a in agents if wanted is None or a.name == wanted]
+    if body.metadata:
+        found = []  # agents carry no assistant metadata: no metadata filter matches
+    return json_response(found[body.offset:body.offset + body.limit])
+
+
+@router.post("/assistants/count")
+async def count_assistants(request: Request) -> Response:
+    body: AssistantSearch = parse(AssistantSearch, await _body(request))
+    agents = await runtime_of(request).list_agents()
+    wanted = body.graph_id or body.name
+    return json_response(0 if body.metadata else
+                         sum(1 for a in agents if wanted is None or a.name == wanted))
+
+
+@router.get("/assistants/{assistant_id}")
+async def get_assistant(assistant_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    name = await _assistant(runtime, assistant_id)
+    return json_response(assistant(await runtime.stored_agent(name)))
+
+
+# -- threads -----------------------------------------------------------------------
+
+
+def _check_thread_id(thread_id: str) -> None:
+    if (not 0 < len(thread_id) <= 200 or any(c in thread_id for c in "/\\")
+            or any(ord(c) < 32 or ord(c) == 127 for c in thread_id)):
+        raise InvalidInput("a thread id is 1-200 characters with no slash or control "
+                           "character", field="path.thread_id")
+
+
+async def _locate(runtime: Runtime, thread_id: str
+                  ) -> tuple[str, SessionRecord | None]:
+    """The agent a thread belongs to and its session (None: a thread whose id names an
+    agent, ``<agent>:...``, that has run nothing yet); ThreadNotFound otherwise. An id
+    whose part before ``:`` names no agent is an id the client chose: looked for in
+    every agent, like a bare uuid."""
+    _check_thread_id(thread_id)
+    key = KEY_PREFIX + thread_id
+    bound, sep, _ = thread_id.partition(":")
+    if sep:
+        try:
+            _, session = await runtime.get_session(bound, key)
+            return bound, session
+        except SessionNotFound:
+            return bound, None
+        except AgentNotFound:
+            pass
+    for agent in await runtime.list_agents():
+        try:
+            _, session = await runtime.get_session(agent.name, key)
+        except (SessionNotFound, AgentNotFound):
+            continue
+        return agent.name, session
+    raise ThreadNotFound(f"no thread {thread_id!r}")
+
+
+async def _last_run(runtime: Runtime, agent: str, key: str) -> RunRecord | None:
+    page = await runtime.list_runs(agent=agent, session=key, limit=1)
+    return page.runs[0][0] if page.runs else None
+
+
+async def _thread(runtime: Runtime, thread_id: str, agent: str,
+                  session: SessionRecord | None, *, with_values: bool) -> dict[str, Any]:
+    last = await _last_run(runtime, agent, session.key) if session else None
+    created = session.created_at if session else 0.0
+    values: dict[str, Any] = {"messages": []}
+    if with_values and session is not None:
+        values = values_of(await runtime.read_events(session.id))
+    view: dict[str, Any] = {
+        "thread_id": thread_id, "created_at": iso(created),
+        "updated_at": iso(session.updated_at if session else created),
+        "metadata": {"graph_id": agent, "assistant_id": agent},
+        "status": thread_status(last), "values": values if with_values else None,
+        "interrupts": {},
+    }
+    waiting = await _interrupts(runtime, agent, last)
+    if waiting and last is not None:
+        view["interrupts"] = {last.id: waiting}
+    return view
+
+
+async def _interrupts(runtime: Runtime, agent: str, run: RunRecord | None
+                      ) -> list[dict[str, Any]]:
+    """What ``run`` waits for, as LangGraph interrupts (none unless it waits)."""
+    if run is None or run.status != "waiting_approval":
+        return []
+    asked = await _pending(runtime, agent, run.id)
+    return [_interrupt(run, asked)]
+
+
+async def _pending(runtime: Runtime, agent: str, run_id: str) -> dict[str, Any] | None:
+    for asked in await runtime.approvals.pending(agent):
+        if asked.get("run_id") == run_id:
+            return asked
+    return None
+
+
+def _interrupt(run: RunRecord, asked: dict[str, Any] | None) -> dict[str, Any]:
+    value: dict[str, Any] = {"run_id": run.id,
+                             "resume": "command={'resume': <one of options>}"}
+    if asked is not None:
+        # The call as the model made it: untrusted text for the person who decides.
+        value.update({k: asked.get(k) for k in ("approval_id", "kind", "name",
+                                                 "arguments", "reason", "options")})
+    return {"id": str(value.get("approval_id") or run.id), "value": value}
+
+
+@router.post("/threads")
+async def create_thread(request: Request) -> Response:
+    """A new thread id (nothing is stored until its first run: a thread is a
+    session, and a session begins with its first message)."""
+    runtime = runtime_of(request)
+    body: ThreadCreate = parse(ThreadCreate, await _body(request))
+    graph = body.graph_id or (body.metadata or {}).get("graph_id") or (
+        body.metadata or {}).get("assistant_id")
+    if graph is not None:
+        graph = await _assistant(runtime, str(graph))
+    thread_id = body.thread_id or (f"{graph}:{uuid.uuid4()}" if graph else
+                                   str(uuid.uuid4()))
+    _check_thread_id(thread_id)
+    if body.thread_id is not None:
+        try:
+            agent, session = await _locate(runtime, thread_id)
+        except ThreadNotFound:
+            pass
+        else:
+            if session is not None:
+                if body.if_exists == "do_nothing":
+                    return json_response(await _thread(runtime, thread_id, agent, session,
+                                                       with_values=True))
+                raise Conflict(f"thread {thread_id!r} exists", code="thread_exists")
+    agent = graph or ""
+    view = await _thread(runtime, thread_id, agent, None, with_values=True)
+    if not graph:
+        view["metadata"] = {}
+    view["metadata"].update(body.metadata or {})
+    return json_response(view)
+
+
+@router.get("/threads/{thread_id}")
+async def get_thread(thread_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    agent, session = await _locate(runtime, thread_id)
+    return json_response(await _thread(runtime, thread_id, agent, session,
+                                       with_values=True))
+
+
+@router.delete("/threads/{thread_id}")
+async def delete_thread(thread_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    agent, session = await _locate(runtime, thread_id)
+    if session is not None:
+        await runtime.delete_session(agent, session.key)
+    return Response(status_code=204)
+
+
+async def _found_threads(request: Request) -> tuple[ThreadSearch, list[dict[str, Any]]]:
+    """The threads a search or count asks for, newest first."""
+    runtime = runtime_of(request)
+    body: ThreadSearch = parse(ThreadSearch, await _body(request))
+    metadata = dict(body.metadata or {})
+    graph = metadata.pop("graph_id", None)
+    graph = metadata.pop("assistant_id", None) if graph is None else graph
+    if metadata:
+        return body, []  # threads keep no other metadata
+    agents = ([await _assistant(runtime, str(graph))] if graph else
+              [a.name for a in await runtime.list_agents()])
+    found: list[tuple[str, SessionRecord]] = []
+    for agent in agents:
+        found += [(agent, s) for s in await runtime.list_sessions(agent)
+                  if s.key.startswith(KEY_PREFIX)]
+    if body.ids is not None:
+        ids = set(body.ids)
+        found = [f for f in found if f[1].key.removeprefix(KEY_PREFIX) in ids]
+    found.sort(key=lambda f: -f[1].updated_at)
+    out: list[dict[str, Any]] = []
+    for agent, session in found:
+        view = await _thread(runtime, session.key.removeprefix(KEY_PREFIX), agent,
+                             session, with_values=False)
+        if body.status is None or view["status"] == body.status:
+            out.append(view)
+    return body, out
+
+
+@router.post("/threads/search")
+async def search_threads(request: Request) -> Response:
+    """The threads of every agent (of one, with ``metadata.graph_id`` or
+    ``assistant_id``), newest first."""
+    body, found = await _found_threads(request)
+    return json_response(found[body.offset:body.offset + body.limit])
+
+
+@router.post("/threads/count")
+async def count_threads(request: Request) -> Response:
+    _, found = await _found_threads(request)
+    return json_response(len(found))
+
+
+async def _state(runtime: Runtime, thread_id: str) -> dict[str, Any]:
+    agent, session = await _locate(runtime, thread_id)
+    thread = await _thread(runtime, thread_id, agent, session, with_values=True)
+    seq = session.last_seq if session else 0
+    interrupts = [i for group in thread["interrupts"].values() for i in group]
+    return {"values": thread["values"], "next": [_NODE] if interrupts else [],
+            "tasks": [], "interrupts": interrupts,
+            "checkpoint": {"thread_id": thread_id, "checkpoint_ns": "",
+                           "checkpoint_id": str(seq), "checkpoint_map": None},
+            "parent_checkpoint": None, "metadata": {"graph_id": agent, "step": seq},
+            "created_at": thread["updated_at"], "checkpoint_id": str(seq)}
+
+
+@router.get("/threads/{thread_id}/state")
+async def get_state(thread_id: str, request: Request) -> Response:
+    """The thread's messages (its state's ``values``); the checkpoint id is the
+    session's last seq."""
+    return json_response(await _state(runtime_of(request), thread_id))
+
+
+@router.post("/threads/{thread_id}/history")
+async def get_history(thread_id: str, request: Request) -> Response:
+    """Only the latest state (agentd restores a session to any seq through its own
+    API; LangGraph's checkpoints are not kept)."""
+    return json_response([await _state(runtime_of(request), thread_id)])
+
+
+# -- runs --------------------------------------------------------------------------
+
+
+class _Started:
+    """A run a request follows: one it started, or one it resumed."""
+
+    def __init__(self, *, agent: str, thread_id: str, run: RunRecord, session_id: str,
+                 after: int, known: list[EventRecord] | None) -> None:
+        self.agent, self.thread_id, self.run = agent, thread_id, run
+        self.session_id, self.after, self.known = session_id, after, known
+
+
+async def _run_target(runtime: Runtime, thread_id: str, assistant_id: str,
+                      if_not_exists: str | None) -> tuple[str, SessionRecord | None]:
+    """The agent a run on ``thread_id`` goes to, and the thread's session if any."""
+    agent = await _assistant(runtime, assistant_id)
+    try:
+        owner, session = await _locate(runtime, thread_id)
+    except ThreadNotFound:
+        if if_not_exists == "reject":
+            raise
+        return agent, None
+    if owner != agent:
+        raise Conflict(f"thread {thread_id!r} belongs to assistant {owner!r}, not "
+                       f"{agent!r} (a thread is one agent's session)",
+                       code="thread_of_another_assistant")
+    return agent, session
+
+
+def _resume_action(value: Any) -> tuple[str, str | None, str | None]:
+    """(action, output, reason) from ``command.resume``."""
+    if value is True:
+        return "approve", None, None
+    if value is False:
+        return "deny", None, None
+    if isinstance(value, str) and value:
+        return value, None, None
+    if isinstance(value, dict) and isinstance(value.get("action"), str):
+        output, reason = value.get("output"), value.get("reason")
+        return (value["action"], output if isinstance(output, str) else None,
+                reason if isinstance(reason, str) else None)
+    raise InvalidInput("command.resume is an action ('approve', 'deny', ...: the "
+                       "interrupt's options), true, false or {\"action\", \"output\"?, "
+                       "\"reason\"?}", field="body.command.resume")
+
+
+async def _start(request: Request, thread_id: str | None, body: RunCreate,
+                 *, stream: bool) -> _Started:
+    runtime = runtime_of(request)
+    body.check()
+    if thread_id is None:
+        agent = await _assistant(runtime, body.assistant_id)
+        thread_id, session = f"{agent}:{uuid.uuid4()}", None
+    else:
+        agent, session = await _run_target(runtime, thread_id, body.assistant_id,
+                                           body.if_not_exists)
+    if body.command is not None:
+        return await _resume(request, agent, thread_id, session, body.command)
+    content = input_text(body.input or {})
+    limit = runtime.settings.max_message_bytes
+    if len(content.encode()) > limit:
+        raise PayloadTooLarge(f"the message is over {limit} bytes")
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
+        raise InvalidInput("Idempotency-Key must be 1-256 characters",
+                           field="header.idempotency-key")
+    mode = body.multitask_strategy or "enqueue"
+    sent = await runtime.send(agent, KEY_PREFIX + thread_id, content,
+                              idempotency_key=idempotency_key, mode=mode,
+                              priority="interactive", stream=stream)
+    after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
+    return _Started(agent=agent, thread_id=thread_id, run=sent.run,
+                    session_id=sent.session.id, after=after,
+                    known=None if sent.duplicate else sent.events)
+
+
+async def _resume(request: Request, agent: str, thread_id: str,
+                  session: SessionRecord | None, command: dict[str, Any]) -> _Started:
+    """Decide what the thread's run waits for, as a person does on the native API
+    (a daemon token is needed even with ``auth = "none"``; the decision's ``by`` is
+    its name)."""
+    runtime = runtime_of(request)
+    unknown = sorted(set(command) - {"resume"})
+    if unknown or "resume" not in command:
+        raise unsupported("body.command", "a command other than resume")
+    who = person(request.scope, "resuming an interrupted run (deciding an approval)")
+    action, output, reason = _resume_action(command["resume"])
+    last = await _last_run(runtime, agent, session.key) if session else None
+    asked = await _pending(runtime, agent, last.id) if last else None
+    if session is None or last is None or asked is None:
+        raise Conflict(f"thread {thread_id!r} is not interrupted: nothing to resume",
+                       code="not_waiting")
+    after = session.last_seq
+    await runtime.approvals.decide(str(asked["approval_id"]), action, output=output,
+                                   reason=reason, by=who)
+    run, _, _ = await runtime.get_run(last.id)
+    return _Started(agent=agent, thread_id=thread_id, run=run, session_id=session.id,
+                    after=after, known=None)
+
+
+async def _wait_answer(runtime: Runtime, started: _Started) -> Response:
+    run = await runtime.wait(started.run.id)
+    values = values_of(await runtime.read_events(started.session_id))
+    if run.status == "waiting_approval":
+        values["__interrupt__"] = await _interrupts(runtime, started.agent, run)
+    elif run.status == "failed":
+        error = run.error or {}
+        # What langgraph-api answers for a run that failed (the SDK raises it).
+        values = {"__error__": {"error": str(error.get("code") or "run_failed"),
+                                "message": str(error.get("message") or "the run failed")}}
+    response = json_response(values)
+    response.headers.update(_headers(started))
+    return response
+
+
+def _headers(started: _Started) -> dict[str, str]:
+    return {"content-location": f"{PREFIX}/threads/{started.thread_id}/runs/"
+            f"{started.run.id}", "x-agentd-run": started.run.id,
+            "x-agentd-session": KEY_PREFIX + started.thread_id}
+
+
+async def _run_body(request: Request) -> RunCreate:
+    body: RunCreate = parse(RunCreate, await _body(request))
+    body.modes()
+    return body
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(thread_id: str, request: Request) -> Response:
+    """A background run: answered at once, with the run."""
+    body = await _run_body(request)
+    started = await _start(request, thread_id, body, stream=False)
+    response = json_response(run_view(started.run, started.thread_id, started.agent))
+    response.headers.update(_headers(started))
+    return response
+
+
+@router.post("/runs")
+async def create_stateless_run(request: Request) -> Response:
+    body = await _run_body(request)
+    started = await _start(request, None, body, stream=False)
+    response = json_response(run_view(started.run, started.thread_id, started.agent))
+    response.headers.update(_headers(started))
+    return response
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(thread_id: str, request: Request) -> Response:
+    body = await _run_body(request)
+    started = await _start(request, thread_id, body, stream=False)
+    return await _wait_answer(runtime_of(request), started)
+
+
+@router.post("/runs/wait")
+async def wait_stateless_run(request: Request) -> Response:
+    body = await _run_body(request)
+    started = await _start(request, None, body, stream=False)
+    return await _wait_answer(runtime_of(request), started)
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(thread_id: str, request: Request) -> Response:
+    body = await _run_body(request)
+    started = await _start(request, thread_id, body, stream=True)
+    response = sse_response(_frames(runtime_of(request), started, body.modes()))
+    response.headers.update(_headers(started))
+    return response
+
+
+@router.post("/runs/stream")
+async def stream_stateless_run(request: Request) -> Response:
+    body = await _run_body(request)
+    started = await _start(request, None, body, stream=True)
+    response = sse_response(_frames(runtime_of(request), started, body.modes()))
+    response.headers.update(_headers(started))
+    return response
+
+
+async def _run_of_thread(runtime: Runtime, thread_id: str, run_id: str
+                         ) -> tuple[RunRecord, str, SessionRecord]:
+    agent, session = await _locate(runtime, thread_id)
+    try:
+        run, owner, key = await runtime.get_run(run_id)
+    except RunNotFound:
+        run, owner, key = None, "", ""
+    if run is None or session is None or (owner, key) != (agent, session.key):
+        raise NotFound(f"no run {run_id!r} in thread {thread_id!r}",
+                       code="run_not_found")
+    return run, agent, session
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(thread_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", "10"))
+        offset = int(params.get("offset", "0"))
+    except ValueError:
+        raise InvalidInput("limit and offset are integers", field="query.limit") from None
+    if not 1 <= limit <= 200 or offset < 0:
+        raise InvalidInput("limit is 1-200 and offset at least 0", field="query.limit")
+    agent, session = await _locate(runtime, thread_id)
+    if session is None:
+        return json_response([])
+    page = await runtime.list_runs(agent=agent, session=session.key,
+                                   limit=min(200, limit + offset))
+    views = [run_view(run, thread_id, agent) for run, _, _ in page.runs]
+    status = params.get("status")
+    if status:
+        views = [v for v in views if v["status"] == status]
+    return json_response(views[offset:offset + limit])
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(thread_id: str, run_id: str, request: Request) -> Response:
+    run, agent, _ = await _run_of_thread(runtime_of(request), thread_id, run_id)
+    return json_response(run_view(run, thread_id, agent))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(thread_id: str, run_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    run, agent, session = await _run_of_thread(runtime, thread_id, run_id)
+    started = _Started(agent=agent, thread_id=thread_id, run=run, session_id=session.id,
+                       after=0, known=None)
+    return await _wait_answer(runtime, started)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(thread_id: str, run_id: str, request: Request) -> Response:
+    runtime = runtime_of(request)
+    run, agent, _ = await _run_of_thread(runtime, thread_id, run_id)
+    action = request.query_params.get("action", "interrupt")
+    if action not in ("interrupt", "rollback"):
+        raise InvalidInput("action is interrupt or rollback", field="query.action")
+    if action == "rollback":
+        raise unsupported("query.action", "cancelling with rollback")
+    if not run.terminal:
+        run, _, _ = await runtime.cancel_run(run_id)
+    if request.query_params.get("wait") in ("1", "true", "True"):
+        run = await runtime.wait(run_id)
+    return json_response(run_view(run, thread_id, agent))
+
+
+# -- streaming ---------------------------------------------------------------------
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _frames(runtime: Runtime, started: _Started, modes: list[str]
+                  ) -> AsyncIterator[bytes]:
+    """The run as LangGraph's stream modes tell it; a client that goes away drops its
+    subscription, never the run."""
+    run_id, thread_id = started.run.id, started.thread_id
+    meta = {"run_id": run_id, "thread_id": thread_id, "assistant_id": started.agent,
+            "langgraph_node": _NODE}
+    msg_id = f"run-{run_id}"
+    yield _sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})
+    sub = runtime.subscribe(started.session_id)
+    try:
+        if "values" in modes:
+            events = await runtime.read_events(started.session_id)
+            yield _sse("values", values_of(events))
+        if "messages" in modes:
+            yield _sse("messages/metadata", {msg_id: {"metadata": meta}})
+        text = ""
+        async for item in follow(sub, lambda seq: runtime.read_events(
+                started.session_id, after=seq), started.after, started.known,
+                heartbeat_s=HEARTBEAT_S):
+            if item is None:
+                yield b": heartbeat\n\n"
+            elif isinstance(item, Token):
+                if item.run_id != run_id:
+                    continue
+                text = item.text if item.reset else text + item.text
+                if "messages" in modes:
+                    yield _sse("messages/partial", [message("ai", text, msg_id)])
+                if "messages-tuple" in modes and item.text:
+                    yield _sse("messages", [{**message("ai", item.text, msg_id),
+                                             "type": "AIMessageChunk"}, meta])
+            elif item.run_id == run_id and (
+                    (item.kind in TERMINAL_KINDS and not is_silent(item))
+                    or item.kind == "approval.requested"):
+                run, _, _ = await runtime.get_run(run_id)
+                async for frame in _ending(runtime, started, run, modes, text, meta):
+                    yield frame
+                return
+    finally:
+        sub.close()
+
+
+async def _ending(runtime: Runtime, started: _Started, run: RunRecord,
+                  modes: list[str], streamed: str, meta: dict[str, Any]
+                  ) -> AsyncIterator[bytes]:
+    msg_id = f"run-{run.id}"
+    if run.status == "failed":
+        error = run.error or {}
+        yield _sse("error", {"error": str(error.get("code") or "run_failed"),
+                             "message": str(error.get("message") or "the run failed")})
+        return
+    reply = message("ai", run.output or "", msg_id)
+    if run.status == "completed":
+        if "messages" in modes:
+            yield _sse("messages/complete", [reply])
+        if "messages-tuple" in modes and not streamed and run.output:
+            yield _sse("messages", [{**reply, "type": "AIMessageChunk"}, meta])
+        if "updates" in modes:
+            yield _sse("updates", {_NODE: {"messages": [reply]}})
+    waiting = await _interrupts(runtime, started.agent, run)
+    if waiting and "updates" in modes:
+        yield _sse("updates", {"__interrupt__": waiting})
+    if "values" in modes:
+        values = values_of(await runtime.read_events(started.session_id))
+        if waiting:
+            values["__interrupt__"] = waiting
+        yield _sse("values", values)
+    yield _sse("end", {"run_id": run.id, "status": run_status(run)})
