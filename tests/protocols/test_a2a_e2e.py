@@ -314,3 +314,49 @@ async def test_tasks_outlive_a_kill(tmp_path: Any) -> None:
             assert reply(got) == "done at last"
     finally:
         process.cleanup()
+
+
+async def test_input_required_answered_on_a_stream(daemon: Daemon) -> None:
+    async with a2a(daemon, "careful", streaming=True) as client:
+        events = await send(client, message("compute again"))
+        assert events[0].HasField("task")
+        last = events[-1].status_update
+        assert last.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        assert last.status.message.metadata["tool"] == "calculator"
+        answered = await send(client, message("approve", task_id=last.task_id))
+        assert answered[0].task.id == last.task_id
+        text = "".join(p.text for e in answered if e.HasField("artifact_update")
+                       for p in e.artifact_update.artifact.parts)
+        assert text == "it is 42"
+        assert answered[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_session_modes_and_paging(daemon: Daemon) -> None:
+    async with a2a(daemon, "slow") as client:
+        first = message("busy", context_id="modes")
+        first.configuration.return_immediately = True
+        [busy] = await send(client, first)
+        before = len(runs(daemon, "slow"))
+        refused = message("not now", context_id="modes")
+        refused.message.metadata.update({"mode": "reject"})
+        with pytest.raises(A2AError, match="session"):
+            await send(client, refused)
+        unknown = message("hm", context_id="modes")
+        unknown.message.metadata.update({"mode": "shout"})
+        with pytest.raises(A2AError, match="unknown mode"):
+            await send(client, unknown)
+        assert len(runs(daemon, "slow")) == before  # nothing written
+        queued = message("later", context_id="modes")
+        queued.configuration.return_immediately = True
+        [behind] = await send(client, queued)
+        assert behind.task.status.state == TaskState.TASK_STATE_SUBMITTED
+        page = await client.list_tasks(ListTasksRequest(context_id="modes", page_size=1))
+        assert [t.id for t in page.tasks] == [behind.task.id]
+        rest = await client.list_tasks(ListTasksRequest(
+            context_id="modes", page_size=1, page_token=page.next_page_token))
+        assert [t.id for t in rest.tasks] == [busy.task.id]
+        submitted = await client.list_tasks(ListTasksRequest(
+            context_id="modes", status=TaskState.TASK_STATE_SUBMITTED))
+        assert [t.id for t in submitted.tasks] == [behind.task.id]
+        for task_id in (behind.task.id, busy.task.id):
+            await client.cancel_task(CancelTaskRequest(id=task_id))

@@ -148,11 +148,17 @@ class A2AHandler(RequestHandler):
                                          data={"field": "message.contextId"})
             return None, await self._answer(run, agent, text, context), key
         key = message.context_id or f"a2a:{secrets.token_hex(12)}"
+        # The session mode (what happens when the session has a run already), as on
+        # the native API: the message's metadata "mode", enqueue by default.
+        # (a protobuf Struct: no .get)
+        mode = message.metadata["mode"] if "mode" in message.metadata else "enqueue"  # noqa: SIM401
+        if not isinstance(mode, str):
+            raise InvalidParamsError("message.metadata.mode must be a string",
+                                     data={"field": "message.metadata.mode"})
         try:
             sent = await runtime.send(agent, key, text,
                                       idempotency_key=_IDEMPOTENCY_PREFIX + message.message_id,
-                                      mode="enqueue", priority="interactive", stream=stream,
-                                      origin={"protocol": "a2a"})
+                                      mode=mode, priority="interactive", stream=stream)
         except AgentdError as exc:
             raise a2a_error(exc) from None
         return sent, sent.run, key
@@ -204,32 +210,53 @@ class A2AHandler(RequestHandler):
     async def on_message_send_stream(self, params: SendMessageRequest,
                                      context: ServerCallContext) -> AsyncGenerator[Event]:
         agent: str = context.state["agent"]
-        sent, run, key = await self._send(params, context, stream=True)
-        if sent is not None and not sent.duplicate:
-            async for event in self._follow(run, key, agent, sent):
-                yield event
-            return
-        # A decision (or a message sent again): the run as it is, then what follows.
-        async for event in self._resume(run.id, agent):
-            yield event
-
-    async def _resume(self, run_id: str, agent: str) -> AsyncIterator[Event]:
         runtime = self._runtime()
-        run, key = await self._run(agent, run_id)
+        if not params.message.task_id:
+            sent, run, key = await self._send(params, context, stream=True)
+            assert sent is not None
+            if not sent.duplicate:
+                async for event in self._follow(run, key, agent, sent):
+                    yield event
+                return
+            # The same message sent again: its task as it is, then what follows.
+            sub = runtime.subscribe(run.session_id)
+            try:
+                after = (await self._session(agent, key)).last_seq
+                async for event in self._resume(run.id, agent, sub, after):
+                    yield event
+            finally:
+                sub.close()
+            return
+        # An answer to a task waiting for input: subscribed before the decision, so
+        # nothing the run does once decided is missed.
+        run, key = await self._run(agent, params.message.task_id)
         sub = runtime.subscribe(run.session_id)
         try:
-            # Subscribed first, then read: nothing committed in between is missed.
-            run, key = await self._run(agent, run_id)
-            _, session = await runtime.get_session(agent, key)
-            yield await self._task(run, key, agent)
-            if run.terminal or run.status == "waiting_approval":
-                return
-            async for event in self._events(run, key, agent, sub, session.last_seq, None):
+            after = (await self._session(agent, key)).last_seq
+            await self._send(params, context, stream=True)
+            async for event in self._resume(run.id, agent, sub, after):
                 yield event
-        except AgentdError as exc:
-            raise a2a_error(exc) from None
         finally:
             sub.close()
+
+    async def _session(self, agent: str, key: str) -> Any:
+        try:
+            _, session = await self._runtime().get_session(agent, key)
+        except AgentdError as exc:
+            raise a2a_error(exc) from None
+        return session
+
+    async def _resume(self, run_id: str, agent: str, sub: Any, after: int
+                      ) -> AsyncIterator[Event]:
+        """The task as it is now, then its progress after the session's ``after``
+        (``sub``, the session's subscription, opened before ``after`` was read, so
+        nothing committed in between is missed)."""
+        run, key = await self._run(agent, run_id)
+        yield await self._task(run, key, agent)
+        if run.terminal or run.status == "waiting_approval":
+            return
+        async for event in self._events(run, key, agent, sub, after, None):
+            yield event
 
     async def _follow(self, run: RunRecord, key: str, agent: str, sent: SendResult
                       ) -> AsyncIterator[Event]:
@@ -247,6 +274,14 @@ class A2AHandler(RequestHandler):
                       known: Any) -> AsyncIterator[Event]:
         """The run's progress as A2A events until it ends or waits for a decision: its
         text as chunks of the reply artifact, its state changes as status updates."""
+        try:
+            async for event in self._progress(run, key, agent, sub, after, known):
+                yield event
+        except AgentdError as exc:  # the session deleted meanwhile, the store down
+            raise a2a_error(exc) from None
+
+    async def _progress(self, run: RunRecord, key: str, agent: str, sub: Any,
+                        after: int, known: Any) -> AsyncIterator[Event]:
         runtime = self._runtime()
         session_id, streamed = run.session_id, False
         async for item in follow(sub, lambda seq: runtime.read_events(session_id, after=seq),
@@ -334,13 +369,18 @@ class A2AHandler(RequestHandler):
     async def on_subscribe_to_task(self, params: SubscribeToTaskRequest,
                                    context: ServerCallContext) -> AsyncGenerator[Event]:
         agent: str = context.state["agent"]
-        run, _ = await self._run(agent, params.id)
+        run, key = await self._run(agent, params.id)
         if run.terminal:
             raise UnsupportedOperationError(
                 f"task {run.id} is {run.status}: there is nothing to subscribe to "
                 "(GetTask answers it)")
-        async for event in self._resume(run.id, agent):
-            yield event
+        sub = self._runtime().subscribe(run.session_id)
+        try:
+            after = (await self._session(agent, key)).last_seq
+            async for event in self._resume(run.id, agent, sub, after):
+                yield event
+        finally:
+            sub.close()
 
     # -- not offered -------------------------------------------------------------------
 
