@@ -161,7 +161,12 @@ async def test_streaming_and_resubscribe_after_a_dropped_stream(daemon: Daemon) 
         text = "".join(p.text for e in events if e.HasField("artifact_update")
                        for p in e.artifact_update.artifact.parts)
         assert text == "echo: streamed"
-        assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+        # Working, then completed, last: nothing claims the end before the text.
+        states = [e.status_update.status.state for e in events
+                  if e.HasField("status_update")]
+        assert states[-1] == TaskState.TASK_STATE_COMPLETED
+        assert set(states[:-1]) <= {TaskState.TASK_STATE_WORKING}
+        assert events[-1].HasField("status_update")
     async with a2a(daemon, "slow", streaming=True) as client:
         stream = client.send_message(message("take your time"))
         first = await anext(stream)

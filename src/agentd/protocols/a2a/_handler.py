@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from a2a.server.context import ServerCallContext
@@ -296,8 +297,9 @@ class A2AHandler(RequestHandler):
             if item.run_id != run.id:
                 continue
             if item.kind == "run.started":
-                current, _, _ = await runtime.get_run(run.id)
-                yield status_event(current, key)
+                # Working as of this event (the run as stored may be further on: its
+                # end comes in its own event, after its text).
+                yield status_event(replace(run, status="running"), key)
             elif item.kind == "approval.requested":
                 current, _, _ = await runtime.get_run(run.id)
                 yield status_event(current, key, await self._pending(current, agent))
