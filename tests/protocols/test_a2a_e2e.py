@@ -7,6 +7,7 @@ answered in JSON-RPC's error format with nothing written."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -55,6 +56,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
                        {"text": "it is 42"}]})
         create_agent(api, "slow", settings={"script": SLOW})
         create_agent(api, "other")
+        create_agent(api, "thrifty", settings={"budget": {"day": {"tokens": 1}}})
     try:
         yield process
     finally:
@@ -247,7 +249,10 @@ def _send_params(*parts: dict[str, Any], **message: Any) -> dict[str, Any]:
     (_rpc("SendMessage", _send_params({"url": "https://example.com/a.png"})), -32005),
     (_rpc("SendMessage", _send_params({"text": "   "})), -32602),
     (_rpc("SendMessage", _send_params({"text": "hi"}, messageId="")), -32602),
-    (_rpc("SendMessage", _send_params({"text": "x" * 2_000_000})), -32600),
+    (_rpc("SendMessage", _send_params({"text": "x" * 300_000})), -32600),  # > message
+    (_rpc("SendMessage", _send_params({"text": "x" * 2_000_000})), -32600),  # > body
+    (_rpc("SendMessage", _send_params({"text": "hi"}, metadata={"mode": 3})), -32602),
+    (_rpc("SendMessage", _send_params({"text": "hi"}, contextId="\u0000bad")), -32602),
     (_rpc("SendMessage", _send_params({"text": "hi"}, taskId="no-such-run")), -32001),
     (_rpc("GetTask", {"id": "no-such-run"}), -32001),
     (_rpc("ListTasks", {"pageSize": 1000}), -32602),
@@ -289,6 +294,19 @@ async def test_a_v03_client_on_the_same_endpoint(daemon: Daemon) -> None:
         task = await http.post("/a2a/echo", json={
             "jsonrpc": "2.0", "id": 8, "method": "tasks/get", "params": {"id": result["id"]}})
         assert task.json()["result"]["id"] == result["id"]
+        frames = []
+        async with http.stream("POST", "/a2a/echo", json={
+                "jsonrpc": "2.0", "id": 9, "method": "message/stream", "params": {"message": {
+                    "kind": "message", "role": "user", "messageId": uuid.uuid4().hex,
+                    "parts": [{"kind": "text", "text": "old stream"}]}}}) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    frames.append(json.loads(line[5:])["result"])
+        kinds = [f["kind"] for f in frames]
+        assert kinds[0] == "task" and kinds[-1] == "status-update", kinds
+        assert frames[-1]["status"]["state"] == "completed" and frames[-1]["final"] is True
+        assert "".join(p["text"] for f in frames if f["kind"] == "artifact-update"
+                       for p in f["artifact"]["parts"]) == "echo: old stream"
 
 
 async def test_tasks_outlive_a_kill(tmp_path: Any) -> None:
@@ -365,3 +383,13 @@ async def test_session_modes_and_paging(daemon: Daemon) -> None:
         assert [t.id for t in submitted.tasks] == [behind.task.id]
         for task_id in (behind.task.id, busy.task.id):
             await client.cancel_task(CancelTaskRequest(id=task_id))
+
+
+async def test_a_budget_spent_fails_the_task_with_its_code(daemon: Daemon) -> None:
+    async with a2a(daemon, "thrifty") as client:
+        states = []
+        for text in ("one", "two"):
+            [sent] = await send(client, message(text, context_id="thrift"))
+            states.append(sent.task.status.state)
+        assert states[-1] == TaskState.TASK_STATE_FAILED, sent.task
+        assert sent.task.status.message.metadata["code"] == "budget_exceeded"
