@@ -85,6 +85,17 @@ async def send(client: Client, request: SendMessageRequest) -> list[StreamRespon
     return [event async for event in client.send_message(request)]
 
 
+def streamed_reply(events: list[StreamResponse]) -> str:
+    """The reply artifact as a client assembles it: a chunk appends, or starts over."""
+    text = ""
+    for event in events:
+        if event.HasField("artifact_update"):
+            update = event.artifact_update
+            chunk = "".join(p.text for p in update.artifact.parts)
+            text = text + chunk if update.append else chunk
+    return text
+
+
 def reply(task: Task) -> str:
     return "".join(p.text for a in task.artifacts for p in a.parts)
 
@@ -160,15 +171,19 @@ async def test_streaming_and_resubscribe_after_a_dropped_stream(daemon: Daemon) 
     async with a2a(daemon, "echo", streaming=True) as client:
         events = await send(client, message("streamed"))
         assert events[0].HasField("task")
-        text = "".join(p.text for e in events if e.HasField("artifact_update")
-                       for p in e.artifact_update.artifact.parts)
-        assert text == "echo: streamed"
+        assert streamed_reply(events) == "echo: streamed"
         # Working, then completed, last: nothing claims the end before the text.
         states = [e.status_update.status.state for e in events
                   if e.HasField("status_update")]
         assert states[-1] == TaskState.TASK_STATE_COMPLETED
         assert set(states[:-1]) <= {TaskState.TASK_STATE_WORKING}
         assert events[-1].HasField("status_update")
+        # A run of two steps (a tool call, then the answer): the artifact a client
+        # assembles is the reply as stored.
+        tooled = await send(client, message(TOOL_MESSAGE))
+        stored = await client.get_task(GetTaskRequest(id=tooled[0].task.id))
+        assert "42" in reply(stored)
+        assert streamed_reply(tooled) == reply(stored)
     async with a2a(daemon, "slow", streaming=True) as client:
         stream = client.send_message(message("take your time"))
         first = await anext(stream)
@@ -348,9 +363,7 @@ async def test_input_required_answered_on_a_stream(daemon: Daemon) -> None:
         assert last.status.message.metadata["tool"] == "calculator"
         answered = await send(client, message("approve", task_id=last.task_id))
         assert answered[0].task.id == last.task_id
-        text = "".join(p.text for e in answered if e.HasField("artifact_update")
-                       for p in e.artifact_update.artifact.parts)
-        assert text == "it is 42"
+        assert streamed_reply(answered) == "it is 42"
         assert answered[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
 

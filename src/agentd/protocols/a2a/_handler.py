@@ -284,15 +284,25 @@ class A2AHandler(RequestHandler):
     async def _progress(self, run: RunRecord, key: str, agent: str, sub: Any,
                         after: int, known: Any) -> AsyncIterator[Event]:
         runtime = self._runtime()
-        session_id, streamed = run.session_id, False
+        session_id = run.session_id
+        # The reply's text as sent so far (None: nothing sent): the artifact is sent in
+        # chunks that append; a chunk with append=false starts it over (a step whose
+        # text the model took back, and at the end, if what was sent is not the reply
+        # as stored: text of earlier steps, or tokens sent before this stream began).
+        sent: list[str] | None = None
         async for item in follow(sub, lambda seq: runtime.read_events(session_id, after=seq),
                                  after, known):
             if item is None:
                 continue
             if isinstance(item, Token):
-                if item.run_id == run.id and item.text and not item.reset:
-                    yield artifact_event(run, key, item.text, append=streamed, last=False)
-                    streamed = True
+                if item.run_id != run.id:
+                    continue
+                if item.reset:
+                    sent = None if sent is None else []
+                if item.text:
+                    yield artifact_event(run, key, item.text, append=bool(sent),
+                                         last=False)
+                    sent = [*(sent or []), item.text]
                 continue
             if item.run_id != run.id:
                 continue
@@ -307,8 +317,11 @@ class A2AHandler(RequestHandler):
             elif item.kind in TERMINAL_KINDS and not is_silent(item):
                 current, _, _ = await runtime.get_run(run.id)
                 if current.status == "completed":
-                    yield artifact_event(current, key, "" if streamed else
-                                         current.output or "", append=streamed, last=True)
+                    output = current.output or ""
+                    if sent is not None and "".join(sent) == output:
+                        yield artifact_event(current, key, "", append=True, last=True)
+                    else:
+                        yield artifact_event(current, key, output, append=False, last=True)
                 yield status_event(current, key)
                 return
 
