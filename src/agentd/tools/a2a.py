@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,6 +46,26 @@ from agentd.tools._tool import Tool, ToolContext, tool
 __all__ = ["A2A_TOOLS", "a2a_call"]
 
 MAX_REPLY_CHARS = 100_000
+#: The most an answer may be, on the wire: the SDK reads a whole response into memory.
+MAX_ANSWER_BYTES = 10_000_000
+
+
+class _Capped(httpx.AsyncByteStream):
+    """A response body that fails once it is over ``limit`` bytes."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, limit: int) -> None:
+        self._stream, self._limit = stream, limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        total = 0
+        async for chunk in self._stream:
+            total += len(chunk)
+            if total > self._limit:
+                raise httpx.ReadError(f"the answer is over {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class _Pinned(httpx.AsyncHTTPTransport):
@@ -64,7 +85,10 @@ class _Pinned(httpx.AsyncHTTPTransport):
         request.url = url.copy_with(host=self._address)
         if url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": self._host}
-        return await super().handle_async_request(request)
+        response = await super().handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Capped(response.stream, MAX_ANSWER_BYTES)
+        return response
 
 
 def _card(url: str) -> AgentCard:
