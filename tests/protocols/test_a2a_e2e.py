@@ -332,6 +332,14 @@ async def test_tasks_outlive_a_kill(tmp_path: Any) -> None:
         with process.client() as api:
             create_agent(api, "late", settings={"script": [
                 {"text": "done at last", "delay_ms": 1500}]})
+            create_agent(api, "asks", tools=["calculator"], settings={
+                "policy": {"rules": [{"tool": "calculator", "action": "ask"}]},
+                "script": [{"tool_calls": [{"name": "calculator",
+                                            "arguments": {"expression": "6*7"}}]},
+                           {"text": "it is 42"}]})
+        async with a2a(process, "asks") as client:
+            [asked] = await send(client, message("compute"))
+            assert asked.task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         async with a2a(process, "late") as client:
             request = message("work")
             request.configuration.return_immediately = True
@@ -350,6 +358,13 @@ async def test_tasks_outlive_a_kill(tmp_path: Any) -> None:
             got = await client.get_task(GetTaskRequest(id=task_id))
             assert got.status.state == TaskState.TASK_STATE_COMPLETED, got
             assert reply(got) == "done at last"
+        # The task that needed input still does, and the answer still goes through.
+        async with a2a(process, "asks") as client:
+            again = await client.get_task(GetTaskRequest(id=asked.task.id))
+            assert again.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+            assert again.status.message.metadata["tool"] == "calculator"
+            [done] = await send(client, message("approve", task_id=asked.task.id))
+            assert reply(done.task) == "it is 42"
     finally:
         process.cleanup()
 
