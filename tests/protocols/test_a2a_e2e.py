@@ -38,9 +38,9 @@ pytestmark = pytest.mark.e2e
 SLOW = [{"text": "slow reply", "delay_ms": 30000}]
 
 
-def _daemon(root: Any) -> Daemon:
+def _daemon(root: Any, env: dict[str, str] | None = None) -> Daemon:
     return Daemon(root / "home", root / "agentd.log",
-                  env={"AGENTD_DEMO_AGENT": "false"}, args=())
+                  env={"AGENTD_DEMO_AGENT": "false", **(env or {})}, args=())
 
 
 @pytest.fixture(scope="module")
@@ -324,10 +324,15 @@ async def test_a_v03_client_on_the_same_endpoint(daemon: Daemon) -> None:
                        for p in f["artifact"]["parts"]) == "echo: old stream"
 
 
-async def test_tasks_outlive_a_kill(tmp_path: Any) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+async def test_tasks_outlive_a_kill(tmp_path: Any, store: str,
+                                    request: pytest.FixtureRequest) -> None:
     """A task acknowledged (its run committed) survives kill -9: tasks/get answers it
     after the restart, and the run the kill interrupted completes."""
-    process = _daemon(tmp_path).start()
+    db = {} if store == "sqlite" else {
+        "AGENTD_DATABASE_URL": request.getfixturevalue("pg_url")}
+    process = _daemon(tmp_path, db).start()
     try:
         with process.client() as api:
             create_agent(api, "late", settings={"script": [
