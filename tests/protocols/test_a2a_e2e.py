@@ -270,6 +270,7 @@ def _send_params(*parts: dict[str, Any], **message: Any) -> dict[str, Any]:
     (_rpc("SendMessage", _send_params({"text": "hi"}, contextId="\u0000bad")), -32602),
     (_rpc("SendMessage", _send_params({"text": "hi"}, taskId="no-such-run")), -32001),
     (_rpc("GetTask", {"id": "no-such-run"}), -32001),
+    (_rpc("GetTask", {"id": "", "historyLength": 1}), -32602),
     (_rpc("ListTasks", {"pageSize": 1000}), -32602),
     (_rpc("CreateTaskPushNotificationConfig", {"taskId": "x", "url": "http://x"}), -32003),
 ])

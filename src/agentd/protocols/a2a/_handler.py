@@ -332,9 +332,6 @@ class A2AHandler(RequestHandler):
         agent: str = context.state["agent"]
         run, key = await self._run(agent, params.id)
         history = params.history_length if params.HasField("history_length") else None
-        if history is not None and history < 0:
-            raise InvalidParamsError("historyLength must be 0 or more",
-                                     data={"field": "historyLength"})
         return await self._task(run, key, agent, history)
 
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext

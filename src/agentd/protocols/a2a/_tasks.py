@@ -121,6 +121,9 @@ def task_of(run: RunRecord, key: str, *, history_length: int | None = None,
     if run.status == "completed":
         history.append(_agent_message(run, key, run.output or "", "out"))
     if history_length is not None:
+        if history_length < 0:
+            raise InvalidParamsError("historyLength must be 0 or more",
+                                     data={"field": "historyLength"})
         history = history[len(history) - history_length:] if history_length else []
     task.history.extend(history)
     return task
