@@ -290,6 +290,15 @@ async def test_bad_input_is_a_jsonrpc_error_and_writes_nothing(
         assert api.get("/health").status_code == 200
 
 
+async def test_a_10_method_without_the_version_header_is_refused(daemon: Daemon) -> None:
+    before = len(runs(daemon, "echo"))
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as http:
+        got = await http.post("/a2a/echo", json=_rpc("SendMessage", _send_params(
+            {"text": "hi"})))
+    assert got.json()["error"]["code"] == -32009, got.text
+    assert len(runs(daemon, "echo")) == before
+
+
 async def test_an_unknown_agent_is_a_jsonrpc_not_found(daemon: Daemon) -> None:
     async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as http:
         got = await http.post("/a2a/nobody", json=_rpc("GetTask", {"id": "x"}))
