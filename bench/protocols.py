@@ -5,10 +5,11 @@
 
 The bench starts a daemon (``python -m agentd serve``, fresh home, the scripted echo
 agent) and loads it phase after phase, never two at once: the native message route,
-then each door (OpenAI Chat Completions, OpenAI Responses, the Agent Protocol), each
-non-streamed then streamed, N closed-loop clients on keep-alive connections, each
-client on its own session (the OpenAI doors name theirs with ``X-Agentd-Session``, the
-Agent Protocol's is the thread ``lg:<key>``). Streamed phases report
+then each door (OpenAI Chat Completions, OpenAI Responses, the Agent Protocol, A2A's
+JSON-RPC), each non-streamed then streamed, N closed-loop clients on keep-alive
+connections, each client on its own session (the OpenAI doors name theirs with
+``X-Agentd-Session``, the Agent Protocol's is the thread ``lg:<key>``, A2A's the
+context). Streamed phases report
 first-token latency (the first frame carrying text). The daemon's CPU time per turn
 is what the issue's target reads: each door within 1.5x the native API's
 (``ratio_<door>_server_cpu_per_turn``, and ``..._stream_...``). After the load, every
@@ -25,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ import orjson
 from _load import ServerProcess, SseFrame, TurnResult, free_port, info, wait_ready
 from turns import Agentd, _agentd_frame, _agentd_run, _http
 
-DOORS = ("openai_chat", "openai_responses", "langgraph")
+DOORS = ("openai_chat", "openai_responses", "langgraph", "a2a")
 
 
 def _native_token(frame: SseFrame) -> bool:
@@ -161,8 +163,60 @@ class LangGraphRuns(OpenAIChat):
         return await super().count_user_messages("lg:" + key)
 
 
+
+def _a2a_reply(reply: Any) -> str | None:
+    try:
+        task = reply["result"]["task"]
+        state = task["status"]["state"]
+        text = task["artifacts"][0]["parts"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        return f"not an A2A task: {reply!r:.200}"
+    if state != "TASK_STATE_COMPLETED" or not str(text).startswith("echo: "):
+        return f"unexpected task {state} {text!r:.200}"
+    return None
+
+
+def _a2a_frame(frame: SseFrame) -> str | None:
+    data = frame.json() or {}
+    if "error" in data:
+        return f"error frame: {frame.data[:200]}"
+    status = (data.get("result") or {}).get("statusUpdate")
+    if status is None:
+        return None
+    state = status.get("status", {}).get("state")
+    if state == "TASK_STATE_COMPLETED":
+        return "ok"
+    return None if state in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING") else \
+        f"task ended {state}"
+
+
+def _a2a_token(frame: SseFrame) -> bool:
+    return "artifactUpdate" in ((frame.json() or {}).get("result") or {})
+
+
+class A2A(OpenAIChat):
+    """The A2A door's JSON-RPC binding (1.0): SendMessage / SendStreamingMessage with
+    the session as the context."""
+
+    prefix = "a2a_"
+
+    async def send(self, key: str, stream: bool) -> TurnResult:
+        body = {"jsonrpc": "2.0", "id": key,
+                "method": "SendStreamingMessage" if stream else "SendMessage",
+                "params": {"message": {"role": "ROLE_USER", "messageId": uuid.uuid4().hex,
+                                       "contextId": key,
+                                       "parts": [{"text": self.content()}]}}}
+        url = f"{self.base}/a2a/{self.agent}"
+        headers = {"A2A-Version": "1.0"}
+        tally = self.tallies[key]
+        if stream:
+            return await self._streamed(url, body, _a2a_frame, tally, token=_a2a_token,
+                                        headers=headers)
+        return await self._plain(url, body, _a2a_reply, tally, headers=headers)
+
+
 TARGETS = {"openai_chat": OpenAIChat, "openai_responses": OpenAIResponses,
-           "langgraph": LangGraphRuns}
+           "langgraph": LangGraphRuns, "a2a": A2A}
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

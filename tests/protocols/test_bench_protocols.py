@@ -28,7 +28,7 @@ def test_the_protocols_bench_runs_clean(tmp_path: Path) -> None:
     assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
     figures = json.loads(lines[-1])
     assert result.returncode == 0, (figures, result.stderr[-4000:])
-    for prefix in ("", "openai_chat_", "openai_responses_", "langgraph_"):
+    for prefix in ("", "openai_chat_", "openai_responses_", "langgraph_", "a2a_"):
         assert figures[f"{prefix}turns"] > 0 and figures[f"{prefix}stream_turns"] > 0
         assert figures[f"{prefix}errors"] == figures[f"{prefix}stream_errors"] == 0, figures
         assert figures[f"{prefix}durability_checked"] > 0

@@ -238,6 +238,8 @@ CATALOGUE: list[tuple[str, str, dict[str, Any], Callable[[Path], None] | None, s
      _file("line", b"a" * 40 + b"\n"), "timed out"),
     ("http_fetch-huge-url", "http_fetch", {"url": "http://" + "a" * 2_000_000}, None,
      "denied"),
+    ("a2a_call-huge-url", "a2a_call", {"url": "http://" + "a" * 2_000_000, "message": "hi"},
+     None, "denied"),
     ("git-huge-arguments", "git", {"command": "log", "args": ["x" * 64] * 140_000},
      None, "the limit is"),
 ]

@@ -16,6 +16,8 @@ protocol's shape (``agentd.server._http.add_error_shape``).
                assistants, threads, runs, the store (docs/protocols/langgraph.md)
 ``ws``         a WebSocket control channel per session
                (docs/protocols/websocket.md)
+``a2a``        each agent an A2A server: card and JSON-RPC at ``/a2a/{agent}``
+               (docs/protocols/a2a.md)
 ``termo``      termo-agent's HTTP routes for one adapter-backed agent
                (``agentd serve --adapter``; docs/termo.md)
 =============  =================================================================

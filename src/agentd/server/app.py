@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__
 from agentd.config import Settings
+from agentd.protocols import a2a as a2a_door
 from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
@@ -290,6 +291,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     mcp = MCPDoor(lambda: runtime_of_app(app))
     mcp_door.install(app, mcp)
     app.include_router(ws_door.router)
+    a2a_door.install(app, lambda: runtime_of_app(app))
 
     document_app = app.openapi
 

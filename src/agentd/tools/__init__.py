@@ -6,20 +6,22 @@ import importlib
 
 from agentd.errors import InvalidInput
 from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.a2a import A2A_TOOLS
 from agentd.tools.builtins import BUILTINS
 from agentd.tools.commands import COMMAND_TOOLS
 from agentd.tools.files import FILE_TOOLS
 from agentd.tools.net import NET_TOOLS
 
-__all__ = ["BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS", "Tool", "ToolContext",
-           "ToolRegistry", "tool"]
+__all__ = ["A2A_TOOLS", "BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS", "Tool",
+           "ToolContext", "ToolRegistry", "tool"]
 
 
 class ToolRegistry:
     """Named tools an agent may list in its ``tools``."""
 
     def __init__(self, tools: dict[str, Tool] | None = None) -> None:
-        self._tools: dict[str, Tool] = ({**BUILTINS, **FILE_TOOLS, **NET_TOOLS, **COMMAND_TOOLS}
+        self._tools: dict[str, Tool] = ({**BUILTINS, **FILE_TOOLS, **NET_TOOLS,
+                                         **A2A_TOOLS, **COMMAND_TOOLS}
                                         if tools is None
                                         else dict(tools))
 
