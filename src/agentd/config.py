@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_PORT",
     "PRIORITIES",
     "SANDBOX_BACKENDS",
+    "A2AConfig",
     "AdaptersConfig",
     "AgentSandbox",
     "BrowserConfig",
@@ -54,6 +55,29 @@ PRIORITIES = ("interactive", "background", "batch")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class A2AConfig(_Strict):
+    """The ``a2a_call`` tool's credentials (``[a2a]`` in agentd.toml).
+
+    ``remote_tokens`` maps a remote A2A endpoint's ``HOST:PORT`` (or ``HOST``, any port)
+    to the name of an environment variable of the daemon holding the bearer token that
+    endpoint takes. The tool sends a token only to the endpoint it is listed for; the
+    model never sees it and cannot name a variable (a token in a tool argument would
+    sit in the session's log and come from the model's context).
+    """
+
+    remote_tokens: dict[str, str] = Field(default_factory=dict, max_length=1000)
+
+    @field_validator("remote_tokens")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for endpoint, variable in value.items():
+            if not endpoint or endpoint != endpoint.strip() or "/" in endpoint:
+                raise ValueError(f"{endpoint!r} is not HOST or HOST:PORT")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", variable):
+                raise ValueError(f"{variable!r} is not an environment variable's name")
+        return {endpoint.lower(): variable for endpoint, variable in value.items()}
 
 
 class AdaptersConfig(_Strict):
@@ -448,6 +472,8 @@ class Settings(BaseSettings):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     #: Framework adapters agents may be backed by (``agentd.adapters``).
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
+    #: Bearer tokens ``a2a_call`` sends to remote A2A endpoints, by endpoint.
+    a2a: A2AConfig = Field(default_factory=A2AConfig)
     #: Outbound webhooks: which hosts subscriptions may name, retries, timeouts.
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     #: termo-agent's routes for one adapter-backed agent (``agentd serve --adapter``).

@@ -33,9 +33,15 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
     local = _daemon(root / "local")
     local.home.mkdir(parents=True)
     # The remote daemon's port is opened to tools; so, in vain, is the caller's own.
+    # Its token is the operator's, sent to that endpoint only (a wrong one to the same
+    # daemon named "localhost").
     (local.home / "agentd.toml").write_text(
         f'[sandbox]\nprivate_endpoints = ["127.0.0.1:{remote.port}", '
-        f'"127.0.0.1:{local.port}"]\n')
+        f'"localhost:{remote.port}", "127.0.0.1:{local.port}"]\n'
+        f'[a2a]\nremote_tokens = {{"127.0.0.1:{remote.port}" = "REMOTE_A2A_TOKEN", '
+        f'"localhost" = "WRONG_A2A_TOKEN"}}\n')
+    local.env.update(REMOTE_A2A_TOKEN=read_token(remote.home) or "",
+                     WRONG_A2A_TOKEN="wrong")
     local.start()
     try:
         with remote.client() as api:
@@ -66,10 +72,9 @@ def _call(local: Daemon, agent: str, key: str, arguments: dict[str, Any], *,
 
 def test_an_agent_asks_a_remote_agent(daemons: tuple[Daemon, Daemon]) -> None:
     local, remote = daemons
-    token = read_token(remote.home)
     url = f"{remote.url}/a2a/helper"
     [first] = _call(local, "caller", "c/1", {"url": url, "message": "hi from afar",
-                                             "context_id": "from-local", "token": token})
+                                             "context_id": "from-local"})
     assert not first["is_error"], first
     assert "echo: hi from afar" in first["output"]
     assert "(context from-local): completed" in first["output"]
@@ -85,7 +90,7 @@ def test_an_agent_asks_a_remote_agent(daemons: tuple[Daemon, Daemon]) -> None:
 def test_a_wrong_token_is_an_error_from_outside(daemons: tuple[Daemon, Daemon]) -> None:
     local, remote = daemons
     [refused] = _call(local, "caller-bad-token", "c/2", {
-        "url": f"{remote.url}/a2a/helper", "message": "hi", "token": "wrong"})
+        "url": f"http://localhost:{remote.port}/a2a/helper", "message": "hi"})
     assert refused["is_error"]
     assert "answered with an error" in refused["output"]
     assert refused.get("tainted")  # the remote's answer came in, even as an error
@@ -93,9 +98,8 @@ def test_a_wrong_token_is_an_error_from_outside(daemons: tuple[Daemon, Daemon]) 
 
 def test_the_daemons_own_port_is_refused(daemons: tuple[Daemon, Daemon]) -> None:
     local, _ = daemons
-    token = read_token(local.home)
     [refused] = _call(local, "caller-self", "c/3", {
-        "url": f"{local.url}/a2a/caller-self", "message": "loop", "token": token})
+        "url": f"{local.url}/a2a/caller-self", "message": "loop"})
     assert refused["is_error"] and "tainted" not in refused, refused
     assert "the daemon's own port" in refused["output"]
     with local.client() as api:

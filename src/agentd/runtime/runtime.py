@@ -220,6 +220,8 @@ class Runtime:
         #: Agents backed by a framework adapter (``model = "adapter:MODULE:OBJECT"``).
         self.adapters = Adapters(timeout_s=settings.adapters.timeout_s)
         self.executors.services["adapters"] = self.adapters
+        #: Which remote A2A endpoints ``a2a_call`` sends which token to.
+        self.executors.services["a2a"] = settings.a2a
         self.executors.adapter_executor = AdapterExecutor
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,

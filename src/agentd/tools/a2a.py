@@ -16,6 +16,7 @@ taint, the policy asks first). The call is bounded by ``timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -116,10 +117,26 @@ def _render(response: StreamResponse) -> str:
     return f"task {task.id} (context {task.context_id}): {state}\n\n{body}"
 
 
+def _token_for(ctx: ToolContext, host: str, port: int) -> str | None:
+    """The bearer token the operator listed for this endpoint (``[a2a]
+    remote_tokens``: ``HOST:PORT``, else ``HOST``), read from the daemon's
+    environment; None when none is listed."""
+    config = ctx.services.get("a2a")
+    tokens: dict[str, str] = getattr(config, "remote_tokens", {}) or {}
+    variable = tokens.get(f"{host}:{port}") or tokens.get(host)
+    if variable is None:
+        return None
+    token = os.environ.get(variable)
+    if not token:
+        raise ToolError(f"the token for {host}:{port} is not set (the operator's "
+                        f"[a2a] remote_tokens names a variable that is empty)",
+                        code="tool_unavailable")
+    return token
+
+
 @tool(needs_network=True, sends_out=True, untrusted_output=True, timeout_s=300)
 async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | None = None,
-                   task_id: str | None = None, token: str | None = None,
-                   timeout_s: float = 120.0) -> str:
+                   task_id: str | None = None, timeout_s: float = 120.0) -> str:
     """Send a message to a remote A2A agent (protocol 1.0, JSON-RPC) and return its
     answer: the task's state and reply text, with its ids to continue it.
 
@@ -129,7 +146,6 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
         message: what to say.
         context_id: the conversation to continue (a previous answer's context).
         task_id: a task of that agent waiting for input, to answer it.
-        token: a bearer token the remote agent takes, if it needs one.
         timeout_s: the whole call, in seconds (up to 300).
     """
     sandbox = ctx.sandbox
@@ -151,6 +167,7 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
     except ValueError:
         raise ToolError(f"bad port in {url!r}", code="tool_bad_arguments") from None
     address = await check_async(host, port, sandbox.network, sandbox.rules)
+    token = _token_for(ctx, host, port)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = SendMessageRequest(message=Message(
         role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=message)],
