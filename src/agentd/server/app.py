@@ -64,6 +64,7 @@ class _Dispatch:
         self.owner = owner
         self.app = app
         self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
+        self._strict: tuple[str, ...] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +78,7 @@ class _Dispatch:
                     await routes.sessions.serve_message(
                         self.owner, scope, receive, send, match.group(1), match.group(2))
                     return
-            if is_json_body(scope):
+            if is_json_body(scope) and not scope["path"].startswith(self._strict_routes()):
                 body = await read_body(receive)
                 if body is None:
                     return  # the client went away
@@ -90,6 +91,15 @@ class _Dispatch:
             if exc.status_code == 405:
                 exc.headers = {"Allow": ", ".join(self._allowed(scope["path"]))}
             raise
+
+    def _strict_routes(self) -> tuple[str, ...]:
+        """Path prefixes whose routes read their JSON bodies strictly themselves (a
+        door's, ``app.state.strict_json_routes``): their bodies are not parsed here too."""
+        routes = self._strict
+        if routes is None:
+            routes = self._strict = tuple(getattr(self.owner.state, "strict_json_routes",
+                                                  ()))
+        return routes
 
     def _allowed(self, path: str) -> list[str]:
         """The methods the OpenAPI document gives the most specific path template that
@@ -262,6 +272,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     # The message route is the hot path: its router goes first (routes match in order).
     app.include_router(routes.sessions.router)
+    # The protocol doors (agentd.protocols), early for the same reason (their paths are
+    # their own: none can take a native request); not in this document.
+    openai_door.install(app)
+    langgraph_door.install(app)
+    mcp = MCPDoor(lambda: runtime_of_app(app))
+    mcp_door.install(app, mcp)
+    app.include_router(ws_door.router)
+    a2a_door.install(app, lambda: runtime_of_app(app))
     app.include_router(routes.agents.router)
     app.include_router(routes.run_list.router)
     app.include_router(routes.runs.router)
@@ -285,13 +303,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
-    # The protocol doors (agentd.protocols): their routes are not in this document.
-    openai_door.install(app)
-    langgraph_door.install(app)
-    mcp = MCPDoor(lambda: runtime_of_app(app))
-    mcp_door.install(app, mcp)
-    app.include_router(ws_door.router)
-    a2a_door.install(app, lambda: runtime_of_app(app))
 
     document_app = app.openapi
 

@@ -14,6 +14,7 @@ session; one waiting for a decision on a tool call is ``interrupted``, and a run
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -147,6 +148,31 @@ async def _locate(runtime: Runtime, thread_id: str
     raise ThreadNotFound(f"no thread {thread_id!r}")
 
 
+class _ThreadValues:
+    """Threads' values (their messages), each folded from its session's log once and
+    then only from the events after it: a turn would otherwise read the whole log
+    again. The log is append-only, so a fold never goes stale; the cache is bounded
+    and only saves reads (a restart starts it empty)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._folded: OrderedDict[str, tuple[int, list[dict[str, Any]]]] = OrderedDict()
+
+    async def of(self, runtime: Runtime, session_id: str) -> dict[str, Any]:
+        last, messages = self._folded.pop(session_id, (0, []))
+        events = await runtime.read_events(session_id, after=last)
+        if events:
+            messages = messages + values_of(events)["messages"]
+            last = events[-1].seq
+        self._folded[session_id] = (last, messages)
+        while len(self._folded) > self.size:
+            self._folded.popitem(last=False)
+        return {"messages": list(messages)}
+
+
+_values = _ThreadValues()
+
+
 async def _last_run(runtime: Runtime, agent: str, key: str) -> RunRecord | None:
     page = await runtime.list_runs(agent=agent, session=key, limit=1)
     return page.runs[0][0] if page.runs else None
@@ -158,7 +184,7 @@ async def _thread(runtime: Runtime, thread_id: str, agent: str,
     created = session.created_at if session else 0.0
     values: dict[str, Any] = {"messages": []}
     if with_values and session is not None:
-        values = values_of(await runtime.read_events(session.id))
+        values = await _values.of(runtime, session.id)
     view: dict[str, Any] = {
         "thread_id": thread_id, "created_at": iso(created),
         "updated_at": iso(session.updated_at if session else created),
@@ -418,7 +444,7 @@ async def _resume(request: Request, agent: str, thread_id: str,
 
 async def _wait_answer(runtime: Runtime, started: _Started) -> Response:
     run = await runtime.wait(started.run.id)
-    values = values_of(await runtime.read_events(started.session_id))
+    values = await _values.of(runtime, started.session_id)
     if run.status == "waiting_approval":
         values["__interrupt__"] = await _interrupts(runtime, started.agent, run)
     elif run.status == "failed":
@@ -580,8 +606,7 @@ async def _frames(runtime: Runtime, started: _Started, modes: list[str]
     sub = runtime.subscribe(started.session_id)
     try:
         if "values" in modes:
-            events = await runtime.read_events(started.session_id)
-            yield _sse("values", values_of(events))
+            yield _sse("values", await _values.of(runtime, started.session_id))
         if "messages" in modes:
             yield _sse("messages/metadata", {msg_id: {"metadata": meta}})
         text = ""
@@ -631,7 +656,7 @@ async def _ending(runtime: Runtime, started: _Started, run: RunRecord,
     if waiting and "updates" in modes:
         yield _sse("updates", {"__interrupt__": waiting})
     if "values" in modes:
-        values = values_of(await runtime.read_events(started.session_id))
+        values = await _values.of(runtime, started.session_id)
         if waiting:
             values["__interrupt__"] = waiting
         yield _sse("values", values)

@@ -16,3 +16,6 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     for prefix in PREFIXES:
         add_error_shape(app, prefix, openai_error)
+    # Its routes read their bodies with loads_strict: the request layer need not too.
+    app.state.strict_json_routes = (*getattr(app.state, "strict_json_routes", ()),
+                                    "/v1/chat/completions", "/v1/responses")
