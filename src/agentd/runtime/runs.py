@@ -128,8 +128,9 @@ class Runs:
         return result
 
     async def send_many(self, messages: Sequence[Message], *,
-                        defer: list[Callable[[], object]] | None = None
-                        ) -> list[SendResult | Exception]:
+                        defer: list[Callable[[], object]] | None = None,
+                        also_many: Callable[[Tx, list[tuple[int, Accepted]]], None]
+                        | None = None) -> list[SendResult | Exception]:
         """Accept many messages in one commit (:meth:`Store.accept_messages`), each as
         :meth:`send` would (modes, ``origin``, ``also``, waking its agent) and each on
         its own: the outcome of each, or the error that refused it (nothing of it
@@ -138,7 +139,11 @@ class Runs:
         ``defer``: the new runs are queued in the supervisor now, in order, but
         start when the caller calls what is appended there (a burst of schedule fires
         is all committed before its runs compete with it for the event loop); any
-        other message to one of their sessions starts it meanwhile."""
+        other message to one of their sessions starts it meanwhile.
+
+        ``also_many``: the messages' ``also`` for the whole batch when the store
+        writes it set-wise (:meth:`Store.accept_messages`), given ``(index in
+        messages, accepted)`` of each message it accepted."""
         out: list[SendResult | Exception | None] = [None] * len(messages)
         senders: list[tuple[int, AgentRecord]] = []
         for i, m in enumerate(messages):
@@ -150,7 +155,9 @@ class Runs:
             agent_id=agent.id, key=messages[i].key, content=messages[i].content,
             mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
             priority=messages[i].priority or self.agents.priority_of(agent),
-            origin=messages[i].origin, also=messages[i].also) for i, agent in senders])
+            origin=messages[i].origin, also=messages[i].also) for i, agent in senders],
+            also_many=None if also_many is None else (
+                lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])))
         created: dict[str, AgentRecord] = {}
         for (i, agent), done in zip(senders, accepted, strict=True):
             if isinstance(done, Exception):
@@ -215,9 +222,14 @@ class Runs:
     def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
                 start: bool = True) -> str | None:
         """Queue a new run here; the run it is queued behind, if any."""
+        first = accepted.events[0]
+        origin = ({k: v for k, v in first.data.items() if k not in ("content", "steer")}
+                  if first.kind == "message.user" and first.run_id == accepted.run.id
+                  else None)
         self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
             run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
-            session_policy=accepted.session.policy),
+            session_policy=accepted.session.policy, origin=origin,
+            log=accepted.events if accepted.created_session else None),
             agent_id=agent.id, order=accepted.run.queued_seq, start=start)
         busy_run = accepted.busy_run
         if mode == "interrupt" and busy_run is not None:
