@@ -149,20 +149,47 @@ async def test_chunks_the_set_path_cannot_write_go_message_by_message(store: Sto
         ToAccept(agent_id=agent.id, key="s", content="more", mode="steer"),
         ToAccept(agent_id=agent.id, key="u", content="z")])
     assert isinstance(steer[0], Accepted) and steer[0].steered and not steer[0].batched
+    # Two messages to one session, one of them in reject mode: the second is refused
+    # because of the first, as message by message.
     twice = await store.accept_messages([
         ToAccept(agent_id=agent.id, key="v", content="1"),
-        ToAccept(agent_id=agent.id, key="v", content="2")])
-    assert [o.events[-1].seq for o in twice if isinstance(o, Accepted)] == [2, 4]
+        ToAccept(agent_id=agent.id, key="v", content="2", mode="reject")])
+    assert isinstance(twice[0], Accepted) and not twice[0].batched
+    assert isinstance(twice[1], SessionBusy)
 
 
-async def test_overlapping_chunks_at_once_lose_nothing_and_write_nothing_twice(
+async def test_plain_messages_to_one_session_in_a_chunk_queue_in_order(
+        store: Store) -> None:
+    agent = await _agent(store)
+    await store.accept_message(agent_id=agent.id, key="old", content="before")
+    outcomes = await store.accept_messages([
+        ToAccept(agent_id=agent.id, key="new", content="1"),
+        ToAccept(agent_id=agent.id, key="old", content="2"),
+        ToAccept(agent_id=agent.id, key="new", content="3"),
+        ToAccept(agent_id=agent.id, key="old", content="4"),
+        ToAccept(agent_id=agent.id, key="new", content="5")])
+    assert all(isinstance(o, Accepted) and o.batched for o in outcomes)
+    done = [o for o in outcomes if isinstance(o, Accepted)]
+    assert [(o.session.key, o.run.queued_seq, o.created_session) for o in done] == [
+        ("new", 2, True), ("old", 4, False), ("new", 4, False), ("old", 6, False),
+        ("new", 6, False)]
+    for key, contents in (("new", ["1", "3", "5"]), ("old", ["before", "2", "4"])):
+        session = await store.get_session(agent.id, key)
+        log = await store.read_events(session.id)
+        assert session.last_seq == len(log) == 6
+        assert [e.seq for e in log] == list(range(1, 7))
+        assert [e.data["content"] for e in log if e.kind == "message.user"] == contents
+        runs = [await store.get_run(e.run_id) for e in log if e.kind == "run.queued"
+                and e.run_id is not None]
+        assert [r.queued_seq for r in runs] == [2, 4, 6]
+
+
+async def test_overlapping_chunks_at_once_neither_deadlock_nor_fall_back(
         store: Store) -> None:
     """Eight chunks over the same 40 sessions (half of them new), in different orders,
     committed concurrently (on PostgreSQL: eight transactions side by side, each
-    locking its sessions). A message may be refused by a deadlock between a chunk
-    and one that went message by message (then nothing of it is written, and it is
-    sent again, as a schedule's next pass does); in the end every message is
-    accepted exactly once and every log is dense."""
+    locking its sessions in one order, creating the new ones as it goes): every
+    message is accepted set-wise in the first go, once, and every log is dense."""
     agents = [await _agent(store, f"a{i}") for i in range(2)]
     keys = [(agents[i % 2].id, f"k{i}") for i in range(40)]
     for agent_id, key in keys[::2]:
@@ -173,31 +200,17 @@ async def test_overlapping_chunks_at_once_lose_nothing_and_write_nothing_twice(
         order = keys[:]
         rng.shuffle(order)
         chunks.append([ToAccept(agent_id=a, key=k, content=f"c{c}") for a, k in order])
-    accepted: list[Accepted] = []
-    for _ in range(10):
-        results = await asyncio.wait_for(
-            asyncio.gather(*(store.accept_messages(chunk) for chunk in chunks)), 60)
-        again = []
-        for chunk, outcomes in zip(chunks, results, strict=True):
-            accepted.extend(o for o in outcomes if isinstance(o, Accepted))
-            refused = [item for item, o in zip(chunk, outcomes, strict=True)
-                       if not isinstance(o, Accepted)]
-            assert all(store.dialect == "postgresql" and "deadlock" in str(o)
-                       for o in outcomes if not isinstance(o, Accepted)), outcomes
-            if refused:
-                again.append(refused)
-        if not again:
-            break
-        chunks = again
-    assert not again
-    assert len(accepted) == 8 * 40
-    assert len({a.run.id for a in accepted}) == 8 * 40
+    results = await asyncio.wait_for(
+        asyncio.gather(*(store.accept_messages(chunk) for chunk in chunks)), 60)
+    accepted = [o for outcomes in results for o in outcomes]
+    assert all(isinstance(o, Accepted) and o.batched for o in accepted), [
+        o for o in accepted if not isinstance(o, Accepted)]
+    assert len({o.run.id for o in accepted if isinstance(o, Accepted)}) == 8 * 40
     for i, (agent_id, key) in enumerate(keys):
-        log = await _log(store, agent_id, key)
-        assert [s for s, _, _ in log] == list(range(1, len(log) + 1))
-        assert len(log) == 2 * 8 + (2 if i % 2 == 0 else 0)
-        contents = [e.data["content"] for e in await store.read_events(
-            (await store.get_session(agent_id, key)).id) if e.kind == "message.user"]
+        session = await store.get_session(agent_id, key)
+        log = await store.read_events(session.id)
+        assert [e.seq for e in log] == list(range(1, 2 * 8 + (2 if i % 2 == 0 else 0) + 1))
+        contents = [e.data["content"] for e in log if e.kind == "message.user"]
         assert sorted(c for c in contents if c != "before") == [f"c{c}" for c in range(8)]
 
 

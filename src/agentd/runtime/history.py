@@ -379,6 +379,9 @@ class HistoryCache:
             self._items.popitem(last=False)
         return history
 
+    def cached(self, session_id: str) -> bool:
+        return session_id in self._items
+
     def offer(self, events: list[EventRecord]) -> None:
         """Fold freshly committed events into a cached history, if they follow on."""
         if not events:

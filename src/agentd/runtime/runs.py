@@ -158,13 +158,21 @@ class Runs:
             origin=messages[i].origin, also=messages[i].also) for i, agent in senders],
             also_many=None if also_many is None else (
                 lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])))
+        logs: dict[str, list[EventRecord]] = {}
+        if defer is not None:
+            # A burst's runs start from their sessions' logs read here in one go
+            # (a new session's is what was just written), not from a read each.
+            logs = await self.store.read_logs([
+                a.session.id for a in accepted if isinstance(a, Accepted)
+                and not (a.created_session or a.duplicate or a.steered)
+                and not self.histories.cached(a.session.id)])
         created: dict[str, AgentRecord] = {}
         for (i, agent), done in zip(senders, accepted, strict=True):
             if isinstance(done, Exception):
                 out[i] = done
                 continue
             out[i] = self._hand_over(agent, messages[i].key, messages[i].mode, done,
-                                     defer=defer)
+                                     defer=defer, session_log=logs.get(done.session.id))
             if agent.state == "created":
                 created[agent.name] = agent
         for name in created:
@@ -200,9 +208,11 @@ class Runs:
         return agent
 
     def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
-                   defer: list[Callable[[], object]] | None = None) -> SendResult:
+                   defer: list[Callable[[], object]] | None = None,
+                   session_log: list[EventRecord] | None = None) -> SendResult:
         """A committed message's run to the supervisor (or its steer to the run); with
-        ``defer``, what starts it is appended there."""
+        ``defer``, what starts it is appended there. ``session_log``: the session's log as
+        read after the commit, if the caller read it."""
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
@@ -212,7 +222,8 @@ class Runs:
                 log.info("run %s was not active here; it reads the steer from the log",
                          accepted.run.id)
         elif not accepted.duplicate:
-            busy_run = self._submit(agent, key, mode, accepted, start=defer is None)
+            busy_run = self._submit(agent, key, mode, accepted, start=defer is None,
+                                    session_log=session_log)
             if defer is not None:
                 defer.append(functools.partial(self.supervisor.start, accepted.session.id))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
@@ -220,7 +231,8 @@ class Runs:
                           busy_run=busy_run, steered=accepted.steered)
 
     def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
-                start: bool = True) -> str | None:
+                start: bool = True, session_log: list[EventRecord] | None = None
+                ) -> str | None:
         """Queue a new run here; the run it is queued behind, if any."""
         first = accepted.events[0]
         origin = ({k: v for k, v in first.data.items() if k not in ("content", "steer")}
@@ -229,7 +241,7 @@ class Runs:
         self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
             run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
             session_policy=accepted.session.policy, origin=origin,
-            log=accepted.events if accepted.created_session else None),
+            log=accepted.events if accepted.created_session else session_log),
             agent_id=agent.id, order=accepted.run.queued_seq, start=start)
         busy_run = accepted.busy_run
         if mode == "interrupt" and busy_run is not None:

@@ -1,36 +1,33 @@
 """Accepting many messages in one transaction (:meth:`Store.accept_messages`).
 
 A chunk is written set-wise when it can be: one statement per table for the whole
-chunk (the sessions read and locked, their ``last_seq`` moved on, the new ones
-inserted, the events and the runs inserted with ``executemany``), then the caller's
-``also_many`` (a burst of schedule fires claims all its fire times the same way).
-That is about eight statements per chunk instead of eight per message: the cost of
-a burst of 10,000 ``* * * * *`` fires (docs/benchmarks.md, issue 14).
+chunk (the sessions created or moved on by one upsert, the events and the runs
+inserted with ``executemany``), then the caller's ``also_many`` (a burst of schedule
+fires claims all its fire times the same way). That is about eight statements per
+chunk instead of eight per message: the cost of a burst of 10,000 ``* * * * *``
+fires (docs/benchmarks.md, issue 14).
 
 Every message still stands on its own. The set path runs inside a savepoint; if
 anything in it fails (a fire time claimed before, a schedule moved on by another
-node, a session created meanwhile by another node), the savepoint is rolled back and
-the chunk is written again message by message, each in its own savepoint
+node, a session that became busy for a ``reject`` message), the savepoint is rolled
+back and the chunk is written again message by message, each in its own savepoint
 (:func:`accept_many`'s per-message path), so only the bad message is refused. A
-chunk the set path cannot express (a steer, an idempotency key, two messages to one
-session, an ``also`` with no ``also_many``) goes message by message at once.
+chunk the set path cannot express (a steer, an idempotency key, an ``also`` with no
+``also_many``, a message to a session another message of the chunk goes to unless
+all of them are plain ``enqueue`` ones) goes message by message at once.
 
-Locks (PostgreSQL): the set path locks the chunk's existing sessions in one
-statement, in the order of ``(agent_id, key)`` compared byte-wise (Python's order of
-the strings, and PostgreSQL's with ``COLLATE "C"``), then inserts the new ones in
-that order, before anything ``also_many`` touches: two set-wise chunks take their
-locks in one order however they overlap (two nodes firing the same due schedules;
-a session another chunk created meanwhile is locked last, see ``_join_late``). The
-per-message path takes each message's session in that order too, but new and
-existing ones interleaved. Where the orders still cross, PostgreSQL ends one side
-with a deadlock error, which costs a retry and loses nothing: on the set path the
-chunk goes message by message; on the per-message path that one message is refused
-with nothing of it written (a schedule's fire is tried again at the next pass).
+Locks (PostgreSQL): the set path creates or moves on every session of the chunk in
+one upsert whose rows are in the order of ``(agent_id, key)`` (stable), so it locks
+them in the order the per-message path does, one after another, before anything
+``also_many`` touches: chunks on two nodes (firing the same due schedules) wait for
+each other in one direction only, whichever path each takes.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from agentd.errors import SessionBusy
@@ -39,7 +36,7 @@ from agentd.store import _rows
 from agentd.store._engine import Tx
 from agentd.store._log import Accepted, ToAccept, accept
 from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
-from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
+from agentd.store.records import EventRecord, NewEvent, RunRecord
 
 __all__ = ["AlsoMany", "accept_many"]
 
@@ -80,23 +77,15 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
 
 
 def _set_wise(items: Sequence[ToAccept], also_many: AlsoMany | None) -> bool:
-    sessions = {(item.agent_id, item.key) for item in items}
-    return len(items) > 1 and len(sessions) == len(items) and all(
+    """Whether the set path can write the chunk: no steer, no idempotency key, and
+    several messages to one session only when they are all plain ``enqueue`` ones
+    (each queued behind the one before, as the per-message path would)."""
+    count = Counter((item.agent_id, item.key) for item in items)
+    return len(items) > 1 and all(
         item.mode in _SET_MODES and item.idempotency_key is None
-        and (item.also is None or also_many is not None) for item in items)
-
-
-def _lock_sessions(tx: Tx, items: Sequence[ToAccept], dialect: str
-                   ) -> list[tuple[Any, ...]]:
-    """The chunk's sessions that exist, read in the sessions' order; on PostgreSQL
-    also locked in that order (module docstring)."""
-    pg = dialect == "postgresql"
-    collate = ' COLLATE "C"' if pg else ""
-    return tx.all(
-        f"SELECT {SESSION_COLS} FROM sessions WHERE (agent_id, key) IN "
-        f"(VALUES {', '.join(['(?, ?)'] * len(items))}) "
-        f"ORDER BY agent_id{collate}, key{collate}" + (" FOR UPDATE" if pg else ""),
-        [p for item in items for p in (item.agent_id, item.key)])
+        and (item.also is None or also_many is not None)
+        and (count[(item.agent_id, item.key)] == 1
+             or (item.mode == "enqueue" and not item.find_busy)) for item in items)
 
 
 def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float
@@ -124,27 +113,20 @@ def _in_order(items: Sequence[ToAccept]) -> list[int]:
     return sorted(range(len(items)), key=lambda j: (items[j].agent_id, items[j].key))
 
 
-def _join_late(sessions: list[SessionRecord], items: Sequence[ToAccept], tx: Tx,
-               dialect: str) -> set[str]:
-    """Sessions another transaction created while this one inserted them (it waited
-    for that one's commit): taken as they are now, and locked, when their messages
-    are plain ``enqueue`` ones (anything else needs a look at their runs: the
-    per-message path). The records become the stored sessions'; their ids are
-    returned."""
-    wanted = {(s.agent_id, s.key) for s in sessions}
-    if any(item.mode != "enqueue" or item.find_busy for item in items
-           if (item.agent_id, item.key) in wanted):
-        raise _NotSetWise("a session was created meanwhile")
-    rows = _lock_sessions(tx, [item for item in items if (item.agent_id, item.key) in wanted],
-                          dialect)
-    if len(rows) != len(sessions):
-        raise _NotSetWise("a session was created and deleted meanwhile")
-    stored = {(r[1], r[2]): _rows.session(r) for r in rows}
-    for session in sessions:
-        now = stored[(session.agent_id, session.key)]
-        for field in SessionRecord.__dataclass_fields__:
-            setattr(session, field, getattr(now, field))
-    return {s.id for s in sessions}
+def _busy(tx: Tx, session_ids: Sequence[str]) -> dict[str, str]:
+    """The run each session is busy with: the one under way, else the first queued
+    (as ``_log._accept`` picks it)."""
+    if not session_ids:
+        return {}
+    ahead: dict[str, tuple[bool, int, str]] = {}
+    for session_id, run_id, status, queued_seq in tx.all(
+            f"SELECT session_id, id, status, queued_seq FROM runs WHERE session_id IN "
+            f"({', '.join(['?'] * len(session_ids))}) AND status IN {ACTIVE}",
+            list(session_ids)):
+        rank = (status == "queued", int(queued_seq or 0), str(run_id))
+        if session_id not in ahead or rank < ahead[session_id]:
+            ahead[session_id] = rank
+    return {sid: rank[2] for sid, rank in ahead.items()}
 
 
 def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
@@ -152,67 +134,59 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
     """The chunk in one statement per table (distinct sessions; no steer, no
     idempotency key). A message to a busy session in ``reject`` mode is refused
     (SessionBusy) and writes nothing; the others are accepted."""
-    found = {(r[1], r[2]): _rows.session(r) for r in _lock_sessions(tx, items, dialect)}
-    busy: dict[str, str] = {}
-    if found and any(item.mode != "enqueue" or item.find_busy for item in items):
-        ids = [s.id for s in found.values()]
-        # The run under way, else the first queued (as _log._accept picks it).
-        ahead: dict[str, tuple[bool, int, str]] = {}
-        for session_id, run_id, status, queued_seq in tx.all(
-                f"SELECT session_id, id, status, queued_seq FROM runs WHERE session_id IN "
-                f"({', '.join(['?'] * len(ids))}) AND status IN {ACTIVE}", ids):
-            rank = (status == "queued", int(queued_seq or 0), str(run_id))
-            if session_id not in ahead or rank < ahead[session_id]:
-                ahead[session_id] = rank
-        busy = {sid: rank[2] for sid, rank in ahead.items()}
-
     out: list[Accepted | Exception | None] = [None] * len(items)
-    taken: list[tuple[int, SessionRecord, bool]] = []  # (index, session, created)
-    for i in _in_order(items):
-        item = items[i]
-        session = found.get((item.agent_id, item.key))
-        if session is None:
-            taken.append((i, SessionRecord(id=_rows.new_id("s"), agent_id=item.agent_id,
-                                           key=item.key, created_at=now, updated_at=now,
-                                           checkpoint_at=now), True))
-        elif item.mode == "reject" and session.id in busy:
-            run_id = busy[session.id]
-            out[i] = SessionBusy(f"session {item.key!r} is busy with run {run_id}",
-                                 details={"active_run": run_id})
-        else:
-            taken.append((i, session, False))
-    fresh = [s for _, s, created in taken if created]
-    late: set[str] = set()
-    if fresh:
-        # In the sessions' order, like the locks (module docstring).
-        got = tx.all(
-            f"INSERT INTO sessions ({SESSION_NEW}) VALUES "
-            f"{', '.join(['(?, ?, ?, 2, ?, ?, 0, ?)'] * len(fresh))} "
-            f"ON CONFLICT (agent_id, key) DO NOTHING RETURNING id{tx.append_returning}",
-            [v for s in fresh for v in (s.id, s.agent_id, s.key, now, now, now)])
-        inserted = {str(r[0]) for r in got}
-        for session in fresh:
-            session.last_seq = 2
-        if len(inserted) != len(fresh):
-            late = _join_late([s for s in fresh if s.id not in inserted], items, tx,
-                              dialect)
-    moved = [s for _, s, created in taken if not created or s.id in late]
-    if moved:
-        # Two events per message: its message.user and its run.queued.
-        got = tx.all("UPDATE sessions SET last_seq = last_seq + 2, updated_at = ? WHERE id IN "
-                     f"({', '.join(['?'] * len(moved))}) RETURNING id, last_seq"
-                     f"{tx.append_returning}", [now, *(s.id for s in moved)])
-        last = {str(r[0]): int(r[1]) for r in got}
-        if len(last) != len(moved):
-            raise _NotSetWise("a session went away meanwhile")
-        for session in moved:
-            session.last_seq, session.updated_at = last[session.id], now
-    taken = [(i, s, created and s.id not in late) for i, s, created in taken]
+    asks = [item.mode != "enqueue" or item.find_busy for item in items]
+    busy: dict[str, str] = {}
+    if any(asks):
+        # Which sessions are busy, read before writing (no locks: on PostgreSQL it is
+        # checked again once they are locked).
+        rows = tx.all(
+            f"SELECT id, agent_id, key FROM sessions WHERE (agent_id, key) IN "
+            f"(VALUES {', '.join(['(?, ?)'] * len(items))})",
+            [p for item in items for p in (item.agent_id, item.key)])
+        ids = {(r[1], r[2]): str(r[0]) for r in rows}
+        busy = _busy(tx, list(ids.values()))
+        for i, item in enumerate(items):
+            run_id = busy.get(ids.get((item.agent_id, item.key), ""))
+            if item.mode == "reject" and run_id is not None:
+                out[i] = SessionBusy(f"session {item.key!r} is busy with run {run_id}",
+                                     details={"active_run": run_id})
+    order = [i for i in _in_order(items) if out[i] is None]
+    if not order:
+        return [r for r in out if r is not None]
+    # Every session in one statement, created or moved on by two events per message
+    # (its message.user and its run.queued), in the sessions' order: on PostgreSQL
+    # the row locks are taken in that order, as the per-message path takes them.
+    count = Counter((items[i].agent_id, items[i].key) for i in order)
+    fresh = {k: _rows.new_id("s") for k in count}
+    got = tx.all(
+        f"INSERT INTO sessions ({SESSION_NEW}) VALUES "
+        f"{', '.join(['(?, ?, ?, ?, ?, ?, 0, ?)'] * len(count))} "
+        "ON CONFLICT (agent_id, key) DO UPDATE SET last_seq = sessions.last_seq + "
+        "excluded.last_seq, updated_at = excluded.updated_at "
+        f"RETURNING {SESSION_COLS}{tx.append_returning}",
+        [v for k, n in count.items() for v in (fresh[k], *k, 2 * n, now, now, now)])
+    sessions = {(r[1], r[2]): _rows.session(r[:9]) for r in got}
+    if len(sessions) != len(count):
+        raise _NotSetWise("the sessions written are not the chunk's")
+    if dialect == "postgresql" and any(asks[i] for i in order):
+        # Now that the sessions are locked: the runs they are busy with (another node
+        # may have queued one since the first look).
+        busy = _busy(tx, [s.id for k, s in sessions.items() if s.id != fresh[k]])
+        if any(items[i].mode == "reject" and sessions[(items[i].agent_id, items[i].key)].id
+               in busy for i in order):
+            raise _NotSetWise("a session became busy meanwhile")
 
     events: list[tuple[Any, ...]] = []
     runs: list[tuple[Any, ...]] = []
-    for i, session, created in taken:
-        item, run_id, queued = items[i], run_ids[i], session.last_seq
+    # Each session's messages take its new seqs in the order given.
+    next_seq = {k: s.last_seq - 2 * count[k] + 2 for k, s in sessions.items()}
+    for i in order:
+        item, run_id, k = items[i], run_ids[i], (items[i].agent_id, items[i].key)
+        queued = next_seq[k]
+        next_seq[k] += 2
+        session = replace(sessions[k], last_seq=queued)
+        created = session.id == fresh[k] and queued == 2
         data = {**(item.origin or {}), "content": item.content}
         records = [
             EventRecord(session_id=session.id, seq=queued - 1 + n, run_id=run_id,
@@ -223,14 +197,12 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
         run = RunRecord(id=run_id, session_id=session.id, agent_id=item.agent_id,
                         status="queued", input=item.content, idempotency_key=None,
                         created_at=now, queued_seq=queued, priority=item.priority)
-        asked = item.mode != "enqueue" or item.find_busy
         out[i] = Accepted(session=session, run=run, events=records, created_session=created,
-                          busy_run=busy.get(session.id) if asked else None, batched=True)
+                          busy_run=busy.get(session.id) if asks[i] else None, batched=True)
         events.extend((e.session_id, e.seq, e.run_id, e.kind, _rows.dumps(e.data), now)
                       for e in records)
         runs.append((run_id, session.id, item.agent_id, "queued", item.content, None, now,
                      queued, item.priority))
-    if events:
-        tx.executemany(INSERT_EVENT, events)
-        tx.executemany(_INSERT_RUN, runs)
+    tx.executemany(INSERT_EVENT, events)
+    tx.executemany(_INSERT_RUN, runs)
     return [r for r in out if r is not None]
