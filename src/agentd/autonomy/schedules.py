@@ -17,8 +17,10 @@ transaction writes nothing, its run included.
 **Finding due work.** One task per runtime runs :meth:`Schedules.fire_due`: one
 indexed query (``WHERE enabled = 1 AND next_due_at <= now ORDER BY next_due_at LIMIT
 n``) and the fires of what it returns, committed together in chunks
-(:meth:`Runs.send_many`: one transaction, each fire in its own savepoint, so a fire
-lost to a compare-and-set drops alone), the next query at once while they fill a
+(:meth:`Runs.send_many`: one transaction written set-wise, one statement per table
+for the chunk, the claims included; when any fire of it fails, say lost to a
+compare-and-set, the chunk is written again fire by fire, each in its own
+savepoint, so that one drops alone), the next query at once while they fill a
 batch; the runs of such a burst start once it is all claimed. It then sleeps until
 the next due time, or until a schedule is created or changed here (on a shared
 PostgreSQL database, at most ``poll_s``: other nodes change schedules too).

@@ -34,8 +34,8 @@ def tune_gc() -> None:
     benchmarks that run the runtime in their own process call it too, to measure
     what the daemon does). Long-lived objects from start-up need no cyclic GC scans,
     and a turn allocates a few hundred objects: fewer, larger young collections cut
-    p99 (docs/benchmarks.md), and a burst of 10,000 schedule fires' runs spends a
-    third of its CPU less in the collector than with Python's defaults."""
+    p99 (docs/benchmarks.md); starting the runs of a burst of 10,000 schedule fires
+    takes about half the CPU it takes with Python's defaults."""
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
 
