@@ -251,11 +251,45 @@ async def test_a_burst_is_claimed_set_wise_each_claim_with_its_run(runtime: Runt
         assert after.fires == 1 and after.last_fire_at == 12_000_010.0
         assert after.next_fire_at == 12_000_020.0 and after.version == rec.version + 1
         assert after.last_run_id in by_run
-    # The same schedules again: their sessions exist now (some shared), still set-wise.
+    await asyncio.wait_for(settle(runtime), 120)
+    # The same schedules again: their sessions exist now (some shared), still set-wise;
+    # their runs start from logs read in one query per chunk, none from a read of its
+    # own (the histories this process held are dropped first, as a burst of 10,000
+    # sessions overflows them).
+    agent = await runtime.get_agent("a")
+    runtime.histories.drop_agent(agent.id)
+    per_run: list[str] = []
+    chunks: list[list[str]] = []
+    read_events, read_logs = runtime.store.read_events, runtime.store.read_logs
+
+    async def one(session_id: str, *, after: int = 0, limit: int | None = None) -> Any:
+        per_run.append(session_id)
+        return await read_events(session_id, after=after, limit=limit)
+
+    async def many(session_ids: Any) -> Any:
+        chunks.append(list(session_ids))
+        return await read_logs(session_ids)
+
+    runtime.store.read_events = one  # type: ignore[method-assign]
+    runtime.store.read_logs = many  # type: ignore[method-assign]
     clock.now += 10
     batched.clear()
     assert await runtime.schedules.fire_due() == 30
     assert batched == [True] * 30
     await asyncio.wait_for(settle(runtime), 120)
+    keys: dict[str, str] = {}
+    for d in await fired(runtime):
+        if d["fire_at"] == 12_000_020.0:
+            run, _, key = await runtime.runs.get(d["run_id"])
+            keys[run.session_id] = key
+    # The sessions made for this fire (session None) came with their messages.
+    old = {sid for sid, key in keys.items() if not key.startswith("schedule:")}
+    assert len(keys) == 30 - 6 and 0 < len(old) < len(keys)  # 4 shared by 16
+    assert len(chunks) == 3 and set().union(*chunks) == old
+    # A session whose runs all came in one chunk is not read run by run (one that
+    # several chunks share may be: its worker can reach a later chunk's run before
+    # that chunk's logs are in).
+    alone = {sid for sid, key in keys.items() if not key.startswith("shared")}
+    assert len(alone) == 20 and not alone & set(per_run)
     for item in await fired(runtime):
         assert (await runtime.store.get_run(item["run_id"])).status == "completed"

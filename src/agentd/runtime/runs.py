@@ -252,11 +252,14 @@ class Runs:
         without a read of its own (a new session's log came with its message)."""
         async def start() -> None:
             try:
-                wanted = {p.run.session_id: p for _, p in starts
-                          if p.log is None and not self.histories.cached(p.run.session_id)}
+                wanted: dict[str, list[Prepared]] = {}
+                for _, p in starts:
+                    if p.log is None and not self.histories.cached(p.run.session_id):
+                        wanted.setdefault(p.run.session_id, []).append(p)
                 logs = await self.store.read_logs(list(wanted))
                 for session_id, prepared in wanted.items():
-                    prepared.log = logs.get(session_id)
+                    for p in prepared:
+                        p.log = logs.get(session_id)
             except Exception:
                 log.warning("could not read a burst's logs; its runs read their own",
                             exc_info=True)

@@ -131,9 +131,9 @@ def _busy(tx: Tx, session_ids: Sequence[str]) -> dict[str, str]:
 
 def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
                 dialect: str) -> list[Accepted | Exception]:
-    """The chunk in one statement per table (distinct sessions; no steer, no
-    idempotency key). A message to a busy session in ``reject`` mode is refused
-    (SessionBusy) and writes nothing; the others are accepted."""
+    """The chunk in one statement per table (what :func:`_set_wise` lets through). A
+    message to a busy session in ``reject`` mode is refused (SessionBusy) and writes
+    nothing; the others are accepted."""
     out: list[Accepted | Exception | None] = [None] * len(items)
     asks = [item.mode != "enqueue" or item.find_busy for item in items]
     busy: dict[str, str] = {}
