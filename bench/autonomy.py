@@ -50,7 +50,7 @@ def schedules(args: argparse.Namespace) -> dict[str, Any]:
         info(f"== schedules, {mode}: {args.schedules} schedules, {args.minutes} minute(s)")
         out[mode] = asyncio.run(autonomy_schedules.main(argparse.Namespace(
             schedules=args.schedules, agents=args.agents, minutes=args.minutes,
-            mode=mode, idle_s=args.idle_s)))
+            mode=mode, idle_s=args.idle_s, gc=args.gc)))
     return out
 
 
@@ -90,6 +90,8 @@ def main() -> None:
                         help="minutes of fires measured per mode (after a warm-up one)")
     parser.add_argument("--modes", default="aligned,spread")
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--gc", choices=("daemon", "python"), default="daemon",
+                        help="schedules: the daemon's collector settings or Python's")
     parser.add_argument("--children", type=int, default=100)
     parser.add_argument("--delay-ms", type=float, default=500.0)
     parser.add_argument("--database-url", default=None, help="fan-out's store (SQLite)")

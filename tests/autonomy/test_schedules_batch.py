@@ -91,6 +91,21 @@ async def test_each_message_of_a_batch_stands_on_its_own(store: Store) -> None:
     assert counts is not None and counts[0] == 3
 
 
+def _watch_chunks(runtime: Runtime) -> list[bool]:
+    """How each accepted message of the store's chunks was written (True: set-wise),
+    from the real call's outcomes."""
+    seen: list[bool] = []
+    real = runtime.store.accept_messages
+
+    async def watched(items: Any, **kw: Any) -> list[Accepted | Exception]:
+        outcomes = await real(items, **kw)
+        seen.extend(o.batched for o in outcomes if isinstance(o, Accepted))
+        return outcomes
+
+    runtime.store.accept_messages = watched  # type: ignore[method-assign]
+    return seen
+
+
 async def _schedules(runtime: Runtime, n: int, every_s: float = 10) -> list[ScheduleRecord]:
     made = []
     for i in range(n):
@@ -181,7 +196,10 @@ async def test_a_fire_lost_or_claimed_before_in_a_batch_drops_only_itself(
         return due
 
     runtime.store.due_schedules = meddling  # type: ignore[method-assign]
+    batched = _watch_chunks(runtime)
     assert await runtime.schedules.fire_due() == 12
+    # The chunk's set-wise claims failed on the two: it went fire by fire.
+    assert batched == [False] * 10
     assert runtime.schedules.figures["lost"] == 1
     assert runtime.schedules.figures["fired"] == 10
     seen = await fired(runtime)
@@ -205,3 +223,73 @@ async def test_a_fire_lost_or_claimed_before_in_a_batch_drops_only_itself(
     again = Counter(d["schedule_id"] for d in await fired(runtime))
     assert again[lost.id] == 1 and again[claimed.id] == 1 and len(again) == 12
     await settle(runtime)
+
+
+async def test_a_burst_is_claimed_set_wise_each_claim_with_its_run(runtime: Runtime) -> None:
+    await runtime.schedules.stop()
+    clock = Clock(12_000_000.0)
+    runtime.schedules.clock = clock
+    runtime.schedules.chunk = 10
+    await runtime.create_agent(name="a", settings=FAST)
+    made = await _schedules(runtime, 30)
+    batched = _watch_chunks(runtime)
+    clock.now += 10
+    assert await runtime.schedules.fire_due() == 30
+    assert batched == [True] * 30
+    # Each fire time claimed once, with its own run, whose message says which fire
+    # it is; each schedule moved on past it.
+    claims = await runtime.store.engine.read(lambda tx: tx.all(
+        "SELECT schedule_id, fire_at, run_id, status FROM schedule_fires"))
+    by_run = {d["run_id"]: d for d in await fired(runtime)}
+    assert len(claims) == 30 and len(by_run) == 30
+    for schedule_id, fire_at, run_id, status in claims:
+        assert status == "fired"
+        assert (by_run[run_id]["schedule_id"], by_run[run_id]["fire_at"]) == (
+            schedule_id, fire_at)
+    for rec in made:
+        after = await runtime.schedules.get(rec.id)
+        assert after.fires == 1 and after.last_fire_at == 12_000_010.0
+        assert after.next_fire_at == 12_000_020.0 and after.version == rec.version + 1
+        assert after.last_run_id in by_run
+    await asyncio.wait_for(settle(runtime), 120)
+    # The same schedules again: their sessions exist now (some shared), still set-wise;
+    # their runs start from logs read in one query per chunk, none from a read of its
+    # own (the histories this process held are dropped first, as a burst of 10,000
+    # sessions overflows them).
+    agent = await runtime.get_agent("a")
+    runtime.histories.drop_agent(agent.id)
+    per_run: list[str] = []
+    chunks: list[list[str]] = []
+    read_events, read_logs = runtime.store.read_events, runtime.store.read_logs
+
+    async def one(session_id: str, *, after: int = 0, limit: int | None = None) -> Any:
+        per_run.append(session_id)
+        return await read_events(session_id, after=after, limit=limit)
+
+    async def many(session_ids: Any) -> Any:
+        chunks.append(list(session_ids))
+        return await read_logs(session_ids)
+
+    runtime.store.read_events = one  # type: ignore[method-assign]
+    runtime.store.read_logs = many  # type: ignore[method-assign]
+    clock.now += 10
+    batched.clear()
+    assert await runtime.schedules.fire_due() == 30
+    assert batched == [True] * 30
+    await asyncio.wait_for(settle(runtime), 120)
+    keys: dict[str, str] = {}
+    for d in await fired(runtime):
+        if d["fire_at"] == 12_000_020.0:
+            run, _, key = await runtime.runs.get(d["run_id"])
+            keys[run.session_id] = key
+    # The sessions made for this fire (session None) came with their messages.
+    old = {sid for sid, key in keys.items() if not key.startswith("schedule:")}
+    assert len(keys) == 30 - 6 and 0 < len(old) < len(keys)  # 4 shared by 16
+    assert len(chunks) == 3 and set().union(*chunks) == old
+    # A session whose runs all came in one chunk is not read run by run (one that
+    # several chunks share may be: its worker can reach a later chunk's run before
+    # that chunk's logs are in).
+    alone = {sid for sid, key in keys.items() if not key.startswith("shared")}
+    assert len(alone) == 20 and not alone & set(per_run)
+    for item in await fired(runtime):
+        assert (await runtime.store.get_run(item["run_id"])).status == "completed"

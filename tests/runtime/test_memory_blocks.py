@@ -3,6 +3,7 @@ the agent's tools in a real run (scripted model), shared between agents."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -138,3 +139,69 @@ async def test_a_run_sees_blocks_changed_since_the_last_run(runtime: Runtime,
     await runtime.restore_block("b", "team", 1, by="api:t")
     await run(runtime, "b", "hi")
     assert "plan: v1" in systems[-1] and "plan: v3" not in systems[-1]
+
+
+async def test_runs_that_start_together_read_the_blocks_once(runtime: Runtime) -> None:
+    """Twenty runs of one agent starting at once share one read of its blocks; a
+    change made while a read is under way is not hidden by that read."""
+    await runtime.create_agent(name="a")
+    await runtime.put_block("a", "persona", value="one", by="api:t")
+    agent = await runtime.get_agent("a")
+    reads: list[str] = []
+    real = runtime.store.list_blocks
+
+    async def counted(agent_id: str) -> Any:
+        reads.append(agent_id)
+        return await real(agent_id)
+
+    runtime.store.list_blocks = counted  # type: ignore[method-assign]
+    texts = await asyncio.gather(*(runtime.memory.instructions(agent.id, "base")
+                                   for _ in range(20)))
+    assert all("one" in t for t in texts)
+    if not runtime.memory.exclusive:
+        # A shared store (other nodes write blocks too): every run reads them.
+        assert reads == [agent.id] * 20
+        return
+    assert reads == [agent.id]
+    # Kept: the next run reads nothing.
+    assert "one" in await runtime.memory.instructions(agent.id, "base")
+    assert len(reads) == 1
+    # A read under way when the block changes: its waiters get what it read, but it
+    # is not kept; the next run reads the new value.
+    gate, read = asyncio.Event(), asyncio.Event()
+
+    async def slow(agent_id: str) -> Any:
+        got = await real(agent_id)
+        read.set()
+        await gate.wait()
+        return got
+
+    runtime.memory.changed()
+    runtime.store.list_blocks = slow  # type: ignore[method-assign]
+    pending = asyncio.ensure_future(runtime.memory.instructions(agent.id, "base"))
+    await read.wait()
+    await runtime.put_block("a", "persona", value="two", by="api:t")
+    gate.set()
+    assert "one" in await pending
+    runtime.store.list_blocks = counted  # type: ignore[method-assign]
+    assert "two" in await runtime.memory.instructions(agent.id, "base")
+
+
+async def test_a_run_of_a_new_session_starts_without_reading_the_log(
+        runtime: Runtime) -> None:
+    """A message that created its session hands the run its log and origin: starting
+    it reads neither (and the run still sees both)."""
+    await runtime.create_agent(name="a")
+    reads: list[tuple[str, int]] = []
+    real = runtime.store.read_events
+
+    async def counted(session_id: str, *, after: int = 0, limit: int | None = None
+                      ) -> Any:
+        reads.append((session_id, after))
+        return await real(session_id, after=after, limit=limit)
+
+    runtime.store.read_events = counted  # type: ignore[method-assign]
+    sent = await runtime.runs.send("a", "fresh", "hello", origin={"by": "test"})
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "completed" and "hello" in (run.output or "")
+    assert [r for r in reads if r[0] == sent.session.id] == []

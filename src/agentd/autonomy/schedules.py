@@ -17,8 +17,10 @@ transaction writes nothing, its run included.
 **Finding due work.** One task per runtime runs :meth:`Schedules.fire_due`: one
 indexed query (``WHERE enabled = 1 AND next_due_at <= now ORDER BY next_due_at LIMIT
 n``) and the fires of what it returns, committed together in chunks
-(:meth:`Runs.send_many`: one transaction, each fire in its own savepoint, so a fire
-lost to a compare-and-set drops alone), the next query at once while they fill a
+(:meth:`Runs.send_many`: one transaction written set-wise, one statement per table
+for the chunk, the claims included; when any fire of it fails, say lost to a
+compare-and-set, the chunk is written again fire by fire, each in its own
+savepoint, so that one drops alone), the next query at once while they fill a
 batch; the runs of such a burst start once it is all claimed. It then sleeps until
 the next due time, or until a schedule is created or changed here (on a shared
 PostgreSQL database, at most ``poll_s``: other nodes change schedules too).
@@ -83,7 +85,14 @@ from agentd.errors import (
 from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.runs import Message
 from agentd.store._rows import new_id
-from agentd.store._schedules import Moved, ScheduleRecord, claim_fire, move
+from agentd.store._schedules import (
+    FireClaim,
+    Moved,
+    ScheduleRecord,
+    claim_fire,
+    claim_fires,
+    move,
+)
 from agentd.store.records import AgentRecord, iso
 
 if TYPE_CHECKING:
@@ -654,8 +663,7 @@ class Schedules:
     def _message(self, fire: Fire) -> Message:
         """The fire's message, its claim committed with it (module docstring)."""
         rec = fire.rec
-        # A burst must not step over the fire that prunes old claims (Fire.nth).
-        prune = (rec.fires + fire.nth) % 32 == 31
+        prune = _prunes(fire)
 
         def claim(tx: Tx, accepted: Accepted) -> None:
             at = time.time()
@@ -674,9 +682,19 @@ class Schedules:
         """Fires committed together, each claimed on its own (their runs handed to
         the supervisor by ``deferred``); the refused ones follow up (a skip, a fire
         time claimed before) one by one."""
+        def claim_all(tx: Tx, done: list[tuple[int, Accepted]]) -> None:
+            # The chunk's claims set-wise (each fire's own ``also`` when the store
+            # writes the chunk fire by fire instead).
+            at = time.time()
+            claim_fires(tx, [FireClaim(
+                schedule_id=fires[i].rec.id, expect_next=fires[i].expect,
+                next_fire_at=fires[i].after, next_due_at=due_at(fires[i].rec, fires[i].after),
+                missed=fires[i].missed, failures=fires[i].failures, run_id=accepted.run.id,
+                fire_at=fires[i].t, prune=_prunes(fires[i])) for i, accepted in done], at)
+
         try:
             outcomes = await self.runs.send_many([self._message(f) for f in fires],
-                                                 defer=deferred)
+                                                 defer=deferred, also_many=claim_all)
         except ShuttingDown:
             return
         follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []
@@ -747,6 +765,12 @@ class Schedules:
         task = asyncio.create_task(cancel())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _prunes(fire: Fire) -> bool:
+    """Whether the fire prunes its schedule's old claims (one in 32). A burst must not
+    step over the fire that does (Fire.nth)."""
+    return (fire.rec.fires + fire.nth) % 32 == 31
 
 
 def _error_text(raw: str | None) -> str | None:

@@ -32,7 +32,7 @@ from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.store import Lease, NewEvent, Store
-from agentd.store.records import AgentRecord, RunRecord
+from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
@@ -58,6 +58,12 @@ class Prepared:
     session_key: str
     min_seq: int
     session_policy: dict[str, Any] | None = None
+    #: Where the run's message came from (its ``message.user`` data beyond the
+    #: content), when the sender knows it: no read of the log to find out.
+    origin: dict[str, Any] | None = None
+    #: The session's whole log when the message created the session: its history
+    #: needs no read either (a burst of schedule fires into new sessions).
+    log: list[EventRecord] | None = None
 
 
 def permissions_for(settings: Settings, agent: PolicyConfig, session: PolicyConfig | None
@@ -135,7 +141,7 @@ class ExecutorFactory:
         run, agent, plan = start.run, start.agent, start.plan
         history = await self.histories.get(
             run.session_id, min_seq=prepared.min_seq if prepared else None,
-            agent_id=agent.id)
+            agent_id=agent.id, log=prepared.log if prepared else None)
         team = plan.settings.team is not None and self.team_executor is not None
         adapter = (self.adapter_executor is not None
                    and plan.targets[0].model.provider == "adapter")
@@ -170,7 +176,8 @@ class ExecutorFactory:
             # may hold state the content set up, is closed.
             await self.sandboxes.close_shells(shell_key)
 
-        origin = await self._origin(run)
+        origin = (prepared.origin if prepared is not None and prepared.origin is not None
+                  else await self._origin(run))
         policy, payer = await self._payer(plan, agent, run.priority, origin)
         base = agent.instructions
         for section in self.sections:

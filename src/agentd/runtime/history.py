@@ -359,9 +359,15 @@ class HistoryCache:
         self._items: OrderedDict[str, SessionHistory] = OrderedDict()
 
     async def get(self, session_id: str, *, min_seq: int | None = None,
-                  agent_id: str | None = None) -> SessionHistory:
-        """The session's history, read from the log only if it may be behind ``min_seq``."""
-        history = self._items.pop(session_id, None) or SessionHistory(session_id, agent_id)
+                  agent_id: str | None = None, log: list[EventRecord] | None = None
+                  ) -> SessionHistory:
+        """The session's history, read from the log only if it may be behind ``min_seq``.
+        ``log``: the session's log from seq 1 (known to the caller: a session the
+        message just created), folded when the session is not cached."""
+        history = self._items.pop(session_id, None)
+        if history is None:
+            history = (SessionHistory.from_log(session_id, log, agent_id)
+                       if log and log[0].seq == 1 else SessionHistory(session_id, agent_id))
         if min_seq is None or history.last_seq < min_seq:
             try:
                 history.extend(await self._read_after(session_id, history.last_seq))
@@ -372,6 +378,9 @@ class HistoryCache:
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
         return history
+
+    def cached(self, session_id: str) -> bool:
+        return session_id in self._items
 
     def offer(self, events: list[EventRecord]) -> None:
         """Fold freshly committed events into a cached history, if they follow on."""

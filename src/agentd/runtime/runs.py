@@ -128,8 +128,9 @@ class Runs:
         return result
 
     async def send_many(self, messages: Sequence[Message], *,
-                        defer: list[Callable[[], object]] | None = None
-                        ) -> list[SendResult | Exception]:
+                        defer: list[Callable[[], object]] | None = None,
+                        also_many: Callable[[Tx, list[tuple[int, Accepted]]], None]
+                        | None = None) -> list[SendResult | Exception]:
         """Accept many messages in one commit (:meth:`Store.accept_messages`), each as
         :meth:`send` would (modes, ``origin``, ``also``, waking its agent) and each on
         its own: the outcome of each, or the error that refused it (nothing of it
@@ -137,8 +138,13 @@ class Runs:
 
         ``defer``: the new runs are queued in the supervisor now, in order, but
         start when the caller calls what is appended there (a burst of schedule fires
-        is all committed before its runs compete with it for the event loop); any
-        other message to one of their sessions starts it meanwhile."""
+        is all committed before its runs compete with it for the event loop), once
+        their sessions' logs are read in one query (:meth:`_start_burst`); any other
+        message to one of their sessions starts it meanwhile.
+
+        ``also_many``: the messages' ``also`` for the whole batch when the store
+        writes it set-wise (:meth:`Store.accept_messages`), given ``(index in
+        messages, accepted)`` of each message it accepted."""
         out: list[SendResult | Exception | None] = [None] * len(messages)
         senders: list[tuple[int, AgentRecord]] = []
         for i, m in enumerate(messages):
@@ -150,16 +156,21 @@ class Runs:
             agent_id=agent.id, key=messages[i].key, content=messages[i].content,
             mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
             priority=messages[i].priority or self.agents.priority_of(agent),
-            origin=messages[i].origin, also=messages[i].also) for i, agent in senders])
+            origin=messages[i].origin, also=messages[i].also) for i, agent in senders],
+            also_many=None if also_many is None else (
+                lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])))
         created: dict[str, AgentRecord] = {}
+        starts: list[tuple[str, Prepared]] = []
         for (i, agent), done in zip(senders, accepted, strict=True):
             if isinstance(done, Exception):
                 out[i] = done
                 continue
             out[i] = self._hand_over(agent, messages[i].key, messages[i].mode, done,
-                                     defer=defer)
+                                     defer=starts if defer is not None else None)
             if agent.state == "created":
                 created[agent.name] = agent
+        if defer is not None and starts:
+            defer.append(functools.partial(self._start_burst, starts))
         for name in created:
             try:
                 record = self.agents.remember(await self.store.set_agent_state(
@@ -193,9 +204,10 @@ class Runs:
         return agent
 
     def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
-                   defer: list[Callable[[], object]] | None = None) -> SendResult:
+                   defer: list[tuple[str, Prepared]] | None = None) -> SendResult:
         """A committed message's run to the supervisor (or its steer to the run); with
-        ``defer``, what starts it is appended there."""
+        ``defer``, queued there but not started: its session and what it starts from
+        are appended to ``defer``."""
         self.bus.publish(accepted.events)
         self.histories.offer(accepted.events)
         busy_run = accepted.busy_run
@@ -205,25 +217,59 @@ class Runs:
                 log.info("run %s was not active here; it reads the steer from the log",
                          accepted.run.id)
         elif not accepted.duplicate:
-            busy_run = self._submit(agent, key, mode, accepted, start=defer is None)
+            busy_run, prepared = self._submit(agent, key, mode, accepted,
+                                              start=defer is None)
             if defer is not None:
-                defer.append(functools.partial(self.supervisor.start, accepted.session.id))
+                defer.append((accepted.session.id, prepared))
         return SendResult(agent=agent, session=accepted.session, run=accepted.run,
                           events=accepted.events, duplicate=accepted.duplicate,
                           busy_run=busy_run, steered=accepted.steered)
 
     def _submit(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
-                start: bool = True) -> str | None:
-        """Queue a new run here; the run it is queued behind, if any."""
-        self.supervisor.submit(accepted.session.id, accepted.run.id, Prepared(
+                start: bool = True) -> tuple[str | None, Prepared]:
+        """Queue a new run here; the run it is queued behind, if any, and what it starts
+        from."""
+        first = accepted.events[0]
+        origin = ({k: v for k, v in first.data.items() if k not in ("content", "steer")}
+                  if first.kind == "message.user" and first.run_id == accepted.run.id
+                  else None)
+        prepared = Prepared(
             run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
-            session_policy=accepted.session.policy),
-            agent_id=agent.id, order=accepted.run.queued_seq, start=start)
+            session_policy=accepted.session.policy, origin=origin,
+            log=accepted.events if accepted.created_session else None)
+        self.supervisor.submit(accepted.session.id, accepted.run.id, prepared,
+                               agent_id=agent.id, order=accepted.run.queued_seq, start=start)
         busy_run = accepted.busy_run
         if mode == "interrupt" and busy_run is not None:
             self.supervisor.stop_at_boundary(accepted.session.id, busy_run,
                                              "interrupted by a newer message")
-        return busy_run or self.supervisor.ahead_of(accepted.session.id, accepted.run.id)
+        return (busy_run or self.supervisor.ahead_of(accepted.session.id, accepted.run.id),
+                prepared)
+
+    def _start_burst(self, starts: list[tuple[str, Prepared]]) -> None:
+        """Start the sessions of a burst's runs (``send_many(defer=...)``), once the
+        logs of those not cached here are read, in one query: each run then starts
+        without a read of its own (a new session's log came with its message)."""
+        async def start() -> None:
+            try:
+                wanted: dict[str, list[Prepared]] = {}
+                for _, p in starts:
+                    if p.log is None and not self.histories.cached(p.run.session_id):
+                        wanted.setdefault(p.run.session_id, []).append(p)
+                logs = await self.store.read_logs(list(wanted))
+                for session_id, prepared in wanted.items():
+                    for p in prepared:
+                        p.log = logs.get(session_id)
+            except Exception:
+                log.warning("could not read a burst's logs; its runs read their own",
+                            exc_info=True)
+            finally:
+                for session_id, _ in starts:
+                    self.supervisor.start(session_id)
+
+        task = asyncio.create_task(start())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""

@@ -25,9 +25,20 @@ from agentd.config import Settings, load_settings
 from agentd.security.tokens import ensure_home, undumpable
 from agentd.server.app import create_app
 
-__all__ = ["GracefulServer", "run"]
+__all__ = ["GracefulServer", "run", "tune_gc"]
 
 log = logging.getLogger("agentd")
+
+
+def tune_gc() -> None:
+    """The daemon process's garbage collector (set once, before it serves; the
+    benchmarks that run the runtime in their own process call it too, to measure
+    what the daemon does). Long-lived objects from start-up need no cyclic GC scans,
+    and a turn allocates a few hundred objects: fewer, larger young collections cut
+    p99 (docs/benchmarks.md); starting the runs of a burst of 10,000 schedule fires
+    takes about half the CPU it takes with Python's defaults."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,10 +129,7 @@ def run(host: str | None = None, port: int | None = None,
         lifespan="on",
     )
     server = GracefulServer(config, app.state)
-    # Long-lived objects from start-up need no cyclic GC scans, and a turn allocates
-    # a few hundred objects: fewer, larger young collections cut p99 (benchmarks.md).
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
+    tune_gc()
     settings.pid_file.write_text(str(os.getpid()))
     log.info("agentd %s: store %s, home %s, http://%s:%d", _version(), _redact(
         settings.database_url), settings.home, settings.host, settings.port)

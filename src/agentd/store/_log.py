@@ -15,7 +15,7 @@ from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SES
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "ToAccept", "accept",
-           "accept_many", "append", "leased_update", "update_run"]
+           "append", "leased_update", "update_run"]
 
 
 class Steered(Exception):
@@ -89,6 +89,8 @@ class Accepted:
     #: the first queued), if any (modes other than enqueue, or when asked: the query
     #: costs a turn about 1%).
     busy_run: str | None = None
+    #: Written with the rest of its chunk set-wise (``_accept_many``), not on its own.
+    batched: bool = False
 
 
 def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
@@ -208,35 +210,6 @@ class ToAccept:
     find_busy: bool = False
     origin: Mapping[str, Any] | None = None
     also: Callable[[Tx, Accepted], None] | None = None
-
-
-def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float
-                ) -> list[Accepted | Exception]:
-    """:meth:`Store.accept_messages`'s transaction: each message as :func:`accept`
-    would, inside its own savepoint, so that one refused (a busy session in
-    ``reject`` mode, an ``also`` that raises, a unique key taken) writes nothing and
-    leaves the others. The outcomes come back in the order of ``items``.
-
-    The messages are accepted in the order of their session ``(agent_id, key)``
-    (stable): a message locks its session's row before anything ``also`` touches, so
-    two transactions of this kind on a shared database take their locks in one order
-    and cannot deadlock however their items overlap (two nodes firing the same due
-    schedules, for one).
-    """
-    out: list[Accepted | Exception | None] = [None] * len(items)
-    for i in sorted(range(len(items)), key=lambda j: (items[j].agent_id, items[j].key)):
-        item = items[i]
-        tx.execute("SAVEPOINT accept_one")
-        try:
-            out[i] = accept(tx, agent_id=item.agent_id, key=item.key, content=item.content,
-                            idempotency_key=item.idempotency_key, mode=item.mode,
-                            priority=item.priority, run_id=run_ids[i], now=now,
-                            find_busy=item.find_busy, origin=item.origin, also=item.also)
-        except Exception as exc:
-            tx.execute("ROLLBACK TO accept_one")
-            out[i] = exc
-        tx.execute("RELEASE accept_one")
-    return [r for r in out if r is not None]
 
 
 def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,

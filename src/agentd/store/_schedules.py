@@ -26,9 +26,9 @@ import orjson
 from agentd.errors import AgentNotFound, Conflict
 from agentd.store._engine import Tx
 
-__all__ = ["KEEP_FIRES", "FireOutcome", "Moved", "ScheduleRecord", "Tx", "claim_fire",
-           "count_for", "delete", "due", "fire_outcomes", "get", "insert", "list_page",
-           "move", "next_due", "recent_fires", "replace"]
+__all__ = ["KEEP_FIRES", "FireClaim", "FireOutcome", "Moved", "ScheduleRecord", "Tx",
+           "claim_fire", "claim_fires", "count_for", "delete", "due", "fire_outcomes", "get",
+           "insert", "list_page", "move", "next_due", "recent_fires", "replace"]
 
 #: Claims kept per schedule (older ones are pruned as it fires): enough to count any
 #: streak of failures that can pause a schedule, and to show recent fires.
@@ -239,10 +239,53 @@ def claim_fire(tx: Tx, schedule_id: str, fire_at: float, *, run_id: str | None,
                "at) VALUES (?, ?, ?, ?, ?, ?)",
                (schedule_id, fire_at, run_id, status, reason, now))
     if prune:
-        tx.execute(
-            "DELETE FROM schedule_fires WHERE schedule_id = ? AND fire_at < (SELECT fire_at "
-            "FROM schedule_fires WHERE schedule_id = ? ORDER BY fire_at DESC LIMIT 1 "
-            "OFFSET ?)", (schedule_id, schedule_id, KEEP_FIRES - 1))
+        _prune(tx, schedule_id)
+
+
+def _prune(tx: Tx, schedule_id: str) -> None:
+    tx.execute(
+        "DELETE FROM schedule_fires WHERE schedule_id = ? AND fire_at < (SELECT fire_at "
+        "FROM schedule_fires WHERE schedule_id = ? ORDER BY fire_at DESC LIMIT 1 "
+        "OFFSET ?)", (schedule_id, schedule_id, KEEP_FIRES - 1))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireClaim:
+    """One fire of :func:`claim_fires`: what :func:`move` and :func:`claim_fire` are
+    given for a fired run."""
+
+    schedule_id: str
+    expect_next: float
+    next_fire_at: float | None
+    next_due_at: float | None
+    missed: int
+    failures: int
+    run_id: str
+    fire_at: float
+    prune: bool
+
+
+def claim_fires(tx: Tx, fires: Sequence[FireClaim], now: float) -> None:
+    """:func:`move` and :func:`claim_fire` for many fired runs, one statement each
+    (a chunk of a burst). :class:`Moved` if any schedule was not at its fire time
+    any more, a unique violation if any fire time was claimed before: the caller
+    then writes its fires one by one to find which."""
+    tx.executemany(
+        "UPDATE schedules SET next_fire_at = ?, next_due_at = ?, updated_at = ?, "
+        "version = version + 1, missed_count = missed_count + ?, last_run_id = ?, "
+        "last_fire_at = ?, fires = fires + 1, failures = ? WHERE id = ? AND "
+        "next_fire_at = ? AND enabled = 1",
+        [(f.next_fire_at, f.next_due_at, now, f.missed, f.run_id, f.fire_at, f.failures,
+          f.schedule_id, f.expect_next) for f in fires])
+    if tx.rowcount != len(fires):
+        raise Moved(f"{len(fires) - tx.rowcount} of {len(fires)} schedules moved on")
+    tx.executemany(
+        "INSERT INTO schedule_fires (schedule_id, fire_at, run_id, status, reason, at) "
+        "VALUES (?, ?, ?, 'fired', NULL, ?)",
+        [(f.schedule_id, f.fire_at, f.run_id, now) for f in fires])
+    for f in fires:
+        if f.prune:
+            _prune(tx, f.schedule_id)
 
 
 def fire_outcomes(tx: Tx, schedule_id: str, *, after: float, limit: int

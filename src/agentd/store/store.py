@@ -37,6 +37,7 @@ from agentd.store import (
     _uids,
     _usage,
 )
+from agentd.store._accept_many import AlsoMany, accept_many
 from agentd.store._engine import Engine, Tx
 from agentd.store._entry_store import EntryStore
 from agentd.store._heartbeats import HeartbeatStore
@@ -48,7 +49,6 @@ from agentd.store._log import (
     Steered,
     ToAccept,
     accept,
-    accept_many,
     append,
     leased_update,
     update_run,
@@ -352,11 +352,19 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
             origin=origin, also=also))
 
-    async def accept_messages(self, items: Sequence[ToAccept]) -> list[Accepted | Exception]:
+    async def accept_messages(self, items: Sequence[ToAccept], *,
+                              also_many: AlsoMany | None = None
+                              ) -> list[Accepted | Exception]:
         """Accept many messages in one commit: each as :meth:`accept_message` would,
         and each on its own (its outcome, or the error that left nothing of it
         written, at its place in the list). A burst of schedule fires commits this
-        way: one transaction for hundreds of messages instead of one each."""
+        way: one transaction for hundreds of messages instead of one each, written
+        set-wise (one statement per table) when it can be (:mod:`._accept_many`).
+
+        ``also_many``: the set path's counterpart of the items' ``also``, called once
+        with ``(index, accepted)`` of every message it accepted; when it raises (or
+        anything else of the set path fails) the chunk is written again message by
+        message, with each item's own ``also``."""
         for item in items:
             if item.origin is not None and ("content" in item.origin
                                             or "steer" in item.origin):
@@ -365,8 +373,9 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             return []
         now = time.time()
         run_ids = [new_id("r") for _ in items]
-        return await self.engine.write(lambda tx: accept_many(tx, items, run_ids=run_ids,
-                                                              now=now))
+        return await self.engine.write(lambda tx: accept_many(
+            tx, items, run_ids=run_ids, now=now, dialect=self.engine.dialect,
+            also_many=also_many))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
@@ -437,6 +446,21 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             params = (*params, limit)
         rows = await self.engine.read(lambda tx: tx.all(sql, params))
         return [_event(r) for r in rows]
+
+    async def read_logs(self, session_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """The whole logs of sessions (those with events), in one read: the runs of a
+        burst start from them without a read each."""
+        if not session_ids:
+            return {}
+        ids = list(dict.fromkeys(session_ids))
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {EVENT_COLS} FROM events WHERE session_id IN "
+            f"({', '.join(['?'] * len(ids))}) ORDER BY session_id, seq", ids))
+        logs: dict[str, list[EventRecord]] = {}
+        for row in rows:
+            event = _event(row)
+            logs.setdefault(event.session_id, []).append(event)
+        return logs
 
     async def get_run(self, run_id: str) -> RunRecord:
         row = await self.engine.read(

@@ -1,0 +1,208 @@
+"""Accepting many messages in one transaction (:meth:`Store.accept_messages`).
+
+A chunk is written set-wise when it can be: one statement per table for the whole
+chunk (the sessions created or moved on by one upsert, the events and the runs
+inserted with ``executemany``), then the caller's ``also_many`` (a burst of schedule
+fires claims all its fire times the same way). That is about eight statements per
+chunk instead of eight per message: the cost of a burst of 10,000 ``* * * * *``
+fires (docs/benchmarks.md, issue 14).
+
+Every message still stands on its own. The set path runs inside a savepoint; if
+anything in it fails (a fire time claimed before, a schedule moved on by another
+node, a session that became busy for a ``reject`` message), the savepoint is rolled
+back and the chunk is written again message by message, each in its own savepoint
+(:func:`accept_many`'s per-message path), so only the bad message is refused. A
+chunk the set path cannot express (a steer, an idempotency key, an ``also`` with no
+``also_many``, a message to a session another message of the chunk goes to unless
+all of them are plain ``enqueue`` ones) goes message by message at once.
+
+Locks (PostgreSQL): the set path creates or moves on every session of the chunk in
+one upsert whose rows are in the order of ``(agent_id, key)`` (stable), so it locks
+them in the order the per-message path does, one after another, before anything
+``also_many`` touches: chunks on two nodes (firing the same due schedules) wait for
+each other in one direction only, whichever path each takes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from agentd.errors import SessionBusy
+from agentd.events import MessageUser, RunQueued
+from agentd.store import _rows
+from agentd.store._engine import Tx
+from agentd.store._log import Accepted, ToAccept, accept
+from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store.records import EventRecord, NewEvent, RunRecord
+
+__all__ = ["AlsoMany", "accept_many"]
+
+#: More writes for the messages a chunk accepted set-wise, given as ``(index in the
+#: chunk, accepted)``; raising sends the chunk down the per-message path (where each
+#: message's own ``also`` runs instead).
+AlsoMany = Callable[[Tx, list[tuple[int, Accepted]]], None]
+
+_SET_MODES = frozenset({"enqueue", "reject", "interrupt"})
+_INSERT_RUN = (f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
+               "?, ?, NULL, NULL, NULL, NULL, ?, ?)")
+
+
+class _NotSetWise(Exception):
+    """The set path met something only the per-message path can sort out."""
+
+
+def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
+                dialect: str, also_many: AlsoMany | None = None
+                ) -> list[Accepted | Exception]:
+    """:meth:`Store.accept_messages`'s transaction: each message as :func:`accept`
+    would, the outcomes in the order of ``items`` (see the module docstring)."""
+    if _set_wise(items, also_many):
+        tx.execute("SAVEPOINT accept_set")
+        try:
+            done = _accept_set(tx, items, run_ids=run_ids, now=now, dialect=dialect)
+            if also_many is not None:
+                accepted = [(i, a) for i, a in enumerate(done) if isinstance(a, Accepted)]
+                if accepted:
+                    also_many(tx, accepted)
+        except Exception:
+            tx.execute("ROLLBACK TO accept_set")
+            tx.execute("RELEASE accept_set")
+        else:
+            tx.execute("RELEASE accept_set")
+            return done
+    return _accept_each(tx, items, run_ids=run_ids, now=now)
+
+
+def _set_wise(items: Sequence[ToAccept], also_many: AlsoMany | None) -> bool:
+    """Whether the set path can write the chunk: no steer, no idempotency key, and
+    several messages to one session only when they are all plain ``enqueue`` ones
+    (each queued behind the one before, as the per-message path would)."""
+    count = Counter((item.agent_id, item.key) for item in items)
+    return len(items) > 1 and all(
+        item.mode in _SET_MODES and item.idempotency_key is None
+        and (item.also is None or also_many is not None)
+        and (count[(item.agent_id, item.key)] == 1
+             or (item.mode == "enqueue" and not item.find_busy)) for item in items)
+
+
+def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float
+                 ) -> list[Accepted | Exception]:
+    """Each message in its own savepoint: one refused (a busy session in ``reject``
+    mode, an ``also`` that raises, a unique key taken) writes nothing and leaves the
+    others. In the sessions' order (stable), for the locks (module docstring)."""
+    out: list[Accepted | Exception | None] = [None] * len(items)
+    for i in _in_order(items):
+        item = items[i]
+        tx.execute("SAVEPOINT accept_one")
+        try:
+            out[i] = accept(tx, agent_id=item.agent_id, key=item.key, content=item.content,
+                            idempotency_key=item.idempotency_key, mode=item.mode,
+                            priority=item.priority, run_id=run_ids[i], now=now,
+                            find_busy=item.find_busy, origin=item.origin, also=item.also)
+        except Exception as exc:
+            tx.execute("ROLLBACK TO accept_one")
+            out[i] = exc
+        tx.execute("RELEASE accept_one")
+    return [r for r in out if r is not None]
+
+
+def _in_order(items: Sequence[ToAccept]) -> list[int]:
+    return sorted(range(len(items)), key=lambda j: (items[j].agent_id, items[j].key))
+
+
+def _busy(tx: Tx, session_ids: Sequence[str]) -> dict[str, str]:
+    """The run each session is busy with: the one under way, else the first queued
+    (as ``_log._accept`` picks it)."""
+    if not session_ids:
+        return {}
+    ahead: dict[str, tuple[bool, int, str]] = {}
+    for session_id, run_id, status, queued_seq in tx.all(
+            f"SELECT session_id, id, status, queued_seq FROM runs WHERE session_id IN "
+            f"({', '.join(['?'] * len(session_ids))}) AND status IN {ACTIVE}",
+            list(session_ids)):
+        rank = (status == "queued", int(queued_seq or 0), str(run_id))
+        if session_id not in ahead or rank < ahead[session_id]:
+            ahead[session_id] = rank
+    return {sid: rank[2] for sid, rank in ahead.items()}
+
+
+def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
+                dialect: str) -> list[Accepted | Exception]:
+    """The chunk in one statement per table (what :func:`_set_wise` lets through). A
+    message to a busy session in ``reject`` mode is refused (SessionBusy) and writes
+    nothing; the others are accepted."""
+    out: list[Accepted | Exception | None] = [None] * len(items)
+    asks = [item.mode != "enqueue" or item.find_busy for item in items]
+    busy: dict[str, str] = {}
+    if any(asks):
+        # Which sessions are busy, read before writing (no locks: on PostgreSQL it is
+        # checked again once they are locked).
+        rows = tx.all(
+            f"SELECT id, agent_id, key FROM sessions WHERE (agent_id, key) IN "
+            f"(VALUES {', '.join(['(?, ?)'] * len(items))})",
+            [p for item in items for p in (item.agent_id, item.key)])
+        ids = {(r[1], r[2]): str(r[0]) for r in rows}
+        busy = _busy(tx, list(ids.values()))
+        for i, item in enumerate(items):
+            run_id = busy.get(ids.get((item.agent_id, item.key), ""))
+            if item.mode == "reject" and run_id is not None:
+                out[i] = SessionBusy(f"session {item.key!r} is busy with run {run_id}",
+                                     details={"active_run": run_id})
+    order = [i for i in _in_order(items) if out[i] is None]
+    if not order:
+        return [r for r in out if r is not None]
+    # Every session in one statement, created or moved on by two events per message
+    # (its message.user and its run.queued), in the sessions' order: on PostgreSQL
+    # the row locks are taken in that order, as the per-message path takes them.
+    count = Counter((items[i].agent_id, items[i].key) for i in order)
+    fresh = {k: _rows.new_id("s") for k in count}
+    got = tx.all(
+        f"INSERT INTO sessions ({SESSION_NEW}) VALUES "
+        f"{', '.join(['(?, ?, ?, ?, ?, ?, 0, ?)'] * len(count))} "
+        "ON CONFLICT (agent_id, key) DO UPDATE SET last_seq = sessions.last_seq + "
+        "excluded.last_seq, updated_at = excluded.updated_at "
+        f"RETURNING {SESSION_COLS}{tx.append_returning}",
+        [v for k, n in count.items() for v in (fresh[k], *k, 2 * n, now, now, now)])
+    sessions = {(r[1], r[2]): _rows.session(r[:9]) for r in got}
+    if len(sessions) != len(count):
+        raise _NotSetWise("the sessions written are not the chunk's")
+    if dialect == "postgresql" and any(asks[i] for i in order):
+        # Now that the sessions are locked: the runs they are busy with (another node
+        # may have queued one since the first look).
+        busy = _busy(tx, [s.id for k, s in sessions.items() if s.id != fresh[k]])
+        if any(items[i].mode == "reject" and sessions[(items[i].agent_id, items[i].key)].id
+               in busy for i in order):
+            raise _NotSetWise("a session became busy meanwhile")
+
+    events: list[tuple[Any, ...]] = []
+    runs: list[tuple[Any, ...]] = []
+    # Each session's messages take its new seqs in the order given.
+    next_seq = {k: s.last_seq - 2 * count[k] + 2 for k, s in sessions.items()}
+    for i in order:
+        item, run_id, k = items[i], run_ids[i], (items[i].agent_id, items[i].key)
+        queued = next_seq[k]
+        next_seq[k] += 2
+        session = replace(sessions[k], last_seq=queued)
+        created = session.id == fresh[k] and queued == 2
+        data = {**(item.origin or {}), "content": item.content}
+        records = [
+            EventRecord(session_id=session.id, seq=queued - 1 + n, run_id=run_id,
+                        kind=e.kind, data=e.data, at=now)
+            for n, e in enumerate((
+                NewEvent.of(MessageUser(data=data), run_id),  # type: ignore[arg-type]
+                NewEvent.of(RunQueued(), run_id)))]
+        run = RunRecord(id=run_id, session_id=session.id, agent_id=item.agent_id,
+                        status="queued", input=item.content, idempotency_key=None,
+                        created_at=now, queued_seq=queued, priority=item.priority)
+        out[i] = Accepted(session=session, run=run, events=records, created_session=created,
+                          busy_run=busy.get(session.id) if asks[i] else None, batched=True)
+        events.extend((e.session_id, e.seq, e.run_id, e.kind, _rows.dumps(e.data), now)
+                      for e in records)
+        runs.append((run_id, session.id, item.agent_id, "queued", item.content, None, now,
+                     queued, item.priority))
+    tx.executemany(INSERT_EVENT, events)
+    tx.executemany(_INSERT_RUN, runs)
+    return [r for r in out if r is not None]
