@@ -253,30 +253,39 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
         return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                           "finish_reason": finish}]})
 
-    yield chunk({"role": "assistant", "content": ""})
+    # Frames ready together go out in one write: the role chunk with the first text,
+    # the last text with the end.
+    pending = [chunk({"role": "assistant", "content": ""})]
+    if sent.busy_run is not None:
+        # Queued behind another run: say so now rather than with the first text.
+        yield pending.pop()
     streamed = False
     async for item in _follow_run(runtime, sent):
         if item is None:
-            yield b": ping\n\n"
+            pending.append(b": ping\n\n")
         elif isinstance(item, str):
             streamed = True
-            yield chunk({"content": item})
+            pending.append(chunk({"content": item}))
         else:
             try:
                 run = _finished(item)
             except AgentdError as exc:
-                yield _sse({"error": _error_frame(exc)})
+                pending.append(_sse({"error": _error_frame(exc)}))
+                yield b"".join(pending)
                 return
             if not streamed and run.output:
-                yield chunk({"content": run.output})
-            yield chunk({}, "stop")
+                pending.append(chunk({"content": run.output}))
+            pending.append(chunk({}, "stop"))
             if include_usage:
                 prompt, completion = _usage(run)
-                yield _sse({**base, "choices": [], "usage": {
+                pending.append(_sse({**base, "choices": [], "usage": {
                     "prompt_tokens": prompt, "completion_tokens": completion,
-                    "total_tokens": prompt + completion}})
-            yield b"data: [DONE]\n\n"
+                    "total_tokens": prompt + completion}}))
+            pending.append(b"data: [DONE]\n\n")
+            yield b"".join(pending)
             return
+        yield b"".join(pending)
+        pending = []
 
 
 # -- Responses ---------------------------------------------------------------------
@@ -363,40 +372,52 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
 
     run = sent.run
     item_id = "msg_" + run.id
-    yield event("response.created", response=_response(run, agent, previous))
-    yield event("response.in_progress", response={
-        **_response(run, agent, previous), "status": "in_progress"})
-    yield event("response.output_item.added", output_index=0,
-                item={**_message_item(run, "", "in_progress"), "content": []})
+    # Frames ready together go out in one write (the opening four with the first text).
+    pending = [
+        event("response.created", response=_response(run, agent, previous)),
+        event("response.in_progress", response={
+            **_response(run, agent, previous), "status": "in_progress"}),
+        event("response.output_item.added", output_index=0,
+              item={**_message_item(run, "", "in_progress"), "content": []})]
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    yield event("response.content_part.added", item_id=item_id, output_index=0,
-                content_index=0, part=part)
+    pending.append(event("response.content_part.added", item_id=item_id, output_index=0,
+                         content_index=0, part=part))
+    if sent.busy_run is not None:
+        # Queued behind another run: say so now rather than with the first text.
+        yield b"".join(pending)
+        pending = []
     text: list[str] = []
     async for item in _follow_run(runtime, sent):
         if item is None:
-            yield b": ping\n\n"
+            pending.append(b": ping\n\n")
         elif isinstance(item, str):
             text.append(item)
-            yield event("response.output_text.delta", item_id=item_id, output_index=0,
-                        content_index=0, delta=item, logprobs=[])
+            pending.append(event("response.output_text.delta", item_id=item_id,
+                                 output_index=0, content_index=0, delta=item, logprobs=[]))
         else:
             final = _response(item, agent, previous)
             if item.status != "completed":
-                yield event("response.failed" if item.status == "failed" else
-                            "response.incomplete", response=final)
+                pending.append(event("response.failed" if item.status == "failed" else
+                                     "response.incomplete", response=final))
+                yield b"".join(pending)
                 return
             output = item.output or ""
             if not text and output:
-                yield event("response.output_text.delta", item_id=item_id,
-                            output_index=0, content_index=0, delta=output, logprobs=[])
-            yield event("response.output_text.done", item_id=item_id, output_index=0,
-                        content_index=0, text=output, logprobs=[])
-            yield event("response.content_part.done", item_id=item_id, output_index=0,
-                        content_index=0, part={**part, "text": output})
-            yield event("response.output_item.done", output_index=0,
-                        item=_message_item(item, output, "completed"))
-            yield event("response.completed", response=final)
+                pending.append(event("response.output_text.delta", item_id=item_id,
+                                     output_index=0, content_index=0, delta=output,
+                                     logprobs=[]))
+            pending += [
+                event("response.output_text.done", item_id=item_id, output_index=0,
+                      content_index=0, text=output, logprobs=[]),
+                event("response.content_part.done", item_id=item_id, output_index=0,
+                      content_index=0, part={**part, "text": output}),
+                event("response.output_item.done", output_index=0,
+                      item=_message_item(item, output, "completed")),
+                event("response.completed", response=final)]
+            yield b"".join(pending)
             return
+        yield b"".join(pending)
+        pending = []
 
 
 @router.get("/v1/responses/{response_id}")
