@@ -98,6 +98,9 @@ async def test_events_of_the_kinds_asked_for_arrive_signed(api: httpx.AsyncClien
     await eventually(lambda: receiver.of_kind("run.completed"),
                      what="the run.completed delivery")
     await eventually(lambda: len(receiver.of_kind("message.assistant")) == 1)
+    # Deliveries are not ordered: the message's may come last.
+    await eventually(lambda: receiver.of_kind("message.user"),
+                     what="the message.user delivery")
     kinds = {r.json["type"] for r in receiver.received}
     assert kinds == {"message.user", "message.assistant", "run.completed"}
     assert all(r.verified for r in receiver.received)
