@@ -116,10 +116,15 @@ def test_sigkill_loses_no_delivery_and_makes_none_twice(spawn: Spawn, home: Path
     # No event got two deliveries: one delivery per logged event, and no more.
     assert len(deliveries) == len(logged), (len(deliveries), len(logged))
     assert len({d["id"] for d in deliveries}) == len(deliveries)
+    # A delivery cut by the SIGKILL while its body was on the wire arrives short (its
+    # signature fails, so no receiver takes it) and is sent again after the restart.
+    complete = [r for r in receiver.received
+                if len(r.body) == int(r.headers.get("content-length") or 0)]
+    assert all(not r.verified for r in receiver.received if r not in complete)
     # Every event reached the receiver (at least once), signed, as logged.
-    assert all(r.verified for r in receiver.received)
+    assert all(r.verified for r in complete)
     got: dict[tuple[str, int], set[str]] = {}
-    for request in receiver.received:
+    for request in complete:
         body = request.json
         assert body["id"] == request.id
         place = (body["session"], body["event"]["seq"])
