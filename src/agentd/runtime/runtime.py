@@ -66,7 +66,7 @@ from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook
-from agentd.runtime.bus import EventBus, Feed, Subscription
+from agentd.runtime.bus import EventBus, Feed, Subscription, Token, follow
 from agentd.runtime.calls import Kernel
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.history import HistoryCache, SessionHistory
@@ -627,6 +627,25 @@ class Runtime:
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         return self.sessions.subscribe(session_id, buffer)
+
+    async def follow(self, session_id: str, after: int = 0, *,
+                     known: list[EventRecord] | None = None,
+                     heartbeat_s: float | None = None,
+                     subscription: Subscription | None = None
+                     ) -> AsyncIterator[EventRecord | Token | None]:
+        """The session's events after seq ``after``, in order with no gap, then live
+        ones with the live tokens between them (:func:`agentd.runtime.bus.follow`),
+        ``None`` after ``heartbeat_s`` of quiet. ``known``: committed events right after
+        ``after`` the caller holds (a send's). ``subscription``: one the caller opened
+        earlier, so that nothing since then is missed. The subscription is closed when
+        the iteration ends, however it ends."""
+        sub = subscription if subscription is not None else self.subscribe(session_id)
+        try:
+            async for item in follow(sub, partial(self.read_events, session_id), after,
+                                     known, heartbeat_s=heartbeat_s):
+                yield item
+        finally:
+            sub.close()
 
     def subscribe_all(self) -> Feed:
         """Every session's events as they are committed (the activity feed)."""

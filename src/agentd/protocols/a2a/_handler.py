@@ -62,7 +62,7 @@ from agentd.protocols.a2a._tasks import (
     status_event,
     task_of,
 )
-from agentd.runtime import Runtime, SendResult, Token, follow
+from agentd.runtime import Runtime, SendResult, Token
 from agentd.server._http import person
 from agentd.server.sse import is_silent
 from agentd.store.records import RunRecord
@@ -290,8 +290,7 @@ class A2AHandler(RequestHandler):
         # text the model took back, and at the end, if what was sent is not the reply
         # as stored: text of earlier steps, or tokens sent before this stream began).
         sent: list[str] | None = None
-        async for item in follow(sub, lambda seq: runtime.read_events(session_id, after=seq),
-                                 after, known):
+        async for item in runtime.follow(session_id, after, known=known, subscription=sub):
             if item is None:
                 continue
             if isinstance(item, Token):

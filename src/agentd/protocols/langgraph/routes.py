@@ -32,6 +32,7 @@ from agentd.errors import (
     SessionNotFound,
 )
 from agentd.events import TERMINAL_KINDS
+from agentd.protocols._common import json_body
 from agentd.protocols.langgraph._wire import (
     AssistantSearch,
     RunCreate,
@@ -48,8 +49,8 @@ from agentd.protocols.langgraph._wire import (
     unsupported,
     values_of,
 )
-from agentd.runtime import Runtime, Token, follow
-from agentd.server._http import json_response, loads_strict, person
+from agentd.runtime import Runtime, Token
+from agentd.server._http import json_response, person
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
@@ -67,13 +68,6 @@ class ThreadNotFound(NotFound):
     code = "thread_not_found"
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise InvalidInput("the request needs a JSON body", field="body")
-    return loads_strict(raw)
-
-
 # -- assistants --------------------------------------------------------------------
 
 
@@ -87,7 +81,7 @@ async def _assistant(runtime: Runtime, assistant_id: str) -> str:
 
 @router.post("/assistants/search")
 async def search_assistants(request: Request) -> Response:
-    body: AssistantSearch = parse(AssistantSearch, await _body(request))
+    body: AssistantSearch = parse(AssistantSearch, await json_body(request))
     agents = await runtime_of(request).list_agents()
     wanted = body.graph_id or body.name
     found = [assistant(a) for a in agents if wanted is None or a.name == wanted]
@@ -98,7 +92,7 @@ async def search_assistants(request: Request) -> Response:
 
 @router.post("/assistants/count")
 async def count_assistants(request: Request) -> Response:
-    body: AssistantSearch = parse(AssistantSearch, await _body(request))
+    body: AssistantSearch = parse(AssistantSearch, await json_body(request))
     agents = await runtime_of(request).list_agents()
     wanted = body.graph_id or body.name
     return json_response(0 if body.metadata else
@@ -229,7 +223,7 @@ async def create_thread(request: Request) -> Response:
     """A new thread id (nothing is stored until its first run: a thread is a
     session, and a session begins with its first message)."""
     runtime = runtime_of(request)
-    body: ThreadCreate = parse(ThreadCreate, await _body(request))
+    body: ThreadCreate = parse(ThreadCreate, await json_body(request))
     graph = body.graph_id or (body.metadata or {}).get("graph_id") or (
         body.metadata or {}).get("assistant_id")
     if graph is not None:
@@ -276,7 +270,7 @@ async def delete_thread(thread_id: str, request: Request) -> Response:
 async def _found_threads(request: Request) -> tuple[ThreadSearch, list[dict[str, Any]]]:
     """The threads a search or count asks for, newest first."""
     runtime = runtime_of(request)
-    body: ThreadSearch = parse(ThreadSearch, await _body(request))
+    body: ThreadSearch = parse(ThreadSearch, await json_body(request))
     metadata = dict(body.metadata or {})
     graph = metadata.pop("graph_id", None)
     graph = metadata.pop("assistant_id", None) if graph is None else graph
@@ -464,7 +458,7 @@ def _headers(started: _Started) -> dict[str, str]:
 
 
 async def _run_body(request: Request) -> RunCreate:
-    body: RunCreate = parse(RunCreate, await _body(request))
+    body: RunCreate = parse(RunCreate, await json_body(request))
     body.modes()
     return body
 
@@ -610,9 +604,9 @@ async def _frames(runtime: Runtime, started: _Started, modes: list[str]
         if "messages" in modes:
             yield _sse("messages/metadata", {msg_id: {"metadata": meta}})
         text = ""
-        async for item in follow(sub, lambda seq: runtime.read_events(
-                started.session_id, after=seq), started.after, started.known,
-                heartbeat_s=HEARTBEAT_S):
+        async for item in runtime.follow(started.session_id, started.after,
+                                         known=started.known, heartbeat_s=HEARTBEAT_S,
+                                         subscription=sub):
             if item is None:
                 yield b": heartbeat\n\n"
             elif isinstance(item, Token):

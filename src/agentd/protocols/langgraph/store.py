@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
 from agentd.memory.entries import EntryIn
+from agentd.protocols._common import json_body
 from agentd.protocols.langgraph._wire import (
     NamespaceSearch,
     StoreGet,
@@ -30,7 +31,7 @@ from agentd.protocols.langgraph._wire import (
 )
 from agentd.protocols.langgraph.routes import PREFIX
 from agentd.runtime import Runtime
-from agentd.server._http import json_response, loads_strict
+from agentd.server._http import json_response
 from agentd.server.routes._deps import runtime_of
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 
@@ -44,13 +45,6 @@ SCAN = 1000
 
 class ItemNotFound(NotFound):
     code = "item_not_found"
-
-
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise InvalidInput("the request needs a JSON body", field="body")
-    return loads_strict(raw)
 
 
 def _split(namespace: list[str], field: str, *, exact: bool) -> tuple[str, str]:
@@ -105,7 +99,7 @@ def _item(agent: str, entry: EntryRecord, score: float | None = None) -> dict[st
 @router.put("/items")
 async def put_item(request: Request) -> Response:
     runtime = runtime_of(request)
-    body: StorePut = parse(StorePut, await _body(request))
+    body: StorePut = parse(StorePut, await json_body(request))
     if body.ttl is not None:
         raise unsupported("body.ttl", "an item's ttl")
     if body.value is None:
@@ -142,7 +136,7 @@ async def get_item(request: Request) -> Response:
 @router.delete("/items")
 async def delete_item(request: Request) -> Response:
     runtime = runtime_of(request)
-    body: StoreGet = parse(StoreGet, await _body(request))
+    body: StoreGet = parse(StoreGet, await json_body(request))
     name, labels = _split(body.namespace, "body.namespace", exact=True)
     agent = await _agent(runtime, name, "body.namespace")
     entry = await _find(runtime, agent, labels, body.key)
@@ -165,7 +159,7 @@ async def search_items(request: Request) -> Response:
     words with ``query`` (agentd's memory search), else newest first; ``filter``
     compares top-level fields of the value."""
     runtime = runtime_of(request)
-    body: StoreSearch = parse(StoreSearch, await _body(request))
+    body: StoreSearch = parse(StoreSearch, await json_body(request))
     name, prefix = _split(body.namespace_prefix, "body.namespace_prefix", exact=False)
     agent = await _agent(runtime, name, "body.namespace_prefix")
     flt = EntryFilter(tags_all=(TAG,))
@@ -186,7 +180,7 @@ async def search_items(request: Request) -> Response:
 @router.post("/namespaces")
 async def list_namespaces(request: Request) -> Response:
     runtime = runtime_of(request)
-    body: NamespaceSearch = parse(NamespaceSearch, await _body(request))
+    body: NamespaceSearch = parse(NamespaceSearch, await json_body(request))
     prefix = body.prefix or []
     if prefix:
         _split(prefix, "body.prefix", exact=False)

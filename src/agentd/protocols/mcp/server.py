@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from agentd import __version__
 from agentd.errors import AgentdError, AgentNotFound, SessionNotFound, ShuttingDown
 from agentd.events import TERMINAL_KINDS
-from agentd.runtime import Runtime, follow
+from agentd.runtime import Runtime
 from agentd.store.records import EventRecord
 
 __all__ = ["MCPDoor"]
@@ -153,23 +153,17 @@ class MCPDoor:
             return _text(f"{exc.code}: {exc.message}", error=True)
         run = sent.run
         step = 0
-        sub = runtime.subscribe(sent.session.id)
         after = 0 if sent.duplicate or not sent.events else sent.events[0].seq - 1
-        session_id = sent.session.id
-        try:
-            async for item in follow(sub, lambda seq: runtime.read_events(session_id,
-                                                                          after=seq),
-                                     after, None if sent.duplicate else sent.events):
-                if not isinstance(item, EventRecord) or item.run_id != run.id:
-                    continue
-                note = _progress_note(item.kind, item.data)
-                if note is not None:
-                    step += 1
-                    await ctx.session.report_progress(step, None, note)
-                if item.kind in TERMINAL_KINDS:
-                    break
-        finally:
-            sub.close()
+        async for item in runtime.follow(sent.session.id, after,
+                                         known=None if sent.duplicate else sent.events):
+            if not isinstance(item, EventRecord) or item.run_id != run.id:
+                continue
+            note = _progress_note(item.kind, item.data)
+            if note is not None:
+                step += 1
+                await ctx.session.report_progress(step, None, note)
+            if item.kind in TERMINAL_KINDS:
+                break
         done, _, _ = await runtime.get_run(run.id)
         structured = {"reply": done.output or "", "session": key, "run_id": done.id,
                       "status": done.status}

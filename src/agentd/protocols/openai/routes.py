@@ -36,6 +36,7 @@ from agentd.errors import (
     SessionNotFound,
 )
 from agentd.events import TERMINAL_KINDS
+from agentd.protocols._common import json_body
 from agentd.protocols.openai._wire import (
     ChatRequest,
     Conversation,
@@ -44,8 +45,8 @@ from agentd.protocols.openai._wire import (
     parse,
     responses_conversation,
 )
-from agentd.runtime import Runtime, SendResult, Token, follow
-from agentd.server._http import json_response, loads_strict
+from agentd.runtime import Runtime, SendResult, Token
+from agentd.server._http import json_response
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store.records import RunRecord
@@ -66,13 +67,6 @@ class RunDidNotComplete(AgentdError):
 
     status = 409
     code = "run_not_completed"
-
-
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise InvalidInput("the request needs a JSON body", field="body")
-    return loads_strict(raw)
 
 
 # -- models ------------------------------------------------------------------------
@@ -174,24 +168,20 @@ async def _follow_run(runtime: Runtime, sent: SendResult
                       ) -> AsyncIterator[str | RunRecord | None]:
     """The run's text deltas as they come, ``None`` for a heartbeat, then the run as
     stored once it ended."""
-    sub = runtime.subscribe(sent.session.id)
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
-    session_id, run_id = sent.session.id, sent.run.id
-    try:
-        async for item in follow(sub, lambda seq: runtime.read_events(session_id, after=seq),
-                                 after, None if sent.duplicate else sent.events,
-                                 heartbeat_s=HEARTBEAT_S):
-            if item is None:
-                yield None
-            elif isinstance(item, Token):
-                if item.run_id == run_id and item.text:
-                    yield item.text
-            elif item.run_id == run_id and item.kind in TERMINAL_KINDS and not is_silent(item):
-                run, _, _ = await runtime.get_run(run_id)
-                yield run
-                return
-    finally:
-        sub.close()
+    run_id = sent.run.id
+    async for item in runtime.follow(sent.session.id, after,
+                                     known=None if sent.duplicate else sent.events,
+                                     heartbeat_s=HEARTBEAT_S):
+        if item is None:
+            yield None
+        elif isinstance(item, Token):
+            if item.run_id == run_id and item.text:
+                yield item.text
+        elif item.run_id == run_id and item.kind in TERMINAL_KINDS and not is_silent(item):
+            run, _, _ = await runtime.get_run(run_id)
+            yield run
+            return
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -225,7 +215,7 @@ def _completion(run: RunRecord, agent: str) -> dict[str, Any]:
 async def chat_completions(request: Request) -> Response:
     """OpenAI's Chat Completions, answered by the agent named as ``model``."""
     runtime = runtime_of(request)
-    body: ChatRequest = parse(ChatRequest, await _body(request))
+    body: ChatRequest = parse(ChatRequest, await json_body(request))
     conversation = chat_conversation(body)
     key, known = await _session_for(request, runtime, body.model, body.user, None,
                                     conversation)
@@ -342,7 +332,7 @@ async def create_response(request: Request) -> Response:
     """OpenAI's Responses API: ``previous_response_id`` continues that response's
     session."""
     runtime = runtime_of(request)
-    body: ResponsesRequest = parse(ResponsesRequest, await _body(request))
+    body: ResponsesRequest = parse(ResponsesRequest, await json_body(request))
     conversation = responses_conversation(body)
     key, known = await _session_for(request, runtime, body.model, body.user,
                                     body.previous_response_id, conversation)

@@ -39,7 +39,7 @@ from agentd.protocols.termo._hooks import (
     own_hook,
     to_response,
 )
-from agentd.runtime import Token, follow
+from agentd.runtime import Token
 from agentd.server._http import TokenCheck, content_length
 from agentd.store._entries import EntryFilter
 
@@ -350,8 +350,8 @@ class Termo:
             return b"data: " + orjson.dumps(payload, default=str) + b"\n\n"
 
         try:
-            async for item in follow(sub, lambda seq: runtime.read_events(
-                    session_id, after=seq), after, known):
+            async for item in runtime.follow(session_id, after, known=known,
+                                             subscription=sub):
                 if isinstance(item, Token):
                     if item.run_id == run_id and item.text:
                         yield frame({"type": "token", "content": item.text})

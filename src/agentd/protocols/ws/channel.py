@@ -42,7 +42,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, SessionNotFound
-from agentd.runtime import Runtime, Token, follow
+from agentd.runtime import Runtime, Token
 from agentd.runtime.runs import MODES
 from agentd.server._http import person
 from agentd.server.sse import SSE_NAMES, is_silent, parse_last_event_id
@@ -115,25 +115,18 @@ class _Channel:
                                              name=f"ws-{session.id}")
 
     async def _events(self, session: SessionRecord, after: int) -> None:
-        sub = self.runtime.subscribe(session.id)
         tag = session_tag(session.id)
-        try:
-            async for item in follow(sub, lambda seq: self.runtime.read_events(
-                    session.id, after=seq), after):
-                if item is None:
-                    continue
-                if isinstance(item, Token):
-                    data: dict[str, Any] = {"run_id": item.run_id, "text": item.text}
-                    if item.reset:
-                        data["reset"] = True
-                    await self.send({"type": "event", "id": f"{item.after}@{tag}",
-                                     "event": "token", "data": data})
-                elif isinstance(item, EventRecord) and not is_silent(item):
-                    await self.send({"type": "event", "id": f"{item.seq}@{tag}",
-                                     "event": SSE_NAMES.get(item.kind, item.kind),
-                                     "data": item.to_api()})
-        finally:
-            sub.close()
+        async for item in self.runtime.follow(session.id, after):
+            if isinstance(item, Token):
+                data: dict[str, Any] = {"run_id": item.run_id, "text": item.text}
+                if item.reset:
+                    data["reset"] = True
+                await self.send({"type": "event", "id": f"{item.after}@{tag}",
+                                 "event": "token", "data": data})
+            elif isinstance(item, EventRecord) and not is_silent(item):
+                await self.send({"type": "event", "id": f"{item.seq}@{tag}",
+                                 "event": SSE_NAMES.get(item.kind, item.kind),
+                                 "data": item.to_api()})
 
     async def close(self) -> None:
         if self._pump is not None:
