@@ -6,10 +6,13 @@ The runtime runs in this process on SQLite (scripted model) with its schedules t
 stopped; ``--schedules`` schedules of ``--agents`` agents, each into its own session,
 are all made due at once and fired by one :meth:`Schedules.fire_due` (as the task
 would). Figures: ``claim_cpu_ms_per_fire`` (the claims: every fire's message, run and
-claim committed), ``start_cpu_ms_per_run`` (from then until every run has started:
-their runs' model calls and answers run meanwhile, so this is most of each run),
-``end_cpu_ms_per_run`` (the rest), and the fires' claim and run-start lateness
-(``*_p99_s``: wall clock, moved by the machine's load). ``--sessions existing`` fires
+claim committed; a fire whose session has nothing else active starts its run in
+the same commit), ``start_cpu_ms_per_run`` (from then until every run has started:
+about nothing now; before runs started with their claims, their executors were
+built and the started runs' model calls made meanwhile, most of each run),
+``end_cpu_ms_per_run`` (the rest: executors built, model calls, answers), and the
+fires' claim and run-start lateness (``*_p99_s``: wall clock, moved by the machine's
+load). ``--sessions existing`` fires
 a first burst unmeasured, so that the measured one goes to sessions that have a log
 (the steady state of a ``* * * * *`` schedule); ``new``: sessions the fires create.
 ``--gc daemon`` (default) sets the collector as the daemon's process does.

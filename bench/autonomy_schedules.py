@@ -13,10 +13,12 @@ each ``every_s = 60`` into its own session, overlap ``enqueue``.
 After one warm-up minute the fires of ``--minutes`` minutes are measured: lateness is
 the time a fire's claim committed (``schedule_fires.at``, written in the transaction of
 its run) minus its fire time; ``run_start_*`` is the same for the time each fire's run
-started (the runs of a burst queue behind its claims and one another: they are
-10,000 model calls). Then the schedules are moved an hour out and the CPU the
-process uses in ``--idle-s`` seconds with 10,000 schedules and nothing due is measured
-(``idle_cpu_s``), as is the time of one due-query (``due_query_ms``). ``loadavg``:
+started (a fire whose session has nothing else active starts its run in its claim's
+transaction), ``run_end_*`` for the time it ended (the runs of a burst are 10,000
+model calls, made one after another once the burst is claimed). Then the schedules
+are moved an hour out and the CPU the process uses in ``--idle-s`` seconds with
+10,000 schedules and nothing due is measured (``idle_cpu_s``), as is the time of one
+due-query (``due_query_ms``). ``loadavg``:
 the machine's load average at the start and the end (other processes' CPU);
 ``cpu_per_fire_ms``: this process's CPU over the measured minutes per fire (claim,
 run and all), a figure other processes' load moves less than the lateness.
@@ -106,14 +108,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         cpu_measured = cpu_s() - cpu_from
         await asyncio.sleep(max(end + 5 - time.time(), 0.0))
         fires = await runtime.store.engine.read(lambda tx: tx.all(
-            "SELECT f.fire_at, f.at, f.status, r.started_at FROM schedule_fires f "
+            "SELECT f.fire_at, f.at, f.status, r.started_at, r.finished_at "
+            "FROM schedule_fires f "
             "LEFT JOIN runs r ON r.id = f.run_id WHERE f.fire_at >= ? AND "
             "f.fire_at < ?", (measure_from, end)))
-        lateness = [float(at) - float(fire_at) for fire_at, at, status, _ in fires
+        lateness = [float(at) - float(fire_at) for fire_at, at, status, _, _ in fires
                     if status == "fired"]
-        started = [float(s) - float(fire_at) for fire_at, _, status, s in fires
+        started = [float(s) - float(fire_at) for fire_at, _, status, s, _ in fires
                    if status == "fired" and s is not None]
-        skipped = sum(1 for _, _, status, _ in fires if status != "fired")
+        ended = [float(e) - float(fire_at) for fire_at, _, status, _, e in fires
+                 if status == "fired" and e is not None]
+        skipped = sum(1 for _, _, status, _, _ in fires if status != "fired")
         expected = args.schedules * args.minutes
         figures = dict(runtime.schedules.figures)
 
@@ -148,6 +153,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "run_start_p50_s": round(percentile(started, 0.50), 3),
             "run_start_p99_s": round(percentile(started, 0.99), 3),
             "run_start_max_s": round(max(started, default=float("nan")), 3),
+            "runs_ended": len(ended),
+            "run_end_p50_s": round(percentile(ended, 0.50), 3),
+            "run_end_p99_s": round(percentile(ended, 0.99), 3),
             "gc": getattr(args, "gc", "daemon"),
             "cpu_per_fire_ms": round(cpu_measured * 1000 / max(len(lateness), 1), 3),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

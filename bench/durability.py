@@ -186,7 +186,6 @@ async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: in
 
 
 def measure_commit(sequential: int, writers: int, per_writer: int) -> dict[str, Any]:
-    os.environ.pop("AGENTD_SQLITE_SYNCHRONOUS", None)  # the default: NORMAL, loop writer
     with tempfile.TemporaryDirectory(prefix="agentd-commit-") as tmp:
         coro = _commit_cost(Path(tmp), sequential, writers, per_writer)
         try:

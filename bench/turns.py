@@ -94,6 +94,8 @@ class Target:
     """One server under load. Subclasses say how a turn is sent and judged."""
 
     prefix = ""
+    #: The phases a target has: non-streamed (False) and streamed (True).
+    streams: tuple[bool, ...] = (False, True)
 
     def __init__(self, http: aiohttp.ClientSession, base: str, args: argparse.Namespace) -> None:
         self.http = http
@@ -118,7 +120,7 @@ class Target:
 
     async def phases(self, server: ServerProcess | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for stream in (False, True):
+        for stream in self.streams:
             label = f"{self.prefix or 'agentd_'}{'stream' if stream else 'plain'}"
             keys = self.keys("st" if stream else "ns")
 

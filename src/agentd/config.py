@@ -10,7 +10,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -22,7 +22,11 @@ from pydantic_settings import (
 
 from agentd.channels.settings import ChannelsConfig
 from agentd.memory.settings import MemoryConfig
+from agentd.security.access import TokenScope
 from agentd.security.policy import PolicyConfig
+
+if TYPE_CHECKING:
+    from agentd.store import StoreOptions
 
 __all__ = [
     "DEFAULT_PORT",
@@ -339,6 +343,9 @@ class WebhooksConfig(_Strict):
     poll_s: float = Field(default=2.0, gt=0, le=300, allow_inf_nan=False)
     #: Subscriptions per agent.
     max_per_agent: int = Field(default=20, ge=1, le=10_000)
+    #: Delivered and failed deliveries are deleted this many seconds after they were
+    #: made (hourly; pending ones never are); 0 keeps them forever.
+    keep_deliveries_s: float = Field(default=30 * 86_400.0, ge=0, allow_inf_nan=False)
 
     @field_validator("allow_hosts", "allow_http")
     @classmethod
@@ -402,6 +409,24 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     database_url: str = ""
+    #: SQLite only: ``PRAGMA synchronous`` (WAL): NORMAL commits without fsync (a
+    #: commit survives kill -9, not a power loss), FULL and EXTRA fsync each commit.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    #: SQLite only: where write transactions run (None: ``loop`` for OFF and NORMAL,
+    #: ``thread`` for FULL and EXTRA, whose commits wait on the disk).
+    sqlite_writer: Literal["loop", "thread"] | None = None
+    #: SQLite only: the writing connection's page cache, MiB (readers keep 2 MB).
+    sqlite_cache_mb: int = Field(default=64, ge=2, le=65536)
+    #: PostgreSQL only: memory search by the pgvector extension where it can be
+    #: created; false keeps vector search in the daemon (exact, or its HNSW index).
+    pgvector: bool = True
+
+    @field_validator("sqlite_synchronous", "sqlite_writer", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: Any) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "sqlite_synchronous" else value.lower()
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     #: ``token`` (the default): every request but the public paths needs a bearer
@@ -412,10 +437,25 @@ class Settings(BaseSettings):
     token: str | None = None
     tokens: list[str] = Field(default_factory=list)
     public_paths: list[str] = Field(default_factory=lambda: ["/health"])
+    #: Host names a request arriving on a loopback address may carry besides the
+    #: loopback ones (DNS rebinding: server/_origin.py); ``"*"``: any. Add the public
+    #: name a reverse proxy on this machine forwards as ``Host``.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: Origins (``https://app.example``) whose pages may call the API from a browser;
+    #: ``"*"``: any. The daemon's own origin (the console) always may.
+    allowed_origins: list[str] = Field(default_factory=list)
+    #: Serve the web console at ``/ui`` (its page and files are public; everything it
+    #: shows comes from the API with the signed-in token: docs/console.md).
+    console: bool = True
     #: Names of the tokens that are the daemon's admins (``token``, ``token-2``,
     #: ``bootstrap``); None: every token. Only an admin may give an agent a stdio MCP
     #: server whose command is not in ``mcp_commands``.
     admin_tokens: list[str] | None = None
+    #: Token scopes by token name (``bootstrap``, ``token``, ``token-N``): the agents a
+    #: token may use, by name and tenant patterns. A token without one uses every agent
+    #: (see docs/security.md, "Token scopes"). A scoped token is no admin unless
+    #: ``admin_tokens`` names it.
+    access: dict[str, TokenScope] = Field(default_factory=dict, max_length=1000)
     #: Stdio MCP server commands any token may configure: each entry is a command line
     #: whose words must begin the server's command (``"uvx mcp-server-fetch"``).
     mcp_commands: list[str] = Field(default_factory=list)
@@ -543,6 +583,19 @@ class Settings(BaseSettings):
             self.node_id = f"{socket.gethostname()}:{digest}"
         if self.token and self.token not in self.tokens:
             self.tokens = [*self.tokens, self.token]
+        if self.access:
+            names = list(self.named_tokens()) or ["bootstrap"]
+            unknown = sorted(set(self.access) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"access names token(s) {', '.join(map(repr, unknown))} that the daemon "
+                    f"does not have; its tokens are {', '.join(names)} (``token`` is "
+                    "AGENTD_TOKEN, ``token-N`` the N-th of ``tokens``, ``bootstrap`` the "
+                    "home's token when no other is configured)")
+            if self.auth != "token":
+                raise ValueError("access (token scopes) needs auth = \"token\": with "
+                                 "auth = \"none\" a request without a token would use "
+                                 "every agent")
         if self.termo.adapter and self.termo.adapter not in self.adapters.allow:
             # The operator named it (the command line or [termo]): it is allowed.
             self.adapters = self.adapters.model_copy(
@@ -553,6 +606,14 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """Whether requests need a token (the default; ``auth = "none"`` opts out)."""
         return self.auth == "token"
+
+    def store_options(self) -> StoreOptions:
+        """What the store's engine takes from these settings."""
+        from agentd.store import StoreOptions
+
+        return StoreOptions(sqlite_synchronous=self.sqlite_synchronous,
+                            sqlite_writer=self.sqlite_writer,
+                            sqlite_cache_mb=self.sqlite_cache_mb)
 
     def named_tokens(self) -> dict[str, str]:
         """The configured tokens by name: ``token`` for ``AGENTD_TOKEN``, ``token-N``

@@ -37,6 +37,7 @@ from typing_extensions import TypedDict
 
 __all__ = [
     "ACTIVE_RUN_STATES",
+    "AGENT_CHANGE_KINDS",
     "CHECKPOINT_KINDS",
     "COMPACTION_STRATEGIES",
     "EVENT_KINDS",
@@ -44,6 +45,8 @@ __all__ = [
     "TERMINAL_KINDS",
     "TERMINAL_RUN_STATES",
     "WAITING_REASONS",
+    "AgentChangeData",
+    "AgentChangeKind",
     "ApprovalDecided",
     "ApprovalDecidedData",
     "ApprovalRequested",
@@ -137,6 +140,29 @@ RUN_STATES: tuple[RunStatus, ...] = ("queued", "running", "waiting_approval", "c
                                      "failed", "cancelled", "interrupted")
 ACTIVE_RUN_STATES: frozenset[str] = frozenset({"queued", "running", "waiting_approval"})
 TERMINAL_RUN_STATES: frozenset[str] = frozenset(RUN_STATES) - ACTIVE_RUN_STATES
+
+# -- agent changes: activity-feed frames, live only ------------------------------------
+# Not session events: never stored, not in :data:`Event`, :data:`EVENT_KINDS` or the
+# schema of the log. The activity feed (GET /v1/events) sends one frame per change,
+# named by its kind, after the change is committed.
+
+AgentChangeKind = Literal["agent.created", "agent.updated", "agent.state", "agent.deleted"]
+AGENT_CHANGE_KINDS: tuple[AgentChangeKind, ...] = (
+    "agent.created", "agent.updated", "agent.state", "agent.deleted")
+
+
+class AgentChangeData(TypedDict):
+    """An agent-change frame's data (its kind is the frame's name): which agent, its
+    state after the change (for ``agent.deleted``: its state when deleted) and its
+    ``updated_at`` (ISO 8601; for ``agent.deleted``: when it was deleted). Nothing of
+    its definition: a reader re-reads the agent through the API, which its token's
+    scope governs. No ``kind`` and no ``session`` key: a reader that takes frames whose
+    data has a ``kind`` for session events (``agentd tail --all``) passes these by."""
+
+    agent: str
+    state: str
+    updated_at: str
+
 
 # -- parts shared by several kinds --------------------------------------------------------
 

@@ -374,3 +374,23 @@ async def test_a_blocking_function_past_its_timeout(client: httpx.AsyncClient) -
     assert run["status"] == "failed" and run["error"]["code"] == "adapter_timeout"
     # The event loop was free meanwhile, and is now.
     assert (await client.get("/health")).status_code == 200
+
+
+async def test_history_follows_a_restore_and_a_long_session(client: httpx.AsyncClient
+                                                            ) -> None:
+    # The adapter's history is converted incrementally per session: a restore (the
+    # conversation cut back) must start it over, and growth must add each turn once.
+    await make(client, "fnr", "echo")
+    assert (await say(client, "fnr", "one", wait=True)).json()["output"] == (
+        "echo one after 0 turns")
+    made = await client.post("/v1/agents/fnr/sessions/k/checkpoints", json={"name": "c1"})
+    assert made.status_code == 201, made.text
+    for n in range(3):
+        reply = (await say(client, "fnr", f"more {n}", wait=True)).json()
+        assert reply["output"] == f"echo more {n} after {2 * (n + 1)} turns"
+    restored = await client.post(f"/v1/checkpoints/{made.json()['id']}/restore")
+    assert restored.status_code == 200, restored.text
+    after = (await say(client, "fnr", "back", wait=True)).json()
+    assert after["output"] == "echo back after 2 turns"
+    again = (await say(client, "fnr", "on", wait=True)).json()
+    assert again["output"] == "echo on after 4 turns"

@@ -130,6 +130,18 @@ async def test_fire_times_missed_while_down(settings: Settings, store_url: str,
         after = await second.schedules.get(rec.id)
         assert after.missed_count == missed_count
         assert after.next_fire_at == t0 + 720
+        # The missed ones show in the schedule's fires: one claim on the first of them.
+        claims = await second.store.schedule_fires(rec.id)
+        notes = [(c.fire_at, c.reason) for c in claims if c.status == "missed"]
+        if missed_count:
+            [(first_missed, reason)] = notes
+            assert first_missed == t0 + 120 and reason is not None
+            assert reason.startswith(f"{missed_count} fire times missed from this one on")
+            assert f"missed: {missed}" in reason
+        else:
+            assert notes == []
+        assert sorted(c.fire_at for c in claims if c.status == "fired") == [
+            d["fire_at"] for d in seen]
         await second.schedules.fire_due()  # nothing more is due
         assert len(await fired(second, rec.id)) == fires
         clock.now = t0 + 720
@@ -152,6 +164,9 @@ async def test_the_catch_up_window_bounds_what_missed_all_fires(runtime: Runtime
     # Only fire times at most 150 s old fire (600 - 150 = 450: 480, 540, 600).
     assert [d["fire_at"] - 3_000_000.0 for d in seen] == [480.0, 540.0, 600.0]
     assert (await runtime.schedules.get(rec.id)).missed_count == 7
+    [note] = [c for c in await runtime.store.schedule_fires(rec.id) if c.status == "missed"]
+    assert note.fire_at == 3_000_060.0 and note.run_id is None and note.reason is not None
+    assert note.reason.startswith("7 fire times missed") and "catchup_s: 150" in note.reason
     await settle(runtime)
 
 
@@ -287,6 +302,9 @@ async def test_a_failed_fire_backs_off(runtime: Runtime) -> None:
     # The fire times within 300 s of the failure are passed over.
     assert after.next_fire_at == t0 + 360 and after.missed_count == 4
     assert after.failures == 1
+    [note] = [c for c in await runtime.store.schedule_fires(rec.id) if c.status == "missed"]
+    assert note.fire_at == t0 + 120 and note.reason is not None
+    assert note.reason.startswith("4 fire times passed over") and "backing off" in note.reason
     clock.now = t0 + 360
     await runtime.schedules.fire_due()
     assert [d["fire_at"] - t0 for d in await fired(runtime, rec.id)] == [60, 360]

@@ -185,3 +185,21 @@ async def test_a_fire_through_the_api_is_a_run_with_its_origin(
     assert message["data"]["fire_at"] == 2_000_000_300.0
     shown = (await client.get(f"/v1/schedules/{sid}")).json()
     assert shown["fires"] == 1 and shown["last_run_id"] == run.id
+
+
+async def test_fire_times_missed_while_behind_show_in_the_fires(
+        client: httpx.AsyncClient, runtime: Runtime) -> None:
+    runtime.schedules.clock = lambda: 2_000_000_000.0
+    made = await client.post("/v1/agents/a/schedules", json={
+        "every_s": 300, "content": "tick", "session": "s", "missed": "skip"})
+    sid = made.json()["id"]
+    # The daemon gets to it three periods late and then some: nothing fires.
+    runtime.schedules.clock = lambda: 2_000_001_000.0
+    await runtime.schedules.fire_due()
+    fires = (await client.get(f"/v1/schedules/{sid}/fires")).json()["fires"]
+    assert [(f["status"], f["run_id"], f["fire_at"]) for f in fires] == [
+        ("missed", None, "2033-05-18T03:38:20Z")]
+    assert fires[0]["reason"].startswith("3 fire times missed from this one on")
+    assert "grace_s" in fires[0]["reason"]
+    shown = (await client.get(f"/v1/schedules/{sid}")).json()
+    assert (shown["missed_count"], shown["fires"]) == (3, 0)

@@ -6,6 +6,7 @@ others), and every fire time of a burst runs exactly once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,10 +18,12 @@ from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.runtime import Runtime
+from agentd.runtime.runs import Message, SendResult
 from agentd.store import Store
 from agentd.store._engine import Tx
 from agentd.store._log import Accepted, ToAccept
 from agentd.store._schedules import ScheduleRecord
+from agentd.store.records import EventRecord
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 
@@ -294,3 +297,150 @@ async def test_a_burst_is_claimed_set_wise_each_claim_with_its_run(runtime: Runt
     assert len(alone) == 20
     for item in await fired(runtime):
         assert (await runtime.store.get_run(item["run_id"])).status == "completed"
+
+
+async def _run_log(runtime: Runtime, run_id: str) -> list[EventRecord]:
+    run = await runtime.store.get_run(run_id)
+    return [e for e in await runtime.store.read_events(run.session_id) if e.run_id == run_id]
+
+
+async def test_a_burst_runs_start_in_the_commit_of_their_claims(runtime: Runtime) -> None:
+    """A fire whose session has nothing else active starts its run in its claim's
+    commit (run.started logged with its message, no later start); a fire queued behind
+    another run of its session starts when that one ends. Each run starts once."""
+    await runtime.schedules.stop()
+    clock = Clock(13_000_000.0)
+    runtime.schedules.clock = clock
+    runtime.schedules.chunk = 10
+    await runtime.create_agent(name="a", settings=FAST)
+    await _schedules(runtime, 30)
+    clock.now += 10
+    assert await runtime.schedules.fire_due() == 30
+    await asyncio.wait_for(settle(runtime), 120)
+    claims = dict(await runtime.store.engine.read(lambda tx: tx.all(
+        "SELECT run_id, at FROM schedule_fires")))
+    with_message: set[str] = set()
+    for item in await fired(runtime):
+        log = await _run_log(runtime, item["run_id"])
+        assert [e.kind for e in log] == ["message.user", "run.queued", "run.started",
+                                         "message.assistant", "run.completed"]
+        run = await runtime.store.get_run(item["run_id"])
+        assert run.status == "completed" and run.started_at == log[2].at
+        if log[2].seq == log[1].seq + 1 and log[2].at == log[0].at:
+            with_message.add(run.id)
+            assert run.started_at <= claims[run.id]  # in the claim's transaction
+    # Ten to sessions of their own, ten to new ones, four shared sessions' first
+    # fires; the six other fires to a shared session queued behind those.
+    assert len(with_message) == 24
+
+
+async def test_a_run_started_with_its_message_goes_on_while_its_agent_is_paused(
+        runtime: Runtime) -> None:
+    """A started run is under way: pausing its agent before the run's executor exists
+    does not hold it (as it does not hold runs under way); a run queued behind it is
+    held until the agent is resumed."""
+    await runtime.schedules.stop()
+    await runtime.create_agent(name="a")
+    deferred: list[Callable[[], object]] = []
+    sent = await runtime.runs.send_many([
+        Message(name="a", key="k1", content="one"), Message(name="a", key="k2", content="two"),
+        Message(name="a", key="k1", content="three")], defer=deferred, start=True)
+    one, two, three = sent
+    assert isinstance(one, SendResult) and isinstance(two, SendResult)
+    assert isinstance(three, SendResult)
+    assert [r.run.status for r in (one, two, three)] == ["running", "running", "queued"]
+    await runtime.set_state("a", "pause")
+    for hand_over in deferred:
+        hand_over()
+    for r in (one, two):
+        assert (await asyncio.wait_for(runtime.wait(r.run.id), 60)).status == "completed"
+    await asyncio.sleep(0.2)
+    assert (await runtime.store.get_run(three.run.id)).status == "queued"
+    await runtime.set_state("a", "resume")
+    assert (await asyncio.wait_for(runtime.wait(three.run.id), 60)).status == "completed"
+    for r in (one, two):
+        assert [e.kind for e in await _run_log(runtime, r.run.id)].count("run.started") == 1
+
+
+async def test_a_takeover_pass_leaves_runs_just_started_with_their_messages(
+        runtime: Runtime) -> None:
+    """Between a started run's commit and its hand-over to the supervisor, a takeover
+    pass may read it: it is not one to take over (it started after the pass's
+    horizon), and handed over twice it is queued once. At start, a node's own runs
+    are taken back whenever they started."""
+    await runtime.schedules.stop()
+    await runtime.create_agent(name="a")
+    deferred: list[Callable[[], object]] = []
+    sent = await runtime.runs.send_many([
+        Message(name="a", key="k1", content="one"), Message(name="a", key="k2", content="two")],
+        defer=deferred, start=True)
+    ids = {r.run.id for r in sent if isinstance(r, SendResult)}
+    owner, ttl = runtime.lease.owner, runtime.lease.ttl
+    passing = await runtime.store.orphaned_runs(owner, queued_before=time.time() - ttl / 2)
+    assert not ids & {r.id for r in passing}
+    at_start = await runtime.store.orphaned_runs(owner, queued_before=time.time() + 1)
+    assert ids <= {r.id for r in at_start}
+    for r in at_start:
+        if r.id in ids:  # as a pass that read it a moment earlier would submit it
+            runtime.supervisor.submit(r.session_id, r.id, agent_id=r.agent_id,
+                                      order=r.queued_seq, start=False)
+    assert runtime.supervisor.queued_runs == 2
+    for hand_over in deferred:
+        hand_over()
+    for run_id in ids:
+        assert (await asyncio.wait_for(runtime.wait(run_id), 60)).status == "completed"
+        kinds = [e.kind for e in await _run_log(runtime, run_id)]
+        assert kinds.count("run.started") == 1 and "run.resumed" not in kinds
+
+
+async def test_runs_started_with_their_messages_survive_a_restart(
+        settings: Settings, store_url: str) -> None:
+    """Runs started in their messages' commit whose executors never ran (the daemon
+    stopped first) are picked up at the next start, from their logs, once each."""
+    settings.database_url = store_url
+    rt = await Runtime.open(settings)
+    try:
+        await rt.schedules.stop()
+        await rt.create_agent(name="a")
+        deferred: list[Callable[[], object]] = []
+        sent = await rt.runs.send_many([
+            Message(name="a", key="k1", content="one"),
+            Message(name="a", key="k2", content="two")], defer=deferred, start=True)
+        ids = [r.run.id for r in sent if isinstance(r, SendResult)]
+        assert len(ids) == 2
+    finally:
+        await rt.close()
+    rt = await Runtime.open(settings)
+    try:
+        for run_id in ids:
+            assert (await asyncio.wait_for(rt.wait(run_id), 60)).status == "completed"
+            assert [e.kind for e in await _run_log(rt, run_id)] == [
+                "message.user", "run.queued", "run.started", "run.resumed",
+                "message.assistant", "run.completed"]
+    finally:
+        await rt.close()
+
+
+async def test_a_burst_records_the_fire_times_its_fires_missed(runtime: Runtime) -> None:
+    """Fires written set-wise that carry missed fire times (the daemon was behind)
+    record them as the fire-by-fire path does: one ``missed`` claim on the first of
+    each schedule's, with how many and why."""
+    await runtime.schedules.stop()
+    clock = Clock(14_000_000.0)
+    runtime.schedules.clock = clock
+    await runtime.create_agent(name="a", settings=FAST)
+    made = [await runtime.schedules.create("a", ScheduleIn(
+        content=f"s{i}", every_s=10, session=f"k{i}", missed="once"), by="test")
+        for i in range(3)]
+    batched = _watch_chunks(runtime)
+    clock.now += 45  # four fire times each: the latest fires, three are missed
+    assert await runtime.schedules.fire_due() == 3
+    assert batched == [True] * 3
+    for rec in made:
+        claims = await runtime.store.schedule_fires(rec.id)
+        assert [(c.fire_at - 14_000_000.0, c.status) for c in claims] == [
+            (40.0, "fired"), (10.0, "missed")]
+        assert claims[1].reason is not None and claims[1].reason.startswith(
+            "3 fire times missed from this one on")
+        assert (await runtime.schedules.get(rec.id)).missed_count == 3
+    await asyncio.wait_for(settle(runtime), 60)

@@ -55,14 +55,14 @@ def test_start_status_send_stop(env: dict[str, str]) -> None:
     home = Path(env["AGENTD_HOME"])
     url = f"http://127.0.0.1:{env['AGENTD_PORT']}"
 
-    started = agentd(env, "start")
+    started = agentd(env, "start", "--wait", "90")
     assert started.returncode == 0, started.stderr
     assert url in started.stdout
     pid = int((home / "agentd.pid").read_text().strip())
     assert f"pid {pid}" in started.stdout
     assert (home / "agentd.log").exists()
 
-    again = agentd(env, "start")
+    again = agentd(env, "start", "--wait", "90")
     assert again.returncode == 1
     assert "already running" in again.stderr
 
@@ -90,7 +90,7 @@ def test_start_status_send_stop(env: dict[str, str]) -> None:
     assert "not running" in status.stdout
 
     # State outlives the process.
-    assert agentd(env, "start").returncode == 0
+    assert agentd(env, "start", "--wait", "90").returncode == 0
     history = agentd(env, "history", "e2e-agent")
     assert "user: hello" in history.stdout, history.stderr
     assert agentd(env, "stop").returncode == 0

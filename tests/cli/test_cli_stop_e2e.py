@@ -35,7 +35,7 @@ def agentd(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_stop_says_what_it_waits_for_and_when_it_is_done(env: dict[str, str]) -> None:
-    assert agentd(env, "start").returncode == 0
+    assert agentd(env, "start", "--wait", "90").returncode == 0
     script = json.dumps([{"text": "slow", "delay_ms": 30000}])
     assert agentd(env, "create", "slow", "--setting", f"script={script}").returncode == 0
     assert agentd(env, "send", "slow", "take your time", "--no-wait").returncode == 0
@@ -50,7 +50,7 @@ def test_stop_says_what_it_waits_for_and_when_it_is_done(env: dict[str, str]) ->
     assert "agentd stopped (after " in stopped.stdout
 
     # The parked run resumes at the next start; with nothing in flight, no word of runs.
-    assert agentd(env, "start").returncode == 0
+    assert agentd(env, "start", "--wait", "90").returncode == 0
     assert agentd(env, "stop-agent", "slow").returncode == 0
     quiet = agentd(env, "stop")
     assert quiet.returncode == 0 and "in flight" not in quiet.stdout

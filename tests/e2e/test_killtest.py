@@ -23,9 +23,9 @@ def test_a_few_kills_break_no_invariant(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(HARNESS), "--kills", "5", "--seed", "7",
          "--workdir", str(tmp_path / "killtest"), "--settle-timeout", "30",
-         "--drain-timeout", "30"],
+         "--drain-timeout", "30", "--startup-timeout", "90"],
         env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=120, check=False)
+        text=True, timeout=400, check=False)
     lines = result.stdout.strip().splitlines()
     assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
     figures = json.loads(lines[-1])

@@ -29,9 +29,9 @@ def test_a_few_kills_lose_and_repeat_no_fire_subtask_or_call(tmp_path: Path) -> 
         [sys.executable, str(HARNESS), "--kills", "3", "--seed", "14",
          "--min-kill-ms", "300", "--max-kill-ms", "600", "--warmup-s", "3",
          "--workdir", str(tmp_path / "killauto"), "--settle-timeout", "25",
-         "--drain-timeout", "20", "--startup-timeout", "20"],
+         "--drain-timeout", "20", "--startup-timeout", "90"],
         env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=150, check=False)
+        text=True, timeout=400, check=False)
     lines = result.stdout.strip().splitlines()
     assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
     figures = json.loads(lines[-1])

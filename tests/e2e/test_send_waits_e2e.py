@@ -61,8 +61,10 @@ def unreachable(api: httpx.Client, name: str, **settings: Any) -> None:
 
 def test_send_behind_a_running_run_says_it_is_queued(daemon: Daemon,
                                                      api: httpx.Client) -> None:
+    # The first run lasts long enough for the CLI (a new process) to start and send
+    # behind it even on a loaded machine.
     create_agent(api, "busy", model="scripted", settings={"script": [
-        {"text": "first answer", "delay_ms": 2000}, {"text": "second answer"}]})
+        {"text": "first answer", "delay_ms": 6000}, {"text": "second answer"}]})
     first = send(api, "busy", "cli", "one", wait=False)
     assert first.status_code == 202, first.text
     result = agentd(daemon, "send", "busy", "two")

@@ -9,6 +9,7 @@ import anthropic
 import httpx2
 import orjson
 import pytest
+from tests.llm._streams import assert_broken_streams_released
 
 from agentd.errors import InvalidModel, ModelError
 from agentd.llm.messages import (
@@ -681,3 +682,8 @@ async def test_thinking_is_logged_and_sent_back_after_a_tool_call(
                                      await runtime.read_events(sent.session.id))
     assistant = next(m for m in folded.messages if getattr(m, "tool_calls", None))
     assert [t.text for t in assistant.thinking] == ["Multiply first."]
+
+
+async def test_a_broken_stream_is_released_at_once_not_by_the_collector(
+        stub: StubLLMServer, model: Model) -> None:
+    await assert_broken_streams_released(stub, model, ask())

@@ -9,6 +9,7 @@ import httpx2
 import openai
 import orjson
 import pytest
+from tests.llm._streams import assert_broken_streams_released
 
 from agentd.errors import InvalidModel, ModelError
 from agentd.llm.messages import (
@@ -602,3 +603,8 @@ async def test_stub_stream_without_usage_option_has_no_usage_chunk(stub: StubLLM
 def test_stub_refuses_unknown_faults(stub: StubLLMServer) -> None:
     with pytest.raises(ValueError, match="reset_mid_stream"):
         stub.enqueue(fault="gremlins")
+
+
+async def test_a_broken_stream_is_released_at_once_not_by_the_collector(
+        stub: StubLLMServer, model: Model) -> None:
+    await assert_broken_streams_released(stub, model, ask())

@@ -293,12 +293,11 @@ async def test_found_by_meaning_after_a_restart(settings: Settings, store_url: s
         await rt.close()
 
 
-async def test_a_stale_index_file_catches_up(settings: Settings, store_url: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_stale_index_file_catches_up(settings: Settings, store_url: str) -> None:
     """The file saved before entries were written, changed and deleted by another
     process (the store) is brought up to date, not trusted. (On PostgreSQL without
     pgvector: the local index and exact search.)"""
-    monkeypatch.setenv("AGENTD_PGVECTOR", "0")
+    settings.pgvector = False
     settings.database_url = store_url
     rt = await Runtime.open(settings)
     try:
@@ -337,8 +336,7 @@ async def test_a_stale_index_file_catches_up(settings: Settings, store_url: str,
 
 
 @pytest.mark.postgres
-async def test_pgvector_and_the_local_index_agree(settings: Settings, pg_url: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pgvector_and_the_local_index_agree(settings: Settings, pg_url: str) -> None:
     """The same searches with pgvector and with the daemon's own index (exact)."""
     settings.database_url = pg_url
     facts = ["My sister moved to Lisbon.", "The cat is called Miso.",
@@ -348,7 +346,7 @@ async def test_pgvector_and_the_local_index_agree(settings: Settings, pg_url: st
                  "what food must I avoid?", "what do I drive?", "music hobby"]
     answers: dict[str, list[list[str]]] = {}
     for mode in ("1", "0"):
-        monkeypatch.setenv("AGENTD_PGVECTOR", mode)
+        settings.pgvector = mode == "1"
         rt = await Runtime.open(settings)
         try:
             assert rt.entries.vectors is not None

@@ -436,3 +436,49 @@ async def test_a_budget_spent_fails_the_task_with_its_code(daemon: Daemon) -> No
             states.append(sent.task.status.state)
         assert states[-1] == TaskState.TASK_STATE_FAILED, sent.task
         assert sent.task.status.message.metadata["code"] == "budget_exceeded"
+
+
+def _kinds(raw: str) -> list[tuple[str, str]]:
+    """A streamed turn's events: (kind, state or text), ids left out."""
+    out = []
+    for frame in raw.replace("\r\n", "\n").split("\n\n"):
+        data = "".join(line[6:] for line in frame.split("\n") if line.startswith("data: "))
+        if data:
+            [(kind, event)] = json.loads(data)["result"].items()
+            out.append((kind, event["status"]["state"] if "status" in event else
+                        "".join(p["text"] for p in event.get("artifact", {}).get(
+                            "parts", ()))))
+    return out
+
+
+async def test_turns_answered_by_the_front_as_by_the_sdks_dispatcher(daemon: Daemon
+                                                                     ) -> None:
+    """1.0 clients' turns are answered by the door's own JSON-RPC front; the SDK's
+    dispatcher answers any other 1.x (A2A-Version 1.0.0 here): the same message
+    answered by both is the same JSON, and a streamed turn the same events."""
+    params = _send_params({"text": "same"}, contextId="front/1")
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth(),
+                                 timeout=60) as http:
+        front = await http.post("/a2a/echo", json=_rpc("SendMessage", params),
+                                headers={"A2A-Version": "1.0"})
+        sdk = await http.post("/a2a/echo", json=_rpc("SendMessage", params),
+                              headers={"A2A-Version": "1.0.0"})
+        assert front.status_code == sdk.status_code == 200
+        assert front.json() == sdk.json()
+        assert front.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        streams = {}
+        for version in ("1.0", "1.0.0"):
+            got = await http.post("/a2a/echo", json=_rpc("SendStreamingMessage", _send_params(
+                {"text": "streamed"}, contextId="front/2")),
+                headers={"A2A-Version": version, "Accept": "text/event-stream"})
+            assert got.status_code == 200
+            assert got.headers["content-type"].startswith("text/event-stream")
+            streams[version] = got.text
+    # (sse-starlette, the SDK's, ends its lines with CRLF; the front with LF.)
+    assert "\r\n" in streams["1.0.0"] and "\r\n" not in streams["1.0"]
+    assert _kinds(streams["1.0"]) == _kinds(streams["1.0.0"])
+    kinds = _kinds(streams["1.0"])
+    assert kinds[0] == ("task", "TASK_STATE_SUBMITTED")
+    assert kinds[-1] == ("statusUpdate", "TASK_STATE_COMPLETED")
+    assert "".join(text for kind, text in kinds if kind == "artifactUpdate") == \
+        "echo: streamed"

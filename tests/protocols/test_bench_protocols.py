@@ -28,10 +28,17 @@ def test_the_protocols_bench_runs_clean(tmp_path: Path) -> None:
     assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
     figures = json.loads(lines[-1])
     assert result.returncode == 0, (figures, result.stderr[-4000:])
-    for prefix in ("", "openai_chat_", "openai_responses_", "langgraph_", "a2a_"):
-        assert figures[f"{prefix}turns"] > 0 and figures[f"{prefix}stream_turns"] > 0
-        assert figures[f"{prefix}errors"] == figures[f"{prefix}stream_errors"] == 0, figures
+    for prefix in ("", "openai_chat_", "openai_responses_", "langgraph_", "a2a_", "mcp_",
+                   "ws_"):
+        # The WebSocket door has no non-streamed turn: a stream phase only.
+        phases = ("stream_",) if prefix == "ws_" else ("", "stream_")
+        for phase in phases:
+            assert figures[f"{prefix}{phase}turns"] > 0, (prefix, phase, figures)
+            assert figures[f"{prefix}{phase}errors"] == 0, figures
         assert figures[f"{prefix}durability_checked"] > 0
         assert figures[f"{prefix}durability_mismatches"] == 0
         assert figures[f"{prefix}first_event_p50_ms"] is not None
-    assert figures["ratio_openai_chat_server_cpu_per_turn"] is not None
+    assert "ws_turns" not in figures and "ratio_ws_server_cpu_per_turn" not in figures
+    for ratio in ("openai_chat_server_cpu_per_turn", "mcp_server_cpu_per_turn",
+                  "mcp_stream_server_cpu_per_turn", "ws_stream_server_cpu_per_turn"):
+        assert figures[f"ratio_{ratio}"] is not None, ratio

@@ -188,6 +188,30 @@ async def test_thread_ids_the_client_chooses(client: LangGraphClient) -> None:
         await client.runs.create("echo:mine", "poet", input={"messages": "hi"})
 
 
+async def test_if_not_exists_reject(client: LangGraphClient, api: httpx.Client) -> None:
+    # A thread nobody ran on: refused, and nothing written for it (an id that is the
+    # assistant's name too: only "<assistant>:..." is the assistant's own).
+    for thread_id in ("never-seen", "echo"):
+        with pytest.raises(httpx.HTTPStatusError) as caught:
+            await client.runs.wait(thread_id, "echo", input={"messages": "hi"},
+                                   if_not_exists="reject")
+        assert caught.value.response.status_code == 404
+        assert user_messages(api, "echo", f"lg:{thread_id}") == []
+    # One created for the assistant exists (though nothing is stored until it runs),
+    # as does one that ran: both take the run.
+    made = await client.threads.create(graph_id="echo")
+    for _ in range(2):
+        got = await client.runs.wait(made["thread_id"], "echo", if_not_exists="reject",
+                                     input={"messages": "here"})
+        assert contents(got)[-1] == ("ai", "echo: here")
+    # Another assistant's thread stays its own, whatever the strategy.
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        await client.runs.wait(made["thread_id"], "other", input={"messages": "x"},
+                               if_not_exists="reject")
+    assert caught.value.response.status_code == 409
+    assert user_messages(api, "other", f"lg:{made['thread_id']}") == []
+
+
 async def test_streamed_values_messages_and_updates(client: LangGraphClient) -> None:
     thread = await client.threads.create()
     parts = [part async for part in client.runs.stream(
@@ -244,7 +268,7 @@ async def test_a_request_dropped_mid_body_writes_nothing(daemon: Daemon,
     token = read_token(daemon.home)
     body = b'{"assistant_id": "echo", "input": {"messages": "half'
     _reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
-    writer.write(b"POST /langgraph/threads/t-dropped/runs/wait HTTP/1.1\r\nHost: x\r\n"
+    writer.write(b"POST /langgraph/threads/t-dropped/runs/wait HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"x-api-key: " + token.encode() + b"\r\ncontent-type: application/json"
                  b"\r\ncontent-length: 500\r\n\r\n" + body)
     await writer.drain()
@@ -409,7 +433,7 @@ async def test_api_key_cannot_walk_out_of_the_door(daemon: Daemon) -> None:
     for path in ("/langgraph/../v1/agents", "/langgraph/%2e%2e/v1/agents",
                  "/langgraph//v1/agents"):
         reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {token}\r\n"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {token}\r\n"
                      "Connection: close\r\n\r\n".encode())
         await writer.drain()
         answer = (await reader.read()).decode(errors="replace")

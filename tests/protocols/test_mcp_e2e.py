@@ -187,3 +187,22 @@ async def test_a_wrong_token_is_refused_by_the_client(daemon: Daemon) -> None:
         async with mcp_client(daemon, token="wrong") as client:
             await client.list_tools()
     assert "401" in repr(caught.value) or "nauthori" in repr(caught.value)
+
+
+def test_a_call_of_the_handshake_era_leaves_no_line_in_the_log(daemon: Daemon) -> None:
+    # Raw, as a client of the 2025 revisions sends it to a stateless server (no
+    # initialize): the SDK logs "Terminating session: None" once each such request is
+    # answered, which would be a line in the daemon's log for every call.
+    headers = {**daemon.auth(), "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-11-25"}
+    with httpx.Client(base_url=daemon.url, headers=headers, timeout=30) as http:
+        # One keep-alive connection: the server takes the second request once it is
+        # done with the first, so the first's log line would be written by then.
+        for number in (1, 2):
+            body = {"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": {
+                "name": "echo", "arguments": {"message": f"raw {number}",
+                                              "session": "raw-1"}}}
+            answer = http.post("/mcp", content=orjson.dumps(body))
+            assert answer.status_code == 200 and f"echo: raw {number}" in answer.text
+    assert "Terminating session" not in daemon.log()

@@ -618,6 +618,10 @@ def test_a_budget_counts_new_content_only(store: SnapshotStore, ws: Path) -> Non
     # Unchanged (even hashed again without the stat cache): free.
     assert store.snapshot(ws, cache_key="b", budget=0)[0] == ref
     (ws / "big.bin").write_bytes(big[:-1] + b"!")
+    # Same size and inode: without a racy margin only the times tell the change, and a
+    # loaded machine can rewrite within one timestamp tick of the scan. Move them on.
+    later = (ws / "big.bin").stat().st_mtime_ns + 2_000_000_000
+    os.utime(ws / "big.bin", ns=(later, later))
     with pytest.raises(PayloadTooLarge) as caught:
         store.snapshot(ws, cache_key="a", budget=(3 << 20) - 1)
     assert caught.value.code == "snapshot_budget_exceeded"

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from agentd.events import AgentChangeKind
 from agentd.runtime.bus import EventBus, Feed, Lagged
 from agentd.store import EventRecord
+from agentd.store.records import AgentChange, AgentRecord
 
 
 def ev(session: str, seq: int, at: float | None = None) -> EventRecord:
@@ -82,3 +86,35 @@ async def test_close_all_ends_feeds() -> None:
     assert feed.closed
     bus.publish([ev("s", 2)])  # nothing left to offer it to
     assert feed.queue.empty()
+
+
+def change(name: str, kind: AgentChangeKind) -> AgentChange:
+    return AgentChange.of(kind, AgentRecord(id=f"a_{name}", name=name, model="scripted",
+                                            settings={"tenant": "acme"}, updated_at=1.0))
+
+
+async def test_activity_feeds_get_agent_changes_among_events_in_order() -> None:
+    bus = EventBus()
+    activity, plain = bus.subscribe_activity(), bus.subscribe_all()
+    bus.publish([ev("s", 1)])
+    bus.publish_agent(change("a", "agent.created"))
+    bus.publish([ev("s", 2)])
+    bus.publish_agent(change("a", "agent.deleted"))
+    got = [await activity.next(0.01) for _ in range(4)]
+    assert [(g.kind, g.agent) if isinstance(g, AgentChange) else getattr(g, "seq", g)
+            for g in got] == [1, ("agent.created", "a"), 2, ("agent.deleted", "a")]
+    # A feed of events only (webhooks, channels) is not given agent changes.
+    assert [e.seq for e in await drain(plain) if isinstance(e, EventRecord)] == [1, 2]
+
+
+def test_an_agent_change_goes_through_a_note_as_it_was() -> None:
+    made = AgentChange.of("agent.updated", AgentRecord(
+        id="a_1", name="x", model="m", settings={"tenant": "globex"}, state="paused",
+        updated_at=5.0), before={"tenant": "acme"})
+    assert made.tenants == ("globex", "acme")
+    assert AgentChange.from_note(made.to_note("o_1")) == ("o_1", made)
+    assert made.to_api() == {"agent": "x", "state": "paused",
+                             "updated_at": "1970-01-01T00:00:05Z"}
+    for bad in ("", "[]", '["o", "agent.exploded", "x", "a", "s", 1, []]', "{}"):
+        with pytest.raises(ValueError):
+            AgentChange.from_note(bad)

@@ -63,3 +63,37 @@ async def test_also_commits_with_the_run_and_is_skipped_for_a_duplicate(
                                        idempotency_key="fire-1", also=note)
     assert again.duplicate and again.run.id == first.run.id
     assert seen == [first.run.id]
+
+
+async def test_on_new_session_sees_other_agents_keys_and_refuses_atomically(
+        store: Store) -> None:
+    ids = {}
+    for name in ("a", "b", "c"):
+        ids[name] = (await store.create_agent(name=name, model="scripted:echo",
+                                              instructions="", tools=[], settings={})).id
+    await store.accept_message(agent_id=ids["a"], key="lg:t1", content="first")
+    calls: list[list[str]] = []
+
+    def refuse_shared(others: list[str]) -> None:
+        calls.append(others)
+        if others:
+            raise LookupError(f"taken by {others[0]}")
+
+    # b would create its own session of a key a has: refused, nothing written.
+    with pytest.raises(LookupError, match="taken by a"):
+        await store.accept_message(agent_id=ids["b"], key="lg:t1", content="mine",
+                                   also=store.on_new_session(refuse_shared))
+    assert await store.list_sessions(ids["b"]) == []
+    # (SQLite runs a failed write again in its own savepoint: asked twice.)
+    assert calls and all(others == ["a"] for others in calls)
+    asked = len(calls)
+    # a's own session exists: the check is not even asked.
+    await store.accept_message(agent_id=ids["a"], key="lg:t1", content="again",
+                               also=store.on_new_session(refuse_shared))
+    assert len(calls) == asked
+    # A key nobody has: asked, with no other agent, and written.
+    made = await store.accept_message(agent_id=ids["c"], key="lg:t2", content="new",
+                                      also=store.on_new_session(refuse_shared))
+    assert calls[asked:] == [[]]
+    assert made.created_session
+    assert [s.key for s in await store.list_sessions(ids["c"])] == ["lg:t2"]

@@ -14,7 +14,7 @@ import pytest
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.store import Store
 from agentd.store._engine import Tx
-from agentd.store._log import Accepted, ToAccept
+from agentd.store._log import Accepted, Lease, ToAccept
 from agentd.store.records import AgentRecord
 
 
@@ -236,3 +236,99 @@ async def test_overlapping_chunks_of_existing_sessions_all_go_set_wise(
     for key in keys:
         log = await _log(store, agent.id, key)
         assert [s for s, _, _ in log] == list(range(1, 2 + 2 * 8 + 1))
+
+
+async def test_start_starts_the_runs_of_idle_sessions_with_their_messages(
+        store: Store) -> None:
+    """``start``: the first message of each session with nothing active starts its run
+    in the same commit (run.started logged, the run running under the lease); a busy
+    session's message, and a session's second message of the chunk, queue as usual."""
+    agent = await _agent(store)
+    busy = await store.accept_message(agent_id=agent.id, key="busy", content="first")
+    done = await store.accept_message(agent_id=agent.id, key="old", content="before")
+    await store.engine.write(lambda tx: tx.execute(
+        "UPDATE runs SET status = 'completed' WHERE id = ?", (done.run.id,)))
+    lease = Lease(owner="node-1", ttl=30.0)
+    outcomes = await store.accept_messages([
+        ToAccept(agent_id=agent.id, key="new", content="n1"),
+        ToAccept(agent_id=agent.id, key="busy", content="second"),
+        ToAccept(agent_id=agent.id, key="old", content="again"),
+        ToAccept(agent_id=agent.id, key="new", content="n2")], start=lease)
+    new1, queued, again, new2 = outcomes
+    for o in outcomes:
+        assert isinstance(o, Accepted) and o.batched
+    assert isinstance(new1, Accepted) and isinstance(new2, Accepted)
+    assert isinstance(queued, Accepted) and isinstance(again, Accepted)
+    assert (new1.started, queued.started, again.started, new2.started) == (
+        True, False, True, False)
+    assert await _log(store, agent.id, "new") == [
+        (1, "message.user", new1.run.id), (2, "run.queued", new1.run.id),
+        (3, "run.started", new1.run.id), (4, "message.user", new2.run.id),
+        (5, "run.queued", new2.run.id)]
+    assert await _log(store, agent.id, "old") == [
+        (1, "message.user", done.run.id), (2, "run.queued", done.run.id),
+        (3, "message.user", again.run.id), (4, "run.queued", again.run.id),
+        (5, "run.started", again.run.id)]
+    assert await _log(store, agent.id, "busy") == [
+        (1, "message.user", busy.run.id), (2, "run.queued", busy.run.id),
+        (3, "message.user", queued.run.id), (4, "run.queued", queued.run.id)]
+    for o in (new1, again):
+        run = await store.get_run(o.run.id)
+        assert run == o.run  # what came back is what was stored
+        assert (run.status, run.lease_owner, run.queued_seq) == (
+            "running", "node-1", o.events[1].seq)
+        assert run.started_at is not None and run.lease_expires_at == pytest.approx(
+            run.started_at + 30.0)
+        # The run started with its message: one commit, one time.
+        assert {e.at for e in o.events} == {run.started_at}
+        stored = await store.read_events(o.session.id, after=o.events[0].seq - 1, limit=3)
+        assert [(e.seq, e.kind, e.data, e.at) for e in stored] == [
+            (e.seq, e.kind, e.data, e.at) for e in o.events]
+    for o in (queued, new2):
+        run = await store.get_run(o.run.id)
+        assert (run.status, run.started_at, run.lease_owner) == ("queued", None, None)
+    for key in ("new", "old", "busy"):
+        session = await store.get_session(agent.id, key)
+        log = await store.read_events(session.id)
+        assert session.last_seq == len(log) == log[-1].seq
+    assert (await store.get_session(agent.id, "new")).last_seq == new2.session.last_seq
+    assert new1.session.last_seq == 3 and again.session.last_seq == 5
+
+
+async def test_overlapping_chunks_with_start_start_one_run_per_session(
+        store: Store) -> None:
+    """Eight chunks over the same 40 sessions (half of them with a finished run) at
+    once, each asking to start its runs (on PostgreSQL side by side, a chunk finding a
+    session it meant to start taken by another): all set-wise, each session starts
+    exactly one run, its first queued, and the rest queue behind it; every log is
+    dense and every message accepted once."""
+    agents = [await _agent(store, f"a{i}") for i in range(2)]
+    keys = [(agents[i % 2].id, f"k{i}") for i in range(40)]
+    for agent_id, key in keys[::2]:
+        await store.accept_message(agent_id=agent_id, key=key, content="before")
+    await store.engine.write(lambda tx: tx.execute("UPDATE runs SET status = 'completed'"))
+    rng = random.Random(5)
+    chunks = []
+    for c in range(8):
+        order = keys[:]
+        rng.shuffle(order)
+        chunks.append([ToAccept(agent_id=a, key=k, content=f"c{c}") for a, k in order])
+    lease = Lease(owner="node-1", ttl=30.0)
+    results = await asyncio.wait_for(asyncio.gather(
+        *(store.accept_messages(chunk, start=lease) for chunk in chunks)), 60)
+    accepted = [o for outcomes in results for o in outcomes]
+    assert all(isinstance(o, Accepted) and o.batched for o in accepted)
+    assert len({o.run.id for o in accepted if isinstance(o, Accepted)}) == 8 * 40
+    for agent_id, key in keys:
+        session = await store.get_session(agent_id, key)
+        log = await store.read_events(session.id)
+        assert [e.seq for e in log] == list(range(1, len(log) + 1))
+        assert session.last_seq == len(log)
+        starts = [e.run_id for e in log if e.kind == "run.started"]
+        queued = [e.run_id for e in log if e.kind == "run.queued"
+                  and e.data == {} and e.run_id is not None]
+        runs = [await store.get_run(r) for r in queued if r is not None]
+        active = [r for r in runs if r.status != "completed"]
+        assert len(active) == 8
+        assert len(starts) == 1 and starts[0] == active[0].id
+        assert [r.status for r in active] == ["running"] + ["queued"] * 7

@@ -332,10 +332,8 @@ async def test_sqlite_has_no_pgvector(tmp_path: object) -> None:
 
 
 @pytest.mark.postgres
-async def test_pgvector_off_by_env(pg_store: Store, monkeypatch: pytest.MonkeyPatch
-                                   ) -> None:
-    monkeypatch.setenv("AGENTD_PGVECTOR", "0")
-    assert await pg_store.ensure_pgvector(EMB, 3) is False
+async def test_without_pgvector_set_up(pg_store: Store) -> None:
+    # The daemon's pgvector setting off: ensure_pgvector is never called.
     with pytest.raises(RuntimeError):  # nothing set up in this schema
         await pg_store.vector_search([A], EMB, 3, vec(1, 0, 0), 5)
     # The rest works without it: vectors are stored for an index outside the database.

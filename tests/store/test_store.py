@@ -158,6 +158,14 @@ async def test_read_events_after_and_limit(store: Store) -> None:
     page = await store.read_events(acc.session.id, after=3, limit=4)
     assert [e.seq for e in page] == [4, 5, 6, 7]
     assert await store.read_events(acc.session.id, after=10) == []
+    # Backwards: the last `limit` below `before`, still oldest first.
+    assert [e.seq for e in await store.read_events(acc.session.id, before=9, limit=3)
+            ] == [6, 7, 8]
+    assert [e.seq for e in await store.read_events(acc.session.id, after=6, before=9,
+                                                   limit=5)] == [7, 8]
+    assert [e.seq for e in await store.read_events(acc.session.id, before=99)
+            ] == list(range(1, 11))
+    assert await store.read_events(acc.session.id, before=1) == []
 
 
 async def test_runs_with_status(store: Store) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import anthropic
@@ -250,3 +251,29 @@ async def test_stats_count_without_a_capacity_and_reset(
 def test_capacity_refuses_impossible_limits(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Capacity(**bad)  # type: ignore[arg-type]
+
+
+async def test_a_paced_turn_streams_word_by_word_and_records_each_frame(
+        stub: StubLLMServer, client: openai.AsyncOpenAI) -> None:
+    stub.enqueue("one two three four", interval_s=0.05)
+    stream = await client.chat.completions.create(
+        model="stub", messages=[{"role": "user", "content": "go"}], stream=True)
+    seen: list[str] = []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            seen.append(chunk.choices[0].delta.content)
+    assert "".join(seen) == "one two three four"
+    emitted = stub.emitted
+    words = [frame for _, frame in emitted
+             if b'"content":"' in frame and b'"content":""' not in frame]
+    assert [w.split(b'"content":"')[1].split(b'"')[0] for w in words] == [
+        b"one ", b"two ", b"three ", b"four"]
+    times = [at for at, _ in emitted]
+    assert times == sorted(times)
+    # The frames were sent apart, not in one write (a gap of at least the interval
+    # each; how much more is the machine's business).
+    assert all(b - a >= 0.04 for a, b in itertools.pairwise(times))
+    with pytest.raises(ValueError, match="interval_s"):
+        stub.enqueue("x", interval_s=-1)
+    stub.clear()
+    assert stub.emitted == []

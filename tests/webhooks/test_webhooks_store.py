@@ -107,3 +107,44 @@ async def test_leases_keep_two_nodes_from_sending_one_delivery(store: Store) -> 
     assert await store.next_delivery_due() is not None
     again = await store.claim_deliveries(owner="n1", now=now + 62, lease_s=60, limit=100)
     assert len(again) == 41
+
+
+async def test_old_finished_deliveries_are_pruned_and_never_made_again(store: Store
+                                                                      ) -> None:
+    agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                     tools=[], settings={})
+    now = [1_000.0]
+    config = WebhooksConfig(allow_hosts=["127.0.0.1"], allow_http=["127.0.0.1"],
+                            keep_deliveries_s=100.0)
+    service = Webhooks(store, bus=EventBus(), config=config, node_id="n1",
+                       daemon_ports=(), exclusive=True, clock=lambda: now[0])
+    hook = await service.create("a", WebhookIn(url=URL))
+    accepted = await store.accept_message(agent_id=agent.id, key="k", content="x")
+    await _log(store, accepted.run.session_id, 10)
+    await service.catch_up()
+    made = await _all(store, hook.id)
+    assert len(made) == 12
+    created = made[0].created_at
+    # Six delivered, three failed, three still pending.
+    for i in range(9):
+        claimed = await store.claim_deliveries(owner="n1", now=1e12, lease_s=60, limit=1)
+        assert claimed
+        await store.finish_attempt(claimed[0][0].id, owner="n1", now=1e12,
+                                   delivered=i < 6, next_attempt_at=None,
+                                   status_code=200 if i < 6 else 500, error=None)
+    statuses = sorted(d.status for d in await _all(store, hook.id))
+    assert statuses.count("delivered") == 6 and statuses.count("pending") == 3
+    # Not old enough yet: nothing goes.
+    now[0] = created + 50
+    assert await service.prune() == 0
+    now[0] = created + 101
+    assert await service.prune() == 9
+    left = await _all(store, hook.id)
+    assert sorted(d.status for d in left) == ["pending"] * 3
+    # The cursor stays: a rescan makes none of the pruned ones again.
+    assert await service.catch_up() == 0
+    assert len(await _all(store, hook.id)) == 3
+    off = Webhooks(store, bus=EventBus(), config=config.model_copy(
+        update={"keep_deliveries_s": 0.0}), node_id="n1", daemon_ports=(),
+        exclusive=True, clock=lambda: 1e15)
+    assert await off.prune() == 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Any, cast
 
 import orjson
@@ -42,6 +43,7 @@ from agentd.events import (
     ToolStarted,
 )
 from agentd.llm.messages import AssistantMessage, Usage, UserMessage
+from agentd.runtime.history import SessionHistory
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.store import NewEvent, Steered
 from agentd.store.records import UsageCharge
@@ -190,16 +192,12 @@ class AdapterExecutor(RunExecutor):
     def _session(self, turns: list[dict[str, str]]) -> Session:
         """The turn's session: its earlier turns read from the log (the messages the
         run answers left out), then this run's earlier ``turns``."""
-        history: list[dict[str, str]] = []
-        for m in self.history.messages:
-            if isinstance(m, UserMessage):
-                history.append({"role": "user", "content": m.content})
-            elif isinstance(m, AssistantMessage) and m.text:
-                history.append({"role": "assistant", "content": m.text})
-        while history and history[-1]["role"] == "user":
-            history.pop()
+        history = _conversation(self.history)
+        end = len(history)
+        while end and history[end - 1]["role"] == "user":
+            end -= 1
         return Session(key=self.session_key, agent=self.agent_name, run_id=self.run.id,
-                       history=[*history, *turns])
+                       history=[*history[:end], *turns])
 
     async def _turn(self, adapter: Any, model: AdapterModel, message: str,
                     turns: list[dict[str, str]]) -> tuple[str, Usage | None]:
@@ -292,3 +290,46 @@ class AdapterExecutor(RunExecutor):
                 raise TypeError(f"unknown stream event {kind!r} (token, tool_start, "
                                 "tool_end, done, error, progress, thinking)")
         return "".join(parts), None
+
+
+class _Converted:
+    """A session's conversation as adapters see it, as far as it was converted."""
+
+    __slots__ = ("count", "first", "last", "messages", "turns")
+
+    def __init__(self, messages: list[Any]) -> None:
+        self.messages = messages
+        self.turns: list[dict[str, str]] = []
+        self.count = 0
+        self.first = self.last = -1
+
+
+#: Per session history (kept while the agent is awake): what was converted, so a turn
+#: converts only the messages added since (a long session's turns would otherwise
+#: cost in proportion to its length: bench/turns.py --adapter).
+_CONVERTED: weakref.WeakKeyDictionary[SessionHistory, _Converted] = (
+    weakref.WeakKeyDictionary())
+
+
+def _conversation(history: SessionHistory) -> list[dict[str, str]]:
+    """``{"role", "content"}`` for the history's user messages and assistant texts, in
+    order. Incremental: the same message list, grown at its end since the last call
+    (the origins of its first and last converted messages unchanged), converts only
+    what is new; a compaction or a restore (the list replaced or cut) starts over."""
+    messages, origins = history.messages, history.origins
+    done = _CONVERTED.get(history)
+    count = 0 if done is None else done.count
+    if done is None or done.messages is not messages or len(messages) < count or (
+            count and (origins[0] != done.first or origins[count - 1] != done.last)):
+        done = _CONVERTED[history] = _Converted(messages)
+        count = 0
+    turns = done.turns
+    for m in messages[count:]:
+        if isinstance(m, UserMessage):
+            turns.append({"role": "user", "content": m.content})
+        elif isinstance(m, AssistantMessage) and m.text:
+            turns.append({"role": "assistant", "content": m.text})
+    done.count = len(messages)
+    if messages:
+        done.first, done.last = origins[0], origins[-1]
+    return turns

@@ -52,6 +52,8 @@ class Session:
     agent: str = ""
     run_id: str = ""
     #: Earlier turns, oldest first: ``{"role": "user" | "assistant", "content": str}``.
+    #: The list is the turn's own; its dicts are shared with later turns (converted
+    #: once per session), so read them, do not change them in place.
     history: list[dict[str, str]] = field(default_factory=list)
 
 

@@ -63,6 +63,20 @@ class Fire:
     #: Its place in a burst of missed fire times (0: the first or only one): the
     #: schedule's ``fires`` was read before the pass, so a burst counts on from it.
     nth: int = 0
+    #: Why ``missed`` fire times before it were not fired (recorded with its claim).
+    missed_reason: str | None = None
+    #: The schedule's version it was planned from (compare-and-set with the fire time:
+    #: an edit since then, its content say, and the fire writes nothing); None: the
+    #: fire time alone (a burst of missed times moves the version on as it goes).
+    expect_version: int | None = None
+
+    @property
+    def missed_note(self) -> tuple[float, str] | None:
+        """The claim recording its missed fire times: the first of them (where the
+        schedule was, ``expect``: never fired when any was missed) and why."""
+        if not self.missed or self.missed_reason is None:
+            return None
+        return self.expect, self.missed_reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,11 @@ for the chunk, the claims included; when any fire of it fails, say lost to a
 compare-and-set, the chunk is written again fire by fire, each in its own
 savepoint, so that one drops alone), the next query at once while they fill a
 batch; the runs of such a burst start once it is all claimed. It then sleeps until
-the next due time, or until a schedule is created or changed here (on a shared
-PostgreSQL database, at most ``poll_s``: other nodes change schedules too).
+``lead_s`` before the next due time, or until a schedule is created or changed here
+(on a shared PostgreSQL database, at most ``poll_s``: other nodes change schedules
+too), reads and plans what is due then and makes its messages, and commits them from
+the due time on (each planned fire also a compare-and-set on the schedule's version,
+so an edit in between makes it write nothing and the schedule is read again).
 
 **Per fire time:** ``jitter_s`` delays it by a fixed pseudo-random part of that
 (the same on every node). ``overlap`` says what happens when the previous fire's run
@@ -47,7 +50,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -114,6 +117,8 @@ MAX_NEXT = 100
 #: The longest interval, catch-up window, jitter: a year.
 MAX_SPAN_S = 366 * 86_400.0
 _ACTIVE = ("queued", "running", "waiting_approval")
+#: The most due schedules prepared ahead of one fire time (:meth:`Schedules.fire_due`).
+MAX_AHEAD = 50_000
 _MODE = {"skip": "reject", "enqueue": "enqueue", "interrupt": "interrupt"}
 
 
@@ -176,12 +181,14 @@ class Schedules:
         batch: due schedules one query returns (and fired concurrently).
         chunk: fires committed together (one transaction, each fire claimed on its
             own in it).
+        lead_s: how long before the next due time the task reads and plans what is
+            due then (0: at the time). The fires still commit at or after their time.
         clock: the time decisions are made at (tests give their own).
     """
 
     def __init__(self, store: Store, *, agents: Agents, runs: Runs, exclusive: bool,
                  poll_s: float = 1.0, batch: int = 2048, chunk: int = 256,
-                 clock: Callable[[], float] = time.time) -> None:
+                 lead_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.agents = agents
         self.runs = runs
@@ -189,6 +196,7 @@ class Schedules:
         self.poll_s = poll_s
         self.batch = batch
         self.chunk = chunk
+        self.lead_s = lead_s
         self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -347,10 +355,13 @@ class Schedules:
         return await self.store.list_schedules(agent_id=agent.id, after=after, limit=limit)
 
     async def list_all(self, *, agent: str | None = None, after: str | None = None,
-                       limit: int = 100) -> list[ScheduleRecord]:
+                       limit: int = 100, agent_ids: Sequence[str] | None = None
+                       ) -> list[ScheduleRecord]:
+        """``agent_ids``: only these agents' (a token's scope)."""
         if agent is not None:
             return await self.of_agent(agent, after=after, limit=limit)
-        return await self.store.list_schedules(after=after, limit=limit)
+        return await self.store.list_schedules(after=after, limit=limit,
+                                               agent_ids=agent_ids)
 
     def next_times(self, rec: ScheduleRecord, count: int) -> list[float]:
         """The schedule's next ``count`` nominal fire times (none while paused)."""
@@ -457,11 +468,13 @@ class Schedules:
         self._wake.set()
 
     async def _loop(self) -> None:
+        ahead: float | None = None  # the due time to prepare for, once it is this near
         while True:
             self._wake.clear()
             before = self._progress()
             try:
-                done = await self.fire_due()
+                done = await self.fire_due(at=ahead)
+                ahead = None
             except ShuttingDown:
                 return
             except Exception:
@@ -480,17 +493,35 @@ class Schedules:
                 log.exception("could not read the next due schedule")
                 upcoming = None
             cap = self.poll_s if not self.exclusive else 3600.0
-            delay = cap if upcoming is None else min(max(upcoming - self.clock(), 0.0), cap)
+            ahead = None
+            delay = cap
+            if upcoming is not None:
+                delay = upcoming - self.clock()
+                if delay <= cap and delay > 0 and self.lead_s > 0:
+                    # Wake lead_s early: read and plan what is due then, commit at it.
+                    ahead = upcoming
+                    delay -= self.lead_s
+                delay = min(max(delay, 0.0), cap)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+                if self._wake.is_set():
+                    ahead = None  # something changed: look again from now
 
     def _progress(self) -> int:
         f = self.figures
         return f["fired"] + f["skipped"] + f["missed"] + f["lost"] + f["moved"]
 
-    async def fire_due(self) -> int:
+    async def fire_due(self, at: float | None = None) -> int:
         """Fire what is due now; how many schedules were due.
+
+        ``at`` (a due time a little ahead, :attr:`lead_s`): what is due then is read
+        and planned now, every schedule of it (up to :data:`MAX_AHEAD`), and fired in
+        batches from ``at`` on, then what else is due. A burst's reads and planning
+        are done by its time instead of between its commits. What changes meanwhile
+        is safe: every claim is a compare-and-set on the schedule's fire time and on
+        its version (an edit, a pause, a deletion, another node's fire: the planned
+        fire writes nothing, and the schedule is planned again from the store).
 
         One indexed query finds up to ``batch`` due schedules; what each does is
         decided here at no cost in I/O in the usual case (its agent awake, its last
@@ -503,6 +534,20 @@ class Schedules:
         deferred: list[Callable[[], object]] = []
         total = 0
         try:
+            if at is not None and at > self.clock():
+                # Not ahead: a fire whose previous run (in another session) is still
+                # going, for its overlap (skip, interrupt) is decided at its time.
+                due = [rec for rec in await self.store.due_schedules(at, MAX_AHEAD)
+                       if not _overlaps(rec)]
+                self.figures["passes"] += 1
+                total += len(due)
+                if due:
+                    batch, others = await self._prepare(due, at)
+                    messages = [self._message(fire) for fire in batch]
+                    left = at - self.clock()
+                    if left > 0:  # (the loop's clock and the wall's: 2 ms to spare)
+                        await asyncio.sleep(left + 0.002)
+                    await self._commit(batch, others, deferred, messages)
             while True:
                 before = self._progress()
                 now = self.clock()
@@ -519,6 +564,12 @@ class Schedules:
 
     async def _fire_due(self, due: list[ScheduleRecord], now: float,
                         deferred: list[Callable[[], object]]) -> None:
+        await self._commit(*await self._prepare(due, now), deferred)
+
+    async def _prepare(self, due: list[ScheduleRecord], now: float
+                       ) -> tuple[list[Fire], list[tuple[ScheduleRecord, Awaitable[bool | None]]]]:
+        """What each due schedule does at ``now``: the fires that join a batch, and the
+        other steps (not started: coroutines the caller awaits by :meth:`_commit`)."""
         limits: dict[str, ScheduleSettings | None] = {}
         batch: list[Fire] = []
         others: list[tuple[ScheduleRecord, Awaitable[bool | None]]] = []
@@ -536,13 +587,27 @@ class Schedules:
                 others.append((rec, self._process(rec, now, got, batch)))
             else:
                 others.extend(self._plan(rec, now, got, 0, batch))
+        return batch, others
+
+    async def _commit(self, batch: list[Fire],
+                      others: list[tuple[ScheduleRecord, Awaitable[bool | None]]],
+                      deferred: list[Callable[[], object]],
+                      messages: list[Message] | None = None) -> None:
+        """Carry out what :meth:`_prepare` planned: the other steps, then the fires,
+        ``batch`` at a time (each commit's fires are claimed as it ends). ``messages``:
+        the fires' messages, made beforehand."""
         if others:
+            # (a schedule whose last fire failed may join the batch here)
             await asyncio.gather(*(self._guarded(rec, step) for rec, step in others))
-        # The chunks at once: on SQLite they commit in one turn of the loop (one
+        messages = [*(messages or ()), *map(self._message, batch[len(messages or ()):])]
+        # A batch's chunks at once: on SQLite they commit in one turn of the loop (one
         # group commit), not one turn each behind every run's steps; on PostgreSQL
         # side by side (all take their sessions' locks in the same order).
-        await asyncio.gather(*(self._fire_many(batch[i:i + self.chunk], deferred)
-                               for i in range(0, len(batch), self.chunk)))
+        for start in range(0, len(batch), self.batch):
+            end = min(start + self.batch, len(batch))
+            await asyncio.gather(*(self._fire_many(
+                batch[i:min(i + self.chunk, end)], messages[i:min(i + self.chunk, end)],
+                deferred) for i in range(start, end, self.chunk)))
 
     async def _agent(self, name: str) -> AgentRecord | None:
         try:
@@ -590,9 +655,14 @@ class Schedules:
                 while t is not None and (due_at(rec, t) or 0.0) < until and skipped < MAX_WALK:
                     t = following(rec, t)
                     skipped += 1
+                note = (rec.next_fire_at, (
+                    f"{_times(skipped)} passed over from this one on: backing off "
+                    f"{wait:g} s after {count} consecutive failed fire run(s) "
+                    "(settings.schedules.backoff_s)"))
                 await self.store.move_schedule(rec.id, expect_next=rec.next_fire_at,
                                                next_fire_at=t, next_due_at=due_at(rec, t),
-                                               missed=skipped, failures=count)
+                                               missed=skipped, failures=count,
+                                               missed_note=note if skipped else None)
                 self.figures["missed"] += skipped
                 return None
         steps = self._plan(rec, now, limits, failures[0] if failures else 0, batch)
@@ -610,31 +680,37 @@ class Schedules:
         plan = plan_fires(rec, now, limits.grace_s)
         expect = rec.next_fire_at
         self.figures["missed"] += plan.missed
+        reason = _missed_reason(rec, plan.missed, limits.grace_s) if plan.missed else None
         if not plan.fire:
             return [(rec, self.store.move_schedule(
                 rec.id, expect_next=expect, next_fire_at=plan.after,
-                next_due_at=due_at(rec, plan.after), missed=plan.missed, failures=count))]
+                next_due_at=due_at(rec, plan.after), missed=plan.missed, failures=count,
+                missed_note=None if reason is None else (expect, reason)))]
         if len(plan.fire) > 1:
-            return [(rec, self._catch_up(rec, plan, count))]
+            return [(rec, self._catch_up(rec, plan, count, reason))]
         t = plan.fire[0]
         fire = Fire(rec=rec, t=t, expect=expect, after=plan.after, missed=plan.missed,
                      failures=count, overlap=rec.overlap,
-                     key=rec.session or f"schedule:{rec.id}:{iso(t)}")
+                     key=rec.session or f"schedule:{rec.id}:{iso(t)}", missed_reason=reason,
+                     expect_version=rec.version)
         step = self._before(fire)
         if step is not None:
             return [(rec, step)]
         batch.append(fire)
         return []
 
-    async def _catch_up(self, rec: ScheduleRecord, plan: Plan, count: int) -> None:
-        """Missed fire times fired in order: a burst queues up behind its first."""
+    async def _catch_up(self, rec: ScheduleRecord, plan: Plan, count: int,
+                        reason: str | None) -> None:
+        """Missed fire times fired in order: a burst queues up behind its first (which
+        records the times missed before them, if any: ``reason``)."""
         assert rec.next_fire_at is not None
         expect, missed = rec.next_fire_at, plan.missed
         for i, t in enumerate(plan.fire):
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
             fire = Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
                          failures=count, overlap="enqueue" if i > 0 else rec.overlap,
-                         key=rec.session or f"schedule:{rec.id}:{iso(t)}", nth=i)
+                         key=rec.session or f"schedule:{rec.id}:{iso(t)}", nth=i,
+                         missed_reason=reason if i == 0 else None)
             step = self._before(fire)
             if step is not None:
                 await step
@@ -652,12 +728,11 @@ class Schedules:
         """A new session per fire: the previous fire's run is in another session, so
         ``overlap`` acts here: skip (the step returned), or interrupt that run."""
         rec = fire.rec
-        if (rec.session is None and fire.overlap != "enqueue" and rec.last_run_id
-                and rec.last_run_status in _ACTIVE):
+        if fire.overlap != "enqueue" and _overlaps(rec):
             if fire.overlap == "skip":
                 return self._skip(fire, reason=f"run {rec.last_run_id} of the previous "
                                                "fire is still going (overlap: skip)")
-            self._cancel_later(rec.last_run_id)
+            self._cancel_later(str(rec.last_run_id))
         return None
 
     def _message(self, fire: Fire) -> Message:
@@ -669,7 +744,8 @@ class Schedules:
             at = time.time()
             move(tx, rec.id, expect_next=fire.expect, next_fire_at=fire.after,
                  next_due_at=due_at(rec, fire.after), now=at, missed=fire.missed,
-                 fired_run=accepted.run.id, fired_at=fire.t, failures=fire.failures)
+                 fired_run=accepted.run.id, fired_at=fire.t, failures=fire.failures,
+                 missed_note=fire.missed_note, expect_version=fire.expect_version)
             claim_fire(tx, rec.id, fire.t, run_id=accepted.run.id, status="fired",
                        reason=None, now=at, prune=prune)
 
@@ -677,8 +753,8 @@ class Schedules:
                        mode=_MODE[fire.overlap],
                        origin={"schedule_id": rec.id, "fire_at": fire.t}, also=claim)
 
-    async def _fire_many(self, fires: list[Fire], deferred: list[Callable[[], object]]
-                         ) -> None:
+    async def _fire_many(self, fires: list[Fire], messages: list[Message],
+                         deferred: list[Callable[[], object]]) -> None:
         """Fires committed together, each claimed on its own (their runs handed to
         the supervisor by ``deferred``); the refused ones follow up (a skip, a fire
         time claimed before) one by one."""
@@ -690,11 +766,13 @@ class Schedules:
                 schedule_id=fires[i].rec.id, expect_next=fires[i].expect,
                 next_fire_at=fires[i].after, next_due_at=due_at(fires[i].rec, fires[i].after),
                 missed=fires[i].missed, failures=fires[i].failures, run_id=accepted.run.id,
-                fire_at=fires[i].t, prune=_prunes(fires[i])) for i, accepted in done], at)
+                fire_at=fires[i].t, prune=_prunes(fires[i]),
+                missed_note=fires[i].missed_note, expect_version=fires[i].expect_version)
+                for i, accepted in done], at)
 
         try:
-            outcomes = await self.runs.send_many([self._message(f) for f in fires],
-                                                 defer=deferred, also_many=claim_all)
+            outcomes = await self.runs.send_many(messages, defer=deferred, also_many=claim_all,
+                                                 start=True)
         except ShuttingDown:
             return
         follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []
@@ -722,7 +800,7 @@ class Schedules:
             await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
                                            next_fire_at=fire.after,
                                            next_due_at=due_at(fire.rec, fire.after),
-                                           missed=fire.missed)
+                                           missed=fire.missed, missed_note=fire.missed_note)
         else:
             raise exc
 
@@ -752,7 +830,8 @@ class Schedules:
         await self.store.move_schedule(fire.rec.id, expect_next=fire.expect,
                                        next_fire_at=fire.after,
                                        next_due_at=due_at(fire.rec, fire.after),
-                                       missed=fire.missed, skip=(fire.t, reason))
+                                       missed=fire.missed, skip=(fire.t, reason),
+                                       missed_note=fire.missed_note)
         self.figures["skipped"] += 1
 
     def _cancel_later(self, run_id: str) -> None:
@@ -765,6 +844,31 @@ class Schedules:
         task = asyncio.create_task(cancel())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _overlaps(rec: ScheduleRecord) -> bool:
+    """Whether the schedule's next fire, in a new session, has the previous fire's run
+    still going beside it (what ``overlap`` then says: :meth:`Schedules._before`)."""
+    return (rec.session is None and rec.overlap != "enqueue" and bool(rec.last_run_id)
+            and rec.last_run_status in _ACTIVE)
+
+
+def _times(count: int) -> str:
+    return f"{count} fire time{'s' if count != 1 else ''}"
+
+
+def _missed_reason(rec: ScheduleRecord, count: int, grace_s: float) -> str:
+    """Why ``count`` fire times from the schedule's next one on were not fired."""
+    if rec.missed == "all":
+        why = (f"older than the catch-up window (catchup_s: {rec.catchup_s:g} s) or "
+               f"more than {MAX_CATCHUP} behind")
+    elif rec.missed == "once":
+        why = "missed: once fires only the latest"
+    else:
+        why = (f"missed: skip fires only the latest, and only within grace_s "
+               f"({grace_s:g} s) of its time")
+    return (f"{_times(count)} missed from this one on (the daemon was down or behind): "
+            f"{why}")
 
 
 def _prunes(fire: Fire) -> bool:

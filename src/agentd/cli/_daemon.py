@@ -473,3 +473,54 @@ def agents_text(health: dict[str, Any]) -> str:
     if awake is None or asleep is None:
         return total
     return f"{total} ({awake} awake, {asleep} asleep)"
+
+
+def console(
+    ctx: typer.Context,
+    open_browser: Annotated[bool, typer.Option(
+        "--open", help="Open it in the default web browser too.")] = False,
+) -> None:
+    """Print the web console's address (and where its sign-in token is).
+
+    The console is served by the daemon at /ui; it asks for a daemon token, which it
+    keeps in that browser tab only (docs/console.md).
+
+    [bold]Example[/]
+      $ agentd console --open
+    """
+    import httpx
+
+    url, _ = target(ctx)
+    page = url.rstrip("/") + "/ui/"
+    try:
+        answer = httpx.get(page, timeout=5.0)
+    except httpx.HTTPError as exc:
+        fail(f"the daemon at {url} does not answer ({exc.__class__.__name__}): "
+             "start it with 'agentd start'")
+    if answer.status_code in (401, 404):
+        fail(f"the daemon at {url} does not serve the console (console = false in its "
+             "configuration)")
+    if answer.status_code != 200:
+        fail(f"{page} answered {answer.status_code}")
+    console_out = out()
+    console_out.print(page)
+    settings = load_settings_or_fail()
+    if state_url_given(ctx):
+        hint = "the daemon's token (AGENTD_TOKEN or --token gave the CLI one)"
+    elif settings.tokens or settings.token:
+        hint = "one of the tokens in your configuration (token / tokens / AGENTD_TOKEN)"
+    else:
+        hint = f"the token in {settings.home / 'token'}"
+    err().print(f"Sign in with {escape(hint)}; it stays in that browser tab.")
+    if open_browser:
+        import webbrowser
+
+        if not webbrowser.open(page):
+            err().print("No web browser could be opened here: open the address above.")
+
+
+def state_url_given(ctx: typer.Context) -> bool:
+    """Whether --url / AGENTD_URL named the daemon (not the local configuration)."""
+    from agentd.cli._common import state
+
+    return bool(state(ctx).url)

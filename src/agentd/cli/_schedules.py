@@ -205,7 +205,7 @@ def delete(ctx: typer.Context, schedule_id: IdArg) -> None:
 
 @schedule_app.command("fires")
 def fires(ctx: typer.Context, schedule_id: IdArg, as_json: JsonFlag = False) -> None:
-    """The latest fire times claimed (fired or skipped), newest first."""
+    """The latest fire times claimed (fired, skipped or missed), newest first."""
     with connect(ctx) as client:
         items = client.schedule_fires(schedule_id)
     if as_json:
@@ -213,5 +213,6 @@ def fires(ctx: typer.Context, schedule_id: IdArg, as_json: JsonFlag = False) -> 
         return
     for item in items:
         what = (f"run {item.get('run_id')} ({item.get('run_status') or 'gone'})"
-                if item.get("status") == "fired" else f"skipped: {item.get('reason')}")
+                if item.get("status") == "fired"
+                else f"{item.get('status')}: {item.get('reason')}")
         out().print(Text(f"{item['fire_at']}  {what}"), soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 import typer
@@ -25,29 +26,63 @@ from agentd.client import SSEEvent
 def sessions(
     ctx: typer.Context,
     name: NameArg,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", "-n", min=1, max=1000, metavar="N",
+        help="A page of at most N sessions (the next page's command is printed after "
+             "it). Default: every session, or 100 with --match or --after.",
+        show_default=False)] = None,
+    match: Annotated[str | None, typer.Option(
+        "--match", "-m", metavar="TEXT", help="Only sessions whose keys contain TEXT "
+                                              "(any case).", show_default=False)] = None,
+    after: Annotated[str | None, typer.Option(
+        "--after", metavar="CURSOR", help="The page after this cursor (the hint the page "
+                                          "before printed).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
 ) -> None:
-    """List an agent's sessions: key, event count, created, last updated.
+    """List an agent's sessions, most recent activity first: key, event count,
+    created, last updated.
 
     A session's events are numbered 1, 2, 3, ...; EVENTS is the last one, the
     number to give [bold]agentd tail --after[/].
 
+    With --limit, --match or --after, one page; --json then prints
+    {"sessions": [...], "next_after": CURSOR or null}.
+
     [bold]Examples[/]
       $ agentd sessions demo
+      $ agentd sessions demo --limit 50 --match user:
       $ agentd sessions demo --json | jq -r '.[].key'
     """
+    paged = limit is not None or match is not None or after is not None
+    page: dict[str, Any] = {}
     with connect(ctx) as client:
-        found = client.list_sessions(name)
+        if paged:
+            page = client.sessions_page(name, limit=limit or 100, after=after, q=match)
+            found: list[dict[str, Any]] = page.get("sessions", [])
+        else:
+            found = client.list_sessions(name)
     if as_json:
-        echo_json(found)
+        echo_json(page if paged else found)
+    elif not found and match is not None:
+        out().print(Text(f"no sessions of agent {name} match {match!r}" +
+                         (" after this cursor" if after else ""), style="dim"),
+                    soft_wrap=True)
     elif not found:
-        out().print(
-            f"[dim]agent {escape(name)} has no sessions yet; "
-            f"[bold]agentd send {escape(name)} MESSAGE[/] starts one[/]",
-            soft_wrap=True,
-        )
+        out().print(Text(f"no sessions of agent {name} after this cursor", style="dim")
+                    if after else
+                    f"[dim]agent {escape(name)} has no sessions yet; "
+                    f"[bold]agentd send {escape(name)} MESSAGE[/] starts one[/]",
+                    soft_wrap=True)
     else:
         out().print(sessions_table(found))
+    if not as_json and page.get("next_after"):
+        words = ["agentd", "sessions", name, "--after", page["next_after"]]
+        if limit is not None:
+            words += ["--limit", str(limit)]
+        if match is not None:
+            words += ["--match", match]
+        out().print(Text(f"{len(found)} shown, more: {shlex.join(words)}", style="dim"),
+                    soft_wrap=True)
 
 
 def delete_session(

@@ -129,6 +129,7 @@ app.command(rich_help_panel="Daemon")(_daemon.serve)
 app.command(rich_help_panel="Daemon")(_daemon.start)
 app.command(rich_help_panel="Daemon")(_daemon.stop)
 app.command(rich_help_panel="Daemon")(_daemon.status)
+app.command(rich_help_panel="Daemon")(_daemon.console)
 
 
 # -- agents -----------------------------------------------------------------------

@@ -50,6 +50,23 @@ class AgentsAPI(BaseClient):
         agents: list[dict[str, Any]] = result.get("agents", []) if result else []
         return agents
 
+    def agent_page(self, *, limit: int = 100, after: str | None = None, q: str | None = None,
+                   state: str | list[str] | None = None) -> dict[str, Any]:
+        """A page of agents by name (``GET /v1/agents?limit=...``): ``{"agents",
+        "next_after"}``, each agent with ``awake``; give ``next_after`` as ``after`` for
+        the next page (None on the last). ``q``: a part of the name (any case);
+        ``state``: one state or several."""
+        states = state if state is None or isinstance(state, str) else ",".join(state)
+        result: dict[str, Any] = self._request("GET", "/v1/agents", params={
+            "limit": limit, "after": after, "q": q, "state": states})
+        return result
+
+    def overview(self) -> dict[str, Any]:
+        """The daemon at a glance (``GET /v1/overview``): agents by state and awake,
+        active runs, approvals waiting, today's usage, disk and store in use."""
+        result: dict[str, Any] = self._request("GET", "/v1/overview")
+        return result
+
     def get_agent(self, name: str) -> dict[str, Any]:
         """One agent by name (``agent_not_found`` when unknown)."""
         result: dict[str, Any] = self._request("GET", f"/v1/agents/{segment(name)}")

@@ -98,7 +98,7 @@ class SchedulesAPI(BaseClient):
         self._request("DELETE", f"/v1/schedules/{segment(schedule_id)}")
 
     def schedule_fires(self, schedule_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest fire times claimed (fired or skipped), newest first."""
+        """The latest fire times claimed (fired, skipped or missed), newest first."""
         result = self._request("GET", f"/v1/schedules/{segment(schedule_id)}/fires",
                                params={"limit": limit})
         fires: list[dict[str, Any]] = result["fires"]

@@ -31,10 +31,28 @@ class SessionsAPI(BaseClient):
     """Sessions, their event logs, checkpoints, restore and fork."""
 
     def list_sessions(self, agent: str) -> list[dict[str, Any]]:
-        """An agent's sessions."""
+        """Every session of an agent, most recent activity first (one response however
+        many there are: :meth:`sessions_page` pages them)."""
         result = self._request("GET", f"/v1/agents/{segment(agent)}/sessions")
         sessions: list[dict[str, Any]] = result.get("sessions", []) if result else []
         return sessions
+
+    def sessions_page(self, agent: str, *, limit: int = 100, after: str | None = None,
+                      q: str | None = None) -> dict[str, Any]:
+        """A page of an agent's sessions, most recent activity first
+        (``GET /v1/agents/{name}/sessions?limit=...``): ``{"sessions", "next_after"}``;
+        give ``next_after`` as ``after`` for the next page (None on the last).
+
+        Args:
+            agent: Agent name.
+            limit: At most this many sessions (1-1000).
+            after: ``next_after`` of the page before, as given.
+            q: Only sessions whose keys contain this (any case).
+        """
+        result: dict[str, Any] = self._request(
+            "GET", f"/v1/agents/{segment(agent)}/sessions",
+            params={"limit": limit, "after": after, "q": q})
+        return result
 
     def get_session(self, agent: str, key: str) -> dict[str, Any]:
         """One session (``session_not_found`` when unknown)."""

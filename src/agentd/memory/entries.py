@@ -234,10 +234,13 @@ class MemoryEntries:
     """The agents' long-term memory entries: writes, reads and hybrid search."""
 
     def __init__(self, store: Store, *, agents: Agents, config: MemoryConfig, home: Path,
-                 exclusive: bool, embedder: Embedder | None = None) -> None:
+                 exclusive: bool, embedder: Embedder | None = None,
+                 pgvector: bool = True) -> None:
         """``embedder``: None resolves ``config.embedder`` at start (``none``: full text
-        only)."""
+        only). ``pgvector``: search vectors in PostgreSQL where the extension can be
+        created (the daemon's ``pgvector`` setting)."""
         self.store = store
+        self.pgvector = pgvector
         self.agents = agents
         self.config = config
         self.home = home
@@ -253,7 +256,7 @@ class MemoryEntries:
         if embedder is not None:
             self.vectors = Vectors(self.store, embedder, home=self.home,
                                    ann_threshold=self.config.ann_threshold,
-                                   exclusive=self.exclusive)
+                                   exclusive=self.exclusive, pgvector=self.pgvector)
             await self.vectors.start()
 
     async def close(self) -> None:

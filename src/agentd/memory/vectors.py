@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,8 +57,10 @@ class Vectors:
     """Embeds pending entries and answers nearest-neighbour queries per namespace."""
 
     def __init__(self, store: Store, embedder: Embedder, *, home: Path,
-                 ann_threshold: int, exclusive: bool) -> None:
+                 ann_threshold: int, exclusive: bool, pgvector: bool = True) -> None:
         self.store = store
+        #: Whether to let PostgreSQL search vectors (pgvector) where it can.
+        self.pgvector = pgvector
         self.embedder = embedder
         self.ann_threshold = ann_threshold
         #: This daemon is the store's only writer: an index it brought up to date stays
@@ -85,8 +86,7 @@ class Vectors:
         return self.embedder.name
 
     async def start(self) -> None:
-        if self.store.engine.dialect == "postgresql" and os.environ.get(
-                "AGENTD_PGVECTOR", "1") != "0":
+        if self.store.engine.dialect == "postgresql" and self.pgvector:
             self.in_database = await self.store.ensure_pgvector(self.embedder.name,
                                                                 self.embedder.dim)
         self._task = asyncio.create_task(self._run(), name="memory-embedder")

@@ -64,6 +64,9 @@ class Prepared:
     #: The session's whole log when the message created the session: its history
     #: needs no read either (a burst of schedule fires into new sessions).
     log: list[EventRecord] | None = None
+    #: The run started when its message was accepted (``run.started`` logged, the run
+    #: ``running`` under this node's lease): its executor does not start it again.
+    started: bool = False
 
 
 def permissions_for(settings: Settings, agent: PolicyConfig, session: PolicyConfig | None
@@ -205,6 +208,7 @@ class ExecutorFactory:
             workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
             sandbox=sandbox, workers=self.workers, compactor=self.compactor,
             services=self.services, origin=origin,
+            started=prepared is not None and prepared.started and run.status == "running",
         )
 
     async def _payer(self, plan: AgentPlan, agent: AgentRecord, priority: str,
@@ -248,8 +252,11 @@ class ExecutorFactory:
         agent = await self.agents.by_id(run.agent_id)  # wakes it
         if agent is None:
             return None
-        if agent.state == "paused":
-            return None  # stays queued in the store; resume submits it again
+        started = prepared is not None and prepared.started and run.status == "running"
+        if agent.state == "paused" and not started:
+            # Stays queued in the store; resume submits it again. (A run that started
+            # goes on, as the runs under way when an agent is paused do.)
+            return None
         if agent.state in ("stopped", "error"):
             await self.runlog.cancel(run, f"agent {agent.state}")
             return None
@@ -257,7 +264,7 @@ class ExecutorFactory:
             plan = self.agents.plan(agent)
         except InvalidModel as exc:
             await self.runlog.fail(run, exc)
-            self.agents.remember(await self.store.set_agent_state(agent.name, "error"))
+            await self.agents.set_state(agent.name, "error")
             return None
         if prepared is not None:
             session_policy = prepared.session_policy

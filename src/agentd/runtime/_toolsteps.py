@@ -301,6 +301,14 @@ class ToolSteps:
                                            confined=confined)
         limit = min(JUDGE_TIMEOUT_S, self.tool_timeout_s)
         try:
+            # The pool's own start-up (once per daemon) is not the judging's time.
+            try:
+                async with asyncio.timeout(self.tool_timeout_s):
+                    await self.workers.ready()
+            except TimeoutError:
+                raise ToolError(f"the policy's worker did not start within "
+                                f"{self.tool_timeout_s:g}s", code="tool_unavailable"
+                                ) from None
             async with asyncio.timeout(limit):
                 verdict: Verdict = await self.workers.run(
                     "agentd.tools._worker", "decide", self.permissions, facts,

@@ -5,6 +5,10 @@ An agent is awake while it has been used within ``agent_idle_s``: its record and
 need, worked out once) are kept in memory. Putting it to sleep drops all of that, and
 the next request wakes it from the store. Nothing here runs or cancels runs: the
 lifecycle (:mod:`agentd.runtime.lifecycle`) does that on top of this service.
+
+Every change this service commits to an agent's record (created, updated, its state
+set, deleted) is handed to ``on_change`` once committed: the activity feed's
+``agent.*`` frames. Whatever changes an agent's row goes through here.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from agentd.sandbox.backends import Limits
 from agentd.security.policy import PolicyConfig
 from agentd.settings import AgentSettings, ModelSettings, check_settings, stored_settings
 from agentd.store import Store
-from agentd.store.records import AgentRecord
+from agentd.store.records import AgentChange, AgentRecord, AgentState, agent_change_kind
 from agentd.tools import ToolRegistry
 from agentd.tools.mcp import MCPServer
 
@@ -119,17 +123,21 @@ class Agents:
         sandboxes: checks agents' sandbox settings and gives each agent its uid.
         on_sleep: called with an agent put to sleep, for the services that keep
             something per agent (histories, budgets).
+        on_change: called with each change to an agent's record once it is committed
+            (the event bus's feeds); it must be quick and must not raise.
     """
 
     def __init__(self, settings: Settings, store: Store, *, tools: ToolRegistry,
                  catalog: Catalog, sandboxes: Sandboxes,
-                 on_sleep: Callable[[AgentRecord], None] = lambda agent: None) -> None:
+                 on_sleep: Callable[[AgentRecord], None] = lambda agent: None,
+                 on_change: Callable[[AgentChange], None] = lambda change: None) -> None:
         self.settings = settings
         self.store = store
         self.tools = tools
         self.catalog = catalog
         self.sandboxes = sandboxes
         self.on_sleep = on_sleep
+        self.on_change = on_change
         self._catalogued = {spec.partition(":")[0] for spec in catalog.models}
         # Awake agents only: a sleeping agent has nothing here.
         self._by_name: dict[str, AgentRecord] = {}
@@ -162,6 +170,10 @@ class Agents:
     def awake(self) -> int:
         return len(self._by_name)
 
+    def is_awake(self, name: str) -> bool:
+        """Whether the agent is held in memory on this node now."""
+        return name in self._by_name
+
     @property
     def awake_names(self) -> list[str]:
         """The names of the agents awake now."""
@@ -184,6 +196,10 @@ class Agents:
         self._by_id[agent.id] = agent
         self._last_active[agent.id] = time.monotonic()
         return agent
+
+    def held(self, name: str) -> AgentRecord | None:
+        """The agent named ``name`` if it is awake here (None otherwise); not touched."""
+        return self._by_name.get(name)
 
     async def get(self, name: str) -> AgentRecord:
         """The agent named ``name`` (waking it); :class:`AgentNotFound` if none."""
@@ -256,10 +272,12 @@ class Agents:
         agent = await self.store.create_agent(name=name, model=model,
                                               instructions=instructions, tools=tools,
                                               settings=settings)
+        self.on_change(AgentChange.of("agent.created", agent))
         try:  # its sandbox uid, given now (a used-up range refuses the agent: 409)
             await self.sandboxes.user(agent.id)
         except Conflict:
-            await self.store.delete_agent(name)
+            gone = await self.store.delete_agent(name)
+            self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
             raise
         self.count += 1
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
@@ -280,13 +298,23 @@ class Agents:
             check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = self.remember(await self.store.update_agent(
             name, fields, based_on=based_on.updated_at if based_on is not None else None))
+        self.on_change(AgentChange.of(agent_change_kind(fields), agent, before=current))
         self._forget_plan(name)
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return agent
 
+    async def set_state(self, name: str, state: AgentState) -> AgentRecord:
+        """Store the agent's new state (nothing else: runs are the lifecycle's) and
+        keep it awake as it is now."""
+        agent = self.remember(await self.store.set_agent_state(name, state))
+        self.on_change(AgentChange.of("agent.state", agent))
+        return agent
+
     async def delete(self, agent: AgentRecord) -> None:
         """Delete the agent's record (its sessions go with it) and its workspace."""
-        await self.store.delete_agent(agent.name)
+        gone = await self.store.delete_agent(agent.name)
+        # The record as it was deleted: the feed's scope is decided on its tenant.
+        self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
         self.sandboxes.forget(self.workspace_of(agent), agent.id)
         self.count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)

@@ -8,7 +8,9 @@ client never slows a run and never loses an event.
 A :class:`Feed` subscribes to every session's committed events at once (the activity
 feed, ``GET /v1/events``). It has no log to re-read from, so when its bounded buffer is
 full it counts what it drops and says so (:meth:`Feed.next`), instead of slowing
-anyone down.
+anyone down. Feeds also carry the committed changes to agents' records
+(:meth:`EventBus.publish_agent`: created, updated, paused/resumed/stopped, deleted), in
+the order they were published among the events; nothing else subscribes to those.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from agentd.events import TERMINAL_KINDS
-from agentd.store.records import EventRecord
+from agentd.store.records import AgentChange, EventRecord
 
-__all__ = ["EventBus", "Feed", "Lagged", "Subscription", "Token", "follow"]
+__all__ = ["EventBus", "Feed", "FeedItem", "Lagged", "Subscription", "Token", "follow"]
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +97,26 @@ class Lagged:
     dropped: int
 
 
-class Feed:
-    """A subscription to every session's committed events (no tokens), in the order
-    they were published; bounded: see :meth:`next`."""
+FeedItem = EventRecord | AgentChange
+#: (a plain ``Feed`` carries events only)
+ItemT = TypeVar("ItemT", bound=FeedItem, default=EventRecord)
 
-    def __init__(self, bus: EventBus, buffer: int) -> None:
+
+class Feed(Generic[ItemT]):
+    """A subscription to every session's committed events (no tokens), and with
+    ``agents`` to every change to an agent too, in the order they were published;
+    bounded: see :meth:`next`."""
+
+    def __init__(self, bus: EventBus, buffer: int, *, agents: bool = False) -> None:
         self._bus = bus
-        self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(buffer)
+        self.agents = agents
+        self.queue: asyncio.Queue[ItemT | None] = asyncio.Queue(buffer)
         self.closed = False
         #: Events not delivered since the last :class:`Lagged` report.
         self.dropped = 0
         self.since = time.time() - _FEED_SLACK_S
 
-    def _offer(self, event: EventRecord) -> None:
+    def _offer(self, event: ItemT) -> None:
         if self.dropped:
             # Keep dropping until the reader has caught up with what it holds, so the
             # gap it is told about is one gap.
@@ -115,10 +127,10 @@ class Feed:
         except asyncio.QueueFull:
             self.dropped += 1
 
-    async def next(self, wait_s: float | None = None) -> EventRecord | Lagged | None:
-        """The next event; a :class:`Lagged` report when events were dropped; None when
-        ``wait_s`` seconds passed with nothing to say, or when the bus closed (then
-        :attr:`closed` is true)."""
+    async def next(self, wait_s: float | None = None) -> ItemT | Lagged | None:
+        """The next event or agent change; a :class:`Lagged` report when some were
+        dropped; None when ``wait_s`` seconds passed with nothing to say, or when the
+        bus closed (then :attr:`closed` is true)."""
         if self.queue.empty():
             if self.dropped:
                 lagged, self.dropped = Lagged(dropped=self.dropped), 0
@@ -138,7 +150,7 @@ class Feed:
             if not self._bus._feeds:
                 self._bus._feed_last.clear()
 
-    def __enter__(self) -> Feed:
+    def __enter__(self) -> Feed[ItemT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,7 +163,7 @@ class EventBus:
         self._buffer = buffer
         #: The last seq published, per session with subscribers.
         self._last: dict[str, int] = {}
-        self._feeds: set[Feed] = set()
+        self._feeds: set[Feed[Any]] = set()
         #: While feeds are open: the last seq published per session (the most recent
         #: sessions only), so that a feed gets each event once.
         self._feed_last: OrderedDict[str, int] = OrderedDict()
@@ -173,9 +185,16 @@ class EventBus:
                 del self._subs[sub.session_id]
                 self._last.pop(sub.session_id, None)
 
-    def subscribe_all(self, buffer: int | None = None) -> Feed:
+    def subscribe_all(self, buffer: int | None = None) -> Feed[EventRecord]:
         """A :class:`Feed` of every session's events published from now on."""
-        feed = Feed(self, buffer or self._buffer)
+        feed: Feed[EventRecord] = Feed(self, buffer or self._buffer)
+        self._feeds.add(feed)
+        return feed
+
+    def subscribe_activity(self, buffer: int | None = None) -> Feed[FeedItem]:
+        """A :class:`Feed` of every session's events and every change to an agent
+        published from now on (the activity feed)."""
+        feed: Feed[FeedItem] = Feed(self, buffer or self._buffer, agents=True)
         self._feeds.add(feed)
         return feed
 
@@ -197,6 +216,13 @@ class EventBus:
                             hook(event)
                         except Exception:
                             log.exception("a run-end hook failed")
+
+    def publish_agent(self, change: AgentChange) -> None:
+        """Give a committed change to an agent to every feed (the service that made
+        it calls this after the commit; another node's, the log follower)."""
+        for feed in self._feeds:
+            if feed.agents:
+                feed._offer(change)
 
     def _publish_feeds(self, events: Sequence[EventRecord]) -> None:
         seen = self._feed_last

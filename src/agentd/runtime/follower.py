@@ -3,6 +3,8 @@
 Each commit to a session's log is announced by the store (``LISTEN``/``NOTIFY``); if
 this node's subscribers of that session have not seen it, the new events are read
 from the log and published here, so a client follows a session from any node.
+Changes to agents made by other nodes are announced too, and given to this node's
+activity feeds as they come.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 
 from agentd.runtime.bus import EventBus
 from agentd.store import Store
+from agentd.store.records import AgentChange
 
 __all__ = ["LogFollower"]
 
@@ -30,7 +33,8 @@ class LogFollower:
     def start(self) -> None:
         if self._listener is None:
             self._listener = asyncio.create_task(
-                self.store.engine.listen(self.committed), name="agentd-listen")
+                self.store.engine.listen(self.committed, self.agent_changed),
+                name="agentd-listen")
 
     async def stop(self) -> None:
         task, self._listener = self._listener, None
@@ -50,6 +54,17 @@ class LogFollower:
         task = asyncio.create_task(self._catch_up(session_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def agent_changed(self, note: str) -> None:
+        """A change to an agent committed by any node (``note``: its announcement):
+        this node's feeds get another node's; its own it published when it made them."""
+        try:
+            origin, change = AgentChange.from_note(note)
+        except ValueError:
+            log.warning("an agent change announced in an unknown form: %.80r", note)
+            return
+        if origin != self.store.origin:
+            self.bus.publish_agent(change)
 
     async def _catch_up(self, session_id: str) -> None:
         try:

@@ -74,7 +74,7 @@ class Lifecycle:
         await self.agents.delete(agent)
 
     async def _store_state(self, name: str, state: AgentState) -> AgentRecord:
-        return self.agents.remember(await self.store.set_agent_state(name, state))
+        return await self.agents.set_state(name, state)
 
     async def _checkpoint(self, agent: AgentRecord, kind: CheckpointKind) -> None:
         """Checkpoint each of the agent's sessions changed since its last checkpoint."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -118,6 +119,14 @@ def _usage_data(usage: Usage, cost_usd: float | None = None) -> UsageData:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _lease_forms(lease: Lease) -> tuple[Lease, Lease, Lease]:
+    """A run's lease to hold, to take and to release it (a daemon has one lease: worked
+    out once, not for each run)."""
+    return (replace(lease, acquire=False, release=False), replace(lease, acquire=True),
+            replace(lease, release=True))
+
+
 def _call_data(call: ToolCall) -> ToolCallData:
     data: ToolCallData = {"id": call.id, "name": call.name, "arguments": call.arguments}
     if call.extra:
@@ -175,6 +184,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         origin: Mapping[str, Any] | None = None,
         payer: tuple[str, str] | None = None,
         child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None,
+        started: bool = False,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -234,11 +244,12 @@ class RunExecutor(ToolSteps, BudgetSteps):
             outage_timeout_s=policy.outage_timeout_s)
         self._priced = any(t.info is not None for t in targets)
         # Every commit is fenced by the run's lease; the first one takes it.
-        self._lease = replace(lease, acquire=False, release=False)
-        self._lease_acquire = replace(lease, acquire=True)
-        self._lease_release = replace(lease, release=True)
+        self._lease, self._lease_acquire, self._lease_release = _lease_forms(lease)
         #: When this executor took the run's lease (0: not yet).
         self.leased_at = 0.0
+        #: The run was started (``run.started`` committed, its lease taken) when its
+        #: message was accepted: ``_begin`` does not start it again.
+        self.started = started
         #: The lease is gone (another node took the run over): stop, write nothing.
         self.lost = False
         #: Set by the supervisor before it cancels the task: why the run stops.
@@ -433,6 +444,14 @@ class RunExecutor(ToolSteps, BudgetSteps):
 
     async def _begin(self) -> RunOutcome | None:
         """Start the run, or pick it up where its log says it was (``_resume``)."""
+        if self.started:
+            # Started with its message (Runs.send_many(start=True)): the lease is
+            # this node's already, and its next commit renews it.
+            self.started = False
+            self._took_lease()
+            if self.notes:
+                await self._commit(self.notes)
+            return None
         if self.run.status in ("running", "waiting_approval"):
             # The run was under way when its daemon stopped: carry on from the log.
             outcome = await self._resume()

@@ -123,14 +123,13 @@ class Runs:
             find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also)
         result = self._hand_over(agent, key, mode, accepted)
         if agent.state == "created":
-            result.agent = self.agents.remember(
-                await self.store.set_agent_state(name, "running"))
+            result.agent = await self.agents.set_state(name, "running")
         return result
 
     async def send_many(self, messages: Sequence[Message], *,
                         defer: list[Callable[[], object]] | None = None,
                         also_many: Callable[[Tx, list[tuple[int, Accepted]]], None]
-                        | None = None) -> list[SendResult | Exception]:
+                        | None = None, start: bool = False) -> list[SendResult | Exception]:
         """Accept many messages in one commit (:meth:`Store.accept_messages`), each as
         :meth:`send` would (modes, ``origin``, ``also``, waking its agent) and each on
         its own: the outcome of each, or the error that refused it (nothing of it
@@ -144,7 +143,13 @@ class Runs:
 
         ``also_many``: the messages' ``also`` for the whole batch when the store
         writes it set-wise (:meth:`Store.accept_messages`), given ``(index in
-        messages, accepted)`` of each message it accepted."""
+        messages, accepted)`` of each message it accepted.
+
+        ``start``: a new run whose session has nothing else active starts in the
+        accepting transaction, under this node's lease (its ``run.started`` committed
+        with its message: :meth:`Store.accept_messages`); its executor, built when
+        the supervisor gets to it, carries on from there. A burst's runs then start
+        as their fires are claimed."""
         out: list[SendResult | Exception | None] = [None] * len(messages)
         senders: list[tuple[int, AgentRecord]] = []
         for i, m in enumerate(messages):
@@ -158,7 +163,8 @@ class Runs:
             priority=messages[i].priority or self.agents.priority_of(agent),
             origin=messages[i].origin, also=messages[i].also) for i, agent in senders],
             also_many=None if also_many is None else (
-                lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])))
+                lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])),
+            start=self.runlog.lease if start else None)
         created: dict[str, AgentRecord] = {}
         starts: list[tuple[str, Prepared]] = []
         for (i, agent), done in zip(senders, accepted, strict=True):
@@ -173,8 +179,7 @@ class Runs:
             defer.append(functools.partial(self._start_burst, starts))
         for name in created:
             try:
-                record = self.agents.remember(await self.store.set_agent_state(
-                    name, "running"))
+                record = await self.agents.set_state(name, "running")
             except AgentNotFound:
                 continue
             for result in out:
@@ -236,7 +241,8 @@ class Runs:
         prepared = Prepared(
             run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
             session_policy=accepted.session.policy, origin=origin,
-            log=accepted.events if accepted.created_session else None)
+            log=accepted.events if accepted.created_session else None,
+            started=accepted.started)
         self.supervisor.submit(accepted.session.id, accepted.run.id, prepared,
                                agent_id=agent.id, order=accepted.run.queued_seq, start=start)
         busy_run = accepted.busy_run

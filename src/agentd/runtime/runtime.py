@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -66,7 +66,7 @@ from agentd.runtime._executors import ExecutorFactory, permissions_for
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook
-from agentd.runtime.bus import EventBus, Feed, Subscription, Token, follow
+from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
 from agentd.runtime.calls import Kernel
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.history import HistoryCache, SessionHistory
@@ -74,6 +74,7 @@ from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
+from agentd.runtime.overview import Overview
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.runs import MODES, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
@@ -84,7 +85,16 @@ from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
 from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
-from agentd.store import Lease, RunPage, Store, open_store
+from agentd.store import (
+    Accepted,
+    AgentPage,
+    Lease,
+    RunPage,
+    SessionPage,
+    Store,
+    Tx,
+    open_store,
+)
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store._subtasks import SubtaskRecord
 from agentd.store._telegram import TelegramStore
@@ -159,7 +169,8 @@ class Runtime:
 
         # -- the services -------------------------------------------------------------
         self.agents = Agents(settings, store, tools=self.tools, catalog=self.catalog,
-                             sandboxes=self.sandboxes, on_sleep=self._agent_slept)
+                             sandboxes=self.sandboxes, on_sleep=self._agent_slept,
+                             on_change=self.bus.publish_agent)
         self.histories = HistoryCache(self._read_after)
         #: Core memory blocks: rendered into every run's context, edited by its tools.
         self.memory = MemoryBlocks(store, agents=self.agents, exclusive=self.exclusive)
@@ -169,7 +180,8 @@ class Runtime:
                                    catalog=self.catalog)
         #: Long-term memory entries: written verbatim, searched by words and meaning.
         self.entries = MemoryEntries(store, agents=self.agents, config=settings.memory,
-                                     home=settings.home, exclusive=self.exclusive)
+                                     home=settings.home, exclusive=self.exclusive,
+                                     pgvector=settings.pgvector)
         #: New history turned into entries and block lines (idle agents, on demand).
         self.consolidator = Consolidator(store, bus=self.bus, agents=self.agents,
                                          kernel=self.kernel, catalog=self.catalog,
@@ -250,6 +262,8 @@ class Runtime:
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)
         self.agents.checks.append(self.telegram.check_settings)
+        #: The daemon at a glance (``GET /v1/overview``).
+        self.overview = Overview.of(self)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -275,6 +289,7 @@ class Runtime:
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
         register(Job(name="telegram_inbox", period_s=3600.0, run=self.telegram.prune))
+        register(Job(name="webhook_deliveries", period_s=3600.0, run=self.webhooks.prune))
         if self.browsers is not None:
             register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
                          run=self.browsers.close_idle))
@@ -283,7 +298,7 @@ class Runtime:
     async def open(cls, settings: Settings) -> Runtime:
         # The home holds every conversation, the token and the snapshots: this user's.
         await asyncio.to_thread(ensure_home, settings.home)
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, settings.store_options())
         runtime = cls(settings, store)
         try:
             await runtime.start()
@@ -358,6 +373,7 @@ class Runtime:
             await self.browsers.close()
         await self.sandboxes.close()
         await self.workers.close()
+        await self.overview.disk.close()
 
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
@@ -443,9 +459,25 @@ class Runtime:
         """Every agent, as stored (listing wakes none of them)."""
         return await self.agents.list_all()
 
+    async def agent_page(self, *, limit: int | None = None, after: str | None = None,
+                         q: str | None = None, states: list[str] | None = None,
+                         names: list[str] | None = None) -> AgentPage:
+        """Agents by name, filtered by a part of the name and states, ``limit`` at a
+        time after the name ``after`` (wakes none of them); ``names``: only these (a
+        token's scope)."""
+        return await self.store.agent_page(limit=limit, after=after, q=q,
+                                           states=states or [], names=names)
+
     async def stored_agent(self, name: str) -> AgentRecord:
         """The agent as stored, without waking it (:class:`AgentNotFound` if none)."""
         return await self.store.get_agent(name)
+
+    async def find_agent(self, name: str) -> AgentRecord:
+        """The agent named ``name`` as this node holds it when it is awake (no store
+        read: what :meth:`send` reads too), else as stored, without waking it;
+        :class:`AgentNotFound` if none. For a door's per-request check."""
+        agent = self.agents.held(name)
+        return agent if agent is not None else await self.store.get_agent(name)
 
     async def update_agent(self, name: str, fields: dict[str, Any], *,
                            admin: bool = True) -> AgentRecord:
@@ -613,7 +645,16 @@ class Runtime:
     # -- sessions ----------------------------------------------------------------------
 
     async def list_sessions(self, name: str) -> list[SessionRecord]:
+        """Every session of the agent, most recent activity first."""
         return await self.sessions.of_agent(name)
+
+    async def session_page(self, name: str, *, limit: int = 100, after: str | None = None,
+                           q: str | None = None) -> SessionPage:
+        """At most ``limit`` (1-1000) of the agent's sessions whose keys contain ``q``
+        (any case), most recent activity first (``updated_at``, then id, descending),
+        after the cursor ``after``: ``next_after`` of the page before (None on the
+        last page). Wakes nothing."""
+        return await self.sessions.page_of_agent(name, limit=limit, after=after, q=q)
 
     async def get_session(self, name: str, key: str) -> tuple[AgentRecord, SessionRecord]:
         return await self.sessions.get_session(name, key)
@@ -621,12 +662,23 @@ class Runtime:
     async def delete_session(self, name: str, key: str) -> None:
         await self.sessions.delete(name, key)
 
-    async def read_events(self, session_id: str, after: int = 0, limit: int | None = None
-                          ) -> list[EventRecord]:
-        return await self.sessions.read_events(session_id, after=after, limit=limit)
+    async def read_events(self, session_id: str, after: int = 0, limit: int | None = None,
+                          before: int | None = None) -> list[EventRecord]:
+        """Events with ``after < seq``, oldest first; with ``before``, the last ``limit``
+        of those below it (a page read backwards)."""
+        return await self.sessions.read_events(session_id, after=after, limit=limit,
+                                               before=before)
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         return self.sessions.subscribe(session_id, buffer)
+
+    async def snapshot_changes(self, name: str, ref: str, *, against: str | None = None,
+                               session: str | None = None, seq: int | None = None
+                               ) -> dict[str, Any]:
+        """The files one of the agent's workspace snapshots changed (see
+        :meth:`Sessions.snapshot_changes`)."""
+        return await self.sessions.snapshot_changes(name, ref, against=against,
+                                                    session=session, seq=seq)
 
     async def follow(self, session_id: str, after: int = 0, *,
                      known: list[EventRecord] | None = None,
@@ -647,9 +699,14 @@ class Runtime:
         finally:
             sub.close()
 
-    def subscribe_all(self) -> Feed:
-        """Every session's events as they are committed (the activity feed)."""
+    def subscribe_all(self) -> Feed[EventRecord]:
+        """Every session's events as they are committed."""
         return self.bus.subscribe_all()
+
+    def subscribe_activity(self) -> Feed[FeedItem]:
+        """Every session's events and every change to an agent, as they are committed
+        (the activity feed)."""
+        return self.bus.subscribe_activity()
 
     async def session_names(self, session_ids: list[str]) -> dict[str, tuple[str, str]]:
         """The agent name and key of each session that still exists."""
@@ -697,11 +754,12 @@ class Runtime:
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
                    priority: str | None = None, stream: bool = False,
-                   origin: Mapping[str, Any] | None = None) -> SendResult:
+                   origin: Mapping[str, Any] | None = None,
+                   also: Callable[[Tx, Accepted], None] | None = None) -> SendResult:
         """Accept a message (see :meth:`Runs.send`)."""
         return await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
-                                    origin=origin)
+                                    origin=origin, also=also)
 
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""
@@ -726,14 +784,16 @@ class Runtime:
 
     async def list_runs(self, *, agent: str | None = None, session: str | None = None,
                         statuses: list[str] | None = None, since: float | None = None,
-                        cursor: str | None = None, limit: int = 50) -> RunPage:
+                        cursor: str | None = None, limit: int = 50,
+                        agents: list[str] | None = None) -> RunPage:
         """Runs across agents, newest first, a page at a time (``RunPage.next_cursor``);
-        :class:`AgentNotFound` for an ``agent`` that does not exist."""
+        :class:`AgentNotFound` for an ``agent`` that does not exist. ``agents``: only
+        these agents' runs (a token's scope)."""
         if agent is not None:
             await self.stored_agent(agent)
         return await self.store.list_runs(agent=agent, session=session,
                                           statuses=statuses or [], since=since,
-                                          cursor=cursor, limit=limit)
+                                          cursor=cursor, limit=limit, agents=agents)
 
     # -- status ----------------------------------------------------------------------
 

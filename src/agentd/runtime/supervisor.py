@@ -77,6 +77,8 @@ class Supervisor:
         the session meanwhile starts it."""
         if self._closing:
             return  # it stays queued in the store; the next daemon starts it
+        if run_id in self._held:
+            return  # submitted twice (a takeover pass met it as it was handed over)
         state = self._sessions.get(session_id)
         if state is None:
             state = self._sessions[session_id] = _Session(queue=deque(), context={},

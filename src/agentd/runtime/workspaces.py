@@ -60,7 +60,8 @@ from agentd.store.records import EventRecord, live_events
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
 
-__all__ = ["SessionWorkspace", "WorkspaceKeeper", "snapshot_at"]
+__all__ = ["SessionWorkspace", "WorkspaceKeeper", "manifest_changes", "snapshot_at",
+           "snapshot_before"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,38 @@ def snapshot_at(events: list[EventRecord], seq: int) -> str | None:
         return refs[-1]
     later = [ref for e in events if e.seq > seq and (ref := _snapshot_ref(e))]
     return later[0] if later else None
+
+
+def snapshot_before(events: list[EventRecord], seq: int) -> str | None:
+    """The session's last snapshot before ``seq`` (restores applied), or None: what a
+    snapshot at ``seq`` changed is its difference from this one."""
+    refs = [ref for e in live_events([e for e in events if e.seq < seq])
+            if (ref := _snapshot_ref(e))]
+    return refs[-1] if refs else None
+
+
+def manifest_changes(old: dict[str, Any], new: dict[str, Any], *, limit: int = 1000
+                     ) -> dict[str, Any]:
+    """What differs between two snapshots' manifests (path -> entry): ``{"changes":
+    [{"path", "change": added|removed|modified, "type", "size"?}], "counts",
+    "truncated"}``, paths in order, at most ``limit`` changes listed (all counted)."""
+    changes: list[dict[str, Any]] = []
+    counts = {"added": 0, "removed": 0, "modified": 0}
+    for path in sorted(old.keys() | new.keys()):
+        before, after = old.get(path), new.get(path)
+        if before == after:
+            continue
+        change = "added" if before is None else "removed" if after is None else "modified"
+        counts[change] += 1
+        if len(changes) < limit:
+            entry = after if after is not None else before
+            assert entry is not None
+            item: dict[str, Any] = {"path": path, "change": change, "type": entry["type"]}
+            if entry.get("size") is not None:
+                item["size"] = entry["size"]
+            changes.append(item)
+    return {"changes": changes, "counts": counts,
+            "truncated": sum(counts.values()) > len(changes)}
 
 
 def _snapshot_ref(event: EventRecord) -> str | None:
@@ -248,6 +281,23 @@ class WorkspaceKeeper:
         if stats.xattrs:
             data["xattrs"] = stats.xattrs[:20]
         return [NewEvent.of(WorkspaceSnapshot(data=data))]
+
+    async def changes(self, agent_id: str, ref: str, against: str | None,
+                      *, limit: int = 1000) -> dict[str, Any]:
+        """What changed from snapshot ``against`` (None: an empty workspace) to ``ref``,
+        both taken of this agent's workspace (:func:`manifest_changes`). A ref the
+        agent never took is ``snapshot_not_found``, even if another agent's is stored:
+        the store is shared, an agent's snapshots are not."""
+        prov = await self._load(agent_id)
+        for one in (ref, against):
+            if one is not None and one not in prov.marks:
+                raise NotFound(f"the agent has no snapshot {one}", code="snapshot_not_found")
+
+        def read() -> tuple[dict[str, Any], dict[str, Any]]:
+            return self.store.manifest(ref), (self.store.manifest(against) if against else {})
+
+        new, old = await asyncio.to_thread(read)
+        return manifest_changes(old, new, limit=limit)
 
     async def _failed(self, agent_id: str, session_id: str, workspace: Path,
                       prov: _Provenance, exc: AgentdError | OSError, *, check: bool,

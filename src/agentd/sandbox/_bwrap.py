@@ -27,6 +27,7 @@ the pid of the sandbox's pid 1: killing it ends the pid namespace, every process
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -150,6 +151,7 @@ class Launch:
     #: it (nor, through it, to the sandbox): closed with ``pass_fds``.
     held: list[int] = field(default_factory=list)
     _info_data: bytes = b""
+    _info_ended: bool = False
 
     def close_child_fds(self) -> None:
         for fd in [*self.pass_fds, *self.held]:
@@ -172,10 +174,39 @@ class Launch:
                 while len(self._info_data) < 4096:
                     chunk = os.read(self.info, 4096)
                     if not chunk:
+                        self._info_ended = True
                         break
                     self._info_data += chunk
         match = _CHILD_PID.search(self._info_data)
         return int(match.group(1)) if match else None
+
+    async def began(self, exited: asyncio.Future[int]) -> bool:
+        """Whether bubblewrap made the sandbox: True once it tells the sandbox's pid 1
+        (right after the namespaces are made, before anything runs in them); False
+        when it exits, or closes the info descriptor, without telling it. Then it
+        failed before the sandbox existed: the command never ran. ``exited``:
+        bubblewrap's ``proc.wait()``. Call it once the caller's copy of the info
+        pipe's write end is closed (``close_child_fds``)."""
+        if self._sandbox_pid() is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(self.info, readable.set)
+        try:
+            while not (self._info_ended or exited.done()):
+                readable.clear()
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(readable.wait())
+                pending: set[asyncio.Future[Any]] = {waiter, exited}
+                try:
+                    await asyncio.wait(pending,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if self._sandbox_pid() is not None:
+                    return True
+        finally:
+            loop.remove_reader(self.info)
+        return self._sandbox_pid() is not None
 
     def kill_sandbox(self) -> None:
         """SIGKILL the sandbox's pid 1 (the pid namespace ends with it), through a

@@ -457,6 +457,48 @@ class BubblewrapBackend(Backend):
                      env: Mapping[str, str] | None, limits: Limits, cwd: str,
                      stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
                      ) -> Child | ExecResult:
+        """Start the sandbox, again after a short wait (:data:`RETRY_DELAYS_S`) while it
+        fails for want of a process before anything ran in it.
+
+        The sandbox's uid may be at its process limit (``RLIMIT_NPROC`` counts every
+        process of that uid: an agent's other commands, or for ``nobody`` every
+        sandbox without an agent). Bubblewrap, already that uid, then cannot clone
+        into its namespaces ("Creating new namespace failed: Resource temporarily
+        unavailable") and exits without telling a sandbox pid: nothing ran, so
+        starting again cannot run the command twice. (The kernel does not refuse to
+        execute bubblewrap itself: ``child_setup`` switches the uid before it sets
+        the limit.) Whether bubblewrap got that far is read from its info
+        descriptor, never from what the sandbox printed. Any other failure, and the
+        last attempt's, is the result as it was.
+        """
+        delays = iter(RETRY_DELAYS_S)
+        while True:
+            child, plan = await self._start_once(
+                argv, workspace=workspace, network=network, env=env, limits=limits,
+                cwd=cwd, stdin_pipe=stdin_pipe, binds=binds)
+            waiting = asyncio.ensure_future(child.proc.wait())
+            try:
+                began = await plan.began(waiting)
+            except BaseException:
+                await child.close()
+                raise
+            finally:
+                waiting.cancel()
+            if began:
+                return child
+            result = await execute(child, stdin=None, limits=limits)
+            delay = next(delays, None)
+            if delay is None or not _transient(result.stderr):
+                return result
+            logger.info("the %s sandbox could not start (%s): again in %.2f s",
+                        self.name, result.stderr.strip(), delay)
+            await asyncio.sleep(delay)
+
+    async def _start_once(self, argv: list[str], *, workspace: Path,
+                          network: EgressProxy | None,
+                          env: Mapping[str, str] | None, limits: Limits, cwd: str,
+                          stdin_pipe: bool, binds: Sequence[ReadOnlyBind]
+                          ) -> tuple[Child, _bwrap.Launch]:
         parts = await self._check(workspace, cwd)
         full_env = sandbox_env(_bwrap.WORKSPACE, env)
         chdir = "/".join([_bwrap.WORKSPACE, *parts])
@@ -492,7 +534,7 @@ class BubblewrapBackend(Backend):
                                  negative_is_signal=False, extra_kill=plan.kill_sandbox,
                                  cleanup=_closing(inlet, plan.close), cgroup=cgroup)
             plan.monitor = child.proc.pid
-            return child
+            return child, plan
         except BaseException:
             plan.close()
             if cgroup is not None:
@@ -504,6 +546,17 @@ class BubblewrapBackend(Backend):
             plan.close_child_fds()
             if cgroup is not None:
                 cgroup.close_procs()
+
+
+#: Waits before starting a sandbox again that failed for want of a process before
+#: anything ran in it (:meth:`BubblewrapBackend._start`): 1.55 s in all.
+RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def _transient(stderr: str) -> bool:
+    """Bubblewrap's own message (the sandbox never existed) for a clone refused for
+    want of a process (``EAGAIN``; its environment is empty, so the C locale's)."""
+    return "Resource temporarily unavailable" in stderr
 
 
 class GVisorBackend(Backend):

@@ -8,12 +8,16 @@ Every request, the message fast path included, passes through the same stack (bu
     BearerAuth                401 (app.add_middleware: later ones go outside these)
     BodyLimit                 413
     ErrorMapping              any exception -> {"error": {...}} via response_for
-    route dispatch            checks the path; the message route -> its handler,
-                              everything else -> FastAPI's router
+    route dispatch            checks the path; the message route and the doors' hot
+                              routes -> their handlers, everything else -> FastAPI's
+                              router
 
 A protocol door (``agentd.protocols``) answers errors in its protocol's own shape: it
 registers an :data:`ErrorShape` for its path prefix with :func:`add_error_shape`, and
-every error answer above (401, 413, a route's exception) is rendered through it.
+every error answer above (401, 413, a route's exception) is rendered through it. A door
+whose route carries every turn registers it with :func:`add_fast_route`: the dispatch
+layer hands it to the door past FastAPI's routing and dependency solving (which cost
+a door as much as a native turn's bookkeeping), like the native message route.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -47,9 +51,11 @@ __all__ = [
     "BodyLimit",
     "ErrorMapping",
     "ErrorShape",
+    "FastRoute",
     "LastResort",
     "TokenCheck",
     "add_error_shape",
+    "add_fast_route",
     "check_path",
     "content_length",
     "error_response",
@@ -246,6 +252,25 @@ def add_error_shape(app: Any, prefix: str, shape: ErrorShape) -> None:
                                              (prefix, shape)]
     shapes.sort(key=lambda item: -len(item[0]))
     app.state.error_shapes = shapes
+
+
+#: A route the dispatch layer serves itself: called with the scope, receive, send and
+#: the path's match (the door reads its body strictly itself: the dispatch layer does
+#: not parse it first, as it does for the router's routes).
+FastHandler = Callable[[Scope, Receive, Send, "re.Match[str]"], Awaitable[None]]
+#: (method, path pattern, handler).
+FastRoute = tuple[str, "re.Pattern[str]", FastHandler]
+
+
+def add_fast_route(app: Any, method: str, pattern: str, handler: FastHandler) -> None:
+    """Serve ``method`` requests whose path matches ``pattern`` (a regex, anchored by
+    the caller) with ``handler``, in the dispatch layer: auth, the body limit and the
+    error mapping (with the door's :func:`add_error_shape`) apply as to any route; the
+    router is not asked. Keep the route in the router too (as the message route is):
+    other methods on the path get its 405 there."""
+    routes: list[FastRoute] = [*getattr(app.state, "fast_routes", ()),
+                               (method, re.compile(pattern), handler)]
+    app.state.fast_routes = routes
 
 
 def _shape_for(scope: Scope | None) -> ErrorShape | None:

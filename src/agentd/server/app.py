@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentd import __version__
+from agentd import __version__, web
 from agentd.config import Settings
 from agentd.protocols import a2a as a2a_door
 from agentd.protocols import langgraph as langgraph_door
@@ -23,6 +23,7 @@ from agentd.protocols import openai as openai_door
 from agentd.protocols import ws as ws_door
 from agentd.protocols.mcp import MCPDoor
 from agentd.runtime import Runtime
+from agentd.security.access import Scopes
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
 from agentd.server._http import (
@@ -30,6 +31,7 @@ from agentd.server._http import (
     BearerAuth,
     BodyLimit,
     ErrorMapping,
+    FastRoute,
     LastResort,
     TokenCheck,
     check_path,
@@ -39,6 +41,8 @@ from agentd.server._http import (
     read_body,
     replay,
 )
+from agentd.server._origin import OriginCheck
+from agentd.server.access import agent_in_scope
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Error, Health
 
@@ -56,35 +60,46 @@ _MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
 
 class _Dispatch:
     """The innermost layer of the request path: refuses a path no route can take as
-    sent, then hands the message route (the hot path) straight to its handler and
-    everything else to FastAPI's router, with a JSON body checked strictly first
-    (FastAPI's own parser takes NaN, 1e309 and integers the store cannot keep)."""
+    sent, then hands the message route (the hot path) straight to its handler, and the
+    doors' hot routes (``add_fast_route``) to theirs, and everything else to FastAPI's
+    router, with a JSON body checked strictly first (FastAPI's own parser takes NaN,
+    1e309 and integers the store cannot keep)."""
 
     def __init__(self, owner: FastAPI, app: ASGIApp) -> None:
         self.owner = owner
         self.app = app
         self._templates: list[tuple[re.Pattern[str], list[str]]] | None = None
         self._strict: tuple[str, ...] | None = None
+        self._fast: list[FastRoute] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         check_path(scope)
-        if scope["method"] in BODY_METHODS:
-            if scope["method"] == "POST":
-                match = _MESSAGE_PATH.match(scope["path"])
+        if scope["method"] == "POST":
+            match = _MESSAGE_PATH.match(scope["path"])
+            if match is not None:
+                await routes.sessions.serve_message(
+                    self.owner, scope, receive, send, match.group(1), match.group(2))
+                return
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = list(getattr(self.owner.state, "fast_routes", ()))
+        for method, pattern, handler in fast:
+            if scope["method"] == method:
+                match = pattern.match(scope["path"])
                 if match is not None:
-                    await routes.sessions.serve_message(
-                        self.owner, scope, receive, send, match.group(1), match.group(2))
+                    await handler(scope, receive, send, match)
                     return
-            if is_json_body(scope) and not scope["path"].startswith(self._strict_routes()):
-                body = await read_body(receive)
-                if body is None:
-                    return  # the client went away
-                if body:
-                    loads_strict(body)
-                receive = replay(body, receive)
+        if (scope["method"] in BODY_METHODS and is_json_body(scope)
+                and not scope["path"].startswith(self._strict_routes())):
+            body = await read_body(receive)
+            if body is None:
+                return  # the client went away
+            if body:
+                loads_strict(body)
+            receive = replay(body, receive)
         try:
             await self.app(scope, receive, send)
         except StarletteHTTPException as exc:
@@ -237,6 +252,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
         # Parse a JSON body that comes with no Content-Type at all.
         strict_content_type=False,
+        # Token scopes: every /v1/agents/{name}/... route checks the agent first.
+        dependencies=[Depends(agent_in_scope)],
     )
     if runtime is not None:
         # Usable without the lifespan too (ASGITransport, lifespan="off").
@@ -245,10 +262,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if not tokens:
         tokens[BOOTSTRAP] = ensure_token(settings.home)
     # Telegram's webhook carries its own secret (checked by the channel), not a token.
-    check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*"],
+    # The console's page and files are public too (they hold no data: docs/console.md).
+    check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*",
+                                *(web.PUBLIC_PATHS if settings.console else ())],
                        required=settings.auth_enabled,
                        api_key_prefixes=(langgraph_door.PREFIX + "/",))
     app.state.token_check = check
+    app.state.scopes = Scopes(settings.access)
     app.state.admin_tokens = (None if settings.admin_tokens is None
                               else frozenset(settings.admin_tokens))
     app.state.max_body_bytes = settings.max_body_bytes
@@ -264,6 +284,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
         app.state.termo = Termo(settings, tokens)
         app.add_middleware(TermoDoor, termo=app.state.termo)
+    # Outside everything else: DNS rebinding and cross-site requests (server/_origin.py).
+    app.add_middleware(OriginCheck, allowed_hosts=settings.allowed_hosts,
+                       allowed_origins=settings.allowed_origins)
 
     @app.get("/health", response_model=Health, tags=["status"])
     async def health(request: Request) -> Response:
@@ -285,8 +308,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.runs.router)
     app.include_router(routes.subtasks.router)
     app.include_router(routes.checkpoints.router)
+    app.include_router(routes.snapshots.router)
     app.include_router(routes.usage.router)
     app.include_router(routes.kernel.router)
+    app.include_router(routes.overview.router)
     app.include_router(routes.memory.router)
     app.include_router(routes.memory_entries.router)
     app.include_router(routes.skills.router)
@@ -303,6 +328,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.tools.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
+    if settings.console:
+        web.install(app)
 
     document_app = app.openapi
 

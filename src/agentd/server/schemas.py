@@ -31,6 +31,7 @@ __all__ = [
     "ForkIn",
     "Health",
     "MessageIn",
+    "OverviewOut",
     "RestoreIn",
     "RestoreOut",
     "RunOut",
@@ -219,12 +220,21 @@ class AgentOut(BaseModel):
                     "older version, or by hand); empty when they are valid. A run of "
                     "such an agent fails (`invalid_settings`) until a PATCH fixes them.")
     state: Literal["created", "running", "paused", "stopped", "error"]
+    awake: bool | None = Field(
+        default=None,
+        description="Only in a filtered or paged listing (GET /v1/agents with limit, "
+                    "after, q or state): whether the agent is held in memory on this "
+                    "node now (the rest sleep).")
     created_at: str
     updated_at: str
 
 
 class AgentList(BaseModel):
     agents: list[AgentOut]
+    next_after: str | None = Field(
+        default=None,
+        description="Only in a filtered or paged listing: give it as ``after`` for the "
+                    "next page; null on the last page.")
 
 
 class SessionOut(BaseModel):
@@ -241,6 +251,10 @@ class SessionOut(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
+    next_after: str | None = Field(
+        default=None,
+        description="Only in a filtered or paged listing: give it as ``after`` for the "
+                    "next page; null on the last page. An opaque cursor.")
 
 
 class RunOut(BaseModel):
@@ -305,6 +319,63 @@ class UsageOut(BaseModel):
     until: str | None = Field(description="Last day counted (null: up to today).")
 
 
+class OverviewAgents(BaseModel):
+    total: int
+    by_state: dict[str, int] = Field(
+        description="Agents per state: created, running, paused, stopped, error.")
+    awake: int = Field(description="Held in memory on this node now.")
+    asleep: int = Field(description="The rest (they wake on their next message).")
+
+
+class OverviewRuns(BaseModel):
+    """Active runs by status, every node's."""
+
+    queued: int
+    running: int
+    waiting_approval: int
+
+
+class OverviewNode(BaseModel):
+    """What this node holds now."""
+
+    active_runs: int
+    queued_runs: int = Field(description="Runs waiting behind an active run here.")
+    model_calls_queued: int = Field(description="Model calls waiting in the scheduler.")
+
+
+class OverviewUsage(UsageTotals):
+    day: str = Field(description="Today, YYYY-MM-DD (UTC).")
+
+
+class OverviewSandbox(BaseModel):
+    backend: str = Field(description="The default sandbox backend, or none.")
+    workspaces_bytes: int | None = Field(
+        description="Disk in use by the agents' workspaces (null until first measured).")
+    workspaces_files: int | None
+    snapshots_bytes: int | None = Field(
+        description="Disk in use by workspace snapshots (0 when they are off).")
+    measured_at: str | None = Field(
+        description="When the disk figures were measured (at most every 30 s, off the "
+                    "request: a request never waits for a measurement).")
+
+
+class OverviewStore(BaseModel):
+    dialect: str = Field(description="sqlite or postgresql.")
+    bytes: int = Field(description="The database's size: SQLite's pages and write-ahead "
+                                   "log; PostgreSQL's relations in the daemon's schema.")
+
+
+class OverviewOut(BaseModel):
+    agents: OverviewAgents
+    runs: OverviewRuns
+    approvals_waiting: int = Field(description="Runs waiting for a person's decision.")
+    node: OverviewNode
+    usage_today: OverviewUsage
+    sandbox: OverviewSandbox
+    store: OverviewStore
+    at: str = Field(description="When this was assembled.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "stopping"]
     version: str
@@ -359,3 +430,20 @@ class Error(BaseModel):
 
 
 ErrorOut = Error  # the name before the schema had Error (kept for imports)
+
+
+class SnapshotChange(BaseModel):
+    path: str = Field(description="Relative to the workspace.")
+    change: Literal["added", "removed", "modified"]
+    type: str = Field(description="file, dir or link (the new entry's; the old one's "
+                                  "when removed).")
+    size: int | None = Field(default=None, description="Bytes, for a file.")
+
+
+class SnapshotChangesOut(BaseModel):
+    ref: str
+    against: str | None = Field(description="The snapshot compared with (null: an empty "
+                                            "workspace).")
+    changes: list[SnapshotChange] = Field(description="Paths in order, at most 1,000.")
+    counts: dict[str, int] = Field(description="{added, removed, modified}: all of them.")
+    truncated: bool = Field(description="More changes than listed.")

@@ -1,16 +1,20 @@
 """The store: agents, sessions, runs and the per-session event log.
 
-``open_store(url)`` picks the engine by URL scheme: ``sqlite:///path`` (or
-``sqlite:///:memory:``) and ``postgresql://...``.
+``open_store(url, options)`` picks the engine by URL scheme: ``sqlite:///path`` and
+``postgresql://...``; :class:`StoreOptions` carries the daemon's settings for them
+(``Settings.store_options()``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from agentd.errors import InvalidInput
+from agentd.store._agents_query import AgentPage
 from agentd.store._engine import Engine, Tx
 from agentd.store._runs_query import RunPage
+from agentd.store._sessions_query import SessionPage
 from agentd.store.records import (
     USAGE_GROUPS,
     AgentRecord,
@@ -25,6 +29,7 @@ from agentd.store.store import Accepted, Lease, LeaseLost, RunUpdate, Steered, S
 __all__ = [
     "USAGE_GROUPS",
     "Accepted",
+    "AgentPage",
     "AgentRecord",
     "Engine",
     "EventRecord",
@@ -34,9 +39,11 @@ __all__ = [
     "RunPage",
     "RunRecord",
     "RunUpdate",
+    "SessionPage",
     "SessionRecord",
     "Steered",
     "Store",
+    "StoreOptions",
     "Tx",
     "UsageCharge",
     "engine_for_url",
@@ -45,7 +52,17 @@ __all__ = [
 ]
 
 
-def engine_for_url(url: str) -> Engine:
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """How the engine runs: the daemon's ``sqlite_*`` settings (SQLite only; see
+    :mod:`agentd.store._sqlite`), checked by the engine."""
+
+    sqlite_synchronous: str = "NORMAL"
+    sqlite_writer: str | None = None
+    sqlite_cache_mb: int = 64
+
+
+def engine_for_url(url: str, options: StoreOptions = StoreOptions()) -> Engine:
     """Build the engine a database URL names, without connecting."""
     scheme = urlparse(url).scheme.lower()
     if scheme == "sqlite":
@@ -58,7 +75,8 @@ def engine_for_url(url: str) -> Engine:
                                "(sqlite:///relative.db or sqlite:////absolute.db)")
         from agentd.store._sqlite import SqliteEngine
 
-        return SqliteEngine(path)
+        return SqliteEngine(path, synchronous=options.sqlite_synchronous,
+                            writer=options.sqlite_writer, cache_mb=options.sqlite_cache_mb)
     if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         from agentd.store._postgres import PostgresEngine
 
@@ -68,8 +86,8 @@ def engine_for_url(url: str) -> Engine:
     )
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, options: StoreOptions = StoreOptions()) -> Store:
     """Open (and migrate) the store at ``url``."""
-    store = Store(engine_for_url(url))
+    store = Store(engine_for_url(url, options))
     await store.open()
     return store

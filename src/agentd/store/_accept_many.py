@@ -16,6 +16,15 @@ chunk the set path cannot express (a steer, an idempotency key, an ``also`` with
 ``also_many``, a message to a session another message of the chunk goes to unless
 all of them are plain ``enqueue`` ones) goes message by message at once.
 
+With ``start`` (a burst of schedule fires), a run whose session has nothing else
+active (no run under way or queued, here or on another node, and no earlier message
+of the chunk) starts in the same transaction: its ``run.started`` follows its
+``run.queued`` and the run is written ``running`` under ``start``'s lease, as the
+executor's first commit would write it (``Accepted.started``; the executor built
+afterwards carries on from there). The others are queued as usual. A burst's runs
+then start when their fire times are claimed, not after the claims and the model
+calls of the runs before them (docs/benchmarks.md, issue 14).
+
 Locks (PostgreSQL): the set path creates or moves on every session of the chunk in
 one upsert whose rows are in the order of ``(agent_id, key)`` (stable), so it locks
 them in the order the per-message path does, one after another, before anything
@@ -25,16 +34,17 @@ each other in one direction only, whichever path each takes.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from agentd.errors import SessionBusy
-from agentd.events import MessageUser, RunQueued
+from agentd.events import MessageUser, RunQueued, RunStarted
 from agentd.store import _rows
 from agentd.store._engine import Tx
-from agentd.store._log import Accepted, ToAccept, accept
+from agentd.store._log import Accepted, Lease, ToAccept, accept
 from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 from agentd.store.records import EventRecord, NewEvent, RunRecord
 
@@ -47,7 +57,11 @@ AlsoMany = Callable[[Tx, list[tuple[int, Accepted]]], None]
 
 _SET_MODES = frozenset({"enqueue", "reject", "interrupt"})
 _INSERT_RUN = (f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-               "?, ?, NULL, NULL, NULL, NULL, ?, ?)")
+               "?, ?, ?, NULL, ?, ?, ?, ?)")
+
+
+_first = operator.itemgetter(0)
+_first_two = operator.itemgetter(0, 1)
 
 
 class _NotSetWise(Exception):
@@ -55,14 +69,16 @@ class _NotSetWise(Exception):
 
 
 def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
-                dialect: str, also_many: AlsoMany | None = None
+                dialect: str, also_many: AlsoMany | None = None, start: Lease | None = None
                 ) -> list[Accepted | Exception]:
     """:meth:`Store.accept_messages`'s transaction: each message as :func:`accept`
-    would, the outcomes in the order of ``items`` (see the module docstring)."""
+    would, the outcomes in the order of ``items`` (see the module docstring).
+    ``start``: the lease under which the set path starts the runs it can."""
     if _set_wise(items, also_many):
         tx.execute("SAVEPOINT accept_set")
         try:
-            done = _accept_set(tx, items, run_ids=run_ids, now=now, dialect=dialect)
+            done = _accept_set(tx, items, run_ids=run_ids, now=now, dialect=dialect,
+                               start=start)
             if also_many is not None:
                 accepted = [(i, a) for i, a in enumerate(done) if isinstance(a, Accepted)]
                 if accepted:
@@ -130,19 +146,24 @@ def _busy(tx: Tx, session_ids: Sequence[str]) -> dict[str, str]:
 
 
 def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
-                dialect: str) -> list[Accepted | Exception]:
+                dialect: str, start: Lease | None = None) -> list[Accepted | Exception]:
     """The chunk in one statement per table (what :func:`_set_wise` lets through). A
     message to a busy session in ``reject`` mode is refused (SessionBusy) and writes
-    nothing; the others are accepted."""
+    nothing; the others are accepted. With ``start``, the first message of each idle
+    session starts its run (module docstring)."""
     out: list[Accepted | Exception | None] = [None] * len(items)
     asks = [item.mode != "enqueue" or item.find_busy for item in items]
     busy: dict[str, str] = {}
-    if any(asks):
+    ids: dict[tuple[str, str], str] = {}
+    if any(asks) or start is not None:
         # Which sessions are busy, read before writing (no locks: on PostgreSQL it is
         # checked again once they are locked).
+        # A join, not "(agent_id, key) IN (VALUES ...)": SQLite scans the whole
+        # table for that one.
         rows = tx.all(
-            f"SELECT id, agent_id, key FROM sessions WHERE (agent_id, key) IN "
-            f"(VALUES {', '.join(['(?, ?)'] * len(items))})",
+            f"SELECT s.id, s.agent_id, s.key FROM (VALUES "
+            f"{', '.join(['(?, ?)'] * len(items))}) AS v JOIN sessions s ON "
+            "s.agent_id = v.column1 AND s.key = v.column2",
             [p for item in items for p in (item.agent_id, item.key)])
         ids = {(r[1], r[2]): str(r[0]) for r in rows}
         busy = _busy(tx, list(ids.values()))
@@ -155,9 +176,12 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
     if not order:
         return [r for r in out if r is not None]
     # Every session in one statement, created or moved on by two events per message
-    # (its message.user and its run.queued), in the sessions' order: on PostgreSQL
-    # the row locks are taken in that order, as the per-message path takes them.
+    # (its message.user and its run.queued; a third, run.started, for a run started
+    # here), in the sessions' order: on PostgreSQL the row locks are taken in that
+    # order, as the per-message path takes them.
     count = Counter((items[i].agent_id, items[i].key) for i in order)
+    starts = set() if start is None else {
+        k for k in count if ids.get(k) is None or ids[k] not in busy}
     fresh = {k: _rows.new_id("s") for k in count}
     got = tx.all(
         f"INSERT INTO sessions ({SESSION_NEW}) VALUES "
@@ -165,44 +189,73 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
         "ON CONFLICT (agent_id, key) DO UPDATE SET last_seq = sessions.last_seq + "
         "excluded.last_seq, updated_at = excluded.updated_at "
         f"RETURNING {SESSION_COLS}{tx.append_returning}",
-        [v for k, n in count.items() for v in (fresh[k], *k, 2 * n, now, now, now)])
+        [v for k, n in count.items()
+         for v in (fresh[k], *k, 2 * n + (k in starts), now, now, now)])
     sessions = {(r[1], r[2]): _rows.session(r[:9]) for r in got}
     if len(sessions) != len(count):
         raise _NotSetWise("the sessions written are not the chunk's")
-    if dialect == "postgresql" and any(asks[i] for i in order):
+    if dialect == "postgresql" and (starts or any(asks[i] for i in order)):
         # Now that the sessions are locked: the runs they are busy with (another node
-        # may have queued one since the first look).
+        # may have queued one since the first look, or created a session taken for new).
         busy = _busy(tx, [s.id for k, s in sessions.items() if s.id != fresh[k]])
         if any(items[i].mode == "reject" and sessions[(items[i].agent_id, items[i].key)].id
                in busy for i in order):
             raise _NotSetWise("a session became busy meanwhile")
+        late = [k for k in starts if sessions[k].id in busy]
+        if late:
+            # Another chunk or node queued a run in these sessions meanwhile: this
+            # chunk's queue behind it, and the seq taken for a run.started goes back.
+            tx.execute(f"UPDATE sessions SET last_seq = last_seq - 1 WHERE id IN "
+                       f"({', '.join(['?'] * len(late))})", [sessions[k].id for k in late])
+            for k in late:
+                starts.discard(k)
+                sessions[k] = replace(sessions[k], last_seq=sessions[k].last_seq - 1)
 
     events: list[tuple[Any, ...]] = []
     runs: list[tuple[Any, ...]] = []
     # Each session's messages take its new seqs in the order given.
-    next_seq = {k: s.last_seq - 2 * count[k] + 2 for k, s in sessions.items()}
+    next_seq = {k: s.last_seq - 2 * count[k] - (k in starts) + 2
+                for k, s in sessions.items()}
     for i in order:
         item, run_id, k = items[i], run_ids[i], (items[i].agent_id, items[i].key)
         queued = next_seq[k]
-        next_seq[k] += 2
-        session = replace(sessions[k], last_seq=queued)
+        started = k in starts
+        starts.discard(k)  # only the session's first message of the chunk starts
+        next_seq[k] += 2 + started
+        # A session with one message of the chunk (the usual case) needs no copy:
+        # its row as returned is what it is after that message.
+        session = (sessions[k] if count[k] == 1
+                   else replace(sessions[k], last_seq=queued + started))
         created = session.id == fresh[k] and queued == 2
         data = {**(item.origin or {}), "content": item.content}
+        new = [NewEvent.of(MessageUser(data=data), run_id),  # type: ignore[arg-type]
+               NewEvent.of(RunQueued(), run_id)]
+        if started:
+            new.append(NewEvent.of(RunStarted(), run_id))
         records = [
             EventRecord(session_id=session.id, seq=queued - 1 + n, run_id=run_id,
                         kind=e.kind, data=e.data, at=now)
-            for n, e in enumerate((
-                NewEvent.of(MessageUser(data=data), run_id),  # type: ignore[arg-type]
-                NewEvent.of(RunQueued(), run_id)))]
+            for n, e in enumerate(new)]
         run = RunRecord(id=run_id, session_id=session.id, agent_id=item.agent_id,
-                        status="queued", input=item.content, idempotency_key=None,
-                        created_at=now, queued_seq=queued, priority=item.priority)
+                        status="running" if started else "queued", input=item.content,
+                        idempotency_key=None, created_at=now, queued_seq=queued,
+                        priority=item.priority)
+        if started:
+            assert start is not None
+            run.started_at, run.lease_owner = now, start.owner
+            run.lease_expires_at = now + start.ttl
         out[i] = Accepted(session=session, run=run, events=records, created_session=created,
-                          busy_run=busy.get(session.id) if asks[i] else None, batched=True)
+                          busy_run=busy.get(session.id) if asks[i] else None, batched=True,
+                          started=started)
         events.extend((e.session_id, e.seq, e.run_id, e.kind, _rows.dumps(e.data), now)
                       for e in records)
-        runs.append((run_id, session.id, item.agent_id, "queued", item.content, None, now,
-                     queued, item.priority))
+        runs.append((run_id, session.id, item.agent_id, run.status, item.content, None, now,
+                     run.started_at, run.lease_owner, run.lease_expires_at, queued,
+                     item.priority))
+    # In key order: each B-tree's pages are visited once, in order (the sessions'
+    # and runs' ids are random, so a chunk's rows are spread over the whole table).
+    events.sort(key=_first_two)
+    runs.sort(key=_first)
     tx.executemany(INSERT_EVENT, events)
     tx.executemany(_INSERT_RUN, runs)
     return [r for r in out if r is not None]

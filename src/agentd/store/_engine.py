@@ -88,8 +88,19 @@ class Engine(abc.ABC):
     def run_script(self, tx: Tx, sql: str) -> None:
         """Execute a multi-statement DDL script inside ``tx``."""
 
-    async def listen(self, on_commit: Callable[[str, int], None]) -> None:
+    #: Whether other processes may share the database (and so must hear of commits).
+    shared: bool = False
+
+    def announce_agent(self, tx: Tx, note: str) -> None:
+        """Announce a change to an agent (``note``) to every process sharing the
+        database, when ``tx`` commits (only called when :attr:`shared`)."""
+        return None
+
+    async def listen(self, on_commit: Callable[[str, int], None],
+                     on_agent: Callable[[str], None] | None = None) -> None:
         """Call ``on_commit(session_id, last_seq)`` for every commit to any session's log
-        by any process sharing the database, until cancelled. Engines that cannot be
-        shared (SQLite: one daemon per home) have nothing to hear and return at once."""
+        and ``on_agent(note)`` for every change to an agent announced
+        (:meth:`announce_agent`) by any process sharing the database, this one
+        included, until cancelled. Engines that cannot be shared (SQLite: one daemon
+        per home) have nothing to hear and return at once."""
         return None

@@ -91,6 +91,9 @@ class Accepted:
     busy_run: str | None = None
     #: Written with the rest of its chunk set-wise (``_accept_many``), not on its own.
     batched: bool = False
+    #: Its run started in the same transaction (``Store.accept_messages(start=...)``):
+    #: ``run.started`` is its last event and the run is ``running`` under that lease.
+    started: bool = False
 
 
 def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,

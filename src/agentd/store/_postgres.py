@@ -4,7 +4,9 @@ Concurrent writers run in parallel on their own connections; the per-session
 ``last_seq`` row lock (``UPDATE ... RETURNING``) serialises appends to one session's
 log, the same statement SQLite runs under its single writer. The same statement
 NOTIFYs the new last seq, so that every node sharing the database can stream every
-session live (:meth:`PostgresEngine.listen`).
+session live (:meth:`PostgresEngine.listen`). Changes to agents are announced on a
+channel of their own (``agentd_agents``), in the transaction that makes them, so that
+every node's activity feed hears of them and a rolled-back change says nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ _POOL_MAX = 16
 #: (delivered at commit, at no extra round trip): other nodes stream it live.
 CHANNEL = "agentd_events"
 _NOTIFY = f", pg_notify('{CHANNEL}', id || ':' || last_seq)"
+#: Every change to an agent's record notifies this channel with ``<schema>\n<note>``
+#: (the note: ``AgentChange.to_note``); a channel of its own leaves the one above as it
+#: was. Channels are database-wide: the schema keeps daemons that share a database but
+#: not a schema from hearing each other's agents.
+AGENTS_CHANNEL = "agentd_agents"
 
 
 @lru_cache(maxsize=512)
@@ -42,6 +49,7 @@ def _translate(sql: str) -> str:
 
 class PostgresEngine(Engine):
     dialect = "postgresql"
+    shared = True
     types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""}
 
     def __init__(self, url: str, *, pool_max: int = _POOL_MAX) -> None:
@@ -87,13 +95,28 @@ class PostgresEngine(Engine):
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
-    async def listen(self, on_commit: Callable[[str, int], None]) -> None:
+    def announce_agent(self, tx: Tx, note: str) -> None:
+        tx.execute("SELECT pg_notify(?, current_schema() || chr(10) || ?)",
+                   (AGENTS_CHANNEL, note))
+
+    async def listen(self, on_commit: Callable[[str, int], None],
+                     on_agent: Callable[[str], None] | None = None) -> None:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    schema = None
+                    if on_agent is not None:
+                        cur = await conn.execute("SELECT current_schema()")
+                        schema = str((await cur.fetchone() or ("",))[0])
+                        await conn.execute(f"LISTEN {AGENTS_CHANNEL}")
                     async for note in conn.notifies():
+                        if note.channel == AGENTS_CHANNEL:
+                            where, _, change = note.payload.partition("\n")
+                            if on_agent is not None and where == schema:
+                                on_agent(change)
+                            continue
                         session_id, _, seq = note.payload.rpartition(":")
                         with contextlib.suppress(ValueError):
                             on_commit(session_id, int(seq))

@@ -46,13 +46,16 @@ class RunPage:
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:
-    """An opaque cursor naming a run's place in the newest-first order."""
+    """An opaque cursor naming a row's place in a newest-first order by (time, id): a
+    run's here, a session's in :mod:`agentd.store._sessions_query`."""
     raw = orjson.dumps([created_at, run_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The place a cursor names; InvalidInput (422) for anything else."""
+def decode_cursor(cursor: str, *, field: str = "query.cursor",
+                  given_as: str = "next_cursor") -> tuple[float, str]:
+    """The place a cursor names; InvalidInput (422) naming ``field`` for anything else
+    (``given_as``: what the page that gave it called it)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, run_id = orjson.loads(raw)
@@ -61,8 +64,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
             raise ValueError(cursor)
         return float(created_at), run_id
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidInput("cursor is not one this daemon gave (use next_cursor as is)",
-                           field="query.cursor") from None
+        raise InvalidInput(f"{field.rpartition('.')[2]} is not one this daemon gave "
+                           f"(use {given_as} as is)", field=field) from None
 
 
 def _record(row: Sequence[Any]) -> tuple[RunRecord, str, str]:
@@ -76,11 +79,13 @@ def _record(row: Sequence[Any]) -> tuple[RunRecord, str, str]:
 
 def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
               statuses: Sequence[str] = (), since: float | None = None,
-              cursor: str | None = None, limit: int = 50) -> RunPage:
+              cursor: str | None = None, limit: int = 50,
+              agents: Sequence[str] | None = None) -> RunPage:
     """Runs matching every filter given, newest first (by ``created_at``, then id).
 
     ``agent`` is an agent's name, ``session`` a session key of that agent, ``statuses``
-    any of :data:`RUN_STATUSES`, ``since`` epoch seconds (runs created at or after it).
+    any of :data:`RUN_STATUSES`, ``since`` epoch seconds (runs created at or after it),
+    ``agents`` names of the agents whose runs may be listed (a token's scope).
     """
     if session is not None and agent is None:
         raise InvalidInput("a session filter needs an agent (session keys are per agent)",
@@ -93,6 +98,15 @@ def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="query.limit")
     terms: list[str] = []
     params: list[Any] = []
+    if agents is not None:
+        if not agents:
+            return RunPage(runs=[], next_cursor=None)
+        # Not through the agents' name index: the page is the newest runs, found by
+        # walking runs_created and skipping other agents' (bounded by how busy the
+        # others are), rather than every run of these agents, sorted (bounded by
+        # their whole history).
+        terms.append(f"(a.name || '') IN ({', '.join('?' for _ in agents)})")
+        params.extend(agents)
     if agent is not None:
         terms.append("a.name = ?")
         params.append(agent)

@@ -6,6 +6,7 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from agentd.store import _schedules
 from agentd.store._engine import Engine
@@ -28,9 +29,10 @@ class ScheduleStore:
         return await self.engine.read(lambda tx: _schedules.get(tx, schedule_id))
 
     async def list_schedules(self, *, agent_id: str | None = None, after: str | None = None,
-                             limit: int = 100) -> list[ScheduleRecord]:
+                             limit: int = 100, agent_ids: Sequence[str] | None = None
+                             ) -> list[ScheduleRecord]:
         return await self.engine.read(lambda tx: _schedules.list_page(
-            tx, agent_id=agent_id, after=after, limit=limit))
+            tx, agent_id=agent_id, after=after, limit=limit, agent_ids=agent_ids))
 
     async def replace_schedule(self, record: ScheduleRecord, expect_version: int) -> bool:
         """Write the schedule's new definition unless it changed since it was read."""
@@ -50,17 +52,19 @@ class ScheduleStore:
                             next_fire_at: float | None, next_due_at: float | None,
                             missed: int = 0, failures: int | None = None,
                             pause: str | None = None,
-                            skip: tuple[float, str] | None = None) -> None:
+                            skip: tuple[float, str] | None = None,
+                            missed_note: tuple[float, str] | None = None) -> None:
         """Move a schedule on without a run (compare-and-set on ``expect_next``,
-        :class:`_schedules.Moved` if it moved meanwhile): fire times missed, a backoff,
-        a pause, or (``skip``: fire time, reason) one fire time claimed and skipped."""
+        :class:`_schedules.Moved` if it moved meanwhile): fire times missed (``missed``
+        of them; ``missed_note``: the first and why, claimed ``missed``), a backoff, a
+        pause, or (``skip``: fire time, reason) one fire time claimed and skipped."""
         now = time.time()
 
         def op(tx: _schedules.Tx) -> None:
             _schedules.move(tx, schedule_id, expect_next=expect_next,
                             next_fire_at=next_fire_at, next_due_at=next_due_at, now=now,
                             missed=missed, skipped=1 if skip else 0, failures=failures,
-                            pause=pause)
+                            pause=pause, missed_note=missed_note)
             if skip is not None:
                 _schedules.claim_fire(tx, schedule_id, skip[0], run_id=None,
                                       status="skipped", reason=skip[1], now=now,

@@ -12,7 +12,9 @@ still at the fire time being fired (compare-and-set on ``next_fire_at``, so two 
 or a concurrent change cannot both move it), and the claim ``(schedule_id, fire_at)``
 is inserted (the primary key: a fire time is claimed once, ever). Either fails ->
 nothing of the fire is written. A fire time skipped (overlap, a paused agent) is
-claimed the same way with no run.
+claimed the same way with no run. Fire times missed (the daemon got to them more than
+``grace_s`` late, or a backoff passed over them) are counted on the schedule and
+recorded by one claim, ``missed``, on the first of them, with how many and why.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from agentd.store._engine import Tx
 
 __all__ = ["KEEP_FIRES", "FireClaim", "FireOutcome", "Moved", "ScheduleRecord", "Tx",
            "claim_fire", "claim_fires", "count_for", "delete", "due", "fire_outcomes", "get",
-           "insert", "list_page", "move", "next_due", "recent_fires", "replace"]
+           "insert", "list_page", "move", "next_due", "note_missed", "recent_fires", "replace"]
 
 #: Claims kept per schedule (older ones are pruned as it fires): enough to count any
 #: streak of failures that can pause a schedule, and to show recent fires.
@@ -96,7 +98,7 @@ class FireOutcome:
     """A claimed fire time and what became of it."""
 
     fire_at: float
-    status: str  # fired | skipped
+    status: str  # fired | skipped | missed
     reason: str | None
     run_id: str | None
     #: The run's status (None: skipped, or its run is gone with its session).
@@ -159,10 +161,17 @@ def get(tx: Tx, schedule_id: str) -> ScheduleRecord | None:
     return None if row is None else _record(row)
 
 
-def list_page(tx: Tx, *, agent_id: str | None, after: str | None, limit: int
-              ) -> list[ScheduleRecord]:
-    """Oldest first (ids are time-ordered); ``after``: the last id of the page before."""
-    where, params = [], []
+def list_page(tx: Tx, *, agent_id: str | None, after: str | None, limit: int,
+              agent_ids: Sequence[str] | None = None) -> list[ScheduleRecord]:
+    """Oldest first (ids are time-ordered); ``after``: the last id of the page before;
+    ``agent_ids``: only these agents' (a token's scope)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if agent_ids is not None:
+        if not agent_ids:
+            return []
+        where.append(f"s.agent_id IN ({', '.join('?' for _ in agent_ids)})")
+        params.extend(agent_ids)
     if agent_id is not None:
         where.append("s.agent_id = ?")
         params.append(agent_id)
@@ -210,9 +219,13 @@ class Moved(Exception):
 def move(tx: Tx, schedule_id: str, *, expect_next: float, next_fire_at: float | None,
          next_due_at: float | None, now: float, missed: int = 0, skipped: int = 0,
          fired_run: str | None = None, fired_at: float | None = None,
-         failures: int | None = None, pause: str | None = None) -> None:
+         failures: int | None = None, pause: str | None = None,
+         missed_note: tuple[float, str] | None = None,
+         expect_version: int | None = None) -> None:
     """Move the schedule on from ``expect_next`` (compare-and-set; :class:`Moved` if it
-    is not there any more, or was disabled)."""
+    is not there any more, or was disabled, or, given ``expect_version``, is at another
+    version). ``missed_note``: the first missed fire time and why, claimed ``missed``
+    (:func:`note_missed`)."""
     sets = ["next_fire_at = ?", "next_due_at = ?", "updated_at = ?", "version = version + 1",
             "missed_count = missed_count + ?", "skipped_count = skipped_count + ?"]
     params: list[Any] = [next_fire_at, next_due_at, now, missed, skipped]
@@ -226,9 +239,22 @@ def move(tx: Tx, schedule_id: str, *, expect_next: float, next_fire_at: float | 
         sets += ["enabled = 0", "paused_reason = ?"]
         params.append(pause)
     tx.execute(f"UPDATE schedules SET {', '.join(sets)} WHERE id = ? AND next_fire_at = ? "
-               "AND enabled = 1", (*params, schedule_id, expect_next))
+               "AND enabled = 1 AND (CAST(? AS BIGINT) IS NULL OR version = ?)",
+               (*params, schedule_id, expect_next, expect_version, expect_version))
     if tx.rowcount != 1:
         raise Moved(schedule_id)
+    if missed and missed_note is not None:
+        note_missed(tx, [(schedule_id, *missed_note)], now)
+
+
+def note_missed(tx: Tx, notes: Sequence[tuple[str, float, str]], now: float) -> None:
+    """Claim ``(schedule_id, first missed fire time, reason)`` s as ``missed``: what an
+    operator sees of missed fire times in a schedule's fires. A time claimed before
+    (cannot be: the schedule moved on from it only now) keeps its claim."""
+    tx.executemany(
+        "INSERT INTO schedule_fires (schedule_id, fire_at, run_id, status, reason, at) "
+        "VALUES (?, ?, NULL, 'missed', ?, ?) ON CONFLICT (schedule_id, fire_at) DO NOTHING",
+        [(sid, t, reason, now) for sid, t, reason in notes])
 
 
 def claim_fire(tx: Tx, schedule_id: str, fire_at: float, *, run_id: str | None,
@@ -263,6 +289,14 @@ class FireClaim:
     run_id: str
     fire_at: float
     prune: bool
+    #: The first fire time ``missed`` counts, and why (see :func:`note_missed`).
+    missed_note: tuple[float, str] | None = None
+    #: The version the schedule must still be at, if any (with ``expect_next``).
+    expect_version: int | None = None
+
+
+def _by_schedule(fire: FireClaim) -> str:
+    return fire.schedule_id
 
 
 def claim_fires(tx: Tx, fires: Sequence[FireClaim], now: float) -> None:
@@ -274,15 +308,20 @@ def claim_fires(tx: Tx, fires: Sequence[FireClaim], now: float) -> None:
         "UPDATE schedules SET next_fire_at = ?, next_due_at = ?, updated_at = ?, "
         "version = version + 1, missed_count = missed_count + ?, last_run_id = ?, "
         "last_fire_at = ?, fires = fires + 1, failures = ? WHERE id = ? AND "
-        "next_fire_at = ? AND enabled = 1",
+        "next_fire_at = ? AND enabled = 1 AND (CAST(? AS BIGINT) IS NULL OR version = ?)",
         [(f.next_fire_at, f.next_due_at, now, f.missed, f.run_id, f.fire_at, f.failures,
-          f.schedule_id, f.expect_next) for f in fires])
+          f.schedule_id, f.expect_next, f.expect_version, f.expect_version)
+         for f in sorted(fires, key=_by_schedule)])
     if tx.rowcount != len(fires):
         raise Moved(f"{len(fires) - tx.rowcount} of {len(fires)} schedules moved on")
     tx.executemany(
         "INSERT INTO schedule_fires (schedule_id, fire_at, run_id, status, reason, at) "
         "VALUES (?, ?, ?, 'fired', NULL, ?)",
-        [(f.schedule_id, f.fire_at, f.run_id, now) for f in fires])
+        sorted((f.schedule_id, f.fire_at, f.run_id, now) for f in fires))
+    notes = [(f.schedule_id, *f.missed_note) for f in fires
+             if f.missed and f.missed_note is not None]
+    if notes:
+        note_missed(tx, notes, now)
     for f in fires:
         if f.prune:
             _prune(tx, f.schedule_id)

@@ -587,3 +587,14 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
 CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at, id);
 """,
 ))
+
+# Migration 15: an agent's sessions by recent activity (agentd.store._sessions_query).
+# The index walks one agent's sessions in the listing's order (updated_at, then id), so
+# a page reads its own rows and no more, however many sessions the agent has.
+MIGRATIONS.append((
+    15,
+    "sessions by recent activity",
+    """
+CREATE INDEX sessions_recent ON sessions (agent_id, updated_at, id);
+""",
+))

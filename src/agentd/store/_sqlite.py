@@ -15,7 +15,7 @@ Where the batch runs depends on what a commit costs:
   only step that fsyncs, run on a background thread with their own connection.
   A commit survives kill -9 of the process; the last commits before a power loss
   may not. docs/design-notes.md has the measurements behind this choice.
-* ``synchronous=FULL`` or ``EXTRA`` (``AGENTD_SQLITE_SYNCHRONOUS``): every commit
+* ``synchronous=FULL`` or ``EXTRA`` (the ``sqlite_synchronous`` setting): every commit
   fsyncs, so batches run on a dedicated writer thread and the loop never waits on
   the disk.
 
@@ -48,6 +48,7 @@ _MAX_BATCH = 512
 _READERS = 4
 _CHECKPOINT_EVERY_S = 1.0
 _LINGER_S = 0.0005
+WRITER_CACHE_MB = 64
 
 
 def _identity(sql: str) -> str:
@@ -78,18 +79,24 @@ class SqliteEngine(Engine):
     dialect = "sqlite"
     types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT", "clustered": " WITHOUT ROWID"}
 
-    def __init__(self, path: str, *, synchronous: str | None = None,
-                 writer: str | None = None) -> None:
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", writer: str | None = None,
+                 cache_mb: int = WRITER_CACHE_MB) -> None:
+        """``synchronous``, ``writer`` and ``cache_mb``: the daemon's ``sqlite_*``
+        settings (:class:`agentd.store.StoreOptions`)."""
         self.path = path
-        self.synchronous = (synchronous or os.environ.get("AGENTD_SQLITE_SYNCHRONOUS")
-                            or "NORMAL").upper()
+        self.synchronous = synchronous.upper()
         if self.synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"AGENTD_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, "
-                             f"not {self.synchronous!r}")
+            raise ValueError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA, "
+                             f"not {synchronous!r}")
         default_writer = "loop" if self.synchronous in {"OFF", "NORMAL"} else "thread"
-        self.writer = (writer or os.environ.get("AGENTD_SQLITE_WRITER") or default_writer)
+        self.writer = writer or default_writer
         if self.writer not in {"loop", "thread"}:
-            raise ValueError(f"AGENTD_SQLITE_WRITER must be loop or thread, not {self.writer!r}")
+            raise ValueError(f"sqlite_writer must be loop or thread, not {self.writer!r}")
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, int) \
+                or not 2 <= cache_mb <= 65536:
+            raise ValueError("sqlite_cache_mb must be a whole number of MiB from 2 to "
+                             f"65536, not {cache_mb!r}")
+        self.cache_mb = cache_mb
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._cur: sqlite3.Cursor | None = None
@@ -117,6 +124,10 @@ class SqliteEngine(Engine):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             log.warning("SQLite refused WAL mode (got %s); writes will be slower", mode)
+        # The writer's page cache: a burst writes rows all over the sessions', runs'
+        # and events' B-trees (random ids); with SQLite's default 2 MB most of its page
+        # visits miss (docs/benchmarks.md, schedules). Readers keep the default.
+        conn.execute(f"PRAGMA cache_size = {-1024 * self.cache_mb}")
         if self.writer == "loop":
             # Checkpoints (the only fsyncs) move to a thread; commits stay cheap.
             conn.execute("PRAGMA wal_autocheckpoint = 0")

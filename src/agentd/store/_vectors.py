@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import re
 import sys
 from array import array
@@ -213,12 +212,6 @@ def max_stamp(tx: Tx) -> int:
 # -- pgvector -----------------------------------------------------------------------------
 
 
-def pgvector_disabled() -> bool:
-    """``AGENTD_PGVECTOR=0`` (or false/no/off): exact search even where pgvector exists."""
-    return os.environ.get("AGENTD_PGVECTOR", "").strip().lower() in {"0", "false", "no",
-                                                                     "off"}
-
-
 def _pgvector_schema(tx: Tx) -> str | None:
     row = tx.one("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
                  "ON n.oid = e.extnamespace WHERE e.extname = 'vector'")
@@ -233,10 +226,9 @@ def ensure_pgvector(tx: Tx, embedder: str, dim: int) -> bool:
     """Make pgvector search ready for ``embedder``'s vectors of ``dim`` dimensions:
     the extension, ``memory_pgvec``, its HNSW index, and the vectors stored before
     (while it was off). False, having changed nothing, when the extension cannot be
-    created, ``AGENTD_PGVECTOR=0``, or ``dim`` is over HNSW's limit."""
+    created or ``dim`` is over HNSW's limit (whether to use it at all is the caller's:
+    the daemon's ``pgvector`` setting)."""
     _embedder(embedder)
-    if pgvector_disabled():
-        return False
     if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= _HNSW_MAX_DIM:
         log.warning("pgvector: %r dimensions is outside HNSW's 1-%d; using exact search",
                     dim, _HNSW_MAX_DIM)

@@ -245,6 +245,26 @@ def _page(tx: Tx, webhook_id: str, *, status: str | None, before: str | None,
     return [_delivery(r) for r in rows]
 
 
+def _prune(tx: Tx, *, before: float, limit: int) -> int:
+    """Delete up to ``limit`` delivered or failed deliveries made before ``before``,
+    oldest first, subscription by subscription (their ``(webhook_id, created_at)``
+    index: no scan of the whole table). Pending ones are kept whatever their age.
+    Their cursors stay where they are, so an event is never delivered again."""
+    removed = 0
+    for (webhook_id,) in tx.all("SELECT id FROM webhooks ORDER BY id", ()):
+        if removed >= limit:
+            break
+        ids = [r[0] for r in tx.all(
+            "SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND created_at < ? "
+            "AND status IN ('delivered', 'failed') ORDER BY created_at, id LIMIT ?",
+            (webhook_id, before, limit - removed))]
+        if ids:
+            tx.execute(f"DELETE FROM webhook_deliveries WHERE id IN "
+                       f"({', '.join('?' * len(ids))})", tuple(ids))
+            removed += len(ids)
+    return removed
+
+
 def _get_delivery(tx: Tx, delivery: str) -> DeliveryRecord:
     row = tx.one(f"SELECT {_DELIVERY_COLS} FROM webhook_deliveries d WHERE d.id = ?",
                  (delivery,))
@@ -273,8 +293,15 @@ class WebhookStore:
         return await self.engine.read(lambda tx: _get(tx, webhook_id))
 
     async def list_webhooks(self, *, agent_id: str | None = None, after: str | None = None,
-                            limit: int = 100) -> list[WebhookRecord]:
-        where, params = ["1 = 1"], []
+                            limit: int = 100, agent_ids: Sequence[str] | None = None
+                            ) -> list[WebhookRecord]:
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if agent_ids is not None:
+            if not agent_ids:
+                return []
+            where.append(f"w.agent_id IN ({', '.join('?' for _ in agent_ids)})")
+            params.extend(agent_ids)
         if agent_id is not None:
             where.append("w.agent_id = ?")
             params.append(agent_id)
@@ -403,6 +430,11 @@ class WebhookStore:
         """A subscription's deliveries, newest first."""
         return await self.engine.read(lambda tx: _page(tx, webhook_id, status=status,
                                                        before=before, limit=limit))
+
+    async def prune_deliveries(self, *, before: float, limit: int = 10_000) -> int:
+        """Delete delivered and failed deliveries made before ``before`` (at most
+        ``limit`` in one transaction); how many."""
+        return await self.engine.write(lambda tx: _prune(tx, before=before, limit=limit))
 
     async def get_delivery(self, delivery: str) -> DeliveryRecord:
         return await self.engine.read(lambda tx: _get_delivery(tx, delivery))

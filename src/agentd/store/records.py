@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import orjson
+
 from agentd.events import (
     ACTIVE_RUN_STATES,
+    AGENT_CHANGE_KINDS,
     TERMINAL_RUN_STATES,
+    AgentChangeData,
+    AgentChangeKind,
     RunStatus,
     SessionRestored,
     UnknownEvent,
@@ -21,8 +27,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE_RUN_STATES",
     "AGENT_STATES",
+    "DEFAULT_TENANT",
     "TERMINAL_RUN_STATES",
     "USAGE_GROUPS",
+    "AgentChange",
     "AgentRecord",
     "AgentState",
     "CheckpointRecord",
@@ -32,9 +40,11 @@ __all__ = [
     "RunStatus",
     "SessionRecord",
     "UsageCharge",
+    "agent_change_kind",
     "iso",
     "live_events",
     "session_tag",
+    "tenant_of",
 ]
 
 AgentState = Literal["created", "running", "paused", "stopped", "error"]
@@ -73,6 +83,77 @@ class AgentRecord:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
+
+
+#: The tenant of an agent whose settings name none (``AgentSettings.tenant``'s default).
+DEFAULT_TENANT = "default"
+
+
+def tenant_of(settings: Mapping[str, Any]) -> str | None:
+    """An agent's tenant as stored (None when its settings hold something else than a
+    string there: such an agent is in no tenant's scope)."""
+    tenant = settings.get("tenant", DEFAULT_TENANT)
+    return tenant if isinstance(tenant, str) else None
+
+
+def agent_change_kind(fields: Mapping[str, Any]) -> AgentChangeKind:
+    """The kind of change an update of these fields of an agent's record is."""
+    return "agent.state" if set(fields) == {"state"} else "agent.updated"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentChange:
+    """A committed change to an agent's record, for the activity feed (live only).
+
+    ``tenants``: the agent's tenant after the change, and before it when an update
+    moved it (a token scoped to either may see the change); for ``agent.deleted``,
+    the tenant of the record as it was when deleted. Kept for the scope decision,
+    never sent."""
+
+    kind: AgentChangeKind
+    agent: str
+    agent_id: str
+    state: str
+    #: ``updated_at`` after the change (``agent.deleted``: when it was deleted).
+    at: float
+    tenants: tuple[str | None, ...]
+
+    @classmethod
+    def of(cls, kind: AgentChangeKind, agent: AgentRecord, *,
+           before: AgentRecord | Mapping[str, Any] | None = None,
+           at: float | None = None) -> AgentChange:
+        """The change that made ``agent`` (``before``: the record, or its settings, as
+        it was before an update)."""
+        tenants: tuple[str | None, ...] = (tenant_of(agent.settings),)
+        if before is not None:
+            old = tenant_of(before.settings if isinstance(before, AgentRecord) else before)
+            if old != tenants[0]:
+                tenants = (*tenants, old)
+        return cls(kind=kind, agent=agent.name, agent_id=agent.id, state=agent.state,
+                   at=agent.updated_at if at is None else at, tenants=tenants)
+
+    def to_api(self) -> AgentChangeData:
+        return {"agent": self.agent, "state": self.state, "updated_at": iso(self.at) or ""}
+
+    def to_note(self, origin: str) -> str:
+        """The change as a NOTIFY payload from the process ``origin``."""
+        return orjson.dumps([origin, self.kind, self.agent, self.agent_id, self.state,
+                             self.at, list(self.tenants)]).decode()
+
+    @classmethod
+    def from_note(cls, payload: str) -> tuple[str, AgentChange]:
+        """``(origin, change)`` of a payload :meth:`to_note` wrote (ValueError if it is
+        not one)."""
+        try:
+            origin, kind, agent, agent_id, state, at, tenants = orjson.loads(payload)
+            if kind not in AGENT_CHANGE_KINDS:
+                raise ValueError(kind)
+            return str(origin), cls(kind=kind, agent=str(agent), agent_id=str(agent_id),
+                                    state=str(state), at=float(at),
+                                    tenants=tuple(t if t is None else str(t)
+                                                  for t in tenants))
+        except (TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"not an agent change: {payload[:80]!r}") from exc
 
 
 @dataclass(kw_only=True, slots=True)

@@ -28,12 +28,14 @@ from agentd.errors import (
 )
 from agentd.events import DecisionData, parse
 from agentd.store import (
+    _agents_query,
     _approvals,
     _blocks,
     _entries,
     _rows,
     _runs_query,
     _sessions,
+    _sessions_query,
     _uids,
     _usage,
 )
@@ -68,6 +70,7 @@ from agentd.store._sessions import new_checkpoint
 from agentd.store._subtask_store import SubtaskStore
 from agentd.store._webhooks import WebhookStore
 from agentd.store.records import (
+    AgentChange,
     AgentRecord,
     AgentState,
     CheckpointRecord,
@@ -76,6 +79,7 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
     UsageCharge,
+    agent_change_kind,
 )
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store", "new_id"]
@@ -94,6 +98,15 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: Names this process in the agent changes it announces to the processes
+        #: sharing the database (which already published them here: skip its own).
+        self.origin = new_id("o")
+
+    def _announce(self, tx: Tx, change: AgentChange) -> None:
+        """Announce a change to an agent inside the transaction that makes it: other
+        nodes hear of it once committed, never if it is rolled back."""
+        if self.engine.shared:
+            self.engine.announce_agent(tx, change.to_note(self.origin))
 
     @property
     def dialect(self) -> str:
@@ -149,6 +162,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                 (record.id, name, model, instructions, _dumps(tools), _dumps(settings),
                  record.state, now, now),
             )
+            self._announce(tx, AgentChange.of("agent.created", record))
 
         try:
             await self.engine.write(op)
@@ -172,6 +186,28 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             lambda tx: tx.all(f"SELECT {AGENT_COLS} FROM agents ORDER BY name"))
         return [_agent(r) for r in rows]
 
+    async def agent_page(self, **filters: Any) -> _agents_query.AgentPage:
+        """Agents by name, filtered, a page at a time: see
+        :func:`agentd.store._agents_query.list_agents`."""
+        return await self.engine.read(lambda tx: _agents_query.list_agents(tx, **filters))
+
+    async def overview_counts(self) -> dict[str, Any]:
+        """Agents by state, active runs by status (every node's) and the store's size
+        in bytes, in one read: ``{"agents", "runs", "bytes"}``."""
+        dialect, path = self.dialect, getattr(self.engine, "path", None)
+
+        def op(tx: Tx) -> dict[str, Any]:
+            return {"agents": _agents_query.agent_state_counts(tx),
+                    "runs": _agents_query.active_run_counts(tx),
+                    "bytes": _agents_query.store_bytes(tx, dialect, path)}
+
+        return await self.engine.read(op)
+
+    async def active_run_counts(self, agent_ids: Sequence[str]) -> dict[str, int]:
+        """Active runs by status of these agents only (a token's scope)."""
+        return await self.engine.read(
+            lambda tx: _agents_query.active_run_counts(tx, agent_ids))
+
     async def update_agent(self, name: str, fields: dict[str, Any], *,
                            based_on: float | None = None) -> AgentRecord:
         """Change an agent's fields. ``based_on``: the ``updated_at`` of the record the
@@ -186,6 +222,10 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             now = based_on + 1e-6  # strictly later: the next compare-and-set sees it
 
         def op(tx: Tx) -> tuple[Any, ...] | None:
+            before = None
+            if self.engine.shared and "settings" in fields:
+                # (the tenant it had: a token scoped to it may see it leave)
+                before = tx.one("SELECT settings FROM agents WHERE name = ?", (name,))
             sets = ["updated_at = ?"]
             params: list[Any] = [now]
             for key, value in fields.items():
@@ -201,7 +241,12 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                 if exists is not None:
                     raise Conflict(f"agent {name!r} changed meanwhile; try again",
                                    code="agent_changed", retryable=True)
-            return tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            if row is not None and self.engine.shared:
+                self._announce(tx, AgentChange.of(
+                    agent_change_kind(fields), _agent(row),
+                    before=orjson.loads(before[0]) if before is not None else None))
+            return row
 
         row = await self.engine.write(op)
         if row is None:
@@ -211,17 +256,23 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     async def set_agent_state(self, name: str, state: AgentState) -> AgentRecord:
         return await self.update_agent(name, {"state": state})
 
-    async def delete_agent(self, name: str) -> None:
-        def op(tx: Tx) -> int:
-            row = tx.one("SELECT id FROM agents WHERE name = ?", (name,))
-            if row is not None:
-                _blocks.forget_agent(tx, str(row[0]))
-                _entries.forget_agent(tx, str(row[0]), self.engine.dialect)
-            tx.execute("DELETE FROM agents WHERE name = ?", (name,))
-            return tx.rowcount
+    async def delete_agent(self, name: str) -> AgentRecord:
+        """Delete the agent (its sessions go with it); the record as it was."""
+        def op(tx: Tx) -> AgentRecord | None:
+            row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            if row is None:
+                return None
+            agent = _agent(row)
+            _blocks.forget_agent(tx, agent.id)
+            _entries.forget_agent(tx, agent.id, self.engine.dialect)
+            tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
+            self._announce(tx, AgentChange.of("agent.deleted", agent, at=time.time()))
+            return agent
 
-        if await self.engine.write(op) == 0:
+        agent = await self.engine.write(op)
+        if agent is None:
             raise AgentNotFound(f"agent {name!r} not found")
+        return agent
 
     async def sandbox_uid(self, agent_id: str, *, base: int, count: int) -> int:
         """The agent's sandbox uid, given now from ``base``.. if it has none yet
@@ -277,9 +328,16 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
     async def list_sessions(self, agent_id: str) -> list[SessionRecord]:
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? ORDER BY updated_at DESC",
-            (agent_id,)))
+            f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? "
+            "ORDER BY updated_at DESC, id DESC", (agent_id,)))
         return [_session(r) for r in rows]
+
+    async def session_page(self, agent_id: str, *, limit: int, after: str | None = None,
+                           q: str | None = None) -> _sessions_query.SessionPage:
+        """An agent's sessions, most recent activity first, a page at a time: see
+        :func:`agentd.store._sessions_query.list_sessions`."""
+        return await self.engine.read(lambda tx: _sessions_query.list_sessions(
+            tx, agent_id, limit=limit, after=after, q=q))
 
     async def set_session_policy(self, session_id: str, policy: dict[str, Any] | None
                                  ) -> None:
@@ -307,6 +365,24 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         if row is None:
             raise SessionNotFound(f"session {key!r} not found")
         return _session(row)
+
+    def on_new_session(self, check: Callable[[list[str]], None]
+                       ) -> Callable[[Tx, Accepted], None]:
+        """An ``also`` for :meth:`accept_message`: when the message creates its session,
+        ``check`` is called (in the same transaction) with the names of the other
+        agents that have a session of the same key, and raises to refuse the message:
+        nothing is written. (A door whose sessions are one agent's, checked without a
+        read per message, and atomically.)"""
+
+        def also(tx: Tx, accepted: Accepted) -> None:
+            if accepted.created_session:
+                rows = tx.all("SELECT name FROM agents a WHERE a.id != ? AND EXISTS "
+                              "(SELECT 1 FROM sessions s WHERE s.agent_id = a.id "
+                              "AND s.key = ?) ORDER BY name",
+                              (accepted.session.agent_id, accepted.session.key))
+                check([str(name) for (name,) in rows])
+
+        return also
 
     async def delete_session(self, agent_id: str, key: str) -> None:
         def op(tx: Tx) -> int:
@@ -353,7 +429,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             origin=origin, also=also))
 
     async def accept_messages(self, items: Sequence[ToAccept], *,
-                              also_many: AlsoMany | None = None
+                              also_many: AlsoMany | None = None, start: Lease | None = None
                               ) -> list[Accepted | Exception]:
         """Accept many messages in one commit: each as :meth:`accept_message` would,
         and each on its own (its outcome, or the error that left nothing of it
@@ -364,18 +440,22 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         ``also_many``: the set path's counterpart of the items' ``also``, called once
         with ``(index, accepted)`` of every message it accepted; when it raises (or
         anything else of the set path fails) the chunk is written again message by
-        message, with each item's own ``also``."""
+        message, with each item's own ``also``.
+
+        ``start``: the set path also starts, under this lease, the run of each
+        message whose session has nothing else active (``Accepted.started``; see
+        :mod:`._accept_many`). Runs it does not start are queued as usual."""
         for item in items:
             if item.origin is not None and ("content" in item.origin
                                             or "steer" in item.origin):
                 raise ValueError("origin must not set content or steer")
         if not items:
             return []
-        now = time.time()
         run_ids = [new_id("r") for _ in items]
+        # The time is taken in the transaction: a burst's runs start when it runs.
         return await self.engine.write(lambda tx: accept_many(
-            tx, items, run_ids=run_ids, now=now, dialect=self.engine.dialect,
-            also_many=also_many))
+            tx, items, run_ids=run_ids, now=time.time(), dialect=self.engine.dialect,
+            also_many=also_many, start=start))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
                run_id: str | None = None, run: RunUpdate | None = None,
@@ -437,15 +517,26 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
         return self.engine.write(op)
 
-    async def read_events(self, session_id: str, *, after: int = 0, limit: int | None = None
-                          ) -> list[EventRecord]:
-        sql = f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
+    async def read_events(self, session_id: str, *, after: int = 0, limit: int | None = None,
+                          before: int | None = None) -> list[EventRecord]:
+        """The session's events with ``after < seq``, oldest first: the first ``limit``
+        of them, or with ``before`` the last ``limit`` of those with ``seq < before`` (a
+        page read backwards from the end of the log, still returned oldest first)."""
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? AND seq > ?"
         params: tuple[Any, ...] = (session_id, after)
+        if before is not None:
+            sql += " AND seq < ? ORDER BY seq DESC"
+            params = (*params, before)
+        else:
+            sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             params = (*params, limit)
         rows = await self.engine.read(lambda tx: tx.all(sql, params))
-        return [_event(r) for r in rows]
+        events = [_event(r) for r in rows]
+        if before is not None:
+            events.reverse()
+        return events
 
     async def read_logs(self, session_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
         """The whole logs of sessions (those with events), in one read: the runs of a
@@ -573,16 +664,20 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
     async def orphaned_runs(self, owner: str, *, queued_before: float) -> list[RunRecord]:
         """Runs no live node drives, in the order to take them over: runs under way
-        whose lease expired (or is ``owner``'s own, from before a restart), then runs
-        queued before ``queued_before`` in sessions where nothing is under way."""
+        whose lease expired (or is ``owner``'s own and started before
+        ``queued_before``: from before a restart), then runs queued before
+        ``queued_before`` in sessions where nothing is under way. (A run this node
+        started a moment ago with its message, not yet handed to its supervisor, is
+        not one: ``Runs.send_many(start=True)``.)"""
         now = time.time()
 
         def op(tx: Tx) -> list[tuple[Any, ...]]:
             # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
             return tx.all(
                 f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status <> "
-                "'queued' AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?) "
-                "ORDER BY created_at, id", (owner, now)) + tx.all(
+                "'queued' AND (lease_owner IS NULL OR lease_expires_at < ? OR "
+                "(lease_owner = ? AND (started_at IS NULL OR started_at < ?))) "
+                "ORDER BY created_at, id", (now, owner, queued_before)) + tx.all(
                 f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status = 'queued' "
                 "AND created_at < ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = "
                 f"runs.session_id AND o.status IN {ACTIVE} AND o.status <> 'queued' "

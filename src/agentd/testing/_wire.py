@@ -33,6 +33,9 @@ class StubTurn:
     finish_reason: str | None = None
     #: Reasoning texts, one per thinking block (formats that have thinking blocks).
     thinking: list[str] = field(default_factory=list)
+    #: Seconds between the stream's frames (0: all at once), so that text arrives as a
+    #: real model's does, a word at a time.
+    interval_s: float = 0.0
 
 
 @dataclass(kw_only=True)

@@ -11,7 +11,9 @@ neutral request to HTTP and back is exercised without a network or a key::
 
 Responses are served in the order they were queued; with the queue empty the server
 echoes the last user message as ``stub: <text>``. ``stub.requests`` holds every JSON
-body received, for asserting what a provider sent.
+body received, for asserting what a provider sent. A turn queued with ``interval_s``
+streams its frames that far apart (a word of text each) and records when each left in
+``stub.emitted``: the start of a token's way to a client, for latency benchmarks.
 
 Wire formats, streaming and not: OpenAI Chat Completions (``POST /v1/chat/completions``;
 point a provider at :attr:`StubLLMServer.base_url`) and Anthropic Messages
@@ -113,6 +115,17 @@ _STALL_LIMIT_S = 30.0
 
 async def _aiter(parts: list[bytes]) -> AsyncIterator[bytes]:
     for part in parts:
+        yield part
+
+
+async def _paced(parts: list[bytes], interval_s: float,
+                 emitted: Callable[[float, bytes], None]) -> AsyncIterator[bytes]:
+    """The frames ``interval_s`` apart, each recorded (wall-clock time, frame) as it is
+    handed to the server to write."""
+    for i, part in enumerate(parts):
+        if i and interval_s > 0:
+            await asyncio.sleep(interval_s)
+        emitted(time.time(), part)
         yield part
 
 
@@ -509,6 +522,7 @@ class StubLLMServer:
         self._queue: deque[StubTurn] = deque()
         self._requests: list[dict[str, Any]] = []
         self._headers: list[dict[str, str]] = []
+        self._emitted: list[tuple[float, bytes]] = []
         self._numbers = itertools.count(1)
         self._stopping = threading.Event()
         self._server: uvicorn.Server | None = None
@@ -526,6 +540,7 @@ class StubLLMServer:
         fault: str | None = None,
         finish_reason: str | None = None,
         thinking: str | list[str] | None = None,
+        interval_s: float = 0.0,
     ) -> None:
         """Queue the next response.
 
@@ -540,7 +555,11 @@ class StubLLMServer:
                 ``max_tokens`` for Anthropic).
             thinking: Reasoning text, or one text per block, sent before the answer as
                 signed thinking blocks by formats that have them (Anthropic).
+            interval_s: Seconds between a streamed answer's frames (each word of the
+                text is a frame); each frame's send time is in :attr:`emitted`.
         """
+        if interval_s < 0:
+            raise ValueError("interval_s must be >= 0")
         if text is None and not tool_calls and fault is None:
             raise ValueError("enqueue needs text, tool_calls or fault")
         if fault is not None and fault not in FAULTS and not _HTTP_FAULT.match(fault):
@@ -560,16 +579,30 @@ class StubLLMServer:
             fault=fault,
             finish_reason=finish_reason,
             thinking=[thinking] if isinstance(thinking, str) else list(thinking or []),
+            interval_s=interval_s,
         )
         with self._lock:
             self._queue.append(turn)
 
     def clear(self) -> None:
-        """Forget queued responses and recorded requests."""
+        """Forget queued responses, recorded requests and emitted frames."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
             self._headers.clear()
+            self._emitted.clear()
+
+    @property
+    def emitted(self) -> list[tuple[float, bytes]]:
+        """``(time.time(), frame)`` of every frame of paced streams (a turn queued with
+        ``interval_s``), in the order sent: when each piece of text left the model, for
+        measuring how long it takes to reach a reader."""
+        with self._lock:
+            return list(self._emitted)
+
+    def _emit(self, at: float, frame: bytes) -> None:
+        with self._lock:
+            self._emitted.append((at, frame))
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -700,7 +733,10 @@ class StubLLMServer:
                 return _http_fault(call, int(match.group(1)))
             return FAULTS[turn.fault](call)
         if wire.wants_stream(body):
-            return StreamingResponse(_aiter(wire.frames(call)), media_type=wire.media_type)
+            frames = wire.frames(call)
+            parts = (_paced(frames, turn.interval_s, self._emit) if turn.interval_s > 0
+                     else _aiter(frames))
+            return StreamingResponse(parts, media_type=wire.media_type)
         return JSONResponse(wire.completion(call))
 
     # -- lifecycle -----------------------------------------------------------------

@@ -210,13 +210,22 @@ class WorkerPool:
         log.warning("a tool worker's %s raised %s", function, reply[1])
         raise ToolError(f"{function} failed: {reply[1]}: {reply[2]}", code="tool_failed")
 
-    async def _start(self) -> _Worker:
+    async def ready(self) -> None:
+        """Start the zygote unless it runs: a fresh interpreter importing the tools,
+        a start-up cost of the pool (seconds on a loaded machine) that a caller timing
+        its own work takes out of that time by awaiting this first."""
+        await self._zygote_running()
+
+    async def _zygote_running(self) -> _Zygote:
         async with self._zygote_lock:
             if self._zygote is None or not self._zygote.alive:
                 if self._zygote is not None:
                     self._stop(self._zygote)
                 self._zygote = await _Zygote.start(self.memory_mb)
-            zygote = self._zygote
+            return self._zygote
+
+    async def _start(self) -> _Worker:
+        zygote = await self._zygote_running()
         try:
             worker = await zygote.fork()
         except OSError as exc:

@@ -215,9 +215,12 @@ class Webhooks:
         return await self.store.webhook_counts(webhook_id)
 
     async def list_all(self, *, agent: str | None = None, after: str | None = None,
-                   limit: int = 100) -> list[WebhookRecord]:
+                   limit: int = 100, agent_ids: Sequence[str] | None = None
+                   ) -> list[WebhookRecord]:
+        """``agent_ids``: only these agents' (a token's scope)."""
         agent_id = None if agent is None else (await self.store.get_agent(agent)).id
-        return await self.store.list_webhooks(agent_id=agent_id, after=after, limit=limit)
+        return await self.store.list_webhooks(agent_id=agent_id, after=after, limit=limit,
+                                              agent_ids=agent_ids)
 
     async def update(self, webhook_id: str, change: dict[str, Any]) -> WebhookRecord:
         """Change ``url``, ``kinds``, ``description`` or ``enabled``; re-enabled, it
@@ -251,6 +254,14 @@ class Webhooks:
 
     async def delivery(self, delivery: str) -> DeliveryRecord:
         return await self.store.get_delivery(delivery)
+
+    async def prune(self) -> int:
+        """Delete delivered and failed deliveries older than ``keep_deliveries_s`` (a
+        housekeeper job); pending ones are never removed. How many."""
+        if self.config.keep_deliveries_s <= 0:
+            return 0
+        return await self.store.prune_deliveries(
+            before=self.clock() - self.config.keep_deliveries_s)
 
     async def replay(self, delivery: str) -> DeliveryRecord:
         """Send a delivery again, now, with the same id (and ``max_attempts`` more

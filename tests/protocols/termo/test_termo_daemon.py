@@ -3,6 +3,7 @@ adapter, a client that goes away, a token for the wrong door and kill -9 do."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -79,6 +80,34 @@ def test_tokens_open_only_their_own_door(spawn_agentd: SpawnAgentd, tmp_path: Pa
     events = httpx.get(f"{daemon.url}/v1/agents/agent/sessions/api:direct/events",
                        headers=own).json()["events"]
     assert [e["kind"] for e in events].count("message.assistant") == 1
+
+
+def test_a_scoped_token_without_the_doors_agent_is_refused(spawn_agentd: SpawnAgentd
+                                                            ) -> None:
+    """termo mode serves one agent (``agent``): a token whose scope (``access``) holds
+    it uses the door; one whose scope does not is answered as no token (401), and
+    nothing reaches the agent. Public paths stay public."""
+    mine, theirs = "termo-scoped-mine-0123", "termo-scoped-theirs-0123"
+    daemon = spawn_agentd("--adapter", ADAPTER, env={
+        "AGENTD_TOKENS": json.dumps([mine, theirs]),
+        "AGENTD_ACCESS": json.dumps({"token-1": {"agents": ["agent"]},
+                                     "token-2": {"agents": ["other-*"]}})})
+    refused = {"Authorization": f"Bearer {theirs}"}
+    for method, path, body in (("POST", "/api/send", {"message": "hi", "session": "s"}),
+                               ("GET", "/api/sessions", None),
+                               ("GET", "/api/sessions/s/history", None),
+                               ("GET", "/api/config", None)):
+        got = httpx.request(method, f"{daemon.url}{path}", headers=refused, json=body,
+                            timeout=60)
+        assert got.status_code == 401, (path, got.text)
+        assert got.json() == {"error": "unauthorized"}
+    assert httpx.get(f"{daemon.url}/health", headers=refused).status_code == 200
+    own = {"Authorization": f"Bearer {mine}"}
+    assert httpx.get(f"{daemon.url}/v1/agents/agent/sessions", headers=own).json()[
+        "sessions"] == []
+    sent = httpx.post(f"{daemon.url}/api/send", headers=own,
+                      json={"message": "hi", "session": "s"}, timeout=60)
+    assert sent.status_code == 200 and sent.json()["response"] == "echo[0]: hi"
 
 
 def test_an_adapter_cannot_open_or_shadow_agentds_api(spawn_agentd: SpawnAgentd) -> None:

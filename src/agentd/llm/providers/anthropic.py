@@ -202,7 +202,10 @@ class AnthropicModel(Model):
     def _raise(self, exc: Exception) -> NoReturn:
         error = map_error(exc, provider=self.provider, secret=self._secret)
         logger.warning("model call to %s failed: %s", self.provider, error.code)
-        raise error from exc
+        try:
+            raise error from exc
+        finally:
+            del error, exc  # no cycle through this frame (see the OpenAI provider's)
 
     async def aclose(self) -> None:
         await self._client.close()

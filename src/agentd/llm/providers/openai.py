@@ -171,7 +171,14 @@ class OpenAIChatModel(Model):
     def _raise(self, exc: Exception) -> NoReturn:
         error = map_error(exc, provider=self.provider, secret=self._secret)
         logger.warning("model call to %s failed: %s", self.provider, error.code)
-        raise error from exc
+        try:
+            raise error from exc
+        finally:
+            # This frame is in the error's traceback: holding the error (and the SDK's
+            # exception) here would make a cycle, freed only by the cyclic collector,
+            # and with it the SDK's abandoned stream generators, finalized then on
+            # whatever loop is current, or none (tests: an unraisable exception).
+            del error, exc
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -1,5 +1,5 @@
 """The A2A door: each agent an A2A server (spec 1.0, and 0.3 on the same endpoint),
-through the official ``a2a-sdk``'s JSON-RPC dispatcher.
+with the official ``a2a-sdk``'s types and JSON-RPC dispatcher.
 
 =========================================  ==========================================
 ``GET  /a2a/{agent}/.well-known/agent-card.json``  the agent's card (needs the token)
@@ -12,7 +12,11 @@ through the official ``a2a-sdk``'s JSON-RPC dispatcher.
 
 A task is a run and a context is a session (:mod:`._handler`); the daemon's auth layer
 checks the bearer token before the SDK sees a request, and answers a refusal (401,
-413, an unknown agent) as a JSON-RPC error. See docs/protocols/a2a.md.
+413, an unknown agent, or one outside the token's scope: the same) as a JSON-RPC
+error. The endpoint is served past FastAPI's routing (``add_fast_route``), and a turn
+(1.0's SendMessage, SendStreamingMessage) past the SDK's dispatcher, by the door's
+front (:mod:`._rpc`): each cost a turn more CPU than the rest of the door. See
+docs/protocols/a2a.md.
 """
 
 from __future__ import annotations
@@ -39,12 +43,15 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from agentd import __version__
 from agentd.errors import AgentdError
 from agentd.protocols.a2a._handler import A2AHandler
+from agentd.protocols.a2a._rpc import JsonRpcFront
 from agentd.runtime import Runtime
-from agentd.server._http import add_error_shape, json_response
+from agentd.server._http import add_error_shape, add_fast_route, json_response
+from agentd.server.access import require_agent
 
 __all__ = ["PREFIX", "A2AHandler", "agent_card", "install"]
 
@@ -110,18 +117,28 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
 def install(app: FastAPI, runtime: Any) -> None:
     """Serve the door on ``app``; ``runtime()`` gives the app's runtime (opened in its
     lifespan, after this is called)."""
-    dispatcher = JsonRpcDispatcher(request_handler=A2AHandler(runtime),
-                                   context_builder=_ContextBuilder(),
-                                   enable_v0_3_compat=True)
+    handler = A2AHandler(runtime)
+    builder = _ContextBuilder()
+    front = JsonRpcFront(handler, JsonRpcDispatcher(
+        request_handler=handler, context_builder=builder, enable_v0_3_compat=True),
+        builder)
 
     async def endpoint(request: Request) -> Response:
         rt: Runtime = runtime()
-        # An unknown agent: 404 in JSON-RPC's shape, before the SDK reads anything.
-        await rt.stored_agent(request.path_params["agent"])
-        return await dispatcher.handle_requests(request)
+        # An unknown agent (or one outside the token's scope): 404 in JSON-RPC's
+        # shape, before the SDK reads anything.
+        await require_agent(request, request.path_params["agent"])
+        await rt.find_agent(request.path_params["agent"])
+        return await front(request)
+
+    async def serve(scope: Scope, receive: Receive, send: Send, match: Any) -> None:
+        scope["path_params"] = {"agent": match.group(1)}
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def card(request: Request) -> Response:
         rt: Runtime = runtime()
+        await require_agent(request, request.path_params["agent"])
         agent = await rt.stored_agent(request.path_params["agent"])
         return json_response(agent_card_to_dict(agent_card(agent.name,
                                                            str(request.base_url))))
@@ -130,4 +147,5 @@ def install(app: FastAPI, runtime: Any) -> None:
                                    methods=["GET"], include_in_schema=False))
     app.router.routes.append(Route(f"{PREFIX}/{{agent}}", endpoint=endpoint,
                                    methods=["POST"], include_in_schema=False))
+    add_fast_route(app, "POST", rf"^{PREFIX}/([^/]+)$", serve)
     add_error_shape(app, PREFIX, jsonrpc_error)

@@ -8,6 +8,11 @@ durable, leased, resumed after a crash), so this handler implements the SDK's
 ``cancel_run``, ``list_runs``, ``subscribe`` and ``read_events``. Every answer is
 rebuilt from the stored run, so ``GetTask`` after a restart answers as before it.
 
+Answers are built as A2A's JSON (:mod:`._tasks`): :meth:`A2AHandler.send_message` and
+:meth:`A2AHandler.stream_message` give them as they are to the door's JSON-RPC front
+(:mod:`._rpc`), which serves every turn; the ``on_*`` methods give them to the SDK's
+dispatcher as its protobuf types.
+
 The agent is the one the URL names (``/a2a/{agent}``); the route checked it exists
 before the SDK saw the request. See docs/protocols/a2a.md for what maps to what.
 """
@@ -57,17 +62,25 @@ from agentd.errors import AgentdError, Conflict, NotFound, PayloadTooLarge, Unau
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols.a2a._tasks import (
     STATUSES_OF,
-    artifact_event,
+    Json,
+    artifact_update,
+    event_proto,
     message_text,
-    status_event,
-    task_of,
+    status_update,
+    task_json,
+    task_proto,
 )
 from agentd.runtime import Runtime, SendResult, Token
 from agentd.server._http import person
-from agentd.server.sse import is_silent
+from agentd.server.sse import HEARTBEAT_S, is_silent
 from agentd.store.records import RunRecord
 
-__all__ = ["A2AHandler"]
+__all__ = ["A2AHandler", "StreamItem"]
+
+#: What a stream gives: an item of A2A's stream (``{"task": ...}``, ``{"statusUpdate":
+#: ...}``, ``{"artifactUpdate": ...}``), or None when nothing more is ready for now:
+#: the items so far can go out together (or, after a quiet while, a heartbeat).
+StreamItem = Json | None
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +133,9 @@ class A2AHandler(RequestHandler):
         return None
 
     async def _task(self, run: RunRecord, key: str, agent: str,
-                    history_length: int | None = None) -> Task:
-        return task_of(run, key, history_length=history_length,
-                       pending=await self._pending(run, agent))
+                    history_length: int | None = None) -> Json:
+        return task_json(run, key, history_length=history_length,
+                         pending=await self._pending(run, agent))
 
     async def _send(self, params: SendMessageRequest, context: ServerCallContext, *,
                     stream: bool) -> tuple[SendResult | None, RunRecord, str]:
@@ -195,8 +208,9 @@ class A2AHandler(RequestHandler):
 
     # -- messages ----------------------------------------------------------------------
 
-    async def on_message_send(self, params: SendMessageRequest,
-                              context: ServerCallContext) -> Task | Message:
+    async def send_message(self, params: SendMessageRequest, context: ServerCallContext
+                           ) -> Json:
+        """SendMessage: the task, once it ended (or waits for a decision)."""
         agent: str = context.state["agent"]
         _, run, key = await self._send(params, context, stream=False)
         if not params.configuration.return_immediately:
@@ -208,23 +222,42 @@ class A2AHandler(RequestHandler):
                    if params.configuration.HasField("history_length") else None)
         return await self._task(run, key, agent, history)
 
+    async def on_message_send(self, params: SendMessageRequest,
+                              context: ServerCallContext) -> Task | Message:
+        return task_proto(await self.send_message(params, context))
+
     async def on_message_send_stream(self, params: SendMessageRequest,
                                      context: ServerCallContext) -> AsyncGenerator[Event]:
+        async for item in self.stream_message(params, context):
+            if item is not None:  # the SDK's response pings on its own
+                yield event_proto(item)
+
+    async def stream_message(self, params: SendMessageRequest, context: ServerCallContext
+                             ) -> AsyncGenerator[StreamItem]:
+        """SendStreamingMessage: the task, then its progress until it ends or waits."""
         agent: str = context.state["agent"]
         runtime = self._runtime()
         if not params.message.task_id:
             sent, run, key = await self._send(params, context, stream=True)
             assert sent is not None
             if not sent.duplicate:
-                async for event in self._follow(run, key, agent, sent):
-                    yield event
+                sub = runtime.subscribe(sent.session.id)
+                try:
+                    yield {"task": task_json(run, key)}
+                    yield None  # the task goes out at once, its run may wait its turn
+                    after = sent.events[0].seq - 1 if sent.events else sent.session.last_seq
+                    async for item in self._progress(run, key, agent, sub, after,
+                                                     sent.events):
+                        yield item
+                finally:
+                    sub.close()
                 return
             # The same message sent again: its task as it is, then what follows.
             sub = runtime.subscribe(run.session_id)
             try:
                 after = (await self._session(agent, key)).last_seq
-                async for event in self._resume(run.id, agent, sub, after):
-                    yield event
+                async for item in self._resume(run.id, agent, sub, after):
+                    yield item
             finally:
                 sub.close()
             return
@@ -235,8 +268,8 @@ class A2AHandler(RequestHandler):
         try:
             after = (await self._session(agent, key)).last_seq
             await self._send(params, context, stream=True)
-            async for event in self._resume(run.id, agent, sub, after):
-                yield event
+            async for item in self._resume(run.id, agent, sub, after, decided=True):
+                yield item
         finally:
             sub.close()
 
@@ -247,42 +280,25 @@ class A2AHandler(RequestHandler):
             raise a2a_error(exc) from None
         return session
 
-    async def _resume(self, run_id: str, agent: str, sub: Any, after: int
-                      ) -> AsyncIterator[Event]:
+    async def _resume(self, run_id: str, agent: str, sub: Any, after: int, *,
+                      decided: bool = False) -> AsyncIterator[StreamItem]:
         """The task as it is now, then its progress after the session's ``after``
         (``sub``, the session's subscription, opened before ``after`` was read, so
-        nothing committed in between is missed)."""
+        nothing committed in between is missed). ``decided``: the run waited for a
+        decision at ``after`` and was decided since, so what it did next is after
+        ``after`` even if it has ended (or waits again) by now: it is followed."""
         run, key = await self._run(agent, run_id)
-        yield await self._task(run, key, agent)
-        if run.terminal or run.status == "waiting_approval":
+        yield {"task": await self._task(run, key, agent)}
+        yield None  # the task goes out at once
+        if not decided and (run.terminal or run.status == "waiting_approval"):
             return
-        async for event in self._events(run, key, agent, sub, after, None):
-            yield event
-
-    async def _follow(self, run: RunRecord, key: str, agent: str, sent: SendResult
-                      ) -> AsyncIterator[Event]:
-        runtime = self._runtime()
-        sub = runtime.subscribe(sent.session.id)
-        try:
-            yield task_of(run, key)
-            after = sent.events[0].seq - 1 if sent.events else sent.session.last_seq
-            async for event in self._events(run, key, agent, sub, after, sent.events):
-                yield event
-        finally:
-            sub.close()
-
-    async def _events(self, run: RunRecord, key: str, agent: str, sub: Any, after: int,
-                      known: Any) -> AsyncIterator[Event]:
-        """The run's progress as A2A events until it ends or waits for a decision: its
-        text as chunks of the reply artifact, its state changes as status updates."""
-        try:
-            async for event in self._progress(run, key, agent, sub, after, known):
-                yield event
-        except AgentdError as exc:  # the session deleted meanwhile, the store down
-            raise a2a_error(exc) from None
+        async for item in self._progress(run, key, agent, sub, after, None):
+            yield item
 
     async def _progress(self, run: RunRecord, key: str, agent: str, sub: Any,
-                        after: int, known: Any) -> AsyncIterator[Event]:
+                        after: int, known: Any) -> AsyncIterator[StreamItem]:
+        """The run's progress as A2A events until it ends or waits for a decision: its
+        text as chunks of the reply artifact, its state changes as status updates."""
         runtime = self._runtime()
         session_id = run.session_id
         # The reply's text as sent so far (None: nothing sent): the artifact is sent in
@@ -290,39 +306,48 @@ class A2AHandler(RequestHandler):
         # text the model took back, and at the end, if what was sent is not the reply
         # as stored: text of earlier steps, or tokens sent before this stream began).
         sent: list[str] | None = None
-        async for item in runtime.follow(session_id, after, known=known, subscription=sub):
-            if item is None:
-                continue
-            if isinstance(item, Token):
-                if item.run_id != run.id:
+        try:
+            async for item in runtime.follow(session_id, after, known=known, subscription=sub,
+                                             heartbeat_s=HEARTBEAT_S):
+                if item is None:
+                    yield None
                     continue
-                if item.reset:
-                    sent = None if sent is None else []
-                if item.text:
-                    yield artifact_event(run, key, item.text, append=bool(sent),
-                                         last=False)
+                if isinstance(item, Token):
+                    if item.run_id != run.id:
+                        continue
+                    if item.reset:
+                        sent = None if sent is None else []
+                    if not item.text:
+                        continue
+                    yield artifact_update(run.id, key, item.text, append=bool(sent),
+                                          last=False)
                     sent = [*(sent or []), item.text]
-                continue
-            if item.run_id != run.id:
-                continue
-            if item.kind == "run.started":
-                # Working as of this event (the run as stored may be further on: its
-                # end comes in its own event, after its text).
-                yield status_event(replace(run, status="running"), key)
-            elif item.kind == "approval.requested":
-                current, _, _ = await runtime.get_run(run.id)
-                yield status_event(current, key, await self._pending(current, agent))
-                return
-            elif item.kind in TERMINAL_KINDS and not is_silent(item):
-                current, _, _ = await runtime.get_run(run.id)
-                if current.status == "completed":
-                    output = current.output or ""
-                    if sent is not None and "".join(sent) == output:
-                        yield artifact_event(current, key, "", append=True, last=True)
-                    else:
-                        yield artifact_event(current, key, output, append=False, last=True)
-                yield status_event(current, key)
-                return
+                elif item.run_id != run.id:
+                    continue
+                elif item.kind == "run.started":
+                    # Working as of this event (the run as stored may be further on: its
+                    # end comes in its own event, after its text).
+                    yield status_update(replace(run, status="running"), key)
+                elif item.kind == "approval.requested":
+                    current, _, _ = await runtime.get_run(run.id)
+                    yield status_update(current, key, await self._pending(current, agent))
+                    return
+                elif item.kind in TERMINAL_KINDS and not is_silent(item):
+                    current, _, _ = await runtime.get_run(run.id)
+                    if current.status == "completed":
+                        output = current.output or ""
+                        if sent is not None and "".join(sent) == output:
+                            yield artifact_update(run.id, key, "", append=True, last=True)
+                        else:
+                            yield artifact_update(run.id, key, output, append=False, last=True)
+                    yield status_update(current, key)
+                    return
+                else:
+                    continue
+                if sub.queue.empty():
+                    yield None  # what was yielded goes out together
+        except AgentdError as exc:  # the session deleted meanwhile, the store down
+            raise a2a_error(exc) from None
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -331,7 +356,7 @@ class A2AHandler(RequestHandler):
         agent: str = context.state["agent"]
         run, key = await self._run(agent, params.id)
         history = params.history_length if params.HasField("history_length") else None
-        return await self._task(run, key, agent, history)
+        return task_proto(await self._task(run, key, agent, history))
 
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext
                             ) -> ListTasksResponse:
@@ -354,8 +379,8 @@ class A2AHandler(RequestHandler):
                 since=since, cursor=params.page_token or None, limit=size)
         except AgentdError as exc:
             raise a2a_error(exc) from None
-        tasks = [task_of(run, key, history_length=history,
-                         artifacts=params.include_artifacts)
+        tasks = [task_proto(task_json(run, key, history_length=history,
+                                      artifacts=params.include_artifacts))
                  for run, _, key in page.runs]
         return ListTasksResponse(tasks=tasks, next_page_token=page.next_cursor or "",
                                  page_size=size, total_size=len(tasks))
@@ -375,7 +400,7 @@ class A2AHandler(RequestHandler):
                                              ) from None
         except AgentdError as exc:
             raise a2a_error(exc, task=True) from None
-        return await self._task(run, key, agent)
+        return task_proto(await self._task(run, key, agent))
 
     async def on_subscribe_to_task(self, params: SubscribeToTaskRequest,
                                    context: ServerCallContext) -> AsyncGenerator[Event]:
@@ -388,8 +413,9 @@ class A2AHandler(RequestHandler):
         sub = self._runtime().subscribe(run.session_id)
         try:
             after = (await self._session(agent, key)).last_seq
-            async for event in self._resume(run.id, agent, sub, after):
-                yield event
+            async for item in self._resume(run.id, agent, sub, after):
+                if item is not None:
+                    yield event_proto(item)
         finally:
             sub.close()
 

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 
 from agentd.protocols.langgraph import store
 from agentd.protocols.langgraph._errors import langgraph_error
-from agentd.protocols.langgraph.routes import PREFIX, router
-from agentd.server._http import add_error_shape
+from agentd.protocols.langgraph.routes import PREFIX, RUN_PATH, router, serve_run
+from agentd.server._http import add_error_shape, add_fast_route
 
 __all__ = ["PREFIX", "install"]
 
@@ -17,4 +17,6 @@ def install(app: FastAPI) -> None:
     """Serve the door's routes on ``app``, its errors in LangGraph's shape."""
     app.include_router(router)
     app.include_router(store.router)
+    # Every turn is a run: served past FastAPI's routing, like the native message route.
+    add_fast_route(app, "POST", RUN_PATH, serve_run)
     add_error_shape(app, PREFIX + "/", langgraph_error)

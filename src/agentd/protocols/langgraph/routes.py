@@ -14,13 +14,13 @@ session; one waiting for a decision on a tool call is ``interrupted``, and a run
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from agentd.errors import (
     AgentNotFound,
@@ -33,6 +33,7 @@ from agentd.errors import (
 )
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols._common import json_body
+from agentd.protocols.langgraph._values import ThreadValues
 from agentd.protocols.langgraph._wire import (
     AssistantSearch,
     RunCreate,
@@ -47,15 +48,16 @@ from agentd.protocols.langgraph._wire import (
     run_view,
     thread_status,
     unsupported,
-    values_of,
 )
-from agentd.runtime import Runtime, Token
+from agentd.runtime import Runtime, Subscription, Token
 from agentd.server._http import json_response, person
+from agentd.server.access import filter_agents, may_use, require_agent
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
+from agentd.store import Accepted, Tx
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
 
-__all__ = ["KEY_PREFIX", "PREFIX", "router"]
+__all__ = ["KEY_PREFIX", "PREFIX", "RUN_PATH", "router", "serve_run"]
 
 PREFIX = "/langgraph"
 #: A thread's session key is this plus the thread's id.
@@ -71,9 +73,12 @@ class ThreadNotFound(NotFound):
 # -- assistants --------------------------------------------------------------------
 
 
-async def _assistant(runtime: Runtime, assistant_id: str) -> str:
+async def _assistant(request: Request, assistant_id: str) -> str:
+    """The agent an assistant id names; 404 for none, or one outside the token's scope
+    (the same answer)."""
     try:
-        return (await runtime.stored_agent(assistant_id)).name
+        await require_agent(request, assistant_id)
+        return (await runtime_of(request).find_agent(assistant_id)).name
     except AgentNotFound:
         raise NotFound(f"no assistant {assistant_id!r} (assistants are agentd's agents)",
                        code="assistant_not_found") from None
@@ -82,7 +87,7 @@ async def _assistant(runtime: Runtime, assistant_id: str) -> str:
 @router.post("/assistants/search")
 async def search_assistants(request: Request) -> Response:
     body: AssistantSearch = parse(AssistantSearch, await json_body(request))
-    agents = await runtime_of(request).list_agents()
+    agents = filter_agents(request, await runtime_of(request).list_agents())
     wanted = body.graph_id or body.name
     found = [assistant(a) for a in agents if wanted is None or a.name == wanted]
     if body.metadata:
@@ -93,7 +98,7 @@ async def search_assistants(request: Request) -> Response:
 @router.post("/assistants/count")
 async def count_assistants(request: Request) -> Response:
     body: AssistantSearch = parse(AssistantSearch, await json_body(request))
-    agents = await runtime_of(request).list_agents()
+    agents = filter_agents(request, await runtime_of(request).list_agents())
     wanted = body.graph_id or body.name
     return json_response(0 if body.metadata else
                          sum(1 for a in agents if wanted is None or a.name == wanted))
@@ -102,7 +107,7 @@ async def count_assistants(request: Request) -> Response:
 @router.get("/assistants/{assistant_id}")
 async def get_assistant(assistant_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    name = await _assistant(runtime, assistant_id)
+    name = await _assistant(request, assistant_id)
     return json_response(assistant(await runtime.stored_agent(name)))
 
 
@@ -116,16 +121,18 @@ def _check_thread_id(thread_id: str) -> None:
                            "character", field="path.thread_id")
 
 
-async def _locate(runtime: Runtime, thread_id: str
+async def _locate(request: Request, thread_id: str
                   ) -> tuple[str, SessionRecord | None]:
     """The agent a thread belongs to and its session (None: a thread whose id names an
     agent, ``<agent>:...``, that has run nothing yet); ThreadNotFound otherwise. An id
     whose part before ``:`` names no agent is an id the client chose: looked for in
-    every agent, like a bare uuid."""
+    every agent, like a bare uuid. Only the agents of the token's scope are looked in:
+    a thread of another is "not found"."""
+    runtime = runtime_of(request)
     _check_thread_id(thread_id)
     key = KEY_PREFIX + thread_id
     bound, sep, _ = thread_id.partition(":")
-    if sep:
+    if sep and await may_use(request, bound):
         try:
             _, session = await runtime.get_session(bound, key)
             return bound, session
@@ -133,7 +140,7 @@ async def _locate(runtime: Runtime, thread_id: str
             return bound, None
         except AgentNotFound:
             pass
-    for agent in await runtime.list_agents():
+    for agent in filter_agents(request, await runtime.list_agents()):
         try:
             _, session = await runtime.get_session(agent.name, key)
         except (SessionNotFound, AgentNotFound):
@@ -142,29 +149,7 @@ async def _locate(runtime: Runtime, thread_id: str
     raise ThreadNotFound(f"no thread {thread_id!r}")
 
 
-class _ThreadValues:
-    """Threads' values (their messages), each folded from its session's log once and
-    then only from the events after it: a turn would otherwise read the whole log
-    again. The log is append-only, so a fold never goes stale; the cache is bounded
-    and only saves reads (a restart starts it empty)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._folded: OrderedDict[str, tuple[int, list[dict[str, Any]]]] = OrderedDict()
-
-    async def of(self, runtime: Runtime, session_id: str) -> dict[str, Any]:
-        last, messages = self._folded.pop(session_id, (0, []))
-        events = await runtime.read_events(session_id, after=last)
-        if events:
-            messages = messages + values_of(events)["messages"]
-            last = events[-1].seq
-        self._folded[session_id] = (last, messages)
-        while len(self._folded) > self.size:
-            self._folded.popitem(last=False)
-        return {"messages": list(messages)}
-
-
-_values = _ThreadValues()
+_values = ThreadValues()
 
 
 async def _last_run(runtime: Runtime, agent: str, key: str) -> RunRecord | None:
@@ -227,13 +212,13 @@ async def create_thread(request: Request) -> Response:
     graph = body.graph_id or (body.metadata or {}).get("graph_id") or (
         body.metadata or {}).get("assistant_id")
     if graph is not None:
-        graph = await _assistant(runtime, str(graph))
+        graph = await _assistant(request, str(graph))
     thread_id = body.thread_id or (f"{graph}:{uuid.uuid4()}" if graph else
                                    str(uuid.uuid4()))
     _check_thread_id(thread_id)
     if body.thread_id is not None:
         try:
-            agent, session = await _locate(runtime, thread_id)
+            agent, session = await _locate(request, thread_id)
         except ThreadNotFound:
             pass
         else:
@@ -253,7 +238,7 @@ async def create_thread(request: Request) -> Response:
 @router.get("/threads/{thread_id}")
 async def get_thread(thread_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    agent, session = await _locate(runtime, thread_id)
+    agent, session = await _locate(request, thread_id)
     return json_response(await _thread(runtime, thread_id, agent, session,
                                        with_values=True))
 
@@ -261,7 +246,7 @@ async def get_thread(thread_id: str, request: Request) -> Response:
 @router.delete("/threads/{thread_id}")
 async def delete_thread(thread_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    agent, session = await _locate(runtime, thread_id)
+    agent, session = await _locate(request, thread_id)
     if session is not None:
         await runtime.delete_session(agent, session.key)
     return Response(status_code=204)
@@ -276,8 +261,8 @@ async def _found_threads(request: Request) -> tuple[ThreadSearch, list[dict[str,
     graph = metadata.pop("assistant_id", None) if graph is None else graph
     if metadata:
         return body, []  # threads keep no other metadata
-    agents = ([await _assistant(runtime, str(graph))] if graph else
-              [a.name for a in await runtime.list_agents()])
+    agents = ([await _assistant(request, str(graph))] if graph else
+              [a.name for a in filter_agents(request, await runtime.list_agents())])
     found: list[tuple[str, SessionRecord]] = []
     for agent in agents:
         found += [(agent, s) for s in await runtime.list_sessions(agent)
@@ -309,8 +294,9 @@ async def count_threads(request: Request) -> Response:
     return json_response(len(found))
 
 
-async def _state(runtime: Runtime, thread_id: str) -> dict[str, Any]:
-    agent, session = await _locate(runtime, thread_id)
+async def _state(request: Request, thread_id: str) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    agent, session = await _locate(request, thread_id)
     thread = await _thread(runtime, thread_id, agent, session, with_values=True)
     seq = session.last_seq if session else 0
     interrupts = [i for group in thread["interrupts"].values() for i in group]
@@ -326,14 +312,14 @@ async def _state(runtime: Runtime, thread_id: str) -> dict[str, Any]:
 async def get_state(thread_id: str, request: Request) -> Response:
     """The thread's messages (its state's ``values``); the checkpoint id is the
     session's last seq."""
-    return json_response(await _state(runtime_of(request), thread_id))
+    return json_response(await _state(request, thread_id))
 
 
 @router.post("/threads/{thread_id}/history")
 async def get_history(thread_id: str, request: Request) -> Response:
     """Only the latest state (agentd restores a session to any seq through its own
     API; LangGraph's checkpoints are not kept)."""
-    return json_response([await _state(runtime_of(request), thread_id)])
+    return json_response([await _state(request, thread_id)])
 
 
 # -- runs --------------------------------------------------------------------------
@@ -343,26 +329,61 @@ class _Started:
     """A run a request follows: one it started, or one it resumed."""
 
     def __init__(self, *, agent: str, thread_id: str, run: RunRecord, session_id: str,
-                 after: int, known: list[EventRecord] | None) -> None:
+                 after: int, known: list[EventRecord] | None,
+                 sub: Subscription | None = None) -> None:
         self.agent, self.thread_id, self.run = agent, thread_id, run
         self.session_id, self.after, self.known = session_id, after, known
+        #: The session's subscription, opened right after the send (runs/wait: the
+        #: thread's values from it, with no read); closed by whoever answers.
+        self.sub = sub
 
 
-async def _run_target(runtime: Runtime, thread_id: str, assistant_id: str,
+async def _run_target(request: Request, thread_id: str, assistant_id: str,
                       if_not_exists: str | None) -> tuple[str, SessionRecord | None]:
     """The agent a run on ``thread_id`` goes to, and the thread's session if any."""
-    agent = await _assistant(runtime, assistant_id)
+    agent = await _assistant(request, assistant_id)
     try:
-        owner, session = await _locate(runtime, thread_id)
+        owner, session = await _locate(request, thread_id)
     except ThreadNotFound:
         if if_not_exists == "reject":
             raise
         return agent, None
     if owner != agent:
-        raise Conflict(f"thread {thread_id!r} belongs to assistant {owner!r}, not "
-                       f"{agent!r} (a thread is one agent's session)",
-                       code="thread_of_another_assistant")
+        raise _another_assistant(thread_id, owner, agent)
     return agent, session
+
+
+def _another_assistant(thread_id: str, owner: str, agent: str) -> Conflict:
+    return Conflict(f"thread {thread_id!r} belongs to assistant {owner!r}, not {agent!r} "
+                    "(a thread is one agent's session)", code="thread_of_another_assistant")
+
+
+async def _thread_guard(runtime: Runtime, thread_id: str, agent: str,
+                        if_not_exists: str | None) -> Callable[[Tx, Accepted], None]:
+    """What a run's message to ``thread_id`` checks as it is committed (the send's
+    ``also``), rather than a read per turn: a thread is one agent's session, so the
+    message that would create the thread's session under ``agent`` is refused
+    (nothing written) if another agent has it, or if ``if_not_exists`` is
+    ``reject``. A thread id ``<agent>:...`` belongs to that agent whether or not it
+    has run yet (``threads.create`` with a ``graph_id`` makes one)."""
+    _check_thread_id(thread_id)
+    bound, sep, _ = thread_id.partition(":")
+    if sep and bound != agent:
+        try:
+            await runtime.find_agent(bound)
+        except AgentNotFound:
+            pass  # an id the client chose
+        else:
+            raise _another_assistant(thread_id, bound, agent)
+    reject = if_not_exists == "reject" and not (sep and bound == agent)
+
+    def check(others: list[str]) -> None:
+        if others:
+            raise _another_assistant(thread_id, others[0], agent)
+        if reject:
+            raise ThreadNotFound(f"no thread {thread_id!r}")
+
+    return runtime.store.on_new_session(check)
 
 
 def _resume_action(value: Any) -> tuple[str, str | None, str | None]:
@@ -386,14 +407,19 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
                  *, stream: bool) -> _Started:
     runtime = runtime_of(request)
     body.check()
+    guard = None
     if thread_id is None:
-        agent = await _assistant(runtime, body.assistant_id)
-        thread_id, session = f"{agent}:{uuid.uuid4()}", None
-    else:
-        agent, session = await _run_target(runtime, thread_id, body.assistant_id,
+        agent = await _assistant(request, body.assistant_id)
+        thread_id = f"{agent}:{uuid.uuid4()}"
+        if body.command is not None:
+            return await _resume(request, agent, thread_id, None, body.command)
+    elif body.command is not None:
+        agent, session = await _run_target(request, thread_id, body.assistant_id,
                                            body.if_not_exists)
-    if body.command is not None:
         return await _resume(request, agent, thread_id, session, body.command)
+    else:
+        agent = await _assistant(request, body.assistant_id)
+        guard = await _thread_guard(runtime, thread_id, agent, body.if_not_exists)
     content = input_text(body.input or {})
     limit = runtime.settings.max_message_bytes
     if len(content.encode()) > limit:
@@ -405,11 +431,14 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
     mode = body.multitask_strategy or "enqueue"
     sent = await runtime.send(agent, KEY_PREFIX + thread_id, content,
                               idempotency_key=idempotency_key, mode=mode,
-                              priority="interactive", stream=stream)
+                              priority="interactive", stream=stream, also=guard)
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
+    # runs/wait follows the run's events as they are published (a stream opens its
+    # own subscription, in its response's body, which closes it however it ends).
+    sub = None if stream or sent.duplicate else runtime.subscribe(sent.session.id)
     return _Started(agent=agent, thread_id=thread_id, run=sent.run,
                     session_id=sent.session.id, after=after,
-                    known=None if sent.duplicate else sent.events)
+                    known=None if sent.duplicate else sent.events, sub=sub)
 
 
 async def _resume(request: Request, agent: str, thread_id: str,
@@ -437,8 +466,16 @@ async def _resume(request: Request, agent: str, thread_id: str,
 
 
 async def _wait_answer(runtime: Runtime, started: _Started) -> Response:
-    run = await runtime.wait(started.run.id)
-    values = await _values.of(runtime, started.session_id)
+    sub = started.sub
+    try:
+        run = await runtime.wait(started.run.id)
+        values = (_values.after_run(started.session_id, started.known, sub, run.id)
+                  if sub is not None and run.terminal else None)
+    finally:
+        if sub is not None:
+            sub.close()
+    if values is None:
+        values = await _values.of(runtime, started.session_id)
     if run.status == "waiting_approval":
         values["__interrupt__"] = await _interrupts(runtime, started.agent, run)
     elif run.status == "failed":
@@ -514,9 +551,28 @@ async def stream_stateless_run(request: Request) -> Response:
     return response
 
 
-async def _run_of_thread(runtime: Runtime, thread_id: str, run_id: str
+#: The run routes above that carry every turn (``add_fast_route``).
+RUN_PATH = rf"^{PREFIX}(?:/threads/(?P<thread>[^/]+))?/runs/(?P<kind>wait|stream)$"
+
+
+async def serve_run(scope: Scope, receive: Receive, send: Send, match: Any) -> None:
+    """A ``RUN_PATH`` request served by the request layer, past FastAPI's routing and
+    dependency solving (auth, the body limit and the door's error shape apply as to
+    any route). The routes above stay in the router: another method on their paths
+    gets its 405 there."""
+    request = Request(scope, receive)
+    thread_id, wait = match.group("thread"), match.group("kind") == "wait"
+    if thread_id is None:
+        response = await (wait_stateless_run if wait else stream_stateless_run)(request)
+    else:
+        response = await (wait_run if wait else stream_run)(thread_id, request)
+    await response(scope, receive, send)
+
+
+async def _run_of_thread(request: Request, thread_id: str, run_id: str
                          ) -> tuple[RunRecord, str, SessionRecord]:
-    agent, session = await _locate(runtime, thread_id)
+    runtime = runtime_of(request)
+    agent, session = await _locate(request, thread_id)
     try:
         run, owner, key = await runtime.get_run(run_id)
     except RunNotFound:
@@ -538,7 +594,7 @@ async def list_runs(thread_id: str, request: Request) -> Response:
         raise InvalidInput("limit and offset are integers", field="query.limit") from None
     if not 1 <= limit <= 200 or offset < 0:
         raise InvalidInput("limit is 1-200 and offset at least 0", field="query.limit")
-    agent, session = await _locate(runtime, thread_id)
+    agent, session = await _locate(request, thread_id)
     if session is None:
         return json_response([])
     page = await runtime.list_runs(agent=agent, session=session.key,
@@ -552,14 +608,14 @@ async def list_runs(thread_id: str, request: Request) -> Response:
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(thread_id: str, run_id: str, request: Request) -> Response:
-    run, agent, _ = await _run_of_thread(runtime_of(request), thread_id, run_id)
+    run, agent, _ = await _run_of_thread(request, thread_id, run_id)
     return json_response(run_view(run, thread_id, agent))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(thread_id: str, run_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    run, agent, session = await _run_of_thread(runtime, thread_id, run_id)
+    run, agent, session = await _run_of_thread(request, thread_id, run_id)
     started = _Started(agent=agent, thread_id=thread_id, run=run, session_id=session.id,
                        after=0, known=None)
     return await _wait_answer(runtime, started)
@@ -568,7 +624,7 @@ async def join_run(thread_id: str, run_id: str, request: Request) -> Response:
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
 async def cancel_run(thread_id: str, run_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
-    run, agent, _ = await _run_of_thread(runtime, thread_id, run_id)
+    run, agent, _ = await _run_of_thread(request, thread_id, run_id)
     action = request.query_params.get("action", "interrupt")
     if action not in ("interrupt", "rollback"):
         raise InvalidInput("action is interrupt or rollback", field="query.action")
@@ -591,40 +647,46 @@ def _sse(event: str, data: Any) -> bytes:
 async def _frames(runtime: Runtime, started: _Started, modes: list[str]
                   ) -> AsyncIterator[bytes]:
     """The run as LangGraph's stream modes tell it; a client that goes away drops its
-    subscription, never the run."""
+    subscription, never the run. Frames ready together go out in one write (the
+    first ones with the first text, the last text with the end)."""
     run_id, thread_id = started.run.id, started.thread_id
     meta = {"run_id": run_id, "thread_id": thread_id, "assistant_id": started.agent,
             "langgraph_node": _NODE}
     msg_id = f"run-{run_id}"
-    yield _sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})
     sub = runtime.subscribe(started.session_id)
+    pending = [_sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})]
     try:
         if "values" in modes:
-            yield _sse("values", await _values.of(runtime, started.session_id))
+            pending.append(_sse("values", await _values.of(runtime, started.session_id)))
         if "messages" in modes:
-            yield _sse("messages/metadata", {msg_id: {"metadata": meta}})
+            pending.append(_sse("messages/metadata", {msg_id: {"metadata": meta}}))
         text = ""
         async for item in runtime.follow(started.session_id, started.after,
                                          known=started.known, heartbeat_s=HEARTBEAT_S,
                                          subscription=sub):
             if item is None:
-                yield b": heartbeat\n\n"
+                pending.append(b": heartbeat\n\n")
             elif isinstance(item, Token):
                 if item.run_id != run_id:
                     continue
                 text = item.text if item.reset else text + item.text
                 if "messages" in modes:
-                    yield _sse("messages/partial", [message("ai", text, msg_id)])
+                    pending.append(_sse("messages/partial", [message("ai", text, msg_id)]))
                 if "messages-tuple" in modes and item.text:
-                    yield _sse("messages", [{**message("ai", item.text, msg_id),
-                                             "type": "AIMessageChunk"}, meta])
+                    pending.append(_sse("messages", [
+                        {**message("ai", item.text, msg_id), "type": "AIMessageChunk"},
+                        meta]))
             elif item.run_id == run_id and (
                     (item.kind in TERMINAL_KINDS and not is_silent(item))
                     or item.kind == "approval.requested"):
                 run, _, _ = await runtime.get_run(run_id)
-                async for frame in _ending(runtime, started, run, modes, text, meta):
-                    yield frame
+                pending += [frame async for frame in _ending(runtime, started, run, modes,
+                                                             text, meta)]
+                yield b"".join(pending)
                 return
+            if pending and sub.queue.empty():
+                yield b"".join(pending)
+                pending = []
     finally:
         sub.close()
 

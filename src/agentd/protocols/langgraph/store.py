@@ -32,6 +32,7 @@ from agentd.protocols.langgraph._wire import (
 from agentd.protocols.langgraph.routes import PREFIX
 from agentd.runtime import Runtime
 from agentd.server._http import json_response
+from agentd.server.access import filter_agents, require_agent
 from agentd.server.routes._deps import runtime_of
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 
@@ -61,9 +62,12 @@ def _split(namespace: list[str], field: str, *, exact: bool) -> tuple[str, str]:
     return namespace[0], ".".join(namespace[1:])
 
 
-async def _agent(runtime: Runtime, name: str, field: str) -> str:
+async def _agent(request: Request, name: str, field: str) -> str:
+    """The agent a namespace starts with; 404 for none, or one outside the token's
+    scope (the same answer)."""
     try:
-        return (await runtime.stored_agent(name)).name
+        await require_agent(request, name)
+        return (await runtime_of(request).stored_agent(name)).name
     except AgentNotFound:
         raise NotFound(f"no agent {name!r}: a namespace starts with the agent whose "
                        "memory holds it", code="namespace_not_found",
@@ -106,7 +110,7 @@ async def put_item(request: Request) -> Response:
         raise InvalidInput("value must be an object (delete an item with DELETE)",
                            field="body.value")
     name, labels = _split(body.namespace, "body.namespace", exact=True)
-    agent = await _agent(runtime, name, "body.namespace")
+    agent = await _agent(request, name, "body.namespace")
     content = orjson.dumps(body.value).decode()
     existing = await _find(runtime, agent, labels, body.key)
     if existing is None:
@@ -126,7 +130,7 @@ async def get_item(request: Request) -> Response:
     body: StoreGet = parse(StoreGet, {"namespace": namespace.split(".") if namespace
                                       else [], "key": params.get("key", "")})
     name, labels = _split(body.namespace, "query.namespace", exact=True)
-    agent = await _agent(runtime, name, "query.namespace")
+    agent = await _agent(request, name, "query.namespace")
     entry = await _find(runtime, agent, labels, body.key)
     if entry is None:
         raise ItemNotFound(f"no item {body.key!r} in namespace {namespace!r}")
@@ -138,7 +142,7 @@ async def delete_item(request: Request) -> Response:
     runtime = runtime_of(request)
     body: StoreGet = parse(StoreGet, await json_body(request))
     name, labels = _split(body.namespace, "body.namespace", exact=True)
-    agent = await _agent(runtime, name, "body.namespace")
+    agent = await _agent(request, name, "body.namespace")
     entry = await _find(runtime, agent, labels, body.key)
     if entry is not None:
         await runtime.delete_memory(agent, entry.id)
@@ -161,7 +165,7 @@ async def search_items(request: Request) -> Response:
     runtime = runtime_of(request)
     body: StoreSearch = parse(StoreSearch, await json_body(request))
     name, prefix = _split(body.namespace_prefix, "body.namespace_prefix", exact=False)
-    agent = await _agent(runtime, name, "body.namespace_prefix")
+    agent = await _agent(request, name, "body.namespace_prefix")
     flt = EntryFilter(tags_all=(TAG,))
     scored: list[tuple[EntryRecord, float | None]]
     if body.query:
@@ -184,9 +188,9 @@ async def list_namespaces(request: Request) -> Response:
     prefix = body.prefix or []
     if prefix:
         _split(prefix, "body.prefix", exact=False)
-        agents = [await _agent(runtime, prefix[0], "body.prefix")]
+        agents = [await _agent(request, prefix[0], "body.prefix")]
     else:
-        agents = [a.name for a in await runtime.list_agents()]
+        agents = [a.name for a in filter_agents(request, await runtime.list_agents())]
     found: set[tuple[str, ...]] = set()
     for agent in agents:
         for entry in await runtime.list_memory(agent, filters=EntryFilter(tags_all=(TAG,)),

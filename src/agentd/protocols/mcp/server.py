@@ -10,7 +10,9 @@ a template: listing every session of every agent would not scale) and the approv
 waiting (``agentd://approvals``). The transport is the SDK's streamable HTTP in
 stateless mode: no per-client state in the daemon, so any node can answer and a
 restart forgets nothing a client relies on. The bearer token is checked by the
-daemon's own auth layer before a request reaches the SDK.
+daemon's own auth layer before a request reaches the SDK; a scoped token (``access``)
+lists, calls and reads only its scope's agents (one outside it is "no tool", "no
+resource", as one that does not exist).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import orjson
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
+from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from agentd import __version__
 from agentd.errors import AgentdError, AgentNotFound, SessionNotFound, ShuttingDown
 from agentd.events import TERMINAL_KINDS
 from agentd.runtime import Runtime
-from agentd.store.records import EventRecord
+from agentd.server.access import filter_agents, may_use
+from agentd.store.records import EventRecord, RunRecord
 
 __all__ = ["MCPDoor"]
 
@@ -64,10 +68,41 @@ _OUTPUT_SCHEMA = {
 }
 
 
+def _conn(ctx: Any) -> HTTPConnection:
+    """The HTTP request behind an MCP request (its scope names the token)."""
+    request = getattr(ctx, "request", None)
+    if not isinstance(request, HTTPConnection):
+        raise MCPError(types.INTERNAL_ERROR, "no HTTP request behind this MCP request")
+    return request
+
+
 def _text(text: str, *, error: bool = False,
           structured: dict[str, Any] | None = None) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
                                 structured_content=structured, is_error=error)
+
+
+def _result(done: RunRecord, key: str) -> types.CallToolResult:
+    """A ``tools/call``'s answer for the run ``done`` (ended, as stored)."""
+    structured = {"reply": done.output or "", "session": key, "run_id": done.id,
+                  "status": done.status}
+    if done.status != "completed":
+        error = done.error or {}
+        text = (f"run {done.id} {done.status}: "
+                f"{error.get('message') or 'no reply'} (session {key})")
+        return _text(text, error=True, structured=structured)
+    return _text(done.output or "", structured=structured)
+
+
+def _wants_progress(params: types.CallToolRequestParams) -> bool:
+    """Whether the call carries a progress token (the SDK sends progress only then;
+    a boolean is no token to it)."""
+    meta: Any = getattr(params, "meta", None) or {}
+    if isinstance(meta, dict):
+        token = meta.get("progress_token", meta.get("progressToken"))
+    else:
+        token = getattr(meta, "progress_token", None)
+    return token is not None and not isinstance(token, bool)
 
 
 class MCPDoor:
@@ -101,25 +136,30 @@ class MCPDoor:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def start(self) -> None:
+        """Have the SDK's task group running (ShuttingDown if it cannot start)."""
         # The SDK serves requests in a task group of its own, which must be entered
         # and left by one task: a task of the door's, started by the first request
         # (not the app's lifespan, whose start and end may run in different tasks).
+        if self._ready.is_set():
+            return
         if self._task is None:
             self._task = asyncio.create_task(self._serve(), name="mcp-door")
-        if not self._ready.is_set():
-            ready = asyncio.create_task(self._ready.wait())
-            await asyncio.wait((ready, self._task), return_when=asyncio.FIRST_COMPLETED)
-            if not ready.done():
-                ready.cancel()
-                raise ShuttingDown("the MCP server is not running (see the daemon's log)")
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait((ready, self._task), return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            raise ShuttingDown("the MCP server is not running (see the daemon's log)")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.start()
         await self.manager.handle_request(scope, receive, send)
 
     # -- tools ---------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None
                           ) -> types.ListToolsResult:
-        agents = await self._runtime().list_agents()
+        agents = filter_agents(_conn(ctx), await self._runtime().list_agents())
         return types.ListToolsResult(tools=[types.Tool(
             name=agent.name,
             description=f"Ask the agent {agent.name!r} (agentd, model {agent.model}); "
@@ -143,6 +183,8 @@ class MCPDoor:
         if len(message.encode()) > limit:
             raise MCPError(types.INVALID_PARAMS, f"the message is over {limit} bytes")
         key = key or f"mcp:{secrets.token_hex(12)}"
+        if not await may_use(_conn(ctx), params.name):
+            raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}")
         try:
             sent = await runtime.send(params.name, key, message, mode="enqueue",
                                       priority="interactive", stream=True)
@@ -152,8 +194,16 @@ class MCPDoor:
             # Refused before anything was written (a paused agent, a bad session key).
             return _text(f"{exc.code}: {exc.message}", error=True)
         run = sent.run
+        if not sent.duplicate and not _wants_progress(params):
+            # Nothing to report on the way (no progress token): wait for the run's
+            # end as the native API's plain call does, not through its events.
+            done = await runtime.wait(run.id)
+            if done.terminal:
+                return _result(done, key)
+            # Waiting for a person's decision: followed to its end below.
         step = 0
         after = 0 if sent.duplicate or not sent.events else sent.events[0].seq - 1
+        end: EventRecord | None = None
         async for item in runtime.follow(sent.session.id, after,
                                          known=None if sent.duplicate else sent.events):
             if not isinstance(item, EventRecord) or item.run_id != run.id:
@@ -163,16 +213,16 @@ class MCPDoor:
                 step += 1
                 await ctx.session.report_progress(step, None, note)
             if item.kind in TERMINAL_KINDS:
+                end = item
                 break
+        if end is not None and end.kind == "run.completed":
+            # The reply is the terminal event's (the run's record holds the same):
+            # no store read for it.
+            output: str = end.data.get("output") or ""
+            return _text(output, structured={"reply": output, "session": key,
+                                             "run_id": run.id, "status": "completed"})
         done, _, _ = await runtime.get_run(run.id)
-        structured = {"reply": done.output or "", "session": key, "run_id": done.id,
-                      "status": done.status}
-        if done.status != "completed":
-            error = done.error or {}
-            text = (f"run {done.id} {done.status}: "
-                    f"{error.get('message') or 'no reply'} (session {key})")
-            return _text(text, error=True, structured=structured)
-        return _text(done.output or "", structured=structured)
+        return _result(done, key)
 
     # -- resources -----------------------------------------------------------------
 
@@ -194,11 +244,15 @@ class MCPDoor:
                              ) -> types.ReadResourceResult:
         runtime = self._runtime()
         uri = str(params.uri)
+        conn = _conn(ctx)
         if uri == _APPROVALS_URI:
-            pending = await runtime.approvals.pending(None)
+            pending = [p for p in await runtime.approvals.pending(None)
+                       if await may_use(conn, p["agent"])]
             body: Any = {"approvals": pending}
         else:
             agent, key = _session_of(uri)
+            if not await may_use(conn, agent):
+                raise MCPError(types.INVALID_PARAMS, f"no resource {uri!r}")
             try:
                 _, session = await runtime.get_session(agent, key)
             except (AgentNotFound, SessionNotFound):

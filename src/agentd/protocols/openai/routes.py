@@ -47,6 +47,7 @@ from agentd.protocols.openai._wire import (
 )
 from agentd.runtime import Runtime, SendResult, Token
 from agentd.server._http import json_response
+from agentd.server.access import filter_agents, require_agent, require_owner
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store.records import RunRecord
@@ -79,15 +80,15 @@ def _model(name: str, created_at: float) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    """Every agent the token may use, as a model (today every token sees every agent,
-    as on the native API)."""
-    agents = await runtime_of(request).list_agents()
+    """Every agent the token may use, as a model (its scope's: ``access``)."""
+    agents = filter_agents(request, await runtime_of(request).list_agents())
     return json_response({"object": "list",
                           "data": [_model(a.name, a.created_at) for a in agents]})
 
 
 @router.get("/v1/models/{model:path}")
 async def get_model(model: str, request: Request) -> Response:
+    await require_agent(request, model)
     agent = await runtime_of(request).stored_agent(model)
     return json_response(_model(agent.name, agent.created_at))
 
@@ -103,7 +104,7 @@ async def _session_for(request: Request, runtime: Runtime, agent: str,
     turns to give a new session)."""
     header = request.headers.get(SESSION_HEADER)
     if previous is not None:
-        _, owner, key = await _run_of_response(runtime, previous, "previous_response_id")
+        _, owner, key = await _run_of_response(request, previous, "previous_response_id")
         if owner != agent:
             raise InvalidInput(f"previous_response_id {previous!r} is a response of "
                                f"another model ({owner!r})", field="previous_response_id")
@@ -216,6 +217,7 @@ async def chat_completions(request: Request) -> Response:
     """OpenAI's Chat Completions, answered by the agent named as ``model``."""
     runtime = runtime_of(request)
     body: ChatRequest = parse(ChatRequest, await json_body(request))
+    await require_agent(request, body.model)
     conversation = chat_conversation(body)
     key, known = await _session_for(request, runtime, body.model, body.user, None,
                                     conversation)
@@ -281,16 +283,21 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
 # -- Responses ---------------------------------------------------------------------
 
 
-async def _run_of_response(runtime: Runtime, response_id: str, field: str
+async def _run_of_response(request: Request, response_id: str, field: str
                            ) -> tuple[RunRecord, str, str]:
+    """The run a response id names, with its agent and session key; 404
+    ``response_not_found`` for none, or one of an agent outside the token's scope."""
     if not response_id.startswith(_RESPONSE_PREFIX):
         raise InvalidInput(f"{response_id!r} is not a response id", field=field)
+    missing = NotFound(f"no response {response_id!r}", code="response_not_found",
+                       details={"errors": [{"field": field, "message": "not found"}]})
     try:
-        return await runtime.get_run(response_id.removeprefix(_RESPONSE_PREFIX))
+        found = await runtime_of(request).get_run(
+            response_id.removeprefix(_RESPONSE_PREFIX))
     except RunNotFound:
-        raise NotFound(f"no response {response_id!r}", code="response_not_found",
-                       details={"errors": [{"field": field, "message": "not found"}]}
-                       ) from None
+        raise missing from None
+    await require_owner(request, found[1], missing)
+    return found
 
 
 _STATUS = {"queued": "queued", "running": "in_progress",
@@ -333,6 +340,7 @@ async def create_response(request: Request) -> Response:
     session."""
     runtime = runtime_of(request)
     body: ResponsesRequest = parse(ResponsesRequest, await json_body(request))
+    await require_agent(request, body.model)
     conversation = responses_conversation(body)
     key, known = await _session_for(request, runtime, body.model, body.user,
                                     body.previous_response_id, conversation)
@@ -413,7 +421,7 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, request: Request) -> Response:
     """A response (its run) as it is now."""
-    run, agent, _ = await _run_of_response(runtime_of(request), response_id, "response_id")
+    run, agent, _ = await _run_of_response(request, response_id, "response_id")
     return json_response(_response(run, agent, None))
 
 
@@ -421,7 +429,7 @@ async def get_response(response_id: str, request: Request) -> Response:
 async def cancel_response(response_id: str, request: Request) -> Response:
     """Cancel the response's run (a run already ended is answered as it is)."""
     runtime = runtime_of(request)
-    run, agent, _ = await _run_of_response(runtime, response_id, "response_id")
+    run, agent, _ = await _run_of_response(request, response_id, "response_id")
     if not run.terminal:
         try:
             run, agent, _ = await runtime.cancel_run(run.id)

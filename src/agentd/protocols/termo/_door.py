@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,6 +41,7 @@ from agentd.protocols.termo._hooks import (
 )
 from agentd.runtime import Token
 from agentd.server._http import TokenCheck, content_length
+from agentd.server.access import may_use
 from agentd.store._entries import EntryFilter
 
 __all__ = ["Termo", "TermoDoor"]
@@ -594,6 +595,11 @@ class TermoDoor:
             await termo._ensure(runtime)
             adapter = await termo._adapter_of(runtime)
             if not termo.allows(scope, adapter):
+                return _error("unauthorized", 401)
+            path = scope["path"]
+            if not (termo.check.public(path) or termo._public(adapter, path)) and (
+                    not await may_use(HTTPConnection(scope), termo.agent)):
+                # A scoped token (``access``) without the door's agent: as no token.
                 return _error("unauthorized", 401)
             handler, params = found
             if handler is None:

@@ -43,8 +43,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, SessionNotFound
 from agentd.runtime import Runtime, Token
+from agentd.runtime.approvals import ApprovalNotFound
 from agentd.runtime.runs import MODES
 from agentd.server._http import person
+from agentd.server.access import access_of, may_use, require_agent
 from agentd.server.sse import SSE_NAMES, is_silent, parse_last_event_id
 from agentd.store.records import EventRecord, SessionRecord, session_tag
 
@@ -183,6 +185,13 @@ class _Channel:
             await self._cancel(message)
         elif isinstance(message, DecideIn):
             who = person(self.socket.scope, "deciding an approval")
+            if not access_of(self.socket.scope).everything:
+                # An approval of an agent outside the token's scope is unknown here.
+                pending = await self.runtime.approvals.get(message.approval_id)
+                if not await may_use(self.socket, str(pending.get("agent"))):
+                    raise ApprovalNotFound(
+                        f"no pending approval {message.approval_id!r} (it was decided, "
+                        "expired, or never existed)")
             decision = await self.runtime.approvals.decide(
                 message.approval_id, message.action, arguments=message.arguments,
                 output=message.output, remember=message.remember, reason=message.reason,
@@ -216,6 +225,7 @@ async def session_socket(socket: WebSocket, name: str, key: str) -> None:
     offered = [p.strip() for p in socket.headers.get("sec-websocket-protocol", "").split(",")]
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
     try:
+        await require_agent(socket, name)  # outside the token's scope: as unknown
         await runtime.stored_agent(name)
         session: SessionRecord | None
         try:

@@ -13,11 +13,13 @@ from agentd.server.routes import (
     kernel,
     memory,
     memory_entries,
+    overview,
     run_list,
     runs,
     schedules,
     sessions,
     skills,
+    snapshots,
     subtasks,
     tools,
     usage,
@@ -25,5 +27,6 @@ from agentd.server.routes import (
 )
 
 __all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
-           "heartbeat", "kernel", "memory", "memory_entries", "run_list", "runs",
-           "schedules", "sessions", "skills", "subtasks", "tools", "usage", "webhooks"]
+           "heartbeat", "kernel", "memory", "memory_entries", "overview", "run_list", "runs",
+           "schedules", "sessions", "skills", "snapshots", "subtasks", "tools", "usage",
+           "webhooks"]

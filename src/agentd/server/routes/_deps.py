@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from agentd.runtime import Runtime
+from agentd.security.access import Scopes
 from agentd.server._http import person as _person
 
 __all__ = ["ERRORS", "is_admin", "person", "runtime_of"]
@@ -23,9 +24,12 @@ def person(request: Request, what: str) -> str:
 
 def is_admin(request: Request, who: str) -> bool:
     """Whether the token named ``who`` is one of the daemon's admins (``admin_tokens``;
-    by default every token it has)."""
+    by default every token it has but the scoped ones: ``access``)."""
     admins: frozenset[str] | None = request.app.state.admin_tokens
-    return admins is None or who in admins
+    if admins is None:
+        scopes: Scopes | None = getattr(request.app.state, "scopes", None)
+        return not (scopes and scopes.scoped(who))
+    return who in admins
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:

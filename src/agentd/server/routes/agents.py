@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from agentd.runtime import Runtime
 from agentd.server._http import model_response
+from agentd.server.access import access_of, require_new_agent, visible_agents
 from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
+from agentd.store._agents_query import AGENT_STATES, MAX_AGENT_PAGE
 from agentd.store.records import AgentRecord
 
 __all__ = ["router"]
@@ -23,10 +25,13 @@ def _out(runtime: Runtime, agent: AgentRecord) -> dict[str, Any]:
     return {**agent.to_api(), "settings_errors": runtime.settings_errors(agent)}
 
 
-@router.post("", status_code=201, response_model=AgentOut, responses=ERRORS(409, 422))
+@router.post("", status_code=201, response_model=AgentOut,
+             responses=ERRORS(403, 409, 422))
 async def create_agent(body: AgentCreate, request: Request) -> Response:
-    """Create an agent. The model string and tools are checked now, not on first use."""
+    """Create an agent. The model string and tools are checked now, not on first use.
+    A scoped token (``access``) creates only agents inside its scope (403 otherwise)."""
     admin = person(request, "creating an agent")
+    require_new_agent(request, body.name, body.settings)
     runtime = runtime_of(request)
     agent = await runtime.create_agent(
         name=body.name, model=body.model, instructions=body.instructions,
@@ -34,11 +39,37 @@ async def create_agent(body: AgentCreate, request: Request) -> Response:
     return model_response(AgentOut, _out(runtime, agent), 201)
 
 
-@router.get("", response_model=AgentList)
-async def list_agents(request: Request) -> Response:
+@router.get("", response_model=AgentList, responses=ERRORS(422))
+async def list_agents(
+    request: Request,
+    limit: int | None = Query(default=None, ge=1, le=MAX_AGENT_PAGE,
+                              description="At most this many agents (a page)."),
+    after: str | None = Query(default=None, max_length=256,
+                              description="Only agents whose names sort after this one: "
+                                          "next_after of the page before."),
+    q: str | None = Query(default=None, max_length=64,
+                          description="Only agents whose names contain this (any case)."),
+    state: str | None = Query(
+        default=None, max_length=200,
+        description=f"Only agents in these states, comma-separated: "
+                    f"{', '.join(AGENT_STATES)}."),
+) -> Response:
+    """Agents by name. Without parameters: every agent. With any of ``limit``,
+    ``after``, ``q``, ``state``: the matching agents, each with ``awake``, and
+    ``next_after`` (the name to give as ``after`` for the next page; null on the last)."""
     runtime = runtime_of(request)
-    agents = await runtime.list_agents()
-    return model_response(AgentList, {"agents": [_out(runtime, a) for a in agents]})
+    visible = await visible_agents(request)  # None: every agent (an unscoped token)
+    if limit is None and after is None and q is None and state is None:
+        agents = await runtime.list_agents() if visible is None else visible
+        return model_response(AgentList, {"agents": [_out(runtime, a) for a in agents]})
+    states = [s.strip() for s in state.split(",") if s.strip()] if state else []
+    page = await runtime.agent_page(limit=limit, after=after, q=q, states=states,
+                                    names=None if visible is None else
+                                    [a.name for a in visible])
+    return model_response(AgentList, {
+        "agents": [{**_out(runtime, a), "awake": runtime.agents.is_awake(a.name)}
+                   for a in page.agents],
+        "next_after": page.next_after})
 
 
 @router.get("/{name}", response_model=AgentOut, responses=ERRORS(404))
@@ -47,13 +78,15 @@ async def get_agent(name: str, request: Request) -> Response:
     return model_response(AgentOut, _out(runtime, await runtime.get_agent(name)))
 
 
-@router.patch("/{name}", response_model=AgentOut, responses=ERRORS(404, 422))
+@router.patch("/{name}", response_model=AgentOut, responses=ERRORS(403, 404, 422))
 async def update_agent(name: str, body: AgentPatch, request: Request) -> Response:
     fields = body.model_dump(exclude_none=True)
     runtime = runtime_of(request)
     if not fields:
         return model_response(AgentOut, _out(runtime, await runtime.get_agent(name)))
     admin = person(request, "changing an agent")
+    if "settings" in fields and not access_of(request.scope).everything:
+        require_new_agent(request, name, fields["settings"], await runtime.stored_agent(name))
     agent = await runtime.update_agent(name, fields, admin=is_admin(request, admin))
     return model_response(AgentOut, _out(runtime, agent))
 

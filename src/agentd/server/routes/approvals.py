@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.runtime.approvals import ApprovalNotFound
 from agentd.server._http import model_response
+from agentd.server.access import access_of, may_use, require_agent, require_owner
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import (
     ApprovalDecisionIn,
@@ -23,13 +27,28 @@ router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 async def list_approvals(request: Request, agent: str | None = Query(default=None)
                          ) -> Response:
     """Pending requests, oldest first (``?agent=NAME`` for one agent's)."""
+    if agent is not None:
+        await require_agent(request, agent)
     pending = await runtime_of(request).approvals.pending(agent)
+    access = access_of(request.scope)
+    if not access.everything:
+        pending = [p for p in pending if await may_use(request, p["agent"], access)]
     return model_response(ApprovalList, {"approvals": pending})
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut, responses=ERRORS(404))
 async def get_approval(approval_id: str, request: Request) -> Response:
-    return model_response(ApprovalOut, await runtime_of(request).approvals.get(approval_id))
+    return model_response(ApprovalOut, await _approval(request, approval_id))
+
+
+async def _approval(request: Request, approval_id: str) -> dict[str, Any]:
+    """The pending request; 404 (as for one that does not exist) when its agent is
+    outside the token's scope."""
+    found = await runtime_of(request).approvals.get(approval_id)
+    await require_owner(request, found["agent"], ApprovalNotFound(
+        f"no pending approval {approval_id!r} (it was decided, expired, or never "
+        "existed)"))
+    return found
 
 
 @router.post("/{approval_id}", response_model=ApprovalDecisionOut,
@@ -44,6 +63,8 @@ async def decide_approval(approval_id: str, body: ApprovalDecisionIn, request: R
     "none"``), and the decision's ``by`` is that token's name (``bootstrap``), not
     anything the body says."""
     who = person(request, "deciding an approval")
+    if not access_of(request.scope).everything:
+        await _approval(request, approval_id)
     decision = await runtime_of(request).approvals.decide(
         approval_id, body.action, arguments=body.arguments, output=body.output,
         remember=body.remember, reason=body.reason, by=who)

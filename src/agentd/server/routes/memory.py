@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from agentd.memory.blocks import MAX_LIMIT, BlockChange, BlockRecord, BlockVersion
 from agentd.server._http import model_response
+from agentd.server.access import require_agent
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.store.records import iso
 
@@ -166,5 +167,6 @@ async def restore_block(name: str, label: Label, body: BlockRestoreIn, request: 
 async def attach_block(name: str, label: Label, body: BlockAttachIn, request: Request
                        ) -> Response:
     """Share the block with another agent: both see and change the same block."""
+    await require_agent(request, body.agent)
     block = await runtime_of(request).attach_block(name, label, body.agent)
     return model_response(BlockOut, _out(block))

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from agentd.errors import InvalidInput
 from agentd.server._http import json_response
+from agentd.server.access import require_agent, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import RunOut
 from agentd.store._runs_query import MAX_PAGE, RUN_STATUSES
@@ -59,9 +60,14 @@ async def list_runs(
 ) -> Response:
     """Runs, newest first, a page at a time."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
+    if agent is not None:
+        await require_agent(request, agent)
+    visible = None if agent is not None else await visible_agents(request)
+    if visible is not None and len(visible) == 1 and session is None:
+        agent, visible = visible[0].name, None  # one agent: its own index
     page = await runtime_of(request).list_runs(
         agent=agent, session=session, statuses=statuses,
         since=parse_since(since) if since is not None else None, cursor=cursor,
-        limit=limit)
+        limit=limit, agents=None if visible is None else [a.name for a in visible])
     return json_response({"runs": [run.to_api(name, key) for run, name, key in page.runs],
                           "next_cursor": page.next_cursor})

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.errors import RunNotFound
 from agentd.server._http import model_response
+from agentd.server.access import require_owner, require_run
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import DecisionIn, RunOut
 
@@ -17,12 +19,14 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 @router.get("/{run_id}", response_model=RunOut, responses=ERRORS(404))
 async def get_run(run_id: str, request: Request) -> Response:
     run, agent, key = await runtime_of(request).get_run(run_id)
+    await require_owner(request, agent, RunNotFound(f"run {run_id!r} not found"))
     return model_response(RunOut, run.to_api(agent, key))
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=ERRORS(404))
 async def cancel_run(run_id: str, request: Request) -> Response:
     """Cancel a queued or running run; a finished run is returned unchanged."""
+    await require_run(request, run_id)
     run, agent, key = await runtime_of(request).cancel_run(run_id)
     return model_response(RunOut, run.to_api(agent, key))
 
@@ -34,5 +38,6 @@ async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Respons
     id, ``skip`` it with ``output`` as its result, or ``fail`` the run. Deciding twice,
     or about a run that is not waiting, gets 409 ``not_waiting``."""
     person(request, "deciding about a run")
+    await require_run(request, run_id)
     run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output)
     return model_response(RunOut, run.to_api(agent, key))

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from agentd.autonomy.schedules import MAX_CONTENT, MAX_NEXT, ScheduleIn, schedule_dict
+from agentd.errors import NotFound
 from agentd.server._http import model_response
+from agentd.server.access import access_of, require_agent, require_owner, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.memory import _by
 
@@ -124,7 +126,8 @@ class ScheduleList(BaseModel):
 
 class FireOut(BaseModel):
     fire_at: str
-    status: str = Field(description="`fired` or `skipped`.")
+    status: str = Field(description="`fired`, `skipped`, or `missed` (the first of "
+                        "`reason`'s count of fire times that were not fired).")
     reason: str | None
     run_id: str | None
     run_status: str | None
@@ -133,6 +136,16 @@ class FireOut(BaseModel):
 
 class FireList(BaseModel):
     fires: list[FireOut]
+
+
+async def _own(request: Request, schedule_id: str) -> None:
+    """404 (as for a schedule that does not exist) when the schedule's agent is outside
+    the token's scope; nothing is read for an unscoped token."""
+    if access_of(request.scope).everything:
+        return
+    rec = await runtime_of(request).schedules.get(schedule_id)
+    await require_owner(request, rec.agent, NotFound(
+        f"schedule {schedule_id!r} not found", code="schedule_not_found"))
 
 
 def _spec(body: ScheduleBody) -> ScheduleIn:
@@ -177,8 +190,12 @@ async def list_schedules(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Schedules across agents, oldest first, a page at a time."""
-    records = await runtime_of(request).schedules.list_all(agent=agent, after=after,
-                                                           limit=limit)
+    if agent is not None:
+        await require_agent(request, agent)
+    visible = None if agent is not None else await visible_agents(request)
+    records = await runtime_of(request).schedules.list_all(
+        agent=agent, after=after, limit=limit,
+        agent_ids=None if visible is None else [a.id for a in visible])
     return model_response(ScheduleList, _page(records, limit))
 
 
@@ -189,6 +206,7 @@ async def get_schedule(schedule_id: ScheduleId, request: Request,
                        ) -> Response:
     service = runtime_of(request).schedules
     rec = await service.get(schedule_id)
+    await _own(request, schedule_id)
     return model_response(ScheduleOut, schedule_dict(
         rec, service.next_times(rec, next) if next else None))
 
@@ -196,7 +214,8 @@ async def get_schedule(schedule_id: ScheduleId, request: Request,
 @router.get("/{schedule_id}/fires", response_model=FireList, responses=ERRORS(404, 422))
 async def list_fires(schedule_id: ScheduleId, request: Request,
                      limit: Annotated[int, Query(ge=1, le=256)] = 20) -> Response:
-    """The latest fire times claimed (fired or skipped), newest first."""
+    """The latest fire times claimed (fired, skipped or missed), newest first."""
+    await _own(request, schedule_id)
     fires = await runtime_of(request).schedules.fires(schedule_id, limit)
     return model_response(FireList, {"fires": fires})
 
@@ -212,6 +231,7 @@ async def patch_schedule(schedule_id: ScheduleId, body: SchedulePatch, request: 
                 "missed", "catchup_s", "enabled"):
         if key in change and change[key] is None:
             change.pop(key)  # null means "unchanged" except for session and ends_at
+    await _own(request, schedule_id)
     service = runtime_of(request).schedules
     rec = await service.update(schedule_id, change) if change else (
         await service.get(schedule_id))
@@ -220,5 +240,6 @@ async def patch_schedule(schedule_id: ScheduleId, body: SchedulePatch, request: 
 
 @router.delete("/{schedule_id}", status_code=204, responses=ERRORS(404, 422))
 async def delete_schedule(schedule_id: ScheduleId, request: Request) -> Response:
+    await _own(request, schedule_id)
     await runtime_of(request).schedules.delete(schedule_id)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
 from agentd.llm.messages import messages_adapter
 from agentd.memory.compaction import conversation_tokens
 from agentd.server._http import INT64_MAX, json_response, loads_strict, model_response
+from agentd.server.access import require_agent
 from agentd.server.routes._deps import ERRORS, person, runtime_of
 from agentd.server.schemas import (
     CheckpointIn,
@@ -34,21 +35,48 @@ from agentd.server.schemas import (
     SseEvent,
 )
 from agentd.server.sse import follow_frames, parse_last_event_id, sse_response
+from agentd.store._sessions_query import MAX_SESSION_PAGE
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/agents/{name}/sessions", tags=["sessions"])
 
 MAX_EVENTS_PAGE = 10_000
+#: A page of sessions when a client pages without saying how many.
+DEFAULT_SESSION_PAGE = 100
 _STREAM = {"text/event-stream": {"schema": SseEvent.model_json_schema()}}
 # What parse_last_event_id takes (the schema says so; the handler says why not).
 _EVENT_ID = r"^[0-9]{1,19}(@[^@]+)?$"
 
 
-@router.get("", response_model=SessionList, responses=ERRORS(404))
-async def list_sessions(name: str, request: Request) -> Response:
-    sessions = await runtime_of(request).list_sessions(name)
-    return model_response(SessionList, {"sessions": [s.to_api(name) for s in sessions]})
+@router.get("", response_model=SessionList, responses=ERRORS(404, 422))
+async def list_sessions(
+    name: str,
+    request: Request,
+    limit: int | None = Query(default=None, ge=1, le=MAX_SESSION_PAGE,
+                              description="At most this many sessions (a page; 100 when "
+                                          "only after or q is given)."),
+    after: str | None = Query(default=None, max_length=512,
+                              description="Only sessions after this cursor: next_after "
+                                          "of the page before."),
+    q: str | None = Query(default=None, max_length=256,
+                          description="Only sessions whose keys contain this (any case)."),
+) -> Response:
+    """The agent's sessions, most recent activity first. Without parameters: every
+    session. With any of ``limit``, ``after``, ``q``: a page of the matching sessions
+    and ``next_after`` (the cursor to give as ``after`` for the next page; null on the
+    last). A session untouched while a client pages is never repeated or skipped; one
+    with new activity meanwhile moves to the top (the next first page)."""
+    runtime = runtime_of(request)
+    if limit is None and after is None and q is None:
+        sessions = await runtime.list_sessions(name)
+        return model_response(SessionList,
+                              {"sessions": [s.to_api(name) for s in sessions]})
+    page = await runtime.session_page(name, limit=limit or DEFAULT_SESSION_PAGE,
+                                      after=after, q=q)
+    return model_response(SessionList, {
+        "sessions": [s.to_api(name) for s in page.sessions],
+        "next_after": page.next_after})
 
 
 async def _message_body(request: Request) -> MessageIn:
@@ -101,6 +129,7 @@ async def serve_message(app: Any, scope: Scope, receive: Receive, send: Send,
 
 
 async def _post_message(name: str, key: str, request: Request) -> Response:
+    await require_agent(request, name)  # past FastAPI: the app's dependency is not run
     body = await _message_body(request)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
@@ -140,20 +169,30 @@ async def get_events(
     after: int = Query(default=0, ge=0, le=INT64_MAX,
                        description="Return events with seq > after."),
     limit: int = Query(default=1000, ge=1, le=MAX_EVENTS_PAGE),
+    before: int | None = Query(
+        default=None, ge=1, le=INT64_MAX,
+        description="Return the last `limit` events with seq < before (and > after), "
+                    "oldest first: pages read backwards from the end of the log "
+                    "(`before` = last_seq + 1 for the tail). Not with SSE."),
     last_event_id: str | None = Header(default=None,
                                        json_schema_extra={"pattern": _EVENT_ID}),
 ) -> Response:
-    """The session's event log after ``after``; SSE (replay, then live) when the client
-    sends ``Accept: text/event-stream``. ``Last-Event-ID`` takes precedence over ``after``."""
+    """The session's event log after ``after`` (with ``before``: the latest page below
+    it); SSE (replay, then live) when the client sends ``Accept: text/event-stream``.
+    ``Last-Event-ID`` takes precedence over ``after``."""
     runtime = runtime_of(request)
     _, session = await runtime.get_session(name, key)
     if last_event_id is not None:
         after = parse_last_event_id(last_event_id, tag=session.tag, last_seq=session.last_seq)
     if "text/event-stream" in request.headers.get("accept", ""):
+        if before is not None:
+            raise InvalidInput("before pages the log backwards; a stream follows it "
+                               "forwards from after (or Last-Event-ID)",
+                               field="query.before")
         sub = runtime.subscribe(session.id)
         return sse_response(follow_frames(
             sub, lambda seq: runtime.read_events(session.id, after=seq), after))
-    events = await runtime.read_events(session.id, after=after, limit=limit)
+    events = await runtime.read_events(session.id, after=after, limit=limit, before=before)
     return json_response({"events": [e.to_api() for e in events],
                           "last_seq": session.last_seq})
 

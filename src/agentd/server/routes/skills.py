@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from agentd.errors import Forbidden
 from agentd.server._http import loads_strict, model_response
+from agentd.server.access import require_unscoped
 from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
 from agentd.server.routes.agents import _out as agent_out
 from agentd.server.schemas import AgentOut
@@ -88,6 +89,7 @@ async def install_skill(
     on the daemon's host (admin tokens only). Checked whole before it is published:
     a bad package installs nothing."""
     who = person(request, "installing a skill")
+    require_unscoped(request, "installing a skill")
     skills = runtime_of(request).skills
     body = await request.body()
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -117,11 +119,12 @@ async def get_skill(skill: SkillName, request: Request) -> Response:
     return model_response(SkillDetail, {**info.to_api(), "body": meta.body})
 
 
-@router.delete("/{skill}", status_code=204, responses=ERRORS(401, 404, 422))
+@router.delete("/{skill}", status_code=204, responses=ERRORS(401, 403, 404, 422))
 async def remove_skill(skill: SkillName, request: Request) -> Response:
     """Uninstall a skill. Agents that enable it keep the name in their settings; their
     runs leave it out (and saving such an agent is refused until the name goes)."""
     person(request, "removing a skill")
+    require_unscoped(request, "removing a skill")
     await runtime_of(request).skills.registry.remove(skill)
     return Response(status_code=204)
 

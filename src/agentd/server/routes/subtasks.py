@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from agentd.server._http import model_response
+from agentd.server.access import access_of, may_use, require_run
 from agentd.server.routes._deps import ERRORS, runtime_of
 
 __all__ = ["router"]
@@ -43,5 +44,9 @@ class SubtasksOut(BaseModel):
 async def list_subtasks(run_id: str, request: Request) -> Response:
     """The child runs this run started, in the order it started them, each with its
     run's status and output."""
+    await require_run(request, run_id)
     children = await runtime_of(request).list_subtasks(run_id)
+    access = access_of(request.scope)
+    if not access.everything:  # a call to an agent outside the scope is not shown
+        children = [c for c in children if await may_use(request, c.child_agent, access)]
     return model_response(SubtasksOut, {"subtasks": [c.to_api() for c in children]})

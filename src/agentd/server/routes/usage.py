@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from agentd.errors import InvalidInput
 from agentd.server._http import json_response
+from agentd.server.access import access_of
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import UsageOut
 from agentd.store.records import USAGE_GROUPS
@@ -60,14 +61,42 @@ def _groups(by: str | None) -> list[str]:
     return groups
 
 
+def _regroup(rows: list[dict[str, Any]], groups: list[str]) -> list[dict[str, Any]]:
+    """``rows`` (grouped finer) summed again by ``groups`` only, in their order."""
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if not groups:  # totals only: one row, as the ledger's own query answers
+        sums[()] = {**{k: 0 for k in _SUMS[:-1]}, "cost_usd": 0.0}
+    for row in rows:
+        key = tuple(row[g] for g in groups)
+        out = sums.get(key)
+        if out is None:
+            sums[key] = {**{g: row[g] for g in groups}, **{k: row[k] for k in _SUMS}}
+        else:
+            for k in _SUMS:
+                out[k] += row[k]
+    for out in sums.values():
+        out["cost_usd"] = round(out["cost_usd"], 6)
+    return sorted(sums.values(), key=lambda r: tuple(str(r[g]) for g in groups))
+
+
 async def _report(request: Request, *, agent: str | None, tenant: str | None,
                   since: str | None, until: str | None, by: str | None) -> Response:
     since, until = _day(since, "since"), _day(until, "until")
     if since is not None and until is not None and since > until:
         raise InvalidInput(f"since ({since}) is after until ({until})", field="query.since")
     groups = _groups(by)
-    rows = await runtime_of(request).usage_report(
-        group_by=groups, since=since, until=until, agent=agent, tenant=tenant)
+    access = access_of(request.scope)
+    if access.everything:
+        rows = await runtime_of(request).usage_report(
+            group_by=groups, since=since, until=until, agent=agent, tenant=tenant)
+    else:
+        # A scoped token's share: the ledger's rows (each names its agent and tenant)
+        # filtered by the scope's patterns, so deleted agents' usage counts too.
+        rows = await runtime_of(request).usage_report(
+            group_by=[*groups, *(g for g in ("agent", "tenant") if g not in groups)],
+            since=since, until=until, agent=agent, tenant=tenant)
+        rows = _regroup([r for r in rows if access.allows(r["agent"], r["tenant"])],
+                        groups)
     totals: dict[str, Any] = {k: sum(r[k] for r in rows) for k in _SUMS}
     totals["cost_usd"] = round(totals["cost_usd"], 6)
     # By hand: a row's keys come in the order of ``by`` (the CLI's columns), which a

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from agentd.errors import NotFound
 from agentd.server._http import model_response
+from agentd.server.access import access_of, require_agent, require_owner, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.webhooks import WebhookIn, delivery_dict, webhook_dict
 from agentd.webhooks._hosts import MAX_URL
@@ -108,6 +110,28 @@ class DeliveryList(BaseModel):
     next_before: str | None = Field(description="Pass as `before` for the next page.")
 
 
+async def _own(request: Request, webhook_id: str) -> None:
+    """404 (as for a subscription that does not exist) when its agent is outside the
+    token's scope; nothing is read for an unscoped token."""
+    if access_of(request.scope).everything:
+        return
+    rec = await runtime_of(request).webhooks.get(webhook_id)
+    await require_owner(request, rec.agent, NotFound(
+        f"webhook {webhook_id!r} not found", code="webhook_not_found"))
+
+
+async def _own_delivery(request: Request, delivery_id: str) -> None:
+    """404 (as for a delivery that does not exist) when its subscription's agent is
+    outside the token's scope."""
+    if access_of(request.scope).everything:
+        return
+    service = runtime_of(request).webhooks
+    rec = await service.delivery(delivery_id)
+    hook = await service.get(rec.webhook_id)
+    await require_owner(request, hook.agent, NotFound(
+        f"delivery {delivery_id!r} not found", code="delivery_not_found"))
+
+
 def _page(records: list[Any], limit: int) -> dict[str, Any]:
     return {"webhooks": [webhook_dict(r) for r in records],
             "next_after": records[-1].id if len(records) == limit else None}
@@ -149,12 +173,18 @@ async def list_webhooks(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Subscriptions across agents, oldest first, a page at a time."""
-    records = await runtime_of(request).webhooks.list_all(agent=agent, after=after, limit=limit)
+    if agent is not None:
+        await require_agent(request, agent)
+    visible = None if agent is not None else await visible_agents(request)
+    records = await runtime_of(request).webhooks.list_all(
+        agent=agent, after=after, limit=limit,
+        agent_ids=None if visible is None else [a.id for a in visible])
     return model_response(WebhookList, _page(records, limit))
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut, responses=ERRORS(404, 422))
 async def get_webhook(webhook_id: WebhookId, request: Request) -> Response:
+    await _own(request, webhook_id)
     service = runtime_of(request).webhooks
     rec = await service.get(webhook_id)
     return model_response(WebhookOut, webhook_dict(rec, counts=await service.counts(rec.id)))
@@ -165,6 +195,7 @@ async def patch_webhook(webhook_id: WebhookId, body: WebhookPatch, request: Requ
                         ) -> Response:
     """Change the URL (checked as on creation), kinds, description or `enabled`."""
     change = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    await _own(request, webhook_id)
     service = runtime_of(request).webhooks
     rec = await service.update(webhook_id, change) if change else (
         await service.get(webhook_id))
@@ -174,6 +205,7 @@ async def patch_webhook(webhook_id: WebhookId, body: WebhookPatch, request: Requ
 @router.delete("/{webhook_id}", status_code=204, responses=ERRORS(404, 422))
 async def delete_webhook(webhook_id: WebhookId, request: Request) -> Response:
     """The subscription and its deliveries (pending ones are not sent)."""
+    await _own(request, webhook_id)
     await runtime_of(request).webhooks.delete(webhook_id)
     return Response(status_code=204)
 
@@ -182,6 +214,7 @@ async def delete_webhook(webhook_id: WebhookId, request: Request) -> Response:
              responses=ERRORS(404, 422))
 async def rotate_secret(webhook_id: WebhookId, request: Request) -> Response:
     """A new signing secret, shown this once; the old one signs nothing from now on."""
+    await _own(request, webhook_id)
     rec = await runtime_of(request).webhooks.rotate(webhook_id)
     return model_response(WebhookOut, webhook_dict(rec, secret=True))
 
@@ -191,6 +224,7 @@ async def rotate_secret(webhook_id: WebhookId, request: Request) -> Response:
 async def ping_webhook(webhook_id: WebhookId, request: Request) -> Response:
     """Queue a test delivery (kind `webhook.ping`, `event` null), sent and retried like
     any other; follow it at `GET /v1/webhook-deliveries/{id}`."""
+    await _own(request, webhook_id)
     rec = await runtime_of(request).webhooks.ping(webhook_id)
     return model_response(DeliveryOut, delivery_dict(rec), 202)
 
@@ -204,6 +238,7 @@ async def list_deliveries(
     before: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """The subscription's deliveries, newest first, a page at a time."""
+    await _own(request, webhook_id)
     records = await runtime_of(request).webhooks.deliveries(webhook_id, status=status,
                                                             before=before, limit=limit)
     return model_response(DeliveryList, {
@@ -215,6 +250,7 @@ async def list_deliveries(
                      responses=ERRORS(404, 422))
 async def get_delivery(delivery_id: DeliveryId, request: Request) -> Response:
     """One delivery, with the body it sends (`payload`)."""
+    await _own_delivery(request, delivery_id)
     rec = await runtime_of(request).webhooks.delivery(delivery_id)
     return model_response(DeliveryOut, delivery_dict(rec, payload=True))
 
@@ -224,5 +260,6 @@ async def get_delivery(delivery_id: DeliveryId, request: Request) -> Response:
 async def replay_delivery(delivery_id: DeliveryId, request: Request) -> Response:
     """Send the delivery again now (same id, same body, a fresh signature and timestamp),
     whatever its status, with the daemon's `max_attempts` more tries."""
+    await _own_delivery(request, delivery_id)
     rec = await runtime_of(request).webhooks.replay(delivery_id)
     return model_response(DeliveryOut, delivery_dict(rec), 202)

@@ -1,0 +1,534 @@
+// The agent page's Sessions, Schedules, Skills and Heartbeat tabs. Each is
+// make(panel, tc) -> {cleanup?, onEvent?, onAgent?, onGone?} (see agent.js).
+
+import { ApiError, del, get, patch, path, post, put } from "../api.js";
+import { debounce, errorBox, fmtInt, h, pill, toast, virtualList } from "../ui.js";
+import { FieldErrors, confirmDialog, errorList, when } from "./agent-shared.js";
+
+function refused(e, tc, what) {
+  if (e instanceof ApiError && e.status === 404 && e.code === "agent_not_found") { tc.gone(); return true; }
+  if (e instanceof ApiError && e.status === 401) return true;
+  if (what) toast(`${what}: ${e.message}`, "error");
+  return false;
+}
+
+// -- Sessions -----------------------------------------------------------------------------------
+
+const ROW_PX = 46;
+const SESSION_PAGE = 100;
+
+export function sessionsTab(panel, tc) {
+  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-");
+  const key = h("input#new-session-key", { value: `console:${stamp}`, maxlength: "256", autocomplete: "off",
+    spellcheck: "false", "aria-describedby": "new-session-hint" });
+  const keyError = h("p.field-error", { role: "alert", hidden: true });
+  const open = h("button.primary", { type: "submit" }, "Open");
+  const newForm = h("form.row.new-session", { novalidate: true, "aria-label": "New session" },
+    h("label", { for: "new-session-key" }, "New session"), key, open);
+  const filter = h("input#session-filter", { type: "search", placeholder: "Filter sessions by key",
+    "aria-label": "Filter sessions by key", autocomplete: "off" });
+  const count = h("span.list-count", { role: "status" });
+  const box = h("div.session-list");
+  panel.append(
+    h("div.panel",
+      newForm,
+      h("p.hint#new-session-hint", "Any key (", h("code", "user:42"), ", ", h("code", "ticket-9"),
+        "): its first message creates the session."),
+      keyError),
+    h("div.panel",
+      h("div.list-toolbar", h("h2", "Sessions"), h("div.list-filters", filter), count),
+      box));
+
+  newForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const k = key.value.trim();
+    const bad = !k ? "Give the session a key." : /[\u0000-\u001f\u007f]/.test(k) ? "No control characters."
+      : k === "." || k === ".." ? "Not . or .." : null;
+    keyError.hidden = !bad;
+    keyError.textContent = bad || "";
+    if (bad) { key.setAttribute("aria-invalid", "true"); key.focus(); return; }
+    tc.ctx.navigate(tc.ctx.sessionHref(tc.name, k));
+  });
+
+  // Pages of SESSION_PAGE, most recent activity first (GET ...sessions?limit&after&q): an
+  // agent with a hundred thousand sessions costs what one with a hundred does. The
+  // filter asks the daemon; "Load more" (or scrolling to the end) asks for the next page.
+  const more = h("button#sessions-more", { type: "button", hidden: true }, "Load more");
+  let rows = [];
+  let next = null;
+  let q = "";
+  let seq = 0; // the answer to an older question (filter, reload) is dropped
+  let loading = false;
+  let list = null;
+  function draw() {
+    count.textContent = !rows.length ? "" : next ? `${fmtInt(rows.length)} shown, more`
+      : `${fmtInt(rows.length)} session${rows.length === 1 ? "" : "s"}`;
+    more.hidden = !next;
+    if (!rows.length) {
+      list = null;
+      box.replaceChildren(h("p.empty", q ? "No session matches." : "No sessions yet: open a new one above."));
+      return;
+    }
+    // The height as a style property (CSP allows it; a style attribute it does not).
+    const height = `${Math.min(rows.length * ROW_PX + 2, 520)}px`;
+    if (!list) {
+      list = virtualList({ count: rows.length, rowHeight: ROW_PX, label: "Sessions", render: row });
+      list.el.style.height = height;
+      list.el.addEventListener("scroll", nearEnd);
+      box.replaceChildren(h("div.vhead.session-row", h("span.s-key", "Key"), h("span.s-when", "Last activity"),
+        h("span.s-num", "Events"), h("span.s-num.hide-narrow", "Checkpoint")), list.el, more);
+    } else {
+      list.el.style.height = height;
+      list.update(rows.length);
+    }
+  }
+  function row(i) {
+    const s = rows[i];
+    if (!s) return h("div");
+    return h("div.session-row", { dataset: { session: s.key } },
+      h("a.s-key", { href: tc.ctx.sessionHref(tc.name, s.key), title: s.key }, s.key),
+      h("span.s-when", when(s.updated_at)),
+      h("span.s-num", fmtInt(s.last_seq)),
+      h("span.s-num.hide-narrow", s.checkpoint_seq ? `#${fmtInt(s.checkpoint_seq)}` : "–"));
+  }
+  function page(after) {
+    return get(path`/v1/agents/${tc.name}/sessions`, { query: { limit: SESSION_PAGE, after, q } });
+  }
+  // The first page, again: on a new filter (from scratch), or live (merged: the pages
+  // loaded beyond it stay, less the sessions that moved up into it; the filter stays).
+  async function loadFirst({ fresh = false } = {}) {
+    const mine = ++seq;
+    if (fresh) loading = false;
+    try {
+      const body = await page(undefined);
+      if (mine !== seq) return;
+      if (fresh || rows.length <= SESSION_PAGE) {
+        rows = body.sessions;
+        next = body.next_after;
+      } else {
+        // Whatever is not in the new first page is older than all of it: the rows
+        // loaded before follow in their order, and the cursor still goes on from them.
+        const top = new Set(body.sessions.map((s) => s.key));
+        rows = body.sessions.concat(rows.filter((s) => !top.has(s.key)));
+      }
+      draw();
+    } catch (e) {
+      if (mine === seq && !refused(e, tc)) box.replaceChildren(errorBox(e, "Could not list the sessions"));
+    }
+  }
+  async function loadMore() {
+    if (!next || loading) return;
+    const mine = seq;
+    loading = true;
+    more.disabled = true;
+    try {
+      const body = await page(next);
+      if (mine !== seq) return;
+      const have = new Set(rows.map((s) => s.key));
+      rows = rows.concat(body.sessions.filter((s) => !have.has(s.key)));
+      next = body.next_after;
+      draw();
+    } catch (e) {
+      if (mine === seq) refused(e, tc, "Could not load more sessions");
+    } finally {
+      if (mine === seq) loading = false;
+      more.disabled = false;
+    }
+  }
+  function nearEnd() {
+    const el = list && list.el;
+    if (el && next && el.scrollTop + el.clientHeight >= el.scrollHeight - 4 * ROW_PX) loadMore();
+  }
+  more.addEventListener("click", loadMore);
+  const filtered = debounce(() => {
+    const wanted = filter.value.trim();
+    if (wanted === q) return;
+    q = wanted;
+    loadFirst({ fresh: true });
+  }, 200);
+  filter.addEventListener("input", filtered);
+  filter.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); filtered(); } });
+  const reload = debounce(() => loadFirst(), 800);
+  loadFirst({ fresh: true });
+  return { onEvent: () => reload() };
+}
+
+// -- Schedules ---------------------------------------------------------------------------------
+
+function trigger(s) {
+  if (s.cron) return [h("code", s.cron), s.timezone && s.timezone !== "UTC" ? ` ${s.timezone}` : ""];
+  if (s.every_s) return `every ${everyText(s.every_s)}`;
+  if (s.at) return ["once ", when(s.at)];
+  return "–";
+}
+function everyText(seconds) {
+  const s = Number(seconds);
+  if (s % 86400 === 0) return `${s / 86400}d`;
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
+}
+
+// The New schedule form: one trigger (cron + time zone, every N seconds, once at a time),
+// the session (a key, or a new one per fire), the message, and optionally overlap and
+// missed (empty: the agent's settings.schedules). Only the chosen trigger's fields are
+// sent; the API's refusals go beside the field they name and nothing typed is lost.
+const TRIGGERS = [["cron", "Cron expression"], ["every_s", "Every N seconds"], ["at", "Once, at a time"]];
+
+function scheduleForm(tc, onCreated, onCancel) {
+  const errors = new FieldErrors("new-schedule");
+  const kind = h("select#new-schedule-trigger", TRIGGERS.map(([v, l]) => h("option", { value: v }, l)));
+  const cron = h("input#new-schedule-cron", { placeholder: "0 9 * * 1-5", autocomplete: "off", spellcheck: "false",
+    maxlength: "200", "aria-describedby": "new-schedule-cron-hint" });
+  const timezone = h("input#new-schedule-timezone", { value: "UTC", autocomplete: "off", spellcheck: "false",
+    maxlength: "64", "aria-describedby": "new-schedule-timezone-hint" });
+  const everyS = h("input#new-schedule-every_s", { type: "number", min: "1", step: "any", placeholder: "3600",
+    autocomplete: "off" });
+  const at = h("input#new-schedule-at", { type: "datetime-local", step: "1" });
+  const perFire = h("input#new-schedule-per-fire", { type: "checkbox" });
+  const session = h("input#new-schedule-session", { maxlength: "256", autocomplete: "off", spellcheck: "false",
+    placeholder: "schedule:news" });
+  const content = h("textarea#new-schedule-content", { rows: "3" });
+  const choice = (id, values) => h(`select#${id}`, h("option", { value: "" }, "agent default"),
+    values.map((v) => h("option", { value: v }, v)));
+  const overlap = choice("new-schedule-overlap", ["skip", "enqueue", "interrupt"]);
+  const missed = choice("new-schedule-missed", ["skip", "once", "all"]);
+  const formError = h("div.form-error", { role: "alert" });
+  const save = h("button.primary", { type: "submit", disabled: tc.isGone() }, "Add schedule");
+  const cancel = h("button", { type: "button" }, "Cancel");
+
+  const field = (id, label, control, key, hint) => h("div.field", h("label", { for: id }, label), control,
+    hint ? h("p.hint", { id: `${id}-hint` }, hint) : null, errors.slot(key, control));
+  const cronField = field("new-schedule-cron", "Cron expression", cron, "cron",
+    "minute hour day-of-month month day-of-week");
+  const tzField = field("new-schedule-timezone", "Time zone", timezone, "timezone", "An IANA name (Europe/Berlin).");
+  const everyField = field("new-schedule-every_s", "Every (seconds)", everyS, "every_s",
+    "The first fire one interval from now.");
+  const atField = field("new-schedule-at", "At", at, "at", "A time in the time zone given.");
+  const sessionField = field("new-schedule-session", "Session key", session, "session", null);
+  function shown() {
+    const k = kind.value;
+    cronField.hidden = k !== "cron";
+    everyField.hidden = k !== "every_s";
+    atField.hidden = k !== "at";
+    tzField.hidden = k === "every_s";
+    session.disabled = perFire.checked;
+  }
+  kind.addEventListener("change", shown);
+  perFire.addEventListener("change", shown);
+  shown();
+
+  const form = h("form.panel.inner.new-schedule", { novalidate: true, "aria-label": "New schedule" },
+    h("div.form-grid",
+      h("div.field", h("label", { for: "new-schedule-trigger" }, "Trigger"), kind),
+      cronField, everyField, atField, tzField),
+    h("div.form-grid",
+      sessionField,
+      h("div.field", h("label.check", perFire, " A new session per fire"),
+        h("p.hint", "Each fire gets its own session (schedule:ID:TIME)."))),
+    h("div.field", h("label", { for: "new-schedule-content" }, "Message"), content, errors.slot("content", content)),
+    h("div.form-grid",
+      field("new-schedule-overlap", "Overlap", overlap, "overlap", "When the previous fire's run is still going."),
+      field("new-schedule-missed", "Missed", missed, "missed", "Fire times missed while no daemon ran.")),
+    formError,
+    h("div.row.form-actions", save, cancel));
+  cancel.addEventListener("click", onCancel);
+
+  const CONTROLS = { cron, every_s: everyS, at };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    errors.clear();
+    formError.replaceChildren();
+    const k = kind.value;
+    const raw = CONTROLS[k].value.trim();
+    // What the API would refuse with a less helpful field (no trigger at all names cron).
+    const needs = [
+      [!raw, k, { cron: "Give a cron expression.", every_s: "Give the seconds between fires.",
+        at: "Give the date and time." }[k]],
+      [!perFire.checked && !session.value.trim(), "session", "Give a session key, or tick a new session per fire."],
+      [!content.value.trim(), "content", "Give the message each fire sends."],
+    ].filter(([bad]) => bad);
+    if (needs.length) {
+      for (const [, key, message] of needs) errors.set(key, [message]);
+      errors.slots.get(needs[0][1]).control.focus();
+      return;
+    }
+    const body = { content: content.value };
+    if (k === "every_s") body.every_s = Number(raw);
+    else {
+      body[k] = raw;
+      body.timezone = timezone.value.trim() || "UTC";
+    }
+    body.session = perFire.checked ? null : session.value.trim();
+    if (overlap.value) body.overlap = overlap.value;
+    if (missed.value) body.missed = missed.value;
+    save.disabled = true;
+    try {
+      const created = await post(path`/v1/agents/${tc.name}/schedules`, body);
+      toast("Schedule added", "ok");
+      onCreated(created);
+    } catch (err) {
+      save.disabled = tc.isGone();
+      if (refused(err, tc)) return;
+      const rest = errors.show(errorList(err), (f) => {
+        const m = /^body\.([a-z_]+)/.exec(f);
+        return m ? m[1] : null;
+      });
+      if (rest.length) formError.replaceChildren(h("div.error-box", h("strong", "Not added: "), h("ul", rest.map((m) => h("li", m)))));
+    }
+  });
+  return { el: form, focus: () => kind.focus(), gone: () => { save.disabled = true; } };
+}
+
+export function schedulesTab(panel, tc) {
+  const box = h("div");
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const addToggle = h("button", { type: "button", "aria-expanded": "false", disabled: tc.isGone() }, "New schedule");
+  const addSlot = h("div", { hidden: true });
+  panel.append(h("div.panel",
+    h("div.list-toolbar", h("h2", "Schedules"), h("div.actions", addToggle)),
+    addSlot, box, more));
+  let rows = [];
+  let after = null;
+  let adding = null;
+
+  function showAdd(open) {
+    addSlot.hidden = !open;
+    addToggle.setAttribute("aria-expanded", String(open));
+    if (open) {
+      adding = scheduleForm(tc, (created) => {
+        rows = [...rows.filter((r) => r.id !== created.id), created];
+        showAdd(false);
+        draw();
+        addToggle.focus();
+      }, () => { showAdd(false); addToggle.focus(); });
+      addSlot.replaceChildren(adding.el);
+      adding.focus();
+    } else {
+      adding = null;
+      addSlot.replaceChildren();
+    }
+  }
+  addToggle.addEventListener("click", () => showAdd(addSlot.hidden));
+
+  function draw() {
+    addToggle.disabled = tc.isGone();
+    if (!rows.length) {
+      box.replaceChildren(h("p.empty", "No schedules. Add one with New schedule above, ",
+        h("code", `agentd schedule add ${tc.name} --every 3600 --content "..."`), " or POST ",
+        h("code", `/v1/agents/${tc.name}/schedules`), "."));
+      return;
+    }
+    box.replaceChildren(h("div.table-wrap", h("table.schedules",
+      h("thead", h("tr", ["Trigger", "Session", "Message", "Next fire", "Last fire", "Fires", "State", ""].map(
+        (l) => h("th", { scope: "col" }, l)))),
+      h("tbody", rows.map((s) => h("tr", { dataset: { schedule: s.id } },
+        h("td", trigger(s)),
+        h("td", s.session ? h("a", { href: tc.ctx.sessionHref(tc.name, s.session) }, s.session) : h("span.muted", "new each fire")),
+        h("td.clip", { title: s.content }, s.content.length > 80 ? s.content.slice(0, 80) + "…" : s.content),
+        h("td", s.next_fire_at ? when(s.next_fire_at) : "–"),
+        h("td", s.last_fire_at ? when(s.last_fire_at) : "never"),
+        h("td.num", fmtInt(s.fires), s.failures ? h("span.pill.pill-failed", { title: "consecutive failures" }, `${s.failures} failed`) : null),
+        h("td", s.enabled ? pill("running", "active") : pill("paused", "paused"),
+          s.paused_reason ? h("div.hint", s.paused_reason) : null),
+        h("td", h("div.row",
+          h("button", { type: "button", disabled: tc.isGone(), onclick: () => toggle(s) },
+            s.enabled ? "Pause" : "Resume"),
+          h("button.danger", { type: "button", disabled: tc.isGone(), onclick: () => remove(s) }, "Delete…")))))))));
+  }
+  async function toggle(s) {
+    try {
+      const changed = await patch(path`/v1/schedules/${s.id}`, { enabled: !s.enabled });
+      rows = rows.map((r) => (r.id === s.id ? changed : r));
+      draw();
+      toast(changed.enabled ? "Schedule resumed" : "Schedule paused", "ok");
+    } catch (e) {
+      refused(e, tc, "Could not change the schedule");
+    }
+  }
+  async function remove(s) {
+    const yes = await confirmDialog({ title: "Delete this schedule?",
+      body: `"${s.content.length > 80 ? s.content.slice(0, 80) + "…" : s.content}" stops firing. Runs it started stay. This cannot be undone.`,
+      confirm: "Delete schedule" });
+    if (!yes) return;
+    try {
+      await del(path`/v1/schedules/${s.id}`);
+      toast("Schedule deleted", "ok");
+    } catch (e) {
+      // Deleted meanwhile (by another client): gone all the same.
+      if (!(e instanceof ApiError && e.code === "schedule_not_found")) {
+        refused(e, tc, "Could not delete the schedule");
+        return;
+      }
+    }
+    rows = rows.filter((r) => r.id !== s.id);
+    draw();
+  }
+  async function load(next) {
+    try {
+      const body = await get(path`/v1/agents/${tc.name}/schedules`, { query: { limit: 100, after: next || undefined } });
+      if (next) {
+        const fresh = new Set(body.schedules.map((s) => s.id));
+        rows = [...rows.filter((r) => !fresh.has(r.id)), ...body.schedules];
+      } else {
+        rows = body.schedules;
+      }
+      after = body.next_after;
+      more.hidden = !after;
+      draw();
+    } catch (e) {
+      if (!refused(e, tc)) box.replaceChildren(errorBox(e, "Could not list the schedules"));
+    }
+  }
+  more.addEventListener("click", () => load(after));
+  load(null);
+  return {
+    onEvent: debounce((frame, data) => { if (data && data.data && data.data.schedule_id) load(null); }, 800),
+    onGone: () => { draw(); if (adding) adding.gone(); },
+  };
+}
+
+// -- Skills ---------------------------------------------------------------------------------------
+
+export function skillsTab(panel, tc) {
+  const box = h("div");
+  panel.append(h("div.panel", h("h2", "Skills"),
+    h("p.hint", "Enabled skills are named in every run's instructions and readable by the agent's commands at ",
+      h("code", "/skills/NAME"), "."), box));
+  let installed = [];
+  function draw() {
+    const enabled = new Set(((tc.agent().settings || {}).skills || {}).enabled || []);
+    const known = new Set(installed.map((s) => s.name));
+    const rows = [...installed, ...[...enabled].filter((n) => !known.has(n)).map((n) => ({ name: n, missing: true }))];
+    if (!rows.length) {
+      box.replaceChildren(h("p.empty", "No skills are installed on this daemon (",
+        h("code", "agentd skill install PATH"), ")."));
+      return;
+    }
+    box.replaceChildren(h("ul.skill-list", rows.map((s) => {
+      const on = enabled.has(s.name);
+      return h("li.skill", { dataset: { skill: s.name } },
+        h("div.skill-text", h("strong", s.name), " ", on ? pill("running", "enabled") : pill("created", "off"),
+          s.missing ? h("span.pill.pill-error", "not installed") : null,
+          s.description ? h("p.hint", s.description) : null),
+        h("button", { type: "button", disabled: tc.isGone(), "aria-pressed": String(on),
+          onclick: () => setSkill(s.name, !on) }, on ? "Disable" : "Enable"));
+    })));
+  }
+  async function setSkill(skill, on) {
+    try {
+      const agent = on ? await put(path`/v1/agents/${tc.name}/skills/${skill}`)
+        : await del(path`/v1/agents/${tc.name}/skills/${skill}`);
+      if (agent) tc.setAgent(agent);
+      draw();
+    } catch (e) {
+      refused(e, tc, `Could not ${on ? "enable" : "disable"} ${skill}`);
+    }
+  }
+  get("/v1/skills").then((b) => { installed = b.skills; draw(); })
+    .catch((e) => { if (!refused(e, tc)) box.replaceChildren(errorBox(e, "Could not list the skills")); });
+  return { onAgent: draw, onGone: draw };
+}
+
+// -- Heartbeat ---------------------------------------------------------------------------------
+
+const BEAT_FIELDS = [
+  ["every_s", "Every (seconds)", "number", "60 to 604800."],
+  ["session", "Session", "text", "The session key beats go to."],
+  ["file", "File", "text", "A workspace file read at each beat."],
+  ["ok_token", "OK token", "text", "A reply that is exactly this is logged, not delivered."],
+];
+
+export function heartbeatTab(panel, tc) {
+  const box = h("div");
+  const stateBox = h("div.beat-state");
+  panel.append(h("div.panel", h("h2", "Heartbeat"),
+    h("p.hint", "A periodic turn of the agent's own: it reads its heartbeat document and acts on it."),
+    stateBox, box));
+  const errors = new FieldErrors("beat");
+  let current = null;
+
+  function drawState(hb) {
+    current = hb;
+    const st = hb.state || {};
+    stateBox.replaceChildren(h("dl.facts",
+      h("dt", "State"), h("dd", hb.valid ? (hb.settings.enabled ? pill("running", "on") : pill("created", "off"))
+        : pill("error", "settings refused")),
+      h("dt", "Last beat"), h("dd", st.last_beat_at ? when(st.last_beat_at) : "never",
+        st.last_outcome ? [" · ", pill(st.last_outcome)] : null),
+      h("dt", "Next beat"), h("dd", st.next_beat_at ? when(st.next_beat_at) : "–"),
+      st.last_skip_reason ? [h("dt", "Last skipped"), h("dd", when(st.last_skip_at), " · ", st.last_skip_reason)] : null));
+  }
+  function draw(hb) {
+    drawState(hb);
+    errors.slots.clear();
+    const s = hb.settings || {};
+    const enabled = h("input#beat-enabled", { type: "checkbox", checked: Boolean(s.enabled) });
+    const inputs = {};
+    const hours = s.active_hours || {};
+    const start = h("input#beat-start", { placeholder: "09:00", value: hours.start || "", autocomplete: "off" });
+    const end = h("input#beat-end", { placeholder: "18:00", value: hours.end || "", autocomplete: "off" });
+    const tz = h("input#beat-tz", { placeholder: "UTC", value: hours.timezone || "", autocomplete: "off" });
+    const documentArea = h("textarea#beat-document", { rows: "4", placeholder: "(read from the file)" });
+    documentArea.value = s.document || "";
+    const formError = h("div.form-error", { role: "alert" });
+    const save = h("button.primary", { type: "submit", disabled: tc.isGone() }, "Save heartbeat");
+    const form = h("form.beat-form", { novalidate: true, "aria-label": "Heartbeat settings" },
+      h("label.check", enabled, " Beat"),
+      errors.slot("enabled", enabled),
+      h("div.form-grid", BEAT_FIELDS.map(([key, label, kind, hint]) => {
+        const input = inputs[key] = h("input", { id: `beat-${key}`, type: kind, value: s[key] === null || s[key] === undefined ? "" : String(s[key]),
+          autocomplete: "off" });
+        return h("div.field", h("label", { for: `beat-${key}` }, label), input, h("p.hint", hint), errors.slot(key, input));
+      })),
+      h("fieldset.hours", h("legend", "Active hours (empty: all day)"),
+        h("div.form-grid", h("div.field", h("label", { for: "beat-start" }, "From"), start),
+          h("div.field", h("label", { for: "beat-end" }, "To"), end),
+          h("div.field", h("label", { for: "beat-tz" }, "Time zone"), tz)),
+        errors.slot("active_hours", start)),
+      h("div.field", h("label", { for: "beat-document" }, "Document ", h("span.hint", "(wins over the file)")), documentArea,
+        errors.slot("document", documentArea)),
+      formError,
+      h("div.row.form-actions", save));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      errors.clear();
+      formError.replaceChildren();
+      const body = { enabled: enabled.checked, document: documentArea.value.trim() ? documentArea.value : null };
+      for (const [key, , kind] of BEAT_FIELDS) {
+        const raw = inputs[key].value.trim();
+        body[key] = raw === "" ? null : kind === "number" ? Number(raw) : raw;
+      }
+      body.active_hours = start.value.trim() || end.value.trim() || tz.value.trim()
+        ? { start: start.value.trim() || null, end: end.value.trim() || null, timezone: tz.value.trim() || "UTC" } : null;
+      save.disabled = true;
+      try {
+        draw(await patch(path`/v1/agents/${tc.name}/heartbeat`, body));
+        toast("Heartbeat saved", "ok");
+      } catch (err) {
+        save.disabled = false;
+        if (refused(err, tc)) return;
+        const rest = errors.show(errorList(err), (field) => {
+          const m = /^body\.([a-z_]+)/.exec(field);
+          return m ? m[1] : null;
+        });
+        if (rest.length) formError.replaceChildren(h("div.error-box", h("strong", "Not saved: "), h("ul", rest.map((m) => h("li", m)))));
+      }
+    });
+    box.replaceChildren(form);
+  }
+  async function load(form) {
+    try {
+      const hb = await get(path`/v1/agents/${tc.name}/heartbeat`);
+      if (form) draw(hb); else drawState(hb);
+    } catch (e) {
+      if (!refused(e, tc) && form) box.replaceChildren(errorBox(e, "Could not read the heartbeat"));
+    }
+  }
+  load(true);
+  // A beat's events refresh the state only: the form keeps what is being typed.
+  const beat = debounce(() => load(false), 1500);
+  return {
+    onEvent(frame, data) { if (data && current && current.settings && data.session === current.settings.session) beat(); },
+  };
+}

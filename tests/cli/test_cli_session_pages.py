@@ -1,0 +1,85 @@
+"""Pages of an agent's sessions through agentd.client (sessions_page) and the CLI
+(agentd sessions --limit / --match / --after) against the real app over a socket."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.cli.conftest import Invoke, one_error_line
+
+from agentd.client import APIError, Client
+from agentd.security.tokens import read_token
+
+KEYS = ["user:1", "user:2", "User:3", "telegram:4", "a_b", "100%", "axb"]
+
+
+@pytest.fixture
+def client(live_url: str, live_home: Path) -> Iterator[Client]:
+    with Client(live_url, token=read_token(live_home), timeout=30.0) as c:
+        yield c
+
+
+def with_sessions(client: Client, agent: str) -> list[str]:
+    """The agent, a session per key (one after the other: the last is the most recent);
+    the keys most recent first."""
+    client.create_agent(agent)
+    for key in KEYS:
+        assert client.send(agent, key, "hi")["status"] == "completed"
+    return list(reversed(KEYS))
+
+
+def test_the_client_pages_sessions(client: Client, agent_name: str) -> None:
+    recent_first = with_sessions(client, agent_name)
+    assert [s["key"] for s in client.list_sessions(agent_name)] == recent_first
+    seen: list[str] = []
+    after = None
+    while True:
+        page = client.sessions_page(agent_name, limit=3, after=after)
+        assert set(page) == {"sessions", "next_after"}
+        seen += [s["key"] for s in page["sessions"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == recent_first
+    found = client.sessions_page(agent_name, q="USER:")
+    assert [s["key"] for s in found["sessions"]] == ["User:3", "user:2", "user:1"]
+    assert [s["key"] for s in client.sessions_page(agent_name, q="_")["sessions"]] == ["a_b"]
+    with pytest.raises(APIError) as info:
+        client.sessions_page(agent_name, after="not-a-cursor")
+    assert (info.value.status, info.value.code) == (422, "invalid_input")
+    assert "query.after" in str(info.value.details)
+
+
+def test_the_cli_pages_sessions_and_prints_the_next_command(
+        cli: Invoke, client: Client, agent_name: str) -> None:
+    recent_first = with_sessions(client, agent_name)
+    first = cli("sessions", agent_name, "--limit", "4")
+    assert first.exit_code == 0, first.output
+    hint = first.stdout.strip().splitlines()[-1]
+    assert hint.startswith("4 shown, more: agentd sessions "), first.stdout
+    words = shlex.split(hint.split("more: ", 1)[1])
+    assert words[:3] == ["agentd", "sessions", agent_name] and "--limit" in words
+    rest = cli(*words[1:], "--json")
+    assert rest.exit_code == 0, rest.output
+    page = json.loads(rest.stdout)
+    assert page["next_after"] is None
+    assert [s["key"] for s in page["sessions"]] == recent_first[4:]
+    for key in recent_first[:4]:
+        assert key in first.stdout
+    last = cli(*words[1:])
+    assert "more:" not in last.stdout
+
+    matched = json.loads(cli("sessions", agent_name, "--match", "user:", "--json").stdout)
+    assert [s["key"] for s in matched["sessions"]] == ["User:3", "user:2", "user:1"]
+    none = cli("sessions", agent_name, "--match", "nothing-like-it")
+    assert none.exit_code == 0 and "match 'nothing-like-it'" in none.stdout
+    # Without paging options: every session, a JSON list, as before.
+    assert [s["key"] for s in json.loads(
+        cli("sessions", agent_name, "--json").stdout)] == recent_first
+    bad = one_error_line(cli("sessions", agent_name, "--after", "bogus"))
+    assert "after is not one this daemon gave" in bad and "invalid_input" in bad
+    assert cli("sessions", agent_name, "--limit", "0").exit_code == 2
