@@ -382,7 +382,10 @@ class BrowserConfig(_Strict):
     navigation_timeout_s: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
     #: One click, fill, key press... within this many seconds.
     action_timeout_s: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
-    #: A whole tool call (start-up of the browser included) within this many seconds.
+    #: Chromium must start within this many seconds (a cold start on a loaded host is
+    #: slow: it is not counted in the call's ``call_timeout_s``).
+    launch_timeout_s: float = Field(default=60.0, gt=0, le=600, allow_inf_nan=False)
+    #: A whole tool call (the browser's start-up aside) within this many seconds.
     call_timeout_s: float = Field(default=90.0, gt=0, le=3600, allow_inf_nan=False)
     #: A page's text, and a list of its elements, are cut at this many characters.
     max_text_chars: int = Field(default=20_000, ge=1000, le=1_000_000)

@@ -397,14 +397,19 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
     rt = await Runtime.open(settings)
     try:
         await rt.create_agent(name="busy", settings={"script": [{"text": "s",
-                                                                 "delay_ms": 1200}]})
+                                                                 "delay_ms": 3000}]})
         ids = {}
+        # Held awake while they are set up (a loaded machine takes longer than 0.3 s
+        # for five replies), then let go together.
+        names = {f"a{i}" for i in range(5)}
+        rt.agents.kept_awake.update(names)
         for i in range(5):
             ids[f"a{i}"] = (await rt.create_agent(name=f"a{i}", settings=SCRIPT)).id
             await _reply(rt, f"a{i}", "k", "1")
         running = await rt.send("busy", "k", "go")
         assert rt.awake_agents == 6
         assert set(ids.values()) <= rt.histories.agent_ids()
+        rt.agents.kept_awake.difference_update(names)
         await eventually(lambda: rt.awake_agents == 1)
         # The agent with a run under way stays awake; the others hold nothing here.
         assert rt.agents.awake_names == ["busy"]

@@ -98,8 +98,9 @@ async def test_each_nodes_changes_reach_the_other_nodes_feed_once(
 async def test_a_change_not_committed_announces_nothing(
         nodes: tuple[Runtime, Runtime]) -> None:
     one, two = nodes
-    agent = await one.create_agent(name="a")
+    # Subscribed first: the creation's announcement reaches node two whenever it does.
     feed = two.subscribe_activity()
+    agent = await one.create_agent(name="a")
     await one.update_agent("a", {"instructions": "new"})
     with pytest.raises(Conflict):  # (computed from the old record: refused, rolled back)
         await one.agents.update("a", {"instructions": "stale"}, admin=True, based_on=agent)
@@ -108,7 +109,7 @@ async def test_a_change_not_committed_announces_nothing(
 
     def arrived() -> bool:
         got.extend(changes(feed))
-        return len(got) >= 2
+        return len(got) >= 3
 
     await eventually(arrived, what="the committed changes on node two")
-    assert [g[0] for g in got] == ["agent.updated", "agent.state"]
+    assert [g[0] for g in got] == ["agent.created", "agent.updated", "agent.state"]

@@ -36,14 +36,16 @@ def send_in_page(page: Any, text: str, mode: str | None = None) -> None:
 
 def test_a_new_session_streams_its_reply_token_by_token(page: Any, daemon: Daemon,
                                                          api: httpx.Client) -> None:
-    make_agent(api, "talker", settings={"script": [{"text": WORDS, "delay_ms": 4000}]})
+    # Half a second per word: a page starved by a loaded machine still gets the stream
+    # in several pieces.
+    make_agent(api, "talker", settings={"script": [{"text": WORDS, "delay_ms": 12000}]})
     open_session(page, daemon, "talker", "user:1")
     # A key with no session yet: an empty chat whose first message creates it.
     page.get_by_text("A new session: your first message creates it.").wait_for()
     assert api.get(session_path("talker", "user:1")).status_code == 404
 
     # Every text the stream's bubble shows, recorded as the page changes it (polling
-    # for a partial reply from the test would race a loaded machine's 4 s).
+    # for a partial reply from the test would race a loaded machine).
     page.evaluate("""() => {
         window.__partials = [];
         new MutationObserver(() => {
@@ -62,7 +64,7 @@ def test_a_new_session_streams_its_reply_token_by_token(page: Any, daemon: Daemo
     assert composer.input_value() == ""
 
     final = chat(page, ".msg-assistant:not(.streaming)").filter(has_text="w24")
-    final.wait_for()
+    final.wait_for(timeout=60_000)
     assert final.locator(".msg-text").inner_text() == WORDS
     assert chat(page, ".streaming").count() == 0
     # Tokens arrived while the run was under way: part of the reply was on the page

@@ -274,6 +274,17 @@ class Browsers:
         finally:
             entry.busy -= 1
 
+    async def start(self, agent_id: str, grant: Grant, rules: EgressRules,
+                    *, user: tuple[int, int] | None = None) -> None:
+        """Start ``agent_id``'s browser for ``grant`` if it is not running (within
+        ``launch_timeout_s``): a call's own time limit then counts only its work."""
+        if self._closed:
+            raise ToolError("the daemon is stopping", code="browser_unavailable")
+        if not grant:
+            raise _refused("this agent has no network (settings.policy.network)")
+        entry = await self._browser(agent_id, grant, rules, user, create=True)
+        entry.busy -= 1
+
     async def discard_tab(self, agent_id: str, session: str) -> None:
         """Close a session's page (after a call that left it in an unknown state)."""
         entry = self._browsers.get(agent_id)
@@ -351,7 +362,7 @@ class Browsers:
                      "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home,
                      "LANG": "C.UTF-8", "TZ": "UTC"},
                 handle_sigint=False, handle_sigterm=False, handle_sighup=False,
-                timeout=self.config.navigation_timeout_s * 1000)
+                timeout=self.config.launch_timeout_s * 1000)
         except BaseException as exc:
             await proxy.close()
             if inlet is not None:

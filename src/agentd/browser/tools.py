@@ -74,16 +74,19 @@ def _service(ctx: ToolContext) -> tuple[Browsers, Sandbox]:
 
 @asynccontextmanager
 async def _tab(ctx: ToolContext, *, create: bool) -> AsyncIterator[tuple[Browsers, Tab]]:
-    """The session's page within ``[browser] call_timeout_s``; a call that runs out of
-    time closes it (what the page was doing is unknown)."""
+    """The session's page within ``[browser] call_timeout_s`` (the browser's start-up
+    aside); a call that runs out of time closes it (what the page was doing is
+    unknown)."""
     browsers, sandbox = _service(ctx)
     limit = browsers.config.call_timeout_s
     key = ctx.agent_id or ctx.agent
+    user = getattr(sandbox.backend, "user", None)
+    if create:  # a cold start has its own limit (launch_timeout_s), not the call's
+        await browsers.start(key, sandbox.network, sandbox.rules, user=user)
     try:
         async with asyncio.timeout(limit):
             async with browsers.tab(key, ctx.session, sandbox.network, sandbox.rules,
-                                    user=getattr(sandbox.backend, "user", None),
-                                    create=create) as tab:
+                                    user=user, create=create) as tab:
                 yield browsers, tab
     except TimeoutError:
         await browsers.discard_tab(key, ctx.session)

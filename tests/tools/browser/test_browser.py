@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +188,8 @@ async def test_a_page_that_hangs_its_renderer(settings: Settings, tmp_path: Path
     settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
     settings.sandbox = settings.sandbox.model_copy(
         update={"private_endpoints": [f"127.0.0.1:{pages}"]})
-    settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM, call_timeout_s=6,
-                                     action_timeout_s=3, navigation_timeout_s=3)
+    settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM, call_timeout_s=10,
+                                     action_timeout_s=3, navigation_timeout_s=8)
     rt = await Runtime.open(settings)
     try:
         await rt.create_agent(name="web", model="scripted", tools=TOOLS,
@@ -200,7 +203,7 @@ async def test_a_page_that_hangs_its_renderer(settings: Settings, tmp_path: Path
         if "call_timeout_s" not in stuck["output"]:
             assert "timed out" in stuck["output"], stuck
             stuck = await call(rt, "browser_observe", {})
-        assert stuck["output"] == ("the browser did not finish within 6s ([browser] "
+        assert stuck["output"] == ("the browser did not finish within 10s ([browser] "
                                    "call_timeout_s); the page was closed")
         gone = await call(rt, "browser_observe", {})
         assert gone["is_error"] and "browser_open first" in gone["output"], gone
@@ -364,6 +367,49 @@ async def test_a_chromium_that_does_not_start(settings: Settings, tmp_path: Path
             assert finished["is_error"], finished
             assert finished["output"].startswith("the browser did not start"), finished
             assert "tainted" not in finished  # nothing was reached
+        assert rt.browsers is not None and rt.browsers.running == 0
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+def slow_chromium() -> Iterator[Path]:
+    """A Chromium that takes 6 s to start (in a directory any sandbox uid can read)."""
+    base = Path(tempfile.mkdtemp(prefix="agentd-slow-chromium-"))
+    base.chmod(0o755)
+    slow = base / "chromium"
+    slow.write_text(f"#!/bin/sh\nsleep 6\nexec {CHROMIUM} \"$@\"\n")
+    slow.chmod(0o755)
+    yield slow
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_slow_start_is_not_the_calls_time(settings: Settings, tmp_path: Path,
+                                                  pages: int, slow_chromium: Path) -> None:
+    """Chromium's start-up is bounded by launch_timeout_s, not call_timeout_s: a cold
+    start longer than a call may take still serves the call; one longer than
+    launch_timeout_s fails it saying the browser did not start."""
+    settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
+    settings.sandbox = settings.sandbox.model_copy(
+        update={"private_endpoints": [f"127.0.0.1:{pages}"]})
+    settings.browser = BrowserConfig(enabled=True, executable=str(slow_chromium),
+                                     call_timeout_s=5, launch_timeout_s=60)
+    rt = await Runtime.open(settings)
+    try:
+        await rt.create_agent(name="web", model="scripted", tools=TOOLS,
+                              settings={"policy": {"network": True, "rules": ALLOW}})
+        out = await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+        assert "This is the second page." in out
+    finally:
+        await rt.close()
+    settings.browser = BrowserConfig(enabled=True, executable=str(slow_chromium),
+                                     launch_timeout_s=1)
+    rt = await Runtime.open(settings)
+    try:
+        finished = await call(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+        assert finished["is_error"], finished
+        assert finished["output"].startswith("the browser did not start (TimeoutError"), (
+            finished)
         assert rt.browsers is not None and rt.browsers.running == 0
     finally:
         await rt.close()
