@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import eventually
 
 from agentd.config import Settings
-from agentd.errors import Conflict
+from agentd.errors import AgentNotAccepting, AgentNotFound, Conflict
 from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, FeedItem
 from agentd.store.records import AgentChange
@@ -113,3 +113,37 @@ async def test_a_change_not_committed_announces_nothing(
 
     await eventually(arrived, what="the committed changes on node two")
     assert [g[0] for g in got] == ["agent.created", "agent.updated", "agent.state"]
+
+
+async def test_an_awake_agent_follows_a_change_made_on_the_other_node(
+        nodes: tuple[Runtime, Runtime]) -> None:
+    """Node two holds the agent awake; node one changes its settings, pauses it,
+    resumes it, deletes it: node two's next use of it sees each change, not its copy."""
+    one, two = nodes
+    await one.create_agent(name="a", settings={"script": [{"text": "before"}]})
+    first = await two.send("a", "k", "hi")
+    assert (await two.wait(first.run.id)).output == "before"
+    assert two.agents.is_awake("a")
+    feed = two.subscribe_activity()
+    got: list[tuple[str, str, str, tuple[str | None, ...]]] = []
+
+    async def heard(count: int) -> None:
+        def arrived() -> bool:
+            got.extend(changes(feed))
+            return len(got) >= count
+        await eventually(arrived, what=f"{count} changes heard on node two")
+
+    await one.update_agent("a", {"settings": {"script": [{"text": "after"}]}})
+    await one.set_state("a", "pause")
+    await heard(2)
+    with pytest.raises(AgentNotAccepting, match="paused"):
+        await two.send("a", "k", "refused")
+    await one.set_state("a", "resume")
+    await heard(3)
+    second = await two.send("a", "k", "again")
+    assert (await two.wait(second.run.id)).output == "after"
+    await one.delete_agent("a")
+    await heard(4)
+    with pytest.raises(AgentNotFound):
+        await two.send("a", "k", "gone")
+    assert not two.agents.is_awake("a")

@@ -147,6 +147,9 @@ class Agents:
         #: changed, when an agent is updated): the same record needs no new check.
         self._checked: dict[str, AgentRecord] = {}
         self._last_active: dict[str, float] = {}
+        #: Ids of awake agents another node changed since (PostgreSQL shared by
+        #: several daemons): their next use reads the record again.
+        self._stale: set[str] = set()
         #: Names of agents never put to sleep when idle (the agent a protocol door
         #: serves: its adapter keeps state a termo-agent client expects to last).
         self.kept_awake: set[str] = set()
@@ -206,12 +209,19 @@ class Agents:
         agent = self._by_name.get(name)
         if agent is None:
             return self.remember(await self.store.get_agent(name))
+        if agent.id in self._stale:
+            return await self._reread(agent)
         self._last_active[agent.id] = time.monotonic()
         return agent
 
     async def by_id(self, agent_id: str) -> AgentRecord | None:
         """The agent with this id (waking it), or None if it was deleted."""
         agent = self._by_id.get(agent_id)
+        if agent is not None and agent_id in self._stale:
+            try:
+                return await self._reread(agent)
+            except AgentNotFound:
+                return None
         if agent is not None:
             self._last_active[agent_id] = time.monotonic()
             return agent
@@ -219,6 +229,29 @@ class Agents:
             return self.remember(await self.store.get_agent(agent_id, by="id"))
         except AgentNotFound:
             return None
+
+    def changed_elsewhere(self, change: AgentChange) -> None:
+        """Another node committed ``change``: this node's copy of the agent, if it is
+        awake here and not that change, is read again at its next use (its settings, its state:
+        a pause made there is kept here too)."""
+        held = self._by_id.get(change.agent_id)
+        if held is not None and (change.kind == "agent.deleted"
+                                 or held.updated_at != change.at):
+            self._stale.add(held.id)
+
+    async def _reread(self, agent: AgentRecord) -> AgentRecord:
+        """``agent`` as stored now (its copy here was changed elsewhere); a deleted
+        one is put to sleep here and :class:`AgentNotFound` raised."""
+        self._stale.discard(agent.id)
+        try:
+            fresh = await self.store.get_agent(agent.id, by="id")
+        except AgentNotFound:
+            if self._by_id.get(agent.id) is agent:
+                self.sleep(agent)
+            raise
+        if fresh.name != agent.name:  # (names are not changed; kept consistent anyway)
+            self._by_name.pop(agent.name, None)
+        return self.remember(fresh)
 
     async def list_all(self) -> list[AgentRecord]:
         """Every agent, as stored (listing wakes none of them)."""
@@ -239,6 +272,7 @@ class Agents:
         self._by_name.pop(agent.name, None)
         self._by_id.pop(agent.id, None)
         self._last_active.pop(agent.id, None)
+        self._stale.discard(agent.id)
         self._forget_plan(agent.name)
         self.on_sleep(agent)
 

@@ -3,14 +3,16 @@
 Each commit to a session's log is announced by the store (``LISTEN``/``NOTIFY``); if
 this node's subscribers of that session have not seen it, the new events are read
 from the log and published here, so a client follows a session from any node.
-Changes to agents made by other nodes are announced too, and given to this node's
-activity feeds as they come.
+Changes to agents made by other nodes are announced too: this node's copy of such an
+agent (if it is awake here) is read again at its next use, and the change is given to
+this node's activity feeds as it comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from agentd.runtime.bus import EventBus
 from agentd.store import Store
@@ -22,9 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class LogFollower:
-    def __init__(self, store: Store, bus: EventBus) -> None:
+    def __init__(self, store: Store, bus: EventBus, *,
+                 on_agent_change: Callable[[AgentChange], None] = lambda change: None
+                 ) -> None:
         self.store = store
         self.bus = bus
+        #: Told of each change another node made (the agents service's copies).
+        self.on_agent_change = on_agent_change
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         #: Sessions whose events committed elsewhere are being read: the seq to reach.
@@ -64,6 +70,7 @@ class LogFollower:
             log.warning("an agent change announced in an unknown form: %.80r", note)
             return
         if origin != self.store.origin:
+            self.on_agent_change(change)
             self.bus.publish_agent(change)
 
     async def _catch_up(self, session_id: str) -> None:

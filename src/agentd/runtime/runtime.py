@@ -219,7 +219,8 @@ class Runtime:
         self.leases = LeaseKeeper(store, supervisor=self.supervisor, lease=self.lease,
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background)
-        self.follower = LogFollower(store, self.bus)
+        self.follower = LogFollower(store, self.bus,
+                                    on_agent_change=self.agents.changed_elsewhere)
         #: Child runs a run starts and waits on; calls to other agents.
         self.subtasks = Subtasks(store, bus=self.bus, runs=self.runs, agents=self.agents,
                                  histories=self.histories, exclusive=self.exclusive)
