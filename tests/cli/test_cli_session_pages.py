@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 from collections.abc import Iterator
@@ -83,3 +84,27 @@ def test_the_cli_pages_sessions_and_prints_the_next_command(
     bad = one_error_line(cli("sessions", agent_name, "--after", "bogus"))
     assert "after is not one this daemon gave" in bad and "invalid_input" in bad
     assert cli("sessions", agent_name, "--limit", "0").exit_code == 2
+
+
+def test_show_lists_the_most_recent_sessions_and_the_way_to_the_rest(
+        cli: Invoke, client: Client, agent_name: str, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    app_module = importlib.import_module("agentd.cli.app")  # (agentd.cli.app: the Typer)
+    recent_first = with_sessions(client, agent_name)
+    monkeypatch.setattr(app_module, "SHOWN_SESSIONS", 3)
+    shown = cli("show", agent_name)
+    assert shown.exit_code == 0, shown.output
+    for key in recent_first[:3]:
+        assert key in shown.stdout
+    assert recent_first[3] not in shown.stdout
+    hint = shown.stdout.strip().splitlines()[-1]
+    assert hint.startswith("the 3 most recent sessions; more: agentd sessions "), hint
+    rest = json.loads(cli(*shlex.split(hint.split("more: ", 1)[1])[1:], "--json").stdout)
+    assert [s["key"] for s in rest["sessions"]] == recent_first[3:]
+    as_json = json.loads(cli("show", agent_name, "--json").stdout)
+    assert [s["key"] for s in as_json["sessions"]] == recent_first[:3]
+    assert as_json["next_after"] and as_json["agent"]["name"] == agent_name
+    # All of them fit: no hint, no cursor.
+    monkeypatch.setattr(app_module, "SHOWN_SESSIONS", 20)
+    assert "more:" not in cli("show", agent_name).stdout
+    assert json.loads(cli("show", agent_name, "--json").stdout)["next_after"] is None

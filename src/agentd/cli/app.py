@@ -7,12 +7,14 @@ through :class:`agentd.client.Client`.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from agentd.cli import (
     _approvals,
@@ -83,6 +85,8 @@ app = typer.Typer(
 )
 
 _PAGE = 500
+#: Sessions ``agentd show`` lists (the most recent).
+SHOWN_SESSIONS = 20
 
 
 def _version(value: bool) -> None:
@@ -253,16 +257,19 @@ def show(
     name: NameArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show an agent and its sessions.
+    """Show an agent and its most recent sessions ([bold]agentd sessions NAME[/] pages
+    through the rest). --json prints {"agent", "sessions", "next_after"}.
 
     [bold]Example[/]
       $ agentd show demo
     """
     with connect(ctx) as client:
         agent = client.get_agent(name)
-        sessions = client.list_sessions(name)
+        page = client.sessions_page(name, limit=SHOWN_SESSIONS)
+    sessions: list[dict[str, Any]] = page.get("sessions", [])
     if as_json:
-        echo_json({"agent": agent, "sessions": sessions})
+        echo_json({"agent": agent, "sessions": sessions,
+                   "next_after": page.get("next_after")})
         return
     console = out()
     console.print(agent_details(agent))
@@ -271,6 +278,10 @@ def show(
         console.print(sessions_table(sessions))
     else:
         console.print("[dim]no sessions yet[/]")
+    if page.get("next_after"):
+        words = ["agentd", "sessions", name, "--after", page["next_after"]]
+        console.print(Text(f"the {len(sessions)} most recent sessions; more: "
+                           f"{shlex.join(words)}", style="dim"), soft_wrap=True)
 
 
 @app.command(rich_help_panel="Agents")
