@@ -55,6 +55,11 @@ async def test_two_nodes_send_each_delivery_once(tmp_path: Path, pg_url: str) ->
                 return got if logged <= got else None
 
             await eventually(received, what="every event delivered")
+            # ... and every delivery the receiver took recorded as delivered by the node
+            # that sent it (one still reading its answer would be cut by the close).
+            await eventually(lambda: one.webhooks.figures["delivered"]
+                             + two.webhooks.figures["delivered"] == len(receiver.ids()),
+                             what="the senders' records of what was delivered")
             page = (await a.get(f"/v1/webhooks/{hook['id']}/deliveries",
                                 params={"limit": 1000})).json()["deliveries"]
     finally:
