@@ -82,7 +82,8 @@ def test_the_cli_pages_sessions_and_prints_the_next_command(
     assert [s["key"] for s in json.loads(
         cli("sessions", agent_name, "--json").stdout)] == recent_first
     bad = one_error_line(cli("sessions", agent_name, "--after", "bogus"))
-    assert "after is not one this daemon gave" in bad and "invalid_input" in bad
+    assert bad == ("error: --after: not a cursor this daemon gave; use the command a page "
+                   "of sessions printed after it, as it is [invalid_input]"), bad
     assert cli("sessions", agent_name, "--limit", "0").exit_code == 2
 
 

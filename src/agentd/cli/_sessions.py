@@ -16,11 +16,12 @@ from agentd.cli._common import (
     connect,
     echo_json,
     err,
+    fail,
     out,
 )
 from agentd.cli._render import error_line, error_of, event_lines, sessions_table
 from agentd.cli._safe import dumps
-from agentd.client import SSEEvent
+from agentd.client import APIError, SSEEvent
 
 
 def sessions(
@@ -57,7 +58,13 @@ def sessions(
     page: dict[str, Any] = {}
     with connect(ctx) as client:
         if paged:
-            page = client.sessions_page(name, limit=limit or 100, after=after, q=match)
+            try:
+                page = client.sessions_page(name, limit=limit or 100, after=after, q=match)
+            except APIError as exc:
+                if _names_field(exc, "query.after"):
+                    fail("--after: not a cursor this daemon gave; use the command a page "
+                         f"of sessions printed after it, as it is [{exc.code}]")
+                raise
             found: list[dict[str, Any]] = page.get("sessions", [])
         else:
             found = client.list_sessions(name)
@@ -249,3 +256,10 @@ def _tail_all(ctx: typer.Context, agent: str | None, *, count: int | None, verbo
             pass
         finally:
             frames.close()
+
+
+def _names_field(exc: APIError, field: str) -> bool:
+    """Whether the daemon's refusal names ``field`` (``details.errors``)."""
+    problems = exc.details.get("errors")
+    return isinstance(problems, list) and any(
+        isinstance(p, dict) and p.get("field") == field for p in problems)
