@@ -41,7 +41,10 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, MCPFront
             assert got.status_code == 201, got.text
         transport = client._transport
         app = transport.app  # type: ignore[attr-defined]
-        yield client, app.state.mcp_front
+        # The door is built by its first request (agentd.protocols._lazy): built here.
+        _, front = await app.state.mcp.load()
+        assert front is not None, "this mcp SDK has no fast path (see the daemon's log)"
+        yield client, front
 
 
 def _headers(version: str, token: str = ADMIN, **extra: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
 from agentd.protocols import ws as ws_door
-from agentd.protocols.mcp import MCPDoor
 from agentd.runtime import Runtime
 from agentd.security.access import Scopes
 from agentd.security.tokens import BOOTSTRAP, ensure_token
@@ -299,8 +298,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # their own: none can take a native request); not in this document.
     openai_door.install(app)
     langgraph_door.install(app)
-    mcp = MCPDoor(lambda: runtime_of_app(app))
-    mcp_door.install(app, mcp)
+    # The MCP and A2A doors import their SDKs on their first request (docs/design-notes.md).
+    mcp = mcp_door.install(app, lambda: runtime_of_app(app))
     app.include_router(ws_door.router)
     a2a_door.install(app, lambda: runtime_of_app(app))
     app.include_router(routes.agents.router)

@@ -11,6 +11,10 @@ its own, which would be a second door past the check), the client is built from 
 card made here with that one interface. What comes back is the remote agent's words:
 untrusted, it taints the session; and sending a message out is ``sends_out`` (after
 taint, the policy asks first). The call is bounded by ``timeout_s``.
+
+The SDK is imported by the first call (in a worker thread), not with the tool
+registry: most daemons never call an A2A agent, and importing it took a large share
+of the daemon's start-up (docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -19,30 +23,18 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-from a2a.client import ClientConfig, ClientFactory
-from a2a.client.errors import A2AClientError
-from a2a.types.a2a_pb2 import (
-    AgentCapabilities,
-    AgentCard,
-    AgentInterface,
-    Message,
-    Part,
-    Role,
-    SendMessageRequest,
-    StreamResponse,
-    Task,
-    TaskState,
-)
-from a2a.utils import constants
-from a2a.utils.errors import A2AError
 
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
 from agentd.tools._tool import Tool, ToolContext, tool
+
+if TYPE_CHECKING:
+    from a2a.types.a2a_pb2 import AgentCard, StreamResponse, Task
 
 __all__ = ["A2A_TOOLS", "a2a_call"]
 
@@ -92,7 +84,17 @@ class _Pinned(httpx.AsyncHTTPTransport):
         return response
 
 
+def _import_sdk() -> None:
+    import a2a.client
+    import a2a.client.errors
+    import a2a.types.a2a_pb2
+    import a2a.utils.errors  # noqa: F401
+
+
 def _card(url: str) -> AgentCard:
+    from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface
+    from a2a.utils import constants
+
     return AgentCard(
         name="remote", supported_interfaces=[AgentInterface(
             url=url, protocol_binding="JSONRPC",
@@ -105,6 +107,8 @@ def _text(parts: object) -> str:
 
 
 def _render(response: StreamResponse) -> str:
+    from a2a.types.a2a_pb2 import TaskState
+
     if response.HasField("message"):
         message = response.message
         return f"message (context {message.context_id or '-'})\n\n{_text(message.parts)}"
@@ -167,6 +171,13 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
     except ValueError:
         raise ToolError(f"bad port in {url!r}", code="tool_bad_arguments") from None
     address = await check_async(host, port, sandbox.network, sandbox.rules)
+    await asyncio.to_thread(_import_sdk)  # a first call: not on the event loop
+    from a2a.client import ClientConfig, ClientFactory
+    from a2a.client.errors import A2AClientError
+    from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest
+    from a2a.types.a2a_pb2 import StreamResponse as Response
+    from a2a.utils.errors import A2AError
+
     token = _token_for(ctx, host, port)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = SendMessageRequest(message=Message(
@@ -180,7 +191,7 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
                                    ).create(_card(url))
             # From here on what comes back (an answer, an error) is from outside.
             ctx.reached_outside = True
-            last: StreamResponse | None = None
+            last: Response | None = None
             async for response in client.send_message(request):
                 last = response
     except TimeoutError:

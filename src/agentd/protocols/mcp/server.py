@@ -23,7 +23,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import mcp_types as types
 import orjson
@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from agentd import __version__
 from agentd.errors import AgentdError, AgentNotFound, SessionNotFound, ShuttingDown
 from agentd.events import TERMINAL_KINDS
+from agentd.protocols.mcp._uris import SESSION_URI
 from agentd.runtime import Runtime
 from agentd.server.access import filter_agents, may_use
 from agentd.store.records import EventRecord, RunRecord
@@ -44,7 +45,6 @@ __all__ = ["MCPDoor"]
 
 log = logging.getLogger(__name__)
 
-_SESSION_URI = "agentd://agents/{agent}/sessions/{key}"
 _APPROVALS_URI = "agentd://approvals"
 #: The messages a session resource holds, newest last.
 _HISTORY_LIMIT = 1000
@@ -236,7 +236,7 @@ class MCPDoor:
     async def _list_templates(self, ctx: Any, params: types.PaginatedRequestParams | None
                               ) -> types.ListResourceTemplatesResult:
         return types.ListResourceTemplatesResult(resource_templates=[types.ResourceTemplate(
-            name="session", uri_template=_SESSION_URI, mime_type="application/json",
+            name="session", uri_template=SESSION_URI, mime_type="application/json",
             description="A session's conversation: its messages and replies, oldest "
                         f"first (the last {_HISTORY_LIMIT}); `key` percent-encoded.")])
 
@@ -269,13 +269,8 @@ def _session_of(uri: str) -> tuple[str, str]:
     agent, sep, key = uri.removeprefix(prefix).partition("/sessions/")
     if not uri.startswith(prefix) or not sep or not agent or not key:
         raise MCPError(types.INVALID_PARAMS, f"no resource {uri!r} (sessions are "
-                                             f"{_SESSION_URI})")
+                                             f"{SESSION_URI})")
     return unquote(agent), unquote(key)
-
-
-def session_uri(agent: str, key: str) -> str:
-    """The resource URI of a session."""
-    return _SESSION_URI.format(agent=quote(agent, safe=""), key=quote(key, safe=""))
 
 
 async def _messages(runtime: Runtime, session_id: str, last_seq: int
