@@ -355,15 +355,20 @@ class Webhooks:
             self._any = bool(behind) or bool(await self.store.list_webhooks(limit=1))
             dirty.update(behind)
             scan = len(behind) >= _SCAN
-        item = await feed.next(wait_s=0 if dirty or scan else self.config.poll_s)
+        waited = not (dirty or scan)
+        item = await feed.next(wait_s=self.config.poll_s if waited else 0)
+        quiet = item is None
         while item is not None:
             if isinstance(item, Lagged):
                 scan = True  # events were dropped: the scan finds their sessions
             elif self._any:
                 dirty.add(item.session_id)
             item = await feed.next(wait_s=0) if not feed.queue.empty() else None
-        if not dirty and not scan:
-            scan = True  # poll_s passed quietly: look for what others wrote
+        if waited and quiet:
+            # poll_s passed quietly: look for what others wrote. (Events this node
+            # made while no webhook exists are not a reason to: each would cost a
+            # scan; the one every poll_s * 5 finds another node's new webhooks.)
+            scan = True
         await self.catch_up(dirty)
         return scan, scanned
 
