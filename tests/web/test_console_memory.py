@@ -154,6 +154,13 @@ def test_entries_add_edit_stale_edit_and_delete(page: Any, daemon: Daemon,
     expect(item.locator(".entry-content")).to_have_text("Mine: the user flies in July.")
     assert api.get(f"/v1/agents/scribe/memory/entries/{entry['id']}").json()["version"] == 4
 
+    # Escape in the editor cancels it, changing nothing.
+    item.get_by_role("button", name="Edit").click()
+    item.get_by_label("Content").fill("Not saved.")
+    item.get_by_label("Content").press("Escape")
+    expect(item.locator(".entry-content")).to_have_text("Mine: the user flies in July.")
+    assert api.get(f"/v1/agents/scribe/memory/entries/{entry['id']}").json()["version"] == 4
+
     # Delete asks first.
     item.get_by_role("button", name="Delete").click()
     confirm(page, "Cancel")
@@ -182,7 +189,8 @@ def test_search_and_hostile_entries_stay_text(page: Any, daemon: Daemon, api: ht
     page.locator("form.new-entry").get_by_role("button", name="Add entry").click()
     expect(page.locator(".entry")).to_have_count(3)
     expect(page.locator(".entry-content").first).to_have_text(f"Hostile {IMG} oolong tea")
-    assert [e["content"] for e in entries_of(api, "finder")][0] == f"Hostile {IMG} oolong tea"
+    newest = entries_of(api, "finder")[0]
+    assert (newest["content"], newest["tags"]) == (f"Hostile {IMG} oolong tea", [IMG])
     assert injected(page) == {"pwned": None, "nodes": 0}
 
     search = page.get_by_label("Search memory entries", exact=True)

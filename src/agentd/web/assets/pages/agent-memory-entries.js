@@ -172,7 +172,11 @@ export function entriesSection(tc, refused) {
       }
     }
     const list = item.parentElement;
+    const next = item.nextElementSibling || item.previousElementSibling;
     item.remove();
+    // Keep the keyboard where it was: the neighbour's Edit, else the New entry button.
+    const target = next && next.querySelector(".entry-meta .actions button");
+    (target || addToggle).focus();
     shown = Math.max(0, shown - 1);
     if (list && !list.children.length) {
       if (searching) entriesBox.replaceChildren(h("p.empty", "No entry matches."));

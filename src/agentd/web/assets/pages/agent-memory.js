@@ -74,7 +74,7 @@ export function memoryTab(panel, tc) {
       const restore = current ? null
         : h("button", { type: "button", disabled: tc.isGone(), "aria-label": `Restore version ${v.version} of ${b.label}` },
           "Restore");
-      const li = h("li.entry.block-version", { dataset: { version: String(v.version) } },
+      const li = h("li.block-version", { dataset: { version: String(v.version) } },
         h("div.entry-meta",
           h("strong", `v${v.version}`),
           current ? h("span.pill", "current") : null,
