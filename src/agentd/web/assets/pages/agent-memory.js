@@ -1,11 +1,12 @@
-// The agent page's Memory tab: core memory blocks (read, edit, add) and long-term memory
-// entries (newest first, a page at a time). What the agent wrote is shown as text.
+// The agent page's Memory tab: core memory blocks (read, edit, add, delete; each one's
+// versions with Restore) and long-term memory entries (agent-memory-entries.js). What the
+// agent wrote is shown as text. A read-only block binds the agent's tools only: the
+// operator edits, restores and deletes it here like any other.
 
-import { ApiError, get, patch, path, put } from "../api.js";
+import { ApiError, del, get, patch, path, post, put } from "../api.js";
 import { errorBox, fmtInt, h, pill, toast } from "../ui.js";
-import { FieldErrors, errorList, when } from "./agent-shared.js";
-
-const ENTRY_CLIP = 600;
+import { FieldErrors, confirmDialog, errorList, when } from "./agent-shared.js";
+import { entriesSection } from "./agent-memory-entries.js";
 
 function refused(e, tc) {
   if (e instanceof ApiError && e.status === 404 && e.code === "agent_not_found") { tc.gone(); return true; }
@@ -16,33 +17,115 @@ export function memoryTab(panel, tc) {
   const blocksBox = h("div.blocks");
   const addToggle = h("button", { type: "button", "aria-expanded": "false" }, "New block");
   const addSlot = h("div", { hidden: true });
-  const entriesBox = h("div.entries");
-  const more = h("button", { type: "button", hidden: true }, "Older entries");
-  const entryCount = h("span.list-count");
+  const entries = entriesSection(tc, refused);
   panel.append(
     h("section.panel", { "aria-labelledby": "blocks-title" },
       h("div.list-toolbar", h("h2#blocks-title", "Memory blocks"), h("div.actions", addToggle)),
       h("p.hint", "Rendered into every run's instructions; the agent edits them with its memory tools."),
       addSlot, blocksBox),
-    h("section.panel", { "aria-labelledby": "entries-title" },
-      h("div.list-toolbar", h("h2#entries-title", "Memory entries"), entryCount),
-      h("p.hint", "Long-term memory, newest first; searched by words and meaning when the agent recalls."),
-      entriesBox, more));
+    entries.el);
 
   // -- blocks ---------------------------------------------------------------------------------
   function blockCard(b) {
     const value = h("pre.block-value", b.value || h("span.muted", "(empty)"));
     const edit = h("button", { type: "button", disabled: tc.isGone() }, "Edit");
+    const historySlot = h("div.block-history", { id: `block-${b.label}-history`.replace(/[^A-Za-z0-9_-]/g, "_"), hidden: true });
+    const history = h("button", { type: "button", "aria-expanded": "false", "aria-controls": historySlot.id }, "History");
+    const remove = h("button.danger", { type: "button", disabled: tc.isGone() }, "Delete");
     const card = h("article.block", { dataset: { block: b.label } },
       h("header.block-head",
         h("code.block-label", b.label),
         b.read_only ? pill("paused", "read-only for the agent") : null,
         h("span.muted", `${fmtInt(b.chars)} / ${fmtInt(b.limit)} chars · v${b.version} · `, when(b.updated_at)),
-        h("div.actions", edit)),
+        h("div.actions", edit, " ", history, " ", remove)),
       b.description ? h("p.hint", b.description) : null,
-      value);
+      value, historySlot);
     edit.addEventListener("click", () => editBlock(card, b));
+    history.addEventListener("click", () => {
+      const open = history.getAttribute("aria-expanded") !== "true";
+      history.setAttribute("aria-expanded", String(open));
+      historySlot.hidden = !open;
+      if (open) showHistory(card, b, historySlot);
+      else historySlot.replaceChildren();
+    });
+    remove.addEventListener("click", () => deleteBlock(card, b, remove));
     return card;
+  }
+  function replaceBlock(card, changed) {
+    blocks = blocks.map((x) => (x.label === changed.label ? changed : x));
+    const fresh = blockCard(changed);
+    card.replaceWith(fresh);
+    return fresh;
+  }
+  // Its versions, newest first: who wrote each (api:<token>, run:<id>, import) and when,
+  // with its value; Restore makes an older one current again (as a new version).
+  async function showHistory(card, b, slot) {
+    slot.replaceChildren(h("p.muted", "Reading the history…"));
+    let versions;
+    try {
+      versions = (await get(path`/v1/agents/${tc.name}/memory/blocks/${b.label}/history`)).versions;
+    } catch (e) {
+      if (!refused(e, tc)) slot.replaceChildren(errorBox(e, "Could not read the history"));
+      return;
+    }
+    versions = [...versions].sort((x, y) => y.version - x.version);
+    const items = versions.map((v) => {
+      const current = v.version === b.version;
+      const restore = current ? null
+        : h("button", { type: "button", disabled: tc.isGone(), "aria-label": `Restore version ${v.version} of ${b.label}` },
+          "Restore");
+      const li = h("li.block-version", { dataset: { version: String(v.version) } },
+        h("div.entry-meta",
+          h("strong", `v${v.version}`),
+          current ? h("span.pill", "current") : null,
+          h("span.muted", when(v.at)),
+          v.changed_by ? h("span.muted", " · by ", h("code", v.changed_by)) : null,
+          v.read_only ? h("span.pill", "read-only") : null,
+          h("span.muted", ` · ${fmtInt((v.value || "").length)} / ${fmtInt(v.limit)} chars`),
+          restore ? h("span.actions", restore) : null),
+        h("pre.block-value", v.value || h("span.muted", "(empty)")));
+      if (restore) restore.addEventListener("click", () => restoreVersion(card, b, v, restore));
+      return li;
+    });
+    slot.replaceChildren(h("h3", `History of ${b.label}`),
+      items.length ? h("ol.entry-list", { "aria-label": `Versions of ${b.label}` }, items) : h("p.empty", "No versions."));
+  }
+  async function restoreVersion(card, b, v, button) {
+    const yes = await confirmDialog({ title: `Restore ${b.label} to v${v.version}?`,
+      body: `Its value becomes that version's again (${fmtInt((v.value || "").length)} chars), saved as a new version; `
+        + `the current value (v${b.version}) stays in the history.`,
+      confirm: "Restore", danger: false });
+    if (!yes) { button.focus(); return; }
+    button.disabled = true;
+    try {
+      const restored = await post(path`/v1/agents/${tc.name}/memory/blocks/${b.label}/restore`, { version: v.version });
+      const fresh = replaceBlock(card, restored);
+      toast(`Restored ${b.label} to v${v.version} (now v${restored.version})`, "ok");
+      const again = fresh.querySelector("button[aria-controls]");
+      if (again) again.focus();
+    } catch (e) {
+      button.disabled = false;
+      if (!refused(e, tc)) toast(`Could not restore ${b.label}: ${e.message}`, "error");
+    }
+  }
+  async function deleteBlock(card, b, button) {
+    const yes = await confirmDialog({ title: `Delete the block ${b.label}?`,
+      body: "It leaves this agent's instructions. Its history goes with it unless another agent shares the block. "
+        + "This cannot be undone.",
+      confirm: "Delete block" });
+    if (!yes) { button.focus(); return; }
+    try {
+      await del(path`/v1/agents/${tc.name}/memory/blocks/${b.label}`);
+      toast(`Deleted ${b.label}`, "ok");
+    } catch (e) {
+      // Deleted meanwhile (by another client, the agent): gone all the same.
+      if (!(e instanceof ApiError && e.code === "block_not_found")) {
+        if (!refused(e, tc)) toast(`Could not delete ${b.label}: ${e.message}`, "error");
+        return;
+      }
+    }
+    await loadBlocks();
+    addToggle.focus();
   }
   function editBlock(card, b) {
     const errors = new FieldErrors(`block-${b.label}`);
@@ -70,7 +153,7 @@ export function memoryTab(panel, tc) {
       save.disabled = true;
       try {
         const changed = await patch(path`/v1/agents/${tc.name}/memory/blocks/${b.label}`, { value: area.value });
-        card.replaceWith(blockCard(changed));
+        replaceBlock(card, changed);
         toast(`Saved ${b.label}`, "ok");
       } catch (err) {
         save.disabled = false;
@@ -142,53 +225,7 @@ export function memoryTab(panel, tc) {
     }
   }
 
-  // -- entries --------------------------------------------------------------------------------
-  let before = null;
-  let shown = 0;
-  function entryItem(e) {
-    const long = e.content.length > ENTRY_CLIP;
-    const text = h("p.entry-content", long ? e.content.slice(0, ENTRY_CLIP) + "…" : e.content);
-    const toggle = long ? h("button.linkish", { type: "button", "aria-expanded": "false" }, "Show all") : null;
-    if (toggle) {
-      toggle.addEventListener("click", () => {
-        const open = toggle.getAttribute("aria-expanded") !== "true";
-        text.textContent = open ? e.content : e.content.slice(0, ENTRY_CLIP) + "…";
-        toggle.setAttribute("aria-expanded", String(open));
-        toggle.textContent = open ? "Show less" : "Show all";
-      });
-    }
-    return h("li.entry", { dataset: { entry: e.id } },
-      text, toggle,
-      h("div.entry-meta",
-        e.namespace ? h("span.pill", `namespace ${e.namespace}`) : null,
-        (e.tags || []).map((t) => h("span.pill.tag", t)),
-        e.tainted ? h("span.pill.pill-ask", { title: e.tainted_reason || "" }, "tainted") : null,
-        h("span.muted", when(e.created_at)),
-        e.source && e.source.session ? h("span.muted", " · from ",
-          h("a", { href: tc.ctx.sessionHref(tc.name, e.source.session) }, e.source.session)) : null));
-  }
-  async function loadEntries(next) {
-    try {
-      const body = await get(path`/v1/agents/${tc.name}/memory/entries`, { query: { limit: 50, before: next || undefined } });
-      const items = body.entries.map(entryItem);
-      if (!next) {
-        shown = 0;
-        entriesBox.replaceChildren(items.length ? h("ul.entry-list", items)
-          : h("p.empty", "No memory entries yet: the agent writes them with its remember tool, or consolidation does."));
-      } else {
-        entriesBox.querySelector("ul.entry-list").append(...items);
-      }
-      shown += items.length;
-      entryCount.textContent = shown ? `${fmtInt(shown)} shown` : "";
-      before = body.next_before;
-      more.hidden = !before;
-    } catch (e) {
-      if (!refused(e, tc)) entriesBox.replaceChildren(errorBox(e, "Could not read the memory entries"));
-    }
-  }
-  more.addEventListener("click", () => loadEntries(before));
-
   loadBlocks();
-  loadEntries(null);
+  entries.load();
   return {};
 }
