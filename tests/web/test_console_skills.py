@@ -73,7 +73,8 @@ def test_install_zip_and_tar_gz_then_view_and_remove(
 
     # A zip with SKILL.md in one folder named as the skill, and a second file.
     archive = make_zip(tmp_path / "pdf-tools.zip", {
-        "pdf-tools/SKILL.md": skill_md("pdf-tools", "Fill and read PDF forms.", "Use the script.\n"),
+        "pdf-tools/SKILL.md": skill_md("pdf-tools", "Fill and read PDF forms.",
+                                       "Use the script.\n"),
         "pdf-tools/scripts/fill.py": "print('fill')\n",
     })
     install(page, archive)
@@ -103,10 +104,10 @@ def test_install_zip_and_tar_gz_then_view_and_remove(
     body = notes.locator("pre.skill-body")
     expect(body).to_contain_text("<script>window.__skillPwned = 1</script>")
     assert body.text_content() == api.get("/v1/skills/notes").json()["body"]
-    expect(notes.locator(".skill-detail")).to_contain_text("Keep notes <b>bold</b>.")
+    expect(notes).to_contain_text("Keep notes <b>bold</b>.")
     expect(notes.locator(".skill-files")).to_have_text("SKILL.md")
     expect(notes.locator(".skill-detail")).to_contain_text(skills_of(api)["notes"]["hash"])
-    assert notes.locator(".skill-detail script, .skill-detail img, .skill-detail b").count() == 0
+    assert notes.locator("script, img, b").count() == 0
     assert page.evaluate("() => window.__skillPwned === undefined")
     expect(notes.get_by_role("button", name="Hide")).to_have_attribute("aria-expanded", "true")
     expect(notes.get_by_role("button", name="Hide")).to_be_focused()
@@ -172,6 +173,8 @@ def test_refused_package_names_the_field_and_installs_nothing(
     assert big.stat().st_size < 1 << 20
     install(page, big)
     expect(result.locator(".error-box")).to_contain_text("Too large")
+    expect(result.locator(".error-box")).to_contain_text("'zeros.bin' is larger than")
+    expect(result.locator(".error-box")).to_contain_text("(archive)")
     assert skills_of(api) == {}
 
 
@@ -179,7 +182,8 @@ def test_installed_name_offers_replace_and_replaces(
         page: Any, daemon: Daemon, api: httpx.Client, tmp_path: Path,
         no_policy_violations: None) -> None:
     make_agent(api, "scribe")
-    first = make_zip(tmp_path / "v1.zip", {"SKILL.md": skill_md("greet", "Say hello.", "Version one.\n")})
+    first = make_zip(tmp_path / "v1.zip",
+                     {"SKILL.md": skill_md("greet", "Say hello.", "Version one.\n")})
     installed = api.post("/v1/skills", content=first.read_bytes(),
                          headers={"Content-Type": "application/zip"})
     assert installed.status_code == 201, installed.text
@@ -187,10 +191,12 @@ def test_installed_name_offers_replace_and_replaces(
     open_skills(page, daemon, "scribe")
     expect(page.locator('[data-skill="greet"]')).to_contain_text("Say hello.")
 
-    second = make_tgz(tmp_path / "v2.tgz", {"greet/SKILL.md": skill_md("greet", "Say hello twice.", "Version two.\n")})
+    second = make_tgz(tmp_path / "v2.tgz",
+                      {"greet/SKILL.md": skill_md("greet", "Say hello twice.", "Version two.\n")})
     install(page, second)
     result = page.locator("#skill-install-result")
-    expect(result).to_contain_text("Already installed")
+    expect(result).to_contain_text("Already installed: a skill named 'greet' is installed already. "
+                                   "Replace it with v2.tgz?")
     replace = result.get_by_role("button", name="Replace")
     expect(replace).to_be_focused()
     assert skills_of(api)["greet"]["hash"] == old_hash

@@ -20,9 +20,10 @@ function archiveType(name) {
 }
 
 // An ApiError in words: its message (which names the field, "SKILL.md.name: ..."),
-// and the fields of a 422 when the message does not say them.
+// and the fields (a 422's details.errors, a 413's details.field) it does not say.
 function refusal(e) {
   const fields = e instanceof ApiError ? Object.keys(e.fieldErrors()) : [];
+  if (e instanceof ApiError && typeof e.details.field === "string" && !fields.includes(e.details.field)) fields.push(e.details.field);
   const named = fields.filter((f) => !e.message.includes(f));
   return [e.message, named.length ? ` (${named.join(", ")})` : "",
     e instanceof ApiError && e.code ? h("code.code", e.code) : null];
@@ -95,7 +96,6 @@ export function skillsTab(panel, tc) {
     if (d instanceof Error) return h("div.skill-detail", { id }, errorBox(d, "Could not read the skill"));
     return h("div.skill-detail", { id, role: "region", "aria-label": `Skill ${name}` },
       h("dl.facts",
-        h("dt", "Description"), h("dd", d.description),
         d.license ? [h("dt", "License"), h("dd", d.license)] : null,
         d.compatibility ? [h("dt", "Compatibility"), h("dd", d.compatibility)] : null,
         d.allowed_tools && d.allowed_tools.length ? [h("dt", "Allowed tools"), h("dd", d.allowed_tools.join(" "))] : null,
@@ -194,7 +194,9 @@ export function skillsTab(panel, tc) {
               + "that enables it (from their next run).", confirm: "Replace skill" });
           if (yes) send(chosen, true); else again.focus();
         });
-        say(h("div.warn-box", { role: "alert" }, h("strong", "Already installed: "), e.message, " ", again));
+        // The daemon's message ends in API advice ("install with replace=true"): Replace is that.
+        say(h("div.warn-box", { role: "alert" }, h("strong", "Already installed: "), `${e.message.split(":")[0]}. `,
+          `Replace it with ${chosen.name}? `, again));
         again.focus();
         return;
       }
