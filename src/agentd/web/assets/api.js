@@ -46,8 +46,10 @@ export function path(strings, ...values) {
   return out;
 }
 
-// api("GET", "/v1/agents") -> parsed JSON (null for 204); throws ApiError.
-export async function api(method, url, body, { signal, query } = {}) {
+// api("GET", "/v1/agents") -> parsed JSON (null for 204); throws ApiError. body is sent as
+// JSON; or raw: {data, type} sends bytes as they are (an ArrayBuffer, a Blob) with that
+// Content-Type (a skill's archive).
+export async function api(method, url, body, { signal, query, raw } = {}) {
   if (query) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) {
@@ -57,7 +59,10 @@ export async function api(method, url, body, { signal, query } = {}) {
     if (s) url += (url.includes("?") ? "&" : "?") + s;
   }
   const init = { method, headers: headers({ Accept: "application/json" }), signal };
-  if (body !== undefined) {
+  if (raw) {
+    init.body = raw.data;
+    init.headers["Content-Type"] = raw.type || "application/octet-stream";
+  } else if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
@@ -84,6 +89,7 @@ export async function api(method, url, body, { signal, query } = {}) {
 
 export const get = (url, opts) => api("GET", url, undefined, opts);
 export const post = (url, body, opts) => api("POST", url, body === undefined ? {} : body, opts);
+export const postRaw = (url, data, type, opts = {}) => api("POST", url, undefined, { ...opts, raw: { data, type } });
 export const patch = (url, body, opts) => api("PATCH", url, body, opts);
 export const put = (url, body, opts) => api("PUT", url, body, opts);
 export const del = (url, opts) => api("DELETE", url, undefined, opts);

@@ -1,7 +1,8 @@
-// The agent page's Sessions, Skills and Heartbeat tabs (Schedules: agent-schedules.js). Each is
+// The agent page's Sessions and Heartbeat tabs (Schedules: agent-schedules.js; Skills:
+// agent-skills.js). Each is
 // make(panel, tc) -> {cleanup?, onEvent?, onAgent?, onGone?} (see agent.js).
 
-import { ApiError, del, get, patch, path, put } from "../api.js";
+import { ApiError, get, patch, path } from "../api.js";
 import { debounce, errorBox, fmtInt, h, pill, toast, virtualList } from "../ui.js";
 import { FieldErrors, errorList, when } from "./agent-shared.js";
 
@@ -151,48 +152,6 @@ export function sessionsTab(panel, tc) {
   const reload = debounce(() => loadFirst(), 800);
   loadFirst({ fresh: true });
   return { onEvent: () => reload() };
-}
-
-// -- Skills ---------------------------------------------------------------------------------------
-
-export function skillsTab(panel, tc) {
-  const box = h("div");
-  panel.append(h("div.panel", h("h2", "Skills"),
-    h("p.hint", "Enabled skills are named in every run's instructions and readable by the agent's commands at ",
-      h("code", "/skills/NAME"), "."), box));
-  let installed = [];
-  function draw() {
-    const enabled = new Set(((tc.agent().settings || {}).skills || {}).enabled || []);
-    const known = new Set(installed.map((s) => s.name));
-    const rows = [...installed, ...[...enabled].filter((n) => !known.has(n)).map((n) => ({ name: n, missing: true }))];
-    if (!rows.length) {
-      box.replaceChildren(h("p.empty", "No skills are installed on this daemon (",
-        h("code", "agentd skill install PATH"), ")."));
-      return;
-    }
-    box.replaceChildren(h("ul.skill-list", rows.map((s) => {
-      const on = enabled.has(s.name);
-      return h("li.skill", { dataset: { skill: s.name } },
-        h("div.skill-text", h("strong", s.name), " ", on ? pill("running", "enabled") : pill("created", "off"),
-          s.missing ? h("span.pill.pill-error", "not installed") : null,
-          s.description ? h("p.hint", s.description) : null),
-        h("button", { type: "button", disabled: tc.isGone(), "aria-pressed": String(on),
-          onclick: () => setSkill(s.name, !on) }, on ? "Disable" : "Enable"));
-    })));
-  }
-  async function setSkill(skill, on) {
-    try {
-      const agent = on ? await put(path`/v1/agents/${tc.name}/skills/${skill}`)
-        : await del(path`/v1/agents/${tc.name}/skills/${skill}`);
-      if (agent) tc.setAgent(agent);
-      draw();
-    } catch (e) {
-      refused(e, tc, `Could not ${on ? "enable" : "disable"} ${skill}`);
-    }
-  }
-  get("/v1/skills").then((b) => { installed = b.skills; draw(); })
-    .catch((e) => { if (!refused(e, tc)) box.replaceChildren(errorBox(e, "Could not list the skills")); });
-  return { onAgent: draw, onGone: draw };
 }
 
 // -- Heartbeat ---------------------------------------------------------------------------------

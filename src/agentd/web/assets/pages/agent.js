@@ -10,7 +10,8 @@ import { follow } from "../live.js";
 import { banner, errorBox, fmtInt, h, toast } from "../ui.js";
 import { confirmDialog, every, statePills, when } from "./agent-shared.js";
 import { settingsTab } from "./agent-settings.js";
-import { heartbeatTab, sessionsTab, skillsTab } from "./agent-tabs.js";
+import { heartbeatTab, sessionsTab } from "./agent-tabs.js";
+import { skillsTab } from "./agent-skills.js";
 import { schedulesTab } from "./agent-schedules.js";
 import { memoryTab } from "./agent-memory.js";
 
