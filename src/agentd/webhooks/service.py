@@ -172,7 +172,7 @@ class Webhooks:
         self._any = True
         #: Figures for tests and the bench.
         self.figures: dict[str, int] = {"made": 0, "attempts": 0, "delivered": 0,
-                                        "failed": 0, "lost_lease": 0}
+                                        "failed": 0, "lost_lease": 0, "scans": 0}
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -351,6 +351,7 @@ class Webhooks:
         dirty: set[str] = set()
         if scan or time.monotonic() - scanned > self.config.poll_s * 5:
             scanned = time.monotonic()
+            self.figures["scans"] += 1
             behind = await self.store.sessions_behind(_SCAN)
             self._any = bool(behind) or bool(await self.store.list_webhooks(limit=1))
             dirty.update(behind)
