@@ -17,12 +17,13 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import orjson
 
 __all__ = [
+    "LocalDaemon",
     "PhaseStats",
     "ServerProcess",
     "SseFrame",
@@ -134,6 +135,42 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
             self.shutdown_s = time.monotonic() - t0
         return self.proc.returncode
+
+
+class LocalDaemon:
+    """``agentd serve`` on a free port of 127.0.0.1 with ``home`` (no demo agent, the
+    bench's ``token``, ``env`` on top), as a context manager: entered once ``/health``
+    answers, stopped on exit."""
+
+    def __init__(self, home: Path, token: str, env: dict[str, str] | None = None,
+                 *, ready_s: float = 120.0) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ready_s = ready_s
+        full = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
+                "AGENTD_LOG_LEVEL": "WARNING", "AGENTD_TOKEN": token, **(env or {})}
+        self.server = ServerProcess(
+            "agentd", [sys.executable, "-m", "agentd", "serve", "--port", str(self.port)],
+            home / "daemon.log", full)
+
+    def __enter__(self) -> Self:
+        import httpx
+
+        self.server.start()
+        deadline = time.monotonic() + self.ready_s
+        while time.monotonic() < deadline:
+            if self.server.exited():
+                raise RuntimeError(f"daemon exited: {self.server.log_tail()}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not come up within {self.ready_s:g}s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
 
 
 async def wait_ready(

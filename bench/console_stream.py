@@ -32,7 +32,6 @@ import argparse
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from _load import ServerProcess, free_port, info, percentile
+from _load import LocalDaemon, info, percentile
 from agentd.testing import StubLLMServer
 
 TOKEN = "console-bench-token-0123456789"
@@ -85,39 +84,11 @@ OBSERVER = """
 """
 
 
-class Daemon:
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
-               "AGENTD_LOG_LEVEL": "WARNING", "AGENTD_TOKEN": TOKEN}
-        self.server = ServerProcess(
-            "agentd", [sys.executable, "-m", "agentd", "serve", "--port", str(self.port)],
-            home / "daemon.log", env)
-
-    def __enter__(self) -> Daemon:
-        self.server.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.server.exited():
-                raise RuntimeError(f"daemon exited: {self.server.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("daemon did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-
-
 def _session_url(base: str, agent: str, key: str) -> str:
     return f"{base}/ui/#/agents/{quote(agent, safe='')}/sessions/{quote(key, safe='')}"
 
 
-def token_latency(api: httpx.Client, daemon: Daemon, stub: StubLLMServer, browser: Any,
+def token_latency(api: httpx.Client, daemon: LocalDaemon, stub: StubLLMServer, browser: Any,
                   *, tokens: int, runs: int, interval_s: float) -> dict[str, Any]:
     created = api.post("/v1/agents", json={"name": "streamer", "model": "openai-compatible:stub",
                                            "settings": {"base_url": stub.base_url}})
@@ -163,7 +134,7 @@ def token_latency(api: httpx.Client, daemon: Daemon, stub: StubLLMServer, browse
     }
 
 
-def long_session(api: httpx.Client, daemon: Daemon, browser: Any, *, steps: int, calls: int,
+def long_session(api: httpx.Client, daemon: LocalDaemon, browser: Any, *, steps: int, calls: int,
                  loads: int) -> dict[str, Any]:
     turn = {"tool_calls": [{"name": "calculator", "arguments": {"expression": f"{i}+1"}}
                            for i in range(calls)]}
@@ -226,7 +197,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="agentd-console-bench-") as tmp, \
-            StubLLMServer() as stub, Daemon(Path(tmp)) as daemon, \
+            StubLLMServer() as stub, LocalDaemon(Path(tmp), TOKEN) as daemon, \
             httpx.Client(base_url=daemon.base, timeout=120,
                          headers={"Authorization": f"Bearer {TOKEN}"}) as api, \
             sync_playwright() as pw:

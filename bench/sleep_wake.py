@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
-from _load import ServerProcess, free_port, info, percentile
+from _load import LocalDaemon, info, percentile
 from agentd.store import open_store
 
 WARMUP_TURNS = 300
@@ -81,33 +79,9 @@ TOKEN = "bench-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class Daemon:
+class Daemon(LocalDaemon):
     def __init__(self, home: Path, idle_s: float) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
-               "AGENTD_AGENT_IDLE_S": str(idle_s), "AGENTD_LOG_LEVEL": "WARNING",
-               "AGENTD_TOKEN": TOKEN}
-        self.server = ServerProcess(
-            "agentd", [sys.executable, "-m", "agentd", "serve", "--port", str(self.port)],
-            home / "daemon.log", env)
-
-    def __enter__(self) -> Daemon:
-        self.server.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.server.exited():
-                raise RuntimeError(f"daemon exited: {self.server.log_tail()}")
-            try:
-                if httpx.get(f"{self.base}/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not come up")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
+        super().__init__(home, TOKEN, {"AGENTD_AGENT_IDLE_S": str(idle_s)}, ready_s=60)
 
     def rss(self) -> int:
         assert self.server.pid is not None

@@ -249,10 +249,7 @@ class Browsers:
         """The page of ``session`` in ``agent_id``'s browser (started for ``grant``;
         under a root daemon as ``user``, the agent's uid and gid, or ``nobody``), held
         for one call. ``create`` False: a session with no page is refused."""
-        if self._closed:
-            raise ToolError("the daemon is stopping", code="browser_unavailable")
-        if not grant:
-            raise _refused("this agent has no network (settings.policy.network)")
+        self._admit(grant)
         entry = await self._browser(agent_id, grant, rules, user, create=create)
         try:
             async with entry.lock:
@@ -278,12 +275,16 @@ class Browsers:
                     *, user: tuple[int, int] | None = None) -> None:
         """Start ``agent_id``'s browser for ``grant`` if it is not running (within
         ``launch_timeout_s``): a call's own time limit then counts only its work."""
+        self._admit(grant)
+        entry = await self._browser(agent_id, grant, rules, user, create=True)
+        entry.busy -= 1
+
+    def _admit(self, grant: Grant) -> None:
+        """Refuse a call while the daemon stops, or for an agent with no network."""
         if self._closed:
             raise ToolError("the daemon is stopping", code="browser_unavailable")
         if not grant:
             raise _refused("this agent has no network (settings.policy.network)")
-        entry = await self._browser(agent_id, grant, rules, user, create=True)
-        entry.busy -= 1
 
     async def discard_tab(self, agent_id: str, session: str) -> None:
         """Close a session's page (after a call that left it in an unknown state)."""

@@ -6,7 +6,7 @@
 
 import { ApiError, del, get, patch, path, post } from "../api.js";
 import { errorBox, fmtInt, h, toast } from "../ui.js";
-import { FieldErrors, confirmDialog, errorList, when } from "./agent-shared.js";
+import { FieldErrors, confirmDialog, disclosure, errorList, when } from "./agent-shared.js";
 
 const ENTRY_CLIP = 600;
 const SEARCH_LIMIT = 50;
@@ -242,18 +242,7 @@ export function entriesSection(tc, refused) {
     });
     return { el: form, focus: () => content.focus() };
   }
-  function showAdd(open) {
-    addSlot.hidden = !open;
-    addToggle.setAttribute("aria-expanded", String(open));
-    if (open) {
-      const f = addForm();
-      addSlot.replaceChildren(f.el);
-      f.focus();
-    } else {
-      addSlot.replaceChildren();
-    }
-  }
-  addToggle.addEventListener("click", () => showAdd(addSlot.hidden));
+  const showAdd = disclosure(addToggle, addSlot, addForm);
 
   // -- the list and the search ------------------------------------------------------------------
   let before = null;

@@ -5,7 +5,7 @@
 
 import { ApiError, del, get, patch, path, post, put } from "../api.js";
 import { errorBox, fmtInt, h, pill, toast } from "../ui.js";
-import { FieldErrors, confirmDialog, errorList, when } from "./agent-shared.js";
+import { FieldErrors, confirmDialog, disclosure, errorList, when } from "./agent-shared.js";
 import { entriesSection } from "./agent-memory-entries.js";
 
 function refused(e, tc) {
@@ -201,18 +201,7 @@ export function memoryTab(panel, tc) {
     });
     return { el: form, focus: () => label.focus() };
   }
-  function showAdd(open) {
-    addSlot.hidden = !open;
-    addToggle.setAttribute("aria-expanded", String(open));
-    if (open) {
-      const f = addForm();
-      addSlot.replaceChildren(f.el);
-      f.focus();
-    } else {
-      addSlot.replaceChildren();
-    }
-  }
-  addToggle.addEventListener("click", () => showAdd(addSlot.hidden));
+  const showAdd = disclosure(addToggle, addSlot, addForm);
 
   let blocks = [];
   async function loadBlocks() {

@@ -4,7 +4,7 @@
 
 import { ApiError, del, get, patch, path, post } from "../api.js";
 import { errorBox, fmtInt, h, pill, toast } from "../ui.js";
-import { FieldErrors, confirmDialog, errorList, when } from "./agent-shared.js";
+import { FieldErrors, confirmDialog, disclosure, errorList, when } from "./agent-shared.js";
 import { refused } from "./agent-tabs.js";
 
 function trigger(s) {
@@ -259,27 +259,15 @@ export function schedulesTab(panel, tc) {
   // (with whatever is typed in it) across the list's redraws.
   let editing = null; // {id, form}
 
-  function showAdd(open) {
-    addSlot.hidden = !open;
-    addToggle.setAttribute("aria-expanded", String(open));
-    if (open) {
-      adding = scheduleForm(tc, {
-        onSaved: (created) => {
-          rows = [...rows.filter((r) => r.id !== created.id), created];
-          showAdd(false);
-          draw();
-          addToggle.focus();
-        },
-        onCancel: () => { showAdd(false); addToggle.focus(); },
-      });
-      addSlot.replaceChildren(adding.el);
-      adding.focus();
-    } else {
-      adding = null;
-      addSlot.replaceChildren();
-    }
-  }
-  addToggle.addEventListener("click", () => showAdd(addSlot.hidden));
+  const showAdd = disclosure(addToggle, addSlot, () => (adding = scheduleForm(tc, {
+    onSaved: (created) => {
+      rows = [...rows.filter((r) => r.id !== created.id), created];
+      showAdd(false);
+      draw();
+      addToggle.focus();
+    },
+    onCancel: () => { showAdd(false); addToggle.focus(); },
+  })));
 
   function editButton(id) {
     const found = box.querySelector(`tr[data-schedule="${CSS.escape(id)}"] button.edit`);
@@ -404,6 +392,6 @@ export function schedulesTab(panel, tc) {
       reload = setTimeout(() => { reload = null; load(null); }, 800);
     },
     cleanup: () => clearTimeout(reload),
-    onGone: () => { draw(); if (adding) adding.gone(); if (editing) editing.form.gone(); },
+    onGone: () => { draw(); if (!addSlot.hidden && adding) adding.gone(); if (editing) editing.form.gone(); },
   };
 }

@@ -157,6 +157,24 @@ export function confirmDialog({ title, body, confirm = "Delete", danger = true }
 
 // Repeats fn every ms while the page is open (and at once when the tab is shown again);
 // stop() ends it. fn may be async: a slow answer never overlaps the next.
+// A button that opens and closes a form in a slot under it: make() -> {el, focus} builds
+// the form each time it opens. Returns show(open), for the form's own Save and Cancel.
+export function disclosure(toggle, slot, make) {
+  function show(open) {
+    slot.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    if (open) {
+      const form = make();
+      slot.replaceChildren(form.el);
+      form.focus();
+    } else {
+      slot.replaceChildren();
+    }
+  }
+  toggle.addEventListener("click", () => show(slot.hidden));
+  return show;
+}
+
 export function every(ms, fn) {
   let timer = null;
   let stopped = false;
