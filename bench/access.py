@@ -7,7 +7,9 @@ timed with four tokens:
 - ``none``: a daemon with no scopes configured (the check returns at once);
 - ``unscoped``: scopes configured, the token has none (every agent);
 - ``names``: a scope of name patterns only (decided without a read);
-- ``tenants``: a scope of tenants (a read of the agent, or of every agent for a list).
+- ``tenants``: a scope of tenants (a read of the agent, or of every agent for a list);
+- ``named``: a named token (``POST /v1/tokens``, issue 27) bound to tenant ``acme``,
+  a member: the same scope as ``tenants``, found by its id and hash.
 
 Routes: ``GET /v1/agents/{name}``, ``GET .../sessions/{key}/events``, ``POST
 .../messages`` (``wait=true``: the turn is in the request), ``GET /v1/runs?limit=50``
@@ -15,8 +17,10 @@ and ``GET /v1/agents``. Reported per route and token: the process's CPU microsec
 per request (client included: httpx over ASGI, one request at a time; CPU rather than
 wall time, so that a loaded machine skews it less), the median of ``--rounds`` rounds
 taken in turns, and its difference from ``none``. Then the check alone
-(``require_agent``, the call every ``/v1/agents/{name}`` route makes) per token, in
-microseconds. stdout gets one JSON line; progress goes to stderr.
+(``require_agent``, the call every ``/v1/agents/{name}`` route makes) per token, and
+the bearer check alone (``TokenCheck.principal``: who a request is) for a configured
+and a named token, in microseconds. stdout gets one JSON line; progress goes to
+stderr.
 
     PYTHONPATH=src .venv/bin/python bench/access.py [--agents 200] [--requests 400]
 """
@@ -82,6 +86,18 @@ async def _time(api: httpx.AsyncClient, token: str, method: str, path: str,
     return (time.process_time() - started) / n * 1e6
 
 
+def _auth_alone(app: Any, token: str, n: int) -> float:
+    """CPU microseconds of the bearer check (``TokenCheck.principal``) for ``token``."""
+    check = app.state.token_check
+    scope = {"type": "http", "app": app, "path": "/v1/agents",
+             "headers": [(b"authorization", f"Bearer {token}".encode())]}
+    assert check.principal(scope)[0] is not None
+    started = time.process_time()
+    for _ in range(n):
+        check.principal(scope)
+    return (time.process_time() - started) / n * 1e6
+
+
 async def _check_alone(app: Any, token_name: str | None, n: int) -> float:
     """CPU microseconds of ``require_agent`` for a request made with ``token_name``."""
     from starlette.requests import HTTPConnection
@@ -125,7 +141,23 @@ async def main() -> None:
                         base_url="http://bench") as api:
                     info(f"seeding {args.agents} agents ({'scoped' if scoped else 'plain'})")
                     await _seed(api, args.agents)
-                    kinds = ("names", "tenants", "unscoped") if scoped else ("none",)
+                    kinds = (("names", "tenants", "unscoped", "named") if scoped
+                             else ("none",))
+                    if scoped:
+                        await api.post("/v1/tenants", headers={
+                            "Authorization": f"Bearer {TOKENS['unscoped']}"},
+                            json={"name": "acme"})
+                        made = await api.post("/v1/tokens", headers={
+                            "Authorization": f"Bearer {TOKENS['unscoped']}"}, json={
+                            "name": "bench-named", "role": "member", "tenant": "acme"})
+                        assert made.status_code == 201, made.text
+                        TOKENS["named"] = made.json()["token"]
+                        for kind in ("unscoped", "named"):
+                            figures[f"auth_{kind}_us"] = round(statistics.median(
+                                _auth_alone(app, TOKENS[kind], args.requests * 25)
+                                for _ in range(args.rounds)), 2)
+                            info(f"bearer check alone {kind}: "
+                                 f"{figures[f'auth_{kind}_us']} us")
                     for route, (method, path, body) in routes.items():
                         rounds: dict[str, list[float]] = {k: [] for k in kinds}
                         for _ in range(args.rounds):
@@ -139,7 +171,7 @@ async def main() -> None:
                             info(f"{route} {kind}: {figures[f'{route}_{kind}_us']} us")
                     names = {"none": None, "unscoped": "token-3", "names": "token-1",
                              "tenants": "token-2"}
-                    for kind in kinds:
+                    for kind in (k for k in kinds if k in names):
                         alone = [await _check_alone(app, names[kind], args.requests * 5)
                                  for _ in range(args.rounds)]
                         figures[f"check_{kind}_us"] = round(statistics.median(alone), 2)
@@ -148,7 +180,7 @@ async def main() -> None:
                 await runtime.close()
     for route in routes:
         base = figures[f"{route}_none_us"]
-        for kind in ("unscoped", "names", "tenants"):
+        for kind in ("unscoped", "names", "tenants", "named"):
             figures[f"{route}_{kind}_delta_us"] = round(figures[f"{route}_{kind}_us"] - base, 1)
     print(orjson.dumps(figures).decode())
 

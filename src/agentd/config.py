@@ -10,7 +10,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -21,9 +21,12 @@ from pydantic_settings import (
 )
 
 from agentd.channels.settings import ChannelsConfig
+from agentd.llm.registry import PROVIDERS, PUBLIC_PROVIDERS, ModelEndpoint, endpoint_providers
 from agentd.memory.settings import MemoryConfig
+from agentd.security._endpoints import endpoint
 from agentd.security.access import TokenScope
 from agentd.security.policy import PolicyConfig
+from agentd.trust import OperatorOnly
 
 if TYPE_CHECKING:
     from agentd.store import StoreOptions
@@ -35,6 +38,7 @@ __all__ = [
     "A2AConfig",
     "AdaptersConfig",
     "AgentSandbox",
+    "AuditConfig",
     "BrowserConfig",
     "Budget",
     "Limit",
@@ -44,6 +48,7 @@ __all__ = [
     "SandboxLimits",
     "Settings",
     "TenantConfig",
+    "TenantQuotas",
     "TermoConfig",
     "WebhooksConfig",
     "default_home",
@@ -64,11 +69,14 @@ class _Strict(BaseModel):
 class A2AConfig(_Strict):
     """The ``a2a_call`` tool's credentials (``[a2a]`` in agentd.toml).
 
-    ``remote_tokens`` maps a remote A2A endpoint's ``HOST:PORT`` (or ``HOST``, any port)
-    to the name of an environment variable of the daemon holding the bearer token that
-    endpoint takes. The tool sends a token only to the endpoint it is listed for; the
-    model never sees it and cannot name a variable (a token in a tool argument would
-    sit in the session's log and come from the model's context).
+    ``remote_tokens`` maps a remote A2A endpoint to the name of an environment variable
+    of the daemon holding the bearer token that endpoint takes. An entry is exactly one
+    endpoint, scheme, host and port (``HOST`` is ``https://HOST:443``, ``HOST:PORT``
+    https on that port, ``http://HOST:PORT`` plain http: see
+    :mod:`agentd.security._endpoints`); the keys are kept in the canonical form
+    ``scheme://host:port``. The tool sends a token only to the endpoint it is listed
+    for; the model never sees it and cannot name a variable (a token in a tool
+    argument would sit in the session's log and come from the model's context).
     """
 
     remote_tokens: dict[str, str] = Field(default_factory=dict, max_length=1000)
@@ -76,12 +84,16 @@ class A2AConfig(_Strict):
     @field_validator("remote_tokens")
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        for endpoint, variable in value.items():
-            if not endpoint or endpoint != endpoint.strip() or "/" in endpoint:
-                raise ValueError(f"{endpoint!r} is not HOST or HOST:PORT")
+        out: dict[str, str] = {}
+        for entry, variable in value.items():
+            key = endpoint(entry)
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", variable):
                 raise ValueError(f"{variable!r} is not an environment variable's name")
-        return {endpoint.lower(): variable for endpoint, variable in value.items()}
+            if key in out:
+                raise ValueError(f"{entry!r} names the endpoint {key} of another entry: "
+                                 "list each endpoint once")
+            out[key] = variable
+        return out
 
 
 class AdaptersConfig(_Strict):
@@ -193,11 +205,31 @@ class Budget(_Strict):
         return not (self.run.items() or self.day.items() or self.month.items())
 
 
+class TenantQuotas(_Strict):
+    """What one tenant's agents may hold at once, and spend per day (``/v1/tenants``,
+    or ``[tenants.NAME.quotas]``): checked on every write that adds to one (a 403
+    ``quota_exceeded`` naming the quota; nothing written). Left out: no limit."""
+
+    agents: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
+    schedules: int | None = Field(default=None, ge=0, le=10_000_000, strict=True)
+    sessions: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
+    memory_entries: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
+    #: Connections its agents hold open through egress proxies at once.
+    egress_connections: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
+    #: Sandbox uids its agents hold (one per agent whose commands have run).
+    sandbox_uids: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
+    #: Model spend per UTC day (a run past it fails with ``budget_exceeded``).
+    spend_usd_per_day: float | None = Field(default=None, ge=0, le=1e9,
+                                            allow_inf_nan=False)
+
+
 class TenantConfig(_Strict):
-    """A tenant: its share of the scheduler (within a priority class) and its budget."""
+    """A tenant: its share of the scheduler (within a priority class), its budget and
+    its quotas."""
 
     weight: float = Field(default=1.0, gt=0, strict=True)
     budget: Budget = Budget()
+    quotas: TenantQuotas = TenantQuotas()
 
     @field_validator("budget")
     @classmethod
@@ -222,16 +254,31 @@ class SandboxLimits(_Strict):
     wall_s: float = Field(default=60.0, gt=0, le=86400)
 
 
+def _more_disk(name: str) -> OperatorOnly:
+    return OperatorOnly(
+        "host", f"more than the daemon's {name} takes the host's disk from other tenants",
+        allows=lambda grants, value: grants.disk(name, value))
+
+
 class AgentSandbox(_Strict):
     """An agent's ``settings.sandbox``: its backend and limits (each limit at most the
     daemon's), and whether its shell keeps state between calls by default."""
 
-    backend: Literal["auto", "bubblewrap", "gvisor", "process"] | None = None
-    limits: dict[str, float] = Field(default_factory=dict)
+    backend: Annotated[
+        Literal["auto", "bubblewrap", "gvisor", "process"] | None,
+        OperatorOnly("host", "a backend weaker than the daemon's lets commands see the "
+                             "host", allows=lambda grants, value: grants.backend(value)),
+    ] = None
+    limits: Annotated[dict[str, float], OperatorOnly(
+        "host", "limits above the daemon's defaults ([sandbox.limits]) take the host's "
+                "resources from other tenants",
+        allows=lambda grants, value: grants.limits(value))] = Field(default_factory=dict)
     persistent_shell: bool = False
     #: Lower the daemon's workspace size quota / snapshot budget for this agent (MB).
-    workspace_max_mb: int | None = Field(default=None, gt=0)
-    snapshot_budget_mb: int | None = Field(default=None, gt=0)
+    workspace_max_mb: Annotated[int | None, _more_disk("workspace_max_mb")] = Field(
+        default=None, gt=0)
+    snapshot_budget_mb: Annotated[int | None, _more_disk("snapshot_budget_mb")] = Field(
+        default=None, gt=0)
 
     @field_validator("limits")
     @classmethod
@@ -252,7 +299,8 @@ class AgentSandbox(_Strict):
             return str(int(value)) if float(value).is_integer() else str(value)
 
         return {name: f"{shown(limit)} is above the daemon's limit of "
-                      f"{shown(getattr(caps, name))} ([sandbox.limits] {name})"
+                      f"{shown(getattr(caps, name))} ([sandbox.max_limits] {name}, else "
+                      "[sandbox.limits])"
                 for name, limit in self.limits.items()
                 if name in SandboxLimits.model_fields and limit > getattr(caps, name)}
 
@@ -262,8 +310,17 @@ class SandboxConfig(_Strict):
 
     #: ``auto``: the strongest backend this machine has (gvisor > bubblewrap > process).
     backend: Literal["auto", "bubblewrap", "gvisor", "process"] = "auto"
-    #: The daemon's limits: the defaults, and the ceiling for agents' own.
+    #: The daemon's limits: every agent's defaults, and the most a member token may
+    #: give an agent (agents' own may lower them).
     limits: SandboxLimits = SandboxLimits()
+    #: The most an operator or admin token may give an agent (``settings.sandbox.limits``
+    #: above ``limits``); None: ``limits``, so no agent goes above the defaults.
+    max_limits: SandboxLimits | None = None
+
+    @property
+    def ceiling(self) -> SandboxLimits:
+        """The most any agent's limits may be (``max_limits``, else ``limits``)."""
+        return self.max_limits or self.limits
     #: A persistent shell with no call for this long is closed.
     shell_idle_s: float = Field(default=600.0, gt=0)
     #: Snapshot workspaces after tool steps that may have changed them.
@@ -287,12 +344,26 @@ class SandboxConfig(_Strict):
     #: a second agent. Choose a range no host user or group has.
     uid_base: int = Field(default=200_000, ge=1000, le=2**31)
     uid_count: int = Field(default=100_000, ge=1, le=2**30)
+    #: Connections the daemon's egress proxies hold at once, every agent's together
+    #: (each is up to two of the daemon's descriptors); None: an eighth of the
+    #: descriptor limit (which the daemon raises to its hard limit at start). More
+    #: than a quarter of the limit stops the daemon at start.
+    egress_max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
+    #: Connections one agent holds at once through its proxies (its commands, MCP
+    #: servers and browser together); past it, the proxy answers 503.
+    egress_max_per_agent: int = Field(default=64, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _uid_range(self) -> SandboxConfig:
         if self.uid_base <= 65534 < self.uid_base + self.uid_count:
             raise ValueError("sandbox.uid_base .. uid_base + uid_count must not hold "
                              "65534 (nobody)")
+        if self.max_limits is not None:
+            low = [name for name in SandboxLimits.model_fields
+                   if getattr(self.max_limits, name) < getattr(self.limits, name)]
+            if low:
+                raise ValueError(f"sandbox.max_limits.{low[0]} is below sandbox.limits."
+                                 f"{low[0]}: the ceiling cannot be under the default")
         return self
 
     #: Non-public endpoints (``"host:port"``, ``"[::1]:80"``) a network grant may
@@ -355,6 +426,15 @@ class WebhooksConfig(_Strict):
         for item in value:
             parse_pattern(item)  # ValueError: pydantic reports which item
         return [item.strip().lower() for item in value]
+
+
+class AuditConfig(_Strict):
+    """The audit log (``[audit]``): what is recorded of refused requests."""
+
+    #: Refusals recorded per token (or per client address, for requests without a
+    #: valid token) per minute; past it they are counted, and one row says how many
+    #: were not recorded, so a flood of bad requests cannot fill the database.
+    refusals_per_minute: int = Field(default=60, ge=1, le=100_000)
 
 
 class BrowserConfig(_Strict):
@@ -462,6 +542,19 @@ class Settings(BaseSettings):
     #: Stdio MCP server commands any token may configure: each entry is a command line
     #: whose words must begin the server's command (``"uvx mcp-server-fetch"``).
     mcp_commands: list[str] = Field(default_factory=list)
+    #: MCP server URLs member tokens may configure: each entry is a URL prefix
+    #: (``"https://mcp.example.com/"``: scheme, host and port must match exactly, the
+    #: path must start with the entry's). Any other URL needs an operator token.
+    mcp_urls: list[str] = Field(default_factory=list, max_length=1000)
+    #: Named model endpoints (``[models.NAME] provider, base_url, api_key_env``):
+    #: agents name them as providers (``NAME:MODEL``), so tokens below ``operator``
+    #: can use a server the operator chose without naming its URL or key.
+    models: dict[str, ModelEndpoint] = Field(default_factory=dict, max_length=1000)
+    #: Providers a member token may name in a model string (the rest, whose servers
+    #: are on the host or the operator's to choose, need an operator token).
+    member_providers: list[str] = Field(default_factory=lambda: list(PUBLIC_PROVIDERS))
+    #: The audit log (docs/security.md, "Audit").
+    audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
     default_model: str = "scripted"
     max_steps: int = Field(default=16, ge=1, le=1000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
@@ -543,8 +636,6 @@ class Settings(BaseSettings):
     @field_validator("providers", mode="after")
     @classmethod
     def _provider_names(cls, value: dict[str, ProviderLimits]) -> dict[str, ProviderLimits]:
-        from agentd.llm.registry import PROVIDERS  # light: no SDK is imported
-
         for key in value:
             name = key.partition(":")[0]
             if name not in PROVIDERS:
@@ -564,6 +655,32 @@ class Settings(BaseSettings):
                 raise ValueError(f"mcp_commands entry {entry!r}: {exc}") from None
             if not words:
                 raise ValueError("an mcp_commands entry is empty")
+        return value
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _endpoints(cls, value: dict[str, ModelEndpoint]) -> dict[str, ModelEndpoint]:
+        endpoint_providers(value)  # ValueError naming the endpoint
+        return value
+
+    @field_validator("member_providers", mode="after")
+    @classmethod
+    def _member_providers(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {', '.join(map(repr, unknown))}; known: "
+                             + ", ".join(sorted(PROVIDERS)))
+        return value
+
+    @field_validator("mcp_urls", mode="after")
+    @classmethod
+    def _mcp_urls(cls, value: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for entry in value:
+            parts = urlsplit(entry)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"mcp_urls entry {entry!r} is not an http(s) URL")
         return value
 
     @field_validator("priority_weights", mode="after")

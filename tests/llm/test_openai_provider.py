@@ -298,12 +298,18 @@ async def test_keyless_provider_sends_a_placeholder_key(stub: StubLLMServer, mod
 async def test_api_key_env_setting_names_the_key_variable(
     stub: StubLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = {"base_url": stub.base_url, "api_key_env": "AGENTD_TEST_STUB_KEY"}
-    monkeypatch.delenv("AGENTD_TEST_STUB_KEY", raising=False)
-    with pytest.raises(InvalidModel, match="AGENTD_TEST_STUB_KEY"):
-        resolve_model(SPEC, settings=settings)
+    settings = {"base_url": stub.base_url, "api_key_env": "TEST_STUB_KEY"}
+    monkeypatch.delenv("TEST_STUB_KEY", raising=False)
+    missing = resolve_model(SPEC, settings=settings)  # (saving tells nothing of it)
+    try:
+        with pytest.raises(ModelError) as failed:
+            await missing.complete(ask())
+    finally:
+        await missing.aclose()
+    assert failed.value.code == "model_auth" and not failed.value.retryable
+    assert "TEST_STUB_KEY" not in failed.value.message and stub.requests == []
 
-    monkeypatch.setenv("AGENTD_TEST_STUB_KEY", "local-secret")
+    monkeypatch.setenv("TEST_STUB_KEY", "local-secret")
     model = resolve_model(SPEC, settings=settings)
     try:
         await model.complete(ask())
@@ -480,14 +486,25 @@ def test_error_messages_never_contain_the_api_key() -> None:
 # --- configuration ------------------------------------------------------------------
 
 
-def test_missing_openai_key_is_invalid_model_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_missing_openai_key_fails_the_calls_and_the_log_names_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Saving an agent does not say whether a variable exists (any token could ask);
+    its calls fail ``model_auth`` without naming it, and the operator's log does."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(InvalidModel) as info:
-        resolve_model("openai:gpt-4.1-mini")
-    assert "OPENAI_API_KEY" in info.value.message
-    assert info.value.code == "invalid_model"
+    model = resolve_model("openai:gpt-4.1-mini")
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+    finally:
+        await model.aclose()
+    assert info.value.code == "model_auth"
+    assert "OPENAI_API_KEY" not in info.value.message
+    assert "OPENAI_API_KEY" in caplog.text
+
+    with pytest.raises(InvalidModel, match="AGENTD_"):
+        resolve_model(SPEC, settings={"base_url": "http://127.0.0.1:9/v1",
+                                      "api_key_env": "AGENTD_TOKEN"})
 
 
 def test_openai_compatible_without_base_url_is_invalid_model(

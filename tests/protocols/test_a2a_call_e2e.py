@@ -33,13 +33,13 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
     local = _daemon(root / "local")
     local.home.mkdir(parents=True)
     # The remote daemon's port is opened to tools; so, in vain, is the caller's own.
-    # Its token is the operator's, sent to that endpoint only (a wrong one to the same
-    # daemon named "localhost").
+    # Its token is the operator's, sent to that endpoint only (plain http: written so),
+    # and a wrong one to the same daemon named "localhost".
     (local.home / "agentd.toml").write_text(
         f'[sandbox]\nprivate_endpoints = ["127.0.0.1:{remote.port}", '
         f'"localhost:{remote.port}", "127.0.0.1:{local.port}"]\n'
-        f'[a2a]\nremote_tokens = {{"127.0.0.1:{remote.port}" = "REMOTE_A2A_TOKEN", '
-        f'"localhost" = "WRONG_A2A_TOKEN"}}\n')
+        f'[a2a]\nremote_tokens = {{"http://127.0.0.1:{remote.port}" = "REMOTE_A2A_TOKEN", '
+        f'"http://localhost:{remote.port}" = "WRONG_A2A_TOKEN"}}\n')
     local.env.update(REMOTE_A2A_TOKEN=read_token(remote.home) or "",
                      WRONG_A2A_TOKEN="wrong")
     local.start()

@@ -206,9 +206,15 @@ async def test_a2a_cards_and_calls_of_agents_outside_the_scope_are_not_found(
                                     client_config=ClientConfig(httpx_client=http))
             assert "404" in str(caught.value)
         # Through an agent of its scope, another agent's task is no task.
-        own = await http.post("/a2a/acme-bot", json=_rpc("GetTask",
-                                                         {"id": globex_run(daemon)}))
-        assert "no task" in own.json()["error"]["message"]
+        # Through an agent of its scope, another agent's task is answered exactly as
+        # a task that never existed (code, message, data).
+        errors = []
+        for method in ("GetTask", "CancelTask"):
+            for task in (globex_run(daemon), "r_0000ghost"):
+                got = await http.post("/a2a/acme-bot", json=_rpc(method, {"id": task}))
+                errors.append(got.text.replace(task, "<X>"))
+        assert errors[0] == errors[1] and errors[2] == errors[3], errors
+        assert "-32001" in errors[0]
     async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth(ADMIN)) as http:
         assert (await http.get("/a2a/globex-bot/.well-known/agent-card.json")
                 ).status_code == 200
@@ -299,6 +305,60 @@ async def test_a_websocket_to_an_agent_outside_the_scope_closes_as_for_none(
                         frame["error"]["message"].replace(approval, "<X>")))
     await socket.close()
     assert answers[0] == answers[1] and answers[0][0] == "approval_not_found"
+    assert state(daemon) == before
+
+
+def _runs_of(daemon: Daemon, agent: str, session: str) -> list[str]:
+    with daemon.client(ADMIN) as api:
+        return [r["id"] for r in api.get("/v1/runs", params={
+            "agent": agent, "session": session}).json()["runs"]]
+
+
+def _approvals_of(daemon: Daemon, agent: str) -> list[str]:
+    with daemon.client(ADMIN) as api:
+        return [a["approval_id"] for a in api.get(
+            "/v1/approvals", params={"agent": agent}).json()["approvals"]]
+
+
+async def _error_frames(daemon: Daemon, token: str, frames: list[tuple[str, dict[str, Any]]]
+                        ) -> list[tuple[Any, ...]]:
+    """The error frame each (id, message) gets on acme-bot's session "ws", with the id
+    made the same, so that only what differs besides it shows."""
+    socket = await connect(_ws(daemon, "acme-bot", "ws"), additional_headers=daemon.auth(token))
+    out = []
+    for named, message in frames:
+        await socket.send(orjson.dumps({**message, "id": "x"}).decode())
+        frame = orjson.loads(await asyncio.wait_for(socket.recv(), 30))
+        assert frame["type"] == "error", frame
+        error = frame["error"]
+        out.append((frame["id"], error.pop("code"), error.pop("message").replace(named, "<X>"),
+                    orjson.dumps(error, option=orjson.OPT_SORT_KEYS)))
+    await socket.close()
+    return out
+
+
+async def test_a_websocket_frame_tells_no_object_of_elsewhere_from_none(daemon: Daemon
+                                                                        ) -> None:
+    """A cancel or decide frame names only a run or approval of its socket's session:
+    another agent's (outside the token's scope or not), another session's of the same
+    agent, and an id that never existed all get the same frame, and nothing changes."""
+    before = state(daemon)
+    # acme-bot's "ask" run waits for approval: another session's, cancellable, decidable.
+    runs = [globex_run(daemon), *_runs_of(daemon, "acme-bot", "ask"),
+            *_runs_of(daemon, "globex-bot", "ask"), "r_0000ghost"]
+    approvals = [*_approvals_of(daemon, "acme-bot"), *_approvals_of(daemon, "globex-bot"),
+                 "ap_0000ghost"]
+    assert len(runs) == 4 and len(approvals) == 3
+    for token in (ACME, ADMIN):
+        cancels = await _error_frames(daemon, token, [
+            (run, {"type": "cancel", "run_id": run}) for run in runs])
+        assert len(set(cancels)) == 1, cancels
+        assert cancels[0][1] == "run_not_found"
+        decides = await _error_frames(daemon, token, [
+            (approval, {"type": "decide", "action": "approve", "approval_id": approval})
+            for approval in approvals])
+        assert len(set(decides)) == 1, decides
+        assert decides[0][1] == "approval_not_found"
     assert state(daemon) == before
 
 

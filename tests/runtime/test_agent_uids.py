@@ -1,7 +1,8 @@
 """Each agent's own sandbox uid, as the runtime gives it: unique, stored (the same after
-a restart, on SQLite and PostgreSQL), never given to a later agent, refused clearly
-when the range is used up; and a command over the memory cap is a clear tool result,
-not a failed run."""
+a restart, on SQLite and PostgreSQL), not given to a later agent while the range has
+uids never used, refused clearly when the range is used up; and a command over the
+memory cap is a clear tool result, not a failed run. (Reclaiming a deleted agent's
+uid: test_uid_reclaim.py.)"""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ async def test_each_agent_runs_as_its_own_uid_kept_across_a_restart(
 
 
 @needs_root
-async def test_a_deleted_agents_uid_is_not_given_again(runtime: Runtime) -> None:
+async def test_a_deleted_agents_uid_is_not_given_while_fresh_ones_remain(
+        runtime: Runtime) -> None:
     first = await runtime.create_agent(name="a", model="scripted")
     uid = await runtime.sandboxes.user(first.id)
     await runtime.delete_agent("a")
@@ -98,10 +100,13 @@ async def test_uids_are_unique_under_concurrent_assignment(store_url: str) -> No
 
     store = await open_store(store_url)
     try:
-        got = await asyncio.gather(*(store.sandbox_uid(f"agent{i}", base=400_000,
-                                                       count=1000) for i in range(20)))
+        ids = [(await store.create_agent(name=f"agent{i}", model="scripted",
+                                         instructions="", tools=[], settings={})).id
+               for i in range(20)]
+        got = await asyncio.gather(*(store.sandbox_uid(agent_id, base=400_000,
+                                                       count=1000) for agent_id in ids))
         assert sorted(got) == list(range(400_000, 400_020))
-        again = await store.sandbox_uid("agent3", base=400_000, count=1000)
+        again = await store.sandbox_uid(ids[3], base=400_000, count=1000)
         assert again == got[3]
     finally:
         await store.close()

@@ -103,7 +103,7 @@ async def test_a_change_not_committed_announces_nothing(
     agent = await one.create_agent(name="a")
     await one.update_agent("a", {"instructions": "new"})
     with pytest.raises(Conflict):  # (computed from the old record: refused, rolled back)
-        await one.agents.update("a", {"instructions": "stale"}, admin=True, based_on=agent)
+        await one.agents.update("a", {"instructions": "stale"}, based_on=agent)
     await one.lifecycle.set_state("a", "pause")
     got: list[tuple[str, str, str, tuple[str | None, ...]]] = []
 

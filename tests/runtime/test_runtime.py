@@ -284,12 +284,14 @@ async def test_cancel_run(runtime: Runtime) -> None:
 async def test_bad_agent_definitions_are_refused_at_creation(runtime: Runtime) -> None:
     with pytest.raises(InvalidModel, match="unknown model provider"):
         await runtime.create_agent(name="a", model="nope:x")
-    with pytest.raises(InvalidModel, match="OPENAI_API_KEY"):
-        await runtime.create_agent(name="a", model="openai:gpt-4.1-mini")
+    with pytest.raises(InvalidModel, match="base URL"):
+        await runtime.create_agent(name="a", model="openai-compatible:m")
     with pytest.raises(InvalidInput, match="unknown tool"):
         await runtime.create_agent(name="a", tools=["rm_rf"])
     with pytest.raises(InvalidInput, match="agent name"):
         await runtime.create_agent(name="bad name")
+    with pytest.raises(InvalidInput, match="agent name"):  # ('$' let a newline end it)
+        await runtime.create_agent(name="bot\n")
     with pytest.raises(InvalidModel, match="script"):
         await runtime.create_agent(name="a", settings={"script": "not a list"})
     with pytest.raises(InvalidInput, match="max_steps"):
@@ -629,22 +631,20 @@ async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
 async def test_unstartable_model_fails_the_run_with_its_error(
         settings: Settings, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.database_url = store_url
-    monkeypatch.setenv("MY_KEY", "k")
+    monkeypatch.setenv("AGENTD_OPENAI_COMPATIBLE_BASE_URL", "http://127.0.0.1:9/v1")
     before = await Runtime.open(settings)
     try:
-        await before.create_agent(name="a", model="openai-compatible:m",
-                                  settings={"base_url": "http://127.0.0.1:9/v1",
-                                            "api_key_env": "MY_KEY"})
+        await before.create_agent(name="a", model="openai-compatible:m")
     finally:
         await before.close()
-    monkeypatch.delenv("MY_KEY")
+    monkeypatch.delenv("AGENTD_OPENAI_COMPATIBLE_BASE_URL")
     runtime = await Runtime.open(settings)  # a restart: the model is built at run start
     try:
         sent = await runtime.send("a", "k", "hi")
         run = await runtime.wait(sent.run.id)
         assert run.status == "failed"
         assert run.error is not None and run.error["code"] == "invalid_model"
-        assert "MY_KEY" in run.error["message"]
+        assert "AGENTD_OPENAI_COMPATIBLE_BASE_URL" in run.error["message"]
         assert (await runtime.get_agent("a")).state == "error"
         with pytest.raises(AgentNotAccepting) as info:
             await runtime.send("a", "k", "again")

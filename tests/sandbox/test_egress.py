@@ -181,7 +181,9 @@ class Proxies:
                   ) -> EgressProxy:
         egress = EgressProxies(EgressRules.of(listed), inlets=self.inlets)
         self.made.append(egress)
-        return await egress.get(grant)
+        proxy = await egress.get(grant)
+        await proxy.socket_path()  # (the tests below connect to it themselves)
+        return proxy
 
 
 @pytest.fixture(params=[True, False], ids=["inlet", "forwarder"])
@@ -388,7 +390,8 @@ async def test_the_runtime_owns_and_closes_its_proxies(tmp_path: Path) -> None:
     assert await sandboxes.egress.get(True) is first  # one per distinct grant
     other = await sandboxes.egress.get(("b.org", "A.org"))
     assert await sandboxes.egress.get(("a.org", "b.org")) is other is not first
-    assert Path(first.path).is_socket()
+    assert not Path(first.path).exists()  # listening from its first use only
+    assert Path(await first.socket_path()).is_socket()
     await sandboxes.close()
     assert not Path(first.path).exists() and not Path(first.path).parent.exists()
 

@@ -32,17 +32,22 @@ BYPASS = _bypass_corpus()
 #: Everyday read-only work: runs without asking even where the sandbox is not the wall.
 READ_ONLY = [
     "ls -la", "ls", "cat README.md", "grep -rn TODO src", "grep -r foo src | head -n 20",
-    "wc -l *.py", "head -n 5 file.txt | wc -l", "tail -n 50 log.txt",
+    "wc -l ./*.py", "head -n 5 file.txt | wc -l", "tail -n 50 log.txt",
     "sort names.txt | uniq -c | sort -rn", "find . -name '*.py' -type f",
     "find src -type f | wc -l", "diff a.txt b.txt", "stat setup.py", "file x.bin",
     "du -sh .", "pwd", "echo hello", "printf '%s\\n' a b", "date", "true",
     "test -f setup.py && echo yes", "[ -d build ] || echo none", "cd src && ls",
     "cat data.json | jq .", "grep -c x a.txt 2>/dev/null", "ls 2>&1 | head",
-    "cut -d, -f1 a.csv | sort | uniq", "for f in *.py; do wc -l \"$f\"; done",
+    "cut -d, -f1 a.csv | sort | uniq", "for f in ./*.py; do wc -l \"$f\"; done",
     "sed -n '1,20p' notes.txt", "sed 's/foo/bar/g' notes.txt", "basename src/a.py",
     "realpath .", "which python3", "cat <<'EOF'\nplain\nEOF\n", "cat <<EOF\nhi\nEOF\n",
     "if [ -f x ]; then cat x; else echo none; fi", "md5sum *.txt", "tree src",
     "echo 'curl x | sh is a famous anti-pattern'", "ls > /dev/null",
+    # Expanded words are judged as bash hands them over: in the workspace, they pass.
+    "cat {a,b}.txt", "ls {src,tests}", "head -n 5 {notes,todo}.md", "echo {1..5}",
+    "grep -n TODO *.py", "ls *", "cat */README.md", "md5sum *.txt", "sort {a,b}.txt",
+    "for d in src tests; do ls $d; done", "for f in *.md; do head -n 1 \"$f\"; done",
+    "grep -r foo ./*", "cat -- *",
 ]
 
 #: The git tool's read-only commands: not asked either (it runs git with hooks, pager,
@@ -309,3 +314,61 @@ def test_a_rule_may_name_a_script_by_path_but_not_build_one() -> None:
     assert policy.decide(SHELL, {"command": "./scripts/test.sh -q"}).action == "allow"
     assert policy.decide(SHELL, {"command": "./scripts/$X"}).action == "ask"
     assert policy.decide(SHELL, {"command": "'./scripts/t.sh'; sh"}).action == "ask"
+
+
+# --- words judged as bash expands them (issue 27, chain 3) ---------------------------
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    # main allowed each of these: the path checks looked at the word as written.
+    ("cat {/etc/passwd,x}", "/etc/passwd is outside the workspace"),
+    ("ls {/,.}", "/ is outside the workspace"),
+    ("cat {/proc/1/cmdline,x}", "/proc/1/cmdline is outside the workspace"),
+    ("ls {/,}etc", "/etc is outside the workspace"),
+    ("ls {..,x}", ".. is outside the workspace"),
+    ("ls .{.,}", ".. is outside the workspace"),
+    ("cat {{/etc,x}/hosts,y}", "/etc/hosts is outside the workspace"),
+    ("cat {\"/\",x}etc/hosts", "/etc/hosts is outside the workspace"),
+    ("grep --file={/etc/hosts,x} y", "--file=/etc/hosts is outside the workspace"),
+    ("ls {~root,x}", "a ~ that bash expands"),
+    ("cat < {/etc/hosts,}", "/etc/hosts is outside the workspace"),
+    ("for f in .; do ls \"$f$f\"; done", ".. is outside the workspace"),
+    ("for f in {,}; do true; done; cat \"$f\"", "a for loop over no words"),
+    ("for f; do cat \"$f\"; done", "only `for name in words`"),
+    ("for f in *.txt; do grep -r x $f; done", "the unquoted $f can hold '*.txt'"),
+    ("ls .*", "a glob that can reach outside the workspace (.*)"),
+    ("cat .[.]/x", "a glob that can reach outside the workspace"),
+    ("cat .?/x", "a glob that can reach outside the workspace"),
+    ("grep -rnf/etc/hosts x", "-rnf/etc/hosts is outside the workspace"),
+    ("grep -f../a_other/notes x", "is outside the workspace"),
+    ("grep x */etc/hosts", "could be an option naming a path"),
+    ("diff *", "could be an option naming a path"),
+    ("wc -l *.py", "could be an option that reads a list of files"),
+    ("md5sum -c sums.txt", "reads the files another file names"),
+    ("file -f list.txt", "reads the files another file names"),
+    ("strings @args.txt", "@FILE reads options"),
+    ("cat !!", "a history designator"),
+    ("ls [/]etc", "a / inside the bracket expression"),
+])
+def test_words_are_judged_as_bash_expands_them(line: str, why: str) -> None:
+    ok, reason = provably_safe(line)
+    assert not ok and why in reason, (line, reason)
+    assert Policy().decide(SHELL, {"command": line}).action == "ask"
+
+
+@pytest.mark.parametrize("line", [
+    "cat {1..100000000}", "cat {1..99999999999999999999}", "cat " + "{a,b}" * 40,
+    "cat x" + "{a,b}" * 8 + "y" * 7_000,
+    "for a in {1..400}; do for b in {1..400}; do cat \"$a$b\"; done; done",
+])
+def test_expansions_too_large_to_check_are_refused_without_being_made(line: str) -> None:
+    # The counts are worked out first: {1..100000000} is never built.
+    ok, why = provably_safe(line)
+    assert not ok and ("more than" in why or "too large" in why), why
+
+
+def test_a_brace_word_inside_the_workspace_is_handed_over_whole() -> None:
+    # sort checks its options word by word: after expansion they are known strings.
+    assert provably_safe("sort {a,b}.txt")[0]
+    assert not provably_safe("sort {-o,x}.txt y")[0]  # sort -o.txt: writes a file
+    assert not provably_safe("find . {-delete,-print}")[0]

@@ -150,6 +150,47 @@ def test_taint_turns_reaching_out_into_ask_or_deny() -> None:
     assert q.decide(EMAIL, {}).action == "deny"
 
 
+def test_a_call_whose_arguments_send_out_is_judged_by_taint_on_its_target() -> None:
+    """``sends_to`` (a post into a channel's session): clean, the tool's own flags
+    decide (allowed, not default-denied); tainted, asked about or denied like any
+    call that sends out, even where a rule allowed the tool, the reason naming where."""
+    post = CallFacts(name="message_post",
+                     sends_to="posts its content to Telegram chat '42'")
+    p = Policy(agent=layer({"tool": "message_post", "action": "allow"}))
+    assert p.decide(post, {}).action == "allow"
+    assert Policy().decide(post, {}).rule == "builtin:confined"
+    asked = p.decide(post, {}, tainted=True)
+    assert (asked.action, asked.rule) == ("ask", "builtin:taint")
+    assert "this message_post call posts its content to Telegram chat '42'" in asked.reason
+    assert Policy(agent=layer(tainted="deny")).decide(post, {}, tainted=True
+                                                      ).action == "deny"
+    # The same tool with a target inside the daemon is not reaching out.
+    inside = CallFacts(name="message_post")
+    assert p.decide(inside, {}, tainted=True).action == "allow"
+    written = Policy(agent=layer({"tool": "message_post", "tainted": True,
+                                  "action": "allow"}))
+    assert written.decide(post, {}, tainted=True).action == "allow"
+
+
+def test_a_sends_out_hook_that_fails_counts_as_sending_out() -> None:
+    """A tool's hook meeting arguments it did not expect fails closed."""
+    from agentd.runtime._toolsteps import facts_of
+    from agentd.tools import tool
+
+    def broken(arguments: Any, session: str) -> str | None:
+        raise TypeError("unexpected")
+
+    @tool(sends_out_to=broken)
+    def relay(target: str) -> str:
+        """Relay something."""
+        return target
+
+    facts = facts_of(relay, {"target": ["x"]}, "k")
+    assert facts.sends_to is not None
+    assert Policy().decide(facts, {}, tainted=True).action == "ask"
+    assert facts_of(relay).sends_to is None  # no arguments: the tool's flags alone
+
+
 def test_sticky_rule_matches_exactly_those_arguments() -> None:
     rule = sticky_rule("shell", {"command": "rm -rf build/*"}, "allow", "arguments", "ann")
     p = Policy(agent=PolicyConfig(rules=(rule,)))

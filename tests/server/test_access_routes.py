@@ -54,6 +54,15 @@ NOT_PER_AGENT = {
     ("DELETE", "/v1/skills/{skill}"): "daemon-wide: test_daemon_wide_writes_...",
     ("POST", "/v1/channels/telegram/{name}/webhook"): "public: Telegram's own secret "
                                                       "authenticates it, not a token",
+    ("POST", "/v1/tokens"): "tokens are not agents': tests/identity/test_tokens.py",
+    ("POST", "/v1/tokens/{name}/rotate"): "tests/identity/test_tokens.py",
+    ("DELETE", "/v1/tokens/{name}"): "tests/identity/test_tokens.py",
+    ("POST", "/v1/tenants"): "admins only: tests/identity/test_quotas.py",
+    ("GET", "/v1/tenants/{name}"): "a tenant outside the scope is not found: test_quotas",
+    ("PATCH", "/v1/tenants/{name}"): "admins only: tests/identity/test_quotas.py",
+    ("DELETE", "/v1/tenants/{name}"): "admins only: tests/identity/test_quotas.py",
+    ("GET", "/v1/audit"): "admins only (403 to these members): tests/identity/test_audit.py",
+    ("GET", "/v1/audit/verify"): "admins only: tests/identity/test_audit.py",
 }
 #: Bodies that get past validation, so that the handler's own check is what answers.
 BODIES: dict[tuple[str, str], Any] = {
@@ -252,7 +261,8 @@ async def test_a_scoped_token_creates_only_inside_its_scope(
     before = await settled(runtime)
     refused = [
         (ACME, {"name": "acme-2", "settings": {"tenant": "globex"}}, "tenant"),
-        (ACME, {"name": "acme-2"}, "tenant"),  # the default tenant is not acme
+        # (a scope of one tenant puts agents there when they name none: below)
+        (ACME, {"name": "acme-2", "settings": {"tenant": "default"}}, "tenant"),
         (GLOBEX, {"name": "evil-bot"}, "name"),
         (GLOBEX, {"name": "globex-2", "settings": {"memory": {"namespaces": ["acme:x"]}}},
          "namespaces"),
@@ -274,16 +284,16 @@ async def test_a_scoped_token_creates_only_inside_its_scope(
     joined = await api.patch("/v1/agents/globex-bot", headers=auth(GLOBEX), json={
         "settings": {"tenant": "globex", "memory": {"namespaces": ["acme:shared"]}}})
     assert joined.status_code == 403, joined.text
-    # A scoped token is no admin: a stdio MCP command off the operator's list is
+    # A scoped token is a member: a stdio MCP command off the operator's list is
     # refused (the unscoped token, an admin by default, is not asked here).
     mcp = await api.post("/v1/agents", headers=auth(ACME), json={
         "name": "acme-mcp", "settings": {"tenant": "acme",
                                          "mcp": [{"name": "x", "command": ["sh"]}]}})
-    assert mcp.status_code == 403 and "admin" in mcp.text, mcp.text
+    assert mcp.status_code == 403 and "operator" in mcp.text, mcp.text
     await unchanged(runtime, before)
-    made = await api.post("/v1/agents", headers=auth(ACME),
-                          json={"name": "acme-2", "settings": {"tenant": "acme"}})
+    made = await api.post("/v1/agents", headers=auth(ACME), json={"name": "acme-2"})
     assert made.status_code == 201, made.text
+    assert made.json()["settings"]["tenant"] == "acme"
     made = await api.post("/v1/agents", headers=auth(GLOBEX), json={
         "name": "globex-2", "settings": {"memory": {"namespaces": ["globex:shared"]}}})
     assert made.status_code == 201, made.text

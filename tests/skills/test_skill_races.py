@@ -75,10 +75,10 @@ async def test_two_daemons_sharing_the_store_lose_no_change(tmp_path: Path,
             await install(runtime)
         await runtimes[0].create_agent(name="a")
         await runtimes[1].get_agent("a")  # awake on both: each has it cached
-        await asyncio.gather(*(runtimes[i % 2].skills.enable("a", name, admin=True)
+        await asyncio.gather(*(runtimes[i % 2].skills.enable("a", name)
                                for i, name in enumerate(NAMES)))
         assert sorted(await enabled(runtimes[0])) == sorted(NAMES)
-        await asyncio.gather(*(runtimes[i % 2].skills.disable("a", name, admin=True)
+        await asyncio.gather(*(runtimes[i % 2].skills.disable("a", name)
                                for i, name in enumerate(NAMES) if i % 3))
         assert sorted(await enabled(runtimes[1])) == sorted(NAMES[::3])
     finally:

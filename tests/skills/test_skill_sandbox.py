@@ -171,8 +171,8 @@ async def test_changes_show_at_the_next_command(skilled: Runtime) -> None:
         return any(e.kind == "tool.started" and e.run_id == sent.run.id for e in events)
 
     await eventually(first_done, what="the first command started")
-    await skilled.skills.enable("a", "other", admin=True)
-    await skilled.skills.disable("a", "pdf-tools", admin=True)
+    await skilled.skills.enable("a", "other")
+    await skilled.skills.disable("a", "pdf-tools")
     go.write_text("")
     assert (await skilled.wait(sent.run.id)).status == "completed"
     session = await skilled.store.get_session(agent.id, "k")
@@ -190,7 +190,7 @@ async def test_a_persistent_shell_follows_the_skills(skilled: Runtime) -> None:
     out = await one(skilled, "a", "echo kept=$KEPT; pwd", persistent=True)
     assert out.splitlines()[1:] == ["kept=1", "/skills/pdf-tools"], out
 
-    await skilled.skills.enable("a", "other", admin=True)
+    await skilled.skills.enable("a", "other")
     out = await one(skilled, "a", "echo kept=$KEPT; ls /skills", persistent=True)
     assert out.splitlines()[1:4] == ["kept=", "other", "pdf-tools"], out
     assert "previous shell was closed because the agent's skills changed" in out
@@ -201,7 +201,7 @@ async def test_a_persistent_shell_follows_the_skills(skilled: Runtime) -> None:
     out = await one(skilled, "a", "cat /skills/other/SKILL.md", persistent=True)
     assert "other v2" in out and "skills changed" in out, out
 
-    await skilled.skills.disable("a", "pdf-tools", admin=True)
+    await skilled.skills.disable("a", "pdf-tools")
     out = await one(skilled, "a", "ls /skills", persistent=True)
     assert out.splitlines()[1] == "other" and "pdf-tools" not in out.split("[stderr]")[0]
 

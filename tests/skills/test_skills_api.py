@@ -80,16 +80,23 @@ async def test_bad_packages_are_4xx_naming_the_field(settings: Settings, runtime
 async def test_a_folder_on_the_host_is_for_admins_only(tmp_path: Path, store_url: str
                                                        ) -> None:
     settings = Settings(home=tmp_path / "home", demo_agent=False, database_url=store_url,
-                        tokens=["admin-token-0123456789", "user-token-0123456789"],
-                        admin_tokens=["token-1"])
+                        tokens=["admin-token-0123456789", "user-token-0123456789",
+                                "member-token-0123456789"],
+                        admin_tokens=["token-1"],
+                        access={"token-2": {"role": "operator"}})
     source = folder(tmp_path / "src")
     runtime = await Runtime.open(settings)
     try:
         async with asgi_client(settings, runtime) as api:
             user = {"Authorization": "Bearer user-token-0123456789"}
             admin = {"Authorization": "Bearer admin-token-0123456789"}
+            member = {"Authorization": "Bearer member-token-0123456789"}
             denied = await api.post("/v1/skills", json={"path": str(source)}, headers=user)
             assert error(denied, 403, "forbidden")["details"]["field"] == "body.path"
+            # Skills are daemon-wide: a member installs none, not even from an archive.
+            member_denied = await api.post("/v1/skills", content=zip_of(good_files()),
+                                           headers={**ZIP, **member})
+            assert "operator" in error(member_denied, 403, "forbidden")["message"]
             anonymous = await api.post("/v1/skills", content=zip_of(good_files()),
                                        headers=ZIP)
             error(anonymous, 401, "unauthorized")
@@ -97,7 +104,7 @@ async def test_a_folder_on_the_host_is_for_admins_only(tmp_path: Path, store_url
             assert "body.paht" in str(error(typo, 422, "invalid_input"))
             made = await api.post("/v1/skills", json={"path": str(source)}, headers=admin)
             assert made.status_code == 201, made.text
-            # A user may still upload an archive.
+            # An operator may still upload an archive.
             other = await api.post("/v1/skills",
                                    content=zip_of(good_files("other"), top="other"),
                                    headers={**ZIP, **user})

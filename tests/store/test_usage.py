@@ -227,7 +227,10 @@ async def test_migration_3_keeps_version_2_data(store_url: str,
     old = await open_store(store_url)
     try:
         assert await old.schema_version() == 2
-        agent_id = await new_agent(old)
+        agent_id = "a_old"  # (today's create_agent writes columns version 2 lacks)
+        await old.engine.write(lambda tx: tx.execute(
+            "INSERT INTO agents (id, name, model, state, created_at, updated_at) "
+            "VALUES (?, 'a1', 'scripted', 'created', 1, 1)", (agent_id,)))
         await old.engine.write(lambda tx: tx.execute(
             "INSERT INTO sessions (id, agent_id, key, created_at, updated_at) "
             "VALUES ('s1', ?, 'k', 1, 1)", (agent_id,)))

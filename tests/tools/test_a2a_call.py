@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agentd.config import A2AConfig
 from agentd.errors import ToolError
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
@@ -53,9 +54,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"{}")
         else:
             message = request["params"]["message"]
+            # /auth answers with the Authorization header it was sent (what a remote
+            # endpoint learns of the caller's credentials).
+            text = (f"auth: {self.headers.get('Authorization')}" if self.path == "/auth"
+                    else INJECTED)
             task = {"id": "t-1", "contextId": message.get("contextId") or "c-1",
                     "status": {"state": "TASK_STATE_COMPLETED"},
-                    "artifacts": [{"artifactId": "a", "parts": [{"text": INJECTED}]}]}
+                    "artifacts": [{"artifactId": "a", "parts": [{"text": text}]}]}
             self._send(200, json.dumps({"jsonrpc": "2.0", "id": request["id"],
                                         "result": {"task": task}}).encode())
 
@@ -79,10 +84,11 @@ def port() -> Iterator[int]:
     proc.wait()
 
 
-def _ctx(port: int, network: bool = True) -> ToolContext:
+def _ctx(port: int, network: bool = True, **services: Any) -> ToolContext:
     return ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e",
                        sandbox=Sandbox(backend=None, limits=Limits(), network=network,
-                                       rules=EgressRules.of([f"127.0.0.1:{port}"])))
+                                       rules=EgressRules.of([f"127.0.0.1:{port}"])),
+                       services=services)
 
 
 async def call(ctx: ToolContext, **arguments: Any) -> str:
@@ -157,3 +163,58 @@ async def test_a_grant_for_other_hosts_does_not_cover_this_one(port: int) -> Non
         await call(ctx, url=f"http://127.0.0.1:{port}/a2a/x", message="hi")
     assert caught.value.code == "network_denied"
     assert not ctx.reached_outside
+
+
+# -- the operator's tokens go to the endpoint listed, and only there ----------------------
+
+
+@pytest.mark.parametrize(("entry", "sent"), [
+    ("127.0.0.1", False),                  # https://127.0.0.1:443 only
+    ("127.0.0.1:{port}", False),           # https on that port: not plain http
+    ("https://127.0.0.1:{port}", False),
+    ("http://127.0.0.1:{other}", False),   # another port of the host
+    ("http://127.0.0.1", False),           # http's own port, 80
+    ("http://127.0.0.1:{port}", True),     # exactly this endpoint, http as written
+    ("HTTP://127.0.0.1:{port}/", True),
+])
+async def test_a_token_goes_only_to_the_exact_endpoint_listed(
+        port: int, monkeypatch: pytest.MonkeyPatch, entry: str, sent: bool) -> None:
+    """A2A's remote tokens are the operator's: the model chooses the URL, so a token
+    listed for a host must not reach another port of it (another service, perhaps
+    an agent's), nor travel over plain http unless the operator wrote http://."""
+    monkeypatch.setenv("REMOTE_A2A_TOKEN", "operator-secret")
+    key = entry.format(port=port, other=port + 1 if port < 65535 else port - 1)
+    ctx = _ctx(port, a2a=A2AConfig(remote_tokens={key: "REMOTE_A2A_TOKEN"}))
+    out = await call(ctx, url=f"http://127.0.0.1:{port}/auth", message="hi")
+    assert ("auth: Bearer operator-secret" in out) is sent, out
+    if not sent:
+        assert "auth: None" in out
+
+
+@pytest.mark.parametrize(("entries", "says"), [
+    ({"peer.example:80": "V"}, "http://peer.example:80"),
+    ({"https://peer.example/a2a/agent": "V"}, "not for a path"),
+    ({"https://peer.example?x=1": "V"}, "not for a path"),
+    ({"https://user@peer.example": "V"}, "no user name"),
+    ({"ftp://peer.example": "V"}, "https or http"),
+    ({"peer.example:99999": "V"}, "not an endpoint"),
+    ({"peer.example:0": "V"}, "port 0"),
+    ({" peer.example": "V"}, "not an endpoint"),
+    ({"": "V"}, "not an endpoint"),
+    ({"peer.example": "V", "https://PEER.example:443": "W"}, "list each endpoint once"),
+    ({"peer.example": "NOT A NAME"}, "environment variable"),
+])
+def test_an_ambiguous_entry_is_refused_when_the_config_is_read(
+        entries: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        A2AConfig(remote_tokens=entries)
+
+
+def test_entries_are_kept_as_the_one_endpoint_they_name() -> None:
+    config = A2AConfig(remote_tokens={"Peer.example": "A", "peer.example:8443": "B",
+                                      "http://peer.example:8080": "C",
+                                      "https://[::1]:9443": "D", "http://10.0.0.5": "E"})
+    assert config.remote_tokens == {
+        "https://peer.example:443": "A", "https://peer.example:8443": "B",
+        "http://peer.example:8080": "C", "https://[::1]:9443": "D",
+        "http://10.0.0.5:80": "E"}

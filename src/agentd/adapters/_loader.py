@@ -15,7 +15,7 @@ __all__ = ["PREFIX", "is_allowed", "load_object", "make_adapter", "parse_target"
 
 #: An agent's ``model`` naming an adapter: ``adapter:MODULE:OBJECT``.
 PREFIX = "adapter:"
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _FIELD = "body.model"
 
 

@@ -13,7 +13,11 @@ whether it may start. Both sides must agree:
   agent already in the chain of calls that led here (A -> B -> A), never deeper than
   the caller's ``calls.max_depth``.
 
-Each refusal is a :class:`~agentd.errors.ToolError` whose code and message say why.
+Each refusal is a :class:`~agentd.errors.ToolError` whose code and message say why,
+with one exception: an agent of another tenant that does not take this caller is
+answered exactly as an agent that does not exist (:func:`no_agent`). Tenants do not
+learn each other's agent names by asking: a tenant-scoped token makes agents that
+call (or teams that name) whatever it likes, and a hostile model tries names too.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from dataclasses import dataclass
 
 from agentd.autonomy.delegation_settings import HARD_MAX_DEPTH, DelegationSettings, matches
 from agentd.errors import InvalidInput, ToolError
+from agentd.security.access import tenant_of
 from agentd.settings import AgentSettings
 from agentd.settings._check import stored_settings
 from agentd.store.records import AgentRecord
 
-__all__ = ["Peer", "callable_agents", "check_allowed", "check_call", "describe", "settings_of"]
+__all__ = ["Peer", "callable_agents", "check_allowed", "check_call", "describe", "foreign",
+           "no_agent", "settings_of"]
 
 #: Agents ``agents_list`` shows at most.
 MAX_LISTED = 200
@@ -58,8 +64,31 @@ def settings_of(agent: AgentRecord) -> AgentSettings | None:
         return None
 
 
+def no_agent(name: str) -> ToolError:
+    """What a caller is told of an agent that does not exist, and of one of another
+    tenant that does not take its calls: the same words."""
+    return ToolError(f"there is no agent named {name!r}", code="agent_not_found")
+
+
+def foreign(caller: Peer, callee: AgentRecord) -> bool:
+    """Whether ``callee`` is, to ``caller``, an agent of another tenant that does not
+    take its calls: one it must not learn exists. An agent whose stored settings this
+    version refuses is judged by the tenant they name."""
+    peer = Peer.of(callee)
+    if peer is None:
+        return tenant_of(callee.settings) != caller.tenant
+    return peer.tenant != caller.tenant and not _accepts_foreign(caller, peer)
+
+
+def _accepts_foreign(caller: Peer, callee: Peer) -> bool:
+    accept = callee.delegation.calls.accept_from
+    return bool(callee.delegation.calls.accept_other_tenants and accept
+                and matches(caller.name, accept))
+
+
 def _refusal(caller: Peer, callee: Peer) -> str | None:
-    """Why ``caller`` may not call ``callee`` (None: it may)."""
+    """Why ``caller`` may not call ``callee`` (None: it may). Another tenant's callee
+    that does not accept the caller is refused before (:func:`foreign`)."""
     if callee.name == caller.name:
         return "an agent cannot call itself (start a subtask instead)"
     if not matches(callee.name, caller.delegation.calls.allow):
@@ -67,11 +96,7 @@ def _refusal(caller: Peer, callee: Peer) -> str | None:
                 "allow")
     accept = callee.delegation.calls.accept_from
     if caller.tenant != callee.tenant:
-        if not callee.delegation.calls.accept_other_tenants or not accept or not matches(
-                caller.name, accept):
-            return (f"agent {callee.name!r} belongs to another tenant and does not accept "
-                    "calls from other tenants")
-        return None
+        return None if _accepts_foreign(caller, callee) else "it is of another tenant"
     if accept is not None and not matches(caller.name, accept):
         return f"agent {callee.name!r} does not accept calls from {caller.name!r}"
     return None
@@ -87,11 +112,14 @@ def check_allowed(caller: Peer, callee_name: str) -> None:
                         "settings.delegation.calls.allow", code="agent_call_denied")
 
 
-def check_call(caller: Peer, callee: Peer | None, callee_name: str, *, chain: list[str],
-               depth: int) -> None:
-    """Raise a :class:`ToolError` saying why ``caller`` may not start a run of
-    ``callee`` ``depth`` levels down a chain of agents ``chain`` (None: the callee's
-    settings are invalid)."""
+def check_call(caller: Peer, record: AgentRecord, *, chain: list[str], depth: int) -> None:
+    """Raise a :class:`ToolError` saying why ``caller`` may not start a run of the
+    agent ``record`` ``depth`` levels down a chain of agents ``chain``: for an agent of
+    another tenant that does not take the caller's calls, :func:`no_agent`."""
+    callee_name = record.name
+    if foreign(caller, record):
+        raise no_agent(callee_name)
+    callee = Peer.of(record)
     if callee is None:
         raise ToolError(f"agent {callee_name!r} cannot take calls (its settings are "
                         "invalid)", code="agent_call_denied")

@@ -45,6 +45,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentd.llm._quote import quote
+from agentd.security.identity import Principal
 from agentd.store.records import iso
 
 if TYPE_CHECKING:
@@ -300,8 +302,14 @@ class HeartbeatService:
         if agent.state in ("paused", "stopped", "error"):
             raise _Skip(f"agent {agent.state}")
         document = await self._document(plan)
-        content = (f"{document}\n\n(Heartbeat. If nothing needs your attention, reply "
-                   f"with exactly {area.ok_token}.)")
+        # The document may be a workspace file the agent itself wrote (under a tainted
+        # run, perhaps): it is framed and quoted, so the daemon's own line stays the
+        # daemon's (a document cannot end its tag and go on as the frame).
+        content = (f"(Heartbeat: a periodic turn. Your heartbeat document, in the tag "
+                   f"below, says what to look at; &, < and > in it are written &amp;, "
+                   f"&lt; and &gt;. If nothing needs your attention, reply with exactly "
+                   f"{area.ok_token}.)\n\n<heartbeat_document>\n{quote(document)}\n"
+                   f"</heartbeat_document>")
 
         def claim(tx: Any, accepted: Any) -> None:
             claim_beat(tx, plan.agent_id, slot, accepted.run.id)
@@ -369,8 +377,8 @@ class HeartbeatService:
         return {"agent": agent.name, "settings": area.model_dump(), "valid": True,
                 "state": await self.state(agent.id, area)}
 
-    async def update(self, name: str, patch: dict[str, Any], *, admin: bool
-                     ) -> dict[str, Any]:
+    async def update(self, name: str, patch: dict[str, Any], *,
+                     actor: Principal | None = None) -> dict[str, Any]:
         """Change some keys of the agent's heartbeat area (``None``: back to its
         default; ``active_hours`` is merged key by key) through the agent-update path,
         so the checks are the agent's; errors name the key (``body.every_s``)."""
@@ -389,7 +397,7 @@ class HeartbeatService:
                 merged[key] = value
         settings = {**agent.settings, "heartbeat": merged}
         try:
-            agent = await self.agents.update(name, {"settings": settings}, admin=admin)
+            agent = await self.agents.update(name, {"settings": settings}, actor=actor)
         except InvalidInput as exc:
             prefix = "body.settings.heartbeat"
             for error in exc.details.get("errors", []):

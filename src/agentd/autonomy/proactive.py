@@ -17,13 +17,20 @@ Guards, because the model is hostile:
 - a post is keyed by its run and its call's effect id, committed with the event: a
   call re-run after a crash posts nothing twice (so the tool is idempotent);
 - a tainted posting session (it read content from outside) taints the target: the
-  event carries ``tainted`` and the target's history takes it in.
+  event carries ``tainted`` and the target's history takes it in;
+- a post into a channel's session (``telegram:<chat>``: see
+  :func:`agentd.channels.channel_of`) is delivered to that chat at once, so it leaves
+  the daemon: from a tainted session it is asked about (or denied) by the policy's
+  taint rule, like any call that sends out (:func:`posts_to`), the approval naming the
+  chat; from a clean session it is posted as ever.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentd.channels import channel_of
 from agentd.errors import SessionNotFound, ToolError
 from agentd.events import MessageProactive, MessageProactiveData
 from agentd.store._heartbeats import AlreadyPosted, PostCapReached
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
     from agentd.store import Store
 
 __all__ = ["MAX_CONTENT", "MAX_POSTS_PER_RUN", "PROACTIVE_TOOLS", "ProactiveService",
-           "message_post"]
+           "message_post", "posts_to"]
 
 MAX_CONTENT = 16_000
 MAX_POSTS_PER_RUN = 5
@@ -101,7 +108,17 @@ def _service(ctx: ToolContext) -> ProactiveService:
     return service  # type: ignore[no-any-return]
 
 
-@tool(idempotent=True)
+def posts_to(arguments: Mapping[str, Any], session: str) -> str | None:
+    """Where a ``message_post`` call sends its content out of the daemon: the chat of
+    a channel whose session it posts into (``Tool.sends_out_to``), else None."""
+    target = arguments.get("session")
+    where = channel_of(target)
+    if where is None:
+        return None
+    return f"posts its content to {where} (session {target!r}), outside the daemon"
+
+
+@tool(idempotent=True, sends_out_to=posts_to)
 async def message_post(session: str, content: str, ctx: ToolContext) -> str:
     """Post a message into another of your own sessions (its user sees it there as a
     message from you).

@@ -6,16 +6,26 @@ are treated as hostile: every schedule is the calling agent's (an id of another
 agent's schedule is "not found", never acted on), the agent's limits apply
 (``settings.schedules``: ``max_per_agent``, ``tool_max_per_agent``,
 ``min_interval_s``), and a run a schedule started (``ToolContext.origin`` has a
-``schedule_id``) may not create schedules unless ``allow_from_schedule`` is set, so
-a scheduled run cannot multiply itself.
+``schedule_id``, which a subtask or call it starts inherits, at any depth) may not
+create schedules unless ``allow_from_schedule`` is set, so a scheduled run cannot
+multiply itself.
+
+A schedule's content becomes the message of runs that start later, in a session that
+may be a channel's chat (``telegram:<chat>``, whose replies leave the daemon): its
+runs would start clean, whatever the session that made it had read. So
+``schedule_create`` from a tainted session is asked about (or denied) by the policy's
+taint rule (:func:`schedules_to`), the approval naming where the runs answer; once a
+person approved its content, its runs are as a schedule that person made.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from agentd.channels import channel_of
 from agentd.errors import ToolError
 from agentd.store.records import iso
 from agentd.tools._tool import Tool, ToolContext, acting, tool
@@ -24,7 +34,8 @@ if TYPE_CHECKING:
     from agentd.autonomy.schedules import Schedules
     from agentd.store._schedules import ScheduleRecord
 
-__all__ = ["SCHEDULE_TOOLS", "schedule_create", "schedule_delete", "schedule_list"]
+__all__ = ["SCHEDULE_TOOLS", "schedule_create", "schedule_delete", "schedule_list",
+           "schedules_to"]
 
 
 def _service(ctx: ToolContext) -> Schedules:
@@ -55,7 +66,23 @@ def _line(rec: ScheduleRecord) -> str:
             f"{state}: {text!r}")
 
 
-@tool(idempotent=True)
+def schedules_to(arguments: Mapping[str, Any], session: str) -> str:
+    """What a ``schedule_create`` call sends on (``Tool.sends_out_to``): always
+    something (its content drives runs that start later, clean), and the channel's
+    chat when the runs' session is one (their replies are delivered there)."""
+    each = arguments.get("new_session_each_time") is True
+    target = None if each else (arguments.get("session") or session)
+    base = "schedules its content as the message of runs that start later"
+    if target is None:
+        return f"{base}, each in a new session"
+    where = channel_of(target)
+    if where is None:
+        return f"{base}, in session {target!r}"
+    return (f"{base}, in session {target!r}, whose replies are sent to {where}, "
+            "outside the daemon")
+
+
+@tool(idempotent=True, sends_out_to=schedules_to)
 async def schedule_create(content: str, ctx: ToolContext, cron: str | None = None,
                           every_s: float | None = None, at: str | None = None,
                           timezone: str = "UTC", session: str | None = None,

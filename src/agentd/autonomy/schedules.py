@@ -96,7 +96,7 @@ from agentd.store._schedules import (
     claim_fires,
     move,
 )
-from agentd.store.records import AgentRecord, iso
+from agentd.store.records import AgentRecord, iso, tenant_of
 
 if TYPE_CHECKING:
     from agentd.runtime.agents import Agents
@@ -339,7 +339,8 @@ class Schedules:
                            first=first, now=now, by=by, run=run)
         made = await self.store.insert_schedule(
             rec, max_per_agent=limits.max_per_agent,
-            max_by_tools=limits.tool_max_per_agent if run is not None else None)
+            max_by_tools=limits.tool_max_per_agent if run is not None else None,
+            quota=self.agents.guard.quotas.quota(tenant_of(agent.settings), "schedules"))
         self._wake.set()
         return made
 

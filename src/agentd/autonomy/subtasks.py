@@ -27,6 +27,10 @@ of the callee: :mod:`agentd.autonomy.calls`). What makes it durable:
   read when the child's executor is built).
 - **Taint.** A child of a tainted session starts tainted (``origin.tainted``); a
   result from a tainted child taints the parent (the wait's tool result says so).
+- **Origin.** A child inherits what started its parent's chain (:data:`INHERITED_ORIGIN`:
+  a schedule's fire, a heartbeat's beat), so every rule that depends on it holds at
+  any depth: a scheduled run cannot create schedules through a subtask, a call, or a
+  team's member step unless the agent running that step allows it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
-from agentd.autonomy.calls import Peer, check_allowed, check_call
+from agentd.autonomy.calls import Peer, check_allowed, check_call, no_agent
 from agentd.autonomy.delegation_settings import HARD_MAX_DEPTH, DelegationSettings
 from agentd.errors import AgentdError, AgentNotFound, ToolError
 from agentd.events import SubtaskFinished, SubtaskFinishedData, UsageData
@@ -52,7 +56,7 @@ from agentd.store._subtasks import SubtaskRecord
 from agentd.store.records import EventRecord, RunRecord
 from agentd.tools import ToolContext
 
-__all__ = ["DELEGATING_TOOLS", "Subtasks", "Waited"]
+__all__ = ["DELEGATING_TOOLS", "INHERITED_ORIGIN", "Subtasks", "Waited"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,11 @@ SHARED_POLL_S = 1.0
 #: ... and when every run is this node's (a safety net: the hook wakes it at once).
 LOCAL_POLL_S = 10.0
 _ENDED_BADLY = frozenset({"run.cancelled", "run.failed", "run.interrupted"})
+#: The keys of a run's origin that its children inherit: what started the chain of
+#: runs (a schedule's fire, a heartbeat's beat), which rules look at
+#: (``ToolContext.origin``: ``schedule_id`` for ``allow_from_schedule``). Not a
+#: heartbeat's ``ok_token``: a child's reply is its own, never a silent beat.
+INHERITED_ORIGIN = ("schedule_id", "fire_at", "heartbeat", "beat_at")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +94,8 @@ class _Caller:
     chain: list[str]
     payer: str
     tainted: str | None
+    #: The origin keys the child inherits (:data:`INHERITED_ORIGIN`).
+    inherited: dict[str, Any]
 
 
 class Subtasks:
@@ -127,7 +138,8 @@ class Subtasks:
             depth=depth if isinstance(depth, int) and depth >= 0 else 0,
             chain=[str(a) for a in chain] if isinstance(chain, list) else [agent.name],
             payer=payer if isinstance(payer, str) else agent.id,
-            tainted=str(tainted) if tainted else None)
+            tainted=str(tainted) if tainted else None,
+            inherited={k: origin[k] for k in INHERITED_ORIGIN if k in origin})
 
     async def start(self, ctx: ToolContext, *, content: str, title: str = "",
                     agent: str | None = None, type: Literal["subtask", "call"] = "subtask",
@@ -162,9 +174,8 @@ class Subtasks:
             try:
                 record = await self.agents.get(name)
             except AgentNotFound:
-                raise ToolError(f"there is no agent named {name!r}",
-                                code="agent_not_found") from None
-            check_call(caller.agent, Peer.of(record), name, chain=caller.chain,
+                raise no_agent(name) from None
+            check_call(caller.agent, record, chain=caller.chain,
                        depth=depth if type == "call" else 1)
         else:
             record = await self.agents.get(name)
@@ -191,7 +202,8 @@ class Subtasks:
         else:
             key = f"call:{caller.agent.name}:{session}"
         origin: dict[str, Any] = {
-            "parent_run": caller.run.id, "subtask_id": new_id("st"), "depth": depth,
+            **caller.inherited, "parent_run": caller.run.id,
+            "subtask_id": new_id("st"), "depth": depth,
             "chain": [*caller.chain, record.name]}
         if record.id != caller.payer:
             origin["payer"] = caller.payer

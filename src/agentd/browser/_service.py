@@ -31,6 +31,7 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +42,10 @@ from urllib.parse import urlsplit
 from agentd.browser._dom import SAME_TAB_JS
 from agentd.config import BrowserConfig
 from agentd.errors import ToolError
-from agentd.sandbox._limits import sandbox_ids
+from agentd.sandbox import _hostfs
+from agentd.sandbox._connections import Connections, Owner
+from agentd.sandbox._limits import starting
+from agentd.sandbox._probes import seal_probe
 from agentd.sandbox.egress import (
     PROXY_PORT,
     EgressProxy,
@@ -129,25 +133,36 @@ def _directories(owner: tuple[int, int] | None) -> str:
 
 #: Run by Playwright (as root) in place of Chromium: gives Chromium its profile, then
 #: starts it in the browser's network namespace as the sandbox's uid, without
-#: capabilities or a way to regain privileges.
+#: capabilities or a way to regain privileges; where the host can be made read-only
+#: (``seal``: :mod:`agentd.sandbox._hostfs`), with the host read-only but for its own
+#: directory and profile, and private ``/tmp``, ``/dev/shm`` (nothing of the uid
+#: outlives the browser, so the uid can be given to another agent later).
 _LAUNCHER = """#!/bin/sh
+profile={base}
 for arg do
   case "$arg" in
-    --user-data-dir=*) chown -R -- {ids} "${{arg#--user-data-dir=}}" || exit 1 ;;
+    --user-data-dir=*) profile="${{arg#--user-data-dir=}}"
+                       chown -R -- {ids} "$profile" || exit 1 ;;
   esac
 done
-exec {nsenter} --net={netns} -- {setpriv} --reuid={uid} --regid={gid} --clear-groups \
-  --inh-caps=-all --bounding-set=-all --no-new-privs -- {chromium} "$@"
+exec {nsenter} --net={netns} -- {seal}{setpriv} --reuid={uid} --regid={gid} \
+  --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- {chromium} "$@"
 """
 
 
 def _write_launcher(base: str, chromium: str, tools: tuple[str, str], inlet: Inlet,
-                    ids: tuple[int, int]) -> str:
+                    ids: tuple[int, int], *, sealed: bool) -> str:
     path = os.path.join(base, "launch")
+    seal = ""
+    if sealed:
+        program = os.path.dirname(os.path.realpath(chromium))
+        seal = (f"{shlex.quote(sys.executable)} -I -S {shlex.quote(_hostfs.__file__)} "
+                f"--show {shlex.quote(program)} {shlex.quote(base)} \"$profile\" -- ")
     text = _LAUNCHER.format(
         ids=f"{ids[0]}:{ids[1]}", uid=ids[0], gid=ids[1], nsenter=shlex.quote(tools[0]),
         setpriv=shlex.quote(tools[1]), chromium=shlex.quote(chromium),
-        netns=shlex.quote(f"/proc/{os.getpid()}/fd/{inlet.netns}"))
+        netns=shlex.quote(f"/proc/{os.getpid()}/fd/{inlet.netns}"),
+        base=shlex.quote(base), seal=seal)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
     with os.fdopen(fd, "w") as out:
         out.write(text)
@@ -223,8 +238,12 @@ class _Browser:
 class Browsers:
     """The browsers of every agent. Owned by the runtime (``services["browser"]``)."""
 
-    def __init__(self, config: BrowserConfig, *, isolate: bool = True) -> None:
+    def __init__(self, config: BrowserConfig, *, isolate: bool = True,
+                 connections: Connections | None = None) -> None:
         self.config = config
+        #: The daemon's count of egress connections (a browser's proxy admits its
+        #: connections to it, under the agent's and tenant's caps too).
+        self.connections = connections or Connections(total=256, per_agent=256)
         #: Under a root daemon, each Chromium in a network namespace of its own, as
         #: the agent's uid (False: on the host's network, behind a TCP proxy, as the
         #: daemon's uid, which is what a daemon that is not root always gets).
@@ -244,13 +263,17 @@ class Browsers:
 
     @contextlib.asynccontextmanager
     async def tab(self, agent_id: str, session: str, grant: Grant, rules: EgressRules,
-                  *, user: tuple[int, int] | None = None, create: bool = True
-                  ) -> AsyncIterator[Tab]:
+                  *, user: tuple[int, int] | None = None, create: bool = True,
+                  tenant: str = "") -> AsyncIterator[Tab]:
         """The page of ``session`` in ``agent_id``'s browser (started for ``grant``;
         under a root daemon as ``user``, the agent's uid and gid, or ``nobody``), held
-        for one call. ``create`` False: a session with no page is refused."""
+        for one call. ``create`` False: a session with no page is refused. The
+        browser reaches the network only while a call holds it: between calls its
+        proxy drops every connection and closes new ones at once, so a page left open holds
+        no descriptor of the daemon's."""
         self._admit(grant)
-        entry = await self._browser(agent_id, grant, rules, user, create=create)
+        entry = await self._browser(agent_id, grant, rules, user, create=create,
+                                    tenant=tenant)
         try:
             async with entry.lock:
                 tab = entry.tabs.get(session)
@@ -269,15 +292,27 @@ class Browsers:
                 finally:
                     tab.used = entry.used = time.monotonic()
         finally:
-            entry.busy -= 1
+            self._leave(entry)
 
     async def start(self, agent_id: str, grant: Grant, rules: EgressRules,
-                    *, user: tuple[int, int] | None = None) -> None:
+                    *, user: tuple[int, int] | None = None, tenant: str = "") -> None:
         """Start ``agent_id``'s browser for ``grant`` if it is not running (within
         ``launch_timeout_s``): a call's own time limit then counts only its work."""
         self._admit(grant)
-        entry = await self._browser(agent_id, grant, rules, user, create=True)
+        entry = await self._browser(agent_id, grant, rules, user, create=True,
+                                    tenant=tenant)
+        self._leave(entry)
+
+    @staticmethod
+    def _enter(entry: _Browser) -> None:
+        entry.busy += 1
+        entry.proxy.resume()
+
+    @staticmethod
+    def _leave(entry: _Browser) -> None:
         entry.busy -= 1
+        if not entry.busy:
+            entry.proxy.suspend()  # (it reaches the network only during a call)
 
     def _admit(self, grant: Grant) -> None:
         """Refuse a call while the daemon stops, or for an agent with no network."""
@@ -293,17 +328,20 @@ class Browsers:
             await self._close_tab(entry, session)
 
     async def _browser(self, agent_id: str, grant: Grant, rules: EgressRules,
-                       user: tuple[int, int] | None, *, create: bool) -> _Browser:
+                       user: tuple[int, int] | None, *, create: bool, tenant: str = ""
+                       ) -> _Browser:
+        owner = Owner(tenant=tenant, agent=agent_id)
         async with self._lock:
             entry = self._browsers.get(agent_id)
             if entry is not None and (entry.grant != grant or entry.rules != rules
                                       or entry.user != user
+                                      or entry.proxy.owner != owner
                                       or not entry.browser.is_connected()):
                 # A changed grant gets a new browser, never the old one's network.
                 await self._close_browser(agent_id)
                 entry = None
             if entry is not None:
-                entry.busy += 1  # (under the lock: no other call may close it now)
+                self._enter(entry)  # (under the lock: no other call may close it now)
                 return entry
             if not create:
                 raise ToolError("no page is open in this session: call browser_open "
@@ -315,13 +353,13 @@ class Browsers:
                         f"all {self.config.max_browsers} browsers are in use "
                         "([browser] max_browsers); try again later", code="browser_busy")
                 await self._close_browser(min(idle)[1])
-            entry = await self._launch(grant, rules, user)
+            entry = await self._launch(grant, rules, user, owner)
             self._browsers[agent_id] = entry
-            entry.busy += 1
+            self._enter(entry)
             return entry
 
     async def _launch(self, grant: Grant, rules: EgressRules,
-                      user: tuple[int, int] | None) -> _Browser:
+                      user: tuple[int, int] | None, owner: Owner) -> _Browser:
         if self._playwright is None:
             from playwright.async_api import async_playwright
 
@@ -331,9 +369,18 @@ class Browsers:
                 log.warning("browser: Playwright did not start: %s", exc)
                 raise ToolError(f"the browser did not start (Playwright: {exc})"[:400],
                                 code="browser_unavailable") from None
+        # (refused for a uid being reclaimed; a sweep of it waits for this start)
+        with starting(user if self.isolate else None) as ids:
+            return await self._launch_as(grant, rules, user,
+                                         ids if self.isolate else None, owner)
+
+    async def _launch_as(self, grant: Grant, rules: EgressRules,
+                         user: tuple[int, int] | None, ids: tuple[int, int] | None,
+                         owner: Owner) -> _Browser:
+        assert self._playwright is not None
         secret = secrets.token_urlsafe(24)
-        proxy = EgressProxy(grant, rules, "", secret=secret)
-        ids = sandbox_ids(user) if self.isolate else None
+        proxy = EgressProxy(grant, rules, "", secret=secret, owner=owner,
+                            connections=self.connections)
         launcher = _confining_tools() if ids is not None else None
         inlet = await proxy.inlet() if launcher is not None else None
         base = await asyncio.to_thread(_directories, None if inlet is None else ids)
@@ -341,8 +388,10 @@ class Browsers:
             if inlet is not None and ids is not None and launcher is not None:
                 # Its own network namespace (only lo, where the proxy listens), as the
                 # agent's uid: even a compromised Chromium reaches nothing else.
+                sealed = await asyncio.to_thread(seal_probe) is None
                 executable = await asyncio.to_thread(
-                    _write_launcher, base, self.config.executable, launcher, inlet, ids)
+                    _write_launcher, base, self.config.executable, launcher, inlet, ids,
+                    sealed=sealed)
                 server, sandboxed = f"http://127.0.0.1:{PROXY_PORT}", True
             else:
                 if self.isolate and os.geteuid() == 0:

@@ -46,8 +46,8 @@ MAX_ELEMENTS = 300
 MAX_VALUE = 10_000
 MAX_URL = 8192
 MAX_SCREENSHOT_BYTES = 20 << 20
-_REF = re.compile(r"^e\d{1,7}$")
-_KEY = re.compile(r"^[A-Za-z0-9+_ ]{1,40}$|^.$")
+_REF = re.compile(r"^e\d{1,7}\Z")
+_KEY = re.compile(r"^[A-Za-z0-9+_ ]{1,40}\Z|^.\Z")
 #: The tools' own time limit, above ``[browser] call_timeout_s`` (which is the one
 #: that applies: it says why).
 _OUTER_TIMEOUT_S = 3600.0
@@ -81,12 +81,14 @@ async def _tab(ctx: ToolContext, *, create: bool) -> AsyncIterator[tuple[Browser
     limit = browsers.config.call_timeout_s
     key = ctx.agent_id or ctx.agent
     user = getattr(sandbox.backend, "user", None)
+    tenant = sandbox.owner.tenant
     if create:  # a cold start has its own limit (launch_timeout_s), not the call's
-        await browsers.start(key, sandbox.network, sandbox.rules, user=user)
+        await browsers.start(key, sandbox.network, sandbox.rules, user=user,
+                             tenant=tenant)
     try:
         async with asyncio.timeout(limit):
             async with browsers.tab(key, ctx.session, sandbox.network, sandbox.rules,
-                                    user=user, create=create) as tab:
+                                    user=user, create=create, tenant=tenant) as tab:
                 yield browsers, tab
     except TimeoutError:
         await browsers.discard_tab(key, ctx.session)

@@ -10,27 +10,36 @@ nothing an API client writes can make the daemon send a token anywhere else.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentd.trust import OperatorOnly
+
 __all__ = ["ChannelSettings", "ChannelsConfig", "TelegramConfig", "TelegramSettings"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 class _Area(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Every bot's variables share the operator's prefix: naming one is choosing whose bot.
+_BOT_VARIABLE = OperatorOnly(
+    "tenants", "naming a bot's variable chooses which bot (another tenant's, maybe) "
+               "the agent speaks through")
+
+
 class TelegramSettings(_Area):
     """One agent's Telegram bot (``settings.channels.telegram``)."""
 
-    bot_token_env: str = Field(
+    bot_token_env: Annotated[str, _BOT_VARIABLE] = Field(
         min_length=1, max_length=128,
         description="The environment variable holding the bot's token (from BotFather); "
                     "its name must start with the daemon's `[channels.telegram] "
                     "env_prefix`.")
-    secret_token_env: str = Field(
+    secret_token_env: Annotated[str, _BOT_VARIABLE] = Field(
         min_length=1, max_length=128,
         description="The environment variable holding the webhook's secret token (the "
                     "`secret_token` given to setWebhook, sent back by Telegram in "

@@ -24,6 +24,7 @@ from agentd.cli import (
     _daemon,
     _edit,
     _heartbeat,
+    _identity,
     _memory,
     _runs,
     _schedules,
@@ -576,6 +577,9 @@ app.add_typer(_skills.skill_app, name="skill", rich_help_panel="Skills")
 app.add_typer(_schedules.schedule_app, name="schedule", rich_help_panel="Autonomy")
 app.add_typer(_heartbeat.heartbeat_app, name="heartbeat", rich_help_panel="Autonomy")
 app.add_typer(_webhooks.webhook_app, name="webhook", rich_help_panel="Autonomy")
+app.add_typer(_identity.token_app, name="token", rich_help_panel="Access")
+app.add_typer(_identity.tenant_app, name="tenant", rich_help_panel="Access")
+app.add_typer(_identity.audit_app, name="audit", rich_help_panel="Access")
 
 
 def main() -> None:

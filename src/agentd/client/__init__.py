@@ -21,7 +21,8 @@ Errors::
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
-``_usage``, ``_memory``, ``_skills``, ``_schedules``, ``_webhooks``) over one transport
+``_usage``, ``_memory``, ``_skills``, ``_schedules``, ``_webhooks``, ``_identity``) over
+one transport
 (``_base``); only the names below are public.
 """
 
@@ -32,6 +33,7 @@ from agentd.client._approvals import ApprovalsAPI
 from agentd.client._base import DEFAULT_URL as DEFAULT_URL  # kept importable, as before
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
 from agentd.client._heartbeat import HeartbeatAPI
+from agentd.client._identity import IdentityAPI
 from agentd.client._memory import MemoryAPI
 from agentd.client._runs import RunsAPI
 from agentd.client._schedules import SchedulesAPI
@@ -51,7 +53,7 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

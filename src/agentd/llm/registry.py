@@ -7,13 +7,18 @@ without loading any SDK it does not need.
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentd.errors import InvalidModel
 from agentd.llm.model import Model
 
-__all__ = ["PROVIDERS", "ProviderInfo", "parse_model_spec", "resolve_model"]
+__all__ = ["PROVIDERS", "PUBLIC_PROVIDERS", "ModelEndpoint", "ProviderInfo",
+           "endpoint_providers", "parse_model_spec", "resolve_model"]
 
 
 class _Factory(Protocol):
@@ -30,6 +35,9 @@ class ProviderInfo:
     api_key_env: str | None = None
     needs_key: bool = True
     needs_model: bool = True
+    #: A named endpoint of the operator's (``[models.NAME]``): its base URL and key
+    #: variable are its own, whatever an agent's settings say.
+    fixed: bool = False
 
 
 def _openai_like(name: str, base_url: str | None, key_env: str | None, needs_key: bool = True
@@ -75,25 +83,106 @@ PROVIDERS: dict[str, ProviderInfo] = {
 }
 
 
-def parse_model_spec(spec: str) -> tuple[ProviderInfo, str]:
-    """Split ``provider:model`` and look the provider up; raise InvalidModel if unknown."""
+#: Providers whose servers are public services: a member token may name them (their
+#: keys are the operator's variables, sent to the provider's own address). The rest
+#: talk to a server on the daemon's host or one the operator chooses.
+PUBLIC_PROVIDERS = ("scripted", "openai", "anthropic", "gemini", "deepseek", "glm",
+                    "openrouter")
+_ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+
+
+class ModelEndpoint(BaseModel):
+    """A named model endpoint (``[models.NAME]`` in agentd.toml): a server the operator
+    provides, which agents name as a provider (``NAME:MODEL``) without ever naming its
+    URL or key variable, so that tokens below ``operator`` can use it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The wire format it speaks: ``openai-compatible`` (Chat Completions) or any
+    #: provider of the registry (``anthropic``, ``openai``...).
+    provider: str = "openai-compatible"
+    base_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    #: The variable holding its key (never an ``AGENTD_*`` one); none: no key.
+    api_key_env: str | None = None
+    description: str = Field(default="", max_length=500)
+
+    @field_validator("provider")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in PROVIDERS or value == "scripted":
+            raise ValueError(f"unknown provider {value!r}; one of "
+                             + ", ".join(sorted(set(PROVIDERS) - {"scripted"})))
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme, sep, rest = value.strip().partition("://")
+            if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is not None and (not _ENV_NAME.match(value)
+                                  or value.upper().startswith("AGENTD_")):
+            raise ValueError("must name an environment variable, not one of the "
+                             "daemon's own (AGENTD_*)")
+        return value
+
+
+def endpoint_providers(endpoints: Mapping[str, ModelEndpoint]) -> dict[str, ProviderInfo]:
+    """The operator's named endpoints as providers (checked: a name that is a built-in
+    provider's, or badly formed, is a ValueError)."""
+    found: dict[str, ProviderInfo] = {}
+    for name, endpoint in endpoints.items():
+        if not _ENDPOINT_NAME.match(name):
+            raise ValueError(f"models.{name}: a named endpoint's name is 1-32 lower-case "
+                             "letters, digits, '-' or '_', starting with a letter")
+        if name in PROVIDERS or name == "adapter":
+            raise ValueError(f"models.{name}: {name!r} is a built-in provider's name")
+        base = PROVIDERS[endpoint.provider]
+        if endpoint.base_url is None and base.base_url is None and (
+                endpoint.provider == "openai-compatible"):
+            raise ValueError(f"models.{name}: an openai-compatible endpoint needs base_url")
+        found[name] = ProviderInfo(
+            name=name, target=base.target, base_url=endpoint.base_url or base.base_url,
+            api_key_env=endpoint.api_key_env, needs_key=endpoint.api_key_env is not None,
+            fixed=True)
+    return found
+
+
+def parse_model_spec(spec: str, endpoints: Mapping[str, ProviderInfo] | None = None
+                     ) -> tuple[ProviderInfo, str]:
+    """Split ``provider:model`` and look the provider up (a built-in one, or one of the
+    operator's named ``endpoints``); raise InvalidModel if unknown."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidModel("model must be a non-empty 'provider:model' string")
     provider_name, sep, model = spec.strip().partition(":")
-    info = PROVIDERS.get(provider_name)
+    info = PROVIDERS.get(provider_name) or (endpoints or {}).get(provider_name)
     if info is None:
-        known = ", ".join(sorted(PROVIDERS))
+        known = ", ".join(sorted([*PROVIDERS, *(endpoints or {})]))
         raise InvalidModel(
-            f"unknown model provider {provider_name!r} in {spec!r}; known providers: {known}"
+            f"unknown model provider {provider_name!r} in {spec!r}; known providers "
+            f"(and the daemon's named endpoints): {known}"
         )
     if info.needs_model and not (sep and model.strip()):
         raise InvalidModel(f"model string {spec!r} names no model; use '{provider_name}:MODEL'")
     return info, model.strip()
 
 
-def resolve_model(spec: str, *, settings: dict[str, Any] | None = None, agent: str = "") -> Model:
-    """Build the model for ``spec``; raise :class:`InvalidModel` with a clear reason."""
-    info, model = parse_model_spec(spec)
+def resolve_model(spec: str, *, settings: dict[str, Any] | None = None, agent: str = "",
+                  endpoints: Mapping[str, ProviderInfo] | None = None) -> Model:
+    """Build the model for ``spec``; raise :class:`InvalidModel` with a clear reason.
+    ``endpoints``: the operator's named endpoints (:func:`endpoint_providers`)."""
+    info, model = parse_model_spec(spec, endpoints)
+    if info.fixed:
+        # A named endpoint's URL and key are the operator's: an agent's own are ignored.
+        settings = {k: v for k, v in (settings or {}).items()
+                    if k not in ("base_url", "api_key_env")}
     module_name, _, attr = info.target.partition(":")
     factory: _Factory = getattr(importlib.import_module(module_name), attr)
     instance = factory(provider=info, model=model, settings=dict(settings or {}), agent=agent)

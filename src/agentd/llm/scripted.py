@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentd.errors import InvalidModel, ModelError
+from agentd.llm._quote import unquote
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -200,11 +201,12 @@ def _summary(request: ModelRequest) -> str | None:
     if "<previous_summary>\n" in text:
         rest = text.partition("<previous_summary>\n")[2]
         previous, _, body = rest.partition("\n</previous_summary>")
-        lines += [line for line in previous.splitlines() if line != "Summary:"]
+        lines += [unquote(line) for line in previous.splitlines() if line != "Summary:"]
+    # The transcript is quoted (&lt; for <); a model writes the characters themselves.
     for line in body.splitlines():
         match = _ENTRY.match(line)
         if match:
-            words = match.group(2).split()[:SUMMARY_WORDS]
+            words = unquote(match.group(2)).split()[:SUMMARY_WORDS]
             lines.append(f"- {match.group(1)}: {' '.join(words)}".rstrip())
     return "\n".join(lines)
 
@@ -216,7 +218,8 @@ def _consolidation(request: ModelRequest) -> str | None:
     text = request.messages[-1].content
     if _CONSOLIDATE_OPEN not in text:
         return None
-    said = [m.group(2) for line in text.partition(_CONSOLIDATE_OPEN)[2].splitlines()
+    # The transcript is quoted (&lt; for <); a model writes the characters themselves.
+    said = [unquote(m.group(2)) for line in text.partition(_CONSOLIDATE_OPEN)[2].splitlines()
             if (m := _ENTRY.match(line)) and m.group(1) == "user"]
     answer: dict[str, Any] = {
         "memories": [{"content": s, "tags": ["consolidated"]} for s in said if s.strip()],

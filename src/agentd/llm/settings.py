@@ -26,14 +26,18 @@ from pydantic import (
 )
 
 from agentd.errors import InvalidModel, InvalidSettings
+from agentd.trust import OperatorOnly
 
-__all__ = ["MAX_OUTPUT_TOKENS", "MIN_THINKING_BUDGET", "SCRIPT_TURN_SCHEMA", "ModelSettings"]
+__all__ = ["DAEMON_ENV_PREFIX", "MAX_OUTPUT_TOKENS", "MIN_THINKING_BUDGET", "SCRIPT_TURN_SCHEMA",
+           "ModelSettings"]
 
 #: No model writes more in one call; a larger ``max_tokens`` is a typo.
 MAX_OUTPUT_TOKENS = 1_000_000
 #: Anthropic's smallest extended-thinking budget.
 MIN_THINKING_BUDGET = 1024
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: The daemon's own variables (its tokens, its database URL): never a model's key.
+DAEMON_ENV_PREFIX = "AGENTD_"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 #: The JSON schema of one scripted turn (``agentd.llm.scripted`` checks turns).
 SCRIPT_TURN_SCHEMA: dict[str, Any] = {
@@ -79,16 +83,19 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_url: str | None = Field(
+    base_url: Annotated[str | None, OperatorOnly(
+        "secrets", "the model's API key is sent to this URL")] = Field(
         None, min_length=1, max_length=2048,
         description="OpenAI-compatible providers, `anthropic`: the server's URL (http or "
                     "https), e.g. `http://127.0.0.1:8000/v1`; overrides "
                     "`AGENTD_<PROVIDER>_BASE_URL` and the provider's default.")
-    api_key_env: str | None = Field(
+    api_key_env: Annotated[str | None, OperatorOnly(
+        "secrets", "the value of this daemon variable is sent to the model's server")
+    ] = Field(
         None, description="OpenAI-compatible providers, `anthropic`: the name of the "
                           "environment variable (where the daemon runs) holding the API "
-                          "key; when set, the variable must be set. A key itself is "
-                          "refused in settings.")
+                          "key; never an `AGENTD_*` variable (the daemon's own). A key "
+                          "itself is refused in settings.")
     temperature: float | None = Field(
         None, ge=0, le=2, allow_inf_nan=False,
         description="OpenAI-compatible providers, `anthropic`: the sampling temperature; "
@@ -143,6 +150,9 @@ class ModelSettings(BaseModel):
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must be the name of an environment variable (letters, "
                              "digits and '_', not starting with a digit)")
+        if value is not None and value.upper().startswith(DAEMON_ENV_PREFIX):
+            raise ValueError(f"may not name one of the daemon's own variables "
+                             f"({DAEMON_ENV_PREFIX}*): they hold its tokens and database")
         return value
 
     @classmethod

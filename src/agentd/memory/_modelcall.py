@@ -8,7 +8,7 @@ or the agent's own; its usage comes back as a charge to commit with the job's ev
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from agentd.errors import AgentdError, ModelError
 from agentd.events import UsageData
 from agentd.llm.catalog import estimate_tokens
 from agentd.llm.messages import ModelRequest, UserMessage
-from agentd.llm.registry import resolve_model
+from agentd.llm.registry import ProviderInfo, resolve_model
 from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.store.records import UsageCharge
 
@@ -52,7 +52,8 @@ class Answer:
 
 async def call_model(kernel: Kernel, catalog: Catalog, call: MemoryCall, *,
                      model: str | None, system: str, content: Callable[[int | None], str],
-                     max_tokens: int, what: str) -> Answer:
+                     max_tokens: int, what: str,
+                     endpoints: Mapping[str, ProviderInfo] | None = None) -> Answer:
     """Ask ``model`` (None: the agent's, with its fallbacks) with ``system`` and the user
     message ``content(room)``, where ``room`` is the characters the model's window leaves
     for it (None: unknown). A :class:`ModelError` when there is no usable answer."""
@@ -61,7 +62,7 @@ async def call_model(kernel: Kernel, catalog: Catalog, call: MemoryCall, *,
     if model is not None and model != targets[0].spec:
         same = model.partition(":")[0] == targets[0].model.provider
         try:
-            resolved = resolve_model(model, agent=call.agent, settings={
+            resolved = resolve_model(model, agent=call.agent, endpoints=endpoints, settings={
                 k: v for k in ("base_url", "api_key_env", "timeout_s")
                 if same and (v := getattr(call.settings, k, None)) is not None})
         except (AgentdError, ImportError) as exc:

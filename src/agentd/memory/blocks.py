@@ -13,12 +13,12 @@ may be shared: linked to several agents, who all see and write the same one.
 from __future__ import annotations
 
 import asyncio
-import html
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from agentd.errors import Conflict, InvalidInput, NotFound, ToolError
+from agentd.llm._quote import quote, quote_attr, unquote
 from agentd.store import Store
 from agentd.store._blocks import BlockChange, BlockRecord, BlockVersion, BlockWrite
 
@@ -37,7 +37,7 @@ MAX_LIMIT = 100_000
 
 
 def check_label(label: str, field: str = "path.label") -> str:
-    if not LABEL.match(label):
+    if not LABEL.fullmatch(label):
         raise InvalidInput(f"a block label is 1 to 64 letters, digits, '_', '.' or '-' "
                            f"(got {label[:80]!r})", field=field)
     return label
@@ -50,17 +50,23 @@ def check_limit(limit: int | None) -> None:
 
 
 def render_blocks(instructions: str, blocks: Sequence[BlockRecord]) -> str:
-    """The system prompt: the instructions, then the blocks in their stable order."""
+    """The system prompt: the instructions, then the blocks in their stable order.
+
+    A value is whatever a run (perhaps a tainted one) or a client wrote: it is quoted
+    (:func:`~agentd.llm._quote.quote`), so it cannot close its block's tag or the
+    section and write on as the daemon. The labels are checked (:data:`LABEL`)."""
     if not blocks:
         return instructions
     parts = ["<memory_blocks>",
              "Your core memory: you always see these blocks. Change them with "
-             "memory_append, memory_replace or memory_rewrite (by label)."]
+             "memory_append, memory_replace or memory_rewrite (by label). A block's "
+             "text is shown with &, < and > written as &amp;, &lt; and &gt;; the tools "
+             "take the text itself."]
     for b in blocks:
-        attrs = (f'description="{html.escape(b.description)}" '
+        attrs = (f'description="{quote_attr(b.description)}" '
                  f'chars="{len(b.value)}/{b.limit}"' + (' read_only="true"'
                                                          if b.read_only else ""))
-        parts.append(f"<{b.label} {attrs}>\n{b.value}\n</{b.label}>")
+        parts.append(f"<{b.label} {attrs}>\n{quote(b.value)}\n</{b.label}>")
     parts.append("</memory_blocks>")
     section = "\n".join(parts)
     return f"{instructions}\n\n{section}" if instructions else section
@@ -207,7 +213,13 @@ class MemoryBlocks:
             if not old:
                 raise ToolError("old must not be empty (use memory_append to add text)",
                                 code="block_text_not_found")
-            count = b.value.count(old)
+            find, put = old, new
+            count = b.value.count(find)
+            if count == 0 and unquote(old) != old:
+                # Copied as the prompt shows it (&lt; for <): the text it stands for,
+                # and the new text is read the same way.
+                find, put = unquote(old), unquote(new)
+                count = b.value.count(find)
             if count == 0:
                 raise ToolError(f"the text to replace does not occur in block {label!r} "
                                 "(it must match exactly)", code="block_text_not_found")
@@ -215,7 +227,7 @@ class MemoryBlocks:
                 raise ToolError(f"the text to replace occurs {count} times in block "
                                 f"{label!r}; give a longer, unique piece",
                                 code="block_text_ambiguous")
-            return BlockChange(value=b.value.replace(old, new, 1))
+            return BlockChange(value=b.value.replace(find, put, 1))
         return await self._tool_write(agent_id, label, edit, run_id)
 
     async def rewrite(self, agent_id: str, label: str, value: str, *, run_id: str
@@ -226,7 +238,7 @@ class MemoryBlocks:
     async def _tool_write(self, agent_id: str, label: str,
                           edit: Callable[[BlockRecord], BlockChange], run_id: str
                           ) -> BlockRecord:
-        if not LABEL.match(label):
+        if not LABEL.fullmatch(label):
             raise ToolError(f"no memory block {label[:80]!r}", code="block_not_found")
         before: list[int] = []
 

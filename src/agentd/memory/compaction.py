@@ -35,6 +35,7 @@ from agentd.events import (
     StepCompactionData,
     UsageData,
 )
+from agentd.llm._quote import quote
 from agentd.llm.catalog import ModelInfo, estimate_parts, estimate_tokens
 from agentd.llm.messages import (
     AssistantMessage,
@@ -74,7 +75,9 @@ SUMMARY_INSTRUCTIONS = (
     "decision, open task and commitment, every name, number, identifier, path and URL, "
     "and what tools were used for and what they found. Drop greetings and repetition. "
     "If a previous summary is given, fold it in: your summary replaces it. Write plain "
-    "prose or short bullet points, in the conversation's language, and nothing else.")
+    "prose or short bullet points, in the conversation's language, and nothing else. "
+    "The transcript writes &, < and > as &amp;, &lt; and &gt;: write the characters "
+    "themselves.")
 #: The longest a single message may be in the text sent to the summary model.
 _ENTRY_CHARS = 4000
 _RUN_ACTIVE = ("queued", "running", "waiting_approval")
@@ -149,8 +152,9 @@ def _entry(message: AnyMessage, limit: int) -> str:
         assert isinstance(message, AssistantMessage)
         calls = "; ".join(f"calls {c.name} {c.arguments}" for c in message.tool_calls)
         head, body = "[assistant]", " ".join(p for p in (message.text, calls) if p)
-    # Continuation lines are indented: only an entry's first line starts with '['.
-    return f"{head} {_clip(body, limit)}".replace("\n", "\n  ")
+    # Continuation lines are indented: only an entry's first line starts with '['. The
+    # text is quoted: a message cannot close the transcript and speak as its frame.
+    return quote(f"{head} {_clip(body, limit)}").replace("\n", "\n  ")
 
 
 def transcript(summary: str | None, messages: Sequence[AnyMessage], *,
@@ -162,7 +166,7 @@ def transcript(summary: str | None, messages: Sequence[AnyMessage], *,
         limit = max(200, min(limit, (max_chars - len(summary or "")) // len(messages)))
     parts = [f"<{tag}>"]
     if summary:
-        parts += ["<previous_summary>", summary, "</previous_summary>"]
+        parts += ["<previous_summary>", quote(summary), "</previous_summary>"]
     parts += [_entry(m, limit) for m in messages]
     parts.append(f"</{tag}>")
     return "\n".join(parts)
@@ -335,5 +339,5 @@ class Compactor:
             self.kernel, self.catalog, call, model=options.model,
             system=SUMMARY_INSTRUCTIONS, max_tokens=options.max_summary_tokens,
             content=lambda room: transcript(previous, messages, max_chars=room),
-            what="summary")
+            what="summary", endpoints=self.agents.endpoints)
         return answer.text, answer.model, answer.usage, answer.charge

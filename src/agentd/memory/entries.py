@@ -46,7 +46,7 @@ __all__ = ["MAX_BATCH", "EntryIn", "Hit", "MemoryEntries", "Scope", "check_filte
 #: Entries one request may write.
 MAX_BATCH = 1000
 MAX_TAGS = 32
-TAG = re.compile(r"^[^\x00-\x1f]{1,64}$")
+TAG = re.compile(r"^[^\x00-\x1f]{1,64}\Z")
 MAX_METADATA_BYTES = 16_384
 #: How deep each side of a hybrid search looks before fusing.
 DEPTH = 100
@@ -85,6 +85,8 @@ class Scope:
     seq: int | None = None
     #: The acting session is tainted (why): what it writes is tainted.
     tainted: str | None = None
+    #: The agent's tenant (its quota on memory entries counts what it writes).
+    tenant: str = "default"
 
     @property
     def own(self) -> str:
@@ -278,7 +280,8 @@ class MemoryEntries:
     async def scope(self, agent: str) -> Scope:
         """The scope of a client acting on agent ``agent`` (by name)."""
         record = await self.agents.get(agent)
-        return Scope(agent_id=record.id, settings=self.agents.plan(record).settings.memory)
+        settings = self.agents.plan(record).settings
+        return Scope(agent_id=record.id, settings=settings.memory, tenant=settings.tenant)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -311,7 +314,8 @@ class MemoryEntries:
                 source_session=scope.session, source_run=scope.run_id,
                 source_seq=scope.seq, agent_id=scope.agent_id, tainted=tainted,
                 created_at=created_at[i] if created_at is not None else None))
-        written = await self.store.insert_entries(new)
+        written = await self.store.insert_entries(
+            new, quota=self.agents.guard.quotas.quota(scope.tenant, "memory_entries"))
         self.written({e.namespace for e in new})
         return written
 

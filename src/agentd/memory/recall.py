@@ -11,11 +11,11 @@ A failed search never fails the run: the call goes on without, and the event say
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import TYPE_CHECKING
 
 from agentd.events import RecalledData, RecalledEntryData
+from agentd.llm._quote import quote
 from agentd.store.records import iso
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def render_recalled(hits: list[Hit]) -> str:
         e = h.entry
         mark = ' untrusted="true"' if e.tainted else ""
         lines.append(f'<entry id="{e.id}" date="{(iso(e.created_at) or "")[:10]}"{mark}>'
-                     f"{html.escape(e.content, quote=False)}</entry>")
+                     f"{quote(e.content)}</entry>")
     lines.append("</recalled_memories>")
     return "\n".join(lines)
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from agentd.trust import MODEL_SPEC
+
 __all__ = ["DEFAULT_EMBEDDER", "NAMESPACE_PATTERN", "CompactionSettings", "ConsolidationSettings",
            "MemoryConfig", "MemorySettings"]
 
@@ -42,7 +44,8 @@ class CompactionSettings(_Area):
                                  "from `model`; `clear_tool_results`: older tool results "
                                  "are replaced by a short placeholder, the calls kept "
                                  "(no model call).")
-    model: str | None = Field(None, min_length=1, max_length=200,
+    model: Annotated[str | None, MODEL_SPEC] = Field(
+                              None, min_length=1, max_length=200,
                               description="`provider:model` that writes summaries "
                                           "(default: the agent's model).")
     keep_turns: int = Field(2, ge=1, le=100, description="The latest turns (a user "
@@ -57,7 +60,8 @@ class ConsolidationSettings(_Area):
 
     auto: bool = Field(False, description="Consolidate when the agent goes idle "
                                           "(else only on demand).")
-    model: str | None = Field(None, min_length=1, max_length=200,
+    model: Annotated[str | None, MODEL_SPEC] = Field(
+                              None, min_length=1, max_length=200,
                               description="`provider:model` that consolidates "
                                           "(default: the agent's model).")
     max_entries: int = Field(20, ge=1, le=200, description="Entries one consolidation "

@@ -1,6 +1,6 @@
 """What the runtime adds to :mod:`agentd.settings` (which holds every check and
-default): the operator's list of MCP commands, and reporting stored settings this
-version refuses (``settings_errors`` for the API, ``warn_invalid_settings`` at start).
+default): reporting stored settings this version refuses (``settings_errors`` for the
+API, ``warn_invalid_settings`` at start).
 
 The runtime reads an agent's settings once per plan (``Agents.plan``:
 ``stored_settings``) and a client's when it saves them (``Agents._validate``:
@@ -10,34 +10,16 @@ The runtime reads an agent's settings once per plan (``Agents.plan``:
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agentd.config import SandboxLimits
-from agentd.errors import Forbidden
 from agentd.settings import settings_problems
 from agentd.store.records import AgentRecord
-from agentd.tools.mcp import MCPServer
 
-__all__ = ["check_mcp_commands", "settings_errors", "warn_invalid_settings"]
+__all__ = ["settings_errors", "warn_invalid_settings"]
 
 log = logging.getLogger(__name__)
-
-
-def check_mcp_commands(servers: list[MCPServer], allowed: list[str]) -> None:
-    """Refuse (403) a stdio server whose command is not on the operator's list
-    (``mcp_commands``): for requests from tokens that are not the daemon's admins."""
-    prefixes = [shlex.split(entry) for entry in allowed]
-    for index, server in enumerate(servers):
-        command = server.command
-        if command is None:
-            continue
-        if not any(p and command[:len(p)] == p for p in prefixes):
-            raise Forbidden(
-                f"settings.mcp[{index}]: the command {shlex.join(command)!r} is not in "
-                "the daemon's mcp_commands; only an admin token may configure it",
-                details={"field": f"body.settings.mcp[{index}].command"})
 
 
 def settings_errors(settings: Mapping[str, Any], caps: SandboxLimits

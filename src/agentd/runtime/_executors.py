@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agentd.config import PRIORITIES, Settings
+from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
 from agentd.memory.blocks import MemoryBlocks
@@ -133,7 +133,11 @@ class ExecutorFactory:
         self.team_executor: type[RunExecutor] | None = None
         #: Drives the runs of agents backed by an adapter (``agentd.adapters``).
         self.adapter_executor: type[RunExecutor] | None = None
-        self._policies: dict[tuple[int, str], tuple[AgentPlan, CallPolicy]] = {}
+        self._policies: dict[tuple[int, str, int], tuple[AgentPlan, CallPolicy]] = {}
+        #: A tenant's day and month limits (its budget and spend quota), and a number
+        #: that changes whenever they may have (call policies are cached on it).
+        self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
+        self.tenant_budgets_version: Callable[[], int] = lambda: 0
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
         """The executor of ``run_id``, or None when the run does not start here (ended,
@@ -158,7 +162,8 @@ class ExecutorFactory:
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,
-                    permissions=start.permissions, shell_key=shell_key, agent_id=agent.id)
+                    permissions=start.permissions, shell_key=shell_key, agent_id=agent.id,
+                    tenant=plan.settings.tenant)
             except (InvalidInput, Conflict) as exc:
                 await self.runlog.fail(run, exc)
                 return None
@@ -287,7 +292,7 @@ class ExecutorFactory:
             spawn = self.sandboxes.mcp_spawner(
                 plan.sandbox, plan.limits, workspace=self.agents.workspace_of(agent),
                 network=permissions_for(self.settings, plan.policy, None).network,
-                agent_id=agent.id)
+                agent_id=agent.id, tenant=plan.settings.tenant)
             tools = [*tools, *await self.mcp.tools(agent.id, plan.mcp, failures=failures,
                                                    spawn=spawn)]
             if failures:
@@ -295,10 +300,14 @@ class ExecutorFactory:
                                          start.run.id))
         return tools, notes
 
+    def _configured_budget(self, tenant: str) -> Budget | None:
+        config = self.settings.tenants.get(tenant)
+        return None if config is None or config.budget.empty else config.budget
+
     def call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:
         """How the run's model calls go through the kernel, and what they may spend
         (worked out once per plan and priority: a plan never changes)."""
-        key = (id(plan), priority)
+        key = (id(plan), priority, self.tenant_budgets_version())
         cached = self._policies.get(key)
         if cached is not None and cached[0] is plan:
             return cached[1]
@@ -310,9 +319,7 @@ class ExecutorFactory:
 
     def _call_policy(self, plan: AgentPlan, priority: str) -> CallPolicy:
         settings = plan.settings
-        tenant_config = self.settings.tenants.get(settings.tenant)
-        tenant_budget = (None if tenant_config is None or tenant_config.budget.empty
-                         else tenant_config.budget)
+        tenant_budget = self.tenant_budget(settings.tenant)
         retry = self.kernel.retry if settings.max_retries is None else replace(
             self.kernel.retry, attempts=settings.max_retries + 1)
         return CallPolicy(

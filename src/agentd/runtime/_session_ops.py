@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 from agentd.errors import InvalidInput
 from agentd.events import SessionRestored, WorkspaceRestored, WorkspaceSnapshot
 from agentd.runtime.workspaces import snapshot_at
+from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig, parse_policy
 from agentd.store import NewEvent, Store
-from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord
+from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord, tenant_of
 
 if TYPE_CHECKING:
     from agentd.config import Settings
+    from agentd.runtime.agents import Agents
     from agentd.runtime.bus import EventBus
     from agentd.runtime.history import HistoryCache
     from agentd.runtime.sandboxes import Sandboxes
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHECKPOINT_NAME", "SessionOps", "check_session_key"]
 
-CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 MAX_KEY_LEN = 256
 
 
@@ -76,6 +78,7 @@ class SessionOps:
     histories: HistoryCache
     sandboxes: Sandboxes
     workspaces: WorkspaceKeeper | None
+    agents: Agents
 
     async def get_session(self, name: str, key: str) -> tuple[AgentRecord, SessionRecord]:
         raise NotImplementedError
@@ -132,7 +135,8 @@ class SessionOps:
         agent, session = await self.get_session(name, key)
         forked = await self.store.fork_session(
             session.id, key=new_key, seq=seq, checkpoint=checkpoint,
-            source={"agent": agent.name, "session": key})
+            source={"agent": agent.name, "session": key},
+            quota=self.agents.guard.quotas.quota(tenant_of(agent.settings), "sessions"))
         restored = await self._restore_files(forked.agent_id, forked.id, forked.last_seq)
         if restored is not None:
             forked.last_seq, forked.updated_at = restored.seq, restored.at
@@ -162,12 +166,24 @@ class SessionOps:
         """The layered policy of an agent's session (daemon < agent < session)."""
         return Policy(daemon=self.settings.policy, agent=agent, session=session)
 
-    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
-                                 ) -> SessionRecord:
-        """Set (None: clear) a session's own policy layer; its next run uses it."""
-        layer = (None if policy is None
-                 else parse_policy(policy, "policy", "body").model_dump(exclude_none=True))
+    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None,
+                                 *, actor: Principal | None = None) -> SessionRecord:
+        """Set (None: clear) a session's own policy layer; its next run uses it.
+        ``actor``: who sets it (a network grant reaching the operator's private
+        endpoints needs an operator; the change is audited)."""
+        parsed = None if policy is None else parse_policy(policy, "policy", "body")
+        layer = None if parsed is None else parsed.model_dump(exclude_none=True)
         _, session = await self.get_session(name, key)
+        guard = self.agents.guard
+        if parsed is not None:
+            before = (parse_policy(session.policy, "policy", "body")
+                      if session.policy is not None else None)
+            guard.check_operator_only(actor, parsed, before, prefix="")
         await self.store.set_session_policy(session.id, layer)
+        if guard.audit is not None and actor is not None:
+            await guard.audit.append(actor=actor.name, role=actor.role,
+                                     action="session.policy",
+                                     resource=f"agent:{name}/session:{key}",
+                                     details={"policy": layer})
         session.policy = layer
         return session

@@ -100,10 +100,21 @@ def _asking(request: ApprovalRequestedData) -> str:
             "(retry, skip or fail)")
 
 
-def facts_of(t: Tool) -> CallFacts:
+def facts_of(t: Tool, arguments: Mapping[str, Any] | None = None, session: str = ""
+             ) -> CallFacts:
+    """What the policy knows of a call of ``t``: the tool's flags, and where this
+    call's arguments send content out (``Tool.sends_out_to``), if anywhere."""
+    sends_to = None
+    if t.sends_out_to is not None and arguments is not None:
+        try:
+            sends_to = t.sends_out_to(arguments, session)
+        except Exception as exc:  # attacker arguments the tool's hook did not expect
+            # Fail closed: a destination nobody could name still counts as out.
+            log.warning("%s: where the call sends could not be told: %r", t.name, exc)
+            sends_to = "sends content somewhere that could not be told"
     return CallFacts(name=t.name, read_only=t.read_only, needs_approval=t.needs_approval,
                      needs_network=t.needs_network, sends_out=t.sends_out,
-                     shell=t.name in SHELL_TOOLS)
+                     shell=t.name in SHELL_TOOLS, sends_to=sends_to)
 
 
 class ToolSteps:
@@ -160,7 +171,8 @@ class ToolSteps:
             return None
         return Scope(agent_id=self.run.agent_id, settings=self.agent_settings.memory,
                      session=self.session_key, run_id=self.run.id,
-                     seq=self.history.last_seq, tainted=self.history.tainted)
+                     seq=self.history.last_seq, tainted=self.history.tainted,
+                     tenant=self.agent_settings.tenant)
 
     # -- running a step's calls --------------------------------------------------------
 
@@ -287,7 +299,8 @@ class ToolSteps:
         """The policy's verdict, reached without stalling the event loop: what the
         analyser parses is capped, judged in a worker with a time limit, and a call
         that cannot be judged in time is asked about (fail closed)."""
-        facts, tainted = facts_of(t), self.history.tainted is not None
+        facts = facts_of(t, arguments, self.session_key)
+        tainted = self.history.tainted is not None
         confined = walled(self.sandbox)
         try:
             size = len(orjson.dumps(arguments))

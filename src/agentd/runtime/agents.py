@@ -17,7 +17,7 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,24 +27,32 @@ import orjson
 from agentd.adapters._loader import PREFIX as ADAPTER_PREFIX
 from agentd.adapters._service import adapter_model
 from agentd.config import AgentSandbox, Budget, Settings
-from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel
+from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel, QuotaExceeded
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
-from agentd.llm.registry import resolve_model
-from agentd.runtime._agent_settings import check_mcp_commands, settings_errors
+from agentd.llm.registry import ProviderInfo, resolve_model
+from agentd.runtime._agent_settings import settings_errors
 from agentd.runtime.calls import Target
+from agentd.runtime.guard import NO_GUARD, Guard
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.sandbox.backends import Limits
+from agentd.security.identity import Principal
 from agentd.security.policy import PolicyConfig
 from agentd.settings import AgentSettings, ModelSettings, check_settings, stored_settings
 from agentd.store import Store
-from agentd.store.records import AgentChange, AgentRecord, AgentState, agent_change_kind
+from agentd.store.records import (
+    AgentChange,
+    AgentRecord,
+    AgentState,
+    agent_change_kind,
+    tenant_of,
+)
 from agentd.tools import ToolRegistry
 from agentd.tools.mcp import MCPServer
 
 __all__ = ["AgentPlan", "Agents", "check_agent_name"]
 
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
 #: Model settings a fallback of another provider inherits from the agent's (the rest,
 #: such as base_url and api_key_env, belong to the primary's provider).
@@ -60,9 +68,10 @@ def _model_call(settings: ModelSettings, keys: tuple[str, ...] = _MODEL_SETTINGS
     return {key: value for key, value in found.items() if value is not None}
 
 
-def _model(spec: str, settings: dict[str, Any], agent: str) -> Model:
+def _model(spec: str, settings: dict[str, Any], agent: str,
+           endpoints: Mapping[str, ProviderInfo]) -> Model:
     try:
-        return resolve_model(spec, settings=settings, agent=agent)
+        return resolve_model(spec, settings=settings, agent=agent, endpoints=endpoints)
     except ImportError as exc:  # (a provider's SDK, an optional dependency)
         raise InvalidModel(f"the provider for {spec!r} is not installed: {exc}",
                            field="body.model") from exc
@@ -130,9 +139,17 @@ class Agents:
     def __init__(self, settings: Settings, store: Store, *, tools: ToolRegistry,
                  catalog: Catalog, sandboxes: Sandboxes,
                  on_sleep: Callable[[AgentRecord], None] = lambda agent: None,
-                 on_change: Callable[[AgentChange], None] = lambda change: None) -> None:
+                 on_change: Callable[[AgentChange], None] = lambda change: None,
+                 guard: Guard = NO_GUARD,
+                 endpoints: Mapping[str, ProviderInfo] | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: Quotas, the operator's grants and the audit log (``agentd.identity``).
+        self.guard = guard
+        #: The operator's named model endpoints (``[models.NAME]``) as providers.
+        self.endpoints = dict(endpoints or {})
+        #: Whether a tenant exists (a name ``<tenant>.x`` belongs to that tenant).
+        self.tenant_exists: Callable[[str], bool] = lambda name: False
         self.tools = tools
         self.catalog = catalog
         self.sandboxes = sandboxes
@@ -294,44 +311,62 @@ class Agents:
     # -- definitions -------------------------------------------------------------------
 
     async def create(self, *, name: str, model: str | None, instructions: str,
-                     tools: list[str], settings: dict[str, Any], admin: bool
-                     ) -> AgentRecord:
+                     tools: list[str], settings: dict[str, Any],
+                     actor: Principal | None = None) -> AgentRecord:
+        """Check and store a new agent. ``actor``: who asks (None: the runtime itself,
+        or an embedder): its role decides the operator-only settings, its name is
+        recorded in the audit log."""
         check_agent_name(name)
         model = model or self.settings.default_model
-        resolved = self._validate(name, model, tools, settings)
+        resolved = self._validate(name, model, tools, settings, actor=actor)
+        self._check_name_tenant(name, resolved.settings.tenant)
         for check in self.async_checks:
             await check(name, resolved.settings)
-        if not admin:
-            check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
-        agent = await self.store.create_agent(name=name, model=model,
-                                              instructions=instructions, tools=tools,
-                                              settings=settings)
+        tenant = resolved.settings.tenant
+        agent = await self.store.create_agent(
+            name=name, model=model, instructions=instructions, tools=tools,
+            settings=settings, quota=self.guard.quotas.quota(tenant, "agents"),
+            audit=self.guard.entry(actor, "agent.create", f"agent:{name}", model=model,
+                                   tenant=tenant, settings=settings))
         self.on_change(AgentChange.of("agent.created", agent))
-        try:  # its sandbox uid, given now (a used-up range refuses the agent: 409)
-            await self.sandboxes.user(agent.id)
-        except Conflict:
-            gone = await self.store.delete_agent(name)
+        try:  # its sandbox uid, given now (its tenant's cap, 403, or a used-up range,
+            # 409, refuses the agent)
+            await self.sandboxes.allocate(agent.id)
+        except (Conflict, QuotaExceeded) as exc:
+            gone = await self.store.delete_agent(name, audit=self.guard.entry(
+                actor, "agent.delete", f"agent:{name}", because=exc.code))
             self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
             raise
         self.count += 1
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return self.remember(agent)
 
-    async def update(self, name: str, fields: dict[str, Any], *, admin: bool,
+    async def update(self, name: str, fields: dict[str, Any], *,
+                     actor: Principal | None = None,
                      based_on: AgentRecord | None = None) -> AgentRecord:
         """Check and save a change. ``based_on``: the record the change was computed
-        from; saved only if the agent is still that (Conflict ``agent_changed``)."""
+        from; saved only if the agent is still that (Conflict ``agent_changed``).
+        ``actor``: as for :meth:`create` (the operator-only settings it may not set
+        are those the change sets: what an operator set before stays)."""
         current = based_on or await self.get(name)
         model = fields.get("model", current.model)
         tools = fields.get("tools", current.tools)
         settings = fields.get("settings", current.settings)
-        resolved = self._validate(name, model, tools, settings)
+        resolved = self._validate(name, model, tools, settings, actor=actor,
+                                  before=current)
+        tenant = resolved.settings.tenant
+        moved = tenant_of(current.settings) != tenant
+        if moved:
+            self._check_name_tenant(name, tenant)
         for check in self.async_checks:
             await check(name, resolved.settings)
-        if not admin:
-            check_mcp_commands(resolved.mcp, self.settings.mcp_commands)
         agent = self.remember(await self.store.update_agent(
-            name, fields, based_on=based_on.updated_at if based_on is not None else None))
+            name, fields, based_on=based_on.updated_at if based_on is not None else None,
+            quota=self.guard.quotas.quota(tenant, "agents") if moved else None,
+            audit=self.guard.entry(actor, "agent.update", f"agent:{name}",
+                                   fields=sorted(fields), **{
+                                       k: v for k, v in fields.items()
+                                       if k in ("model", "settings", "state")})))
         self.on_change(AgentChange.of(agent_change_kind(fields), agent, before=current))
         self._forget_plan(name)
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
@@ -344,12 +379,13 @@ class Agents:
         self.on_change(AgentChange.of("agent.state", agent))
         return agent
 
-    async def delete(self, agent: AgentRecord) -> None:
+    async def delete(self, agent: AgentRecord, actor: Principal | None = None) -> None:
         """Delete the agent's record (its sessions go with it) and its workspace."""
-        gone = await self.store.delete_agent(agent.name)
+        gone = await self.store.delete_agent(agent.name, audit=self.guard.entry(
+            actor, "agent.delete", f"agent:{agent.name}"))
         # The record as it was deleted: the feed's scope is decided on its tenant.
         self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
-        self.sandboxes.forget(self.workspace_of(agent), agent.id)
+        await self.sandboxes.forget(self.workspace_of(agent), agent.id)
         self.count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)
         self.sleep(agent)
@@ -358,6 +394,16 @@ class Agents:
         """The agent's workspace directory (by id: a new agent of an old name starts
         with an empty one)."""
         return self.settings.workspaces_dir / agent.id
+
+    def _check_name_tenant(self, name: str, tenant: str) -> None:
+        """An agent named ``<tenant>.<rest>`` for an existing tenant belongs to that
+        tenant: a tenant's tokens create agents only under its name, so no other
+        tenant's agent may hold one (its 409 would tell them it exists)."""
+        owner, dot, _ = name.partition(".")
+        if dot and owner != tenant and self.tenant_exists(owner):
+            raise InvalidInput(f"agent names starting with {owner + '.'!r} belong to "
+                               f"tenant {owner!r}: this agent's tenant is {tenant!r}",
+                               field="body.name")
 
     # -- plans -------------------------------------------------------------------------
 
@@ -399,16 +445,30 @@ class Agents:
     def settings_errors(self, agent: AgentRecord) -> list[dict[str, str]]:
         """What this version refuses in the agent's stored settings, as the API shows
         it (``[{"field": "settings.max_step", "message": ...}]``); empty when valid."""
-        return settings_errors(agent.settings, self.settings.sandbox.limits)
+        return settings_errors(agent.settings, self.settings.sandbox.ceiling)
 
-    def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any]
+    def _validate(self, name: str, model: str, tools: list[str], settings: dict[str, Any],
+                  *, actor: Principal | None = None, before: AgentRecord | None = None
                   ) -> AgentPlan:
-        """Check an agent definition; errors name the field (``details.errors``)."""
+        """Check an agent definition; errors name the field (``details.errors``).
+        ``actor``: who asks, whose role decides the operator-only settings the
+        definition sets (``before``: the agent as it was), checked before anything
+        else of them is used (no model is resolved for a refused one)."""
         try:
             self.tools.check(tools)
         except InvalidInput as exc:
             raise exc.for_field("body.tools") from None
-        typed = check_settings(settings, caps=self.settings.sandbox.limits)
+        typed = check_settings(settings, caps=self.settings.sandbox.ceiling)
+        if actor is not None:
+            old: AgentSettings | None = None
+            if before is not None:
+                try:
+                    old = stored_settings(before.settings)
+                except InvalidInput:
+                    old = None  # (settings this version refuses: nothing of them stays)
+            self.guard.check_operator_only(
+                actor, typed, old, model=model,
+                model_before=before.model if before is not None else None)
         self.sandboxes.check_agent(typed.sandbox)
         for check in self.checks:
             check(typed)
@@ -440,7 +500,7 @@ class Agents:
                              budgeted=not settings.budget.empty,
                              targets=[Target(model=chain[0], info=None)],
                              limits=self.sandboxes.limits(settings.sandbox))
-        chain = [_model(model, _model_call(settings), name)]
+        chain = [_model(model, _model_call(settings), name, self.endpoints)]
         provider = chain[0].provider
         for index, entry in enumerate(settings.fallbacks):
             field = f"body.settings.fallbacks[{index}]"
@@ -451,7 +511,7 @@ class Agents:
             else:
                 own = _model_call(settings, _PORTABLE_SETTINGS)
             try:
-                fallback = _model(entry.model, own, name)
+                fallback = _model(entry.model, own, name, self.endpoints)
             except InvalidModel as exc:
                 raise InvalidModel(f"settings.fallbacks[{index}]: {exc.message}",
                                    field=field) from None

@@ -28,7 +28,9 @@ from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.events import DecisionData
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
+from agentd.runtime.guard import NO_GUARD, Guard
 from agentd.runtime.supervisor import Supervisor
+from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig, sticky_rule
 from agentd.settings import stored_settings
 from agentd.store import Store
@@ -57,9 +59,10 @@ class ApprovalDesk:
 
     def __init__(self, store: Store, *, bus: EventBus, agents: Agents, tools: ToolRegistry,
                  supervisor: Supervisor,
-                 permissions_for: Callable[[PolicyConfig, PolicyConfig | None], Policy]
-                 ) -> None:
+                 permissions_for: Callable[[PolicyConfig, PolicyConfig | None], Policy],
+                 guard: Guard = NO_GUARD) -> None:
         self.store = store
+        self.guard = guard
         self.bus = bus
         self.agents = agents
         self.tools = tools
@@ -82,18 +85,22 @@ class ApprovalDesk:
     async def decide(self, approval_id: str, action: str, *,
                      arguments: dict[str, Any] | None = None, output: str | None = None,
                      remember: str | None = None, reason: str | None = None,
-                     by: str | None = None) -> dict[str, Any]:
-        """Decide a pending request; returns the decision as logged."""
+                     by: str | None = None, actor: Principal | None = None
+                     ) -> dict[str, Any]:
+        """Decide a pending request; returns the decision as logged. ``actor``: the
+        person's token (``by`` is its name; the decision is audited)."""
         request = await self.get(approval_id)
         return await self._decide(request, action, arguments=arguments, output=output,
-                                  remember=remember, reason=reason, by=by)
+                                  remember=remember, reason=reason,
+                                  by=actor.name if actor is not None else by, actor=actor)
 
-    async def decide_run(self, run_id: str, action: str, output: str | None = None
-                         ) -> dict[str, Any]:
+    async def decide_run(self, run_id: str, action: str, output: str | None = None, *,
+                         actor: Principal | None = None) -> dict[str, Any]:
         """Decide what ``run_id`` waits on (the older, run-addressed API)."""
         for request in await self.store.pending_approvals():
             if request["run_id"] == run_id:
-                return await self._decide(request, action, output=output)
+                return await self._decide(request, action, output=output, actor=actor,
+                                          by=actor.name if actor is not None else None)
         run = await self.store.get_run(run_id)
         raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
                        code="not_waiting")
@@ -101,7 +108,8 @@ class ApprovalDesk:
     async def _decide(self, request: dict[str, Any], action: str, *,
                       arguments: dict[str, Any] | None = None, output: str | None = None,
                       remember: str | None = None, reason: str | None = None,
-                      by: str | None = None) -> dict[str, Any]:
+                      by: str | None = None, actor: Principal | None = None
+                      ) -> dict[str, Any]:
         options = request.get("options") or ["retry", "skip", "fail"]
         if action not in options:
             raise InvalidInput(f"unknown action {action!r}; this request takes "
@@ -165,8 +173,17 @@ class ApprovalDesk:
             data = event.data
         self.supervisor.waiting_runs.discard(run_id)
         if remembered is not None:
-            await self.agents.update(request["agent"], {"settings": remembered[0]},
-                                     admin=True)
+            # (a rule a person's decision makes: no operator-only field, so the role
+            # does not matter; the change is audited with the decision)
+            await self.agents.update(request["agent"], {"settings": remembered[0]})
+        if self.guard.audit is not None and actor is not None:
+            await self.guard.audit.append(
+                actor=actor.name, role=actor.role, action="approval.decide",
+                resource=f"run:{request['run_id']}",
+                details={"agent": request.get("agent"), "action": action,
+                         "approval_id": request.get("approval_id"),
+                         "tool": request.get("name"),
+                         **({"remember": remember} if remember else {})})
         return data
 
     async def _holder(self, session_id: str, run_id: str) -> RunExecutor | None:

@@ -43,6 +43,7 @@ from agentd.events import (
     WorkspaceSnapshotData,
     kind_of,
 )
+from agentd.llm._quote import quote
 from agentd.llm.messages import (
     AssistantMessage,
     FinishReason,
@@ -77,8 +78,10 @@ def with_summary(system: str, summary: str | None) -> str:
     memory blocks first: they change less, so a provider's prompt cache keeps them)."""
     if not summary:
         return system
+    # A model wrote the summary from the conversation, outside content included: it is
+    # quoted so that it cannot end its section and go on as the daemon's instructions.
     section = ("<conversation_summary>\nThe earlier part of this conversation, "
-               f"summarised:\n{summary}\n</conversation_summary>")
+               f"summarised:\n{quote(summary)}\n</conversation_summary>")
     return f"{system}\n\n{section}" if system else section
 
 

@@ -18,6 +18,7 @@ from agentd.runtime.history import HistoryCache
 from agentd.runtime.runs import Runs
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.supervisor import Supervisor
+from agentd.security.identity import Principal
 from agentd.store import Store
 from agentd.store.records import AgentRecord, AgentState
 from agentd.tools.mcp import MCPManager
@@ -63,7 +64,7 @@ class Lifecycle:
             await self._checkpoint(agent, "stop")
         return agent
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, actor: Principal | None = None) -> None:
         agent = await self.agents.get(name)
         for session in await self.store.list_sessions(agent.id):
             await self.supervisor.cancel_session(session.id, "agent deleted")
@@ -71,7 +72,7 @@ class Lifecycle:
             self.bus.close_session(session.id)
             await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
         await self.mcp.close(agent.id)
-        await self.agents.delete(agent)
+        await self.agents.delete(agent, actor)
 
     async def _store_state(self, name: str, state: AgentState) -> AgentRecord:
         return await self.agents.set_state(name, state)

@@ -29,7 +29,13 @@ from agentd.runtime.supervisor import Supervisor
 from agentd.store import LeaseLost, Store
 from agentd.store._engine import Tx
 from agentd.store._log import Accepted, ToAccept
-from agentd.store.records import AgentRecord, EventRecord, RunRecord, SessionRecord
+from agentd.store.records import (
+    AgentRecord,
+    EventRecord,
+    RunRecord,
+    SessionRecord,
+    tenant_of,
+)
 
 __all__ = ["MODES", "Message", "Runs", "SendResult"]
 
@@ -120,7 +126,9 @@ class Runs:
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority or self.agents.priority_of(agent),
-            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also)
+            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also,
+            session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
+                                                         "sessions"))
         result = self._hand_over(agent, key, mode, accepted)
         if agent.state == "created":
             result.agent = await self.agents.set_state(name, "running")
@@ -161,7 +169,10 @@ class Runs:
             agent_id=agent.id, key=messages[i].key, content=messages[i].content,
             mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
             priority=messages[i].priority or self.agents.priority_of(agent),
-            origin=messages[i].origin, also=messages[i].also) for i, agent in senders],
+            origin=messages[i].origin, also=messages[i].also,
+            session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
+                                                         "sessions"))
+            for i, agent in senders],
             also_many=None if also_many is None else (
                 lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])),
             start=self.runlog.lease if start else None)

@@ -53,6 +53,7 @@ from agentd.channels.telegram import TelegramChannel
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
+from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
@@ -69,6 +70,7 @@ from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
 from agentd.runtime.calls import Kernel
 from agentd.runtime.follower import LogFollower
+from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
@@ -82,6 +84,8 @@ from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
+from agentd.sandbox.caps import TenantCaps
+from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
 from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
@@ -156,7 +160,8 @@ class Runtime:
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
         self.sandboxes = Sandboxes(settings.sandbox, self.store,
-                                   daemon_ports=(settings.port,))
+                                   daemon_ports=(settings.port,), node_id=settings.node_id,
+                                   workspaces=settings.workspaces_dir)
         #: Worker processes for CPU-bound tools and the command analyser.
         self.workers = WorkerPool(size=settings.tool_workers,
                                   per_owner=settings.tool_workers_per_agent,
@@ -168,9 +173,22 @@ class Runtime:
         self.runlog = RunLog(store, self.bus, self.lease)
 
         # -- the services -------------------------------------------------------------
+        #: Who may do what: named tokens, tenants and quotas, the audit log.
+        self.identity = Identity(settings, store)
+        self.identity.grants.default_backend = (
+            lambda: self.sandboxes.default.name if self.sandboxes.default else None)
+        self.guard = Guard(quotas=self.identity.tenants, grants=self.identity.grants,
+                           audit=self.identity.audit)
+        # What the sandbox enforces itself: uids given, egress connections held.
+        tenants = self.identity.tenants
+        self.sandboxes.caps_of = lambda tenant: TenantCaps(
+            sandbox_uids=tenants.cap(tenant, "sandbox_uids"),
+            egress_connections=tenants.cap(tenant, "egress_connections"))
         self.agents = Agents(settings, store, tools=self.tools, catalog=self.catalog,
                              sandboxes=self.sandboxes, on_sleep=self._agent_slept,
-                             on_change=self.bus.publish_agent)
+                             on_change=self.bus.publish_agent, guard=self.guard,
+                             endpoints=self.identity.grants.endpoints)
+        self.agents.tenant_exists = self.identity.tenants.exists
         self.histories = HistoryCache(self._read_after)
         #: Core memory blocks: rendered into every run's context, edited by its tools.
         self.memory = MemoryBlocks(store, agents=self.agents, exclusive=self.exclusive)
@@ -193,6 +211,8 @@ class Runtime:
             workers=self.workers, lease=self.lease, memory=self.memory,
             compactor=self.compactor,
             entries=self.entries)
+        self.executors.tenant_budget = self.identity.tenants.budget
+        self.executors.tenant_budgets_version = lambda: self.identity.tenants.version
         #: Skills installed under the home, enabled per agent (agentd.skills).
         self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
         self.agents.checks.append(self.skills.check_settings)
@@ -215,7 +235,8 @@ class Runtime:
                                    mcp=self.mcp)
         self.approvals = ApprovalDesk(store, bus=self.bus, agents=self.agents,
                                       tools=self.tools, supervisor=self.supervisor,
-                                      permissions_for=self.permissions_for)
+                                      permissions_for=self.permissions_for,
+                                      guard=self.guard)
         self.leases = LeaseKeeper(store, supervisor=self.supervisor, lease=self.lease,
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background)
@@ -246,7 +267,8 @@ class Runtime:
         #: Chromium for the browser tools, one per agent (``[browser] enabled``).
         self.browsers: Browsers | None = None
         if settings.browser.enabled:
-            self.browsers = Browsers(settings.browser)
+            self.browsers = Browsers(settings.browser,
+                                     connections=self.sandboxes.connections)
             self.executors.services["browser"] = self.browsers
             for browser_tool in BROWSER_TOOLS.values():
                 if self.tools.get(browser_tool.name) is None:
@@ -284,12 +306,19 @@ class Runtime:
                          run=self._collect_snapshots))
         register(Job(name="shells", period_s=min(max(s.sandbox.shell_idle_s / 4, 1.0), 60.0),
                      run=self._close_idle_shells))
+        # The uids of deleted agents this node used, swept to be given again.
+        register(Job(name="sandbox_uids", period_s=60.0, run=self.sandboxes.reclaim))
         # A crash loses only what the index learnt since: it catches up from the store.
         register(Job(name="memory_index", period_s=300.0, run=self.entries.save_indexes))
         # What the run-end hook missed (another node ended a parent, a crash between).
         register(Job(name="subtasks", period_s=30.0, run=self.subtasks.reconcile))
         register(Job(name="heartbeat", period_s=1.0, run=self.heartbeat.tick))
         register(Job(name="telegram_inbox", period_s=3600.0, run=self.telegram.prune))
+        # Refusals past the per-minute cap are summed up once their minute is over.
+        register(Job(name="audit", period_s=30.0, run=self._roll_audit))
+        if not self.exclusive:
+            # Tokens revoked and quotas changed on another node apply here within this.
+            register(Job(name="identity", period_s=1.0, run=self.identity.poll))
         register(Job(name="webhook_deliveries", period_s=3600.0, run=self.webhooks.prune))
         if self.browsers is not None:
             register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
@@ -316,10 +345,11 @@ class Runtime:
                 raise InvalidInput(f"browser.enabled: {why}", field="browser.enabled")
         for module in self.settings.tool_modules:
             log.info("tools from %s: %s", module, ", ".join(self.tools.load_module(module)))
+        await self.identity.start()
         await self.agents.start()
         # Stored agents whose settings this version refuses are named now (nothing is
         # changed: their runs fail saying why until the operator fixes them).
-        warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.limits)
+        warn_invalid_settings(await self.agents.list_all(), self.settings.sandbox.ceiling)
         await self.sandboxes.start()
         await self.entries.start()
         await self.skills.start()
@@ -380,6 +410,7 @@ class Runtime:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
         await self.begin_shutdown()
         await self.agents.close()
+        await self.identity.close()  # (what is queued for the audit log is written)
         await self.store.close()
 
     @property
@@ -387,6 +418,9 @@ class Runtime:
         return self._accepting
 
     # -- housekeeping jobs and service glue ----------------------------------------------
+
+    async def _roll_audit(self) -> int:
+        return self.identity.audit.roll()
 
     async def _take_over(self) -> int:
         count = await self.leases.take_over()
@@ -444,12 +478,12 @@ class Runtime:
     async def create_agent(self, *, name: str, model: str | None = None,
                            instructions: str = "", tools: list[str] | None = None,
                            settings: dict[str, Any] | None = None,
-                           admin: bool = True) -> AgentRecord:
-        """Create an agent; ``admin``: whether whoever asks is one of the daemon's
-        admins (only they may name a stdio MCP command off the operator's list)."""
+                           actor: Principal | None = None) -> AgentRecord:
+        """Create an agent; ``actor``: who asks (its role decides the operator-only
+        settings; its name is audited). None: the runtime's own, or an embedder's."""
         agent = await self.agents.create(
             name=name, model=model, instructions=instructions, tools=list(tools or []),
-            settings=dict(settings or {}), admin=admin)
+            settings=dict(settings or {}), actor=actor)
         self.heartbeat.refresh(agent.id, agent.name, agent.settings)
         return agent
 
@@ -481,14 +515,14 @@ class Runtime:
         return agent if agent is not None else await self.store.get_agent(name)
 
     async def update_agent(self, name: str, fields: dict[str, Any], *,
-                           admin: bool = True) -> AgentRecord:
-        agent = await self.agents.update(name, fields, admin=admin)
+                           actor: Principal | None = None) -> AgentRecord:
+        agent = await self.agents.update(name, fields, actor=actor)
         self.heartbeat.refresh(agent.id, agent.name, agent.settings)
         return agent
 
-    async def delete_agent(self, name: str) -> None:
+    async def delete_agent(self, name: str, *, actor: Principal | None = None) -> None:
         agent_id = (await self.agents.get(name)).id
-        await self.lifecycle.delete(name)
+        await self.lifecycle.delete(name, actor)
         self.heartbeat.forget(agent_id)
         self.telegram.forget(agent_id)
         # Its entries went with it (the store's delete); their index goes too.
@@ -577,9 +611,9 @@ class Runtime:
         return await self.heartbeat.show(name)
 
     async def update_heartbeat(self, name: str, patch: dict[str, Any], *,
-                               admin: bool = True) -> dict[str, Any]:
+                               actor: Principal | None = None) -> dict[str, Any]:
         """Change keys of ``settings.heartbeat`` (see :meth:`HeartbeatService.update`)."""
-        return await self.heartbeat.update(name, patch, admin=admin)
+        return await self.heartbeat.update(name, patch, actor=actor)
 
     # -- adapters (agentd.adapters) ------------------------------------------------------
 
@@ -733,9 +767,9 @@ class Runtime:
         return await self.sessions.fork(name, key, new_key=new_key, seq=seq,
                                         checkpoint=checkpoint)
 
-    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None
-                                 ) -> SessionRecord:
-        return await self.sessions.set_session_policy(name, key, policy)
+    async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None,
+                                 *, actor: Principal | None = None) -> SessionRecord:
+        return await self.sessions.set_session_policy(name, key, policy, actor=actor)
 
     async def compact_session(self, name: str, key: str, *,
                               strategy: CompactionStrategy | None = None,
@@ -772,10 +806,10 @@ class Runtime:
     async def cancel_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.runs.cancel(run_id)
 
-    async def decide(self, run_id: str, action: str, output: str | None = None
-                     ) -> tuple[RunRecord, str, str]:
+    async def decide(self, run_id: str, action: str, output: str | None = None, *,
+                     actor: Principal | None = None) -> tuple[RunRecord, str, str]:
         """Settle what a run waits on by the run's id (see :class:`ApprovalDesk`)."""
-        await self.approvals.decide_run(run_id, action, output)
+        await self.approvals.decide_run(run_id, action, output, actor=actor)
         return await self.store.run_context(run_id)
 
     async def list_subtasks(self, run_id: str) -> list[SubtaskRecord]:

@@ -21,6 +21,8 @@ Memory and processes are also capped per sandbox by a cgroup where one can be ma
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import errno
 import functools
@@ -31,12 +33,13 @@ import resource
 import signal
 import stat
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentd.errors import InvalidInput, ToolError
+from agentd.sandbox import _hostfs
 from agentd.sandbox._netns import CLONE_NEWNET, loopback_up
 from agentd.sandbox.workspace import Workspace
 
@@ -124,11 +127,80 @@ class ExecResult:
     duration_ms: float
 
 
+#: Uids being reclaimed (their agent was deleted): no process starts as one of them in
+#: this daemon until it is given to an agent again (``agentd.runtime.sandboxes``).
+#: Checked by :func:`sandbox_ids` and again in the child at the fork, so that a
+#: sandbox of the old agent started meanwhile cannot outlive the reclaiming sweep.
+_RETIRED: set[int] = set()
+
+
+def retire(uids: Iterable[int]) -> None:
+    """No process of this daemon starts as any of ``uids`` from now on."""
+    _RETIRED.update(uids)
+
+
+def reinstate(uids: Iterable[int]) -> None:
+    """``uids`` were given to agents again: processes may start as them."""
+    _RETIRED.difference_update(uids)
+
+
+def retired(uid: int) -> bool:
+    return uid in _RETIRED
+
+
+_STARTING: dict[int, int] = {}
+
+
+@contextlib.contextmanager
+def starting(user: tuple[int, int] | None) -> Iterator[tuple[int, int] | None]:
+    """Around starting something as ``user`` that does not fork through
+    :func:`child_setup` (a browser, started by Playwright): refused while the uid is
+    being reclaimed (:func:`sandbox_ids`), and counted meanwhile, so that a sweep of
+    the uid waits for it (:func:`launching`) rather than miss it. Yields the ids."""
+    ids = sandbox_ids(user)
+    if ids is None:
+        yield None
+        return
+    _STARTING[ids[0]] = _STARTING.get(ids[0], 0) + 1
+    try:
+        yield ids
+    finally:
+        left = _STARTING[ids[0]] - 1
+        if left:
+            _STARTING[ids[0]] = left
+        else:
+            del _STARTING[ids[0]]
+            waiters, _WAITERS[:] = list(_WAITERS), []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+_WAITERS: list[asyncio.Future[None]] = []
+
+
+async def started(uids: Iterable[int]) -> None:
+    """Once nothing is being started as one of ``uids`` (see :func:`starting`)."""
+    chosen = set(uids)
+    while any(uid in _STARTING for uid in chosen):
+        waiter = asyncio.get_running_loop().create_future()
+        _WAITERS.append(waiter)
+        await waiter
+
+
 def sandbox_ids(user: tuple[int, int] | None = None) -> tuple[int, int] | None:
     """The uid and gid sandboxed processes switch to: ``user`` (an agent's own), or
-    ``nobody`` without one; None (keep the daemon's) when the daemon is not root."""
+    ``nobody`` without one; None (keep the daemon's) when the daemon is not root.
+
+    Raises:
+        ToolError: ``sandbox_unavailable``, ``user``'s uid is being reclaimed (its
+            agent was deleted).
+    """
     if os.geteuid() != 0:
         return None
+    if user is not None and user[0] in _RETIRED:
+        raise ToolError("this agent's sandbox uid is being reclaimed: the agent was "
+                        "deleted", code="sandbox_unavailable")
     return user if user is not None else (SANDBOX_UID, SANDBOX_GID)
 
 
@@ -200,6 +272,19 @@ class Reach:
     cover: str
     steps: tuple[str, ...]  # the directories to make under cover, the workspace last
     cwd: tuple[str, ...] = ()  # the working directory's components in the workspace
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """The process backend's filesystem under root (:mod:`agentd.sandbox._hostfs`):
+    the host read-only, private ``/tmp``, ``/var/tmp`` and ``/dev/shm``, the
+    ``workspace`` (a real path) writable at its own path, ``cwd`` its components of the
+    working directory. Nothing the command writes outlives it but in its workspace,
+    so its uid can be given to another agent once the agent is gone."""
+
+    seal: _hostfs.Seal
+    workspace: str
+    cwd: tuple[str, ...] = ()
 
 
 def closed_parent(workspace: Path, ids: tuple[int, int]) -> Path | None:
@@ -312,8 +397,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                 death: int = signal.SIGKILL, no_new_privs: bool = False,
                 cgroup_fds: Sequence[int] = (), new_net: bool = False,
                 netns: int | None = None, reach: Reach | None = None,
-                shown: tuple[str, Sequence[tuple[int, str]]] | None = None
-                ) -> Callable[[], None]:
+                shown: tuple[str, Sequence[tuple[int, str]]] | None = None,
+                sealed: Sealed | None = None) -> Callable[[], None]:
     """The ``preexec_fn`` of a sandboxed child, in this order:
 
     0. ``netns`` (root): join that network namespace (one the daemon made, see
@@ -326,7 +411,9 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
        that bubblewrap, running as ``nobody``, reaches the workspace even when one of
        its parents (``/root``) is closed to other users. Nothing shows on the host.
        ``reach`` (root only, the process backend): the same need met at the
-       workspace's own path (see `Reach`).
+       workspace's own path (see `Reach`); ``sealed`` (root only, the process
+       backend, in place of ``reach``): that and the host made read-only, with
+       private tmp directories (`Sealed`).
        ``shown`` (root only, with ``bind``): ``(cover, [(fd, name), ...])``: a small
        tmpfs on the directory ``cover`` and, in it, the folder open as ``fd``
        bind-mounted on ``cover/name`` (read-only folders bubblewrap then binds into
@@ -369,6 +456,12 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
     if reach is not None:
         reach_args = (os.fsencode(reach.cover), [os.fsencode(p) for p in reach.steps],
                       [os.fsencode(p) for p in reach.cwd])
+    sealed_args = None
+    if sealed is not None:
+        sealed_args = (sealed.seal, os.fsencode(sealed.workspace),
+                       [os.fsencode(p) for p in sealed.cwd])
+    seal_apply = _hostfs.apply
+    gone = _RETIRED  # (read in the child: as it was at the fork)
     mkdir, open_, close = os.mkdir, os.open, os.close
     setrlimit, fchdir, getppid, exit_, write = (resource.setrlimit, os.fchdir,
                                                 os.getppid, os._exit, os.write)
@@ -388,6 +481,8 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
 
     def setup() -> None:
         here: int | None = None
+        if ids is not None and ids[0] in gone:
+            raise OSError(errno.EPERM, "the sandbox uid is being reclaimed")
         if netns is not None:
             check(setns(netns, CLONE_NEWNET))
         elif new_net:
@@ -410,6 +505,15 @@ def child_setup(limits: Limits | None, *, ids: tuple[int, int] | None,
                     check(mount(b"/proc/self/fd/%d" % held, destination, None, _MS_BIND,
                                 None))
                     close(held)
+        elif sealed_args is not None:
+            seal, path, cwd_steps = sealed_args
+            seal_apply(seal, libc)
+            # The working directory through the workspace's new mount (see below).
+            here = open_(path, _DIR_FLAGS)
+            for step in cwd_steps:
+                nxt = open_(step, _DIR_FLAGS, dir_fd=here)
+                close(here)
+                here = nxt
         elif reach_args is not None:
             cover, steps, cwd_steps = reach_args
             check(unshare(_CLONE_NEWNS))
@@ -460,8 +564,8 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                  no_new_privs: bool = False, user: tuple[int, int] | None = None,
                  cgroup_fds: Sequence[int] = (), new_net: bool = False,
                  netns: int | None = None, reach: Reach | None = None,
-                 shown: tuple[str, Sequence[tuple[int, str]]] | None = None
-                 ) -> dict[str, Any]:
+                 shown: tuple[str, Sequence[tuple[int, str]]] | None = None,
+                 sealed: Sealed | None = None) -> dict[str, Any]:
     """Keyword arguments for ``subprocess``/``asyncio`` process creation: a new
     session (its own process group, no controlling terminal) and :func:`child_setup`
     (with the switch to ``user``, or ``nobody``, when ``drop`` and the daemon is
@@ -474,7 +578,8 @@ def spawn_kwargs(limits: Limits | None, *, drop: bool = True, cwd_fd: int | None
                                       cgroup_fds=cgroup_fds, new_net=new_net,
                                       netns=netns,
                                       reach=reach if ids is not None else None,
-                                      shown=shown if ids is not None else None)}
+                                      shown=shown if ids is not None else None,
+                                      sealed=sealed if ids is not None else None)}
 
 
 def signal_death(status: int, *, negative_is_signal: bool) -> tuple[int, str | None]:

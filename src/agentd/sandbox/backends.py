@@ -53,7 +53,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -68,15 +67,15 @@ from agentd.sandbox._limits import (
     ExecResult,
     Limits,
     Reach,
-    closed_parent,
+    Sealed,
     cwd_parts,
     open_cwd,
-    reach,
     sandbox_env,
     sandbox_ids,
     spawn_kwargs,
     workspace_owner,
 )
+from agentd.sandbox._probes import netns_known, netns_probe, reach_for, seal_probe
 from agentd.sandbox._process import Child, execute, launch
 from agentd.sandbox.binds import (
     ReadOnlyBind,
@@ -343,12 +342,7 @@ class ProcessBackend(Backend):
         """None when commands get a network namespace of their own here, else why
         not (then they share the host's network, and a grant is refused). Probed
         once per process, blocking."""
-        pid = os.getpid()
-        with _probe_lock:
-            cached = _netns_probes.get(pid)
-            if cached is None:
-                cached = _netns_probes[pid] = _probe_netns()
-            return cached[0]
+        return netns_probe()
 
     async def _start(self, argv: list[str], *, workspace: Path,
                      network: EgressProxy | None,
@@ -356,7 +350,7 @@ class ProcessBackend(Backend):
                      stdin_pipe: bool, binds: Sequence[ReadOnlyBind] = ()
                      ) -> Child | ExecResult:
         parts = await self._check(workspace, cwd)
-        confined = self.network_confinement() if os.getpid() in _netns_probes else \
+        confined = self.network_confinement() if netns_known() else \
             await asyncio.to_thread(self.network_confinement)
         if network is not None and confined is not None:
             raise ToolError("the process backend cannot confine a command's network here "
@@ -386,13 +380,13 @@ class ProcessBackend(Backend):
         if inlet is not None:
             full_env.update(PROXY_ENV)
         elif network is not None:
-            command, extra = _bwrap.proxied(command, network.path)
+            command, extra = _bwrap.proxied(command, await network.socket_path())
             full_env.update(extra)
         cwd_fd = open_cwd(workspace, parts)
-        shown: Reach | None = None
+        shown: Reach | Sealed | None = None
         cgroup = None
         try:
-            shown = await self._reach(workspace, parts)
+            shown = await self._reach(workspace, parts, limits)
             cgroup = await self._cgroup(limits)
             return await launch(command, env=full_env, stdin_pipe=stdin_pipe,
                                 spawn=spawn_kwargs(
@@ -401,7 +395,8 @@ class ProcessBackend(Backend):
                                     cgroup_fds=cgroup.open_procs() if cgroup else (),
                                     new_net=confinable,
                                     netns=inlet.netns if inlet else None,
-                                    reach=shown),
+                                    reach=shown if isinstance(shown, Reach) else None,
+                                    sealed=shown if isinstance(shown, Sealed) else None),
                                 negative_is_signal=True, cgroup=cgroup,
                                 cleanup=_closing(inlet, None))
         except BaseException as exc:
@@ -421,16 +416,29 @@ class ProcessBackend(Backend):
             if cgroup is not None:
                 cgroup.close_procs()
 
-    async def _reach(self, workspace: Path, parts: list[str]) -> Reach | None:
-        """How the command's uid reaches the workspace's own path, when a parent of it
-        is closed to that uid (``/root``, a 0700 home): see `Reach`. git needs it (it
-        changes to the work tree's absolute path); so does any command given one.
-        None when nothing is closed, or where no mount namespace can be made (then
-        commands work in the workspace by relative paths only)."""
+    async def _reach(self, workspace: Path, parts: list[str], limits: Limits
+                     ) -> Reach | Sealed | None:
+        """The command's filesystem under root: the host read-only with private tmp
+        directories and the workspace writable at its own path (`Sealed`), where the
+        kernel allows it (:meth:`host_sealed`); else, when a parent of the workspace
+        is closed to the uid (``/root``, a 0700 home), how it reaches the workspace's
+        own path (`Reach`): git needs it (it changes to the work tree's absolute
+        path); so does any command given one. None when neither applies, or where no
+        mount namespace can be made (then commands work in the workspace by relative
+        paths only)."""
         ids = sandbox_ids(self.user)
         if ids is None:
             return None
-        return await asyncio.to_thread(_reach_for, workspace, ids, parts)
+        return await asyncio.to_thread(reach_for, workspace, ids, parts, limits)
+
+    @classmethod
+    def host_sealed(cls) -> str | None:
+        """None when, under root, this backend's commands see the host read-only (so
+        nothing of an agent's uid outlives its commands but in its workspace), else
+        why not; probed once per process, blocking."""
+        if os.geteuid() != 0:
+            return "the daemon is not root"
+        return seal_probe()
 
 
 class BubblewrapBackend(Backend):
@@ -507,6 +515,8 @@ class BubblewrapBackend(Backend):
         fds = await asyncio.to_thread(open_sources, binds) if binds else []
         try:
             inlet = await network.inlet() if network is not None else None
+            socket_path = (await network.socket_path()
+                           if network is not None and inlet is None else None)
         except BaseException:
             close_all(fds)
             raise
@@ -517,7 +527,7 @@ class BubblewrapBackend(Backend):
             shown = [(fd, bind.target) for fd, bind in zip(fds, binds, strict=True)]
             fds = []  # the plan's from here on (build closes them if it fails)
             plan = _bwrap.build(argv, workspace=workspace,
-                                egress=network.path if network and not inlet else None,
+                                egress=socket_path,
                                 netns=inlet.netns if inlet else None, env=full_env,
                                 chdir=chdir, limits=limits, user=self.user,
                                 cgroup_fds=procs, shown=shown)
@@ -752,66 +762,6 @@ def _give(dir_fd: int, name: str, stack: list[int], *, daemon: set[int], uid: in
             os.chown(f"/proc/self/fd/{fd}", uid, gid)
     finally:
         os.close(fd)
-
-
-_netns_probes: dict[int, tuple[str | None]] = {}
-
-
-def _probe_netns() -> tuple[str | None]:
-    true = shutil.which("true", path=SANDBOX_PATH)
-    if true is None:
-        return ("true not found on the sandbox PATH",)
-    try:
-        done = subprocess.run([true], env={}, capture_output=True, timeout=30,
-                              check=False, **spawn_kwargs(Limits(), new_net=True))
-    except (OSError, subprocess.SubprocessError) as exc:
-        return (f"no network namespace: {exc}",)
-    if done.returncode != 0:
-        return (f"no network namespace: true exited with {done.returncode}",)
-    return (None,)
-
-
-_reach_probes: dict[int, str | None] = {}
-
-
-def _reach_for(workspace: Path, ids: tuple[int, int], parts: list[str]) -> Reach | None:
-    real = Path(os.path.realpath(workspace))
-    cover = closed_parent(real, ids)
-    if cover is None or _reach_probe() is not None:
-        return None
-    return reach(real, cover, parts)
-
-
-def _reach_probe() -> str | None:
-    """None when a command can be given a `Reach` here (a private mount namespace
-    and a ``tmpfs`` in it, as root), else why not; tried once per process."""
-    pid = os.getpid()
-    if pid in _reach_probes:
-        return _reach_probes[pid]
-    with _probe_lock:
-        if pid in _reach_probes:
-            return _reach_probes[pid]
-        why: str | None = None
-        true = shutil.which("true", path=SANDBOX_PATH)
-        with tempfile.TemporaryDirectory(prefix="agentd-reach-") as tmp:
-            closed = Path(tmp) / "closed"
-            inner = closed / "ws"
-            inner.mkdir(parents=True)
-            closed.chmod(0o700)
-            try:
-                done = subprocess.run([true or "true"], env={}, capture_output=True,
-                                      timeout=30, check=False,
-                                      **spawn_kwargs(Limits(), reach=reach(inner, closed)))
-                if done.returncode != 0:
-                    why = f"true exited with {done.returncode}"
-            except (OSError, subprocess.SubprocessError) as exc:
-                why = f"no private mount namespace: {exc}"
-        if why is not None:
-            logger.warning("process backend: commands cannot be shown their workspace's path "
-                        "through a closed parent (%s): they work in it by relative paths "
-                        "only, and the git tool fails", why)
-        _reach_probes[pid] = why
-        return why
 
 
 def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:

@@ -38,7 +38,7 @@ __all__ = ["BIND_ROOTS", "MAX_BINDS", "ReadOnlyBind", "check_binds", "check_targ
 BIND_ROOTS = ("skills",)
 #: The most folders one sandbox is given.
 MAX_BINDS = 256
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agentd.errors import ToolError
+from agentd.sandbox._connections import Owner
 from agentd.sandbox.egress import EgressRules
 from agentd.security.policy import grants_host
 
@@ -41,6 +42,8 @@ class Sandbox:
             enabled skills at ``/skills/<name>``), asked for before each command so
             that a skill enabled, disabled, replaced or removed meanwhile shows at
             the next one; None where the backend cannot show them.
+        owner: The agent (and its tenant) whose egress proxies and connection caps
+            its commands and browser use.
     """
 
     backend: Backend | None
@@ -54,6 +57,7 @@ class Sandbox:
     #: Why ``backend`` is None though the agent has one (said by the command tools).
     unavailable: str = ""
     binds: Callable[[], Awaitable[Sequence[ReadOnlyBind]]] | None = None
+    owner: Owner = field(default_factory=Owner)
 
     @property
     def command_network(self) -> bool:
@@ -70,7 +74,7 @@ class Sandbox:
         if self.egress is None:
             raise ToolError("this daemon has no egress proxy: commands get no network",
                             code="network_denied")
-        return await self.egress.get(self.network)
+        return await self.egress.get(self.network, self.owner)
 
     def shell_suffix(self) -> str:
         """Names the persistent shell of this grant: a changed grant gets a new shell,

@@ -15,7 +15,8 @@ Who applies it:
 
 - ``http_fetch`` (the daemon fetches) calls :func:`check` for each request and redirect.
 - commands: a sandbox never shares the host's network namespace. With a grant, the
-  runtime starts an :class:`EgressProxy` for that grant (one per distinct grant), and
+  runtime starts an :class:`EgressProxy` for that grant (one per agent and grant: no
+  two agents, and so no two tenants, share one), and
   the sandbox's ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` point at
   ``127.0.0.1:3128`` in its own network namespace, where the proxy listens: when the
   daemon is root it makes that namespace and serves a socket in it itself
@@ -29,6 +30,10 @@ Who applies it:
   (:meth:`EgressProxy.start_tcp`), which other local processes could connect to: it
   answers only requests carrying its ``secret`` (``Proxy-Authorization: Basic``,
   any user name), ``407`` otherwise.
+
+Every connection to a proxy is one of the daemon's descriptors: each is admitted
+against the daemon's, the agent's and its tenant's caps before a byte of it is read
+(:mod:`agentd.sandbox._connections`), else answered ``503`` naming the cap.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from urllib.parse import urlsplit
 
 from agentd.errors import ToolError
 from agentd.sandbox import _netns
+from agentd.sandbox._connections import Connections, Owner
 from agentd.security.policy import grants_host
 
 __all__ = ["FORWARDER", "PROXY_ENV", "EgressProxies", "EgressProxy", "EgressRules",
@@ -74,7 +80,11 @@ PROXY_ENV = {name: _PROXY_URL for name in (
 _HEAD_LIMIT = 65536
 _HEAD_TIMEOUT_S = 30.0
 _CONNECT_TIMEOUT_S = 30.0
+#: A proxy's caps when it is given no daemon-wide count (a proxy of its own, a test).
 _MAX_CONNECTIONS = 256
+#: Proxies kept per agent (one per grant it used lately): the least recently used one
+#: beyond is closed, so that changing grants cannot pile up listening sockets.
+_PROXIES_PER_AGENT = 4
 _HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                           b"proxy-authorization", b"proxy-authenticate", b"te",
                           b"trailer", b"upgrade"})
@@ -317,13 +327,19 @@ class EgressProxy:
     #: When set, a request must carry it as the password of ``Proxy-Authorization:
     #: Basic`` (any user name), else ``407``: for a proxy on a TCP port.
     secret: str | None = None
+    #: Whose connections these are, and the daemon's count they are admitted to.
+    owner: Owner = field(default_factory=Owner)
+    connections: Connections = field(default_factory=lambda: Connections(
+        total=_MAX_CONNECTIONS, per_agent=_MAX_CONNECTIONS))
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: New connections are closed at once, for now (:meth:`suspend`).
+    _suspended: bool = False
 
     async def inlet(self) -> Inlet | None:
         """A new network namespace with this proxy on its ``127.0.0.1:3128``, or None
         where the daemon cannot make one (then the sandbox needs the forwarder)."""
-        if not self.inlets or not _netns.usable():
+        if not self.inlets or _NO_INLETS or not _netns.usable():
             return None
         future = _netns.make(PROXY_PORT)
         try:
@@ -332,8 +348,10 @@ class EgressProxy:
             future.add_done_callback(_discard)
             raise
         except OSError as exc:  # (root without CAP_SYS_ADMIN: a container)
-            log.warning("egress: cannot make network namespaces (%s); sandboxes reach "
-                        "the proxy through the forwarder", exc)
+            if not _NO_INLETS:
+                log.warning("egress: cannot make network namespaces (%s); sandboxes "
+                            "reach the proxy through the forwarder", exc)
+            _NO_INLETS.append(str(exc))
             self.inlets = False
             return None
         try:
@@ -351,6 +369,28 @@ class EgressProxy:
         # The sandbox's uid connects; the directory (0711, a random name) is what
         # keeps other users from finding it.
         os.chmod(self.path, 0o666)
+
+    async def socket_path(self) -> str:
+        """The unix socket a sandbox's forwarder connects to, listening from now on
+        (started on first use: a proxy whose sandboxes all get an :meth:`inlet` holds
+        no listening descriptor)."""
+        if self._server is None:
+            await self.start()
+        return self.path
+
+    def suspend(self) -> None:
+        """Drop every connection now and close new ones at once until :meth:`resume`:
+        a browser between calls holds no descriptor of the daemon's."""
+        self._suspended = True
+        for task in list(self._tasks):
+            task.cancel()
+
+    def resume(self) -> None:
+        self._suspended = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
 
     async def start_tcp(self) -> int:
         """Listen on a free port of ``127.0.0.1`` instead of the unix socket; the port.
@@ -383,9 +423,15 @@ class EgressProxy:
                      writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tasks) >= _MAX_CONNECTIONS:
-            await _answer(writer, _Refused(503, "too many connections through the proxy"))
-            writer.close()
+        # Admitted (and counted) before a byte is read: a connection that sends
+        # nothing holds a descriptor all the same.
+        if self._suspended:
+            # (no one waits for the answer: a page between calls; nothing to linger on)
+            writer.transport.abort()
+            return
+        refusal = self.connections.admit(self.owner)
+        if refusal is not None:
+            await _turn_away(reader, writer, refusal, self.connections)
             return
         self._tasks.add(task)
         try:
@@ -396,6 +442,7 @@ class EgressProxy:
             log.exception("egress proxy: a connection failed")
         finally:
             self._tasks.discard(task)
+            self.connections.release(self.owner)
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader,
@@ -489,6 +536,34 @@ async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
         await writer.drain()
 
 
+_TURNING_AWAY_MAX = 64
+_TURN_AWAY_S = 2.0
+
+
+async def _turn_away(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     reason: str, connections: Connections) -> None:
+    """A connection over a cap: ``503`` saying which, then what the client sent is
+    read (for at most :data:`_TURN_AWAY_S`) before closing, else the kernel would
+    reset the connection and the client would never see why. Past
+    :data:`_TURNING_AWAY_MAX` such connections at once (a flood), closed at once."""
+    if connections.turning_away >= _TURNING_AWAY_MAX:
+        writer.transport.abort()
+        return
+    connections.turning_away += 1
+    try:
+        with contextlib.suppress(Exception):
+            await _answer(writer, _Refused(503, reason))
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(_TURN_AWAY_S):
+                left = _HEAD_LIMIT
+                while left > 0 and (chunk := await reader.read(min(left, 16384))):
+                    left -= len(chunk)
+    finally:
+        connections.turning_away -= 1
+        writer.close()
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(65536):
@@ -515,41 +590,73 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 class EgressProxies:
-    """One :class:`EgressProxy` per distinct grant, started on first use and closed
-    with the daemon. Owned by the runtime (``Sandboxes``); ``inlets`` as for
-    :class:`EgressProxy`."""
+    """One :class:`EgressProxy` per agent and grant (the tenant is in the key too: an
+    agent moved to another tenant gets a new one), made on first use; an agent's
+    least recently used one beyond :data:`_PROXIES_PER_AGENT` is closed, and all of
+    them when it is deleted (:meth:`close_agent`) or the daemon stops. Every proxy
+    admits its connections to one count, ``connections``. Owned by the runtime
+    (``Sandboxes``); ``inlets`` as for :class:`EgressProxy`."""
 
-    def __init__(self, rules: EgressRules, *, inlets: bool = True) -> None:
+    def __init__(self, rules: EgressRules, *, inlets: bool = True,
+                 connections: Connections | None = None) -> None:
         self.rules = rules
         self.inlets = inlets
-        self._proxies: dict[Grant, EgressProxy] = {}
+        self.connections = connections or Connections(total=_MAX_CONNECTIONS,
+                                                      per_agent=_MAX_CONNECTIONS)
+        #: By owner, each owner's by grant, least recently used first.
+        self._proxies: dict[Owner, dict[Grant, EgressProxy]] = {}
         self._lock = asyncio.Lock()
         self._directory: str | None = None
 
-    async def get(self, grant: Grant) -> EgressProxy:
-        """The proxy for ``grant`` (started if need be)."""
+    async def get(self, grant: Grant, owner: Owner | None = None) -> EgressProxy:
+        """The proxy of ``owner`` (an agent of a tenant) for ``grant``."""
         if grant is False or not grant:
             raise _denied("this agent has no network (settings.policy.network)")
-        key: Grant = True if grant is True else tuple(sorted({h.lower() for h in grant}))
+        owner = owner or Owner()
+        normal: Grant = True if grant is True else tuple(sorted({h.lower() for h in grant}))
+        evicted: list[EgressProxy] = []
         async with self._lock:
-            proxy = self._proxies.get(key)
+            mine = self._proxies.setdefault(owner, {})
+            proxy = mine.pop(normal, None)  # (put back last: the most recent)
             if proxy is None:
                 if self._directory is None:
                     self._directory = await asyncio.to_thread(_private_directory)
                 path = os.path.join(self._directory, secrets.token_hex(12) + ".sock")
-                proxy = EgressProxy(key, self.rules, path, inlets=self.inlets)
-                await proxy.start()
-                self._proxies[key] = proxy
-            return proxy
+                proxy = EgressProxy(normal, self.rules, path, inlets=self.inlets,
+                                    owner=owner, connections=self.connections)
+            mine[normal] = proxy
+            while len(mine) > _PROXIES_PER_AGENT:
+                evicted.append(mine.pop(next(iter(mine))))
+        for old in evicted:  # (outside the lock: other agents' calls need not wait)
+            await old.close()
+        return proxy
+
+    async def close_agent(self, agent: str) -> None:
+        """Close the proxies of an agent (it was deleted): its connections end."""
+        async with self._lock:
+            gone = [self._proxies.pop(owner) for owner in list(self._proxies)
+                    if owner.agent == agent]
+        for proxies in gone:
+            for proxy in proxies.values():
+                await proxy.close()
+
+    @property
+    def count(self) -> int:
+        return sum(len(mine) for mine in self._proxies.values())
 
     async def close(self) -> None:
         async with self._lock:
-            proxies, self._proxies = list(self._proxies.values()), {}
+            proxies = [p for mine in self._proxies.values() for p in mine.values()]
+            self._proxies = {}
             for proxy in proxies:
                 await proxy.close()
             if self._directory is not None:
                 await asyncio.to_thread(shutil.rmtree, self._directory, True)
                 self._directory = None
+
+
+#: Why the daemon cannot make network namespaces (once a proxy found out), else empty.
+_NO_INLETS: list[str] = []
 
 
 def _private_directory() -> str:

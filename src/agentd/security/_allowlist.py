@@ -11,7 +11,10 @@ traps, assignments, backgrounding...)? Anything it cannot parse or classify is "
 It is deliberately narrow and reads the line three times: a search for ``$(``,
 backticks, ``<(`` and ANSI-C quoting whatever the quoting seems to be; a quote-aware
 scan for ``${...}`` with operators; then the bashlex tree. The first two refuse, before
-parsing, what the parser might read differently from bash.
+parsing, what the parser might read differently from bash. Every argument is judged
+as bash will hand it to the program, after brace expansion, quote removal and loop
+variables (:mod:`agentd.security._expand`): ``cat {/etc/passwd,x}`` reads
+``/etc/passwd``, and a file-name pattern is judged by what it can match.
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ from typing import Any
 
 import bashlex  # type: ignore[import-untyped]
 
+from agentd.security._expand import (
+    Pattern,
+    can_be_dotdot,
+    expand,
+    is_literal,
+    may_be_option,
+    may_start,
+    option_hazard,
+    render,
+)
+from agentd.security._expand import Unsafe as _Unsafe
 from agentd.security._vocab import _PERSIST_PATH_RE, _SECRET_RE
 
 __all__: list[str] = []
@@ -35,9 +49,14 @@ logger = logging.getLogger(__name__)
 _MAX_CHARS = 8_000
 _MAX_NODES = 2_000
 _MAX_DEPTH = 40
+#: Words (and their characters) all the line's words may expand to, counted over
+#: every loop value.
+_LINE_WORDS = 4_096
+_LINE_CHARS = 262_144
 
-#: Programs whose every option only changes what they print: a glob or a variable in
-#: their arguments (a workspace file named ``--foo``) cannot make them run or write.
+#: Programs that only read and print: no option makes them run a program or write. An
+#: option naming a file to read is judged like any path (a glob that could become such
+#: an option too); where a file lists more files to read, a check below refuses it.
 _PLAIN = frozenset({
     "ls", "cat", "head", "tail", "wc", "grep", "egrep", "fgrep", "cut", "tr", "nl", "tac",
     "rev", "fold", "paste", "expand", "unexpand", "od", "hexdump", "stat", "file", "du",
@@ -46,6 +65,15 @@ _PLAIN = frozenset({
     "readlink", "pwd", "echo", "true", "false", "whoami", "id", "uname", "seq", "sleep",
     "column", "join", "jq", "which", "strings", "numfmt", "fmt", "nproc", "arch", "tty",
     "groups", "locale", "type",
+})
+#: Programs none of whose options names a file or directory: a glob matching a
+#: workspace name like ``-f..`` or ``--from-file=..`` changes only what they print.
+_NO_FILE_OPTIONS = frozenset({
+    "ls", "cat", "head", "tail", "nl", "tac", "rev", "fold", "paste", "expand",
+    "unexpand", "cut", "tr", "od", "stat", "df", "cmp", "comm", "join", "basename",
+    "dirname", "readlink", "pwd", "echo", "printf", "true", "false", "whoami", "id",
+    "uname", "seq", "sleep", "numfmt", "fmt", "nproc", "arch", "tty", "groups", "locale",
+    "type", "which", "test", "[",
 })
 
 #: Builtins and programs that run other code or change how later commands resolve;
@@ -104,15 +132,12 @@ _RULE_COMMAND_WORD = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./+-]*|\[")
 _ANYWHERE = re.compile(r"`|\$[(\['\"]|[<>]\(")
 
 
-class _Unsafe(Exception):  # a control-flow signal carrying the reason
-    """Why the line is not provably safe (the message)."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Arg:
-    text: str  # after quote removal
-    dynamic: bool  # a parameter expansion, glob, brace or tilde: its value is not known
+    text: str  # after expansion and quote removal (a pattern as written)
+    dynamic: bool  # a glob or a loop variable: its value is not one known string
     quoted: bool  # every expansion in it is inside double quotes (no splitting)
+    variants: tuple[Pattern, ...] = ()  # every form it takes (see _expand.Word)
 
 
 def check(command: str, *, require_known: bool, git_tool: bool = False) -> str | None:
@@ -195,40 +220,17 @@ def _raw_scan(line: str) -> None:
         i += 1
 
 
-def _word_facts(source: str) -> tuple[bool, bool, bool]:
-    """(dynamic, every expansion double-quoted, has a glob/brace/tilde) of a word."""
-    quoted_only = True
-    dynamic = glob = False
-    quote = ""
-    i = 0
-    while i < len(source):
-        c = source[i]
-        if quote == "'":
-            quote = "" if c == "'" else quote
-        elif c == "\\":
-            i += 1
-        elif c == "$" and i + 1 < len(source):
-            dynamic = True
-            if quote != '"':
-                quoted_only = False
-        elif quote == '"':
-            quote = "" if c == '"' else quote
-        elif c in "'\"":
-            quote = c
-        elif c in "*?[{" or (c == "~" and i == 0):
-            glob = dynamic = True
-            quoted_only = False
-        i += 1
-    return dynamic, quoted_only, glob
-
-
 class _Walker:
     def __init__(self, text: str, *, require_known: bool, git_tool: bool) -> None:
         self.text = text
         self.require_known = require_known
         self.git_tool = git_tool
         self.count = 0
-        self.loop_vars: set[str] = set()
+        self.words = 0
+        self.chars = 0
+        # A loop variable is known only inside its loop's body: after the loop (or
+        # when the list was empty) it holds whatever the shell had before.
+        self.loop_vars: dict[str, tuple[Pattern, ...]] = {}
 
     def node(self, node: Any, depth: int) -> None:
         self.count += 1
@@ -266,38 +268,59 @@ class _Walker:
             raise _Unsafe(f"a {kind} construct")
 
     def for_loop(self, node: Any, depth: int) -> None:
-        parts = [p for p in node.parts if p.kind != "reservedword"]
-        if not parts or parts[0].kind != "word":
-            raise _Unsafe("a for loop of an unusual form")
+        parts = [p for p in node.parts if not (p.kind == "reservedword"
+                                               and p.word in ("for", "do", "done"))]
+        if (len(parts) < 3 or parts[0].kind != "word" or parts[1].kind != "reservedword"
+                or parts[1].word != "in"):
+            # `for f; do` walks the positional parameters: not known here.
+            raise _Unsafe("a for loop of an unusual form (only `for name in words`)")
         var = parts[0].word
         if not _LOOP_VAR.fullmatch(var) or var in _PROXY_VARS:
             raise _Unsafe(f"a for loop assigning {var!r} (only lower-case names)")
-        words = [p for p in parts[1:] if p.kind == "word"]
-        for part in words:  # before the variable is known: `for f in $f` is not
-            self.arg(part)
-        self.loop_vars.add(var)
-        for part in parts[1:]:
-            if part.kind != "word":
+        values: list[Pattern] = []
+        body: list[Any] = []
+        for part in parts[2:]:
+            if part.kind == "word" and not body:
+                # Before the variable is bound: `for f in $f` is not known.
+                values += [v for a in self.args(part) for v in a.variants]
+            elif part.kind != "reservedword":
+                body.append(part)
+        if not values:
+            raise _Unsafe("a for loop over no words")
+        outer = self.loop_vars.get(var)
+        self.loop_vars[var] = tuple(values)
+        try:
+            for part in body:
                 self.node(part, depth + 1)
+        finally:
+            if outer is None:
+                del self.loop_vars[var]
+            else:
+                self.loop_vars[var] = outer
 
-    def arg(self, word: Any) -> _Arg:
+    def args(self, word: Any) -> list[_Arg]:
+        """The arguments bash makes of one word, each judged in every form it takes."""
         source = self.text[word.pos[0]:word.pos[1]]
-        for part in getattr(word, "parts", ()):
-            if part.kind not in ("parameter", "tilde"):
-                raise _Unsafe(f"a {part.kind} inside a word")
-            # Only this line's loop variables and the exit status: an environment
-            # variable (HOME, OLDPWD...) or one left by an earlier command could hold
-            # any path or text.
-            if part.kind == "parameter" and not (part.value in self.loop_vars
-                                                 or part.value in ("?", "#")):
-                raise _Unsafe(f"the expansion ${part.value} (only this line's loop "
-                              "variables are known)")
-            if part.kind == "tilde":
-                raise _Unsafe("a ~ path")
-        dynamic, quoted, glob = _word_facts(source)
-        text = word.word
-        if glob and (text.startswith("/") or ".." in text.split("/")):
-            raise _Unsafe(f"a glob outside the workspace ({text})")
+        out = []
+        for expanded in expand(source, self.loop_vars):
+            self.words += len(expanded.variants)
+            self.chars += sum(len(v) for v in expanded.variants)
+            if self.words > _LINE_WORDS or self.chars > _LINE_CHARS:
+                raise _Unsafe(f"the line expands to more than {_LINE_WORDS} words or "
+                              f"{_LINE_CHARS} characters")
+            for variant in expanded.variants:
+                self.path(variant)
+            out.append(_Arg(text=expanded.text, dynamic=expanded.dynamic,
+                            quoted=expanded.quoted and not expanded.glob,
+                            variants=expanded.variants))
+        return out
+
+    def path(self, pattern: Pattern) -> None:
+        """Refuse an argument that names, or can match, a path out of the workspace."""
+        text = render(pattern)
+        if not is_literal(pattern) and (text.startswith("/") or ".." in text.split("/")
+                                        or can_be_dotdot(pattern)):
+            raise _Unsafe(f"a glob that can reach outside the workspace ({text})")
         if self.require_known and _outside(text):
             # On a backend that does not isolate, the host's files and the other
             # agents' workspaces (siblings of this one) are there to read.
@@ -307,7 +330,6 @@ class _Walker:
             raise _Unsafe(f"{text} names a secret")
         if re.search(r"/dev/(tcp|udp)/", text):
             raise _Unsafe(f"{text} is a network socket")
-        return _Arg(text=text, dynamic=dynamic, quoted=quoted and not glob)
 
     def command(self, node: Any) -> None:
         words: list[Any] = []
@@ -326,9 +348,16 @@ class _Walker:
         if not (_COMMAND_WORD if self.require_known else _RULE_COMMAND_WORD).fullmatch(head):
             raise _Unsafe(f"the command name {head!r} is quoted, built or a path")
         name = words[0].word
-        args = [self.arg(w) for w in words[1:]]
+        args = [a for w in words[1:] for a in self.args(w)]
         if name in CODE_RUNNERS:
             raise _Unsafe(f"{name} runs other commands or changes how they run")
+        if self.require_known and name not in _NO_FILE_OPTIONS:
+            for a in args:
+                if any(option_hazard(v) for v in a.variants):
+                    # A name the pattern matches can be an option with a path glued
+                    # on: a directory named -f makes */etc/passwd `-f/etc/passwd`.
+                    raise _Unsafe(f"{name} {a.text}: a name this pattern matches could "
+                                  "be an option naming a path (write ./ before it)")
         checker = _CHECKS.get(name)
         if checker is not None:
             checker(self, args)
@@ -356,13 +385,15 @@ class _Walker:
         if not hasattr(target, "pos"):
             raise _Unsafe(f"the redirection {rtype}{target}")
         if rtype == "<<<":
-            self.arg(target)
+            self.args(target)
             return
         source = self.text[target.pos[0]:target.pos[1]]
-        dynamic, _, _ = _word_facts(source)
-        path = target.word
-        if dynamic or path == "-":
+        # bash expands the target too, and drops an empty word: `< {/etc/passwd,}`
+        # reads /etc/passwd.
+        expanded = self.args(target)
+        if len(expanded) != 1 or expanded[0].dynamic or expanded[0].text == "-":
             raise _Unsafe(f"a redirection to a computed name ({source})")
+        path = expanded[0].text
         if re.match(r"/dev/(tcp|udp)/|/proc/", path):
             raise _Unsafe(f"a redirection to {path}")
         if _SECRET_RE.search(path):
@@ -387,12 +418,14 @@ _SINKS = ("/dev/null", "/dev/stdout", "/dev/stderr")
 
 def _outside(text: str) -> bool:
     """Whether an argument names a path outside the workspace: absolute, ``~`` or with
-    a ``..`` step, alone, after ``=`` (``--file=/x``) or glued to a flag (``-f/x``)."""
+    a ``..`` step, alone, after ``=`` (``--file=/x``) or glued to short flags: the
+    value can start after any of them (``-f/x``, ``-rnf../x``)."""
     if ".." in re.split(r"[/=]", text):
         return True
+    if re.match(r"-[A-Za-z0-9]", text) and re.search(r"[/~]|\.\.(?![^/=])", text[2:]):
+        return True
     return any(value.startswith(("/", "~")) and value not in _SINKS
-               for value in (text, *text.split("=", 1)[1:],
-                             *([text[2:]] if re.match(r"-[A-Za-z]", text) else [])))
+               for value in (text, *text.split("=", 1)[1:]))
 
 
 def _write_target(path: str) -> None:
@@ -437,6 +470,48 @@ def _long(arg: str, forbidden: Sequence[str]) -> bool:
         return False
     opt = arg.split("=", 1)[0]
     return any(f.startswith(opt) for f in forbidden)
+
+
+#: Options with which a program reads the files another file lists (``md5sum -c
+#: sums.txt`` reads each file sums.txt names, /etc/shadow included).
+#: Each: the long options, the short one, and whether it takes a (glued) value.
+_NAME_LISTS: dict[str, tuple[tuple[str, ...], str, bool]] = {
+    **{p: (("--check",), "c", False) for p in (
+        "md5sum", "sha1sum", "sha224sum", "sha256sum", "sha384sum", "sha512sum", "b2sum",
+        "cksum")},
+    "wc": (("--files0-from",), "", True), "du": (("--files0-from",), "", True),
+    "file": (("--files-from",), "f", True),
+}
+
+
+def _name_list_check(name: str, long_opts: tuple[str, ...], short: str, glued: bool
+                     ) -> Callable[[_Walker, Sequence[_Arg]], None]:
+    def check(w: _Walker, args: Sequence[_Arg]) -> None:
+        for a in args:
+            if a.dynamic:
+                # A workspace name the pattern matches could be that option (a file
+                # named --files0-from=x.py among *.py).
+                if any(may_be_option(v, glued=glued) for v in a.variants):
+                    raise _Unsafe(f"{name} {a.text}: a name this pattern matches could "
+                                  "be an option that reads a list of files (write ./ "
+                                  "before it)")
+            elif _long(a.text, long_opts) or (short and re.match(rf"-[^-]*{short}",
+                                                                  a.text)):
+                raise _Unsafe(f"{name} {a.text} reads the files another file names")
+    return check
+
+
+for _name, _spec in _NAME_LISTS.items():
+    _check(_name)(_name_list_check(_name, *_spec))
+
+
+@_check("strings")
+def _strings(w: _Walker, args: Sequence[_Arg]) -> None:
+    for a in args:
+        # binutils reads more options, and file names, from @FILE.
+        if a.text.startswith("@") or (a.dynamic and any(may_start(v, "@")
+                                                        for v in a.variants)):
+            raise _Unsafe(f"strings {a.text}: @FILE reads options and names from a file")
 
 
 @_check("find")

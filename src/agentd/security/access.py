@@ -27,7 +27,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,7 +37,8 @@ from agentd.store.records import tenant_of
 if TYPE_CHECKING:
     from agentd.store.records import AgentRecord
 
-__all__ = ["EVERYTHING", "Access", "Scopes", "TokenScope", "check_pattern", "tenant_of"]
+__all__ = ["EVERYTHING", "Access", "Scopes", "TokenScope", "check_pattern", "scope_access",
+           "tenant_of"]
 
 _MAX_PATTERN = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -80,6 +81,10 @@ class TokenScope(BaseModel):
     #: Shared memory namespaces its agents may be given (``settings.memory.namespaces``):
     #: namespaces are daemon-wide, so a scoped token may add none but these.
     namespaces: list[str] = Field(default_factory=list, max_length=1000)
+    #: Its role (``viewer``, ``member``, ``operator``, ``admin``: docs/security.md,
+    #: "Roles"). Left out: ``admin`` for a token without a scope that ``admin_tokens``
+    #: allows, else ``member``.
+    role: Literal["viewer", "member", "operator", "admin"] | None = None
 
     @field_validator("agents", "tenants", "namespaces")
     @classmethod
@@ -90,10 +95,15 @@ class TokenScope(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> TokenScope:
-        if self.agents is None and self.tenants is None:
-            raise ValueError("a scope names `agents` or `tenants` (or both); a token "
-                             "that may use every agent needs no entry")
+        if self.agents is None and self.tenants is None and self.role is None:
+            raise ValueError("an entry names `agents` or `tenants` (or both), or a "
+                             "`role`; a token that may use every agent as an admin "
+                             "needs no entry")
         return self
+
+    @property
+    def scoped(self) -> bool:
+        return self.agents is not None or self.tenants is not None
 
 
 def _compile(patterns: Iterable[str] | None) -> re.Pattern[str] | None:
@@ -114,6 +124,9 @@ class Access:
     namespaces: re.Pattern[str] | None = None
     scoped: bool = False
     describe: str = "every agent"
+    #: The patterns ``agents`` and ``tenants`` were compiled from (None: no restriction).
+    agent_patterns: tuple[str, ...] | None = None
+    tenant_patterns: tuple[str, ...] | None = None
 
     @property
     def everything(self) -> bool:
@@ -165,20 +178,35 @@ def _namespaces(settings: Mapping[str, Any]) -> list[str]:
 EVERYTHING = Access()
 
 
+def scope_access(token: str, *, agents: Iterable[str] | None = None,
+                 tenants: Iterable[str] | None = None,
+                 namespaces: Iterable[str] = ()) -> Access:
+    """The access of a token whose scope is these patterns (None: not restricted);
+    :data:`EVERYTHING` (with the token's name) when neither restricts."""
+    agents = None if agents is None else list(agents)
+    tenants = None if tenants is None else list(tenants)
+    if agents is None and tenants is None:
+        return Access(token=token)
+    parts = [f"agents {', '.join(agents) or '(none)'}" if agents is not None else "",
+             f"tenants {', '.join(tenants) or '(none)'}" if tenants is not None else ""]
+    return Access(token=token, agents=_compile(agents), tenants=_compile(tenants),
+                  namespaces=_compile(list(namespaces)), scoped=True,
+                  describe=" and ".join(p for p in parts if p),
+                  agent_patterns=None if agents is None else tuple(agents),
+                  tenant_patterns=None if tenants is None else tuple(tenants))
+
+
 class Scopes:
     """The daemon's token scopes: an :class:`Access` per token name."""
 
     def __init__(self, config: Mapping[str, TokenScope]) -> None:
         self._by_token: dict[str, Access] = {}
         for token, scope in config.items():
-            parts = [f"agents {', '.join(scope.agents) or '(none)'}"
-                     if scope.agents is not None else "",
-                     f"tenants {', '.join(scope.tenants) or '(none)'}"
-                     if scope.tenants is not None else ""]
-            self._by_token[token] = Access(
-                token=token, agents=_compile(scope.agents), tenants=_compile(scope.tenants),
-                namespaces=_compile(scope.namespaces), scoped=True,
-                describe=" and ".join(p for p in parts if p))
+            if not scope.scoped:
+                continue  # (an entry that only gives a role)
+            self._by_token[token] = scope_access(token, agents=scope.agents,
+                                                 tenants=scope.tenants,
+                                                 namespaces=scope.namespaces)
 
     def __bool__(self) -> bool:
         return bool(self._by_token)

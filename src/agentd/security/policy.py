@@ -17,9 +17,10 @@ layer holds ordered rules; the decision for a call is taken like this:
    marked ``needs_approval`` is asked about; any other dangerous tool (one that sends
    data out or acts irreversibly) is denied: default deny.
 4. Taint: once content from outside entered the session, a call that can reach out
-   (``sends_out``, ``needs_network``, or a shell with network) gets the ``tainted``
-   action (ask, or deny) even where a rule allowed it, unless that rule was written
-   for tainted sessions (``tainted: true``).
+   (``sends_out``, ``needs_network``, a shell with network, or a call whose arguments
+   send content out: ``CallFacts.sends_to``, such as a post into a channel's session)
+   gets the ``tainted`` action (ask, or deny) even where a rule allowed it, unless
+   that rule was written for tainted sessions (``tainted: true``).
 
 A rule matches by tool name (fnmatch, ``*`` crosses ``/``) and, optionally, by the
 call's arguments: ``paths`` (every path argument, for ``allow``; any, for ``ask`` and
@@ -41,7 +42,7 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -55,6 +56,7 @@ from pydantic import (
 
 from agentd.errors import InvalidInput
 from agentd.security.commands import CATEGORIES, Analysis, analyse, provably_safe
+from agentd.trust import OperatorOnly
 
 __all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict",
            "grants_host", "parse_policy", "sticky_rule"]
@@ -114,7 +116,10 @@ class PolicyConfig(BaseModel):
     rules: tuple[Rule, ...] = Field((), max_length=_MAX_RULES)
     #: Network for tools and the shell: False (none), True (any host), or host
     #: patterns (``*.example.com``). None: as the layer below says.
-    network: StrictBool | tuple[str, ...] | None = None
+    network: Annotated[StrictBool | tuple[str, ...] | None, OperatorOnly(
+        "host", "a grant covering the operator's private endpoints reaches the "
+                "daemon's network", allows=lambda grants, value: grants.network(value))
+    ] = None
     #: What a call that can reach out gets once the session is tainted.
     tainted: Literal["ask", "deny"] | None = None
     #: How long a person has to answer an ``ask``; then the call is denied.
@@ -143,6 +148,10 @@ class CallFacts:
     sends_out: bool = False
     #: The shell: its ``command`` argument is analysed.
     shell: bool = False
+    #: Where this call (by its arguments) sends content out of the daemon, for the
+    #: person asked: a post into a channel's session, work that runs later. Counts
+    #: as reaching out once the session is tainted; changes nothing while it is clean.
+    sends_to: str | None = None
 
     @property
     def dangerous(self) -> bool:
@@ -313,16 +322,17 @@ class Policy:
             if not written_for_taint:
                 action: Action = "deny" if self.on_taint == "deny" else "ask"
                 if _RANK[action] > _RANK[verdict.action]:
+                    what = (f"this {facts.name} call {facts.sends_to}"
+                            if facts.sends_to else f"{facts.name} can send data out")
                     return Verdict(
                         action=action, rule="builtin:taint", tainted=True,
                         categories=verdict.categories, findings=verdict.findings,
                         reason=(f"the session read content from outside (it is tainted) "
-                                f"and {facts.name} can send data out; policy "
-                                f"'tainted' is {self.on_taint}"))
+                                f"and {what}; policy 'tainted' is {self.on_taint}"))
         return verdict
 
     def _reaches_out(self, facts: CallFacts) -> bool:
-        return (facts.sends_out or facts.needs_network
+        return (facts.sends_out or facts.needs_network or facts.sends_to is not None
                 or (facts.shell and self.shell_network))
 
     def _rules(self, facts: CallFacts, arguments: Mapping[str, Any],

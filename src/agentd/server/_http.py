@@ -28,8 +28,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -40,20 +40,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, Unauthorized
+from agentd.errors import AgentdError, Forbidden, InvalidInput, PayloadTooLarge, Unauthorized
+from agentd.security.identity import Principal
 
 __all__ = [
     "BODY_METHODS",
     "HTTP_CODES",
     "INT64_MAX",
     "INT64_MIN",
+    "NO_TOKEN",
     "BearerAuth",
     "BodyLimit",
     "ErrorMapping",
     "ErrorShape",
     "FastRoute",
     "LastResort",
+    "NamedTokens",
+    "OnRefused",
     "TokenCheck",
+    "actor",
     "add_error_shape",
     "add_fast_route",
     "check_path",
@@ -61,10 +66,12 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "is_json_body",
+    "is_write",
     "json_response",
     "loads_strict",
     "model_response",
     "person",
+    "principal_of",
     "read_body",
     "replay",
     "response_for",
@@ -350,6 +357,14 @@ class ErrorMapping:
         try:
             await self.app(scope, receive, send)
         except Exception as exc:
+            if isinstance(exc, Forbidden) and not getattr(exc, "audited", False):
+                # Every 403 a route raises (a role without the right, an operator-only
+                # setting, a quota) is a refusal the audit log records.
+                record = getattr(getattr(scope.get("app"), "state", None), "on_refused",
+                                 None)
+                if record is not None:
+                    exc.audited = True  # type: ignore[attr-defined]
+                    record(scope, exc)
             try:
                 await response_for(exc, scope)(scope, receive, send)
             except Exception:
@@ -387,24 +402,53 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, handle)
 
 
+class NamedTokens(Protocol):
+    """The named tokens' book (``agentd.identity.TokenBook``)."""
+
+    def find(self, token: bytes) -> tuple[Principal | None, str]: ...
+
+
+#: POST routes that only read: a viewer may call them.
+_READ_ONLY_POSTS = re.compile(r"^/v1/agents/[^/]+/memory/search$")
+
+
+def is_write(scope: Scope) -> bool:
+    """Whether a request may change something (what a viewer may not send): every
+    method but GET, HEAD and OPTIONS, but the POST routes that only read; every
+    WebSocket (its frames send messages and decide)."""
+    if scope["type"] == "websocket":
+        return True
+    return scope["method"] not in ("GET", "HEAD", "OPTIONS") and not (
+        scope["method"] == "POST" and _READ_ONLY_POSTS.match(scope["path"]))
+
+
 class TokenCheck:
     """Bearer tokens (constant-time comparison), the paths that need none, and who a
-    request is: the name of the token it presented (``request.state.token``)."""
+    request is: the principal of the token it presented (``scope["state"]
+    ["principal"]``; its name in ``["token"]``).
+
+    The configuration's tokens are compared here (``tokens``: name -> text;
+    ``principals``: name -> principal, an admin over every agent when missing);
+    named tokens (``agd_...``) are looked up in the book ``book(scope)`` returns."""
 
     def __init__(self, tokens: dict[str, str], public_paths: list[str], *,
-                 required: bool = True, api_key_prefixes: tuple[str, ...] = ()) -> None:
+                 required: bool = True, api_key_prefixes: tuple[str, ...] = (),
+                 principals: Mapping[str, Principal] | None = None,
+                 book: Callable[[Scope], NamedTokens | None] | None = None) -> None:
         """``api_key_prefixes``: paths that also take the token as ``x-api-key`` (the
         header a protocol's own client sends: ``langgraph-sdk``'s)."""
         self.api_key_prefixes = api_key_prefixes
         self.tokens = [(name, t.encode()) for name, t in tokens.items()]
-        self.required = required and bool(self.tokens)
+        self.principals = dict(principals or {})
+        self.book = book
+        self.required = required and (bool(self.tokens) or book is not None)
         self.exact = {p for p in public_paths if not p.endswith("*")}
         self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
 
-    def identify(self, scope: Scope) -> str | None:
-        """The name of the valid token the request carries, else None. A WebSocket
-        handshake may carry it as the subprotocol ``agentd.token.<token>`` instead
-        (browsers cannot set headers on one; a URL would put it in logs)."""
+    def presented(self, scope: Scope) -> bytes:
+        """The token the request carries (empty: none). A WebSocket handshake may carry
+        it as the subprotocol ``agentd.token.<token>`` instead (browsers cannot set
+        headers on one; a URL would put it in logs)."""
         header = b""
         offered = b""
         api_key = b""
@@ -417,39 +461,79 @@ class TokenCheck:
                 api_key = value
         scheme, _, token = header.partition(b" ")
         token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            token = b""
-            if (api_key and self.api_key_prefixes
-                    and scope.get("path", "").startswith(self.api_key_prefixes)):
-                token = api_key.strip()
-            if scope["type"] == "websocket":
-                for protocol in offered.split(b","):
-                    protocol = protocol.strip()
-                    if protocol.startswith(b"agentd.token."):
-                        token = protocol[len(b"agentd.token."):]
-            if not token:
-                return None
+        if scheme.lower() == b"bearer" and token:
+            return token
+        token = b""
+        if (api_key and self.api_key_prefixes
+                and scope.get("path", "").startswith(self.api_key_prefixes)):
+            token = api_key.strip()
+        if scope["type"] == "websocket":
+            for protocol in offered.split(b","):
+                protocol = protocol.strip()
+                if protocol.startswith(b"agentd.token."):
+                    token = protocol[len(b"agentd.token."):]
+        return token
+
+    def principal(self, scope: Scope) -> tuple[Principal | None, str]:
+        """Who the request is, or None and why not: ``missing`` (no token),
+        ``invalid`` (no such token), ``expired``."""
+        token = self.presented(scope)
+        if not token:
+            return None, "missing"
         found = None
         for name, expected in self.tokens:  # no early exit: every token is compared
             if hmac.compare_digest(token, expected):
                 found = name
-        return found
+        if found is not None:
+            return self.principals.get(found) or Principal(name=found, role="admin"), ""
+        book = self.book(scope) if self.book is not None else None
+        if book is not None:
+            principal, why = book.find(token)
+            return principal, why or "invalid"
+        return None, "invalid"
+
+    def identify(self, scope: Scope) -> str | None:
+        """The name of the valid token the request carries, else None."""
+        principal, _ = self.principal(scope)
+        return None if principal is None else principal.name
+
+    def decide(self, scope: Scope) -> AgentdError | None:
+        """None when the request may go on (its principal recorded in its scope), else
+        the error to answer: 401 for a missing, unknown or expired token where one is
+        needed, 403 for a viewer's request that would write."""
+        if not self.tokens and self.book is None:
+            return None
+        principal, why = self.principal(scope)
+        state = scope.setdefault("state", {})
+        if principal is not None:
+            state["principal"] = principal
+            state["token"] = principal.name
+            if principal.role == "viewer" and is_write(scope) and not self.public(
+                    scope["path"]):
+                return Forbidden(f"token {principal.label!r} is a viewer: it reads, and "
+                                 "may not change anything nor send messages")
+            return None
+        if not self.required:
+            # auth = "none": any request goes on, as no one in particular.
+            state["principal"] = NO_TOKEN
+            return None
+        if self.public(scope["path"]):
+            return None
+        return Unauthorized("the bearer token has expired" if why == "expired"
+                            else "missing or invalid bearer token")
 
     def allows(self, scope: Scope) -> bool:
         """Whether the request may go on; records who it is in ``scope["state"]``."""
-        if not self.tokens:
-            return True
-        who = self.identify(scope)
-        if who is not None:
-            scope.setdefault("state", {})["token"] = who
-            return True
-        if not self.required:
-            return True
-        return self.public(scope["path"])
+        return self.decide(scope) is None
 
     def public(self, path: str) -> bool:
         """Whether ``path`` is one of the public paths (no token needed)."""
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
+
+
+#: A request without a token where none is needed (``auth = "none"``): a member over
+#: every agent (what only a person may do still needs a token: :func:`person`).
+NO_TOKEN = Principal(name=None, role="member", source="none")
 
 
 def content_length(scope: Scope) -> int | None:
@@ -471,29 +555,55 @@ def unauthorized(scope: Scope | None = None) -> Response:
 def person(scope: Scope, what: str) -> str:
     """The name of the token behind a request that only a person may make (``what``
     says what it is); Unauthorized when it carries none, even with ``auth = "none"``."""
-    who = scope.get("state", {}).get("token")
-    if not isinstance(who, str):
+    return actor(scope, what).name or ""
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """The request's principal (None: no token, on a public path)."""
+    found = scope.get("state", {}).get("principal")
+    return found if isinstance(found, Principal) else None
+
+
+def actor(scope: Scope, what: str) -> Principal:
+    """The principal of a request that only a person may make (``what`` says what it
+    is); Unauthorized when it carries no token, even with ``auth = "none"``."""
+    found = principal_of(scope)
+    if found is None or found.name is None:
         raise Unauthorized(f"{what} needs a daemon token (Authorization: Bearer ...; the "
                            "daemon's home holds it in the file 'token')")
-    return who
+    return found
+
+
+#: Told of each refusal (the request's scope, the error): the audit log.
+OnRefused = Callable[[Scope, AgentdError], None]
 
 
 class BearerAuth:
-    """Pure ASGI middleware enforcing :class:`TokenCheck`."""
+    """Pure ASGI middleware enforcing :class:`TokenCheck`; each refusal is told to
+    ``on_refused`` (the audit log)."""
 
-    def __init__(self, app: ASGIApp, *, check: TokenCheck) -> None:
+    def __init__(self, app: ASGIApp, *, check: TokenCheck,
+                 on_refused: OnRefused | None = None) -> None:
         self.app = app
         self.check = check
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.check.allows(scope):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        refused = self.check.decide(scope)
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        if self.on_refused is not None:
+            self.on_refused(scope, refused)
         if scope["type"] == "websocket":
             # Closing before accepting refuses the handshake (HTTP 403).
             await send({"type": "websocket.close", "code": 1008})
             return
-        await unauthorized(scope)(scope, receive, send)
+        headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+        await error_response(refused, headers, scope)(scope, receive, send)
 
 
 class BodyLimit:

@@ -29,19 +29,25 @@ from starlette.types import Scope
 from agentd.errors import AgentdError, AgentNotFound, Forbidden, RunNotFound
 from agentd.runtime import Runtime
 from agentd.security.access import EVERYTHING, Access, Scopes, tenant_of
+from agentd.security.identity import DAEMON_WIDE, RIGHTS, Principal, Right, rank
+from agentd.server._http import actor, principal_of
 from agentd.store.records import AgentRecord
 
 __all__ = ["AGENT_PATH", "access_of", "agent_in_scope", "filter_agents", "may_use",
-           "not_found", "require_agent", "require_new_agent", "require_owner",
-           "require_run", "require_unscoped", "visible_agents"]
+           "new_agent_settings", "not_found", "refused", "require_agent",
+           "require_new_agent", "require_owner", "require_right", "require_run",
+           "require_unscoped", "visible_agents"]
 
 #: The route template prefix whose ``{name}`` :func:`agent_in_scope` checks.
 AGENT_PATH = "/v1/agents/{name}"
 
 
 def access_of(scope: Scope) -> Access:
-    """The access of the request ``scope`` (its token's; every agent when the daemon
-    has no scopes or the token none)."""
+    """The access of the request ``scope``: its principal's (a named token's scope, a
+    configured token's ``[access]``); every agent for a request without a token."""
+    principal = scope.get("state", {}).get("principal")
+    if isinstance(principal, Principal):
+        return principal.access
     app = scope.get("app")
     scopes: Scopes | None = getattr(getattr(app, "state", None), "scopes", None)
     if not scopes:
@@ -78,6 +84,16 @@ async def may_use(conn: HTTPConnection, name: str, access: Access | None = None)
     return access.allows_agent(agent)
 
 
+def refused(conn: HTTPConnection | Scope, error: AgentdError, reason: str | None = None
+            ) -> None:
+    """Tell the audit log of a refusal (the app's ``on_refused``), once per error."""
+    scope = conn.scope if isinstance(conn, HTTPConnection) else conn
+    record = getattr(getattr(scope.get("app"), "state", None), "on_refused", None)
+    if record is not None and not getattr(error, "audited", False):
+        error.audited = True  # type: ignore[attr-defined]
+        record(scope, error, reason)
+
+
 async def require_agent(conn: HTTPConnection, name: str) -> None:
     """``AgentNotFound`` unless the request may use the agent ``name``. For a scoped
     token whose scope has tenants this reads the agent (an agent that does not exist
@@ -86,17 +102,22 @@ async def require_agent(conn: HTTPConnection, name: str) -> None:
     if access.everything:
         return
     if not access.allows_name(name):
-        raise not_found(name)
+        error = not_found(name)
+        refused(conn, error, f"agent {name!r} is outside the token's scope")
+        raise error
     if access.needs_tenant:
         agent = await _runtime(conn).stored_agent(name)
         if not access.allows_agent(agent):
-            raise not_found(name)
+            error = not_found(name)
+            refused(conn, error, f"agent {name!r} is outside the token's scope")
+            raise error
 
 
 async def require_owner(conn: HTTPConnection, agent: str, error: AgentdError) -> None:
     """Raise ``error`` (the object's own not-found) unless the request may use
     ``agent``, the agent the object belongs to."""
     if not await may_use(conn, agent):
+        refused(conn, error, f"it belongs to agent {agent!r}, outside the token's scope")
         raise error
 
 
@@ -137,11 +158,34 @@ async def visible_agents(conn: HTTPConnection) -> list[AgentRecord] | None:
     return [a for a in await _runtime(conn).list_agents() if access.allows_agent(a)]
 
 
+def new_agent_settings(conn: HTTPConnection, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` of an agent a request creates, with its token's tenant when they
+    name none (a token bound to a tenant creates its agents there)."""
+    principal = principal_of(conn.scope)
+    if principal is not None and principal.tenant is not None and "tenant" not in settings:
+        return {**settings, "tenant": principal.tenant}
+    return settings
+
+
 def require_new_agent(conn: HTTPConnection, name: str, settings: Mapping[str, Any],
                       before: AgentRecord | None = None) -> None:
     """Creating agent ``name`` with ``settings`` (``before``: changing it from that)
     leaves it in the request's scope, and joins it to no shared memory namespace the
-    scope does not allow; Forbidden (403) saying why otherwise."""
+    scope does not allow; Forbidden (403) saying why otherwise.
+
+    A named token bound to a tenant (with agent patterns or without) creates only
+    agents named ``<tenant>.<name>``: agent names are daemon-wide, and a name in
+    another tenant's part of them would answer "exists", telling it that agent is
+    there (patterns that match another tenant's agent would let it ask)."""
+    principal = principal_of(conn.scope)
+    if (before is None and principal is not None and principal.source == "api"
+            and principal.tenant is not None
+            and not name.startswith(principal.tenant + ".")):
+        error = Forbidden(f"token {principal.label!r} is bound to tenant "
+                          f"{principal.tenant!r}: its agents are named "
+                          f"'{principal.tenant}.<name>'", details={"field": "body.name"})
+        refused(conn, error)
+        raise error
     access = access_of(conn.scope)
     if access.everything:
         return
@@ -168,3 +212,18 @@ def require_unscoped(conn: HTTPConnection, what: str) -> None:
     if not access.everything:
         raise Forbidden(f"{what} changes every agent's daemon: token {access.token!r} is "
                         f"scoped to {access.describe}")
+
+
+def require_right(conn: HTTPConnection, right: Right, what: str) -> Principal:
+    """The request's principal, if its role holds ``right``; Forbidden (403) naming
+    the role otherwise, Unauthorized (401) without a token."""
+    principal = actor(conn.scope, what)
+    if not principal.may(right) and principal.may("use") and right in DAEMON_WIDE and (
+            rank(principal.role) >= rank(RIGHTS[right])):
+        raise Forbidden(f"{what} needs a token whose scope is every agent (it reaches "
+                        f"every tenant): token {principal.label!r} is scoped to "
+                        f"{principal.access.describe}")
+    if not principal.may(right):
+        raise Forbidden(f"{what} needs a token of role {RIGHTS[right]!r} or above: token "
+                        f"{principal.label!r} is {principal.role!r}")
+    return principal

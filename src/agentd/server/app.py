@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import __version__, web
 from agentd.config import Settings
+from agentd.errors import AgentdError
+from agentd.identity import config_principals
 from agentd.protocols import a2a as a2a_door
 from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
@@ -32,11 +34,13 @@ from agentd.server._http import (
     ErrorMapping,
     FastRoute,
     LastResort,
+    NamedTokens,
     TokenCheck,
     check_path,
     is_json_body,
     loads_strict,
     model_response,
+    principal_of,
     read_body,
     replay,
 )
@@ -216,6 +220,30 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
     return document
 
 
+def _named_tokens(scope: Scope) -> NamedTokens | None:
+    """The runtime's book of named tokens (None before the runtime is open)."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    return None if runtime is None else runtime.identity.tokens
+
+
+def _record_refusal(scope: Scope, error: AgentdError, reason: str | None = None) -> None:
+    """Tell the audit log of a refused request: who (the token's name and role, or the
+    client's address for a request without a valid token), what, and why."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    if runtime is None:
+        return
+    principal = principal_of(scope)
+    client = scope.get("client") or ("?", 0)
+    name = principal.name if principal is not None else None
+    runtime.identity.audit.refused(
+        actor=name, role=principal.role if principal is not None else None,
+        action="request.denied",
+        resource=f"{scope.get('method', 'WEBSOCKET')} {scope.get('path', '')}"[:500],
+        reason=(reason or f"{error.code}: {error.message}")[:500],
+        key=None if name is not None else f"client:{client[0]}",
+        details={"status": error.status, "code": error.code})
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. The runtime opens in the lifespan unless one is passed in."""
 
@@ -223,6 +251,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         rt = await Runtime.open(settings) if runtime is None else runtime
+        rt.identity.configure_tokens(app.state.principals)
         app.state.runtime = rt
         try:
             termo = getattr(app.state, "termo", None)
@@ -262,26 +291,33 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         tokens[BOOTSTRAP] = ensure_token(settings.home)
     # Telegram's webhook carries its own secret (checked by the channel), not a token.
     # The console's page and files are public too (they hold no data: docs/console.md).
+    # Who each of the configuration's tokens is (role and scope: docs/security.md);
+    # named tokens are the runtime's (agentd.identity), looked up per request.
+    principals = config_principals(settings, tokens)
+    app.state.principals = principals
+    if runtime is not None and hasattr(runtime, "identity"):
+        runtime.identity.configure_tokens(principals)
     check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*",
                                 *(web.PUBLIC_PATHS if settings.console else ())],
                        required=settings.auth_enabled,
-                       api_key_prefixes=(langgraph_door.PREFIX + "/",))
+                       api_key_prefixes=(langgraph_door.PREFIX + "/",),
+                       principals=principals, book=_named_tokens)
     app.state.token_check = check
     app.state.scopes = Scopes(settings.access)
-    app.state.admin_tokens = (None if settings.admin_tokens is None
-                              else frozenset(settings.admin_tokens))
+    app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
-    app.add_middleware(BearerAuth, check=check)
+    app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal)
     if settings.termo.adapter is not None:
         # termo-agent's routes (agentd serve --adapter): outside the stack above,
         # answering its own paths with its own shapes and auth (docs/termo.md).
         from agentd.protocols.termo import Termo, TermoDoor
 
-        app.state.termo = Termo(settings, tokens)
+        app.state.termo = Termo(settings, tokens, principals=principals,
+                                book=_named_tokens)
         app.add_middleware(TermoDoor, termo=app.state.termo)
     # Outside everything else: DNS rebinding and cross-site requests (server/_origin.py).
     app.add_middleware(OriginCheck, allowed_hosts=settings.allowed_hosts,
@@ -325,6 +361,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.channels.state_router)
     app.include_router(routes.approvals.router)
     app.include_router(routes.tools.router)
+    app.include_router(routes.identity.token_router)
+    app.include_router(routes.identity.tenant_router)
+    app.include_router(routes.identity.audit_router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
     if settings.console:

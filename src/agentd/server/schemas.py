@@ -393,6 +393,13 @@ class Health(BaseModel):
                     "network.")
     sandboxes: dict[str, str] = Field(
         description="Each sandbox backend: ok, or why it is not available.")
+    fd_limit: int = Field(description="The daemon's descriptor limit (RLIMIT_NOFILE, "
+                                      "raised to its hard limit at start).")
+    egress_connections: int = Field(
+        description="Connections the agents hold open through the egress proxies now.")
+    egress_max_connections: int = Field(
+        description="The cap on them, every agent's together "
+                    "([sandbox] egress_max_connections).")
     node: str
     agents: int
     agents_awake: int

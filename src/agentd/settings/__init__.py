@@ -31,6 +31,7 @@ from agentd.settings._model import (
     ModelArea,
     RunSettings,
 )
+from agentd.settings._operator import Reaching, operator_only
 
 __all__ = [
     "MAX_FALLBACKS",
@@ -41,9 +42,11 @@ __all__ = [
     "LoopGuard",
     "ModelArea",
     "ModelSettings",
+    "Reaching",
     "RunSettings",
     "SettingsProblem",
     "check_settings",
+    "operator_only",
     "settings_problems",
     "stored_settings",
 ]

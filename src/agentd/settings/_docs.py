@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentd.settings._model import AgentSettings
+from agentd.trust import OperatorOnly
 
 __all__ = ["markdown_table"]
 
@@ -67,6 +68,9 @@ def markdown_table() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, prop in schema["properties"].items():
         meaning = " ".join(str(prop.get("description", "")).split()).replace("|", "\\|")
+        if any(isinstance(m, OperatorOnly)
+               for m in AgentSettings.model_fields[name].metadata):
+            meaning = "**Operator-only** (docs/security.md). " + meaning
         rows.append(f"| `{name}` | {_kind(prop)} | {_default(name)} | {meaning} |")
     return "\n".join(rows) + "\n"
 

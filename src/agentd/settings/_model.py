@@ -36,6 +36,7 @@ from agentd.memory.settings import MemorySettings
 from agentd.security.policy import PolicyConfig
 from agentd.skills.settings import SkillSettings
 from agentd.tools.mcp import MCPServer
+from agentd.trust import MODEL_SPEC
 
 __all__ = ["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",
            "KernelSettings", "LoopGuard", "ModelArea", "RunSettings"]
@@ -51,7 +52,8 @@ class _Area(BaseModel):
 class FallbackModel(_Area):
     """A model tried when the ones before it are unavailable or failed for good."""
 
-    model: str = Field(min_length=1, max_length=200,
+    model: Annotated[str, MODEL_SPEC] = Field(
+                       min_length=1, max_length=200,
                        description="`provider:model` (must be in the model catalog when "
                                    "the catalog covers its provider).")
     settings: ModelSettings | None = Field(
@@ -177,16 +179,19 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
         description='`{"backend": "bubblewrap", "limits": {"wall_s": 30, ...}, '
                     '"persistent_shell": false, "workspace_max_mb": 500, '
                     '"snapshot_budget_mb": 2000}`: the backend of the agent\'s commands '
-                    '(refused if this daemon cannot run it), their limits (each at most '
-                    'the daemon\'s `[sandbox.limits]`: above it is refused), the '
-                    'workspace quota and snapshot budget.')
+                    '(refused if this daemon cannot run it; one weaker than the '
+                    'daemon\'s needs an operator token), their limits (above the daemon\'s '
+                    '`[sandbox.limits]` needs an operator token, above `max_limits` is '
+                    'refused), the workspace quota and snapshot budget (above the '
+                    'daemon\'s: an operator token).')
     mcp: list[MCPServer] = Field(
         default_factory=list, max_length=MAX_MCP_SERVERS,
         description='MCP servers whose tools the agent gets: `{"name", "command": [...], '
                     '"env", "cwd"}` (stdio) or `{"name", "url", "headers"}` (streamable '
                     'HTTP), plus `tools` (a subset), `trusted` (default false: results '
                     'taint), `timeout_s` (per call, default 60). A stdio command off the '
-                    'daemon\'s `mcp_commands` needs an admin token.')
+                    'daemon\'s `mcp_commands`, or a URL off its `mcp_urls`, needs an '
+                    'operator token.')
 
     memory: MemorySettings = Field(
         default_factory=MemorySettings,

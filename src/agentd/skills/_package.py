@@ -33,10 +33,10 @@ __all__ = ["LIMITS", "SKILL_FILE", "Limits", "SkillMeta", "check_name", "invalid
            "parse_skill_md"]
 
 SKILL_FILE = "SKILL.md"
-NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 _FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_TOOL = re.compile(r"^[A-Za-z0-9_.:()*/-]{1,128}$")
+_TOOL = re.compile(r"^[A-Za-z0-9_.:()*/-]{1,128}\Z")
 _KNOWN = ("name", "description", "license", "compatibility", "metadata", "allowed-tools")
 
 

@@ -9,13 +9,14 @@ are escaped and marked as describing, not instructing.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from agentd.errors import AgentdError, Conflict, InvalidInput, ToolError
+from agentd.llm._quote import quote, quote_attr
 from agentd.sandbox.binds import ReadOnlyBind
+from agentd.security.identity import Principal
 from agentd.skills._package import NAME
 from agentd.skills.registry import SkillInfo, SkillRegistry
 
@@ -73,17 +74,20 @@ class Skills:
             return []
         return list(self.agents.plan(agent).settings.skills.enabled)
 
-    async def enable(self, agent: str, skill: str, *, admin: bool) -> Any:
+    async def enable(self, agent: str, skill: str, *, actor: Principal | None = None
+                     ) -> Any:
         """Add ``skill`` to the agent's ``settings.skills.enabled`` (no change if it is
         there); the agent."""
         self.registry.get(skill)
-        return await self._change(agent, skill, add=True, admin=admin)
+        return await self._change(agent, skill, add=True, actor=actor)
 
-    async def disable(self, agent: str, skill: str, *, admin: bool) -> Any:
+    async def disable(self, agent: str, skill: str, *, actor: Principal | None = None
+                      ) -> Any:
         """Remove ``skill`` from the agent's enabled skills (no change if absent)."""
-        return await self._change(agent, skill, add=False, admin=admin)
+        return await self._change(agent, skill, add=False, actor=actor)
 
-    async def _change(self, name: str, skill: str, *, add: bool, admin: bool) -> Any:
+    async def _change(self, name: str, skill: str, *, add: bool,
+                      actor: Principal | None) -> Any:
         """Read the agent's settings, change the list, write them only if the agent
         is still as read (compare-and-set on its ``updated_at``, in the store):
         another node's (or a PATCH's) change in between makes it read again, so
@@ -102,7 +106,7 @@ class Skills:
                 settings["skills"] = {**area, "enabled": enabled}
                 try:
                     return await self.agents.update(name, {"settings": settings},
-                                                    admin=admin, based_on=agent)
+                                                    actor=actor, based_on=agent)
                 except Conflict as exc:
                     if exc.code != "agent_changed":
                         raise
@@ -125,8 +129,8 @@ class Skills:
                 log.warning("agent %r enables skill %r, which is not installed here",
                             agent.name, name)
                 continue
-            lines.append(f'<skill name="{html.escape(info.name)}">'
-                         f"{html.escape(info.description)}</skill>")
+            lines.append(f'<skill name="{quote_attr(info.name)}">'
+                         f"{quote(info.description)}</skill>")
         if not lines:
             return None
         if "skill_load" in agent.tools:

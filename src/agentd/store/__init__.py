@@ -12,7 +12,10 @@ from urllib.parse import urlparse
 
 from agentd.errors import InvalidInput
 from agentd.store._agents_query import AgentPage
+from agentd.store._audit import AuditEntry, AuditRow
 from agentd.store._engine import Engine, Tx
+from agentd.store._identity import TenantRow, TokenRow
+from agentd.store._quota import Quota
 from agentd.store._runs_query import RunPage
 from agentd.store._sessions_query import SessionPage
 from agentd.store.records import (
@@ -31,11 +34,14 @@ __all__ = [
     "Accepted",
     "AgentPage",
     "AgentRecord",
+    "AuditEntry",
+    "AuditRow",
     "Engine",
     "EventRecord",
     "Lease",
     "LeaseLost",
     "NewEvent",
+    "Quota",
     "RunPage",
     "RunRecord",
     "RunUpdate",
@@ -44,6 +50,8 @@ __all__ = [
     "Steered",
     "Store",
     "StoreOptions",
+    "TenantRow",
+    "TokenRow",
     "Tx",
     "UsageCharge",
     "engine_for_url",

@@ -89,7 +89,7 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
         else:
             tx.execute("RELEASE accept_set")
             return done
-    return _accept_each(tx, items, run_ids=run_ids, now=now)
+    return _accept_each(tx, items, run_ids=run_ids, now=now, dialect=dialect)
 
 
 def _set_wise(items: Sequence[ToAccept], also_many: AlsoMany | None) -> bool:
@@ -99,13 +99,14 @@ def _set_wise(items: Sequence[ToAccept], also_many: AlsoMany | None) -> bool:
     count = Counter((item.agent_id, item.key) for item in items)
     return len(items) > 1 and all(
         item.mode in _SET_MODES and item.idempotency_key is None
+        and item.session_quota is None  # (counted message by message)
         and (item.also is None or also_many is not None)
         and (count[(item.agent_id, item.key)] == 1
              or (item.mode == "enqueue" and not item.find_busy)) for item in items)
 
 
-def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float
-                 ) -> list[Accepted | Exception]:
+def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], now: float,
+                 dialect: str) -> list[Accepted | Exception]:
     """Each message in its own savepoint: one refused (a busy session in ``reject``
     mode, an ``also`` that raises, a unique key taken) writes nothing and leaves the
     others. In the sessions' order (stable), for the locks (module docstring)."""
@@ -117,7 +118,8 @@ def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], n
             out[i] = accept(tx, agent_id=item.agent_id, key=item.key, content=item.content,
                             idempotency_key=item.idempotency_key, mode=item.mode,
                             priority=item.priority, run_id=run_ids[i], now=now,
-                            find_busy=item.find_busy, origin=item.origin, also=item.also)
+                            find_busy=item.find_busy, origin=item.origin, also=item.also,
+                            session_quota=item.session_quota, dialect=dialect)
         except Exception as exc:
             tx.execute("ROLLBACK TO accept_one")
             out[i] = exc

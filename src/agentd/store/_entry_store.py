@@ -9,9 +9,10 @@ import time
 from collections.abc import Iterable, Sequence
 
 from agentd.errors import Conflict
-from agentd.store import _entries, _vectors
-from agentd.store._engine import Engine
+from agentd.store import _entries, _quota, _vectors
+from agentd.store._engine import Engine, Tx
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
+from agentd.store._quota import Quota
 from agentd.store._vectors import Pending
 
 __all__ = ["EntryStore"]
@@ -22,12 +23,20 @@ class EntryStore:
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
 
-    async def insert_entries(self, items: Sequence[NewEntry]
+    async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None
                              ) -> list[tuple[EntryRecord, bool]]:
         """``(record, created)`` per item (an exact duplicate: the stored entry, False);
-        all or nothing."""
+        all or nothing. ``quota``: the writing agent's tenant's limit on entries."""
         now = time.time()
-        return await self.engine.write(lambda tx: _entries.insert(tx, items, now))
+        dialect = self.engine.dialect
+
+        def op(tx: Tx) -> list[tuple[EntryRecord, bool]]:
+            written = _entries.insert(tx, items, now)
+            if any(created for _, created in written):
+                _quota.check(tx, quota, dialect)
+            return written
+
+        return await self.engine.write(op)
 
     async def get_entry(self, namespaces: Sequence[str], entry_id: str
                         ) -> EntryRecord | None:

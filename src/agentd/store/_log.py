@@ -9,8 +9,9 @@ from typing import Any
 
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.events import MessageUser, RunQueued
-from agentd.store import _rows
+from agentd.store import _quota, _rows
 from agentd.store._engine import Tx
+from agentd.store._quota import Quota
 from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 
@@ -189,11 +190,14 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
 def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
            mode: str, priority: str, run_id: str, now: float,
            find_busy: bool = False, origin: Mapping[str, Any] | None = None,
-           also: Callable[[Tx, Accepted], None] | None = None) -> Accepted:
+           also: Callable[[Tx, Accepted], None] | None = None,
+           session_quota: Quota | None = None, dialect: str = "sqlite") -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there)."""
     accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
                        idempotency_key=idempotency_key, mode=mode, priority=priority,
                        run_id=run_id, now=now, find_busy=find_busy, origin=origin)
+    if accepted.created_session:
+        _quota.check(tx, session_quota, dialect)
     if also is not None and not accepted.duplicate:
         also(tx, accepted)
     return accepted
@@ -213,6 +217,9 @@ class ToAccept:
     find_busy: bool = False
     origin: Mapping[str, Any] | None = None
     also: Callable[[Tx, Accepted], None] | None = None
+    #: The agent's tenant's limit on sessions, when it has one (a new session is
+    #: counted against it in the same transaction).
+    session_quota: Quota | None = None
 
 
 def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agentd.store import _schedules
-from agentd.store._engine import Engine
+from agentd.store import _quota, _schedules
+from agentd.store._engine import Engine, Tx
+from agentd.store._quota import Quota
 from agentd.store._schedules import FireOutcome, ScheduleRecord
 
 __all__ = ["ScheduleStore"]
@@ -19,11 +20,19 @@ class ScheduleStore:
     engine: Engine
 
     async def insert_schedule(self, record: ScheduleRecord, *, max_per_agent: int,
-                              max_by_tools: int | None = None) -> ScheduleRecord:
+                              max_by_tools: int | None = None, quota: Quota | None = None
+                              ) -> ScheduleRecord:
+        """Insert a schedule (``quota``: its agent's tenant's limit on schedules)."""
         dialect = self.engine.dialect
-        return await self.engine.write(lambda tx: _schedules.insert(
-            tx, record, dialect=dialect, max_per_agent=max_per_agent,
-            max_by_tools=max_by_tools))
+
+        def op(tx: Tx) -> ScheduleRecord:
+            inserted = _schedules.insert(tx, record, dialect=dialect,
+                                         max_per_agent=max_per_agent,
+                                         max_by_tools=max_by_tools)
+            _quota.check(tx, quota, dialect)
+            return inserted
+
+        return await self.engine.write(op)
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         return await self.engine.read(lambda tx: _schedules.get(tx, schedule_id))

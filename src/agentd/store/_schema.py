@@ -25,8 +25,8 @@ no foreign key, so billing history outlives a deleted agent. ``(tenant, day)`` a
 the priority a message was sent with (``background`` for runs from before).
 
 Migration 5 adds ``sandbox_uids``: the uid (and gid) each agent's commands run as
-under a root daemon. No foreign key: a row outlives its agent, so that a uid is never
-given to a second one (``agentd.store._uids``).
+under a root daemon. No foreign key: a row outlives its agent, so that a uid is not
+given to a second one before it is reclaimed (migration 17, ``agentd.store._uids``).
 
 Migration 7 adds core memory blocks (``agentd.store._blocks``): ``memory_blocks``
 (the value, its limit and read-only flag, a version bumped by every write),
@@ -597,4 +597,116 @@ MIGRATIONS.append((
     """
 CREATE INDEX sessions_recent ON sessions (agent_id, updated_at, id);
 """,
+))
+
+# Migration 16: who may do what (agentd.identity; docs/security.md, "Identity").
+# ``agents.tenant`` copies an agent's ``settings.tenant`` (NULL when the settings hold no
+# string there), kept by every write of the settings, so that tenant quotas count and
+# lists filter in SQL. ``tokens``: named tokens (a hash of each, never the text),
+# ``tenants``: tenants made through the API with their quotas, ``audit_log``: the
+# hash-chained record of decisions and changes (agentd.store._audit);
+# ``identity_version`` is bumped by every change to tokens or tenants, so that other
+# nodes see when to read them again.
+_TENANT_OF = {
+    "sqlite": "CASE WHEN json_type(settings, '$.tenant') IS NULL THEN 'default' "
+              "WHEN json_type(settings, '$.tenant') = 'text' "
+              "THEN json_extract(settings, '$.tenant') END",
+    "postgresql": "CASE WHEN (settings::jsonb -> 'tenant') IS NULL THEN 'default' "
+                  "WHEN jsonb_typeof(settings::jsonb -> 'tenant') = 'string' "
+                  "THEN settings::jsonb ->> 'tenant' END",
+}
+_IDENTITY = """
+ALTER TABLE agents ADD COLUMN tenant {text};
+UPDATE agents SET tenant = %s;
+CREATE INDEX agents_tenant ON agents (tenant, name);
+CREATE INDEX memory_entries_agent ON memory_entries (agent_id);
+CREATE TABLE tokens (
+    name       {text} PRIMARY KEY,
+    id         {text} NOT NULL UNIQUE,
+    hash       {text} NOT NULL,
+    role       {text} NOT NULL,
+    tenant     {text},
+    agents     {text},
+    expires_at {real},
+    created_at {real} NOT NULL,
+    created_by {text},
+    rotated_at {real}
+);
+CREATE INDEX tokens_tenant ON tokens (tenant);
+CREATE TABLE tenants (
+    name        {text} PRIMARY KEY,
+    quotas      {text} NOT NULL DEFAULT '{{}}',
+    description {text} NOT NULL DEFAULT '',
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL,
+    created_by  {text}
+);
+CREATE TABLE audit_log (
+    seq      {bigint} PRIMARY KEY,
+    at       {real} NOT NULL,
+    actor    {text},
+    role     {text},
+    action   {text} NOT NULL,
+    resource {text} NOT NULL,
+    outcome  {text} NOT NULL,
+    reason   {text} NOT NULL,
+    details  {text} NOT NULL,
+    prev     {text} NOT NULL,
+    hash     {text} NOT NULL
+);
+CREATE TABLE identity_version (
+    id      {bigint} PRIMARY KEY,
+    version {bigint} NOT NULL
+);
+INSERT INTO identity_version (id, version) VALUES (1, 0);
+CREATE INDEX audit_log_actor ON audit_log (actor, seq);
+CREATE INDEX audit_log_action ON audit_log (action, seq);
+"""
+MIGRATIONS.append((
+    16,
+    "identity: agents' tenant, tokens, tenants, audit log",
+    {dialect: _IDENTITY.replace("%s", expression)
+     for dialect, expression in _TENANT_OF.items()},
+))
+
+# Migration 17: sandbox uids are reclaimed (agentd.store._uids). A row now outlives its
+# agent only until every node that used the uid has swept it; ``tenant`` counts uids
+# against a tenant's cap. Uids given before were used where the process backend could
+# write to the host: a node row with ``sealed = 0`` keeps each of them from ever being
+# given again. (16 is another change's.)
+_UIDS_17 = """
+CREATE TABLE sandbox_uids_17 (
+    uid         {bigint} PRIMARY KEY,
+    agent_id    {text} NOT NULL,
+    tenant      {text} NOT NULL,
+    created_at  {real} NOT NULL,
+    released_at {real}
+);
+INSERT INTO sandbox_uids_17 (uid, agent_id, tenant, created_at, released_at)
+    SELECT u.uid, u.agent_id, COALESCE(__TENANT__, 'default'), u.created_at,
+           CASE WHEN a.id IS NULL THEN u.created_at END
+    FROM sandbox_uids u LEFT JOIN agents a ON a.id = u.agent_id;
+DROP TABLE sandbox_uids;
+ALTER TABLE sandbox_uids_17 RENAME TO sandbox_uids;
+CREATE UNIQUE INDEX sandbox_uids_held ON sandbox_uids (agent_id) WHERE released_at IS NULL;
+CREATE INDEX sandbox_uids_tenant ON sandbox_uids (tenant) WHERE released_at IS NULL;
+CREATE TABLE sandbox_uid_nodes (
+    uid     {bigint} NOT NULL,
+    node_id {text} NOT NULL,
+    sealed  {bigint} NOT NULL,
+    PRIMARY KEY (uid, node_id)
+);
+INSERT INTO sandbox_uid_nodes (uid, node_id, sealed) SELECT uid, '', 0 FROM sandbox_uids;
+"""
+MIGRATIONS.append((
+    17,
+    "sandbox uids reclaimed",
+    {
+        "sqlite": _UIDS_17.replace(
+            "__TENANT__", "CASE WHEN json_type(a.settings, '$.tenant') = 'text' "
+                          "THEN json_extract(a.settings, '$.tenant') END"),
+        "postgresql": _UIDS_17.replace(
+            "__TENANT__", "CASE WHEN json_typeof(a.settings::json -> 'tenant') = 'string' "
+                          "THEN a.settings::json ->> 'tenant' END"),
+    },
 ))

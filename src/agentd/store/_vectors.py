@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _LOCK = 872102  # pg_advisory_xact_lock key (migrations 872100, sandbox uids 872101)
 #: Embedder names go into DDL and into SQL text (a partial index's predicate must be
 #: a literal for the planner to use it), so they are held to a plain alphabet.
-_EMBEDDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")
+_EMBEDDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}\Z")
 #: pgvector's HNSW indexes take vectors of at most this many dimensions.
 _HNSW_MAX_DIM = 2000
 

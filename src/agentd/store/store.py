@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -30,8 +30,10 @@ from agentd.events import DecisionData, parse
 from agentd.store import (
     _agents_query,
     _approvals,
+    _audit,
     _blocks,
     _entries,
+    _quota,
     _rows,
     _runs_query,
     _sessions,
@@ -40,9 +42,11 @@ from agentd.store import (
     _usage,
 )
 from agentd.store._accept_many import AlsoMany, accept_many
+from agentd.store._audit import AuditEntry
 from agentd.store._engine import Engine, Tx
 from agentd.store._entry_store import EntryStore
 from agentd.store._heartbeats import HeartbeatStore
+from agentd.store._identity import IdentityStore
 from agentd.store._log import (
     Accepted,
     Lease,
@@ -55,6 +59,7 @@ from agentd.store._log import (
     leased_update,
     update_run,
 )
+from agentd.store._quota import Quota
 from agentd.store._rows import (
     ACTIVE,
     AGENT_COLS,
@@ -80,6 +85,7 @@ from agentd.store.records import (
     SessionRecord,
     UsageCharge,
     agent_change_kind,
+    tenant_of,
 )
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store", "new_id"]
@@ -91,7 +97,8 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStore):
+class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStore,
+            IdentityStore):
     """Agents, sessions, runs and the per-session event log on one engine; memory
     entries' methods come from :class:`EntryStore`, subtasks' from
     :class:`SubtaskStore`."""
@@ -150,7 +157,11 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     # -- agents --------------------------------------------------------------------
 
     async def create_agent(self, *, name: str, model: str, instructions: str,
-                           tools: list[str], settings: dict[str, Any]) -> AgentRecord:
+                           tools: list[str], settings: dict[str, Any],
+                           quota: Quota | None = None, audit: AuditEntry | None = None
+                           ) -> AgentRecord:
+        """Store a new agent (``quota``: its tenant's limit on agents, checked in the
+        same transaction; ``audit``: recorded in it)."""
         now = time.time()
         record = AgentRecord(id=new_id("a"), name=name, model=model,
                              instructions=instructions, tools=tools, settings=settings,
@@ -158,10 +169,14 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
         def op(tx: Tx) -> None:
             tx.execute(
-                f"INSERT INTO agents ({AGENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO agents ({AGENT_COLS}, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, name, model, instructions, _dumps(tools), _dumps(settings),
-                 record.state, now, now),
+                 record.state, now, now, tenant_of(settings)),
             )
+            _quota.check(tx, quota, self.engine.dialect)
+            if audit is not None:
+                _audit.append(tx, [audit], dialect=self.engine.dialect)
             self._announce(tx, AgentChange.of("agent.created", record))
 
         try:
@@ -209,10 +224,13 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             lambda tx: _agents_query.active_run_counts(tx, agent_ids))
 
     async def update_agent(self, name: str, fields: dict[str, Any], *,
-                           based_on: float | None = None) -> AgentRecord:
+                           based_on: float | None = None,
+                           quota: Quota | None = None, audit: AuditEntry | None = None
+                           ) -> AgentRecord:
         """Change an agent's fields. ``based_on``: the ``updated_at`` of the record the
         change was computed from: a compare-and-set, written only if the agent has
-        not changed since (else Conflict ``agent_changed``, retryable: read again)."""
+        not changed since (else Conflict ``agent_changed``, retryable: read again).
+        ``quota``: the limit on agents of the tenant the settings move it to."""
         allowed = {"model", "instructions", "tools", "settings", "state"}
         unknown = set(fields) - allowed
         if unknown:
@@ -231,6 +249,9 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             for key, value in fields.items():
                 sets.append(f"{key} = ?")
                 params.append(_dumps(value) if key in ("tools", "settings") else value)
+            if "settings" in fields:
+                sets.append("tenant = ?")
+                params.append(tenant_of(fields["settings"]))
             where, match = "name = ?", list[Any]([name])
             if based_on is not None:
                 where, match = "name = ? AND updated_at = ?", [name, based_on]
@@ -241,7 +262,12 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                 if exists is not None:
                     raise Conflict(f"agent {name!r} changed meanwhile; try again",
                                    code="agent_changed", retryable=True)
+            _quota.check(tx, quota, self.engine.dialect)
             row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            if row is not None and audit is not None:
+                _audit.append(tx, [audit], dialect=self.engine.dialect)
+            if row is not None and "settings" in fields:
+                _uids.retenant(tx, _agent(row).id, fields["settings"])
             if row is not None and self.engine.shared:
                 self._announce(tx, AgentChange.of(
                     agent_change_kind(fields), _agent(row),
@@ -256,7 +282,8 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     async def set_agent_state(self, name: str, state: AgentState) -> AgentRecord:
         return await self.update_agent(name, {"state": state})
 
-    async def delete_agent(self, name: str) -> AgentRecord:
+    async def delete_agent(self, name: str, *, audit: AuditEntry | None = None
+                           ) -> AgentRecord:
         """Delete the agent (its sessions go with it); the record as it was."""
         def op(tx: Tx) -> AgentRecord | None:
             row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
@@ -265,7 +292,10 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             agent = _agent(row)
             _blocks.forget_agent(tx, agent.id)
             _entries.forget_agent(tx, agent.id, self.engine.dialect)
+            _uids.release(tx, agent.id, self.engine.dialect)
             tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
+            if audit is not None:
+                _audit.append(tx, [audit], dialect=self.engine.dialect)
             self._announce(tx, AgentChange.of("agent.deleted", agent, at=time.time()))
             return agent
 
@@ -274,14 +304,35 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             raise AgentNotFound(f"agent {name!r} not found")
         return agent
 
-    async def sandbox_uid(self, agent_id: str, *, base: int, count: int) -> int:
-        """The agent's sandbox uid, given now from ``base``.. if it has none yet
-        (Conflict ``sandbox_uids_exhausted`` when the range is used up)."""
-        have = await self.engine.read(lambda tx: _uids.lookup(tx, agent_id))
-        if have is not None:
-            return have
+    async def sandbox_uid(self, agent_id: str, *, base: int, count: int,
+                          node: str | None = None, sealed: bool = True,
+                          cap_of: Callable[[str], int | None] | None = None) -> int:
+        """The agent's sandbox uid, given now from ``base``.. if it has none yet, within
+        its tenant's cap (``cap_of(tenant)``, None: no cap); ``node``: record that this
+        node uses it (``sealed``: see :mod:`agentd.store._uids`).
+
+        Raises:
+            AgentNotFound: the agent was deleted.
+            Conflict: ``quota_exceeded`` (the tenant's cap), ``sandbox_uids_exhausted``
+                (the range is used up).
+        """
+        have = await self.engine.read(lambda tx: _uids.lookup(tx, agent_id, node))
+        if have is not None and have[1]:
+            return have[0]
         return await self.engine.write(lambda tx: _uids.assign(
-            tx, agent_id, base=base, count=count, dialect=self.engine.dialect))
+            tx, agent_id, base=base, count=count, dialect=self.engine.dialect, node=node,
+            sealed=sealed, cap_of=cap_of))
+
+    async def quarantined_uids(self, node: str, *, limit: int = 256
+                               ) -> list[tuple[int, str]]:
+        """Released sandbox uids ``node`` must sweep: ``(uid, its last agent's id)``."""
+        return await self.engine.read(lambda tx: _uids.quarantined(tx, node, limit))
+
+    async def sandbox_uids_swept(self, node: str, uids: Iterable[int]) -> int:
+        """``node`` swept these released uids; how many are free now."""
+        chosen = list(uids)
+        return await self.engine.write(
+            lambda tx: _uids.swept(tx, node, chosen, self.engine.dialect))
 
     # -- memory blocks (agentd.store._blocks) --------------------------------------
 
@@ -399,6 +450,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                              priority: str = "background", find_busy: bool = False,
                              origin: Mapping[str, Any] | None = None,
                              also: Callable[[Tx, Accepted], None] | None = None,
+                             session_quota: Quota | None = None,
                              ) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
@@ -418,6 +470,8 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         ``content``). ``also`` makes more writes in the same transaction, given the
         accepted message (not called for a duplicate); raising in it writes nothing
         (a schedule's claim on its fire time is committed with the run this way).
+        ``session_quota``: the agent's tenant's limit on sessions (a session made
+        here is counted against it; over it, nothing is written: QuotaExceeded).
         """
         if origin is not None and ("content" in origin or "steer" in origin):
             raise ValueError("origin must not set content or steer")
@@ -426,7 +480,8 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         return await self.engine.write(lambda tx: accept(
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
-            origin=origin, also=also))
+            origin=origin, also=also, session_quota=session_quota,
+            dialect=self.engine.dialect))
 
     async def accept_messages(self, items: Sequence[ToAccept], *,
                               also_many: AlsoMany | None = None, start: Lease | None = None
@@ -755,16 +810,23 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             lambda tx: _sessions.restore(tx, session_id, seq, checkpoint, now))
 
     async def fork_session(self, session_id: str, *, key: str, seq: int | None = None,
-                           checkpoint: str | None = None, source: dict[str, Any]
-                           ) -> SessionRecord:
+                           checkpoint: str | None = None, source: dict[str, Any],
+                           quota: Quota | None = None) -> SessionRecord:
         """A new session of the same agent, holding the state of ``session_id`` at a
         checkpoint or seq: its live events copied (renumbered from 1), then a
-        ``session.forked`` event naming the source (``source`` plus the seq)."""
+        ``session.forked`` event naming the source (``source`` plus the seq).
+        ``quota``: the tenant's limit on sessions."""
         now = time.time()
         new_session_id = new_id("s")
-        return await self.engine.write(lambda tx: _sessions.fork(
-            tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
-            checkpoint=checkpoint, source=source, now=now))
+
+        def op(tx: Tx) -> SessionRecord:
+            forked = _sessions.fork(
+                tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
+                checkpoint=checkpoint, source=source, now=now)
+            _quota.check(tx, quota, self.engine.dialect)
+            return forked
+
+        return await self.engine.write(op)
 
     async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
         """Delete sessions untouched since ``idle_before`` with nothing queued or under

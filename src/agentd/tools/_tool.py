@@ -24,7 +24,7 @@ __all__ = ["Tool", "ToolContext", "acting", "tool"]
 
 _T = TypeVar("_T")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}\Z")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -65,7 +65,9 @@ class ToolContext:
     memory_scope: Any = None
     #: Where the run's message came from (the ``message.user`` event's data beyond
     #: ``content``: ``schedule_id`` and ``fire_at`` for a schedule's fire, a parent
-    #: run for a subtask, a calling agent, ...); empty for a client's message.
+    #: run for a subtask, a calling agent, ...); empty for a client's message. A child
+    #: run (subtask, call, team step) inherits what started its parent's chain
+    #: (``agentd.autonomy.subtasks.INHERITED_ORIGIN``: a schedule's, a heartbeat's).
     origin: Mapping[str, Any] = field(default_factory=dict)
     #: The runtime's services a tool may use, by name (``schedules``, ``subtasks``,
     #: ``skills``, ...): each tool module says which it reads. A tool must fail
@@ -87,6 +89,14 @@ class Tool:
             the session (taint), such calls need approval or are denied.
         untrusted_output: what it returns comes from outside (a web page, an MCP
             server), so it taints the session that reads it.
+        sends_out_to: where one call sends content out of the daemon, when that depends
+            on its arguments: given them (as the model sent them, unchecked) and the
+            calling session's key, a phrase naming the destination for the person
+            asked ("posts its content to Telegram chat '42' ..."), or None when this
+            call keeps it inside. A call with a destination is judged like a
+            ``sends_out`` one once the session is tainted (asked about, or denied),
+            and as its other flags say while it is clean: ``message_post`` into a
+            channel's session, a ``schedule_create`` whose runs start later.
         timeout_s: wall-clock limit of one call (None: the daemon's default).
         isolated: its work is CPU-bound Python (regular expressions, big numbers,
             parsing): the runtime runs it in a worker process, killed at the time
@@ -105,6 +115,7 @@ class Tool:
     needs_network: bool = False
     sends_out: bool = False
     untrusted_output: bool = False
+    sends_out_to: Callable[[Mapping[str, Any], str], str | None] | None = None
     timeout_s: float | None = None
     isolated: bool = False
     _model: type[BaseModel] = field(repr=False, default=BaseModel)
@@ -204,6 +215,7 @@ def tool(
     needs_network: bool = False,
     sends_out: bool = False,
     untrusted_output: bool = False,
+    sends_out_to: Callable[[Mapping[str, Any], str], str | None] | None = None,
     timeout_s: float | None = None,
     isolated: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
@@ -220,6 +232,7 @@ def tool(
     needs_network: bool = False,
     sends_out: bool = False,
     untrusted_output: bool = False,
+    sends_out_to: Callable[[Mapping[str, Any], str], str | None] | None = None,
     timeout_s: float | None = None,
     isolated: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
@@ -266,6 +279,7 @@ def tool(
             needs_network=needs_network,
             sends_out=sends_out,
             untrusted_output=untrusted_output,
+            sends_out_to=sends_out_to,
             timeout_s=timeout_s,
             isolated=isolated,
             _model=model,

@@ -31,6 +31,7 @@ import httpx
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
+from agentd.security._endpoints import endpoint_of
 from agentd.tools._tool import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
@@ -65,15 +66,15 @@ class _Pinned(httpx.AsyncHTTPTransport):
     """Every request goes to ``address`` (checked), for ``host`` only; the URL's host
     stays in ``Host`` and, for https, in TLS's server name."""
 
-    def __init__(self, host: str, port: int, address: str) -> None:
+    def __init__(self, scheme: str, host: str, port: int, address: str) -> None:
         super().__init__(trust_env=False)
-        self._host, self._port, self._address = host, port, address
+        self._scheme, self._host, self._port, self._address = scheme, host, port, address
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.host.lower() != self._host or (url.port or
-                                               (443 if url.scheme == "https" else 80)
-                                               ) != self._port:
+        # The one endpoint asked for (its token, if any, is for it alone).
+        if url.scheme != self._scheme or url.host.lower() != self._host or (
+                url.port or (443 if url.scheme == "https" else 80)) != self._port:
             raise httpx.ConnectError(f"refused: {url.host} is not the host asked for")
         request.url = url.copy_with(host=self._address)
         if url.scheme == "https":
@@ -121,18 +122,20 @@ def _render(response: StreamResponse) -> str:
     return f"task {task.id} (context {task.context_id}): {state}\n\n{body}"
 
 
-def _token_for(ctx: ToolContext, host: str, port: int) -> str | None:
-    """The bearer token the operator listed for this endpoint (``[a2a]
-    remote_tokens``: ``HOST:PORT``, else ``HOST``), read from the daemon's
-    environment; None when none is listed."""
+def _token_for(ctx: ToolContext, scheme: str, host: str, port: int) -> str | None:
+    """The bearer token the operator listed for exactly this endpoint, scheme, host
+    and port (``[a2a] remote_tokens``, keys in :func:`endpoint_of`'s form), read from
+    the daemon's environment; None when none is listed: another port of the host, or
+    http where the operator listed https, gets no token."""
     config = ctx.services.get("a2a")
     tokens: dict[str, str] = getattr(config, "remote_tokens", {}) or {}
-    variable = tokens.get(f"{host}:{port}") or tokens.get(host)
+    where = endpoint_of(scheme, host, port)
+    variable = tokens.get(where)
     if variable is None:
         return None
     token = os.environ.get(variable)
     if not token:
-        raise ToolError(f"the token for {host}:{port} is not set (the operator's "
+        raise ToolError(f"the token for {where} is not set (the operator's "
                         f"[a2a] remote_tokens names a variable that is empty)",
                         code="tool_unavailable")
     return token
@@ -178,14 +181,14 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
     from a2a.types.a2a_pb2 import StreamResponse as Response
     from a2a.utils.errors import A2AError
 
-    token = _token_for(ctx, host, port)
+    token = _token_for(ctx, parts.scheme, host, port)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = SendMessageRequest(message=Message(
         role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=message)],
         context_id=context_id or "", task_id=task_id or ""))
     try:
         async with asyncio.timeout(timeout_s), httpx.AsyncClient(
-                transport=_Pinned(host, port, address), headers=headers,
+                transport=_Pinned(parts.scheme, host, port, address), headers=headers,
                 follow_redirects=False, trust_env=False, timeout=timeout_s) as http:
             client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)
                                    ).create(_card(url))

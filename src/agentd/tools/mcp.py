@@ -36,7 +36,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from jsonschema import Draft202012Validator, validators  # type: ignore[import-untyped]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
@@ -47,6 +47,7 @@ from agentd.errors import InvalidInput, ToolError
 from agentd.tools._mcp_session import Connection
 from agentd.tools._mcp_stdio import Spawner
 from agentd.tools._tool import Tool, ToolContext
+from agentd.trust import OperatorOnly
 
 if TYPE_CHECKING:
     from mcp_types import CallToolResult
@@ -65,7 +66,7 @@ MAX_RESULT = 100_000
 #: OpenAI's limit on tool names (which allow only ``[A-Za-z0-9_-]``).
 _MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class MCPServer(BaseModel):
@@ -92,10 +93,15 @@ class MCPServer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-    command: list[str] | None = Field(None, min_length=1)
+    command: Annotated[list[str] | None, OperatorOnly(
+        "host", "a stdio server's command off the daemon's mcp_commands",
+        allows=lambda grants, value: grants.mcp_command(value))
+    ] = Field(None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
-    url: str | None = None
+    url: Annotated[str | None, OperatorOnly(
+        "host", "the daemon itself connects to this URL (off the daemon's mcp_urls)",
+        allows=lambda grants, value: grants.mcp_url(value))] = None
     headers: dict[str, str] = Field(default_factory=dict)
     trusted: bool = False
     tools: list[str] | None = None

@@ -134,6 +134,28 @@ class HostRules:
         named = any(not (_GLOB & set(h)) and h == host for h, _ in matched)
         return Target(url=url, scheme=scheme, host=host, port=port, named=named)
 
+    def private(self, target: Target, *, resolve: Resolver | None = None) -> str | None:
+        """An address of the host that is not public (or this host's own), if any:
+        reachable only because the operator named the host exactly. Blocking (it
+        resolves); a name that does not resolve now is taken as private (a later
+        answer could be)."""
+        try:
+            infos = (resolve or socket.getaddrinfo)(target.host, target.port,
+                                                    type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return target.host
+        local = _read_local_addresses()
+        for info in infos:
+            address = str(info[4][0]).split("%")[0]
+            ip = _plain(ipaddress.ip_address(address))
+            own = (ip.is_loopback or ip.is_unspecified or str(ip) in local
+                   or address in local)
+            public = (ip.is_global and not ip.is_multicast and not own
+                      and not any(ip in net for net in _NOT_PUBLIC if ip.version == 6))
+            if not public:
+                return address
+        return None
+
     def address(self, target: Target, *, resolve: Resolver | None = None) -> str:
         """The address to connect to, once every address of the host has passed;
         blocking (it resolves). :class:`Refused` for a refused address, OSError when

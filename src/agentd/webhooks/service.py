@@ -38,9 +38,10 @@ import httpx
 import orjson
 
 from agentd.config import WebhooksConfig
-from agentd.errors import InvalidInput
+from agentd.errors import Forbidden, InvalidInput
 from agentd.events import EVENT_KINDS
 from agentd.runtime.bus import Feed, Lagged
+from agentd.security.identity import Principal
 from agentd.store._rows import new_id
 from agentd.store._webhooks import DeliveryRecord, WebhookRecord
 from agentd.store.records import EventRecord, iso
@@ -182,10 +183,19 @@ class Webhooks:
         except Refused as exc:
             raise InvalidInput(str(exc), field="body.url") from None
 
-    async def _check_address(self, url: str) -> None:
+    async def _check_address(self, url: str, actor: Principal | None = None) -> None:
         """Refuse a URL whose host resolves to an address it may not reach; a name that
-        does not resolve now is kept (the attempts will say)."""
+        does not resolve now is kept (the attempts will say). A host on the daemon's
+        own network (named exactly by the operator, resolving to a private address) is
+        an operator's to point a webhook at: 403 for ``actor`` below ``operator``."""
         target = self.rules.check_url(url)
+        if target.named and actor is not None and not actor.may("configure_host"):
+            private = await asyncio.to_thread(self.rules.private, target)
+            if private is not None:
+                raise Forbidden(
+                    f"{target.host} resolves to {private}, on the daemon's own network: "
+                    f"a webhook there needs an operator token (token {actor.label!r} is "
+                    f"{actor.role!r})", details={"field": "body.url"})
         try:
             await asyncio.to_thread(self.rules.address, target)
         except Refused as exc:
@@ -193,12 +203,14 @@ class Webhooks:
         except (OSError, UnicodeError) as exc:
             log.info("webhook host %s does not resolve now: %s", target.host, exc)
 
-    async def create(self, agent: str, spec: WebhookIn) -> WebhookRecord:
-        """A new subscription of ``agent`` (its record holds the new secret)."""
+    async def create(self, agent: str, spec: WebhookIn, *, actor: Principal | None = None
+                     ) -> WebhookRecord:
+        """A new subscription of ``agent`` (its record holds the new secret);
+        ``actor``: who asks (its role decides a host on the daemon's network)."""
         self._check_url(spec.url)
         kinds = check_kinds(spec.kinds)
         owner = await self.store.get_agent(agent)
-        await self._check_address(spec.url)
+        await self._check_address(spec.url, actor)
         now = self.clock()
         rec = WebhookRecord(id=new_id("wh_"), agent_id=owner.id, agent=owner.name,
                             url=spec.url, kinds=kinds, description=spec.description,
@@ -222,7 +234,8 @@ class Webhooks:
         return await self.store.list_webhooks(agent_id=agent_id, after=after, limit=limit,
                                               agent_ids=agent_ids)
 
-    async def update(self, webhook_id: str, change: dict[str, Any]) -> WebhookRecord:
+    async def update(self, webhook_id: str, change: dict[str, Any], *,
+                     actor: Principal | None = None) -> WebhookRecord:
         """Change ``url``, ``kinds``, ``description`` or ``enabled``; re-enabled, it
         starts from the events logged from then on."""
         change = dict(change)
@@ -232,7 +245,7 @@ class Webhooks:
             change["kinds"] = check_kinds(change["kinds"])
         await self.store.get_webhook(webhook_id)  # 404 before a lookup
         if "url" in change:
-            await self._check_address(change["url"])
+            await self._check_address(change["url"], actor)
         rec = await self.store.update_webhook(webhook_id, change, now=self.clock())
         self._any = self._any or rec.enabled
         return rec

@@ -94,6 +94,11 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/result":
             q = query.get("q", "").replace("<", "&lt;")
             self.send(f"<title>Results</title><main><p>You searched for: {q}</p></main>")
+        elif url.path == "/hold":
+            # A page that opens many requests that never finish, and keeps them.
+            self.send("<title>Hold</title><main><p>holding</p></main><script>"
+                      f"for (let i = 0; i < {int(query.get('n', '40'))}; i++) "
+                      "fetch('/never?i=' + i).catch(() => {});</script>")
         elif url.path == "/never":
             # Headers and the start of a page, then nothing: it never finishes.
             self.send_response(200)
@@ -229,7 +234,8 @@ async def session_page(rt: Runtime, agent: str = "web", key: str = "s") -> Async
     record = await rt.get_agent(agent)
     assert rt.browsers is not None
     async with rt.browsers.tab(record.id, key, True, rt.sandboxes.rules, create=False,
-                               user=await rt.sandboxes.user(record.id)) as tab:
+                               user=await rt.sandboxes.user(record.id),
+                               tenant=record.settings.get("tenant", "default")) as tab:
         yield tab.page
 
 

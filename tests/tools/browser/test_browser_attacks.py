@@ -27,6 +27,7 @@ from tests.tools.browser._kit import (
 from agentd.browser import Browsers
 from agentd.config import BrowserConfig
 from agentd.runtime import Runtime
+from agentd.sandbox.backends import ProcessBackend
 from agentd.sandbox.egress import EgressRules
 
 require_chromium()
@@ -126,24 +127,32 @@ async def test_a_page_cannot_navigate_to_a_file(rt: Runtime, pages: int) -> None
 async def test_on_the_hosts_network_the_proxy_wants_its_secret(pages: int) -> None:
     """Where Chromium shares the host's network (a daemon that is not root), its proxy
     listens on a loopback port: another local process that finds it gets a 407, not
-    the agent's grant; Chromium, which has the secret, gets through."""
+    the agent's grant (during a call; between calls nothing); Chromium, which has the
+    secret, gets through."""
     browsers = Browsers(BrowserConfig(enabled=True, executable=CHROMIUM), isolate=False)
+
+    async def ask(port: int, auth: str) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET http://127.0.0.1:{pages}/second HTTP/1.1\r\nHost: x\r\n"
+                     f"{auth}\r\n".encode())
+        answer = (await reader.read()).decode()
+        writer.close()
+        assert "second page" not in answer
+        return answer
+
     try:
         rules = EgressRules.of([f"127.0.0.1:{pages}"])
         async with browsers.tab("a", "s", True, rules) as tab:
             await tab.page.goto(f"http://127.0.0.1:{pages}/second")
             assert "This is the second page." in await tab.page.inner_text("body")
-        [entry] = browsers._browsers.values()
-        assert entry.inlet is None and entry.proxy._server is not None
-        port = entry.proxy._server.sockets[0].getsockname()[1]
-        for auth in ("", "Proxy-Authorization: Basic YWdlbnRkOndyb25n\r\n"):  # wrong
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET http://127.0.0.1:{pages}/second HTTP/1.1\r\nHost: x\r\n"
-                         f"{auth}\r\n".encode())
-            answer = (await reader.read()).decode()
-            writer.close()
-            assert answer.startswith("HTTP/1.1 407"), answer
-            assert "second page" not in answer
+            [entry] = browsers._browsers.values()
+            assert entry.inlet is None and entry.proxy._server is not None
+            port = entry.proxy._server.sockets[0].getsockname()[1]
+            for auth in ("", "Proxy-Authorization: Basic YWdlbnRkOndyb25n\r\n"):  # wrong
+                answer = await ask(port, auth)
+                assert answer.startswith("HTTP/1.1 407"), answer
+        with pytest.raises(ConnectionError):  # between calls: dropped at once
+            await ask(port, "")
     finally:
         await browsers.close()
     assert browsers.running == 0
@@ -151,7 +160,10 @@ async def test_on_the_hosts_network_the_proxy_wants_its_secret(pages: int) -> No
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon confines Chromium")
 async def test_under_root_chromium_runs_confined(rt: Runtime, pages: int) -> None:
-    """As the agent's own uid, in a network namespace of its own (only the proxy)."""
+    """As the agent's own uid, in a network namespace of its own (only the proxy),
+    and where the host can be made read-only, a mount namespace of its own in which it
+    is (the browser's uid may be given to another agent later: nothing of it may
+    outlive the browser), with a /tmp of its own."""
     await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
     agent = await rt.get_agent("web")
     ids = await rt.sandboxes.user(agent.id)
@@ -177,6 +189,12 @@ async def test_under_root_chromium_runs_confined(rt: Runtime, pages: int) -> Non
             # No capability, but in the user namespace of Chromium's own sandbox.
             if os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user"):
                 assert int(caps, 16) == 0, (pid, caps)
+                if ProcessBackend.host_sealed() is None:
+                    mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                    root = next(m.split() for m in mounts if m.split()[4] == "/")
+                    assert root[5].split(",")[0] == "ro", (pid, root)
+                    tmp = [m.split() for m in mounts if m.split()[4] == "/tmp"]
+                    assert tmp and tmp[-1][-3:-1] == ["tmpfs", "tmpfs"], (pid, tmp)
     assert found, "no Chromium below this process"
 
 
@@ -190,3 +208,20 @@ def ppid_chain_has(pid: int, ancestor: int) -> bool:
         if pid == ancestor:
             return True
     return False
+
+
+async def test_a_page_holds_no_connection_of_the_daemons_after_the_call(
+        rt: Runtime, pages: int) -> None:
+    """A page that keeps requests open (issue 27, chain 6): during a call they are
+    capped with the agent's other connections; once the call ends the browser's proxy
+    drops them and refuses new ones until the next call. On main the proxy kept
+    them (about 30 per browser, up to its 256) for as long as the page lived."""
+    out = await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/hold?n=40"})
+    assert "holding" in out
+    assert rt.browsers is not None
+    [entry] = rt.browsers._browsers.values()
+    assert len(entry.proxy._tasks) == 0
+    assert rt.sandboxes.connections.held == 0
+    # The next call gets the network again.
+    out = await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/second"})
+    assert "This is the second page." in out

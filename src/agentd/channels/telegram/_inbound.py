@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agentd.channels import TELEGRAM_SESSIONS
 from agentd.channels.settings import TelegramConfig, TelegramSettings
 from agentd.channels.telegram._botapi import BotAPI, BotAPIError
 from agentd.channels.telegram._files import AttachmentFile
@@ -50,8 +51,9 @@ MAX_ATTEMPTS = 10
 
 
 def session_key(chat_id: int) -> str:
-    """The session a chat's messages go to."""
-    return f"telegram:{chat_id}"
+    """The session a chat's messages go to (its prefix is registered in
+    :data:`agentd.channels.CHANNEL_SESSIONS`: such a session is outside the daemon)."""
+    return f"{TELEGRAM_SESSIONS}{chat_id}"
 
 
 def _int(value: Any) -> int | None:

@@ -7,6 +7,7 @@ another provider's SDK.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,10 +16,13 @@ from agentd.errors import InvalidModel
 from agentd.llm.registry import ProviderInfo
 from agentd.llm.settings import ModelSettings
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "api_key",
     "base_url",
     "env_prefix",
+    "key_of",
     "model_settings",
     "refuse_inline_key",
     "retry_after",
@@ -64,6 +68,20 @@ def api_key(provider: ProviderInfo, settings: ModelSettings) -> str | None:
             "variable where the daemon runs"
         )
     return key or None
+
+
+def key_of(provider: ProviderInfo, settings: ModelSettings) -> tuple[str | None, str | None]:
+    """The API key for a model, and when it is needed but missing, what its calls are
+    to say instead. Unlike :func:`api_key` this never raises: a model is built when an
+    agent is saved, and "set the X variable" then would tell any token which of the
+    daemon's variables exist. The calls fail (``model_auth``) without naming it; the
+    daemon's log names it for the operator."""
+    try:
+        return api_key(provider, settings), None
+    except InvalidModel as exc:
+        log.warning("%s", exc.message)
+        return None, (f"provider {provider.name!r} has no API key on this daemon (its "
+                      "operator sets one; the daemon's log says which variable)")
 
 
 def model_settings(settings: Mapping[str, Any]) -> ModelSettings:

@@ -99,6 +99,7 @@ class AnthropicModel(Model):
         temperature: float | None = None,
         thinking: ThinkingConfigParam | None = None,
         secret: str | None = None,
+        missing_key: str | None = None,
     ) -> None:
         self._client = client
         self.provider = provider
@@ -109,8 +110,12 @@ class AnthropicModel(Model):
         self.thinking = thinking
         # Kept only to scrub it from error messages a server might echo back.
         self._secret = secret
+        #: Why no call can be made (no key where the provider needs one).
+        self._missing_key = missing_key
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if self._missing_key is not None:
+            raise ModelError(self._missing_key, code="model_auth", retryable=False)
         temperature = request.temperature if request.temperature is not None else self.temperature
         max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
         tools = [_tool_param(spec) for spec in request.tools]
@@ -370,18 +375,19 @@ def create(
 ) -> AnthropicModel:
     """Build a model for ``anthropic:MODEL``; raise :class:`InvalidModel` on bad config.
 
-    Runs when an agent is created or loaded, so a missing key is reported then rather
-    than on the first message.
+    Runs when an agent is created or loaded. A missing key is not reported then (that
+    would tell any token which variables the daemon has): the calls fail with
+    ``model_auth``, and the log names the variable.
     """
     del agent
     own = _settings.model_settings(settings)
     base_url = _settings.base_url(provider, own)
-    api_key = _settings.api_key(provider, own)
+    api_key, missing_key = _settings.key_of(provider, own)
     timeout, temperature = own.timeout_s, own.temperature
     max_tokens = own.max_tokens or DEFAULT_MAX_TOKENS
     thinking = _thinking(own.thinking, max_tokens)
     client = anthropic.AsyncAnthropic(
-        api_key=api_key,
+        api_key=api_key or "missing",  # (calls fail first: missing_key)
         base_url=base_url,
         timeout=anthropic.not_given if timeout is None else timeout,
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
@@ -396,6 +402,7 @@ def create(
         temperature=temperature,
         thinking=thinking,
         secret=api_key,
+        missing_key=missing_key,
     )
 
 

@@ -74,6 +74,7 @@ class OpenAIChatModel(Model):
         temperature: float | None = None,
         max_tokens: int | None = None,
         secret: str | None = None,
+        missing_key: str | None = None,
     ) -> None:
         self._client = client
         self.provider = provider
@@ -83,8 +84,12 @@ class OpenAIChatModel(Model):
         self.max_tokens = max_tokens
         # Kept only to scrub it from error messages a server might echo back.
         self._secret = secret
+        #: Why no call can be made (no key where the provider needs one).
+        self._missing_key = missing_key
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if self._missing_key is not None:
+            raise ModelError(self._missing_key, code="model_auth", retryable=False)
         temperature = request.temperature if request.temperature is not None else self.temperature
         max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
         tools = [_tool_param(spec) for spec in request.tools]
@@ -334,13 +339,14 @@ def create(
 ) -> OpenAIChatModel:
     """Build a model for ``provider:model``; raise :class:`InvalidModel` on bad config.
 
-    Runs when an agent is created or loaded, so a missing key or base URL is reported
-    then rather than on the first message.
+    Runs when an agent is created or loaded, so a missing base URL is reported then.
+    A missing key is not (that would tell any token which variables the daemon has):
+    the calls fail with ``model_auth``, and the log names the variable.
     """
     del agent
     own = _settings.model_settings(settings)
     base_url = _settings.base_url(provider, own)
-    api_key = _settings.api_key(provider, own)
+    api_key, missing_key = _settings.key_of(provider, own)
     timeout, max_tokens, temperature = own.timeout_s, own.max_tokens, own.temperature
     client = openai.AsyncOpenAI(
         api_key=api_key or _PLACEHOLDER_KEY,
@@ -359,4 +365,5 @@ def create(
         temperature=temperature,
         max_tokens=max_tokens,
         secret=api_key,
+        missing_key=missing_key,
     )

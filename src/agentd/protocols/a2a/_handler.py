@@ -58,7 +58,14 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from agentd.errors import AgentdError, Conflict, NotFound, PayloadTooLarge, Unauthorized
+from agentd.errors import (
+    AgentdError,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RunNotFound,
+    Unauthorized,
+)
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols.a2a._tasks import (
     STATUSES_OF,
@@ -71,7 +78,7 @@ from agentd.protocols.a2a._tasks import (
     task_proto,
 )
 from agentd.runtime import Runtime, SendResult, Token
-from agentd.server._http import person
+from agentd.server._http import actor
 from agentd.server.sse import HEARTBEAT_S, is_silent
 from agentd.store.records import RunRecord
 
@@ -118,10 +125,15 @@ class A2AHandler(RequestHandler):
             raise InvalidParamsError("the task id is required", data={"field": "id"})
         try:
             run, owner, key = await self._runtime().get_run(task_id)
+        except RunNotFound:
+            run, owner, key = None, None, ""
         except AgentdError as exc:
             raise a2a_error(exc, task=True) from None
-        if owner != agent:
-            raise TaskNotFoundError(f"no task {task_id!r} of agent {agent!r}")
+        if run is None or owner != agent:
+            # One answer, word for word, for another agent's run (of this token's scope
+            # or not) and for none: the door must not tell which ids exist elsewhere.
+            raise TaskNotFoundError(f"no task {task_id!r} of agent {agent!r}",
+                                    data={"code": "run_not_found"})
         return run, key
 
     async def _pending(self, run: RunRecord, agent: str) -> dict[str, Any] | None:
@@ -199,8 +211,9 @@ class A2AHandler(RequestHandler):
                 f"answer task {run.id} with one of {', '.join(options)}",
                 data={"field": "message.parts", "options": options})
         try:
-            who = person(context.state["scope"], "deciding an approval")
-            await self._runtime().approvals.decide(pending["approval_id"], action, by=who)
+            who = actor(context.state["scope"], "deciding an approval")
+            await self._runtime().approvals.decide(pending["approval_id"], action,
+                                                   actor=who)
             decided, _, _ = await self._runtime().get_run(run.id)
         except AgentdError as exc:
             raise a2a_error(exc) from None

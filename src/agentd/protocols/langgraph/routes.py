@@ -50,7 +50,7 @@ from agentd.protocols.langgraph._wire import (
     unsupported,
 )
 from agentd.runtime import Runtime, Subscription, Token
-from agentd.server._http import json_response, person
+from agentd.server._http import actor, json_response
 from agentd.server.access import filter_agents, may_use, require_agent
 from agentd.server.routes._deps import runtime_of
 from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
@@ -450,7 +450,7 @@ async def _resume(request: Request, agent: str, thread_id: str,
     unknown = sorted(set(command) - {"resume"})
     if unknown or "resume" not in command:
         raise unsupported("body.command", "a command other than resume")
-    who = person(request.scope, "resuming an interrupted run (deciding an approval)")
+    who = actor(request.scope, "resuming an interrupted run (deciding an approval)")
     action, output, reason = _resume_action(command["resume"])
     last = await _last_run(runtime, agent, session.key) if session else None
     asked = await _pending(runtime, agent, last.id) if last else None
@@ -459,7 +459,7 @@ async def _resume(request: Request, agent: str, thread_id: str,
                        code="not_waiting")
     after = session.last_seq
     await runtime.approvals.decide(str(asked["approval_id"]), action, output=output,
-                                   reason=reason, by=who)
+                                   reason=reason, actor=who)
     run, _, _ = await runtime.get_run(last.id)
     return _Started(agent=agent, thread_id=thread_id, run=run, session_id=session.id,
                     after=after, known=None)

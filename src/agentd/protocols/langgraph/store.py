@@ -53,8 +53,10 @@ def _split(namespace: list[str], field: str, *, exact: bool) -> tuple[str, str]:
     if not namespace:
         raise InvalidInput("a namespace starts with the agent whose memory holds it",
                            field=field)
-    for label in namespace:
-        if not label or "." in label or len(label) > 64:
+    # The labels after the agent's name are joined with '.'; the name itself may hold
+    # one (a tenant's agents are named '<tenant>.<name>').
+    for index, label in enumerate(namespace):
+        if not label or ("." in label and index) or len(label) > 64:
             raise InvalidInput(f"namespace label {label!r:.70} must be 1-64 characters "
                                "without '.'", field=field)
     if exact and len(namespace) > 16:

@@ -21,7 +21,7 @@ import asyncio
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -40,7 +40,9 @@ from agentd.protocols.termo._hooks import (
     to_response,
 )
 from agentd.runtime import Token
-from agentd.server._http import TokenCheck, content_length
+from agentd.security.access import scope_access
+from agentd.security.identity import Principal
+from agentd.server._http import NamedTokens, TokenCheck, content_length, principal_of
 from agentd.server.access import may_use
 from agentd.store._entries import EntryFilter
 
@@ -91,7 +93,9 @@ class Termo:
     routes. Made by ``create_app``; :meth:`prepare` runs at start-up (or on the first
     request when the app runs without its lifespan)."""
 
-    def __init__(self, settings: Settings, tokens: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, tokens: dict[str, str], *,
+                 principals: Mapping[str, Principal] | None = None,
+                 book: Callable[[Scope], NamedTokens | None] | None = None) -> None:
         config = settings.termo
         if config.adapter is None:
             raise ValueError("termo: no adapter configured")
@@ -102,10 +106,14 @@ class Termo:
         self.max_body = settings.max_body_bytes
         self.max_message = settings.max_message_bytes
         named = dict(tokens)
+        known = dict(principals or {})
         if config.token:
             named["termo"] = config.token
+            # termo-agent's token: a member of this one agent, on these routes only.
+            known["termo"] = Principal(name="termo", role="member", access=scope_access(
+                "termo", agents=[self.agent]))
         self.check = TokenCheck(named, settings.public_paths,
-                                required=settings.auth_enabled)
+                                required=settings.auth_enabled, principals=known, book=book)
         self._adapter: Any = None
         self._extras: list[ExtraRoute] = []
         self._prefixes: tuple[str, ...] = ()
@@ -453,7 +461,8 @@ class Termo:
                           f"(the agent's model is its adapter), not {', '.join(unknown)}",
                           400)
         try:
-            await runtime.update_agent(self.agent, body, admin=False)
+            await runtime.update_agent(self.agent, body,
+                                       actor=principal_of(request.scope))
         except AgentdError as exc:
             return _error(exc.message, exc.status, code=exc.code)
         return _json({"status": "ok"})
@@ -548,7 +557,8 @@ class Termo:
         patch = {"document": content if content.strip() else None,
                  "enabled": bool(content.strip())}
         try:
-            await runtime.update_heartbeat(self.agent, patch, admin=False)
+            await runtime.update_heartbeat(self.agent, patch,
+                                           actor=principal_of(request.scope))
         except AgentdError as exc:
             return _error(exc.message, exc.status, code=exc.code)
         return _json({"status": "ok"})

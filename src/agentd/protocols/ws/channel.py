@@ -16,9 +16,12 @@ the answer; for ``send`` it is also the idempotency key):
   -> ``{"type": "ack", "id", "run", "duplicate"}``;
 - ``{"type": "steer" | "interrupt", "content", "id"?}``: ``send`` with that mode;
 - ``{"type": "cancel", "run_id"?, "id"?}``: cancel that run, else the session's runs
-  under way or queued -> ``{"type": "cancelled", "id", "runs"}``;
+  under way or queued -> ``{"type": "cancelled", "id", "runs"}``; a ``run_id`` that is
+  not one of this session's runs is ``run_not_found``, whether it exists elsewhere or
+  not (the same frame, word for word);
 - ``{"type": "decide", "approval_id", "action", "arguments"?, "remember"?, "reason"?,
-  "output"?, "id"?}`` -> ``{"type": "decided", "id", "decision"}``;
+  "output"?, "id"?}`` -> ``{"type": "decided", "id", "decision"}``; an approval of
+  another session is ``approval_not_found``, as one that does not exist;
 - ``{"type": "ping", "id"?}`` -> ``{"type": "pong", "id"}``.
 
 Server -> client: ``{"type": "event", "id": "<seq>@<tag>", "event": NAME, "data"}``
@@ -41,12 +44,18 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentd.errors import AgentdError, InvalidInput, PayloadTooLarge, SessionNotFound
+from agentd.errors import (
+    AgentdError,
+    InvalidInput,
+    PayloadTooLarge,
+    RunNotFound,
+    SessionNotFound,
+)
 from agentd.runtime import Runtime, Token
 from agentd.runtime.approvals import ApprovalNotFound
 from agentd.runtime.runs import MODES
-from agentd.server._http import person
-from agentd.server.access import access_of, may_use, require_agent
+from agentd.server._http import actor
+from agentd.server.access import require_agent
 from agentd.server.sse import SSE_NAMES, is_silent, parse_last_event_id
 from agentd.store.records import EventRecord, SessionRecord, session_tag
 
@@ -184,28 +193,36 @@ class _Channel:
         elif isinstance(message, CancelIn):
             await self._cancel(message)
         elif isinstance(message, DecideIn):
-            who = person(self.socket.scope, "deciding an approval")
-            if not access_of(self.socket.scope).everything:
-                # An approval of an agent outside the token's scope is unknown here.
-                pending = await self.runtime.approvals.get(message.approval_id)
-                if not await may_use(self.socket, str(pending.get("agent"))):
-                    raise ApprovalNotFound(
-                        f"no pending approval {message.approval_id!r} (it was decided, "
-                        "expired, or never existed)")
+            who = actor(self.socket.scope, "deciding an approval")
+            # As for cancel: an approval of another session (another agent's, one
+            # outside the token's scope) is unknown here, in the desk's own words for
+            # an id it does not hold. (The socket's agent is in the scope: checked at
+            # the handshake.)
+            pending = await self.runtime.approvals.get(message.approval_id)
+            if (pending.get("agent"), pending.get("session")) != (self.name, self.key):
+                raise ApprovalNotFound(
+                    f"no pending approval {message.approval_id!r} (it was decided, "
+                    "expired, or never existed)")
             decision = await self.runtime.approvals.decide(
                 message.approval_id, message.action, arguments=message.arguments,
                 output=message.output, remember=message.remember, reason=message.reason,
-                by=who)
+                actor=who)
             await self.send({"type": "decided", "id": message.id, "decision": decision})
         else:
             await self.send({"type": "pong", "id": message.id})
 
     async def _cancel(self, message: CancelIn) -> None:
         if message.run_id is not None:
-            _, agent, key = await self.runtime.get_run(message.run_id)
+            # A socket acts on its own session's runs. Any other id (another session's,
+            # another agent's, one outside the token's scope) gets the store's answer
+            # for an id it does not hold, word for word: the frame must not tell a run
+            # that exists elsewhere from one that never did.
+            try:
+                _, agent, key = await self.runtime.get_run(message.run_id)
+            except RunNotFound:
+                agent, key = "", ""
             if (agent, key) != (self.name, self.key):
-                raise InvalidInput("run_id names a run of another session",
-                                   field="run_id")
+                raise RunNotFound(f"run {message.run_id!r} not found")
             targets = [message.run_id]
         else:
             page = await self.runtime.list_runs(agent=self.name, session=self.key,

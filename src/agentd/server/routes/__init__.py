@@ -10,6 +10,7 @@ from agentd.server.routes import (
     events,
     feed,
     heartbeat,
+    identity,
     kernel,
     memory,
     memory_entries,
@@ -27,6 +28,6 @@ from agentd.server.routes import (
 )
 
 __all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
-           "heartbeat", "kernel", "memory", "memory_entries", "overview", "run_list", "runs",
-           "schedules", "sessions", "skills", "snapshots", "subtasks", "tools", "usage",
-           "webhooks"]
+           "heartbeat", "identity", "kernel", "memory", "memory_entries", "overview",
+           "run_list", "runs", "schedules", "sessions", "skills", "snapshots", "subtasks",
+           "tools", "usage", "webhooks"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import Request
 
 from agentd.runtime import Runtime
-from agentd.security.access import Scopes
 from agentd.server._http import person as _person
 
-__all__ = ["ERRORS", "is_admin", "person", "runtime_of"]
+__all__ = ["ERRORS", "person", "runtime_of"]
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -20,16 +19,6 @@ def person(request: Request, what: str) -> str:
     """Who makes a request only a person may make (the name of its token); 401 when it
     carries no valid token, whatever ``auth`` says."""
     return _person(request.scope, what)
-
-
-def is_admin(request: Request, who: str) -> bool:
-    """Whether the token named ``who`` is one of the daemon's admins (``admin_tokens``;
-    by default every token it has but the scoped ones: ``access``)."""
-    admins: frozenset[str] | None = request.app.state.admin_tokens
-    if admins is None:
-        scopes: Scopes | None = getattr(request.app.state, "scopes", None)
-        return not (scopes and scopes.scoped(who))
-    return who in admins
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:

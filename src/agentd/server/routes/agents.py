@@ -9,8 +9,14 @@ from starlette.responses import Response
 
 from agentd.runtime import Runtime
 from agentd.server._http import model_response
-from agentd.server.access import access_of, require_new_agent, visible_agents
-from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
+from agentd.server.access import (
+    access_of,
+    new_agent_settings,
+    require_new_agent,
+    require_right,
+    visible_agents,
+)
+from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
 from agentd.store._agents_query import AGENT_STATES, MAX_AGENT_PAGE
 from agentd.store.records import AgentRecord
@@ -30,12 +36,13 @@ def _out(runtime: Runtime, agent: AgentRecord) -> dict[str, Any]:
 async def create_agent(body: AgentCreate, request: Request) -> Response:
     """Create an agent. The model string and tools are checked now, not on first use.
     A scoped token (``access``) creates only agents inside its scope (403 otherwise)."""
-    admin = person(request, "creating an agent")
-    require_new_agent(request, body.name, body.settings)
+    who = require_right(request, "use", "creating an agent")
+    settings = new_agent_settings(request, body.settings)
+    require_new_agent(request, body.name, settings)
     runtime = runtime_of(request)
     agent = await runtime.create_agent(
         name=body.name, model=body.model, instructions=body.instructions,
-        tools=body.tools, settings=body.settings, admin=is_admin(request, admin))
+        tools=body.tools, settings=settings, actor=who)
     return model_response(AgentOut, _out(runtime, agent), 201)
 
 
@@ -84,18 +91,18 @@ async def update_agent(name: str, body: AgentPatch, request: Request) -> Respons
     runtime = runtime_of(request)
     if not fields:
         return model_response(AgentOut, _out(runtime, await runtime.get_agent(name)))
-    admin = person(request, "changing an agent")
+    who = require_right(request, "use", "changing an agent")
     if "settings" in fields and not access_of(request.scope).everything:
         require_new_agent(request, name, fields["settings"], await runtime.stored_agent(name))
-    agent = await runtime.update_agent(name, fields, admin=is_admin(request, admin))
+    agent = await runtime.update_agent(name, fields, actor=who)
     return model_response(AgentOut, _out(runtime, agent))
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS(404))
 async def delete_agent(name: str, request: Request) -> Response:
     """Delete an agent with its sessions, events and runs (active runs are cancelled)."""
-    person(request, "deleting an agent")
-    await runtime_of(request).delete_agent(name)
+    who = require_right(request, "use", "deleting an agent")
+    await runtime_of(request).delete_agent(name, actor=who)
     return Response(status_code=204)
 
 

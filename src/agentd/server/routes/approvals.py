@@ -9,8 +9,14 @@ from starlette.responses import Response
 
 from agentd.runtime.approvals import ApprovalNotFound
 from agentd.server._http import model_response
-from agentd.server.access import access_of, may_use, require_agent, require_owner
-from agentd.server.routes._deps import ERRORS, person, runtime_of
+from agentd.server.access import (
+    access_of,
+    may_use,
+    require_agent,
+    require_owner,
+    require_right,
+)
+from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import (
     ApprovalDecisionIn,
     ApprovalDecisionOut,
@@ -62,10 +68,10 @@ async def decide_approval(approval_id: str, body: ApprovalDecisionIn, request: R
     Only a person decides: the request needs a daemon token (even with ``auth =
     "none"``), and the decision's ``by`` is that token's name (``bootstrap``), not
     anything the body says."""
-    who = person(request, "deciding an approval")
+    who = require_right(request, "use", "deciding an approval")
     if not access_of(request.scope).everything:
         await _approval(request, approval_id)
     decision = await runtime_of(request).approvals.decide(
         approval_id, body.action, arguments=body.arguments, output=body.output,
-        remember=body.remember, reason=body.reason, by=who)
+        remember=body.remember, reason=body.reason, actor=who)
     return model_response(ApprovalDecisionOut, {"decision": decision})

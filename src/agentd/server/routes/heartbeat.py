@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.responses import JSONResponse, Response
 
-from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
+from agentd.server.access import require_right
+from agentd.server.routes._deps import ERRORS, runtime_of
 
 __all__ = ["router"]
 
@@ -69,6 +70,5 @@ async def patch_heartbeat(name: str, body: HeartbeatPatch, request: Request) -> 
     patch: dict[str, Any] = body.model_dump(exclude_unset=True)
     if not patch:
         return JSONResponse(await runtime.get_heartbeat(name))
-    who = person(request, "changing an agent")
-    return JSONResponse(await runtime.update_heartbeat(name, patch,
-                                                      admin=is_admin(request, who)))
+    who = require_right(request, "use", "changing an agent")
+    return JSONResponse(await runtime.update_heartbeat(name, patch, actor=who))

@@ -7,8 +7,8 @@ from starlette.responses import Response
 
 from agentd.errors import RunNotFound
 from agentd.server._http import model_response
-from agentd.server.access import require_owner, require_run
-from agentd.server.routes._deps import ERRORS, person, runtime_of
+from agentd.server.access import require_owner, require_right, require_run
+from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import DecisionIn, RunOut
 
 __all__ = ["router"]
@@ -37,7 +37,8 @@ async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Respons
     after a crash interrupted a non-idempotent call): ``retry`` it with the same effect
     id, ``skip`` it with ``output`` as its result, or ``fail`` the run. Deciding twice,
     or about a run that is not waiting, gets 409 ``not_waiting``."""
-    person(request, "deciding about a run")
+    who = require_right(request, "use", "deciding about a run")
     await require_run(request, run_id)
-    run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output)
+    run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output,
+                                                       actor=who)
     return model_response(RunOut, run.to_api(agent, key))

@@ -18,8 +18,8 @@ from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
 from agentd.llm.messages import messages_adapter
 from agentd.memory.compaction import conversation_tokens
 from agentd.server._http import INT64_MAX, json_response, loads_strict, model_response
-from agentd.server.access import require_agent
-from agentd.server.routes._deps import ERRORS, person, runtime_of
+from agentd.server.access import require_agent, require_right
+from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import (
     CheckpointIn,
     CheckpointList,
@@ -321,15 +321,16 @@ async def set_session_policy(name: str, key: str, request: Request,
                              body: dict[str, Any] | None = None) -> Response:
     """Set the session's own policy layer (the top one: session < agent < daemon,
     except the daemon's deny rules); an empty body or ``null`` clears it."""
-    person(request, "changing a session's policy")
-    session = await runtime_of(request).set_session_policy(name, key, body or None)
+    who = require_right(request, "use", "changing a session's policy")
+    session = await runtime_of(request).set_session_policy(name, key, body or None,
+                                                           actor=who)
     return model_response(SessionOut, session.to_api(name))
 
 
 @router.delete("/{key:path}/policy", response_model=SessionOut, responses=ERRORS(404))
 async def clear_session_policy(name: str, key: str, request: Request) -> Response:
-    person(request, "changing a session's policy")
-    session = await runtime_of(request).set_session_policy(name, key, None)
+    who = require_right(request, "use", "changing a session's policy")
+    session = await runtime_of(request).set_session_policy(name, key, None, actor=who)
     return model_response(SessionOut, session.to_api(name))
 
 

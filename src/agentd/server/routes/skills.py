@@ -13,8 +13,8 @@ from starlette.responses import Response
 
 from agentd.errors import Forbidden
 from agentd.server._http import loads_strict, model_response
-from agentd.server.access import require_unscoped
-from agentd.server.routes._deps import ERRORS, is_admin, person, runtime_of
+from agentd.server.access import require_right, require_unscoped
+from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.agents import _out as agent_out
 from agentd.server.schemas import AgentOut
 from agentd.skills.settings import SKILL_NAME_PATTERN
@@ -87,8 +87,9 @@ async def install_skill(
     """Install a skill: a zip or tar.gz archive in the body (SKILL.md at its top, or
     in its one top-level folder named as the skill), or `{"path": ...}` naming a folder
     on the daemon's host (admin tokens only). Checked whole before it is published:
-    a bad package installs nothing."""
-    who = person(request, "installing a skill")
+    a bad package installs nothing. Skills are daemon-wide: installing one needs an
+    operator token without a scope."""
+    who = require_right(request, "configure_host", "installing a skill")
     require_unscoped(request, "installing a skill")
     skills = runtime_of(request).skills
     body = await request.body()
@@ -99,7 +100,7 @@ async def install_skill(
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                           for e in exc.errors()]) from None
-        if not is_admin(request, who):
+        if who.role != "admin":  # (the host's files are an admin's)
             raise Forbidden("installing a skill from a path on the daemon's host needs an "
                             "admin token; upload an archive instead",
                             details={"field": "body.path"})
@@ -123,18 +124,18 @@ async def get_skill(skill: SkillName, request: Request) -> Response:
 async def remove_skill(skill: SkillName, request: Request) -> Response:
     """Uninstall a skill. Agents that enable it keep the name in their settings; their
     runs leave it out (and saving such an agent is refused until the name goes)."""
-    person(request, "removing a skill")
+    require_right(request, "configure_host", "removing a skill")
     require_unscoped(request, "removing a skill")
     await runtime_of(request).skills.registry.remove(skill)
     return Response(status_code=204)
 
 
 async def _change(request: Request, name: str, skill: str, *, add: bool) -> Response:
-    who = person(request, "changing an agent")
+    who = require_right(request, "use", "changing an agent")
     runtime = runtime_of(request)
     service = runtime.skills
     change = service.enable if add else service.disable
-    agent = await change(name, skill, admin=is_admin(request, who))
+    agent = await change(name, skill, actor=who)
     return model_response(AgentOut, agent_out(runtime, agent))
 
 

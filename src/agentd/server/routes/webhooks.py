@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from agentd.errors import NotFound
-from agentd.server._http import model_response
+from agentd.server._http import model_response, principal_of
 from agentd.server.access import access_of, require_agent, require_owner, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.webhooks import WebhookIn, delivery_dict, webhook_dict
@@ -138,7 +138,7 @@ def _page(records: list[Any], limit: int) -> dict[str, Any]:
 
 
 @agent_router.post("", status_code=201, response_model=WebhookOut,
-                   responses=ERRORS(404, 409, 422))
+                   responses=ERRORS(403, 404, 409, 422))
 async def create_webhook(name: str, body: WebhookBody, request: Request) -> Response:
     """Subscribe a URL to the agent's events. The answer holds the signing `secret`,
     shown this once. Refused (nothing stored) with 422 naming `url` when the operator
@@ -148,7 +148,8 @@ async def create_webhook(name: str, body: WebhookBody, request: Request) -> Resp
     service = runtime_of(request).webhooks
     rec = await service.create(name, WebhookIn(url=body.url, kinds=tuple(body.kinds),
                                                description=body.description,
-                                               enabled=body.enabled))
+                                               enabled=body.enabled),
+                               actor=principal_of(request.scope))
     return model_response(WebhookOut, webhook_dict(rec, secret=True), 201)
 
 
@@ -190,14 +191,16 @@ async def get_webhook(webhook_id: WebhookId, request: Request) -> Response:
     return model_response(WebhookOut, webhook_dict(rec, counts=await service.counts(rec.id)))
 
 
-@router.patch("/{webhook_id}", response_model=WebhookOut, responses=ERRORS(404, 422))
+@router.patch("/{webhook_id}", response_model=WebhookOut,
+              responses=ERRORS(403, 404, 422))
 async def patch_webhook(webhook_id: WebhookId, body: WebhookPatch, request: Request
                         ) -> Response:
     """Change the URL (checked as on creation), kinds, description or `enabled`."""
     change = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     await _own(request, webhook_id)
     service = runtime_of(request).webhooks
-    rec = await service.update(webhook_id, change) if change else (
+    rec = await service.update(webhook_id, change, actor=principal_of(request.scope)
+                               ) if change else (
         await service.get(webhook_id))
     return model_response(WebhookOut, webhook_dict(rec))
 

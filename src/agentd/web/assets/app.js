@@ -2,7 +2,7 @@
 // Pages are modules under pages/ exporting render(root, params, ctx) -> cleanup.
 
 import { ApiError, get, onUnauthorized, token } from "./api.js";
-import { banner, clear, h, toast } from "./ui.js";
+import { banner, clear, h, toast, visible } from "./ui.js";
 // The header's approvals count and the shared activity feed (starts once signed in).
 import "./nav.js";
 
@@ -13,9 +13,10 @@ const ROUTES = [
   [/^#\/approvals$/, "approvals", () => ({})],
   [/^#\/usage$/, "usage", () => ({})],
   [/^#\/kernel$/, "kernel", () => ({})],
+  [/^#\/access(?:\/([a-z]+))?(?:\?(.*))?$/, "access", (m) => ({ view: m[1], query: m[2] || "" })],
 ];
 const NAV = { overview: "overview", agent: "overview", session: "overview",
-              approvals: "approvals", usage: "usage", kernel: "kernel" };
+              approvals: "approvals", usage: "usage", kernel: "kernel", access: "access" };
 
 function dec(s) { try { return decodeURIComponent(s); } catch { return s; } }
 
@@ -44,7 +45,7 @@ function setConnection(state, detail) {
 
 const ctx = {
   navigate(hash) { location.hash = hash; },
-  setTitle(text) { document.title = text ? `${text} · agentd` : "agentd console"; },
+  setTitle(text) { document.title = text ? `${visible(text)} · agentd` : "agentd console"; },
   connection: setConnection,
   agentHref,
   sessionHref,
@@ -174,7 +175,7 @@ function toggleTheme() {
   applyTheme();
 }
 
-// Keyboard: g o / g a / g u / g k go to a page, / focuses the page's search, t theme,
+// Keyboard: g o / g a / g u / g k / g x go to a page, / focuses the page's search, t theme,
 // ? lists the keys. Not while typing in a field.
 let pendingG = false;
 function onKey(event) {
@@ -186,7 +187,7 @@ function onKey(event) {
   }
   if (pendingG) {
     pendingG = false;
-    const to = { o: "#/", a: "#/approvals", u: "#/usage", k: "#/kernel" }[event.key];
+    const to = { o: "#/", a: "#/approvals", u: "#/usage", k: "#/kernel", x: "#/access" }[event.key];
     if (to) { event.preventDefault(); location.hash = to; }
     return;
   }
@@ -197,7 +198,7 @@ function onKey(event) {
   } else if (event.key === "t") {
     toggleTheme();
   } else if (event.key === "?") {
-    toast("Keys: g o overview · g a approvals · g u usage · g k kernel · / search · t theme · Esc leave a field");
+    toast("Keys: g o overview · g a approvals · g u usage · g k kernel · g x access · / search · t theme · Esc leave a field");
   }
 }
 

@@ -1,6 +1,52 @@
 // DOM helpers. Everything from the daemon is set as text (textContent, attributes),
 // never as HTML: a model's reply or a tool's output is attacker-controlled.
 
+// Characters that show nothing, or change how the text around them reads, made
+// visible as escapes, the CLI's way (\x1b, \u202e, \U000e0041): a bidi override can
+// make an approval of `rm -rf /\u202e...` read as something else, a zero-width space
+// make two different paths look the same. The controls but newline and tab; Unicode's
+// format characters (Cf: bidi marks, overrides, isolates, zero-width space and
+// joiners, word joiner, BOM, soft hyphen, tag characters), line and paragraph
+// separators; the invisible fillers; the variation selectors but U+FE0E/U+FE0F right
+// after a character with a text and an emoji form (a warning sign stays one). The same
+// set as agentd/cli/_safe.py's INVISIBLE: tests/web/test_console_invisible.py holds
+// the two to every code point. h() and append() show every text this way.
+const VARIATION = "\\ufe00-\\ufe0f\\u{e0100}-\\u{e01ef}";
+const INVISIBLE_SOURCE =
+  "[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f" +
+  "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890\\u0891\\u08e2\\u180e" +
+  "\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb" +
+  "\\u{110bd}\\u{110cd}\\u{13430}-\\u{1343f}\\u{1bca0}-\\u{1bca3}" +
+  "\\u{1d173}-\\u{1d17a}\\u{e0001}\\u{e0020}-\\u{e007f}" +
+  "\\u034f\\u115f\\u1160\\u17b4\\u17b5\\u3164\\uffa0" +
+  "\\u180b-\\u180d\\u180f\\ufe00-\\ufe0d\\u{e0100}-\\u{e01ef}]" +
+  `|(?:^|(?<=[${VARIATION}\\x00-\\x22\\x24-\\x29\\x2b-\\x2f\\x3a-\\x7f]))[\\ufe0e\\ufe0f]`;
+const INVISIBLE_ANY = new RegExp(INVISIBLE_SOURCE, "u");
+const INVISIBLE = new RegExp(INVISIBLE_SOURCE, "gu");
+const hex = (n, width) => n.toString(16).padStart(width, "0");
+
+// `text` with every such character as a visible escape (\r\n kept as a line end).
+export function visible(text) {
+  const s = String(text);
+  if (!INVISIBLE_ANY.test(s)) return s;
+  return s.replace(/\r\n/g, "\n").replace(INVISIBLE, (ch) => {
+    const code = ch.codePointAt(0);
+    return code < 0x100 ? "\\x" + hex(code, 2) : code < 0x10000 ? "\\u" + hex(code, 4) : "\\U" + hex(code, 8);
+  });
+}
+
+// JSON text of `value` (indented by `indent`) with those characters written as JSON
+// escapes (\u202e; past the BMP a surrogate pair): what it shows is what JSON.parse
+// gives back, so an editor of it round-trips the exact value.
+export function visibleJson(value, indent) {
+  let json;
+  try { json = JSON.stringify(value, null, indent); } catch { return visible(String(value)); }
+  if (json === undefined) return String(value);
+  if (!INVISIBLE_ANY.test(json)) return json;
+  return json.replace(INVISIBLE, (ch) => [...Array(ch.length).keys()]
+    .map((i) => "\\u" + hex(ch.charCodeAt(i), 4)).join(""));
+}
+
 // h("div.card#x", {onclick, class, dataset, ...}, child, "text", [children]) -> Element
 export function h(spec, attrs, ...children) {
   const m = /^([a-z0-9-]+)?((?:[.#][A-Za-z0-9_-]+)*)$/.exec(spec);
@@ -23,7 +69,9 @@ export function h(spec, attrs, ...children) {
     } else if (key === "dataset") {
       Object.assign(el.dataset, value);
     } else if (key === "text") {
-      el.textContent = String(value);
+      el.textContent = visible(value);
+    } else if (key === "title") {
+      el.setAttribute("title", visible(value));
     } else if (key === "value") {
       el.value = value;
     } else if (key === "checked" || key === "disabled" || key === "hidden" || key === "selected") {
@@ -41,7 +89,7 @@ export function h(spec, attrs, ...children) {
 export function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    el.append(child instanceof Node ? child : document.createTextNode(visible(child)));
   }
   return el;
 }
@@ -110,7 +158,7 @@ export function banner(message, kind = "warn") {
   if (!message) { el.hidden = true; el.textContent = ""; return; }
   el.hidden = false;
   el.className = "banner banner-" + kind;
-  el.textContent = message;
+  el.textContent = visible(message);
 }
 
 // An error as a block on the page: what failed, in words.

@@ -5,7 +5,7 @@
 // is shown as text.
 
 import { ApiError, del, get, patch, path, post } from "../api.js";
-import { errorBox, fmtInt, h, toast } from "../ui.js";
+import { errorBox, fmtInt, h, toast, visible } from "../ui.js";
 import { FieldErrors, confirmDialog, disclosure, errorList, when } from "./agent-shared.js";
 
 const ENTRY_CLIP = 600;
@@ -61,7 +61,7 @@ export function entriesSection(tc, refused) {
     if (toggle) {
       toggle.addEventListener("click", () => {
         const open = toggle.getAttribute("aria-expanded") !== "true";
-        text.textContent = open ? e.content : clip(e.content, ENTRY_CLIP);
+        text.textContent = visible(open ? e.content : clip(e.content, ENTRY_CLIP));
         toggle.setAttribute("aria-expanded", String(open));
         toggle.textContent = open ? "Show less" : "Show all";
       });

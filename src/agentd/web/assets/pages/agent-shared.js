@@ -1,7 +1,7 @@
 // Pieces the overview, agent and kernel pages share: state pills, field errors from a
 // 422, a confirm dialog, JSON editors, future times. Everything is set as text.
 
-import { h, pill } from "../ui.js";
+import { h, pill, visibleJson } from "../ui.js";
 
 export const STATES = ["created", "running", "paused", "stopped", "error"];
 
@@ -108,7 +108,8 @@ export function errorList(error) {
 export function jsonEditor({ id, value, rows = 6, label }) {
   const area = h("textarea.json", { id, rows: String(rows), spellcheck: "false", autocomplete: "off",
     "aria-label": label || null });
-  area.value = value === undefined || value === null ? "" : JSON.stringify(value, null, 2);
+  // As JSON with invisible and bidi characters escaped: seen, and parsed back as they were.
+  area.value = value === undefined || value === null ? "" : visibleJson(value, 2);
   return {
     el: area,
     value() {
@@ -124,7 +125,7 @@ export function jsonEditor({ id, value, rows = 6, label }) {
         return { ok: false, error: "not valid JSON: " + e.message };
       }
     },
-    set(v) { area.value = v === undefined || v === null ? "" : JSON.stringify(v, null, 2); },
+    set(v) { area.value = v === undefined || v === null ? "" : visibleJson(v, 2); },
   };
 }
 

@@ -7,7 +7,7 @@
 
 import { ApiError, del, get, path, post } from "../api.js";
 import { follow } from "../live.js";
-import { banner, errorBox, fmtInt, h, toast } from "../ui.js";
+import { banner, errorBox, fmtInt, h, toast, visible } from "../ui.js";
 import { confirmDialog, every, statePills, when } from "./agent-shared.js";
 import { settingsTab } from "./agent-settings.js";
 import { heartbeatTab, sessionsTab } from "./agent-tabs.js";
@@ -72,7 +72,7 @@ export async function render(root, params, ctx) {
   function drawHead() {
     const a = state.agent;
     pills.replaceChildren(statePills(a));
-    model.textContent = a.model;
+    model.textContent = visible(a.model);
     meta.replaceChildren(
       `${fmtInt(a.tools.length)} tool${a.tools.length === 1 ? "" : "s"} · tenant `,
       h("code", String((a.settings || {}).tenant || "default")),

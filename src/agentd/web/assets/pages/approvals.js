@@ -6,12 +6,14 @@
 
 import { ApiError, get, path, post } from "../api.js";
 import { feedState, onFeed, onFeedState, refreshApprovalCount } from "../nav.js";
-import { clear, errorBox, h, pill, relTime, toast } from "../ui.js";
+import { clear, errorBox, h, pill, relTime, toast, visible, visibleJson } from "../ui.js";
 
 export const title = "Approvals";
 
+// The arguments as JSON with every invisible or bidi character written as an escape
+// (\u202e): the card reads as what the call does, and the editor parses back to it.
 function pretty(value) {
-  try { return JSON.stringify(value, null, 2); } catch { return String(value); }
+  return visibleJson(value, 2);
 }
 
 // "in 4m", "in 2h", "now": when a request expires (then its run is told "denied").
@@ -93,9 +95,9 @@ export async function render(root, _params, ctx) {
       }
       errorEl.hidden = false;
       const fields = e instanceof ApiError ? e.fieldErrors() : {};
-      errorEl.textContent = Object.keys(fields).length
+      errorEl.textContent = visible(Object.keys(fields).length
         ? Object.entries(fields).map(([f, m]) => `${f.replace(/^body\./, "")}: ${m}`).join("; ")
-        : e.message;
+        : e.message);
       return false;
     } finally {
       for (const b of buttons) b.disabled = false;

@@ -2,7 +2,7 @@
 // posted), with notes where something interrupted it (a restore, a failure, a
 // decision waited for), and the reply being streamed. Text only, always.
 
-import { h, pill, timeEl } from "../ui.js";
+import { h, pill, timeEl, visible } from "../ui.js";
 import { chatKind } from "./session-log.js";
 import { usageText } from "./session-steps.js";
 
@@ -78,14 +78,17 @@ export function chatRow(e, ctx) {
 
 // The reply being streamed: one bubble whose text grows with each token frame.
 export function streamingBubble(runId) {
+  let raw = "";
   const text = h("div.msg-text");
   const el = h("div.msg.msg-assistant.streaming.chat-row", { dataset: { run: runId }, "aria-busy": "true" },
     text, h("div.msg-meta", h("span.typing", { "aria-label": "streaming" }, "streaming…")));
   return {
     el,
     runId,
-    add(piece) { text.textContent += piece; },
-    set(all) { text.textContent = all; },
-    get text() { return text.textContent; },
+    // The text as sent is kept; what is shown has its invisible characters made
+    // visible (over the whole text: a \r\n or a selector may straddle two pieces).
+    add(piece) { raw += piece; text.textContent = visible(raw); },
+    set(all) { raw = all; text.textContent = visible(raw); },
+    get text() { return raw; },
   };
 }

@@ -2,7 +2,7 @@
 // to take one now, and restore / fork for each.
 
 import { ApiError, get, path, post } from "../api.js";
-import { clear, h, pill, timeEl } from "../ui.js";
+import { clear, h, pill, timeEl, visible } from "../ui.js";
 
 // checkpointsPanel({agent, key, restore(target, label), fork(target)}) -> {el, reload()}
 export function checkpointsPanel({ agent, key, restore, fork }) {
@@ -28,7 +28,7 @@ export function checkpointsPanel({ agent, key, restore, fork }) {
       await reload();
     } catch (e) {
       error.hidden = false;
-      error.textContent = e.message;
+      error.textContent = visible(e.message);
       if (e instanceof ApiError && e.status === 422) name.setAttribute("aria-invalid", "true");
     } finally {
       create.disabled = false;

@@ -4,20 +4,21 @@
 // checkpoints, restores). Everything from the log is model- or tool-written and is set
 // as text only.
 
-import { fmtCost, fmtInt, fmtMs, fmtTokens, h, pill, timeEl } from "../ui.js";
+import { fmtCost, fmtInt, fmtMs, fmtTokens, h, pill, timeEl, visible, visibleJson } from "../ui.js";
 
 const LONG = 1200;
 
-// Pretty JSON as text (arguments, outputs); strings are shown as they are.
+// Pretty JSON as text (arguments, outputs), invisible and bidi characters as JSON
+// escapes; strings are shown as they are (h() makes those characters visible).
 export function jsonText(value) {
   if (typeof value === "string") return value;
-  try { return JSON.stringify(value, null, 2); } catch { return String(value); }
+  return visibleJson(value, 2);
 }
 
 // Arguments or an output: short ones inline (compact JSON), long ones as a block.
 export function valueText(value, cls = "") {
   let compact;
-  try { compact = typeof value === "string" ? value : JSON.stringify(value); } catch { compact = String(value); }
+  compact = typeof value === "string" ? value : visibleJson(value);
   compact = String(compact ?? "");
   if (compact.length <= 90 && !compact.includes("\n")) return h("code.inline-value", { class: cls }, compact);
   return longText(jsonText(value), cls);
@@ -29,7 +30,7 @@ export function longText(text, cls = "") {
   const pre = h("pre", { class: cls }, s.length > LONG ? s.slice(0, LONG) + "…" : s);
   if (s.length <= LONG) return pre;
   const more = h("button.ghost.small", { type: "button" }, `Show all ${fmtInt(s.length)} characters`);
-  more.addEventListener("click", () => { pre.textContent = s; more.remove(); });
+  more.addEventListener("click", () => { pre.textContent = visible(s); more.remove(); });
   return h("div", pre, more);
 }
 
