@@ -5,9 +5,11 @@ and the token / bind-address rules.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +32,15 @@ TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
 WAIT_S = 60.0
 
 
+def node_of(home: Path, env: dict[str, str]) -> str:
+    """The node id a daemon of ``home`` reports in /health (config.Settings' default):
+    how a test tells its own daemon from another that took the port it meant to use."""
+    if "AGENTD_NODE_ID" in env:
+        return env["AGENTD_NODE_ID"]
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}:{digest}"
+
+
 class Daemon:
     """One `agentd serve` process with its own log file."""
 
@@ -46,6 +57,24 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
+        # free_port() closes the port it found before the daemon binds it: on a busy
+        # machine another test's daemon (or a connection's ephemeral port) can take it in
+        # between. A first start then moves to another port; a restart keeps its own
+        # (the test means that one).
+        attempts = 1 if self.proc is not None else 3
+        for attempt in range(attempts):
+            self._spawn()
+            may_retry = attempt + 1 < attempts
+            state = wait_until(lambda: self._healthy(may_retry=may_retry),  # noqa: B023
+                               what=lambda: f"agentd answering /health:\n{self.log()}",
+                               interval=0.05)
+            if state == "up":
+                return self
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")  # the last attempt fails inside _healthy
+
+    def _spawn(self) -> None:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agentd", "serve", "--port", str(self.port),
@@ -57,18 +86,27 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(self._healthy, what=lambda: f"agentd answering /health:\n{self.log()}",
-                   interval=0.05)
-        return self
 
-    def _healthy(self) -> bool:
+    @property
+    def node(self) -> str:
+        return node_of(self.home, self.env)
+
+    def _healthy(self, *, may_retry: bool = False) -> str:
+        """"up" once this daemon answers; "port taken" (with ``may_retry``) when its
+        port was taken before it could bind it; "" until then."""
         assert self.proc is not None
         if self.proc.poll() is not None:
+            if may_retry and "address already in use" in self.log().lower():
+                return "port taken"
             pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            answer = httpx.get(f"{self.url}/health", timeout=2)
         except httpx.TransportError:
-            return False
+            return ""
+        # Another daemon on the port (see start) is not this one: wait for this one to
+        # answer or to fail to bind.
+        ours = answer.status_code == 200 and answer.json().get("node") == self.node
+        return "up" if ours else ""
 
     @property
     def pid(self) -> int:

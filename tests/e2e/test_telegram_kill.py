@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import free_port, wait_until
+from tests.e2e.test_daemon_process import node_of
 
 from agentd.security.tokens import read_token
 from agentd.testing import StubBotAPI
@@ -56,9 +57,11 @@ class Daemon:
         if self.proc.poll() is not None:
             pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            answer = httpx.get(f"{self.url}/health", timeout=2)
         except httpx.TransportError:
             return False
+        # Not another test's daemon on this port (see test_daemon_process.Daemon.start).
+        return answer.status_code == 200 and answer.json().get("node") == node_of(self.home, {})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

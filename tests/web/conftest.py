@@ -96,7 +96,14 @@ def no_policy_violations(page: Any) -> Iterator[None]:
 def sign_in(page: Any, daemon: Daemon, token: str = TOKEN, *, at: str = "") -> None:
     """Open the console (at ``#...``) and sign in with ``token``."""
     page.goto(f"{daemon.url}/ui/{at}")
-    page.get_by_label("Token").fill(token)
+    try:
+        page.get_by_label("Token").fill(token)
+    except playwright_sync.Error as exc:
+        # Say what was there instead of the sign-in form (a failure here once had
+        # nothing more than the timeout to go on).
+        raise AssertionError(
+            f"no sign-in form at {page.url}: {exc}\n-- the page:\n{page.content()[:4000]}"
+            f"\n-- the daemon's log:\n{daemon.log()[-4000:]}") from exc
     page.get_by_role("button", name="Sign in").click()
 
 
