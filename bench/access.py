@@ -102,7 +102,7 @@ async def _check_alone(app: Any, token_name: str | None, n: int) -> float:
     """CPU microseconds of ``require_agent`` for a request made with ``token_name``."""
     from starlette.requests import HTTPConnection
 
-    from agentd.server.access import require_agent
+    from agentd.doors.access import require_agent
 
     scope = {"type": "http", "app": app, "state": {"token": token_name}, "headers": []}
     conn = HTTPConnection(scope)

@@ -19,13 +19,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import AgentdError
+from agentd.version import __version__
 
 if TYPE_CHECKING:
     from agentd.client import APIError, Client, ClientError, ConnectionFailed, SSEEvent, WaitTimeout
     from agentd.config import Settings, load_settings
     from agentd.tools import Tool, ToolContext, tool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "APIError",

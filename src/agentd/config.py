@@ -10,7 +10,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -20,13 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from agentd.channels.settings import ChannelsConfig
 from agentd.llm.registry import PROVIDERS, PUBLIC_PROVIDERS, ModelEndpoint, endpoint_providers
-from agentd.memory.settings import MemoryConfig
 from agentd.security._endpoints import endpoint
 from agentd.security.access import TokenScope
 from agentd.security.policy import PolicyConfig
-from agentd.trust import OperatorOnly
+from agentd.settings.budget import Budget, Limit, RunLimit
+from agentd.settings.channels import ChannelsConfig
+from agentd.settings.memory import MemoryConfig
+from agentd.settings.sandbox import SANDBOX_BACKENDS, AgentSandbox, SandboxLimits
 
 if TYPE_CHECKING:
     from agentd.store import StoreOptions
@@ -170,41 +171,6 @@ class ProviderLimits(_Strict):
         return self
 
 
-class Limit(_Strict):
-    """A budget limit; tokens are input plus output tokens."""
-
-    tokens: int | None = Field(default=None, gt=0, strict=True)
-    cost_usd: float | None = Field(default=None, gt=0, strict=True)
-
-    def items(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in self.model_dump().items() if v is not None]
-
-
-class RunLimit(Limit):
-    steps: int | None = Field(default=None, ge=1, le=1000, strict=True)
-
-
-class Budget(_Strict):
-    """Limits per run, and per day and month (UTC) for an agent or a tenant."""
-
-    run: RunLimit = RunLimit()
-    day: Limit = Limit()
-    month: Limit = Limit()
-    #: Fractions of a limit at which a ``budget.warning`` event is written.
-    warn_at: tuple[float, ...] = (0.8,)
-
-    @field_validator("warn_at")
-    @classmethod
-    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 < w < 1 for w in value):
-            raise ValueError("warn_at fractions must be between 0 and 1, e.g. [0.5, 0.8]")
-        return tuple(sorted(set(value)))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.run.items() or self.day.items() or self.month.items())
-
-
 class TenantQuotas(_Strict):
     """What one tenant's agents may hold at once, and spend per day (``/v1/tenants``,
     or ``[tenants.NAME.quotas]``): checked on every write that adds to one (a 403
@@ -238,71 +204,6 @@ class TenantConfig(_Strict):
             raise ValueError("a tenant budget has day and month limits; run limits are "
                              "set per agent (settings.budget.run)")
         return value
-
-
-SANDBOX_BACKENDS = ("auto", "bubblewrap", "gvisor", "process")
-
-
-class SandboxLimits(_Strict):
-    """Resource limits of one command run in the sandbox (every backend applies them)."""
-
-    cpu_s: float = Field(default=30.0, gt=0, le=86400)
-    memory_mb: int = Field(default=1024, ge=16, le=1_048_576)
-    processes: int = Field(default=128, ge=1, le=100_000)
-    file_size_mb: int = Field(default=256, ge=1, le=1_048_576)
-    output_bytes: int = Field(default=256_000, ge=1024, le=16_000_000)
-    wall_s: float = Field(default=60.0, gt=0, le=86400)
-
-
-def _more_disk(name: str) -> OperatorOnly:
-    return OperatorOnly(
-        "host", f"more than the daemon's {name} takes the host's disk from other tenants",
-        allows=lambda grants, value: grants.disk(name, value))
-
-
-class AgentSandbox(_Strict):
-    """An agent's ``settings.sandbox``: its backend and limits (each limit at most the
-    daemon's), and whether its shell keeps state between calls by default."""
-
-    backend: Annotated[
-        Literal["auto", "bubblewrap", "gvisor", "process"] | None,
-        OperatorOnly("host", "a backend weaker than the daemon's lets commands see the "
-                             "host", allows=lambda grants, value: grants.backend(value)),
-    ] = None
-    limits: Annotated[dict[str, float], OperatorOnly(
-        "host", "limits above the daemon's defaults ([sandbox.limits]) take the host's "
-                "resources from other tenants",
-        allows=lambda grants, value: grants.limits(value))] = Field(default_factory=dict)
-    persistent_shell: bool = False
-    #: Lower the daemon's workspace size quota / snapshot budget for this agent (MB).
-    workspace_max_mb: Annotated[int | None, _more_disk("workspace_max_mb")] = Field(
-        default=None, gt=0)
-    snapshot_budget_mb: Annotated[int | None, _more_disk("snapshot_budget_mb")] = Field(
-        default=None, gt=0)
-
-    @field_validator("limits")
-    @classmethod
-    def _known_limits(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, limit in value.items():
-            if name not in SandboxLimits.model_fields:
-                raise ValueError(f"unknown limit {name!r}; known: "
-                                 + ", ".join(SandboxLimits.model_fields))
-            if not limit > 0:
-                raise ValueError(f"limits.{name} must be greater than 0")
-        return value
-
-    def above(self, caps: SandboxLimits) -> dict[str, str]:
-        """The agent's limits above the daemon's ``caps`` (by name: why): refused
-        when an agent is saved; a stored one is capped (the operator may lower a cap
-        under existing agents)."""
-        def shown(value: float) -> str:
-            return str(int(value)) if float(value).is_integer() else str(value)
-
-        return {name: f"{shown(limit)} is above the daemon's limit of "
-                      f"{shown(getattr(caps, name))} ([sandbox.max_limits] {name}, else "
-                      "[sandbox.limits])"
-                for name, limit in self.limits.items()
-                if name in SandboxLimits.model_fields and limit > getattr(caps, name)}
 
 
 class SandboxConfig(_Strict):
@@ -421,7 +322,7 @@ class WebhooksConfig(_Strict):
     @field_validator("allow_hosts", "allow_http")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
-        from agentd.webhooks._hosts import parse_pattern  # (config stays light to import)
+        from agentd.security.hosts import parse_pattern  # (config stays light to import)
 
         for item in value:
             parse_pattern(item)  # ValueError: pydantic reports which item

@@ -64,8 +64,8 @@ def test_redact_takes_the_token_out_of_bot_api_paths() -> None:
 
 
 def test_text_with_a_lone_surrogate_is_sent_with_a_replacement() -> None:
-    from agentd.channels.settings import TelegramSettings
     from agentd.channels.telegram._outbound import texts_of
+    from agentd.settings.channels import TelegramSettings
     from agentd.store.records import EventRecord
 
     event = EventRecord(session_id="s", seq=1, kind="message.proactive",

@@ -13,7 +13,7 @@ import pytest
 
 from agentd.errors import InvalidInput
 from agentd.memory.embed import EMBEDDERS, Embedder, resolve_embedder
-from agentd.memory.settings import DEFAULT_EMBEDDER
+from agentd.settings.memory import DEFAULT_EMBEDDER
 
 MINILM = "onnx:all-minilm-l6-v2-int8"
 LOCAL = [MINILM, "hash:256"]

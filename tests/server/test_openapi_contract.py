@@ -227,11 +227,11 @@ def codes_in_source() -> dict[str, set[str]]:
 
 
 def test_every_error_code_is_documented() -> None:
-    from agentd.server._http import HTTP_CODES
+    from agentd.doors.http import HTTP_CODES
 
     codes = codes_in_source()
     for code in (*HTTP_CODES.values(), "http_error"):
-        codes.setdefault(code, set()).add("server/_http.py")
+        codes.setdefault(code, set()).add("doors/http.py")
     # The scan sees the tree, not a sample of it.
     assert {"agent_not_found", "invalid_input", "model_rate_limited", "tool_timeout",
             "agent_paused", "wrong_session", "method_not_allowed"} <= set(codes)

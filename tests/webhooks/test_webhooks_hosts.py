@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from tests.webhooks._receiver import Receiver
 
 from agentd.config import WebhooksConfig
-from agentd.webhooks._hosts import HostRules, Refused, parse_pattern
+from agentd.security.hosts import HostRules, Refused, parse_pattern
 from agentd.webhooks._send import attempt, backoff_s, retry_after_s
 
 

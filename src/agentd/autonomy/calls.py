@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentd.autonomy.delegation_settings import HARD_MAX_DEPTH, DelegationSettings, matches
 from agentd.errors import InvalidInput, ToolError
 from agentd.security.access import tenant_of
 from agentd.settings import AgentSettings
 from agentd.settings._check import stored_settings
+from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings, matches
 from agentd.store.records import AgentRecord
 
 __all__ = ["Peer", "callable_agents", "check_allowed", "check_call", "describe", "foreign",

@@ -14,8 +14,8 @@ import re
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agentd.autonomy.calls import callable_agents
-from agentd.autonomy.delegation_settings import MAX_WAIT_S, DelegationSettings
 from agentd.errors import ToolError
+from agentd.settings.delegation import MAX_WAIT_S, DelegationSettings
 from agentd.tools._tool import Tool, ToolContext, tool
 
 if TYPE_CHECKING:

@@ -74,7 +74,6 @@ from agentd.autonomy._schedule_plan import (
     jitter_of,
     plan_fires,
 )
-from agentd.autonomy.schedule_settings import MISSED, OVERLAP, ScheduleSettings
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
@@ -87,6 +86,7 @@ from agentd.errors import (
 )
 from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.runs import Message
+from agentd.settings.schedules import MISSED, OVERLAP, ScheduleSettings
 from agentd.store._rows import new_id
 from agentd.store._schedules import (
     FireClaim,

@@ -44,13 +44,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from agentd.autonomy.calls import Peer, check_allowed, check_call, no_agent
-from agentd.autonomy.delegation_settings import HARD_MAX_DEPTH, DelegationSettings
 from agentd.errors import AgentdError, AgentNotFound, ToolError
 from agentd.events import SubtaskFinished, SubtaskFinishedData, UsageData
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.runs import Runs
+from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings
 from agentd.store import Store, new_id
 from agentd.store._subtasks import SubtaskRecord
 from agentd.store.records import EventRecord, RunRecord

@@ -1,7 +1,7 @@
 """Teams: an agent whose runs are played by other agents (``settings.team``).
 
 A run of a team agent calls no model of its own: :class:`TeamExecutor` drives it
-through the pattern its settings name (:mod:`agentd.autonomy.team_settings`), each
+through the pattern its settings name (:mod:`agentd.settings.teams`), each
 member invocation a child run started by the subtasks service
 (:class:`agentd.autonomy.subtasks.Subtasks`), a call into a session of the member,
 linked to the team's run. So a team run is an ordinary durable run:
@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from agentd.autonomy.calls import Peer, check_call, no_agent, settings_of
-from agentd.autonomy.team_settings import TeamSettings
 from agentd.errors import AgentdError, AgentNotFound, InvalidInput, ToolError
 from agentd.events import MessageAssistant, MessageAssistantData, RunCompleted
 from agentd.llm._quote import quote, quote_attr
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.access import tenant_of
+from agentd.settings.teams import TeamSettings
 from agentd.tools import ToolContext
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ those are, from the key alone, for the policy's taint rule: a tainted session th
 posts into one, or schedules runs there, is sending out (docs/security.md, layer 7).
 """
 
-from agentd.channels.settings import ChannelSettings
+from agentd.settings.channels import ChannelSettings
 
 __all__ = ["CHANNEL_SESSIONS", "TELEGRAM_SESSIONS", "ChannelSettings", "channel_of"]
 

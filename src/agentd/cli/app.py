@@ -92,7 +92,7 @@ SHOWN_SESSIONS = 20
 
 def _version(value: bool) -> None:
     if value:
-        from agentd import __version__
+        from agentd.version import __version__
 
         typer.echo(f"agentd {__version__}")
         raise typer.Exit()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentd.errors import Forbidden, InvalidInput, NotFound
-from agentd.memory.settings import NAMESPACE_PATTERN, MemoryConfig, MemorySettings
+from agentd.settings.memory import NAMESPACE_PATTERN, MemoryConfig, MemorySettings
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
 
 if TYPE_CHECKING:

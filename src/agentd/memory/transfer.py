@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from agentd.errors import InvalidInput
 from agentd.memory.blocks import LABEL, MAX_LIMIT
 from agentd.memory.entries import EntryIn, MemoryEntries, Scope, entry_dict
-from agentd.memory.settings import NAMESPACE_PATTERN
+from agentd.settings.memory import NAMESPACE_PATTERN
 
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks

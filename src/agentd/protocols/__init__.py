@@ -5,7 +5,7 @@ A door translates its protocol's requests into the Runtime facade's public calls
 adapter-backed agent, the adapter's own hooks, and the answers back; it never touches
 the store, so every door has the native API's guarantees (durable sessions, one run at
 a time per session, approvals, budgets, auth). A door renders its errors in its
-protocol's shape (``agentd.server._http.add_error_shape``).
+protocol's shape (``agentd.doors.http.add_error_shape``).
 
 =============  =================================================================
 ``openai``     OpenAI-compatible: ``/v1/models``, ``/v1/chat/completions``,

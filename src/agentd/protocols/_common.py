@@ -6,8 +6,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from agentd.doors.http import loads_strict
 from agentd.errors import InvalidInput
-from agentd.server._http import loads_strict
 
 __all__ = ["json_body"]
 

@@ -52,13 +52,13 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from agentd.errors import ToolError
 from agentd.sandbox import _netns
 from agentd.sandbox._connections import Connections, Owner
+from agentd.security.addresses import NOT_PUBLIC, local_addresses, plain
 from agentd.security.policy import grants_host
 
 __all__ = ["FORWARDER", "PROXY_ENV", "EgressProxies", "EgressProxy", "EgressRules",
@@ -158,49 +158,6 @@ def _read_listening_ports() -> frozenset[int]:
     return frozenset(ports)
 
 
-def _read_local_addresses() -> frozenset[str]:
-    """The addresses of this host's interfaces (IPv4 from the FIB, IPv6 from
-    ``if_inet6``): a grant does not reach the host through its public address."""
-    found: set[str] = set()
-    with contextlib.suppress(OSError):
-        last = ""
-        for line in Path("/proc/net/fib_trie").read_text().splitlines():
-            text = line.strip()
-            if text.startswith("|--"):
-                last = text[3:].strip()
-            elif text.startswith("/32 host LOCAL") and last:
-                found.add(last)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            raw = line.split()[0] if line.split() else ""
-            if len(raw) == 32:
-                found.add(str(ipaddress.IPv6Address(int(raw, 16))))
-    return frozenset(found)
-
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-#: Ranges Python calls global that are not public: IPv4-compatible (deprecated, may
-#: reach IPv4 through a tunnel), site-local (deprecated), local-use NAT64.
-_NOT_PUBLIC = tuple(ipaddress.IPv6Network(net) for net in (
-    "::/96", "fec0::/10", "64:ff9b:1::/48"))
-
-
-def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
-           ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo, NAT64), else
-    itself: a gateway would take it there."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip.teredo is not None:
-            return ip.teredo[1]
-    return ip
-
-
 # -- the check ---------------------------------------------------------------------------
 
 
@@ -233,16 +190,16 @@ def check(host: str, port: int, grant: Grant, rules: EgressRules, *,
     listed = (host, port) in rules.private_endpoints
     # Read afresh for each check (a few small /proc files): a port the daemon opened
     # a moment ago is its own at once.
-    local = _read_local_addresses()
+    local = local_addresses()
     daemon_ports = rules.daemon_ports | _read_listening_ports()
     for address in addresses:
-        ip = _plain(ipaddress.ip_address(address))
+        ip = plain(ipaddress.ip_address(address))
         own = ip.is_loopback or ip.is_unspecified or str(ip) in local or address in local
         if own and port in daemon_ports:
             raise _denied(f"{host}:{port} is the daemon's own port ({address}); no grant "
                           "or setting opens it to an agent")
         public = (ip.is_global and not ip.is_multicast and not own
-                  and not any(ip in net for net in _NOT_PUBLIC if ip.version == 6))
+                  and not any(ip in net for net in NOT_PUBLIC if ip.version == 6))
         if not public and not listed:
             raise _denied(
                 f"{host!r} resolves to {address}, which is not a public address (or is "

@@ -17,7 +17,7 @@ empty list matches nothing. A token without an entry keeps every agent.
 
 Everything a request may see or do about an agent is decided by one value,
 :class:`Access`, that the server derives from the request's token
-(``agentd.server.access``): an agent outside it is answered exactly as one that does
+(``agentd.doors.access``): an agent outside it is answered exactly as one that does
 not exist. What a scope does not stop is in docs/security.md.
 """
 

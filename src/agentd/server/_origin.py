@@ -25,8 +25,8 @@ import ipaddress
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentd.doors.http import error_response
 from agentd.errors import Forbidden
-from agentd.server._http import error_response
 
 __all__ = ["LOOPBACK_NAMES", "OriginCheck"]
 

@@ -14,20 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentd import __version__, web
+from agentd import web
 from agentd.config import Settings
-from agentd.errors import AgentdError
-from agentd.identity import config_principals
-from agentd.protocols import a2a as a2a_door
-from agentd.protocols import langgraph as langgraph_door
-from agentd.protocols import mcp as mcp_door
-from agentd.protocols import openai as openai_door
-from agentd.protocols import ws as ws_door
-from agentd.runtime import Runtime
-from agentd.security.access import Scopes
-from agentd.security.tokens import BOOTSTRAP, ensure_token
-from agentd.server import routes
-from agentd.server._http import (
+from agentd.doors.access import agent_in_scope
+from agentd.doors.http import (
     BODY_METHODS,
     BearerAuth,
     BodyLimit,
@@ -44,10 +34,21 @@ from agentd.server._http import (
     read_body,
     replay,
 )
+from agentd.errors import AgentdError
+from agentd.identity import config_principals
+from agentd.protocols import a2a as a2a_door
+from agentd.protocols import langgraph as langgraph_door
+from agentd.protocols import mcp as mcp_door
+from agentd.protocols import openai as openai_door
+from agentd.protocols import ws as ws_door
+from agentd.runtime import Runtime
+from agentd.security.access import Scopes
+from agentd.security.tokens import BOOTSTRAP, ensure_token
+from agentd.server import routes
 from agentd.server._origin import OriginCheck
-from agentd.server.access import agent_in_scope
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Error, Health
+from agentd.version import __version__
 
 __all__ = ["create_app"]
 

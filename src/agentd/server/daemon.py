@@ -179,7 +179,7 @@ def _lock_home(settings: Settings) -> IO[str] | None:
 
 
 def _version() -> str:
-    from agentd import __version__
+    from agentd.version import __version__
 
     return __version__
 

@@ -22,10 +22,10 @@ from typing import Annotated, Any, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from agentd.config import SandboxLimits
 from agentd.errors import InvalidInput, InvalidModel, InvalidSettings
 from agentd.llm.settings import ModelSettings
 from agentd.settings._model import AgentSettings
+from agentd.settings.sandbox import SandboxLimits
 
 __all__ = ["SettingsProblem", "check_settings", "settings_problems", "stored_settings"]
 

@@ -25,16 +25,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from agentd.autonomy.delegation_settings import DelegationSettings
-from agentd.autonomy.heartbeat import HeartbeatSettings
-from agentd.autonomy.schedule_settings import ScheduleSettings
-from agentd.autonomy.team_settings import TeamSettings
-from agentd.channels.settings import ChannelSettings
-from agentd.config import AgentSandbox, Budget
 from agentd.llm.settings import ModelSettings
-from agentd.memory.settings import MemorySettings
 from agentd.security.policy import PolicyConfig
-from agentd.skills.settings import SkillSettings
+from agentd.settings.budget import Budget
+from agentd.settings.channels import ChannelSettings
+from agentd.settings.delegation import DelegationSettings
+from agentd.settings.heartbeat import HeartbeatSettings
+from agentd.settings.memory import MemorySettings
+from agentd.settings.sandbox import AgentSandbox
+from agentd.settings.schedules import ScheduleSettings
+from agentd.settings.skills import SkillSettings
+from agentd.settings.teams import TeamSettings
 from agentd.tools.mcp import MCPServer
 from agentd.trust import MODEL_SPEC
 
@@ -195,7 +196,7 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
 
     memory: MemorySettings = Field(
         default_factory=MemorySettings,
-        description='Long-term memory (`agentd.memory.settings`): `{"namespaces": [...], '
+        description='Long-term memory (`agentd.settings.memory`): `{"namespaces": [...], '
                     '"vector_weight": 0.95, "auto_recall": false, "recall_limit": 5, '
                     '"recall_tokens": 800, "recall_min_score": 0, "compaction": {"auto", '
                     '"threshold", "strategy", "model", "keep_turns", '
@@ -218,7 +219,7 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'instructions (at most 64; an unknown name is refused when saved).')
     schedules: ScheduleSettings = Field(
         default_factory=ScheduleSettings,
-        description='Schedules (`agentd.autonomy.schedule_settings`): `{"max_per_agent": '
+        description='Schedules (`agentd.settings.schedules`): `{"max_per_agent": '
                     '50, "min_interval_s": 60, "allow_from_schedule": false, '
                     '"tool_max_per_agent": 10, "pause_after_failures": 5, "backoff_s": 60, '
                     '"backoff_max_s": 3600, "overlap": "skip", "missed": "once", '
@@ -232,7 +233,7 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
 
     team: TeamSettings | None = Field(
         None,
-        description='Makes the agent a team (`agentd.autonomy.team_settings`; concepts.md, '
+        description='Makes the agent a team (`agentd.settings.teams`; concepts.md, '
                     'teams): `{"pattern": "pipeline" or "parallel" or "router" or "loop", '
                     '"members": [...], "join"?, "router"?, "default"?, "generator"?, '
                     '"critic"?, "exit_token": "APPROVED", "max_rounds": 3, '

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
+from agentd.settings.skills import SkillSettings
 from agentd.skills._package import LIMITS, Limits, SkillMeta, check_name, parse_skill_md
 from agentd.skills.registry import SkillInfo, SkillRegistry
 from agentd.skills.service import SANDBOX_ROOT, Skills
-from agentd.skills.settings import SkillSettings
 from agentd.skills.tools import SKILL_TOOLS
 
 __all__ = [

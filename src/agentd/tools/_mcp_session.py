@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from agentd import __version__
 from agentd.errors import ToolError
 from agentd.tools._mcp_stdio import Spawner, StderrTail, sandboxed_stdio
+from agentd.version import __version__
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams

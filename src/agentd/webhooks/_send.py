@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from standardwebhooks import Webhook
 
-from agentd import __version__
-from agentd.webhooks._hosts import HostRules, Refused
+from agentd.security.hosts import HostRules, Refused
+from agentd.version import __version__
 
 __all__ = ["Outcome", "attempt", "backoff_s", "retry_after_s", "sign"]
 

@@ -4,7 +4,7 @@
 ``run.*`` or ``*``, checked against :data:`agentd.events.EVENT_KINDS`), a description,
 enabled or not, and a secret the daemon makes (``whsec_`` + base64 of 32 random bytes,
 shown when it is made or rotated, never again). The URL is checked when it is saved
-and before every attempt (:mod:`agentd.webhooks._hosts`): a refused one is a 422
+and before every attempt (:mod:`agentd.security.hosts`): a refused one is a 422
 naming ``url``, and nothing is stored.
 
 **At least once.** Two tasks per runtime. The *ingester* turns committed events into
@@ -41,11 +41,11 @@ from agentd.config import WebhooksConfig
 from agentd.errors import Forbidden, InvalidInput
 from agentd.events import EVENT_KINDS
 from agentd.runtime.bus import Feed, Lagged
+from agentd.security.hosts import HostRules, Refused
 from agentd.security.identity import Principal
 from agentd.store._rows import new_id
 from agentd.store._webhooks import DeliveryRecord, WebhookRecord
 from agentd.store.records import EventRecord, iso
-from agentd.webhooks._hosts import HostRules, Refused
 from agentd.webhooks._send import attempt, backoff_s
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentd.channels import TELEGRAM_SESSIONS
-from agentd.channels.settings import TelegramConfig, TelegramSettings
 from agentd.channels.telegram._botapi import BotAPI, BotAPIError
 from agentd.channels.telegram._files import AttachmentFile
 from agentd.channels.telegram._text import safe_file_name
@@ -34,6 +33,7 @@ from agentd.errors import (
     ShuttingDown,
     Unauthorized,
 )
+from agentd.settings.channels import TelegramConfig, TelegramSettings
 from agentd.store._telegram import ChatRow, InboxRow, TelegramStore
 from agentd.store.records import AgentRecord
 

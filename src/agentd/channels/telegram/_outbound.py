@@ -23,10 +23,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from agentd.channels.settings import TelegramConfig, TelegramSettings
 from agentd.channels.telegram._botapi import BotAPI, BotAPIError
 from agentd.channels.telegram._text import split_message
 from agentd.runtime.bus import Feed, Lagged
+from agentd.settings.channels import TelegramConfig, TelegramSettings
 from agentd.store._telegram import ChatRow, TelegramStore
 from agentd.store.records import AgentRecord, EventRecord
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from agentd.channels.settings import TelegramConfig, TelegramSettings
 from agentd.channels.telegram._botapi import BotAPI, RedactTokens
 from agentd.channels.telegram._inbound import Inbox
 from agentd.channels.telegram._outbound import Outbox
 from agentd.errors import InvalidInput
 from agentd.settings import AgentSettings, stored_settings
+from agentd.settings.channels import TelegramConfig, TelegramSettings
 from agentd.store._telegram import TelegramStore
 from agentd.store.records import AgentRecord
 

@@ -26,10 +26,10 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils import constants
 from starlette.requests import Request
 
-from agentd import __version__
 from agentd.protocols.a2a import PREFIX
 from agentd.protocols.a2a._handler import A2AHandler
 from agentd.protocols.a2a._rpc import JsonRpcFront
+from agentd.version import __version__
 
 __all__ = ["A2ADoor", "agent_card", "build"]
 

@@ -58,6 +58,8 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
+from agentd.doors.http import actor
+from agentd.doors.sse import HEARTBEAT_S, is_silent
 from agentd.errors import (
     AgentdError,
     Conflict,
@@ -78,8 +80,6 @@ from agentd.protocols.a2a._tasks import (
     task_proto,
 )
 from agentd.runtime import Runtime, SendResult, Token
-from agentd.server._http import actor
-from agentd.server.sse import HEARTBEAT_S, is_silent
 from agentd.store.records import RunRecord
 
 __all__ = ["A2AHandler", "StreamItem"]

@@ -36,9 +36,9 @@ from google.protobuf.json_format import ParseDict  # type: ignore[import-untyped
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agentd.doors.http import is_json_body, json_response, loads_strict
+from agentd.doors.sse import sse_response
 from agentd.protocols.a2a._handler import A2AHandler, StreamItem
-from agentd.server._http import is_json_body, json_response, loads_strict
-from agentd.server.sse import sse_response
 
 __all__ = ["JsonRpcFront"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from agentd.doors.http import add_error_shape, add_fast_route
 from agentd.protocols.langgraph import store
 from agentd.protocols.langgraph._errors import langgraph_error
 from agentd.protocols.langgraph.routes import PREFIX, RUN_PATH, router, serve_run
-from agentd.server._http import add_error_shape, add_fast_route
 
 __all__ = ["PREFIX", "install"]
 

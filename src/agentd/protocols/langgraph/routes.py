@@ -22,6 +22,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from agentd.doors.access import filter_agents, may_use, require_agent, runtime_of
+from agentd.doors.http import actor, json_response
+from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentNotFound,
     Conflict,
@@ -50,10 +53,6 @@ from agentd.protocols.langgraph._wire import (
     unsupported,
 )
 from agentd.runtime import Runtime, Subscription, Token
-from agentd.server._http import actor, json_response
-from agentd.server.access import filter_agents, may_use, require_agent
-from agentd.server.routes._deps import runtime_of
-from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store import Accepted, Tx
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
 

@@ -17,6 +17,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.doors.access import filter_agents, require_agent, runtime_of
+from agentd.doors.http import json_response
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
 from agentd.memory.entries import EntryIn
 from agentd.protocols._common import json_body
@@ -31,9 +33,6 @@ from agentd.protocols.langgraph._wire import (
 )
 from agentd.protocols.langgraph.routes import PREFIX
 from agentd.runtime import Runtime
-from agentd.server._http import json_response
-from agentd.server.access import filter_agents, require_agent
-from agentd.server.routes._deps import runtime_of
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 
 __all__ = ["SCAN", "router"]

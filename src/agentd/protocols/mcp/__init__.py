@@ -23,10 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from agentd.errors import AgentdError
-from agentd.protocols._lazy import Lazy
-from agentd.protocols.mcp._uris import session_uri
-from agentd.server._http import (
+from agentd.doors.http import (
     add_error_shape,
     add_fast_route,
     is_json_body,
@@ -35,6 +32,9 @@ from agentd.server._http import (
     read_body,
     replay,
 )
+from agentd.errors import AgentdError
+from agentd.protocols._lazy import Lazy
+from agentd.protocols.mcp._uris import session_uri
 
 if TYPE_CHECKING:
     from agentd.protocols.mcp._front import MCPFront

@@ -50,8 +50,8 @@ from mcp_types import ErrorData, JSONRPCError, JSONRPCNotification, JSONRPCRespo
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from agentd.doors.http import is_json_body, loads_strict, read_body, replay
 from agentd.protocols.mcp.server import MCPDoor
-from agentd.server._http import is_json_body, loads_strict, read_body, replay
 
 __all__ = ["LEGACY_VERSION", "MODERN_VERSION", "MCPFront"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from agentd.doors.http import add_error_shape
 from agentd.protocols.openai._errors import openai_error
 from agentd.protocols.openai.routes import PREFIXES, router
-from agentd.server._http import add_error_shape
 
 __all__ = ["install"]
 

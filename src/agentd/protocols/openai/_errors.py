@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from agentd.doors.http import json_response
 from agentd.errors import AgentdError, AgentNotFound
-from agentd.server._http import json_response
 
 __all__ = ["openai_error"]
 

@@ -26,6 +26,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.doors.access import filter_agents, require_agent, require_owner, runtime_of
+from agentd.doors.http import json_response
+from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentdError,
     Conflict,
@@ -46,10 +49,6 @@ from agentd.protocols.openai._wire import (
     responses_conversation,
 )
 from agentd.runtime import Runtime, SendResult, Token
-from agentd.server._http import json_response
-from agentd.server.access import filter_agents, require_agent, require_owner
-from agentd.server.routes._deps import runtime_of
-from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store.records import RunRecord
 
 __all__ = ["PREFIXES", "router"]

@@ -31,6 +31,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd.config import Settings
+from agentd.doors.access import may_use
+from agentd.doors.http import NamedTokens, TokenCheck, content_length, principal_of
 from agentd.errors import AgentdError, AgentNotFound, NotFound, SessionNotFound
 from agentd.protocols.termo._hooks import (
     ExtraRoute,
@@ -42,8 +44,6 @@ from agentd.protocols.termo._hooks import (
 from agentd.runtime import Token
 from agentd.security.access import scope_access
 from agentd.security.identity import Principal
-from agentd.server._http import NamedTokens, TokenCheck, content_length, principal_of
-from agentd.server.access import may_use
 from agentd.store._entries import EntryFilter
 
 __all__ = ["Termo", "TermoDoor"]

@@ -44,6 +44,9 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentd.doors.access import require_agent
+from agentd.doors.http import actor
+from agentd.doors.sse import SSE_NAMES, is_silent, parse_last_event_id
 from agentd.errors import (
     AgentdError,
     InvalidInput,
@@ -54,9 +57,6 @@ from agentd.errors import (
 from agentd.runtime import Runtime, Token
 from agentd.runtime.approvals import ApprovalNotFound
 from agentd.runtime.runs import MODES
-from agentd.server._http import actor
-from agentd.server.access import require_agent
-from agentd.server.sse import SSE_NAMES, is_silent, parse_last_event_id
 from agentd.store.records import EventRecord, SessionRecord, session_tag
 
 __all__ = ["SUBPROTOCOL", "router"]

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from agentd.runtime import Runtime
-from agentd.server._http import person as _person
+from agentd.doors.access import runtime_of
+from agentd.doors.http import person as _person
 
 __all__ = ["ERRORS", "person", "runtime_of"]
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def person(request: Request, what: str) -> str:

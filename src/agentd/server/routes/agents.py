@@ -7,15 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from agentd.runtime import Runtime
-from agentd.server._http import model_response
-from agentd.server.access import (
+from agentd.doors.access import (
     access_of,
     new_agent_settings,
     require_new_agent,
     require_right,
     visible_agents,
 )
+from agentd.doors.http import model_response
+from agentd.runtime import Runtime
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
 from agentd.store._agents_query import AGENT_STATES, MAX_AGENT_PAGE

@@ -7,15 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from agentd.runtime.approvals import ApprovalNotFound
-from agentd.server._http import model_response
-from agentd.server.access import (
+from agentd.doors.access import (
     access_of,
     may_use,
     require_agent,
     require_owner,
     require_right,
 )
+from agentd.doors.http import model_response
+from agentd.runtime.approvals import ApprovalNotFound
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import (
     ApprovalDecisionIn,

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from agentd import events
-from agentd.server._http import json_response
+from agentd.doors.http import json_response
 
 __all__ = ["router"]
 

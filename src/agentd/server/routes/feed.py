@@ -25,14 +25,14 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.doors.access import access_of, require_agent
+from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import AgentNotFound
 from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, FeedItem, Lagged
 from agentd.security.access import Access
-from agentd.server.access import access_of, require_agent
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import SseEvent
-from agentd.server.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.store import EventRecord
 from agentd.store.records import AgentChange, session_tag
 

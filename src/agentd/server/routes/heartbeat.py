@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.responses import JSONResponse, Response
 
-from agentd.server.access import require_right
+from agentd.doors.access import require_right
 from agentd.server.routes._deps import ERRORS, runtime_of
 
 __all__ = ["router"]

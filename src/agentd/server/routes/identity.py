@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from agentd.config import TenantQuotas
+from agentd.doors.access import require_right
+from agentd.doors.http import model_response
 from agentd.errors import InvalidInput
 from agentd.runtime import Runtime
-from agentd.server._http import model_response
-from agentd.server.access import require_right
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.store.records import iso
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from agentd.server._http import json_response
+from agentd.doors.http import json_response
 from agentd.server.routes._deps import runtime_of
 
 __all__ = ["router"]

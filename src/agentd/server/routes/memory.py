@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from agentd.doors.access import require_agent
+from agentd.doors.http import model_response
 from agentd.memory.blocks import MAX_LIMIT, BlockChange, BlockRecord, BlockVersion
-from agentd.server._http import model_response
-from agentd.server.access import require_agent
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.store.records import iso
 

@@ -10,12 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.responses import Response, StreamingResponse
 
+from agentd.doors.http import loads_strict, model_response
 from agentd.memory.entries import MAX_BATCH, MAX_LIMIT, MAX_TAGS, EntryIn, Hit, entry_dict
-from agentd.memory.settings import NAMESPACE_PATTERN
 from agentd.memory.transfer import ImportReport
-from agentd.server._http import loads_strict, model_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.memory import _by
+from agentd.settings.memory import NAMESPACE_PATTERN
 from agentd.store._entries import EntryChange, EntryFilter
 
 __all__ = ["router"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from agentd.server._http import model_response
-from agentd.server.access import access_of, visible_agents
+from agentd.doors.access import access_of, visible_agents
+from agentd.doors.http import model_response
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import OverviewOut
 

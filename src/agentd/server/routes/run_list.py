@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from agentd.doors.access import require_agent, visible_agents
+from agentd.doors.http import json_response
 from agentd.errors import InvalidInput
-from agentd.server._http import json_response
-from agentd.server.access import require_agent, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import RunOut
 from agentd.store._runs_query import MAX_PAGE, RUN_STATUSES

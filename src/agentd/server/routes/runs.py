@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.doors.access import require_owner, require_right, require_run
+from agentd.doors.http import model_response
 from agentd.errors import RunNotFound
-from agentd.server._http import model_response
-from agentd.server.access import require_owner, require_right, require_run
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import DecisionIn, RunOut
 

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from agentd.autonomy.schedules import MAX_CONTENT, MAX_NEXT, ScheduleIn, schedule_dict
+from agentd.doors.access import access_of, require_agent, require_owner, visible_agents
+from agentd.doors.http import model_response
 from agentd.errors import NotFound
-from agentd.server._http import model_response
-from agentd.server.access import access_of, require_agent, require_owner, visible_agents
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.memory import _by
 

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from agentd.doors.access import require_agent, require_right
+from agentd.doors.http import INT64_MAX, json_response, loads_strict, model_response
+from agentd.doors.sse import follow_frames, parse_last_event_id, sse_response
 from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
 from agentd.llm.messages import messages_adapter
 from agentd.memory.compaction import conversation_tokens
-from agentd.server._http import INT64_MAX, json_response, loads_strict, model_response
-from agentd.server.access import require_agent, require_right
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import (
     CheckpointIn,
@@ -34,7 +35,6 @@ from agentd.server.schemas import (
     SessionOut,
     SseEvent,
 )
-from agentd.server.sse import follow_frames, parse_last_event_id, sse_response
 from agentd.store._sessions_query import MAX_SESSION_PAGE
 
 __all__ = ["router"]

@@ -11,13 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
+from agentd.doors.access import require_right, require_unscoped
+from agentd.doors.http import loads_strict, model_response
 from agentd.errors import Forbidden
-from agentd.server._http import loads_strict, model_response
-from agentd.server.access import require_right, require_unscoped
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.agents import _out as agent_out
 from agentd.server.schemas import AgentOut
-from agentd.skills.settings import SKILL_NAME_PATTERN
+from agentd.settings.skills import SKILL_NAME_PATTERN
 
 __all__ = ["MAX_ARCHIVE_BYTES", "agent_router", "router"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from agentd.server._http import INT64_MAX, model_response
+from agentd.doors.http import INT64_MAX, model_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import SnapshotChangesOut
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from agentd.server._http import model_response
-from agentd.server.access import access_of, may_use, require_run
+from agentd.doors.access import access_of, may_use, require_run
+from agentd.doors.http import model_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 
 __all__ = ["router"]

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from agentd.doors.http import json_response
 from agentd.errors import NotFound
-from agentd.server._http import json_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.tools import Tool
 

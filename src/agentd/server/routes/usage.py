@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.doors.access import access_of
+from agentd.doors.http import json_response
 from agentd.errors import InvalidInput
-from agentd.server._http import json_response
-from agentd.server.access import access_of
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import UsageOut
 from agentd.store.records import USAGE_GROUPS

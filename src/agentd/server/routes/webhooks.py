@@ -9,12 +9,12 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from agentd.doors.access import access_of, require_agent, require_owner, visible_agents
+from agentd.doors.http import model_response, principal_of
 from agentd.errors import NotFound
-from agentd.server._http import model_response, principal_of
-from agentd.server.access import access_of, require_agent, require_owner, visible_agents
+from agentd.security.hosts import MAX_URL
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.webhooks import WebhookIn, delivery_dict, webhook_dict
-from agentd.webhooks._hosts import MAX_URL
 from agentd.webhooks.service import MAX_KINDS
 
 __all__ = ["agent_router", "delivery_router", "router"]

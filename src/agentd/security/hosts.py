@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 # The egress check's notion of "this host's own" and "public", shared on purpose: a
 # webhook and a sandboxed command must agree on what is private.
-from agentd.sandbox.egress import _NOT_PUBLIC, _plain, _read_local_addresses
+from agentd.security.addresses import NOT_PUBLIC, local_addresses, plain
 
 __all__ = ["HostRules", "Refused", "Target", "parse_pattern"]
 
@@ -144,14 +144,14 @@ class HostRules:
                                                     type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             return target.host
-        local = _read_local_addresses()
+        local = local_addresses()
         for info in infos:
             address = str(info[4][0]).split("%")[0]
-            ip = _plain(ipaddress.ip_address(address))
+            ip = plain(ipaddress.ip_address(address))
             own = (ip.is_loopback or ip.is_unspecified or str(ip) in local
                    or address in local)
             public = (ip.is_global and not ip.is_multicast and not own
-                      and not any(ip in net for net in _NOT_PUBLIC if ip.version == 6))
+                      and not any(ip in net for net in NOT_PUBLIC if ip.version == 6))
             if not public:
                 return address
         return None
@@ -166,16 +166,16 @@ class HostRules:
                            key=lambda a: (":" in a, a))
         if not addresses:
             raise OSError(f"{target.host!r} has no address")
-        local = _read_local_addresses()
+        local = local_addresses()
         for address in addresses:
-            ip = _plain(ipaddress.ip_address(address))
+            ip = plain(ipaddress.ip_address(address))
             own = (ip.is_loopback or ip.is_unspecified or str(ip) in local
                    or address in local)
             if own and target.port in self.daemon_ports:
                 raise Refused(f"{target.host}:{target.port} is the daemon's own port "
                               f"({address}); no setting opens it to a webhook")
             public = (ip.is_global and not ip.is_multicast and not own
-                      and not any(ip in net for net in _NOT_PUBLIC if ip.version == 6))
+                      and not any(ip in net for net in NOT_PUBLIC if ip.version == 6))
             if not public and not target.named:
                 raise Refused(
                     f"{target.host!r} resolves to {address}, which is not a public "

@@ -15,6 +15,7 @@ does not exist (that object's own not-found). Nothing is written before the chec
 :func:`visible_agents`         a list route's agents (None: every agent)
 :func:`require_new_agent`      creating or changing an agent keeps it in the scope
 :func:`require_unscoped`       daemon-wide writes (skills) are for unscoped tokens
+:func:`runtime_of`             the runtime a request reaches (the one way in)
 =============================  ======================================================
 """
 
@@ -26,17 +27,23 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
+from agentd.doors.http import actor, principal_of
 from agentd.errors import AgentdError, AgentNotFound, Forbidden, RunNotFound
 from agentd.runtime import Runtime
 from agentd.security.access import EVERYTHING, Access, Scopes, tenant_of
 from agentd.security.identity import DAEMON_WIDE, RIGHTS, Principal, Right, rank
-from agentd.server._http import actor, principal_of
 from agentd.store.records import AgentRecord
 
 __all__ = ["AGENT_PATH", "access_of", "agent_in_scope", "filter_agents", "may_use",
            "new_agent_settings", "not_found", "refused", "require_agent",
            "require_new_agent", "require_owner", "require_right", "require_run",
-           "require_unscoped", "visible_agents"]
+           "require_unscoped", "runtime_of", "visible_agents"]
+
+def runtime_of(request: HTTPConnection) -> Runtime:
+    """The runtime a request reaches: every door's one way to the agents."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
 
 #: The route template prefix whose ``{name}`` :func:`agent_in_scope` checks.
 AGENT_PATH = "/v1/agents/{name}"
