@@ -94,6 +94,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy (strict, src/agentd)"
 .venv/bin/mypy
+echo "== import-linter (the layers of docs/architecture.md, pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 # Most tests wait on sockets, subprocesses and sandboxes rather than the CPU: four
 # workers keep two cores busy (AGENTD_TEST_WORKERS=0 runs them in this process).
 workers=${AGENTD_TEST_WORKERS:-4}

@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from agentd import __version__
 from agentd.adapters import AdapterModel, Adapters
 from agentd.adapters._executor import AdapterExecutor
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
@@ -55,7 +54,6 @@ from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
-from agentd.llm.model import Model
 from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.consolidation import Consolidation, Consolidator
@@ -112,6 +110,7 @@ from agentd.store.records import (
 from agentd.tools import ToolRegistry
 from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
+from agentd.version import __version__
 from agentd.webhooks import Webhooks
 
 __all__ = ["MODES", "Runtime", "SendResult", "check_agent_name"]
@@ -650,10 +649,6 @@ class Runtime:
     async def set_state(self, name: str, action: str) -> AgentRecord:
         return await self.lifecycle.set_state(name, action)
 
-    def model_for(self, agent: AgentRecord) -> Model:
-        """The agent's primary model (resolved once while it is awake)."""
-        return self.agents.model_for(agent)
-
     def settings_errors(self, agent: AgentRecord) -> list[dict[str, str]]:
         """What this version refuses in the agent's stored settings (empty if valid)."""
         return self.agents.settings_errors(agent)
@@ -664,10 +659,6 @@ class Runtime:
     @property
     def awake_agents(self) -> int:
         return self.agents.awake
-
-    @property
-    def agent_count(self) -> int:
-        return self.agents.count
 
     def sleep_idle_agents(self, idle_s: float) -> list[str]:
         """Put agents idle for ``idle_s`` (and with no run held here) to sleep."""
