@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import eventually, wait_for_run
+from tests.conftest import PATIENCE_S, eventually, wait_for_run
 
 from agentd.config import Settings, WebhooksConfig
 from agentd.runtime import Runtime
@@ -185,8 +185,13 @@ VOLATILE_COLUMNS = frozenset({"lease_expires_at", "lease_until"})
 
 
 async def settled(runtime: Runtime) -> dict[str, list[str]]:
-    """The snapshot once the daemon's own work on what was just made (a memory
-    entry's vector, written after it) is done: two in a row the same."""
+    """The snapshot once the daemon's own work on what was just made is done: the
+    memory entries' vectors (written after them) embedded, then two in a row the same.
+    (Drained, not waited for: on a loaded machine the embedder's task may not have run
+    within any pause, and its write then lands in the middle of the walk.)"""
+    vectors = runtime.entries.vectors
+    if vectors is not None:
+        assert await vectors.drain(None, seconds=PATIENCE_S), "the embedder did not drain"
     last = await snapshot(runtime)
 
     async def same() -> bool:

@@ -141,9 +141,10 @@ class Vectors:
             self._fresh.difference_update({r.namespace for r in rows})
             return len(rows)
 
-    async def drain(self, namespaces: Sequence[str], seconds: float = DRAIN_S) -> bool:
-        """Embed what is pending in ``namespaces`` now; False if that took longer than
-        ``seconds`` (the search goes on with what is indexed)."""
+    async def drain(self, namespaces: Sequence[str] | None,
+                    seconds: float = DRAIN_S) -> bool:
+        """Embed what is pending in ``namespaces`` (None: in any) now; False if that
+        took longer than ``seconds`` (the search goes on with what is indexed)."""
         try:
             async with asyncio.timeout(seconds):
                 while await self._embed_some(namespaces):
