@@ -100,8 +100,9 @@ echo "== import-linter (the layers of docs/architecture.md, pyproject.toml)"
 # workers keep two cores busy (AGENTD_TEST_WORKERS=0 runs them in this process).
 workers=${AGENTD_TEST_WORKERS:-4}
 echo "== pytest ($workers workers)"
+# --durations: the slowest tests in every log, to see where the suite's time goes.
 if [ "$workers" = 0 ]; then
-  .venv/bin/pytest "$@"
+  .venv/bin/pytest --durations=30 "$@"
 else
-  .venv/bin/pytest -n "$workers" "$@"
+  .venv/bin/pytest -n "$workers" --durations=30 "$@"
 fi

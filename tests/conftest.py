@@ -249,6 +249,19 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 socket.getaddrinfo = _guarded_getaddrinfo
 
 
+#: Folders whose tests drive Chromium: marked ``browser`` (and ``e2e``: each starts a
+#: daemon or a browser process), so that ``-m "not browser"`` leaves them out.
+_BROWSER_DIRS = ("tests/web/", "tests/tools/browser/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/{d}" in path for d in _BROWSER_DIRS):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(autouse=True)
 def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
     global _guard_on
