@@ -39,8 +39,8 @@ from typing import Any
 import httpx
 import orjson
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 TOKENS = {"names": "bench-names-token", "tenants": "bench-tenants-token",

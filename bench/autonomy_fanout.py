@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 
 def info(message: str) -> None:

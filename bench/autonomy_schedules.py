@@ -45,9 +45,9 @@ from typing import Any
 
 import orjson
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.daemon import tune_gc
 
 

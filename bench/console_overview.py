@@ -41,8 +41,8 @@ import httpx
 import orjson
 
 from _load import ServerProcess, free_port, info, percentile
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.store import open_store
 
 TOKEN = "console-bench-token-0123456789"

@@ -27,7 +27,7 @@ Scenarios (one JSON line each on stdout; progress on stderr):
 
 makespan
     ``--agents`` agents each send ``--calls`` messages one after another in one session,
-    all agents at once. *Kernel*: an in-process :class:`~agentd.runtime.Runtime` (SQLite
+    all agents at once. *Kernel*: an in-process :class:`~agentd.assembly.Runtime` (SQLite
     home in a temp dir) whose ``providers`` gives the ``openai-compatible`` lane the
     provider's limits; agents ``openai-compatible:sim`` on the sim. *Direct*: the same
     calls (same messages, so the same tokens) with the official ``openai`` SDK, one
@@ -80,10 +80,11 @@ import orjson
 
 from _load import info, percentile
 from _sim_provider import SimProvider, wire_tokens
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.messages import ModelRequest, UserMessage
 from agentd.llm.registry import resolve_model
-from agentd.runtime import Runtime, Token
+from agentd.runtime import Token
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy

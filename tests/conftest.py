@@ -25,9 +25,9 @@ import httpx
 import psycopg
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.scripted import clear_queue
-from agentd.runtime import Runtime
 from agentd.sandbox import prepare_workspace
 from agentd.security.tokens import read_token
 from agentd.store import Store, open_store

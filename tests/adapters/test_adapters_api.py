@@ -16,8 +16,8 @@ from tests.adapters import sample_adapters as sample
 from tests.conftest import asgi_client, eventually, wait_for_run
 from tests.server.test_api import parse_sse
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 MOD = "tests.adapters.sample_adapters"
 

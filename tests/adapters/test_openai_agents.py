@@ -11,8 +11,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.testing.stub_llm import StubLLMServer
 
 pytest.importorskip("agents", reason="the openai-agents extra is not installed")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 from agentd.store.records import EventRecord
 from agentd.tools import tool
 

@@ -13,8 +13,9 @@ import orjson
 import pytest
 from tests.conftest import asgi_client, eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime, Token
+from agentd.runtime import Token
 from agentd.store.records import EventRecord
 
 from .test_heartbeat import EVERY, T0, Clock, _hb, _runs, _settle

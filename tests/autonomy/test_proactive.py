@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.autonomy.proactive import MAX_CONTENT, MAX_POSTS_PER_RUN
 from agentd.errors import ToolError
 from agentd.llm.messages import AssistantMessage, ToolResultMessage, UserMessage
 from agentd.llm.scripted import clear_queue, enqueue
-from agentd.runtime import Runtime
 from agentd.runtime.history import SessionHistory
 from agentd.store.records import EventRecord
 from agentd.tools import tool

@@ -9,8 +9,8 @@ import time
 
 import orjson
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
-from agentd.runtime import Runtime
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn, following, jitter_of
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
-from agentd.runtime import Runtime
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 

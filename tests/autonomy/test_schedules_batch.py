@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
 from agentd.errors import SessionBusy, SessionNotFound
-from agentd.runtime import Runtime
 from agentd.runtime.runs import Message, SendResult
 from agentd.store import Store
 from agentd.store._engine import Tx

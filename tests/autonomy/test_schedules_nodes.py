@@ -15,9 +15,9 @@ import orjson
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.store._schedules import ScheduleRecord
 
 pytestmark = pytest.mark.postgres

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from tests.autonomy.test_schedules import FAST, _manual, settle
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
-from agentd.runtime import Runtime
 from agentd.store._schedules import KEEP_FIRES
 
 

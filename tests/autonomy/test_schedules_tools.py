@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
-from agentd.runtime import Runtime
 
 TOOLS = ["schedule_create", "schedule_list", "schedule_delete"]
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client, wait_for_run
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 
 @pytest.fixture

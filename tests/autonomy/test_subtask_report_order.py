@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 
 
 @pytest.mark.parametrize("tool", ["agent_call", "subtask_wait"])

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.store.records import EventRecord
 from agentd.tools import ToolContext, tool
 

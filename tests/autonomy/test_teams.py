@@ -14,10 +14,10 @@ import httpx
 import pytest
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.autonomy.teams import chosen_member
 from agentd.config import Settings
 from agentd.llm._quote import unquote
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from tests.conftest import asgi_client, eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.scripted import enqueue
-from agentd.runtime import Runtime
 from agentd.testing import StubBotAPI
 
 TOKEN = "424242:AAH-secret-bot-token-value"

@@ -20,7 +20,7 @@ from tests.channels.test_telegram import bot as bot
 from tests.channels.test_telegram import settings as settings
 from tests.conftest import TERMINAL, eventually, wait_for_run
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 from agentd.testing import StubBotAPI
 from agentd.tools import tool
 

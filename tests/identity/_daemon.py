@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.store import open_store
 

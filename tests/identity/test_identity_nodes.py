@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import eventually
 from tests.identity._daemon import ADMIN, auth, settings_for
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 from agentd.server.app import create_app
 from agentd.store import open_store
 

@@ -43,8 +43,8 @@ from tests.isolation._oracle import Checker, calls_of, verdict
 from tests.isolation._world import SETTINGS, Caller, WorldSpec, build, worlds
 from tests.server._scopes import deploy, settings_for, snapshot, unchanged
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.store import open_store
 

@@ -24,7 +24,7 @@ from tests.isolation._world import CONFIGURED, ROLES, SETTINGS, Caller
 from tests.isolation.test_isolation_property import EXAMPLES, PHASES
 from tests.server._scopes import ADMIN, auth, settings_for
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 from agentd.server.app import create_app
 from agentd.store import open_store
 

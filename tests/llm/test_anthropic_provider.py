@@ -11,6 +11,7 @@ import orjson
 import pytest
 from tests.llm._streams import assert_broken_streams_released
 
+from agentd.assembly import Runtime
 from agentd.errors import InvalidModel, ModelError
 from agentd.llm.messages import (
     AssistantMessage,
@@ -33,7 +34,6 @@ from agentd.llm.model import Model
 from agentd.llm.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicModel, map_error
 from agentd.llm.providers.openai import OpenAIChatModel
 from agentd.llm.registry import resolve_model
-from agentd.runtime import Runtime
 from agentd.testing import StubLLMServer
 
 SPEC = "anthropic:claude-test-model"

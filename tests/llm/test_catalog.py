@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import InvalidInput, InvalidModel
 from agentd.llm.catalog import Catalog, estimate_tokens
 from agentd.llm.messages import ModelRequest, Usage, UserMessage
-from agentd.runtime import Runtime
 
 
 def test_the_packaged_catalog_is_valid_and_finds_dated_names() -> None:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 BASE = "/v1/agents/a/memory"

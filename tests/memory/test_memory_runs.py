@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import ModelError
 from agentd.llm.scripted import enqueue
 from agentd.memory.entries import EntryIn
-from agentd.runtime import Runtime
 from agentd.store import open_store
 from agentd.store.records import EventRecord
 from agentd.tools import tool

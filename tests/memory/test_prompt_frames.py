@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentd.assembly import Runtime
 from agentd.llm._quote import quote, unquote
 from agentd.llm.messages import ToolResultMessage, UserMessage
 from agentd.llm.scripted import enqueue
 from agentd.memory.compaction import transcript
 from agentd.memory.entries import EntryIn
-from agentd.runtime import Runtime
 from agentd.runtime.history import with_summary
 
 #: What a hostile writer of a block, a page or a message puts there.

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 
+from agentd.assembly import Runtime
 from agentd.protocols.langgraph._values import ThreadValues
 from agentd.protocols.langgraph._wire import values_of
-from agentd.runtime import Runtime, SendResult
+from agentd.runtime import SendResult
 
 
 def _json(values: dict[str, Any]) -> Any:

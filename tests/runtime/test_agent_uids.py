@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import Conflict
-from agentd.runtime import Runtime
 from agentd.sandbox._cgroups import support
 from agentd.store import open_store
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client, eventually, wait_for_run
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.tools import ToolContext, tool
 
 Client = httpx.AsyncClient

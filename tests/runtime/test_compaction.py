@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import Conflict, ModelError
 from agentd.events import CompactionStrategy
 from agentd.llm.messages import AssistantMessage, ToolResultMessage, UserMessage
 from agentd.llm.scripted import enqueue
 from agentd.memory.compaction import choose_cut, transcript
-from agentd.runtime import Runtime
 from agentd.runtime.history import SessionHistory, is_cleared
 from agentd.store import NewEvent
 from agentd.store.records import EventRecord

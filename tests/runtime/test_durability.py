@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import (
     CheckpointExists,
@@ -27,7 +28,6 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
-from agentd.runtime import Runtime
 from agentd.runtime.history import SessionHistory
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, open_store
 from agentd.store.records import EventRecord, RunRecord, live_events

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import AgentNotAccepting, AgentNotFound, Conflict
-from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, FeedItem
 from agentd.store.records import AgentChange
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 _SERVER = """
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

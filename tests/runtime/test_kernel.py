@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import InvalidInput
-from agentd.runtime import Runtime, Token
+from agentd.runtime import Token
 from agentd.runtime.loop import CONTINUE_PROMPT
 from agentd.store.records import EventRecord
 from agentd.testing import StubLLMServer

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.errors import InvalidInput
-from agentd.runtime import Runtime
 
 SERVER = Path(__file__).parents[1] / "tools" / "mcp_server.py"
 

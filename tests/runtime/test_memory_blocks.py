@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.errors import NotFound
 from agentd.llm.scripted import enqueue
 from agentd.memory.blocks import render_blocks
-from agentd.runtime import Runtime
 
 TOOLS = ["memory_append", "memory_replace", "memory_rewrite"]
 

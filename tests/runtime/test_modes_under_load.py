@@ -13,8 +13,8 @@ import asyncio
 import random
 from collections import Counter
 
+from agentd.assembly import Runtime
 from agentd.errors import SessionBusy
-from agentd.runtime import Runtime
 from agentd.store.records import EventRecord
 
 CLIENTS = 48

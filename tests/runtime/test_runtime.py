@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 from tests.conftest import PATIENCE_S
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import AgentNotAccepting, InvalidInput, InvalidModel, ShuttingDown
 from agentd.llm.scripted import enqueue
-from agentd.runtime import Runtime
 from agentd.store import open_store
 from agentd.store.records import EventRecord
 from agentd.tools import Tool, ToolContext, tool

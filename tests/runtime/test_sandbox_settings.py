@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import InvalidInput
-from agentd.runtime import Runtime
 from agentd.sandbox.backends import detect
 
 

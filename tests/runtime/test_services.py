@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime, follow
+from agentd.runtime import follow
 from agentd.runtime._recovery import Recovery
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.store.records import EventRecord

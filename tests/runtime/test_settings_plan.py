@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.testing import StubLLMServer
 
 

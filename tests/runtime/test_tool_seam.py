@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 from agentd.store.records import AgentRecord
 from agentd.tools import ToolContext, tool
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, Conflict, QuotaExceeded, ToolError
-from agentd.runtime import Runtime
 from agentd.sandbox import _limits, _reclaim
 from agentd.sandbox._limits import Limits, spawn_kwargs
 from agentd.sandbox.backends import BubblewrapBackend, ProcessBackend

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.runtime.workspaces import WorkspaceKeeper
 from agentd.store import open_store
 from agentd.tools import tool

@@ -445,8 +445,8 @@ async def test_an_agent_with_the_network_reaches_only_what_the_operator_lists(
     """End to end through the runtime: an agent granted ``network: true`` (the
     attack: reach the daemon's API or a host service) tries from the shell (one-off
     and persistent) and http_fetch. Only the listed endpoint answers."""
+    from agentd.assembly import Runtime
     from agentd.config import Settings
-    from agentd.runtime import Runtime
 
     settings = Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
                         database_url=f"sqlite:///{tmp_path / 'agentd.db'}",

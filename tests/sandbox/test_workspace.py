@@ -133,8 +133,8 @@ async def test_big_files_are_cut_and_said_so(ws: Workspace) -> None:
 
 
 async def test_file_tools_run_inside_the_agent_s_workspace(tmp_path: Path) -> None:
+    from agentd.assembly import Runtime
     from agentd.config import Settings
-    from agentd.runtime import Runtime
 
     rt = await Runtime.open(Settings(home=tmp_path / "home", demo_agent=False))
     try:

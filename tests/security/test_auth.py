@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.client import Client
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.testing.live import LiveServer
 

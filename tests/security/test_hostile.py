@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.sandbox.backends import detect
 from agentd.tools import tool
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.sandbox.backends import BubblewrapBackend
 
 pytestmark = pytest.mark.skipif(BubblewrapBackend.unavailable() is not None,

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 from tests.conftest import PATIENCE_S, eventually, wait_for_run
 
+from agentd.assembly import Runtime
 from agentd.config import Settings, WebhooksConfig
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.store import open_store
 from agentd.tools import tool

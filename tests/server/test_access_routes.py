@@ -33,7 +33,7 @@ from tests.server._scopes import (
     unchanged,
 )
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 
 #: Path parameters naming an object that belongs to one agent.
 ID_PARAMS = ("run_id", "checkpoint_id", "schedule_id", "webhook_id", "delivery_id",

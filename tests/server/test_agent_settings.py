@@ -18,8 +18,8 @@ import orjson
 import pytest
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 TERMINAL = {"completed", "failed", "cancelled", "interrupted"}

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from tests.conftest import asgi_client, wait_for_run
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'

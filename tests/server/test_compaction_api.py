@@ -11,9 +11,9 @@ import httpx
 import pytest
 from tests.conftest import asgi_client
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.scripted import enqueue
-from agentd.runtime import Runtime
 
 BASE = "/v1/agents/a/sessions/user%3A1"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import asgi_client
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.web import ASSETS, SECURITY_HEADERS
 from agentd.web._serve import install
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 URL = "/v1/agents/a/sessions/k/events"
 

@@ -15,8 +15,8 @@ import pytest
 from pydantic import BaseModel
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.server.schemas import EventList, Health, RunOut, UsageOut
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client, eventually, wait_for_run
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.runtime.overview import DiskGauge, disk_usage
 from agentd.store import NewEvent, UsageCharge
 

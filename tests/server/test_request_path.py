@@ -16,8 +16,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

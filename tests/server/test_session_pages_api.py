@@ -15,8 +15,8 @@ from tests.conftest import asgi_client
 from tests.server._scopes import ACME, ADMIN, GLOBEX, auth, scoped_daemon, settings_for
 from tests.server.test_overview_api import invalid
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.store._rows import SESSION_NEW
 
 

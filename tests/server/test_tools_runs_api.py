@@ -9,8 +9,8 @@ import httpx
 import pytest
 from tests.conftest import bearer
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from tests.conftest import asgi_client
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 from agentd.store import NewEvent, UsageCharge
 
 SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}

@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import bearer
 from tests.server.test_api import parse_sse
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.events import WAITING_REASONS
-from agentd.runtime import Runtime
 from agentd.server.app import create_app
 from agentd.testing import StubLLMServer
 

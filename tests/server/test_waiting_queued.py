@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import asgi_client, wait_for_run
 from tests.server.test_api import parse_sse
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 SLOW = {"text": "slow answer", "delay_ms": 1500}
 CONTRACT = {"run_id", "reason", "model", "cause", "retry_in_s"}

@@ -11,9 +11,9 @@ import pytest
 from tests.conftest import asgi_client
 from tests.skills._kit import good_files, zip_of
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import Conflict
-from agentd.runtime import Runtime
 
 NAMES = [f"s{i}" for i in range(12)]
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from tests.skills._kit import good_files, zip_of
 
+from agentd.assembly import Runtime
 from agentd.errors import InvalidInput
 from agentd.llm.scripted import enqueue
-from agentd.runtime import Runtime
 
 TOOLS = ["skill_load", "skill_read"]
 SECRET_BODY = "# PDF tools\n\nThe secret step: run scripts/extract.py."

@@ -17,9 +17,9 @@ from tests.conftest import asgi_client, eventually
 from tests.sandbox.conftest import backend_or_skip
 from tests.skills._kit import good_files, tar_of, zip_of
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.scripted import enqueue
-from agentd.runtime import Runtime
 from agentd.sandbox.backends import BubblewrapBackend
 
 TOOLS = ["shell", "skill_load", "skill_read"]

@@ -11,8 +11,8 @@ import httpx
 from tests.conftest import asgi_client
 from tests.skills._kit import folder, good_files, skill_md, tar_of, zip_of
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.runtime import Runtime
 
 ZIP = {"Content-Type": "application/zip"}
 

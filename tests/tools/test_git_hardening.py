@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import ToolError
-from agentd.runtime import Runtime
 from agentd.sandbox import choose, prepare_workspace
 from agentd.sandbox.backends import Limits, detect
 from agentd.sandbox.context import Sandbox

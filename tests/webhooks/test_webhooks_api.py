@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import asgi_client, eventually
 from tests.webhooks._receiver import Receiver
 
+from agentd.assembly import Runtime
 from agentd.config import Settings, WebhooksConfig
-from agentd.runtime import Runtime
 
 
 def _settings(tmp_path: Path, url: str, **webhooks: Any) -> Settings:

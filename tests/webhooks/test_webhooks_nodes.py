@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import asgi_client, eventually
 from tests.webhooks._receiver import Receiver
 
+from agentd.assembly import Runtime
 from agentd.config import Settings, WebhooksConfig
-from agentd.runtime import Runtime
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tests.conftest import eventually
 
+from agentd.assembly import Runtime
 from agentd.config import Settings, WebhooksConfig
-from agentd.runtime import Runtime
 
 
 async def test_events_without_a_webhook_start_no_scans(settings: Settings,

@@ -14,12 +14,13 @@ from agentd.adapters._protocol import (
     StreamEvent,
     current_session,
 )
-from agentd.adapters._service import AdapterModel, Adapters, adapter_model
+from agentd.adapters._service import AdapterModel, AdapterModels, Adapters, adapter_model
 from agentd.adapters.function import FunctionAdapter, function
 
 __all__ = [
     "AdapterBase",
     "AdapterModel",
+    "AdapterModels",
     "Adapters",
     "AgentAdapter",
     "FunctionAdapter",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from agentd.adapters._loader import PREFIX, load_object, make_adapter
@@ -43,6 +43,21 @@ def adapter_model(spec: str, allow: Sequence[str], *, fallbacks: int = 0) -> Ada
                            "models (its adapter calls its own)",
                            field="body.settings.fallbacks")
     return AdapterModel(spec.strip(), load_object(spec, allow))
+
+
+class AdapterModels:
+    """The models of adapter-backed agents (``model = "adapter:MODULE:OBJECT"``), for
+    the core's agents (a :class:`agentd.runtime.ports.ModelSource`): only objects the
+    operator's ``[adapters] allow`` list names are loaded."""
+
+    prefix = PREFIX
+
+    def __init__(self, allow: Callable[[], Sequence[str]]) -> None:
+        #: The allow list as it is now (read at each use: the daemon's settings).
+        self.allow = allow
+
+    def model(self, spec: str, *, fallbacks: int = 0) -> AdapterModel:
+        return adapter_model(spec, self.allow(), fallbacks=fallbacks)
 
 
 class Adapters:

@@ -8,7 +8,7 @@
 ``calls``          one agent asking another and getting its reply
 =================  ===========================================================
 
-Each is a service built by :class:`agentd.runtime.Runtime` from the parts it needs
+Each is a service built by :class:`agentd.assembly.Runtime` from the parts it needs
 (the store, ``Runs.send`` with an ``origin`` and an ``also`` claim committed with the
 run, the housekeeper), with its agent tools reading it from ``ToolContext.services``.
 Import the modules themselves (``agentd.autonomy.schedules``); this package exports

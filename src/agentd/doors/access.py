@@ -27,9 +27,9 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
+from agentd.assembly import Runtime
 from agentd.doors.http import actor, principal_of
 from agentd.errors import AgentdError, AgentNotFound, Forbidden, RunNotFound
-from agentd.runtime import Runtime
 from agentd.security.access import EVERYTHING, Access, Scopes, tenant_of
 from agentd.security.identity import DAEMON_WIDE, RIGHTS, Principal, Right, rank
 from agentd.store.records import AgentRecord

@@ -1,6 +1,6 @@
 """What the runtime does to a session as a whole: checkpoints, restore and fork (with
 the workspace's files), and the session's own policy layer. Mixed into
-:class:`~agentd.runtime.runtime.Runtime`."""
+:class:`~agentd.assembly.runtime.Runtime`."""
 
 from __future__ import annotations
 

@@ -42,7 +42,6 @@ from agentd.events import (
     ToolStartedData,
 )
 from agentd.llm.messages import ToolCall
-from agentd.memory.entries import Scope
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
 from agentd.store.records import EventRecord, RunRecord
@@ -50,9 +49,8 @@ from agentd.store.store import new_id
 from agentd.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
-    from agentd.memory.blocks import MemoryBlocks
-    from agentd.memory.entries import MemoryEntries
     from agentd.runtime.history import SessionHistory
+    from agentd.runtime.ports import RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.settings import AgentSettings
     from agentd.tools._workers import WorkerPool
@@ -138,11 +136,10 @@ class ToolSteps:
     on_tainted: Callable[[], Awaitable[None]] | None
     #: Worker processes for isolated tools and the command analyser (None: in-process).
     workers: WorkerPool | None
-    #: The agent's core memory blocks (None: none rendered), and the instructions
-    #: they are rendered after (``instructions`` is both, as the model sees them).
-    memory: MemoryBlocks | None
-    #: Long-term memory entries (None: the entry tools say it is not available).
-    entries: MemoryEntries | None
+    #: The agent's memory (None: no blocks rendered, the memory tools say it is not
+    #: available); its blocks are rendered after ``base_instructions`` (``instructions``
+    #: is both, as the model sees them).
+    memory: RunMemory | None
     agent_settings: AgentSettings
     #: ``ToolContext.services`` and ``ToolContext.origin`` for every call.
     services: Mapping[str, Any]
@@ -164,15 +161,14 @@ class ToolSteps:
         """The row of one of this run's events."""
         return NewEvent.of(event, self.run.id)
 
-    def _memory_scope(self) -> Scope | None:
+    def _memory_scope(self) -> Any:
         """Where the memory tools act: the agent's namespaces, from this session, with
-        its taint (what a tainted session writes is tainted)."""
-        if self.entries is None:
+        its taint (what a tainted session writes is tainted); None without memory."""
+        if self.memory is None:
             return None
-        return Scope(agent_id=self.run.agent_id, settings=self.agent_settings.memory,
-                     session=self.session_key, run_id=self.run.id,
-                     seq=self.history.last_seq, tainted=self.history.tainted,
-                     tenant=self.agent_settings.tenant)
+        return self.memory.scope(agent_id=self.run.agent_id, settings=self.agent_settings,
+                                 session=self.session_key, run_id=self.run.id,
+                                 seq=self.history.last_seq, tainted=self.history.tainted)
 
     # -- running a step's calls --------------------------------------------------------
 
@@ -380,8 +376,10 @@ class ToolSteps:
                               effect_id=self._effect_id(call), workspace=self.workspace,
                               sandbox=self.sandbox,
                               protected=self.permissions.protected_paths(),
-                              agent_id=self.run.agent_id, memory=self.memory,
-                              entries=self.entries, memory_scope=self._memory_scope(),
+                              agent_id=self.run.agent_id,
+                              memory=None if self.memory is None else self.memory.blocks,
+                              entries=None if self.memory is None else self.memory.entries,
+                              memory_scope=self._memory_scope(),
                               origin=self.origin, services=self.services)
             try:
                 output = render_output(await t.call(call.arguments, ctx,

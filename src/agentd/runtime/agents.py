@@ -24,16 +24,15 @@ from typing import Any
 
 import orjson
 
-from agentd.adapters._loader import PREFIX as ADAPTER_PREFIX
-from agentd.adapters._service import adapter_model
 from agentd.config import AgentSandbox, Budget, Settings
 from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel, QuotaExceeded
 from agentd.llm.catalog import Catalog
 from agentd.llm.model import Model
 from agentd.llm.registry import ProviderInfo, resolve_model
-from agentd.runtime._agent_settings import settings_errors
+from agentd.runtime.agent_settings import settings_errors
 from agentd.runtime.calls import Target
 from agentd.runtime.guard import NO_GUARD, Guard
+from agentd.runtime.ports import ModelSource
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.sandbox.backends import Limits
 from agentd.security.identity import Principal
@@ -148,6 +147,8 @@ class Agents:
         self.guard = guard
         #: The operator's named model endpoints (``[models.NAME]``) as providers.
         self.endpoints = dict(endpoints or {})
+        #: Models of the ``model`` strings capabilities add (``adapter:``), by prefix.
+        self.model_sources: list[ModelSource] = []
         #: Whether a tenant exists (a name ``<tenant>.x`` belongs to that tenant).
         self.tenant_exists: Callable[[str], bool] = lambda name: False
         self.tools = tools
@@ -491,11 +492,12 @@ class Agents:
     def _resolve(self, name: str, model: str, settings: AgentSettings) -> AgentPlan:
         """The agent's model chain (``model``, then ``settings.fallbacks``) and what the
         rest of its settings make of the daemon's (sandbox limits)."""
-        if model.strip().startswith(ADAPTER_PREFIX):
-            # An adapter-backed agent (agentd.adapters): the operator's allow list
-            # decides which objects may be named; it has no fallbacks.
-            chain: list[Model] = [adapter_model(model, self.settings.adapters.allow,
-                                                fallbacks=len(settings.fallbacks))]
+        source = next((s for s in self.model_sources if model.strip().startswith(s.prefix)),
+                      None)
+        if source is not None:
+            # A model of a capability's (an adapter-backed agent: agentd.adapters); it
+            # has no fallbacks.
+            chain: list[Model] = [source.model(model, fallbacks=len(settings.fallbacks))]
             return AgentPlan(key=("", ""), settings=settings,
                              budgeted=not settings.budget.empty,
                              targets=[Target(model=chain[0], info=None)],

@@ -51,7 +51,7 @@ class ApprovalNotFound(NotFound):
 
 
 class ApprovalDesk:
-    """The runtime's approval requests. Owned by :class:`~agentd.runtime.Runtime`.
+    """The runtime's approval requests. Owned by :class:`~agentd.assembly.Runtime`.
 
     Args:
         permissions_for: the layered policy of a session (agent layer, session layer).

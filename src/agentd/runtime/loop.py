@@ -48,7 +48,6 @@ from agentd.events import (
 )
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
-from agentd.memory.recall import recall_context
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._recovery import Recovery
@@ -65,9 +64,7 @@ from agentd.tools import Tool
 from agentd.tools._workers import WorkerPool
 
 if TYPE_CHECKING:
-    from agentd.memory.blocks import MemoryBlocks
-    from agentd.memory.compaction import Compactor
-    from agentd.memory.entries import MemoryEntries
+    from agentd.runtime.ports import Compactor, RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
 
 __all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
@@ -176,8 +173,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         on_tainted: Callable[[], Awaitable[None]] | None = None,
         notes: Sequence[NewEvent] = (),
         workers: WorkerPool | None = None,
-        memory: MemoryBlocks | None = None,
-        entries: MemoryEntries | None = None,
+        memory: RunMemory | None = None,
         base_instructions: str | None = None,
         compactor: Compactor | None = None,
         services: Mapping[str, Any] | None = None,
@@ -217,8 +213,6 @@ class RunExecutor(ToolSteps, BudgetSteps):
         token = self.origin.get("ok_token")
         self.ok_token: str | None = token if isinstance(token, str) and token else None
         self._compaction_tried = False
-        #: Long-term memory entries (the memory tools, auto-recall).
-        self.entries = entries
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.tool_timeout_s = tool_timeout_s
@@ -567,14 +561,13 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """With ``settings.memory.auto_recall``: the section of entries most relevant
         to the latest user message for the next call's system prompt, and its log
         (searched once per message, not per step)."""
-        if self.entries is None or not self.agent_settings.memory.auto_recall:
+        scope = self._memory_scope()
+        if self.memory is None or scope is None or not self.agent_settings.memory.auto_recall:
             return "", None
         message = next((m.content for m in reversed(self.history.messages)
                         if isinstance(m, UserMessage)), "")
         if self._recalled is None or self._recalled[0] != message:
-            scope = self._memory_scope()
-            assert scope is not None
-            self._recalled = (message, *await recall_context(self.entries, scope, message))
+            self._recalled = (message, *await self.memory.recall(scope, message))
         _, section, data = self._recalled
         return section, data
 

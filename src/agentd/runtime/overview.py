@@ -24,14 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentd.store import Store
 from agentd.store._agents_query import AGENT_STATES
 from agentd.store.records import AgentRecord, iso
-
-if TYPE_CHECKING:
-    from agentd.runtime.runtime import Runtime
 
 __all__ = ["DISK_TTL_S", "DiskGauge", "Overview", "disk_usage"]
 
@@ -143,24 +140,6 @@ class Overview:
         self._sandbox = sandbox
         self.disk = disk
         self._usage = usage
-
-    @classmethod
-    def of(cls, runtime: Runtime) -> Overview:
-        """The overview of a runtime's services (built by its composition)."""
-        settings = runtime.settings
-
-        def sandbox() -> str:
-            default = runtime.sandboxes.default
-            return default.name if default is not None else "none"
-
-        return cls(
-            runtime.store, awake=lambda: runtime.agents.awake, sandbox=sandbox,
-            node=lambda: {"active_runs": runtime.supervisor.active_runs,
-                          "queued_runs": runtime.supervisor.queued_runs,
-                          "model_calls_queued": runtime.kernel.scheduler.queued()},
-            disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
-                           if runtime.workspaces is not None else None),
-            usage=lambda day: runtime.store.usage_report(since=day, until=day))
 
     async def of_agents(self, agents: Sequence[AgentRecord],
                         is_awake: Callable[[str], bool],

@@ -19,10 +19,10 @@ from typing import Any
 from agentd.config import PRIORITIES
 from agentd.errors import AgentNotAccepting, AgentNotFound, InvalidInput, ShuttingDown
 from agentd.events import RunWaitingData
-from agentd.runtime._executors import Prepared
 from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
+from agentd.runtime.executors import Prepared
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.supervisor import Supervisor

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import web
+from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.doors.access import agent_in_scope
 from agentd.doors.http import (
@@ -41,7 +42,6 @@ from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
 from agentd.protocols import openai as openai_door
 from agentd.protocols import ws as ws_door
-from agentd.runtime import Runtime
 from agentd.security.access import Scopes
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes

@@ -205,8 +205,8 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
 
     delegation: DelegationSettings = Field(
         default_factory=DelegationSettings,
-        description='Subtasks and calls to other agents (`agentd.autonomy.'
-                    'delegation_settings`): `{"subtasks": {"max_depth": 2, '
+        description='Subtasks and calls to other agents (`agentd.settings.'
+                    'delegation`): `{"subtasks": {"max_depth": 2, '
                     '"max_children": 20, "max_concurrent": 10, "max_wait_s": 120, '
                     '"max_instructions_chars": 32000}, "calls": {"allow": [], '
                     '"accept_from": null, "accept_other_tenants": false, "max_depth": 3, '

@@ -15,9 +15,9 @@ from starlette.responses import Response
 from tests.conftest import asgi_client
 
 from agentd.adapters import AdapterBase
+from agentd.assembly import Runtime
 from agentd.config import Settings, TermoConfig
 from agentd.protocols.termo._hooks import compile_path, own_hook, to_response
-from agentd.runtime import Runtime
 from agentd.testing.termo_adapter import Adapter
 
 MINIMAL = "agentd.testing.termo_adapter:Minimal"

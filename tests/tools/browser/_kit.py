@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agentd.runtime import Runtime
+from agentd.assembly import Runtime
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

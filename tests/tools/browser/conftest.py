@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from tests.tools.browser._kit import ALLOW, CANARY, CHROMIUM, PAGES, TOOLS, DaemonStandIn, spawn
 
+from agentd.assembly import Runtime
 from agentd.config import BrowserConfig, Settings
-from agentd.runtime import Runtime
 
 
 @pytest.fixture(scope="module")

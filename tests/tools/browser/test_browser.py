@@ -31,9 +31,9 @@ from tests.tools.browser._kit import (
     session_page,
 )
 
+from agentd.assembly import Runtime
 from agentd.config import BrowserConfig, Settings
 from agentd.errors import InvalidInput
-from agentd.runtime import Runtime
 
 require_chromium()
 

@@ -24,9 +24,9 @@ from tests.tools.browser._kit import (
     session_page,
 )
 
+from agentd.assembly import Runtime
 from agentd.browser import Browsers
 from agentd.config import BrowserConfig
-from agentd.runtime import Runtime
 from agentd.sandbox.backends import ProcessBackend
 from agentd.sandbox.egress import EgressRules
 

@@ -38,7 +38,7 @@ from agentd.store._telegram import ChatRow, InboxRow, TelegramStore
 from agentd.store.records import AgentRecord
 
 if TYPE_CHECKING:
-    from agentd.runtime import Runtime
+    from agentd.runtime.ports import AgentHost
 
 __all__ = ["SECRET_HEADER", "Inbox", "session_key"]
 
@@ -63,7 +63,7 @@ def _int(value: Any) -> int | None:
 class Inbox:
     """The webhook's side (:meth:`accept`) and the worker that empties the inbox."""
 
-    def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig, *,
+    def __init__(self, runtime: AgentHost, store: TelegramStore, config: TelegramConfig, *,
                  settings_of: Callable[[AgentRecord], TelegramSettings | None],
                  api_for: Callable[[TelegramSettings], BotAPI],
                  hold: Callable[[str, int], Awaitable[bool]]) -> None:

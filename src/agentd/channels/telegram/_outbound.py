@@ -31,7 +31,7 @@ from agentd.store._telegram import ChatRow, TelegramStore
 from agentd.store.records import AgentRecord, EventRecord
 
 if TYPE_CHECKING:
-    from agentd.runtime import Runtime
+    from agentd.runtime.ports import AgentHost
 
 __all__ = ["Outbox", "texts_of"]
 
@@ -68,7 +68,7 @@ class Outbox:
     restart, another node's commits or a lagging feed left undelivered). A task ends
     once its chat is caught up, so an idle chat costs nothing."""
 
-    def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig, *,
+    def __init__(self, runtime: AgentHost, store: TelegramStore, config: TelegramConfig, *,
                  settings_of: Callable[[AgentRecord], TelegramSettings | None],
                  api_for: Callable[[TelegramSettings], BotAPI],
                  hold: Callable[[str, int], Awaitable[bool]]) -> None:

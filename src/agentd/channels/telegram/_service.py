@@ -19,7 +19,7 @@ from agentd.store._telegram import TelegramStore
 from agentd.store.records import AgentRecord
 
 if TYPE_CHECKING:
-    from agentd.runtime import Runtime
+    from agentd.runtime.ports import AgentHost
 
 __all__ = ["TelegramChannel"]
 
@@ -32,7 +32,7 @@ _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.http11", "httpcore.http2",
 class TelegramChannel:
     """Every agent's Telegram bot, on one node (``[channels.telegram] worker``)."""
 
-    def __init__(self, runtime: Runtime, store: TelegramStore, config: TelegramConfig
+    def __init__(self, runtime: AgentHost, store: TelegramStore, config: TelegramConfig
                  ) -> None:
         self.runtime = runtime
         self.store = store

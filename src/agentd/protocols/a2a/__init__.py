@@ -30,11 +30,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from agentd.assembly import Runtime
 from agentd.doors.access import require_agent
 from agentd.doors.http import add_error_shape, add_fast_route, json_response
 from agentd.errors import AgentdError
 from agentd.protocols._lazy import Lazy
-from agentd.runtime import Runtime
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -58,6 +58,7 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
+from agentd.assembly import Runtime
 from agentd.doors.http import actor
 from agentd.doors.sse import HEARTBEAT_S, is_silent
 from agentd.errors import (
@@ -79,7 +80,7 @@ from agentd.protocols.a2a._tasks import (
     task_json,
     task_proto,
 )
-from agentd.runtime import Runtime, SendResult, Token
+from agentd.runtime import SendResult, Token
 from agentd.store.records import RunRecord
 
 __all__ = ["A2AHandler", "StreamItem"]

@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
+from agentd.assembly import Runtime
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols.langgraph._wire import values_of
-from agentd.runtime import Runtime, Subscription
+from agentd.runtime import Subscription
 from agentd.store.records import EventRecord
 
 __all__ = ["ThreadValues"]

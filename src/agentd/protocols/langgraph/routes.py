@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, may_use, require_agent, runtime_of
 from agentd.doors.http import actor, json_response
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
@@ -52,7 +53,7 @@ from agentd.protocols.langgraph._wire import (
     thread_status,
     unsupported,
 )
-from agentd.runtime import Runtime, Subscription, Token
+from agentd.runtime import Subscription, Token
 from agentd.store import Accepted, Tx
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
 

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, require_agent, runtime_of
 from agentd.doors.http import json_response
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
@@ -32,7 +33,6 @@ from agentd.protocols.langgraph._wire import (
     unsupported,
 )
 from agentd.protocols.langgraph.routes import PREFIX
-from agentd.runtime import Runtime
 from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
 
 __all__ = ["SCAN", "router"]

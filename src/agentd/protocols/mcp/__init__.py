@@ -37,9 +37,9 @@ from agentd.protocols._lazy import Lazy
 from agentd.protocols.mcp._uris import session_uri
 
 if TYPE_CHECKING:
+    from agentd.assembly import Runtime
     from agentd.protocols.mcp._front import MCPFront
     from agentd.protocols.mcp.server import MCPDoor
-    from agentd.runtime import Runtime
 
 __all__ = ["LazyMCPDoor", "MCPDoor", "install", "session_uri"]
 

@@ -33,11 +33,11 @@ from mcp.shared.exceptions import MCPError
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
+from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, may_use
 from agentd.errors import AgentdError, AgentNotFound, SessionNotFound, ShuttingDown
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols.mcp._uris import SESSION_URI
-from agentd.runtime import Runtime
 from agentd.store.records import EventRecord, RunRecord
 from agentd.version import __version__
 

@@ -26,6 +26,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, require_agent, require_owner, runtime_of
 from agentd.doors.http import json_response
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
@@ -48,7 +49,7 @@ from agentd.protocols.openai._wire import (
     parse,
     responses_conversation,
 )
-from agentd.runtime import Runtime, SendResult, Token
+from agentd.runtime import SendResult, Token
 from agentd.store.records import RunRecord
 
 __all__ = ["PREFIXES", "router"]

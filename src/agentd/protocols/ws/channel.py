@@ -44,6 +44,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentd.assembly import Runtime
 from agentd.doors.access import require_agent
 from agentd.doors.http import actor
 from agentd.doors.sse import SSE_NAMES, is_silent, parse_last_event_id
@@ -54,7 +55,7 @@ from agentd.errors import (
     RunNotFound,
     SessionNotFound,
 )
-from agentd.runtime import Runtime, Token
+from agentd.runtime import Token
 from agentd.runtime.approvals import ApprovalNotFound
 from agentd.runtime.runs import MODES
 from agentd.store.records import EventRecord, SessionRecord, session_tag

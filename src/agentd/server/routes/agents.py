@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.assembly import Runtime
 from agentd.doors.access import (
     access_of,
     new_agent_settings,
@@ -15,7 +16,6 @@ from agentd.doors.access import (
     visible_agents,
 )
 from agentd.doors.http import model_response
-from agentd.runtime import Runtime
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
 from agentd.store._agents_query import AGENT_STATES, MAX_AGENT_PAGE

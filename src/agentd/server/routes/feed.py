@@ -25,10 +25,10 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from agentd.assembly import Runtime
 from agentd.doors.access import access_of, require_agent
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import AgentNotFound
-from agentd.runtime import Runtime
 from agentd.runtime.bus import Feed, FeedItem, Lagged
 from agentd.security.access import Access
 from agentd.server.routes._deps import ERRORS, runtime_of

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
+from agentd.assembly import Runtime
 from agentd.config import TenantQuotas
 from agentd.doors.access import require_right
 from agentd.doors.http import model_response
 from agentd.errors import InvalidInput
-from agentd.runtime import Runtime
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.store.records import iso
 

@@ -18,15 +18,12 @@ from typing import Any
 from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.events import ToolsUnavailable
-from agentd.memory.blocks import MemoryBlocks
-from agentd.memory.compaction import Compactor
-from agentd.memory.entries import MemoryEntries
-from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.loop import CallPolicy, RunExecutor
+from agentd.runtime.ports import Compactor, RunMemory
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
@@ -99,9 +96,8 @@ class ExecutorFactory:
                  agents: Agents, histories: HistoryCache, tools: ToolRegistry,
                  mcp: MCPManager, sandboxes: Sandboxes, workspaces: WorkspaceKeeper | None,
                  kernel: Kernel, workers: WorkerPool, lease: Lease,
-                 memory: MemoryBlocks | None = None,
-                 compactor: Compactor | None = None,
-                 entries: MemoryEntries | None = None) -> None:
+                 memory: RunMemory | None = None,
+                 compactor: Compactor | None = None) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
@@ -117,9 +113,8 @@ class ExecutorFactory:
         self.lease = lease
         self.memory = memory
         self.compactor = compactor
-        self.entries = entries
         #: The services tools may use, by name (``ToolContext.services``): each service
-        #: that has tools registers itself here (see :class:`agentd.runtime.Runtime`).
+        #: that has tools registers itself here (see :class:`agentd.assembly.Runtime`).
         self.services: dict[str, Any] = {}
         #: Parts of every run's instructions the services add, in order, after the
         #: agent's own instructions and before its memory blocks.
@@ -168,8 +163,9 @@ class ExecutorFactory:
                 await self.runlog.fail(run, exc)
                 return None
         workspace_steps = None
+        memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
         if self.workspaces is not None and any(
-                (not t.read_only and t.name not in MEMORY_TOOLS) or t.name in WORKSPACE_TOOLS
+                (not t.read_only and t.name not in memory_tools) or t.name in WORKSPACE_TOOLS
                 for t in tools):
             workspace_steps = SessionWorkspace(
                 self.workspaces, agent_id=agent.id, session_id=run.session_id,
@@ -205,7 +201,7 @@ class ExecutorFactory:
             child_usage=self.child_usage if team or any(
                 t.name in self.child_usage_tools for t in tools) else None,
             instructions=instructions, base_instructions=base,
-            memory=self.memory, entries=self.entries, tools=tools,
+            memory=self.memory, tools=tools,
             max_steps=plan.settings.max_steps or self.settings.max_steps,
             tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
             lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from agentd.adapters import AdapterModel, Adapters
+from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters._executor import AdapterExecutor
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
@@ -58,15 +58,16 @@ from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryB
 from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.consolidation import Consolidation, Consolidator
 from agentd.memory.entries import EntryIn, Hit, MemoryEntries
+from agentd.memory.runs import MemoryForRuns
 from agentd.memory.tools import MEMORY_TOOLS
 from agentd.memory.transfer import ImportReport, export_lines, import_lines
-from agentd.runtime._agent_settings import warn_invalid_settings
-from agentd.runtime._executors import ExecutorFactory, permissions_for
+from agentd.runtime.agent_settings import warn_invalid_settings
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
 from agentd.runtime.calls import Kernel
+from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
@@ -74,7 +75,7 @@ from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
-from agentd.runtime.overview import Overview
+from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.runs import MODES, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
@@ -207,9 +208,8 @@ class Runtime:
             settings, store, bus=self.bus, runlog=self.runlog, agents=self.agents,
             histories=self.histories, tools=self.tools, mcp=self.mcp,
             sandboxes=self.sandboxes, workspaces=self.workspaces, kernel=self.kernel,
-            workers=self.workers, lease=self.lease, memory=self.memory,
-            compactor=self.compactor,
-            entries=self.entries)
+            workers=self.workers, lease=self.lease,
+            memory=MemoryForRuns(self.memory, self.entries), compactor=self.compactor)
         self.executors.tenant_budget = self.identity.tenants.budget
         self.executors.tenant_budgets_version = lambda: self.identity.tenants.version
         #: Skills installed under the home, enabled per agent (agentd.skills).
@@ -252,6 +252,7 @@ class Runtime:
         self.agents.async_checks.append(partial(check_team, store))
         #: Agents backed by a framework adapter (``model = "adapter:MODULE:OBJECT"``).
         self.adapters = Adapters(timeout_s=settings.adapters.timeout_s)
+        self.agents.model_sources.append(AdapterModels(lambda: settings.adapters.allow))
         self.executors.services["adapters"] = self.adapters
         #: Which remote A2A endpoints ``a2a_call`` sends which token to.
         self.executors.services["a2a"] = settings.a2a
@@ -285,7 +286,7 @@ class Runtime:
                                         settings.channels.telegram)
         self.agents.checks.append(self.telegram.check_settings)
         #: The daemon at a glance (``GET /v1/overview``).
-        self.overview = Overview.of(self)
+        self.overview = _overview(self)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -863,3 +864,21 @@ def _kernel(settings: Settings, usage_total: Any, *, shared: bool) -> Kernel:
                                 max_cooldown_s=settings.breaker_cooldown_s * 10))
     kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
     return kernel
+
+
+def _overview(runtime: Runtime) -> Overview:
+    """The overview of the runtime's services (``GET /v1/overview``)."""
+    settings = runtime.settings
+
+    def sandbox() -> str:
+        default = runtime.sandboxes.default
+        return default.name if default is not None else "none"
+
+    return Overview(
+        runtime.store, awake=lambda: runtime.agents.awake, sandbox=sandbox,
+        node=lambda: {"active_runs": runtime.supervisor.active_runs,
+                      "queued_runs": runtime.supervisor.queued_runs,
+                      "model_calls_queued": runtime.kernel.scheduler.queued()},
+        disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
+                       if runtime.workspaces is not None else None),
+        usage=lambda day: runtime.store.usage_report(since=day, until=day))
