@@ -14,7 +14,7 @@ from agentd.autonomy._cron import check_timezone, cron_after
 INVARIANTS = ("fire_once", "fire_run_once", "fire_stalled", "subtask_once",
               "result_once", "call_once", "run_terminal", "run_outcome", "seq_dense",
               "ack_once", "step_once")
-#: Claims a schedule keeps (``agentd.store._schedules.KEEP_FIRES``): older ones are
+#: Claims a schedule keeps (``agentd.store.schedules.KEEP_FIRES``): older ones are
 #: pruned, so only the newest this many fire times must still have their row.
 KEEP_FIRES = 256
 TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})

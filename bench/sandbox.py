@@ -59,7 +59,7 @@ import orjson
 
 from _load import info, percentile
 from agentd.config import SandboxConfig
-from agentd.sandbox import _cgroups
+from agentd.sandbox import cgroups as _cgroups
 from agentd.sandbox.backends import (
     BACKENDS,
     Backend,

@@ -47,7 +47,7 @@ from agentd.config import SandboxConfig, Settings
 from agentd.llm.scripted import enqueue
 from agentd.testing.live import LiveServer, free_port
 from agentd.tools import FILE_TOOLS, ToolContext
-from agentd.tools._workers import WorkerPool
+from agentd.tools.workers import WorkerPool
 
 
 def _percentile(values: list[float], q: float) -> float:

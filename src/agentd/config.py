@@ -21,8 +21,8 @@ from pydantic_settings import (
 )
 
 from agentd.llm.registry import PROVIDERS, PUBLIC_PROVIDERS, ModelEndpoint, endpoint_providers
-from agentd.security._endpoints import endpoint
 from agentd.security.access import TokenScope
+from agentd.security.endpoints import endpoint
 from agentd.security.policy import PolicyConfig
 from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
@@ -74,7 +74,7 @@ class A2AConfig(_Strict):
     of the daemon holding the bearer token that endpoint takes. An entry is exactly one
     endpoint, scheme, host and port (``HOST`` is ``https://HOST:443``, ``HOST:PORT``
     https on that port, ``http://HOST:PORT`` plain http: see
-    :mod:`agentd.security._endpoints`); the keys are kept in the canonical form
+    :mod:`agentd.security.endpoints`); the keys are kept in the canonical form
     ``scheme://host:port``. The tool sends a token only to the endpoint it is listed
     for; the model never sees it and cannot name a variable (a token in a tool
     argument would sit in the session's log and come from the model's context).

@@ -14,7 +14,7 @@ import pytest
 from agentd.assembly import Runtime
 from agentd.autonomy.heartbeat import HeartbeatService, in_active_hours, slot_of
 from agentd.errors import InvalidInput
-from agentd.llm._quote import unquote
+from agentd.llm.quoting import unquote
 from agentd.settings.heartbeat import ActiveHours, HeartbeatSettings
 from agentd.store.records import EventRecord
 

@@ -389,7 +389,7 @@ async def test_bad_definitions_are_refused_naming_the_field(
 
 
 def test_jitter_is_the_same_everywhere_and_below_jitter_s() -> None:
-    from agentd.store._schedules import ScheduleRecord
+    from agentd.store.schedules import ScheduleRecord
 
     rec = ScheduleRecord(
         id="sch_1", agent_id="a", cron=None, every_s=60.0, at=None, timezone="UTC",

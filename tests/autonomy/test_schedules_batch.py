@@ -20,10 +20,10 @@ from agentd.config import Settings
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.runtime.runs import Message, SendResult
 from agentd.store import Store
-from agentd.store._engine import Tx
-from agentd.store._log import Accepted, ToAccept
-from agentd.store._schedules import ScheduleRecord
+from agentd.store.engine import Tx
+from agentd.store.log import Accepted, ToAccept
 from agentd.store.records import EventRecord
+from agentd.store.schedules import ScheduleRecord
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 

@@ -18,7 +18,7 @@ from tests.conftest import eventually
 from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
-from agentd.store._schedules import ScheduleRecord
+from agentd.store.schedules import ScheduleRecord
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,7 @@ from tests.autonomy.test_schedules import FAST, _manual, settle
 
 from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
-from agentd.store._schedules import KEEP_FIRES
+from agentd.store.schedules import KEEP_FIRES
 
 
 async def test_claims_are_pruned_when_every_pass_fires_a_burst(runtime: Runtime) -> None:

@@ -17,7 +17,7 @@ from tests.conftest import bearer
 from agentd.assembly import Runtime
 from agentd.autonomy.teams import chosen_member
 from agentd.config import Settings
-from agentd.llm._quote import unquote
+from agentd.llm.quoting import unquote
 from agentd.server.app import create_app
 
 

@@ -310,7 +310,7 @@ async def test_a_stale_index_file_catches_up(settings: Settings, store_url: str)
     store = await open_store(store_url)
     try:
         agent = await store.get_agent("a")
-        from agentd.store._entries import EntryChange, NewEntry
+        from agentd.store.entries import EntryChange, NewEntry
 
         ns = f"agent:{agent.id}"
         await store.insert_entries([NewEntry(namespace=ns, content="My car is a red Volvo.",

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentd.assembly import Runtime
-from agentd.llm._quote import quote, unquote
 from agentd.llm.messages import ToolResultMessage, UserMessage
+from agentd.llm.quoting import quote, unquote
 from agentd.llm.scripted import enqueue
 from agentd.memory.compaction import transcript
 from agentd.memory.entries import EntryIn

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import Conflict
-from agentd.sandbox._cgroups import support
+from agentd.sandbox.cgroups import support
 from agentd.store import open_store
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="per-agent uids need a root "

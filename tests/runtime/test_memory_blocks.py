@@ -109,7 +109,7 @@ async def test_no_blocks_no_section(runtime: Runtime, systems: list[str]) -> Non
 
 
 def test_render_escapes_description() -> None:
-    from agentd.store._blocks import BlockRecord
+    from agentd.store.blocks import BlockRecord
 
     b = BlockRecord(id="x", label="p", description='say "hi" <b>', value="v", limit=9,
                     read_only=True, version=1, created_at=0, updated_at=0, position=0)

@@ -15,10 +15,11 @@ import pytest
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, Conflict, QuotaExceeded, ToolError
-from agentd.sandbox import _limits, _reclaim
-from agentd.sandbox._limits import Limits, spawn_kwargs
+from agentd.sandbox import limits as _limits
+from agentd.sandbox import reclaim as _reclaim
 from agentd.sandbox.backends import BubblewrapBackend, ProcessBackend
 from agentd.sandbox.caps import TenantCaps
+from agentd.sandbox.limits import Limits, spawn_kwargs
 from agentd.store import open_store
 from agentd.store import store as store_module
 from agentd.store._schema import MIGRATIONS

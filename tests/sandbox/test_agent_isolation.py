@@ -21,7 +21,6 @@ import pytest
 from tests.conftest import eventually
 from tests.sandbox.conftest import all_gone, backend_or_skip
 
-from agentd.sandbox._cgroups import support
 from agentd.sandbox.backends import (
     Backend,
     BubblewrapBackend,
@@ -29,6 +28,7 @@ from agentd.sandbox.backends import (
     ProcessBackend,
     prepare_workspace,
 )
+from agentd.sandbox.cgroups import support
 from agentd.tools.commands import render
 
 A = (231_001, 231_001)

@@ -25,8 +25,8 @@ from agentd.client import Client
 from agentd.config import SandboxConfig, Settings
 from agentd.errors import InvalidInput
 from agentd.runtime.sandboxes import Sandboxes
-from agentd.sandbox._connections import Owner
 from agentd.sandbox.caps import TenantCaps
+from agentd.sandbox.connections import Owner
 from agentd.sandbox.egress import EgressProxy
 from agentd.testing.live import LiveServer
 

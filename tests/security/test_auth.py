@@ -130,7 +130,7 @@ def test_the_daemons_environment_is_closed_to_its_own_user(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    from agentd.sandbox._limits import SANDBOX_GID, SANDBOX_UID
+    from agentd.sandbox.limits import SANDBOX_GID, SANDBOX_UID
 
     if os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
         pytest.skip("needs root to run both processes as one other user")

@@ -44,8 +44,8 @@ from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import EgressRules
 from agentd.testing.live import LiveServer
 from agentd.tools import NET_TOOLS, ToolContext, ToolRegistry
-from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPTool
+from agentd.tools.workers import WorkerPool
 
 #: The daemon's token.
 TOKEN = "stall-test-token-0123456789"

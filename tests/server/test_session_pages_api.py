@@ -17,7 +17,7 @@ from tests.server.test_overview_api import invalid
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.store._rows import SESSION_NEW
+from agentd.store.rows import SESSION_NEW
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agentd.store import Store
-from agentd.store._engine import Tx
-from agentd.store._log import Accepted
+from agentd.store.engine import Tx
+from agentd.store.log import Accepted
 
 
 async def _agent(store: Store) -> str:

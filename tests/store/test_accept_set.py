@@ -13,8 +13,8 @@ import pytest
 
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.store import Store
-from agentd.store._engine import Tx
-from agentd.store._log import Accepted, Lease, ToAccept
+from agentd.store.engine import Tx
+from agentd.store.log import Accepted, Lease, ToAccept
 from agentd.store.records import AgentRecord
 
 

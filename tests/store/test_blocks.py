@@ -6,7 +6,7 @@ import pytest
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.store import Store
-from agentd.store._blocks import BlockChange, BlockRecord, BlockWrite
+from agentd.store.blocks import BlockChange, BlockRecord, BlockWrite
 
 API = BlockWrite(changed_by="api:test", create=True)
 TOOL = BlockWrite(changed_by="run:r1", run_id="r1", honour_read_only=True)

@@ -13,7 +13,7 @@ import pytest
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.store import Store, open_store
-from agentd.store._entries import EntryChange, EntryFilter, NewEntry
+from agentd.store.entries import EntryChange, EntryFilter, NewEntry
 
 A = "agent:a1"
 S = "ns:team"

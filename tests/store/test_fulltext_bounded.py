@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from agentd.store import Store, _fulltext, open_store
-from agentd.store._entries import EntryFilter, NewEntry
 from agentd.store._schema import MIGRATIONS
+from agentd.store.entries import EntryFilter, NewEntry
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -146,7 +146,7 @@ async def test_search_hits_are_read_by_key_not_through_the_namespace(
     """A search's hits are read by their keys: with the namespace's index SQLite
     reads every entry of the namespace (measured: 150 ms at 1M for 10 hits; SQLite
     3.40 takes that path from 4 keys on)."""
-    from agentd.store import _entries
+    from agentd.store import entries as _entries
 
     await _fill(lite, "agent:big", [f"entry {i}" for i in range(50)])
     seen: list[tuple[str, tuple[object, ...]]] = []

@@ -12,8 +12,8 @@ import pytest
 
 from agentd.errors import InvalidInput
 from agentd.store import SessionPage, Store, open_store
-from agentd.store._rows import SESSION_NEW
-from agentd.store._sessions_query import list_sessions
+from agentd.store.rows import SESSION_NEW
+from agentd.store.sessions_query import list_sessions
 
 
 async def _agent(store: Store, name: str = "a1") -> str:

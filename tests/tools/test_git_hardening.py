@@ -22,7 +22,7 @@ from agentd.sandbox.context import Sandbox
 from agentd.security.policy import CallFacts, Policy, PolicyConfig
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolContext
 from agentd.tools._gitconfig import parse_config
-from agentd.tools._protect import is_protected
+from agentd.tools.protect import is_protected
 
 TOOLS = {**COMMAND_TOOLS, **FILE_TOOLS}
 DENY_ENV = {"tool": "read_file", "paths": [".env"], "action": "deny"}

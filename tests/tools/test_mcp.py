@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from tests.conftest import eventually, free_port, wait_for_port
 
 from agentd.errors import InvalidInput, ToolError
-from agentd.sandbox._limits import SANDBOX_PATH
-from agentd.sandbox._process import Child
 from agentd.sandbox.backends import Limits, ProcessBackend, prepare_workspace
+from agentd.sandbox.limits import SANDBOX_PATH
+from agentd.sandbox.process import Child
 from agentd.tools import Tool, ToolContext
-from agentd.tools._mcp_stdio import Spawner
 from agentd.tools.mcp import MAX_RESULT, MCPManager, MCPServer, MCPTool, _exposed_name
+from agentd.tools.mcp_stdio import Spawner
 
 SERVER = Path(__file__).with_name("mcp_server.py")
 CTX = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")

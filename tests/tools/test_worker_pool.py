@@ -5,7 +5,7 @@ machine)."""
 
 from __future__ import annotations
 
-from agentd.tools._workers import WorkerPool
+from agentd.tools.workers import WorkerPool
 
 
 async def test_ready_starts_the_zygote_once_and_calls_then_fork_from_it() -> None:

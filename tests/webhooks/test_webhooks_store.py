@@ -11,7 +11,7 @@ from typing import Any
 from agentd.config import WebhooksConfig
 from agentd.runtime.bus import EventBus
 from agentd.store import NewEvent, Store
-from agentd.store._webhooks import delivery_id
+from agentd.store.webhooks import delivery_id
 from agentd.webhooks import WebhookIn, Webhooks
 
 URL = "http://127.0.0.1:9/hook"  # never sent to here: nothing starts the sender

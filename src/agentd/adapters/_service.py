@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class AdapterModel(Model):
     """The ``model`` of an adapter-backed agent in its plan: it names the adapter
     (the loaded object); it is never called as a model (its runs are driven by
-    :class:`agentd.adapters._executor.AdapterExecutor`)."""
+    :class:`agentd.adapters.executor.AdapterExecutor`)."""
 
     provider = "adapter"
 

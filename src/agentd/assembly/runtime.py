@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any
 
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
-from agentd.adapters._executor import AdapterExecutor
+from agentd.adapters.executor import AdapterExecutor
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
 from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
@@ -77,7 +77,7 @@ from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
 from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.runlog import RunLog
-from agentd.runtime.runs import MODES, Runs, SendResult
+from agentd.runtime.runs import MODES, Also, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.sessions import Sessions
@@ -98,9 +98,7 @@ from agentd.store import (
     Tx,
     open_store,
 )
-from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
-from agentd.store._subtasks import SubtaskRecord
-from agentd.store._telegram import TelegramStore
+from agentd.store.entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -108,9 +106,11 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
+from agentd.store.subtasks import SubtaskRecord
+from agentd.store.telegram import TelegramStore
 from agentd.tools import ToolRegistry
-from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
+from agentd.tools.workers import WorkerPool
 from agentd.version import __version__
 from agentd.webhooks import Webhooks
 
@@ -657,6 +657,14 @@ class Runtime:
     def workspace_of(self, agent: AgentRecord) -> Any:
         return self.agents.workspace_of(agent)
 
+    def is_awake(self, name: str) -> bool:
+        """Whether the agent named ``name`` is awake on this node."""
+        return self.agents.is_awake(name)
+
+    def kernel_metrics(self) -> dict[str, Any]:
+        """The kernel's scheduler, breakers and budgets now (``GET /v1/kernel``)."""
+        return self.kernel.metrics()
+
     @property
     def awake_agents(self) -> int:
         return self.agents.awake
@@ -777,6 +785,13 @@ class Runtime:
         return await self.histories.get(session.id, agent_id=agent.id)
 
     # -- messages and runs -------------------------------------------------------------
+
+    def on_new_session(self, check: Callable[[list[str]], None]) -> Also:
+        """An ``also`` for :meth:`send`: when the message creates its session, ``check``
+        is called in the accepting transaction with the names of the other agents that
+        have a session of the same key, and raises to refuse the message (a door whose
+        sessions are one agent's: LangGraph's threads)."""
+        return self.store.on_new_session(check)
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agentd.autonomy._cron import check_timezone, cron_after, cron_before
-from agentd.store._schedules import ScheduleRecord
+from agentd.store.schedules import ScheduleRecord
 
 __all__ = ["MAX_CATCHUP", "MAX_WALK", "Fire", "Plan", "due_at", "following", "jitter_of",
            "plan_fires"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from agentd.errors import InvalidInput, ToolError
 from agentd.security.access import tenant_of
 from agentd.settings import AgentSettings
-from agentd.settings._check import stored_settings
+from agentd.settings.check import stored_settings
 from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings, matches
 from agentd.store.records import AgentRecord
 

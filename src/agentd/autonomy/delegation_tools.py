@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from agentd.autonomy.calls import callable_agents
 from agentd.errors import ToolError
 from agentd.settings.delegation import MAX_WAIT_S, DelegationSettings
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
     from agentd.autonomy.subtasks import Subtasks
-    from agentd.store._subtasks import SubtaskRecord
+    from agentd.store.subtasks import SubtaskRecord
 
 __all__ = ["DELEGATION_TOOLS", "agent_call", "agents_list", "subtask_start", "subtask_wait"]
 

@@ -11,7 +11,7 @@ during its ``active_hours`` if it has any. A reply that is exactly ``ok_token`` 
 Exactly once. Beats are slots aligned to the period (``floor(t / every_s) *
 every_s``), so every node and every restart computes the same ones. A beat is sent
 with ``Runs.send(origin={"heartbeat": True, "beat_at": slot, ...}, also=claim)``: the
-claim (:func:`agentd.store._heartbeats.claim_beat`) moves the agent's last claimed slot
+claim (:func:`agentd.store.heartbeats.claim_beat`) moves the agent's last claimed slot
 forward in the transaction that logs the message and queues its run, so a slot is
 beaten once, and never after a later one. After downtime the current slot is the
 only one due: at most one catch-up, never a storm.
@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from agentd.llm._quote import quote
+from agentd.llm.quoting import quote
 from agentd.security.identity import Principal
 from agentd.settings.heartbeat import ActiveHours, HeartbeatSettings
 from agentd.store.records import iso
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from agentd.runtime.agents import Agents
     from agentd.runtime.runs import Runs
     from agentd.store import Store
-    from agentd.store._heartbeats import BeatState
+    from agentd.store.heartbeats import BeatState
 
 __all__ = ["BeatOutcome", "HeartbeatService", "in_active_hours", "slot_of"]
 
@@ -206,7 +206,7 @@ class HeartbeatService:
 
     async def _beat(self, plan: _Plan, slot: float, now: float) -> str | None:
         from agentd.errors import AgentdError, AgentNotFound
-        from agentd.store._heartbeats import AlreadyBeaten, Busy, claim_beat
+        from agentd.store.heartbeats import AlreadyBeaten, Busy, claim_beat
 
         area = plan.settings
         if not in_active_hours(area.active_hours, now):

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 from agentd.channels import channel_of
 from agentd.errors import SessionNotFound, ToolError
 from agentd.events import MessageProactive, MessageProactiveData
-from agentd.store._heartbeats import AlreadyPosted, PostCapReached
+from agentd.store.heartbeats import AlreadyPosted, PostCapReached
 from agentd.store.records import EventRecord, NewEvent
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
     from agentd.runtime.bus import EventBus

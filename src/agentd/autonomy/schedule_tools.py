@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, cast
 from agentd.channels import channel_of
 from agentd.errors import ToolError
 from agentd.store.records import iso
-from agentd.tools._tool import Tool, ToolContext, acting, tool
+from agentd.tools.base import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.autonomy.schedules import Schedules
-    from agentd.store._schedules import ScheduleRecord
+    from agentd.store.schedules import ScheduleRecord
 
 __all__ = ["SCHEDULE_TOOLS", "schedule_create", "schedule_delete", "schedule_list",
            "schedules_to"]

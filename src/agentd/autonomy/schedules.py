@@ -84,11 +84,12 @@ from agentd.errors import (
     SessionBusy,
     ShuttingDown,
 )
-from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.runs import Message
+from agentd.runtime.session_ops import check_session_key
 from agentd.settings.schedules import MISSED, OVERLAP, ScheduleSettings
-from agentd.store._rows import new_id
-from agentd.store._schedules import (
+from agentd.store.records import AgentRecord, iso, tenant_of
+from agentd.store.rows import new_id
+from agentd.store.schedules import (
     FireClaim,
     Moved,
     ScheduleRecord,
@@ -96,14 +97,13 @@ from agentd.store._schedules import (
     claim_fires,
     move,
 )
-from agentd.store.records import AgentRecord, iso, tenant_of
 
 if TYPE_CHECKING:
     from agentd.runtime.agents import Agents
     from agentd.runtime.runs import Runs
     from agentd.store import Store
-    from agentd.store._engine import Tx
-    from agentd.store._log import Accepted
+    from agentd.store.engine import Tx
+    from agentd.store.log import Accepted
 
 __all__ = ["MAX_CATCHUP", "MAX_CONTENT", "MAX_NEXT", "ScheduleIn", "Schedules", "following",
            "jitter_of", "plan_fires", "schedule_dict"]

@@ -52,8 +52,8 @@ from agentd.runtime.history import HistoryCache
 from agentd.runtime.runs import Runs
 from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings
 from agentd.store import Store, new_id
-from agentd.store._subtasks import SubtaskRecord
 from agentd.store.records import EventRecord, RunRecord
+from agentd.store.subtasks import SubtaskRecord
 from agentd.tools import ToolContext
 
 __all__ = ["DELEGATING_TOOLS", "INHERITED_ORIGIN", "Subtasks", "Waited"]

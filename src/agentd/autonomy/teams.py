@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, cast
 from agentd.autonomy.calls import Peer, check_call, no_agent, settings_of
 from agentd.errors import AgentdError, AgentNotFound, InvalidInput, ToolError
 from agentd.events import MessageAssistant, MessageAssistantData, RunCompleted
-from agentd.llm._quote import quote, quote_attr
+from agentd.llm.quoting import quote, quote_attr
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.access import tenant_of
 from agentd.settings.teams import TeamSettings
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from agentd.autonomy.subtasks import Subtasks
     from agentd.settings import AgentSettings
     from agentd.store import Store
-    from agentd.store._subtasks import SubtaskRecord
+    from agentd.store.subtasks import SubtaskRecord
 
 __all__ = ["MAX_CHAIN_READS", "TeamExecutor", "check_team", "chosen_member"]
 

@@ -42,10 +42,8 @@ from urllib.parse import urlsplit
 from agentd.browser._dom import SAME_TAB_JS
 from agentd.config import BrowserConfig
 from agentd.errors import ToolError
-from agentd.sandbox import _hostfs
-from agentd.sandbox._connections import Connections, Owner
-from agentd.sandbox._limits import starting
-from agentd.sandbox._probes import seal_probe
+from agentd.sandbox import hostfs as _hostfs
+from agentd.sandbox.connections import Connections, Owner
 from agentd.sandbox.egress import (
     PROXY_PORT,
     EgressProxy,
@@ -54,6 +52,8 @@ from agentd.sandbox.egress import (
     Inlet,
     check_async,
 )
+from agentd.sandbox.limits import starting
+from agentd.sandbox.probes import seal_probe
 
 if TYPE_CHECKING:
     from playwright.async_api import (
@@ -134,7 +134,7 @@ def _directories(owner: tuple[int, int] | None) -> str:
 #: Run by Playwright (as root) in place of Chromium: gives Chromium its profile, then
 #: starts it in the browser's network namespace as the sandbox's uid, without
 #: capabilities or a way to regain privileges; where the host can be made read-only
-#: (``seal``: :mod:`agentd.sandbox._hostfs`), with the host read-only but for its own
+#: (``seal``: :mod:`agentd.sandbox.hostfs`), with the host read-only but for its own
 #: directory and profile, and private ``/tmp``, ``/dev/shm`` (nothing of the uid
 #: outlives the browser, so the uid can be given to another agent later).
 _LAUNCHER = """#!/bin/sh

@@ -30,8 +30,8 @@ from agentd.browser._service import Browsers, Tab
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.workspace import Workspace
-from agentd.tools._protect import check as check_protected
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
+from agentd.tools.protect import check as check_protected
 
 if TYPE_CHECKING:
     from playwright.async_api import Page, Response

@@ -2,7 +2,7 @@
 
 A channel is a service above the runtime: it reaches agents only through the Runtime
 facade (``runtime.send``, ``runtime.read_events``, ...) and keeps its own small
-durable state in tables of its own (``agentd.store._telegram``). Telegram is the first
+durable state in tables of its own (``agentd.store.telegram``). Telegram is the first
 (:mod:`agentd.channels.telegram`).
 
 A channel's chats are sessions with a key of its own prefix (``telegram:<chat_id>``),

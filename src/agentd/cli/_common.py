@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from agentd.cli._safe import SafeConsole, dumps
 from agentd.client import APIError, Client, ClientError
-from agentd.client._base import local_url
+from agentd.client.base import local_url
 from agentd.security.tokens import read_token
 
 if TYPE_CHECKING:

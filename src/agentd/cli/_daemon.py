@@ -25,7 +25,7 @@ from agentd.cli._common import (
     target,
 )
 from agentd.client import APIError, Client, ClientError, ConnectionFailed
-from agentd.client._base import local_url
+from agentd.client.base import local_url
 from agentd.security.tokens import ensure_home
 
 if TYPE_CHECKING:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
-from agentd.client._base import DEFAULT_URL as DEFAULT_URL  # kept importable, as before
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
@@ -41,6 +40,7 @@ from agentd.client._skills import SkillsAPI
 from agentd.client._sse import SSEEvent
 from agentd.client._usage import UsageAPI
 from agentd.client._webhooks import WebhooksAPI
+from agentd.client.base import DEFAULT_URL as DEFAULT_URL  # kept importable, as before
 
 __all__ = [
     "APIError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentd.client._base import BaseClient, segment
+from agentd.client.base import BaseClient, segment
 
 __all__ = ["HeartbeatAPI"]
 

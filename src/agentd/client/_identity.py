@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from agentd.client._base import BaseClient, segment
+from agentd.client.base import BaseClient, segment
 
 __all__ = ["IdentityAPI"]
 

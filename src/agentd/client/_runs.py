@@ -6,10 +6,10 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
-from agentd.client._base import segment
 from agentd.client._errors import APIError, ClientError
 from agentd.client._sessions import SessionsAPI
 from agentd.client._sse import TERMINAL_FRAMES, SSEEvent, dropped
+from agentd.client.base import segment
 
 __all__ = ["RunsAPI"]
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from agentd.client._base import BaseClient, segment
 from agentd.client._errors import APIError, ClientError
 from agentd.client._sse import SSEEvent, dropped, seq_of
+from agentd.client.base import BaseClient, segment
 
 __all__ = ["SessionsAPI"]
 

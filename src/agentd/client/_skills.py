@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from agentd.client._base import BaseClient, segment
 from agentd.client._errors import APIError, ClientError
+from agentd.client.base import BaseClient, segment
 
 __all__ = ["SkillsAPI", "zip_folder"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentd.client._base import BaseClient
+from agentd.client.base import BaseClient
 
 __all__ = ["UsageAPI"]
 

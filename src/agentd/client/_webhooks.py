@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from agentd.client._base import BaseClient, segment
+from agentd.client.base import BaseClient, segment
 
 __all__ = ["WebhooksAPI"]
 

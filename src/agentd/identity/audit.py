@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentd.store import AuditEntry, AuditRow, Store
-from agentd.store._audit import AUDIT_COLS, GENESIS, row_hash
+from agentd.store.audit import AUDIT_COLS, GENESIS, row_hash
 
 __all__ = ["AuditLog"]
 

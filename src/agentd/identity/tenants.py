@@ -6,7 +6,7 @@ A tenant the API made has a row with its quotas; one the operator configured has
 weight, budget and quotas in agentd.toml and cannot be changed through the API; any
 other name an agent uses (an older deployment's) is a tenant without quotas. Quotas are
 counted in the store, in the transaction of each write that adds to one
-(:mod:`agentd.store._quota`): this service only says what the limits are.
+(:mod:`agentd.store.quota`): this service only says what the limits are.
 
 ``spend_usd_per_day`` joins the tenant's configured budget (``[tenants.NAME.budget]``):
 the kernel then fails a run of its agents once the day's spend reaches it.
@@ -23,7 +23,7 @@ from agentd.config import Budget, Limit, TenantConfig, TenantQuotas
 from agentd.errors import Conflict, Forbidden, InvalidInput, NotFound
 from agentd.security.identity import Principal
 from agentd.store import Quota, Store, TenantRow
-from agentd.store._quota import Counted
+from agentd.store.quota import Counted
 
 __all__ = ["DEFAULT_TENANT", "TENANT_NAME", "Tenants"]
 

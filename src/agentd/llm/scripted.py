@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agentd.errors import InvalidModel, ModelError
-from agentd.llm._quote import unquote
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -51,6 +50,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.model import Model
+from agentd.llm.quoting import unquote
 
 if TYPE_CHECKING:
     from agentd.llm.registry import ProviderInfo

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from agentd.errors import Conflict, InvalidInput, NotFound, ToolError
-from agentd.llm._quote import quote, quote_attr, unquote
+from agentd.llm.quoting import quote, quote_attr, unquote
 from agentd.store import Store
-from agentd.store._blocks import BlockChange, BlockRecord, BlockVersion, BlockWrite
+from agentd.store.blocks import BlockChange, BlockRecord, BlockVersion, BlockWrite
 
 if TYPE_CHECKING:
     from agentd.runtime.agents import Agents
@@ -53,7 +53,7 @@ def render_blocks(instructions: str, blocks: Sequence[BlockRecord]) -> str:
     """The system prompt: the instructions, then the blocks in their stable order.
 
     A value is whatever a run (perhaps a tainted one) or a client wrote: it is quoted
-    (:func:`~agentd.llm._quote.quote`), so it cannot close its block's tag or the
+    (:func:`~agentd.llm.quoting.quote`), so it cannot close its block's tag or the
     section and write on as the daemon. The labels are checked (:data:`LABEL`)."""
     if not blocks:
         return instructions

@@ -35,7 +35,6 @@ from agentd.events import (
     StepCompactionData,
     UsageData,
 )
-from agentd.llm._quote import quote
 from agentd.llm.catalog import ModelInfo, estimate_parts, estimate_tokens
 from agentd.llm.messages import (
     AssistantMessage,
@@ -43,6 +42,7 @@ from agentd.llm.messages import (
     ToolResultMessage,
     UserMessage,
 )
+from agentd.llm.quoting import quote
 from agentd.memory._modelcall import MemoryCall, Note, call_model
 from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import (

@@ -34,16 +34,19 @@ from pydantic import ValidationError
 
 from agentd.errors import ModelError
 from agentd.events import Event, MemoryConsolidated, MemoryConsolidatedData
-from agentd.llm._quote import quote
 from agentd.llm.messages import AssistantMessage, UserMessage
+from agentd.llm.quoting import quote
 from agentd.memory._modelcall import MemoryCall, call_model
 from agentd.memory.compaction import transcript
 from agentd.memory.entries import TAG, check_tags, own_namespace
 from agentd.runtime.history import SessionHistory
 from agentd.settings import AgentSettings
-from agentd.store import NewEvent, Store, _blocks, _entries, _quota
-from agentd.store._blocks import BlockChange, BlockRecord, BlockWrite
-from agentd.store._entries import EntryRecord, NewEntry
+from agentd.store import NewEvent, Store
+from agentd.store import blocks as _blocks
+from agentd.store import entries as _entries
+from agentd.store import quota as _quota
+from agentd.store.blocks import BlockChange, BlockRecord, BlockWrite
+from agentd.store.entries import EntryRecord, NewEntry
 from agentd.store.records import EventRecord, live_events
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ if TYPE_CHECKING:
     from agentd.runtime.agents import AgentPlan, Agents
     from agentd.runtime.bus import EventBus
     from agentd.runtime.calls import Kernel
-    from agentd.store._engine import Tx
+    from agentd.store.engine import Tx
     from agentd.store.records import AgentRecord
 
 __all__ = ["CONSOLIDATION_INSTRUCTIONS", "TRANSCRIPT_TAG", "Consolidation", "Consolidator",

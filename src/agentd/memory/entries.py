@@ -32,7 +32,7 @@ import orjson
 
 from agentd.errors import Forbidden, InvalidInput, NotFound
 from agentd.settings.memory import NAMESPACE_PATTERN, MemoryConfig, MemorySettings
-from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
+from agentd.store.entries import EntryChange, EntryFilter, EntryRecord, NewEntry
 
 if TYPE_CHECKING:
     from agentd.memory.embed import Embedder

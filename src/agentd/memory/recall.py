@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from agentd.events import RecalledData, RecalledEntryData
-from agentd.llm._quote import quote
+from agentd.llm.quoting import quote
 from agentd.store.records import iso
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from agentd.errors import ToolError
-from agentd.tools._tool import Tool, ToolContext, acting, tool
+from agentd.tools.base import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.memory.blocks import MemoryBlocks
@@ -127,7 +127,7 @@ async def recall(query: str, ctx: ToolContext, limit: int = 5,
         limit: how many entries at most (1 to 20)
         tags: only entries having all of these tags
     """
-    from agentd.store._entries import EntryFilter
+    from agentd.store.entries import EntryFilter
 
     service, scope = _entries(ctx)
     if not 1 <= limit <= 20:
@@ -166,7 +166,7 @@ async def update_memory(entry_id: str, ctx: ToolContext, content: str | None = N
         content: the new text (left out: unchanged)
         tags: the new tags (left out: unchanged)
     """
-    from agentd.store._entries import EntryChange
+    from agentd.store.entries import EntryChange
 
     service, scope = _entries(ctx)
     if content is None and tags is None:

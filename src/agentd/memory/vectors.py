@@ -38,7 +38,7 @@ from agentd.memory.index import VectorIndex
 if TYPE_CHECKING:
     from agentd.memory.embed import Embedder
     from agentd.store import Store
-    from agentd.store._entries import EntryFilter
+    from agentd.store.entries import EntryFilter
 
 __all__ = ["Vectors"]
 

@@ -9,6 +9,6 @@ root); nothing here imports a capability's package (docs/architecture.md).
 from __future__ import annotations
 
 from agentd.runtime.bus import EventBus, Subscription, Token, follow
-from agentd.runtime.runs import SendResult
+from agentd.runtime.runs import Also, SendResult
 
-__all__ = ["EventBus", "SendResult", "Subscription", "Token", "follow"]
+__all__ = ["Also", "EventBus", "SendResult", "Subscription", "Token", "follow"]

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from agentd.runtime.ports import RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.settings import AgentSettings
-    from agentd.tools._workers import WorkerPool
+    from agentd.tools.workers import WorkerPool
 
 __all__ = ["ToolSteps", "render_output"]
 

@@ -31,8 +31,8 @@ from agentd.security.policy import Policy, PolicyConfig
 from agentd.store import Lease, NewEvent, Store
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
-from agentd.tools._workers import WorkerPool
 from agentd.tools.mcp import MCPManager
+from agentd.tools.workers import WorkerPool
 
 __all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
 

@@ -21,7 +21,7 @@ from agentd.errors import Forbidden
 from agentd.security.identity import Principal
 from agentd.settings import Reaching, operator_only
 from agentd.store import AuditEntry, Quota
-from agentd.store._quota import Counted
+from agentd.store.quota import Counted
 from agentd.trust import Grants
 
 __all__ = ["NO_GUARD", "Audit", "Guard", "Quotas", "refuse_operator_only"]

@@ -43,7 +43,6 @@ from agentd.events import (
     WorkspaceSnapshotData,
     kind_of,
 )
-from agentd.llm._quote import quote
 from agentd.llm.messages import (
     AssistantMessage,
     FinishReason,
@@ -53,6 +52,7 @@ from agentd.llm.messages import (
     Usage,
     UserMessage,
 )
+from agentd.llm.quoting import quote
 from agentd.store.records import EventRecord, live_events
 
 __all__ = ["HistoryCache", "NeedsRebuild", "SessionHistory", "cleared_result", "compacted",

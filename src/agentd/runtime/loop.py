@@ -61,7 +61,7 @@ from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
 from agentd.tools import Tool
-from agentd.tools._workers import WorkerPool
+from agentd.tools.workers import WorkerPool
 
 if TYPE_CHECKING:
     from agentd.runtime.ports import Compactor, RunMemory

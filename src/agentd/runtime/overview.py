@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.store import Store
-from agentd.store._agents_query import AGENT_STATES
+from agentd.store.agents_query import AGENT_STATES
 from agentd.store.records import AgentRecord, iso
 
 __all__ = ["DISK_TTL_S", "DiskGauge", "Overview", "disk_usage"]

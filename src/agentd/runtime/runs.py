@@ -19,16 +19,16 @@ from typing import Any
 from agentd.config import PRIORITIES
 from agentd.errors import AgentNotAccepting, AgentNotFound, InvalidInput, ShuttingDown
 from agentd.events import RunWaitingData
-from agentd.runtime._session_ops import check_session_key
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.executors import Prepared
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.runlog import RunLog
+from agentd.runtime.session_ops import check_session_key
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import LeaseLost, Store
-from agentd.store._engine import Tx
-from agentd.store._log import Accepted, ToAccept
+from agentd.store.engine import Tx
+from agentd.store.log import Accepted, ToAccept
 from agentd.store.records import (
     AgentRecord,
     EventRecord,
@@ -37,7 +37,11 @@ from agentd.store.records import (
     tenant_of,
 )
 
-__all__ = ["MODES", "Message", "Runs", "SendResult"]
+__all__ = ["MODES", "Also", "Message", "Runs", "SendResult"]
+
+#: More writes committed with an accepted message (``send(also=...)``): called in the
+#: accepting transaction; raising refuses the message, with nothing written.
+Also = Callable[[Tx, Accepted], None]
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ tenant's agents hold at most ``caps_of(tenant).sandbox_uids`` of them. A deleted
 agent's uid is given again only once each node that used it has swept it
 (:meth:`Sandboxes.reclaim`: its processes killed, its IPC objects and workspace
 removed; nothing else of it can remain where the host is read-only to it,
-:mod:`agentd.sandbox._hostfs`); see :mod:`agentd.store._uids`.
+:mod:`agentd.sandbox.hostfs`); see :mod:`agentd.store._uids`.
 When the daemon is not root this is impossible: every sandbox keeps the daemon's uid
 (the log says so at start, ``/health`` says ``sandbox_uids: "daemon"``). Memory and
 processes are capped per sandbox by a cgroup where one can be made, else by rlimits
@@ -29,7 +29,7 @@ closed with the agent or the daemon) are the only way out of a sandbox, and ever
 connection an agent opens is checked with the operator's ``[sandbox]
 private_endpoints`` and the daemon's own port (:mod:`agentd.sandbox.egress`), and
 counted against the daemon's, the agent's and its tenant's caps
-(:mod:`agentd.sandbox._connections`). At start the daemon raises its descriptor
+(:mod:`agentd.sandbox.connections`). At start the daemon raises its descriptor
 limit to the hard one; the daemon-wide cap is an eighth of it by default.
 """
 
@@ -48,10 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentd.config import AgentSandbox, SandboxConfig
 from agentd.errors import Conflict, InvalidInput, ToolError
-from agentd.sandbox import _limits, _reclaim
-from agentd.sandbox._cgroups import support as cgroup_support
-from agentd.sandbox._connections import Connections, Owner
-from agentd.sandbox._process import Child
+from agentd.sandbox import limits as _limits
+from agentd.sandbox import reclaim as _reclaim
 from agentd.sandbox.backends import (
     BACKENDS,
     Backend,
@@ -63,12 +61,15 @@ from agentd.sandbox.backends import (
 )
 from agentd.sandbox.binds import ReadOnlyBind
 from agentd.sandbox.caps import CapsOf, no_caps
+from agentd.sandbox.cgroups import support as cgroup_support
+from agentd.sandbox.connections import Connections, Owner
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import EgressProxies, EgressRules
+from agentd.sandbox.process import Child
 from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
-from agentd.tools._mcp_stdio import Spawner
 from agentd.tools.mcp import MCPServer
+from agentd.tools.mcp_stdio import Spawner
 
 if TYPE_CHECKING:
     from agentd.store import Store

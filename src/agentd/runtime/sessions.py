@@ -7,11 +7,11 @@ from typing import Any
 
 from agentd.config import Settings
 from agentd.errors import InvalidInput, NotFound
-from agentd.runtime._session_ops import SessionOps
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus, Subscription
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.sandboxes import Sandboxes
+from agentd.runtime.session_ops import SessionOps
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper, snapshot_before
 from agentd.store import SessionPage, Store

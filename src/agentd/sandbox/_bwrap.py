@@ -42,7 +42,7 @@ from typing import Any
 
 from agentd.errors import ToolError
 from agentd.sandbox import egress as _egress
-from agentd.sandbox._limits import (
+from agentd.sandbox.limits import (
     SANDBOX_PATH,
     Limits,
     sandbox_ids,

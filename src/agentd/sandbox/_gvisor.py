@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.sandbox._bwrap import ETC_FILES, ROOT_LINKS, WORKSPACE, synthetic_etc
-from agentd.sandbox._limits import Limits, rlimits, sandbox_ids, spawn_kwargs
+from agentd.sandbox.limits import Limits, rlimits, sandbox_ids, spawn_kwargs
 
 _PREFIX = "agentd-gvisor-"
 _RLIMIT_NAMES = {"RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_CORE"}

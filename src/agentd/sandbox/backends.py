@@ -60,8 +60,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from agentd.errors import InvalidInput, ToolError
-from agentd.sandbox import _bwrap, _cgroups, _gvisor
-from agentd.sandbox._limits import (
+from agentd.sandbox import _bwrap, _gvisor
+from agentd.sandbox import cgroups as _cgroups
+from agentd.sandbox.binds import (
+    ReadOnlyBind,
+    check_binds,
+    close_all,
+    open_sources,
+    real_paths,
+    signature,
+)
+from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
+from agentd.sandbox.limits import (
     SANDBOX_PATH,
     SANDBOX_UID,
     ExecResult,
@@ -75,17 +85,8 @@ from agentd.sandbox._limits import (
     spawn_kwargs,
     workspace_owner,
 )
-from agentd.sandbox._probes import netns_known, netns_probe, reach_for, seal_probe
-from agentd.sandbox._process import Child, execute, launch
-from agentd.sandbox.binds import (
-    ReadOnlyBind,
-    check_binds,
-    close_all,
-    open_sources,
-    real_paths,
-    signature,
-)
-from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
+from agentd.sandbox.probes import netns_known, netns_probe, reach_for, seal_probe
+from agentd.sandbox.process import Child, execute, launch
 from agentd.sandbox.shell import PersistentShell
 
 __all__ = [

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agentd.errors import ToolError
-from agentd.sandbox._connections import Owner
+from agentd.sandbox.connections import Owner
 from agentd.sandbox.egress import EgressRules
 from agentd.security.policy import grants_host
 

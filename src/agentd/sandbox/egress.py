@@ -33,7 +33,7 @@ Who applies it:
 
 Every connection to a proxy is one of the daemon's descriptors: each is admitted
 against the daemon's, the agent's and its tenant's caps before a byte of it is read
-(:mod:`agentd.sandbox._connections`), else answered ``503`` naming the cap.
+(:mod:`agentd.sandbox.connections`), else answered ``503`` naming the cap.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from urllib.parse import urlsplit
 
 from agentd.errors import ToolError
 from agentd.sandbox import _netns
-from agentd.sandbox._connections import Connections, Owner
+from agentd.sandbox.connections import Connections, Owner
 from agentd.security.addresses import NOT_PUBLIC, local_addresses, plain
 from agentd.security.policy import grants_host
 

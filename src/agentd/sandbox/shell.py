@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentd.errors import ToolError
-from agentd.sandbox._limits import ExecResult, Limits, signal_death
-from agentd.sandbox._process import Capture, Child, PipeReader
+from agentd.sandbox.limits import ExecResult, Limits, signal_death
+from agentd.sandbox.process import Capture, Child, PipeReader
 
 __all__ = ["PersistentShell", "ShellPool"]
 

@@ -266,7 +266,7 @@ class Policy:
         """The path patterns of every ``deny`` rule (of any layer) with ``paths`` and
         no other condition on arguments, naming a tool that reads or lists files (or
         ``*``): what the agent must not see through any tool. File tools and git keep
-        away from them (:mod:`agentd.tools._protect`), whichever tool the rule named.
+        away from them (:mod:`agentd.tools.protect`), whichever tool the rule named.
         Worked out once: the layers do not change (a new rule makes a new Policy)."""
         if self._protected is None:
             self._protected = self._find_protected()

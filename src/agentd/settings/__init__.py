@@ -15,12 +15,6 @@ Typical use::
 """
 
 from agentd.llm.settings import ModelSettings
-from agentd.settings._check import (
-    SettingsProblem,
-    check_settings,
-    settings_problems,
-    stored_settings,
-)
 from agentd.settings._model import (
     MAX_FALLBACKS,
     MAX_MCP_SERVERS,
@@ -32,6 +26,12 @@ from agentd.settings._model import (
     RunSettings,
 )
 from agentd.settings._operator import Reaching, operator_only
+from agentd.settings.check import (
+    SettingsProblem,
+    check_settings,
+    settings_problems,
+    stored_settings,
+)
 
 __all__ = [
     "MAX_FALLBACKS",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentd.errors import AgentdError, Conflict, InvalidInput, ToolError
-from agentd.llm._quote import quote, quote_attr
+from agentd.llm.quoting import quote, quote_attr
 from agentd.sandbox.binds import ReadOnlyBind
 from agentd.security.identity import Principal
 from agentd.skills._package import NAME

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from agentd.errors import AgentdError, ToolError
-from agentd.tools._tool import Tool, ToolContext, acting, tool
+from agentd.tools.base import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
     from agentd.skills.service import Skills

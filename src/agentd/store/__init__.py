@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from agentd.errors import InvalidInput
-from agentd.store._agents_query import AgentPage
-from agentd.store._audit import AuditEntry, AuditRow
-from agentd.store._engine import Engine, Tx
 from agentd.store._identity import TenantRow, TokenRow
-from agentd.store._quota import Quota
-from agentd.store._runs_query import RunPage
-from agentd.store._sessions_query import SessionPage
+from agentd.store.agents_query import AgentPage
+from agentd.store.audit import AuditEntry, AuditRow
+from agentd.store.engine import Engine, Tx
+from agentd.store.quota import Quota
 from agentd.store.records import (
     USAGE_GROUPS,
     AgentRecord,
@@ -27,6 +25,8 @@ from agentd.store.records import (
     SessionRecord,
     UsageCharge,
 )
+from agentd.store.runs_query import RunPage
+from agentd.store.sessions_query import SessionPage
 from agentd.store.store import Accepted, Lease, LeaseLost, RunUpdate, Steered, Store, new_id
 
 __all__ = [

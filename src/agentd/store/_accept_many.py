@@ -42,11 +42,11 @@ from typing import Any
 
 from agentd.errors import SessionBusy
 from agentd.events import MessageUser, RunQueued, RunStarted
-from agentd.store import _rows
-from agentd.store._engine import Tx
-from agentd.store._log import Accepted, Lease, ToAccept, accept
-from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store import rows as _rows
+from agentd.store.engine import Tx
+from agentd.store.log import Accepted, Lease, ToAccept, accept
 from agentd.store.records import EventRecord, NewEvent, RunRecord
+from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
 __all__ = ["AlsoMany", "accept_many"]
 

@@ -13,8 +13,8 @@ import orjson
 
 from agentd.errors import Conflict, RunNotFound
 from agentd.events import ApprovalDecided, ApprovalRequested, DecisionData, parse
-from agentd.store._engine import Tx
-from agentd.store._log import append
+from agentd.store.engine import Tx
+from agentd.store.log import append
 from agentd.store.records import EventRecord, NewEvent
 
 __all__ = ["decide_unheld", "pending"]

@@ -9,11 +9,13 @@ import time
 from collections.abc import Iterable, Sequence
 
 from agentd.errors import Conflict
-from agentd.store import _entries, _quota, _vectors
-from agentd.store._engine import Engine, Tx
-from agentd.store._entries import EntryChange, EntryFilter, EntryRecord, NewEntry
-from agentd.store._quota import Quota
+from agentd.store import _vectors
+from agentd.store import entries as _entries
+from agentd.store import quota as _quota
 from agentd.store._vectors import Pending
+from agentd.store.engine import Engine, Tx
+from agentd.store.entries import EntryChange, EntryFilter, EntryRecord, NewEntry
+from agentd.store.quota import Quota
 
 __all__ = ["EntryStore"]
 

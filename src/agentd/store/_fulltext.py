@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 
 __all__ = ["BUDGET", "SMALL", "namespace_token", "search"]
 

@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 
 from agentd.errors import Conflict, NotFound
-from agentd.store import _audit, _quota
-from agentd.store._audit import AuditEntry, AuditRow
-from agentd.store._engine import Engine, Tx
+from agentd.store import audit as _audit
+from agentd.store import quota as _quota
+from agentd.store.audit import AuditEntry, AuditRow
+from agentd.store.engine import Engine, Tx
 
 __all__ = ["TENANT_COLS", "TOKEN_COLS", "IdentityStore", "TenantRow", "TokenRow", "bump",
            "delete_tenant", "delete_token", "insert_tenant", "insert_token", "list_tenants",

@@ -23,7 +23,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from agentd.store._engine import Engine, Tx
+from agentd.store.engine import Engine, Tx
 
 __all__ = ["PostgresEngine"]
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from agentd.store import _quota, _schedules
-from agentd.store._engine import Engine, Tx
-from agentd.store._quota import Quota
-from agentd.store._schedules import FireOutcome, ScheduleRecord
+from agentd.store import quota as _quota
+from agentd.store import schedules as _schedules
+from agentd.store.engine import Engine, Tx
+from agentd.store.quota import Quota
+from agentd.store.schedules import FireOutcome, ScheduleRecord
 
 __all__ = ["ScheduleStore"]
 

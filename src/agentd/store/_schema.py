@@ -28,13 +28,13 @@ Migration 5 adds ``sandbox_uids``: the uid (and gid) each agent's commands run a
 under a root daemon. No foreign key: a row outlives its agent, so that a uid is not
 given to a second one before it is reclaimed (migration 17, ``agentd.store._uids``).
 
-Migration 7 adds core memory blocks (``agentd.store._blocks``): ``memory_blocks``
+Migration 7 adds core memory blocks (``agentd.store.blocks``): ``memory_blocks``
 (the value, its limit and read-only flag, a version bumped by every write),
 ``agent_blocks`` (which agents see a block, under which label: unique per agent, and
 in which order) and ``block_versions`` (every version's value and who wrote it, so
 any write can be seen and undone). A block is shared by linking it to more agents.
 
-Migration 8 adds long-term memory entries (``agentd.store._entries``), the first
+Migration 8 adds long-term memory entries (``agentd.store.entries``), the first
 migration whose SQL differs by dialect (a ``{"sqlite": ..., "postgresql": ...}``
 dict). ``memory_entries.n`` is an integer key that is never reused (AUTOINCREMENT,
 an identity column), so a vector index can name entries by it. ``content_hash`` is
@@ -54,7 +54,7 @@ Migration 9 puts the namespace into SQLite's FTS index (``fts_ns``, a generated 
 of ``memory_entries`` holding one token per namespace) and rebuilds the index: FTS5
 keeps a search to its namespaces itself (``agentd.store._fulltext``).
 
-Migration 10 adds ``subtasks`` (``agentd.store._subtasks``): one row per child run a
+Migration 10 adds ``subtasks`` (``agentd.store.subtasks``): one row per child run a
 run started, a subtask or a call to another agent (``type``). It is inserted in the
 transaction that queues the child's run, so neither exists without the other;
 ``effect_id`` (the starting tool call's) is unique, so a call re-run after a crash
@@ -64,7 +64,7 @@ transaction that logs ``subtask.finished`` in the parent's session (exactly once
 partial index finds the rows not yet reported. No foreign key on the child: its
 session may be deleted, and the parent then reads it as gone.
 
-Migration 11 adds schedules (``agentd.store._schedules``): ``schedules`` (a definition,
+Migration 11 adds schedules (``agentd.store.schedules``): ``schedules`` (a definition,
 its next fire time nominal and jittered, counters; deleted with its agent) with a
 partial index on ``next_due_at`` of the enabled ones (the one query that finds due
 schedules), and ``schedule_fires``: the claim on each fire time, its primary key
@@ -456,7 +456,7 @@ CREATE TABLE schedule_fires (
 ))
 
 
-# Migration 12: heartbeat claims and proactive posts (agentd.store._heartbeats). One
+# Migration 12: heartbeat claims and proactive posts (agentd.store.heartbeats). One
 # heartbeats row per agent: the last beat slot claimed (only ever moved forward, in the
 # transaction of the beat's run) and the last skip. proactive_posts: one row per post,
 # keyed by the posting run and the tool call's effect id (a re-run posts nothing twice;
@@ -484,7 +484,7 @@ CREATE TABLE proactive_posts (
 ))
 
 
-# Migration 13: the Telegram channel (agentd.store._telegram). telegram_inbox holds
+# Migration 13: the Telegram channel (agentd.store.telegram). telegram_inbox holds
 # every update a webhook acknowledged, keyed by (agent, update_id): a replayed update
 # is a no-op insert; ``status`` is pending until the channel's worker handed it to the
 # agent (``run_id``) or set it aside (skipped, refused, failed with ``error``).
@@ -533,7 +533,7 @@ CREATE TABLE telegram_chats (
 ))
 
 
-# Migration 14: outbound webhooks (agentd.store._webhooks). ``webhooks``: a subscription
+# Migration 14: outbound webhooks (agentd.store.webhooks). ``webhooks``: a subscription
 # (an agent's, deleted with it) with its signing secret. ``webhook_cursors``: per
 # subscription and session, the last seq turned into deliveries (moved forward only, in
 # the transaction that inserts them). ``webhook_deliveries``: one row per event sent to
@@ -588,7 +588,7 @@ CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_
 """,
 ))
 
-# Migration 15: an agent's sessions by recent activity (agentd.store._sessions_query).
+# Migration 15: an agent's sessions by recent activity (agentd.store.sessions_query).
 # The index walks one agent's sessions in the listing's order (updated_at, then id), so
 # a page reads its own rows and no more, however many sessions the agent has.
 MIGRATIONS.append((
@@ -604,7 +604,7 @@ CREATE INDEX sessions_recent ON sessions (agent_id, updated_at, id);
 # string there), kept by every write of the settings, so that tenant quotas count and
 # lists filter in SQL. ``tokens``: named tokens (a hash of each, never the text),
 # ``tenants``: tenants made through the API with their quotas, ``audit_log``: the
-# hash-chained record of decisions and changes (agentd.store._audit);
+# hash-chained record of decisions and changes (agentd.store.audit);
 # ``identity_version`` is bumped by every change to tokens or tenants, so that other
 # nodes see when to read them again.
 _TENANT_OF = {

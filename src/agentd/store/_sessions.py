@@ -19,23 +19,23 @@ from agentd.events import (
     SessionForked,
     SessionRestored,
 )
-from agentd.store import _rows
-from agentd.store._engine import Tx
-from agentd.store._log import append
-from agentd.store._rows import (
-    ACTIVE,
-    CHECKPOINT_COLS,
-    EVENT_COLS,
-    INSERT_EVENT,
-    SESSION_COLS,
-    SESSION_NEW,
-)
+from agentd.store import rows as _rows
+from agentd.store.engine import Tx
+from agentd.store.log import append
 from agentd.store.records import (
     CheckpointRecord,
     EventRecord,
     NewEvent,
     SessionRecord,
     live_events,
+)
+from agentd.store.rows import (
+    ACTIVE,
+    CHECKPOINT_COLS,
+    EVENT_COLS,
+    INSERT_EVENT,
+    SESSION_COLS,
+    SESSION_NEW,
 )
 
 __all__ = ["fork", "new_checkpoint", "restore"]

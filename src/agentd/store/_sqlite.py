@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentd.store._engine import Engine, Tx
+from agentd.store.engine import Engine, Tx
 
 __all__ = ["SqliteEngine"]
 

@@ -1,4 +1,4 @@
-"""The Store's subtask methods: each one transaction of :mod:`agentd.store._subtasks`.
+"""The Store's subtask methods: each one transaction of :mod:`agentd.store.subtasks`.
 
 A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherits it.
 """
@@ -11,11 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 from agentd.events import SubtaskStarted, SubtaskStartedData
-from agentd.store import _subtasks
-from agentd.store._engine import Engine, Tx
-from agentd.store._log import Accepted, append
-from agentd.store._subtasks import SubtaskRecord
+from agentd.store import subtasks as _subtasks
+from agentd.store.engine import Engine, Tx
+from agentd.store.log import Accepted, append
 from agentd.store.records import EventRecord, NewEvent
+from agentd.store.subtasks import SubtaskRecord
 
 __all__ = ["SubtaskStore"]
 

@@ -7,11 +7,11 @@ tenant (kept in step with the agent's settings, for the per-tenant cap), and
 agent (a partial unique index). ``sandbox_uid_nodes`` holds the nodes that used the
 uid (started something as it, gave it a workspace) and whether every such use there
 kept the host read-only (``sealed``: bubblewrap, gVisor, or the process backend and
-browsers with a read-only host, :mod:`agentd.sandbox._hostfs`).
+browsers with a read-only host, :mod:`agentd.sandbox.hostfs`).
 
 A released uid waits ("quarantine") until each node that used it has swept it: its
 processes killed, its IPC objects and the old workspace removed
-(:mod:`agentd.sandbox._reclaim`); the node then drops its row, and the uid's row goes
+(:mod:`agentd.sandbox.reclaim`); the node then drops its row, and the uid's row goes
 with the last one, which makes the uid free. A row with ``sealed = 0`` is never
 dropped: a host that was writable to the uid may hold its files anywhere, so such a
 uid is never given again (rows from before migration 17 are all such). A uid no node
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 import orjson
 
 from agentd.errors import AgentNotFound, Conflict, QuotaExceeded
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 from agentd.store.records import tenant_of
 
 __all__ = ["assign", "lookup", "quarantined", "release", "retenant", "swept"]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 from agentd.store.records import USAGE_GROUPS, UsageCharge
 
 __all__ = ["SUMS", "charge", "report", "total", "utc_day"]

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from agentd.errors import InvalidInput
-from agentd.store._engine import Tx
-from agentd.store._entries import (
+from agentd.store.engine import Tx
+from agentd.store.entries import (
     MAX_PAGE,
     EntryFilter,
     _chunks,

@@ -28,26 +28,46 @@ from agentd.errors import (
 )
 from agentd.events import DecisionData, parse
 from agentd.store import (
-    _agents_query,
     _approvals,
-    _audit,
-    _blocks,
-    _entries,
-    _quota,
-    _rows,
-    _runs_query,
     _sessions,
-    _sessions_query,
     _uids,
     _usage,
 )
+from agentd.store import (
+    agents_query as _agents_query,
+)
+from agentd.store import (
+    audit as _audit,
+)
+from agentd.store import (
+    blocks as _blocks,
+)
+from agentd.store import (
+    entries as _entries,
+)
+from agentd.store import (
+    quota as _quota,
+)
+from agentd.store import (
+    rows as _rows,
+)
+from agentd.store import (
+    runs_query as _runs_query,
+)
+from agentd.store import (
+    sessions_query as _sessions_query,
+)
 from agentd.store._accept_many import AlsoMany, accept_many
-from agentd.store._audit import AuditEntry
-from agentd.store._engine import Engine, Tx
 from agentd.store._entry_store import EntryStore
-from agentd.store._heartbeats import HeartbeatStore
 from agentd.store._identity import IdentityStore
-from agentd.store._log import (
+from agentd.store._schedule_store import ScheduleStore
+from agentd.store._schema import MIGRATIONS
+from agentd.store._sessions import new_checkpoint
+from agentd.store._subtask_store import SubtaskStore
+from agentd.store.audit import AuditEntry
+from agentd.store.engine import Engine, Tx
+from agentd.store.heartbeats import HeartbeatStore
+from agentd.store.log import (
     Accepted,
     Lease,
     LeaseLost,
@@ -59,21 +79,7 @@ from agentd.store._log import (
     leased_update,
     update_run,
 )
-from agentd.store._quota import Quota
-from agentd.store._rows import (
-    ACTIVE,
-    AGENT_COLS,
-    CHECKPOINT_COLS,
-    EVENT_COLS,
-    RUN_COLS,
-    SESSION_COLS,
-    new_id,
-)
-from agentd.store._schedule_store import ScheduleStore
-from agentd.store._schema import MIGRATIONS
-from agentd.store._sessions import new_checkpoint
-from agentd.store._subtask_store import SubtaskStore
-from agentd.store._webhooks import WebhookStore
+from agentd.store.quota import Quota
 from agentd.store.records import (
     AgentChange,
     AgentRecord,
@@ -87,6 +93,16 @@ from agentd.store.records import (
     agent_change_kind,
     tenant_of,
 )
+from agentd.store.rows import (
+    ACTIVE,
+    AGENT_COLS,
+    CHECKPOINT_COLS,
+    EVENT_COLS,
+    RUN_COLS,
+    SESSION_COLS,
+    new_id,
+)
+from agentd.store.webhooks import WebhookStore
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store", "new_id"]
 
@@ -203,7 +219,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
 
     async def agent_page(self, **filters: Any) -> _agents_query.AgentPage:
         """Agents by name, filtered, a page at a time: see
-        :func:`agentd.store._agents_query.list_agents`."""
+        :func:`agentd.store.agents_query.list_agents`."""
         return await self.engine.read(lambda tx: _agents_query.list_agents(tx, **filters))
 
     async def overview_counts(self) -> dict[str, Any]:
@@ -334,7 +350,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         return await self.engine.write(
             lambda tx: _uids.swept(tx, node, chosen, self.engine.dialect))
 
-    # -- memory blocks (agentd.store._blocks) --------------------------------------
+    # -- memory blocks (agentd.store.blocks) --------------------------------------
 
     async def list_blocks(self, agent_id: str) -> list[_blocks.BlockRecord]:
         return await self.engine.read(lambda tx: _blocks.list_for(tx, agent_id))
@@ -386,7 +402,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     async def session_page(self, agent_id: str, *, limit: int, after: str | None = None,
                            q: str | None = None) -> _sessions_query.SessionPage:
         """An agent's sessions, most recent activity first, a page at a time: see
-        :func:`agentd.store._sessions_query.list_sessions`."""
+        :func:`agentd.store.sessions_query.list_sessions`."""
         return await self.engine.read(lambda tx: _sessions_query.list_sessions(
             tx, agent_id, limit=limit, after=after, q=q))
 
@@ -641,7 +657,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         return [_run(r) for r in rows]
 
     async def list_runs(self, **filters: Any) -> _runs_query.RunPage:
-        """A page of runs, newest first: see :func:`agentd.store._runs_query.list_runs`."""
+        """A page of runs, newest first: see :func:`agentd.store.runs_query.list_runs`."""
         return await self.engine.read(lambda tx: _runs_query.list_runs(tx, **filters))
 
     async def session_names(self, session_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 
 from agentd.errors import InvalidInput
-from agentd.tools._tool import Tool, ToolContext, tool
 from agentd.tools.a2a import A2A_TOOLS
+from agentd.tools.base import Tool, ToolContext, tool
 from agentd.tools.builtins import BUILTINS
 from agentd.tools.commands import COMMAND_TOOLS
 from agentd.tools.files import FILE_TOOLS

@@ -22,7 +22,7 @@ import posixpath
 
 from agentd.errors import ToolError
 from agentd.sandbox import Workspace
-from agentd.tools._protect import is_protected, normalise_patterns
+from agentd.tools.protect import is_protected, normalise_patterns
 
 __all__ = ["plan_args"]
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from agentd.errors import ToolError
-from agentd.tools._mcp_stdio import Spawner, StderrTail, sandboxed_stdio
+from agentd.tools.mcp_stdio import Spawner, StderrTail, sandboxed_stdio
 from agentd.version import __version__
 
 if TYPE_CHECKING:

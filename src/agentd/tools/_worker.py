@@ -4,7 +4,7 @@ A regular expression that backtracks for minutes, or a big-integer power, holds 
 of the process it runs in. Here that is a worker, which the daemon kills at the call's
 time limit, so the daemon's event loop never waits on it.
 
-:class:`agentd.tools._workers.WorkerPool` starts one zygote as a fresh interpreter
+:class:`agentd.tools.workers.WorkerPool` starts one zygote as a fresh interpreter
 (``python -m agentd.tools._worker MEMORY_BYTES``: never a fork of the threaded daemon),
 which imports the tools once and forks the workers (:func:`main`). Each worker talks
 to the daemon on its own socket: a frame is an 8-byte big-endian length and a pickle.
@@ -43,7 +43,7 @@ def run_tool(module: str, name: str, arguments: dict[str, Any], ctx: Any,
     workspace's (bytes used, quota) as the daemon knows it: the file tools' writes
     count against it here, and the daemon takes the new figure back."""
     from agentd.sandbox.workspace import set_usage, usage
-    from agentd.tools._tool import Tool
+    from agentd.tools.base import Tool
 
     workspace = getattr(ctx, "workspace", None)
     if workspace is not None:

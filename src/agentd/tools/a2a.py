@@ -31,8 +31,8 @@ import httpx
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
-from agentd.security._endpoints import endpoint_of
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.security.endpoints import endpoint_of
+from agentd.tools.base import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
     from a2a.types.a2a_pb2 import AgentCard, StreamResponse, Task

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentd.errors import ToolError
-from agentd.tools._tool import Tool, tool
+from agentd.tools.base import Tool, tool
 
 __all__ = ["BUILTINS", "calculator", "current_time"]
 

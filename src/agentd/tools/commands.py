@@ -25,7 +25,7 @@ from agentd.sandbox.shell import PersistentShell
 from agentd.sandbox.workspace import Workspace
 from agentd.tools._gitargs import plan_args
 from agentd.tools._gitconfig import check_repository
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
 
 __all__ = ["COMMAND_TOOLS", "git", "shell"]
 

@@ -5,7 +5,7 @@ never floods the model's context: reads return at most ``MAX_READ`` bytes (the r
 says when a file was cut), listings and searches at most ``MAX_ENTRIES`` entries.
 
 Paths the agent's policy protects (a deny rule with ``paths``, see
-:mod:`agentd.tools._protect`) are refused by the tools that name a path, and left out,
+:mod:`agentd.tools.protect`) are refused by the tools that name a path, and left out,
 unnamed, of what list_files, glob and grep return.
 """
 
@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.errors import ToolError
 from agentd.sandbox import Workspace
-from agentd.tools._protect import check, is_protected
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
+from agentd.tools.protect import check, is_protected
 
 __all__ = ["FILE_TOOLS", "FileChange", "edit_file", "glob", "grep", "list_files",
            "read_file", "write_file", "write_files"]

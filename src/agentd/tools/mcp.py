@@ -45,15 +45,15 @@ from referencing.exceptions import Unresolvable
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.tools._mcp_session import Connection
-from agentd.tools._mcp_stdio import Spawner
-from agentd.tools._tool import Tool, ToolContext
+from agentd.tools.base import Tool, ToolContext
+from agentd.tools.mcp_stdio import Spawner
 from agentd.trust import OperatorOnly
 
 if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as ToolInfo
 
-    from agentd.tools._workers import WorkerPool
+    from agentd.tools.workers import WorkerPool
 
 __all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool"]
 

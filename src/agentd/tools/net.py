@@ -26,7 +26,7 @@ import httpx
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
-from agentd.tools._tool import Tool, ToolContext, tool
+from agentd.tools.base import Tool, ToolContext, tool
 
 __all__ = ["NET_TOOLS", "http_fetch"]
 

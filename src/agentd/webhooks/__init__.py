@@ -7,7 +7,7 @@
 ``_send``          one signed attempt (Standard Webhooks headers), backoff
 =================  ===========================================================
 
-The store side is :mod:`agentd.store._webhooks`; docs/webhooks.md is the user's guide.
+The store side is :mod:`agentd.store.webhooks`; docs/webhooks.md is the user's guide.
 """
 
 from agentd.webhooks.service import PING, WebhookIn, Webhooks, delivery_dict, webhook_dict

@@ -8,7 +8,7 @@ and before every attempt (:mod:`agentd.security.hosts`): a refused one is a 422
 naming ``url``, and nothing is stored.
 
 **At least once.** Two tasks per runtime. The *ingester* turns committed events into
-delivery rows (:func:`agentd.store._webhooks._ingest`: one transaction per session,
+delivery rows (:func:`agentd.store.webhooks._ingest`: one transaction per session,
 ids derived from (subscription, session, seq), cursors moved forward in the same
 transaction): nudged by the live feed of committed events, and scanning at start and
 every ``poll_s`` for sessions no subscription has caught up with (a crash, events of
@@ -43,9 +43,9 @@ from agentd.events import EVENT_KINDS
 from agentd.runtime.bus import Feed, Lagged
 from agentd.security.hosts import HostRules, Refused
 from agentd.security.identity import Principal
-from agentd.store._rows import new_id
-from agentd.store._webhooks import DeliveryRecord, WebhookRecord
 from agentd.store.records import EventRecord, iso
+from agentd.store.rows import new_id
+from agentd.store.webhooks import DeliveryRecord, WebhookRecord
 from agentd.webhooks._send import attempt, backoff_s
 
 if TYPE_CHECKING:

@@ -34,8 +34,8 @@ from agentd.errors import (
     Unauthorized,
 )
 from agentd.settings.channels import TelegramConfig, TelegramSettings
-from agentd.store._telegram import ChatRow, InboxRow, TelegramStore
 from agentd.store.records import AgentRecord
+from agentd.store.telegram import ChatRow, InboxRow, TelegramStore
 
 if TYPE_CHECKING:
     from agentd.runtime.ports import AgentHost

@@ -27,8 +27,8 @@ from agentd.channels.telegram._botapi import BotAPI, BotAPIError
 from agentd.channels.telegram._text import split_message
 from agentd.runtime.bus import Feed, Lagged
 from agentd.settings.channels import TelegramConfig, TelegramSettings
-from agentd.store._telegram import ChatRow, TelegramStore
 from agentd.store.records import AgentRecord, EventRecord
+from agentd.store.telegram import ChatRow, TelegramStore
 
 if TYPE_CHECKING:
     from agentd.runtime.ports import AgentHost

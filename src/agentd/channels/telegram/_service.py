@@ -15,8 +15,8 @@ from agentd.channels.telegram._outbound import Outbox
 from agentd.errors import InvalidInput
 from agentd.settings import AgentSettings, stored_settings
 from agentd.settings.channels import TelegramConfig, TelegramSettings
-from agentd.store._telegram import TelegramStore
 from agentd.store.records import AgentRecord
+from agentd.store.telegram import TelegramStore
 
 if TYPE_CHECKING:
     from agentd.runtime.ports import AgentHost

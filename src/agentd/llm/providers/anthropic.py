@@ -53,7 +53,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.model import Model
-from agentd.llm.providers import _settings
+from agentd.llm.providers import settings as _settings
 from agentd.llm.registry import ProviderInfo
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "create", "map_error"]

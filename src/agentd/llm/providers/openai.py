@@ -45,7 +45,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.model import Model
-from agentd.llm.providers import _settings
+from agentd.llm.providers import settings as _settings
 from agentd.llm.registry import ProviderInfo
 
 __all__ = ["OpenAIChatModel", "create"]

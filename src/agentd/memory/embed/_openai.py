@@ -20,7 +20,7 @@ import numpy as np
 import openai
 
 from agentd.errors import ModelError
-from agentd.llm.providers import _settings
+from agentd.llm.providers import settings as _settings
 from agentd.llm.providers.openai import map_error
 from agentd.llm.registry import ProviderInfo
 from agentd.memory.embed._base import Embedder, Vectors, check_texts, normalise

@@ -99,7 +99,7 @@ def _minilm() -> Embedder:
 
 
 def _remote(spec: str, provider: str, model: str, own: dict[str, Any]) -> Embedder:
-    from agentd.llm.providers import _settings
+    from agentd.llm.providers import settings as _settings
     from agentd.llm.registry import PROVIDERS
     from agentd.memory.embed._openai import create
 

@@ -14,7 +14,7 @@ session; one waiting for a decision on a tool call is ``interrupted``, and a run
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -53,8 +53,7 @@ from agentd.protocols.langgraph._wire import (
     thread_status,
     unsupported,
 )
-from agentd.runtime import Subscription, Token
-from agentd.store import Accepted, Tx
+from agentd.runtime import Also, Subscription, Token
 from agentd.store.records import EventRecord, RunRecord, SessionRecord
 
 __all__ = ["KEY_PREFIX", "PREFIX", "RUN_PATH", "router", "serve_run"]
@@ -359,7 +358,7 @@ def _another_assistant(thread_id: str, owner: str, agent: str) -> Conflict:
 
 
 async def _thread_guard(runtime: Runtime, thread_id: str, agent: str,
-                        if_not_exists: str | None) -> Callable[[Tx, Accepted], None]:
+                        if_not_exists: str | None) -> Also:
     """What a run's message to ``thread_id`` checks as it is committed (the send's
     ``also``), rather than a read per turn: a thread is one agent's session, so the
     message that would create the thread's session under ``agent`` is refused
@@ -383,7 +382,7 @@ async def _thread_guard(runtime: Runtime, thread_id: str, agent: str,
         if reject:
             raise ThreadNotFound(f"no thread {thread_id!r}")
 
-    return runtime.store.on_new_session(check)
+    return runtime.on_new_session(check)
 
 
 def _resume_action(value: Any) -> tuple[str, str | None, str | None]:

@@ -33,7 +33,7 @@ from agentd.protocols.langgraph._wire import (
     unsupported,
 )
 from agentd.protocols.langgraph.routes import PREFIX
-from agentd.store._entries import EntryChange, EntryFilter, EntryRecord
+from agentd.store.entries import EntryChange, EntryFilter, EntryRecord
 
 __all__ = ["SCAN", "router"]
 

@@ -44,7 +44,7 @@ from agentd.protocols.termo._hooks import (
 from agentd.runtime import Token
 from agentd.security.access import scope_access
 from agentd.security.identity import Principal
-from agentd.store._entries import EntryFilter
+from agentd.store.entries import EntryFilter
 
 __all__ = ["Termo", "TermoDoor"]
 

@@ -18,7 +18,7 @@ from agentd.doors.access import (
 from agentd.doors.http import model_response
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import AgentCreate, AgentList, AgentOut, AgentPatch
-from agentd.store._agents_query import AGENT_STATES, MAX_AGENT_PAGE
+from agentd.store.agents_query import AGENT_STATES, MAX_AGENT_PAGE
 from agentd.store.records import AgentRecord
 
 __all__ = ["router"]
@@ -74,7 +74,7 @@ async def list_agents(
                                     names=None if visible is None else
                                     [a.name for a in visible])
     return model_response(AgentList, {
-        "agents": [{**_out(runtime, a), "awake": runtime.agents.is_awake(a.name)}
+        "agents": [{**_out(runtime, a), "awake": runtime.is_awake(a.name)}
                    for a in page.agents],
         "next_after": page.next_after})
 

@@ -21,4 +21,4 @@ async def get_kernel(request: Request) -> Response:
     grants and waits (p50/p99/max over the last 1,024 grants), pauses; per provider
     breaker: state and failures; counters of calls, retries, fallbacks, rate limits,
     stream resets and outages since the daemon started (this node only)."""
-    return json_response(runtime_of(request).kernel.metrics())
+    return json_response(runtime_of(request).kernel_metrics())

@@ -16,7 +16,7 @@ from agentd.memory.transfer import ImportReport
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.routes.memory import _by
 from agentd.settings.memory import NAMESPACE_PATTERN
-from agentd.store._entries import EntryChange, EntryFilter
+from agentd.store.entries import EntryChange, EntryFilter
 
 __all__ = ["router"]
 

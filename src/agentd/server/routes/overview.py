@@ -29,6 +29,6 @@ async def get_overview(request: Request) -> Response:
     if visible is not None:
         access = access_of(request.scope)
         summary.update(await runtime.overview.of_agents(
-            visible, runtime.agents.is_awake,
+            visible, runtime.is_awake,
             lambda row: access.allows(row["agent"], row["tenant"])))
     return model_response(OverviewOut, summary)

@@ -14,7 +14,7 @@ from agentd.doors.http import json_response
 from agentd.errors import InvalidInput
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import RunOut
-from agentd.store._runs_query import MAX_PAGE, RUN_STATUSES
+from agentd.store.runs_query import MAX_PAGE, RUN_STATUSES
 
 __all__ = ["RunPageOut", "parse_since", "router"]
 

@@ -35,7 +35,7 @@ from agentd.server.schemas import (
     SessionOut,
     SseEvent,
 )
-from agentd.store._sessions_query import MAX_SESSION_PAGE
+from agentd.store.sessions_query import MAX_SESSION_PAGE
 
 __all__ = ["router"]
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import orjson
 
 from agentd.events import ACTIVE_RUN_STATES
-from agentd.store._engine import Tx
-from agentd.store._rows import ACTIVE
+from agentd.store.engine import Tx
+from agentd.store.rows import ACTIVE
 
 __all__ = ["COLS", "SubtaskRecord", "children", "count", "insert", "mark_reported",
            "of_child", "of_effect", "one", "orphans", "unreported", "unreported_runs"]

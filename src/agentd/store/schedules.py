@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import AgentNotFound, Conflict
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 
 __all__ = ["KEEP_FIRES", "FireClaim", "FireOutcome", "Moved", "ScheduleRecord", "Tx",
            "claim_fire", "claim_fires", "count_for", "delete", "due", "fire_outcomes", "get",

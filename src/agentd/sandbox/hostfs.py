@@ -20,7 +20,7 @@ before 5.12), :func:`probe` says why and the runtime then never reclaims a uid t
 ran there (``agentd.runtime.sandboxes``).
 
 This file imports only the standard library: a browser's launcher runs it as a
-script (``python3 -I -S _hostfs.py KEEP... -- COMMAND...``) before it drops to the
+script (``python3 -I -S hostfs.py KEEP... -- COMMAND...``) before it drops to the
 agent's uid and starts Chromium.
 """
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentd.errors import InvalidInput
-from agentd.store._engine import Tx
-from agentd.store._rows import ACTIVE, AGENT_COLS
-from agentd.store._rows import agent as _agent
+from agentd.store.engine import Tx
 from agentd.store.records import AgentRecord
+from agentd.store.rows import ACTIVE, AGENT_COLS
+from agentd.store.rows import agent as _agent
 
 __all__ = ["AGENT_STATES", "MAX_AGENT_PAGE", "AgentPage", "active_run_counts",
            "agent_state_counts", "contains_pattern", "list_agents", "store_bytes"]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentd.sandbox import _hostfs
-from agentd.sandbox._limits import (
+from agentd.sandbox import hostfs as _hostfs
+from agentd.sandbox.limits import (
     SANDBOX_GID,
     SANDBOX_PATH,
     SANDBOX_UID,

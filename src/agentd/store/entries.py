@@ -27,8 +27,8 @@ import orjson
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.store import _fulltext
-from agentd.store._engine import Tx
-from agentd.store._rows import new_id
+from agentd.store.engine import Tx
+from agentd.store.rows import new_id
 
 __all__ = ["MAX_PAGE", "EntryChange", "EntryFilter", "EntryRecord", "NewEntry", "allowed",
            "content_hash", "count", "delete", "delete_namespace", "drop_vectors",

@@ -16,8 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from agentd.sandbox._cgroups import Cgroup
-from agentd.sandbox._limits import ExecResult, Limits, signal_death
+from agentd.sandbox.cgroups import Cgroup
+from agentd.sandbox.limits import ExecResult, Limits, signal_death
+
+__all__ = ["Capture", "Child", "PipeReader", "PipeWriter", "execute", "launch"]
 
 _CHUNK = 65536
 _DRAIN_S = 2.0  # reading what is left after the process ended (a straggler may hold a pipe)

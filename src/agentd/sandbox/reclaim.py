@@ -3,7 +3,7 @@ again (``agentd.runtime.sandboxes``; the rows: ``agentd.store._uids``).
 
 What an agent's uid can leave behind on a host where everything that ran as it kept
 the host read-only (bubblewrap, gVisor, the process backend and browsers under
-:mod:`agentd.sandbox._hostfs`): processes (a background job, a process that left its
+:mod:`agentd.sandbox.hostfs`): processes (a background job, a process that left its
 process group, a browser or shell of a node that did not delete the agent), SysV IPC
 objects of the host's namespace (a browser's), and its workspace on this node. Each is
 removed here; blocking (call it in a thread), as root.

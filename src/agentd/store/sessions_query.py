@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentd.errors import InvalidInput
-from agentd.store._agents_query import contains_pattern
-from agentd.store._engine import Tx
-from agentd.store._rows import SESSION_COLS
-from agentd.store._rows import session as _session
-from agentd.store._runs_query import decode_cursor, encode_cursor
+from agentd.store.agents_query import contains_pattern
+from agentd.store.engine import Tx
 from agentd.store.records import SessionRecord
+from agentd.store.rows import SESSION_COLS
+from agentd.store.rows import session as _session
+from agentd.store.runs_query import decode_cursor, encode_cursor
 
 __all__ = ["MAX_SESSION_PAGE", "SessionPage", "list_sessions"]
 

@@ -18,7 +18,7 @@ from agentd.llm.messages import ToolSpec
 from agentd.sandbox.workspace import set_usage, usage
 
 if TYPE_CHECKING:
-    from agentd.tools._workers import WorkerPool
+    from agentd.tools.workers import WorkerPool
 
 __all__ = ["Tool", "ToolContext", "acting", "tool"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import InvalidInput
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 from agentd.store.records import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, RunRecord
 
 __all__ = ["MAX_PAGE", "RUN_STATUSES", "RunPage", "decode_cursor", "encode_cursor",
@@ -47,7 +47,7 @@ class RunPage:
 
 def encode_cursor(created_at: float, run_id: str) -> str:
     """An opaque cursor naming a row's place in a newest-first order by (time, id): a
-    run's here, a session's in :mod:`agentd.store._sessions_query`."""
+    run's here, a session's in :mod:`agentd.store.sessions_query`."""
     raw = orjson.dumps([created_at, run_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
     from mcp.shared.message import SessionMessage
 
-    from agentd.sandbox._process import Child
+    from agentd.sandbox.process import Child
     from agentd.tools.mcp import MCPServer
 
 __all__ = ["MAX_LINE", "Spawner", "StderrTail", "sandboxed_stdio"]

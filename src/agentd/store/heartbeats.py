@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from agentd.store._engine import Engine, Tx
-from agentd.store._log import append
-from agentd.store._rows import ACTIVE
+from agentd.store.engine import Engine, Tx
+from agentd.store.log import append
 from agentd.store.records import EventRecord, NewEvent
+from agentd.store.rows import ACTIVE
 
 __all__ = [
     "AlreadyBeaten",

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 
 __all__ = ["AUDIT_COLS", "GENESIS", "AuditEntry", "AuditRow", "append", "head", "page",
            "row_hash", "walk"]

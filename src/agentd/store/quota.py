@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agentd.errors import QuotaExceeded
-from agentd.store._engine import Tx
+from agentd.store.engine import Tx
 
 __all__ = ["COUNTED", "Quota", "check", "count"]
 

@@ -39,9 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from agentd.errors import InvalidInput, ToolError
-from agentd.sandbox import _hostfs
+from agentd.sandbox import hostfs as _hostfs
 from agentd.sandbox._netns import CLONE_NEWNET, loopback_up
 from agentd.sandbox.workspace import Workspace
+
+__all__ = ["DENIED_SYSCALLS", "SANDBOX_GID", "SANDBOX_PATH", "SANDBOX_UID", "ExecResult",
+           "Limits", "Reach", "Sealed", "child_setup", "closed_parent", "cwd_parts",
+           "open_cwd", "reach", "reinstate", "retire", "retired", "rlimits", "sandbox_env",
+           "sandbox_ids", "seccomp_filter", "signal_death", "spawn_kwargs", "started",
+           "starting", "workspace_owner"]
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -276,7 +282,7 @@ class Reach:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """The process backend's filesystem under root (:mod:`agentd.sandbox._hostfs`):
+    """The process backend's filesystem under root (:mod:`agentd.sandbox.hostfs`):
     the host read-only, private ``/tmp``, ``/var/tmp`` and ``/dev/shm``, the
     ``workspace`` (a real path) writable at its own path, ``cwd`` its components of the
     working directory. Nothing the command writes outlives it but in its workspace,

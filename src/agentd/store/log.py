@@ -9,11 +9,12 @@ from typing import Any
 
 from agentd.errors import SessionBusy, SessionNotFound
 from agentd.events import MessageUser, RunQueued
-from agentd.store import _quota, _rows
-from agentd.store._engine import Tx
-from agentd.store._quota import Quota
-from agentd.store._rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store import quota as _quota
+from agentd.store import rows as _rows
+from agentd.store.engine import Tx
+from agentd.store.quota import Quota
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
+from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "ToAccept", "accept",
            "append", "leased_update", "update_run"]

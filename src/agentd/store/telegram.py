@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.store._engine import Engine, Tx
+from agentd.store.engine import Engine, Tx
 
 __all__ = ["ChatRow", "InboxRow", "TelegramStore"]
 

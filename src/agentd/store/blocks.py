@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agentd.errors import Conflict, InvalidInput, NotFound
-from agentd.store._engine import Tx
-from agentd.store._rows import new_id
+from agentd.store.engine import Tx
+from agentd.store.rows import new_id
 
 __all__ = ["BlockChange", "BlockRecord", "BlockVersion", "BlockWrite", "attach", "delete",
            "forget_agent", "get", "history", "list_for", "version_of", "write"]

@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 
 from agentd.errors import Conflict, NotFound
-from agentd.store._engine import Engine, Tx
-from agentd.store._rows import EVENT_COLS, dumps, event
+from agentd.store.engine import Engine, Tx
 from agentd.store.records import EventRecord
+from agentd.store.rows import EVENT_COLS, dumps, event
 
 __all__ = ["DELIVERY_STATUSES", "DeliveryRecord", "WebhookRecord", "WebhookStore",
            "delivery_id"]
