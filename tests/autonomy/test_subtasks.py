@@ -119,7 +119,7 @@ async def test_start_is_idempotent_by_the_calls_effect_id(runtime: Runtime) -> N
     boss = await runtime.get_agent("boss")
     ctx = ToolContext(agent="boss", session="k", run_id=sent.run.id, call_id="c1",
                       effect_id=f"{sent.run.id}/1/c1", agent_id=boss.id,
-                      services={"subtasks": runtime.subtasks})
+                      services={type(runtime.subtasks): runtime.subtasks})
     first = await runtime.subtasks.start(ctx, content="once", agent="worker")
     again = await runtime.subtasks.start(ctx, content="once", agent="worker")
     assert again.id == first.id and again.child_run == first.child_run

@@ -11,26 +11,38 @@ from agentd.store.records import AgentRecord
 from agentd.tools import ToolContext, tool
 
 
+class Clock:
+    """A service of the test's (tools find services by their class)."""
+
+    def __repr__(self) -> str:
+        return "the clock service"
+
+
+class Calendar:
+    """A service nobody provided."""
+
+
 async def test_a_tool_sees_its_runs_origin_and_the_registered_services(
         runtime: Runtime) -> None:
     seen: list[tuple[dict[str, Any], Any]] = []
+    clock = Clock()
 
     @tool
     def probe(ctx: ToolContext) -> str:
         """Report what the call knows."""
-        seen.append((dict(ctx.origin), ctx.services.get("clock")))
+        assert ctx.service(Calendar) is None
+        seen.append((dict(ctx.origin), ctx.service(Clock)))
         return "ok"
 
     runtime.tools.register(probe)
-    runtime.executors.services["clock"] = "the clock service"
+    runtime.executors.provide(clock)
     await runtime.create_agent(name="a", tools=["probe"])
     plain = await runtime.send("a", "k", "/tool probe {}")
     await runtime.wait(plain.run.id)
     fired = await runtime.send("a", "k", "/tool probe {}",
                                origin={"schedule_id": "sch_x", "fire_at": 12.5})
     await runtime.wait(fired.run.id)
-    assert seen == [({}, "the clock service"),
-                    ({"schedule_id": "sch_x", "fire_at": 12.5}, "the clock service")]
+    assert seen == [({}, clock), ({"schedule_id": "sch_x", "fire_at": 12.5}, clock)]
 
 
 async def test_a_context_section_is_added_to_every_runs_instructions(

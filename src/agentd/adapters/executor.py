@@ -102,7 +102,7 @@ class AdapterExecutor(RunExecutor):
         if outcome is not None:
             return outcome
         model = self.caller.targets[0].model
-        adapters = self.services.get("adapters")
+        adapters = self.services.get(Adapters)
         if not isinstance(model, AdapterModel) or not isinstance(adapters, Adapters):
             return await self._fail(AgentdError(
                 "this agent's runs cannot be played by an adapter here",
@@ -224,7 +224,7 @@ class AdapterExecutor(RunExecutor):
             _CURRENT.reset(token)
 
     def _timeout(self) -> float:
-        adapters = self.services.get("adapters")
+        adapters = self.services.get(Adapters)
         return adapters.timeout_s if isinstance(adapters, Adapters) else 300.0
 
     @staticmethod

@@ -22,8 +22,8 @@ It composes the runtime's services, each with its dependencies given explicitly:
 A new capability (memory, schedules, ...) is a new service built here from the
 parts it needs, with its periodic work registered on the housekeeper; the facade's
 methods below stay the public calls the server and embedders use. A service the
-agent's tools use registers itself in ``self.executors.services`` (its tools read
-it from ``ToolContext.services``, with ``ToolContext.origin`` telling what started
+agent's tools use is provided with ``self.executors.provide`` (its tools ask for
+it by class, ``ctx.service(Schedules)``, with ``ToolContext.origin`` telling what started
 the run), and a part of every run's instructions it adds (the agent's skills, ...)
 in ``self.executors.sections``.
 """
@@ -109,6 +109,7 @@ from agentd.store.records import (
 from agentd.store.subtasks import SubtaskRecord
 from agentd.store.telegram import TelegramStore
 from agentd.tools import ToolRegistry
+from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
 from agentd.tools.workers import WorkerPool
 from agentd.version import __version__
@@ -215,7 +216,7 @@ class Runtime:
         #: Skills installed under the home, enabled per agent (agentd.skills).
         self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
         self.agents.checks.append(self.skills.check_settings)
-        self.executors.services["skills"] = self.skills
+        self.executors.provide(self.skills)
         self.executors.sections.append(self.skills.section)
         # Enabled skills show read-only at /skills/<name> in the agent's commands.
         self.sandboxes.binds_for = self.skills.binds
@@ -244,7 +245,7 @@ class Runtime:
         #: Child runs a run starts and waits on; calls to other agents.
         self.subtasks = Subtasks(store, bus=self.bus, runs=self.runs, agents=self.agents,
                                  histories=self.histories, exclusive=self.exclusive)
-        self.executors.services["subtasks"] = self.subtasks
+        self.executors.provide(self.subtasks)
         self.executors.child_usage = self.subtasks.usage_of_children
         self.executors.child_usage_tools = DELEGATING_TOOLS
         #: Teams: agents whose runs are played by other agents (``settings.team``).
@@ -253,23 +254,23 @@ class Runtime:
         #: Agents backed by a framework adapter (``model = "adapter:MODULE:OBJECT"``).
         self.adapters = Adapters(timeout_s=settings.adapters.timeout_s)
         self.agents.model_sources.append(AdapterModels(lambda: settings.adapters.allow))
-        self.executors.services["adapters"] = self.adapters
+        self.executors.provide(self.adapters)
         #: Which remote A2A endpoints ``a2a_call`` sends which token to.
-        self.executors.services["a2a"] = settings.a2a
+        self.executors.provide(RemoteTokens(settings.a2a.remote_tokens))
         self.executors.adapter_executor = AdapterExecutor
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,
                                    exclusive=self.exclusive)
-        self.executors.services["schedules"] = self.schedules
+        self.executors.provide(self.schedules)
         #: Messages an agent posts into its own other sessions (``message_post``).
         self.proactive = ProactiveService(store, bus=self.bus, histories=self.histories)
-        self.executors.services["proactive"] = self.proactive
+        self.executors.provide(self.proactive)
         #: Chromium for the browser tools, one per agent (``[browser] enabled``).
         self.browsers: Browsers | None = None
         if settings.browser.enabled:
             self.browsers = Browsers(settings.browser,
                                      connections=self.sandboxes.connections)
-            self.executors.services["browser"] = self.browsers
+            self.executors.provide(self.browsers)
             for browser_tool in BROWSER_TOOLS.values():
                 if self.tools.get(browser_tool.name) is None:
                     self.tools.register(browser_tool)

@@ -1,4 +1,4 @@
-"""The agent tools of subtasks and agent calls (``ToolContext.services["subtasks"]``).
+"""The agent tools of subtasks and agent calls (``ctx.service(Subtasks)``).
 
 ``subtask_start`` and ``agent_call`` start a child run; each is idempotent by the
 call's effect id (a re-run after a crash finds the child it started), so the loop
@@ -11,15 +11,15 @@ model may wait again.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentd.autonomy.calls import callable_agents
+from agentd.autonomy.subtasks import Subtasks
 from agentd.errors import ToolError
 from agentd.settings.delegation import MAX_WAIT_S, DelegationSettings
 from agentd.tools.base import Tool, ToolContext, tool
 
 if TYPE_CHECKING:
-    from agentd.autonomy.subtasks import Subtasks
     from agentd.store.subtasks import SubtaskRecord
 
 __all__ = ["DELEGATION_TOOLS", "agent_call", "agents_list", "subtask_start", "subtask_wait"]
@@ -36,10 +36,10 @@ MAX_TITLE = 200
 
 
 def _service(ctx: ToolContext) -> Subtasks:
-    service = ctx.services.get("subtasks")
+    service = ctx.service(Subtasks)
     if service is None:
         raise ToolError("subtasks are not available here", code="subtasks_unavailable")
-    return cast("Subtasks", service)
+    return service
 
 
 async def _settings(service: Subtasks, ctx: ToolContext) -> DelegationSettings:

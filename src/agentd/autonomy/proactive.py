@@ -50,7 +50,7 @@ MAX_POSTS_PER_RUN = 5
 
 
 class ProactiveService:
-    """Posts into an agent's sessions (``ToolContext.services["proactive"]``)."""
+    """Posts into an agent's sessions (``ctx.service(ProactiveService)``)."""
 
     def __init__(self, store: Store, *, bus: EventBus, histories: HistoryCache,
                  max_posts_per_run: int = MAX_POSTS_PER_RUN) -> None:
@@ -101,11 +101,11 @@ class ProactiveService:
 
 
 def _service(ctx: ToolContext) -> ProactiveService:
-    service: Any = ctx.services.get("proactive")
+    service = ctx.service(ProactiveService)
     if service is None or not ctx.agent_id:
         raise ToolError("proactive messages are not available here",
                         code="proactive_unavailable")
-    return service  # type: ignore[no-any-return]
+    return service
 
 
 def posts_to(arguments: Mapping[str, Any], session: str) -> str | None:

@@ -1,6 +1,6 @@
 """The agent's schedule tools: create, list and delete its OWN schedules.
 
-They use the ``schedules`` service (``ToolContext.services["schedules"]``, a
+They use the ``schedules`` service (``ctx.service(Schedules)``, a
 :class:`agentd.autonomy.schedules.Schedules`). The arguments come from the model and
 are treated as hostile: every schedule is the calling agent's (an id of another
 agent's schedule is "not found", never acted on), the agent's limits apply
@@ -23,15 +23,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from agentd.autonomy.schedules import Schedules
 from agentd.channels import channel_of
 from agentd.errors import ToolError
 from agentd.store.records import iso
 from agentd.tools.base import Tool, ToolContext, acting, tool
 
 if TYPE_CHECKING:
-    from agentd.autonomy.schedules import Schedules
     from agentd.store.schedules import ScheduleRecord
 
 __all__ = ["SCHEDULE_TOOLS", "schedule_create", "schedule_delete", "schedule_list",
@@ -39,10 +39,10 @@ __all__ = ["SCHEDULE_TOOLS", "schedule_create", "schedule_delete", "schedule_lis
 
 
 def _service(ctx: ToolContext) -> Schedules:
-    service = ctx.services.get("schedules")
+    service = ctx.service(Schedules)
     if service is None or not ctx.agent_id:
         raise ToolError("schedules are not available here", code="schedules_unavailable")
-    return cast("Schedules", service)
+    return service
 
 
 def _when(value: str | None, name: str) -> datetime | None:

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from agentd.autonomy.calls import Peer, check_call, no_agent, settings_of
+from agentd.autonomy.subtasks import Subtasks
 from agentd.errors import AgentdError, AgentNotFound, InvalidInput, ToolError
 from agentd.events import MessageAssistant, MessageAssistantData, RunCompleted
 from agentd.llm.quoting import quote, quote_attr
@@ -47,7 +48,6 @@ from agentd.settings.teams import TeamSettings
 from agentd.tools import ToolContext
 
 if TYPE_CHECKING:
-    from agentd.autonomy.subtasks import Subtasks
     from agentd.settings import AgentSettings
     from agentd.store import Store
     from agentd.store.subtasks import SubtaskRecord
@@ -228,7 +228,8 @@ class TeamExecutor(RunExecutor):
         if outcome is not None:
             return outcome
         team = self.agent_settings.team
-        subtasks = cast("Subtasks | None", self.services.get("subtasks"))
+        found = self.services.get(Subtasks)
+        subtasks = found if isinstance(found, Subtasks) else None
         if team is None or subtasks is None:
             return await self._fail(AgentdError(
                 "this agent's runs cannot be played as a team here (no team settings or "

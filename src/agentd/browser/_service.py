@@ -236,7 +236,7 @@ class _Browser:
 
 
 class Browsers:
-    """The browsers of every agent. Owned by the runtime (``services["browser"]``)."""
+    """The browsers of every agent. Owned by the runtime (``ctx.service(Browsers)``)."""
 
     def __init__(self, config: BrowserConfig, *, isolate: bool = True,
                  connections: Connections | None = None) -> None:

@@ -61,8 +61,8 @@ def _bad(message: str) -> ToolError:
 
 def _service(ctx: ToolContext) -> tuple[Browsers, Sandbox]:
     """The browser service and the run's sandbox, once the grant is checked."""
-    browsers = ctx.services.get("browser")
-    if not isinstance(browsers, Browsers):
+    browsers = ctx.service(Browsers)
+    if browsers is None:
         raise ToolError("the browser tools are off on this daemon ([browser] enabled)",
                         code="browser_unavailable")
     sandbox = ctx.sandbox

@@ -142,7 +142,7 @@ class ToolSteps:
     memory: RunMemory | None
     agent_settings: AgentSettings
     #: ``ToolContext.services`` and ``ToolContext.origin`` for every call.
-    services: Mapping[str, Any]
+    services: Mapping[type, object]
     origin: Mapping[str, Any]
     base_instructions: str
     instructions: str

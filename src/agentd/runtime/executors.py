@@ -113,9 +113,9 @@ class ExecutorFactory:
         self.lease = lease
         self.memory = memory
         self.compactor = compactor
-        #: The services tools may use, by name (``ToolContext.services``): each service
-        #: that has tools registers itself here (see :class:`agentd.assembly.Runtime`).
-        self.services: dict[str, Any] = {}
+        #: The services tools may use, by class (``ToolContext.service``): each service
+        #: that has tools is provided here (see :class:`agentd.assembly.Runtime`).
+        self.services: dict[type, object] = {}
         #: Parts of every run's instructions the services add, in order, after the
         #: agent's own instructions and before its memory blocks.
         self.sections: list[ContextSection] = []
@@ -133,6 +133,10 @@ class ExecutorFactory:
         #: that changes whenever they may have (call policies are cached on it).
         self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
         self.tenant_budgets_version: Callable[[], int] = lambda: 0
+
+    def provide(self, service: object) -> None:
+        """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
+        self.services[type(service)] = service
 
     async def build(self, run_id: str, prepared: Prepared | None) -> RunExecutor | None:
         """The executor of ``run_id``, or None when the run does not start here (ended,

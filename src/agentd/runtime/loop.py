@@ -176,7 +176,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         memory: RunMemory | None = None,
         base_instructions: str | None = None,
         compactor: Compactor | None = None,
-        services: Mapping[str, Any] | None = None,
+        services: Mapping[type, object] | None = None,
         origin: Mapping[str, Any] | None = None,
         payer: tuple[str, str] | None = None,
         child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None,
@@ -201,7 +201,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.compactor = compactor
         #: The services tools may use (``ToolContext.services``) and where the run's
         #: message came from (``ToolContext.origin``).
-        self.services: Mapping[str, Any] = services if services is not None else {}
+        self.services: Mapping[type, object] = services if services is not None else {}
         self.origin: Mapping[str, Any] = origin if origin is not None else {}
         #: The agent (id, name) whose budget and ledger row its model calls are charged
         #: to (another agent's, for a call it made: ``policy`` is then that agent's),

@@ -31,7 +31,7 @@ SANDBOX_ROOT = "/skills"
 
 
 class Skills:
-    """The runtime's skills service (``ToolContext.services["skills"]``).
+    """The runtime's skills service (``ctx.service(Skills)``).
 
     Args:
         registry: the skills installed on this node.

@@ -7,13 +7,9 @@ calling agent has enabled; arguments are the model's, so names and paths are che
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from agentd.errors import AgentdError, ToolError
+from agentd.skills.service import Skills
 from agentd.tools.base import Tool, ToolContext, acting, tool
-
-if TYPE_CHECKING:
-    from agentd.skills.service import Skills
 
 __all__ = ["MAX_READ_BYTES", "SKILL_TOOLS", "skill_load", "skill_read"]
 
@@ -22,10 +18,10 @@ MAX_READ_BYTES = 256 << 10
 
 
 def _service(ctx: ToolContext) -> Skills:
-    service = ctx.services.get("skills")
+    service = ctx.service(Skills)
     if service is None or not ctx.agent_id:
         raise ToolError("skills are not available here", code="skills_unavailable")
-    return cast("Skills", service)
+    return service
 
 
 @tool(read_only=True)

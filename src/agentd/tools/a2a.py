@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -37,7 +38,7 @@ from agentd.tools.base import Tool, ToolContext, tool
 if TYPE_CHECKING:
     from a2a.types.a2a_pb2 import AgentCard, StreamResponse, Task
 
-__all__ = ["A2A_TOOLS", "a2a_call"]
+__all__ = ["A2A_TOOLS", "RemoteTokens", "a2a_call"]
 
 MAX_REPLY_CHARS = 100_000
 #: The most an answer may be, on the wire: the SDK reads a whole response into memory.
@@ -122,13 +123,22 @@ def _render(response: StreamResponse) -> str:
     return f"task {task.id} (context {task.context_id}): {state}\n\n{body}"
 
 
+@dataclass(frozen=True)
+class RemoteTokens:
+    """The operator's ``[a2a] remote_tokens`` as the ``a2a_call`` tool sees them (a
+    service the composition root provides): endpoint -> the name of the environment
+    variable holding its token."""
+
+    by_endpoint: Mapping[str, str] = field(default_factory=dict)
+
+
 def _token_for(ctx: ToolContext, scheme: str, host: str, port: int) -> str | None:
     """The bearer token the operator listed for exactly this endpoint, scheme, host
     and port (``[a2a] remote_tokens``, keys in :func:`endpoint_of`'s form), read from
     the daemon's environment; None when none is listed: another port of the host, or
     http where the operator listed https, gets no token."""
-    config = ctx.services.get("a2a")
-    tokens: dict[str, str] = getattr(config, "remote_tokens", {}) or {}
+    config = ctx.service(RemoteTokens)
+    tokens = config.by_endpoint if config is not None else {}
     where = endpoint_of(scheme, host, port)
     variable = tokens.get(where)
     if variable is None:

@@ -18,6 +18,7 @@ from agentd.llm.messages import ToolSpec
 from agentd.sandbox.workspace import set_usage, usage
 
 if TYPE_CHECKING:
+    from agentd.sandbox.context import Sandbox
     from agentd.tools.workers import WorkerPool
 
 __all__ = ["Tool", "ToolContext", "acting", "tool"]
@@ -40,7 +41,7 @@ class ToolContext:
     #: The agent's workspace directory (file tools stay inside it).
     workspace: Path | None = None
     #: Where commands run (:class:`agentd.sandbox.Sandbox`): backend, limits, network.
-    sandbox: Any = None
+    sandbox: Sandbox | None = None
     #: Path patterns the agent's policy protects (deny rules with ``paths``): every
     #: tool that reads or lists files keeps away from them (see ``tools._protect``).
     protected: tuple[str, ...] = ()
@@ -69,10 +70,16 @@ class ToolContext:
     #: run (subtask, call, team step) inherits what started its parent's chain
     #: (``agentd.autonomy.subtasks.INHERITED_ORIGIN``: a schedule's, a heartbeat's).
     origin: Mapping[str, Any] = field(default_factory=dict)
-    #: The runtime's services a tool may use, by name (``schedules``, ``subtasks``,
-    #: ``skills``, ...): each tool module says which it reads. A tool must fail
-    #: clearly (:class:`ToolError`) when the service it needs is missing.
-    services: Mapping[str, Any] = field(default_factory=dict)
+    #: The runtime's services a tool may use, by their class (the composition root
+    #: provides them: ``ExecutorFactory.provide``); a tool asks for one with
+    #: :meth:`service` and must fail clearly (:class:`ToolError`) when it is missing.
+    services: Mapping[type, object] = field(default_factory=dict)
+
+    def service(self, kind: type[_T]) -> _T | None:
+        """The service of class ``kind`` this call may use (``ctx.service(Schedules)``),
+        or None when the runtime gives this run none."""
+        found = self.services.get(kind)
+        return found if isinstance(found, kind) else None
 
 
 @dataclass(kw_only=True)
