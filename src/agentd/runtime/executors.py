@@ -22,7 +22,7 @@ from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
 from agentd.runtime.history import HistoryCache
-from agentd.runtime.loop import CallPolicy, RunExecutor
+from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
 from agentd.runtime.ports import Compactor, RunMemory
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.sandboxes import Sandboxes
@@ -199,22 +199,23 @@ class ExecutorFactory:
                     else self.adapter_executor if adapter and self.adapter_executor
                     is not None else RunExecutor)
         return executor(
-            store=self.store, bus=self.bus, run=run, agent_name=agent.name,
-            session_key=start.session_key, history=history, kernel=self.kernel,
-            targets=plan.targets, policy=policy, payer=payer,
-            child_usage=self.child_usage if team or any(
-                t.name in self.child_usage_tools for t in tools) else None,
-            instructions=instructions, base_instructions=base,
-            memory=self.memory, tools=tools,
-            max_steps=plan.settings.max_steps or self.settings.max_steps,
-            tool_timeout_s=self.settings.tool_timeout_s, settings=plan.settings,
-            lease=self.lease, checkpoint_every=self.settings.checkpoint_interval_s or None,
-            workspace=workspace, permissions=start.permissions,
-            workspace_steps=workspace_steps, on_tainted=on_tainted, notes=notes,
-            sandbox=sandbox, workers=self.workers, compactor=self.compactor,
-            services=self.services, origin=origin,
-            started=prepared is not None and prepared.started and run.status == "running",
-        )
+            RunShared(store=self.store, bus=self.bus, kernel=self.kernel, lease=self.lease,
+                      workers=self.workers),
+            RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
+                       history=history, settings=plan.settings, origin=origin, payer=payer,
+                       started=prepared is not None and prepared.started
+                       and run.status == "running"),
+            ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
+                      base_instructions=base,
+                      max_steps=plan.settings.max_steps or self.settings.max_steps,
+                      checkpoint_every=self.settings.checkpoint_interval_s or None,
+                      memory=self.memory, compactor=self.compactor,
+                      child_usage=self.child_usage if team or any(
+                          t.name in self.child_usage_tools for t in tools) else None),
+            ToolSide(tools=tools, timeout_s=self.settings.tool_timeout_s,
+                     permissions=start.permissions, sandbox=sandbox, workspace=workspace,
+                     workspace_steps=workspace_steps, on_tainted=on_tainted,
+                     services=self.services, notes=notes))
 
     async def _payer(self, plan: AgentPlan, agent: AgentRecord, priority: str,
                      origin: dict[str, Any]) -> tuple[CallPolicy, tuple[str, str] | None]:

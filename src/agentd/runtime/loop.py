@@ -66,8 +66,10 @@ from agentd.tools.workers import WorkerPool
 if TYPE_CHECKING:
     from agentd.runtime.ports import Compactor, RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
+    from agentd.sandbox.context import Sandbox
 
-__all__ = ["CallPolicy", "RunExecutor", "RunOutcome"]
+__all__ = ["CallPolicy", "ModelSide", "RunExecutor", "RunOutcome", "RunShared", "RunSubject",
+           "ToolSide"]
 
 log = logging.getLogger(__name__)
 
@@ -144,95 +146,129 @@ class _Step:
     context_seq: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunShared:
+    """What every run of this node shares: the store, the bus, the kernel, the
+    node's lease, the tool workers."""
+
+    store: Store
+    bus: EventBus
+    kernel: Kernel
+    lease: Lease
+    workers: WorkerPool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSubject:
+    """The run and whose it is: its session, its agent's settings, what started it,
+    and who pays for it."""
+
+    run: RunRecord
+    agent_name: str
+    session_key: str
+    history: SessionHistory
+    settings: AgentSettings | None = None
+    #: Where the run's message came from (``ToolContext.origin``).
+    origin: Mapping[str, Any] = field(default_factory=dict)
+    #: The agent (id, name) whose budget its calls are charged to; None: its own.
+    payer: tuple[str, str] | None = None
+    #: Started when its message was accepted (``run.started`` committed already).
+    started: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSide:
+    """What the run asks its models with: the chain, the call policy, the
+    instructions (with and before the memory blocks), the step limits, memory and
+    compaction, and the usage of its child runs."""
+
+    targets: Sequence[Target]
+    policy: CallPolicy
+    instructions: str
+    max_steps: int
+    base_instructions: str | None = None
+    checkpoint_every: float | None = None
+    memory: RunMemory | None = None
+    compactor: Compactor | None = None
+    child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSide:
+    """What the run's tools get: the tools, their time limit, the permission
+    policy, the workspace and sandbox, the services they may use, and the events
+    about tools that could not be loaded."""
+
+    tools: Sequence[Tool] = ()
+    timeout_s: float = 60.0
+    permissions: Policy | None = None
+    sandbox: Sandbox | None = None
+    workspace: Path | None = None
+    workspace_steps: SessionWorkspace | None = None
+    on_tainted: Callable[[], Awaitable[None]] | None = None
+    services: Mapping[type, object] = field(default_factory=dict)
+    notes: Sequence[NewEvent] = ()
+
+
 class RunExecutor(ToolSteps, BudgetSteps):
     """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        bus: EventBus,
-        run: RunRecord,
-        agent_name: str,
-        session_key: str,
-        history: SessionHistory,
-        kernel: Kernel,
-        targets: Sequence[Target],
-        policy: CallPolicy,
-        instructions: str,
-        tools: Sequence[Tool],
-        max_steps: int,
-        tool_timeout_s: float,
-        lease: Lease,
-        settings: AgentSettings | None = None,
-        checkpoint_every: float | None = None,
-        workspace: Path | None = None,
-        permissions: Policy | None = None,
-        sandbox: Any = None,
-        workspace_steps: SessionWorkspace | None = None,
-        on_tainted: Callable[[], Awaitable[None]] | None = None,
-        notes: Sequence[NewEvent] = (),
-        workers: WorkerPool | None = None,
-        memory: RunMemory | None = None,
-        base_instructions: str | None = None,
-        compactor: Compactor | None = None,
-        services: Mapping[type, object] | None = None,
-        origin: Mapping[str, Any] | None = None,
-        payer: tuple[str, str] | None = None,
-        child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None,
-        started: bool = False,
-    ) -> None:
-        self.store = store
-        self.bus = bus
+    def __init__(self, shared: RunShared, subject: RunSubject, model: ModelSide,
+                 tools: ToolSide) -> None:
+        run, settings, targets, policy = subject.run, subject.settings, model.targets, \
+            model.policy
+        self.store = shared.store
+        self.bus = shared.bus
+        self.kernel = shared.kernel
+        self.workers = shared.workers
+        lease = shared.lease
         self.run = run
-        self.agent_name = agent_name
-        self.session_key = session_key
-        self.history = history
-        self.kernel = kernel
+        self.agent_name = subject.agent_name
+        self.session_key = subject.session_key
+        self.history = subject.history
         self.policy = policy
-        self.instructions = instructions
+        self.instructions = model.instructions
         #: The agent's own instructions, before its memory blocks (rendered again
         #: after a memory tool changed them).
-        self.base_instructions = (instructions if base_instructions is None
-                                  else base_instructions)
-        self.memory = memory
+        self.base_instructions = (model.instructions if model.base_instructions is None
+                                  else model.base_instructions)
+        self.memory = model.memory
         #: Compacts the session before a call that nears the model's window (tried
         #: once per run: within a run no new turn boundary appears).
-        self.compactor = compactor
-        #: The services tools may use (``ToolContext.services``) and where the run's
+        self.compactor = model.compactor
+        #: The services tools may use (``ToolContext.service``) and where the run's
         #: message came from (``ToolContext.origin``).
-        self.services: Mapping[type, object] = services if services is not None else {}
-        self.origin: Mapping[str, Any] = origin if origin is not None else {}
+        self.services: Mapping[type, object] = tools.services
+        self.origin: Mapping[str, Any] = subject.origin
         #: The agent (id, name) whose budget and ledger row its model calls are charged
         #: to (another agent's, for a call it made: ``policy`` is then that agent's),
         #: and the usage of its finished child runs (counted in its own).
-        self.payer_id, self.payer_name = payer or (run.agent_id, agent_name)
-        self.child_usage = child_usage
+        self.payer_id, self.payer_name = subject.payer or (run.agent_id, subject.agent_name)
+        self.child_usage = model.child_usage
         #: A final reply that is exactly this (a heartbeat's: ``origin["ok_token"]``) is
         #: silent: logged, not streamed; the run's text deltas are not published live.
         token = self.origin.get("ok_token")
         self.ok_token: str | None = token if isinstance(token, str) and token else None
         self._compaction_tried = False
-        self.tools = {t.name: t for t in tools}
-        self.max_steps = max_steps
-        self.tool_timeout_s = tool_timeout_s
+        self.tools = {t.name: t for t in tools.tools}
+        self.max_steps = model.max_steps
+        self.tool_timeout_s = tools.timeout_s
         #: The agent's settings (its plan's: read once while the agent is awake).
         self.agent_settings = settings if settings is not None else AgentSettings()
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = model.checkpoint_every
         #: The agent's workspace, handed to tools (file tools stay inside it).
-        self.workspace = workspace
+        self.workspace = tools.workspace
         #: Judges every tool call (the agent's layered permission policy).
-        self.permissions = permissions or Policy()
-        self.sandbox = sandbox
-        self.workspace_steps = workspace_steps
-        self.on_tainted = on_tainted
-        self.workers = workers
+        self.permissions = tools.permissions or Policy()
+        self.sandbox = tools.sandbox
+        self.workspace_steps = tools.workspace_steps
+        self.on_tainted = tools.on_tainted
         #: Events to log when the run starts (tools that could not be loaded).
-        self.notes = list(notes)
+        self.notes = list(tools.notes)
         #: The primary model's catalog entry (context window, prices), if known.
         self.model_info: ModelInfo | None = targets[0].info
         self.caller = ModelCaller(
-            kernel, targets, priority=policy.priority, tenant=policy.tenant,
+            self.kernel, targets, priority=policy.priority, tenant=policy.tenant,
             agent=run.agent_id, weight=policy.weight, retry=policy.retry,
             publish=self._publish_text, note=self._note, park=policy.park,
             outage_timeout_s=policy.outage_timeout_s)
@@ -243,7 +279,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.leased_at = 0.0
         #: The run was started (``run.started`` committed, its lease taken) when its
         #: message was accepted: ``_begin`` does not start it again.
-        self.started = started
+        self.started = subject.started
         #: The lease is gone (another node took the run over): stop, write nothing.
         self.lost = False
         #: Set by the supervisor before it cancels the task: why the run stops.
