@@ -37,7 +37,7 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentd.errors import SessionBusy
@@ -45,7 +45,7 @@ from agentd.events import MessageUser, RunQueued, RunStarted
 from agentd.store import rows as _rows
 from agentd.store.engine import Tx
 from agentd.store.log import Accepted, Lease, ToAccept, accept
-from agentd.store.records import EventRecord, NewEvent, RunRecord
+from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
 __all__ = ["AlsoMany", "accept_many"]
@@ -155,33 +155,82 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
     session starts its run (module docstring)."""
     out: list[Accepted | Exception | None] = [None] * len(items)
     asks = [item.mode != "enqueue" or item.find_busy for item in items]
-    busy: dict[str, str] = {}
     ids: dict[tuple[str, str], str] = {}
+    busy: dict[str, str] = {}
     if any(asks) or start is not None:
-        # Which sessions are busy, read before writing (no locks: on PostgreSQL it is
-        # checked again once they are locked).
-        # A join, not "(agent_id, key) IN (VALUES ...)": SQLite scans the whole
-        # table for that one.
-        rows = tx.all(
-            f"SELECT s.id, s.agent_id, s.key FROM (VALUES "
-            f"{', '.join(['(?, ?)'] * len(items))}) AS v JOIN sessions s ON "
-            "s.agent_id = v.column1 AND s.key = v.column2",
-            [p for item in items for p in (item.agent_id, item.key)])
-        ids = {(r[1], r[2]): str(r[0]) for r in rows}
-        busy = _busy(tx, list(ids.values()))
-        for i, item in enumerate(items):
-            run_id = busy.get(ids.get((item.agent_id, item.key), ""))
-            if item.mode == "reject" and run_id is not None:
-                out[i] = SessionBusy(f"session {item.key!r} is busy with run {run_id}",
-                                     details={"active_run": run_id})
+        ids, busy = _first_look(tx, items, out)
     order = [i for i in _in_order(items) if out[i] is None]
     if not order:
         return [r for r in out if r is not None]
-    # Every session in one statement, created or moved on by two events per message
-    # (its message.user and its run.queued; a third, run.started, for a run started
-    # here), in the sessions' order: on PostgreSQL the row locks are taken in that
-    # order, as the per-message path takes them.
-    count = Counter((items[i].agent_id, items[i].key) for i in order)
+    chunk = _write_sessions(tx, [items[i] for i in order], ids, busy, start, now)
+    if dialect == "postgresql" and (chunk.starts or any(asks[i] for i in order)):
+        busy = _look_again(tx, [items[i] for i in order], chunk)
+    # Each session's messages take its new seqs in the order given.
+    chunk.next_seq = {k: s.last_seq - 2 * chunk.count[k] - (k in chunk.starts) + 2
+                      for k, s in chunk.sessions.items()}
+    events: list[tuple[Any, ...]] = []
+    runs: list[tuple[Any, ...]] = []
+    for i in order:
+        accepted = _accept_one(items[i], run_ids[i], chunk, start, now)
+        out[i] = replace(accepted, busy_run=busy.get(accepted.session.id) if asks[i]
+                         else None)
+        events.extend((e.session_id, e.seq, e.run_id, e.kind, _rows.dumps(e.data), now)
+                      for e in accepted.events)
+        run = accepted.run
+        runs.append((run.id, run.session_id, run.agent_id, run.status, run.input, None,
+                     now, run.started_at, run.lease_owner, run.lease_expires_at,
+                     run.queued_seq, run.priority))
+    # In key order: each B-tree's pages are visited once, in order (the sessions'
+    # and runs' ids are random, so a chunk's rows are spread over the whole table).
+    events.sort(key=_first_two)
+    runs.sort(key=_first)
+    tx.executemany(INSERT_EVENT, events)
+    tx.executemany(_INSERT_RUN, runs)
+    return [r for r in out if r is not None]
+
+
+def _first_look(tx: Tx, items: Sequence[ToAccept], out: list[Accepted | Exception | None]
+                ) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """The chunk's existing sessions ((agent, key) -> id) and the runs they are busy
+    with, read before writing (no locks: on PostgreSQL they are looked at again once
+    locked); a ``reject`` message to a busy session is refused in ``out``."""
+    # A join, not "(agent_id, key) IN (VALUES ...)": SQLite scans the whole table for
+    # that one.
+    rows = tx.all(
+        f"SELECT s.id, s.agent_id, s.key FROM (VALUES "
+        f"{', '.join(['(?, ?)'] * len(items))}) AS v JOIN sessions s ON "
+        "s.agent_id = v.column1 AND s.key = v.column2",
+        [p for item in items for p in (item.agent_id, item.key)])
+    ids = {(r[1], r[2]): str(r[0]) for r in rows}
+    busy = _busy(tx, list(ids.values()))
+    for i, item in enumerate(items):
+        run_id = busy.get(ids.get((item.agent_id, item.key), ""))
+        if item.mode == "reject" and run_id is not None:
+            out[i] = SessionBusy(f"session {item.key!r} is busy with run {run_id}",
+                                 details={"active_run": run_id})
+    return ids, busy
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """The chunk's sessions as written: by (agent, key), with how many of its
+    messages each takes, the ids a new one was given, those whose first message
+    starts its run, and the next seq each message takes."""
+
+    sessions: dict[tuple[str, str], SessionRecord]
+    count: Counter[tuple[str, str]]
+    fresh: dict[tuple[str, str], str]
+    starts: set[tuple[str, str]]
+    next_seq: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _write_sessions(tx: Tx, accepted: Sequence[ToAccept], ids: dict[tuple[str, str], str],
+                    busy: dict[str, str], start: Lease | None, now: float) -> _Chunk:
+    """Every session in one statement, created or moved on by two events per message
+    (its message.user and its run.queued; a third, run.started, for a run started
+    here), in the sessions' order: on PostgreSQL the row locks are taken in that
+    order, as the per-message path takes them."""
+    count = Counter((item.agent_id, item.key) for item in accepted)
     starts = set() if start is None else {
         k for k in count if ids.get(k) is None or ids[k] not in busy}
     fresh = {k: _rows.new_id("s") for k in count}
@@ -196,68 +245,58 @@ def _accept_set(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
     sessions = {(r[1], r[2]): _rows.session(r[:9]) for r in got}
     if len(sessions) != len(count):
         raise _NotSetWise("the sessions written are not the chunk's")
-    if dialect == "postgresql" and (starts or any(asks[i] for i in order)):
-        # Now that the sessions are locked: the runs they are busy with (another node
-        # may have queued one since the first look, or created a session taken for new).
-        busy = _busy(tx, [s.id for k, s in sessions.items() if s.id != fresh[k]])
-        if any(items[i].mode == "reject" and sessions[(items[i].agent_id, items[i].key)].id
-               in busy for i in order):
-            raise _NotSetWise("a session became busy meanwhile")
-        late = [k for k in starts if sessions[k].id in busy]
-        if late:
-            # Another chunk or node queued a run in these sessions meanwhile: this
-            # chunk's queue behind it, and the seq taken for a run.started goes back.
-            tx.execute(f"UPDATE sessions SET last_seq = last_seq - 1 WHERE id IN "
-                       f"({', '.join(['?'] * len(late))})", [sessions[k].id for k in late])
-            for k in late:
-                starts.discard(k)
-                sessions[k] = replace(sessions[k], last_seq=sessions[k].last_seq - 1)
+    return _Chunk(sessions=sessions, count=count, fresh=fresh, starts=starts)
 
-    events: list[tuple[Any, ...]] = []
-    runs: list[tuple[Any, ...]] = []
-    # Each session's messages take its new seqs in the order given.
-    next_seq = {k: s.last_seq - 2 * count[k] - (k in starts) + 2
-                for k, s in sessions.items()}
-    for i in order:
-        item, run_id, k = items[i], run_ids[i], (items[i].agent_id, items[i].key)
-        queued = next_seq[k]
-        started = k in starts
-        starts.discard(k)  # only the session's first message of the chunk starts
-        next_seq[k] += 2 + started
-        # A session with one message of the chunk (the usual case) needs no copy:
-        # its row as returned is what it is after that message.
-        session = (sessions[k] if count[k] == 1
-                   else replace(sessions[k], last_seq=queued + started))
-        created = session.id == fresh[k] and queued == 2
-        data = {**(item.origin or {}), "content": item.content}
-        new = [NewEvent.of(MessageUser(data=data), run_id),  # type: ignore[arg-type]
-               NewEvent.of(RunQueued(), run_id)]
-        if started:
-            new.append(NewEvent.of(RunStarted(), run_id))
-        records = [
-            EventRecord(session_id=session.id, seq=queued - 1 + n, run_id=run_id,
-                        kind=e.kind, data=e.data, at=now)
-            for n, e in enumerate(new)]
-        run = RunRecord(id=run_id, session_id=session.id, agent_id=item.agent_id,
-                        status="running" if started else "queued", input=item.content,
-                        idempotency_key=None, created_at=now, queued_seq=queued,
-                        priority=item.priority)
-        if started:
-            assert start is not None
-            run.started_at, run.lease_owner = now, start.owner
-            run.lease_expires_at = now + start.ttl
-        out[i] = Accepted(session=session, run=run, events=records, created_session=created,
-                          busy_run=busy.get(session.id) if asks[i] else None, batched=True,
-                          started=started)
-        events.extend((e.session_id, e.seq, e.run_id, e.kind, _rows.dumps(e.data), now)
-                      for e in records)
-        runs.append((run_id, session.id, item.agent_id, run.status, item.content, None, now,
-                     run.started_at, run.lease_owner, run.lease_expires_at, queued,
-                     item.priority))
-    # In key order: each B-tree's pages are visited once, in order (the sessions'
-    # and runs' ids are random, so a chunk's rows are spread over the whole table).
-    events.sort(key=_first_two)
-    runs.sort(key=_first)
-    tx.executemany(INSERT_EVENT, events)
-    tx.executemany(_INSERT_RUN, runs)
-    return [r for r in out if r is not None]
+
+def _look_again(tx: Tx, accepted: Sequence[ToAccept], chunk: _Chunk) -> dict[str, str]:
+    """On PostgreSQL, once the sessions are locked: the runs they are busy with
+    (another node may have queued one since the first look, or created a session
+    taken for new). A ``reject`` message now finding its session busy sends the chunk
+    down the per-message path; a run meant to start queues behind the one found."""
+    sessions = chunk.sessions
+    busy = _busy(tx, [s.id for k, s in sessions.items() if s.id != chunk.fresh[k]])
+    if any(item.mode == "reject" and sessions[(item.agent_id, item.key)].id in busy
+           for item in accepted):
+        raise _NotSetWise("a session became busy meanwhile")
+    late = [k for k in chunk.starts if sessions[k].id in busy]
+    if late:
+        # The seq taken for a run.started goes back.
+        tx.execute(f"UPDATE sessions SET last_seq = last_seq - 1 WHERE id IN "
+                   f"({', '.join(['?'] * len(late))})", [sessions[k].id for k in late])
+        for k in late:
+            chunk.starts.discard(k)
+            sessions[k] = replace(sessions[k], last_seq=sessions[k].last_seq - 1)
+    return busy
+
+
+def _accept_one(item: ToAccept, run_id: str, chunk: _Chunk, start: Lease | None,
+                now: float) -> Accepted:
+    """One message of the chunk: its events and run, at the next seqs of its session
+    (each session's messages take them in the order given)."""
+    k = (item.agent_id, item.key)
+    queued = chunk.next_seq[k]
+    started = k in chunk.starts
+    chunk.starts.discard(k)  # only the session's first message of the chunk starts
+    chunk.next_seq[k] += 2 + started
+    # A session with one message of the chunk (the usual case) needs no copy: its row
+    # as returned is what it is after that message.
+    session = (chunk.sessions[k] if chunk.count[k] == 1
+               else replace(chunk.sessions[k], last_seq=queued + started))
+    data = {**(item.origin or {}), "content": item.content}
+    new = [NewEvent.of(MessageUser(data=data), run_id),  # type: ignore[arg-type]
+           NewEvent.of(RunQueued(), run_id)]
+    if started:
+        new.append(NewEvent.of(RunStarted(), run_id))
+    records = [EventRecord(session_id=session.id, seq=queued - 1 + n, run_id=run_id,
+                           kind=e.kind, data=e.data, at=now) for n, e in enumerate(new)]
+    run = RunRecord(id=run_id, session_id=session.id, agent_id=item.agent_id,
+                    status="running" if started else "queued", input=item.content,
+                    idempotency_key=None, created_at=now, queued_seq=queued,
+                    priority=item.priority)
+    if started:
+        assert start is not None
+        run.started_at, run.lease_owner = now, start.owner
+        run.lease_expires_at = now + start.ttl
+    return Accepted(session=session, run=run, events=records,
+                    created_session=session.id == chunk.fresh[k] and queued == 2,
+                    busy_run=None, batched=True, started=started)
