@@ -89,6 +89,8 @@ class Plan:
     after: float | None
 
 
+# complexity: one walk of the due fire times that applies each `missed` policy in place;
+# split per policy, each part would walk them again.
 def plan_fires(rec: ScheduleRecord, now: float, grace_s: float) -> Plan:
     """The due fire times of ``rec`` at ``now`` and which of them to fire, by its
     ``missed`` policy (see the module's docstring)."""

@@ -220,6 +220,9 @@ class Schedules:
 
     # -- definitions -----------------------------------------------------------------
 
+    # complexity: one check per field of a schedule, each raising InvalidInput naming
+    # it, in the order a client reads the errors; the fields depend on each other
+    # (trigger, timezone, window).
     def _check(self, spec: ScheduleIn, limits: ScheduleSettings, now: float
                ) -> tuple[ScheduleIn, float | None]:
         """``spec`` checked and normalised, and its first fire time; InvalidInput

@@ -99,6 +99,8 @@ class ReplyPrinter:
             self._mid_line = not text.endswith("\n")
             self._partial.append(text)
 
+    # complexity: one branch per SSE event kind of a run; a table of handlers would
+    # share the printer's state through arguments for no gain.
     def handle(self, frame: SSEEvent) -> None:
         self.run_id = self.run_id or frame.run_id
         data: Any = frame.data if isinstance(frame.data, dict) else {}

@@ -304,6 +304,8 @@ def run_header(number: int, run_id: str, *, again: bool = False) -> Text:
     return Text(f"── {label} ──", style="dim")
 
 
+# complexity: one branch per event kind `history` shows (the event catalogue); each is
+# two or three lines.
 def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:
     """How `history` shows one Event; an empty list hides it."""
     kind = str(event.get("kind", ""))

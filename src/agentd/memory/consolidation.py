@@ -128,6 +128,8 @@ def _json_object(text: str) -> Any:
         return orjson.loads(stripped[start:end + 1])
 
 
+# complexity: one check per field of the model's answer, each recording why an item was
+# skipped; the model is hostile, so every field is checked where it is read.
 def parse_answer(text: str, blocks: Sequence[BlockRecord], *, max_entries: int,
                  max_chars: int) -> Proposal:
     """The model's answer checked: what can be written, and what was skipped and why.
@@ -255,6 +257,8 @@ class Consolidator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    # complexity: the steps of one consolidation (read, window, call, parse, write,
+    # record) with the early exits of each; they share the run's state.
     async def _session(self, agent: AgentRecord, plan: AgentPlan, session_id: str,
                        key: str, *, auto: bool) -> Consolidation | None:
         options = plan.settings.memory.consolidation

@@ -52,6 +52,8 @@ class Recovery:
     #: The events after the last step (the tools' starts, results and decisions).
     after_last_step: list[EventRecord] = field(default_factory=list)
 
+    # complexity: one fold over a run's log with one branch per event kind that matters
+    # to recovery.
     @classmethod
     def of(cls, events: list[EventRecord]) -> Recovery:
         """Fold one run's events (in seq order)."""

@@ -205,6 +205,8 @@ class ToolSteps:
             return False
         return clean
 
+    # complexity: each call judged (allow, ask, deny, retried, replayed), then run in
+    # order; the verdicts and the workspace snapshot are shared between the two passes.
     async def _run_judged(self, calls: list[ToolCall], retried: set[str] | None,
                           prior: Sequence[EventRecord], clean: bool
                           ) -> list[ToolFinishedData]:

@@ -105,6 +105,9 @@ class ApprovalDesk:
         raise Conflict(f"run {run_id} is {run.status}, not waiting for a decision",
                        code="not_waiting")
 
+    # complexity: one check per decision option (approve, edit, deny, retry, skip, fail,
+    # remember) against what the request offers, each refusing with its own error,
+    # before one write.
     async def _decide(self, request: dict[str, Any], action: str, *,
                       arguments: dict[str, Any] | None = None, output: str | None = None,
                       remember: str | None = None, reason: str | None = None,

@@ -190,6 +190,9 @@ class ModelCaller:
         #: What this call last said it waits for (reason, model), to say it once.
         self._told: tuple[str, str | None] | None = None
 
+    # complexity: the kernel's loop over a call: admission, attempt, retry, fallback,
+    # breaker and outage parking; one loop keeps the report of every attempt in one
+    # place.
     async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
                    ) -> tuple[AssistantMessage, Target, CallReport]:
         """The step's answer, the model that gave it, and what the step's event should

@@ -21,7 +21,7 @@ from agentd.events import ToolsUnavailable
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
-from agentd.runtime.history import HistoryCache
+from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
 from agentd.runtime.ports import Compactor, RunMemory
 from agentd.runtime.runlog import RunLog
@@ -154,6 +154,38 @@ class ExecutorFactory:
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
         tools, notes = ([], []) if team or adapter else await self._tools(start)
+        tool_side = await self._tool_side(start, history, tools, notes)
+        if tool_side is None:
+            return None
+        origin = (prepared.origin if prepared is not None and prepared.origin is not None
+                  else await self._origin(run))
+        policy, payer = await self._payer(plan, agent, run.priority, origin)
+        base, instructions = await self._instructions(agent, plan)
+        executor = (self.team_executor if team and self.team_executor is not None
+                    else self.adapter_executor if adapter and self.adapter_executor
+                    is not None else RunExecutor)
+        return executor(
+            RunShared(store=self.store, bus=self.bus, kernel=self.kernel, lease=self.lease,
+                      workers=self.workers),
+            RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
+                       history=history, settings=plan.settings, origin=origin, payer=payer,
+                       started=prepared is not None and prepared.started
+                       and run.status == "running"),
+            ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
+                      base_instructions=base,
+                      max_steps=plan.settings.max_steps or self.settings.max_steps,
+                      checkpoint_every=self.settings.checkpoint_interval_s or None,
+                      memory=self.memory, compactor=self.compactor,
+                      child_usage=self.child_usage if team or any(
+                          t.name in self.child_usage_tools for t in tools) else None),
+            tool_side)
+
+    async def _tool_side(self, start: _Start, history: SessionHistory, tools: list[Any],
+                         notes: list[NewEvent]) -> ToolSide | None:
+        """What the run's tools get: the sandbox (None, and the run failed, when the
+        agent's sandbox cannot be made), the workspace and its snapshots when a tool
+        may write it, and the shell closed when the session is tainted."""
+        run, agent, plan = start.run, start.agent, start.plan
         workspace = self.agents.workspace_of(agent)
         shell_key = f"{agent.id}/{run.session_id}"
         sandbox = None
@@ -184,38 +216,23 @@ class ExecutorFactory:
             # may hold state the content set up, is closed.
             await self.sandboxes.close_shells(shell_key)
 
-        origin = (prepared.origin if prepared is not None and prepared.origin is not None
-                  else await self._origin(run))
-        policy, payer = await self._payer(plan, agent, run.priority, origin)
+        return ToolSide(tools=tools, timeout_s=self.settings.tool_timeout_s,
+                        permissions=start.permissions, sandbox=sandbox, workspace=workspace,
+                        workspace_steps=workspace_steps, on_tainted=on_tainted,
+                        services=self.services, notes=notes)
+
+    async def _instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
+        """The agent's instructions with the services' sections (the base), and with
+        its memory blocks after them too (what the model sees), read once per run."""
         base = agent.instructions
         for section in self.sections:
             text = await section(agent, plan)
             if text:
                 base = f"{base}\n\n{text}" if base else text
-        # The agent's memory blocks, read once per run (one indexed read, none per step).
+        # One indexed read, none per step.
         instructions = (base if self.memory is None
                         else await self.memory.instructions(agent.id, base))
-        executor = (self.team_executor if team and self.team_executor is not None
-                    else self.adapter_executor if adapter and self.adapter_executor
-                    is not None else RunExecutor)
-        return executor(
-            RunShared(store=self.store, bus=self.bus, kernel=self.kernel, lease=self.lease,
-                      workers=self.workers),
-            RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
-                       history=history, settings=plan.settings, origin=origin, payer=payer,
-                       started=prepared is not None and prepared.started
-                       and run.status == "running"),
-            ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
-                      base_instructions=base,
-                      max_steps=plan.settings.max_steps or self.settings.max_steps,
-                      checkpoint_every=self.settings.checkpoint_interval_s or None,
-                      memory=self.memory, compactor=self.compactor,
-                      child_usage=self.child_usage if team or any(
-                          t.name in self.child_usage_tools for t in tools) else None),
-            ToolSide(tools=tools, timeout_s=self.settings.tool_timeout_s,
-                     permissions=start.permissions, sandbox=sandbox, workspace=workspace,
-                     workspace_steps=workspace_steps, on_tainted=on_tainted,
-                     services=self.services, notes=notes))
+        return base, instructions
 
     async def _payer(self, plan: AgentPlan, agent: AgentRecord, priority: str,
                      origin: dict[str, Any]) -> tuple[CallPolicy, tuple[str, str] | None]:

@@ -133,6 +133,8 @@ def _ws(ch: str) -> bool:
     return ch in ("", " ", "\t", "\n")
 
 
+# complexity: a transcription of bash's brace_gobbler (subst.c): the branches are
+# bash's, kept in its order so that it can be checked against the source.
 def _gobble(text: str, i: int, satisfy: str) -> tuple[int, str]:
     """bash's ``brace_gobbler``: from ``i``, the index of the first ``satisfy`` that
     counts (unquoted, outside inner braces, in a valid expression), and that
@@ -244,6 +246,8 @@ def _amble(text: str) -> list[str]:
         start = i
 
 
+# complexity: a transcription of bash's expand_seqterm (braces.c): the branches are
+# bash's, kept in its order so that it can be checked against the source.
 def _sequence(amble: str) -> list[str] | None:
     """bash's ``expand_seqterm``: ``{x..y[..incr]}``, or None when it is not one."""
     t = amble.find("..")

@@ -450,6 +450,9 @@ def _command_line(facts: CallFacts, arguments: Mapping[str, Any]) -> str | None:
     return shlex.join(["git", str(arguments.get("command", "")), *map(str, args)])
 
 
+# complexity: one condition per field a policy rule may set (tool, arguments, paths,
+# hosts, commands, taint); a rule matches when all hold, and each reads best beside the
+# others.
 def _matches(rule: Rule, facts: CallFacts, arguments: Mapping[str, Any],
              analysis: Analysis | None, check: _Gate) -> bool:
     if not fnmatch.fnmatchcase(facts.name, rule.tool):

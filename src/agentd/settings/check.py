@@ -149,6 +149,8 @@ def _from_pydantic(exc: ValidationError) -> list[tuple[Loc, str]]:
     return [(loc, " or ".join(messages)) for loc, messages in found.items()]
 
 
+# complexity: one walk of raw settings JSON with one branch per kind of value JSON
+# parsing lets through (duplicate keys, secrets, non-finite numbers, depth).
 def _scan(raw: Mapping[str, Any]) -> tuple[list[tuple[Loc, str]], list[Loc]]:
     """Problems JSON parsing lets through (see the module's docstring), and the
     locations of values to blank before the model sees them."""

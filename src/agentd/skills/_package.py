@@ -96,6 +96,8 @@ def _text(value: object, key: str, low: int, high: int) -> str:
     return value.strip()
 
 
+# complexity: one check per rule of the SKILL.md format (size, encoding, front matter,
+# each field), each refusing with the field it names; a package comes from outside.
 def parse_skill_md(data: bytes, folder: str | None = None) -> SkillMeta:
     """Read ``SKILL.md``; ``folder``: the name of the folder holding it (must equal
     the skill's name), None when the package has none (a flat archive)."""

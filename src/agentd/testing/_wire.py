@@ -298,6 +298,8 @@ def _signature(text: str) -> str:
 class AnthropicMessages:
     media_type = "text/event-stream"
 
+    # complexity: the stub mirrors Anthropic's request validation one rule per field, in
+    # the order the real API reports them.
     def validate(self, body: dict[str, Any]) -> str | None:
         if not isinstance(body.get("model"), str) or not body["model"]:
             return "model: Field required"

@@ -100,6 +100,9 @@ def _holds_protected(workspace: Workspace, path: str, protected: tuple[str, ...]
     return any(is_protected(f, protected) for f in workspace.walk(path))
 
 
+# complexity: one pass over git's arguments with one branch per option the tool accepts
+# or refuses; the whole list is the boundary between the model and git, and reads best
+# in one place.
 def plan_args(command: str, args: list[str], workspace: Workspace,
               protected: tuple[str, ...]) -> list[str]:
     """The arguments to give git after ``command``; raises ToolError for a refused

@@ -87,6 +87,9 @@ class OpenAIChatModel(Model):
         #: Why no call can be made (no key where the provider needs one).
         self._missing_key = missing_key
 
+    # complexity: one pass over the provider's stream with one branch per chunk field
+    # and per error it maps; its state (tool-call deltas by index, usage) is local to
+    # the stream.
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         if self._missing_key is not None:
             raise ModelError(self._missing_key, code="model_auth", retryable=False)

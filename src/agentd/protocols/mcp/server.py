@@ -167,6 +167,8 @@ class MCPDoor:
             input_schema=_INPUT_SCHEMA, output_schema=_OUTPUT_SCHEMA)
             for agent in agents])
 
+    # complexity: the MCP tools/call of an agent: argument checks, scope, send, wait and
+    # the mapping of each outcome onto MCP's result, in protocol order.
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams
                          ) -> types.CallToolResult:
         runtime = self._runtime()

@@ -81,6 +81,8 @@ async def _in_scope(runtime: Runtime, access: Access, found: dict[str, tuple[str
     return {n for n in names if known[n]}
 
 
+# complexity: the feed's loop: one branch per item kind (event, agent change, lag,
+# heartbeat) with the scope check each needs; its caches are local to the stream.
 async def _feed_frames(feed: Feed[FeedItem], runtime: Runtime, agent: str | None,
                        access: Access) -> AsyncIterator[bytes]:
     names: OrderedDict[str, tuple[str, str] | None] = OrderedDict()
