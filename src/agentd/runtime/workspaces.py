@@ -47,11 +47,11 @@ import orjson
 from agentd.errors import AgentdError, NotFound
 from agentd.events import (
     ErrorData,
-    QuotaData,
     WorkspaceRestoredData,
     WorkspaceSnapshot,
     WorkspaceSnapshotData,
 )
+from agentd.events.data import QuotaData
 from agentd.sandbox.snapshots import SnapshotStats, SnapshotStore
 from agentd.sandbox.workspace import set_usage
 from agentd.store import NewEvent
