@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import Any
 
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
+from agentd.assembly._memory_calls import MemoryCalls
+from agentd.assembly._parts import make_kernel, make_overview
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
 from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
@@ -54,32 +56,26 @@ from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
-from agentd.memory.blocks import BlockChange, BlockRecord, BlockVersion, MemoryBlocks
+from agentd.memory.blocks import MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
-from agentd.memory.consolidation import Consolidation, Consolidator
-from agentd.memory.entries import EntryIn, Hit, MemoryEntries
+from agentd.memory.consolidation import Consolidator
+from agentd.memory.entries import MemoryEntries
 from agentd.memory.runs import MemoryForRuns
 from agentd.memory.tools import MEMORY_TOOLS
-from agentd.memory.transfer import ImportReport, export_lines, import_lines
 from agentd.runtime.agent_settings import warn_invalid_settings
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
-from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
-from agentd.runtime.calls import Kernel
 from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
-from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
-from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.runs import MODES, Also, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
-from agentd.runtime.scheduler import LaneLimits, Scheduler
 from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper
@@ -98,7 +94,6 @@ from agentd.store import (
     Tx,
     open_store,
 )
-from agentd.store.entries import EntryChange, EntryFilter, EntryRecord
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -125,7 +120,7 @@ DEMO_INSTRUCTIONS = (
 )
 
 
-class Runtime:
+class Runtime(MemoryCalls):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
     def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None
@@ -170,7 +165,7 @@ class Runtime:
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
         #: Every model call goes through the kernel: scheduler, breakers, budgets.
-        self.kernel = _kernel(settings, self._usage_total, shared=not self.exclusive)
+        self.kernel = make_kernel(settings, self._usage_total, shared=not self.exclusive)
         self.runlog = RunLog(store, self.bus, self.lease)
 
         # -- the services -------------------------------------------------------------
@@ -287,7 +282,7 @@ class Runtime:
                                         settings.channels.telegram)
         self.agents.checks.append(self.telegram.check_settings)
         #: The daemon at a glance (``GET /v1/overview``).
-        self.overview = _overview(self)
+        self.overview = make_overview(self)
         self.housekeeper = Housekeeper()
         self._register_jobs()
 
@@ -528,82 +523,6 @@ class Runtime:
         self.telegram.forget(agent_id)
         # Its entries went with it (the store's delete); their index goes too.
         self.entries.forget_agent(agent_id)
-
-    # -- memory blocks (agentd.memory.blocks) ---------------------------------------
-
-    async def list_blocks(self, agent: str) -> list[BlockRecord]:
-        return await self.memory.of_agent(agent)
-
-    async def get_block(self, agent: str, label: str) -> BlockRecord:
-        return await self.memory.get(agent, label)
-
-    async def put_block(self, agent: str, label: str, *, value: str,
-                        description: str | None = None, limit: int | None = None,
-                        read_only: bool | None = None, by: str) -> BlockRecord:
-        return await self.memory.put(agent, label, value=value, description=description,
-                                     limit=limit, read_only=read_only, by=by)
-
-    async def patch_block(self, agent: str, label: str, change: BlockChange, *, by: str
-                          ) -> BlockRecord:
-        return await self.memory.patch(agent, label, change, by=by)
-
-    async def delete_block(self, agent: str, label: str) -> None:
-        await self.memory.delete(agent, label)
-
-    async def block_history(self, agent: str, label: str) -> list[BlockVersion]:
-        return await self.memory.history(agent, label)
-
-    async def restore_block(self, agent: str, label: str, version: int, *, by: str
-                            ) -> BlockRecord:
-        return await self.memory.restore(agent, label, version, by=by)
-
-    async def attach_block(self, agent: str, label: str, other: str) -> BlockRecord:
-        return await self.memory.attach(agent, label, other)
-
-    # -- long-term memory entries (agentd.memory.entries) ---------------------------------
-
-    async def add_memory(self, agent: str, items: Sequence[EntryIn]
-                         ) -> list[tuple[EntryRecord, bool]]:
-        return await self.entries.add(await self.entries.scope(agent), items)
-
-    async def get_memory(self, agent: str, entry_id: str) -> EntryRecord:
-        return await self.entries.get(await self.entries.scope(agent), entry_id)
-
-    async def update_memory(self, agent: str, entry_id: str, change: EntryChange, *,
-                            expect_version: int | None = None) -> EntryRecord:
-        return await self.entries.update(await self.entries.scope(agent), entry_id, change,
-                                         expect_version=expect_version)
-
-    async def delete_memory(self, agent: str, entry_id: str) -> EntryRecord:
-        return await self.entries.delete(await self.entries.scope(agent), entry_id)
-
-    async def list_memory(self, agent: str, *, namespaces: Sequence[str | None] | None = None,
-                          filters: EntryFilter | None = None, limit: int = 50,
-                          before: str | None = None) -> list[EntryRecord]:
-        return await self.entries.page(await self.entries.scope(agent), namespaces=namespaces,
-                                       filters=filters, limit=limit, before=before)
-
-    async def search_memory(self, agent: str, query: str, *, limit: int = 10,
-                            namespaces: Sequence[str | None] | None = None,
-                            filters: EntryFilter | None = None,
-                            vector_weight: float | None = None) -> list[Hit]:
-        return await self.entries.search(await self.entries.scope(agent), query,
-                                         limit=limit, namespaces=namespaces,
-                                         filters=filters, vector_weight=vector_weight)
-
-    async def consolidate_memory(self, agent: str, session: str | None = None
-                                 ) -> list[Consolidation]:
-        """Turn new history (of one session, or all) into memory now."""
-        return await self.consolidator.consolidate(agent, session)
-
-    async def export_memory(self, agent: str) -> AsyncIterator[bytes]:
-        """The agent's blocks and entries as JSON lines (agentd.memory.transfer)."""
-        scope = await self.entries.scope(agent)
-        return export_lines(self.entries, self.memory, agent, scope)
-
-    async def import_memory(self, agent: str, body: bytes) -> ImportReport:
-        return await import_lines(self.entries, self.memory, agent,
-                                  await self.entries.scope(agent), body)
 
     # -- heartbeat (agentd.autonomy.heartbeat) -----------------------------------------
 
@@ -863,38 +782,3 @@ class Runtime:
             "queued_runs": self.supervisor.queued_runs,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
-
-
-def _kernel(settings: Settings, usage_total: Any, *, shared: bool) -> Kernel:
-    """The kernel every model call goes through, from the daemon's settings."""
-    kernel = Kernel(
-        Scheduler({name: LaneLimits(**lim.model_dump())
-                   for name, lim in settings.providers.items()},
-                  class_weights=settings.priority_weights,
-                  tenant_weights={name: t.weight for name, t in settings.tenants.items()}),
-        BudgetBook(usage_total, shared=shared),
-        retry=RetryPolicy(attempts=settings.retry_attempts,
-                          base_s=settings.retry_base_s, max_s=settings.retry_max_s),
-        breaker=BreakerSettings(failures=settings.breaker_failures,
-                                cooldown_s=settings.breaker_cooldown_s,
-                                max_cooldown_s=settings.breaker_cooldown_s * 10))
-    kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
-    return kernel
-
-
-def _overview(runtime: Runtime) -> Overview:
-    """The overview of the runtime's services (``GET /v1/overview``)."""
-    settings = runtime.settings
-
-    def sandbox() -> str:
-        default = runtime.sandboxes.default
-        return default.name if default is not None else "none"
-
-    return Overview(
-        runtime.store, awake=lambda: runtime.agents.awake, sandbox=sandbox,
-        node=lambda: {"active_runs": runtime.supervisor.active_runs,
-                      "queued_runs": runtime.supervisor.queued_runs,
-                      "model_calls_queued": runtime.kernel.scheduler.queued()},
-        disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
-                       if runtime.workspaces is not None else None),
-        usage=lambda day: runtime.store.usage_report(since=day, until=day))

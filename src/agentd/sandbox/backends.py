@@ -46,12 +46,10 @@ new workspace (the sandbox's uid must own it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import threading
 from abc import ABC, abstractmethod
@@ -73,7 +71,6 @@ from agentd.sandbox.binds import (
 from agentd.sandbox.egress import PROXY_ENV, EgressProxy, Inlet
 from agentd.sandbox.limits import (
     SANDBOX_PATH,
-    SANDBOX_UID,
     ExecResult,
     Limits,
     Reach,
@@ -85,6 +82,7 @@ from agentd.sandbox.limits import (
     spawn_kwargs,
     workspace_owner,
 )
+from agentd.sandbox.ownership import prepare_workspace
 from agentd.sandbox.probes import netns_known, netns_probe, reach_for, seal_probe
 from agentd.sandbox.process import Child, execute, launch
 from agentd.sandbox.shell import PersistentShell
@@ -108,7 +106,6 @@ logger = logging.getLogger(__name__)
 _probe_lock = threading.Lock()
 _probes: dict[type, tuple[int, str | None]] = {}
 _warned: set[int] = set()
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Backend(ABC):
@@ -707,62 +704,6 @@ def _instance(cls: type[Backend], reasons: dict[str, str]) -> Backend:
             " and a uid per agent" if sandbox_ids() is not None else "",
             f" Isolating backends: {why}" if why else "")
     return cls()
-
-
-def prepare_workspace(path: Path, *, user: tuple[int, int] | None = None) -> None:
-    """Make ``path`` the sandbox's own: when the daemon is root, every directory and
-    file in it owned by root (or by ``nobody``, the uid every agent shared before
-    they had their own) is given to ``user`` (the agent's uid and gid; ``nobody``
-    without one), and ``path`` itself gets mode ``0700``: no other agent's uid may
-    enter it. Without root it does nothing (the sandbox runs as the daemon's user).
-
-    The tree is walked one descriptor at a time without following links; links
-    themselves and files with more than one hard link are left alone, so nothing the
-    sandbox planted (a link to ``/etc/shadow``) makes it give away a file outside.
-    """
-    ids = sandbox_ids(user)
-    if ids is None:
-        return
-    uid, gid = ids
-    daemon = {os.geteuid(), SANDBOX_UID} - {uid}
-    root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    stack = [root_fd]
-    try:
-        info = os.fstat(root_fd)
-        if info.st_uid in daemon:
-            os.fchown(root_fd, uid, gid)
-        os.fchmod(root_fd, 0o700)
-        while stack:
-            fd = stack.pop()
-            try:
-                for name in os.listdir(fd):
-                    with contextlib.suppress(OSError):
-                        _give(fd, name, stack, daemon=daemon, uid=uid, gid=gid)
-            finally:
-                os.close(fd)
-    except BaseException:
-        for fd in stack:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        raise
-
-
-def _give(dir_fd: int, name: str, stack: list[int], *, daemon: set[int], uid: int,
-          gid: int) -> None:
-    """Give one entry to the sandbox uid, by descriptor (a path swapped after the
-    look cannot redirect the change); directories are pushed on ``stack``."""
-    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            child = os.open(".", _DIR_FLAGS, dir_fd=fd)
-            stack.append(child)
-            if info.st_uid in daemon:
-                os.fchown(child, uid, gid)
-        elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid in daemon:
-            os.chown(f"/proc/self/fd/{fd}", uid, gid)
-    finally:
-        os.close(fd)
 
 
 def _egress(network: EgressProxy | bool | None) -> EgressProxy | None:

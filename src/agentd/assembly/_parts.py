@@ -1,0 +1,53 @@
+"""Parts the composition root builds from the daemon's settings: the kernel every
+model call goes through, and the overview of the daemon (``GET /v1/overview``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agentd.config import Settings
+from agentd.runtime.budgets import BudgetBook
+from agentd.runtime.calls import Kernel
+from agentd.runtime.kernel import BreakerSettings, RetryPolicy
+from agentd.runtime.overview import DiskGauge, Overview
+from agentd.runtime.scheduler import LaneLimits, Scheduler
+
+if TYPE_CHECKING:
+    from agentd.assembly.runtime import Runtime
+
+__all__ = ["make_kernel", "make_overview"]
+
+
+def make_kernel(settings: Settings, usage_total: Any, *, shared: bool) -> Kernel:
+    """The kernel every model call goes through, from the daemon's settings."""
+    kernel = Kernel(
+        Scheduler({name: LaneLimits(**lim.model_dump())
+                   for name, lim in settings.providers.items()},
+                  class_weights=settings.priority_weights,
+                  tenant_weights={name: t.weight for name, t in settings.tenants.items()}),
+        BudgetBook(usage_total, shared=shared),
+        retry=RetryPolicy(attempts=settings.retry_attempts,
+                          base_s=settings.retry_base_s, max_s=settings.retry_max_s),
+        breaker=BreakerSettings(failures=settings.breaker_failures,
+                                cooldown_s=settings.breaker_cooldown_s,
+                                max_cooldown_s=settings.breaker_cooldown_s * 10))
+    kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
+    return kernel
+
+
+def make_overview(runtime: Runtime) -> Overview:
+    """The overview of the runtime's services (``GET /v1/overview``)."""
+    settings = runtime.settings
+
+    def sandbox() -> str:
+        default = runtime.sandboxes.default
+        return default.name if default is not None else "none"
+
+    return Overview(
+        runtime.store, awake=lambda: runtime.agents.awake, sandbox=sandbox,
+        node=lambda: {"active_runs": runtime.supervisor.active_runs,
+                      "queued_runs": runtime.supervisor.queued_runs,
+                      "model_calls_queued": runtime.kernel.scheduler.queued()},
+        disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
+                       if runtime.workspaces is not None else None),
+        usage=lambda day: runtime.store.usage_report(since=day, until=day))
