@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import time
@@ -252,6 +253,7 @@ socket.getaddrinfo = _guarded_getaddrinfo
 #: Folders whose tests drive Chromium: marked ``browser`` (and ``e2e``: each starts a
 #: daemon or a browser process), so that ``-m "not browser"`` leaves them out.
 _BROWSER_DIRS = ("tests/web/", "tests/tools/browser/")
+_KILL = re.compile(r"(?:^|_)kill")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -260,6 +262,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
+        # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
+        # test_*kill*.py, and tests named for a SIGKILL.
+        if (_KILL.search(item.path.name) or "sigkill" in item.name.lower()
+                or item.name.startswith("test_kill")):
+            item.add_marker(pytest.mark.kill)
 
 
 @pytest.fixture(autouse=True)
