@@ -218,7 +218,9 @@ async def test_a_persistent_shell_follows_the_skills(skilled: Runtime) -> None:
     # Unchanged skills: the same shell (no note).
     out = await one(skilled, "a", "export AGAIN=1", persistent=True)
     out = await one(skilled, "a", "echo again=$AGAIN", persistent=True)
-    assert out.splitlines()[1] == "again=1" and "previous shell" not in out
+    # (The output says why, should a shell have been replaced: its note names the cause.
+    # This failed once on PostgreSQL under load, unexplained: 'again=' was printed.)
+    assert out.splitlines()[1] == "again=1" and "previous shell" not in out, out
 
 
 async def test_without_a_backend_that_shows_them_the_agent_is_told(
