@@ -245,6 +245,7 @@ async def test_a_uid_is_free_only_once_every_node_that_used_it_swept_it(
         await store.close()
 
 
+@pytest.mark.empty_schema
 async def test_migration_17_never_gives_again_a_uid_given_before(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Uids given before 17 were used where the process backend could write to the

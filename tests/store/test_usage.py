@@ -219,6 +219,7 @@ async def test_priority_round_trips(store: Store) -> None:
         "interactive", "background"]
 
 
+@pytest.mark.empty_schema
 async def test_migration_3_keeps_version_2_data(store_url: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A database at version 2 gains the ledger (empty) and run priorities
