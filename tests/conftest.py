@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from agentd.assembly import Runtime
-from agentd.config import Settings
+from agentd.config import SandboxConfig, Settings
 from agentd.llm.scripted import clear_queue
 from agentd.sandbox import prepare_workspace
 from agentd.security.tokens import read_token
@@ -317,7 +317,21 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0)
+    return Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
+                    sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
+
+
+def _worker_uid_base() -> int:
+    """Each xdist worker's own range of sandbox uids. Every test's store gives uids
+    from the range's start, and deleting an agent sweeps its uid on the host (kills
+    its processes: agentd.sandbox.reclaim): two workers sharing a range killed each
+    other's shells and browsers (a flake seen twice in CI)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return 700_000 + index * 20_000  # (above the fixed ranges some tests choose)
+
+
+WORKER_UID_BASE = _worker_uid_base()
 
 
 def _schema_url(schema: str) -> str:
