@@ -5,11 +5,9 @@ and the token / bind-address rules.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import pytest
 from httpx_sse import connect_sse
 from tests.conftest import TERMINAL, free_port, wait_until
 
+from agentd.config import Settings
 from agentd.security.tokens import read_token
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +36,7 @@ def node_of(home: Path, env: dict[str, str]) -> str:
     how a test tells its own daemon from another that took the port it meant to use."""
     if "AGENTD_NODE_ID" in env:
         return env["AGENTD_NODE_ID"]
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
-    return f"{socket.gethostname()}:{digest}"
+    return Settings(home=home, node_id="", _env_file=None).node_id  # (config's default)
 
 
 class Daemon:
