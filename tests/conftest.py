@@ -98,6 +98,15 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *,
         await asyncio.sleep(interval)
 
 
+async def under_way(runtime: Runtime, run_id: str, *, in_model: bool = False) -> None:
+    """Wait until ``run_id`` is being driven on ``runtime`` (its executor exists; with
+    ``in_model``, in a model call): the point "a run is under way" tests act at,
+    instead of sleeping until it may be."""
+    await eventually(lambda: any(e.run.id == run_id and (e.in_model_call or not in_model)
+                                 for e in runtime.supervisor.executors()),
+                     what=f"run {run_id} under way" + (" in a model call" if in_model else ""))
+
+
 def wait_for_port(port: int, proc: subprocess.Popen[Any] | None = None, *,
                   what: str = "the server", within: float = PATIENCE_S) -> None:
     """Wait until something accepts connections on 127.0.0.1:``port``; fail at once if

@@ -17,6 +17,7 @@ from agentd.errors import InvalidInput
 from agentd.llm.quoting import unquote
 from agentd.settings.heartbeat import ActiveHours, HeartbeatSettings
 from agentd.store.records import EventRecord
+from agentd.testing import FakeClock
 
 EVERY = 600
 #: A slot boundary (a multiple of EVERY) at 10:00 UTC, a Wednesday.
@@ -24,12 +25,6 @@ T0 = datetime(2030, 1, 2, 10, 0, tzinfo=UTC).timestamp()
 assert T0 % EVERY == 0
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _hb(**extra: Any) -> dict[str, Any]:
@@ -39,8 +34,8 @@ def _hb(**extra: Any) -> dict[str, Any]:
 
 
 async def _setup(runtime: Runtime, name: str = "a", *, now: float = T0 + 5,
-                 **extra: Any) -> Clock:
-    clock = Clock(now)
+                 **extra: Any) -> FakeClock:
+    clock = FakeClock(now)
     runtime.heartbeat.clock = clock
     await runtime.create_agent(name=name, settings=_hb(**extra))
     return clock
@@ -128,7 +123,7 @@ async def test_a_beat_is_a_run_with_its_origin_and_a_silent_ok(runtime: Runtime)
 
 
 async def test_a_reply_with_more_than_the_token_is_not_silent(runtime: Runtime) -> None:
-    clock = Clock(T0 + 5)
+    clock = FakeClock(T0 + 5)
     runtime.heartbeat.clock = clock
     settings = _hb()
     settings["script"] = [{"text": "HEARTBEAT_OK, but the disk is full"}]
@@ -169,7 +164,7 @@ async def test_after_downtime_there_is_one_catch_up_not_a_storm(runtime: Runtime
     fresh = HeartbeatService(runtime.store, runs=runtime.runs, agents=runtime.agents,
                              workspace_of=lambda agent_id: Path("/nonexistent"),
                              clock=clock)
-    runtime.heartbeat.clock = Clock(0.0)  # the runtime's own service stays out of it
+    runtime.heartbeat.clock = FakeClock(0.0)  # the runtime's own service stays out of it
     assert await fresh.tick() == 1
     assert await fresh.tick() == 0
     await _settle(runtime)
@@ -186,7 +181,7 @@ async def test_an_older_slot_never_beats_after_a_newer_one(runtime: Runtime) -> 
     # A node whose clock lags two periods behind.
     lagging = HeartbeatService(runtime.store, runs=runtime.runs, agents=runtime.agents,
                                workspace_of=lambda agent_id: Path("/nonexistent"),
-                               clock=Clock(T0 + EVERY))
+                               clock=FakeClock(T0 + EVERY))
     assert await lagging.tick() == 0
     assert len(await _runs(runtime)) == 1
     assert clock.now == T0 + 3 * EVERY

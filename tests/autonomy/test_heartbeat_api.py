@@ -17,12 +17,13 @@ from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.runtime import Token
 from agentd.store.records import EventRecord
+from agentd.testing import FakeClock
 
-from .test_heartbeat import EVERY, T0, Clock, _hb, _runs, _settle
+from .test_heartbeat import EVERY, T0, _hb, _runs, _settle
 
 
 async def test_get_and_patch_the_heartbeat(settings: Settings, runtime: Runtime) -> None:
-    runtime.heartbeat.clock = Clock(T0 + 5)
+    runtime.heartbeat.clock = FakeClock(T0 + 5)
     await runtime.create_agent(name="a")
     async with asgi_client(settings, runtime) as api:
         shown = (await api.get("/v1/agents/a/heartbeat")).json()
@@ -99,7 +100,7 @@ async def _stream(api: Any, runtime: Runtime, path: str,
 
 async def test_a_silent_reply_is_logged_but_not_streamed(settings: Settings,
                                                         runtime: Runtime) -> None:
-    runtime.heartbeat.clock = Clock(T0 + 5)
+    runtime.heartbeat.clock = FakeClock(T0 + 5)
     await runtime.create_agent(name="a", settings=_hb())
     await runtime.heartbeat.tick()
     await _settle(runtime)
@@ -119,7 +120,7 @@ async def test_a_silent_reply_is_logged_but_not_streamed(settings: Settings,
 
 
 async def test_a_heartbeats_text_is_not_published_live(runtime: Runtime) -> None:
-    clock = Clock(T0 + 5)
+    clock = FakeClock(T0 + 5)
     runtime.heartbeat.clock = clock
     settings = _hb()
     settings["script"] = [{"text": "HEARTBEAT_OK", "delay_ms": 100},
@@ -155,7 +156,7 @@ async def _node(base: Settings, url: str, node_id: str) -> AsyncIterator[Runtime
 
 @pytest.mark.postgres
 async def test_two_nodes_beat_each_slot_once(settings: Settings, pg_url: str) -> None:
-    clock = Clock(T0 + 5)
+    clock = FakeClock(T0 + 5)
     async with _node(settings, pg_url, "A") as a, _node(settings, pg_url, "B") as b:
         a.heartbeat.clock = b.heartbeat.clock = clock
         await a.create_agent(name="a", settings=_hb())

@@ -18,24 +18,17 @@ from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn, following, jitter_of
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
+from agentd.testing import FakeClock
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 
 
-class Clock:
-    """The time the service decides by, moved by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
-async def _manual(runtime: Runtime, now: float) -> Clock:
+async def _manual(runtime: Runtime, now: float) -> FakeClock:
     """Stop the service's own task and give it a clock the test moves."""
     await runtime.schedules.stop()
-    clock = Clock(now)
+    clock = FakeClock(now)
     runtime.schedules.clock = clock
     return clock
 

@@ -15,6 +15,7 @@ from tests.conftest import bearer
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.server.app import create_app
+from agentd.testing import FakeClock
 
 
 @pytest.fixture
@@ -168,11 +169,11 @@ async def test_unknown_or_deleted_agents_limits_and_bad_patches(
 
 async def test_a_fire_through_the_api_is_a_run_with_its_origin(
         client: httpx.AsyncClient, runtime: Runtime) -> None:
-    runtime.schedules.clock = lambda: 2_000_000_000.0
+    runtime.schedules.clock = clock = FakeClock(2_000_000_000.0)
     made = await client.post("/v1/agents/a/schedules", json={
         "every_s": 300, "content": "tick", "session": "s"})
     sid = made.json()["id"]
-    runtime.schedules.clock = lambda: 2_000_000_300.0
+    clock.now = 2_000_000_300.0
     assert await runtime.schedules.fire_due() == 1
     fires = (await client.get(f"/v1/schedules/{sid}/fires")).json()["fires"]
     assert [f["status"] for f in fires] == ["fired"]
@@ -189,12 +190,12 @@ async def test_a_fire_through_the_api_is_a_run_with_its_origin(
 
 async def test_fire_times_missed_while_behind_show_in_the_fires(
         client: httpx.AsyncClient, runtime: Runtime) -> None:
-    runtime.schedules.clock = lambda: 2_000_000_000.0
+    runtime.schedules.clock = clock = FakeClock(2_000_000_000.0)
     made = await client.post("/v1/agents/a/schedules", json={
         "every_s": 300, "content": "tick", "session": "s", "missed": "skip"})
     sid = made.json()["id"]
     # The daemon gets to it three periods late and then some: nothing fires.
-    runtime.schedules.clock = lambda: 2_000_001_000.0
+    clock.now = 2_000_001_000.0
     await runtime.schedules.fire_due()
     fires = (await client.get(f"/v1/schedules/{sid}/fires")).json()["fires"]
     assert [(f["status"], f["run_id"], f["fire_at"]) for f in fires] == [

@@ -24,16 +24,11 @@ from agentd.store.engine import Tx
 from agentd.store.log import Accepted, ToAccept
 from agentd.store.records import EventRecord
 from agentd.store.schedules import ScheduleRecord
+from agentd.testing import FakeClock
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def fired(runtime: Runtime) -> list[dict[str, Any]]:
@@ -133,7 +128,7 @@ async def runtime(settings: Settings, store_url: str) -> AsyncIterator[Runtime]:
 
 async def test_a_burst_in_chunks_fires_each_time_once(runtime: Runtime) -> None:
     await runtime.schedules.stop()
-    clock = Clock(10_000_000.0)
+    clock = FakeClock(10_000_000.0)
     runtime.schedules.clock = clock
     # Queries of 16, commits of 7: a burst of 45 takes several of each.
     runtime.schedules.batch, runtime.schedules.chunk = 16, 7
@@ -173,7 +168,7 @@ async def test_a_burst_in_chunks_fires_each_time_once(runtime: Runtime) -> None:
 async def test_a_fire_lost_or_claimed_before_in_a_batch_drops_only_itself(
         runtime: Runtime) -> None:
     await runtime.schedules.stop()
-    clock = Clock(11_000_000.0)
+    clock = FakeClock(11_000_000.0)
     runtime.schedules.clock = clock
     await runtime.create_agent(name="a", settings=FAST)
     made = [await runtime.schedules.create("a", ScheduleIn(
@@ -230,7 +225,7 @@ async def test_a_fire_lost_or_claimed_before_in_a_batch_drops_only_itself(
 
 async def test_a_burst_is_claimed_set_wise_each_claim_with_its_run(runtime: Runtime) -> None:
     await runtime.schedules.stop()
-    clock = Clock(12_000_000.0)
+    clock = FakeClock(12_000_000.0)
     runtime.schedules.clock = clock
     runtime.schedules.chunk = 10
     await runtime.create_agent(name="a", settings=FAST)
@@ -309,8 +304,9 @@ async def test_a_burst_runs_start_in_the_commit_of_their_claims(runtime: Runtime
     commit (run.started logged with its message, no later start); a fire queued behind
     another run of its session starts when that one ends. Each run starts once."""
     await runtime.schedules.stop()
-    clock = Clock(13_000_000.0)
-    runtime.schedules.clock = clock
+    clock = FakeClock(13_000_000.0)
+    # The claims' time and the runs' (the store's) from one clock: they are compared.
+    runtime.schedules.clock = runtime.store.clock = clock
     runtime.schedules.chunk = 10
     await runtime.create_agent(name="a", settings=FAST)
     await _schedules(runtime, 30)
@@ -426,7 +422,7 @@ async def test_a_burst_records_the_fire_times_its_fires_missed(runtime: Runtime)
     record them as the fire-by-fire path does: one ``missed`` claim on the first of
     each schedule's, with how many and why."""
     await runtime.schedules.stop()
-    clock = Clock(14_000_000.0)
+    clock = FakeClock(14_000_000.0)
     runtime.schedules.clock = clock
     await runtime.create_agent(name="a", settings=FAST)
     made = [await runtime.schedules.create("a", ScheduleIn(

@@ -19,18 +19,13 @@ from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
 from agentd.config import Settings
 from agentd.store.schedules import ScheduleRecord
+from agentd.testing import FakeClock
 
 pytestmark = pytest.mark.postgres
 
 FAST = {"schedules": {"min_interval_s": 1, "max_per_agent": 1000}}
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -56,7 +51,7 @@ async def _fires(runtime: Runtime) -> list[dict[str, Any]]:
 
 async def test_racing_passes_fire_each_time_once(nodes: tuple[Runtime, Runtime]) -> None:
     one, two = nodes
-    clock = Clock(10_000_000.0)
+    clock = FakeClock(10_000_000.0)
     for node in nodes:
         await node.schedules.stop()
         node.schedules.clock = clock
@@ -124,7 +119,7 @@ async def test_racing_bursts_in_batches_fire_each_time_once(
     on each node), schedules sharing sessions: a fire lost to the other node drops
     from its batch alone, no batch deadlocks the other, every fire time runs once."""
     one, two = nodes
-    clock = Clock(20_000_000.0)
+    clock = FakeClock(20_000_000.0)
     for node, chunk in ((one, 4), (two, 7)):
         await node.schedules.stop()
         node.schedules.clock = clock

@@ -11,6 +11,7 @@ import pytest
 
 from agentd.assembly import Runtime
 from agentd.autonomy.schedules import ScheduleIn
+from agentd.testing import FakeClock
 
 TOOLS = ["schedule_create", "schedule_list", "schedule_delete"]
 
@@ -113,13 +114,12 @@ async def test_a_scheduled_run_may_not_create_schedules_unless_allowed(
     # A schedule whose fires create schedules: its fires are refused, no chain grows.
     await runtime.update_agent("a", {"settings": {"schedules": {
         "min_interval_s": 1, "allow_from_schedule": False}}})
-    clock_now = [3_000_000_000.0]
-    runtime.schedules.clock = lambda: clock_now[0]
+    runtime.schedules.clock = clock = FakeClock(3_000_000_000.0)
     loop = json.dumps({"content": "more", "every_s": 1})
     seed = await runtime.schedules.create("a", ScheduleIn(
         content=f"/tool schedule_create {loop}", every_s=1, session="s"), by="test")
     for _ in range(3):
-        clock_now[0] += 1
+        clock.now += 1
         await runtime.schedules.fire_due()
         rec = await runtime.schedules.get(seed.id)
         if rec.last_run_id:

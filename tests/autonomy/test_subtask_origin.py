@@ -15,6 +15,7 @@ from tests.conftest import asgi_client, wait_for_run
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
+from agentd.testing import FakeClock
 
 
 @pytest.fixture
@@ -42,21 +43,13 @@ async def _agent(api: httpx.AsyncClient, name: str, tools: list[str],
     assert r.status_code == 201, r.text
 
 
-class _Clock:
-    """The time the schedules service decides by, moved by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _fire(api: httpx.AsyncClient, runtime: Runtime, agent: str) -> dict[str, Any]:
     """Schedule one message to ``agent`` (through the API) and fire it (the service's
     clock moved past it: no waiting on the wall clock); its run, once ended."""
     await runtime.schedules.stop()
-    clock = _Clock(4_000_000_000.0)
+    clock = FakeClock(4_000_000_000.0)
     runtime.schedules.clock = clock
     at = datetime.fromtimestamp(clock.now + 60, UTC).isoformat()
     r = await api.post(f"/v1/agents/{agent}/schedules",

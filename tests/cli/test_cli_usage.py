@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-import agentd.store.store as store_module
 from agentd.client import Client
 from agentd.store import NewEvent, RunUpdate, UsageCharge, open_store
+from agentd.testing import FakeClock
 from agentd.testing.live import LiveServer
 
 runner = CliRunner()
@@ -29,23 +29,13 @@ CHARGES = [
 ]
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
-
-
 async def _seed(home: Path) -> None:
-    store = await open_store(f"sqlite:///{home / 'agentd.db'}")
-    clock = _Clock()
-    real_time = store_module.time
+    clock = FakeClock()
+    store = await open_store(f"sqlite:///{home / 'agentd.db'}", clock=clock)
     try:
         ids = {name: (await store.create_agent(name=name, model="scripted", instructions="",
                                                tools=[], settings={})).id
                for name in ("alpha", "beta")}
-        store_module.time = clock  # type: ignore[assignment]
         for day, agent, tenant, model, inp, outp, cached, cost in CHARGES:
             y, m, d = (int(p) for p in day.split("-"))
             clock.now = float(calendar.timegm((y, m, d, 12, 0, 0)))
@@ -58,7 +48,6 @@ async def _seed(home: Path) -> None:
                                   model=model, input_tokens=inp, output_tokens=outp,
                                   cached_tokens=cached, cost_usd=cost))
     finally:
-        store_module.time = real_time
         await store.close()
 
 

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tests.conftest import PATIENCE_S
+from tests.conftest import PATIENCE_S, under_way
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
@@ -236,13 +236,13 @@ async def test_pause_holds_queued_runs_and_refuses_messages(runtime: Runtime) ->
     await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 200}]})
     first = await runtime.send("a", "k", "1")
     second = await runtime.send("a", "k", "2")
-    await asyncio.sleep(0.05)
+    await under_way(runtime, first.run.id)
     await runtime.set_state("a", "pause")
     with pytest.raises(AgentNotAccepting) as info:
         await runtime.send("a", "k", "3")
     assert info.value.code == "agent_paused" and info.value.status == 409
     assert (await runtime.wait(first.run.id)).status == "completed"
-    await asyncio.sleep(0.3)
+    await runtime.wait_idle()
     assert (await runtime.store.get_run(second.run.id)).status == "queued"
     await runtime.set_state("a", "resume")
     assert (await runtime.wait(second.run.id)).status == "completed"
@@ -252,7 +252,7 @@ async def test_stop_cancels_active_and_queued_runs(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
     first = await runtime.send("a", "k", "1")
     second = await runtime.send("a", "k", "2")
-    await asyncio.sleep(0.1)
+    await under_way(runtime, first.run.id)
     agent = await runtime.set_state("a", "stop")
     assert agent.state == "stopped"
     r1, r2 = await runtime.wait(first.run.id), await runtime.wait(second.run.id)
@@ -270,7 +270,7 @@ async def test_cancel_run(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
     sent = await runtime.send("a", "k", "1")
     queued = await runtime.send("a", "k", "2")
-    await asyncio.sleep(0.1)
+    await under_way(runtime, sent.run.id)
     run, agent, key = await runtime.cancel_run(sent.run.id)
     assert (run.status, agent, key) == ("cancelled", "a", "k")
     qrun, _, _ = await runtime.cancel_run(queued.run.id)
@@ -311,8 +311,8 @@ async def test_update_agent_changes_behaviour(runtime: Runtime) -> None:
 
 async def test_delete_agent_cancels_its_runs(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "s", "delay_ms": 5000}]})
-    await runtime.send("a", "k", "1")
-    await asyncio.sleep(0.05)
+    sent = await runtime.send("a", "k", "1")
+    await under_way(runtime, sent.run.id)
     await runtime.delete_agent("a")
     assert runtime.supervisor.active_runs == 0
     assert await runtime.store.count("runs") == 0
@@ -354,7 +354,7 @@ async def test_shutdown_parks_running_runs_and_restart_resumes_them(
     await rt.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 3000}]})
     first = await rt.send("a", "k", "1")
     second = await rt.send("a", "k", "2")
-    await asyncio.sleep(0.1)
+    await under_way(rt, first.run.id)
     await rt.close()
     # Parked, not ended: still running in the store; the queued one stays queued.
     assert (await _status(settings, first.run.id)) == "running"
@@ -624,7 +624,7 @@ async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
     await runtime.set_state("a", "stop")
     assert (await runtime.store.get_run(held.run.id)).status == "cancelled"
     await runtime.set_state("a", "resume")
-    await asyncio.sleep(0.3)
+    await runtime.wait_idle()
     assert (await runtime.store.get_run(held.run.id)).status == "cancelled"
 
 
@@ -716,7 +716,7 @@ async def test_mode_interrupt_cancels_the_active_run_then_runs_the_new_one(
         runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
     first = await runtime.send("a", "k", "1")
-    await asyncio.sleep(0.1)
+    await under_way(runtime, first.run.id)
     enqueue({"text": "fresh"}, agent="a")
     second = await runtime.send("a", "k", "2", mode="interrupt")
     r1 = await runtime.wait(first.run.id)
@@ -729,14 +729,14 @@ async def test_mode_interrupt_cancels_the_active_run_then_runs_the_new_one(
 
 async def test_mode_interrupt_waits_for_the_step_boundary_of_a_tool(runtime: Runtime) -> None:
     log: list[str] = []
-    working = asyncio.Event()
+    working, interrupted = asyncio.Event(), asyncio.Event()
 
     @tool
     async def work() -> str:
-        """Takes a while and must not be cut off."""
+        """Goes on until the interrupt has been sent, and must not be cut off."""
         log.append("start")
         working.set()
-        await asyncio.sleep(0.3)
+        await interrupted.wait()
         log.append("end")
         return "worked"
 
@@ -747,6 +747,7 @@ async def test_mode_interrupt_waits_for_the_step_boundary_of_a_tool(runtime: Run
     await asyncio.wait_for(working.wait(), 10)
     enqueue({"text": "second"}, agent="a")
     second = await runtime.send("a", "k", "2", mode="interrupt")
+    interrupted.set()
     r1, r2 = await runtime.wait(first.run.id), await runtime.wait(second.run.id)
     assert log == ["start", "end"]  # the tool finished: the run stopped after the step
     assert (r1.status, r2.output) == ("cancelled", "second")
@@ -756,20 +757,22 @@ async def test_mode_interrupt_waits_for_the_step_boundary_of_a_tool(runtime: Run
 
 
 async def test_mode_steer_joins_the_running_run(runtime: Runtime) -> None:
-    seen: list[list[str]] = []
+    started, steered = asyncio.Event(), asyncio.Event()
 
     @tool(read_only=True)
     async def think() -> str:
-        """Gives a steer time to arrive."""
-        await asyncio.sleep(0.3)
+        """Holds the run in its tool call until the steer has been accepted."""
+        started.set()
+        await steered.wait()
         return "thought"
 
     runtime.tools.register(think)
     await runtime.create_agent(name="a", tools=["think"], settings={"script": [
         {"tool_calls": [{"name": "think", "arguments": {}}]}, {"text": "answer"}]})
     first = await runtime.send("a", "k", "plan a trip")
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(started.wait(), 60)
     steer = await runtime.send("a", "k", "make it cheap", mode="steer")
+    steered.set()
     assert steer.run.id == first.run.id  # no new run
     run = await runtime.wait(first.run.id)
     assert run.status == "completed"
@@ -778,7 +781,6 @@ async def test_mode_steer_joins_the_running_run(runtime: Runtime) -> None:
     # The steer joined after the tool result, before the final answer.
     assert texts == ["plan a trip", "", "thought", "make it cheap", "answer"]
     assert await runtime.store.count("runs") == 1
-    del seen
 
 
 async def test_a_steer_that_arrives_during_the_final_answer_is_not_lost(
@@ -786,7 +788,7 @@ async def test_a_steer_that_arrives_during_the_final_answer_is_not_lost(
     await runtime.create_agent(name="a", settings={"script": [
         {"text": "first answer", "delay_ms": 300}]})
     first = await runtime.send("a", "k", "hello")
-    await asyncio.sleep(0.1)  # the model is producing its final answer
+    await under_way(runtime, first.run.id, in_model=True)  # producing its final answer
     enqueue({"text": "answer with the steer"}, agent="a")  # what the next call says
     await runtime.send("a", "k", "also this", mode="steer")
     run = await runtime.wait(first.run.id)

@@ -884,7 +884,6 @@ def test_timers_are_rearmed_on_uvloop() -> None:
     async def scenario() -> int:
         s = Scheduler({"p": LaneLimits(rpm=600)})  # 10 at once, then one per 0.1 s
         lane = s._lane("p")
-        lane.loop = asyncio.get_running_loop()
         lane.arm(0.0)  # due at once: uvloop hands back a plain Handle
         lane.arm(0.05)  # re-armed before it ran
         grants = [await s.acquire(provider="p", model="m") for _ in range(10)]

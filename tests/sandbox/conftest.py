@@ -50,11 +50,14 @@ def ws(workspace: Path) -> Path:
 # -- leftovers: processes of a sandbox found by a marker in their environment ----------
 
 
-def marked(marker: str) -> list[int]:
+def marked(marker: str, owner: int | None = None) -> list[int]:
     """Pids of the processes started with ``AGENTD_MARK=<marker>`` in their environment
-    (and gVisor's host processes, found by their state directory: the sandbox's own
-    live inside its sentry)."""
+    (and gVisor's host processes, found by their bundle directory, which carries the pid
+    of the process that made it, ``owner``, this one by default: the sandbox's own
+    processes live inside its sentry). Only this test's: the bundles of other xdist
+    workers' sandboxes carry their own pids."""
     needle = f"AGENTD_MARK={marker}".encode()
+    bundle = f"agentd-gvisor-{owner or os.getpid()}-".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -64,17 +67,18 @@ def marked(marker: str) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if needle in environ or b"agentd-gvisor-" in cmdline:
+        if needle in environ or bundle in cmdline:
             found.append(int(entry))
     return found
 
 
-async def all_gone(marker: str) -> None:
+async def all_gone(marker: str, owner: int | None = None) -> None:
     """Wait until no process of the sandbox is left (SIGKILLed ones may take a moment
     to be reaped); fail if some stay."""
-    await eventually(lambda: not marked(marker), what=f"the processes marked {marker} gone")
+    await eventually(lambda: not marked(marker, owner),
+                     what=f"the processes marked {marker} gone")
 
 
-async def appeared(marker: str) -> None:
+async def appeared(marker: str, owner: int | None = None) -> None:
     """Wait until a process of the sandbox runs."""
-    await eventually(lambda: marked(marker), what=f"a process marked {marker}")
+    await eventually(lambda: marked(marker, owner), what=f"a process marked {marker}")

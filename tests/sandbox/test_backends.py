@@ -443,11 +443,11 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path, tmp_path: Path
                               env={**os.environ, "TMPDIR": str(private_tmp)})
     try:
         assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
-        asyncio.run(appeared(marker))
+        asyncio.run(appeared(marker, owner=daemon.pid))
     finally:
         daemon.kill()
         daemon.wait()
-    asyncio.run(all_gone(marker))
+    asyncio.run(all_gone(marker, owner=daemon.pid))
     if isinstance(backend, GVisorBackend):  # its bundle is left: the next probe's sweep
         monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
         left = list(Path(tempfile.gettempdir()).glob(f"agentd-gvisor-{daemon.pid}-*"))

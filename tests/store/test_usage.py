@@ -13,30 +13,25 @@ import agentd.store.store as store_module
 from agentd.errors import SessionNotFound
 from agentd.store import Lease, LeaseLost, NewEvent, Steered, Store, UsageCharge, open_store
 from agentd.store._schema import MIGRATIONS
+from agentd.testing import FakeClock
 
 ZERO = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
         "cost_usd": 0.0}
 
 
-class Clock:
-    """The store's ``time`` module, stopped at a UTC moment the test sets."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
+class Clock(FakeClock):
+    """The store's clock, stopped at a UTC moment the test sets."""
 
     def at(self, day: str, hour: int = 12) -> None:
         y, m, d = (int(p) for p in day.split("-"))
         self.now = float(calendar.timegm((y, m, d, hour, 0, 0)))
 
-    def time(self) -> float:
-        return self.now
-
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+def clock(store: Store) -> Clock:
     clock = Clock()
     clock.at("2024-03-10")
-    monkeypatch.setattr(store_module, "time", clock)
+    store.clock = clock
     return clock
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.calls import Kernel
@@ -18,19 +19,22 @@ if TYPE_CHECKING:
 __all__ = ["make_kernel", "make_overview"]
 
 
-def make_kernel(settings: Settings, usage_total: Any, *, shared: bool) -> Kernel:
+def make_kernel(settings: Settings, usage_total: Any, *, shared: bool,
+                clock: Clock = SYSTEM) -> Kernel:
     """The kernel every model call goes through, from the daemon's settings."""
     kernel = Kernel(
         Scheduler({name: LaneLimits(**lim.model_dump())
                    for name, lim in settings.providers.items()},
                   class_weights=settings.priority_weights,
-                  tenant_weights={name: t.weight for name, t in settings.tenants.items()}),
+                  tenant_weights={name: t.weight for name, t in settings.tenants.items()},
+                  clock=clock),
         BudgetBook(usage_total, shared=shared),
         retry=RetryPolicy(attempts=settings.retry_attempts,
                           base_s=settings.retry_base_s, max_s=settings.retry_max_s),
         breaker=BreakerSettings(failures=settings.breaker_failures,
                                 cooldown_s=settings.breaker_cooldown_s,
-                                max_cooldown_s=settings.breaker_cooldown_s * 10))
+                                max_cooldown_s=settings.breaker_cooldown_s * 10),
+        clock=clock)
     kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
     return kernel
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -51,6 +50,7 @@ from agentd.autonomy.teams import TeamExecutor, check_team
 from agentd.browser import BROWSER_TOOLS, Browsers
 from agentd.browser import problem as browser_problem
 from agentd.channels.telegram import TelegramChannel
+from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy
@@ -123,10 +123,14 @@ DEMO_INSTRUCTIONS = (
 class Runtime(MemoryCalls):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
-    def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None,
+                 *, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.store = store
+        #: The time every part decides by (:mod:`agentd.clock`): the store's, which
+        #: stamps what it writes. Tests give a :class:`agentd.testing.FakeClock`.
+        self.clock = clock = store.clock if clock is SYSTEM else clock
+        store.clock = clock
         self.tools = tools or ToolRegistry()
         # The services' tools (the tools layer cannot know the layers above it): memory,
         # skills, delegation, schedules, proactive; each reads its service from
@@ -165,7 +169,8 @@ class Runtime(MemoryCalls):
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
         #: Every model call goes through the kernel: scheduler, breakers, budgets.
-        self.kernel = make_kernel(settings, self._usage_total, shared=not self.exclusive)
+        self.kernel = make_kernel(settings, self._usage_total, shared=not self.exclusive,
+                                  clock=clock)
         self.runlog = RunLog(store, self.bus, self.lease)
 
         # -- the services -------------------------------------------------------------
@@ -183,7 +188,7 @@ class Runtime(MemoryCalls):
         self.agents = Agents(settings, store, tools=self.tools, catalog=self.catalog,
                              sandboxes=self.sandboxes, on_sleep=self._agent_slept,
                              on_change=self.bus.publish_agent, guard=self.guard,
-                             endpoints=self.identity.grants.endpoints)
+                             endpoints=self.identity.grants.endpoints, clock=clock)
         self.agents.tenant_exists = self.identity.tenants.exists
         self.histories = HistoryCache(self._read_after)
         #: Core memory blocks: rendered into every run's context, edited by its tools.
@@ -234,7 +239,7 @@ class Runtime(MemoryCalls):
                                       guard=self.guard)
         self.leases = LeaseKeeper(store, supervisor=self.supervisor, lease=self.lease,
                                   exclusive=self.exclusive,
-                                  cancel_later=self.runs.cancel_in_background)
+                                  cancel_later=self.runs.cancel_in_background, clock=clock)
         self.follower = LogFollower(store, self.bus,
                                     on_agent_change=self.agents.changed_elsewhere)
         #: Child runs a run starts and waits on; calls to other agents.
@@ -255,7 +260,7 @@ class Runtime(MemoryCalls):
         self.executors.adapter_executor = AdapterExecutor
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,
-                                   exclusive=self.exclusive)
+                                   exclusive=self.exclusive, clock=clock)
         self.executors.provide(self.schedules)
         #: Messages an agent posts into its own other sessions (``message_post``).
         self.proactive = ProactiveService(store, bus=self.bus, histories=self.histories)
@@ -272,7 +277,7 @@ class Runtime(MemoryCalls):
         #: Periodic autonomous turns (``settings.heartbeat``).
         self.heartbeat = HeartbeatService(
             store, runs=self.runs, agents=self.agents,
-            workspace_of=lambda agent_id: settings.workspaces_dir / agent_id)
+            workspace_of=lambda agent_id: settings.workspaces_dir / agent_id, clock=clock)
         #: Events posted, signed, to subscribers' URLs (``[webhooks]``).
         self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
                                  node_id=settings.node_id, daemon_ports=(settings.port,),
@@ -283,7 +288,7 @@ class Runtime(MemoryCalls):
         self.agents.checks.append(self.telegram.check_settings)
         #: The daemon at a glance (``GET /v1/overview``).
         self.overview = make_overview(self)
-        self.housekeeper = Housekeeper()
+        self.housekeeper = Housekeeper(clock)
         self._register_jobs()
 
     def _register_jobs(self) -> None:
@@ -321,11 +326,11 @@ class Runtime(MemoryCalls):
                          run=self.browsers.close_idle))
 
     @classmethod
-    async def open(cls, settings: Settings) -> Runtime:
+    async def open(cls, settings: Settings, *, clock: Clock = SYSTEM) -> Runtime:
         # The home holds every conversation, the token and the snapshots: this user's.
         await asyncio.to_thread(ensure_home, settings.home)
-        store = await open_store(settings.database_url, settings.store_options())
-        runtime = cls(settings, store)
+        store = await open_store(settings.database_url, settings.store_options(), clock=clock)
+        runtime = cls(settings, store, clock=clock)
         try:
             await runtime.start()
         except BaseException:
@@ -334,7 +339,7 @@ class Runtime(MemoryCalls):
         return runtime
 
     async def start(self) -> None:
-        self.started_at = time.time()
+        self.started_at = self.clock.time()
         if self.browsers is not None:
             why = await asyncio.to_thread(browser_problem, self.settings.browser)
             if why is not None:
@@ -433,7 +438,7 @@ class Runtime(MemoryCalls):
 
     async def _expire_sessions(self) -> int:
         ttl = self.settings.session_ttl_s
-        expired = await self.store.expire_sessions(time.time() - ttl)
+        expired = await self.store.expire_sessions(self.clock.time() - ttl)
         for session_id, _agent_id, key in expired:
             self.histories.drop(session_id)
             self.bus.close_session(session_id)
@@ -723,6 +728,18 @@ class Runtime(MemoryCalls):
                                     mode=mode, priority=priority, stream=stream,
                                     origin=origin, also=also)
 
+    async def wait_idle(self) -> None:
+        """Return once nothing is under way on this node: no run is being driven (the
+        ones given to it have ended, parked or stayed queued) and no housekeeping job
+        runs. After moving a :class:`agentd.testing.FakeClock`, or to check that
+        nothing more happens, tests wait for this instead of sleeping."""
+        while True:
+            await self.supervisor.idle()
+            await self.housekeeper.idle()
+            await asyncio.sleep(0)
+            if not self.supervisor.busy:
+                return
+
     async def wait(self, run_id: str) -> RunRecord:
         """Wait until the run settles (or waits for a decision); return it as stored."""
         return await self.runs.wait(run_id)
@@ -780,5 +797,5 @@ class Runtime(MemoryCalls):
             "active_runs": self.supervisor.active_runs,
             "model_calls_queued": self.kernel.scheduler.queued(),
             "queued_runs": self.supervisor.queued_runs,
-            "uptime_s": round(time.time() - self.started_at, 3),
+            "uptime_s": round(self.clock.time() - self.started_at, 3),
         }

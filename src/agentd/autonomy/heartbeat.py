@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from agentd.clock import SYSTEM, Clock
 from agentd.llm.quoting import quote
 from agentd.security.identity import Principal
 from agentd.settings.heartbeat import ActiveHours, HeartbeatSettings
@@ -121,7 +121,7 @@ class HeartbeatService:
 
     def __init__(self, store: Store, *, runs: Runs, agents: Agents,
                  workspace_of: Callable[[str], Path],
-                 clock: Callable[[], float] = time.time, resync_s: float = 30.0) -> None:
+                 clock: Clock = SYSTEM, resync_s: float = 30.0) -> None:
         self.store = store
         self.runs = runs
         self.agents = agents
@@ -137,7 +137,7 @@ class HeartbeatService:
 
     async def sync(self) -> None:
         """Rebuild the plans from the agents' stored settings."""
-        now = self.clock()
+        now = self.clock.time()
         plans: dict[str, _Plan] = {}
         for agent_id, name, settings in await self.store.heartbeat_candidates():
             area = _area(settings)
@@ -161,7 +161,7 @@ class HeartbeatService:
         if area is None:
             self.plans.pop(agent_id, None)
         else:
-            self.plans[agent_id] = self._plan(agent_id, name, area, self.clock())
+            self.plans[agent_id] = self._plan(agent_id, name, area, self.clock.time())
 
     def forget(self, agent_id: str) -> None:
         self.plans.pop(agent_id, None)
@@ -175,7 +175,7 @@ class HeartbeatService:
     async def tick(self) -> int:
         """Beat every agent that is due (the housekeeping job); how many runs it queued."""
         async with self._lock:
-            now = self.clock()
+            now = self.clock.time()
             if now - self._synced_at >= self.resync_s:
                 await self.sync()
             queued = 0

@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -78,6 +77,7 @@ from agentd.autonomy.schedule_spec import (
     check_spec,
     schedule_dict,
 )
+from agentd.clock import SYSTEM, Clock, wait_event
 from agentd.errors import (
     AgentNotAccepting,
     AgentNotFound,
@@ -131,12 +131,13 @@ class Schedules:
             own in it).
         lead_s: how long before the next due time the task reads and plans what is
             due then (0: at the time). The fires still commit at or after their time.
-        clock: the time decisions are made at (tests give their own).
+        clock: the time decisions are made at (:mod:`agentd.clock`; tests give a
+            :class:`agentd.testing.FakeClock`).
     """
 
     def __init__(self, store: Store, *, agents: Agents, runs: Runs, exclusive: bool,
                  poll_s: float = 1.0, batch: int = 2048, chunk: int = 256,
-                 lead_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 lead_s: float = 1.0, clock: Clock = SYSTEM) -> None:
         self.store = store
         self.agents = agents
         self.runs = runs
@@ -200,7 +201,7 @@ class Schedules:
         limit is ``tool_max_per_agent``)."""
         agent = await self.agents.get(agent_name)
         limits = self.settings_of(agent)
-        now = self.clock()
+        now = self.clock.time()
         spec, first = check_spec(spec, limits, now)
         rec = self._record(spec, schedule_id=schedule_id or new_id("sch"), agent=agent,
                            first=first, now=now, by=by, run=run)
@@ -266,7 +267,7 @@ class Schedules:
             if any(k in values for k in ("cron", "every_s", "at")):
                 values = {"cron": None, "every_s": None, "at": None, **values}
             spec = replace(current, **values)
-            now = self.clock()
+            now = self.clock.time()
             timing = any(k in change for k in ("cron", "every_s", "at", "timezone",
                                                 "ends_at", "jitter_s"))
             resumed = spec.enabled and not rec.enabled
@@ -348,11 +349,11 @@ class Schedules:
             except Exception:
                 log.exception("firing schedules failed; trying again shortly")
                 done = 0
-                await asyncio.sleep(1.0)
+                await self.clock.sleep(1.0)
             if done and self._progress() == before:
                 # Due schedules that could not be moved on (each failure is logged):
                 # not a busy loop.
-                await asyncio.sleep(1.0)
+                await self.clock.sleep(1.0)
             elif done >= self.batch:
                 continue  # more are due
             try:
@@ -364,15 +365,14 @@ class Schedules:
             ahead = None
             delay = cap
             if upcoming is not None:
-                delay = upcoming - self.clock()
+                delay = upcoming - self.clock.time()
                 if delay <= cap and delay > 0 and self.lead_s > 0:
                     # Wake lead_s early: read and plan what is due then, commit at it.
                     ahead = upcoming
                     delay -= self.lead_s
                 delay = min(max(delay, 0.0), cap)
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await wait_event(self.clock, self._wake, delay)
                 if self._wake.is_set():
                     ahead = None  # something changed: look again from now
 
@@ -402,7 +402,7 @@ class Schedules:
         deferred: list[Callable[[], object]] = []
         total = 0
         try:
-            if at is not None and at > self.clock():
+            if at is not None and at > self.clock.time():
                 # Not ahead: a fire whose previous run (in another session) is still
                 # going, for its overlap (skip, interrupt) is decided at its time.
                 due = [rec for rec in await self.store.due_schedules(at, MAX_AHEAD)
@@ -412,13 +412,13 @@ class Schedules:
                 if due:
                     batch, others = await self._prepare(due, at)
                     messages = [self._message(fire) for fire in batch]
-                    left = at - self.clock()
+                    left = at - self.clock.time()
                     if left > 0:  # (the loop's clock and the wall's: 2 ms to spare)
-                        await asyncio.sleep(left + 0.002)
+                        await self.clock.sleep(left + 0.002)
                     await self._commit(batch, others, deferred, messages)
             while True:
                 before = self._progress()
-                now = self.clock()
+                now = self.clock.time()
                 due = await self.store.due_schedules(now, self.batch)
                 self.figures["passes"] += 1
                 total += len(due)
@@ -609,7 +609,7 @@ class Schedules:
         prune = _prunes(fire)
 
         def claim(tx: Tx, accepted: Accepted) -> None:
-            at = time.time()
+            at = self.clock.time()
             move(tx, rec.id, expect_next=fire.expect, next_fire_at=fire.after,
                  next_due_at=due_at(rec, fire.after), now=at, missed=fire.missed,
                  fired_run=accepted.run.id, fired_at=fire.t, failures=fire.failures,
@@ -629,7 +629,7 @@ class Schedules:
         def claim_all(tx: Tx, done: list[tuple[int, Accepted]]) -> None:
             # The chunk's claims set-wise (each fire's own ``also`` when the store
             # writes the chunk fire by fire instead).
-            at = time.time()
+            at = self.clock.time()
             claim_fires(tx, [FireClaim(
                 schedule_id=fires[i].rec.id, expect_next=fires[i].expect,
                 next_fire_at=fires[i].after, next_due_at=due_at(fires[i].rec, fires[i].after),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from agentd.clock import SYSTEM, Clock
 from agentd.config import AgentSandbox, Budget, Settings
 from agentd.errors import AgentNotFound, Conflict, InvalidInput, InvalidModel, QuotaExceeded
 from agentd.llm.catalog import Catalog
@@ -140,9 +140,12 @@ class Agents:
                  on_sleep: Callable[[AgentRecord], None] = lambda agent: None,
                  on_change: Callable[[AgentChange], None] = lambda change: None,
                  guard: Guard = NO_GUARD,
-                 endpoints: Mapping[str, ProviderInfo] | None = None) -> None:
+                 endpoints: Mapping[str, ProviderInfo] | None = None,
+                 clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.store = store
+        #: The time idleness is measured by (agents asleep after ``agent_idle_s``).
+        self.clock = clock
         #: Quotas, the operator's grants and the audit log (``agentd.identity``).
         self.guard = guard
         #: The operator's named model endpoints (``[models.NAME]``) as providers.
@@ -215,7 +218,7 @@ class Agents:
             self._forget_plan(agent.name)
         self._by_name[agent.name] = agent
         self._by_id[agent.id] = agent
-        self._last_active[agent.id] = time.monotonic()
+        self._last_active[agent.id] = self.clock.monotonic()
         return agent
 
     def held(self, name: str) -> AgentRecord | None:
@@ -229,7 +232,7 @@ class Agents:
             return self.remember(await self.store.get_agent(name))
         if agent.id in self._stale:
             return await self._reread(agent)
-        self._last_active[agent.id] = time.monotonic()
+        self._last_active[agent.id] = self.clock.monotonic()
         return agent
 
     async def by_id(self, agent_id: str) -> AgentRecord | None:
@@ -241,7 +244,7 @@ class Agents:
             except AgentNotFound:
                 return None
         if agent is not None:
-            self._last_active[agent_id] = time.monotonic()
+            self._last_active[agent_id] = self.clock.monotonic()
             return agent
         try:
             return self.remember(await self.store.get_agent(agent_id, by="id"))
@@ -278,7 +281,7 @@ class Agents:
     def sleep_idle(self, idle_s: float, busy: set[str]) -> list[str]:
         """Put agents idle for ``idle_s`` (and not in ``busy``, ids of agents with a
         run held here) to sleep. Returns their names."""
-        cutoff = time.monotonic() - idle_s
+        cutoff = self.clock.monotonic() - idle_s
         asleep = [a for a in self._by_name.values()
                   if a.id not in busy and a.name not in self.kept_awake
                   and self._last_active.get(a.id, 0.0) <= cutoff]
@@ -336,7 +339,7 @@ class Agents:
         except (Conflict, QuotaExceeded) as exc:
             gone = await self.store.delete_agent(name, audit=self.guard.entry(
                 actor, "agent.delete", f"agent:{name}", because=exc.code))
-            self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
+            self.on_change(AgentChange.of("agent.deleted", gone, at=self.clock.time()))
             raise
         self.count += 1
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
@@ -385,7 +388,7 @@ class Agents:
         gone = await self.store.delete_agent(agent.name, audit=self.guard.entry(
             actor, "agent.delete", f"agent:{agent.name}"))
         # The record as it was deleted: the feed's scope is decided on its tenant.
-        self.on_change(AgentChange.of("agent.deleted", gone, at=time.time()))
+        self.on_change(AgentChange.of("agent.deleted", gone, at=self.clock.time()))
         await self.sandboxes.forget(self.workspace_of(agent), agent.id)
         self.count -= 1
         await asyncio.to_thread(shutil.rmtree, self.workspace_of(agent), True)

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from agentd.clock import SYSTEM, Clock, wait_first
 from agentd.errors import ModelError
 from agentd.events import (
     AttemptData,
@@ -103,8 +103,10 @@ class Kernel:
     """What every run's model calls share."""
 
     def __init__(self, scheduler: Scheduler, budgets: BudgetBook, *,
-                 retry: RetryPolicy, breaker: BreakerSettings) -> None:
+                 retry: RetryPolicy, breaker: BreakerSettings, clock: Clock = SYSTEM) -> None:
         self.scheduler = scheduler
+        #: The time retries wait and breakers cool down by.
+        self.clock = clock
         self.budgets = budgets
         self.retry = retry
         self.breaker_settings = breaker
@@ -118,7 +120,7 @@ class Kernel:
     def breaker(self, key: str) -> Breaker:
         breaker = self.breakers.get(key)
         if breaker is None:
-            breaker = self.breakers[key] = Breaker(key, self.breaker_settings)
+            breaker = self.breakers[key] = Breaker(key, self.breaker_settings, self.clock)
         return breaker
 
     def metrics(self) -> dict[str, Any]:
@@ -246,7 +248,7 @@ class ModelCaller:
                             # probe's retries are part of it, not news.)
                             await self._retrying(target, exc, delay)
                         if delay:
-                            await asyncio.sleep(delay)
+                            await self.kernel.clock.sleep(delay)
                         attempt += 1
                         self.kernel.counters["retries"] += 1
                         continue
@@ -260,7 +262,7 @@ class ModelCaller:
                     if report.fallback:
                         self.kernel.counters["fallbacks"] += 1
                     if parked_at is not None:
-                        parked = round(time.monotonic() - parked_at, 3)
+                        parked = round(self.kernel.clock.monotonic() - parked_at, 3)
                         report.outage_s = parked
                         await self._tell(ModelRecovered(data={
                             "model": target.spec, "parked_s": parked}))
@@ -270,7 +272,7 @@ class ModelCaller:
             if not self.park:
                 raise (named(last_target, last) if last is not None
                        else self._outage_error(failures))
-            now = time.monotonic()
+            now = self.kernel.clock.monotonic()
             if parked_at is None:
                 parked_at = now
                 self.kernel.counters["outages"] += 1
@@ -314,12 +316,7 @@ class ModelCaller:
         breakers = [self.kernel.breaker(t.breaker_key) for t in self.targets]
         ready = min(b.ready_in() for b in breakers)
         wait = min(max(ready, self.retry.base_s), _PARK_POLL_S)
-        waits = [asyncio.ensure_future(b.changed().wait()) for b in breakers]
-        try:
-            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
+        await wait_first(self.kernel.clock, [b.changed() for b in breakers], wait)
 
     def _outage_error(self, failures: list[AttemptData], waited: float | None = None
                       ) -> ModelError:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from agentd.clock import SYSTEM, Clock
 
 __all__ = ["Housekeeper", "Job"]
 
@@ -43,9 +44,18 @@ class Job:
 
 
 class Housekeeper:
-    def __init__(self) -> None:
+    """Args:
+        clock: the time jobs fall due by (a test's :class:`agentd.testing.FakeClock`
+            runs them as it moves).
+    """
+
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self._jobs: dict[str, Job] = {}
         self._task: asyncio.Task[None] | None = None
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         #: Each job's runs, failures and last result (for /health, the CLI and tests).
         self.figures: dict[str, dict[str, Any]] = {}
 
@@ -67,6 +77,8 @@ class Housekeeper:
         """Run one job now (its failure is raised); returns its result."""
         job = self._jobs[name]
         figures = self.figures[name]
+        self._busy += 1
+        self._idle.clear()
         try:
             result = await job.run()
         except asyncio.CancelledError:
@@ -74,11 +86,21 @@ class Housekeeper:
         except Exception:
             figures["failures"] += 1
             raise
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
         figures["runs"] += 1
         figures["last"] = result
         if isinstance(result, int):
             figures["total"] += result
         return result
+
+    async def idle(self) -> None:
+        """Return once no job is running (at once if none is): after moving a
+        :class:`agentd.testing.FakeClock`, what the jobs due by then did is done."""
+        await asyncio.sleep(0)  # a job just woken reaches its first await
+        await self._idle.wait()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -95,14 +117,15 @@ class Housekeeper:
 
     async def _loop(self) -> None:
         jobs = dict(self._jobs)
-        due = {name: time.monotonic() + job.period_s for name, job in jobs.items()}
+        clock = self.clock
+        due = {name: clock.monotonic() + job.period_s for name, job in jobs.items()}
         while True:
             name = min(due, key=due.__getitem__)
-            await asyncio.sleep(max(due[name] - time.monotonic(), 0.0))
+            await clock.sleep(max(due[name] - clock.monotonic(), 0.0))
             try:
                 await self.run(name)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("housekeeping job %s failed; it runs again later", name)
-            due[name] = time.monotonic() + jobs[name].period_s
+            due[name] = clock.monotonic() + jobs[name].period_s

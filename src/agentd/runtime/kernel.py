@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from agentd.clock import SYSTEM, Clock
 
 __all__ = ["Breaker", "BreakerSettings", "RetryPolicy"]
 
@@ -60,8 +61,9 @@ class BreakerSettings:
 class Breaker:
     """A circuit breaker for one provider endpoint (closed, open, half-open)."""
 
-    def __init__(self, name: str, settings: BreakerSettings) -> None:
+    def __init__(self, name: str, settings: BreakerSettings, clock: Clock = SYSTEM) -> None:
         self.name = name
+        self.clock = clock
         self.settings = settings
         self.state = "closed"
         self.consecutive = 0
@@ -75,7 +77,7 @@ class Breaker:
         """Whether a call may go out now. In half-open state one probe at a time."""
         if self.state == "closed":
             return True
-        if self.state == "open" and time.monotonic() >= self._open_until:
+        if self.state == "open" and self.clock.monotonic() >= self._open_until:
             self.state = "half_open"
         if self.state == "half_open" and not self._probing:
             self._probing = True
@@ -101,7 +103,7 @@ class Breaker:
             self.state = "open"
             self.opened += 1
             self._probing = False
-            self._open_until = time.monotonic() + self._cooldown
+            self._open_until = self.clock.monotonic() + self._cooldown
             self._signal()
 
     def release_probe(self) -> None:
@@ -116,7 +118,7 @@ class Breaker:
         if self.state == "closed" or (self.state == "half_open" and not self._probing):
             return 0.0
         if self.state == "open":
-            return max(0.0, self._open_until - time.monotonic())
+            return max(0.0, self._open_until - self.clock.monotonic())
         return self._cooldown  # a probe is out: its outcome will signal sooner
 
     def changed(self) -> asyncio.Event:

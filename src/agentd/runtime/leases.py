@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
+from agentd.clock import SYSTEM, Clock
 from agentd.errors import RunNotFound
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import Lease, Store
@@ -33,11 +33,13 @@ class LeaseKeeper:
         exclusive: this daemon is the store's only one (SQLite, under the home lock).
         cancel_later: cancels a run this node drives (session id, run id, reason),
             without waiting.
+        clock: the time leases are renewed and queued runs taken over by.
     """
 
     def __init__(self, store: Store, *, supervisor: Supervisor, lease: Lease,
-                 exclusive: bool, cancel_later: CancelLater) -> None:
+                 exclusive: bool, cancel_later: CancelLater, clock: Clock = SYSTEM) -> None:
         self.store = store
+        self.clock = clock
         self.supervisor = supervisor
         self.lease = lease
         self.node_id = lease.owner
@@ -53,13 +55,13 @@ class LeaseKeeper:
             # The home lock makes this the only daemon on this store: any lease still
             # held is a dead daemon's, whatever its name was.
             await self.store.release_leases(except_owner=self.node_id)
-        await self.take_over(queued_before=time.time() + 1.0)
+        await self.take_over(queued_before=self.clock.time() + 1.0)
 
     async def take_over(self, *, queued_before: float | None = None) -> int:
         """Submit the runs no live node drives; by default, the queued ones only when
         they have waited half a lease (a node that just accepted one starts it)."""
         if queued_before is None:
-            queued_before = time.time() - self.lease.ttl / 2
+            queued_before = self.clock.time() - self.lease.ttl / 2
         count = 0
         for run in await self.store.orphaned_runs(self.node_id, queued_before=queued_before):
             if not self.supervisor.is_known(run.id):
@@ -73,7 +75,7 @@ class LeaseKeeper:
 
     async def renew(self) -> int:
         """Renew this node's leases; stop every run whose lease is gone."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         renewed = await self.store.renew_leases(self.node_id, self.lease.ttl)
         lost = 0
         for executor in self.supervisor.executors():

@@ -360,6 +360,12 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """A user message was committed into this run at ``seq`` (mode steer)."""
         self._steer_seq = max(self._steer_seq, seq)
 
+    @property
+    def in_model_call(self) -> bool:
+        """Whether a model call is under way (its request built: a steer committed now
+        reaches the next call, not this one)."""
+        return self._in_model
+
     def request_stop(self, reason: str) -> None:
         """End the run at its next step boundary; a model call under way (nothing of
         it committed yet) is abandoned at once."""
@@ -369,7 +375,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             self._task.cancel()
 
     def _took_lease(self) -> None:
-        self.leased_at = time.monotonic()
+        self.leased_at = self.kernel.clock.monotonic()
         self.run.lease_owner = self._lease.owner
 
     def lose(self) -> None:

@@ -36,7 +36,8 @@ robin because:
 
 When the lane has nobody waiting and admits the call, :meth:`Scheduler.acquire` grants
 it without touching the tree. Everything runs on the event loop: no locks, no threads,
-no I/O. Time is :func:`time.monotonic`.
+no I/O. Time is the clock's monotonic time (:mod:`agentd.clock`; tests move a
+:class:`agentd.testing.FakeClock`).
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ import heapq
 import itertools
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
+
+from agentd.clock import SYSTEM, Clock, Timer
 
 __all__ = ["DEFAULT_CLASS_WEIGHTS", "PRIORITIES", "Grant", "LaneLimits", "Scheduler"]
 
@@ -68,8 +70,6 @@ _WAIT_SAMPLES = 1024
 #: a hair early, and re-arming it for a microsecond would only spin the loop.
 _READY_S = 1e-6
 _SWEEP_MIN = 64
-
-monotonic = time.monotonic
 
 
 def _is_number(value: object) -> bool:
@@ -132,11 +132,11 @@ class _Bucket:
 
     __slots__ = ("capacity", "level", "rate", "stamp")
 
-    def __init__(self, per_minute: float, burst_s: float, floor: float) -> None:
+    def __init__(self, per_minute: float, burst_s: float, floor: float, now: float) -> None:
         self.rate = per_minute / 60.0
         self.capacity = max(floor, self.rate * burst_s)
         self.level = self.capacity
-        self.stamp = monotonic()
+        self.stamp = now
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
@@ -286,25 +286,26 @@ class Grant:
 
 
 class _Lane:
-    __slots__ = ("concurrency", "granted", "in_flight", "limits", "loop", "name",
+    __slots__ = ("clock", "concurrency", "granted", "in_flight", "limits", "name",
                  "paused_until", "reserve", "root", "rpm", "seq", "timer", "timer_at", "tpm",
                  "unlimited", "waited", "waits")
 
-    def __init__(self, name: str, limits: LaneLimits) -> None:
+    def __init__(self, name: str, limits: LaneLimits, clock: Clock) -> None:
         self.name = name
         self.limits = limits
         self.concurrency = limits.concurrency
         self.reserve = limits.reserve
-        self.rpm = _Bucket(limits.rpm, limits.burst_s, 1.0) if limits.rpm else None
-        self.tpm = _Bucket(limits.tpm, limits.burst_s, 0.0) if limits.tpm else None
+        self.clock = clock
+        now = clock.monotonic()
+        self.rpm = _Bucket(limits.rpm, limits.burst_s, 1.0, now) if limits.rpm else None
+        self.tpm = _Bucket(limits.tpm, limits.burst_s, 0.0, now) if limits.tpm else None
         self.unlimited = limits.concurrency is None and self.rpm is None and self.tpm is None
         self.paused_until = 0.0  # 0.0: not paused
         self.in_flight = 0
         self.root = _Inner(None, 1.0)
         self.seq = itertools.count()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Timer | None = None
         self.timer_at = 0.0
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.granted = 0
         self.waited = 0
         self.waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
@@ -340,7 +341,7 @@ class _Lane:
     def release(self, reserved: int, used: int | None, *, refund_request: bool) -> None:
         self.in_flight -= 1
         if (self.tpm is not None and used is not None) or refund_request:
-            now = monotonic()
+            now = self.clock.monotonic()
             if self.tpm is not None and used is not None:
                 self.tpm.refill(now)
                 self.tpm.give(reserved - used)
@@ -353,7 +354,7 @@ class _Lane:
     def dispatch(self) -> None:
         """Grant waiters in fair order while the lane admits; arm a timer if a bucket
         or a pause is what blocks, and disarm it otherwise."""
-        now = monotonic()
+        now = self.clock.monotonic()
         delay: float | None = None
         while self.root.backlog:
             if self.concurrency is not None and self.in_flight >= self.concurrency:
@@ -394,14 +395,13 @@ class _Lane:
                 timer.cancel()
                 self.timer = None
             return
-        assert self.loop is not None  # waiters exist, so acquire() recorded the loop
-        when = self.loop.time() + delay
+        when = self.clock.monotonic() + delay
         if timer is not None:
-            # The time is kept here: uvloop's timer handles have no when().
+            # The time is kept here: timer handles need not have a when().
             if abs(self.timer_at - when) < 1e-3:
                 return
             timer.cancel()
-        self.timer = self.loop.call_at(when, self.on_timer)
+        self.timer = self.clock.call_later(delay, self.on_timer)
         self.timer_at = when
 
     def on_timer(self) -> None:
@@ -552,11 +552,14 @@ class Scheduler:
             has no limits.
         class_weights: Weights of the priority classes (missing ones: the defaults).
         tenant_weights: Weights of tenants (missing ones: 1.0).
+        clock: the time buckets refill and pauses end by (:data:`agentd.clock.SYSTEM`).
     """
 
     def __init__(self, limits: Mapping[str, LaneLimits] | None = None, *,
                  class_weights: Mapping[str, float] | None = None,
-                 tenant_weights: Mapping[str, float] | None = None) -> None:
+                 tenant_weights: Mapping[str, float] | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        self.clock = clock
         self._limits = dict(limits or {})
         for name, lane_limits in self._limits.items():
             if not isinstance(lane_limits, LaneLimits):
@@ -569,7 +572,7 @@ class Scheduler:
             self._class_weights[key] = _positive(f"class_weights.{key}", value)
         self._tenant_weights = {key: _positive(f"tenant_weights.{key}", value)
                                 for key, value in (tenant_weights or {}).items()}
-        self._lanes = {name: _Lane(name, lane_limits)
+        self._lanes = {name: _Lane(name, lane_limits, clock)
                        for name, lane_limits in self._limits.items()}
 
     def lane_for(self, provider: str, model: str) -> str:
@@ -580,7 +583,8 @@ class Scheduler:
     def _lane(self, name: str) -> _Lane:
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = _Lane(name, self._limits.get(name, _UNLIMITED))
+            lane = self._lanes[name] = _Lane(name, self._limits.get(name, _UNLIMITED),
+                                             self.clock)
         return lane
 
     async def acquire(self, *, provider: str, model: str, priority: str = "background",
@@ -622,7 +626,7 @@ class Scheduler:
                 lane.granted += 1
                 lane.waits.append(0.0)
                 return Grant(lane, priority, 0, 0.0, tokens)
-            if lane.delay(monotonic(), tokens, priority) == 0.0:
+            if lane.delay(self.clock.monotonic(), tokens, priority) == 0.0:
                 lane.take(tokens)
                 lane.granted += 1
                 lane.waits.append(0.0)
@@ -631,9 +635,9 @@ class Scheduler:
 
     async def _wait(self, lane: _Lane, cls_weight: float, priority: str, tenant: str,
                     agent: str, weight: float, tokens: int) -> Grant:
-        loop = lane.loop = asyncio.get_running_loop()
-        future: asyncio.Future[Grant] = loop.create_future()
-        waiter = _Waiter(future, priority, tokens, lane.root.backlog, monotonic())
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(future, priority, tokens, lane.root.backlog,
+                         self.clock.monotonic())
         lane.enqueue(waiter, cls_weight, tenant, self._tenant_weights.get(tenant, 1.0),
                      agent, weight)
         # It may go first at once: a smaller call ahead of a head blocked on tokens.
@@ -661,7 +665,7 @@ class Scheduler:
         if seconds <= 0:
             return
         target = self._lane(lane)
-        until = monotonic() + seconds
+        until = self.clock.monotonic() + seconds
         if until > target.paused_until:
             target.paused_until = until
             log.debug("lane %s paused for %.3f s", lane, seconds)
@@ -689,7 +693,7 @@ class Scheduler:
         ``wait_ms`` (``p50``, ``p99`` and ``max`` over the last 1024 grants) and
         ``paused_for_s``.
         """
-        now = monotonic()
+        now = self.clock.monotonic()
         lanes = {name: lane.metrics(now) for name, lane in sorted(self._lanes.items())}
         totals = {key: sum(m[key] for m in lanes.values())
                   for key in ("in_flight", "queued", "granted", "waited")}

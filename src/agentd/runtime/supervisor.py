@@ -165,6 +165,23 @@ class Supervisor:
         """The executors driving runs here now."""
         return [s.active for s in self._sessions.values() if s.active is not None]
 
+    async def idle(self) -> None:
+        """Return once no session worker runs here: every run this node was given has
+        ended, parked or been left queued (a paused agent's). "Nothing more happens"
+        is checked after this, never after a sleep."""
+        while busy := self._busy():
+            await asyncio.wait(busy)
+
+    def _busy(self) -> list[asyncio.Task[Any]]:
+        busy: list[asyncio.Task[Any]] = [s.worker for s in self._sessions.values()
+                                         if s.worker is not None and not s.worker.done()]
+        return busy + [task for task in self._background if not task.done()]
+
+    @property
+    def busy(self) -> bool:
+        """Whether a session worker (or a cancel sent to one) is under way here."""
+        return bool(self._busy())
+
     @property
     def active_runs(self) -> int:
         return sum(1 for s in self._sessions.values() if s.active is not None)

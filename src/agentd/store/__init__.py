@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from agentd.clock import SYSTEM, Clock
 from agentd.errors import InvalidInput
 from agentd.store._identity import TenantRow, TokenRow
 from agentd.store.agents_query import AgentPage
@@ -94,8 +95,10 @@ def engine_for_url(url: str, options: StoreOptions = StoreOptions()) -> Engine:
     )
 
 
-async def open_store(url: str, options: StoreOptions = StoreOptions()) -> Store:
-    """Open (and migrate) the store at ``url``."""
-    store = Store(engine_for_url(url, options))
+async def open_store(url: str, options: StoreOptions = StoreOptions(), *,
+                     clock: Clock = SYSTEM) -> Store:
+    """Open (and migrate) the store at ``url``; ``clock`` is what "now" is in what it
+    writes (:mod:`agentd.clock`)."""
+    store = Store(engine_for_url(url, options), clock)
     await store.open()
     return store

@@ -5,9 +5,9 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 
+from agentd.clock import Clock
 from agentd.errors import Conflict
 from agentd.store import _vectors
 from agentd.store import entries as _entries
@@ -22,6 +22,7 @@ __all__ = ["EntryStore"]
 
 class EntryStore:
     engine: Engine
+    clock: Clock
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
 
@@ -29,7 +30,7 @@ class EntryStore:
                              ) -> list[tuple[EntryRecord, bool]]:
         """``(record, created)`` per item (an exact duplicate: the stored entry, False);
         all or nothing. ``quota``: the writing agent's tenant's limit on entries."""
-        now = time.time()
+        now = self.clock.time()
         dialect = self.engine.dialect
 
         def op(tx: Tx) -> list[tuple[EntryRecord, bool]]:
@@ -53,7 +54,7 @@ class EntryStore:
     async def update_entry(self, namespaces: Sequence[str], entry_id: str,
                            change: EntryChange, *, expect_version: int | None = None
                            ) -> EntryRecord:
-        now, dialect = time.time(), self.engine.dialect
+        now, dialect = self.clock.time(), self.engine.dialect
         try:
             return await self.engine.write(lambda tx: _entries.update(
                 tx, namespaces, entry_id, change, expect_version, now, dialect))

@@ -5,9 +5,9 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
+from agentd.clock import Clock
 from agentd.store import quota as _quota
 from agentd.store import schedules as _schedules
 from agentd.store.engine import Engine, Tx
@@ -19,6 +19,7 @@ __all__ = ["ScheduleStore"]
 
 class ScheduleStore:
     engine: Engine
+    clock: Clock
 
     async def insert_schedule(self, record: ScheduleRecord, *, max_per_agent: int,
                               max_by_tools: int | None = None, quota: Quota | None = None
@@ -68,7 +69,7 @@ class ScheduleStore:
         :class:`_schedules.Moved` if it moved meanwhile): fire times missed (``missed``
         of them; ``missed_note``: the first and why, claimed ``missed``), a backoff, a
         pause, or (``skip``: fire time, reason) one fire time claimed and skipped."""
-        now = time.time()
+        now = self.clock.time()
 
         def op(tx: _schedules.Tx) -> None:
             _schedules.move(tx, schedule_id, expect_next=expect_next,

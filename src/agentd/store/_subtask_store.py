@@ -5,11 +5,11 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from agentd.clock import Clock
 from agentd.events import SubtaskStarted, SubtaskStartedData
 from agentd.store import subtasks as _subtasks
 from agentd.store.engine import Engine, Tx
@@ -22,6 +22,7 @@ __all__ = ["SubtaskStore"]
 
 class SubtaskStore:
     engine: Engine
+    clock: Clock
 
     def link_subtask(self, record: SubtaskRecord, published: list[EventRecord]
                      ) -> Callable[[Tx, Accepted], None]:
@@ -41,7 +42,7 @@ class SubtaskStore:
                 "session": row.child_key, "run_id": row.child_run, "title": row.title,
                 "depth": row.depth}
             published.extend(append(tx, row.parent_session, [NewEvent.of(
-                SubtaskStarted(data=data), row.parent_run)], time.time()))
+                SubtaskStarted(data=data), row.parent_run)], self.clock.time()))
 
         return link
 
@@ -80,6 +81,6 @@ class SubtaskStore:
             if not _subtasks.mark_reported(tx, record.id):
                 return []
             return append(tx, record.parent_session, [NewEvent.of(event, record.parent_run)],
-                          time.time())
+                          self.clock.time())
 
         return await self.engine.write(op)

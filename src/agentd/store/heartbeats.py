@@ -17,13 +17,13 @@ posts nothing twice, and the per-run cap counts what is committed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from agentd.clock import Clock
 from agentd.store.engine import Engine, Tx
 from agentd.store.log import append
 from agentd.store.records import EventRecord, NewEvent
@@ -128,12 +128,13 @@ class HeartbeatStore:
     """The Store's heartbeat and proactive-post methods (one transaction each)."""
 
     engine: Engine
+    clock: Clock
 
     async def beat_state(self, agent_id: str) -> BeatState:
         return await self.engine.read(lambda tx: _state(tx, agent_id))
 
     async def record_beat_skip(self, agent_id: str, reason: str) -> None:
-        now = time.time()
+        now = self.clock.time()
         await self.engine.write(lambda tx: _skip(tx, agent_id, reason, now))
 
     async def heartbeat_candidates(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -149,7 +150,7 @@ class HeartbeatStore:
         """Append ``event`` (a ``message.proactive``) to the session, recorded as the
         post of ``run_id``'s call ``effect_id``; :class:`AlreadyPosted` or
         :class:`PostCapReached` write nothing."""
-        now = time.time()
+        now = self.clock.time()
         return await self.engine.write(lambda tx: _post(
             tx, session_id=session_id, event=event, run_id=run_id, effect_id=effect_id,
             cap=cap, now=now))

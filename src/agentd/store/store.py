@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from agentd.clock import SYSTEM, Clock
 from agentd.errors import (
     AgentExists,
     AgentNotFound,
@@ -119,8 +119,11 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     entries' methods come from :class:`EntryStore`, subtasks' from
     :class:`SubtaskStore`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
+        #: What "now" is in what the store writes (created, expires, due...): tests
+        #: give an :class:`agentd.testing.FakeClock`.
+        self.clock = clock
         #: Names this process in the agent changes it announces to the processes
         #: sharing the database (which already published them here: skip its own).
         self.origin = new_id("o")
@@ -160,7 +163,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             script = sql if isinstance(sql, str) else sql[self.engine.dialect]
             self.engine.run_script(tx, script.format(**self.engine.types))
             tx.execute("INSERT INTO schema_migrations (version, name, applied_at) "
-                       "VALUES (?, ?, ?)", (version, name, time.time()))
+                       "VALUES (?, ?, ?)", (version, name, self.clock.time()))
             applied.append(version)
             log.info("applied migration %d: %s", version, name)
         return applied
@@ -178,7 +181,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                            ) -> AgentRecord:
         """Store a new agent (``quota``: its tenant's limit on agents, checked in the
         same transaction; ``audit``: recorded in it)."""
-        now = time.time()
+        now = self.clock.time()
         record = AgentRecord(id=new_id("a"), name=name, model=model,
                              instructions=instructions, tools=tools, settings=settings,
                              state="created", created_at=now, updated_at=now)
@@ -251,7 +254,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update agent fields {sorted(unknown)}")
-        now = time.time()
+        now = self.clock.time()
         if based_on is not None and now <= based_on:
             now = based_on + 1e-6  # strictly later: the next compare-and-set sees it
 
@@ -312,7 +315,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
             if audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)
-            self._announce(tx, AgentChange.of("agent.deleted", agent, at=time.time()))
+            self._announce(tx, AgentChange.of("agent.deleted", agent, at=self.clock.time()))
             return agent
 
         agent = await self.engine.write(op)
@@ -491,7 +494,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         """
         if origin is not None and ("content" in origin or "steer" in origin):
             raise ValueError("origin must not set content or steer")
-        now = time.time()
+        now = self.clock.time()
         run_id = new_id("r")
         return await self.engine.write(lambda tx: accept(
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
@@ -525,7 +528,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         run_ids = [new_id("r") for _ in items]
         # The time is taken in the transaction: a burst's runs start when it runs.
         return await self.engine.write(lambda tx: accept_many(
-            tx, items, run_ids=run_ids, now=time.time(), dialect=self.engine.dialect,
+            tx, items, run_ids=run_ids, now=self.clock.time(), dialect=self.engine.dialect,
             also_many=also_many, start=start))
 
     def append(self, session_id: str, events: Sequence[NewEvent], *,
@@ -551,7 +554,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         ``also`` makes more writes in the same transaction, given the events' records
         (a consolidation's entries and block changes). Returns the engine's future: the
         write goes ahead even if its waiter is cancelled."""
-        now = time.time()
+        now = self.clock.time()
 
         def op(tx: Tx) -> list[EventRecord]:
             if unless_steered_after is not None and tx.one(
@@ -700,7 +703,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         def op(tx: Tx) -> dict[str, str | None]:
             rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
                           f"status IN {ACTIVE} RETURNING id, cancel_requested",
-                          (time.time() + ttl, owner))
+                          (self.clock.time() + ttl, owner))
             return {str(r[0]): r[1] for r in rows}
 
         return await self.engine.write(op)
@@ -719,7 +722,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         over and resumes it with the decision; the old holder loses it at its next
         renewal. Raises Conflict (``not_waiting``) unless the run waits on a request
         not yet decided."""
-        now = time.time()
+        now = self.clock.time()
         return await self.engine.write(
             lambda tx: _approvals.decide_unheld(tx, run_id, decision, now))
 
@@ -740,7 +743,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         ``queued_before`` in sessions where nothing is under way. (A run this node
         started a moment ago with its message, not yet handed to its supervisor, is
         not one: ``Runs.send_many(start=True)``.)"""
-        now = time.time()
+        now = self.clock.time()
 
         def op(tx: Tx) -> list[tuple[Any, ...]]:
             # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
@@ -773,7 +776,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
     async def create_checkpoint(self, session_id: str, *, name: str | None = None,
                                 kind: str = "manual"
                                 ) -> tuple[CheckpointRecord, EventRecord]:
-        now = time.time()
+        now = self.clock.time()
         try:
             return await self.engine.write(
                 lambda tx: new_checkpoint(tx, session_id, name, kind, now))
@@ -787,7 +790,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
                                  ) -> list[EventRecord]:
         """Checkpoint every session (of ``agent_id``, or all) changed since its last
         checkpoint; one transaction. Returns the checkpoint events."""
-        now = time.time()
+        now = self.clock.time()
 
         def op(tx: Tx) -> list[EventRecord]:
             where = "last_seq > checkpoint_seq" + (" AND agent_id = ?" if agent_id else "")
@@ -821,7 +824,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         ``session.restored`` event. The events after the target stay in the log (its
         archive) but leave the session's state (see :func:`live_events`). Refused
         (:class:`SessionBusy`) while the session has a run queued or under way."""
-        now = time.time()
+        now = self.clock.time()
         return await self.engine.write(
             lambda tx: _sessions.restore(tx, session_id, seq, checkpoint, now))
 
@@ -832,7 +835,7 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
         checkpoint or seq: its live events copied (renumbered from 1), then a
         ``session.forked`` event naming the source (``source`` plus the seq).
         ``quota``: the tenant's limit on sessions."""
-        now = time.time()
+        now = self.clock.time()
         new_session_id = new_id("s")
 
         def op(tx: Tx) -> SessionRecord:
