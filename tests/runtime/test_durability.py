@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import eventually
+from tests.conftest import eventually, under_way
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
@@ -31,6 +31,7 @@ from agentd.errors import (
 from agentd.runtime.history import SessionHistory
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, open_store
 from agentd.store.records import EventRecord, RunRecord, live_events
+from agentd.testing import FakeClock
 from agentd.tools import ToolContext, tool
 
 SCRIPT = {"script": [{"text": "one"}, {"text": "two"}, {"text": "three"}]}
@@ -396,25 +397,38 @@ def test_live_events_applies_nested_restores() -> None:
 
 async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings,
                                                               store_url: str) -> None:
+    """Agents idle for ``agent_idle_s`` are dropped from memory by the housekeeper; one
+    with a run under way stays. Time is a FakeClock the test moves: no race with a
+    loaded machine over how long setting up takes."""
     settings.database_url = store_url
-    settings.agent_idle_s = 0.3
-    rt = await Runtime.open(settings)
+    settings.agent_idle_s = 600
+    clock = FakeClock()
+    release = asyncio.Event()
+
+    @tool
+    async def hold() -> str:
+        """Keeps its run under way until the test lets it go."""
+        await release.wait()
+        return "held"
+
+    rt = await Runtime.open(settings, clock=clock)
+    rt.tools.register(hold)
     try:
-        await rt.create_agent(name="busy", settings={"script": [{"text": "s",
-                                                                 "delay_ms": 3000}]})
+        await rt.create_agent(name="busy", tools=["hold"], settings={"script": [
+            {"tool_calls": [{"name": "hold", "arguments": {}}]}, {"text": "s"}]})
         ids = {}
-        # Held awake while they are set up (a loaded machine takes longer than 0.3 s
-        # for five replies), then let go together.
-        names = {f"a{i}" for i in range(5)}
-        rt.agents.kept_awake.update(names)
         for i in range(5):
             ids[f"a{i}"] = (await rt.create_agent(name=f"a{i}", settings=SCRIPT)).id
             await _reply(rt, f"a{i}", "k", "1")
         running = await rt.send("busy", "k", "go")
+        await under_way(rt, running.run.id)
         assert rt.awake_agents == 6
         assert set(ids.values()) <= rt.histories.agent_ids()
-        rt.agents.kept_awake.difference_update(names)
-        await eventually(lambda: rt.awake_agents == 1)
+        await clock.advance(599)
+        await rt.housekeeper.idle()
+        assert rt.awake_agents == 6  # not idle for long enough yet
+        await clock.advance(200)
+        await rt.housekeeper.idle()
         # The agent with a run under way stays awake; the others hold nothing here.
         assert rt.agents.awake_names == ["busy"]
         assert set(rt.agents.planned) <= {"busy"}
@@ -426,8 +440,11 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
         assert (await _reply(rt, "a0", "k", "2")).output == "two"
         assert "a0" in rt.agents.awake_names
         assert ids["a0"] in rt.histories.agent_ids()
+        release.set()
         assert (await rt.wait(running.run.id)).status == "completed"
-        await eventually(lambda: rt.awake_agents == 0)
+        await clock.advance(800)
+        await rt.housekeeper.idle()
+        assert rt.awake_agents == 0
         assert rt.housekeeper.figures["sleep"]["total"] >= 6
         # Listing agents wakes none.
         assert len(await rt.list_agents()) == 6 and rt.awake_agents == 0
@@ -437,19 +454,36 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
 
 async def test_idle_sessions_expire_by_policy(settings: Settings, store_url: str) -> None:
     settings.database_url = store_url
-    settings.session_ttl_s = 0.3
-    rt = await Runtime.open(settings)
+    settings.session_ttl_s = 3600
+    clock = FakeClock()
+    release = asyncio.Event()
+
+    @tool
+    async def hold() -> str:
+        """Keeps its run under way until the test lets it go."""
+        await release.wait()
+        return "held"
+
+    rt = await Runtime.open(settings, clock=clock)
+    rt.tools.register(hold)
     try:
-        await rt.create_agent(name="a", settings={"script": [{"text": "s",
-                                                              "delay_ms": 1500}]})
+        await rt.create_agent(name="a", tools=["hold"], settings={"script": [
+            {"tool_calls": [{"name": "hold", "arguments": {}}]}, {"text": "s"}]})
         await rt.create_agent(name="b")
         await _reply(rt, "b", "old", "1")
         busy = await rt.send("a", "long", "go")
-        await eventually(lambda: rt.housekeeper.figures["expire"]["total"] >= 1)
+        await under_way(rt, busy.run.id)
+        await clock.advance(3000)
+        await rt.housekeeper.idle()
+        await rt.get_session("b", "old")  # not idle for long enough yet
+        await clock.advance(1000)
+        await rt.housekeeper.idle()
+        assert rt.housekeeper.figures["expire"]["total"] >= 1
         with pytest.raises(SessionNotFound):
             await rt.get_session("b", "old")
         # A session with a run under way is never expired.
         await rt.get_session("a", "long")
+        release.set()
         assert (await rt.wait(busy.run.id)).status == "completed"
     finally:
         await rt.close()

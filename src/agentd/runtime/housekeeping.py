@@ -56,6 +56,8 @@ class Housekeeper:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: When each job is next due (clock's monotonic seconds), while the loop runs.
+        self._due: dict[str, float] = {}
         #: Each job's runs, failures and last result (for /health, the CLI and tests).
         self.figures: dict[str, dict[str, Any]] = {}
 
@@ -97,10 +99,15 @@ class Housekeeper:
         return result
 
     async def idle(self) -> None:
-        """Return once no job is running (at once if none is): after moving a
-        :class:`agentd.testing.FakeClock`, what the jobs due by then did is done."""
-        await asyncio.sleep(0)  # a job just woken reaches its first await
-        await self._idle.wait()
+        """Return once no job is running and none is overdue: after moving a
+        :class:`agentd.testing.FakeClock`, every job due by then has run."""
+        while True:
+            await asyncio.sleep(0)  # a job just woken reaches its first await
+            if self._busy:
+                await self._idle.wait()
+            elif self._task is None or self._task.done() or all(
+                    due > self.clock.monotonic() for due in self._due.values()):
+                return
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -118,7 +125,8 @@ class Housekeeper:
     async def _loop(self) -> None:
         jobs = dict(self._jobs)
         clock = self.clock
-        due = {name: clock.monotonic() + job.period_s for name, job in jobs.items()}
+        due = self._due = {name: clock.monotonic() + job.period_s
+                           for name, job in jobs.items()}
         while True:
             name = min(due, key=due.__getitem__)
             await clock.sleep(max(due[name] - clock.monotonic(), 0.0))
