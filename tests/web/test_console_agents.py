@@ -388,6 +388,7 @@ def test_create_and_delete_schedules_from_the_schedules_tab(
     assert left == {made["id"], ticks[0]["id"]}
 
 
+@pytest.mark.daemon_process
 def test_the_overview_survives_a_daemon_restart(signed_in: Any, daemon: Daemon,
                                                 api: httpx.Client) -> None:
     page = signed_in

@@ -17,6 +17,7 @@ expect = pytest.importorskip("playwright.sync_api").expect
 expect.set_options(timeout=WAIT_MS)
 
 
+@pytest.mark.daemon_process
 def test_the_kernel_page_shows_lanes_and_survives_a_daemon_restart(
         page: Any, daemon: Daemon, api: httpx.Client) -> None:
     sent = api.post("/v1/agents/demo/sessions/k/messages", json={"content": "hi"})

@@ -31,6 +31,7 @@ def seqs(page: Any, selector: str) -> list[int]:
     return found
 
 
+@pytest.mark.daemon_process
 def test_a_killed_daemon_is_reconnected_to_with_no_gap_and_no_duplicate(
         page: Any, daemon: Daemon, api: httpx.Client) -> None:
     make_agent(api, "r")
