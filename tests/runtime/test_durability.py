@@ -395,14 +395,8 @@ def test_live_events_applies_nested_restores() -> None:
 # -- sleep and wake, session expiry -------------------------------------------------------------
 
 
-async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings,
-                                                              store_url: str) -> None:
-    """Agents idle for ``agent_idle_s`` are dropped from memory by the housekeeper; one
-    with a run under way stays. Time is a FakeClock the test moves: no race with a
-    loaded machine over how long setting up takes."""
-    settings.database_url = store_url
-    settings.agent_idle_s = 600
-    clock = FakeClock()
+def _holding_tool() -> tuple[Any, asyncio.Event]:
+    """A tool ``hold`` that keeps its run under way until the event is set."""
     release = asyncio.Event()
 
     @tool
@@ -411,6 +405,18 @@ async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings
         await release.wait()
         return "held"
 
+    return hold, release
+
+
+async def test_idle_agents_sleep_and_wake_on_the_next_message(settings: Settings,
+                                                              store_url: str) -> None:
+    """Agents idle for ``agent_idle_s`` are dropped from memory by the housekeeper; one
+    with a run under way stays. Time is a FakeClock the test moves: no race with a
+    loaded machine over how long setting up takes."""
+    settings.database_url = store_url
+    settings.agent_idle_s = 600
+    clock = FakeClock()
+    hold, release = _holding_tool()
     rt = await Runtime.open(settings, clock=clock)
     rt.tools.register(hold)
     try:
@@ -456,14 +462,7 @@ async def test_idle_sessions_expire_by_policy(settings: Settings, store_url: str
     settings.database_url = store_url
     settings.session_ttl_s = 3600
     clock = FakeClock()
-    release = asyncio.Event()
-
-    @tool
-    async def hold() -> str:
-        """Keeps its run under way until the test lets it go."""
-        await release.wait()
-        return "held"
-
+    hold, release = _holding_tool()
     rt = await Runtime.open(settings, clock=clock)
     rt.tools.register(hold)
     try:

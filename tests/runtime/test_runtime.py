@@ -354,7 +354,7 @@ async def test_shutdown_parks_running_runs_and_restart_resumes_them(
     await rt.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 3000}]})
     first = await rt.send("a", "k", "1")
     second = await rt.send("a", "k", "2")
-    await under_way(rt, first.run.id)
+    await under_way(rt, first.run.id, in_model=True)
     await rt.close()
     # Parked, not ended: still running in the store; the queued one stays queued.
     assert (await _status(settings, first.run.id)) == "running"
@@ -716,7 +716,7 @@ async def test_mode_interrupt_cancels_the_active_run_then_runs_the_new_one(
         runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "slow", "delay_ms": 5000}]})
     first = await runtime.send("a", "k", "1")
-    await under_way(runtime, first.run.id)
+    await under_way(runtime, first.run.id, in_model=True)  # answering "slow"
     enqueue({"text": "fresh"}, agent="a")
     second = await runtime.send("a", "k", "2", mode="interrupt")
     r1 = await runtime.wait(first.run.id)

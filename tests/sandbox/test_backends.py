@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import WORKER_UID_BASE
 from tests.sandbox.conftest import GVisorDespiteOldStatx, all_gone, appeared
 
 from agentd.errors import InvalidInput, ToolError
@@ -281,7 +282,17 @@ async def test_rlimits_are_visible_inside(backend: Backend, ws: Path) -> None:
     assert values == ["17", str(900 * 1024), str(33 * 1024), "77", "0"], result
 
 
+def _counted_alone(backend: Backend) -> Backend:
+    """``backend`` running as a uid of this xdist worker's own (when root): the process
+    limit (RLIMIT_NPROC) counts every process of the uid, and ``nobody``'s are every
+    other worker's sandboxes too (another worker's fork bomb made ``timeout`` itself
+    fail to fork here)."""
+    uid = WORKER_UID_BASE + 19_999  # the end of the range: no test's store gives it
+    return backend.as_user((uid, uid))
+
+
 async def test_process_limit_stops_forking(backend: Backend, ws: Path) -> None:
+    backend = _counted_alone(backend)
     marker = secrets.token_hex(8)
     script = ("import os, time\n"
               "n = 0\n"
@@ -302,6 +313,7 @@ async def test_process_limit_stops_forking(backend: Backend, ws: Path) -> None:
 
 
 async def test_fork_bomb_is_contained(backend: Backend, ws: Path) -> None:
+    backend = _counted_alone(backend)
     marker = secrets.token_hex(8)
     # (the sleep outlasts the wall limit: only the limit ends the command)
     result = await backend.run(["bash", "-c", ":(){ :|:& };:; sleep 1000"], workspace=ws,

@@ -175,7 +175,7 @@ class Runtime(MemoryCalls):
 
         # -- the services -------------------------------------------------------------
         #: Who may do what: named tokens, tenants and quotas, the audit log.
-        self.identity = Identity(settings, store)
+        self.identity = Identity(settings, store, clock=clock.time)
         self.identity.grants.default_backend = (
             lambda: self.sandboxes.default.name if self.sandboxes.default else None)
         self.guard = Guard(quotas=self.identity.tenants, grants=self.identity.grants,
@@ -735,8 +735,7 @@ class Runtime(MemoryCalls):
         nothing more happens, tests wait for this instead of sleeping."""
         while True:
             await self.supervisor.idle()
-            await self.housekeeper.idle()
-            await asyncio.sleep(0)
+            await self.housekeeper.idle()  # (a job may have given this node a run)
             if not self.supervisor.busy:
                 return
 
