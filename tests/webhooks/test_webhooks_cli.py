@@ -59,9 +59,14 @@ def test_add_list_ping_deliveries_replay_delete(cli: Invoke, live_url: str,  # n
         with Client(live_url) as client:
             client.send(agent_name, "k", "hello")
             wait_until(lambda: len(receiver.received) == 2, what="the run's delivery")
-            page = client.webhook_deliveries(hook["id"], status="delivered")
-            assert {d["kind"] for d in page["deliveries"]} == {"run.completed",
-                                                                "webhook.ping"}
+
+            def delivered() -> set[str]:
+                # The receiver has the POST before the daemon records its answer.
+                page = client.webhook_deliveries(hook["id"], status="delivered")
+                return {d["kind"] for d in page["deliveries"]}
+
+            assert wait_until(lambda: delivered() == {"run.completed", "webhook.ping"},
+                              what=lambda: f"both deliveries recorded (have {delivered()})")
         shown = cli("webhook", "deliveries", hook["id"])
         assert shown.exit_code == 0 and "run.completed" in shown.stdout
         assert "delivered" in shown.stdout
