@@ -26,6 +26,7 @@ import httpx
 from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
+from agentd.security.tls import tls_context
 from agentd.tools.base import Tool, ToolContext, tool
 
 __all__ = ["NET_TOOLS", "http_fetch"]
@@ -87,7 +88,7 @@ async def _fetch(ctx: ToolContext, sandbox: Sandbox, url: str, method: str,
                  body: str | None, headers: dict[str, str], max_bytes: int,
                  timeout_s: float) -> str:
     async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                 timeout=timeout_s) as client:
+                                 verify=tls_context(), timeout=timeout_s) as client:
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

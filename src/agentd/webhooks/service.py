@@ -43,6 +43,7 @@ from agentd.events import EVENT_KINDS
 from agentd.runtime.bus import Feed, Lagged
 from agentd.security.hosts import HostRules, Refused
 from agentd.security.identity import Principal
+from agentd.security.tls import tls_context
 from agentd.store.records import EventRecord, iso
 from agentd.store.rows import new_id
 from agentd.store.webhooks import DeliveryRecord, WebhookRecord
@@ -301,6 +302,7 @@ class Webhooks:
         if self._tasks:
             return
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                         verify=tls_context(),
                                          limits=httpx.Limits(
                                              max_connections=self.config.concurrency))
         self._tasks = [asyncio.create_task(self._ingest_loop(), name="webhooks-ingest"),

@@ -13,6 +13,7 @@ from agentd.channels.telegram._botapi import BotAPI, RedactTokens
 from agentd.channels.telegram._inbound import Inbox
 from agentd.channels.telegram._outbound import Outbox
 from agentd.errors import InvalidInput
+from agentd.security.tls import tls_context
 from agentd.settings import AgentSettings, stored_settings
 from agentd.settings.channels import TelegramConfig, TelegramSettings
 from agentd.store.records import AgentRecord
@@ -91,7 +92,8 @@ class TelegramChannel:
 
     def api_for(self, conf: TelegramSettings) -> BotAPI:
         if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
+                                             verify=tls_context())
         return BotAPI(self._client, self.config.api_base, conf.bot_token_env,
                       timeout_s=self.config.timeout_s)
 

@@ -55,6 +55,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
 from agentd.llm.registry import ProviderInfo
+from agentd.security.tls import tls_context
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel", "create", "map_error"]
 
@@ -396,6 +397,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
+        http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context(trust_env=True)),
     )
     return AnthropicModel(
         client=client,

@@ -47,6 +47,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
 from agentd.llm.registry import ProviderInfo
+from agentd.security.tls import tls_context
 
 __all__ = ["OpenAIChatModel", "create"]
 
@@ -359,6 +360,7 @@ def create(
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
         http_client=openai.DefaultAsyncHttpxClient(
+            verify=tls_context(trust_env=True),
             event_hooks={"response": [_no_retry_when_spent]}),
     )
     return OpenAIChatModel(
