@@ -272,6 +272,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
+            # A module's browser tests run on one worker (``--dist loadgroup``, as
+            # scripts/test.sh runs them): its Chromium and its servers start once.
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
         # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
         # test_*kill*.py, and tests named for a SIGKILL.
         if (_KILL.search(item.path.name) or "sigkill" in item.name.lower()
@@ -394,6 +397,15 @@ def _migrated_schema_sql() -> str:
         with psycopg.connect(PG_URL or "", autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return _template
+
+
+
+def pgvector_available(url: str) -> bool:
+    """Whether the PostgreSQL server at ``url`` has the pgvector extension to create
+    (scripts/install-pgvector.sh, which .ci/run runs; optional elsewhere)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+                            ).fetchone() is not None
 
 
 @pytest.fixture

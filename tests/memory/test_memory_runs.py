@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import pgvector_available
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
@@ -344,6 +345,8 @@ async def test_pgvector_and_the_local_index_agree(settings: Settings, pg_url: st
              "Taxes are due in April.", "I play the cello on Sundays."]
     questions = ["where does my sibling live?", "what is my pet's name?",
                  "what food must I avoid?", "what do I drive?", "music hobby"]
+    if not pgvector_available(pg_url):
+        pytest.skip("pgvector is not installed (scripts/install-pgvector.sh)")
     answers: dict[str, list[list[str]]] = {}
     for mode in ("1", "0"):
         settings.pgvector = mode == "1"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from tests.conftest import pgvector_available
 
 from agentd.errors import Conflict, InvalidInput, NotFound
 from agentd.store import Store, open_store
@@ -310,12 +311,6 @@ async def test_searchable_after_reopening(store_url: str) -> None:
 # -- pgvector ------------------------------------------------------------------------------
 
 
-def _pgvector_available(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
-                            ).fetchone() is not None
-
-
 @pytest.fixture
 async def pg_store(pg_url: str) -> AsyncIterator[Store]:
     st = await open_store(pg_url)
@@ -343,7 +338,7 @@ async def test_without_pgvector_set_up(pg_store: Store) -> None:
 
 @pytest.mark.postgres
 async def test_pgvector_search(pg_store: Store, pg_url: str) -> None:
-    if not _pgvector_available(pg_url):
+    if not pgvector_available(pg_url):
         pytest.skip("pgvector is not installed (scripts/install-pgvector.sh)")
     ns = await add(pg_store, "east", "north", "north-east", "south")
     shared = await add(pg_store, "shared north", namespace=S)
