@@ -104,5 +104,5 @@ echo "== pytest ($workers workers)"
 if [ "$workers" = 0 ]; then
   .venv/bin/pytest --durations=30 "$@"
 else
-  .venv/bin/pytest -n "$workers" --durations=30 "$@"
+  .venv/bin/pytest -n "$workers" --dist loadgroup --durations=30 "$@"
 fi
