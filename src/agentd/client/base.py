@@ -15,6 +15,7 @@ from httpx_sse import EventSource, SSEError
 
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
 from agentd.client._sse import SSEEvent, parse_frame
+from agentd.security.tls import tls_context
 from agentd.security.tokens import read_token
 
 __all__ = ["DEFAULT_URL", "BaseClient", "local_url", "locate_daemon", "segment"]
@@ -107,7 +108,9 @@ class BaseClient:
             headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport,
+            # (made once per process, not per client: a CLI command may make several)
+            verify=tls_context(trust_env=True),
         )
 
     # -- lifecycle ---------------------------------------------------------------
