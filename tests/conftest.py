@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pytest
+import typer.testing
 
 from agentd.assembly import Runtime
 from agentd.config import SandboxConfig, Settings
@@ -49,6 +50,21 @@ __all__ = [
 ]
 
 PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
+
+
+def _command_once(app: Any, _built: dict[int, tuple[Any, Any]] = {}) -> Any:  # noqa: B006
+    """Typer's CliRunner builds the click command of the whole CLI (every command's
+    signature read and its type hints evaluated: about 40 ms) on every ``invoke``; the
+    same app's command is the same, so the tests build it once per process (a click
+    command holds no state between invocations)."""
+    built = _built.get(id(app))
+    if built is None:
+        built = _built[id(app)] = (app, _typer_get_command(app))
+    return built[1]
+
+
+_typer_get_command = typer.testing._get_command
+typer.testing._get_command = _command_once
 
 #: How long a test waits for something that must happen. A liveness bound (a stuck
 #: run fails the test instead of hanging it), never a timing check: a loaded machine
