@@ -54,8 +54,11 @@ class ThreadDaemon:
     def __init__(self, home: Path, log_path: Path) -> None:
         self.home = home
         self.log_path = log_path
-        self.settings = Settings(home=home, token=TOKEN, sandbox=SandboxConfig(
-            uid_base=WORKER_UID_BASE, uid_count=20_000))
+        # No grace at the end: a run a test left under way (a slow scripted reply) is
+        # stopped, not waited for (nothing starts this daemon again).
+        self.settings = Settings(home=home, token=TOKEN, shutdown_grace_s=0,
+                                 sandbox=SandboxConfig(uid_base=WORKER_UID_BASE,
+                                                       uid_count=20_000))
         self._server: LiveServer | None = None
         self._handler: logging.Handler | None = None
 
