@@ -19,17 +19,14 @@ from agentd.clock import SYSTEM, Clock
 from agentd.errors import (
     AgentExists,
     AgentNotFound,
-    CheckpointExists,
-    CheckpointNotFound,
     Conflict,
     NotFound,
     RunNotFound,
     SessionNotFound,
 )
-from agentd.events import DecisionData, parse
+from agentd.events import parse
 from agentd.store import (
     _approvals,
-    _sessions,
     _uids,
     _usage,
 )
@@ -58,8 +55,10 @@ from agentd.store import (
     sessions_query as _sessions_query,
 )
 from agentd.store._accept_many import AlsoMany, accept_many
+from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
 from agentd.store._identity import IdentityStore
+from agentd.store._lease_store import LeaseStore
 from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
@@ -84,7 +83,6 @@ from agentd.store.records import (
     AgentChange,
     AgentRecord,
     AgentState,
-    CheckpointRecord,
     EventRecord,
     NewEvent,
     RunRecord,
@@ -96,7 +94,6 @@ from agentd.store.records import (
 from agentd.store.rows import (
     ACTIVE,
     AGENT_COLS,
-    CHECKPOINT_COLS,
     EVENT_COLS,
     RUN_COLS,
     SESSION_COLS,
@@ -113,11 +110,12 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStore,
-            IdentityStore):
-    """Agents, sessions, runs and the per-session event log on one engine; memory
-    entries' methods come from :class:`EntryStore`, subtasks' from
-    :class:`SubtaskStore`."""
+class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
+            HeartbeatStore, WebhookStore, IdentityStore):
+    """Agents, sessions, runs and the per-session event log on one engine; the rest
+    from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
+    memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
+    heartbeats, webhooks and identity."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
@@ -694,167 +692,3 @@ class Store(EntryStore, SubtaskStore, ScheduleStore, HeartbeatStore, WebhookStor
             raise ValueError(table)
         row = await self.engine.read(lambda tx: tx.one(f"SELECT COUNT(*) FROM {table}"))
         return int(row[0]) if row else 0
-
-    # -- leases ------------------------------------------------------------------------
-
-    async def renew_leases(self, owner: str, ttl: float) -> dict[str, str | None]:
-        """Extend every lease ``owner`` holds on an active run. Returns the ids renewed,
-        each with the reason of a cancel asked for on another node (or None)."""
-        def op(tx: Tx) -> dict[str, str | None]:
-            rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
-                          f"status IN {ACTIVE} RETURNING id, cancel_requested",
-                          (self.clock.time() + ttl, owner))
-            return {str(r[0]): r[1] for r in rows}
-
-        return await self.engine.write(op)
-
-    async def request_cancel(self, run_id: str, reason: str) -> None:
-        """Ask the node driving a run to cancel it (it sees this when it renews)."""
-        def op(tx: Tx) -> None:
-            tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN "
-                       f"{ACTIVE}", (reason, run_id))
-
-        await self.engine.write(op)
-
-    async def decide_unheld(self, run_id: str, decision: DecisionData) -> EventRecord:
-        """Log a decision about a run waiting on another node (or on none): the run
-        goes back to ``running`` with its lease ended, so the deciding node takes it
-        over and resumes it with the decision; the old holder loses it at its next
-        renewal. Raises Conflict (``not_waiting``) unless the run waits on a request
-        not yet decided."""
-        now = self.clock.time()
-        return await self.engine.write(
-            lambda tx: _approvals.decide_unheld(tx, run_id, decision, now))
-
-    async def release_leases(self, *, except_owner: str) -> int:
-        """End every other node's lease on an active run at once (only for a store this
-        daemon has to itself)."""
-        def op(tx: Tx) -> int:
-            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {ACTIVE} "
-                       "AND lease_owner <> ?", (except_owner,))
-            return tx.rowcount
-
-        return await self.engine.write(op)
-
-    async def orphaned_runs(self, owner: str, *, queued_before: float) -> list[RunRecord]:
-        """Runs no live node drives, in the order to take them over: runs under way
-        whose lease expired (or is ``owner``'s own and started before
-        ``queued_before``: from before a restart), then runs queued before
-        ``queued_before`` in sessions where nothing is under way. (A run this node
-        started a moment ago with its message, not yet handed to its supervisor, is
-        not one: ``Runs.send_many(start=True)``.)"""
-        now = self.clock.time()
-
-        def op(tx: Tx) -> list[tuple[Any, ...]]:
-            # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
-            return tx.all(
-                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status <> "
-                "'queued' AND (lease_owner IS NULL OR lease_expires_at < ? OR "
-                "(lease_owner = ? AND (started_at IS NULL OR started_at < ?))) "
-                "ORDER BY created_at, id", (now, owner, queued_before)) + tx.all(
-                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status = 'queued' "
-                "AND created_at < ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = "
-                f"runs.session_id AND o.status IN {ACTIVE} AND o.status <> 'queued' "
-                "AND o.lease_owner <> ? AND o.lease_expires_at >= ?) "
-                "ORDER BY created_at, queued_seq", (queued_before, owner, now))
-
-        return [_run(r) for r in await self.engine.read(op)]
-
-    async def next_queued(self, session_id: str) -> RunRecord | None:
-        """The session's oldest queued run (whoever accepted it), unless a run of the
-        session is under way: then its node starts the next one when it ends."""
-        rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
-            "ORDER BY queued_seq", (session_id,)))
-        runs = [_run(r) for r in rows]
-        if any(r.status != "queued" for r in runs):
-            return None
-        return runs[0] if runs else None
-
-    # -- checkpoints, restore, fork --------------------------------------------------------
-
-    async def create_checkpoint(self, session_id: str, *, name: str | None = None,
-                                kind: str = "manual"
-                                ) -> tuple[CheckpointRecord, EventRecord]:
-        now = self.clock.time()
-        try:
-            return await self.engine.write(
-                lambda tx: new_checkpoint(tx, session_id, name, kind, now))
-        except Exception as exc:
-            if self.engine.is_unique_violation(exc):
-                raise CheckpointExists(
-                    f"this session already has a checkpoint named {name!r}") from None
-            raise
-
-    async def checkpoint_changed(self, kind: str, *, agent_id: str | None = None
-                                 ) -> list[EventRecord]:
-        """Checkpoint every session (of ``agent_id``, or all) changed since its last
-        checkpoint; one transaction. Returns the checkpoint events."""
-        now = self.clock.time()
-
-        def op(tx: Tx) -> list[EventRecord]:
-            where = "last_seq > checkpoint_seq" + (" AND agent_id = ?" if agent_id else "")
-            rows = tx.all(f"SELECT id FROM sessions WHERE {where}",
-                          (agent_id,) if agent_id else ())
-            return [new_checkpoint(tx, str(r[0]), None, kind, now)[1] for r in rows]
-
-        return await self.engine.write(op)
-
-    async def list_checkpoints(self, session_id: str) -> list[CheckpointRecord]:
-        rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {CHECKPOINT_COLS} FROM checkpoints WHERE session_id = ? ORDER BY seq",
-            (session_id,)))
-        return [_checkpoint(r) for r in rows]
-
-    async def get_checkpoint(self, checkpoint_id: str
-                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
-        """A checkpoint with its agent's name and its session."""
-        row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {', '.join('c.' + c.strip() for c in CHECKPOINT_COLS.split(','))}, "
-            f"a.name, {', '.join('s.' + c.strip() for c in SESSION_COLS.split(','))} "
-            "FROM checkpoints c JOIN sessions s ON s.id = c.session_id "
-            "JOIN agents a ON a.id = s.agent_id WHERE c.id = ?", (checkpoint_id,)))
-        if row is None:
-            raise CheckpointNotFound(f"checkpoint {checkpoint_id!r} not found")
-        return _checkpoint(row[:6]), str(row[6]), _session(row[7:])
-
-    async def restore_session(self, session_id: str, *, seq: int | None = None,
-                              checkpoint: str | None = None) -> EventRecord:
-        """Set a session back to a checkpoint (id or name) or a seq: one
-        ``session.restored`` event. The events after the target stay in the log (its
-        archive) but leave the session's state (see :func:`live_events`). Refused
-        (:class:`SessionBusy`) while the session has a run queued or under way."""
-        now = self.clock.time()
-        return await self.engine.write(
-            lambda tx: _sessions.restore(tx, session_id, seq, checkpoint, now))
-
-    async def fork_session(self, session_id: str, *, key: str, seq: int | None = None,
-                           checkpoint: str | None = None, source: dict[str, Any],
-                           quota: Quota | None = None) -> SessionRecord:
-        """A new session of the same agent, holding the state of ``session_id`` at a
-        checkpoint or seq: its live events copied (renumbered from 1), then a
-        ``session.forked`` event naming the source (``source`` plus the seq).
-        ``quota``: the tenant's limit on sessions."""
-        now = self.clock.time()
-        new_session_id = new_id("s")
-
-        def op(tx: Tx) -> SessionRecord:
-            forked = _sessions.fork(
-                tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
-                checkpoint=checkpoint, source=source, now=now)
-            _quota.check(tx, quota, self.engine.dialect)
-            return forked
-
-        return await self.engine.write(op)
-
-    async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
-        """Delete sessions untouched since ``idle_before`` with nothing queued or under
-        way; returns (session id, agent id, key) of each."""
-        def op(tx: Tx) -> list[tuple[str, str, str]]:
-            rows = tx.all(
-                "DELETE FROM sessions WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs "
-                f"WHERE runs.session_id = sessions.id AND runs.status IN {ACTIVE}) "
-                "RETURNING id, agent_id, key", (idle_before,))
-            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
-
-        return await self.engine.write(op)

@@ -1,0 +1,115 @@
+"""The Store's checkpoint methods: checkpoints, restoring a session to one, forking a
+session from one, and expiring idle sessions.
+
+A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherits it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentd.clock import Clock
+from agentd.errors import CheckpointExists, CheckpointNotFound
+from agentd.store import _sessions
+from agentd.store import quota as _quota
+from agentd.store import rows as _rows
+from agentd.store._sessions import new_checkpoint
+from agentd.store.engine import Engine, Tx
+from agentd.store.quota import Quota
+from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord
+from agentd.store.rows import ACTIVE, CHECKPOINT_COLS, SESSION_COLS, new_id
+
+__all__ = ["CheckpointStore"]
+
+_checkpoint, _session = _rows.checkpoint, _rows.session
+
+
+class CheckpointStore:
+    engine: Engine
+    clock: Clock
+
+    async def create_checkpoint(self, session_id: str, *, name: str | None = None,
+                                kind: str = "manual"
+                                ) -> tuple[CheckpointRecord, EventRecord]:
+        now = self.clock.time()
+        try:
+            return await self.engine.write(
+                lambda tx: new_checkpoint(tx, session_id, name, kind, now))
+        except Exception as exc:
+            if self.engine.is_unique_violation(exc):
+                raise CheckpointExists(
+                    f"this session already has a checkpoint named {name!r}") from None
+            raise
+
+    async def checkpoint_changed(self, kind: str, *, agent_id: str | None = None
+                                 ) -> list[EventRecord]:
+        """Checkpoint every session (of ``agent_id``, or all) changed since its last
+        checkpoint; one transaction. Returns the checkpoint events."""
+        now = self.clock.time()
+
+        def op(tx: Tx) -> list[EventRecord]:
+            where = "last_seq > checkpoint_seq" + (" AND agent_id = ?" if agent_id else "")
+            rows = tx.all(f"SELECT id FROM sessions WHERE {where}",
+                          (agent_id,) if agent_id else ())
+            return [new_checkpoint(tx, str(r[0]), None, kind, now)[1] for r in rows]
+
+        return await self.engine.write(op)
+
+    async def list_checkpoints(self, session_id: str) -> list[CheckpointRecord]:
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {CHECKPOINT_COLS} FROM checkpoints WHERE session_id = ? ORDER BY seq",
+            (session_id,)))
+        return [_checkpoint(r) for r in rows]
+
+    async def get_checkpoint(self, checkpoint_id: str
+                             ) -> tuple[CheckpointRecord, str, SessionRecord]:
+        """A checkpoint with its agent's name and its session."""
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT {', '.join('c.' + c.strip() for c in CHECKPOINT_COLS.split(','))}, "
+            f"a.name, {', '.join('s.' + c.strip() for c in SESSION_COLS.split(','))} "
+            "FROM checkpoints c JOIN sessions s ON s.id = c.session_id "
+            "JOIN agents a ON a.id = s.agent_id WHERE c.id = ?", (checkpoint_id,)))
+        if row is None:
+            raise CheckpointNotFound(f"checkpoint {checkpoint_id!r} not found")
+        return _checkpoint(row[:6]), str(row[6]), _session(row[7:])
+
+    async def restore_session(self, session_id: str, *, seq: int | None = None,
+                              checkpoint: str | None = None) -> EventRecord:
+        """Set a session back to a checkpoint (id or name) or a seq: one
+        ``session.restored`` event. The events after the target stay in the log (its
+        archive) but leave the session's state (see :func:`live_events`). Refused
+        (:class:`SessionBusy`) while the session has a run queued or under way."""
+        now = self.clock.time()
+        return await self.engine.write(
+            lambda tx: _sessions.restore(tx, session_id, seq, checkpoint, now))
+
+    async def fork_session(self, session_id: str, *, key: str, seq: int | None = None,
+                           checkpoint: str | None = None, source: dict[str, Any],
+                           quota: Quota | None = None) -> SessionRecord:
+        """A new session of the same agent, holding the state of ``session_id`` at a
+        checkpoint or seq: its live events copied (renumbered from 1), then a
+        ``session.forked`` event naming the source (``source`` plus the seq).
+        ``quota``: the tenant's limit on sessions."""
+        now = self.clock.time()
+        new_session_id = new_id("s")
+
+        def op(tx: Tx) -> SessionRecord:
+            forked = _sessions.fork(
+                tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
+                checkpoint=checkpoint, source=source, now=now)
+            _quota.check(tx, quota, self.engine.dialect)
+            return forked
+
+        return await self.engine.write(op)
+
+    async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
+        """Delete sessions untouched since ``idle_before`` with nothing queued or under
+        way; returns (session id, agent id, key) of each."""
+        def op(tx: Tx) -> list[tuple[str, str, str]]:
+            rows = tx.all(
+                "DELETE FROM sessions WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs "
+                f"WHERE runs.session_id = sessions.id AND runs.status IN {ACTIVE}) "
+                "RETURNING id, agent_id, key", (idle_before,))
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+        return await self.engine.write(op)
