@@ -362,6 +362,16 @@ def _worker_uid_base() -> int:
 WORKER_UID_BASE = _worker_uid_base()
 
 
+def worker_uid(n: int) -> tuple[int, int]:
+    """A fixed sandbox (uid, gid) of this worker's own for tests that choose one (``n``
+    from 0 to 9), at the end of its range where no test's store gives one: a uid two
+    workers share shares its process limit (a holder on one worker let another's
+    sandbox start, or starved it)."""
+    assert 0 <= n < 10
+    uid = WORKER_UID_BASE + 19_980 + n
+    return uid, uid
+
+
 def _schema_url(schema: str) -> str:
     assert PG_URL
     sep = "&" if "?" in PG_URL else "?"

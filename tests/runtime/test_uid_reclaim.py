@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import WORKER_UID_BASE
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
@@ -45,6 +46,11 @@ async def run_commands(runtime: Runtime, agent: str, commands: list[str]) -> lis
             if e.kind == "tool.finished"]
 
 
+# Ranges of this worker's own (tests/conftest.py): a sweep of a range another worker's
+# test uses at the same time would kill its sandboxes.
+R0, R1, R2 = (WORKER_UID_BASE + 19_000 + 100 * k for k in range(3))
+
+
 def small_range(settings: Settings, store_url: str, base: int, count: int) -> Settings:
     settings.database_url = store_url
     settings.sandbox = settings.sandbox.model_copy(update={"uid_base": base,
@@ -60,12 +66,12 @@ async def test_create_and_delete_churn_never_uses_up_the_range(
         settings: Settings, store_url: str) -> None:
     """On main: every agent took a uid for good, the 51st create was 409
     sandbox_uids_exhausted for every tenant."""
-    runtime = await Runtime.open(small_range(settings, store_url, 310_000, 50))
+    runtime = await Runtime.open(small_range(settings, store_url, R0, 50))
     try:
         for i in range(160):
             agent = await runtime.create_agent(name=f"churn{i}", model="scripted")
             uid = await runtime.sandboxes.user(agent.id)
-            assert uid is not None and 310_000 <= uid[0] < 310_050
+            assert uid is not None and R0 <= uid[0] < R0 + 50
             await runtime.delete_agent(agent.name)
         kept = [await runtime.create_agent(name=f"kept{i}", model="scripted")
                 for i in range(50)]
@@ -83,7 +89,7 @@ async def test_agents_that_ran_commands_get_their_uids_reclaimed(
         settings: Settings, store_url: str) -> None:
     """Each agent runs a command (so its uid was used here) and is deleted: with two
     uids in the range, the third agent already needs a swept one."""
-    runtime = await Runtime.open(small_range(settings, store_url, 311_000, 2))
+    runtime = await Runtime.open(small_range(settings, store_url, R1, 2))
     try:
         seen = []
         for i in range(6):
@@ -92,7 +98,7 @@ async def test_agents_that_ran_commands_get_their_uids_reclaimed(
             [out] = await run_commands(runtime, f"a{i}", ["id -u"])
             seen.append(int(out.splitlines()[1]))
             await runtime.delete_agent(f"a{i}")
-        assert set(seen) <= {311_000, 311_001} and len(set(seen)) == 2
+        assert set(seen) <= {R1, R1 + 1} and len(set(seen)) == 2
     finally:
         await runtime.close()
 
@@ -128,7 +134,7 @@ async def test_a_reclaimed_uid_never_sees_its_previous_holders_files(
     if backend.unavailable() is not None:
         pytest.skip(f"{backend.name}: {backend.unavailable()}")
     places = " ".join(_world_writable())
-    runtime = await Runtime.open(small_range(settings, store_url, 312_000, 1))
+    runtime = await Runtime.open(small_range(settings, store_url, R2, 1))
     sandbox = {"sandbox": {"backend": backend.name}, **ALLOW}
     try:
         a = await runtime.create_agent(name="a", model="scripted", tools=["shell"],

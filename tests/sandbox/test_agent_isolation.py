@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import eventually
+from tests.conftest import eventually, worker_uid
 from tests.sandbox.conftest import all_gone, backend_or_skip
 
 from agentd.sandbox.backends import (
@@ -31,8 +31,8 @@ from agentd.sandbox.backends import (
 from agentd.sandbox.cgroups import support
 from agentd.tools.commands import render
 
-A = (231_001, 231_001)
-B = (231_002, 231_002)
+A = worker_uid(0)
+B = worker_uid(1)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="per-agent uids need a root "
                                 "daemon (without root every sandbox keeps its uid)")

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tests.conftest import worker_uid
 from tests.sandbox.conftest import backend_or_skip
 
 from agentd.errors import ToolError
@@ -33,7 +34,7 @@ from agentd.sandbox.backends import (
 from agentd.sandbox.binds import ReadOnlyBind, check_target, signature
 from agentd.sandbox.shell import PersistentShell, ShellPool
 
-AGENT = (231_101, 231_101)
+AGENT = worker_uid(2)
 
 
 def published(root: Path, name: str, body: str) -> Path:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import eventually
+from tests.conftest import eventually, worker_uid
 from tests.sandbox.conftest import backend_or_skip
 from tests.sandbox.test_agent_isolation import FORK_TO_LIMIT
 
@@ -33,7 +33,7 @@ from agentd.sandbox.backends import BubblewrapBackend, Limits, prepare_workspace
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid of the sandbox's own "
                                 "needs a root daemon")
 
-USER = (231_201, 231_201)
+USER = worker_uid(3)
 LIMITS = Limits(processes=12, wall_s=60)
 
 
