@@ -282,15 +282,23 @@ _BROWSER_DIRS = ("tests/web/", "tests/tools/browser/")
 _KILL = re.compile(r"(?:^|_)kill")
 
 
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.path.as_posix()
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
-            # A module's browser tests run on one worker (``--dist loadgroup``, as
-            # scripts/test.sh runs them): its Chromium and its servers start once.
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        if _uses_a_module_fixture(item):
+            # The module's tests run on one worker (``--dist loadgroup``, as
+            # scripts/test.sh runs them), so what they share (a daemon process, a
+            # Chromium, a stub server) starts once, not once per worker.
+            item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
         # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
         # test_*kill*.py, and tests named for a SIGKILL.
         if (_KILL.search(item.path.name) or "sigkill" in item.name.lower()
