@@ -280,6 +280,20 @@ socket.getaddrinfo = _guarded_getaddrinfo
 #: daemon or a browser process), so that ``-m "not browser"`` leaves them out.
 _BROWSER_DIRS = ("tests/web/", "tests/tools/browser/")
 _KILL = re.compile(r"(?:^|_)kill")
+#: Tests that take seconds alone by design (marked ``slow``; the quick loop of
+#: docs/contributing.md leaves them out, CI runs them): property and load tests, the
+#: schema fuzzer, the stall guards (each waits out a time limit), a fresh interpreter
+#: importing every module, 2,000 real embeddings, an MCP server restarted.
+_SLOW = (
+    "tests/runtime/test_modes_under_load.py",
+    "tests/isolation/test_isolation_property.py",
+    "tests/server/test_fuzz.py",
+    "tests/security/test_stall.py",
+    "tests/protocols/test_lazy_doors.py",
+    "tests/test_public_api.py::test_importing_agentd_has_no_side_effects",
+    "tests/memory/test_embed.py::test_embedding_2000_texts",
+    "tests/tools/test_mcp.py::test_http_server_restarted_or_down",
+)
 
 
 def _uses_a_module_fixture(item: pytest.Item) -> bool:
@@ -294,10 +308,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
-        if _uses_a_module_fixture(item):
-            # The module's tests run on one worker (``--dist loadgroup``, as
-            # scripts/test.sh runs them), so what they share (a daemon process, a
-            # Chromium, a stub server) starts once, not once per worker.
+        if item.nodeid.startswith(_SLOW):
+            item.add_marker(pytest.mark.slow)
+        if any(f"/{d}" in path for d in _BROWSER_DIRS) and _uses_a_module_fixture(item):
+            # A module of browser tests runs on one worker (``--dist loadgroup``, as
+            # scripts/test.sh runs them), so its Chromium and servers start once, not
+            # once per worker. (Grouping every module with a module fixture, daemon
+            # processes included, measured 12:54 in one run against 11:12-11:21:
+            # not kept until measured apart from the machine's noise.)
             item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
         # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
         # test_*kill*.py, and tests named for a SIGKILL.
