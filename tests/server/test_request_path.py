@@ -292,3 +292,29 @@ async def test_control_characters_in_a_key_are_a_422_everywhere(client: httpx.As
                 await client.delete(f"/v1/agents/a/sessions/{key}")):
             error = assert_error(response, 422, "invalid_input")
             assert "control characters" in error["message"]
+
+
+async def test_apps_share_the_routes_their_includes_build_and_each_checks_scopes(
+        tmp_path: Any) -> None:
+    """Two apps of one process share what including a router built (AgentdApp.
+    include_router), and a token scoped to one agent is still held to it on both."""
+    apps = [create_app(Settings(home=tmp_path / f"home{i}", demo_agent=False,
+                                tokens=["admin-token-0123456789"]))
+            for i in range(2)]
+    shared = [r for r in apps[0].router.routes if any(r is o for o in apps[1].router.routes)]
+    assert len(shared) >= 20  # the API's routers, not only /health (which is each app's)
+    for app in apps:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://agentd") as client:
+            admin = {"Authorization": "Bearer admin-token-0123456789"}
+            for name in ("mine", "theirs"):
+                created = await client.post("/v1/agents", headers=admin,
+                                            json={"name": name, "model": "scripted"})
+                assert created.status_code == 201, created.text
+            made = await client.post("/v1/tokens", headers=admin, json={
+                "name": "scoped", "role": "member", "agents": ["mine"]})
+            assert made.status_code == 201, made.text
+            scoped = {"Authorization": f"Bearer {made.json()['token']}"}
+            assert (await client.get("/v1/agents/mine", headers=scoped)).status_code == 200
+            assert (await client.get("/v1/agents/theirs", headers=scoped)).status_code in (
+                403, 404)

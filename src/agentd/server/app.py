@@ -142,11 +142,10 @@ class _Dispatch:
         return []
 
 
-#: Routers included by :meth:`AgentdApp.include_router`: by router and app configuration,
-#: the router (kept alive: its id is the key) and the routes the include made.
-_SHARED_INCLUDES: dict[tuple[int, tuple[int, ...], Any], tuple[APIRouter, list[BaseRoute]]] = {}
-#: Every app's dependencies (one object: the key of the routes its includes share).
-_APP_DEPENDENCIES = [Depends(agent_in_scope)]
+#: Routers included by :meth:`AgentdApp.include_router`, by router and what an include
+#: takes from the app (its dependencies, compared by value, and content-type rule): the
+#: router (kept alive: its id is in the key) and the routes the include made.
+_SHARED_INCLUDES: dict[tuple[int, tuple[Any, ...], bool], tuple[APIRouter, list[BaseRoute]]] = {}
 
 
 class AgentdApp(FastAPI):
@@ -173,15 +172,12 @@ class AgentdApp(FastAPI):
             super().include_router(router, **options)
             return
         base = self.router
-        key = (id(router), tuple(id(d) for d in base.dependencies),
-               getattr(base, "strict_content_type", None))
+        key = (id(router), tuple(base.dependencies), base.strict_content_type)
         shared = _SHARED_INCLUDES.get(key)
         if shared is None:
             # A router configured as this app's: what an include takes from its parent.
-            extra: dict[str, Any] = {}
-            if "strict_content_type" in inspect.signature(APIRouter.__init__).parameters:
-                extra["strict_content_type"] = base.strict_content_type
-            template = APIRouter(dependencies=list(base.dependencies), **extra)
+            template = APIRouter(dependencies=list(base.dependencies),
+                                 strict_content_type=base.strict_content_type)
             template.include_router(router)
             shared = _SHARED_INCLUDES.setdefault(key, (router, list(template.routes)))
         self.router.routes.extend(shared[1])
@@ -314,7 +310,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         # Parse a JSON body that comes with no Content-Type at all.
         strict_content_type=False,
         # Token scopes: every /v1/agents/{name}/... route checks the agent first.
-        dependencies=_APP_DEPENDENCIES,
+        dependencies=[Depends(agent_in_scope)],
     )
     if runtime is not None:
         # Usable without the lifespan too (ASGITransport, lifespan="off").
