@@ -8,6 +8,7 @@ Test files import the helpers from here (``from tests.conftest import eventually
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import os
@@ -52,19 +53,11 @@ __all__ = [
 PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
 
 
-def _command_once(app: Any, _built: dict[int, tuple[Any, Any]] = {}) -> Any:  # noqa: B006
-    """Typer's CliRunner builds the click command of the whole CLI (every command's
-    signature read and its type hints evaluated: about 40 ms) on every ``invoke``; the
-    same app's command is the same, so the tests build it once per process (a click
-    command holds no state between invocations)."""
-    built = _built.get(id(app))
-    if built is None:
-        built = _built[id(app)] = (app, _typer_get_command(app))
-    return built[1]
-
-
-_typer_get_command = typer.testing._get_command
-typer.testing._get_command = _command_once
+# Typer's CliRunner builds the click command of the whole CLI (every command's signature
+# read and its type hints evaluated: about 40 ms) on every ``invoke``; the same app's
+# command is the same, so the tests build it once per process (a click command holds
+# no state between invocations).
+typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 #: How long a test waits for something that must happen. A liveness bound (a stuck
 #: run fails the test instead of hanging it), never a timing check: a loaded machine
@@ -296,11 +289,6 @@ _SLOW = (
 )
 
 
-def _uses_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    return info is not None and any(
-        defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -308,15 +296,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
-        if item.nodeid.startswith(_SLOW):
-            item.add_marker(pytest.mark.slow)
-        if any(f"/{d}" in path for d in _BROWSER_DIRS) and _uses_a_module_fixture(item):
             # A module of browser tests runs on one worker (``--dist loadgroup``, as
             # scripts/test.sh runs them), so its Chromium and servers start once, not
-            # once per worker. (Grouping every module with a module fixture, daemon
-            # processes included, measured 12:54 in one run against 11:12-11:21:
-            # not kept until measured apart from the machine's noise.)
-            item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
+            # once per worker (docs/benchmarks.md, "Test suite": grouping every module
+            # with a module fixture measured no better).
+            item.add_marker(pytest.mark.xdist_group(path))
+        if item.nodeid.startswith(_SLOW):
+            item.add_marker(pytest.mark.slow)
         # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
         # test_*kill*.py, and tests named for a SIGKILL.
         if (_KILL.search(item.path.name) or "sigkill" in item.name.lower()
@@ -449,7 +435,6 @@ def _migrated_schema_sql() -> str:
         with psycopg.connect(PG_URL or "", autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return _template
-
 
 
 def pgvector_available(url: str) -> bool:
