@@ -90,6 +90,13 @@ if [ "${AGENTD_TEST_MCP_CONFORMANCE:-1}" != 0 ] && command -v npm >/dev/null 2>&
     || echo "   could not install it: the conformance test is skipped"
 fi
 
+# Bytecode caches: a machine that sets PYTHONDONTWRITEBYTECODE (this one's sessions do)
+# makes every Python process compile agentd's ~300 modules from source again: about
+# 1.3 s of CPU for each of the suite's daemon processes, tool workers and xdist workers
+# (docs/benchmarks.md, "Test suite"). The caches go to __pycache__/ (git ignores them).
+unset PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q -j 0 src >/dev/null
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy (strict, src/agentd)"

@@ -37,6 +37,9 @@ from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
 from agentd.testing.live import LiveServer, free_port
 
+#: The daemon launchers' fixtures (``home``, ``spawn``): tests/daemons.py.
+pytest_plugins = ("tests.daemons",)
+
 __all__ = [
     "PATIENCE_S",
     "TERMINAL",

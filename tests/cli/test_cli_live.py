@@ -570,6 +570,9 @@ def test_tail_stops_cleanly_on_ctrl_c(cli: Invoke, live_url: str, agent_name: st
         stderr=subprocess.PIPE,
         text=True,
         env=process_env(),
+        # Ctrl-C as a terminal sends it: a suite started in the background (``cmd &``
+        # in a script) has SIGINT ignored, and the child would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

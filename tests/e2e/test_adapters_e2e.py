@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import wait_until
-from tests.e2e.test_daemon_process import Daemon, create_agent
+from tests.daemons import Daemon, create_agent
 
 import agentd
 

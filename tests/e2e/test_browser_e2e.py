@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import TERMINAL, wait_until
-from tests.e2e.test_daemon_process import (
+from tests.daemons import (
     Daemon,
     create_agent,
     kinds_of,

@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,205 +20,22 @@ import orjson
 import pytest
 from httpx_sse import connect_sse
 from tests.conftest import TERMINAL, free_port, wait_until
-
-from agentd.config import Settings
-from agentd.security.tokens import read_token
+from tests.daemons import (
+    TOOL_MESSAGE,
+    WAIT_S,
+    Daemon,
+    Spawn,
+    assert_dense,
+    create_agent,
+    frames_of,
+    kinds_of,
+    quote,
+    read_events,
+    send,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.e2e
-
-TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
-WAIT_S = 60.0
-
-
-def node_of(home: Path, env: dict[str, str]) -> str:
-    """The node id a daemon of ``home`` reports in /health (config.Settings' default):
-    how a test tells its own daemon from another that took the port it meant to use."""
-    if "AGENTD_NODE_ID" in env:
-        return env["AGENTD_NODE_ID"]
-    return Settings(home=home, node_id="", _env_file=None).node_id  # (config's default)
-
-
-class Daemon:
-    """One `agentd serve` process with its own log file."""
-
-    def __init__(self, home: Path, log_path: Path, *, env: dict[str, str],
-                 args: tuple[str, ...]) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
-        self.env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1", **env)
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        # free_port() closes the port it found before the daemon binds it: on a busy
-        # machine another test's daemon (or a connection's ephemeral port) can take it in
-        # between. A first start then moves to another port; a restart keeps its own
-        # (the test means that one).
-        attempts = 1 if self.proc is not None else 3
-        for attempt in range(attempts):
-            self._spawn()
-            may_retry = attempt + 1 < attempts
-            state = wait_until(lambda: self._healthy(may_retry=may_retry),  # noqa: B023
-                               what=lambda: f"agentd answering /health:\n{self.log()}",
-                               interval=0.05)
-            if state == "up":
-                return self
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-        raise AssertionError("unreachable")  # the last attempt fails inside _healthy
-
-    def _spawn(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agentd", "serve", "--port", str(self.port),
-                 *self.args],
-                env=self.env,
-                # Not the repo: a stray .env there must not configure the daemon.
-                cwd=self.home.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def node(self) -> str:
-        return node_of(self.home, self.env)
-
-    def _healthy(self, *, may_retry: bool = False) -> str:
-        """"up" once this daemon answers; "port taken" (with ``may_retry``) when its
-        port was taken before it could bind it; "" until then."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            if may_retry and "address already in use" in self.log().lower():
-                return "port taken"
-            pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            answer = httpx.get(f"{self.url}/health", timeout=2)
-        except httpx.TransportError:
-            return ""
-        # Another daemon on the port (see start) is not this one: wait for this one to
-        # answer or to fail to bind.
-        ours = answer.status_code == 200 and answer.json().get("node") == self.node
-        return "up" if ours else ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        """A client with ``token``, else the daemon's bootstrap token (if it made one)."""
-        token = token or read_token(self.home)
-        return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=WAIT_S)
-
-    def auth(self, token: str | None = None) -> dict[str, str]:
-        token = token or read_token(self.home)
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def signal_and_wait(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"agentd did not exit after signal {sig}:\n{self.log()}")
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_S)
-
-
-Spawn = Callable[..., Daemon]
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, home: Path) -> Iterator[Spawn]:
-    """Start daemons; every one of them is killed at the end, whatever happened."""
-    daemons: list[Daemon] = []
-
-    def factory(*args: str, env: dict[str, str] | None = None) -> Daemon:
-        daemon = Daemon(home, tmp_path / f"agentd-{len(daemons)}.log", env=env or {},
-                        args=args)
-        daemons.append(daemon)
-        return daemon.start()
-
-    try:
-        yield factory
-    finally:
-        for daemon in daemons:
-            daemon.cleanup()
-
-
-# -- helpers ------------------------------------------------------------------------
-
-
-def create_agent(client: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
-    response = client.post("/v1/agents", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
-
-
-def send(client: httpx.Client, agent: str, key: str, content: str, **body: Any
-         ) -> httpx.Response:
-    return client.post(f"/v1/agents/{agent}/sessions/{quote(key)}/messages",
-                       json={"content": content, **body})
-
-
-def quote(key: str) -> str:
-    from urllib.parse import quote as _quote
-
-    return _quote(key, safe="")
-
-
-def read_events(client: httpx.Client, agent: str, key: str, after: int = 0
-                ) -> list[dict[str, Any]]:
-    response = client.get(f"/v1/agents/{agent}/sessions/{quote(key)}/events",
-                          params={"after": after, "limit": 10_000})
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()["events"]
-    return events
-
-
-def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str] | frozenset[str],
-                 ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def reached() -> dict[str, Any] | None:
-        response = client.get(f"/v1/runs/{run_id}")
-        assert response.status_code == 200, response.text
-        last.update(response.json())
-        return dict(last) if last["status"] in statuses else None
-
-    return wait_until(reached, what=lambda: f"run {run_id} ({last.get('status')}) reaching "
-                                            f"{sorted(statuses)}")
-
-
-def kinds_of(events: list[dict[str, Any]]) -> list[str]:
-    return [e["kind"] for e in events]
-
-
-def frames_of(events: Any) -> list[dict[str, Any]]:
-    return [{"event": sse.event, "id": sse.id, "data": orjson.loads(sse.data)}
-            for sse in events]
-
-
-def assert_dense(events: list[dict[str, Any]], start: int = 1) -> None:
-    seqs = [e["seq"] for e in events]
-    assert seqs == list(range(start, start + len(seqs))), seqs
 
 
 # -- the demo agent and streaming -------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.e2e.test_daemon_process import Daemon, create_agent
+from tests.daemons import Daemon, create_agent
 
 from agentd.client import Client
 

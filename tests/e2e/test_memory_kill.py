@@ -8,14 +8,14 @@ import signal
 import threading
 
 import pytest
-from tests.e2e.test_daemon_process import Spawn, create_agent, home, spawn  # noqa: F401
+from tests.daemons import Spawn, create_agent
 
 pytestmark = pytest.mark.e2e
 
 TOPICS = ["gardening", "sailing", "chess", "baking", "astronomy", "pottery"]
 
 
-def test_sigkill_loses_no_acknowledged_entry(spawn: Spawn) -> None:  # noqa: F811
+def test_sigkill_loses_no_acknowledged_entry(spawn: Spawn) -> None:
     daemon = spawn()
     acked: dict[str, str] = {}  # id -> content
     stop = threading.Event()

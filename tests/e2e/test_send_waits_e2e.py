@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_daemon_process import Daemon, create_agent, send
+from tests.daemons import Daemon, create_agent, send
 
 pytestmark = pytest.mark.e2e
 

@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import TERMINAL, wait_until
-from tests.e2e.test_daemon_process import (  # noqa: F401
+from tests.daemons import (
     Spawn,
     create_agent,
-    home,
     read_events,
     send,
-    spawn,
     wait_for_run,
 )
 
@@ -30,7 +28,7 @@ def steps_of(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
     return steps
 
 
-def kill_during(spawn: Spawn, setup: Any, team: str, running: int,  # noqa: F811
+def kill_during(spawn: Spawn, setup: Any, team: str, running: int,
                 env: dict[str, str] | None = None) -> tuple[httpx.Client, str]:
     """Start a run of ``team``, SIGKILL the daemon while its step ``running`` (1-based)
     is under way, start it again; the client of the new daemon and the run's id."""
@@ -80,7 +78,7 @@ def assert_each_step_once(client: httpx.Client, run_id: str, steps: list[dict[st
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql",
                                                           marks=pytest.mark.postgres)])
 def test_a_pipeline_killed_mid_step_completes_each_step_once(
-        spawn: Spawn, store: str, request: pytest.FixtureRequest) -> None:  # noqa: F811
+        spawn: Spawn, store: str, request: pytest.FixtureRequest) -> None:
     def setup(client: httpx.Client) -> None:
         for name in ("a", "b", "c"):
             create_agent(client, name, settings={"script": [
@@ -106,7 +104,7 @@ def test_a_pipeline_killed_mid_step_completes_each_step_once(
         assert b_run["input"] == "a wrote"
 
 
-def test_a_loop_killed_mid_round_completes_each_step_once(spawn: Spawn) -> None:  # noqa: F811
+def test_a_loop_killed_mid_round_completes_each_step_once(spawn: Spawn) -> None:
     def setup(client: httpx.Client) -> None:
         create_agent(client, "gen", settings={"script": [
             {"text": "draft one", "delay_ms": 200}, {"text": "draft two", "delay_ms": 2000}]})

@@ -4,10 +4,7 @@ restart; a reply killed half-sent repeats at most the one part that was in fligh
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import free_port, wait_until
-from tests.e2e.test_daemon_process import node_of
+from tests.conftest import wait_until
+from tests.daemons import Daemon
 
-from agentd.security.tokens import read_token
 from agentd.testing import StubBotAPI
 
 pytestmark = pytest.mark.e2e
@@ -26,59 +22,6 @@ pytestmark = pytest.mark.e2e
 TOKEN = "777:kill-test-token"
 SECRET = "kill-test-secret"
 WAIT_S = 60.0
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-class Daemon:
-    def __init__(self, home: Path, log: Path) -> None:
-        self.home, self.log_path = home, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
-        env.update(AGENTD_HOME=str(self.home), PYTHONUNBUFFERED="1",
-                   AGENTD_DEMO_AGENT="false", TELEGRAM_BOT_TOKEN=TOKEN,
-                   TELEGRAM_SECRET=SECRET)
-        # The daemon runs this tree's agentd, not whichever one is installed.
-        env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agentd", "serve", "--port", str(self.port)],
-                env=env, cwd=self.home.parent, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT)
-        wait_until(self._healthy, what=lambda: f"agentd up:\n{self.log()}", interval=0.05)
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            answer = httpx.get(f"{self.url}/health", timeout=2)
-        except httpx.TransportError:
-            return False
-        # Not another test's daemon on this port (see test_daemon_process.Daemon.start).
-        return answer.status_code == 200 and answer.json().get("node") == node_of(self.home, {})
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=WAIT_S, headers={
-            "Authorization": f"Bearer {read_token(self.home)}"})
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=WAIT_S)
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_S)
 
 
 @pytest.fixture
@@ -104,7 +47,9 @@ def daemons(tmp_path: Path, bot: StubBotAPI) -> Iterator[list[Daemon]]:
 
 
 def start(daemons: list[Daemon], tmp_path: Path) -> Daemon:
-    daemon = Daemon(tmp_path / "home", tmp_path / f"agentd-{len(daemons)}.log")
+    daemon = Daemon(tmp_path / "home", tmp_path / f"agentd-{len(daemons)}.log", args=(),
+                    env={"AGENTD_DEMO_AGENT": "false", "TELEGRAM_BOT_TOKEN": TOKEN,
+                         "TELEGRAM_SECRET": SECRET})
     daemons.append(daemon)
     return daemon.start()
 
@@ -143,7 +88,7 @@ def test_a_reply_survives_sigkill_and_is_sent_once(
     # 2.5 s); the next daemon answers it, once.
     acked = webhook(daemon, 1, "hello")
     assert acked.status_code == 200 and acked.json()["duplicate"] is False
-    daemon.kill()
+    daemon.signal_and_wait(signal.SIGKILL)
     assert bot.texts(42) == []
     daemon = start(daemons, tmp_path)
     wait_until(lambda: bot.texts(42) == ["the slow reply"],
@@ -162,7 +107,7 @@ def test_a_reply_survives_sigkill_and_is_sent_once(
     assert acked.status_code == 200
     wait_until(lambda: len(bot.texts(42)) == 3,
                what=lambda: f"two parts taken by Telegram: {bot.texts(42)}")
-    daemon.kill()
+    daemon.signal_and_wait(signal.SIGKILL)
     daemon = start(daemons, tmp_path)
     wait_until(lambda: len(bot.texts(42)) >= 5,
                what=lambda: f"the rest of the reply: {bot.texts(42)}\n{daemon.log()}")
@@ -212,7 +157,7 @@ def test_kills_while_updates_flow_lose_nothing_and_run_each_once(
                 assert answer.status_code == 200, answer.text
                 expected[chat].append(f"echo: u{uid}")
         time.sleep(rng.uniform(0.0, 0.4))
-        daemon.kill()
+        daemon.signal_and_wait(signal.SIGKILL)
         behind.append(uid - sum(len(set(bot.texts(chat))) for chat in chats))
         daemon = start(daemons, tmp_path)
 

@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import free_port, wait_until
-from tests.e2e.test_daemon_process import (  # noqa: F401
+from tests.daemons import (
     Spawn,
     create_agent,
-    home,
     read_events,
     send,
-    spawn,
 )
 from tests.webhooks._receiver import Receiver
 
@@ -40,7 +38,7 @@ def _deliveries(client: Any, hook_id: str) -> list[dict[str, Any]]:
     return found
 
 
-async def _commit_behind_the_daemons_back(home: Path) -> None:  # noqa: F811
+async def _commit_behind_the_daemons_back(home: Path) -> None:
     store = await open_store(f"sqlite:///{home / 'agentd.db'}")
     try:
         agent = await store.get_agent("hooked")
@@ -52,7 +50,7 @@ async def _commit_behind_the_daemons_back(home: Path) -> None:  # noqa: F811
         await store.close()
 
 
-def test_sigkill_loses_no_delivery_and_makes_none_twice(spawn: Spawn, home: Path  # noqa: F811
+def test_sigkill_loses_no_delivery_and_makes_none_twice(spawn: Spawn, home: Path
                                                          ) -> None:
     port = free_port()  # the receiver: nothing listens there yet
     daemon = spawn(env=ENV)

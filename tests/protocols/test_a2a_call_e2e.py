@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from tests.e2e.test_daemon_process import Daemon, create_agent, send
+from tests.daemons import Daemon, create_agent, send
 
 from agentd.security.tokens import read_token
 

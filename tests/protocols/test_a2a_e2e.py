@@ -31,7 +31,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import A2AError
 from tests.conftest import wait_until
-from tests.e2e.test_daemon_process import TOOL_MESSAGE, Daemon, create_agent
+from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from langgraph_sdk.errors import NotFoundError
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from tests.e2e.test_daemon_process import TOOL_MESSAGE, Daemon, create_agent
+from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
 from websockets.asyncio.client import connect
 
 from agentd.protocols.mcp import session_uri

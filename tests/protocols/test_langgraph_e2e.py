@@ -24,7 +24,7 @@ from langgraph_sdk.errors import (
     NotFoundError,
     UnprocessableEntityError,
 )
-from tests.e2e.test_daemon_process import Daemon, create_agent
+from tests.daemons import Daemon, create_agent
 
 from agentd.security.tokens import read_token
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 from a2a.utils import constants
-from tests.e2e.test_daemon_process import Daemon, create_agent
+from tests.daemons import Daemon, create_agent
 from tests.protocols.test_a2a_e2e import a2a, message, reply, send
 from tests.protocols.test_mcp_e2e import mcp_client
 

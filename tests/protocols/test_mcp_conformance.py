@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from tests.e2e.test_daemon_process import TOOL_MESSAGE, Daemon, create_agent
+from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
 
 from agentd.protocols.mcp import session_uri
 from agentd.security.tokens import read_token

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 from tests.conftest import wait_until
-from tests.e2e.test_daemon_process import TOOL_MESSAGE, Daemon, create_agent
+from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
 
 from agentd.security.tokens import read_token
 

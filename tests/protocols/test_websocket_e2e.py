@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 from tests.conftest import wait_until
-from tests.e2e.test_daemon_process import Daemon, create_agent
+from tests.daemons import Daemon, create_agent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 

@@ -9,12 +9,11 @@ The daemon is the real server (:class:`agentd.testing.LiveServer`: the app, uvic
 a socket) in a thread of the test process, with a fresh home per test: starting a
 process per test (imports, migrations) was most of these tests' time. A test that
 kills or restarts the daemon is marked ``daemon_process`` and gets a real
-``agentd serve`` process (:class:`tests.e2e.test_daemon_process.Daemon`).
+``agentd serve`` process (:class:`tests.daemons.Daemon`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -23,11 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import WORKER_UID_BASE
-from tests.e2e.test_daemon_process import Daemon
-
-from agentd.config import SandboxConfig, Settings
-from agentd.testing.live import LiveServer
+from tests.daemons import Daemon, ThreadDaemon
 
 pytestmark = pytest.mark.e2e
 
@@ -45,67 +40,6 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-class ThreadDaemon:
-    """The daemon of :func:`daemon` served from a thread of this process: what the
-    tests use of :class:`Daemon` (url, port, home, log, client), without a process."""
-
-    proc = None
-
-    def __init__(self, home: Path, log_path: Path) -> None:
-        self.home = home
-        self.log_path = log_path
-        # No grace at the end: a run a test left under way (a slow scripted reply) is
-        # stopped, not waited for (nothing starts this daemon again).
-        self.settings = Settings(home=home, token=TOKEN, shutdown_grace_s=0,
-                                 sandbox=SandboxConfig(uid_base=WORKER_UID_BASE,
-                                                       uid_count=20_000))
-        self._server: LiveServer | None = None
-        self._handler: logging.Handler | None = None
-
-    def start(self) -> ThreadDaemon:
-        self._handler = logging.FileHandler(self.log_path)
-        self._handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(self._handler)
-        # LiveServer's port is found free, then bound: another test may take it in
-        # between (see Daemon.start); a server that could not bind is tried again.
-        for attempt in range(3):
-            server = LiveServer(self.settings)
-            try:
-                self._server = server.__enter__()
-                return self
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return self._server.url
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.port
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60,
-                            headers={"Authorization": f"Bearer {token or TOKEN}"})
-
-    def cleanup(self) -> None:
-        if self._server is not None:
-            self._server.__exit__(None, None, None)
-            self._server = None
-        if self._handler is not None:
-            logging.getLogger().removeHandler(self._handler)
-            self._handler.close()
-            self._handler = None
-
-
 @pytest.fixture
 def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The daemon with TOKEN, SQLite in a fresh home and the scripted model: served
@@ -115,7 +49,7 @@ def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         started = Daemon(tmp_path / "home", tmp_path / "agentd.log",
                          env={"AGENTD_TOKEN": TOKEN}, args=())
     else:
-        started = ThreadDaemon(tmp_path / "home", tmp_path / "agentd.log")
+        started = ThreadDaemon(tmp_path / "home", tmp_path / "agentd.log", token=TOKEN)
     try:
         yield started.start()
     finally:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import TOKEN, WAIT_MS, sign_in
 from tests.web.test_console_agents_xss import BOTH, IMG, SCRIPT, injected
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import WAIT_MS, make_agent, sign_in
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import TOKEN, WAIT_MS, sign_in
 
 from agentd.config import Settings

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import wait_until
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import log_of, make_agent, session_path, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_policy_violations")]

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import log_of, make_agent, session_hash, session_path, sign_in
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 from tests.web.conftest import make_agent, session_path, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_policy_violations")]

@@ -33,15 +33,21 @@ class LiveServer:
         from agentd.server.daemon import GracefulServer
 
         self.settings = settings
-        self.port = free_port()
+        # The socket is bound here and handed to uvicorn: a port found free and bound
+        # later could be taken in between by another server on a busy machine.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5)
         self._server = GracefulServer(config, app.state)
-        self._thread = threading.Thread(target=self._server.run, name="agentd-live-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._socket]},
+                                        name="agentd-live-server", daemon=True)
         self._timeout = startup_timeout_s
 
     def __enter__(self) -> LiveServer:
@@ -49,6 +55,7 @@ class LiveServer:
         deadline = time.monotonic() + self._timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._socket.close()
                 raise RuntimeError("agentd test server did not start")
             time.sleep(0.01)
         return self
@@ -57,3 +64,4 @@ class LiveServer:
                  tb: TracebackType | None) -> None:
         self._server.request_exit()
         self._thread.join(timeout=60)
+        self._socket.close()

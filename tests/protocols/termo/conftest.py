@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import free_port, wait_until
-from tests.e2e.test_daemon_process import Daemon
+from tests.daemons import Daemon
 
 import agentd
 

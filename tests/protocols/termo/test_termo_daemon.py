@@ -152,7 +152,7 @@ def test_without_adapter_there_are_no_termo_routes(spawn_agentd: SpawnAgentd) ->
 
 
 def test_an_adapter_that_cannot_load_stops_the_daemon(tmp_path: Path) -> None:
-    from tests.e2e.test_daemon_process import Daemon
+    from tests.daemons import Daemon
     from tests.protocols.termo.conftest import agentd_env
 
     home = tmp_path / "home"

@@ -1,0 +1,291 @@
+"""The suite's two daemon launchers, for every test that needs a daemon on a socket.
+
+- :class:`Daemon`: a real ``agentd serve`` process (``python -m agentd serve``) with its
+  own log file: for tests that kill, signal or restart it, or that test the process
+  itself (its start-up, its flags, its files). The ``spawn`` fixture starts them and
+  kills every one at the end.
+- :class:`ThreadDaemon`: the same app, uvicorn and socket served from a thread of the
+  test process (:class:`agentd.testing.LiveServer`), with a log file of its own: for
+  tests that only talk to the daemon over HTTP. No process start: no imports, no
+  sandbox probe, no migrations in a new interpreter.
+
+Both have ``url``, ``port``, ``home``, ``log()``, ``client()`` and ``cleanup()``; a test
+that does not care which it gets takes either. Helpers for their API (``create_agent``,
+``send``, ``read_events``, ``wait_for_run``...) are here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from tests.conftest import WORKER_UID_BASE, free_port, wait_until
+
+from agentd.config import SandboxConfig, Settings
+from agentd.security.tokens import read_token
+from agentd.testing.live import LiveServer
+
+#: This tree's sources: a daemon process runs this agentd, not whichever is installed.
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
+WAIT_S = 60.0
+
+
+def node_of(home: Path, env: dict[str, str]) -> str:
+    """The node id a daemon of ``home`` reports in /health (config.Settings' default):
+    how a test tells its own daemon from another that took the port it meant to use."""
+    if "AGENTD_NODE_ID" in env:
+        return env["AGENTD_NODE_ID"]
+    return Settings(home=home, node_id="", _env_file=None).node_id  # (config's default)
+
+
+class Daemon:
+    """One `agentd serve` process with its own log file."""
+
+    def __init__(self, home: Path, log_path: Path, *, env: dict[str, str],
+                 args: tuple[str, ...]) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+        self.env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(SRC), *filter(None, [self.env.get("PYTHONPATH")])])
+        self.env.update(env)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        # free_port() closes the port it found before the daemon binds it: on a busy
+        # machine another test's daemon (or a connection's ephemeral port) can take it in
+        # between. A first start then moves to another port; a restart keeps its own
+        # (the test means that one).
+        attempts = 1 if self.proc is not None else 3
+        for attempt in range(attempts):
+            self._spawn()
+            may_retry = attempt + 1 < attempts
+            state = wait_until(lambda: self._healthy(may_retry=may_retry),  # noqa: B023
+                               what=lambda: f"agentd answering /health:\n{self.log()}",
+                               interval=0.05)
+            if state == "up":
+                return self
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")  # the last attempt fails inside _healthy
+
+    def _spawn(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agentd", "serve", "--port", str(self.port),
+                 *self.args],
+                env=self.env,
+                # Not the repo: a stray .env there must not configure the daemon.
+                cwd=self.home.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def node(self) -> str:
+        return node_of(self.home, self.env)
+
+    def _healthy(self, *, may_retry: bool = False) -> str:
+        """"up" once this daemon answers; "port taken" (with ``may_retry``) when its
+        port was taken before it could bind it; "" until then."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            if may_retry and "address already in use" in self.log().lower():
+                return "port taken"
+            pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            answer = httpx.get(f"{self.url}/health", timeout=2)
+        except httpx.TransportError:
+            return ""
+        # Another daemon on the port (see start) is not this one: wait for this one to
+        # answer or to fail to bind.
+        ours = answer.status_code == 200 and answer.json().get("node") == self.node
+        return "up" if ours else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A client with ``token``, else the daemon's bootstrap token (if it made one)."""
+        token = token or read_token(self.home)
+        return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=WAIT_S)
+
+    def auth(self, token: str | None = None) -> dict[str, str]:
+        token = token or read_token(self.home)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def signal_and_wait(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"agentd did not exit after signal {sig}:\n{self.log()}")
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT_S)
+
+
+Spawn = Callable[..., Daemon]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, home: Path) -> Iterator[Spawn]:
+    """Start daemons; every one of them is killed at the end, whatever happened."""
+    daemons: list[Daemon] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(home, tmp_path / f"agentd-{len(daemons)}.log", env=env or {},
+                        args=args)
+        daemons.append(daemon)
+        return daemon.start()
+
+    try:
+        yield factory
+    finally:
+        for daemon in daemons:
+            daemon.cleanup()
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def create_agent(client: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/v1/agents", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    agent: dict[str, Any] = response.json()
+    return agent
+
+
+def send(client: httpx.Client, agent: str, key: str, content: str, **body: Any
+         ) -> httpx.Response:
+    return client.post(f"/v1/agents/{agent}/sessions/{quote(key)}/messages",
+                       json={"content": content, **body})
+
+
+def quote(key: str) -> str:
+    from urllib.parse import quote as _quote
+
+    return _quote(key, safe="")
+
+
+def read_events(client: httpx.Client, agent: str, key: str, after: int = 0
+                ) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/agents/{agent}/sessions/{quote(key)}/events",
+                          params={"after": after, "limit": 10_000})
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def wait_for_run(client: httpx.Client, run_id: str, statuses: set[str] | frozenset[str],
+                 ) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        response = client.get(f"/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        last.update(response.json())
+        return dict(last) if last["status"] in statuses else None
+
+    return wait_until(reached, what=lambda: f"run {run_id} ({last.get('status')}) reaching "
+                                            f"{sorted(statuses)}")
+
+
+def kinds_of(events: list[dict[str, Any]]) -> list[str]:
+    return [e["kind"] for e in events]
+
+
+def frames_of(events: Any) -> list[dict[str, Any]]:
+    return [{"event": sse.event, "id": sse.id, "data": orjson.loads(sse.data)}
+            for sse in events]
+
+
+def assert_dense(events: list[dict[str, Any]], start: int = 1) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(start, start + len(seqs))), seqs
+
+
+class ThreadDaemon:
+    """A daemon served from a thread of this process (:class:`LiveServer`): what the
+    tests use of :class:`Daemon` (url, port, home, log, client, cleanup), without a
+    process. Its log lines go to ``log_path`` while it runs."""
+
+    proc = None
+
+    def __init__(self, home: Path, log_path: Path, *, token: str, **settings: Any) -> None:
+        self.home = home
+        self.log_path = log_path
+        self.token = token
+        # No grace at the end: a run a test left under way (a slow scripted reply) is
+        # stopped, not waited for (nothing starts this daemon again). Sandbox uids of
+        # this xdist worker's own range.
+        settings.setdefault("shutdown_grace_s", 0)
+        settings.setdefault("sandbox", SandboxConfig(uid_base=WORKER_UID_BASE,
+                                                     uid_count=20_000))
+        self.settings = Settings(home=home, token=token, **settings)
+        self._server: LiveServer | None = None
+        self._handler: logging.Handler | None = None
+
+    def start(self) -> ThreadDaemon:
+        self._handler = logging.FileHandler(self.log_path)
+        self._handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(self._handler)
+        # LiveServer binds its socket before it starts: no other test can take the port.
+        self._server = LiveServer(self.settings).__enter__()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=WAIT_S,
+                            headers={"Authorization": f"Bearer {token or self.token}"})
+
+    def cleanup(self) -> None:
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+            self._server = None
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
