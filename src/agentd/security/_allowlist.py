@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import bashlex  # type: ignore[import-untyped]
-
 from agentd.security._expand import (
     Pattern,
     can_be_dotdot,
@@ -43,6 +41,17 @@ from agentd.security._vocab import _PERSIST_PATH_RE, _SECRET_RE
 __all__: list[str] = []
 
 logger = logging.getLogger(__name__)
+
+
+def parse_bash(text: str) -> Any:
+    """``bashlex.parse(text)``, importing bashlex on first use: bashlex builds its parser
+    tables whenever it is imported (about 0.1 s of CPU), which every process that
+    imports :mod:`agentd.security` would pay (the CLI does, through the client). The
+    tool-worker zygote imports it up front (:mod:`agentd.tools._worker`)."""
+    import bashlex  # type: ignore[import-untyped]
+
+    return bashlex.parse(text)
+
 
 #: Longer lines are asked about unparsed: bashlex takes ~0.1 s per 1,000 characters
 #: here, and everyday read-only work fits well within this.
@@ -167,7 +176,7 @@ def check(command: str, *, require_known: bool, git_tool: bool = False) -> str |
         if not text.strip():
             return None
         try:
-            nodes = bashlex.parse(text)
+            nodes = parse_bash(text)
         except Exception as exc:  # bashlex raises several types, including bare ones
             raise _Unsafe(f"the line does not parse ({type(exc).__name__})") from None
         walker = _Walker(text, require_known=require_known, git_tool=git_tool)

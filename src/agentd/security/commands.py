@@ -23,9 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import bashlex  # type: ignore[import-untyped]
-
 from agentd.security._allowlist import check as _allowlist_check
+from agentd.security._allowlist import parse_bash
 from agentd.security._cmdrules import (
     LINE_RULES,
     PIPE_RULES,
@@ -169,7 +168,7 @@ def _analyse_text(text: str, state: State, depth: int) -> None:
     if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
         return  # empty or comments only: bashlex cannot parse it, and it does nothing
     try:
-        nodes = bashlex.parse(_prepare(text))
+        nodes = parse_bash(_prepare(text))
     except Exception as exc:  # bashlex raises several types, including bare ones
         reason = f"cannot parse: {type(exc).__name__}: {exc}"[:200]
         if depth == 0:

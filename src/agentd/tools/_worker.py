@@ -161,7 +161,10 @@ def main() -> None:
     if not paths:
         return
     sys.path[:] = pickle.loads(paths)
-    # What a tool needs is imported once, here, and shared by every worker.
+    # What a tool needs is imported once, here, and shared by every worker; bashlex
+    # too, which the policy imports on first use (every shell command is judged here).
+    import bashlex  # type: ignore[import-untyped]  # noqa: F401
+
     import agentd.tools  # noqa: F401
 
     control.send(b"ready")
