@@ -292,7 +292,6 @@ _SLOW = (
 )
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.path.as_posix()
@@ -311,6 +310,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if (_KILL.search(item.path.name) or "sigkill" in item.name.lower()
                 or item.name.startswith("test_kill")):
             item.add_marker(pytest.mark.kill)
+    # The long tests first: xdist hands tests out in this order as workers ask for
+    # them, so the many short ones fill in at the end instead of a few long ones
+    # keeping one worker busy after the others are done (stable: each part keeps its
+    # order, and every worker collects the same).
+    items.sort(key=_weight)
+
+
+def _weight(item: pytest.Item) -> int:
+    marks = {m.name for m in item.iter_markers()}
+    if "slow" in marks:
+        return 0
+    if marks & {"browser", "kill"}:
+        return 1
+    return 2 if "e2e" in marks else 3
 
 
 @pytest.fixture(autouse=True)

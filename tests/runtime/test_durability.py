@@ -91,6 +91,40 @@ async def test_every_commit_is_fenced_by_the_lease(store_url: str) -> None:
         await store.close()
 
 
+async def test_a_run_ends_once_whichever_path_of_a_node_ends_it(store_url: str) -> None:
+    """A node's executor and its cancel of a run it does not hold (RunLog) write under
+    the same owner: once one has ended the run, the other's end is refused like a lost
+    lease and writes nothing (seen on PostgreSQL: a grandchild's run.cancelled twice)."""
+    store = await open_store(store_url)
+    try:
+        agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                         tools=[], settings={})
+        accepted = await store.accept_message(agent_id=agent.id, key="k", content="hi")
+        sid, rid = accepted.session.id, accepted.run.id
+        await store.append(sid, [NewEvent(kind="run.started", run_id=rid)], run_id=rid,
+                           run=RunUpdate(status="running"),
+                           lease=Lease(owner="n1", ttl=30, acquire=True))
+        end = [NewEvent(kind="run.cancelled", run_id=rid, data={"reason": "first"})]
+        await store.append(sid, end, run_id=rid, run=RunUpdate(status="cancelled",
+                                                               finished=True),
+                           lease=Lease(owner="n1", ttl=30, acquire=True, head=False))
+        ended = (await store.get_session(agent.id, "k")).last_seq
+        again = [NewEvent(kind="run.cancelled", run_id=rid, data={"reason": "second"})]
+        with pytest.raises(LeaseLost):  # the executor's own end, under its lease
+            await store.append(sid, again, run_id=rid, run=RunUpdate(
+                status="cancelled", finished=True), lease=Lease(owner="n1", ttl=30))
+        with pytest.raises(LeaseLost):  # another cancel of the queued run
+            await store.append(sid, again, run_id=rid, run=RunUpdate(
+                status="cancelled", finished=True),
+                lease=Lease(owner="n1", ttl=30, acquire=True, head=False))
+        assert (await store.get_session(agent.id, "k")).last_seq == ended
+        kinds = [e.kind for e in await store.read_events(sid)]
+        assert kinds.count("run.cancelled") == 1, kinds
+        assert (await store.get_run(rid)).status == "cancelled"
+    finally:
+        await store.close()
+
+
 async def test_only_the_head_of_a_session_can_take_a_lease(store_url: str) -> None:
     store = await open_store(store_url)
     try:

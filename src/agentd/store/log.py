@@ -182,6 +182,11 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
         params.extend((run_id, lease.owner, now))
     else:
         where = "id = ? AND lease_owner = ?"
+        if update is not None and update.finished:
+            # A run ends once: an end written while another path of the same node
+            # (a cancel of the run while queued, say) ended it is refused like a
+            # lost lease, and its events are not written.
+            where += f" AND status IN {ACTIVE}"
         params.extend((run_id, lease.owner))
     tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
     if tx.rowcount == 0:
