@@ -277,18 +277,55 @@ socket.getaddrinfo = _guarded_getaddrinfo
 _BROWSER_DIRS = ("tests/web/", "tests/tools/browser/")
 _KILL = re.compile(r"(?:^|_)kill")
 #: Tests that take seconds alone by design (marked ``slow``; the quick loop of
-#: docs/contributing.md leaves them out, CI runs them): property and load tests, the
-#: schema fuzzer, the stall guards (each waits out a time limit), a fresh interpreter
-#: importing every module, 2,000 real embeddings, an MCP server restarted.
+#: docs/contributing.md leaves them out, CI runs them). Each took 1.5 s or more alone
+#: on the machine of docs/benchmarks.md ("Test suite", sixth session), for what it must
+#: do. Every test of the gVisor backend is slow too (gVisor boots its own kernel for
+#: each sandbox): see pytest_collection_modifyitems.
 _SLOW = (
+    # Property and load tests, the schema fuzzer.
     "tests/runtime/test_modes_under_load.py",
     "tests/isolation/test_isolation_property.py",
     "tests/server/test_fuzz.py",
+    "tests/sandbox/test_snapshots.py::test_random_trees_round_trip_exactly",
+    "tests/runtime/test_agent_settings_model.py::test_any_json_gets_a_model_or_named_problems",
+    # Time limits and resource caps waited out, sandboxes killed at them.
     "tests/security/test_stall.py",
+    "tests/sandbox/test_backends.py::test_memory_hog_fails",
+    "tests/sandbox/test_backends.py::test_cpu_limit",
+    "tests/sandbox/test_backends.py::test_fork_bomb_is_contained",
+    "tests/sandbox/test_backends.py::test_wall_time_kills_everything",
+    "tests/sandbox/test_agent_isolation.py::test_memory_over_several_processes_is_killed",
+    "tests/sandbox/test_agent_isolation.py::test_memory_cap_in_a_persistent_shell",
+    "tests/sandbox/test_agent_isolation.py::test_no_cgroup_is_left_behind",
+    "tests/runtime/test_agent_uids.py::test_a_command_over_the_memory_cap_is_a_clear_tool",
+    "tests/security/test_hostile.py::test_attacks_are_contained",
+    "tests/security/test_hostile.py::test_a_background_loop_dies_when_the_session_is",
+    # Fresh interpreters: importing every module, resolving a provider's SDK.
     "tests/protocols/test_lazy_doors.py",
     "tests/test_public_api.py::test_importing_agentd_has_no_side_effects",
-    "tests/memory/test_embed.py::test_embedding_2000_texts",
+    "tests/llm/test_registry.py::test_resolving_anthropic_imports_its_sdk_and_not_openais",
+    "tests/llm/test_registry.py::test_resolving_an_openai_provider_imports_it_then",
+    # CLI processes following a daemon.
+    "tests/cli/test_cli_live.py::test_tail_",
+    "tests/cli/test_cli_waits.py::test_a_steer_restarts_the_answer_in_chat_instead_of",
+    # MCP servers started, crashed, timed out and restarted.
     "tests/tools/test_mcp.py::test_http_server_restarted_or_down",
+    "tests/tools/test_mcp.py::test_a_timeout_lets_other_calls_in_flight_finish",
+    "tests/tools/test_mcp.py::test_a_timed_out_call_restarts_the_server",
+    "tests/tools/test_mcp.py::test_too_many_crashes_leave_the_server_dead",
+    "tests/tools/test_mcp.py::test_a_crash_mid_call_and_the_retry_of_idempotent_tools",
+    "tests/tools/test_mcp.py::test_a_killed_server_fails_the_call_in_flight_and_is",
+    "tests/tools/test_mcp.py::test_connections_are_reused_per_owner_and_closed",
+    # Whole documents built and checked: the code's layers and complexity, the
+    # OpenAPI document, the event catalogue.
+    "tests/test_layers.py",
+    "tests/test_complexity.py",
+    "tests/server/test_openapi_contract.py",
+    "tests/runtime/test_events_catalogue.py",
+    "tests/server/test_waiting.py::test_the_event_catalogue_is_published",
+    "tests/server/test_agent_settings.py::test_the_openapi_schema_documents_every_setting",
+    # 2,000 real embeddings.
+    "tests/memory/test_embed.py::test_embedding_2000_texts",
 )
 
 
@@ -303,7 +340,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # once per worker (docs/benchmarks.md, "Test suite": grouping every module
             # with a module fixture measured no better).
             item.add_marker(pytest.mark.xdist_group(path))
-        if item.nodeid.startswith(_SLOW):
+        if item.nodeid.startswith(_SLOW) or "[gvisor" in item.name:
             item.add_marker(pytest.mark.slow)
         # Tests that kill the daemon or a server to prove nothing acknowledged is lost:
         # test_*kill*.py, and tests named for a SIGKILL.
