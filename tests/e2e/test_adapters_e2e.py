@@ -7,14 +7,13 @@ interrupted), an idempotent one's is, and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import wait_until
-from tests.daemons import Daemon, create_agent
+from tests.daemons import Spawn, create_agent
 
 import agentd
 
@@ -25,29 +24,6 @@ SRC = Path(agentd.__file__).resolve().parents[1]
 ROOT = SRC.parent
 
 
-Spawn = Callable[..., Daemon]
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, home: Path) -> Iterator[Spawn]:
-    """Start daemons on one home; every one is killed at the end."""
-    daemons: list[Daemon] = []
-
-    def factory(*, env: dict[str, str]) -> Daemon:
-        daemon = Daemon(home, tmp_path / f"agentd-{len(daemons)}.log", env=env, args=())
-        daemons.append(daemon)
-        return daemon.start()
-
-    try:
-        yield factory
-    finally:
-        for daemon in daemons:
-            daemon.cleanup()
 
 
 def configure(home: Path, markers: Path, sleep_s: float) -> dict[str, str]:
