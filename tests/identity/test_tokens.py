@@ -4,9 +4,11 @@ logged. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.identity._daemon import ADMIN, SCOPED, Daemon, daemon, settings_for
@@ -210,3 +212,35 @@ async def test_a_tenant_token_names_its_agents_under_its_tenant(tmp_path: Path,
         assert squat.status_code == 422 and "body.name" in squat.text
         assert (await d.call("POST", "/v1/agents", acme, json={"name": "acme.support"})
                 ).status_code == 201
+
+
+async def test_a_token_made_while_the_book_is_read_again_works_at_once(
+        tmp_path: Path, store_url: str) -> None:
+    """A re-read of tokens and tenants (a node's poll on a shared store) begun before a
+    token is made here must not hide that token when it lands: the PostgreSQL
+    isolation property once saw a token just made answer 401 until the next poll.
+    The re-read is held after its read until the token and a tenant are made."""
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        identity = d.runtime.identity
+        store = identity.store
+        read, release = asyncio.Event(), asyncio.Event()
+        real = store.identity
+
+        async def held() -> Any:
+            answer = await real()
+            if not read.is_set():
+                read.set()
+                await release.wait()
+            return answer
+
+        store.identity = held  # type: ignore[method-assign]
+        identity.version = -2  # (so that the re-read loads what it read)
+        rereading = asyncio.create_task(identity.refresh())
+        await read.wait()
+        text = await d.mint("fresh", "member", tenant="acme")
+        tenant = await d.call("POST", "/v1/tenants", ADMIN, json={"name": "newco"})
+        assert tenant.status_code == 201, tenant.text
+        release.set()
+        assert await rereading == 1
+        assert (await d.call("GET", "/v1/agents", text)).status_code == 200
+        assert identity.tenants.exists("newco")

@@ -81,8 +81,17 @@ class Identity:
         self.audit.start()
 
     async def refresh(self) -> int:
-        """Read the tokens and tenants again (1 when they had changed, else 0)."""
-        version, tokens, tenants = await self.store.identity()
+        """Read the tokens and tenants again (1 when they had changed, else 0).
+
+        A read that one of this node's own changes overtook is stale (it was begun
+        before the change committed, or the change's row landed in memory while it
+        was under way): loading it would drop a token just made until the next poll,
+        so it is read again."""
+        while True:
+            edits = (self.tokens.edits, self.tenants.edits)
+            version, tokens, tenants = await self.store.identity()
+            if (self.tokens.edits, self.tenants.edits) == edits:
+                break
         if version == self.version:
             return 0
         self.tokens.load(tokens)

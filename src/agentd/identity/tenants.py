@@ -47,6 +47,8 @@ class Tenants:
             name: tenant.quotas for name, tenant in self.config.items()}
         #: Bumped when any tenant's limits change (cached budgets look at it).
         self.version = 0
+        #: Counts this node's own changes (see TokenBook.edits).
+        self.edits = 0
 
     def load(self, rows: list[TenantRow]) -> None:
         """Take the API's tenants as read from the store."""
@@ -156,6 +158,7 @@ class Tenants:
             details={"quotas": row.quotas}))
         self._rows[name] = row
         self.load(list(self._rows.values()))
+        self.edits += 1
         return self.describe(name)
 
     async def update(self, by: Principal, name: str, quotas: TenantQuotas | None,
@@ -179,6 +182,7 @@ class Tenants:
                               details={"quotas": merged} if merged is not None else {}))
         self._rows[name] = row
         self.load(list(self._rows.values()))
+        self.edits += 1
         return self.describe(name)
 
     async def delete(self, by: Principal, name: str, audit: Any) -> None:
@@ -191,6 +195,7 @@ class Tenants:
             actor=by.name, role=by.role, action="tenant.delete", resource=f"tenant:{name}"))
         self._rows.pop(name, None)
         self.load(list(self._rows.values()))
+        self.edits += 1
 
     def _owned(self, name: str) -> None:
         if name in self.config:

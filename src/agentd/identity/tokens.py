@@ -65,6 +65,9 @@ class TokenBook:
         self.tenant_exists = tenant_exists
         self.clock = clock
         self._by_id: dict[str, tuple[TokenRow, Principal]] = {}
+        #: Counts this node's own changes (a read of the store begun before one of them
+        #: is stale: Identity.refresh reads again).
+        self.edits = 0
 
     def load(self, rows: list[TokenRow]) -> None:
         self._by_id = {row.id: (row, named_principal(row)) for row in rows}
@@ -202,6 +205,7 @@ class TokenBook:
             details={"role": role, "tenant": tenant, "agents": agents,
                      "expires_at": expires_at, "prefix": f"agd_{ident}"}))
         self._by_id[ident] = (row, named_principal(row))
+        self.edits += 1
         return self.describe(name), text
 
     def _revocable(self, by: Principal, name: str, doing: str) -> TokenRow:
@@ -228,6 +232,7 @@ class TokenBook:
                               details={"prefix": f"agd_{ident}"}))
         self._by_id.pop(old.id, None)
         self._by_id[row.id] = (row, named_principal(row))
+        self.edits += 1
         return self.describe(name), text
 
     async def revoke(self, by: Principal, name: str, audit: Any) -> None:
@@ -236,6 +241,7 @@ class TokenBook:
             actor=by.name, role=by.role, action="token.revoke", resource=f"token:{name}",
             details={"prefix": f"agd_{row.id}"}))
         self._by_id.pop(row.id, None)
+        self.edits += 1
 
 
 def _tenant_visible(tenant: str, access: Access) -> bool:
