@@ -655,3 +655,50 @@ async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtim
     # Ended by another node (it took the run over and finished it): lost here.
     await set_row("UPDATE runs SET lease_owner = 'other' WHERE id = ?", (sent.run.id,))
     assert await runtime.leases.renew() == 1 and executor.lost
+
+
+async def test_a_run_behind_a_queued_run_being_cancelled_still_runs(
+        settings: Settings, store_url: str) -> None:
+    """A queued run cancelled (by a request, or a newer message's ``interrupt``)
+    while the run ahead of it ends: the session's next run must wait for that cancel
+    to be written, not try to start behind a run the store still has queued. It used
+    to be refused its start, dropped here and left ``queued`` until a takeover a
+    lease later (the 48-client modes test took 32 s instead of 2). The cancel's
+    write is held until the run ahead ended; time is a FakeClock nobody moves, so
+    nothing but the session's worker can start the last run."""
+    settings.database_url = store_url
+    clock = FakeClock()
+    hold, release = _holding_tool()
+    rt = await Runtime.open(settings, clock=clock)
+    rt.tools.register(hold)
+    gate = asyncio.Event()
+    real_cancel = rt.supervisor._cancel_queued
+
+    async def held_cancel(run_id: str, reason: str) -> None:
+        await gate.wait()
+        await real_cancel(run_id, reason)
+
+    rt.supervisor._cancel_queued = held_cancel  # type: ignore[method-assign]
+    try:
+        await rt.create_agent(name="a", tools=["hold"], settings={"script": [
+            {"tool_calls": [{"name": "hold", "arguments": {}}]}, {"text": "first"},
+            {"text": "last"}]})
+        first = await rt.send("a", "k", "one")
+        await under_way(rt, first.run.id)
+        doomed = await rt.send("a", "k", "two")
+        last = await rt.send("a", "k", "three")
+        cancelling = asyncio.create_task(rt.cancel_run(doomed.run.id))
+        await eventually(lambda: rt.supervisor._sessions[first.session.id].ending,
+                         what="the cancel's write under way")
+        release.set()
+        assert (await rt.wait(first.run.id)).status == "completed"
+        gate.set()
+        await cancelling
+        await rt.wait_idle()
+        assert (await rt.store.get_run(doomed.run.id)).status == "cancelled"
+        ended = await rt.store.get_run(last.run.id)
+        assert (ended.status, ended.output) == ("completed", "last"), ended
+    finally:
+        release.set()
+        gate.set()
+        await rt.close()

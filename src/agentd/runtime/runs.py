@@ -302,12 +302,19 @@ class Runs:
                 settled = await future
                 if settled is not None:
                     return settled
-            run = await self.store.get_run(run_id)
-            # Held while its agent is paused, or owned by another process: poll.
-            while not run.terminal and self.accepting():
-                await asyncio.wait({future}, timeout=0.5)
+            # Held while its agent is paused, owned by another process, or settled
+            # here without an end (interrupted: queued again): read it, and wait for
+            # it with a future that has not resolved yet (a resolved one would make
+            # this loop spin on the store), or a poll for another node's.
+            while True:
                 run = await self.store.get_run(run_id)
-            return run
+                if run.terminal or not self.accepting():
+                    return run
+                if future.done():
+                    self.supervisor.discard_waiter(run_id, future)
+                    future = self.supervisor.waiter(run_id)
+                    continue  # (read again with it in place: no end is missed)
+                await asyncio.wait({future}, timeout=0.5)
         finally:
             self.supervisor.discard_waiter(run_id, future)
 

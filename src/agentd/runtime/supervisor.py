@@ -44,6 +44,10 @@ class _Session:
     cancelled: dict[str, str] = field(default_factory=dict)
     #: Steer seqs for runs being built (applied to the executor once it exists).
     steered: dict[str, int] = field(default_factory=dict)
+    #: Cancels of queued runs being written: the worker starts no run behind them
+    #: until they are (the store refuses to start a run with one queued ahead, and
+    #: such a run was dropped here, stranded queued until a takeover).
+    ending: set[asyncio.Future[Any]] = field(default_factory=set)
     worker: asyncio.Task[None] | None = None
     active: RunExecutor | None = None
     active_task: asyncio.Task[RunOutcome] | None = None
@@ -195,6 +199,10 @@ class Supervisor:
     async def _work(self, session_id: str, state: _Session) -> None:
         try:
             while state.queue and not self._closing:
+                if state.ending:
+                    await asyncio.wait(set(state.ending))
+                    state.ending = {f for f in state.ending if not f.done()}
+                    continue  # (the queue may have changed meanwhile)
                 run_id = state.queue.popleft()
                 state.order.pop(run_id, None)
                 state.building = run_id
@@ -308,7 +316,10 @@ class Supervisor:
                 state.queue.remove(run_id)
                 state.order.pop(run_id, None)
                 state.context.pop(run_id, None)
-                await self._cancel_queued(run_id, reason)
+                ending = asyncio.ensure_future(self._cancel_queued(run_id, reason))
+                state.ending.add(ending)
+                ending.add_done_callback(state.ending.discard)
+                await asyncio.shield(ending)
                 self._settled(run_id)
             elif state.building == run_id:
                 state.cancelled[run_id] = reason
