@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from termo_agent.adapter import AgentAdapter as _TermoAdapter
+from termo_agent.adapter import StreamEvent as _TermoEvent
+
 from agentd.adapters import AdapterBase, Session, StreamEvent, current_session, function
 
 
@@ -153,3 +156,35 @@ class FailingInit(AdapterBase):
 def sleepy(message: str, session: Session) -> str:
     time.sleep(2.0)
     return "too late"
+
+
+class TermoTools(_TermoAdapter):
+    """An adapter written against termo-agent's own classes, as its bundled ones are:
+    termo's ``StreamEvent`` has no ``input``/``output``; the call's id, input and
+    output travel in ``metadata`` (two calls of one tool, ended out of order)."""
+
+    async def initialize(self, config_path: str | None = None) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def send_message(self, message: str, session_key: str = "default") -> str:
+        return f"whole: {message}"
+
+    async def send_message_stream(self, message: str, session_key: str = "default"
+                                  ) -> AsyncIterator[_TermoEvent]:
+        yield _TermoEvent(type="tool_start", name="search",
+                          metadata={"call_id": "c1", "input": {"q": "a"}})
+        yield _TermoEvent(type="tool_start", name="search",
+                          metadata={"call_id": "c2", "input": {"q": "b"}})
+        yield _TermoEvent(type="tool_end", name="search",
+                          metadata={"call_id": "c2", "output": "found b"})
+        yield _TermoEvent(type="tool_end", name="search",
+                          metadata={"tool_use_id": "x", "call_id": "c1",
+                                    "output": "no luck", "is_error": True})
+        yield _TermoEvent(type="token", content=f"streamed: {message}")
+        yield _TermoEvent(type="done", content="", usage={})
+
+    async def get_history(self, session_key: str) -> list[dict[str, Any]]:
+        return []

@@ -394,3 +394,26 @@ async def test_history_follows_a_restore_and_a_long_session(client: httpx.AsyncC
     assert after["output"] == "echo back after 2 turns"
     again = (await say(client, "fnr", "on", wait=True)).json()
     assert again["output"] == "echo on after 4 turns"
+
+
+async def test_an_adapter_on_termos_own_classes_logs_its_tool_calls(
+        client: httpx.AsyncClient) -> None:
+    """termo-agent's bundled adapters subclass its own ``AgentAdapter`` and yield its
+    own ``StreamEvent``, which has no ``input`` or ``output`` (agentd read both: every
+    turn with a tool call failed with AttributeError). Their input, output and call
+    ids come in ``metadata``; two calls of one tool ending out of order are paired
+    by id."""
+    await make(client, "termo", "TermoTools")
+    sent = await say(client, "termo", "owls", wait=True)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["output"] == "streamed: owls"
+    events = await log(client, "termo")
+    started = [e["data"] for e in events if e["kind"] == "tool.started"]
+    finished = {e["data"]["call_id"]: e["data"] for e in events
+                if e["kind"] == "tool.finished"}
+    assert [(s["name"], s["arguments"], s["metadata"]["call_id"]) for s in started] == [
+        ("search", {"q": "a"}, "c1"), ("search", {"q": "b"}, "c2")]
+    first, second = (finished[s["call_id"]] for s in started)
+    assert (first["output"], first["is_error"]) == ("no luck", True)
+    assert (second["output"], second["is_error"]) == ("found b", False)
+    assert second["metadata"] == {"call_id": "c2", "output": "found b"}

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import orjson
 
-from agentd.adapters._protocol import _CURRENT, Session
+from agentd.adapters._protocol import _CURRENT, AdapterBase, Session
 from agentd.adapters._service import AdapterModel, Adapters
 from agentd.errors import AgentdError
 from agentd.events import (
@@ -40,7 +40,9 @@ from agentd.events import (
     RunCompleted,
     RunInterrupted,
     ToolFinished,
+    ToolFinishedData,
     ToolStarted,
+    ToolStartedData,
 )
 from agentd.llm.messages import AssistantMessage, Usage, UserMessage
 from agentd.runtime.history import SessionHistory
@@ -76,6 +78,47 @@ def _arguments(value: Any) -> dict[str, Any]:
     return cast(dict[str, Any], orjson.loads(raw))
 
 
+def _field(event: Any, key: str) -> Any:
+    """A stream event's ``input``, ``output``, ``is_error`` or call id: agentd's
+    :class:`StreamEvent` has them as attributes; termo-agent's own has none of them and
+    its adapters put them in ``metadata`` (``{"input": ...}``, ``{"output": ...,
+    "is_error": ...}``, with ``call_id`` or ``tool_use_id``), so both are read."""
+    value = getattr(event, key, None)
+    if value is None:
+        metadata = getattr(event, "metadata", None)
+        if isinstance(metadata, dict):
+            value = metadata.get(key)
+    return value
+
+
+def _metadata(event: Any) -> dict[str, Any] | None:
+    """A reported call's ``metadata`` as JSON (termo-agent's adapters put the call's
+    id, input and output there), or None when there is none. Over the input bound,
+    its ``input`` and ``output`` (logged in their own places, cut) are left out, then
+    all of it."""
+    metadata = getattr(event, "metadata", None)
+    if not isinstance(metadata, dict) or not metadata:
+        return None
+    for keep in (metadata, {k: v for k, v in metadata.items()
+                            if k not in ("input", "output")}):
+        try:
+            raw = orjson.dumps(keep, default=str, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return None
+        if len(raw) <= _INPUT_BYTES:
+            return cast(dict[str, Any], orjson.loads(raw)) or None
+    return None
+
+
+def _call_id(event: Any) -> str | None:
+    """The framework's own id of a reported tool call, when it gives one."""
+    for key in ("call_id", "tool_use_id"):
+        value = _field(event, key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)[:_NAME_CHARS]
+    return None
+
+
 def _usage(reported: Any) -> Usage | None:
     """Token counts from an adapter's ``usage`` (OpenAI's or Anthropic's names)."""
     if not isinstance(reported, dict):
@@ -93,8 +136,23 @@ def _usage(reported: Any) -> Usage | None:
     return usage if usage.input_tokens or usage.output_tokens else None
 
 
+def _own_send_message(adapter: Any) -> bool:
+    """Whether the adapter has a ``send_message`` of its own (not AdapterBase's, which
+    is only a placeholder for an adapter that streams)."""
+    method = getattr(type(adapter), "send_message", None)
+    return callable(getattr(adapter, "send_message", None)) and (
+        method is None or method is not AdapterBase.send_message)
+
+
 class AdapterExecutor(RunExecutor):
-    """Drives an adapter-backed agent's run (see the module)."""
+    """Drives an adapter-backed agent's run (see the module).
+
+    A run whose message asks for the reply whole (``message.user``'s ``whole``:
+    termo-agent's ``/api/send`` without ``stream``) calls the adapter's own
+    ``send_message``, as termo-agent does; other runs stream."""
+
+    #: The run's first message asked for its reply whole (read with the message).
+    _whole = False
 
     async def _execute(self) -> RunOutcome:
         resumed = self.run.status in ("running", "waiting_approval")
@@ -184,9 +242,12 @@ class AdapterExecutor(RunExecutor):
         and any steered in), joined."""
         queued = self.run.queued_seq
         start = max(after, queued - 2 if queued is not None and queued >= 2 else 0)
-        texts = [str(event.data.get("content") or "")
-                 for event in await self.store.read_events(self.session_id, after=start)
-                 if event.run_id == self.run.id and event.kind == "message.user"]
+        messages = [event for event in await self.store.read_events(self.session_id,
+                                                                     after=start)
+                    if event.run_id == self.run.id and event.kind == "message.user"]
+        if after == 0 and messages:
+            self._whole = messages[0].data.get("whole") is True
+        texts = [str(m.data.get("content") or "") for m in messages]
         return "\n\n".join(texts) if texts else None
 
     def _session(self, turns: list[dict[str, str]]) -> Session:
@@ -235,45 +296,58 @@ class AdapterExecutor(RunExecutor):
 
     async def _stream(self, adapter: Any, message: str) -> tuple[str, Usage | None]:
         stream = getattr(adapter, "send_message_stream", None)
-        if stream is None:
+        if stream is None or (self._whole and _own_send_message(adapter)):
             text = await adapter.send_message(message, self.session_key)
             if not isinstance(text, str):
                 raise TypeError(f"send_message returned {type(text).__name__}, not str")
             self._publish_text(text, False)
             return text, None
         parts: list[str] = []
-        open_calls: list[tuple[str, str, float]] = []
+        open_calls: list[tuple[str, str, float, str | None]] = []
         calls = 0
         async for event in stream(message, self.session_key):
             kind = getattr(event, "type", None)
             if kind == "token":
-                piece = str(event.content)
+                piece = str(getattr(event, "content", "") or "")
                 parts.append(piece)
                 if piece:
                     self._publish_text(piece, False)
             elif kind == "tool_start":
                 calls += 1
                 call_id = f"{self.run.id}:a{self.steps}.{calls}"
-                name = str(event.name or "tool")[:_NAME_CHARS]
-                open_calls.append((call_id, name, time.monotonic()))
-                await self._commit([self._new(ToolStarted(data={
+                name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
+                open_calls.append((call_id, name, time.monotonic(), _call_id(event)))
+                started: ToolStartedData = {
                     "call_id": call_id, "name": name,
-                    "arguments": _arguments(event.input),
-                    "effect_id": f"{self.run.id}:adapter:{self.steps}.{calls}"}))])
+                    "arguments": _arguments(_field(event, "input")),
+                    "effect_id": f"{self.run.id}:adapter:{self.steps}.{calls}"}
+                if (metadata := _metadata(event)) is not None:
+                    started["metadata"] = metadata
+                await self._commit([self._new(ToolStarted(data=started))])
             elif kind == "tool_end":
-                name = str(event.name or "tool")[:_NAME_CHARS]
-                match = next((c for c in open_calls if c[1] == name),
-                             open_calls[0] if open_calls else None)
+                name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
+                theirs = _call_id(event)
+                # Paired by the framework's call id when both ends carry one, else by
+                # name (termo's Claude adapter names an end "unknown" when it lost
+                # track), else with the oldest open call.
+                match = next((c for c in open_calls if theirs is not None
+                              and c[3] == theirs), None) or next(
+                    (c for c in open_calls if c[1] == name),
+                    open_calls[0] if open_calls else None)
                 if match is None:
                     continue  # an end without a start: nothing to pair it with
                 open_calls.remove(match)
-                output = event.output if isinstance(event.output, str) else (
-                    "" if event.output is None else str(event.output))
-                await self._commit([self._new(ToolFinished(data={
+                reported = _field(event, "output")
+                output = reported if isinstance(reported, str) else (
+                    "" if reported is None else str(reported))
+                finished: ToolFinishedData = {
                     "call_id": match[0], "name": match[1],
                     "output": output[:_OUTPUT_CHARS],
-                    "is_error": bool(getattr(event, "is_error", False)),
-                    "duration_ms": round((time.monotonic() - match[2]) * 1000, 3)}))])
+                    "is_error": bool(_field(event, "is_error")),
+                    "duration_ms": round((time.monotonic() - match[2]) * 1000, 3)}
+                if (metadata := _metadata(event)) is not None:
+                    finished["metadata"] = metadata
+                await self._commit([self._new(ToolFinished(data=finished))])
             elif kind == "done":
                 if not isinstance(event.content, str | None):
                     raise TypeError(f"the done event's content is "

@@ -158,6 +158,10 @@ class MessageUserData(TypedDict):
     content: str
     #: Steered into a run under way (``mode: "steer"``).
     steer: NotRequired[bool]
+    #: The sender takes the reply whole, not streamed (termo-agent's ``/api/send``
+    #: without ``stream``): an adapter-backed agent answers it with the adapter's
+    #: ``send_message``, as termo-agent does, not ``send_message_stream``.
+    whole: NotRequired[bool]
     #: A schedule's fire: the schedule and the fire time (epoch seconds, UTC) it ran for.
     schedule_id: NotRequired[str]
     fire_at: NotRequired[float]
@@ -228,6 +232,9 @@ class ToolStartedData(TypedDict):
     effect_id: str
     policy: NotRequired[PolicyVerdictData]
     retry: NotRequired[bool]
+    #: A call an adapter reported: its event's ``metadata`` (termo-agent's ``call_id``,
+    #: ``input``, ``output``...), which termo's routes flatten into the frame.
+    metadata: NotRequired[dict[str, Any]]
 
 
 class ToolFinishedData(TypedDict):
@@ -240,6 +247,8 @@ class ToolFinishedData(TypedDict):
     denied: NotRequired[bool]
     policy: NotRequired[PolicyVerdictData]
     skipped: NotRequired[bool]
+    #: See ``ToolStartedData.metadata``.
+    metadata: NotRequired[dict[str, Any]]
 
 
 class RunCompletedData(TypedDict):

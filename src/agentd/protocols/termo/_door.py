@@ -329,7 +329,8 @@ class Termo:
         stream = bool(body.get("stream", False))
         try:
             sent = await runtime.send(self.agent, key, message,
-                                      priority="interactive", stream=stream)
+                                      priority="interactive", stream=stream,
+                                      origin=None if stream else {"whole": True})
         except AgentdError as exc:
             return _error(exc.message, exc.status if exc.status < 500 else 503,
                           code=exc.code)
@@ -368,12 +369,16 @@ class Termo:
                 if item is None or item.run_id != run_id:
                     continue
                 data = item.data
+                # An adapter's own metadata for a call (call_id...) is flattened into
+                # the frame, as termo-agent does; it cannot replace the frame's keys.
+                metadata = data.get("metadata") or {}
                 if item.kind == "tool.started":
-                    yield frame({"type": "tool_start", "content": "",
+                    yield frame({**metadata, "type": "tool_start", "content": "",
                                  "name": data.get("name", ""),
                                  "input": data.get("arguments", {})})
                 elif item.kind == "tool.finished":
-                    payload = {"type": "tool_end", "content": data.get("output", ""),
+                    payload = {**metadata, "type": "tool_end",
+                               "content": data.get("output", ""),
                                "name": data.get("name", "")}
                     if data.get("is_error"):
                         payload["is_error"] = True
