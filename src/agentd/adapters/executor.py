@@ -59,6 +59,11 @@ _OUTPUT_CHARS = 64 * 1024
 _INPUT_BYTES = 64 * 1024
 
 
+#: A reported call not ended yet: its call id here, name, start (monotonic), and the
+#: framework's own id of it (None when it gave none).
+_OpenCall = tuple[str, str, float, str | None]
+
+
 class _TurnFailed(Exception):
     def __init__(self, error: AgentdError) -> None:
         super().__init__(error.message)
@@ -303,7 +308,7 @@ class AdapterExecutor(RunExecutor):
             self._publish_text(text, False)
             return text, None
         parts: list[str] = []
-        open_calls: list[tuple[str, str, float, str | None]] = []
+        open_calls: list[_OpenCall] = []
         calls = 0
         async for event in stream(message, self.session_key):
             kind = getattr(event, "type", None)
@@ -314,40 +319,9 @@ class AdapterExecutor(RunExecutor):
                     self._publish_text(piece, False)
             elif kind == "tool_start":
                 calls += 1
-                call_id = f"{self.run.id}:a{self.steps}.{calls}"
-                name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
-                open_calls.append((call_id, name, time.monotonic(), _call_id(event)))
-                started: ToolStartedData = {
-                    "call_id": call_id, "name": name,
-                    "arguments": _arguments(_field(event, "input")),
-                    "effect_id": f"{self.run.id}:adapter:{self.steps}.{calls}"}
-                if (metadata := _metadata(event)) is not None:
-                    started["metadata"] = metadata
-                await self._commit([self._new(ToolStarted(data=started))])
+                await self._tool_started(event, calls, open_calls)
             elif kind == "tool_end":
-                name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
-                theirs = _call_id(event)
-                # Paired by the framework's call id when both ends carry one, else by
-                # name (termo's Claude adapter names an end "unknown" when it lost
-                # track), else with the oldest open call.
-                match = next((c for c in open_calls if theirs is not None
-                              and c[3] == theirs), None) or next(
-                    (c for c in open_calls if c[1] == name),
-                    open_calls[0] if open_calls else None)
-                if match is None:
-                    continue  # an end without a start: nothing to pair it with
-                open_calls.remove(match)
-                reported = _field(event, "output")
-                output = reported if isinstance(reported, str) else (
-                    "" if reported is None else str(reported))
-                finished: ToolFinishedData = {
-                    "call_id": match[0], "name": match[1],
-                    "output": output[:_OUTPUT_CHARS],
-                    "is_error": bool(_field(event, "is_error")),
-                    "duration_ms": round((time.monotonic() - match[2]) * 1000, 3)}
-                if (metadata := _metadata(event)) is not None:
-                    finished["metadata"] = metadata
-                await self._commit([self._new(ToolFinished(data=finished))])
+                await self._tool_ended(event, open_calls)
             elif kind == "done":
                 if not isinstance(event.content, str | None):
                     raise TypeError(f"the done event's content is "
@@ -364,6 +338,45 @@ class AdapterExecutor(RunExecutor):
                 raise TypeError(f"unknown stream event {kind!r} (token, tool_start, "
                                 "tool_end, done, error, progress, thinking)")
         return "".join(parts), None
+
+
+    async def _tool_started(self, event: Any, calls: int, open_calls: list[_OpenCall]
+                            ) -> None:
+        """Log a tool call the adapter reports started (its ``calls``-th this turn)."""
+        call_id = f"{self.run.id}:a{self.steps}.{calls}"
+        name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
+        open_calls.append((call_id, name, time.monotonic(), _call_id(event)))
+        started: ToolStartedData = {
+            "call_id": call_id, "name": name,
+            "arguments": _arguments(_field(event, "input")),
+            "effect_id": f"{self.run.id}:adapter:{self.steps}.{calls}"}
+        if (metadata := _metadata(event)) is not None:
+            started["metadata"] = metadata
+        await self._commit([self._new(ToolStarted(data=started))])
+
+    async def _tool_ended(self, event: Any, open_calls: list[_OpenCall]) -> None:
+        """Log the end of an open call: paired by the framework's call id when both
+        ends carry one, else by name (termo's Claude adapter names an end "unknown"
+        when it lost track), else with the oldest open call; an end without a start
+        is dropped."""
+        name = str(getattr(event, "name", "") or "tool")[:_NAME_CHARS]
+        theirs = _call_id(event)
+        match = next((c for c in open_calls if theirs is not None and c[3] == theirs),
+                     None) or next((c for c in open_calls if c[1] == name),
+                                   open_calls[0] if open_calls else None)
+        if match is None:
+            return
+        open_calls.remove(match)
+        reported = _field(event, "output")
+        output = reported if isinstance(reported, str) else (
+            "" if reported is None else str(reported))
+        finished: ToolFinishedData = {
+            "call_id": match[0], "name": match[1], "output": output[:_OUTPUT_CHARS],
+            "is_error": bool(_field(event, "is_error")),
+            "duration_ms": round((time.monotonic() - match[2]) * 1000, 3)}
+        if (metadata := _metadata(event)) is not None:
+            finished["metadata"] = metadata
+        await self._commit([self._new(ToolFinished(data=finished))])
 
 
 class _Converted:

@@ -196,15 +196,22 @@ class Supervisor:
 
     # -- the per-session worker -------------------------------------------------------
 
+    async def _next_run(self, state: _Session) -> str | None:
+        """The session's next run to start here, taken off its queue once the cancels
+        of runs queued ahead of it are written (see ``_Session.ending``); None when
+        none is queued or the supervisor is closing."""
+        while state.ending:
+            await asyncio.wait(set(state.ending))
+            state.ending = {f for f in state.ending if not f.done()}
+        if not state.queue or self._closing:
+            return None
+        run_id = state.queue.popleft()
+        state.order.pop(run_id, None)
+        return run_id
+
     async def _work(self, session_id: str, state: _Session) -> None:
         try:
-            while state.queue and not self._closing:
-                if state.ending:
-                    await asyncio.wait(set(state.ending))
-                    state.ending = {f for f in state.ending if not f.done()}
-                    continue  # (the queue may have changed meanwhile)
-                run_id = state.queue.popleft()
-                state.order.pop(run_id, None)
+            while (run_id := await self._next_run(state)) is not None:
                 state.building = run_id
                 settled: RunRecord | None = None
                 try:
