@@ -144,9 +144,8 @@ def _usage(reported: Any) -> Usage | None:
 def _own_send_message(adapter: Any) -> bool:
     """Whether the adapter has a ``send_message`` of its own (not AdapterBase's, which
     is only a placeholder for an adapter that streams)."""
-    method = getattr(type(adapter), "send_message", None)
-    return callable(getattr(adapter, "send_message", None)) and (
-        method is None or method is not AdapterBase.send_message)
+    return (callable(getattr(adapter, "send_message", None))
+            and getattr(type(adapter), "send_message", None) is not AdapterBase.send_message)
 
 
 class AdapterExecutor(RunExecutor):
@@ -338,7 +337,6 @@ class AdapterExecutor(RunExecutor):
                 raise TypeError(f"unknown stream event {kind!r} (token, tool_start, "
                                 "tool_end, done, error, progress, thinking)")
         return "".join(parts), None
-
 
     async def _tool_started(self, event: Any, calls: int, open_calls: list[_OpenCall]
                             ) -> None:

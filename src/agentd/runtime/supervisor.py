@@ -200,9 +200,8 @@ class Supervisor:
         """The session's next run to start here, taken off its queue once the cancels
         of runs queued ahead of it are written (see ``_Session.ending``); None when
         none is queued or the supervisor is closing."""
-        while state.ending:
-            await asyncio.wait(set(state.ending))
-            state.ending = {f for f in state.ending if not f.done()}
+        while pending := {f for f in state.ending if not f.done()}:
+            await asyncio.wait(pending)
         if not state.queue or self._closing:
             return None
         run_id = state.queue.popleft()
