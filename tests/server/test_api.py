@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.conftest import asgi_client, wait_for_run
+from tests.conftest import asgi_client, under_way, wait_for_run
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
+from agentd.llm.scripted import enqueue
 from agentd.server.app import create_app
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
@@ -851,11 +852,17 @@ async def test_openapi_lists_the_stable_paths(client: httpx.AsyncClient) -> None
     assert {"after", "limit"} <= {p["name"] for p in events_op["parameters"]}
 
 
-async def test_modes_over_http(client: httpx.AsyncClient) -> None:
-    await create_agent(client, settings={"script": [{"text": "slow", "delay_ms": 1500}]})
+async def test_modes_over_http(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    # The first run's model call outlasts the test (an interrupt abandons it at
+    # once), however long the requests below take on a loaded machine; the next
+    # run's answers at once. (It was 1.5 s each: under load the first run could end
+    # before the interrupt came.)
+    enqueue({"text": "slow", "delay_ms": 600_000}, {"text": "fast"}, agent="a")
+    await create_agent(client)
     first = await client.post("/v1/agents/a/sessions/k/messages",
                               json={"content": "1", "wait": False})
     assert first.status_code == 202
+    await under_way(runtime, first.json()["id"], in_model=True)  # the slow turn taken
     busy = await client.post("/v1/agents/a/sessions/k/messages",
                              json={"content": "2", "mode": "reject"})
     assert busy.status_code == 409, busy.text
