@@ -90,6 +90,23 @@ if [ "${AGENTD_TEST_MCP_CONFORMANCE:-1}" != 0 ] && command -v npm >/dev/null 2>&
     || echo "   could not install it: the conformance test is skipped"
 fi
 
+# The A2A TCK (tests/conformance/a2a_tck, a copy of a2aproject/a2a-tck) runs in an
+# environment of its own, with its own requirements (gRPC among them), in
+# .cache/a2a-tck (tests/conformance/test_a2a_tck.py runs it against a real daemon).
+tck=.cache/a2a-tck
+if [ "${AGENTD_TEST_A2A_TCK:-1}" != 0 ] && [ ! -f "$tck/ready" ]; then
+  echo "== the A2A TCK's requirements into $tck"
+  rm -rf "$tck"
+  if "$python" -m venv "$tck" \
+     && "$tck/bin/python" -m pip install --quiet \
+          -r tests/conformance/a2a_tck/requirements.txt \
+          pyOpenSSL aiohttp python-dotenv proto-plus grpcio-status; then
+    touch "$tck/ready"
+  else
+    echo "   could not install them: the TCK test fails in CI, is skipped elsewhere"
+  fi
+fi
+
 # Bytecode caches: a machine that sets PYTHONDONTWRITEBYTECODE (this one's sessions do)
 # makes every Python process compile agentd's ~300 modules from source again: about
 # 1.3 s of CPU for each of the suite's daemon processes, tool workers and xdist workers

@@ -68,7 +68,8 @@ class _Strict(BaseModel):
 
 
 class A2AConfig(_Strict):
-    """The ``a2a_call`` tool's credentials (``[a2a]`` in agentd.toml).
+    """The A2A door's public card and the ``a2a_call`` tool's credentials (``[a2a]``
+    in agentd.toml).
 
     ``remote_tokens`` maps a remote A2A endpoint to the name of an environment variable
     of the daemon holding the bearer token that endpoint takes. An entry is exactly one
@@ -81,6 +82,13 @@ class A2AConfig(_Strict):
     """
 
     remote_tokens: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    #: The agent whose card the daemon serves at the host's own
+    #: ``/.well-known/agent-card.json``, where A2A clients and the A2A TCK look for one
+    #: (a host is one agent to them). That card is public, like ``/health``: it names
+    #: the agent and its endpoint, nothing of its instructions, tools or settings, and
+    #: the endpoint still takes a token. None (the default): no card there (404).
+    public_card: str | None = Field(default=None,
+                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
     @field_validator("remote_tokens")
     @classmethod

