@@ -198,6 +198,22 @@ async def test_json_the_store_cannot_keep_is_refused(client: httpx.AsyncClient, 
     assert_error(await client.get("/v1/agents/b"), 404, "agent_not_found")
 
 
+@pytest.mark.parametrize("depth", [1000, 1100, 100_000])
+@pytest.mark.parametrize("path", ["/v1/agents", MESSAGES])
+async def test_json_nested_too_deep_is_a_4xx(client: httpx.AsyncClient, path: str,
+                                             depth: int) -> None:
+    """Past orjson's depth limit (1024) the body was parsed again with the stdlib to
+    say where it went wrong, which ran out of stack: a 500 with a RecursionError. At
+    1,000, an integer past 64 bits inside took the stdlib's parse the same way."""
+    before = (await client.get("/v1/agents")).json()
+    deep = b"[" * depth + b"9223372036854775808" + b"]" * depth
+    got = await client.post(path, content=b'{"name": "b", "content": "x", "settings": '
+                            b'{"n": ' + deep + b"}}",
+                            headers={"content-type": "application/json"})
+    assert 400 <= got.status_code < 500, got.text
+    assert (await client.get("/v1/agents")).json() == before
+
+
 async def test_64_bit_integers_are_kept_exactly(client: httpx.AsyncClient) -> None:
     # A scripted turn's tool arguments are free-form JSON, stored as sent.
     raw = (b'{"name": "b", "settings": {"script": [{"tool_calls": [{"name": "calculator", '

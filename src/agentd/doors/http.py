@@ -136,6 +136,9 @@ def loads_strict(raw: bytes) -> Any:
         reason = exc.msg if isinstance(exc, orjson.JSONDecodeError) else str(exc)
         raise InvalidInput(f"request body is not valid JSON: {reason}",
                            field=_where_out_of_range(raw)) from None
+    except RecursionError:  # (the stdlib's parse: nested past the interpreter's stack)
+        raise InvalidInput("request body is not valid JSON: nested too deep",
+                           field="body") from None
     return value
 
 
@@ -150,7 +153,7 @@ def _where_out_of_range(raw: bytes) -> str:
     try:
         value = json.loads(raw, parse_int=lambda t: _Big(t) if len(t) > 18 else int(t),
                            parse_constant=lambda t: float("nan"))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON; nested deeper than orjson's 1024
         return "body"
 
     def bad(item: Any) -> bool:
