@@ -146,9 +146,12 @@ async def test_bad_arguments_are_invalid_params(daemon: Daemon, arguments: dict[
 
 async def test_unknown_tool_and_resource(daemon: Daemon) -> None:
     async with mcp_client(daemon) as client:
-        with pytest.raises(MCPError) as tool:
-            await client.call_tool("ghost", {"message": "x"})
-        assert tool.value.code == -32602 and "ghost" in tool.value.message
+        # Named as the unknown tool, whatever the arguments (with none it said
+        # "'message' must be a non-empty string").
+        for arguments in ({"message": "x"}, {}, {"nonsense": 1}):
+            with pytest.raises(MCPError) as tool:
+                await client.call_tool("ghost", arguments)
+            assert tool.value.code == -32602 and "no tool 'ghost'" in tool.value.message
         with pytest.raises(MCPError):
             await client.read_resource("agentd://agents/echo/sessions/never")
         with pytest.raises(MCPError):

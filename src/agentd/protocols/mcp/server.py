@@ -172,6 +172,14 @@ class MCPDoor:
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams
                          ) -> types.CallToolResult:
         runtime = self._runtime()
+        # The tool first: a call to one that is not there says so, whatever its
+        # arguments (it said "'message' must be a non-empty string").
+        if not await may_use(_conn(ctx), params.name):
+            raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}")
+        try:
+            await runtime.find_agent(params.name)
+        except AgentNotFound:
+            raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}") from None
         arguments = params.arguments or {}
         message, key = arguments.get("message"), arguments.get("session")
         unknown = set(arguments) - {"message", "session"}
@@ -185,8 +193,6 @@ class MCPDoor:
         if len(message.encode()) > limit:
             raise MCPError(types.INVALID_PARAMS, f"the message is over {limit} bytes")
         key = key or f"mcp:{secrets.token_hex(12)}"
-        if not await may_use(_conn(ctx), params.name):
-            raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}")
         try:
             sent = await runtime.send(params.name, key, message, mode="enqueue",
                                       priority="interactive", stream=True)
