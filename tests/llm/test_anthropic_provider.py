@@ -124,6 +124,20 @@ async def test_usage_counts_cache_reads_as_cached_input(stub: StubLLMServer, mod
     assert message.usage == Usage(input_tokens=120, output_tokens=7, cached_tokens=64)
 
 
+async def test_usage_counts_cache_writes_apart(stub: StubLLMServer, model: Model) -> None:
+    """Anthropic's cache_creation_input_tokens: part of the input, kept apart (the
+    OpenAI Responses door reports them as input_tokens_details.cache_write_tokens)."""
+    usage = {"input_tokens": 120, "output_tokens": 7, "cached_tokens": 4,
+             "cache_write_tokens": 100}
+    stub.enqueue(text="ok", usage=usage)
+    expected = Usage(input_tokens=120, output_tokens=7, cached_tokens=4,
+                     cache_write_tokens=100)
+    assert (await model.complete(ask())).usage == expected
+    stub.enqueue(text="ok", usage=usage)
+    events = [event async for event in model.stream(ask())]
+    assert [e.usage for e in events if isinstance(e, UsageEvent)][-1] == expected
+
+
 @pytest.mark.parametrize(
     ("wire", "neutral"),
     [

@@ -77,6 +77,8 @@ class UsageData(TypedDict):
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+    #: Written to the provider's prompt cache (when the provider counts them).
+    cache_write_tokens: NotRequired[int]
     cost_usd: NotRequired[float]
 
 

@@ -42,7 +42,11 @@ FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Of ``input_tokens``: read from the provider's prompt cache.
     cached_tokens: int = 0
+    #: Of ``input_tokens``: written to the provider's prompt cache (Anthropic counts
+    #: them; OpenAI's automatic cache reports none).
+    cache_write_tokens: int = 0
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Usage:
@@ -50,13 +54,15 @@ class Usage:
         such as ``cost_usd``)."""
         return cls(input_tokens=int(data.get("input_tokens") or 0),
                    output_tokens=int(data.get("output_tokens") or 0),
-                   cached_tokens=int(data.get("cached_tokens") or 0))
+                   cached_tokens=int(data.get("cached_tokens") or 0),
+                   cache_write_tokens=int(data.get("cache_write_tokens") or 0))
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 

@@ -113,6 +113,8 @@ def _usage_data(usage: Usage, cost_usd: float | None = None) -> UsageData:
     out: UsageData = {"input_tokens": usage.input_tokens,
                       "output_tokens": usage.output_tokens,
                       "cached_tokens": usage.cached_tokens}
+    if usage.cache_write_tokens:
+        out["cache_write_tokens"] = usage.cache_write_tokens
     if cost_usd is not None:
         out["cost_usd"] = round(cost_usd, 6)
     return out

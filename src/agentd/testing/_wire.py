@@ -414,10 +414,11 @@ class AnthropicMessages:
         # Anthropic counts cache reads apart from input_tokens; the stub's figures are
         # neutral (input includes cached), so the wire gets the difference.
         cached = min(usage["cached_tokens"], usage["input_tokens"])
+        written = min(usage["cache_write_tokens"], usage["input_tokens"] - cached)
         return {
-            "input_tokens": usage["input_tokens"] - cached,
+            "input_tokens": usage["input_tokens"] - cached - written,
             "cache_read_input_tokens": cached,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": written,
             "output_tokens": usage["output_tokens"],
         }
 
@@ -532,4 +533,5 @@ def _usage(call: Call) -> dict[str, int]:
         "input_tokens": given.get("input_tokens", max(1, -(-prompt_chars // 4))),
         "output_tokens": given.get("output_tokens", max(1, len(call.turn.text) // 4)),
         "cached_tokens": given.get("cached_tokens", 0),
+        "cache_write_tokens": given.get("cache_write_tokens", 0),
     }

@@ -108,7 +108,7 @@ __all__ = ["FAULTS", "Capacity", "StubLLMServer", "StubStats", "StubTurn"]
 logger = logging.getLogger(__name__)
 
 _HTTP_FAULT = re.compile(r"^http_([1-5]\d\d)$")
-_USAGE_KEYS = frozenset({"input_tokens", "output_tokens", "cached_tokens"})
+_USAGE_KEYS = frozenset({"input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens"})
 # How long a stalled response waits at most, so a test that forgets a timeout still ends.
 _STALL_LIMIT_S = 30.0
 

@@ -229,6 +229,7 @@ def _usage(raw: anthropic.types.Usage, before: Usage) -> Usage:
         input_tokens=raw.input_tokens + cache_read + cache_write,
         output_tokens=raw.output_tokens or before.output_tokens,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
@@ -239,12 +240,15 @@ def _delta_usage(raw: anthropic.types.MessageDeltaUsage, before: Usage) -> Usage
             input_tokens=before.input_tokens,
             output_tokens=raw.output_tokens,
             cached_tokens=before.cached_tokens,
+            cache_write_tokens=before.cache_write_tokens,
         )
     cache_read = raw.cache_read_input_tokens or 0
+    cache_write = raw.cache_creation_input_tokens or 0
     return Usage(
-        input_tokens=raw.input_tokens + cache_read + (raw.cache_creation_input_tokens or 0),
+        input_tokens=raw.input_tokens + cache_read + cache_write,
         output_tokens=raw.output_tokens,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 

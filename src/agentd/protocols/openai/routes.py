@@ -208,7 +208,6 @@ def _completion(run: RunRecord, agent: str) -> dict[str, Any]:
                                  "refusal": None}}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
-        "system_fingerprint": None,
     }
 
 
@@ -238,8 +237,7 @@ async def chat_completions(request: Request) -> Response:
 async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
                        include_usage: bool) -> AsyncIterator[bytes]:
     base = {"id": _CHAT_PREFIX + sent.run.id, "object": "chat.completion.chunk",
-            "created": int(sent.run.created_at or time.time()), "model": agent,
-            "system_fingerprint": None}
+            "created": int(sent.run.created_at or time.time()), "model": agent}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
@@ -328,8 +326,9 @@ def _response(run: RunRecord, agent: str, previous: str | None) -> dict[str, Any
         "tool_choice": "auto", "tools": [], "previous_response_id": previous,
         "usage": {"input_tokens": prompt, "output_tokens": completion,
                   "total_tokens": prompt + completion,
-                  "input_tokens_details": {"cached_tokens":
-                                           int(run.usage.get("cached_tokens", 0))},
+                  "input_tokens_details": {
+                      "cached_tokens": int(run.usage.get("cached_tokens", 0)),
+                      "cache_write_tokens": int(run.usage.get("cache_write_tokens", 0))},
                   "output_tokens_details": {"reasoning_tokens": 0}},
     }
 
