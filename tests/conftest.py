@@ -282,6 +282,9 @@ _KILL = re.compile(r"(?:^|_)kill")
 #: do. Every test of the gVisor backend is slow too (gVisor boots its own kernel for
 #: each sandbox): see pytest_collection_modifyitems.
 _SLOW = (
+    # Official suites run whole against a daemon (the A2A TCK waits 5 s on each of
+    # 17 tests for a state A2A forbids: tests/conformance/test_a2a_tck.py).
+    "tests/conformance/test_a2a_tck.py",
     # Property and load tests, the schema fuzzer.
     "tests/runtime/test_modes_under_load.py",
     "tests/isolation/test_isolation_property.py",
@@ -329,9 +332,27 @@ _SLOW = (
 )
 
 
+#: Modules whose module-scoped fixture starts daemon processes (two, for a2a_call),
+#: run on one worker each, so the daemons start once rather than once per worker that
+#: takes one of their tests: each started 3 or 4 times in a run of the eighth session
+#: (their setups summed 151 s there, 104 s of them repeats; docs/benchmarks.md).
+_ONE_WORKER = (
+    "tests/protocols/test_a2a_call_e2e.py",
+    "tests/protocols/test_a2a_e2e.py",
+    "tests/protocols/test_access_doors_e2e.py",
+    "tests/protocols/test_langgraph_e2e.py",
+    "tests/protocols/test_mcp_e2e.py",
+    "tests/protocols/test_openai_e2e.py",
+    "tests/protocols/test_websocket_e2e.py",
+    "tests/e2e/test_send_waits_e2e.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.path.as_posix()
+        if item.nodeid.startswith(_ONE_WORKER):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
