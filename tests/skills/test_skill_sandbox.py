@@ -100,6 +100,27 @@ async def test_enabled_skills_are_readable_not_writable(skilled: Runtime,
     assert "at /skills/pdf-tools/PATH (read-only) in your shell commands" in loaded
 
 
+async def test_skills_a_daemon_installs_are_readable_by_the_agents_uid(
+        runtime: Runtime) -> None:
+    """The daemon runs with umask 0077, and the agent's shell under the agent's own
+    uid (not root, as in production): the skill's files were 0600 and its folders
+    0700, root's, and the shell got "Permission denied" on SKILL.md and its scripts."""
+    backend_or_skip(BubblewrapBackend)
+    old = os.umask(0o077)  # as agentd.server.daemon sets it
+    try:
+        await runtime.skills.registry.install_archive(tar_of(good_files(body=BODY)))
+    finally:
+        os.umask(old)
+    await runtime.create_agent(name="a", tools=TOOLS, settings={
+        **ALLOW, "skills": {"enabled": ["pdf-tools"]}})
+    out = await one(runtime, "a", "id -u; cat /skills/pdf-tools/SKILL.md; "
+                    "ls /skills/pdf-tools/scripts; python3 /skills/pdf-tools/scripts/extract.py")
+    assert out.startswith("[exit code 0]") and BODY in out, out
+    uid = int(out.splitlines()[1])
+    assert uid != 0 and uid != os.getuid(), out
+    assert out.rstrip().endswith("extract.py\nx"), out
+
+
 async def test_other_agents_skills_are_invisible(skilled: Runtime) -> None:
     out = await one(skilled, "b", "ls /skills; cat /skills/pdf-tools/SKILL.md; "
                     "ls -a /skills/other/..; grep -rs 'pdf secret' / --exclude-dir=proc "

@@ -465,7 +465,7 @@ class SkillRegistry:
                              metadata=meta.metadata, allowed_tools=meta.allowed_tools,
                              size=size, files=files, installed_at=time.time(),
                              hash=digest, version=version)
-            folder.chmod(0o755)
+            _readable(folder)
             self._publish(folder, info, replace=replace)
             return info
         finally:
@@ -561,3 +561,20 @@ def _read_within(folder: Path, parts: tuple[str, ...], max_bytes: int) -> tuple[
             return f.read(max_bytes), info.st_size
     finally:
         os.close(fd)
+
+
+def _readable(folder: Path) -> None:
+    """Folders 0755, files 0644 (0755 where executable), whatever the umask: the
+    daemon runs with 0077 (its home is its own), which made every file it wrote 0600
+    and every folder 0700, so the agents' shells, each under its own uid, got
+    "Permission denied" on the skills they were shown. (The home above stays closed:
+    a sandbox sees a skill through its bind mount, not through the home's path.)"""
+    folder.chmod(0o755)
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(parent, name), 0o755, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(parent, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode):
+                os.chmod(path, 0o755 if mode & stat.S_IXUSR else 0o644)
