@@ -91,6 +91,40 @@ def contents(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [(m["type"], m["content"]) for m in values["messages"]]
 
 
+def test_remote_graph_drives_an_agent(daemon: Daemon) -> None:
+    """LangGraph's own RemoteGraph, unmodified: invoke, stream, get_state (which posts
+    the checkpoint it was given: it was not routed), the history, and async."""
+    from langgraph.pregel.remote import RemoteGraph
+
+    remote = RemoteGraph("echo", url=f"{daemon.url}/langgraph",
+                         api_key=read_token(daemon.home))
+    thread = remote.sync_client.threads.create(graph_id="echo")
+    assert thread["created_at"] > "2026"  # it said 1970-01-01 for a thread not run yet
+    config: Any = {"configurable": {"thread_id": thread["thread_id"]}}
+    out = remote.invoke({"messages": [{"role": "user", "content": "one"}]}, config)
+    assert [m["content"] for m in out["messages"]] == ["one", "echo: one"]
+    chunks = list(remote.stream({"messages": [{"role": "user", "content": "two"}]},
+                                config, stream_mode="values"))
+    assert chunks[-1]["messages"][-1]["content"] == "echo: two"
+    state = remote.get_state(config)
+    assert [m["content"] for m in state.values["messages"]][-2:] == ["two", "echo: two"]
+    assert not state.next and state.config["configurable"]["checkpoint_id"]
+    # The state at the checkpoint it names: the same; at another, not kept.
+    assert remote.get_state(state.config).values == state.values
+    gone = {"configurable": {**config["configurable"], "checkpoint_id": "1"}}
+    with pytest.raises(Exception, match="not kept"):
+        remote.get_state(gone)
+    history = list(remote.get_state_history(config))
+    assert history and history[0].values == state.values
+
+    async def asynchronous() -> dict[str, Any]:
+        result: dict[str, Any] = await remote.ainvoke(
+            {"messages": [{"role": "user", "content": "three"}]}, config)
+        return result
+
+    assert asyncio.run(asynchronous())["messages"][-1]["content"] == "echo: three"
+
+
 async def test_the_docs_example_runs(daemon: Daemon, tmp_path: Path) -> None:
     """docs/protocols/langgraph.md's example, as written but for the port, with a home
     whose ~/.agentd is the daemon's."""

@@ -13,6 +13,7 @@ session; one waiting for a decision on a tool call is ``interrupted``, and a run
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from agentd.doors.http import actor, json_response
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentNotFound,
+    CheckpointNotFound,
     Conflict,
     InvalidInput,
     NotFound,
@@ -159,7 +161,9 @@ async def _last_run(runtime: Runtime, agent: str, key: str) -> RunRecord | None:
 async def _thread(runtime: Runtime, thread_id: str, agent: str,
                   session: SessionRecord | None, *, with_values: bool) -> dict[str, Any]:
     last = await _last_run(runtime, agent, session.key) if session else None
-    created = session.created_at if session else 0.0
+    # A thread that has run nothing is not stored (its session begins with its first
+    # message): it is as new as the request (it said 1970-01-01).
+    created = session.created_at if session else time.time()
     values: dict[str, Any] = {"messages": []}
     if with_values and session is not None:
         values = await _values.of(runtime, session.id)
@@ -312,6 +316,40 @@ async def get_state(thread_id: str, request: Request) -> Response:
     """The thread's messages (its state's ``values``); the checkpoint id is the
     session's last seq."""
     return json_response(await _state(request, thread_id))
+
+
+async def _state_at(request: Request, thread_id: str, checkpoint_id: str | None
+                    ) -> dict[str, Any]:
+    """The state at ``checkpoint_id``: only the latest is kept (its id is the
+    session's last seq), so another is not found; none: the latest."""
+    state = await _state(request, thread_id)
+    if checkpoint_id not in (None, "", state["checkpoint_id"]):
+        raise CheckpointNotFound(
+            f"checkpoint {checkpoint_id!r} of thread {thread_id!r} is not kept: agentd "
+            f"keeps a thread's latest state ({state['checkpoint_id']}); restore its "
+            "session to any seq through agentd's own API")
+    return state
+
+
+@router.get("/threads/{thread_id}/state/{checkpoint_id}")
+async def get_state_at(thread_id: str, checkpoint_id: str, request: Request) -> Response:
+    """The state at a checkpoint, by id (the SDK's ``get_state(checkpoint_id=...)``)."""
+    return json_response(await _state_at(request, thread_id, checkpoint_id))
+
+
+@router.post("/threads/{thread_id}/state/checkpoint")
+async def post_state_at(thread_id: str, request: Request) -> Response:
+    """The state at a checkpoint given whole (the SDK's ``get_state(checkpoint=...)``,
+    which RemoteGraph's ``get_state`` sends)."""
+    body = await json_body(request)
+    checkpoint = body.get("checkpoint") if isinstance(body, dict) else None
+    if not isinstance(checkpoint, dict):
+        raise InvalidInput("checkpoint must be an object", field="body.checkpoint")
+    wanted = checkpoint.get("checkpoint_id")
+    if wanted is not None and not isinstance(wanted, str):
+        raise InvalidInput("checkpoint.checkpoint_id must be a string",
+                           field="body.checkpoint.checkpoint_id")
+    return json_response(await _state_at(request, thread_id, wanted))
 
 
 @router.post("/threads/{thread_id}/history")
