@@ -5,10 +5,12 @@ Nothing is read at import time; call :func:`load_settings`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
 import socket
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "AuditConfig",
     "BrowserConfig",
     "Budget",
+    "ConfigFileError",
     "Limit",
     "ProviderLimits",
     "RunLimit",
@@ -121,16 +124,20 @@ class AdaptersConfig(_Strict):
 
 
 class TermoConfig(_Strict):
-    """termo-agent's HTTP routes (``/api/send``, ...) for one adapter-backed agent
-    (``agentd serve --adapter``; agentd.protocols.termo, docs/termo.md).
+    """termo-agent's HTTP routes (``/api/send``, ...) for one agent: adapter-backed
+    (``agentd serve --adapter``) or a native agentd agent (``agentd serve --termo``;
+    agentd.protocols.termo, docs/termo.md).
 
     Naming an adapter here (or on the command line) allows exactly that object: the
     operator named it, so ``[adapters] allow`` need not list it.
     """
 
     #: ``MODULE:OBJECT`` (or ``MODULE``, meaning ``MODULE:Adapter`` as termo-agent
-    #: loads it); None: no ``/api/*`` routes.
+    #: loads it); None: no adapter (the routes serve a native agent if ``enabled``).
     adapter: str | None = None
+    #: Serve the routes for ``agent`` as the agentd agent it is (its own model, tools
+    #: and settings; created with the defaults if missing). An ``adapter`` implies it.
+    enabled: bool = False
     #: The agent serving them (created, or pointed at the adapter, at start-up).
     agent: str = "agent"
     #: One more bearer token accepted on the termo routes only (termo-agent's
@@ -154,6 +161,11 @@ class TermoConfig(_Strict):
             raise ValueError(f"invalid adapter name {value!r}: use MODULE:OBJECT (a dotted "
                              "module path and an object name) or MODULE")
         return target
+
+    @property
+    def served(self) -> bool:
+        """Whether the daemon serves termo-agent's routes."""
+        return self.enabled or self.adapter is not None
 
 
 class ProviderLimits(_Strict):
@@ -675,8 +687,34 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / "agentd.toml")
+        toml = _TomlFile(settings_cls, default_home() / "agentd.toml")
         return (init_settings, env_settings, dotenv_settings, toml)
+
+
+class ConfigFileError(ValueError):
+    """agentd.toml is not TOML, or names a setting agentd does not have."""
+
+
+class _TomlFile(TomlConfigSettingsSource):
+    """agentd.toml, refused whole when it is not TOML (the parser's own message, with
+    the file's path: it was a 150-line traceback) or names a top-level key that is no
+    setting (it was ignored, while an unknown key inside a table was refused: a typo
+    such as ``prot = 5`` left the port as it was, silently)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(f"{path} is not valid TOML: {exc}") from None
+        known = set(settings_cls.model_fields)
+        unknown = sorted(set(self.toml_data) - known)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigFileError(f"{path}: unknown setting(s) {', '.join(hints)}; see "
+                                  "docs/configuration.md")
 
 
 def load_settings(**overrides: Any) -> Settings:

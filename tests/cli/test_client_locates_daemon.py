@@ -50,3 +50,34 @@ def test_a_bad_port_is_a_client_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with Client("http://127.0.0.1:1") as client:
         assert client.base_url == "http://127.0.0.1:1"
 
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("prot = 5\n", "unknown setting(s) 'prot' (did you mean 'port'?)"),
+    ("port = 9123\nconsol = false\n", "'consol' (did you mean 'console'?)"),
+    ("[webhooks\n", "is not valid TOML: Expected ']'"),
+    ('port = "x\n', "is not valid TOML"),
+])
+def test_a_config_file_agentd_cannot_read_is_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, said: str) -> None:
+    """A typo in agentd.toml: one line naming the file and the problem, from the
+    client, every CLI command and the daemon (it was a 150-line traceback; an unknown
+    top-level key was ignored while one inside a table was refused)."""
+    from typer.testing import CliRunner
+
+    from agentd.cli import app
+    from agentd.server.daemon import run
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "agentd.toml").write_text(text)
+    monkeypatch.setenv("AGENTD_HOME", str(home))
+    for var in ("AGENTD_URL", "AGENTD_PORT", "AGENTD_HOST", "AGENTD_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ClientError, match="invalid agentd configuration") as caught:
+        Client()
+    assert said in str(caught.value) and str(home / "agentd.toml") in str(caught.value)
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code != 0 and said in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) <= 3
+    assert run() == 2  # the daemon refuses to start, saying why on stderr

@@ -94,10 +94,12 @@ def load_settings_or_fail() -> Settings:
     """The daemon's settings (env, .env, agentd.toml), or a clean error."""
     from pydantic import ValidationError
 
-    from agentd.config import load_settings
+    from agentd.config import ConfigFileError, load_settings
 
     try:
         return load_settings()
+    except ConfigFileError as exc:
+        fail(f"invalid agentd configuration: {exc}")
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

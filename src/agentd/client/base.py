@@ -69,10 +69,12 @@ def locate_daemon() -> tuple[str, str | None]:
     # client stays light to import.
     from pydantic import ValidationError
 
-    from agentd.config import load_settings
+    from agentd.config import ConfigFileError, load_settings
 
     try:
         settings = load_settings()
+    except ConfigFileError as exc:
+        raise ClientError(f"invalid agentd configuration: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())

@@ -21,7 +21,7 @@ from typing import IO, Any
 import uvicorn
 from pydantic import ValidationError
 
-from agentd.config import Settings, load_settings
+from agentd.config import ConfigFileError, Settings, load_settings
 from agentd.security.tokens import ensure_home, undumpable
 from agentd.server.app import create_app
 
@@ -91,10 +91,14 @@ def run(host: str | None = None, port: int | None = None,
     settings to use (``agentd serve --adapter``)."""
     try:
         settings = load_settings(host=host, port=port, termo=termo)
-    except ValidationError as exc:
+    except (ValidationError, ConfigFileError) as exc:
         print(f"agentd: invalid settings: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings)
+    # At once: the checks and the store's opening below take seconds on a first start
+    # (it was silent for about 9 s).
+    log.info("agentd %s starting (home %s): checking the sandbox, opening the store",
+             _version(), settings.home)
     # Whatever the daemon writes (the database, its WAL, logs, snapshots, the token)
     # is for its own user only.
     os.umask(0o077)
@@ -133,6 +137,10 @@ def run(host: str | None = None, port: int | None = None,
     settings.pid_file.write_text(str(os.getpid()))
     log.info("agentd %s: store %s, home %s, http://%s:%d", _version(), _redact(
         settings.database_url), settings.home, settings.host, settings.port)
+    if settings.console:
+        log.info("the console: http://%s:%d/ui/ (sign in with %s)", settings.host,
+                 settings.port, "a token of AGENTD_TOKEN / tokens" if settings.named_tokens()
+                 else f"the token in {settings.token_file}")
     try:
         server.run()
     finally:
