@@ -128,9 +128,13 @@ def serve(
         "--adapter", metavar="MODULE:OBJECT",
         help="Serve termo-agent's routes (/api/send, ...) for one agent backed by this "
              "adapter (MODULE alone: MODULE:Adapter). Naming it allows it.")] = None,
+    native: Annotated[bool, typer.Option(
+        "--termo", help="Serve termo-agent's routes for a native agentd agent (--agent; "
+                        "its own model, tools and settings), without an adapter.")] = False,
     agent: Annotated[str | None, typer.Option(
-        "--agent", help="The agent --adapter serves (created if missing). [dim]\\[default: "
-                        "agent in agentd.toml's termo section, else 'agent'][/]")] = None,
+        "--agent", help="The agent --adapter or --termo serves (created if missing). "
+                        "[dim]\\[default: agent in agentd.toml's termo section, else "
+                        "'agent'][/]")] = None,
     termo_token: Annotated[str | None, typer.Option(
         "--termo-token", envvar="TERMO_TOKEN", show_envvar=True,
         help="One more bearer token accepted on termo-agent's routes only "
@@ -144,21 +148,28 @@ def serve(
 
     Logs go to the terminal. Use [bold]agentd start[/] to run it in the background.
     With [bold]--adapter[/], termo-agent's HTTP routes serve one adapter-backed agent
-    beside agentd's API (docs/termo.md).
+    beside agentd's API; with [bold]--termo[/], one native agent (docs/termo.md).
 
     [bold]Examples[/]
       $ agentd serve
       $ agentd serve --host 0.0.0.0 --port 9000   [dim]# set AGENTD_TOKEN first[/]
       $ agentd serve --adapter my_agent:Adapter --port 8080
+      $ agentd serve --termo --agent support --port 8080
     """
     settings = load_settings_or_fail()
-    if agent is not None and adapter is None and settings.termo.adapter is None:
-        fail("--agent names the agent --adapter serves: give --adapter too (or "
-             "[termo] adapter in agentd.toml)")
+    if (agent is not None and adapter is None and not native
+            and not settings.termo.served):
+        fail("--agent names the agent --adapter or --termo serves: give one of them too "
+             "(or [termo] adapter / enabled in agentd.toml)")
+    if config is not None and native and adapter is None and settings.termo.adapter is None:
+        fail("--config is passed to an adapter's initialize(): --termo serves a native "
+             "agent, which has none")
     termo: dict[str, Any] | None = None
-    if adapter is not None or agent is not None or (
-            (termo_token or config) and settings.termo.adapter is not None):
+    if adapter is not None or agent is not None or native or (
+            (termo_token or config) and settings.termo.served):
         termo = settings.termo.model_dump()
+        if native:
+            termo["enabled"] = True
         if adapter is not None:
             termo["adapter"] = adapter
         if agent is not None:

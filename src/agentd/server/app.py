@@ -345,8 +345,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
     app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal)
-    if settings.termo.adapter is not None:
-        # termo-agent's routes (agentd serve --adapter): outside the stack above,
+    if settings.termo.served:
+        # termo-agent's routes (agentd serve --adapter / --termo): outside the stack above,
         # answering its own paths with its own shapes and auth (docs/termo.md).
         from agentd.protocols.termo import Termo, TermoDoor
 

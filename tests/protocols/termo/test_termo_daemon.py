@@ -143,6 +143,39 @@ def test_config_reaches_initialize_and_toml_names_the_adapter(
     assert sent.json()["response"] == "echo[0]: yo"
 
 
+def test_termo_serves_a_native_agent(spawn_agentd: SpawnAgentd) -> None:
+    """`agentd serve --termo --agent NAME`: termo-agent's routes for an agentd agent
+    of its own (its model, tools and settings), so a termo client can talk to any
+    agent; a non-streamed send is one whole run, a streamed one termo's frames."""
+    daemon = spawn_agentd("--termo", "--agent", "helper")
+    admin = {"Authorization": f"Bearer {read_token(daemon.home)}"}
+    agent = httpx.get(f"{daemon.url}/v1/agents/helper", headers=admin, timeout=30).json()
+    assert agent["model"] == "scripted"  # created with the defaults: no adapter
+    httpx.patch(f"{daemon.url}/v1/agents/helper", headers=admin, timeout=30,
+                json={"tools": ["calculator"]}).raise_for_status()
+    got = httpx.post(f"{daemon.url}/api/send", headers=AUTH, timeout=30,
+                     json={"message": "hello", "session_key": "u:1"})
+    assert got.status_code == 200, got.text
+    assert got.json() == {"response": "echo: hello", "session_key": "u:1"}
+    with httpx.stream("POST", f"{daemon.url}/api/send", headers=AUTH, timeout=30,
+                      json={"message": '/tool calculator {"expression": "6*7"}',
+                            "session_key": "u:1", "stream": True}) as stream:
+        body = "".join(stream.iter_text())
+    kinds = [f.get("type") for f in frames(body)]
+    assert "tool_start" in kinds and "tool_end" in kinds and kinds[-1] == "done", kinds
+    assert history(daemon.url, "u:1")[:2] == [
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": "echo: hello"}]
+    tools = httpx.get(f"{daemon.url}/api/tools", headers=AUTH, timeout=30).json()
+    assert [t["name"] for t in tools] == ["calculator"]
+    config = httpx.get(f"{daemon.url}/api/config", headers=AUTH, timeout=30).json()
+    assert config["name"] == "helper" and config["model"] == "scripted"
+    restarted = httpx.post(f"{daemon.url}/api/restart", headers=AUTH, timeout=30)
+    assert restarted.json() == {"status": "ok"}
+    # The termo token opens these routes only, and only for this agent.
+    assert httpx.get(f"{daemon.url}/v1/agents", headers=AUTH, timeout=30
+                     ).status_code == 401
+
+
 def test_without_adapter_there_are_no_termo_routes(spawn_agentd: SpawnAgentd) -> None:
     daemon = spawn_agentd()
     token = {"Authorization": f"Bearer {read_token(daemon.home)}"}

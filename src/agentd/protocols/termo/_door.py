@@ -1,4 +1,5 @@
-"""termo-agent's HTTP routes for one adapter-backed agent, mounted on the daemon.
+"""termo-agent's HTTP routes for one agent (adapter-backed, or a native agentd agent:
+``agentd serve --termo``), mounted on the daemon.
 
 :class:`TermoDoor` is a pure ASGI middleware, outermost in the daemon's stack: a
 request for one of termo-agent's routes (or the adapter's extra routes) is answered
@@ -97,10 +98,11 @@ class Termo:
                  principals: Mapping[str, Principal] | None = None,
                  book: Callable[[Scope], NamedTokens | None] | None = None) -> None:
         config = settings.termo
-        if config.adapter is None:
-            raise ValueError("termo: no adapter configured")
+        if not config.served:
+            raise ValueError("termo: neither an adapter nor enabled")
         self.agent = config.agent
-        self.model = f"adapter:{config.adapter}"
+        #: None: a native agent, with its own model (``agentd serve --termo``).
+        self.model = f"adapter:{config.adapter}" if config.adapter is not None else None
         self.config_path = config.config
         self.timeout_s = settings.adapters.timeout_s
         self.max_body = settings.max_body_bytes
@@ -145,17 +147,20 @@ class Termo:
         try:
             agent = await runtime.stored_agent(self.agent)
         except AgentNotFound:
-            agent = await runtime.create_agent(name=self.agent, model=self.model)
+            agent = await (runtime.create_agent(name=self.agent, model=self.model)
+                           if self.model is not None
+                           else runtime.create_agent(name=self.agent))
         else:
-            if agent.model != self.model:
+            if self.model is not None and agent.model != self.model:
                 agent = await runtime.update_agent(self.agent, {"model": self.model})
         if agent.state == "created":
             # Running now, not at its first message: that send then returns as soon
             # as its run is handed over, before the stream subscribes (no token missed).
             await runtime.set_state(self.agent, "resume")
         runtime.keep_awake(self.agent)
-        await runtime.configure_adapter(self.agent, self.config_path)
-        await self._adapter_of(runtime)
+        if self.model is not None:
+            await runtime.configure_adapter(self.agent, self.config_path)
+            await self._adapter_of(runtime)
         self._ready = True
 
     async def _ensure(self, runtime: Any) -> None:
@@ -168,7 +173,10 @@ class Termo:
                 await self.prepare(runtime)
 
     async def _adapter_of(self, runtime: Any) -> Any:
-        """The agent's adapter (a fresh one after a restart: its routes re-read)."""
+        """The agent's adapter (a fresh one after a restart: its routes re-read); None
+        for a native agent (every hook absent: the door's own answers)."""
+        if self.model is None:
+            return None
         adapter = await runtime.adapter_of(self.agent)
         if adapter is not self._adapter:
             extras: list[ExtraRoute] = []
@@ -474,8 +482,15 @@ class Termo:
 
     async def tools(self, request: Request, runtime: Any, _: dict[str, str]) -> Response:
         hook = await self._hook(runtime, "list_tools")
-        # An adapter-backed agent has no agentd tools: its framework brings its own.
-        return _json(await hook() if hook is not None else [])
+        if hook is not None:
+            return _json(await hook())
+        if self.model is not None:
+            # An adapter-backed agent has no agentd tools: its framework brings its own.
+            return _json([])
+        # A native agent's: its tools as the model sees them (name, description).
+        agent = await runtime.stored_agent(self.agent)
+        return _json([{"name": spec.name, "description": spec.description}
+                      for spec in runtime.tools.resolve(list(agent.tools))])
 
     async def get_memory(self, request: Request, runtime: Any, _: dict[str, str]
                          ) -> Response:
@@ -577,9 +592,13 @@ class Termo:
         hook = await self._hook(runtime, "restart")
         if hook is not None:
             await hook()
-        else:
+        elif self.model is not None:
             # agentd's restart of an adapter: shut down now, a fresh one next time.
             await runtime.restart_adapter(self.agent)
+        else:
+            # A native agent holds nothing in memory a restart would renew: its state
+            # is its log, read again at each run.
+            return _json({"status": "ok"})
         return _json({"status": "restarting"})
 
 
