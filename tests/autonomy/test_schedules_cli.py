@@ -33,7 +33,11 @@ def _agent(url: str, name: str) -> None:
 
 
 def test_add_list_show_next_pause_resume_delete(cli: Invoke, live_url: str,  # noqa: F811
-                                                agent_name: str) -> None:  # noqa: F811
+                                                agent_name: str,  # noqa: F811
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wide terminal: the list shows the session and content from 120 columns
+    # (tests/cli/test_cli_widths.py has it at 80).
+    monkeypatch.setenv("COLUMNS", "160")
     _agent(live_url, agent_name)
     made = cli("schedule", "add", agent_name, "Morning summary", "--cron", "0 9 * * 1-5",
                "--tz", "Europe/Berlin", "--session", "daily", "--json")

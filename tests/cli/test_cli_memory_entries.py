@@ -179,8 +179,10 @@ def test_bad_input_is_one_error_line(cli: Invoke, agent_name: str, tmp_path: Pat
     # A 422 from the daemon names the field and says what is wrong with it.
     line = one_error_line(cli("memory", "remember", agent_name, "x", "--tag", "t" * 65))
     assert "invalid_input" in line and "tags.0" in line and "at most 64" in line
-    line = one_error_line(cli("memory", "remember", agent_name, "x", "-n", "team"))
+    line = one_error_line(cli("memory", "remember", agent_name, "x", "-N", "team"))
     assert "namespace_not_allowed" in line
+    # -n is a limit, as in every other command (it was the namespace here).
+    assert cli("memory", "search", agent_name, "x", "-n", "3").exit_code == 0
     bad_meta = cli("memory", "remember", agent_name, "x", "--meta", "novalue")
     assert bad_meta.exit_code == 2 and "KEY=VALUE" in bad_meta.output
     assert "Traceback" not in bad_meta.output

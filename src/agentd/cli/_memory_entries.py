@@ -50,20 +50,26 @@ def _tags(item: dict[str, Any]) -> Text:
     return Text(", ".join(str(t) for t in item.get("tags") or []))
 
 
-def entries_table(items: list[dict[str, Any]], *, scores: bool = False) -> Table:
+def entries_table(items: list[dict[str, Any]], *, scores: bool = False,
+                  width: int = 200) -> Table:
     """One line per entry, its content clipped to the terminal (a NAMESPACE column only
-    when one of them is shared); ``agentd memory entry`` shows the whole of one."""
-    shared = any(item.get("namespace") for item in items)
+    when one of them is shared); ``agentd memory entry`` shows the whole of one. Under
+    110 columns the content takes the room of the date, tags and namespace (at 80 it
+    was left 16 characters)."""
+    narrow = width < 110
+    shared = any(item.get("namespace") for item in items) and not narrow
     table = Table(show_edge=False, pad_edge=False)
     # Never clipped: it is what `entry` and `forget` take.
     table.add_column("ID", no_wrap=True,
                      min_width=max(len(str(item.get("id", ""))) for item in items))
     if scores:
         table.add_column("SCORE", justify="right", no_wrap=True, min_width=5)
-    table.add_column("DATE", style="dim", no_wrap=True, min_width=10)
+    if not narrow:
+        table.add_column("DATE", style="dim", no_wrap=True, min_width=10)
     if shared:
         table.add_column("NAMESPACE", no_wrap=True, max_width=16)
-    table.add_column("TAGS", max_width=24)
+    if not narrow:
+        table.add_column("TAGS", max_width=24)
     # Wrappable, so the table gives it what the other columns leave; one line anyway,
     # the Text itself being no_wrap.
     table.add_column("CONTENT")
@@ -71,10 +77,13 @@ def entries_table(items: list[dict[str, Any]], *, scores: bool = False) -> Table
         row: list[Text | str] = [Text(str(item.get("id", "")))]
         if scores:
             row.append(f"{float(item.get('score') or 0.0):.2f}")
-        row.append(when(item.get("created_at"))[:10])
+        if not narrow:
+            row.append(when(item.get("created_at"))[:10])
         if shared:
             row.append(Text(str(item.get("namespace") or "")))
-        row += [_tags(item), _content_cell(item)]
+        if not narrow:
+            row.append(_tags(item))
+        row.append(_content_cell(item))
         table.add_row(*row)
     return table
 
@@ -117,7 +126,7 @@ def remember(
         help="Metadata (repeat for more); VALUE is JSON when it parses, else text.",
         show_default=False)] = None,
     namespace: Annotated[str | None, typer.Option(
-        "--namespace", "-n", metavar="NS",
+        "--namespace", "-N", metavar="NS",
         help="A shared namespace in the agent's settings.memory.namespaces.",
         show_default=False)] = None,
     tainted: Annotated[bool, typer.Option(
@@ -155,9 +164,9 @@ def entries(
     agent: AgentArg,
     tag: TagOption = None,
     namespace: Annotated[str | None, typer.Option(
-        "--namespace", "-n", metavar="NS", help="Only this shared namespace.",
+        "--namespace", "-N", metavar="NS", help="Only this shared namespace.",
         show_default=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, metavar="N",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, metavar="N",
                                        help="At most this many.")] = 50,
     before: Annotated[str | None, typer.Option(
         "--before", metavar="ID", help="The page after this entry (the hint the last "
@@ -186,7 +195,7 @@ def entries(
                                                   else f" for {agent} yet"), style="dim"),
                       soft_wrap=True)
         return
-    console.print(entries_table(items))
+    console.print(entries_table(items, width=console.width))
     if page.get("next_before"):
         console.print(Text(f"more: agentd memory entries {agent} --before "
                            f"{page['next_before']}", style="dim"), soft_wrap=True)
@@ -243,7 +252,7 @@ def search(
     agent: AgentArg,
     query: Annotated[str, typer.Argument(metavar="QUERY", help="What to look for.",
                                          show_default=False)],
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100, metavar="N",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, metavar="N",
                                        help="At most this many results.")] = 10,
     tag: Annotated[list[str] | None, typer.Option(
         "--tag", "-t", metavar="TAG", help="Only entries having this tag (repeat: all of "
@@ -252,7 +261,7 @@ def search(
         "--any-tag", metavar="TAG", help="Only entries having one of these tags (repeat).",
         show_default=False)] = None,
     namespace: Annotated[list[str] | None, typer.Option(
-        "--namespace", "-n", metavar="NS",
+        "--namespace", "-N", metavar="NS",
         help="Search this namespace (repeat; '' is the agent's own). Default: its own and "
              "every shared one in its settings.", show_default=False)] = None,
     vector_weight: Annotated[float | None, typer.Option(
@@ -278,7 +287,8 @@ def search(
     elif not results:
         out().print(Text("no matching entries", style="dim"), soft_wrap=True)
     else:
-        out().print(entries_table(results, scores=True))
+        console = out()
+        console.print(entries_table(results, scores=True, width=console.width))
 
 
 def _consolidation_line(done: dict[str, Any]) -> str:

@@ -115,22 +115,35 @@ def decide(
 
 def runs_table(found: list[dict[str, Any]], width: int = 200) -> Table:
     """One line per run. The input is shown when ``width`` leaves room for it (the
-    other columns take about 100 characters); cut, never wrapped."""
+    other columns take about 100 characters), the time under 120 columns not; cut,
+    never wrapped, the run id and status never cut."""
     room = width - 100
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("RUN", style="bold", no_wrap=True)
-    table.add_column("AGENT", no_wrap=True, overflow="ellipsis")
-    table.add_column("SESSION", no_wrap=True, overflow="ellipsis")
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("STEPS", justify="right", no_wrap=True)
-    table.add_column("CREATED", style="dim", no_wrap=True)
+    # Whole, however narrow the terminal (the others give way): an id is to be copied
+    # into `agentd run`, and at 80 columns it was cut to "r_01a2…".
+    longest = max((len(str(run.get("id", ""))) for run in found), default=3)
+    table.add_column("RUN", style="bold", no_wrap=True, min_width=longest)
+    narrow = width < 120
+    table.add_column("AGENT", no_wrap=True, overflow="ellipsis",
+                     max_width=8 if narrow else None)
+    table.add_column("SESSION", no_wrap=True, overflow="ellipsis",
+                     max_width=9 if narrow else None)
+    statuses = max((len(str(run.get("status", ""))) for run in found), default=6)
+    table.add_column("STATUS", no_wrap=True, min_width=statuses)
+    table.add_column("STEPS", justify="right", no_wrap=True, min_width=5)
+    # Under 120 columns the id and status take the room (`agentd run ID` has the time).
+    dated = not narrow
+    if dated:
+        table.add_column("CREATED", style="dim", no_wrap=True)
     if room >= 12:
         table.add_column("INPUT", no_wrap=True, overflow="ellipsis", max_width=room)
     for run in found:
         cells: list[Any] = [
             Text(str(run.get("id", ""))), Text(short(str(run.get("agent", "")), 16)),
             Text(short(str(run.get("session", "")), 24)), status_text(run.get("status")),
-            str(run.get("steps", "")), when(run.get("created_at"))]
+            str(run.get("steps", ""))]
+        if dated:
+            cells.append(when(run.get("created_at")))
         if room >= 12:
             cells.append(Text(short(str(run.get("input", "")), 60)))
         table.add_row(*cells)

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, fail, out
-from agentd.cli._render import short
+from agentd.cli._render import short, when
 
 __all__ = ["schedule_app"]
 
@@ -45,20 +45,39 @@ def _state(item: dict[str, Any]) -> Text:
                 style="yellow")
 
 
-def _table(items: list[dict[str, Any]]) -> Table:
+def _table(items: list[dict[str, Any]], width: int = 200) -> Table:
+    """One line per schedule, never wrapped: the id whole (to copy into `schedule
+    show`), each header whole; under 120 columns the session and content are left out
+    (`schedule show ID` has them). At 80 columns the headers had shrunk to "…" and the
+    content wrapped a letter a line."""
+    wide = width >= 120
+    # One agent's (`schedule list AGENT`) need not say whose they are when narrow.
+    agents = wide or len({item["agent"] for item in items}) > 1
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("AGENT", no_wrap=True)
-    table.add_column("WHEN")
-    table.add_column("NEXT", no_wrap=True)
-    table.add_column("STATE")
-    table.add_column("SESSION")
-    table.add_column("CONTENT")
+    longest = max((len(str(item["id"])) for item in items), default=2)
+    table.add_column("ID", no_wrap=True, min_width=longest)
+    if agents:
+        table.add_column("AGENT", no_wrap=True, overflow="ellipsis", min_width=5,
+                         max_width=24 if wide else 10)
+    timings = max((len(_timing(item)) for item in items), default=4)
+    table.add_column("WHEN", no_wrap=True, overflow="ellipsis",
+                     min_width=min(timings, 40) if wide else 4)
+    table.add_column("NEXT (UTC)", no_wrap=True, min_width=10)
+    table.add_column("STATE", no_wrap=True, overflow="ellipsis", min_width=7)
+    if wide:
+        table.add_column("SESSION", no_wrap=True, overflow="ellipsis", min_width=7)
+        table.add_column("CONTENT", no_wrap=True, overflow="ellipsis", min_width=7)
     for item in items:
-        table.add_row(Text(str(item["id"])), Text(str(item["agent"])),
-                      Text(_timing(item)), Text(str(item.get("next_fire_at") or "-")),
-                      _state(item), Text(str(item.get("session") or "(new each fire)")),
-                      Text(short(str(item.get("content") or ""), 60)))
+        nxt = when(item.get("next_fire_at")) or "-"
+        cells = [Text(str(item["id"]))]
+        if agents:
+            cells.append(Text(str(item["agent"])))
+        cells += [Text(_timing(item)), Text(nxt if wide else nxt[5:16] or "-"),
+                  _state(item)]
+        if wide:
+            cells += [Text(str(item.get("session") or "(new each fire)")),
+                      Text(short(str(item.get("content") or ""), 60))]
+        table.add_row(*cells)
     return table
 
 
@@ -68,8 +87,8 @@ def _show(item: dict[str, Any]) -> None:
                   soft_wrap=True)
     console.print(Text("state: ") + _state(item), soft_wrap=True)
     console.print(Text(f"next: {item.get('next_fire_at') or '-'}"), soft_wrap=True)
-    for when in item.get("next") or []:
-        console.print(Text(f"  {when}"), soft_wrap=True)
+    for at in item.get("next") or []:
+        console.print(Text(f"  {at}"), soft_wrap=True)
     console.print(Text(f"session: {item.get('session') or '(a new one each fire)'}; "
                        f"overlap: {item.get('overlap')}; missed: {item.get('missed')}; "
                        f"fires: {item.get('fires')}, missed: {item.get('missed_count')}, "
@@ -148,7 +167,8 @@ def list_(
     elif not items:
         out().print("no schedules")
     else:
-        out().print(_table(items))
+        console = out()
+        console.print(_table(items, console.width))
 
 
 @schedule_app.command("show")
