@@ -432,6 +432,12 @@ def test_a_fresh_daemon_makes_its_token_and_keeps_its_files_private(
                             capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0, listed.stderr
     assert [a["name"] for a in json.loads(listed.stdout)] == ["demo"]
+    # Its log says at once that it is starting (a first start was silent for ~9 s),
+    # then where the console is and which token signs in to it.
+    lines = daemon.log().splitlines()
+    assert any("starting" in line for line in lines[:3]), lines[:3]
+    console = next(line for line in lines if "the console:" in line)
+    assert f"{daemon.url}/ui/" in console and str(token_file) in console, console
 
 
 def test_without_auth_it_binds_to_loopback_only(spawn: Spawn) -> None:

@@ -33,6 +33,22 @@ async def test_the_console_is_public_and_the_api_is_not(settings: Settings,
         assert (await anonymous.get("/v1/agents")).status_code == 401
 
 
+async def test_the_daemons_root_points_to_the_console(settings: Settings,
+                                                       runtime: Runtime) -> None:
+    """It was a 401 naming nothing: a browser is sent to the console, anything else
+    told where things are; nothing of the daemon's state is in it."""
+    async with asgi_client(settings, runtime) as anonymous:
+        del anonymous.headers["Authorization"]
+        browser = await anonymous.get("/", headers={"Accept": "text/html,*/*"})
+        assert browser.status_code == 307 and browser.headers["location"] == "/ui/"
+        index = await anonymous.get("/")
+        assert index.status_code == 200
+        assert index.json() == {"console": "/ui/", "api": "/v1",
+                                "openapi": "/openapi.json", "health": "/health"}
+        # Only the root: a path below it still needs the token.
+        assert (await anonymous.get("/anything")).status_code == 401
+
+
 async def test_console_off_serves_nothing_and_opens_nothing(
         settings: Settings, runtime: Runtime) -> None:
     off = settings.model_copy(update={"console": False})
@@ -40,6 +56,7 @@ async def test_console_off_serves_nothing_and_opens_nothing(
         del anonymous.headers["Authorization"]
         assert (await anonymous.get("/ui/")).status_code == 401
         assert (await anonymous.get("/ui/assets/app.js")).status_code == 401
+        assert (await anonymous.get("/")).status_code == 401
     async with asgi_client(off, runtime) as client:
         assert (await client.get("/ui/")).status_code == 404
 

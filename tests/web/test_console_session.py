@@ -75,6 +75,9 @@ def test_a_new_session_streams_its_reply_token_by_token(page: Any, daemon: Daemo
     log = log_of(api, "talker", "user:1")
     assert log[0]["kind"] == "message.user"
     assert log[0]["data"]["content"] == "first line\nsecond line"
+    # A person typing is scheduled ahead of batch work (it was background).
+    run = api.get(f"/v1/runs/{log[0]['run_id']}").json()
+    assert run["priority"] == "interactive", run
     # The timeline has the model call with its usage and queue wait.
     step = page.locator("#pane-timeline .step-message-assistant")
     step.wait_for()

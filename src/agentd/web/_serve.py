@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 __all__ = ["ASSETS", "PREFIX", "PUBLIC_PATHS", "SECURITY_HEADERS", "install"]
 
@@ -17,7 +17,7 @@ PREFIX = "/ui"
 #: The console's files, inside the package.
 ASSETS = Path(__file__).parent / "assets"
 #: What the bearer check lets through without a token: the page and its files only.
-PUBLIC_PATHS = (PREFIX, PREFIX + "/", PREFIX + "/assets/*")
+PUBLIC_PATHS = ("/", PREFIX, PREFIX + "/", PREFIX + "/assets/*")
 
 #: On every console response. The policy allows the daemon's own scripts, styles,
 #: images and connections (fetch and SSE to the API) and nothing else: no inline
@@ -91,6 +91,16 @@ def install(app: FastAPI, root: Path = ASSETS) -> None:
                             headers=SECURITY_HEADERS)
         return _answer(request, found)
 
+    async def home(request: Request) -> Response:
+        # The daemon's root points to the console: a browser is sent there, anything
+        # else told where things are (it was a 401 that named nothing).
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(PREFIX + "/", status_code=307)
+        return JSONResponse({"console": PREFIX + "/", "api": "/v1",
+                             "openapi": "/openapi.json", "health": "/health"},
+                            headers=SECURITY_HEADERS)
+
+    app.add_route("/", home, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route(PREFIX, slash, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route(PREFIX + "/", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route(PREFIX + "/assets/{path:path}", asset, methods=["GET", "HEAD"],

@@ -114,8 +114,11 @@ function renderSignIn(root) {
     h("h1", "Sign in to the console"),
     h("label", { for: "token" }, "Token"),
     input,
+    // (The page is public: it does not say where this daemon's home is.)
     h("p.hint#signin-help", "The daemon's token (", h("code", "cat ~/.agentd/token"),
-      ", or one of ", h("code", "tokens"), " in agentd.toml). It stays in this tab only."),
+      ", or the ", h("code", "token"), " file in ", h("code", "$AGENTD_HOME"),
+      " if the daemon runs with one, or one of ", h("code", "tokens"),
+      " in agentd.toml). It stays in this tab only."),
     error,
     button);
   form.addEventListener("submit", async (event) => {

@@ -338,7 +338,10 @@ export async function render(root, { agent, key }, ctx) {
     }
     sendButton.disabled = true;
     try {
-      await post(`${base}/messages`, { content, mode: mode.value, wait: false });
+      // A person is waiting on the answer, though the page follows it on the live
+      // feed rather than in this request: interactive, ahead of batch work (without
+      // wait it was the agent's default, background).
+      await post(`${base}/messages`, { content, mode: mode.value, wait: false, priority: "interactive" });
       textarea.value = "";
       if (!exists && !closed) await restart();
     } catch (e) {
