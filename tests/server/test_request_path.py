@@ -214,6 +214,18 @@ async def test_json_nested_too_deep_is_a_4xx(client: httpx.AsyncClient, path: st
     assert (await client.get("/v1/agents")).json() == before
 
 
+async def test_a_json_body_sent_as_a_form_says_what_content_type_it_needs(
+        client: httpx.AsyncClient) -> None:
+    """What `curl -d '{...}'` sends (docs/channels.md's example did): the 422 said
+    only that the body is not an object."""
+    got = await client.post("/v1/agents", content=b'{"name": "b"}', headers={
+        "content-type": "application/x-www-form-urlencoded"})
+    error = assert_error(got, 422, "invalid_input")
+    assert "Content-Type: application/json" in error["message"], error
+    assert "application/x-www-form-urlencoded" in error["message"]
+    assert_error(await client.get("/v1/agents/b"), 404, "agent_not_found")
+
+
 async def test_64_bit_integers_are_kept_exactly(client: httpx.AsyncClient) -> None:
     # A scripted turn's tool arguments are free-form JSON, stored as sent.
     raw = (b'{"name": "b", "settings": {"script": [{"tool_calls": [{"name": "calculator", '

@@ -327,6 +327,15 @@ def response_for(exc: Exception, scope: Scope | None = None) -> Response:
             message = "request body is not valid JSON" + (f": {reason}" if reason else "")
         else:
             message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        if (scope is not None and not is_json_body(scope)
+                and any(e["field"] == "body" for e in errors)):
+            # The body was never read as JSON (curl -d sends a form's content type):
+            # say so, rather than only that it is not an object.
+            media = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                          if k == b"content-type"), "")
+            message += (f" (the body is read as JSON only with Content-Type: "
+                        f"application/json, and this one is {media[:80]!r}: with curl, "
+                        "add -H 'Content-Type: application/json')")
         err = AgentdError(message, code="invalid_input", details={"errors": errors})
         err.status = 422
         return error_response(err, scope=scope)
