@@ -58,6 +58,29 @@ def conforms(model: type[BaseModel], payload: Any) -> None:
 # -- the document ------------------------------------------------------------------------
 
 
+async def test_every_reference_resolves(openapi: dict[str, Any]) -> None:
+    """A schema-driven client or fuzzer skips a body whose schema points nowhere: the
+    memory entries' body pointed at ``#/components/schemas/EntryBody``, not there."""
+    refs: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.add(ref)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(openapi)
+    schemas = openapi["components"]["schemas"]
+    assert refs and all(r.startswith("#/components/schemas/") for r in refs), refs
+    missing = sorted(r for r in refs if r.rpartition("/")[2] not in schemas)
+    assert missing == []
+
+
 async def test_errors_have_one_schema(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     assert set(schemas["Error"]["properties"]) == {"error"}

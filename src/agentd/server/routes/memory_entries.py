@@ -148,17 +148,24 @@ def _in(body: EntryBody, by: str) -> EntryIn:
 
 
 def _body_schema() -> dict[str, Any]:
+    """The body's schema written out whole: neither model is one of the document's
+    components (the body is parsed by hand), so the batch's items are the single
+    entry's schema itself, not a reference to it (it pointed at
+    ``#/components/schemas/EntryBody``, which was not there)."""
     one = EntryBody.model_json_schema(ref_template="#/components/schemas/{model}")
     many = EntriesBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    many.get("$defs", {}).pop("EntryBody", None)
-    many = {k: v for k, v in many.items() if k != "$defs"}
     one = {k: v for k, v in one.items() if k != "$defs"}
+    many = {k: v for k, v in many.items() if k != "$defs"}
+    many["properties"]["entries"]["items"] = one
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"oneOf": [one, many]}}}}}
 
 
 @router.post("/entries", response_model=WrittenOut | WrittenList,
-             responses=ERRORS(403, 404, 413, 422), openapi_extra=_body_schema())
+             responses={**ERRORS(403, 404, 413, 422), 201: {
+                 "model": WrittenOut | WrittenList,
+                 "description": "Written (200: every entry was a duplicate)"}},
+             openapi_extra=_body_schema())
 async def add_entries(name: str, request: Request) -> Response:
     """Store one entry, or `{"entries": [...]}` (up to 1,000) in one transaction.
     Verbatim, no model call. 201 when something was written, 200 when every entry was
