@@ -54,8 +54,10 @@ async def rt(settings: Settings, tmp_path: Path, pages: int, daemon_port: int
     # The operator lists the pages' server, and (to no avail) the daemon's own port.
     settings.sandbox = settings.sandbox.model_copy(update={"private_endpoints": [
         f"127.0.0.1:{pages}", f"127.0.0.1:{daemon_port}", f"localhost:{daemon_port}"]})
+    # 10 s: a page of the local server loaded in 5.2 s once with the suite's four
+    # workers and Chromium on two cores (test_a_page_holds_no_connection_...).
     settings.browser = BrowserConfig(enabled=True, executable=CHROMIUM,
-                                     navigation_timeout_s=5, action_timeout_s=5,
+                                     navigation_timeout_s=10, action_timeout_s=5,
                                      call_timeout_s=30)
     runtime = await Runtime.open(settings)
     await runtime.create_agent(name="web", model="scripted", tools=TOOLS,
