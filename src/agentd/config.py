@@ -57,6 +57,7 @@ __all__ = [
     "WebhooksConfig",
     "default_home",
     "load_settings",
+    "settings_problem",
 ]
 
 DEFAULT_PORT = 8721
@@ -693,6 +694,18 @@ class Settings(BaseSettings):
 
 class ConfigFileError(ValueError):
     """agentd.toml is not TOML, or names a setting agentd does not have."""
+
+
+def settings_problem(exc: Exception) -> str:
+    """What is wrong with the configuration, on one line: a :class:`ConfigFileError`'s
+    message, or a ValidationError's fields and their problems (the CLI, the client and
+    the daemon all say it so)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors())
+    return str(exc)
 
 
 class _TomlFile(TomlConfigSettingsSource):

@@ -94,17 +94,12 @@ def load_settings_or_fail() -> Settings:
     """The daemon's settings (env, .env, agentd.toml), or a clean error."""
     from pydantic import ValidationError
 
-    from agentd.config import ConfigFileError, load_settings
+    from agentd.config import ConfigFileError, load_settings, settings_problem
 
     try:
         return load_settings()
-    except ConfigFileError as exc:
-        fail(f"invalid agentd configuration: {exc}")
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid agentd configuration: {problems}")
+    except (ConfigFileError, ValidationError) as exc:
+        fail(f"invalid agentd configuration: {settings_problem(exc)}")
 
 
 def target(ctx: typer.Context) -> tuple[str, str | None]:

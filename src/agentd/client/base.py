@@ -69,16 +69,13 @@ def locate_daemon() -> tuple[str, str | None]:
     # client stays light to import.
     from pydantic import ValidationError
 
-    from agentd.config import ConfigFileError, load_settings
+    from agentd.config import ConfigFileError, load_settings, settings_problem
 
     try:
         settings = load_settings()
-    except ConfigFileError as exc:
-        raise ClientError(f"invalid agentd configuration: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in exc.errors())
-        raise ClientError(f"invalid agentd configuration: {problems}") from None
+    except (ConfigFileError, ValidationError) as exc:
+        raise ClientError(f"invalid agentd configuration: {settings_problem(exc)}"
+                          ) from None
     if token is None:
         token = settings.tokens[0] if settings.tokens else read_token(settings.home)
     return local_url(settings.host, settings.port), token

@@ -21,7 +21,7 @@ from typing import IO, Any
 import uvicorn
 from pydantic import ValidationError
 
-from agentd.config import ConfigFileError, Settings, load_settings
+from agentd.config import ConfigFileError, Settings, load_settings, settings_problem
 from agentd.security.tokens import ensure_home, undumpable
 from agentd.server.app import create_app
 
@@ -92,7 +92,7 @@ def run(host: str | None = None, port: int | None = None,
     try:
         settings = load_settings(host=host, port=port, termo=termo)
     except (ValidationError, ConfigFileError) as exc:
-        print(f"agentd: invalid settings: {exc}", file=sys.stderr)
+        print(f"agentd: invalid settings: {settings_problem(exc)}", file=sys.stderr)
         return 2
     _configure_logging(settings)
     # At once: the checks and the store's opening below take seconds on a first start

@@ -113,26 +113,25 @@ def install(app: FastAPI, runtime: Any, *, public_card: str | None = None) -> No
         response = await endpoint(Request(scope, receive))
         await response(scope, receive, send)
 
-    async def card(request: Request) -> Response:
-        rt: Runtime = runtime()
-        if request.path_params["agent"] != public_card:
-            await require_agent(request, request.path_params["agent"])
-        agent = await rt.stored_agent(request.path_params["agent"])
+    async def card_of(request: Request, name: str) -> Response:
+        agent = await runtime().stored_agent(name)  # (unknown or deleted: 404)
         built = await door.get()
         return json_response(built.card(agent.name, str(request.base_url),
                                         request.headers.get(VERSION_HEADER)))
+
+    async def card(request: Request) -> Response:
+        name = request.path_params["agent"]
+        if name != public_card:
+            await require_agent(request, name)
+        return await card_of(request, name)
 
     async def host_card(request: Request) -> Response:
         if public_card is None:
             raise NotFound("no agent card here: this daemon serves one card per agent "
                            f"at {PREFIX}/<agent>{CARD_PATH} ([a2a] public_card names "
                            "an agent to serve here)", code="agent_card_not_found")
-        # Public by the operator's choice: no token, so no scope to check; an agent
-        # deleted since is the same 404 as an unknown one.
-        agent = await runtime().stored_agent(public_card)
-        built = await door.get()
-        return json_response(built.card(agent.name, str(request.base_url),
-                                        request.headers.get(VERSION_HEADER)))
+        # Public by the operator's choice: no token, so no scope to check.
+        return await card_of(request, public_card)
 
     app.router.routes.append(Route(f"{PREFIX}/{{agent}}{CARD_PATH}", endpoint=card,
                                    methods=["GET"], include_in_schema=False))
