@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from tests.conftest import WORKER_UID_BASE, free_port, wait_until
+from tests.conftest import WORKER_UID_BASE, free_port, listening, wait_until
 
 from agentd.config import SandboxConfig, Settings
 from agentd.security.tokens import read_token
@@ -109,6 +109,8 @@ class Daemon:
             if may_retry and "address already in use" in self.log().lower():
                 return "port taken"
             pytest.fail(f"agentd exited with {self.proc.returncode}:\n{self.log()}")
+        if not listening(self.port):  # (cheap: no httpx request until it listens)
+            return ""
         try:
             answer = httpx.get(f"{self.url}/health", timeout=2)
         except httpx.TransportError:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, listening, wait_until
 from tests.daemons import Daemon
 
 import agentd
@@ -49,6 +49,8 @@ class TermoServer:
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
             pytest.fail(f"termo-agent exited with {self.proc.returncode}:\n{self.log()}")
+        if not listening(self.port):  # (cheap: no httpx request until it listens)
+            return False
         try:
             return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.TransportError:
