@@ -262,6 +262,35 @@ def test_wrong_key_unknown_model_bad_json_too_large(daemon: Daemon, api: httpx.C
     assert native.status_code == 404 and "retryable" in native.json()["error"]
 
 
+def test_the_parts_of_openais_api_agentd_does_not_serve_answer_in_openais_shape(
+        daemon: Daemon, client: openai.OpenAI, api: httpx.Client) -> None:
+    """An SDK pointed at agentd that calls what agentd does not serve gets OpenAI's 404
+    (``NotFoundError``), not agentd's shape; nothing is written."""
+    before = sessions(api, "echo")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="echo", input="hello")
+    assert caught.value.status_code == 404 and caught.value.type == "invalid_request_error"
+    assert caught.value.code == "not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.files.list()
+    with pytest.raises(openai.NotFoundError):
+        client.images.generate(model="echo", prompt="a cat")
+    headers = daemon.auth()
+    for path in ("/v1/embeddings", "/v1/completions", "/v1/audio/speech",
+                 "/v1/vector_stores/vs_1/files"):
+        got = httpx.post(f"{daemon.url}{path}", headers=headers, json={"model": "echo"})
+        assert got.status_code == 404, (path, got.text)
+        assert set(got.json()["error"]) == {"message", "type", "param", "code"}, got.text
+    # Without a key: OpenAI's 401, which the SDK raises as AuthenticationError.
+    with (openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="wrong", max_retries=0) as bad,
+          pytest.raises(openai.AuthenticationError)):
+        bad.embeddings.create(model="echo", input="hello")
+    # agentd's own unknown paths keep agentd's shape.
+    native = httpx.get(f"{daemon.url}/v1/nothing-here", headers=headers)
+    assert native.status_code == 404 and "retryable" in native.json()["error"]
+    assert sessions(api, "echo") == before
+
+
 def test_a_session_header_to_a_bad_key_is_refused(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(

@@ -52,12 +52,20 @@ from agentd.protocols.openai._wire import (
 from agentd.runtime import SendResult, Token
 from agentd.store.records import RunRecord
 
-__all__ = ["PREFIXES", "router"]
+__all__ = ["PREFIXES", "UNSERVED", "router"]
 
 router = APIRouter(tags=["openai"], include_in_schema=False)
 
 #: The paths this door answers (its errors are in OpenAI's shape).
 PREFIXES = ("/v1/models", "/v1/chat/completions", "/v1/responses")
+#: The rest of OpenAI's API, which agentd does not serve: an SDK pointed at agentd that
+#: calls one (``client.embeddings.create``...) gets a 404 in OpenAI's shape, which it
+#: raises as ``NotFoundError``, not agentd's. (From the resources of the official
+#: ``openai`` package; ``/v1/agents`` and ``/v1/skills`` are agentd's own API.)
+UNSERVED = tuple(f"/v1/{name}" for name in (
+    "assistants", "audio", "batches", "chatkit", "completions", "containers",
+    "conversations", "embeddings", "evals", "files", "fine_tuning", "images", "moderations",
+    "organization", "realtime", "threads", "uploads", "vector_stores", "videos"))
 SESSION_HEADER = "x-agentd-session"
 _RESPONSE_PREFIX = "resp_"
 _CHAT_PREFIX = "chatcmpl-"
