@@ -120,6 +120,18 @@ def test_send_prints_the_reply_or_the_run(cli: Invoke, agent_name: str) -> None:
     assert result.stdout == "echo: from stdin\n"
 
 
+def test_send_shows_each_tool_call_on_stderr_while_the_run_goes_on(
+        cli: Invoke, agent_name: str) -> None:
+    cli("create", agent_name, "--tool", "calculator")
+    result = cli("send", agent_name, '/tool calculator {"expression": "6*7"}')
+    assert result.exit_code == 0, result.output
+    # stdout holds the reply alone; what the run did meanwhile went to stderr.
+    assert result.stdout == "calculator returned: 42\n"
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert any(line.startswith("→ calculator(") and "6*7" in line for line in lines), lines
+    assert any(line.startswith("← calculator: ") and "42" in line for line in lines), lines
+
+
 def test_send_exits_1_when_the_run_fails(cli: Invoke, live_url: str, agent_name: str) -> None:
     with Client(live_url) as client:
         client.create_agent(agent_name, settings={"script": [{"error": "model on fire"}]})

@@ -56,10 +56,12 @@ from agentd.cli._render import (
     failure_line,
     run_header,
     sessions_table,
+    tool_call_line,
+    tool_result_line,
     waiting_line,
 )
 from agentd.cli._safe import terminal_safe
-from agentd.client import Client, WaitTimeout
+from agentd.client import Client, SSEEvent, WaitTimeout
 
 __all__ = ["app", "main"]
 
@@ -402,7 +404,8 @@ def send(
     """Send one message and print the reply.
 
     While the run waits (queued behind another run, a model retrying or
-    unreachable, a rate limit), what it waits for is shown on stderr.
+    unreachable, a rate limit), what it waits for is shown on stderr, and so is
+    each tool call as it starts and ends (stdout holds only the reply).
     Exits with code 1 if the run fails (the error goes to stderr). With
     [bold]--no-wait[/] it prints the queued run's id instead; follow the run with
     [bold]agentd run ID[/] or [bold]agentd tail NAME[/].
@@ -463,6 +466,15 @@ def send(
          f"agentd run {run.get('id')} shows it")
 
 
+def _tool_line(frame: SSEEvent) -> Text:
+    """A tool call's start or end as ``agentd chat`` shows it (dimmed)."""
+    data: Any = frame.data if isinstance(frame.data, dict) else {}
+    payload: dict[str, Any] = data.get("data") if isinstance(data.get("data"), dict) else {}
+    if frame.event == "tool_start":
+        return tool_call_line(payload.get("name"), payload.get("arguments"))
+    return tool_result_line(payload, limit=200)
+
+
 def _follow_send(client: Client, name: str, session: str, message: str, *,
                  idempotency_key: str | None, mode: str, priority: str | None,
                  timeout: float) -> tuple[str, bool, str]:
@@ -486,6 +498,9 @@ def _follow_send(client: Client, name: str, session: str, message: str, *,
             elif frame.event == "approval.requested":
                 asked = True
                 break
+            elif frame.event in ("tool_start", "tool_end"):
+                # What the run is doing while no text comes (stdout keeps the reply).
+                err().print(_tool_line(frame), soft_wrap=True)
             elif frame.event in ("done", "error") and frame.run_id in (None, run_id):
                 break
     except WaitTimeout:
