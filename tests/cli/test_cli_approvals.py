@@ -93,3 +93,60 @@ def test_send_says_what_waits_and_exits_3(cli: Invoke, live_url: str, agent_name
     assert "waits for approval of calculator" in result.stderr
     assert f"agentd approve {request['approval_id']}" in result.stderr
     assert cli("approve", request["approval_id"]).exit_code == 0
+
+
+def test_run_says_what_a_run_that_has_not_ended_waits_for(
+        cli: Invoke, live_url: str, agent_name: str) -> None:
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2*3"}}]}
+    _ask_agent(live_url, agent_name, [call, {"text": "six"}, {"text": "next"}])
+    with Client(live_url) as client:
+        first = client.send(agent_name, "k", "go", wait=False)["id"]
+        [request] = _pending(live_url, agent_name)
+        second = client.send(agent_name, "k", "then this", wait=False)["id"]
+        assert client.get_run(second)["status"] == "queued"
+    asked = cli("run", first)
+    assert asked.exit_code == 0, asked.output
+    assert "waiting: approval of calculator" in asked.stdout
+    assert f"agentd approve {request['approval_id']}" in asked.stdout
+    queued = cli("run", second)
+    assert queued.exit_code == 0, queued.output
+    assert (f"waiting: queued behind another run in this session (run {first} is ahead "
+            "of it)") in " ".join(queued.stdout.split())
+    assert json.loads(cli("run", second, "--json").stdout)["status"] == "queued"
+    assert cli("approve", request["approval_id"]).exit_code == 0
+    _run(live_url, second, "completed")
+    done = cli("run", first)
+    assert "six" in done.stdout and "waiting" not in done.stdout
+
+
+def test_run_says_a_running_run_waits_for_its_model(cli: Invoke, live_url: str,
+                                                    agent_name: str) -> None:
+    down = {"error": "provider down", "retryable": True}
+    with Client(live_url) as client:
+        client.create_agent(agent_name, model="scripted", settings={"script": [down] * 50})
+        run_id = client.send(agent_name, "k", "hello", wait=False)["id"]
+        wait_until(lambda: any(e["kind"] == "run.waiting" and e["run_id"] == run_id
+                               for e in client.events(agent_name, "k")),
+                   what="the run waiting for its model")
+        shown = cli("run", run_id)
+        assert shown.exit_code == 0, shown.output
+        assert "waiting: " in shown.stdout and "provider down" in shown.stdout
+        client.cancel_run(run_id)
+
+
+def test_run_says_a_running_run_is_in_a_tool_call(cli: Invoke, live_url: str,
+                                                  agent_name: str) -> None:
+    call = {"tool_calls": [{"name": "shell", "arguments": {"command": "sleep 120"}}]}
+    with Client(live_url) as client:
+        client.create_agent(agent_name, model="scripted", tools=["shell"], settings={
+            "script": [call, {"text": "slept"}],
+            "policy": {"rules": [{"tool": "shell", "action": "allow"}]}})
+        run_id = client.send(agent_name, "k", "sleep", wait=False)["id"]
+        wait_until(lambda: any(e["kind"] == "tool.started" and e["run_id"] == run_id
+                               for e in client.events(agent_name, "k")),
+                   what="the shell call under way")
+        shown = cli("run", run_id)
+        assert shown.exit_code == 0, shown.output
+        assert "in a tool call: shell(" in shown.stdout and "sleep 120" in shown.stdout
+        client.cancel_run(run_id)
+        wait_for_status(client, run_id, "cancelled")

@@ -11,7 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from agentd.cli._common import TERMINAL_STATUSES, connect, echo_json, out
-from agentd.cli._render import error_line, error_of, run_details, short, status_text, when
+from agentd.cli._render import (
+    error_line,
+    error_of,
+    run_details,
+    short,
+    status_text,
+    waiting_line,
+    when,
+)
+from agentd.client import Client
 
 RunIdArg = Annotated[
     str, typer.Argument(help="Run id (r_...), as printed by send --no-wait.", show_default=False)
@@ -23,7 +32,9 @@ def show_run(
     run_id: RunIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
 ) -> None:
-    """Show a run: status, agent, session, steps, usage, output or error.
+    """Show a run: status, agent, session, steps, usage, output or error, and for a
+    run that has not ended, what it waits for (the run ahead of it, an approval and
+    the commands that decide it, a model retrying or unreachable, a tool call).
 
     Exits with code 0 whatever the run's status (see [bold]status[/] in the
     output, or [bold].status[/] with --json).
@@ -34,10 +45,55 @@ def show_run(
     """
     with connect(ctx) as client:
         run = client.get_run(run_id)
+        waits = [] if as_json else waits_for(client, run)
     if as_json:
         echo_json(run)
         return
     out().print(run_details(run))
+    for line in waits:
+        out().print(line, soft_wrap=True)
+
+
+#: How far back in its session `agentd run` looks for what a running run is doing.
+_TAIL = 50
+
+
+def waits_for(client: Client, run: dict[str, Any]) -> list[Text]:
+    """What a run that has not ended waits for, in lines: the run queued ahead of it,
+    the approvals it waits on (with the commands that decide them), or what its last
+    event says (a model retrying or unreachable, a rate limit, a tool call under way).
+    Nothing for an ended run."""
+    status, rid = run.get("status"), run.get("id")
+    agent, key = str(run.get("agent", "")), str(run.get("session", ""))
+    if status == "queued":
+        ahead = [r for r in client.list_runs(
+            agent=agent, session=key, status=["running", "waiting_approval"],
+            limit=5).get("runs", []) if r.get("id") != rid]
+        cause = f"run {ahead[0].get('id')} is ahead of it" if ahead else None
+        return [Text(waiting_line({"reason": "queued", "cause": cause}), style="yellow")]
+    if status == "waiting_approval":
+        lines = []
+        for request in client.approvals(agent):
+            if request.get("run_id") != rid:
+                continue
+            lines.append(Text(f"waiting: approval of {request.get('name')}: "
+                              f"{request.get('reason') or ''}", style="yellow"))
+            lines.append(Text(f"  agentd approve {request.get('approval_id')}   or   "
+                              f"agentd deny {request.get('approval_id')}"))
+        return lines or [Text("waiting: a decision (agentd approvals)", style="yellow")]
+    if status != "running":
+        return []
+    last = int(client.get_session(agent, key).get("last_seq") or 0)
+    mine = [e for e in client.events(agent, key, after=max(0, last - _TAIL))
+            if e.get("run_id") == rid]
+    latest: dict[str, Any] = mine[-1] if mine else {}
+    data: dict[str, Any] = latest.get("data") or {}
+    if latest.get("kind") == "run.waiting":
+        return [Text(waiting_line(data), style="yellow")]
+    if latest.get("kind") == "tool.started":
+        return [Text(f"in a tool call: {data.get('name')}"
+                     f"({short(data.get('arguments') or '', 200)})", style="yellow")]
+    return []
 
 
 def cancel(
