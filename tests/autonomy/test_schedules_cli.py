@@ -72,7 +72,7 @@ def test_bad_input_is_one_clear_line(cli: Invoke, live_url: str,  # noqa: F811
     bad_tz = cli("schedule", "add", agent_name, "x", "--every", "60", "--tz", "Nowhere/X")
     assert "time zone" in one_error_line(bad_tz)
     both = cli("schedule", "add", agent_name, "x", "--every", "60", "--cron", "* * * * *")
-    assert "exactly one" in one_error_line(both)
+    assert "exactly one" in one_error_line(both, 2)  # a usage error: exit 2
     nobody = cli("schedule", "add", "no-such-agent", "x", "--every", "60")
     assert "not found" in one_error_line(nobody)
     assert "no schedules" in cli("schedule", "list", agent_name).stdout

@@ -100,9 +100,10 @@ def wait_for_status(client: Client, run_id: str, *statuses: str) -> dict[str, An
                                             f"{statuses}")
 
 
-def one_error_line(result: Result) -> str:
-    """The single ``error:`` line a failed command prints (and no traceback)."""
-    assert result.exit_code == 1, result.output
+def one_error_line(result: Result, code: int = 1) -> str:
+    """The single ``error:`` line a failed command prints (and no traceback); it exits
+    with ``code``: 1 for what the daemon refuses, 2 for a usage error."""
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -160,7 +160,7 @@ def serve(
     if (agent is not None and adapter is None and not native
             and not settings.termo.served):
         fail("--agent names the agent --adapter or --termo serves: give one of them too "
-             "(or [termo] adapter / enabled in agentd.toml)")
+             "(or [termo] adapter / enabled in agentd.toml)", 2)
     if config is not None and native and adapter is None and settings.termo.adapter is None:
         fail("--config is passed to an adapter's initialize(): --termo serves a native "
              "agent, which has none")
@@ -186,7 +186,7 @@ def serve(
             TermoConfig.model_validate(termo)
         except ValidationError as exc:
             fail("invalid --adapter/--agent/--termo-token: " + "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()), 2)
     # Imported here: the CLI talks HTTP and loads the server only to become one.
     from agentd.server import daemon
 

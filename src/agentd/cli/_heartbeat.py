@@ -29,7 +29,7 @@ _WINDOW = re.compile(r"^([0-9]{2}:[0-9]{2})-([0-9]{2}:[0-9]{2})$")
 def _seconds(text: str) -> int:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        fail(f"--every: {text!r} is not a duration (like 90s, 30m, 2h or 1d)")
+        fail(f"--every: {text!r} is not a duration (like 90s, 30m, 2h or 1d)", 2)
     return int(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
@@ -115,7 +115,7 @@ def set_(
       $ agentd heartbeat set demo --disable
     """
     if file is not None and document is not None:
-        fail("give --file or --document, not both")
+        fail("give --file or --document, not both", 2)
     changes: dict[str, Any] = {}
     if every is not None:
         changes["every_s"] = _seconds(every)
@@ -124,7 +124,7 @@ def set_(
     if active is not None and active != "always":
         window = _WINDOW.fullmatch(active.strip())
         if window is None:
-            fail(f"--active: {active!r} is not a window like 09:00-18:00 (or 'always')")
+            fail(f"--active: {active!r} is not a window like 09:00-18:00 (or 'always')", 2)
         changes["active_hours"] = {"start": window.group(1), "end": window.group(2)}
     if active == "always":
         if tz is not None:
@@ -142,7 +142,7 @@ def set_(
         changes["session"] = session
     if not changes:
         fail("nothing to change: give --every, --enable/--disable, --active, --tz, --file, "
-             "--document, --ok-token or --session")
+             "--document, --ok-token or --session", 2)
     with connect(ctx) as client:
         view = client.set_heartbeat(agent, **changes)
     if as_json:

@@ -139,7 +139,7 @@ def add(
       $ agentd schedule add demo "Call Ann" --at 2030-01-31T09:00:00+01:00
     """
     if sum(x is not None for x in (cron, every, at)) != 1:
-        fail("give exactly one of --cron, --every and --at")
+        fail("give exactly one of --cron, --every and --at", 2)
     with connect(ctx) as client:
         made = client.create_schedule(agent, content, cron=cron, every_s=every, at=at,
                                       timezone=tz, session=session, overlap=overlap,

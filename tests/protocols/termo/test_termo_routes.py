@@ -219,10 +219,10 @@ def test_serve_refuses_an_agent_without_an_adapter() -> None:
 
     runner = CliRunner()
     result = runner.invoke(app, ["serve", "--agent", "x"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a usage error
     assert "--agent names the agent --adapter or --termo serves" in result.output
     result = runner.invoke(app, ["serve", "--adapter", "not a name!"])
-    assert result.exit_code != 0  # refused before anything starts
+    assert result.exit_code == 2  # a usage error, refused before anything starts
     assert "invalid adapter name" in result.output
 
 
