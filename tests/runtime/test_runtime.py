@@ -318,6 +318,26 @@ async def test_delete_agent_cancels_its_runs(runtime: Runtime) -> None:
     assert await runtime.store.count("runs") == 0
 
 
+async def test_a_stream_opened_while_its_agent_is_deleted_is_ended_too(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose stream ended as the deletion began reconnects at once: a stream
+    it opens before the deletion is committed must end too (the console waited for
+    its 'agent deleted' banner forever under load)."""
+    await runtime.create_agent(name="a")
+    sent = await runtime.send("a", "k", "hello")
+    await runtime.wait(sent.run.id)
+    reopened = []
+    real_delete = runtime.agents.delete
+
+    async def delete_after_a_reconnect(*args: object, **kwargs: object) -> None:
+        reopened.append(runtime.subscribe(sent.session.id))
+        await real_delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime.agents, "delete", delete_after_a_reconnect)
+    await runtime.delete_agent("a")
+    assert [sub.closed for sub in reopened] == [True]
+
+
 async def test_subscribers_see_every_committed_event_in_order(runtime: Runtime) -> None:
     from agentd.runtime import Token, follow
 

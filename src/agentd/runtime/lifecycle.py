@@ -66,13 +66,19 @@ class Lifecycle:
 
     async def delete(self, name: str, actor: Principal | None = None) -> None:
         agent = await self.agents.get(name)
-        for session in await self.store.list_sessions(agent.id):
+        sessions = await self.store.list_sessions(agent.id)
+        for session in sessions:
             await self.supervisor.cancel_session(session.id, "agent deleted")
             self.histories.drop(session.id)
-            self.bus.close_session(session.id)
             await self.sandboxes.close_shells(f"{agent.id}/{session.id}")
         await self.mcp.close(agent.id)
         await self.agents.delete(agent, actor)
+        # The sessions' streams end once the deletion is committed, so that a client
+        # reconnecting at once is told agent_not_found. Ended before it, a reconnect
+        # could open a new stream of a session still in the store, which nothing
+        # would end (the console then never said the agent was gone).
+        for session in sessions:
+            self.bus.close_session(session.id)
 
     async def _store_state(self, name: str, state: AgentState) -> AgentRecord:
         return await self.agents.set_state(name, state)
