@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import ipaddress
 import os
@@ -355,6 +356,15 @@ _ONE_WORKER = (
     "tests/protocols/test_websocket_e2e.py",
     "tests/e2e/test_send_waits_e2e.py",
 )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what collection made (agentd and every test module imported: about 200,000
+    objects) out of the garbage collector's reach: a worker's full collections then
+    scan only what its tests make. They took 5-7 s of a worker's CPU in four minutes
+    of tests/server, runtime and autonomy, about a third less with this."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
