@@ -80,10 +80,6 @@ MANDATORY_TCK_ERRORS = {
 OPTIONAL_TCK_ERRORS = {
     "tests/optional/capabilities/test_message_send_capabilities.py::"
     "test_message_send_continue_with_contextid": ENDED,
-    # Its own client raises the error event it looks for, and the test catches only
-    # timeouts and RuntimeError.
-    "tests/optional/capabilities/test_streaming_methods.py::test_tasks_subscribe_nonexistent":
-        "its client raises the TaskNotFoundError the test waits for",
     # "Should not be method not found", asserting the code IS -32601; the agent
     # declares text and JSON input modes and answers a raw part -32005.
     "tests/optional/capabilities/test_transport_specific_features.py::TestMultiModalFeatures::"

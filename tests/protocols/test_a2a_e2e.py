@@ -229,9 +229,9 @@ async def test_another_agents_task_is_not_found(daemon: Daemon) -> None:
     async with a2a(daemon, "echo") as client:
         [sent] = await send(client, message("mine"))
     async with a2a(daemon, "other") as client:
-        with pytest.raises(A2AError, match="no task"):
+        with pytest.raises(A2AError, match="not found"):
             await client.get_task(GetTaskRequest(id=sent.task.id))
-        with pytest.raises(A2AError, match="no task"):
+        with pytest.raises(A2AError, match="not found"):
             await client.cancel_task(CancelTaskRequest(id=sent.task.id))
         assert list((await client.list_tasks(ListTasksRequest())).tasks) == []
 
@@ -361,7 +361,7 @@ async def test_a_streaming_error_is_the_streams_one_event(daemon: Daemon) -> Non
                   if line.startswith("data:")]
         assert [f["error"]["code"] for f in frames] == [-32001], got.text
     async with a2a(daemon, "echo", streaming=True) as client:
-        with pytest.raises(A2AError, match="no task"):
+        with pytest.raises(A2AError, match="not found"):
             async for _ in client.subscribe(SubscribeToTaskRequest(id="no-such-task")):
                 pass
 

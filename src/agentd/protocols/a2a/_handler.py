@@ -134,7 +134,8 @@ class A2AHandler(RequestHandler):
         if run is None or owner != agent:
             # One answer, word for word, for another agent's run (of this token's scope
             # or not) and for none: the door must not tell which ids exist elsewhere.
-            raise TaskNotFoundError(f"no task {task_id!r} of agent {agent!r}",
+            # (In the words of A2A's TaskNotFoundError: "Task not found".)
+            raise TaskNotFoundError(f"task {task_id!r} not found (agent {agent!r})",
                                     data={"code": "run_not_found"})
         return run, key
 
