@@ -119,19 +119,26 @@ def test_run_says_what_a_run_that_has_not_ended_waits_for(
     assert "six" in done.stdout and "waiting" not in done.stdout
 
 
+def _shown_once(cli: Invoke, client: Client, agent: str, run_id: str, kind: str) -> str:
+    """What `agentd run` prints once the run (in session ``k``) has logged ``kind``."""
+    wait_until(lambda: any(e["kind"] == kind and e["run_id"] == run_id
+                           for e in client.events(agent, "k")),
+               what=f"{kind} of run {run_id}")
+    shown = cli("run", run_id)
+    assert shown.exit_code == 0, shown.output
+    return str(shown.stdout)
+
+
 def test_run_says_a_running_run_waits_for_its_model(cli: Invoke, live_url: str,
                                                     agent_name: str) -> None:
     down = {"error": "provider down", "retryable": True}
     with Client(live_url) as client:
         client.create_agent(agent_name, model="scripted", settings={"script": [down] * 50})
         run_id = client.send(agent_name, "k", "hello", wait=False)["id"]
-        wait_until(lambda: any(e["kind"] == "run.waiting" and e["run_id"] == run_id
-                               for e in client.events(agent_name, "k")),
-                   what="the run waiting for its model")
-        shown = cli("run", run_id)
-        assert shown.exit_code == 0, shown.output
-        assert "waiting: " in shown.stdout and "provider down" in shown.stdout
+        shown = _shown_once(cli, client, agent_name, run_id, "run.waiting")
+        assert "waiting: " in shown and "provider down" in shown
         client.cancel_run(run_id)
+        wait_for_status(client, run_id, "cancelled")
 
 
 def test_run_says_a_running_run_is_in_a_tool_call(cli: Invoke, live_url: str,
@@ -142,11 +149,7 @@ def test_run_says_a_running_run_is_in_a_tool_call(cli: Invoke, live_url: str,
             "script": [call, {"text": "slept"}],
             "policy": {"rules": [{"tool": "shell", "action": "allow"}]}})
         run_id = client.send(agent_name, "k", "sleep", wait=False)["id"]
-        wait_until(lambda: any(e["kind"] == "tool.started" and e["run_id"] == run_id
-                               for e in client.events(agent_name, "k")),
-                   what="the shell call under way")
-        shown = cli("run", run_id)
-        assert shown.exit_code == 0, shown.output
-        assert "in a tool call: shell(" in shown.stdout and "sleep 120" in shown.stdout
+        shown = _shown_once(cli, client, agent_name, run_id, "tool.started")
+        assert "in a tool call: shell(" in shown and "sleep 120" in shown
         client.cancel_run(run_id)
         wait_for_status(client, run_id, "cancelled")
