@@ -3,8 +3,10 @@ docstring lists them), checked on the store's tables read back after the kills."
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
+from collections.abc import Callable
 from typing import Any
 
 from _killtest_autonomy_setup import BOSS, CALLEE, CALLER, FANOUT, WORKER, Tables
@@ -43,6 +45,27 @@ def _key(t: float) -> int:
     return round(t / EPS)
 
 
+def snapper(times: list[float]) -> Callable[[float], int]:
+    """The key of a fire time read from the store: that of the expected time it is
+    within ``EPS`` of (``times``, sorted), else its own. Not a grid: the expected
+    times come from the API's ISO string (microseconds), the stored ones are floats,
+    and rounding both to the nearest millisecond splits them whenever a time's
+    sub-millisecond part is about 0.5 (issue 29: a whole schedule "lost", each of its
+    fire times claimed and run, under another key)."""
+    keys = [_key(t) for t in times]
+
+    def key(t: float) -> int:
+        i = bisect.bisect_left(times, t)
+        near = [j for j in (i - 1, i) if 0 <= j < len(times)]
+        if near:
+            j = min(near, key=lambda j: abs(times[j] - t))
+            if abs(times[j] - t) < EPS:
+                return keys[j]
+        return _key(t)
+
+    return key
+
+
 def expected_times(sched: dict[str, Any], first: float, until: float) -> list[float]:
     """The schedule's nominal fire times from ``first`` to before ``until``."""
     out: list[float] = []
@@ -66,13 +89,14 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
     """Every fire time of every schedule, from its first to the last one due before
     the final check, has one claim (``schedule_fires``, fired) and one run whose
     ``message.user`` names it; nothing else claims or runs for the schedule."""
-    fire_runs: dict[str, dict[int, list[str]]] = collections.defaultdict(
-        lambda: collections.defaultdict(list))
+    fire_msgs: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
     for log in tables.events.values():
         for e in log:
             d = e["data"]
             if e["kind"] == "message.user" and "schedule_id" in d:
-                fire_runs[d["schedule_id"]][_key(float(d["fire_at"]))].append(e["run_id"])
+                fire_msgs[d["schedule_id"]].append((float(d["fire_at"]), e["run_id"]))
+    fire_runs: dict[str, dict[int, list[str]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list))
     total = pruned = 0
     for sid, made in created.items():
         sched = tables.schedules.get(sid)
@@ -86,7 +110,10 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             final = t_check if final is None else final
         times = expected_times(sched, made["first_fire_at"], final)
         total += len(times)
-        rows = {_key(r["fire_at"]): r for r in tables.fires.get(sid, [])}
+        key = snapper(times)
+        for t, run_id in fire_msgs.get(sid, []):
+            fire_runs[sid][key(t)].append(run_id)
+        rows = {key(r["fire_at"]): r for r in tables.fires.get(sid, [])}
         kept = sorted(rows)[-KEEP_FIRES:] if len(rows) >= KEEP_FIRES else None
         expected = {_key(t) for t in times}
         for k in sorted(set(rows) - expected):

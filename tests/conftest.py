@@ -14,6 +14,7 @@ import inspect
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from agentd.assembly import Runtime
 from agentd.config import SandboxConfig, Settings
 from agentd.llm.scripted import clear_queue
 from agentd.sandbox import prepare_workspace
+from agentd.security.tls import tls_context
 from agentd.security.tokens import read_token
 from agentd.store import Store, open_store
 from agentd.testing.live import LiveServer, free_port
@@ -63,6 +65,24 @@ PG_URL = os.environ.get("AGENTD_TEST_POSTGRES_URL")
 # command is the same, so the tests build it once per process (a click command holds
 # no state between invocations).
 typer.testing._get_command = functools.cache(typer.testing._get_command)
+
+# httpx loads certifi's CA bundle into a new SSL context for every client it makes
+# (about 15 ms of CPU), even one that only ever speaks plain HTTP to 127.0.0.1: the
+# tests make thousands (a client per request in many helpers), about 10 % of their
+# workers' CPU in a profile of tests/server, runtime, protocols, cli and autonomy.
+# They share one per ``trust_env``, as the daemon's own clients do
+# (agentd.security.tls); any other ``verify`` or a ``cert`` gets its own, as before.
+_new_ssl_context = httpx._transports.default.create_ssl_context
+
+
+def _shared_ssl_context(verify: Any = True, cert: Any = None,
+                        trust_env: bool = True) -> Any:
+    if verify is True and cert is None:
+        return tls_context(trust_env=trust_env)
+    return _new_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx._transports.default.create_ssl_context = _shared_ssl_context
 
 #: How long a test waits for something that must happen. A liveness bound (a stuck
 #: run fails the test instead of hanging it), never a timing check: a loaded machine
@@ -318,6 +338,9 @@ _SLOW = (
     "tests/test_public_api.py::test_importing_agentd_has_no_side_effects",
     "tests/llm/test_registry.py::test_resolving_anthropic_imports_its_sdk_and_not_openais",
     "tests/llm/test_registry.py::test_resolving_an_openai_provider_imports_it_then",
+    # termo-agent's bundled adapters under a daemon: each imports its framework
+    # (LiteLLM alone takes seconds) or starts the Claude Code CLI.
+    "tests/protocols/termo/test_termo_bundled_adapters.py",
     # CLI processes following a daemon.
     "tests/cli/test_cli_live.py::test_tail_",
     "tests/cli/test_cli_waits.py::test_a_steer_restarts_the_answer_in_chat_instead_of",
@@ -339,6 +362,8 @@ _SLOW = (
     "tests/server/test_agent_settings.py::test_the_openapi_schema_documents_every_setting",
     # 2,000 real embeddings.
     "tests/memory/test_embed.py::test_embedding_2000_texts",
+    # The docs' examples run literally: about 100 CLI and Python processes.
+    "tests/docs/test_docs_examples.py::test_page_examples_run",
 )
 
 
@@ -355,6 +380,7 @@ _ONE_WORKER = (
     "tests/protocols/test_openai_e2e.py",
     "tests/protocols/test_websocket_e2e.py",
     "tests/e2e/test_send_waits_e2e.py",
+    "tests/docs/test_docs_examples.py",
 )
 
 
@@ -559,10 +585,40 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+#: This worker's migrated SQLite database, copied for each test (see store_url).
+_sqlite_template: Path | None = None
+
+
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database the store migrated, once per worker (in a thread: a fixture may be
+    set up while an event loop runs)."""
+    global _sqlite_template
+    if _sqlite_template is None:
+        path = tmp_path_factory.mktemp("sqlite-template") / "agentd.db"
+
+        async def migrate() -> None:
+            await (await open_store(f"sqlite:///{path}")).close()
+
+        thread = threading.Thread(target=asyncio.run, args=(migrate(),))
+        thread.start()
+        thread.join()
+        assert path.exists(), "the template database was not made"
+        _sqlite_template = path
+    return _sqlite_template
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database per test, already migrated: on SQLite a copy of a file the store
+    migrated once per worker (migrating each took about 10 ms of CPU, in most tests of
+    the suite), on PostgreSQL a copy of a schema (pg_url). ``@pytest.mark.empty_schema``
+    asks for an empty one."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'agentd.db'}"
+        path = tmp_path / "agentd.db"
+        if request.node.get_closest_marker("empty_schema") is None:
+            shutil.copyfile(_migrated_sqlite(request.getfixturevalue("tmp_path_factory")),
+                            path)
+        return f"sqlite:///{path}"
     url: str = request.getfixturevalue("pg_url")
     return url
 

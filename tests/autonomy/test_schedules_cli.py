@@ -87,7 +87,7 @@ def test_a_schedule_fires_in_the_daemon(cli: Invoke, live_url: str,  # noqa: F81
 
     def two_fires() -> list[dict[str, str]]:
         result = cli("schedule", "fires", sid, "--json")
-        fires: list[dict[str, str]] = json.loads(result.stdout)["fires"]
+        fires: list[dict[str, str]] = json.loads(result.stdout)
         return fires if len(fires) >= 2 else []
 
     fires = wait_until(two_fires, what="two fires")

@@ -49,12 +49,12 @@ def test_remember_list_show_forget(cli: Invoke, agent_name: str) -> None:
     assert "pref, ann" in table.stdout and "Ann drinks green tea." in table.stdout
     assert "tainted Line one. Line two." in table.stdout
     tagged = json.loads(cli("memory", "entries", agent_name, "--tag", "pref", "--json").stdout)
-    assert [e["id"] for e in tagged["entries"]] == [entry_id]
+    assert [e["id"] for e in tagged] == [entry_id]
     paged = cli("memory", "entries", agent_name, "--limit", "1")
     assert f"--before {written['id']}" in paged.stdout  # newest first: the piped one
     rest = json.loads(cli("memory", "entries", agent_name, "--limit", "1", "--before",
                           written["id"], "--json").stdout)
-    assert [e["id"] for e in rest["entries"]] == [entry_id]
+    assert [e["id"] for e in rest] == [entry_id]
 
     shown = cli("memory", "entry", agent_name, entry_id)
     assert shown.exit_code == 0, shown.output
@@ -134,7 +134,7 @@ def test_export_then_import_into_another_agent(cli: Invoke, agent_name: str,
     again = cli("memory", "import", copy, "-", "--json", input=piped.stdout)
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == {"blocks": 1, "entries": 0, "duplicates": 3}
-    assert len(json.loads(cli("memory", "entries", copy, "--json").stdout)["entries"]) == 3
+    assert len(json.loads(cli("memory", "entries", copy, "--json").stdout)) == 3
 
 
 def test_consolidate_reports_what_it_wrote(cli: Invoke, agent_name: str) -> None:
@@ -148,7 +148,7 @@ def test_consolidate_reports_what_it_wrote(cli: Invoke, agent_name: str) -> None
     assert "session user:1, seq 1-" in done.stdout and ": 1 entry" in done.stdout
     listed = json.loads(cli("memory", "entries", agent_name, "--tag", "consolidated",
                             "--json").stdout)
-    assert [e["content"] for e in listed["entries"]] == ["My cat is called Miso."]
+    assert [e["content"] for e in listed] == ["My cat is called Miso."]
     assert json.loads(cli("memory", "consolidate", agent_name, "--json").stdout) == []
 
 
@@ -206,4 +206,4 @@ def test_bad_input_is_one_error_line(cli: Invoke, agent_name: str, tmp_path: Pat
     assert "no such directory" in one_error_line(
         cli("memory", "export", agent_name, "-o", str(tmp_path / "no" / "x.jsonl")))
     # Nothing was written by any of the refused commands.
-    assert json.loads(cli("memory", "entries", agent_name, "--json").stdout)["entries"] == []
+    assert json.loads(cli("memory", "entries", agent_name, "--json").stdout) == []

@@ -66,16 +66,16 @@ def test_the_cli_pages_sessions_and_prints_the_next_command(
     assert words[:3] == ["agentd", "sessions", agent_name] and "--limit" in words
     rest = cli(*words[1:], "--json")
     assert rest.exit_code == 0, rest.output
-    page = json.loads(rest.stdout)
-    assert page["next_after"] is None
-    assert [s["key"] for s in page["sessions"]] == recent_first[4:]
+    # --json prints the sessions alone, an array; the last page has no hint.
+    assert [s["key"] for s in json.loads(rest.stdout)] == recent_first[4:]
+    assert "more:" not in rest.stderr
     for key in recent_first[:4]:
         assert key in first.stdout
     last = cli(*words[1:])
     assert "more:" not in last.stdout
 
     matched = json.loads(cli("sessions", agent_name, "--match", "user:", "--json").stdout)
-    assert [s["key"] for s in matched["sessions"]] == ["User:3", "user:2", "user:1"]
+    assert [s["key"] for s in matched] == ["User:3", "user:2", "user:1"]
     none = cli("sessions", agent_name, "--match", "nothing-like-it")
     assert none.exit_code == 0 and "match 'nothing-like-it'" in none.stdout
     # Without paging options: every session, a JSON list, as before.
@@ -101,11 +101,9 @@ def test_show_lists_the_most_recent_sessions_and_the_way_to_the_rest(
     hint = shown.stdout.strip().splitlines()[-1]
     assert hint.startswith("the 3 most recent sessions; more: agentd sessions "), hint
     rest = json.loads(cli(*shlex.split(hint.split("more: ", 1)[1])[1:], "--json").stdout)
-    assert [s["key"] for s in rest["sessions"]] == recent_first[3:]
-    as_json = json.loads(cli("show", agent_name, "--json").stdout)
-    assert [s["key"] for s in as_json["sessions"]] == recent_first[:3]
-    assert as_json["next_after"] and as_json["agent"]["name"] == agent_name
-    # All of them fit: no hint, no cursor.
+    assert [s["key"] for s in rest] == recent_first[3:]
+    # --json prints the Agent alone (agentd sessions --json lists the sessions).
+    assert json.loads(cli("show", agent_name, "--json").stdout) == client.get_agent(agent_name)
+    # All of them fit: no hint.
     monkeypatch.setattr(app_module, "SHOWN_SESSIONS", 20)
     assert "more:" not in cli("show", agent_name).stdout
-    assert json.loads(cli("show", agent_name, "--json").stdout)["next_after"] is None

@@ -130,3 +130,49 @@ async def test_the_model_list_and_errors(client: httpx.AsyncClient) -> None:
                 await client.get("/v1/responses/resp_nothing")):
         assert 400 <= got.status_code < 500, got.text
         conforms("ErrorResponse", got.json())
+
+
+_TOOL = {"name": "get_weather", "description": "The weather in a city.",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+_ASK = '/tool get_weather {"city": "Paris"}'
+
+
+async def test_client_tool_calls_and_their_chunks(client: httpx.AsyncClient) -> None:
+    ask = {"model": "bot", "tools": [{"type": "function", "function": _TOOL}],
+           "messages": [{"role": "user", "content": _ASK}]}
+    answer = await client.post("/v1/chat/completions", json=ask)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+    conforms("CreateChatCompletionResponse", body)
+    streamed = await client.post("/v1/chat/completions", json={**ask, "stream": True})
+    chunks = _events(streamed.text)
+    assert any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    for chunk in chunks:
+        conforms("CreateChatCompletionStreamResponse", chunk)
+    result = await client.post("/v1/chat/completions", json={**ask, "messages": [
+        *ask["messages"], body["choices"][0]["message"],
+        {"role": "tool", "tool_call_id": body["choices"][0]["message"]["tool_calls"][0]["id"],
+         "content": "sunny"}]})
+    assert result.json()["choices"][0]["message"]["content"] == "get_weather returned: sunny"
+    conforms("CreateChatCompletionResponse", result.json())
+
+
+async def test_function_calls_and_their_stream_events(client: httpx.AsyncClient) -> None:
+    ask = {"model": "bot", "tools": [{"type": "function", **_TOOL}], "input": _ASK}
+    answer = await client.post("/v1/responses", json=ask)
+    assert answer.status_code == 200, answer.text
+    response = answer.json()
+    assert [item["type"] for item in response["output"]] == ["function_call"]
+    conforms("Response", response)
+    streamed = await client.post("/v1/responses", json={**ask, "stream": True})
+    events = _events(streamed.text)
+    assert any(e["type"] == "response.function_call_arguments.done" for e in events)
+    for event in events:
+        conforms("ResponseStreamEvent", event)
+    result = await client.post("/v1/responses", json={
+        **ask, "previous_response_id": response["id"], "input": [
+            {"type": "function_call_output", "call_id": response["output"][0]["call_id"],
+             "output": "sunny"}]})
+    conforms("Response", result.json())
+    assert result.json()["output"][0]["content"][0]["text"] == "get_weather returned: sunny"

@@ -251,6 +251,7 @@ async def test_langgraph_assistants_threads_runs_and_store_are_the_scopes(
                 lambda n=name: sdk.assistants.get(n),
                 lambda t=thread_id: sdk.threads.get(t),
                 lambda t=thread_id: sdk.threads.get_state(t),
+                lambda t=thread_id: sdk.threads.update_state(t, {"messages": "sneak"}),
                 lambda n=name: sdk.runs.wait(None, n, input={"messages": "hi"}),
                 lambda n=name: sdk.store.search_items([n]),
                 lambda n=name: sdk.store.get_item([n, "notes"], "k"),

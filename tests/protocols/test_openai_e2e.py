@@ -5,11 +5,13 @@ in OpenAI's error shape with nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from tests.conftest import wait_until
 from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
@@ -17,6 +19,9 @@ from tests.daemons import TOOL_MESSAGE, Daemon, create_agent
 from agentd.security.tokens import read_token
 
 pytestmark = pytest.mark.e2e
+
+#: The "guide" agent's own instructions (the operator's).
+GUIDE = "You are the operator's guide."
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         create_agent(api, "poet", settings={"script": [
             {"text": "roses are red, violets are blue", "delay_ms": 200}]})
         create_agent(api, "broken", settings={"script": [{"error": "the model broke"}]})
+        create_agent(api, "guide", instructions=GUIDE)
     try:
         yield process
     finally:
@@ -143,12 +149,246 @@ def test_the_user_field_names_a_session_and_a_new_one_gets_the_transcript(
     (first,) = user_messages(api, "echo", "openai:user:ada")
     assert first.endswith("now this")
     assert "[user]: earlier question" in first and "[assistant]: earlier answer" in first
-    assert "[system]: be brief" in first
+    # The system message is the caller's instructions for the run, not a turn.
+    assert "be brief" not in first
     client.chat.completions.create(model="echo", user="ada", messages=[
         {"role": "user", "content": "earlier question"},
         {"role": "assistant", "content": "earlier answer"},
         {"role": "user", "content": "and then"}])
     assert user_messages(api, "echo", "openai:user:ada")[1] == "and then"
+
+
+def _caller_block(system: str) -> str:
+    """The caller's instructions in a system prompt the scripted model echoed."""
+    assert system.startswith("system: "), system
+    _, found, block = system.partition("<caller_instructions>")
+    return block.partition("</caller_instructions>")[0] if found else ""
+
+
+def test_a_system_prompt_is_the_callers_instructions_for_that_run(
+        client: openai.OpenAI, api: httpx.Client) -> None:
+    headers = {"X-Agentd-Session": "framework/1"}
+    answer = client.chat.completions.create(model="guide", extra_headers=headers, messages=[
+        {"role": "system", "content": "Answer in French."},
+        {"role": "developer", "content": "Never name prices."},
+        {"role": "user", "content": "/system"}])
+    system = answer.choices[0].message.content or ""
+    # The agent's own instructions first, then the caller's, said to be theirs.
+    assert system.index(GUIDE) < system.index("<caller_instructions>")
+    block = _caller_block(system)
+    assert "Answer in French.\n\nNever name prices." in block
+    # Kept in the run's message (a resumed run has them), not in the conversation.
+    events = api.get("/v1/agents/guide/sessions/framework%2F1/events").json()["events"]
+    (user,) = [e for e in events if e["kind"] == "message.user"]
+    assert user["data"]["content"] == "/system"
+    assert user["data"]["instructions"] == "Answer in French.\n\nNever name prices."
+    # That run only: the next request sends its own (here none).
+    plain = client.chat.completions.create(model="guide", extra_headers=headers, messages=[
+        {"role": "user", "content": "/system"}])
+    assert plain.choices[0].message.content == f"system: {GUIDE}"
+    # Streamed, and on the Responses API (``instructions``, and system input items).
+    chunks = client.chat.completions.create(model="guide", stream=True, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "/system"}])
+    assert _caller_block("".join(c.choices[0].delta.content or "" for c in chunks
+                                 if c.choices)).strip().endswith("Be brief.")
+    response = client.responses.create(model="guide", instructions="Use lists.",
+                                       input="/system")
+    assert _caller_block(response.output_text).strip().endswith("Use lists.")
+    items = client.responses.create(model="guide", input=[
+        {"role": "developer", "content": "Cite sources."},
+        {"role": "user", "content": "/system"}])
+    assert _caller_block(items.output_text).strip().endswith("Cite sources.")
+
+
+def test_the_openai_agents_sdk_instructions_reach_the_model(daemon: Daemon) -> None:
+    """openai-agents, unmodified, on both doors: an Agent's ``instructions`` (which the
+    SDK sends as the system prompt) reach the agentd agent's model after its own."""
+    agents = pytest.importorskip("agents")
+    from openai import AsyncOpenAI
+
+    async def ask(model_class: Any) -> str:
+        sdk = AsyncOpenAI(base_url=f"{daemon.url}/v1", api_key=read_token(daemon.home))
+        try:
+            agent = agents.Agent(name="pirate", instructions="Speak like a pirate.",
+                                 model=model_class(model="guide", openai_client=sdk))
+            result = await agents.Runner.run(agent, "/system")
+            return str(result.final_output)
+        finally:
+            await sdk.close()
+
+    for model_class in (agents.OpenAIChatCompletionsModel, agents.OpenAIResponsesModel):
+        system = asyncio.run(ask(model_class))
+        assert GUIDE in system, system
+        assert "Speak like a pirate." in _caller_block(system), system
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def test_client_tools_end_the_turn_and_their_results_continue_it(
+        client: openai.OpenAI, api: httpx.Client) -> None:
+    ask = [{"role": "user", "content": '/tool get_weather {"city": "Paris"}'}]
+    first = client.chat.completions.create(model="echo", messages=ask, tools=[WEATHER])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert orjson.loads(call.function.arguments) == {"city": "Paris"}
+    # Stateless, as the SDK's users send it: the whole conversation, no session named;
+    # the call's id leads back to the session.
+    second = client.chat.completions.create(model="echo", tools=[WEATHER], messages=[
+        *ask, choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "get_weather returned: sunny"
+    key = api.get(f"/v1/runs/{first.id.removeprefix('chatcmpl-')}").json()["session"]
+    assert api.get(f"/v1/runs/{second.id.removeprefix('chatcmpl-')}").json()["session"] == key
+    events = api.get(f"/v1/agents/echo/sessions/{key}/events").json()["events"]
+    ended = [e["data"] for e in events if e["kind"] == "run.completed"]
+    assert ended[0]["client_tool_calls"][0]["name"] == "get_weather"
+    given = [e["data"] for e in events if e["kind"] == "message.user"][1]
+    assert given["content"] == ""
+    assert given["tool_results"] == [{
+        "call_id": ended[0]["client_tool_calls"][0]["id"], "name": "get_weather",
+        "output": "sunny"}]
+    assert given["client_tools"][0]["name"] == "get_weather"
+    # The agent's own tools still run on the server, beside the caller's.
+    own = client.chat.completions.create(model="echo", tools=[WEATHER], messages=[
+        {"role": "user", "content": TOOL_MESSAGE}])
+    assert own.choices[0].finish_reason == "stop" and "42" in (
+        own.choices[0].message.content or "")
+
+
+def test_client_tool_calls_stream(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(
+        model="echo", stream=True, tools=[WEATHER],
+        messages=[{"role": "user", "content": '/tool get_weather {"city": "Oslo"}'}]))
+    calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+    assert len(calls) == 1 and calls[0].index == 0 and calls[0].id
+    assert calls[0].function is not None and calls[0].function.name == "get_weather"
+    assert orjson.loads(calls[0].function.arguments or "") == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+WEATHER_FLAT = {"type": "function", **WEATHER["function"]}
+
+
+def test_client_tools_on_the_responses_api(client: openai.OpenAI, api: httpx.Client
+                                           ) -> None:
+    ask = '/tool get_weather {"city": "Lima"}'
+    first = client.responses.create(model="echo", input=ask, tools=[WEATHER_FLAT])
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and orjson.loads(call.arguments) == {"city": "Lima"}
+    # With previous_response_id: the results of its calls.
+    chained = client.responses.create(
+        model="echo", previous_response_id=first.id, tools=[WEATHER_FLAT],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "fog"}])
+    assert chained.output_text == "get_weather returned: fog"
+    # Stateless (the whole input again, as openai-agents sends it), and streamed.
+    again = client.responses.create(model="echo", input=ask, tools=[WEATHER_FLAT])
+    (call,) = [item for item in again.output if item.type == "function_call"]
+    events = list(client.responses.create(model="echo", tools=[WEATHER_FLAT], stream=True,
+                                          input=[{"role": "user", "content": ask},
+                                                 call.model_dump(exclude_none=True),
+                                                 {"type": "function_call_output",
+                                                  "call_id": call.call_id, "output": "sun"}]))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "get_weather returned: sun"  # type: ignore[union-attr]
+    streamed = list(client.responses.create(model="echo", input=ask, tools=[WEATHER_FLAT],
+                                            stream=True))
+    kinds = [e.type for e in streamed]
+    assert "response.function_call_arguments.done" in kinds
+    final = streamed[-1].response  # type: ignore[union-attr]
+    # Calls alone: no (empty) message item before them, streamed or not.
+    assert [item.type for item in final.output] == ["function_call"]
+    assert "response.content_part.added" not in kinds
+    key = api.get(f"/v1/runs/{again.id.removeprefix('resp_')}").json()["session"]
+    assert user_messages(api, "echo", key) == [ask, ""]
+
+
+def test_the_openai_agents_sdk_runs_function_tools_and_handoffs(daemon: Daemon) -> None:
+    """openai-agents, unmodified, on both doors, run and streamed: a function tool runs
+    in the SDK's process and its result continues the agentd agent's turn; a handoff
+    moves the conversation to another agentd agent."""
+    agents = pytest.importorskip("agents")
+    from openai import AsyncOpenAI
+
+    asked: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"warm in {city}"
+
+    async def run(model_class: Any) -> tuple[Any, Any]:
+        sdk = AsyncOpenAI(base_url=f"{daemon.url}/v1", api_key=read_token(daemon.home))
+        try:
+            def model(name: str) -> Any:
+                return model_class(model=name, openai_client=sdk)
+
+            weather = agents.Agent(name="weather", model=model("echo"), tools=[get_weather])
+            tooled = await agents.Runner.run(weather, '/tool get_weather {"city": "Nice"}')
+            poet = agents.Agent(name="poet", model=model("poet"))
+            triage = agents.Agent(name="triage", model=model("echo"), handoffs=[poet])
+            handed = await agents.Runner.run(triage, "/tool transfer_to_poet {}")
+            return tooled, handed
+        finally:
+            await sdk.close()
+
+    async def streamed(model_class: Any) -> tuple[str, list[str]]:
+        sdk = AsyncOpenAI(base_url=f"{daemon.url}/v1", api_key=read_token(daemon.home))
+        try:
+            weather = agents.Agent(name="weather", tools=[get_weather],
+                                   model=model_class(model="echo", openai_client=sdk))
+            result = agents.Runner.run_streamed(weather, '/tool get_weather {"city": "Bonn"}')
+            kinds = [event.item.type async for event in result.stream_events()
+                     if event.type == "run_item_stream_event"]
+            return str(result.final_output), kinds
+        finally:
+            await sdk.close()
+
+    for model_class in (agents.OpenAIChatCompletionsModel, agents.OpenAIResponsesModel):
+        tooled, handed = asyncio.run(run(model_class))
+        assert tooled.final_output == "get_weather returned: warm in Nice"
+        assert handed.last_agent.name == "poet"
+        assert handed.final_output == "roses are red, violets are blue"
+        final, kinds = asyncio.run(streamed(model_class))
+        assert final == "get_weather returned: warm in Bonn"
+        assert kinds == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+    assert asked == ["Nice", "Bonn", "Nice", "Bonn"]
+
+
+def test_bad_client_tools_are_refused_naming_the_parameter(
+        client: openai.OpenAI, api: httpx.Client) -> None:
+    before = runs(api, "echo")
+    say = [{"role": "user", "content": "hi"}]
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]},
+         "tools[0].name"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0]"),
+        ({"tools": [{**WEATHER, "function": {**WEATHER["function"], "name": "calculator"}}]},
+         "tools[0].name"),
+        ({"tools": [WEATHER, WEATHER]}, "tools[1].name"),
+        ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
+    ]
+    for extra, param in bad:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="echo", messages=say, **extra)
+        assert caught.value.param == param, (extra, caught.value)
+    # A result for a call the response did not make.
+    first = client.chat.completions.create(model="echo", tools=[WEATHER], messages=[
+        {"role": "user", "content": '/tool get_weather {"city": "Rome"}'}])
+    call = (first.choices[0].message.tool_calls or [])[0]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="echo", messages=[
+            {"role": "user", "content": "x"}, first.choices[0].message.model_dump(),
+            {"role": "tool", "tool_call_id": call.id[:-1] + "7", "content": "rain"}])
+    assert caught.value.param == "messages"
+    assert len(runs(api, "echo")) == len(before) + 1
 
 
 def test_an_idempotency_key_gets_the_same_run(client: openai.OpenAI, api: httpx.Client
@@ -215,8 +455,12 @@ def test_a_failed_run_is_an_error_the_sdk_does_not_retry(client: openai.OpenAI,
         {"type": "text", "text": "look"},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
      "messages[0].content[1]"),
+    ({"messages": [{"role": "user", "content": "x"}], "functions": [
+        {"name": "f", "parameters": {"type": "object"}}]}, "functions"),
     ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
-      "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+      "function": {"name": "f"}}], "tool_choice": {"type": "function",
+                                                   "function": {"name": "f"}}},
+     "tool_choice"),
     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
     ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"),
     ({"messages": []}, "messages"),

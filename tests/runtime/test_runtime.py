@@ -860,3 +860,40 @@ async def test_a_bad_loop_guard_is_refused(runtime: Runtime, guard: object) -> N
     with pytest.raises(InvalidInput) as info:
         await runtime.create_agent(name="a", settings={"loop_guard": guard})
     assert info.value.details["errors"][0]["field"].startswith("body.settings.loop_guard")
+
+
+async def test_a_run_killed_after_calling_a_client_tool_hands_it_over_on_resume(
+        settings: Settings, store_url: str) -> None:
+    """A crash after the model's call of a tool the sender runs (an OpenAI client's)
+    was committed: the resumed run does not ask the model again, runs nothing, and
+    ends handing the call to the sender, as it would have."""
+    from agentd.store import NewEvent, RunUpdate
+
+    store = await open_store(store_url)
+    try:
+        agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                         tools=[], settings={})
+        accepted = await store.accept_message(
+            agent_id=agent.id, key="k", content="weather?", origin={"client_tools": [
+                {"name": "get_weather", "description": "", "parameters": {}}]})
+        run_id, sid = accepted.run.id, accepted.session.id
+        call = {"id": "call_0", "name": "get_weather", "arguments": {"city": "Oslo"}}
+        await store.append(sid, [
+            NewEvent(kind="run.started", run_id=run_id),
+            NewEvent(kind="message.assistant", run_id=run_id, data={
+                "text": "", "tool_calls": [call], "usage": None,
+                "finish_reason": "tool_calls", "model": "scripted", "step": 1})],
+            run_id=run_id, run=RunUpdate(status="running", started=True, steps=1))
+    finally:
+        await store.close()
+    settings.database_url = store_url
+    rt = await Runtime.open(settings)
+    try:
+        run = await rt.wait(run_id)
+        assert (run.status, run.steps) == ("completed", 1)
+        events = [e for e in await rt.read_events(sid) if e.run_id == run_id]
+        kinds = [e.kind for e in events]
+        assert kinds.count("message.assistant") == 1 and "tool.started" not in kinds
+        assert events[-1].data["client_tool_calls"] == [call]
+    finally:
+        await rt.close()

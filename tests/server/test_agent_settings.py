@@ -283,5 +283,5 @@ def test_agentd_show_prints_the_settings_errors(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "settings errors" in result.stdout
     assert "settings.max_step: unknown setting; did you mean 'max_steps'?" in result.stdout
-    shown = orjson.loads(fine.stdout)["agent"]
+    shown = orjson.loads(fine.stdout)  # (the Agent itself: docs/cli.md, "JSON output")
     assert shown["settings_errors"][0]["field"] == "settings.max_step"

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -53,7 +53,7 @@ from agentd.channels.telegram import TelegramChannel
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
-from agentd.events import CompactionStrategy
+from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.memory.blocks import MemoryBlocks
@@ -695,6 +695,16 @@ class Runtime(MemoryCalls):
     async def set_session_policy(self, name: str, key: str, policy: dict[str, Any] | None,
                                  *, actor: Principal | None = None) -> SessionRecord:
         return await self.sessions.set_session_policy(name, key, policy, actor=actor)
+
+    async def add_messages(self, name: str, key: str, messages: Sequence[MessageAddedData],
+                           *, create: bool = False, expect_seq: int | None = None,
+                           on_new_session: Callable[[list[str]], None] | None = None
+                           ) -> tuple[SessionRecord, list[EventRecord]]:
+        """Add messages to a session's conversation without a run, between its runs
+        (409 ``session_busy`` while one is active); see :meth:`SessionOps.add_messages`."""
+        return await self.sessions.add_messages(name, key, messages, create=create,
+                                                expect_seq=expect_seq,
+                                                on_new_session=on_new_session)
 
     async def compact_session(self, name: str, key: str, *,
                               strategy: CompactionStrategy | None = None,

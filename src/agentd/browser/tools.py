@@ -173,6 +173,11 @@ async def browser_open(ctx: ToolContext, url: str) -> str:
         config = browsers.config
         ctx.reached_outside = True
         tab.take_blocked()
+        if tab.page.url != "about:blank":
+            # Leave the previous page first: unloading it aborts its requests. A page
+            # that held many open (up to Chromium's six per host through the proxy)
+            # kept the new page's request waiting for a socket until it timed out.
+            await _playwright(tab.page.goto("about:blank"), "leaving the previous page")
         try:
             response = await _goto(tab.page, url)
         except ToolError as exc:

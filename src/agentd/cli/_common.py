@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from agentd.cli._safe import SafeConsole, dumps
 from agentd.client import APIError, Client, ClientError
@@ -63,8 +64,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def echo_json(value: Any) -> None:
-    """Print JSON exactly (no markup, no wrapping) so it pipes into jq."""
+    """Print JSON exactly (no markup, no wrapping) so it pipes into jq.
+
+    What ``--json`` prints follows one rule (docs/cli.md, "JSON output"): the API's
+    object for a command that shows or changes one thing, a JSON array of the API's
+    objects for a command that lists things (never the API's page wrapper).
+    """
     typer.echo(dumps(value, indent=2))
+
+
+def more_hint(text: str, as_json: bool) -> None:
+    """Say that a list stopped short and how to get the rest: dimmed on stdout under a
+    table, on stderr with ``--json`` (stdout then holds the JSON array alone)."""
+    if as_json:
+        err().print(Text(text), soft_wrap=True)
+    else:
+        out().print(Text(text, style="dim"), soft_wrap=True)
 
 
 def describe_api_error(exc: APIError) -> str:

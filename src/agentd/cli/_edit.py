@@ -100,12 +100,13 @@ def edit(
       $ EDITOR=nano agentd edit demo
     """
     with connect(ctx) as client:
-        before = editable(client.get_agent(name))
+        agent = client.get_agent(name)
+        before = editable(agent)
         text = render(name, before)
         while True:
             edited = _open_editor(text)
             if edited is None or not strip_comments(edited).strip():
-                out().print(f"no change; agent [bold]{escape(name)}[/] is as it was")
+                _unchanged(name, agent, as_json)
                 return
             text = edited
             try:
@@ -118,7 +119,7 @@ def edit(
                 text = annotate(edited, [("", str(exc))])
                 continue
             if not patch:
-                out().print(f"no change; agent [bold]{escape(name)}[/] is as it was")
+                _unchanged(name, agent, as_json)
                 return
             try:
                 agent = client.update_agent(name, **patch)
@@ -131,6 +132,14 @@ def edit(
                 continue
             break
     _changed(name, agent, sorted(patch), as_json)
+
+
+def _unchanged(name: str, agent: dict[str, Any], as_json: bool) -> None:
+    # --json prints the agent whatever happened: a script reads one shape.
+    if as_json:
+        echo_json(agent)
+    else:
+        out().print(f"no change; agent [bold]{escape(name)}[/] is as it was")
 
 
 def _changed(name: str, agent: dict[str, Any], fields: list[str], as_json: bool) -> None:

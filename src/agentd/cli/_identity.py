@@ -129,7 +129,7 @@ def token_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """The tokens you may see (never their text)."""
     with connect(ctx) as client:
         items = client.list_tokens()
-    echo_json({"tokens": items}) if as_json else out().print(_token_table(items))
+    echo_json(items) if as_json else out().print(_token_table(items))
 
 
 @token_app.command("rotate")
@@ -197,7 +197,7 @@ def tenant_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """The tenants you may see."""
     with connect(ctx) as client:
         items = client.list_tenants()
-    echo_json({"tenants": items}) if as_json else out().print(_tenant_table(items))
+    echo_json(items) if as_json else out().print(_tenant_table(items))
 
 
 @tenant_app.command("show")
@@ -258,7 +258,7 @@ def audit_list(
             if len(rows) >= limit:
                 break
     if as_json:
-        echo_json({"rows": rows})
+        echo_json(rows)
         return
     table = Table(show_edge=False, pad_edge=False)
     for name in ("SEQ", "AT (UTC)", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "REASON"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import AgentArg, JsonFlag, connect, describe_api_error, echo_json, fail, out
+from agentd.cli._common import (
+    AgentArg,
+    JsonFlag,
+    connect,
+    describe_api_error,
+    echo_json,
+    fail,
+    more_hint,
+    out,
+)
 from agentd.cli._render import short, when
 from agentd.client import APIError
 
@@ -180,25 +190,31 @@ def entries(
     [bold]Examples[/]
       $ agentd memory entries demo
       $ agentd memory entries demo --tag pref --limit 10
-      $ agentd memory entries demo --json | jq -r '.entries[].content'
+      $ agentd memory entries demo --json | jq -r '.[].content'
     """
     with connect(ctx) as client:
         page = client.list_entries(agent, namespace=namespace, tags=tag, limit=limit,
                                    before=before)
     items: list[dict[str, Any]] = page.get("entries", [])
     if as_json:
-        echo_json(page)
-        return
-    console = out()
-    if not items:
-        console.print(Text("no memory entries" + (" here" if before or tag or namespace
-                                                  else f" for {agent} yet"), style="dim"),
-                      soft_wrap=True)
-        return
-    console.print(entries_table(items, width=console.width))
+        echo_json(items)
+    elif not items:
+        out().print(Text("no memory entries" + (" here" if before or tag or namespace
+                                                else f" for {agent} yet"), style="dim"),
+                    soft_wrap=True)
+    else:
+        console = out()
+        console.print(entries_table(items, width=console.width))
     if page.get("next_before"):
-        console.print(Text(f"more: agentd memory entries {agent} --before "
-                           f"{page['next_before']}", style="dim"), soft_wrap=True)
+        words = ["agentd", "memory", "entries", agent]
+        for t in tag or []:
+            words += ["--tag", t]
+        if namespace:
+            words += ["--namespace", namespace]
+        words += ["--limit", str(limit), "--before", page["next_before"]]
+        if as_json:
+            words.append("--json")
+        more_hint(f"more: {shlex.join(words)}", as_json)
 
 
 def entry(ctx: typer.Context, agent: AgentArg, entry_id: IdArg, as_json: JsonFlag = False

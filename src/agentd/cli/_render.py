@@ -317,6 +317,12 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
         line = Text(f"{prefix}user: ", style="bold cyan")
         line.append(str(data.get("content", "")), style="")
         return [line]
+    if kind == "message.added":  # added by a client without a run (update_state)
+        user = data.get("role") == "user"
+        line = Text(f"{prefix}{'user' if user else 'assistant'} (added): ",
+                    style="bold cyan" if user else "bold green")
+        line.append(str(data.get("content", "")), style="")
+        return [line]
     if kind == "message.assistant":
         lines: list[Text] = []
         text = data.get("text") or ""

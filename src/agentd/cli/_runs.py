@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import TERMINAL_STATUSES, connect, echo_json, out
+from agentd.cli._common import TERMINAL_STATUSES, connect, echo_json, more_hint, out
 from agentd.cli._render import (
     error_line,
     error_of,
@@ -252,5 +252,5 @@ def runs(
     else:
         console = out()
         console.print(runs_table(found, console.width))
-        if more:
-            out().print(f"[dim]more runs match; show more with --limit {limit * 5}[/]")
+    if more:
+        more_hint(f"more runs match; show more with --limit {limit * 5}", as_json)

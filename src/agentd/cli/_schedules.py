@@ -163,7 +163,7 @@ def list_(
     with connect(ctx) as client:
         items = list(client.list_schedules(agent))
     if as_json:
-        echo_json({"schedules": items})
+        echo_json(items)
     elif not items:
         out().print("no schedules")
     else:
@@ -229,7 +229,7 @@ def fires(ctx: typer.Context, schedule_id: IdArg, as_json: JsonFlag = False) -> 
     with connect(ctx) as client:
         items = client.schedule_fires(schedule_id)
     if as_json:
-        echo_json({"fires": items})
+        echo_json(items)
         return
     for item in items:
         what = (f"run {item.get('run_id')} ({item.get('run_status') or 'gone'})"

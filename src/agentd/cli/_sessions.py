@@ -17,6 +17,7 @@ from agentd.cli._common import (
     echo_json,
     err,
     fail,
+    more_hint,
     out,
 )
 from agentd.cli._render import error_line, error_of, event_lines, sessions_table
@@ -46,8 +47,8 @@ def sessions(
     A session's events are numbered 1, 2, 3, ...; EVENTS is the last one, the
     number to give [bold]agentd tail --after[/].
 
-    With --limit, --match or --after, one page; --json then prints
-    {"sessions": [...], "next_after": CURSOR or null}.
+    With --limit, --match or --after, one page, and the command for the next page
+    after it (on stderr with --json, whose stdout is the JSON array of sessions).
 
     [bold]Examples[/]
       $ agentd sessions demo
@@ -69,7 +70,7 @@ def sessions(
         else:
             found = client.list_sessions(name)
     if as_json:
-        echo_json(page if paged else found)
+        echo_json(found)
     elif not found and match is not None:
         out().print(Text(f"no sessions of agent {name} match {match!r}" +
                          (" after this cursor" if after else ""), style="dim"),
@@ -82,14 +83,15 @@ def sessions(
                     soft_wrap=True)
     else:
         out().print(sessions_table(found))
-    if not as_json and page.get("next_after"):
+    if page.get("next_after"):
         words = ["agentd", "sessions", name, "--after", page["next_after"]]
         if limit is not None:
             words += ["--limit", str(limit)]
         if match is not None:
             words += ["--match", match]
-        out().print(Text(f"{len(found)} shown, more: {shlex.join(words)}", style="dim"),
-                    soft_wrap=True)
+        if as_json:
+            words.append("--json")
+        more_hint(f"{len(found)} shown, more: {shlex.join(words)}", as_json)
 
 
 def delete_session(

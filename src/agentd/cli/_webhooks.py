@@ -7,13 +7,14 @@ answer, an agent's tool output), so they are printed as plain ``Text``.
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, more_hint, out
 
 __all__ = ["webhook_app"]
 
@@ -100,7 +101,7 @@ def list_(
     with connect(ctx) as client:
         items = list(client.list_webhooks(agent))
     if as_json:
-        echo_json({"webhooks": items})
+        echo_json(items)
     elif not items:
         out().print("no webhooks")
     else:
@@ -173,17 +174,36 @@ def deliveries(
         "--status", metavar="STATUS", help="pending, delivered or failed.",
         show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
+    before: Annotated[str | None, typer.Option(
+        "--before", metavar="DELIVERY", help="The page after this delivery (the hint the "
+                                             "page before printed).",
+        show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The webhook's latest deliveries, newest first."""
+    """The webhook's latest deliveries, newest first, a page at a time (--before).
+
+    [bold]Examples[/]
+      $ agentd webhook deliveries "$HOOK" --status failed
+      $ agentd webhook deliveries "$HOOK" -n 10 --json | jq -r '.[].id'
+    """
     with connect(ctx) as client:
-        page = client.webhook_deliveries(webhook_id, status=status, limit=limit)
+        page = client.webhook_deliveries(webhook_id, status=status, limit=limit,
+                                         before=before)
+    items: list[dict[str, Any]] = page.get("deliveries", [])
     if as_json:
-        echo_json(page)
-    elif not page["deliveries"]:
+        echo_json(items)
+    elif not items:
         out().print("no deliveries")
     else:
-        out().print(_delivery_table(page["deliveries"]))
+        out().print(_delivery_table(items))
+    if page.get("next_before"):
+        words = ["agentd", "webhook", "deliveries", webhook_id]
+        if status:
+            words += ["--status", status]
+        words += ["--limit", str(limit), "--before", page["next_before"]]
+        if as_json:
+            words.append("--json")
+        more_hint(f"more: {shlex.join(words)}", as_json)
 
 
 @webhook_app.command("replay")

@@ -258,22 +258,23 @@ def list_agents(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def show(
     ctx: typer.Context,
     name: NameArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the agent as JSON.")] = False,
 ) -> None:
     """Show an agent and its most recent sessions ([bold]agentd sessions NAME[/] pages
-    through the rest). --json prints {"agent", "sessions", "next_after"}.
+    through the rest). --json prints the Agent as the API returns it (the sessions:
+    [bold]agentd sessions NAME --json[/]).
 
-    [bold]Example[/]
+    [bold]Examples[/]
       $ agentd show demo
+      $ agentd show demo --json | jq -r .model
     """
     with connect(ctx) as client:
         agent = client.get_agent(name)
+        if as_json:
+            echo_json(agent)
+            return
         page = client.sessions_page(name, limit=SHOWN_SESSIONS)
     sessions: list[dict[str, Any]] = page.get("sessions", [])
-    if as_json:
-        echo_json({"agent": agent, "sessions": sessions,
-                   "next_after": page.get("next_after")})
-        return
     console = out()
     console.print(agent_details(agent))
     console.print()

@@ -50,6 +50,8 @@ from agentd.events.data import (
     BudgetWarningData,
     CheckpointData,
     CheckpointKind,
+    ClientResultData,
+    ClientToolData,
     CompactionStrategy,
     ContextTrimmedData,
     DecisionData,
@@ -57,6 +59,7 @@ from agentd.events.data import (
     ErrorData,
     LoopDetectedData,
     MemoryConsolidatedData,
+    MessageAddedData,
     MessageAssistantData,
     MessageProactiveData,
     MessageUserData,
@@ -113,6 +116,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointData",
     "CheckpointKind",
+    "ClientResultData",
+    "ClientToolData",
     "CompactionStrategy",
     "ContextTrimmedData",
     "DecisionData",
@@ -123,6 +128,8 @@ __all__ = [
     "LoopDetectedData",
     "MemoryConsolidated",
     "MemoryConsolidatedData",
+    "MessageAdded",
+    "MessageAddedData",
     "MessageAssistant",
     "MessageAssistantData",
     "MessageProactive",
@@ -433,6 +440,14 @@ class MessageProactive:
 
 
 @dataclass(kw_only=True, slots=True)
+class MessageAdded:
+    """A message a client added to the conversation without a run (no run id)."""
+
+    kind: Literal["message.added"] = "message.added"
+    data: MessageAddedData
+
+
+@dataclass(kw_only=True, slots=True)
 class UnknownEvent:
     """A kind this build does not know (a newer daemon wrote it): kept, not folded."""
 
@@ -446,7 +461,8 @@ Event = Annotated[
     | RunWaiting | ApprovalRequested | ApprovalDecided | WorkspaceSnapshot
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
     | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted
-    | MemoryConsolidated | SubtaskStarted | SubtaskFinished | MessageProactive,
+    | MemoryConsolidated | SubtaskStarted | SubtaskFinished | MessageProactive
+    | MessageAdded,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -458,7 +474,7 @@ _CLASSES: tuple[type[Any], ...] = (
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
     Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated,
-    SubtaskStarted, SubtaskFinished, MessageProactive)
+    SubtaskStarted, SubtaskFinished, MessageProactive, MessageAdded)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

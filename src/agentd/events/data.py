@@ -9,22 +9,67 @@ from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
-__all__ = ["ACTIVE_RUN_STATES", "AGENT_CHANGE_KINDS", "CHECKPOINT_KINDS",
-           "COMPACTION_STRATEGIES", "RUN_STATES", "TERMINAL_RUN_STATES", "WAITING_REASONS",
-           "AgentChangeData", "AgentChangeKind", "ApprovalDecidedData",
-           "ApprovalRequestedData", "ArchivedData", "AttemptData", "BudgetWarningData",
-           "CheckpointData", "CheckpointKind", "CompactionStrategy", "ContextTrimmedData",
-           "DecisionData", "EmptyData", "ErrorData", "LoopDetectedData",
-           "MemoryConsolidatedData", "MessageAssistantData", "MessageProactiveData",
-           "MessageUserData", "ModelOutageData", "ModelRecoveredData", "PolicyVerdictData",
-           "QueueData", "QuotaData", "RecalledData", "RecalledEntryData",
-           "RunCancelledData", "RunCompletedData", "RunFailedData", "RunInterruptedData",
-           "RunParkedData", "RunResumedData", "RunStatus", "RunWaitingData",
-           "SessionCompactedData", "SessionForkedData", "SessionRestoredData",
-           "StepCompactionData", "SubtaskFinishedData", "SubtaskStartedData",
-           "ThinkingData", "ToolCallData", "ToolFinishedData", "ToolStartedData",
-           "ToolsUnavailableData", "UsageData", "WaitingReason", "WorkspaceRestoredData",
-           "WorkspaceSnapshotData"]
+__all__ = [
+    "ACTIVE_RUN_STATES",
+    "AGENT_CHANGE_KINDS",
+    "CHECKPOINT_KINDS",
+    "COMPACTION_STRATEGIES",
+    "RUN_STATES",
+    "TERMINAL_RUN_STATES",
+    "WAITING_REASONS",
+    "AgentChangeData",
+    "AgentChangeKind",
+    "ApprovalDecidedData",
+    "ApprovalRequestedData",
+    "ArchivedData",
+    "AttemptData",
+    "BudgetWarningData",
+    "CheckpointData",
+    "CheckpointKind",
+    "ClientResultData",
+    "ClientToolData",
+    "CompactionStrategy",
+    "ContextTrimmedData",
+    "DecisionData",
+    "EmptyData",
+    "ErrorData",
+    "LoopDetectedData",
+    "MemoryConsolidatedData",
+    "MessageAddedData",
+    "MessageAssistantData",
+    "MessageProactiveData",
+    "MessageUserData",
+    "ModelOutageData",
+    "ModelRecoveredData",
+    "PolicyVerdictData",
+    "QueueData",
+    "QuotaData",
+    "RecalledData",
+    "RecalledEntryData",
+    "RunCancelledData",
+    "RunCompletedData",
+    "RunFailedData",
+    "RunInterruptedData",
+    "RunParkedData",
+    "RunResumedData",
+    "RunStatus",
+    "RunWaitingData",
+    "SessionCompactedData",
+    "SessionForkedData",
+    "SessionRestoredData",
+    "StepCompactionData",
+    "SubtaskFinishedData",
+    "SubtaskStartedData",
+    "ThinkingData",
+    "ToolCallData",
+    "ToolFinishedData",
+    "ToolStartedData",
+    "ToolsUnavailableData",
+    "UsageData",
+    "WaitingReason",
+    "WorkspaceRestoredData",
+    "WorkspaceSnapshotData",
+]
 
 
 # -- run statuses (defined once; the store, the runtime and the API use these) -----------
@@ -153,6 +198,25 @@ class ArchivedData(TypedDict):
 # -- the data of each kind -----------------------------------------------------------------
 
 
+class ClientToolData(TypedDict):
+    """A tool its sender runs (``message.user``'s ``client_tools``): what the model is
+    told about it."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class ClientResultData(TypedDict):
+    """The sender's result of a call of one of its tools (``message.user``'s
+    ``tool_results``)."""
+
+    call_id: str
+    name: str
+    output: str
+    is_error: NotRequired[bool]
+
+
 class MessageUserData(TypedDict):
     """A message in; what started it, when not a client, is in the other keys (the
     ``origin`` of :meth:`agentd.store.Store.accept_message`)."""
@@ -179,6 +243,18 @@ class MessageUserData(TypedDict):
     #: Why the message is untrusted (its sender's session was tainted): the session
     #: is tainted from here on.
     tainted: NotRequired[str]
+    #: Tools the sender runs itself, offered to the model in the run this message
+    #: starts (an OpenAI-compatible client's ``tools``): a call of one ends the run
+    #: with ``client_tool_calls`` (``run.completed``) for the sender to run.
+    client_tools: NotRequired[list[ClientToolData]]
+    #: The sender's results of the calls its earlier run ended with, given to the
+    #: model (before ``content``, which may then be empty) when this message's run
+    #: starts.
+    tool_results: NotRequired[list[ClientResultData]]
+    #: The sender's instructions for the run this message starts (an OpenAI-compatible
+    #: client's system prompt): added after the agent's own instructions in that
+    #: run's model calls, for that run only (docs/protocols/openai.md).
+    instructions: NotRequired[str]
     #: A heartbeat (``settings.heartbeat``): its slot (epoch seconds, aligned to the
     #: period) and the reply that is logged but not delivered (``silent``).
     heartbeat: NotRequired[bool]
@@ -259,6 +335,9 @@ class RunCompletedData(TypedDict):
     usage: UsageData
     #: The final reply was silent (see ``MessageAssistantData.silent``).
     silent: NotRequired[bool]
+    #: The run ended to let its sender run these calls of its ``client_tools`` (the
+    #: last ``message.assistant``'s calls of them; its own tools' calls ran).
+    client_tool_calls: NotRequired[list[ToolCallData]]
 
 
 class MessageProactiveData(TypedDict):
@@ -272,6 +351,20 @@ class MessageProactiveData(TypedDict):
     #: Why the content is untrusted (the posting session had read content from
     #: outside): this session is tainted from here on.
     tainted: NotRequired[str]
+
+
+class MessageAddedData(TypedDict):
+    """A message a client added to the conversation without a run (the Agent Protocol
+    door's ``update_state``): the next run's model sees it where it stands in the log,
+    as the user's message or as the agent's own (``role``)."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    #: The id the client gave the message (LangChain's message ``id``), kept so that
+    #: the client reads it back as it wrote it.
+    id: NotRequired[str]
+    #: The name of the token that added it, when the request carried one.
+    by: NotRequired[str]
 
 
 class RunFailedData(TypedDict):

@@ -6,8 +6,10 @@ Where a turn comes from, first match wins:
 2. ``settings.script``: a list of turns played in order, one per model call within a
    session, starting over when exhausted. The position is the number of assistant
    messages already in the session, so it survives restarts with no state of its own;
-3. rules: a message ``/tool NAME {json args}`` calls that tool, a tool result is
-   summarised, anything else is echoed back as ``echo: <text>``.
+3. rules: a message ``/tool NAME {json args}`` calls that tool, ``/system`` answers
+   with the call's system prompt (``system: <prompt>``: what the agent's instructions,
+   a caller's and a summary made of it), a tool result is summarised, anything else
+   is echoed back as ``echo: <text>``.
 
 A request to summarise a conversation (compaction, :mod:`agentd.memory.compaction`:
 its last message a ``<conversation_to_summarize>`` block) is answered before 2 and 3
@@ -246,6 +248,8 @@ def _rule_turn(request: ModelRequest) -> dict[str, Any]:
         ]
         return {"text": "; ".join(parts)}
     if isinstance(last, UserMessage):
+        if last.content.strip() == "/system":
+            return {"text": f"system: {request.system}"}
         match = _TOOL_RE.match(last.content.strip())
         if match:
             name, raw = match.group(1), match.group(2).strip()

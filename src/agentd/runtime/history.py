@@ -22,6 +22,8 @@ from typing import Any, cast
 
 from agentd.events import (
     EmptyData,
+    MessageAdded,
+    MessageAddedData,
     MessageAssistant,
     MessageAssistantData,
     MessageProactive,
@@ -49,6 +51,7 @@ from agentd.llm.messages import (
     Thinking,
     ToolCall,
     ToolResultMessage,
+    ToolSpec,
     Usage,
     UserMessage,
 )
@@ -157,11 +160,19 @@ class SessionHistory:
         self._deferred: list[UserMessage] = []
         #: Messages the agent posted here from another session while a run of this
         #: one was under way: they join when it ends (between turns, never inside one).
-        self._posted: list[AssistantMessage] = []
+        self._posted: list[AnyMessage] = []
         #: Why the session is tainted (content from outside entered it), or None.
         self.tainted: str | None = None
         #: The session's latest snapshot of the agent's workspace.
         self.workspace_ref: str | None = None
+        #: The sender's instructions for a run (its message's ``instructions``), by
+        #: run id, until the run ends.
+        self._run_instructions: dict[str, str] = {}
+        #: The tools the sender of a run's message runs itself (``client_tools``).
+        self._run_client_tools: dict[str, list[ToolSpec]] = {}
+        #: The sender's results of earlier calls (``tool_results``), held with its
+        #: message until its run starts.
+        self._results: dict[str, list[ToolResultMessage]] = {}
 
     @classmethod
     def from_log(cls, session_id: str, events: list[EventRecord],
@@ -202,6 +213,10 @@ class SessionHistory:
             self.tainted = f"message (seq {event.seq}): {tainted}"
         message = UserMessage(content=data["content"])
         run_id = event.run_id
+        if run_id is not None and not data.get("steer"):
+            self._sender_parts(run_id, data)
+            if not message.content and run_id in self._results:
+                return  # only results: they join when the run starts
         if run_id is not None and run_id not in self._started:
             self._held.setdefault(run_id, []).append(message)
         elif self._pending and run_id is not None:
@@ -211,13 +226,46 @@ class SessionHistory:
                 self._turn()
             self._append(message)
 
+    def _sender_parts(self, run_id: str, data: MessageUserData) -> None:
+        """What a run's message brings besides its text: its sender's instructions,
+        tools and results of earlier calls (the OpenAI doors)."""
+        instructions = data.get("instructions")
+        if instructions:
+            self._run_instructions.setdefault(run_id, instructions)
+        tools = data.get("client_tools")
+        if tools:
+            self._run_client_tools.setdefault(run_id, [
+                ToolSpec(name=t["name"], description=t.get("description", ""),
+                         parameters=t.get("parameters") or {"type": "object",
+                                                            "properties": {}})
+                for t in tools])
+        results = data.get("tool_results")
+        if results:
+            self._results.setdefault(run_id, []).extend(
+                ToolResultMessage(call_id=r["call_id"], name=r["name"], content=r["output"],
+                                  is_error=bool(r.get("is_error")))
+                for r in results)
+
     def _started_run(self, event: EventRecord, data: EmptyData) -> None:
         self._started.add(event.run_id or "")
+        results = self._results.pop(event.run_id or "", ())
+        if results:
+            self._answer(results)
         held = self._held.pop(event.run_id or "", ())
-        if held:
+        if held and not results:
+            # (Results continue the turn of the calls they answer: no cut between.)
             self._turn()
         for message in held:
             self._append(message)
+
+    def _answer(self, results: Sequence[ToolResultMessage]) -> None:
+        """The sender's results of the calls an earlier run ended with: each joins
+        after its call, if that call is still waiting (one a later message already
+        answered with an error result cannot take it any more)."""
+        for result in results:
+            if self._pending.pop(result.call_id, None) is not None:
+                self.messages.append(result)
+                self.origins.append(self._seq)
 
     def _turn(self) -> None:
         """A turn begins at the message about to join (after any unanswered calls)."""
@@ -267,6 +315,9 @@ class SessionHistory:
 
     def _ended(self, event: EventRecord, data: object) -> None:
         self._held.pop(event.run_id or "", None)
+        self._run_instructions.pop(event.run_id or "", None)
+        self._run_client_tools.pop(event.run_id or "", None)
+        self._results.pop(event.run_id or "", None)
         self._started.discard(event.run_id or "")
         if self._posted and not self._started:
             posted, self._posted = self._posted, []
@@ -285,6 +336,20 @@ class SessionHistory:
             self._posted.append(message)
         else:
             self._append(message)
+
+    def _added(self, event: EventRecord, data: MessageAddedData) -> None:
+        """A message a client added without a run: a user message begins a turn, an
+        assistant one is the agent's own. Written only while no run of the session
+        is active; were one started (an older log), it joins when that run ends."""
+        content = data.get("content", "")
+        message: AnyMessage = (UserMessage(content=content) if data.get("role") == "user"
+                               else AssistantMessage(text=content))
+        if self._started:
+            self._posted.append(message)
+            return
+        if isinstance(message, UserMessage):
+            self._turn()
+        self._append(message)
 
     def _compacted(self, event: EventRecord, data: SessionCompactedData) -> None:
         self.messages, self.origins = compacted(self.messages, self.origins, data)
@@ -325,8 +390,19 @@ class SessionHistory:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
 
-    def system(self, instructions: str) -> str:
-        """The system prompt for these messages: ``instructions`` and the summary."""
+    def client_tools(self, run_id: str) -> list[ToolSpec]:
+        """The tools the sender of run ``run_id``'s message runs itself."""
+        return list(self._run_client_tools.get(run_id, ()))
+
+    def system(self, instructions: str, run_id: str | None = None) -> str:
+        """The system prompt for these messages: ``instructions`` (the agent's), the
+        instructions the message of run ``run_id`` came with (its sender's, for that
+        run), and the summary."""
+        theirs = self._run_instructions.get(run_id or "")
+        if theirs:
+            instructions = (f"{instructions}\n\n" if instructions else "") + (
+                "<caller_instructions>\nThe client that sent this turn's message gives "
+                "these instructions for it:\n" + theirs + "\n</caller_instructions>")
         return with_summary(instructions, self.summary)
 
 
@@ -341,6 +417,7 @@ _FOLDS: dict[str, _Fold] = {
     kind_of(WorkspaceSnapshot): SessionHistory._snapshot,
     kind_of(SessionCompacted): SessionHistory._compacted,
     kind_of(MessageProactive): SessionHistory._proactive,
+    kind_of(MessageAdded): SessionHistory._added,
     **{kind_of(end): SessionHistory._ended
        for end in (RunCompleted, RunFailed, RunCancelled, RunInterrupted)},
 }

@@ -307,6 +307,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.cost_usd = 0.0
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
+        #: The names of the tools the sender of the run's message runs (see _execute).
+        self._client_tools: set[str] = set()
         # Auto-recall's last search: the message, the section, its log.
         self._recalled: tuple[str, str, RecalledData] | None = None
 
@@ -468,8 +470,13 @@ class RunExecutor(ToolSteps, BudgetSteps):
     async def _execute(self) -> RunOutcome:
         """The run, step by step: each step one model call and, if it asks for tools,
         their results; every step committed before the next begins."""
+        # The tools its sender runs itself (an OpenAI client's ``tools``, from the run's
+        # message in the log): offered too, unless the agent has one of the name (the
+        # door refuses such a request).
+        client = [t for t in self.history.client_tools(self.run.id) if t.name not in self.tools]
+        self._client_tools = {t.name for t in client}
         outcome = await self._begin()
-        specs = [t.spec for t in self.tools.values()]
+        specs = [*(t.spec for t in self.tools.values()), *client]
         while outcome is None:
             outcome = await self._before_step()
             if outcome is not None:
@@ -524,7 +531,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         messages = self.history.for_model()
         if self._pieces:
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
-        system = self.history.system(self.instructions)
+        system = self.history.system(self.instructions, self.run.id)
         if recalled:
             system = f"{system}\n\n{recalled}"
         return ModelRequest(
@@ -649,8 +656,23 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self._pieces.clear()
         await self._commit(step.events, RunUpdate(steps=self.steps), usage=step.charge)
         self._charged(step.charge)
+        if self._client_tools and any(c.name in self._client_tools
+                                      for c in message.tool_calls):
+            return await self._hand_to_client(message.tool_calls, message.text)
         results = await self._run_tools(message.tool_calls)
         return await self._guard_loop(message.tool_calls, results)
+
+    async def _hand_to_client(self, calls: list[ToolCall], text: str) -> RunOutcome:
+        """The model called tools its sender runs: the agent's own calls of the step
+        run, then the run ends with the sender's (``client_tool_calls``); the
+        sender's results come with its next message (``tool_results``)."""
+        own = [c for c in calls if c.name not in self._client_tools]
+        if own:
+            await self._run_tools(own)
+        theirs = [_call_data(c) for c in calls if c.name in self._client_tools]
+        return await self._finish(RunCompleted(data={
+            "output": text, "steps": self.steps, "usage": self._used(),
+            "client_tool_calls": theirs}))
 
     # -- resuming ----------------------------------------------------------------------
 
@@ -677,8 +699,11 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self._took_lease()
         to_run: list[ToolCall] = []
         skipped: list[ToolFinishedData] = []
+        theirs = [u.call for u in state.unfinished if u.call.name in self._client_tools]
         for unfinished in state.unfinished:
             call = unfinished.call
+            if call.name in self._client_tools:
+                continue  # the sender's: handed to it below
             t = self.tools.get(call.name)
             if not unfinished.started or (t is not None and t.idempotent):
                 to_run.append(call)
@@ -706,6 +731,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
             started = {u.call.id for u in state.unfinished if u.started}
             await self._run_tools(to_run, retried={c.id for c in to_run if c.id in started},
                                   prior=state.after_last_step)
+        if theirs:
+            return await self._hand_to_client(theirs, "")
         return None
 
     async def _unknown_outcome(self, call: ToolCall, pending: ApprovalRequestedData | None

@@ -1,15 +1,22 @@
 """What the runtime does to a session as a whole: checkpoints, restore and fork (with
-the workspace's files), and the session's own policy layer. Mixed into
-:class:`~agentd.assembly.runtime.Runtime`."""
+the workspace's files), messages added without a run, and the session's own policy
+layer. Mixed into :class:`~agentd.runtime.sessions.Sessions`."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agentd.errors import InvalidInput
-from agentd.events import SessionRestored, WorkspaceRestored, WorkspaceSnapshot
+from agentd.errors import InvalidInput, PayloadTooLarge
+from agentd.events import (
+    MessageAdded,
+    MessageAddedData,
+    SessionRestored,
+    WorkspaceRestored,
+    WorkspaceSnapshot,
+)
 from agentd.runtime.workspaces import snapshot_at
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig, parse_policy
@@ -25,10 +32,12 @@ if TYPE_CHECKING:
     from agentd.runtime.workspaces import WorkspaceKeeper
     from agentd.store.records import AgentRecord
 
-__all__ = ["CHECKPOINT_NAME", "SessionOps", "check_session_key"]
+__all__ = ["CHECKPOINT_NAME", "MAX_ADDED_MESSAGES", "SessionOps", "check_session_key"]
 
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 MAX_KEY_LEN = 256
+#: The most messages one :meth:`SessionOps.add_messages` adds.
+MAX_ADDED_MESSAGES = 1000
 
 
 def check_session_key(key: str) -> str:
@@ -161,6 +170,47 @@ class SessionOps:
         self.bus.publish([record])
         self.histories.drop(session_id)
         return record
+
+    async def add_messages(self, name: str, key: str, messages: Sequence[MessageAddedData],
+                           *, create: bool = False, expect_seq: int | None = None,
+                           on_new_session: Callable[[list[str]], None] | None = None
+                           ) -> tuple[SessionRecord, list[EventRecord]]:
+        """Add messages to a session's conversation without running the agent: one
+        ``message.added`` event each, committed together, which the next run's model
+        sees where they stand (a user message begins a turn; an assistant message is
+        the agent's own). Refused with nothing written (409 ``session_busy``) while
+        the session has a run queued, running or waiting for a decision: messages go
+        in between runs, never into one. ``expect_seq``: only if the session's last
+        seq is still that (409 ``session_changed`` otherwise). ``create``: make the
+        session if it does not exist (:class:`SessionNotFound` otherwise), calling
+        ``on_new_session`` in the transaction as :meth:`Store.add_messages` says
+        (a door whose sessions are one agent's). Returns the session and the events."""
+        if not messages:
+            raise InvalidInput("no message to add", field="body.messages")
+        if len(messages) > MAX_ADDED_MESSAGES:
+            raise InvalidInput(f"at most {MAX_ADDED_MESSAGES} messages are added at once",
+                               field="body.messages")
+        limit = self.settings.max_message_bytes
+        for i, message in enumerate(messages):
+            if message.get("role") not in ("user", "assistant"):
+                raise InvalidInput("a message's role is user or assistant",
+                                   field=f"body.messages.{i}.role")
+            content = message.get("content")
+            if not isinstance(content, str) or not content.strip():
+                raise InvalidInput("a message needs some text",
+                                   field=f"body.messages.{i}.content")
+            if len(content.encode()) > limit:
+                raise PayloadTooLarge(f"message {i} is over {limit} bytes")
+        if create:
+            check_session_key(key)
+        agent = await self.agents.get(name)
+        session, records, _ = await self.store.add_messages(
+            agent.id, key, [NewEvent.of(MessageAdded(data=m)) for m in messages],
+            create=create, expect_seq=expect_seq, on_new_session=on_new_session,
+            quota=self.agents.guard.quotas.quota(tenant_of(agent.settings), "sessions"))
+        self.bus.publish(records)
+        self.histories.offer(records)
+        return session, records
 
     def permissions_for(self, agent: PolicyConfig, session: PolicyConfig | None) -> Policy:
         """The layered policy of an agent's session (daemon < agent < session)."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Host, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd import web
@@ -52,6 +54,16 @@ from agentd.server.schemas import Error, Health
 from agentd.version import __version__
 
 __all__ = ["create_app"]
+
+
+#: /health: a router of its own, made once (AgentdApp shares included routers).
+_status = APIRouter()
+
+
+@_status.get("/health", response_model=Health, tags=["status"])
+async def health(request: Request) -> Response:
+    """Liveness and what the daemon runs on. Public by default."""
+    return model_response(Health, await runtime_of(request).health())
 
 
 def runtime_of_app(app: FastAPI) -> Runtime:
@@ -203,6 +215,37 @@ _ERROR_REF = "#/components/schemas/Error"
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"  # check_path refuses control characters (422)
 _STATUS_TEXT = {401: "Missing or invalid bearer token", 404: "Not found",
                 413: "Request body too large", 422: "Invalid input"}
+
+
+#: FastAPI's OpenAPI documents by what they are made of (see _routes_document), the
+#: last few only; each with the routes of its key (kept alive: their ids are the key).
+_DOCUMENTS: dict[tuple[Any, ...], tuple[list[BaseRoute], bytes]] = {}
+_DOCUMENTS_KEPT = 4
+
+
+def _routes_document(app: FastAPI, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """FastAPI's document of ``app`` (``make``), before the request layer's additions.
+
+    Making it takes about 0.3 s of CPU (a JSON schema for every model of every route),
+    and it is the same for every app made of the same route objects: AgentdApp shares
+    its included routers between apps, so a process that builds several apps (a test
+    process builds hundreds) makes it once. Starlette's own routes are not in the
+    document; any other route's id is in the key, so an app with a route made for it
+    has a key of its own."""
+    documented: list[BaseRoute] = [
+        route for route in app.routes if isinstance(route, APIRoute)
+        or not isinstance(route, (Route, Mount, WebSocketRoute, Host))]
+    key = (app.title, app.version, app.description, app.openapi_version,
+           orjson.dumps([app.servers, app.openapi_tags]),
+           tuple(id(route) for route in documented))
+    kept = _DOCUMENTS.get(key)
+    if kept is None:
+        kept = (documented, orjson.dumps(make()))
+        while len(_DOCUMENTS) >= _DOCUMENTS_KEPT:
+            del _DOCUMENTS[next(iter(_DOCUMENTS))]
+        _DOCUMENTS[key] = kept
+    document: dict[str, Any] = orjson.loads(kept[1])  # (a copy: the caller completes it)
+    return document
 
 
 def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str, Any]:
@@ -357,11 +400,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(OriginCheck, allowed_hosts=settings.allowed_hosts,
                        allowed_origins=settings.allowed_origins)
 
-    @app.get("/health", response_model=Health, tags=["status"])
-    async def health(request: Request) -> Response:
-        """Liveness and what the daemon runs on. Public by default."""
-        return model_response(Health, await runtime_of(request).health())
-
+    app.include_router(_status)
     # The message route is the hot path: its router goes first (routes match in order).
     app.include_router(routes.sessions.router)
     # The protocol doors (agentd.protocols), early for the same reason (their paths are
@@ -407,7 +446,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _document_statuses(document_app(), check)
+            app.openapi_schema = _document_statuses(_routes_document(app, document_app),
+                                                    check)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -1,11 +1,13 @@
 """The Store's checkpoint methods: checkpoints, restoring a session to one, forking a
-session from one, and expiring idle sessions.
+session from one, adding messages to a session without a run, and expiring idle
+sessions.
 
 A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherits it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentd.clock import Clock
@@ -16,7 +18,7 @@ from agentd.store import rows as _rows
 from agentd.store._sessions import new_checkpoint
 from agentd.store.engine import Engine, Tx
 from agentd.store.quota import Quota
-from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord
+from agentd.store.records import CheckpointRecord, EventRecord, NewEvent, SessionRecord
 from agentd.store.rows import ACTIVE, CHECKPOINT_COLS, SESSION_COLS, new_id
 
 __all__ = ["CheckpointStore"]
@@ -99,6 +101,34 @@ class CheckpointStore:
                 checkpoint=checkpoint, source=source, now=now)
             _quota.check(tx, quota, self.engine.dialect)
             return forked
+
+        return await self.engine.write(op)
+
+    async def add_messages(self, agent_id: str, key: str, events: Sequence[NewEvent], *,
+                           create: bool = False, expect_seq: int | None = None,
+                           on_new_session: Callable[[list[str]], None] | None = None,
+                           quota: Quota | None = None
+                           ) -> tuple[SessionRecord, list[EventRecord], bool]:
+        """Append ``events`` (messages added without a run) to the agent's session
+        ``key``, in one transaction: refused (:class:`SessionBusy`, nothing written)
+        while the session has a run queued, running or waiting for a decision, and
+        (Conflict ``session_changed``) unless its last seq is ``expect_seq`` when
+        that is given. ``create``: make the session if it does not exist (else
+        :class:`SessionNotFound`); then ``on_new_session`` is called with the names
+        of the other agents that have a session of the same key, and raises to
+        refuse, and ``quota`` (the tenant's limit on sessions) is checked. Returns
+        the session, the events' records and whether the session was made here."""
+        now = self.clock.time()
+        new_session_id = new_id("s")
+
+        def op(tx: Tx) -> tuple[SessionRecord, list[EventRecord], bool]:
+            done = _sessions.add_messages(
+                tx, agent_id=agent_id, key=key, new_session_id=new_session_id,
+                events=events, now=now, create=create, expect_seq=expect_seq,
+                on_new_session=on_new_session)
+            if done[2]:
+                _quota.check(tx, quota, self.engine.dialect)
+            return done
 
         return await self.engine.write(op)
 

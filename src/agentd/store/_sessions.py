@@ -1,13 +1,16 @@
-"""A session as a whole: checkpoints, restore and fork. Each function runs inside one
-transaction (``tx``); the caller's ``now`` is the commit time."""
+"""A session as a whole: checkpoints, restore and fork, and messages added without a
+run. Each function runs inside one transaction (``tx``); the caller's ``now`` is the
+commit time."""
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentd.errors import (
     CheckpointNotFound,
+    Conflict,
     InvalidInput,
     SessionBusy,
     SessionExists,
@@ -38,7 +41,7 @@ from agentd.store.rows import (
     SESSION_NEW,
 )
 
-__all__ = ["fork", "new_checkpoint", "restore"]
+__all__ = ["add_messages", "fork", "new_checkpoint", "restore"]
 #: Events a fork does not copy: they describe the source session, not its state.
 _NOT_COPIED = frozenset({"session.restored", "checkpoint"})
 
@@ -108,6 +111,49 @@ def restore(tx: Tx, session_id: str, seq: int | None, checkpoint: str | None, no
                           "cancel it or wait for it before restoring",
                           details={"active_run": busy[0]})
     return event
+
+
+def add_messages(tx: Tx, *, agent_id: str, key: str, new_session_id: str,
+                 events: Sequence[NewEvent], now: float, create: bool,
+                 expect_seq: int | None, on_new_session: Callable[[list[str]], None] | None
+                 ) -> tuple[SessionRecord, list[EventRecord], bool]:
+    """:meth:`Store.add_messages`'s transaction (see there): the session, the events
+    and whether the session was created here."""
+    row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                 (agent_id, key))
+    created = False
+    if row is None:
+        if not create:
+            raise SessionNotFound(f"session {key!r} not found")
+        tx.execute(
+            f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+            "ON CONFLICT (agent_id, key) DO NOTHING",
+            (new_session_id, agent_id, key, now, now, now))
+        row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
+                     (agent_id, key))
+        assert row is not None
+        created = str(row[0]) == new_session_id
+        if created and on_new_session is not None:
+            others = tx.all("SELECT name FROM agents a WHERE a.id != ? AND EXISTS "
+                            "(SELECT 1 FROM sessions s WHERE s.agent_id = a.id "
+                            "AND s.key = ?) ORDER BY name", (agent_id, key))
+            on_new_session([str(name) for (name,) in others])
+    session = _rows.session(row)
+    # Append first (it locks the session's row), then look at what it held and at its
+    # runs: a message accepted concurrently is either seen here or comes after.
+    records = append(tx, session.id, events, now)
+    before = records[0].seq - 1
+    if expect_seq is not None and before != expect_seq:
+        raise Conflict(f"session {key!r} changed: its last seq is {before}, not "
+                       f"{expect_seq}", code="session_changed",
+                       details={"last_seq": before})
+    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
+                  "LIMIT 1", (session.id,))
+    if busy is not None:
+        raise SessionBusy(f"session {key!r} has run {busy[0]} queued or under way; "
+                          "messages are added between runs", details={"active_run": busy[0]})
+    session.last_seq, session.updated_at = records[-1].seq, now
+    return session, records, created
 
 
 def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | None,

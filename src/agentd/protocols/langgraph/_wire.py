@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentd.errors import InvalidInput
+from agentd.events import MessageAddedData
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 
 __all__ = [
@@ -16,12 +17,15 @@ __all__ = [
     "AssistantSearch",
     "NamespaceSearch",
     "RunCreate",
+    "StateUpdate",
     "StoreGet",
     "StorePut",
     "StoreSearch",
     "ThreadCreate",
     "ThreadSearch",
+    "added_messages",
     "assistant",
+    "check_new_ids",
     "input_text",
     "iso",
     "message",
@@ -121,6 +125,15 @@ class RunCreate(_Body):
         return modes or ["values"]
 
 
+class StateUpdate(_Body):
+    """``threads.update_state``'s body (``values`` is read by :func:`added_messages`)."""
+
+    values: Any = None
+    as_node: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    checkpoint_id: str | None = None
+
+
 class StorePut(_Body):
     namespace: list[str]
     key: str = Field(min_length=1, max_length=200)
@@ -187,24 +200,110 @@ def _message_text(item: Any, where: str) -> str:
                        field=where)
 
 
-def input_text(value: dict[str, Any]) -> str:
-    """The text a run's ``input`` sends: its ``messages`` (user messages only), one
-    after another."""
-    unknown = sorted(set(value) - {"messages"})
+def _state_messages(state: dict[str, Any], name: str) -> list[Any]:
+    """The ``messages`` of a state object (a run's ``input``, ``update_state``'s
+    ``values``: ``name``), at least one; any other key is refused (an agent's state is
+    its messages)."""
+    unknown = sorted(set(state) - {"messages"})
     if unknown:
-        raise InvalidInput(f"input holds {', '.join(unknown)}: an agent's state is its "
-                           "messages", field="body.input." + unknown[0], code="unsupported")
-    messages = value.get("messages")
+        raise InvalidInput(f"{name} holds {', '.join(unknown)}: an agent's state is its "
+                           "messages", field=f"body.{name}.{unknown[0]}", code="unsupported")
+    messages = state.get("messages")
     if isinstance(messages, (str, dict)):
         messages = [messages]
     if not isinstance(messages, list) or not messages:
-        raise InvalidInput("input.messages must hold at least one message",
-                           field="body.input.messages")
+        raise InvalidInput(f"{name}.messages must hold at least one message",
+                           field=f"body.{name}.messages")
+    return messages
+
+
+def input_text(value: dict[str, Any]) -> str:
+    """The text a run's ``input`` sends: its ``messages`` (user messages only), one
+    after another."""
+    messages = _state_messages(value, "input")
     texts = [_message_text(m, f"body.input.messages.{i}") for i, m in enumerate(messages)]
     text = "\n\n".join(texts)
     if not text.strip():
         raise InvalidInput("the message is empty", field="body.input.messages")
     return text
+
+
+_ROLES = {"user": "user", "human": "user", "HumanMessageChunk": "user",
+          "assistant": "assistant", "ai": "assistant", "AIMessageChunk": "assistant"}
+
+
+def _added(item: Any, where: str) -> MessageAddedData:
+    if isinstance(item, str):
+        return {"role": "user", "content": item}
+    msg_id: Any = None
+    if isinstance(item, list) and len(item) == 2:
+        role, content = item
+    elif isinstance(item, dict):
+        role, content = item.get("type") or item.get("role"), item.get("content")
+        msg_id = item.get("id")
+        if role == "remove":
+            raise InvalidInput(f"{where}: removing messages (RemoveMessage) is not kept: "
+                               "a thread's log is append-only (agentd's own API restores "
+                               "its session to an earlier seq)", field=where,
+                               code="unsupported")
+        if item.get("tool_calls") or item.get("invalid_tool_calls"):
+            raise InvalidInput(f"{where}: a message with tool calls cannot be added (the "
+                               "agent's tool calls are its runs' own)", field=where,
+                               code="unsupported")
+    else:
+        raise InvalidInput(f"{where}: a message is a string, an object with type (or "
+                           "role) and content, or a [role, content] pair", field=where)
+    kept = _ROLES.get(role) if isinstance(role, str) else None
+    if kept is None:
+        raise InvalidInput(f"{where}: only user and assistant messages can be added (got "
+                           f"{role!r:.40}); the agent's instructions are its settings",
+                           field=where, code="unsupported")
+    if isinstance(content, list):
+        content = "".join(_part_text(p, f"{where}.content.{i}")
+                          for i, p in enumerate(content))
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput(f"{where}: content must be some text (a string or text parts)",
+                           field=where)
+    out: MessageAddedData = {"role": "user" if kept == "user" else "assistant",
+                             "content": content}
+    if msg_id is not None:
+        if not isinstance(msg_id, str) or not 0 < len(msg_id) <= 200:
+            raise InvalidInput(f"{where}.id: a message id is a string of 1-200 characters",
+                               field=f"{where}.id")
+        out["id"] = msg_id
+    return out
+
+
+def added_messages(values: Any) -> list[MessageAddedData]:
+    """The messages ``update_state``'s ``values`` add to a thread: its ``messages``
+    (user and assistant messages, text only), each appended (LangGraph's
+    ``add_messages``; see :func:`check_new_ids` for ids)."""
+    if isinstance(values, list):
+        raise unsupported("body.values", "a list of updates")
+    if not isinstance(values, dict):
+        raise InvalidInput("values must be an object: {\"messages\": [...]}",
+                           field="body.values")
+    messages = _state_messages(values, "values")
+    out = [_added(m, f"body.values.messages.{i}") for i, m in enumerate(messages)]
+    check_new_ids(out, set())
+    return out
+
+
+def check_new_ids(messages: list[MessageAddedData], known_ids: set[str]) -> None:
+    """Refuse a message whose id is in ``known_ids`` (the thread's) or earlier in
+    ``messages``: LangGraph's ``add_messages`` would replace that message, which is
+    not kept (a thread's messages are only appended)."""
+    seen = set(known_ids)
+    for i, message in enumerate(messages):
+        msg_id = message.get("id")
+        if msg_id is None:
+            continue
+        if msg_id in seen:
+            raise InvalidInput(f"body.values.messages.{i}: a message with id {msg_id!r:.60} "
+                               "is in the thread already: replacing a message is not kept "
+                               "(messages are only appended)",
+                               field=f"body.values.messages.{i}.id", code="unsupported")
+        seen.add(msg_id)
 
 
 # -- what goes back ----------------------------------------------------------------
@@ -231,8 +330,9 @@ def message(kind: Literal["human", "ai"], text: str, msg_id: str) -> dict[str, A
 
 
 def values_of(events: list[EventRecord]) -> dict[str, Any]:
-    """A thread's state values from its session's log: the user's messages and the
-    agent's replies (a run's tool calls stay in agentd's own log)."""
+    """A thread's state values from its session's log: the user's messages, the
+    agent's replies and the messages added by ``update_state`` (a run's tool calls
+    stay in agentd's own log)."""
     messages: list[dict[str, Any]] = []
     for event in events:
         if event.kind == "message.user":
@@ -241,6 +341,11 @@ def values_of(events: list[EventRecord]) -> dict[str, Any]:
         elif event.kind == "run.completed" and not event.data.get("silent"):
             messages.append(message("ai", str(event.data.get("output", "")),
                                     f"run-{event.run_id}"))
+        elif event.kind == "message.added":
+            messages.append(message(
+                "human" if event.data.get("role") == "user" else "ai",
+                str(event.data.get("content", "")),
+                str(event.data.get("id") or f"msg-{event.seq}")))
     return {"messages": messages}
 
 

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, may_use, require_agent, runtime_of
-from agentd.doors.http import actor, json_response
+from agentd.doors.http import actor, json_response, principal_of
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentNotFound,
@@ -43,9 +43,12 @@ from agentd.protocols.langgraph._values import ThreadValues
 from agentd.protocols.langgraph._wire import (
     AssistantSearch,
     RunCreate,
+    StateUpdate,
     ThreadCreate,
     ThreadSearch,
+    added_messages,
     assistant,
+    check_new_ids,
     input_text,
     iso,
     message,
@@ -350,6 +353,52 @@ async def post_state_at(thread_id: str, request: Request) -> Response:
         raise InvalidInput("checkpoint.checkpoint_id must be a string",
                            field="body.checkpoint.checkpoint_id")
     return json_response(await _state_at(request, thread_id, wanted))
+
+
+@router.post("/threads/{thread_id}/state")
+async def update_state(thread_id: str, request: Request) -> Response:
+    """Add messages to the thread without running the agent (``update_state``: events
+    the next run's model sees), answered with the new checkpoint; only appending,
+    between runs (docs/protocols/langgraph.md, "Limits"), else nothing is written."""
+    runtime = runtime_of(request)
+    body: StateUpdate = parse(StateUpdate, await json_body(request))
+    try:
+        agent, session = await _locate(request, thread_id)
+    except ThreadNotFound:
+        raise ThreadNotFound(f"no thread {thread_id!r} (a thread that has not run is "
+                             "an agent's when created with graph_id)") from None
+    if body.as_node not in (None, _NODE):
+        raise unsupported("body.as_node", f"as_node {body.as_node!r:.60} (the agent's one "
+                          f"node is {_NODE!r})")
+    seq = session.last_seq if session else 0
+    wanted = body.checkpoint_id or (body.checkpoint or {}).get("checkpoint_id")
+    if wanted not in (None, "", str(seq)):
+        raise CheckpointNotFound(
+            f"checkpoint {str(wanted)[:60]!r} of thread {thread_id!r} is not kept: agentd "
+            f"updates a thread's latest state ({seq})")
+    messages = added_messages(body.values)
+    if session is not None and any("id" in m for m in messages):
+        thread = await _values.of(runtime, session.id)
+        check_new_ids(messages, {m["id"] for m in orjson.loads(orjson.dumps(thread))[
+            "messages"]})
+    who = principal_of(request.scope)
+    if who is not None and who.name is not None:
+        for message in messages:
+            message["by"] = who.name
+
+    def check(others: list[str]) -> None:
+        if others:
+            raise _another_assistant(thread_id, others[0], agent)
+
+    try:
+        _, events = await runtime.add_messages(
+            agent, KEY_PREFIX + thread_id, messages, create=session is None,
+            expect_seq=seq if wanted not in (None, "") else None, on_new_session=check)
+    except SessionNotFound:
+        raise ThreadNotFound(f"no thread {thread_id!r}") from None
+    return json_response({"checkpoint": {
+        "thread_id": thread_id, "checkpoint_ns": "",
+        "checkpoint_id": str(events[-1].seq), "checkpoint_map": {}}})
 
 
 @router.post("/threads/{thread_id}/history")

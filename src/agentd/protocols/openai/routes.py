@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Request
@@ -39,13 +39,22 @@ from agentd.errors import (
     RunNotFound,
     SessionNotFound,
 )
-from agentd.events import TERMINAL_KINDS
+from agentd.events import (
+    TERMINAL_KINDS,
+    ClientResultData,
+    ClientToolData,
+    RunCompleted,
+    RunCompletedData,
+    ToolCallData,
+    kind_of,
+)
 from agentd.protocols._common import json_body
 from agentd.protocols.openai._wire import (
     ChatRequest,
     Conversation,
     ResponsesRequest,
     chat_conversation,
+    client_tools,
     parse,
     responses_conversation,
 )
@@ -68,6 +77,7 @@ UNSERVED = tuple(f"/v1/{name}" for name in (
     "organization", "realtime", "threads", "uploads", "vector_stores", "videos"))
 SESSION_HEADER = "x-agentd-session"
 _RESPONSE_PREFIX = "resp_"
+_COMPLETED = kind_of(RunCompleted)
 _CHAT_PREFIX = "chatcmpl-"
 
 
@@ -135,18 +145,134 @@ async def _session_for(request: Request, runtime: Runtime, agent: str,
     return key, True
 
 
+# -- the caller's tools ---------------------------------------------------------------
+
+_CALL_PREFIX = "call_"
+
+
+def _door_call_id(run_id: str, index: int) -> str:
+    """The id the door gives the ``index``-th call run ``run_id`` handed to its caller:
+    a stateless client's next request (the whole conversation, no session named)
+    finds the run, and so the session, from its tool results' ids."""
+    return f"{_CALL_PREFIX}{run_id}_{index}"
+
+
+def _call_of(call_id: str) -> tuple[str, int] | None:
+    if not call_id.startswith(_CALL_PREFIX):
+        return None
+    run_id, _, index = call_id.removeprefix(_CALL_PREFIX).rpartition("_")
+    return (run_id, int(index)) if run_id and index.isdigit() else None
+
+
+async def _handed(runtime: Runtime, run: RunRecord) -> list[ToolCallData]:
+    """The calls ``run`` ended with for its caller to run (``client_tool_calls``)."""
+    if run.status != "completed":
+        return []
+    events = await runtime.read_events(run.session_id, after=max((run.queued_seq or 1) - 1, 0))
+    for event in reversed(events):
+        if event.run_id == run.id and event.kind == _COMPLETED:
+            return list(cast(RunCompletedData, event.data).get("client_tool_calls") or ())
+    return []
+
+
+async def _checked_tools(runtime: Runtime, agent: str, tools: list[ClientToolData]
+                         ) -> list[ClientToolData]:
+    """The caller's tools, none named as one of the agent's own."""
+    if tools:
+        own = set((await runtime.stored_agent(agent)).tools)
+        for i, tool in enumerate(tools):
+            if tool["name"] in own:
+                raise InvalidInput(f"tools[{i}]: the agent has a tool named "
+                                   f"{tool['name']!r} of its own", field=f"tools[{i}].name")
+    return tools
+
+
+async def _answered(runtime: Runtime, agent: str, conversation: Conversation, param: str
+                    ) -> tuple[str, list[ClientResultData]] | None:
+    """The session and the results, when the conversation's tool results answer calls
+    a response of ``agent`` handed to its caller (ids the door gave: ``call_RUN_N``);
+    None when they are not such results (they stay text, as any tool message)."""
+    found: tuple[RunRecord, str, list[ToolCallData]] | None = None
+    out: list[ClientResultData] = []
+    for call_id, output in conversation.results:
+        parsed = _call_of(call_id)
+        if parsed is None:
+            return None
+        run_id, index = parsed
+        if found is None:
+            try:
+                run, owner, key = await runtime.get_run(run_id)
+            except RunNotFound:
+                return None
+            if owner != agent:
+                # Another agent's calls (an openai-agents handoff moved the conversation
+                # here): this agent's session has none of them; they are text.
+                return None
+            found = (run, key, await _handed(runtime, run))
+        run, key, calls = found
+        if run.id != run_id or index >= len(calls):
+            raise InvalidInput(f"{call_id!r} is not a call of the response the other "
+                               "results answer", field=param)
+        out.append({"call_id": calls[index]["id"], "name": calls[index]["name"],
+                    "output": output})
+    return None if found is None else (found[1], out)
+
+
+async def _session_and_results(request: Request, runtime: Runtime, agent: str,
+                               user: str | None, previous: str | None,
+                               conversation: Conversation, param: str
+                               ) -> tuple[str, bool, Conversation, list[ClientResultData]]:
+    """The session a request goes to, whether it holds a conversation already, the
+    conversation to send, and the tool results it carries for the run's model."""
+    answered = None if previous is not None else await _answered(
+        runtime, agent, conversation, param)
+    if answered is None:
+        key, known = await _session_for(request, runtime, agent, user, previous,
+                                        conversation)
+        if previous is None or not conversation.results:
+            return key, known, conversation, []
+        # Responses: results of the previous response's calls.
+        run, _, _ = await _run_of_response(request, previous, "previous_response_id")
+        calls = {_door_call_id(run.id, i): c
+                 for i, c in enumerate(await _handed(runtime, run))}
+        if not all(call_id in calls for call_id, _ in conversation.results):
+            return key, known, conversation, []
+        return key, known, conversation.without_results(), [
+            {"call_id": calls[call_id]["id"], "name": calls[call_id]["name"], "output": text}
+            for call_id, text in conversation.results]
+    key, results = answered
+    header = request.headers.get(SESSION_HEADER)
+    if header is not None and header != key:
+        raise InvalidInput(f"the {SESSION_HEADER} header names another session than the "
+                           "tool results' calls", field="header." + SESSION_HEADER)
+    return key, True, conversation.without_results(), results
+
+
 async def _send(request: Request, runtime: Runtime, agent: str, key: str,
-                conversation: Conversation, *, known: bool, stream: bool) -> SendResult:
+                conversation: Conversation, *, known: bool, stream: bool,
+                tools: list[ClientToolData] | None = None,
+                results: list[ClientResultData] | None = None) -> SendResult:
     content = conversation.content(with_earlier=not known)
     limit = runtime.settings.max_message_bytes
-    if len(content.encode()) > limit:
+    if (len(content.encode()) + len(conversation.instructions.encode())
+            + sum(len(r["output"].encode()) for r in results or ())) > limit:
         raise PayloadTooLarge(f"the message is over {limit} bytes")
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
         raise InvalidInput("Idempotency-Key must be 1-256 characters",
                            field="header.idempotency-key")
+    # The request's system prompt, tools and tool results: in the run's message (so a
+    # resumed run has them too).
+    origin: dict[str, Any] = {}
+    if conversation.instructions:
+        origin["instructions"] = conversation.instructions
+    if tools:
+        origin["client_tools"] = tools
+    if results:
+        origin["tool_results"] = results
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
-                              mode="enqueue", priority="interactive", stream=stream)
+                              mode="enqueue", priority="interactive", stream=stream,
+                              origin=origin or None)
 
 
 def _finished(run: RunRecord) -> RunRecord:
@@ -206,14 +332,24 @@ def _error_frame(exc: AgentdError) -> dict[str, Any]:
 # -- Chat Completions --------------------------------------------------------------
 
 
-def _completion(run: RunRecord, agent: str) -> dict[str, Any]:
+def _chat_calls(run: RunRecord, calls: list[ToolCallData]) -> list[dict[str, Any]]:
+    return [{"id": _door_call_id(run.id, i), "type": "function",
+             "function": {"name": c["name"], "arguments": orjson.dumps(c["arguments"]).decode()}}
+            for i, c in enumerate(calls)]
+
+
+def _completion(run: RunRecord, agent: str, calls: list[ToolCallData]) -> dict[str, Any]:
     prompt, completion = _usage(run)
+    message: dict[str, Any] = {"role": "assistant", "content": run.output or "",
+                               "refusal": None}
+    if calls:
+        message["content"] = run.output or None
+        message["tool_calls"] = _chat_calls(run, calls)
     return {
         "id": _CHAT_PREFIX + run.id, "object": "chat.completion",
         "created": int(run.created_at), "model": agent,
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": run.output or "",
-                                 "refusal": None}}],
+        "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop",
+                     "logprobs": None, "message": message}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                   "total_tokens": prompt + completion},
     }
@@ -226,24 +362,28 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = parse(ChatRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = chat_conversation(body)
-    key, known = await _session_for(request, runtime, body.model, body.user, None,
-                                    conversation)
+    tools = await _checked_tools(runtime, body.model,
+                                 client_tools(body.tools, body.tool_choice, flat=False))
+    key, known, conversation, results = await _session_and_results(
+        request, runtime, body.model, body.user, None, conversation, "messages")
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
-                       stream=body.stream)
+                       stream=body.stream, tools=tools, results=results)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
     if not body.stream:
         run = _finished(await runtime.wait(sent.run.id))
-        response = json_response(_completion(run, body.model))
+        calls = await _handed(runtime, run) if tools else []
+        response = json_response(_completion(run, body.model, calls))
         response.headers.update(headers)
         return response
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    response = sse_response(_chat_chunks(runtime, sent, body.model, include_usage))
+    response = sse_response(_chat_chunks(runtime, sent, body.model, include_usage,
+                                         bool(tools)))
     response.headers.update(headers)
     return response
 
 
 async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
-                       include_usage: bool) -> AsyncIterator[bytes]:
+                       include_usage: bool, tools: bool) -> AsyncIterator[bytes]:
     base = {"id": _CHAT_PREFIX + sent.run.id, "object": "chat.completion.chunk",
             "created": int(sent.run.created_at or time.time()), "model": agent}
 
@@ -253,7 +393,9 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
 
     # Frames ready together go out in one write: the role chunk with the first text,
     # the last text with the end.
-    pending = [chunk({"role": "assistant", "content": ""})]
+    # (With the caller's tools offered, the answer may be calls: no content yet, as
+    # OpenAI's first chunk of calls has none, so a client does not open a text part.)
+    pending = [chunk({"role": "assistant"} if tools else {"role": "assistant", "content": ""})]
     if sent.busy_run is not None:
         # Queued behind another run: say so now rather than with the first text.
         yield pending.pop()
@@ -273,7 +415,11 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
                 return
             if not streamed and run.output:
                 pending.append(chunk({"content": run.output}))
-            pending.append(chunk({}, "stop"))
+            calls = await _handed(runtime, run) if tools else []
+            if calls:
+                pending.append(chunk({"tool_calls": [
+                    {"index": i, **call} for i, call in enumerate(_chat_calls(run, calls))]}))
+            pending.append(chunk({}, "tool_calls" if calls else "stop"))
             if include_usage:
                 prompt, completion = _usage(run)
                 pending.append(_sse({**base, "choices": [], "usage": {
@@ -318,15 +464,28 @@ def _message_item(run: RunRecord, text: str, status: str) -> dict[str, Any]:
                          "logprobs": []}]}
 
 
-def _response(run: RunRecord, agent: str, previous: str | None) -> dict[str, Any]:
+def _function_items(run: RunRecord, calls: list[ToolCallData]) -> list[dict[str, Any]]:
+    return [{"type": "function_call", "id": f"fc_{run.id}_{i}",
+             "call_id": _door_call_id(run.id, i), "name": c["name"],
+             "arguments": orjson.dumps(c["arguments"]).decode(), "status": "completed"}
+            for i, c in enumerate(calls)]
+
+
+def _response(run: RunRecord, agent: str, previous: str | None,
+              calls: list[ToolCallData] | None = None) -> dict[str, Any]:
     prompt, completion = _usage(run)
     status = _STATUS.get(run.status, "in_progress")
     done = run.status == "completed"
     error = run.error if run.status == "failed" else None
+    output: list[dict[str, Any]] = []
+    if done and (run.output or not calls):
+        output.append(_message_item(run, run.output or "", "completed"))
+    if done and calls:
+        output += _function_items(run, calls)
     return {
         "id": _RESPONSE_PREFIX + run.id, "object": "response",
         "created_at": int(run.created_at), "status": status, "model": agent,
-        "output": [_message_item(run, run.output or "", "completed")] if done else [],
+        "output": output,
         "error": ({"code": str(error.get("code", "run_failed")),
                    "message": str(error.get("message", ""))} if error else None),
         "incomplete_details": None, "instructions": None, "metadata": {},
@@ -349,25 +508,30 @@ async def create_response(request: Request) -> Response:
     body: ResponsesRequest = parse(ResponsesRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = responses_conversation(body)
-    key, known = await _session_for(request, runtime, body.model, body.user,
-                                    body.previous_response_id, conversation)
+    tools = await _checked_tools(runtime, body.model,
+                                 client_tools(body.tools, body.tool_choice, flat=True))
+    key, known, conversation, results = await _session_and_results(
+        request, runtime, body.model, body.user, body.previous_response_id, conversation,
+        "input")
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
-                       stream=body.stream)
+                       stream=body.stream, tools=tools, results=results)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
     if not body.stream:
         run = await runtime.wait(sent.run.id)
         if run.status == "waiting_approval":
             _finished(run)
-        response = json_response(_response(run, body.model, body.previous_response_id))
+        calls = await _handed(runtime, run) if tools else []
+        response = json_response(_response(run, body.model, body.previous_response_id,
+                                           calls))
     else:
         response = sse_response(_response_events(runtime, sent, body.model,
-                                                 body.previous_response_id))
+                                                 body.previous_response_id, bool(tools)))
     response.headers.update(headers)
     return response
 
 
 async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
-                           previous: str | None) -> AsyncIterator[bytes]:
+                           previous: str | None, tools: bool) -> AsyncIterator[bytes]:
     seq = 0
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -377,16 +541,25 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
 
     run = sent.run
     item_id = "msg_" + run.id
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    opened = False
+
+    def open_message() -> list[bytes]:
+        nonlocal opened
+        opened = True
+        return [event("response.output_item.added", output_index=0,
+                      item={**_message_item(run, "", "in_progress"), "content": []}),
+                event("response.content_part.added", item_id=item_id, output_index=0,
+                      content_index=0, part=part)]
+
     # Frames ready together go out in one write (the opening four with the first text).
+    # With the caller's tools offered, the answer may be calls only: the message item
+    # opens with the first text, so no empty message comes before the calls.
     pending = [
         event("response.created", response=_response(run, agent, previous)),
         event("response.in_progress", response={
             **_response(run, agent, previous), "status": "in_progress"}),
-        event("response.output_item.added", output_index=0,
-              item={**_message_item(run, "", "in_progress"), "content": []})]
-    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    pending.append(event("response.content_part.added", item_id=item_id, output_index=0,
-                         content_index=0, part=part))
+        *(() if tools else open_message())]
     if sent.busy_run is not None:
         # Queued behind another run: say so now rather than with the first text.
         yield b"".join(pending)
@@ -397,32 +570,63 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
             pending.append(b": ping\n\n")
         elif isinstance(item, str):
             text.append(item)
+            if not opened:
+                pending += open_message()
             pending.append(event("response.output_text.delta", item_id=item_id,
                                  output_index=0, content_index=0, delta=item, logprobs=[]))
         else:
-            final = _response(item, agent, previous)
-            if item.status != "completed":
-                pending.append(event("response.failed" if item.status == "failed" else
-                                     "response.incomplete", response=final))
-                yield b"".join(pending)
-                return
-            output = item.output or ""
-            if not text and output:
-                pending.append(event("response.output_text.delta", item_id=item_id,
-                                     output_index=0, content_index=0, delta=output,
-                                     logprobs=[]))
-            pending += [
-                event("response.output_text.done", item_id=item_id, output_index=0,
-                      content_index=0, text=output, logprobs=[]),
-                event("response.content_part.done", item_id=item_id, output_index=0,
-                      content_index=0, part={**part, "text": output}),
-                event("response.output_item.done", output_index=0,
-                      item=_message_item(item, output, "completed")),
-                event("response.completed", response=final)]
+            pending += _response_end(event, item, agent, previous, text, opened,
+                                     await _handed(runtime, item) if tools else [],
+                                     open_message)
             yield b"".join(pending)
             return
         yield b"".join(pending)
         pending = []
+
+
+def _response_end(event: Callable[..., bytes], run: RunRecord, agent: str,
+                  previous: str | None, text: list[str], opened: bool,
+                  calls: list[ToolCallData], open_message: Callable[[], list[bytes]]
+                  ) -> list[bytes]:
+    """The events that end a Responses stream: the message item closed (opened first
+    if no text was streamed), the caller's calls as ``function_call`` items, the
+    response as it ended."""
+    final = _response(run, agent, previous, calls)
+    output = run.output or ""
+    if calls and opened and not output:
+        # (An empty message item was opened before the calls: it stays, empty.)
+        final["output"].insert(0, _message_item(run, "", "completed"))
+    if run.status != "completed":
+        return [event("response.failed" if run.status == "failed" else
+                      "response.incomplete", response=final)]
+    item_id = "msg_" + run.id
+    part = {"type": "output_text", "text": output, "annotations": [], "logprobs": []}
+    out: list[bytes] = []
+    if opened or output or not calls:
+        if not opened:
+            out += open_message()
+        if not text and output:
+            out.append(event("response.output_text.delta", item_id=item_id,
+                             output_index=0, content_index=0, delta=output, logprobs=[]))
+        out += [
+            event("response.output_text.done", item_id=item_id, output_index=0,
+                  content_index=0, text=output, logprobs=[]),
+            event("response.content_part.done", item_id=item_id, output_index=0,
+                  content_index=0, part=part),
+            event("response.output_item.done", output_index=0,
+                  item=_message_item(run, output, "completed"))]
+    first = 1 if out else 0
+    for index, call in enumerate(_function_items(run, calls), start=first):
+        out += [
+            event("response.output_item.added", output_index=index,
+                  item={**call, "arguments": "", "status": "in_progress"}),
+            event("response.function_call_arguments.delta", item_id=call["id"],
+                  output_index=index, delta=call["arguments"]),
+            event("response.function_call_arguments.done", item_id=call["id"],
+                  output_index=index, name=call["name"], arguments=call["arguments"]),
+            event("response.output_item.done", output_index=index, item=call)]
+    out.append(event("response.completed", response=final))
+    return out
 
 
 @router.get("/v1/responses/{response_id}")

@@ -48,7 +48,8 @@ export function chatRow(e, ctx) {
   let el;
   if (kind === "user") {
     el = h("div.msg.msg-user", h("div.msg-text", d.content ?? ""),
-      meta(e, d.steer ? pill("info", "steer") : null, d.schedule_id ? pill("info", "schedule") : null,
+      meta(e, d.steer ? pill("info", "steer") : null, e.kind === "message.added" ? pill("info", "added") : null,
+        d.schedule_id ? pill("info", "schedule") : null,
         d.heartbeat ? pill("info", "heartbeat") : null, d.tainted ? h("span.pill.pill-taint", "tainted") : null));
   } else if (kind === "assistant") {
     const calls = d.tool_calls || [];
@@ -61,6 +62,9 @@ export function chatRow(e, ctx) {
     for (const c of d.tool_calls || []) counts.set(c.name || "?", (counts.get(c.name || "?") || 0) + 1);
     el = h("div.chat-tools", { role: "note" }, "Calling ",
       [...counts].map(([name, n], i) => [i ? ", " : "", h("code.tool", name), n > 1 ? ` ×${n}` : ""]));
+  } else if (kind === "added") {
+    // An assistant message a client added without a run (LangGraph's update_state).
+    el = h("div.msg.msg-assistant", h("div.msg-text", d.content ?? ""), meta(e, pill("info", "added")));
   } else if (kind === "proactive") {
     el = h("div.msg.msg-assistant.msg-proactive", h("div.msg-text", d.content ?? ""),
       meta(e, h("span", ` · posted from ${d.from_session || "?"}`)));

@@ -116,6 +116,7 @@ export function chatKind(e) {
       if (e.data && e.data.text) return "assistant";
       return e.data && e.data.tool_calls && e.data.tool_calls.length ? "tools" : null;
     case "message.proactive": return "proactive";
+    case "message.added": return e.data && e.data.role === "user" ? "user" : "added";
     case "session.restored": case "session.forked": case "session.compacted":
     case "run.failed": case "run.cancelled": case "run.interrupted":
     case "approval.requested": case "approval.decided":

@@ -226,6 +226,9 @@ function body(e, ctx) {
         d.subtask_id ? pill("info", "subtask") : null, d.tainted ? h("span.pill.pill-taint", "tainted") : null),
       longText(d.content)];
     case "message.assistant": return modelCall(e, ctx);
+    case "message.added":
+      return [title("›", d.role === "user" ? "User message added" : "Assistant message added",
+        pill("info", "no run"), d.by ? h("span.muted", `by ${d.by}`) : null), longText(d.content)];
     case "message.proactive":
       return [title("›", "Posted by the agent", h("span.muted", `from ${d.from_session || "?"}`)), longText(d.content)];
     case "tool.started": return toolStarted(e);
