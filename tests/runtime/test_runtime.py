@@ -673,6 +673,21 @@ async def test_unstartable_model_fails_the_run_with_its_error(
         await runtime.close()
 
 
+async def test_a_new_agents_first_send_keeps_an_error_set_meanwhile(runtime: Runtime) -> None:
+    """The sender marks a new agent running after handing its first run over; the run
+    may already have put the agent in error (a model that cannot be built): that
+    state stays, even when this node's copy of the agent still says created."""
+    await runtime.create_agent(name="a")
+    await runtime.store.set_agent_state("a", "error")  # behind this node's copy
+    assert (await runtime.agents.get("a")).state == "created"
+    after = await runtime.agents.set_state_from("a", "created", "running")
+    assert after.state == "error"
+    assert (await runtime.get_agent("a")).state == "error"
+    await runtime.create_agent(name="b")
+    assert (await runtime.agents.set_state_from("b", "created", "running")).state == "running"
+    assert (await runtime.store.get_agent("b")).state == "running"
+
+
 async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime) -> None:
     from agentd.runtime import follow
 

@@ -383,6 +383,24 @@ class Agents:
         self.on_change(AgentChange.of("agent.state", agent))
         return agent
 
+    async def set_state_from(self, name: str, expected: AgentState, state: AgentState
+                             ) -> AgentRecord:
+        """Move the agent from ``expected`` to ``state`` if it is still in
+        ``expected``, as stored (a compare-and-set): a state set meanwhile by someone
+        else stays. (A new agent's first run may put it in ``error`` while its sender
+        is marking it ``running``.) The agent as it is then."""
+        agent = self._by_name.get(name) or await self.store.get_agent(name)
+        while agent.state == expected:
+            try:
+                agent = self.remember(await self.store.update_agent(
+                    name, {"state": state}, based_on=agent.updated_at))
+            except Conflict:
+                agent = await self.store.get_agent(name)
+                continue
+            self.on_change(AgentChange.of("agent.state", agent))
+            return agent
+        return self.remember(agent)
+
     async def delete(self, agent: AgentRecord, actor: Principal | None = None) -> None:
         """Delete the agent's record (its sessions go with it) and its workspace."""
         gone = await self.store.delete_agent(agent.name, audit=self.guard.entry(

@@ -286,8 +286,11 @@ class ExecutorFactory:
         try:
             plan = self.agents.plan(agent)
         except InvalidModel as exc:
-            await self.runlog.fail(run, exc)
+            # The agent's state first: whoever sees the run fail (a waiter, a stream)
+            # then finds the agent in error too. (A crash between the two leaves the
+            # run queued; the restart cancels it, "agent error", as above.)
             await self.agents.set_state(agent.name, "error")
+            await self.runlog.fail(run, exc)
             return None
         if prepared is not None:
             session_policy = prepared.session_policy

@@ -135,7 +135,7 @@ class Runs:
                                                          "sessions"))
         result = self._hand_over(agent, key, mode, accepted)
         if agent.state == "created":
-            result.agent = await self.agents.set_state(name, "running")
+            result.agent = await self.agents.set_state_from(name, "created", "running")
         return result
 
     async def send_many(self, messages: Sequence[Message], *,
@@ -194,7 +194,7 @@ class Runs:
             defer.append(functools.partial(self._start_burst, starts))
         for name in created:
             try:
-                record = await self.agents.set_state(name, "running")
+                record = await self.agents.set_state_from(name, "created", "running")
             except AgentNotFound:
                 continue
             for result in out:
