@@ -409,7 +409,9 @@ def _listeners(port: int) -> list[str] | None:
 
 def test_a_fresh_daemon_makes_its_token_and_keeps_its_files_private(
         spawn: Spawn, home: Path) -> None:
-    daemon = spawn()
+    # A plain `python -m agentd serve` (no fork server): the files a new interpreter's
+    # first start makes, and its first log line.
+    daemon = spawn(fresh=True)
     token_file = home / "token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(home.stat().st_mode) == 0o700

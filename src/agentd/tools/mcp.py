@@ -38,10 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
-from jsonschema import Draft202012Validator, validators  # type: ignore[import-untyped]
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from referencing.exceptions import Unresolvable
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.tools._mcp_session import Connection
@@ -172,6 +169,8 @@ class MCPTool(Tool):
                             code="tool_bad_arguments")
         if self._validator is None:
             return arguments
+        from referencing.exceptions import Unresolvable  # (with jsonschema: see _validator)
+
         try:
             errors = sorted(self._validator.iter_errors(arguments),
                             key=lambda e: [str(p) for p in e.absolute_path])
@@ -369,6 +368,11 @@ def check_arguments(schema: dict[str, Any], name: str,
 
 
 def _validator(schema: dict[str, Any], name: str) -> Any:
+    # jsonschema is imported here, when an MCP tool is first listed: about 50 ms that
+    # every process importing the settings (the CLI, each daemon) would pay otherwise.
+    from jsonschema import Draft202012Validator, validators  # type: ignore[import-untyped]
+    from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
+
     cls = validators.validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)
