@@ -36,10 +36,10 @@ from typing import Any
 def _preload() -> None:
     """What a daemon imports by the time it serves (its CLI, app, runtime and the
     modules its runtime imports when it starts)."""
-    import agentd.assembly.runtime  # noqa: F401
-    import agentd.cli.app  # noqa: F401
-    import agentd.memory.embed  # noqa: F401
-    import agentd.server.app  # noqa: F401
+    import agentd.assembly.runtime
+    import agentd.cli.app
+    import agentd.memory.embed
+    import agentd.server.app
     import agentd.server.daemon  # noqa: F401
 
 
