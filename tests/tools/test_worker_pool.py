@@ -5,6 +5,10 @@ machine)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from agentd.tools.workers import WorkerPool
 
 
@@ -33,5 +37,31 @@ async def test_ready_after_the_zygote_died_starts_a_new_one() -> None:
         await pool.ready()
         assert pool._zygote is not None and pool._zygote is not first
         assert pool._zygote.alive
+    finally:
+        await pool.close()
+
+
+
+async def test_bashlex_is_imported_by_the_zygote_only_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bashlex builds its parser tables on import (about 0.15 s): a daemon whose
+    tools never have a shell command judged does not pay it; once one is, every
+    worker has it (the idle ones forked before are let go)."""
+    (tmp_path / "probe_modules.py").write_text(
+        "import sys\n\ndef loaded(name):\n    return name in sys.modules\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # (the zygote takes this sys.path)
+    pool = WorkerPool(size=1)
+    try:
+        await pool.ready()
+        assert await pool.run("probe_modules", "loaded", "agentd.tools") is True
+        assert await pool.run("probe_modules", "loaded", "bashlex") is False
+        await pool.ready("bashlex")
+        assert await pool.run("probe_modules", "loaded", "bashlex") is True
+        assert pool.started == 2  # the idle worker without it was not used again
+        await pool.ready("bashlex")  # imported once
+        assert await pool.run("probe_modules", "loaded", "bashlex") is True
+        assert pool.started == 2
+        with pytest.raises(ValueError):
+            await pool.ready("os")  # only what the daemon lists
     finally:
         await pool.close()

@@ -315,7 +315,9 @@ class ToolSteps:
             # The pool's own start-up (once per daemon) is not the judging's time.
             try:
                 async with asyncio.timeout(self.tool_timeout_s):
-                    await self.workers.ready()
+                    # (bashlex: the shell commands' parser, imported by the zygote
+                    # the first time one is judged)
+                    await self.workers.ready("bashlex")
             except TimeoutError:
                 raise ToolError(f"the policy's worker did not start within "
                                 f"{self.tool_timeout_s:g}s", code="tool_unavailable"

@@ -47,7 +47,8 @@ def parse_bash(text: str) -> Any:
     """``bashlex.parse(text)``, importing bashlex on first use: bashlex builds its parser
     tables whenever it is imported (about 0.1 s of CPU), which every process that
     imports :mod:`agentd.security` would pay (the CLI does, through the client). The
-    tool-worker zygote imports it up front (:mod:`agentd.tools._worker`)."""
+    tool-worker zygote imports it when the first shell command is judged, for every
+    worker it forks after (``WorkerPool.ready("bashlex")``)."""
     import bashlex  # type: ignore[import-untyped]
 
     return bashlex.parse(text)

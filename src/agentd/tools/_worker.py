@@ -28,9 +28,11 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["HEADER", "MAX_REPLY", "decide", "main", "run_tool"]
+__all__ = ["HEADER", "MAX_REPLY", "PRELOADABLE", "decide", "main", "run_tool"]
 
 HEADER = struct.Struct(">Q")
+#: What the daemon may ask the zygote to import for the workers it forks next (``I``).
+PRELOADABLE = frozenset({"bashlex"})
 #: A reply bigger than this is refused (tool outputs are cut at 64 KiB anyway).
 MAX_REPLY = 4 * 1024 * 1024
 
@@ -143,7 +145,9 @@ def main() -> None:
 
     Its stdin is a ``SOCK_SEQPACKET`` control socket. The daemon sends ``sys.path``
     (answered ``ready``), then ``F`` with a socket to give the new worker (answered
-    with its pid), or ``K`` and a pid to kill and reap one of its workers. Forking a
+    with its pid), ``I`` and a module of :data:`PRELOADABLE` to import for the workers
+    it forks from then on (answered ``imported``), or ``K`` and a pid to kill and reap
+    one of its workers. Forking a
     ready interpreter takes milliseconds, where starting one takes a second: a worker
     killed at a time limit is replaced at once. The zygote has no threads, so forking
     it is safe.
@@ -161,10 +165,9 @@ def main() -> None:
     if not paths:
         return
     sys.path[:] = pickle.loads(paths)
-    # What a tool needs is imported once, here, and shared by every worker; bashlex
-    # too, which the policy imports on first use (every shell command is judged here).
-    import bashlex  # type: ignore[import-untyped]  # noqa: F401
-
+    # What a tool needs is imported once, here, and shared by every worker. What only
+    # some daemons need (bashlex, which builds its parser tables whenever it is
+    # imported: about 0.15 s, for judging shell commands) comes with ``I``.
     import agentd.tools  # noqa: F401
 
     control.send(b"ready")
@@ -184,6 +187,11 @@ def main() -> None:
             os.close(fds[0])
             children.add(pid)
             control.send(HEADER.pack(pid))
+        elif message[:1] == b"I":
+            module = message[1:].decode(errors="replace")
+            if module in PRELOADABLE:
+                importlib.import_module(module)
+            control.send(b"imported" if module in PRELOADABLE else b"refused")
         elif message[:1] == b"K" and len(message) == 1 + HEADER.size:
             pid = HEADER.unpack(message[1:])[0]
             if pid in children:  # an unreaped child: its pid cannot have been reused

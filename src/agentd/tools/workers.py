@@ -33,7 +33,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from agentd.errors import ToolError
-from agentd.tools._worker import HEADER, MAX_REPLY
+from agentd.tools._worker import HEADER, MAX_REPLY, PRELOADABLE
 
 __all__ = ["WorkerPool"]
 
@@ -47,6 +47,8 @@ class _Zygote:
         self.proc = proc
         self.control = control
         self._lock = asyncio.Lock()
+        #: Modules imported on request since the start (:meth:`preload`).
+        self.preloaded: set[str] = set()
 
     @classmethod
     async def start(cls, memory_mb: int) -> _Zygote:
@@ -98,6 +100,24 @@ class _Zygote:
             raise ToolError("the tool worker process died", code="tool_crashed")
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         return _Worker(self, HEADER.unpack(answer)[0], reader, writer)
+
+    async def preload(self, module: str) -> None:
+        """Have the zygote import ``module`` (one of ``_worker.PRELOADABLE``) for the
+        workers it forks from now on."""
+        if module not in PRELOADABLE:
+            raise ValueError(f"the tool workers do not preload {module!r}")
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            self.control.send(b"I" + module.encode())
+            try:
+                answer = await loop.sock_recv(self.control, 16)
+            except BaseException:
+                self.stop()  # (an answer left unread would answer the next fork)
+                raise
+        if answer != b"imported":
+            self.stop()
+            raise ToolError("the tool worker process died", code="tool_crashed")
+        self.preloaded.add(module)
 
     def kill(self, pid: int) -> None:
         with contextlib.suppress(OSError):
@@ -210,11 +230,19 @@ class WorkerPool:
         log.warning("a tool worker's %s raised %s", function, reply[1])
         raise ToolError(f"{function} failed: {reply[1]}: {reply[2]}", code="tool_failed")
 
-    async def ready(self) -> None:
+    async def ready(self, *modules: str) -> None:
         """Start the zygote unless it runs: a fresh interpreter importing the tools,
         a start-up cost of the pool (seconds on a loaded machine) that a caller timing
-        its own work takes out of that time by awaiting this first."""
-        await self._zygote_running()
+        its own work takes out of that time by awaiting this first. ``modules`` (of
+        ``agentd.tools._worker.PRELOADABLE``): imported there too, once, for every
+        worker from then on (the idle ones, forked without them, are let go)."""
+        zygote = await self._zygote_running()
+        for module in modules:
+            if module not in zygote.preloaded:
+                await zygote.preload(module)
+                idle, self._idle = self._idle, []
+                for worker in idle:
+                    self._discard(worker)
 
     async def _zygote_running(self) -> _Zygote:
         async with self._zygote_lock:
