@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # (defined with the records, so that the store can tell an agent change's tenant)
-from agentd.store.records import tenant_of
+from agentd.tenancy import tenant_of
 
 if TYPE_CHECKING:
     from agentd.store.records import AgentRecord

@@ -20,6 +20,7 @@ from agentd.events import (
     UnknownEvent,
     parse,
 )
+from agentd.tenancy import DEFAULT_TENANT, tenant_of
 
 if TYPE_CHECKING:
     from agentd.events import Event
@@ -83,17 +84,6 @@ class AgentRecord:
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
         }
-
-
-#: The tenant of an agent whose settings name none (``AgentSettings.tenant``'s default).
-DEFAULT_TENANT = "default"
-
-
-def tenant_of(settings: Mapping[str, Any]) -> str | None:
-    """An agent's tenant as stored (None when its settings hold something else than a
-    string there: such an agent is in no tenant's scope)."""
-    tenant = settings.get("tenant", DEFAULT_TENANT)
-    return tenant if isinstance(tenant, str) else None
 
 
 def agent_change_kind(fields: Mapping[str, Any]) -> AgentChangeKind:
