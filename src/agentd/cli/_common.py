@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ def more_hint(text: str, as_json: bool) -> None:
         err().print(Text(text), soft_wrap=True)
     else:
         out().print(Text(text, style="dim"), soft_wrap=True)
+
+
+def more_command(words: list[str], as_json: bool, *, lead: str = "more") -> None:
+    """:func:`more_hint` naming the command that shows the next page (``words``, with
+    ``--json`` again when this one had it)."""
+    more_hint(f"{lead}: {shlex.join([*words, *(['--json'] if as_json else [])])}", as_json)
 
 
 def describe_api_error(exc: APIError) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from agentd.cli._common import (
     describe_api_error,
     echo_json,
     fail,
-    more_hint,
+    more_command,
     out,
 )
 from agentd.cli._render import short, when
@@ -212,9 +211,7 @@ def entries(
         if namespace:
             words += ["--namespace", namespace]
         words += ["--limit", str(limit), "--before", page["next_before"]]
-        if as_json:
-            words.append("--json")
-        more_hint(f"more: {shlex.join(words)}", as_json)
+        more_command(words, as_json)
 
 
 def entry(ctx: typer.Context, agent: AgentArg, entry_id: IdArg, as_json: JsonFlag = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +16,7 @@ from agentd.cli._common import (
     echo_json,
     err,
     fail,
-    more_hint,
+    more_command,
     out,
 )
 from agentd.cli._render import error_line, error_of, event_lines, sessions_table
@@ -89,9 +88,7 @@ def sessions(
             words += ["--limit", str(limit)]
         if match is not None:
             words += ["--match", match]
-        if as_json:
-            words.append("--json")
-        more_hint(f"{len(found)} shown, more: {shlex.join(words)}", as_json)
+        more_command(words, as_json, lead=f"{len(found)} shown, more")
 
 
 def delete_session(

@@ -7,14 +7,13 @@ answer, an agent's tool output), so they are printed as plain ``Text``.
 
 from __future__ import annotations
 
-import shlex
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, more_hint, out
+from agentd.cli._common import AgentArg, JsonFlag, connect, echo_json, more_command, out
 
 __all__ = ["webhook_app"]
 
@@ -201,9 +200,7 @@ def deliveries(
         if status:
             words += ["--status", status]
         words += ["--limit", str(limit), "--before", page["next_before"]]
-        if as_json:
-            words.append("--json")
-        more_hint(f"more: {shlex.join(words)}", as_json)
+        more_command(words, as_json)
 
 
 @webhook_app.command("replay")
