@@ -1,5 +1,10 @@
 """Fixtures of the browser tests: the pages' server, the canary, a stand-in for the
-daemon's API, and a runtime with the browser on (see ``_kit``)."""
+daemon's API, and a runtime with the browser on (see ``_kit``).
+
+The runtime (``rt``) is one per module, on the module's event loop: a runtime and a
+Chromium per test cost the suite about a second of CPU each (70 tests). Each test
+starts with no page open in any session (its pages are closed after it); a test
+that needs a runtime of other settings opens its own."""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from tests.conftest import WORKER_UID_BASE
 from tests.tools.browser._kit import ALLOW, CANARY, CHROMIUM, PAGES, TOOLS, DaemonStandIn, spawn
 
 from agentd.assembly import Runtime
-from agentd.config import BrowserConfig, Settings
+from agentd.config import BrowserConfig, SandboxConfig, Settings
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +42,8 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     proc.wait()
 
 
-@pytest.fixture
-def daemon_port() -> Iterator[int]:
-    DaemonStandIn.hits = []
+@pytest.fixture(scope="module")
+def daemon_stand_in() -> Iterator[int]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), DaemonStandIn)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -47,13 +53,24 @@ def daemon_port() -> Iterator[int]:
 
 
 @pytest.fixture
-async def rt(settings: Settings, tmp_path: Path, pages: int, daemon_port: int
-             ) -> AsyncIterator[Runtime]:
-    settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
-    settings.port = daemon_port
+def daemon_port(daemon_stand_in: int) -> int:
+    """The stand-in's port, its hits counted from this test on."""
+    DaemonStandIn.hits = []
+    return daemon_stand_in
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_runtime(tmp_path_factory: pytest.TempPathFactory, pages: int,
+                         daemon_stand_in: int) -> AsyncIterator[Runtime]:
+    home = tmp_path_factory.mktemp("browser-runtime")
+    settings = Settings(home=home / "home", demo_agent=False, shutdown_grace_s=2.0,
+                        sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
+    settings.database_url = f"sqlite:///{home / 'agentd.db'}"
+    settings.port = daemon_stand_in
     # The operator lists the pages' server, and (to no avail) the daemon's own port.
     settings.sandbox = settings.sandbox.model_copy(update={"private_endpoints": [
-        f"127.0.0.1:{pages}", f"127.0.0.1:{daemon_port}", f"localhost:{daemon_port}"]})
+        f"127.0.0.1:{pages}", f"127.0.0.1:{daemon_stand_in}",
+        f"localhost:{daemon_stand_in}"]})
     # 20 s: a page of the local server loaded in 5.2 s once with the suite's four
     # workers and Chromium on two cores, and took more than 10 s once with five
     # (test_a_page_holds_no_connection_...); only the page that never loads waits it.
@@ -65,3 +82,19 @@ async def rt(settings: Settings, tmp_path: Path, pages: int, daemon_port: int
                                settings={"policy": {"network": True, "rules": ALLOW}})
     yield runtime
     await runtime.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def rt(module_runtime: Runtime) -> AsyncIterator[Runtime]:
+    """The module's runtime, whose only browser is its agent ``web``'s, with no page
+    open in any session."""
+    yield module_runtime
+    browsers = module_runtime.browsers
+    assert browsers is not None
+    web = (await module_runtime.get_agent("web")).id
+    for agent_id, entry in list(browsers._browsers.items()):
+        if agent_id != web:  # (an agent a test made: its browser goes with the test)
+            await browsers.close_agent(agent_id)
+            continue
+        for session in list(entry.tabs):
+            await browsers.discard_tab(agent_id, session)

@@ -10,7 +10,6 @@ policy asks before a tainted session acts. (The attacks: test_browser_attacks.py
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tempfile
@@ -36,6 +35,9 @@ from agentd.config import BrowserConfig, Settings
 from agentd.errors import InvalidInput
 
 require_chromium()
+
+# (``rt`` is the module's runtime, on the module's event loop: conftest.py.)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 # -- reading and acting ----------------------------------------------------------------
@@ -246,9 +248,13 @@ async def test_only_http_urls_are_opened(rt: Runtime, url: str) -> None:
 
 
 async def test_a_huge_url_is_refused(rt: Runtime) -> None:
-    finished = await call(rt, "browser_open", {"url": "http://a.example/" + "x" * 9000})
+    await rt.create_agent(name="huge", model="scripted", tools=TOOLS,
+                          settings={"policy": {"network": True, "rules": ALLOW}})
+    finished = await call(rt, "browser_open", {"url": "http://a.example/" + "x" * 9000},
+                          agent="huge")
     assert finished["is_error"] and "longer than 8192" in finished["output"]
-    assert rt.browsers is not None and rt.browsers.running == 0
+    agent = await rt.get_agent("huge")
+    assert rt.browsers is not None and agent.id not in rt.browsers._browsers  # none started
 
 
 # -- policy and lifecycle --------------------------------------------------------------
@@ -413,34 +419,3 @@ async def test_a_slow_start_is_not_the_calls_time(settings: Settings, tmp_path: 
         assert rt.browsers is not None and rt.browsers.running == 0
     finally:
         await rt.close()
-
-
-def test_the_tools_metadata() -> None:
-    from agentd.browser import BROWSER_TOOLS
-
-    spec = {name: (t.needs_network, t.untrusted_output, t.read_only)
-            for name, t in BROWSER_TOOLS.items()}
-    assert spec == {"browser_open": (True, True, False),
-                    "browser_observe": (False, True, True),
-                    "browser_act": (True, True, False),
-                    "browser_screenshot": (False, True, False)}
-    assert json.dumps(BROWSER_TOOLS["browser_act"].parameters)
-
-
-def test_policy_lets_a_hostless_network_tool_run_under_any_grant() -> None:
-    """browser_act names no host (it acts on the open page, each request checked):
-    a grant of some hosts lets it run; no grant does not. http_fetch is unchanged."""
-    from agentd.browser import BROWSER_TOOLS
-    from agentd.runtime._toolsteps import facts_of
-    from agentd.security.policy import Policy, PolicyConfig
-
-    act = facts_of(BROWSER_TOOLS["browser_act"])
-    opened = facts_of(BROWSER_TOOLS["browser_open"])
-    some = Policy(daemon=PolicyConfig(), agent=PolicyConfig(network=("example.org",)))
-    none = Policy(daemon=PolicyConfig(), agent=PolicyConfig())
-    assert some.decide(act, {"action": "click", "ref": "e1"}).action == "allow"
-    assert none.decide(act, {"action": "click", "ref": "e1"}).action == "deny"
-    assert some.decide(opened, {"url": "http://example.org/"}).action == "allow"
-    assert some.decide(opened, {"url": "http://other.org/"}).action == "deny"
-    # Once the session is tainted, acting asks (it can send data out: a form).
-    assert some.decide(act, {"action": "click", "ref": "e1"}, tainted=True).action == "ask"

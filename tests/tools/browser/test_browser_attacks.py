@@ -32,6 +32,9 @@ from agentd.sandbox.egress import EgressRules
 
 require_chromium()
 
+# (``rt`` is the module's runtime, on the module's event loop: conftest.py.)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 # -- the network policy ----------------------------------------------------------------
 
@@ -44,7 +47,8 @@ async def test_no_grant_no_browser(rt: Runtime, pages: int) -> None:
         finished = await call(rt, name, arguments, agent="offline")
         assert finished["is_error"] and "no network" in finished["output"], finished
         assert "tainted" not in finished
-    assert rt.browsers is not None and rt.browsers.running == 0  # nothing started
+    agent = await rt.get_agent("offline")
+    assert rt.browsers is not None and agent.id not in rt.browsers._browsers  # none started
 
 
 async def test_a_grant_for_other_hosts_reaches_nothing(rt: Runtime, pages: int) -> None:
@@ -219,7 +223,7 @@ async def test_a_page_holds_no_connection_of_the_daemons_after_the_call(
     out = await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/hold?n=40"})
     assert "holding" in out
     assert rt.browsers is not None
-    [entry] = rt.browsers._browsers.values()
+    entry = rt.browsers._browsers[(await rt.get_agent("web")).id]
     assert len(entry.proxy._tasks) == 0
     assert rt.sandboxes.connections.held == 0
     # The next call gets the network again.
