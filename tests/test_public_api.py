@@ -50,6 +50,32 @@ def test_cli_and_client_do_not_load_the_runtime() -> None:
         assert layer not in loaded, f"importing the CLI loaded {layer}"
 
 
+def test_a_cli_call_loads_no_tool_sandbox_or_agent_model() -> None:
+    """A CLI call imports the CLI and loads the daemon's configuration (to find the
+    daemon and its token): that takes none of the tools, the sandbox's backends, the
+    command analyser or the agent's settings model, which cost a CLI call about 0.2 s
+    of imports before their packages named their exports lazily (agentd.lazy)."""
+    loaded = _imported_after("import agentd.cli.app, agentd.config; "
+                             "agentd.config.Settings(_env_file=None)")
+    for module in ("agentd.tools.base", "agentd.tools.mcp", "agentd.sandbox.backends",
+                   "agentd.security.commands", "agentd.settings._model"):
+        assert module not in loaded, f"a CLI call loaded {module}"
+
+
+def test_lazy_exports_are_the_modules_own() -> None:
+    """A package's lazy name is its module's object, and an unknown one is an
+    AttributeError (which ``hasattr`` and ``from x import y`` rely on)."""
+    import agentd.sandbox
+    import agentd.tools
+    from agentd.sandbox.workspace import Workspace
+    from agentd.tools.builtins import BUILTINS
+
+    assert agentd.tools.BUILTINS is BUILTINS and agentd.sandbox.Workspace is Workspace
+    assert not hasattr(agentd.tools, "NOTHING")
+    with pytest.raises(ImportError, match="NOTHING"):
+        from agentd.sandbox import NOTHING  # type: ignore[attr-defined]  # noqa: F401
+
+
 def test_importing_agentd_has_no_side_effects(tmp_path) -> None:
     """No I/O at import: importing every module creates nothing under AGENTD_HOME."""
     home = tmp_path / "home"

@@ -10,12 +10,16 @@ import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentd.errors import InvalidModel
-from agentd.llm.model import Model
+
+# (Model only in annotations: the daemon's configuration, which every CLI call loads,
+# imports this module's table of providers, and needs none of the message models.)
+if TYPE_CHECKING:
+    from agentd.llm.model import Model
 
 __all__ = ["PROVIDERS", "PUBLIC_PROVIDERS", "ModelEndpoint", "ProviderInfo",
            "endpoint_providers", "parse_model_spec", "resolve_model"]

@@ -47,7 +47,7 @@ from agentd.store.records import (
     tenant_of,
 )
 from agentd.tools import ToolRegistry
-from agentd.tools.mcp import MCPServer
+from agentd.tools.mcp_config import MCPServer
 
 __all__ = ["AgentPlan", "Agents", "check_agent_name"]
 

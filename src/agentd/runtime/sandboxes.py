@@ -68,7 +68,7 @@ from agentd.sandbox.egress import EgressProxies, EgressRules
 from agentd.sandbox.process import Child
 from agentd.sandbox.shell import ShellPool
 from agentd.security.policy import Policy
-from agentd.tools.mcp import MCPServer
+from agentd.tools.mcp_config import MCPServer
 from agentd.tools.mcp_stdio import Spawner
 
 if TYPE_CHECKING:

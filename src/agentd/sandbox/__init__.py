@@ -1,18 +1,26 @@
 """Where tools run: the agent's workspace, and the sandbox backends that run its
-commands (:mod:`agentd.sandbox.backends`, :mod:`agentd.sandbox.shell`)."""
+commands (:mod:`agentd.sandbox.backends`, :mod:`agentd.sandbox.shell`).
+
+The names below are imported on first use (:mod:`agentd.lazy`): the workspace's
+helpers, which every tool imports, do not need the backends."""
 
 from __future__ import annotations
 
-from agentd.sandbox.backends import (
-    Backend,
-    ExecResult,
-    Limits,
-    choose,
-    detect,
-    prepare_workspace,
-)
-from agentd.sandbox.shell import PersistentShell, ShellPool
-from agentd.sandbox.workspace import Workspace
+from typing import TYPE_CHECKING
+
+from agentd.lazy import exports
+
+if TYPE_CHECKING:
+    from agentd.sandbox.backends import (
+        Backend,
+        ExecResult,
+        Limits,
+        choose,
+        detect,
+        prepare_workspace,
+    )
+    from agentd.sandbox.shell import PersistentShell, ShellPool
+    from agentd.sandbox.workspace import Workspace
 
 __all__ = [
     "Backend",
@@ -25,3 +33,9 @@ __all__ = [
     "detect",
     "prepare_workspace",
 ]
+
+__getattr__ = exports(__name__, {
+    **dict.fromkeys(["Backend", "ExecResult", "Limits", "choose", "detect",
+                     "prepare_workspace"], "agentd.sandbox.backends"),
+    "PersistentShell": "agentd.sandbox.shell", "ShellPool": "agentd.sandbox.shell",
+    "Workspace": "agentd.sandbox.workspace"})

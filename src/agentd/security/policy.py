@@ -42,7 +42,7 @@ import posixpath
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -55,8 +55,14 @@ from pydantic import (
 )
 
 from agentd.errors import InvalidInput
-from agentd.security.commands import CATEGORIES, Analysis, analyse, provably_safe
 from agentd.trust import OperatorOnly
+
+if TYPE_CHECKING:
+    from agentd.security.commands import Analysis
+
+# The command analyser (agentd.security.commands, about 80 ms of imports) is imported
+# when a decision or a rule's categories first need it: the daemon's settings, and
+# so every CLI call, hold a PolicyConfig.
 
 __all__ = ["ACTIONS", "CallFacts", "Policy", "PolicyConfig", "Rule", "Verdict",
            "grants_host", "parse_policy", "sticky_rule"]
@@ -94,6 +100,8 @@ class Rule(BaseModel):
     @field_validator("categories")
     @classmethod
     def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from agentd.security.commands import CATEGORIES
+
         for category in value or ():
             if category not in CATEGORIES:
                 raise ValueError(f"unknown category {category!r}; known: "
@@ -308,6 +316,8 @@ class Policy:
                 False (the safe default), a command runs without asking only if the
                 allow-list (`provably_safe`) shows every part of it is known-safe.
         """
+        from agentd.security.commands import analyse
+
         line = _command_line(facts, arguments)
         analysis = analyse(line) if line is not None else None
         check = _Gate(line, git_tool=not facts.shell)
@@ -422,6 +432,8 @@ class _Gate:
         if self.line is None:
             return "not a command"
         if known_only not in self._answers:
+            from agentd.security.commands import provably_safe
+
             ok, why = provably_safe(self.line, known_only=known_only,
                                     git_tool=self.git_tool)
             self._answers[known_only] = None if ok else why

@@ -12,26 +12,35 @@ Typical use::
 
     problems = settings_problems(agent.settings)  # a stored agent: what no longer holds
     stored_settings(agent.settings)  # for a run: InvalidSettings naming the fields
+
+The names below are imported on first use (:mod:`agentd.lazy`): the daemon's
+configuration, which every CLI call loads, imports a few of this package's modules
+(``budget``, ``memory``...) and needs nothing of the agent's whole model.
 """
 
-from agentd.llm.settings import ModelSettings
-from agentd.settings._model import (
-    MAX_FALLBACKS,
-    MAX_MCP_SERVERS,
-    AgentSettings,
-    FallbackModel,
-    KernelSettings,
-    LoopGuard,
-    ModelArea,
-    RunSettings,
-)
-from agentd.settings._operator import Reaching, operator_only
-from agentd.settings.check import (
-    SettingsProblem,
-    check_settings,
-    settings_problems,
-    stored_settings,
-)
+from typing import TYPE_CHECKING
+
+from agentd.lazy import exports
+
+if TYPE_CHECKING:
+    from agentd.llm.settings import ModelSettings
+    from agentd.settings._model import (
+        MAX_FALLBACKS,
+        MAX_MCP_SERVERS,
+        AgentSettings,
+        FallbackModel,
+        KernelSettings,
+        LoopGuard,
+        ModelArea,
+        RunSettings,
+    )
+    from agentd.settings._operator import Reaching, operator_only
+    from agentd.settings.check import (
+        SettingsProblem,
+        check_settings,
+        settings_problems,
+        stored_settings,
+    )
 
 __all__ = [
     "MAX_FALLBACKS",
@@ -50,3 +59,12 @@ __all__ = [
     "settings_problems",
     "stored_settings",
 ]
+
+__getattr__ = exports(__name__, {
+    "ModelSettings": "agentd.llm.settings",
+    **dict.fromkeys(["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",
+                     "KernelSettings", "LoopGuard", "ModelArea", "RunSettings"],
+                    "agentd.settings._model"),
+    "Reaching": "agentd.settings._operator", "operator_only": "agentd.settings._operator",
+    **dict.fromkeys(["SettingsProblem", "check_settings", "settings_problems",
+                     "stored_settings"], "agentd.settings.check")})

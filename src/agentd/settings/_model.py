@@ -36,7 +36,7 @@ from agentd.settings.sandbox import AgentSandbox
 from agentd.settings.schedules import ScheduleSettings
 from agentd.settings.skills import SkillSettings
 from agentd.settings.teams import TeamSettings
-from agentd.tools.mcp import MCPServer
+from agentd.tools.mcp_config import MCPServer
 from agentd.trust import MODEL_SPEC
 
 __all__ = ["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",

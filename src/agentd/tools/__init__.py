@@ -1,29 +1,49 @@
-"""Tools: typed callables with a JSON schema and the metadata the runtime enforces."""
+"""Tools: typed callables with a JSON schema and the metadata the runtime enforces.
+
+What the package exports is imported on first use (:mod:`agentd.lazy`): importing a
+module of it (the settings import ``agentd.tools.mcp_config``, and so does every CLI
+call) does not import the built-in tools and what they need (the sandbox, the HTTP
+client, the shell parser).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from agentd.errors import InvalidInput
-from agentd.tools.a2a import A2A_TOOLS
-from agentd.tools.base import Tool, ToolContext, tool
-from agentd.tools.builtins import BUILTINS
-from agentd.tools.commands import COMMAND_TOOLS
-from agentd.tools.files import FILE_TOOLS
-from agentd.tools.net import NET_TOOLS
+from agentd.lazy import exports
+
+if TYPE_CHECKING:
+    from agentd.tools.a2a import A2A_TOOLS
+    from agentd.tools.base import Tool, ToolContext, tool
+    from agentd.tools.builtins import BUILTINS
+    from agentd.tools.commands import COMMAND_TOOLS
+    from agentd.tools.files import FILE_TOOLS
+    from agentd.tools.net import NET_TOOLS
 
 __all__ = ["A2A_TOOLS", "BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS", "Tool",
            "ToolContext", "ToolRegistry", "tool"]
+
+__getattr__ = exports(__name__, {
+    "A2A_TOOLS": "agentd.tools.a2a", "BUILTINS": "agentd.tools.builtins",
+    "COMMAND_TOOLS": "agentd.tools.commands", "FILE_TOOLS": "agentd.tools.files",
+    "NET_TOOLS": "agentd.tools.net",
+    **dict.fromkeys(["Tool", "ToolContext", "tool"], "agentd.tools.base")})
+
+
+def _built_in() -> dict[str, Tool]:
+    tools: dict[str, Tool] = {}
+    for name in ("BUILTINS", "FILE_TOOLS", "NET_TOOLS", "A2A_TOOLS", "COMMAND_TOOLS"):
+        tools.update(__getattr__(name))
+    return tools
 
 
 class ToolRegistry:
     """Named tools an agent may list in its ``tools``."""
 
     def __init__(self, tools: dict[str, Tool] | None = None) -> None:
-        self._tools: dict[str, Tool] = ({**BUILTINS, **FILE_TOOLS, **NET_TOOLS,
-                                         **A2A_TOOLS, **COMMAND_TOOLS}
-                                        if tools is None
-                                        else dict(tools))
+        self._tools: dict[str, Tool] = _built_in() if tools is None else dict(tools)
 
     def register(self, t: Tool) -> None:
         self._tools[t.name] = t
@@ -58,6 +78,8 @@ class ToolRegistry:
             module = importlib.import_module(name)
         except Exception as exc:
             raise InvalidInput(f"cannot import tool module {name!r}: {exc}") from exc
+        from agentd.tools.base import Tool
+
         found = [value for value in vars(module).values() if isinstance(value, Tool)]
         if not found:
             raise InvalidInput(f"tool module {name!r} defines no tools (use @agentd.tools.tool)")

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as ToolInfo
 
-    from agentd.tools.mcp import MCPServer
+    from agentd.tools.mcp_config import MCPServer
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mcp.shared.message import SessionMessage
 
     from agentd.sandbox.process import Child
-    from agentd.tools.mcp import MCPServer
+    from agentd.tools.mcp_config import MCPServer
 
 __all__ = ["MAX_LINE", "Spawner", "StderrTail", "sandboxed_stdio"]
 
