@@ -39,8 +39,12 @@ def _preload() -> None:
     import agentd.assembly.runtime
     import agentd.cli.app
     import agentd.memory.embed
+    import agentd.security.commands  # (the policy imports it at its first decision)
     import agentd.server.app
     import agentd.server.daemon  # noqa: F401
+    from agentd.tools import ToolRegistry
+
+    ToolRegistry()  # (the built-in tools: agentd.tools imports them for a registry)
 
 
 def _serve(control: socket.socket) -> tuple[Any, ...] | None:

@@ -53,7 +53,11 @@ async def test_bashlex_is_imported_by_the_zygote_only_when_asked(
     pool = WorkerPool(size=1)
     try:
         await pool.ready()
-        assert await pool.run("probe_modules", "loaded", "agentd.tools") is True
+        # What every worker needs came with the zygote: the built-in tools (which
+        # agentd.tools names lazily) and the policy's command analyser.
+        for module in ("agentd.tools", "agentd.tools.files", "agentd.tools.commands",
+                       "agentd.tools.net", "agentd.security.commands"):
+            assert await pool.run("probe_modules", "loaded", module) is True, module
         assert await pool.run("probe_modules", "loaded", "bashlex") is False
         await pool.ready("bashlex")
         assert await pool.run("probe_modules", "loaded", "bashlex") is True

@@ -165,10 +165,16 @@ def main() -> None:
     if not paths:
         return
     sys.path[:] = pickle.loads(paths)
-    # What a tool needs is imported once, here, and shared by every worker. What only
-    # some daemons need (bashlex, which builds its parser tables whenever it is
-    # imported: about 0.15 s, for judging shell commands) comes with ``I``.
-    import agentd.tools  # noqa: F401
+    # What a tool needs is imported once, here, and shared by every worker: the
+    # built-in tools (agentd.tools imports them when a registry is made) and the
+    # policy's command analyser (``decide``; agentd.security.policy imports it when
+    # used). What only some daemons need (bashlex, which builds its parser tables
+    # whenever it is imported: about 0.15 s, for judging shell commands) comes with
+    # ``I``.
+    import agentd.security.commands  # noqa: F401
+    from agentd.tools import ToolRegistry
+
+    ToolRegistry()
 
     control.send(b"ready")
     children: set[int] = set()
