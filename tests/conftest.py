@@ -474,10 +474,17 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
+def settings_in(base: Path) -> Settings:
+    """A test's daemon settings: a home under ``base``, no demo agent, this worker's
+    own range of sandbox uids (the ``settings`` fixture; a module-scoped runtime's)."""
+    return Settings(home=base / "home", demo_agent=False, shutdown_grace_s=2.0,
+                    sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
+
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", demo_agent=False, shutdown_grace_s=2.0,
-                    sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
+    return settings_in(tmp_path)
 
 
 def _worker_uid_base() -> int:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from tests.conftest import WORKER_UID_BASE
+from tests.conftest import settings_in
 from tests.tools.browser._kit import ALLOW, CANARY, CHROMIUM, PAGES, TOOLS, DaemonStandIn, spawn
 
 from agentd.assembly import Runtime
-from agentd.config import BrowserConfig, SandboxConfig, Settings
+from agentd.config import BrowserConfig
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,7 @@ def daemon_port(daemon_stand_in: int) -> int:
 async def module_runtime(tmp_path_factory: pytest.TempPathFactory, pages: int,
                          daemon_stand_in: int) -> AsyncIterator[Runtime]:
     home = tmp_path_factory.mktemp("browser-runtime")
-    settings = Settings(home=home / "home", demo_agent=False, shutdown_grace_s=2.0,
-                        sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
+    settings = settings_in(home)
     settings.database_url = f"sqlite:///{home / 'agentd.db'}"
     settings.port = daemon_stand_in
     # The operator lists the pages' server, and (to no avail) the daemon's own port.
