@@ -6,8 +6,10 @@
 # where the distribution packages it, gVisor's runsc. When one is missing, this script
 # says which and why, then installs it with apt-get if it runs as root on a machine
 # with apt (as CI does: no prompt). Otherwise it prints the command to run and goes on;
-# the tests of a missing backend are skipped. The browser tests need Chromium
-# (Debian's package "chromium", at /usr/bin/chromium), installed the same way.
+# the tests of a missing backend are skipped. The browser tests need Chromium, installed
+# the same way: Debian's "chromium-headless-shell" (/usr/bin/chromium-headless-shell,
+# the browser tools' default and what the tests drive) and "chromium" (the full
+# browser, which the tools also support: the WebRTC test runs on both).
 # AGENTD_TEST_SYSTEM_PACKAGES=0 skips the installation altogether.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +18,13 @@ missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v runsc >/dev/null 2>&1 || missing+=(runsc)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromium-headless-shell ] || missing+=(chromium-headless-shell)
 
 install_system_packages() {
   echo "== system packages: ${missing[*]} missing"
   echo "   (the sandbox backends the tests run commands in: bubblewrap, the default;"
-  echo "    runsc, gVisor's, where the distribution packages it; chromium, which the"
-  echo "    browser tools drive)"
+  echo "    runsc, gVisor's, where the distribution packages it; chromium and"
+  echo "    chromium-headless-shell, which the browser tools drive)"
   if [ "${AGENTD_TEST_SYSTEM_PACKAGES:-1}" = 0 ]; then
     echo "   not installing them (AGENTD_TEST_SYSTEM_PACKAGES=0): their tests are skipped"
     return

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agentd.store import StoreOptions
 
 __all__ = [
+    "CHROMIUM_EXECUTABLES",
     "DEFAULT_PORT",
     "PRIORITIES",
     "SANDBOX_BACKENDS",
@@ -55,6 +56,7 @@ __all__ = [
     "TenantQuotas",
     "TermoConfig",
     "WebhooksConfig",
+    "default_chromium",
     "default_home",
     "load_settings",
     "settings_problem",
@@ -359,6 +361,21 @@ class AuditConfig(_Strict):
     refusals_per_minute: int = Field(default=60, ge=1, le=100_000)
 
 
+#: The Chromium builds the browser tools look for, best first. The headless shell
+#: (Debian's ``chromium-headless-shell``; Playwright's own default for headless) is
+#: Chromium without the desktop browser around it: the full browser, headless, still
+#: renders its own top-level UI in a renderer of its own for every window, and took
+#: about 3.5 times the CPU per page (docs/benchmarks.md, "Browser").
+CHROMIUM_EXECUTABLES = ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium")
+
+
+def default_chromium() -> str:
+    """The first of :data:`CHROMIUM_EXECUTABLES` installed here (the last if none is:
+    the browser tools then say it is missing)."""
+    return next((path for path in CHROMIUM_EXECUTABLES if os.access(path, os.X_OK)),
+                CHROMIUM_EXECUTABLES[-1])
+
+
 class BrowserConfig(_Strict):
     """The browser tools (``[browser]`` in agentd.toml; :mod:`agentd.browser`).
 
@@ -370,8 +387,9 @@ class BrowserConfig(_Strict):
     #: ``browser_screenshot`` to agents (each still needs a network grant).
     enabled: bool = False
     #: The Chromium (or Chrome) binary Playwright drives; Playwright's own browser
-    #: download is not used.
-    executable: str = "/usr/bin/chromium"
+    #: download is not used. By default the headless shell where it is installed,
+    #: else the full Chromium (:data:`CHROMIUM_EXECUTABLES`).
+    executable: str = Field(default_factory=default_chromium)
     #: Browsers running at once (one per agent): past it, the least recently used
     #: idle one is closed; when all are busy, a call is refused.
     max_browsers: int = Field(default=4, ge=1, le=64)

@@ -95,8 +95,11 @@ CHROMIUM_ARGS = (
     # resolves, after its check. (127.0.0.1 is the proxy itself.)
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     "--dns-prefetch-disable",
-    # WebRTC: no UDP that does not go through the proxy (and so none at all).
+    # WebRTC: no UDP that does not go through the proxy (and so none at all). The first
+    # switch is the desktop browser's preference; the headless shell has no such
+    # preference and reads only the second (without it, it gathers UDP candidates).
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--enforce-webrtc-ip-permission-check",
 )
 _CLOSE_TIMEOUT_S = 10.0
@@ -109,7 +112,7 @@ def problem(config: BrowserConfig) -> str | None:
                 "'agentd[browser]')")
     if not (os.path.isfile(config.executable) and os.access(config.executable, os.X_OK)):
         return (f"no Chromium at {config.executable} ([browser] executable; on Debian: "
-                "apt-get install chromium)")
+                "apt-get install chromium-headless-shell)")
     return None
 
 

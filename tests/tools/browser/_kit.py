@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from agentd.assembly import Runtime
+from agentd.config import default_chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-CHROMIUM = os.environ.get("AGENTD_TEST_CHROMIUM", "/usr/bin/chromium")
+#: The Chromium the tests drive: the product's default (the headless shell where it is
+#: installed), or AGENTD_TEST_CHROMIUM.
+CHROMIUM = os.environ.get("AGENTD_TEST_CHROMIUM") or default_chromium()
 
 
 def missing() -> str | None:
@@ -28,7 +31,8 @@ def missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
         return "the playwright package is not installed (pip install -e '.[test]')"
     if not os.access(CHROMIUM, os.X_OK):
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium; scripts/test.sh does)"
+        return (f"no Chromium at {CHROMIUM} (apt-get install chromium-headless-shell; "
+                "scripts/test.sh does)")
     return None
 
 
