@@ -53,11 +53,14 @@ async def test_bashlex_is_imported_by_the_zygote_only_when_asked(
     pool = WorkerPool(size=1)
     try:
         await pool.ready()
-        # What every worker needs came with the zygote: the built-in tools (which
-        # agentd.tools names lazily) and the policy's command analyser.
-        for module in ("agentd.tools", "agentd.tools.files", "agentd.tools.commands",
-                       "agentd.tools.net", "agentd.security.commands"):
+        # What every worker needs came with the zygote: the built-in isolated tools
+        # (which agentd.tools names lazily) and the policy with its command analyser;
+        # not the tools that run in the daemon.
+        for module in ("agentd.tools.builtins", "agentd.tools.files",
+                       "agentd.security.policy", "agentd.security.commands"):
             assert await pool.run("probe_modules", "loaded", module) is True, module
+        for module in ("agentd.tools.net", "agentd.tools.commands", "httpx"):
+            assert await pool.run("probe_modules", "loaded", module) is False, module
         assert await pool.run("probe_modules", "loaded", "bashlex") is False
         await pool.ready("bashlex")
         assert await pool.run("probe_modules", "loaded", "bashlex") is True
@@ -69,3 +72,14 @@ async def test_bashlex_is_imported_by_the_zygote_only_when_asked(
             await pool.ready("os")  # only what the daemon lists
     finally:
         await pool.close()
+
+
+def test_the_zygote_preloads_every_built_in_isolated_tool() -> None:
+    """A built-in tool that runs in a worker has its module imported by the zygote
+    (else every worker would import it on its first call)."""
+    from agentd.tools import ToolRegistry
+    from agentd.tools._worker import PRELOADED
+
+    isolated = {tool.fn.__module__ for tool in ToolRegistry().resolve(ToolRegistry().names())
+                if tool.isolated}
+    assert isolated and isolated <= set(PRELOADED), isolated - set(PRELOADED)

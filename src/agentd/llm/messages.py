@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "AssistantMessage",
@@ -192,12 +192,15 @@ StreamEvent = Annotated[
     TextDelta | ToolCallDelta | ThinkingDelta | UsageEvent | Finish, Field(discriminator="kind")
 ]
 
+# Built on first use (about 70 ms at import otherwise): a tool worker's zygote and the
+# CLI import these types and never validate a message.
+_DEFERRED = ConfigDict(defer_build=True)
 message_adapter: TypeAdapter[UserMessage | AssistantMessage | ToolResultMessage] = (
-    TypeAdapter(Message)
+    TypeAdapter(Message, config=_DEFERRED)
 )
 messages_adapter: TypeAdapter[list[UserMessage | AssistantMessage | ToolResultMessage]] = (
-    TypeAdapter(list[Message])
+    TypeAdapter(list[Message], config=_DEFERRED)
 )
 stream_event_adapter: TypeAdapter[
     TextDelta | ToolCallDelta | ThinkingDelta | UsageEvent | Finish
-] = TypeAdapter(StreamEvent)
+] = TypeAdapter(StreamEvent, config=_DEFERRED)

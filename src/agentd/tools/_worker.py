@@ -28,9 +28,14 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["HEADER", "MAX_REPLY", "PRELOADABLE", "decide", "main", "run_tool"]
+__all__ = ["HEADER", "MAX_REPLY", "PRELOADABLE", "PRELOADED", "decide", "main", "run_tool"]
 
 HEADER = struct.Struct(">Q")
+#: What the zygote imports before it forks a worker: the policy (``decide``) and the
+#: modules of the built-in tools marked ``isolated`` (tests/tools/test_worker_pool.py
+#: checks that the list names every one).
+PRELOADED = ("agentd.security.commands", "agentd.security.policy", "agentd.tools.builtins",
+             "agentd.tools.files")
 #: What the daemon may ask the zygote to import for the workers it forks next (``I``).
 PRELOADABLE = frozenset({"bashlex"})
 #: A reply bigger than this is refused (tool outputs are cut at 64 KiB anyway).
@@ -165,16 +170,14 @@ def main() -> None:
     if not paths:
         return
     sys.path[:] = pickle.loads(paths)
-    # What a tool needs is imported once, here, and shared by every worker: the
-    # built-in tools (agentd.tools imports them when a registry is made) and the
-    # policy's command analyser (``decide``; agentd.security.policy imports it when
-    # used). What only some daemons need (bashlex, which builds its parser tables
-    # whenever it is imported: about 0.15 s, for judging shell commands) comes with
-    # ``I``.
-    import agentd.security.commands  # noqa: F401
-    from agentd.tools import ToolRegistry
-
-    ToolRegistry()
+    # What the workers run is imported once, here, and shared by every worker: the
+    # modules of the built-in isolated tools and the policy with its command analyser
+    # (``decide``). Not the other tools: they run in the daemon (a worker imports a
+    # deployment's own isolated tool's module when it first runs it). What only some
+    # daemons need (bashlex, which builds its parser tables whenever it is imported:
+    # about 0.15 s, for judging shell commands) comes with ``I``.
+    for module in PRELOADED:
+        importlib.import_module(module)
 
     control.send(b"ready")
     children: set[int] = set()
