@@ -688,6 +688,24 @@ async def test_a_new_agents_first_send_keeps_an_error_set_meanwhile(runtime: Run
     assert (await runtime.store.get_agent("b")).state == "running"
 
 
+async def test_the_newer_of_two_changes_stays_whatever_order_they_return_in(
+        runtime: Runtime) -> None:
+    """Two changes to an agent made at once (its first run setting ``error``, its
+    sender setting ``running``) may come back from the store in the other order than
+    they committed (on PostgreSQL, two connections): this node keeps the one that
+    committed last, as the store does."""
+    await runtime.create_agent(name="a")
+    running = await runtime.store.set_agent_state("a", "running")
+    error = await runtime.store.set_agent_state("a", "error")  # committed last
+    assert runtime.agents.remember(error).state == "error"
+    assert runtime.agents.remember(running).state == "error"  # returned last
+    assert (await runtime.get_agent("a")).state == "error"
+    # A record of the same name but another agent (deleted, made again) is taken.
+    await runtime.delete_agent("a")
+    again = await runtime.create_agent(name="a")
+    assert runtime.agents.remember(again).id == again.id
+
+
 async def test_a_closing_bus_delivers_what_was_published_first(runtime: Runtime) -> None:
     from agentd.runtime import follow
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentd.errors import AgentExists, AgentNotFound, RunNotFound, SessionNotFound
+from agentd.errors import AgentExists, AgentNotFound, Conflict, RunNotFound, SessionNotFound
 from agentd.store import NewEvent, RunUpdate, Store, open_store
 from agentd.store._schema import MIGRATIONS
+from agentd.testing import FakeClock
 
 
 async def _agent(store: Store, name: str = "a1") -> str:
@@ -48,6 +49,28 @@ async def test_agent_crud(store: Store) -> None:
         await store.delete_agent("a1")
     with pytest.raises(AgentNotFound):
         await store.update_agent("a1", {"instructions": "x"})
+
+
+async def test_an_agents_updated_at_follows_its_commits_when_the_clock_steps_back(
+        store: Store) -> None:
+    """Each change to an agent is strictly later than the one it replaces, whatever
+    the clock said: a copy of the record can tell which of two is newer. (On
+    PostgreSQL two changes made at once can commit in the other order than their
+    clocks were read: a new agent's first run failing while its sender marks it
+    running, which left the runtime holding the older one.)"""
+    clock = FakeClock(start=1_000_000.0)
+    store.clock = clock
+    await _agent(store)
+    first = await store.update_agent("a1", {"state": "running"})
+    clock.now = 999_000.0  # read earlier, committed later
+    second = await store.update_agent("a1", {"state": "error"})
+    assert second.updated_at > first.updated_at
+    assert (await store.get_agent("a1")).updated_at == second.updated_at
+    # A compare-and-set on the newest record still applies; on the older one, refused.
+    third = await store.update_agent("a1", {"state": "running"}, based_on=second.updated_at)
+    assert third.updated_at > second.updated_at
+    with pytest.raises(Conflict):
+        await store.update_agent("a1", {"state": "error"}, based_on=second.updated_at)
 
 
 async def test_accept_message_writes_session_run_and_events_together(store: Store) -> None:

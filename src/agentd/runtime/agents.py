@@ -211,8 +211,15 @@ class Agents:
     # -- the awake set -----------------------------------------------------------------
 
     def remember(self, agent: AgentRecord) -> AgentRecord:
-        """Keep ``agent`` awake (waking it if it slept), as of now."""
+        """Keep ``agent`` awake (waking it if it slept), as of now; the copy held if it
+        is newer than ``agent`` (the agent as it is then). Two changes made at once on
+        PostgreSQL (a new agent's first run setting ``error`` while its sender sets
+        ``running``) may return here in the other order than they committed: the
+        store's ``updated_at`` follows the commits, and the last committed stays."""
         old = self._by_name.get(agent.name)
+        if old is not None and old.id == agent.id and old.updated_at > agent.updated_at:
+            self._last_active[old.id] = self.clock.monotonic()
+            return old
         if old is not None and (old.model, _settings_key(old)) != (agent.model,
                                                                   _settings_key(agent)):
             self._forget_plan(agent.name)

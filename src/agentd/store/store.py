@@ -253,15 +253,19 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
         if unknown:
             raise ValueError(f"cannot update agent fields {sorted(unknown)}")
         now = self.clock.time()
-        if based_on is not None and now <= based_on:
-            now = based_on + 1e-6  # strictly later: the next compare-and-set sees it
+        # ``updated_at`` grows in the order the changes commit, whatever the clock said
+        # when each was made: strictly later than the record it replaces (the next
+        # compare-and-set sees the change, and a copy of the record can tell which of
+        # two is newer). Two writes made concurrently (on PostgreSQL, on two
+        # connections) may commit in the other order than their clocks were read.
+        later = "GREATEST" if self.engine.dialect == "postgresql" else "MAX"
 
         def op(tx: Tx) -> tuple[Any, ...] | None:
             before = None
             if self.engine.shared and "settings" in fields:
                 # (the tenant it had: a token scoped to it may see it leave)
                 before = tx.one("SELECT settings FROM agents WHERE name = ?", (name,))
-            sets = ["updated_at = ?"]
+            sets = [f"updated_at = {later}(?, updated_at + 0.000001)"]
             params: list[Any] = [now]
             for key, value in fields.items():
                 sets.append(f"{key} = ?")
