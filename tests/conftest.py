@@ -481,7 +481,6 @@ def settings_in(base: Path) -> Settings:
                     sandbox=SandboxConfig(uid_base=WORKER_UID_BASE, uid_count=20_000))
 
 
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return settings_in(tmp_path)

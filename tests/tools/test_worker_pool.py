@@ -80,6 +80,7 @@ def test_the_zygote_preloads_every_built_in_isolated_tool() -> None:
     from agentd.tools import ToolRegistry
     from agentd.tools._worker import PRELOADED
 
-    isolated = {tool.fn.__module__ for tool in ToolRegistry().resolve(ToolRegistry().names())
+    registry = ToolRegistry()
+    isolated = {tool.fn.__module__ for tool in registry.resolve(registry.names())
                 if tool.isolated}
     assert isolated and isolated <= set(PRELOADED), isolated - set(PRELOADED)
