@@ -53,7 +53,10 @@ def _make(port: int) -> tuple[int, socket.socket]:
             netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 loopback_up()
-                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                # IPPROTO_TCP: asyncio sets TCP_NODELAY only on a socket whose
+                # proto says TCP (else every reply waits for a delayed ACK).
+                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM,
+                                         socket.IPPROTO_TCP)
                 try:
                     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     listener.bind(("127.0.0.1", port))

@@ -744,7 +744,10 @@ class StubLLMServer:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("StubLLMServer already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+        # proto says TCP, and with it on an answer on a kept-alive connection waits for
+        # the client's delayed ACK (about 40 ms).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]

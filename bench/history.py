@@ -1,0 +1,167 @@
+"""What a turn costs the daemon as the conversation grows: CPU per turn against the
+length of the session's history, on the provider path.
+
+    .venv/bin/python bench/history.py                          # 10, 300, 3000 turns
+    .venv/bin/python bench/history.py --lengths 10,300 --turns 20
+    .venv/bin/python bench/history.py --providers openai --modes wait
+
+A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to
+:class:`agentd.testing.StubLLMServer`, run in this process, over the real wire formats
+through the official SDKs: ``openai:gpt-4.1-mini`` (Chat Completions) and
+``anthropic:claude-sonnet-4-5`` (Messages), both catalogued, so the context is fitted
+to their windows (1M and 200k tokens: the whole session fits) and their usage priced.
+Compaction is off, as is auto-recall. For each provider and each history length, a
+session is seeded with that many turns (a user message and the agent's answer each,
+written through the LangGraph door's ``update_state``: nothing is run), a turn is sent
+to warm it, then ``--turns`` turns are sent one after another by one client, first
+each waited for (``wait: true``), then each streamed (SSE to the run's end). The
+daemon's CPU (user + system, from ``/proc``) over those turns, divided by them, is
+the figure. Every turn's answer is checked to be the stub's echo of its message.
+
+Prints one JSON line: ``cpu_ms_per_turn[provider][mode][length]``, the largest
+ratio between two lengths of one provider and mode (``max_ratio``), and the CPU per
+turn at 300 turns at most (``max_at_300``). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from _load import LocalDaemon, info
+from agentd.testing import StubLLMServer
+
+TOKEN = "history-bench-" + secrets.token_hex(8)
+MODELS = {"openai": "openai:gpt-4.1-mini", "anthropic": "anthropic:claude-sonnet-4-5"}
+#: Words of a seeded turn: a question and an answer of about a chat's size.
+USER = ("Could you look at item {i} again and tell me what changed since the last time "
+        "we talked about it, briefly?")
+ANSWER = ("stub: Item {i} is as it was: the figures match the previous report, the open "
+          "question is still the date, and nothing else changed since we last spoke.")
+
+
+def seed(api: httpx.Client, agent: str, turns: int) -> str:
+    """A new session of ``turns`` turns of history: its key."""
+    created = api.post("/langgraph/threads", json={"graph_id": agent})
+    created.raise_for_status()
+    thread = created.json()["thread_id"]
+    messages: list[dict[str, str]] = []
+    for i in range(turns):
+        messages.append({"type": "human", "content": USER.format(i=i)})
+        messages.append({"type": "ai", "content": ANSWER.format(i=i)})
+    for start in range(0, len(messages), 1000):
+        reply = api.post(f"/langgraph/threads/{quote(thread, safe='')}/state",
+                         json={"values": {"messages": messages[start:start + 1000]}},
+                         timeout=120)
+        if reply.status_code != 200:
+            raise RuntimeError(f"seeding {thread}: {reply.status_code} {reply.text[:300]}")
+    return f"lg:{thread}"
+
+
+def turn(api: httpx.Client, agent: str, key: str, content: str, mode: str) -> None:
+    path = f"/v1/agents/{agent}/sessions/{quote(key, safe='')}/messages"
+    if mode == "wait":
+        reply = api.post(path, json={"content": content, "wait": True}, timeout=120)
+        reply.raise_for_status()
+        run = reply.json()
+        output = (run.get("run") or run).get("output")
+        if output != f"stub: {content}":
+            raise RuntimeError(f"unexpected answer {str(run)[:300]}")
+        return
+    done = False
+    with api.stream("POST", path, json={"content": content, "stream": True},
+                    headers={"Accept": "text/event-stream"}, timeout=120) as reply:
+        reply.raise_for_status()
+        event = ""
+        for line in reply.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event in ("run.completed", "run.failed",
+                                                        "done"):
+                data = orjson.loads(line[5:])
+                if event == "run.failed":
+                    raise RuntimeError(f"run failed: {str(data)[:300]}")
+                done = True
+    if not done:
+        raise RuntimeError("the stream ended before the run did")
+
+
+def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, length: int,
+            turns: int, modes: list[str]) -> dict[str, float]:
+    agent = f"h-{provider}"
+    key = seed(api, agent, length)
+    turn(api, agent, key, "warm up", "wait")
+    out: dict[str, float] = {}
+    for mode in modes:
+        before = daemon.server.cpu_s()
+        for i in range(turns):
+            turn(api, agent, key, f"{mode} turn {i} of {length}", mode)
+        after = daemon.server.cpu_s()
+        assert before is not None and after is not None
+        out[mode] = round((after - before) * 1000 / turns, 3)
+        info(f"{provider} {mode} at {length} turns: {out[mode]} ms of daemon CPU per turn")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="10,300,3000",
+                        help="history lengths, in turns (default 10,300,3000)")
+    parser.add_argument("--turns", type=int, default=40, help="measured turns per phase")
+    parser.add_argument("--providers", default="openai,anthropic")
+    parser.add_argument("--modes", default="wait,stream")
+    args = parser.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    providers = args.providers.split(",")
+    modes = args.modes.split(",")
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
+            StubLLMServer() as stub:
+        env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
+        with LocalDaemon(Path(tmp), TOKEN, env) as daemon, httpx.Client(
+                base_url=daemon.base, headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=60) as api:
+            for provider in providers:
+                base = stub.base_url if provider == "openai" else stub.root_url
+                created = api.post("/v1/agents", json={
+                    "name": f"h-{provider}", "model": MODELS[provider],
+                    "settings": {"base_url": base,
+                                 "memory": {"compaction": {"auto": False},
+                                            "auto_recall": False}}})
+                if created.status_code != 201:
+                    raise RuntimeError(f"creating the agent: {created.text[:300]}")
+                for length in lengths:
+                    for mode, value in measure(daemon, api, provider, length, args.turns,
+                                               modes).items():
+                        figures.setdefault(provider, {}).setdefault(mode, {})[
+                            str(length)] = value
+    ratios = [max(v.values()) / min(v.values()) for by_mode in figures.values()
+              for v in by_mode.values() if min(v.values()) > 0]
+    at_300 = [v["300"] for by_mode in figures.values() for v in by_mode.values()
+              if "300" in v]
+    result: dict[str, Any] = {
+        "bench": "history", "lengths": lengths, "turns": args.turns,
+        "cpu_ms_per_turn": figures,
+        "max_ratio": round(max(ratios), 2) if ratios else None,
+        "max_at_300": max(at_300) if at_300 else None,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "machine": {"cpus": len(__import__("os").sched_getaffinity(0)),
+                    "python": platform.python_version()},
+    }
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
