@@ -43,11 +43,10 @@ from agentd.testing import StubLLMServer
 
 TOKEN = "history-bench-" + secrets.token_hex(8)
 MODELS = {"openai": "openai:gpt-4.1-mini", "anthropic": "anthropic:claude-sonnet-4-5"}
-#: Words of a seeded turn: a question and an answer of about a chat's size.
-USER = ("Could you look at item {i} again and tell me what changed since the last time "
-        "we talked about it, briefly?")
-ANSWER = ("stub: Item {i} is as it was: the figures match the previous report, the open "
-          "question is still the date, and nothing else changed since we last spoke.")
+#: A seeded turn: short, so that 3,000 of them fit claude-sonnet-4-5's 200k window by
+#: agentd's estimate (which counts about 60 tokens for such a turn).
+USER = "How is item {i} doing today?"
+ANSWER = "stub: Item {i} is fine, nothing changed."
 
 
 def seed(api: httpx.Client, agent: str, turns: int) -> str:

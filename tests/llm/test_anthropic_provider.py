@@ -214,7 +214,8 @@ async def test_a_tool_call_round_trips_as_tool_use_and_tool_result(
          "is_error": False},
         {"type": "tool_result", "tool_use_id": first.tool_calls[1].id, "content": "down",
          "is_error": True},
-        {"type": "text", "text": "and now?"},
+        # The conversation's end: the next call reads all of this one from the cache.
+        {"type": "text", "text": "and now?", "cache_control": {"type": "ephemeral"}},
     ]
 
 
@@ -233,14 +234,17 @@ async def test_request_carries_system_tools_and_max_tokens(
     await model.complete(request)
     body = stub.requests[-1]
     assert body["model"] == "claude-test-model"
-    assert body["system"] == "You are terse."
+    # A breakpoint of its own: instructions are cached apart from the conversation.
+    assert body["system"] == [{"type": "text", "text": "You are terse.",
+                               "cache_control": {"type": "ephemeral"}}]
     assert body["max_tokens"] == 64
     assert body["tools"] == [
         {"name": "calculator", "description": "Evaluate arithmetic.",
          "input_schema": {"type": "object", "properties": {"expr": {"type": "string"}},
                           "required": ["expr"]}}
     ]
-    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    assert body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}]
 
 
 async def test_max_tokens_defaults_and_settings_apply(stub: StubLLMServer, model: Model) -> None:
@@ -661,11 +665,16 @@ async def test_runtime_runs_an_anthropic_agent_with_a_tool_end_to_end(
 
     assert (run.status, run.output) == ("completed", "It is 42.")
     second = stub.requests[-1]
-    assert second["system"] == "Be exact."
+    assert second["system"] == [{"type": "text", "text": "Be exact.",
+                                 "cache_control": {"type": "ephemeral"}}]
     assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
     call_id = second["messages"][1]["content"][0]["id"]
     assert second["messages"][2]["content"] == [
-        {"type": "tool_result", "tool_use_id": call_id, "content": "42", "is_error": False}]
+        {"type": "tool_result", "tool_use_id": call_id, "content": "42", "is_error": False,
+         "cache_control": {"type": "ephemeral"}}]
+    # The first call's end (the question) keeps a breakpoint of its own.
+    assert second["messages"][0]["content"] == [
+        {"type": "text", "text": "what is 6*7?", "cache_control": {"type": "ephemeral"}}]
 
 
 async def test_thinking_is_logged_and_sent_back_after_a_tool_call(

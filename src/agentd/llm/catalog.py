@@ -140,6 +140,14 @@ def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     message's share, so that dropping messages needs no new estimate."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
-    return (fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0),
-            [len(orjson.dumps(m, default=str)) // 4 + _PER_MESSAGE
-             for m in request.messages])
+    fixed_tokens = fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0)
+    if request.memo is None:
+        return fixed_tokens, [_message_tokens(m) for m in request.messages]
+    # The session's memo: only the messages the last call did not have are measured.
+    # (Its own list: read it, do not keep or change it.)
+    return fixed_tokens, request.memo.per_message("tokens", _message_tokens).values(
+        request.messages)
+
+
+def _message_tokens(message: object) -> int:
+    return len(orjson.dumps(message, default=str)) // 4 + _PER_MESSAGE

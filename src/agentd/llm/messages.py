@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter
+
+if TYPE_CHECKING:
+    from agentd.llm.memo import PrefixMemo
 
 __all__ = [
     "AssistantMessage",
@@ -142,6 +145,13 @@ class ModelRequest:
     tools: list[ToolSpec] = field(default_factory=list)
     max_tokens: int | None = None
     temperature: float | None = None
+    #: The session's memo of what earlier calls derived from these messages (their
+    #: wire encodings, their token estimates), so that a call converts only the new
+    #: ones (:mod:`agentd.llm.memo`); None for a one-off request.
+    memo: PrefixMemo | None = field(default=None, compare=False, repr=False)
+    #: A stable key for the conversation (a digest of the session's id, not the id),
+    #: which providers may use to route the call to where its prefix is cached.
+    cache_key: str | None = None
 
 
 # --- stream events -------------------------------------------------------------

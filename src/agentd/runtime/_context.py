@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import replace
+from typing import Any
 
 from agentd.errors import ModelError
 from agentd.events import ContextTrimmedData
 from agentd.llm.catalog import ModelInfo, estimate_parts
 from agentd.llm.messages import ModelRequest, UserMessage
 
-__all__ = ["fit"]
+__all__ = ["HEADROOM", "fit"]
+
+#: When the conversation must be cut anew, the share of the window it is cut to: the
+#: cut then holds for the next calls (the conversation grows into the room left), so
+#: their prefix stays the same and the provider's prompt cache keeps hitting, instead
+#: of every call dropping one more turn and missing the cache whole.
+HEADROOM = 0.8
+#: The memo entry that remembers the cut: (index, the message there).
+_CUT = "context-cut"
 
 
 def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
@@ -22,6 +33,10 @@ def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
     everything; the step's ``message.assistant`` event says what was left out (the
     second value). Refused (``context_overflow``) if even the latest turn does not
     fit.
+
+    With the session's memo, a cut is kept for the calls that follow while they fit
+    (a stable prefix), and a new one leaves :data:`HEADROOM`; each costs time in
+    proportion to the conversation once, not once per turn dropped.
 
     Also returns the tokens the call may use, (prompt estimate, output limit), which
     the scheduler reserves against tokens-per-minute limits ((0, 0) when neither a
@@ -37,16 +52,38 @@ def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
     if prompt <= budget:
         return request, None, (prompt, output)
     messages = request.messages
+    memo = request.memo
+    held: tuple[int, Any] | None = memo.get(_CUT) if memo is not None else None
+    if held is not None:
+        start, first = held
+        if start < len(messages) and messages[start] is first:
+            estimate = fixed + sum(sizes[start:])
+            if estimate <= budget:
+                return _cut(request, start, estimate, output)
+    # The smallest suffix that fits, from the totals of every suffix (one pass), then
+    # the first turn that begins inside it; a new cut aims lower, to last.
+    totals = list(itertools.accumulate(reversed(sizes)))
     starts = [i for i, m in enumerate(messages) if isinstance(m, UserMessage)]
-    for start in starts[1:]:
-        estimate = fixed + sum(sizes[start:])
-        if estimate <= budget:
-            return (replace(request, messages=messages[start:]),
-                    {"dropped_messages": start, "estimated_tokens": estimate},
-                    (estimate, output))
+    for target in ((budget * HEADROOM, budget) if memo is not None else (budget,)):
+        # totals[k - 1] is the sum of the last k messages: the most that fit.
+        fitting = bisect.bisect_right(totals, target - fixed)
+        earliest = len(messages) - fitting
+        at = bisect.bisect_left(starts, max(earliest, 1))
+        if at < len(starts):
+            start = starts[at]
+            if memo is not None:
+                memo.put(_CUT, (start, messages[start]))
+            return _cut(request, start, fixed + sum(sizes[start:]), output)
     latest = fixed + sum(sizes[starts[-1]:]) if starts else prompt
     raise ModelError(
         f"the latest turn alone (about {latest} tokens) plus max_tokens "
         f"({request.max_tokens or 0}) does not fit {info.spec}'s context window of "
         f"{info.context_window} tokens", code="context_overflow", retryable=False,
         details={"estimated_tokens": latest, "context_window": info.context_window})
+
+
+def _cut(request: ModelRequest, start: int, estimate: int, output: int
+         ) -> tuple[ModelRequest, ContextTrimmedData, tuple[int, int]]:
+    return (replace(request, messages=request.messages[start:]),
+            {"dropped_messages": start, "estimated_tokens": estimate},
+            (estimate, output))

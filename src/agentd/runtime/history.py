@@ -15,6 +15,7 @@ seq before the compaction folds them back.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
@@ -45,6 +46,7 @@ from agentd.events import (
     WorkspaceSnapshotData,
     kind_of,
 )
+from agentd.llm.memo import PrefixMemo
 from agentd.llm.messages import (
     AssistantMessage,
     FinishReason,
@@ -173,6 +175,11 @@ class SessionHistory:
         #: The sender's results of earlier calls (``tool_results``), held with its
         #: message until its run starts.
         self._results: dict[str, list[ToolResultMessage]] = {}
+        #: What the model calls of this session derive from its messages (their wire
+        #: encodings, their token estimates), kept for the next call.
+        self.memo = PrefixMemo()
+        #: A stable key for providers' prompt caches: a digest, never the session id.
+        self.cache_key = hashlib.sha256(session_id.encode()).hexdigest()[:32]
 
     @classmethod
     def from_log(cls, session_id: str, events: list[EventRecord],

@@ -537,7 +537,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         return ModelRequest(
             system=system, messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
-            temperature=self.agent_settings.temperature)
+            temperature=self.agent_settings.temperature,
+            memo=self.history.memo, cache_key=self.history.cache_key)
 
     async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
         """One model call through the kernel (scheduler, retries, fallbacks), its answer

@@ -20,17 +20,17 @@ Configuration, first match wins:
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import anthropic
 import httpx2
 import orjson
 from anthropic.types import (
-    ContentBlockParam,
-    MessageParam,
+    Message,
     RawMessageStreamEvent,
     ThinkingConfigParam,
     ToolParam,
@@ -122,20 +122,14 @@ class AnthropicModel(Model):
             raise ModelError(self._missing_key, code="model_auth", retryable=False)
         temperature = request.temperature if request.temperature is not None else self.temperature
         max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
-        tools = [_tool_param(spec) for spec in request.tools]
+        body = self._body(request, temperature, max_tokens)
         try:
-            sdk_stream = await self._client.messages.create(
-                model=self.model,
-                max_tokens=max_tokens,
-                messages=_messages(request),
-                system=request.system or anthropic.omit,
-                tools=tools or anthropic.omit,
-                thinking=anthropic.omit if self.thinking is None else self.thinking,
-                stream=True,
-                # The SDK no longer has a temperature parameter (current models fix
-                # sampling); sent only when configured, for models that still take it.
-                extra_body=None if temperature is None else {"temperature": temperature},
-            )
+            # The body is already on the wire: the SDK's own create() would walk every
+            # message of the history through its TypedDict transform on every call.
+            # Its client still does the HTTP, auth, errors and the typed stream.
+            sdk_stream = await self._client.post(
+                "/v1/messages", content=body, cast_to=Message, stream=True,
+                stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
         except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
             self._raise(exc)
 
@@ -198,6 +192,28 @@ class AnthropicModel(Model):
             )
         yield UsageEvent(usage=usage)
         yield Finish(reason=finish)
+
+    def _body(self, request: ModelRequest, temperature: float | None, max_tokens: int
+              ) -> bytes:
+        """The request's JSON body, with prompt-cache breakpoints (:func:`_turns`)."""
+        params: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens,
+                                  "stream": True}
+        if request.system:
+            # Instructions (and memory blocks) change less than the conversation: a
+            # breakpoint of their own keeps them cached when the conversation's start
+            # changes (a compaction).
+            params["system"] = [{"type": "text", "text": request.system,
+                                 "cache_control": _EPHEMERAL}]
+        if request.tools:
+            params["tools"] = [_tool_param(spec) for spec in request.tools]
+        if self.thinking is not None:
+            params["thinking"] = self.thinking
+        if temperature is not None:
+            # The SDK no longer has a temperature parameter (current models fix
+            # sampling); sent only when configured, for models that still take it.
+            params["temperature"] = temperature
+        turns = _turns(request)
+        return b"".join([orjson.dumps(params)[:-1], b',"messages":[', *turns, b"]}"])
 
     async def _events(
         self, sdk_stream: anthropic.AsyncStream[RawMessageStreamEvent]
@@ -312,59 +328,136 @@ def _error_text(exc: anthropic.APIStatusError) -> str:
 # --- request mapping --------------------------------------------------------------
 
 
-def _messages(request: ModelRequest) -> list[MessageParam]:
-    """Neutral messages as Messages API turns, which must alternate user / assistant.
+_EPHEMERAL = {"type": "ephemeral"}
+_MARK = b',"cache_control":{"type":"ephemeral"}}'
+#: The names of this format's encodings in a session's memo.
+_MEMO, _MEMO_TURNS = "anthropic-blocks", "anthropic-turns"
+#: Blocks that may not carry a breakpoint themselves.
+_UNMARKABLE = (b'{"type":"thinking"', b'{"type":"redacted_thinking"')
+
+_Role = Literal["user", "assistant"]
+#: One message's role and its content blocks, each JSON.
+_Blocks = tuple[_Role, list[bytes]]
+
+
+class _Grouped:
+    """The Messages API's turns of a session's last request, for the next one: the
+    turns that are closed (followed by a message of the other role) and, for each,
+    the index of that following message; the last turn is never closed (the next
+    message may join it)."""
+
+    __slots__ = ("closed", "encoded", "ends", "last_end")
+
+    def __init__(self) -> None:
+        #: Each closed turn's role and blocks, and its JSON (after a comma).
+        self.closed: list[tuple[_Role, list[bytes]]] = []
+        self.encoded: list[bytes] = []
+        self.ends: list[int] = []
+        #: How many messages the last request had.
+        self.last_end = 0
+
+
+def _turns(request: ModelRequest) -> list[bytes]:
+    """Neutral messages as Messages API turns (each JSON, after a comma but the first),
+    which must alternate user / assistant, with prompt-cache breakpoints.
 
     Tool results travel as ``tool_result`` blocks in a user turn, so consecutive
     results (and a user message steered in after them) merge into one user turn.
+
+    Breakpoints (``cache_control``), besides the system prompt's: on the last block
+    of the conversation, so that the next call reads all of this one from the cache;
+    and on the last block of the previous call's conversation while it is not in the
+    last turn, so that a step that added more blocks than the API looks back over
+    (about 20) still finds what the previous call wrote. A session's memo keeps both
+    the messages' blocks and the closed turns, so a call encodes only what is new.
     """
-    turns: list[tuple[str, list[ContentBlockParam]]] = []
-    for message in request.messages:
-        role, blocks = _blocks(message)
-        if not blocks:
+    messages = request.messages
+    memo = request.memo
+    if memo is None:
+        blocks = [_blocks(m) for m in messages]
+        state, kept = _Grouped(), 0
+    else:
+        per = memo.per_message(_MEMO, _blocks)
+        blocks = per.values(messages)
+        state = memo.get(_MEMO_TURNS)
+        if state is None or per.dropped:
+            state = _Grouped()
+            memo.put(_MEMO_TURNS, state)
+        kept = per.kept if not per.dropped else 0
+    previous = state.last_end if kept >= state.last_end else 0
+    closed, encoded, ends = state.closed, state.encoded, state.ends
+    while ends and ends[-1] >= kept:
+        closed.pop()
+        encoded.pop()
+        ends.pop()
+    # Group what follows the closed turns: every turn but the last is closed.
+    role: _Role | None = None
+    group: list[bytes] = []
+    for index in range(ends[-1] if ends else 0, len(messages)):
+        message_role, message_blocks = blocks[index]
+        if not message_blocks:
             continue  # the API refuses empty turns and empty text blocks
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, blocks))
-    out: list[MessageParam] = []
-    for role, blocks in turns:
-        if role == "user":
-            out.append({"role": "user", "content": blocks})
-        else:
-            out.append({"role": "assistant", "content": blocks})
+        if message_role != role:
+            if role is not None:
+                closed.append((role, group))
+                encoded.append(_turn(role, group))
+                ends.append(index)
+            role, group = message_role, []
+        group.extend(message_blocks)
+    state.last_end = len(messages)
+    marked: bytes | None = None
+    at = len(encoded)
+    if previous and ends and previous <= ends[-1]:
+        # The previous call's last message is in a closed turn: mark that turn.
+        at = bisect.bisect_left(ends, previous)
+        marked = _turn(*_marked_turn(closed[at]))
+    last = [_turn(role, _marked(group))] if role is not None else []
+    out = ([*encoded, *last] if marked is None
+           else [*encoded[:at], marked, *encoded[at + 1:], *last])
+    if out:
+        out[0] = out[0][1:]  # (no comma before the first)
     return out
 
 
-def _blocks(
-    message: UserMessage | AssistantMessage | ToolResultMessage,
-) -> tuple[str, list[ContentBlockParam]]:
+def _marked_turn(turn: tuple[_Role, list[bytes]]) -> tuple[_Role, list[bytes]]:
+    return turn[0], _marked(turn[1])
+
+
+def _turn(role: _Role, blocks: list[bytes]) -> bytes:
+    return b"".join([b',{"role":"', role.encode(), b'","content":[', b",".join(blocks),
+                     b"]}"])
+
+
+def _marked(blocks: list[bytes]) -> list[bytes]:
+    """``blocks`` with a breakpoint on the last that may carry one."""
+    for i in range(len(blocks) - 1, -1, -1):
+        if not blocks[i].startswith(_UNMARKABLE):
+            return [*blocks[:i], blocks[i][:-1] + _MARK, *blocks[i + 1:]]
+    return blocks
+
+
+def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> _Blocks:
     if isinstance(message, UserMessage):
-        return "user", [{"type": "text", "text": message.content}] if message.content else []
+        return "user", [orjson.dumps({"type": "text", "text": message.content})] \
+            if message.content else []
     if isinstance(message, ToolResultMessage):
-        return "user", [
-            {
-                "type": "tool_result",
-                "tool_use_id": message.call_id,
-                "content": message.content,
-                "is_error": message.is_error,
-            }
-        ]
-    blocks: list[ContentBlockParam] = []
+        return "user", [orjson.dumps({
+            "type": "tool_result", "tool_use_id": message.call_id,
+            "content": message.content, "is_error": message.is_error})]
+    blocks: list[bytes] = []
     # Thinking first, unmodified and in order: the API checks their signatures.
     for thought in message.thinking:
         if thought.redacted is not None:
-            blocks.append({"type": "redacted_thinking", "data": thought.redacted})
+            blocks.append(orjson.dumps({"type": "redacted_thinking",
+                                        "data": thought.redacted}))
         else:
-            blocks.append(
-                {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
-            )
+            blocks.append(orjson.dumps({"type": "thinking", "thinking": thought.text,
+                                        "signature": thought.signature}))
     if message.text:
-        blocks.append({"type": "text", "text": message.text})
+        blocks.append(orjson.dumps({"type": "text", "text": message.text}))
     for call in message.tool_calls:
-        blocks.append(
-            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
-        )
+        blocks.append(orjson.dumps({"type": "tool_use", "id": call.id, "name": call.name,
+                                    "input": call.arguments}))
     return "assistant", blocks
 
 

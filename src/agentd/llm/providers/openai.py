@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import openai
 import orjson
 from openai.types.chat import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
@@ -96,26 +97,15 @@ class OpenAIChatModel(Model):
             raise ModelError(self._missing_key, code="model_auth", retryable=False)
         temperature = request.temperature if request.temperature is not None else self.temperature
         max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
-        tools = [_tool_param(spec) for spec in request.tools]
+        body = self._body(request, temperature, max_tokens)
         try:
-            sdk_stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=_messages(request),
-                stream=True,
-                stream_options={"include_usage": True},
-                tools=tools or openai.omit,
-                temperature=openai.omit if temperature is None else temperature,
-                # OpenAI's own API deprecated max_tokens (reasoning models reject it);
-                # compatible servers mostly only know max_tokens.
-                max_completion_tokens=(
-                    max_tokens if max_tokens is not None and self.provider == "openai"
-                    else openai.omit
-                ),
-                max_tokens=(
-                    max_tokens if max_tokens is not None and self.provider != "openai"
-                    else openai.omit
-                ),
-            )
+            # The body is already on the wire: the SDK's own create() would walk every
+            # message of the history through its TypedDict transform on every call
+            # (most of a long session's CPU). Its client still does the HTTP, auth,
+            # errors and the typed stream.
+            sdk_stream = await self._client.post(
+                "/chat/completions", content=body, cast_to=ChatCompletion,
+                stream=True, stream_cls=openai.AsyncStream[ChatCompletionChunk])
         except (openai.OpenAIError, ValueError) as exc:
             self._raise(exc)
 
@@ -167,6 +157,39 @@ class OpenAIChatModel(Model):
         if usage is not None:
             yield UsageEvent(usage=usage)
         yield Finish(reason=finish)
+
+    def _body(self, request: ModelRequest, temperature: float | None,
+              max_tokens: int | None) -> bytes:
+        """The request's JSON body: the messages the session's memo has encoded
+        already, and the new ones, then the rest of the parameters."""
+        params: dict[str, Any] = {"model": self.model, "stream": True,
+                                  "stream_options": {"include_usage": True}}
+        if request.tools:
+            params["tools"] = [_tool_param(spec) for spec in request.tools]
+        if temperature is not None:
+            params["temperature"] = temperature
+        if max_tokens is not None:
+            # OpenAI's own API deprecated max_tokens (reasoning models reject it);
+            # compatible servers mostly only know max_tokens.
+            key = "max_completion_tokens" if self.provider == "openai" else "max_tokens"
+            params[key] = max_tokens
+        if request.cache_key and self.provider == "openai":
+            # Routes the call to the machines holding this conversation's prefix.
+            params["prompt_cache_key"] = request.cache_key
+        memo = request.memo
+        parts = (memo.per_message(_MEMO, _encoded).values(request.messages)
+                 if memo is not None else [_encoded(m) for m in request.messages])
+        # Each part starts with its comma: the body is one copy of the parts (a long
+        # session's body is a megabyte; every copy of it is paid on every call).
+        if request.system:
+            first = b'{"messages":[' + orjson.dumps({"role": "system",
+                                                      "content": request.system})
+        elif parts:
+            first = b'{"messages":[' + parts[0][1:]
+            parts = parts[1:]  # (copied only here: a request with no system prompt)
+        else:
+            first = b'{"messages":['
+        return b"".join([first, *parts, b"],", orjson.dumps(params)[1:]])
 
     async def _chunks(
         self, sdk_stream: openai.AsyncStream[ChatCompletionChunk]
@@ -288,21 +311,26 @@ def _usage(chunk: ChatCompletionChunk) -> Usage:
 # --- request mapping --------------------------------------------------------------
 
 
-def _messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
-    out: list[ChatCompletionMessageParam] = []
-    if request.system:
-        out.append({"role": "system", "content": request.system})
-    for message in request.messages:
-        if isinstance(message, UserMessage):
-            out.append({"role": "user", "content": message.content})
-        elif isinstance(message, AssistantMessage):
-            out.append(_assistant_param(message))
-        elif isinstance(message, ToolResultMessage):
-            # Chat Completions has no error flag on tool results; say it in the text
-            # so the model does not read a failure as output.
-            content = f"error: {message.content}" if message.is_error else message.content
-            out.append({"role": "tool", "tool_call_id": message.call_id, "content": content})
-    return out
+#: The name of this format's encodings in a session's memo.
+_MEMO = "openai-chat"
+
+
+def _encoded(message: UserMessage | AssistantMessage | ToolResultMessage) -> bytes:
+    """One message as Chat Completions JSON, after the comma that separates it from
+    the one before."""
+    return b"," + orjson.dumps(_message_param(message))
+
+
+def _message_param(message: UserMessage | AssistantMessage | ToolResultMessage
+                   ) -> ChatCompletionMessageParam:
+    if isinstance(message, UserMessage):
+        return {"role": "user", "content": message.content}
+    if isinstance(message, AssistantMessage):
+        return _assistant_param(message)
+    # Chat Completions has no error flag on tool results; say it in the text so the
+    # model does not read a failure as output.
+    content = f"error: {message.content}" if message.is_error else message.content
+    return {"role": "tool", "tool_call_id": message.call_id, "content": content}
 
 
 def _assistant_param(message: AssistantMessage) -> ChatCompletionMessageParam:
