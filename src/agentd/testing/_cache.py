@@ -106,8 +106,9 @@ def _tokens(nbytes: int) -> int:
 
 def _openai_prompt(body: dict[str, Any]) -> bytes:
     """The prompt as the prefix is matched: tools, a structured-output schema, then the
-    messages in order. A message's own keys are taken in a fixed order (and unset ones
-    dropped): the chat format renders them in fixed places, so only their values count."""
+    messages in order. A message's keys are taken in a fixed order (and unset ones
+    dropped): the chat format renders its fields in fixed places, so only their values
+    count."""
     parts: list[bytes] = []
     if body.get("tools"):
         parts.append(orjson.dumps(body["tools"]))
@@ -115,9 +116,9 @@ def _openai_prompt(body: dict[str, Any]) -> bytes:
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         parts.append(orjson.dumps(fmt))
     for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            message = {k: message[k] for k in sorted(message) if message[k] is not None}
-        parts.append(orjson.dumps(message))
+        if isinstance(message, dict) and None in message.values():
+            message = {k: v for k, v in message.items() if v is not None}
+        parts.append(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
     return b"".join(parts)
 
 
@@ -179,20 +180,24 @@ def _ttl(control: dict[str, Any]) -> str:
 
 # complexity: one walk over the prompt in the API's order (tools, system, messages),
 # each kind of part with its own rule for what it renders and whether it can be cached.
-def _anthropic_layout(body: dict[str, Any]) -> _Layout:
-    """The request's blocks in cache order, each with its prefix's name and length,
-    and its breakpoints; raises _Refused for what the API refuses."""
+def _anthropic_layout(body: dict[str, Any], *, names: bool = True) -> _Layout:
+    """The request's blocks in cache order, each with its prefix's name and length
+    (``names=False``: neither, for checking the breakpoints alone), and its
+    breakpoints; raises _Refused for what the API refuses."""
     hasher = hashlib.blake2b(digest_size=16)
     blocks: list[_Block] = []
     total = 0
 
     def add(part: Any, *, cacheable: bool, control: Any, where: str) -> None:
         nonlocal total
-        raw = orjson.dumps(part)
-        hasher.update(len(raw).to_bytes(8, "big"))
-        hasher.update(raw)
-        total += _tokens(len(raw))
-        blocks.append(_Block(upto=total, name=hasher.digest(), cacheable=cacheable,
+        name = b""
+        if names:
+            raw = orjson.dumps(part)
+            hasher.update(len(raw).to_bytes(8, "big"))
+            hasher.update(raw)
+            total += -(-len(raw) // 4) or 1
+            name = hasher.digest()
+        blocks.append(_Block(upto=total, name=name, cacheable=cacheable,
                              control=_control(control, where), where=where))
 
     def bare(block: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +281,7 @@ def _breakpoints(blocks: list[_Block], body: dict[str, Any]) -> list[tuple[int, 
 def anthropic_cache_problem(body: dict[str, Any]) -> str | None:
     """Why the Messages API would refuse the request's ``cache_control`` (a 400), or None."""
     try:
-        _anthropic_layout(body)
+        _anthropic_layout(body, names=False)
     except _Refused as exc:
         return str(exc)
     return None
