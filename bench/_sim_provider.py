@@ -33,7 +33,7 @@ __all__ = ["SimProvider", "wire_tokens"]
 def wire_tokens(body: dict[str, Any]) -> int:
     """A request's tokens as the stub's capacity model counts them at admission: the
     characters of its JSON-encoded ``messages`` / 4, rounded up, plus ``max_tokens``
-    (``max_completion_tokens``). Kept in step with ``stub_llm._estimate_tokens``."""
+    (``max_completion_tokens``). Kept in step with ``agentd.testing._capacity.estimate_tokens``."""
     chars = len(orjson.dumps(body.get("messages", [])))
     out = body.get("max_completion_tokens", body.get("max_tokens"))
     if isinstance(out, bool) or not isinstance(out, int):

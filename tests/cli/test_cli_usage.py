@@ -20,12 +20,12 @@ from agentd.testing.live import LiveServer
 
 runner = CliRunner()
 
-#: (day, agent, tenant, model, input, output, cached, cost)
+#: (day, agent, tenant, model, input, output, cached, cache-written, cost)
 CHARGES = [
-    ("2024-01-31", "alpha", "acme", "m-large", 1000, 100, 0, 0.0125),
-    ("2024-02-01", "alpha", "acme", "m-small", 2000, 200, 50, 0.001),
-    ("2024-02-01", "beta", "", "m-large", 3000, 300, 0, 0.5),
-    ("2024-02-29", "beta", "", "m-large", 4000, 400, 0, 1.25),
+    ("2024-01-31", "alpha", "acme", "m-large", 1000, 100, 0, 0, 0.0125),
+    ("2024-02-01", "alpha", "acme", "m-small", 2000, 200, 50, 1200, 0.001),
+    ("2024-02-01", "beta", "", "m-large", 3000, 300, 0, 0, 0.5),
+    ("2024-02-29", "beta", "", "m-large", 4000, 400, 0, 0, 1.25),
 ]
 
 
@@ -36,7 +36,7 @@ async def _seed(home: Path) -> None:
         ids = {name: (await store.create_agent(name=name, model="scripted", instructions="",
                                                tools=[], settings={})).id
                for name in ("alpha", "beta")}
-        for day, agent, tenant, model, inp, outp, cached, cost in CHARGES:
+        for day, agent, tenant, model, inp, outp, cached, written, cost in CHARGES:
             y, m, d = (int(p) for p in day.split("-"))
             clock.now = float(calendar.timegm((y, m, d, 12, 0, 0)))
             accepted = await store.accept_message(agent_id=ids[agent], key="k", content="hi")
@@ -46,7 +46,8 @@ async def _seed(home: Path) -> None:
                 run_id=accepted.run.id, run=RunUpdate(status="completed", finished=True),
                 usage=UsageCharge(agent_id=ids[agent], agent=agent, tenant=tenant,
                                   model=model, input_tokens=inp, output_tokens=outp,
-                                  cached_tokens=cached, cost_usd=cost))
+                                  cached_tokens=cached, cache_write_tokens=written,
+                                  cost_usd=cost))
     finally:
         await store.close()
 
@@ -87,29 +88,31 @@ def cells(result: Result) -> list[list[str]]:
 def test_usage_by_agent_and_model(usage_url: str) -> None:
     result = cli(usage_url, "--by", "agent,model")
     assert cells(result) == [
-        ["AGENT", "MODEL", "CALLS", "INPUT", "OUTPUT", "CACHED", "COST"],
-        ["alpha", "m-large", "1", "1,000", "100", "0", "$0.0125"],
-        ["alpha", "m-small", "1", "2,000", "200", "50", "$0.001"],
-        ["beta", "m-large", "2", "7,000", "700", "0", "$1.75"],
+        ["AGENT", "MODEL", "CALLS", "INPUT", "OUTPUT", "CACHED", "CACHE WRITE", "COST"],
+        ["alpha", "m-large", "1", "1,000", "100", "0", "0", "$0.0125"],
+        ["alpha", "m-small", "1", "2,000", "200", "50", "1,200", "$0.001"],
+        ["beta", "m-large", "2", "7,000", "700", "0", "0", "$1.75"],
     ]
     assert result.stdout.splitlines()[-1] == (
-        "total: 4 calls, 10,000 input, 1,000 output, 50 cached tokens, $1.7635")
+        "total: 4 calls, 10,000 input, 1,000 output, 50 cached, 1,200 cache-write tokens, "
+        "$1.7635")
 
 
 def test_usage_without_groups_prints_the_totals(usage_url: str) -> None:
     result = cli(usage_url)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        "total: 4 calls, 10,000 input, 1,000 output, 50 cached tokens, $1.7635")
+        "total: 4 calls, 10,000 input, 1,000 output, 50 cached, 1,200 cache-write tokens, "
+        "$1.7635")
 
 
 def test_usage_filters_and_months(usage_url: str) -> None:
     result = cli(usage_url, "--by", "month,tenant", "--since", "2024-02-01",
                  "--until", "2024-02-29")
     assert cells(result) == [
-        ["MONTH", "TENANT", "CALLS", "INPUT", "OUTPUT", "CACHED", "COST"],
-        ["2024-02", "-", "2", "7,000", "700", "0", "$1.75"],
-        ["2024-02", "acme", "1", "2,000", "200", "50", "$0.001"],
+        ["MONTH", "TENANT", "CALLS", "INPUT", "OUTPUT", "CACHED", "CACHE WRITE", "COST"],
+        ["2024-02", "-", "2", "7,000", "700", "0", "0", "$1.75"],
+        ["2024-02", "acme", "1", "2,000", "200", "50", "1,200", "$0.001"],
     ]
     assert result.stdout.splitlines()[-1].endswith(
         "$1.751 (since 2024-02-01, until 2024-02-29)")
@@ -123,7 +126,7 @@ def test_usage_filters_and_months(usage_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "no usage recorded for this selection",
-        "total: 0 calls, 0 input, 0 output, 0 cached tokens, $0.00",
+        "total: 0 calls, 0 input, 0 output, 0 cached, 0 cache-write tokens, $0.00",
     ]
 
 
@@ -136,6 +139,8 @@ def test_usage_json_is_the_api_report(usage_url: str) -> None:
     assert report["since"] == "2024-02-01" and report["until"] is None
     assert [(r["agent"], r["calls"]) for r in report["usage"]] == [("alpha", 1), ("beta", 2)]
     assert report["totals"]["calls"] == 3
+    assert [(r["agent"], r["cache_write_tokens"]) for r in report["usage"]] == [
+        ("alpha", 1200), ("beta", 0)]
 
 
 @pytest.mark.parametrize(("args", "words"), [

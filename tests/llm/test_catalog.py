@@ -21,6 +21,9 @@ def test_the_packaged_catalog_is_valid_and_finds_dated_names() -> None:
     for info in catalog.models.values():
         assert info.max_output_tokens <= info.context_window, info
         assert info.cached_input is None or info.cached_input <= info.input, info
+        # A write costs more than plain input where a provider charges one (Anthropic).
+        assert (info.cache_write is not None) == info.spec.startswith("anthropic:"), info
+        assert info.cache_write is None or info.cache_write == pytest.approx(1.25 * info.input)
     sonnet = catalog.get("anthropic:claude-sonnet-4-5-20250929")
     assert sonnet is not None and sonnet.spec == "anthropic:claude-sonnet-4-5"
     dated = catalog.get("openai:gpt-4.1-mini-2025-04-14")
@@ -38,6 +41,39 @@ def test_cost_prices_cached_input_apart() -> None:
     assert info.cost(Usage()) == 0
 
 
+def test_anthropic_cache_writes_cost_more_and_reads_less() -> None:
+    """Claude Sonnet 4.5 at list price: $3 input, $3.75 a 5-minute cache write, $0.30 a
+    cache read, $15 output per million tokens."""
+    sonnet = Catalog.load().get("anthropic:claude-sonnet-4-5")
+    assert sonnet is not None
+    usage = Usage(input_tokens=10_000, cached_tokens=8_000, cache_write_tokens=1_500,
+                  output_tokens=200)
+    # 500 uncached, 8,000 read, 1,500 written, 200 out.
+    expected = (500 * 3.0 + 8_000 * 0.3 + 1_500 * 3.75 + 200 * 15.0) / 1_000_000
+    assert sonnet.cost(usage) == pytest.approx(expected) == pytest.approx(0.0125250)
+    # The same tokens with no caching at all, and a first turn that only writes.
+    assert sonnet.cost(Usage(input_tokens=10_000, output_tokens=200)) == pytest.approx(0.033)
+    first = Usage(input_tokens=10_000, cache_write_tokens=9_990, output_tokens=200)
+    assert sonnet.cost(first) == pytest.approx((10 * 3.0 + 9_990 * 3.75 + 3_000) / 1e6)
+
+
+def test_openai_cache_reads_are_cheaper_and_writes_cost_nothing_extra() -> None:
+    mini = Catalog.load().get("openai:gpt-4.1-mini")
+    assert mini is not None and mini.cache_write is None
+    usage = Usage(input_tokens=10_000, cached_tokens=9_088, output_tokens=100)
+    assert mini.cost(usage) == pytest.approx((912 * 0.4 + 9_088 * 0.1 + 100 * 1.6) / 1e6)
+    # A count of written tokens (some OpenAI-compatible servers report one) is input.
+    written = Usage(input_tokens=10_000, cache_write_tokens=4_000, output_tokens=100)
+    assert mini.cost(written) == mini.cost(Usage(input_tokens=10_000, output_tokens=100))
+
+
+def test_cached_and_written_counts_above_the_input_are_capped() -> None:
+    sonnet = Catalog.load().get("anthropic:claude-sonnet-4-5")
+    assert sonnet is not None
+    odd = Usage(input_tokens=1_000, cached_tokens=800, cache_write_tokens=900)
+    assert sonnet.cost(odd) == pytest.approx((800 * 0.3 + 200 * 3.75) / 1e6)
+
+
 def test_the_home_file_overrides_and_extends(tmp_path: Path) -> None:
     override = tmp_path / "models.toml"
     override.write_text(
@@ -45,10 +81,15 @@ def test_the_home_file_overrides_and_extends(tmp_path: Path) -> None:
         '[models."openai:gpt-4.1-mini"]\n'
         "context_window = 1000\nmax_output_tokens = 100\ninput = 1\noutput = 2\n"
         '[models."local:tiny"]\n'
-        "context_window = 4096\nmax_output_tokens = 512\ninput = 0\noutput = 0\n")
+        "context_window = 4096\nmax_output_tokens = 512\ninput = 0\noutput = 0\n"
+        '[models."local:cached"]\n'
+        "context_window = 4096\nmax_output_tokens = 512\ninput = 2\noutput = 4\n"
+        "cached_input = 0.2\ncache_write = 2.5\n")
     catalog = Catalog.load(override)
     mini = catalog.get("openai:gpt-4.1-mini")
     assert mini is not None and (mini.context_window, mini.cached_input) == (1000, None)
+    local = catalog.get("local:cached")
+    assert local is not None and (local.cached_input, local.cache_write) == (0.2, 2.5)
     assert catalog.get("local:tiny") is not None
     assert catalog.get("openai:gpt-4.1") is not None  # the rest is kept
     assert catalog.as_of == "2030-01-01"
@@ -62,6 +103,8 @@ def test_the_home_file_overrides_and_extends(tmp_path: Path) -> None:
      "input"),
     ("[models.\"a:b\"]\ncontext_window = 10\nmax_output_tokens = 1\ninput = 1\noutput = 1\n"
      "price = 3\n", "price"),
+    ("[models.\"a:b\"]\ncontext_window = 10\nmax_output_tokens = 1\ninput = 1\noutput = 1\n"
+     "cache_write = \"more\"\n", "cache_write"),
     ("[models.nocolon]\ncontext_window = 10\nmax_output_tokens = 1\ninput = 1\noutput = 1\n",
      "provider:model"),
     ("this is not toml [", "TOML"),

@@ -171,8 +171,8 @@ def test_testing_package_reexports_the_queue() -> None:
     assert agentd.testing.scripted_clear is scripted.clear_queue
     assert agentd.testing.__all__ == sorted(agentd.testing.__all__)
     assert set(agentd.testing.__all__) == {
-        "BotCall", "Capacity", "FakeClock", "StubBotAPI", "StubLLMServer", "StubStats",
-        "scripted_clear", "scripted_enqueue"}
+        "BotCall", "CacheResult", "CacheStats", "Capacity", "FakeClock", "StubBotAPI",
+        "StubLLMServer", "StubStats", "scripted_clear", "scripted_enqueue"}
 
 
 # --- latency and failures -----------------------------------------------------------

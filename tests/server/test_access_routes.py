@@ -234,7 +234,7 @@ async def test_list_filters_naming_an_agent_outside_the_scope_answer_as_for_none
         usage = await call(api, "GET", "/v1/usage", stranger, agent=victim_name)
         assert usage.json()["usage"] == [{"calls": 0, "input_tokens": 0,
                                           "output_tokens": 0, "cached_tokens": 0,
-                                          "cost_usd": 0.0}]
+                                          "cache_write_tokens": 0, "cost_usd": 0.0}]
         by_tenant = await call(api, "GET", "/v1/usage", stranger,
                                tenant=TENANT[victim_name], by="agent")
         assert by_tenant.json()["usage"] == []

@@ -20,7 +20,8 @@ from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.store import NewEvent, UsageCharge
 
-SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}
+SUMS = {"calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+        "cost_usd"}
 
 
 @pytest.fixture
@@ -41,14 +42,15 @@ async def agent_with_session(client: httpx.AsyncClient, runtime: Runtime, name: 
 
 async def charge(runtime: Runtime, session_id: str, agent: str, *, model: str,
                  tenant: str = "", tokens: tuple[int, int, int] = (10, 5, 0),
-                 cost: float = 0.001) -> float:
+                 cost: float = 0.001, written: int = 0) -> float:
     """Commit a step charging this usage; returns its commit time."""
     record = await runtime.get_agent(agent)
     events = await runtime.store.append(
         session_id, [NewEvent(kind="note", data={})],
         usage=UsageCharge(agent_id=record.id, agent=agent, tenant=tenant, model=model,
                           input_tokens=tokens[0], output_tokens=tokens[1],
-                          cached_tokens=tokens[2], cost_usd=cost))
+                          cached_tokens=tokens[2], cache_write_tokens=written,
+                          cost_usd=cost))
     return events[0].at
 
 
@@ -75,7 +77,8 @@ async def test_usage_grouped_filtered_and_totalled(client: httpx.AsyncClient,
     s1 = await agent_with_session(client, runtime, "a1")
     s2 = await agent_with_session(client, runtime, "a2")
     at = await charge(runtime, s1, "a1", model="test-m1", tenant="acme")
-    await charge(runtime, s1, "a1", model="test-m1", tenant="acme", tokens=(1, 2, 3))
+    await charge(runtime, s1, "a1", model="test-m1", tenant="acme", tokens=(9, 2, 3),
+                 written=4)
     await charge(runtime, s1, "a1", model="test-m2", tenant="acme")
     await charge(runtime, s2, "a2", model="test-m1", tenant="other", tokens=(100, 50, 0),
                  cost=0.01)
@@ -84,22 +87,23 @@ async def test_usage_grouped_filtered_and_totalled(client: httpx.AsyncClient,
     body = await get_usage(client, by="agent,model")
     assert (body["since"], body["until"]) == (None, None)
     assert seeded(body["usage"]) == [
-        {"agent": "a1", "model": "test-m1", "calls": 2, "input_tokens": 11,
-         "output_tokens": 7, "cached_tokens": 3, "cost_usd": 0.002},
+        {"agent": "a1", "model": "test-m1", "calls": 2, "input_tokens": 19,
+         "output_tokens": 7, "cached_tokens": 3, "cache_write_tokens": 4, "cost_usd": 0.002},
         {"agent": "a1", "model": "test-m2", "calls": 1, "input_tokens": 10,
-         "output_tokens": 5, "cached_tokens": 0, "cost_usd": 0.001},
+         "output_tokens": 5, "cached_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.001},
         {"agent": "a2", "model": "test-m1", "calls": 1, "input_tokens": 100,
-         "output_tokens": 50, "cached_tokens": 0, "cost_usd": 0.01},
+         "output_tokens": 50, "cached_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.01},
     ]
 
     acme = await get_usage(client, tenant="acme")
     assert acme["usage"] == [acme["totals"]]
-    assert acme["totals"] == {"calls": 3, "input_tokens": 21, "output_tokens": 12,
-                              "cached_tokens": 3, "cost_usd": 0.003}
+    assert acme["totals"] == {"calls": 3, "input_tokens": 29, "output_tokens": 12,
+                              "cached_tokens": 3, "cache_write_tokens": 4, "cost_usd": 0.003}
     only_a2 = await get_usage(client, agent="a2", by="tenant,model")
     assert seeded(only_a2["usage"]) == [{"tenant": "other", "model": "test-m1", "calls": 1,
                                          "input_tokens": 100, "output_tokens": 50,
-                                         "cached_tokens": 0, "cost_usd": 0.01}]
+                                         "cached_tokens": 0, "cache_write_tokens": 0,
+                                         "cost_usd": 0.01}]
 
     by_day = await get_usage(client, by="day,month", since=today, until=today)
     assert (by_day["since"], by_day["until"]) == (today, today)
@@ -120,7 +124,8 @@ async def test_agent_usage(client: httpx.AsyncClient, runtime: Runtime) -> None:
     assert {r["agent"] for r in mine["usage"]} == {"a1"}
     assert seeded(mine["usage"]) == [{"agent": "a1", "model": "test-m1", "calls": 1,
                                       "input_tokens": 10, "output_tokens": 5,
-                                      "cached_tokens": 0, "cost_usd": 0.001}]
+                                      "cached_tokens": 0, "cache_write_tokens": 0,
+                                      "cost_usd": 0.001}]
     assert mine == await get_usage(client, agent="a1", by="agent,model")
 
     missing = await client.get("/v1/agents/nobody/usage")
@@ -135,7 +140,7 @@ async def test_agent_usage(client: httpx.AsyncClient, runtime: Runtime) -> None:
     kept = await get_usage(client, agent="a1", by="model")
     assert seeded(kept["usage"]) == [{"model": "test-m1", "calls": 1, "input_tokens": 10,
                                       "output_tokens": 5, "cached_tokens": 0,
-                                      "cost_usd": 0.001}]
+                                      "cache_write_tokens": 0, "cost_usd": 0.001}]
 
 
 @pytest.mark.parametrize(("params", "field", "words"), [

@@ -16,7 +16,7 @@ from agentd.store._schema import MIGRATIONS
 from agentd.testing import FakeClock
 
 ZERO = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
-        "cost_usd": 0.0}
+        "cache_write_tokens": 0, "cost_usd": 0.0}
 
 
 class Clock(FakeClock):
@@ -37,10 +37,11 @@ def clock(store: Store) -> Clock:
 
 def charge(agent_id: str, agent: str = "a1", *, tenant: str = "t1", model: str = "m1",
            tokens: tuple[int, int, int] = (10, 5, 2), cost: float = 0.001,
-           calls: int = 1) -> UsageCharge:
+           calls: int = 1, written: int = 0) -> UsageCharge:
     return UsageCharge(agent_id=agent_id, agent=agent, tenant=tenant, model=model,
                        input_tokens=tokens[0], output_tokens=tokens[1],
-                       cached_tokens=tokens[2], cost_usd=cost, calls=calls)
+                       cached_tokens=tokens[2], cost_usd=cost, calls=calls,
+                       cache_write_tokens=written)
 
 
 async def new_agent(store: Store, name: str = "a1") -> str:
@@ -85,6 +86,20 @@ async def test_charges_add_up_per_day_agent_and_model(store: Store, clock: Clock
     steps = [e for e in await store.read_events(session_id) if e.kind == "message.assistant"]
     assert [time.strftime("%Y-%m-%d", time.gmtime(e.at)) for e in steps] == [
         "2024-03-10"] * 4 + ["2024-03-11"]
+
+
+async def test_cache_writes_are_summed_apart(store: Store, clock: Clock) -> None:
+    """Tokens written to a provider's prompt cache: part of the input, summed apart
+    like the cached ones, per group and in the totals."""
+    agent_id = await new_agent(store)
+    await step(store, agent_id, charge(agent_id, tokens=(3000, 50, 0), written=2900))
+    await step(store, agent_id, charge(agent_id, tokens=(3100, 40, 2900), written=150))
+    await step(store, agent_id, charge(agent_id, model="m2", tokens=(10, 5, 0)))
+    assert await store.usage_report(group_by=["model"]) == [
+        row(model="m1", calls=2, input_tokens=6100, output_tokens=90, cached_tokens=2900,
+            cache_write_tokens=3050, cost_usd=0.002),
+        row(model="m2", calls=1, input_tokens=10, output_tokens=5, cost_usd=0.001)]
+    assert (await store.usage_report())[0]["cache_write_tokens"] == 3050
 
 
 async def test_a_refused_or_failed_append_charges_nothing(store: Store, clock: Clock) -> None:
@@ -245,5 +260,43 @@ async def test_migration_3_keeps_version_2_data(store_url: str,
         assert await store.usage_report() == [ZERO]
         await step(store, agent_id, charge(agent_id))
         assert (await store.usage_report())[0]["calls"] == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.empty_schema
+async def test_migration_18_keeps_the_ledger_and_counts_writes_from_then(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ledger rows written before migration 18 keep their sums, with no cache writes;
+    charges after it add theirs to the same row."""
+    monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 18])
+    old = await open_store(store_url)
+    try:
+        assert await old.schema_version() == 17
+        await old.engine.write(lambda tx: tx.execute(
+            "INSERT INTO usage_daily (day, agent_id, agent, tenant, model, calls, "
+            "input_tokens, output_tokens, cached_tokens, cost_usd) "
+            "VALUES ('2024-03-10', 'a_old', 'a1', 't1', 'm1', 4, 4000, 80, 1000, 0.01)"))
+    finally:
+        await old.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+
+    store = await open_store(store_url)
+    try:
+        assert await store.schema_version() >= 18
+        assert await store.usage_report(group_by=["agent"]) == [
+            row(agent="a1", calls=4, input_tokens=4000, output_tokens=80, cached_tokens=1000,
+                cost_usd=0.01)]
+        clock = Clock()
+        clock.at("2024-03-10")
+        store.clock = clock
+        agent_id = await new_agent(store, "a_new")
+        await store.engine.write(lambda tx: tx.execute(
+            "UPDATE usage_daily SET agent_id = ? WHERE agent_id = 'a_old'", (agent_id,)))
+        await step(store, agent_id, charge(agent_id, tokens=(2000, 20, 0), written=1900))
+        assert await store.usage_report() == [row(
+            calls=5, input_tokens=6000, output_tokens=100, cached_tokens=1000,
+            cache_write_tokens=1900, cost_usd=0.011)]
     finally:
         await store.close()

@@ -49,6 +49,10 @@ def test_the_days_usage_is_shown_and_follows_new_runs(page: Any, daemon: Daemon,
     assert bar.locator("title").text_content() == f"{today} · scripted: {tokens:,}"
     row = page.locator(".usage-table tbody tr")
     assert row.count() == 1 and "scripted" in row.inner_text()
+    # The input's cached and cache-written parts have columns of their own.
+    headers = [h.lower() for h in page.locator(".usage-table thead th").all_inner_texts()]
+    assert headers[headers.index("input"):headers.index("cost")] == [
+        "input", "output", "cached", "cache write"]
 
     # By agent: a row and a series each.
     page.select_option("#usage-by", "agent")

@@ -59,8 +59,19 @@ def status_text(status: Any) -> Text:
     return Text(label, style=RUN_STYLES.get(label, ""))
 
 
+def money(value: Any) -> str:
+    """``$0.0123``: dollars with cents, and up to 6 decimals when they matter."""
+    amount = float(value or 0)
+    text = f"{amount:,.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
 def usage_text(usage: Any) -> str:
-    """``12 in, 34 out, 0 cached`` tokens; ``-`` when the run reported none (yet)."""
+    """``12 in, 34 out, 0 cached tokens, $0.0012``: the input counts the cached tokens
+    (and ``N cache-write`` ones, when some were written to the provider's prompt cache);
+    the cost at list price when the catalog knows the model; ``-`` when the run
+    reported none (yet)."""
     if not isinstance(usage, dict) or not usage:
         return "-"
     parts = [
@@ -69,10 +80,14 @@ def usage_text(usage: Any) -> str:
             ("input_tokens", "in"),
             ("output_tokens", "out"),
             ("cached_tokens", "cached"),
+            ("cache_write_tokens", "cache-write"),
         )
         if usage.get(key) is not None
     ]
-    return ", ".join(parts) + " tokens" if parts else short(usage)
+    if not parts:
+        return short(usage)
+    text = ", ".join(parts) + " tokens"
+    return f"{text}, {money(usage['cost_usd'])}" if "cost_usd" in usage else text
 
 
 def agents_table(agents: list[dict[str, Any]]) -> Table:

@@ -10,19 +10,12 @@ from rich.table import Table
 from rich.text import Text
 
 from agentd.cli._common import connect, echo_json, out
+from agentd.cli._render import money
 
 #: The summed columns: (key, header).
 _SUMS = (("calls", "CALLS"), ("input_tokens", "INPUT"), ("output_tokens", "OUTPUT"),
-         ("cached_tokens", "CACHED"))
+         ("cached_tokens", "CACHED"), ("cache_write_tokens", "CACHE WRITE"))
 _GROUPS = ("agent", "tenant", "model", "day", "month")
-
-
-def money(value: Any) -> str:
-    """``$0.0123``: dollars with cents, and up to 6 decimals when they matter."""
-    amount = float(value or 0)
-    text = f"{amount:,.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def usage_table(rows: list[dict[str, Any]]) -> Table:
@@ -44,12 +37,14 @@ def usage_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def totals_line(report: dict[str, Any]) -> str:
-    """``total: 3 calls, 1,200 input, 80 output, 0 cached tokens, $0.0042 (since ...)``."""
+    """``total: 3 calls, 1,200 input, 80 output, 0 cached, 0 cache-write tokens, $0.0042
+    (since ...)``: the cached and cache-written tokens are part of the input."""
     totals = report.get("totals") or {}
     line = (f"total: {int(totals.get('calls') or 0):,} calls, "
             f"{int(totals.get('input_tokens') or 0):,} input, "
             f"{int(totals.get('output_tokens') or 0):,} output, "
-            f"{int(totals.get('cached_tokens') or 0):,} cached tokens, "
+            f"{int(totals.get('cached_tokens') or 0):,} cached, "
+            f"{int(totals.get('cache_write_tokens') or 0):,} cache-write tokens, "
             f"{money(totals.get('cost_usd'))}")
     span = [f"{word} {report[word]}" for word in ("since", "until") if report.get(word)]
     return f"{line} ({', '.join(span)})" if span else line

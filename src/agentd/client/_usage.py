@@ -36,7 +36,8 @@ class UsageAPI(BaseClient):
         Returns:
             ``{"usage": [row], "totals": {...}, "since", "until"}``: each row has the
             keys grouped by and ``calls``, ``input_tokens``, ``output_tokens``,
-            ``cached_tokens``, ``cost_usd``; ``totals`` has the sums.
+            ``cached_tokens``, ``cache_write_tokens`` (both part of the input),
+            ``cost_usd``; ``totals`` has the sums.
 
         Raises:
             APIError: ``invalid_input`` (422) for a bad date, ``since`` after ``until``

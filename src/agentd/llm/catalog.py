@@ -22,7 +22,10 @@ from agentd.llm.messages import ModelRequest, Usage
 
 __all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_tokens"]
 
-_FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input")
+_FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input",
+           "cache_write")
+#: Prices a model may leave out: priced at ``input`` then.
+_OPTIONAL_PRICES = ("cached_input", "cache_write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +37,22 @@ class ModelInfo:
     max_output_tokens: int
     input: float
     output: float
+    #: Input tokens read from the provider's prompt cache (None: the input price).
     cached_input: float | None = None
+    #: Input tokens written to the provider's prompt cache, where it charges for that
+    #: (Anthropic: 1.25 times input for a 5-minute entry); None: the input price.
+    cache_write: float | None = None
 
     def cost(self, usage: Usage) -> float:
         """What ``usage`` costs at list price, in USD. ``usage.input_tokens`` includes
-        the cached ones, which are priced at ``cached_input``."""
+        the cached and the cache-written ones, which are priced at ``cached_input``
+        and ``cache_write``."""
         cached = min(usage.cached_tokens, usage.input_tokens)
+        written = min(usage.cache_write_tokens, usage.input_tokens - cached)
         cached_price = self.input if self.cached_input is None else self.cached_input
-        return ((usage.input_tokens - cached) * self.input + cached * cached_price
-                + usage.output_tokens * self.output) / 1_000_000
+        write_price = self.input if self.cache_write is None else self.cache_write
+        return ((usage.input_tokens - cached - written) * self.input + cached * cached_price
+                + written * write_price + usage.output_tokens * self.output) / 1_000_000
 
 
 class Catalog:
@@ -93,9 +103,9 @@ def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
             value = entry.get(field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"{where}.{field} must be a whole number >= 1")
-        for field in ("input", "output", "cached_input"):
+        for field in ("input", "output", *_OPTIONAL_PRICES):
             value = entry.get(field)
-            if value is None and field == "cached_input":
+            if value is None and field in _OPTIONAL_PRICES:
                 continue
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise InvalidInput(f"{where}.{field} must be a price >= 0 (USD per "
@@ -104,9 +114,14 @@ def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
             spec=spec, context_window=entry["context_window"],
             max_output_tokens=entry["max_output_tokens"], input=float(entry["input"]),
             output=float(entry["output"]),
-            cached_input=None if entry.get("cached_input") is None
-            else float(entry["cached_input"]))
+            cached_input=_price(entry, "cached_input"),
+            cache_write=_price(entry, "cache_write"))
     return models
+
+
+def _price(entry: dict[str, Any], field: str) -> float | None:
+    value = entry.get(field)
+    return None if value is None else float(value)
 
 
 def _undated(spec: str) -> str:

@@ -100,13 +100,15 @@ async def call_model(kernel: Kernel, catalog: Catalog, call: MemoryCall, *,
         usage_data = {"input_tokens": usage.input_tokens,
                       "output_tokens": usage.output_tokens,
                       "cached_tokens": usage.cached_tokens}
+        if usage.cache_write_tokens:
+            usage_data["cache_write_tokens"] = usage.cache_write_tokens
         if cost is not None:
             usage_data["cost_usd"] = round(cost, 6)
         charge = UsageCharge(
             agent_id=call.agent_id, agent=call.agent, tenant=call.settings.tenant,
             model=target.spec, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
-            cost_usd=round(cost or 0.0, 6))
+            cache_write_tokens=usage.cache_write_tokens, cost_usd=round(cost or 0.0, 6))
     return Answer(text=text, model=target.spec, usage=usage_data, charge=charge)
 
 

@@ -583,7 +583,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 agent_id=self.payer_id, agent=self.payer_name,
                 tenant=self.policy.tenant, model=target.spec,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens, cost_usd=round(cost or 0.0, 6))
+                cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=round(cost or 0.0, 6))
         data: MessageAssistantData = {
             "text": message.text,
             "tool_calls": [_call_data(c) for c in message.tool_calls],

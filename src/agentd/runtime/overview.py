@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: How old a disk measurement may be before a request starts another.
 DISK_TTL_S = 30.0
+#: The usage ledger's sums, as today's usage shows them.
+_USAGE_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+               "cost_usd")
 
 
 def disk_usage(root: Path) -> tuple[int, int]:
@@ -158,8 +161,7 @@ class Overview:
             by_state[agent.state] = by_state.get(agent.state, 0) + 1
         awake = sum(1 for a in agents if is_awake(a.name))
         rows = [r for r in usage if usage_row(r)]
-        today = {k: sum(r[k] for r in rows) for k in (
-            "calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}
+        today = {k: sum(r[k] for r in rows) for k in _USAGE_SUMS}
         today["cost_usd"] = round(float(today["cost_usd"]), 6)
         return {
             "agents": {"total": len(agents), "by_state": by_state, "awake": awake,
@@ -184,8 +186,7 @@ class Overview:
             "runs": runs,
             "approvals_waiting": runs["waiting_approval"],
             "node": self._node(),
-            "usage_today": {"day": day, **{k: today.get(k, 0) for k in (
-                "calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}},
+            "usage_today": {"day": day, **{k: today.get(k, 0) for k in _USAGE_SUMS}},
             "sandbox": {"backend": self._sandbox(), **self.disk.read()},
             "store": {"dialect": self.store.dialect, "bytes": counts["bytes"]},
             "at": iso(now),

@@ -296,9 +296,13 @@ class EventList(BaseModel):
 
 class UsageTotals(BaseModel):
     calls: int = Field(description="Model calls.")
-    input_tokens: int
+    input_tokens: int = Field(description="Prompt tokens, the cached and cache-written "
+                                          "ones included.")
     output_tokens: int
-    cached_tokens: int
+    cached_tokens: int = Field(description="Of the input: read from the provider's prompt "
+                                           "cache.")
+    cache_write_tokens: int = Field(description="Of the input: written to the provider's "
+                                                "prompt cache (Anthropic charges for them).")
     cost_usd: float = Field(description="List price in USD (0 for models not in the catalog).")
 
 

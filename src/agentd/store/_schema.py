@@ -710,3 +710,15 @@ MIGRATIONS.append((
                           "THEN a.settings::json ->> 'tenant' END"),
     },
 ))
+
+# Migration 18: the usage ledger counts the prompt tokens written to a provider's
+# prompt cache (``cache_write_tokens``, summed like ``cached_tokens``: Anthropic charges
+# 1.25 times input for them). Rows from before have 0: their writes were counted as
+# input only.
+MIGRATIONS.append((
+    18,
+    "usage ledger: cache writes",
+    """
+ALTER TABLE usage_daily ADD COLUMN cache_write_tokens {bigint} NOT NULL DEFAULT 0;
+""",
+))

@@ -20,16 +20,19 @@ from agentd.store.records import USAGE_GROUPS, UsageCharge
 __all__ = ["SUMS", "charge", "report", "total", "utc_day"]
 
 #: The summed columns, in the order rows report them.
-SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
+SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+        "cost_usd")
 
 _CHARGE = (
     "INSERT INTO usage_daily (day, agent_id, agent, tenant, model, calls, input_tokens, "
-    "output_tokens, cached_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "output_tokens, cached_tokens, cache_write_tokens, cost_usd) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (day, agent_id, model) DO UPDATE SET agent = excluded.agent, "
     "tenant = excluded.tenant, calls = usage_daily.calls + excluded.calls, "
     "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
     "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
     "cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, "
+    "cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, "
     "cost_usd = usage_daily.cost_usd + excluded.cost_usd"
 )
 
@@ -55,7 +58,7 @@ def charge(tx: Tx, usage: UsageCharge, at: float) -> None:
     """Add ``usage`` to its (day of ``at``, agent, model) row."""
     tx.execute(_CHARGE, (utc_day(at), usage.agent_id, usage.agent, usage.tenant, usage.model,
                          usage.calls, usage.input_tokens, usage.output_tokens,
-                         usage.cached_tokens, usage.cost_usd))
+                         usage.cached_tokens, usage.cache_write_tokens, usage.cost_usd))
 
 
 def _where(filters: Sequence[tuple[str, str | None]]) -> tuple[str, list[Any]]:

@@ -270,6 +270,8 @@ class UsageCharge:
     cached_tokens: int
     cost_usd: float
     calls: int = 1
+    #: Of ``input_tokens``: written to the provider's prompt cache.
+    cache_write_tokens: int = 0
 
 
 @dataclass(kw_only=True, slots=True)

@@ -674,12 +674,12 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
     async def usage_report(self, *, group_by: Sequence[str] = (), since: str | None = None,
                            until: str | None = None, agent: str | None = None,
                            tenant: str | None = None) -> list[dict[str, Any]]:
-        """Sums of ``calls``, ``input_tokens``, ``output_tokens``, ``cached_tokens`` and
-        ``cost_usd`` from the usage ledger, one row per group (``USAGE_GROUPS``:
-        agent name, tenant, model, day, month ``YYYY-MM``), ordered by the groups;
-        with no groups, one row of totals (zeros when there is nothing). ``since``
-        and ``until`` are inclusive ``YYYY-MM-DD`` UTC days; ``agent`` is a name
-        (deleted agents keep their history)."""
+        """Sums of ``calls``, ``input_tokens``, ``output_tokens``, ``cached_tokens``,
+        ``cache_write_tokens`` and ``cost_usd`` from the usage ledger, one row per group
+        (``USAGE_GROUPS``: agent name, tenant, model, day, month ``YYYY-MM``), ordered
+        by the groups; with no groups, one row of totals (zeros when there is
+        nothing). ``since`` and ``until`` are inclusive ``YYYY-MM-DD`` UTC days;
+        ``agent`` is a name (deleted agents keep their history)."""
         return await self.engine.read(lambda tx: _usage.report(
             tx, group_by, since, until, agent, tenant))
 

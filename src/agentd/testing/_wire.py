@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from agentd.testing._cache import CacheResult, Provider, anthropic_cache_problem
+
 __all__ = ["AnthropicMessages", "Call", "OpenAIChat", "RateLimit", "StubTurn", "Wire"]
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -47,6 +49,8 @@ class Call:
     body: dict[str, Any]
     number: int
     stopping: threading.Event
+    #: The prompt's tokens and what the simulated prompt cache made of it.
+    cache: CacheResult | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +65,8 @@ class RateLimit:
 
 class Wire(Protocol):
     media_type: str
+    #: Whose prompt-cache rules the format's requests are judged by.
+    provider: Provider
 
     def validate(self, body: dict[str, Any]) -> str | None:
         """Return why the real API would reject ``body`` with a 400, or None."""
@@ -95,6 +101,7 @@ class Wire(Protocol):
 
 class OpenAIChat:
     media_type = "text/event-stream"
+    provider: Provider = "openai"
 
     def validate(self, body: dict[str, Any]) -> str | None:
         if not isinstance(body.get("model"), str) or not body["model"]:
@@ -297,6 +304,7 @@ def _signature(text: str) -> str:
 
 class AnthropicMessages:
     media_type = "text/event-stream"
+    provider: Provider = "anthropic"
 
     # complexity: the stub mirrors Anthropic's request validation one rule per field, in
     # the order the real API reports them.
@@ -343,7 +351,7 @@ class AnthropicMessages:
                             f"`tool_result` blocks: {block.get('tool_use_id')}. Each "
                             "`tool_result` block must have a corresponding `tool_use` block "
                             "in the previous message.")
-        return None
+        return anthropic_cache_problem(body)
 
     def _check_content(self, i: int, content: Any) -> str | None:
         if isinstance(content, str):
@@ -415,10 +423,13 @@ class AnthropicMessages:
         # neutral (input includes cached), so the wire gets the difference.
         cached = min(usage["cached_tokens"], usage["input_tokens"])
         written = min(usage["cache_write_tokens"], usage["input_tokens"] - cached)
+        long_lived = min(usage["cache_write_1h_tokens"], written)
         return {
             "input_tokens": usage["input_tokens"] - cached - written,
             "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": written,
+            "cache_creation": {"ephemeral_5m_input_tokens": written - long_lived,
+                               "ephemeral_1h_input_tokens": long_lived},
             "output_tokens": usage["output_tokens"],
         }
 
@@ -525,13 +536,23 @@ def _finish_reason(turn: StubTurn) -> str:
 
 
 def _usage(call: Call) -> dict[str, int]:
-    given = call.turn.usage or {}
-    prompt_chars = len(orjson.dumps(call.body.get("messages", [])))
+    """The neutral counts: a queued turn's ``usage`` as given; what it leaves out (and
+    all of it for a turn queued without one) from the prompt cache's result."""
+    given = call.turn.usage
+    cache = call.cache
+    if cache is None:  # a call answered without the server (a wire used alone)
+        chars = len(orjson.dumps(call.body.get("messages", [])))
+        cache = CacheResult(provider="openai", model="", input_tokens=max(1, -(-chars // 4)))
+    output = max(1, len(call.turn.text) // 4)
+    if given is None:
+        return {"input_tokens": cache.input_tokens, "output_tokens": output,
+                "cached_tokens": cache.cached_tokens,
+                "cache_write_tokens": cache.cache_write_tokens,
+                "cache_write_1h_tokens": cache.cache_write_1h_tokens}
     return {
-        # Rounded up, as the capacity model counts a prompt: the tokens a call is
-        # charged are the tokens it reports.
-        "input_tokens": given.get("input_tokens", max(1, -(-prompt_chars // 4))),
-        "output_tokens": given.get("output_tokens", max(1, len(call.turn.text) // 4)),
+        "input_tokens": given.get("input_tokens", cache.input_tokens),
+        "output_tokens": given.get("output_tokens", output),
         "cached_tokens": given.get("cached_tokens", 0),
         "cache_write_tokens": given.get("cache_write_tokens", 0),
+        "cache_write_1h_tokens": 0,
     }

@@ -25,6 +25,53 @@ as the real API does. A format is a ``Wire`` (in ``_wire.py``); faults are
 format-neutral functions in :data:`FAULTS` that ask the wire for its error bodies and
 frames, so adding a format or a fault is adding one class or one function.
 
+Prompt caching: the server keeps each provider's prompt cache as its documentation
+describes it, for the whole server as one organisation, so a request agentd sends is
+judged by the provider's own rules and a request that would miss in production
+misses here. Usage then reports the cache as each provider does: OpenAI
+``usage.prompt_tokens_details.cached_tokens`` (part of ``prompt_tokens``); Anthropic
+``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (with their
+``cache_creation`` split by TTL) apart from ``input_tokens``, which is what follows
+the last breakpoint. Tokens are a quarter of the bytes of each part's JSON, rounded
+up: the prompt's count (tools, system and messages) and its prefixes' lengths come
+from one estimate. (The capacity model's admission estimate below is its own.)
+
+- OpenAI (Chat Completions): automatic, on the exact prefix of tools, a
+  ``json_schema`` response format, then the messages in order (a message's keys in a
+  fixed order, values exact). Only a prompt of 1,024 tokens or more is cached, in
+  whole 128-token steps: ``cached_tokens`` is 1,024 + 128·k, the longest such prefix
+  an earlier request (same model) held. Requests are routed by prefix and
+  ``prompt_cache_key``, so entries are kept per model and key: a different key (or
+  none against one) misses. An entry lives 5 minutes from its last use, at most an
+  hour (``prompt_cache_retention: "24h"``: 24 hours). OpenAI charges no write, so no
+  write is reported. The key each request sent is in ``stub.cache_results``.
+- Anthropic (Messages): only at breakpoints: ``cache_control: {"type":
+  "ephemeral"}`` (``"ttl": "1h"`` for an hour, else 5 minutes, refreshed by each read)
+  on tool definitions, system blocks and message content blocks, plus the top-level
+  ``cache_control`` field, which puts one on the last block that can hold one (not a
+  thinking block, not empty text) and takes one of the four slots (a no-op when that
+  block is marked with the same TTL). More than four breakpoints, a top-level TTL
+  that differs from an explicit one on the same block, a 1-hour breakpoint after a
+  5-minute one, or ``cache_control`` on a thinking block are 400s with the API's
+  messages. The prefix is tools → system → messages, ``cache_control`` itself not part
+  of it; a different ``tool_choice`` or ``thinking`` leaves the tools' and system's
+  entries valid and misses the messages'. Each breakpoint whose prefix reaches the
+  model's minimum (1,024 tokens; 2,048 for the Haiku 3 models; 4,096 for Opus 4.5 and
+  4.6 and Haiku 4.5) writes an entry; a read looks back from each breakpoint over at
+  most 20 blocks (itself included) for the longest prefix an earlier request wrote
+  (same model). ``cache_read_input_tokens`` is that prefix, ``cache_creation_input_tokens``
+  what lies between it and the last breakpoint written. Not simulated: thinking
+  blocks dropped from the prefix after a new user turn, and images.
+
+A turn queued with ``usage`` reports it as given (the cache still reads and writes,
+so later requests see it); a turn queued without it, and the echo, report what the
+cache made of the request. A faulted call neither reads nor writes.
+``StubLLMServer(prompt_cache=False)`` caches nothing. ``stub.cache_results`` has each
+answered request's result (prompt tokens, read, written, the key or breakpoints) and
+``stub.cache_stats`` their sums (``cached_share``); ``stub.clear()`` empties the
+caches too. Lifetimes run on ``StubLLMServer(clock=...)`` (``time.monotonic`` by
+default), so a test expires entries by moving its own clock.
+
 Embeddings: ``POST /v1/embeddings`` (OpenAI's format; ``encoding_format`` ``float`` or
 ``base64`` and ``dimensions`` honoured) answers a hashed bag of words, normalised, so
 texts sharing words are similar; 64 dimensions unless ``dimensions`` or an OpenAI model
@@ -80,16 +127,14 @@ import asyncio
 import functools
 import itertools
 import logging
-import math
 import re
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import uvicorn
@@ -97,13 +142,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from agentd.testing._cache import CacheResult, CacheStats, PromptCache
+from agentd.testing._capacity import Admitted, Capacity, Limiter, StubStats
 from agentd.testing._embeddings import embeddings_problem, embeddings_response
-from agentd.testing._wire import AnthropicMessages, OpenAIChat, RateLimit, StubTurn, Wire
+from agentd.testing._wire import AnthropicMessages, OpenAIChat, StubTurn, Wire
 from agentd.testing._wire import Call as _Call
 
-__all__ = ["FAULTS", "Capacity", "StubLLMServer", "StubStats", "StubTurn"]
+__all__ = ["FAULTS", "CacheResult", "CacheStats", "Capacity", "StubLLMServer", "StubStats",
+           "StubTurn"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,275 +284,6 @@ class _DroppedResponse(Response):
         # the client sees a body cut short, the same as a connection reset mid-response.
 
 
-# --- capacity ---------------------------------------------------------------------
-
-_LimitName = Literal["concurrency", "rpm", "tpm"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Capacity:
-    """A provider's fixed capacity: what the stub admits, and how soon it answers.
-
-    Attributes:
-        concurrency: Calls served at once; one more gets a 429. None: no limit.
-        latency_s: Seconds before the first byte of an admitted answer.
-        rpm: Requests per minute. None: no limit.
-        tpm: Tokens per minute (prompt estimate plus the requested output tokens,
-            counted at admission). None: no limit.
-        burst_s: Seconds of each rate the token buckets hold.
-        count_rejected: Whether a rejected call still takes a request token.
-    """
-
-    concurrency: int | None = None
-    latency_s: float = 0.0
-    rpm: float | None = None
-    tpm: float | None = None
-    burst_s: float = 1.0
-    count_rejected: bool = True
-
-    def __post_init__(self) -> None:
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if not self.latency_s >= 0:
-            raise ValueError("latency_s must be 0 or more")
-        for name, limit in (("rpm", self.rpm), ("tpm", self.tpm)):
-            if limit is not None and not limit > 0:
-                raise ValueError(f"{name} must be more than 0")
-        if not self.burst_s > 0:
-            raise ValueError("burst_s must be more than 0")
-
-
-@dataclass(frozen=True, kw_only=True)
-class StubStats:
-    """Admission counts since the server started or ``reset_stats()``."""
-
-    accepted: int = 0
-    #: Calls the capacity model answered with a 429.
-    rejected: int = 0
-    #: Those 429s by the limit that refused them: ``concurrency``, ``rpm``, ``tpm``.
-    rejected_by: dict[str, int] = field(
-        default_factory=lambda: {"concurrency": 0, "rpm": 0, "tpm": 0}
-    )
-    max_in_flight: int = 0
-    in_flight: int = 0
-
-
-class _Bucket:
-    """A token bucket refilled at ``per_minute / 60`` a second, holding ``burst_s`` of it."""
-
-    def __init__(self, per_minute: float, burst_s: float, *, at_least: float, now: float) -> None:
-        self.per_minute = per_minute
-        self.rate = per_minute / 60
-        self.size = max(self.rate * burst_s, at_least)
-        self.level = self.size
-        self.stamp = now
-
-    def _level(self, cost: float, now: float) -> float:
-        # A request bigger than the bucket is let in once the bucket holds all it needs.
-        return min(max(self.size, cost), self.level + (now - self.stamp) * self.rate)
-
-    def wait(self, cost: float, now: float) -> float:
-        """Seconds until ``cost`` can be taken; 0 if it can be now."""
-        return max(0.0, (cost - self._level(cost, now)) / self.rate)
-
-    def take(self, cost: float, now: float) -> None:
-        # Rejected calls that still count can overdraw the bucket, by one bucket at most.
-        self.level = max(-self.size, self._level(cost, now) - cost)
-        self.stamp = now
-
-    def state(self, name: Literal["requests", "tokens"], now: float) -> RateLimit:
-        level = self._level(0.0, now)
-        return RateLimit(name=name, limit=round(self.per_minute),
-                         remaining=max(0, math.floor(level)),
-                         reset_s=max(0.0, (self.size - level) / self.rate))
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Verdict:
-    """Admission's answer: a slot to hold, or why not and the 429's headers."""
-
-    slot: int | None
-    headers: dict[str, str]
-    latency_s: float = 0.0
-    message: str = ""
-
-
-def _estimate_tokens(body: dict[str, Any]) -> int:
-    """Prompt characters / 4 (messages, and Anthropic's system) plus the output asked for."""
-    chars = len(orjson.dumps(body.get("messages", [])))
-    if "system" in body:
-        chars += len(orjson.dumps(body["system"]))
-    out = body.get("max_completion_tokens", body.get("max_tokens"))
-    if isinstance(out, bool) or not isinstance(out, int):
-        out = 0
-    return -(-chars // 4) + max(0, out)
-
-
-class _Limiter:
-    """The capacity model and the admission counts, shared by every wire format."""
-
-    def __init__(self, capacity: Capacity | None) -> None:
-        self._lock = threading.Lock()
-        self._capacity: Capacity | None = None
-        self._rpm: _Bucket | None = None
-        self._tpm: _Bucket | None = None
-        #: Slot id -> when its latency ends.
-        self._slots: dict[int, float] = {}
-        self._ids = itertools.count(1)
-        self._accepted = 0
-        self._rejected_by = {"concurrency": 0, "rpm": 0, "tpm": 0}
-        self._max_in_flight = 0
-        self.capacity = capacity
-
-    @property
-    def capacity(self) -> Capacity | None:
-        return self._capacity
-
-    @capacity.setter
-    def capacity(self, capacity: Capacity | None) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._capacity = capacity
-            self._rpm = self._tpm = None
-            if capacity is not None and capacity.rpm is not None:
-                self._rpm = _Bucket(capacity.rpm, capacity.burst_s, at_least=1, now=now)
-            if capacity is not None and capacity.tpm is not None:
-                self._tpm = _Bucket(capacity.tpm, capacity.burst_s, at_least=0, now=now)
-
-    def stats(self) -> StubStats:
-        with self._lock:
-            return StubStats(accepted=self._accepted, rejected=sum(self._rejected_by.values()),
-                             rejected_by=dict(self._rejected_by),
-                             max_in_flight=self._max_in_flight, in_flight=len(self._slots))
-
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._accepted = 0
-            self._rejected_by = dict.fromkeys(self._rejected_by, 0)
-            self._max_in_flight = len(self._slots)
-
-    def release(self, slot: int) -> None:
-        with self._lock:
-            self._slots.pop(slot, None)
-
-    def admit(self, wire: Wire, body: dict[str, Any]) -> _Verdict:
-        now = time.monotonic()
-        with self._lock:
-            capacity, rpm, tpm = self._capacity, self._rpm, self._tpm
-            cost = _estimate_tokens(body) if tpm is not None else 0
-            full = (capacity is not None and capacity.concurrency is not None
-                    and len(self._slots) >= capacity.concurrency)
-            # Checked first: a call that could never be let in is told so, whatever else.
-            too_large = tpm is not None and cost > tpm.per_minute
-            refused: _LimitName | None = None
-            if too_large:
-                refused = "tpm"
-            elif full:
-                refused = "concurrency"
-            elif rpm is not None and rpm.wait(1, now) > 0:
-                refused = "rpm"
-            elif tpm is not None and tpm.wait(cost, now) > 0:
-                refused = "tpm"
-            if refused is None:
-                if rpm is not None:
-                    rpm.take(1, now)
-                if tpm is not None:
-                    tpm.take(cost, now)
-                latency = capacity.latency_s if capacity is not None else 0.0
-                slot = next(self._ids)
-                self._slots[slot] = now + latency
-                self._accepted += 1
-                self._max_in_flight = max(self._max_in_flight, len(self._slots))
-                return _Verdict(slot=slot, headers=self._headers(wire, now),
-                                latency_s=latency)
-            assert capacity is not None  # nothing is refused without a capacity model
-            self._rejected_by[refused] += 1
-            if capacity.count_rejected and rpm is not None:
-                rpm.take(1, now)
-            headers = self._headers(wire, now)
-            if too_large:
-                headers["x-should-retry"] = "false"
-                message = (f"stub capacity: request too large on tokens per min (TPM): Limit "
-                           f"{capacity.tpm:g}, Requested {cost}. The input or output tokens "
-                           "must be reduced in order to run successfully.")
-                return _Verdict(slot=None, headers=headers, message=message)
-            waits = [rpm.wait(1, now) if rpm is not None else 0.0,
-                     tpm.wait(cost, now) if tpm is not None else 0.0]
-            if full:
-                waits.append(min(self._slots.values()) - now)
-            wait = max(waits)
-            # Rounded up, as providers send it; the epsilon keeps 2.0000000001 at 2.
-            headers["retry-after"] = str(max(1, math.ceil(wait - 1e-9)))
-            return _Verdict(slot=None, headers=headers,
-                            message=_refusal(refused, capacity, cost, wait))
-
-    def _headers(self, wire: Wire, now: float) -> dict[str, str]:
-        states = []
-        if self._rpm is not None:
-            states.append(self._rpm.state("requests", now))
-        if self._tpm is not None:
-            states.append(self._tpm.state("tokens", now))
-        return wire.ratelimit_headers(states) if states else {}
-
-
-def _refusal(refused: _LimitName, capacity: Capacity, cost: int, wait: float) -> str:
-    if refused == "concurrency":
-        return (f"stub capacity: too many concurrent requests (limit {capacity.concurrency})."
-                f" Please try again in {wait:.3g}s.")
-    if refused == "rpm":
-        return (f"stub capacity: rate limit reached on requests per min (RPM): Limit "
-                f"{capacity.rpm:g}, Requested 1. Please try again in {wait:.3g}s.")
-    return (f"stub capacity: rate limit reached on tokens per min (TPM): Limit "
-            f"{capacity.tpm:g}, Requested {cost}. Please try again in {wait:.3g}s.")
-
-
-async def _disconnected_within(receive: Receive, seconds: float) -> bool:
-    """Wait ``seconds``; True as soon as the client disconnects instead."""
-
-    async def disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    try:
-        await asyncio.wait_for(disconnect(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-class _Admitted(Response):
-    """An admitted call's response: sent after the latency, its slot held until it is."""
-
-    def __init__(
-        self,
-        inner: Response,
-        *,
-        latency_s: float,
-        headers: dict[str, str],
-        release: Callable[[], None],
-    ) -> None:
-        # Not Response.__init__: the inner response owns the status, headers and body.
-        self.status_code = inner.status_code
-        self.background = None
-        self.inner = inner
-        self.latency_s = latency_s
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        self.release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.raw_headers:
-                message = {**message, "headers": [*message.get("headers", []), *self.raw_headers]}
-            await send(message)
-
-        try:
-            if self.latency_s > 0 and await _disconnected_within(receive, self.latency_s):
-                return
-            await self.inner(scope, receive, send_with_headers)
-        finally:
-            self.release()
-
-
 # --- server -----------------------------------------------------------------------
 
 
@@ -514,11 +293,17 @@ class StubLLMServer:
     Args:
         capacity: A capacity model to admit calls by (see the module docstring); also
             settable later through :attr:`capacity`.
+        prompt_cache: Simulate the providers' prompt caches (see the module
+            docstring); False: nothing is ever cached, prompts are still counted.
+        clock: Monotonic seconds the prompt caches' lifetimes are measured on; a test
+            moves its own clock to expire entries without sleeping.
     """
 
-    def __init__(self, *, capacity: Capacity | None = None) -> None:
+    def __init__(self, *, capacity: Capacity | None = None, prompt_cache: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._limiter = _Limiter(capacity)
+        self._limiter = Limiter(capacity)
+        self._cache = PromptCache(clock, enabled=prompt_cache)
         self._queue: deque[StubTurn] = deque()
         self._requests: list[dict[str, Any]] = []
         self._headers: list[dict[str, str]] = []
@@ -548,8 +333,10 @@ class StubLLMServer:
             text: Assistant text, streamed word by word.
             tool_calls: ``[{"name": ..., "arguments": {...}}]``; arguments are streamed
                 in several fragments.
-            usage: ``{"input_tokens", "output_tokens", "cached_tokens"}``; missing
-                counts are estimated from the request and the text.
+            usage: ``{"input_tokens", "output_tokens", "cached_tokens",
+                "cache_write_tokens"}``, reported as given (the prompt cache is still
+                read and written, but does not change the figures); left out, the
+                input counts come from the prompt cache, the output from the text.
             fault: A name in :data:`FAULTS` or ``http_<status>``.
             finish_reason: Overrides the wire finish reason (for example ``length``, or
                 ``max_tokens`` for Anthropic).
@@ -585,12 +372,25 @@ class StubLLMServer:
             self._queue.append(turn)
 
     def clear(self) -> None:
-        """Forget queued responses, recorded requests and emitted frames."""
+        """Forget queued responses, recorded requests, emitted frames and the prompt
+        caches' entries and results: a fresh provider."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
             self._headers.clear()
             self._emitted.clear()
+        self._cache.clear()
+
+    @property
+    def cache_results(self) -> list[CacheResult]:
+        """What the prompt cache made of each answered request, oldest first: the
+        prompt's tokens, those read from the cache and those written to it."""
+        return self._cache.results
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """The prompt cache's sums over :attr:`cache_results`."""
+        return self._cache.stats()
 
     @property
     def emitted(self) -> list[tuple[float, bytes]]:
@@ -712,7 +512,7 @@ class StubLLMServer:
             except BaseException:
                 release()
                 raise
-            return _Admitted(answer, latency_s=verdict.latency_s, headers=verdict.headers,
+            return Admitted(answer, latency_s=verdict.latency_s, headers=verdict.headers,
                              release=release)
 
         return endpoint
@@ -723,9 +523,12 @@ class StubLLMServer:
             return JSONResponse(wire.error_body(400, problem), 400)
         if turn is None:
             turn = StubTurn(text=f"stub: {wire.last_user_text(body)}")
+        # A faulted call is not answered as asked: the cache neither reads nor writes.
+        cache = (self._cache.answer(wire.provider, body) if turn.fault is None
+                 else self._cache.measure(wire.provider, body))
         call = _Call(
             wire=wire, turn=turn, body=body, number=next(self._numbers),
-            stopping=self._stopping,
+            stopping=self._stopping, cache=cache,
         )
         if turn.fault is not None:
             match = _HTTP_FAULT.match(turn.fault)

@@ -27,7 +27,8 @@ __all__ = ["router"]
 router = APIRouter(tags=["usage"])
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
+_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
+         "cost_usd")
 
 _SINCE = Query(default=None, description="First day counted, YYYY-MM-DD (UTC), inclusive.",
                json_schema_extra={"format": "date"})

@@ -43,6 +43,7 @@ export function usageText(u) {
   if (!u) return null;
   const parts = [`${fmtTokens(u.input_tokens || 0)} in`, `${fmtTokens(u.output_tokens || 0)} out`];
   if (u.cached_tokens) parts.push(`${fmtTokens(u.cached_tokens)} cached`);
+  if (u.cache_write_tokens) parts.push(`${fmtTokens(u.cache_write_tokens)} cache write`);
   if (u.cost_usd !== undefined && u.cost_usd !== null) parts.push(fmtCost(u.cost_usd));
   return parts.join(" · ");
 }

@@ -113,7 +113,8 @@ export async function render(root, _params, ctx) {
         `${fmtTokens(t.input_tokens)} in · ${fmtTokens(t.output_tokens)} out`),
       card("Cost", fmtCost(t.cost_usd), "list price, USD"),
       card("Model calls", fmtInt(t.calls), `${perGroup.usage.length} ${group}${perGroup.usage.length === 1 ? "" : "s"}`),
-      card("Cached", fmtTokens(t.cached_tokens), "input tokens from cache"));
+      card("Cached", fmtTokens(t.cached_tokens),
+        `input tokens from cache · ${fmtTokens(t.cache_write_tokens || 0)} written to it`));
 
     // Series: the groups by their share of the metric, the smallest folded into "other".
     const groups = [...perGroup.usage].sort((a, b) => m.get(b) - m.get(a));
@@ -145,6 +146,7 @@ export async function render(root, _params, ctx) {
       { label: "Input", cls: "num", get: (r) => fmtInt(r.input_tokens) },
       { label: "Output", cls: "num", get: (r) => fmtInt(r.output_tokens) },
       { label: "Cached", cls: "num", get: (r) => fmtInt(r.cached_tokens) },
+      { label: "Cache write", cls: "num", get: (r) => fmtInt(r.cache_write_tokens || 0) },
       { label: "Cost", cls: "num", get: (r) => fmtCost(r.cost_usd) },
       { label: "Share", get: (r) => share(m.get(r) / total) },
     ], groups, "No usage in this range."));
