@@ -31,6 +31,7 @@ def stub_server() -> Iterator[StubLLMServer]:
 @pytest.fixture
 def stub(stub_server: StubLLMServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubLLMServer]:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     stub_server.clear()
     yield stub_server
     stub_server.clear()
@@ -93,3 +94,32 @@ async def test_a_change_in_the_middle_reaches_the_next_request(
     assert "still there?" not in texts and "and 2?" not in texts
     assert texts[-1] == "after the restore" and "and 1?" in texts
     assert _tool_results(stub.requests[-1]) == ["42"]  # the compaction was after it
+
+
+#: About 2,500 tokens: above the prompt caches' minimums.
+HANDBOOK = "Answer briefly and cite the handbook section you used. " * 180
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+async def test_a_conversation_is_read_from_the_providers_prompt_cache(
+        stub: StubLLMServer, runtime: Runtime, provider: str) -> None:
+    """The stub keeps each provider's prompt cache by its rules: after the first turns,
+    nearly every input token of a turn is read from it (Anthropic only with the
+    breakpoints agentd places), and the run's usage says so."""
+    spec, url = PROVIDERS[provider]
+    spec = "openai:gpt-4.1-mini" if provider == "openai" else "anthropic:claude-sonnet-4-5"
+    await runtime.create_agent(name="c", model=spec, instructions=HANDBOOK,
+                               tools=["calculator"], settings={"base_url": getattr(stub, url)})
+    shares = []
+    for i in range(6):
+        if i == 3:  # a step with a tool call in the middle of the session
+            stub.enqueue(tool_calls=[{"name": "calculator",
+                                      "arguments": {"expression": "6*7"}}])
+        run = await runtime.wait((await runtime.send("c", "k", f"question {i}")).run.id)
+        assert run.status == "completed", run.error
+        shares.append(run.usage["cached_tokens"] / run.usage["input_tokens"])
+    assert shares[0] == 0  # nothing to read yet
+    assert all(share > 0.9 for share in shares[2:]), shares
+    if provider == "anthropic":
+        # What was read had been written: the writes are counted and priced.
+        assert stub.cache_stats.cache_write_tokens > 0
