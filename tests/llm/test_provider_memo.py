@@ -106,7 +106,8 @@ async def test_a_conversation_is_read_from_the_providers_prompt_cache(
     """The stub keeps each provider's prompt cache by its rules: after the first turns,
     nearly every input token of a turn is read from it (Anthropic only with the
     breakpoints agentd places), and the run's usage says so."""
-    spec, url = PROVIDERS[provider]
+    # Catalogued models: the stub's minimum cacheable lengths are per model.
+    _, url = PROVIDERS[provider]
     spec = "openai:gpt-4.1-mini" if provider == "openai" else "anthropic:claude-sonnet-4-5"
     await runtime.create_agent(name="c", model=spec, instructions=HANDBOOK,
                                tools=["calculator"], settings={"base_url": getattr(stub, url)})
