@@ -187,6 +187,7 @@ class Overview:
             "usage_today": {"day": day, **{k: today.get(k, 0) for k in (
                 "calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}},
             "sandbox": {"backend": self._sandbox(), **self.disk.read()},
-            "store": {"dialect": self.store.dialect, "bytes": counts["bytes"]},
+            "store": {"dialect": self.store.dialect, "synchronous": self.store.synchronous,
+                      "bytes": counts["bytes"]},
             "at": iso(now),
         }
