@@ -19,10 +19,9 @@ from agentd.config import Settings, settings_problem
 from agentd.settings.store import POSTGRES_LEVELS, SQLITE_LEVELS
 from agentd.store import StoreOptions, Tx, _postgres, _sqlite, engine_for_url, open_store
 
-#: What each dialect reports its level as, and the levels tested on each.
+#: What each dialect reports its level as.
 _SHOW = {"sqlite": "PRAGMA synchronous", "postgresql": "SHOW synchronous_commit"}
 _SQLITE_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
-_LEVELS = {"sqlite": ("NORMAL", "FULL"), "postgresql": ("off", "local", "on")}
 
 
 def _dialect(url: str) -> str:
@@ -51,20 +50,28 @@ async def _levels_of_every_connection(store: Any, dialect: str, readers: int
     return [written, *read_back]
 
 
-@pytest.mark.parametrize("which", [0, 1, 2])
-async def test_every_connection_runs_at_the_level_asked(store_url: str, which: int) -> None:
-    dialect = _dialect(store_url)
-    if which >= len(_LEVELS[dialect]):
-        pytest.skip("two SQLite levels")
-    level = _LEVELS[dialect][which]
-    store = await open_store(store_url, StoreOptions(synchronous=level.swapcase()))
+async def _check_every_connection(url: str, level: str) -> None:
+    store = await open_store(url, StoreOptions(synchronous=level.swapcase()))
     try:
         assert store.synchronous == level
         # SQLite: all four reader threads; PostgreSQL: four connections of the pool.
-        seen = await _levels_of_every_connection(store, dialect, readers=4)
+        seen = await _levels_of_every_connection(store, _dialect(url), readers=4)
     finally:
         await store.close()
     assert seen == [level] * 5
+
+
+@pytest.mark.parametrize("level", ["NORMAL", "FULL"])
+async def test_every_sqlite_connection_runs_at_the_level_asked(level: str, tmp_path: Path
+                                                               ) -> None:
+    await _check_every_connection(f"sqlite:///{tmp_path}/a.db", level)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("level", ["off", "local", "on"])
+async def test_every_postgresql_connection_runs_at_the_level_asked(level: str, pg_url: str
+                                                                   ) -> None:
+    await _check_every_connection(pg_url, level)
 
 
 @pytest.mark.postgres
