@@ -30,7 +30,13 @@ from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
 from agentd.settings.memory import MemoryConfig
 from agentd.settings.sandbox import SANDBOX_BACKENDS, AgentSandbox, SandboxLimits
-from agentd.settings.store import StoreConfig, dialect_of, store_level
+from agentd.settings.store import (
+    StoreConfig,
+    asked_level,
+    check_level,
+    deprecations,
+    store_level,
+)
 
 if TYPE_CHECKING:
     from agentd.store import StoreOptions
@@ -434,8 +440,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     database_url: str = ""
-    #: How durable a commit is before it is acknowledged (``[store] synchronous``);
-    #: once read, ``store.synchronous`` is the level in use.
+    #: How durable a commit is before it is acknowledged (``[store] synchronous``).
     store: StoreConfig = Field(default_factory=StoreConfig)
     #: Deprecated: ``[store] synchronous`` on SQLite (NORMAL, FULL; EXTRA is FULL in
     #: WAL mode). No effect on PostgreSQL; both set must agree.
@@ -676,43 +681,17 @@ class Settings(BaseSettings):
         return self
 
     def _check_store_level(self) -> None:
-        """A level the store in use does not take stops the daemon at start, naming
-        the store; so do both ``[store] synchronous`` and the deprecated
-        ``sqlite_synchronous`` set to different levels."""
-        dialect = dialect_of(self.database_url)
-        wanted, alias = self.store.synchronous, self.sqlite_synchronous
-        if alias is not None and wanted is not None and (
-                dialect == "postgresql" or wanted.strip().upper() != alias):
-            raise ValueError(
-                f"store.synchronous = {wanted!r} and the deprecated sqlite_synchronous = "
-                f"{alias!r} (AGENTD_SQLITE_SYNCHRONOUS) disagree: remove "
-                "sqlite_synchronous")
-        if wanted is not None and dialect is not None:
-            try:
-                store_level(dialect, wanted)
-            except ValueError as exc:
-                raise ValueError(f"store.synchronous: {exc}") from None
+        check_level(self.database_url, self.store.synchronous, self.sqlite_synchronous)
 
     def synchronous(self) -> str | None:
         """The durability level asked for: ``[store] synchronous``, else the deprecated
         ``sqlite_synchronous`` on SQLite; None: the store's default."""
-        if self.store.synchronous is not None:
-            return self.store.synchronous  # (the engine takes any case)
-        if self.sqlite_synchronous is not None and \
-                dialect_of(self.database_url) == "sqlite":
-            return self.sqlite_synchronous
-        return None
+        return asked_level(self.database_url, self.store.synchronous,
+                           self.sqlite_synchronous)
 
     def deprecations(self) -> list[str]:
         """What the daemon logs at start about deprecated settings in use."""
-        if self.sqlite_synchronous is None:
-            return []
-        effect = (f"it sets [store] synchronous = {self.sqlite_synchronous!r}"
-                  if dialect_of(self.database_url) == "sqlite"
-                  else "it has no effect on PostgreSQL")
-        return [f"sqlite_synchronous (AGENTD_SQLITE_SYNCHRONOUS) is deprecated and will be "
-                f"removed: {effect}; set synchronous in [store] instead "
-                "(docs/configuration.md)"]
+        return deprecations(self.database_url, self.sqlite_synchronous)
 
     @property
     def auth_enabled(self) -> bool:

@@ -16,6 +16,9 @@ __all__ = [
     "POSTGRES_LEVELS",
     "SQLITE_LEVELS",
     "StoreConfig",
+    "asked_level",
+    "check_level",
+    "deprecations",
     "dialect_of",
     "store_level",
 ]
@@ -92,3 +95,39 @@ class StoreConfig(BaseModel):
         if isinstance(value, str) and _find(SQLITE_LEVELS + POSTGRES_LEVELS, value) is None:
             store_level("sqlite", value)  # raises: EXTRA's message, or the unknown one's
         return value  # (the engine spells it its dialect's way)
+
+
+def check_level(database_url: str, wanted: str | None, alias: str | None) -> None:
+    """ValueError when ``[store] synchronous`` (``wanted``) is not a level of the store
+    ``database_url`` names (naming it), or when it and the deprecated
+    ``sqlite_synchronous`` (``alias``, checked already) are both set to different
+    levels (on PostgreSQL, both set at all)."""
+    dialect = dialect_of(database_url)
+    if alias is not None and wanted is not None and (
+            dialect == "postgresql" or wanted.strip().upper() != alias):
+        raise ValueError(
+            f"store.synchronous = {wanted!r} and the deprecated sqlite_synchronous = "
+            f"{alias!r} (AGENTD_SQLITE_SYNCHRONOUS) disagree: remove sqlite_synchronous")
+    if wanted is not None and dialect is not None:
+        try:
+            store_level(dialect, wanted)
+        except ValueError as exc:
+            raise ValueError(f"store.synchronous: {exc}") from None
+
+
+def asked_level(database_url: str, wanted: str | None, alias: str | None) -> str | None:
+    """The level to ask the store for: ``wanted``, else ``alias`` on SQLite (it has no
+    effect on PostgreSQL); None: the store's default."""
+    if wanted is not None:
+        return wanted  # (the engine takes any case)
+    return alias if dialect_of(database_url) == "sqlite" else None
+
+
+def deprecations(database_url: str, alias: str | None) -> list[str]:
+    """What the daemon logs at start about the deprecated ``sqlite_synchronous``."""
+    if alias is None:
+        return []
+    effect = (f"it sets [store] synchronous = {alias!r}"
+              if dialect_of(database_url) == "sqlite" else "it has no effect on PostgreSQL")
+    return [f"sqlite_synchronous (AGENTD_SQLITE_SYNCHRONOUS) is deprecated and will be "
+            f"removed: {effect}; set synchronous in [store] instead (docs/configuration.md)"]
