@@ -9,12 +9,14 @@ committing one step costs.
    ``completed``.
 2. Commit cost, in process: ``store.append`` of one ``message.assistant`` event plus a
    run update under the run's lease (one step's commit, as the executor makes it), on
-   SQLite in WAL with ``synchronous=NORMAL`` and the default loop writer: sequentially
-   from one writer, then from 16 concurrent writers on 16 sessions.
+   SQLite in WAL at ``--synchronous`` (default: the store's, FULL; the figures in
+   docs/benchmarks.md before issue 30 are NORMAL's) and that level's writer:
+   sequentially from one writer (with the process's CPU per commit, every thread's),
+   then from 16 concurrent writers on 16 sessions.
 
 Prints one JSON line on stdout; progress goes to stderr.
 
-    .venv/bin/python bench/durability.py [--runs 1000]
+    .venv/bin/python bench/durability.py [--runs 1000] [--synchronous NORMAL]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 import orjson
 
 from _load import ServerProcess, free_port, info, percentile
-from agentd.store import Lease, NewEvent, RunUpdate, open_store
+from agentd.store import Lease, NewEvent, RunUpdate, StoreOptions, open_store
 
 SCRIPT = [{"text": "done"}]
 
@@ -67,7 +69,7 @@ def _health_ok(url: str) -> bool:
         return False
 
 
-def measure_resume(runs: int, timeout_s: float) -> dict[str, Any]:
+def measure_resume(runs: int, timeout_s: float, level: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agentd-durability-") as tmp:
         home = Path(tmp)
         info(f"resume: writing {runs} runs left running into {home}")
@@ -81,6 +83,8 @@ def measure_resume(runs: int, timeout_s: float) -> dict[str, Any]:
 
         port = free_port()
         env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false"}
+        if level:
+            env["AGENTD_STORE"] = orjson.dumps({"synchronous": level}).decode()
         server = ServerProcess(
             "agentd", [sys.executable, "-m", "agentd", "serve", "--port", str(port)],
             home / "daemon.log", env)
@@ -136,9 +140,10 @@ def _payload(step: int) -> dict[str, Any]:
             "usage": {"input_tokens": 412, "output_tokens": 23, "cached_tokens": 256}}
 
 
-async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: int
-                       ) -> dict[str, Any]:
-    store = await open_store(f"sqlite:///{home}/agentd.db")
+async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: int,
+                       level: str | None) -> dict[str, Any]:
+    store = await open_store(f"sqlite:///{home}/agentd.db", StoreOptions(synchronous=level))
+    mode = f"WAL, synchronous={store.synchronous}"
     try:
         agent = await store.create_agent(name="a", model="scripted", instructions="",
                                          tools=[], settings={"script": SCRIPT})
@@ -163,7 +168,9 @@ async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: in
         info(f"commit: {sequential} sequential appends")
         seq: list[float] = []
         await writer(*targets[0], 200, [])  # warm-up
+        cpu0 = time.process_time()  # (every thread's: the writer thread's too)
         await writer(*targets[0], sequential, seq)
+        cpu_us = (time.process_time() - cpu0) / sequential * 1e6
         seq.sort()
 
         info(f"commit: {writers} writers x {per_writer} appends")
@@ -179,15 +186,17 @@ async def _commit_cost(home: Path, sequential: int, writers: int, per_writer: in
         return round((percentile(values, q) or 0) * 1e6, 1)
 
     return {"commit_p50_us": us(seq, 50), "commit_p99_us": us(seq, 99),
+            "commit_cpu_us": round(cpu_us, 1),
             "commit_concurrent_p50_us": us(conc, 50), "commit_concurrent_p99_us": us(conc, 99),
             "commits_per_s": round(len(conc) / elapsed),
             "commit_writers": writers, "commit_sequential": sequential,
-            "commit_concurrent": len(conc), "sqlite_mode": "WAL, synchronous=NORMAL"}
+            "commit_concurrent": len(conc), "sqlite_mode": mode}
 
 
-def measure_commit(sequential: int, writers: int, per_writer: int) -> dict[str, Any]:
+def measure_commit(sequential: int, writers: int, per_writer: int, level: str | None
+                   ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agentd-commit-") as tmp:
-        coro = _commit_cost(Path(tmp), sequential, writers, per_writer)
+        coro = _commit_cost(Path(tmp), sequential, writers, per_writer, level)
         try:
             import uvloop
         except ImportError:
@@ -202,11 +211,15 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=5000)
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--per-writer", type=int, default=2000)
+    parser.add_argument("--synchronous", default=None,
+                        help="[store] synchronous of the daemon and the store (default: "
+                             "the store's, FULL)")
     args = parser.parse_args()
 
     result: dict[str, Any] = {"bench": "durability"}
-    result.update(measure_resume(args.runs, args.timeout))
-    result.update(measure_commit(args.sequential, args.writers, args.per_writer))
+    result.update(measure_resume(args.runs, args.timeout, args.synchronous))
+    result.update(measure_commit(args.sequential, args.writers, args.per_writer,
+                                 args.synchronous))
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401
 

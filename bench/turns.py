@@ -444,6 +444,11 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         async with _http(args) as http:
             health = await wait_ready(http, f"{base}/health", args.startup_timeout, daemon)
             out["store"] = health.get("store")
+            # The durability level (docs/benchmarks.md, "Durability levels"): FULL's
+            # fsyncs move every store-bound figure here.
+            async with http.get(f"{base}/v1/overview") as resp:
+                overview = orjson.loads(await resp.read()) if resp.status == 200 else {}
+            out["store_synchronous"] = overview.get("store", {}).get("synchronous")
             out["agentd_version"] = health.get("version")
             info(f"agentd ready at {base}: {orjson.dumps(health).decode()}")
             target = Agentd(http, base, args)

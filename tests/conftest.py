@@ -37,7 +37,7 @@ from agentd.llm.scripted import clear_queue
 from agentd.sandbox import prepare_workspace
 from agentd.security.tls import tls_context
 from agentd.security.tokens import read_token
-from agentd.store import Store, open_store
+from agentd.store import Store, _sqlite, open_store
 from agentd.testing.live import LiveServer, free_port
 
 #: The daemon launchers' fixtures (``home``, ``spawn``): tests/daemons.py.
@@ -447,6 +447,11 @@ def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     # No test reads the developer's ~/.agentd or real provider keys.
     monkeypatch.setenv("AGENTD_HOME", str(tmp_path / "home"))
+    # SQLite stores made in this process skip the fsync per commit of the default
+    # (FULL): no test is a power loss, and those fsyncs doubled the time of the
+    # runtime's tests on a shared machine. Tests of the level name it; a daemon
+    # process runs the real default (tests/store/test_synchronous.py).
+    monkeypatch.setattr(_sqlite, "DEFAULT_SYNCHRONOUS", "NORMAL")
     for var in ("AGENTD_TOKEN", "AGENTD_DATABASE_URL", "AGENTD_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     clear_queue()

@@ -30,6 +30,13 @@ from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
 from agentd.settings.memory import MemoryConfig
 from agentd.settings.sandbox import SANDBOX_BACKENDS, AgentSandbox, SandboxLimits
+from agentd.settings.store import (
+    StoreConfig,
+    asked_level,
+    check_level,
+    deprecations,
+    store_level,
+)
 
 if TYPE_CHECKING:
     from agentd.store import StoreOptions
@@ -52,6 +59,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxLimits",
     "Settings",
+    "StoreConfig",
     "TenantConfig",
     "TenantQuotas",
     "TermoConfig",
@@ -432,11 +440,13 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     database_url: str = ""
-    #: SQLite only: ``PRAGMA synchronous`` (WAL): NORMAL commits without fsync (a
-    #: commit survives kill -9, not a power loss), FULL and EXTRA fsync each commit.
-    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    #: SQLite only: where write transactions run (None: ``loop`` for OFF and NORMAL,
-    #: ``thread`` for FULL and EXTRA, whose commits wait on the disk).
+    #: How durable a commit is before it is acknowledged (``[store] synchronous``).
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    #: Deprecated: ``[store] synchronous`` on SQLite (NORMAL, FULL; EXTRA is FULL in
+    #: WAL mode). No effect on PostgreSQL; both set must agree.
+    sqlite_synchronous: str | None = None
+    #: SQLite only: where write transactions run (None: ``loop`` for NORMAL, ``thread``
+    #: for FULL, whose commits wait on the disk).
     sqlite_writer: Literal["loop", "thread"] | None = None
     #: SQLite only: the writing connection's page cache, MiB (readers keep 2 MB).
     sqlite_cache_mb: int = Field(default=64, ge=2, le=65536)
@@ -444,12 +454,19 @@ class Settings(BaseSettings):
     #: created; false keeps vector search in the daemon (exact, or its HNSW index).
     pgvector: bool = True
 
-    @field_validator("sqlite_synchronous", "sqlite_writer", mode="before")
+    @field_validator("sqlite_writer", mode="before")
     @classmethod
-    def _any_case(cls, value: object, info: Any) -> object:
-        if not isinstance(value, str):
-            return value
-        return value.upper() if info.field_name == "sqlite_synchronous" else value.lower()
+    def _any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("sqlite_synchronous", mode="after")
+    @classmethod
+    def _sqlite_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.strip().upper() == "EXTRA":
+            return "FULL"  # (what it always was in WAL mode)
+        return store_level("sqlite", value)  # ValueError: OFF, or an unknown level
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     #: ``token`` (the default): every request but the public paths needs a bearer
@@ -656,11 +673,25 @@ class Settings(BaseSettings):
                 raise ValueError("access (token scopes) needs auth = \"token\": with "
                                  "auth = \"none\" a request without a token would use "
                                  "every agent")
+        self._check_store_level()
         if self.termo.adapter and self.termo.adapter not in self.adapters.allow:
             # The operator named it (the command line or [termo]): it is allowed.
             self.adapters = self.adapters.model_copy(
                 update={"allow": [*self.adapters.allow, self.termo.adapter]})
         return self
+
+    def _check_store_level(self) -> None:
+        check_level(self.database_url, self.store.synchronous, self.sqlite_synchronous)
+
+    def synchronous(self) -> str | None:
+        """The durability level asked for: ``[store] synchronous``, else the deprecated
+        ``sqlite_synchronous`` on SQLite; None: the store's default."""
+        return asked_level(self.database_url, self.store.synchronous,
+                           self.sqlite_synchronous)
+
+    def deprecations(self) -> list[str]:
+        """What the daemon logs at start about deprecated settings in use."""
+        return deprecations(self.database_url, self.sqlite_synchronous)
 
     @property
     def auth_enabled(self) -> bool:
@@ -671,7 +702,7 @@ class Settings(BaseSettings):
         """What the store's engine takes from these settings."""
         from agentd.store import StoreOptions
 
-        return StoreOptions(sqlite_synchronous=self.sqlite_synchronous,
+        return StoreOptions(synchronous=self.synchronous(),
                             sqlite_writer=self.sqlite_writer,
                             sqlite_cache_mb=self.sqlite_cache_mb)
 
@@ -721,9 +752,14 @@ def settings_problem(exc: Exception) -> str:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                         for e in exc.errors())
+        return "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
     return str(exc)
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    # A check of the whole configuration has no field: its message names them.
+    message = message.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {message}" if loc else message
 
 
 class _TomlFile(TomlConfigSettingsSource):

@@ -1,7 +1,8 @@
-"""The store's settings (``sqlite_synchronous``, ``sqlite_writer``, ``sqlite_cache_mb``,
-``pgvector``): typed daemon settings, from ``agentd.toml`` or the same ``AGENTD_*``
-variables as before, checked when the settings are read and again by the engine; the
-writer's page cache set on the writing connection only."""
+"""The store's settings (``sqlite_writer``, ``sqlite_cache_mb``, ``pgvector``, and the
+deprecated ``sqlite_synchronous``; ``[store] synchronous``: test_synchronous.py): typed
+daemon settings, from ``agentd.toml`` or the same ``AGENTD_*`` variables as before,
+checked when the settings are read and again by the engine; the writer's page cache set
+on the writing connection only."""
 
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ def test_the_variables_reach_the_engine_in_any_case(
     assert isinstance(engine, SqliteEngine)
     # FULL fsyncs each commit: its writer is a thread unless told otherwise.
     assert (engine.synchronous, engine.writer, engine.cache_mb) == ("FULL", "thread", 8)
-    defaults = engine_for_url(f"sqlite:///{tmp_path}/b.db")
-    assert isinstance(defaults, SqliteEngine)
-    assert (defaults.synchronous, defaults.writer, defaults.cache_mb) == ("NORMAL", "loop", 64)
+    # NORMAL does not: its writer is the event loop's.
+    normal = engine_for_url(f"sqlite:///{tmp_path}/b.db", StoreOptions(synchronous="normal"))
+    assert isinstance(normal, SqliteEngine)
+    assert (normal.synchronous, normal.writer, normal.cache_mb) == ("NORMAL", "loop", 64)
 
 
 @pytest.mark.parametrize(("options", "pages"), [(StoreOptions(), -64 * 1024),

@@ -329,7 +329,10 @@ class Runtime(MemoryCalls):
     async def open(cls, settings: Settings, *, clock: Clock = SYSTEM) -> Runtime:
         # The home holds every conversation, the token and the snapshots: this user's.
         await asyncio.to_thread(ensure_home, settings.home)
+        for deprecated in settings.deprecations():
+            log.warning("%s", deprecated)
         store = await open_store(settings.database_url, settings.store_options(), clock=clock)
+        log.info("store: %s, synchronous = %s", store.dialect, store.synchronous)
         runtime = cls(settings, store, clock=clock)
         try:
             await runtime.start()

@@ -188,6 +188,7 @@ class Overview:
             "node": self._node(),
             "usage_today": {"day": day, **{k: today.get(k, 0) for k in _USAGE_SUMS}},
             "sandbox": {"backend": self._sandbox(), **self.disk.read()},
-            "store": {"dialect": self.store.dialect, "bytes": counts["bytes"]},
+            "store": {"dialect": self.store.dialect, "synchronous": self.store.synchronous,
+                      "bytes": counts["bytes"]},
             "at": iso(now),
         }

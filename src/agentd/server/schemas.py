@@ -365,6 +365,10 @@ class OverviewSandbox(BaseModel):
 
 class OverviewStore(BaseModel):
     dialect: str = Field(description="sqlite or postgresql.")
+    synchronous: str = Field(
+        description="How durable a commit is before it is acknowledged ([store] "
+                    "synchronous), as the store's connection reports it: SQLite's "
+                    "NORMAL or FULL, PostgreSQL's synchronous_commit.")
     bytes: int = Field(description="The database's size: SQLite's pages and write-ahead "
                                    "log; PostgreSQL's relations in the daemon's schema.")
 

@@ -63,10 +63,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
-    """How the engine runs: the daemon's ``sqlite_*`` settings (SQLite only; see
-    :mod:`agentd.store._sqlite`), checked by the engine."""
+    """How the engine runs: the daemon's ``[store] synchronous`` (the dialect's own
+    level: SQLite's ``PRAGMA synchronous``, PostgreSQL's ``synchronous_commit``; None:
+    the engine's default) and ``sqlite_*`` settings (see :mod:`agentd.store._sqlite`),
+    checked by the engine."""
 
-    sqlite_synchronous: str = "NORMAL"
+    synchronous: str | None = None
     sqlite_writer: str | None = None
     sqlite_cache_mb: int = 64
 
@@ -84,12 +86,13 @@ def engine_for_url(url: str, options: StoreOptions = StoreOptions()) -> Engine:
                                "(sqlite:///relative.db or sqlite:////absolute.db)")
         from agentd.store._sqlite import SqliteEngine
 
-        return SqliteEngine(path, synchronous=options.sqlite_synchronous,
+        return SqliteEngine(path, synchronous=options.synchronous,
                             writer=options.sqlite_writer, cache_mb=options.sqlite_cache_mb)
     if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         from agentd.store._postgres import PostgresEngine
 
-        return PostgresEngine(url.replace("postgresql+psycopg://", "postgresql://", 1))
+        return PostgresEngine(url.replace("postgresql+psycopg://", "postgresql://", 1),
+                              synchronous=options.synchronous)
     raise InvalidInput(
         f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
     )

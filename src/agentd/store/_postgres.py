@@ -7,6 +7,10 @@ NOTIFYs the new last seq, so that every node sharing the database can stream eve
 session live (:meth:`PostgresEngine.listen`). Changes to agents are announced on a
 channel of their own (``agentd_agents``), in the transaction that makes them, so that
 every node's activity feed hears of them and a rolled-back change says nothing.
+
+Every connection runs at the daemon's ``[store] synchronous`` (the session's
+``synchronous_commit``, set when the pool opens the connection; ``on`` by default,
+whatever the server's or the role's default is): docs/operations.md, "Durability".
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ _NOTIFY = f", pg_notify('{CHANNEL}', id || ':' || last_seq)"
 #: was. Channels are database-wide: the schema keeps daemons that share a database but
 #: not a schema from hearing each other's agents.
 AGENTS_CHANNEL = "agentd_agents"
+#: ``synchronous_commit`` levels taken (agentd.settings.store.POSTGRES_LEVELS), and the
+#: one used when none is given.
+LEVELS = ("remote_apply", "on", "remote_write", "local", "off")
+DEFAULT_SYNCHRONOUS = "on"
+_SET_LEVEL = "SELECT set_config('synchronous_commit', %s, false)"
 
 
 @lru_cache(maxsize=512)
@@ -52,18 +61,45 @@ class PostgresEngine(Engine):
     shared = True
     types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""}
 
-    def __init__(self, url: str, *, pool_max: int = _POOL_MAX) -> None:
+    def __init__(self, url: str, *, synchronous: str | None = None,
+                 pool_max: int = _POOL_MAX) -> None:
+        """``synchronous``: every connection's ``synchronous_commit`` (None: ``on``)."""
         self.url = url
+        self.synchronous = (synchronous or DEFAULT_SYNCHRONOUS).strip().lower()
+        if self.synchronous not in LEVELS:
+            raise ValueError("PostgreSQL's synchronous must be one of "
+                             f"{', '.join(LEVELS)}, not {synchronous!r}")
         self.pool_max = pool_max
         self._pool: ConnectionPool | None = None
         self._executor: ThreadPoolExecutor | None = None
 
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """Each new connection of the pool, before its first use: its level for the
+        session (committed, or the pool's rollback would undo it)."""
+        conn.execute(_SET_LEVEL, (self.synchronous,))
+        conn.commit()
+
     async def start(self) -> None:
         pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_max, open=False,
-                              kwargs={"autocommit": False})
+                              kwargs={"autocommit": False}, configure=self._configure)
         await asyncio.to_thread(pool.open, True, 10.0)
+        try:
+            level = await asyncio.to_thread(self._read_back, pool)
+        except BaseException:
+            await asyncio.to_thread(pool.close)
+            raise
+        if level != self.synchronous:
+            await asyncio.to_thread(pool.close)
+            raise RuntimeError(f"PostgreSQL runs at synchronous_commit = {level} after "
+                               f"being set to {self.synchronous}")
         self._pool = pool
         self._executor = ThreadPoolExecutor(self.pool_max, thread_name_prefix="agentd-pg")
+
+    @staticmethod
+    def _read_back(pool: ConnectionPool) -> str:
+        with pool.connection() as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        return str(row[0]) if row else ""
 
     async def close(self) -> None:
         if self._executor is not None:
@@ -105,6 +141,8 @@ class PostgresEngine(Engine):
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
+                    # (it commits nothing, but runs at the same level as the others)
+                    await conn.execute(_SET_LEVEL, (self.synchronous,))
                     await conn.execute(f"LISTEN {CHANNEL}")
                     schema = None
                     if on_agent is not None:

@@ -7,17 +7,21 @@ write of a batch fails, the batch is rolled back and replayed with each write in
 own SAVEPOINT, so only the failing write is lost (write functions must be safe to
 re-run: they are pure functions of the transaction).
 
-Where the batch runs depends on what a commit costs:
+Where the batch runs depends on what a commit costs (``[store] synchronous``; the
+database is always in WAL mode):
 
-* ``synchronous=NORMAL`` (the default, WAL): a commit appends to the WAL without
-  fsync and costs tens of microseconds, less than handing work to a thread and
-  back. The batch runs on the event loop (``call_soon``), and WAL checkpoints, the
-  only step that fsyncs, run on a background thread with their own connection.
-  A commit survives kill -9 of the process; the last commits before a power loss
-  may not. docs/design-notes.md has the measurements behind this choice.
-* ``synchronous=FULL`` or ``EXTRA`` (the ``sqlite_synchronous`` setting): every commit
-  fsyncs, so batches run on a dedicated writer thread and the loop never waits on
-  the disk.
+* ``synchronous=FULL`` (the default): every commit fsyncs the WAL, so an acknowledged
+  write survives an OS crash or power loss; batches run on a dedicated writer thread
+  and the loop never waits on the disk.
+* ``synchronous=NORMAL``: a commit appends to the WAL without fsync and costs tens of
+  microseconds, less than handing work to a thread and back. The batch runs on the
+  event loop (``call_soon``), and WAL checkpoints, the only step that fsyncs, run on a
+  background thread with their own connection. A commit survives kill -9 of the
+  process; the last commits before a power loss may not.
+
+docs/design-notes.md has the measurements behind both choices. ``OFF`` (which can
+corrupt the database on power loss) and ``EXTRA`` (the same syncs as ``FULL`` in WAL
+mode) are refused.
 
 Reads run on a small pool of reader threads (WAL lets them read while a write
 commits).
@@ -44,6 +48,11 @@ __all__ = ["SqliteEngine"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: ``PRAGMA synchronous`` levels taken (agentd.settings.store.SQLITE_LEVELS), the one
+#: used when none is given, and what the PRAGMA reads back as.
+LEVELS = ("NORMAL", "FULL")
+DEFAULT_SYNCHRONOUS = "FULL"
+_READ_BACK = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 _MAX_BATCH = 512
 _READERS = 4
 _CHECKPOINT_EVERY_S = 1.0
@@ -79,16 +88,17 @@ class SqliteEngine(Engine):
     dialect = "sqlite"
     types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT", "clustered": " WITHOUT ROWID"}
 
-    def __init__(self, path: str, *, synchronous: str = "NORMAL", writer: str | None = None,
-                 cache_mb: int = WRITER_CACHE_MB) -> None:
-        """``synchronous``, ``writer`` and ``cache_mb``: the daemon's ``sqlite_*``
-        settings (:class:`agentd.store.StoreOptions`)."""
+    def __init__(self, path: str, *, synchronous: str | None = None,
+                 writer: str | None = None, cache_mb: int = WRITER_CACHE_MB) -> None:
+        """``synchronous`` (None: ``FULL``), ``writer`` and ``cache_mb``: the daemon's
+        ``[store] synchronous`` and ``sqlite_*`` settings
+        (:class:`agentd.store.StoreOptions`)."""
         self.path = path
-        self.synchronous = synchronous.upper()
-        if self.synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA, "
-                             f"not {synchronous!r}")
-        default_writer = "loop" if self.synchronous in {"OFF", "NORMAL"} else "thread"
+        self.synchronous = (synchronous or DEFAULT_SYNCHRONOUS).strip().upper()
+        if self.synchronous not in LEVELS:
+            raise ValueError(f"SQLite's synchronous must be NORMAL or FULL, not "
+                             f"{synchronous!r}")
+        default_writer = "loop" if self.synchronous == "NORMAL" else "thread"
         self.writer = writer or default_writer
         if self.writer not in {"loop", "thread"}:
             raise ValueError(f"sqlite_writer must be loop or thread, not {self.writer!r}")
@@ -124,6 +134,11 @@ class SqliteEngine(Engine):
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             log.warning("SQLite refused WAL mode (got %s); writes will be slower", mode)
+        level = _READ_BACK.get(conn.execute("PRAGMA synchronous").fetchone()[0])
+        if level != self.synchronous:
+            conn.close()
+            raise RuntimeError(f"SQLite runs at synchronous = {level} after being set to "
+                               f"{self.synchronous}")
         # The writer's page cache: a burst writes rows all over the sessions', runs'
         # and events' B-trees (random ids); with SQLite's default 2 MB most of its page
         # visits miss (docs/benchmarks.md, schedules). Readers keep the default.

@@ -58,6 +58,10 @@ class Engine(abc.ABC):
     dialect: str
     #: Column types that differ between dialects, used by the migrations.
     types: dict[str, str]
+    #: How durable a commit is before it is acknowledged, in the dialect's words
+    #: (SQLite's ``PRAGMA synchronous``, PostgreSQL's ``synchronous_commit``): set on
+    #: every connection the engine opens, and read back from one by :meth:`start`.
+    synchronous: str
 
     @abc.abstractmethod
     async def start(self) -> None:

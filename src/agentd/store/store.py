@@ -136,6 +136,11 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
     def dialect(self) -> str:
         return self.engine.dialect
 
+    @property
+    def synchronous(self) -> str:
+        """The durability level commits are acknowledged at (the engine's)."""
+        return self.engine.synchronous
+
     async def open(self) -> None:
         await self.engine.start()
         await self.engine.write(self._migrate)
