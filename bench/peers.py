@@ -609,6 +609,13 @@ class LangGraphPeer(Peer):
         ok = last.get("type") == "ai" and last.get("content") == f"stub: {content}"
         return None if ok else f"answer {str(body)[-200:]}"
 
+    async def checkpoints(self, session: Session) -> int:
+        """How many checkpoints the thread holds (its state's history)."""
+        status, body = await self.post(f"/threads/{session.ident}/history", {"limit": 1000})
+        if status != 200 or not isinstance(body, list):
+            raise RuntimeError(f"langgraph: thread history: {status} {str(body)[:300]}")
+        return len(body)
+
     def snapshot(self) -> dict[str, tuple[int, int]]:
         return file_stats(self.store_dir)
 
@@ -695,7 +702,7 @@ async def phase(peer: Peer, name: str, clients: int, seconds: float, lo: int, hi
 def figures(stats: Any, record: PhaseRecord, stub: StubLLMServer, rows: Any,
             server: TreeServer | None) -> dict[str, Any]:
     out = stats.figures("", streamed=False)
-    out.pop("client_cpu_util", None)
+    # client_cpu_util: this process's CPU (the clients and the stub) over the phase.
     hist = sorted(record.histories)
     out["history_turns"] = ({"min": hist[0], "p50": int(percentile(hist, 50) or 0),
                              "max": hist[-1]} if hist else None)
@@ -722,7 +729,10 @@ async def probe(peer: Peer) -> dict[str, Any]:
         return {"error": error}
     session.turns += 1
     if isinstance(peer, LangGraphPeer):
-        for _ in range(3):  # a turn whose answer met the periodic flush is tried again
+        checkpoints = await peer.checkpoints(session)
+        tries = 0
+        while tries < 3:  # a turn whose answer met the periodic flush is tried again
+            tries += 1
             before = await asyncio.to_thread(peer.snapshot)
             error = await peer.send(session, "probe: second turn")
             at_answer = await asyncio.to_thread(peer.snapshot)
@@ -730,8 +740,10 @@ async def probe(peer: Peer) -> dict[str, Any]:
                 return {"error": error}
             if at_answer == before:
                 break
+        checkpoints = (await peer.checkpoints(session) - checkpoints) / tries
         gaps = [b - a for a, b in zip(peer.flushes, peer.flushes[1:], strict=False)]
         return {"persisted_at_answer": at_answer != before,
+                "checkpoints_in_memory_per_turn": checkpoints,
                 "flushes_seen": len(peer.flushes),
                 "flush_interval_s_p50": round(percentile(sorted(gaps), 50) or 0, 1) or None,
                 "files": {k: v[0] for k, v in sorted(at_answer.items())}}
@@ -752,7 +764,9 @@ def persists(name: str, measured: dict[str, Any], probe_out: dict[str, Any]) -> 
     if name == "langgraph":
         at = probe_out.get("persisted_at_answer")
         every = probe_out.get("flush_interval_s_p50")
-        return ("nothing per turn: runs and checkpoints live in memory"
+        per = probe_out.get("checkpoints_in_memory_per_turn")
+        n = f"{per:g}" if isinstance(per, float | int) else "?"
+        return (f"nothing per turn: the run and its {n} checkpoints live in memory"
                 + ("" if at is False else " (a write was seen at the answer)")
                 + f"; the whole store is pickled to .langgraph_api every {every or '?'} s")
     rows = (measured.get("long") or measured.get("short") or {}).get("rows_per_turn") or {}
