@@ -580,7 +580,11 @@ class LangGraphPeer(Peer):
             await asyncio.sleep(0.2)
             now = await asyncio.to_thread(file_stats, self.store_dir)
             if now != last:
-                self.flushes.append(time.monotonic())
+                # A flush writes its files one after another: changes less than 2 s
+                # apart are one flush.
+                at = time.monotonic()
+                if not self.flushes or at - self.flushes[-1] > 2:
+                    self.flushes.append(at)
                 last = now
 
     async def new_session(self, seed: int) -> Session:
