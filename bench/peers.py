@@ -34,7 +34,8 @@ measures turns only. Server CPU is the whole process tree's (user + system, from
 ``/proc``). What each server persists is counted by looking: the rows added to its
 SQLite file over the phase (agentd, Letta), or the in-memory runtime's pickle files
 (LangGraph); one probe turn per server checks whether its writes are there when the
-answer arrives. Progress goes to stderr; stdout gets one JSON line.
+answer arrives. Progress goes to stderr; stdout gets one JSON line; the servers' logs
+of the last run are kept in ``.cache/peers/logs``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -819,6 +821,12 @@ async def measure(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
             info(f"{peer.name} log tail:\n{peer.server.log_tail()}")
     finally:
         await peer.stop()
+        # The server's log outlives the run's temporary folder, for a look afterwards.
+        if peer.server is not None:
+            logs = args.cache / "logs"
+            logs.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copyfile(peer.server.log_path, logs / f"{peer.name}.log")
     return out
 
 
@@ -869,7 +877,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     servers: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentd-peers-") as tmp, PeersStub() as stub:
-        connector = aiohttp.TCPConnector(limit=args.clients + 8)
+        # Idle connections are dropped before any server's own keep-alive timeout
+        # (uvicorn's is 5 s), so that a turn never goes out on one the server is closing.
+        connector = aiohttp.TCPConnector(limit=args.clients + 8, keepalive_timeout=2)
         async with aiohttp.ClientSession(connector=connector) as http:
             for kind in kinds:
                 work = Path(tmp) / kind.name
