@@ -556,12 +556,13 @@ class LangGraphPeer(Peer):
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = _peer_env(PEERS_STUB_URL=self.stub.base_url, LANGSMITH_TRACING="false",
-                        LANGCHAIN_TRACING_V2="false", LANGGRAPH_CLI_NO_ANALYTICS="1")
+                        LANGCHAIN_TRACING_V2="false", LANGGRAPH_CLI_NO_ANALYTICS="1",
+                        LOG_LEVEL="WARNING")  # langgraph_api's own, as agentd's
         self.server = TreeServer(
             "langgraph", [str(venv / "bin" / "langgraph"), "dev", "--no-browser", "--no-reload",
                           "--host", "127.0.0.1", "--port", str(port),
                           "--config", str(app / "langgraph.json"),
-                          "--server-log-level", "WARNING",  # as agentd's (Letta has no knob)
+                          "--server-log-level", "WARNING",  # uvicorn's
                           "--n-jobs-per-worker", str(self.args.langgraph_jobs)],
             self.work / "langgraph.log", env, cwd=self.run_dir)
         self.server.start()
