@@ -563,7 +563,8 @@ class LangGraphPeer(Peer):
                           "--host", "127.0.0.1", "--port", str(port),
                           "--config", str(app / "langgraph.json"),
                           "--server-log-level", "WARNING",  # uvicorn's
-                          "--n-jobs-per-worker", str(self.args.langgraph_jobs)],
+                          *(["--n-jobs-per-worker", str(self.args.langgraph_jobs)]
+                            if self.args.langgraph_jobs else [])],
             self.work / "langgraph.log", env, cwd=self.run_dir)
         self.server.start()
         await wait_ready(self.api, f"{self.base}/ok", 180, self.server)
@@ -629,7 +630,7 @@ class LangGraphPeer(Peer):
     def config(self) -> dict[str, Any]:
         return {"model": "ChatOpenAI(base_url=stub) in a one-node StateGraph",
                 "runtime": "in-memory (langgraph dev --no-reload)",
-                "n_jobs_per_worker": self.args.langgraph_jobs,
+                "n_jobs_per_worker": self.args.langgraph_jobs or "1 (langgraph dev's default)",
                 "api": "POST /threads/{id}/runs/wait"}
 
 
@@ -912,8 +913,9 @@ def main() -> int:
     parser.add_argument("--long-to", type=int, default=150,
                         help="turns at which a long session is left for a new one")
     parser.add_argument("--langgraph-jobs", type=int, default=None,
-                        help="langgraph dev --n-jobs-per-worker (default: --clients; "
-                             "langgraph dev's own default runs one run at a time)")
+                        help="langgraph dev --n-jobs-per-worker (default: not set, so "
+                             "langgraph dev runs one run at a time, which was faster here "
+                             "than one per client)")
     parser.add_argument("--skip-agentd", action="store_true")
     parser.add_argument("--skip-letta", action="store_true")
     parser.add_argument("--skip-langgraph", action="store_true")
@@ -924,7 +926,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.long_to <= args.long_from or args.short_turns < 1 or args.clients < 1:
         parser.error("need --long-to > --long-from, --short-turns >= 1, --clients >= 1")
-    args.langgraph_jobs = args.langgraph_jobs or args.clients
     args.cache = args.cache_dir.resolve()
     args.cache.mkdir(parents=True, exist_ok=True)
     atexit.register(_stop_all)
