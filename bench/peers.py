@@ -28,14 +28,20 @@ Per server: a warm-up, then two measured phases of N closed-loop clients (aiohtt
 keep-alive, each client on its own session): **short** (each client starts a new session
 every ``--short-turns`` turns, so turns have 0-24 turns of history) and **long**
 (sessions seeded with ``--long-from`` turns before the phase and left at
-``--long-to``: 100-149 turns of history). Sessions that need a request of their own to
-exist (a Letta agent, a seeded session) are made before the phase, so that the phase
-measures turns only. Server CPU is the whole process tree's (user + system, from
-``/proc``). What each server persists is counted by looking: the rows added to its
-SQLite file over the phase (agentd, Letta), or the in-memory runtime's pickle files
-(LangGraph); one probe turn per server checks whether its writes are there when the
-answer arrives. Progress goes to stderr; stdout gets one JSON line; the servers' logs
-of the last run are kept in ``.cache/peers/logs``.
+``--long-to``: 100-149 turns of history). Each client's first session of a phase starts
+at its own point of that range, so that a slow server's few turns have the same spread
+of history as a fast one's many. Sessions that need a request of their own to exist (a
+Letta agent, a seeded session) are made before the phase, so that the phase measures
+turns only. Logs are at WARNING where the server has a setting for it (agentd,
+LangGraph; Letta 0.11.7 has none); LangGraph otherwise runs ``langgraph dev``'s
+defaults (one run at a time; ``--langgraph-jobs`` changes that). Server CPU is the whole
+process tree's (user + system, from ``/proc``). What each server persists is counted by
+looking: the rows added to its SQLite file over the phase (agentd, Letta), or the
+in-memory runtime's pickle files (LangGraph); one probe turn per server checks whether
+its writes are there when the answer arrives. Progress goes to stderr; stdout gets one
+JSON line, whose ``agentd_ahead`` says for each history length and figure whether
+agentd beat every peer; the servers' logs of the last run are kept in
+``.cache/peers/logs``.
 """
 
 from __future__ import annotations
@@ -480,7 +486,8 @@ class LettaPeer(Peer):
                         OPENAI_BASE_URL=self.stub.base_url)
         self.server = TreeServer(
             "letta", [str(venv / "bin" / "letta"), "server", "--host", "127.0.0.1",
-                      "--port", str(port)], self.work / "letta.log", env)
+                      "--port", str(port)], self.work / "letta.log", env,
+            cwd=self.work)  # it writes openapi_letta.json where it runs
         self.server.start()
         await wait_ready(self.api, f"{self.base}/v1/health/", 240, self.server)
 
