@@ -1,9 +1,11 @@
 """What a turn costs the daemon as the conversation grows: CPU per turn against the
-length of the session's history, on the provider path.
+length of the session's history, on the provider path (and, with ``--paths``, the
+adapter path and the protocol doors).
 
     .venv/bin/python bench/history.py                          # 10, 300, 3000 turns
     .venv/bin/python bench/history.py --lengths 10,300 --turns 20
     .venv/bin/python bench/history.py --providers openai --modes wait
+    .venv/bin/python bench/history.py --paths adapter,langgraph,openai
 
 A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to
 :class:`agentd.testing.StubLLMServer`, run in this process, over the real wire formats
@@ -18,14 +20,25 @@ each waited for (``wait: true``), then each streamed (SSE to the run's end). The
 daemon's CPU (user + system, from ``/proc``) over those turns, divided by them, is
 the figure. Every turn's answer is checked to be the stub's echo of its message.
 
+``--paths`` picks what is measured: ``provider`` (the above; the default),
+``adapter``, ``langgraph``, ``openai`` (see ``bench/_history_paths.py``: an
+adapter-backed agent, the Agent Protocol door's runs and thread state, the OpenAI
+doors' ways of continuing a conversation, each on the scripted model or a reply
+function whose own work is constant). ``--modes`` picks among each path's modes
+(default: all of them).
+
 Prints one JSON line: ``cpu_ms_per_turn[provider][mode][length]``, the largest
 ratio between two lengths of one provider and mode (``max_ratio``), and the CPU per
-turn at 300 turns at most (``max_at_300``). Progress goes to stderr.
+turn at 300 turns at most (``max_at_300``); for the other paths,
+``paths[path][mode][length]`` (ms of daemon CPU per turn; per call for
+``get_state``; null for a mode that failed, with why in ``paths_errors``),
+``paths_ratio[path][mode]`` and ``paths_max_ratio``. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import secrets
 import sys
@@ -38,6 +51,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+import _history_paths
 from _load import LocalDaemon, info
 from agentd.testing import StubLLMServer
 
@@ -118,20 +132,36 @@ def main() -> int:
                         help="history lengths, in turns (default 10,300,3000)")
     parser.add_argument("--turns", type=int, default=40, help="measured turns per phase")
     parser.add_argument("--providers", default="openai,anthropic")
-    parser.add_argument("--modes", default="wait,stream")
+    parser.add_argument("--paths", default="provider",
+                        help="provider, adapter, langgraph, openai (default provider)")
+    parser.add_argument("--modes", default=None,
+                        help="the modes to measure, of every path (default: all: "
+                        "provider wait,stream; the others' in bench/_history_paths.py)")
     args = parser.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
     providers = args.providers.split(",")
-    modes = args.modes.split(",")
+    paths = args.paths.split(",")
+    unknown = set(paths) - {"provider", *_history_paths.MODES}
+    if unknown:
+        parser.error(f"unknown paths {sorted(unknown)}")
+    chosen = args.modes.split(",") if args.modes else None
+    modes = [m for m in ("wait", "stream") if chosen is None or m in chosen]
     figures: dict[str, dict[str, dict[str, float]]] = {}
+    others: dict[str, dict[str, dict[str, float | None]]] = {}
+    errors: list[str] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
             StubLLMServer() as stub:
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
+        if "adapter" in paths:
+            env["AGENTD_ADAPTERS"] = _history_paths.ADAPTER_ALLOW
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(Path(__file__).resolve().parent),
+                            os.environ.get("PYTHONPATH", "")) if p)
         with LocalDaemon(Path(tmp), TOKEN, env) as daemon, httpx.Client(
                 base_url=daemon.base, headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=60) as api:
-            for provider in providers:
+            for provider in providers if "provider" in paths else ():
                 base = stub.base_url if provider == "openai" else stub.root_url
                 created = api.post("/v1/agents", json={
                     "name": f"h-{provider}", "model": MODELS[provider],
@@ -145,19 +175,40 @@ def main() -> int:
                                                modes).items():
                         figures.setdefault(provider, {}).setdefault(mode, {})[
                             str(length)] = value
+            _history_paths.create_agents(api, paths)
+            for path in paths:
+                if path == "provider":
+                    continue
+                path_modes = [m for m in _history_paths.MODES[path]
+                              if chosen is None or m in chosen]
+                for length in lengths:
+                    for mode, value in _history_paths.measure(
+                            daemon, api, seed, path, length, args.turns, path_modes,
+                            USER, ANSWER, errors).items():
+                        others.setdefault(path, {}).setdefault(mode, {})[
+                            str(length)] = value
     ratios = [max(v.values()) / min(v.values()) for by_mode in figures.values()
               for v in by_mode.values() if min(v.values()) > 0]
     at_300 = [v["300"] for by_mode in figures.values() for v in by_mode.values()
               if "300" in v]
+    paths_ratio = {path: {mode: round(max(ok) / min(ok), 2)
+                          for mode, v in by_mode.items()
+                          if len(ok := [x for x in v.values() if x is not None]) == len(v)
+                          and min(ok) > 0}
+                   for path, by_mode in others.items()}
+    every = [r for by_mode in paths_ratio.values() for r in by_mode.values()]
     result: dict[str, Any] = {
         "bench": "history", "lengths": lengths, "turns": args.turns,
         "cpu_ms_per_turn": figures,
         "max_ratio": round(max(ratios), 2) if ratios else None,
         "max_at_300": max(at_300) if at_300 else None,
         "wall_s": round(time.monotonic() - t0, 1),
-        "machine": {"cpus": len(__import__("os").sched_getaffinity(0)),
+        "machine": {"cpus": len(os.sched_getaffinity(0)),
                     "python": platform.python_version()},
     }
+    if others:
+        result.update(paths=others, paths_ratio=paths_ratio,
+                      paths_max_ratio=max(every) if every else None, paths_errors=errors)
     print(orjson.dumps(result).decode())
     return 0
 
