@@ -19,6 +19,8 @@ with ``length`` turns of history, one client, one request after another:
   no session named, resending the whole transcript each turn (``chat_stateless``,
   ``responses_stateless``; its agent answers every turn with one scripted text, so
   the transcript grows by a turn's worth per turn whatever the door does with it).
+  The daemon's body and message limits are raised for this path
+  (:data:`OPENAI_LIMITS`): 3,000 turns resent are about 1 MB a request.
 
 The scripted model answers (the model is not the point), so the figure is the door's
 and the runtime's own work.
@@ -46,6 +48,11 @@ MODES: dict[str, tuple[str, ...]] = {
 ADAPTER = "adapter:_bench_adapter:echo"
 #: The daemon's environment for the adapter path (the bench directory importable).
 ADAPTER_ALLOW = '{"allow": ["_bench_adapter:echo"]}'
+#: The daemon's limits for the OpenAI path: a client resending 3,000 turns sends about
+#: 1 MB per request (over the default 1 MiB body), and a new session gets them as one
+#: transcript message (over the default 256 KiB message).
+OPENAI_LIMITS = {"AGENTD_MAX_BODY_BYTES": str(16 << 20),
+                 "AGENTD_MAX_MESSAGE_BYTES": str(8 << 20)}
 #: What the stateless client's agent answers every turn.
 FIXED = "Noted: the figures match the previous report and nothing else changed."
 

@@ -153,6 +153,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
             StubLLMServer() as stub:
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
+        if "openai" in paths:
+            env.update(_history_paths.OPENAI_LIMITS)
         if "adapter" in paths:
             env["AGENTD_ADAPTERS"] = _history_paths.ADAPTER_ALLOW
             env["PYTHONPATH"] = os.pathsep.join(

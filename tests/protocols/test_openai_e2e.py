@@ -158,6 +158,109 @@ def test_the_user_field_names_a_session_and_a_new_one_gets_the_transcript(
     assert user_messages(api, "echo", "openai:user:ada")[1] == "and then"
 
 
+def _stateless(client: openai.OpenAI, messages: list[dict[str, Any]], *,
+               stream: bool = False) -> tuple[str, str]:
+    """One turn of a client that names no session: (the reply, the session it went to);
+    the reply is added to ``messages``, as such a client keeps its conversation."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="echo", messages=messages, stream=stream)
+    if stream:
+        reply = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    else:
+        reply = raw.parse().choices[0].message.content or ""
+    messages.append({"role": "assistant", "content": reply})
+    return reply, raw.headers["x-agentd-session"]
+
+
+def test_a_stateless_client_goes_on_in_one_session(client: openai.OpenAI,
+                                                   api: httpx.Client) -> None:
+    # As the SDK's users send it: the whole conversation each turn, no session named.
+    # Messages of 60 KB: by the third turn the conversation is past max_message_bytes
+    # (256 KB), so it could not go to a new session as a transcript any more.
+    messages: list[dict[str, Any]] = []
+    keys = set()
+    for turn in range(3):
+        text = f"turn {turn} " + "x" * 60_000
+        messages.append({"role": "user", "content": text})
+        reply, key = _stateless(client, messages, stream=turn == 1)
+        assert reply == f"echo: {text}"
+        keys.add(key)
+    (key,) = keys
+    # Each turn sent the session only its new message (the session had the rest).
+    assert user_messages(api, "echo", key) == [
+        m["content"] for m in messages if m["role"] == "user"]
+    # The Responses API without previous_response_id, the whole input each time, too.
+    items: list[dict[str, Any]] = [{"role": "user", "content": "responses, first"}]
+    first = client.responses.create(model="echo", input=items)  # type: ignore[arg-type]
+    items += [{"role": "assistant", "content": first.output_text},
+              {"role": "user", "content": "responses, second"}]
+    second = client.responses.create(model="echo", input=items)  # type: ignore[arg-type]
+    assert second.output_text == "echo: responses, second"
+    session = api.get(f"/v1/runs/{first.id.removeprefix('resp_')}").json()["session"]
+    assert api.get(f"/v1/runs/{second.id.removeprefix('resp_')}").json()[
+        "session"] == session
+    assert user_messages(api, "echo", session) == ["responses, first", "responses, second"]
+
+
+def test_a_stateless_conversation_goes_on_only_in_its_own_session(
+        daemon: Daemon, client: openai.OpenAI, api: httpx.Client) -> None:
+    def start(text: str) -> tuple[list[dict[str, Any]], str]:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
+        return messages, _stateless(client, messages)[1]
+
+    def fresh(key: str, earlier: str) -> None:
+        """``key`` is a new session that got the conversation as a transcript."""
+        first = user_messages(api, "echo", key)[0]
+        assert f"[user]: {earlier}" in first, first
+
+    # Two people behind one token who said the same and got the same answer: neither
+    # goes on in the other's session (each holds what its own runs did).
+    same, one = start("the same start")
+    _, two = start("the same start")
+    assert one != two
+    same.append({"role": "user", "content": "mine, not theirs"})
+    _, went = _stateless(client, same)
+    assert went not in (one, two)
+    fresh(went, "the same start")
+    assert user_messages(api, "echo", one) == user_messages(api, "echo", two) == [
+        "the same start"]
+    # The same conversation sent again from an earlier point (a regenerated answer):
+    # the session went on since, so a new one.
+    messages, key = start("regenerate me")
+    messages.append({"role": "user", "content": "first try"})
+    assert _stateless(client, messages)[1] == key
+    again = [*messages[:2], {"role": "user", "content": "second try"}]
+    _, other_key = _stateless(client, again)
+    assert other_key != key
+    assert user_messages(api, "echo", key) == ["regenerate me", "first try"]
+    # A session deleted meanwhile: a new one, with the transcript.
+    messages, key = start("to be deleted")
+    assert api.delete(f"/v1/agents/echo/sessions/{key}").status_code == 204
+    messages.append({"role": "user", "content": "after the delete"})
+    reply, went = _stateless(client, messages)
+    assert reply.endswith("after the delete") and went != key
+    fresh(went, "to be deleted")
+    # A session that went on without this client (a message through its header).
+    messages, key = start("moved on")
+    client.chat.completions.create(model="echo", extra_headers={"X-Agentd-Session": key},
+                                   messages=[{"role": "user", "content": "someone else"}])
+    messages.append({"role": "user", "content": "mine"})
+    _, went = _stateless(client, messages)
+    assert went != key
+    fresh(went, "moved on")
+    # Another token's request with the same conversation: never this one's session.
+    messages, key = start("my token's")
+    made = api.post("/v1/tokens", json={"name": "stateless-other", "role": "member",
+                                        "agents": ["echo"]})
+    assert made.status_code == 201, made.text
+    with openai.OpenAI(base_url=f"{daemon.url}/v1", api_key=made.json()["token"],
+                       timeout=60) as theirs:
+        messages.append({"role": "user", "content": "theirs"})
+        _, went = _stateless(theirs, messages)
+    assert went != key
+    assert user_messages(api, "echo", key) == ["my token's"]
+
+
 def _caller_block(system: str) -> str:
     """The caller's instructions in a system prompt the scripted model echoed."""
     assert system.startswith("system: "), system

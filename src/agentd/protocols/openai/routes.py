@@ -8,7 +8,10 @@ obeys the agent's budgets, policy and approvals. How a request finds its session
 2. Responses: ``previous_response_id``: the session of that response (a response's
    id names its run, and the run its session, so the chain is as durable as the log);
 3. ``user``: the session ``openai:user:<user>``;
-4. else a new session per request (``openai:<random>``).
+4. else, the conversation this door last answered for the same caller, when the
+   request's earlier turns are exactly it (:mod:`._transcripts`: a stateless client
+   resending its whole conversation goes on in one session);
+5. else a new session (``openai:<random>``).
 
 A session that already holds a conversation gets only the new turns (those after the
 request's last assistant message); a new one gets the earlier turns too, as a
@@ -28,7 +31,7 @@ from starlette.responses import Response
 
 from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, require_agent, require_owner, runtime_of
-from agentd.doors.http import json_response
+from agentd.doors.http import json_response, principal_of
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentdError,
@@ -43,12 +46,17 @@ from agentd.events import (
     TERMINAL_KINDS,
     ClientResultData,
     ClientToolData,
+    MessageAdded,
+    MessageProactive,
+    MessageUser,
     RunCompleted,
     RunCompletedData,
+    SessionRestored,
     ToolCallData,
     kind_of,
 )
 from agentd.protocols._common import json_body
+from agentd.protocols.openai._transcripts import Chain, Continued, Transcripts
 from agentd.protocols.openai._wire import (
     ChatRequest,
     Conversation,
@@ -79,6 +87,12 @@ SESSION_HEADER = "x-agentd-session"
 _RESPONSE_PREFIX = "resp_"
 _COMPLETED = kind_of(RunCompleted)
 _CHAT_PREFIX = "chatcmpl-"
+#: What a stateless client's conversations ended with (:mod:`._transcripts`).
+_transcripts = Transcripts()
+#: What changes a session's conversation between runs: a stateless client's digest of
+#: it no longer holds after one of these.
+_MOVES = frozenset(kind_of(k) for k in (MessageUser, MessageAdded, MessageProactive,
+                                        SessionRestored))
 
 
 class RunDidNotComplete(AgentdError):
@@ -114,9 +128,58 @@ async def get_model(model: str, request: Request) -> Response:
 # -- sending -----------------------------------------------------------------------
 
 
+async def _continued(runtime: Runtime, agent: str, chain: Chain) -> str | None:
+    """The session a stateless request's earlier turns continue: the one that ended
+    with exactly them, if it is still as it was then."""
+    found = _transcripts.take(chain.digest)
+    if found is None:
+        return None
+    try:
+        _, session = await runtime.get_session(agent, found.key)
+    except SessionNotFound:
+        return None
+    if session.id != found.session_id:
+        return None  # deleted, and its key used again
+    if session.last_seq != found.seq and any(
+            e.kind in _MOVES for e in await runtime.read_events(session.id,
+                                                                after=found.seq)):
+        return None  # it went on without this client
+    return session.key
+
+
+def _chain(request: Request, agent: str, user: str | None, previous: str | None,
+           conversation: Conversation) -> Chain | None:
+    """The conversation's digests when the request names no session (a stateless
+    client's), else None."""
+    if previous is not None or user or SESSION_HEADER in request.headers:
+        return None
+    who = principal_of(request.scope)
+    scope = (agent, who.source, who.name or "") if who is not None else (agent,)
+    return Chain(scope, conversation.earlier, conversation.new)
+
+
+def _answered_by(chain: Chain | None, sent: SendResult, run: RunRecord, seq: int,
+                 reply: str | None = None) -> None:
+    """Remember the conversation ``run`` answered (its end at ``seq``), for the
+    stateless client's next request."""
+    if chain is not None and run.status == "completed":
+        _transcripts.keep(chain.answered(run.output or "" if reply is None else reply),
+                          Continued(session_id=sent.session.id, key=sent.session.key,
+                                    seq=seq))
+
+
+async def _end_seq(runtime: Runtime, run: RunRecord) -> int:
+    """The seq of the event that ended ``run`` (its own events are read)."""
+    events = await runtime.read_events(run.session_id,
+                                       after=max((run.queued_seq or 1) - 1, 0))
+    return next((e.seq for e in reversed(events)
+                 if e.run_id == run.id and e.kind in TERMINAL_KINDS), 0)
+
+
 async def _session_for(request: Request, runtime: Runtime, agent: str,
                        user: str | None, previous: str | None,
-                       conversation: Conversation) -> tuple[str, bool]:
+                       conversation: Conversation, chain: Chain | None
+                       ) -> tuple[str, bool]:
     """The session key of a request, and whether that session holds a conversation
     already (see the module's docstring; only looked up when the request has earlier
     turns to give a new session)."""
@@ -135,6 +198,10 @@ async def _session_for(request: Request, runtime: Runtime, agent: str,
     elif user:
         key = f"openai:user:{user}"
     else:
+        continued = (await _continued(runtime, agent, chain)
+                     if chain is not None and conversation.earlier else None)
+        if continued is not None:
+            return continued, True
         return f"openai:{secrets.token_hex(12)}", False
     if not conversation.earlier:
         return key, True  # nothing to add either way
@@ -220,7 +287,7 @@ async def _answered(runtime: Runtime, agent: str, conversation: Conversation, pa
 
 async def _session_and_results(request: Request, runtime: Runtime, agent: str,
                                user: str | None, previous: str | None,
-                               conversation: Conversation, param: str
+                               conversation: Conversation, param: str, chain: Chain | None
                                ) -> tuple[str, bool, Conversation, list[ClientResultData]]:
     """The session a request goes to, whether it holds a conversation already, the
     conversation to send, and the tool results it carries for the run's model."""
@@ -228,7 +295,7 @@ async def _session_and_results(request: Request, runtime: Runtime, agent: str,
         runtime, agent, conversation, param)
     if answered is None:
         key, known = await _session_for(request, runtime, agent, user, previous,
-                                        conversation)
+                                        conversation, chain)
         if previous is None or not conversation.results:
             return key, known, conversation, []
         # Responses: results of the previous response's calls.
@@ -300,9 +367,9 @@ def _usage(run: RunRecord) -> tuple[int, int]:
 
 
 async def _follow_run(runtime: Runtime, sent: SendResult
-                      ) -> AsyncIterator[str | RunRecord | None]:
+                      ) -> AsyncIterator[str | tuple[RunRecord, int] | None]:
     """The run's text deltas as they come, ``None`` for a heartbeat, then the run as
-    stored once it ended."""
+    stored once it ended, with the seq of its end."""
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
     run_id = sent.run.id
     async for item in runtime.follow(sent.session.id, after,
@@ -315,7 +382,7 @@ async def _follow_run(runtime: Runtime, sent: SendResult
                 yield item.text
         elif item.run_id == run_id and item.kind in TERMINAL_KINDS and not is_silent(item):
             run, _, _ = await runtime.get_run(run_id)
-            yield run
+            yield run, item.seq
             return
 
 
@@ -364,26 +431,30 @@ async def chat_completions(request: Request) -> Response:
     conversation = chat_conversation(body)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=False))
+    chain = _chain(request, body.model, body.user, None, conversation)
     key, known, conversation, results = await _session_and_results(
-        request, runtime, body.model, body.user, None, conversation, "messages")
+        request, runtime, body.model, body.user, None, conversation, "messages", chain)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
                        stream=body.stream, tools=tools, results=results)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
     if not body.stream:
         run = _finished(await runtime.wait(sent.run.id))
         calls = await _handed(runtime, run) if tools else []
+        if chain is not None:
+            _answered_by(chain, sent, run, await _end_seq(runtime, run))
         response = json_response(_completion(run, body.model, calls))
         response.headers.update(headers)
         return response
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     response = sse_response(_chat_chunks(runtime, sent, body.model, include_usage,
-                                         bool(tools)))
+                                         bool(tools), chain))
     response.headers.update(headers)
     return response
 
 
 async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
-                       include_usage: bool, tools: bool) -> AsyncIterator[bytes]:
+                       include_usage: bool, tools: bool, chain: Chain | None
+                       ) -> AsyncIterator[bytes]:
     base = {"id": _CHAT_PREFIX + sent.run.id, "object": "chat.completion.chunk",
             "created": int(sent.run.created_at or time.time()), "model": agent}
 
@@ -408,11 +479,12 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
             pending.append(chunk({"content": item}))
         else:
             try:
-                run = _finished(item)
+                run = _finished(item[0])
             except AgentdError as exc:
                 pending.append(_sse({"error": _error_frame(exc)}))
                 yield b"".join(pending)
                 return
+            _answered_by(chain, sent, run, item[1])
             if not streamed and run.output:
                 pending.append(chunk({"content": run.output}))
             calls = await _handed(runtime, run) if tools else []
@@ -510,9 +582,11 @@ async def create_response(request: Request) -> Response:
     conversation = responses_conversation(body)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=True))
+    chain = _chain(request, body.model, body.user, body.previous_response_id,
+                   conversation)
     key, known, conversation, results = await _session_and_results(
         request, runtime, body.model, body.user, body.previous_response_id, conversation,
-        "input")
+        "input", chain)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
                        stream=body.stream, tools=tools, results=results)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
@@ -521,17 +595,21 @@ async def create_response(request: Request) -> Response:
         if run.status == "waiting_approval":
             _finished(run)
         calls = await _handed(runtime, run) if tools else []
+        if chain is not None and run.status == "completed":
+            _answered_by(chain, sent, run, await _end_seq(runtime, run))
         response = json_response(_response(run, body.model, body.previous_response_id,
                                            calls))
     else:
         response = sse_response(_response_events(runtime, sent, body.model,
-                                                 body.previous_response_id, bool(tools)))
+                                                 body.previous_response_id, bool(tools),
+                                                 chain))
     response.headers.update(headers)
     return response
 
 
 async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
-                           previous: str | None, tools: bool) -> AsyncIterator[bytes]:
+                           previous: str | None, tools: bool, chain: Chain | None
+                           ) -> AsyncIterator[bytes]:
     seq = 0
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -575,8 +653,10 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
             pending.append(event("response.output_text.delta", item_id=item_id,
                                  output_index=0, content_index=0, delta=item, logprobs=[]))
         else:
-            pending += _response_end(event, item, agent, previous, text, opened,
-                                     await _handed(runtime, item) if tools else [],
+            ended, end_seq = item
+            _answered_by(chain, sent, ended, end_seq)
+            pending += _response_end(event, ended, agent, previous, text, opened,
+                                     await _handed(runtime, ended) if tools else [],
                                      open_message)
             yield b"".join(pending)
             return
