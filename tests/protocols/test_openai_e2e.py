@@ -580,6 +580,17 @@ def test_requests_it_cannot_take_are_refused_naming_the_parameter(
     assert sessions(api, "echo") == before
 
 
+def test_a_responses_item_whose_content_is_not_text_parts_is_refused(
+        client: openai.OpenAI, api: httpx.Client) -> None:
+    before = sessions(api, "echo")
+    for content in ({"text": "hi"}, ["hi"], 3):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="echo", input=[  # type: ignore[misc,list-item]
+                {"role": "user", "content": content}])
+        assert caught.value.param == "input[0].content", caught.value
+    assert sessions(api, "echo") == before
+
+
 def test_wrong_key_unknown_model_bad_json_too_large(daemon: Daemon, api: httpx.Client
                                                     ) -> None:
     before = sessions(api, "echo")

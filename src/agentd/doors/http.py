@@ -108,8 +108,12 @@ def model_response(model: type[BaseModel], content: Any, status_code: int = 200
 # orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity and numbers that overflow
 # a double (1e309), but reads an integer past 64 bits as an int up to 2**64-1 or a
 # rounded float beyond: only a run of 19+ digits can be one, so only then is the body
-# read again with exact integers.
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+# read again with exact integers. The run is looked for with every digit made "0" and
+# every other byte " " (bytes.translate, then a substring search: both in C, about
+# 30x faster than a regular expression over a body of a megabyte, such as a client
+# resending a long conversation).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 class _OutOfRange(ValueError):
@@ -130,7 +134,7 @@ def loads_strict(raw: bytes) -> Any:
     beyond a double, an integer beyond signed 64 bits."""
     try:
         value = orjson.loads(raw)
-        if _LONG_DIGITS.search(raw):
+        if _LONG_RUN in raw.translate(_DIGITS_AS_ZERO):
             json.loads(raw, parse_int=_int64)
     except (orjson.JSONDecodeError, _OutOfRange) as exc:
         reason = exc.msg if isinstance(exc, orjson.JSONDecodeError) else str(exc)

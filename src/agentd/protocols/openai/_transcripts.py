@@ -56,7 +56,7 @@ class Chain:
 
     def __init__(self, scope: tuple[str, ...], earlier: list[Turn], new: list[Turn]
                  ) -> None:
-        self._hash = hashlib.blake2b(orjson.dumps(scope) + b"\n", digest_size=32)
+        self._hash = hashlib.sha256(orjson.dumps(scope) + b"\n")
         # "[t1,t2" (the array left open): the answered conversation goes on after it.
         self._hash.update(memoryview(orjson.dumps(earlier))[:-1])
         self._earlier = bool(earlier)

@@ -13,7 +13,7 @@ are offered to the model; a call of one ends the run and is handed back.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,20 +31,15 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class ChatMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-    tool_call_id: str | None = Field(default=None, max_length=300)
-
-
 class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
 class ChatRequest(_Lenient):
     model: str = Field(min_length=1, max_length=256)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    #: Each checked by :func:`chat_conversation` as it is read (one pass, rather than a
+    #: model per message: a client resends the whole conversation every turn).
+    messages: list[Any] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
@@ -58,7 +53,8 @@ class ChatRequest(_Lenient):
 
 class ResponsesRequest(_Lenient):
     model: str = Field(min_length=1, max_length=256)
-    input: str | list[dict[str, Any]]
+    #: A string, or items (objects) each checked by :func:`responses_conversation`.
+    input: str | list[Any]
     instructions: str | None = None
     previous_response_id: str | None = Field(default=None, max_length=300)
     stream: bool = False
@@ -168,22 +164,14 @@ def _text_of(content: str | list[dict[str, Any]] | None, param: str,
     return "".join(parts)
 
 
-def _split(turns: list[tuple[str, str]], param: str,
-           call_ids: list[str | None] | None = None) -> Conversation:
-    """``call_ids``: each turn's tool call id (a tool result's), if any."""
-    ids = call_ids or [None] * len(turns)
-    # System and developer messages, wherever they are, are the caller's instructions
-    # (a framework's system prompt), not turns of the conversation.
-    instructions = "\n\n".join(text for role, text in turns
-                                if role in ("system", "developer") and text.strip())
-    kept = [(t, i) for t, i in zip(turns, ids, strict=True)
-            if t[0] not in ("system", "developer")]
-    turns, ids = [t for t, _ in kept], [i for _, i in kept]
+def _conversation(turns: list[tuple[str, str]], ids: list[str | None],
+                  instructions: list[str], last_reply: int, param: str) -> Conversation:
+    """The conversation of a request's ``turns`` (its system and developer messages
+    left out: their texts are ``instructions``), with each turn's tool call id (a tool
+    result's) and the index of the last assistant turn (-1: none)."""
     if not turns or turns[-1][0] not in ("user", "tool"):
         raise InvalidInput("the last message must be the user's (a reply needs a "
                            "message to answer)", field=param)
-    last_reply = max((i for i, (role, _) in enumerate(turns) if role == "assistant"),
-                     default=-1)
     new = turns[last_reply + 1:]
     earlier = turns[:last_reply + 1]
     results: list[tuple[str, str]] = []
@@ -195,11 +183,20 @@ def _split(turns: list[tuple[str, str]], param: str,
         results = []  # tool turns after a user's, or without ids: text, as before
     if not new or (not results and not "".join(text for _, text in new).strip()):
         raise InvalidInput("the last message has no text", field=param)
-    return Conversation(new, earlier, instructions, results)
+    return Conversation(new, earlier, "\n\n".join(instructions), results)
+
+
+def _invalid(where: str, what: str) -> InvalidInput:
+    return InvalidInput(f"{where}: {what}", field=where)
+
+
+_ROLE_WORDS = "'system', 'developer', 'user', 'assistant', 'tool' or 'function'"
 
 
 def chat_conversation(request: ChatRequest) -> Conversation:
-    """The checked conversation of a Chat Completions request."""
+    """The checked conversation of a Chat Completions request: each message checked
+    (a role of OpenAI's, text content, string ``name`` and ``tool_call_id``) and read
+    in one pass."""
     if request.n not in (None, 1):
         raise _unsupported("n", "more than one choice")
     if request.functions:
@@ -208,32 +205,80 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         raise _unsupported("response_format", "a response format other than text")
     if request.modalities and set(request.modalities) - {"text"}:
         raise _unsupported("modalities", "output other than text")
-    turns: list[tuple[str, str]] = [
-        (m.role, _text_of(m.content, f"messages[{i}].content", ("text",)))
-        for i, m in enumerate(request.messages)]
-    return _split(turns, "messages",
-                  [m.tool_call_id if m.role == "tool" else None for m in request.messages])
+    turns: list[tuple[str, str]] = []
+    ids: list[str | None] = []
+    instructions: list[str] = []
+    last_reply = -1
+    for i, message in enumerate(request.messages):
+        if type(message) is not dict:
+            raise _invalid(f"messages.{i}", "a message is an object with a role")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise _invalid(f"messages.{i}.role", f"Input should be {_ROLE_WORDS}"
+                           if role is not None else "Field required")
+        content = message.get("content")
+        if type(content) is str:
+            text = content
+        elif content is None:
+            text = ""
+        elif type(content) is list and all(type(part) is dict for part in content):
+            text = _text_of(content, f"messages[{i}].content", ("text",))
+        else:
+            raise _invalid(f"messages.{i}.content", "a string, a list of content parts "
+                           "(objects) or null")
+        name = message.get("name")
+        if name is not None and type(name) is not str:
+            raise _invalid(f"messages.{i}.name", "Input should be a valid string")
+        call_id = message.get("tool_call_id")
+        if call_id is not None and (type(call_id) is not str or len(call_id) > 300):
+            raise _invalid(f"messages.{i}.tool_call_id",
+                           "a string of at most 300 characters")
+        if role in ("system", "developer"):
+            # Wherever they are, the caller's instructions (a framework's system
+            # prompt), not turns of the conversation.
+            if text.strip():
+                instructions.append(text)
+            continue
+        if role == "assistant":
+            last_reply = len(turns)
+        turns.append((role, text))
+        ids.append(call_id if role == "tool" else None)
+    return _conversation(turns, ids, instructions, last_reply, "messages")
 
 
 def responses_conversation(request: ResponsesRequest) -> Conversation:
-    """The checked input of a Responses request."""
+    """The checked input of a Responses request (its items read in one pass)."""
     fmt = (request.text or {}).get("format") or {}
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise _unsupported("text.format", "a response format other than text")
     turns: list[tuple[str, str]] = []
     ids: list[str | None] = []
-    if request.instructions:
-        turns.append(("system", request.instructions))
-        ids.append(None)
-    if isinstance(request.input, str):
-        turns.append(("user", request.input))
-        ids.append(None)
-    else:
-        for i, item in enumerate(request.input):
-            turn, call_id = _input_turn(item, i)
-            turns.append(turn)
-            ids.append(call_id)
-    return _split(turns, "input", ids)
+    instructions = [request.instructions] if request.instructions and (
+        request.instructions.strip()) else []
+    last_reply = -1
+    items = [request.input] if isinstance(request.input, str) else request.input
+    for i, item in enumerate(items):
+        if type(item) is str and isinstance(request.input, str):
+            role, text, call_id = "user", item, None
+        elif type(item) is dict:
+            content = item.get("content")
+            if type(content) is str and item.get("role") in _ROLES and item.get(
+                    "type", "message") == "message":
+                # (A message with text content, what most items are.)
+                role, text, call_id = item["role"], content, None
+            else:
+                (role, text), call_id = _input_turn(item, i)
+        else:
+            raise _invalid(f"input.{i}", "an input item is an object")
+        if role in ("system", "developer"):
+            if text.strip():
+                instructions.append(text)
+            continue
+        if role == "assistant":
+            last_reply = len(turns)
+        turns.append((role, text))
+        ids.append(call_id)
+    return _conversation(turns, ids, instructions, last_reply, "input")
 
 
 def _input_turn(item: dict[str, Any], i: int) -> tuple[tuple[str, str], str | None]:
@@ -252,5 +297,10 @@ def _input_turn(item: dict[str, Any], i: int) -> tuple[tuple[str, str], str | No
     role = item.get("role")
     if kind != "message" or role not in _ROLES:
         raise _unsupported(f"input[{i}]", f"an input item of type {kind!r}")
-    return (role, _text_of(item.get("content"), f"input[{i}].content",
+    content = item.get("content")
+    if content is not None and type(content) is not str and not (
+            type(content) is list and all(type(part) is dict for part in content)):
+        raise _invalid(f"input[{i}].content", "a string or a list of content parts "
+                       "(objects)")
+    return (role, _text_of(content, f"input[{i}].content",
                            ("input_text", "output_text", "text"))), None
