@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -262,6 +263,48 @@ async def test_streamed_values_messages_and_updates(client: LangGraphClient) -> 
     values = [p.data for p in parts if p.event == "values"]
     assert contents(values[0]) == [("human", "stream it")]
     assert contents(values[-1])[-1] == ("ai", chunks)
+
+
+async def test_a_big_threads_values_stream_whole(client: LangGraphClient) -> None:
+    # Values of a few hundred kilobytes go out in writes of their own: each frame is
+    # still whole, with every message in order.
+    thread = (await client.threads.create(graph_id="echo"))["thread_id"]
+    big = [{"type": "human" if i % 2 == 0 else "ai", "content": f"{i} " + "x" * 40_000}
+           for i in range(6)]
+    await client.threads.update_state(thread, {"messages": big})
+    parts = [part async for part in client.runs.stream(
+        thread, "echo", input={"messages": "and now?"}, stream_mode=["values", "updates"])]
+    assert [p.event for p in parts] == ["metadata", "values", "updates", "values", "end"]
+    first, last = (p.data for p in parts if p.event == "values")
+    want = [(m["type"], m["content"]) for m in big] + [("human", "and now?")]
+    assert contents(first) == want
+    assert contents(last) == [*want, ("ai", "echo: and now?")]
+    waited = await client.runs.wait(thread, "echo", input={"messages": "again"})
+    assert contents(waited) == [*contents(last), ("human", "again"), ("ai", "echo: again")]
+
+
+async def test_a_thread_restored_through_the_native_api_has_its_restored_state(
+        client: LangGraphClient, daemon: Daemon) -> None:
+    thread = (await client.threads.create(graph_id="echo"))["thread_id"]
+    key = quote(f"lg:{thread}", safe="")
+    await client.runs.wait(thread, "echo", input={"messages": "kept"})
+    async with httpx.AsyncClient(base_url=daemon.url, headers=daemon.auth()) as api:
+        made = await api.post(f"/v1/agents/echo/sessions/{key}/checkpoints",
+                              json={"name": "c"})
+        assert made.status_code == 201, made.text
+        undone = await client.runs.wait(thread, "echo", input={"messages": "undone"})
+        assert contents(undone)[-1] == ("ai", "echo: undone")
+        restored = await api.post(f"/v1/checkpoints/{made.json()['id']}/restore")
+        assert restored.status_code == 200, restored.text
+    kept = [("human", "kept"), ("ai", "echo: kept")]
+    assert contents((await client.threads.get_state(thread))["values"]) == kept
+    assert contents((await client.threads.get(thread))["values"]) == kept
+    after = await client.runs.wait(thread, "echo", input={"messages": "after"})
+    assert contents(after) == [*kept, ("human", "after"), ("ai", "echo: after")]
+    parts = [part async for part in client.runs.stream(
+        thread, "echo", input={"messages": "streamed"}, stream_mode="values")]
+    assert contents(parts[-2].data) == [*contents(after), ("human", "streamed"),
+                                        ("ai", "echo: streamed")]
 
 
 async def test_a_stateless_run(client: LangGraphClient) -> None:

@@ -8,48 +8,97 @@ from typing import Any
 import orjson
 
 from agentd.assembly import Runtime
-from agentd.events import TERMINAL_KINDS
+from agentd.events import TERMINAL_KINDS, SessionRestored, kind_of
 from agentd.protocols.langgraph._wire import values_of
 from agentd.runtime import Subscription
-from agentd.store.records import EventRecord
+from agentd.store.records import EventRecord, live_events
 
-__all__ = ["ThreadValues"]
+__all__ = ["ThreadValues", "Values"]
+
+_RESTORED = kind_of(SessionRestored)
+#: The most pieces a thread's values are kept in (then joined into one).
+_PIECES = 256
+
+
+class Values:
+    """A thread's values, ``{"messages": [...]}``, as the JSON of its messages in
+    pieces (each turn's, the first without a comma before it), so an answer is written
+    with one copy of them: :meth:`json`, :meth:`frame`."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        self.pieces = pieces
+
+    def json(self, extra: dict[str, Any] | None = None) -> bytes:
+        """``{"messages": [...], **extra}``."""
+        return b"".join(self._parts(extra))
+
+    def frame(self, event: bytes, extra: dict[str, Any] | None = None) -> bytes:
+        """The values as one SSE frame named ``event``."""
+        return b"".join([b"event: ", event, b"\ndata: ", *self._parts(extra), b"\n\n"])
+
+    def fragment(self) -> orjson.Fragment:
+        """The values, to be put in a bigger object (a thread's state)."""
+        return orjson.Fragment(self.json())
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The messages, parsed (for a check that needs their ids)."""
+        return list(orjson.loads(b"".join([b"[", *self.pieces, b"]"])))
+
+    def _parts(self, extra: dict[str, Any] | None) -> list[bytes]:
+        tail = b"]}" if not extra else b"]," + orjson.dumps(extra)[1:]
+        return [b'{"messages":[', *self.pieces, tail]
 
 
 class ThreadValues:
     """Threads' values (their messages) as JSON, each folded from its session's log
-    once and then only from the events after it, and kept serialised: a turn appends
-    its messages' JSON rather than reading the whole log and serialising the whole
-    thread again. (``runs/wait`` answers with the thread's whole state, as LangGraph's
-    API does, so the answer still grows with the thread: by a copy of bytes.) The log
-    is append-only, so a fold never goes stale; the cache is bounded in threads and in
-    bytes and only saves work (a restart starts it empty)."""
+    once and then only from the events after it, and kept serialised in pieces: a turn
+    adds its messages' JSON rather than reading the whole log and serialising the whole
+    thread again, or copying what it has. (``runs/wait`` answers with the thread's whole
+    state, as LangGraph's API does, so the answer still grows with the thread: by the
+    one copy of bytes that writes it.) A restore (``session.restored``, agentd's own
+    API) sets the session back: the thread is folded again from its log, restores
+    applied. The cache is bounded in threads and in bytes and only saves work (a
+    restart starts it empty)."""
 
     def __init__(self, size: int = 4096, max_bytes: int = 64 << 20) -> None:
         self.size, self.max_bytes = size, max_bytes
-        #: session id -> (last seq folded, the JSON array of its messages)
-        self._folded: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        #: session id -> (last seq folded, the JSON of its messages in pieces, bytes)
+        self._folded: OrderedDict[str, tuple[int, tuple[bytes, ...], int]] = OrderedDict()
         self._bytes = 0
 
-    async def of(self, runtime: Runtime, session_id: str) -> dict[str, Any]:
-        """``{"messages": [...]}`` (the list pre-serialised, for orjson), folded from
-        the log up to now."""
-        last, array = self._take(session_id)
+    async def of(self, runtime: Runtime, session_id: str, upto: int | None = None
+                 ) -> Values:
+        """The values folded from the log up to now (``upto``: up to that seq, as
+        they were then: a run's input state, sent before the run answers)."""
+        last, pieces, size = self._take(session_id)
+        if upto is not None and last > upto:
+            last, pieces, size = 0, (), 0  # folded past it: folded again, up to it
         events = await runtime.read_events(session_id, after=last)
-        return self._keep(session_id, events[-1].seq if events else last,
-                          self._extend(array, events))
+        if last and any(event.kind == _RESTORED for event in events):
+            # Set back to an earlier seq: folded again, from the start.
+            last, pieces, size = 0, (), 0
+            events = await runtime.read_events(session_id)
+        if upto is not None:
+            events = [event for event in events if event.seq <= upto]
+        end = events[-1].seq if events else last
+        if not last:
+            events = live_events(events)
+        return self._keep(session_id, end, *self._extend(pieces, size, events))
 
     def after_run(self, session_id: str, known: list[EventRecord] | None,
-                  sub: Subscription, run_id: str) -> dict[str, Any] | None:
+                  sub: Subscription, run_id: str) -> Values | None:
         """As :meth:`of` once the run ``run_id`` ended, from what its sender holds with
         no read: ``known`` (the send's events) and what ``sub`` (opened right after
         the send) received, if they carry on from the fold with no gap up to the run's
         end. None when they do not (the fold is cold, the subscription lagged,
-        something else was logged in between): read with :meth:`of`."""
+        something else was logged in between, the session was restored): read with
+        :meth:`of`."""
         kept = self._folded.get(session_id)
         if kept is None or sub.lagged:
             return None
-        last, array = kept
+        last, pieces, size = kept
         events = list(known or ())
         while not sub.queue.empty():
             item = sub.queue.get_nowait()
@@ -60,7 +109,7 @@ class ThreadValues:
         for event in events:
             if event.seq <= last:
                 continue
-            if event.seq != last + 1:
+            if event.seq != last + 1 or event.kind == _RESTORED:
                 return None
             last = event.seq
             fresh.append(event)
@@ -68,28 +117,34 @@ class ThreadValues:
         if not ended:
             return None
         self._take(session_id)
-        return self._keep(session_id, last, self._extend(array, fresh))
+        return self._keep(session_id, last, *self._extend(pieces, size, fresh))
 
-    def _take(self, session_id: str) -> tuple[int, bytes]:
+    def _take(self, session_id: str) -> tuple[int, tuple[bytes, ...], int]:
         kept = self._folded.pop(session_id, None)
         if kept is None:
-            return 0, b"[]"
-        self._bytes -= len(kept[1])
+            return 0, (), 0
+        self._bytes -= kept[2]
         return kept
 
     @staticmethod
-    def _extend(array: bytes, events: list[EventRecord]) -> bytes:
+    def _extend(pieces: tuple[bytes, ...], size: int, events: list[EventRecord]
+                ) -> tuple[tuple[bytes, ...], int]:
         messages = values_of(events)["messages"] if events else []
         if not messages:
-            return array
+            return pieces, size
         more = orjson.dumps(messages)
-        return more if array == b"[]" else array[:-1] + b"," + more[1:]
+        # The array's inside: "{...},{...}", after a comma when it follows others.
+        piece = (b"," + more[1:-1]) if pieces else more[1:-1]
+        if len(pieces) >= _PIECES:
+            pieces = (b"".join(pieces),)  # (one copy every _PIECES turns)
+        return (*pieces, piece), size + len(piece)
 
-    def _keep(self, session_id: str, last: int, array: bytes) -> dict[str, Any]:
-        if last and len(array) <= self.max_bytes:
-            self._folded[session_id] = (last, array)
-            self._bytes += len(array)
+    def _keep(self, session_id: str, last: int, pieces: tuple[bytes, ...], size: int
+              ) -> Values:
+        if last and size <= self.max_bytes:
+            self._folded[session_id] = (last, pieces, size)
+            self._bytes += size
             while len(self._folded) > self.size or self._bytes > self.max_bytes:
-                _, (_, dropped) = self._folded.popitem(last=False)
-                self._bytes -= len(dropped)
-        return {"messages": orjson.Fragment(array)}
+                _, (_, _, dropped) = self._folded.popitem(last=False)
+                self._bytes -= dropped
+        return Values(pieces)

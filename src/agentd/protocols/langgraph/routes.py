@@ -167,9 +167,9 @@ async def _thread(runtime: Runtime, thread_id: str, agent: str,
     # A thread that has run nothing is not stored (its session begins with its first
     # message): it is as new as the request (it said 1970-01-01).
     created = session.created_at if session else time.time()
-    values: dict[str, Any] = {"messages": []}
+    values: Any = {"messages": []}
     if with_values and session is not None:
-        values = await _values.of(runtime, session.id)
+        values = (await _values.of(runtime, session.id)).fragment()
     view: dict[str, Any] = {
         "thread_id": thread_id, "created_at": iso(created),
         "updated_at": iso(session.updated_at if session else created),
@@ -379,8 +379,7 @@ async def update_state(thread_id: str, request: Request) -> Response:
     messages = added_messages(body.values)
     if session is not None and any("id" in m for m in messages):
         thread = await _values.of(runtime, session.id)
-        check_new_ids(messages, {m["id"] for m in orjson.loads(orjson.dumps(thread))[
-            "messages"]})
+        check_new_ids(messages, {m["id"] for m in thread.messages()})
     who = principal_of(request.scope)
     if who is not None and who.name is not None:
         for message in messages:
@@ -563,13 +562,17 @@ async def _wait_answer(runtime: Runtime, started: _Started) -> Response:
     if values is None:
         values = await _values.of(runtime, started.session_id)
     if run.status == "waiting_approval":
-        values["__interrupt__"] = await _interrupts(runtime, started.agent, run)
+        body = values.json({"__interrupt__": await _interrupts(runtime, started.agent,
+                                                               run)})
     elif run.status == "failed":
         error = run.error or {}
         # What langgraph-api answers for a run that failed (the SDK raises it).
-        values = {"__error__": {"error": str(error.get("code") or "run_failed"),
-                                "message": str(error.get("message") or "the run failed")}}
-    response = json_response(values)
+        body = orjson.dumps({"__error__": {
+            "error": str(error.get("code") or "run_failed"),
+            "message": str(error.get("message") or "the run failed")}})
+    else:
+        body = values.json()
+    response = Response(body, media_type="application/json")
     response.headers.update(_headers(started))
     return response
 
@@ -730,6 +733,28 @@ def _sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+#: A frame this big goes out in a write of its own (a thread's values: joined with the
+#: frames around it, it would be copied once more).
+_ALONE = 64 * 1024
+
+
+def _writes(frames: list[bytes]) -> list[bytes]:
+    """``frames`` as writes, in order: the small ones together, a big one alone."""
+    out: list[bytes] = []
+    small: list[bytes] = []
+    for frame in frames:
+        if len(frame) < _ALONE:
+            small.append(frame)
+            continue
+        if small:
+            out.append(b"".join(small))
+            small = []
+        out.append(frame)
+    if small:
+        out.append(b"".join(small))
+    return out
+
+
 async def _frames(runtime: Runtime, started: _Started, modes: list[str]
                   ) -> AsyncIterator[bytes]:
     """The run as LangGraph's stream modes tell it; a client that goes away drops its
@@ -743,7 +768,15 @@ async def _frames(runtime: Runtime, started: _Started, modes: list[str]
     pending = [_sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})]
     try:
         if "values" in modes:
-            pending.append(_sse("values", await _values.of(runtime, started.session_id)))
+            # The thread's state with the run's input: as it was when it was sent (the
+            # run may have answered already).
+            upto = started.known[-1].seq if started.known else None
+            pending.append((await _values.of(runtime, started.session_id, upto)).frame(
+                b"values"))
+            if len(pending[-1]) >= _ALONE:
+                for write in _writes(pending):
+                    yield write
+                pending = []
         if "messages" in modes:
             pending.append(_sse("messages/metadata", {msg_id: {"metadata": meta}}))
         text = ""
@@ -768,7 +801,8 @@ async def _frames(runtime: Runtime, started: _Started, modes: list[str]
                 run, _, _ = await runtime.get_run(run_id)
                 pending += [frame async for frame in _ending(runtime, started, run, modes,
                                                              text, meta)]
-                yield b"".join(pending)
+                for write in _writes(pending):
+                    yield write
                 return
             if pending and sub.queue.empty():
                 yield b"".join(pending)
@@ -799,7 +833,5 @@ async def _ending(runtime: Runtime, started: _Started, run: RunRecord,
         yield _sse("updates", {"__interrupt__": waiting})
     if "values" in modes:
         values = await _values.of(runtime, started.session_id)
-        if waiting:
-            values["__interrupt__"] = waiting
-        yield _sse("values", values)
+        yield values.frame(b"values", {"__interrupt__": waiting} if waiting else None)
     yield _sse("end", {"run_id": run.id, "status": run_status(run)})
