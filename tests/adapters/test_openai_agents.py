@@ -68,3 +68,14 @@ async def test_an_sdk_agents_tool_calls_land_in_the_log(
     assert again["output"] == "You asked about Lyon."
     sent_messages = str(stub.requests[2]["messages"])
     assert "weather in Lyon?" in sent_messages and "It is sunny in Lyon." in sent_messages
+    # And the one after: the session's turns as they were, in order (agentd hands the
+    # SDK the turns it converted once; the SDK changes nothing of them).
+    stub.enqueue(text="Still Lyon.")
+    third = (await client.post("/v1/agents/sdk/sessions/k/messages",
+                               json={"content": "and now?", "wait": True})).json()
+    assert third["output"] == "Still Lyon."
+    assert [(m["role"], m["content"]) for m in stub.requests[3]["messages"]
+            if m["role"] != "system"] == [
+        ("user", "weather in Lyon?"), ("assistant", "It is sunny in Lyon."),
+        ("user", "what did I ask?"), ("assistant", "You asked about Lyon."),
+        ("user", "and now?")]

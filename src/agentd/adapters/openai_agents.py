@@ -78,8 +78,9 @@ class OpenAIAgentsAdapter(AdapterBase):
         session = current_session()
         history = session.history if session is not None and session.key == session_key \
             else []
-        items: list[Any] = [{"role": t["role"], "content": t["content"]} for t in history]
-        items.append({"role": "user", "content": message})
+        # The session's turns as they are (converted once per session by agentd, shared
+        # between turns): the SDK copies its input before it uses it.
+        items: list[Any] = [*history, {"role": "user", "content": message}]
         result = Runner.run_streamed(self.agent, input=items, max_turns=self.max_turns)
         names: dict[str, str] = {}
         async for event in result.stream_events():
