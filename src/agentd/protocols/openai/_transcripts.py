@@ -40,40 +40,47 @@ import orjson
 
 __all__ = ["Chain", "Continued", "Transcripts"]
 
-Turn = tuple[str, str]
-
 
 class Chain:
     """A request's conversation as a digest: of its earlier turns (:attr:`digest`, what
     a session it continues ended with) and, once answered, of the whole of it
     (:meth:`answered`, what the client's next request will send as its earlier turns).
 
-    The digest is of the turns as compact JSON, ``[[role, text], ...]``, after the
-    scope (agent and caller): the earlier turns are hashed once, and the answered
-    conversation goes on from that state with only the new turns and the reply."""
+    The digest is of the turns' roles and of their texts, each list as compact JSON
+    (``["user","assistant",...]``, ``["...","..."]``), after the scope (agent and
+    caller): the earlier turns are hashed once, and the answered conversation goes on
+    from there with only the new turns and the reply."""
 
-    __slots__ = ("_earlier", "_hash", "_new")
+    __slots__ = ("_earlier", "_new", "_roles", "_texts")
 
-    def __init__(self, scope: tuple[str, ...], earlier: list[Turn], new: list[Turn]
-                 ) -> None:
-        self._hash = hashlib.sha256(orjson.dumps(scope) + b"\n")
-        # "[t1,t2" (the array left open): the answered conversation goes on after it.
-        self._hash.update(memoryview(orjson.dumps(earlier))[:-1])
-        self._earlier = bool(earlier)
-        self._new = new
+    def __init__(self, scope: tuple[str, ...], roles: list[str], texts: list[str],
+                 split: int) -> None:
+        """``roles`` and ``texts``: the request's turns, the first ``split`` earlier."""
+        self._roles = hashlib.sha256(orjson.dumps(scope) + b"\n")
+        self._texts = hashlib.sha256()
+        # "[t1,t2" (each array left open): the answered conversation goes on after it.
+        self._roles.update(memoryview(orjson.dumps(roles[:split]))[:-1])
+        self._texts.update(memoryview(orjson.dumps(texts[:split]))[:-1])
+        self._earlier = split > 0
+        self._new = (roles[split:], texts[split:])
 
     @property
     def digest(self) -> bytes:
-        closed = self._hash.copy()
-        closed.update(b"]")
-        return closed.digest()
+        return self._closed([], [])
 
     def answered(self, reply: str) -> bytes:
         """The digest of the conversation once ``reply`` answered it."""
-        rest = orjson.dumps([*self._new, ("assistant", reply)])
-        whole = self._hash.copy()
-        whole.update(b"," + rest[1:] if self._earlier else rest[1:])
-        return whole.digest()
+        roles, texts = self._new
+        return self._closed([*roles, "assistant"], [*texts, reply])
+
+    def _closed(self, roles: list[str], texts: list[str]) -> bytes:
+        both = hashlib.sha256()
+        for state, more in ((self._roles, roles), (self._texts, texts)):
+            whole = state.copy()
+            rest = orjson.dumps(more)
+            whole.update(rest[1:] if not self._earlier or not more else b"," + rest[1:])
+            both.update(whole.digest())
+        return both.digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,32 +116,46 @@ def client_tools(tools: list[Any] | None, tool_choice: Any, *, flat: bool
 
 class Conversation:
     """What a request sends: ``new`` is the message for the agent (the turns after the
-    last assistant reply); ``earlier`` the turns before, which a session that does
-    not hold them yet gets as a transcript in front of it; ``instructions`` the
+    last assistant reply); the turns before (:meth:`earlier`), which a session that
+    does not hold them yet gets as a transcript in front of it; ``instructions`` the
     request's system and developer messages (Responses: and ``instructions``), the
-    caller's instructions for the run it starts (after the agent's own)."""
+    caller's instructions for the run it starts (after the agent's own).
 
-    def __init__(self, new: list[tuple[str, str]], earlier: list[tuple[str, str]],
+    The turns are kept as two lists, ``roles`` and ``texts`` (the first ``split`` of
+    them earlier): a long conversation resent whole costs no object per turn beyond
+    what reading its JSON made."""
+
+    def __init__(self, roles: list[str], texts: list[str], split: int,
                  instructions: str = "", results: list[tuple[str, str]] | None = None
                  ) -> None:
-        self.new = new
-        self.earlier = earlier
+        self.roles, self.texts, self.split = roles, texts, split
+        self.new: list[tuple[str, str]] = list(zip(roles[split:], texts[split:],
+                                                   strict=True))
         self.instructions = instructions
         #: The new turns' tool results (call id, output), when every new turn before
         #: the user's is one with a call id: results of the calls an earlier response
         #: handed to the caller, if the door finds them so (else they are text).
         self.results = results or []
 
+    @property
+    def has_earlier(self) -> bool:
+        return self.split > 0
+
+    def earlier(self) -> list[tuple[str, str]]:
+        return list(zip(self.roles[:self.split], self.texts[:self.split], strict=True))
+
     def without_results(self) -> Conversation:
         """The conversation once its results are taken as results: the turns after
         them (the user's text, maybe none)."""
-        return Conversation(self.new[len(self.results):], self.earlier, self.instructions)
+        rest = Conversation(self.roles, self.texts, self.split, self.instructions)
+        rest.new = self.new[len(self.results):]
+        return rest
 
     def content(self, *, with_earlier: bool) -> str:
         new = "\n\n".join(text for _, text in self.new)
-        if not with_earlier or not self.earlier:
+        if not with_earlier or not self.split:
             return new
-        lines = [f"[{role}]: {text}" for role, text in self.earlier]
+        lines = [f"[{role}]: {text}" for role, text in self.earlier()]
         return ("<conversation_so_far>\n" + "\n\n".join(lines) +
                 "\n</conversation_so_far>\n\n" + new)
 
@@ -164,16 +178,17 @@ def _text_of(content: str | list[dict[str, Any]] | None, param: str,
     return "".join(parts)
 
 
-def _conversation(turns: list[tuple[str, str]], ids: list[str | None],
+def _conversation(roles: list[str], texts: list[str], ids: list[str | None],
                   instructions: list[str], last_reply: int, param: str) -> Conversation:
-    """The conversation of a request's ``turns`` (its system and developer messages
-    left out: their texts are ``instructions``), with each turn's tool call id (a tool
-    result's) and the index of the last assistant turn (-1: none)."""
-    if not turns or turns[-1][0] not in ("user", "tool"):
+    """The conversation of a request's turns (``roles`` and ``texts``: its system and
+    developer messages left out, their texts are ``instructions``), with each turn's
+    tool call id (a tool result's) and the index of the last assistant turn (-1:
+    none)."""
+    if not roles or roles[-1] not in ("user", "tool"):
         raise InvalidInput("the last message must be the user's (a reply needs a "
                            "message to answer)", field=param)
-    new = turns[last_reply + 1:]
-    earlier = turns[:last_reply + 1]
+    conversation = Conversation(roles, texts, last_reply + 1, "\n\n".join(instructions))
+    new = conversation.new
     results: list[tuple[str, str]] = []
     for (role, text), call_id in zip(new, ids[last_reply + 1:], strict=True):
         if role != "tool" or call_id is None:
@@ -183,7 +198,8 @@ def _conversation(turns: list[tuple[str, str]], ids: list[str | None],
         results = []  # tool turns after a user's, or without ids: text, as before
     if not new or (not results and not "".join(text for _, text in new).strip()):
         raise InvalidInput("the last message has no text", field=param)
-    return Conversation(new, earlier, "\n\n".join(instructions), results)
+    conversation.results = results
+    return conversation
 
 
 def _invalid(where: str, what: str) -> InvalidInput:
@@ -205,7 +221,8 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         raise _unsupported("response_format", "a response format other than text")
     if request.modalities and set(request.modalities) - {"text"}:
         raise _unsupported("modalities", "output other than text")
-    turns: list[tuple[str, str]] = []
+    roles: list[str] = []
+    texts: list[str] = []
     ids: list[str | None] = []
     instructions: list[str] = []
     last_reply = -1
@@ -240,10 +257,11 @@ def chat_conversation(request: ChatRequest) -> Conversation:
                 instructions.append(text)
             continue
         if role == "assistant":
-            last_reply = len(turns)
-        turns.append((role, text))
+            last_reply = len(roles)
+        roles.append(role)
+        texts.append(text)
         ids.append(call_id if role == "tool" else None)
-    return _conversation(turns, ids, instructions, last_reply, "messages")
+    return _conversation(roles, texts, ids, instructions, last_reply, "messages")
 
 
 def responses_conversation(request: ResponsesRequest) -> Conversation:
@@ -251,7 +269,8 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
     fmt = (request.text or {}).get("format") or {}
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise _unsupported("text.format", "a response format other than text")
-    turns: list[tuple[str, str]] = []
+    roles: list[str] = []
+    texts: list[str] = []
     ids: list[str | None] = []
     instructions = [request.instructions] if request.instructions and (
         request.instructions.strip()) else []
@@ -275,10 +294,11 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
                 instructions.append(text)
             continue
         if role == "assistant":
-            last_reply = len(turns)
-        turns.append((role, text))
+            last_reply = len(roles)
+        roles.append(role)
+        texts.append(text)
         ids.append(call_id)
-    return _conversation(turns, ids, instructions, last_reply, "input")
+    return _conversation(roles, texts, ids, instructions, last_reply, "input")
 
 
 def _input_turn(item: dict[str, Any], i: int) -> tuple[tuple[str, str], str | None]:

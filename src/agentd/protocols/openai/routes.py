@@ -155,7 +155,7 @@ def _chain(request: Request, agent: str, user: str | None, previous: str | None,
         return None
     who = principal_of(request.scope)
     scope = (agent, who.source, who.name or "") if who is not None else (agent,)
-    return Chain(scope, conversation.earlier, conversation.new)
+    return Chain(scope, conversation.roles, conversation.texts, conversation.split)
 
 
 def _answered_by(chain: Chain | None, sent: SendResult, run: RunRecord, seq: int,
@@ -199,11 +199,11 @@ async def _session_for(request: Request, runtime: Runtime, agent: str,
         key = f"openai:user:{user}"
     else:
         continued = (await _continued(runtime, agent, chain)
-                     if chain is not None and conversation.earlier else None)
+                     if chain is not None and conversation.has_earlier else None)
         if continued is not None:
             return continued, True
         return f"openai:{secrets.token_hex(12)}", False
-    if not conversation.earlier:
+    if not conversation.has_earlier:
         return key, True  # nothing to add either way
     try:
         await runtime.get_session(agent, key)
