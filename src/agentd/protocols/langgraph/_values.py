@@ -32,11 +32,11 @@ class Values:
 
     def json(self, extra: dict[str, Any] | None = None) -> bytes:
         """``{"messages": [...], **extra}``."""
-        return b"".join(self._parts(extra))
+        return b"".join(self.parts(extra))
 
     def frame(self, event: bytes, extra: dict[str, Any] | None = None) -> bytes:
         """The values as one SSE frame named ``event``."""
-        return b"".join([b"event: ", event, b"\ndata: ", *self._parts(extra), b"\n\n"])
+        return b"".join([b"event: ", event, b"\ndata: ", *self.parts(extra), b"\n\n"])
 
     def fragment(self) -> orjson.Fragment:
         """The values, to be put in a bigger object (a thread's state)."""
@@ -46,7 +46,8 @@ class Values:
         """The messages, parsed (for a check that needs their ids)."""
         return list(orjson.loads(b"".join([b"[", *self.pieces, b"]"])))
 
-    def _parts(self, extra: dict[str, Any] | None) -> list[bytes]:
+    def parts(self, extra: dict[str, Any] | None = None) -> list[bytes]:
+        """:meth:`json` in pieces, to be joined into a bigger answer."""
         tail = b"]}" if not extra else b"]," + orjson.dumps(extra)[1:]
         return [b'{"messages":[', *self.pieces, tail]
 

@@ -39,7 +39,7 @@ from agentd.errors import (
 )
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols._common import json_body
-from agentd.protocols.langgraph._values import ThreadValues
+from agentd.protocols.langgraph._values import ThreadValues, Values
 from agentd.protocols.langgraph._wire import (
     AssistantSearch,
     RunCreate,
@@ -156,6 +156,18 @@ async def _locate(request: Request, thread_id: str
 _values = ThreadValues()
 
 
+def _with_values(content: dict[str, Any]) -> Response:
+    """A thread or its state as JSON, its ``values`` (a thread's :class:`Values`)
+    written with one copy of them."""
+    values = content.get("values")
+    if not isinstance(values, Values):
+        return json_response(content)
+    rest = orjson.dumps({k: v for k, v in content.items() if k != "values"})
+    return Response(b"".join([b'{"values":', *values.parts(),
+                              b"," if len(rest) > 2 else b"", rest[1:]]),
+                    media_type="application/json")
+
+
 async def _last_run(runtime: Runtime, agent: str, key: str) -> RunRecord | None:
     page = await runtime.list_runs(agent=agent, session=key, limit=1)
     return page.runs[0][0] if page.runs else None
@@ -167,9 +179,9 @@ async def _thread(runtime: Runtime, thread_id: str, agent: str,
     # A thread that has run nothing is not stored (its session begins with its first
     # message): it is as new as the request (it said 1970-01-01).
     created = session.created_at if session else time.time()
-    values: Any = {"messages": []}
+    values: Values | dict[str, Any] = {"messages": []}
     if with_values and session is not None:
-        values = (await _values.of(runtime, session.id)).fragment()
+        values = await _values.of(runtime, session.id)
     view: dict[str, Any] = {
         "thread_id": thread_id, "created_at": iso(created),
         "updated_at": iso(session.updated_at if session else created),
@@ -230,8 +242,8 @@ async def create_thread(request: Request) -> Response:
         else:
             if session is not None:
                 if body.if_exists == "do_nothing":
-                    return json_response(await _thread(runtime, thread_id, agent, session,
-                                                       with_values=True))
+                    return _with_values(await _thread(runtime, thread_id, agent,
+                                                      session, with_values=True))
                 raise Conflict(f"thread {thread_id!r} exists", code="thread_exists")
     agent = graph or ""
     view = await _thread(runtime, thread_id, agent, None, with_values=True)
@@ -245,8 +257,8 @@ async def create_thread(request: Request) -> Response:
 async def get_thread(thread_id: str, request: Request) -> Response:
     runtime = runtime_of(request)
     agent, session = await _locate(request, thread_id)
-    return json_response(await _thread(runtime, thread_id, agent, session,
-                                       with_values=True))
+    return _with_values(await _thread(runtime, thread_id, agent, session,
+                                      with_values=True))
 
 
 @router.delete("/threads/{thread_id}")
@@ -318,7 +330,7 @@ async def _state(request: Request, thread_id: str) -> dict[str, Any]:
 async def get_state(thread_id: str, request: Request) -> Response:
     """The thread's messages (its state's ``values``); the checkpoint id is the
     session's last seq."""
-    return json_response(await _state(request, thread_id))
+    return _with_values(await _state(request, thread_id))
 
 
 async def _state_at(request: Request, thread_id: str, checkpoint_id: str | None
@@ -337,7 +349,7 @@ async def _state_at(request: Request, thread_id: str, checkpoint_id: str | None
 @router.get("/threads/{thread_id}/state/{checkpoint_id}")
 async def get_state_at(thread_id: str, checkpoint_id: str, request: Request) -> Response:
     """The state at a checkpoint, by id (the SDK's ``get_state(checkpoint_id=...)``)."""
-    return json_response(await _state_at(request, thread_id, checkpoint_id))
+    return _with_values(await _state_at(request, thread_id, checkpoint_id))
 
 
 @router.post("/threads/{thread_id}/state/checkpoint")
@@ -352,7 +364,7 @@ async def post_state_at(thread_id: str, request: Request) -> Response:
     if wanted is not None and not isinstance(wanted, str):
         raise InvalidInput("checkpoint.checkpoint_id must be a string",
                            field="body.checkpoint.checkpoint_id")
-    return json_response(await _state_at(request, thread_id, wanted))
+    return _with_values(await _state_at(request, thread_id, wanted))
 
 
 @router.post("/threads/{thread_id}/state")
@@ -404,7 +416,10 @@ async def update_state(thread_id: str, request: Request) -> Response:
 async def get_history(thread_id: str, request: Request) -> Response:
     """Only the latest state (agentd restores a session to any seq through its own
     API; LangGraph's checkpoints are not kept)."""
-    return json_response([await _state(request, thread_id)])
+    state = await _state(request, thread_id)
+    if isinstance(state["values"], Values):
+        state["values"] = state["values"].fragment()
+    return json_response([state])
 
 
 # -- runs --------------------------------------------------------------------------
