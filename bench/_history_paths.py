@@ -56,7 +56,32 @@ OPENAI_LIMITS = {"AGENTD_MAX_BODY_BYTES": str(16 << 20),
 #: What the stateless client's agent answers every turn.
 FIXED = "Noted: the figures match the previous report and nothing else changed."
 
-Seed = Callable[[httpx.Client, str, int], str]
+#: A seeded turn of these paths: a question and an answer of about a chat's size (the
+#: provider path seeds shorter ones, to fit a 200k window; the doors' cost grows with
+#: the bytes of the conversation, so these paths keep turns of a real chat's length).
+USER = ("Could you look at item {i} again and tell me what changed since the last time "
+        "we talked about it, briefly?")
+ANSWER = ("stub: Item {i} is as it was: the figures match the previous report, the open "
+          "question is still the date, and nothing else changed since we last spoke.")
+
+
+def seed(api: httpx.Client, agent: str, turns: int) -> str:
+    """A new session of ``turns`` turns of history (each a user message and the agent's
+    answer, added through the Agent Protocol door's ``update_state``: nothing is run):
+    its key."""
+    created = api.post("/langgraph/threads", json={"graph_id": agent})
+    created.raise_for_status()
+    thread = created.json()["thread_id"]
+    messages = [m for i in range(turns) for m in (
+        {"type": "human", "content": USER.format(i=i)},
+        {"type": "ai", "content": ANSWER.format(i=i)})]
+    for start in range(0, len(messages), 1000):
+        reply = api.post(f"/langgraph/threads/{quote(thread, safe='')}/state",
+                         json={"values": {"messages": messages[start:start + 1000]}},
+                         timeout=120)
+        if reply.status_code != 200:
+            raise RuntimeError(f"seeding {thread}: {reply.status_code} {reply.text[:300]}")
+    return f"lg:{thread}"
 
 
 def create_agents(api: httpx.Client, paths: list[str]) -> None:
@@ -130,8 +155,8 @@ def _native_turn(api: httpx.Client, agent: str, key: str, content: str, stream: 
     raise RuntimeError("the stream ended before the run did")
 
 
-def _adapter(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
-             turns: int, mode: str) -> float:
+def _adapter(daemon: LocalDaemon, api: httpx.Client, length: int, turns: int, mode: str
+             ) -> float:
     agent = "h-adapter"
     key = seed(api, agent, length)
     _native_turn(api, agent, key, "warm up", False, "echo: warm up")
@@ -162,8 +187,8 @@ def _values_check(values: Any, content: str, count: int) -> None:
            str(values)[-300:])
 
 
-def _langgraph(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
-               turns: int, mode: str) -> float:
+def _langgraph(daemon: LocalDaemon, api: httpx.Client, length: int, turns: int,
+               mode: str) -> float:
     key = seed(api, "h-langgraph", length)
     thread = quote(key.removeprefix("lg:"), safe="")
     base = f"/langgraph/threads/{thread}"
@@ -212,11 +237,11 @@ def _langgraph(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
 # -- openai --------------------------------------------------------------------------
 
 
-def _transcript(length: int, user: str, answer: str) -> list[dict[str, str]]:
+def _transcript(length: int) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for i in range(length):
-        out += [{"role": "user", "content": user.format(i=i)},
-                {"role": "assistant", "content": answer.format(i=i)}]
+        out += [{"role": "user", "content": USER.format(i=i)},
+                {"role": "assistant", "content": ANSWER.format(i=i)}]
     return out
 
 
@@ -270,13 +295,13 @@ def _responses(api: httpx.Client, agent: str, items: str | list[dict[str, str]],
     return str(final["id"]), text
 
 
-def _openai(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
-            turns: int, mode: str, user: str, answer: str) -> float:
+def _openai(daemon: LocalDaemon, api: httpx.Client, length: int, turns: int, mode: str
+            ) -> float:
     stream = mode.endswith("_stream")
     if mode.endswith("_stateless"):
         # No session named: the client's transcript is the conversation.
         agent = "h-openai-fixed"
-        transcript = _transcript(length, user, answer)
+        transcript = _transcript(length)
         # (A conversation of its own: the door may not take it for another one.)
         transcript[0] = {"role": "user", "content": f"{mode} {secrets.token_hex(4)}"}
 
@@ -295,7 +320,7 @@ def _openai(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
     key = seed(api, agent, length)
     header = {"X-Agentd-Session": key}
     if mode.startswith("chat_"):
-        transcript = _transcript(length, user, answer)
+        transcript = _transcript(length)
 
         def say(content: str) -> None:
             transcript.append({"role": "user", "content": content})
@@ -317,20 +342,19 @@ def _openai(daemon: LocalDaemon, api: httpx.Client, seed: Seed, length: int,
     return _phase(daemon, turns, chain)
 
 
-def measure(daemon: LocalDaemon, api: httpx.Client, seed: Seed, path: str, length: int,
-            turns: int, modes: list[str], user: str, answer: str, errors: list[str]
-            ) -> dict[str, float | None]:
+def measure(daemon: LocalDaemon, api: httpx.Client, path: str, length: int, turns: int,
+            modes: list[str], errors: list[str]) -> dict[str, float | None]:
     """CPU ms per turn (per call for ``get_state``) of each mode of ``path``; None for
     a mode that failed (why: appended to ``errors``)."""
     out: dict[str, float | None] = {}
     for mode in modes:
         try:
             if path == "adapter":
-                out[mode] = _adapter(daemon, api, seed, length, turns, mode)
+                out[mode] = _adapter(daemon, api, length, turns, mode)
             elif path == "langgraph":
-                out[mode] = _langgraph(daemon, api, seed, length, turns, mode)
+                out[mode] = _langgraph(daemon, api, length, turns, mode)
             else:
-                out[mode] = _openai(daemon, api, seed, length, turns, mode, user, answer)
+                out[mode] = _openai(daemon, api, length, turns, mode)
         except (RuntimeError, httpx.HTTPError) as exc:
             out[mode] = None
             errors.append(f"{path} {mode} at {length} turns: {exc}"[:500])

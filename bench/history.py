@@ -185,8 +185,8 @@ def main() -> int:
                               if chosen is None or m in chosen]
                 for length in lengths:
                     for mode, value in _history_paths.measure(
-                            daemon, api, seed, path, length, args.turns, path_modes,
-                            USER, ANSWER, errors).items():
+                            daemon, api, path, length, args.turns, path_modes,
+                            errors).items():
                         others.setdefault(path, {}).setdefault(mode, {})[
                             str(length)] = value
     ratios = [max(v.values()) / min(v.values()) for by_mode in figures.values()
