@@ -19,6 +19,9 @@ with ``length`` turns of history, one client, one request after another:
   no session named, resending the whole transcript each turn (``chat_stateless``,
   ``responses_stateless``; its agent answers every turn with one scripted text, so
   the transcript grows by a turn's worth per turn whatever the door does with it).
+  ``chat_read`` is a call, not a turn: the session-header client's transcript
+  ending with the assistant's message, which the door refuses (400) once it has read
+  and checked every message: what reading the transcript costs alone.
   The daemon's body and message limits are raised for this path
   (:data:`OPENAI_LIMITS`): 3,000 turns resent are about 1 MB a request.
 
@@ -43,7 +46,8 @@ MODES: dict[str, tuple[str, ...]] = {
     "adapter": ("wait", "stream"),
     "langgraph": ("wait", "stream_values", "stream_messages", "get_state"),
     "openai": ("chat_session", "chat_session_stream", "responses_previous",
-               "responses_previous_stream", "chat_stateless", "responses_stateless"),
+               "responses_previous_stream", "chat_stateless", "responses_stateless",
+               "chat_read"),
 }
 ADAPTER = "adapter:_bench_adapter:echo"
 #: The daemon's environment for the adapter path (the bench directory importable).
@@ -319,6 +323,17 @@ def _openai(daemon: LocalDaemon, api: httpx.Client, length: int, turns: int, mod
     agent = "h-openai"
     key = seed(api, agent, length)
     header = {"X-Agentd-Session": key}
+    if mode == "chat_read":
+        raw = orjson.dumps({"model": agent, "messages": _transcript(length)})
+
+        def read(i: int) -> None:
+            reply = api.post("/v1/chat/completions", content=raw, timeout=120,
+                             headers={**header, "Content-Type": "application/json"})
+            _check(reply.status_code == 400 and reply.json()["error"]["param"] ==
+                   "messages", "not refused for its last message", reply.text)
+
+        read(-1)
+        return _phase(daemon, turns, read)
     if mode.startswith("chat_"):
         transcript = _transcript(length)
 
@@ -361,5 +376,5 @@ def measure(daemon: LocalDaemon, api: httpx.Client, path: str, length: int, turn
             info(errors[-1])
             continue
         info(f"{path} {mode} at {length} turns: {out[mode]} ms of daemon CPU per "
-             f"{'call' if mode == 'get_state' else 'turn'}")
+             f"{'call' if mode in ('get_state', 'chat_read') else 'turn'}")
     return out

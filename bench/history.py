@@ -31,7 +31,7 @@ Prints one JSON line: ``cpu_ms_per_turn[provider][mode][length]``, the largest
 ratio between two lengths of one provider and mode (``max_ratio``), and the CPU per
 turn at 300 turns at most (``max_at_300``); for the other paths,
 ``paths[path][mode][length]`` (ms of daemon CPU per turn; per call for
-``get_state``; null for a mode that failed, with why in ``paths_errors``),
+``get_state`` and ``chat_read``; null for a mode that failed, with why in ``paths_errors``),
 ``paths_ratio[path][mode]`` and ``paths_max_ratio``. Progress goes to stderr.
 """
 
