@@ -9,16 +9,18 @@ adapter path and the protocol doors).
 
 A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to
 :class:`agentd.testing.StubLLMServer`, run in this process, over the real wire formats
-through the official SDKs: ``openai:gpt-4.1-mini`` (Chat Completions) and
-``anthropic:claude-sonnet-4-5`` (Messages), both catalogued, so the context is fitted
-to their windows (1M and 200k tokens: the whole session fits) and their usage priced.
-Compaction is off, as is auto-recall. For each provider and each history length, a
-session is seeded with that many turns (a user message and the agent's answer each,
-written through the LangGraph door's ``update_state``: nothing is run), a turn is sent
-to warm it, then ``--turns`` turns are sent one after another by one client, first
-each waited for (``wait: true``), then each streamed (SSE to the run's end). The
-daemon's CPU (user + system, from ``/proc``) over those turns, divided by them, is
-the figure. Every turn's answer is checked to be the stub's echo of its message.
+through the official SDKs (the stub's prompt-cache simulation off: it is the bench
+process's work, which would only crowd the two cores): ``openai:gpt-4.1-mini`` (Chat
+Completions) and ``anthropic:claude-sonnet-4-5`` (Messages), both catalogued, so the
+context is fitted to their windows (1M and 200k tokens: the whole session fits) and
+their usage priced. Compaction is off, as is auto-recall. For each provider and each
+history length, a session is seeded with that many turns (a user message and the agent's
+answer each, written through the LangGraph door's ``update_state``: nothing is run), a
+turn is sent to warm it, then ``--turns`` turns are sent one after another by one
+client, first each waited for (``wait: true``), then each streamed (SSE to the run's
+end). The daemon's CPU (user + system, from ``/proc``) over those turns, divided by
+them, is the figure. Every turn's answer is checked to be the stub's echo of its
+message.
 
 ``--paths`` picks what is measured: ``provider`` (the above; the default),
 ``adapter``, ``langgraph``, ``openai`` (see ``bench/_history_paths.py``: an
@@ -151,7 +153,7 @@ def main() -> int:
     errors: list[str] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
-            StubLLMServer() as stub:
+            StubLLMServer(prompt_cache=False) as stub:
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
         if "openai" in paths:
             env.update(_history_paths.OPENAI_LIMITS)
