@@ -1,0 +1,305 @@
+"""Memory retrieval on LoCoMo, measured as the data's README says (issue 31): one JSON line.
+
+    PYTHONPATH=src .venv/bin/python bench/locomo.py
+    PYTHONPATH=src .venv/bin/python bench/locomo.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    PYTHONPATH=src .venv/bin/python bench/locomo.py --restart      # and again after a restart
+
+A real daemon (``python -m agentd serve``, fresh home, SQLite unless ``--postgres``,
+default ``[memory]``) and one client over HTTP. For each conversation of ``--data``
+(default ``../shared/data/locomo-dev/locomo-dev.json``), in turn:
+
+- one agent (``locomo-<sample>-<run>``) and one memory entry per turn, stored verbatim
+  through ``POST .../memory/entries`` in one batch: content ``"[<session date_time>]
+  <speaker>: <text>"``, metadata ``{"dia_id": ...}``;
+- right after the batch is acknowledged, each question of categories 1-4 with evidence
+  is one ``POST .../memory/search`` ``{"query": question, "limit": 10}``, one at a
+  time (each timed: the "right after a write" latency of issue 31 item 2);
+- turn recall@10: a hit when any evidence ``dia_id`` is among the 10 results; session
+  recall@10: a hit when any result is from an evidence turn's session.
+
+The same figures for plain BM25 over the same entries are computed here (Okapi, k1 1.5,
+b 0.75, lower-cased alphanumeric words, a short stop-word list: the README's reference).
+Categories as LoCoMo numbers them: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop.
+
+``--restart``: after every conversation was searched, the daemon is restarted and every
+question asked again; ``stable`` counts the questions whose ranked ids differ (must be
+0: issue 31 item 3). ``--weight W`` sends ``vector_weight`` with every search.
+
+Progress goes to stderr; stdout gets one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from _load import info, percentile
+from memory import TOKEN, Api, Daemon
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo-dev" / \
+    "locomo-dev.json"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+#: The reference's "short stop-word list".
+BM25_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from",
+    "has", "have", "how", "i", "in", "is", "it", "its", "of", "on", "or", "that", "the",
+    "this", "to", "was", "were", "what", "when", "where", "which", "who", "why", "will",
+    "with", "you"})
+
+
+@dataclass
+class Turn:
+    dia_id: str
+    session: int
+    content: str
+
+
+@dataclass
+class Question:
+    text: str
+    evidence: list[str]
+    category: int
+
+
+@dataclass
+class Conversation:
+    sample: str
+    turns: list[Turn]
+    questions: list[Question]
+
+
+def session_of(dia_id: str) -> int | None:
+    m = re.match(r"D(\d+):", dia_id)
+    return int(m.group(1)) if m else None
+
+
+def load(path: Path) -> list[Conversation]:
+    out = []
+    for c in orjson.loads(path.read_bytes()):
+        conv = c["conversation"]
+        turns: list[Turn] = []
+        s = 1
+        while f"session_{s}" in conv:
+            date = conv[f"session_{s}_date_time"]
+            turns.extend(Turn(t["dia_id"], s, f"[{date}] {t['speaker']}: {t['text']}")
+                         for t in conv[f"session_{s}"])
+            s += 1
+        questions = [Question(str(q["question"]), [str(e) for e in q["evidence"]],
+                              int(q["category"]))
+                     for q in c["qa"] if q.get("category") in CATEGORIES and q.get("evidence")]
+        out.append(Conversation(str(c["sample_id"]), turns, questions))
+    return out
+
+
+# -- the BM25 reference ----------------------------------------------------------------------
+
+
+def words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in BM25_STOPWORDS]
+
+
+class BM25:
+    """Okapi BM25 (k1 1.5, b 0.75, IDF log(1 + (N - df + 0.5) / (df + 0.5)))."""
+
+    def __init__(self, docs: Sequence[str], k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tf = [Counter(words(d)) for d in docs]
+        self.len = [sum(t.values()) for t in self.tf]
+        self.avg = sum(self.len) / max(len(docs), 1)
+        df: Counter[str] = Counter()
+        for t in self.tf:
+            df.update(t.keys())
+        n = len(docs)
+        self.idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in df.items()}
+
+    def rank(self, query: str, k: int) -> list[int]:
+        terms = set(words(query))
+        scores: list[tuple[float, int]] = []
+        for i, tf in enumerate(self.tf):
+            s = 0.0
+            for w in terms:
+                f = tf.get(w)
+                if f:
+                    s += self.idf[w] * f * (self.k1 + 1) / (
+                        f + self.k1 * (1 - self.b + self.b * self.len[i] / self.avg))
+            if s > 0:
+                scores.append((-s, i))
+        scores.sort()
+        return [i for _, i in scores[:k]]
+
+
+# -- scoring -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    turn: int = 0
+    session: int = 0
+
+    def add(self, turn: bool, session: bool) -> None:
+        self.n += 1
+        self.turn += turn
+        self.session += session
+
+    def out(self) -> dict[str, Any]:
+        return {"questions": self.n, "turn_recall_at_10": round(self.turn / self.n, 4),
+                "session_recall_at_10": round(self.session / self.n, 4)}
+
+
+@dataclass
+class Score:
+    all: Tally = field(default_factory=Tally)
+    conv: dict[str, Tally] = field(default_factory=dict)
+    cat: dict[int, Tally] = field(default_factory=dict)
+
+    def add(self, conv: str, q: Question, found: Sequence[Turn]) -> None:
+        ids = {t.dia_id for t in found[:10]}
+        sessions = {t.session for t in found[:10]}
+        turn = any(e in ids for e in q.evidence)
+        session = any(session_of(e) in sessions for e in q.evidence)
+        for tally in (self.all, self.conv.setdefault(conv, Tally()),
+                      self.cat.setdefault(q.category, Tally())):
+            tally.add(turn, session)
+
+    def out(self) -> dict[str, Any]:
+        return {**self.all.out(),
+                "per_conversation": {k: v.out() for k, v in self.conv.items()},
+                "per_category": {f"{k} {CATEGORIES[k]}": v.out()
+                                 for k, v in sorted(self.cat.items())}}
+
+
+def beats(ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Where ``ours`` is below ``ref`` (turn or session recall), by slice."""
+    worse = []
+    for group in ("per_conversation", "per_category"):
+        for key, row in ours[group].items():
+            for m in ("turn_recall_at_10", "session_recall_at_10"):
+                if row[m] < ref[group][key][m]:
+                    worse.append(f"{key} {m.split('_')[0]} {row[m]} < {ref[group][key][m]}")
+    return {"at_least_bm25_everywhere": not worse, "below_bm25": worse}
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    convs = load(Path(args.data))
+    out: dict[str, Any] = {"bench": "locomo", "python": platform.python_version(),
+                           "cpu_count": os.cpu_count(),
+                           "store": "postgresql" if args.postgres else "sqlite",
+                           "data": str(args.data), "weight": args.weight,
+                           "loadavg_1m_start": round(os.getloadavg()[0], 2)}
+    bm25 = Score()
+    for c in convs:
+        index = BM25([t.content for t in c.turns])
+        for q in c.questions:
+            bm25.add(c.sample, q, [c.turns[i] for i in index.rank(q.text, 10)])
+    workdir = Path(tempfile.mkdtemp(prefix="agentd-locomo-"))
+    daemon = Daemon(workdir, args.postgres)
+    run_id = uuid.uuid4().hex[:6]
+    ours = Score()
+    lat: list[float] = []
+    first: dict[str, list[str]] = {}
+    turn_of: dict[str, Turn] = {}
+    cpu0 = cpu1 = None
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout, headers={
+            "Authorization": f"Bearer {TOKEN}"}) as http:
+        api = Api(http, daemon)
+
+        async def ask(agent: str, q: Question) -> list[str]:
+            body: dict[str, Any] = {"query": q.text, "limit": 10}
+            if args.weight is not None:
+                body["vector_weight"] = args.weight
+            t = time.perf_counter()
+            res = await api.call("POST", f"/v1/agents/{agent}/memory/search", body)
+            lat.append((time.perf_counter() - t) * 1000)
+            return [h["id"] for h in res["results"]]
+
+        try:
+            await daemon.start(http)
+            assert daemon.proc is not None
+            cpu0 = daemon.proc.cpu_s()
+            insert_ms = []
+            for c in convs:
+                agent = f"locomo-{c.sample}-{run_id}"
+                await api.agent(agent)
+                t = time.perf_counter()
+                res = await api.call("POST", f"/v1/agents/{agent}/memory/entries", {
+                    "entries": [{"content": t.content, "metadata": {"dia_id": t.dia_id}}
+                                for t in c.turns]})
+                insert_ms.append(round((time.perf_counter() - t) * 1000, 1))
+                for e, turn in zip(res["entries"], c.turns, strict=True):
+                    turn_of[e["id"]] = turn
+                for i, q in enumerate(c.questions):
+                    ids = await ask(agent, q)
+                    first[f"{agent}/{i}"] = ids
+                    ours.add(c.sample, q, [turn_of[x] for x in ids])
+                info(f"{c.sample}: {len(c.turns)} entries, {len(c.questions)} questions; "
+                     f"so far {ours.all.out()}")
+            cpu1 = daemon.proc.cpu_s()
+            s = sorted(lat)
+            out["after_write"] = {
+                "searches": len(s), "p50_ms": round(percentile(s, 50) or 0, 2),
+                "p95_ms": round(percentile(s, 95) or 0, 2),
+                "p99_ms": round(percentile(s, 99) or 0, 2),
+                "max_ms": round(s[-1], 2), "insert_batch_ms": insert_ms,
+                "daemon_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2)}
+            if args.restart:
+                daemon.stop()
+                await daemon.start(http)
+                differ = []
+                for c in convs:
+                    agent = f"locomo-{c.sample}-{run_id}"
+                    for i, q in enumerate(c.questions):
+                        if await ask(agent, q) != first[f"{agent}/{i}"]:
+                            differ.append(f"{c.sample}#{i}")
+                out["stable"] = {"questions": len(first), "differ_after_restart": len(differ),
+                                 "examples": differ[:10]}
+        finally:
+            daemon.stop()
+            if args.keep:
+                info(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    out["agentd"] = ours.out()
+    out["bm25"] = bm25.out()
+    out["agentd_vs_bm25"] = beats(out["agentd"], out["bm25"])
+    out["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA), help="a LoCoMo JSON file")
+    ap.add_argument("--postgres", help="a PostgreSQL URL for the store (default SQLite)")
+    ap.add_argument("--weight", type=float, help="vector_weight sent with every search")
+    ap.add_argument("--restart", action="store_true",
+                    help="restart the daemon and ask every question again")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (home, logs)")
+    args = ap.parse_args(argv)
+    out = asyncio.run(run(args))
+    print(orjson.dumps(out).decode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
