@@ -267,11 +267,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 daemon.stop()
                 await daemon.start(http)
                 differ = []
+                again = Score()
                 for c in convs:
                     agent = f"locomo-{c.sample}-{run_id}"
                     for i, q in enumerate(c.questions):
-                        if await ask(agent, q) != first[f"{agent}/{i}"]:
+                        ids = await ask(agent, q)
+                        again.add(c.sample, q, [turn_of[x] for x in ids])
+                        if ids != first[f"{agent}/{i}"]:
                             differ.append(f"{c.sample}#{i}")
+                out["agentd_after_restart"] = again.all.out()
                 out["stable"] = {"questions": len(first), "differ_after_restart": len(differ),
                                  "examples": differ[:10]}
         finally:

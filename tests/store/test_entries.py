@@ -390,3 +390,44 @@ async def test_concurrent_duplicates_store_one(store: Store) -> None:
     assert {batch[0][0].id for batch in results} == {winners[0].id}
     assert await store.count_entries(A) == 9
     assert await store.count("memory_tags") == 1
+
+
+async def test_neighbours_are_the_entries_written_around_each(store: Store) -> None:
+    ns = await add(store, "one", "two", "three", "four")
+    other = await add(store, "elsewhere", namespace=S)
+    ns += await add(store, "five")
+    tagged = await store.insert_entries([new("six", tags=["x"])])
+    six = tagged[0][0].n
+    got = await store.entry_neighbours([A], [ns[0], ns[1], ns[4], six])
+    assert got[ns[0]] == (None, ns[1])
+    assert got[ns[1]] == (ns[0], ns[2])
+    # Another namespace's entry in between is skipped over, not taken.
+    assert got[ns[4]] == (ns[3], six)
+    assert got[six] == (ns[4], None)
+    # Filters: the neighbours are those the search may return.
+    only_x = await store.entry_neighbours([A], [six], EntryFilter(tags_all=("x",)))
+    assert only_x[six] == (None, None)
+    # Keys of other namespaces are not answered for.
+    assert await store.entry_neighbours([A], other) == {}
+    # Entries written far apart (by keys) are no neighbours.
+    await store.insert_entries([new(f"filler {i}", S) for i in range(80)])
+    late = await add(store, "much later")
+    assert (await store.entry_neighbours([A], late))[late[0]] == (None, None)
+
+
+async def test_vectors_written_with_their_entries_are_never_pending(store: Store) -> None:
+    done = await store.insert_entries([new("alpha"), new("beta"), new("alpha")],
+                                      vectors=(EMB, [vec(1, 0, 0), vec(0, 1, 0),
+                                                     vec(1, 0, 0)]))
+    assert [created for _, created in done] == [True, True, False]
+    assert await store.pending_embeddings(EMB, 10) == []
+    assert await store.count_vectors(A, EMB) == 2
+    rows = await store.vectors_since(A, EMB, 0)
+    assert {(n, v) for n, v, _ in rows} == {(done[0][0].n, vec(1, 0, 0)),
+                                            (done[1][0].n, vec(0, 1, 0))}
+    # An update with a vector stores it with the new content.
+    await store.update_entry([A], done[1][0].id, EntryChange(content="gamma"),
+                             vector=(EMB, vec(0, 0, 1)))
+    assert await store.pending_embeddings(EMB, 10) == []
+    latest = {n: v for n, v, _ in await store.vectors_since(A, EMB, 0)}
+    assert latest[done[1][0].n] == vec(0, 0, 1)

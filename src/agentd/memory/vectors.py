@@ -141,6 +141,18 @@ class Vectors:
             self._fresh.difference_update({r.namespace for r in rows})
             return len(rows)
 
+    async def embed_now(self, texts: Sequence[str]) -> list[bytes] | None:
+        """The vectors of ``texts`` (float32 bytes) for a write to store with its
+        entries; None if the embedder failed (the entries are then embedded in the
+        background, and found by their words until then)."""
+        try:
+            vectors = await self.embedder.embed(list(texts))
+        except Exception as exc:  # a remote embedder down: the write must not fail
+            log.warning("embedding %d new memory entries failed (%s); they wait for the "
+                        "background embedder", len(texts), exc)
+            return None
+        return [np.asarray(v, dtype="<f4").tobytes() for v in vectors]
+
     async def drain(self, namespaces: Sequence[str] | None,
                     seconds: float = DRAIN_S) -> bool:
         """Embed what is pending in ``namespaces`` (None: in any) now; False if that
@@ -156,7 +168,7 @@ class Vectors:
     # -- searching -----------------------------------------------------------------------
 
     async def query(self, text: str) -> np.ndarray:
-        vectors = await self.embedder.embed([text])
+        vectors = await self.embedder.embed_query(text)
         return np.asarray(vectors[0], dtype=np.float32)
 
     async def search(self, namespaces: Sequence[str], query: np.ndarray, k: int,

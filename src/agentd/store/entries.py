@@ -33,7 +33,7 @@ from agentd.store.rows import new_id
 __all__ = ["MAX_PAGE", "EntryChange", "EntryFilter", "EntryRecord", "NewEntry", "allowed",
            "content_hash", "count", "delete", "delete_namespace", "drop_vectors",
            "forget_agent", "fulltext", "get", "get_many_by_n", "insert", "list_entries",
-           "normalise", "query_terms", "update"]
+           "neighbours", "normalise", "query_terms", "update"]
 
 MAX_PAGE = 1000
 #: Query words beyond this many are ignored (a pasted document is not a query).
@@ -542,6 +542,37 @@ def allowed(tx: Tx, namespaces: Sequence[str], filters: EntryFilter | None, dial
     where, params = _where(names, filters, dialect)
     return [int(r[0]) for r in tx.all(f"SELECT e.n FROM memory_entries e WHERE {where}",
                                       params)]
+
+
+#: How far (in keys) a neighbour may be from an entry: entries written together sit
+#: next to each other; one written much later by another writer is no neighbour.
+NEIGHBOUR_WINDOW = 64
+
+
+def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
+               filters: EntryFilter | None, dialect: str
+               ) -> dict[int, tuple[int | None, int | None]]:
+    """For each key, the entries written just before and just after it: the nearest
+    lower and higher keys of the same namespace that pass ``filters``, within
+    :data:`NEIGHBOUR_WINDOW` keys (None: none there). Each lookup is a short range
+    of the primary key."""
+    names = _namespaces(namespaces)
+    out: dict[int, tuple[int | None, int | None]] = {}
+    if not names or not keys:
+        return out
+    where, params = _where(names, filters, dialect)
+    near = (f"FROM memory_entries e WHERE e.namespace = c.namespace AND {where} AND e.n ")
+    for part in _chunks(sorted({int(k) for k in keys})):
+        rows = tx.all(
+            f"SELECT c.n, (SELECT MAX(e.n) {near}< c.n AND e.n >= c.n - ?), "
+            f"(SELECT MIN(e.n) {near}> c.n AND e.n <= c.n + ?) "
+            f"FROM memory_entries c WHERE c.n IN ({_marks(part)}) "
+            f"AND c.namespace IN ({_marks(names)})",
+            (*params, NEIGHBOUR_WINDOW, *params, NEIGHBOUR_WINDOW, *part, *names))
+        for n, before, after in rows:
+            out[int(n)] = (None if before is None else int(before),
+                           None if after is None else int(after))
+    return out
 
 
 def query_terms(query: str) -> list[str]:

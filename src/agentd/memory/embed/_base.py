@@ -1,11 +1,12 @@
 """The :class:`Embedder` interface, and the base of the embedders that compute locally.
 
 Local embedding is CPU work measured in milliseconds to seconds. It runs in one
-dedicated thread per embedder rather than the event loop (a turn or an HTTP request
-would stall behind it) or the loop's shared default executor (several embedders or
-calls would then run at once and oversubscribe a small machine's cores; with one
-thread, concurrent calls queue). A call submits its batches one at a time, so a short
-query waits for at most one batch of a long bulk insert, not for all of it.
+dedicated thread per embedder (and one more for search queries) rather than the event
+loop (a turn or an HTTP request would stall behind it) or the loop's shared default
+executor (several embedders or calls would then run at once and oversubscribe a small
+machine's cores; with one thread, concurrent calls queue). A call submits its batches
+one at a time; a search's query goes to its own thread and never waits behind a bulk
+write's batches.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Embedder(abc.ABC):
             agentd.errors.ModelError: A remote embedder failed.
         """
 
+    async def embed_query(self, text: str) -> Vectors:
+        """Embed one search query: shape ``(1, dim)``. Local embedders run it on a
+        thread of its own, so that it never queues behind a bulk write's batches."""
+        return await self.embed([text])
+
     async def warm(self) -> None:  # noqa: B027 (optional: remote embedders load nothing)
         """Load what the first :meth:`embed` would (weights, sessions), so that a daemon
         pays for it at start-up rather than in a user's first search."""
@@ -99,6 +105,11 @@ class LocalEmbedder(Embedder):
         # ThreadPoolExecutor starts its thread on the first submit, not here.
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"embed-{self.name}")
+        # Queries get a thread of their own: one query is milliseconds of work, and
+        # waiting behind a batch of a bulk write (a fifth of a second on 2 busy cores)
+        # would be most of a search's time.
+        self._query_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"embed-query-{self.name}")
         self._loaded = False
         self._load_lock = threading.Lock()
 
@@ -141,6 +152,12 @@ class LocalEmbedder(Embedder):
             out[chunk] = vectors
         return out
 
+    async def embed_query(self, text: str) -> Vectors:
+        (item,) = check_texts([text])
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._query_executor, self._run_batch, [item])
+
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError(f"embedder {self.name} is closed")
@@ -150,3 +167,4 @@ class LocalEmbedder(Embedder):
         # Not waiting in the loop: a batch already queued finishes in the thread (its
         # caller gets its answer; cancelling it would look like a task cancellation).
         self._executor.shutdown(wait=False)
+        self._query_executor.shutdown(wait=False)
