@@ -21,9 +21,17 @@ The same figures for plain BM25 over the same entries are computed here (Okapi, 
 b 0.75, lower-cased alphanumeric words, a short stop-word list: the README's reference).
 Categories as LoCoMo numbers them: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop.
 
-``--restart``: after every conversation was searched, the daemon is restarted and every
-question asked again; ``stable`` counts the questions whose ranked ids differ (must be
-0: issue 31 item 3). ``--weight W`` sends ``vector_weight`` with every search.
+``--recall N``: then, with ``settings.memory.auto_recall`` on and ``recall_limit`` N
+(the default token budget, 800), each question is sent as a user message to the
+conversation's agent (the scripted model, a session per question), and the step's
+``message.assistant`` event tells which entries were put into the context: the same
+turn and session recall, of what the model was given, and the tokens it cost.
+
+``--restart``: after every conversation was searched, every question is asked again,
+then again after a restart of the daemon; ``stable`` counts the questions whose ranked
+ids differ between those two (must be 0: issue 31 item 3), and from right after their
+conversation's write (on SQLite, conversations stored later change FTS5's document
+counts). ``--weight W`` sends ``vector_weight`` with every search.
 
 Progress goes to stderr; stdout gets one JSON line.
 """
@@ -263,21 +271,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": round(percentile(s, 99) or 0, 2),
                 "max_ms": round(s[-1], 2), "insert_batch_ms": insert_ms,
                 "daemon_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2)}
+            if args.recall:
+                out["auto_recall"] = await recall_phase(api, convs, run_id, turn_of,
+                                                        args.recall)
             if args.restart:
+                # Again with every conversation stored (on SQLite FTS5's BM25 counts
+                # documents over every namespace, so a conversation stored later moves
+                # an earlier one's scores), then after a restart: the two must agree.
+                later = await ask_all(ask, convs, run_id, turn_of)
                 daemon.stop()
                 await daemon.start(http)
-                differ = []
-                again = Score()
-                for c in convs:
-                    agent = f"locomo-{c.sample}-{run_id}"
-                    for i, q in enumerate(c.questions):
-                        ids = await ask(agent, q)
-                        again.add(c.sample, q, [turn_of[x] for x in ids])
-                        if ids != first[f"{agent}/{i}"]:
-                            differ.append(f"{c.sample}#{i}")
-                out["agentd_after_restart"] = again.all.out()
-                out["stable"] = {"questions": len(first), "differ_after_restart": len(differ),
-                                 "examples": differ[:10]}
+                again = await ask_all(ask, convs, run_id, turn_of)
+                out["stable"] = {
+                    "questions": len(first),
+                    "differ_after_restart": sum(later[0][k] != again[0][k] for k in first),
+                    "differ_from_right_after_write": sum(first[k] != later[0][k]
+                                                         for k in first),
+                    "after_all_writes": later[1].all.out(),
+                    "after_restart": again[1].all.out()}
         finally:
             daemon.stop()
             if args.keep:
@@ -291,6 +302,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+async def ask_all(ask: Any, convs: list[Conversation], run_id: str,
+                  turn_of: dict[str, Turn]) -> tuple[dict[str, list[str]], Score]:
+    got: dict[str, list[str]] = {}
+    score = Score()
+    for c in convs:
+        agent = f"locomo-{c.sample}-{run_id}"
+        for i, q in enumerate(c.questions):
+            got[f"{agent}/{i}"] = ids = await ask(agent, q)
+            score.add(c.sample, q, [turn_of[x] for x in ids])
+    return got, score
+
+
+async def recall_phase(api: Api, convs: list[Conversation], run_id: str,
+                       turn_of: dict[str, Turn], limit: int) -> dict[str, Any]:
+    score = Score()
+    tokens: list[int] = []
+    counts: list[int] = []
+    ms: list[float] = []
+    for c in convs:
+        agent = f"locomo-{c.sample}-{run_id}"
+        await api.call("PATCH", f"/v1/agents/{agent}", {"settings": {"memory": {
+            "auto_recall": True, "recall_limit": limit}}})
+        for i, q in enumerate(c.questions):
+            key = f"q{i}"
+            t = time.perf_counter()
+            run = await api.call("POST", f"/v1/agents/{agent}/sessions/{key}/messages",
+                                 {"content": q.text, "stream": False})
+            ms.append((time.perf_counter() - t) * 1000)
+            if run.get("status") != "completed":
+                raise RuntimeError(f"turn not completed: {run!r:.300}")
+            page = await api.call("GET", f"/v1/agents/{agent}/sessions/{key}/events"
+                                         "?limit=1000")
+            step = [e for e in page["events"] if e["kind"] == "message.assistant"][-1]
+            recalled = (step.get("data") or {}).get("recalled") or {}
+            ids = [e["id"] for e in recalled.get("entries", [])]
+            tokens.append(int(recalled.get("tokens", 0)))
+            counts.append(len(ids))
+            score.add(c.sample, q, [turn_of[x] for x in ids])
+        info(f"{c.sample}: auto-recall so far {score.all.out()}")
+    s = sorted(ms)
+    return {"recall_limit": limit, **score.out(),
+            "entries_per_turn_mean": round(sum(counts) / len(counts), 2),
+            "tokens_per_turn_mean": round(sum(tokens) / len(tokens), 1),
+            "tokens_per_turn_max": max(tokens),
+            "turn_p50_ms": round(percentile(s, 50) or 0, 2),
+            "turn_p95_ms": round(percentile(s, 95) or 0, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA), help="a LoCoMo JSON file")
@@ -298,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight", type=float, help="vector_weight sent with every search")
     ap.add_argument("--restart", action="store_true",
                     help="restart the daemon and ask every question again")
+    ap.add_argument("--recall", type=int, default=0, metavar="N",
+                    help="also measure auto-recall with recall_limit N")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (home, logs)")
     args = ap.parse_args(argv)
     out = asyncio.run(run(args))

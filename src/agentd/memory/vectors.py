@@ -177,7 +177,7 @@ class Vectors:
         if self.in_database:
             return await self.store.vector_search(
                 namespaces, self.embedder.name, self.embedder.dim,
-                query.astype("<f4").tobytes(), k, filters)
+                query.astype("<f4").tobytes(), k, filters, exact_below=self.ann_threshold)
         hits: list[tuple[int, float]] = []
         for ns in namespaces:
             index = await self._index(ns)

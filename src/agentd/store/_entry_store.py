@@ -179,7 +179,9 @@ class EntryStore:
 
     async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
                             query: bytes | Sequence[float], k: int,
-                            filters: EntryFilter | None = None) -> list[tuple[int, float]]:
-        """``(n, cosine similarity)`` best first, by pgvector."""
+                            filters: EntryFilter | None = None, exact_below: int = 0
+                            ) -> list[tuple[int, float]]:
+        """``(n, cosine similarity)`` best first, by pgvector (exactly when the
+        namespaces hold at most ``exact_below`` vectors)."""
         return await self.engine.read(lambda tx: _vectors.vector_search(
-            tx, namespaces, embedder, dim, query, k, filters))
+            tx, namespaces, embedder, dim, query, k, filters, exact_below))
