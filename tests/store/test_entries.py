@@ -398,21 +398,26 @@ async def test_neighbours_are_the_entries_written_around_each(store: Store) -> N
     ns += await add(store, "five")
     tagged = await store.insert_entries([new("six", tags=["x"])])
     six = tagged[0][0].n
-    got = await store.entry_neighbours([A], [ns[0], ns[1], ns[4], six])
+    got = await store.entry_neighbours([A], [*ns, six])
     assert got[ns[0]] == (None, ns[1])
     assert got[ns[1]] == (ns[0], ns[2])
     # Another namespace's entry in between is skipped over, not taken.
+    assert got[ns[3]] == (ns[2], ns[4])
     assert got[ns[4]] == (ns[3], six)
     assert got[six] == (ns[4], None)
-    # Filters: the neighbours are those the search may return.
-    only_x = await store.entry_neighbours([A], [six], EntryFilter(tags_all=("x",)))
-    assert only_x[six] == (None, None)
+    # Only neighbours among the keys asked about: "two" is not one, so "one" and
+    # "three" have none on that side (they are not next to each other).
+    some = await store.entry_neighbours([A], [ns[0], ns[2], ns[3]])
+    assert some == {ns[0]: (None, None), ns[2]: (None, ns[3]), ns[3]: (ns[2], None)}
+    # Filters: an entry the search may not return is no neighbour, and no gap either.
+    only_x = await store.entry_neighbours([A], [ns[4], six], EntryFilter(tags_all=("x",)))
+    assert only_x == {six: (None, None)}
     # Keys of other namespaces are not answered for.
     assert await store.entry_neighbours([A], other) == {}
     # Entries written far apart (by keys) are no neighbours.
     await store.insert_entries([new(f"filler {i}", S) for i in range(80)])
     late = await add(store, "much later")
-    assert (await store.entry_neighbours([A], late))[late[0]] == (None, None)
+    assert (await store.entry_neighbours([A], [six, *late]))[late[0]] == (None, None)
 
 
 async def test_vectors_written_with_their_entries_are_never_pending(store: Store) -> None:

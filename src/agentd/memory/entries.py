@@ -450,7 +450,8 @@ class MemoryEntries:
         # the index's): side by side, a search costs the slower of them.
         text, vector = await asyncio.gather(by_words(), by_meaning())
         score = fuse(text, vector, weight)
-        lift = scope.settings.neighbour_weight
+        # Neighbours lift a hybrid search; one side alone ranks by that side alone.
+        lift = scope.settings.neighbour_weight if 0.0 < weight < 1.0 else 0.0
         around = (await self.store.entry_neighbours(spaces, list(score), flt)
                   if lift > 0.0 and score else {})
         fused = with_neighbours(score, around, lift)[:limit]

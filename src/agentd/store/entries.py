@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -552,45 +553,49 @@ NEIGHBOUR_WINDOW = 64
 def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
                filters: EntryFilter | None, dialect: str
                ) -> dict[int, tuple[int | None, int | None]]:
-    """For each key (of an entry in ``namespaces`` passing ``filters``), the entries
-    written just before and just after it: the nearest lower and higher keys of the
-    same namespace that pass ``filters``, within :data:`NEIGHBOUR_WINDOW` keys (None:
-    none there). The keys around the given ones are read as ranges of the primary
-    key (search hits cluster: a conversation's turns are one range)."""
+    """Which of ``keys`` were written next to each other: for each key of an entry in
+    ``namespaces`` passing ``filters``, the previous and the next such entry of its
+    namespace, within :data:`NEIGHBOUR_WINDOW` keys, when it is among ``keys`` (None:
+    none there, or one that is not among them). A search lifts its candidates by
+    their neighbours' scores, and an entry it did not find scores nothing, so only
+    neighbours among the candidates matter: two candidates with consecutive keys are
+    neighbours without a lookup, and only the gaps between close ones are read."""
     names = _namespaces(namespaces)
-    wanted = sorted({int(k) for k in keys})
     out: dict[int, tuple[int | None, int | None]] = {}
+    wanted = sorted({int(k) for k in keys})
     if not names or not wanted:
         return out
-    spans: list[list[int]] = []
-    for k in wanted:
-        lo, hi = k - NEIGHBOUR_WINDOW, k + NEIGHBOUR_WINDOW
-        if spans and lo <= spans[-1][1] + 1:
-            spans[-1][1] = hi
-        else:
-            spans.append([lo, hi])
     where, params = _where(names, filters, dialect)
-    # ``(e.namespace || '')``: the key ranges find the rows; with the bare column,
-    # SQLite walks the namespace's index instead (see get_many_by_n).
-    where = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
-    asked = set(wanted)
     by_ns: dict[str, list[int]] = {}
-    for start in range(0, len(spans), 100):
-        part = spans[start:start + 100]
-        ranges = " OR ".join("e.n BETWEEN ? AND ?" for _ in part)
-        for n, namespace in tx.all(
-                f"SELECT e.n, e.namespace FROM memory_entries e WHERE ({ranges}) AND {where}",
-                (*(x for span in part for x in span), *params)):
+    for part in _chunks(wanted):
+        for n, namespace in tx.all(f"SELECT e.n, e.namespace FROM memory_entries e WHERE "
+                                   f"e.n IN ({_marks(part)}) AND {where}", (*part, *params)):
             by_ns.setdefault(str(namespace), []).append(int(n))
+    pairs: list[tuple[int, int]] = []
     for found in by_ns.values():
         found.sort()
-        for i, n in enumerate(found):
-            if n not in asked:
-                continue
-            before = found[i - 1] if i and n - found[i - 1] <= NEIGHBOUR_WINDOW else None
-            after = (found[i + 1] if i + 1 < len(found)
-                     and found[i + 1] - n <= NEIGHBOUR_WINDOW else None)
-            out[n] = (before, after)
+        pairs.extend((a, b) for a, b in pairwise(found)
+                     if b - a <= NEIGHBOUR_WINDOW)
+    # A pair with keys between them is adjacent unless one of those keys is an entry of
+    # the namespace that the search may return. ``(e.namespace || '')``: the key
+    # ranges find the rows; with the bare column SQLite walks the namespace's index.
+    gaps = [(a, b) for a, b in pairs if b - a > 1]
+    filled: set[tuple[int, int]] = set()
+    keyed = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
+    for start in range(0, len(gaps), 100):
+        part = gaps[start:start + 100]
+        ranges = " OR ".join("(e.n > ? AND e.n < ?)" for _ in part)
+        for (n,) in tx.all(f"SELECT e.n FROM memory_entries e WHERE ({ranges}) AND {keyed}",
+                           (*(x for gap in part for x in gap), *params)):
+            filled.update(gap for gap in part if gap[0] < int(n) < gap[1])
+    before: dict[int, int] = {}
+    after: dict[int, int] = {}
+    for a, b in pairs:
+        if (a, b) not in filled:
+            after[a], before[b] = b, a
+    for found in by_ns.values():
+        for n in found:
+            out[n] = (before.get(n), after.get(n))
     return out
 
 
