@@ -566,10 +566,13 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     if not names or not wanted:
         return out
     where, params = _where(names, filters, dialect)
+    # ``(e.namespace || '')``: the keys find the rows; with the bare column SQLite
+    # walks the namespace's index instead (every entry of it: see get_many_by_n).
+    keyed = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
     by_ns: dict[str, list[int]] = {}
     for part in _chunks(wanted):
         for n, namespace in tx.all(f"SELECT e.n, e.namespace FROM memory_entries e WHERE "
-                                   f"e.n IN ({_marks(part)}) AND {where}", (*part, *params)):
+                                   f"e.n IN ({_marks(part)}) AND {keyed}", (*part, *params)):
             by_ns.setdefault(str(namespace), []).append(int(n))
     pairs: list[tuple[int, int]] = []
     for found in by_ns.values():
@@ -577,17 +580,16 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
         pairs.extend((a, b) for a, b in pairwise(found)
                      if b - a <= NEIGHBOUR_WINDOW)
     # A pair with keys between them is adjacent unless one of those keys is an entry of
-    # the namespace that the search may return. ``(e.namespace || '')``: the key
-    # ranges find the rows; with the bare column SQLite walks the namespace's index.
+    # the namespace that the search may return.
     gaps = [(a, b) for a, b in pairs if b - a > 1]
     filled: set[tuple[int, int]] = set()
-    keyed = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
-    for start in range(0, len(gaps), 100):
-        part = gaps[start:start + 100]
-        ranges = " OR ".join("(e.n > ? AND e.n < ?)" for _ in part)
-        for (n,) in tx.all(f"SELECT e.n FROM memory_entries e WHERE ({ranges}) AND {keyed}",
-                           (*(x for gap in part for x in gap), *params)):
-            filled.update(gap for gap in part if gap[0] < int(n) < gap[1])
+    one = f"EXISTS (SELECT 1 FROM memory_entries e WHERE e.n > ? AND e.n < ? AND {keyed})"
+    for start in range(0, len(gaps), 50):
+        part = gaps[start:start + 50]
+        row = tx.one("SELECT " + ", ".join(one for _ in part),
+                     tuple(x for gap in part for x in (*gap, *params)))
+        assert row is not None
+        filled.update(gap for gap, full in zip(part, row, strict=True) if full)
     before: dict[int, int] = {}
     after: dict[int, int] = {}
     for a, b in pairs:
