@@ -27,6 +27,11 @@ conversation's agent (the scripted model, a session per question), and the step'
 ``message.assistant`` event tells which entries were put into the context: the same
 turn and session recall, of what the model was given, and the tokens it cost.
 
+``--during``: then the largest conversation is written again, for a new agent, in one
+batch, while a second client asks the first conversation's questions one after another
+until the write is acknowledged: those searches' latencies (a write's embedding must
+not delay a search).
+
 ``--restart``: after every conversation was searched, every question is asked again,
 then again after a restart of the daemon; ``stable`` counts the questions whose ranked
 ids differ between those two (must be 0: issue 31 item 3), and from right after their
@@ -271,6 +276,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": round(percentile(s, 99) or 0, 2),
                 "max_ms": round(s[-1], 2), "insert_batch_ms": insert_ms,
                 "daemon_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2)}
+            if args.during:
+                out["during_write"] = await during_write(api, convs, run_id)
             if args.recall:
                 out["auto_recall"] = await recall_phase(api, convs, run_id, turn_of,
                                                         args.recall)
@@ -300,6 +307,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out["agentd_vs_bm25"] = beats(out["agentd"], out["bm25"])
     out["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     return out
+
+
+async def during_write(api: Api, convs: list[Conversation], run_id: str
+                       ) -> dict[str, Any]:
+    big = max(convs, key=lambda c: len(c.turns))
+    agent = f"locomo-during-{run_id}"
+    await api.agent(agent)
+    body = {"entries": [{"content": t.content, "metadata": {"dia_id": t.dia_id}}
+                        for t in big.turns]}
+    ms: list[float] = []
+    t0 = time.perf_counter()
+    write = asyncio.create_task(api.call("POST", f"/v1/agents/{agent}/memory/entries", body))
+    first = convs[0]
+    i = 0
+    while not write.done():
+        q = first.questions[i % len(first.questions)]
+        t = time.perf_counter()
+        await api.call("POST", f"/v1/agents/locomo-{first.sample}-{run_id}/memory/search",
+                       {"query": q.text, "limit": 10})
+        ms.append((time.perf_counter() - t) * 1000)
+        i += 1
+    await write
+    s = sorted(ms)
+    return {"entries_written": len(big.turns),
+            "write_ms": round((time.perf_counter() - t0) * 1000, 1), "searches": len(s),
+            "p50_ms": round(percentile(s, 50) or 0, 2),
+            "p95_ms": round(percentile(s, 95) or 0, 2),
+            "max_ms": round(s[-1], 2) if s else None}
 
 
 async def ask_all(ask: Any, convs: list[Conversation], run_id: str,
@@ -357,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight", type=float, help="vector_weight sent with every search")
     ap.add_argument("--restart", action="store_true",
                     help="restart the daemon and ask every question again")
+    ap.add_argument("--during", action="store_true",
+                    help="also search while a conversation is being written")
     ap.add_argument("--recall", type=int, default=0, metavar="N",
                     help="also measure auto-recall with recall_limit N")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (home, logs)")

@@ -436,3 +436,34 @@ async def test_vectors_written_with_their_entries_are_never_pending(store: Store
     assert await store.pending_embeddings(EMB, 10) == []
     latest = {n: v for n, v, _ in await store.vectors_since(A, EMB, 0)}
     assert latest[done[1][0].n] == vec(0, 0, 1)
+
+
+async def test_fulltext_in_a_large_namespace_ranks_the_rarest_words(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``SMALL`` entries the text side is bounded (SQLite: agentd.store._fulltext,
+    PostgreSQL: entries._pg_fulltext): the rarest words' matches are ranked, or the
+    newest matches when every word is common; namespaces and filters are kept."""
+    from agentd.store import _fulltext
+
+    monkeypatch.setattr(_fulltext, "SMALL", 50)
+    monkeypatch.setattr(_fulltext, "BUDGET", 40)
+    texts = [f"common filler number {i}" for i in range(200)]
+    for i in range(5):
+        texts.insert(30 * i + 7, f"common walrus sighting {i}")
+    done = await store.insert_entries([new(t, tags=["t"] if "walrus" in t else [])
+                                       for t in texts])
+    await store.insert_entries([new(f"walrus elsewhere {i}", S) for i in range(5)])
+    n_of = {r.content: r.n for r, _ in done}
+    walrus = {n for c, n in n_of.items() if "walrus" in c}
+    found = await store.fulltext_entries([A], "common walrus", limit=10)
+    assert {n for n, _ in found[:5]} == walrus
+    assert all(n in n_of.values() for n, _ in found)
+    # Every word common: the newest of its matches.
+    common = await store.fulltext_entries([A], "common", limit=10)
+    assert len(common) == 10
+    newest = sorted(n_of.values())[-40:]
+    assert all(n in newest for n, _ in common)
+    # Filters apply.
+    tagged = await store.fulltext_entries([A], "common walrus", EntryFilter(tags_all=("t",)),
+                                          limit=10)
+    assert {n for n, _ in tagged} == walrus

@@ -612,23 +612,65 @@ def _pg_size(tx: Tx, names: Sequence[str]) -> int:
     return int(row[0]) if row else 0
 
 
-def _pg_bm25(tx: Tx, terms: Sequence[str], tsquery: str, where: str, params: Sequence[Any],
-             limit: int) -> list[tuple[int, float]]:
-    """Okapi BM25 of the matching entries on PostgreSQL, with the statistics of the
-    searched namespaces (and filters) alone: ``N`` the entries there, a word's
-    document frequency its matches there, the average length that of the matches.
-    ``ts_rank_cd`` knows no document frequency (a name that is in half the entries
-    weighs as much as a rare word): on LoCoMo it ranked the evidence lower than BM25.
-    Stemming and stop words are PostgreSQL's ``english``; a word's frequency in an
-    entry is its positions in the ``tsvector``, an entry's length its distinct words
-    (``length(tsvector)``, read without unpacking it). Every CTE is MATERIALIZED:
-    inlined, the statistics were computed again for every match (24 ms for 400)."""
+def _pg_fulltext(tx: Tx, names: Sequence[str], terms: Sequence[str], where: str,
+                 params: Sequence[Any], limit: int) -> list[tuple[int, float]]:
+    """PostgreSQL's full-text side, BM25 as on SQLite (:mod:`agentd.store._fulltext`):
+    namespaces of up to ``SMALL`` entries rank every match; larger ones rank the
+    matches of the query's rarest words (each word's matches counted up to
+    ``BUDGET``, taken rarest first while they add up to no more), else the newest
+    ``BUDGET`` entries holding any of the words."""
+    lexemes = [str(r[0]) for r in tx.all(
+        "SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', ?))) ORDER BY 1",
+        (" ".join(terms),))][:_MAX_TERMS]
+    if not lexemes:
+        return []
+    one = "quote_literal(?)::tsquery"
+    if _pg_size(tx, names) <= _fulltext.SMALL:
+        return _pg_bm25(tx, lexemes, lexemes, where, params, limit)
+    budget = _fulltext.BUDGET
+    counts = {lx: int(row[0]) for lx in lexemes if (row := tx.one(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM memory_entries e WHERE e.content_tsv @@ {one} "
+        f"AND {where} LIMIT ?) t", (lx, *params, budget + 1))) is not None}
+    present = sorted((lx for lx in lexemes if counts.get(lx)), key=lambda lx: counts[lx])
+    chosen: list[str] = []
+    total = 0
+    for lx in present:
+        if total + counts[lx] > budget:
+            break
+        chosen.append(lx)
+        total += counts[lx]
+    rows: list[tuple[int, float]] = []
+    if chosen:
+        rows = _pg_bm25(tx, chosen, chosen, where, params, limit)
+        if len(rows) >= limit:
+            return rows
+    # Words too common to rank all their matches: the newest matches are ranked.
+    seen = {n for n, _ in rows}
+    newest = _pg_bm25(tx, present, present, where, params, limit, newest=budget)
+    return (rows + [(n, s) for n, s in newest if n not in seen])[:limit]
+
+
+def _pg_bm25(tx: Tx, match: Sequence[str], lexemes: Sequence[str], where: str,
+             params: Sequence[Any], limit: int, newest: int | None = None
+             ) -> list[tuple[int, float]]:
+    """Okapi BM25 on PostgreSQL of the entries holding any of ``match`` (lexemes of
+    the ``english`` configuration; with ``newest``, only that many of the newest),
+    with the statistics of the searched namespaces (and filters) alone: ``N`` the
+    entries there, a word's document frequency its matches there, the average length
+    that of the matches. ``ts_rank_cd`` knows no document frequency (a name that is in
+    half the entries weighs as much as a rare word): on LoCoMo it ranked the evidence
+    lower than BM25. A word's frequency in an entry is its positions in the
+    ``tsvector``, an entry's length its distinct words (``length(tsvector)``, read
+    without unpacking it). Every CTE is MATERIALIZED: inlined, the statistics were
+    computed again for every match (24 ms for 400)."""
+    one = "quote_literal(?)::tsquery"
+    tsquery = " || ".join(one for _ in match)
+    window = f" ORDER BY e.n DESC LIMIT {int(newest)}" if newest else ""
     sql = f"""
-WITH lx AS MATERIALIZED (SELECT tsvector_to_array(to_tsvector('english', ?)) AS l),
-m AS MATERIALIZED (SELECT e.n, e.content_tsv AS v FROM memory_entries e
-      WHERE e.content_tsv @@ ({tsquery}) AND {where}),
+WITH m AS MATERIALIZED (SELECT e.n, e.content_tsv AS v FROM memory_entries e
+      WHERE e.content_tsv @@ ({tsquery}) AND {where}{window}),
 tf AS MATERIALIZED (SELECT m.n, u.lexeme, COALESCE(array_length(u.positions, 1), 1) AS f,
-      length(m.v) AS len FROM m, unnest(m.v) u, lx WHERE u.lexeme = ANY(lx.l)),
+      length(m.v) AS len FROM m, unnest(m.v) u WHERE u.lexeme = ANY(?)),
 df AS MATERIALIZED (SELECT lexeme, COUNT(*)::float8 AS d FROM tf GROUP BY lexeme),
 st AS MATERIALIZED (SELECT (SELECT COUNT(*) FROM memory_entries e WHERE {where})::float8
       AS total, GREATEST((SELECT AVG(length(v)) FROM m), 1)::float8 AS avgdl)
@@ -637,7 +679,7 @@ SELECT tf.n, SUM(LN(1 + (st.total - df.d + 0.5) / (df.d + 0.5))
        AS score
 FROM tf JOIN df ON df.lexeme = tf.lexeme CROSS JOIN st
 GROUP BY tf.n ORDER BY score DESC, tf.n DESC LIMIT ?"""
-    rows = tx.all(sql, (" ".join(terms), *terms, *params, *params, limit))
+    rows = tx.all(sql, (*match, *params, list(lexemes), *params, limit))
     return [(int(r[0]), float(r[1])) for r in rows]
 
 
@@ -654,10 +696,10 @@ def query_terms(query: str) -> list[str]:
 def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter | None,
              limit: int, dialect: str) -> list[tuple[int, float]]:
     """``(n, score)`` of the entries matching any word of ``query``, best first (a
-    higher score is better: -BM25 on SQLite, ``ts_rank_cd`` on PostgreSQL). Every word
-    is passed quoted (SQLite) or as its own parameter (PostgreSQL): no text a user
-    types is read as query syntax. On SQLite the work is bounded (see
-    :mod:`agentd.store._fulltext`): with many matches, the rarest words rank them."""
+    higher score is better: BM25). Every word is passed quoted (SQLite) or as its own
+    parameter (PostgreSQL): no text a user types is read as query syntax. The work is
+    bounded (see :mod:`agentd.store._fulltext` and :func:`_pg_fulltext`): in a large
+    namespace, the rarest words rank the matches."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="limit")
     names = _namespaces(namespaces)
@@ -666,13 +708,6 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
         return []
     where, params = _where(names, filters, dialect)
     if dialect == "postgresql":
-        tsquery = " || ".join("plainto_tsquery('english', ?)" for _ in terms)
-        if _pg_size(tx, names) <= _fulltext.SMALL:
-            return _pg_bm25(tx, terms, tsquery, where, params, limit)
-        rows = tx.all(
-            f"SELECT e.n, ts_rank_cd(e.content_tsv, q.q) AS score FROM memory_entries e, "
-            f"(SELECT {tsquery} AS q) q WHERE e.content_tsv @@ q.q AND {where} "
-            "ORDER BY score DESC, e.n DESC LIMIT ?", (*terms, *params, limit))
-        return [(int(r[0]), float(r[1])) for r in rows]
+        return _pg_fulltext(tx, names, terms, where, params, limit)
     return _fulltext.search(tx, names, terms, where, params,
                             filters is not None and not filters.empty, limit)
