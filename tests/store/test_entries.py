@@ -440,9 +440,9 @@ async def test_vectors_written_with_their_entries_are_never_pending(store: Store
 
 async def test_fulltext_in_a_large_namespace_ranks_the_rarest_words(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above ``SMALL`` entries the text side is bounded (SQLite: agentd.store._fulltext,
-    PostgreSQL: entries._pg_fulltext): the rarest words' matches are ranked, or the
-    newest matches when every word is common; namespaces and filters are kept."""
+    """Above ``SMALL`` entries (SQLite: bounded by agentd.store._fulltext, PostgreSQL:
+    ts_rank_cd) the entries holding the rare word come first, the newest matches
+    when every word is common; namespaces and filters are kept."""
     from agentd.store import _fulltext
 
     monkeypatch.setattr(_fulltext, "SMALL", 50)
