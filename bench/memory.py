@@ -11,10 +11,10 @@ fresh AGENTD_HOME, SQLite unless ``--postgres``), one agent ``mem`` growing thro
 
 - **fill**: entries (an opener and two chat sentences, bench/_memory_data.py) go in
   through ``POST .../memory/entries`` in batches of 1,000, one client: acknowledged
-  entries/s. The daemon embeds them in the background; the bench polls the store for
-  entries still without a vector (read-only SQL, never a search: a search would embed
-  them itself) and reports embedded entries/s, from the first batch sent to the last
-  entry embedded, and how long after the last acknowledgement that was.
+  entries/s. The daemon embeds a batch before acknowledging it (issue 31); the bench
+  still polls the store for entries without a vector (read-only SQL) and reports
+  embedded entries/s, from the first batch sent to the last entry embedded, and how
+  long after the last acknowledgement that was (0 unless a write's embedding failed).
 - **latency**: ``POST .../memory/search`` with realistic questions, one at a time,
   embedded by the daemon per query (part of the latency): p50/p95/p99 for the default
   hybrid search, and for full text only and vectors only. The first search after a

@@ -86,7 +86,9 @@ def test_search_table_and_json(cli: Invoke, agent_name: str) -> None:
     assert "SCORE" in found.stdout and "DATE" in found.stdout
     rows = [line for line in found.stdout.splitlines() if "mem_" in line]
     assert len(rows) == 2 and "Ann drinks green tea" in rows[0]
-    assert "1.00" in rows[0] and "pref" in rows[0]
+    # SCORE: 0 to 1, best first (two decimals).
+    scores = [float(row.split("│")[1]) for row in rows]
+    assert 1.0 >= scores[0] >= scores[1] > 0 and "pref" in rows[0]
 
     hits = json.loads(cli("memory", "search", agent_name, "tea", "--json").stdout)
     assert hits[0]["score"] >= hits[-1]["score"]

@@ -261,3 +261,24 @@ def test_unknown_names_are_refused_naming_the_known_ones(spec: str, says: str) -
 def test_local_embedders_take_no_settings() -> None:
     with pytest.raises(InvalidInput, match="takes no settings"):
         resolve_embedder(MINILM, settings={"base_url": "http://127.0.0.1:1/v1"})
+
+
+def _nice_of(thread_prefix: str) -> set[int]:
+    nices = set()
+    for thread in threading.enumerate():
+        if thread.name.startswith(thread_prefix) and thread.native_id is not None:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+                nices.add(int(f.read().rsplit(")", 1)[1].split()[16]))
+    return nices
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
+async def test_a_writes_embedding_runs_below_searches(minilm: Embedder) -> None:
+    """A write's batches run at a lower CPU priority than a search's query (its own
+    thread and session), so embedding a batch leaves searches the cores."""
+    query = await minilm.embed_query("where does my sibling live now?")
+    batch = await minilm.embed(["where does my sibling live now?", "My sister moved."])
+    # The same vector either way.
+    assert cos(query[0], batch[0]) > 0.999
+    assert _nice_of(f"embed-{MINILM}") == {10}
+    assert _nice_of(f"embed-query-{MINILM}") == {os.getpriority(os.PRIO_PROCESS, 0)}

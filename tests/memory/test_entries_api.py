@@ -154,6 +154,9 @@ async def test_non_finite_numbers_refused(client: httpx.AsyncClient) -> None:
     ({"query": ""}, "body.query"),
     ({"query": "x", "limit": 0}, "body.limit"),
     ({"query": "x", "limit": 10**9}, "body.limit"),
+    ({"query": "x", "limit": 10**6}, "body.limit"),
+    ({"query": "x" * 100_000}, "body.query"),
+    ({"query": "x", "tags": ["a"], "colour_filter": {"k": 1}}, "body.colour_filter"),
     ({"query": "x", "colour": "red"}, "body.colour"),
     ({"query": "x", "vector_weight": 2}, "body.vector_weight"),
     ({"query": "x", "metadata": {"k": [1]}}, "body.metadata.k"),
@@ -163,6 +166,17 @@ async def test_bad_searches(client: httpx.AsyncClient, body: dict[str, Any],
     refused = await client.post(f"{BASE}/search", json=body)
     assert refused.status_code == 422, refused.text
     assert error_of(refused)[1] is not None and error_of(refused)[1].startswith(field)
+
+
+async def test_a_bad_search_setting_is_refused_and_changes_nothing(
+        client: httpx.AsyncClient) -> None:
+    for memory in ({"neighbour_weight": 1.5}, {"neighbour_weight": -0.1},
+                   {"vector_weight": "high"}):
+        refused = await client.patch("/v1/agents/a", json={"settings": {"memory": memory}})
+        assert refused.status_code == 422, refused.text
+        assert f"memory.{next(iter(memory))}" in refused.text
+    settings = (await client.get("/v1/agents/a")).json()["settings"]
+    assert "neighbour_weight" not in settings.get("memory", {})
 
 
 async def test_unknown_agent_and_entry(client: httpx.AsyncClient) -> None:

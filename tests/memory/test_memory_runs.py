@@ -324,6 +324,10 @@ async def test_a_stale_index_file_catches_up(settings: Settings, store_url: str)
         await store.close()
     rt = await Runtime.open(settings)
     try:
+        # Entries written behind the daemon's back wait for the background embedder
+        # (a search does not wait for it): let it finish.
+        assert rt.entries.vectors is not None
+        assert await rt.entries.vectors.drain(None, 60.0)
         car = await rt.search_memory("a", "what vehicle do I drive?", limit=1,
                                      vector_weight=1.0)
         assert car[0].entry.content == "My car is a red Volvo."

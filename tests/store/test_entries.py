@@ -390,3 +390,80 @@ async def test_concurrent_duplicates_store_one(store: Store) -> None:
     assert {batch[0][0].id for batch in results} == {winners[0].id}
     assert await store.count_entries(A) == 9
     assert await store.count("memory_tags") == 1
+
+
+async def test_neighbours_are_the_entries_written_around_each(store: Store) -> None:
+    ns = await add(store, "one", "two", "three", "four")
+    other = await add(store, "elsewhere", namespace=S)
+    ns += await add(store, "five")
+    tagged = await store.insert_entries([new("six", tags=["x"])])
+    six = tagged[0][0].n
+    got = await store.entry_neighbours([A], [*ns, six])
+    assert got[ns[0]] == (None, ns[1])
+    assert got[ns[1]] == (ns[0], ns[2])
+    # Another namespace's entry in between is skipped over, not taken.
+    assert got[ns[3]] == (ns[2], ns[4])
+    assert got[ns[4]] == (ns[3], six)
+    assert got[six] == (ns[4], None)
+    # Only neighbours among the keys asked about: "two" is not one, so "one" and
+    # "three" have none on that side (they are not next to each other).
+    some = await store.entry_neighbours([A], [ns[0], ns[2], ns[3]])
+    assert some == {ns[0]: (None, None), ns[2]: (None, ns[3]), ns[3]: (ns[2], None)}
+    # Filters: an entry the search may not return is no neighbour, and no gap either.
+    only_x = await store.entry_neighbours([A], [ns[4], six], EntryFilter(tags_all=("x",)))
+    assert only_x == {six: (None, None)}
+    # Keys of other namespaces are not answered for.
+    assert await store.entry_neighbours([A], other) == {}
+    # Entries written far apart (by keys) are no neighbours.
+    await store.insert_entries([new(f"filler {i}", S) for i in range(80)])
+    late = await add(store, "much later")
+    assert (await store.entry_neighbours([A], [six, *late]))[late[0]] == (None, None)
+
+
+async def test_vectors_written_with_their_entries_are_never_pending(store: Store) -> None:
+    done = await store.insert_entries([new("alpha"), new("beta"), new("alpha")],
+                                      vectors=(EMB, [vec(1, 0, 0), vec(0, 1, 0),
+                                                     vec(1, 0, 0)]))
+    assert [created for _, created in done] == [True, True, False]
+    assert await store.pending_embeddings(EMB, 10) == []
+    assert await store.count_vectors(A, EMB) == 2
+    rows = await store.vectors_since(A, EMB, 0)
+    assert {(n, v) for n, v, _ in rows} == {(done[0][0].n, vec(1, 0, 0)),
+                                            (done[1][0].n, vec(0, 1, 0))}
+    # An update with a vector stores it with the new content.
+    await store.update_entry([A], done[1][0].id, EntryChange(content="gamma"),
+                             vector=(EMB, vec(0, 0, 1)))
+    assert await store.pending_embeddings(EMB, 10) == []
+    latest = {n: v for n, v, _ in await store.vectors_since(A, EMB, 0)}
+    assert latest[done[1][0].n] == vec(0, 0, 1)
+
+
+async def test_fulltext_in_a_large_namespace_ranks_the_rarest_words(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``SMALL`` entries (SQLite: bounded by agentd.store._fulltext, PostgreSQL:
+    ts_rank_cd) the entries holding the rare word come first, the newest matches
+    when every word is common; namespaces and filters are kept."""
+    from agentd.store import _fulltext
+
+    monkeypatch.setattr(_fulltext, "SMALL", 50)
+    monkeypatch.setattr(_fulltext, "BUDGET", 40)
+    texts = [f"common filler number {i}" for i in range(200)]
+    for i in range(5):
+        texts.insert(30 * i + 7, f"common walrus sighting {i}")
+    done = await store.insert_entries([new(t, tags=["t"] if "walrus" in t else [])
+                                       for t in texts])
+    await store.insert_entries([new(f"walrus elsewhere {i}", S) for i in range(5)])
+    n_of = {r.content: r.n for r, _ in done}
+    walrus = {n for c, n in n_of.items() if "walrus" in c}
+    found = await store.fulltext_entries([A], "common walrus", limit=10)
+    assert {n for n, _ in found[:5]} == walrus
+    assert all(n in n_of.values() for n, _ in found)
+    # Every word common: the newest of its matches.
+    common = await store.fulltext_entries([A], "common", limit=10)
+    assert len(common) == 10
+    newest = sorted(n_of.values())[-40:]
+    assert all(n in newest for n, _ in common)
+    # Filters apply.
+    tagged = await store.fulltext_entries([A], "common walrus", EntryFilter(tags_all=("t",)),
+                                          limit=10)
+    assert {n for n, _ in tagged} == walrus

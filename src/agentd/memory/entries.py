@@ -219,17 +219,49 @@ def content_words(query: str) -> str:
     return " ".join(kept) if kept else query
 
 
+def _spread(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """A side's scores scaled to [0, 1] over its own candidates (min-max): its best 1,
+    its last 0 (all 1 when they tie)."""
+    if not ranking:
+        return {}
+    values = [s for _, s in ranking]
+    hi, lo = max(values), min(values)
+    if hi <= lo:
+        return {k: 1.0 for k, _ in ranking}
+    return {k: (s - lo) / (hi - lo) for k, s in ranking}
+
+
 def fuse(text: Sequence[tuple[int, float]], vector: Sequence[tuple[int, float]],
-         weight: float) -> list[tuple[int, float]]:
-    """Weighted fusion of rank-normalised scores: each side's best scores 1, its last
-    about 0 (1 - rank / length), absent 0; ``weight`` goes to the vector side. Needs no
-    calibration between BM25 and cosine (docs/design-notes.md measured it against RRF)."""
+         weight: float) -> dict[int, float]:
+    """Weighted fusion of min-max normalised scores (each side's own, over its top
+    candidates); ``weight`` goes to the vector side, an entry absent from a side gets 0
+    there. Unlike rank-based fusion it keeps how far apart the candidates are: a clear
+    BM25 winner stays ahead of vectors that barely differ (docs/design-notes.md, "Memory
+    on LoCoMo")."""
     score: dict[int, float] = {}
-    for ranking, w in ((text, 1.0 - weight), (vector, weight)):
-        n = len(ranking)
-        for r, (key, _) in enumerate(ranking):
-            score[key] = score.get(key, 0.0) + w * (1.0 - r / n)
-    return sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))
+    for side, w in ((_spread(text), 1.0 - weight), (_spread(vector), weight)):
+        if w <= 0.0:
+            continue
+        for key, s in side.items():
+            score[key] = score.get(key, 0.0) + w * s
+    return score
+
+
+def with_neighbours(score: Mapping[int, float],
+                    neighbours: Mapping[int, tuple[int | None, int | None]],
+                    weight: float) -> list[tuple[int, float]]:
+    """Each candidate's score plus ``weight`` times the best score of the candidates
+    written just before and after it (``neighbours``: each candidate's previous and
+    next entry), divided by ``1 + weight`` to stay within [0, 1]; best first, ties by
+    key. A turn that answers a question is often the reply to the turn that matched it
+    (or the one a reply points back to): this lifts it. Only candidates (found by words
+    or by meaning) are ranked, so every result still matches one side."""
+    out: dict[int, float] = {}
+    for key, s in score.items():
+        best = max((score.get(other, 0.0) for other in neighbours.get(key, ())
+                    if other is not None), default=0.0)
+        out[key] = (s + weight * best) / (1.0 + weight)
+    return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 class MemoryEntries:
@@ -314,8 +346,18 @@ class MemoryEntries:
                 source_session=scope.session, source_run=scope.run_id,
                 source_seq=scope.seq, agent_id=scope.agent_id, tainted=tainted,
                 created_at=created_at[i] if created_at is not None else None))
+        # The entries' vectors are computed before they are written and committed with
+        # them: an acknowledged entry is found by meaning at once, and a search never
+        # depends on how far background embedding got (an import larger than a batch
+        # is embedded in the background instead, and found by its words until then).
+        vectors: tuple[str, list[bytes]] | None = None
+        if self.vectors is not None and len(new) <= MAX_BATCH:
+            embedded = await self.vectors.embed_now([e.content for e in new])
+            if embedded is not None:
+                vectors = (self.vectors.name, embedded)
         written = await self.store.insert_entries(
-            new, quota=self.agents.guard.quotas.quota(scope.tenant, "memory_entries"))
+            new, quota=self.agents.guard.quotas.quota(scope.tenant, "memory_entries"),
+            vectors=vectors)
         self.written({e.namespace for e in new})
         return written
 
@@ -330,8 +372,13 @@ class MemoryEntries:
             check_tags(change.tags, "body.tags")
         if change.metadata is not None:
             check_metadata(change.metadata, "body.metadata")
+        vector: tuple[str, bytes] | None = None
+        if change.content is not None and self.vectors is not None:
+            embedded = await self.vectors.embed_now([change.content])
+            if embedded is not None:
+                vector = (self.vectors.name, embedded[0])
         record = await self.store.update_entry(scope.readable(None), entry_id, change,
-                                               expect_version=expect_version)
+                                               expect_version=expect_version, vector=vector)
         self.written([record.namespace])
         return record
 
@@ -363,14 +410,12 @@ class MemoryEntries:
     async def search(self, scope: Scope, query: str, *, limit: int = 10,
                      namespaces: Sequence[str | None] | None = None,
                      filters: EntryFilter | None = None,
-                     vector_weight: float | None = None,
-                     wait_embedding_s: float = 10.0) -> list[Hit]:
+                     vector_weight: float | None = None) -> list[Hit]:
         """The entries best matching ``query``, best first, each with its score.
 
-        Entries of the namespaces still waiting for their vectors are embedded first,
-        for at most ``wait_embedding_s`` (0: not at all; full text finds them anyway),
-        so an acknowledged entry is found by meaning at once after a small write; a
-        run's auto-recall does not wait behind a bulk import."""
+        Never waits for background work: an entry written through :meth:`add` has its
+        vector from the moment it is acknowledged, so the same query over the same
+        entries ranks the same way at once, later and after a restart."""
         if not query.strip():
             raise InvalidInput("query must not be empty", field="body.query")
         if len(query) > MAX_QUERY:
@@ -398,15 +443,18 @@ class MemoryEntries:
         async def by_meaning() -> list[tuple[int, float]]:
             if self.vectors is None or weight <= 0.0:
                 return []
-            if wait_embedding_s > 0:
-                await self.vectors.drain(spaces, wait_embedding_s)
             q = await self.vectors.query(query)
             return await self.vectors.search(spaces, q, depth, flt)
 
         # The two sides wait on different threads (the store's, the embedder's and
         # the index's): side by side, a search costs the slower of them.
         text, vector = await asyncio.gather(by_words(), by_meaning())
-        fused = fuse(text, vector, weight)[:limit]
+        score = fuse(text, vector, weight)
+        # Neighbours lift a hybrid search; one side alone ranks by that side alone.
+        lift = scope.settings.neighbour_weight if 0.0 < weight < 1.0 else 0.0
+        around = (await self.store.entry_neighbours(spaces, list(score), flt)
+                  if lift > 0.0 and score else {})
+        fused = with_neighbours(score, around, lift)[:limit]
         records = await self.store.entries_by_n(spaces, [k for k, _ in fused])
         text_of, vector_of = dict(text), dict(vector)
         return [Hit(records[k], round(s, 6), text_of.get(k), vector_of.get(k))

@@ -59,8 +59,7 @@ async def recall_context(entries: MemoryEntries, scope: Scope, message: str
     if not query.strip():
         return "", data
     try:
-        hits = await entries.search(scope, query, limit=settings.recall_limit,
-                                    wait_embedding_s=0.0)
+        hits = await entries.search(scope, query, limit=settings.recall_limit)
     except Exception as exc:
         log.warning("auto-recall failed for agent %s: %s", scope.agent_id, exc)
         data["error"] = f"{type(exc).__name__}: {exc}"[:300]

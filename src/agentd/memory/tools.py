@@ -133,8 +133,7 @@ async def recall(query: str, ctx: ToolContext, limit: int = 5,
     if not 1 <= limit <= 20:
         raise ToolError("limit must be between 1 and 20", code="invalid_input")
     hits: list[Hit] = await acting(service.search(
-        scope, query, limit=limit, filters=EntryFilter(tags_all=tuple(tags or ())),
-        wait_embedding_s=2.0))
+        scope, query, limit=limit, filters=EntryFilter(tags_all=tuple(tags or ()))))
     if not hits:
         return "nothing in memory matches"
     tainted = [h.entry.id for h in hits if h.entry.tainted]

@@ -197,7 +197,8 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
     memory: MemorySettings = Field(
         default_factory=MemorySettings,
         description='Long-term memory (`agentd.settings.memory`): `{"namespaces": [...], '
-                    '"vector_weight": 0.95, "auto_recall": false, "recall_limit": 5, '
+                    '"vector_weight": 0.4, "neighbour_weight": 0.2, "auto_recall": false, '
+                    '"recall_limit": 5, '
                     '"recall_tokens": 800, "recall_min_score": 0, "compaction": {"auto", '
                     '"threshold", "strategy", "model", "keep_turns", '
                     '"max_summary_tokens"}, "consolidation": {"auto", "model", '

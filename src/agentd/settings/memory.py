@@ -76,9 +76,15 @@ class MemorySettings(_Area):
         description="Shared namespaces this agent may read and write besides its own "
                     "(each matching `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`).")
     vector_weight: float = Field(
-        0.95, ge=0.0, le=1.0, allow_inf_nan=False,
-        description="Hybrid search: the vector side's weight in the fusion (0: full "
-                    "text only, 1: vectors only; measured in docs/benchmarks.md).")
+        0.4, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Hybrid search: the vector side's weight in the fusion of the two "
+                    "sides' min-max normalised scores (0: full text only, 1: vectors "
+                    "only; measured on LoCoMo in docs/benchmarks.md).")
+    neighbour_weight: float = Field(
+        0.2, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Hybrid search: how much of the best score of the entries written "
+                    "just before and after an entry is added to its own (0: none). "
+                    "Conversation turns answer the turn before them.")
     auto_recall: bool = Field(False, description="Put the most relevant entries into "
                                                  "the context before each model call "
                                                  "(logged in the step's event).")

