@@ -13,14 +13,15 @@ through the official SDKs (the stub's prompt-cache simulation off: it is the ben
 process's work, which would only crowd the two cores): ``openai:gpt-4.1-mini`` (Chat
 Completions) and ``anthropic:claude-sonnet-4-5`` (Messages), both catalogued, so the
 context is fitted to their windows (1M and 200k tokens: the whole session fits) and
-their usage priced. Compaction is off, as is auto-recall. For each provider and each
-history length, a session is seeded with that many turns (a user message and the agent's
-answer each, written through the LangGraph door's ``update_state``: nothing is run), a
-turn is sent to warm it, then ``--turns`` turns are sent one after another by one
-client, first each waited for (``wait: true``), then each streamed (SSE to the run's
-end). The daemon's CPU (user + system, from ``/proc``) over those turns, divided by
-them, is the figure. Every turn's answer is checked to be the stub's echo of its
-message.
+their usage priced. Compaction is off, as is auto-recall. For each provider, history
+length and mode (first each turn waited for, ``wait: true``; then each streamed, SSE
+to the run's end), sessions are seeded with that many turns (a user message and the
+agent's answer each, written through the LangGraph door's ``update_state``: nothing is
+run), each gets a turn to warm it, then a batch of turns one after another from one
+client (a tenth of the length, at least 10, so that the history stays within about 10 %
+of it), until ``--turns`` turns were measured. The daemon's CPU (user + system, from
+``/proc``) over those turns, divided by them, is the figure; seeding and warming are
+not counted. Every turn's answer is checked to be the stub's echo of its message.
 
 ``--paths`` picks what is measured: ``provider`` (the above; the default),
 ``adapter``, ``langgraph``, ``openai`` (see ``bench/_history_paths.py``: an
@@ -111,19 +112,32 @@ def turn(api: httpx.Client, agent: str, key: str, content: str, mode: str) -> No
         raise RuntimeError("the stream ended before the run did")
 
 
+def batch_of(length: int) -> int:
+    """Turns measured on one session: few enough that its history stays within about
+    10 % of ``length`` (a new session is seeded for the next batch)."""
+    return max(10, length // 10)
+
+
 def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, length: int,
             turns: int, modes: list[str]) -> dict[str, float]:
     agent = f"h-{provider}"
-    key = seed(api, agent, length)
-    turn(api, agent, key, "warm up", "wait")
     out: dict[str, float] = {}
     for mode in modes:
-        before = daemon.server.cpu_s()
-        for i in range(turns):
-            turn(api, agent, key, f"{mode} turn {i} of {length}", mode)
-        after = daemon.server.cpu_s()
-        assert before is not None and after is not None
-        out[mode] = round((after - before) * 1000 / turns, 3)
+        cpu = 0.0
+        done = 0
+        while done < turns:
+            # Seeding and the warm-up turn are not measured.
+            key = seed(api, agent, length)
+            turn(api, agent, key, "warm up", "wait")
+            count = min(batch_of(length), turns - done)
+            before = daemon.server.cpu_s()
+            for i in range(count):
+                turn(api, agent, key, f"{mode} turn {done + i} of {length}", mode)
+            after = daemon.server.cpu_s()
+            assert before is not None and after is not None
+            cpu += after - before
+            done += count
+        out[mode] = round(cpu * 1000 / turns, 3)
         info(f"{provider} {mode} at {length} turns: {out[mode]} ms of daemon CPU per turn")
     return out
 
