@@ -183,6 +183,61 @@ async def test_sqlite_takes_a_dead_daemons_runs_back_at_once(settings: Settings,
                                                               "new-name")
 
 
+async def test_a_run_started_with_its_message_by_a_dead_daemon_is_resumed(
+        settings: Settings, tmp_path: Path) -> None:
+    # Runs.send starts an idle session's run in the accepting commit: a daemon that
+    # died before its executor took the run over left it running under its lease,
+    # with nothing done. The next daemon resumes it: one answer, one model call.
+    url = f"sqlite:///{tmp_path / 'agentd.db'}"
+    store = await open_store(url)
+    try:
+        agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                         tools=[], settings={})
+        accepted = await store.accept_message(
+            agent_id=agent.id, key="k", content="left",
+            start=Lease(owner="dead:1", ttl=3600))
+        assert accepted.started
+    finally:
+        await store.close()
+    async with _node(settings, url, "new-name") as rt:
+        run = await asyncio.wait_for(rt.wait(accepted.run.id), 10)
+        assert (run.status, run.output, run.lease_owner) == ("completed", "echo: left",
+                                                              "new-name")
+        kinds = [e.kind for e in await rt.read_events(accepted.session.id)]
+        assert kinds == ["message.user", "run.queued", "run.started", "run.resumed",
+                         "message.assistant", "run.completed"]
+
+
+async def test_a_waited_turn_to_an_idle_session_is_two_commits(runtime: Runtime) -> None:
+    """For a sender that waits (``start``), the message, its queued run and the run's
+    start are one commit; the answer and the run's end the other. A message sent while
+    the run is under way queues; one whose sender does not wait is queued (a 202 says
+    so) and its executor starts it."""
+    await runtime.create_agent(name="two", settings={"script": [
+        {"text": "slow", "delay_ms": 300}, {"text": "next"}, {"text": "third"}]})
+    sent = await runtime.send("two", "k", "hi", start=True)
+    assert [e.kind for e in sent.events] == ["message.user", "run.queued", "run.started"]
+    assert sent.run.status == "running"
+    behind = await runtime.send("two", "k", "again", start=True)
+    assert [e.kind for e in behind.events] == ["message.user", "run.queued"]
+    assert behind.busy_run == sent.run.id
+    first = await asyncio.wait_for(runtime.wait(sent.run.id), 10)
+    second = await asyncio.wait_for(runtime.wait(behind.run.id), 10)
+    assert (first.output, second.output) == ("slow", "next")
+    log = await runtime.read_events(sent.session.id)
+    at = {e.seq: e.at for e in log}
+    # The first run's start was committed with its message (one commit, one time).
+    assert at[1] == at[2] == at[3]
+    assert [e.kind for e in log] == [
+        "message.user", "run.queued", "run.started", "message.user", "run.queued",
+        "message.assistant", "run.completed", "run.started", "message.assistant",
+        "run.completed"]
+    later = await runtime.send("two", "k", "no wait")
+    assert [e.kind for e in later.events] == ["message.user", "run.queued"]
+    assert later.run.status == "queued"
+    assert (await asyncio.wait_for(runtime.wait(later.run.id), 10)).output == "third"
+
+
 @pytest.mark.postgres
 async def test_postgres_waits_for_a_foreign_lease_to_expire(settings: Settings,
                                                            pg_url: str) -> None:

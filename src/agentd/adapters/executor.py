@@ -159,7 +159,9 @@ class AdapterExecutor(RunExecutor):
     _whole = False
 
     async def _execute(self) -> RunOutcome:
-        resumed = self.run.status in ("running", "waiting_approval")
+        # (A run started with its message is running before its first step: not resumed.)
+        resumed = (self.run.status in ("running", "waiting_approval")
+                   and not self.started)
         outcome = await self._begin()
         if outcome is not None:
             return outcome

@@ -735,11 +735,13 @@ class Runtime(MemoryCalls):
                    idempotency_key: str | None = None, mode: str = "enqueue",
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
-                   also: Callable[[Tx, Accepted], None] | None = None) -> SendResult:
-        """Accept a message (see :meth:`Runs.send`)."""
+                   also: Callable[[Tx, Accepted], None] | None = None,
+                   start: bool = False) -> SendResult:
+        """Accept a message (see :meth:`Runs.send`; ``start``: the sender waits for
+        the run, which starts in the accepting commit when its session is idle)."""
         return await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
-                                    origin=origin, also=also)
+                                    origin=origin, also=also, start=start)
 
     async def wait_idle(self) -> None:
         """Return once nothing is under way on this node: no run is being driven (the

@@ -164,6 +164,8 @@ class Agents:
         self._by_name: dict[str, AgentRecord] = {}
         self._by_id: dict[str, AgentRecord] = {}
         self._plans: dict[str, AgentPlan] = {}
+        #: Workspace paths by agent id (a path costs every turn otherwise).
+        self._workspaces: dict[str, Path] = {}
         #: The record each plan was last checked against (records are replaced, never
         #: changed, when an agent is updated): the same record needs no new check.
         self._checked: dict[str, AgentRecord] = {}
@@ -422,7 +424,12 @@ class Agents:
     def workspace_of(self, agent: AgentRecord) -> Path:
         """The agent's workspace directory (by id: a new agent of an old name starts
         with an empty one)."""
-        return self.settings.workspaces_dir / agent.id
+        path = self._workspaces.get(agent.id)
+        if path is None:
+            if len(self._workspaces) > 10_000:
+                self._workspaces.clear()
+            path = self._workspaces[agent.id] = self.settings.workspaces_dir / agent.id
+        return path
 
     def _check_name_tenant(self, name: str, tenant: str) -> None:
         """An agent named ``<tenant>.<rest>`` for an existing tenant belongs to that

@@ -490,7 +490,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
     async def _begin(self) -> RunOutcome | None:
         """Start the run, or pick it up where its log says it was (``_resume``)."""
         if self.started:
-            # Started with its message (Runs.send_many(start=True)): the lease is
+            # Started with its message (Runs.send, Runs.send_many(start=True)): the lease is
             # this node's already, and its next commit renews it.
             self.started = False
             self._took_lease()

@@ -110,7 +110,8 @@ class Runs:
                    idempotency_key: str | None = None, mode: str = "enqueue",
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
-                   also: Callable[[Tx, Accepted], None] | None = None) -> SendResult:
+                   also: Callable[[Tx, Accepted], None] | None = None,
+                   start: bool = False) -> SendResult:
         """Accept a message: committed (message + queued run) before this returns.
 
         ``mode``: what happens when the session has a run already (``enqueue`` behind
@@ -125,6 +126,12 @@ class Runs:
         ``origin`` and ``also`` are the store's (:meth:`Store.accept_message`): what
         started the message (a schedule's fire, a subtask, another agent), logged in
         its ``message.user`` data, and more writes committed with it.
+
+        ``start``: the sender waits for the run (a reply held open, a stream), so a
+        message to a session with nothing else active starts its run in the same
+        commit (its ``run.started`` logged with it, under this node's lease): such a
+        turn is two commits, not three, and its executor carries on from there. A
+        sender answered at once (202) is told its run is queued, as it is.
         """
         agent = await self._sender(name, key, mode, priority)
         accepted = await self.store.accept_message(
@@ -132,7 +139,8 @@ class Runs:
             mode=mode, priority=priority or self.agents.priority_of(agent),
             find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also,
             session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
-                                                         "sessions"))
+                                                         "sessions"),
+            start=self.runlog.lease if start else None)
         result = self._hand_over(agent, key, mode, accepted)
         if agent.state == "created":
             result.agent = await self.agents.set_state_from(name, "created", "running")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentd.errors import SessionBusy, SessionNotFound
-from agentd.events import MessageUser, RunQueued
+from agentd.events import MessageUser, RunQueued, RunStarted
 from agentd.store import quota as _quota
 from agentd.store import rows as _rows
 from agentd.store.engine import Tx
@@ -197,11 +197,13 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
            mode: str, priority: str, run_id: str, now: float,
            find_busy: bool = False, origin: Mapping[str, Any] | None = None,
            also: Callable[[Tx, Accepted], None] | None = None,
-           session_quota: Quota | None = None, dialect: str = "sqlite") -> Accepted:
+           session_quota: Quota | None = None, dialect: str = "sqlite",
+           start: Lease | None = None) -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there)."""
     accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
                        idempotency_key=idempotency_key, mode=mode, priority=priority,
-                       run_id=run_id, now=now, find_busy=find_busy, origin=origin)
+                       run_id=run_id, now=now, find_busy=find_busy, origin=origin,
+                       start=start, dialect=dialect)
     if accepted.created_session:
         _quota.check(tx, session_quota, dialect)
     if also is not None and not accepted.duplicate:
@@ -230,19 +232,23 @@ class ToAccept:
 
 def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
             mode: str, priority: str, run_id: str, now: float, find_busy: bool,
-            origin: Mapping[str, Any] | None) -> Accepted:
+            origin: Mapping[str, Any] | None, start: Lease | None = None,
+            dialect: str = "sqlite") -> Accepted:
     extra = dict(origin or {})
     created = False
-    row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
-                 (agent_id, key))
+    # With ``start``, whether the session is busy decides whether the run starts: on
+    # PostgreSQL the session's row is locked first (every commit to the session takes
+    # it), so no run of another node becomes active between the look and the write.
+    select = f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?" + (
+        " FOR UPDATE" if start is not None and dialect == "postgresql" else "")
+    row = tx.one(select, (agent_id, key))
     if row is None:
         tx.execute(
             f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
             "ON CONFLICT (agent_id, key) DO NOTHING",
             (_rows.new_id("s"), agent_id, key, now, now, now),
         )
-        row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?",
-                     (agent_id, key))
+        row = tx.one(select, (agent_id, key))
         assert row is not None
         created = True
     session = _rows.session(row)
@@ -254,12 +260,18 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
             return Accepted(session=session, run=_rows.run(prior), events=[],
                             created_session=False, duplicate=True)
     busy: tuple[Any, ...] | None = None
-    if not created and (mode != "enqueue" or find_busy):
-        # The run under way, else the first queued (a session has few active runs;
-        # the partial index holds only those).
+    # (A session this transaction made may still be busy on PostgreSQL: another node
+    # may have made it and queued a run meanwhile.)
+    if (not created or (start is not None and dialect == "postgresql")) and (
+            mode != "enqueue" or find_busy or start is not None):
+        # The run under way, else the first queued. Two lookups, each served by the
+        # partial index of active runs: ordered by ``status = 'queued'``, the engines
+        # read every run the session ever had instead (SQLite sorts them).
         busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                      f"status IN {ACTIVE} ORDER BY status = 'queued', queued_seq LIMIT 1",
-                      (session.id,))
+                      f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1", (session.id,))
+        if busy is None:
+            busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
+                          f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session.id,))
     if busy is not None and mode == "reject":
         raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                           details={"active_run": busy[0]})
@@ -274,19 +286,31 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # its place in the session's queue.
     # A run queued behind another writes nothing more until it starts (its stream
     # is told what it waits for from ``busy_run``, not from the log).
-    events = append(tx, session.id, [NewEvent.of(MessageUser(
-        data={**extra, "content": content}), run_id),  # type: ignore[typeddict-item]
-                                     NewEvent.of(RunQueued(), run_id)], now)
+    # With ``start`` and nothing else active in the session, the run starts in this
+    # transaction too: its run.started follows, and it is written running under the
+    # lease, as its executor's first commit would write it (Accepted.started).
+    started = start is not None and busy is None
+    new = [NewEvent.of(MessageUser(data={**extra, "content": content}),  # type: ignore[typeddict-item]
+                       run_id),
+           NewEvent.of(RunQueued(), run_id)]
+    if started:
+        new.append(NewEvent.of(RunStarted(), run_id))
+    events = append(tx, session.id, new, now)
     run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
-                    status="queued", input=content, idempotency_key=idempotency_key,
-                    created_at=now, queued_seq=events[-1].seq, priority=priority)
+                    status="running" if started else "queued", input=content,
+                    idempotency_key=idempotency_key, created_at=now,
+                    queued_seq=events[1].seq, priority=priority)
+    if started:
+        assert start is not None
+        run.started_at, run.lease_owner = now, start.owner
+        run.lease_expires_at = now + start.ttl
     tx.execute(
         f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
-        "?, ?, NULL, NULL, NULL, NULL, ?, ?)",
-        (run.id, session.id, agent_id, "queued", content, idempotency_key, now,
-         run.queued_seq, priority),
+        "?, ?, ?, NULL, ?, ?, ?, ?)",
+        (run.id, session.id, agent_id, run.status, content, idempotency_key, now,
+         run.started_at, run.lease_owner, run.lease_expires_at, run.queued_seq, priority),
     )
     session.last_seq = events[-1].seq
     session.updated_at = now
     return Accepted(session=session, run=run, events=events, created_session=created,
-                    busy_run=busy[0] if busy is not None else None)
+                    busy_run=busy[0] if busy is not None else None, started=started)

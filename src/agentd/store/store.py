@@ -477,7 +477,7 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
                              origin: Mapping[str, Any] | None = None,
                              also: Callable[[Tx, Accepted], None] | None = None,
                              session_quota: Quota | None = None,
-                             ) -> Accepted:
+                             start: Lease | None = None) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
         With an ``idempotency_key`` already used in this session, nothing is written
@@ -498,6 +498,9 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
         (a schedule's claim on its fire time is committed with the run this way).
         ``session_quota``: the agent's tenant's limit on sessions (a session made
         here is counted against it; over it, nothing is written: QuotaExceeded).
+        ``start``: a new run whose session has nothing else active starts in this
+        transaction, under this lease (``Accepted.started``: its ``run.started``
+        follows its ``run.queued``; the executor carries on from there).
         """
         if origin is not None and ("content" in origin or "steer" in origin):
             raise ValueError("origin must not set content or steer")
@@ -507,7 +510,7 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
             origin=origin, also=also, session_quota=session_quota,
-            dialect=self.engine.dialect))
+            dialect=self.engine.dialect, start=start))
 
     async def accept_messages(self, items: Sequence[ToAccept], *,
                               also_many: AlsoMany | None = None, start: Lease | None = None
@@ -564,16 +567,22 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
         now = self.clock.time()
 
         def op(tx: Tx) -> list[EventRecord]:
-            if unless_steered_after is not None and tx.one(
-                    "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND run_id = ? "
-                    "AND kind = 'message.user' LIMIT 1",
-                    (session_id, unless_steered_after, run_id)) is not None:
-                raise Steered(run_id or "")
             # Events first: appending locks the session's row (on PostgreSQL), which
-            # serialises lease checks within a session.
+            # serialises lease checks and steering within a session.
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
             records = (append(tx, session_id, events, now, last_checkpoint) if events
                        else [])
+            if unless_steered_after is not None:
+                # Only events logged after the guard can be a steered message: when
+                # these are the first since, there is nothing to look for. (Raised
+                # here, Steered rolls the append back with the rest of the write.)
+                end = records[0].seq if records else None
+                if (end is None or end - 1 > unless_steered_after) and tx.one(
+                        "SELECT seq FROM events WHERE session_id = ? AND seq > ? "
+                        "AND seq < ? AND run_id = ? AND kind = 'message.user' LIMIT 1",
+                        (session_id, unless_steered_after,
+                         end if end is not None else 2**62, run_id)) is not None:
+                    raise Steered(run_id or "")
             if unless_changed_after is not None and records and tx.one(
                     "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND seq < ? "
                     "AND kind IN ('session.restored', 'session.compacted', "

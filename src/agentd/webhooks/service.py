@@ -172,6 +172,7 @@ class Webhooks:
         #: Whether any subscription is enabled (refreshed by every scan and change):
         #: with none, the feed's events cost nothing.
         self._any = True
+        self._wake_ingest = asyncio.Event()
         #: Figures for tests and the bench.
         self.figures: dict[str, int] = {"made": 0, "attempts": 0, "delivered": 0,
                                         "failed": 0, "lost_lease": 0, "scans": 0}
@@ -219,6 +220,8 @@ class Webhooks:
                             updated_at=now)
         made = await self.store.insert_webhook(rec, max_per_agent=self.config.max_per_agent)
         self._any = self._any or made.enabled
+        if made.enabled:
+            self._wake_ingest.set()
         return made
 
     async def get(self, webhook_id: str) -> WebhookRecord:
@@ -249,6 +252,8 @@ class Webhooks:
             await self._check_address(change["url"], actor)
         rec = await self.store.update_webhook(webhook_id, change, now=self.clock())
         self._any = self._any or rec.enabled
+        if rec.enabled:
+            self._wake_ingest.set()
         return rec
 
     async def rotate(self, webhook_id: str) -> WebhookRecord:
@@ -346,10 +351,18 @@ class Webhooks:
         return made
 
     async def _ingest_loop(self) -> None:
-        feed = self.bus.subscribe_all()
+        # The feed only makes deliveries prompt (the scans find whatever it missed), so
+        # it is held only while some subscription is enabled: a daemon without webhooks
+        # pays nothing per event. ``_wake_ingest`` says one was made or enabled here.
+        feed: Feed | None = None
         try:
             scan, scanned = True, 0.0
-            while not feed.closed:
+            while feed is None or not feed.closed:
+                if self._any and feed is None:
+                    feed, scan = self.bus.subscribe_all(), True
+                elif not self._any and feed is not None:
+                    feed.close()
+                    feed = None
                 try:
                     scan, scanned = await self._ingest_once(feed, scan, scanned)
                 except Exception:
@@ -357,12 +370,15 @@ class Webhooks:
                     scan = True
                     await asyncio.sleep(self.config.poll_s)
         finally:
-            feed.close()
+            if feed is not None:
+                feed.close()
 
-    async def _ingest_once(self, feed: Feed, scan: bool, scanned: float
+    async def _ingest_once(self, feed: Feed | None, scan: bool, scanned: float
                            ) -> tuple[bool, float]:
         """One pass: what the feed announced (and, when due, a scan for what it did not)
-        turned into deliveries; the next pass's (scan, scanned)."""
+        turned into deliveries; the next pass's (scan, scanned). Without a feed (no
+        subscription was enabled at the last look) it waits for one to be made here
+        or for the next scan, which finds those made on other nodes."""
         dirty: set[str] = set()
         if scan or time.monotonic() - scanned > self.config.poll_s * 5:
             scanned = time.monotonic()
@@ -372,6 +388,14 @@ class Webhooks:
             dirty.update(behind)
             scan = len(behind) >= _SCAN
         waited = not (dirty or scan)
+        if feed is None or not self._any:
+            self._wake_ingest.clear()
+            if waited and not self._any and feed is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.poll_s):
+                        await self._wake_ingest.wait()
+            await self.catch_up(dirty)
+            return scan or self._any, scanned
         item = await feed.next(wait_s=self.config.poll_s if waited else 0)
         quiet = item is None
         while item is not None:

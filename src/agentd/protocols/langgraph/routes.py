@@ -504,7 +504,7 @@ def _resume_action(value: Any) -> tuple[str, str | None, str | None]:
 
 
 async def _start(request: Request, thread_id: str | None, body: RunCreate,
-                 *, stream: bool) -> _Started:
+                 *, stream: bool, wait: bool = False) -> _Started:
     runtime = runtime_of(request)
     body.check()
     guard = None
@@ -531,7 +531,8 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
     mode = body.multitask_strategy or "enqueue"
     sent = await runtime.send(agent, KEY_PREFIX + thread_id, content,
                               idempotency_key=idempotency_key, mode=mode,
-                              priority="interactive", stream=stream, also=guard)
+                              priority="interactive", stream=stream, also=guard,
+                              start=stream or wait)
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
     # runs/wait follows the run's events as they are published (a stream opens its
     # own subscription, in its response's body, which closes it however it ends).
@@ -626,14 +627,14 @@ async def create_stateless_run(request: Request) -> Response:
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, request: Request) -> Response:
     body = await _run_body(request)
-    started = await _start(request, thread_id, body, stream=False)
+    started = await _start(request, thread_id, body, stream=False, wait=True)
     return await _wait_answer(runtime_of(request), started)
 
 
 @router.post("/runs/wait")
 async def wait_stateless_run(request: Request) -> Response:
     body = await _run_body(request)
-    started = await _start(request, None, body, stream=False)
+    started = await _start(request, None, body, stream=False, wait=True)
     return await _wait_answer(runtime_of(request), started)
 
 

@@ -339,7 +339,7 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
         origin["tool_results"] = results
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
                               mode="enqueue", priority="interactive", stream=stream,
-                              origin=origin or None)
+                              origin=origin or None, start=True)
 
 
 def _finished(run: RunRecord) -> RunRecord:

@@ -338,7 +338,8 @@ class Termo:
         try:
             sent = await runtime.send(self.agent, key, message,
                                       priority="interactive", stream=stream,
-                                      origin=None if stream else {"whole": True})
+                                      origin=None if stream else {"whole": True},
+                                      start=True)
         except AgentdError as exc:
             return _error(exc.message, exc.status if exc.status < 500 else 503,
                           code=exc.code)

@@ -140,7 +140,8 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
     sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
-                              mode=body.mode, priority=priority, stream=body.stream)
+                              mode=body.mode, priority=priority, stream=body.stream,
+                              start=body.stream or body.wait)
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)
