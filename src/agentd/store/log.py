@@ -264,14 +264,17 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # may have made it and queued a run meanwhile.)
     if (not created or (start is not None and dialect == "postgresql")) and (
             mode != "enqueue" or find_busy or start is not None):
-        # The run under way, else the first queued. Two lookups, each served by the
-        # partial index of active runs: ordered by ``status = 'queued'``, the engines
-        # read every run the session ever had instead (SQLite sorts them).
+        # The run under way, else the first queued: lookups served by the partial
+        # index of active runs (ordered by ``status = 'queued'``, the engines read
+        # every run the session ever had instead, and SQLite sorted them). Runs start
+        # in their queue's order, so the first active one is the one under way if
+        # any; only when it is queued is the rest looked through, to be sure.
         busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                      f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1", (session.id,))
-        if busy is None:
+                      f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session.id,))
+        if busy is not None and busy[3] == "queued":
             busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                          f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session.id,))
+                          f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1",
+                          (session.id,)) or busy
     if busy is not None and mode == "reject":
         raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                           details={"active_run": busy[0]})
