@@ -410,6 +410,7 @@ class AgentdPeer(Peer):
         super().__init__(*a)
         self.home = self.work / "agentd"
         self.daemon: LocalDaemon | None = None
+        self.synchronous = "?"
 
     async def start(self) -> None:
         self.home.mkdir()
@@ -424,6 +425,11 @@ class AgentdPeer(Peer):
             "settings": {"base_url": self.stub.base_url}})
         if status != 201:
             raise RuntimeError(f"agentd: creating the agent: {status} {str(body)[:300]}")
+        # The durability level the daemon runs at, as its own connection reports it.
+        async with self.api.get(self.base + "/v1/overview", timeout=TIMEOUT,
+                                headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            overview = orjson.loads(await resp.read())
+        self.synchronous = str((overview.get("store") or {}).get("synchronous", "?"))
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
         async with self.api.post(self.base + path, data=orjson.dumps(body), timeout=TIMEOUT,
@@ -462,7 +468,7 @@ class AgentdPeer(Peer):
     def config(self) -> dict[str, Any]:
         return {"model": "openai-compatible:stub", "store": "SQLite",
                 **sqlite_mode(self.home / "agentd.db"),
-                "synchronous": os.environ.get("AGENTD_SQLITE_SYNCHRONOUS", "NORMAL"),
+                "synchronous": self.synchronous,
                 "api": "POST /v1/agents/{name}/sessions/{key}/messages {wait: true}"}
 
 

@@ -11,8 +11,8 @@ drift of the machine's load falls on both sides), a fresh ``agentd serve`` (``py
 LEVEL``; on PostgreSQL a new schema of the given database) is started, the level is
 read back from ``GET /v1/overview`` (``store.synchronous``: what the daemon's own
 connection reports), and closed-loop clients, each on a session of its own, send
-turns (``stream: false``: the reply is the finished run, three commits after the
-message's):
+turns (``stream: false``: the reply is the finished run, two commits from the
+message: three before issue 30's "a turn is two commits"):
 
 * ``echo:N``, N clients (``--clients``, default 1 and 8), on the scripted echo model,
   which answers at once: the store is then the whole cost of a turn, the worst case

@@ -230,28 +230,52 @@ class ToAccept:
     session_quota: Quota | None = None
 
 
+def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool
+                 ) -> tuple[SessionRecord, bool]:
+    """The session (made if it does not exist) and whether this transaction made it;
+    ``lock``: its row locked first (PostgreSQL's ``FOR UPDATE``)."""
+    select = f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?" + (
+        " FOR UPDATE" if lock else "")
+    row = tx.one(select, (agent_id, key))
+    if row is not None:
+        return _rows.session(row), False
+    tx.execute(
+        f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
+        "ON CONFLICT (agent_id, key) DO NOTHING",
+        (_rows.new_id("s"), agent_id, key, now, now, now),
+    )
+    row = tx.one(select, (agent_id, key))
+    assert row is not None
+    return _rows.session(row), True
+
+
+def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
+    """The session's run under way, else its first queued (a row of RUN_COLS).
+
+    Lookups served by the partial index of active runs (ordered by ``status =
+    'queued'``, the engines read every run the session ever had instead, and SQLite
+    sorted them). Runs start in their queue's order, so the first active one is the
+    one under way if any; only when it is queued is the rest looked through, to be
+    sure."""
+    busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
+                  f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session_id,))
+    if busy is not None and busy[3] == "queued":
+        busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
+                      f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1",
+                      (session_id,)) or busy
+    return busy
+
+
 def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
             mode: str, priority: str, run_id: str, now: float, find_busy: bool,
             origin: Mapping[str, Any] | None, start: Lease | None = None,
             dialect: str = "sqlite") -> Accepted:
     extra = dict(origin or {})
-    created = False
     # With ``start``, whether the session is busy decides whether the run starts: on
     # PostgreSQL the session's row is locked first (every commit to the session takes
     # it), so no run of another node becomes active between the look and the write.
-    select = f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?" + (
-        " FOR UPDATE" if start is not None and dialect == "postgresql" else "")
-    row = tx.one(select, (agent_id, key))
-    if row is None:
-        tx.execute(
-            f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
-            "ON CONFLICT (agent_id, key) DO NOTHING",
-            (_rows.new_id("s"), agent_id, key, now, now, now),
-        )
-        row = tx.one(select, (agent_id, key))
-        assert row is not None
-        created = True
-    session = _rows.session(row)
+    lock = start is not None and dialect == "postgresql"
+    session, created = _session_row(tx, agent_id, key, now, lock)
     if idempotency_key is not None:
         prior = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? "
                        "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
@@ -259,22 +283,10 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
         if prior is not None:
             return Accepted(session=session, run=_rows.run(prior), events=[],
                             created_session=False, duplicate=True)
-    busy: tuple[Any, ...] | None = None
     # (A session this transaction made may still be busy on PostgreSQL: another node
     # may have made it and queued a run meanwhile.)
-    if (not created or (start is not None and dialect == "postgresql")) and (
-            mode != "enqueue" or find_busy or start is not None):
-        # The run under way, else the first queued: lookups served by the partial
-        # index of active runs (ordered by ``status = 'queued'``, the engines read
-        # every run the session ever had instead, and SQLite sorted them). Runs start
-        # in their queue's order, so the first active one is the one under way if
-        # any; only when it is queued is the rest looked through, to be sure.
-        busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                      f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session.id,))
-        if busy is not None and busy[3] == "queued":
-            busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                          f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1",
-                          (session.id,)) or busy
+    busy = (_busy_run(tx, session.id) if (not created or lock) and (
+        mode != "enqueue" or find_busy or start is not None) else None)
     if busy is not None and mode == "reject":
         raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                           details={"active_run": busy[0]})
@@ -290,21 +302,31 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # A run queued behind another writes nothing more until it starts (its stream
     # is told what it waits for from ``busy_run``, not from the log).
     # With ``start`` and nothing else active in the session, the run starts in this
-    # transaction too: its run.started follows, and it is written running under the
-    # lease, as its executor's first commit would write it (Accepted.started).
-    started = start is not None and busy is None
+    # transaction too (Accepted.started).
+    run, events = _new_run(tx, session, extra, content, idempotency_key, priority, run_id,
+                           agent_id, now, start if busy is None else None)
+    return Accepted(session=session, run=run, events=events, created_session=created,
+                    busy_run=busy[0] if busy is not None else None,
+                    started=run.status == "running")
+
+
+def _new_run(tx: Tx, session: SessionRecord, extra: dict[str, Any], content: str,
+             idempotency_key: str | None, priority: str, run_id: str, agent_id: str,
+             now: float, start: Lease | None) -> tuple[RunRecord, list[EventRecord]]:
+    """A new run of the message, queued; with ``start``, started too: its run.started
+    follows, and it is written running under the lease, as its executor's first
+    commit would write it."""
     new = [NewEvent.of(MessageUser(data={**extra, "content": content}),  # type: ignore[typeddict-item]
                        run_id),
            NewEvent.of(RunQueued(), run_id)]
-    if started:
+    if start is not None:
         new.append(NewEvent.of(RunStarted(), run_id))
     events = append(tx, session.id, new, now)
     run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
-                    status="running" if started else "queued", input=content,
+                    status="running" if start is not None else "queued", input=content,
                     idempotency_key=idempotency_key, created_at=now,
                     queued_seq=events[1].seq, priority=priority)
-    if started:
-        assert start is not None
+    if start is not None:
         run.started_at, run.lease_owner = now, start.owner
         run.lease_expires_at = now + start.ttl
     tx.execute(
@@ -315,5 +337,4 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     )
     session.last_seq = events[-1].seq
     session.updated_at = now
-    return Accepted(session=session, run=run, events=events, created_session=created,
-                    busy_run=busy[0] if busy is not None else None, started=started)
+    return run, events
