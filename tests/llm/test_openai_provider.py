@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -625,3 +626,98 @@ def test_stub_refuses_unknown_faults(stub: StubLLMServer) -> None:
 async def test_a_broken_stream_is_released_at_once_not_by_the_collector(
         stub: StubLLMServer, model: Model) -> None:
     await assert_broken_streams_released(stub, model, ask())
+
+
+# --- hostile chunks ---------------------------------------------------------------
+# The provider reads each chunk as the JSON it was sent (the SDK builds no model of
+# it), so a compatible server that sends the wrong shapes must get a clear model
+# error, never a crash or a wrong value passed on.
+
+
+async def _serve_sse(chunks: list[bytes]) -> tuple[asyncio.AbstractServer, str]:
+    """A server on a real socket that answers every request with these SSE events."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        body = b"".join(b"data: " + c + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+def _chunk(delta: Any = None, finish: Any = None, **fields: Any) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": {} if delta is None else delta,
+                              "finish_reason": finish}
+    return orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                         "model": "m", "choices": [choice], **fields})
+
+
+HOSTILE = {
+    "chunk not an object": [b"[1, 2]"],
+    "choices not a list": [orjson.dumps({"choices": {"0": {}}})],
+    "content a number": [_chunk({"content": 5}, "stop")],
+    "finish reason a list": [_chunk({"content": "x"}, ["stop"])],
+    "tool call index a string": [_chunk({"tool_calls": [
+        {"index": "0", "id": "t", "function": {"name": "f", "arguments": "{}"}}]}, "tool_calls")],
+    "tool call arguments an object": [_chunk({"tool_calls": [
+        {"index": 0, "id": "t", "function": {"name": "f", "arguments": {"a": 1}}}]},
+        "tool_calls")],
+    "usage a string": [_chunk({"content": "x"}, "stop", usage="lots")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+async def test_a_chunk_of_the_wrong_shape_is_a_clear_model_error(case: str) -> None:
+    server, url = await _serve_sse(HOSTILE[case])
+    model = resolve_model(SPEC, settings={"base_url": url, "max_retries": 0})
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+        assert (info.value.code, info.value.retryable) == ("model_bad_output", True)
+        assert "not a chat completion chunk" in info.value.message
+    finally:
+        await model.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_odd_but_valid_chunks_are_read_as_the_sdk_read_them() -> None:
+    """Fields left out, nulls, other choices, negative or boolean token counts, a
+    running usage total: what is there is read, the rest is as if absent."""
+    chunks = [
+        orjson.dumps({"choices": []}),
+        _chunk({"role": "assistant", "content": None}),
+        orjson.dumps({"choices": [{"index": 1, "delta": {"content": "other choice"}}]}),
+        _chunk({"content": "he"}, usage={"prompt_tokens": 3, "completion_tokens": True}),
+        _chunk({"content": "llo", "refusal": None, "tool_calls": None}),
+        _chunk({"tool_calls": [{"index": 0, "id": "call_1", "extra_content": {"g": 1},
+                                "function": {"name": "f", "arguments": "{\"a\""}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+               "tool_calls"),
+        orjson.dumps({"choices": [], "usage": {
+            "prompt_tokens": 7, "completion_tokens": -1,
+            "prompt_tokens_details": {"cached_tokens": 4}}}),
+    ]
+    server, url = await _serve_sse(chunks)
+    model = resolve_model(SPEC, settings={"base_url": url, "max_retries": 0})
+    try:
+        events = await collect(model, ask())
+    finally:
+        await model.aclose()
+        server.close()
+        await server.wait_closed()
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "hello"
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [(c.index, c.id, c.name, c.arguments, c.extra) for c in calls] == [
+        (0, "call_1", "f", '{"a"', {"extra_content": {"g": 1}}), (0, None, None, ": 1}", None)]
+    usage = [e for e in events if isinstance(e, UsageEvent)]
+    assert [(u.usage.input_tokens, u.usage.output_tokens, u.usage.cached_tokens)
+            for u in usage] == [(7, 0, 4)]
+    assert isinstance(events[-1], Finish) and events[-1].reason == "tool_calls"

@@ -24,7 +24,6 @@ import openai
 import orjson
 from openai.types.chat import (
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
     ChatCompletionToolParam,
@@ -89,9 +88,6 @@ class OpenAIChatModel(Model):
         #: Why no call can be made (no key where the provider needs one).
         self._missing_key = missing_key
 
-    # complexity: one pass over the provider's stream with one branch per chunk field
-    # and per error it maps; its state (tool-call deltas by index, usage) is local to
-    # the stream.
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         if self._missing_key is not None:
             raise ModelError(self._missing_key, code="model_auth", retryable=False)
@@ -102,51 +98,28 @@ class OpenAIChatModel(Model):
             # The body is already on the wire: the SDK's own create() would walk every
             # message of the history through its TypedDict transform on every call
             # (most of a long session's CPU). Its client still does the HTTP, auth,
-            # errors and the typed stream.
+            # errors and the stream's events (an error event raises); each chunk comes
+            # as the JSON it was (``AsyncStream[object]``), read by ``_chunk_events``,
+            # not built into the SDK's model (a fifth of a turn's CPU).
             sdk_stream = await self._client.post(
                 "/chat/completions", content=body, cast_to=ChatCompletion,
-                stream=True, stream_cls=openai.AsyncStream[ChatCompletionChunk])
+                stream=True, stream_cls=openai.AsyncStream[object])
         except (openai.OpenAIError, ValueError) as exc:
             self._raise(exc)
 
-        finish: FinishReason | None = None
-        usage: Usage | None = None
+        state = _StreamState()
         async with sdk_stream, aclosing(self._chunks(sdk_stream)) as chunks:
             async for chunk in chunks:
-                if chunk.usage is not None:
-                    # Keep the last report: OpenAI sends one, some compatible servers
-                    # send a running total on every chunk, so summing would overcount.
-                    usage = _usage(chunk)
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue
-                    delta = choice.delta
-                    if delta.content:
-                        yield TextDelta(text=delta.content)
-                    if delta.refusal:
-                        yield TextDelta(text=delta.refusal)
-                    for call in delta.tool_calls or ():
-                        function = call.function
-                        # Gemini signs its reasoning on the call (extra_content); it
-                        # must come back verbatim or the next request is refused.
-                        extra = (call.model_extra or {}).get("extra_content")
-                        yield ToolCallDelta(
-                            index=call.index,
-                            id=call.id or None,
-                            name=(function.name if function else None) or None,
-                            arguments=(function.arguments if function else None) or "",
-                            extra={"extra_content": extra} if isinstance(extra, dict)
-                            else None,
-                        )
-                    if delta.function_call is not None:
-                        yield ToolCallDelta(
-                            index=0,
-                            name=delta.function_call.name or None,
-                            arguments=delta.function_call.arguments or "",
-                        )
-                    if choice.finish_reason is not None:
-                        finish = _FINISH_REASONS.get(choice.finish_reason, "stop")
-        if finish is None:
+                try:
+                    events = _chunk_events(chunk, state)
+                except _BadChunk as exc:
+                    raise ModelError(
+                        f"{self.provider} sent a stream chunk that is not a chat "
+                        f"completion chunk: {exc}", code="model_bad_output",
+                        retryable=True) from None
+                for event in events:
+                    yield event
+        if state.finish is None:
             # The stream closed cleanly but the model never said it was done: treat it
             # as a cut-off, not as a complete answer that happens to be short.
             raise ModelError(
@@ -154,9 +127,9 @@ class OpenAIChatModel(Model):
                 code="model_unavailable",
                 retryable=True,
             )
-        if usage is not None:
-            yield UsageEvent(usage=usage)
-        yield Finish(reason=finish)
+        if state.usage is not None:
+            yield UsageEvent(usage=state.usage)
+        yield Finish(reason=state.finish)
 
     def _body(self, request: ModelRequest, temperature: float | None,
               max_tokens: int | None) -> bytes:
@@ -192,8 +165,8 @@ class OpenAIChatModel(Model):
         return b"".join([first, *parts, b"],", orjson.dumps(params)[1:]])
 
     async def _chunks(
-        self, sdk_stream: openai.AsyncStream[ChatCompletionChunk]
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        self, sdk_stream: openai.AsyncStream[object]
+    ) -> AsyncGenerator[object, None]:
         try:
             async for chunk in sdk_stream:
                 yield chunk
@@ -296,15 +269,99 @@ def _error_text(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _usage(chunk: ChatCompletionChunk) -> Usage:
-    usage = chunk.usage
-    assert usage is not None
-    details = usage.prompt_tokens_details
-    cached = details.cached_tokens if details is not None else None
+class _BadChunk(Exception):
+    """A stream chunk that does not have a chat completion chunk's shape."""
+
+
+class _StreamState:
+    """What a stream has said so far besides its deltas."""
+
+    __slots__ = ("finish", "usage")
+
+    def __init__(self) -> None:
+        self.finish: FinishReason | None = None
+        self.usage: Usage | None = None
+
+
+def _of(value: Any, kind: type, where: str) -> Any:
+    """``value`` if it is a ``kind`` (or None), else the chunk is refused."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise _BadChunk(f"{where} is not {'a string' if kind is str else kind.__name__}")
+
+
+# complexity: one branch per field of a chunk (text, refusal, tool calls, the legacy
+# function call, the finish reason, usage), each checked for its JSON type.
+def _chunk_events(chunk: Any, state: _StreamState) -> list[StreamEvent]:
+    """What one chunk of a Chat Completions stream says, as stream events (the JSON
+    as sent: every field the runtime reads is checked for its type, since a
+    compatible server may send anything)."""
+    if not isinstance(chunk, dict):
+        raise _BadChunk("the chunk is not a JSON object")
+    events: list[StreamEvent] = []
+    reported = _of(chunk.get("usage"), dict, "usage")
+    if reported is not None:
+        # Keep the last report: OpenAI sends one, some compatible servers send a
+        # running total on every chunk, so summing would overcount.
+        state.usage = _usage(reported)
+    for choice in _of(chunk.get("choices"), list, "choices") or ():
+        if not isinstance(choice, dict):
+            raise _BadChunk("a choice is not a JSON object")
+        if choice.get("index", 0) != 0:
+            continue
+        delta = _of(choice.get("delta"), dict, "delta") or {}
+        content = _of(delta.get("content"), str, "delta.content")
+        if content:
+            events.append(TextDelta(text=content))
+        refusal = _of(delta.get("refusal"), str, "delta.refusal")
+        if refusal:
+            events.append(TextDelta(text=refusal))
+        for call in _of(delta.get("tool_calls"), list, "delta.tool_calls") or ():
+            events.append(_call_delta(call))
+        legacy = _of(delta.get("function_call"), dict, "delta.function_call")
+        if legacy is not None:
+            events.append(ToolCallDelta(
+                index=0, name=_of(legacy.get("name"), str, "function_call.name") or None,
+                arguments=_of(legacy.get("arguments"), str,
+                              "function_call.arguments") or ""))
+        reason = _of(choice.get("finish_reason"), str, "finish_reason")
+        if reason is not None:
+            state.finish = _FINISH_REASONS.get(reason, "stop")
+    return events
+
+
+def _call_delta(call: Any) -> ToolCallDelta:
+    if not isinstance(call, dict):
+        raise _BadChunk("a tool call is not a JSON object")
+    index = call.get("index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise _BadChunk("a tool call's index is not an integer")
+    function = _of(call.get("function"), dict, "tool_calls.function") or {}
+    # Gemini signs its reasoning on the call (extra_content); it must come back
+    # verbatim or the next request is refused.
+    extra = call.get("extra_content")
+    return ToolCallDelta(
+        index=index,
+        id=_of(call.get("id"), str, "tool_calls.id") or None,
+        name=_of(function.get("name"), str, "tool_calls.function.name") or None,
+        arguments=_of(function.get("arguments"), str,
+                      "tool_calls.function.arguments") or "",
+        extra={"extra_content": extra} if isinstance(extra, dict) else None,
+    )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else 0
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cached_tokens=cached or 0,
+        input_tokens=_count(usage.get("prompt_tokens")),
+        output_tokens=_count(usage.get("completion_tokens")),
+        cached_tokens=_count(cached),
     )
 
 
