@@ -69,16 +69,17 @@ ANSWER = ("stub: Item {i} is as it was: the figures match the previous report, t
           "question is still the date, and nothing else changed since we last spoke.")
 
 
-def seed(api: httpx.Client, agent: str, turns: int) -> str:
+def seed(api: httpx.Client, agent: str, turns: int, user: str = USER,
+         answer: str = ANSWER) -> str:
     """A new session of ``turns`` turns of history (each a user message and the agent's
-    answer, added through the Agent Protocol door's ``update_state``: nothing is run):
-    its key."""
+    answer, from the templates ``user`` and ``answer``, added through the Agent
+    Protocol door's ``update_state``: nothing is run): its key."""
     created = api.post("/langgraph/threads", json={"graph_id": agent})
     created.raise_for_status()
     thread = created.json()["thread_id"]
     messages = [m for i in range(turns) for m in (
-        {"type": "human", "content": USER.format(i=i)},
-        {"type": "ai", "content": ANSWER.format(i=i)})]
+        {"type": "human", "content": user.format(i=i)},
+        {"type": "ai", "content": answer.format(i=i)})]
     for start in range(0, len(messages), 1000):
         reply = api.post(f"/langgraph/threads/{quote(thread, safe='')}/state",
                          json={"values": {"messages": messages[start:start + 1000]}},

@@ -66,24 +66,6 @@ USER = "How is item {i} doing today?"
 ANSWER = "stub: Item {i} is fine, nothing changed."
 
 
-def seed(api: httpx.Client, agent: str, turns: int) -> str:
-    """A new session of ``turns`` turns of history: its key."""
-    created = api.post("/langgraph/threads", json={"graph_id": agent})
-    created.raise_for_status()
-    thread = created.json()["thread_id"]
-    messages: list[dict[str, str]] = []
-    for i in range(turns):
-        messages.append({"type": "human", "content": USER.format(i=i)})
-        messages.append({"type": "ai", "content": ANSWER.format(i=i)})
-    for start in range(0, len(messages), 1000):
-        reply = api.post(f"/langgraph/threads/{quote(thread, safe='')}/state",
-                         json={"values": {"messages": messages[start:start + 1000]}},
-                         timeout=120)
-        if reply.status_code != 200:
-            raise RuntimeError(f"seeding {thread}: {reply.status_code} {reply.text[:300]}")
-    return f"lg:{thread}"
-
-
 def turn(api: httpx.Client, agent: str, key: str, content: str, mode: str) -> None:
     path = f"/v1/agents/{agent}/sessions/{quote(key, safe='')}/messages"
     if mode == "wait":
@@ -127,7 +109,7 @@ def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, length: int,
         done = 0
         while done < turns:
             # Seeding and the warm-up turn are not measured.
-            key = seed(api, agent, length)
+            key = _history_paths.seed(api, agent, length, USER, ANSWER)
             turn(api, agent, key, "warm up", "wait")
             count = min(batch_of(length), turns - done)
             before = daemon.server.cpu_s()

@@ -39,6 +39,27 @@ from agentd.config import SandboxConfig, Settings
 from agentd.security.tokens import read_token
 from agentd.testing.live import LiveServer
 
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without agentd's own variables and the OpenAI key:
+    a child daemon or bench takes its settings from what the test gives it."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+
+
+def run_bench(script: Path, args: list[str], cwd: Path, *, timeout: float = 300,
+              env: dict[str, str] | None = None
+              ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run a bench script (in a :func:`clean_env`, or ``env``); its last line of
+    output as JSON (there must be one) and the finished process."""
+    result = subprocess.run(
+        [sys.executable, str(script), *args], env=clean_env() if env is None else env,
+        cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout, check=False)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
+    return orjson.loads(lines[-1]), result
+
 #: This tree's sources: a daemon process runs this agentd, not whichever is installed.
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -101,8 +122,7 @@ class ForkServer:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+        env = clean_env()
         env.update(PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
             [str(SRC), *filter(None, [env.get("PYTHONPATH")])]))
         self.proc = subprocess.Popen(
@@ -163,8 +183,7 @@ class Daemon:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+        self.env = clean_env()
         self.env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(SRC), *filter(None, [self.env.get("PYTHONPATH")])])

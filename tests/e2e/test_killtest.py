@@ -4,13 +4,10 @@ run that waited for a decision about a cut tool call decided and settled)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.daemons import run_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -18,17 +15,10 @@ HARNESS = Path(__file__).resolve().parents[2] / "bench" / "killtest.py"
 
 
 def test_a_few_kills_break_no_invariant(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
-    result = subprocess.run(
-        [sys.executable, str(HARNESS), "--kills", "5", "--seed", "7",
-         "--workdir", str(tmp_path / "killtest"), "--settle-timeout", "30",
-         "--drain-timeout", "30", "--startup-timeout", "90"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=400, check=False)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
-    figures = json.loads(lines[-1])
+    figures, result = run_bench(HARNESS, [
+        "--kills", "5", "--seed", "7", "--workdir", str(tmp_path / "killtest"),
+        "--settle-timeout", "30", "--drain-timeout", "30", "--startup-timeout", "90"],
+        tmp_path, timeout=400)
     assert "error" not in figures, f"{figures['error']}\n{result.stderr[-4000:]}"
     assert figures["violations"] == 0, (figures, result.stderr[-4000:])
     assert set(figures["violations_by_invariant"].values()) == {0}

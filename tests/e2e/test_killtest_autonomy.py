@@ -5,14 +5,13 @@ once, each call answered once)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.daemons import clean_env, run_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -24,22 +23,15 @@ def test_a_few_kills_lose_and_repeat_no_fire_subtask_or_call(tmp_path: Path) -> 
     No ``--cpu-hogs`` here: the suite's four workers keep both cores busy already, and
     a hog would slow every other test; ``bench/killtest_autonomy.py --cpu-hogs N`` runs
     the loaded scenario on its own (docs/benchmarks.md)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
+    env = clean_env()
     # The daemon runs this tree's agentd, not whichever one is installed.
     env["PYTHONPATH"] = os.pathsep.join([str(HARNESS.parents[1] / "src"),
                                          *filter(None, [env.get("PYTHONPATH")])])
-    result = subprocess.run(
-        [sys.executable, str(HARNESS), "--kills", "3", "--seed", "14",
-         "--min-kill-ms", "300", "--max-kill-ms", "600", "--warmup-s", "3",
-         "--every-1s",
-         "--workdir", str(tmp_path / "killauto"), "--settle-timeout", "25",
-         "--drain-timeout", "20", "--startup-timeout", "90"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, timeout=400, check=False)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
-    figures = json.loads(lines[-1])
+    figures, result = run_bench(HARNESS, [
+        "--kills", "3", "--seed", "14", "--min-kill-ms", "300", "--max-kill-ms", "600",
+        "--warmup-s", "3", "--every-1s", "--workdir", str(tmp_path / "killauto"),
+        "--settle-timeout", "25", "--drain-timeout", "20", "--startup-timeout", "90"],
+        tmp_path, timeout=400, env=env)
     assert "error" not in figures, f"{figures['error']}\n{result.stderr[-4000:]}"
     assert figures["violations"] == 0, (figures, result.stderr[-4000:])
     assert set(figures["violations_by_invariant"].values()) == {0}

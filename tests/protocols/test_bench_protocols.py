@@ -4,13 +4,10 @@ here: timing belongs to the bench)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.daemons import run_bench
 
 pytestmark = pytest.mark.e2e
 
@@ -18,15 +15,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "protocols.py"
 
 
 def test_the_protocols_bench_runs_clean(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENTD_") and k != "OPENAI_API_KEY"}
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--clients", "2", "--seconds", "0.5", "--warmup", "0"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=300, check=False)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
-    figures = json.loads(lines[-1])
+    figures, result = run_bench(
+        BENCH, ["--clients", "2", "--seconds", "0.5", "--warmup", "0"], tmp_path)
     assert result.returncode == 0, (figures, result.stderr[-4000:])
     for prefix in ("", "openai_chat_", "openai_responses_", "langgraph_", "a2a_", "mcp_",
                    "ws_"):

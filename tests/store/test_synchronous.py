@@ -125,18 +125,6 @@ def test_the_settings_and_the_engines_take_the_same_levels() -> None:
 # -- the settings ------------------------------------------------------------------------
 
 
-def _problem(home: Path, toml: str = "", **env: str) -> str:
-    """What reading the settings says is wrong with ``toml`` and ``env``."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "agentd.toml").write_text(toml)
-        with pytest.raises(ValidationError) as caught:
-            Settings(_env_file=None)  # type: ignore[call-arg]
-    return settings_problem(caught.value)
-
-
 def _settings(home: Path, toml: str = "", **env: str) -> Settings:
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
@@ -144,6 +132,13 @@ def _settings(home: Path, toml: str = "", **env: str) -> Settings:
         home.mkdir(parents=True, exist_ok=True)
         (home / "agentd.toml").write_text(toml)
         return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def _problem(home: Path, toml: str = "", **env: str) -> str:
+    """What reading the settings says is wrong with ``toml`` and ``env``."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(home, toml, **env)
+    return settings_problem(caught.value)
 
 
 PG = {"AGENTD_DATABASE_URL": "postgresql://agentd@db.internal/agentd"}

@@ -576,12 +576,11 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
                 # Only events logged after the guard can be a steered message: when
                 # these are the first since, there is nothing to look for. (Raised
                 # here, Steered rolls the append back with the rest of the write.)
-                end = records[0].seq if records else None
-                if (end is None or end - 1 > unless_steered_after) and tx.one(
+                moved = not records or records[0].seq - 1 > unless_steered_after
+                if moved and tx.one(
                         "SELECT seq FROM events WHERE session_id = ? AND seq > ? "
-                        "AND seq < ? AND run_id = ? AND kind = 'message.user' LIMIT 1",
-                        (session_id, unless_steered_after,
-                         end if end is not None else 2**62, run_id)) is not None:
+                        "AND run_id = ? AND kind = 'message.user' LIMIT 1",
+                        (session_id, unless_steered_after, run_id)) is not None:
                     raise Steered(run_id or "")
             if unless_changed_after is not None and records and tx.one(
                     "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND seq < ? "

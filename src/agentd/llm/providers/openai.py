@@ -351,8 +351,10 @@ def _call_delta(call: Any) -> ToolCallDelta:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
-        else 0
+    """A reported token count; anything but a positive integer counts as none."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return 0
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
