@@ -28,6 +28,7 @@ from agentd.errors import (
     SessionExists,
     SessionNotFound,
 )
+from agentd.llm.scripted import enqueue
 from agentd.runtime.history import SessionHistory
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, open_store
 from agentd.store.records import EventRecord, RunRecord, live_events
@@ -213,25 +214,29 @@ async def test_a_waited_turn_to_an_idle_session_is_two_commits(runtime: Runtime)
     start are one commit; the answer and the run's end the other. A message sent while
     the run is under way queues; one whose sender does not wait is queued (a 202 says
     so) and its executor starts it."""
-    await runtime.create_agent(name="two", settings={"script": [
-        {"text": "slow", "delay_ms": 300}, {"text": "next"}, {"text": "third"}]})
+    # The first answer never comes on its own (the run is cancelled once the second
+    # message is queued behind it): no timing decides what the test sees.
+    await runtime.create_agent(name="two")
+    for turn in ({"text": "never", "delay_ms": 600_000}, {"text": "next"}, {"text": "third"}):
+        enqueue(turn, agent="two")
     sent = await runtime.send("two", "k", "hi", start=True)
     assert [e.kind for e in sent.events] == ["message.user", "run.queued", "run.started"]
     assert sent.run.status == "running"
     behind = await runtime.send("two", "k", "again", start=True)
     assert [e.kind for e in behind.events] == ["message.user", "run.queued"]
     assert behind.busy_run == sent.run.id
+    await under_way(runtime, sent.run.id, in_model=True)  # it took the first answer
+    await runtime.cancel_run(sent.run.id)
     first = await asyncio.wait_for(runtime.wait(sent.run.id), 10)
     second = await asyncio.wait_for(runtime.wait(behind.run.id), 10)
-    assert (first.output, second.output) == ("slow", "next")
+    assert (first.status, second.output) == ("cancelled", "next")
     log = await runtime.read_events(sent.session.id)
     at = {e.seq: e.at for e in log}
     # The first run's start was committed with its message (one commit, one time).
     assert at[1] == at[2] == at[3]
     assert [e.kind for e in log] == [
         "message.user", "run.queued", "run.started", "message.user", "run.queued",
-        "message.assistant", "run.completed", "run.started", "message.assistant",
-        "run.completed"]
+        "run.cancelled", "run.started", "message.assistant", "run.completed"]
     later = await runtime.send("two", "k", "no wait")
     assert [e.kind for e in later.events] == ["message.user", "run.queued"]
     assert later.run.status == "queued"
