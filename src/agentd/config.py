@@ -422,6 +422,41 @@ class BrowserConfig(_Strict):
     chromium_sandbox: bool = True
 
 
+class TelemetryConfig(_Strict):
+    """What an operator sees of the daemon (``[telemetry]``; :mod:`agentd.telemetry`,
+    docs/operations.md, "Observability").
+
+    Traces are off unless asked for, here or by the standard OpenTelemetry variables
+    (``OTEL_TRACES_EXPORTER=otlp``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME``; a key set here wins).
+    """
+
+    #: ``otlp``: spans of every run, built from the event log, exported over OTLP
+    #: (the ``otel`` extra); ``none``: no trace work at all.
+    traces_exporter: Literal["none", "otlp"] | None = None
+    #: The OTLP receiver: for ``http/protobuf``, the base URL (``/v1/traces`` is
+    #: added) or, ending in ``/v1/traces``, the traces URL itself; for ``grpc``,
+    #: ``host:port`` or ``http(s)://host:port``.
+    otlp_endpoint: str | None = Field(default=None, max_length=2000)
+    otlp_protocol: Literal["http/protobuf", "grpc"] | None = None
+    #: ``service.name`` of the spans.
+    service_name: str | None = Field(default=None, max_length=200)
+    #: Prompts, completions and tool input and output on spans (redacted as logs
+    #: are); off: sizes and names only.
+    capture_content: bool = False
+    #: ``/metrics`` (Prometheus text), behind a token with the ``metrics`` right
+    #: unless ``metrics_listen`` serves it on an address of its own.
+    metrics: bool = True
+    #: ``host:port`` of a separate, unauthenticated listener for ``/metrics`` only.
+    metrics_listen: str | None = Field(default=None, max_length=300)
+    #: ``json``: one JSON object per log line, with agent, session, run and trace
+    #: ids on every line written for a run; ``text``: the classic lines.
+    log_format: Literal["text", "json"] = "text"
+    #: FastAPI's own OpenTelemetry hooks (HTTP spans; they cost about 15 % of a turn
+    #: even without an exporter). ``AGENTD_TELEMETRY=true`` (the old switch) sets it.
+    http: bool = False
+
+
 def default_home() -> Path:
     """``AGENTD_HOME`` or ``~/.agentd``."""
     raw = os.environ.get("AGENTD_HOME")
@@ -582,8 +617,16 @@ class Settings(BaseSettings):
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
-    #: FastAPI's native OpenTelemetry instrumentation (exporters via OTEL_* env).
-    telemetry: bool = False
+    #: Traces, metrics and logs (``[telemetry]``).
+    telemetry: TelemetryConfig = Field(default_factory=lambda: TelemetryConfig())
+
+    @field_validator("telemetry", mode="before")
+    @classmethod
+    def _telemetry_switch(cls, value: Any) -> Any:
+        # The old ``telemetry = true`` (AGENTD_TELEMETRY): FastAPI's HTTP spans.
+        if isinstance(value, bool) or value in ("true", "false", "1", "0"):
+            return {"http": value in (True, "true", "1")}
+        return value
 
     @field_validator("home", mode="after")
     @classmethod

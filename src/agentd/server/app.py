@@ -340,7 +340,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
         # FastAPI's native OpenTelemetry hooks cost ~15% of a turn even with no
         # exporter; they are on only when asked for (AGENTD_TELEMETRY=true).
-        on = settings.telemetry
+        on = settings.telemetry.http
         extra["telemetry"] = {"tracing": on, "metrics": on, "logs": on,
                               "operation_spans": on}
     app = AgentdApp(
