@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -103,6 +104,8 @@ from agentd.store.records import (
 )
 from agentd.store.subtasks import SubtaskRecord
 from agentd.store.telegram import TelegramStore
+from agentd.telemetry.follower import Traces
+from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -282,6 +285,10 @@ class Runtime(MemoryCalls):
         self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
                                  node_id=settings.node_id, daemon_ports=(settings.port,),
                                  exclusive=self.exclusive)
+        #: Spans of every run from the log, exported over OTLP when traces are on
+        #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
+        self.traces = Traces(store, self.bus, resolve_traces(settings.telemetry, os.environ),
+                             clock=clock)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)
@@ -378,6 +385,7 @@ class Runtime(MemoryCalls):
         self.schedules.start()
         self.webhooks.start()
         self.telegram.start()
+        self.traces.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -394,6 +402,7 @@ class Runtime(MemoryCalls):
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
         await self.subtasks.close()
+        await self.traces.stop()
         try:
             written = await self.store.checkpoint_changed("shutdown")
             self.bus.publish(written)
@@ -761,6 +770,15 @@ class Runtime(MemoryCalls):
     async def get_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.runs.get(run_id)
 
+    async def run_trace(self, run_id: str) -> dict[str, Any]:
+        """The spans of a run, built from its log, as OTLP/JSON (agentd.telemetry)."""
+        return self.traces.as_otlp_json(await self.traces.run_trace(run_id))
+
+    async def session_trace(self, name: str, key: str) -> dict[str, Any]:
+        """The spans of a session's runs, built from its log, as OTLP/JSON."""
+        _, session = await self.get_session(name, key)
+        return self.traces.as_otlp_json(await self.traces.session_trace(session.id))
+
     async def cancel_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.runs.cancel(run_id)
 
@@ -814,4 +832,5 @@ class Runtime(MemoryCalls):
             "model_calls_queued": self.kernel.scheduler.queued(),
             "queued_runs": self.supervisor.queued_runs,
             "uptime_s": round(self.clock.time() - self.started_at, 3),
+            "traces": self.traces.status(),
         }

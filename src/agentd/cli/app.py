@@ -32,6 +32,7 @@ from agentd.cli import (
     _skills,
     _subtasks,
     _tools,
+    _trace,
     _usage,
     _webhooks,
 )
@@ -585,6 +586,7 @@ app.command(rich_help_panel="Runs")(_subtasks.subtasks)
 app.command(rich_help_panel="Runs")(_approvals.approvals)
 app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
+app.command(rich_help_panel="Runs")(_trace.trace)
 
 app.command(rich_help_panel="Usage")(_usage.usage)
 

@@ -133,6 +133,12 @@ class RunsAPI(SessionsAPI):
         result: dict[str, Any] = self._request("GET", f"/v1/runs/{segment(run_id)}")
         return result
 
+    def run_trace(self, run_id: str) -> dict[str, Any]:
+        """A run's spans, built from its log, as an OTLP/JSON
+        ``ExportTraceServiceRequest``."""
+        result: dict[str, Any] = self._request("GET", f"/v1/runs/{segment(run_id)}/trace")
+        return result
+
     def list_runs(
         self,
         *,

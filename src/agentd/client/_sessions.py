@@ -59,6 +59,12 @@ class SessionsAPI(BaseClient):
         result: dict[str, Any] = self._request("GET", self._session_path(agent, key))
         return result
 
+    def session_trace(self, agent: str, key: str) -> dict[str, Any]:
+        """The spans of a session's runs, built from its log, as OTLP/JSON."""
+        result: dict[str, Any] = self._request("GET",
+                                               self._session_path(agent, key) + "/trace")
+        return result
+
     def delete_session(self, agent: str, key: str) -> None:
         """Delete a session and its event log."""
         self._request("DELETE", self._session_path(agent, key))

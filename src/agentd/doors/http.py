@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentd.errors import AgentdError, Forbidden, InvalidInput, PayloadTooLarge, Unauthorized
 from agentd.security.identity import Principal
+from agentd.telemetry.spans import parse_traceparent
 
 __all__ = [
     "BODY_METHODS",
@@ -75,6 +76,7 @@ __all__ = [
     "read_body",
     "replay",
     "response_for",
+    "trace_origin",
     "unauthorized",
 ]
 
@@ -84,6 +86,16 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 log = logging.getLogger(__name__)
+
+
+def trace_origin(request: Request) -> dict[str, str] | None:
+    """The message's ``origin`` for the trace it continues: the request's W3C
+    ``traceparent``, when it has a valid one (an invalid one is ignored, as the W3C
+    recommendation says: the run starts a trace of its own)."""
+    value = request.headers.get("traceparent")
+    if value is None or parse_traceparent(value.strip().lower()) is None:
+        return None
+    return {"traceparent": value.strip().lower()}
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

@@ -260,6 +260,9 @@ class MessageUserData(TypedDict):
     heartbeat: NotRequired[bool]
     beat_at: NotRequired[float]
     ok_token: NotRequired[str]
+    #: The W3C ``traceparent`` the request that sent it carried: the run's trace
+    #: continues the caller's (agentd.telemetry).
+    traceparent: NotRequired[str]
 
 
 class RecalledEntryData(TypedDict):
@@ -297,6 +300,11 @@ class MessageAssistantData(TypedDict):
     fallback: NotRequired[bool]
     stream_resets: NotRequired[int]
     outage_s: NotRequired[float]
+    #: The model call, from the step asking for it to its answer (queue, retries and
+    #: outage included), and from the answering attempt's admission to its first
+    #: chunk, in milliseconds (the kernel's clock): the ``chat`` span's times.
+    duration_ms: NotRequired[float]
+    ttfc_ms: NotRequired[float]
     recalled: NotRequired[RecalledData]
     #: The final reply was exactly the run's ``ok_token`` (a heartbeat with nothing to
     #: say): logged, not streamed to subscribers or delivered to channels.

@@ -146,6 +146,9 @@ class CallReport:
     stream_resets: int = 0
     #: How long the run was parked (every model unavailable), if it was.
     outage_s: float | None = None
+    #: The whole call and the answering attempt's time to its first chunk (ms).
+    duration_ms: float | None = None
+    ttfc_ms: float | None = None
 
     def record(self, data: MessageAssistantData) -> None:
         """Write this report into the step's event data (only what applies)."""
@@ -158,6 +161,10 @@ class CallReport:
             data["stream_resets"] = self.stream_resets
         if self.outage_s is not None:
             data["outage_s"] = self.outage_s
+        if self.duration_ms is not None:
+            data["duration_ms"] = self.duration_ms
+        if self.ttfc_ms is not None:
+            data["ttfc_ms"] = self.ttfc_ms
 
 
 class ModelCaller:
@@ -191,6 +198,8 @@ class ModelCaller:
         self.resets = 0
         #: What this call last said it waits for (reason, model), to say it once.
         self._told: tuple[str, str | None] | None = None
+        #: The last attempt's time from admission to its first chunk (s).
+        self._ttfc: float | None = None
 
     # complexity: the kernel's loop over a call: admission, attempt, retry, fallback,
     # breaker and outage parking; one loop keeps the report of every attempt in one
@@ -211,6 +220,7 @@ class ModelCaller:
         failures: list[AttemptData] = []
         queue: QueueData = {"class": self.priority, "wait_ms": 0.0}
         parked_at: float | None = None
+        began = self.kernel.clock.monotonic()
         self.kernel.counters["calls"] += 1
         while True:
             transient = False
@@ -256,13 +266,16 @@ class ModelCaller:
                         breaker.release_probe()
                         raise
                     breaker.success()
-                    report = CallReport(queue=queue, attempts=failures,
-                                        fallback=target is not self.targets[0],
-                                        stream_resets=self.resets)
+                    now = self.kernel.clock.monotonic()
+                    report = CallReport(
+                        queue=queue, attempts=failures,
+                        fallback=target is not self.targets[0], stream_resets=self.resets,
+                        duration_ms=round((now - began) * 1000, 3),
+                        ttfc_ms=None if self._ttfc is None else round(self._ttfc * 1000, 3))
                     if report.fallback:
                         self.kernel.counters["fallbacks"] += 1
                     if parked_at is not None:
-                        parked = round(self.kernel.clock.monotonic() - parked_at, 3)
+                        parked = round(now - parked_at, 3)
                         report.outage_s = parked
                         await self._tell(ModelRecovered(data={
                             "model": target.spec, "parked_s": parked}))
@@ -371,10 +384,15 @@ class ModelCaller:
         used: int | None = None
         self._fresh, self._matched, self._diverged = [], 0, False
         self._shown = "".join(self._sent)
+        clock = self.kernel.clock
+        admitted = clock.monotonic()
+        self._ttfc = None
         try:
             acc = StreamAccumulator(model=target.spec)
             try:
                 async for event in target.model.stream(request):
+                    if self._ttfc is None:
+                        self._ttfc = clock.monotonic() - admitted
                     acc.add(event)
                     if isinstance(event, TextDelta) and event.text:
                         self._show(event.text)

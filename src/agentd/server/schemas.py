@@ -416,6 +416,11 @@ class Health(BaseModel):
     queued_runs: int
     model_calls_queued: int
     uptime_s: float
+    traces: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Trace export ([telemetry]): exporter (none or otlp) and, when on, "
+                    "protocol, endpoint, exported_runs, pending_runs, failures, "
+                    "last_error and retry_in_s (the pause before the next try).")
 
 
 class SseEvent(BaseModel):

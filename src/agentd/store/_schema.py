@@ -722,3 +722,22 @@ MIGRATIONS.append((
 ALTER TABLE usage_daily ADD COLUMN cache_write_tokens {bigint} NOT NULL DEFAULT 0;
 """,
 ))
+
+# Migration 19: traces (agentd.telemetry): which finished runs have had their spans
+# exported, after a watermark below which every run is finished and exported. Written
+# only while traces are on.
+MIGRATIONS.append((
+    19,
+    "traces: exported runs",
+    """
+CREATE TABLE trace_cursor (
+    name       {text} PRIMARY KEY,
+    created_at {real} NOT NULL
+);
+CREATE TABLE trace_exports (
+    run_id     {text} PRIMARY KEY,
+    created_at {real} NOT NULL
+);
+CREATE INDEX trace_exports_created ON trace_exports (created_at);
+""",
+))

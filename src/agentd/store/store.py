@@ -63,6 +63,7 @@ from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
 from agentd.store._subtask_store import SubtaskStore
+from agentd.store._trace_store import TraceStore
 from agentd.store.audit import AuditEntry
 from agentd.store.engine import Engine, Tx
 from agentd.store.heartbeats import HeartbeatStore
@@ -111,11 +112,11 @@ _dumps = _rows.dumps
 
 
 class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
-            HeartbeatStore, WebhookStore, IdentityStore):
+            HeartbeatStore, WebhookStore, IdentityStore, TraceStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
     memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
-    heartbeats, webhooks and identity."""
+    heartbeats, webhooks, identity and traces (:class:`TraceStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, may_use, require_agent, runtime_of
-from agentd.doors.http import actor, json_response, principal_of
+from agentd.doors.http import actor, json_response, principal_of, trace_origin
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentNotFound,
@@ -532,7 +532,7 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
     sent = await runtime.send(agent, KEY_PREFIX + thread_id, content,
                               idempotency_key=idempotency_key, mode=mode,
                               priority="interactive", stream=stream, also=guard,
-                              start=stream or wait)
+                              start=stream or wait, origin=trace_origin(request))
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
     # runs/wait follows the run's events as they are published (a stream opens its
     # own subscription, in its response's body, which closes it however it ends).

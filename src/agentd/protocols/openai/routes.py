@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from agentd.assembly import Runtime
 from agentd.doors.access import filter_agents, require_agent, require_owner, runtime_of
-from agentd.doors.http import json_response, principal_of
+from agentd.doors.http import json_response, principal_of, trace_origin
 from agentd.doors.sse import HEARTBEAT_S, is_silent, sse_response
 from agentd.errors import (
     AgentdError,
@@ -337,6 +337,7 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
         origin["client_tools"] = tools
     if results:
         origin["tool_results"] = results
+    origin.update(trace_origin(request) or {})
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
                               mode="enqueue", priority="interactive", stream=stream,
                               origin=origin or None, start=True)

@@ -15,7 +15,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from agentd.doors.access import require_agent, require_right
-from agentd.doors.http import INT64_MAX, json_response, loads_strict, model_response
+from agentd.doors.http import (
+    INT64_MAX,
+    json_response,
+    loads_strict,
+    model_response,
+    trace_origin,
+)
 from agentd.doors.sse import follow_frames, parse_last_event_id, sse_response
 from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
 from agentd.llm.messages import messages_adapter
@@ -141,7 +147,7 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
     sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
                               mode=body.mode, priority=priority, stream=body.stream,
-                              start=body.stream or body.wait)
+                              start=body.stream or body.wait, origin=trace_origin(request))
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)
@@ -298,6 +304,13 @@ async def compact_session(name: str, key: str, request: Request,
             exc.status = 503
         raise
     return model_response(CompactOut, done.to_api())
+
+
+@router.get("/{key:path}/trace", responses=ERRORS(404))
+async def get_session_trace(name: str, key: str, request: Request) -> Response:
+    """The spans of the session's runs (its first 1,000), built from its log, as an
+    OTLP/JSON ``ExportTraceServiceRequest`` (see ``GET /v1/runs/{id}/trace``)."""
+    return json_response(await runtime_of(request).session_trace(name, key))
 
 
 @router.get("/{key:path}/context", response_model=ContextOut, responses=ERRORS(404))

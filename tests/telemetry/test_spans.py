@@ -1,0 +1,162 @@
+"""The spans of a run, built from its events: names, kinds, parents and attributes by
+OpenTelemetry's GenAI conventions, checked against the conventions' own registry (the
+``opentelemetry-semantic-conventions`` package's attribute names)."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
+from opentelemetry.semconv.attributes import error_attributes
+from tests.telemetry._receiver import parse_otlp_json
+
+from agentd.telemetry.export import otlp_json, traces_url
+from agentd.telemetry.spans import (
+    MAX_ATTRIBUTE_CHARS,
+    RunInfo,
+    build_run_spans,
+    default_trace_id,
+    parse_traceparent,
+    span_id,
+)
+
+RUN = RunInfo(run_id="r_1", session_id="s_1", agent_id="a_1", agent_name="helper",
+              session_key="main", status="completed", created_at=100.0, started_at=100.5,
+              finished_at=103.0, trace_id=default_trace_id("r_1"))
+
+EVENTS = [
+    ("message.user", {"content": "add 1 and 1"}, 100.0),
+    ("run.queued", {}, 100.0),
+    ("run.started", {}, 100.5),
+    ("message.assistant", {
+        "text": "", "tool_calls": [{"id": "c1", "name": "calculator",
+                                    "arguments": {"expression": "1+1"}}],
+        "usage": {"input_tokens": 50, "output_tokens": 7, "cached_tokens": 20,
+                  "cost_usd": 0.001},
+        "finish_reason": "tool_calls", "model": "openai:gpt-4.1-mini", "step": 1,
+        "queue": {"class": "interactive", "lane": "openai", "wait_ms": 3.5},
+        "attempts": [{"model": "openai:gpt-4.1-mini", "code": "model_unavailable"}],
+        "duration_ms": 800.0, "ttfc_ms": 120.0}, 101.4),
+    ("tool.started", {"call_id": "c1", "name": "calculator",
+                      "arguments": {"expression": "1+1"}, "effect_id": "e1",
+                      "policy": {"action": "allow", "rule": "default", "reason": ""}},
+     101.5),
+    ("tool.finished", {"call_id": "c1", "name": "calculator", "output": "2",
+                       "is_error": False, "duration_ms": 200.0}, 101.7),
+    ("message.assistant", {
+        "text": "2", "tool_calls": [], "usage": {"input_tokens": 70, "output_tokens": 1,
+                                                 "cached_tokens": 0},
+        "finish_reason": "stop", "model": "openai:gpt-4.1-mini", "step": 2,
+        "duration_ms": 400.0}, 102.5),
+    ("run.completed", {"output": "2"}, 103.0),
+]
+
+
+def test_a_run_is_an_invoke_agent_span_with_chat_and_tool_children() -> None:
+    spans = build_run_spans(RUN, EVENTS)
+    root, chat1, tool, _ = spans
+    assert root.name == "invoke_agent helper" and root.kind == "INTERNAL"
+    assert root.parent_id is None and root.status == "OK"
+    assert (root.start, root.end) == (100.0, 103.0)
+    assert [s.name for s in spans[1:]] == ["chat gpt-4.1-mini", "execute_tool calculator",
+                                           "chat gpt-4.1-mini"]
+    assert {s.parent_id for s in spans[1:]} == {root.span_id}
+    assert {s.trace_id for s in spans} == {default_trace_id("r_1")}
+    assert chat1.kind == "CLIENT" and tool.kind == "INTERNAL"
+    assert chat1.start == pytest.approx(100.6) and chat1.end == 101.4
+    assert tool.start == pytest.approx(101.5) and tool.end == 101.7
+    a = chat1.attributes
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert a["gen_ai.conversation.id"] == "s_1"
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (50, 7)
+    assert a["gen_ai.usage.cache_read.input_tokens"] == 20
+    assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.12)
+    assert a["gen_ai.response.finish_reasons"] == ["tool_calls"]
+    assert (a["agentd.queue.wait_ms"], a["agentd.retries"]) == (3.5, 1)
+    assert a["agentd.usage.cost_usd"] == 0.001
+    t = tool.attributes
+    assert (t["gen_ai.operation.name"], t["gen_ai.tool.name"], t["gen_ai.tool.call.id"]) \
+        == ("execute_tool", "calculator", "c1")
+    assert t["agentd.policy.action"] == "allow"
+    r = root.attributes
+    assert (r["gen_ai.usage.input_tokens"], r["gen_ai.usage.output_tokens"]) == (120, 8)
+    assert r["agentd.queue.wait_ms"] == 500.0
+    # No content unless asked for.
+    assert not any(k in s.attributes for s in spans for k in (
+        "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result"))
+
+
+def test_the_same_events_give_the_same_ids() -> None:
+    first = build_run_spans(RUN, EVENTS)
+    again = build_run_spans(RUN, EVENTS)
+    assert [(s.trace_id, s.span_id) for s in first] == [(s.trace_id, s.span_id) for s in again]
+    assert first[0].span_id == span_id("r_1", "run")
+    assert len({s.span_id for s in first}) == len(first)
+
+
+def test_every_gen_ai_name_is_in_the_conventions_registry() -> None:
+    registry = {v for k, v in vars(gen_ai_attributes).items()
+                if k.startswith("GEN_AI_") and isinstance(v, str)}
+    registry.add(error_attributes.ERROR_TYPE)
+    spans = build_run_spans(RUN, EVENTS, capture_content=True, legacy=True)
+    names = {k for s in spans for k in s.attributes if not k.startswith("agentd.")}
+    assert names - registry == set()
+    operations = {s.attributes["gen_ai.operation.name"] for s in spans}
+    values = {m.value for m in gen_ai_attributes.GenAiOperationNameValues}
+    assert operations <= values
+
+
+def test_failures_and_unfinished_tools_are_errors() -> None:
+    events = [*EVENTS[:5], ("run.failed", {"error": {"code": "tool_timeout",
+                                                     "message": "took too long"}}, 102.0)]
+    run = RunInfo(**{f: getattr(RUN, f) for f in RUN.__slots__ if f != "status"},
+                  status="failed")
+    root, _, tool = build_run_spans(run, events)
+    assert (root.status, root.status_message) == ("ERROR", "took too long")
+    assert root.attributes["error.type"] == "tool_timeout"
+    assert tool.status == "ERROR" and tool.attributes["error.type"] == "unfinished"
+    assert tool.end == 102.0
+
+
+def test_content_is_cut_and_hostile_data_is_ignored() -> None:
+    huge = "x" * (MAX_ATTRIBUTE_CHARS * 10)
+    events = [("message.user", {"content": huge}, 100.0),
+              ("message.assistant", {"text": huge, "tool_calls": "nope", "usage": "bad",
+                                     "model": 42, "step": True, "queue": [1],
+                                     "duration_ms": "soon", "ttfc_ms": None}, 101.0),
+              ("tool.started", {"call_id": 7, "name": None}, 101.0),
+              ("tool.finished", {"call_id": "ghost", "name": "x", "output": huge,
+                                 "is_error": True, "duration_ms": -5}, 101.5),
+              ("run.completed", {}, 102.0)]
+    spans = build_run_spans(RUN, events, capture_content=True)
+    for span in spans:
+        for value in span.attributes.values():
+            if isinstance(value, str):
+                assert len(value) <= MAX_ATTRIBUTE_CHARS + 1
+        assert span.start <= span.end
+    assert spans[1].attributes["gen_ai.provider.name"] == "unknown"
+    assert spans[2].name == "execute_tool x" and spans[2].status == "ERROR"
+
+
+def test_traceparent() -> None:
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    parsed = parse_traceparent(good)
+    assert parsed is not None and parsed.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    for bad in ("", "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01",
+                good.upper(), good + "-x", "01" + good[2:], None, 7, "00-zz" + good[5:]):
+        assert parse_traceparent(bad) is None
+
+
+def test_otlp_json_is_what_the_official_types_read() -> None:
+    document = otlp_json(build_run_spans(RUN, EVENTS), service_name="svc")
+    request = parse_otlp_json(document)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    assert spans[0].name == "invoke_agent helper"
+    assert spans[1].parent_span_id.hex() == spans[0].span_id.hex()
+    assert spans[0].trace_id.hex() == default_trace_id("r_1")
+    assert spans[0].start_time_unix_nano == 100_000_000_000
+    assert traces_url("http://h:4318") == "http://h:4318/v1/traces"
+    assert traces_url("http://h:4318/v1/traces/") == "http://h:4318/v1/traces"
