@@ -384,6 +384,17 @@ class OverviewOut(BaseModel):
     at: str = Field(description="When this was assembled.")
 
 
+class TraceOut(BaseModel):
+    """Spans as an OTLP/JSON ``ExportTraceServiceRequest`` (OpenTelemetry's OTLP
+    specification: ids in hex, times as strings of nanoseconds): what a receiver's
+    ``/v1/traces`` takes with ``Content-Type: application/json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    resourceSpans: list[dict[str, Any]] = Field(  # (OTLP's own name)
+        description="One resource (this daemon) with one scope (agentd) and its spans.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "stopping"]
     version: str

@@ -155,6 +155,37 @@ def _usage(usage: Mapping[str, Any] | None, attrs: dict[str, AttrValue]) -> None
         attrs["agentd.usage.cost_usd"] = float(cost)
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _kernel(data: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
+    """What the kernel recorded about a model call: time to first chunk, queue, retries,
+    fallback."""
+    ttfc = _number(data.get("ttfc_ms"))
+    if ttfc is not None:
+        attrs["gen_ai.response.time_to_first_chunk"] = round(ttfc / 1000, 6)
+    queue = data.get("queue")
+    if isinstance(queue, Mapping):
+        wait = _number(queue.get("wait_ms"))
+        if wait is not None:
+            attrs["agentd.queue.wait_ms"] = wait
+        for key in ("lane", "class"):
+            if isinstance(queue.get(key), str):
+                attrs[f"agentd.queue.{key}"] = queue[key]
+    attempts = data.get("attempts")
+    if isinstance(attempts, list) and attempts:
+        attrs["agentd.retries"] = len(attempts)
+    if data.get("fallback") is True:
+        attrs["agentd.fallback"] = True
+
+
 class _Builder:
     """The spans of one run, from its events in order."""
 
@@ -198,9 +229,8 @@ class _Builder:
     def assistant(self, data: Mapping[str, Any], at: float) -> None:
         model = data.get("model") if isinstance(data.get("model"), str) else None
         self.model = model or self.model
-        duration = data.get("duration_ms")
-        if isinstance(duration, int | float) and not isinstance(duration, bool) \
-                and 0 <= duration < 1e10:
+        duration = _number(data.get("duration_ms"))
+        if duration is not None and 0 <= duration < 1e10:
             start = at - duration / 1000
         else:
             start = self.last_at if self.last_at is not None else at
@@ -218,36 +248,20 @@ class _Builder:
         if isinstance(reason, str) and reason:
             attrs["gen_ai.response.finish_reasons"] = [reason]
         usage = data.get("usage")
-        _usage(usage if isinstance(usage, Mapping) else None, attrs)
         if isinstance(usage, Mapping):
-            self.input_tokens += int(usage.get("input_tokens") or 0)
-            self.output_tokens += int(usage.get("output_tokens") or 0)
-            self.cost += float(usage.get("cost_usd") or 0.0)
-        ttfc = data.get("ttfc_ms")
-        if isinstance(ttfc, int | float) and not isinstance(ttfc, bool):
-            attrs["gen_ai.response.time_to_first_chunk"] = round(ttfc / 1000, 6)
-        queue = data.get("queue")
-        if isinstance(queue, Mapping):
-            wait = queue.get("wait_ms")
-            if isinstance(wait, int | float) and not isinstance(wait, bool):
-                attrs["agentd.queue.wait_ms"] = float(wait)
-            if isinstance(queue.get("lane"), str):
-                attrs["agentd.queue.lane"] = queue["lane"]
-            if isinstance(queue.get("class"), str):
-                attrs["agentd.queue.class"] = queue["class"]
-        attempts = data.get("attempts")
-        if isinstance(attempts, list) and attempts:
-            attrs["agentd.retries"] = len(attempts)
-        if data.get("fallback") is True:
-            attrs["agentd.fallback"] = True
+            _usage(usage, attrs)
+            self.input_tokens += _count(usage.get("input_tokens"))
+            self.output_tokens += _count(usage.get("output_tokens"))
+            self.cost += _number(usage.get("cost_usd")) or 0.0
+        _kernel(data, attrs)
         calls = data.get("tool_calls")
         if isinstance(calls, list) and calls:
             attrs["agentd.tool_calls"] = len(calls)
-        if self.capture and isinstance(data.get("text"), str):
-            attrs["gen_ai.output.messages"] = _cut(data["text"])
+        text = data.get("text")
+        if self.capture and isinstance(text, str):
+            attrs["gen_ai.output.messages"] = _cut(text)
         if self.capture and self.steps == 1 and self.user_text is not None:
             attrs["gen_ai.input.messages"] = _cut(self.user_text)
-        text = data.get("text")
         if isinstance(text, str) and not calls:
             self.output = text
         self.spans.append(SpanData(

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.doors.access import require_owner, require_right, require_run
-from agentd.doors.http import json_response, model_response
+from agentd.doors.http import model_response
 from agentd.errors import RunNotFound
 from agentd.server.routes._deps import ERRORS, runtime_of
-from agentd.server.schemas import DecisionIn, RunOut
+from agentd.server.schemas import DecisionIn, RunOut, TraceOut
 
 __all__ = ["router"]
 
@@ -23,14 +23,14 @@ async def get_run(run_id: str, request: Request) -> Response:
     return model_response(RunOut, run.to_api(agent, key))
 
 
-@router.get("/{run_id}/trace", responses=ERRORS(404))
+@router.get("/{run_id}/trace", response_model=TraceOut, responses=ERRORS(404))
 async def get_run_trace(run_id: str, request: Request) -> Response:
     """The run's spans (``invoke_agent``, ``chat``, ``execute_tool``), built from its
     log, as an OTLP/JSON ``ExportTraceServiceRequest``: post it to a receiver's
     ``/v1/traces`` (``agentd trace RUN --otlp URL`` does). Content (prompts, tool
     input and output) only with ``[telemetry] capture_content``."""
     await require_run(request, run_id)
-    return json_response(await runtime_of(request).run_trace(run_id))
+    return model_response(TraceOut, await runtime_of(request).run_trace(run_id))
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, responses=ERRORS(404))

@@ -40,6 +40,7 @@ from agentd.server.schemas import (
     SessionList,
     SessionOut,
     SseEvent,
+    TraceOut,
 )
 from agentd.store.sessions_query import MAX_SESSION_PAGE
 
@@ -306,11 +307,11 @@ async def compact_session(name: str, key: str, request: Request,
     return model_response(CompactOut, done.to_api())
 
 
-@router.get("/{key:path}/trace", responses=ERRORS(404))
+@router.get("/{key:path}/trace", response_model=TraceOut, responses=ERRORS(404))
 async def get_session_trace(name: str, key: str, request: Request) -> Response:
     """The spans of the session's runs (its first 1,000), built from its log, as an
     OTLP/JSON ``ExportTraceServiceRequest`` (see ``GET /v1/runs/{id}/trace``)."""
-    return json_response(await runtime_of(request).session_trace(name, key))
+    return model_response(TraceOut, await runtime_of(request).session_trace(name, key))
 
 
 @router.get("/{key:path}/context", response_model=ContextOut, responses=ERRORS(404))
