@@ -149,6 +149,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/operations.md", "agentd start            # returns once /health"):
         "agentd start / status / stop: docs/README.md's block runs start and stop (in a "
         "home of its own), docs/cli.md's agentd status",
+    ("docs/operations.md", "pip install 'agentd[otel]'"):
+        "installs packages and starts a daemon in the foreground that exports to an "
+        "OTLP collector (tests/telemetry runs that against real receivers)",
     ("docs/operations.md", ".backup /backups/"): "writes to /backups (the operator's)",
     ("docs/operations.md", "pg_dump -Fc"): "needs PostgreSQL",
     ("docs/protocols/a2a.md", "from a2a.client import"): _SNIPPET,
