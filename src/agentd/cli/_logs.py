@@ -155,8 +155,8 @@ def logs(
     since: Annotated[str | None, typer.Option(
         "--since", help="Lines from this time on: a span back from now (30s, 10m, 2h, 1d) "
                         "or an ISO 8601 time.")] = None,
-    lines: Annotated[int, typer.Option(
-        "--lines", "-n", min=0, help="The last N matching lines first (0: every one).")
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=0, help="The last N matching lines first (0: every one).")
     ] = 100,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the matching lines as the JSON objects they are, one a line "
@@ -189,7 +189,7 @@ def logs(
     except OSError as exc:
         fail(f"cannot read {path}: {exc}")
     with handle:
-        shown: deque[str] = deque(maxlen=lines or None)
+        shown: deque[str] = deque(maxlen=limit or None)
         seen_json = False
         rest = b""
         for raw in handle:  # (line by line: a log may be large)

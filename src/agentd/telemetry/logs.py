@@ -50,6 +50,11 @@ _SHAPES = (
     r"(?P<user>://[^/\s:@\"']+:)[^/\s@\"']+(?=@)",    # a URL's password
 )
 
+#: Text without any of these (and without :data:`_BOT_TOKEN_HINT`) holds none of the
+#: shapes: most lines are passed by a few substring checks, without the expression.
+_HINTS = ("agd_", "agentd.token.", "sk-", "whsec_", "earer", "EARER", "asic", "ASIC", "://")
+_BOT_TOKEN_HINT = re.compile(r"[0-9]:[A-Za-z0-9_-]{30}")
+
 #: Environment variables whose names say they hold a secret.
 _SECRET_NAME = re.compile(r"(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|_KEY)\Z", re.I)
 
@@ -66,6 +71,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._pattern = re.compile("|".join(_SHAPES))
+        self._hints: tuple[str, ...] = _HINTS
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
@@ -77,9 +83,14 @@ class Redactor:
         # Longest first: a secret that contains another is replaced whole.
         known = sorted(self._secrets, key=len, reverse=True)
         self._pattern = re.compile("|".join([*map(re.escape, known), *_SHAPES]))
+        self._hints = (*_HINTS, *known)
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub(_replace, text)
+        # (The expression's alternatives share no prefix: scanning a line with it costs
+        # several times the substring checks that rule most lines out.)
+        if any(map(text.__contains__, self._hints)) or _BOT_TOKEN_HINT.search(text):
+            return self._pattern.sub(_replace, text)
+        return text
 
 
 def known_secrets(settings: Settings, environ: Mapping[str, str]) -> set[str]:
@@ -111,7 +122,19 @@ class TextFormatter(logging.Formatter):
         self.redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.redactor(super().format(record))
+        # logging.Formatter.format, with the message and the traceback redacted (not
+        # the whole line: the time, level and logger name hold no secret), and the
+        # traceback not cached on the record for another handler.
+        record.message = self.redactor(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info:
+            line += "\n" + self.redactor(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line += "\n" + self.redactor(record.exc_text)
+        if record.stack_info:
+            line += "\n" + self.redactor(self.formatStack(record.stack_info))
+        return line
 
 
 class JsonFormatter(logging.Formatter):
