@@ -230,6 +230,13 @@ def _waits_done(world: World) -> None:
         wait_until(lambda: not c.approvals(world.asker), what="no approval pending")
 
 
+def _logs(w: World) -> list[str]:
+    path = w.tmp / "agentd.log"
+    path.write_text('{"time": "2025-01-01T00:00:00.000Z", "level": "INFO", '
+                    '"logger": "agentd", "message": "started"}\nnot JSON\n')
+    return ["logs", "--file", str(path)]
+
+
 #: Each command with --json, how to run it once (given the world).
 CASES: dict[str, Callable[[World], list[str]]] = {
     "list": lambda w: ["list"],
@@ -238,6 +245,7 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "set": lambda w: ["set", w.agent, "settings.temperature=0.2"],
     "edit": lambda w: ["edit", w.agent],
     "tools": lambda w: ["tools"],
+    "logs": _logs,
     "send": lambda w: ["send", w.agent, "hi", "-s", "u"],
     "history": lambda w: ["history", w.agent, "-s", "s"],
     "tail": lambda w: ["tail", w.agent, "-s", "s", "--after", "0", "-n", "2"],

@@ -120,6 +120,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/cli.md", "agentd edit demo"): "opens an editor: interactive",
     ("docs/cli.md", "agentd tail demo\n"): _FOLLOWS,
     ("docs/cli.md", "agentd tail --all"): _FOLLOWS,
+    ("docs/cli.md", "agentd logs -f --level warning"):
+        "reads $AGENTD_HOME/agentd.log, which only agentd start writes (the test's "
+        "daemon logs elsewhere), and -f follows it until Ctrl-C",
     ("docs/cli.md", "agentd delete-session demo user:42"):
         "deletes the sessions the page's later examples use (user:42, cli); its first "
         "line asks for a confirmation",

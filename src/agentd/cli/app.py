@@ -25,6 +25,7 @@ from agentd.cli import (
     _edit,
     _heartbeat,
     _identity,
+    _logs,
     _memory,
     _runs,
     _schedules,
@@ -138,6 +139,7 @@ app.command(rich_help_panel="Daemon")(_daemon.start)
 app.command(rich_help_panel="Daemon")(_daemon.stop)
 app.command(rich_help_panel="Daemon")(_daemon.status)
 app.command(rich_help_panel="Daemon")(_daemon.console)
+app.command(rich_help_panel="Daemon")(_logs.logs)
 
 
 # -- agents -----------------------------------------------------------------------

@@ -48,6 +48,7 @@ from agentd.events import (
 )
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
+from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_from
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._recovery import Recovery
@@ -390,6 +391,13 @@ class RunExecutor(ToolSteps, BudgetSteps):
 
     async def execute(self) -> RunOutcome:
         self._task = asyncio.current_task()
+        # Every line logged for the run (by its task and the tasks and threads it
+        # starts, which copy the context) names it: agentd.logcontext.
+        bound = CURRENT.set(LogContext(
+            agent_id=self.run.agent_id, agent=self.agent_name,
+            session_id=self.run.session_id, session=self.session_key, run_id=self.run.id,
+            trace_id=trace_id_from(self.origin.get("traceparent"))
+            or default_trace_id(self.run.id)))
         try:
             return await self._execute()
         except LeaseLost:
@@ -418,6 +426,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
             log.exception("run %s failed with an internal error", self.run.id)
             return await self._fail(AgentdError(
                 f"internal error: {type(exc).__name__}: {exc}"))
+        finally:
+            CURRENT.reset(bound)
 
     # -- ending the run ----------------------------------------------------------------
 

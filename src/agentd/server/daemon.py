@@ -22,8 +22,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from agentd.config import ConfigFileError, Settings, load_settings, settings_problem
-from agentd.security.tokens import ensure_home, undumpable
+from agentd.security.tokens import ensure_home, read_token, undumpable
 from agentd.server.app import create_app
+from agentd.telemetry.logs import JsonFormatter, Redactor, TextFormatter, known_secrets
 
 __all__ = ["GracefulServer", "run", "tune_gc"]
 
@@ -77,12 +78,18 @@ class GracefulServer(uvicorn.Server):
         self.request_exit()
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(settings: Settings) -> Redactor:
+    """The root logger's one handler (stderr, which ``agentd start`` sends to the home's
+    agentd.log), in the ``[telemetry] log_format``; what it writes is redacted of the
+    secrets the daemon knows at start and of anything shaped like one."""
+    redactor = Redactor(known_secrets(settings, os.environ))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(redactor) if settings.telemetry.log_format == "json"
+                         else TextFormatter(redactor))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    # Python's warnings as log lines too (a JSON log holds nothing else).
+    logging.captureWarnings(True)
+    return redactor
 
 
 def run(host: str | None = None, port: int | None = None,
@@ -94,7 +101,7 @@ def run(host: str | None = None, port: int | None = None,
     except (ValidationError, ConfigFileError) as exc:
         print(f"agentd: invalid settings: {settings_problem(exc)}", file=sys.stderr)
         return 2
-    _configure_logging(settings)
+    redactor = _configure_logging(settings)
     # At once: the checks and the store's opening below take seconds on a first start
     # (it was silent for about 9 s).
     log.info("agentd %s starting (home %s): checking the sandbox, opening the store",
@@ -123,10 +130,14 @@ def run(host: str | None = None, port: int | None = None,
     if lock is None:
         return 1
     app = create_app(settings)
+    redactor.add(read_token(settings.home))  # (the bootstrap token create_app made)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's loggers write through the root's handler (its format, its
+        # redaction), not through handlers of their own.
+        log_config=None,
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
