@@ -46,6 +46,7 @@ from typing import Any, Literal, cast
 from agentd.autonomy.calls import Peer, check_allowed, check_call, no_agent
 from agentd.errors import AgentdError, AgentNotFound, ToolError
 from agentd.events import SubtaskFinished, SubtaskFinishedData, UsageData
+from agentd.logcontext import CURRENT, default_trace_id
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.history import HistoryCache
@@ -54,6 +55,7 @@ from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings
 from agentd.store import Store, new_id
 from agentd.store.records import EventRecord, RunRecord
 from agentd.store.subtasks import SubtaskRecord
+from agentd.telemetry.spans import span_id
 from agentd.tools import ToolContext
 
 __all__ = ["DELEGATING_TOOLS", "INHERITED_ORIGIN", "Subtasks", "Waited"]
@@ -207,6 +209,12 @@ class Subtasks:
             "chain": [*caller.chain, record.name]}
         if record.id != caller.payer:
             origin["payer"] = caller.payer
+        # The child's run continues the caller's trace, under its invoke_agent span
+        # (its logs and its spans name the same trace: agentd.telemetry).
+        bound = CURRENT.get()
+        trace = (bound.trace_id if bound is not None and bound.run_id == caller.run.id
+                 else default_trace_id(caller.run.id))
+        origin["traceparent"] = f"00-{trace}-{span_id(caller.run.id, 'run')}-01"
         if caller.tainted:
             origin["tainted"] = f"sent by run {caller.run.id}: {caller.tainted}"[:500]
         row = SubtaskRecord(

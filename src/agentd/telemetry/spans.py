@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import orjson
 
+from agentd.logcontext import default_trace_id
+
 __all__ = [
     "MAX_ATTRIBUTE_CHARS",
     "RunInfo",
@@ -78,11 +80,6 @@ def parse_traceparent(value: object) -> TraceParent | None:
     if trace == "0" * 32 or span == "0" * 16:
         return None
     return TraceParent(trace, span, bool(int(flags, 16) & 1))
-
-
-def default_trace_id(run_id: str) -> str:
-    """The trace id of a run that starts its own trace: 32 hex digits from its id."""
-    return hashlib.sha256(("agentd-trace:" + run_id).encode()).hexdigest()[:32]
 
 
 def span_id(run_id: str, part: str) -> str:
