@@ -68,6 +68,8 @@ MAX_VALUES = 200
 ROUTE_KEY = "agentd.route"
 #: The feed's buffer (events): past it, events are counted as dropped.
 _FEED_BUFFER = 16_384
+#: The follower's pause between draining the feed (seconds).
+_BATCH_S = 0.05
 #: Sessions whose tenant is remembered.
 _TENANTS_KEPT = 10_000
 
@@ -247,6 +249,20 @@ def _split(spec: object) -> tuple[str, str]:
     return (provider, model) if colon else (spec, spec)
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelSeries:
+    """The series one model's steps move, for one tenant (``labels()`` once)."""
+
+    input: Any
+    output: Any
+    input_total: Any
+    output_total: Any
+    cost: Any
+    duration: Any
+    first_chunk: Any
+    retries: Any
+
+
 class Metrics:
     """The daemon's metrics: a registry of its own, the follower of this node's
     events, the scrape-time state, and the HTTP and store hooks.
@@ -279,6 +295,8 @@ class Metrics:
         self._tool = _Labels()
         self._lane = _Labels()
         self._route = _Labels()
+        self._models: dict[tuple[str | None, str], _ModelSeries] = {}
+        self._lanes: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[EventRecord], Awaitable[None] | None]] = {
             "message.assistant": self._assistant, "tool.finished": self._tool_finished,
             "run.started": self._run_started, "message.user": self._message_user,
@@ -390,19 +408,25 @@ class Metrics:
         with feed:
             while True:
                 item = await feed.next()
-                if item is None:
-                    if feed.closed:
-                        return
-                    continue
-                try:
-                    if isinstance(item, EventRecord):
-                        await self.take(item)
-                    elif isinstance(item, Lagged):
-                        self.events_dropped.inc(item.dropped)
-                    elif isinstance(item, AgentChange) and item.kind != "agent.state":
-                        self._tenants.clear()  # (an agent moved or went: read again)
-                except Exception:
-                    log.exception("metrics: an event could not be counted")
+                # What came meanwhile, then a pause: under load the task wakes up
+                # :data:`_BATCH_S` apart, not once per commit (the buffer holds more).
+                while item is not None:
+                    await self._count(item)
+                    item = await feed.next(0) if not feed.queue.empty() else None
+                if feed.closed:
+                    return
+                await asyncio.sleep(_BATCH_S)
+
+    async def _count(self, item: FeedItem | Lagged) -> None:
+        try:
+            if isinstance(item, EventRecord):
+                await self.take(item)
+            elif isinstance(item, Lagged):
+                self.events_dropped.inc(item.dropped)
+            elif isinstance(item, AgentChange) and item.kind != "agent.state":
+                self._tenants.clear()  # (an agent moved or went: read again)
+        except Exception:
+            log.exception("metrics: an event could not be counted")
 
     async def take(self, event: EventRecord) -> None:
         """Count one committed event."""
@@ -421,36 +445,64 @@ class Metrics:
             self._tenants[session_id] = tenant
         return tenant
 
+    def _of_model(self, spec: str | None, tenant: str) -> _ModelSeries:
+        """The series of a model (``provider:model``) and tenant, made once."""
+        key = (spec, tenant)
+        series = self._models.get(key)
+        if series is None:
+            provider, model = _split(spec)
+            provider, model = self._provider(provider), self._model(model)
+            series = _ModelSeries(
+                input=self.token_usage.labels(provider, model, "input"),
+                output=self.token_usage.labels(provider, model, "output"),
+                input_total=self.tokens.labels(tenant, provider, model, "input"),
+                output_total=self.tokens.labels(tenant, provider, model, "output"),
+                cost=self.cost.labels(tenant, provider, model),
+                duration=self.operation_duration.labels(provider, model),
+                first_chunk=self.first_chunk.labels(provider, model),
+                retries=self.step_retries.labels(provider, model))
+            if len(self._models) >= _TENANTS_KEPT:
+                self._models.clear()
+            self._models[key] = series
+        return series
+
     async def _assistant(self, event: EventRecord) -> None:
         data = event.data
-        provider, model = _split(data.get("model"))
-        provider, model = self._provider(provider), self._model(model)
+        spec = data.get("model")
+        series = self._of_model(spec if isinstance(spec, str) else None,
+                                await self._tenant_of(event.session_id))
         usage = data.get("usage")
         if isinstance(usage, dict):
-            tenant = await self._tenant_of(event.session_id)
-            for kind, key in (("input", "input_tokens"), ("output", "output_tokens")):
-                tokens = usage.get(key)
-                if isinstance(tokens, int) and tokens >= 0:
-                    self.token_usage.labels(provider, model, kind).observe(tokens)
-                    self.tokens.labels(tenant, provider, model, kind).inc(tokens)
+            tokens = usage.get("input_tokens")
+            if isinstance(tokens, int) and tokens >= 0:
+                series.input.observe(tokens)
+                series.input_total.inc(tokens)
+            tokens = usage.get("output_tokens")
+            if isinstance(tokens, int) and tokens >= 0:
+                series.output.observe(tokens)
+                series.output_total.inc(tokens)
             cost = usage.get("cost_usd")
             if isinstance(cost, (int, float)) and cost > 0:
-                self.cost.labels(tenant, provider, model).inc(cost)
+                series.cost.inc(cost)
         duration = data.get("duration_ms")
         if isinstance(duration, (int, float)) and duration >= 0:
-            self.operation_duration.labels(provider, model).observe(duration / 1000.0)
+            series.duration.observe(duration / 1000.0)
         first = data.get("ttfc_ms")
         if isinstance(first, (int, float)) and first >= 0:
-            self.first_chunk.labels(provider, model).observe(first / 1000.0)
+            series.first_chunk.observe(first / 1000.0)
         queue = data.get("queue")
         if isinstance(queue, dict):
             wait = queue.get("wait_ms")
             if isinstance(wait, (int, float)) and wait >= 0:
-                self.lane_wait.labels(self._lane(queue.get("lane", "none"))).observe(
-                    wait / 1000.0)
+                lane = queue.get("lane")
+                lane = lane if isinstance(lane, str) else "none"
+                child = self._lanes.get(lane)
+                if child is None:
+                    child = self._lanes[lane] = self.lane_wait.labels(self._lane(lane))
+                child.observe(wait / 1000.0)
         attempts = data.get("attempts")
         if isinstance(attempts, list) and attempts:
-            self.step_retries.labels(provider, model).inc(len(attempts))
+            series.retries.inc(len(attempts))
 
     def _tool_finished(self, event: EventRecord) -> None:
         data = event.data
