@@ -63,6 +63,8 @@ NOT_PER_AGENT = {
     ("DELETE", "/v1/tenants/{name}"): "admins only: tests/identity/test_quotas.py",
     ("GET", "/v1/audit"): "admins only (403 to these members): tests/identity/test_audit.py",
     ("GET", "/v1/audit/verify"): "admins only: tests/identity/test_audit.py",
+    ("GET", "/metrics"): "every tenant's figures: an unscoped operator's (403 to a "
+                         "scoped token): tests/telemetry/test_metrics.py",
 }
 #: Bodies that get past validation, so that the handler's own check is what answers.
 BODIES: dict[tuple[str, str], Any] = {

@@ -1,5 +1,6 @@
 """Parts the composition root builds from the daemon's settings: the kernel every
-model call goes through, and the overview of the daemon (``GET /v1/overview``)."""
+model call goes through, the overview of the daemon (``GET /v1/overview``) and its
+metrics (``GET /metrics``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
+from agentd.errors import AgentNotFound
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.calls import Kernel
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.scheduler import LaneLimits, Scheduler
+from agentd.telemetry.metrics import Metrics, State
+from agentd.tenancy import tenant_of
+from agentd.version import __version__
 
 if TYPE_CHECKING:
     from agentd.assembly.runtime import Runtime
 
-__all__ = ["make_kernel", "make_overview"]
+__all__ = ["make_kernel", "make_metrics", "make_overview"]
 
 
 def make_kernel(settings: Settings, usage_total: Any, *, shared: bool,
@@ -55,3 +60,39 @@ def make_overview(runtime: Runtime) -> Overview:
         disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
                        if runtime.workspaces is not None else None),
         usage=lambda day: runtime.store.usage_report(since=day, until=day))
+
+
+def make_metrics(runtime: Runtime) -> Metrics:
+    """The daemon's metrics (``[telemetry] metrics``), reading the runtime's services:
+    the bus's events, the tenant of a session's agent, and at each scrape what the
+    overview, the supervisor, the kernel and the sandboxes hold."""
+    store = runtime.store
+
+    async def tenant_of_session(session_id: str) -> str | None:
+        names = await store.session_names([session_id])
+        if session_id not in names:
+            return None
+        name = names[session_id][0]
+        agent = runtime.agents.held(name)
+        if agent is None:
+            try:
+                agent = await store.get_agent(name)
+            except AgentNotFound:
+                return None
+        return tenant_of(agent.settings)
+
+    async def state() -> State:
+        counts = await store.overview_counts()
+        return State(agents_by_state=counts["agents"], awake=runtime.agents.awake,
+                     runs_by_state=counts["runs"], node=runtime.node_id,
+                     runs_here=runtime.supervisor.active_runs,
+                     queued_here=runtime.supervisor.queued_runs,
+                     kernel=runtime.kernel.metrics(),
+                     egress_held=runtime.sandboxes.connections.held,
+                     egress_max=runtime.sandboxes.connections.total,
+                     store_bytes=counts["bytes"], version=__version__)
+
+    metrics = Metrics(bus=runtime.bus, tenant_of_session=tenant_of_session, state=state,
+                      listen=runtime.settings.telemetry.metrics_listen)
+    store.engine.on_commit = metrics.observe_commit
+    return metrics

@@ -40,7 +40,7 @@ from typing import Any
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._memory_calls import MemoryCalls
-from agentd.assembly._parts import make_kernel, make_overview
+from agentd.assembly._parts import make_kernel, make_metrics, make_overview
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
 from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
@@ -295,6 +295,8 @@ class Runtime(MemoryCalls):
         self.agents.checks.append(self.telegram.check_settings)
         #: The daemon at a glance (``GET /v1/overview``).
         self.overview = make_overview(self)
+        #: Prometheus metrics (``GET /metrics``; None: ``[telemetry] metrics = false``).
+        self.metrics = make_metrics(self) if settings.telemetry.metrics else None
         self.housekeeper = Housekeeper(clock)
         self._register_jobs()
 
@@ -386,6 +388,8 @@ class Runtime(MemoryCalls):
         self.webhooks.start()
         self.telegram.start()
         self.traces.start()
+        if self.metrics is not None:
+            await self.metrics.start()
 
     def begin_shutdown(self) -> asyncio.Task[None]:
         """Stop taking work and start winding runs down; idempotent."""
@@ -403,6 +407,8 @@ class Runtime(MemoryCalls):
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
         await self.subtasks.close()
         await self.traces.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         try:
             written = await self.store.checkpoint_changed("shutdown")
             self.bus.publish(written)

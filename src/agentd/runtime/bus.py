@@ -11,6 +11,9 @@ full it counts what it drops and says so (:meth:`Feed.next`), instead of slowing
 anyone down. Feeds also carry the committed changes to agents' records
 (:meth:`EventBus.publish_agent`: created, updated, paused/resumed/stopped, deleted), in
 the order they were published among the events; nothing else subscribes to those.
+A ``local`` feed gets only the events this node committed, not those the log follower
+reads back from other nodes' commits (``publish(..., remote=True)``): what counts this
+node's work (the metrics) holds one, and alone it makes the follower read nothing.
 """
 
 from __future__ import annotations
@@ -107,9 +110,12 @@ class Feed(Generic[ItemT]):
     ``agents`` to every change to an agent too, in the order they were published;
     bounded: see :meth:`next`."""
 
-    def __init__(self, bus: EventBus, buffer: int, *, agents: bool = False) -> None:
+    def __init__(self, bus: EventBus, buffer: int, *, agents: bool = False,
+                 local: bool = False) -> None:
         self._bus = bus
         self.agents = agents
+        #: Only this node's commits (see the module's docstring).
+        self.local = local
         self.queue: asyncio.Queue[ItemT | None] = asyncio.Queue(buffer)
         self.closed = False
         #: Events not delivered since the last :class:`Lagged` report.
@@ -185,20 +191,27 @@ class EventBus:
                 del self._subs[sub.session_id]
                 self._last.pop(sub.session_id, None)
 
-    def subscribe_all(self, buffer: int | None = None) -> Feed[EventRecord]:
-        """A :class:`Feed` of every session's events published from now on."""
-        feed: Feed[EventRecord] = Feed(self, buffer or self._buffer)
+    def subscribe_all(self, buffer: int | None = None, *, local: bool = False
+                      ) -> Feed[EventRecord]:
+        """A :class:`Feed` of every session's events published from now on (``local``:
+        committed by this node)."""
+        feed: Feed[EventRecord] = Feed(self, buffer or self._buffer, local=local)
         self._feeds.add(feed)
         return feed
 
-    def subscribe_activity(self, buffer: int | None = None) -> Feed[FeedItem]:
+    def subscribe_activity(self, buffer: int | None = None, *, local: bool = False
+                           ) -> Feed[FeedItem]:
         """A :class:`Feed` of every session's events and every change to an agent
-        published from now on (the activity feed)."""
-        feed: Feed[FeedItem] = Feed(self, buffer or self._buffer, agents=True)
+        published from now on (the activity feed; ``local``: events committed by this
+        node, and every change)."""
+        feed: Feed[FeedItem] = Feed(self, buffer or self._buffer, agents=True,
+                                    local=local)
         self._feeds.add(feed)
         return feed
 
-    def publish(self, events: Sequence[EventRecord]) -> None:
+    def publish(self, events: Sequence[EventRecord], *, remote: bool = False) -> None:
+        """Give committed events to their subscribers; ``remote``: another node
+        committed them (the log follower), and :attr:`Feed.local` feeds skip them."""
         for event in events:
             subs = self._subs.get(event.session_id)
             if subs:
@@ -207,7 +220,7 @@ class EventBus:
                 if event.seq > self._last.get(event.session_id, 0):
                     self._last[event.session_id] = event.seq
         if self._feeds:
-            self._publish_feeds(events)
+            self._publish_feeds(events, remote)
         if self.run_end_hooks:
             for event in events:
                 if event.kind in TERMINAL_KINDS:
@@ -224,7 +237,7 @@ class EventBus:
             if feed.agents:
                 feed._offer(change)
 
-    def _publish_feeds(self, events: Sequence[EventRecord]) -> None:
+    def _publish_feeds(self, events: Sequence[EventRecord], remote: bool) -> None:
         seen = self._feed_last
         for event in events:
             last = seen.get(event.session_id)
@@ -235,14 +248,15 @@ class EventBus:
             if len(seen) > _FEED_SESSIONS:
                 seen.popitem(last=False)
             for feed in self._feeds:
-                if last is not None or event.at >= feed.since:
+                if (last is not None or event.at >= feed.since) and not (
+                        remote and feed.local):
                     feed._offer(event)
 
     def behind(self, session_id: str, seq: int) -> int | None:
         """If ``session_id`` has subscribers and less than ``seq`` was published to
         them, the last seq published (0: none yet); otherwise None."""
         if session_id not in self._subs:
-            if not self._feeds:
+            if all(feed.local for feed in self._feeds):
                 return None
             # A feed wants every session's commits, from any node.
             last = self._feed_last.get(session_id, 0)

@@ -83,7 +83,7 @@ class LogFollower:
                 events = await self.store.read_events(session_id, after=after, limit=1000)
                 if not events:
                     break
-                self.bus.publish(events)
+                self.bus.publish(events, remote=True)
         except Exception:
             log.exception("could not read session %s's new events", session_id)
         finally:

@@ -10,7 +10,8 @@ member      use and configure the agents of its scope: messages, agents' setting
             approvals; tokens no stronger and no wider than its own
 operator    also the operator-only settings (model URLs and key variables, sandbox
             backends and limits above the defaults, private network grants, MCP
-            commands and URLs, channel variables) and daemon-wide skills
+            commands and URLs, channel variables), daemon-wide skills and the
+            daemon's metrics (``/metrics``; with a scope of every agent only)
 admin       also tenants and their quotas, the audit log, tokens of any role (these
             three with a scope of every agent only: a scoped admin has none of them)
 ==========  ===========================================================================
@@ -42,13 +43,14 @@ Role = Literal["viewer", "member", "operator", "admin"]
 #: The roles, weakest first.
 ROLES: tuple[Role, ...] = ("viewer", "member", "operator", "admin")
 
-Right = Literal["read", "use", "configure_host", "manage_tenants", "read_audit",
-                "any_token"]
+Right = Literal["read", "use", "configure_host", "metrics", "manage_tenants",
+                "read_audit", "any_token"]
 #: The weakest role holding each right.
 RIGHTS: dict[Right, Role] = {
     "read": "viewer",
     "use": "member",
     "configure_host": "operator",
+    "metrics": "operator",
     "manage_tenants": "admin",
     "read_audit": "admin",
     "any_token": "admin",
@@ -56,8 +58,10 @@ RIGHTS: dict[Right, Role] = {
 
 #: Rights over every tenant at once: a scoped token never holds them, whatever its
 #: role (an admin bound to a tenant would otherwise read every tenant's audit rows,
-#: change their quotas and make itself an unscoped admin token).
-DAEMON_WIDE: frozenset[Right] = frozenset({"manage_tenants", "read_audit", "any_token"})
+#: change their quotas and make itself an unscoped admin token; the metrics count
+#: every tenant's runs, tokens and costs).
+DAEMON_WIDE: frozenset[Right] = frozenset({"manage_tenants", "read_audit", "any_token",
+                                           "metrics"})
 
 TOKEN_PREFIX = "agd_"
 _ID_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: read aloud, typed

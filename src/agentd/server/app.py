@@ -51,6 +51,7 @@ from agentd.server import routes
 from agentd.server._origin import OriginCheck
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Error, Health
+from agentd.telemetry.metrics import ROUTE_KEY, HttpMetrics, route_label
 from agentd.version import __version__
 
 __all__ = ["create_app"]
@@ -73,6 +74,7 @@ def runtime_of_app(app: FastAPI) -> Runtime:
 
 _METHODS_ORDER = ("get", "post", "put", "patch", "delete")
 _MESSAGE_PATH = re.compile(r"^/v1/agents/([^/]+)/sessions/(.+)/messages$")
+_MESSAGE_ROUTE = "/v1/agents/{name}/sessions/{key}/messages"
 
 
 class _Dispatch:
@@ -97,6 +99,7 @@ class _Dispatch:
         if scope["method"] == "POST":
             match = _MESSAGE_PATH.match(scope["path"])
             if match is not None:
+                scope[ROUTE_KEY] = _MESSAGE_ROUTE
                 await routes.sessions.serve_message(
                     self.owner, scope, receive, send, match.group(1), match.group(2))
                 return
@@ -107,6 +110,7 @@ class _Dispatch:
             if scope["method"] == method:
                 match = pattern.match(scope["path"])
                 if match is not None:
+                    scope[ROUTE_KEY] = route_label(pattern.pattern)
                     await handler(scope, receive, send, match)
                     return
         if (scope["method"] in BODY_METHODS and is_json_body(scope)
@@ -399,8 +403,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     # Outside everything else: DNS rebinding and cross-site requests (server/_origin.py).
     app.add_middleware(OriginCheck, allowed_hosts=settings.allowed_hosts,
                        allowed_origins=settings.allowed_origins)
+    if settings.telemetry.metrics:
+        # Outermost, so that every answer counts (refusals too): docs/operations.md.
+        app.add_middleware(HttpMetrics, metrics=lambda: getattr(
+            getattr(app.state, "runtime", None), "metrics", None))
 
     app.include_router(_status)
+    app.include_router(routes.metrics.router)
     # The message route is the hot path: its router goes first (routes match in order).
     app.include_router(routes.sessions.router)
     # The protocol doors (agentd.protocols), early for the same reason (their paths are

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -122,8 +123,18 @@ class PostgresEngine(Engine):
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._executor, self._run, fn, read_only)
 
+    def _write(self, fn: Callable[[Tx], T]) -> T:
+        began = time.perf_counter()
+        value = self._run(fn, False)
+        self._told(time.perf_counter() - began, 1)
+        return value
+
     def write(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
-        return self._submit(fn, False)
+        if self.on_commit is None:
+            return self._submit(fn, False)
+        if self._executor is None:
+            raise RuntimeError("store is not open")
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._write, fn)
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         return await self._submit(fn, True)

@@ -36,6 +36,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -270,6 +271,7 @@ class SqliteEngine(Engine):
                  ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
         tx = Tx(cur, _identity)
         outcomes: list[tuple[_Job, BaseException | None, Any]] = []
+        began = time.perf_counter()
         try:
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -299,6 +301,9 @@ class SqliteEngine(Engine):
             if conn.in_transaction:
                 conn.rollback()
             outcomes = [(job, batch_exc, None) for job in batch]
+        else:
+            if self.on_commit is not None:
+                self._told(time.perf_counter() - began, len(batch))
         return [(job.future, error, value) for job, error, value in outcomes]
 
     # -- reads ---------------------------------------------------------------------

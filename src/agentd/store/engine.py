@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 __all__ = ["Engine", "Tx"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -94,6 +97,20 @@ class Engine(abc.ABC):
 
     #: Whether other processes may share the database (and so must hear of commits).
     shared: bool = False
+    #: Told of each write transaction committed: ``(seconds it took, writes in it)``
+    #: (SQLite: one group commit of a batch; PostgreSQL: one write). Called on the
+    #: loop or on the writer's thread; it must be quick and must not raise. None: off.
+    on_commit: Callable[[float, int], None] | None = None
+
+    def _told(self, seconds: float, writes: int) -> None:
+        """Tell :attr:`on_commit` of a commit (what it raises is logged, not raised:
+        the commit is made)."""
+        hook = self.on_commit
+        if hook is not None:
+            try:
+                hook(seconds, writes)
+            except Exception:
+                log.exception("the store's commit hook failed")
 
     def announce_agent(self, tx: Tx, note: str) -> None:
         """Announce a change to an agent (``note``) to every process sharing the

@@ -14,6 +14,7 @@ from agentd.server.routes import (
     kernel,
     memory,
     memory_entries,
+    metrics,
     overview,
     run_list,
     runs,
@@ -28,6 +29,6 @@ from agentd.server.routes import (
 )
 
 __all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
-           "heartbeat", "identity", "kernel", "memory", "memory_entries", "overview",
+           "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics", "overview",
            "run_list", "runs", "schedules", "sessions", "skills", "snapshots", "subtasks",
            "tools", "usage", "webhooks"]
