@@ -15,7 +15,8 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["CURRENT", "LogContext", "default_trace_id", "trace_id_from"]
+__all__ = ["CURRENT", "LogContext", "default_trace_id", "span_id", "tool_traceparent",
+           "trace_id_from"]
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -54,3 +55,23 @@ def trace_id_from(traceparent: object) -> str | None:
     if match is None or match.group(1) == "0" * 32:
         return None
     return match.group(1)
+
+
+def span_id(run_id: str, part: str) -> str:
+    """The span id (16 hex digits) of the part ``part`` of run ``run_id``: ``run`` (its
+    ``invoke_agent`` span), ``chat:N``, ``tool:CALL_ID``. Derived, like the trace id, so
+    that what a run sends out (a ``traceparent`` header) names the span its trace will
+    hold once it is built from the log (agentd.telemetry)."""
+    digest = hashlib.sha256(f"agentd-span:{run_id}:{part}".encode()).hexdigest()[:16]
+    return digest if digest != "0" * 16 else "1" * 16
+
+
+def tool_traceparent(run_id: str, part: str) -> str | None:
+    """The W3C ``traceparent`` a tool call of run ``run_id`` sends out, naming the span
+    ``part`` of the run's trace (``tool:CALL_ID``, its ``execute_tool`` span, for an
+    MCP server; ``a2a:CALL_ID``, the ``invoke_agent`` client span of a call to another
+    A2A agent). None outside of that run's context."""
+    bound = CURRENT.get()
+    if bound is None or bound.run_id != run_id:
+        return None
+    return f"00-{bound.trace_id}-{span_id(run_id, part)}-01"

@@ -129,3 +129,31 @@ def test_bad_arguments_are_refused(daemons: tuple[Daemon, Daemon]) -> None:
     [refused] = _call(local, "caller-args", "c/6", {
         "url": "file:///etc/passwd", "message": "hi"})
     assert refused["is_error"] and "not an http(s) URL" in refused["output"]
+
+
+def test_the_remote_agents_run_continues_the_callers_trace(
+        daemons: tuple[Daemon, Daemon]) -> None:
+    """a2a_call sends the call's traceparent (its invoke_agent client span); the A2A
+    door takes it, so the remote run's spans are children of that span, in the
+    caller's trace."""
+    local, remote = daemons
+    url = f"{remote.url}/a2a/helper"
+    [done] = _call(local, "tracer", "t/1", {"url": url, "message": "trace me",
+                                            "context_id": "traced"})
+    assert not done["is_error"], done
+    with local.client() as api:
+        ours = _spans(api.get("/v1/agents/tracer/sessions/t%2F1/trace").json())
+    with remote.client() as api:
+        theirs = _spans(api.get("/v1/agents/helper/sessions/traced/trace").json())
+    client = [s for s in ours if s["kind"] == 3 and s["name"].startswith("invoke_agent")]
+    assert len(client) == 1, [s["name"] for s in ours]
+    [root] = [s for s in theirs if s["name"] == "invoke_agent helper"]
+    assert root["traceId"] == client[0]["traceId"] == ours[0]["traceId"]
+    assert root["parentSpanId"] == client[0]["spanId"]
+    tool = [s for s in ours if s["name"] == "execute_tool a2a_call"]
+    assert client[0]["parentSpanId"] == tool[0]["spanId"]
+
+
+def _spans(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for r in document["resourceSpans"] for ss in r["scopeSpans"]
+            for s in ss["spans"]]

@@ -63,6 +63,21 @@ async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
     assert denied.data["denied"] and "no notes" in denied.data["output"]
 
 
+async def test_an_mcp_call_carries_its_spans_traceparent(runtime: Runtime) -> None:
+    """The call's _meta names its execute_tool span in the run's trace, so a server
+    that traces continues it (issue 32)."""
+    await runtime.create_agent(name="a", model="scripted", settings={
+        "sandbox": {"backend": "process"}, "mcp": [_server()],
+        "script": [_call("t__traceparent"), {"text": "done"}]})
+    sent = await runtime.send("a", "k", "go")
+    run = await asyncio.wait_for(runtime.wait(sent.run.id), 60)
+    assert run.status == "completed", run
+    finished = next(e for e in await _events(runtime) if e.kind == "tool.finished")
+    spans = (await runtime.run_trace(run.id))["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    [tool] = [s for s in spans if s["name"] == "execute_tool t__traceparent"]
+    assert finished.data["output"] == f"00-{tool['traceId']}-{tool['spanId']}-01"
+
+
 @pytest.mark.parametrize(("mcp", "field"), [
     ([{"name": "x"}], "body.settings.mcp[0]"),
     ([{"name": "bad name!", "command": ["x"]}], "body.settings.mcp[0].name"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
-from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.semconv.attributes import error_attributes, server_attributes
 from tests.telemetry._receiver import parse_otlp_json
 
 from agentd.telemetry.export import otlp_json, traces_url
@@ -99,7 +99,7 @@ def test_the_same_events_give_the_same_ids() -> None:
 def test_every_gen_ai_name_is_in_the_conventions_registry() -> None:
     registry = {v for k, v in vars(gen_ai_attributes).items()
                 if k.startswith("GEN_AI_") and isinstance(v, str)}
-    registry.add(error_attributes.ERROR_TYPE)
+    registry.update({error_attributes.ERROR_TYPE, server_attributes.SERVER_ADDRESS})
     spans = build_run_spans(RUN, EVENTS, capture_content=True, legacy=True)
     names = {k for s in spans for k in s.attributes if not k.startswith("agentd.")}
     assert names - registry == set()
@@ -160,3 +160,25 @@ def test_otlp_json_is_what_the_official_types_read() -> None:
     assert spans[0].start_time_unix_nano == 100_000_000_000
     assert traces_url("http://h:4318") == "http://h:4318/v1/traces"
     assert traces_url("http://h:4318/v1/traces/") == "http://h:4318/v1/traces"
+
+
+def test_a_call_to_a_remote_agent_is_a_client_span_under_its_tool_span() -> None:
+    events = [("run.started", {}, 100.0),
+              ("tool.started", {"call_id": "c9", "name": "a2a_call", "effect_id": "e",
+                                "arguments": {"url": "http://peer.example:8721/a2a/x",
+                                              "message": "hi"}}, 100.5),
+              ("tool.finished", {"call_id": "c9", "name": "a2a_call", "output": "ok",
+                                 "is_error": False, "duration_ms": 300.0}, 101.0),
+              ("tool.started", {"call_id": "bad", "name": "a2a_call", "effect_id": "f",
+                                "arguments": {"url": "http://[::1", "message": "x"}}, 101.2),
+              ("run.completed", {}, 102.0)]
+    spans = build_run_spans(RUN, events)
+    tool = next(s for s in spans if s.span_id == span_id("r_1", "tool:c9"))
+    client = next(s for s in spans if s.span_id == span_id("r_1", "a2a:c9"))
+    assert (client.kind, client.parent_id, client.name) == (
+        "CLIENT", tool.span_id, "invoke_agent peer.example")
+    assert client.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert client.attributes["server.address"] == "peer.example"
+    assert (client.start, client.end) == (tool.start, tool.end)
+    unfinished = next(s for s in spans if s.span_id == span_id("r_1", "a2a:bad"))
+    assert unfinished.name == "invoke_agent remote" and unfinished.end == 102.0

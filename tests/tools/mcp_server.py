@@ -53,6 +53,14 @@ async def slow(seconds: float) -> str:
     return f"slept {seconds}"
 
 
+@server.tool(annotations=READ_ONLY)
+def traceparent(ctx: Context[Any, Any]) -> str:
+    """The W3C traceparent the call's _meta carried (empty if none)."""
+    meta = ctx.request_context.meta or {}
+    value = meta.get("traceparent") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 @server.tool()
 def crash() -> str:
     """Kill the server process mid-call."""

@@ -46,7 +46,7 @@ from typing import Any, Literal, cast
 from agentd.autonomy.calls import Peer, check_allowed, check_call, no_agent
 from agentd.errors import AgentdError, AgentNotFound, ToolError
 from agentd.events import SubtaskFinished, SubtaskFinishedData, UsageData
-from agentd.logcontext import CURRENT, default_trace_id
+from agentd.logcontext import CURRENT, default_trace_id, span_id
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.history import HistoryCache
@@ -55,7 +55,6 @@ from agentd.settings.delegation import HARD_MAX_DEPTH, DelegationSettings
 from agentd.store import Store, new_id
 from agentd.store.records import EventRecord, RunRecord
 from agentd.store.subtasks import SubtaskRecord
-from agentd.telemetry.spans import span_id
 from agentd.tools import ToolContext
 
 __all__ = ["DELEGATING_TOOLS", "INHERITED_ORIGIN", "Subtasks", "Waited"]

@@ -22,15 +22,15 @@ starts a trace of its own, whose id is :func:`default_trace_id` of the run's id.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 
-from agentd.logcontext import default_trace_id
+from agentd.logcontext import default_trace_id, span_id
 
 __all__ = [
     "MAX_ATTRIBUTE_CHARS",
@@ -80,12 +80,6 @@ def parse_traceparent(value: object) -> TraceParent | None:
     if trace == "0" * 32 or span == "0" * 16:
         return None
     return TraceParent(trace, span, bool(int(flags, 16) & 1))
-
-
-def span_id(run_id: str, part: str) -> str:
-    """The id of the span ``part`` of run ``run_id`` (``run``, ``chat:3``, ``tool:ID``)."""
-    digest = hashlib.sha256(f"agentd-span:{run_id}:{part}".encode()).hexdigest()[:16]
-    return digest if digest != "0" * 16 else "1" * 16
 
 
 def provider_name(model: str | None) -> str:
@@ -193,6 +187,7 @@ class _Builder:
         self.root = span_id(run.run_id, "run")
         self.spans: list[SpanData] = []
         self.tools: dict[str, SpanData] = {}
+        self.remote: dict[str, SpanData] = {}
         self.last_at: float | None = None
         self.steps = 0
         self.model: str | None = None
@@ -289,6 +284,29 @@ class _Builder:
             start=at, end=at, attributes=attrs)
         self.tools[call] = span
         self.spans.append(span)
+        if name == "a2a_call":
+            self._remote_agent(span, call, data.get("arguments"))
+
+    def _remote_agent(self, tool: SpanData, call: str, arguments: object) -> None:
+        """A call to another A2A agent: an ``invoke_agent`` CLIENT span under the tool's,
+        whose id the call sent as its ``traceparent`` (the remote agent's spans are its
+        children)."""
+        attrs = self._common("invoke_agent")
+        for key in ("gen_ai.agent.id", "gen_ai.agent.name"):
+            attrs.pop(key, None)
+        url = arguments.get("url") if isinstance(arguments, Mapping) else None
+        try:
+            host = urlsplit(url).hostname if isinstance(url, str) else None
+        except ValueError:  # (a malformed URL the call refused)
+            host = None
+        if host:
+            attrs["server.address"] = _cut(host)
+        span = SpanData(
+            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"a2a:{call}"),
+            parent_id=tool.span_id, name=f"invoke_agent {host or 'remote'}", kind="CLIENT",
+            start=tool.start, end=tool.end, attributes=attrs)
+        self.remote[call] = span
+        self.spans.append(span)
 
     def tool_finished(self, data: Mapping[str, Any], at: float) -> None:
         call = data.get("call_id")
@@ -306,6 +324,11 @@ class _Builder:
             span.start = min(span.start, at - duration / 1000)
             span.attributes["agentd.tool.duration_ms"] = float(duration)
         span.end = max(span.start, at)
+        remote = self.remote.pop(call, None)
+        if remote is not None:
+            remote.start, remote.end = span.start, span.end
+            if data.get("is_error") is True:
+                remote.status, remote.attributes["error.type"] = "ERROR", "tool_error"
         policy = data.get("policy")
         if isinstance(policy, Mapping) and isinstance(policy.get("action"), str):
             span.attributes["agentd.policy.action"] = policy["action"]
@@ -338,7 +361,8 @@ class _Builder:
 
     def finish(self, end_at: float | None) -> list[SpanData]:
         run = self.run
-        for span in self.tools.values():  # started, never finished (the run ended)
+        for span in [*self.tools.values(), *self.remote.values()]:
+            # Started, never finished: the run ended (or the daemon stopped) first.
             span.end = max(span.start, end_at or span.start)
             span.status, span.status_message = "ERROR", "not finished"
             span.attributes["error.type"] = "unfinished"

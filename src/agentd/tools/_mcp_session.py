@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mcp.client.client import Client
     from mcp.shared._stream_protocols import ReadStream
     from mcp.shared.message import SessionMessage
-    from mcp_types import CallToolResult
+    from mcp_types import CallToolResult, RequestParamsMeta
     from mcp_types import Tool as ToolInfo
 
     from agentd.tools.mcp_config import MCPServer
@@ -148,6 +148,8 @@ class _Request:
     name: str
     arguments: dict[str, Any]
     future: asyncio.Future[CallToolResult]
+    #: The request's ``_meta`` (the calling span's ``traceparent``), if any.
+    meta: dict[str, Any] | None = None
     scope: anyio.CancelScope | None = None
     sent: bool = False
     abandoned: bool = False
@@ -206,12 +208,13 @@ class _Link:
                 f"MCP server {self.label} did not finish its handshake within "
                 f"{timeout_s:g}s{_quote(tail)}", code="mcp_unavailable") from None
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
+    async def call(self, name: str, arguments: dict[str, Any],
+                   meta: dict[str, Any] | None = None) -> CallToolResult:
         if not self.alive:
             raise Lost(self.reason or self._lost or "the connection is closing", sent=False)
         future: asyncio.Future[CallToolResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        request = _Request(name, arguments, future)
+        request = _Request(name, arguments, future, meta=meta)
         self._pending.add(request)
         self._queue.put_nowait(request)
         try:
@@ -318,7 +321,12 @@ class _Link:
                 request.scope = scope
                 request.sent = True
                 try:
-                    result = await client.call_tool(request.name, request.arguments)
+                    if request.meta:
+                        result = await client.call_tool(
+                            request.name, request.arguments,
+                            meta=cast("RequestParamsMeta", request.meta))
+                    else:
+                        result = await client.call_tool(request.name, request.arguments)
                 except MCPError as exc:
                     if exc.code == CONNECTION_CLOSED:
                         # The link is ending; _finish fails the call with the reason.
@@ -462,7 +470,8 @@ class Connection:
         return self.tools
 
     async def call(self, name: str, arguments: dict[str, Any], *, timeout_s: float,
-                   retry: bool, label: str) -> CallToolResult:
+                   retry: bool, label: str, meta: dict[str, Any] | None = None
+                   ) -> CallToolResult:
         """Call tool ``name``; ``retry``: repeat it on a fresh server if the first died.
 
         ``timeout_s`` bounds the call itself; (re)starting the server is bounded by
@@ -470,7 +479,7 @@ class Connection:
         """
         link = await self._ready_link()
         try:
-            return await self._call_on(link, name, arguments, timeout_s, label)
+            return await self._call_on(link, name, arguments, timeout_s, label, meta)
         except Lost as lost:
             if self._closed:
                 raise ToolError(f"MCP server {self.label} was closed while {label} was "
@@ -484,16 +493,17 @@ class Connection:
                      self.label, lost.reason, label)
         link = await self._ready_link()
         try:
-            return await self._call_on(link, name, arguments, timeout_s, label)
+            return await self._call_on(link, name, arguments, timeout_s, label, meta)
         except Lost as lost:
             raise ToolError(f"MCP server {self.label} {self._died} again while {label} "
                             f"was running ({lost.reason})", code="mcp_server_died") from None
 
     async def _call_on(self, link: _Link, name: str, arguments: dict[str, Any],
-                       timeout_s: float, label: str) -> CallToolResult:
+                       timeout_s: float, label: str, meta: dict[str, Any] | None = None
+                       ) -> CallToolResult:
         try:
             async with asyncio.timeout(timeout_s):
-                return await link.call(name, arguments)
+                return await link.call(name, arguments, meta)
         except TimeoutError:
             # Whatever holds the server up may hold up every later call: no new call
             # goes to this process, which is stopped once its calls are over.

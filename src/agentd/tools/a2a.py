@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from agentd.errors import ToolError
+from agentd.logcontext import tool_traceparent
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
 from agentd.security.endpoints import endpoint_of
@@ -193,6 +194,10 @@ async def a2a_call(ctx: ToolContext, url: str, message: str, context_id: str | N
 
     token = _token_for(ctx, parts.scheme, host, port)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The remote agent's spans continue this call's (its invoke_agent client span).
+    parent = tool_traceparent(ctx.run_id, "a2a:" + ctx.call_id)
+    if parent:
+        headers["traceparent"] = parent
     request = SendMessageRequest(message=Message(
         role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=[Part(text=message)],
         context_id=context_id or "", task_id=task_id or ""))

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from agentd.errors import InvalidInput, ToolError
+from agentd.logcontext import tool_traceparent
 from agentd.tools._mcp_session import Connection
 from agentd.tools.base import Tool, ToolContext
 from agentd.tools.mcp_config import MCPServer
@@ -118,9 +119,11 @@ class MCPTool(Tool):
                                 f"{timeout:g}s", code="tool_timeout") from None
         else:
             arguments = self.validate(arguments)
+        # The call's span in the run's trace, for a server that traces (MCP's _meta).
+        parent = tool_traceparent(ctx.run_id, "tool:" + ctx.call_id)
         result = await self._connection.call(
             self.remote_name, arguments, timeout_s=timeout, retry=self.idempotent,
-            label=self.name)
+            label=self.name, meta={"traceparent": parent} if parent else None)
         return _render(result, self.name)
 
 

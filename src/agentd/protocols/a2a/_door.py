@@ -27,6 +27,7 @@ from a2a.utils import constants
 from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 from starlette.requests import Request
 
+from agentd.doors.http import trace_origin
 from agentd.protocols.a2a import PREFIX
 from agentd.protocols.a2a._handler import A2AHandler
 from agentd.protocols.a2a._rpc import JsonRpcFront
@@ -72,6 +73,8 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
         context = super().build(request)
         context.state["agent"] = request.path_params["agent"]
         context.state["scope"] = request.scope
+        # The caller's W3C trace context: the run's trace continues it.
+        context.state["origin"] = trace_origin(request)
         return context
 
 

@@ -192,7 +192,8 @@ class A2AHandler(RequestHandler):
         try:
             sent = await runtime.send(agent, key, text,
                                       idempotency_key=_IDEMPOTENCY_PREFIX + message.message_id,
-                                      mode=mode, priority="interactive", stream=stream)
+                                      mode=mode, priority="interactive", stream=stream,
+                                      origin=context.state.get("origin"))
         except AgentdError as exc:
             raise a2a_error(exc) from None
         return sent, sent.run, key
