@@ -99,6 +99,19 @@ async def test_a_pipeline_passes_each_reply_on_and_answers_with_the_last(
     # The members ran in sessions of their own, each linked to the team's run.
     sessions = (await client.get("/v1/agents/b/sessions")).json()["sessions"]
     assert len(sessions) == 1 and sessions[0]["key"].startswith("call:team:")
+    # Its trace: an invoke_workflow span, each member's run an invoke_agent child of it.
+    trace = (await client.get(f"/v1/runs/{run['id']}/trace")).json()
+    [root] = trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert root["name"] == "invoke_workflow team"
+    attrs = {a["key"]: a["value"] for a in root["attributes"]}
+    assert attrs["gen_ai.operation.name"] == {"stringValue": "invoke_workflow"}
+    assert attrs["gen_ai.workflow.name"] == {"stringValue": "team"}
+    for step in steps:
+        got = (await client.get(f"/v1/runs/{step['run_id']}/trace")).json()
+        member = got["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        assert member["name"] == f"invoke_agent {step['agent']}"
+        assert (member["traceId"], member["parentSpanId"]) == (root["traceId"],
+                                                               root["spanId"])
 
 
 async def test_parallel_fans_out_and_the_join_member_answers(

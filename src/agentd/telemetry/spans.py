@@ -197,6 +197,8 @@ class _Builder:
         self.user_text: str | None = None
         self.output: str | None = None
         self.error: tuple[str, str] | None = None
+        #: A team's pattern, when the run is a team's (``invoke_workflow``).
+        self.workflow: str | None = None
 
     def _common(self, operation: str) -> dict[str, AttrValue]:
         return {"gen_ai.operation.name": operation,
@@ -220,6 +222,12 @@ class _Builder:
 
     def assistant(self, data: Mapping[str, Any], at: float) -> None:
         model = data.get("model") if isinstance(data.get("model"), str) else None
+        if model is not None and model.startswith("team:"):
+            # A team's run called no model: its answer closes the workflow.
+            self.workflow = model.partition(":")[2] or "team"
+            text = data.get("text")
+            self.output = text if isinstance(text, str) else self.output
+            return
         self.model = model or self.model
         duration = _number(data.get("duration_ms"))
         if duration is not None and 0 <= duration < 1e10:
@@ -366,7 +374,10 @@ class _Builder:
             span.end = max(span.start, end_at or span.start)
             span.status, span.status_message = "ERROR", "not finished"
             span.attributes["error.type"] = "unfinished"
-        attrs = self._common("invoke_agent")
+        attrs = self._common("invoke_workflow" if self.workflow else "invoke_agent")
+        if self.workflow:
+            attrs["gen_ai.workflow.name"] = run.agent_name
+            attrs["agentd.team.pattern"] = self.workflow
         if self.model:
             attrs["gen_ai.provider.name"] = provider_name(self.model)
             attrs["gen_ai.request.model"] = self.model.partition(":")[2] or self.model
@@ -398,7 +409,8 @@ class _Builder:
         end = end_at if end_at is not None else (run.finished_at or self.last_at or start)
         root = SpanData(
             trace_id=run.trace_id, span_id=self.root, parent_id=run.parent_span_id,
-            name=f"invoke_agent {run.agent_name}", kind="INTERNAL", start=start,
+            name=f"{'invoke_workflow' if self.workflow else 'invoke_agent'} {run.agent_name}",
+            kind="INTERNAL", start=start,
             end=max(start, end), attributes=attrs, status=status, status_message=message)
         for span in self.spans:
             span.start = max(span.start, start)
