@@ -119,6 +119,11 @@ async def test_events_of_the_kinds_asked_for_arrive_signed(api: httpx.AsyncClien
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     assert done.headers["webhook-signature"] == f"v1,{expected}"
     assert done.headers["content-type"] == "application/json"
+    # The run's invoke_agent span in its trace: a receiver that traces links to it.
+    trace = (await api.get(f"/v1/runs/{logged['run_id']}/trace")).json()
+    root = trace["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert {r.headers["traceparent"] for r in receiver.received} == {
+        f"00-{root['traceId']}-{root['spanId']}-01"}
 
     listed = await eventually(lambda: _all_delivered(api, hook["id"], 3))
     assert {d["kind"] for d in listed} == kinds

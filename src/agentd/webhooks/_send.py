@@ -83,21 +83,23 @@ def _cut(text: str) -> str:
 
 async def attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, secret: str,
                   delivery: str, body: str, timeout_s: float,
-                  clock: Callable[[], float] = time.time) -> Outcome:
+                  clock: Callable[[], float] = time.time,
+                  traceparent: str | None = None) -> Outcome:
     """Send one attempt, within ``timeout_s`` from resolving the host to the answer's
-    status; never raises for what the network or the receiver does."""
+    status; never raises for what the network or the receiver does. ``traceparent``:
+    the W3C header to send (the event's run in its trace)."""
     try:
         async with asyncio.timeout(timeout_s):
             return await _attempt(client, rules, url=url, secret=secret,
                                   delivery=delivery, body=body, timeout_s=timeout_s,
-                                  clock=clock)
+                                  clock=clock, traceparent=traceparent)
     except TimeoutError:
         return Outcome(delivered=False, error=f"no answer within {timeout_s:g}s")
 
 
 async def _attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, secret: str,
                    delivery: str, body: str, timeout_s: float,
-                   clock: Callable[[], float]) -> Outcome:
+                   clock: Callable[[], float], traceparent: str | None) -> Outcome:
     try:
         target = rules.check_url(url)
         # (a lookup that hangs is left to its thread when the timeout cuts it off)
@@ -112,6 +114,8 @@ async def _attempt(client: httpx.AsyncClient, rules: HostRules, *, url: str, sec
                           parts.query, ""))
     headers = headers_for(secret, delivery, body, clock())
     headers["host"] = parts.netloc.rpartition("@")[2]
+    if traceparent:
+        headers["traceparent"] = traceparent
     request = client.build_request(
         "POST", sent_to, content=body.encode(), headers=headers,
         timeout=timeout_s,

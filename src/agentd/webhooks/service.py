@@ -38,8 +38,9 @@ import httpx
 import orjson
 
 from agentd.config import WebhooksConfig
-from agentd.errors import Forbidden, InvalidInput
+from agentd.errors import AgentdError, Forbidden, InvalidInput
 from agentd.events import EVENT_KINDS
+from agentd.logcontext import default_trace_id, span_id, trace_id_from
 from agentd.runtime.bus import Feed, Lagged
 from agentd.security.hosts import HostRules, Refused
 from agentd.security.identity import Principal
@@ -158,6 +159,8 @@ class Webhooks:
                  clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.store = store
+        #: Trace ids of the runs whose events were delivered lately (see _traceparent).
+        self._traces: dict[str, str] = {}
         self.bus = bus
         self.config = config
         self.node_id = node_id
@@ -460,12 +463,37 @@ class Webhooks:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhooks: a delivery task failed", exc_info=task.exception())
 
+    async def _traceparent(self, rec: DeliveryRecord) -> str | None:
+        """The ``traceparent`` of a delivery of a run's event: the run's
+        ``invoke_agent`` span in its trace (the caller's, or its own), so a receiver
+        that traces links its work to the run (issue 32). None for a ping or an
+        event of no run."""
+        try:
+            event = orjson.loads(rec.body).get("event") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        run_id = event.get("run_id") if isinstance(event, dict) else None
+        if not isinstance(run_id, str):
+            return None
+        trace = self._traces.get(run_id)
+        if trace is None:
+            try:
+                starter = await self.store.run_starter(await self.store.get_run(run_id))
+            except AgentdError:
+                starter = None
+            trace = (trace_id_from(starter.data.get("traceparent")) if starter else None) \
+                or default_trace_id(run_id)
+            self._traces[run_id] = trace
+            if len(self._traces) > 4096:
+                self._traces.pop(next(iter(self._traces)))
+        return f"00-{trace}-{span_id(run_id, 'run')}-01"
+
     async def _deliver(self, rec: DeliveryRecord, url: str, secret: str) -> None:
         assert self._client is not None
         cfg = self.config
         outcome = await attempt(self._client, self.rules, url=url, secret=secret,
                                 delivery=rec.id, body=rec.body, timeout_s=cfg.timeout_s,
-                                clock=self.clock)
+                                clock=self.clock, traceparent=await self._traceparent(rec))
         self.figures["attempts"] += 1
         now = self.clock()
         next_at: float | None = None
