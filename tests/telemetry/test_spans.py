@@ -34,6 +34,9 @@ EVENTS = [
                   "cost_usd": 0.001},
         "finish_reason": "tool_calls", "model": "openai:gpt-4.1-mini", "step": 1,
         "queue": {"class": "interactive", "lane": "openai", "wait_ms": 3.5},
+        "recalled": {"query": "add 1 and 1", "entries": [{"id": "m1", "score": 0.9,
+                                                          "tainted": False}],
+                     "tokens": 12, "duration_ms": 30.0},
         "attempts": [{"model": "openai:gpt-4.1-mini", "code": "model_unavailable"}],
         "duration_ms": 800.0, "ttfc_ms": 120.0}, 101.4),
     ("tool.started", {"call_id": "c1", "name": "calculator",
@@ -45,6 +48,7 @@ EVENTS = [
     ("message.assistant", {
         "text": "2", "tool_calls": [], "usage": {"input_tokens": 70, "output_tokens": 1,
                                                  "cached_tokens": 0},
+        "recalled": {"query": "add 1 and 1", "entries": [], "tokens": 12},
         "finish_reason": "stop", "model": "openai:gpt-4.1-mini", "step": 2,
         "duration_ms": 400.0}, 102.5),
     ("run.completed", {"output": "2"}, 103.0),
@@ -53,12 +57,17 @@ EVENTS = [
 
 def test_a_run_is_an_invoke_agent_span_with_chat_and_tool_children() -> None:
     spans = build_run_spans(RUN, EVENTS)
-    root, chat1, tool, _ = spans
+    root, recall, chat1, tool, _ = spans
     assert root.name == "invoke_agent helper" and root.kind == "INTERNAL"
+    # Auto-recall's search, once (the second step shows the same recall).
+    assert recall.name == "retrieval memory" and recall.parent_id == root.span_id
+    assert recall.attributes["gen_ai.operation.name"] == "retrieval"
+    assert recall.attributes["agentd.memory.entries"] == 1
+    assert (recall.start, recall.end) == (pytest.approx(100.57), pytest.approx(100.6))
     assert root.parent_id is None and root.status == "OK"
     assert (root.start, root.end) == (100.0, 103.0)
-    assert [s.name for s in spans[1:]] == ["chat gpt-4.1-mini", "execute_tool calculator",
-                                           "chat gpt-4.1-mini"]
+    assert [s.name for s in spans[1:]] == ["retrieval memory", "chat gpt-4.1-mini",
+                                           "execute_tool calculator", "chat gpt-4.1-mini"]
     assert {s.parent_id for s in spans[1:]} == {root.span_id}
     assert {s.trace_id for s in spans} == {default_trace_id("r_1")}
     assert chat1.kind == "CLIENT" and tool.kind == "INTERNAL"
@@ -113,7 +122,7 @@ def test_failures_and_unfinished_tools_are_errors() -> None:
                                                      "message": "took too long"}}, 102.0)]
     run = RunInfo(**{f: getattr(RUN, f) for f in RUN.__slots__ if f != "status"},
                   status="failed")
-    root, _, tool = build_run_spans(run, events)
+    root, _, _, tool = build_run_spans(run, events)
     assert (root.status, root.status_message) == ("ERROR", "took too long")
     assert root.attributes["error.type"] == "tool_timeout"
     assert tool.status == "ERROR" and tool.attributes["error.type"] == "unfinished"

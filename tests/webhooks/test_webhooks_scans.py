@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import eventually
 
 from agentd.assembly import Runtime
-from agentd.config import Settings, WebhooksConfig
+from agentd.config import Settings, TelemetryConfig, WebhooksConfig
 from agentd.webhooks.service import WebhookIn
 
 
@@ -42,6 +42,8 @@ async def test_the_bus_is_followed_only_while_a_subscription_is_enabled(
     settings.database_url = f"sqlite:///{tmp_path / 'agentd.db'}"
     settings.webhooks = WebhooksConfig(poll_s=60, allow_hosts=["127.0.0.1"],
                                        allow_http=["127.0.0.1"])
+    # (/metrics follows the bus with a feed of its own: off, the feeds are the hooks'.)
+    settings.telemetry = TelemetryConfig(metrics=False)
     rt = await Runtime.open(settings)
     try:
         service = rt.webhooks

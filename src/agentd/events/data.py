@@ -282,6 +282,8 @@ class RecalledData(TypedDict):
     tainted: NotRequired[str]
     #: The search failed: the call went on without recalled entries.
     error: NotRequired[str]
+    #: How long the search took (ms, the kernel's clock): the ``retrieval`` span's.
+    duration_ms: NotRequired[float]
 
 
 class MessageAssistantData(TypedDict):

@@ -630,7 +630,11 @@ class RunExecutor(ToolSteps, BudgetSteps):
         message = next((m.content for m in reversed(self.history.messages)
                         if isinstance(m, UserMessage)), "")
         if self._recalled is None or self._recalled[0] != message:
-            self._recalled = (message, *await self.memory.recall(scope, message))
+            began = self.kernel.clock.monotonic()
+            section, data = await self.memory.recall(scope, message)
+            if data is not None:
+                data["duration_ms"] = round((self.kernel.clock.monotonic() - began) * 1000, 3)
+            self._recalled = (message, section, data)
         _, section, data = self._recalled
         return section, data
 

@@ -188,6 +188,7 @@ class _Builder:
         self.spans: list[SpanData] = []
         self.tools: dict[str, SpanData] = {}
         self.remote: dict[str, SpanData] = {}
+        self.recalls: set[str] = set()
         self.last_at: float | None = None
         self.steps = 0
         self.model: str | None = None
@@ -257,6 +258,9 @@ class _Builder:
         calls = data.get("tool_calls")
         if isinstance(calls, list) and calls:
             attrs["agentd.tool_calls"] = len(calls)
+        recalled = data.get("recalled")
+        if isinstance(recalled, Mapping):
+            self._retrieval(recalled, min(start, at))
         text = data.get("text")
         if self.capture and isinstance(text, str):
             attrs["gen_ai.output.messages"] = _cut(text)
@@ -268,6 +272,34 @@ class _Builder:
             trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"chat:{index}"),
             parent_id=self.root, name=f"chat {name_model}", kind="CLIENT",
             start=min(start, at), end=at, attributes=attrs))
+
+    def _retrieval(self, recalled: Mapping[str, Any], before: float) -> None:
+        """Auto-recall's memory search before a model call: a ``retrieval`` span, once
+        per search (the steps after it show the same recall)."""
+        query = recalled.get("query")
+        key = query if isinstance(query, str) else ""
+        if key in self.recalls:
+            return
+        self.recalls.add(key)
+        attrs = self._common("retrieval")
+        attrs["gen_ai.data_source.id"] = "memory"
+        entries = recalled.get("entries")
+        attrs["agentd.memory.entries"] = len(entries) if isinstance(entries, list) else 0
+        attrs["agentd.memory.tokens"] = _count(recalled.get("tokens"))
+        if self.capture and key:
+            attrs["gen_ai.retrieval.query.text"] = _cut(key)
+        duration = _number(recalled.get("duration_ms"))
+        start = before - duration / 1000 if duration is not None and 0 <= duration < 1e10 \
+            else before
+        span = SpanData(
+            trace_id=self.run.trace_id,
+            span_id=span_id(self.run.run_id, f"recall:{len(self.recalls)}"),
+            parent_id=self.root, name="retrieval memory", kind="INTERNAL",
+            start=start, end=before, attributes=attrs)
+        if isinstance(recalled.get("error"), str):
+            span.status, span.status_message = "ERROR", _cut(recalled["error"])
+            attrs["error.type"] = "search_failed"
+        self.spans.append(span)
 
     def tool_started(self, data: Mapping[str, Any], at: float) -> None:
         call = data.get("call_id")
