@@ -751,12 +751,17 @@ class Runtime(MemoryCalls):
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
                    also: Callable[[Tx, Accepted], None] | None = None,
-                   start: bool = False) -> SendResult:
+                   start: bool = False, follow: bool = False) -> SendResult:
         """Accept a message (see :meth:`Runs.send`; ``start``: the sender waits for
-        the run, which starts in the accepting commit when its session is idle)."""
-        return await self.runs.send(name, key, content, idempotency_key=idempotency_key,
+        the run, which starts in the accepting commit when its session is idle;
+        ``follow``: the result holds the session's subscription, opened before the run
+        can commit anything more, for :meth:`follow`)."""
+        sent = await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
                                     origin=origin, also=also, start=start)
+        if follow and not sent.duplicate:
+            sent.subscription = self.subscribe(sent.session.id)
+        return sent
 
     async def wait_idle(self) -> None:
         """Return once nothing is under way on this node: no run is being driven (the

@@ -20,7 +20,7 @@ from agentd.config import PRIORITIES
 from agentd.errors import AgentNotAccepting, AgentNotFound, InvalidInput, ShuttingDown
 from agentd.events import RunWaitingData
 from agentd.runtime.agents import Agents
-from agentd.runtime.bus import EventBus
+from agentd.runtime.bus import EventBus, Subscription
 from agentd.runtime.executors import Prepared
 from agentd.runtime.history import HistoryCache
 from agentd.runtime.runlog import RunLog
@@ -59,6 +59,9 @@ class SendResult:
     #: steered into a run: that run).
     busy_run: str | None = None
     steered: bool = False
+    #: The session's subscription, opened before the run could commit anything more
+    #: (``Runtime.send(follow=True)``): the sender follows the run from it.
+    subscription: Subscription | None = None
 
     def waiting(self) -> tuple[int, RunWaitingData] | None:
         """What the new run waits for when it is queued behind another run of the
@@ -141,9 +144,19 @@ class Runs:
             session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
                                                          "sessions"),
             start=self.runlog.lease if start else None)
-        result = self._hand_over(agent, key, mode, accepted)
-        if agent.state == "created":
-            result.agent = await self.agents.set_state_from(name, "created", "running")
+        # Nothing awaits between handing the run over and returning: a sender that
+        # follows the run subscribes as soon as this returns, before the run's task
+        # can commit anything (it had missed a run that ended meanwhile: the first
+        # message to a new agent, whose state change was awaited here after the hand
+        # over, on PostgreSQL).
+        changed: AgentRecord | None = None
+        try:
+            if agent.state == "created":
+                changed = await self.agents.set_state_from(name, "created", "running")
+        finally:
+            result = self._hand_over(agent, key, mode, accepted)
+        if changed is not None:
+            result.agent = changed
         return result
 
     async def send_many(self, messages: Sequence[Message], *,

@@ -534,9 +534,10 @@ async def _start(request: Request, thread_id: str | None, body: RunCreate,
                               priority="interactive", stream=stream, also=guard,
                               start=stream or wait, origin=trace_origin(request))
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
-    # runs/wait follows the run's events as they are published (a stream opens its
-    # own subscription, in its response's body, which closes it however it ends).
-    sub = None if stream or sent.duplicate else runtime.subscribe(sent.session.id)
+    # The run's events are followed from a subscription opened now, before the run
+    # can commit anything more (runs/wait reads the values from it; a stream's body
+    # follows it and closes it however it ends).
+    sub = None if sent.duplicate else runtime.subscribe(sent.session.id)
     return _Started(agent=agent, thread_id=thread_id, run=sent.run,
                     session_id=sent.session.id, after=after,
                     known=None if sent.duplicate else sent.events, sub=sub)
@@ -780,7 +781,7 @@ async def _frames(runtime: Runtime, started: _Started, modes: list[str]
     meta = {"run_id": run_id, "thread_id": thread_id, "assistant_id": started.agent,
             "langgraph_node": _NODE}
     msg_id = f"run-{run_id}"
-    sub = runtime.subscribe(started.session_id)
+    sub = started.sub if started.sub is not None else runtime.subscribe(started.session_id)
     pending = [_sse("metadata", {"run_id": run_id, "thread_id": thread_id, "attempt": 1})]
     try:
         if "values" in modes:

@@ -340,7 +340,7 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
     origin.update(trace_origin(request) or {})
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
                               mode="enqueue", priority="interactive", stream=stream,
-                              origin=origin or None, start=True)
+                              origin=origin or None, start=True, follow=stream)
 
 
 def _finished(run: RunRecord) -> RunRecord:
@@ -375,7 +375,8 @@ async def _follow_run(runtime: Runtime, sent: SendResult
     run_id = sent.run.id
     async for item in runtime.follow(sent.session.id, after,
                                      known=None if sent.duplicate else sent.events,
-                                     heartbeat_s=HEARTBEAT_S):
+                                     heartbeat_s=HEARTBEAT_S,
+                                     subscription=sent.subscription):
         if item is None:
             yield None
         elif isinstance(item, Token):
