@@ -264,6 +264,7 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "deny": lambda w: (_waits_done(w), ["deny", _pending(w, 1)])[1],
     "stop-agent": lambda w: ["stop-agent", w.other],
     "usage": lambda w: ["usage"],
+    "top": lambda w: ["top"],
     "status": lambda w: ["status"],
     "memory blocks": lambda w: ["memory", "blocks", w.agent],
     "memory show": lambda w: ["memory", "show", w.agent, "human"],

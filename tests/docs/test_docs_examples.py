@@ -192,6 +192,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
 LINES_NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/cli.md", "c_0192c3d4e5f6a1b2c3d4e5f6a7"): "a placeholder checkpoint id",
     ("docs/cli.md", "r_0192c3d4e5f6a1b2c3d4e5f6a7"): "a placeholder run id",
+    ("docs/cli.md", "agentd top --interval"): "refreshes in place until Ctrl-C",
     ("docs/cli.md", "agentd set demo model=openai:gpt-4.1-mini"):
         _API_KEY + ": demo would answer the page's later sends with it",
 }

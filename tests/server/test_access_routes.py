@@ -395,6 +395,10 @@ async def test_the_overview_and_agent_pages_are_the_scopes(
     assert sum(mine["agents"]["by_state"].values()) == 1
     assert everything["runs"]["waiting_approval"] == 2
     assert mine["runs"]["waiting_approval"] == mine["approvals_waiting"] == 1
+    # What the runs under way here are doing: the scope's only.
+    assert {b["agent"] for b in everything["busy"]} == {"acme-bot", "globex-bot"}
+    assert [(b["agent"], b["waiting_for"]["doing"], b["waiting_for"]["detail"])
+            for b in mine["busy"]] == [("acme-bot", "approval", "deploy")]
     usage = (await call(api, "GET", "/v1/usage", ADMIN, by="agent")).json()["usage"]
     acme_calls = next(r["calls"] for r in usage if r["agent"] == "acme-bot")
     assert mine["usage_today"]["calls"] == acme_calls > 0

@@ -160,6 +160,7 @@ async def test_overview_of_an_empty_daemon(client: httpx.AsyncClient) -> None:
     assert body["runs"] == {"queued": 0, "running": 0, "waiting_approval": 0}
     assert body["approvals_waiting"] == 0
     assert body["node"] == {"active_runs": 0, "queued_runs": 0, "model_calls_queued": 0}
+    assert body["busy"] == []
     assert body["usage_today"]["calls"] == 0 and body["usage_today"]["cost_usd"] == 0
     assert body["store"]["bytes"] > 0
     assert body["sandbox"]["backend"]
@@ -266,3 +267,38 @@ async def test_a_gauge_answers_at_once_and_measures_in_the_background(tmp_path: 
     await gauge.wait()
     assert calls == [tmp_path / "ws"]  # fresh enough: measured once
     await gauge.close()
+
+
+async def test_busy_says_what_each_run_under_way_is_doing(
+        client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """A run in a model call names its model; one asking a person names the tool; an
+    ended run is not listed."""
+    await create(client, "slow", settings={"script": [{"text": "late", "delay_ms": 60_000}]})
+    await create(client, "asker", tools=["calculator"], settings={
+        "policy": {"rules": [{"tool": "calculator", "action": "ask"}]},
+        "script": [{"tool_calls": [{"name": "calculator",
+                                    "arguments": {"expression": "6*7"}}]},
+                   {"text": "42"}]})
+    slow = (await client.post("/v1/agents/slow/sessions/k/messages",
+                              json={"content": "hi", "wait": False})).json()
+    asked = (await client.post("/v1/agents/asker/sessions/k/messages",
+                               json={"content": "sum", "wait": False})).json()
+    await wait_for_run(client, asked["id"], "waiting_approval")
+
+    async def both() -> dict[str, dict[str, Any]] | None:
+        busy = {b["agent"]: b for b in (await overview(client))["busy"]}
+        return busy if busy.get("slow", {}).get("waiting_for", {}).get(
+            "doing") == "model" else None
+
+    busy = await eventually(both, what="the slow run in its model call")
+    assert busy["slow"]["run"] == slow["id"] and busy["slow"]["session"] == "k"
+    assert busy["slow"]["status"] == "running"
+    assert busy["slow"]["waiting_for"]["detail"].startswith("scripted")
+    assert busy["asker"]["run"] == asked["id"]
+    assert busy["asker"]["status"] == "waiting_approval"
+    assert busy["asker"]["waiting_for"]["doing"] == "approval"
+    assert busy["asker"]["waiting_for"]["detail"] == "calculator"
+    assert busy["asker"]["waiting_for"]["since"].endswith("Z")
+    assert (await client.post(f"/v1/runs/{slow['id']}/cancel")).status_code == 200
+    await wait_for_run(client, slow["id"])
+    assert [b["agent"] for b in (await overview(client))["busy"]] == ["asker"]

@@ -59,7 +59,8 @@ def make_overview(runtime: Runtime) -> Overview:
                       "model_calls_queued": runtime.kernel.scheduler.queued()},
         disk=DiskGauge(settings.workspaces_dir, settings.home / "snapshots"
                        if runtime.workspaces is not None else None),
-        usage=lambda day: runtime.store.usage_report(since=day, until=day))
+        usage=lambda day: runtime.store.usage_report(since=day, until=day),
+        busy=lambda: [e.activity() for e in runtime.supervisor.executors()])
 
 
 def make_metrics(runtime: Runtime) -> Metrics:

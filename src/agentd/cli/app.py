@@ -33,6 +33,7 @@ from agentd.cli import (
     _skills,
     _subtasks,
     _tools,
+    _top,
     _trace,
     _usage,
     _webhooks,
@@ -140,6 +141,7 @@ app.command(rich_help_panel="Daemon")(_daemon.stop)
 app.command(rich_help_panel="Daemon")(_daemon.status)
 app.command(rich_help_panel="Daemon")(_daemon.console)
 app.command(rich_help_panel="Daemon")(_logs.logs)
+app.command(rich_help_panel="Daemon")(_top.top)
 
 
 # -- agents -----------------------------------------------------------------------

@@ -42,6 +42,7 @@ from agentd.events import (
     ToolStartedData,
 )
 from agentd.llm.messages import ToolCall
+from agentd.runtime.activity import Activity
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
 from agentd.store.records import EventRecord, RunRecord
@@ -152,6 +153,8 @@ class ToolSteps:
     _deciding: bool
     _asking: asyncio.Event
     _workspace_checked: bool
+    #: The tool calls under way or the decision waited for (the live view).
+    _doing: Activity | None
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
@@ -249,11 +252,16 @@ class ToolSteps:
             writes = not all(self._is_read_only(c) for c, _, _ in group)
             if writes and steps is not None:
                 await steps.writing()
-            if len(group) == 1:
-                results = [await self._call_tool(call)]
-            else:
-                results = list(await asyncio.gather(*(self._call_tool(c)
-                                                      for c, _, _ in group)))
+            self._doing = Activity(doing="tool", detail=", ".join(c.name for c, _, _ in group),
+                                   since=time.time())
+            try:
+                if len(group) == 1:
+                    results = [await self._call_tool(call)]
+                else:
+                    results = list(await asyncio.gather(*(self._call_tool(c)
+                                                          for c, _, _ in group)))
+            finally:
+                self._doing = None
             mutated = mutated or writes
             await self._commit([self._new(ToolFinished(data=r)) for r in results])
             finished.extend(results)
@@ -447,6 +455,7 @@ class ToolSteps:
         decision: asyncio.Future[ApprovalDecidedData] = (
             asyncio.get_running_loop().create_future())
         self._decision, self._waiting = decision, pending.copy()
+        self._doing = Activity(doing="approval", detail=call.name, since=time.time())
         self._asking.set()
         if self.on_waiting is not None:
             self.on_waiting(self.run)
@@ -466,6 +475,7 @@ class ToolSteps:
         finally:
             self._decision = None
             self._waiting = None
+            self._doing = None
             self._asking.clear()
 
     @property

@@ -48,6 +48,7 @@ from agentd.events import (
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, TextDelta
 from agentd.llm.model import Model, StreamAccumulator
+from agentd.runtime.activity import Activity, Doing
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.kernel import Breaker, BreakerSettings, RetryPolicy
 from agentd.runtime.scheduler import Scheduler
@@ -200,10 +201,12 @@ class ModelCaller:
         self._told: tuple[str, str | None] | None = None
         #: The last attempt's time from admission to its first chunk (s).
         self._ttfc: float | None = None
+        #: What the call under way waits for now (None between calls): the live view.
+        self.doing: Activity | None = None
 
-    # complexity: the kernel's loop over a call: admission, attempt, retry, fallback,
-    # breaker and outage parking; one loop keeps the report of every attempt in one
-    # place.
+    def _doing(self, doing: Doing, detail: str) -> None:
+        self.doing = Activity(doing=doing, detail=detail, since=self.kernel.clock.time())
+
     async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
                    ) -> tuple[AssistantMessage, Target, CallReport]:
         """The step's answer, the model that gave it, and what the step's event should
@@ -214,6 +217,16 @@ class ModelCaller:
         the whole output limit at admission and give none of it back, so a finished
         call keeps that reservation: the prompt's real size plus the larger of the
         output limit and what it wrote."""
+        try:
+            return await self._call(request, tokens=tokens, output=output)
+        finally:
+            self.doing = None
+
+    # complexity: the kernel's loop over a call: admission, attempt, retry, fallback,
+    # breaker and outage parking; one loop keeps the report of every attempt in one
+    # place.
+    async def _call(self, request: ModelRequest, *, tokens: int, output: int
+                    ) -> tuple[AssistantMessage, Target, CallReport]:
         self._output = output
         self._sent, self._sent_len, self.resets = [], 0, 0
         self._told = None
@@ -296,6 +309,7 @@ class ModelCaller:
                 await self._tell(ModelOutage(data={
                     "models": [t.spec for t in self.targets],
                     "error": cast(ErrorData, error.to_dict()), "retry_in_s": ready}))
+                self._doing("model_outage", last_target.spec)
                 await self._tell(RunWaiting(data={
                     "reason": "model_outage", "model": last_target.spec,
                     "cause": _cause(error.message), "retry_in_s": ready}))
@@ -316,6 +330,7 @@ class ModelCaller:
         every try (the step's ``attempts`` list them all)."""
         reason: WaitingReason = ("rate_limit" if exc.code == "model_rate_limited"
                                  else "model_retry")
+        self._doing("rate_limit" if reason == "rate_limit" else "model_retry", target.spec)
         if self._told == (reason, target.spec):
             return
         retry_after = exc.details.get("retry_after")
@@ -374,11 +389,14 @@ class ModelCaller:
 
     async def _attempt(self, target: Target, request: ModelRequest, tokens: int,
                        queue: QueueData) -> AssistantMessage:
+        provider = target.model.provider
+        self._doing("model_queue", self.kernel.scheduler.lane_for(provider, target.name))
         grant = await self.kernel.scheduler.acquire(
-            provider=target.model.provider, model=target.name,
+            provider=provider, model=target.name,
             priority=self.priority, tenant=self.tenant, agent=self.agent,
             weight=self.weight, tokens=tokens)
         queue["lane"] = grant.lane
+        self._doing("model", target.spec)
         queue["position"] = max(queue.get("position", 0), grant.position)
         queue["wait_ms"] = round(queue["wait_ms"] + grant.wait_s * 1000, 3)
         used: int | None = None

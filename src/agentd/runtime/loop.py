@@ -53,6 +53,7 @@ from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._recovery import Recovery
 from agentd.runtime._toolsteps import ToolSteps
+from agentd.runtime.activity import Activity
 from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
@@ -60,7 +61,7 @@ from agentd.runtime.kernel import RetryPolicy
 from agentd.security.policy import Policy
 from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
-from agentd.store.records import EventRecord, RunRecord, UsageCharge
+from agentd.store.records import EventRecord, RunRecord, UsageCharge, iso
 from agentd.tools import Tool
 from agentd.tools.workers import WorkerPool
 
@@ -296,6 +297,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self._deciding = False
         self._asking = asyncio.Event()
         self._workspace_checked = False
+        self._doing: Activity | None = None
         #: Called with the run when it starts waiting for a decision.
         self.on_waiting: Callable[[RunRecord], None] | None = None
         self.interrupt = False
@@ -370,6 +372,14 @@ class RunExecutor(ToolSteps, BudgetSteps):
         """Whether a model call is under way (its request built: a steer committed now
         reaches the next call, not this one)."""
         return self._in_model
+
+    def activity(self) -> dict[str, Any]:
+        """The run and what it is doing now, as ``GET /v1/overview``'s ``busy`` has it."""
+        doing = self._doing or self.caller.doing or Activity(
+            doing="working", since=self.run.started_at or self.run.created_at)
+        return {"run": self.run.id, "agent": self.agent_name, "session": self.session_key,
+                "status": self.run.status, "steps": self.steps,
+                "started_at": iso(self.run.started_at), "waiting_for": doing.to_api()}
 
     def request_stop(self, reason: str) -> None:
         """End the run at its next step boundary; a model call under way (nothing of

@@ -4,7 +4,8 @@ Every figure is one the runtime can tell cheaply, so a page may ask every few se
 with ten thousand agents: agents by state (one grouped count) and how many are awake on
 this node (in memory), active runs by status (the partial index of active runs), the
 runs and model calls this node holds, today's usage (the ledger's rows of one day), and
-the store's size (SQLite's page count, PostgreSQL's relation sizes).
+the store's size (SQLite's page count, PostgreSQL's relation sizes), and the runs under
+way on this node with what each is doing now (``busy``: in memory, at most ``BUSY_MAX``).
 
 Disk in use by workspaces and snapshots is the one figure that means walking files, so
 it is measured in a worker thread when asked for and at most every ``DISK_TTL_S``; a
@@ -20,7 +21,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,14 @@ from agentd.store import Store
 from agentd.store.agents_query import AGENT_STATES
 from agentd.store.records import AgentRecord, iso
 
-__all__ = ["DISK_TTL_S", "DiskGauge", "Overview", "disk_usage"]
+__all__ = ["BUSY_MAX", "DISK_TTL_S", "DiskGauge", "Overview", "disk_usage"]
 
 log = logging.getLogger(__name__)
 
 #: How old a disk measurement may be before a request starts another.
 DISK_TTL_S = 30.0
+#: The most runs ``busy`` lists (those under way longest first).
+BUSY_MAX = 500
 #: The usage ledger's sums, as today's usage shows them.
 _USAGE_SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
                "cost_usd")
@@ -136,8 +139,10 @@ class Overview:
     def __init__(self, store: Store, *, awake: Callable[[], int],
                  node: Callable[[], dict[str, int]], sandbox: Callable[[], str],
                  disk: DiskGauge,
-                 usage: Callable[[str], Awaitable[list[dict[str, Any]]]]) -> None:
+                 usage: Callable[[str], Awaitable[list[dict[str, Any]]]],
+                 busy: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.store = store
+        self._busy = busy
         self._awake = awake
         self._node = node
         self._sandbox = sandbox
@@ -171,6 +176,14 @@ class Overview:
             "usage_today": {"day": day, **today},
         }
 
+    def busy(self, agents: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The runs under way on this node, of ``agents`` only (names; None: all), each
+        with what it is doing now (``RunExecutor.activity``): the longest under way
+        first, at most ``BUSY_MAX``."""
+        rows = [r for r in self._busy() if agents is None or r["agent"] in agents]
+        rows.sort(key=lambda r: (r["started_at"] or "", r["run"]))
+        return rows[:BUSY_MAX]
+
     async def summary(self) -> dict[str, Any]:
         now = time.time()
         day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
@@ -190,5 +203,6 @@ class Overview:
             "sandbox": {"backend": self._sandbox(), **self.disk.read()},
             "store": {"dialect": self.store.dialect, "synchronous": self.store.synchronous,
                       "bytes": counts["bytes"]},
+            "busy": self.busy(),
             "at": iso(now),
         }

@@ -373,6 +373,34 @@ class OverviewStore(BaseModel):
                                    "log; PostgreSQL's relations in the daemon's schema.")
 
 
+class OverviewDoing(BaseModel):
+    """What a run under way is doing now."""
+
+    doing: Literal["working", "model_queue", "model", "model_retry", "rate_limit",
+                   "model_outage", "tool", "approval"] = Field(
+        description="working: between steps; model_queue: waiting for a turn in a "
+                    "scheduler lane; model: a model call under way; model_retry, "
+                    "rate_limit, model_outage: waiting to try a model again; tool: tool "
+                    "calls under way; approval: waiting for a person's decision.")
+    detail: str = Field(description="The lane (model_queue), the model (model, "
+                                    "model_retry, rate_limit, model_outage), the tools "
+                                    "(tool, approval); empty for working.")
+    since: str | None = Field(description="Since when (ISO 8601).")
+
+
+class OverviewBusyRun(BaseModel):
+    """A run under way on this node."""
+
+    run: str
+    agent: str
+    session: str = Field(description="The session's key.")
+    status: Literal["queued", "running", "waiting_approval", "completed", "failed",
+                    "cancelled", "interrupted"]
+    steps: int = Field(description="Model calls it has made.")
+    started_at: str | None
+    waiting_for: OverviewDoing
+
+
 class OverviewOut(BaseModel):
     agents: OverviewAgents
     runs: OverviewRuns
@@ -381,6 +409,10 @@ class OverviewOut(BaseModel):
     usage_today: OverviewUsage
     sandbox: OverviewSandbox
     store: OverviewStore
+    busy: list[OverviewBusyRun] = Field(
+        description="The runs under way on this node (a run on another node is in that "
+                    "node's overview), each with what it is doing now: the longest under "
+                    "way first, at most 500.")
     at: str = Field(description="When this was assembled.")
 
 

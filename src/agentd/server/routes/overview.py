@@ -20,8 +20,9 @@ async def get_overview(request: Request) -> Response:
     """Agents by state (and how many are awake on this node), active runs by status
     (every node's), runs waiting for approval, what this node holds, today's usage, the
     sandbox's disk use (measured off the request, at most every 30 s) and the store's
-    size. Cheap enough to ask every few seconds with many thousands of agents. For a
-    scoped token (``access``) the agents, runs, approvals and usage are its scope's;
+    size, and the runs under way on this node with what each is doing now (``busy``).
+    Cheap enough to ask every few seconds with many thousands of agents. For a
+    scoped token (``access``) the agents, runs (``busy`` too), approvals and usage are its scope's;
     the node, sandbox and store figures are the daemon's."""
     runtime = runtime_of(request)
     summary = await runtime.overview.summary()
@@ -31,4 +32,5 @@ async def get_overview(request: Request) -> Response:
         summary.update(await runtime.overview.of_agents(
             visible, runtime.is_awake,
             lambda row: access.allows(row["agent"], row["tenant"])))
+        summary["busy"] = runtime.overview.busy({a.name for a in visible})
     return model_response(OverviewOut, summary)

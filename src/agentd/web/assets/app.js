@@ -10,12 +10,13 @@ const ROUTES = [
   [/^#?\/?$/, "overview", () => ({})],
   [/^#\/agents\/([^/]+)\/sessions\/(.+)$/, "session", (m) => ({ agent: dec(m[1]), key: dec(m[2]) })],
   [/^#\/agents\/([^/]+)$/, "agent", (m) => ({ agent: dec(m[1]) })],
+  [/^#\/runs\/([^/]+)\/trace$/, "trace", (m) => ({ run: dec(m[1]) })],
   [/^#\/approvals$/, "approvals", () => ({})],
   [/^#\/usage$/, "usage", () => ({})],
   [/^#\/kernel$/, "kernel", () => ({})],
   [/^#\/access(?:\/([a-z]+))?(?:\?(.*))?$/, "access", (m) => ({ view: m[1], query: m[2] || "" })],
 ];
-const NAV = { overview: "overview", agent: "overview", session: "overview",
+const NAV = { overview: "overview", agent: "overview", session: "overview", trace: "overview",
               approvals: "approvals", usage: "usage", kernel: "kernel", access: "access" };
 
 function dec(s) { try { return decodeURIComponent(s); } catch { return s; } }

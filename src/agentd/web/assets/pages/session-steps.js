@@ -297,7 +297,7 @@ export function stepRow(e, ctx) {
     class: `step-${e.kind.replace(/[^a-z]/g, "-")}${minor ? " minor" : ""}${ctx.isArchived(e.seq) ? " archived" : ""}`,
     dataset: { seq: String(e.seq), kind: e.kind },
   },
-    h("div.step-meta", h("span.seq", `#${e.seq}`), e.run_id ? h("span.run.mono", { title: e.run_id }, e.run_id.slice(0, 10)) : null, timeEl(e.at)),
+    h("div.step-meta", h("span.seq", `#${e.seq}`), e.run_id ? h("a.run.mono", { href: `#/runs/${encodeURIComponent(e.run_id)}/trace`, title: `Trace of run ${e.run_id}` }, e.run_id.slice(0, 10)) : null, timeEl(e.at)),
     h("div.step-body", body(e, ctx)),
     minor ? null : h("div.step-tools",
       h("button.ghost.tiny", { type: "button", title: `Restore the session to #${e.seq}`, onclick: () => ctx.restore({ seq: e.seq }, `#${e.seq}`) }, "Restore here"),

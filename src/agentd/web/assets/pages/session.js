@@ -258,7 +258,7 @@ export async function render(root, { agent, key }, ctx) {
     const queued = runs.filter((r) => r !== current && r.status === "queued").length;
     append(runbar, [
       pill(current.status === "waiting_approval" ? "waiting" : current.status, current.status.replace("_", " ")),
-      h("span.mono.run-id", { title: current.id }, current.id),
+      h("a.mono.run-id", { href: `#/runs/${encodeURIComponent(current.id)}/trace`, title: `Trace of run ${current.id}` }, current.id),
       current.step ? h("span.muted", ` step ${current.step}`) : null,
       current.waiting && current.status === "running" ? h("span.muted", ` · waiting: ${current.waiting}`) : null,
       queued ? h("span.muted", ` · ${queued} queued`) : null]);
