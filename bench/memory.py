@@ -18,7 +18,8 @@ fresh AGENTD_HOME, SQLite unless ``--postgres``), one agent ``mem`` growing thro
 - **latency**: ``POST .../memory/search`` with realistic questions, one at a time,
   embedded by the daemon per query (part of the latency): p50/p95/p99 for the default
   hybrid search, and for full text only and vectors only. The first search after a
-  size is reached is timed apart (it brings the namespace's index up to date).
+  size is reached is timed apart (it brings the namespace's index up to date), then
+  ``--warmup`` searches (10) are not timed.
 - **ann**: recall@10 of the daemon's vector search (``vector_weight: 1``; its HNSW
   index above ``[memory] ann_threshold``, 20,000) against an exact scan of the store's
   vectors with the same query vector, computed here.
@@ -117,7 +118,13 @@ class Daemon:
     def entries(self) -> int:
         """Entries already stored (a reused ``--workdir``), read from the store directly."""
         if not self.database_url.startswith("sqlite"):
-            return 0
+            import psycopg
+
+            with psycopg.connect(self.database_url) as conn:
+                if conn.execute("SELECT to_regclass('memory_entries')").fetchone() == (None,):
+                    return 0
+                row = conn.execute("SELECT COUNT(*) FROM memory_entries").fetchone()
+                return int(row[0]) if row else 0
         path = self.home / "agentd.db"
         if not path.exists():
             return 0
@@ -242,11 +249,14 @@ async def fill(api: Api, agent: str, texts: list[str], *, embedded: bool) -> dic
     return out
 
 
-async def latency(api: Api, agent: str, queries: list[str], n: int) -> dict[str, Any]:
+async def latency(api: Api, agent: str, queries: list[str], n: int, warmup: int = 10
+                  ) -> dict[str, Any]:
     t = time.perf_counter()
     await api.search(agent, queries[0])
-    out: dict[str, Any] = {"first_search_s": round(time.perf_counter() - t, 2)}
-    for q in queries[1:11]:  # warm-up
+    out: dict[str, Any] = {"first_search_s": round(time.perf_counter() - t, 2),
+                           "warmup": warmup}
+    for i in range(warmup):  # warm-up
+        q = queries[1 + i % (len(queries) - 1)]
         await api.search(agent, q)
     for label, weight in (("hybrid", None), ("text_only", 0.0), ("vector_only", 1.0)):
         lat: list[float] = []
@@ -485,7 +495,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                         row["first_search_s"] = round(time.perf_counter() - t0, 1)
                         out[str(size)] = row
                         continue
-                    row["latency"] = await latency(api, "mem", queries, args.queries)
+                    row["latency"] = await latency(api, "mem", queries, args.queries,
+                                                   args.warmup)
                     if "ann" in phases:
                         some = (await api.search("mem", queries[0], weight=0.0))[0]["id"]
                         row["ann"] = await ann_recall(api, "mem", some, queries[:100])
@@ -510,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="fill,latency,ann,autorecall,quality",
                     help="phases (default all)")
     ap.add_argument("--queries", type=int, default=300, help="searches per size")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="searches before the timed ones (after the first, timed apart)")
     ap.add_argument("--recall-turns", type=int, default=25,
                     help="turns per auto-recall block (4 blocks)")
     ap.add_argument("--embed-max", type=int, default=100_000,

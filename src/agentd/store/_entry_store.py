@@ -5,11 +5,13 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 
 from agentd.clock import Clock
 from agentd.errors import Conflict
-from agentd.store import _vectors
+from agentd.store import _pg_fulltext, _vectors
 from agentd.store import entries as _entries
 from agentd.store import quota as _quota
 from agentd.store._vectors import Pending
@@ -19,12 +21,20 @@ from agentd.store.quota import Quota
 
 __all__ = ["EntryStore"]
 
+log = logging.getLogger(__name__)
+
 
 class EntryStore:
     engine: Engine
     clock: Clock
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
+
+    @cached_property
+    def _text_stats(self) -> _pg_fulltext.Stats:
+        """PostgreSQL's statistics of the entries' words, as full-text search last read
+        them (:mod:`agentd.store._pg_fulltext`)."""
+        return _pg_fulltext.Stats()
 
     async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None,
                              vectors: tuple[str, Sequence[bytes]] | None = None
@@ -49,7 +59,23 @@ class EntryStore:
                         dialect)
             return written
 
-        return await self.engine.write(op)
+        written = await self.engine.write(op)
+        if (dialect == "postgresql" and any(created for _, created in written)
+                and self._text_stats.due()):
+            await self._analyze_entries()
+        return written
+
+    async def _analyze_entries(self) -> None:
+        """Keep PostgreSQL's statistics of the entries current where the server's
+        autovacuum does not (full text in large namespaces is ranked by them, and the
+        planner needs them); looked at once a minute, by a write or a search, which
+        pays for an ANALYZE when they are stale."""
+        stats = self._text_stats
+        try:
+            if await self.engine.write(lambda tx: _pg_fulltext.analyze_if_stale(tx, stats)):
+                log.info("analyzed memory_entries (its statistics were stale)")
+        except Exception as exc:  # e.g. a role that does not own the table
+            log.warning("could not analyze memory_entries: %s", exc)
 
     async def get_entry(self, namespaces: Sequence[str], entry_id: str
                         ) -> EntryRecord | None:
@@ -109,9 +135,13 @@ class EntryStore:
                                filters: EntryFilter | None = None, limit: int = 50
                                ) -> list[tuple[int, float]]:
         """``(n, score)`` best first; any word of ``query`` matches."""
-        dialect = self.engine.dialect
-        return await self.engine.read(lambda tx: _entries.fulltext(
-            tx, namespaces, query, filters, limit, dialect))
+        dialect, stats = self.engine.dialect, self._text_stats
+        found = await self.engine.read(lambda tx: _entries.fulltext(
+            tx, namespaces, query, filters, limit, dialect, stats))
+        if dialect == "postgresql" and stats.due():
+            # A table filled before the daemon analyzed after writes (or by another).
+            await self._analyze_entries()
+        return found
 
     async def entry_neighbours(self, namespaces: Sequence[str], keys: Sequence[int],
                                filters: EntryFilter | None = None

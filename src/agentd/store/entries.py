@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import Conflict, InvalidInput, NotFound
-from agentd.store import _fulltext
+from agentd.store import _fulltext, _pg_fulltext
 from agentd.store.engine import Tx
 from agentd.store.rows import new_id
 
@@ -612,26 +612,22 @@ def _pg_size(tx: Tx, names: Sequence[str]) -> int:
     return int(row[0]) if row else 0
 
 
-def _pg_fulltext(tx: Tx, names: Sequence[str], terms: Sequence[str], where: str,
-                 params: Sequence[Any], limit: int) -> list[tuple[int, float]]:
+def _pg_text(tx: Tx, names: Sequence[str], terms: Sequence[str], where: str,
+                 params: Sequence[Any], limit: int, stats: _pg_fulltext.Stats
+                 ) -> list[tuple[int, float]]:
     """PostgreSQL's full-text side: in namespaces of up to ``SMALL`` entries, BM25 as
-    on SQLite (with the namespaces' own statistics); in larger ones ``ts_rank_cd``."""
+    on SQLite (with the namespaces' own statistics); in larger ones BM25 of a bounded
+    set of matches, the rarest lexemes' (:mod:`agentd.store._pg_fulltext`)."""
     lexemes = [str(r[0]) for r in tx.all(
         "SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', ?))) ORDER BY 1",
         (" ".join(terms),))][:_MAX_TERMS]
     if not lexemes:
         return []
-    if _pg_size(tx, names) <= _fulltext.SMALL:
+    # Counting a large namespace up to SMALL took 4-6 ms at 100,000 entries: one the
+    # statistics say is clearly large is not counted.
+    if not stats.table(tx).large(names) and _pg_size(tx, names) <= _fulltext.SMALL:
         return _pg_bm25(tx, lexemes, lexemes, where, params, limit)
-    # Larger namespaces: ts_rank_cd over every match (BM25's statistics cost more than
-    # the search's budget there: counting one common word's matches, or the
-    # namespace's entries, took 20-35 ms each at 100,000 entries).
-    tsquery = " || ".join("quote_literal(?)::tsquery" for _ in lexemes)
-    rows = tx.all(
-        f"SELECT e.n, ts_rank_cd(e.content_tsv, q.q) AS score FROM memory_entries e, "
-        f"(SELECT {tsquery} AS q) q WHERE e.content_tsv @@ q.q AND {where} "
-        "ORDER BY score DESC, e.n DESC LIMIT ?", (*lexemes, *params, limit))
-    return [(int(r[0]), float(r[1])) for r in rows]
+    return _pg_fulltext.search(tx, stats, lexemes, where, params, limit)
 
 
 def _pg_bm25(tx: Tx, match: Sequence[str], lexemes: Sequence[str], where: str,
@@ -678,11 +674,12 @@ def query_terms(query: str) -> list[str]:
 
 
 def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter | None,
-             limit: int, dialect: str) -> list[tuple[int, float]]:
+             limit: int, dialect: str, stats: _pg_fulltext.Stats | None = None
+             ) -> list[tuple[int, float]]:
     """``(n, score)`` of the entries matching any word of ``query``, best first (a
     higher score is better: BM25). Every word is passed quoted (SQLite) or as its own
     parameter (PostgreSQL): no text a user types is read as query syntax. The work is
-    bounded (see :mod:`agentd.store._fulltext` and :func:`_pg_fulltext`): in a large
+    bounded (see :mod:`agentd.store._fulltext` and :func:`_pg_text`): in a large
     namespace, the rarest words rank the matches."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="limit")
@@ -692,6 +689,7 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
         return []
     where, params = _where(names, filters, dialect)
     if dialect == "postgresql":
-        return _pg_fulltext(tx, names, terms, where, params, limit)
+        return _pg_text(tx, names, terms, where, params, limit,
+                        stats if stats is not None else _pg_fulltext.Stats())
     return _fulltext.search(tx, names, terms, where, params,
                             filters is not None and not filters.empty, limit)
