@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 
-from agentd.errors import Conflict, InvalidInput, ToolError
+from agentd.errors import AgentdError, Conflict, InvalidInput, ToolError
 from agentd.events import (
     ApprovalDecided,
     ApprovalDecidedData,
     ApprovalRequested,
     ApprovalRequestedData,
     Event,
+    LoopDetected,
     PolicyVerdictData,
     RunWaiting,
     ToolFinished,
@@ -51,6 +52,7 @@ from agentd.tools import Tool, ToolContext
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
+    from agentd.runtime.loop import RunOutcome
     from agentd.runtime.ports import RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.settings import AgentSettings
@@ -155,6 +157,9 @@ class ToolSteps:
     _workspace_checked: bool
     #: The tool calls under way or the decision waited for (the live view).
     _doing: Activity | None
+    #: The loop guard's streak of identical steps, and the last step's signature.
+    _streak: int
+    _last_signature: bytes
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       *args: Any, **kwargs: Any) -> list[EventRecord]:
@@ -163,6 +168,37 @@ class ToolSteps:
     def _new(self, event: Event) -> NewEvent:
         """The row of one of this run's events."""
         return NewEvent.of(event, self.run.id)
+
+    async def _fail(self, exc: AgentdError) -> RunOutcome:
+        raise NotImplementedError
+
+    async def _guard_loop(self, calls: list[ToolCall], results: list[ToolFinishedData]
+                          ) -> RunOutcome | None:
+        """Loop guard: the same tool calls (names and arguments) getting the same results
+        ``repeats`` steps in a row is a run making no progress. ``settings.loop_guard``
+        says what then: ``warn`` (a ``loop.detected`` event, once per streak; the
+        default) or ``stop`` (the run fails with ``loop_detected``)."""
+        guard = self.agent_settings.loop_guard
+        repeats = guard.repeats
+        # Each call and result as canonical JSON, in a stable order (never compare the
+        # arguments themselves: dicts do not order).
+        signature = b"\n".join(sorted(
+            orjson.dumps([c.name, c.arguments, r["output"], r["is_error"]],
+                         option=orjson.OPT_SORT_KEYS)
+            for c, r in zip(calls, results, strict=False)))
+        self._streak = self._streak + 1 if signature == self._last_signature else 1
+        self._last_signature = signature
+        if self._streak != repeats:
+            return None
+        names = sorted({c.name for c in calls})
+        if guard.action == "stop":
+            return await self._fail(AgentdError(
+                f"the run made the same tool calls ({', '.join(names)}) with the same "
+                f"results {repeats} steps in a row", code="loop_detected",
+                details={"repeats": repeats, "tools": names}))
+        await self._commit([self._new(LoopDetected(data={
+            "repeats": repeats, "tools": names, "action": "warn"}))])
+        return None
 
     def _memory_scope(self) -> Any:
         """Where the memory tools act: the agent's namespaces, from this session, with

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import orjson
-
 from agentd.config import Budget
 from agentd.errors import AgentdError, ModelError
 from agentd.events import (
@@ -27,7 +25,6 @@ from agentd.events import (
     ApprovalRequestedData,
     ErrorData,
     Event,
-    LoopDetected,
     MessageAssistant,
     MessageAssistantData,
     RecalledData,
@@ -775,31 +772,3 @@ class RunExecutor(ToolSteps, BudgetSteps):
                 "reason": reason, "effect_id": effect_id, "steps": self.steps,
                 "usage": self._used()}))
         return await self._ask(call, kind="unknown_outcome", pending=pending)
-
-    async def _guard_loop(self, calls: list[ToolCall], results: list[ToolFinishedData]
-                          ) -> RunOutcome | None:
-        """Loop guard: the same tool calls (names and arguments) getting the same results
-        ``repeats`` steps in a row is a run making no progress. ``settings.loop_guard``
-        says what then: ``warn`` (a ``loop.detected`` event, once per streak; the
-        default) or ``stop`` (the run fails with ``loop_detected``)."""
-        guard = self.agent_settings.loop_guard
-        repeats = guard.repeats
-        # Each call and result as canonical JSON, in a stable order (never compare the
-        # arguments themselves: dicts do not order).
-        signature = b"\n".join(sorted(
-            orjson.dumps([c.name, c.arguments, r["output"], r["is_error"]],
-                         option=orjson.OPT_SORT_KEYS)
-            for c, r in zip(calls, results, strict=False)))
-        self._streak = self._streak + 1 if signature == self._last_signature else 1
-        self._last_signature = signature
-        if self._streak != repeats:
-            return None
-        names = sorted({c.name for c in calls})
-        if guard.action == "stop":
-            return await self._fail(AgentdError(
-                f"the run made the same tool calls ({', '.join(names)}) with the same "
-                f"results {repeats} steps in a row", code="loop_detected",
-                details={"repeats": repeats, "tools": names}))
-        await self._commit([self._new(LoopDetected(data={
-            "repeats": repeats, "tools": names, "action": "warn"}))])
-        return None

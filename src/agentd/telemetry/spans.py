@@ -248,19 +248,32 @@ class _Builder:
         reason = data.get("finish_reason")
         if isinstance(reason, str) and reason:
             attrs["gen_ai.response.finish_reasons"] = [reason]
-        usage = data.get("usage")
-        if isinstance(usage, Mapping):
-            _usage(usage, attrs)
-            self.input_tokens += _count(usage.get("input_tokens"))
-            self.output_tokens += _count(usage.get("output_tokens"))
-            self.cost += _number(usage.get("cost_usd")) or 0.0
+        self._usage(data.get("usage"), attrs)
         _kernel(data, attrs)
-        calls = data.get("tool_calls")
-        if isinstance(calls, list) and calls:
-            attrs["agentd.tool_calls"] = len(calls)
         recalled = data.get("recalled")
         if isinstance(recalled, Mapping):
             self._retrieval(recalled, min(start, at))
+        self._content(data, attrs)
+        self.spans.append(SpanData(
+            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"chat:{index}"),
+            parent_id=self.root, name=f"chat {name_model}", kind="CLIENT",
+            start=min(start, at), end=at, attributes=attrs))
+
+    def _usage(self, usage: object, attrs: dict[str, AttrValue]) -> None:
+        """A model call's usage on its span, and added to the run's."""
+        if not isinstance(usage, Mapping):
+            return
+        _usage(usage, attrs)
+        self.input_tokens += _count(usage.get("input_tokens"))
+        self.output_tokens += _count(usage.get("output_tokens"))
+        self.cost += _number(usage.get("cost_usd")) or 0.0
+
+    def _content(self, data: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
+        """The calls a step asked for, its text (kept as the run's answer when it is
+        the last), and with content capture the prompt and the text on its span."""
+        calls = data.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            attrs["agentd.tool_calls"] = len(calls)
         text = data.get("text")
         if self.capture and isinstance(text, str):
             attrs["gen_ai.output.messages"] = _cut(text)
@@ -268,10 +281,6 @@ class _Builder:
             attrs["gen_ai.input.messages"] = _cut(self.user_text)
         if isinstance(text, str) and not calls:
             self.output = text
-        self.spans.append(SpanData(
-            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"chat:{index}"),
-            parent_id=self.root, name=f"chat {name_model}", kind="CLIENT",
-            start=min(start, at), end=at, attributes=attrs))
 
     def _retrieval(self, recalled: Mapping[str, Any], before: float) -> None:
         """Auto-recall's memory search before a model call: a ``retrieval`` span, once
