@@ -10,7 +10,10 @@ daemon (``python -m agentd serve``, SQLite with ``AGENTD_STORE='{"synchronous":
 turn (from /proc), non-streamed then streamed. The phases:
 
 - ``base``: the build before issue 32 (``PYTHONPATH=<baseline>/src``, same venv);
-- ``off``: this build, no ``OTEL_*`` variable (traces off);
+- ``off``: this build, no ``OTEL_*`` variable (traces off; ``/metrics`` on, as by
+  default);
+- ``bare``: this build, traces off and ``/metrics`` off (``AGENTD_TELEMETRY=
+  '{"metrics": false}'``): what of ``off``'s difference from ``base`` is the metrics;
 - ``on``: this build, ``OTEL_TRACES_EXPORTER=otlp`` to ``bench/_otlp_receiver.py`` in a
   process of its own (answers 200, counts spans by name);
 - ``down``: traces on to a closed port (the exporter fails and backs off; the turns
@@ -21,7 +24,9 @@ work puts on the machine spreads over every variant. Model calls per turn come f
 the receiver's span counts (``chat`` spans per ``invoke_agent`` span), for the CPU per
 step. Without ``--baseline-src`` a detached worktree of ``--baseline`` (861e4aa, the
 parent of issue 32's first commit) is made in a temporary directory and removed after.
-Progress on stderr, one JSON line on stdout.
+The CPU per step of ``on`` is a lower bound when ``exported_per_turn`` is below 1
+(the follower did not keep up: runs wait in memory); bench/traces_send.py measures
+what the follower spends per run. Progress on stderr, one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ def phase_env(variant: str, baseline: Path, receiver_port: int) -> dict[str, str
     env["AGENTD_STORE"] = '{"synchronous":"NORMAL"}'
     if variant == "base":
         env["PYTHONPATH"] = str(baseline / "src")
+    if variant == "bare":
+        env["AGENTD_TELEMETRY"] = '{"metrics": false}'
     if variant in ("on", "down"):
         port = receiver_port if variant == "on" else free_port()  # (nothing listens)
         env["OTEL_TRACES_EXPORTER"] = "otlp"
@@ -106,15 +113,25 @@ def run_phase(variant: str, args: argparse.Namespace, baseline: Path,
         raise RuntimeError(f"{variant}: turns.py exited {done.returncode}: {lines[-1:]}")
     figures = json.loads(lines[-1])
     after = stats(receiver_port)
-    got = {k: after.get(k, 0) - before.get(k, 0) for k in ("spans", "invoke_agent", "chat")}
+    got = {k: after.get(k, 0) - before.get(k, 0)
+           for k in ("requests", "spans", "invoke_agent", "chat")}
     out: dict[str, Any] = {"variant": variant, "loadavg_1m": round(load, 2),
                            **{k: figures.get(k) for k in KEYS},
+                           "turns_measured": (figures.get("turns") or 0)
+                           + (figures.get("stream_turns") or 0),
                            "errors": (figures.get("errors") or 0)
                            + (figures.get("stream_errors") or 0),
                            "durability_mismatches": figures.get("durability_mismatches")}
     if variant == "on":
         out["spans_received"] = got["spans"]
         out["runs_received"] = got["invoke_agent"]
+        out["runs_per_request"] = (round(got["invoke_agent"] / got["requests"], 1)
+                                   if got["requests"] else None)
+        # Runs exported by the daemon's end (warm-up runs and the last flush
+        # included) per measured turn: below 1, the follower fell behind, and
+        # the CPU per turn above counts only the share it exported.
+        out["exported_per_turn"] = (round(got["invoke_agent"] / out["turns_measured"], 2)
+                                    if out["turns_measured"] else None)
         out["steps_per_turn"] = (round(got["chat"] / got["invoke_agent"], 3)
                                  if got["invoke_agent"] else None)
     info(f"{variant}: {json.dumps(out)}")
@@ -127,7 +144,7 @@ def pct(new: float | None, old: float | None) -> float | None:
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     means: dict[str, dict[str, Any]] = {}
-    for variant in ("base", "off", "on", "down"):
+    for variant in ("base", "bare", "off", "on", "down"):
         rows = [r for r in results if r["variant"] == variant]
         if rows:
             means[variant] = {k: round(mean(r[k] for r in rows if r.get(k) is not None), 3)
@@ -141,6 +158,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"off_vs_base_{key}_pct"] = pct(off.get(key), base.get(key))
         out[f"on_vs_off_{key}_pct"] = pct(on.get(key), off.get(key))
         out[f"down_vs_off_{key}_pct"] = pct(means.get("down", {}).get(key), off.get(key))
+        out[f"bare_vs_base_{key}_pct"] = pct(means.get("bare", {}).get(key), base.get(key))
     for key, name in (("server_cpu_ms_per_turn", "on_cpu_us_per_step"),
                       ("stream_server_cpu_ms_per_turn", "on_stream_cpu_us_per_step")):
         if on.get(key) is not None and off.get(key) is not None and per_step:
@@ -160,7 +178,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--variants", default="base,off,on,down",
+    p.add_argument("--variants", default="base,bare,off,on,down",
                    help="comma-separated, in the first round's order")
     args = p.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

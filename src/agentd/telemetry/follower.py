@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 _BATCH_RUNS = 64
 #: How long runs that end soon after an export wait to share the next one: a request
-#: costs the daemon ~0.7 ms of CPU however few spans it carries, one per run ended
-#: made traces cost ~0.35 ms a turn under load (docs/benchmarks.md, "Traces").
+#: costs the daemon ~0.7 ms of CPU however few spans it carries, and at low rates each
+#: run ended made its own (docs/benchmarks.md, "Issue 32: what traces cost a turn").
 _LINGER_S = 0.5
 _BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 _WATERMARK_EVERY_S = 30.0
