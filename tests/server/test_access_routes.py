@@ -83,9 +83,10 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 #: List routes and, for each, a query showing every agent's items grouped by agent.
 LISTS = {"/v1/agents": {}, "/v1/runs": {}, "/v1/approvals": {}, "/v1/schedules": {},
-         "/v1/webhooks": {}, "/v1/usage": {"by": "agent,tenant"}}
+         "/v1/webhooks": {}, "/v1/usage": {"by": "agent,tenant"}, "/v1/export/runs": {}}
 #: List routes taking ``?agent=``: an agent outside the scope is unknown there.
-AGENT_FILTERS = ("/v1/runs", "/v1/approvals", "/v1/schedules", "/v1/webhooks")
+AGENT_FILTERS = ("/v1/runs", "/v1/approvals", "/v1/schedules", "/v1/webhooks",
+                 "/v1/export/runs")
 
 
 @pytest.fixture

@@ -104,6 +104,7 @@ from agentd.store.records import (
 )
 from agentd.store.subtasks import SubtaskRecord
 from agentd.store.telegram import TelegramStore
+from agentd.telemetry.dataset import Dataset, ExportFilter
 from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.tools import ToolRegistry
@@ -289,6 +290,8 @@ class Runtime(MemoryCalls):
         #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
         self.traces = Traces(store, self.bus, resolve_traces(settings.telemetry, os.environ),
                              clock=clock)
+        #: Finished runs as JSON lines and preference pairs (``GET /v1/export/...``).
+        self.dataset = Dataset(store)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)
@@ -789,6 +792,19 @@ class Runtime(MemoryCalls):
         """The spans of a session's runs, built from its log, as OTLP/JSON."""
         _, session = await self.get_session(name, key)
         return self.traces.as_otlp_json(await self.traces.session_trace(session.id))
+
+    async def export_runs(self, flt: ExportFilter, *, pairs: bool = False,
+                          context: bool = False, denied: bool = False,
+                          max_chars: int | None = None) -> AsyncIterator[bytes]:
+        """Finished runs (or, ``pairs``, preference pairs) as JSON lines, read a page at
+        a time as they are sent (:mod:`agentd.telemetry.dataset`); the filter is checked
+        and the agent looked up now, before the first line."""
+        if flt.agent is not None:
+            await self.stored_agent(flt.agent)
+        cap = {} if max_chars is None else {"max_chars": max_chars}
+        if pairs:
+            return self.dataset.pairs(flt, denied=denied, **cap)
+        return self.dataset.runs(flt, context=context, **cap)
 
     async def cancel_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.runs.cancel(run_id)

@@ -23,6 +23,7 @@ from agentd.cli import (
     _compact,
     _daemon,
     _edit,
+    _export,
     _heartbeat,
     _identity,
     _logs,
@@ -591,6 +592,7 @@ app.command(rich_help_panel="Runs")(_approvals.approvals)
 app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
 app.command(rich_help_panel="Runs")(_trace.trace)
+app.add_typer(_export.export_app, name="export", rich_help_panel="Runs")
 
 app.command(rich_help_panel="Usage")(_usage.usage)
 

@@ -21,9 +21,8 @@ Errors::
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
-``_usage``, ``_memory``, ``_skills``, ``_schedules``, ``_webhooks``, ``_identity``) over
-one transport
-(``_base``); only the names below are public.
+``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
+``_identity``) over one transport (``_base``); only the names below are public.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from __future__ import annotations
 from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
+from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
 from agentd.client._memory import MemoryAPI
@@ -53,7 +53,7 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI, ExportAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

@@ -422,6 +422,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     a2a_door.install(app, lambda: runtime_of_app(app), public_card=settings.a2a.public_card)
     app.include_router(routes.agents.router)
     app.include_router(routes.run_list.router)
+    app.include_router(routes.export.router)
     app.include_router(routes.runs.router)
     app.include_router(routes.subtasks.router)
     app.include_router(routes.checkpoints.router)

@@ -81,12 +81,13 @@ def _record(row: Sequence[Any]) -> tuple[RunRecord, str, str]:
 
 def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
               statuses: Sequence[str] = (), since: float | None = None,
-              cursor: str | None = None, limit: int = 50,
+              until: float | None = None, cursor: str | None = None, limit: int = 50,
               agents: Sequence[str] | None = None, count: bool = False) -> RunPage:
     """Runs matching every filter given, newest first (by ``created_at``, then id).
 
     ``agent`` is an agent's name, ``session`` a session key of that agent, ``statuses``
     any of :data:`RUN_STATUSES`, ``since`` epoch seconds (runs created at or after it),
+    ``until`` epoch seconds (runs created before it),
     ``agents`` names of the agents whose runs may be listed (a token's scope).
     ``count``: the page's ``total`` is counted too, in the same read (it reads every
     matching run's row: for a filter as narrow as an agent, as A2A's ListTasks has).
@@ -123,6 +124,9 @@ def list_runs(tx: Tx, *, agent: str | None = None, session: str | None = None,
     if since is not None:
         terms.append("r.created_at >= ?")
         params.append(since)
+    if until is not None:
+        terms.append("r.created_at < ?")
+        params.append(until)
     total = None
     if count:
         where = f" WHERE {' AND '.join(terms)}" if terms else ""

@@ -47,6 +47,10 @@ __all__ = ["TraceSettings", "Traces", "resolve"]
 log = logging.getLogger(__name__)
 
 _BATCH_RUNS = 64
+#: How long runs that end soon after an export wait to share the next one: a request
+#: costs the daemon ~0.7 ms of CPU however few spans it carries, and at low rates each
+#: run ended made its own (docs/benchmarks.md, "Issue 32: what traces cost a turn").
+_LINGER_S = 0.5
 _BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 _WATERMARK_EVERY_S = 30.0
 #: Deepest chain of parent runs followed to find a trace (subtasks nest a few deep).
@@ -107,6 +111,7 @@ class Traces:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sender: OtlpSender | None = None
+        self._sent_at = float("-inf")
         self._trace_of: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.exported = 0
         self.failures = 0
@@ -172,8 +177,15 @@ class Traces:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), _WATERMARK_EVERY_S)
+            if 0 < len(self._pending) < _BATCH_RUNS:
+                # The first run after a quiet spell goes at once; under load, the
+                # runs that end within _LINGER_S of an export share the next one.
+                since = self.clock.monotonic() - self._sent_at
+                if since < _LINGER_S:
+                    await self.clock.sleep(_LINGER_S - since)
             ids = list(self._pending)[:_BATCH_RUNS]
             if ids:
+                self._sent_at = self.clock.monotonic()
                 ok = await self._export_ids(ids)
                 if ok:
                     failures = 0

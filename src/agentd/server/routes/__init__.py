@@ -8,6 +8,7 @@ from agentd.server.routes import (
     channels,
     checkpoints,
     events,
+    export,
     feed,
     heartbeat,
     identity,
@@ -28,7 +29,7 @@ from agentd.server.routes import (
     webhooks,
 )
 
-__all__ = ["agents", "approvals", "channels", "checkpoints", "events", "feed",
+__all__ = ["agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
            "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics", "overview",
            "run_list", "runs", "schedules", "sessions", "skills", "snapshots", "subtasks",
            "tools", "usage", "webhooks"]

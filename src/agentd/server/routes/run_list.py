@@ -27,14 +27,15 @@ class RunPageOut(BaseModel):
         description="Give it as ``cursor`` for the next page; null on the last page.")
 
 
-def parse_since(value: str) -> float:
-    """Epoch seconds of an ISO 8601 date or time (UTC unless it says otherwise)."""
+def parse_since(value: str, name: str = "since") -> float:
+    """Epoch seconds of an ISO 8601 date or time (UTC unless it says otherwise);
+    ``name``: the query parameter it came in."""
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidInput(f"since {value!r} is not an ISO 8601 date or time "
+        raise InvalidInput(f"{name} {value!r} is not an ISO 8601 date or time "
                            "(e.g. 2025-01-31 or 2025-01-31T12:00:00Z)",
-                           field="query.since") from None
+                           field=f"query.{name}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
