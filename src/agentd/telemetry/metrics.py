@@ -295,6 +295,7 @@ class Metrics:
         self._tool = _Labels()
         self._lane = _Labels()
         self._route = _Labels()
+        self._requests: dict[tuple[str, str, int], Any] = {}
         self._models: dict[tuple[str | None, str], _ModelSeries] = {}
         self._lanes: dict[str, Any] = {}
         self._handlers: dict[str, Callable[[EventRecord], Awaitable[None] | None]] = {
@@ -399,8 +400,16 @@ class Metrics:
         self.commit_writes.inc(writes)
 
     def request(self, method: str, route: str, status: int) -> None:
-        """One HTTP request answered (:class:`HttpMetrics`)."""
-        self.http_requests.labels(method, self._route(route), str(status)).inc()
+        """One HTTP request answered (:class:`HttpMetrics`). The counter of each
+        (method, route, status) is looked up once: ``labels()`` checks and locks on
+        every call, a cost on every request."""
+        key = (method, route, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self.http_requests.labels(method, self._route(route), str(status))
+            if len(self._requests) < 4 * MAX_VALUES:
+                self._requests[key] = child
+        child.inc()
 
     # -- the events ------------------------------------------------------------------
 
