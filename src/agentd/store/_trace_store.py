@@ -44,6 +44,46 @@ class TraceStore:
             (run.session_id, first, run.id)))
         return _rows.event(row) if row else None
 
+    async def runs_for_traces(self, run_ids: Sequence[str]
+                              ) -> dict[str, tuple[RunRecord, str, str, list[EventRecord]]]:
+        """Runs with their agent's name, their session's key and their events, in two
+        queries whatever their number (the trace follower's batch): a run that is
+        gone is left out."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
+        cols = ", ".join("r." + c.strip() for c in RUN_COLS.split(","))
+
+        def op(tx: Tx) -> dict[str, tuple[RunRecord, str, str, list[EventRecord]]]:
+            found: dict[str, tuple[RunRecord, str, str, list[EventRecord]]] = {}
+            for start in range(0, len(ids), 200):
+                part = ids[start:start + 200]
+                rows = tx.all(
+                    f"SELECT {cols}, a.name, s.key FROM runs r "
+                    "JOIN agents a ON a.id = r.agent_id JOIN sessions s ON s.id = r.session_id "
+                    f"WHERE r.id IN ({', '.join('?' * len(part))})", part)
+                for row in rows:
+                    run = _rows.run(row[:-2])
+                    found[run.id] = (run, str(row[-2]), str(row[-1]), [])
+            runs = [v[0] for v in found.values()]
+            # One statement, a part per run, each found by the log's key.
+            for start in range(0, len(runs), 50):
+                batch = runs[start:start + 50]
+                sql = " UNION ALL ".join(
+                    f"SELECT * FROM (SELECT {EVENT_COLS} FROM events WHERE session_id = ? "
+                    f"AND seq >= ? AND run_id = ? ORDER BY seq) t{i}" for i in range(len(batch)))
+                params = [x for r in batch
+                          for x in (r.session_id, max(0, (r.queued_seq or 1) - 1), r.id)]
+                for row in tx.all(sql, params):
+                    event = _rows.event(row)
+                    if event.run_id in found:
+                        found[event.run_id][3].append(event)
+            for _, _, _, events in found.values():
+                events.sort(key=lambda e: e.seq)
+            return found
+
+        return await self.engine.read(op)
+
     async def session_run_ids(self, session_id: str, limit: int = 1000) -> list[str]:
         """The runs of a session, oldest first (at most ``limit``)."""
         rows = await self.engine.read(lambda tx: tx.all(

@@ -216,19 +216,26 @@ class Traces:
     async def _export_ids(self, ids: list[str]) -> bool:
         runs: list[RunRecord] = []
         spans: list[SpanData] = []
+        try:
+            found = await self.store.runs_for_traces(ids)
+        except Exception:
+            log.exception("traces: could not read the runs to export")
+            return False
         for run_id in ids:
-            try:
-                run_spans, run = await self._spans_of(run_id)
-            except Exception:
-                # A run deleted with its session since: nothing to export.
-                log.debug("traces: run %s not exported", run_id, exc_info=True)
+            if run_id not in found:  # deleted with its session since: nothing to export
                 self._pending.pop(run_id, None)
                 continue
-            if run.terminal:
-                runs.append(run)
-                spans.extend(run_spans)
-            else:
+            run, agent_name, key, events = found[run_id]
+            if not run.terminal:
                 self._pending.pop(run_id, None)  # (ended event seen early: comes again)
+                continue
+            try:
+                spans.extend(await self._build(run, agent_name, key, events))
+            except Exception:
+                log.exception("traces: the spans of run %s could not be built", run_id)
+                self._pending.pop(run_id, None)
+                continue
+            runs.append(run)
         if not runs:
             return True
         sender = self._sender
@@ -254,15 +261,20 @@ class Traces:
 
     # -- spans from the log ------------------------------------------------------------
 
-    async def _trace(self, run: RunRecord, depth: int = 0) -> tuple[str, str | None]:
+    async def _trace(self, run: RunRecord, depth: int = 0,
+                     events: list[EventRecord] | None = None) -> tuple[str, str | None]:
         """The trace id of ``run`` and the span its ``invoke_agent`` span is a child
         of: the caller's (a ``traceparent`` it was sent with), the parent run's (a
-        subtask or agent call), or none (a trace of its own)."""
+        subtask or agent call), or none (a trace of its own). ``events``: the run's,
+        when the caller has them (its first is the message that started it)."""
         known = self._trace_of.get(run.id)
         if known is not None:
             return known
         found: tuple[str, str | None] = (default_trace_id(run.id), None)
-        starter = await self.store.run_starter(run)
+        if events is not None:
+            starter = next((e for e in events if e.kind == "message.user"), None)
+        else:
+            starter = await self.store.run_starter(run)
         data = starter.data if starter is not None else {}
         parent = parse_traceparent(data.get("traceparent"))
         parent_run = data.get("parent_run")
@@ -283,16 +295,19 @@ class Traces:
 
     async def _spans_of(self, run_id: str) -> tuple[list[SpanData], RunRecord]:
         run, agent_name, key = await self.store.run_context(run_id)
-        trace, parent = await self._trace(run)
         events = await self.store.run_events(run)
+        return await self._build(run, agent_name, key, events), run
+
+    async def _build(self, run: RunRecord, agent_name: str, key: str,
+                     events: list[EventRecord]) -> list[SpanData]:
+        trace, parent = await self._trace(run, events=events)
         info = RunInfo(run_id=run.id, session_id=run.session_id, agent_id=run.agent_id,
                        agent_name=agent_name, session_key=key, status=run.status,
                        created_at=run.created_at, started_at=run.started_at,
                        finished_at=run.finished_at, trace_id=trace, parent_span_id=parent)
-        spans = build_run_spans(info, [(e.kind, e.data, e.at) for e in events],
-                                capture_content=self.settings.capture_content,
-                                legacy=self.settings.legacy)
-        return spans, run
+        return build_run_spans(info, [(e.kind, e.data, e.at) for e in events],
+                               capture_content=self.settings.capture_content,
+                               legacy=self.settings.legacy)
 
     async def run_trace(self, run_id: str) -> list[SpanData]:
         """The spans of one run (finished or not), from the log."""
