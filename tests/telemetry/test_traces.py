@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from agentd.cli import app
 from agentd.config import TelemetryConfig
+from agentd.telemetry import follower
 from agentd.telemetry.spans import default_trace_id
 
 pytestmark = pytest.mark.e2e
@@ -213,3 +214,31 @@ with LiveServer(settings) as server:
                             check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_a_receiver_down_for_long_costs_bounded_memory(
+        tmp_path: Path, http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the queue's size, runs that end while the receiver is down are not held in
+    memory: they are read back from the store once the queue is out."""
+    monkeypatch.setattr(follower, "_MAX_PENDING", 2)
+    http_receiver.receiver.refuse = True
+    daemon = ThreadDaemon(tmp_path / "home", tmp_path / "agentd.log", token="t" * 40,
+                          telemetry=TelemetryConfig(traces_exporter="otlp",
+                                                    otlp_endpoint=http_receiver.url)).start()
+    try:
+        with daemon.client() as client:
+            create_agent(client, "helper", model="scripted",
+                         settings={"script": [{"text": "done"}]})
+            runs = [_send(client, "helper")["id"] for _ in range(5)]
+            health = wait_until(
+                lambda: (h := client.get("/health").json()["traces"])["failures"] >= 1
+                and h["overflowed_runs"] >= 1 and h,
+                what="a failed export and runs past the queue in /health")
+            assert health["pending_runs"] <= 2
+            http_receiver.receiver.refuse = False
+            spans = http_receiver.receiver.wait_for(
+                lambda got: len(_of(got, "invoke_agent helper")) >= 5)
+            assert sorted(s.attributes["agentd.run.id"]
+                          for s in _of(spans, "invoke_agent helper")) == sorted(runs)
+    finally:
+        daemon.cleanup()

@@ -462,7 +462,7 @@ class Health(BaseModel):
     traces: dict[str, Any] = Field(
         default_factory=dict,
         description="Trace export ([telemetry]): exporter (none or otlp) and, when on, "
-                    "protocol, endpoint, exported_runs, pending_runs, failures, "
+                    "protocol, endpoint, exported_runs, pending_runs, overflowed_runs, failures, "
                     "last_error and retry_in_s (the pause before the next try).")
 
 

@@ -47,6 +47,9 @@ __all__ = ["TraceSettings", "Traces", "resolve"]
 log = logging.getLogger(__name__)
 
 _BATCH_RUNS = 64
+#: Runs waiting for export kept in memory (by id); past it a receiver that is down
+#: costs no more memory: the runs are found again in the store once it is back.
+_MAX_PENDING = 10_000
 #: How long runs that end soon after an export wait to share the next one: a request
 #: costs the daemon ~0.7 ms of CPU however few spans it carries, and at low rates each
 #: run ended made its own (docs/benchmarks.md, "Issue 32: what traces cost a turn").
@@ -115,6 +118,9 @@ class Traces:
         self._trace_of: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.exported = 0
         self.failures = 0
+        #: Runs that ended while the memory's queue was full (found in the store).
+        self.overflowed = 0
+        self._watermark = 0.0
         self.last_error: str | None = None
         self.retry_in_s: float | None = None
 
@@ -157,22 +163,31 @@ class Traces:
             return {"exporter": "none"}
         return {"exporter": "otlp", "protocol": self.settings.protocol,
                 "endpoint": self.settings.endpoint, "exported_runs": self.exported,
-                "pending_runs": len(self._pending), "failures": self.failures,
+                "pending_runs": len(self._pending), "overflowed_runs": self.overflowed,
+                "failures": self.failures,
                 "last_error": self.last_error, "retry_in_s": self.retry_in_s}
 
     # -- the follower ------------------------------------------------------------------
 
     def _ended(self, event: EventRecord) -> None:
         if event.run_id is not None:
-            self._pending[event.run_id] = None
+            if len(self._pending) < _MAX_PENDING or event.run_id in self._pending:
+                self._pending[event.run_id] = None
+            else:
+                self.overflowed += 1  # read back from the store once caught up
             self._wake.set()
 
     async def _run(self) -> None:
-        since = await self.store.trace_watermark()
-        await self._catch_up(since)
+        self._watermark = await self.store.trace_watermark()
+        await self._catch_up()
         moved = self.clock.monotonic()
         failures = 0
         while True:
+            if not self._pending and self.overflowed:
+                # Caught up with what memory held: the runs it could not hold are
+                # the store's unexported ones.
+                self.overflowed = 0
+                await self._catch_up()
             if not self._pending:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -180,9 +195,9 @@ class Traces:
             if 0 < len(self._pending) < _BATCH_RUNS:
                 # The first run after a quiet spell goes at once; under load, the
                 # runs that end within _LINGER_S of an export share the next one.
-                since = self.clock.monotonic() - self._sent_at
-                if since < _LINGER_S:
-                    await self.clock.sleep(_LINGER_S - since)
+                elapsed = self.clock.monotonic() - self._sent_at
+                if elapsed < _LINGER_S:
+                    await self.clock.sleep(_LINGER_S - elapsed)
             ids = list(self._pending)[:_BATCH_RUNS]
             if ids:
                 self._sent_at = self.clock.monotonic()
@@ -199,19 +214,25 @@ class Traces:
             if self.clock.monotonic() - moved >= _WATERMARK_EVERY_S:
                 moved = self.clock.monotonic()
                 try:
-                    await self.store.advance_trace_watermark(self.clock.time() - 60.0)
+                    self._watermark = await self.store.advance_trace_watermark(
+                        self.clock.time() - 60.0)
                 except Exception:
                     log.exception("traces: could not move the watermark")
 
-    async def _catch_up(self, since: float) -> None:
-        """Queue the finished runs from before this start that were not exported."""
+    async def _catch_up(self) -> None:
+        """Queue the finished runs after the watermark that were not exported (those
+        a crash left, or that ended while the queue was full), as many as the queue
+        holds; if more wait, again once these are out."""
+        room = _MAX_PENDING - len(self._pending)
         try:
-            runs = await self.store.unexported_runs(since, limit=10_000)
+            runs = await self.store.unexported_runs(self._watermark, limit=room)
         except Exception:
             log.exception("traces: could not read the runs to export")
             return
         for run in runs:
             self._pending[run.id] = None
+        if room > 0 and len(runs) == room:
+            self.overflowed = max(self.overflowed, 1)
 
     async def _export_ids(self, ids: list[str]) -> bool:
         runs: list[RunRecord] = []
