@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shlex
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -161,3 +164,41 @@ def connect(ctx: typer.Context, timeout: float = 60.0) -> Iterator[Client]:
     url, token = target(ctx)
     with api_errors(), Client(url, token, timeout) as client:
         yield client
+
+
+@contextmanager
+def stdout_gone() -> Iterator[None]:
+    """A reader that stopped early (``| head``) ends the command quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        # Python would complain again flushing stdout at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
+
+
+def write_lines(lines: Iterable[bytes], output: Path | None) -> int:
+    """Write the lines to ``output`` (through a partial file renamed when complete: a
+    dropped connection never leaves a cut export under the name asked for) or stdout;
+    how many were written."""
+    count = 0
+    if output is None:
+        sink = typer.get_binary_stream("stdout")
+        with stdout_gone():
+            for line in lines:
+                sink.write(line)
+                count += 1
+            sink.flush()
+        return count
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with partial.open("wb") as handle:
+            for line in lines:
+                handle.write(line)
+                count += 1
+        partial.replace(output)
+    except OSError as exc:
+        fail(f"{output}: {exc.strerror or exc}")
+    finally:
+        partial.unlink(missing_ok=True)
+    return count

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from agentd.cli._common import connect, err, fail
+from agentd.cli._common import connect, err, fail, write_lines
 
 __all__ = ["export_app"]
 
@@ -42,43 +38,6 @@ Output = Annotated[Path | None, typer.Option(
     "--output", "-o", metavar="FILE", help="Write here instead of stdout (replaced only "
                                            "once the export is complete).",
     show_default=False, dir_okay=False)]
-
-
-@contextlib.contextmanager
-def _stdout_gone() -> Iterator[None]:
-    """A reader that stopped early (``| head``) ends the command quietly."""
-    try:
-        yield
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(1) from None
-
-
-def _write(lines: Iterable[bytes], output: Path | None) -> int:
-    """Write the lines to ``output`` (through a partial file renamed when complete: a
-    dropped connection never leaves a cut export under the name asked for) or stdout;
-    how many were written."""
-    count = 0
-    if output is None:
-        sink = typer.get_binary_stream("stdout")
-        with _stdout_gone():
-            for line in lines:
-                sink.write(line)
-                count += 1
-            sink.flush()
-        return count
-    partial = output.with_name(f".{output.name}.partial")
-    try:
-        with partial.open("wb") as handle:
-            for line in lines:
-                handle.write(line)
-                count += 1
-        partial.replace(output)
-    except OSError as exc:
-        fail(f"{output}: {exc.strerror or exc}")
-    finally:
-        partial.unlink(missing_ok=True)
-    return count
 
 
 def _check(*paths: Path | None) -> None:
@@ -120,12 +79,12 @@ def traces(
         with client.export_runs(agent=agent, status=_statuses(status), since=since,
                                 until=until, limit=limit, context=context,
                                 max_chars=max_chars) as lines:
-            runs = _write(lines, output)
+            runs = write_lines(lines, output)
         if pairs is not None:
             with client.export_pairs(agent=agent, status=_statuses(status), since=since,
                                      until=until, limit=limit, denied=denied,
                                      max_chars=max_chars) as lines:
-                found = _write(lines, pairs)
+                found = write_lines(lines, pairs)
             err().print(Text(f"{found} preference pair(s) to {pairs}"), soft_wrap=True)
     if output is not None:
         err().print(Text(f"{runs} run(s) to {output}"), soft_wrap=True)
@@ -152,6 +111,6 @@ def pairs_(
     with connect(ctx) as client, client.export_pairs(
             agent=agent, status=_statuses(status), since=since, until=until, limit=limit,
             denied=denied, max_chars=max_chars) as lines:
-        found = _write(lines, output)
+        found = write_lines(lines, output)
     if output is not None:
         err().print(Text(f"{found} preference pair(s) to {output}"), soft_wrap=True)

@@ -8,11 +8,8 @@ tainted entry (content from outside) is marked wherever it is shown.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +26,7 @@ from agentd.cli._common import (
     fail,
     more_command,
     out,
+    write_lines,
 )
 from agentd.cli._render import short, when
 from agentd.client import APIError
@@ -110,17 +108,6 @@ def _parse_meta(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             metadata[key.strip()] = value
     return metadata
-
-
-@contextlib.contextmanager
-def _stdout_gone() -> Iterator[None]:
-    """A reader that stopped early (``| head``) ends the command quietly."""
-    try:
-        yield
-    except BrokenPipeError:
-        # Python would complain again flushing stdout at exit: point it at nothing.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(1) from None
 
 
 def remember(
@@ -366,24 +353,9 @@ def export(
     with connect(ctx) as client:
         lines = client.export_memory(agent)
         with lines:
-            if output is None:
-                sink = typer.get_binary_stream("stdout")
-                with _stdout_gone():
-                    for line in lines:
-                        sink.write(line)
-                    sink.flush()
-                return
-            # A partial file next to the target, renamed when complete: a dropped
-            # connection never leaves a truncated export under the name asked for.
-            partial = output.with_name(f".{output.name}.partial")
-            try:
-                with partial.open("wb") as handle:
-                    handle.writelines(lines)
-                partial.replace(output)
-            except OSError as exc:
-                fail(f"{output}: {exc.strerror or exc}")
-            finally:
-                partial.unlink(missing_ok=True)
+            write_lines(lines, output)
+    if output is None:
+        return
     out().print(Text(f"exported the memory of {agent} to {output}"), soft_wrap=True)
 
 

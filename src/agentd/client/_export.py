@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 
-from agentd.client._errors import APIError
-from agentd.client._memory import MemoryExport
+from agentd.client._memory import MemoryExport, open_lines
 from agentd.client.base import BaseClient
 
 __all__ = ["ExportAPI"]
@@ -60,21 +59,7 @@ class ExportAPI(BaseClient):
             "limit": limit, "denied": "true" if denied else None, "max_chars": max_chars})
 
     def _lines(self, path: str, params: dict[str, Any]) -> MemoryExport:
-        request = self._http.build_request(
-            "GET", path, params={k: v for k, v in params.items() if v is not None},
-            headers={"Accept": "application/x-ndjson"},
-            timeout=httpx.Timeout(self._timeout, read=None))
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
-        if response.is_error:
-            try:
-                response.read()
-            finally:
-                response.close()
-            raise APIError.from_response(response)
-        return MemoryExport(response, self._transport_error)
+        return open_lines(self, path, params, timeout=httpx.Timeout(self._timeout, read=None))
 
 
 def _statuses(status: str | Sequence[str] | None) -> str | None:

@@ -15,7 +15,7 @@ import httpx
 from agentd.client._errors import APIError, ClientError
 from agentd.client.base import BaseClient, segment
 
-__all__ = ["MemoryAPI", "MemoryExport"]
+__all__ = ["MemoryAPI", "MemoryExport", "open_lines"]
 
 
 class MemoryAPI(BaseClient):
@@ -330,20 +330,7 @@ class MemoryAPI(BaseClient):
             (``{"type": "agentd.memory", "version": 1, ...}``), then ``block`` and
             ``entry`` lines.
         """
-        request = self._http.build_request(
-            "GET", self._entries_path(agent, "export"),
-            headers={"Accept": "application/x-ndjson"})
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
-        if response.is_error:
-            try:
-                response.read()
-            finally:
-                response.close()
-            raise APIError.from_response(response)
-        return MemoryExport(response, self._transport_error)
+        return open_lines(self, self._entries_path(agent, "export"))
 
     def import_memory(self, agent: str, data: bytes | str | os.PathLike[str] | IO[bytes]
                       ) -> dict[str, Any]:
@@ -402,6 +389,27 @@ def _entry_body(content: str, tags: Sequence[str] | None, metadata: Mapping[str,
     if tainted:
         body["tainted"] = True
     return body
+
+
+def open_lines(client: BaseClient, path: str, params: Mapping[str, Any] | None = None,
+               timeout: httpx.Timeout | None = None) -> MemoryExport:
+    """A ``GET`` of JSON lines (``application/x-ndjson``), its answer checked now (an
+    error raises here) and its lines read as they are iterated."""
+    request = client._http.build_request(
+        "GET", path, params={k: v for k, v in (params or {}).items() if v is not None},
+        headers={"Accept": "application/x-ndjson"},
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+    try:
+        response = client._http.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise client._transport_error(exc) from exc
+    if response.is_error:
+        try:
+            response.read()
+        finally:
+            response.close()
+        raise APIError.from_response(response)
+    return MemoryExport(response, client._transport_error)
 
 
 class MemoryExport:
