@@ -10,6 +10,7 @@ from opentelemetry.semconv.attributes import error_attributes, server_attributes
 from tests.telemetry._receiver import parse_otlp_json
 
 from agentd.telemetry.export import otlp_json, traces_url
+from agentd.telemetry.logs import Redactor
 from agentd.telemetry.spans import (
     MAX_ATTRIBUTE_CHARS,
     RunInfo,
@@ -191,3 +192,15 @@ def test_a_call_to_a_remote_agent_is_a_client_span_under_its_tool_span() -> None
     assert (client.start, client.end) == (tool.start, tool.end)
     unfinished = next(s for s in spans if s.span_id == span_id("r_1", "a2a:bad"))
     assert unfinished.name == "invoke_agent remote" and unfinished.end == 102.0
+
+
+def test_captured_content_goes_through_the_logs_redaction() -> None:
+    key = "sk-proj-" + "a1B2" * 12
+    events = [("message.user", {"content": f"use {key}"}, 100.0),
+              ("message.assistant", {"text": f"ok {key}", "tool_calls": [], "step": 1,
+                                     "model": "openai:m"}, 101.0),
+              ("run.completed", {}, 102.0)]
+    spans = build_run_spans(RUN, events, capture_content=True, redact=Redactor())
+    shown = [v for s in spans for v in s.attributes.values() if isinstance(v, str)]
+    assert any("use " in v for v in shown) and any("ok " in v for v in shown)
+    assert not any(key in v for v in shown)

@@ -107,6 +107,7 @@ from agentd.store.telegram import TelegramStore
 from agentd.telemetry.dataset import Dataset, ExportFilter
 from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
+from agentd.telemetry.logs import Redactor, known_secrets
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -289,7 +290,8 @@ class Runtime(MemoryCalls):
         #: Spans of every run from the log, exported over OTLP when traces are on
         #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
         self.traces = Traces(store, self.bus, resolve_traces(settings.telemetry, os.environ),
-                             clock=clock)
+                             clock=clock, redact=Redactor(known_secrets(settings, os.environ))
+                             if settings.telemetry.capture_content else None)
         #: Finished runs as JSON lines and preference pairs (``GET /v1/export/...``).
         self.dataset = Dataset(store)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,11 +105,13 @@ class Traces:
     """Spans of runs, from the log: exported as runs end (when on), and on demand."""
 
     def __init__(self, store: Store, bus: EventBus, settings: TraceSettings, *,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, redact: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.bus = bus
         self.settings = settings
         self.clock = clock
+        #: What content capture puts on spans goes through it (the logs' redaction).
+        self.redact = redact
         self._pending: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -328,7 +330,7 @@ class Traces:
                        finished_at=run.finished_at, trace_id=trace, parent_span_id=parent)
         return build_run_spans(info, [(e.kind, e.data, e.at) for e in events],
                                capture_content=self.settings.capture_content,
-                               legacy=self.settings.legacy)
+                               legacy=self.settings.legacy, redact=self.redact)
 
     async def run_trace(self, run_id: str) -> list[SpanData]:
         """The spans of one run (finished or not), from the log."""

@@ -23,7 +23,7 @@ starts a trace of its own, whose id is :func:`default_trace_id` of the run's id.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -180,9 +180,11 @@ def _kernel(data: Mapping[str, Any], attrs: dict[str, AttrValue]) -> None:
 class _Builder:
     """The spans of one run, from its events in order."""
 
-    def __init__(self, run: RunInfo, *, capture_content: bool, legacy: bool) -> None:
+    def __init__(self, run: RunInfo, *, capture_content: bool, legacy: bool,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.run = run
         self.capture = capture_content
+        self.redact = redact
         self.legacy = legacy
         self.root = span_id(run.run_id, "run")
         self.spans: list[SpanData] = []
@@ -200,6 +202,11 @@ class _Builder:
         self.error: tuple[str, str] | None = None
         #: A team's pattern, when the run is a team's (``invoke_workflow``).
         self.workflow: str | None = None
+
+    def _shown(self, text: str) -> str:
+        """Content put on a span (``capture_content``): redacted as the logs are,
+        then cut."""
+        return _cut(self.redact(text) if self.redact is not None else text)
 
     def _common(self, operation: str) -> dict[str, AttrValue]:
         return {"gen_ai.operation.name": operation,
@@ -276,9 +283,9 @@ class _Builder:
             attrs["agentd.tool_calls"] = len(calls)
         text = data.get("text")
         if self.capture and isinstance(text, str):
-            attrs["gen_ai.output.messages"] = _cut(text)
+            attrs["gen_ai.output.messages"] = self._shown(text)
         if self.capture and self.steps == 1 and self.user_text is not None:
-            attrs["gen_ai.input.messages"] = _cut(self.user_text)
+            attrs["gen_ai.input.messages"] = self._shown(self.user_text)
         if isinstance(text, str) and not calls:
             self.output = text
 
@@ -296,7 +303,7 @@ class _Builder:
         attrs["agentd.memory.entries"] = len(entries) if isinstance(entries, list) else 0
         attrs["agentd.memory.tokens"] = _count(recalled.get("tokens"))
         if self.capture and key:
-            attrs["gen_ai.retrieval.query.text"] = _cut(key)
+            attrs["gen_ai.retrieval.query.text"] = self._shown(key)
         duration = _number(recalled.get("duration_ms"))
         start = before - duration / 1000 if duration is not None and 0 <= duration < 1e10 \
             else before
@@ -325,7 +332,7 @@ class _Builder:
             if isinstance(policy.get("rule"), str):
                 attrs["agentd.policy.rule"] = _cut(policy["rule"])
         if self.capture and isinstance(data.get("arguments"), Mapping):
-            attrs["gen_ai.tool.call.arguments"] = _cut(
+            attrs["gen_ai.tool.call.arguments"] = self._shown(
                 orjson.dumps(data["arguments"], default=str).decode())
         span = SpanData(
             trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"tool:{call}"),
@@ -391,7 +398,7 @@ class _Builder:
             span.status, span.status_message = "ERROR", "tool error"
             span.attributes["error.type"] = "tool_error"
         if self.capture and isinstance(data.get("output"), str):
-            span.attributes["gen_ai.tool.call.result"] = _cut(data["output"])
+            span.attributes["gen_ai.tool.call.result"] = self._shown(data["output"])
 
     def ended(self, kind: str, data: Mapping[str, Any], at: float) -> None:
         if kind == "run.failed":
@@ -438,9 +445,9 @@ class _Builder:
             attrs["agentd.queue.wait_ms"] = round(
                 max(0.0, run.started_at - run.created_at) * 1000, 3)
         if self.capture and self.user_text is not None:
-            attrs["gen_ai.input.messages"] = _cut(self.user_text)
+            attrs["gen_ai.input.messages"] = self._shown(self.user_text)
         if self.capture and self.output is not None:
-            attrs["gen_ai.output.messages"] = _cut(self.output)
+            attrs["gen_ai.output.messages"] = self._shown(self.output)
         status: StatusCode = "OK" if run.status == "completed" else "UNSET"
         message = ""
         if self.error is not None:
@@ -470,14 +477,15 @@ _END_KINDS = ("run.completed", "run.failed", "run.cancelled", "run.interrupted")
 
 
 def build_run_spans(run: RunInfo, events: Sequence[tuple[str, Mapping[str, Any], float]],
-                    *, capture_content: bool = False, legacy: bool = False
-                    ) -> list[SpanData]:
+                    *, capture_content: bool = False, legacy: bool = False,
+                    redact: Callable[[str], str] | None = None) -> list[SpanData]:
     """The spans of ``run`` from its events (``(kind, data, at)``, in log order): its
     ``invoke_agent`` span first, then a ``chat`` span per model call and an
     ``execute_tool`` span per tool call, children of it. ``capture_content``: the
-    prompt, answers and tool input and output as attributes (cut to
-    :data:`MAX_ATTRIBUTE_CHARS`); ``legacy``: also the deprecated ``gen_ai.system``."""
-    builder = _Builder(run, capture_content=capture_content, legacy=legacy)
+    prompt, answers and tool input and output as attributes (passed through
+    ``redact``, then cut to :data:`MAX_ATTRIBUTE_CHARS`); ``legacy``: also the
+    deprecated ``gen_ai.system``."""
+    builder = _Builder(run, capture_content=capture_content, legacy=legacy, redact=redact)
     end_at: float | None = None
     for kind, data, at in events:
         if kind in _END_KINDS:
