@@ -242,3 +242,15 @@ def test_a_receiver_down_for_long_costs_bounded_memory(
                           for s in _of(spans, "invoke_agent helper")) == sorted(runs)
     finally:
         daemon.cleanup()
+
+
+def test_an_otlp_protocol_it_cannot_speak_stops_the_start_with_a_message(
+        tmp_path: Path) -> None:
+    env = {**clean_env(), "AGENTD_HOME": str(tmp_path / "home"),
+           "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+    result = subprocess.run([sys.executable, "-m", "agentd", "serve", "--port", "9"],
+                            env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "invalid settings: OTLP protocol 'http/json' is not supported" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -22,8 +22,10 @@ import uvicorn
 from pydantic import ValidationError
 
 from agentd.config import ConfigFileError, Settings, load_settings, settings_problem
+from agentd.errors import InvalidInput
 from agentd.security.tokens import ensure_home, read_token, undumpable
 from agentd.server.app import create_app
+from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import JsonFormatter, Redactor, TextFormatter, known_secrets
 
 __all__ = ["GracefulServer", "run", "tune_gc"]
@@ -100,6 +102,13 @@ def run(host: str | None = None, port: int | None = None,
         settings = load_settings(host=host, port=port, termo=termo)
     except (ValidationError, ConfigFileError) as exc:
         print(f"agentd: invalid settings: {settings_problem(exc)}", file=sys.stderr)
+        return 2
+    try:
+        # The OpenTelemetry variables, read once more where they are used (the
+        # runtime): a protocol it cannot speak is said here, before anything starts.
+        resolve_traces(settings.telemetry, os.environ)
+    except InvalidInput as exc:
+        print(f"agentd: invalid settings: {exc}", file=sys.stderr)
         return 2
     redactor = _configure_logging(settings)
     # At once: the checks and the store's opening below take seconds on a first start
