@@ -72,6 +72,24 @@ def _proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _children_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the live children of a process (the trace export
+    worker, sandboxes): those /proc/PID/stat's own figures leave out until reaped."""
+    total = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            total += (_proc_cpu_s(int(child)) or 0.0) + _children_cpu_s(int(child))
+    return total
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -110,6 +128,9 @@ class ServerProcess:
 
     def cpu_s(self) -> float | None:
         return _proc_cpu_s(self.proc.pid) if self.proc and not self.exited() else None
+
+    def children_cpu_s(self) -> float | None:
+        return _children_cpu_s(self.proc.pid) if self.proc and not self.exited() else None
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -262,6 +283,8 @@ class PhaseStats:
     results: list[TurnResult]
     server_cpu_s: float | None = None
     client_cpu_s: float | None = None
+    #: The server's children's CPU over the phase (its trace export worker...).
+    children_cpu_s: float | None = None
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -294,6 +317,10 @@ class PhaseStats:
         out[f"{p}server_cpu_ms_per_turn"] = _r(
             cpu * 1000 / self.turns if cpu is not None and self.turns else None, 3
         )
+        kids = self.children_cpu_s
+        if kids:
+            out[f"{p}children_cpu_ms_per_turn"] = _r(
+                kids * 1000 / self.turns if self.turns else None, 3)
         client = self.client_cpu_s
         out[f"{p}client_cpu_util"] = _r(
             client / self.elapsed_s if client is not None and self.elapsed_s else None, 2
@@ -346,12 +373,14 @@ async def run_phase(
                 await asyncio.sleep(0.02)
 
     cpu0 = server.cpu_s() if server else None
+    kids0 = server.children_cpu_s() if server else None
     client0 = time.process_time()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(clients)))
     elapsed = time.perf_counter() - t0
     client_cpu = time.process_time() - client0
     cpu1 = server.cpu_s() if server else None
+    kids1 = server.children_cpu_s() if server else None
     if server is not None and server.exited():
         raise RuntimeError(f"{server.name} exited during {name}; log tail:\n{server.log_tail()}")
     return PhaseStats(
@@ -361,5 +390,6 @@ async def run_phase(
         results=results,
         server_cpu_s=cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
         client_cpu_s=client_cpu,
+        children_cpu_s=kids1 - kids0 if kids0 is not None and kids1 is not None else None,
         error_samples=samples,
     )

@@ -33,8 +33,8 @@ async def test_exported_runs_are_not_found_again(runtime: Runtime) -> None:
     sent = await runtime.send("a", "k", "hi")
     run = await runtime.wait(sent.run.id)
     assert [r.id for r in await runtime.store.unexported_runs(since)] == [run.id]
-    await runtime.store.mark_exported([run])
-    await runtime.store.mark_exported([run])  # twice: no error
+    await runtime.store.mark_exported([(run.id, run.created_at)])
+    await runtime.store.mark_exported([(run.id, run.created_at)])  # twice: no error
     assert await runtime.store.unexported_runs(since) == []
     moved = await runtime.store.advance_trace_watermark(run.created_at + 1)
     assert moved == run.created_at + 1 == await runtime.store.trace_watermark()

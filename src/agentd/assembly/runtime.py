@@ -289,9 +289,13 @@ class Runtime(MemoryCalls):
                                  exclusive=self.exclusive)
         #: Spans of every run from the log, exported over OTLP when traces are on
         #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
+        secrets = (frozenset(known_secrets(settings, os.environ))
+                   if settings.telemetry.capture_content else frozenset[str]())
         self.traces = Traces(store, self.bus, resolve_traces(settings.telemetry, os.environ),
-                             clock=clock, redact=Redactor(known_secrets(settings, os.environ))
-                             if settings.telemetry.capture_content else None)
+                             clock=clock, redact=Redactor(secrets)
+                             if settings.telemetry.capture_content else None,
+                             database_url=settings.database_url,
+                             store_options=settings.store_options(), secrets=secrets)
         #: Finished runs as JSON lines and preference pairs (``GET /v1/export/...``).
         self.dataset = Dataset(store)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.

@@ -116,15 +116,15 @@ class TraceStore:
             "ORDER BY created_at, id LIMIT ?", (since, limit)))
         return [_rows.run(r) for r in rows]
 
-    async def mark_exported(self, runs: Sequence[RunRecord]) -> None:
-        """Record that the spans of ``runs`` were exported."""
+    async def mark_exported(self, runs: Sequence[tuple[str, float]]) -> None:
+        """Record that the spans of ``runs`` (id and creation time) were exported."""
         if not runs:
             return
 
         def op(tx: Tx) -> None:
             tx.executemany(
                 "INSERT INTO trace_exports (run_id, created_at) VALUES (?, ?) "
-                "ON CONFLICT (run_id) DO NOTHING", [(r.id, r.created_at) for r in runs])
+                "ON CONFLICT (run_id) DO NOTHING", [(run_id, at) for run_id, at in runs])
 
         await self.engine.write(op)
 

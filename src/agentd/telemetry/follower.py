@@ -5,13 +5,17 @@ no hook on the bus, no task, no import of the OpenTelemetry SDK; it still builds
 traces on demand (``agentd trace``, ``GET /v1/runs/{id}/trace``), from the log.
 
 With traces on, the bus's run-end hook hands it the id of each run that ends on this
-node (a set add: the turn pays nothing else), and a task of its own reads those runs'
-events, builds their spans (:mod:`agentd.telemetry.spans`) and exports them in
-batches on a thread with the official exporter, then records them as exported. A
-receiver that is down or refuses is retried with a growing pause (1 s to 60 s) while
-runs wait in memory; the state shows in ``/health``. After a crash, the start-up scan
-finds the finished runs that were not exported (those in flight at the crash are
-exported when they end: their spans come from the log, not from memory).
+node (a set add: the turn pays nothing else), and a task of its own hands those ids in
+batches to the export worker (:mod:`agentd.telemetry.worker`), a process of its own
+that reads the runs' events from the database, builds their spans
+(:mod:`agentd.telemetry.spans`) and exports them with the official exporter; the task
+then records them as exported. The serving process never imports the OpenTelemetry
+SDK. A receiver that is down or refuses, or a worker that dies, is retried with a
+growing pause (1 s to 60 s) while run ids wait in memory (at most :data:`_MAX_PENDING`:
+past it they are found again in the store); the state shows in ``/health``. After a
+crash, the start-up scan finds the finished runs that were not exported (those in
+flight at the crash are exported when they end: their spans come from the log, not
+from memory).
 """
 
 from __future__ import annotations
@@ -19,28 +23,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentd.clock import SYSTEM, Clock
 from agentd.config import TelemetryConfig
 from agentd.errors import InvalidInput
-from agentd.store.records import EventRecord, RunRecord
-from agentd.telemetry.export import OtlpSender, otlp_json
-from agentd.telemetry.spans import (
-    RunInfo,
-    SpanData,
-    build_run_spans,
-    default_trace_id,
-    parse_traceparent,
-    span_id,
-)
+from agentd.store.records import EventRecord
+from agentd.telemetry.export import otlp_json
+from agentd.telemetry.source import SpanSource
+from agentd.telemetry.spans import SpanData
+from agentd.telemetry.worker import ExportWorker, WorkerError
 
 if TYPE_CHECKING:
     from agentd.runtime.bus import EventBus
-    from agentd.store import Store
+    from agentd.store import Store, StoreOptions
 
 __all__ = ["TraceSettings", "Traces", "resolve"]
 
@@ -56,9 +54,6 @@ _MAX_PENDING = 10_000
 _LINGER_S = 0.5
 _BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 _WATERMARK_EVERY_S = 30.0
-#: Deepest chain of parent runs followed to find a trace (subtasks nest a few deep).
-_MAX_DEPTH = 32
-_MAX_SESSION_RUNS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +100,27 @@ class Traces:
     """Spans of runs, from the log: exported as runs end (when on), and on demand."""
 
     def __init__(self, store: Store, bus: EventBus, settings: TraceSettings, *,
-                 clock: Clock = SYSTEM, redact: Callable[[str], str] | None = None) -> None:
+                 clock: Clock = SYSTEM, redact: Callable[[str], str] | None = None,
+                 database_url: str = "", store_options: StoreOptions | None = None,
+                 secrets: frozenset[str] = frozenset()) -> None:
+        """``database_url`` and ``store_options``: the store's, for the export worker
+        to open it too; ``secrets``: what content capture redacts there (``redact``
+        does it here, for traces on demand)."""
         self.store = store
         self.bus = bus
         self.settings = settings
         self.clock = clock
-        #: What content capture puts on spans goes through it (the logs' redaction).
-        self.redact = redact
+        self.source = SpanSource(store, capture_content=settings.capture_content,
+                                 legacy=settings.legacy, redact=redact)
+        self._worker_config: dict[str, Any] = {
+            "database_url": database_url,
+            "store": {"synchronous": store_options.synchronous if store_options else None},
+            "traces": asdict(settings), "secrets": sorted(secrets)}
         self._pending: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._sender: OtlpSender | None = None
+        self._worker: ExportWorker | None = None
         self._sent_at = float("-inf")
-        self._trace_of: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.exported = 0
         self.failures = 0
         #: Runs that ended while the memory's queue was full (found in the store).
@@ -133,8 +136,7 @@ class Traces:
     def start(self) -> None:
         if not self.on or self._task is not None:
             return
-        self._sender = OtlpSender(self.settings.endpoint, self.settings.protocol,
-                                  service_name=self.settings.service_name)
+        self._worker = ExportWorker(self._worker_config)
         self.bus.run_end_hooks.append(self._ended)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="traces")
         log.info("traces: exporting spans over OTLP (%s) to %s", self.settings.protocol,
@@ -155,19 +157,22 @@ class Traces:
                 await asyncio.wait_for(self._export_ids(list(self._pending)[:_BATCH_RUNS * 4]),
                                        flush_s)
         self._task = None
-        if self._sender is not None:
-            await asyncio.to_thread(self._sender.close)
-            self._sender = None
+        if self._worker is not None:
+            await self._worker.close()
+            self._worker = None
 
     def status(self) -> dict[str, Any]:
         """For ``/health``: whether traces are on, and how exporting goes."""
         if not self.on:
             return {"exporter": "none"}
+        worker = self._worker
         return {"exporter": "otlp", "protocol": self.settings.protocol,
                 "endpoint": self.settings.endpoint, "exported_runs": self.exported,
                 "pending_runs": len(self._pending), "overflowed_runs": self.overflowed,
                 "failures": self.failures,
-                "last_error": self.last_error, "retry_in_s": self.retry_in_s}
+                "last_error": self.last_error, "retry_in_s": self.retry_in_s,
+                "worker_pid": worker.pid if worker else None,
+                "worker_starts": worker.starts if worker else 0}
 
     # -- the follower ------------------------------------------------------------------
 
@@ -237,112 +242,40 @@ class Traces:
             self.overflowed = max(self.overflowed, 1)
 
     async def _export_ids(self, ids: list[str]) -> bool:
-        runs: list[RunRecord] = []
-        spans: list[SpanData] = []
+        worker = self._worker
+        assert worker is not None
         try:
-            found = await self.store.runs_for_traces(ids)
-        except Exception:
-            log.exception("traces: could not read the runs to export")
-            return False
-        for run_id in ids:
-            if run_id not in found:  # deleted with its session since: nothing to export
-                self._pending.pop(run_id, None)
-                continue
-            run, agent_name, key, events = found[run_id]
-            if not run.terminal:
-                self._pending.pop(run_id, None)  # (ended event seen early: comes again)
-                continue
-            try:
-                spans.extend(await self._build(run, agent_name, key, events))
-            except Exception:
-                log.exception("traces: the spans of run %s could not be built", run_id)
-                self._pending.pop(run_id, None)
-                continue
-            runs.append(run)
-        if not runs:
-            return True
-        sender = self._sender
-        assert sender is not None
-        error: str | None = None
-        try:
-            if not await asyncio.to_thread(sender.send, spans):
-                error = "the receiver did not take the spans"
-        except Exception as exc:  # the exporter's own errors: retried like a refusal
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        if error is not None:
-            self.failures += 1
-            self.last_error = error
-            log.warning("traces: export to %s failed (%s); retrying",
-                        self.settings.endpoint, error)
-            return False
+            reply = await worker.export(ids)
+        except WorkerError as exc:
+            return self._failed(str(exc)[:300])
+        for run_id in reply.dropped:
+            self._pending.pop(run_id, None)
+        if reply.error is not None:
+            return self._failed(reply.error)
         self.last_error = None
-        await self.store.mark_exported(runs)
-        for run in runs:
-            self._pending.pop(run.id, None)
-        self.exported += len(runs)
+        if reply.runs:
+            await self.store.mark_exported(reply.runs)
+        for run_id, _ in reply.runs:
+            self._pending.pop(run_id, None)
+        self.exported += len(reply.runs)
         return True
 
-    # -- spans from the log ------------------------------------------------------------
+    def _failed(self, error: str) -> bool:
+        self.failures += 1
+        self.last_error = error
+        log.warning("traces: export to %s failed (%s); retrying", self.settings.endpoint,
+                    error)
+        return False
 
-    async def _trace(self, run: RunRecord, depth: int = 0,
-                     events: list[EventRecord] | None = None) -> tuple[str, str | None]:
-        """The trace id of ``run`` and the span its ``invoke_agent`` span is a child
-        of: the caller's (a ``traceparent`` it was sent with), the parent run's (a
-        subtask or agent call), or none (a trace of its own). ``events``: the run's,
-        when the caller has them (its first is the message that started it)."""
-        known = self._trace_of.get(run.id)
-        if known is not None:
-            return known
-        found: tuple[str, str | None] = (default_trace_id(run.id), None)
-        if events is not None:
-            starter = next((e for e in events if e.kind == "message.user"), None)
-        else:
-            starter = await self.store.run_starter(run)
-        data = starter.data if starter is not None else {}
-        parent = parse_traceparent(data.get("traceparent"))
-        parent_run = data.get("parent_run")
-        if parent is not None:
-            found = (parent.trace_id, parent.span_id)
-        elif isinstance(parent_run, str) and depth < _MAX_DEPTH:
-            try:
-                parent_record = await self.store.get_run(parent_run)
-            except Exception:
-                parent_record = None
-            if parent_record is not None:
-                trace, _ = await self._trace(parent_record, depth + 1)
-                found = (trace, span_id(parent_run, "run"))
-        self._trace_of[run.id] = found
-        if len(self._trace_of) > 10_000:
-            self._trace_of.popitem(last=False)
-        return found
-
-    async def _spans_of(self, run_id: str) -> tuple[list[SpanData], RunRecord]:
-        run, agent_name, key = await self.store.run_context(run_id)
-        events = await self.store.run_events(run)
-        return await self._build(run, agent_name, key, events), run
-
-    async def _build(self, run: RunRecord, agent_name: str, key: str,
-                     events: list[EventRecord]) -> list[SpanData]:
-        trace, parent = await self._trace(run, events=events)
-        info = RunInfo(run_id=run.id, session_id=run.session_id, agent_id=run.agent_id,
-                       agent_name=agent_name, session_key=key, status=run.status,
-                       created_at=run.created_at, started_at=run.started_at,
-                       finished_at=run.finished_at, trace_id=trace, parent_span_id=parent)
-        return build_run_spans(info, [(e.kind, e.data, e.at) for e in events],
-                               capture_content=self.settings.capture_content,
-                               legacy=self.settings.legacy, redact=self.redact)
+    # -- traces on demand --------------------------------------------------------------
 
     async def run_trace(self, run_id: str) -> list[SpanData]:
         """The spans of one run (finished or not), from the log."""
-        spans, _ = await self._spans_of(run_id)
-        return spans
+        return await self.source.run_spans(run_id)
 
     async def session_trace(self, session_id: str) -> list[SpanData]:
-        """The spans of a session's runs (its first :data:`_MAX_SESSION_RUNS`)."""
-        spans: list[SpanData] = []
-        for run_id in await self.store.session_run_ids(session_id, _MAX_SESSION_RUNS):
-            spans.extend(await self.run_trace(run_id))
-        return spans
+        """The spans of a session's runs (its first thousand)."""
+        return await self.source.session_spans(session_id)
 
     def as_otlp_json(self, spans: list[SpanData]) -> dict[str, Any]:
         return otlp_json(spans, service_name=self.settings.service_name)
