@@ -106,16 +106,74 @@ def test_the_same_events_give_the_same_ids() -> None:
     assert len({s.span_id for s in first}) == len(first)
 
 
+#: Names of the GenAI memory conventions (open-telemetry/semantic-conventions-genai,
+#: model/gen-ai/registry.yaml, development stability), newer than the registry the
+#: opentelemetry-semantic-conventions package was generated from: checked by name here
+#: until the package has them.
+MEMORY_ATTRIBUTES = {"gen_ai.memory.store.id", "gen_ai.memory.record.id",
+                     "gen_ai.memory.record.count", "gen_ai.memory.query.text"}
+MEMORY_OPERATIONS = {"search_memory", "create_memory", "update_memory", "upsert_memory",
+                     "delete_memory", "create_memory_store", "delete_memory_store"}
+
+MEMORY_EVENTS = [
+    ("message.user", {"content": "remember and recall"}, 200.0),
+    ("run.started", {}, 200.1),
+    ("message.assistant", {
+        "text": "", "tool_calls": [
+            {"id": "m1", "name": "remember", "arguments": {"content": "likes tea"}},
+            {"id": "m2", "name": "recall", "arguments": {"query": "drinks"}},
+            {"id": "m3", "name": "forget", "arguments": {"entry_id": "e_9"}},
+            {"id": "m4", "name": "memory_append", "arguments": {"label": "human",
+                                                                "text": "x"}}],
+        "usage": {"input_tokens": 5, "output_tokens": 5}, "model": "scripted",
+        "step": 1}, 200.5),
+    *[(kind, {"call_id": c, "name": n, "arguments": a, "output": "ok", "duration_ms": 10.0},
+       200.6 + i / 10)
+      for i, (c, n, a) in enumerate([("m1", "remember", {"content": "likes tea"}),
+                                     ("m2", "recall", {"query": "drinks"}),
+                                     ("m3", "forget", {"entry_id": "e_9"}),
+                                     ("m4", "memory_append", {"label": "human", "text": "x"})])
+      for kind in ("tool.started", "tool.finished")],
+    ("run.completed", {"output": "done"}, 201.5),
+]
+
+
+def test_memory_tools_get_memory_operation_spans() -> None:
+    run = RunInfo(**{f: getattr(RUN, f) for f in RUN.__slots__ if f != "run_id"},
+                  run_id="r_m")
+    spans = build_run_spans(run, MEMORY_EVENTS, capture_content=True)
+    tools = {s.attributes["gen_ai.tool.name"]: s for s in spans
+             if s.name.startswith("execute_tool")}
+    memory = {s.name: s for s in spans
+              if s.attributes["gen_ai.operation.name"] in MEMORY_OPERATIONS}
+    assert set(memory) == {"create_memory entries", "search_memory entries",
+                           "delete_memory entries", "update_memory blocks"}
+    search = memory["search_memory entries"]
+    assert search.parent_id == tools["recall"].span_id
+    assert (search.start, search.end) == (tools["recall"].start, tools["recall"].end)
+    assert search.attributes["gen_ai.memory.query.text"] == "drinks"
+    assert "gen_ai.memory.record.count" not in search.attributes
+    delete = memory["delete_memory entries"].attributes
+    assert (delete["gen_ai.memory.record.id"], delete["gen_ai.memory.record.count"]) \
+        == ("e_9", 1)
+    assert memory["update_memory blocks"].attributes["gen_ai.memory.record.id"] == "human"
+    # Content only when asked for.
+    quiet = build_run_spans(run, MEMORY_EVENTS)
+    assert not any("gen_ai.memory.query.text" in s.attributes for s in quiet)
+
+
 def test_every_gen_ai_name_is_in_the_conventions_registry() -> None:
     registry = {v for k, v in vars(gen_ai_attributes).items()
                 if k.startswith("GEN_AI_") and isinstance(v, str)}
     registry.update({error_attributes.ERROR_TYPE, server_attributes.SERVER_ADDRESS})
-    spans = build_run_spans(RUN, EVENTS, capture_content=True, legacy=True)
+    registry |= MEMORY_ATTRIBUTES
+    spans = [*build_run_spans(RUN, EVENTS, capture_content=True, legacy=True),
+             *build_run_spans(RUN, MEMORY_EVENTS, capture_content=True)]
     names = {k for s in spans for k in s.attributes if not k.startswith("agentd.")}
     assert names - registry == set()
     operations = {s.attributes["gen_ai.operation.name"] for s in spans}
     values = {m.value for m in gen_ai_attributes.GenAiOperationNameValues}
-    assert operations <= values
+    assert operations <= values | MEMORY_OPERATIONS
 
 
 def test_failures_and_unfinished_tools_are_errors() -> None:

@@ -61,6 +61,19 @@ _PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq",
               "perplexity": "perplexity", "gemini": "gcp.gemini"}
 
 
+#: The memory tools' operations (the GenAI memory conventions' names) and the store
+#: each works on: ``entries`` (long-term memory) or ``blocks`` (core memory blocks).
+_MEMORY_OPERATIONS: dict[str, tuple[str, str]] = {
+    "remember": ("create_memory", "entries"),
+    "recall": ("search_memory", "entries"),
+    "update_memory": ("update_memory", "entries"),
+    "forget": ("delete_memory", "entries"),
+    "memory_append": ("update_memory", "blocks"),
+    "memory_replace": ("update_memory", "blocks"),
+    "memory_rewrite": ("update_memory", "blocks"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class TraceParent:
     trace_id: str
@@ -189,6 +202,8 @@ class _Builder:
         self.root = span_id(run.run_id, "run")
         self.spans: list[SpanData] = []
         self.tools: dict[str, SpanData] = {}
+        #: Spans under a tool's and timed as it is (a remote agent's call, a memory
+        #: operation), by call id.
         self.remote: dict[str, SpanData] = {}
         self.recalls: set[str] = set()
         self.last_at: float | None = None
@@ -342,6 +357,30 @@ class _Builder:
         self.spans.append(span)
         if name == "a2a_call":
             self._remote_agent(span, call, data.get("arguments"))
+        elif name in _MEMORY_OPERATIONS:
+            self._memory(span, call, name, data.get("arguments"))
+
+    def _memory(self, tool: SpanData, call: str, name: str, arguments: object) -> None:
+        """A memory tool's operation on the agent's memory: a ``search_memory`` /
+        ``create_memory`` / ``update_memory`` / ``delete_memory`` span under the tool's
+        (the GenAI memory conventions), timed as the tool is."""
+        operation, store = _MEMORY_OPERATIONS[name]
+        args = arguments if isinstance(arguments, Mapping) else {}
+        attrs = self._common(operation)
+        attrs["gen_ai.memory.store.id"] = store
+        record = args.get("entry_id") if store == "entries" else args.get("label")
+        if isinstance(record, str) and record:
+            attrs["gen_ai.memory.record.id"] = _cut(record)
+        if operation != "search_memory":
+            attrs["gen_ai.memory.record.count"] = 1
+        elif self.capture and isinstance(args.get("query"), str):
+            attrs["gen_ai.memory.query.text"] = self._shown(args["query"])
+        span = SpanData(
+            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"memory:{call}"),
+            parent_id=tool.span_id, name=f"{operation} {store}", kind="INTERNAL",
+            start=tool.start, end=tool.end, attributes=attrs)
+        self.remote[call] = span
+        self.spans.append(span)
 
     def _remote_agent(self, tool: SpanData, call: str, arguments: object) -> None:
         """A call to another A2A agent: an ``invoke_agent`` CLIENT span under the tool's,
