@@ -214,3 +214,29 @@ def test_the_http_api_is_unchanged_for_a_plain_get(daemon: Daemon) -> None:
     got = httpx.get(ws_url(daemon, "echo", "chat").replace("ws://", "http://"),
                     headers=daemon.auth())
     assert got.status_code in (404, 405)
+
+
+async def test_a_message_continues_its_callers_trace(daemon: Daemon) -> None:
+    """A ``traceparent`` on the message (or, without one, on the upgrade request)
+    makes the run a child of the caller's span; an invalid one is ignored."""
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    upgrade = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    socket = await connect(ws_url(daemon, "echo", "traced"), additional_headers={
+        "Authorization": f"Bearer {read_token(daemon.home)}", "traceparent": upgrade})
+    try:
+        runs = []
+        for i, extra in enumerate(({"traceparent": caller}, {}, {"traceparent": "00-bad"})):
+            ack = await request(socket, {"type": "send", "content": "hi", "id": f"t{i}",
+                                         **extra})
+            assert ack["type"] == "ack", ack
+            await frames(socket, "done")
+            runs.append(ack["run"]["id"])
+    finally:
+        await socket.close()
+    with daemon.client() as api:
+        roots = [api.get(f"/v1/runs/{run}/trace").json()["resourceSpans"][0]["scopeSpans"]
+                 [0]["spans"][0] for run in runs]
+    assert (roots[0]["traceId"], roots[0]["parentSpanId"]) == (caller[3:35], caller[36:52])
+    assert (roots[1]["traceId"], roots[1]["parentSpanId"]) == (upgrade[3:35], upgrade[36:52])
+    # An invalid one on the message is ignored: the upgrade request's is taken.
+    assert roots[2]["traceId"] == upgrade[3:35]

@@ -25,7 +25,7 @@ TOOL_TURN = '/tool calculator {"expression": "6 * 7"}'
 #: The labels any metric may carry (never an id).
 ALLOWED_LABELS = {"gen_ai_provider_name", "gen_ai_request_model", "gen_ai_token_type",
                   "tenant", "lane", "tool", "outcome", "state", "method", "route",
-                  "status", "node", "version", "le"}
+                  "status", "node", "version", "le", "backend", "reason"}
 
 
 def parse(text: str) -> list[Sample]:
@@ -262,3 +262,33 @@ async def test_a_listen_address_in_use_is_refused_saying_so(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_sandbox_starts_and_kills_are_counted(api: httpx.AsyncClient, rt: Runtime
+                                                    ) -> None:
+    def shell(command: str, **more: Any) -> dict[str, Any]:
+        return {"tool_calls": [{"name": "shell", "arguments": {"command": command,
+                                                               **more}}]}
+
+    for name, persistent in (("one-shot", False), ("kept", True)):
+        made = await api.post("/v1/agents", json={
+            "name": name, "model": "scripted", "tools": ["shell"], "settings": {
+                "sandbox": {"persistent_shell": persistent},
+                "policy": {"rules": [{"tool": "shell", "action": "allow"}]},
+                "script": [shell("true"), shell("sleep 30", timeout_s=1), {"text": "ok"}]}})
+        assert made.status_code == 201, made.text
+    before = await scrape(api)
+    for name in ("one-shot", "kept"):
+        assert (await turn(api, name, "k", "go"))["status"] == "completed"
+    after = await scrape(api)
+    backend = rt.sandboxes.stats.starts and next(iter(rt.sandboxes.stats.starts))
+    assert backend, "no sandbox start was counted"
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    # The one-shot agent: a sandbox per command (2); the kept one: a shell, then a new
+    # one after the kill ends it (it starts again at the next command, if any: 1).
+    assert moved("agentd_sandbox_start_seconds_count", backend=backend) >= 3
+    assert moved("agentd_sandbox_start_seconds_sum", backend=backend) > 0
+    assert moved("agentd_sandbox_kills_total", backend=backend, reason="wall_time") == 2

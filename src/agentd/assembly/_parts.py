@@ -91,7 +91,8 @@ def make_metrics(runtime: Runtime) -> Metrics:
                      kernel=runtime.kernel.metrics(),
                      egress_held=runtime.sandboxes.connections.held,
                      egress_max=runtime.sandboxes.connections.total,
-                     store_bytes=counts["bytes"], version=__version__)
+                     store_bytes=counts["bytes"], version=__version__,
+                     sandboxes=runtime.sandboxes.stats)
 
     metrics = Metrics(bus=runtime.bus, tenant_of_session=tenant_of_session, state=state,
                       listen=runtime.settings.telemetry.metrics_listen)

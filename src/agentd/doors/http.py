@@ -37,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -77,6 +78,7 @@ __all__ = [
     "replay",
     "response_for",
     "trace_origin",
+    "traceparent_origin",
     "unauthorized",
 ]
 
@@ -88,12 +90,17 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 log = logging.getLogger(__name__)
 
 
-def trace_origin(request: Request) -> dict[str, str] | None:
+def trace_origin(request: HTTPConnection) -> dict[str, str] | None:
     """The message's ``origin`` for the trace it continues: the request's W3C
-    ``traceparent``, when it has a valid one (an invalid one is ignored, as the W3C
-    recommendation says: the run starts a trace of its own)."""
-    value = request.headers.get("traceparent")
-    if value is None or parse_traceparent(value.strip().lower()) is None:
+    ``traceparent`` (a WebSocket's: its upgrade request's), when it has a valid one."""
+    return traceparent_origin(request.headers.get("traceparent"))
+
+
+def traceparent_origin(value: object) -> dict[str, str] | None:
+    """``{"traceparent": value}`` for a valid W3C ``traceparent``; None for anything
+    else (an invalid one is ignored, as the W3C recommendation says: the run starts a
+    trace of its own)."""
+    if not isinstance(value, str) or parse_traceparent(value.strip().lower()) is None:
         return None
     return {"traceparent": value.strip().lower()}
 

@@ -67,6 +67,7 @@ from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import EgressProxies, EgressRules
 from agentd.sandbox.process import Child
 from agentd.sandbox.shell import ShellPool
+from agentd.sandbox.stats import SandboxStats
 from agentd.security.policy import Policy
 from agentd.tools.mcp_config import MCPServer
 from agentd.tools.mcp_stdio import Spawner
@@ -113,6 +114,8 @@ class Sandboxes:
         self.default: Backend | None = None
         self.memory = "rlimit"
         self._backends: dict[str, Backend] = {}
+        #: Sandbox starts and kills, by backend (``/metrics``).
+        self.stats = SandboxStats()
         self._prepared: set[Path] = set()
         self._users: dict[str, tuple[int, int]] = {}
         #: The read-only folders an agent's commands see (by agent id: its enabled
@@ -139,6 +142,7 @@ class Sandboxes:
         wanted = None if self.config.backend == "auto" else self.config.backend
         try:
             self.default = await asyncio.to_thread(choose, wanted)
+            self.default.stats = self.stats
         except InvalidInput as exc:
             raise InvalidInput(f"sandbox.backend: {exc.message}",
                                field="sandbox.backend") from None
@@ -388,6 +392,7 @@ class Sandboxes:
         backend = self._backends.get(name)
         if backend is None:
             backend = await asyncio.to_thread(choose, name)
+            backend.stats = self.stats
             self._backends[name] = backend
         return backend
 

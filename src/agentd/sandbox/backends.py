@@ -52,10 +52,11 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox import _bwrap, _gvisor
@@ -86,6 +87,7 @@ from agentd.sandbox.ownership import prepare_workspace
 from agentd.sandbox.probes import netns_known, netns_probe, reach_for, seal_probe
 from agentd.sandbox.process import Child, execute, launch
 from agentd.sandbox.shell import PersistentShell
+from agentd.sandbox.stats import SandboxStats
 
 __all__ = [
     "BACKENDS",
@@ -119,12 +121,32 @@ class Backend(ABC):
     def __init__(self, *, user: tuple[int, int] | None = None) -> None:
         #: (uid, gid) its commands run as when the daemon is root (None: ``nobody``).
         self.user = user
+        #: Where starts and kills are counted (the daemon's ``/metrics``), if anywhere.
+        self.stats: SandboxStats | None = None
 
     def as_user(self, user: tuple[int, int] | None) -> Backend:
         """This backend, running its commands as ``user`` (uid, gid)."""
         if user == self.user:
             return self
-        return type(self)(user=user)
+        other = type(self)(user=user)
+        other.stats = self.stats
+        return other
+
+    async def _counted_start(self, argv: list[str], **kw: Any) -> Child | ExecResult:
+        """:meth:`_start`, its time and outcome counted in :attr:`stats`."""
+        began = time.perf_counter()
+        child = await self._start(argv, **kw)
+        if self.stats is not None:
+            if isinstance(child, ExecResult):
+                self.stats.start_failed(self.name)
+            else:
+                self.stats.started(self.name, time.perf_counter() - began)
+        return child
+
+    def _count_kill(self, result: ExecResult) -> ExecResult:
+        if self.stats is not None and result.killed:
+            self.stats.killed(self.name, result.killed)
+        return result
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -189,12 +211,12 @@ class Backend(ABC):
         """
         command = self._wrap(_command(argv))
         self._check_binds(binds)
-        child = await self._start(command, workspace=workspace, network=_egress(network),
-                                  env=env, limits=limits, cwd=cwd,
-                                  stdin_pipe=stdin is not None, binds=binds)
+        child = await self._counted_start(command, workspace=workspace,
+                                          network=_egress(network), env=env, limits=limits,
+                                          cwd=cwd, stdin_pipe=stdin is not None, binds=binds)
         if isinstance(child, ExecResult):
             return child
-        return await execute(child, stdin=stdin, limits=limits)
+        return self._count_kill(await execute(child, stdin=stdin, limits=limits))
 
     async def shell(self, *, workspace: Path, network: EgressProxy | bool | None = None,
                     env: Mapping[str, str] | None = None,
@@ -209,15 +231,18 @@ class Backend(ABC):
         self._check_binds(binds)
 
         async def start() -> Child:
-            child = await self._start(argv, workspace=workspace, network=egress, env=env,
-                                      limits=limits, cwd=".", stdin_pipe=True,
-                                      binds=binds)
+            child = await self._counted_start(argv, workspace=workspace, network=egress,
+                                              env=env, limits=limits, cwd=".",
+                                              stdin_pipe=True, binds=binds)
             if isinstance(child, ExecResult):
                 raise ToolError(f"the shell could not start: {child.stderr.strip()}",
                                 code="sandbox_failed")
             return child
 
+        stats = self.stats
         shell = PersistentShell(start, limits=limits, backend=self.name,
+                                on_kill=None if stats is None
+                                else lambda reason: stats.killed(self.name, reason),
                                 tag=signature(binds))
         await shell.start()
         return shell
@@ -236,8 +261,9 @@ class Backend(ABC):
         """
         command = self._wrap(_command(argv))
         self._check_binds(binds)
-        child = await self._start(command, workspace=workspace, network=network, env=env,
-                                  limits=limits, cwd=cwd, stdin_pipe=True, binds=binds)
+        child = await self._counted_start(command, workspace=workspace, network=network,
+                                          env=env, limits=limits, cwd=cwd, stdin_pipe=True,
+                                          binds=binds)
         if isinstance(child, ExecResult):
             raise ToolError(f"{argv[0]} could not start: {child.stderr.strip()}",
                             code="sandbox_failed")

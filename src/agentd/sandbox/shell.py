@@ -97,8 +97,11 @@ class PersistentShell:
     """
 
     def __init__(self, start: Callable[[], Awaitable[Child]], *, limits: Limits,
-                 backend: str = "", tag: str = "") -> None:
+                 backend: str = "", tag: str = "",
+                 on_kill: Callable[[str], None] | None = None) -> None:
+        """``on_kill``: told the reason of each command killed (the daemon's metrics)."""
         self._start = start
+        self._on_kill = on_kill
         self.limits = limits
         self.backend = backend
         self.tag = tag
@@ -178,6 +181,8 @@ class PersistentShell:
                 raise
             finally:
                 self.last_used = time.monotonic()
+            if result.killed and self._on_kill is not None:
+                self._on_kill(result.killed)
             if note:
                 result = ExecResult(exit_code=result.exit_code, stdout=result.stdout,
                                     stderr=note + result.stderr,

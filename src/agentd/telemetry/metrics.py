@@ -41,12 +41,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentd.events import TERMINAL_KINDS
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Lagged
+from agentd.sandbox.stats import START_BUCKETS, SandboxStats
 from agentd.store.records import AgentChange, EventRecord
 from agentd.telemetry._metrics_listen import CONTENT_TYPE as _CONTENT_TYPE
 from agentd.telemetry._metrics_listen import Listener, parse_listen
@@ -143,6 +145,8 @@ class State:
     egress_max: int
     store_bytes: int | None = None
     version: str = ""
+    #: The sandboxes' starts and kills (counted as they happen, read here).
+    sandboxes: SandboxStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,6 +155,33 @@ def _gauge(name: str, doc: str, value: float, labels: Mapping[str, str] | None =
     family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
     family.add_metric(list((labels or {}).values()), value)
     return family
+
+
+def _sandboxes(stats: SandboxStats) -> Iterator[Metric]:
+    starts = HistogramMetricFamily(
+        "agentd_sandbox_start_seconds",
+        "Time to start a sandbox (a command's, a persistent shell's, an MCP server's), "
+        "by backend.", labels=["backend"], unit="seconds")
+    for backend, seen in sorted(stats.starts.items()):
+        running, buckets = 0, []
+        for bound, count in zip((*START_BUCKETS, float("inf")), seen.buckets, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        starts.add_metric([backend], buckets, seen.total_s)
+    yield starts
+    failed = CounterMetricFamily("agentd_sandbox_start_failures",
+                                 "Sandboxes that could not start, by backend.",
+                                 labels=["backend"])
+    for backend, count in sorted(stats.failed_starts.items()):
+        failed.add_metric([backend], count)
+    yield failed
+    kills = CounterMetricFamily(
+        "agentd_sandbox_kills", "Sandboxed commands killed at a limit, by backend and "
+        "reason (wall_time, cpu_time, memory, output, file_size...).",
+        labels=["backend", "reason"])
+    for (backend, reason), count in sorted(stats.kills.items()):
+        kills.add_metric([backend, reason], count)
+    yield kills
 
 
 class _StateCollector:
@@ -200,6 +231,8 @@ class _StateCollector:
         if state.store_bytes is not None:
             yield _gauge("agentd_store_bytes", "The store's size on disk.",
                          state.store_bytes)
+        if state.sandboxes is not None:
+            yield from _sandboxes(state.sandboxes)
 
     def _kernel(self, kernel: Mapping[str, Any]) -> Iterator[Metric]:
         lanes = kernel.get("scheduler", {}).get("lanes", {})

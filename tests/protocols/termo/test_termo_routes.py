@@ -269,3 +269,17 @@ async def test_the_served_agent_is_never_put_to_sleep(tmp_path: Path, store_url:
             assert (await api.get("/health")).json()["restarts"] == 0
     finally:
         await runtime.close()
+
+
+async def test_a_send_continues_its_callers_trace(api: httpx.AsyncClient) -> None:
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for stream in (False, True):
+        sent = await api.post("/api/send", headers={"traceparent": caller},
+                              json={"message": "hi", "session_key": f"tp:{stream}",
+                                    "stream": stream})
+        assert sent.status_code == 200, sent.text
+        runs = (await api.get("/v1/runs", params={"agent": "bot",
+                                                  "session": f"tp:{stream}"})).json()["runs"]
+        trace = (await api.get(f"/v1/runs/{runs[0]['id']}/trace")).json()
+        root = trace["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        assert (root["traceId"], root["parentSpanId"]) == (caller[3:35], caller[36:52])

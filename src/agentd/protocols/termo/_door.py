@@ -33,7 +33,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentd.config import Settings
 from agentd.doors.access import may_use
-from agentd.doors.http import NamedTokens, TokenCheck, content_length, principal_of
+from agentd.doors.http import (
+    NamedTokens,
+    TokenCheck,
+    content_length,
+    principal_of,
+    trace_origin,
+)
 from agentd.errors import AgentdError, AgentNotFound, NotFound, SessionNotFound
 from agentd.protocols.termo._hooks import (
     ExtraRoute,
@@ -336,10 +342,10 @@ class Termo:
             return _error(f"message is over {self.max_message} bytes", 413)
         stream = bool(body.get("stream", False))
         try:
+            origin = {**({} if stream else {"whole": True}), **(trace_origin(request) or {})}
             sent = await runtime.send(self.agent, key, message,
                                       priority="interactive", stream=stream,
-                                      origin=None if stream else {"whole": True},
-                                      start=True)
+                                      origin=origin or None, start=True)
         except AgentdError as exc:
             return _error(exc.message, exc.status if exc.status < 500 else 503,
                           code=exc.code)

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentd.assembly import Runtime
 from agentd.doors.access import require_agent
-from agentd.doors.http import actor
+from agentd.doors.http import actor, trace_origin, traceparent_origin
 from agentd.doors.sse import SSE_NAMES, is_silent, parse_last_event_id
 from agentd.errors import (
     AgentdError,
@@ -81,6 +81,9 @@ class SendIn(_In):
     content: str
     mode: str = "enqueue"
     priority: str | None = None
+    #: The W3C trace context this message's run continues (else the socket's upgrade
+    #: request's ``traceparent`` header, if any); an invalid one is ignored.
+    traceparent: str | None = Field(default=None, max_length=256)
 
 
 class CancelIn(_In):
@@ -185,7 +188,9 @@ class _Channel:
                 raise PayloadTooLarge(f"message content is over {limit} bytes")
             sent = await self.runtime.send(self.name, self.key, message.content,
                                            idempotency_key=message.id, mode=mode,
-                                           priority=message.priority or "interactive")
+                                           priority=message.priority or "interactive",
+                                           origin=traceparent_origin(message.traceparent)
+                                           or trace_origin(self.socket))
             if self._pump is None:
                 # The session began with this message: stream it from its start.
                 self.follow_from(sent.session, 0)
