@@ -158,7 +158,7 @@ class Traces:
                                        flush_s)
         self._task = None
         if self._worker is not None:
-            await self._worker.close()
+            await self._worker.close(timeout_s=3.0)
             self._worker = None
 
     def status(self) -> dict[str, Any]:
