@@ -292,3 +292,17 @@ async def test_sandbox_starts_and_kills_are_counted(api: httpx.AsyncClient, rt: 
     assert moved("agentd_sandbox_start_seconds_count", backend=backend) >= 3
     assert moved("agentd_sandbox_start_seconds_sum", backend=backend) > 0
     assert moved("agentd_sandbox_kills_total", backend=backend, reason="wall_time") == 2
+    # Each call's event says where its command ran, and why it was killed; so does
+    # its trace span.
+    events = (await api.get("/v1/agents/kept/sessions/k/events")).json()["events"]
+    done = [e["data"] for e in events if e["kind"] == "tool.finished"]
+    assert [d["sandbox"] for d in done] == [{"backend": backend},
+                                            {"backend": backend, "killed": "wall_time"}]
+    run_id = events[-1]["run_id"]
+    trace = (await api.get(f"/v1/runs/{run_id}/trace")).json()
+    tools = [{a["key"]: a["value"] for a in s["attributes"]}
+             for s in trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+             if s["name"] == "execute_tool shell"]
+    assert [t.get("agentd.sandbox.killed") for t in tools] == [
+        None, {"stringValue": "wall_time"}]
+    assert all(t["agentd.sandbox.backend"] == {"stringValue": backend} for t in tools)

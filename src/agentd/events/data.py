@@ -63,6 +63,7 @@ __all__ = [
     "ThinkingData",
     "ToolCallData",
     "ToolFinishedData",
+    "ToolSandboxData",
     "ToolStartedData",
     "ToolsUnavailableData",
     "UsageData",
@@ -325,6 +326,14 @@ class ToolStartedData(TypedDict):
     metadata: NotRequired[dict[str, Any]]
 
 
+class ToolSandboxData(TypedDict):
+    """The sandbox a tool call's command ran in."""
+
+    backend: str
+    #: Why the command was killed (``wall_time``, ``memory``...), if it was.
+    killed: NotRequired[str]
+
+
 class ToolFinishedData(TypedDict):
     call_id: str
     name: str
@@ -337,6 +346,7 @@ class ToolFinishedData(TypedDict):
     skipped: NotRequired[bool]
     #: See ``ToolStartedData.metadata``.
     metadata: NotRequired[dict[str, Any]]
+    sandbox: NotRequired[ToolSandboxData]
 
 
 class RunCompletedData(TypedDict):

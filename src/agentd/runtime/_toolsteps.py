@@ -39,6 +39,7 @@ from agentd.events import (
     RunWaiting,
     ToolFinished,
     ToolFinishedData,
+    ToolSandboxData,
     ToolStarted,
     ToolStartedData,
 )
@@ -416,6 +417,7 @@ class ToolSteps:
         t = self.tools.get(call.name)
         is_error = True
         tainted: str | None = None
+        ctx: ToolContext | None = None
         if t is None:
             output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
         else:
@@ -457,6 +459,11 @@ class ToolSteps:
         }
         if tainted:
             result["tainted"] = tainted
+        if ctx is not None and ctx.sandboxed:
+            sandbox: ToolSandboxData = {"backend": ctx.sandboxed["backend"]}
+            if "killed" in ctx.sandboxed:
+                sandbox["killed"] = ctx.sandboxed["killed"]
+            result["sandbox"] = sandbox
         return result
 
     # -- waiting for a person ----------------------------------------------------------

@@ -436,6 +436,11 @@ class _Builder:
         elif data.get("is_error") is True:
             span.status, span.status_message = "ERROR", "tool error"
             span.attributes["error.type"] = "tool_error"
+        sandbox = data.get("sandbox")
+        if isinstance(sandbox, Mapping) and isinstance(sandbox.get("backend"), str):
+            span.attributes["agentd.sandbox.backend"] = _cut(sandbox["backend"])
+            if isinstance(sandbox.get("killed"), str):
+                span.attributes["agentd.sandbox.killed"] = _cut(sandbox["killed"])
         if self.capture and isinstance(data.get("output"), str):
             span.attributes["gen_ai.tool.call.result"] = self._shown(data["output"])
 

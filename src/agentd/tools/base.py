@@ -48,6 +48,9 @@ class ToolContext:
     #: Set by a tool whose result carries content from outside (why), which taints
     #: the session.
     untrusted: str | None = None
+    #: Set by a tool that ran a command in a sandbox: the backend's name and, if the
+    #: command was killed at a limit, why (``tool.finished``'s ``sandbox``).
+    sandboxed: dict[str, str] | None = None
     #: Cleared by an ``untrusted_output`` tool while it has contacted nothing (its
     #: grant and address checks): a call that fails then brought nothing from outside
     #: in, so it does not taint. True (the default) for every other failure.

@@ -52,6 +52,13 @@ def _limits(sandbox: Sandbox, timeout_s: float | None) -> Limits:
     return dataclasses.replace(sandbox.limits, wall_s=min(timeout_s, sandbox.limits.wall_s))
 
 
+def _ran(ctx: ToolContext, backend: str, result: ExecResult) -> None:
+    """Note the sandbox the call's command ran in (and a kill) for its ``tool.finished``
+    event and its trace span."""
+    ctx.sandboxed = {"backend": backend, **({"killed": result.killed} if result.killed
+                                            else {})}
+
+
 def render(result: ExecResult, limits: Limits) -> str:
     """The result as the model reads it: exit code, why it was stopped, the output."""
     if result.timed_out:
@@ -122,6 +129,7 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float | None = None,
         result = await backend.run(["bash", "--noprofile", "--norc", "-c", command],
                                    workspace=workspace, network=egress, limits=limits,
                                    binds=binds)
+    _ran(ctx, backend.name, result)
     if sandbox.command_network:
         # With the network, what a command prints may come from anywhere.
         ctx.untrusted = "a command with network access"
@@ -197,6 +205,7 @@ async def git(ctx: ToolContext, command: GitCommand, args: list[str] | None = No
         env.update(GIT_DIR=".git", GIT_WORK_TREE=".")
     result = await backend.run(argv, workspace=workspace, network=False,
                                limits=sandbox.limits, env=env)
+    _ran(ctx, backend.name, result)
     return render(result, sandbox.limits)
 
 
