@@ -19,12 +19,19 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v runsc >/dev/null 2>&1 || missing+=(runsc)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromium-headless-shell ] || missing+=(chromium-headless-shell)
+# The container image's test (tests/deploy): podman, runc (what this project's machines
+# run containers with) and mmdebstrap, which makes the image's Debian base from
+# Debian's packages where no registry is reachable.
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 
 install_system_packages() {
   echo "== system packages: ${missing[*]} missing"
   echo "   (the sandbox backends the tests run commands in: bubblewrap, the default;"
   echo "    runsc, gVisor's, where the distribution packages it; chromium and"
-  echo "    chromium-headless-shell, which the browser tools drive)"
+  echo "    chromium-headless-shell, which the browser tools drive; podman, runc and"
+  echo "    mmdebstrap, which build and run the container image)"
   if [ "${AGENTD_TEST_SYSTEM_PACKAGES:-1}" = 0 ]; then
     echo "   not installing them (AGENTD_TEST_SYSTEM_PACKAGES=0): their tests are skipped"
     return

@@ -84,3 +84,38 @@ def test_the_zygote_preloads_every_built_in_isolated_tool() -> None:
     isolated = {tool.fn.__module__ for tool in registry.resolve(registry.names())
                 if tool.isolated}
     assert isolated and isolated <= set(PRELOADED), isolated - set(PRELOADED)
+
+
+PID_ONE = """
+import asyncio, os
+from agentd.tools.workers import WorkerPool
+async def main():
+    pool = WorkerPool(size=1)
+    try:
+        print(os.getpid(), await pool.run("os.path", "join", "a", "b"), flush=True)
+    finally:
+        await pool.close()
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_that_is_pid_1_gets_its_workers() -> None:
+    """In a container the daemon may be pid 1: its zygote's parent is then pid 1, which
+    is not a sign that the daemon died (the zygote used to exit, and every shell call
+    was left unjudged: found by running the image)."""
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1) here")
+    probe = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, check=False, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.decode()[:200]}")
+    done = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", sys.executable,
+                           "-c", PID_ONE], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "a/b"]

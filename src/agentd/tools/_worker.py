@@ -5,9 +5,10 @@ of the process it runs in. Here that is a worker, which the daemon kills at the 
 time limit, so the daemon's event loop never waits on it.
 
 :class:`agentd.tools.workers.WorkerPool` starts one zygote as a fresh interpreter
-(``python -m agentd.tools._worker MEMORY_BYTES``: never a fork of the threaded daemon),
-which imports the tools once and forks the workers (:func:`main`). Each worker talks
-to the daemon on its own socket: a frame is an 8-byte big-endian length and a pickle.
+(``python -m agentd.tools._worker MEMORY_BYTES DAEMON_PID``: never a fork of the
+threaded daemon), which imports the tools once and forks the workers (:func:`main`).
+Each worker talks to the daemon on its own socket: a frame is an 8-byte big-endian
+length and a pickle.
 The daemon sends ``(module, function, args)`` naming a function of its own code (never
 anything the model chose); the worker answers ``("ok", value)``, ``("error", code,
 message)`` for a :class:`~agentd.errors.ToolError`, or ``("failed", type name,
@@ -163,7 +164,9 @@ def main() -> None:
     os.dup2(2, 1)  # what a tool prints goes to the daemon's stderr, not a channel
     os.close(null)
     _die_with_parent()
-    if os.getppid() == 1:
+    # The daemon gone before the death signal was armed: nothing to serve. (Its pid,
+    # not "reparented to 1": in a container the daemon may be pid 1 itself.)
+    if len(sys.argv) > 2 and os.getppid() != int(sys.argv[2]):
         return
     memory_bytes = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     paths = control.recv(1 << 20)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import socket
 import sys
@@ -56,7 +57,7 @@ class _Zygote:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agentd.tools._worker", str(memory_mb << 20),
-                stdin=theirs.fileno())
+                str(os.getpid()), stdin=theirs.fileno())
         except BaseException:
             ours.close()
             raise
