@@ -57,6 +57,14 @@ def _translate(sql: str) -> str:
     return re.sub(r"\?", "%s", sql)
 
 
+#: Every connection talks UTF-8: a database created with ``SQL_ASCII`` (``initdb``
+#: without a locale) otherwise makes psycopg answer every text as bytes (its client
+#: encoding follows the server's), and the daemon failed at start saying
+#: ``synchronous_commit = b'on' after being set to on`` (found by the compose test's
+#: PostgreSQL). PostgreSQL stores the bytes it is given in such a database as they are.
+_CONNECT = {"client_encoding": "utf8"}
+
+
 class PostgresEngine(Engine):
     dialect = "postgresql"
     shared = True
@@ -82,7 +90,8 @@ class PostgresEngine(Engine):
 
     async def start(self) -> None:
         pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_max, open=False,
-                              kwargs={"autocommit": False}, configure=self._configure)
+                              kwargs={"autocommit": False, **_CONNECT},
+                              configure=self._configure)
         await asyncio.to_thread(pool.open, True, 10.0)
         try:
             level = await asyncio.to_thread(self._read_back, pool)
@@ -150,7 +159,8 @@ class PostgresEngine(Engine):
                      on_agent: Callable[[str], None] | None = None) -> None:
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, client_encoding=_CONNECT["client_encoding"])
                 async with conn:
                     # (it commits nothing, but runs at the same level as the others)
                     await conn.execute(_SET_LEVEL, (self.synchronous,))
