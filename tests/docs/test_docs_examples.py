@@ -155,6 +155,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/operations.md", "pip install 'agentd[otel]'"):
         "installs packages and starts a daemon in the foreground that exports to an "
         "OTLP collector (tests/telemetry runs that against real receivers)",
+    ("docs/operations.md", "podman build -t agentd ."):
+        "builds and runs the image: tests/deploy/test_image.py does, on a Debian base "
+        "made from Debian's packages (no registry here)",
+    ("docs/operations.md", "podman-compose up -d"):
+        "brings up compose.yaml: tests/deploy/test_compose.py does, with images built "
+        "there",
     ("docs/operations.md", ".backup /backups/"): "writes to /backups (the operator's)",
     ("docs/operations.md", "pg_dump -Fc"): "needs PostgreSQL",
     ("docs/protocols/a2a.md", "from a2a.client import"): _SNIPPET,
