@@ -44,7 +44,7 @@ from agentd.errors import SessionBusy
 from agentd.events import MessageUser, RunQueued, RunStarted
 from agentd.store import rows as _rows
 from agentd.store.engine import Tx
-from agentd.store.log import Accepted, Lease, ToAccept, accept
+from agentd.store.log import Accepted, Lease, ToAccept, accept, not_accepting
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
@@ -73,7 +73,42 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
                 ) -> list[Accepted | Exception]:
     """:meth:`Store.accept_messages`'s transaction: each message as :func:`accept`
     would, the outcomes in the order of ``items`` (see the module docstring).
-    ``start``: the lease under which the set path starts the runs it can."""
+    ``start``: the lease under which the set path starts the runs it can. On
+    PostgreSQL a message to an agent that is gone or does not accept messages is
+    refused (:func:`agentd.store.log.not_accepting`), the others go on."""
+    if dialect == "postgresql" and items:
+        refused = not_accepting(tx, [item.agent_id for item in items])
+        if refused:
+            keep = [i for i, item in enumerate(items) if item.agent_id not in refused]
+            inner: AlsoMany | None = None
+            if also_many is not None:
+                outer = also_many
+
+                def inner(tx: Tx, done: list[tuple[int, Accepted]]) -> None:
+                    outer(tx, [(keep[j], a) for j, a in done])
+
+            got = _accept_checked(tx, [items[i] for i in keep],
+                                  run_ids=[run_ids[i] for i in keep], now=now,
+                                  dialect=dialect, also_many=inner, start=start)
+            out: list[Accepted | Exception] = [refused.get(item.agent_id, _KEPT)
+                                               for item in items]
+            for j, i in enumerate(keep):
+                out[i] = got[j]
+            return out
+    return _accept_checked(tx, items, run_ids=run_ids, now=now, dialect=dialect,
+                           also_many=also_many, start=start)
+
+
+#: (A placeholder of a kept message's outcome, replaced before returning.)
+_KEPT = RuntimeError("not accepted")
+
+
+def _accept_checked(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str],
+                    now: float, dialect: str, also_many: AlsoMany | None = None,
+                    start: Lease | None = None) -> list[Accepted | Exception]:
+    """:func:`accept_many` once the agents are checked."""
+    if not items:
+        return []
     if _set_wise(items, also_many):
         tx.execute("SAVEPOINT accept_set")
         try:
@@ -119,7 +154,8 @@ def _accept_each(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], n
                             idempotency_key=item.idempotency_key, mode=item.mode,
                             priority=item.priority, run_id=run_ids[i], now=now,
                             find_busy=item.find_busy, origin=item.origin, also=item.also,
-                            session_quota=item.session_quota, dialect=dialect)
+                            session_quota=item.session_quota, dialect=dialect,
+                            check_agent=False)
         except Exception as exc:
             tx.execute("ROLLBACK TO accept_one")
             out[i] = exc

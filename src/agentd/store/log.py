@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.errors import SessionBusy, SessionNotFound
+from agentd.errors import AgentNotAccepting, AgentNotFound, SessionBusy, SessionNotFound
 from agentd.events import MessageUser, RunQueued, RunStarted
 from agentd.store import quota as _quota
 from agentd.store import rows as _rows
@@ -193,13 +193,47 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
         raise LeaseLost(run_id)
 
 
+#: An agent in these states accepts no message.
+NOT_ACCEPTING = ("paused", "stopped", "error")
+
+
+def not_accepting(tx: Tx, agent_ids: Sequence[str]) -> dict[str, Exception]:
+    """The refusal of each of ``agent_ids`` that is gone or does not accept messages,
+    read in the accepting transaction with the agents' rows locked for share
+    (PostgreSQL): a pause or a delete committed on another node before this point is
+    honoured here, whatever this node has heard of it, and one committed after waits
+    for this transaction (so it comes after the message, which it then holds or
+    deletes). SQLite has one node, whose view is the store's."""
+    ids = sorted(set(agent_ids))
+    rows = tx.all(f"SELECT id, name, state FROM agents WHERE id IN "
+                  f"({', '.join('?' * len(ids))}) FOR SHARE", ids)
+    found = {str(r[0]): (str(r[1]), str(r[2])) for r in rows}
+    out: dict[str, Exception] = {}
+    for agent_id in ids:
+        if agent_id not in found:
+            out[agent_id] = AgentNotFound(f"agent {agent_id!r} not found (deleted)")
+            continue
+        name, state = found[agent_id]
+        if state in NOT_ACCEPTING:
+            out[agent_id] = AgentNotAccepting(
+                f"agent {name!r} is {state} and does not accept messages"
+                + ("; resume it first" if state != "error" else ""), code=f"agent_{state}")
+    return out
+
+
 def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
            mode: str, priority: str, run_id: str, now: float,
            find_busy: bool = False, origin: Mapping[str, Any] | None = None,
            also: Callable[[Tx, Accepted], None] | None = None,
            session_quota: Quota | None = None, dialect: str = "sqlite",
-           start: Lease | None = None) -> Accepted:
-    """:meth:`Store.accept_message`'s transaction (see there)."""
+           start: Lease | None = None, check_agent: bool = True) -> Accepted:
+    """:meth:`Store.accept_message`'s transaction (see there). ``check_agent``: on
+    PostgreSQL, refuse a message to an agent that is gone or not accepting
+    (:func:`not_accepting`; the caller did for a batch)."""
+    if check_agent and dialect == "postgresql":
+        refused = not_accepting(tx, [agent_id])
+        if refused:
+            raise refused[agent_id]
     accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
                        idempotency_key=idempotency_key, mode=mode, priority=priority,
                        run_id=run_id, now=now, find_busy=find_busy, origin=origin,
