@@ -375,12 +375,8 @@ class _Builder:
             attrs["gen_ai.memory.record.count"] = 1
         elif self.capture and isinstance(args.get("query"), str):
             attrs["gen_ai.memory.query.text"] = self._shown(args["query"])
-        span = SpanData(
-            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"memory:{call}"),
-            parent_id=tool.span_id, name=f"{operation} {store}", kind="INTERNAL",
-            start=tool.start, end=tool.end, attributes=attrs)
-        self.remote[call] = span
-        self.spans.append(span)
+        self._under_tool(tool, call, f"memory:{call}", f"{operation} {store}", "INTERNAL",
+                         attrs)
 
     def _remote_agent(self, tool: SpanData, call: str, arguments: object) -> None:
         """A call to another A2A agent: an ``invoke_agent`` CLIENT span under the tool's,
@@ -396,10 +392,16 @@ class _Builder:
             host = None
         if host:
             attrs["server.address"] = _cut(host)
+        self._under_tool(tool, call, f"a2a:{call}", f"invoke_agent {host or 'remote'}",
+                         "CLIENT", attrs)
+
+    def _under_tool(self, tool: SpanData, call: str, place: str, name: str,
+                    kind: SpanKind, attrs: dict[str, AttrValue]) -> None:
+        """A span under a tool call's, timed as it is (set again when it finishes)."""
         span = SpanData(
-            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, f"a2a:{call}"),
-            parent_id=tool.span_id, name=f"invoke_agent {host or 'remote'}", kind="CLIENT",
-            start=tool.start, end=tool.end, attributes=attrs)
+            trace_id=self.run.trace_id, span_id=span_id(self.run.run_id, place),
+            parent_id=tool.span_id, name=name, kind=kind, start=tool.start, end=tool.end,
+            attributes=attrs)
         self.remote[call] = span
         self.spans.append(span)
 
