@@ -209,6 +209,15 @@ class AgentNotAccepting(Conflict):
     """The agent is paused, stopped or in error and refuses new messages."""
 
     code = "agent_not_accepting"
+    #: The agent states in which it refuses messages.
+    STATES = ("paused", "stopped", "error")
+
+    @classmethod
+    def of(cls, name: str, state: str) -> AgentNotAccepting:
+        """The refusal of a message to agent ``name`` in ``state`` (one of STATES)."""
+        return cls(f"agent {name!r} is {state} and does not accept messages"
+                   + ("; resume it first" if state != "error" else ""),
+                   code=f"agent_{state}")
 
 
 class SessionExists(Conflict):

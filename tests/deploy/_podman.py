@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import wait_until
+
+from agentd.testing.live import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "localhost/agentd-base:bookworm"
@@ -43,14 +44,14 @@ def tools() -> str:
     return str(found["podman"])
 
 
-def configure(directory: Path) -> None:
-    """This machine's way to run containers (the issue's words): runc, cgroupfs, no
-    default ulimits (podman's default asks for a descriptor limit above the host's
-    hard one)."""
+def configure(directory: Path) -> Path:
+    """A containers.conf for this machine's way to run containers (the issue's
+    words): runc, cgroupfs, no default ulimits (podman's default asks for a descriptor
+    limit above the host's hard one)."""
     conf = directory / "containers.conf"
     conf.write_text('[containers]\ndefault_ulimits = []\n'
                     '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n')
-    os.environ["CONTAINERS_CONF"] = str(conf)
+    return conf
 
 
 def run(cmd: list[str], timeout: float = 600, check: bool = True,
@@ -105,12 +106,6 @@ def wait_healthy(url: str, what: str) -> dict[str, Any]:
 
     found: dict[str, Any] = wait_until(up, within=180, interval=0.5, what=f"{what} healthy")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Container:

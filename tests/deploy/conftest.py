@@ -11,8 +11,10 @@ from tests.deploy import _podman
 @pytest.fixture(scope="session")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = _podman.tools()
-    _podman.configure(tmp_path_factory.mktemp("containers"))
-    yield path
+    conf = _podman.configure(tmp_path_factory.mktemp("containers"))
+    with pytest.MonkeyPatch.context() as patch:  # (for podman and podman-compose)
+        patch.setenv("CONTAINERS_CONF", str(conf))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.deploy._podman import ROOT, build, free_port, run, wait_healthy
+from tests.deploy._podman import ROOT, build, run, wait_healthy
+
+from agentd.testing.live import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.allow_network]
 

@@ -39,7 +39,6 @@ from agentd.events import (
     RunWaiting,
     ToolFinished,
     ToolFinishedData,
-    ToolSandboxData,
     ToolStarted,
     ToolStartedData,
 )
@@ -459,11 +458,8 @@ class ToolSteps:
         }
         if tainted:
             result["tainted"] = tainted
-        if ctx is not None and ctx.sandboxed:
-            sandbox: ToolSandboxData = {"backend": ctx.sandboxed["backend"]}
-            if "killed" in ctx.sandboxed:
-                sandbox["killed"] = ctx.sandboxed["killed"]
-            result["sandbox"] = sandbox
+        if ctx is not None and ctx.sandboxed is not None:
+            result["sandbox"] = ctx.sandboxed
         return result
 
     # -- waiting for a person ----------------------------------------------------------

@@ -237,11 +237,8 @@ class Runs:
             raise ShuttingDown("the daemon is shutting down; retry shortly")
         check_session_key(key)
         agent = await self.agents.get(name)
-        if agent.state in ("paused", "stopped", "error"):
-            raise AgentNotAccepting(
-                f"agent {name!r} is {agent.state} and does not accept messages"
-                + ("; resume it first" if agent.state != "error" else ""),
-                code=f"agent_{agent.state}")
+        if agent.state in AgentNotAccepting.STATES:
+            raise AgentNotAccepting.of(name, agent.state)
         return agent
 
     def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,

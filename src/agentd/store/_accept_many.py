@@ -90,17 +90,11 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
             got = _accept_checked(tx, [items[i] for i in keep],
                                   run_ids=[run_ids[i] for i in keep], now=now,
                                   dialect=dialect, also_many=inner, start=start)
-            out: list[Accepted | Exception] = [refused.get(item.agent_id, _KEPT)
-                                               for item in items]
-            for j, i in enumerate(keep):
-                out[i] = got[j]
-            return out
+            kept = iter(got)
+            return [refused[item.agent_id] if item.agent_id in refused else next(kept)
+                    for item in items]
     return _accept_checked(tx, items, run_ids=run_ids, now=now, dialect=dialect,
                            also_many=also_many, start=start)
-
-
-#: (A placeholder of a kept message's outcome, replaced before returning.)
-_KEPT = RuntimeError("not accepted")
 
 
 def _accept_checked(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str],

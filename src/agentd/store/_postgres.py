@@ -62,7 +62,7 @@ def _translate(sql: str) -> str:
 #: encoding follows the server's), and the daemon failed at start saying
 #: ``synchronous_commit = b'on' after being set to on`` (found by the compose test's
 #: PostgreSQL). PostgreSQL stores the bytes it is given in such a database as they are.
-_CONNECT = {"client_encoding": "utf8"}
+_CLIENT_ENCODING = "utf8"
 
 
 class PostgresEngine(Engine):
@@ -90,7 +90,8 @@ class PostgresEngine(Engine):
 
     async def start(self) -> None:
         pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_max, open=False,
-                              kwargs={"autocommit": False, **_CONNECT},
+                              kwargs={"autocommit": False,
+                                      "client_encoding": _CLIENT_ENCODING},
                               configure=self._configure)
         await asyncio.to_thread(pool.open, True, 10.0)
         try:
@@ -160,7 +161,7 @@ class PostgresEngine(Engine):
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, client_encoding=_CONNECT["client_encoding"])
+                    self.url, autocommit=True, client_encoding=_CLIENT_ENCODING)
                 async with conn:
                     # (it commits nothing, but runs at the same level as the others)
                     await conn.execute(_SET_LEVEL, (self.synchronous,))

@@ -193,10 +193,6 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
         raise LeaseLost(run_id)
 
 
-#: An agent in these states accepts no message.
-NOT_ACCEPTING = ("paused", "stopped", "error")
-
-
 def not_accepting(tx: Tx, agent_ids: Sequence[str]) -> dict[str, Exception]:
     """The refusal of each of ``agent_ids`` that is gone or does not accept messages,
     read in the accepting transaction with the agents' rows locked for share
@@ -214,10 +210,8 @@ def not_accepting(tx: Tx, agent_ids: Sequence[str]) -> dict[str, Exception]:
             out[agent_id] = AgentNotFound(f"agent {agent_id!r} not found (deleted)")
             continue
         name, state = found[agent_id]
-        if state in NOT_ACCEPTING:
-            out[agent_id] = AgentNotAccepting(
-                f"agent {name!r} is {state} and does not accept messages"
-                + ("; resume it first" if state != "error" else ""), code=f"agent_{state}")
+        if state in AgentNotAccepting.STATES:
+            out[agent_id] = AgentNotAccepting.of(name, state)
     return out
 
 

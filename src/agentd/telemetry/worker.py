@@ -30,9 +30,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from agentd.telemetry.export import OtlpSender
+    from agentd.telemetry.source import SpanSource
 
 __all__ = ["ExportWorker", "Reply", "WorkerError", "main"]
 
@@ -109,14 +113,17 @@ class ExportWorker:
             while True:  # (answers to requests a cancellation left behind are skipped)
                 line = await asyncio.wait_for(proc.stdout.readline(), _REPLY_S)
                 if not line:
-                    raise WorkerError(f"the export worker exited ({await _end(proc)})")
+                    raise WorkerError(f"the export worker exited ({await _end(proc, 1.0)})")
                 answer = orjson.loads(line)
+                if not isinstance(answer, dict):
+                    raise WorkerError(f"the export worker answered {line[:100]!r}")
                 if answer.get("seq") == seq:
                     break
         except (OSError, TimeoutError, orjson.JSONDecodeError) as exc:
             await _end(proc)
             raise WorkerError(f"the export worker failed: {exc!r}") from exc
         except WorkerError:
+            await _end(proc)
             self._proc = None
             raise
         return Reply(runs=[(str(r[0]), float(r[1])) for r in answer.get("runs") or ()],
@@ -147,7 +154,7 @@ async def _end(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> str:
 # -- the worker process ------------------------------------------------------------------
 
 
-async def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
+async def _serve(out: IO[bytes]) -> int:
     from agentd.security.tokens import undumpable
     from agentd.store import Store, StoreOptions, engine_for_url
     from agentd.telemetry.export import OtlpSender
@@ -160,6 +167,13 @@ async def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
         out.write(orjson.dumps(doc) + b"\n")
         out.flush()
 
+    reader = asyncio.StreamReader(limit=_LINE_LIMIT)
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    first = await reader.readline()
+    if not first:
+        return 0
+    config = orjson.loads(first)
     traces = config["traces"]
     try:
         options = StoreOptions(synchronous=config["store"].get("synchronous"),
@@ -174,9 +188,6 @@ async def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
     capture = bool(traces.get("capture_content"))
     source = SpanSource(store, capture_content=capture, legacy=bool(traces.get("legacy")),
                         redact=Redactor(config.get("secrets") or ()) if capture else None)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     answer({"ready": True})
     try:
         while line := await reader.readline():
@@ -189,7 +200,8 @@ async def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
     return 0
 
 
-async def _export(source: Any, sender: Any, ids: list[str]) -> dict[str, Any]:
+async def _export(source: SpanSource, sender: OtlpSender, ids: list[str]
+                  ) -> dict[str, Any]:
     def failed(run_id: str, exc: BaseException) -> None:
         log.error("the spans of run %s could not be built: %r", run_id, exc)
 
@@ -217,11 +229,7 @@ def main() -> int:
                         format="agentd trace worker: %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(ValueError, IndexError, OSError):
         os.nice(int(sys.argv[1]))
-    first = sys.stdin.buffer.readline()
-    if not first:
-        return 0
-    config = orjson.loads(first)
-    return asyncio.run(_serve(config, out))
+    return asyncio.run(_serve(out))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from agentd.llm.messages import ToolSpec
 from agentd.sandbox.workspace import set_usage, usage
 
 if TYPE_CHECKING:
+    from agentd.events import ToolSandboxData
     from agentd.sandbox.context import Sandbox
     from agentd.tools.workers import WorkerPool
 
@@ -50,7 +51,7 @@ class ToolContext:
     untrusted: str | None = None
     #: Set by a tool that ran a command in a sandbox: the backend's name and, if the
     #: command was killed at a limit, why (``tool.finished``'s ``sandbox``).
-    sandboxed: dict[str, str] | None = None
+    sandboxed: ToolSandboxData | None = None
     #: Cleared by an ``untrusted_output`` tool while it has contacted nothing (its
     #: grant and address checks): a call that fails then brought nothing from outside
     #: in, so it does not taint. True (the default) for every other failure.

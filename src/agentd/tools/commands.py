@@ -55,8 +55,9 @@ def _limits(sandbox: Sandbox, timeout_s: float | None) -> Limits:
 def _ran(ctx: ToolContext, backend: str, result: ExecResult) -> None:
     """Note the sandbox the call's command ran in (and a kill) for its ``tool.finished``
     event and its trace span."""
-    ctx.sandboxed = {"backend": backend, **({"killed": result.killed} if result.killed
-                                            else {})}
+    ctx.sandboxed = {"backend": backend}
+    if result.killed:
+        ctx.sandboxed["killed"] = result.killed
 
 
 def render(result: ExecResult, limits: Limits) -> str:
