@@ -242,3 +242,45 @@ async def test_an_offer_nobody_takes_runs_where_it_was_accepted(
         assert (await _turn(n2, "third")).status == "completed"
         assert n2.affinity.offered == 1
         await eventually(lambda: not n2.supervisor.busy)
+
+
+async def test_tenants_neither_share_nor_read_each_others_snapshots(
+        settings: Settings, tmp_path: Path, pg_url: str) -> None:
+    """The same bytes written by two tenants' agents are stored once per tenant (a
+    tenant uploading what another holds is charged the upload, and so learns nothing
+    of it), and an agent cannot list another agent's snapshot, even one another node
+    took, whose manifest this node never held."""
+    import hashlib
+
+    from agentd.errors import NotFound
+
+    async with _node(settings, tmp_path, pg_url, "n1", affinity_s=0.0) as n1, \
+            _node(settings, tmp_path, pg_url, "n2", affinity_s=0.0) as n2:
+        for name, tenant in (("one-a", "one"), ("two-b", "two")):
+            # The same content under another name: one object, two snapshots.
+            await n1.create_agent(name=name, model="scripted", tools=["write_file"],
+                                  settings={"tenant": tenant, "script": [
+                                      _write(f"{name}.txt", "the same secret"),
+                                      {"text": "ok"}]})
+            sent = await n1.send(name, "k", "write")
+            assert (await n1.wait(sent.run.id)).status == "completed"
+        digest = hashlib.sha256(b"the same secret").hexdigest()
+        rows = await n1.store.engine.read(lambda tx: tx.all(
+            "SELECT scope FROM snapshot_objects WHERE digest = ? ORDER BY scope", (digest,)))
+        assert [r[0] for r in rows] == ["one", "two"]
+
+        refs = {}
+        for name in ("one-a", "two-b"):
+            _, session = await n1.get_session(name, "k")
+            refs[name] = [e.data["ref"] for e in await n1.read_events(session.id)
+                          if e.kind == "workspace.snapshot"][-1]
+        # Its own snapshot, listed on the node that never held it.
+        assert n2.workspaces is not None
+        assert not n2.workspaces.store.has_object(refs["one-a"])
+        found = await n2.snapshot_changes("one-a", refs["one-a"])
+        assert [c["path"] for c in found["changes"]] == ["one-a.txt"]
+        # Another agent's (another tenant's): not found, on either node.
+        for rt in (n1, n2):
+            with pytest.raises(NotFound) as caught:
+                await rt.snapshot_changes("two-b", refs["one-a"])
+            assert caught.value.code == "snapshot_not_found"

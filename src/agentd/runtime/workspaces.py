@@ -56,8 +56,10 @@ from agentd.events import (
 from agentd.events.data import QuotaData
 from agentd.sandbox.snapshot_objects import (
     DirObjects,
+    ObjectMissing,
     SnapshotObjects,
     StoreObjects,
+    pull_manifest,
     pull_snapshot,
     push_snapshot,
 )
@@ -368,15 +370,24 @@ class WorkspaceKeeper:
                              code="snapshot_not_shared", retryable=True) from exc
 
     async def changes(self, agent_id: str, ref: str, against: str | None,
-                      *, limit: int = 1000) -> dict[str, Any]:
+                      *, limit: int = 1000, scope: str = "default") -> dict[str, Any]:
         """What changed from snapshot ``against`` (None: an empty workspace) to ``ref``,
         both taken of this agent's workspace (:func:`manifest_changes`). A ref the
         agent never took is ``snapshot_not_found``, even if another agent's is stored:
-        the store is shared, an agent's snapshots are not."""
+        the store is shared, an agent's snapshots are not. One taken on another node
+        is read from the shared store (its manifest only, under ``scope``)."""
         prov = await self._load(agent_id)
         for one in (ref, against):
-            if one is not None and one not in prov.marks:
+            if one is None or one in prov.marks:
+                continue
+            if self.shared is None or one not in await self.shared.marks(agent_id, [one]):
                 raise NotFound(f"the agent has no snapshot {one}", code="snapshot_not_found")
+            if not await asyncio.to_thread(self.store.has_object, one):
+                try:
+                    await pull_manifest(self.store, self.shared, scope, one)
+                except ObjectMissing:
+                    raise NotFound(f"the agent has no snapshot {one}",
+                                   code="snapshot_not_found") from None
 
         def read() -> tuple[dict[str, Any], dict[str, Any]]:
             return self.store.manifest(ref), (self.store.manifest(against) if against else {})

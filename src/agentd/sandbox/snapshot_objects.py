@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from agentd.store import Store
 
 __all__ = ["DirObjects", "ObjectCorrupt", "ObjectMissing", "SnapshotObjects", "StoreObjects",
-           "check_scope", "pull_snapshot", "push_snapshot"]
+           "check_scope", "pull_manifest", "pull_snapshot", "push_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ class SnapshotObjects(abc.ABC):
     @abc.abstractmethod
     async def get(self, scope: str, digest: str, target: Path) -> int:
         """Write object ``digest`` of ``scope`` to the new file ``target``, checked as it
-        is streamed; its size. :class:`ObjectMissing` when it is not stored,
-        :class:`ObjectCorrupt` when it does not match its name (``target`` is then
-        removed)."""
+        is streamed (not synced: the caller keeps it durably or not); its size.
+        :class:`ObjectMissing` when it is not stored, :class:`ObjectCorrupt` when it
+        does not match its name (``target`` is then removed)."""
 
     @abc.abstractmethod
     async def marks(self, agent_id: str, refs: Iterable[str]) -> dict[str, str]:
@@ -221,22 +221,39 @@ async def pull_snapshot(local: SnapshotStore, shared: SnapshotObjects, scope: st
                         ref: str) -> int:
     """Fetch into ``local`` what it lacks of the snapshot ``ref`` (under ``scope`` in
     ``shared``): its manifest first (a fresh manifest keeps what it names from the
-    local collector), then the file contents. Each is checked before it is kept;
-    :class:`ObjectMissing` or :class:`ObjectCorrupt` leave the workspace untouched
-    (nothing is restored yet). Returns the bytes fetched."""
+    local collector), then the file contents, all checked before any is kept (then
+    kept together, durably). :class:`ObjectMissing` or :class:`ObjectCorrupt` leave
+    the workspace untouched: nothing is restored yet. Returns the bytes fetched."""
     fetched = 0
     if not await asyncio.to_thread(local.has_object, ref):
         fetched += await _fetch(local, shared, scope, ref)
     entries = await asyncio.to_thread(local.manifest, ref)
-    wanted = [d for d in manifest_objects(entries)
-              if not await asyncio.to_thread(local.has_object, d)]
+
+    def lacking() -> list[str]:
+        return [d for d in manifest_objects(entries) if not local.has_object(d)]
+
+    wanted = await asyncio.to_thread(lacking)
     limit = asyncio.Semaphore(_PARALLEL)
+    parts: list[tuple[str, Path]] = []
 
     async def one(digest: str) -> int:
         async with limit:
-            return await _fetch(local, shared, scope, digest)
+            part = await asyncio.to_thread(local.incoming)
+            parts.append((digest, part))
+            return await shared.get(scope, digest, part)
 
-    return fetched + sum(await _each([one(d) for d in wanted]))
+    try:
+        fetched += sum(await _each([one(d) for d in wanted]))
+        await asyncio.to_thread(local.adopt, parts)
+    except BaseException:
+        await asyncio.to_thread(_discard, [p for _, p in parts])
+        raise
+    return fetched
+
+
+def _discard(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 async def _each(jobs: list[Coroutine[Any, Any, int]]) -> list[int]:
@@ -250,12 +267,19 @@ async def _each(jobs: list[Coroutine[Any, Any, int]]) -> list[int]:
     return [task.result() for task in tasks]
 
 
+async def pull_manifest(local: SnapshotStore, shared: SnapshotObjects, scope: str,
+                        ref: str) -> None:
+    """Fetch only the manifest of snapshot ``ref`` (enough to list its files)."""
+    if not await asyncio.to_thread(local.has_object, ref):
+        await _fetch(local, shared, scope, ref)
+
+
 async def _fetch(local: SnapshotStore, shared: SnapshotObjects, scope: str,
                  digest: str) -> int:
     part = await asyncio.to_thread(local.incoming)
     try:
         size = await shared.get(scope, digest, part)
-        await asyncio.to_thread(local.adopt, digest, part)
+        await asyncio.to_thread(local.adopt, [(digest, part)])
     except BaseException:
         await asyncio.to_thread(part.unlink, missing_ok=True)
         raise
@@ -331,7 +355,7 @@ class DirObjects(SnapshotObjects):
     async def get(self, scope: str, digest: str, target: Path) -> int:
         source = self._path(scope, _check_digest(digest))
         return await asyncio.to_thread(_copy_checked, source, target, digest,
-                                       missing=f"{scope}/{digest}")
+                                       missing=f"{scope}/{digest}", sync=False)
 
     async def marks(self, agent_id: str, refs: Iterable[str]) -> dict[str, str]:
         folder = self.root / "marks" / check_scope(agent_id)
@@ -459,11 +483,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_checked(source: Path, target: Path, digest: str, *, missing: str | None) -> int:
-    """Copy ``source`` to the new file ``target``, fsynced, checking that its content
-    hashes to ``digest``. ``missing``: the object's name when ``source`` is the shared
-    store's (its absence is :class:`ObjectMissing`; else it is the local object, whose
-    absence is an OSError)."""
+def _copy_checked(source: Path, target: Path, digest: str, *, missing: str | None,
+                  sync: bool = True) -> int:
+    """Copy ``source`` to the new file ``target`` (fsynced with ``sync``), checking that
+    its content hashes to ``digest``. ``missing``: the object's name when ``source`` is
+    the shared store's (its absence is :class:`ObjectMissing`; else it is the local
+    object, whose absence is an OSError)."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -482,7 +507,8 @@ def _copy_checked(source: Path, target: Path, digest: str, *, missing: str | Non
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(out, view):]
-            os.fsync(out)
+            if sync:
+                os.fsync(out)
         finally:
             os.close(out)
     finally:
@@ -548,7 +574,8 @@ class StoreObjects(SnapshotObjects):
     async def get(self, scope: str, digest: str, target: Path) -> int:
         check_scope(scope)
         _check_digest(digest)
-        info = await self.store.snapshot_object(scope, digest)
+        # The object's row and its first chunks in one query; the rest, if any, after.
+        info, rows = await self.store.snapshot_object_start(scope, digest, _BATCH)
         if info is None:
             raise ObjectMissing(f"snapshot object {scope}/{digest} is missing from the "
                                 "shared snapshot store")
@@ -559,7 +586,8 @@ class StoreObjects(SnapshotObjects):
         try:
             for first in range(0, info.chunks, _BATCH):
                 count = min(_BATCH, info.chunks - first)
-                rows = await self.store.snapshot_chunks(scope, digest, first, count)
+                if first:
+                    rows = await self.store.snapshot_chunks(scope, digest, first, count)
                 if [n for n, _ in rows] != list(range(first, first + count)):
                     raise ObjectCorrupt(f"snapshot object {scope}/{digest} in the shared "
                                         "snapshot store misses some of its chunks")
@@ -568,7 +596,6 @@ class StoreObjects(SnapshotObjects):
                     check.update(part)
                     size += len(part)
                 await asyncio.to_thread(_write_parts, out, parts)
-            await asyncio.to_thread(os.fsync, out)
         except BaseException:
             os.close(out)
             await asyncio.to_thread(target.unlink, missing_ok=True)

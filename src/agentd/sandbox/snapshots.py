@@ -352,23 +352,27 @@ class SnapshotStore:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / f"{secrets.token_hex(12)}.part"
 
-    def adopt(self, digest: str, path: Path) -> None:
-        """Make the complete, verified file ``path`` (from :meth:`incoming`) the object
-        ``digest``, durably. An object already here is kept and ``path`` removed."""
-        if not HEX64.fullmatch(digest):
-            raise InvalidInput(f"{digest!r} is not an object name", field="digest")
+    def adopt(self, files: Iterable[tuple[str, Path]]) -> None:
+        """Make each complete, verified file (from :meth:`incoming`) the object its
+        digest names, durably (each file synced, then each directory once). An object
+        already here is kept and its file removed."""
+        items = list(files)
+        for digest, _ in items:
+            if not HEX64.fullmatch(digest):
+                raise InvalidInput(f"{digest!r} is not an object name", field="digest")
         with self._lock.shared():
-            if self._objects.has(digest):
-                path.unlink(missing_ok=True)
-                self._objects.freshen(digest)
-                return
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             dirty: set[Path] = set()
-            self._objects.publish(path, digest, dirty)
+            for digest, path in items:
+                if self._objects.has(digest):
+                    path.unlink(missing_ok=True)
+                    self._objects.freshen(digest)
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._objects.publish(path, digest, dirty)
             sync_dirs(dirty)
 
     def _clear_incoming(self, before: float) -> None:

@@ -233,6 +233,21 @@ class SnapshotRowStore:
         return None if row is None else SnapshotObjectInfo(size=int(row[0]),
                                                            chunks=int(row[1]))
 
+    async def snapshot_object_start(self, scope: str, digest: str, count: int
+                                    ) -> tuple[SnapshotObjectInfo | None,
+                                               list[tuple[int, bytes]]]:
+        """A stored object's size and chunk count and its first ``count`` chunks, in
+        one query (None and []: not stored, or not complete)."""
+        rows = await self.engine.read(lambda tx: tx.all(
+            "SELECT o.size, o.chunks, c.n, c.data FROM snapshot_objects o "
+            "LEFT JOIN snapshot_chunks c ON c.scope = o.scope AND c.digest = o.digest "
+            "AND c.n < ? WHERE o.scope = ? AND o.digest = ? AND o.complete = 1 "
+            "ORDER BY c.n", (count, scope, digest)))
+        if not rows:
+            return None, []
+        info = SnapshotObjectInfo(size=int(rows[0][0]), chunks=int(rows[0][1]))
+        return info, [(int(n), bytes(data)) for _, _, n, data in rows if n is not None]
+
     async def snapshot_chunks(self, scope: str, digest: str, first: int, count: int
                               ) -> list[tuple[int, bytes]]:
         """Chunks ``first`` to ``first + count - 1`` of an object, as stored (a missing
