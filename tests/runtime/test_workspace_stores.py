@@ -80,3 +80,21 @@ async def test_a_shared_directory_carries_the_files_to_another_nodes_home(
         assert second.affinity.offered == 0  # (SQLite: one node at a time, no offers)
     finally:
         await second.close()
+
+
+def test_an_offer_is_read_only_from_a_note_that_is_one() -> None:
+    from agentd.runtime.affinity import RunOffer
+    from agentd.store.records import AgentChange
+
+    offer = RunOffer(origin="o_1", node="n1", run_id="r_1", session_id="s_1",
+                     agent_id="a_1")
+    back = RunOffer.from_note(offer.to_note())
+    assert back is not None
+    assert (back.origin, back.node, back.run_id, back.session_id, back.agent_id) == (
+        "o_1", "n1", "r_1", "s_1", "a_1")
+    for note in ('["offer", 1, 2]', '["offer","o","n","r","s",5]', '["offer",', "",
+                 '["other","o","n","r","s","a"]'):
+        assert RunOffer.from_note(note) is None
+    # An agent's change is never taken for an offer, nor the other way round.
+    with pytest.raises(ValueError):
+        AgentChange.from_note(offer.to_note())

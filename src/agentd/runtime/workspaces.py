@@ -30,6 +30,17 @@ Provenance (taint) is kept per workspace, not per session, because the files are
   snapshot, so a state holding any is untrusted whoever wrote it;
 - a check (before a run's first step, and before any later step once the workspace
   moved or is tainted) that cannot snapshot the workspace taints the session.
+
+In a cluster (a shared snapshot store: :mod:`agentd.sandbox.snapshot_objects`), each
+node keeps its own copy of a workspace and its own provenance record, and every
+snapshot is copied to the shared store with its mark before its event is returned
+(so before it is committed). The store records the agent's *head*, its last committed
+files and the node that committed them, with the event. Before a run starts on a node
+whose copy is not at a head another node committed, :meth:`WorkspaceKeeper.follow`
+fetches the snapshot, restores it, and takes its mark from the shared store (none
+found: untrusted); the provenance record's ``head`` is the marker of which snapshot
+this node's copy is at. A snapshot taken while another session's step may be writing
+is marked untrusted in the shared store, since that step may yet end tainted.
 """
 
 from __future__ import annotations
