@@ -43,7 +43,7 @@ def _shell(command: str) -> dict[str, object]:
     return {"tool_calls": [{"name": "shell", "arguments": {"command": command}}]}
 
 
-def test_a_run_resumed_on_another_node_finds_its_committed_files(
+def test_a_run_resumed_on_another_node_after_a_sigkill_finds_its_committed_files(
         tmp_path: Path, pg_url: str) -> None:
     a, b = _node(tmp_path, "A", pg_url), _node(tmp_path, "B", pg_url)
     try:
