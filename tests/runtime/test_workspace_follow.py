@@ -197,8 +197,13 @@ async def test_a_broken_snapshot_fails_the_run_and_changes_nothing(
             (e.seq, e.kind) for e in before]
         assert [e.kind for e in after[len(before):]] == [
             "message.user", "run.queued", "run.failed"]
-        # Node 1 holds the files: its runs go on.
+        # Node 1 holds the files: its runs go on, and its next snapshot of them puts
+        # back in the shared store what was missing or damaged (a damaged blob was
+        # removed when found); then node 2 can run the agent.
         assert (await _turn(n1, "third")).status == "completed"
+        run = await _turn(n2, "fourth")
+        assert run.status == "completed", run.error
+        assert _files(ws2) == {"a.txt": "x" * 5000}
 
 
 async def test_a_run_goes_to_the_node_holding_the_files(

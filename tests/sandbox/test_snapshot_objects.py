@@ -135,6 +135,13 @@ async def test_damaged_or_missing_objects_are_refused_and_nothing_is_left(
         await shared.get("t1", digest, out)
     assert caught.value.code == "snapshot_corrupt" and not caught.value.retryable
     assert not out.exists()
+    # The damaged object is gone from the store: the next copy of it stores it again.
+    assert await shared.present("t1", [digest]) == set()
+    with pytest.raises(ObjectMissing):
+        await shared.get("t1", digest, out)
+    assert await shared.put("t1", digest, source) == size
+    assert await shared.get("t1", digest, out) == size
+    out.unlink()
     await _remove(shared, "t1", digest)
     with pytest.raises(StoreError) as missing:  # (chunks gone: missing or corrupt)
         await shared.get("t1", digest, out)

@@ -128,7 +128,8 @@ class SnapshotObjects(abc.ABC):
         """Write object ``digest`` of ``scope`` to the new file ``target``, checked as it
         is streamed (not synced: the caller keeps it durably or not); its size.
         :class:`ObjectMissing` when it is not stored, :class:`ObjectCorrupt` when it
-        does not match its name (``target`` is then removed)."""
+        does not match its name (``target`` is then removed, and so is the damaged
+        object: the next snapshot holding that content stores it again)."""
 
     @abc.abstractmethod
     async def marks(self, agent_id: str, refs: Iterable[str]) -> dict[str, str]:
@@ -354,8 +355,13 @@ class DirObjects(SnapshotObjects):
 
     async def get(self, scope: str, digest: str, target: Path) -> int:
         source = self._path(scope, _check_digest(digest))
-        return await asyncio.to_thread(_copy_checked, source, target, digest,
-                                       missing=f"{scope}/{digest}", sync=False)
+        try:
+            return await asyncio.to_thread(_copy_checked, source, target, digest,
+                                           missing=f"{scope}/{digest}", sync=False)
+        except ObjectCorrupt:
+            await asyncio.to_thread(source.unlink, missing_ok=True)
+            _dropped(scope, digest)
+            raise
 
     async def marks(self, agent_id: str, refs: Iterable[str]) -> dict[str, str]:
         folder = self.root / "marks" / check_scope(agent_id)
@@ -475,6 +481,11 @@ class DirObjects(SnapshotObjects):
         await asyncio.to_thread(work)
 
 
+def _dropped(scope: str, digest: str) -> None:
+    log.warning("snapshot object %s/%s in the shared snapshot store was damaged: removed "
+                "(the next snapshot holding its content stores it again)", scope, digest)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -574,6 +585,15 @@ class StoreObjects(SnapshotObjects):
     async def get(self, scope: str, digest: str, target: Path) -> int:
         check_scope(scope)
         _check_digest(digest)
+        try:
+            return await self._get(scope, digest, target)
+        except ObjectCorrupt:
+            await self.store.delete_snapshot_objects(scope, [digest],
+                                                     unused_since=float("inf"))
+            _dropped(scope, digest)
+            raise
+
+    async def _get(self, scope: str, digest: str, target: Path) -> int:
         # The object's row and its first chunks in one query; the rest, if any, after.
         info, rows = await self.store.snapshot_object_start(scope, digest, _BATCH)
         if info is None:
