@@ -108,6 +108,9 @@ async def test_a_run_on_another_node_finds_the_files_where_they_were_committed(
         assert n1.workspaces.followed == 1 and n2.workspaces is not None
         assert n2.workspaces.followed == 1
 
+        # The collector (every node's, hourly) keeps what the logs refer to.
+        assert await n2.workspaces.collect(await n2.store.snapshot_refs()) == 0
+
         # A run on the node that committed last restores nothing.
         await n1.update_agent("a", {"settings": {"script": [_read("a.txt"),
                                                             {"text": "same"}]}})
