@@ -420,3 +420,32 @@ async def test_termo_routes_drop_a_removed_token_too(tmp_path: Path, store_url: 
         assert (await d.reload()).json()["applied"] == ["tokens"]
         assert (await d.call("POST", "/api/send", OPERATOR, json=body)).status_code == 401
         assert (await d.call("POST", "/api/send", LATER, json=body)).status_code == 200
+
+
+async def test_retries_and_breakers_apply_to_the_runs_that_start_next(
+        tmp_path: Path, store_url: str) -> None:
+    with StubLLMServer() as stub:
+        endpoint = f'[models.corp]\nbase_url = "{stub.base_url}"\n'
+        once = "retry_attempts = 1\n" + BASE + endpoint
+        async with daemon(tmp_path, store_url, once) as d:
+            made = await d.call("POST", "/v1/agents", json={
+                "name": "flaky", "model": "corp:m", "settings": {"on_outage": "fail"}})
+            assert made.status_code == 201, made.text
+            path = "/v1/agents/flaky/sessions/s/messages"
+            stub.enqueue(fault="http_503")
+            failed = await d.call("POST", path, json={"content": "one"})
+            assert failed.json()["status"] == "failed", failed.text
+            assert len(stub.requests) == 1  # no retry
+            d.write("retry_attempts = 3\nretry_base_s = 0.01\nretry_max_s = 0.02\n"
+                    "breaker_failures = 9\n" + BASE + endpoint)
+            assert (await d.reload()).json()["applied"] == [
+                "breaker_failures", "retry_attempts", "retry_base_s", "retry_max_s"]
+            stub.enqueue(fault="http_503")
+            stub.enqueue(fault="http_503")
+            stub.enqueue("third time lucky")
+            done = await d.call("POST", path, json={"content": "two"})
+            assert done.json()["output"] == "third time lucky", done.text
+            assert len(stub.requests) == 4
+            # The breaker the failures made keeps its count, with the new threshold.
+            [breaker] = d.runtime.kernel.breakers.values()
+            assert breaker.settings.failures == 9 and breaker.state == "closed"
