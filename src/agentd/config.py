@@ -496,7 +496,11 @@ def default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    """Daemon configuration. Every field can be set as ``AGENTD_<NAME>``."""
+    """Daemon configuration. Every field can be set as ``AGENTD_<NAME>``.
+
+    A new field is classified in :data:`agentd.assembly.reload.FIELDS`: applied by a
+    configuration reload, or read at the next start only (a test fails until it is).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="AGENTD_",
@@ -817,7 +821,12 @@ class Settings(BaseSettings):
 
 
 class ConfigFileError(ValueError):
-    """agentd.toml is not TOML, or names a setting agentd does not have."""
+    """agentd.toml is not TOML, or names a setting agentd does not have (``fields``:
+    those settings)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def settings_problem(exc: Exception) -> str:
@@ -856,7 +865,7 @@ class _TomlFile(TomlConfigSettingsSource):
                 close = difflib.get_close_matches(key, known, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigFileError(f"{path}: unknown setting(s) {', '.join(hints)}; see "
-                                  "docs/configuration.md")
+                                  "docs/configuration.md", tuple(unknown))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -38,7 +38,8 @@ def serve(home: Path, **settings: Any) -> Iterator[str]:
         for var in ("AGENTD_TOKEN", "AGENTD_TOKENS", "AGENTD_URL", "AGENTD_DATABASE_URL"):
             mp.delenv(var, raising=False)
         with LiveServer(Settings(home=home, demo_agent=False, **settings),
-                        startup_timeout_s=30) as server:
+                        startup_timeout_s=30, reload_from=lambda: Settings(
+                            home=home, demo_agent=False, **settings)) as server:
             yield server.url
 
 

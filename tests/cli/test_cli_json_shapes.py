@@ -303,6 +303,7 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "tenant set": lambda w: ["tenant", "set", "acme", "-q", "agents=5"],
     "audit list": lambda w: ["audit", "list"],
     "audit verify": lambda w: ["audit", "verify"],
+    "reload": lambda w: ["reload"],
 }
 #: Commands with --json this test does not run, and why.
 NOT_RUN = {

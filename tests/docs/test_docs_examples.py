@@ -87,6 +87,8 @@ _NODE = "needs Node.js packages from npm (the MCP Inspector / conformance suite)
 _FOLLOWS = ("follows new events until Ctrl-C (or --count of them): needs another "
             "terminal's runs")
 _OUTSIDE = "reaches a real outside address (hooks.example.com)"
+_CLUSTER = ("needs a Kubernetes cluster (there is none here): tests/deploy/test_helm.py "
+            "renders the chart with helm and validates its manifests")
 
 #: Whole pages whose blocks are not run: (page) -> why.
 PAGES_NOT_RUN: dict[str, str] = {
@@ -161,6 +163,16 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/operations.md", "podman-compose up -d"):
         "brings up compose.yaml: tests/deploy/test_compose.py does, with images built "
         "there",
+    ("docs/operations.md", "registry.example.com/agentd:0.1.0 . && podman push"): _CLUSTER,
+    ("docs/operations.md", "print(h['sandbox'], h['sandboxes'])"): _CLUSTER,
+    ("docs/operations.md", "image.tag=0.2.0 --wait"): _CLUSTER,
+    ("docs/operations.md", "kubectl -n agents rollout status"): _CLUSTER,
+    ("docs/operations.md", "pg_dump --format=custom \"$(kubectl"): _CLUSTER,
+    ("docs/operations.md", "sqlite3.connect('/var/lib/agentd/home/agentd.db').backup"):
+        _CLUSTER,
+    ("docs/operations.md", "tar -C /var/lib/agentd/home -cf -"): _CLUSTER,
+    ("docs/operations.md", "pg_restore --clean --if-exists"): _CLUSTER,
+    ("docs/operations.md", "kubectl apply -f agentd-restore.yaml"): _CLUSTER,
     ("docs/operations.md", ".backup /backups/"): "writes to /backups (the operator's)",
     ("docs/operations.md", "pg_dump -Fc"): "needs PostgreSQL",
     ("docs/protocols/a2a.md", "from a2a.client import"): _SNIPPET,

@@ -134,7 +134,10 @@ _LEFT_OUT = {("GET", "/v1/events"): "the live feed: test_the_feed_carries_only_.
              ("POST", "/v1/channels/telegram/{name}/webhook"): "public (Telegram's "
                                                                 "secret, not a token)",
              ("POST", "/v1/skills"): "a zip body: test_daemon_wide_writes_need_... (the "
-                                     "role and scope rule is DELETE's, walked here)"}
+                                     "role and scope rule is DELETE's, walked here)",
+             ("POST", "/v1/admin/reload"): "the daemon's configuration, not an agent's: "
+                                           "every kind of token in tests/server/"
+                                           "test_reload.py (an unscoped admin only)"}
 #: Operations that change who the callers are, or delete what others are about.
 _LATE = {("POST", "/v1/tokens/{name}/rotate"), ("DELETE", "/v1/tokens/{name}"),
          ("DELETE", "/v1/agents/{name}"), ("DELETE", "/v1/tenants/{name}"),

@@ -65,6 +65,8 @@ NOT_PER_AGENT = {
     ("GET", "/v1/audit/verify"): "admins only: tests/identity/test_audit.py",
     ("GET", "/metrics"): "every tenant's figures: an unscoped operator's (403 to a "
                          "scoped token): tests/telemetry/test_metrics.py",
+    ("POST", "/v1/admin/reload"): "the daemon's configuration: an unscoped admin's (403 "
+                                  "to a scoped one): tests/server/test_reload.py",
 }
 #: Bodies that get past validation, so that the handler's own check is what answers.
 BODIES: dict[tuple[str, str], Any] = {

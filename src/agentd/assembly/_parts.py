@@ -4,6 +4,7 @@ metrics (``GET /metrics``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentd.clock import SYSTEM, Clock
@@ -21,26 +22,60 @@ from agentd.version import __version__
 if TYPE_CHECKING:
     from agentd.assembly.runtime import Runtime
 
-__all__ = ["make_kernel", "make_metrics", "make_overview"]
+__all__ = ["KernelSettings", "make_kernel", "make_metrics", "make_overview"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KernelSettings:
+    """What the kernel takes from the daemon's settings (at start, and on a reload)."""
+
+    limits: dict[str, LaneLimits]
+    class_weights: dict[str, float]
+    tenant_weights: dict[str, float]
+    retry: RetryPolicy
+    breaker: BreakerSettings
+    counts_tokens: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> KernelSettings:
+        """Built and checked (ValueError naming the setting)."""
+        return cls(
+            limits={name: LaneLimits(**lim.model_dump())
+                    for name, lim in settings.providers.items()},
+            class_weights=dict(settings.priority_weights),
+            tenant_weights={name: t.weight for name, t in settings.tenants.items()},
+            retry=RetryPolicy(attempts=settings.retry_attempts,
+                              base_s=settings.retry_base_s, max_s=settings.retry_max_s),
+            breaker=BreakerSettings(failures=settings.breaker_failures,
+                                    cooldown_s=settings.breaker_cooldown_s,
+                                    max_cooldown_s=settings.breaker_cooldown_s * 10),
+            counts_tokens=any(lim.tpm for lim in settings.providers.values()))
+
+    def scheduler(self, clock: Clock) -> Scheduler:
+        return Scheduler(self.limits, class_weights=self.class_weights,
+                         tenant_weights=self.tenant_weights, clock=clock)
+
+    def apply(self, kernel: Kernel) -> None:
+        """Give a running kernel these settings (a configuration reload): the
+        scheduler's lanes and weights (nothing queued is lost), the retry policy of
+        runs that start from now, and the breakers' thresholds (each breaker keeps
+        its state and current cooldown)."""
+        kernel.scheduler.reconfigure(self.limits, class_weights=self.class_weights,
+                                     tenant_weights=self.tenant_weights)
+        kernel.counts_tokens = self.counts_tokens
+        kernel.retry = self.retry
+        kernel.breaker_settings = self.breaker
+        for breaker in kernel.breakers.values():
+            breaker.settings = self.breaker
 
 
 def make_kernel(settings: Settings, usage_total: Any, *, shared: bool,
                 clock: Clock = SYSTEM) -> Kernel:
     """The kernel every model call goes through, from the daemon's settings."""
-    kernel = Kernel(
-        Scheduler({name: LaneLimits(**lim.model_dump())
-                   for name, lim in settings.providers.items()},
-                  class_weights=settings.priority_weights,
-                  tenant_weights={name: t.weight for name, t in settings.tenants.items()},
-                  clock=clock),
-        BudgetBook(usage_total, shared=shared),
-        retry=RetryPolicy(attempts=settings.retry_attempts,
-                          base_s=settings.retry_base_s, max_s=settings.retry_max_s),
-        breaker=BreakerSettings(failures=settings.breaker_failures,
-                                cooldown_s=settings.breaker_cooldown_s,
-                                max_cooldown_s=settings.breaker_cooldown_s * 10),
-        clock=clock)
-    kernel.counts_tokens = any(lim.tpm for lim in settings.providers.values())
+    parts = KernelSettings.of(settings)
+    kernel = Kernel(parts.scheduler(clock), BudgetBook(usage_total, shared=shared),
+                    retry=parts.retry, breaker=parts.breaker, clock=clock)
+    kernel.counts_tokens = parts.counts_tokens
     return kernel
 
 

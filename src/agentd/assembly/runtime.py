@@ -41,6 +41,8 @@ from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._memory_calls import MemoryCalls
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview
+from agentd.assembly.reload import Prepare, Reloader, ReloadOutcome
+from agentd.assembly.reload import install as install_reload
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
 from agentd.autonomy.heartbeat import HeartbeatService
 from agentd.autonomy.proactive import PROACTIVE_TOOLS, ProactiveService
@@ -130,7 +132,11 @@ class Runtime(MemoryCalls):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
     def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None,
-                 *, clock: Clock = SYSTEM) -> None:
+                 *, clock: Clock = SYSTEM,
+                 reload_from: Callable[[], Settings] | None = None) -> None:
+        """``reload_from``: how a configuration reload reads the settings (the daemon
+        gives its command line's options again); default: as ``agentd serve`` with
+        none (:func:`agentd.config.load_settings`)."""
         self.settings = settings
         self.store = store
         #: The time every part decides by (:mod:`agentd.clock`): the store's, which
@@ -220,7 +226,9 @@ class Runtime(MemoryCalls):
             workers=self.workers, lease=self.lease,
             memory=MemoryForRuns(self.memory, self.entries), compactor=self.compactor)
         self.executors.tenant_budget = self.identity.tenants.budget
-        self.executors.tenant_budgets_version = lambda: self.identity.tenants.version
+        # (Call policies are cached per plan until a tenant's limits or a reload change.)
+        self.executors.tenant_budgets_version = (
+            lambda: self.identity.tenants.version + self.reloader.generation)
         #: Skills installed under the home, enabled per agent (agentd.skills).
         self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
         self.agents.checks.append(self.skills.check_settings)
@@ -321,6 +329,9 @@ class Runtime(MemoryCalls):
         self.metrics = make_metrics(self) if settings.telemetry.metrics else None
         self.housekeeper = Housekeeper(clock)
         self._register_jobs()
+        #: Configuration reloads (SIGHUP, ``POST /v1/admin/reload``): agentd.assembly.reload.
+        self.reloader = Reloader(settings, load=reload_from, audit=self.identity.audit)
+        install_reload(self, self.reloader)
 
     def _register_jobs(self) -> None:
         s, register = self.settings, self.housekeeper.register
@@ -357,14 +368,15 @@ class Runtime(MemoryCalls):
                          run=self.browsers.close_idle))
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock = SYSTEM) -> Runtime:
+    async def open(cls, settings: Settings, *, clock: Clock = SYSTEM,
+                   reload_from: Callable[[], Settings] | None = None) -> Runtime:
         # The home holds every conversation, the token and the snapshots: this user's.
         await asyncio.to_thread(ensure_home, settings.home)
         for deprecated in settings.deprecations():
             log.warning("%s", deprecated)
         store = await open_store(settings.database_url, settings.store_options(), clock=clock)
         log.info("store: %s, synchronous = %s", store.dialect, store.synchronous)
-        runtime = cls(settings, store, clock=clock)
+        runtime = cls(settings, store, clock=clock, reload_from=reload_from)
         try:
             await runtime.start()
         except BaseException:
@@ -626,6 +638,18 @@ class Runtime(MemoryCalls):
     def is_awake(self, name: str) -> bool:
         """Whether the agent named ``name`` is awake on this node."""
         return self.agents.is_awake(name)
+
+    async def reload(self, *, actor: Principal | None = None, trigger: str = "api"
+                     ) -> ReloadOutcome:
+        """Read the configuration again and apply what can change live; report what
+        needs a restart (:mod:`agentd.assembly.reload`). A configuration that cannot
+        be loaded changes nothing: :class:`~agentd.assembly.reload.ConfigInvalid`."""
+        return await self.reloader.reload(actor=actor, trigger=trigger)
+
+    def on_reload(self, fields: Sequence[str], prepare: Prepare) -> None:
+        """Have a part outside the runtime (the server's request layer) take changes
+        of the live ``fields`` on a reload (see :meth:`Reloader.on_reload`)."""
+        self.reloader.on_reload(fields, prepare)
 
     def kernel_metrics(self) -> dict[str, Any]:
         """The kernel's scheduler, breakers and budgets now (``GET /v1/kernel``)."""

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from agentd.cli._common import (
+    connect,
     echo_json,
     err,
     fail,
@@ -535,3 +536,34 @@ def state_url_given(ctx: typer.Context) -> bool:
     from agentd.cli._common import state
 
     return bool(state(ctx).url)
+
+
+def reload(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Have the daemon read agentd.toml again, without a restart (admins).
+
+    What can change live is applied at once (tokens and their scopes, tenants,
+    provider limits, named models, the policy, logging); what needs a restart is
+    listed, and the daemon goes on with what it started with. A file that cannot be
+    loaded changes nothing: the error names each field. SIGHUP does the same.
+
+    [bold]Example[/]
+      $ agentd reload
+    """
+    with connect(ctx) as client:
+        result = client.reload()
+    if as_json:
+        echo_json(result)
+        return
+    console = out()
+    if result["unchanged"]:
+        console.print(f"nothing changed: {escape(result['file'])} holds what the daemon runs")
+        return
+    console.print(f"reloaded {escape(result['file'])}")
+    console.print(f"  applied: {escape(', '.join(result['applied']) or 'nothing')}",
+                  soft_wrap=True)
+    if result["restart_required"]:
+        console.print("  needs a restart (the daemon goes on with what it started with): "
+                      f"{escape(', '.join(result['restart_required']))}", soft_wrap=True)

@@ -141,6 +141,7 @@ app.command(rich_help_panel="Daemon")(_daemon.start)
 app.command(rich_help_panel="Daemon")(_daemon.stop)
 app.command(rich_help_panel="Daemon")(_daemon.status)
 app.command(rich_help_panel="Daemon")(_daemon.console)
+app.command(rich_help_panel="Daemon")(_daemon.reload)
 app.command(rich_help_panel="Daemon")(_logs.logs)
 app.command(rich_help_panel="Daemon")(_top.top)
 

@@ -22,11 +22,13 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_identity``) over one transport (``_base``); only the names below are public.
+``_identity``, ``_admin``) over one transport (``_base``); only the names below are
+public.
 """
 
 from __future__ import annotations
 
+from agentd.client._admin import AdminAPI
 from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
 from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
@@ -53,7 +55,7 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI, ExportAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI, ExportAPI, AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

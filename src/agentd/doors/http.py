@@ -473,12 +473,19 @@ class TokenCheck:
         """``api_key_prefixes``: paths that also take the token as ``x-api-key`` (the
         header a protocol's own client sends: ``langgraph-sdk``'s)."""
         self.api_key_prefixes = api_key_prefixes
-        self.tokens = [(name, t.encode()) for name, t in tokens.items()]
-        self.principals = dict(principals or {})
         self.book = book
-        self.required = required and (bool(self.tokens) or book is not None)
+        self._required = required
+        self.configure(tokens, principals or {})
         self.exact = {p for p in public_paths if not p.endswith("*")}
         self.prefixes = tuple(p[:-1] for p in public_paths if p.endswith("*"))
+
+    def configure(self, tokens: dict[str, str], principals: Mapping[str, Principal]
+                  ) -> None:
+        """Take the configuration's tokens (at start, and on a configuration reload: a
+        token no longer listed is refused from the next request on)."""
+        self.principals = dict(principals)
+        self.tokens = [(name, t.encode()) for name, t in tokens.items()]
+        self.required = self._required and (bool(self.tokens) or self.book is not None)
 
     def presented(self, scope: Scope) -> bytes:
         """The token the request carries (empty: none). A WebSocket handshake may carry

@@ -35,14 +35,20 @@ class DaemonGrants:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.providers = frozenset(settings.member_providers)
-        self.endpoints = endpoint_providers(settings.models)
         self.private_hosts = [parse_endpoint(e)[0] for e in
                               settings.sandbox.private_endpoints]
-        self.commands = [shlex.split(entry) for entry in settings.mcp_commands]
-        self.urls = [urlsplit(entry) for entry in settings.mcp_urls]
+        self.configure(settings)
         #: The backend the daemon runs commands in (set once the sandbox has started).
         self.default_backend: Callable[[], str | None] = lambda: None
+
+    def configure(self, settings: Settings) -> None:
+        """Take ``member_providers``, ``models``, ``mcp_commands`` and ``mcp_urls`` from
+        ``settings`` (at start, and on a configuration reload); the sandbox's grants
+        stay as the daemon started (they need a restart)."""
+        self.providers = frozenset(settings.member_providers)
+        self.endpoints = endpoint_providers(settings.models)
+        self.commands = [shlex.split(entry) for entry in settings.mcp_commands]
+        self.urls = [urlsplit(entry) for entry in settings.mcp_urls]
 
     def model(self, spec: str) -> bool:
         text = spec.strip()

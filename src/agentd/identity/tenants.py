@@ -61,6 +61,13 @@ class Tenants:
             self.version += 1
         self._quotas = quotas
 
+    def configure(self, config: Mapping[str, TenantConfig]) -> None:
+        """Take the operator's tenants anew (a configuration reload): their quotas and
+        budgets count from the next check; cached budgets are dropped."""
+        self.config = dict(config)
+        self.load(list(self._rows.values()))
+        self.version += 1  # (a budget may have changed with no quota changing)
+
     # -- what the runtime asks -------------------------------------------------------
 
     def exists(self, name: str) -> bool:

@@ -169,6 +169,9 @@ class Agents:
         #: The record each plan was last checked against (records are replaced, never
         #: changed, when an agent is updated): the same record needs no new check.
         self._checked: dict[str, AgentRecord] = {}
+        #: Models of plans a reload dropped while their agent had a run here (the run
+        #: still calls them), by agent name: closed when the agent sleeps.
+        self._retired: dict[str, list[Target]] = {}
         self._last_active: dict[str, float] = {}
         #: Ids of awake agents another node changed since (PostgreSQL shared by
         #: several daemons): their next use reads the record again.
@@ -304,21 +307,49 @@ class Agents:
         self._last_active.pop(agent.id, None)
         self._stale.discard(agent.id)
         self._forget_plan(agent.name)
+        self._close_later(self._retired.pop(agent.name, []))
         self.on_sleep(agent)
+
+    def retarget(self, endpoints: Mapping[str, ProviderInfo], busy: set[str]) -> list[str]:
+        """Take the operator's named endpoints anew (a configuration reload). The plans
+        of awake agents whose models (or fallbacks) name an endpoint that was added,
+        changed or removed are dropped: their next message or run resolves them again
+        with the new endpoints. The models of an agent with a run held here (``busy``:
+        agent ids) stay open until it sleeps, since that run still calls them. Returns
+        the names of the agents whose plans were dropped."""
+        changed = {name for name in {*self.endpoints, *endpoints}
+                   if self.endpoints.get(name) != endpoints.get(name)}
+        self.endpoints = dict(endpoints)
+        dropped = sorted(name for name, plan in self._plans.items()
+                         if any(t.model.spec.partition(":")[0] in changed
+                                for t in plan.targets))
+        for name in dropped:
+            agent = self._by_name.get(name)
+            if agent is not None and agent.id in busy:
+                self._checked.pop(name, None)
+                self._retired.setdefault(name, []).extend(self._plans.pop(name).targets)
+            else:
+                self._forget_plan(name)
+        return dropped
 
     def _forget_plan(self, name: str) -> None:
         self._checked.pop(name, None)
         plan = self._plans.pop(name, None)
-        for target in plan.targets if plan is not None else ():
+        self._close_later(plan.targets if plan is not None else [])
+
+    @staticmethod
+    def _close_later(targets: list[Target]) -> None:
+        for target in targets:
             task = asyncio.create_task(target.model.aclose())
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def close(self) -> None:
         """Close every awake agent's model clients."""
-        for plan in self._plans.values():
-            for target in plan.targets:
+        for targets in [*(p.targets for p in self._plans.values()), *self._retired.values()]:
+            for target in targets:
                 await target.model.aclose()
         self._plans.clear()
+        self._retired.clear()
         self._checked.clear()
 
     # -- definitions -------------------------------------------------------------------

@@ -127,6 +127,19 @@ class LaneLimits:
 _UNLIMITED = LaneLimits()
 
 
+def _rebucket(old: _Bucket | None, per_minute: float | None, burst_s: float, floor: float,
+              now: float) -> _Bucket | None:
+    """A lane's bucket for a new rate: the old one's level (debt included) carried over,
+    at most the new capacity; None for no rate."""
+    if not per_minute:
+        return None
+    bucket = _Bucket(per_minute, burst_s, floor, now)
+    if old is not None:
+        old.refill(now)
+        bucket.level = min(old.level, bucket.capacity)
+    return bucket
+
+
 class _Bucket:
     """A token bucket that may go into debt (a call bigger than it, or under-estimated)."""
 
@@ -309,6 +322,22 @@ class _Lane:
         self.granted = 0
         self.waited = 0
         self.waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
+
+    def set_limits(self, limits: LaneLimits) -> None:
+        """Take new limits (a configuration reload), keeping the calls queued and in
+        flight: in-flight calls count against the new concurrency (a lower one admits
+        nothing until enough end); a rate bucket keeps its level, cut to its new
+        capacity (a reload is no fresh burst); a new rate starts with a full bucket,
+        as a new lane does. The queue is served at once under the new limits."""
+        now = self.clock.monotonic()
+        self.limits = limits
+        self.concurrency = limits.concurrency
+        self.reserve = limits.reserve
+        self.rpm = _rebucket(self.rpm, limits.rpm, limits.burst_s, 1.0, now)
+        self.tpm = _rebucket(self.tpm, limits.tpm, limits.burst_s, 0.0, now)
+        self.unlimited = limits.concurrency is None and self.rpm is None and self.tpm is None
+        if self.root.backlog:
+            self.dispatch()
 
     # -- admission --------------------------------------------------------------------
 
@@ -574,6 +603,28 @@ class Scheduler:
                                 for key, value in (tenant_weights or {}).items()}
         self._lanes = {name: _Lane(name, lane_limits, clock)
                        for name, lane_limits in self._limits.items()}
+
+    def reconfigure(self, limits: Mapping[str, LaneLimits] | None = None, *,
+                    class_weights: Mapping[str, float] | None = None,
+                    tenant_weights: Mapping[str, float] | None = None) -> None:
+        """Take new limits and weights (a configuration reload) without losing a call.
+
+        Everything is checked before anything changes (the errors of the constructor,
+        nothing changed). Each lane takes its new limits as :meth:`_Lane.set_limits`
+        says, queued calls staying in their place; a lane whose limits were removed
+        keeps its queued calls and admits them without limits, while new calls of that
+        model go to its provider's lane. Weights count for calls queued from now on.
+        """
+        checked = Scheduler(limits, class_weights=class_weights,
+                            tenant_weights=tenant_weights, clock=self.clock)
+        self._limits = checked._limits
+        self._class_weights = checked._class_weights
+        self._tenant_weights = checked._tenant_weights
+        for name, lane in self._lanes.items():
+            lane.set_limits(self._limits.get(name, _UNLIMITED))
+        for name, lane_limits in self._limits.items():
+            if name not in self._lanes:
+                self._lanes[name] = _Lane(name, lane_limits, self.clock)
 
     def lane_for(self, provider: str, model: str) -> str:
         """The lane of a model: ``provider:model`` if it has limits, else ``provider``."""

@@ -12,8 +12,9 @@ operator    also the operator-only settings (model URLs and key variables, sandb
             backends and limits above the defaults, private network grants, MCP
             commands and URLs, channel variables), daemon-wide skills and the
             daemon's metrics (``/metrics``; with a scope of every agent only)
-admin       also tenants and their quotas, the audit log, tokens of any role (these
-            three with a scope of every agent only: a scoped admin has none of them)
+admin       also tenants and their quotas, the audit log, tokens of any role, reloading
+            the daemon's configuration (these four with a scope of every agent only: a
+            scoped admin has none of them)
 ==========  ===========================================================================
 
 A principal is a role plus a scope (:class:`~agentd.security.access.Access`: which
@@ -44,7 +45,7 @@ Role = Literal["viewer", "member", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "member", "operator", "admin")
 
 Right = Literal["read", "use", "configure_host", "metrics", "manage_tenants",
-                "read_audit", "any_token"]
+                "read_audit", "any_token", "reload_config"]
 #: The weakest role holding each right.
 RIGHTS: dict[Right, Role] = {
     "read": "viewer",
@@ -54,6 +55,7 @@ RIGHTS: dict[Right, Role] = {
     "manage_tenants": "admin",
     "read_audit": "admin",
     "any_token": "admin",
+    "reload_config": "admin",
 }
 
 #: Rights over every tenant at once: a scoped token never holds them, whatever its
@@ -61,7 +63,7 @@ RIGHTS: dict[Right, Role] = {
 #: change their quotas and make itself an unscoped admin token; the metrics count
 #: every tenant's runs, tokens and costs).
 DAEMON_WIDE: frozenset[Right] = frozenset({"manage_tenants", "read_audit", "any_token",
-                                           "metrics"})
+                                           "metrics", "reload_config"})
 
 TOKEN_PREFIX = "agd_"
 _ID_CHARS = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: read aloud, typed

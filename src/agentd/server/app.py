@@ -320,14 +320,45 @@ def _record_refusal(scope: Scope, error: AgentdError, reason: str | None = None)
         details={"status": error.status, "code": error.code})
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app. The runtime opens in the lifespan unless one is passed in."""
+def _reload_tokens(app: FastAPI, runtime: Runtime) -> None:
+    """The request layer's part of a configuration reload: the configuration's tokens,
+    their roles and scopes (a token taken out is refused from the next request), and
+    termo-agent's routes' own copy of them and of ``max_message_bytes``."""
+
+    def prepare(new: Settings) -> Callable[[], object]:
+        tokens = new.named_tokens()
+        if not tokens:
+            tokens[BOOTSTRAP] = ensure_token(new.home)
+        principals = config_principals(new, tokens)
+
+        def apply() -> None:
+            app.state.token_check.configure(tokens, principals)
+            app.state.principals = principals
+            app.state.scopes = Scopes(new.access)
+            runtime.identity.configure_tokens(principals)
+            termo = getattr(app.state, "termo", None)
+            if termo is not None:
+                termo.reconfigure(new, tokens, principals)
+        return apply
+
+    runtime.on_reload(("token", "tokens", "admin_tokens", "access", "max_message_bytes"),
+                      prepare)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None, *,
+               reload_from: Callable[[], Settings] | None = None) -> FastAPI:
+    """Build the app. The runtime opens in the lifespan unless one is passed in;
+    ``reload_from``: how its configuration reloads read the settings (the daemon's,
+    with its command line's options)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
-        rt = await Runtime.open(settings) if runtime is None else runtime
+        rt = (await Runtime.open(settings, reload_from=reload_from) if runtime is None
+              else runtime)
         rt.identity.configure_tokens(app.state.principals)
+        if owned:
+            _reload_tokens(app, rt)
         app.state.runtime = rt
         try:
             termo = getattr(app.state, "termo", None)
@@ -384,6 +415,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                        api_key_prefixes=(langgraph_door.PREFIX + "/",),
                        principals=principals, book=_named_tokens)
     app.state.token_check = check
+    if runtime is not None and hasattr(runtime, "on_reload"):
+        _reload_tokens(app, runtime)
     app.state.scopes = Scopes(settings.access)
     app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
@@ -447,6 +480,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(routes.identity.token_router)
     app.include_router(routes.identity.tenant_router)
     app.include_router(routes.identity.audit_router)
+    app.include_router(routes.admin.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
     if settings.console:

@@ -2,7 +2,9 @@
 
 SIGTERM or SIGINT stops taking new runs, lets running steps finish for up to
 ``shutdown_grace_s``, interrupts what is left (queued runs stay queued and start
-again with the next daemon), closes every stream and exits 0.
+again with the next daemon), closes every stream and exits 0. SIGHUP reloads the
+configuration (:mod:`agentd.assembly.reload`: what changes live is applied, what needs
+a restart is logged, a file that cannot be loaded changes nothing and is logged).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import gc
 import ipaddress
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import IO, Any
 
@@ -22,7 +28,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from agentd.config import ConfigFileError, Settings, load_settings, settings_problem
-from agentd.errors import InvalidInput
+from agentd.errors import AgentdError, InvalidInput
 from agentd.security.tokens import ensure_home, read_token, undumpable
 from agentd.server.app import create_app
 from agentd.telemetry.follower import resolve as resolve_traces
@@ -61,10 +67,43 @@ class GracefulServer(uvicorn.Server):
         super().__init__(config)
         self._app_state = app_state
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)  # type: ignore[arg-type]
+        # (Signals reach the main thread only: a server run in a thread of a test or
+        # an embedding program reloads through the API.)
+        hup = threading.current_thread() is threading.main_thread()
+        if hup:
+            self._loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await super().serve(sockets)  # type: ignore[arg-type]
+        finally:
+            if hup:
+                self._loop.remove_signal_handler(signal.SIGHUP)
+
+    def request_reload(self) -> None:
+        """Reload the configuration (what SIGHUP does); the outcome is logged."""
+        task = asyncio.get_running_loop().create_task(self._reload(), name="agentd-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        # A signal during start-up waits for the runtime (the start may have read the
+        # file before it changed); the runtime serialises reloads.
+        while (runtime := getattr(self._app_state, "runtime", None)) is None:
+            if self.should_exit:
+                return
+            await asyncio.sleep(0.1)
+        if self.should_exit:
+            log.warning("SIGHUP while stopping: the configuration is not reloaded")
+            return
+        try:
+            await runtime.reload(trigger="SIGHUP")
+        except AgentdError:
+            pass  # (logged by the reload, with what is wrong; nothing changed)
+        except Exception:
+            log.exception("the configuration reload failed")
 
     def request_exit(self) -> None:
         """Begin a graceful shutdown (thread-safe): what SIGTERM does."""
@@ -94,6 +133,23 @@ def _configure_logging(settings: Settings) -> Redactor:
     return redactor
 
 
+def _loopback_only(settings: Settings) -> str | None:
+    """Without a token (``auth = "none"``) the daemon listens on a loopback address
+    only: the host asked for when it was changed, else None."""
+    if settings.auth_enabled or _is_loopback(settings.host):
+        return None
+    asked, settings.host = settings.host, "127.0.0.1"
+    return asked
+
+
+def _load(host: str | None, port: int | None, termo: dict[str, Any] | None) -> Settings:
+    """The settings as this daemon reads them, at start and on every reload: the
+    command line's options over the rest (a reload compares like with like)."""
+    settings = load_settings(host=host, port=port, termo=termo)
+    _loopback_only(settings)
+    return settings
+
+
 def run(host: str | None = None, port: int | None = None,
         termo: dict[str, Any] | None = None) -> int:
     """Serve until a signal; return the process exit code. ``termo``: the ``[termo]``
@@ -110,6 +166,7 @@ def run(host: str | None = None, port: int | None = None,
     except InvalidInput as exc:
         print(f"agentd: invalid settings: {exc}", file=sys.stderr)
         return 2
+    asked = _loopback_only(settings)
     redactor = _configure_logging(settings)
     # At once: the checks and the store's opening below take seconds on a first start
     # (it was silent for about 9 s).
@@ -123,10 +180,9 @@ def run(host: str | None = None, port: int | None = None,
         log.warning("could not make the daemon non-dumpable; processes of its user may "
                     "read its environment in /proc")
     if not settings.auth_enabled:
-        if not _is_loopback(settings.host):
+        if asked is not None:
             log.warning("auth = \"none\": binding to 127.0.0.1 instead of %s; use tokens "
-                        "to listen on other interfaces", settings.host)
-            settings.host = "127.0.0.1"
+                        "to listen on other interfaces", asked)
         log.warning("AUTH IS OFF (auth = \"none\"): anything that can connect to %s:%d "
                     "may use the API without a token. Deciding approvals and changing "
                     "agents' settings still need the token (%s).", settings.host,
@@ -138,7 +194,8 @@ def run(host: str | None = None, port: int | None = None,
     lock = _lock_home(settings)
     if lock is None:
         return 1
-    app = create_app(settings)
+    load: Callable[[], Settings] = partial(_load, host, port, termo)
+    app = create_app(settings, reload_from=load)
     redactor.add(read_token(settings.home))  # (the bootstrap token create_app made)
     config = uvicorn.Config(
         app,

@@ -32,6 +32,7 @@ __all__ = [
     "Health",
     "MessageIn",
     "OverviewOut",
+    "ReloadOut",
     "RestoreIn",
     "RestoreOut",
     "RunOut",
@@ -510,3 +511,18 @@ class SnapshotChangesOut(BaseModel):
     changes: list[SnapshotChange] = Field(description="Paths in order, at most 1,000.")
     counts: dict[str, int] = Field(description="{added, removed, modified}: all of them.")
     truncated: bool = Field(description="More changes than listed.")
+
+
+class ReloadOut(BaseModel):
+    """What ``POST /v1/admin/reload`` did (docs/operations.md, "Reloading the
+    configuration")."""
+
+    applied: list[str] = Field(description=(
+        "Settings the file changed that are now in effect, as paths "
+        "(`providers.openai.rpm`, `tenants.acme`, `tokens`, `policy.rules`), sorted."))
+    restart_required: list[str] = Field(description=(
+        "Settings the file changed that take effect at the next start only: the daemon "
+        "goes on with the values it started with (`port`, `database_url`, `sandbox.backend`)."))
+    unchanged: bool = Field(description="True when the file holds what the daemon runs.")
+    file: str = Field(description="The agentd.toml read (it may not exist: defaults and the "
+                                  "environment only).")

@@ -29,7 +29,8 @@ from agentd.logcontext import CURRENT, LogContext
 if TYPE_CHECKING:
     from agentd.config import Settings
 
-__all__ = ["REDACTED", "JsonFormatter", "Redactor", "TextFormatter", "known_secrets"]
+__all__ = ["REDACTED", "JsonFormatter", "Redactor", "TextFormatter", "known_secrets",
+           "level_of", "reconfigure"]
 
 #: What a secret is replaced with.
 REDACTED = "<redacted>"
@@ -180,3 +181,45 @@ class JsonFormatter(logging.Formatter):
                     "trace_id": context.trace_id}
             line.update(self._ids)
         return orjson.dumps(line).decode()
+
+
+#: uvicorn's loggers, whose level the daemon sets with the root's (``log_level``).
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def level_of(name: str) -> int:
+    """The logging level ``log_level`` names (any case); ValueError for no level."""
+    level = logging.getLevelName(name.strip().upper())
+    if not isinstance(level, int):
+        raise ValueError(f"{name!r} is no log level; use DEBUG, INFO, WARNING, ERROR or "
+                         "CRITICAL")
+    return level
+
+
+def reconfigure(level: str | None = None, log_format: str | None = None,
+                secrets: Iterable[str] = ()) -> int:
+    """Apply a changed ``log_level`` and ``[telemetry] log_format`` to the running
+    process (a configuration reload; None: unchanged): the root logger's level and
+    uvicorn's, and the format of the daemon's handlers (those with a
+    :class:`TextFormatter` or :class:`JsonFormatter`), each keeping its redactor,
+    which learns ``secrets`` (the tokens and keys the new configuration names).
+    Other handlers are left alone. Returns how many handlers are the daemon's."""
+    if level is not None:
+        number = level_of(level)
+        logging.getLogger().setLevel(number)
+        for name in _SERVER_LOGGERS:
+            logger = logging.getLogger(name)
+            if logger.level != logging.NOTSET:
+                logger.setLevel(number)
+    wanted = None if log_format is None else (
+        JsonFormatter if log_format == "json" else TextFormatter)
+    found = 0
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if not isinstance(formatter, TextFormatter | JsonFormatter):
+            continue
+        found += 1
+        formatter.redactor.add(*secrets)
+        if wanted is not None and type(formatter) is not wanted:
+            handler.setFormatter(wanted(formatter.redactor))
+    return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -28,7 +29,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, *, startup_timeout_s: float = 15.0) -> None:
+    """``reload_from``: how a configuration reload reads the settings (default: as
+    ``agentd serve`` with no options would); give the same settings again to have a
+    reload find nothing changed."""
+
+    def __init__(self, settings: Settings, *, startup_timeout_s: float = 15.0,
+                 reload_from: Callable[[], Settings] | None = None) -> None:
         from agentd.server.app import create_app
         from agentd.server.daemon import GracefulServer
 
@@ -41,7 +47,7 @@ class LiveServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(settings)
+        app = create_app(settings, reload_from=reload_from)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5)

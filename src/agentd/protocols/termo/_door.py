@@ -113,15 +113,10 @@ class Termo:
         self.timeout_s = settings.adapters.timeout_s
         self.max_body = settings.max_body_bytes
         self.max_message = settings.max_message_bytes
-        named = dict(tokens)
-        known = dict(principals or {})
-        if config.token:
-            named["termo"] = config.token
-            # termo-agent's token: a member of this one agent, on these routes only.
-            known["termo"] = Principal(name="termo", role="member", access=scope_access(
-                "termo", agents=[self.agent]))
-        self.check = TokenCheck(named, settings.public_paths,
-                                required=settings.auth_enabled, principals=known, book=book)
+        self.token = config.token
+        named, known = self._tokens(tokens, principals or {})
+        self.check = TokenCheck(named, settings.public_paths, principals=known,
+                                required=settings.auth_enabled, book=book)
         self._adapter: Any = None
         self._extras: list[ExtraRoute] = []
         self._prefixes: tuple[str, ...] = ()
@@ -145,6 +140,25 @@ class Termo:
             (re.compile(r"/api/memory/search"), {"POST": self.search_memory})]
 
     # -- start-up -------------------------------------------------------------------
+
+    def _tokens(self, tokens: dict[str, str], principals: Mapping[str, Principal]
+                ) -> tuple[dict[str, str], dict[str, Principal]]:
+        named = dict(tokens)
+        known = dict(principals)
+        if self.token:
+            named["termo"] = self.token
+            # termo-agent's token: a member of this one agent, on these routes only.
+            known["termo"] = Principal(name="termo", role="member", access=scope_access(
+                "termo", agents=[self.agent]))
+        return named, known
+
+    def reconfigure(self, settings: Settings, tokens: dict[str, str],
+                    principals: Mapping[str, Principal]) -> None:
+        """Take what a configuration reload changes of these routes: the daemon's
+        tokens and ``max_message_bytes`` (the rest of ``[termo]`` needs a restart)."""
+        named, known = self._tokens(tokens, principals)
+        self.check.configure(named, known)
+        self.max_message = settings.max_message_bytes
 
     async def prepare(self, runtime: Any) -> None:
         """Create the agent (or point it at the adapter), keep it awake (its adapter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentd.server.routes import (
+    admin,
     agents,
     approvals,
     channels,
@@ -29,7 +30,7 @@ from agentd.server.routes import (
     webhooks,
 )
 
-__all__ = ["agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
+__all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
            "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics", "overview",
            "run_list", "runs", "schedules", "sessions", "skills", "snapshots", "subtasks",
            "tools", "usage", "webhooks"]

@@ -218,7 +218,9 @@ export async function render(root, params, ctx) {
   });
 
   await refresh();
-  if (!view.summary && !view.pollOk) {
+  // Nothing came back at all: say what the page waits for. (Either half may have been drawn
+  // before the daemon went away: the list can arrive before the summary fails.)
+  if (!view.summary && !view.pollOk && view.listKey === "") {
     list.replaceChildren(h("p.empty", "Waiting for the daemon…"));
   }
   return () => {
