@@ -271,6 +271,18 @@ class SandboxConfig(_Strict):
     snapshot_budget_mb: int = Field(default=8192, ge=0)
     #: How often snapshot objects no log refers to are deleted (0: never).
     snapshot_gc_s: float = Field(default=3600.0, ge=0)
+    #: Where snapshots are kept so that a run resumed on any node finds its agent's
+    #: files: ``local`` (each node's home: one node), ``store`` (the database: every
+    #: node of a PostgreSQL cluster reads it), ``path`` (``snapshot_path``, a directory
+    #: every node mounts); ``auto``: ``store`` on PostgreSQL, else ``local``.
+    snapshot_store: Literal["auto", "local", "path", "store"] = "auto"
+    #: The directory every node mounts (an absolute path), for ``snapshot_store =
+    #: "path"``.
+    snapshot_path: Path | None = None
+    #: With a shared snapshot store: how long a run accepted by one node waits for the
+    #: node holding its agent's files to start it, before it starts where it was
+    #: accepted (0: runs start where they are accepted).
+    affinity_s: float = Field(default=1.0, ge=0, le=60)
     #: When the daemon is root, each agent's commands run as a uid (and gid) of its
     #: own, from ``uid_base`` to ``uid_base + uid_count - 1``; none is ever given to
     #: a second agent. Choose a range no host user or group has.
@@ -284,6 +296,26 @@ class SandboxConfig(_Strict):
     #: Connections one agent holds at once through its proxies (its commands, MCP
     #: servers and browser together); past it, the proxy answers 503.
     egress_max_per_agent: int = Field(default=64, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _snapshot_path(self) -> SandboxConfig:
+        if self.snapshot_store == "path":
+            if self.snapshot_path is None:
+                raise ValueError('sandbox.snapshot_store = "path" needs sandbox.'
+                                 "snapshot_path: a directory every node mounts")
+            if not self.snapshot_path.is_absolute():
+                raise ValueError("sandbox.snapshot_path must be an absolute path, not "
+                                 f"{str(self.snapshot_path)!r}")
+        elif self.snapshot_path is not None:
+            raise ValueError('sandbox.snapshot_path is read only with snapshot_store = '
+                             f'"path" (it is {self.snapshot_store!r})')
+        return self
+
+    def snapshots_shared(self, dialect: str) -> Literal["local", "path", "store"]:
+        """Where snapshots are kept with this database (``auto`` decided)."""
+        if self.snapshot_store == "auto":
+            return "store" if dialect == "postgresql" else "local"
+        return self.snapshot_store
 
     @model_validator(mode="after")
     def _uid_range(self) -> SandboxConfig:

@@ -65,6 +65,7 @@ from agentd.memory.consolidation import Consolidator
 from agentd.memory.entries import MemoryEntries
 from agentd.memory.runs import MemoryForRuns
 from agentd.memory.tools import MEMORY_TOOLS
+from agentd.runtime.affinity import Affinity
 from agentd.runtime.agent_settings import warn_invalid_settings
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
@@ -81,7 +82,7 @@ from agentd.runtime.runs import MODES, Also, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
-from agentd.runtime.workspaces import WorkspaceKeeper
+from agentd.runtime.workspaces import WorkspaceKeeper, shared_snapshots
 from agentd.sandbox.caps import TenantCaps
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
@@ -163,10 +164,12 @@ class Runtime(MemoryCalls):
 
         # -- the machinery every service shares ---------------------------------------
         sandbox = settings.sandbox
-        #: Workspace snapshots (None: switched off in the config).
-        self.workspaces = (WorkspaceKeeper(settings.home / "snapshots",
-                                           max_bytes=sandbox.snapshot_max_mb << 20)
-                           if sandbox.snapshots else None)
+        #: Workspace snapshots (None: switched off in the config), and where every node
+        #: reads them (``[sandbox] snapshot_store``).
+        self.workspaces = (WorkspaceKeeper(
+            settings.home / "snapshots", max_bytes=sandbox.snapshot_max_mb << 20,
+            shared=shared_snapshots(sandbox, store), node_id=settings.node_id,
+            heads=store.workspace_head) if sandbox.snapshots else None)
         #: Connections to agents' MCP servers (``settings.mcp``).
         self.mcp = MCPManager()
         #: Sandbox backends, limits and persistent shells for commands.
@@ -255,6 +258,16 @@ class Runtime(MemoryCalls):
                                   cancel_later=self.runs.cancel_in_background, clock=clock)
         self.follower = LogFollower(store, self.bus,
                                     on_agent_change=self.agents.changed_elsewhere)
+        #: Runs offered to the node holding their agent's files (runtime/affinity.py).
+        self.affinity = Affinity(
+            store, node_id=settings.node_id, window_s=sandbox.affinity_s, clock=clock,
+            submit=lambda session, run, agent: self.supervisor.submit(session, run,
+                                                                      agent_id=agent))
+        if self.workspaces is not None and self.workspaces.shared is not None:
+            self.executors.affinity = self.affinity
+            self.executors.agent_busy = self.supervisor.running_agent
+            self.runs.elsewhere = self.executors.elsewhere
+            self.follower.on_note = self.affinity.heard
         #: Child runs a run starts and waits on; calls to other agents.
         self.subtasks = Subtasks(store, bus=self.bus, runs=self.runs, agents=self.agents,
                                  histories=self.histories, exclusive=self.exclusive)
@@ -424,6 +437,7 @@ class Runtime(MemoryCalls):
         await self.webhooks.stop()
         await self.telegram.close()
         await self.follower.stop()
+        await self.affinity.close()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
         await self.subtasks.close()

@@ -478,6 +478,9 @@ class WorkspaceSnapshotData(TypedDict):
     quota_exceeded: NotRequired[QuotaData]
     skipped: NotRequired[list[str]]
     xattrs: NotRequired[list[str]]
+    #: When it was taken, by the clock of the node that took it (orders two sessions'
+    #: snapshots committed in the other order: the agent's workspace head).
+    taken_at: NotRequired[float]
 
 
 class WorkspaceRestoredData(TypedDict):
@@ -490,6 +493,11 @@ class WorkspaceRestoredData(TypedDict):
     shared: NotRequired[str]
     note: NotRequired[str]
     error: NotRequired[ErrorData]
+    #: Why the files were put back when no one asked (``followed``: the agent's last
+    #: committed files were made on another node), and that node.
+    reason: NotRequired[str]
+    node: NotRequired[str | None]
+    taken_at: NotRequired[float]
 
 
 class ToolsUnavailableData(TypedDict):

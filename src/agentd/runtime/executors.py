@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from agentd.config import PRIORITIES, Budget, Settings
-from agentd.errors import Conflict, InvalidInput, InvalidModel
-from agentd.events import ToolsUnavailable
+from agentd.errors import AgentdError, Conflict, InvalidInput, InvalidModel, StoreError
+from agentd.events import ToolsUnavailable, WorkspaceRestored
+from agentd.runtime.affinity import Affinity
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
@@ -28,7 +30,7 @@ from agentd.runtime.runlog import RunLog
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
-from agentd.store import Lease, NewEvent, Store
+from agentd.store import Lease, NewEvent, Store, WorkspaceHead
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools.mcp import MCPManager
@@ -133,6 +135,10 @@ class ExecutorFactory:
         #: that changes whenever they may have (call policies are cached on it).
         self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
         self.tenant_budgets_version: Callable[[], int] = lambda: 0
+        #: Offers runs to the node holding their agent's files (None: none are).
+        self.affinity: Affinity | None = None
+        #: Whether a run of the agent (by id) is under way on this node.
+        self.agent_busy: Callable[[str], bool] = lambda agent_id: False
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -144,6 +150,9 @@ class ExecutorFactory:
         start = await self._startable(run_id, prepared)
         if start is None:
             return None
+        head = await self._head(start)
+        if head is not None and await self._offered(start, prepared, head):
+            return None
         run, agent, plan = start.run, start.agent, start.plan
         history = await self.histories.get(
             run.session_id, min_seq=prepared.min_seq if prepared else None,
@@ -154,7 +163,7 @@ class ExecutorFactory:
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
         tools, notes = ([], []) if team or adapter else await self._tools(start)
-        tool_side = await self._tool_side(start, history, tools, notes)
+        tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
             return None
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
@@ -180,14 +189,89 @@ class ExecutorFactory:
                           t.name in self.child_usage_tools for t in tools) else None),
             tool_side)
 
+    def _uses_workspace(self, tools: list[Any]) -> bool:
+        memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
+        return any((not t.read_only and t.name not in memory_tools)
+                   or t.name in WORKSPACE_TOOLS for t in tools)
+
+    async def elsewhere(self, agent: AgentRecord) -> bool:
+        """Whether a run of ``agent`` is best started on another node: the one where
+        its files were last committed, if runs are offered there (read at most once a
+        second per agent)."""
+        keeper = self.workspaces
+        if (self.affinity is None or not self.affinity.on or keeper is None
+                or not self._uses_workspace(self.tools.resolve(agent.tools))):
+            return False
+        return await keeper.elsewhere(agent.id) is not None
+
+    async def _head(self, start: _Start) -> WorkspaceHead | None:
+        """The agent's workspace head when its files may have to follow it here (a
+        shared snapshot store, and tools that use the workspace); else None."""
+        keeper = self.workspaces
+        if keeper is None or keeper.shared is None or not self._uses_workspace(
+                self.tools.resolve(start.agent.tools)):
+            return None
+        return await keeper.head(start.agent.id)
+
+    async def _offered(self, start: _Start, prepared: Prepared | None,
+                       head: WorkspaceHead) -> bool:
+        """Whether the run is offered to the node holding its agent's files instead
+        of starting here: only a run accepted here with its message, not started yet,
+        and not offered already (:mod:`agentd.runtime.affinity`)."""
+        affinity, keeper = self.affinity, self.workspaces
+        if (affinity is None or keeper is None or prepared is None or prepared.started
+                or start.run.status != "queued" or not affinity.may_offer(start.run.id)):
+            return False
+        node = keeper.preferred(head)
+        if node is None:
+            return False
+        await affinity.offer(start.run, node)
+        return True
+
+    async def _follow(self, start: _Start, history: SessionHistory, workspace: Path,
+                      head: WorkspaceHead | None) -> NewEvent | bool | None:
+        """Bring the agent's workspace to its last committed state before the run (see
+        :meth:`WorkspaceKeeper.follow`): the ``workspace.restored`` event to log, None
+        when nothing was restored, False when the run failed because the files could
+        not be brought here (a missing or damaged snapshot: nothing was changed)."""
+        keeper, run = self.workspaces, start.run
+        if keeper is None or head is None:
+            return None
+        try:
+            data = await keeper.follow(
+                start.agent.id, workspace, scope=start.plan.settings.tenant,
+                seq=history.last_seq, busy=self.agent_busy(start.agent.id), head=head)
+        except AgentdError as exc:
+            if exc.retryable:
+                raise  # (the store cannot be read now: the run is left for later)
+            await self.runlog.fail(run, StoreError(
+                f"the agent's workspace could not be brought to its last committed "
+                f"state ({exc.message}); the run did not start and nothing was changed",
+                code="workspace_unavailable",
+                details={"ref": head.ref, "node": head.node, "cause": exc.code}))
+            return False
+        if data is None:
+            return None
+        if data.get("written") or data.get("removed"):
+            await self.sandboxes.prepare(workspace, agent_id=start.agent.id)
+        return NewEvent.of(WorkspaceRestored(data=data), run.id)
+
     async def _tool_side(self, start: _Start, history: SessionHistory, tools: list[Any],
-                         notes: list[NewEvent]) -> ToolSide | None:
+                         notes: list[NewEvent], head: WorkspaceHead | None = None
+                         ) -> ToolSide | None:
         """What the run's tools get: the sandbox (None, and the run failed, when the
         agent's sandbox cannot be made), the workspace and its snapshots when a tool
-        may write it, and the shell closed when the session is tainted."""
+        may write it (brought to the agent's last committed files first, when another
+        node committed them), and the shell closed when the session is tainted."""
         run, agent, plan = start.run, start.agent, start.plan
         workspace = self.agents.workspace_of(agent)
         shell_key = f"{agent.id}/{run.session_id}"
+        if tools and self._uses_workspace(tools):
+            followed = await self._follow(start, history, workspace, head)
+            if followed is False:
+                return None
+            if isinstance(followed, NewEvent):
+                notes.insert(0, followed)
         sandbox = None
         if tools:
             try:
@@ -199,17 +283,15 @@ class ExecutorFactory:
                 await self.runlog.fail(run, exc)
                 return None
         workspace_steps = None
-        memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
-        if self.workspaces is not None and any(
-                (not t.read_only and t.name not in memory_tools) or t.name in WORKSPACE_TOOLS
-                for t in tools):
+        if self.workspaces is not None and self._uses_workspace(tools):
             workspace_steps = SessionWorkspace(
                 self.workspaces, agent_id=agent.id, session_id=run.session_id,
                 workspace=workspace, history=history,
                 budget_bytes=_mb(self.settings.sandbox.snapshot_budget_mb,
                                  plan.sandbox.snapshot_budget_mb),
                 quota_bytes=_mb(self.settings.sandbox.workspace_max_mb,
-                                plan.sandbox.workspace_max_mb))
+                                plan.sandbox.workspace_max_mb),
+                scope=plan.settings.tenant)
 
         async def on_tainted() -> None:
             # Content from outside entered the session: its persistent shell, which

@@ -31,6 +31,9 @@ class LogFollower:
         self.bus = bus
         #: Told of each change another node made (the agents service's copies).
         self.on_agent_change = on_agent_change
+        #: Shown every note on the agents' channel first; True: it was its own (a run
+        #: offered to a node: :mod:`agentd.runtime.affinity`), not an agent's change.
+        self.on_note: Callable[[str], bool] = lambda note: False
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         #: Sessions whose events committed elsewhere are being read: the seq to reach.
@@ -64,6 +67,8 @@ class LogFollower:
     def agent_changed(self, note: str) -> None:
         """A change to an agent committed by any node (``note``: its announcement):
         this node's feeds get another node's; its own it published when it made them."""
+        if self.on_note(note):
+            return
         try:
             origin, change = AgentChange.from_note(note)
         except ValueError:

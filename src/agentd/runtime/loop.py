@@ -716,9 +716,12 @@ class RunExecutor(ToolSteps, BudgetSteps):
         state = Recovery.of(events)
         self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
         self._pieces = state.pieces
+        # What the run's start found (its workspace brought here, an MCP server not
+        # reached) is logged with the resume, whatever the resume leads to.
+        notes, self.notes = self.notes, []
         await self._commit([self._new(RunResumed(data={
             "reason": "taken over", "previous_owner": self.run.lease_owner,
-            "steps": self.steps}))], acquire=True)
+            "steps": self.steps})), *notes], acquire=True)
         self._took_lease()
         to_run: list[ToolCall] = []
         skipped: list[ToolFinishedData] = []

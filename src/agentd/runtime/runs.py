@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -108,6 +108,10 @@ class Runs:
         self.accepting = accepting
         self.lease_ttl_s = lease_ttl_s
         self._background: set[asyncio.Task[Any]] = set()
+        #: Whether the agent's runs are best started on another node (the one holding
+        #: its files: :mod:`agentd.runtime.affinity`); such a message's run is queued,
+        #: not started with it, so that it can be offered there.
+        self.elsewhere: Callable[[AgentRecord], Awaitable[bool]] | None = None
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
@@ -137,6 +141,8 @@ class Runs:
         sender answered at once (202) is told its run is queued, as it is.
         """
         agent = await self._sender(name, key, mode, priority)
+        if start and self.elsewhere is not None and await self.elsewhere(agent):
+            start = False
         accepted = await self.store.accept_message(
             agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority or self.agents.priority_of(agent),

@@ -161,8 +161,10 @@ class SessionOps:
         events = await self.store.read_events(session_id)
         if not any(isinstance(e.typed, WorkspaceSnapshot) for e in events):
             return None
+        agent = await self.agents.by_id(agent_id)
+        scope = (tenant_of(agent.settings) if agent is not None else None) or "_none"
         data = await keeper.restore(agent_id, self.settings.workspaces_dir / agent_id,
-                                    snapshot_at(events, seq), seq=seq)
+                                    snapshot_at(events, seq), seq=seq, scope=scope)
         await self.sandboxes.prepare(self.settings.workspaces_dir / agent_id,
                                      agent_id=agent_id)
         [record] = await self.store.append(session_id, [

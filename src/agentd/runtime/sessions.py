@@ -15,7 +15,7 @@ from agentd.runtime.session_ops import SessionOps
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper, snapshot_before
 from agentd.store import SessionPage, Store
-from agentd.store.records import AgentRecord, EventRecord, SessionRecord
+from agentd.store.records import AgentRecord, EventRecord, SessionRecord, tenant_of
 
 __all__ = ["Sessions"]
 
@@ -95,5 +95,6 @@ class Sessions(SessionOps):
                                + (f" at seq {seq}" if seq is not None else ""),
                                code="snapshot_not_found")
             against = snapshot_before(events, at)
-        found = await self.workspaces.changes(agent.id, ref, against)
+        found = await self.workspaces.changes(agent.id, ref, against,
+                                              scope=tenant_of(agent.settings) or "_none")
         return {"ref": ref, "against": against, **found}

@@ -165,6 +165,12 @@ class Supervisor:
         """Agents with a run held here (queued or under way)."""
         return {s.agent_id for s in self._sessions.values() if s.agent_id is not None}
 
+    def running_agent(self, agent_id: str) -> bool:
+        """Whether a run of the agent is under way here (an executor driving it; not
+        one queued or being built)."""
+        return any(s.active is not None and s.active.run.agent_id == agent_id
+                   for s in self._sessions.values())
+
     def executors(self) -> list[RunExecutor]:
         """The executors driving runs here now."""
         return [s.active for s in self._sessions.values() if s.active is not None]

@@ -30,6 +30,17 @@ Provenance (taint) is kept per workspace, not per session, because the files are
   snapshot, so a state holding any is untrusted whoever wrote it;
 - a check (before a run's first step, and before any later step once the workspace
   moved or is tainted) that cannot snapshot the workspace taints the session.
+
+In a cluster (a shared snapshot store: :mod:`agentd.sandbox.snapshot_objects`), each
+node keeps its own copy of a workspace and its own provenance record, and every
+snapshot is copied to the shared store with its mark before its event is returned
+(so before it is committed). The store records the agent's *head*, its last committed
+files and the node that committed them, with the event. Before a run starts on a node
+whose copy is not at a head another node committed, :meth:`WorkspaceKeeper.follow`
+fetches the snapshot, restores it, and takes its mark from the shared store (none
+found: untrusted); the provenance record's ``head`` is the marker of which snapshot
+this node's copy is at. A snapshot taken while another session's step may be writing
+is marked untrusted in the shared store, since that step may yet end tainted.
 """
 
 from __future__ import annotations
@@ -38,13 +49,15 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from agentd.errors import AgentdError, NotFound
+from agentd.config import SandboxConfig
+from agentd.errors import AgentdError, NotFound, StoreError
 from agentd.events import (
     ErrorData,
     WorkspaceRestoredData,
@@ -52,16 +65,25 @@ from agentd.events import (
     WorkspaceSnapshotData,
 )
 from agentd.events.data import QuotaData
+from agentd.sandbox.snapshot_objects import (
+    DirObjects,
+    ObjectMissing,
+    SnapshotObjects,
+    StoreObjects,
+    pull_manifest,
+    pull_snapshot,
+    push_snapshot,
+)
 from agentd.sandbox.snapshots import SnapshotStats, SnapshotStore
 from agentd.sandbox.workspace import set_usage
-from agentd.store import NewEvent
+from agentd.store import NewEvent, Store, WorkspaceHead
 from agentd.store.records import EventRecord, live_events
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
 
-__all__ = ["SessionWorkspace", "WorkspaceKeeper", "manifest_changes", "snapshot_at",
-           "snapshot_before"]
+__all__ = ["SessionWorkspace", "WorkspaceKeeper", "manifest_changes", "shared_snapshots",
+           "snapshot_at", "snapshot_before"]
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +175,49 @@ def _unkept(stats: SnapshotStats) -> str:
             + "): its provenance is unknown")
 
 
-class WorkspaceKeeper:
-    """The daemon's snapshot store and what the runtime does with it."""
+#: Reads an agent's workspace head (``Store.workspace_head``).
+HeadReader = Callable[[str], Awaitable[WorkspaceHead | None]]
 
-    def __init__(self, root: Path, *, max_bytes: int) -> None:
+
+def shared_snapshots(config: SandboxConfig, store: Store) -> SnapshotObjects | None:
+    """Where every node reads snapshots, as ``[sandbox] snapshot_store`` says (None:
+    ``local``, each node its own)."""
+    kind = config.snapshots_shared(store.dialect)
+    if kind == "store":
+        return StoreObjects(store)
+    if kind == "path":
+        assert config.snapshot_path is not None  # (the config's check)
+        return DirObjects(config.snapshot_path)
+    return None
+
+
+class WorkspaceKeeper:
+    """The daemon's snapshot store and what the runtime does with it.
+
+    Args:
+        root: this node's snapshot store (``$AGENTD_HOME/snapshots``).
+        max_bytes: a workspace larger than this is not snapshotted.
+        shared: where every node reads snapshots (None: ``snapshot_store = "local"``:
+            each node keeps its own, and no workspace follows a run to another node).
+        node_id: this node (the workspace heads it committed are its own).
+        heads: reads an agent's workspace head (needed with ``shared``).
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int, shared: SnapshotObjects | None = None,
+                 node_id: str = "", heads: HeadReader | None = None) -> None:
         self.store = SnapshotStore(root, max_bytes=max_bytes)
+        self.shared = shared if heads is not None else None
+        self.node_id = node_id
+        self._heads = heads
+        #: The last ``taken_at`` given (strictly increasing on this node).
+        self._taken = 0.0
+        #: agent -> (when read, monotonic; the node that committed its head): what
+        #: :meth:`elsewhere` answers from for a while.
+        self._nodes: dict[str, tuple[float, str | None]] = {}
+        #: Figures for /health and the benchmarks.
+        self.followed = 0
+        self.pushed_bytes = 0
+        self.pulled_bytes = 0
         # One snapshot or restore of a workspace at a time.
         self._locks: dict[str, asyncio.Lock] = {}
         self._provenance: dict[str, _Provenance] = {}
@@ -222,10 +282,17 @@ class WorkspaceKeeper:
         prov.taint = prov.taint or why
         return True
 
+    def _taken_at(self) -> float:
+        self._taken = max(time.time(), self._taken + 1e-6)
+        return round(self._taken, 6)
+
+    # complexity: one snapshot with every way its trust is decided (a check before a
+    # step, a step's own writes, what another session wrote meanwhile), kept together.
     async def snapshot(self, agent_id: str, workspace: Path, last_ref: str | None, *,
                        session_id: str = "", check: bool = False,
                        tainted: str | None = None, budget_bytes: int | None = None,
-                       quota_bytes: int | None = None) -> list[NewEvent]:
+                       quota_bytes: int | None = None, scope: str = "default"
+                       ) -> list[NewEvent]:
         """A ``workspace.snapshot`` event if the files differ from ``last_ref`` (or
         the session, clean so far, must learn that they are untrusted).
 
@@ -234,6 +301,11 @@ class WorkspaceKeeper:
         the session (the event says ``tainted``). Without ``check`` (after a step of
         ``session_id`` that may have written), the new state is as trusted as the
         session and the workspace it started from, and the step is over.
+
+        With a shared snapshot store, the snapshot and its mark are copied there
+        (under ``scope``, the agent's tenant) before this returns: a ref committed to
+        a log can be restored on any node. A copy that fails is a snapshot that
+        failed (the event has no ref, and the writer's taint stays).
         """
         async with self._lock(agent_id):
             prov = await self._load(agent_id)
@@ -242,19 +314,20 @@ class WorkspaceKeeper:
             try:
                 ref, stats = await asyncio.to_thread(
                     self.store.snapshot, workspace, cache_key=agent_id, budget=budget)
+                known = prov.marks.get(ref)
+                if not check:
+                    why = tainted or prov.taint or prov.marks.get(last_ref or "", "")
+                elif ref == prov.head or known is not None:
+                    why = known or prov.taint
+                else:
+                    why = ("files in the workspace were changed outside the agent's tools"
+                           if stats.files else prov.taint)
+                why = why or _unkept(stats)
+                await self._share(agent_id, scope, ref, why, session_id)
             except (AgentdError, OSError) as exc:
                 return [await self._failed(agent_id, session_id, workspace, prov, exc,
                                            check=check, tainted=tainted,
                                            quota_bytes=quota_bytes)]
-            known = prov.marks.get(ref)
-            if not check:
-                why = tainted or prov.taint or prov.marks.get(last_ref or "", "")
-            elif ref == prov.head or known is not None:
-                why = known or prov.taint
-            else:
-                why = ("files in the workspace were changed outside the agent's tools"
-                       if stats.files else prov.taint)
-            why = why or _unkept(stats)
             prov.mark(ref, why)
             prov.head, prov.taint = ref, why
             prov.stored += stats.new_bytes
@@ -271,7 +344,7 @@ class WorkspaceKeeper:
         data: WorkspaceSnapshotData = {
             "ref": ref, "files": stats.files, "bytes": stats.bytes,
             "hashed_bytes": stats.hashed_bytes, "new_bytes": stats.new_bytes,
-            "ms": round(stats.duration_ms, 3)}
+            "ms": round(stats.duration_ms, 3), "taken_at": self._taken_at()}
         if why and (check or news):
             data["tainted"] = why
         if over:
@@ -280,18 +353,52 @@ class WorkspaceKeeper:
             data["skipped"] = stats.skipped[:20]
         if stats.xattrs:
             data["xattrs"] = stats.xattrs[:20]
+        if self.shared is not None:
+            self._noted(agent_id, self.node_id)  # (its head, once committed)
         return [NewEvent.of(WorkspaceSnapshot(data=data))]
 
+    async def _share(self, agent_id: str, scope: str, ref: str, why: str,
+                     session_id: str) -> None:
+        """Copy the snapshot and its mark to the shared store (nothing without one).
+        A snapshot taken while another session's step may be writing is marked
+        untrusted there: that step may yet turn out tainted, and another node that
+        restores the snapshot meanwhile must not take it as clean (this node learns
+        the step's end, and keeps its own mark, as on one node)."""
+        if self.shared is None:
+            return
+        others = [s for s in self._writers.get(agent_id, {}) if s != session_id]
+        shared_why = why or (
+            f"taken on node {self.node_id} while another session's step was writing"
+            if others else "")
+        try:
+            self.pushed_bytes += await push_snapshot(self.store, self.shared, scope, ref)
+            await self.shared.mark(agent_id, {ref: shared_why})
+        except (AgentdError, OSError):
+            raise
+        except Exception as exc:  # the database's own errors (a lost connection...)
+            raise StoreError(f"the snapshot could not be copied to the shared snapshot "
+                             f"store: {type(exc).__name__}: {exc}",
+                             code="snapshot_not_shared", retryable=True) from exc
+
     async def changes(self, agent_id: str, ref: str, against: str | None,
-                      *, limit: int = 1000) -> dict[str, Any]:
+                      *, limit: int = 1000, scope: str = "default") -> dict[str, Any]:
         """What changed from snapshot ``against`` (None: an empty workspace) to ``ref``,
         both taken of this agent's workspace (:func:`manifest_changes`). A ref the
         agent never took is ``snapshot_not_found``, even if another agent's is stored:
-        the store is shared, an agent's snapshots are not."""
+        the store is shared, an agent's snapshots are not. One taken on another node
+        is read from the shared store (its manifest only, under ``scope``)."""
         prov = await self._load(agent_id)
         for one in (ref, against):
-            if one is not None and one not in prov.marks:
+            if one is None or one in prov.marks:
+                continue
+            if self.shared is None or one not in await self.shared.marks(agent_id, [one]):
                 raise NotFound(f"the agent has no snapshot {one}", code="snapshot_not_found")
+            if not await asyncio.to_thread(self.store.has_object, one):
+                try:
+                    await pull_manifest(self.store, self.shared, scope, one)
+                except ObjectMissing:
+                    raise NotFound(f"the agent has no snapshot {one}",
+                                   code="snapshot_not_found") from None
 
         def read() -> tuple[dict[str, Any], dict[str, Any]]:
             return self.store.manifest(ref), (self.store.manifest(against) if against else {})
@@ -370,9 +477,10 @@ class WorkspaceKeeper:
         os.replace(temp, path)
 
     async def restore(self, agent_id: str, workspace: Path, ref: str | None, *,
-                      seq: int = 0) -> WorkspaceRestoredData:
+                      seq: int = 0, scope: str = "default") -> WorkspaceRestoredData:
         """Put the workspace back to ``ref``; the ``workspace.restored`` event's data
-        (``seq``: the point of the session's log restored to)."""
+        (``seq``: the point of the session's log restored to). A snapshot another node
+        took is fetched from the shared snapshot store first (under ``scope``)."""
         if ref is None:
             return {"seq": seq, "ref": None,
                     "note": "no snapshot of the workspace in this session: its files "
@@ -381,6 +489,8 @@ class WorkspaceKeeper:
         async with self._lock(agent_id):
             prov = await self._load(agent_id)
             try:
+                if self.shared is not None:
+                    await self._fetch(agent_id, scope, ref, prov)
                 stats = await asyncio.to_thread(self.store.restore, ref, workspace,
                                                 cache_key=agent_id)
             except (AgentdError, OSError) as exc:
@@ -407,13 +517,128 @@ class WorkspaceKeeper:
                 "unchanged": stats.unchanged,
                 "ms": round((time.perf_counter() - started) * 1000, 3),
                 "shared": "the workspace is the agent's: every session of it sees these "
-                          "files"}
+                          "files", "taken_at": self._taken_at()}
+
+    async def _fetch(self, agent_id: str, scope: str, ref: str, prov: _Provenance) -> None:
+        """Fetch what this node lacks of snapshot ``ref`` from the shared store, and
+        its mark (a snapshot with no mark there is one the agent's steps did not take,
+        as far as anyone can tell: it restores as untrusted)."""
+        assert self.shared is not None
+        try:
+            self.pulled_bytes += await pull_snapshot(self.store, self.shared, scope, ref)
+            if ref not in prov.marks:
+                found = await self.shared.marks(agent_id, [ref])
+                if ref in found:
+                    prov.marks[ref] = found[ref]
+        except (AgentdError, OSError):
+            raise
+        except Exception as exc:  # the database's own errors
+            raise StoreError(f"the snapshot could not be read from the shared snapshot "
+                             f"store: {type(exc).__name__}: {exc}",
+                             code="snapshot_unavailable", retryable=True) from exc
+
+    def preferred(self, head: WorkspaceHead | None) -> str | None:
+        """The node a run of the agent whose head this is should run on, if not this
+        one: where its files were last committed (None: here, or anywhere)."""
+        if self.shared is None or head is None or head.node in (None, self.node_id):
+            return None
+        return head.node
+
+    async def head(self, agent_id: str) -> WorkspaceHead | None:
+        """The agent's workspace as last committed on any node (None without a shared
+        snapshot store: nothing follows)."""
+        if self.shared is None or self._heads is None:
+            return None
+        head = await self._heads(agent_id)
+        self._noted(agent_id, head.node if head is not None else None)
+        return head
+
+    def _noted(self, agent_id: str, node: str | None) -> None:
+        if len(self._nodes) > 10_000:
+            self._nodes.clear()
+        self._nodes[agent_id] = (time.monotonic(), node)
+
+    async def elsewhere(self, agent_id: str, *, max_age_s: float = 1.0) -> str | None:
+        """The other node where the agent's files were last committed (None: this one,
+        or none), as read at most ``max_age_s`` ago: a run of the agent is best
+        started there (node affinity). Costs a read of the store at most once per
+        ``max_age_s`` and agent."""
+        if self.shared is None:
+            return None
+        cached = self._nodes.get(agent_id)
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            node = cached[1]
+        else:
+            head = await self.head(agent_id)
+            node = head.node if head is not None else None
+        return None if node in (None, self.node_id) else node
+
+    async def follow(self, agent_id: str, workspace: Path, *, scope: str, seq: int,
+                     busy: bool = False, head: WorkspaceHead | None = None
+                     ) -> WorkspaceRestoredData | None:
+        """Before a run of the agent starts (or resumes) here: put the workspace at the
+        agent's last committed state if another node committed it and this node's copy
+        is not at it (``head``: read already; else read now). The ``workspace.restored``
+        event's data (``reason: "followed"``), or None when nothing was restored.
+
+        Not restored while ``busy`` (another run of the agent is under way here: its
+        own snapshots will be the agent's latest) or while a step of the agent may be
+        writing. A head this node committed is not followed: its copy is at it, or
+        past it (a step not committed yet, which its run's check finds, as on one node).
+
+        Raises:
+            StoreError: the snapshot is missing or damaged in the shared store
+                (``snapshot_corrupt``), or it cannot be read: the workspace is untouched.
+        """
+        if head is None:
+            head = await self.head(agent_id)
+        if head is None:
+            return None
+        started = time.perf_counter()
+        async with self._lock(agent_id):
+            prov = await self._load(agent_id)
+            at = prov.head
+            if at == head.ref or (head.node == self.node_id and at is not None):
+                return None
+            if busy or self._writers.get(agent_id):
+                log.info("workspace of agent %s not brought to %s: a run of it is under "
+                         "way here", agent_id, head.ref)
+                return None
+            await self._fetch(agent_id, scope, head.ref, prov)
+            try:
+                stats = await asyncio.to_thread(self.store.restore, head.ref, workspace,
+                                                cache_key=agent_id)
+            except BaseException:
+                # Part-way: what was written of it mixes with what was there.
+                prov.head = None
+                prov.taint = prov.taint or "a restore of the workspace stopped part-way"
+                await self._save(agent_id, prov)
+                raise
+            prov.head = head.ref
+            # As trusted as its mark says; without one, of unknown provenance.
+            prov.taint = prov.marks.get(
+                head.ref, "restored a snapshot whose provenance is not recorded") or ""
+            await self._save(agent_id, prov)
+        self.followed += 1
+        self._noted(agent_id, self.node_id)
+        log.info("workspace of agent %s brought to %s (committed on node %s): %d written, "
+                 "%d removed", agent_id, head.ref, head.node, stats.written, stats.removed)
+        data: WorkspaceRestoredData = {
+            "seq": seq, "ref": head.ref, "written": stats.written, "removed": stats.removed,
+            "unchanged": stats.unchanged,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+            "reason": "followed", "node": head.node, "taken_at": self._taken_at(),
+            "note": "the agent's files were last committed on another node: brought here "
+                    "before the run"}
+        return data
 
     async def collect(self, keep: set[str], *, min_age_s: float = 3600.0) -> int:
         """Drop snapshot objects no log refers to (young ones are kept: their events may
         be on their way to the store), then count again what each agent's snapshots
         hold (its snapshot budget: each distinct content once)."""
         removed = await asyncio.to_thread(self.store.gc, keep, min_age_s=min_age_s)
+        if self.shared is not None:
+            removed += await self.shared.collect(keep)
         folder = self.store.root / "provenance"
         agents = await asyncio.to_thread(
             lambda: sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir()
@@ -457,12 +682,15 @@ class SessionWorkspace:
         history: the session's history (its taint and latest snapshot, read live).
         budget_bytes: the agent's snapshot store budget (None: none).
         quota_bytes: the agent's workspace size quota (None: none).
+        scope: the agent's tenant (where its snapshots go in a shared store).
     """
 
     def __init__(self, keeper: WorkspaceKeeper, *, agent_id: str, session_id: str,
                  workspace: Path, history: SessionHistory,
-                 budget_bytes: int | None = None, quota_bytes: int | None = None) -> None:
+                 budget_bytes: int | None = None, quota_bytes: int | None = None,
+                 scope: str = "default") -> None:
         self.keeper = keeper
+        self.scope = scope
         self.agent_id = agent_id
         self.session_id = session_id
         self.workspace = workspace
@@ -506,4 +734,4 @@ class SessionWorkspace:
         return await self.keeper.snapshot(
             self.agent_id, self.workspace, self.history.workspace_ref,
             session_id=self.session_id, check=check, tainted=self.history.tainted,
-            budget_bytes=self.budget_bytes, quota_bytes=self.quota_bytes)
+            budget_bytes=self.budget_bytes, quota_bytes=self.quota_bytes, scope=self.scope)

@@ -132,6 +132,11 @@ class Objects:
         path = self.tmp / f"{secrets.token_hex(12)}.tmp"
         return path, os.open(path, _CREATE_FLAGS, 0o444)
 
+    def publish(self, temp: Path, digest: str, dirty: set[Path]) -> None:
+        """Rename a complete, fsynced file (of this file system) into place as the
+        object ``digest`` (its directory is dirty until :func:`sync_dirs`)."""
+        self._publish(temp, digest, dirty)
+
     def _publish(self, temp: Path, digest: str, dirty: set[Path]) -> None:
         """Rename a complete, fsynced temp file into place (its directory is dirty
         until :func:`sync_dirs`)."""

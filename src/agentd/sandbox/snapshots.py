@@ -85,15 +85,14 @@ from agentd.sandbox._objects import (
     SharedLock,
     StatCache,
     has_xattrs,
-    hash_fd,
-    make_writable,
-    open_dir,
-    remove,
     signature,
     sync_dirs,
 )
+from agentd.sandbox._restore import Node as _Node
+from agentd.sandbox._restore import Restorer as _Restorer
 
-__all__ = ["RestoreStats", "SnapshotStats", "SnapshotStore"]
+__all__ = ["RestoreStats", "SnapshotStats", "SnapshotStore", "is_manifest", "manifest_objects",
+           "parse_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,6 @@ _MAGIC = b'{"agentd_snapshot":1,'
 _MAX_DEPTH = 256
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PERM = 0o777
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,12 +137,6 @@ class RestoreStats:
     removed: int
     unchanged: int
     duration_ms: float
-
-
-@dataclass
-class _Node:
-    entry: dict[str, Any]
-    children: dict[str, _Node] = field(default_factory=dict)
 
 
 @dataclass
@@ -341,6 +333,58 @@ class SnapshotStore:
         file, ``{type, mode}`` for a directory, ``{type, target}`` for a link."""
         return self._load(ref)
 
+    # -- objects, for copying snapshots to and from another store ----------------------
+
+    def has_object(self, digest: str) -> bool:
+        """Whether the object ``digest`` (a manifest or a file's content) is here."""
+        return bool(HEX64.fullmatch(digest)) and self._objects.has(digest)
+
+    def object_file(self, digest: str) -> Path:
+        """Where the object ``digest`` is stored (to read it: it may be missing)."""
+        if not HEX64.fullmatch(digest):
+            raise InvalidInput(f"{digest!r} is not an object name", field="digest")
+        return self._objects.path(digest)
+
+    def incoming(self) -> Path:
+        """A new path for an object being fetched from elsewhere (then :meth:`adopt`
+        it). Kept apart from ``tmp/``, which :meth:`gc` empties whenever it runs."""
+        folder = self.root / "incoming"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return folder / f"{secrets.token_hex(12)}.part"
+
+    def adopt(self, files: Iterable[tuple[str, Path]]) -> None:
+        """Make each complete, verified file (from :meth:`incoming`) the object its
+        digest names, durably (each file synced, then each directory once). An object
+        already here is kept and its file removed."""
+        items = list(files)
+        for digest, _ in items:
+            if not HEX64.fullmatch(digest):
+                raise InvalidInput(f"{digest!r} is not an object name", field="digest")
+        with self._lock.shared():
+            dirty: set[Path] = set()
+            for digest, path in items:
+                if self._objects.has(digest):
+                    path.unlink(missing_ok=True)
+                    self._objects.freshen(digest)
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._objects.publish(path, digest, dirty)
+            sync_dirs(dirty)
+
+    def _clear_incoming(self, before: float) -> None:
+        """Remove fetches a crash left behind (older than ``before``)."""
+        folder = self.root / "incoming"
+        if not folder.is_dir():
+            return
+        for leftover in folder.glob("*.part"):
+            with suppress(OSError):
+                if leftover.stat().st_mtime < before:
+                    leftover.unlink()
+
     def gc(self, keep: Iterable[str], *, min_age_s: float = 0.0) -> int:
         """Delete every object (file content or manifest) not reachable from the
         snapshots in ``keep``; returns how many objects went. Leftover temp files go too.
@@ -360,8 +404,12 @@ class SnapshotStore:
             for ref in roots:
                 try:
                     entries = self._load(ref)
-                except (InvalidInput, NotFound) as exc:
+                except InvalidInput as exc:
                     logger.warning("gc: ignoring %r: %s", ref, exc)
+                    continue
+                except NotFound:
+                    # (In a cluster, most refs in the logs were taken on other nodes.)
+                    logger.debug("gc: no snapshot %s here", ref)
                     continue
                 except StoreError as exc:
                     # Kept for inspection; what it referenced cannot be known.
@@ -386,6 +434,7 @@ class SnapshotStore:
                 if directory.is_dir():
                     for leftover in directory.glob(pattern):
                         leftover.unlink(missing_ok=True)
+            self._clear_incoming(time.time() - max(min_age_s, 3600.0))
         logger.info("gc: kept %d objects, removed %d", len(live), removed)
         return removed
 
@@ -508,9 +557,7 @@ class SnapshotStore:
     # -- manifests ---------------------------------------------------------------------
 
     def _load(self, ref: str) -> dict[str, Any]:
-        if not isinstance(ref, str) or not HEX64.fullmatch(ref):
-            raise InvalidInput(f"{ref!r} is not a snapshot ref (64 lowercase hex digits)",
-                               field="ref")
+        _check_ref(ref)
         try:
             data = self._objects.read(ref)
         except FileNotFoundError:
@@ -518,19 +565,7 @@ class SnapshotStore:
         except CorruptObject:
             raise _corrupt(f"snapshot {ref} is damaged: its content does not match its "
                            "hash") from None
-        if not data.startswith(_MAGIC):
-            raise NotFound(f"no snapshot {ref} (that object is file content)",
-                           code="snapshot_not_found")
-        try:
-            raw = json.loads(data)
-            entries = raw["entries"]
-            if not isinstance(entries, dict):
-                raise TypeError("entries is not an object")
-            for path, entry in entries.items():
-                _check_entry(path, entry)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _corrupt(f"snapshot {ref} is not a valid manifest: {exc}") from None
-        return entries
+        return parse_manifest(ref, data)
 
     def _tree(self, ref: str, entries: dict[str, Any]) -> dict[str, _Node]:
         root: dict[str, _Node] = {}
@@ -599,6 +634,45 @@ class _NotRegular(Exception):
     pass
 
 
+def _check_ref(ref: str) -> None:
+    if not isinstance(ref, str) or not HEX64.fullmatch(ref):
+        raise InvalidInput(f"{ref!r} is not a snapshot ref (64 lowercase hex digits)",
+                           field="ref")
+
+
+def is_manifest(data: bytes) -> bool:
+    """Whether an object's content is a snapshot's manifest (not a file's content)."""
+    return data.startswith(_MAGIC)
+
+
+def parse_manifest(ref: str, data: bytes) -> dict[str, Any]:
+    """The entries of the manifest ``data`` (the content of object ``ref``, whose hash
+    the caller has checked): path -> entry, each entry checked.
+
+    Raises:
+        NotFound: ``data`` is file content, not a manifest (``snapshot_not_found``).
+        StoreError: not a valid manifest (``snapshot_corrupt``).
+    """
+    if not is_manifest(data):
+        raise NotFound(f"no snapshot {ref} (that object is file content)",
+                       code="snapshot_not_found")
+    try:
+        raw = json.loads(data)
+        entries = raw["entries"]
+        if not isinstance(entries, dict):
+            raise TypeError("entries is not an object")
+        for path, entry in entries.items():
+            _check_entry(path, entry)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(f"snapshot {ref} is not a valid manifest: {exc}") from None
+    return entries
+
+
+def manifest_objects(entries: dict[str, Any]) -> dict[str, int]:
+    """The file contents a manifest's entries name: digest -> size."""
+    return {e["hash"]: e["size"] for e in entries.values() if e["type"] == "file"}
+
+
 def _check_entry(path: str, entry: Any) -> None:
     if not isinstance(path, str) or not all(_valid_name(p) for p in path.split("/")):
         raise ValueError(f"bad path {path!r}")
@@ -617,166 +691,3 @@ def _check_entry(path: str, entry: Any) -> None:
         size = entry.get("size")
         if type(size) is not int or size < 0 or not HEX64.fullmatch(entry.get("hash", "")):
             raise ValueError(f"{path!r}: bad size or hash")
-
-
-class _Restorer:
-    """One restore: walks the snapshot's tree and the workspace together, by descriptor."""
-
-    def __init__(self, objects: Objects, cache: StatCache | None, margin_ns: int) -> None:
-        self.objects = objects
-        self.old = cache
-        self.margin_ns = margin_ns
-        self.cache: dict[str, CacheEntry] = {}
-        self.written = self.removed = self.unchanged = 0
-
-    def directory(self, fd: int, prefix: str, children: dict[str, _Node]) -> None:
-        existing: dict[str, os.stat_result] = {}
-        with os.scandir(fd) as listing:
-            for item in listing:
-                try:
-                    existing[item.name] = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-        changed = False
-        for name in sorted(existing.keys() - children.keys()):
-            self.removed += remove(fd, name)
-            changed = True
-        for name in sorted(children):
-            node, have = children[name], existing.get(name)
-            kind = node.entry["type"]
-            if kind == "dir":
-                changed |= self._dir(fd, name, prefix + name, node, have)
-            elif kind == "file":
-                changed |= self._file(fd, name, prefix + name, node.entry, have)
-            else:
-                changed |= self._link(fd, name, node.entry["target"], have)
-        if changed:
-            os.fsync(fd)
-
-    def _clear(self, fd: int, name: str, have: os.stat_result | None,
-               keep: int) -> os.stat_result | None:
-        """Remove ``name`` unless it is of file type ``keep``; what is left."""
-        if have is not None and stat.S_IFMT(have.st_mode) != keep:
-            self.removed += remove(fd, name)
-            return None
-        return have
-
-    def _dir(self, fd: int, name: str, path: str, node: _Node,
-             have: os.stat_result | None) -> bool:
-        have = self._clear(fd, name, have, stat.S_IFDIR)
-        created = have is None
-        if created:
-            os.mkdir(name, 0o700, dir_fd=fd)
-        try:
-            sub = open_dir(fd, name)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            # Replaced by a link or a file since the listing: replace it in turn.
-            self.removed += remove(fd, name)
-            os.mkdir(name, 0o700, dir_fd=fd)
-            created = True
-            sub = open_dir(fd, name)
-        try:
-            before = stat.S_IMODE(os.fstat(sub).st_mode)
-            make_writable(sub)
-            self.directory(sub, path + "/", node.children)
-            if stat.S_IMODE(os.fstat(sub).st_mode) != node.entry["mode"]:
-                os.fchmod(sub, node.entry["mode"])
-        finally:
-            os.close(sub)
-        if created or before != node.entry["mode"]:
-            self.written += 1
-        else:
-            self.unchanged += 1
-        return created
-
-    def _file(self, fd: int, name: str, path: str, entry: dict[str, Any],
-              have: os.stat_result | None) -> bool:
-        have = self._clear(fd, name, have, stat.S_IFREG)
-        digest, mode = entry["hash"], entry["mode"]
-        if have is not None and have.st_size == entry["size"]:
-            same = self._same(fd, name, path, have, digest)
-            if same is not None and stat.S_IMODE(same.st_mode) == mode:
-                self.unchanged += 1
-                self.cache[path] = (*signature(same), digest)
-                return False
-            if same is not None and same.st_nlink == 1 and self._chmod(fd, name, same, mode):
-                self.written += 1
-                return False
-        temp = f".agentd-restore-{secrets.token_hex(6)}.tmp"
-        out = os.open(temp, _WRITE_FLAGS, 0o600, dir_fd=fd)
-        try:
-            try:
-                self.objects.copy_to(digest, out)
-                os.fchmod(out, mode)
-                os.fsync(out)
-                info = os.fstat(out)
-            finally:
-                os.close(out)
-            # rename replaces a link or a hard link in the way; it never writes
-            # through one.
-            os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp, dir_fd=fd)
-            raise
-        self.written += 1
-        self.cache[path] = (*signature(info), digest)
-        return True
-
-    def _same(self, fd: int, name: str, path: str, have: os.stat_result,
-              digest: str) -> os.stat_result | None:
-        """The existing file's stat if it holds ``digest``'s content, else None."""
-        if self.old is not None and self.old.trusted(path, have, self.margin_ns) == digest:
-            return have
-        try:
-            handle = os.open(name, FILE_FLAGS, dir_fd=fd)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(handle)
-            if not stat.S_ISREG(info.st_mode) or info.st_ino != have.st_ino:
-                return None
-            found, _ = hash_fd(handle)
-            after = os.fstat(handle)
-        finally:
-            os.close(handle)
-        if found != digest or signature(after)[:3] != signature(info)[:3]:
-            return None
-        return after
-
-    def _chmod(self, fd: int, name: str, have: os.stat_result, mode: int) -> bool:
-        """Fix only the mode of an identical file (one link, so nothing outside)."""
-        try:
-            handle = os.open(name, FILE_FLAGS, dir_fd=fd)
-        except OSError:
-            return False
-        try:
-            info = os.fstat(handle)
-            if info.st_ino != have.st_ino or info.st_nlink != 1:
-                return False
-            os.fchmod(handle, mode)
-            return True
-        finally:
-            os.close(handle)
-
-    def _link(self, fd: int, name: str, target: str, have: os.stat_result | None) -> bool:
-        have = self._clear(fd, name, have, stat.S_IFLNK)
-        if have is not None:
-            try:
-                if os.readlink(name, dir_fd=fd) == target:
-                    self.unchanged += 1
-                    return False
-            except OSError:
-                pass
-        temp = f".agentd-restore-{secrets.token_hex(6)}.tmp"
-        os.symlink(target, temp, dir_fd=fd)
-        try:
-            os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp, dir_fd=fd)
-            raise
-        self.written += 1
-        return True

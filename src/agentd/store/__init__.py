@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from agentd.clock import SYSTEM, Clock
 from agentd.errors import InvalidInput
 from agentd.store._identity import TenantRow, TokenRow
+from agentd.store._snapshot_store import WorkspaceHead
 from agentd.store.agents_query import AgentPage
 from agentd.store.audit import AuditEntry, AuditRow
 from agentd.store.engine import Engine, Tx
@@ -55,6 +56,7 @@ __all__ = [
     "TokenRow",
     "Tx",
     "UsageCharge",
+    "WorkspaceHead",
     "engine_for_url",
     "new_id",
     "open_store",

@@ -741,3 +741,54 @@ CREATE TABLE trace_exports (
 CREATE INDEX trace_exports_created ON trace_exports (created_at);
 """,
 ))
+
+# Migration 20: workspaces that follow their runs (agentd.store._snapshot_store). Snapshot
+# objects kept in the database (a file's content or a manifest, by SHA-256, under the
+# agent's tenant, in chunks of at most 1 MiB; ``complete`` once every chunk is written),
+# the marks of the snapshots each agent took (why their content is untrusted, "" when it
+# is not), and each agent's workspace head: its last committed state, the node that
+# committed it and when it was taken, moved in the transaction of the event that names
+# it. Nothing is copied in: snapshots from before stay where they were taken (docs/
+# operations.md, "Workspaces in a cluster").
+_SNAPSHOTS_20 = """
+CREATE TABLE snapshot_objects (
+    scope      {text} NOT NULL,
+    digest     {text} NOT NULL,
+    size       {bigint} NOT NULL,
+    chunks     {bigint} NOT NULL,
+    manifest   {bigint} NOT NULL,
+    complete   {bigint} NOT NULL,
+    created_at {real} NOT NULL,
+    used_at    {real} NOT NULL,
+    PRIMARY KEY (scope, digest)
+);
+CREATE TABLE snapshot_chunks (
+    scope  {text} NOT NULL,
+    digest {text} NOT NULL,
+    n      {bigint} NOT NULL,
+    data   __BLOB__ NOT NULL,
+    PRIMARY KEY (scope, digest, n)
+);
+CREATE TABLE snapshot_marks (
+    agent_id   {text} NOT NULL,
+    ref        {text} NOT NULL,
+    why        {text} NOT NULL,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (agent_id, ref)
+);
+CREATE TABLE workspace_heads (
+    agent_id   {text} PRIMARY KEY,
+    ref        {text} NOT NULL,
+    node       {text},
+    taken_at   {real},
+    session_id {text} NOT NULL,
+    seq        {bigint} NOT NULL,
+    at         {real} NOT NULL
+);
+"""
+MIGRATIONS.append((
+    20,
+    "workspace snapshots in the store, marks and heads",
+    {"sqlite": _SNAPSHOTS_20.replace("__BLOB__", "BLOB"),
+     "postgresql": _SNAPSHOTS_20.replace("__BLOB__", "BYTEA")},
+))

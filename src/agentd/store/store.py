@@ -62,6 +62,7 @@ from agentd.store._lease_store import LeaseStore
 from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
+from agentd.store._snapshot_store import SnapshotRowStore, note_heads
 from agentd.store._subtask_store import SubtaskStore
 from agentd.store._trace_store import TraceStore
 from agentd.store.audit import AuditEntry
@@ -112,11 +113,12 @@ _dumps = _rows.dumps
 
 
 class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
-            HeartbeatStore, WebhookStore, IdentityStore, TraceStore):
+            HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
     memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
-    heartbeats, webhooks, identity and traces (:class:`TraceStore`)."""
+    heartbeats, webhooks, identity, traces (:class:`TraceStore`) and workspace
+    snapshots (:class:`SnapshotRowStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
@@ -573,6 +575,8 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
             records = (append(tx, session_id, events, now, last_checkpoint) if events
                        else [])
+            # The agent's workspace head moves with the event that names its files.
+            note_heads(tx, session_id, records, lease.owner if lease is not None else None)
             if unless_steered_after is not None:
                 # Only events logged after the guard can be a steered message: when
                 # these are the first since, there is nothing to look for. (Raised
