@@ -11,6 +11,7 @@ from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.calls import Kernel
+from agentd.runtime.cluster_limits import ClusterGate
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.scheduler import LaneLimits, Scheduler
@@ -21,18 +22,32 @@ from agentd.version import __version__
 if TYPE_CHECKING:
     from agentd.assembly.runtime import Runtime
 
-__all__ = ["make_kernel", "make_metrics", "make_overview"]
+__all__ = ["lane_limits", "make_kernel", "make_metrics", "make_overview", "shared_lanes"]
+
+
+def lane_limits(settings: Settings) -> dict[str, LaneLimits]:
+    """The scheduler's lane limits from the ``providers`` setting."""
+    return {name: LaneLimits(**lim.model_dump(exclude={"scope"}))
+            for name, lim in settings.providers.items()}
+
+
+def shared_lanes(settings: Settings) -> list[str]:
+    """The lanes whose limits the nodes sharing a store keep together: those with a
+    limit, of scope ``cluster``."""
+    return sorted(name for name, lim in settings.providers.items()
+                  if lim.scope == "cluster"
+                  and (lim.concurrency is not None or lim.rpm or lim.tpm))
 
 
 def make_kernel(settings: Settings, usage_total: Any, *, shared: bool,
-                clock: Clock = SYSTEM) -> Kernel:
-    """The kernel every model call goes through, from the daemon's settings."""
+                clock: Clock = SYSTEM, gate: ClusterGate | None = None) -> Kernel:
+    """The kernel every model call goes through, from the daemon's settings; ``gate``:
+    the lanes shared with the other nodes of the store (PostgreSQL)."""
     kernel = Kernel(
-        Scheduler({name: LaneLimits(**lim.model_dump())
-                   for name, lim in settings.providers.items()},
+        Scheduler(lane_limits(settings),
                   class_weights=settings.priority_weights,
                   tenant_weights={name: t.weight for name, t in settings.tenants.items()},
-                  clock=clock),
+                  clock=clock, gate=gate),
         BudgetBook(usage_total, shared=shared),
         retry=RetryPolicy(attempts=settings.retry_attempts,
                           base_s=settings.retry_base_s, max_s=settings.retry_max_s),
