@@ -308,7 +308,8 @@ class SharedLane(_Lane):
         while self.root.backlog:
             if self.concurrency is not None and self.in_flight >= self.concurrency:
                 break
-            if self.frac and self.in_flight == self.concurrency - 1:
+            if (self.frac and self.concurrency is not None
+                    and self.in_flight == self.concurrency - 1):
                 self._spend(now)
                 if self.budget < -_READY:
                     # This node's last slot rests (a millisecond at least: a timer a
