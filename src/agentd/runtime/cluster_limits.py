@@ -71,9 +71,14 @@ DEMAND_TTL_S = 3.0
 DEMAND_WINDOW_S = 2.0
 #: A refusal for want of a slot is looked at again after this, doubling to the max.
 POLL_MIN_S = 0.05
-POLL_MAX_S = 0.5
+POLL_MAX_S = 0.25
+#: A call's exchange reads the other nodes' demand if it was last read this long ago.
+READ_S = 0.2
 #: After a failed exchange (the database unreachable), the lane tries again after this.
 ERROR_RETRY_S = 1.0
+#: A paced node asks for what the others leave unused at most this often while the
+#: store says there is none.
+BACKFILL_S = 0.2
 #: Most seconds of a part-time slot a node saves up while it does not use it.
 _BUDGET_MAX_S = 5.0
 #: A wait this short counts as none.
@@ -229,11 +234,12 @@ class SharedLane(_Lane):
     """A lane whose limits the cluster's nodes keep together (see the module)."""
 
     gated = True
-    __slots__ = ("answers", "asked", "asking", "budget", "budget_at", "claims", "class_w",
-                 "eff_class", "eff_tenant", "errors", "exchange_s", "frac", "full", "full_polls",
-                 "gate", "gives", "others", "others_at", "paced", "pause_until", "rates",
-                 "refused", "refused_at", "registered", "share", "shared", "sync_timer",
-                 "tenant_w", "wait_until", "want_renew", "want_sync", "worker")
+    __slots__ = ("answers", "asked", "asking", "backfill_at", "backfilled", "backfilling",
+                 "budget", "budget_at", "claims", "class_w", "eff_class", "eff_tenant", "errors",
+                 "exchange_s", "exchanges", "frac", "full", "full_polls", "gate", "gives",
+                 "others", "others_at", "paced", "pause_until", "rates", "refused", "refused_at",
+                 "registered", "share", "shared", "sync_timer", "tenant_w", "wait_until",
+                 "want_renew", "want_sync", "worker")
 
     def __init__(self, name: str, limits: LaneLimits, clock: Clock, gate: ClusterGate
                  ) -> None:
@@ -285,6 +291,12 @@ class SharedLane(_Lane):
         self.refused = {"rate": 0, "paused": 0, "full": 0}
         self.errors = 0
         self.exchange_s: deque[float] = deque(maxlen=_SAMPLES)
+        self.exchanges = 0
+        self.backfilled = 0
+        #: The call being asked about may only take what nobody else uses; the next
+        #: such ask is made no sooner than ``backfill_at``.
+        self.backfilling = False
+        self.backfill_at = 0.0
 
     # -- the scheduler's side ----------------------------------------------------------
 
@@ -300,22 +312,13 @@ class SharedLane(_Lane):
 
     def dispatch(self) -> None:
         """Ask the store about the call the fair order serves next, once this node's
-        own part of the limits lets it go; one call at a time."""
+        own part of the limits lets it go (past it, for what nobody else uses); one
+        call at a time."""
         if self.asking is not None:
             return  # its answer dispatches again
         now = self.clock.monotonic()
         delay: float | None = None
         while self.root.backlog:
-            if self.concurrency is not None and self.in_flight >= self.concurrency:
-                break
-            if (self.frac and self.concurrency is not None
-                    and self.in_flight == self.concurrency - 1):
-                self._spend(now)
-                if self.budget < -_READY:
-                    # This node's last slot rests (a millisecond at least: a timer a
-                    # hair early would only spin the loop).
-                    delay = max(-self.budget / self.frac, 1e-3)
-                    break
             waiter = self.peek()
             if waiter.future.done():  # cancelled; its task has not run its handler yet
                 self.remove(waiter)
@@ -329,17 +332,56 @@ class SharedLane(_Lane):
                     continue
                 if other is not None and self._full_for("interactive", now) <= 0.0:
                     waiter, blocked = other, 0.0
-            wait = self.delay(now, waiter.tokens, waiter.priority)
-            if wait is None:
-                break
-            wait = max(wait, blocked, self.wait_until - now)
-            if wait > _READY:
-                delay = wait
-                break
-            self.asking = self.asked = waiter
-            self.kick()
+            if self.paused_until:
+                if self.paused_until > now:
+                    delay = self.paused_until - now
+                    break
+                self.paused_until = 0.0
+            told = max(blocked, self.wait_until - now)  # what the store said last
+            own = self._own(now, waiter.tokens)
+            if told > _READY:
+                delay = told
+            elif own == 0.0:
+                self._ask(waiter, backfill=False)
+            elif self.paced and (self.shared.concurrency is None
+                                 or self.in_flight < self.shared.concurrency):
+                # Only this node's part of the lane holds the call: what the others
+                # leave unused it may take.
+                if now >= self.backfill_at:
+                    self._ask(waiter, backfill=True)
+                else:
+                    delay = self.backfill_at - now if own is None else min(
+                        own, self.backfill_at - now)
+            else:
+                delay = own  # None: until one of its calls ends
             break
         self.arm(delay)
+
+    def _own(self, now: float, tokens: int) -> float | None:
+        """Seconds until this node's own part of the limits lets a call go (0: now;
+        None: none of its slots is free)."""
+        if self.concurrency is not None:
+            if self.in_flight >= self.concurrency:
+                return None
+            if self.frac and self.in_flight == self.concurrency - 1:
+                self._spend(now)
+                if self.budget < -_READY:
+                    # Its part-time slot rests (a millisecond at least: a timer a hair
+                    # early would only spin the loop).
+                    return max(-self.budget / self.frac, 1e-3)
+        wait = 0.0
+        if self.rpm is not None:
+            self.rpm.refill(now)
+            wait = self.rpm.wait(1.0)
+        if self.tpm is not None:
+            self.tpm.refill(now)
+            wait = max(wait, self.tpm.wait(tokens))
+        return wait if wait > _READY else 0.0
+
+    def _ask(self, waiter: _Waiter, *, backfill: bool) -> None:
+        self.asking = self.asked = waiter
+        self.backfilling = backfill
+        self.kick()
 
     def _spend(self, now: float) -> None:
         """Bring the part-time slot's budget up to ``now``."""
@@ -355,7 +397,8 @@ class SharedLane(_Lane):
 
     def release(self, reserved: int, used: int | None, *, refund_request: bool,
                 permit: object = None) -> None:
-        slot, claim = permit if isinstance(permit, tuple) else (None, None)
+        slot, claim, backfilled = permit if isinstance(permit, tuple) else (None, None,
+                                                                             False)
         if claim is not None:
             self.claims.pop(claim, None)
         self._spend(self.clock.monotonic())
@@ -370,7 +413,11 @@ class SharedLane(_Lane):
             # A slot is free now: the calls waiting for one need not wait for a poll.
             self.full = {"any": 0.0, "unreserved": 0.0}
             self.full_polls = 0
-        super().release(reserved, used, refund_request=refund_request)
+        if backfilled:
+            # (its call was never counted in this node's own buckets)
+            super().release(reserved, None, refund_request=False)
+        else:
+            super().release(reserved, used, refund_request=refund_request)
         if self.gives:
             self.kick()
 
@@ -406,12 +453,17 @@ class SharedLane(_Lane):
             take = None if waiter is None else Take(
                 tokens=float(waiter.tokens) if self.rates.tpm_interval else 0.0,
                 concurrency=self.shared.concurrency, reserve=self.shared.reserve,
-                interactive=waiter.priority == "interactive", claim=self.gate.next_claim())
+                interactive=waiter.priority == "interactive", claim=self.gate.next_claim(),
+                backfill=self.backfilling)
             demand = self._demand_row() if sync else None
+            # Between syncs, a call's exchange reads what the others wait for too (at
+            # most every READ_S): a node hears of new demand at its next call.
+            read = sync or (take is not None
+                            and self.clock.monotonic() - self.others_at >= READ_S)
             exchange = Exchange(node=self.gate.node_id, now=self.clock.time(),
                                 rates=self.rates, gives=gives, pause_until=pause,
                                 renew=renew, ttl_s=self.gate.ttl_s, take=take,
-                                demand=demand, demand_ttl_s=DEMAND_TTL_S, read=sync)
+                                demand=demand, demand_ttl_s=DEMAND_TTL_S, read=read)
             began = time.perf_counter()
             try:
                 out = await self.gate.store.limit_exchange(self.name, exchange)
@@ -422,9 +474,10 @@ class SharedLane(_Lane):
                 await self.clock.sleep(ERROR_RETRY_S)
                 continue
             self.exchange_s.append(time.perf_counter() - began)
+            self.exchanges += 1
             if renew:
                 self._renewed(renew, out.renewed)
-            if sync:
+            if read:
                 self._synced(demand, out.others or {})
             if waiter is not None and take is not None:
                 self._answered(waiter, take, out)
@@ -454,16 +507,22 @@ class SharedLane(_Lane):
         self.asking = None
         self.answers += 1
         now = self.clock.monotonic()
+        if take.backfill:
+            self.backfill_at = now if out.taken else now + BACKFILL_S
+            self.backfilled += out.taken
         if out.taken:
             self.full_polls = 0
             if waiter.queued and not waiter.future.done():
                 self.commit(waiter)
                 self._spend(now)
-                self.take(waiter.tokens)
-                permit = None
+                if take.backfill:
+                    self.in_flight += 1  # past this node's part: not in its buckets
+                else:
+                    self.take(waiter.tokens)
                 if out.slot is not None:
                     self.claims[take.claim] = out.slot
-                    permit = (out.slot, take.claim)
+                permit = (out.slot, take.claim if out.slot is not None else None,
+                          take.backfill)
                 waited = now - waiter.t0
                 self.granted += 1
                 self.waited += 1
@@ -473,7 +532,7 @@ class SharedLane(_Lane):
             else:  # cancelled while the store was asked: nothing was sent
                 self.gives.append(Give(slot=out.slot, claim=take.claim, tokens=take.tokens,
                                        request=True))
-        else:
+        elif not take.backfill or out.refused == "paused":
             assert out.refused is not None
             self.refused[out.refused] += 1
             self.refused_at = now
@@ -616,7 +675,9 @@ class SharedLane(_Lane):
         figures["cluster"] = {
             "share": round(self.share, 4), "paced": self.paced,
             "other_nodes_waiting": len(self.others) if fresh else 0,
-            "answers": self.answers, "refused": dict(self.refused), "errors": self.errors,
+            "exchanges": self.exchanges, "answers": self.answers,
+            "backfilled": self.backfilled,
+            "refused": dict(self.refused), "errors": self.errors,
             "slots_held": len(self.claims),
             "exchange_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}}
         return figures

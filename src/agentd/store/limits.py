@@ -91,6 +91,10 @@ class Take:
     reserve: int = 0
     interactive: bool = False
     claim: str = ""
+    #: Only what nobody else is using: admitted if half of each bucket stays full
+    #: after it, and a second slot stays free (a node past its share of the lane
+    #: takes what would otherwise go unused).
+    backfill: bool = False
 
 
 @dataclass(kw_only=True, slots=True)
@@ -134,13 +138,15 @@ class Outcome:
     others: dict[str, str] | None = None
 
 
-def gcra(tat: float, now: float, interval: float, capacity: float, amount: float
-         ) -> tuple[float, float]:
+def gcra(tat: float, now: float, interval: float, capacity: float, amount: float,
+         keep: float = 0.0) -> tuple[float, float]:
     """One GCRA bucket asked for ``amount``: ``(0, new tat)`` when it may be taken,
     else ``(seconds to wait, tat)``. A call bigger than the bucket is let through
-    when the bucket is full and leaves it in debt, as the scheduler's buckets do."""
+    when the bucket is full and leaves it in debt, as the scheduler's buckets do.
+    ``keep``: what must stay in the bucket after (a full bucket always lets one
+    through)."""
     base = max(tat, now)
-    allowed = (capacity - min(amount, capacity)) * interval
+    allowed = max(0.0, capacity - min(amount, capacity) - keep) * interval
     ahead = base - now
     if ahead > allowed + _EPS:
         return ahead - allowed, tat
@@ -199,8 +205,16 @@ class LimitStore:
 
 
 def _lane_row(tx: Tx, dialect: str, lane: str) -> tuple[float, float, float]:
-    lock = " FOR UPDATE" if dialect == "postgresql" else ""  # SQLite: one writer
-    sql = f"SELECT rpm_tat, tpm_tat, paused_until FROM limit_lanes WHERE lane = ?{lock}"
+    if dialect == "postgresql":
+        # Locked first, always. What a crash of the database could lose is a few
+        # milliseconds of buckets and claims (a claim lost frees its slot early; one
+        # kept, late): not worth a WAL flush on every model call, so the transaction
+        # commits without waiting for one (set in the same statement: no round trip).
+        sql = ("SELECT rpm_tat, tpm_tat, paused_until, "
+               "set_config('synchronous_commit', 'off', true) "
+               "FROM limit_lanes WHERE lane = ? FOR UPDATE")
+    else:  # (one writer)
+        sql = "SELECT rpm_tat, tpm_tat, paused_until FROM limit_lanes WHERE lane = ?"
     row = tx.one(sql, (lane,))
     if row is None:
         tx.execute("INSERT INTO limit_lanes (lane) VALUES (?) ON CONFLICT DO NOTHING",
@@ -274,12 +288,14 @@ def _take(tx: Tx, dialect: str, lane: str, ex: Exchange, out: Outcome,
         return rpm_tat, tpm_tat, 0
     wait = 0.0
     new_rpm, new_tpm = rpm_tat, tpm_tat
+    keep = 0.5 if take.backfill else 0.0
     if rates.rpm_interval:
-        short, new_rpm = gcra(rpm_tat, now, rates.rpm_interval, rates.rpm_capacity, 1.0)
+        short, new_rpm = gcra(rpm_tat, now, rates.rpm_interval, rates.rpm_capacity, 1.0,
+                              keep * rates.rpm_capacity)
         wait = max(wait, short)
     if rates.tpm_interval:
         short, new_tpm = gcra(tpm_tat, now, rates.tpm_interval, rates.tpm_capacity,
-                              take.tokens)
+                              take.tokens, keep * rates.tpm_capacity)
         wait = max(wait, short)
     if wait > 0.0:
         out.refused, out.wait_s = "rate", wait
@@ -302,10 +318,19 @@ def _claim(tx: Tx, dialect: str, lane: str, take: Take, until: float, node: str,
     # An interactive call takes the unreserved slots first, keeping the reserve for
     # the next interactive call; the others never take a reserved one.
     low, order = (0, "DESC") if take.interactive else (take.reserve, "ASC")
-    find = (f"SELECT slot FROM limit_slots WHERE lane = ? AND slot >= ? AND slot < ? AND "
-            f"(holder IS NULL OR expires_at < ?) ORDER BY slot {order} LIMIT 1{skip}")
+    # Found and claimed in one statement.
+    find = ("UPDATE limit_slots SET holder = ?, node_id = ?, expires_at = ? WHERE lane = ? "
+            "AND slot = (SELECT slot FROM limit_slots WHERE lane = ? AND slot >= ? AND "
+            f"slot < ? AND (holder IS NULL OR expires_at < ?) ORDER BY slot {order} "
+            f"LIMIT 1{skip}) RETURNING slot")
     args = (lane, low, take.concurrency, now)
-    row = tx.one(find, args)
+    claim = (take.claim, node, until, lane, *args)
+    if take.backfill:
+        free = tx.one("SELECT COUNT(*) FROM limit_slots WHERE lane = ? AND slot >= ? AND "
+                      "slot < ? AND (holder IS NULL OR expires_at < ?)", args)
+        if free is None or int(free[0]) < 2:
+            return None
+    row = tx.one(find, claim)
     if row is None:
         have = tx.one("SELECT COUNT(*) FROM limit_slots WHERE lane = ? AND slot < ?",
                       (lane, take.concurrency))
@@ -314,10 +339,7 @@ def _claim(tx: Tx, dialect: str, lane: str, take: Take, until: float, node: str,
         tx.executemany("INSERT INTO limit_slots (lane, slot) VALUES (?, ?) "
                        "ON CONFLICT DO NOTHING",
                        [(lane, n) for n in range(take.concurrency)])
-        row = tx.one(find, args)
+        row = tx.one(find, claim)
         if row is None:
             return None
-    slot = int(row[0])
-    tx.execute("UPDATE limit_slots SET holder = ?, node_id = ?, expires_at = ? "
-               "WHERE lane = ? AND slot = ?", (take.claim, node, until, lane, slot))
-    return slot
+    return int(row[0])
