@@ -235,7 +235,7 @@ async def test_what_a_chat_leaves_unused_goes_to_the_batch_work(store_url: str) 
         await c.run(30.0)
         waits = await talk
         got = c.granted(since=c.calls[0].at + 2, until=c.calls[0].at + 18, by="priority")
-        assert sum(got.values()) >= 0.95 * 16 * 4, got
+        assert 0.95 * 16 * 4 <= sum(got.values()) <= 16 * 4 + 4, got
         # A chat's call waits for a node that was not waiting to hear of it: at most
         # about a second, once; one node would let it go at the next token.
         assert sorted(waits)[len(waits) // 2] <= 0.25
@@ -257,17 +257,20 @@ async def test_a_reserve_lets_a_chat_through_at_once_whatever_other_nodes_run(
         assert got["batch"] >= 0.9 * 16 * 6, got
 
 
-async def test_tenant_weights_hold_across_nodes(store_url: str) -> None:
-    """Tenant t2 (weight 2) waits on two nodes, t1 (weight 1) on the third: the
-    cluster serves them 2 : 1, as one node would, not 4 : 1 as three equal nodes."""
+@pytest.mark.parametrize(("weights", "ratio"), [((1.0, 1.0), 1.0), ((1.0, 3.0), 3.0)])
+async def test_tenant_weights_hold_across_nodes(store_url: str, weights: tuple[float, float],
+                                                ratio: float) -> None:
+    """Tenant t2 waits on two nodes, t1 on the third: the cluster serves them by their
+    weights, as one node would, not by their numbers of nodes (1 : 2 for equal
+    weights)."""
     async with cluster(store_url, LaneLimits(rpm=120.0),
-                       tenant_weights={"t1": 1.0, "t2": 2.0}) as c:
+                       tenant_weights={"t1": weights[0], "t2": weights[1]}) as c:
         c.load(0, 300, tenant="t1")
         c.load(1, 300, tenant="t2")
         c.load(2, 300, tenant="t2")
         await c.run(40.0)
         got = c.granted(since=c.calls[0].at + 5, by="tenant")
-        assert 1.7 <= got["t2"] / got["t1"] <= 2.3, got
+        assert 0.85 * ratio <= got["t2"] / got["t1"] <= 1.15 * ratio, got
 
 
 async def test_a_tenant_on_two_nodes_gets_its_share_not_one_per_node(
