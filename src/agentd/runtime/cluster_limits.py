@@ -190,8 +190,9 @@ class ClusterGate:
         return freed
 
     async def renew(self) -> int:
-        """Renew the claims of this node's calls in flight (the ``renew`` job's
-        period); returns how many were asked for."""
+        """Renew the claims of this node's calls in flight (the ``limit_slots``
+        housekeeping job, every third of ``lease_ttl_s``); returns how many were asked
+        for."""
         count = 0
         for lane in self.lanes.values():
             if lane.claims:
@@ -245,8 +246,8 @@ class SharedLane(_Lane):
                  ) -> None:
         super().__init__(name, limits, clock)
         self.gate = gate
-        #: The limits as configured: what the cluster keeps (``limits`` is this node's
-        #: part of them while it is paced).
+        #: The limits as configured: what the cluster keeps (this node's own
+        #: ``concurrency`` and buckets are its part of them while it is paced).
         self.shared = limits
         self.rates = Rates.of(limits.rpm, limits.tpm, limits.burst_s)
         # The reserve is kept by the store's slot numbers, for the whole cluster.
