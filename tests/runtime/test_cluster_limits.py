@@ -192,9 +192,9 @@ async def test_tokens_per_minute_are_kept_across_nodes_and_corrected_by_use(
 async def test_interactive_work_on_one_node_is_not_starved_by_batch_work_on_others(
         store_url: str) -> None:
     async with cluster(store_url, LaneLimits(rpm=120.0)) as c:
-        c.load(0, 300, priority="interactive", tenant="a")
-        c.load(1, 300, priority="batch", tenant="b")
-        c.load(2, 300, priority="batch", tenant="c")
+        c.load(0, 150, priority="interactive", tenant="a")
+        c.load(1, 100, priority="batch", tenant="b")
+        c.load(2, 100, priority="batch", tenant="c")
         await c.run(60.0)
         after = c.calls[0].at + 5
         got = c.granted(since=after, by="priority")
