@@ -317,6 +317,11 @@ _SLOW = (
     "tests/conformance/test_a2a_tck.py",
     # Property and load tests, the schema fuzzer.
     "tests/runtime/test_modes_under_load.py",
+    # Three nodes' schedulers through a minute of fake time, every exchange with the
+    # store waited for.
+    "tests/runtime/test_cluster_limits.py::test_a_concurrency_limit_holds_across_nodes",
+    "tests/runtime/test_cluster_limits.py::test_the_interactive_reserve_and_priority_hold",
+    "tests/runtime/test_cluster_limits.py::test_interactive_work_on_one_node_is_not_starved",
     "tests/isolation/test_isolation_property.py",
     "tests/server/test_fuzz.py",
     "tests/sandbox/test_snapshots.py::test_random_trees_round_trip_exactly",

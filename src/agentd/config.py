@@ -194,6 +194,10 @@ class ProviderLimits(_Strict):
     #: Slots of ``concurrency`` only interactive calls may take, so that a user's chat
     #: never waits for a background call to end (0: none).
     reserve: int = Field(default=0, ge=0, strict=True)
+    #: ``cluster``: every node sharing a PostgreSQL store keeps these limits together
+    #: (the store admits each call); ``node``: each node keeps them on its own (the
+    #: limits are then per node). SQLite has one node: both are the same.
+    scope: Literal["cluster", "node"] = "cluster"
 
     @model_validator(mode="after")
     def _reserve_below_concurrency(self) -> ProviderLimits:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from agentd.assembly._parts import lane_limits
 from agentd.config import Settings
 from agentd.runtime.scheduler import (
     DEFAULT_CLASS_WEIGHTS,
@@ -624,8 +625,7 @@ async def test_acquire_refuses_bad_arguments(kwargs: dict[str, Any], message: st
 
 def _limits_of(name: str, raw: object) -> LaneLimits:
     """The lane limits the daemon builds from its ``providers`` setting."""
-    lim = Settings(demo_agent=False, providers={name: raw}).providers[name]
-    return LaneLimits(**lim.model_dump())
+    return lane_limits(Settings(demo_agent=False, providers={name: raw}))[name]
 
 
 def test_the_providers_setting_builds_limits() -> None:
@@ -651,6 +651,8 @@ def test_the_providers_setting_builds_limits() -> None:
     ("openai", {"concurrency": 2.5}, "providers.openai.concurrency"),
     ("openai", {"concurrency": True}, "providers.openai.concurrency"),
     ("openai", {"foo": 1}, "providers.openai.foo"),
+    ("openai", {"rpm": 60, "scope": "galaxy"}, "providers.openai.scope"),
+    ("openai", {"rpm": 60, "scope": None}, "providers.openai.scope"),
     ("openai", [("rpm", 60)], "providers.openai"),
     ("openai", 60, "providers.openai"),
     ("openai:gpt-4o", {"rpm": 0}, "providers.openai:gpt-4o.rpm"),

@@ -12,6 +12,7 @@ from agentd.config import Settings
 from agentd.errors import AgentNotFound
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.calls import Kernel
+from agentd.runtime.cluster_limits import ClusterGate
 from agentd.runtime.kernel import BreakerSettings, RetryPolicy
 from agentd.runtime.overview import DiskGauge, Overview
 from agentd.runtime.scheduler import LaneLimits, Scheduler
@@ -22,7 +23,22 @@ from agentd.version import __version__
 if TYPE_CHECKING:
     from agentd.assembly.runtime import Runtime
 
-__all__ = ["KernelSettings", "make_kernel", "make_metrics", "make_overview"]
+__all__ = ["KernelSettings", "lane_limits", "make_kernel", "make_metrics", "make_overview",
+           "shared_lanes"]
+
+
+def lane_limits(settings: Settings) -> dict[str, LaneLimits]:
+    """The scheduler's lane limits from the ``providers`` setting."""
+    return {name: LaneLimits(**lim.model_dump(exclude={"scope"}))
+            for name, lim in settings.providers.items()}
+
+
+def shared_lanes(settings: Settings) -> list[str]:
+    """The lanes whose limits the nodes sharing a store keep together: those with a
+    limit, of scope ``cluster``."""
+    return sorted(name for name, lim in settings.providers.items()
+                  if lim.scope == "cluster"
+                  and (lim.concurrency is not None or lim.rpm or lim.tpm))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,6 +46,7 @@ class KernelSettings:
     """What the kernel takes from the daemon's settings (at start, and on a reload)."""
 
     limits: dict[str, LaneLimits]
+    shared: frozenset[str]
     class_weights: dict[str, float]
     tenant_weights: dict[str, float]
     retry: RetryPolicy
@@ -40,8 +57,8 @@ class KernelSettings:
     def of(cls, settings: Settings) -> KernelSettings:
         """Built and checked (ValueError naming the setting)."""
         return cls(
-            limits={name: LaneLimits(**lim.model_dump())
-                    for name, lim in settings.providers.items()},
+            limits=lane_limits(settings),
+            shared=frozenset(shared_lanes(settings)),
             class_weights=dict(settings.priority_weights),
             tenant_weights={name: t.weight for name, t in settings.tenants.items()},
             retry=RetryPolicy(attempts=settings.retry_attempts,
@@ -51,17 +68,20 @@ class KernelSettings:
                                     max_cooldown_s=settings.breaker_cooldown_s * 10),
             counts_tokens=any(lim.tpm for lim in settings.providers.values()))
 
-    def scheduler(self, clock: Clock) -> Scheduler:
+    def scheduler(self, clock: Clock, gate: ClusterGate | None = None) -> Scheduler:
         return Scheduler(self.limits, class_weights=self.class_weights,
-                         tenant_weights=self.tenant_weights, clock=clock)
+                         tenant_weights=self.tenant_weights, clock=clock, gate=gate)
 
     def apply(self, kernel: Kernel) -> None:
         """Give a running kernel these settings (a configuration reload): the
-        scheduler's lanes and weights (nothing queued is lost), the retry policy of
+        scheduler's lanes and weights (nothing queued is lost; a lane that starts to
+        have limits of scope ``cluster`` is shared from now on, while a lane keeps the
+        scope it started with: a change of scope needs a restart), the retry policy of
         runs that start from now, and the breakers' thresholds (each breaker keeps
         its state and current cooldown)."""
         kernel.scheduler.reconfigure(self.limits, class_weights=self.class_weights,
-                                     tenant_weights=self.tenant_weights)
+                                     tenant_weights=self.tenant_weights,
+                                     shared=self.shared)
         kernel.counts_tokens = self.counts_tokens
         kernel.retry = self.retry
         kernel.breaker_settings = self.breaker
@@ -70,10 +90,11 @@ class KernelSettings:
 
 
 def make_kernel(settings: Settings, usage_total: Any, *, shared: bool,
-                clock: Clock = SYSTEM) -> Kernel:
-    """The kernel every model call goes through, from the daemon's settings."""
+                clock: Clock = SYSTEM, gate: ClusterGate | None = None) -> Kernel:
+    """The kernel every model call goes through, from the daemon's settings; ``gate``:
+    the lanes shared with the other nodes of the store (PostgreSQL)."""
     parts = KernelSettings.of(settings)
-    kernel = Kernel(parts.scheduler(clock), BudgetBook(usage_total, shared=shared),
+    kernel = Kernel(parts.scheduler(clock, gate), BudgetBook(usage_total, shared=shared),
                     retry=parts.retry, breaker=parts.breaker, clock=clock)
     kernel.counts_tokens = parts.counts_tokens
     return kernel

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from agentd.identity.audit import AuditLog
 
 __all__ = ["FIELDS", "Apply", "ConfigInvalid", "Prepare", "ReloadOutcome", "Reloader",
-           "changed_paths", "field_of"]
+           "apply_of", "changed_paths", "field_of"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,17 @@ def field_of(path: str) -> str:
     return section if section in FIELDS else head
 
 
+def apply_of(path: str) -> Apply:
+    """How a reload treats the change of one setting's path: as :data:`FIELDS` says,
+    but a provider lane's ``scope`` (whether the cluster's nodes share its limits)
+    takes a restart: the lane, its calls and the store's rows are this node's or the
+    cluster's from the start."""
+    parts = path.split(".")
+    if len(parts) == 3 and parts[0] == "providers" and parts[2] == "scope":
+        return "restart"
+    return FIELDS[field_of(path)]
+
+
 def changed_paths(old: Any, new: Any, path: str = "") -> list[str]:
     """The paths of the settings that differ between ``old`` and ``new``: models by
     field, mappings by key (a key added or removed is its own path), anything else
@@ -306,8 +317,8 @@ class Reloader:
         except (ValueError, AgentdError) as exc:  # (ValidationError is a ValueError)
             raise ConfigInvalid.reading(exc, file) from None
         paths = changed_paths(self.settings, new)
-        live = sorted(p for p in paths if FIELDS[field_of(p)] == "live")
-        restart = sorted(p for p in paths if FIELDS[field_of(p)] == "restart")
+        live = sorted(p for p in paths if apply_of(p) == "live")
+        restart = sorted(p for p in paths if apply_of(p) == "restart")
         keys = {field_of(p) for p in live}
         running = self._running(new, keys, file)
         try:
@@ -341,6 +352,11 @@ class Reloader:
             head, _, sub = key.partition(".")
             values[head] = (values[head].model_copy(update={sub: getattr(
                 getattr(new, head), sub)}) if sub else getattr(new, head))
+        # A provider lane keeps the scope it started with (a restart changes it).
+        values["providers"] = {
+            name: (limits.model_copy(update={"scope": self.settings.providers[name].scope})
+                   if name in self.settings.providers else limits)
+            for name, limits in values["providers"].items()}
         try:
             return type(new).model_validate(values)
         except ValidationError as exc:

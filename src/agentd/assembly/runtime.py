@@ -40,7 +40,7 @@ from typing import Any
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._memory_calls import MemoryCalls
-from agentd.assembly._parts import make_kernel, make_metrics, make_overview
+from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
 from agentd.assembly.reload import Prepare, Reloader, ReloadOutcome
 from agentd.assembly.reload import install as install_reload
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
@@ -70,6 +70,7 @@ from agentd.runtime.agent_settings import warn_invalid_settings
 from agentd.runtime.agents import Agents, check_agent_name
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
+from agentd.runtime.cluster_limits import ClusterGate
 from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.follower import LogFollower
 from agentd.runtime.guard import Guard
@@ -182,9 +183,15 @@ class Runtime(MemoryCalls):
                                   memory_mb=settings.tool_worker_memory_mb)
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
+        #: The lanes whose limits this node keeps with the others sharing the store
+        #: (None: SQLite, or no lane with limits of scope ``cluster``).
+        lanes = shared_lanes(settings)
+        self.limits_gate = (ClusterGate(store, node_id=settings.node_id, lanes=lanes,
+                                        ttl_s=settings.lease_ttl_s, clock=clock)
+                            if lanes and not self.exclusive else None)
         #: Every model call goes through the kernel: scheduler, breakers, budgets.
         self.kernel = make_kernel(settings, self._usage_total, shared=not self.exclusive,
-                                  clock=clock)
+                                  clock=clock, gate=self.limits_gate)
         self.runlog = RunLog(store, self.bus, self.lease)
 
         # -- the services -------------------------------------------------------------
@@ -337,6 +344,10 @@ class Runtime(MemoryCalls):
         s, register = self.settings, self.housekeeper.register
         register(Job(name="renew", period_s=s.lease_ttl_s / 3, run=self.leases.renew))
         register(Job(name="take_over", period_s=s.lease_ttl_s / 2, run=self._take_over))
+        if self.limits_gate is not None:
+            # The shared slots of this node's calls in flight live as long as leases.
+            register(Job(name="limit_slots", period_s=s.lease_ttl_s / 3,
+                         run=self.limits_gate.renew))
         if s.agent_idle_s > 0:
             register(Job(name="sleep", period_s=min(max(s.agent_idle_s / 4, 0.05), 30.0),
                          run=self._sleep_idle))
@@ -411,6 +422,8 @@ class Runtime(MemoryCalls):
         # lease expired) resume from their last committed step, ahead of the runs
         # queued behind them, which start again in their order.
         await self.subtasks.remember_unfinished()
+        if self.limits_gate is not None:
+            await self.limits_gate.start()  # what this node held before it stopped
         await self.leases.recover()
         await self.subtasks.reconcile()  # parents that ended while the daemon was down
         self.housekeeper.start()
@@ -440,6 +453,8 @@ class Runtime(MemoryCalls):
         await self.affinity.close()
         await self.housekeeper.stop()
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
+        if self.limits_gate is not None:
+            await self.limits_gate.close()  # the shared slots and tokens its calls held
         await self.subtasks.close()
         await self.traces.stop()
         if self.metrics is not None:

@@ -38,6 +38,11 @@ When the lane has nobody waiting and admits the call, :meth:`Scheduler.acquire` 
 it without touching the tree. Everything runs on the event loop: no locks, no threads,
 no I/O. Time is the clock's monotonic time (:mod:`agentd.clock`; tests move a
 :class:`agentd.testing.FakeClock`).
+
+Nodes sharing a PostgreSQL store share their lanes' limits: a :class:`LaneGate` given
+to the scheduler makes the lanes it covers (``agentd.runtime.cluster_limits``), which
+keep this order and ask the store *when* (docs/design-notes.md, "One rate limit across
+the cluster"). Without one, nothing here changes and nothing is added to a call.
 """
 
 from __future__ import annotations
@@ -50,11 +55,11 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from agentd.clock import SYSTEM, Clock, Timer
 
-__all__ = ["DEFAULT_CLASS_WEIGHTS", "PRIORITIES", "Grant", "LaneLimits", "Scheduler"]
+__all__ = ["DEFAULT_CLASS_WEIGHTS", "PRIORITIES", "Grant", "LaneGate", "LaneLimits", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +266,14 @@ class Grant:
         tokens: Tokens reserved in the lane's TPM bucket.
     """
 
-    __slots__ = ("_lane", "_released", "lane", "position", "priority", "tokens", "wait_s")
+    __slots__ = ("_lane", "_permit", "_released", "lane", "position", "priority", "tokens",
+                 "wait_s")
 
     def __init__(self, lane: _Lane, priority: str, position: int, wait_s: float,
-                 tokens: int) -> None:
+                 tokens: int, permit: object = None) -> None:
         self._lane = lane
+        #: What a shared lane's store handed out for the call (its slot's claim).
+        self._permit = permit
         self._released = False
         self.lane = lane.name
         self.priority = priority
@@ -284,13 +292,14 @@ class Grant:
         if self._released:
             return
         self._released = True
-        self._lane.release(self.tokens, tokens_used, refund_request=False)
+        self._lane.release(self.tokens, tokens_used, refund_request=False,
+                           permit=self._permit)
 
     def _revoke(self) -> None:
         """Undo a grant whose caller was cancelled before it could use it."""
         if not self._released:
             self._released = True
-            self._lane.release(self.tokens, 0, refund_request=True)
+            self._lane.release(self.tokens, 0, refund_request=True, permit=self._permit)
 
     def __repr__(self) -> str:
         return (f"Grant(lane={self.lane!r}, priority={self.priority!r}, "
@@ -299,6 +308,8 @@ class Grant:
 
 
 class _Lane:
+    #: Whether the store must admit each call too (a lane shared by the cluster's nodes).
+    gated = False
     __slots__ = ("clock", "concurrency", "granted", "in_flight", "limits", "name",
                  "paused_until", "reserve", "root", "rpm", "seq", "timer", "timer_at", "tpm",
                  "unlimited", "waited", "waits")
@@ -367,7 +378,8 @@ class _Lane:
         if self.tpm is not None:
             self.tpm.level -= tokens
 
-    def release(self, reserved: int, used: int | None, *, refund_request: bool) -> None:
+    def release(self, reserved: int, used: int | None, *, refund_request: bool,
+                permit: object = None) -> None:
         self.in_flight -= 1
         if (self.tpm is not None and used is not None) or refund_request:
             now = self.clock.monotonic()
@@ -436,6 +448,9 @@ class _Lane:
     def on_timer(self) -> None:
         self.timer = None
         self.dispatch()
+
+    def pause_shared(self, seconds: float) -> None:
+        """A shared lane tells the other nodes of a pause (an unshared one has none)."""
 
     # -- the fair-queuing tree ----------------------------------------------------------
 
@@ -567,6 +582,22 @@ class _Lane:
         }
 
 
+class LaneGate(Protocol):
+    """What makes the lanes the cluster's nodes share (``runtime/cluster_limits.py``)."""
+
+    def covers(self, name: str) -> bool:
+        """Whether lane ``name`` is shared."""
+        ...
+
+    def lane(self, name: str, limits: LaneLimits, clock: Clock) -> _Lane:
+        """A shared lane (``gated``) in place of the node's own."""
+        ...
+
+    def share(self, names: frozenset[str]) -> None:
+        """The lanes to share from now on (a configuration reload)."""
+        ...
+
+
 def _positive(setting: str, value: object) -> float:
     if not (_is_number(value) and math.isfinite(cast(float, value)) and cast(float, value) > 0):
         raise ValueError(f"{setting} must be a number greater than 0")
@@ -582,13 +613,16 @@ class Scheduler:
         class_weights: Weights of the priority classes (missing ones: the defaults).
         tenant_weights: Weights of tenants (missing ones: 1.0).
         clock: the time buckets refill and pauses end by (:data:`agentd.clock.SYSTEM`).
+        gate: Makes the lanes it covers shared with the cluster's other nodes (None:
+            every lane is this node's alone).
     """
 
     def __init__(self, limits: Mapping[str, LaneLimits] | None = None, *,
                  class_weights: Mapping[str, float] | None = None,
                  tenant_weights: Mapping[str, float] | None = None,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, gate: LaneGate | None = None) -> None:
         self.clock = clock
+        self._gate = gate
         self._limits = dict(limits or {})
         for name, lane_limits in self._limits.items():
             if not isinstance(lane_limits, LaneLimits):
@@ -601,12 +635,18 @@ class Scheduler:
             self._class_weights[key] = _positive(f"class_weights.{key}", value)
         self._tenant_weights = {key: _positive(f"tenant_weights.{key}", value)
                                 for key, value in (tenant_weights or {}).items()}
-        self._lanes = {name: _Lane(name, lane_limits, clock)
+        self._lanes = {name: self._new_lane(name, lane_limits)
                        for name, lane_limits in self._limits.items()}
+
+    def _new_lane(self, name: str, limits: LaneLimits) -> _Lane:
+        if self._gate is not None and self._gate.covers(name):
+            return self._gate.lane(name, limits, self.clock)
+        return _Lane(name, limits, self.clock)
 
     def reconfigure(self, limits: Mapping[str, LaneLimits] | None = None, *,
                     class_weights: Mapping[str, float] | None = None,
-                    tenant_weights: Mapping[str, float] | None = None) -> None:
+                    tenant_weights: Mapping[str, float] | None = None,
+                    shared: frozenset[str] | None = None) -> None:
         """Take new limits and weights (a configuration reload) without losing a call.
 
         Everything is checked before anything changes (the errors of the constructor,
@@ -614,17 +654,29 @@ class Scheduler:
         says, queued calls staying in their place; a lane whose limits were removed
         keeps its queued calls and admits them without limits, while new calls of that
         model go to its provider's lane. Weights count for calls queued from now on.
+        ``shared``: the lanes the gate now shares with the cluster (None: as before):
+        a new lane, or one that had no limits and nothing queued or in flight, is
+        made shared or not by it; a lane keeps the kind it has otherwise (a change of
+        a limited lane's scope takes a restart).
         """
         checked = Scheduler(limits, class_weights=class_weights,
                             tenant_weights=tenant_weights, clock=self.clock)
         self._limits = checked._limits
         self._class_weights = checked._class_weights
         self._tenant_weights = checked._tenant_weights
-        for name, lane in self._lanes.items():
-            lane.set_limits(self._limits.get(name, _UNLIMITED))
+        if shared is not None and self._gate is not None:
+            self._gate.share(shared)
+        for name, lane in list(self._lanes.items()):
+            new_limits = self._limits.get(name, _UNLIMITED)
+            if (self._gate is not None and lane.unlimited and not lane.in_flight
+                    and not lane.root.backlog
+                    and lane.gated != self._gate.covers(name)):
+                self._lanes[name] = self._new_lane(name, new_limits)
+            else:
+                lane.set_limits(new_limits)
         for name, lane_limits in self._limits.items():
             if name not in self._lanes:
-                self._lanes[name] = _Lane(name, lane_limits, self.clock)
+                self._lanes[name] = self._new_lane(name, lane_limits)
 
     def lane_for(self, provider: str, model: str) -> str:
         """The lane of a model: ``provider:model`` if it has limits, else ``provider``."""
@@ -634,8 +686,8 @@ class Scheduler:
     def _lane(self, name: str) -> _Lane:
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = _Lane(name, self._limits.get(name, _UNLIMITED),
-                                             self.clock)
+            lane = self._lanes[name] = self._new_lane(name,
+                                                      self._limits.get(name, _UNLIMITED))
         return lane
 
     async def acquire(self, *, provider: str, model: str, priority: str = "background",
@@ -671,7 +723,7 @@ class Scheduler:
         lane = self._lanes.get(name) if name in self._limits else None
         if lane is None:
             lane = self._lane(provider)
-        if not lane.root.backlog:
+        if not lane.root.backlog and not lane.gated:
             if lane.unlimited and not lane.paused_until:
                 lane.in_flight += 1
                 lane.granted += 1
@@ -717,6 +769,8 @@ class Scheduler:
             return
         target = self._lane(lane)
         until = self.clock.monotonic() + seconds
+        if target.gated:
+            target.pause_shared(seconds)
         if until > target.paused_until:
             target.paused_until = until
             log.debug("lane %s paused for %.3f s", lane, seconds)

@@ -792,3 +792,36 @@ MIGRATIONS.append((
     {"sqlite": _SNAPSHOTS_20.replace("__BLOB__", "BLOB"),
      "postgresql": _SNAPSHOTS_20.replace("__BLOB__", "BYTEA")},
 ))
+
+# Migration 21: the cluster's shared rate limits (agentd.store.limits): a row per
+# scheduler lane (its buckets' GCRA times and pause), a row per concurrency slot (the
+# claim holding it, until when) and a row per node with calls waiting (what waits).
+# Written only on PostgreSQL, by nodes whose lanes have limits.
+MIGRATIONS.append((
+    21,
+    "shared rate limits",
+    """
+CREATE TABLE limit_lanes (
+    lane         {text} PRIMARY KEY,
+    rpm_tat      {real} NOT NULL DEFAULT 0,
+    tpm_tat      {real} NOT NULL DEFAULT 0,
+    paused_until {real} NOT NULL DEFAULT 0,
+    granted      {bigint} NOT NULL DEFAULT 0
+);
+CREATE TABLE limit_slots (
+    lane       {text} NOT NULL,
+    slot       {bigint} NOT NULL,
+    holder     {text},
+    node_id    {text},
+    expires_at {real} NOT NULL DEFAULT 0,
+    PRIMARY KEY (lane, slot)
+);
+CREATE TABLE limit_demand (
+    lane    {text} NOT NULL,
+    node_id {text} NOT NULL,
+    demand  {text} NOT NULL,
+    until   {real} NOT NULL,
+    PRIMARY KEY (lane, node_id)
+);
+""",
+))

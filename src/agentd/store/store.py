@@ -68,6 +68,7 @@ from agentd.store._trace_store import TraceStore
 from agentd.store.audit import AuditEntry
 from agentd.store.engine import Engine, Tx
 from agentd.store.heartbeats import HeartbeatStore
+from agentd.store.limits import LimitStore
 from agentd.store.log import (
     Accepted,
     Lease,
@@ -113,12 +114,14 @@ _dumps = _rows.dumps
 
 
 class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
-            HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore):
+            HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
+            LimitStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
     memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
-    heartbeats, webhooks, identity, traces (:class:`TraceStore`) and workspace
-    snapshots (:class:`SnapshotRowStore`)."""
+    heartbeats, webhooks, identity, traces (:class:`TraceStore`), workspace snapshots
+    (:class:`SnapshotRowStore`) and the cluster's shared rate limits
+    (:class:`LimitStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine

@@ -11,9 +11,11 @@ neutral request to HTTP and back is exercised without a network or a key::
 
 Responses are served in the order they were queued; with the queue empty the server
 echoes the last user message as ``stub: <text>``. ``stub.requests`` holds every JSON
-body received, for asserting what a provider sent. A turn queued with ``interval_s``
-streams its frames that far apart (a word of text each) and records when each left in
-``stub.emitted``: the start of a token's way to a client, for latency benchmarks.
+body received, for asserting what a provider sent, and ``stub.request_times`` when each
+arrived (``time.monotonic()``, in the same order): what a rate limit let through when.
+A turn queued with ``interval_s`` streams its frames that far apart (a word of text
+each) and records when each left in ``stub.emitted``: the start of a token's way to a
+client, for latency benchmarks.
 
 Wire formats, streaming and not: OpenAI Chat Completions (``POST /v1/chat/completions``;
 point a provider at :attr:`StubLLMServer.base_url`) and Anthropic Messages
@@ -306,6 +308,7 @@ class StubLLMServer:
         self._cache = PromptCache(clock, enabled=prompt_cache)
         self._queue: deque[StubTurn] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._times: list[float] = []
         self._headers: list[dict[str, str]] = []
         self._emitted: list[tuple[float, bytes]] = []
         self._numbers = itertools.count(1)
@@ -377,6 +380,7 @@ class StubLLMServer:
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._times.clear()
             self._headers.clear()
             self._emitted.clear()
         self._cache.clear()
@@ -409,6 +413,12 @@ class StubLLMServer:
         """JSON bodies received so far, oldest first (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def request_times(self) -> list[float]:
+        """When each of :attr:`requests` arrived (``time.monotonic()``), oldest first."""
+        with self._lock:
+            return list(self._times)
 
     @property
     def headers(self) -> list[dict[str, str]]:
@@ -470,6 +480,7 @@ class StubLLMServer:
             return JSONResponse(wire.error_body(400, "request body must be a JSON object"), 400)
         with self._lock:
             self._requests.append(body)
+            self._times.append(time.monotonic())
             self._headers.append(dict(request.headers))
             fault = _HTTP_FAULT.match(self._queue[0].fault or "") if self._queue else None
             turn = self._queue.popleft() if fault else None
@@ -497,6 +508,7 @@ class StubLLMServer:
                 return JSONResponse(wire.error_body(400, "request body must be an object"), 400)
             with self._lock:
                 self._requests.append(body)
+                self._times.append(time.monotonic())
                 self._headers.append(dict(request.headers))
                 verdict = self._limiter.admit(wire, body)
                 if verdict.slot is None:
