@@ -353,6 +353,24 @@ async def test_a_call_cancelled_while_the_store_is_asked_gives_its_slot_back(
         assert len(c.calls) == 1
 
 
+async def test_a_reload_gives_every_node_the_new_rate(store_url: str) -> None:
+    """A configuration reload (Scheduler.reconfigure) changes a shared lane's limits:
+    the cluster keeps the new rate from then on."""
+    async with cluster(store_url, LaneLimits(rpm=120.0)) as c:
+        for node in range(3):
+            c.load(node, 300, tenant=f"t{node}")
+        await c.run(10.0)
+        before = sum(c.granted().values())
+        assert before <= 2.0 * 10 + 2
+        for node in c.nodes:
+            node.reconfigure({"p": LaneLimits(rpm=600.0)}, shared=frozenset({"p"}))
+            assert node.metrics()["lanes"]["p"]["limits"]["rpm"] == 600.0
+        start = c.clock.monotonic()
+        await c.run(20.0)
+        after = sum(c.granted(since=start + 1.0).values())  # ten a second now
+        assert 0.9 * 10 * 19 <= after <= 10 * 19 + 10 + 2, after
+
+
 async def test_a_node_closing_hands_back_its_slots(store_url: str) -> None:
     async with cluster(store_url, LaneLimits(concurrency=1), n=2) as c:
         c.load(0, 1, hold=1000.0)

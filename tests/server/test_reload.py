@@ -262,6 +262,21 @@ metrics = false
         assert await d.concurrency() == 4  # what is live in the same file did apply
 
 
+async def test_a_lanes_scope_takes_a_restart(tmp_path: Path, store_url: str) -> None:
+    """Whether the cluster's nodes share a lane is decided at start: a reload reports
+    a change of it and keeps the scope the lane runs with, while the same lane's
+    limits change live."""
+    async with daemon(tmp_path, store_url) as d:
+        d.write(BASE.replace("concurrency = 2", 'concurrency = 5\nscope = "node"'))
+        answer = await d.reload()
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["restart_required"] == ["providers.openai.scope"]
+        assert body["applied"] == ["providers.openai.concurrency"]
+        assert d.runtime.settings.providers["openai"].scope == "cluster"
+        assert await d.concurrency() == 5
+
+
 # -- what is live --------------------------------------------------------------------
 
 
