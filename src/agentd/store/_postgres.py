@@ -28,6 +28,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from agentd.store._node_lock import NodeLock
 from agentd.store.engine import Engine, Tx
 
 __all__ = ["PostgresEngine"]
@@ -186,6 +187,9 @@ class PostgresEngine(Engine):
                 log.warning("listening for other nodes' commits failed (%s); retrying",
                             exc)
                 await asyncio.sleep(1.0)
+
+    def node_lock(self, node_id: str) -> NodeLock:
+        return NodeLock(self.url, node_id, client_encoding=_CLIENT_ENCODING)
 
     def run_script(self, tx: Tx, sql: str) -> None:
         for statement in sql.split(";"):

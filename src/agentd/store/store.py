@@ -59,6 +59,7 @@ from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
 from agentd.store._identity import IdentityStore
 from agentd.store._lease_store import LeaseStore
+from agentd.store._node_store import NodeStore
 from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
@@ -111,12 +112,13 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
+class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
-    from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
-    memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
-    heartbeats, webhooks, identity and traces (:class:`TraceStore`)."""
+    from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
+    checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
+    subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity and
+    traces (:class:`TraceStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
