@@ -135,6 +135,31 @@ async def test_a_node_found_gone_twice_is_taken_over_before_its_leases_expire(
 
 
 @pytest.mark.postgres
+async def test_runs_a_dead_judge_let_go_are_taken_over_at_the_next_look(
+        settings: Settings, pg_url: str) -> None:
+    """A node that ended a gone node's leases may die before it takes the runs over:
+    they are nobody's then, and the next look of any node takes them (found by
+    bench/cluster.py: a run waited 11 s, for the next take-over sweep)."""
+    gate = Gate()
+    async with _node(settings, pg_url, "A", gate) as a, _node(settings, pg_url, "B", gate) as b:
+        await a.create_agent(name="agent", tools=["gate"], settings=GATE_SCRIPT)
+        sent = await a.send("agent", "k", "go")
+        await eventually(lambda: gate.entered == 1, what="A in the gate")
+        assert a.nodes.lock is not None
+        await a.nodes.lock._drop()
+        # A third node looks twice, ends A's leases, and dies before it takes them.
+        await b.store.dead_nodes("judge", suspects=set())
+        found = await b.store.dead_nodes("judge", suspects={"A"})
+        assert found.ended == {"A": 1}
+        assert await _lease(b, sent.run.id) == ("A", 0)
+        assert await b.nodes.check() == 1
+        await eventually(lambda: gate.entered == 2, what="B in the gate")
+        gate.open.set()
+        run = await asyncio.wait_for(b.wait(sent.run.id), 30)
+        assert (run.status, run.lease_owner) == ("completed", "B")
+
+
+@pytest.mark.postgres
 async def test_a_lock_free_for_one_look_only_costs_nothing(settings: Settings,
                                                            pg_url: str) -> None:
     gate = Gate()

@@ -10,7 +10,10 @@ the process dies, whatever killed it. Every ``node_check_s`` each node looks for
 registered nodes whose lock is free while they hold unexpired leases
 (:meth:`agentd.store.Store.dead_nodes`); a node found so at two looks in a row is
 gone: its leases are ended in that transaction and its runs are taken over here at
-once (:meth:`LeaseKeeper.take_over`), resumed from their last committed step.
+once (:meth:`LeaseKeeper.take_over`), resumed from their last committed step. Any run
+found under way with its lease ended or lapsed is taken over at the same look (not
+at the next sweep, half a lease later): the node that ended a gone node's leases may
+have died before it took the runs over.
 
 What this does not change: a node that is alive but stalled (paused with SIGSTOP, a
 long GC, starved of CPU) holds its lock, so its runs are taken over only when their
@@ -103,11 +106,13 @@ class NodeWatch:
             return 0
         found = await self.store.dead_nodes(self.node_id, suspects=self._suspects)
         self._suspects = found.free - set(found.ended)
-        if not found.ended:
-            return 0
         for node_id, count in sorted(found.ended.items()):
             log.warning("node %s is gone (its liveness lock is free): ended its %d "
                         "lease(s); taking its runs over", node_id, count)
         self.nodes_gone += len(found.ended)
         self.leases_ended += sum(found.ended.values())
+        if not found.expired:
+            return 0
+        # Runs nobody drives: a gone node's (ended now, or by a node that died before
+        # it took them over), or leases that lapsed: taken now, not at the next sweep.
         return await self.leases.take_over()

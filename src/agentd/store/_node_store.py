@@ -28,6 +28,9 @@ class DeadNodes:
     ended: dict[str, int] = field(default_factory=dict)
     #: Registered nodes gone with no lease to hand over (unregistered now).
     forgotten: int = 0
+    #: Runs under way whose lease has expired or was ended (by this look, or by an
+    #: earlier one of a node that died before it took them over): nobody drives them.
+    expired: int = 0
 
 
 class NodeStore:
@@ -40,8 +43,10 @@ class NodeStore:
         of them, those in ``suspects`` (found free at the caller's previous look too,
         so a connection that broke for a moment costs nothing) have their leases
         ended here, so that any node may take their runs over at once, and are
-        unregistered. A node gone with no lease is unregistered. PostgreSQL only
-        (SQLite has one daemon): elsewhere, nothing.
+        unregistered. A node gone with no lease is unregistered. Also counts the runs
+        under way whose lease has expired or was ended (``expired``): a node that
+        ended a gone node's leases may have died before it took the runs over.
+        PostgreSQL only (SQLite has one daemon): elsewhere, nothing.
 
         Each lock is tried inside this transaction (``pg_try_advisory_xact_lock``),
         so a node cannot take its lock back between the look and the end of its
@@ -72,6 +77,9 @@ class NodeStore:
                                "AND lease_owner = ? AND lease_expires_at >= ?", (node_id, now))
                     out.ended[str(node_id)] = tx.rowcount
                     tx.execute("DELETE FROM node_liveness WHERE id = ?", (node_id,))
+            row = tx.one(f"SELECT COUNT(*) FROM runs WHERE status IN {ACTIVE} AND "
+                         "status <> 'queued' AND lease_expires_at < ?", (now,))
+            out.expired = int(row[0]) if row else 0
             return out
 
         return await self.engine.write(op)
