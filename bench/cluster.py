@@ -528,7 +528,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the PostgreSQL server (a fresh schema, dropped afterwards "
                    "unless --keep); default: $AGENTD_TEST_POSTGRES_URL")
     p.add_argument("--quick", action="store_true",
-                   help="about a minute: 25 s of kills every 4-6 s, a lighter load (CI)")
+                   help="about a minute: 30 s of kills every 3-4.5 s, a lighter load (CI)")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--duration-s", type=float, default=300.0,
                    help="how long nodes are killed (default 300)")
@@ -561,7 +561,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work dir and schema")
     args = p.parse_args(argv)
     if args.quick:
-        args.duration_s, args.min_kill_s, args.max_kill_s = 25.0, 4.0, 6.0
+        args.duration_s, args.min_kill_s, args.max_kill_s = 30.0, 3.0, 4.5
         args.restart_delay_s, args.warmup_s = 1.0, 2.0
         args.clients, args.sessions, args.followers = 2, 6, 2
         args.boss_sessions, args.caller_sessions = 2, 1
