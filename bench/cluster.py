@@ -24,6 +24,10 @@ Every ``--min-kill-s``..``--max-kill-s`` (random) a random live node gets SIGKIL
 node id (a new process: what the other nodes see as another node), so its runs are
 taken over by the others, never recovered by itself. At each kill the harness reads,
 from the database, the runs the dead node held (running or waiting, under its lease).
+With ``--pause-share``, that share of the blows SIGSTOPs a node for ``--pause-s``
+instead (alive, its liveness lock held: its runs wait for their leases to expire),
+then SIGCONTs it: whatever it would still write to the runs taken over from it must
+be refused (``pause_*``: the same figures as ``failover_*``, from the stop).
 
 After ``--duration-s`` the kills stop, the dead nodes come back, the clients finish,
 the schedules are paused past a final check, every run ends (bounded) and the store
@@ -60,6 +64,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -251,10 +256,38 @@ def held_runs(db: Db, node_id: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def pause_node(args: argparse.Namespace, cluster: Cluster, db: Db, i: int,
+               pauses: list[Kill], t0: float) -> threading.Thread:
+    """SIGSTOP node ``i`` for ``--pause-s`` (alive, its liveness lock held, doing
+    nothing: its runs are taken over when their leases expire), then SIGCONT: what
+    it would still write to them must be refused."""
+    with cluster.lock:
+        cluster.alive.discard(i)
+        node_id = cluster.node_id(i)
+    pid = cluster.nodes[i].proc.pid  # type: ignore[union-attr]
+    at = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    pauses.append(Kill(node_id, at, held_runs(db, node_id), cluster.ages()))
+    info(f"{time.monotonic() - t0:5.1f}s: stopped {node_id} for {args.pause_s:.0f}s")
+
+    def wake() -> None:
+        time.sleep(args.pause_s)
+        os.kill(pid, signal.SIGCONT)
+        with cluster.lock:
+            cluster.alive.add(i)
+        info(f"{time.monotonic() - t0:5.1f}s: {node_id} goes on")
+
+    thread = threading.Thread(target=wake, name=f"wake-{i}", daemon=True)
+    thread.start()
+    return thread
+
+
 def kill_loop(args: argparse.Namespace, cluster: Cluster, db: Db, shareds: list[Shared],
-              kills: list[Kill], errors: list[str]) -> list[threading.Thread]:
+              kills: list[Kill], pauses: list[Kill], errors: list[str]
+              ) -> list[threading.Thread]:
     """Kill a random live node every few seconds until ``--duration-s`` has passed;
-    each comes back ``--restart-delay-s`` later. Returns the restarting threads."""
+    each comes back ``--restart-delay-s`` later (or, ``--pause-share`` of the time,
+    stop one for ``--pause-s``). Returns the restarting threads."""
     rng = random.Random(f"{args.seed}/kills")
     restarts: list[threading.Thread] = []
     end = time.monotonic() + args.duration_s
@@ -268,6 +301,9 @@ def kill_loop(args: argparse.Namespace, cluster: Cluster, db: Db, shareds: list[
         if len(live) < 2:
             continue  # never the last node
         i = rng.choice(live)
+        if rng.random() < args.pause_share:
+            restarts.append(pause_node(args, cluster, db, i, pauses, t0))
+            continue
         node_id, at = cluster.kill(i)
         kill = Kill(node_id, at, held_runs(db, node_id), cluster.ages())
         kills.append(kill)
@@ -393,6 +429,7 @@ def run(args: argparse.Namespace, workdir: Path, url: str
     followers = [HopFollower(kt, cluster, s, args.seed) for s in kt_sessions[:args.followers]]
     decider = Decider(kt, args.seed, 0.0, 0.0, 0.3, poll_s=0.3)
     kills: list[Kill] = []
+    pauses: list[Kill] = []
     errors: list[str] = []
     out: dict[str, Any] = {"bench": "cluster", "seed": args.seed, "nodes": args.nodes,
                            "quick": args.quick, "node_check_s": args.node_check_s,
@@ -418,8 +455,8 @@ def run(args: argparse.Namespace, workdir: Path, url: str
         for thread in threads:
             thread.start()
         time.sleep(args.warmup_s)
-        restarts = kill_loop(args, cluster, db, [kt, auto], kills, errors)
-        out["kills"] = len(kills)
+        restarts = kill_loop(args, cluster, db, [kt, auto], kills, pauses, errors)
+        out["kills"], out["pauses"] = len(kills), len(pauses)
         for thread in restarts:
             thread.join(args.startup_timeout * 3 + args.restart_delay_s)
         for i in range(args.nodes):
@@ -485,6 +522,8 @@ def run(args: argparse.Namespace, workdir: Path, url: str
             "stream_reconnects": sum(f.connects for f in followers),
             "stream_node_hops": sum(f.hops for f in followers),
             **failover(db, kills),
+            **{f"pause_{k.removeprefix('failover_')}": v
+               for k, v in failover(db, pauses).items()},
             "runs_held_at_kills": sum(len(k.runs) for k in kills),
             "effects": len(effects),
             "idem_effects": len(idem),
@@ -537,6 +576,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restart-delay-s", type=float, default=2.0,
                    help="a killed node starts again (as a new node) after this")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--pause-share", type=float, default=0.0,
+                   help="share of the blows that SIGSTOP a node for --pause-s instead "
+                   "of killing it (default 0): stalled, not dead")
+    p.add_argument("--pause-s", type=float, default=40.0,
+                   help="how long a stopped node stays stopped (default 40: longer than "
+                   "a lease, so that its runs are taken over)")
     p.add_argument("--node-check-s", type=float, default=None,
                    help="the nodes' node_check_s (default: theirs, 1; 0: no liveness "
                    "lock, a dead node's runs wait for their leases: the A/B baseline)")

@@ -24,7 +24,9 @@ from tests.conftest import eventually, under_way
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import StoreError
-from agentd.store import Accepted, Lease, NewEvent, RunUpdate, Store, open_store
+from agentd.store import Accepted, Lease, NewEvent, RunMoved, RunUpdate, Store, open_store
+from agentd.store.records import EventRecord
+from agentd.testing import FakeClock
 from agentd.tools import tool
 
 GATE_SCRIPT = {"script": [{"tool_calls": [{"name": "gate", "arguments": {}}]},
@@ -262,3 +264,84 @@ async def test_sqlite_has_no_node_lock(runtime: Runtime) -> None:
     assert "nodes" not in runtime.housekeeper.jobs
     found = await runtime.store.dead_nodes("me", suspects={"x"})
     assert (found.free, found.ended) == (set(), {})
+
+
+@pytest.mark.postgres
+async def test_a_step_committed_by_the_holder_while_its_run_is_taken_over_is_kept(
+        settings: Settings, pg_url: str) -> None:
+    """The node taking a run over folds its log, then takes the lease. The node that
+    held it may commit a step in between, its lease already expired by the time the
+    commit lands (a process stopped in the middle of a commit, stamped before the
+    stop). That step must be seen, not made again: found by bench/cluster.py with
+    SIGSTOPs, a boss run's steps were [1, 1, 2] and its subtasks never started."""
+    script = {"script": [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        {"text": "forty-two"}]}
+    async with _node(settings, pg_url, "B") as b:
+        agent = await b.create_agent(name="agent", tools=["calculator"], settings=script)
+        left = await _leave_running(b.store, agent.id, "A")
+        run_id, session_id = left.run.id, left.session.id
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("UPDATE runs SET lease_expires_at = 0 WHERE id = %s",
+                               (run_id,))
+        # A's commit of its first step, stamped a minute ago: it lands after B read the
+        # log, and renews A's lease to a time already past.
+        stale: Store = await open_store(pg_url, clock=FakeClock(time.time() - 60))
+        step = NewEvent(kind="message.assistant", run_id=run_id, data={
+            "text": "", "tool_calls": [{"id": "call_0", "name": "calculator",
+                                        "arguments": {"expression": "6*7"}}],
+            "usage": {}, "finish_reason": "tool_calls", "model": "scripted", "step": 1})
+        read = b.store.read_events
+        held_up: list[int] = []
+
+        async def read_then_land(session: str, **options: Any) -> list[EventRecord]:
+            events = await read(session, **options)
+            if session == session_id and not options and not held_up:
+                held_up.append(len(events))
+                await stale.append(session_id, [step], run_id=run_id,
+                                   lease=Lease(owner="A", ttl=30))
+            return events
+
+        b.store.read_events = read_then_land  # type: ignore[method-assign]
+        try:
+            assert await b.leases.take_over() == 1
+            run = await asyncio.wait_for(b.wait(run_id), 30)
+        finally:
+            await stale.close()
+        assert held_up, "the held-up commit never landed"
+        assert (run.status, run.output, run.lease_owner) == ("completed", "forty-two", "B")
+        log = [e for e in await read(session_id) if e.run_id == run_id]
+        assert [e.data["step"] for e in log if e.kind == "message.assistant"] == [1, 2]
+        finished = [e.data for e in log if e.kind == "tool.finished"]
+        assert [(f["name"], f["output"]) for f in finished] == [("calculator", "42")]
+        resumed = [e.data for e in log if e.kind == "run.resumed"]
+        assert resumed == [{"reason": "taken over", "previous_owner": "A", "steps": 1}]
+
+
+async def test_taking_a_run_is_refused_when_it_moved_after_the_fold(store: Store) -> None:
+    """``unless_run_after``: nothing written, RunMoved (a LeaseLost), when the run has
+    an event after the seq its log was read up to; another run's events do not count."""
+    agent = await store.create_agent(name="a", model="scripted", instructions="",
+                                     tools=[], settings={})
+    left = await _leave_running(store, agent.id, "A")
+    other = await store.accept_message(agent_id=agent.id, key="left", content="next")
+    seen = (await store.read_events(left.session.id))[-1].seq
+    take = Lease(owner="B", ttl=30, acquire=True, head=False)
+    await store.append(left.session.id, [], run_id=left.run.id, lease=Lease(
+        owner="A", ttl=30, release=True))  # (its lease ended: B may take it)
+    # Another run's event after the fold: the run itself did not move.
+    await store.append(left.session.id, [NewEvent(kind="checkpoint", run_id=other.run.id)])
+    await store.append(left.session.id, [NewEvent(kind="run.resumed", run_id=left.run.id)],
+                       run_id=left.run.id, lease=take, unless_run_after=seen)
+    assert (await store.get_run(left.run.id)).lease_owner == "B"
+    # The run moved after what the next taker read: nothing of its commit is written.
+    last = (await store.read_events(left.session.id))[-1].seq
+    await store.append(left.session.id, [], run_id=left.run.id, lease=Lease(
+        owner="B", ttl=30, release=True))
+    with pytest.raises(RunMoved):
+        await store.append(left.session.id, [NewEvent(kind="run.resumed",
+                                                      run_id=left.run.id)],
+                           run_id=left.run.id, lease=Lease(owner="C", ttl=30, acquire=True),
+                           unless_run_after=last - 1)
+    assert (await store.read_events(left.session.id))[-1].seq == last
+    assert (await store.get_run(left.run.id)).lease_owner == "B"
