@@ -345,3 +345,17 @@ async def test_taking_a_run_is_refused_when_it_moved_after_the_fold(store: Store
                            unless_run_after=last - 1)
     assert (await store.read_events(left.session.id))[-1].seq == last
     assert (await store.get_run(left.run.id)).lease_owner == "B"
+
+
+@pytest.mark.postgres
+async def test_the_server_gives_up_on_a_vanished_host_in_seconds(pg_url: str) -> None:
+    """Every pool connection sets the server's TCP keepalives (a node that vanished
+    mid-transaction would otherwise hold its row locks for the system's default, hours;
+    the lock's connection sets them too). Over TCP, as the tests' server is reached."""
+    store = await open_store(pg_url)
+    try:
+        shown = await store.engine.read(lambda tx: [
+            tx.one(f"SHOW tcp_keepalives_{name}") for name in ("idle", "interval", "count")])
+    finally:
+        await store.close()
+    assert [row[0] if row else None for row in shown] == ["5", "2", "3"]

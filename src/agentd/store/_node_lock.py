@@ -31,14 +31,22 @@ import psycopg
 
 from agentd.errors import StoreError
 
-__all__ = ["NodeLock"]
+__all__ = ["KEEPALIVES", "NodeLock"]
 
 log = logging.getLogger(__name__)
 
 #: The key of a node's lock: schema and node id, hashed by the server.
 _KEY = "SELECT hashtextextended(coalesce(current_schema(), '') || chr(10) || %s, 0)"
-#: How the server notices a client host that vanished without closing its connection
-#: (seconds idle, between probes, probes), and how this side notices a dead server.
+#: The server gives up on a connection whose host stopped answering after about 11 s
+#: (5 s idle, then 3 probes 2 s apart) instead of the system's default (hours): a node
+#: that vanished in the middle of a transaction (a power cut, a partition) would hold
+#: its row locks, the session's log and its run's lease row with them, that long,
+#: and no other node could take its runs over. (A process that is only stopped still
+#: answers: its kernel does. Over a Unix socket these do nothing.)
+KEEPALIVES = ("SET tcp_keepalives_idle = 5", "SET tcp_keepalives_interval = 2",
+              "SET tcp_keepalives_count = 3")
+#: How this side notices a dead server (seconds idle, between probes, probes): as the
+#: server notices a vanished client (``KEEPALIVES``, the pool's too).
 _KEEPALIVE = (5, 2, 3)
 #: Between two tries to take (or take back) the lock.
 RETRY_S = 0.25
@@ -72,8 +80,8 @@ class NodeLock:
             keepalives_idle=idle, keepalives_interval=interval, keepalives_count=count,
             connect_timeout=10)
         try:
-            for name, value in (("idle", idle), ("interval", interval), ("count", count)):
-                await conn.execute(f"SET tcp_keepalives_{name} = {int(value)}")
+            for statement in KEEPALIVES:
+                await conn.execute(statement)
             if self.key is None:
                 cur = await conn.execute(_KEY, (self.node_id,))
                 row = await cur.fetchone()
