@@ -97,7 +97,7 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
                 fire_msgs[d["schedule_id"]].append((float(d["fire_at"]), e["run_id"]))
     fire_runs: dict[str, dict[int, list[str]]] = collections.defaultdict(
         lambda: collections.defaultdict(list))
-    total = pruned = 0
+    total = pruned = lost = duplicated = 0
     for sid, made in created.items():
         sched = tables.schedules.get(sid)
         if sched is None:
@@ -120,6 +120,7 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             v.add("fire_once", f"schedule {sid}: claim of fire time {k * EPS:.3f}, not one "
                   "of its fire times")
         for k in sorted(set(fire_runs[sid]) - expected):
+            duplicated += len(fire_runs[sid][k])
             v.add("fire_run_once", f"schedule {sid}: runs {fire_runs[sid][k]} for fire "
                   f"time {k * EPS:.3f}, not one of its fire times")
         for t in times:
@@ -135,6 +136,8 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
                 v.add("fire_once", f"schedule {sid}: fire time {t:.3f} claimed "
                       f"{row['status']} ({row['reason']}) under overlap: enqueue")
             if len(runs) != 1:
+                lost += not runs
+                duplicated += max(len(runs) - 1, 0)
                 v.add("fire_run_once", f"schedule {sid}: fire time {t:.3f} has {len(runs)} "
                       f"runs {runs}")
             else:
@@ -152,6 +155,8 @@ def check_schedules(tables: Tables, created: dict[str, dict[str, Any]], t_check:
             v.add("fire_once", f"schedule {sid}: counts {sched['fires']} fires, "
                   f"{len(times)} fire times")
     return {"schedules": len(created), "fire_times": total, "fire_claims_pruned": pruned,
+            # Fire times with no run at all, and runs beyond one for a fire time.
+            "fires_lost": lost, "fires_duplicated": duplicated,
             # What the daemon itself counted as missed / skipped (missed: all drops
             # fire times older than the latest MAX_CATCHUP of a schedule far behind).
             "fires_missed_counted": sum(int(s["missed_count"]) for s in tables.schedules.values()),

@@ -605,6 +605,11 @@ class Settings(BaseSettings):
     #: How long a run's lease holds without renewal; another node takes the run over
     #: after that (renewed every third of it, and by every step's commit).
     lease_ttl_s: float = Field(default=30.0, gt=0)
+    #: PostgreSQL: how often a node looks for nodes that died (their liveness lock
+    #: free: agentd.runtime.nodes) to take their runs over at once rather than when
+    #: their leases expire; a node gone at two looks in a row is taken over. 0: no
+    #: liveness lock; a dead node's runs wait for their leases to expire.
+    node_check_s: float = Field(default=1.0, ge=0, le=60)
     #: Automatic checkpoint of a session when a run ends and its last checkpoint is at
     #: least this old (seconds); 0: none (pause, stop and shutdown still checkpoint).
     checkpoint_interval_s: float = Field(default=300.0, ge=0)

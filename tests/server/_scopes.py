@@ -178,7 +178,7 @@ async def snapshot(runtime: Runtime) -> dict[str, list[str]]:
 
 
 #: Tables the daemon writes by itself while nothing is asked of it (leases, clocks).
-VOLATILE = frozenset({"schema_migrations", "nodes"})
+VOLATILE = frozenset({"schema_migrations", "nodes", "node_liveness"})
 #: Columns it renews by itself: a lease's expiry (a run waiting for approval keeps its
 #: lease, renewed every third of ``lease_ttl_s``, whatever requests come).
 VOLATILE_COLUMNS = frozenset({"lease_expires_at", "lease_until"})

@@ -78,6 +78,7 @@ from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
+from agentd.runtime.nodes import NodeWatch
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.runs import MODES, Also, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
@@ -263,6 +264,9 @@ class Runtime(MemoryCalls):
         self.leases = LeaseKeeper(store, supervisor=self.supervisor, lease=self.lease,
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background, clock=clock)
+        #: Nodes that died (PostgreSQL): their runs taken over at once.
+        self.nodes = NodeWatch(store, leases=self.leases, check_s=settings.node_check_s,
+                               wait_s=settings.lease_ttl_s, clock=clock)
         self.follower = LogFollower(store, self.bus,
                                     on_agent_change=self.agents.changed_elsewhere)
         #: Runs offered to the node holding their agent's files (runtime/affinity.py).
@@ -348,6 +352,8 @@ class Runtime(MemoryCalls):
             # The shared slots of this node's calls in flight live as long as leases.
             register(Job(name="limit_slots", period_s=s.lease_ttl_s / 3,
                          run=self.limits_gate.renew))
+        if self.nodes.enabled:
+            register(Job(name="nodes", period_s=s.node_check_s, run=self.nodes.check))
         if s.agent_idle_s > 0:
             register(Job(name="sleep", period_s=min(max(s.agent_idle_s / 4, 0.05), 30.0),
                          run=self._sleep_idle))
@@ -391,6 +397,7 @@ class Runtime(MemoryCalls):
         try:
             await runtime.start()
         except BaseException:
+            await runtime.nodes.stop()
             await store.close()
             raise
         return runtime
@@ -422,6 +429,9 @@ class Runtime(MemoryCalls):
         # lease expired) resume from their last committed step, ahead of the runs
         # queued behind them, which start again in their order.
         await self.subtasks.remember_unfinished()
+        # This node's liveness lock first (PostgreSQL): held before it takes any run,
+        # so that no other node finds it registered and gone.
+        await self.nodes.start()
         if self.limits_gate is not None:
             await self.limits_gate.start()  # what this node held before it stopped
         await self.leases.recover()
@@ -455,6 +465,9 @@ class Runtime(MemoryCalls):
         await self.supervisor.shutdown(self.settings.shutdown_grace_s)
         if self.limits_gate is not None:
             await self.limits_gate.close()  # the shared slots and tokens its calls held
+        # Its runs parked (their leases released): a lease still held is taken over
+        # at once by the first node to find this one gone.
+        await self.nodes.stop()
         await self.subtasks.close()
         await self.traces.stop()
         if self.metrics is not None:
@@ -911,6 +924,7 @@ class Runtime(MemoryCalls):
             "store": self.store.dialect,
             **self.sandboxes.health(),
             "node": self.node_id,
+            "node_lock": self.nodes.status(),
             "agents": self.agents.count,
             "agents_awake": self.agents.awake,
             "agents_sleeping": max(self.agents.count - self.agents.awake, 0),

@@ -57,7 +57,7 @@ from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
 from agentd.security.policy import Policy
 from agentd.settings import AgentSettings
-from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
+from agentd.store import Lease, LeaseLost, NewEvent, RunMoved, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge, iso
 from agentd.tools import Tool
 from agentd.tools.workers import WorkerPool
@@ -320,14 +320,16 @@ class RunExecutor(ToolSteps, BudgetSteps):
                       steer_guard: int | None = None, *, acquire: bool = False,
                       release: bool = False, checkpoint: bool = False,
                       usage: UsageCharge | None = None,
-                      unless_changed_after: int | None = None) -> list[EventRecord]:
+                      unless_changed_after: int | None = None,
+                      unless_run_after: int | None = None) -> list[EventRecord]:
         lease = (self._lease_acquire if acquire else self._lease_release if release
                  else self._lease)
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
                                   unless_steered_after=steer_guard, lease=lease,
                                   checkpoint_every=self.checkpoint_every if checkpoint
                                   else None, usage=usage,
-                                  unless_changed_after=unless_changed_after)
+                                  unless_changed_after=unless_changed_after,
+                                  unless_run_after=unless_run_after)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -711,18 +713,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         "interrupt"`` it ends ``interrupted`` instead. Returns the outcome when the run
         ends here, None to continue the loop.
         """
-        events = [e for e in await self.store.read_events(self.session_id)
-                  if e.run_id == self.run.id]
-        state = Recovery.of(events)
-        self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
-        self._pieces = state.pieces
-        # What the run's start found (its workspace brought here, an MCP server not
-        # reached) is logged with the resume, whatever the resume leads to.
-        notes, self.notes = self.notes, []
-        await self._commit([self._new(RunResumed(data={
-            "reason": "taken over", "previous_owner": self.run.lease_owner,
-            "steps": self.steps})), *notes], acquire=True)
-        self._took_lease()
+        state = await self._take_over()
         to_run: list[ToolCall] = []
         skipped: list[ToolFinishedData] = []
         theirs = [u.call for u in state.unfinished if u.call.name in self._client_tools]
@@ -760,6 +751,33 @@ class RunExecutor(ToolSteps, BudgetSteps):
         if theirs:
             return await self._hand_to_client(theirs, "")
         return None
+
+    async def _take_over(self, tries: int = 3) -> Recovery:
+        """Fold the run's log and take its lease (``run.resumed``), the fold checked
+        against the log in the taking transaction: the node that held the run may
+        have committed a step after the log was read (a commit held up past the
+        lease's expiry, by a process stopped in the middle of it; found by
+        bench/cluster.py): then the log is read and folded again."""
+        # What the run's start found (its workspace brought here, an MCP server not
+        # reached) is logged with the resume, whatever the resume leads to.
+        notes, self.notes = self.notes, []
+        for attempt in range(tries):
+            log = await self.store.read_events(self.session_id)
+            state = Recovery.of([e for e in log if e.run_id == self.run.id])
+            self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
+            self._pieces = state.pieces
+            try:
+                await self._commit([self._new(RunResumed(data={
+                    "reason": "taken over", "previous_owner": self.run.lease_owner,
+                    "steps": self.steps})), *notes], acquire=True,
+                    unless_run_after=log[-1].seq if log else 0)
+            except RunMoved:
+                if attempt + 1 == tries:
+                    raise  # (a LeaseLost: the run is another node's to drive, or later)
+                continue
+            break
+        self._took_lease()
+        return state
 
     async def _unknown_outcome(self, call: ToolCall, pending: ApprovalRequestedData | None
                                ) -> RunOutcome | ApprovalDecidedData:

@@ -453,6 +453,12 @@ class Health(BaseModel):
         description="The cap on them, every agent's together "
                     "([sandbox] egress_max_connections).")
     node: str
+    node_lock: Literal["held", "lost"] | None = Field(
+        default=None,
+        description="PostgreSQL: this node's liveness lock (held for the life of its "
+                    "process, so that other nodes take its runs over as soon as it dies; "
+                    "lost while its connection is broken). None: SQLite, or "
+                    "node_check_s = 0.")
     agents: int
     agents_awake: int
     agents_sleeping: int

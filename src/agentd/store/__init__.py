@@ -29,7 +29,16 @@ from agentd.store.records import (
 )
 from agentd.store.runs_query import RunPage
 from agentd.store.sessions_query import SessionPage
-from agentd.store.store import Accepted, Lease, LeaseLost, RunUpdate, Steered, Store, new_id
+from agentd.store.store import (
+    Accepted,
+    Lease,
+    LeaseLost,
+    RunMoved,
+    RunUpdate,
+    Steered,
+    Store,
+    new_id,
+)
 
 __all__ = [
     "USAGE_GROUPS",
@@ -44,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "NewEvent",
     "Quota",
+    "RunMoved",
     "RunPage",
     "RunRecord",
     "RunUpdate",

@@ -28,6 +28,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from agentd.store._node_lock import KEEPALIVES, NodeLock
 from agentd.store.engine import Engine, Tx
 
 __all__ = ["PostgresEngine"]
@@ -84,8 +85,11 @@ class PostgresEngine(Engine):
 
     def _configure(self, conn: psycopg.Connection) -> None:
         """Each new connection of the pool, before its first use: its level for the
-        session (committed, or the pool's rollback would undo it)."""
+        session, and the server's TCP keepalives (committed, or the pool's rollback
+        would undo them)."""
         conn.execute(_SET_LEVEL, (self.synchronous,))
+        for statement in KEEPALIVES:
+            conn.execute(statement)
         conn.commit()
 
     async def start(self) -> None:
@@ -186,6 +190,9 @@ class PostgresEngine(Engine):
                 log.warning("listening for other nodes' commits failed (%s); retrying",
                             exc)
                 await asyncio.sleep(1.0)
+
+    def node_lock(self, node_id: str) -> NodeLock:
+        return NodeLock(self.url, node_id, client_encoding=_CLIENT_ENCODING)
 
     def run_script(self, tx: Tx, sql: str) -> None:
         for statement in sql.split(";"):

@@ -825,3 +825,23 @@ CREATE TABLE limit_demand (
 );
 """,
 ))
+
+# Migration 22: node liveness (agentd.runtime.nodes). Each node on PostgreSQL holds a
+# session-level advisory lock (``lock_key``: a hash of the schema and the node id)
+# on a connection of its own for as long as its process lives, and registers here:
+# another node that finds a registered node's lock free while it holds unexpired
+# leases knows the node is gone (its server dropped the connection and the lock with
+# it) and ends those leases at once, instead of waiting for them to expire. A node
+# that is not registered (an older version) is only ever taken over by expiry.
+# SQLite (one daemon per home) has the table but never uses it.
+MIGRATIONS.append((
+    22,
+    "node liveness",
+    """
+CREATE TABLE node_liveness (
+    id         {text} PRIMARY KEY,
+    lock_key   {bigint} NOT NULL,
+    started_at {real} NOT NULL
+);
+""",
+))

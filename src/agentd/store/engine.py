@@ -12,7 +12,10 @@ import abc
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from agentd.store._node_lock import NodeLock
 
 __all__ = ["Engine", "Tx"]
 
@@ -124,4 +127,9 @@ class Engine(abc.ABC):
         (:meth:`announce_agent`) by any process sharing the database, this one
         included, until cancelled. Engines that cannot be shared (SQLite: one daemon
         per home) have nothing to hear and return at once."""
+        return None
+
+    def node_lock(self, node_id: str) -> NodeLock | None:
+        """A liveness lock for the node ``node_id`` (:mod:`agentd.store._node_lock`),
+        not taken yet; None for engines that cannot be shared (SQLite: one daemon)."""
         return None

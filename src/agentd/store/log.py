@@ -16,8 +16,8 @@ from agentd.store.quota import Quota
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
-__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "ToAccept", "accept",
-           "append", "leased_update", "update_run"]
+__all__ = ["Accepted", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered", "ToAccept",
+           "accept", "append", "leased_update", "update_run"]
 
 
 class Steered(Exception):
@@ -26,6 +26,11 @@ class Steered(Exception):
 
 class LeaseLost(Exception):
     """A run's step was not committed: this node does not (or no longer) hold its lease."""
+
+
+class RunMoved(LeaseLost):
+    """A run was not taken over: another node committed to it after the log the taker
+    folded was read (``unless_run_after``), so the fold is not the run's state."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
 from agentd.store._identity import IdentityStore
 from agentd.store._lease_store import LeaseStore
+from agentd.store._node_store import NodeStore
 from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
@@ -73,6 +74,7 @@ from agentd.store.log import (
     Accepted,
     Lease,
     LeaseLost,
+    RunMoved,
     RunUpdate,
     Steered,
     ToAccept,
@@ -104,7 +106,8 @@ from agentd.store.rows import (
 )
 from agentd.store.webhooks import WebhookStore
 
-__all__ = ["Accepted", "Lease", "LeaseLost", "RunUpdate", "Steered", "Store", "new_id"]
+__all__ = ["Accepted", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered", "Store",
+           "new_id"]
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +116,15 @@ _agent, _session, _run, _checkpoint, _event = (
 _dumps = _rows.dumps
 
 
-class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
+class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
             LimitStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
-    from mixins: leases (:class:`LeaseStore`), checkpoints (:class:`CheckpointStore`),
-    memory entries (:class:`EntryStore`), subtasks (:class:`SubtaskStore`), schedules,
-    heartbeats, webhooks, identity, traces (:class:`TraceStore`), workspace snapshots
-    (:class:`SnapshotRowStore`) and the cluster's shared rate limits
-    (:class:`LimitStore`)."""
+    from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
+    checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
+    subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
+    (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
+    cluster's shared rate limits (:class:`LimitStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
@@ -552,6 +555,7 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
                unless_steered_after: int | None = None, lease: Lease | None = None,
                checkpoint_every: float | None = None, usage: UsageCharge | None = None,
                unless_changed_after: int | None = None,
+               unless_run_after: int | None = None,
                also: Callable[[Tx, list[EventRecord]], None] | None = None,
                ) -> asyncio.Future[list[EventRecord]]:
         """Append events (and optionally update a run) in one transaction.
@@ -567,9 +571,13 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
         ``unless_changed_after``, nothing is written and Conflict ``session_changed``
         is raised if the session was restored, compacted or consolidated after that seq
         (a compaction's or a consolidation's range was chosen from the log up to it).
-        ``also`` makes more writes in the same transaction, given the events' records
-        (a consolidation's entries and block changes). Returns the engine's future: the
-        write goes ahead even if its waiter is cancelled."""
+        With ``unless_run_after`` (a seq of the session), nothing is written and
+        :class:`RunMoved` is raised if ``run_id`` has an event after it: a node taking
+        a run over folds its log first, and the node that held it may have committed
+        a step since (a commit held up past its lease's expiry: a process stopped in
+        the middle of it). ``also`` makes more writes in the same transaction, given
+        the events' records (a consolidation's entries and block changes). Returns the
+        engine's future: the write goes ahead even if its waiter is cancelled."""
         now = self.clock.time()
 
         def op(tx: Tx) -> list[EventRecord]:
@@ -599,6 +607,14 @@ class Store(LeaseStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore
                 raise Conflict("the session was restored, compacted or consolidated "
                                "meanwhile; try again", code="session_changed",
                                retryable=True)
+            if unless_run_after is not None and run_id is not None and tx.one(
+                    "SELECT seq FROM events WHERE session_id = ? AND seq > ? AND seq < ? "
+                    "AND run_id = ? LIMIT 1",
+                    (session_id, unless_run_after,
+                     records[0].seq if records else 1 << 62, run_id)) is not None:
+                # (Checked after the append, which locks the session's row: a commit of
+                # the run held up until now has landed, or waits for this one.)
+                raise RunMoved(run_id)
             if lease is not None and run_id is not None:
                 leased_update(tx, run_id, run, lease, now)
             elif run is not None and run_id is not None:
