@@ -95,6 +95,7 @@ from agentd.store import (
     Tx,
     open_store,
 )
+from agentd.store.nodes import NodeClaim
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -246,7 +247,8 @@ class Runtime(MemoryCalls):
                                   exclusive=self.exclusive,
                                   cancel_later=self.runs.cancel_in_background, clock=clock)
         self.follower = LogFollower(store, self.bus,
-                                    on_agent_change=self.agents.changed_elsewhere)
+                                    on_agent_change=self.agents.changed_elsewhere,
+                                    on_cancel=self.leases.cancel_heard)
         #: Child runs a run starts and waits on; calls to other agents.
         self.subtasks = Subtasks(store, bus=self.bus, runs=self.runs, agents=self.agents,
                                  histories=self.histories, exclusive=self.exclusive)
@@ -308,6 +310,12 @@ class Runtime(MemoryCalls):
         self.metrics = make_metrics(self) if settings.telemetry.metrics else None
         self.housekeeper = Housekeeper(clock)
         self._register_jobs()
+        #: This daemon's hold on its node id on a shared database (None: SQLite).
+        self.node_claim = NodeClaim.of(store.engine, settings.node_id)
+        #: Called when this daemon must stop at once (its node id was taken while it
+        #: was cut off from the database); the daemon's server exits too.
+        self.on_fatal: Callable[[], object] = self.begin_shutdown
+        self._guards: list[asyncio.Task[None]] = []
 
     def _register_jobs(self) -> None:
         s, register = self.settings, self.housekeeper.register
@@ -361,6 +369,9 @@ class Runtime(MemoryCalls):
 
     async def start(self) -> None:
         self.started_at = self.clock.time()
+        if self.node_claim is not None:
+            # First: a second daemon under a node id in use must not touch its runs.
+            await self.node_claim.acquire()
         if self.browsers is not None:
             why = await asyncio.to_thread(browser_problem, self.settings.browser)
             if why is not None:
@@ -392,6 +403,12 @@ class Runtime(MemoryCalls):
         if not self.exclusive:
             # Other nodes commit to sessions this node's clients may be following.
             self.follower.start()
+            assert self.node_claim is not None
+            self._guards = [
+                asyncio.create_task(self.leases.watch(), name="agentd-cut-off"),
+                asyncio.create_task(self.node_claim.hold(
+                    self.clock, min(self.settings.lease_ttl_s / 3, 5.0), self._node_taken),
+                    name="agentd-node-id")]
         self._accepting = True
         self.schedules.start()
         self.webhooks.start()
@@ -408,6 +425,9 @@ class Runtime(MemoryCalls):
         return self._shutdown
 
     async def _wind_down(self) -> None:
+        for guard in self._guards:
+            guard.cancel()
+        await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
         await self.telegram.close()
@@ -440,6 +460,8 @@ class Runtime(MemoryCalls):
         await self.agents.close()
         await self.identity.close()  # (what is queued for the audit log is written)
         await self.store.close()
+        if self.node_claim is not None:
+            await self.node_claim.release()
 
     @property
     def accepting(self) -> bool:
@@ -449,6 +471,15 @@ class Runtime(MemoryCalls):
 
     async def _roll_audit(self) -> int:
         return self.identity.audit.roll()
+
+    async def _node_taken(self) -> None:
+        """Another daemon holds this one's node id now (store/nodes.py): stop every
+        run here without writing, and shut down."""
+        self._accepting = False
+        await self.housekeeper.stop()  # (no renewal under the other daemon's name)
+        for executor in self.supervisor.executors():
+            executor.lose()
+        self.on_fatal()
 
     async def _take_over(self) -> int:
         count = await self.leases.take_over()
