@@ -264,3 +264,25 @@ async def test_a_node_whose_id_was_taken_while_it_was_cut_off_stops(
     finally:
         await usurper.release()
         await a.close()
+
+
+async def test_a_node_takes_its_id_back_from_its_own_lost_connection(pg_url: str) -> None:
+    """A node cut off long enough to drop its connection, while the server still holds
+    it (and the lock): when it reconnects it ends that connection and takes its id
+    back, rather than refusing itself. Another daemon's connection is never ended."""
+    name = f"back-{RUN}"
+    before = NodeClaim(pg_url, name)
+    await before.acquire()
+    other = NodeClaim(pg_url, name)  # another daemon: refused, the holder untouched
+    with pytest.raises(NodeIdInUse):
+        await other.acquire()
+    same = NodeClaim(pg_url, name)
+    same._pid = before._pid  # (the same daemon, after losing that connection)
+    try:
+        await same.acquire()
+        assert same.held
+        # The old connection was ended: as a holder, it finds the id taken.
+        assert not await before.keep()
+    finally:
+        await before.release()
+        await same.release()

@@ -364,6 +364,8 @@ class Runtime(MemoryCalls):
             await runtime.start()
         except BaseException:
             await store.close()
+            if runtime.node_claim is not None:
+                await runtime.node_claim.release()
             raise
         return runtime
 

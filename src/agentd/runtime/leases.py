@@ -163,26 +163,32 @@ class LeaseKeeper:
         passed. A loop merely late (a busy machine) renews at once and stops nothing."""
         ttl = self.lease.ttl
         probe: asyncio.Task[int] | None = None
-        while True:
-            await self.clock.sleep(ttl / 8)
-            if not self.stale(0.5):
-                continue
-            if probe is None or probe.done():
-                probe = asyncio.create_task(self.renew(), name="agentd-renew-probe")
-                probe.add_done_callback(_quiet)
-            await asyncio.wait({probe}, timeout=ttl / 8)
-            if (probe.done() and not probe.cancelled() and probe.exception() is None) or (
-                    not self.stale(0.75)):
-                continue
-            stopped = [e for e in self.supervisor.executors() if not e.lost]
-            for executor in stopped:
-                executor.lose()
-            if stopped:
-                self.stopped_cut_off += len(stopped)
-                log.warning("the store has not renewed this node's leases for %.1f s: "
-                            "stopped %d run(s) here; they resume from their last "
-                            "committed step", self.clock.monotonic() - self.renewed_at,
-                            len(stopped))
+        try:
+            while True:
+                await self.clock.sleep(ttl / 8)
+                if not self.stale(0.5):
+                    continue
+                if probe is None or probe.done():
+                    probe = asyncio.create_task(self.renew(), name="agentd-renew-probe")
+                    probe.add_done_callback(_quiet)
+                await asyncio.wait({probe}, timeout=ttl / 8)
+                if (probe.done() and not probe.cancelled() and probe.exception() is None
+                        ) or not self.stale(0.75):
+                    continue
+                self._stop_all()
+        finally:
+            if probe is not None:
+                probe.cancel()
+
+    def _stop_all(self) -> None:
+        stopped = [e for e in self.supervisor.executors() if not e.lost]
+        for executor in stopped:
+            executor.lose()
+        if stopped:
+            self.stopped_cut_off += len(stopped)
+            log.warning("the store has not renewed this node's leases for %.1f s: stopped "
+                        "%d run(s) here; they resume from their last committed step",
+                        self.clock.monotonic() - self.renewed_at, len(stopped))
 
 
 def _quiet(task: asyncio.Task[int]) -> None:

@@ -121,7 +121,9 @@ class Runs:
 
     Args:
         accepting: whether the daemon takes new work (False while it shuts down).
-        lease_ttl_s: how long another node may take to notice a cancel sent to it.
+        lease_ttl_s: how long another node may take to notice a cancel sent to it, at
+            most (it hears of it at once on PostgreSQL, unless its listening
+            connection is down: then at its next renewal).
     """
 
     def __init__(self, store: Store, *, bus: EventBus, histories: HistoryCache,

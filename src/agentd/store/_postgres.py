@@ -185,8 +185,7 @@ class PostgresEngine(Engine):
 
     async def listen(self, on_commit: Callable[[str, int], None],
                      on_agent: Callable[[str], None] | None = None,
-                     on_cancel: Callable[[str], None] | None = None,
-                     on_listening: Callable[[], None] | None = None) -> None:
+                     on_cancel: Callable[[str], None] | None = None) -> None:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -204,8 +203,6 @@ class PostgresEngine(Engine):
                         await conn.execute(f"LISTEN {AGENTS_CHANNEL}")
                     if on_cancel is not None:
                         await conn.execute(f"LISTEN {CANCELS_CHANNEL}")
-                    if on_listening is not None:
-                        on_listening()
                     async for note in conn.notifies():
                         if note.channel in (AGENTS_CHANNEL, CANCELS_CHANNEL):
                             where, _, what = note.payload.partition("\n")

@@ -132,14 +132,12 @@ class Engine(abc.ABC):
 
     async def listen(self, on_commit: Callable[[str, int], None],
                      on_agent: Callable[[str], None] | None = None,
-                     on_cancel: Callable[[str], None] | None = None,
-                     on_listening: Callable[[], None] | None = None) -> None:
+                     on_cancel: Callable[[str], None] | None = None) -> None:
         """Call ``on_commit(session_id, last_seq)`` for every commit to any session's log,
         ``on_agent(note)`` for every change to an agent announced
         (:meth:`announce_agent`) and ``on_cancel(run_id)`` for every cancel announced
         (:meth:`announce_cancel`) by any process sharing the database, this one
-        included, until cancelled; ``on_listening()`` each time it starts listening
-        (again, after a lost connection: what was announced meanwhile was not heard).
-        Engines that cannot be shared (SQLite: one daemon per home) have nothing to
+        included, until cancelled (what is announced while its connection is down is
+        not heard). Engines that cannot be shared (SQLite: one daemon per home) have nothing to
         hear and return at once."""
         return None

@@ -93,7 +93,8 @@ class NodeClaim:
             self.url, autocommit=True, application_name=_application(self.node_id),
             connect_timeout=_CONNECT_TIMEOUT_S)
         try:
-            if not await self._try(conn):
+            taken = await self._try(conn)
+            if not taken:
                 holder = await self._holder(conn)
                 if holder is not None and holder[0] == self._pid:
                     # This daemon's own connection, which it lost but the server kept
@@ -101,9 +102,9 @@ class NodeClaim:
                     log.warning("node id %r: ending this node's old connection (server "
                                 "pid %s), which still holds it", self.node_id, holder[0])
                     await conn.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
-                    if await self._wait_free(conn):
-                        holder = None
-                if holder is not None or not await self._try(conn):
+                    taken = await self._wait_free(conn)
+                    holder = None if taken else await self._holder(conn)
+                if not taken:
                     raise NodeIdInUse(_in_use(self.node_id, holder))
         except BaseException:
             await conn.close()
@@ -172,7 +173,8 @@ class NodeClaim:
         return row
 
     async def _wait_free(self, conn: Any, tries: int = 50) -> bool:
-        """Whether the lock was let go (its backend ended) within ``tries`` looks."""
+        """Whether the lock was let go (its backend ended) within ``tries`` looks, and
+        taken."""
         for _ in range(tries):
             if await self._try(conn):
                 return True
