@@ -133,10 +133,13 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *,
 
 
 async def under_way(runtime: Runtime, run_id: str, *, in_model: bool = False) -> None:
-    """Wait until ``run_id`` is being driven on ``runtime`` (its executor exists; with
-    ``in_model``, in a model call): the point "a run is under way" tests act at,
-    instead of sleeping until it may be."""
-    await eventually(lambda: any(e.run.id == run_id and (e.in_model_call or not in_model)
+    """Wait until ``run_id`` is being driven on ``runtime`` (its executor exists and
+    has started it, or taken it back: its lease taken; with ``in_model``, in a model
+    call): the point "a run is under way" tests act at, instead of sleeping until it
+    may be. (An executor built but not started yet still holds a queued run: a pause
+    committed then keeps it queued.)"""
+    await eventually(lambda: any(e.run.id == run_id and e.leased_at > 0
+                                 and (e.in_model_call or not in_model)
                                  for e in runtime.supervisor.executors()),
                      what=f"run {run_id} under way" + (" in a model call" if in_model else ""))
 

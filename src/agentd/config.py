@@ -792,7 +792,8 @@ class Settings(BaseSettings):
 
         return StoreOptions(synchronous=self.synchronous(),
                             sqlite_writer=self.sqlite_writer,
-                            sqlite_cache_mb=self.sqlite_cache_mb)
+                            sqlite_cache_mb=self.sqlite_cache_mb,
+                            application_name=f"agentd {self.node_id}"[:63])
 
     def named_tokens(self) -> dict[str, str]:
         """The configured tokens by name: ``token`` for ``AGENTD_TOKEN``, ``token-N``

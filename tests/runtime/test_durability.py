@@ -264,7 +264,10 @@ async def test_a_stalled_node_loses_its_run_to_another_and_writes_nothing(
     async with _node(settings, pg_url, "A", lease_ttl_s=0.5) as a, \
             _node(settings, pg_url, "B", lease_ttl_s=0.5) as b:
         await a.create_agent(name="agent", settings=slow)
-        await a.housekeeper.stop()  # A stalls: it renews nothing from now on
+        # A stalls: it renews nothing from now on (nor does its watch on the store).
+        await a.housekeeper.stop()
+        for guard in a._guards:
+            guard.cancel()
         sent = await a.send("agent", "k", "go")
         await eventually(lambda: a.supervisor.executors() != [])
         executor = a.supervisor.executors()[0]

@@ -639,6 +639,7 @@ async def test_stop_after_pause_cancels_held_runs(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", settings={"script": [{"text": "ok", "delay_ms": 200}]})
     first = await runtime.send("a", "k", "1")
     held = await runtime.send("a", "k", "2")
+    await under_way(runtime, first.run.id)  # (a pause holds a run not yet started)
     await runtime.set_state("a", "pause")
     await runtime.wait(first.run.id)
     await runtime.set_state("a", "stop")

@@ -100,6 +100,7 @@ from agentd.store import (
     Tx,
     open_store,
 )
+from agentd.store.nodes import NodeClaim
 from agentd.store.records import (
     AgentRecord,
     CheckpointRecord,
@@ -268,7 +269,8 @@ class Runtime(MemoryCalls):
         self.nodes = NodeWatch(store, leases=self.leases, check_s=settings.node_check_s,
                                wait_s=settings.lease_ttl_s, clock=clock)
         self.follower = LogFollower(store, self.bus,
-                                    on_agent_change=self.agents.changed_elsewhere)
+                                    on_agent_change=self.agents.changed_elsewhere,
+                                    on_cancel=self.leases.cancel_heard)
         #: Runs offered to the node holding their agent's files (runtime/affinity.py).
         self.affinity = Affinity(
             store, node_id=settings.node_id, window_s=sandbox.affinity_s, clock=clock,
@@ -343,6 +345,12 @@ class Runtime(MemoryCalls):
         #: Configuration reloads (SIGHUP, ``POST /v1/admin/reload``): agentd.assembly.reload.
         self.reloader = Reloader(settings, load=reload_from, audit=self.identity.audit)
         install_reload(self, self.reloader)
+        #: This daemon's hold on its node id on a shared database (None: SQLite).
+        self.node_claim = NodeClaim.of(store.engine, settings.node_id)
+        #: Called when this daemon must stop at once (its node id was taken while it
+        #: was cut off from the database); the daemon's server exits too.
+        self.on_fatal: Callable[[], object] = self.begin_shutdown
+        self._guards: list[asyncio.Task[None]] = []
 
     def _register_jobs(self) -> None:
         s, register = self.settings, self.housekeeper.register
@@ -399,11 +407,16 @@ class Runtime(MemoryCalls):
         except BaseException:
             await runtime.nodes.stop()
             await store.close()
+            if runtime.node_claim is not None:
+                await runtime.node_claim.release()
             raise
         return runtime
 
     async def start(self) -> None:
         self.started_at = self.clock.time()
+        if self.node_claim is not None:
+            # First: a second daemon under a node id in use must not touch its runs.
+            await self.node_claim.acquire()
         if self.browsers is not None:
             why = await asyncio.to_thread(browser_problem, self.settings.browser)
             if why is not None:
@@ -440,6 +453,12 @@ class Runtime(MemoryCalls):
         if not self.exclusive:
             # Other nodes commit to sessions this node's clients may be following.
             self.follower.start()
+            assert self.node_claim is not None
+            self._guards = [
+                asyncio.create_task(self.leases.watch(), name="agentd-cut-off"),
+                asyncio.create_task(self.node_claim.hold(
+                    self.clock, min(self.settings.lease_ttl_s / 3, 5.0), self._node_taken),
+                    name="agentd-node-id")]
         self._accepting = True
         self.schedules.start()
         self.webhooks.start()
@@ -456,6 +475,9 @@ class Runtime(MemoryCalls):
         return self._shutdown
 
     async def _wind_down(self) -> None:
+        for guard in self._guards:
+            guard.cancel()
+        await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
         await self.telegram.close()
@@ -494,6 +516,8 @@ class Runtime(MemoryCalls):
         await self.agents.close()
         await self.identity.close()  # (what is queued for the audit log is written)
         await self.store.close()
+        if self.node_claim is not None:
+            await self.node_claim.release()
 
     @property
     def accepting(self) -> bool:
@@ -503,6 +527,15 @@ class Runtime(MemoryCalls):
 
     async def _roll_audit(self) -> int:
         return self.identity.audit.roll()
+
+    async def _node_taken(self) -> None:
+        """Another daemon holds this one's node id now (store/nodes.py): stop every
+        run here without writing, and shut down."""
+        self._accepting = False
+        await self.housekeeper.stop()  # (no renewal under the other daemon's name)
+        for executor in self.supervisor.executors():
+            executor.lose()
+        self.on_fatal()
 
     async def _take_over(self) -> int:
         count = await self.leases.take_over()

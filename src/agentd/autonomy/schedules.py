@@ -570,27 +570,45 @@ class Schedules:
     async def _catch_up(self, rec: ScheduleRecord, plan: Plan, count: int,
                         reason: str | None) -> None:
         """Missed fire times fired in order: a burst queues up behind its first (which
-        records the times missed before them, if any: ``reason``)."""
+        records the times missed before them, if any: ``reason``). The first goes on
+        its own (its ``overlap`` may skip it or interrupt the run before it); the rest,
+        queued behind it, in one commit (:meth:`_fire_many`: their claims move the
+        schedule on from one to the next in the transaction that queues their runs).
+        One at a time, each a commit of its own, a store whose commits take tens of
+        milliseconds (PostgreSQL on a busy machine) fired fewer than came due while
+        a daemon was killed and started again, fell behind, and at ``MAX_CATCHUP``
+        behind dropped fire times (docs/benchmarks.md, issue 33)."""
         assert rec.next_fire_at is not None
+        fires: list[Fire] = []
         expect, missed = rec.next_fire_at, plan.missed
         for i, t in enumerate(plan.fire):
             after = plan.fire[i + 1] if i + 1 < len(plan.fire) else plan.after
-            fire = Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
-                         failures=count, overlap="enqueue" if i > 0 else rec.overlap,
-                         key=rec.session or f"schedule:{rec.id}:{iso(t)}", nth=i,
-                         missed_reason=reason if i == 0 else None)
-            step = self._before(fire)
-            if step is not None:
-                await step
-            else:
-                [outcome] = await self.runs.send_many([self._message(fire)])
-                if isinstance(outcome, Exception):
-                    await self._after_refusal(fire, outcome)
-                else:
-                    self.figures["fired"] += 1
+            fires.append(Fire(rec=rec, t=t, expect=expect, after=after, missed=missed,
+                              failures=count, overlap="enqueue" if i > 0 else rec.overlap,
+                              key=rec.session or f"schedule:{rec.id}:{iso(t)}", nth=i,
+                              missed_reason=reason if i == 0 else None))
             if after is None:
                 break
             expect, missed = after, 0
+        first, rest = fires[0], fires[1:]
+        step = self._before(first)
+        if step is not None:
+            await step
+        else:
+            [outcome] = await self.runs.send_many([self._message(first)])
+            if isinstance(outcome, Exception):
+                await self._after_refusal(first, outcome)
+            else:
+                self.figures["fired"] += 1
+        deferred: list[Callable[[], object]] = []
+        try:
+            for i in range(0, len(rest), self.chunk):
+                chunk = rest[i:i + self.chunk]
+                await self._fire_many(chunk, [self._message(f) for f in chunk], deferred,
+                                      burst=True)
+        finally:
+            for hand_over in deferred:
+                hand_over()
 
     def _before(self, fire: Fire) -> Awaitable[None] | None:
         """A new session per fire: the previous fire's run is in another session, so
@@ -622,10 +640,13 @@ class Schedules:
                        origin={"schedule_id": rec.id, "fire_at": fire.t}, also=claim)
 
     async def _fire_many(self, fires: list[Fire], messages: list[Message],
-                         deferred: list[Callable[[], object]]) -> None:
+                         deferred: list[Callable[[], object]], *, burst: bool = False
+                         ) -> None:
         """Fires committed together, each claimed on its own (their runs handed to
         the supervisor by ``deferred``); the refused ones follow up (a skip, a fire
-        time claimed before) one by one."""
+        time claimed before) one by one. ``burst``: successive fire times of one
+        schedule (a catch-up), each moving it on from the one before: if one is
+        refused, those after it cannot be claimed (the next pass fires them)."""
         def claim_all(tx: Tx, done: list[tuple[int, Accepted]]) -> None:
             # The chunk's claims set-wise (each fire's own ``also`` when the store
             # writes the chunk fire by fire instead).
@@ -646,7 +667,14 @@ class Schedules:
         follow: list[tuple[ScheduleRecord, Awaitable[None]]] = []
         for fire, outcome in zip(fires, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                follow.append((fire.rec, self._after_refusal(fire, outcome)))
+                if not burst:
+                    follow.append((fire.rec, self._after_refusal(fire, outcome)))
+                elif isinstance(outcome, Moved):
+                    break  # (an earlier fire of the burst was refused: the next pass)
+                else:
+                    # In order: each follow-up (a skip) moves the schedule on to the
+                    # next fire time, where the next one expects it.
+                    await self._guarded(fire.rec, self._after_refusal(fire, outcome))
             else:
                 self.figures["fired"] += 1
                 self.figures["moved"] += 1

@@ -247,9 +247,31 @@ class Agents:
         self._last_active[agent.id] = self.clock.monotonic()
         return agent
 
-    async def by_id(self, agent_id: str) -> AgentRecord | None:
-        """The agent with this id (waking it), or None if it was deleted."""
+    async def reload(self, name: str) -> AgentRecord:
+        """The agent named ``name`` as stored now (waking it), whatever the copy held
+        here: another node changed it and this one has not heard yet (a message
+        refused with ``AgentChanged``, a refusal about to be made on a state that may
+        be old). :class:`AgentNotFound` (the copy put to sleep) if it is gone."""
+        held = self._by_name.get(name)
+        try:
+            fresh = await self.store.get_agent(name)
+        except AgentNotFound:
+            if held is not None and self._by_name.get(name) is held:
+                self.sleep(held)
+            raise
+        if held is not None and held.id != fresh.id and self._by_id.get(held.id) is held:
+            self.sleep(held)  # deleted and made again under its name elsewhere
+        self._stale.discard(fresh.id)
+        return self.remember(fresh)
+
+    async def by_id(self, agent_id: str, *, at_least: float | None = None
+                    ) -> AgentRecord | None:
+        """The agent with this id (waking it), or None if it was deleted.
+        ``at_least``: the ``updated_at`` of a record as stored (a run another node
+        accepted): a copy held here older than that is read again."""
         agent = self._by_id.get(agent_id)
+        if agent is not None and at_least is not None and agent.updated_at < at_least:
+            self._stale.add(agent_id)
         if agent is not None and agent_id in self._stale:
             try:
                 return await self._reread(agent)

@@ -348,13 +348,19 @@ class ExecutorFactory:
     async def _startable(self, run_id: str, prepared: Prepared | None) -> _Start | None:
         """The run, its agent and plan if it can start now; else None (settled here
         when it never can)."""
+        agent_at: float | None = None
         if prepared is not None:
+            # Accepted here against the copy held here (or a newer one): see
+            # Runs.send, whose accepting transaction compares it with the store's.
             run, session_key = prepared.run, prepared.session_key
         else:
-            run, _, session_key = await self.store.run_context(run_id)
+            # Accepted on any node, against the agent as stored then: a copy held
+            # here that is older (a change made elsewhere, not heard of yet) is read
+            # again, so the run starts with the settings its message was taken with.
+            run, _, session_key, agent_at = await self.store.run_to_start(run_id)
         if run.terminal:
             return None
-        agent = await self.agents.by_id(run.agent_id)  # wakes it
+        agent = await self.agents.by_id(run.agent_id, at_least=agent_at)  # wakes it
         if agent is None:
             return None
         started = prepared is not None and prepared.started and run.status == "running"

@@ -5,7 +5,8 @@ this node's subscribers of that session have not seen it, the new events are rea
 from the log and published here, so a client follows a session from any node.
 Changes to agents made by other nodes are announced too: this node's copy of such an
 agent (if it is awake here) is read again at its next use, and the change is given to
-this node's activity feeds as it comes.
+this node's activity feeds as it comes. So are cancels asked of the node driving a
+run: if it is this one, it cancels the run at once.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 class LogFollower:
     def __init__(self, store: Store, bus: EventBus, *,
-                 on_agent_change: Callable[[AgentChange], None] = lambda change: None
-                 ) -> None:
+                 on_agent_change: Callable[[AgentChange], None] = lambda change: None,
+                 on_cancel: Callable[[str], None] = lambda run_id: None) -> None:
         self.store = store
         self.bus = bus
         #: Told of each change another node made (the agents service's copies).
@@ -34,6 +35,8 @@ class LogFollower:
         #: Shown every note on the agents' channel first; True: it was its own (a run
         #: offered to a node: :mod:`agentd.runtime.affinity`), not an agent's change.
         self.on_note: Callable[[str], bool] = lambda note: False
+        #: Told of each cancel asked of the node driving a run (the run's id).
+        self.on_cancel = on_cancel
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         #: Sessions whose events committed elsewhere are being read: the seq to reach.
@@ -42,7 +45,8 @@ class LogFollower:
     def start(self) -> None:
         if self._listener is None:
             self._listener = asyncio.create_task(
-                self.store.engine.listen(self.committed, self.agent_changed),
+                self.store.engine.listen(self.committed, self.agent_changed,
+                                         self.cancel_asked),
                 name="agentd-listen")
 
     async def stop(self) -> None:
@@ -77,6 +81,13 @@ class LogFollower:
         if origin != self.store.origin:
             self.on_agent_change(change)
             self.bus.publish_agent(change)
+
+    def cancel_asked(self, run_id: str) -> None:
+        """A cancel of ``run_id`` asked of whichever node drives it (by any node)."""
+        try:
+            self.on_cancel(run_id)
+        except Exception:
+            log.exception("could not act on the cancel of run %s", run_id)
 
     async def _catch_up(self, session_id: str) -> None:
         try:

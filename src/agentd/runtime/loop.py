@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agentd.config import Budget
-from agentd.errors import AgentdError, ModelError
+from agentd.errors import AgentdError, ModelError, SessionNotFound
 from agentd.events import (
     ApprovalDecidedData,
     ApprovalRequestedData,
@@ -430,13 +430,36 @@ class RunExecutor(ToolSteps, BudgetSteps):
             except LeaseLost:
                 self.lost = True
                 return RunOutcome(status="lost")
+            except Exception as exc:
+                if not self._gone(exc):
+                    raise
+                return RunOutcome(status="lost")
         except Exception as exc:
+            if self._gone(exc):
+                return RunOutcome(status="lost")
             # A bug must not leave the run "running" forever: fail it, loudly.
             log.exception("run %s failed with an internal error", self.run.id)
             return await self._fail(AgentdError(
                 f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             CURRENT.reset(bound)
+
+    def _gone(self, exc: Exception) -> bool:
+        """Whether ``exc`` means the run is not this executor's to go on with: the
+        store out of reach (whatever it was writing may or may not be committed: the
+        run's next owner, this node's next takeover once the store answers or another
+        node's once the lease expires, resumes it from its log), or its session
+        deleted (with its agent, on another node). Then it stops, writing nothing."""
+        if isinstance(exc, SessionNotFound):
+            log.info("run %s: its session was deleted; stopping it", self.run.id)
+        elif self.store.engine.is_outage(exc):
+            log.warning("run %s: the store failed (%s: %s); stopping it here: it resumes "
+                        "from its last committed step", self.run.id, type(exc).__name__,
+                        exc)
+        else:
+            return False
+        self.lost = True
+        return True
 
     # -- ending the run ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ through the store, and waited for through the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -17,8 +18,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agentd.config import PRIORITIES
-from agentd.errors import AgentNotAccepting, AgentNotFound, InvalidInput, ShuttingDown
-from agentd.events import RunWaitingData
+from agentd.errors import (
+    AgentNotAccepting,
+    AgentNotFound,
+    Conflict,
+    InvalidInput,
+    ShuttingDown,
+)
+from agentd.events import TERMINAL_KINDS, RunWaitingData
 from agentd.runtime.agents import Agents
 from agentd.runtime.bus import EventBus, Subscription
 from agentd.runtime.executors import Prepared
@@ -28,7 +35,7 @@ from agentd.runtime.session_ops import check_session_key
 from agentd.runtime.supervisor import Supervisor
 from agentd.store import LeaseLost, Store
 from agentd.store.engine import Tx
-from agentd.store.log import Accepted, ToAccept
+from agentd.store.log import Accepted, AgentChanged, ToAccept
 from agentd.store.records import (
     AgentRecord,
     EventRecord,
@@ -46,6 +53,27 @@ Also = Callable[[Tx, Accepted], None]
 log = logging.getLogger(__name__)
 
 MODES = ("enqueue", "reject", "interrupt", "steer")
+#: How many times a message is decided again when its agent keeps changing on other
+#: nodes between the read and the commit (each time is one change committed there).
+_FRESH_TRIES = 4
+
+
+def _also_for(also_many: Callable[[Tx, list[tuple[int, Accepted]]], None],
+              indexes: list[int], tx: Tx, done: list[tuple[int, Accepted]]) -> None:
+    """``also_many`` of :meth:`Runs.send_many` for one commit of some of its messages
+    (``indexes``: their places in the messages given)."""
+    also_many(tx, [(indexes[j], accepted) for j, accepted in done])
+
+
+def _ends(item: object, run_id: str) -> bool:
+    """Whether a session's item is ``run_id``'s end (its terminal event)."""
+    return (isinstance(item, EventRecord) and item.run_id == run_id
+            and item.kind in TERMINAL_KINDS)
+
+
+def _changing(name: str) -> Conflict:
+    return Conflict(f"agent {name!r} kept changing while the message was sent; "
+                    "try again", code="agent_changed", retryable=True)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -93,7 +121,9 @@ class Runs:
 
     Args:
         accepting: whether the daemon takes new work (False while it shuts down).
-        lease_ttl_s: how long another node may take to notice a cancel sent to it.
+        lease_ttl_s: how long another node may take to notice a cancel sent to it, at
+            most (it hears of it at once on PostgreSQL, unless its listening
+            connection is down: then at its next renewal).
     """
 
     def __init__(self, store: Store, *, bus: EventBus, histories: HistoryCache,
@@ -143,13 +173,24 @@ class Runs:
         agent = await self._sender(name, key, mode, priority)
         if start and self.elsewhere is not None and await self.elsewhere(agent):
             start = False
-        accepted = await self.store.accept_message(
-            agent_id=agent.id, key=key, content=content, idempotency_key=idempotency_key,
-            mode=mode, priority=priority or self.agents.priority_of(agent),
-            find_busy=stream and self.store.dialect == "postgresql", origin=origin, also=also,
-            session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
-                                                         "sessions"),
-            start=self.runlog.lease if start else None)
+        for attempt in range(_FRESH_TRIES):
+            try:
+                accepted = await self.store.accept_message(
+                    agent_id=agent.id, key=key, content=content,
+                    idempotency_key=idempotency_key, mode=mode,
+                    priority=priority or self.agents.priority_of(agent),
+                    find_busy=stream and self.store.dialect == "postgresql", origin=origin,
+                    also=also, session_quota=self.agents.guard.quotas.quota(
+                        tenant_of(agent.settings), "sessions"),
+                    start=self.runlog.lease if start else None,
+                    agent_at=self._agent_at(agent))
+                break
+            except AgentChanged:
+                if attempt + 1 == _FRESH_TRIES:
+                    raise _changing(name) from None
+                # Changed on another node since this one read it: the message is
+                # decided again from the agent as stored (its state, settings).
+                agent = await self._sender(name, key, mode, priority, fresh=True)
         # Nothing awaits between handing the run over and returning: a sender that
         # follows the run subscribes as soon as this returns, before the run's task
         # can commit anything (it had missed a run that ended meanwhile: the first
@@ -196,20 +237,10 @@ class Runs:
                 senders.append((i, await self._sender(m.name, m.key, m.mode, m.priority)))
             except (InvalidInput, AgentNotFound, AgentNotAccepting) as exc:
                 out[i] = exc
-        accepted = await self.store.accept_messages([ToAccept(
-            agent_id=agent.id, key=messages[i].key, content=messages[i].content,
-            mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
-            priority=messages[i].priority or self.agents.priority_of(agent),
-            origin=messages[i].origin, also=messages[i].also,
-            session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
-                                                         "sessions"))
-            for i, agent in senders],
-            also_many=None if also_many is None else (
-                lambda tx, done: also_many(tx, [(senders[j][0], a) for j, a in done])),
-            start=self.runlog.lease if start else None)
+        accepted = await self._accept_many(messages, senders, out, also_many, start)
         created: dict[str, AgentRecord] = {}
         starts: list[tuple[str, Prepared]] = []
-        for (i, agent), done in zip(senders, accepted, strict=True):
+        for (i, agent), done in accepted:
             if isinstance(done, Exception):
                 out[i] = done
                 continue
@@ -229,10 +260,74 @@ class Runs:
                     result.agent = record
         return [r for r in out if r is not None]
 
-    async def _sender(self, name: str, key: str, mode: str, priority: str | None
-                      ) -> AgentRecord:
+    async def _accept_many(
+            self, messages: Sequence[Message], senders: list[tuple[int, AgentRecord]],
+            out: list[SendResult | Exception | None],
+            also_many: Callable[[Tx, list[tuple[int, Accepted]]], None] | None,
+            start: bool) -> list[tuple[tuple[int, AgentRecord], Accepted | Exception]]:
+        """:meth:`send_many`'s commits: the messages of ``senders`` (index in
+        ``messages``, agent) and the outcome of each, in their order. A message
+        refused because its agent changed on another node since this one read it
+        (``AgentChanged``) is decided again from the agent as stored and sent again
+        with the others so refused, in a commit of their own (the messages of one
+        agent stay in their order: all of them are refused together)."""
+        done: dict[int, tuple[tuple[int, AgentRecord], Accepted | Exception]] = {}
+        # One record per agent (the newest read), so that a change refuses all its
+        # messages or none.
+        newest: dict[str, AgentRecord] = {}
+        for _, agent in senders:
+            if agent.name not in newest or agent.updated_at > newest[agent.name].updated_at:
+                newest[agent.name] = agent
+        pending = [(i, newest[agent.name]) for i, agent in senders]
+        for attempt in range(_FRESH_TRIES):
+            batch = pending
+            accepted = await self.store.accept_messages([ToAccept(
+                agent_id=agent.id, key=messages[i].key, content=messages[i].content,
+                mode=messages[i].mode, idempotency_key=messages[i].idempotency_key,
+                priority=messages[i].priority or self.agents.priority_of(agent),
+                origin=messages[i].origin, also=messages[i].also,
+                session_quota=self.agents.guard.quotas.quota(tenant_of(agent.settings),
+                                                             "sessions"),
+                agent_at=self._agent_at(agent))
+                for i, agent in batch],
+                also_many=None if also_many is None else functools.partial(
+                    _also_for, also_many, [i for i, _ in batch]),
+                start=self.runlog.lease if start else None)
+            pending = []
+            fresh: dict[str, AgentRecord | Exception] = {}
+            for (i, agent), outcome in zip(batch, accepted, strict=True):
+                if not isinstance(outcome, AgentChanged):
+                    done[i] = ((i, agent), outcome)
+                    continue
+                m = messages[i]
+                if m.name not in fresh:
+                    try:
+                        fresh[m.name] = await self.agents.reload(m.name)
+                    except AgentNotFound as exc:
+                        fresh[m.name] = exc
+                again = fresh[m.name]
+                if isinstance(again, Exception) or attempt + 1 == _FRESH_TRIES:
+                    out[i] = again if isinstance(again, Exception) else _changing(m.name)
+                    continue
+                try:
+                    self._check_state(m.name, again)
+                except AgentNotAccepting as exc:
+                    out[i] = exc
+                    continue
+                pending.append((i, again))
+            if not pending:
+                break
+        return [done[i] for i in sorted(done)]
+
+    def _agent_at(self, agent: AgentRecord) -> float | None:
+        """What a message to ``agent`` is accepted against: its record's version, on a
+        store other nodes share (their changes reach this node a moment later)."""
+        return agent.updated_at if self.store.engine.shared else None
+
+    async def _sender(self, name: str, key: str, mode: str, priority: str | None, *,
+                      fresh: bool = False) -> AgentRecord:
         """The agent a message goes to (woken), once the message is checked and the
-        agent accepts messages."""
+        agent accepts messages. ``fresh``: as stored now, not as held here."""
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}",
                                field="body.mode")
@@ -242,10 +337,20 @@ class Runs:
         if not self.accepting():
             raise ShuttingDown("the daemon is shutting down; retry shortly")
         check_session_key(key)
-        agent = await self.agents.get(name)
+        agent = await (self.agents.reload(name) if fresh else self.agents.get(name))
+        if (agent.state in AgentNotAccepting.STATES and not fresh
+                and self.store.engine.shared):
+            # Refused on this node's copy: another node may have resumed the agent
+            # a moment ago (the pause itself is checked where the message would be
+            # accepted, whatever this copy says).
+            agent = await self.agents.reload(name)
+        self._check_state(name, agent)
+        return agent
+
+    @staticmethod
+    def _check_state(name: str, agent: AgentRecord) -> None:
         if agent.state in AgentNotAccepting.STATES:
             raise AgentNotAccepting.of(name, agent.state)
-        return agent
 
     def _hand_over(self, agent: AgentRecord, key: str, mode: str, accepted: Accepted,
                    defer: list[tuple[str, Prepared]] | None = None) -> SendResult:
@@ -358,14 +463,29 @@ class Runs:
             try:
                 await self.runlog.cancel_queued(run_id, reason)
             except LeaseLost:
-                await self.store.request_cancel(run_id, reason)
-                deadline = time.monotonic() + self.lease_ttl_s / 3 + 2.0
-                while time.monotonic() < deadline:
-                    run, agent_name, key = await self.store.run_context(run_id)
-                    if run.terminal:
-                        break
-                    await asyncio.sleep(0.1)
+                await self._cancel_elsewhere(run, reason)
         return await self.store.run_context(run_id)
+
+    async def _cancel_elsewhere(self, run: RunRecord, reason: str) -> None:
+        """Ask the node driving ``run`` to cancel it, and wait (a third of
+        ``lease_ttl_s`` and 2 s at most) until it has. On PostgreSQL that node hears of
+        it at once (``agentd_cancels``), else at its next lease renewal; its commits
+        reach this node's subscribers of the session as they are made, so the wait
+        ends with the run's end, not at a poll."""
+        with self.bus.subscribe(run.session_id) as commits:
+            await self.store.request_cancel(run.id, reason)
+            deadline = time.monotonic() + self.lease_ttl_s / 3 + 2.0
+            polled = 0.0
+            while (left := deadline - time.monotonic()) > 0:
+                if time.monotonic() - polled >= 0.5:
+                    # (and every half second: the session's commits may not be heard)
+                    polled = time.monotonic()
+                    if (await self.store.get_run(run.id)).terminal:
+                        return
+                with contextlib.suppress(TimeoutError):
+                    item = await asyncio.wait_for(commits.queue.get(), min(left, 0.5))
+                    if _ends(item, run.id):
+                        return
 
     def cancel_in_background(self, session_id: str, run_id: str, reason: str) -> None:
         """Cancel a run this node drives, without waiting (from a housekeeping job)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -206,7 +206,21 @@ class AgentdApp(FastAPI):
         stack = self.middleware_stack
         if stack is None:
             stack = self.middleware_stack = self.build_middleware_stack()
+        if scope["type"] == "lifespan":
+            send = self._refusals(send)
         await stack(scope, receive, send)
+
+    def _refusals(self, send: Send) -> Send:
+        """The lifespan's ``send``, saying why the daemon refuses to start in one line
+        when it does on purpose (the lifespan's ``startup_refused``: a database with a
+        newer schema, a node id in use...) instead of with a traceback."""
+        async def refusing(message: MutableMapping[str, Any]) -> None:
+            refused = getattr(self.state, "startup_refused", None)
+            if message["type"] == "lifespan.startup.failed" and refused:
+                message = {**message, "message": f"agentd cannot start: {refused}"}
+            await send(message)
+
+        return refusing
 
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = ErrorMapping(_Dispatch(self, AsyncExitStackMiddleware(self.router)))
@@ -354,8 +368,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
-        rt = (await Runtime.open(settings, reload_from=reload_from) if runtime is None
-              else runtime)
+        try:
+            rt = (await Runtime.open(settings, reload_from=reload_from) if runtime is None
+                  else runtime)
+        except AgentdError as exc:
+            app.state.startup_refused = exc.message
+            raise
+        # A daemon that must stop at once (store/nodes.py) stops its server too.
+        exit_server = getattr(app.state, "exit_server", None)
+        if exit_server is not None:
+            rt.on_fatal = exit_server
         rt.identity.configure_tokens(app.state.principals)
         if owned:
             _reload_tokens(app, rt)

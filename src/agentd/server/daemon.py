@@ -210,6 +210,14 @@ def run(host: str | None = None, port: int | None = None,
         lifespan="on",
     )
     server = GracefulServer(config, app.state)
+    # The runtime stops the server when it must stop at once (store/nodes.py).
+    app.state.fatal = False
+
+    def exit_server() -> None:
+        app.state.fatal = True
+        server.request_exit()
+
+    app.state.exit_server = exit_server
     tune_gc()
     settings.pid_file.write_text(str(os.getpid()))
     log.info("agentd %s: store %s, home %s, http://%s:%d", _version(), _redact(
@@ -225,7 +233,7 @@ def run(host: str | None = None, port: int | None = None,
             if settings.pid_file.read_text().strip() == str(os.getpid()):
                 settings.pid_file.unlink()
         lock.close()
-    return 0 if server.started else 1
+    return 0 if server.started and not app.state.fatal else 1
 
 
 def _sandbox_usable(settings: Settings) -> bool:

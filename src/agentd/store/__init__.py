@@ -83,6 +83,9 @@ class StoreOptions:
     synchronous: str | None = None
     sqlite_writer: str | None = None
     sqlite_cache_mb: int = 64
+    #: PostgreSQL: the ``application_name`` of the engine's connections (which node
+    #: they are, in ``pg_stat_activity``), unless the URL sets one.
+    application_name: str | None = None
 
 
 def engine_for_url(url: str, options: StoreOptions = StoreOptions()) -> Engine:
@@ -104,7 +107,8 @@ def engine_for_url(url: str, options: StoreOptions = StoreOptions()) -> Engine:
         from agentd.store._postgres import PostgresEngine
 
         return PostgresEngine(url.replace("postgresql+psycopg://", "postgresql://", 1),
-                              synchronous=options.synchronous)
+                              synchronous=options.synchronous,
+                              application_name=options.application_name)
     raise InvalidInput(
         f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
     )

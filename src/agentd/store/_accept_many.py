@@ -77,9 +77,11 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
     PostgreSQL a message to an agent that is gone or does not accept messages is
     refused (:func:`agentd.store.log.not_accepting`), the others go on."""
     if dialect == "postgresql" and items:
-        refused = not_accepting(tx, [item.agent_id for item in items])
+        checked = not_accepting(tx, [item.agent_id for item in items],
+                                [item.agent_at for item in items])
+        refused = {i: exc for i, exc in enumerate(checked) if exc is not None}
         if refused:
-            keep = [i for i, item in enumerate(items) if item.agent_id not in refused]
+            keep = [i for i in range(len(items)) if i not in refused]
             inner: AlsoMany | None = None
             if also_many is not None:
                 outer = also_many
@@ -91,8 +93,7 @@ def accept_many(tx: Tx, items: Sequence[ToAccept], *, run_ids: Sequence[str], no
                                   run_ids=[run_ids[i] for i in keep], now=now,
                                   dialect=dialect, also_many=inner, start=start)
             kept = iter(got)
-            return [refused[item.agent_id] if item.agent_id in refused else next(kept)
-                    for item in items]
+            return [refused[i] if i in refused else next(kept) for i in range(len(items))]
     return _accept_checked(tx, items, run_ids=run_ids, now=now, dialect=dialect,
                            also_many=also_many, start=start)
 

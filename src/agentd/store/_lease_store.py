@@ -37,12 +37,22 @@ class LeaseStore:
         return await self.engine.write(op)
 
     async def request_cancel(self, run_id: str, reason: str) -> None:
-        """Ask the node driving a run to cancel it (it sees this when it renews)."""
+        """Ask the node driving a run to cancel it: announced to every node sharing
+        the database (it hears at once), and seen at its next renewal anyway."""
         def op(tx: Tx) -> None:
             tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN "
                        f"{ACTIVE}", (reason, run_id))
+            if tx.rowcount and self.engine.shared:
+                self.engine.announce_cancel(tx, run_id)
 
         await self.engine.write(op)
+
+    async def cancel_requested(self, run_id: str) -> tuple[str, str] | None:
+        """``(session id, reason)`` of a cancel asked for an active run, if any."""
+        row = await self.engine.read(lambda tx: tx.one(
+            f"SELECT session_id, cancel_requested FROM runs WHERE id = ? AND status IN "
+            f"{ACTIVE} AND cancel_requested IS NOT NULL", (run_id,)))
+        return None if row is None else (str(row[0]), str(row[1]))
 
     async def decide_unheld(self, run_id: str, decision: DecisionData) -> EventRecord:
         """Log a decision about a run waiting on another node (or on none): the run

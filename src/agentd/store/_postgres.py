@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -45,6 +45,10 @@ _NOTIFY = f", pg_notify('{CHANNEL}', id || ':' || last_seq)"
 #: was. Channels are database-wide: the schema keeps daemons that share a database but
 #: not a schema from hearing each other's agents.
 AGENTS_CHANNEL = "agentd_agents"
+#: Every cancel asked of the node driving a run (``Store.request_cancel``) notifies
+#: this channel with ``<schema>\n<run id>``: that node cancels it at once rather than
+#: at its next lease renewal.
+CANCELS_CHANNEL = "agentd_cancels"
 #: ``synchronous_commit`` levels taken (agentd.settings.store.POSTGRES_LEVELS), and the
 #: one used when none is given.
 LEVELS = ("remote_apply", "on", "remote_write", "local", "off")
@@ -72,9 +76,13 @@ class PostgresEngine(Engine):
     types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""}
 
     def __init__(self, url: str, *, synchronous: str | None = None,
-                 pool_max: int = _POOL_MAX) -> None:
-        """``synchronous``: every connection's ``synchronous_commit`` (None: ``on``)."""
+                 pool_max: int = _POOL_MAX, application_name: str | None = None) -> None:
+        """``synchronous``: every connection's ``synchronous_commit`` (None: ``on``);
+        ``application_name``: the connections' (unless the URL sets one)."""
         self.url = url
+        self._names: dict[str, Any] = (
+            {"application_name": application_name}
+            if application_name and "application_name" not in url else {})
         self.synchronous = (synchronous or DEFAULT_SYNCHRONOUS).strip().lower()
         if self.synchronous not in LEVELS:
             raise ValueError("PostgreSQL's synchronous must be one of "
@@ -95,7 +103,7 @@ class PostgresEngine(Engine):
     async def start(self) -> None:
         pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_max, open=False,
                               kwargs={"autocommit": False,
-                                      "client_encoding": _CLIENT_ENCODING},
+                                      "client_encoding": _CLIENT_ENCODING, **self._names},
                               configure=self._configure)
         await asyncio.to_thread(pool.open, True, 10.0)
         try:
@@ -125,11 +133,21 @@ class PostgresEngine(Engine):
             self._pool = None
 
     def _run(self, fn: Callable[[Tx], T], read_only: bool) -> T:
-        assert self._pool is not None
-        with self._pool.connection() as conn:
-            conn.read_only = read_only
-            with conn.transaction(), conn.cursor() as cur:
-                return fn(Tx(cur, _translate, _NOTIFY))
+        pool = self._pool
+        assert pool is not None
+        try:
+            with pool.connection() as conn:
+                conn.read_only = read_only
+                with conn.transaction(), conn.cursor() as cur:
+                    return fn(Tx(cur, _translate, _NOTIFY))
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57"):
+                # The connection was lost (the server restarted, or ended it): the
+                # pool's other idle ones are likely gone too. Each would fail one
+                # more transaction; they are tested (and replaced) now instead.
+                with contextlib.suppress(Exception):
+                    pool.check()
+            raise
 
     def _submit(self, fn: Callable[[Tx], T], read_only: bool) -> asyncio.Future[T]:
         if self._executor is None:
@@ -156,30 +174,48 @@ class PostgresEngine(Engine):
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
+    def is_outage(self, exc: BaseException) -> bool:
+        # (a lost or refused connection, the server shutting down or ending this
+        # backend, the pool out of connections, a deadlock or serialization failure)
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
     def announce_agent(self, tx: Tx, note: str) -> None:
         tx.execute("SELECT pg_notify(?, current_schema() || chr(10) || ?)",
                    (AGENTS_CHANNEL, note))
 
+    def announce_cancel(self, tx: Tx, run_id: str) -> None:
+        tx.execute("SELECT pg_notify(?, current_schema() || chr(10) || ?)",
+                   (CANCELS_CHANNEL, run_id))
+
     async def listen(self, on_commit: Callable[[str, int], None],
-                     on_agent: Callable[[str], None] | None = None) -> None:
+                     on_agent: Callable[[str], None] | None = None,
+                     on_cancel: Callable[[str], None] | None = None) -> None:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, client_encoding=_CLIENT_ENCODING)
+                    self.url, autocommit=True, client_encoding=_CLIENT_ENCODING,
+                    **self._names)
                 async with conn:
                     # (it commits nothing, but runs at the same level as the others)
                     await conn.execute(_SET_LEVEL, (self.synchronous,))
                     await conn.execute(f"LISTEN {CHANNEL}")
                     schema = None
-                    if on_agent is not None:
+                    if on_agent is not None or on_cancel is not None:
                         cur = await conn.execute("SELECT current_schema()")
                         schema = str((await cur.fetchone() or ("",))[0])
+                    if on_agent is not None:
                         await conn.execute(f"LISTEN {AGENTS_CHANNEL}")
+                    if on_cancel is not None:
+                        await conn.execute(f"LISTEN {CANCELS_CHANNEL}")
                     async for note in conn.notifies():
-                        if note.channel == AGENTS_CHANNEL:
-                            where, _, change = note.payload.partition("\n")
-                            if on_agent is not None and where == schema:
-                                on_agent(change)
+                        if note.channel in (AGENTS_CHANNEL, CANCELS_CHANNEL):
+                            where, _, what = note.payload.partition("\n")
+                            if where != schema:
+                                continue
+                            if note.channel == AGENTS_CHANNEL and on_agent is not None:
+                                on_agent(what)
+                            elif note.channel == CANCELS_CHANNEL and on_cancel is not None:
+                                on_cancel(what)
                             continue
                         session_id, _, seq = note.payload.rpartition(":")
                         with contextlib.suppress(ValueError):

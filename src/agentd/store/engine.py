@@ -94,6 +94,14 @@ class Engine(abc.ABC):
     def is_unique_violation(self, exc: BaseException) -> bool:
         """Whether ``exc`` is this driver's unique-constraint error."""
 
+    def is_outage(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database could not be reached, dropped the
+        connection or rolled the transaction back (not that anything asked of it was
+        wrong): what was being written may or may not be committed, and asking again
+        later may succeed. A run's executor stops on one and the run resumes from its
+        log. SQLite's errors are never that (its file is this process's own)."""
+        return False
+
     @abc.abstractmethod
     def run_script(self, tx: Tx, sql: str) -> None:
         """Execute a multi-statement DDL script inside ``tx``."""
@@ -120,13 +128,21 @@ class Engine(abc.ABC):
         database, when ``tx`` commits (only called when :attr:`shared`)."""
         return None
 
+    def announce_cancel(self, tx: Tx, run_id: str) -> None:
+        """Announce a cancel asked of whichever process drives ``run_id``, when ``tx``
+        commits (only called when :attr:`shared`)."""
+        return None
+
     async def listen(self, on_commit: Callable[[str, int], None],
-                     on_agent: Callable[[str], None] | None = None) -> None:
-        """Call ``on_commit(session_id, last_seq)`` for every commit to any session's log
-        and ``on_agent(note)`` for every change to an agent announced
-        (:meth:`announce_agent`) by any process sharing the database, this one
-        included, until cancelled. Engines that cannot be shared (SQLite: one daemon
-        per home) have nothing to hear and return at once."""
+                     on_agent: Callable[[str], None] | None = None,
+                     on_cancel: Callable[[str], None] | None = None) -> None:
+        """Call ``on_commit(session_id, last_seq)`` for every commit to any session's log,
+        ``on_agent(note)`` for every change to an agent announced
+        (:meth:`announce_agent`) and ``on_cancel(run_id)`` for every cancel announced
+        (:meth:`announce_cancel`) by any process sharing the database, this one
+        included, until cancelled (what is announced while its connection is down is
+        not heard). Engines that cannot be shared (SQLite: one daemon per home) have nothing to
+        hear and return at once."""
         return None
 
     def node_lock(self, node_id: str) -> NodeLock | None:

@@ -16,8 +16,8 @@ from agentd.store.quota import Quota
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
 from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
 
-__all__ = ["Accepted", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered", "ToAccept",
-           "accept", "append", "leased_update", "update_run"]
+__all__ = ["Accepted", "AgentChanged", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered",
+           "ToAccept", "accept", "append", "leased_update", "update_run"]
 
 
 class Steered(Exception):
@@ -31,6 +31,16 @@ class LeaseLost(Exception):
 class RunMoved(LeaseLost):
     """A run was not taken over: another node committed to it after the log the taker
     folded was read (``unless_run_after``), so the fold is not the run's state."""
+
+
+class AgentChanged(Exception):
+    """A message was not accepted: its agent's record as stored is not the one the
+    sender decided it from (another node changed, paused or deleted it, and this one
+    has not heard yet). The sender reads the agent again and sends again."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {agent_id} changed since it was read")
+        self.agent_id = agent_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +185,9 @@ _AHEAD = (
 
 def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
                   now: float) -> None:
-    """Update a run under its lease (see :class:`Lease`); raise LeaseLost if not held."""
+    """Update a run under its lease (see :class:`Lease`); raise LeaseLost if not held
+    (or, for the commit that starts a queued run, if its agent is paused, stopped or
+    in error as stored)."""
     sets, params = _run_sets(update, now)
     sets.append("lease_expires_at = ?")
     params.append(0.0 if lease.release else now + lease.ttl)
@@ -184,6 +196,12 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
         params.append(lease.owner)
         where = (f"id = ? AND status IN {ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
                  "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
+        if update is not None and update.started:
+            # A queued run starts only while its agent takes work: paused, stopped or
+            # in error as stored (by any node, whatever this one has heard), it stays
+            # queued (resume starts it; stop cancels it).
+            where += (" AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = runs.agent_id "
+                      f"AND a.state IN {_HELD})")
         params.extend((run_id, lease.owner, now))
     else:
         where = "id = ? AND lease_owner = ?"
@@ -198,25 +216,41 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
         raise LeaseLost(run_id)
 
 
-def not_accepting(tx: Tx, agent_ids: Sequence[str]) -> dict[str, Exception]:
-    """The refusal of each of ``agent_ids`` that is gone or does not accept messages,
-    read in the accepting transaction with the agents' rows locked for share
-    (PostgreSQL): a pause or a delete committed on another node before this point is
+#: Agent states in which a queued run does not start (held, or cancelled by whoever
+#: stops the agent): checked by the commit that starts it.
+_HELD = "(" + ", ".join(f"'{state}'" for state in AgentNotAccepting.STATES) + ")"
+
+
+def not_accepting(tx: Tx, agent_ids: Sequence[str],
+                  seen: Sequence[float | None] | None = None) -> list[Exception | None]:
+    """The refusal of each of ``agent_ids`` (None: accepted), read in the accepting
+    transaction with the agents' rows locked for share (PostgreSQL): a pause, a
+    settings change or a delete committed on another node before this point is
     honoured here, whatever this node has heard of it, and one committed after waits
     for this transaction (so it comes after the message, which it then holds or
-    deletes). SQLite has one node, whose view is the store's."""
+    deletes). SQLite has one node, whose view is the store's.
+
+    ``seen``: for each id, the ``updated_at`` of the agent's record the sender
+    decided the message from (its priority, tenant and state; None: not checked). A
+    record changed since (or gone: a new agent may have its name) refuses it with
+    :class:`AgentChanged`, so that the sender reads the agent again: a message is
+    never accepted on the strength of a record older than the stored one."""
     ids = sorted(set(agent_ids))
-    rows = tx.all(f"SELECT id, name, state FROM agents WHERE id IN "
+    rows = tx.all(f"SELECT id, name, state, updated_at FROM agents WHERE id IN "
                   f"({', '.join('?' * len(ids))}) FOR SHARE", ids)
-    found = {str(r[0]): (str(r[1]), str(r[2])) for r in rows}
-    out: dict[str, Exception] = {}
-    for agent_id in ids:
-        if agent_id not in found:
-            out[agent_id] = AgentNotFound(f"agent {agent_id!r} not found (deleted)")
-            continue
-        name, state = found[agent_id]
-        if state in AgentNotAccepting.STATES:
-            out[agent_id] = AgentNotAccepting.of(name, state)
+    found = {str(r[0]): (str(r[1]), str(r[2]), float(r[3])) for r in rows}
+    out: list[Exception | None] = []
+    for n, agent_id in enumerate(agent_ids):
+        at = seen[n] if seen is not None else None
+        row = found.get(agent_id)
+        if at is not None and (row is None or row[2] != at):
+            out.append(AgentChanged(agent_id))
+        elif row is None:
+            out.append(AgentNotFound(f"agent {agent_id!r} not found (deleted)"))
+        elif row[1] in AgentNotAccepting.STATES:
+            out.append(AgentNotAccepting.of(row[0], row[1]))
+        else:
+            out.append(None)
     return out
 
 
@@ -225,14 +259,16 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
            find_busy: bool = False, origin: Mapping[str, Any] | None = None,
            also: Callable[[Tx, Accepted], None] | None = None,
            session_quota: Quota | None = None, dialect: str = "sqlite",
-           start: Lease | None = None, check_agent: bool = True) -> Accepted:
+           start: Lease | None = None, check_agent: bool = True,
+           agent_at: float | None = None) -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there). ``check_agent``: on
-    PostgreSQL, refuse a message to an agent that is gone or not accepting
-    (:func:`not_accepting`; the caller did for a batch)."""
+    PostgreSQL, refuse a message to an agent that is gone or not accepting, or whose
+    record is not the one of ``updated_at`` ``agent_at`` (:func:`not_accepting`; the
+    caller did for a batch)."""
     if check_agent and dialect == "postgresql":
-        refused = not_accepting(tx, [agent_id])
-        if refused:
-            raise refused[agent_id]
+        [refused] = not_accepting(tx, [agent_id], [agent_at])
+        if refused is not None:
+            raise refused
     accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
                        idempotency_key=idempotency_key, mode=mode, priority=priority,
                        run_id=run_id, now=now, find_busy=find_busy, origin=origin,
@@ -261,6 +297,9 @@ class ToAccept:
     #: The agent's tenant's limit on sessions, when it has one (a new session is
     #: counted against it in the same transaction).
     session_quota: Quota | None = None
+    #: The ``updated_at`` of the agent's record the message was decided from
+    #: (PostgreSQL: refused with :class:`AgentChanged` if the stored one differs).
+    agent_at: float | None = None
 
 
 def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool

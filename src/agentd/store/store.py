@@ -23,6 +23,7 @@ from agentd.errors import (
     NotFound,
     RunNotFound,
     SessionNotFound,
+    StoreError,
 )
 from agentd.events import parse
 from agentd.store import (
@@ -105,6 +106,7 @@ from agentd.store.rows import (
     new_id,
 )
 from agentd.store.webhooks import WebhookStore
+from agentd.version import __version__
 
 __all__ = ["Accepted", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered", "Store",
            "new_id"]
@@ -152,7 +154,11 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
 
     async def open(self) -> None:
         await self.engine.start()
-        await self.engine.write(self._migrate)
+        try:
+            await self.engine.write(self._migrate)
+        except BaseException:
+            await self.engine.close()  # (a refused database: nothing left open)
+            raise
 
     async def close(self) -> None:
         await self.engine.close()
@@ -168,6 +174,19 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             f"applied_at {self.engine.types['real']} NOT NULL)"
         )
         done = {int(r[0]) for r in tx.all("SELECT version FROM schema_migrations")}
+        known = MIGRATIONS[-1][0]
+        if done and max(done) > known:
+            # A newer agentd migrated this database: this one would read and write
+            # tables it does not know the shape of. Nothing is changed.
+            newest = tx.one("SELECT version, name FROM schema_migrations ORDER BY version "
+                            "DESC LIMIT 1")
+            raise StoreError(
+                f"the database's schema is at version {max(done)} ({newest[1] if newest else '?'}"
+                f"), newer than this agentd {__version__} knows (up to version {known}): "
+                f"it needs an agentd that knows schema version {max(done)} (the version "
+                "that migrated it, or later); nothing was changed",
+                code="schema_too_new", details={"schema_version": max(done),
+                                                "known_version": known})
         applied = []
         for version, name, sql in MIGRATIONS:
             if version in done:
@@ -486,7 +505,8 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
                              origin: Mapping[str, Any] | None = None,
                              also: Callable[[Tx, Accepted], None] | None = None,
                              session_quota: Quota | None = None,
-                             start: Lease | None = None) -> Accepted:
+                             start: Lease | None = None,
+                             agent_at: float | None = None) -> Accepted:
         """Create the session if needed, queue a run and log the user's message: one commit.
 
         With an ``idempotency_key`` already used in this session, nothing is written
@@ -510,6 +530,9 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
         ``start``: a new run whose session has nothing else active starts in this
         transaction, under this lease (``Accepted.started``: its ``run.started``
         follows its ``run.queued``; the executor carries on from there).
+        ``agent_at``: the ``updated_at`` of the agent's record the message was decided
+        from; on PostgreSQL a stored record that differs (another node changed the
+        agent) refuses the message with :class:`AgentChanged`, nothing written.
         """
         if origin is not None and ("content" in origin or "steer" in origin):
             raise ValueError("origin must not set content or steer")
@@ -519,7 +542,7 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
             origin=origin, also=also, session_quota=session_quota,
-            dialect=self.engine.dialect, start=start))
+            dialect=self.engine.dialect, start=start, agent_at=agent_at))
 
     async def accept_messages(self, items: Sequence[ToAccept], *,
                               also_many: AlsoMany | None = None, start: Lease | None = None
@@ -675,13 +698,20 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
 
     async def run_context(self, run_id: str) -> tuple[RunRecord, str, str]:
         """A run with its agent's name and its session's key."""
+        run, name, key, _ = await self.run_to_start(run_id)
+        return run, name, key
+
+    async def run_to_start(self, run_id: str) -> tuple[RunRecord, str, str, float]:
+        """:meth:`run_context` and the ``updated_at`` of the agent's record as stored:
+        a node starting a run another node accepted uses a copy of the agent no older
+        than that (the message was accepted against it, or a later one)."""
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))}, a.name, s.key "
-            "FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sessions s ON s.id = r.session_id "
-            "WHERE r.id = ?", (run_id,)))
+            f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))}, a.name, s.key, "
+            "a.updated_at FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sessions s ON "
+            "s.id = r.session_id WHERE r.id = ?", (run_id,)))
         if row is None:
             raise RunNotFound(f"run {run_id!r} not found")
-        return _run(row[:-2]), row[-2], row[-1]
+        return _run(row[:-3]), row[-3], row[-2], float(row[-1])
 
     async def runs_with_status(self, statuses: Sequence[str], *, agent_id: str | None = None
                                ) -> list[RunRecord]:
