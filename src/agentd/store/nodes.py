@@ -49,6 +49,14 @@ _HOLDER = (
 #: How long a (re)connection may take before it counts as failed (a cut-off network
 #: would otherwise hold it for minutes).
 _CONNECT_TIMEOUT_S = 10
+#: The claim's connection is probed both ways, so that a node whose host died (no
+#: FIN, no RST) frees its id within about 15 s rather than the system's two hours of
+#: TCP keepalive: the server drops it (its settings for this session), and the node
+#: notices a dead server (libpq's). Ignored on a Unix socket.
+_SERVER_KEEPALIVE = (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2),
+                     ("tcp_keepalives_count", 3), ("tcp_user_timeout", 10_000))
+_CLIENT_KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5,
+                                     "keepalives_interval": 2, "keepalives_count": 3}
 
 
 class NodeIdInUse(StoreError):
@@ -91,8 +99,11 @@ class NodeClaim:
 
         conn = await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, application_name=_application(self.node_id),
-            connect_timeout=_CONNECT_TIMEOUT_S)
+            connect_timeout=_CONNECT_TIMEOUT_S, **_CLIENT_KEEPALIVE)
         try:
+            for setting, value in _SERVER_KEEPALIVE:
+                with contextlib.suppress(psycopg.Error):  # (tcp_user_timeout: PG 12+)
+                    await conn.execute(f"SET {setting} = {int(value)}")
             taken = await self._try(conn)
             if not taken:
                 holder = await self._holder(conn)
@@ -197,7 +208,9 @@ def _in_use(node_id: str, holder: tuple[Any, ...] | None) -> str:
                if since is not None else f" (server pid {pid})")
     return (f"node id {node_id!r} is in use by another agentd daemon on this database"
             f"{who}: two daemons under one node id would take each other's runs; give "
-            "this one its own node_id (AGENTD_NODE_ID), or stop the other first")
+            "this one its own node_id (AGENTD_NODE_ID), or stop the other first (if it "
+            "was this node's own daemon, on a host that went down, the database lets "
+            "its id go within about 15 s)")
 
 
 async def live_nodes(engine: Engine, node_ids: Sequence[str]) -> set[str]:
