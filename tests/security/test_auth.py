@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from agentd.assembly import Runtime
+from agentd.assembly.reload import Reloader
 from agentd.client import Client
 from agentd.config import Settings
 from agentd.server.app import create_app
@@ -55,7 +56,9 @@ async def test_a_token_file_left_open_is_closed(settings: Settings) -> None:
     settings.home.mkdir(mode=0o700)
     (settings.home / "token").write_text("abcdefghijklmnopqrstuvwxyz0123456789\n")
     (settings.home / "token").chmod(0o644)
-    create_app(settings, Runtime.__new__(Runtime))
+    unopened = Runtime.__new__(Runtime)  # (only the token file is looked at)
+    unopened.reloader = Reloader(settings)
+    create_app(settings, unopened)
     assert _mode(settings.home / "token") == 0o600
 
 

@@ -75,6 +75,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "port": "restart",
     "node_id": "restart",
     "lease_ttl_s": "restart",
+    "node_check_s": "restart",
     # The request layer built at start: whether a token is needed, the public paths,
     # the origin check, the body limit, the console's routes.
     "auth": "restart",

@@ -5,7 +5,7 @@ Leases alone (:mod:`agentd.runtime.leases`) make a dead node's runs wait until t
 leases expire (``lease_ttl_s``, 30 s by default) before another node takes them over.
 On PostgreSQL each node also holds a liveness lock for the life of its process (a
 session-level advisory lock on a connection of its own, registered in
-``node_liveness``: :mod:`agentd.store._node_lock`); the server drops it the moment
+``node_liveness``: :mod:`agentd.store.node_lock`); the server drops it the moment
 the process dies, whatever killed it. Every ``node_check_s`` each node looks for
 registered nodes whose lock is free while they hold unexpired leases
 (:meth:`agentd.store.Store.dead_nodes`); a node found so at two looks in a row is
@@ -36,7 +36,7 @@ from agentd.runtime.leases import LeaseKeeper
 from agentd.store import Store
 
 if TYPE_CHECKING:
-    from agentd.store._node_lock import NodeLock
+    from agentd.store.node_lock import NodeLock
 
 __all__ = ["NodeWatch"]
 

@@ -1,7 +1,7 @@
 """The Store's node-liveness method: which nodes are gone, and ending their leases.
 
 A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherits it.
-The locks themselves are held by :class:`agentd.store._node_lock.NodeLock` (one per
+The locks themselves are held by :class:`agentd.store.node_lock.NodeLock` (one per
 node, on a connection of its own); see :mod:`agentd.runtime.nodes`.
 """
 

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from agentd.store._node_lock import KEEPALIVES, NodeLock
 from agentd.store.engine import Engine, Tx
+from agentd.store.node_lock import KEEPALIVES, NodeLock
 
 __all__ = ["PostgresEngine"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from agentd.store._node_lock import NodeLock
+    from agentd.store.node_lock import NodeLock
 
 __all__ = ["Engine", "Tx"]
 
@@ -146,6 +146,6 @@ class Engine(abc.ABC):
         return None
 
     def node_lock(self, node_id: str) -> NodeLock | None:
-        """A liveness lock for the node ``node_id`` (:mod:`agentd.store._node_lock`),
+        """A liveness lock for the node ``node_id`` (:mod:`agentd.store.node_lock`),
         not taken yet; None for engines that cannot be shared (SQLite: one daemon)."""
         return None
