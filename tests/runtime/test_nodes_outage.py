@@ -165,27 +165,43 @@ async def test_a_node_cut_off_from_the_database_stops_and_another_finishes_its_r
 
 async def test_a_node_whose_connections_are_ended_resumes_its_run(
         settings: Settings, pg_url: str, tmp_path: Path) -> None:
-    """Every server connection of node A is ended while a tool runs (a database
-    restart does this), so the commit of the tool's outcome fails. The run is not
-    failed for it: A stops it, writing nothing, and resumes it from its last committed
-    step once the store answers (the tool, idempotent, runs again), completing once.
-    A's store has one connection: the commit cannot be handed another one."""
-    ended: list[int] = []
+    """Every server connection of node A is ended by the server in the very
+    transaction that commits a tool's outcome (a database restart at the worst moment),
+    so that commit fails. The run is not failed for it: A stops it, having written
+    nothing, and resumes it from its last committed step once the store answers (the
+    tool, idempotent, runs again), completing once.
+
+    The connections are ended from inside that transaction (a trigger on the log,
+    armed once by a sequence, which no rollback undoes) rather than by the tool: A's
+    background work (its lease and liveness keepers) could otherwise meet the ended
+    connection first and have the pool replace it, and the commit would succeed."""
+    runs: list[int] = []
 
     @tool(idempotent=True)
     def restart_database() -> str:
-        """Ends node A's server connections (the first time)."""
-        if not ended:
-            with psycopg.connect(pg_url, autocommit=True) as admin:
-                row = admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
-                    f"application_name = 'agentd end-A-{RUN}'").fetchone()
-            ended.append(row[0] if row else 0)
+        """Counts its runs (the database restarts as its outcome is committed)."""
+        runs.append(1)
         return "restarted"
 
     name = f"end-A-{RUN}"
     store = Store(PostgresEngine(pg_url, pool_max=1, application_name=f"agentd {name}"))
     await store.open()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SEQUENCE ended_once")
+        admin.execute(f"""
+            CREATE FUNCTION end_node_a() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.kind = 'tool.finished' AND nextval('ended_once') = 1 THEN
+                    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE application_name = 'agentd {name}'
+                       AND pid <> pg_backend_pid();
+                    PERFORM pg_terminate_backend(pg_backend_pid());
+                    PERFORM pg_sleep(5);  -- (ended while it waits)
+                END IF;
+                RETURN NEW;
+            END $$""")
+        admin.execute("CREATE TRIGGER end_node_a BEFORE INSERT ON events "
+                      "FOR EACH ROW EXECUTE FUNCTION end_node_a()")
     a = Runtime(settings.model_copy(update={"home": tmp_path / "A", "database_url": pg_url,
                                             "node_id": name, "lease_ttl_s": 1.0}), store)
     a.tools.register(restart_database)
@@ -196,8 +212,11 @@ async def test_a_node_whose_connections_are_ended_resumes_its_run(
             {"text": "done"}]})
         sent = await a.send("w", "k", "go")
         run = await asyncio.wait_for(a.wait(sent.run.id), 60)
-        assert ended and ended[0] >= 1
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            row = admin.execute("SELECT last_value FROM ended_once").fetchone()
+        assert row is not None and row[0] >= 1  # (the trigger fired: the commit failed)
         assert (run.status, run.output) == ("completed", "done"), run.error
+        assert len(runs) == 2  # (once before the failed commit, once on resume)
         events = [e for e in await a.read_events(sent.session.id)
                   if e.run_id == sent.run.id]
         kinds = _steps(events)
