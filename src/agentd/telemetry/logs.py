@@ -97,8 +97,8 @@ class Redactor:
 def known_secrets(settings: Settings, environ: Mapping[str, str]) -> set[str]:
     """The secret values the daemon holds: its tokens, the termo token, and the
     values of the environment variables that hold keys and tokens (the providers',
-    the named model endpoints', A2A's remote tokens, the search providers', those agents may name for
-    Telegram, and any whose name ends in ``API_KEY``, ``TOKEN``, ``SECRET``,
+    the named model endpoints', A2A's remote tokens, the search providers', those
+    agents may name for Telegram, and any whose name ends in ``API_KEY``, ``TOKEN``, ``SECRET``,
     ``PASSWORD`` or ``_KEY``)."""
     from agentd.llm.registry import PROVIDERS
 
