@@ -233,7 +233,8 @@ async def test_hostile_results_are_cleaned_and_bounded(stub: StubSearch) -> None
 @pytest.mark.parametrize("arguments", [
     {"query": ""}, {"query": "   "}, {"query": "x" * 401}, {"query": "q", "count": 0},
     {"query": "q", "count": 11}, {"query": "q", "language": "en; DROP"},
-    {"query": "q", "freshness": "decade"}])
+    {"query": "q", "freshness": "decade"}, {"query": "q", "base_url": "http://10.0.0.1/"},
+    {"query": "q", "provider": "brave"}])
 async def test_bad_arguments(stub: StubSearch, arguments: dict[str, Any]) -> None:
     before = len(stub.calls())
     with pytest.raises(ToolError) as caught:
