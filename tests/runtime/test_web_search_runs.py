@@ -14,7 +14,7 @@ import pytest
 from tests.identity._daemon import ADMIN, SCOPED, daemon, settings_for
 
 from agentd.assembly import Runtime
-from agentd.config import Settings
+from agentd.config import Settings, TenantConfig
 from agentd.errors import InvalidInput
 from agentd.testing import StubSearch
 
@@ -148,3 +148,29 @@ async def test_no_token_can_point_the_search_key_elsewhere(
                 "settings": {"tenant": "acme", "web_search": {"provider": "brave"}}})
             assert made.status_code == 201, made.text
         assert theirs.calls() == []
+
+
+async def test_a_tenant_cannot_spend_another_tenants_provider(
+        tmp_path: Path, store_url: str, stub: StubSearch) -> None:
+    """The operator gives Brave (a paid key) to tenant globex only: a token of acme
+    cannot name it, nor move its agent into globex to use it."""
+    config = _providers(stub)
+    config["providers"]["brave"]["tenants"] = ["globex"]
+    settings = settings_for(tmp_path, store_url, web_search=config)
+    settings.tenants = {**settings.tenants, "globex": TenantConfig()}
+    async with daemon(settings) as d:
+        for tenant in ("acme", "globex"):
+            out = await d.call("POST", "/v1/agents", SCOPED, json={
+                "name": f"paid-{tenant}", "model": "scripted", "tools": ["web_search"],
+                "settings": {"tenant": tenant, "web_search": {"provider": "brave"}}})
+            assert out.status_code in (403, 422), out.text
+        refused = await d.call("POST", "/v1/agents", SCOPED, json={
+            "name": "paid", "model": "scripted", "tools": ["web_search"],
+            "settings": {"tenant": "acme", "web_search": {"provider": "brave"}}})
+        assert refused.status_code == 422 and "not for tenant 'acme'" in refused.text
+        made = await d.call("POST", "/v1/agents", ADMIN, json={
+            "name": "paid", "model": "scripted", "tools": ["web_search"],
+            "settings": {"tenant": "globex", "web_search": {"provider": "brave"}}})
+        assert made.status_code == 201, made.text
+        listed = await d.call("GET", "/v1/agents", ADMIN)
+        assert [a["name"] for a in listed.json()["agents"]] == ["paid"]

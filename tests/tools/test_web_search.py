@@ -57,12 +57,13 @@ def _ctx(service: WebSearch | None, network: bool | tuple[str, ...] = True,
                        agent_id="agent-1", sandbox=sandbox, services=services)
 
 
-def _service(stub: StubSearch, provider: str | None, **extra: Any) -> WebSearch:
-    async def provider_of(agent_id: str) -> str | None:
+def _service(stub: StubSearch, provider: str | None, tenant: str = "default",
+             **extra: Any) -> WebSearch:
+    async def choice_of(agent_id: str) -> tuple[str | None, str]:
         assert agent_id == "agent-1"
-        return provider
+        return provider, tenant
 
-    return WebSearch(_config(stub, **extra), provider_of)
+    return WebSearch(_config(stub, **extra), choice_of)
 
 
 async def search(ctx: ToolContext, **arguments: Any) -> dict[str, Any]:
@@ -113,6 +114,29 @@ async def test_the_default_and_the_only_provider(stub: StubSearch) -> None:
     with pytest.raises(ToolError) as none:  # three providers, no default, none named
         await search(_ctx(_service(stub, None)), query="q")
     assert none.value.code == "tool_unavailable" and "no default" in none.value.message
+
+
+async def test_a_provider_serves_only_its_tenants(stub: StubSearch) -> None:
+    config = _config(stub).model_dump()
+    config["providers"]["brave"]["tenants"] = ["acme"]
+    service = WebSearch(WebSearchConfig.model_validate(config))
+
+    def as_tenant(tenant: str) -> WebSearch:
+        async def choice_of(agent_id: str) -> tuple[str | None, str]:
+            return "brave", tenant
+
+        return WebSearch(service.config, choice_of)
+
+    assert (await search(_ctx(as_tenant("acme")), query="q"))["provider"] == "brave"
+    before = len(stub.calls())
+    with pytest.raises(ToolError) as caught:
+        await search(_ctx(as_tenant("other")), query="q")
+    assert caught.value.code == "tool_unavailable" and "not for tenant" in caught.value.message
+    assert len(stub.calls()) == before
+    with pytest.raises(ValueError, match="not for tenant 'other'"):
+        service.check("brave", "other")
+    service.check("brave", "acme")
+    service.check("searx", "other")
 
 
 async def test_no_provider_configured() -> None:

@@ -20,20 +20,21 @@ def web_search_service(config: WebSearchConfig, agents: Agents) -> WebSearch:
     """The service ``web_search`` asks for, with its settings check added to
     ``agents``."""
 
-    async def provider_of(agent_id: str) -> str | None:
+    async def choice_of(agent_id: str) -> tuple[str | None, str]:
         agent = await agents.by_id(agent_id)
         if agent is None:
-            return None
+            return None, ""  # (deleted: no tenant, so no provider listing tenants)
         try:
-            return agents.plan(agent).settings.web_search.provider
+            settings = agents.plan(agent).settings
         except AgentdError:
-            return None  # (the run itself fails on settings it cannot read)
+            return None, ""  # (the run itself fails on settings it cannot read)
+        return settings.web_search.provider, settings.tenant
 
-    service = WebSearch(config, provider_of)
+    service = WebSearch(config, choice_of)
 
     def check(settings: AgentSettings) -> None:
         try:
-            service.check(settings.web_search.provider)
+            service.check(settings.web_search.provider, settings.tenant)
         except ValueError as exc:
             raise InvalidInput(f"settings.web_search.provider: {exc}",
                                field="body.settings.web_search.provider") from None

@@ -49,6 +49,13 @@ class SearchProviderConfig(_Area):
     api_key_env: str | None = None
     #: One search's time limit, connection included.
     timeout_s: float = Field(default=20.0, gt=0, le=120, allow_inf_nan=False)
+    #: The tenants whose agents may search through it (a paid key is not every
+    #: tenant's to spend); None: every tenant.
+    tenants: list[str] | None = Field(default=None, max_length=1000)
+
+    def serves(self, tenant: str) -> bool:
+        """Whether agents of ``tenant`` may use it."""
+        return self.tenants is None or tenant in self.tenants
 
     @field_validator("base_url")
     @classmethod

@@ -59,19 +59,26 @@ _SPACE = re.compile(r"\s+")
 @dataclass(frozen=True)
 class WebSearch:
     """The operator's ``[web_search]`` as the tool sees it (a service the composition
-    root provides), and how to read which provider an agent's settings name
-    (``provider_of(agent_id)``)."""
+    root provides), and how to read an agent's choice: ``choice_of(agent_id)`` is the
+    provider its settings name (None: the default) and its tenant."""
 
     config: WebSearchConfig
-    provider_of: Callable[[str], Awaitable[str | None]] | None = None
+    choice_of: Callable[[str], Awaitable[tuple[str | None, str]]] | None = None
 
-    def check(self, wanted: str | None) -> None:
+    def check(self, wanted: str | None, tenant: str) -> None:
         """Refuse (ValueError) an agent's ``settings.web_search.provider`` naming no
-        configured provider."""
-        if wanted is not None and wanted not in self.config.providers:
+        provider its tenant may use."""
+        if wanted is None:
+            return
+        provider = self.config.providers.get(wanted)
+        if provider is None:
             known = ", ".join(sorted(self.config.providers)) or "none"
             raise ValueError(f"the daemon has no web search provider {wanted!r} "
                              f"(configured: {known})")
+        if not provider.serves(tenant):
+            raise ValueError(f"web search provider {wanted!r} is not for tenant "
+                             f"{tenant!r} (the operator's [web_search.providers."
+                             f"{wanted}] tenants)")
 
 
 class _Text(HTMLParser):
@@ -138,7 +145,8 @@ async def _provider(ctx: ToolContext) -> tuple[str, SearchProviderConfig]:
     if service is None or not service.config.providers:
         raise ToolError("this daemon has no web search provider (the operator adds one "
                         "in [web_search.providers] of agentd.toml)", code="tool_unavailable")
-    wanted = await service.provider_of(ctx.agent_id) if service.provider_of else None
+    wanted, tenant = (await service.choice_of(ctx.agent_id) if service.choice_of
+                      else (None, "default"))
     name = service.config.choose(wanted)
     if name is None:
         known = ", ".join(sorted(service.config.providers))
@@ -147,7 +155,11 @@ async def _provider(ctx: ToolContext) -> tuple[str, SearchProviderConfig]:
             if wanted else f"this agent names no web search provider and the daemon has "
                            f"no default (settings.web_search.provider: one of {known})",
             code="tool_unavailable")
-    return name, service.config.providers[name]
+    config = service.config.providers[name]
+    if not config.serves(tenant):
+        raise ToolError(f"web search provider {name!r} is not for tenant {tenant!r} "
+                        "(the operator lists the tenants it serves)", code="tool_unavailable")
+    return name, config
 
 
 def _key(name: str, config: SearchProviderConfig) -> str | None:
