@@ -275,3 +275,15 @@ async def test_the_query_cannot_change_where_the_request_goes(stub: StubSearch) 
     await search(_ctx(_service(stub, "searx")), query=query)
     [call] = stub.calls()[before:]
     assert call["params"]["q"] == query.strip() and call["params"]["format"] == "json"
+
+
+def test_the_providers_keys_are_redacted_from_logs() -> None:
+    """A key's variable need not be named like one (``..._KEY``): the daemon knows it
+    from the configuration."""
+    from agentd.config import Settings
+    from agentd.telemetry.logs import known_secrets
+
+    settings = Settings(web_search={"providers": {"b": {"kind": "brave",
+                                                        "api_key_env": "BRAVE_SEARCH"}}})
+    assert "k-9f8e7d" in known_secrets(settings, {"BRAVE_SEARCH": "k-9f8e7d"})
+    assert "k-9f8e7d" not in known_secrets(Settings(), {"BRAVE_SEARCH": "k-9f8e7d"})
