@@ -30,6 +30,7 @@ from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
 from agentd.settings.memory import MemoryConfig
 from agentd.settings.sandbox import SANDBOX_BACKENDS, AgentSandbox, SandboxLimits
+from agentd.settings.search import WebSearchConfig
 from agentd.settings.store import (
     StoreConfig,
     asked_level,
@@ -654,8 +655,8 @@ class Settings(BaseSettings):
     #: Channels (``agentd.channels``): the Telegram Bot API's address, which
     #: environment variables agents may name for tokens, retries (docs/channels.md).
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
-
-
+    #: The ``web_search`` tool's providers (``[web_search.providers.NAME]``).
+    web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     #: The browser tools (Chromium driven by Playwright; the ``browser`` extra).
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
     demo_agent: bool = True

@@ -127,6 +127,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "termo": "restart",
     "channels": "restart",
     "browser": "restart",
+    "web_search": "restart",
     "demo_agent": "restart",
     "tool_modules": "restart",
     # Logs: the level and the format live; the rest of [telemetry] at start.

@@ -41,6 +41,7 @@ from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._memory_calls import MemoryCalls
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
+from agentd.assembly._search import web_search_service
 from agentd.assembly.reload import Prepare, Reloader, ReloadOutcome
 from agentd.assembly.reload import install as install_reload
 from agentd.autonomy.delegation_tools import DELEGATION_TOOLS
@@ -296,6 +297,8 @@ class Runtime(MemoryCalls):
         self.executors.provide(self.adapters)
         #: Which remote A2A endpoints ``a2a_call`` sends which token to.
         self.executors.provide(RemoteTokens(settings.a2a.remote_tokens))
+        #: The providers ``web_search`` searches through (``[web_search]``).
+        self.executors.provide(web_search_service(settings.web_search, self.agents))
         self.executors.adapter_executor = AdapterExecutor
         #: Schedules: messages sent on a clock, each fire time exactly once.
         self.schedules = Schedules(store, agents=self.agents, runs=self.runs,

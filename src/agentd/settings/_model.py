@@ -34,6 +34,7 @@ from agentd.settings.heartbeat import HeartbeatSettings
 from agentd.settings.memory import MemorySettings
 from agentd.settings.sandbox import AgentSandbox
 from agentd.settings.schedules import ScheduleSettings
+from agentd.settings.search import WebSearchSettings
 from agentd.settings.skills import SkillSettings
 from agentd.settings.teams import TeamSettings
 from agentd.tools.mcp_config import MCPServer
@@ -250,6 +251,13 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"typing": true, "max_file_mb": 20, "deliver_failures": true}}`; the '
                     'variables\' names must start with the daemon\'s `[channels.telegram] '
                     'env_prefix`.')
+
+    web_search: WebSearchSettings = Field(
+        default_factory=WebSearchSettings,
+        description='The `web_search` tool (docs/tools.md): `{"provider": "NAME"}`, one '
+                    'of the daemon\'s `[web_search.providers]` (default: its `default`, '
+                    'or its only one). The provider\'s URL and key are the operator\'s '
+                    'alone.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

@@ -97,8 +97,8 @@ class Redactor:
 def known_secrets(settings: Settings, environ: Mapping[str, str]) -> set[str]:
     """The secret values the daemon holds: its tokens, the termo token, and the
     values of the environment variables that hold keys and tokens (the providers',
-    the named model endpoints', A2A's remote tokens, those agents may name for
-    Telegram, and any whose name ends in ``API_KEY``, ``TOKEN``, ``SECRET``,
+    the named model endpoints', A2A's remote tokens, the search providers', those
+    agents may name for Telegram, and any whose name ends in ``API_KEY``, ``TOKEN``, ``SECRET``,
     ``PASSWORD`` or ``_KEY``)."""
     from agentd.llm.registry import PROVIDERS
 
@@ -106,6 +106,7 @@ def known_secrets(settings: Settings, environ: Mapping[str, str]) -> set[str]:
     names = {p.api_key_env for p in PROVIDERS.values() if p.api_key_env}
     names |= {m.api_key_env for m in settings.models.values() if m.api_key_env}
     names |= set(settings.a2a.remote_tokens.values())
+    names |= {p.api_key_env for p in settings.web_search.providers.values() if p.api_key_env}
     prefix = settings.channels.telegram.env_prefix
     for name, value in environ.items():
         if name in names or _SECRET_NAME.search(name) or (prefix and name.startswith(prefix)):

@@ -21,20 +21,22 @@ if TYPE_CHECKING:
     from agentd.tools.commands import COMMAND_TOOLS
     from agentd.tools.files import FILE_TOOLS
     from agentd.tools.net import NET_TOOLS
+    from agentd.tools.search import SEARCH_TOOLS
 
-__all__ = ["A2A_TOOLS", "BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS", "Tool",
-           "ToolContext", "ToolRegistry", "tool"]
+__all__ = ["A2A_TOOLS", "BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS",
+           "SEARCH_TOOLS", "Tool", "ToolContext", "ToolRegistry", "tool"]
 
 __getattr__ = exports(__name__, {
     "A2A_TOOLS": "agentd.tools.a2a", "BUILTINS": "agentd.tools.builtins",
     "COMMAND_TOOLS": "agentd.tools.commands", "FILE_TOOLS": "agentd.tools.files",
-    "NET_TOOLS": "agentd.tools.net",
+    "NET_TOOLS": "agentd.tools.net", "SEARCH_TOOLS": "agentd.tools.search",
     **dict.fromkeys(["Tool", "ToolContext", "tool"], "agentd.tools.base")})
 
 
 def _built_in() -> dict[str, Tool]:
     tools: dict[str, Tool] = {}
-    for name in ("BUILTINS", "FILE_TOOLS", "NET_TOOLS", "A2A_TOOLS", "COMMAND_TOOLS"):
+    for name in ("BUILTINS", "FILE_TOOLS", "NET_TOOLS", "SEARCH_TOOLS", "A2A_TOOLS",
+                 "COMMAND_TOOLS"):
         tools.update(__getattr__(name))
     return tools
 
