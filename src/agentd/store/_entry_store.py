@@ -73,9 +73,9 @@ class EntryStore:
         stats = self._text_stats
         try:
             if await self.engine.write(lambda tx: _pg_fulltext.analyze_if_stale(tx, stats)):
-                log.info("analyzed memory_entries (its statistics were stale)")
+                log.info("analyzed the memory tables (their statistics were stale)")
         except Exception as exc:  # e.g. a role that does not own the table
-            log.warning("could not analyze memory_entries: %s", exc)
+            log.warning("could not analyze the memory tables: %s", exc)
 
     async def get_entry(self, namespaces: Sequence[str], entry_id: str
                         ) -> EntryRecord | None:
@@ -213,5 +213,9 @@ class EntryStore:
                             ) -> list[tuple[int, float]]:
         """``(n, cosine similarity)`` best first, by pgvector (exactly when the
         namespaces hold at most ``exact_below`` vectors)."""
-        return await self.engine.read(lambda tx: _vectors.vector_search(
+        found = await self.engine.read(lambda tx: _vectors.vector_search(
             tx, namespaces, embedder, dim, query, k, filters, exact_below))
+        if self._text_stats.due():
+            # (searches by vector alone look at the statistics too: see above)
+            await self._analyze_entries()
+        return found
