@@ -164,13 +164,14 @@ async def test_a_hostile_model_s_answers_are_errors_to_repair_not_crashes(
 # -- a daemon killed between a repair request and the answer ----------------------------
 
 
+@pytest.mark.parametrize("answer", [{"json": {"x": 3, "y": 4}}, {"text": "still not"}])
 async def test_a_run_stopped_after_a_repair_request_resumes_from_the_log(
-        settings: Settings, tmp_path: Path) -> None:
+        settings: Settings, tmp_path: Path, answer: dict[str, Any]) -> None:
     # A dead daemon's log: the wrong answer and the repair request committed, the
     # model not yet answered. The next daemon asks once more (one model call), and
     # counts the repair already made (max_repairs 1: a second wrong answer fails).
     url = f"sqlite:///{tmp_path / 'agentd.db'}"
-    script = [{"text": "not json", "delay_ms": 0}, {"json": {"x": 3, "y": 4}}]
+    script = [{"text": "not json"}, answer]
     store = await open_store(url)
     try:
         agent = await store.create_agent(
@@ -183,10 +184,12 @@ async def test_a_run_stopped_after_a_repair_request_resumes_from_the_log(
         await store.append(accepted.session.id, [
             NewEvent(kind="message.assistant", data={
                 "text": "not json", "tool_calls": [], "usage": usage,
-                "finish_reason": "stop", "model": "scripted", "step": 1}),
+                "finish_reason": "stop", "model": "scripted", "step": 1},
+                run_id=accepted.run.id),
             NewEvent(kind="output.invalid", data={
                 "step": 1, "path": "$", "message": "the answer is not JSON",
-                "repair": 1, "max_repairs": 1, "prompt": "[Answer in JSON.]"})],
+                "repair": 1, "max_repairs": 1, "prompt": "[Answer in JSON.]"},
+                run_id=accepted.run.id)],
             run_id=accepted.run.id, run=RunUpdate(steps=1), lease=lease)
     finally:
         await store.close()
@@ -194,13 +197,22 @@ async def test_a_run_stopped_after_a_repair_request_resumes_from_the_log(
     rt = await Runtime.open(settings)
     try:
         run = await asyncio.wait_for(rt.wait(accepted.run.id), 10)
-        assert (run.status, orjson.loads(run.output or "")) == ("completed",
-                                                                 {"x": 3, "y": 4})
         events = [e for e in await rt.read_events(accepted.session.id)
                   if e.run_id == run.id]
-        assert _kinds(events)[-5:] == ["message.assistant", "output.invalid",
-                                      "run.resumed", "message.assistant",
-                                      "run.completed"]
+        if "json" in answer:
+            assert (run.status, orjson.loads(run.output or "")) == ("completed",
+                                                                     {"x": 3, "y": 4})
+            assert _kinds(events)[-5:] == ["message.assistant", "output.invalid",
+                                          "run.resumed", "message.assistant",
+                                          "run.completed"]
+        else:
+            # The repair made before the crash counts: none is left.
+            assert run.status == "failed" and run.error is not None
+            assert run.error["code"] == "output_invalid"
+            assert "after 1 repair" in run.error["message"]
+            assert _kinds(events)[-3:] == ["message.assistant", "output.invalid",
+                                          "run.failed"]
+            events = events[:-1]
         # Usage: the recorded step's and the new one's, each counted once.
         last = events[-2].data["usage"]
         assert run.usage["input_tokens"] == 10 + last["input_tokens"]
