@@ -6,6 +6,7 @@ charged for every answer. On SQLite and PostgreSQL (the ``runtime`` fixture)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from agentd.config import Settings
 from agentd.errors import InvalidInput
 from agentd.store import Lease, NewEvent, RunUpdate, open_store
 from agentd.store.records import EventRecord, RunRecord
+from agentd.testing import StubLLMServer
 
 POINT = {"type": "object", "title": "Point",
          "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
@@ -220,3 +222,91 @@ async def test_a_run_stopped_after_a_repair_request_resumes_from_the_log(
         assert run.steps == 2
     finally:
         await rt.close()
+
+
+# -- native structured output, over real sockets with the official SDKs ------------------
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubLLMServer]:
+    with StubLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llm(stub: StubLLMServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubLLMServer]:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-stub")
+    monkeypatch.setenv("STUB_ANTHROPIC_KEY", "sk-ant-stub")
+    stub.clear()
+    yield stub
+    stub.clear()
+
+
+async def test_openai_models_get_the_schema_natively(runtime: Runtime,
+                                                      llm: StubLLMServer) -> None:
+    await runtime.create_agent(name="a", model="openai:gpt-4.1-mini", instructions="Hi.",
+                               settings={"base_url": llm.base_url,
+                                         "output": {"json_schema": POINT}})
+    llm.enqueue(text='{"x": "one", "y": 2}')  # a model may still be wrong: repaired
+    run, events = await _run(runtime, "a")
+    # Unqueued, the stub answers a value of the schema it was sent.
+    assert (run.status, orjson.loads(run.output or "")) == ("completed", {"x": 0, "y": 0})
+    first, second = llm.requests
+    for body in (first, second):
+        assert body["response_format"] == {"type": "json_schema", "json_schema": {
+            "name": "Point", "schema": POINT, "strict": True}}
+        # Not asked for in the prompt as well.
+        assert body["messages"][0] == {"role": "system", "content": "Hi."}
+    assert second["messages"][-1]["role"] == "user"
+    assert "at $.x: 'one' is not of type 'integer'" in second["messages"][-1]["content"]
+    assert [e.data["path"] for e in events if e.kind == "output.invalid"] == ["$.x"]
+
+
+async def test_a_loose_schema_goes_to_openai_unstrict_and_to_anthropic_in_the_prompt(
+        runtime: Runtime, llm: StubLLMServer) -> None:
+    loose = {"type": "object", "properties": {"name": {"type": "string"}},
+             "required": ["name"]}
+    await runtime.create_agent(name="o", model="openai:gpt-4.1-mini",
+                               settings={"base_url": llm.base_url,
+                                         "output": {"json_schema": loose}})
+    run, _ = await _run(runtime, "o")
+    assert orjson.loads(run.output or "") == {"name": ""}
+    assert llm.requests[-1]["response_format"]["json_schema"]["strict"] is False
+    await runtime.create_agent(
+        name="c", model="anthropic:claude-haiku-4-5",
+        settings={"base_url": llm.root_url, "api_key_env": "STUB_ANTHROPIC_KEY",
+                  "output": {"json_schema": loose}})
+    llm.enqueue(text='Here you go: {"name": "Ada"}')
+    llm.enqueue(text='{"name": "Ada"}')
+    run, _ = await _run(runtime, "c")
+    assert orjson.loads(run.output or "") == {"name": "Ada"}
+    body = llm.requests[-1]
+    assert "output_config" not in body
+    assert "must be one JSON value that matches this JSON Schema" in \
+        body["system"][0]["text"]
+
+
+async def test_anthropic_models_get_a_strict_schema_natively(
+        runtime: Runtime, llm: StubLLMServer) -> None:
+    await runtime.create_agent(
+        name="c", model="anthropic:claude-haiku-4-5",
+        settings={"base_url": llm.root_url, "api_key_env": "STUB_ANTHROPIC_KEY",
+                  "output": {"json_schema": POINT}})
+    run, _ = await _run(runtime, "c")
+    assert orjson.loads(run.output or "") == {"x": 0, "y": 0}
+    body = llm.requests[-1]
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": POINT}}
+    assert "system" not in body
+
+
+async def test_a_compatible_server_without_a_catalog_entry_is_asked_in_the_prompt(
+        runtime: Runtime, llm: StubLLMServer) -> None:
+    await runtime.create_agent(name="v", model="openai-compatible:local",
+                               settings={"base_url": llm.base_url,
+                                         "output": {"json_schema": POINT}})
+    llm.enqueue(text='{"x": 1, "y": 2}')
+    run, _ = await _run(runtime, "v")
+    assert orjson.loads(run.output or "") == {"x": 1, "y": 2}
+    body = llm.requests[-1]
+    assert "response_format" not in body
+    assert orjson.dumps(POINT).decode() in body["messages"][0]["content"]
