@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from tests.conftest import wait_until
 from tests.daemons import Daemon, create_agent, send
 
+from agentd.client import APIError, Client, RunFailed
 from agentd.testing import StubLLMServer
 
 pytestmark = pytest.mark.e2e
@@ -287,3 +288,25 @@ def test_a_daemon_killed_while_a_repair_is_asked_for_resumes_it(
                     s["usage"]["output_tokens"] for s in steps)
         finally:
             process.cleanup()
+
+
+# -- the Python client ----------------------------------------------------------------------
+
+
+def test_the_python_client_returns_a_typed_value(daemon: Daemon) -> None:
+    with Client(daemon.url, token=ADMIN) as client:
+        city = client.send_parsed("geo", "py", "Paris?", City)
+        assert city == City(**PARIS)
+        assert client.send_parsed("geo", "py-dict", "Paris?", CITY) == PARIS
+        # send keeps its shape: the run, its output the matching JSON.
+        run = client.send("geo", "py-run", "Paris?", output_schema=City)
+        assert run["status"] == "completed" and orjson.loads(run["output"]) == PARIS
+        with pytest.raises(RunFailed) as failed:
+            client.send_parsed("liar", "py", "hi", City)
+        assert failed.value.code == "output_invalid"
+        assert failed.value.run["error"]["details"]["repairs"] == 1
+        with pytest.raises(APIError) as refused:
+            client.send_parsed("geo", "py-bad", "hi", {"$ref": "#"})
+        assert refused.value.status == 422 and "refers back" in refused.value.message
+        with pytest.raises(TypeError):
+            client.send("geo", "py", "hi", output_schema=City(**PARIS))  # type: ignore[arg-type]
