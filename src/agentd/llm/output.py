@@ -56,10 +56,14 @@ _DESCEND_ONE = ("additionalProperties", "unevaluatedProperties", "propertyNames"
                 "contains", "unevaluatedItems")
 _DESCEND_MAP = ("properties", "patternProperties")
 _SCALARS = frozenset({"null", "boolean", "number", "integer", "string"})
-#: A group with a quantifier inside, itself quantified: ``(a+)+``, ``(\w*)*``,
-#: ``(a|b+){2,}``: catastrophic backtracking in Python's ``re``.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*]|\{\d+,\d*\})(?:[^()\\]|\\.)*\)"
-                                r"(?:[+*]|\{\d+,\d*\})")
+#: A group repeated without bound (``(...)+``, ``(...)*``, ``(...){2,}``), and what makes
+#: its repetitions ambiguous: a quantifier inside it with an alternation, or with its
+#: first atom repeated (``(a+)+``, ``(\w+\s?)*``, ``(a|b+){2,}``): catastrophic
+#: backtracking in Python's ``re``. A repetition that starts with a fixed character
+#: (``(-[a-z]+)*``) is delimited, and allowed.
+_REPEATED_GROUP = re.compile(r"\(((?:[^()\\]|\\.)*)\)(?:[+*]|\{\d+,\d*\})")
+_QUANTIFIER = re.compile(r"(?<!\\)(?:[+*]|\{\d+,\d*\})")
+_ATOM_REPEATED = re.compile(r"^(?:\\.|\[(?:[^\]\\]|\\.)*\]|[^\\(\[])(?:[+*?]|\{\d+,?\d*\})")
 _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 _FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*)\n\s*```$", re.DOTALL)
 
@@ -206,11 +210,19 @@ def _check_pattern(pattern: str, where: str) -> None:
     if len(pattern) > _PATTERN_CHARS:
         raise InvalidInput(f"{where}: a pattern is longer than {_PATTERN_CHARS} "
                            "characters", field=where)
-    if _NESTED_QUANTIFIER.search(pattern):
+    if any(_ambiguous(m.group(1)) for m in _REPEATED_GROUP.finditer(pattern)):
         raise InvalidInput(f"{where}: pattern {_short(pattern, 80)!r} quantifies a group "
                            "that holds a quantifier (catastrophic backtracking on a "
                            "hostile answer); rewrite it without nested repetition",
                            field=where)
+
+
+def _ambiguous(body: str) -> bool:
+    """Whether a repeated group's ``body`` can match one string in many ways."""
+    body = body.removeprefix("?:")
+    if not _QUANTIFIER.search(body):
+        return False
+    return "|" in body or bool(_ATOM_REPEATED.match(body))
 
 
 def _in_place_refs(node: Any) -> Iterator[str]:
@@ -341,6 +353,8 @@ def _unfenced(text: str) -> str:
 
 
 def _too_deep(value: Any) -> bool:
+    if not isinstance(value, dict | list):
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()

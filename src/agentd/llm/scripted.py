@@ -98,6 +98,12 @@ def validate_turn(turn: Any) -> None:
         raise InvalidModel("scripted turn needs 'text', 'json', 'tool_calls' or 'error'")
     if "text" in turn and "json" in turn:
         raise InvalidModel("scripted turn has both 'text' and 'json'")
+    if "json" in turn:
+        try:
+            orjson.dumps(turn["json"])
+        except orjson.JSONEncodeError as exc:
+            raise InvalidModel(f"scripted turn 'json' cannot be written as JSON: {exc}"
+                               ) from None
     if "text" in turn and not isinstance(turn["text"], str):
         raise InvalidModel("scripted turn 'text' must be a string")
     delay = turn.get("delay_ms", 0)
