@@ -15,6 +15,8 @@ from agentd.errors import InvalidInput
 from agentd.llm.messages import ModelRequest
 from agentd.llm.output import (
     MAX_ANSWER_DEPTH,
+    MAX_ANSWER_VALUES,
+    MAX_UNIQUE_ITEMS,
     OutputProblem,
     Parsed,
     check_schema,
@@ -151,3 +153,20 @@ def test_the_example_of_a_schema_matches_it(schema: dict[str, Any]) -> None:
     ({"type": "boolean"}, "true")])
 def test_a_scalar_answer_is_a_value_too(schema: dict[str, Any], answer: str) -> None:
     assert parse_output(schema, answer) == Parsed(orjson.loads(answer), answer)
+
+
+def test_an_answer_too_big_to_validate_safely_is_refused_before_the_validator() -> None:
+    unique = {"type": "array", "items": {"type": "object"}, "uniqueItems": True}
+    many = orjson.dumps([{"i": i} for i in range(MAX_UNIQUE_ITEMS + 1)]).decode()
+    problem = parse_output(unique, many)
+    assert isinstance(problem, OutputProblem) and "unique items" in problem.message
+    assert isinstance(parse_output({"type": "array"}, many), Parsed)
+    flood = orjson.dumps(list(range(MAX_ANSWER_VALUES + 1))).decode()
+    problem = parse_output({"type": "array"}, flood)
+    assert isinstance(problem, OutputProblem) and "more than" in problem.message
+
+
+def test_the_example_of_a_huge_minimum_stays_small() -> None:
+    value = example({"type": "array", "minItems": 10**9,
+                     "items": {"type": "string", "minLength": 10**9}})
+    assert len(value) == 64 and len(value[0]) == 1024

@@ -31,9 +31,10 @@ import orjson
 from agentd.errors import InvalidInput
 from agentd.llm.messages import ModelRequest, OutputFormat
 
-__all__ = ["MAX_ANSWER_BYTES", "MAX_ANSWER_DEPTH", "MAX_REFS", "MAX_SCHEMA_BYTES",
-           "MAX_SCHEMA_DEPTH", "OutputProblem", "Parsed", "check_schema", "example",
-           "for_target", "format_of", "parse_output", "repair_prompt", "strict_ready"]
+__all__ = ["MAX_ANSWER_BYTES", "MAX_ANSWER_DEPTH", "MAX_ANSWER_VALUES", "MAX_REFS",
+           "MAX_SCHEMA_BYTES", "MAX_SCHEMA_DEPTH", "MAX_UNIQUE_ITEMS", "OutputProblem",
+           "Parsed", "check_schema", "example", "for_target", "format_of", "parse_output",
+           "repair_prompt", "strict_ready"]
 
 #: A schema's size as JSON, and how deep its objects and arrays nest.
 MAX_SCHEMA_BYTES = 64 * 1024
@@ -44,6 +45,12 @@ MAX_REFS = 256
 #: repair, not work for the validator).
 MAX_ANSWER_BYTES = 1024 * 1024
 MAX_ANSWER_DEPTH = 64
+MAX_ANSWER_VALUES = 100_000
+MAX_UNIQUE_ITEMS = 2_000
+#: The most items and characters :func:`example` makes (a schema's ``minItems`` of a
+#: billion must not become a billion items in the offline model).
+_EXAMPLE_ITEMS = 64
+_EXAMPLE_CHARS = 1024
 #: How much of a schema error's message is kept (it quotes the offending value).
 _MESSAGE_CHARS = 300
 _PATTERN_CHARS = 1000
@@ -101,8 +108,9 @@ def check_schema(schema: Any, where: str = "output_schema") -> dict[str, Any]:
     if not _finite_fixpoint(schema, targets):
         raise InvalidInput(
             f"{where} is recursive without end: no finite JSON value can match it (a "
-            "$ref cycle where every branch requires going round again; give it a base "
-            "case, such as an optional property or an anyOf with null)", field=where)
+            "$ref cycle where every branch requires going round again, or a required "
+            "part nothing matches; give it a base case, such as an optional property or "
+            "an anyOf with null)", field=where)
     return schema
 
 
@@ -352,17 +360,32 @@ def _unfenced(text: str) -> str:
     return match.group(1).strip() if match else text
 
 
-def _too_deep(value: Any) -> bool:
+def _too_big(value: Any, unique: bool) -> str | None:
+    """Why the validator should not be given ``value`` (too deep, too many values, an
+    array too long to check for unique items: jsonschema compares objects pairwise),
+    if it should not."""
     if not isinstance(value, dict | list):
-        return False
+        return None
     stack: list[tuple[Any, int]] = [(value, 1)]
+    count = 0
     while stack:
         node, depth = stack.pop()
         if depth > MAX_ANSWER_DEPTH:
-            return True
+            return f"the answer nests deeper than {MAX_ANSWER_DEPTH} levels"
+        count += len(node)
+        if count > MAX_ANSWER_VALUES:
+            return f"the answer holds more than {MAX_ANSWER_VALUES} values"
+        if unique and isinstance(node, list) and len(node) > MAX_UNIQUE_ITEMS:
+            return (f"an array of {len(node)} items where the schema asks for unique "
+                    f"items (at most {MAX_UNIQUE_ITEMS} are checked)")
         children = node.values() if isinstance(node, dict) else node
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _asks_unique(schema_json: bytes) -> bool:
+    return b'"uniqueItems":true' in schema_json
 
 
 def parse_output(schema: dict[str, Any], text: str) -> Parsed | OutputProblem:
@@ -375,13 +398,14 @@ def parse_output(schema: dict[str, Any], text: str) -> Parsed | OutputProblem:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return OutputProblem("$", _short(f"the answer is not JSON: {exc}"))
-    if _too_deep(value):
-        return OutputProblem("$", f"the answer nests deeper than {MAX_ANSWER_DEPTH} levels")
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    too_big = _too_big(value, _asks_unique(key))
+    if too_big is not None:
+        return OutputProblem("$", too_big)
     from jsonschema.exceptions import best_match
 
     try:
-        error = best_match(
-            _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).iter_errors(value))
+        error = best_match(_validator(key).iter_errors(value))
     except RecursionError:
         return OutputProblem("$", "the answer is too deeply recursive to validate")
     if error is not None:
@@ -482,7 +506,7 @@ def example(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if kind == "array":
         items = schema.get("items", {})
         return [example(items, root, depth + 1)
-                for _ in range(int(schema.get("minItems") or 0))]
+                for _ in range(min(int(schema.get("minItems") or 0), _EXAMPLE_ITEMS))]
     if kind in ("integer", "number"):
         low = schema.get("minimum", schema.get("exclusiveMinimum")) or 0
         value = max(0, low + (1 if "exclusiveMinimum" in schema else 0))
@@ -491,4 +515,4 @@ def example(schema: Any, root: Any = None, depth: int = 0) -> Any:
         return False
     if kind == "null":
         return None
-    return "x" * int(schema.get("minLength") or 0)
+    return "x" * min(int(schema.get("minLength") or 0), _EXAMPLE_CHARS)
