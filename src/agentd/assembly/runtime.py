@@ -867,7 +867,8 @@ class Runtime(MemoryCalls):
         can commit anything more, for :meth:`follow`). An ``origin["output_schema"]``
         (the sender's structured output) is checked here, for every door."""
         if origin is not None and "output_schema" in origin:
-            _check_output_schema(origin["output_schema"], mode)
+            # (Off the event loop: a large schema's meta-schema check takes a while.)
+            await asyncio.to_thread(_check_output_schema, origin["output_schema"], mode)
         sent = await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
                                     origin=origin, also=also, start=start)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,10 +35,11 @@ from agentd.llm.messages import ModelRequest, OutputFormat
 __all__ = ["MAX_ANSWER_BYTES", "MAX_ANSWER_DEPTH", "MAX_ANSWER_VALUES", "MAX_REFS",
            "MAX_SCHEMA_BYTES", "MAX_SCHEMA_DEPTH", "MAX_UNIQUE_ITEMS", "OutputProblem",
            "Parsed", "check_schema", "example", "for_target", "format_of", "parse_output",
-           "repair_prompt", "strict_ready"]
+           "repair_prompt", "strict_ready", "validate_inline"]
 
-#: A schema's size as JSON, and how deep its objects and arrays nest.
-MAX_SCHEMA_BYTES = 64 * 1024
+#: A schema's size as JSON, and how deep its objects and arrays nest. (Checking one
+#: against the draft 2020-12 meta-schema costs jsonschema about 15 ms of CPU per KiB.)
+MAX_SCHEMA_BYTES = 32 * 1024
 MAX_SCHEMA_DEPTH = 32
 #: ``$ref`` s in one schema.
 MAX_REFS = 256
@@ -91,6 +93,10 @@ def check_schema(schema: Any, where: str = "output_schema") -> dict[str, Any]:
     if size > MAX_SCHEMA_BYTES:
         raise InvalidInput(f"{where} is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES}",
                            field=where)
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    if key in _accepted:
+        _accepted.move_to_end(key)
+        return schema  # (a client sends the same schema with every request)
     # jsonschema is imported when a schema is first checked: about 50 ms that a daemon
     # whose agents ask for no structured output never pays.
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
@@ -111,7 +117,15 @@ def check_schema(schema: Any, where: str = "output_schema") -> dict[str, Any]:
             "$ref cycle where every branch requires going round again, or a required "
             "part nothing matches; give it a base case, such as an optional property or "
             "an anyOf with null)", field=where)
+    _accepted[key] = None
+    if len(_accepted) > _ACCEPTED:
+        _accepted.popitem(last=False)
     return schema
+
+
+#: Schemas accepted lately (as sorted JSON), not checked again.
+_ACCEPTED = 256
+_accepted: OrderedDict[bytes, None] = OrderedDict()
 
 
 def _check_depth(schema: dict[str, Any], where: str) -> None:
@@ -274,11 +288,22 @@ def _finite_fixpoint(schema: dict[str, Any], targets: dict[str, Any]) -> bool:
     """Whether some finite value can match ``schema``: the least fixpoint over the
     ``$ref`` targets (a target is finite once it can be built from finite ones)."""
     env = dict.fromkeys(targets, False)
-    for _ in range(len(targets) + 1):
-        new = {ref: _finite(target, env, 0) for ref, target in targets.items()}
-        if new == env:
-            break
-        env = new
+    # A worklist: a target is looked at again only when one it refers to became finite
+    # (each becomes so at most once), so a long chain of $refs costs one pass, not one
+    # pass per link.
+    dependents: dict[str, set[str]] = {ref: set() for ref in targets}
+    for ref, target in targets.items():
+        for node, _ in _walk(target):
+            used = node.get("$ref") if isinstance(node, dict) else None
+            if isinstance(used, str) and used in dependents:
+                dependents[used].add(ref)
+    work = list(targets)
+    while work:
+        ref = work.pop()
+        if env[ref] or not _finite(targets[ref], env, 0):
+            continue
+        env[ref] = True
+        work.extend(d for d in dependents[ref] if not env[d])
     return _finite(schema, env, 0)
 
 
@@ -411,6 +436,23 @@ def parse_output(schema: dict[str, Any], text: str) -> Parsed | OutputProblem:
     if error is not None:
         return OutputProblem(error.json_path, _short(error.message))
     return Parsed(value, orjson.dumps(value).decode())
+
+
+#: An answer longer than this is best validated off the event loop.
+_INLINE_BYTES = 64 * 1024
+
+
+def validate_inline(schema: dict[str, Any], text: str) -> bool:
+    """Whether :func:`parse_output` of ``text`` is cheap enough to run on the event
+    loop: a short answer, and a schema with no ``pattern`` (a regular expression may
+    backtrack long on a hostile answer)."""
+    return len(text) <= _INLINE_BYTES and not _has_pattern(
+        orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+
+
+@functools.lru_cache(maxsize=64)
+def _has_pattern(schema_json: bytes) -> bool:
+    return b'"pattern' in schema_json
 
 
 def repair_prompt(problem: OutputProblem) -> str:

@@ -27,7 +27,13 @@ from agentd.events import (
     RunFailed,
     UsageData,
 )
-from agentd.llm.output import OutputProblem, format_of, parse_output, repair_prompt
+from agentd.llm.output import (
+    OutputProblem,
+    format_of,
+    parse_output,
+    repair_prompt,
+    validate_inline,
+)
 from agentd.store import RunUpdate
 
 if TYPE_CHECKING:
@@ -39,10 +45,6 @@ if TYPE_CHECKING:
     from agentd.store.records import EventRecord, RunRecord, UsageCharge
 
 __all__ = ["OutputSteps"]
-
-#: An answer longer than this is validated in a thread (the event loop serves others).
-_INLINE_BYTES = 64 * 1024
-
 
 class OutputSteps:
     """Mixed into :class:`~agentd.runtime.loop.RunExecutor` (declares what it uses)."""
@@ -89,7 +91,7 @@ class OutputSteps:
         model is asked again (the step committed), or the failed run's outcome."""
         assert self.output is not None
         schema = self.output.schema
-        checked = (parse_output(schema, output) if len(output) <= _INLINE_BYTES
+        checked = (parse_output(schema, output) if validate_inline(schema, output)
                    else await asyncio.to_thread(parse_output, schema, output))
         if not isinstance(checked, OutputProblem):
             return checked.text

@@ -129,7 +129,7 @@ class MessageIn(_In):
                     "(over the agent's settings.output.json_schema): the run's output is "
                     "then that JSON value; an answer that does not match is sent back to "
                     "the model with its first error, then the run fails with "
-                    "output_invalid. Local $refs only, at most 64 KiB and 32 levels; a "
+                    "output_invalid. Local $refs only, at most 32 KiB and 32 levels; a "
                     "schema that is not one, or is recursive without end, is a 422.")
 
 

@@ -26,7 +26,7 @@ class OutputSettings(BaseModel):
         None, description="A JSON Schema (draft 2020-12) the final answer of every run "
                           "must match: one JSON value, returned as the run's output. A "
                           "message's `output_schema` replaces it for its run. Local "
-                          "`$ref`s only; at most 64 KiB and 32 levels deep; no recursion "
+                          "`$ref`s only; at most 32 KiB and 32 levels deep; no recursion "
                           "without a base case.")
     max_repairs: int | None = Field(
         None, ge=0, le=MAX_REPAIRS,

@@ -20,6 +20,7 @@ transcript in front of them. See docs/protocols/openai.md.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -436,7 +437,8 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = parse(ChatRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = chat_conversation(body)
-    schema = output_schema(body.response_format, "response_format", flat=False)
+    schema = await asyncio.to_thread(output_schema, body.response_format,
+                                     "response_format", flat=False)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=False))
     chain = _chain(request, body.model, body.user, None, conversation)
@@ -588,7 +590,8 @@ async def create_response(request: Request) -> Response:
     body: ResponsesRequest = parse(ResponsesRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = responses_conversation(body)
-    schema = output_schema((body.text or {}).get("format"), "text.format", flat=True)
+    schema = await asyncio.to_thread(output_schema, (body.text or {}).get("format"),
+                                     "text.format", flat=True)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=True))
     chain = _chain(request, body.model, body.user, body.previous_response_id,
