@@ -310,3 +310,11 @@ def test_the_python_client_returns_a_typed_value(daemon: Daemon) -> None:
         assert refused.value.status == 422 and "refers back" in refused.value.message
         with pytest.raises(TypeError):
             client.send("geo", "py", "hi", output_schema=City(**PARIS))  # type: ignore[arg-type]
+
+
+def test_the_python_client_streams_a_structured_run(daemon: Daemon) -> None:
+    with Client(daemon.url, token=ADMIN) as client:
+        frames = list(client.stream("geo", "py-stream", "Paris?", output_schema=City))
+    kinds = [f.event for f in frames]
+    assert "output.invalid" in kinds and kinds[-1] == "done"
+    assert orjson.loads(frames[-1].data["data"]["output"]) == PARIS
