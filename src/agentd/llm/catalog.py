@@ -160,6 +160,9 @@ def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     message's share, so that dropping messages needs no new estimate."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
+    if request.output is not None:
+        # The output schema goes with the call, natively or in the system prompt.
+        fixed += len(orjson.dumps(request.output.schema))
     fixed_tokens = fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0)
     if request.memo is None:
         return fixed_tokens, [_message_tokens(m) for m in request.messages]
