@@ -590,6 +590,10 @@ class Settings(BaseSettings):
     audit: AuditConfig = Field(default_factory=lambda: AuditConfig())
     default_model: str = "scripted"
     max_steps: int = Field(default=16, ge=1, le=1000)
+    #: Answers not matching a run's output schema that the model is asked to correct
+    #: before the run fails with ``output_invalid`` (an agent's
+    #: ``settings.output.max_repairs`` overrides it).
+    output_max_repairs: int = Field(default=2, ge=0, le=10)
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     tool_timeout_s: float = Field(default=60.0, gt=0)

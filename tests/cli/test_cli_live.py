@@ -611,3 +611,22 @@ def test_tail_errors_are_one_line(cli: Invoke, live_url: str, agent_name: str) -
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("error:")
         assert code in lines[0]
+
+
+def test_send_with_a_schema_prints_the_json_that_matched(
+    cli: Invoke, agent_name: str, tmp_path: Path
+) -> None:
+    cli("create", agent_name)
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
+    inline = cli("send", agent_name, "a point?", "--schema", json.dumps(schema))
+    assert inline.exit_code == 0, inline.output
+    assert json.loads(inline.stdout) == {"x": 0}
+    path = tmp_path / "point.schema.json"
+    path.write_text(json.dumps(schema))
+    from_file = cli("send", agent_name, "again?", "--schema", str(path), "--no-wait")
+    assert from_file.exit_code == 0, from_file.output
+    # Refused before anything is sent: not JSON, not an object, not a schema.
+    assert cli("send", agent_name, "x", "--schema", "{nope").exit_code == 2
+    assert cli("send", agent_name, "x", "--schema", str(tmp_path / "missing")).exit_code == 2
+    refused = cli("send", agent_name, "x", "--schema", '{"$ref": "#"}')
+    assert refused.exit_code == 1 and "refers back" in refused.output

@@ -293,3 +293,23 @@ def test_a_retried_model_call_shows_its_failed_attempt(page: Any, daemon: Daemon
     attempt = row.locator(".attempt")
     assert "openai-compatible:stub" in attempt.inner_text()
     assert "HTTP 500" in attempt.inner_text()
+
+
+def test_an_answer_sent_back_for_its_schema_shows_why_as_text(page: Any, daemon: Daemon,
+                                                              api: httpx.Client) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}},
+              "required": ["n"]}
+    make_agent(api, "shaped", settings={"output": {"json_schema": schema}, "script": [
+        {"json": {"n": PAYLOAD}}, {"json": {"n": 7}}]})
+    sent = api.post(f"{session_path('shaped', 'k')}/messages",
+                    json={"content": "n?", "output_schema": schema})
+    assert sent.json()["status"] == "completed", sent.text
+    open_session(page, daemon, "shaped", "k")
+    row = page.locator("#pane-timeline .step-output-invalid")
+    row.wait_for()
+    assert "asked again 1/2" in row.inner_text()
+    # The model's value, quoted in the schema error, is text.
+    assert row.locator(".step-text").inner_text().startswith("$.n: ")
+    assert PAYLOAD in row.locator(".step-text").inner_text()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("main img, main script").count() == 0

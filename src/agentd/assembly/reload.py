@@ -108,6 +108,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "policy": "live",
     "default_model": "live",
     "max_steps": "live",
+    "output_max_repairs": "live",
     "max_message_bytes": "live",
     "tool_timeout_s": "live",
     "checkpoint_interval_s": "live",

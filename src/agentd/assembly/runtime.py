@@ -60,6 +60,7 @@ from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
+from agentd.llm.output import check_schema
 from agentd.memory.blocks import MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.consolidation import Consolidator
@@ -866,7 +867,11 @@ class Runtime(MemoryCalls):
         """Accept a message (see :meth:`Runs.send`; ``start``: the sender waits for
         the run, which starts in the accepting commit when its session is idle;
         ``follow``: the result holds the session's subscription, opened before the run
-        can commit anything more, for :meth:`follow`)."""
+        can commit anything more, for :meth:`follow`). An ``origin["output_schema"]``
+        (the sender's structured output) is checked here, for every door."""
+        if origin is not None and "output_schema" in origin:
+            # (Off the event loop: a large schema's meta-schema check takes a while.)
+            await asyncio.to_thread(_check_output_schema, origin["output_schema"], mode)
         sent = await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
                                     origin=origin, also=also, start=start)
@@ -970,3 +975,13 @@ class Runtime(MemoryCalls):
             "uptime_s": round(self.clock.time() - self.started_at, 3),
             "traces": self.traces.status(),
         }
+
+
+def _check_output_schema(schema: Any, mode: str) -> None:
+    """A message's ``output_schema``: a JSON Schema agentd can hold an answer to, for a
+    message that starts a run of its own (a steered one joins a run under way)."""
+    check_schema(schema, "output_schema")
+    if mode == "steer":
+        raise InvalidInput("output_schema needs a run of its own: a steered message joins "
+                           "the run under way (use mode enqueue or interrupt)",
+                           field="output_schema")

@@ -176,6 +176,24 @@ def _load_script(path: Path) -> list[Any]:
     return script
 
 
+def _load_schema(raw: str) -> dict[str, Any]:
+    """``--schema``: inline JSON (starting with ``{``) or the path of a JSON file."""
+    text = raw
+    if not raw.lstrip().startswith("{"):
+        try:
+            text = Path(raw).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read {raw}: {exc}", param_hint="--schema") \
+                from exc
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--schema") from exc
+    if not isinstance(schema, dict):
+        raise typer.BadParameter("a JSON Schema is a JSON object", param_hint="--schema")
+    return schema
+
+
 @app.command(rich_help_panel="Agents")
 def create(
     ctx: typer.Context,
@@ -408,6 +426,16 @@ def send(
             show_default=False,
         ),
     ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            metavar="SCHEMA",
+            help="A JSON Schema the reply must match (a file, or inline JSON): the reply "
+            "is then that JSON value (structured output).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send one message and print the reply.
 
@@ -426,14 +454,16 @@ def send(
       $ agentd send demo "charge card" --idempotency-key order-123
       $ agentd send demo "actually, make it shorter" --mode steer
       $ agentd send demo "nightly report" --no-wait --priority batch
+      $ agentd send demo "a point?" --schema point.schema.json
     """
     if message == "-":
         message = sys.stdin.read()
+    output_schema = _load_schema(schema) if schema is not None else None
     if no_wait:
         with connect(ctx) as client:
             queued = client.send(
                 name, session, message, wait=False, idempotency_key=idempotency_key,
-                mode=mode, priority=priority,
+                mode=mode, priority=priority, output_schema=output_schema,
             )
         if as_json:
             echo_json(queued)
@@ -443,7 +473,7 @@ def send(
     with connect(ctx, timeout=min(timeout, 60.0)) as client:
         run_id, asked, last_wait = _follow_send(
             client, name, session, message, idempotency_key=idempotency_key, mode=mode,
-            priority=priority, timeout=timeout)
+            priority=priority, timeout=timeout, output_schema=output_schema)
         run = client.get_run(run_id)
         status = run.get("status")
         waiting = ([a for a in client.approvals(name) if a.get("run_id") == run.get("id")]
@@ -485,7 +515,8 @@ def _tool_line(frame: SSEEvent) -> Text:
 
 def _follow_send(client: Client, name: str, session: str, message: str, *,
                  idempotency_key: str | None, mode: str, priority: str | None,
-                 timeout: float) -> tuple[str, bool, str]:
+                 timeout: float, output_schema: dict[str, Any] | None = None
+                 ) -> tuple[str, bool, str]:
     """Send and follow the run's stream until it ends, asks a person, or ``timeout``
     passes, saying on stderr what it waits for meanwhile. Returns the run's id, whether
     it waits for an approval, and the last thing it waited for."""
@@ -493,7 +524,8 @@ def _follow_send(client: Client, name: str, session: str, message: str, *,
     asked = False
     last_wait = ""
     frames = client.stream(name, session, message, idempotency_key=idempotency_key,
-                           mode=mode, priority=priority, timeout=timeout)
+                           mode=mode, priority=priority, timeout=timeout,
+                           output_schema=output_schema)
     try:
         for frame in frames:
             run_id = run_id or frame.run_id

@@ -18,6 +18,7 @@ Errors::
     ClientError             anything this client raises on purpose
     ├── APIError            the daemon answered with an error (status, code, message, ...)
     ├── ConnectionFailed    the daemon could not be reached at all
+    ├── RunFailed           a run asked for a value ended without one (send_parsed)
     └── WaitTimeout         a run did not end within the time given (it goes on)
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
@@ -31,7 +32,13 @@ from __future__ import annotations
 from agentd.client._admin import AdminAPI
 from agentd.client._agents import AgentsAPI
 from agentd.client._approvals import ApprovalsAPI
-from agentd.client._errors import APIError, ClientError, ConnectionFailed, WaitTimeout
+from agentd.client._errors import (
+    APIError,
+    ClientError,
+    ConnectionFailed,
+    RunFailed,
+    WaitTimeout,
+)
 from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
@@ -49,6 +56,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "RunFailed",
     "SSEEvent",
     "WaitTimeout",
 ]

@@ -3,6 +3,7 @@
     ClientError             anything the client raises on purpose
     ├── APIError            the daemon answered with an error (status, code, message, ...)
     ├── ConnectionFailed    the daemon could not be reached at all
+    ├── RunFailed           a run asked for a value ended without one (send_parsed)
     └── WaitTimeout         a run did not end within the time given (it goes on)
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["APIError", "ClientError", "ConnectionFailed", "WaitTimeout"]
+__all__ = ["APIError", "ClientError", "ConnectionFailed", "RunFailed", "WaitTimeout"]
 
 
 class ClientError(Exception):
@@ -99,3 +100,24 @@ class WaitTimeout(ClientError):
     The run goes on in the daemon; follow it with :meth:`Client.get_run` or
     :meth:`Client.follow`.
     """
+
+
+class RunFailed(ClientError):
+    """A run whose value was asked for (:meth:`Client.send_parsed`) did not complete:
+    it failed (``output_invalid``: its answer never matched the schema), was
+    cancelled, or waits for a decision.
+
+    Attributes:
+        run: The Run object, as the daemon returned it.
+        code: The run's error code (``output_invalid``, ``max_steps``, ...), else
+            ``run_<status>``.
+        message: The run's error message.
+    """
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.run = run
+        error = run.get("error") or {}
+        self.code = str(error.get("code") or f"run_{run.get('status')}")
+        self.message = str(error.get("message") or f"the run ended {run.get('status')}")
+        super().__init__(f"run {run.get('id')} {run.get('status')}: {self.message} "
+                         f"[{self.code}]")

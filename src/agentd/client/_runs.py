@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Generator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from agentd.client._errors import APIError, ClientError
+from agentd.client._errors import APIError, ClientError, RunFailed
 from agentd.client._sessions import SessionsAPI
 from agentd.client._sse import TERMINAL_FRAMES, SSEEvent, dropped
 from agentd.client.base import segment
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 __all__ = ["RunsAPI"]
+
+M = TypeVar("M", bound="BaseModel")
+#: An output schema as the client takes it: a JSON Schema, or a pydantic model class.
+Schema = dict[str, Any] | type["BaseModel"]
+
+
+def _schema_of(output_schema: Schema | None) -> dict[str, Any] | None:
+    """The JSON Schema of a pydantic model class (its ``model_json_schema()``), or
+    the schema given."""
+    if output_schema is None or isinstance(output_schema, dict):
+        return output_schema
+    if isinstance(output_schema, type) and hasattr(output_schema, "model_json_schema"):
+        schema: dict[str, Any] = output_schema.model_json_schema()
+        return schema
+    raise TypeError("output_schema must be a JSON Schema (a dict) or a pydantic model class")
 
 
 class RunsAPI(SessionsAPI):
@@ -27,6 +46,7 @@ class RunsAPI(SessionsAPI):
         idempotency_key: str | None = None,
         mode: str = "enqueue",
         priority: str | None = None,
+        output_schema: Schema | None = None,
     ) -> dict[str, Any]:
         """Send a message to a session (created on first use) and return its run.
 
@@ -42,20 +62,63 @@ class RunsAPI(SessionsAPI):
             priority: The run's class in the kernel's scheduler: ``interactive``,
                 ``background`` or ``batch``. Default: interactive when waiting, else
                 the agent's ``settings.priority``, else background.
+            output_schema: Structured output: a JSON Schema (a dict) or a pydantic
+                model class the run's final answer must match; the run's ``output``
+                is then that JSON value (see :meth:`send_parsed` for the value
+                itself).
 
         Returns:
             The Run object. A run that failed is returned, not raised: check
             ``run["status"]`` and ``run["error"]``.
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body: dict[str, Any] = {"content": content, "stream": False, "wait": wait,
+                                "mode": mode}
+        if priority:
+            body["priority"] = priority
+        schema = _schema_of(output_schema)
+        if schema is not None:
+            body["output_schema"] = schema
         result: dict[str, Any] = self._request(
-            "POST",
-            f"{self._session_path(agent, key)}/messages",
-            json_body={"content": content, "stream": False, "wait": wait, "mode": mode,
-                       **({"priority": priority} if priority else {})},
-            headers=headers,
-        )
+            "POST", f"{self._session_path(agent, key)}/messages", json_body=body,
+            headers=headers)
         return result
+
+    @overload
+    def send_parsed(self, agent: str, key: str, content: str, output_schema: type[M], *,
+                    idempotency_key: str | None = None, mode: str = "enqueue",
+                    priority: str | None = None) -> M: ...
+
+    @overload
+    def send_parsed(self, agent: str, key: str, content: str,
+                    output_schema: dict[str, Any], *, idempotency_key: str | None = None,
+                    mode: str = "enqueue", priority: str | None = None) -> Any: ...
+
+    def send_parsed(self, agent: str, key: str, content: str, output_schema: Schema, *,
+                    idempotency_key: str | None = None, mode: str = "enqueue",
+                    priority: str | None = None) -> Any:
+        """Send a message whose run must answer with a value of ``output_schema``, wait
+        for it, and return that value: an instance of the pydantic model class given,
+        else the JSON value (dict, list, ...) the daemon validated against the schema.
+
+        The daemon holds the answer to the schema (natively where the model supports
+        it), asks the model again with the first schema error a bounded number of
+        times, and fails the run with ``output_invalid`` after that.
+
+        Raises:
+            RunFailed: The run did not complete (``output_invalid``, ``max_steps``,
+                a model error, cancelled, or waiting for a decision); ``.run`` is it.
+            APIError: The daemon refused the message (422 for a schema that is not a
+                JSON Schema, or recursive without end).
+        """
+        run = self.send(agent, key, content, idempotency_key=idempotency_key, mode=mode,
+                        priority=priority, output_schema=output_schema)
+        if run.get("status") != "completed" or run.get("output") is None:
+            raise RunFailed(run)
+        text: str = run["output"]
+        if isinstance(output_schema, type):
+            return output_schema.model_validate_json(text)
+        return json.loads(text)
 
     def stream(
         self,
@@ -67,6 +130,7 @@ class RunsAPI(SessionsAPI):
         mode: str | None = None,
         priority: str | None = None,
         timeout: float | None = None,
+        output_schema: Schema | None = None,
     ) -> Generator[SSEEvent, None, None]:
         """Send a message and yield the run's frames as they happen.
 
@@ -88,6 +152,9 @@ class RunsAPI(SessionsAPI):
             priority: The run's scheduling class (see :meth:`send`).
             timeout: Raise :class:`WaitTimeout` when the run has not ended within this
                 many seconds (the run goes on); default: wait as long as it takes.
+            output_schema: Structured output (see :meth:`send`): ``token`` frames
+                may then carry answers the daemon sends back to the model; the
+                ``done`` frame's output is the one that matched.
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -96,6 +163,9 @@ class RunsAPI(SessionsAPI):
             body["mode"] = mode
         if priority is not None:
             body["priority"] = priority
+        schema = _schema_of(output_schema)
+        if schema is not None:
+            body["output_schema"] = schema
         run_id: str | None = None
         last_id: int | None = None
         last_raw: str | None = None

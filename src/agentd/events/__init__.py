@@ -65,6 +65,7 @@ from agentd.events.data import (
     MessageUserData,
     ModelOutageData,
     ModelRecoveredData,
+    OutputInvalidData,
     PolicyVerdictData,
     QueueData,
     RecalledData,
@@ -141,6 +142,8 @@ __all__ = [
     "ModelOutageData",
     "ModelRecovered",
     "ModelRecoveredData",
+    "OutputInvalid",
+    "OutputInvalidData",
     "PolicyVerdictData",
     "QueueData",
     "RecalledData",
@@ -369,6 +372,15 @@ class BudgetWarning:
 
 
 @dataclass(kw_only=True, slots=True)
+class OutputInvalid:
+    """A final answer did not match the run's output schema: the model is asked again,
+    or the run fails with ``output_invalid``."""
+
+    kind: Literal["output.invalid"] = "output.invalid"
+    data: OutputInvalidData
+
+
+@dataclass(kw_only=True, slots=True)
 class LoopDetected:
     """The same tool calls got the same results several steps in a row."""
 
@@ -464,7 +476,7 @@ Event = Annotated[
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
     | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted
     | MemoryConsolidated | SubtaskStarted | SubtaskFinished | MessageProactive
-    | MessageAdded,
+    | MessageAdded | OutputInvalid,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -476,7 +488,7 @@ _CLASSES: tuple[type[Any], ...] = (
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
     Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated,
-    SubtaskStarted, SubtaskFinished, MessageProactive, MessageAdded)
+    SubtaskStarted, SubtaskFinished, MessageProactive, MessageAdded, OutputInvalid)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

@@ -41,6 +41,7 @@ __all__ = [
     "MessageUserData",
     "ModelOutageData",
     "ModelRecoveredData",
+    "OutputInvalidData",
     "PolicyVerdictData",
     "QueueData",
     "QuotaData",
@@ -256,6 +257,9 @@ class MessageUserData(TypedDict):
     #: client's system prompt): added after the agent's own instructions in that
     #: run's model calls, for that run only (docs/protocols/openai.md).
     instructions: NotRequired[str]
+    #: The JSON Schema the final answer of the run this message starts must match
+    #: (the sender's ``output_schema``: over the agent's ``settings.output``).
+    output_schema: NotRequired[dict[str, Any]]
     #: A heartbeat (``settings.heartbeat``): its slot (epoch seconds, aligned to the
     #: period) and the reply that is logged but not delivered (``silent``).
     heartbeat: NotRequired[bool]
@@ -529,6 +533,22 @@ class LoopDetectedData(TypedDict):
     repeats: int
     tools: list[str]
     action: Literal["warn"]
+
+
+class OutputInvalidData(TypedDict):
+    """A final answer that did not match the run's output schema (the step's
+    ``message.assistant`` holds it): where and what (its first schema error)."""
+
+    step: int
+    #: A JSON path into the answer (``$``: the whole answer, e.g. not JSON).
+    path: str
+    message: str
+    #: The model is asked again (the ``repair``-th time of ``max_repairs``) with
+    #: ``prompt``, which joins the conversation as a user message; absent: the run
+    #: fails with ``output_invalid``.
+    repair: NotRequired[int]
+    max_repairs: NotRequired[int]
+    prompt: NotRequired[str]
 
 
 CheckpointKind = Literal["manual", "auto", "pause", "stop", "shutdown"]

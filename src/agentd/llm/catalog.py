@@ -23,7 +23,7 @@ from agentd.llm.messages import ModelRequest, Usage
 __all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_tokens"]
 
 _FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input",
-           "cache_write")
+           "cache_write", "structured_output")
 #: Prices a model may leave out: priced at ``input`` then.
 _OPTIONAL_PRICES = ("cached_input", "cache_write")
 
@@ -42,6 +42,8 @@ class ModelInfo:
     #: Input tokens written to the provider's prompt cache, where it charges for that
     #: (Anthropic: 1.25 times input for a 5-minute entry); None: the input price.
     cache_write: float | None = None
+    #: It takes a JSON Schema for its answer natively (:mod:`agentd.llm.output`).
+    structured_output: bool = False
 
     def cost(self, usage: Usage) -> float:
         """What ``usage`` costs at list price, in USD. ``usage.input_tokens`` includes
@@ -110,12 +112,15 @@ def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise InvalidInput(f"{where}.{field} must be a price >= 0 (USD per "
                                    "million tokens)")
+        native = entry.get("structured_output", False)
+        if not isinstance(native, bool):
+            raise InvalidInput(f"{where}.structured_output must be true or false")
         models[spec] = ModelInfo(
             spec=spec, context_window=entry["context_window"],
             max_output_tokens=entry["max_output_tokens"], input=float(entry["input"]),
             output=float(entry["output"]),
             cached_input=_price(entry, "cached_input"),
-            cache_write=_price(entry, "cache_write"))
+            cache_write=_price(entry, "cache_write"), structured_output=native)
     return models
 
 
@@ -155,6 +160,9 @@ def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     message's share, so that dropping messages needs no new estimate."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
+    if request.output is not None:
+        # The output schema goes with the call, natively or in the system prompt.
+        fixed += len(orjson.dumps(request.output.schema))
     fixed_tokens = fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0)
     if request.memo is None:
         return fixed_tokens, [_message_tokens(m) for m in request.messages]

@@ -22,6 +22,7 @@ __all__ = [
     "FinishReason",
     "Message",
     "ModelRequest",
+    "OutputFormat",
     "StreamEvent",
     "TextDelta",
     "Thinking",
@@ -136,6 +137,20 @@ class ToolSpec:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputFormat:
+    """The JSON Schema a final answer must match (:mod:`agentd.llm.output`)."""
+
+    schema: dict[str, Any] = field(hash=False)
+    #: The schema's name for providers that want one (OpenAI's ``json_schema.name``).
+    name: str = "output"
+    #: The schema is fit for the providers' strict mode as it is.
+    strict: bool = False
+    #: This model gets the schema natively (its provider's structured-output
+    #: parameter); else the request's system prompt asks for it.
+    native: bool = False
+
+
 @dataclass(kw_only=True, slots=True)
 class ModelRequest:
     system: str = ""
@@ -152,6 +167,8 @@ class ModelRequest:
     #: A stable key for the conversation (a digest of the session's id, not the id),
     #: which providers may use to route the call to where its prefix is cached.
     cache_key: str | None = None
+    #: The JSON Schema the final answer must match, if any.
+    output: OutputFormat | None = None
 
 
 # --- stream events -------------------------------------------------------------

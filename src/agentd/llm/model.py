@@ -41,6 +41,9 @@ class Model(abc.ABC):
     #: and endpoint (two ``openai-compatible`` servers are two providers).
     provider: str = ""
     endpoint: str = ""
+    #: Its native structured output takes only schemas fit for strict mode (every
+    #: object closed, every property required): others are asked for in the prompt.
+    strict_output_only: bool = False
 
     @abc.abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:

@@ -9,7 +9,8 @@ Where a turn comes from, first match wins:
 3. rules: a message ``/tool NAME {json args}`` calls that tool, ``/system`` answers
    with the call's system prompt (``system: <prompt>``: what the agent's instructions,
    a caller's and a summary made of it), a tool result is summarised, anything else
-   is echoed back as ``echo: <text>``.
+   is echoed back as ``echo: <text>``; a run asking for structured output (an output
+   schema) gets a small value of its schema instead of the echo or the summary.
 
 A request to summarise a conversation (compaction, :mod:`agentd.memory.compaction`:
 its last message a ``<conversation_to_summarize>`` block) is answered before 2 and 3
@@ -20,7 +21,8 @@ A request to consolidate (:mod:`agentd.memory.consolidation`: a
 message (its text, tagged ``consolidated``), and, if the agent has a ``human`` block,
 one line appended to it (``- said: first words`` of the first user message).
 
-A turn is ``{"text": "..."}`` or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
+A turn is ``{"text": "..."}``, ``{"json": VALUE}`` (the text is that value as compact
+JSON: a structured answer) or ``{"tool_calls": [{"name": ..., "arguments": {...}}]}``,
 optionally with ``"delay_ms"`` to simulate latency (the text is then streamed word by
 word across the delay), ``"finish_reason"`` (``"length"`` plays an answer cut off by
 the output limit) and ``"error"`` to make the call fail with that message: a failure
@@ -52,6 +54,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.model import Model
+from agentd.llm.output import example
 from agentd.llm.quoting import unquote
 
 if TYPE_CHECKING:
@@ -87,12 +90,20 @@ _FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 def validate_turn(turn: Any) -> None:
     if not isinstance(turn, dict):
         raise InvalidModel("each scripted turn must be an object")
-    unknown = set(turn) - {"text", "tool_calls", "delay_ms", "error", "retryable",
+    unknown = set(turn) - {"text", "json", "tool_calls", "delay_ms", "error", "retryable",
                            "finish_reason"}
     if unknown:
         raise InvalidModel(f"scripted turn has unknown keys: {', '.join(sorted(unknown))}")
-    if not any(k in turn for k in ("text", "tool_calls", "error")):
-        raise InvalidModel("scripted turn needs 'text', 'tool_calls' or 'error'")
+    if not any(k in turn for k in ("text", "json", "tool_calls", "error")):
+        raise InvalidModel("scripted turn needs 'text', 'json', 'tool_calls' or 'error'")
+    if "text" in turn and "json" in turn:
+        raise InvalidModel("scripted turn has both 'text' and 'json'")
+    if "json" in turn:
+        try:
+            orjson.dumps(turn["json"])
+        except orjson.JSONEncodeError as exc:
+            raise InvalidModel(f"scripted turn 'json' cannot be written as JSON: {exc}"
+                               ) from None
     if "text" in turn and not isinstance(turn["text"], str):
         raise InvalidModel("scripted turn 'text' must be a string")
     delay = turn.get("delay_ms", 0)
@@ -155,7 +166,8 @@ class ScriptedModel(Model):
             raise ModelError(str(turn["error"]),
                              code="model_unavailable" if retryable else "model_error",
                              retryable=retryable, details={"provider": "scripted"})
-        text: str = turn.get("text", "")
+        text: str = (orjson.dumps(turn["json"]).decode() if "json" in turn
+                     else turn.get("text", ""))
         calls: list[dict[str, Any]] = turn.get("tool_calls", [])
         if text:
             if delay:
@@ -233,6 +245,14 @@ def _consolidation(request: ModelRequest) -> str | None:
 
 
 def _rule_turn(request: ModelRequest) -> dict[str, Any]:
+    turn = _rule(request)
+    if request.output is not None and "tool_calls" not in turn:
+        # Asked for structured output: a final answer is a small value of the schema.
+        return {"json": example(request.output.schema)}
+    return turn
+
+
+def _rule(request: ModelRequest) -> dict[str, Any]:
     if not request.messages:
         return {"text": "Hello! I am the scripted model."}
     last = request.messages[-1]

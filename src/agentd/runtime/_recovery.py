@@ -2,9 +2,10 @@
 
 A pure fold over the run's committed events (no I/O), so the rules of a resume can
 be read, and tested, in one place: the steps taken and what they cost, the pieces of
-an answer cut off by the output limit, and for each tool call of the last step
-whether it finished, started without a result (its outcome unknown), and what was
-asked and decided about it. Events are read typed (:mod:`agentd.events`); keys that
+an answer cut off by the output limit, the answers asked for again (not matching the
+run's output schema), and for each tool call of the last step whether it finished,
+started without a result (its outcome unknown), and what was asked and decided about
+it. Events are read typed (:mod:`agentd.events`); keys that
 older writers may have left out are read with ``.get``.
 """
 
@@ -18,6 +19,7 @@ from agentd.events import (
     ApprovalRequested,
     ApprovalRequestedData,
     MessageAssistant,
+    OutputInvalid,
     ToolFinished,
     ToolStarted,
 )
@@ -47,6 +49,8 @@ class Recovery:
     cost_usd: float = 0.0
     #: Pieces of an answer being continued after the output limit cut it off.
     pieces: list[str] = field(default_factory=list)
+    #: Answers that did not match the run's output schema and were asked for again.
+    repairs: int = 0
     #: The last step's tool calls without a result, in the order the model gave them.
     unfinished: list[UnfinishedCall] = field(default_factory=list)
     #: The events after the last step (the tools' starts, results and decisions).
@@ -63,6 +67,8 @@ class Recovery:
         for event in events:
             step = event.typed
             if not isinstance(step, MessageAssistant):
+                if isinstance(step, OutputInvalid) and step.data.get("repair"):
+                    state.repairs += 1
                 continue
             last_step, last_seq = step, event.seq
             data = step.data

@@ -48,6 +48,7 @@ from agentd.events import (
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import AssistantMessage, ModelRequest, TextDelta
 from agentd.llm.model import Model, StreamAccumulator
+from agentd.llm.output import for_target
 from agentd.runtime.activity import Activity, Doing
 from agentd.runtime.budgets import BudgetBook
 from agentd.runtime.kernel import Breaker, BreakerSettings, RetryPolicy
@@ -76,6 +77,17 @@ def named(target: Target, exc: ModelError) -> ModelError:
 def _cause(message: str) -> str:
     """A ``waiting`` frame's cause: the error's message, short."""
     return message if len(message) <= 300 else message[:299] + "…"
+
+
+def _for(target: Target, request: ModelRequest) -> ModelRequest:
+    """The request as ``target`` gets it: an output schema natively when its catalog
+    entry says it can take it, else asked for in the system prompt."""
+    fmt = request.output
+    if fmt is None:
+        return request
+    return for_target(request, native=target.info is not None
+                      and target.info.structured_output
+                      and (fmt.strict or not target.model.strict_output_only))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -408,7 +420,7 @@ class ModelCaller:
         try:
             acc = StreamAccumulator(model=target.spec)
             try:
-                async for event in target.model.stream(request):
+                async for event in target.model.stream(_for(target, request)):
                     if self._ttfc is None:
                         self._ttfc = clock.monotonic() - admitted
                     acc.add(event)

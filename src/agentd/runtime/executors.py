@@ -184,6 +184,9 @@ class ExecutorFactory:
                       base_instructions=base,
                       max_steps=plan.settings.max_steps or self.settings.max_steps,
                       checkpoint_every=self.settings.checkpoint_interval_s or None,
+                      output_repairs=(self.settings.output_max_repairs
+                                      if plan.settings.output.max_repairs is None
+                                      else plan.settings.output.max_repairs),
                       memory=self.memory, compactor=self.compactor,
                       child_usage=self.child_usage if team or any(
                           t.name in self.child_usage_tools for t in tools) else None),

@@ -31,6 +31,8 @@ from agentd.events import (
     MessageProactiveData,
     MessageUser,
     MessageUserData,
+    OutputInvalid,
+    OutputInvalidData,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -172,6 +174,8 @@ class SessionHistory:
         self._run_instructions: dict[str, str] = {}
         #: The tools the sender of a run's message runs itself (``client_tools``).
         self._run_client_tools: dict[str, list[ToolSpec]] = {}
+        #: The JSON Schema the sender of a run's message holds its answer to.
+        self._run_output: dict[str, dict[str, Any]] = {}
         #: The sender's results of earlier calls (``tool_results``), held with its
         #: message until its run starts.
         self._results: dict[str, list[ToolResultMessage]] = {}
@@ -246,6 +250,9 @@ class SessionHistory:
                          parameters=t.get("parameters") or {"type": "object",
                                                             "properties": {}})
                 for t in tools])
+        schema = data.get("output_schema")
+        if schema:
+            self._run_output.setdefault(run_id, schema)
         results = data.get("tool_results")
         if results:
             self._results.setdefault(run_id, []).extend(
@@ -311,6 +318,13 @@ class SessionHistory:
             self.messages.extend(deferred)
             self.origins.extend([event.seq] * len(deferred))
 
+    def _output_invalid(self, event: EventRecord, data: OutputInvalidData) -> None:
+        """An answer that did not match the run's output schema: what the model was
+        told about it joins the conversation (the run asks again)."""
+        prompt = data.get("prompt")
+        if prompt:
+            self._append(UserMessage(content=prompt))
+
     def _snapshot(self, event: EventRecord, data: WorkspaceSnapshotData) -> None:
         ref = data.get("ref")
         if ref:
@@ -324,6 +338,7 @@ class SessionHistory:
         self._held.pop(event.run_id or "", None)
         self._run_instructions.pop(event.run_id or "", None)
         self._run_client_tools.pop(event.run_id or "", None)
+        self._run_output.pop(event.run_id or "", None)
         self._results.pop(event.run_id or "", None)
         self._started.discard(event.run_id or "")
         if self._posted and not self._started:
@@ -397,6 +412,10 @@ class SessionHistory:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
 
+    def output_schema(self, run_id: str) -> dict[str, Any] | None:
+        """The JSON Schema the sender of run ``run_id``'s message asked for, if any."""
+        return self._run_output.get(run_id)
+
     def client_tools(self, run_id: str) -> list[ToolSpec]:
         """The tools the sender of run ``run_id``'s message runs itself."""
         return list(self._run_client_tools.get(run_id, ()))
@@ -425,6 +444,7 @@ _FOLDS: dict[str, _Fold] = {
     kind_of(SessionCompacted): SessionHistory._compacted,
     kind_of(MessageProactive): SessionHistory._proactive,
     kind_of(MessageAdded): SessionHistory._added,
+    kind_of(OutputInvalid): SessionHistory._output_invalid,
     **{kind_of(end): SessionHistory._ended
        for end in (RunCompleted, RunFailed, RunCancelled, RunInterrupted)},
 }

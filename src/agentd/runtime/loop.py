@@ -48,6 +48,7 @@ from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage,
 from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_from
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
+from agentd.runtime._output import OutputSteps
 from agentd.runtime._recovery import Recovery
 from agentd.runtime._toolsteps import ToolSteps
 from agentd.runtime.activity import Activity
@@ -192,6 +193,8 @@ class ModelSide:
     memory: RunMemory | None = None
     compactor: Compactor | None = None
     child_usage: Callable[[str], Awaitable[tuple[int, int, float]]] | None = None
+    #: Answers not matching the run's output schema that are asked for again.
+    output_repairs: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,7 +214,7 @@ class ToolSide:
     notes: Sequence[NewEvent] = ()
 
 
-class RunExecutor(ToolSteps, BudgetSteps):
+class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
     """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
 
     def __init__(self, shared: RunShared, subject: RunSubject, model: ModelSide,
@@ -307,6 +310,8 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.cost_usd = 0.0
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
+        # Structured output (runtime/_output.py): set when the run starts.
+        self.output, self.max_repairs, self.repairs = None, model.output_repairs, 0
         #: The names of the tools the sender of the run's message runs (see _execute).
         self._client_tools: set[str] = set()
         # Auto-recall's last search: the message, the section, its log.
@@ -517,6 +522,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
         # door refuses such a request).
         client = [t for t in self.history.client_tools(self.run.id) if t.name not in self.tools]
         self._client_tools = {t.name for t in client}
+        self._output_format()
         outcome = await self._begin()
         specs = [*(t.spec for t in self.tools.values()), *client]
         while outcome is None:
@@ -580,7 +586,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             system=system, messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
             temperature=self.agent_settings.temperature,
-            memo=self.history.memo, cache_key=self.history.cache_key)
+            memo=self.history.memo, cache_key=self.history.cache_key, output=self.output)
 
     async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
         """One model call through the kernel (scheduler, retries, fallbacks), its answer
@@ -687,6 +693,11 @@ class RunExecutor(ToolSteps, BudgetSteps):
             # refused if a message was steered in meanwhile (the answer did not see
             # it: it is dropped and the model is asked again).
             output = "".join(self._pieces) + message.text
+            if self.output is not None:
+                checked = await self._checked_output(output, step.events, step.charge)
+                if not isinstance(checked, str):
+                    return checked  # the run failed, or the model is asked again
+                output = checked
             end = RunCompleted(data={"output": output, "steps": self.steps,
                                      "usage": self._used()})
             if self.ok_token is not None and output.strip() == self.ok_token:
@@ -788,7 +799,7 @@ class RunExecutor(ToolSteps, BudgetSteps):
             log = await self.store.read_events(self.session_id)
             state = Recovery.of([e for e in log if e.run_id == self.run.id])
             self.steps, self.usage, self.cost_usd = state.steps, state.usage, state.cost_usd
-            self._pieces = state.pieces
+            self._pieces, self.repairs = state.pieces, state.repairs
             try:
                 await self._commit([self._new(RunResumed(data={
                     "reason": "taken over", "previous_owner": self.run.lease_owner,

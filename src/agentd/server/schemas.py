@@ -123,6 +123,14 @@ class MessageIn(_In):
         description="The run's class in the kernel's scheduler. Default: interactive "
                     "when the client waits (stream, or wait=true), else the agent's "
                     "settings.priority, else background.")
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema (draft 2020-12) the run's final answer must match "
+                    "(over the agent's settings.output.json_schema): the run's output is "
+                    "then that JSON value; an answer that does not match is sent back to "
+                    "the model with its first error, then the run fails with "
+                    "output_invalid. Local $refs only, at most 32 KiB and 32 levels; a "
+                    "schema that is not one, or is recursive without end, is a 422.")
 
 
 class DecisionIn(_In):

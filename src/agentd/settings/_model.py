@@ -32,6 +32,7 @@ from agentd.settings.channels import ChannelSettings
 from agentd.settings.delegation import DelegationSettings
 from agentd.settings.heartbeat import HeartbeatSettings
 from agentd.settings.memory import MemorySettings
+from agentd.settings.output import OutputSettings
 from agentd.settings.sandbox import AgentSandbox
 from agentd.settings.schedules import ScheduleSettings
 from agentd.settings.search import WebSearchSettings
@@ -258,6 +259,15 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'of the daemon\'s `[web_search.providers]` (default: its `default`, '
                     'or its only one). The provider\'s URL and key are the operator\'s '
                     'alone.')
+    output: OutputSettings = Field(
+        default_factory=OutputSettings,
+        description='Structured output (`agentd.settings.output`): `{"json_schema": '
+                    '{...} or null, "max_repairs": null}`: every run\'s final answer is '
+                    'one JSON value matching the schema (asked for natively where the '
+                    'model supports it); an answer that does not is sent back with its '
+                    'first schema error up to `max_repairs` times (default: the '
+                    'daemon\'s `output_max_repairs`), then the run fails with '
+                    '`output_invalid`.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from agentd.llm.output import strict_ready
 from agentd.testing._cache import CacheResult, Provider, anthropic_cache_problem
 
 __all__ = ["AnthropicMessages", "Call", "OpenAIChat", "RateLimit", "StubTurn", "Wire"]
@@ -72,6 +73,10 @@ class Wire(Protocol):
         """Return why the real API would reject ``body`` with a 400, or None."""
 
     def last_user_text(self, body: dict[str, Any]) -> str: ...
+
+    def output_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The JSON Schema the request constrains its answer to (structured output)."""
+        ...
 
     def wants_stream(self, body: dict[str, Any]) -> bool: ...
 
@@ -136,7 +141,14 @@ class OpenAIChat:
                     f"messages[{i}]: messages with role 'tool' must be a response to a "
                     "preceding message with 'tool_calls'"
                 )
-        return None
+        return _openai_format_problem(body)
+
+    def output_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_object":
+            return {"type": "object"}
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
 
     def last_user_text(self, body: dict[str, Any]) -> str:
         for message in reversed(body.get("messages") or []):
@@ -351,7 +363,11 @@ class AnthropicMessages:
                             f"`tool_result` blocks: {block.get('tool_use_id')}. Each "
                             "`tool_result` block must have a corresponding `tool_use` block "
                             "in the previous message.")
-        return anthropic_cache_problem(body)
+        return _anthropic_format_problem(body) or anthropic_cache_problem(body)
+
+    def output_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
 
     def _check_content(self, i: int, content: Any) -> str | None:
         if isinstance(content, str):
@@ -499,6 +515,52 @@ class AnthropicMessages:
         message = self._message(call, self._blocks(call))
         message["stop_reason"] = self._stop_reason(call.turn)
         return message
+
+
+_FORMAT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _openai_format_problem(body: dict[str, Any]) -> str | None:
+    """OpenAI's checks of ``response_format`` (Structured Outputs): a named schema, and
+    in strict mode every object closed with every property required."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object",
+                                                             "json_schema"):
+        return "Invalid value for 'response_format.type'"
+    if fmt["type"] != "json_schema":
+        return None
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not _FORMAT_NAME.match(str(spec.get("name", ""))):
+        return "Missing required parameter: 'response_format.json_schema.name'."
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        return "Invalid type for 'response_format.json_schema.schema': expected an object"
+    if spec.get("strict") and not strict_ready(schema):
+        return (f"Invalid schema for response_format '{spec['name']}': In context=(), "
+                "'additionalProperties' is required to be supplied and to be false, and "
+                "'required' is required to include every key in properties.")
+    return None
+
+
+def _anthropic_format_problem(body: dict[str, Any]) -> str | None:
+    """Anthropic's checks of ``output_config.format`` (structured outputs)."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        return "output_config.format.schema: Field required"
+    if not strict_ready(schema):
+        return ("output_config.format.schema: For 'object' type, 'additionalProperties' "
+                "must be explicitly set to false")
+    return None
 
 
 def _content_blocks(message: Any) -> list[dict[str, Any]]:

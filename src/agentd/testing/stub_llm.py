@@ -10,7 +10,10 @@ neutral request to HTTP and back is exercised without a network or a key::
         model = resolve_model("openai-compatible:stub", settings={"base_url": stub.base_url})
 
 Responses are served in the order they were queued; with the queue empty the server
-echoes the last user message as ``stub: <text>``. ``stub.requests`` holds every JSON
+echoes the last user message as ``stub: <text>`` (a request for structured output,
+OpenAI's ``response_format`` or Anthropic's ``output_config.format``, gets a small
+value of its schema instead; both are checked as the real APIs check them, strict
+mode's closed objects included). ``stub.requests`` holds every JSON
 body received, for asserting what a provider sent, and ``stub.request_times`` when each
 arrived (``time.monotonic()``, in the same order): what a rate limit let through when.
 A turn queued with ``interval_s`` streams its frames that far apart (a word of text
@@ -146,6 +149,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from agentd.llm.output import example
 from agentd.testing._cache import CacheResult, CacheStats, PromptCache
 from agentd.testing._capacity import Admitted, Capacity, Limiter, StubStats
 from agentd.testing._embeddings import embeddings_problem, embeddings_response
@@ -534,7 +538,10 @@ class StubLLMServer:
         if problem is not None:
             return JSONResponse(wire.error_body(400, problem), 400)
         if turn is None:
-            turn = StubTurn(text=f"stub: {wire.last_user_text(body)}")
+            schema = wire.output_schema(body)
+            # Asked for structured output: the echo is a small value of the schema.
+            turn = StubTurn(text=orjson.dumps(example(schema)).decode() if schema is not None
+                            else f"stub: {wire.last_user_text(body)}")
         # A faulted call is not answered as asked: the cache neither reads nor writes.
         cache = (self._cache.answer(wire.provider, body) if turn.fault is None
                  else self._cache.measure(wire.provider, body))

@@ -90,6 +90,8 @@ _STATUS_OF_TYPE = {
 class AnthropicModel(Model):
     """A Claude model reached through :class:`anthropic.AsyncAnthropic`."""
 
+    strict_output_only = True
+
     def __init__(
         self,
         *,
@@ -208,6 +210,13 @@ class AnthropicModel(Model):
             params["tools"] = [_tool_param(spec) for spec in request.tools]
         if self.thinking is not None:
             params["thinking"] = self.thinking
+        fmt = request.output
+        if fmt is not None and fmt.native:
+            # Structured outputs (GA): the answer is constrained to the schema, which
+            # closes and requires every object's properties (strict_output_only: any
+            # other was asked for in the system prompt).
+            params["output_config"] = {"format": {"type": "json_schema",
+                                                  "schema": fmt.schema}}
         if temperature is not None:
             # The SDK no longer has a temperature parameter (current models fix
             # sampling); sent only when configured, for models that still take it.

@@ -139,6 +139,10 @@ class OpenAIChatModel(Model):
                                   "stream_options": {"include_usage": True}}
         if request.tools:
             params["tools"] = [_tool_param(spec) for spec in request.tools]
+        fmt = request.output
+        if fmt is not None and fmt.native:
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}}
         if temperature is not None:
             params["temperature"] = temperature
         if max_tokens is not None:

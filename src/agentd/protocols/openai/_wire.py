@@ -5,8 +5,9 @@ tools; system and developer messages (and Responses' ``instructions``) are the
 caller's instructions for the run. Parameters that tune a model call
 (``temperature``, ``max_tokens``, ``top_p``, ``stop``, ``seed``, ...) are accepted and
 ignored, since the agent's settings decide them; parameters whose meaning agentd
-cannot keep (``n`` > 1, a JSON ``response_format``, audio, images, a forced
-``tool_choice``) are refused, naming the parameter. The caller's function ``tools``
+cannot keep (``n`` > 1, audio, images, a forced ``tool_choice``) are refused, naming
+the parameter. A JSON ``response_format`` (Responses: ``text.format``) is the run's
+output schema: the answer is held to it (:mod:`agentd.llm.output`). The caller's function ``tools``
 are offered to the model; a call of one ends the run and is handed back.
 """
 
@@ -19,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentd.errors import InvalidInput
 from agentd.events import ClientToolData
+from agentd.llm.output import check_schema
 
 __all__ = ["ChatRequest", "Conversation", "ResponsesRequest", "chat_conversation",
-           "client_tools", "parse", "responses_conversation"]
+           "client_tools", "output_schema", "parse", "responses_conversation"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -202,6 +204,38 @@ def _conversation(roles: list[str], texts: list[str], ids: list[str | None],
     return conversation
 
 
+def output_schema(fmt: Any, param: str, *, flat: bool) -> dict[str, Any] | None:
+    """The JSON Schema a request's response format asks the answer to match (Chat:
+    ``response_format``, ``{"type": "json_schema", "json_schema": {"name", "schema",
+    "strict"}}``; Responses, ``flat``: ``text.format``, ``{"type": "json_schema",
+    "name", "schema", "strict"}``); ``json_object`` asks for any JSON object; None for
+    text. The schema is checked here, to name the parameter (and again where every
+    door's is: the Runtime's send)."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise InvalidInput(f"{param} must be an object", field=param)
+    kind = fmt.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise _unsupported(f"{param}.type", f"a response format of type {kind!r}")
+    spec = fmt if flat else fmt.get("json_schema")
+    where = param if flat else f"{param}.json_schema"
+    if not isinstance(spec, dict):
+        raise InvalidInput(f"{where} must be an object", field=where)
+    name = spec.get("name")
+    if name is not None and (not isinstance(name, str) or not _TOOL_NAME.match(name)):
+        raise InvalidInput(f"{where}.name: a name is 1-64 letters, digits, _ or -",
+                           field=f"{where}.name")
+    schema = spec.get("schema")
+    if schema is None:
+        return {"$comment": "any JSON value"}  # (OpenAI's default)
+    return check_schema(schema, f"{where}.schema")
+
+
 def _invalid(where: str, what: str) -> InvalidInput:
     return InvalidInput(f"{where}: {what}", field=where)
 
@@ -217,8 +251,6 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         raise _unsupported("n", "more than one choice")
     if request.functions:
         raise _unsupported("functions", "the deprecated functions parameter (use tools)")
-    if request.response_format and request.response_format.get("type") not in (None, "text"):
-        raise _unsupported("response_format", "a response format other than text")
     if request.modalities and set(request.modalities) - {"text"}:
         raise _unsupported("modalities", "output other than text")
     roles: list[str] = []
@@ -266,9 +298,6 @@ def chat_conversation(request: ChatRequest) -> Conversation:
 
 def responses_conversation(request: ResponsesRequest) -> Conversation:
     """The checked input of a Responses request (its items read in one pass)."""
-    fmt = (request.text or {}).get("format") or {}
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise _unsupported("text.format", "a response format other than text")
     roles: list[str] = []
     texts: list[str] = []
     ids: list[str | None] = []

@@ -20,6 +20,7 @@ transcript in front of them. See docs/protocols/openai.md.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -63,6 +64,7 @@ from agentd.protocols.openai._wire import (
     ResponsesRequest,
     chat_conversation,
     client_tools,
+    output_schema,
     parse,
     responses_conversation,
 )
@@ -318,7 +320,8 @@ async def _session_and_results(request: Request, runtime: Runtime, agent: str,
 async def _send(request: Request, runtime: Runtime, agent: str, key: str,
                 conversation: Conversation, *, known: bool, stream: bool,
                 tools: list[ClientToolData] | None = None,
-                results: list[ClientResultData] | None = None) -> SendResult:
+                results: list[ClientResultData] | None = None,
+                schema: dict[str, Any] | None = None) -> SendResult:
     content = conversation.content(with_earlier=not known)
     limit = runtime.settings.max_message_bytes
     if (len(content.encode()) + len(conversation.instructions.encode())
@@ -337,6 +340,8 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
         origin["client_tools"] = tools
     if results:
         origin["tool_results"] = results
+    if schema is not None:
+        origin["output_schema"] = schema
     origin.update(trace_origin(request) or {})
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
                               mode="enqueue", priority="interactive", stream=stream,
@@ -367,9 +372,10 @@ def _usage(run: RunRecord) -> tuple[int, int]:
     return int(run.usage.get("input_tokens", 0)), int(run.usage.get("output_tokens", 0))
 
 
-async def _follow_run(runtime: Runtime, sent: SendResult
+async def _follow_run(runtime: Runtime, sent: SendResult, structured: bool = False
                       ) -> AsyncIterator[str | tuple[RunRecord, int] | None]:
-    """The run's text deltas as they come, ``None`` for a heartbeat, then the run as
+    """The run's text deltas as they come (none for a run with an output schema: its
+    answer is known only once it matched), ``None`` for a heartbeat, then the run as
     stored once it ended, with the seq of its end."""
     after = sent.events[0].seq - 1 if sent.events and not sent.duplicate else 0
     run_id = sent.run.id
@@ -380,7 +386,7 @@ async def _follow_run(runtime: Runtime, sent: SendResult
         if item is None:
             yield None
         elif isinstance(item, Token):
-            if item.run_id == run_id and item.text:
+            if item.run_id == run_id and item.text and not structured:
                 yield item.text
         elif item.run_id == run_id and item.kind in TERMINAL_KINDS and not is_silent(item):
             run, _, _ = await runtime.get_run(run_id)
@@ -431,13 +437,15 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = parse(ChatRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = chat_conversation(body)
+    schema = await asyncio.to_thread(output_schema, body.response_format,
+                                     "response_format", flat=False)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=False))
     chain = _chain(request, body.model, body.user, None, conversation)
     key, known, conversation, results = await _session_and_results(
         request, runtime, body.model, body.user, None, conversation, "messages", chain)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
-                       stream=body.stream, tools=tools, results=results)
+                       stream=body.stream, tools=tools, results=results, schema=schema)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
     if not body.stream:
         run = _finished(await runtime.wait(sent.run.id))
@@ -449,14 +457,14 @@ async def chat_completions(request: Request) -> Response:
         return response
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     response = sse_response(_chat_chunks(runtime, sent, body.model, include_usage,
-                                         bool(tools), chain))
+                                         bool(tools), chain, schema is not None))
     response.headers.update(headers)
     return response
 
 
 async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
-                       include_usage: bool, tools: bool, chain: Chain | None
-                       ) -> AsyncIterator[bytes]:
+                       include_usage: bool, tools: bool, chain: Chain | None,
+                       structured: bool = False) -> AsyncIterator[bytes]:
     base = {"id": _CHAT_PREFIX + sent.run.id, "object": "chat.completion.chunk",
             "created": int(sent.run.created_at or time.time()), "model": agent}
 
@@ -473,7 +481,7 @@ async def _chat_chunks(runtime: Runtime, sent: SendResult, agent: str,
         # Queued behind another run: say so now rather than with the first text.
         yield pending.pop()
     streamed = False
-    async for item in _follow_run(runtime, sent):
+    async for item in _follow_run(runtime, sent, structured):
         if item is None:
             pending.append(b": ping\n\n")
         elif isinstance(item, str):
@@ -582,6 +590,8 @@ async def create_response(request: Request) -> Response:
     body: ResponsesRequest = parse(ResponsesRequest, await json_body(request))
     await require_agent(request, body.model)
     conversation = responses_conversation(body)
+    schema = await asyncio.to_thread(output_schema, (body.text or {}).get("format"),
+                                     "text.format", flat=True)
     tools = await _checked_tools(runtime, body.model,
                                  client_tools(body.tools, body.tool_choice, flat=True))
     chain = _chain(request, body.model, body.user, body.previous_response_id,
@@ -590,7 +600,7 @@ async def create_response(request: Request) -> Response:
         request, runtime, body.model, body.user, body.previous_response_id, conversation,
         "input", chain)
     sent = await _send(request, runtime, body.model, key, conversation, known=known,
-                       stream=body.stream, tools=tools, results=results)
+                       stream=body.stream, tools=tools, results=results, schema=schema)
     headers = {"x-agentd-session": key, "x-agentd-run": sent.run.id}
     if not body.stream:
         run = await runtime.wait(sent.run.id)
@@ -604,14 +614,14 @@ async def create_response(request: Request) -> Response:
     else:
         response = sse_response(_response_events(runtime, sent, body.model,
                                                  body.previous_response_id, bool(tools),
-                                                 chain))
+                                                 chain, schema is not None))
     response.headers.update(headers)
     return response
 
 
 async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
-                           previous: str | None, tools: bool, chain: Chain | None
-                           ) -> AsyncIterator[bytes]:
+                           previous: str | None, tools: bool, chain: Chain | None,
+                           structured: bool = False) -> AsyncIterator[bytes]:
     seq = 0
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -645,7 +655,7 @@ async def _response_events(runtime: Runtime, sent: SendResult, agent: str,
         yield b"".join(pending)
         pending = []
     text: list[str] = []
-    async for item in _follow_run(runtime, sent):
+    async for item in _follow_run(runtime, sent, structured):
         if item is None:
             pending.append(b": ping\n\n")
         elif isinstance(item, str):

@@ -146,9 +146,12 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
     if len(body.content) > limit // 4 and len(body.content.encode()) > limit:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
+    origin: dict[str, Any] | None = trace_origin(request)
+    if body.output_schema is not None:
+        origin = {**(origin or {}), "output_schema": body.output_schema}
     sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
                               mode=body.mode, priority=priority, stream=body.stream,
-                              start=body.stream or body.wait, origin=trace_origin(request))
+                              start=body.stream or body.wait, origin=origin)
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)

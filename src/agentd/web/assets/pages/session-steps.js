@@ -271,6 +271,10 @@ function body(e, ctx) {
     case "budget.warning":
       return [title("!", "Budget warning", pill("warn", d.scope || "?")),
         h("p.step-text", `${d.metric}: ${d.used} of ${d.limit} (${d.period})`)];
+    case "output.invalid":
+      return [title("!", "Answer did not match the output schema",
+        pill(d.repair ? "warn" : "failed", d.repair ? `asked again ${d.repair}/${d.max_repairs}` : "output_invalid")),
+        h("p.step-text", `${d.path || "$"}: ${d.message || ""}`)];
     case "loop.detected":
       return [title("!", "Loop detected", pill("warn", d.action || "warn")),
         h("p.step-text", `${d.repeats} repeats of ${(d.tools || []).join(", ")}`)];
