@@ -16,6 +16,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
+``secrets``        named secrets, resolved where they are used (:mod:`agentd.secrets`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
@@ -86,6 +87,7 @@ from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper, shared_snapshots
 from agentd.sandbox.caps import TenantCaps
+from agentd.secrets import Secrets
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
@@ -108,6 +110,7 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
+from agentd.store.secrets import SecretStore
 from agentd.store.subtasks import SubtaskRecord
 from agentd.store.telegram import TelegramStore
 from agentd.telemetry.dataset import Dataset, ExportFilter
@@ -332,6 +335,9 @@ class Runtime(MemoryCalls):
                              store_options=settings.store_options(), secrets=secrets)
         #: Finished runs as JSON lines and preference pairs (``GET /v1/export/...``).
         self.dataset = Dataset(store)
+        #: Named secrets: sealed at rest, resolved only where a setting uses one.
+        self.secrets = Secrets(SecretStore(store.engine), key_file=settings.secrets_key_path,
+                               environ=os.environ, tenant_exists=self.identity.tenants.exists)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)
