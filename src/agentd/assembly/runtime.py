@@ -117,6 +117,7 @@ from agentd.telemetry.dataset import Dataset, ExportFilter
 from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import Redactor, known_secrets
+from agentd.telemetry.logs import reconfigure as reconfigure_logs
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -337,7 +338,10 @@ class Runtime(MemoryCalls):
         self.dataset = Dataset(store)
         #: Named secrets: sealed at rest, resolved only where a setting uses one.
         self.secrets = Secrets(SecretStore(store.engine), key_file=settings.secrets_key_path,
-                               environ=os.environ, tenant_exists=self.identity.tenants.exists)
+                               environ=os.environ, tenant_exists=self.identity.tenants.exists,
+                               on_values=lambda forms: reconfigure_logs(secrets=forms))
+        self.executors.secret_values = lambda tenant, agent: self.secrets.values(
+            tenant=tenant, agent=agent)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)

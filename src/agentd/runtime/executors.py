@@ -25,11 +25,12 @@ from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
-from agentd.runtime.ports import Compactor, RunMemory
+from agentd.runtime.ports import Compactor, RunMemory, SecretValues
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
+from agentd.security.redaction import SecretRedactor
 from agentd.store import Lease, NewEvent, Store, WorkspaceHead
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
@@ -139,6 +140,9 @@ class ExecutorFactory:
         self.affinity: Affinity | None = None
         #: Whether a run of the agent (by id) is under way on this node.
         self.agent_busy: Callable[[str], bool] = lambda agent_id: False
+        #: The values of the secrets an agent (tenant, name) could use, redacted out of
+        #: what its runs write (``agentd.secrets``; None: no secrets).
+        self.secret_values: SecretValues | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -170,6 +174,8 @@ class ExecutorFactory:
                   else await self._origin(run))
         policy, payer = await self._payer(plan, agent, run.priority, origin)
         base, instructions = await self._instructions(agent, plan)
+        redactor = (SecretRedactor(await self.secret_values(plan.settings.tenant, agent.name))
+                    if self.secret_values is not None else None)
         executor = (self.team_executor if team and self.team_executor is not None
                     else self.adapter_executor if adapter and self.adapter_executor
                     is not None else RunExecutor)
@@ -179,7 +185,7 @@ class ExecutorFactory:
             RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
-                       and run.status == "running"),
+                       and run.status == "running", redactor=redactor),
             ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
                       base_instructions=base,
                       max_steps=plan.settings.max_steps or self.settings.max_steps,

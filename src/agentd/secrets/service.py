@@ -11,15 +11,17 @@ this service trusts the tenant and agent it is given.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentd.errors import AgentdError, InvalidInput, NotFound
 from agentd.secrets._cipher import Cipher, SecretKeyError, load_key
+from agentd.security.redaction import encoded_forms
 from agentd.store.audit import AuditEntry
 from agentd.store.records import iso
 from agentd.store.secrets import SecretRow, SecretStore
@@ -36,6 +38,8 @@ MIN_VALUE = 8
 MAX_VALUE = 65536
 #: How settings name a secret: ``secret:NAME``.
 REF_PREFIX = "secret:"
+
+log = logging.getLogger(__name__)
 
 
 def check_name(name: str, field: str = "body.name") -> str:
@@ -85,8 +89,12 @@ class Secrets:
 
     def __init__(self, store: SecretStore, *, key_file: Path,
                  environ: Mapping[str, str], tenant_exists: Callable[[str], bool],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_values: Callable[[set[str]], object] | None = None) -> None:
+        """``on_values``: told every value (and its encoded forms) this daemon opens,
+        before any use of it (the daemon's log redactor learns them)."""
         self.store = store
+        self.on_values = on_values
         self.key_file = key_file
         self.environ = environ
         self.tenant_exists = tenant_exists
@@ -171,6 +179,7 @@ class Secrets:
                                 agent=row.agent, name=row.name)
         except SecretKeyError as exc:
             raise AgentdError(str(exc), code="secrets_key_error") from None
+        self._learn([value])
         await self.store.audit(self._audit(
             actor=actor, role=None, action="secret.use",
             resource=_resource(name, row.tenant, row.agent or None),
@@ -183,7 +192,12 @@ class Secrets:
         rows = await self._rows(tenant, agent)
         if not rows:
             return {}
-        cipher = await self.cipher()
+        try:
+            cipher = await self.cipher()
+        except AgentdError as exc:
+            # (Nothing can be opened, so nothing can be used, nor leak through a use.)
+            log.warning("secrets of agent %s not loaded for redaction: %s", agent, exc)
+            return {}
         found: dict[str, str] = {}
         for name, row in rows.items():
             try:
@@ -191,7 +205,16 @@ class Secrets:
                                           agent=row.agent, name=row.name)
             except SecretKeyError:
                 continue
+        self._learn(found.values())
         return found
+
+    def _learn(self, values: Iterable[str]) -> None:
+        if self.on_values is not None:
+            forms: set[str] = set()
+            for value in values:
+                forms |= encoded_forms(value)
+            if forms:
+                self.on_values(forms)
 
 
 def _resource(name: str, tenant: str, agent: str | None) -> str:
