@@ -87,7 +87,7 @@ from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper, shared_snapshots
 from agentd.sandbox.caps import TenantCaps
-from agentd.secrets import Secrets
+from agentd.secrets import RunSecrets, Secrets
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
@@ -342,6 +342,9 @@ class Runtime(MemoryCalls):
                                on_values=lambda forms: reconfigure_logs(secrets=forms))
         self.executors.secret_values = lambda tenant, agent: self.secrets.values(
             tenant=tenant, agent=agent)
+        self.agents.async_checks.append(self.secrets.check_settings)
+        self.executors.secret_source = lambda tenant, agent, redactor: RunSecrets(
+            self.secrets, tenant=tenant, agent=agent, redactor=redactor)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)

@@ -34,7 +34,8 @@ from agentd.security.redaction import SecretRedactor
 from agentd.store import Lease, NewEvent, Store, WorkspaceHead
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
-from agentd.tools.mcp import MCPManager
+from agentd.tools.mcp import MCPManager, with_secrets
+from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 __all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
@@ -143,6 +144,9 @@ class ExecutorFactory:
         #: The values of the secrets an agent (tenant, name) could use, redacted out of
         #: what its runs write (``agentd.secrets``; None: no secrets).
         self.secret_values: SecretValues | None = None
+        #: What resolves ``secret:NAME`` for a run of an agent (tenant, name), giving
+        #: each value it resolves to the run's redactor (None: no secrets).
+        self.secret_source: Callable[[str, str, SecretRedactor], SecretSource] | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -166,7 +170,11 @@ class ExecutorFactory:
                    and plan.targets[0].model.provider == "adapter")
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
-        tools, notes = ([], []) if team or adapter else await self._tools(start)
+        redactor = (SecretRedactor(await self.secret_values(plan.settings.tenant, agent.name))
+                    if self.secret_values is not None else SecretRedactor())
+        source = (self.secret_source(plan.settings.tenant, agent.name, redactor)
+                  if self.secret_source is not None else None)
+        tools, notes = ([], []) if team or adapter else await self._tools(start, source)
         tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
             return None
@@ -174,8 +182,6 @@ class ExecutorFactory:
                   else await self._origin(run))
         policy, payer = await self._payer(plan, agent, run.priority, origin)
         base, instructions = await self._instructions(agent, plan)
-        redactor = (SecretRedactor(await self.secret_values(plan.settings.tenant, agent.name))
-                    if self.secret_values is not None else None)
         executor = (self.team_executor if team and self.team_executor is not None
                     else self.adapter_executor if adapter and self.adapter_executor
                     is not None else RunExecutor)
@@ -185,7 +191,7 @@ class ExecutorFactory:
             RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
-                       and run.status == "running", redactor=redactor),
+                       and run.status == "running", redactor=redactor, secrets=source),
             ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
                       base_instructions=base,
                       max_steps=plan.settings.max_steps or self.settings.max_steps,
@@ -396,19 +402,20 @@ class ExecutorFactory:
         return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
                       permissions=permissions)
 
-    async def _tools(self, start: _Start) -> tuple[list[Any], list[NewEvent]]:
+    async def _tools(self, start: _Start, secrets: SecretSource | None = None
+                     ) -> tuple[list[Any], list[NewEvent]]:
         """The run's tools: the agent's, then its MCP servers' (with an event naming
-        any server that could not be reached)."""
+        any server that could not be reached, or whose secrets could not be had)."""
         agent, plan = start.agent, start.plan
         tools = self.tools.resolve(agent.tools)
         notes: list[NewEvent] = []
         if plan.mcp:
-            failures: list[str] = []
+            servers, failures = await with_secrets(plan.mcp, secrets)
             spawn = self.sandboxes.mcp_spawner(
                 plan.sandbox, plan.limits, workspace=self.agents.workspace_of(agent),
                 network=permissions_for(self.settings, plan.policy, None).network,
                 agent_id=agent.id, tenant=plan.settings.tenant)
-            tools = [*tools, *await self.mcp.tools(agent.id, plan.mcp, failures=failures,
+            tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
                                                    spawn=spawn)]
             if failures:
                 notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),

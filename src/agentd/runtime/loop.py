@@ -61,6 +61,7 @@ from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunMoved, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge, iso
 from agentd.tools import Tool
+from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -182,8 +183,10 @@ class RunSubject:
     payer: tuple[str, str] | None = None
     #: Started when its message was accepted (``run.started`` committed already).
     started: bool = False
-    #: The values of the secrets its agent could use, kept out of what it writes.
+    #: The values of the secrets its agent could use, kept out of what it writes,
+    #: and what resolves ``secret:NAME`` for its tools (``ToolContext.secrets``).
     redactor: SecretRedactor | None = None
+    secrets: SecretSource | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,7 +295,9 @@ class RunExecutor(ToolSteps, BudgetSteps):
         self.started = subject.started
         #: Takes secret values out of every event before it is written (and so out of
         #: the model's context, the streams and everything read from the log).
-        self.redactor = subject.redactor or SecretRedactor()
+        self.redactor = subject.redactor if subject.redactor is not None else \
+            SecretRedactor()
+        self.secrets = subject.secrets
         #: The lease is gone (another node took the run over): stop, write nothing.
         self.lost = False
         #: Set by the supervisor before it cancels the task: why the run stops.

@@ -19,11 +19,12 @@ from agentd.secrets.service import (
     MIN_VALUE,
     NAME_PATTERN,
     REF_PREFIX,
+    RunSecrets,
     SecretInfo,
     Secrets,
     check_name,
     reference,
 )
 
-__all__ = ["KEY_ENV", "MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "SecretInfo",
-           "Secrets", "check_name", "reference"]
+__all__ = ["KEY_ENV", "MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "RunSecrets",
+           "SecretInfo", "Secrets", "check_name", "reference"]

@@ -21,13 +21,15 @@ from typing import Any
 
 from agentd.errors import AgentdError, InvalidInput, NotFound
 from agentd.secrets._cipher import Cipher, SecretKeyError, load_key
-from agentd.security.redaction import encoded_forms
+from agentd.security.redaction import SecretRedactor, encoded_forms
+from agentd.settings import AgentSettings
 from agentd.store.audit import AuditEntry
 from agentd.store.records import iso
 from agentd.store.secrets import SecretRow, SecretStore
+from agentd.tools.secret_refs import references
 
-__all__ = ["MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "SecretInfo", "Secrets",
-           "check_name", "reference"]
+__all__ = ["MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "RunSecrets", "SecretInfo",
+           "Secrets", "check_name", "reference", "setting_references"]
 
 #: A secret's name: a letter or ``_`` first, then letters, digits, ``_``, ``.``, ``-``.
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -165,6 +167,22 @@ class Secrets:
         """Whether agent ``agent`` of ``tenant`` has a secret ``name`` to use."""
         return name in await self._rows(tenant, agent)
 
+    async def check_settings(self, name: str, settings: AgentSettings) -> None:
+        """Refuse (422, naming the field) settings of agent ``name`` that name a secret
+        it has none of: neither its own nor its tenant's (another tenant's secret is
+        not found either). An agent's own secret needs the agent first: create it,
+        set the secret, then name it."""
+        refs = setting_references(settings)
+        if not refs:
+            return
+        usable = await self._rows(settings.tenant, name)
+        for where, secret in refs:
+            if secret not in usable:
+                raise InvalidInput(
+                    f"secret {secret!r} not found for agent {name!r} (tenant "
+                    f"{settings.tenant!r}): set it first (POST /v1/secrets, agentd secret "
+                    "set)", field=where)
+
     async def resolve(self, name: str, *, tenant: str, agent: str, use: str,
                       actor: str | None = None) -> str:
         """The value of secret ``name`` for agent ``agent`` of ``tenant``, for ``use``
@@ -217,5 +235,35 @@ class Secrets:
                 self.on_values(forms)
 
 
+def setting_references(settings: AgentSettings) -> list[tuple[str, str]]:
+    """``(field, secret name)`` of every ``secret:NAME`` an agent's settings hold."""
+    found: list[tuple[str, str]] = []
+    for index, server in enumerate(settings.mcp):
+        for part, values in (("env", server.env), ("headers", server.headers)):
+            found += [(f"body.settings.mcp.{index}.{part}.{key}", secret)
+                      for key, secret in references(values)]
+    return found
+
+
 def _resource(name: str, tenant: str, agent: str | None) -> str:
     return f"secret:{tenant}/{agent}/{name}" if agent else f"secret:{tenant}/{name}"
+
+
+class RunSecrets:
+    """The secrets of one run's agent, for its tools and MCP servers
+    (:class:`agentd.tools.secret_refs.SecretSource`): each value resolved is also
+    given to the run's redactor, so that what the run writes never holds it."""
+
+    def __init__(self, secrets: Secrets, *, tenant: str, agent: str,
+                 redactor: SecretRedactor | None = None) -> None:
+        self.secrets = secrets
+        self.tenant = tenant
+        self.agent = agent
+        self.redactor = redactor
+
+    async def resolve(self, name: str, *, use: str) -> str:
+        value = await self.secrets.resolve(name, tenant=self.tenant, agent=self.agent,
+                                           use=use, actor=f"agent:{self.agent}")
+        if self.redactor is not None:
+            self.redactor.add({name: value})
+        return value
