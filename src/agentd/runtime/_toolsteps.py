@@ -432,7 +432,8 @@ class ToolSteps:
                               entries=None if self.memory is None else self.memory.entries,
                               memory_scope=self._memory_scope(),
                               origin=self.origin, services=self.services,
-                              secrets=self.secrets)
+                              secrets=self.secrets,
+                              http_headers=self.agent_settings.http_headers)
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s, self.workers))

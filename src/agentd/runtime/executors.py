@@ -170,10 +170,7 @@ class ExecutorFactory:
                    and plan.targets[0].model.provider == "adapter")
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
-        redactor = (SecretRedactor(await self.secret_values(plan.settings.tenant, agent.name))
-                    if self.secret_values is not None else SecretRedactor())
-        source = (self.secret_source(plan.settings.tenant, agent.name, redactor)
-                  if self.secret_source is not None else None)
+        redactor, source = await self._secrets(plan.settings.tenant, agent.name)
         tools, notes = ([], []) if team or adapter else await self._tools(start, source)
         tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
@@ -200,6 +197,17 @@ class ExecutorFactory:
                       child_usage=self.child_usage if team or any(
                           t.name in self.child_usage_tools for t in tools) else None),
             tool_side)
+
+    async def _secrets(self, tenant: str, agent: str
+                       ) -> tuple[SecretRedactor, SecretSource | None]:
+        """A run's redactor (the values of every secret its agent could use) and what
+        resolves its ``secret:NAME`` references (giving that redactor what it
+        resolves)."""
+        redactor = SecretRedactor(await self.secret_values(tenant, agent)
+                                  if self.secret_values is not None else None)
+        source = (self.secret_source(tenant, agent, redactor)
+                  if self.secret_source is not None else None)
+        return redactor, source
 
     def _uses_workspace(self, tools: list[Any]) -> bool:
         memory_tools = self.memory.tool_names if self.memory is not None else frozenset()

@@ -242,6 +242,9 @@ def setting_references(settings: AgentSettings) -> list[tuple[str, str]]:
         for part, values in (("env", server.env), ("headers", server.headers)):
             found += [(f"body.settings.mcp.{index}.{part}.{key}", secret)
                       for key, secret in references(values)]
+    for host, headers in settings.http_headers.items():
+        found += [(f"body.settings.http_headers.{host}.{key}", secret)
+                  for key, secret in references(headers)]
     return found
 
 

@@ -82,6 +82,9 @@ class ToolContext:
     #: Resolves ``secret:NAME`` for the agent (its own secrets, then its tenant's), at
     #: the point of use only (``http_fetch``'s host headers); None: no secrets here.
     secrets: SecretSource | None = None
+    #: Headers ``http_fetch`` adds for a host (``settings.http_headers``; values may be
+    #: ``secret:NAME``, resolved by ``secrets`` as a request is sent).
+    http_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def service(self, kind: type[_T]) -> _T | None:
         """The service of class ``kind`` this call may use (``ctx.service(Schedules)``),

@@ -15,7 +15,14 @@ from typing import Protocol
 
 from agentd.errors import NotFound
 
-__all__ = ["SecretSource", "parse_reference", "references", "resolve_mapping"]
+__all__ = ["HEADER_NAME", "HOST_PATTERN", "SecretSource", "host_headers", "parse_reference",
+           "references", "resolve_mapping"]
+
+#: An HTTP header's name (RFC 9110 token), as ``settings.http_headers`` takes one.
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+#: A host of ``settings.http_headers``: a name, or ``*.`` and a domain.
+HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
+                          r"(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*\Z")
 
 _REF = re.compile(r"^(?:(?P<scheme>[A-Za-z][A-Za-z0-9_-]{0,31}) )?secret:"
                   r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,63})\Z")
@@ -28,6 +35,19 @@ class SecretSource(Protocol):
         """The value of secret ``name`` for ``use`` (an audit row says so);
         NotFound ``secret_not_found`` when the agent has none of that name."""
         ...
+
+
+def host_headers(config: Mapping[str, Mapping[str, str]], host: str) -> dict[str, str]:
+    """The headers ``config`` (``settings.http_headers``) gives requests to ``host``:
+    its exact entry's, over those of the ``*.domain`` patterns it is under (a
+    pattern does not match the domain itself)."""
+    host = host.lower().rstrip(".")
+    found: dict[str, str] = {}
+    patterns = sorted((k for k in config if k.startswith("*.") and host.endswith(k[1:])),
+                      key=len)
+    for key in [*patterns, *([host] if host in config else [])]:
+        found.update(config[key])
+    return found
 
 
 def parse_reference(value: object) -> tuple[str, str] | None:
