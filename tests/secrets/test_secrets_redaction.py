@@ -62,7 +62,8 @@ def _script(value: str) -> list[dict[str, Any]]:
         {"tool_calls": [{"name": "shell", "arguments": {
             "command": "v=$(head -n1 leak.txt); printf %s \"$v\" | base64 -w0; echo; "
                        "echo \"$v\" | base64 -w0; echo; cat leak.txt"}}]},
-        {"text": "all written"},
+        # (A model that knew a value, which no model here can: its answer is kept out.)
+        {"text": f"all written: {value}"},
     ]
 
 
@@ -96,6 +97,7 @@ async def test_a_runs_events_hold_the_secrets_name_never_its_value(
                             json={"content": "go", "wait": True})
         assert sent.status_code == 200, sent.text
         assert sent.json()["status"] == "completed", sent.text
+        assert sent.json()["output"] == "all written: [secret:CANARY]"
         # The tools ran with the real value (the file holds it) ...
         workspace = d.runtime.settings.workspaces_dir
         assert any(value in p.read_text() for p in workspace.rglob("leak.txt"))

@@ -9,6 +9,7 @@ state is always what the log says.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import functools
 import logging
@@ -343,6 +344,9 @@ class RunExecutor(ToolSteps, BudgetSteps):
                  else self._lease)
         if self.redactor:
             events = [_redacted(self.redactor, e) for e in events]
+            if update is not None and (update.output or update.error):
+                update = dataclasses.replace(update, output=self.redactor.data(update.output),
+                                             error=self.redactor.data(update.error))
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
                                   unless_steered_after=steer_guard, lease=lease,
                                   checkpoint_every=self.checkpoint_every if checkpoint
