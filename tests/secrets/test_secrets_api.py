@@ -102,6 +102,12 @@ async def test_an_agents_own_secret_wins_over_its_tenants(tmp_path: Path, store_
         assert getattr(caught.value, "code", None) == "secret_not_found"
         listed = (await d.call("GET", "/v1/secrets?agent=acme.bot", ADMIN)).json()
         assert [(s["name"], s["agent"]) for s in listed["secrets"]] == [("KEY", "acme.bot")]
+        # Deleted with the agent: the same name made again starts without it.
+        assert (await d.call("DELETE", "/v1/agents/acme.bot", ADMIN)).status_code == 204
+        assert [r[:3] for r in await _rows(d)] == [("acme", "", "KEY")]
+        await _agent(d, "acme.bot", "acme")
+        assert await resolve("KEY", tenant="acme", agent="acme.bot", use="t") == \
+            "tenant-wide-value"
 
 
 @pytest.mark.parametrize(("body", "status", "field"), [
