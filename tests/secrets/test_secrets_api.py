@@ -188,6 +188,20 @@ async def test_a_tenants_token_cannot_touch_another_tenants_secrets(
             assert ghost.status_code == real.status_code == 404
             assert ghost.json()["error"]["message"].replace("globex.ghost", "X") == \
                 real.json()["error"]["message"].replace("globex.bot", "X")
+            # Naming another tenant's secret from its own agent's settings: refused
+            # as a name that exists nowhere is (no oracle), nothing written.
+            answers = []
+            for name in ("GLOBEX_KEY", "NO_SUCH_KEY"):
+                answer = await d.call("PATCH", "/v1/agents/acme.bot", token, json={
+                    "settings": {"tenant": "acme", "http_headers": {"api.example.com": {
+                        "Authorization": f"Bearer secret:{name}"}}}})
+                assert answer.status_code == 422, answer.text
+                answers.append(answer.json()["error"]["message"].replace(name, "X"))
+                assert answer.json()["error"]["details"]["errors"][0]["field"] == \
+                    "body.settings.http_headers.api.example.com.Authorization"
+            assert answers[0] == answers[1]
+            agent = await d.call("GET", "/v1/agents/acme.bot", token)
+            assert "http_headers" not in agent.json()["settings"]
         after = [r for r in await _rows(d) if r[0] == "globex"]
         assert after == [r for r in before if r[0] == "globex"]
         assert await d.runtime.secrets.resolve("GLOBEX_KEY", tenant="globex",
