@@ -9,8 +9,8 @@ state is always what the log says.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
