@@ -11,6 +11,7 @@ with the reason, so it never stays queued for ever.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from agentd.events import ToolsUnavailable, WorkspaceRestored
 from agentd.runtime.affinity import Affinity
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
-from agentd.runtime.calls import Kernel
+from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
 from agentd.runtime.ports import Compactor, RunMemory, SecretValues
@@ -39,6 +40,8 @@ from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 __all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
+
+log = logging.getLogger(__name__)
 
 #: A part of a run's instructions a service adds (the agent's skills, ...): called
 #: once per run with the agent and its plan; None or "" adds nothing.
@@ -189,7 +192,8 @@ class ExecutorFactory:
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
                        and run.status == "running", redactor=redactor, secrets=source),
-            ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
+            ModelSide(targets=await self._keyed(agent, plan, source), policy=policy,
+                      instructions=instructions,
                       base_instructions=base,
                       max_steps=plan.settings.max_steps or self.settings.max_steps,
                       checkpoint_every=self.settings.checkpoint_interval_s or None,
@@ -197,6 +201,23 @@ class ExecutorFactory:
                       child_usage=self.child_usage if team or any(
                           t.name in self.child_usage_tools for t in tools) else None),
             tool_side)
+
+    async def _keyed(self, agent: AgentRecord, plan: AgentPlan, source: SecretSource | None
+                     ) -> list[Target]:
+        """The run's models: the plan's, or, for named endpoints whose key is a secret
+        of the agent (``api_key_secret``), models holding its key. A key it has none
+        of leaves the plan's model, whose calls fail saying which secret is missing."""
+        wanted = self.agents.keyed_secrets(plan)
+        keys: dict[str, str] = {}
+        for endpoint, secret in wanted.items():
+            if source is None:
+                break
+            try:
+                keys[endpoint] = await source.resolve(secret, use=f"model:{endpoint} key")
+            except AgentdError as exc:
+                log.warning("agent %s: no key for model endpoint %s: %s", agent.name,
+                            endpoint, exc.message)
+        return self.agents.keyed_targets(agent, plan, keys) if keys else plan.targets
 
     async def _secrets(self, tenant: str, agent: str
                        ) -> tuple[SecretRedactor, SecretSource | None]:
