@@ -529,6 +529,10 @@ class Settings(BaseSettings):
     #: PostgreSQL only: memory search by the pgvector extension where it can be
     #: created; false keeps vector search in the daemon (exact, or its HNSW index).
     pgvector: bool = True
+    #: The file holding the key that seals named secrets at rest (made, 0600, at
+    #: first use; None: ``<home>/secrets.key``). ``AGENTD_SECRETS_KEY`` (base64 of 32
+    #: bytes) gives the key itself instead; every node sharing a database needs the same.
+    secrets_key_file: Path | None = None
 
     @field_validator("sqlite_writer", mode="before")
     @classmethod
@@ -809,6 +813,11 @@ class Settings(BaseSettings):
     @property
     def token_file(self) -> Path:
         return self.home / "token"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        """Where the key of named secrets is kept (``secrets_key_file`` or the home's)."""
+        return self.secrets_key_file or self.home / "secrets.key"
 
     @property
     def pid_file(self) -> Path:

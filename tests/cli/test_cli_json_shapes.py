@@ -297,6 +297,8 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "token create": lambda w: ["token", "create", "ci2"],
     "token list": lambda w: ["token", "list"],
     "token rotate": lambda w: ["token", "rotate", "ci2"],
+    "secret set": lambda w: ["secret", "set", "SHAPES"],
+    "secret list": lambda w: ["secret", "list"],
     "tenant create": lambda w: ["tenant", "create", "beta"],
     "tenant list": lambda w: ["tenant", "list"],
     "tenant show": lambda w: ["tenant", "show", "acme"],
@@ -320,7 +322,8 @@ def test_every_json_command_prints_its_documented_shape(
     assert set(CASES) | set(NOT_RUN) == json_commands()
     for command, args_of in CASES.items():
         args = args_of(world)
-        stdin = world.export if command == "memory import" else None
+        stdin = (world.export if command == "memory import"
+                 else "shapes-secret-value" if command == "secret set" else None)
         result = invoke(world, *args, "--json", input=stdin)
         assert result.exit_code == 0, (command, result.output)
         shape = shapes[command]

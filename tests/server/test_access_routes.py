@@ -67,6 +67,9 @@ NOT_PER_AGENT = {
                          "scoped token): tests/telemetry/test_metrics.py",
     ("POST", "/v1/admin/reload"): "the daemon's configuration: an unscoped admin's (403 "
                                   "to a scoped one): tests/server/test_reload.py",
+    ("POST", "/v1/secrets"): "a tenant's (403 outside the scope) or an agent's (body: "
+                             "404 outside it): tests/secrets/test_secrets_api.py",
+    ("DELETE", "/v1/secrets/{name}"): "as POST, by query: tests/secrets/test_secrets_api.py",
 }
 #: Bodies that get past validation, so that the handler's own check is what answers.
 BODIES: dict[tuple[str, str], Any] = {

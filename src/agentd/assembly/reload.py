@@ -71,6 +71,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "sqlite_writer": "restart",
     "sqlite_cache_mb": "restart",
     "pgvector": "restart",
+    "secrets_key_file": "restart",
     "host": "restart",
     "port": "restart",
     "node_id": "restart",

@@ -16,6 +16,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
+``secrets``        named secrets, resolved where they are used (:mod:`agentd.secrets`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
@@ -88,6 +89,7 @@ from agentd.runtime.sessions import Sessions
 from agentd.runtime.supervisor import Supervisor
 from agentd.runtime.workspaces import WorkspaceKeeper, shared_snapshots
 from agentd.sandbox.caps import TenantCaps
+from agentd.secrets import RunSecrets, Secrets
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
@@ -110,12 +112,14 @@ from agentd.store.records import (
     RunRecord,
     SessionRecord,
 )
+from agentd.store.secrets import SecretStore
 from agentd.store.subtasks import SubtaskRecord
 from agentd.store.telegram import TelegramStore
 from agentd.telemetry.dataset import Dataset, ExportFilter
 from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import Redactor, known_secrets
+from agentd.telemetry.logs import reconfigure as reconfigure_logs
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -336,6 +340,15 @@ class Runtime(MemoryCalls):
                              store_options=settings.store_options(), secrets=secrets)
         #: Finished runs as JSON lines and preference pairs (``GET /v1/export/...``).
         self.dataset = Dataset(store)
+        #: Named secrets: sealed at rest, resolved only where a setting uses one.
+        self.secrets = Secrets(SecretStore(store.engine), key_file=settings.secrets_key_path,
+                               environ=os.environ, tenant_exists=self.identity.tenants.exists,
+                               on_values=lambda forms: reconfigure_logs(secrets=forms))
+        self.executors.secret_values = lambda tenant, agent: self.secrets.values(
+            tenant=tenant, agent=agent)
+        self.agents.async_checks.append(self.secrets.check_settings)
+        self.executors.secret_source = lambda tenant, agent, redactor: RunSecrets(
+            self.secrets, tenant=tenant, agent=agent, redactor=redactor)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)

@@ -30,6 +30,7 @@ from agentd.cli import (
     _memory,
     _runs,
     _schedules,
+    _secrets,
     _sessions,
     _skills,
     _subtasks,
@@ -637,6 +638,7 @@ app.add_typer(_webhooks.webhook_app, name="webhook", rich_help_panel="Autonomy")
 app.add_typer(_identity.token_app, name="token", rich_help_panel="Access")
 app.add_typer(_identity.tenant_app, name="tenant", rich_help_panel="Access")
 app.add_typer(_identity.audit_app, name="audit", rich_help_panel="Access")
+app.add_typer(_secrets.secret_app, name="secret", rich_help_panel="Access")
 
 
 def main() -> None:

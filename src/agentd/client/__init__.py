@@ -23,8 +23,8 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_identity``, ``_admin``) over one transport (``_base``); only the names below are
-public.
+``_secrets``, ``_identity``, ``_admin``) over one transport (``_base``); only the names
+below are public.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from agentd.client._identity import IdentityAPI
 from agentd.client._memory import MemoryAPI
 from agentd.client._runs import RunsAPI
 from agentd.client._schedules import SchedulesAPI
+from agentd.client._secrets import SecretsAPI
 from agentd.client._skills import SkillsAPI
 from agentd.client._sse import SSEEvent
 from agentd.client._usage import UsageAPI
@@ -63,7 +64,8 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI, IdentityAPI, ExportAPI, AdminAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, IdentityAPI, ExportAPI,
+             AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentd.errors import InvalidModel
 
@@ -42,6 +42,10 @@ class ProviderInfo:
     #: A named endpoint of the operator's (``[models.NAME]``): its base URL and key
     #: variable are its own, whatever an agent's settings say.
     fixed: bool = False
+    #: A named endpoint whose key is a named secret of the agent using it
+    #: (``api_key_secret``), and that key once resolved for a run (``key``).
+    key_secret: str | None = None
+    key: str | None = field(default=None, repr=False)
 
 
 def _openai_like(name: str, base_url: str | None, key_env: str | None, needs_key: bool = True
@@ -109,6 +113,9 @@ class ModelEndpoint(BaseModel):
     base_url: str | None = Field(default=None, min_length=1, max_length=2048)
     #: The variable holding its key (never an ``AGENTD_*`` one); none: no key.
     api_key_env: str | None = None
+    #: Or: the name of a secret (``agentd secret set``) each agent using it holds, its
+    #: own or its tenant's, resolved as its runs start: one endpoint, a key per tenant.
+    api_key_secret: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
     description: str = Field(default="", max_length=500)
 
     @field_validator("provider")
@@ -127,6 +134,12 @@ class ModelEndpoint(BaseModel):
             if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
                 raise ValueError("must be an http:// or https:// URL with a host")
         return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ModelEndpoint:
+        if self.api_key_env is not None and self.api_key_secret is not None:
+            raise ValueError("give api_key_env or api_key_secret, not both")
+        return self
 
     @field_validator("api_key_env")
     @classmethod
@@ -154,8 +167,9 @@ def endpoint_providers(endpoints: Mapping[str, ModelEndpoint]) -> dict[str, Prov
             raise ValueError(f"models.{name}: an openai-compatible endpoint needs base_url")
         found[name] = ProviderInfo(
             name=name, target=base.target, base_url=endpoint.base_url or base.base_url,
-            api_key_env=endpoint.api_key_env, needs_key=endpoint.api_key_env is not None,
-            fixed=True)
+            api_key_env=endpoint.api_key_env,
+            needs_key=endpoint.api_key_env is not None or endpoint.api_key_secret is not None,
+            fixed=True, key_secret=endpoint.api_key_secret)
     return found
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from agentd.runtime.ports import RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.settings import AgentSettings
+    from agentd.tools.secret_refs import SecretSource
     from agentd.tools.workers import WorkerPool
 
 __all__ = ["ToolSteps", "render_output"]
@@ -146,6 +147,7 @@ class ToolSteps:
     agent_settings: AgentSettings
     #: ``ToolContext.services`` and ``ToolContext.origin`` for every call.
     services: Mapping[type, object]
+    secrets: SecretSource | None
     origin: Mapping[str, Any]
     base_instructions: str
     instructions: str
@@ -429,7 +431,9 @@ class ToolSteps:
                               memory=None if self.memory is None else self.memory.blocks,
                               entries=None if self.memory is None else self.memory.entries,
                               memory_scope=self._memory_scope(),
-                              origin=self.origin, services=self.services)
+                              origin=self.origin, services=self.services,
+                              secrets=self.secrets,
+                              http_headers=self.agent_settings.http_headers)
             try:
                 output = render_output(await t.call(call.arguments, ctx,
                                                     self.tool_timeout_s, self.workers))

@@ -14,6 +14,7 @@ set, deleted) is handed to ``on_change`` once committed: the activity feed's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
@@ -172,6 +173,9 @@ class Agents:
         #: Models of plans a reload dropped while their agent had a run here (the run
         #: still calls them), by agent name: closed when the agent sleeps.
         self._retired: dict[str, list[Target]] = {}
+        #: Per agent: the plan and keys its keyed models were built for, and the models.
+        self._keyed: dict[str, tuple[AgentPlan, tuple[tuple[str, str], ...],
+                                     list[Target]]] = {}
         self._last_active: dict[str, float] = {}
         #: Ids of awake agents another node changed since (PostgreSQL shared by
         #: several daemons): their next use reads the record again.
@@ -358,6 +362,8 @@ class Agents:
         self._checked.pop(name, None)
         plan = self._plans.pop(name, None)
         self._close_later(plan.targets if plan is not None else [])
+        keyed = self._keyed.pop(name, None)
+        self._close_later(keyed[2] if keyed is not None else [])
 
     @staticmethod
     def _close_later(targets: list[Target]) -> None:
@@ -367,11 +373,13 @@ class Agents:
 
     async def close(self) -> None:
         """Close every awake agent's model clients."""
-        for targets in [*(p.targets for p in self._plans.values()), *self._retired.values()]:
+        for targets in [*(p.targets for p in self._plans.values()), *self._retired.values(),
+                        *(k[2] for k in self._keyed.values())]:
             for target in targets:
                 await target.model.aclose()
         self._plans.clear()
         self._retired.clear()
+        self._keyed.clear()
         self._checked.clear()
 
     # -- definitions -------------------------------------------------------------------
@@ -577,9 +585,40 @@ class Agents:
             raise exc.for_field(f"body.settings.{setting.group(1)}" if setting
                                 else "body.model") from None
 
-    def _resolve(self, name: str, model: str, settings: AgentSettings) -> AgentPlan:
+    def keyed_secrets(self, plan: AgentPlan) -> dict[str, str]:
+        """The named endpoints of ``plan``'s models whose key is a secret of the agent:
+        endpoint name -> secret name."""
+        found = {}
+        for target in plan.targets:
+            info = self.endpoints.get(target.model.provider)
+            if info is not None and info.key_secret is not None:
+                found[info.name] = info.key_secret
+        return found
+
+    def keyed_targets(self, agent: AgentRecord, plan: AgentPlan, keys: Mapping[str, str]
+                      ) -> list[Target]:
+        """``plan``'s model chain built anew with these keys of named endpoints (a run's
+        own models: their clients hold a key of its agent's)."""
+        # The same plan and keys reuse the models (their connections); models of keys
+        # since rotated are closed with the agent's plan (a run may still use them).
+        print_ = tuple(sorted((n, hashlib.sha256(k.encode()).hexdigest())
+                              for n, k in keys.items()))
+        cached = self._keyed.get(agent.name)
+        if cached is not None and cached[0] is plan and cached[1] == print_:
+            return cached[2]
+        endpoints = {**self.endpoints, **{name: replace(self.endpoints[name], key=key)
+                                          for name, key in keys.items()}}
+        targets = self._resolve(agent.name, agent.model, plan.settings, endpoints).targets
+        if cached is not None:
+            self._retired.setdefault(agent.name, []).extend(cached[2])
+        self._keyed[agent.name] = (plan, print_, targets)
+        return targets
+
+    def _resolve(self, name: str, model: str, settings: AgentSettings,
+                 endpoints: Mapping[str, ProviderInfo] | None = None) -> AgentPlan:
         """The agent's model chain (``model``, then ``settings.fallbacks``) and what the
         rest of its settings make of the daemon's (sandbox limits)."""
+        endpoints = self.endpoints if endpoints is None else endpoints
         source = next((s for s in self.model_sources if model.strip().startswith(s.prefix)),
                       None)
         if source is not None:
@@ -590,7 +629,7 @@ class Agents:
                              budgeted=not settings.budget.empty,
                              targets=[Target(model=chain[0], info=None)],
                              limits=self.sandboxes.limits(settings.sandbox))
-        chain = [_model(model, _model_call(settings), name, self.endpoints)]
+        chain = [_model(model, _model_call(settings), name, endpoints)]
         provider = chain[0].provider
         for index, entry in enumerate(settings.fallbacks):
             field = f"body.settings.fallbacks[{index}]"
@@ -601,7 +640,7 @@ class Agents:
             else:
                 own = _model_call(settings, _PORTABLE_SETTINGS)
             try:
-                fallback = _model(entry.model, own, name, self.endpoints)
+                fallback = _model(entry.model, own, name, endpoints)
             except InvalidModel as exc:
                 raise InvalidModel(f"settings.fallbacks[{index}]: {exc.message}",
                                    field=field) from None

@@ -11,6 +11,7 @@ with the reason, so it never stays queued for ever.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,21 +23,25 @@ from agentd.events import ToolsUnavailable, WorkspaceRestored
 from agentd.runtime.affinity import Affinity
 from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
-from agentd.runtime.calls import Kernel
+from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
-from agentd.runtime.ports import Compactor, RunMemory
+from agentd.runtime.ports import Compactor, RunMemory, SecretValues
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.sandboxes import Sandboxes
 from agentd.runtime.workspaces import SessionWorkspace, WorkspaceKeeper
 from agentd.security.policy import Policy, PolicyConfig
+from agentd.security.redaction import SecretRedactor
 from agentd.store import Lease, NewEvent, Store, WorkspaceHead
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
-from agentd.tools.mcp import MCPManager
+from agentd.tools.mcp import MCPManager, with_secrets
+from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 __all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
+
+log = logging.getLogger(__name__)
 
 #: A part of a run's instructions a service adds (the agent's skills, ...): called
 #: once per run with the agent and its plan; None or "" adds nothing.
@@ -139,6 +144,12 @@ class ExecutorFactory:
         self.affinity: Affinity | None = None
         #: Whether a run of the agent (by id) is under way on this node.
         self.agent_busy: Callable[[str], bool] = lambda agent_id: False
+        #: The values of the secrets an agent (tenant, name) could use, redacted out of
+        #: what its runs write (``agentd.secrets``; None: no secrets).
+        self.secret_values: SecretValues | None = None
+        #: What resolves ``secret:NAME`` for a run of an agent (tenant, name), giving
+        #: each value it resolves to the run's redactor (None: no secrets).
+        self.secret_source: Callable[[str, str, SecretRedactor], SecretSource] | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -162,7 +173,8 @@ class ExecutorFactory:
                    and plan.targets[0].model.provider == "adapter")
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
-        tools, notes = ([], []) if team or adapter else await self._tools(start)
+        redactor, source = await self._secrets(plan.settings.tenant, agent.name)
+        tools, notes = ([], []) if team or adapter else await self._tools(start, source)
         tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
             return None
@@ -179,8 +191,9 @@ class ExecutorFactory:
             RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
-                       and run.status == "running"),
-            ModelSide(targets=plan.targets, policy=policy, instructions=instructions,
+                       and run.status == "running", redactor=redactor, secrets=source),
+            ModelSide(targets=await self._keyed(agent, plan, source), policy=policy,
+                      instructions=instructions,
                       base_instructions=base,
                       max_steps=plan.settings.max_steps or self.settings.max_steps,
                       checkpoint_every=self.settings.checkpoint_interval_s or None,
@@ -191,6 +204,34 @@ class ExecutorFactory:
                       child_usage=self.child_usage if team or any(
                           t.name in self.child_usage_tools for t in tools) else None),
             tool_side)
+
+    async def _keyed(self, agent: AgentRecord, plan: AgentPlan, source: SecretSource | None
+                     ) -> list[Target]:
+        """The run's models: the plan's, or, for named endpoints whose key is a secret
+        of the agent (``api_key_secret``), models holding its key. A key it has none
+        of leaves the plan's model, whose calls fail saying which secret is missing."""
+        wanted = self.agents.keyed_secrets(plan)
+        keys: dict[str, str] = {}
+        for endpoint, secret in wanted.items():
+            if source is None:
+                break
+            try:
+                keys[endpoint] = await source.resolve(secret, use=f"model:{endpoint} key")
+            except AgentdError as exc:
+                log.warning("agent %s: no key for model endpoint %s: %s", agent.name,
+                            endpoint, exc.message)
+        return self.agents.keyed_targets(agent, plan, keys) if keys else plan.targets
+
+    async def _secrets(self, tenant: str, agent: str
+                       ) -> tuple[SecretRedactor, SecretSource | None]:
+        """A run's redactor (the values of every secret its agent could use) and what
+        resolves its ``secret:NAME`` references (giving that redactor what it
+        resolves)."""
+        redactor = SecretRedactor(await self.secret_values(tenant, agent)
+                                  if self.secret_values is not None else None)
+        source = (self.secret_source(tenant, agent, redactor)
+                  if self.secret_source is not None else None)
+        return redactor, source
 
     def _uses_workspace(self, tools: list[Any]) -> bool:
         memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
@@ -393,19 +434,20 @@ class ExecutorFactory:
         return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
                       permissions=permissions)
 
-    async def _tools(self, start: _Start) -> tuple[list[Any], list[NewEvent]]:
+    async def _tools(self, start: _Start, secrets: SecretSource | None = None
+                     ) -> tuple[list[Any], list[NewEvent]]:
         """The run's tools: the agent's, then its MCP servers' (with an event naming
-        any server that could not be reached)."""
+        any server that could not be reached, or whose secrets could not be had)."""
         agent, plan = start.agent, start.plan
         tools = self.tools.resolve(agent.tools)
         notes: list[NewEvent] = []
         if plan.mcp:
-            failures: list[str] = []
+            servers, failures = await with_secrets(plan.mcp, secrets)
             spawn = self.sandboxes.mcp_spawner(
                 plan.sandbox, plan.limits, workspace=self.agents.workspace_of(agent),
                 network=permissions_for(self.settings, plan.policy, None).network,
                 agent_id=agent.id, tenant=plan.settings.tenant)
-            tools = [*tools, *await self.mcp.tools(agent.id, plan.mcp, failures=failures,
+            tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
                                                    spawn=spawn)]
             if failures:
                 notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -57,10 +58,12 @@ from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
 from agentd.security.policy import Policy
+from agentd.security.redaction import SecretRedactor
 from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunMoved, RunUpdate, Steered, Store
 from agentd.store.records import EventRecord, RunRecord, UsageCharge, iso
 from agentd.tools import Tool
+from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -128,6 +131,12 @@ def _lease_forms(lease: Lease) -> tuple[Lease, Lease, Lease]:
             replace(lease, release=True))
 
 
+def _redacted(redactor: SecretRedactor, event: NewEvent) -> NewEvent:
+    data = redactor.data(event.data)
+    return event if data is event.data else NewEvent(kind=event.kind, data=data,
+                                                     run_id=event.run_id)
+
+
 def _call_data(call: ToolCall) -> ToolCallData:
     data: ToolCallData = {"id": call.id, "name": call.name, "arguments": call.arguments}
     if call.extra:
@@ -176,6 +185,10 @@ class RunSubject:
     payer: tuple[str, str] | None = None
     #: Started when its message was accepted (``run.started`` committed already).
     started: bool = False
+    #: The values of the secrets its agent could use, kept out of what it writes,
+    #: and what resolves ``secret:NAME`` for its tools (``ToolContext.secrets``).
+    redactor: SecretRedactor | None = None
+    secrets: SecretSource | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +297,11 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
         #: The run was started (``run.started`` committed, its lease taken) when its
         #: message was accepted: ``_begin`` does not start it again.
         self.started = subject.started
+        #: Takes secret values out of every event before it is written (and so out of
+        #: the model's context, the streams and everything read from the log).
+        self.redactor = subject.redactor if subject.redactor is not None else \
+            SecretRedactor()
+        self.secrets = subject.secrets
         #: The lease is gone (another node took the run over): stop, write nothing.
         self.lost = False
         #: Set by the supervisor before it cancels the task: why the run stops.
@@ -329,6 +347,11 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
                       unless_run_after: int | None = None) -> list[EventRecord]:
         lease = (self._lease_acquire if acquire else self._lease_release if release
                  else self._lease)
+        if self.redactor:
+            events = [_redacted(self.redactor, e) for e in events]
+            if update is not None and (update.output or update.error):
+                update = dataclasses.replace(update, output=self.redactor.data(update.output),
+                                             error=self.redactor.data(update.error))
         write = self.store.append(self.session_id, events, run_id=self.run.id, run=update,
                                   unless_steered_after=steer_guard, lease=lease,
                                   checkpoint_every=self.checkpoint_every if checkpoint
@@ -361,7 +384,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
         if self.ok_token is not None:
             return  # whether the reply is delivered is known only once it is complete
         self.bus.publish_token(self.session_id, Token(
-            run_id=self.run.id, text=text, after=self.history.last_seq, reset=reset))
+            run_id=self.run.id, text=self.redactor.text(text), after=self.history.last_seq,
+            reset=reset))
 
     async def _note(self, event: Event) -> None:
         """An event about a model call under way (an outage, a recovery)."""

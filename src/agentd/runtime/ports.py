@@ -15,6 +15,8 @@ service needs one, it asks for one of these, and the composition root
                       (:class:`agentd.memory.compaction.Compactor`)
 :class:`ModelSource`  models of ``model`` strings the core does not know
                       (``adapter:MODULE:OBJECT``: :mod:`agentd.adapters`)
+``SecretValues``      the values of the secrets an agent could use, for redaction
+                      (:mod:`agentd.secrets`)
 ====================  =============================================================
 """
 
@@ -39,12 +41,16 @@ if TYPE_CHECKING:
     from agentd.runtime.sandboxes import Sandboxes
     from agentd.settings import AgentSettings
 
-__all__ = ["AgentHost", "Commit", "Compactor", "ModelSource", "Note", "RunMemory"]
+__all__ = ["AgentHost", "Commit", "Compactor", "ModelSource", "Note", "RunMemory",
+           "SecretValues"]
 
 #: Logs an event about a model call under way (an outage, a recovery).
 Note = Callable[[Any], Awaitable[None]]
 #: Commits a run's events: ``commit(events, usage=..., unless_changed_after=seq)``.
 Commit = Callable[..., Awaitable[list[EventRecord]]]
+#: The values of the named secrets an agent could use, by name: ``values(tenant,
+#: agent_name)`` (:meth:`agentd.secrets.Secrets.values`), redacted out of its runs' events.
+SecretValues = Callable[[str, str], Awaitable[dict[str, str]]]
 
 
 class AgentHost(Protocol):

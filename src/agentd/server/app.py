@@ -502,6 +502,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.include_router(routes.identity.token_router)
     app.include_router(routes.identity.tenant_router)
     app.include_router(routes.identity.audit_router)
+    app.include_router(routes.secrets.router)
     app.include_router(routes.admin.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)

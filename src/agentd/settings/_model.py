@@ -39,6 +39,7 @@ from agentd.settings.search import WebSearchSettings
 from agentd.settings.skills import SkillSettings
 from agentd.settings.teams import TeamSettings
 from agentd.tools.mcp_config import MCPServer
+from agentd.tools.secret_refs import HEADER_NAME, HOST_PATTERN
 from agentd.trust import MODEL_SPEC
 
 __all__ = ["MAX_FALLBACKS", "MAX_MCP_SERVERS", "AgentSettings", "FallbackModel",
@@ -194,7 +195,19 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'HTTP), plus `tools` (a subset), `trusted` (default false: results '
                     'taint), `timeout_s` (per call, default 60). A stdio command off the '
                     'daemon\'s `mcp_commands`, or a URL off its `mcp_urls`, needs an '
-                    'operator token.')
+                    'operator token. A value of `env` or `headers` may be `secret:NAME` '
+                    '(or `Bearer secret:NAME`): a named secret of the agent, given to the '
+                    'server only (security.md, secrets).')
+    http_headers: dict[Annotated[str, Field(min_length=1, max_length=253)],
+                       dict[Annotated[str, Field(pattern=HEADER_NAME)],
+                            Annotated[str, Field(max_length=8192)]]] = Field(
+        default_factory=dict, max_length=50,
+        description='Headers `http_fetch` adds to its requests to a host: `{"api.github.com": '
+                    '{"Authorization": "Bearer secret:GH_TOKEN"}}`; a key is a host name '
+                    'or `*.example.com`. Only once the request passed the agent\'s network '
+                    'grant, never on a redirect to another host; `secret:NAME` is replaced '
+                    'there by a named secret of the agent (security.md, secrets), the model '
+                    'sees neither.')
 
     memory: MemorySettings = Field(
         default_factory=MemorySettings,
@@ -272,6 +285,18 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     #    See this module's docstring for the pattern.
+
+    @field_validator("http_headers")
+    @classmethod
+    def _header_hosts(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for host, headers in value.items():
+            if not HOST_PATTERN.match(host):
+                raise ValueError(f"{host[:80]!r} is not a host name or *.domain pattern")
+            if len(headers) > 20:
+                raise ValueError(f"{host}: at most 20 headers")
+            if any(c in v for v in headers.values() for c in "\r\n\x00"):
+                raise ValueError(f"{host}: a header value holds a line break or NUL")
+        return value
 
     @field_validator("mcp")
     @classmethod

@@ -845,3 +845,24 @@ CREATE TABLE node_liveness (
 );
 """,
 ))
+
+# Migration 23: named secrets (agentd.secrets): a value per (tenant, agent, name),
+# ``agent`` '' for a secret of the whole tenant. ``value`` is the AES-GCM nonce and
+# ciphertext (base64; the scope and name are its associated data, so a row copied to
+# another scope does not decrypt); ``key_id`` tells which key sealed it.
+MIGRATIONS.append((
+    23,
+    "named secrets",
+    """
+CREATE TABLE secrets (
+    tenant     {text} NOT NULL,
+    agent      {text} NOT NULL,
+    name       {text} NOT NULL,
+    value      {text} NOT NULL,
+    key_id     {text} NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (tenant, agent, name)
+);
+""",
+))

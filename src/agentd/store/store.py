@@ -338,7 +338,8 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
 
     async def delete_agent(self, name: str, *, audit: AuditEntry | None = None
                            ) -> AgentRecord:
-        """Delete the agent (its sessions go with it); the record as it was."""
+        """Delete the agent (its sessions and own secrets go with it); the record as it
+        was."""
         def op(tx: Tx) -> AgentRecord | None:
             row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
             if row is None:
@@ -347,6 +348,9 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             _blocks.forget_agent(tx, agent.id)
             _entries.forget_agent(tx, agent.id, self.engine.dialect)
             _uids.release(tx, agent.id, self.engine.dialect)
+            # Its own secrets go with it (agent names are daemon-wide: a new agent of
+            # this name, in any tenant, starts without them).
+            tx.execute("DELETE FROM secrets WHERE agent = ?", (agent.name,))
             tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
             if audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)

@@ -20,6 +20,7 @@ from agentd.sandbox.workspace import set_usage, usage
 if TYPE_CHECKING:
     from agentd.events import ToolSandboxData
     from agentd.sandbox.context import Sandbox
+    from agentd.tools.secret_refs import SecretSource
     from agentd.tools.workers import WorkerPool
 
 __all__ = ["Tool", "ToolContext", "acting", "tool"]
@@ -78,6 +79,12 @@ class ToolContext:
     #: provides them: ``ExecutorFactory.provide``); a tool asks for one with
     #: :meth:`service` and must fail clearly (:class:`ToolError`) when it is missing.
     services: Mapping[type, object] = field(default_factory=dict)
+    #: Resolves ``secret:NAME`` for the agent (its own secrets, then its tenant's), at
+    #: the point of use only (``http_fetch``'s host headers); None: no secrets here.
+    secrets: SecretSource | None = None
+    #: Headers ``http_fetch`` adds for a host (``settings.http_headers``; values may be
+    #: ``secret:NAME``, resolved by ``secrets`` as a request is sent).
+    http_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def service(self, kind: type[_T]) -> _T | None:
         """The service of class ``kind`` this call may use (``ctx.service(Schedules)``),
@@ -165,7 +172,8 @@ class Tool:
                         # The sandbox's live handles stay here (file tools need none).
                         # (services hold locks and connections: not for a worker)
                         dataclasses.replace(ctx, sandbox=None, memory=None, entries=None,
-                                            memory_scope=None, services={})
+                                            memory_scope=None, services={},
+                                            secrets=None)
                         if self._wants_ctx
                         else None, quota if self._wants_ctx else None, owner=ctx.agent)
             except TimeoutError:

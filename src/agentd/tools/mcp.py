@@ -38,12 +38,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from agentd.errors import InvalidInput, ToolError
+from agentd.errors import AgentdError, InvalidInput, ToolError
 from agentd.logcontext import tool_traceparent
 from agentd.tools._mcp_session import Connection
 from agentd.tools.base import Tool, ToolContext
 from agentd.tools.mcp_config import MCPServer
 from agentd.tools.mcp_stdio import Spawner
+from agentd.tools.secret_refs import SecretSource, parse_reference, resolve_mapping
 
 if TYPE_CHECKING:
     from mcp_types import CallToolResult
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
     from agentd.tools.workers import WorkerPool
 
-__all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool"]
+__all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool",
+           "with_secrets"]
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,30 @@ class MCPManager:
         being replaced; the next call starts a new one), or ``dead``.
         """
         return [c.status() for c in self._connections.values()]
+
+
+async def with_secrets(servers: Sequence[MCPServer], source: SecretSource | None
+                       ) -> tuple[list[MCPServer], list[str]]:
+    """``servers`` with the ``secret:NAME`` references of their ``env`` and
+    ``headers`` replaced by the values (each use audited), and a message for each
+    server left out because a reference cannot be resolved (a secret that does not
+    exist for the agent, or cannot be opened)."""
+    out: list[MCPServer] = []
+    failed: list[str] = []
+    for server in servers:
+        if not any(parse_reference(v) for v in (*server.env.values(),
+                                                 *server.headers.values())):
+            out.append(server)
+            continue
+        try:
+            env = await resolve_mapping(server.env, source, use=f"mcp:{server.name} env")
+            headers = await resolve_mapping(server.headers, source,
+                                            use=f"mcp:{server.name} header")
+        except AgentdError as exc:
+            failed.append(f"MCP server {server.name!r} not started: {exc.message}")
+            continue
+        out.append(server.model_copy(update={"env": env, "headers": headers}))
+    return out, failed
 
 
 def _wrap(connection: Connection, taken: set[str]) -> list[MCPTool]:

@@ -23,11 +23,12 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from agentd.errors import ToolError
+from agentd.errors import AgentdError, ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
 from agentd.security.tls import tls_context
 from agentd.tools.base import Tool, ToolContext, tool
+from agentd.tools.secret_refs import host_headers, resolve_mapping
 
 __all__ = ["NET_TOOLS", "http_fetch"]
 
@@ -72,7 +73,10 @@ async def http_fetch(ctx: ToolContext, url: str, method: Method = "GET",
     if not 0 < timeout_s <= 120:
         raise ToolError("timeout_s must be above 0 and at most 120",
                         code="tool_bad_arguments")
-    sent = {k: v for k, v in (headers or {}).items() if k.lower() not in _DROPPED_HEADERS}
+    # (The model's headers never replace the settings' own for a host.)
+    own = {k.lower() for values in ctx.http_headers.values() for k in values}
+    sent = {k: v for k, v in (headers or {}).items()
+            if k.lower() not in _DROPPED_HEADERS and k.lower() not in own}
     if len(sent) > 50:
         raise ToolError("at most 50 headers", code="tool_bad_arguments")
     try:
@@ -82,6 +86,17 @@ async def http_fetch(ctx: ToolContext, url: str, method: Method = "GET",
     except TimeoutError:
         raise ToolError(f"{url} did not answer within {timeout_s:g}s",
                         code="tool_timeout") from None
+
+
+async def _host_headers(ctx: ToolContext, host: str) -> dict[str, str]:
+    extra = host_headers(ctx.http_headers, host)
+    if not extra:
+        return {}
+    try:
+        return await resolve_mapping(extra, ctx.secrets, use=f"http_fetch {host} header")
+    except AgentdError as exc:
+        raise ToolError(f"the headers settings.http_headers gives {host}: {exc.message}",
+                        code="secret_not_found") from None
 
 
 async def _fetch(ctx: ToolContext, sandbox: Sandbox, url: str, method: str,
@@ -99,12 +114,15 @@ async def _fetch(ctx: ToolContext, sandbox: Sandbox, url: str, method: str,
             except ValueError:
                 raise ToolError(f"bad port in {url!r}", code="tool_bad_arguments") from None
             address = await _address(sandbox, host, port)
+            # Only now, past the grant, and for this host alone (a redirect elsewhere
+            # gets its own or none): the settings' headers, their secrets resolved.
+            sent = {**headers, **await _host_headers(ctx, host)}
             netloc = f"[{address}]" if ":" in address else address
             target = urlunsplit((parts.scheme, f"{netloc}:{port}", parts.path or "/",
                                  parts.query, ""))
             request = client.build_request(
                 method, target, content=body.encode() if body is not None else None,
-                headers={**headers, "Host": parts.netloc.rpartition("@")[2]},
+                headers={**sent, "Host": parts.netloc.rpartition("@")[2]},
                 extensions={"sni_hostname": host} if parts.scheme == "https" else {})
             # From here on what comes back (a page, an error, a redirect's target,
             # whose refusal names it) is from outside, whatever happens next.

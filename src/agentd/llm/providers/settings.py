@@ -76,6 +76,12 @@ def key_of(provider: ProviderInfo, settings: ModelSettings) -> tuple[str | None,
     agent is saved, and "set the X variable" then would tell any token which of the
     daemon's variables exist. The calls fail (``model_auth``) without naming it; the
     daemon's log names it for the operator."""
+    if provider.key_secret is not None:
+        if provider.key is not None:
+            return provider.key, None
+        return None, (f"provider {provider.name!r} takes its key from the agent's secret "
+                      f"{provider.key_secret!r}, which this run could not have (set it: "
+                      "agentd secret set)")
     try:
         return api_key(provider, settings), None
     except InvalidModel as exc:

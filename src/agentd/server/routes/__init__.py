@@ -21,6 +21,7 @@ from agentd.server.routes import (
     run_list,
     runs,
     schedules,
+    secrets,
     sessions,
     skills,
     snapshots,
@@ -32,5 +33,5 @@ from agentd.server.routes import (
 
 __all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
            "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics", "overview",
-           "run_list", "runs", "schedules", "sessions", "skills", "snapshots", "subtasks",
-           "tools", "usage", "webhooks"]
+           "run_list", "runs", "schedules", "secrets", "sessions", "skills", "snapshots",
+           "subtasks", "tools", "usage", "webhooks"]

@@ -1,0 +1,128 @@
+"""Secret values taken out of what a run writes: a tool that prints a value (plain,
+base64 with or without a newline, URL-encoded) and a model that writes it into a tool
+call leave `[secret:NAME]` in the log, the API's events, the export and the daemon's
+log lines, never the value. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import pytest
+from tests.identity._daemon import ADMIN, Daemon, daemon, settings_for
+
+from agentd.security.redaction import SecretRedactor, encoded_forms
+
+
+def _value() -> str:
+    # Random, with characters URL encoding changes: each test plants its own.
+    return f"{secrets.token_urlsafe(18)}/+={secrets.token_hex(6)}&?"
+
+
+def test_every_form_is_replaced_by_the_secrets_name() -> None:
+    value = _value()
+    redactor = SecretRedactor({"API": value})
+    b64 = base64.b64encode(value.encode()).decode()
+    with_newline = base64.b64encode((value + "\n").encode()).decode()
+    text = (f"plain {value}; b64 {b64}; b64 of value+newline {with_newline}; url "
+            f"{quote(value, safe='')}; plus {quote_plus(value)}; urlsafe "
+            f"{base64.urlsafe_b64encode(value.encode()).decode()}")
+    out = redactor.text(text)
+    assert value not in out and b64 not in out and quote(value, safe="") not in out
+    whole = 4 * (len(value.encode()) // 3)
+    assert b64[:whole] not in out and with_newline[:whole] not in out
+    assert out.count("[secret:API]") == 6, out
+    # Data: every string, keys too; untouched data is the same object.
+    data: dict[str, Any] = {"a": [value, {"k": 1}], value: "x", "n": None}
+    redacted = redactor.data(data)
+    assert value not in repr(redacted) and redacted["a"][1] is data["a"][1]
+    clean = {"a": ["nothing here"], "b": 2}
+    assert redactor.data(clean) is clean
+    assert not SecretRedactor() and SecretRedactor().data(data) is data
+
+
+def test_a_longer_value_wins_over_one_it_contains() -> None:
+    short, long = "abcdefgh12", "abcdefgh12-and-more-34"
+    redactor = SecretRedactor({"SHORT": short, "LONG": long})
+    assert redactor.text(f"{long} {short}") == "[secret:LONG] [secret:SHORT]"
+    assert all(len(f) >= 8 for f in encoded_forms("12345678"))
+
+
+def _script(value: str) -> list[dict[str, Any]]:
+    b64 = base64.b64encode(value.encode()).decode()
+    return [
+        {"tool_calls": [{"name": "write_file", "arguments": {
+            "path": "leak.txt",
+            "content": f"{value}\n{b64}\n{quote(value, safe='')}\n{quote_plus(value)}\n"}}]},
+        {"tool_calls": [{"name": "read_file", "arguments": {"path": "leak.txt"}}]},
+        {"tool_calls": [{"name": "shell", "arguments": {
+            "command": "v=$(head -n1 leak.txt); printf %s \"$v\" | base64 -w0; echo; "
+                       "echo \"$v\" | base64 -w0; echo; cat leak.txt"}}]},
+        # (A model that knew a value, which no model here can: its answer is kept out.)
+        {"text": f"all written: {value}"},
+    ]
+
+
+async def _scan(d: Daemon, value: str) -> str:
+    """Everything the daemon keeps or answers about the run, as one text."""
+    texts = []
+    for path in ("/v1/agents/acme.bot/sessions/k/events", "/v1/export/runs?context=true",
+                 "/v1/runs?agent=acme.bot", "/v1/agents/acme.bot/sessions/k/context"):
+        answer = await d.call("GET", path, ADMIN)
+        assert answer.status_code == 200, (path, answer.text)
+        texts.append(answer.text)
+    rows = await d.runtime.store.engine.read(lambda tx: tx.all(
+        "SELECT kind, data FROM events"))
+    texts.append(repr(rows))
+    return "\n".join(texts)
+
+
+async def test_a_runs_events_hold_the_secrets_name_never_its_value(
+        tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    value = _value()
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        made = await d.call("POST", "/v1/secrets", ADMIN, json={
+            "name": "CANARY", "value": value, "tenant": "acme"})
+        assert made.status_code == 201, made.text
+        created = await d.call("POST", "/v1/agents", ADMIN, json={
+            "name": "acme.bot", "tools": ["write_file", "read_file", "shell"],
+            "settings": {"tenant": "acme", "script": _script(value)}})
+        assert created.status_code == 201, created.text
+        sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                            json={"content": "go", "wait": True})
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["status"] == "completed", sent.text
+        assert sent.json()["output"] == "all written: [secret:CANARY]"
+        # The tools ran with the real value (the file holds it) ...
+        workspace = d.runtime.settings.workspaces_dir
+        assert any(value in p.read_text() for p in workspace.rglob("leak.txt"))
+        scanned = await _scan(d, value)
+        # ... and what was written of them holds its name instead.
+        assert scanned.count("[secret:CANARY]") >= 8, scanned
+        forms = encoded_forms(value)
+        assert {f for f in forms if f in scanned} == set()
+        events = (await d.call("GET", "/v1/agents/acme.bot/sessions/k/events",
+                               ADMIN)).json()["events"]
+        shell = [e for e in events if e["kind"] == "tool.finished"][-1]
+        assert "[secret:CANARY]" in str(shell["data"]), shell
+    assert not {f for f in encoded_forms(value) if f in caplog.text}
+
+
+async def test_another_tenants_secret_is_not_redacted_nor_known(
+        tmp_path: Path, store_url: str) -> None:
+    """The redactor of a run knows only its own agent's secrets: another tenant's
+    value is not its to know (nor to tell by its absence)."""
+    mine, theirs = _value(), _value()
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        await d.call("POST", "/v1/tenants", ADMIN, json={"name": "globex"})
+        for tenant, value in (("acme", mine), ("globex", theirs)):
+            made = await d.call("POST", "/v1/secrets", ADMIN, json={
+                "name": "K", "value": value, "tenant": tenant})
+            assert made.status_code == 201, made.text
+        values = await d.runtime.secrets.values(tenant="acme", agent="acme.bot")
+        assert values == {"K": mine}
