@@ -30,7 +30,6 @@ from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
 from agentd.settings.memory import MemoryConfig
 from agentd.settings.sandbox import SANDBOX_BACKENDS, AgentSandbox, SandboxLimits
-from agentd.settings.search import WebSearchConfig
 from agentd.settings.store import (
     StoreConfig,
     asked_level,
@@ -38,6 +37,7 @@ from agentd.settings.store import (
     deprecations,
     store_level,
 )
+from agentd.tools.search_config import WebSearchConfig
 
 if TYPE_CHECKING:
     from agentd.store import StoreOptions

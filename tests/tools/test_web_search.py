@@ -15,10 +15,10 @@ from agentd.errors import ToolError
 from agentd.sandbox.backends import Limits
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import EgressRules
-from agentd.settings.search import WebSearchConfig
 from agentd.testing import StubSearch
 from agentd.tools import SEARCH_TOOLS, ToolContext
 from agentd.tools.search import MAX_SNIPPET_CHARS, WebSearch
+from agentd.tools.search_config import WebSearchConfig
 
 KEY = "stub-key-1"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentd.errors import AgentdError, InvalidInput
-from agentd.settings.search import WebSearchConfig
 from agentd.tools.search import WebSearch
+from agentd.tools.search_config import WebSearchConfig
 
 if TYPE_CHECKING:
     from agentd.runtime.agents import Agents

@@ -35,10 +35,10 @@ from agentd.settings.memory import MemorySettings
 from agentd.settings.output import OutputSettings
 from agentd.settings.sandbox import AgentSandbox
 from agentd.settings.schedules import ScheduleSettings
-from agentd.settings.search import WebSearchSettings
 from agentd.settings.skills import SkillSettings
 from agentd.settings.teams import TeamSettings
 from agentd.tools.mcp_config import MCPServer
+from agentd.tools.search_config import WebSearchSettings
 from agentd.tools.secret_refs import HEADER_NAME, HOST_PATTERN
 from agentd.trust import MODEL_SPEC
 

@@ -39,9 +39,9 @@ from agentd.errors import ToolError
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.egress import check_async
 from agentd.security.tls import tls_context
-from agentd.settings.search import SearchProviderConfig, WebSearchConfig
 from agentd.tools._search_wire import PROVIDERS, Freshness, Hit, Query, WireRequest
 from agentd.tools.base import Tool, ToolContext, tool
+from agentd.tools.search_config import SearchProviderConfig, WebSearchConfig
 
 __all__ = ["SEARCH_TOOLS", "WebSearch", "web_search"]
 
