@@ -16,6 +16,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``compactor``      older turns summarised near the model's window (:mod:`agentd.memory.compaction`)
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
+``hooks``          agents' checks: callables, webhooks, commands (:mod:`agentd.hooks`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
@@ -119,6 +120,7 @@ from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
 from agentd.tools.workers import WorkerPool
 from agentd.version import __version__
+from agentd.hooks import HookRunner
 from agentd.webhooks import Webhooks
 
 __all__ = ["MODES", "Runtime", "SendResult", "check_agent_name"]
@@ -321,6 +323,10 @@ class Runtime(MemoryCalls):
         self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
                                  node_id=settings.node_id, daemon_ports=(settings.port,),
                                  exclusive=self.exclusive)
+        #: Agents' checks (``settings.hooks``, ``[hooks]``).
+        self.hooks = HookRunner(settings.hooks, daemon_ports=(settings.port,))
+        self.executors.checks = self.hooks
+        self.agents.checks.append(self.hooks.check_settings)
         #: Spans of every run from the log, exported over OTLP when traces are on
         #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
         secrets = (frozenset(known_secrets(settings, os.environ))
@@ -480,6 +486,7 @@ class Runtime(MemoryCalls):
         await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
+        await self.hooks.close()
         await self.telegram.close()
         await self.follower.stop()
         await self.affinity.close()

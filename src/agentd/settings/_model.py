@@ -31,6 +31,7 @@ from agentd.settings.budget import Budget
 from agentd.settings.channels import ChannelSettings
 from agentd.settings.delegation import DelegationSettings
 from agentd.settings.heartbeat import HeartbeatSettings
+from agentd.settings.hooks import HookSettings
 from agentd.settings.memory import MemorySettings
 from agentd.settings.sandbox import AgentSandbox
 from agentd.settings.schedules import ScheduleSettings
@@ -250,6 +251,16 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"typing": true, "max_file_mb": 20, "deliver_failures": true}}`; the '
                     'variables\' names must start with the daemon\'s `[channels.telegram] '
                     'env_prefix`.')
+
+    hooks: HookSettings = Field(
+        default_factory=HookSettings,
+        description='Checks that decide at four points of a run (docs/hooks.md): '
+                    '`{"checks": [{"name", "point": "input" or "tool_call" or '
+                    '"tool_result" or "output", "kind": "python" or "webhook" or '
+                    '"command", "callable" or "url" or "command", "guardrail": false, '
+                    '"tools": [], "timeout_s": 10, "fail": "closed"}]}`; a `python` '
+                    'callable must match the daemon\'s `[hooks] allow`, a `webhook` URL '
+                    'its `[hooks] allow_hosts`.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

@@ -1,0 +1,81 @@
+"""The :class:`agentd.runtime.hooks.Checks` of a daemon: one runner for every kind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from agentd.config import HooksConfig
+from agentd.errors import InvalidInput
+from agentd.hooks._command import run_command
+from agentd.hooks._python import allowed, call_python, resolve
+from agentd.hooks._webhook import post
+from agentd.runtime.hooks import CheckCall, CheckFailed
+from agentd.security.hosts import HostRules, Refused
+from agentd.settings import AgentSettings
+
+__all__ = ["HookRunner"]
+
+
+class HookRunner:
+    """Runs agents' checks, within what the operator's ``[hooks]`` allows."""
+
+    def __init__(self, config: HooksConfig, *, daemon_ports: Iterable[int] = (),
+                 environ: Mapping[str, str] | None = None,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self.rules = HostRules.of(config.allow_hosts, config.allow_http,
+                                  (p for p in daemon_ports if p))
+        env = os.environ if environ is None else environ
+        self.secret: str | None = env.get(config.secret_env) or None
+        self._client = client
+        self._owns_client = client is None
+        self._callables: dict[str, Any] = {}
+
+    def check_settings(self, settings: AgentSettings) -> None:
+        """Refuse (422, naming the field) a callable or a URL the operator does not
+        allow; called when an agent is saved, whoever saves it."""
+        for index, check in enumerate(settings.hooks.checks):
+            where = f"body.settings.hooks.checks[{index}]"
+            if check.callable is not None:
+                why = allowed(check.callable, self.config.allow)
+                if why is not None:
+                    raise InvalidInput(f"{where}.callable: {why}",
+                                       field=f"{where}.callable")
+            if check.url is not None:
+                if not self.rules.enabled:
+                    raise InvalidInput(
+                        f"{where}.url: webhook checks are off on this daemon: the "
+                        "operator allows no host ([hooks] allow_hosts)", field=f"{where}.url")
+                try:
+                    self.rules.check_url(check.url)
+                except Refused as exc:
+                    raise InvalidInput(f"{where}.url: {exc}".replace(
+                        "[webhooks] allow", "[hooks] allow"), field=f"{where}.url") from None
+
+    async def run(self, call: CheckCall) -> Any:
+        kind = call.check.kind
+        if kind == "python":
+            spec = call.check.callable or ""
+            fn = self._callables.get(spec)
+            if fn is None:
+                fn = self._callables[spec] = resolve(spec, self.config.allow)
+            return await call_python(fn, call)
+        if kind == "webhook":
+            return await post(self._http(), self.rules, call, self.secret)
+        if kind == "command":
+            return await run_command(call)
+        raise CheckFailed(f"unknown kind {kind!r}")
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+        self._client = None
