@@ -203,7 +203,7 @@ async def test_a_webhook_that_fails_open_lets_the_call_through(
     receiver.answer = lambda payload: (503, b"", {})
     await _agent(api, _webhook(receiver.url, fail="open"), "dev")
     run, events = await _run(api)
-    assert CALLS == [{"target": "dev"}]
+    assert run["status"] == "completed" and CALLS == [{"target": "dev"}]
     [verdict] = _verdicts(events)
     assert verdict["verdict"] == "allow" and "HTTP 503" in verdict["failed"]
 
@@ -213,6 +213,7 @@ async def test_a_guardrail_webhook_fails_the_run(api: Client, receiver: Receiver
     run, events = await _run(api)
     assert run["status"] == "failed" and run["error"]["code"] == "guardrail_tripped"
     assert "not prod" in run["error"]["message"] and CALLS == []
+    assert [e["kind"] for e in events][-2:] == ["hook.verdict", "run.failed"]
 
 
 @pytest.mark.parametrize("url", [
@@ -252,7 +253,7 @@ async def test_without_a_secret_nothing_is_sent_unsigned(api: Client,
                                                          receiver: Receiver) -> None:
     await _agent(api, _webhook(receiver.url), "dev")
     run, events = await _run(api)
-    assert CALLS == [] and receiver.received == []
+    assert run["status"] == "completed" and CALLS == [] and receiver.received == []
     [verdict] = _verdicts(events)
     assert "no signing secret" in verdict["failed"]
 

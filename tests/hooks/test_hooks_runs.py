@@ -229,7 +229,7 @@ async def test_a_denied_call_stays_denied_whatever_the_model_tries(
     assert CALLS == [("deploy", {"target": "dev"})]
     events = await _events(api)
     verdicts = _verdicts(events)
-    assert [(v["verdict"], v["arguments"] if "arguments" in v else None,
+    assert [(v["verdict"], v.get("arguments"),
              v.get("name")) for v in verdicts] == [
         ("deny", None, "deploy"), ("deny", None, "deploy"), ("allow", None, "deploy")]
     assert all(v["via"] == "python" and v["point"] == "tool_call" and not v["guardrail"]

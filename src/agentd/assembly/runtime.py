@@ -58,6 +58,7 @@ from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy, MessageAddedData
+from agentd.hooks import HookRunner
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.memory.blocks import MemoryBlocks
@@ -120,7 +121,6 @@ from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
 from agentd.tools.workers import WorkerPool
 from agentd.version import __version__
-from agentd.hooks import HookRunner
 from agentd.webhooks import Webhooks
 
 __all__ = ["MODES", "Runtime", "SendResult", "check_agent_name"]
