@@ -145,10 +145,14 @@ class HooksConfig(_Strict):
     allow_hosts``: a wildcard reaches public addresses only, the daemon's own port
     never); empty: none. Requests are signed (Standard Webhooks headers) with the value
     of the environment variable ``secret_env``; unset: webhook checks fail (closed
-    unless the check says ``open``).
+    unless the check says ``open``). ``commands``: the argv prefixes a ``command`` check
+    may start with (each entry split like a shell line: ``"python3 /opt/checks/x.py"``);
+    empty: none (a check's command runs in the agent's sandbox, but outside the
+    policy's shell rules: the operator says which).
     """
 
     allow: list[str] = Field(default_factory=list, max_length=1000)
+    commands: list[str] = Field(default_factory=list, max_length=1000)
     allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
     allow_http: list[str] = Field(default_factory=list, max_length=1000)
     secret_env: str = Field(default="AGENTD_HOOKS_SECRET", min_length=1, max_length=200)

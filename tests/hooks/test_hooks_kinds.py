@@ -105,7 +105,8 @@ def _calls() -> None:
 @pytest.fixture
 def hooks_config() -> HooksConfig:
     return HooksConfig(allow_hosts=["127.0.0.1"], allow_http=["127.0.0.1"],
-                       secret_env="AGENTD_TEST_HOOKS_SECRET")
+                       secret_env="AGENTD_TEST_HOOKS_SECRET",
+                       commands=["python3 -c", "echo", "sh -c", "no-such-program-here"])
 
 
 @pytest.fixture
@@ -281,6 +282,26 @@ async def test_a_command_decides_from_the_facts_on_stdin(api: Client) -> None:
     assert [v["verdict"] for v in verdicts] == ["deny", "allow"], verdicts
     assert CALLS == [{"target": "dev"}]
     assert verdicts[0]["reason"] == "said the command" and verdicts[0]["via"] == "command"
+
+
+@pytest.mark.parametrize("command", [
+    ["bash", "-c", "rm -rf ."], ["python3", "/tmp/x.py"], ["python3"], ["sh"],
+    ["/bin/sh", "-c", "id"], [" echo"], ["Echo", "x"]])
+async def test_a_command_the_operator_does_not_list_is_refused(
+        api: Client, command: list[str]) -> None:
+    """A check's command runs outside the policy's shell rules: only what the operator
+    listed, by argv prefix, whoever saves the agent (a member token too)."""
+    assert (await api.post("/v1/tenants", json={"name": "acme"})).status_code == 201
+    made = await api.post("/v1/tokens", json={"name": "m", "role": "member",
+                                              "tenant": "acme"})
+    member = {"Authorization": f"Bearer {made.json()['token']}"}
+    for headers in (member, {}):
+        r = await api.post("/v1/agents", headers=headers, json={
+            "name": "acme.a", "model": "scripted", "settings": {"tenant": "acme", "hooks": {
+                "checks": [{"name": "c", "point": "output", "kind": "command",
+                            "command": command}]}}})
+        assert r.status_code == 422, r.text
+        assert "hooks.checks[0].command" in r.text and "[hooks] commands" in r.text
 
 
 @pytest.mark.parametrize(("command", "why"), [

@@ -73,7 +73,14 @@ def no_secrets_out(point, facts):
     return {"verdict": "allow"}
 
 
+def keys_in_results(point, facts):
+    if "sk-live-" in facts["output"]:
+        return {"verdict": "deny", "reason": "a tool leaked an API key"}
+    return {"verdict": "pass"}
+
+
 def no_injection(point, facts):
+    _note(point, facts)
     if "ignore previous" in facts["text"].lower():
         return {"verdict": "deny", "reason": "prompt injection"}
     return {"verdict": "allow"}
@@ -303,6 +310,24 @@ async def test_a_tainting_check_taints_the_session(api: Client, checks_module: s
     assert "from the open web" in finished["tainted"]
 
 
+async def test_a_result_guardrail_withholds_the_result_and_fails_the_run(
+        api: Client, checks_module: str) -> None:
+    await _agent(api, _call("read_config", key="api_key"), _call("deploy", target="x"),
+                 checks=[_check(checks_module, "keys_in_results", "tool_result",
+                                guardrail=True)])
+    run = await _run(api)
+    assert run["status"] == "failed" and run["error"]["code"] == "guardrail_tripped"
+    assert run["error"]["details"]["point"] == "tool_result"
+    events = await _events(api)
+    assert SECRET not in orjson.dumps(events).decode()
+    # The withheld result and its verdict in one commit, then the run's end: the
+    # model never saw the result and made no further call.
+    assert _kinds(events)[-3:] == ["hook.verdict", "tool.finished", "run.failed"]
+    finished = events[-2]["data"]
+    assert finished["is_error"] and "withheld" in finished["output"]
+    assert _kinds(events).count("message.assistant") == 1 and CALLS == []
+
+
 # -- input and output --------------------------------------------------------------------
 
 
@@ -473,6 +498,29 @@ async def test_a_decided_check_is_not_asked_again_after_a_restart(
     assert CALLS == [("release", {"target": "staging"})]
     assert len(_log(checks_module)) == 1  # not asked again
     assert len(_verdicts(events)) == 1
+
+
+async def test_an_input_verdict_is_reused_when_the_run_resumes(
+        settings_pg: Settings, checks_module: str) -> None:
+    factory = _open(settings_pg)
+    async with factory() as api:
+        await _agent(api, _call("release", target="eu"),
+                     checks=[_check(checks_module, "no_injection", "input")])
+        r = await api.post("/v1/agents/a/sessions/k/messages",
+                           json={"content": "release it", "wait": False})
+        run_id = str(r.json()["id"])
+        await wait_for_run(api, run_id, "waiting_approval")
+    async with factory() as api:
+        pending = await eventually(lambda: _approvals(api), what="the pending approval")
+        r = await api.post(f"/v1/approvals/{pending[0]['approval_id']}",
+                           json={"action": "approve"})
+        assert r.status_code == 200, r.text
+        await wait_for_run(api, run_id, "completed")
+        events = await _events(api)
+    assert CALLS == [("release", {"target": "eu"})]
+    assert [entry[0] for entry in _log(checks_module)] == ["input"]  # asked once
+    assert [v["point"] for v in _verdicts(events)] == ["input"]
+    assert "run.resumed" in _kinds(events)
 
 
 async def _approvals(api: Client) -> list[dict[str, Any]] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,6 +35,11 @@ class HookRunner:
         self._client = client
         self._owns_client = client is None
         self._callables: dict[str, Any] = {}
+        self.commands = [shlex.split(entry) for entry in config.commands]
+
+    def command_allowed(self, argv: list[str]) -> bool:
+        """Whether ``argv`` starts with one of the operator's ``[hooks] commands``."""
+        return any(prefix and argv[:len(prefix)] == prefix for prefix in self.commands)
 
     def check_settings(self, settings: AgentSettings) -> None:
         """Refuse (422, naming the field) a callable or a URL the operator does not
@@ -45,6 +51,11 @@ class HookRunner:
                 if why is not None:
                     raise InvalidInput(f"{where}.callable: {why}",
                                        field=f"{where}.callable")
+            if check.command is not None and not self.command_allowed(check.command):
+                raise InvalidInput(
+                    f"{where}.command: {shlex.join(check.command)[:200]!r} does not start "
+                    "with a command this daemon allows: the operator lists them in "
+                    "[hooks] commands (agentd.toml)", field=f"{where}.command")
             if check.url is not None:
                 if not self.rules.enabled:
                     raise InvalidInput(
@@ -67,6 +78,9 @@ class HookRunner:
         if kind == "webhook":
             return await post(self._http(), self.rules, call, self.secret)
         if kind == "command":
+            if not self.command_allowed(list(call.check.command or ())):
+                raise CheckFailed("the command is no longer one this daemon allows "
+                                  "([hooks] commands)")
             return await run_command(call)
         raise CheckFailed(f"unknown kind {kind!r}")
 

@@ -260,7 +260,7 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     '"command", "callable" or "url" or "command", "guardrail": false, '
                     '"tools": [], "timeout_s": 10, "fail": "closed"}]}`; a `python` '
                     'callable must match the daemon\'s `[hooks] allow`, a `webhook` URL '
-                    'its `[hooks] allow_hosts`.')
+                    'its `[hooks] allow_hosts`, a `command` its `[hooks] commands`.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

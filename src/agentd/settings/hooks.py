@@ -54,7 +54,8 @@ class HookCheck(BaseModel):
     command: list[Arg] | None = Field(
         None, min_length=1, max_length=64,
         description="argv run in the agent's sandbox: the facts as JSON on stdin, the "
-                    "verdict as JSON on stdout.")
+                    "verdict as JSON on stdout; it must start with one of the daemon's "
+                    "`[hooks] commands`.")
     tools: list[Pattern] = Field(
         default_factory=list, max_length=64,
         description="`tool_call` and `tool_result` checks: the tools (shell-style "
