@@ -369,6 +369,21 @@ async def test_a_denied_reply_is_never_delivered(api: Client, checks_module: str
     assert _kinds(tail) == ["message.assistant", "hook.verdict", "run.failed"]
 
 
+@pytest.mark.parametrize("checked", [True, False])
+async def test_a_reply_under_an_output_check_is_not_streamed_before_it_is_checked(
+        api: Client, checks_module: str, checked: bool) -> None:
+    """A client streaming the run sees no text of a reply the check denies (without the
+    check, the same reply streams: the test can fail)."""
+    checks = [_check(checks_module, "no_secrets_out", "output")] if checked else []
+    await _agent(api, checks=checks, final=f"the key is {SECRET}")
+    streamed = await api.post("/v1/agents/a/sessions/k/messages",
+                              json={"content": "go", "stream": True})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert (SECRET in streamed.text) is not checked
+    if checked:
+        assert "hook_denied" in streamed.text
+
+
 async def test_an_allowed_reply_is_delivered(api: Client, checks_module: str) -> None:
     await _agent(api, checks=[_check(checks_module, "no_secrets_out", "output")],
                  final="all fine")
