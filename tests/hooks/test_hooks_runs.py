@@ -86,6 +86,11 @@ def no_injection(point, facts):
     return {"verdict": "allow"}
 
 
+def meddle(point, facts):
+    facts["arguments"]["target"] = "elsewhere"
+    return {"verdict": "allow"}
+
+
 def hang(point, facts):
     HANG.wait(30)
     return {"verdict": "allow"}
@@ -268,6 +273,14 @@ async def test_modified_arguments_cannot_be_overridden(api: Client,
     assert len(modified) == 3 and modified[0]["arguments"] == {"target": "staging"}
     # The second call's extra argument went with the arguments the check replaced.
     assert all("force" not in s["arguments"] for s in started)
+
+
+async def test_a_check_changing_its_facts_changes_nothing_of_the_call(
+        api: Client, checks_module: str) -> None:
+    await _agent(api, _call("deploy", target="dev"),
+                 checks=[_check(checks_module, "meddle", "tool_call")])
+    await _run(api, "go", "completed")
+    assert CALLS == [("deploy", {"target": "dev"})]
 
 
 async def test_a_tripped_guardrail_fails_the_run_before_the_call(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import fnmatch
 import importlib
 import inspect
 import re
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from agentd.runtime.hooks import CheckCall, CheckFailed
@@ -58,13 +60,15 @@ def resolve(spec: str, allow: Sequence[str]) -> Any:
     return obj
 
 
-async def call_python(fn: Any, call: CheckCall) -> Any:
-    """``fn(point, facts)``, awaited if it is a coroutine function; a sync one in a
-    thread (one that hangs is left to it when the check's timeout cuts it off)."""
-    facts = call.payload()
+async def call_python(fn: Any, call: CheckCall, threads: Executor) -> Any:
+    """``fn(point, facts)``, awaited if it is a coroutine function; a sync one in one of
+    ``threads`` (the checks' own: one that hangs is left to its thread when the check's
+    timeout cuts it off, and holds no thread the rest of the daemon needs). The facts
+    are the check's own copy: changing them changes nothing of the call."""
+    facts = copy.deepcopy(call.payload())
     if inspect.iscoroutinefunction(fn):
         return await fn(call.point, facts)
-    result = await asyncio.to_thread(fn, call.point, facts)
+    result = await asyncio.get_running_loop().run_in_executor(threads, fn, call.point, facts)
     if inspect.isawaitable(result):
         return await result
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -19,6 +20,9 @@ from agentd.security.hosts import HostRules, Refused
 from agentd.settings import AgentSettings
 
 __all__ = ["HookRunner"]
+
+#: Sync Python checks running at once (more wait for a thread, within their timeout).
+THREADS = 8
 
 
 class HookRunner:
@@ -35,6 +39,8 @@ class HookRunner:
         self._client = client
         self._owns_client = client is None
         self._callables: dict[str, Any] = {}
+        #: Sync Python checks run here (made on first use).
+        self._threads: ThreadPoolExecutor | None = None
         self.commands = [shlex.split(entry) for entry in config.commands]
 
     def command_allowed(self, argv: list[str]) -> bool:
@@ -74,7 +80,10 @@ class HookRunner:
             fn = self._callables.get(spec)
             if fn is None:
                 fn = self._callables[spec] = resolve(spec, self.config.allow)
-            return await call_python(fn, call)
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=THREADS,
+                                                   thread_name_prefix="agentd-check")
+            return await call_python(fn, call, self._threads)
         if kind == "webhook":
             return await post(self._http(), self.rules, call, self.secret)
         if kind == "command":
@@ -93,3 +102,7 @@ class HookRunner:
         if self._client is not None and self._owns_client:
             await self._client.aclose()
         self._client = None
+        if self._threads is not None:
+            # (a check still hanging keeps its thread; the daemon does not wait for it)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
