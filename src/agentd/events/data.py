@@ -553,6 +553,8 @@ class HookVerdictData(TypedDict):
     #: The check failed (timed out, raised, answered garbage, was unreachable): why;
     #: the verdict is then its ``fail`` setting's (closed: deny, open: allow/pass).
     failed: NotRequired[str]
+    #: A ``model`` check: what its call used (charged with this event).
+    usage: NotRequired[UsageData]
 
 
 class LoopDetectedData(TypedDict):

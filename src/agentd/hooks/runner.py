@@ -91,7 +91,7 @@ class HookRunner:
                 raise CheckFailed("the command is no longer one this daemon allows "
                                   "([hooks] commands)")
             return await run_command(call)
-        raise CheckFailed(f"unknown kind {kind!r}")
+        raise CheckFailed(f"{kind} checks are run by the run loop, not here")
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

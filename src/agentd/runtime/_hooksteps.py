@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,7 +41,10 @@ from agentd.events import (
     ToolFinishedData,
     UsageData,
 )
-from agentd.llm.messages import ToolCall, UserMessage
+from agentd.llm.catalog import ModelInfo
+from agentd.llm.messages import ToolCall, Usage, UserMessage
+from agentd.runtime._hookmodel import ask_model
+from agentd.runtime.calls import Kernel, ModelCaller
 from agentd.runtime.hooks import CheckCall, CheckFailed, Checks, CheckVerdict, parse_verdict
 from agentd.settings.hooks import HookCheck, HookPoint
 from agentd.store import NewEvent
@@ -49,7 +52,7 @@ from agentd.store.records import EventRecord, RunRecord, UsageCharge
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
-    from agentd.runtime.loop import RunOutcome
+    from agentd.runtime.loop import CallPolicy, RunOutcome
     from agentd.settings import AgentSettings
     from agentd.store import Store
     from agentd.tools import Tool
@@ -104,6 +107,23 @@ class HookSteps:
     #: Runs the checks (None: this daemon runs none; every check then fails).
     checks: Checks | None
     steps: int
+    #: What a ``model`` check asks with: the run's models, through the kernel, charged
+    #: to the run's payer and counted in its usage.
+    kernel: Kernel
+    caller: ModelCaller
+    policy: CallPolicy
+    model_info: ModelInfo | None
+    payer_id: str
+    payer_name: str
+    usage: Usage
+    cost_usd: float
+    #: The judge's caller (made on first use: no text of its own is streamed).
+    _judge_caller: ModelCaller | None = None
+
+    async def _note(self, event: Event) -> None:
+        raise NotImplementedError
+    #: (BudgetSteps': after HookSteps in the executor's bases, so not stubbed here.)
+    _charged: Callable[[UsageCharge | None], None]
 
     async def _commit(self, events: Sequence[NewEvent], *args: Any, **kwargs: Any
                       ) -> list[EventRecord]:
@@ -128,19 +148,23 @@ class HookSteps:
 
     # -- one check ---------------------------------------------------------------------
 
-    async def _ask_check(self, check: HookCheck, point: HookPoint, facts: dict[str, Any]
-                         ) -> tuple[CheckVerdict, str | None]:
-        """The check's verdict, and why it failed (its ``fail`` setting decided then)."""
+    async def _ask_check(self, check: HookCheck, point: HookPoint, facts: dict[str, Any],
+                         charges: list[UsageCharge]) -> tuple[CheckVerdict, str | None]:
+        """The check's verdict, and why it failed (its ``fail`` setting decided then);
+        a ``model`` check's usage is added to ``charges``."""
         why: str | None = None
         try:
-            if self.checks is None:
-                raise CheckFailed("this daemon runs no checks")
             call = CheckCall(check=check, point=point, facts=facts, agent=self.agent_name,
                              agent_id=self.run.agent_id, session=self.session_key,
                              run_id=self.run.id, sandbox=self.sandbox,
                              workspace=self.workspace)
             async with asyncio.timeout(check.timeout_s):
-                answer = await self.checks.run(call)
+                if check.kind == "model":
+                    answer = await self._ask_model(call, charges)
+                elif self.checks is None:
+                    raise CheckFailed("this daemon runs no checks")
+                else:
+                    answer = await self.checks.run(call)
             return parse_verdict(point, answer), None
         except CheckFailed as exc:
             why = str(exc)
@@ -157,6 +181,31 @@ class HookSteps:
                                 reason=f"the check failed and fails open ({why})"), why
         return CheckVerdict(verdict="deny",
                             reason=f"the check failed and fails closed ({why})"), why
+
+    async def _ask_model(self, call: CheckCall, charges: list[UsageCharge]) -> Any:
+        """A ``model`` check's answer, from the run's own models (its tokens count in
+        the run's usage and budget, and are charged with the verdict)."""
+        if self._judge_caller is None:
+            policy = self.policy
+            self._judge_caller = ModelCaller(
+                self.kernel, self.caller.targets, priority=policy.priority,
+                tenant=policy.tenant, agent=self.run.agent_id, weight=policy.weight,
+                retry=policy.retry, publish=lambda text, reset: None, note=self._note,
+                park=False)
+        answer, message, target = await ask_model(
+            self._judge_caller, self.model_info, self.kernel.counts_tokens,
+            rule=call.check.rule or "", point=call.point, payload=call.payload())
+        if message.usage is not None:
+            usage = message.usage
+            cost = target.info.cost(usage) if target.info is not None else 0.0
+            self.usage = self.usage + usage
+            self.cost_usd += cost
+            charges.append(UsageCharge(
+                agent_id=self.payer_id, agent=self.payer_name, tenant=self.policy.tenant,
+                model=target.spec, input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+                cache_write_tokens=usage.cache_write_tokens, cost_usd=round(cost, 6)))
+        return answer
 
     @staticmethod
     def _reused(check: HookCheck, point: str, call_id: str | None,
@@ -197,7 +246,8 @@ class HookSteps:
     async def _timed(self, check: HookCheck, point: HookPoint, facts: dict[str, Any],
                      out: _Decision) -> CheckVerdict:
         began = time.perf_counter()
-        verdict, failed = await self._ask_check(check, point, dict(facts))
+        charges: list[UsageCharge] = []
+        verdict, failed = await self._ask_check(check, point, dict(facts), charges)
         data: HookVerdictData = {
             "check": check.name, "point": point, "via": check.kind,
             "verdict": cast(Any, verdict.verdict), "reason": verdict.reason,
@@ -210,7 +260,20 @@ class HookSteps:
             data["arguments"] = verdict.arguments
         if failed is not None:
             data["failed"] = failed
-        out.events.append(self._new(HookVerdict(data=data)))
+        if charges:
+            data["usage"] = {"input_tokens": charges[0].input_tokens,
+                             "output_tokens": charges[0].output_tokens,
+                             "cached_tokens": charges[0].cached_tokens}
+            if charges[0].cost_usd:
+                data["usage"]["cost_usd"] = charges[0].cost_usd
+        event = self._new(HookVerdict(data=data))
+        if charges:
+            # A model check's tokens are charged with its verdict, committed at once
+            # (a verdict is a decision taken: committed before what it decides).
+            await self._commit([event], usage=charges[0])
+            self._charged(charges[0])
+        else:
+            out.events.append(event)
         return verdict
 
     # -- the four points ---------------------------------------------------------------

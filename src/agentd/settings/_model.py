@@ -257,10 +257,12 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
         description='Checks that decide at four points of a run (docs/hooks.md): '
                     '`{"checks": [{"name", "point": "input" or "tool_call" or '
                     '"tool_result" or "output", "kind": "python" or "webhook" or '
-                    '"command", "callable" or "url" or "command", "guardrail": false, '
+                    '"command" or "model", "callable" or "url" or "command" or "rule", '
+                    '"guardrail": false, '
                     '"tools": [], "timeout_s": 10, "fail": "closed"}]}`; a `python` '
                     'callable must match the daemon\'s `[hooks] allow`, a `webhook` URL '
-                    'its `[hooks] allow_hosts`, a `command` its `[hooks] commands`.')
+                    'its `[hooks] allow_hosts`, a `command` its `[hooks] commands`; a '
+                    '`model` rule is judged by the agent\'s own models.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

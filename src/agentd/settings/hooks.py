@@ -35,8 +35,9 @@ class HookCheck(BaseModel):
 
     name: CheckName = Field(description="Names the check in its verdicts (unique).")
     point: HookPoint = Field(description="`input`, `tool_call`, `tool_result` or `output`.")
-    kind: Literal["python", "webhook", "command"] = Field(
-        description="`python` (`callable`), `webhook` (`url`) or `command` (`command`).")
+    kind: Literal["python", "webhook", "command", "model"] = Field(
+        description="`python` (`callable`), `webhook` (`url`), `command` (`command`) or "
+                    "`model` (`rule`).")
     guardrail: bool = Field(
         False, description="A deny fails the run with `guardrail_tripped` (else a "
                            "`tool_call` deny answers that call with an error, a "
@@ -56,6 +57,10 @@ class HookCheck(BaseModel):
         description="argv run in the agent's sandbox: the facts as JSON on stdin, the "
                     "verdict as JSON on stdout; it must start with one of the daemon's "
                     "`[hooks] commands`.")
+    rule: str | None = Field(
+        None, min_length=1, max_length=4000,
+        description="What the agent's own models judge the facts against (a `model` "
+                    "check; its tokens count in the run's usage and budget).")
     tools: list[Pattern] = Field(
         default_factory=list, max_length=64,
         description="`tool_call` and `tool_result` checks: the tools (shell-style "
@@ -71,8 +76,9 @@ class HookCheck(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> HookCheck:
-        wanted = {"python": "callable", "webhook": "url", "command": "command"}[self.kind]
-        for name in ("callable", "url", "command"):
+        wanted = {"python": "callable", "webhook": "url", "command": "command",
+                  "model": "rule"}[self.kind]
+        for name in ("callable", "url", "command", "rule"):
             given = getattr(self, name) is not None
             if name == wanted and not given:
                 raise ValueError(f"a {self.kind} check needs `{name}`")
