@@ -8,7 +8,10 @@ The run loop decides when a check runs and what its verdict does
 - ``webhook``: the facts POSTed as JSON to a host the operator allows (``[hooks]
   allow_hosts``), signed like agentd's outbound webhooks; the verdict is the answer;
 - ``command``: argv run in the agent's sandbox, the facts on stdin, the verdict on
-  stdout.
+  stdout, when its argv starts with one of the operator's ``[hooks] commands``.
+
+(``model`` checks are run by the run loop itself, with the run's models:
+``agentd.runtime._hookmodel``.)
 
 Whatever a check answers that is not a verdict is the check failing, decided by its
 ``fail`` setting. :meth:`HookRunner.check_settings` refuses, when an agent is saved,

@@ -58,7 +58,9 @@ async def post(client: httpx.AsyncClient, rules: HostRules, call: CheckCall,
         target = rules.check_url(url)
         address = await asyncio.to_thread(rules.address, target)
     except Refused as exc:
-        raise CheckFailed(f"refused: {exc}") from None
+        # (the rules are the webhooks'; the list they read here is [hooks]')
+        raise CheckFailed(f"refused: {exc}".replace("[webhooks] allow", "[hooks] allow")
+                          ) from None
     except (OSError, UnicodeError) as exc:
         raise CheckFailed(f"cannot resolve the host of {url!r}: {exc}") from None
     parts = urlsplit(url)

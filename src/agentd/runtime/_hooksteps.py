@@ -120,10 +120,11 @@ class HookSteps:
     #: The judge's caller (made on first use: no text of its own is streamed).
     _judge_caller: ModelCaller | None = None
 
-    async def _note(self, event: Event) -> None:
-        raise NotImplementedError
     #: (BudgetSteps': after HookSteps in the executor's bases, so not stubbed here.)
     _charged: Callable[[UsageCharge | None], None]
+
+    async def _note(self, event: Event) -> None:
+        raise NotImplementedError
 
     async def _commit(self, events: Sequence[NewEvent], *args: Any, **kwargs: Any
                       ) -> list[EventRecord]:

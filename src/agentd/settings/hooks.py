@@ -4,7 +4,8 @@ A check runs at one point: ``input`` (before the run's first step), ``tool_call`
 (before each call of the tools it names), ``tool_result`` (after each result, before
 the model sees it) or ``output`` (before the reply is delivered). It is a Python
 callable the operator allows (``python``), a signed HTTP POST to a host the operator
-allows (``webhook``), or a command run in the agent's sandbox (``command``). A check
+allows (``webhook``), a command the operator lists run in the agent's sandbox
+(``command``), or a rule judged by the agent's own models (``model``). A check
 marked ``guardrail`` fails the run (``guardrail_tripped``) when it denies; docs/hooks.md.
 """
 
