@@ -54,6 +54,7 @@ __all__ = [
     "BrowserConfig",
     "Budget",
     "ConfigFileError",
+    "HooksConfig",
     "Limit",
     "ProviderLimits",
     "RunLimit",
@@ -133,6 +134,29 @@ class AdaptersConfig(_Strict):
     #: this many seconds or the run fails ``adapter_timeout``; an agent's
     #: ``settings.timeout_s`` overrides it. ``initialize`` has the same bound.
     timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+
+
+class HooksConfig(_Strict):
+    """What agents' checks (``settings.hooks``; docs/hooks.md) may name: the operator's
+    decision, like adapters and webhooks.
+
+    ``allow``: the Python callables a ``python`` check may name (shell-style patterns
+    over ``MODULE:NAME``, as ``[adapters] allow``); empty: none. ``allow_hosts`` /
+    ``allow_http``: the hosts a ``webhook`` check may POST to (the rules of ``[webhooks]
+    allow_hosts``: a wildcard reaches public addresses only, the daemon's own port
+    never); empty: none. Requests are signed (Standard Webhooks headers) with the value
+    of the environment variable ``secret_env``; unset: webhook checks fail (closed
+    unless the check says ``open``). ``commands``: the argv prefixes a ``command`` check
+    may start with (each entry split like a shell line: ``"python3 /opt/checks/x.py"``);
+    empty: none (a check's command runs in the agent's sandbox, but outside the
+    policy's shell rules: the operator says which).
+    """
+
+    allow: list[str] = Field(default_factory=list, max_length=1000)
+    commands: list[str] = Field(default_factory=list, max_length=1000)
+    allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
+    allow_http: list[str] = Field(default_factory=list, max_length=1000)
+    secret_env: str = Field(default="AGENTD_HOOKS_SECRET", min_length=1, max_length=200)
 
 
 class TermoConfig(_Strict):
@@ -658,6 +682,8 @@ class Settings(BaseSettings):
     a2a: A2AConfig = Field(default_factory=A2AConfig)
     #: Outbound webhooks: which hosts subscriptions may name, retries, timeouts.
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    #: What agents' checks (``settings.hooks``) may call: callables, webhook hosts.
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
     #: termo-agent's routes for one adapter-backed agent (``agentd serve --adapter``).
     termo: TermoConfig = Field(default_factory=TermoConfig)
     #: Channels (``agentd.channels``): the Telegram Bot API's address, which

@@ -17,6 +17,7 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
 ``secrets``        named secrets, resolved where they are used (:mod:`agentd.secrets`)
+``hooks``          agents' checks: callables, webhooks, commands (:mod:`agentd.hooks`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
 
@@ -59,6 +60,7 @@ from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
 from agentd.events import CompactionStrategy, MessageAddedData
+from agentd.hooks import HookRunner
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.llm.output import check_schema
@@ -329,6 +331,10 @@ class Runtime(MemoryCalls):
         self.webhooks = Webhooks(store, bus=self.bus, config=settings.webhooks,
                                  node_id=settings.node_id, daemon_ports=(settings.port,),
                                  exclusive=self.exclusive)
+        #: Agents' checks (``settings.hooks``, ``[hooks]``).
+        self.hooks = HookRunner(settings.hooks, daemon_ports=(settings.port,))
+        self.executors.checks = self.hooks
+        self.agents.checks.append(self.hooks.check_settings)
         #: Spans of every run from the log, exported over OTLP when traces are on
         #: (``[telemetry]``, ``OTEL_*``: read here, once), and on demand.
         secrets = (frozenset(known_secrets(settings, os.environ))
@@ -497,6 +503,7 @@ class Runtime(MemoryCalls):
         await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
+        await self.hooks.close()
         await self.telegram.close()
         await self.follower.stop()
         await self.affinity.close()

@@ -57,6 +57,8 @@ from agentd.events.data import (
     DecisionData,
     EmptyData,
     ErrorData,
+    HookVerdictData,
+    HookVerdictKind,
     LoopDetectedData,
     MemoryConsolidatedData,
     MessageAddedData,
@@ -126,6 +128,9 @@ __all__ = [
     "EmptyData",
     "ErrorData",
     "Event",
+    "HookVerdict",
+    "HookVerdictData",
+    "HookVerdictKind",
     "LoopDetected",
     "LoopDetectedData",
     "MemoryConsolidated",
@@ -389,6 +394,14 @@ class LoopDetected:
 
 
 @dataclass(kw_only=True, slots=True)
+class HookVerdict:
+    """A check of the agent's ``settings.hooks`` decided (docs/hooks.md)."""
+
+    kind: Literal["hook.verdict"] = "hook.verdict"
+    data: HookVerdictData
+
+
+@dataclass(kw_only=True, slots=True)
 class Checkpoint:
     """A checkpoint of the session at this seq."""
 
@@ -476,7 +489,7 @@ Event = Annotated[
     | WorkspaceRestored | ToolsUnavailable | ModelOutage | ModelRecovered | BudgetWarning
     | LoopDetected | Checkpoint | SessionRestored | SessionForked | SessionCompacted
     | MemoryConsolidated | SubtaskStarted | SubtaskFinished | MessageProactive
-    | MessageAdded | OutputInvalid,
+    | MessageAdded | OutputInvalid | HookVerdict,
     Field(discriminator="kind"),
 ]
 #: The events that end a run.
@@ -488,7 +501,8 @@ _CLASSES: tuple[type[Any], ...] = (
     RunWaiting, ApprovalRequested, ApprovalDecided, WorkspaceSnapshot, WorkspaceRestored,
     ToolsUnavailable, ModelOutage, ModelRecovered, BudgetWarning, LoopDetected,
     Checkpoint, SessionRestored, SessionForked, SessionCompacted, MemoryConsolidated,
-    SubtaskStarted, SubtaskFinished, MessageProactive, MessageAdded, OutputInvalid)
+    SubtaskStarted, SubtaskFinished, MessageProactive, MessageAdded, OutputInvalid,
+    HookVerdict)
 _BY_KIND: dict[str, type[Any]] = {
     cls.__dataclass_fields__["kind"].default: cls for cls in _CLASSES}
 #: Every kind this build writes, in the catalogue's order.

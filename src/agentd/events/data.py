@@ -33,6 +33,8 @@ __all__ = [
     "DecisionData",
     "EmptyData",
     "ErrorData",
+    "HookVerdictData",
+    "HookVerdictKind",
     "LoopDetectedData",
     "MemoryConsolidatedData",
     "MessageAddedData",
@@ -316,6 +318,9 @@ class MessageAssistantData(TypedDict):
     #: The final reply was exactly the run's ``ok_token`` (a heartbeat with nothing to
     #: say): logged, not streamed to subscribers or delivered to channels.
     silent: NotRequired[bool]
+    #: A final reply an ``output`` check denied: its text is not kept (``text`` is
+    #: empty) and this says why (the run failed: ``hook.verdict`` has the verdict).
+    withheld: NotRequired[str]
 
 
 class ToolStartedData(TypedDict):
@@ -527,6 +532,33 @@ class BudgetWarningData(TypedDict):
     limit: float
     used: float
     threshold: float
+
+
+HookVerdictKind = Literal["allow", "deny", "modify", "pass", "redact", "taint"]
+
+
+class HookVerdictData(TypedDict):
+    """What one check (``settings.hooks``) decided at one point of a run."""
+
+    check: str
+    point: Literal["input", "tool_call", "tool_result", "output"]
+    #: The check's kind: ``python``, ``webhook`` or ``command``.
+    via: str
+    verdict: HookVerdictKind
+    reason: str
+    #: A guardrail: its deny failed the run (``guardrail_tripped``).
+    guardrail: bool
+    duration_ms: float
+    #: The tool call judged (``tool_call`` and ``tool_result``).
+    call_id: NotRequired[str]
+    name: NotRequired[str]
+    #: ``modify``: the arguments the call runs with.
+    arguments: NotRequired[dict[str, Any]]
+    #: The check failed (timed out, raised, answered garbage, was unreachable): why;
+    #: the verdict is then its ``fail`` setting's (closed: deny, open: allow/pass).
+    failed: NotRequired[str]
+    #: A ``model`` check: what its call used (charged with this event).
+    usage: NotRequired[UsageData]
 
 
 class LoopDetectedData(TypedDict):

@@ -43,6 +43,7 @@ from agentd.events import (
     ToolStartedData,
 )
 from agentd.llm.messages import ToolCall
+from agentd.runtime._hooksteps import HookSteps
 from agentd.runtime.activity import Activity
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
@@ -119,9 +120,10 @@ def facts_of(t: Tool, arguments: Mapping[str, Any] | None = None, session: str =
                      shell=t.name in SHELL_TOOLS, sends_to=sends_to)
 
 
-class ToolSteps:
+class ToolSteps(HookSteps):
     """Mixed into :class:`~agentd.runtime.loop.RunExecutor`: what it does with the tool
-    calls of a step. Declares what it uses of the executor."""
+    calls of a step (its checks: :class:`HookSteps`). Declares what it uses of the
+    executor."""
 
     run: RunRecord
     agent_name: str
@@ -301,7 +303,7 @@ class ToolSteps:
             finally:
                 self._doing = None
             mutated = mutated or writes
-            await self._commit([self._new(ToolFinished(data=r)) for r in results])
+            await self._commit_results([c for c, _, _ in group], results)
             finished.extend(results)
             clean = await self._on_taint(clean)
         if mutated and steps is not None:
@@ -317,6 +319,9 @@ class ToolSteps:
         t = self.tools.get(call.name)
         if t is None:
             return call, None, None
+        call, refused = await self._check_call(t, call, prior)
+        if refused is not None:
+            return call, None, refused
         verdict = await self._verdict(t, call.arguments)
         if verdict.action == "allow":
             return call, verdict, None

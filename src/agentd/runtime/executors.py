@@ -25,6 +25,7 @@ from agentd.runtime.agents import AgentPlan, Agents
 from agentd.runtime.bus import EventBus
 from agentd.runtime.calls import Kernel, Target
 from agentd.runtime.history import HistoryCache, SessionHistory
+from agentd.runtime.hooks import Checks
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
 from agentd.runtime.ports import Compactor, RunMemory, SecretValues
 from agentd.runtime.runlog import RunLog
@@ -140,6 +141,8 @@ class ExecutorFactory:
         #: that changes whenever they may have (call policies are cached on it).
         self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
         self.tenant_budgets_version: Callable[[], int] = lambda: 0
+        #: Runs agents' checks (``settings.hooks``: ``agentd.hooks``), if any.
+        self.checks: Checks | None = None
         #: Offers runs to the node holding their agent's files (None: none are).
         self.affinity: Affinity | None = None
         #: Whether a run of the agent (by id) is under way on this node.
@@ -317,7 +320,7 @@ class ExecutorFactory:
             if isinstance(followed, NewEvent):
                 notes.insert(0, followed)
         sandbox = None
-        if tools:
+        if tools or plan.settings.hooks.commands:  # (a command check runs in it too)
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,
@@ -345,7 +348,7 @@ class ExecutorFactory:
         return ToolSide(tools=tools, timeout_s=self.settings.tool_timeout_s,
                         permissions=start.permissions, sandbox=sandbox, workspace=workspace,
                         workspace_steps=workspace_steps, on_tainted=on_tainted,
-                        services=self.services, notes=notes)
+                        services=self.services, notes=notes, checks=self.checks)
 
     async def _instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
         """The agent's instructions with the services' sections (the base), and with

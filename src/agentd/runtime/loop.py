@@ -49,6 +49,7 @@ from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage,
 from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_from
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
+from agentd.runtime._hooksteps import Stopped
 from agentd.runtime._output import OutputSteps
 from agentd.runtime._recovery import Recovery
 from agentd.runtime._toolsteps import ToolSteps
@@ -67,6 +68,7 @@ from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
 if TYPE_CHECKING:
+    from agentd.runtime.hooks import Checks
     from agentd.runtime.ports import Compactor, RunMemory
     from agentd.runtime.workspaces import SessionWorkspace
     from agentd.sandbox.context import Sandbox
@@ -225,6 +227,8 @@ class ToolSide:
     on_tainted: Callable[[], Awaitable[None]] | None = None
     services: Mapping[type, object] = field(default_factory=dict)
     notes: Sequence[NewEvent] = ()
+    #: Runs the agent's checks (``settings.hooks``; None: none can run).
+    checks: Checks | None = None
 
 
 class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
@@ -280,6 +284,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
         self.sandbox = tools.sandbox
         self.workspace_steps = tools.workspace_steps
         self.on_tainted = tools.on_tainted
+        self.checks = tools.checks
         #: Events to log when the run starts (tools that could not be loaded).
         self.notes = list(tools.notes)
         #: The primary model's catalog entry (context window, prices), if known.
@@ -381,7 +386,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
             update.apply_to(self.run, records[0].at if records else time.time())
 
     def _publish_text(self, text: str, reset: bool) -> None:
-        if self.ok_token is not None:
+        if self.ok_token is not None or self._holds_reply:
             return  # whether the reply is delivered is known only once it is complete
         self.bus.publish_token(self.session_id, Token(
             run_id=self.run.id, text=self.redactor.text(text), after=self.history.last_seq,
@@ -442,6 +447,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
             # Not ours (another node holds the run or its session): nothing was written.
             self.lost = True
             return RunOutcome(status="lost")
+        except Stopped as exc:  # a check's deny, its verdict committed (_hooksteps)
+            return await self._fail(exc)
         except asyncio.CancelledError:
             reason = self.cancel_reason
             if reason is None or self.lost:
@@ -547,7 +554,10 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
         client = [t for t in self.history.client_tools(self.run.id) if t.name not in self.tools]
         self._client_tools = {t.name for t in client}
         self._output_format()
+        resuming = not self.started and self.run.status in ("running", "waiting_approval")
         outcome = await self._begin()
+        if outcome is None:
+            outcome = await self._check_input(resuming)
         specs = [*(t.spec for t in self.tools.values()), *client]
         while outcome is None:
             outcome = await self._before_step()
@@ -727,9 +737,10 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps):
             if self.ok_token is not None and output.strip() == self.ok_token:
                 step.events[0].data["silent"] = end.data["silent"] = True
             try:
+                reply, before = await self._checked_reply(end, step.events)
                 outcome = await self._finish(
-                    end,
-                    before=step.events, steer_guard=step.context_seq, charge=step.charge)
+                    reply,
+                    before=before, steer_guard=step.context_seq, charge=step.charge)
             except Steered:
                 # Clients streaming this answer throw it away: a new one follows.
                 self._publish_text("", True)

@@ -31,6 +31,7 @@ from agentd.settings.budget import Budget
 from agentd.settings.channels import ChannelSettings
 from agentd.settings.delegation import DelegationSettings
 from agentd.settings.heartbeat import HeartbeatSettings
+from agentd.settings.hooks import HookSettings
 from agentd.settings.memory import MemorySettings
 from agentd.settings.output import OutputSettings
 from agentd.settings.sandbox import AgentSandbox
@@ -281,6 +282,17 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'first schema error up to `max_repairs` times (default: the '
                     'daemon\'s `output_max_repairs`), then the run fails with '
                     '`output_invalid`.')
+    hooks: HookSettings = Field(
+        default_factory=HookSettings,
+        description='Checks that decide at four points of a run (docs/hooks.md): '
+                    '`{"checks": [{"name", "point": "input" or "tool_call" or '
+                    '"tool_result" or "output", "kind": "python" or "webhook" or '
+                    '"command" or "model", "callable" or "url" or "command" or "rule", '
+                    '"guardrail": false, '
+                    '"tools": [], "timeout_s": 10, "fail": "closed"}]}`; a `python` '
+                    'callable must match the daemon\'s `[hooks] allow`, a `webhook` URL '
+                    'its `[hooks] allow_hosts`, a `command` its `[hooks] commands`; a '
+                    '`model` rule is judged by the agent\'s own models.')
 
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)

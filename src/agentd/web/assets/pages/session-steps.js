@@ -278,6 +278,15 @@ function body(e, ctx) {
     case "loop.detected":
       return [title("!", "Loop detected", pill("warn", d.action || "warn")),
         h("p.step-text", `${d.repeats} repeats of ${(d.tools || []).join(", ")}`)];
+    case "hook.verdict": {
+      const state = d.verdict === "deny" ? "deny"
+        : d.verdict === "allow" || d.verdict === "pass" ? "allow" : "warn";
+      return [title("⊘", d.guardrail ? "Guardrail" : "Check", h("code.tool", d.check || "?"),
+        pill(state, d.verdict || "?"), d.failed ? pill("warn", "check failed") : null),
+        h("p.step-text", [d.point, d.name, d.reason].filter(Boolean).join(" · ")),
+        d.failed ? h("p.step-text.muted", d.failed) : null,
+        d.arguments ? details("Arguments", longText(jsonText(d.arguments))) : null];
+    }
     case "subtask.started": case "subtask.finished":
       return [title("⇢", e.kind === "subtask.started" ? "Subtask started" : "Subtask finished",
         d.status ? pill(d.status) : null),
