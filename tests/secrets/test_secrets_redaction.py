@@ -126,3 +126,55 @@ async def test_another_tenants_secret_is_not_redacted_nor_known(
             assert made.status_code == 201, made.text
         values = await d.runtime.secrets.values(tenant="acme", agent="acme.bot")
         assert values == {"K": mine}
+
+
+#: An operator's check (``[hooks] allow``) that keeps what it is shown.
+SEEN_CHECK = '''
+SEEN = []
+
+
+def record(point, facts):
+    SEEN.append(facts)
+    return {"verdict": "pass"}
+'''
+
+
+async def test_a_check_is_shown_the_secrets_name_never_its_value(
+        tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook's check is as far from the secret as the log: a tool's result that
+    prints a value reaches a check (a webhook's host, a command, a judging model)
+    with the secret's name in its place."""
+    import sys
+
+    from agentd.config import HooksConfig
+
+    name = f"seenchecks_{secrets.token_hex(4)}"
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(SEEN_CHECK)
+    monkeypatch.syspath_prepend(str(folder))
+    value = _value()
+    settings = settings_for(tmp_path, store_url, hooks=HooksConfig(allow=[f"{name}:*"]))
+    try:
+        async with daemon(settings) as d:
+            assert (await d.call("POST", "/v1/secrets", ADMIN, json={
+                "name": "CANARY", "value": value, "tenant": "acme"})).status_code == 201
+            created = await d.call("POST", "/v1/agents", ADMIN, json={
+                "name": "acme.bot", "tools": ["write_file", "read_file"],
+                "settings": {"tenant": "acme", "script": _script(value)[:2] + [
+                    {"text": "done"}], "hooks": {"checks": [
+                        {"name": "see", "point": "tool_result", "kind": "python",
+                         "callable": f"{name}:record"}]}}})
+            assert created.status_code == 201, created.text
+            sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                                json={"content": "go", "wait": True})
+            assert sent.json()["status"] == "completed", sent.text
+            verdicts = [e["data"] for e in (await d.call(
+                "GET", "/v1/agents/acme.bot/sessions/k/events", ADMIN)).json()["events"]
+                if e["kind"] == "hook.verdict"]
+            assert [v["verdict"] for v in verdicts] == ["pass", "pass"], verdicts
+        seen = repr(sys.modules[name].SEEN)
+        assert "[secret:CANARY]" in seen, seen  # (the file's text, as read back)
+        assert {f for f in encoded_forms(value) if f in seen} == set()
+    finally:
+        sys.modules.pop(name, None)

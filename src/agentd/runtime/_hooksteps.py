@@ -46,6 +46,7 @@ from agentd.llm.messages import ToolCall, Usage, UserMessage
 from agentd.runtime._hookmodel import ask_model
 from agentd.runtime.calls import Kernel, ModelCaller
 from agentd.runtime.hooks import CheckCall, CheckFailed, Checks, CheckVerdict, parse_verdict
+from agentd.security.redaction import SecretRedactor
 from agentd.settings.hooks import HookCheck, HookPoint
 from agentd.store import NewEvent
 from agentd.store.records import EventRecord, RunRecord, UsageCharge
@@ -106,6 +107,9 @@ class HookSteps:
     workspace: Any
     #: Runs the checks (None: this daemon runs none; every check then fails).
     checks: Checks | None
+    #: The run's secret values: what a check is shown (a webhook's host, a command, a
+    #: judging model) holds their names instead, as the log does.
+    redactor: SecretRedactor
     steps: int
     #: What a ``model`` check asks with: the run's models, through the kernel, charged
     #: to the run's payer and counted in its usage.
@@ -155,7 +159,8 @@ class HookSteps:
         a ``model`` check's usage is added to ``charges``."""
         why: str | None = None
         try:
-            call = CheckCall(check=check, point=point, facts=facts, agent=self.agent_name,
+            shown = self.redactor.data(facts) if self.redactor else facts
+            call = CheckCall(check=check, point=point, facts=shown, agent=self.agent_name,
                              agent_id=self.run.agent_id, session=self.session_key,
                              run_id=self.run.id, sandbox=self.sandbox,
                              workspace=self.workspace)
