@@ -36,11 +36,18 @@ from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools.mcp import MCPManager
 from agentd.tools.workers import WorkerPool
 
-__all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
+__all__ = ["SCRATCH_PREFIX", "WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared",
+           "ReplayBuild"]
 
 #: A part of a run's instructions a service adds (the agent's skills, ...): called
 #: once per run with the agent and its plan; None or "" adds nothing.
 ContextSection = Callable[[AgentRecord, AgentPlan], Awaitable[str | None]]
+#: Builds the executor of a replay's run (:meth:`agentd.runtime.replay.Replays.build`):
+#: (run, agent, session key, origin, prepared).
+ReplayBuild = Callable[[RunRecord, AgentRecord, str, dict[str, Any], "Prepared | None"],
+                       Awaitable["RunExecutor | None"]]
+#: The sessions whose runs may be replays (``replay:<run id>:<n>``).
+SCRATCH_PREFIX = "replay:"
 #: A run's finished children's usage: (input tokens, output tokens, cost in USD).
 ChildUsage = Callable[[str], Awaitable[tuple[int, int, float]]]
 
@@ -139,6 +146,8 @@ class ExecutorFactory:
         self.affinity: Affinity | None = None
         #: Whether a run of the agent (by id) is under way on this node.
         self.agent_busy: Callable[[str], bool] = lambda agent_id: False
+        #: Builds the runs of replays (``agentd.runtime.replay``), if any.
+        self.replay: ReplayBuild | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -150,6 +159,12 @@ class ExecutorFactory:
         start = await self._startable(run_id, prepared)
         if start is None:
             return None
+        if self.replay is not None and start.session_key.startswith(SCRATCH_PREFIX):
+            origin = (prepared.origin if prepared is not None and prepared.origin is not None
+                      else await self._origin(start.run))
+            if "replay" in origin:
+                return await self.replay(start.run, start.agent, start.session_key, origin,
+                                         prepared)
         head = await self._head(start)
         if head is not None and await self._offered(start, prepared, head):
             return None
