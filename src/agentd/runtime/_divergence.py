@@ -5,7 +5,8 @@ Both runs' events are normalised first: what differs between any two executions
 of the same decisions is set aside (ids the runtime makes up, times and durations,
 how the model call went through the kernel: queue, retries, fallbacks, outages;
 what a replay does not redo on purpose: workspace snapshots, memory recall,
-compaction, budget warnings; a restart's ``run.resumed`` / ``run.parked``), the
+compaction, budget warnings; a restart's ``run.resumed`` / ``run.parked`` and the first start of a call it started
+again), the
 replay's run id is written as the original's, and the results of one step's
 concurrent read-only calls are put in call order. Everything else must be equal.
 """
@@ -35,6 +36,7 @@ _KEYS: dict[str, frozenset[str]] = {
         "compaction", "recalled", "context_trimmed"}),
     "approval.requested": frozenset({"approval_id", "expires_at"}),
     "approval.decided": frozenset({"approval_id"}),
+    "tool.started": frozenset({"retry"}),
 }
 #: Kinds whose consecutive events a step's concurrent calls commit together.
 _CONCURRENT = frozenset({"tool.started", "tool.finished"})
@@ -47,8 +49,12 @@ def normalised(events: Sequence[EventRecord], run_id: str, as_id: str
     (0 before the first model answer)."""
     out: list[tuple[int, dict[str, Any]]] = []
     step = 0
-    for event in events:
-        if event.run_id != run_id or event.kind in _SET_ASIDE:
+    mine = [e for e in events if e.run_id == run_id]
+    # A call started again after a restart (``retry``): its last start is the one.
+    last_start = {e.data.get("call_id"): e.seq for e in mine if e.kind == "tool.started"}
+    for event in mine:
+        if event.kind in _SET_ASIDE or (event.kind == "tool.started" and last_start.get(
+                event.data.get("call_id")) != event.seq):
             continue
         data: Any = event.data
         if event.kind == "run.waiting" and data.get("reason") != "approval":

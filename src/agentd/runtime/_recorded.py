@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -34,7 +34,7 @@ from agentd.llm.messages import (
     UsageEvent,
 )
 from agentd.llm.model import Model
-from agentd.runtime.loop import RunExecutor
+from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Verdict
 from agentd.store import NewEvent, RunUpdate
 from agentd.store.records import EventRecord, UsageCharge
@@ -55,6 +55,12 @@ class Recording:
     results: dict[str, deque[ToolFinishedData]]
     decisions: dict[str, deque[ApprovalDecidedData]]
     model_error: dict[str, Any] | None = None
+    #: The ``run.cancelled`` data, when the run was cancelled (by a client, a newer
+    #: message, a stop): the replay is stopped at the same step.
+    cancelled: dict[str, Any] | None = None
+    #: What makes the run impossible to replay exactly (a decision about a call whose
+    #: outcome a restart made unknown), if anything.
+    unsupported: str | None = None
     #: The names of the tools the run called that it had (their results are not the
     #: loop's ``unknown tool``).
     called: frozenset[str] = frozenset()
@@ -66,7 +72,7 @@ class Recording:
         decisions: dict[str, deque[ApprovalDecidedData]] = {}
         requests: dict[str | None, str] = {}
         called: set[str] = set()
-        model_error = None
+        model_error = cancelled = unsupported = None
         for event in events:
             data: Any = event.data
             if event.kind == "message.assistant":
@@ -78,6 +84,13 @@ class Recording:
                     called.add(data["name"])
             elif event.kind == "approval.requested":
                 requests[data.get("approval_id")] = data["call_id"]
+                if data.get("kind") == "unknown_outcome":
+                    unsupported = ("a restart left the outcome of one of its tool calls "
+                                   "unknown and a person decided what to do")
+            elif event.kind == "run.interrupted":
+                unsupported = "it was interrupted by a restart"
+            elif event.kind == "run.cancelled":
+                cancelled = data
             elif event.kind == "approval.decided":
                 call_id = requests.get(data.get("approval_id"))
                 if call_id is not None:
@@ -87,7 +100,8 @@ class Recording:
                 if str(error.get("code", "")).startswith("model_"):
                     model_error = error
         return cls(answers=answers, results=results, decisions=decisions,
-                   model_error=model_error, called=frozenset(called))
+                   model_error=model_error, cancelled=cancelled, unsupported=unsupported,
+                   called=frozenset(called))
 
     def skip_served(self, events: Sequence[EventRecord]) -> int:
         """Drop what a replay run already consumed (its own events so far: a replay
@@ -119,8 +133,14 @@ class RecordedModel(Model):
         self._answers = list(answers)
         self._error = error
         self.served = served
+        #: Called instead of answering past the last answer when the original was
+        #: cancelled during that call: stops the run as the cancel did.
+        self.on_cancelled: Callable[[], None] | None = None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if self.served >= len(self._answers) and self.on_cancelled is not None:
+            self.on_cancelled()
+            await asyncio.Event().wait()  # (the run's task is cancelled meanwhile)
         if self.served >= len(self._answers):
             if self._error is not None:
                 raise ModelError(str(self._error.get("message", "model error")),
@@ -194,6 +214,19 @@ class ReplayExecutor(RunExecutor):
     usage is logged (to compare) but charged to no ledger or budget."""
 
     recording: Recording
+
+    def stop_as_recorded(self) -> None:
+        """Stop the run as the original's cancel did (its reason)."""
+        cancelled = self.recording.cancelled or {}
+        self.request_stop(str(cancelled.get("reason") or "cancelled"))
+
+    async def _before_step(self) -> RunOutcome | None:
+        # The original was cancelled at this step boundary: so is the replay.
+        cancelled = self.recording.cancelled
+        if (cancelled is not None and self._stop_reason is None
+                and self.steps >= int(cancelled.get("steps") or 0)):
+            self.stop_as_recorded()
+        return await super()._before_step()
 
     async def _commit(self, events: Sequence[NewEvent], update: RunUpdate | None = None,
                       steer_guard: int | None = None, *, acquire: bool = False,

@@ -102,6 +102,10 @@ class Replays:
         if sum(1 for e in mine if e.kind == "message.user") > 1:
             raise InvalidInput(f"run {run_id!r} had messages steered into it; a replay "
                                "cannot place them", code="replay_unsupported")
+        unsupported = Recording.of(mine).unsupported
+        if unsupported is not None:
+            raise InvalidInput(f"run {run_id!r} cannot be replayed exactly: {unsupported}",
+                               code="replay_unsupported")
         session = await self._scratch(original, name, key, message.seq - 1)
         origin = {k: v for k, v in message.data.items() if k not in ("content", "steer")}
         sent = await self.runs.send(name, session, str(message.data.get("content", "")),
@@ -177,6 +181,10 @@ class Replays:
                                                  code="replay_unsupported"))
             return None
         recording = Recording.of(await self._events(original))
+        if recording.unsupported is not None:
+            await f.runlog.fail(run, InvalidInput(
+                f"cannot replay: {recording.unsupported}", code="replay_unsupported"))
+            return None
         served = 0
         if run.status != "queued":  # resumed after a restart: go on where it was
             served = recording.skip_served(await self._events(run))
@@ -207,18 +215,20 @@ class Replays:
                     tenant=settings.tenant)
             except AgentdError:
                 sandbox = None
+        model = RecordedModel(as_run.model, recording.answers, recording.model_error,
+                              served=served)
         executor = ReplayExecutor(
             RunShared(store=self.store, bus=f.bus, kernel=f.kernel, lease=f.lease),
             RunSubject(run=run, agent_name=agent.name, session_key=key, history=history,
                        settings=settings, origin=origin,
                        started=prepared is not None and prepared.started
                        and run.status == "running"),
-            ModelSide(targets=[Target(model=RecordedModel(
-                          as_run.model, recording.answers, recording.model_error,
-                          served=served), info=f.agents.catalog.get(as_run.model))],
+            ModelSide(targets=[Target(model=model, info=f.agents.catalog.get(as_run.model))],
                       policy=policy, instructions=as_run.instructions,
                       max_steps=settings.max_steps or f.settings.max_steps),
             ToolSide(tools=tools, timeout_s=f.settings.tool_timeout_s,
                      permissions=permissions, sandbox=sandbox))
         executor.recording = recording
+        if recording.cancelled is not None:
+            model.on_cancelled = executor.stop_as_recorded
         return executor
