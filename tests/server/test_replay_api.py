@@ -10,7 +10,7 @@ from tests.server._scopes import ACME, ADMIN, GLOBEX, auth, scoped_daemon, seed,
 
 
 async def test_replay_over_http_and_its_refusals(tmp_path: Path, store_url: str) -> None:
-    async with scoped_daemon(settings_for(tmp_path, store_url)) as (runtime, api):
+    async with scoped_daemon(settings_for(tmp_path, store_url)) as (_runtime, api):
         acme = await seed(api, "acme-bot")
         await seed(api, "globex-bot")
         run_id = acme.ids["run_id"]

@@ -1,14 +1,14 @@
 """Comparing a replay's events with the original run's: the first place the loop
 decided differently (:mod:`agentd.runtime.replay`).
 
-Both runs' events are normalised first: what differs between any two executions
-of the same decisions is set aside (ids the runtime makes up, times and durations,
-how the model call went through the kernel: queue, retries, fallbacks, outages;
-what a replay does not redo on purpose: workspace snapshots, memory recall,
-compaction, budget warnings; a restart's ``run.resumed`` / ``run.parked`` and the first start of a call it started
-again), the
-replay's run id is written as the original's, and the results of one step's
-concurrent read-only calls are put in call order. Everything else must be equal.
+Both runs' events are normalised first: what differs between any two executions of
+the same decisions is set aside (ids the runtime makes up, times and durations; how
+the model call went through the kernel: queue, retries, fallbacks, outages; what a
+replay does not redo on purpose: workspace snapshots, memory recall, compaction,
+budget warnings; a restart's ``run.resumed`` / ``run.parked`` and the first start of
+a call it started again), the replay's run id is written as the original's, and the
+results of one step's concurrent read-only calls are put in call order. Everything
+else must be equal.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from agentd.errors import AgentdError, Conflict, InvalidInput, RunNotFound
+from agentd.errors import AgentdError, Conflict, InvalidInput, RunNotFound, SessionExists
 from agentd.runtime._divergence import first_divergence, normalised
 from agentd.runtime._recorded import RecordedModel, Recording, ReplayExecutor, recorded_tools
 from agentd.runtime.calls import Target
@@ -114,18 +114,20 @@ class Replays:
         return original, sent.run, session
 
     async def _scratch(self, original: RunRecord, name: str, key: str, seq: int) -> str:
-        """Fork the original's session at ``seq`` into a free scratch key."""
-        existing = {s.key for s in await self.store.list_sessions(original.agent_id)}
-        n = sum(1 for k in existing if k.startswith(f"{SCRATCH_PREFIX}{original.id}:"))
-        for attempt in range(_KEY_TRIES):
-            scratch = f"{SCRATCH_PREFIX}{original.id}:{n + 1 + attempt}"
-            if scratch in existing:
-                continue
+        """Fork the original's session at ``seq`` into a free scratch key (``n``: one
+        more than the highest of the run's replays kept)."""
+        prefix = f"{SCRATCH_PREFIX}{original.id}:"
+        page = await self.store.session_page(original.agent_id, limit=1000, q=prefix)
+        taken = [int(k) for s in page.sessions
+                 if s.key.startswith(prefix) and (k := s.key[len(prefix):]).isdigit()]
+        n = max(taken, default=0)
+        for attempt in range(1, _KEY_TRIES + 1):
+            scratch = f"{prefix}{n + attempt}"
             try:
                 await self.store.fork_session(original.session_id, key=scratch, seq=seq,
                                               source={"agent": name, "session": key})
-            except Conflict:
-                continue
+            except SessionExists:
+                continue  # (another replay of the run took it meanwhile)
             return scratch
         raise Conflict("no free scratch session key; try again", code="replay_busy",
                        retryable=True)
