@@ -456,10 +456,10 @@ def _replay_every_run(request: pytest.FixtureRequest,
                       monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """With ``AGENTD_TEST_REPLAY=1``: every run a test's runtimes finished is replayed
     when the runtime closes, and a replay that differs fails the test (tests/replay_mode.py).
-    Not for a test that writes a run's events by hand (``@pytest.mark.handmade_log``)."""
+    Not for a test that writes a run's events by hand (``@pytest.mark.no_replay``)."""
     from tests import replay_mode
 
-    if not replay_mode.ENABLED or request.node.get_closest_marker("handmade_log"):
+    if not replay_mode.ENABLED or request.node.get_closest_marker("no_replay"):
         yield
         return
     found: list[str] = []

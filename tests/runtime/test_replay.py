@@ -157,7 +157,7 @@ async def test_replay_uses_the_settings_the_run_started_with(runtime: Runtime) -
     assert out["matches"] is True, out
 
 
-@pytest.mark.handmade_log
+@pytest.mark.no_replay
 async def test_a_changed_loop_is_reported_at_its_first_divergence(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", tools=["peek"], settings={"script": [
         {"tool_calls": [_call("peek", key="x")]}, {"text": "done"}]})

@@ -50,17 +50,24 @@ def normalised(events: Sequence[EventRecord], run_id: str, as_id: str
     out: list[tuple[int, dict[str, Any]]] = []
     step = 0
     mine = [e for e in events if e.run_id == run_id]
-    # A call started again after a restart (``retry``): its last start is the one.
-    last_start = {e.data.get("call_id"): e.seq for e in mine if e.kind == "tool.started"}
+    # A call started again after a restart (``retry``): its last start in its step is
+    # the one (call ids repeat from step to step with some models).
+    last_start: dict[tuple[int, Any], int] = {}
+    at = 0
+    for e in mine:
+        if e.kind == "message.assistant":
+            at = int(e.data.get("step") or at + 1)
+        elif e.kind == "tool.started":
+            last_start[(at, e.data.get("call_id"))] = e.seq
     for event in mine:
+        if event.kind == "message.assistant":
+            step = int(event.data.get("step") or step + 1)
         if event.kind in _SET_ASIDE or (event.kind == "tool.started" and last_start.get(
-                event.data.get("call_id")) != event.seq):
+                (step, event.data.get("call_id"))) != event.seq):
             continue
         data: Any = event.data
         if event.kind == "run.waiting" and data.get("reason") != "approval":
             continue
-        if event.kind == "message.assistant":
-            step = int(data.get("step") or step + 1)
         drop = _KEYS["*"] | _KEYS.get(event.kind, frozenset())
         kept = {k: v for k, v in data.items() if k not in drop}
         text = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()

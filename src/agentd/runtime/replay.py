@@ -27,16 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import AgentdError, Conflict, InvalidInput, RunNotFound, SessionExists
 from agentd.runtime._divergence import first_divergence, normalised
-from agentd.runtime._recorded import RecordedModel, Recording, ReplayExecutor, recorded_tools
+from agentd.runtime._recorded import (
+    Answers,
+    RecordedModel,
+    Recording,
+    ReplayExecutor,
+    recorded_tools,
+)
 from agentd.runtime.calls import Target
 from agentd.runtime.executors import SCRATCH_PREFIX as _SCRATCH
 from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
-from agentd.security.policy import PolicyConfig
+from agentd.security.policy import Policy, PolicyConfig
 from agentd.settings.check import stored_settings
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 
@@ -149,8 +156,14 @@ class Replays:
         return {"matches": divergence is None, "first_divergence": divergence}
 
     async def _events(self, run: RunRecord) -> list[EventRecord]:
-        return [e for e in await self.store.read_events(run.session_id)
-                if e.run_id == run.id]
+        """The run's events, and the session's own events logged while it ran (a
+        workspace check's ``workspace.snapshot`` names no run)."""
+        log = await self.store.read_events(run.session_id)
+        seqs = [e.seq for e in log if e.run_id == run.id]
+        if not seqs:
+            return []
+        return [e for e in log if e.run_id == run.id
+                or (e.run_id is None and seqs[0] < e.seq < seqs[-1])]
 
     async def _agent_as_run(self, original: RunRecord, agent: AgentRecord) -> AgentRecord:
         """The agent as the run started with it: its revision then, or the agent as it
@@ -168,6 +181,33 @@ class Replays:
                        code="replay_settings_unknown")
 
     # -- the scratch run's executor (ExecutorFactory.replay) -------------------------
+
+    async def _policy_timeline(self, original: RunRecord, agent: AgentRecord,
+                               session_policy: dict[str, Any] | None
+                               ) -> Callable[[float], Policy] | None:
+        """The agent's policy at each time of the original run, when it changed while
+        the run ran (a rule remembered at one of its approvals); None when it did not."""
+        started = original.started_at or original.created_at
+        changes = await self.store.agent_settings_between(
+            agent.id, started, original.finished_at or started)
+        if not changes:
+            return None
+        session = (None if session_policy is None
+                   else PolicyConfig.model_validate(session_policy))
+        policies = [(at, permissions_for(self.factory.settings,
+                                         stored_settings(raw).policy, session))
+                    for at, raw in changes]
+
+        def policy_at(at: float) -> Policy:
+            chosen = None
+            for changed, policy in policies:
+                if changed <= at:
+                    chosen = policy
+            return chosen if chosen is not None else first
+
+        first = permissions_for(self.factory.settings, stored_settings(
+            (await self._agent_as_run(original, agent)).settings).policy, session)
+        return policy_at
 
     async def build(self, run: RunRecord, agent: AgentRecord, key: str,
                     origin: dict[str, Any], prepared: Prepared | None
@@ -217,20 +257,28 @@ class Replays:
                     tenant=settings.tenant)
             except AgentdError:
                 sandbox = None
-        model = RecordedModel(as_run.model, recording.answers, recording.model_error,
-                              served=served)
+        answers = Answers(recording.answers, served)
+        # The chain the run had (its model, then its fallbacks), and any other model
+        # that answered it: each serves the answers its model gave.
+        chain = [as_run.model, *(f.model for f in settings.fallbacks)]
+        chain += sorted({str(a.get("model")) for a in recording.answers
+                         if a.get("model") and a.get("model") not in chain})
+        models = [RecordedModel(spec, answers) for spec in chain]
         executor = ReplayExecutor(
             RunShared(store=self.store, bus=f.bus, kernel=f.kernel, lease=f.lease),
             RunSubject(run=run, agent_name=agent.name, session_key=key, history=history,
                        settings=settings, origin=origin,
                        started=prepared is not None and prepared.started
                        and run.status == "running"),
-            ModelSide(targets=[Target(model=model, info=f.agents.catalog.get(as_run.model))],
+            ModelSide(targets=[Target(model=m, info=f.agents.catalog.get(m.spec))
+                               for m in models],
                       policy=policy, instructions=as_run.instructions,
                       max_steps=settings.max_steps or f.settings.max_steps),
             ToolSide(tools=tools, timeout_s=f.settings.tool_timeout_s,
                      permissions=permissions, sandbox=sandbox))
-        executor.recording = recording
+        executor.recording, executor.answers = recording, answers
+        executor.policy_at = await self._policy_timeline(original, agent, session_policy)
         if recording.cancelled is not None:
-            model.on_cancelled = executor.stop_as_recorded
+            for m in models:
+                m.on_cancelled = executor.stop_as_recorded
         return executor

@@ -8,6 +8,7 @@ started with (:mod:`agentd.runtime.replay`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -50,3 +51,13 @@ class RevisionStore:
             return agent
 
         return await self.engine.read(op)
+
+    async def agent_settings_between(self, agent_id: str, since: float, until: float
+                                     ) -> list[tuple[float, dict[str, Any]]]:
+        """The settings of the agent's revisions made after ``since`` and up to
+        ``until`` (a change while a run ran: a rule remembered at an approval), oldest
+        first, with when each was made."""
+        rows = await self.engine.read(lambda tx: tx.all(
+            "SELECT at, settings FROM agent_revisions WHERE agent_id = ? AND at > ? "
+            "AND at <= ? ORDER BY at", (agent_id, since, until)))
+        return [(float(at), orjson.loads(settings)) for at, settings in rows]
