@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.conftest import eventually
 
 from agentd.assembly import Runtime
 from agentd.errors import Conflict, InvalidInput, RunNotFound
@@ -193,3 +194,32 @@ async def test_bad_input(runtime: Runtime) -> None:
     if run.started_at is None:
         with pytest.raises(InvalidInput):
             await runtime.replay(run.id)
+
+
+async def test_a_cancelled_run_is_stopped_where_the_original_was(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={"script": [
+        {"tool_calls": [_call("peek", key="x")]},
+        {"text": "never", "delay_ms": 60_000}]})
+    sent = await runtime.send("a", "k", "go")
+    # Cancelled during its second model call (the first step committed).
+    async def second_call() -> bool:
+        events = await runtime.read_events(sent.session.id)
+        return any(e.kind == "tool.finished" for e in events)
+
+    await eventually(second_call, what="the second model call")
+    await runtime.cancel_run(sent.run.id)
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "cancelled" and run.steps == 2
+    out = await _replay(runtime, run)
+    assert out["matches"] is True and out["status"] == "cancelled", out
+
+
+async def test_a_deleted_scratch_session_leaves_the_original_whole(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["put"], settings={"script": [
+        {"tool_calls": [_call("put", key="x")]}, {"text": "done"}]})
+    run = await _run(runtime)
+    before = await runtime.read_events(run.session_id)
+    out = await _replay(runtime, run)
+    await runtime.delete_session("a", out["session"])
+    assert await runtime.read_events(run.session_id) == before
+    assert (await runtime.get_run(run.id))[0].status == "completed"

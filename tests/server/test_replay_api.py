@@ -40,3 +40,21 @@ async def test_replay_over_http_and_its_refusals(tmp_path: Path, store_url: str)
         events = await api.get("/v1/agents/acme-bot/sessions/chat/events",
                                headers=auth(ACME))
         assert [e for e in events.json()["events"] if e["run_id"] == body["run_id"]] == []
+
+
+async def test_scratch_sessions_count_against_the_tenants_quota(tmp_path: Path,
+                                                                store_url: str) -> None:
+    async with scoped_daemon(settings_for(tmp_path, store_url)) as (_runtime, api):
+        acme = await seed(api, "acme-bot")
+        run_id = acme.ids["run_id"]
+        r = await api.post(f"/v1/runs/{run_id}/replay", headers=auth(ACME))
+        assert r.status_code == 200, r.text
+        sessions = await api.get("/v1/agents/acme-bot/sessions", headers=auth(ADMIN))
+        held = len(sessions.json()["sessions"])
+        r = await api.patch("/v1/tenants/acme", headers=auth(ADMIN),
+                            json={"quotas": {"sessions": held}})
+        assert r.status_code == 200, r.text
+        r = await api.post(f"/v1/runs/{run_id}/replay", headers=auth(ACME))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "quota_exceeded", r.text
+        after = await api.get("/v1/agents/acme-bot/sessions", headers=auth(ADMIN))
+        assert len(after.json()["sessions"]) == held

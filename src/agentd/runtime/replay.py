@@ -45,7 +45,7 @@ from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.loop import CallPolicy, ModelSide, RunExecutor, RunShared, RunSubject, ToolSide
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.settings.check import stored_settings
-from agentd.store.records import AgentRecord, EventRecord, RunRecord
+from agentd.store.records import AgentRecord, EventRecord, RunRecord, tenant_of
 
 if TYPE_CHECKING:
     from agentd.runtime.executors import Prepared
@@ -113,16 +113,19 @@ class Replays:
         if unsupported is not None:
             raise InvalidInput(f"run {run_id!r} cannot be replayed exactly: {unsupported}",
                                code="replay_unsupported")
-        session = await self._scratch(original, name, key, message.seq - 1)
+        session = await self._scratch(original, agent, key, message.seq - 1)
         origin = {k: v for k, v in message.data.items() if k not in ("content", "steer")}
         sent = await self.runs.send(name, session, str(message.data.get("content", "")),
                                     priority=original.priority, start=True,
                                     origin={**origin, "replay": run_id})
         return original, sent.run, session
 
-    async def _scratch(self, original: RunRecord, name: str, key: str, seq: int) -> str:
+    async def _scratch(self, original: RunRecord, agent: AgentRecord, key: str, seq: int
+                       ) -> str:
         """Fork the original's session at ``seq`` into a free scratch key (``n``: one
-        more than the highest of the run's replays kept)."""
+        more than the highest of the run's replays kept); a scratch session counts
+        against the tenant's quota of sessions like any other."""
+        quota = self.factory.agents.guard.quotas.quota(tenant_of(agent.settings), "sessions")
         prefix = f"{SCRATCH_PREFIX}{original.id}:"
         page = await self.store.session_page(original.agent_id, limit=1000, q=prefix)
         taken = [int(k) for s in page.sessions
@@ -132,7 +135,8 @@ class Replays:
             scratch = f"{prefix}{n + attempt}"
             try:
                 await self.store.fork_session(original.session_id, key=scratch, seq=seq,
-                                              source={"agent": name, "session": key})
+                                              source={"agent": agent.name, "session": key},
+                                              quota=quota)
             except SessionExists:
                 continue  # (another replay of the run took it meanwhile)
             return scratch
