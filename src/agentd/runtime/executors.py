@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import AgentdError, Conflict, InvalidInput, InvalidModel, StoreError
@@ -159,12 +159,9 @@ class ExecutorFactory:
         start = await self._startable(run_id, prepared)
         if start is None:
             return None
-        if self.replay is not None and start.session_key.startswith(SCRATCH_PREFIX):
-            origin = (prepared.origin if prepared is not None and prepared.origin is not None
-                      else await self._origin(start.run))
-            if "replay" in origin:
-                return await self.replay(start.run, start.agent, start.session_key, origin,
-                                         prepared)
+        replayed = await self._replayed(start, prepared)
+        if replayed is not False:
+            return replayed
         head = await self._head(start)
         if head is not None and await self._offered(start, prepared, head):
             return None
@@ -203,6 +200,19 @@ class ExecutorFactory:
                       child_usage=self.child_usage if team or any(
                           t.name in self.child_usage_tools for t in tools) else None),
             tool_side)
+
+    async def _replayed(self, start: _Start, prepared: Prepared | None
+                        ) -> RunExecutor | Literal[False] | None:
+        """The executor of a replay's run (``agentd.runtime.replay``: a run of a
+        ``replay:`` session whose message names the run it replays); False for any
+        other run."""
+        if self.replay is None or not start.session_key.startswith(SCRATCH_PREFIX):
+            return False
+        origin = (prepared.origin if prepared is not None and prepared.origin is not None
+                  else await self._origin(start.run))
+        if "replay" not in origin:
+            return False
+        return await self.replay(start.run, start.agent, start.session_key, origin, prepared)
 
     def _uses_workspace(self, tools: list[Any]) -> bool:
         memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
