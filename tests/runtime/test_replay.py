@@ -10,8 +10,10 @@ import pytest
 from tests.conftest import eventually
 
 from agentd.assembly import Runtime
+from agentd.config import Settings
 from agentd.errors import Conflict, InvalidInput, RunNotFound
 from agentd.llm.scripted import ScriptedModel, enqueue
+from agentd.store import open_store
 from agentd.store.records import RunRecord
 from agentd.tools import ToolContext, tool
 
@@ -40,12 +42,18 @@ def deploy(target: str) -> str:
     return f"deployed to {target}"
 
 
-@pytest.fixture(autouse=True)
-def _counting(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    CALLS.clear()
-    MODEL_CALLS.clear()
+@pytest.fixture
+def runtime(runtime: Runtime) -> Runtime:
+    """The conftest's runtime, with this module's tools."""
     for t in (peek, put, deploy):
         runtime.tools.register(t)
+    return runtime
+
+
+@pytest.fixture(autouse=True)
+def _counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    CALLS.clear()
+    MODEL_CALLS.clear()
     original = ScriptedModel.stream
 
     async def stream(self: ScriptedModel, request: Any) -> Any:
@@ -223,3 +231,34 @@ async def test_a_deleted_scratch_session_leaves_the_original_whole(runtime: Runt
     await runtime.delete_session("a", out["session"])
     assert await runtime.read_events(run.session_id) == before
     assert (await runtime.get_run(run.id))[0].status == "completed"
+
+
+async def test_a_replay_cut_off_by_a_shutdown_resumes_and_matches(
+        settings: Settings, store_url: str) -> None:
+    """A replay is an ordinary run of its scratch session: parked at a shutdown, taken
+    over at the next start (its recorded answers and results served from where it
+    was), and its log still equal to the original's."""
+    settings.database_url, settings.shutdown_grace_s = store_url, 0.0
+    script = [{"tool_calls": [_call("peek", key=f"k{i}")]} for i in range(15)]
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(peek)
+    await rt.start()
+    try:
+        await rt.create_agent(name="a", tools=["peek"], settings={
+            "script": [*script, {"text": "done"}]})
+        run = await _run(rt)
+        assert run.status == "completed" and run.steps == 16
+        _, replay, _ = await rt.replays.start(run.id)
+    finally:
+        await rt.close()  # (no grace: the replay is parked where it got to)
+    ran = len(CALLS)
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(peek)
+    await rt.start()
+    try:
+        done = await rt.wait(replay.id)
+        assert done.status == "completed" and done.steps == 16
+        assert (await rt.replays.compare(run, done))["matches"] is True
+        assert len(CALLS) == ran  # no tool ran again
+    finally:
+        await rt.close()
