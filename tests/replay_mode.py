@@ -33,7 +33,7 @@ async def replay_all(runtime: Runtime) -> list[str]:
     rows = await runtime.store.engine.read(lambda tx: tx.all(
         "SELECT r.id FROM runs r JOIN sessions s ON s.id = r.session_id WHERE r.status IN "
         "('completed', 'failed', 'cancelled', 'interrupted') AND r.started_at IS NOT NULL "
-        "AND s.key NOT LIKE 'replay:%' ORDER BY r.created_at, r.id"))
+        "AND s.key NOT LIKE ? ORDER BY r.created_at, r.id", ("replay:%",)))
     problems: list[str] = []
     for (run_id,) in rows:
         try:
