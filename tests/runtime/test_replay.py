@@ -202,6 +202,15 @@ async def test_bad_input(runtime: Runtime) -> None:
     if run.started_at is None:
         with pytest.raises(InvalidInput):
             await runtime.replay(run.id)
+    # A paused agent: refused before anything is made.
+    await runtime.create_agent(name="b")
+    done = await runtime.wait((await runtime.send("b", "k", "hi")).run.id)
+    assert done.status == "completed"
+    await runtime.set_state("b", "pause")
+    with pytest.raises(Conflict) as paused:
+        await runtime.replay(done.id)
+    assert paused.value.code == "agent_paused"
+    assert [s.key for s in await runtime.list_sessions("b")] == ["k"]
 
 
 async def test_a_cancelled_run_is_stopped_where_the_original_was(runtime: Runtime) -> None:

@@ -30,7 +30,14 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agentd.errors import AgentdError, Conflict, InvalidInput, RunNotFound, SessionExists
+from agentd.errors import (
+    AgentdError,
+    AgentNotAccepting,
+    Conflict,
+    InvalidInput,
+    RunNotFound,
+    SessionExists,
+)
 from agentd.runtime._divergence import first_divergence, normalised
 from agentd.runtime._recorded import (
     Answers,
@@ -93,9 +100,9 @@ class Replays:
                                "queued): there is nothing to replay",
                                code="replay_unsupported")
         agent = await self.factory.agents.get(name)
-        if agent.state == "paused":
-            raise Conflict(f"agent {name!r} is paused; resume it to replay its runs",
-                           code="agent_paused")
+        if agent.state in AgentNotAccepting.STATES:
+            # (refused before the scratch session is made: nothing is left behind)
+            raise AgentNotAccepting.of(name, agent.state)
         as_run = await self._agent_as_run(original, agent)  # (refused now, not later)
         if stored_settings(as_run.settings).team is not None:
             raise InvalidInput(f"run {run_id!r} is a team's: its members' runs are "
