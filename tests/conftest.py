@@ -452,6 +452,24 @@ def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _replay_every_run(request: pytest.FixtureRequest,
+                      monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """With ``AGENTD_TEST_REPLAY=1``: every run a test's runtimes finished is replayed
+    when the runtime closes, and a replay that differs fails the test (tests/replay_mode.py).
+    Not for a test that writes a run's events by hand (``@pytest.mark.no_replay``)."""
+    from tests import replay_mode
+
+    if not replay_mode.ENABLED or request.node.get_closest_marker("no_replay"):
+        yield
+        return
+    found: list[str] = []
+    monkeypatch.setattr(Runtime, "close", replay_mode.wrap_close(found))
+    yield
+    if found:
+        pytest.fail("replays differ from their runs:\n" + "\n".join(found), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     # No test reads the developer's ~/.agentd or real provider keys.
     monkeypatch.setenv("AGENTD_HOME", str(tmp_path / "home"))

@@ -332,6 +332,7 @@ async def test_taint_puts_reaching_out_behind_approval(api: Client) -> None:
     assert CALLS[1:] == [("send_email", {"to": "b@example.com"})]
 
 
+@pytest.mark.no_replay  # (the session's policy changes between its runs)
 async def test_session_policy_layer(api: Client) -> None:
     await _agent(api, _call("lookup", key="x"))
     r = await api.put("/v1/agents/a/sessions/locked/policy",

@@ -692,6 +692,7 @@ async def test_a_session_streams_live_on_every_node(settings: Settings, pg_url: 
         assert {e.run_id for e in seen} == {sent.run.id} and first.status == "completed"
 
 
+@pytest.mark.no_replay  # (its run's status is set by hand)
 async def test_a_run_ended_during_a_renewal_is_not_reported_lost(runtime: Runtime) -> None:
     """The renewal renews active runs only: a run whose end its own executor committed
     but has not yet seen must not be stopped as lost; one another node holds (or ended)

@@ -38,6 +38,7 @@ def _server(name: str = "t") -> dict[str, Any]:
             "env": {"PYTHONPATH": ":".join(site)}}
 
 
+@pytest.mark.no_replay  # (MCP tools: a replay does not start the servers to learn their flags)
 async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", model="scripted", settings={
         "sandbox": {"backend": "process"},
@@ -63,6 +64,7 @@ async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
     assert denied.data["denied"] and "no notes" in denied.data["output"]
 
 
+@pytest.mark.no_replay  # (MCP tools: a replay does not start the servers to learn their flags)
 async def test_an_mcp_call_carries_its_spans_traceparent(runtime: Runtime) -> None:
     """The call's _meta names its execute_tool span in the run's trace, so a server
     that traces continues it (issue 32)."""

@@ -258,6 +258,9 @@ async def test_migration_17_never_gives_again_a_uid_given_before(
     host: a deleted agent's stays out of use; a live agent keeps its own, counted for
     its tenant."""
     monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 17])
+    # (that schema has no agent revisions: migration 24)
+    note_revision = store_module.note_revision
+    monkeypatch.setattr(store_module, "note_revision", lambda *args, **kwargs: None)
     old = await open_store(store_url)
     try:
         live = (await old.create_agent(name="live", model="scripted", instructions="",
@@ -268,6 +271,7 @@ async def test_migration_17_never_gives_again_a_uid_given_before(
     finally:
         await old.close()
     monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(store_module, "note_revision", note_revision)
     store = await open_store(store_url)
     try:
         assert await store.sandbox_uid(live, base=600_000, count=2) == 600_000

@@ -161,8 +161,8 @@ async def test_a_check_is_shown_the_secrets_name_never_its_value(
                 "name": "CANARY", "value": value, "tenant": "acme"})).status_code == 201
             created = await d.call("POST", "/v1/agents", ADMIN, json={
                 "name": "acme.bot", "tools": ["write_file", "read_file"],
-                "settings": {"tenant": "acme", "script": _script(value)[:2] + [
-                    {"text": "done"}], "hooks": {"checks": [
+                "settings": {"tenant": "acme", "script": [
+                    *_script(value)[:2], {"text": "done"}], "hooks": {"checks": [
                         {"name": "see", "point": "tool_result", "kind": "python",
                          "callable": f"{name}:record"}]}}})
             assert created.status_code == 201, created.text

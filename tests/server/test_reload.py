@@ -334,6 +334,7 @@ async def test_tenant_quotas_change_live(tmp_path: Path, store_url: str) -> None
         assert budget is not None and budget.day.cost_usd == 2.5
 
 
+@pytest.mark.no_replay  # (the daemon's policy changes between its runs)
 async def test_a_policy_change_applies_to_the_next_run(tmp_path: Path, store_url: str
                                                        ) -> None:
     async with daemon(tmp_path, store_url) as d:
@@ -437,6 +438,7 @@ async def test_termo_routes_drop_a_removed_token_too(tmp_path: Path, store_url: 
         assert (await d.call("POST", "/api/send", LATER, json=body)).status_code == 200
 
 
+@pytest.mark.no_replay  # (the daemon's settings change between its runs)
 async def test_retries_and_breakers_apply_to_the_runs_that_start_next(
         tmp_path: Path, store_url: str) -> None:
     with StubLLMServer() as stub:

@@ -84,6 +84,7 @@ from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
 from agentd.runtime.nodes import NodeWatch
+from agentd.runtime.replay import Replays
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.runs import MODES, Also, Runs, SendResult
 from agentd.runtime.sandboxes import Sandboxes
@@ -262,6 +263,8 @@ class Runtime(MemoryCalls):
         self.runs = Runs(store, bus=self.bus, histories=self.histories, agents=self.agents,
                          supervisor=self.supervisor, runlog=self.runlog,
                          accepting=lambda: self._accepting, lease_ttl_s=self.lease.ttl)
+        self.replays = Replays(self.executors, self.runs)
+        self.executors.replay = self.replays.build
         self.lifecycle = Lifecycle(store, bus=self.bus, histories=self.histories,
                                    agents=self.agents, runs=self.runs,
                                    supervisor=self.supervisor, sandboxes=self.sandboxes,
@@ -916,6 +919,11 @@ class Runtime(MemoryCalls):
 
     async def get_run(self, run_id: str) -> tuple[RunRecord, str, str]:
         return await self.runs.get(run_id)
+
+    async def replay(self, run_id: str) -> dict[str, Any]:
+        """Run a finished run again from its log, in a scratch session, calling no model
+        and running no tool, and compare the two (:mod:`agentd.runtime.replay`)."""
+        return await self.replays.replay(run_id)
 
     async def run_trace(self, run_id: str) -> dict[str, Any]:
         """The spans of a run, built from its log, as OTLP/JSON (agentd.telemetry)."""

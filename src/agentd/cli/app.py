@@ -28,6 +28,7 @@ from agentd.cli import (
     _identity,
     _logs,
     _memory,
+    _replay,
     _runs,
     _schedules,
     _secrets,
@@ -626,6 +627,7 @@ app.command(rich_help_panel="Runs")(_approvals.approvals)
 app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
 app.command(rich_help_panel="Runs")(_trace.trace)
+app.command(rich_help_panel="Runs")(_replay.replay)
 app.add_typer(_export.export_app, name="export", rich_help_panel="Runs")
 
 app.command(rich_help_panel="Usage")(_usage.usage)

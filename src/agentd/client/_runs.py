@@ -280,6 +280,18 @@ class RunsAPI(SessionsAPI):
                                                f"/v1/runs/{segment(run_id)}/subtasks")
         return list(result["subtasks"])
 
+    def replay_run(self, run_id: str) -> dict[str, Any]:
+        """Run a finished run again from its log, in a scratch session, calling no
+        model and running no tool, and compare the two logs.
+
+        Returns:
+            ``{run_id, session, status, model_calls, tools_executed, matches,
+            first_divergence}``; ``first_divergence`` is ``{step, index, expected,
+            got}`` where the loop first decided differently, else None.
+        """
+        result: dict[str, Any] = self._request("POST", f"/v1/runs/{segment(run_id)}/replay")
+        return result
+
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a queued or running run; returns the run."""
         result: dict[str, Any] = self._request("POST", f"/v1/runs/{segment(run_id)}/cancel")

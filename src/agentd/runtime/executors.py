@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import AgentdError, Conflict, InvalidInput, InvalidModel, StoreError
@@ -40,13 +40,20 @@ from agentd.tools.mcp import MCPManager, with_secrets
 from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
-__all__ = ["WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared"]
+__all__ = ["SCRATCH_PREFIX", "WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared",
+           "ReplayBuild"]
 
 log = logging.getLogger(__name__)
 
 #: A part of a run's instructions a service adds (the agent's skills, ...): called
 #: once per run with the agent and its plan; None or "" adds nothing.
 ContextSection = Callable[[AgentRecord, AgentPlan], Awaitable[str | None]]
+#: Builds the executor of a replay's run (:meth:`agentd.runtime.replay.Replays.build`):
+#: (run, agent, session key, origin, prepared).
+ReplayBuild = Callable[[RunRecord, AgentRecord, str, dict[str, Any], "Prepared | None"],
+                       Awaitable["RunExecutor | None"]]
+#: The sessions whose runs may be replays (``replay:<run id>:<n>``).
+SCRATCH_PREFIX = "replay:"
 #: A run's finished children's usage: (input tokens, output tokens, cost in USD).
 ChildUsage = Callable[[str], Awaitable[tuple[int, int, float]]]
 
@@ -153,6 +160,8 @@ class ExecutorFactory:
         #: What resolves ``secret:NAME`` for a run of an agent (tenant, name), giving
         #: each value it resolves to the run's redactor (None: no secrets).
         self.secret_source: Callable[[str, str, SecretRedactor], SecretSource] | None = None
+        #: Builds the runs of replays (``agentd.runtime.replay``), if any.
+        self.replay: ReplayBuild | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -164,6 +173,9 @@ class ExecutorFactory:
         start = await self._startable(run_id, prepared)
         if start is None:
             return None
+        replayed = await self._replayed(start, prepared)
+        if replayed is not False:
+            return replayed
         head = await self._head(start)
         if head is not None and await self._offered(start, prepared, head):
             return None
@@ -235,6 +247,18 @@ class ExecutorFactory:
         source = (self.secret_source(tenant, agent, redactor)
                   if self.secret_source is not None else None)
         return redactor, source
+    async def _replayed(self, start: _Start, prepared: Prepared | None
+                        ) -> RunExecutor | Literal[False] | None:
+        """The executor of a replay's run (``agentd.runtime.replay``: a run of a
+        ``replay:`` session whose message names the run it replays); False for any
+        other run."""
+        if self.replay is None or not start.session_key.startswith(SCRATCH_PREFIX):
+            return False
+        origin = (prepared.origin if prepared is not None and prepared.origin is not None
+                  else await self._origin(start.run))
+        if "replay" not in origin:
+            return False
+        return await self.replay(start.run, start.agent, start.session_key, origin, prepared)
 
     def _uses_workspace(self, tools: list[Any]) -> bool:
         memory_tools = self.memory.tool_names if self.memory is not None else frozenset()

@@ -436,6 +436,21 @@ class TraceOut(BaseModel):
         description="One resource (this daemon) with one scope (agentd) and its spans.")
 
 
+class ReplayOut(BaseModel):
+    """A replay of a finished run (``POST /v1/runs/{id}/replay``)."""
+
+    run_id: str = Field(description="The replay's run (in the scratch session).")
+    session: str = Field(description="The scratch session's key: replay:<run id>:<n>.")
+    status: str = Field(description="How the replay's run ended.")
+    model_calls: int = Field(description="Calls to a real model: always 0.")
+    tools_executed: int = Field(description="Tool calls executed: always 0.")
+    matches: bool = Field(description="The replay's log equals the original's "
+                                      "(ids, times and concurrent results' order aside).")
+    first_divergence: dict[str, Any] | None = Field(
+        description="Where the loop first decided differently: {step, index, expected, "
+                    "got} (normalised events; null on the side that has none).")
+
+
 class Health(BaseModel):
     status: Literal["ok", "stopping"]
     version: str

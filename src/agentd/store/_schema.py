@@ -866,3 +866,23 @@ CREATE TABLE secrets (
 );
 """,
 ))
+
+# Migration 24: what an agent was at each change (agentd.runtime.replay): a row per
+# version of its model, instructions, tools and settings, written with the change. A
+# replay reads the version a run started with, not the agent as it is now. Agents
+# made before this migration have no row until their next change.
+MIGRATIONS.append((
+    24,
+    "agent revisions",
+    """
+CREATE TABLE agent_revisions (
+    agent_id     {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    at           {real} NOT NULL,
+    model        {text} NOT NULL,
+    instructions {text} NOT NULL,
+    tools        {text} NOT NULL,
+    settings     {text} NOT NULL,
+    PRIMARY KEY (agent_id, at)
+);
+""",
+))

@@ -61,6 +61,7 @@ from agentd.store._entry_store import EntryStore
 from agentd.store._identity import IdentityStore
 from agentd.store._lease_store import LeaseStore
 from agentd.store._node_store import NodeStore
+from agentd.store._revisions import RevisionStore, note_revision
 from agentd.store._schedule_store import ScheduleStore
 from agentd.store._schema import MIGRATIONS
 from agentd.store._sessions import new_checkpoint
@@ -120,13 +121,14 @@ _dumps = _rows.dumps
 
 class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
-            LimitStore):
+            LimitStore, RevisionStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
     checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
     subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
     (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
-    cluster's shared rate limits (:class:`LimitStore`)."""
+    cluster's shared rate limits (:class:`LimitStore`), agents' revisions
+    (:class:`RevisionStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
@@ -225,6 +227,7 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
                  record.state, now, now, tenant_of(settings)),
             )
             _quota.check(tx, quota, self.engine.dialect)
+            note_revision(tx, record)
             if audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)
             self._announce(tx, AgentChange.of("agent.created", record))
@@ -318,6 +321,8 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
                                    code="agent_changed", retryable=True)
             _quota.check(tx, quota, self.engine.dialect)
             row = tx.one(f"SELECT {AGENT_COLS} FROM agents WHERE name = ?", (name,))
+            if row is not None:
+                note_revision(tx, _agent(row), fields)
             if row is not None and audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)
             if row is not None and "settings" in fields:

@@ -1,4 +1,4 @@
-"""/v1/runs/{id}: read and cancel a run."""
+"""/v1/runs/{id}: read, cancel and replay a run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from agentd.doors.access import require_owner, require_right, require_run
 from agentd.doors.http import model_response
 from agentd.errors import RunNotFound
 from agentd.server.routes._deps import ERRORS, runtime_of
-from agentd.server.schemas import DecisionIn, RunOut, TraceOut
+from agentd.server.schemas import DecisionIn, ReplayOut, RunOut, TraceOut
 
 __all__ = ["router"]
 
@@ -52,3 +52,15 @@ async def decide_run(run_id: str, body: DecisionIn, request: Request) -> Respons
     run, agent, key = await runtime_of(request).decide(run_id, body.action, body.output,
                                                        actor=who)
     return model_response(RunOut, run.to_api(agent, key))
+
+
+@router.post("/{run_id}/replay", response_model=ReplayOut, responses=ERRORS(404, 409, 422))
+async def replay_run(run_id: str, request: Request) -> Response:
+    """Run a finished run again from its log in a scratch session
+    (``replay:<run id>:<n>``): every model answer, tool result and approval decision
+    is served from the original's events (no model call, no tool run, no tokens
+    charged), and the two logs are compared. 409 ``run_in_flight`` while the run has
+    not ended; 404 for a run that does not exist or is another tenant's."""
+    require_right(request, "use", "replaying a run")
+    await require_run(request, run_id)
+    return model_response(ReplayOut, await runtime_of(request).replay(run_id))

@@ -1,0 +1,112 @@
+"""Comparing a replay's events with the original run's: the first place the loop
+decided differently (:mod:`agentd.runtime.replay`).
+
+Both runs' events are normalised first: what differs between any two executions of
+the same decisions is set aside (ids the runtime makes up, times and durations; how
+the model call went through the kernel: queue, retries, fallbacks, outages; what a
+replay does not redo on purpose: workspace snapshots, memory recall, compaction,
+budget warnings; a restart's ``run.resumed`` / ``run.parked`` and the first start of
+a call it started again), the replay's run id is written as the original's, and the
+results of one step's concurrent read-only calls are put in call order. Everything
+else must be equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from agentd.store.records import EventRecord
+
+__all__ = ["first_divergence", "normalised"]
+
+#: Kinds that are not the loop's decisions (see the module's docstring).
+_SET_ASIDE = frozenset({
+    "model.outage", "model.recovered", "run.resumed", "run.parked", "budget.warning",
+    "checkpoint", "tools.unavailable", "workspace.snapshot", "workspace.restored",
+    "memory.consolidated", "session.compacted"})
+#: Data keys that are not the loop's decisions, by kind ("*": every kind).
+_KEYS: dict[str, frozenset[str]] = {
+    "*": frozenset({"duration_ms", "ttfc_ms", "at"}),
+    "message.user": frozenset({"replay", "traceparent"}),
+    "message.assistant": frozenset({
+        "attempts", "fallback", "stream_resets", "outage_s", "queue", "model",
+        "compaction", "recalled", "context_trimmed"}),
+    "approval.requested": frozenset({"approval_id", "expires_at"}),
+    "approval.decided": frozenset({"approval_id"}),
+    "tool.started": frozenset({"retry"}),
+}
+#: Kinds whose consecutive events a step's concurrent calls commit together.
+_CONCURRENT = frozenset({"tool.started", "tool.finished"})
+
+
+def normalised(events: Sequence[EventRecord], run_id: str, as_id: str
+               ) -> list[tuple[int, dict[str, Any]]]:
+    """``run_id`` 's events as ``(step, {"kind", "data"})``, normalised, with
+    ``run_id`` written as ``as_id``; ``step`` is the loop's step the event belongs to
+    (0 before the first model answer)."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    step = 0
+    mine = [e for e in events if e.run_id == run_id]
+    # A call started again after a restart (``retry``): its last start in its step is
+    # the one (call ids repeat from step to step with some models).
+    last_start: dict[tuple[int, Any], int] = {}
+    at = 0
+    for e in mine:
+        if e.kind == "message.assistant":
+            at = int(e.data.get("step") or at + 1)
+        elif e.kind == "tool.started":
+            last_start[(at, e.data.get("call_id"))] = e.seq
+    for event in mine:
+        if event.kind == "message.assistant":
+            step = int(event.data.get("step") or step + 1)
+        if event.kind in _SET_ASIDE or (event.kind == "tool.started" and last_start.get(
+                (step, event.data.get("call_id"))) != event.seq):
+            continue
+        data: Any = event.data
+        if event.kind == "run.waiting" and data.get("reason") != "approval":
+            continue
+        drop = _KEYS["*"] | _KEYS.get(event.kind, frozenset())
+        kept = {k: v for k, v in data.items() if k not in drop}
+        text = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
+        if run_id != as_id:
+            text = text.replace(run_id, as_id)
+        out.append((step, {"kind": event.kind, "data": orjson.loads(text)}))
+    return _in_call_order(out)
+
+
+def _in_call_order(items: list[tuple[int, dict[str, Any]]]
+                   ) -> list[tuple[int, dict[str, Any]]]:
+    """Runs of consecutive ``tool.started`` (or ``tool.finished``) events sorted by
+    call id: concurrent read-only calls may finish in any order."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    i = 0
+    while i < len(items):
+        kind = items[i][1]["kind"]
+        j = i + 1
+        if kind in _CONCURRENT:
+            while j < len(items) and items[j][1]["kind"] == kind:
+                j += 1
+            out.extend(sorted(items[i:j], key=lambda it: str(it[1]["data"].get("call_id"))))
+        else:
+            out.append(items[i])
+        i = j
+    return out
+
+
+def first_divergence(expected: list[tuple[int, dict[str, Any]]],
+                     got: list[tuple[int, dict[str, Any]]]) -> dict[str, Any] | None:
+    """The first place the two differ: ``{step, expected, got}`` (an event missing on
+    one side is None there); None when they are equal."""
+    for index in range(max(len(expected), len(got))):
+        want = expected[index] if index < len(expected) else None
+        have = got[index] if index < len(got) else None
+        if want is not None and have is not None and want[1] == have[1]:
+            continue
+        step = (want or have or (0, {}))[0]
+        return {"step": step, "index": index,
+                "expected": None if want is None else want[1],
+                "got": None if have is None else have[1]}
+    return None

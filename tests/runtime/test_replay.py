@@ -1,0 +1,273 @@
+"""Exact replay through the runtime's facade: a finished run executed again from its
+log (no model call, no tool run) in a scratch session, compared event for event.
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.conftest import eventually
+
+from agentd.assembly import Runtime
+from agentd.config import Settings
+from agentd.errors import Conflict, InvalidInput, RunNotFound
+from agentd.llm.scripted import ScriptedModel, enqueue
+from agentd.store import open_store
+from agentd.store.records import RunRecord
+from agentd.tools import ToolContext, tool
+
+CALLS: list[str] = []
+MODEL_CALLS: list[str] = []
+
+
+@tool(read_only=True)
+def peek(key: str) -> str:
+    """A read (runs alongside other reads)."""
+    CALLS.append(f"peek {key}")
+    return f"value of {key}"
+
+
+@tool
+def put(ctx: ToolContext, key: str) -> str:
+    """A write (runs alone)."""
+    CALLS.append(f"put {key}")
+    return f"stored {key} ({ctx.call_id})"
+
+
+@tool(needs_approval=True)
+def deploy(target: str) -> str:
+    """Asks a person first."""
+    CALLS.append(f"deploy {target}")
+    return f"deployed to {target}"
+
+
+@pytest.fixture
+def runtime(runtime: Runtime) -> Runtime:
+    """The conftest's runtime, with this module's tools."""
+    for t in (peek, put, deploy):
+        runtime.tools.register(t)
+    return runtime
+
+
+@pytest.fixture(autouse=True)
+def _counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    CALLS.clear()
+    MODEL_CALLS.clear()
+    original = ScriptedModel.stream
+
+    async def stream(self: ScriptedModel, request: Any) -> Any:
+        MODEL_CALLS.append(self.spec)
+        async for event in original(self, request):
+            yield event
+
+    monkeypatch.setattr(ScriptedModel, "stream", stream)
+
+
+def _call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+async def _run(rt: Runtime, text: str = "go", key: str = "k") -> RunRecord:
+    sent = await rt.send("a", key, text)
+    return await rt.wait(sent.run.id)
+
+
+async def _replay(rt: Runtime, run: RunRecord) -> dict[str, Any]:
+    """Replay ``run``: no model call, no tool run on the way."""
+    calls, models = len(CALLS), len(MODEL_CALLS)
+    out = await rt.replay(run.id)
+    assert (len(CALLS), len(MODEL_CALLS)) == (calls, models), "replay ran something"
+    assert out["model_calls"] == 0 and out["tools_executed"] == 0
+    return out
+
+
+async def test_plain_turn_replays_equal(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a")
+    await _run(runtime, "first")
+    run = await _run(runtime, "hello")
+    assert MODEL_CALLS == ["scripted", "scripted"]
+    ledger = await runtime.usage_report(group_by=["agent"])
+    out = await _replay(runtime, run)
+    assert out["matches"] is True and out["first_divergence"] is None, out
+    assert out["session"] == f"replay:{run.id}:1" and out["run_id"] != run.id
+    replay, _, key = await runtime.get_run(out["run_id"])
+    assert (replay.status, replay.output) == ("completed", run.output) and key == out["session"]
+    # The scratch session has the original's context before the run, and nothing after.
+    _, scratch = await runtime.get_session("a", out["session"])
+    kinds = [e.kind for e in await runtime.read_events(scratch.id)]
+    assert kinds[:2] == ["message.user", "run.queued"] and "session.forked" in kinds
+    # Deleting it leaves the original alone; a second replay gets a new session.
+    await runtime.delete_session("a", out["session"])
+    again = await _replay(runtime, run)
+    assert again["matches"] and again["session"] == f"replay:{run.id}:1"
+    assert len((await runtime.get_session("a", "k"))[1].id) > 0
+    # The replays' usage is logged (to compare) but charged to nobody.
+    assert replay.usage["input_tokens"] == run.usage["input_tokens"] > 0
+    assert await runtime.usage_report(group_by=["agent"]) == ledger
+
+
+async def test_multi_step_run_with_parallel_reads_and_a_write(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek", "put"], settings={"script": [
+        {"tool_calls": [_call("peek", key="x"), _call("peek", key="y"), _call("peek", key="z")]},
+        {"tool_calls": [_call("put", key="x"), _call("peek", key="x")]},
+        {"tool_calls": [_call("nope")]},
+        {"text": "all done"}]})
+    run = await _run(runtime)
+    assert run.status == "completed" and run.steps == 4
+    assert sorted(CALLS) == sorted(["peek x", "peek y", "peek z", "put x", "peek x"])
+    out = await _replay(runtime, run)
+    assert out["matches"] is True, out
+    replayed, _, _ = await runtime.get_run(out["run_id"])
+    assert replayed.steps == 4 and replayed.output == "all done"
+
+
+async def test_run_with_an_approval_serves_the_recorded_decision(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["deploy"], settings={"script": [
+        {"tool_calls": [_call("deploy", target="prod")]},
+        {"tool_calls": [_call("deploy", target="staging")]},
+        {"text": "done"}]})
+    sent = await runtime.send("a", "k", "ship it")
+    for action in ("approve", "deny"):
+        waiting = await runtime.wait(sent.run.id)
+        assert waiting.status == "waiting_approval"
+        await runtime.decide(sent.run.id, action)
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "completed" and CALLS == ["deploy prod"]
+    out = await _replay(runtime, run)
+    assert out["matches"] is True, out
+    assert await runtime.store.pending_approvals("a") == []
+
+
+async def test_failed_runs_replay_equal(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={
+        "max_steps": 2, "script": [{"tool_calls": [_call("peek", key="x")]}]})
+    run = await _run(runtime)
+    assert run.status == "failed" and run.error and run.error["code"] == "max_steps"
+    assert (await _replay(runtime, run))["matches"] is True
+    await runtime.update_agent("a", {"settings": {}})
+    enqueue({"error": "provider exploded"}, agent="a")
+    failed = await _run(runtime, key="k2")
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "model_error"
+    out = await _replay(runtime, failed)
+    assert out["matches"] is True and out["status"] == "failed", out
+
+
+async def test_replay_uses_the_settings_the_run_started_with(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={"max_steps": 5, "script": [
+        {"tool_calls": [_call("peek", key="x")]}, {"tool_calls": [_call("peek", key="y")]},
+        {"text": "done"}]})
+    run = await _run(runtime)
+    assert run.status == "completed" and run.steps == 3
+    # Since then: fewer steps, no tools, another model. The replay runs as the run did.
+    await runtime.update_agent("a", {"tools": [], "instructions": "be brief",
+                                     "settings": {"max_steps": 1}})
+    out = await _replay(runtime, run)
+    assert out["matches"] is True, out
+
+
+@pytest.mark.no_replay
+async def test_a_changed_loop_is_reported_at_its_first_divergence(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={"script": [
+        {"tool_calls": [_call("peek", key="x")]}, {"text": "done"}]})
+    run = await _run(runtime)
+    # Tamper with what the loop decided: the recorded result of the call is still
+    # served, but the original log now claims a different final answer.
+    events = await runtime.read_events(run.session_id)
+    last = next(e for e in reversed(events) if e.kind == "run.completed")
+    await runtime.store.engine.write(lambda tx: tx.execute(
+        "UPDATE events SET data = ? WHERE session_id = ? AND seq = ?",
+        ('{"output": "something else", "steps": 2, "usage": {}}', run.session_id,
+         last.seq)))
+    out = await _replay(runtime, run)
+    assert out["matches"] is False
+    divergence = out["first_divergence"]
+    assert divergence["step"] == 2 and divergence["expected"]["kind"] == "run.completed"
+    assert divergence["got"]["data"]["output"] == "done"
+
+
+async def test_bad_input(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", settings={"script": [{"text": "slow",
+                                                               "delay_ms": 60_000}]})
+    with pytest.raises(RunNotFound):
+        await runtime.replay("r_nope")
+    sent = await runtime.send("a", "k", "x")
+    with pytest.raises(Conflict) as info:
+        await runtime.replay(sent.run.id)
+    assert info.value.code == "run_in_flight"
+    await runtime.cancel_run(sent.run.id)
+    queued = await runtime.send("a", "k2", "y")
+    await runtime.runs.cancel(queued.run.id)
+    run = await runtime.wait(queued.run.id)
+    if run.started_at is None:
+        with pytest.raises(InvalidInput):
+            await runtime.replay(run.id)
+    # A paused agent: refused before anything is made.
+    await runtime.create_agent(name="b")
+    done = await runtime.wait((await runtime.send("b", "k", "hi")).run.id)
+    assert done.status == "completed"
+    await runtime.set_state("b", "pause")
+    with pytest.raises(Conflict) as paused:
+        await runtime.replay(done.id)
+    assert paused.value.code == "agent_paused"
+    assert [s.key for s in await runtime.list_sessions("b")] == ["k"]
+
+
+async def test_a_cancelled_run_is_stopped_where_the_original_was(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={"script": [
+        {"tool_calls": [_call("peek", key="x")]},
+        {"text": "never", "delay_ms": 60_000}]})
+    sent = await runtime.send("a", "k", "go")
+    # Cancelled during its second model call (the first step committed).
+    async def second_call() -> bool:
+        events = await runtime.read_events(sent.session.id)
+        return any(e.kind == "tool.finished" for e in events)
+
+    await eventually(second_call, what="the second model call")
+    await runtime.cancel_run(sent.run.id)
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "cancelled" and run.steps == 2
+    out = await _replay(runtime, run)
+    assert out["matches"] is True and out["status"] == "cancelled", out
+
+
+async def test_a_deleted_scratch_session_leaves_the_original_whole(runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["put"], settings={"script": [
+        {"tool_calls": [_call("put", key="x")]}, {"text": "done"}]})
+    run = await _run(runtime)
+    before = await runtime.read_events(run.session_id)
+    out = await _replay(runtime, run)
+    await runtime.delete_session("a", out["session"])
+    assert await runtime.read_events(run.session_id) == before
+    assert (await runtime.get_run(run.id))[0].status == "completed"
+
+
+async def test_a_replay_cut_off_by_a_shutdown_resumes_and_matches(
+        settings: Settings, store_url: str) -> None:
+    """A replay is an ordinary run of its scratch session: parked at a shutdown, taken
+    over at the next start (its recorded answers and results served from where it
+    was), and its log still equal to the original's."""
+    settings.database_url, settings.shutdown_grace_s = store_url, 0.0
+    script = [{"tool_calls": [_call("peek", key=f"k{i}")]} for i in range(15)]
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(peek)
+    await rt.start()
+    try:
+        await rt.create_agent(name="a", tools=["peek"], settings={
+            "script": [*script, {"text": "done"}]})
+        run = await _run(rt)
+        assert run.status == "completed" and run.steps == 16
+        _, replay, _ = await rt.replays.start(run.id)
+    finally:
+        await rt.close()  # (no grace: the replay is parked where it got to)
+    ran = len(CALLS)
+    rt = Runtime(settings, await open_store(store_url))
+    rt.tools.register(peek)
+    await rt.start()
+    try:
+        done = await rt.wait(replay.id)
+        assert done.status == "completed" and done.steps == 16
+        assert (await rt.replays.compare(run, done))["matches"] is True
+        assert len(CALLS) == ran  # no tool ran again
+    finally:
+        await rt.close()
