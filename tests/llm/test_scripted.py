@@ -172,7 +172,7 @@ def test_testing_package_reexports_the_queue() -> None:
     assert agentd.testing.__all__ == sorted(agentd.testing.__all__)
     assert set(agentd.testing.__all__) == {
         "BotCall", "CacheResult", "CacheStats", "Capacity", "FakeClock", "StubBotAPI",
-        "StubLLMServer", "StubStats", "scripted_clear", "scripted_enqueue"}
+        "StubLLMServer", "StubSearch", "StubStats", "scripted_clear", "scripted_enqueue"}
 
 
 # --- latency and failures -----------------------------------------------------------

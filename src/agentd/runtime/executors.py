@@ -207,18 +207,26 @@ class ExecutorFactory:
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
                        and run.status == "running", redactor=redactor, secrets=source),
-            ModelSide(targets=await self._keyed(agent, plan, source), policy=policy,
-                      instructions=instructions,
-                      base_instructions=base,
-                      max_steps=plan.settings.max_steps or self.settings.max_steps,
-                      checkpoint_every=self.settings.checkpoint_interval_s or None,
-                      output_repairs=(self.settings.output_max_repairs
-                                      if plan.settings.output.max_repairs is None
-                                      else plan.settings.output.max_repairs),
-                      memory=self.memory, compactor=self.compactor,
-                      child_usage=self.child_usage if team or any(
-                          t.name in self.child_usage_tools for t in tools) else None),
+            await self._model_side(agent, plan, source, policy, (base, instructions),
+                                   children=team or any(
+                                       t.name in self.child_usage_tools for t in tools)),
             tool_side)
+
+    async def _model_side(self, agent: AgentRecord, plan: AgentPlan,
+                          source: SecretSource | None, policy: CallPolicy,
+                          instructions: tuple[str, str], *, children: bool) -> ModelSide:
+        """What a run calls its models with; ``instructions``: the agent's own and the
+        run's; ``children``: whether the run's usage counts its children's."""
+        base, full = instructions
+        repairs = plan.settings.output.max_repairs
+        return ModelSide(targets=await self._keyed(agent, plan, source), policy=policy,
+                         instructions=full, base_instructions=base,
+                         max_steps=plan.settings.max_steps or self.settings.max_steps,
+                         checkpoint_every=self.settings.checkpoint_interval_s or None,
+                         output_repairs=(self.settings.output_max_repairs if repairs is None
+                                         else repairs),
+                         memory=self.memory, compactor=self.compactor,
+                         child_usage=self.child_usage if children else None)
 
     async def _keyed(self, agent: AgentRecord, plan: AgentPlan, source: SecretSource | None
                      ) -> list[Target]:
