@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,45 @@ async def test_a_bad_key_is_a_clear_error_and_nothing_is_written(
         assert await service.listing() == []
     finally:
         await service.store.engine.close()
+
+
+async def test_an_agents_values_are_kept_a_while_and_changes_here_seen_at_once(
+        tmp_path: Path, store_url: str) -> None:
+    """The values a run's redaction preloads are read once per agent and
+    ``VALUES_TTL_S`` (not once per run); a secret set or deleted through this daemon
+    is seen by the next run at once; another daemon's change within the period."""
+    from agentd.secrets.service import VALUES_TTL_S
+    from agentd.testing import FakeClock
+
+    clock = FakeClock()
+    store = await open_store(store_url)
+    reads: list[tuple[str, str]] = []
+    secret_store = SecretStore(store.engine)
+    usable = secret_store.usable
+
+    async def counted(*, tenant: str, agent: str) -> Any:
+        reads.append((tenant, agent))
+        return await usable(tenant=tenant, agent=agent)
+
+    secret_store.usable = counted  # type: ignore[method-assign]
+    here = Secrets(secret_store, key_file=tmp_path / "k", environ={KEY_ENV: _key()},
+                   tenant_exists=lambda t: True, clock=clock.time)
+    elsewhere = Secrets(SecretStore(store.engine), key_file=tmp_path / "k",
+                        environ=dict(here.environ), tenant_exists=lambda t: True)
+    try:
+        assert await here.values(tenant="default", agent="a") == {}
+        assert await here.values(tenant="default", agent="a") == {}
+        assert reads == [("default", "a")]
+        await here.set(name="K", value=VALUE, tenant="default", agent=None, actor="t",
+                       role="admin")
+        assert await here.values(tenant="default", agent="a") == {"K": VALUE}
+        await elsewhere.set(name="L", value=VALUE + "-2", tenant="default", agent=None,
+                            actor="t", role="admin")
+        assert await here.values(tenant="default", agent="a") == {"K": VALUE}
+        await clock.advance(VALUES_TTL_S)
+        assert await here.values(tenant="default", agent="a") == {
+            "K": VALUE, "L": VALUE + "-2"}
+        await here.delete(name="K", tenant="default", agent=None, actor="t", role="admin")
+        assert await here.values(tenant="default", agent="a") == {"L": VALUE + "-2"}
+    finally:
+        await store.engine.close()

@@ -86,6 +86,13 @@ def _not_found(name: str, tenant: str, agent: str | None) -> NotFound:
                     details={"name": name})
 
 
+#: Seconds an agent's secret values are kept for its runs' redaction (one store read
+#: per agent and period instead of one per run: a read a turn cost an echo turn about
+#: a tenth of its CPU). This daemon's own changes take effect at once; another node's
+#: within this time (a value a run resolves is always read afresh, and redacted).
+VALUES_TTL_S = 5.0
+
+
 class Secrets:
     """The daemon's named secrets (one per runtime)."""
 
@@ -102,6 +109,8 @@ class Secrets:
         self.tenant_exists = tenant_exists
         self.clock = clock
         self._cipher: Cipher | None = None
+        #: (tenant, agent) -> when read, and the values by name (see VALUES_TTL_S).
+        self._values: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
     async def cipher(self) -> Cipher:
         """The key, read (or made) at first use."""
@@ -140,6 +149,7 @@ class Secrets:
             now=self.clock(), audit=self._audit(
                 actor=actor, role=role, action="secret.set",
                 resource=_resource(name, tenant, agent)))
+        self._values.clear()
         return _info(row), fresh
 
     async def listing(self, *, tenants: list[str] | None = None) -> list[SecretInfo]:
@@ -153,6 +163,7 @@ class Secrets:
             tenant=tenant, agent=agent or "", name=name, audit=self._audit(
                 actor=actor, role=role, action="secret.delete",
                 resource=_resource(name, tenant, agent)))
+        self._values.clear()
         if not gone:
             raise _not_found(name, tenant, agent)
 
@@ -198,6 +209,9 @@ class Secrets:
         except SecretKeyError as exc:
             raise AgentdError(str(exc), code="secrets_key_error") from None
         self._learn([value])
+        kept = self._values.get((tenant, agent))
+        if kept is not None:
+            kept[1][name] = value
         await self.store.audit(self._audit(
             actor=actor, role=None, action="secret.use",
             resource=_resource(name, row.tenant, row.agent or None),
@@ -206,7 +220,19 @@ class Secrets:
 
     async def values(self, *, tenant: str, agent: str) -> dict[str, str]:
         """Every value agent ``agent`` of ``tenant`` could use, by name (for the
-        redaction of what its runs write); a value that does not open is left out."""
+        redaction of what its runs write); a value that does not open is left out.
+        Kept :data:`VALUES_TTL_S` seconds."""
+        now = self.clock()
+        kept = self._values.get((tenant, agent))
+        if kept is not None and 0 <= now - kept[0] < VALUES_TTL_S:
+            return dict(kept[1])
+        found = await self._read_values(tenant, agent)
+        if len(self._values) >= 4096:  # (agents come and go: keep it bounded)
+            self._values.clear()
+        self._values[(tenant, agent)] = (now, found)
+        return dict(found)
+
+    async def _read_values(self, tenant: str, agent: str) -> dict[str, str]:
         rows = await self._rows(tenant, agent)
         if not rows:
             return {}
