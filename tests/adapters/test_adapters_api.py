@@ -417,3 +417,48 @@ async def test_an_adapter_on_termos_own_classes_logs_its_tool_calls(
     assert (first["output"], first["is_error"]) == ("no luck", True)
     assert (second["output"], second["is_error"]) == ("found b", False)
     assert second["metadata"] == {"call_id": "c2", "output": "found b"}
+
+
+async def test_checks_and_schemas_only_the_run_loop_honours_are_refused_where_it_does_not_run(
+        client: httpx.AsyncClient) -> None:
+    """An adapter's runs are its framework's, a team's its members': neither goes
+    through the run loop, which alone runs ``settings.hooks`` and holds answers to an
+    output schema. A guardrail or a schema silently ignored would be worse than none,
+    so saving one there, or sending such an agent a message with ``output_schema``, is
+    refused (422, naming the field), nothing written."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    hooks = {"checks": [{"name": "c", "point": "output", "kind": "model",
+                         "rule": "no secrets"}]}
+    await make(client, "fw", "echo")
+    await client.post("/v1/agents", json={"name": "m", "model": "scripted"})
+    team = await client.post("/v1/agents", json={"name": "crew", "settings": {
+        "team": {"pattern": "pipeline", "members": ["m"]}}})
+    assert team.status_code == 201, team.text
+    for body, field in (
+            ({"name": "fw2", "model": f"adapter:{MOD}:echo",
+              "settings": {"output": {"json_schema": schema}}},
+             "body.settings.output.json_schema"),
+            ({"name": "fw2", "model": f"adapter:{MOD}:echo", "settings": {"hooks": hooks}},
+             "body.settings.hooks"),
+            ({"name": "crew2", "settings": {"hooks": hooks, "team": {
+                "pattern": "pipeline", "members": ["m"]}}}, "body.settings.hooks")):
+        made = await client.post("/v1/agents", json=body)
+        assert made.status_code == 422, made.text
+        assert made.json()["error"]["details"]["errors"][0]["field"] == field, made.text
+    crew_team = {"team": {"pattern": "pipeline", "members": ["m"]}}
+    for name, kept in (("fw", {}), ("crew", crew_team)):
+        patched = await client.patch(f"/v1/agents/{name}", json={  # (settings: replaced)
+            "settings": {**kept, "output": {"json_schema": schema}}})
+        assert patched.status_code == 422, patched.text
+        sent = await client.post(f"/v1/agents/{name}/sessions/k/messages", json={
+            "content": "hi", "output_schema": schema, "wait": True})
+        assert sent.status_code == 422, sent.text
+        assert "cannot be held to it" in sent.json()["error"]["message"], sent.text
+        events = await client.get(f"/v1/agents/{name}/sessions/k/events")
+        assert events.status_code == 404 or events.json()["events"] == [], events.text
+    names = {a["name"] for a in (await client.get("/v1/agents")).json()["agents"]}
+    assert "fw2" not in names and "crew2" not in names
+    # The agents that call models may have both.
+    ok = await client.patch("/v1/agents/m", json={"settings": {
+        "output": {"json_schema": schema}, "hooks": hooks}})
+    assert ok.status_code == 200, ok.text

@@ -72,7 +72,7 @@ from agentd.memory.runs import MemoryForRuns
 from agentd.memory.tools import MEMORY_TOOLS
 from agentd.runtime.affinity import Affinity
 from agentd.runtime.agent_settings import warn_invalid_settings
-from agentd.runtime.agents import Agents, check_agent_name
+from agentd.runtime.agents import Agents, check_agent_name, runs_no_loop
 from agentd.runtime.approvals import ApprovalDesk
 from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, follow
 from agentd.runtime.cluster_limits import ClusterGate
@@ -96,6 +96,7 @@ from agentd.secrets import RunSecrets, Secrets
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig
 from agentd.security.tokens import ensure_home
+from agentd.settings import stored_settings
 from agentd.skills import SKILL_TOOLS, SkillRegistry, Skills
 from agentd.store import (
     Accepted,
@@ -895,6 +896,14 @@ class Runtime(MemoryCalls):
         if origin is not None and "output_schema" in origin:
             # (Off the event loop: a large schema's meta-schema check takes a while.)
             await asyncio.to_thread(_check_output_schema, origin["output_schema"], mode)
+            agent = await self.get_agent(name)
+            try:
+                why = runs_no_loop(agent.model, stored_settings(agent.settings))
+            except InvalidInput:
+                why = None  # (settings this version refuses: its runs fail saying so)
+            if why is not None:
+                raise InvalidInput(f"output_schema: agent {name!r} cannot be held to it: "
+                                   f"{why}", field="output_schema")
         sent = await self.runs.send(name, key, content, idempotency_key=idempotency_key,
                                     mode=mode, priority=priority, stream=stream,
                                     origin=origin, also=also, start=start)

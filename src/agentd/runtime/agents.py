@@ -50,7 +50,7 @@ from agentd.store.records import (
 from agentd.tools import ToolRegistry
 from agentd.tools.mcp_config import MCPServer
 
-__all__ = ["AgentPlan", "Agents", "check_agent_name"]
+__all__ = ["AgentPlan", "Agents", "check_agent_name", "runs_no_loop"]
 
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 _SETTING_NAMED = re.compile(r"\bsettings\.([A-Za-z_]+)")
@@ -75,6 +75,30 @@ def _model(spec: str, settings: dict[str, Any], agent: str,
     except ImportError as exc:  # (a provider's SDK, an optional dependency)
         raise InvalidModel(f"the provider for {spec!r} is not installed: {exc}",
                            field="body.model") from exc
+
+
+def runs_no_loop(model: str, settings: AgentSettings) -> str | None:
+    """Why the agent's runs do not go through the run loop (a team's: its members'
+    runs do; an adapter's: its framework does), or None when they do."""
+    if settings.team is not None:
+        return "a team's runs call no model of their own (its members' runs do)"
+    if model.startswith("adapter:"):
+        return "an adapter's runs are its framework's, not agentd's loop"
+    return None
+
+
+def _check_loop_settings(model: str, settings: AgentSettings) -> None:
+    """Refuse what only the run loop honours on an agent whose runs skip it: a
+    guardrail or a schema silently ignored would be worse than none."""
+    why = runs_no_loop(model, settings)
+    if why is None:
+        return
+    if settings.hooks.checks:
+        raise InvalidInput(f"settings.hooks: {why}, so no check would run; put the checks "
+                           "on the agents that call models", field="body.settings.hooks")
+    if settings.output.json_schema is not None:
+        raise InvalidInput(f"settings.output: {why}, so no answer would be held to the "
+                           "schema", field="body.settings.output.json_schema")
 
 
 def check_agent_name(name: str) -> str:
@@ -569,6 +593,7 @@ class Agents:
         self.sandboxes.check_agent(typed.sandbox)
         for check in self.checks:
             check(typed)
+        _check_loop_settings(model, typed)
         info = self.catalog.get(model)
         if typed.max_tokens is not None and info is not None and (
                 typed.max_tokens > info.max_output_tokens):
