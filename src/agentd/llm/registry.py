@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentd.errors import InvalidModel
+from agentd.llm.settings import key_variable
 
 # (Model only in annotations: the daemon's configuration, which every CLI call loads,
 # imports this module's table of providers, and needs none of the message models.)
@@ -97,7 +98,6 @@ PROVIDERS: dict[str, ProviderInfo] = {
 PUBLIC_PROVIDERS = ("scripted", "openai", "anthropic", "gemini", "deepseek", "glm",
                     "openrouter")
 _ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 
 class ModelEndpoint(BaseModel):
@@ -144,11 +144,7 @@ class ModelEndpoint(BaseModel):
     @field_validator("api_key_env")
     @classmethod
     def _variable(cls, value: str | None) -> str | None:
-        if value is not None and (not _ENV_NAME.match(value)
-                                  or value.upper().startswith("AGENTD_")):
-            raise ValueError("must name an environment variable, not one of the "
-                             "daemon's own (AGENTD_*)")
-        return value
+        return key_variable(value)
 
 
 def endpoint_providers(endpoints: Mapping[str, ModelEndpoint]) -> dict[str, ProviderInfo]:

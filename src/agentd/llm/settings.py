@@ -29,7 +29,7 @@ from agentd.errors import InvalidModel, InvalidSettings
 from agentd.trust import OperatorOnly
 
 __all__ = ["DAEMON_ENV_PREFIX", "MAX_OUTPUT_TOKENS", "MIN_THINKING_BUDGET", "SCRIPT_TURN_SCHEMA",
-           "ModelSettings"]
+           "ModelSettings", "key_variable"]
 
 #: No model writes more in one call; a larger ``max_tokens`` is a typo.
 MAX_OUTPUT_TOKENS = 1_000_000
@@ -38,6 +38,19 @@ MIN_THINKING_BUDGET = 1024
 #: The daemon's own variables (its tokens, its database URL): never a model's key.
 DAEMON_ENV_PREFIX = "AGENTD_"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+
+def key_variable(value: str | None) -> str | None:
+    """``value`` if it names an environment variable that may hold a key (a provider's,
+    a search API's): a variable name, never one of the daemon's own (``AGENTD_*``).
+    For pydantic validators: a ValueError says why not."""
+    if value is not None and not _ENV_NAME.match(value):
+        raise ValueError("must be the name of an environment variable (letters, "
+                         "digits and '_', not starting with a digit)")
+    if value is not None and value.upper().startswith(DAEMON_ENV_PREFIX):
+        raise ValueError(f"may not name one of the daemon's own variables "
+                         f"({DAEMON_ENV_PREFIX}*): they hold its tokens and database")
+    return value
+
 
 #: The JSON schema of one scripted turn (``agentd.llm.scripted`` checks turns).
 SCRIPT_TURN_SCHEMA: dict[str, Any] = {
@@ -147,13 +160,7 @@ class ModelSettings(BaseModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError("must be the name of an environment variable (letters, "
-                             "digits and '_', not starting with a digit)")
-        if value is not None and value.upper().startswith(DAEMON_ENV_PREFIX):
-            raise ValueError(f"may not name one of the daemon's own variables "
-                             f"({DAEMON_ENV_PREFIX}*): they hold its tokens and database")
-        return value
+        return key_variable(value)
 
     @classmethod
     def pick(cls, settings: Mapping[str, Any]) -> ModelSettings:

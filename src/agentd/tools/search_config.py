@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentd.llm.settings import key_variable
+
 __all__ = ["DEFAULT_BASE_URLS", "SearchProviderConfig", "WebSearchConfig",
            "WebSearchSettings"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _NAME = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 
 SearchKind = Literal["searxng", "brave", "tavily"]
@@ -76,11 +77,7 @@ class SearchProviderConfig(_Area):
     @field_validator("api_key_env")
     @classmethod
     def _variable(cls, value: str | None) -> str | None:
-        if value is not None and (not _ENV_NAME.match(value)
-                                  or value.upper().startswith("AGENTD_")):
-            raise ValueError("must name an environment variable, not one of the "
-                             "daemon's own (AGENTD_*)")
-        return value
+        return key_variable(value)
 
     @model_validator(mode="after")
     def _complete(self) -> SearchProviderConfig:
