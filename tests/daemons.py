@@ -80,24 +80,30 @@ class ForkedProcess:
     tests use (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``,
     ``terminate``). Its exit code comes from the fork server, its parent."""
 
-    def __init__(self, server: ForkServer, pid: int, args: list[str]) -> None:
+    def __init__(self, server: ForkServer, pid: int, generation: int, args: list[str]
+                 ) -> None:
         self.server = server
         self.pid = pid
+        #: Which process of this pid it is: pids are reused, and an earlier process's
+        #: exit must not be taken for this one's (seen in CI: a daemon "exited with 0"
+        #: before it had written a line).
+        self.generation = generation
         self.args = args
 
     @property
     def returncode(self) -> int | None:
-        return self.server.exits.get(self.pid)
+        return self.server.exits.get((self.pid, self.generation))
 
     def poll(self) -> int | None:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         with self.server.changed:
-            if not self.server.changed.wait_for(lambda: self.pid in self.server.exits,
+            key = (self.pid, self.generation)
+            if not self.server.changed.wait_for(lambda: key in self.server.exits,
                                                 timeout=timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            return self.server.exits[self.pid]
+            return self.server.exits[key]
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:  # (an ended one's pid may be another's by now)
@@ -130,9 +136,13 @@ class ForkServer:
             env=env, stdin=theirs, cwd="/")
         theirs.close()
         self.control = ours
-        self.exits: dict[int, int] = {}
+        #: (pid, generation) -> exit code; the generation counts the processes the
+        #: server reported under that pid (its exit of a pid is always reported
+        #: before the pid is forked again: one thread reaps and forks).
+        self.exits: dict[tuple[int, int], int] = {}
+        self._generations: dict[int, int] = {}
         self.changed = threading.Condition()
-        self._pids: queue.Queue[int | None] = queue.Queue()
+        self._pids: queue.Queue[tuple[int, int] | None] = queue.Queue()
         self._requests = threading.Lock()
         threading.Thread(target=self._read, name="forkserver-reader", daemon=True).start()
 
@@ -155,10 +165,14 @@ class ForkServer:
                 return
             reply = pickle.loads(message)
             if reply[0] == "pid":
-                self._pids.put(reply[1])
+                with self.changed:
+                    generation = self._generations.get(reply[1], 0) + 1
+                    self._generations[reply[1]] = generation
+                self._pids.put((reply[1], generation))
             else:
                 with self.changed:
-                    self.exits[reply[1]] = reply[2]
+                    generation = self._generations.get(reply[1], 0)
+                    self.exits[(reply[1], generation)] = reply[2]
                     self.changed.notify_all()
 
     def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path
@@ -166,10 +180,10 @@ class ForkServer:
         """``python -m agentd *argv`` forked, its output in ``log_path``."""
         with self._requests:
             self.control.send(pickle.dumps((argv, env, str(cwd), str(log_path))))
-            pid = self._pids.get(timeout=WAIT_S)
-        if pid is None:
+            forked = self._pids.get(timeout=WAIT_S)
+        if forked is None:
             raise AssertionError(f"the fork server ended (exit {self.proc.poll()})")
-        return ForkedProcess(self, pid, ["agentd", *argv])
+        return ForkedProcess(self, *forked, ["agentd", *argv])
 
 
 class Daemon:

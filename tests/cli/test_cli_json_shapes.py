@@ -258,6 +258,7 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "runs": lambda w: ["runs"],
     "run": lambda w: ["run", w.ids["run"]],
     "cancel": lambda w: ["cancel", w.ids["run"]],
+    "replay": lambda w: ["replay", w.ids["run"]],
     "subtasks": lambda w: ["subtasks", w.ids["run"]],
     "approvals": lambda w: ["approvals"],
     "approve": lambda w: ["approve", _pending(w, 1)],
