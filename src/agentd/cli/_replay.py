@@ -39,7 +39,9 @@ def replay(
     elif answer.get("matches"):
         out().print(f"replay {escape(str(answer.get('run_id')))} of run {escape(run_id)} "
                     f"matches ({escape(str(answer.get('status')))}; session "
-                    f"{escape(str(answer.get('session')))}; 0 model calls, 0 tools run)",
+                    f"{escape(str(answer.get('session')))}; "
+                    f"{answer.get('model_calls')} model calls, "
+                    f"{answer.get('tools_executed')} tools run)",
                     soft_wrap=True)
     else:
         divergence = answer.get("first_divergence") or {}
