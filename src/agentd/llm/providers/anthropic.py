@@ -503,7 +503,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context(trust_env=True)),
+        http_client=anthropic.DefaultAioHttpClient(verify=tls_context(trust_env=True)),
     )
     return AnthropicModel(
         client=client,

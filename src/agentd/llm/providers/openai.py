@@ -450,7 +450,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(
+        http_client=openai.DefaultAioHttpClient(
             verify=tls_context(trust_env=True),
             event_hooks={"response": [_no_retry_when_spent]}),
     )
