@@ -30,6 +30,12 @@ from prometheus_client.utils import floatToGoString
 __all__ = ["CounterSeries", "Families", "FastCounter", "FastHistogram", "HistogramSeries"]
 
 
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label, written as prometheus_client writes it."""
+    label: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return label
+
+
 class CounterSeries:
     """One counter's series: ``inc`` adds (amounts are never negative here)."""
 
@@ -126,7 +132,7 @@ class FastHistogram:
             running, buckets = 0, []
             for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
                 running += count
-                buckets.append((floatToGoString(bound), float(running)))
+                buckets.append((_le(bound), float(running)))
             family.add_metric(list(values), buckets, total)
             created.append(Sample(self.name + "_created",
                                   dict(zip(self.labelnames, values, strict=True)),

@@ -37,6 +37,7 @@ from anthropic.types import (
 )
 
 from agentd.errors import InvalidModel, ModelError
+from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -355,7 +356,7 @@ class _Grouped:
     the index of that following message; the last turn is never closed (the next
     message may join it)."""
 
-    __slots__ = ("closed", "encoded", "ends", "last_end")
+    __slots__ = ("closed", "encoded", "ends", "joined", "last_end")
 
     def __init__(self) -> None:
         #: Each closed turn's role and blocks, and its JSON (after a comma).
@@ -364,6 +365,8 @@ class _Grouped:
         self.ends: list[int] = []
         #: How many messages the last request had.
         self.last_end = 0
+        #: The closed turns' JSON that stayed the same, joined once.
+        self.joined = Joined()
 
 
 def _turns(request: ModelRequest) -> list[bytes]:
@@ -387,7 +390,7 @@ def _turns(request: ModelRequest) -> list[bytes]:
         state, kept = _Grouped(), 0
     else:
         per = memo.per_message(_MEMO, _blocks)
-        blocks = per.values(messages)
+        blocks = per.values(messages, request.provenance)
         state = memo.get(_MEMO_TURNS)
         if state is None or per.dropped:
             state = _Grouped()
@@ -399,6 +402,7 @@ def _turns(request: ModelRequest) -> list[bytes]:
         closed.pop()
         encoded.pop()
         ends.pop()
+    unchanged = len(encoded)
     # Group what follows the closed turns: every turn but the last is closed.
     role: _Role | None = None
     group: list[bytes] = []
@@ -421,10 +425,14 @@ def _turns(request: ModelRequest) -> list[bytes]:
         at = bisect.bisect_left(ends, previous)
         marked = _turn(*_marked_turn(closed[at]))
     last = [_turn(role, _marked(group))] if role is not None else []
-    out = ([*encoded, *last] if marked is None
-           else [*encoded[:at], marked, *encoded[at + 1:], *last])
-    if out:
-        out[0] = out[0][1:]  # (no comma before the first)
+    # The closed turns before the marked one (all, without one) joined as they stayed
+    # from one call to the next (memo.Joined), then the rest.
+    out = state.joined.chunks(encoded, unchanged, at, lead=False)
+    rest = ([*encoded[at:], *last] if marked is None
+            else [marked, *encoded[at + 1:], *last])
+    if not out and rest:
+        rest[0] = rest[0][1:]  # (no comma before the first)
+    out.extend(rest)
     return out
 
 

@@ -30,6 +30,7 @@ from openai.types.chat import (
 )
 
 from agentd.errors import ModelError
+from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -154,19 +155,26 @@ class OpenAIChatModel(Model):
             # Routes the call to the machines holding this conversation's prefix.
             params["prompt_cache_key"] = request.cache_key
         memo = request.memo
-        parts = (memo.per_message(_MEMO, _encoded).values(request.messages)
-                 if memo is not None else [_encoded(m) for m in request.messages])
-        # Each part starts with its comma: the body is one copy of the parts (a long
-        # session's body is a megabyte; every copy of it is paid on every call).
-        if request.system:
-            first = b'{"messages":[' + orjson.dumps({"role": "system",
-                                                      "content": request.system})
-        elif parts:
-            first = b'{"messages":[' + parts[0][1:]
-            parts = parts[1:]  # (copied only here: a request with no system prompt)
-        else:
-            first = b'{"messages":['
-        return b"".join([first, *parts, b"],", orjson.dumps(params)[1:]])
+        head = b'{"messages":[' + (orjson.dumps({"role": "system", "content": request.system})
+                                   if request.system else b"")
+        tail = b"],", orjson.dumps(params)[1:]
+        if memo is None:
+            parts = [_encoded(m) for m in request.messages]
+            if parts and not request.system:
+                parts[0] = parts[0][1:]
+            return b"".join([head, *parts, *tail])
+        # Each part starts with its comma; what stayed the same since the last call is
+        # joined once (memo.Joined): the body is one copy, with per-part work only for
+        # what is new (a long session's body is a megabyte).
+        per = memo.per_message(_MEMO, _encoded)
+        parts = per.values(request.messages, request.provenance)
+        joined = memo.get(_MEMO_JOINED)
+        if joined is None:
+            joined = Joined()
+            memo.put(_MEMO_JOINED, joined)
+        chunks = joined.chunks(parts, 0 if per.dropped else per.kept, len(parts),
+                               lead=bool(request.system))
+        return b"".join([head, *chunks, *tail])
 
     async def _chunks(
         self, sdk_stream: openai.AsyncStream[object]
@@ -375,7 +383,7 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 #: The name of this format's encodings in a session's memo.
-_MEMO = "openai-chat"
+_MEMO, _MEMO_JOINED = "openai-chat", "openai-chat-joined"
 
 
 def _encoded(message: UserMessage | AssistantMessage | ToolResultMessage) -> bytes:
