@@ -31,7 +31,6 @@ import httpx2
 import orjson
 from anthropic.types import (
     Message,
-    RawMessageStreamEvent,
     ThinkingConfigParam,
     ToolParam,
 )
@@ -41,20 +40,16 @@ from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
-    FinishReason,
     ModelRequest,
     StreamEvent,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallDelta,
     ToolResultMessage,
     ToolSpec,
-    Usage,
     UsageEvent,
     UserMessage,
 )
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
+from agentd.llm.providers._anthropic_events import BadEvent, EventState, event_deltas
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -64,16 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: Used when neither the request nor the settings give ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
-_FINISH_REASONS: dict[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "tool_use": "tool_calls",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    # A server-side tool loop paused: the answer is incomplete, as with a token limit.
-    "pause_turn": "length",
-    "refusal": "content_filter",
-}
 # An ``error`` event inside a 200 stream has a type but no status: these stand in.
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -117,9 +102,6 @@ class AnthropicModel(Model):
         #: Why no call can be made (no key where the provider needs one).
         self._missing_key = missing_key
 
-    # complexity: one pass over the provider's stream with one branch per wire event and
-    # per error it maps; its state (blocks open, tool arguments, usage) is local to the
-    # stream.
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         if self._missing_key is not None:
             raise ModelError(self._missing_key, code="model_auth", retryable=False)
@@ -129,62 +111,28 @@ class AnthropicModel(Model):
         try:
             # The body is already on the wire: the SDK's own create() would walk every
             # message of the history through its TypedDict transform on every call.
-            # Its client still does the HTTP, auth, errors and the typed stream.
+            # Its client still does the HTTP, auth, errors and the stream's framing (an
+            # error event raises); each event comes as the JSON it was
+            # (``AsyncStream[object]``), read by _anthropic_events, not built into the
+            # SDK's typed model (as OpenAI's chunks are not).
             sdk_stream = await self._client.post(
                 "/v1/messages", content=body, cast_to=Message, stream=True,
-                stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
+                stream_cls=anthropic.AsyncStream[object])
         except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
             self._raise(exc)
-
-        finish: FinishReason | None = None
-        usage = Usage()
-        # Tool inputs normally arrive as input_json_delta pieces after an empty start;
-        # a start that already carries the input (and no pieces) is sent at its stop.
-        start_inputs: dict[int, dict[str, Any]] = {}
+        state = EventState()
         async with sdk_stream, aclosing(self._events(sdk_stream)) as events:
             async for event in events:
-                if event.type == "message_start":
-                    usage = _usage(event.message.usage, usage)
-                elif event.type == "content_block_start":
-                    block, index = event.content_block, event.index
-                    if block.type == "text":
-                        if block.text:
-                            yield TextDelta(text=block.text)
-                    elif block.type == "tool_use":
-                        if block.input:
-                            start_inputs[index] = dict(block.input)
-                        yield ToolCallDelta(index=index, id=block.id, name=block.name)
-                    elif block.type == "thinking":
-                        yield ThinkingDelta(
-                            index=index, text=block.thinking, signature=block.signature
-                        )
-                    elif block.type == "redacted_thinking":
-                        yield ThinkingDelta(index=index, redacted=block.data)
-                    else:  # server-side tools: not used by agentd's requests
-                        logger.debug("ignoring %s content block", block.type)
-                elif event.type == "content_block_delta":
-                    delta, index = event.delta, event.index
-                    if delta.type == "text_delta":
-                        yield TextDelta(text=delta.text)
-                    elif delta.type == "input_json_delta":
-                        start_inputs.pop(index, None)
-                        if delta.partial_json:
-                            yield ToolCallDelta(index=index, arguments=delta.partial_json)
-                    elif delta.type == "thinking_delta":
-                        yield ThinkingDelta(index=index, text=delta.thinking)
-                    elif delta.type == "signature_delta":
-                        yield ThinkingDelta(index=index, signature=delta.signature)
-                elif event.type == "content_block_stop":
-                    given = start_inputs.pop(event.index, None)
-                    if given:
-                        yield ToolCallDelta(
-                            index=event.index, arguments=orjson.dumps(given).decode()
-                        )
-                elif event.type == "message_delta":
-                    usage = _delta_usage(event.usage, usage)
-                    if event.delta.stop_reason is not None:
-                        finish = _FINISH_REASONS.get(event.delta.stop_reason, "stop")
-        if finish is None:
+                try:
+                    deltas = event_deltas(event, state)
+                except BadEvent as exc:
+                    raise ModelError(
+                        f"{self.provider} sent a stream event that is not a Messages "
+                        f"API event: {exc}", code="model_bad_output", retryable=True,
+                        details={"provider": self.provider}) from None
+                for delta in deltas:
+                    yield delta
+        if state.finish is None:
             # The stream closed cleanly but the model never said why it stopped: treat
             # it as a cut-off, not as a complete answer that happens to be short.
             raise ModelError(
@@ -193,8 +141,8 @@ class AnthropicModel(Model):
                 retryable=True,
                 details={"provider": self.provider},
             )
-        yield UsageEvent(usage=usage)
-        yield Finish(reason=finish)
+        yield UsageEvent(usage=state.usage)
+        yield Finish(reason=state.finish)
 
     def _body(self, request: ModelRequest, temperature: float | None, max_tokens: int
               ) -> bytes:
@@ -226,8 +174,8 @@ class AnthropicModel(Model):
         return b"".join([orjson.dumps(params)[:-1], b',"messages":[', *turns, b"]}"])
 
     async def _events(
-        self, sdk_stream: anthropic.AsyncStream[RawMessageStreamEvent]
-    ) -> AsyncGenerator[RawMessageStreamEvent, None]:
+        self, sdk_stream: anthropic.AsyncStream[object]
+    ) -> AsyncGenerator[object, None]:
         try:
             async for event in sdk_stream:
                 yield event
@@ -244,38 +192,6 @@ class AnthropicModel(Model):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _usage(raw: anthropic.types.Usage, before: Usage) -> Usage:
-    # Anthropic counts cache reads and writes apart from input_tokens; the neutral
-    # input_tokens is the whole prompt (as OpenAI reports it), cached_tokens a part.
-    cache_read = raw.cache_read_input_tokens or 0
-    cache_write = raw.cache_creation_input_tokens or 0
-    return Usage(
-        input_tokens=raw.input_tokens + cache_read + cache_write,
-        output_tokens=raw.output_tokens or before.output_tokens,
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
-
-
-def _delta_usage(raw: anthropic.types.MessageDeltaUsage, before: Usage) -> Usage:
-    # message_delta counts are cumulative; input counts are only sometimes repeated.
-    if raw.input_tokens is None:
-        return Usage(
-            input_tokens=before.input_tokens,
-            output_tokens=raw.output_tokens,
-            cached_tokens=before.cached_tokens,
-            cache_write_tokens=before.cache_write_tokens,
-        )
-    cache_read = raw.cache_read_input_tokens or 0
-    cache_write = raw.cache_creation_input_tokens or 0
-    return Usage(
-        input_tokens=raw.input_tokens + cache_read + cache_write,
-        output_tokens=raw.output_tokens,
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
 
 
 def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
