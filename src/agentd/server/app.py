@@ -38,8 +38,10 @@ from agentd.doors.http import (
     read_body,
     replay,
 )
+from agentd.doors.resource import ResourceGate
 from agentd.errors import AgentdError
 from agentd.identity import config_principals
+from agentd.identity.resource import ProtectedResource
 from agentd.protocols import a2a as a2a_door
 from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
@@ -316,6 +318,12 @@ def _named_tokens(scope: Scope) -> NamedTokens | None:
     return None if runtime is None else runtime.identity.tokens
 
 
+def _mcp_resource(scope: Scope) -> ProtectedResource | None:
+    """The runtime's verifier of ``[mcp.oauth]`` tokens (None before it is open)."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    return None if runtime is None else runtime.mcp_resource
+
+
 def _record_refusal(scope: Scope, error: AgentdError, reason: str | None = None) -> None:
     """Tell the audit log of a refused request: who (the token's name and role, or the
     client's address for a request without a valid token), what, and why."""
@@ -430,7 +438,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     public_card = settings.a2a.public_card
     host_card = ([a2a_door.CARD_PATH, f"{a2a_door.PREFIX}/{public_card}{a2a_door.CARD_PATH}"]
                  if public_card else [])
-    check = TokenCheck(tokens, [*settings.public_paths, *host_card,
+    # The MCP door as an OAuth protected resource ([mcp.oauth]): its metadata is public,
+    # and the OAuth callback of agents' MCP servers' logins carries a state, no token.
+    resource_paths = (mcp_door.install_resource(app, lambda: runtime_of_app(app),
+                                                settings.mcp_resource())
+                      if settings.mcp.oauth is not None else [])
+    check = TokenCheck(tokens, [*settings.public_paths, *host_card, *resource_paths,
+                                routes.mcp_oauth.CALLBACK,
                                 routes.channels.WEBHOOK_PREFIX + "*",
                                 *(web.PUBLIC_PATHS if settings.console else ())],
                        required=settings.auth_enabled,
@@ -446,7 +460,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
-    app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal)
+    app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal,
+                       gate=ResourceGate((mcp_door.PATH,), _mcp_resource, settings.base_url())
+                       if settings.mcp.oauth is not None else None)
     if settings.termo.served:
         # termo-agent's routes (agentd serve --adapter / --termo): outside the stack above,
         # answering its own paths with its own shapes and auth (docs/termo.md).
@@ -503,6 +519,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.include_router(routes.identity.tenant_router)
     app.include_router(routes.identity.audit_router)
     app.include_router(routes.secrets.router)
+    app.include_router(routes.mcp_oauth.router)
+    app.include_router(routes.mcp_oauth.callback_router)
     app.include_router(routes.admin.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)
