@@ -14,7 +14,7 @@
 // Besides oidc-provider's own endpoints (discovery, /auth, /token, /reg, /jwks,
 // /token/introspection, /token/revocation) it serves the interaction pages at
 // /interaction/<uid> and, for the tests' counts, GET /__stats: the token endpoint's
-// successful grants by grant type.
+// successful grants by grant type, refusals, revocations and introspections.
 
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -29,7 +29,7 @@ const { default: Provider } = await load('oidc-provider', 'lib/index.js');
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const accounts = config.accounts || {};
 const opaque = new Set(config.opaque_resources || []);
-const stats = { grants: {}, refused: {} };
+const stats = { grants: {}, refused: {}, revoked: 0, introspected: 0 };
 
 function signingKeys() {
   const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
@@ -112,6 +112,11 @@ const provider = new Provider(issuer, {
 provider.on('grant.success', (ctx) => {
   const type = ctx.oidc.params.grant_type;
   stats.grants[type] = (stats.grants[type] || 0) + 1;
+});
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'revocation' && ctx.status === 200) stats.revoked += 1;
+  if (ctx.oidc?.route === 'introspection' && ctx.status === 200) stats.introspected += 1;
 });
 provider.on('grant.error', (ctx, error) => {
   const type = ctx.oidc.params?.grant_type || 'unknown';

@@ -514,27 +514,37 @@ class MCPLogins:
         return kept.expires_at is None or kept.expires_at - self.margin_s > self.clock.time()
 
     async def token(self, *, tenant: str, agent: str, server: MCPServer,
-                    rejected: str | None = None) -> str:
-        """An access token for ``agent``'s ``server`` (see the module's docstring)."""
+                    rejected: str | None = None, current: str | None = None) -> str:
+        """An access token for ``agent``'s ``server`` (see the module's docstring);
+        ``current``: the one the caller holds (handing out another is a use, audited)."""
         key = self._key(tenant, agent, server)
         cached = self._cache.get(key)
         if (cached is not None and rejected is None and self._usable(cached.kept)
                 and self.clock.monotonic() - cached.read_at < CACHE_S):
+            if cached.kept.access_token != current:
+                await self._used(key, agent, server)
             return cached.kept.access_token
         async with self._lock(key):
             kept = await self._read(key)
             if kept is None:
                 self._cache.pop(key, None)
-                raise needs_authorization(agent, server.name, "no one has signed in yet")
-            if self._usable(kept) and (rejected is None or kept.access_token != rejected):
-                await self.store.audit(self._audit(
-                    actor=f"agent:{agent}", role=None, action="mcp_oauth.use",
-                    resource=_resource(agent, server.name),
-                    details={"tokens": "tenant" if not key.agent else "agent"}))
+                raise needs_authorization(agent, server.name, "agentd holds no token for it: "
+                                          "never authorized, logged out, or refused")
+            if not self._usable(kept) or (rejected is not None
+                                          and kept.access_token == rejected):
+                kept = await self._refresh(key, kept, agent=agent, server=server)
+            else:
                 self._cache[key] = _Cached(kept, self.clock.monotonic())
                 self._tell(key, kept)
-                return kept.access_token
-            return (await self._refresh(key, kept, agent=agent, server=server)).access_token
+            if kept.access_token != current:
+                await self._used(key, agent, server)
+            return kept.access_token
+
+    async def _used(self, key: _Key, agent: str, server: MCPServer) -> None:
+        await self.store.audit(self._audit(
+            actor=f"agent:{agent}", role=None, action="mcp_oauth.use",
+            resource=_resource(agent, server.name),
+            details={"tokens": "tenant" if not key.agent else "agent"}))
 
     async def _refresh(self, key: _Key, kept: _Kept, *, agent: str, server: MCPServer
                        ) -> _Kept:
@@ -632,9 +642,10 @@ class AgentTokens:
         self.tenant = tenant
         self.agent = agent
 
-    async def access_token(self, server: MCPServer, *, rejected: str | None = None) -> str:
+    async def access_token(self, server: MCPServer, *, rejected: str | None = None,
+                           current: str | None = None) -> str:
         return await self.logins.token(tenant=self.tenant, agent=self.agent, server=server,
-                                       rejected=rejected)
+                                       rejected=rejected, current=current)
 
     async def wants_scope(self, server: MCPServer, scope: str | None) -> None:
         await self.logins.wants_scope(tenant=self.tenant, agent=self.agent, server=server,

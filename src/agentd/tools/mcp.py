@@ -256,7 +256,8 @@ class _NoTokens:
     def __init__(self, agent: str) -> None:
         self.agent = agent
 
-    async def access_token(self, server: MCPServer, *, rejected: str | None = None) -> str:
+    async def access_token(self, server: MCPServer, *, rejected: str | None = None,
+                           current: str | None = None) -> str:
         from agentd.tools.mcp_oauth import needs_authorization
 
         raise needs_authorization(self.agent, server.name, "this daemon keeps no tokens")

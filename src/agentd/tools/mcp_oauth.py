@@ -51,9 +51,11 @@ class TokenSource(Protocol):
 
     agent: str
 
-    async def access_token(self, server: MCPServer, *, rejected: str | None = None) -> str:
+    async def access_token(self, server: MCPServer, *, rejected: str | None = None,
+                           current: str | None = None) -> str:
         """A valid access token for ``server`` (refreshed when near its expiry, or when
-        it is ``rejected``: the token a server just refused); ToolError
+        it is ``rejected``: the token a server just refused; ``current``: the one the
+        connection holds, whose keeping is no new use); ToolError
         (:data:`NEEDS_AUTHORIZATION`) when there is none to be had."""
         ...
 
@@ -85,7 +87,7 @@ class OAuthBearer(httpx2.Auth):
         """Make sure of a token (the source refreshes one near its expiry); the
         ToolError the model reads when there is none."""
         self.problem = None
-        self.token = await self.source.access_token(self.server)
+        self.token = await self.source.access_token(self.server, current=self.token)
 
     async def async_auth_flow(self, request: httpx2.Request
                               ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
@@ -95,7 +97,8 @@ class OAuthBearer(httpx2.Auth):
         response = yield request
         if response.status_code == 401 and token is not None:
             try:
-                fresh = await self.source.access_token(self.server, rejected=token)
+                fresh = await self.source.access_token(self.server, rejected=token,
+                                                       current=token)
             except ToolError as exc:
                 self.problem = exc
                 return
