@@ -24,7 +24,7 @@ import html
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import HTMLResponse, Response
 
 from agentd.doors.access import refused, require_agent, require_right, whole_tenant
@@ -45,6 +45,13 @@ callback_router = APIRouter(tags=["mcp"])
 ServerName = Annotated[str, Path(min_length=1, max_length=32,
                                  pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,31}$",
                                  description="The MCP server's name in the agent's settings.")]
+
+
+class LoginIn(BaseModel):
+    """Nothing to give: where the person comes back is the daemon's own callback
+    (``public_url``), never a URL a request names."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class LoginOut(BaseModel):
@@ -100,7 +107,8 @@ def _shared_tokens(request: Request, principal: Principal, tenant: str, shared: 
 
 @router.post("/{server}/login", status_code=201, response_model=LoginOut,
              responses=ERRORS(401, 403, 404, 422, 502))
-async def start_login(name: str, server: ServerName, request: Request) -> Response:
+async def start_login(name: str, server: ServerName, request: Request,
+                      body: LoginIn | None = None) -> Response:
     """Start the authorization of an agent's MCP server (OAuth 2.1, the
     authorization-code flow with PKCE): the link a person opens to sign in and consent.
     The server comes back to the daemon's callback; the tokens are then kept, sealed,
