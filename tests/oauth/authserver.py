@@ -9,10 +9,13 @@ else ``node`` on the PATH (oidc-provider 9 needs 20.19 at least).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -103,6 +106,35 @@ class AuthServer:
                 "response_types": ["code"], "application_type": "native", **metadata}
         answer = httpx.post(f"{self.issuer}/reg", json=body)
         assert answer.status_code == 201, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def issue(self, resource: str, scope: str, login: str = "alice",
+              **client: Any) -> dict[str, Any]:
+        """Tokens for ``resource`` as a client gets them: registered (RFC 7591), a
+        person signing in and consenting, the code exchanged with its PKCE verifier."""
+        redirect = "http://127.0.0.1:9/callback"
+        registered = self.register([redirect], **client)
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(
+            hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        meta = self.metadata()
+        link = meta["authorization_endpoint"] + "?" + urlencode({
+            "response_type": "code", "client_id": registered["client_id"],
+            "redirect_uri": redirect, "scope": scope, "resource": resource,
+            "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+            **({"prompt": "consent"} if "offline_access" in scope.split() else {})})
+        person = Person(login)
+        try:
+            back = person.authorize(link, stop_at=redirect)
+        finally:
+            person.close()
+        code = query(back.headers["location"])["code"]
+        answer = httpx.post(meta["token_endpoint"], data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
+            "code_verifier": verifier, "resource": resource},
+            auth=(registered["client_id"], registered["client_secret"]))
+        assert answer.status_code == 200, answer.text
         found: dict[str, Any] = answer.json()
         return found
 
