@@ -170,54 +170,71 @@ async def discover(http: httpx2.AsyncClient, server_url: str, *,
     return await _authorization_server(http, server_url, prm, resource, scope, issuer)
 
 
-async def _authorization_server(http: httpx2.AsyncClient, server_url: str,
-                                prm: ProtectedResourceMetadata | None, resource: str,
-                                scope: str | None, issuer: str | None) -> Discovered:
-    listed = [str(u) for u in prm.authorization_servers] if prm is not None else []
-    if issuer is not None:
-        chosen = next((u for u in listed if issuers_match(u, issuer)), None)
-        if chosen is None and (prm is not None or not _same_origin(issuer, server_url)):
-            raise InvalidInput(
-                f"the MCP server {server_url} names authorization server(s) "
-                f"{', '.join(listed) or '(none)'}, not {issuer} (oauth.authorization_server)",
-                code="oauth_server_mismatch")
-        auth_url: str | None = chosen or issuer
-    else:
-        auth_url = listed[0] if listed else None
+def _chosen(listed: list[str], issuer: str | None, prm: ProtectedResourceMetadata | None,
+            server_url: str) -> str | None:
+    """The authorization server to use among those the resource names: the one the
+    settings pin (it must be among them), else the first; None: none named (the
+    2025-03-26 fallback to the server's own origin)."""
+    if issuer is None:
+        return listed[0] if listed else None
+    chosen = next((u for u in listed if issuers_match(u, issuer)), None)
+    if chosen is None and (prm is not None or not _same_origin(issuer, server_url)):
+        raise InvalidInput(
+            f"the MCP server {server_url} names authorization server(s) "
+            f"{', '.join(listed) or '(none)'}, not {issuer} (oauth.authorization_server)",
+            code="oauth_server_mismatch")
+    return chosen or issuer
+
+
+async def _metadata(http: httpx2.AsyncClient, auth_url: str | None, server_url: str
+                    ) -> OAuthMetadata | None:
+    """The authorization server's metadata (RFC 8414 / OpenID discovery, in the SDK's
+    order), its issuer checked (RFC 8414 3.3)."""
     expected = auth_url or _origin(server_url)
-    metadata = None
     for url in build_oauth_authorization_server_metadata_discovery_urls(auth_url, server_url):
         response = await _send(http, create_oauth_metadata_request(url),
                                "the authorization server's metadata")
         ok, found = await handle_auth_metadata_response(response)
         if not ok:
             break
-        if found is not None:
-            if issuers_match(str(found.issuer), expected):
-                # (a root issuer with or without its slash: the same server)
-                expected = str(found.issuer)
-            try:
-                validate_metadata_issuer(found, expected)
-            except OAuthFlowError as exc:
-                raise UpstreamError(f"{exc} (RFC 8414 3.3): refused",
-                                    code="oauth_server_error") from None
-            metadata = found
-            break
-    if metadata is None and auth_url is not None:
+        if found is None:
+            continue
+        if issuers_match(str(found.issuer), expected):
+            expected = str(found.issuer)  # (a root issuer with or without its slash)
+        try:
+            validate_metadata_issuer(found, expected)
+        except OAuthFlowError as exc:
+            raise UpstreamError(f"{exc} (RFC 8414 3.3): refused",
+                                code="oauth_server_error") from None
+        return found
+    if auth_url is not None:
         raise UpstreamError(f"the authorization server {auth_url} publishes no metadata "
                             "(RFC 8414, OpenID discovery)", code="oauth_server_error")
+    return None
+
+
+async def _authorization_server(http: httpx2.AsyncClient, server_url: str,
+                                prm: ProtectedResourceMetadata | None, resource: str,
+                                scope: str | None, issuer: str | None) -> Discovered:
+    listed = [str(u) for u in prm.authorization_servers] if prm is not None else []
+    auth_url = _chosen(listed, issuer, prm, server_url)
+    metadata = await _metadata(http, auth_url, server_url)
     base = _origin(server_url)
+    if metadata is None:  # (the 2025-03-26 fallback: endpoints at the server's origin)
+        return Discovered(
+            server_url=server_url, resource=resource, issuer=auth_url or base,
+            authorization_endpoint=urljoin(base, "/authorize"),
+            token_endpoint=urljoin(base, "/token"),
+            registration_endpoint=urljoin(base, "/register"), revocation_endpoint=None,
+            metadata=None, challenged_scope=scope, prm=prm)
     return Discovered(
-        server_url=server_url, resource=resource,
-        issuer=str(metadata.issuer) if metadata is not None else expected,
-        authorization_endpoint=(str(metadata.authorization_endpoint) if metadata
-                                else urljoin(base, "/authorize")),
-        token_endpoint=str(metadata.token_endpoint) if metadata else urljoin(base, "/token"),
-        registration_endpoint=(str(metadata.registration_endpoint) if metadata and
-                               metadata.registration_endpoint else
-                               None if metadata else urljoin(base, "/register")),
-        revocation_endpoint=(str(metadata.revocation_endpoint) if metadata and
-                             metadata.revocation_endpoint else None),
+        server_url=server_url, resource=resource, issuer=str(metadata.issuer),
+        authorization_endpoint=str(metadata.authorization_endpoint),
+        token_endpoint=str(metadata.token_endpoint),
+        registration_endpoint=(str(metadata.registration_endpoint)
+                               if metadata.registration_endpoint else None),
+        revocation_endpoint=(str(metadata.revocation_endpoint)
+                             if metadata.revocation_endpoint else None),
         metadata=metadata, challenged_scope=scope, prm=prm)
 
 
