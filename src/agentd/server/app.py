@@ -295,7 +295,9 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
                 responses.setdefault(str(status), {"description": _STATUS_TEXT[status]})
             for status, response in responses.items():
                 if int(status) >= 400:
-                    response["content"] = error
+                    # (a page for a person, which a route may document too, is kept)
+                    response["content"] = {**{k: v for k, v in response.get(
+                        "content", {}).items() if k != "application/json"}, **error}
     components = document.setdefault("components", {})
     components["securitySchemes"] = {"bearer": {
         "type": "http", "scheme": "bearer",

@@ -202,8 +202,15 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-@callback_router.get(CALLBACK_PATH, response_model=Authorized,
-                     responses=ERRORS(400, 403, 409, 422, 502))
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
+
+
+@callback_router.get(CALLBACK_PATH, response_model=Authorized, responses={
+    200: {"content": _PAGE, "description": "The tokens are stored: a page for the "
+                                           "person (JSON with Accept: application/json)."},
+    **{status: {"content": _PAGE, "description": "Nothing stored: a page saying why "
+                                                 "(the error as JSON when asked for)."}
+       for status in (400, 403, 409, 422, 502)}})
 async def callback(
     request: Request,
     state: Annotated[str | None, Query(max_length=512)] = None,
