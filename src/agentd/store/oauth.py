@@ -121,16 +121,15 @@ class OAuthStore:
         """Take the lock of one token for ``ttl_s`` seconds: True when ``holder`` has it
         now (it was free, expired, or already its own)."""
         def write(tx: Tx) -> bool:
-            row = tx.one("SELECT holder, expires_at FROM oauth_locks WHERE tenant = ? AND "
-                         "agent = ? AND name = ?", (tenant, agent, name))
-            if row is not None and str(row[0]) != holder and float(row[1]) > now:
-                return False
+            # One statement: on PostgreSQL a second node's insert waits for the first's
+            # commit, then finds its row and (not expired, not its own) changes nothing.
             tx.execute(
                 "INSERT INTO oauth_locks (tenant, agent, name, holder, expires_at) VALUES "
                 "(?, ?, ?, ?, ?) ON CONFLICT (tenant, agent, name) DO UPDATE SET "
-                "holder = excluded.holder, expires_at = excluded.expires_at",
-                (tenant, agent, name, holder, now + ttl_s))
-            return True
+                "holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE oauth_locks.holder = excluded.holder OR oauth_locks.expires_at <= ?",
+                (tenant, agent, name, holder, now + ttl_s, now))
+            return tx.rowcount > 0
 
         return await self.engine.write(write)
 
