@@ -316,6 +316,10 @@ def setting_references(settings: AgentSettings) -> list[tuple[str, str]]:
         for part, values in (("env", server.env), ("headers", server.headers)):
             found += [(f"body.settings.mcp.{index}.{part}.{key}", secret)
                       for key, secret in references(values)]
+        client_secret = server.oauth.client_secret if server.oauth is not None else None
+        if client_secret is not None:
+            found.append((f"body.settings.mcp.{index}.oauth.client_secret",
+                          client_secret.removeprefix(REF_PREFIX)))
     for host, headers in settings.http_headers.items():
         found += [(f"body.settings.http_headers.{host}.{key}", secret)
                   for key, secret in references(headers)]
