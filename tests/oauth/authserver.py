@@ -112,7 +112,8 @@ class AuthServer:
     def issue(self, resource: str, scope: str, login: str = "alice",
               **client: Any) -> dict[str, Any]:
         """Tokens for ``resource`` as a client gets them: registered (RFC 7591), a
-        person signing in and consenting, the code exchanged with its PKCE verifier."""
+        person signing in and consenting, the code exchanged with its PKCE verifier
+        (and, as ``client``, the client registered)."""
         redirect = "http://127.0.0.1:9/callback"
         registered = self.register([redirect], **client)
         verifier = secrets.token_urlsafe(48)
@@ -135,7 +136,7 @@ class AuthServer:
             "code_verifier": verifier, "resource": resource},
             auth=(registered["client_id"], registered["client_secret"]))
         assert answer.status_code == 200, answer.text
-        found: dict[str, Any] = answer.json()
+        found: dict[str, Any] = {**answer.json(), "client": registered}
         return found
 
     def stop(self) -> None:

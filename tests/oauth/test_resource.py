@@ -360,3 +360,43 @@ async def test_an_oauth_token_opens_the_mcp_door_only(
                          ("POST", "/v1/chat/completions")):
         answer = await api.request(method, path, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 401, (path, answer.text)
+
+
+async def test_opaque_tokens_are_asked_about_at_the_introspection_endpoint(
+        settings: Settings, store_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``introspection_endpoint``: a token the daemon cannot read is asked about (RFC
+    7662) with the daemon's own client; one revoked since is inactive: 401."""
+    resource = "http://127.0.0.1:8721/mcp"
+    server = AuthServer(tmp_path, opaque_resources=[resource]).start()
+    try:
+        meta = server.metadata()
+        own = server.register(["http://127.0.0.1:9/unused"])
+        monkeypatch.setenv("AGENTD_TEST_INTROSPECTION", own["client_secret"])
+        config = oauth_config(server.issuer, introspection_endpoint=meta[
+            "introspection_endpoint"], introspection_client_id=own["client_id"],
+            introspection_secret_env="AGENTD_TEST_INTROSPECTION")
+        settings = _with(settings, store_url, demo_agent=False, tenants={"acme": {}},
+                         mcp={"oauth": config})
+        issued = await asyncio.to_thread(server.issue, resource, SCOPE)
+        token = issued["access_token"]
+        assert token.count(".") != 2  # opaque: not a JWT
+        runtime = await Runtime.open(settings)
+        try:
+            await runtime.create_agent(name="acme.support", model="scripted",
+                                       settings={"tenant": "acme"})
+            async with asgi_client(settings, runtime, base_url=settings.base_url()) as api:
+                ok = await _ping(api, token)
+                assert ok.status_code == 200 and "acme.support" in ok.text, ok.text
+                assert server.stats()["introspected"] >= 1
+                async with httpx.AsyncClient() as http:
+                    holder = issued["client"]
+                    revoked = await http.post(meta["revocation_endpoint"], data={
+                        "token": token, "token_type_hint": "access_token"},
+                        auth=(holder["client_id"], holder["client_secret"]))
+                assert revoked.status_code == 200, revoked.text
+                _refused(await _ping(api, token), 401, "invalid_token", "not active")
+        finally:
+            await runtime.close()
+    finally:
+        server.stop()
