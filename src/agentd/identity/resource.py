@@ -77,6 +77,8 @@ class ProtectedResource:
         self._secret = (env.get(config.introspection_secret_env, "")
                         if config.introspection_secret_env else "")
         self._keys: dict[str, dict[str, Any]] = {}
+        #: The keys parsed, by the JWK (its identity: read again, a key is new) and alg.
+        self._parsed: dict[tuple[int, str], jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._jwks_uri = config.jwks_uri
         self._lock = asyncio.Lock()
@@ -134,7 +136,12 @@ class ProtectedResource:
         if found.get("alg") not in (None, alg):
             raise TokenProblem("the token's algorithm is not its key's")
         try:
-            key = jwt.PyJWK(found, algorithm=alg)
+            key = self._parsed.get((id(found), alg))
+            if key is None:  # (parsing a key costs more than checking a signature)
+                key = jwt.PyJWK(found, algorithm=alg)
+                if len(self._parsed) > 64:
+                    self._parsed.clear()
+                self._parsed[(id(found), alg)] = key
             claims: dict[str, Any] = jwt.decode(
                 token, key=key, algorithms=[alg],
                 # Time, issuer and audience are checked by check_claims, on the clock.
@@ -182,6 +189,7 @@ class ProtectedResource:
             return
         self._keys = {str(k.get("kid", i)): k for i, k in enumerate(keys)
                       if isinstance(k, dict)}
+        self._parsed.clear()
 
     async def _discover_jwks(self, http: httpx.AsyncClient) -> str:
         base = self.config.issuer.rstrip("/")
