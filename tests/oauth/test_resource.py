@@ -400,3 +400,17 @@ async def test_opaque_tokens_are_asked_about_at_the_introspection_endpoint(
             await runtime.close()
     finally:
         server.stop()
+
+
+async def test_a_refused_daemon_token_keeps_its_own_reason_at_the_door(
+        door: tuple[httpx.AsyncClient, FakeClock, Runtime]) -> None:
+    api, _, _ = door
+    made = await api.post("/v1/tokens", json={"name": "short", "role": "member",
+                                              "expires_at": "2099-01-01T00:00:00Z"})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    assert (await api.delete("/v1/tokens/short")).status_code == 204
+    refused = await _ping(api, token)
+    assert refused.status_code == 401
+    assert "missing or invalid bearer token" in refused.text  # not "not a signed JWT"
+    assert "resource_metadata=" in refused.headers["www-authenticate"]

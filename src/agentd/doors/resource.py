@@ -27,6 +27,7 @@ from starlette.types import Scope
 from agentd.doors.http import TokenCheck, is_write
 from agentd.errors import AgentdError, Forbidden, Unauthorized
 from agentd.identity.resource import ProtectedResource
+from agentd.security.identity import TOKEN_PREFIX
 
 __all__ = ["ResourceGate"]
 
@@ -79,6 +80,11 @@ class ResourceGate:
             return Unauthorized("this resource needs an OAuth access token (or a daemon "
                                 "token): see its metadata"), {
                 "WWW-Authenticate": self._challenge(found, scope=needed)}
+        if token.startswith(TOKEN_PREFIX.encode()):
+            # A daemon token (named) the check refused (unknown, expired, revoked): its
+            # own reason, with the way to an OAuth token beside it.
+            return refused, {"WWW-Authenticate": self._challenge(
+                found, "invalid_token", refused.message)}
         verdict = await found.verify(token.decode("utf-8", "replace"))
         problem = verdict.problem
         if verdict.principal is not None:
