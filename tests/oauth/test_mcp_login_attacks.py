@@ -247,3 +247,22 @@ async def test_the_redirect_uri_is_always_the_daemons_own(
         # The client agentd registered knows that one redirect URI only.
         flow_client = json.loads(json.dumps(started.json()))
         assert flow_client["redirect_uri"] == redirect
+
+
+async def test_a_person_who_denies_consent_stores_nothing(
+        tmp_path: Path, store_url: str, protected: Protected) -> None:
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        await _agent(d, "a", {"mcp": [oauth_server(protected.url)]})
+        refusing = Person("alice", consent=False)
+        try:
+            callback = await _redirect(d, "a", refusing)
+        finally:
+            refusing.close()
+        assert query("http://x" + callback)["error"] == "access_denied"
+        denied = await d.api.get(callback, headers={"Accept": "application/json"})
+        assert denied.status_code == 400, denied.text
+        assert denied.json()["error"]["code"] == "oauth_denied"
+        assert await _tokens(d) == []
+        await d.runtime.identity.audit.flush()
+        [row] = await d.runtime.identity.audit.page(action="mcp_oauth.authorized")
+        assert row.outcome == "denied" and "access_denied" in row.reason
