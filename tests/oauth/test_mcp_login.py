@@ -293,8 +293,7 @@ async def test_a_tenants_tokens_serve_its_agents_of_that_url_and_no_other_tenant
     for name in ("a", "b"):
         _, events = await _run(runtime, agent=name)
         assert _outputs(events) == ["subject=alice"], (name, _outputs(events))
-    # Another URL under the same entry name has no tokens; nor has an agent's own
-    # (per-agent) entry of the same URL.
+    # An agent's own (per-agent) entry of the same URL has none of the tenant's.
     await runtime.create_agent(name="c", model="scripted", settings={
         "mcp": [oauth_server(protected.url)], "script": script})
     _, events = await _run(runtime, agent="c")
