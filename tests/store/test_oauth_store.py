@@ -1,4 +1,4 @@
-"""The store's side of MCP servers' OAuth (migration 26): logins under way taken once,
+"""The store's side of MCP servers' OAuth (migration 25): logins under way taken once,
 even by two callbacks at once; token locks that one holder has at a time, taken over
 when they expire, given back with the token they guarded; an agent's rows gone with
 it; the migration keeps the secrets of a database from before it. SQLite and
@@ -83,10 +83,10 @@ async def test_an_agents_flows_locks_and_tokens_go_with_it(store: Store) -> None
 @pytest.mark.empty_schema
 async def test_migration_26_keeps_the_secrets_of_before(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 26])
+    monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 25])
     old = await open_store(store_url)
     try:
-        assert await old.schema_version() < 26
+        assert await old.schema_version() < 25
         await SecretStore(old.engine).put(tenant="default", agent="", name="GH",
                                           value="sealed", key_id="k", now=1.0)
     finally:
@@ -94,7 +94,7 @@ async def test_migration_26_keeps_the_secrets_of_before(
     monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
     new = await open_store(store_url)
     try:
-        assert await new.schema_version() >= 26
+        assert await new.schema_version() >= 25
         kept = await SecretStore(new.engine).get(tenant="default", agent="", name="GH")
         assert kept is not None and kept.value == "sealed"
         flows = OAuthStore(new.engine)

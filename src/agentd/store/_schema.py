@@ -887,7 +887,7 @@ CREATE TABLE agent_revisions (
 """,
 ))
 
-# Migration 26: OAuth for MCP servers (agentd.secrets.oauth). ``oauth_flows``: a login
+# Migration 25: OAuth for MCP servers (agentd.secrets.oauth). ``oauth_flows``: a login
 # started and not finished, by the SHA-256 of its ``state`` (the state itself is only
 # in the authorization link): whose it is (tenant, agent, the MCP server's name in the
 # agent's settings, the principal that started it), what finishing it needs (the PKCE
@@ -899,7 +899,7 @@ CREATE TABLE agent_revisions (
 # twice makes the authorization server revoke the whole grant). The tokens themselves
 # are secrets (the ``secrets`` table), named ``_mcp_oauth.<hash>``.
 MIGRATIONS.append((
-    26,
+    25,
     "oauth for mcp servers",
     """
 CREATE TABLE oauth_flows (

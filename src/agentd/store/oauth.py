@@ -1,4 +1,4 @@
-"""OAuth for MCP servers (migration 26): logins under way, and who is refreshing which
+"""OAuth for MCP servers (migration 25): logins under way, and who is refreshing which
 token. The tokens themselves are secrets (:mod:`agentd.store.secrets`).
 
 A flow's row is found by the SHA-256 of its ``state`` and deleted in the transaction
