@@ -30,6 +30,7 @@ SSE ``error`` frames and run results alike.
     ├── ShuttingDown                 503 shutting_down (retryable)
     ├── StoreError                   500 store_error
     ├── ModelError                   502 model_error (retryable unless said otherwise)
+    ├── UpstreamError                502 upstream_error (another server answered wrongly)
     ├── ToolError                    (inside runs only) tool_error
     └── RunFailed                    (inside runs only) max_steps, run_failed
 """
@@ -67,6 +68,7 @@ __all__ = [
     "StoreError",
     "ToolError",
     "Unauthorized",
+    "UpstreamError",
 ]
 
 
@@ -255,6 +257,16 @@ class ModelError(AgentdError):
 
     status = 502
     code = "model_error"
+    retryable = True
+
+
+class UpstreamError(AgentdError):
+    """A server agentd asked on a request's behalf (an MCP server's authorization
+    server, say) could not be reached or answered wrongly; the message says which
+    and how."""
+
+    status = 502
+    code = "upstream_error"
     retryable = True
 
 

@@ -17,6 +17,8 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
 ``secrets``        named secrets, resolved where they are used (:mod:`agentd.secrets`)
+``mcp_oauth``      MCP servers' OAuth logins and tokens (:mod:`agentd.secrets.oauth`)
+``mcp_resource``   the MCP door's outside bearer tokens (``[mcp.oauth]``), or None
 ``hooks``          agents' checks: callables, webhooks, commands (:mod:`agentd.hooks`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
@@ -42,6 +44,7 @@ from typing import Any
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._memory_calls import MemoryCalls
+from agentd.assembly._oauth import make_logins, make_resource
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
 from agentd.assembly._search import web_search_service
 from agentd.assembly.reload import Prepare, Reloader, ReloadOutcome
@@ -359,6 +362,11 @@ class Runtime(MemoryCalls):
         self.agents.async_checks.append(self.secrets.check_settings)
         self.executors.secret_source = lambda tenant, agent, redactor: RunSecrets(
             self.secrets, tenant=tenant, agent=agent, redactor=redactor)
+        #: OAuth for agents' MCP servers: logins, tokens kept as secrets, refreshes.
+        self.mcp_oauth = make_logins(settings, store, self.secrets, clock)
+        self.executors.mcp_tokens = self.mcp_oauth.source
+        #: The MCP door's bearer tokens of [mcp.oauth]'s issuer (None: it takes none).
+        self.mcp_resource = make_resource(settings, clock)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)

@@ -27,6 +27,7 @@ from agentd.cli import (
     _heartbeat,
     _identity,
     _logs,
+    _mcp,
     _memory,
     _replay,
     _runs,
@@ -641,6 +642,7 @@ app.add_typer(_identity.token_app, name="token", rich_help_panel="Access")
 app.add_typer(_identity.tenant_app, name="tenant", rich_help_panel="Access")
 app.add_typer(_identity.audit_app, name="audit", rich_help_panel="Access")
 app.add_typer(_secrets.secret_app, name="secret", rich_help_panel="Access")
+app.add_typer(_mcp.mcp_app, name="mcp", rich_help_panel="Access")
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_secrets``, ``_identity``, ``_admin``) over one transport (``_base``); only the names
+``_secrets``, ``_mcp``, ``_identity``, ``_admin``) over one transport (``_base``); only the names
 below are public.
 """
 
@@ -42,6 +42,7 @@ from agentd.client._errors import (
 from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
+from agentd.client._mcp import MCPAuthAPI
 from agentd.client._memory import MemoryAPI
 from agentd.client._runs import RunsAPI
 from agentd.client._schedules import SchedulesAPI
@@ -64,8 +65,8 @@ __all__ = [
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, IdentityAPI, ExportAPI,
-             AdminAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, MCPAuthAPI, IdentityAPI,
+             ExportAPI, AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

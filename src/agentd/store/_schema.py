@@ -886,3 +886,41 @@ CREATE TABLE agent_revisions (
 );
 """,
 ))
+
+# Migration 25: OAuth for MCP servers (agentd.secrets.oauth). ``oauth_flows``: a login
+# started and not finished, by the SHA-256 of its ``state`` (the state itself is only
+# in the authorization link): whose it is (tenant, agent, the MCP server's name in the
+# agent's settings, the principal that started it), what finishing it needs (the PKCE
+# verifier, the client, the authorization server's endpoints: sealed with the secrets
+# key, as a secret is, ``key_id`` naming the key) and until when it may finish. A
+# callback deletes its row in the transaction that reads it: a state is used once.
+# ``oauth_locks``: who is refreshing which token (a secret's tenant, agent and name)
+# until when, so that one node at a time spends a refresh token (a rotated one spent
+# twice makes the authorization server revoke the whole grant). The tokens themselves
+# are secrets (the ``secrets`` table), named ``_mcp_oauth.<hash>``.
+MIGRATIONS.append((
+    25,
+    "oauth for mcp servers",
+    """
+CREATE TABLE oauth_flows (
+    state_hash {text} PRIMARY KEY,
+    tenant     {text} NOT NULL,
+    agent      {text} NOT NULL,
+    server     {text} NOT NULL,
+    principal  {text} NOT NULL,
+    data       {text} NOT NULL,
+    key_id     {text} NOT NULL,
+    created_at {real} NOT NULL,
+    expires_at {real} NOT NULL
+);
+CREATE INDEX oauth_flows_agent ON oauth_flows (tenant, agent, server);
+CREATE TABLE oauth_locks (
+    tenant     {text} NOT NULL,
+    agent      {text} NOT NULL,
+    name       {text} NOT NULL,
+    holder     {text} NOT NULL,
+    expires_at {real} NOT NULL,
+    PRIMARY KEY (tenant, agent, name)
+);
+""",
+))

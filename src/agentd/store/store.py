@@ -356,6 +356,10 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             # Its own secrets go with it (agent names are daemon-wide: a new agent of
             # this name, in any tenant, starts without them).
             tx.execute("DELETE FROM secrets WHERE agent = ?", (agent.name,))
+            # ... and its MCP servers' logins under way and token locks (its OAuth
+            # tokens are among its secrets).
+            tx.execute("DELETE FROM oauth_flows WHERE agent = ?", (agent.name,))
+            tx.execute("DELETE FROM oauth_locks WHERE agent = ?", (agent.name,))
             tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
             if audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)

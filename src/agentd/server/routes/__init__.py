@@ -14,6 +14,7 @@ from agentd.server.routes import (
     heartbeat,
     identity,
     kernel,
+    mcp_oauth,
     memory,
     memory_entries,
     metrics,
@@ -32,6 +33,6 @@ from agentd.server.routes import (
 )
 
 __all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
-           "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics", "overview",
-           "run_list", "runs", "schedules", "secrets", "sessions", "skills", "snapshots",
-           "subtasks", "tools", "usage", "webhooks"]
+           "heartbeat", "identity", "kernel", "mcp_oauth", "memory", "memory_entries",
+           "metrics", "overview", "run_list", "runs", "schedules", "secrets", "sessions",
+           "skills", "snapshots", "subtasks", "tools", "usage", "webhooks"]
