@@ -41,6 +41,8 @@ from typing import Any
 
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
+from agentd.assembly._media import check_vision, make_media, with_blobs
+from agentd.assembly._media import resolve as resolve_blobs
 from agentd.assembly._memory_calls import MemoryCalls
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
 from agentd.assembly._search import web_search_service
@@ -58,12 +60,13 @@ from agentd.browser import problem as browser_problem
 from agentd.channels.telegram import TelegramChannel
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
-from agentd.errors import AgentNotFound, InvalidInput
+from agentd.errors import AgentNotFound, InvalidInput, NotFound
 from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.hooks import HookRunner
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.llm.output import check_schema
+from agentd.media import Attachments
 from agentd.memory.blocks import MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.consolidation import Consolidator
@@ -124,6 +127,7 @@ from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import Redactor, known_secrets
 from agentd.telemetry.logs import reconfigure as reconfigure_logs
+from agentd.tenancy import DEFAULT_TENANT, tenant_of
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -195,6 +199,8 @@ class Runtime(MemoryCalls):
                                   memory_mb=settings.tool_worker_memory_mb)
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
+        #: Images and files in: their limits, checks and URL fetches (``[attachments]``).
+        self.media = make_media(settings, self.sandboxes.rules)
         #: The lanes whose limits this node keeps with the others sharing the store
         #: (None: SQLite, or no lane with limits of scope ``cluster``).
         lanes = shared_lanes(settings)
@@ -868,6 +874,16 @@ class Runtime(MemoryCalls):
         return await self.compactor.compact(name, key, strategy=strategy,
                                             keep_turns=keep_turns)
 
+    async def session_blob(self, name: str, key: str, sha256: str) -> tuple[str, bytes]:
+        """An image or file the session refers to: its media type and bytes (404 when
+        it refers to none of that hash, whatever another session holds)."""
+        _, session = await self.sessions.get_session(name, key)
+        found = await self.store.blob(session.id, sha256)
+        if found is None:
+            raise NotFound(f"blob {sha256} not found in session {key!r}",
+                           code="blob_not_found")
+        return found
+
     async def session_context(self, name: str, key: str) -> SessionHistory:
         """The session's conversation as the model sees it (compactions applied)."""
         agent, session = await self.sessions.get_session(name, key)
@@ -887,12 +903,24 @@ class Runtime(MemoryCalls):
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
                    also: Callable[[Tx, Accepted], None] | None = None,
-                   start: bool = False, follow: bool = False) -> SendResult:
+                   start: bool = False, follow: bool = False,
+                   attachments: Attachments | None = None) -> SendResult:
         """Accept a message (see :meth:`Runs.send`; ``start``: the sender waits for
         the run, which starts in the accepting commit when its session is idle;
         ``follow``: the result holds the session's subscription, opened before the run
         can commit anything more, for :meth:`follow`). An ``origin["output_schema"]``
-        (the sender's structured output) is checked here, for every door."""
+        (the sender's structured output) is checked here, for every door.
+        ``attachments``: the message's parts, checked (:meth:`Media.prepare`); its
+        text is then their text, not ``content``, and their blobs are written with it
+        (refused first if the agent's model takes no images)."""
+        if attachments is not None and attachments.media:
+            agent = await self.get_agent(name)
+            tenant = tenant_of(agent.settings) or DEFAULT_TENANT
+            check_vision(self.catalog, agent, attachments)
+            await resolve_blobs(self.store, tenant, attachments)
+            content = attachments.content
+            origin, also = with_blobs(self.store, tenant, attachments, origin, also,
+                                      self.guard.quotas.quota(tenant, "storage_bytes"))
         if origin is not None and "output_schema" in origin:
             # (Off the event loop: a large schema's meta-schema check takes a while.)
             await asyncio.to_thread(_check_output_schema, origin["output_schema"], mode)

@@ -46,6 +46,7 @@ from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_fr
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._hooksteps import Stopped
+from agentd.runtime._media import load_media
 from agentd.runtime._output import OutputSteps
 from agentd.runtime._resumesteps import ResumeSteps
 from agentd.runtime._toolsteps import ToolSteps
@@ -623,6 +624,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         priced and turned into the events to commit; a model error fails the run.
         Near the model's window, older turns are compacted first (else trimmed)."""
         self.steps += 1
+        if self.history.unloaded:
+            await load_media(self.store, self.session_id, self.history)
         section, recalled = await self._recall()
         request = self._request(specs, section)
         compaction = None

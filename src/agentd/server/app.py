@@ -57,6 +57,13 @@ from agentd.version import __version__
 __all__ = ["create_app"]
 
 
+#: The paths whose requests may carry images and files (the body limit is
+#: ``[attachments] max_message_mb`` there): the native message route, the OpenAI
+#: doors and A2A's JSON-RPC endpoints.
+MEDIA_PATHS = (r"/v1/agents/[^/]+/sessions/.+/messages", r"/v1/chat/completions",
+               r"/v1/responses", r"/a2a(/.*)?")
+
+
 #: /health: a router of its own, made once (AgentdApp shares included routers).
 _status = APIRouter()
 
@@ -443,9 +450,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
+    # The routes that take images and files: their bytes in base64 (4/3), and the rest.
+    media = max(settings.max_body_bytes,
+                settings.attachments.max_message_bytes * 4 // 3 + (1 << 20))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
-        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
+        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES),
+        *((re.compile(path), media) for path in MEDIA_PATHS)])
     app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal)
     if settings.termo.served:
         # termo-agent's routes (agentd serve --adapter / --termo): outside the stack above,
