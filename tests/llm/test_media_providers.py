@@ -139,7 +139,7 @@ async def test_bytes_that_are_gone_are_a_note(model: Model, stub: StubLLMServer)
 
 
 def _missing() -> bytes:
-    from agentd.runtime._media import MISSING
+    from agentd.runtime.media import MISSING
     return MISSING
 
 

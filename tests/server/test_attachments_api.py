@@ -179,6 +179,20 @@ async def test_a_100mb_body_is_refused_before_it_is_read(client: httpx.AsyncClie
     assert error_code(response) == "payload_too_large"
 
 
+@pytest.mark.parametrize("side", [100_000, 8_000])
+async def test_a_decompression_bomb_is_refused_before_it_is_decoded(
+        client: httpx.AsyncClient, side: int) -> None:
+    """A few hundred bytes claiming side x side pixels: refused from its header (by
+    the daemon's limit, 40 million pixels, or Pillow's own, twice its warning's)."""
+    await create_agent(client)
+    bomb = bomb_png(side, side)
+    assert len(bomb) < 50_000
+    response = await post(client, [{"type": "image", "data": b64(bomb)}])
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert "over the limit of 40000000 pixels" in message, message
+
+
 async def test_too_many_parts(client: httpx.AsyncClient) -> None:
     await create_agent(client)
     image = {"type": "image", "data": b64(png())}

@@ -85,6 +85,7 @@ from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.leases import LeaseKeeper
+from agentd.runtime.media import ToolMedia
 from agentd.runtime.lifecycle import Lifecycle
 from agentd.runtime.nodes import NodeWatch
 from agentd.runtime.replay import Replays
@@ -258,6 +259,9 @@ class Runtime(MemoryCalls):
         self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
         self.agents.checks.append(self.skills.check_settings)
         self.executors.provide(self.skills)
+        # Images tools return: checked like a message's, counted in the tenant's quota.
+        self.executors.provide(ToolMedia(self.media, lambda tenant: self.guard.quotas.quota(
+            tenant, "storage_bytes")))
         self.executors.sections.append(self.skills.section)
         # Enabled skills show read-only at /skills/<name> in the agent's commands.
         self.sandboxes.binds_for = self.skills.binds

@@ -180,8 +180,13 @@ def _image(data: bytes, media_type: str, limits: MediaLimits, where: str
                 image.load()
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError, EOFError, MemoryError) as exc:
+    except Image.DecompressionBombError as exc:
+        # (Pillow refuses at its own limit when it reads the header: the same refusal.)
+        raise InvalidInput(f"{where}: the image is over the limit of {limits.max_pixels} "
+                           f"pixels ({_said(exc)})", code="invalid_media",
+                           field=where) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            MemoryError) as exc:
         raise InvalidInput(f"{where}: not a readable {fmt} image ({_said(exc)})",
                            code="invalid_media", field=where) from None
     return width, height

@@ -24,7 +24,8 @@ from agentd.media.check import Checked, MediaLimits, check
 from agentd.media.fetch import UrlFetcher, decode_base64
 from agentd.store.records import NewBlob
 
-__all__ = ["SHA256", "Attachments", "Media", "RawPart", "message_parts", "part_data"]
+__all__ = ["SHA256", "Attachments", "Media", "RawPart", "ToolImage", "ToolOutput",
+           "media_part", "message_parts", "part_data"]
 
 #: A blob's name: the SHA-256 of its bytes, hex.
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -171,3 +172,22 @@ class Media:
         checked = await asyncio.to_thread(check, data, media_type, self.limits, kind=kind,
                                           name=name, where=where)
         return checked, data
+
+
+@dataclass(frozen=True, slots=True)
+class ToolImage:
+    """An image a tool returns (in :class:`ToolOutput`): its bytes, and what they are
+    (None: read from the bytes). It reaches a model that takes images as an image, is
+    kept once in the store like a message's, and is checked like one first."""
+
+    data: bytes = field(repr=False)
+    media_type: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """What a tool returns when it has images besides its text (a screenshot)."""
+
+    text: str
+    images: tuple[ToolImage, ...] = ()

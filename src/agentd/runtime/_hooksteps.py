@@ -48,8 +48,8 @@ from agentd.runtime.calls import Kernel, ModelCaller
 from agentd.runtime.hooks import CheckCall, CheckFailed, Checks, CheckVerdict, parse_verdict
 from agentd.security.redaction import SecretRedactor
 from agentd.settings.hooks import HookCheck, HookPoint
-from agentd.store import NewEvent
-from agentd.store.records import EventRecord, RunRecord, UsageCharge
+from agentd.store import NewEvent, Tx
+from agentd.store.records import EventRecord, NewBlob, RunRecord, UsageCharge
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
@@ -126,6 +126,11 @@ class HookSteps:
 
     #: (BudgetSteps': after HookSteps in the executor's bases, so not stubbed here.)
     _charged: Callable[[UsageCharge | None], None]
+    #: Images the step's tools returned, written with their results.
+    _tool_blobs: list[NewBlob]
+
+    def _blob_writer(self, blobs: list[NewBlob]) -> Callable[[Tx, list[EventRecord]], None]:
+        raise NotImplementedError
 
     async def _note(self, event: Event) -> None:
         raise NotImplementedError
@@ -357,7 +362,12 @@ class HookSteps:
                     result["is_error"] = True
                     if check.guardrail and stop is None:
                         stop = _stop(check, "tool_result", reason, result["call_id"])
-        await self._commit([*verdicts, *(self._new(ToolFinished(data=r)) for r in results)])
+        events = [*verdicts, *(self._new(ToolFinished(data=r)) for r in results)]
+        blobs, self._tool_blobs = self._tool_blobs, []
+        if blobs:
+            await self._commit(events, also=self._blob_writer(blobs))
+        else:
+            await self._commit(events)
         if stop is not None:
             raise stop
 

@@ -38,7 +38,7 @@ from agentd.llm.model import Model
 from agentd.runtime._toolsteps import MAX_TOOL_OUTPUT
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
-from agentd.store import NewEvent, RunUpdate
+from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
@@ -341,11 +341,13 @@ class ReplayExecutor(RunExecutor):
                       release: bool = False, checkpoint: bool = False,
                       usage: UsageCharge | None = None,
                       unless_changed_after: int | None = None,
-                      unless_run_after: int | None = None) -> list[EventRecord]:
+                      unless_run_after: int | None = None,
+                      also: Callable[[Tx, list[EventRecord]], None] | None = None
+                      ) -> list[EventRecord]:
         return await super()._commit(
             events, update, steer_guard, acquire=acquire, release=release,
             checkpoint=checkpoint, usage=None, unless_changed_after=unless_changed_after,
-            unless_run_after=unless_run_after)
+            unless_run_after=unless_run_after, also=also)
 
     def _charged(self, charge: UsageCharge | None) -> None:
         return None
