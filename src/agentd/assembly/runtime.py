@@ -85,8 +85,8 @@ from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.leases import LeaseKeeper
-from agentd.runtime.media import ToolMedia
 from agentd.runtime.lifecycle import Lifecycle
+from agentd.runtime.media import ToolMedia
 from agentd.runtime.nodes import NodeWatch
 from agentd.runtime.replay import Replays
 from agentd.runtime.runlog import RunLog
