@@ -45,6 +45,9 @@ class RawPart:
     blob: str | None = None
     media_type: str | None = None
     name: str | None = None
+    #: Where the part was in the door's request, for errors (``messages[0].content[1]``);
+    #: None: its place in the parts given.
+    where: str | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -124,7 +127,7 @@ class Media:
         by_hash: list[PartData] = []
         total = 0
         for i, raw in enumerate(parts):
-            at = f"{where}[{i}]"
+            at = raw.where or f"{where}[{i}]"
             if raw.kind == "text":
                 texts.append(raw.text)
                 out.append({"type": "text", "text": raw.text})
