@@ -35,7 +35,7 @@ def check_vision(catalog: Catalog, agent: AgentRecord, attachments: Attachments)
     if not attachments.needs_vision():
         return
     info = catalog.get(agent.model)
-    if info is not None and info.vision is False:
+    if info is not None and info.vision is False:  # (as Runtime.takes_images)
         raise InvalidInput(
             f"model {agent.model!r} (agent {agent.name!r}) takes no images or PDFs "
             "(the model catalog's vision = false); send text, or use a model that "

@@ -878,6 +878,11 @@ class Runtime(MemoryCalls):
         return await self.compactor.compact(name, key, strategy=strategy,
                                             keep_turns=keep_turns)
 
+    def takes_images(self, agent: AgentRecord) -> bool:
+        """Whether the agent's model takes images and PDFs (not known to: yes)."""
+        info = self.catalog.get(agent.model)
+        return info is None or info.vision is not False
+
     async def session_blob(self, name: str, key: str, sha256: str) -> tuple[str, bytes]:
         """An image or file the session refers to: its media type and bytes (404 when
         it refers to none of that hash, whatever another session holds)."""
