@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agentd.events import RecalledData, StepCompactionData
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import ModelRequest
-from agentd.media import Attachments, Media
 from agentd.llm.model import Model
+from agentd.media import Attachments, Media
 from agentd.store import Accepted, Lease, Tx
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 
