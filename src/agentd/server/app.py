@@ -450,9 +450,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
-    # The routes that take images and files: their bytes in base64 (4/3), and the rest.
-    media = max(settings.max_body_bytes,
-                settings.attachments.max_message_bytes * 4 // 3 + (1 << 20))
+    # The routes that take images and files: a body, and their bytes in base64 (4/3).
+    media = settings.max_body_bytes + settings.attachments.max_message_bytes * 4 // 3
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES),
