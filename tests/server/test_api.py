@@ -19,8 +19,8 @@ from tests.conftest import asgi_client, under_way, wait_for_run
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
-from agentd.media.config import AttachmentsConfig
 from agentd.llm.scripted import enqueue
+from agentd.media.config import AttachmentsConfig
 from agentd.server.app import create_app
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
