@@ -234,8 +234,10 @@ PAGE_SETUP: dict[str, tuple[str, str]] = {
     "docs/cli.md": (
         """echo '[{"text": "Hello"}]' > turns.json
 echo 'I answer briefly.' > persona.txt
-echo 'Deploys are on Mondays.' > notes.txt""",
-        "the files the examples read (--script turns.json, < persona.txt, < notes.txt)"),
+echo 'Deploys are on Mondays.' > notes.txt
+python -c 'from PIL import Image; Image.new("RGB", (64, 48), "red").save("photo.png")'""",
+        "the files the examples read (--script turns.json, < persona.txt, < notes.txt, "
+        "--attach photo.png)"),
     "docs/protocols/openai.md": ("agentd create support",
                                  "the page's examples talk to an agent `support`"),
     "docs/protocols/langgraph.md": ("agentd create support",

@@ -5,6 +5,7 @@ output, the session key itself) shown as text that runs nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -345,5 +346,5 @@ def test_images_show_as_thumbnails_and_files_as_downloads(page: Any, daemon: Dae
     with page.expect_download() as download:
         chip.click()
     assert download.value.suggested_filename == "notes.txt"
-    assert open(download.value.path(), "rb").read() == b"some notes"
+    assert Path(download.value.path()).read_bytes() == b"some notes"
     page.locator("#pane-timeline .step-message-user img.part-thumb").wait_for(state="attached")
