@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Host", "serving"]
+__all__ = ["Host", "media_daemon", "serving"]
 
 _SERVER = r'''
 import base64, json, sys
@@ -70,3 +71,20 @@ def serving(routes: dict[str, tuple[int, dict[str, str], bytes]], log: Path
     finally:
         proc.kill()
         proc.wait()
+
+
+def media_daemon(root: Path, web: Host, token: str, *agents: tuple[str, str]) -> Any:
+    """A daemon (served from a thread) whose settings list ``web`` as a reachable
+    endpoint (the "public" web of these tests), with ``agents`` (name, model) made."""
+    from tests.daemons import WORKER_UID_BASE, ThreadDaemon, create_agent
+
+    from agentd.config import SandboxConfig
+
+    process = ThreadDaemon(root / "home", root / "agentd.log", token=token,
+                           demo_agent=False, sandbox=SandboxConfig(
+                               uid_base=WORKER_UID_BASE, uid_count=20_000,
+                               private_endpoints=[f"127.0.0.1:{web.port}"])).start()
+    with process.client() as api:
+        for name, model in agents:
+            create_agent(api, name, model=model)
+    return process

@@ -14,11 +14,9 @@ import pytest
 from a2a.client import Client, ClientConfig, create_client
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import A2AError
-from tests.daemons import WORKER_UID_BASE, ThreadDaemon, create_agent
-from tests.media.hosts import Host, serving
+from tests.daemons import ThreadDaemon
+from tests.media.hosts import Host, media_daemon, serving
 from tests.media.images import jpeg, pdf, png
-
-from agentd.config import SandboxConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +39,8 @@ def web(tmp_path_factory: pytest.TempPathFactory, private: Host) -> Iterator[Hos
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, web: Host) -> Iterator[ThreadDaemon]:
-    root = tmp_path_factory.mktemp("a2a-media")
-    process = ThreadDaemon(root / "home", root / "agentd.log", token="t0ken-a2a-media",
-                           demo_agent=False, sandbox=SandboxConfig(
-                               uid_base=WORKER_UID_BASE, uid_count=20_000,
-                               private_endpoints=[f"127.0.0.1:{web.port}"])).start()
-    with process.client() as api:
-        create_agent(api, "eye")
+    process = media_daemon(tmp_path_factory.mktemp("a2a-media"), web, "t0ken-a2a-media",
+                           ("eye", "scripted"))
     try:
         yield process
     finally:

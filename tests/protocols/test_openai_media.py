@@ -13,11 +13,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tests.daemons import WORKER_UID_BASE, ThreadDaemon, create_agent
-from tests.media.hosts import Host, serving
+from tests.daemons import ThreadDaemon
+from tests.media.hosts import Host, media_daemon, serving
 from tests.media.images import jpeg, pdf, png
-
-from agentd.config import SandboxConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +43,8 @@ def web(tmp_path_factory: pytest.TempPathFactory, private: Host) -> Iterator[Hos
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, web: Host) -> Iterator[ThreadDaemon]:
-    root = tmp_path_factory.mktemp("openai-media")
-    process = ThreadDaemon(root / "home", root / "agentd.log", token="t0ken-media",
-                           demo_agent=False, sandbox=SandboxConfig(
-                               uid_base=WORKER_UID_BASE, uid_count=20_000,
-                               private_endpoints=[f"127.0.0.1:{web.port}"])).start()
-    with process.client() as api:
-        create_agent(api, "eye")
-        create_agent(api, "blind", model="deepseek:deepseek-chat")
+    process = media_daemon(tmp_path_factory.mktemp("openai-media"), web, "t0ken-media",
+                           ("eye", "scripted"), ("blind", "deepseek:deepseek-chat"))
     try:
         yield process
     finally:

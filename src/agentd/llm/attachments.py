@@ -9,10 +9,14 @@ text with its name, and the note a model gets instead of bytes that are not ther
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from agentd.llm.messages import MediaPart
+from agentd.llm.messages import MediaPart, TextPart
 
-__all__ = ["b64", "data_url", "file_text", "is_pdf", "missing", "tool_images_note"]
+__all__ = ["b64", "data_url", "file_text", "is_pdf", "missing", "render", "tool_images_note"]
+
+T = TypeVar("T")
 
 
 def b64(part: MediaPart) -> str:
@@ -46,3 +50,25 @@ def tool_images_note(name: str, call_id: str, count: int) -> str:
     results hold text only: OpenAI Chat Completions)."""
     what = "image" if count == 1 else f"{count} images"
     return f"[the {what} the {name} call {call_id} returned]"
+
+
+def render(parts: Sequence[TextPart | MediaPart], *, text: Callable[[str], T],
+           image: Callable[[MediaPart], T], pdf: Callable[[MediaPart], T],
+           text_file: Callable[[MediaPart], T]) -> list[T]:
+    """A message's parts in a provider's blocks, in order: each text (empty ones left
+    out: the APIs refuse them), image, PDF and text file by its function; a part whose
+    bytes are gone as the text of its note."""
+    out: list[T] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            if part.text:
+                out.append(text(part.text))
+            continue
+        note = missing(part)
+        if note is not None:
+            out.append(text(note))
+        elif part.kind == "image":
+            out.append(image(part))
+        else:
+            out.append(pdf(part) if is_pdf(part) else text_file(part))
+    return out

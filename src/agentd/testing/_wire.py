@@ -392,8 +392,9 @@ class AnthropicMessages:
             kind = block.get("type") if isinstance(block, dict) else None
             where = f"messages.{i}.content.{j}"
             if kind == "text":
-                if not isinstance(block.get("text"), str) or not block["text"]:
-                    return f"{where}: text content blocks must be non-empty"
+                problem = _text_problem(block, where)
+                if problem is not None:
+                    return problem
             elif kind == "tool_use":
                 if not isinstance(block.get("input"), dict):
                     return f"{where}.input: Input should be a valid dictionary"
@@ -555,15 +556,19 @@ def _tool_result_problem(block: dict[str, Any], where: str) -> str | None:
     for k, inner in enumerate(content):
         kind = inner.get("type") if isinstance(inner, dict) else None
         at = f"{where}.content.{k}"
-        if kind == "text":
-            if not isinstance(inner.get("text"), str) or not inner["text"]:
-                return f"{at}: text content blocks must be non-empty"
-        elif kind in ("image", "document"):
-            problem = anthropic_block_problem(inner, at)
+        if kind in ("text", "image", "document"):
+            problem = (_text_problem(inner, at) if kind == "text"
+                       else anthropic_block_problem(inner, at))
             if problem is not None:
                 return problem
         else:
             return f"{at}.type: {kind!r} is not a valid tool_result content block"
+    return None
+
+
+def _text_problem(block: dict[str, Any], where: str) -> str | None:
+    if not isinstance(block.get("text"), str) or not block["text"]:
+        return f"{where}: text content blocks must be non-empty"
     return None
 
 

@@ -485,32 +485,22 @@ def _part_blocks(parts: list[TextPart | MediaPart]) -> list[dict[str, Any]]:
     """A message's parts as Messages API content blocks: an image as an ``image``
     block, a PDF as a ``document`` with its base64, a text file as a ``document`` with
     a text source (its name as the title)."""
-    out: list[dict[str, Any]] = []
-    for part in parts:
-        if isinstance(part, TextPart):
-            if part.text:  # (the API refuses empty text blocks)
-                out.append({"type": "text", "text": part.text})
-            continue
-        note = _media.missing(part)
-        if note is not None:
-            out.append({"type": "text", "text": note})
-        elif part.kind == "image":
-            out.append({"type": "image", "source": {
-                "type": "base64", "media_type": part.media_type, "data": _media.b64(part)}})
-        elif _media.is_pdf(part):
-            block: dict[str, Any] = {"type": "document", "source": {
-                "type": "base64", "media_type": "application/pdf", "data": _media.b64(part)}}
-            if part.name:
-                block["title"] = part.name
-            out.append(block)
-        else:
-            text = (part.data or b"").decode("utf-8", errors="replace")
-            block = {"type": "document", "source": {
-                "type": "text", "media_type": "text/plain", "data": text}}
-            if part.name:
-                block["title"] = part.name
-            out.append(block)
-    return out
+    return _media.render(
+        parts, text=lambda text: {"type": "text", "text": text},
+        image=lambda p: {"type": "image", "source": {
+            "type": "base64", "media_type": p.media_type, "data": _media.b64(p)}},
+        pdf=lambda p: _document(p, {"type": "base64", "media_type": "application/pdf",
+                                    "data": _media.b64(p)}),
+        text_file=lambda p: _document(p, {
+            "type": "text", "media_type": "text/plain",
+            "data": (p.data or b"").decode("utf-8", errors="replace")}))
+
+
+def _document(part: MediaPart, source: dict[str, Any]) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.name:
+        block["title"] = part.name
+    return block
 
 
 def _tool_param(spec: ToolSpec) -> ToolParam:

@@ -411,22 +411,12 @@ def _message_param(message: UserMessage | AssistantMessage | ToolResultMessage
 def _content_parts(parts: list[TextPart | MediaPart]) -> list[ChatCompletionContentPartParam]:
     """A message's parts as Chat Completions content parts: images as ``image_url``
     with a data URL, a PDF as a ``file`` with its data, a text file as text."""
-    out: list[ChatCompletionContentPartParam] = []
-    for part in parts:
-        if isinstance(part, TextPart):
-            if part.text:
-                out.append({"type": "text", "text": part.text})
-            continue
-        note = _media.missing(part)
-        if note is not None:
-            out.append({"type": "text", "text": note})
-        elif part.kind == "image":
-            out.append({"type": "image_url", "image_url": {"url": _media.data_url(part)}})
-        elif _media.is_pdf(part):
-            out.append({"type": "file", "file": {"filename": part.name or "document.pdf",
-                                                 "file_data": _media.data_url(part)}})
-        else:
-            out.append({"type": "text", "text": _media.file_text(part)})
+    out: list[ChatCompletionContentPartParam] = _media.render(
+        parts, text=lambda text: {"type": "text", "text": text},
+        image=lambda p: {"type": "image_url", "image_url": {"url": _media.data_url(p)}},
+        pdf=lambda p: {"type": "file", "file": {"filename": p.name or "document.pdf",
+                                                "file_data": _media.data_url(p)}},
+        text_file=lambda p: {"type": "text", "text": _media.file_text(p)})
     return out or [{"type": "text", "text": "(empty message)"}]
 
 
