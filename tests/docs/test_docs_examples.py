@@ -231,6 +231,10 @@ PYTHON_PRELUDE: dict[str, tuple[str, str]] = {
 #: Commands run before a page's blocks, for what its prose takes as given:
 #: page -> (commands, why).
 PAGE_SETUP: dict[str, tuple[str, str]] = {
+    "docs/api.md": (
+        "python -c 'from PIL import Image; "
+        """Image.new("RGB", (64, 48), "red").save("photo.png")'""",
+        "the image the upload example sends (-F file=@photo.png)"),
     "docs/cli.md": (
         """echo '[{"text": "Hello"}]' > turns.json
 echo 'I answer briefly.' > persona.txt

@@ -319,8 +319,6 @@ def run_header(number: int, run_id: str, *, again: bool = False) -> Text:
     return Text(f"── {label} ──", style="dim")
 
 
-# complexity: one branch per event kind `history` shows (the event catalogue); each is
-# two or three lines.
 def part_lines(parts: Any) -> list[Text]:
     """A line per image or file a message or a tool result carries: its type, media
     type, name, pixels or pages, size and blob (the first 12 hex digits of its
@@ -352,6 +350,8 @@ def _size(value: Any) -> str:
     return f"{size / (1 << 20):.1f} MB"
 
 
+# complexity: one branch per event kind `history` shows (the event catalogue); each is
+# two or three lines.
 def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:
     """How `history` shows one Event; an empty list hides it."""
     kind = str(event.get("kind", ""))

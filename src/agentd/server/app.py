@@ -309,6 +309,13 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            # A body documented by hand (openapi_extra: the message route) names its
+            # models' schemas as components; they are moved there.
+            for media in ((operation.get("requestBody") or {}).get("content") or {}).values():
+                for name, schema in (media.get("schema") or {}).pop("$defs", {}).items():
+                    schemas.setdefault(name, schema)
     for name, schema in Error.model_json_schema(
             ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
         schemas.setdefault(name, schema)

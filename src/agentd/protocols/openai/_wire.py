@@ -216,6 +216,18 @@ def _text_of(content: str | list[dict[str, Any]] | None, param: str,
     return "".join(parts)
 
 
+def _parts_text(content: str | list[dict[str, Any]] | None, param: str,
+                text_types: tuple[str, ...], role: str,
+                found: dict[int, list[str | RawPart]], turn: int) -> str:
+    """:func:`_text_of` a message; a user's images and files are kept in ``found`` at
+    its turn's index."""
+    media: list[str | RawPart] | None = [] if role == "user" else None
+    text = _text_of(content, param, text_types, media)
+    if media and any(isinstance(piece, RawPart) for piece in media):
+        found[turn] = media
+    return text
+
+
 def _string(part: dict[str, Any], key: str, where: str) -> str | None:
     value = part.get(key)
     if value is not None and not isinstance(value, str):
@@ -374,10 +386,8 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         elif content is None:
             text = ""
         elif type(content) is list and all(type(part) is dict for part in content):
-            media: list[str | RawPart] | None = [] if role == "user" else None
-            text = _text_of(content, f"messages[{i}].content", ("text",), media)
-            if media and any(isinstance(piece, RawPart) for piece in media):
-                found[len(roles)] = media
+            text = _parts_text(content, f"messages[{i}].content", ("text",), role, found,
+                               len(roles))
         else:
             raise _invalid(f"messages.{i}.content", "a string, a list of content parts "
                            "(objects) or null")
@@ -424,10 +434,7 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
                 # (A message with text content, what most items are.)
                 role, text, call_id = item["role"], content, None
             else:
-                media: list[str | RawPart] = []
-                (role, text), call_id = _input_turn(item, i, media)
-                if any(isinstance(piece, RawPart) for piece in media):
-                    found[len(roles)] = media
+                (role, text), call_id = _input_turn(item, i, found, len(roles))
         else:
             raise _invalid(f"input.{i}", "an input item is an object")
         if role in ("system", "developer"):
@@ -444,8 +451,8 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
     return conversation
 
 
-def _input_turn(item: dict[str, Any], i: int, media: list[str | RawPart]
-                ) -> tuple[tuple[str, str], str | None]:
+def _input_turn(item: dict[str, Any], i: int, found: dict[int, list[str | RawPart]],
+                turn: int) -> tuple[tuple[str, str], str | None]:
     """One Responses input item as a turn, with its call id when it is a tool's
     result: a ``function_call`` is the model's (an assistant turn), its
     ``function_call_output`` the caller's result."""
@@ -466,6 +473,5 @@ def _input_turn(item: dict[str, Any], i: int, media: list[str | RawPart]
             type(content) is list and all(type(part) is dict for part in content)):
         raise _invalid(f"input[{i}].content", "a string or a list of content parts "
                        "(objects)")
-    return (role, _text_of(content, f"input[{i}].content",
-                           ("input_text", "output_text", "text"),
-                           media if role == "user" else None)), None
+    return (role, _parts_text(content, f"input[{i}].content",
+                              ("input_text", "output_text", "text"), role, found, turn)), None

@@ -132,7 +132,8 @@ async def _message(request: Request, runtime: Any) -> tuple[MessageIn, Attachmen
                **ERRORS(404, 409, 413, 422, 503)},
     openapi_extra={
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": MessageIn.model_json_schema()},
+            "application/json": {"schema": MessageIn.model_json_schema(
+                ref_template="#/components/schemas/{model}")},
             "multipart/form-data": {"schema": _FORM}}},
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                         "schema": {"type": "string", "maxLength": 256},
