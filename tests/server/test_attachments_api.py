@@ -143,6 +143,8 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
      "invalid_input"),
     ("an empty data URL", {"type": "image", "url": "data:image/png;base64,"}, 422,
      "invalid_media"),
+    ("a file with a URL to nowhere", {"type": "file", "url": "ftp://example.com/x.pdf"},
+     422, "url_refused"),
 ]
 
 
@@ -191,6 +193,15 @@ async def test_a_decompression_bomb_is_refused_before_it_is_decoded(
     assert response.status_code == 422, response.text
     message = response.json()["error"]["message"]
     assert "over the limit of 40000000 pixels" in message, message
+
+
+async def test_parts_with_nothing_in_them(client: httpx.AsyncClient) -> None:
+    await create_agent(client)
+    response = await post(client, [{"type": "text", "text": ""},
+                                   {"type": "text", "text": "  "}])
+    assert response.status_code == 422
+    assert "no text, image or file" in response.json()["error"]["message"]
+    assert (await client.get("/v1/agents/a/sessions/k")).status_code == 404
 
 
 async def test_too_many_parts(client: httpx.AsyncClient) -> None:

@@ -925,8 +925,8 @@ class Runtime(MemoryCalls):
         if attachments is not None and attachments.media:
             agent = await self.get_agent(name)
             tenant = tenant_of(agent.settings) or DEFAULT_TENANT
-            check_vision(self.catalog, agent, attachments)
             await resolve_blobs(self.store, tenant, attachments)
+            check_vision(self.catalog, agent, attachments)
             content = attachments.content
             origin, also = with_blobs(self.store, tenant, attachments, origin, also,
                                       self.guard.quotas.quota(tenant, "storage_bytes"))

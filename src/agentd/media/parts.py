@@ -152,8 +152,12 @@ class Media:
             blobs[checked.sha256] = NewBlob(
                 sha256=checked.sha256, media_type=checked.media_type, size=checked.size,
                 width=checked.width, height=checked.height, data=data)
-        return Attachments(content="\n".join(t for t in texts if t), parts=out,
-                           blobs=list(blobs.values()), by_hash=by_hash)
+        content = "\n".join(t for t in texts if t)
+        if not blobs and not content.strip():
+            raise InvalidInput(f"{where}: the message has no text, image or file",
+                               field=where)
+        return Attachments(content=content, parts=out, blobs=list(blobs.values()),
+                           by_hash=by_hash)
 
     async def checked(self, raw: RawPart, where: str) -> tuple[Checked, bytes]:
         """One image's or file's bytes, got and checked."""
@@ -194,3 +198,6 @@ class ToolOutput:
 
     text: str
     images: tuple[ToolImage, ...] = ()
+    #: Images kept already, by reference (a replay serves a recorded result's parts:
+    #: its session refers to their blobs); taken as they are.
+    kept: tuple[PartData, ...] = ()

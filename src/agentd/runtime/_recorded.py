@@ -35,6 +35,7 @@ from agentd.llm.messages import (
     UsageEvent,
 )
 from agentd.llm.model import Model
+from agentd.media import ToolOutput
 from agentd.runtime._toolsteps import MAX_TOOL_OUTPUT
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
@@ -243,7 +244,7 @@ def _never() -> None:  # pragma: no cover - replaced before any call
 
 
 def _served(t: Tool, recording: Recording) -> Any:
-    async def serve(ctx: ToolContext, **_: Any) -> str:
+    async def serve(ctx: ToolContext, **_: Any) -> str | ToolOutput:
         queue = recording.results.get(ctx.call_id)
         if not queue:
             raise ToolError(f"replay: the original run has no result for call "
@@ -257,7 +258,11 @@ def _served(t: Tool, recording: Recording) -> Any:
             ctx.untrusted = tainted
         if result.get("is_error"):
             raise ToolError(str(result.get("output", "")), code="tool_error")
-        return _untruncated(str(result.get("output", "")))
+        output = _untruncated(str(result.get("output", "")))
+        parts = result.get("parts")
+        # Images the call returned: by reference, as recorded (the replay's session,
+        # a fork of the run's, refers to their blobs).
+        return ToolOutput(text=output, kept=tuple(parts)) if parts else output
 
     return serve
 

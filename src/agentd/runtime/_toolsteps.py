@@ -35,6 +35,7 @@ from agentd.events import (
     ApprovalRequestedData,
     Event,
     LoopDetected,
+    PartData,
     PolicyVerdictData,
     RunWaiting,
     ToolFinished,
@@ -427,6 +428,7 @@ class ToolSteps(HookSteps):
         tainted: str | None = None
         ctx: ToolContext | None = None
         images: tuple[ToolImage, ...] = ()
+        kept: tuple[PartData, ...] = ()
         if t is None:
             output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
         else:
@@ -445,7 +447,7 @@ class ToolSteps(HookSteps):
             try:
                 value = await t.call(call.arguments, ctx, self.tool_timeout_s, self.workers)
                 if isinstance(value, ToolOutput):
-                    images, value = value.images, value.text
+                    images, kept, value = value.images, value.kept, value.text
                 output = render_output(value)
                 is_error = False
             except ToolError as exc:
@@ -474,6 +476,8 @@ class ToolSteps(HookSteps):
             result["tainted"] = tainted
         if ctx is not None and ctx.sandboxed is not None:
             result["sandbox"] = ctx.sandboxed
+        if kept:
+            result["parts"] = list(kept)
         if images:
             await self._take_images(result, images)
         return result
