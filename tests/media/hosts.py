@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Host", "media_daemon", "serving"]
+__all__ = ["Host", "media_daemon", "private_host", "serving"]
 
 _SERVER = r'''
 import base64, json, sys
@@ -88,3 +88,13 @@ def media_daemon(root: Path, web: Host, token: str, *agents: tuple[str, str]) ->
         for name, model in agents:
             create_agent(api, name, model=model)
     return process
+
+
+@contextmanager
+def private_host(log: Path) -> Iterator[Host]:
+    """A server on the loopback that no setting lists (never to be reached): its
+    ``/secret.png`` is what an SSRF would fetch."""
+    from tests.media.images import png
+
+    with serving({"/secret.png": (200, {"Content-Type": "image/png"}, png())}, log) as host:
+        yield host

@@ -15,7 +15,7 @@ from a2a.client import Client, ClientConfig, create_client
 from a2a.types.a2a_pb2 import Message, Part, Role, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import A2AError
 from tests.daemons import ThreadDaemon
-from tests.media.hosts import Host, media_daemon, serving
+from tests.media.hosts import Host, media_daemon, private_host, serving
 from tests.media.images import jpeg, pdf, png
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with serving({"/secret.png": (200, {"Content-Type": "image/png"}, png())},
-                 tmp_path_factory.mktemp("private") / "hits") as host:
+    with private_host(tmp_path_factory.mktemp("private") / "hits") as host:
         yield host
 
 

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from tests.daemons import ThreadDaemon
-from tests.media.hosts import Host, media_daemon, serving
+from tests.media.hosts import Host, media_daemon, private_host, serving
 from tests.media.images import jpeg, pdf, png
 
 pytestmark = pytest.mark.e2e
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A server on the loopback that no setting lists: never to be reached."""
-    with serving({"/secret.png": (200, {"Content-Type": "image/png"}, png())},
-                 tmp_path_factory.mktemp("private") / "hits") as host:
+    with private_host(tmp_path_factory.mktemp("private") / "hits") as host:
         yield host
 
 
