@@ -80,3 +80,26 @@ async def test_a_model_without_vision_gets_a_note_instead(no_vision: Runtime) ->
     assert finished["output"] == ("here is a jpeg\n[picture returned 1 image(s), not shown: "
                                   "this model takes no images]")
     assert "[image" not in output
+
+
+@pytest.fixture
+async def full(settings: Settings, store_url: str) -> AsyncIterator[Runtime]:
+    """A daemon whose tenant ``t`` may keep 10 bytes of images."""
+    from agentd.config import TenantConfig, TenantQuotas
+
+    settings.database_url = store_url
+    settings.tenants = {"t": TenantConfig(quotas=TenantQuotas(storage_bytes=10))}
+    rt = await Runtime.open(settings)
+    yield rt
+    await rt.close()
+
+
+async def test_an_image_over_the_storage_quota_is_a_note(full: Runtime) -> None:
+    output, finished = await run(full, '/tool picture {"kind": "png"}',
+                                 settings={"tenant": "t"})
+    assert "parts" not in finished and not finished["is_error"]
+    assert finished["output"].startswith("here is a png\n[its images were not kept: tenant "
+                                         "'t' is at its storage_bytes quota")
+    assert output.startswith("picture returned: here is a png")
+    count = await full.store.engine.read(lambda tx: tx.one("SELECT COUNT(*) FROM blobs"))
+    assert count is not None and count[0] == 0

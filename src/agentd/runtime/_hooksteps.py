@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, QuotaExceeded
 from agentd.events import (
     ErrorData,
     Event,
@@ -364,10 +364,18 @@ class HookSteps:
                         stop = _stop(check, "tool_result", reason, result["call_id"])
         events = [*verdicts, *(self._new(ToolFinished(data=r)) for r in results)]
         blobs, self._tool_blobs = self._tool_blobs, []
-        if blobs:
-            await self._commit(events, also=self._blob_writer(blobs))
-        else:
-            await self._commit(events)
+        try:
+            await self._commit(events, also=self._blob_writer(blobs) if blobs else None)
+        except QuotaExceeded as exc:
+            if not blobs:
+                raise
+            # The tenant's storage is full: the results go without their images, and
+            # say why (the model can act on it; nothing of them was written).
+            for result in results:
+                if result.pop("parts", None):
+                    result["output"] += f"\n[its images were not kept: {exc.message}]"
+            await self._commit([*verdicts,
+                                *(self._new(ToolFinished(data=r)) for r in results)])
         if stop is not None:
             raise stop
 
