@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from agentd.llm.registry import PROVIDERS, PUBLIC_PROVIDERS, ModelEndpoint, endpoint_providers
+from agentd.media.config import AttachmentsConfig
 from agentd.security.access import TokenScope
 from agentd.security.endpoints import endpoint
 from agentd.security.policy import PolicyConfig
@@ -249,6 +250,8 @@ class TenantQuotas(_Strict):
     schedules: int | None = Field(default=None, ge=0, le=10_000_000, strict=True)
     sessions: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
     memory_entries: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
+    #: Bytes of the images and files its sessions hold (each kept once).
+    storage_bytes: int | None = Field(default=None, ge=0, le=1 << 50, strict=True)
     #: Connections its agents hold open through egress proxies at once.
     egress_connections: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
     #: Sandbox uids its agents hold (one per agent whose commands have run).
@@ -727,6 +730,8 @@ class Settings(BaseSettings):
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     #: The browser tools (Chromium driven by Playwright; the ``browser`` extra).
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
+    #: Images and files in messages and tool results: limits, types, URL fetches.
+    attachments: AttachmentsConfig = Field(default_factory=AttachmentsConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

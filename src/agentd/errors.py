@@ -27,6 +27,7 @@ SSE ``error`` frames and run results alike.
     │   ├── CheckpointExists         409 checkpoint_exists
     │   └── SessionBusy              409 session_busy (details.active_run)
     ├── PayloadTooLarge              413 payload_too_large
+    ├── UnsupportedMedia             415 unsupported_media (an image or file type refused)
     ├── ShuttingDown                 503 shutting_down (retryable)
     ├── StoreError                   500 store_error
     ├── ModelError                   502 model_error (retryable unless said otherwise)
@@ -68,6 +69,7 @@ __all__ = [
     "StoreError",
     "ToolError",
     "Unauthorized",
+    "UnsupportedMedia",
     "UpstreamError",
 ]
 
@@ -239,6 +241,13 @@ class SessionBusy(Conflict):
 class PayloadTooLarge(AgentdError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMedia(AgentdError):
+    """An image or file of a type the daemon does not take (``[attachments]``)."""
+
+    status = 415
+    code = "unsupported_media"
 
 
 class ShuttingDown(AgentdError):

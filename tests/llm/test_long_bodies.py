@@ -21,6 +21,7 @@ import pytest
 from agentd.llm.memo import PrefixMemo, trimmed
 from agentd.llm.messages import (
     AssistantMessage,
+    MediaPart,
     ModelRequest,
     ToolCall,
     ToolResultMessage,
@@ -31,7 +32,12 @@ from agentd.llm.registry import resolve_model
 Message = UserMessage | AssistantMessage | ToolResultMessage
 
 
-def _message(i: int) -> Message:
+#: A 1x1 PNG, as a tool's screenshot.
+_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def _message(i: int, images: bool = False) -> Message:
     kind = i % 5
     if kind in (0, 3):
         return UserMessage(content=f"question {i}")
@@ -39,7 +45,10 @@ def _message(i: int) -> Message:
         return AssistantMessage(text="", tool_calls=[ToolCall(id=f"c{i}", name="t",
                                                               arguments={"n": i})])
     if kind == 2:
-        return ToolResultMessage(call_id=f"c{i - 1}", name="t", content=f"result {i}")
+        parts = [MediaPart(kind="image", blob=f"{i:064x}", media_type="image/png",
+                           size=len(_PNG), width=1, height=1, data=_PNG)] if images else []
+        return ToolResultMessage(call_id=f"c{i - 1}", name="t", content=f"result {i}",
+                                 parts=parts)
     return AssistantMessage(text=f"answer {i}")
 
 
@@ -54,20 +63,29 @@ def body_of(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("system", ["", "You are terse."])
-def test_a_long_conversation_s_body_is_a_fresh_encoding_s(body_of: Any, system: str) -> None:
+@pytest.mark.parametrize("images", [False, True])
+def test_a_long_conversation_s_body_is_a_fresh_encoding_s(body_of: Any, system: str,
+                                                          images: bool) -> None:
+    """(With ``images``, a tool returns a screenshot now and then, from the 200th
+    message to the 300th: OpenAI's body then places them in user messages, and the
+    parts joined once are made again after.)"""
     memo = PrefixMemo()
     history: list[Message] = []
     for i in range(600):
-        history.append(_message(i))
+        history.append(_message(i, images and 200 <= i < 300 and i % 15 == 2))
         if i == 400:
             # A compaction rewrites the start: the memo's generation moves on.
-            history = [UserMessage(content="summary"), *history[150:]]
+            history = [UserMessage(content="summary"), *history[320:]]
             memo.rewritten()
         messages = list(history)
         provenance: tuple[int, int, int] | None = (memo.generation, 0, len(history))
         if i % 7 == 0:
             messages.append(ToolResultMessage(call_id="late", name="t", content="none"))
-        if i % 11 == 0 and len(messages) > 10:
+        if images and 440 <= i < 470:
+            # A screenshot at the end of these calls only (not the history's): while it
+            # is there the parts are placed afresh, and the requests are trimmed.
+            messages.append(_message(2, images=True))
+        if (i % 11 == 0 or 440 <= i < 480) and len(messages) > 10:
             messages, provenance = messages[3:], trimmed(provenance, 3)
         request = ModelRequest(system=system, messages=messages, memo=memo,
                                provenance=provenance)

@@ -134,6 +134,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "channels": "restart",
     "browser": "restart",
     "web_search": "restart",
+    "attachments": "restart",
     "demo_agent": "restart",
     "tool_modules": "restart",
     # Logs: the level and the format live; the rest of [telemetry] at start.

@@ -49,6 +49,7 @@ from agentd.cli._common import (
     SessionOption,
     State,
     VerboseOption,
+    attachment,
     connect,
     echo_json,
     err,
@@ -439,6 +440,16 @@ def send(
             show_default=False,
         ),
     ] = None,
+    attach: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--attach",
+            metavar="FILE",
+            help="An image (PNG, JPEG, GIF, WebP) or a file (PDF, text) sent with the "
+            "message; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send one message and print the reply.
 
@@ -458,14 +469,16 @@ def send(
       $ agentd send demo "actually, make it shorter" --mode steer
       $ agentd send demo "nightly report" --no-wait --priority batch
       $ agentd send demo "a point?" --schema point.schema.json
+      $ agentd send demo "what is in this picture?" --attach photo.png
     """
     if message == "-":
         message = sys.stdin.read()
+    content: str | list[Any] = message if not attach else [message, *map(attachment, attach)]
     output_schema = _load_schema(schema) if schema is not None else None
     if no_wait:
         with connect(ctx) as client:
             queued = client.send(
-                name, session, message, wait=False, idempotency_key=idempotency_key,
+                name, session, content, wait=False, idempotency_key=idempotency_key,
                 mode=mode, priority=priority, output_schema=output_schema,
             )
         if as_json:
@@ -475,7 +488,7 @@ def send(
         return
     with connect(ctx, timeout=min(timeout, 60.0)) as client:
         run_id, asked, last_wait = _follow_send(
-            client, name, session, message, idempotency_key=idempotency_key, mode=mode,
+            client, name, session, content, idempotency_key=idempotency_key, mode=mode,
             priority=priority, timeout=timeout, output_schema=output_schema)
         run = client.get_run(run_id)
         status = run.get("status")
@@ -516,7 +529,7 @@ def _tool_line(frame: SSEEvent) -> Text:
     return tool_result_line(payload, limit=200)
 
 
-def _follow_send(client: Client, name: str, session: str, message: str, *,
+def _follow_send(client: Client, name: str, session: str, message: str | list[Any], *,
                  idempotency_key: str | None, mode: str, priority: str | None,
                  timeout: float, output_schema: dict[str, Any] | None = None
                  ) -> tuple[str, bool, str]:

@@ -23,7 +23,7 @@ from agentd.llm.messages import ModelRequest, Usage
 __all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_sum", "estimate_tokens"]
 
 _FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input",
-           "cache_write", "structured_output")
+           "cache_write", "structured_output", "vision")
 #: Prices a model may leave out: priced at ``input`` then.
 _OPTIONAL_PRICES = ("cached_input", "cache_write")
 
@@ -44,6 +44,10 @@ class ModelInfo:
     cache_write: float | None = None
     #: It takes a JSON Schema for its answer natively (:mod:`agentd.llm.output`).
     structured_output: bool = False
+    #: It takes images and PDFs (True), or not (False: a message carrying one is
+    #: refused); None: the catalog does not say (they are sent, and the provider
+    #: decides).
+    vision: bool | None = None
 
     def cost(self, usage: Usage) -> float:
         """What ``usage`` costs at list price, in USD. ``usage.input_tokens`` includes
@@ -115,12 +119,16 @@ def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
         native = entry.get("structured_output", False)
         if not isinstance(native, bool):
             raise InvalidInput(f"{where}.structured_output must be true or false")
+        vision = entry.get("vision")
+        if vision is not None and not isinstance(vision, bool):
+            raise InvalidInput(f"{where}.vision must be true or false")
         models[spec] = ModelInfo(
             spec=spec, context_window=entry["context_window"],
             max_output_tokens=entry["max_output_tokens"], input=float(entry["input"]),
             output=float(entry["output"]),
             cached_input=_price(entry, "cached_input"),
-            cache_write=_price(entry, "cache_write"), structured_output=native)
+            cache_write=_price(entry, "cache_write"), structured_output=native,
+            vision=vision)
     return models
 
 
@@ -182,5 +190,33 @@ def estimate_sum(request: ModelRequest) -> tuple[int, list[int], int]:
     return fixed_tokens, sizes, int(memo.total)
 
 
+#: An image's share of a prompt when its size is not known, the most one counts for (the
+#: providers scale a large image down: Anthropic's about width x height / 750 tokens up
+#: to about 1,600; OpenAI's 85 + 170 per 512-pixel tile of the scaled image), and a
+#: PDF page's (its text and its picture).
+_IMAGE_TOKENS, _MAX_IMAGE_TOKENS, _PAGE_TOKENS = 1_000, 1_600, 1_500
+
+
 def _message_tokens(message: object) -> int:
+    parts = getattr(message, "parts", None)
+    if parts:
+        return _parts_tokens(message, parts)
     return len(orjson.dumps(message, default=str)) // 4 + _PER_MESSAGE
+
+
+def _parts_tokens(message: object, parts: list[Any]) -> int:
+    """A message with images or files: its text as any message's, each image or PDF
+    by its pixels or pages, a text file by its size."""
+    text = getattr(message, "content", "") or ""
+    tokens = len(text) // 4 + _PER_MESSAGE
+    for part in parts:
+        if getattr(part, "kind", "text") == "text":
+            continue  # (in ``content`` already)
+        if part.kind == "image":
+            pixels = (part.width or 0) * (part.height or 0)
+            tokens += min(pixels // 750, _MAX_IMAGE_TOKENS) if pixels else _IMAGE_TOKENS
+        elif part.media_type == "application/pdf":
+            tokens += (part.pages or 1) * _PAGE_TOKENS
+        else:
+            tokens += part.size // 4
+    return tokens

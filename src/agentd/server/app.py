@@ -59,6 +59,13 @@ from agentd.version import __version__
 __all__ = ["create_app"]
 
 
+#: The paths whose requests may carry images and files (the body limit is
+#: ``[attachments] max_message_mb`` there): the native message route, the OpenAI
+#: doors and A2A's JSON-RPC endpoints.
+MEDIA_PATHS = (r"/v1/agents/[^/]+/sessions/.+/messages", r"/v1/chat/completions",
+               r"/v1/responses", r"/a2a(/.*)?")
+
+
 #: /health: a router of its own, made once (AgentdApp shares included routers).
 _status = APIRouter()
 
@@ -306,6 +313,13 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            # A body documented by hand (openapi_extra: the message route) names its
+            # models' schemas as components; they are moved there.
+            for media in ((operation.get("requestBody") or {}).get("content") or {}).values():
+                for name, schema in (media.get("schema") or {}).pop("$defs", {}).items():
+                    schemas.setdefault(name, schema)
     for name, schema in Error.model_json_schema(
             ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
         schemas.setdefault(name, schema)
@@ -459,9 +473,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
+    # The routes that take images and files: a body, and their bytes in base64 (4/3).
+    media = settings.max_body_bytes + settings.attachments.max_message_bytes * 4 // 3
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
-        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
+        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES),
+        *((re.compile(path), media) for path in MEDIA_PATHS)])
     app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal,
                        gate=ResourceGate((mcp_door.PATH,), _mcp_resource, settings.base_url())
                        if settings.mcp.oauth is not None else None)

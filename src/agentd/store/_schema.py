@@ -924,3 +924,37 @@ CREATE TABLE oauth_locks (
 );
 """,
 ))
+
+# Migration 26: images and files messages carry (agentd.store.blobs). ``blobs`` holds
+# each tenant's bytes once, by their SHA-256: two tenants sending the same file each
+# have their copy, so that no tenant can learn or read what another holds by its
+# hash, and each pays for its own in its ``storage_bytes`` quota. ``blob_refs`` says
+# which sessions refer to which blob (a row per session and blob, whatever the number
+# of events naming it), written in the transaction of the event that names it and
+# gone with the session (a fork copies its source's); a blob no session refers to
+# any more is deleted in the transaction that dropped its last reference. A session
+# reads a blob only through a reference of its own.
+MIGRATIONS.append((
+    26,
+    "blobs",
+    {dialect: f"""
+CREATE TABLE blobs (
+    tenant     {{text}} NOT NULL,
+    sha256     {{text}} NOT NULL,
+    media_type {{text}} NOT NULL,
+    size       {{bigint}} NOT NULL,
+    width      {{bigint}},
+    height     {{bigint}},
+    data       {kind} NOT NULL,
+    created_at {{real}} NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+);
+CREATE TABLE blob_refs (
+    session_id {{text}} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    tenant     {{text}} NOT NULL,
+    sha256     {{text}} NOT NULL,
+    PRIMARY KEY (session_id, sha256)
+);
+CREATE INDEX blob_refs_blob ON blob_refs (tenant, sha256);
+""" for dialect, kind in (("sqlite", "BLOB"), ("postgresql", "BYTEA"))},
+))

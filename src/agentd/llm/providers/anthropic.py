@@ -36,12 +36,15 @@ from anthropic.types import (
 )
 
 from agentd.errors import InvalidModel, ModelError
+from agentd.llm import attachments as _media
 from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
+    MediaPart,
     ModelRequest,
     StreamEvent,
+    TextPart,
     ToolResultMessage,
     ToolSpec,
     UsageEvent,
@@ -371,12 +374,20 @@ def _marked(blocks: list[bytes]) -> list[bytes]:
 
 def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> _Blocks:
     if isinstance(message, UserMessage):
+        if message.parts:
+            return "user", [orjson.dumps(b) for b in _part_blocks(message.parts)]
         return "user", [orjson.dumps({"type": "text", "text": message.content})] \
             if message.content else []
     if isinstance(message, ToolResultMessage):
+        content: str | list[dict[str, Any]] = message.content
+        if message.parts:
+            # A tool_result holds images itself (a screenshot the model then sees).
+            content = [*([{"type": "text", "text": message.content}]
+                         if message.content else []),
+                       *_part_blocks(list(message.parts))]
         return "user", [orjson.dumps({
             "type": "tool_result", "tool_use_id": message.call_id,
-            "content": message.content, "is_error": message.is_error})]
+            "content": content, "is_error": message.is_error})]
     blocks: list[bytes] = []
     # Thinking first, unmodified and in order: the API checks their signatures.
     for thought in message.thinking:
@@ -392,6 +403,28 @@ def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> _Blo
         blocks.append(orjson.dumps({"type": "tool_use", "id": call.id, "name": call.name,
                                     "input": call.arguments}))
     return "assistant", blocks
+
+
+def _part_blocks(parts: list[TextPart | MediaPart]) -> list[dict[str, Any]]:
+    """A message's parts as Messages API content blocks: an image as an ``image``
+    block, a PDF as a ``document`` with its base64, a text file as a ``document`` with
+    a text source (its name as the title)."""
+    return _media.render(
+        parts, text=lambda text: {"type": "text", "text": text},
+        image=lambda p: {"type": "image", "source": {
+            "type": "base64", "media_type": p.media_type, "data": _media.b64(p)}},
+        pdf=lambda p: _document(p, {"type": "base64", "media_type": "application/pdf",
+                                    "data": _media.b64(p)}),
+        text_file=lambda p: _document(p, {
+            "type": "text", "media_type": "text/plain",
+            "data": (p.data or b"").decode("utf-8", errors="replace")}))
+
+
+def _document(part: MediaPart, source: dict[str, Any]) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.name:
+        block["title"] = part.name
+    return block
 
 
 def _tool_param(spec: ToolSpec) -> ToolParam:
