@@ -20,7 +20,7 @@ import orjson
 from agentd.errors import InvalidInput
 from agentd.llm.messages import ModelRequest, Usage
 
-__all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_tokens"]
+__all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_sum", "estimate_tokens"]
 
 _FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input",
            "cache_write", "structured_output", "vision")
@@ -152,8 +152,8 @@ def _undated(spec: str) -> str:
 def estimate_tokens(request: ModelRequest) -> int:
     """A rough estimate of a request's prompt tokens (about 4 characters a token in
     English; JSON and code tokenise denser, so this leans low for them)."""
-    fixed, per_message = estimate_parts(request)
-    return fixed + sum(per_message)
+    fixed, _, total = estimate_sum(request)
+    return fixed + total
 
 
 #: Tokens the chat format adds per message (role and delimiters) and per request (the
@@ -166,6 +166,14 @@ _PER_REQUEST = 3
 def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     """The estimate split into what every call carries (system prompt, tools) and each
     message's share, so that dropping messages needs no new estimate."""
+    fixed, sizes, _ = estimate_sum(request)
+    return fixed, sizes
+
+
+def estimate_sum(request: ModelRequest) -> tuple[int, list[int], int]:
+    """:func:`estimate_parts` and the sum of the messages' shares (with the session's
+    memo, kept as they change rather than summed again: a long conversation's call
+    does not pay a pass over it)."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
     if request.output is not None:
@@ -173,11 +181,13 @@ def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
         fixed += len(orjson.dumps(request.output.schema))
     fixed_tokens = fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0)
     if request.memo is None:
-        return fixed_tokens, [_message_tokens(m) for m in request.messages]
+        sizes = [_message_tokens(m) for m in request.messages]
+        return fixed_tokens, sizes, sum(sizes)
     # The session's memo: only the messages the last call did not have are measured.
     # (Its own list: read it, do not keep or change it.)
-    return fixed_tokens, request.memo.per_message("tokens", _message_tokens).values(
-        request.messages)
+    memo = request.memo.per_message("tokens", _message_tokens)
+    sizes = memo.values(request.messages, request.provenance)
+    return fixed_tokens, sizes, int(memo.total)
 
 
 #: An image's share of a prompt when its size is not known, the most one counts for (the

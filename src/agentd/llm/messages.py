@@ -218,6 +218,12 @@ class ModelRequest:
     #: wire encodings, their token estimates), so that a call converts only the new
     #: ones (:mod:`agentd.llm.memo`); None for a one-off request.
     memo: PrefixMemo | None = field(default=None, compare=False, repr=False)
+    #: Where the messages come from, for the memo: (the history's generation, the
+    #: position of the first, how many of the first are the history's own), so that
+    #: what a call shares with the last one is known without comparing them
+    #: (:mod:`agentd.llm.memo`); None: compared.
+    provenance: tuple[int, int, int] | None = field(default=None, compare=False,
+                                                    repr=False)
     #: A stable key for the conversation (a digest of the session's id, not the id),
     #: which providers may use to route the call to where its prefix is cached.
     cache_key: str | None = None

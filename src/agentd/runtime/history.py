@@ -391,6 +391,7 @@ class SessionHistory:
 
     def _compacted(self, event: EventRecord, data: SessionCompactedData) -> None:
         self.messages, self.origins = compacted(self.messages, self.origins, data)
+        self.memo.rewritten()
         if data.get("strategy") == "clear_tool_results":
             return
         if self._pending:
@@ -427,6 +428,12 @@ class SessionHistory:
         if self._pending or self._deferred:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
+
+    def for_request(self) -> tuple[list[AnyMessage], tuple[int, int, int]]:
+        """:meth:`for_model`, and where those messages come from (the request's
+        ``provenance``: :mod:`agentd.llm.memo`): its first ones are this history's
+        own, a list only ever appended to until the memo's generation changes."""
+        return self.for_model(), (self.memo.generation, 0, len(self.messages))
 
     def output_schema(self, run_id: str) -> dict[str, Any] | None:
         """The JSON Schema the sender of run ``run_id``'s message asked for, if any."""

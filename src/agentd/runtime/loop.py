@@ -617,7 +617,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         return None
 
     def _request(self, specs: list[Any], recalled: str = "") -> ModelRequest:
-        messages = self.history.for_model()
+        messages, provenance = self.history.for_request()
         if self._pieces:
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
         system = self.history.system(self.instructions, self.run.id)
@@ -627,7 +627,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             system=system, messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
             temperature=self.agent_settings.temperature,
-            memo=self.history.memo, cache_key=self.history.cache_key, output=self.output)
+            memo=self.history.memo, provenance=provenance, cache_key=self.history.cache_key,
+            output=self.output)
 
     async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
         """One model call through the kernel (scheduler, retries, fallbacks), its answer

@@ -32,6 +32,7 @@ from openai.types.chat import (
 
 from agentd.errors import ModelError
 from agentd.llm import attachments as _media
+from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
@@ -158,25 +159,37 @@ class OpenAIChatModel(Model):
             # Routes the call to the machines holding this conversation's prefix.
             params["prompt_cache_key"] = request.cache_key
         memo = request.memo
+        head = b'{"messages":[' + (orjson.dumps({"role": "system", "content": request.system})
+                                   if request.system else b"")
+        tail = b"],", orjson.dumps(params)[1:]
         if memo is not None:
             per = memo.per_message(_MEMO, _encoded)
-            parts = per.values(request.messages)
+            parts = per.values(request.messages, request.provenance)
             images = _ToolImages.of(memo, per.dropped, per.kept)
         else:
-            parts, images = [_encoded(m) for m in request.messages], _ToolImages()
+            per, parts, images = None, [_encoded(m) for m in request.messages], _ToolImages()
         if images.update(request.messages):
-            parts = images.placed(parts, request.messages)
-        # Each part starts with its comma: the body is one copy of the parts (a long
-        # session's body is a megabyte; every copy of it is paid on every call).
-        if request.system:
-            first = b'{"messages":[' + orjson.dumps({"role": "system",
-                                                      "content": request.system})
-        elif parts:
-            first = b'{"messages":[' + parts[0][1:]
-            parts = parts[1:]  # (copied only here: a request with no system prompt)
+            # A tool's images go in a user message after its step: the parts move, so
+            # they are joined afresh (and what Joined kept is not theirs any more).
+            chunks = images.placed(parts, request.messages)
+            if memo is not None:
+                memo.put(_MEMO_JOINED, None)
+        elif memo is not None and per is not None:
+            # Each part starts with its comma; what stayed the same since the last call
+            # is joined once (memo.Joined): the body is one copy, with per-part work
+            # only for what is new (a long session's body is a megabyte).
+            joined = memo.get(_MEMO_JOINED)
+            if joined is None:
+                joined = Joined()
+                memo.put(_MEMO_JOINED, joined)
+            return b"".join([head, *joined.chunks(parts, 0 if per.dropped else per.kept,
+                                                  len(parts), lead=bool(request.system)),
+                             *tail])
         else:
-            first = b'{"messages":['
-        return b"".join([first, *parts, b"],", orjson.dumps(params)[1:]])
+            chunks = list(parts)
+        if chunks and not request.system:
+            chunks[0] = chunks[0][1:]  # (no comma before the first)
+        return b"".join([head, *chunks, *tail])
 
     async def _chunks(
         self, sdk_stream: openai.AsyncStream[object]
@@ -385,7 +398,7 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 #: The names of this format's encodings in a session's memo.
-_MEMO, _MEMO_IMAGES = "openai-chat", "openai-chat-images"
+_MEMO, _MEMO_IMAGES, _MEMO_JOINED = "openai-chat", "openai-chat-images", "openai-chat-joined"
 
 
 def _encoded(message: UserMessage | AssistantMessage | ToolResultMessage) -> bytes:
@@ -539,7 +552,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(
+        http_client=openai.DefaultAioHttpClient(
             verify=tls_context(trust_env=True),
             event_hooks={"response": [_no_retry_when_spent]}),
     )
