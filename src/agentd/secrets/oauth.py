@@ -46,8 +46,6 @@ from typing import Any
 from weakref import WeakSet
 
 import orjson
-from mcp.shared.auth import OAuthClientInformationFull
-from mcp.shared.auth_utils import resource_url_from_server_url
 
 from agentd.clock import SYSTEM, Clock
 from agentd.errors import (
@@ -59,7 +57,6 @@ from agentd.errors import (
     ToolError,
     UpstreamError,
 )
-from agentd.secrets import _oauth_wire as wire
 from agentd.secrets.service import RESERVED_PREFIX, Secrets
 from agentd.security.redaction import SecretRedactor
 from agentd.settings import AgentSettings
@@ -81,10 +78,38 @@ CACHE_S = 60.0
 _WAIT_S = 0.2
 
 
+class _Wire:
+    """``_oauth_wire``, imported on first use: it imports the mcp SDK, which the
+    daemon loads only when a door or an MCP server first needs it
+    (tests/protocols/test_lazy_doors.py)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from agentd.secrets import _oauth_wire
+
+        return getattr(_oauth_wire, name)
+
+
+wire: Any = _Wire()
+
+
+def _http() -> Any:
+    """The client the exchanges go through (``_oauth_wire.client``, on first use)."""
+    return wire.client()
+
+
+def _client(info: Any) -> Any:
+    """An OAuth client's information as the mcp SDK's model."""
+    from mcp.shared.auth import OAuthClientInformationFull
+
+    return OAuthClientInformationFull.model_validate(info)
+
+
 def token_name(url: str) -> str:
     """The secret an MCP server's tokens are kept under: its canonical URL's hash
     (two agents' entries of one URL share a tenant's tokens; another URL, even under
     the same entry name, has none)."""
+    from mcp.shared.auth_utils import resource_url_from_server_url
+
     digest = hashlib.sha256(resource_url_from_server_url(url).encode()).hexdigest()
     return f"{RESERVED_PREFIX}{digest[:32]}"
 
@@ -165,13 +190,13 @@ class MCPLogins:
 
     def __init__(self, secrets: Secrets, store: OAuthStore, *, redirect_uri: str,
                  node_id: str, clock: Clock = SYSTEM,
-                 http: Callable[[], Any] = wire.client) -> None:
+                 http: Callable[[], Any] | None = None) -> None:
         self.secrets = secrets
         self.store = store
         self.redirect_uri = redirect_uri
         self.node_id = node_id
         self.clock = clock
-        self.http = http
+        self.http: Callable[[], Any] = http if http is not None else _http
         #: Seconds a login may take from its link to its callback.
         self.flow_ttl_s = 600.0
         #: A token with less than this many seconds left is refreshed before use.
@@ -307,7 +332,7 @@ class MCPLogins:
                                          redirect_uri=self.redirect_uri)
             elif (kept is not None and kept.client_secret_ref is None
                   and kept.issuer == found.issuer and kept.client.get("client_id")):
-                client = OAuthClientInformationFull.model_validate(kept.client)
+                client = _client(kept.client)
             else:
                 client = await wire.register(http, found, redirect_uri=self.redirect_uri,
                                              scope=scope, name=f"agentd ({agent})")
@@ -397,7 +422,7 @@ class MCPLogins:
                                            actor=str(actor or ""))
         if secret is not None:
             client_info["client_secret"] = secret
-        client = OAuthClientInformationFull.model_validate(client_info)
+        client = _client(client_info)
         try:
             async with self.http() as http:
                 token = await wire.exchange(
@@ -483,7 +508,7 @@ class MCPLogins:
             secret = None
         if secret is not None:
             info["client_secret"] = secret
-        client = OAuthClientInformationFull.model_validate(info)
+        client = _client(info)
         async with self.http() as http:
             for token, hint in ((kept.refresh_token, "refresh_token"),
                                 (kept.access_token, "access_token")):
@@ -588,7 +613,7 @@ class MCPLogins:
             async with self.http() as http:
                 token = await wire.refresh(
                     http, token_endpoint=kept.token_endpoint, resource=kept.resource,
-                    client=OAuthClientInformationFull.model_validate(info),
+                    client=_client(info),
                     refresh_token=kept.refresh_token, redirect_uri=self.redirect_uri)
         except wire.Refused as exc:
             # The grant is gone (revoked, expired, or its refresh token spent): the

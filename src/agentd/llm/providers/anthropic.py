@@ -226,11 +226,13 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
             code, retryable = "model_unavailable", True
         else:  # 400, 404, 413, 422 and any other client error
             code, retryable = "model_bad_request", False
-    elif isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+    elif isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException) and \
+            _settings.connection_cause(exc) is None:
         message = f"{provider} request timed out"
         code, retryable = "model_unavailable", True
     elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-        cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+        cause = _settings.connection_cause(exc) or (
+            exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc)
         reason = f": {cause}" if cause is not None and str(cause) else ""
         message = f"{provider} connection failed{reason}"
         code, retryable = "model_unavailable", True

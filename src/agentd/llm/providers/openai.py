@@ -238,11 +238,11 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
             code, retryable = "model_unavailable", True
         else:  # 400, 404, 422 and any other client error
             code, retryable = "model_bad_request", False
-    elif isinstance(exc, openai.APITimeoutError):
+    elif isinstance(exc, openai.APITimeoutError) and _settings.connection_cause(exc) is None:
         message = f"{provider} request timed out"
         code, retryable = "model_unavailable", True
     elif isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
+        cause = _settings.connection_cause(exc) or exc.__cause__
         reason = f": {cause}" if cause is not None and str(cause) else ""
         message = f"{provider} connection failed{reason}"
         code, retryable = "model_unavailable", True

@@ -12,9 +12,28 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
+
 from agentd.errors import InvalidModel
 from agentd.llm.registry import ProviderInfo
 from agentd.llm.settings import ModelSettings
+
+
+def connection_cause(exc: BaseException) -> BaseException | None:
+    """The connection error under ``exc`` that is not a timeout (a refused or reset
+    connection, a name that does not resolve), if any. The SDKs' aiohttp transport
+    reports every aiohttp connection error as httpx's ``ConnectTimeout`` (its map
+    takes the first match), which the SDKs turn into a timeout: the cause says what
+    it was."""
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if cause is None:
+            return None
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+                cause, TimeoutError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 log = logging.getLogger(__name__)
 
