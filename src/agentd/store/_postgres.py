@@ -126,8 +126,11 @@ class PostgresEngine(Engine):
 
     async def close(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            # Off the loop: a query still under way may wait on something the loop
+            # runs (found in CI: a test's network proxy on the same loop, and the
+            # join deadlocked); the loop keeps turning while the workers finish.
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, True)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
             self._pool = None
