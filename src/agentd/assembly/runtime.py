@@ -41,6 +41,7 @@ from typing import Any
 
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
+from agentd.assembly._eval_calls import EvalCalls
 from agentd.assembly._memory_calls import MemoryCalls
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
 from agentd.assembly._search import web_search_service
@@ -78,6 +79,7 @@ from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, fo
 from agentd.runtime.cluster_limits import ClusterGate
 from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.follower import LogFollower
+from agentd.runtime.fork import Forks
 from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
@@ -141,7 +143,7 @@ DEMO_INSTRUCTIONS = (
 )
 
 
-class Runtime(MemoryCalls):
+class Runtime(MemoryCalls, EvalCalls):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
     def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None,
@@ -265,6 +267,8 @@ class Runtime(MemoryCalls):
                          supervisor=self.supervisor, runlog=self.runlog,
                          accepting=lambda: self._accepting, lease_ttl_s=self.lease.ttl)
         self.replays = Replays(self.executors, self.runs)
+        self.forks = Forks(self.executors, self.runs, self.replays)
+        self.executors.fork = self.forks.build
         self.executors.replay = self.replays.build
         self.lifecycle = Lifecycle(store, bus=self.bus, histories=self.histories,
                                    agents=self.agents, runs=self.runs,
@@ -541,6 +545,7 @@ class Runtime(MemoryCalls):
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
         await self.begin_shutdown()
+        await self.forks.close()
         await self.agents.close()
         await self.identity.close()  # (what is queued for the audit log is written)
         await self.store.close()

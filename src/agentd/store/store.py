@@ -58,6 +58,7 @@ from agentd.store import (
 from agentd.store._accept_many import AlsoMany, accept_many
 from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
+from agentd.store._fork_store import ForkStore
 from agentd.store._identity import IdentityStore
 from agentd.store._lease_store import LeaseStore
 from agentd.store._node_store import NodeStore
@@ -121,14 +122,14 @@ _dumps = _rows.dumps
 
 class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
-            LimitStore, RevisionStore):
+            LimitStore, RevisionStore, ForkStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
     checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
     subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
     (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
     cluster's shared rate limits (:class:`LimitStore`), agents' revisions
-    (:class:`RevisionStore`)."""
+    (:class:`RevisionStore`), forks (:class:`ForkStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
