@@ -60,6 +60,7 @@ from agentd.channels.telegram import TelegramChannel
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput
+from agentd.evals import Evals
 from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.hooks import HookRunner
 from agentd.identity import Identity
@@ -341,6 +342,10 @@ class Runtime(MemoryCalls, EvalCalls):
                                  exclusive=self.exclusive)
         #: Agents' checks (``settings.hooks``, ``[hooks]``).
         self.hooks = HookRunner(settings.hooks, daemon_ports=(settings.port,))
+        #: Evaluations: suites of cases forked onto a candidate (``[evals]``).
+        self.evals = Evals(store, forks=self.forks, runs=self.runs, agents=self.agents,
+                           kernel=self.kernel, config=settings.evals, clock=clock,
+                           node_id=settings.node_id, delete_session=self.sessions.delete)
         self.executors.checks = self.hooks
         self.agents.checks.append(self.hooks.check_settings)
         #: Spans of every run from the log, exported over OTLP when traces are on
@@ -493,6 +498,7 @@ class Runtime(MemoryCalls, EvalCalls):
         self._accepting = True
         self.schedules.start()
         self.webhooks.start()
+        self.evals.start()
         self.telegram.start()
         self.traces.start()
         if self.metrics is not None:
@@ -511,6 +517,7 @@ class Runtime(MemoryCalls, EvalCalls):
         await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
+        await self.evals.stop()
         await self.hooks.close()
         await self.telegram.close()
         await self.follower.stop()

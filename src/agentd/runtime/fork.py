@@ -38,7 +38,7 @@ import asyncio
 import dataclasses
 import shutil
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,7 +69,7 @@ from agentd.runtime.workspaces import snapshot_at
 from agentd.security.identity import Principal
 from agentd.security.policy import PolicyConfig
 from agentd.settings.check import stored_settings
-from agentd.store import new_id
+from agentd.store import Accepted, Tx, new_id
 from agentd.store.records import AgentRecord, EventRecord, RunRecord, tenant_of
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ ToolMode = Literal["live", "recorded"]
 TOOL_MODES: tuple[ToolMode, ...] = ("recorded", "live")
 #: Candidate plans kept (an eval run forks every case onto one candidate).
 _PLANS = 16
+#: Why a copy of a snapshot the agent has no mark of is untrusted.
+_UNKNOWN_COPY = "the fork's copy of the workspace is of unknown provenance"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -208,15 +210,18 @@ class Forks:
     async def start_case(self, agent_name: str, key: str, *, history: list[dict[str, Any]],
                          policy: dict[str, Any] | None, source: dict[str, Any],
                          request: ForkRequest, priority: str, workspace: str | None = None,
-                         actor: Principal | None = None) -> tuple[str, RunRecord]:
+                         actor: Principal | None = None,
+                         also: Callable[[Tx, Accepted], None] | None = None
+                         ) -> tuple[str, RunRecord]:
         """Fork a run kept as a copy (an eval case, :mod:`agentd.evals`) into the new
         session ``key``: ``history`` (the session's events before the run, as
         :meth:`~agentd.store.Store.session_context` gives them), the session
         ``policy``, ``source`` (``run``: the run's record as :meth:`report` shows
         it, ``events``: its events as a fork keeps them, ``message``: its
         ``message.user`` data, ``session``: the key it had) and ``workspace``, the
-        snapshot for ``tools: "live"``. :class:`~agentd.errors.SessionExists` when
-        ``key`` is taken."""
+        snapshot for ``tools: "live"`` (one the agent took: another's is refused).
+        ``also``: more writes committed with the fork's message (the case's result).
+        :class:`~agentd.errors.SessionExists` when ``key`` is taken."""
         agent = await self.factory.agents.get(agent_name)
         if agent.state in AgentNotAccepting.STATES:
             raise AgentNotAccepting.of(agent_name, agent.state)
@@ -227,6 +232,18 @@ class Forks:
         fork_id = new_id("fk")
         copy = None
         if request.tools == "live":
+            f = self.factory
+            if workspace is None and f.uses_workspace(f.tools.resolve(agent.tools)):
+                raise InvalidInput("the workspace as it was at the case's step cannot be "
+                                   "reconstructed (the case holds no snapshot of it: it was "
+                                   "imported, or its session had none); run it with tools: "
+                                   "recorded", code="fork_workspace_unknown",
+                                   field="body.tools")
+            if workspace is not None and await self._taint_of(
+                    agent, workspace) == _UNKNOWN_COPY:
+                raise InvalidInput(f"the case's workspace snapshot {workspace} is not one "
+                                   f"agent {agent_name!r} took: a live fork cannot use it",
+                                   code="fork_workspace_unknown", field="body.tools")
             copy = await self._copy(fork_id, agent, workspace)
         try:
             quota = self.factory.agents.guard.quotas.quota(tenant_of(agent.settings),
@@ -237,7 +254,7 @@ class Forks:
             spec["workspace"] = None if copy is None else {"ref": workspace,
                                                            "dir": str(copy)}
             sent = await self._send(fork_id, agent_name, key, spec, origin.message,
-                                    priority, source_run=None, start=False)
+                                    priority, source_run=None, start=False, also=also)
         except BaseException:
             if copy is not None:
                 await asyncio.to_thread(shutil.rmtree, copy, True)
@@ -341,12 +358,21 @@ class Forks:
 
     async def _send(self, fork_id: str, name: str, key: str, spec: dict[str, Any],
                     message: Mapping[str, Any], priority: str, *, source_run: str | None,
-                    start: bool) -> RunRecord:
-        origin = {k: v for k, v in message.items() if k not in ("content", "steer")}
+                    start: bool, also: Callable[[Tx, Accepted], None] | None = None
+                    ) -> RunRecord:
+        # (a fork is paid for by its own agent: a payer of the original's is not kept)
+        origin = {k: v for k, v in message.items()
+                  if k not in ("content", "steer", "payer", "replay", "traceparent")}
+        link = self.store.link_fork(fork_id, spec, source_run)
+
+        def linked(tx: Tx, accepted: Accepted) -> None:
+            link(tx, accepted)
+            if also is not None:
+                also(tx, accepted)
+
         sent = await self.runs.send(name, key, str(message.get("content", "")),
                                     priority=priority, start=start,
-                                    origin={**origin, "fork": fork_id},
-                                    also=self.store.link_fork(fork_id, spec, source_run))
+                                    origin={**origin, "fork": fork_id}, also=linked)
         return sent.run
 
     # -- the report --------------------------------------------------------------------
@@ -521,7 +547,7 @@ class Forks:
             return None
         mark = await keeper.mark_of(agent.id, ref)
         if mark is None:
-            return "the fork's copy of the workspace is of unknown provenance"
+            return _UNKNOWN_COPY
         return mark or None
 
     # -- candidate plans ---------------------------------------------------------------

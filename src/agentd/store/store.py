@@ -71,6 +71,7 @@ from agentd.store._subtask_store import SubtaskStore
 from agentd.store._trace_store import TraceStore
 from agentd.store.audit import AuditEntry
 from agentd.store.engine import Engine, Tx
+from agentd.store.evals import EvalStore
 from agentd.store.heartbeats import HeartbeatStore
 from agentd.store.limits import LimitStore
 from agentd.store.log import (
@@ -122,14 +123,15 @@ _dumps = _rows.dumps
 
 class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
-            LimitStore, RevisionStore, ForkStore):
+            LimitStore, RevisionStore, ForkStore, EvalStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
     checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
     subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
     (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
     cluster's shared rate limits (:class:`LimitStore`), agents' revisions
-    (:class:`RevisionStore`), forks (:class:`ForkStore`)."""
+    (:class:`RevisionStore`), forks (:class:`ForkStore`), evaluations
+    (:class:`EvalStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
