@@ -23,7 +23,7 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_secrets``, ``_identity``, ``_admin``) over one transport (``_base``); only the names
+``_secrets``, ``_identity``, ``_evals``, ``_admin``) over one transport (``_base``); only the names
 below are public.
 """
 
@@ -39,6 +39,7 @@ from agentd.client._errors import (
     RunFailed,
     WaitTimeout,
 )
+from agentd.client._evals import EvalsAPI
 from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
@@ -65,7 +66,7 @@ __all__ = [
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
              SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, IdentityAPI, ExportAPI,
-             AdminAPI):
+             EvalsAPI, AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

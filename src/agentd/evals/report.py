@@ -76,7 +76,8 @@ def summarize(results: Sequence[ResultRecord], previous: Sequence[ResultRecord] 
                                                                           "running")},
         "pass_rate": round(rate, 4),
         "usage": _usage([d.get("usage") for d in details]),
-        "judge_usage": _usage([d.get("judge_usage") for d in details]),
+        "judge_usage": (_usage([d.get("judge_usage") for d in details])
+                        if any(d.get("judge_usage") for d in details) else None),
         "baseline": {"passed": baseline_passed, "pass_rate": round(baseline_rate, 4),
                      "usage": _usage([(d.get("baseline") or {}).get("usage")
                                       for d in details]),
