@@ -40,7 +40,8 @@ async def test_fork_over_http_and_its_refusals(tmp_path: Path, store_url: str) -
             "from_step": 1, "settings": {"script": [{"text": "forked answer"}]}})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["session"] == f"fork:{run_id}:1" and body["status"] == "completed"
+        # (seed forked it once already)
+        assert body["session"] == f"fork:{run_id}:2" and body["status"] == "completed"
         assert body["fork"]["output"] == "forked answer" and body["same_output"] is False
         assert body["first_divergence"]["step"] == 1
         assert body["original"]["output"] == "echo: hello from acme-bot"
