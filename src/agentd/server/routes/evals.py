@@ -17,6 +17,7 @@ from agentd.doors.access import (
     require_new_agent,
     require_owner,
     require_right,
+    require_run,
     visible_agents,
 )
 from agentd.doors.http import model_response
@@ -139,8 +140,7 @@ async def add_cases(suite_id: str, body: CasesIn, request: Request) -> Response:
     if (body.from_run is None) == (body.cases is None):
         raise InvalidInput("give either from_run or cases", field="body.from_run")
     if body.from_run is not None:
-        _, agent, _ = await runtime_of(request).get_run(body.from_run)
-        await require_agent(request, agent)
+        await require_run(request, body.from_run)  # (another tenant's: as none)
         made = [await evals.add_from_run(suite_id, body.from_run, name=body.name,
                                          graders=body.graders, from_step=body.from_step,
                                          actor=who)]
