@@ -354,11 +354,10 @@ class EvalStore:
         return None if row is None else _run(row)
 
     async def open_eval_runs(self) -> list[EvalRunRecord]:
-        """Eval runs not ended, oldest first (with their agents' ids in ``candidate``
-        untouched)."""
+        """Eval runs not ended (``cancelling`` ones too), oldest first."""
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {_RUN_COLS} FROM eval_runs WHERE status IN ('queued', 'running') "
-            "ORDER BY created_at, id"))
+            f"SELECT {_RUN_COLS} FROM eval_runs WHERE status IN ('queued', 'running', "
+            "'cancelling') ORDER BY created_at, id"))
         return [_run(r) for r in rows]
 
     async def set_eval_run(self, eval_run_id: str, *, status: str,
