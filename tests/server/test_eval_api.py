@@ -37,7 +37,7 @@ async def _ok(response: Any, status: int = 200) -> Any:
 
 async def test_suites_cases_runs_and_results_over_http(tmp_path: Path, store_url: str
                                                        ) -> None:
-    async with scoped_daemon(settings_for(tmp_path, store_url)) as (runtime, api):
+    async with scoped_daemon(settings_for(tmp_path, store_url)) as (_runtime, api):
         acme = await seed(api, "acme-bot")
         await seed(api, "globex-bot")
         h = auth(ACME)
