@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from replay import peek, put, script
 
 from agentd.assembly import Runtime
 from agentd.config import EvalsConfig, ProviderLimits, Settings
 from agentd.evals.cases import case_from_run
 from agentd.llm.scripted import ScriptedModel
+from replay import peek, put, script
 
 MODEL_CALLS = [0]
 
@@ -125,7 +125,9 @@ async def _under_load(runtime: Runtime, big: int, turns: int, case_ms: int
     started = time.perf_counter()
     eval_run = await runtime.evals.start_run(suite.id, settings={
         "script": [{"text": "echo: slow", "delay_ms": case_ms}]})
-    while (await runtime.evals.eval_run(eval_run.id)).counts.get("passed", 0) < 4:
+    for _ in range(2000):  # (the suite under way: some cases done)
+        if (await runtime.evals.eval_run(eval_run.id)).counts.get("passed", 0) >= 4:
+            break
         await asyncio.sleep(0.05)
     loaded = await _turns(runtime, turns)
     during = await runtime.evals.eval_run(eval_run.id)
