@@ -74,7 +74,11 @@ def test_eval_gates_a_change_and_writes_junit(cli: Invoke, live_url: str, agent_
                  "--min-pass-rate", "0", "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["summary"]["gate"]["passed"] is True and len(body["results"]) == 2
+    assert body["summary"]["gate"]["passed"] is True and body["cases"] == 2
+    rows = json.loads(cli("eval", "results", body["id"], "--json").stdout)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    failed = cli("eval", "results", body["id"], "--status", "failed")
+    assert failed.exit_code == 0 and "nope" in failed.output, failed.output
     shown = cli("eval", "show", suite, "--run", "last")
     assert shown.exit_code == 0 and "no regressions" in shown.output, shown.output
     assert cli("eval", "show", suite).exit_code == 0

@@ -191,17 +191,16 @@ def show(
             if run == "last" and not runs:
                 fail(f"suite {suite} has no eval run yet")
             record = runs[0] if runs else client.get_eval_run(run)
-            results = _all_results(client, record["id"])
             if as_json:
-                echo_json({**record, "results": results})
+                echo_json(record)
             else:
-                _report(found, record, results)
+                _report(found, record, _all_results(client, record["id"]))
+            return
+        if as_json:
+            echo_json(found)
             return
         cases = client.list_cases(found["id"], limit=1000)["cases"]
         runs = client.list_eval_runs(found["id"], limit=20)
-    if as_json:
-        echo_json({**found, "case_list": cases, "runs": runs})
-        return
     console = out()
     console.print(Text(f"suite {found['name']} ({found['id']}) of agent {found['agent']}: "
                        f"{found['cases']} case(s); gate {json.dumps(found['gate'])}"),
@@ -232,11 +231,12 @@ def show(
         console.print(listing)
 
 
-def _all_results(client: Client, eval_run_id: str) -> list[dict[str, Any]]:
+def _all_results(client: Client, eval_run_id: str, status: str | None = None
+                 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     after = 0
     while True:
-        page = client.eval_results(eval_run_id, after=after, limit=1000)
+        page = client.eval_results(eval_run_id, status=status, after=after, limit=1000)
         results.extend(page["results"])
         if page.get("next_after") is None:
             return results
@@ -254,10 +254,11 @@ def _grades(result: dict[str, Any]) -> Text:
     return text or Text(str(result.get("error") or "-"))
 
 
-def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, Any]]
-            ) -> None:
+def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, Any]],
+            *, every: bool = False) -> None:
     """An eval run for a person: a line per case (only those that did not pass, past
-    a few dozen), then the aggregate against the baseline and the last run."""
+    a few dozen, unless ``every``), then the aggregate against the baseline and the
+    last run."""
     console = out()
     summary = run.get("summary") or {}
     gate = summary.get("gate") or {}
@@ -265,7 +266,7 @@ def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, 
         f"eval run {run['id']} (#{run['n']}) of suite {suite['name']} (agent "
         f"{suite['agent']}) on {run['candidate'].get('model') or _AGENTS}, "
         f"tools {run['candidate'].get('tools')}: {run['status']}"), soft_wrap=True)
-    shown = results if len(results) <= _ALL_ROWS else [
+    shown = results if every or len(results) <= _ALL_ROWS else [
         r for r in results if r["status"] != "passed"]
     table = Table(show_edge=False, pad_edge=False)
     for column in ("#", "CASE", "RESULT", "BASELINE", "GRADES", "ANSWER"):
@@ -375,11 +376,36 @@ def run_suite(
             except OSError as exc:
                 fail(f"{junit}: {exc.strerror or exc}")
     if as_json:
-        echo_json({**record, "results": results})
+        echo_json(record)
     else:
         _report(found, record, results)
     if not ((record.get("summary") or {}).get("gate") or {}).get("passed"):
         raise typer.Exit(1)
+
+
+@eval_app.command("results")
+def results(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="ID", help="The eval run (er_...).")],
+    status: Annotated[str | None, typer.Option(
+        "--status", help="Only these, comma-separated: passed, failed, errored, "
+                         "cancelled, queued, running.", show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """An eval run's results, a case a line: its grades, answer and baseline.
+
+    [bold]Examples[/]
+      $ agentd eval results er_0192c3d4e5f6a1b2c3d4e5f6a7 --status failed,errored
+      $ agentd eval results "$EVAL" --json | jq '.[] | {case, status, grades}'
+    """
+    with connect(ctx) as client:
+        record = client.get_eval_run(run_id)
+        found = client.get_suite(record["suite_id"])
+        rows = _all_results(client, run_id, status)
+    if as_json:
+        echo_json(rows)
+    else:
+        _report(found, {**record, "summary": None}, rows, every=True)
 
 
 @eval_app.command("export")
@@ -429,7 +455,7 @@ def import_suite(
     with connect(ctx, timeout=600.0) as client:
         made = client.import_suite(items, agent=agent, name=name)
     if as_json:
-        echo_json(made)
+        echo_json(made["suite"])
     else:
         suite = made["suite"]
         out().print(Text(f"imported suite {suite['name']} ({suite['id']}) for agent "

@@ -1,9 +1,11 @@
-"""``agentd fork``: run a finished run again from one of its steps on another model,
-instructions or settings, and show where it went another way."""
+"""``agentd fork RUN``: run a finished run again from one of its steps on another model,
+instructions or settings, and show where it went another way (the command is the
+session fork's too: :func:`agentd.cli._checkpoints.fork` decides which is meant)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,13 +16,13 @@ from rich.text import Text
 from agentd.cli._common import connect, echo_json, fail, out
 from agentd.cli._render import short, status_text, usage_text
 
-__all__ = ["candidate_options", "fork", "fork_report"]
+__all__ = ["RUN_ID", "candidate_options", "fork_report", "fork_run"]
 
 #: What a candidate without a model of its own runs on.
 _AGENTS = "the agent's model"
 
-RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help="The run's id (r_...).",
-                                         show_default=False)]
+#: What a run's id looks like (``agentd fork RUN`` against ``agentd fork AGENT ...``).
+RUN_ID = re.compile(r"r_[0-9a-f]{8,64}")
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", help="The model to run on (provider:model; default: the agent's).",
     show_default=False)]
@@ -59,34 +61,10 @@ def candidate_options(model: str | None, instructions: Path | None, settings: st
     return body
 
 
-def fork(
-    ctx: typer.Context,
-    run_id: RunIdArg,
-    from_step: Annotated[int, typer.Option(
-        "--from-step", "-k", min=1, help="The first step the candidate runs (1: the whole "
-                                         "run); the steps before come from the log.")] = 1,
-    model: ModelOption = None,
-    instructions: InstructionsOption = None,
-    settings: SettingsOption = None,
-    tools: ToolsOption = "recorded",
-    wait: Annotated[bool, typer.Option(
-        "--wait/--no-wait", help="Wait for the fork's run to end.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")
-                       ] = False,
-) -> None:
-    """Fork a finished run onto another model, instructions or settings from a step.
-
-    The steps before [bold]--from-step[/] are served from the run's log (no model
-    call, no tool run); from there the candidate runs for real, in a scratch session
-    [bold]fork:RUN:N[/] of the same agent, its model calls charged to the agent. The
-    report shows the first step where it decided differently, the tool calls it added
-    and removed, both answers and both runs' tokens and cost. The original run, its
-    session and workspace are not touched.
-
-    [bold]Examples[/]
-      $ agentd fork r_0192c3d4e5f6a1b2c3d4e5f6a7 --from-step 3 --model openai:gpt-4.1
-      $ agentd fork "$RUN" --settings '{"temperature": 0}' --json | jq .first_divergence
-    """
+def fork_run(ctx: typer.Context, run_id: str, *, from_step: int, model: str | None,
+             instructions: Path | None, settings: str | None, tools: str, wait: bool,
+             as_json: bool) -> None:
+    """``agentd fork RUN``: the fork's report, for a person or as JSON."""
     body = candidate_options(model, instructions, settings, tools)
     with connect(ctx, timeout=3600.0) as client:
         report = client.fork_run(run_id, from_step=from_step, model=body.get("model"),

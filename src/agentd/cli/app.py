@@ -25,7 +25,6 @@ from agentd.cli import (
     _edit,
     _evals,
     _export,
-    _fork,
     _heartbeat,
     _identity,
     _logs,
@@ -630,9 +629,8 @@ app.command(rich_help_panel="Runs")(_approvals.approve)
 app.command(rich_help_panel="Runs")(_approvals.deny)
 app.command(rich_help_panel="Runs")(_trace.trace)
 app.command(rich_help_panel="Runs")(_replay.replay)
-app.command(rich_help_panel="Runs")(_fork.fork)
-app.add_typer(_evals.eval_app, name="eval", rich_help_panel="Runs")
 app.add_typer(_export.export_app, name="export", rich_help_panel="Runs")
+app.add_typer(_evals.eval_app, name="eval", rich_help_panel="Runs")
 
 app.command(rich_help_panel="Usage")(_usage.usage)
 
