@@ -23,6 +23,7 @@ from agentd.cli._fork import (
     SettingsOption,
     ToolsOption,
     candidate_options,
+    json_object,
 )
 from agentd.cli._render import short, usage_text, when
 from agentd.client import Client
@@ -59,16 +60,7 @@ def _status(value: Any) -> Text:
 def _graders(raw: list[str] | None) -> list[dict[str, Any]] | None:
     if not raw:
         return None
-    graders = []
-    for item in raw:
-        try:
-            value = json.loads(item)
-        except ValueError as exc:
-            fail(f"--grader is not JSON: {exc}")
-        if not isinstance(value, dict):
-            fail("--grader must be a JSON object, e.g. '{\"kind\": \"exact\"}'")
-        graders.append(value)
-    return graders
+    return [json_object(item, "--grader") for item in raw]
 
 
 def _suite_for(client: Client, name: str, agent: str | None, *, create: bool = False

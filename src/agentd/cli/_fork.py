@@ -16,7 +16,7 @@ from rich.text import Text
 from agentd.cli._common import connect, echo_json, fail, out
 from agentd.cli._render import short, status_text, usage_text
 
-__all__ = ["RUN_ID", "candidate_options", "fork_report", "fork_run"]
+__all__ = ["RUN_ID", "candidate_options", "fork_report", "fork_run", "json_object"]
 
 #: What a candidate without a model of its own runs on.
 _AGENTS = "the agent's model"
@@ -51,14 +51,19 @@ def candidate_options(model: str | None, instructions: Path | None, settings: st
         except OSError as exc:
             fail(f"{instructions}: {exc.strerror or exc}")
     if settings is not None:
-        try:
-            parsed = json.loads(settings)
-        except ValueError as exc:
-            fail(f"--settings is not JSON: {exc}")
-        if not isinstance(parsed, dict):
-            fail("--settings must be a JSON object")
-        body["settings"] = parsed
+        body["settings"] = json_object(settings, "--settings")
     return body
+
+
+def json_object(text: str, option: str) -> dict[str, Any]:
+    """``text`` (an option's value) as a JSON object, or a CLI error naming ``option``."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        fail(f"{option} is not JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{option} must be a JSON object")
+    return value
 
 
 def fork_run(ctx: typer.Context, run_id: str, *, from_step: int, model: str | None,

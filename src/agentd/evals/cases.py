@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentd.errors import Conflict, InvalidInput
+from agentd.errors import InvalidInput
 from agentd.evals.graders import check_graders
-from agentd.runtime.replay import Replays
+from agentd.runtime.replay import Replays, check_ended
 from agentd.runtime.workspaces import snapshot_at
 from agentd.store import Store
 from agentd.store.evals import CaseRecord, SuiteRecord
@@ -59,12 +59,7 @@ async def case_from_run(store: Store, run_id: str, *, from_step: int = 1
     from the finished run ``run_id``; 409 ``run_in_flight`` while it runs, 422 when it
     cannot be forked (never started, steered into, ``from_step`` out of range)."""
     run, name, key = await store.run_context(run_id)
-    if not run.terminal:
-        raise Conflict(f"run {run_id!r} is {run.status}; a case is taken from it once it "
-                       "has ended", code="run_in_flight")
-    if run.started_at is None:
-        raise InvalidInput(f"run {run_id!r} never started: there is nothing to take",
-                           code="fork_unsupported")
+    check_ended(run, "taken as a case", "fork_unsupported")
     log = await store.read_events(run.session_id)
     mine = Replays.run_events(log, run)
     messages = [e for e in mine if e.kind == "message.user"]

@@ -4,8 +4,8 @@ same as JUnit XML.
 
 The **gate** (a suite's ``gate``, or an eval run's own) is ``{"min_pass_rate": 0..1
 (default 1: every case passes), "max_regressions": n (cases that passed in the last
-run and do not now; default none allowed... unless null), "min_vs_baseline": d (the
-pass rate may be at most ``d`` below the baseline's; default null: not checked)}``.
+run and do not now; default: not checked), "min_vs_baseline": d (the pass rate may be
+at most ``d`` below the baseline's; default: not checked)}``.
 """
 
 from __future__ import annotations
@@ -65,49 +65,54 @@ def summarize(results: Sequence[ResultRecord], previous: Sequence[ResultRecord] 
     recorded and with the ``previous`` run's results; the gate's verdict."""
     counts = Counter(r.status for r in results)
     total = len(results)
-    passed = counts["passed"]
-    rate = passed / total if total else 0.0
+    rate = counts["passed"] / total if total else 0.0
     details = [r.detail or {} for r in results]
-    baseline_passed = sum((d.get("baseline") or {}).get("status") == "passed"
-                          for d in details)
-    baseline_rate = baseline_passed / total if total else 0.0
+    baseline = _baseline(results, details)
     out: dict[str, Any] = {
-        "total": total, **{s: counts[s] for s in RESULT_STATUSES if s not in ("queued",
-                                                                          "running")},
+        "total": total,
+        **{s: counts[s] for s in RESULT_STATUSES if s not in ("queued", "running")},
         "pass_rate": round(rate, 4),
         "usage": _usage([d.get("usage") for d in details]),
         "judge_usage": (_usage([d.get("judge_usage") for d in details])
                         if any(d.get("judge_usage") for d in details) else None),
-        "baseline": {"passed": baseline_passed, "pass_rate": round(baseline_rate, 4),
-                     "usage": _usage([(d.get("baseline") or {}).get("usage")
-                                      for d in details]),
-                     "better": sorted(r.case_name for r, d in zip(results, details,
-                                                                  strict=True)
-                                      if r.status == "passed"
-                                      and (d.get("baseline") or {}).get("status") == "failed"),
-                     "worse": sorted(r.case_name for r, d in zip(results, details,
-                                                                 strict=True)
-                                     if r.status != "passed"
-                                     and (d.get("baseline") or {}).get("status") == "passed")},
-        "previous": None,
+        "baseline": baseline,
+        "previous": (_previous(results, previous, previous_run)
+                     if previous is not None and previous_run is not None else None),
     }
-    regressions: list[str] = []
-    if previous is not None and previous_run is not None:
-        before = {r.case_id: r.status for r in previous}
-        regressions = sorted(r.case_name for r in results
-                             if before.get(r.case_id) == "passed" and r.status != "passed")
-        fixed = sorted(r.case_name for r in results
-                       if before.get(r.case_id) in ("failed", "errored")
-                       and r.status == "passed")
-        prev_passed = sum(s == "passed" for s in before.values())
-        out["previous"] = {"eval_run_id": previous_run.id, "n": previous_run.n,
-                           "passed": prev_passed,
-                           "pass_rate": round(prev_passed / len(before), 4) if before else 0,
-                           "regressions": regressions, "fixed": fixed,
-                           "new_cases": sum(r.case_id not in before for r in results)}
-    out["gate"] = _verdict(Gate.model_validate(gate or {}), rate, baseline_rate,
-                           regressions if out["previous"] is not None else None)
+    out["gate"] = _verdict(Gate.model_validate(gate or {}), rate, baseline["pass_rate"],
+                           None if out["previous"] is None
+                           else out["previous"]["regressions"])
     return out
+
+
+def _baseline(results: Sequence[ResultRecord], details: list[dict[str, Any]]
+              ) -> dict[str, Any]:
+    """The recorded runs under the same graders, and the cases each side won."""
+    status = [(d.get("baseline") or {}).get("status") for d in details]
+    passed = sum(s == "passed" for s in status)
+    return {"passed": passed,
+            "pass_rate": round(passed / len(results), 4) if results else 0.0,
+            "usage": _usage([(d.get("baseline") or {}).get("usage") for d in details]),
+            "better": sorted(r.case_name for r, s in zip(results, status, strict=True)
+                             if r.status == "passed" and s == "failed"),
+            "worse": sorted(r.case_name for r, s in zip(results, status, strict=True)
+                            if r.status != "passed" and s == "passed")}
+
+
+def _previous(results: Sequence[ResultRecord], previous: Sequence[ResultRecord],
+              run: EvalRunRecord) -> dict[str, Any]:
+    """The comparison with the suite's last run: regressions, fixes, new cases."""
+    before = {r.case_id: r.status for r in previous}
+    passed = sum(s == "passed" for s in before.values())
+    return {"eval_run_id": run.id, "n": run.n, "passed": passed,
+            "pass_rate": round(passed / len(before), 4) if before else 0,
+            "regressions": sorted(r.case_name for r in results
+                                  if before.get(r.case_id) == "passed"
+                                  and r.status != "passed"),
+            "fixed": sorted(r.case_name for r in results
+                            if before.get(r.case_id) in ("failed", "errored")
+                            and r.status == "passed"),
+            "new_cases": sum(r.case_id not in before for r in results)}
 
 
 def _verdict(gate: Gate, rate: float, baseline_rate: float, regressions: list[str] | None

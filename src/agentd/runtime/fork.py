@@ -47,7 +47,6 @@ import orjson
 from agentd.errors import (
     AgentdError,
     AgentNotAccepting,
-    Conflict,
     InvalidInput,
     NotFound,
 )
@@ -64,10 +63,11 @@ from agentd.runtime._recorded import Answers, RecordedModel, Recording, recorded
 from agentd.runtime.agents import AgentPlan
 from agentd.runtime.calls import ModelCaller, Target
 from agentd.runtime.executors import FORK_PREFIX, permissions_for
-from agentd.runtime.loop import ModelSide, RunShared, RunSubject, ToolSide
+from agentd.runtime.loop import CallPolicy, ModelSide, RunShared, RunSubject, ToolSide
+from agentd.runtime.replay import check_ended
 from agentd.runtime.workspaces import snapshot_at
 from agentd.security.identity import Principal
-from agentd.security.policy import PolicyConfig
+from agentd.security.policy import Policy, PolicyConfig
 from agentd.settings.check import stored_settings
 from agentd.store import Accepted, Tx, new_id
 from agentd.store.records import AgentRecord, EventRecord, RunRecord, tenant_of
@@ -161,13 +161,7 @@ class Forks:
         """Fork ``run_id`` (see the module's docstring): the fork's id and its run
         (queued or started). Refused, with nothing written, when it cannot be."""
         original, name, key = await self.store.run_context(run_id)
-        if not original.terminal:
-            raise Conflict(f"run {run_id!r} is {original.status}; it can be forked once "
-                           "it has ended", code="run_in_flight")
-        if original.started_at is None:
-            raise InvalidInput(f"run {run_id!r} never started ({original.status} while "
-                               "queued): there is nothing to fork",
-                               code="fork_unsupported")
+        check_ended(original, "forked", "fork_unsupported")
         agent = await self.factory.agents.get(name)
         if agent.state in AgentNotAccepting.STATES:
             raise AgentNotAccepting.of(name, agent.state)
@@ -484,9 +478,6 @@ class Forks:
                 permissions=permissions, shell_key=f"{agent.id}/{run.session_id}",
                 agent_id=agent.id, tenant=settings.tenant)
         answers = Answers(_usage_stripped(prefix.answers), served)
-        chain = [original_model for original_model in dict.fromkeys(
-            [str(a.get("model")) for a in prefix.answers if a.get("model")] or [agent.model])]
-        recorded_models = [RecordedModel(spec_, answers) for spec_ in chain]
         base, instructions = await f.instructions(record, plan)
         executor = ForkExecutor(
             RunShared(store=self.store, bus=f.bus, kernel=f.kernel, lease=f.lease,
@@ -495,36 +486,54 @@ class Forks:
                        settings=settings, origin=origin,
                        started=prepared is not None and prepared.started
                        and run.status == "running", redactor=redactor, secrets=secrets),
-            ModelSide(targets=[Target(model=m, info=f.agents.catalog.get(m.spec))
-                               for m in recorded_models],
-                      policy=policy, instructions=instructions, base_instructions=base,
-                      max_steps=settings.max_steps or f.settings.max_steps,
-                      output_repairs=(f.settings.output_max_repairs
-                                      if settings.output.max_repairs is None
-                                      else settings.output.max_repairs)),
+            self._prefix_side(agent, prefix, answers, plan, policy, (base, instructions)),
             ToolSide(tools=tools, timeout_s=f.settings.tool_timeout_s,
                      permissions=prefix_permissions, sandbox=sandbox, workspace=folder,
                      services=f.services, notes=notes))
         executor.recording, executor.answers = prefix, answers
         executor.prefix_tools = {t.name: t for t in recorded_tools(tools, prefix)}
         executor.book = CallBook(recorded, {t.name: t for t in tools})
-        targets = plan.targets
-        executor.live = Live(
-            caller=ModelCaller(f.kernel, targets, priority=policy.priority,
-                               tenant=policy.tenant, agent=run.agent_id,
-                               weight=policy.weight, retry=policy.retry,
-                               publish=executor._publish_text, note=executor._note,
-                               park=policy.park, outage_timeout_s=policy.outage_timeout_s),
-            tools={t.name: t for t in live_tools}, permissions=permissions,
-            info=targets[0].info, priced=any(t.info is not None for t in targets),
-            checks=f.checks, ref=workspace.get("ref"),
-            tainted=await self._taint_of(agent, workspace.get("ref")))
+        executor.live = self._live(executor, plan, policy, live_tools, permissions)
+        executor.live.ref = workspace.get("ref")
+        executor.live.tainted = await self._taint_of(agent, executor.live.ref)
         executor.tools = executor.prefix_tools
         executor.checks = None
         if answers.exhausted:
             executor.go_live()
         executor.on_end = lambda: self._ended(agent, spec)
         return executor
+
+    def _prefix_side(self, agent: AgentRecord, prefix: Recording, answers: Answers,
+                     plan: AgentPlan, policy: CallPolicy, instructions: tuple[str, str]
+                     ) -> ModelSide:
+        """What the steps before the fork step are asked of: the models that gave the
+        recorded answers, each serving its own (:class:`RecordedModel`)."""
+        f, settings = self.factory, plan.settings
+        chain = list(dict.fromkeys([str(a.get("model")) for a in prefix.answers
+                                    if a.get("model")] or [agent.model]))
+        base, full = instructions
+        repairs = settings.output.max_repairs
+        return ModelSide(targets=[Target(model=m, info=f.agents.catalog.get(m.spec))
+                                  for m in (RecordedModel(c, answers) for c in chain)],
+                         policy=policy, instructions=full, base_instructions=base,
+                         max_steps=settings.max_steps or f.settings.max_steps,
+                         output_repairs=(f.settings.output_max_repairs if repairs is None
+                                         else repairs))
+
+    def _live(self, executor: ForkExecutor, plan: AgentPlan, policy: CallPolicy,
+              tools: list[Tool], permissions: Policy) -> Live:
+        """What the fork becomes at its step: the candidate's models, tools, policy
+        and checks."""
+        targets = plan.targets
+        return Live(
+            caller=ModelCaller(self.factory.kernel, targets, priority=policy.priority,
+                               tenant=policy.tenant, agent=executor.run.agent_id,
+                               weight=policy.weight, retry=policy.retry,
+                               publish=executor._publish_text, note=executor._note,
+                               park=policy.park, outage_timeout_s=policy.outage_timeout_s),
+            tools={t.name: t for t in tools}, permissions=permissions,
+            info=targets[0].info, priced=any(t.info is not None for t in targets),
+            checks=self.factory.checks)
 
     def _live_tools(self, tools: list[Tool], recorded: list[EventRecord],
                     mode: Any) -> list[Tool]:

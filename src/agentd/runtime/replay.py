@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from agentd.runtime.executors import Prepared
     from agentd.runtime.runs import Runs
 
-__all__ = ["SCRATCH_PREFIX", "Replays", "is_scratch"]
+__all__ = ["SCRATCH_PREFIX", "Replays", "check_ended", "is_scratch"]
 
 #: The key of a replay's scratch session: ``replay:<run id>:<n>``.
 SCRATCH_PREFIX = _SCRATCH
@@ -69,6 +69,17 @@ _KEY_TRIES = 5
 def is_scratch(key: str) -> bool:
     """Whether ``key`` names a replay's scratch session."""
     return key.startswith(SCRATCH_PREFIX)
+
+
+def check_ended(run: RunRecord, doing: str, code: str) -> None:
+    """Refuse to work from ``run`` (``doing``: "replayed", "forked", ...) until it has
+    ended (409 ``run_in_flight``), and when it never started (422 ``code``)."""
+    if not run.terminal:
+        raise Conflict(f"run {run.id!r} is {run.status}; it can be {doing} once it has "
+                       "ended", code="run_in_flight")
+    if run.started_at is None:
+        raise InvalidInput(f"run {run.id!r} never started ({run.status} while queued): "
+                           "there is nothing to work from", code=code)
 
 
 class Replays:
@@ -92,13 +103,7 @@ class Replays:
         """The original run, the replay's run (queued or started) and its session's
         key."""
         original, name, key = await self.store.run_context(run_id)
-        if not original.terminal:
-            raise Conflict(f"run {run_id!r} is {original.status}; it can be replayed once "
-                           "it has ended", code="run_in_flight")
-        if original.started_at is None:
-            raise InvalidInput(f"run {run_id!r} never started ({original.status} while "
-                               "queued): there is nothing to replay",
-                               code="replay_unsupported")
+        check_ended(original, "replayed", "replay_unsupported")
         agent = await self.factory.agents.get(name)
         if agent.state in AgentNotAccepting.STATES:
             # (refused before the scratch session is made: nothing is left behind)

@@ -31,18 +31,23 @@ _CANDIDATE = {
 }
 
 
-class RunForkIn(_In):
-    """``POST /v1/runs/{id}/fork``."""
+class _Candidate(_In):
+    """What a fork or an eval run runs on instead of the agent's own."""
 
-    from_step: int = Field(ge=1, strict=True, description=(
-        "The first step the candidate runs (1: the whole run); the steps before it come "
-        "from the original's log."))
     model: str | None = Field(default=None, max_length=300, description=_CANDIDATE["model"])
     instructions: str | None = Field(default=None, max_length=200_000,
                                      description=_CANDIDATE["instructions"])
     settings: dict[str, Any] | None = Field(default=None, description=_CANDIDATE["settings"])
     tools: Literal["recorded", "live"] = Field(default="recorded",
                                                description=_CANDIDATE["tools"])
+
+
+class RunForkIn(_Candidate):
+    """``POST /v1/runs/{id}/fork``."""
+
+    from_step: int = Field(ge=1, strict=True, description=(
+        "The first step the candidate runs (1: the whole run); the steps before it come "
+        "from the original's log."))
     priority: Literal["interactive", "background", "batch"] | None = Field(
         default=None, description="The fork's run's class in the kernel's scheduler "
                                   "(default: the original's).")
@@ -155,15 +160,9 @@ class CaseList(BaseModel):
     next_after: int | None = Field(description="Give it as after for the next page.")
 
 
-class EvalRunIn(_In):
+class EvalRunIn(_Candidate):
     """``POST /v1/evals/suites/{id}/runs``: the candidate every case is forked onto."""
 
-    model: str | None = Field(default=None, max_length=300, description=_CANDIDATE["model"])
-    instructions: str | None = Field(default=None, max_length=200_000,
-                                     description=_CANDIDATE["instructions"])
-    settings: dict[str, Any] | None = Field(default=None, description=_CANDIDATE["settings"])
-    tools: Literal["recorded", "live"] = Field(default="recorded",
-                                               description=_CANDIDATE["tools"])
     gate: dict[str, Any] | None = Field(default=None, description=(
         "This run's gate instead of the suite's. " + _GATE))
     priority: Literal["interactive", "background", "batch"] | None = Field(

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from agentd.doors.access import (
     access_of,
     require_agent,
-    require_new_agent,
+    require_candidate,
     require_owner,
     require_right,
     require_run,
@@ -196,10 +196,7 @@ async def start_run(suite_id: str, body: EvalRunIn, request: Request) -> Respons
     who = require_right(request, "use", "running an eval suite")
     suite = await _suite(request, suite_id)
     runtime = runtime_of(request)
-    if body.settings and not access_of(request.scope).everything:
-        stored = await runtime.stored_agent(suite.agent)
-        require_new_agent(request, suite.agent, {**stored.settings, **body.settings},
-                          stored)
+    await require_candidate(request, suite.agent, body.settings)
     run = await runtime.evals.start_run(
         suite_id, model=body.model, instructions=body.instructions, settings=body.settings,
         tools=body.tools, gate=body.gate, priority=body.priority,

@@ -6,8 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from agentd.doors.access import (
-    access_of,
-    require_new_agent,
+    require_candidate,
     require_owner,
     require_right,
     require_run,
@@ -89,11 +88,9 @@ async def fork_run(run_id: str, body: RunForkIn, request: Request) -> Response:
     who = require_right(request, "use", "forking a run")
     await require_run(request, run_id)
     runtime = runtime_of(request)
-    if body.settings and not access_of(request.scope).everything:
-        # (a fork's settings may not take the agent where the token may not)
+    if body.settings:
         _, name, _ = await runtime.get_run(run_id)
-        stored = await runtime.stored_agent(name)
-        require_new_agent(request, name, {**stored.settings, **body.settings}, stored)
+        await require_candidate(request, name, body.settings)
     report = await runtime.fork_run(run_id, ForkRequest(
         from_step=body.from_step, model=body.model, instructions=body.instructions,
         settings=body.settings, tools=body.tools, priority=body.priority),
