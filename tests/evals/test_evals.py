@@ -173,3 +173,24 @@ async def test_bad_input_is_refused_and_writes_nothing(runtime: Runtime) -> None
         await runtime.evals.start_run(suite.id, model="nosuch:model")
     assert await runtime.evals.cases(suite.id) == []
     assert await runtime.evals.eval_runs(suite.id) == []
+
+
+async def test_a_spent_budget_errors_the_cases_instead_of_failing_the_candidate(
+        runtime: Runtime) -> None:
+    runs = await _seeded(runtime, ["hello"])
+    suite = await runtime.evals.create_suite("a", "budgeted")
+    await runtime.evals.add_from_run(suite.id, runs[0])
+    # The agent's day is spent (the seeding run used more than this).
+    await runtime.update_agent("a", {"settings": {"budget": {"day": {"tokens": 1}}}})
+    done = await _run(runtime, suite.id)
+    [result] = [r.to_api() for r in await runtime.evals.results(done.id)]
+    assert result["status"] == "errored", result
+    assert result["error"]["code"] == "budget_exceeded"
+    # A step budget of the candidate's own is the candidate failing, not an error.
+    await runtime.update_agent("a", {"settings": {}})
+    done = await _run(runtime, suite.id, settings={"budget": {"run": {"steps": 1}},
+                                                   "script": [
+        {"tool_calls": [_call("lookup", city="Oslo")]}, {"text": "echo: hello"}]})
+    [result] = [r.to_api() for r in await runtime.evals.results(done.id)]
+    assert result["status"] == "failed", result
+    assert result["error"]["details"]["scope"] == "run"

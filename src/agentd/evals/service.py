@@ -454,6 +454,7 @@ class Evals:
         claimed = await self.store.claim_results(self.node_id, free, room) if room > 0 \
             else []
         by_id = {r.id: r for r in open_runs}
+        claimed += await self._left_by_others(by_id)
         for result in claimed:
             run = by_id[result.eval_run_id]
             if run.status == "queued":
@@ -463,6 +464,28 @@ class Evals:
         for run in open_runs:
             if not any(k[0] == run.id for k in self._inflight):
                 await self._maybe_end(run.id)
+
+    async def _left_by_others(self, runs: Mapping[str, EvalRunRecord]
+                              ) -> list[ResultRecord]:
+        """Cases another node claimed and left (on a store nodes share: it died): one
+        never forked a while after its claim is queued again; one whose fork's run
+        ended long enough ago for its grading to be done is taken over here (its grades
+        are written once whoever writes first: :meth:`Store.finish_result`)."""
+        now = self.clock.time()
+        patience = self.config.grader_timeout_s * 2 + self.config.poll_s * 4
+        found = await self.store.stale_results(self.node_id, claimed_before=now - patience,
+                                               finished_before=now - patience)
+        taken = []
+        for result in found:
+            if result.eval_run_id not in runs or (result.eval_run_id,
+                                                  result.case_id) in self._inflight:
+                continue
+            if result.run_id is None:
+                await self._discard_scratch(runs[result.eval_run_id], result)
+                await self.store.requeue_result(result.eval_run_id, result.case_id)
+            elif await self.store.take_result(result, self.node_id):
+                taken.append(result)
+        return taken
 
     def _spawn(self, run: EvalRunRecord, result: ResultRecord) -> None:
         key = (run.id, result.case_id)
@@ -544,6 +567,11 @@ class Evals:
         recorded, _ = await self._grades(case, seen, agent, judge=False)
         judged = [g for g in recorded if g.kind != "rubric"]
         status = verdict(grades, observed.status)
+        error = observed.error or {}
+        if error.get("code") == "budget_exceeded" and (
+                error.get("details") or {}).get("scope") in ("agent", "tenant"):
+            # (not the candidate's doing: the agent's or tenant's money is spent)
+            status = "errored"
         detail = {
             "fork_id": fork_id, "run_status": observed.status, "output": observed.output,
             "error": observed.error, "steps": observed.steps, "usage": observed.usage,

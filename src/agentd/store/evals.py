@@ -489,6 +489,34 @@ class EvalStore:
             params))
         return [_result(r) for r in rows]
 
+    async def stale_results(self, node: str, *, claimed_before: float,
+                            finished_before: float) -> list[ResultRecord]:
+        """Results another node claimed and left (it died, on a store nodes share):
+        running, and either never forked since ``claimed_before`` or whose fork's run
+        ended before ``finished_before`` (or is gone) without the result written."""
+        rows = await self.engine.read(lambda tx: tx.all(
+            f"SELECT {', '.join('r.' + c.strip() for c in _RESULT_COLS.split(','))} "
+            "FROM eval_results r LEFT JOIN runs u ON u.id = r.run_id "
+            "WHERE r.status = 'running' AND r.claimed_by != ? AND ("
+            "(r.run_id IS NULL AND r.claimed_at < ?) OR (r.run_id IS NOT NULL AND "
+            "(u.id IS NULL OR (u.finished_at IS NOT NULL AND u.finished_at < ?)))) "
+            "ORDER BY r.eval_run_id, r.n LIMIT 100", (node, claimed_before, finished_before)))
+        return [_result(r) for r in rows]
+
+    async def take_result(self, result: ResultRecord, node: str) -> bool:
+        """Claim a result another node left (as :meth:`stale_results` found it):
+        whether this node has it now (a second taker finds it claimed)."""
+        now = self.clock.time()
+
+        def op(tx: Tx) -> bool:
+            tx.execute("UPDATE eval_results SET claimed_by = ?, claimed_at = ? WHERE "
+                       "eval_run_id = ? AND case_id = ? AND status = 'running' AND "
+                       "claimed_by = ?", (node, now, result.eval_run_id, result.case_id,
+                                          result.claimed_by))
+            return tx.rowcount > 0
+
+        return await self.engine.write(op)
+
     async def results(self, eval_run_id: str, *, status: Sequence[str] | None = None,
                       after: int = 0, limit: int = 1000) -> list[ResultRecord]:
         """The eval run's results numbered after ``after``, in case order."""
