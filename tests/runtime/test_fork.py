@@ -5,6 +5,8 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import pytest
@@ -189,3 +191,21 @@ async def test_live_tools_need_the_workspace_at_the_step(runtime: Runtime,
     # Recorded tools need no workspace.
     report = await runtime.fork_run(run.id, ForkRequest(from_step=2))
     assert report["status"] == "completed" and report["same_output"] is True
+
+
+async def test_scratch_workspaces_of_forks_that_will_not_run_are_swept(
+        runtime: Runtime) -> None:
+    await runtime.create_agent(name="a", tools=["peek"], settings={
+        "script": [*SCRIPT[:1], {"text": "done"}]})
+    run = await _run(runtime)
+    report = await runtime.fork_run(run.id, ForkRequest(from_step=1))  # (recorded)
+    root = runtime.settings.home / "forks"
+    ended = root / report["fork_id"]  # as a copy left by a fork cancelled in the queue
+    stray, fresh = root / "fk_gone", root / "fk_being_made"
+    for folder in (ended, stray, fresh):
+        folder.mkdir(parents=True)
+        (folder / "file.txt").write_text("x")
+    old = time.time() - 7200
+    os.utime(stray, (old, old))
+    assert await runtime.forks.sweep() == 2
+    assert sorted(p.name for p in root.iterdir()) == ["fk_being_made"]

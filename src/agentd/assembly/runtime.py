@@ -424,6 +424,8 @@ class Runtime(MemoryCalls, EvalCalls):
             # Tokens revoked and quotas changed on another node apply here within this.
             register(Job(name="identity", period_s=1.0, run=self.identity.poll))
         register(Job(name="webhook_deliveries", period_s=3600.0, run=self.webhooks.prune))
+        # Scratch workspaces of forks that will not run again (cancelled in the queue).
+        register(Job(name="fork_copies", period_s=600.0, run=self.forks.sweep))
         if self.browsers is not None:
             register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
                          run=self.browsers.close_idle))

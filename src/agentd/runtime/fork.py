@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -85,6 +86,9 @@ ToolMode = Literal["live", "recorded"]
 TOOL_MODES: tuple[ToolMode, ...] = ("recorded", "live")
 #: Candidate plans kept (an eval run forks every case onto one candidate).
 _PLANS = 16
+#: A scratch workspace without its fork's row is left this long (seconds of its age):
+#: the row is committed with the fork's message, after the copy is made.
+_YOUNG_S = 3600.0
 #: Why a copy of a snapshot the agent has no mark of is untrusted.
 _UNKNOWN_COPY = "the fork's copy of the workspace is of unknown provenance"
 
@@ -433,7 +437,7 @@ class Forks:
             record, plan = await self._plan(agent, spec)
         except AgentdError as exc:
             await f.runlog.fail(run, exc)
-            await self._clean(spec, agent)
+            await self._clean(spec)
             return None
         try:
             return await self._build(run, agent, key, origin, prepared, spec, record, plan)
@@ -597,14 +601,38 @@ class Forks:
 
     async def _ended(self, agent: AgentRecord, spec: Mapping[str, Any]) -> None:
         self._release(agent, spec)
-        await self._clean(spec, agent)
+        await self._clean(spec)
 
-    async def _clean(self, spec: Mapping[str, Any], agent: AgentRecord) -> None:
+    async def _clean(self, spec: Mapping[str, Any]) -> None:
         """Remove the fork's scratch workspace, if it has one."""
         folder = (spec.get("workspace") or {}).get("dir")
         if folder:
-            await self.factory.sandboxes.forget(Path(folder), agent.id)
+            # (the folder only: with the agent's id it would close its egress proxies,
+            # which the agent's other runs use)
+            await self.factory.sandboxes.forget(Path(folder))
             await asyncio.to_thread(shutil.rmtree, folder, True)
+
+    async def sweep(self) -> int:
+        """Remove the scratch workspaces of forks that will not run again (their run
+        ended without an executor to clean up: cancelled while queued; or their fork
+        is gone with its session); how many."""
+        def listed() -> list[tuple[str, float]]:
+            if not self.root.is_dir():
+                return []
+            return sorted((p.name, p.stat().st_mtime) for p in self.root.iterdir())
+
+        removed = 0
+        for name, made in await asyncio.to_thread(listed):
+            fork = await self.store.get_fork(name)
+            if fork is None and time.time() - made < _YOUNG_S:
+                continue  # (a fork being made: its row comes with its message)
+            if fork is not None and not (await self.store.get_run(fork.run_id)).terminal:
+                continue
+            # (the folder only: with an agent id it would close the agent's proxies)
+            await self.factory.sandboxes.forget(self.root / name)
+            await asyncio.to_thread(shutil.rmtree, self.root / name, True)
+            removed += 1
+        return removed
 
     async def close(self) -> None:
         """Close the candidate plans' models."""
