@@ -447,6 +447,8 @@ class Evals:
         """Claim as many queued cases as the bounds leave room for, and end the eval
         runs that have none left."""
         open_runs = await self.store.open_eval_runs()
+        if not open_runs:
+            return  # (one indexed read a poll while no eval runs: nothing else)
         per_run = Counter(run_id for run_id, _ in self._inflight)
         free = {r.id: r.concurrency - per_run[r.id] for r in open_runs
                 if r.status != "cancelling"}

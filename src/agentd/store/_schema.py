@@ -965,7 +965,9 @@ CREATE TABLE eval_results (
     finished_at {real},
     PRIMARY KEY (eval_run_id, case_id)
 );
-CREATE INDEX eval_results_open ON eval_results (eval_run_id, n)
-    WHERE status IN ('queued', 'running');
+CREATE INDEX eval_runs_open ON eval_runs (created_at)
+    WHERE status IN ('queued', 'running', 'cancelling');
+CREATE INDEX eval_results_queued ON eval_results (eval_run_id, n) WHERE status = 'queued';
+CREATE INDEX eval_results_running ON eval_results (claimed_by) WHERE status = 'running';
 """,
 ))
