@@ -104,6 +104,20 @@ if [ "${AGENTD_TEST_MCP_CONFORMANCE:-1}" != 0 ] && command -v npm >/dev/null 2>&
     || echo "   could not install them: the conformance and Inspector tests are skipped"
 fi
 
+# A real OAuth authorization server for the tests of MCP servers' OAuth (tests/oauth):
+# panva's oidc-provider (certified), from npm, into .cache/oidc-provider; run by
+# tests/oauth/authserver.mjs with Node 22 from the conformance folder above (else the
+# system's node). Without npm those tests are skipped (not in CI: they fail there).
+oidc=.cache/oidc-provider
+if [ "${AGENTD_TEST_OIDC_PROVIDER:-1}" != 0 ] && command -v npm >/dev/null 2>&1 \
+   && [ ! -f "$oidc/node_modules/oidc-provider/package.json" ]; then
+  echo "== oidc-provider (the tests' OAuth authorization server) from npm into $oidc"
+  mkdir -p "$oidc"
+  npm install --prefix "$oidc" --silent --no-audit --no-fund --no-save \
+      oidc-provider@9.13.3 >/dev/null 2>&1 \
+    || echo "   could not install it: the OAuth tests are skipped"
+fi
+
 # The A2A TCK (tests/conformance/a2a_tck, a copy of a2aproject/a2a-tck) runs in an
 # environment of its own, with its own requirements (gRPC among them), in
 # .cache/a2a-tck (tests/conformance/test_a2a_tck.py runs it against a real daemon).

@@ -318,6 +318,8 @@ _SLOW = (
     # Official suites run whole against a daemon (the A2A TCK waits 5 s on each of
     # 17 tests for a state A2A forbids: tests/conformance/test_a2a_tck.py).
     "tests/conformance/test_a2a_tck.py",
+    # The MCP conformance suite's 21 client auth scenarios, each with its own servers.
+    "tests/oauth/test_mcp_conformance_auth.py",
     # Property and load tests, the schema fuzzer.
     "tests/runtime/test_modes_under_load.py",
     # Three nodes' schedulers through a minute of fake time, every exchange with the

@@ -23,9 +23,11 @@ from pydantic_settings import (
 )
 
 from agentd.llm.registry import PROVIDERS, PUBLIC_PROVIDERS, ModelEndpoint, endpoint_providers
+from agentd.media.config import AttachmentsConfig
 from agentd.security.access import TokenScope
 from agentd.security.endpoints import endpoint
 from agentd.security.policy import PolicyConfig
+from agentd.security.resource import ResourceConfig
 from agentd.settings.budget import Budget, Limit, RunLimit
 from agentd.settings.channels import ChannelsConfig
 from agentd.settings.memory import MemoryConfig
@@ -120,6 +122,14 @@ class A2AConfig(_Strict):
                                  "list each endpoint once")
             out[key] = variable
         return out
+
+
+class MCPConfig(_Strict):
+    """The daemon's MCP door (``[mcp]``): ``oauth`` makes it an OAuth 2.0 protected
+    resource (:class:`agentd.security.resource.ResourceConfig`: docs/protocols/mcp.md,
+    "OAuth")."""
+
+    oauth: ResourceConfig | None = None
 
 
 class AdaptersConfig(_Strict):
@@ -241,6 +251,8 @@ class TenantQuotas(_Strict):
     schedules: int | None = Field(default=None, ge=0, le=10_000_000, strict=True)
     sessions: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
     memory_entries: int | None = Field(default=None, ge=0, le=1_000_000_000, strict=True)
+    #: Bytes of the images and files its sessions hold (each kept once).
+    storage_bytes: int | None = Field(default=None, ge=0, le=1 << 50, strict=True)
     #: Connections its agents hold open through egress proxies at once.
     egress_connections: int | None = Field(default=None, ge=0, le=1_000_000, strict=True)
     #: Sandbox uids its agents hold (one per agent whose commands have run).
@@ -581,6 +593,24 @@ class Settings(BaseSettings):
     #: bytes) gives the key itself instead; every node sharing a database needs the same.
     secrets_key_file: Path | None = None
 
+    def base_url(self) -> str:
+        """:attr:`public_url` without its slash, else ``http://<host>:<port>`` (a
+        wildcard bind reached on the loopback)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else \
+            "[::1]" if self.host == "::" else f"[{self.host}]" if ":" in self.host \
+            else self.host
+        return f"http://{host}:{self.port}"
+
+    def mcp_resource(self) -> str:
+        """The MCP door's resource identifier (``[mcp.oauth] resource``, else the base
+        URL's ``/mcp``)."""
+        oauth = self.mcp.oauth
+        if oauth is not None and oauth.resource:
+            return oauth.resource
+        return f"{self.base_url()}/mcp"
+
     @field_validator("sqlite_writer", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
@@ -596,6 +626,11 @@ class Settings(BaseSettings):
         return store_level("sqlite", value)  # ValueError: OFF, or an unknown level
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    #: The daemon's URL as browsers and other servers reach it (behind a reverse proxy,
+    #: the proxy's: ``https://agentd.example.com``); None: ``http://<host>:<port>``.
+    #: OAuth redirects come back to it (``/v1/mcp/oauth/callback``), and it names the
+    #: MCP door's resource (``/mcp``): never taken from a request's Host header.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+/?$")
     #: ``token`` (the default): every request but the public paths needs a bearer
     #: token; with none configured, one is generated into ``home/token``. ``none``: an
     #: explicit choice to let requests without a token in (loudly logged); deciding
@@ -630,6 +665,8 @@ class Settings(BaseSettings):
     #: (``"https://mcp.example.com/"``: scheme, host and port must match exactly, the
     #: path must start with the entry's). Any other URL needs an operator token.
     mcp_urls: list[str] = Field(default_factory=list, max_length=1000)
+    #: The MCP door (``[mcp]``; ``[mcp.oauth]``: OAuth 2.0 protected resource).
+    mcp: MCPConfig = Field(default_factory=lambda: MCPConfig())
     #: Named model endpoints (``[models.NAME] provider, base_url, api_key_env``):
     #: agents name them as providers (``NAME:MODEL``), so tokens below ``operator``
     #: can use a server the operator chose without naming its URL or key.
@@ -718,6 +755,8 @@ class Settings(BaseSettings):
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)
     #: The browser tools (Chromium driven by Playwright; the ``browser`` extra).
     browser: BrowserConfig = Field(default_factory=BrowserConfig)
+    #: Images and files in messages and tool results: limits, types, URL fetches.
+    attachments: AttachmentsConfig = Field(default_factory=AttachmentsConfig)
     demo_agent: bool = True
     #: Python modules whose top-level ``@tool`` functions the daemon offers to agents.
     tool_modules: list[str] = Field(default_factory=list)

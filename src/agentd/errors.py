@@ -27,9 +27,11 @@ SSE ``error`` frames and run results alike.
     │   ├── CheckpointExists         409 checkpoint_exists
     │   └── SessionBusy              409 session_busy (details.active_run)
     ├── PayloadTooLarge              413 payload_too_large
+    ├── UnsupportedMedia             415 unsupported_media (an image or file type refused)
     ├── ShuttingDown                 503 shutting_down (retryable)
     ├── StoreError                   500 store_error
     ├── ModelError                   502 model_error (retryable unless said otherwise)
+    ├── UpstreamError                502 upstream_error (another server answered wrongly)
     ├── ToolError                    (inside runs only) tool_error
     └── RunFailed                    (inside runs only) max_steps, run_failed
 """
@@ -67,6 +69,8 @@ __all__ = [
     "StoreError",
     "ToolError",
     "Unauthorized",
+    "UnsupportedMedia",
+    "UpstreamError",
 ]
 
 
@@ -239,6 +243,13 @@ class PayloadTooLarge(AgentdError):
     code = "payload_too_large"
 
 
+class UnsupportedMedia(AgentdError):
+    """An image or file of a type the daemon does not take (``[attachments]``)."""
+
+    status = 415
+    code = "unsupported_media"
+
+
 class ShuttingDown(AgentdError):
     status = 503
     code = "shutting_down"
@@ -255,6 +266,16 @@ class ModelError(AgentdError):
 
     status = 502
     code = "model_error"
+    retryable = True
+
+
+class UpstreamError(AgentdError):
+    """A server agentd asked on a request's behalf (an MCP server's authorization
+    server, say) could not be reached or answered wrongly; the message says which
+    and how."""
+
+    status = 502
+    code = "upstream_error"
     retryable = True
 
 

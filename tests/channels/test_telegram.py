@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import asgi_client, eventually
+from tests.media.images import jpeg, pdf
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
@@ -451,6 +452,58 @@ async def test_photos_and_documents_are_saved_in_the_workspace(
     assert "look" in got[0]
     assert "attachments/5-0-photo.jpg (image/jpeg, 17 bytes)" in got[0]
     assert "attachments/6-0-Q3_report.pdf (application/pdf, 15 bytes)" in got[1]
+
+
+async def test_a_photo_and_a_document_reach_the_model(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI) -> None:
+    """The largest size of a photo (getFile, then the file's download) reaches the
+    model as an image, a PDF document as a file; each is also in the workspace. A
+    document of a type not taken, or not what its type says, stays a file there."""
+    await make_agent(runtime)
+    bot.add_file("small", jpeg(9, 9), file_path="photos/file_1.jpg")
+    bot.add_file("big", jpeg(80, 60), file_path="photos/file_2.jpg")
+    bot.add_file("doc", pdf(2), file_path="documents/file_3.pdf")
+    bot.add_file("zip", b"PK\x03\x04 zip", file_path="documents/file_4.zip")
+    bot.add_file("fake", b"%PDF-1.4 not really a PDF", file_path="documents/file_5.pdf")
+    await post(api, update(5, text=None, caption="look", photo=[
+        {"file_id": "small", "file_unique_id": "a", "width": 9, "height": 9},
+        {"file_id": "big", "file_unique_id": "b", "width": 80, "height": 60}]))
+    await post(api, update(6, text=None, document={
+        "file_id": "doc", "file_unique_id": "c", "file_name": "r.pdf",
+        "mime_type": "application/pdf"}))
+    await post(api, update(7, text="zip", document={
+        "file_id": "zip", "file_unique_id": "d", "file_name": "a.zip",
+        "mime_type": "application/zip"}))
+    await post(api, update(8, text="fake", document={
+        "file_id": "fake", "file_unique_id": "e", "file_name": "f.pdf",
+        "mime_type": "application/pdf"}))
+    got = await texts(bot, 42, 4)
+    assert got[0].startswith("echo: look\n\n[attachment saved in the workspace: "
+                             "attachments/5-0-photo.jpg (image/jpeg, ")
+    assert got[0].endswith(" [image image/jpeg 5-0-photo.jpg 80x60]")
+    assert got[1].endswith(" [file application/pdf 6-0-r.pdf 2 pages]")
+    assert "[7-0-a.zip: not shown to the model: " in got[2]
+    assert "application/zip is not taken" in got[2]
+    assert "[8-0-f.pdf: not shown to the model: " in got[3]
+    assert "not a readable PDF" in got[3]
+    session = (await runtime.list_sessions("bot"))[0]
+    user = [e for e in await runtime.read_events(session.id, after=0)
+            if e.kind == "message.user"]
+    assert [p["type"] for p in user[0].data["parts"]] == ["text", "image"]
+    assert "parts" not in user[2].data and "parts" not in user[3].data
+
+
+async def test_a_photo_for_a_model_without_vision_stays_a_file(
+        runtime: Runtime, api: httpx.AsyncClient, bot: StubBotAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await make_agent(runtime)
+    monkeypatch.setattr(type(runtime), "takes_images", lambda self, agent: False)
+    bot.add_file("big", jpeg(80, 60), file_path="photos/file_2.jpg")
+    await post(api, update(5, text=None, caption="look", photo=[
+        {"file_id": "big", "file_unique_id": "b", "width": 80, "height": 60}]))
+    [got] = await texts(bot, 42, 1)
+    assert "[5-0-photo.jpg: not shown to the model, which takes no images]" in got
+    assert "[image" not in got
 
 
 @pytest.mark.parametrize(("hostile", "kept"), [

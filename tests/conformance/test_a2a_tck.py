@@ -80,10 +80,6 @@ MANDATORY_TCK_ERRORS = {
 OPTIONAL_TCK_ERRORS = {
     "tests/optional/capabilities/test_message_send_capabilities.py::"
     "test_message_send_continue_with_contextid": ENDED,
-    # "Should not be method not found", asserting the code IS -32601; the agent
-    # declares text and JSON input modes and answers a raw part -32005.
-    "tests/optional/capabilities/test_transport_specific_features.py::TestMultiModalFeatures::"
-    "test_binary_data_handling": "asserts -32601 for any error",
     "tests/optional/quality/test_resilience.py::test_partial_update_recovery": ENDED,
     "tests/optional/quality/test_task_state_quality.py::test_task_state_transitions":
         STILL_WORKING,

@@ -231,11 +231,17 @@ PYTHON_PRELUDE: dict[str, tuple[str, str]] = {
 #: Commands run before a page's blocks, for what its prose takes as given:
 #: page -> (commands, why).
 PAGE_SETUP: dict[str, tuple[str, str]] = {
+    "docs/api.md": (
+        "python -c 'from PIL import Image; "
+        """Image.new("RGB", (64, 48), "red").save("photo.png")'""",
+        "the image the upload example sends (-F file=@photo.png)"),
     "docs/cli.md": (
         """echo '[{"text": "Hello"}]' > turns.json
 echo 'I answer briefly.' > persona.txt
-echo 'Deploys are on Mondays.' > notes.txt""",
-        "the files the examples read (--script turns.json, < persona.txt, < notes.txt)"),
+echo 'Deploys are on Mondays.' > notes.txt
+python -c 'from PIL import Image; Image.new("RGB", (64, 48), "red").save("photo.png")'""",
+        "the files the examples read (--script turns.json, < persona.txt, < notes.txt, "
+        "--attach photo.png)"),
     "docs/protocols/openai.md": ("agentd create support",
                                  "the page's examples talk to an agent `support`"),
     "docs/protocols/langgraph.md": ("agentd create support",

@@ -6,11 +6,13 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from pathlib import Path
 from typing import Any
 
 from tests.identity._daemon import ADMIN, SCOPED, Daemon, daemon, settings_for
+from tests.media.images import png
 
 
 async def _tenant(d: Daemon, name: str, **quotas: Any) -> dict[str, Any]:
@@ -124,9 +126,20 @@ async def test_each_quota_refuses_the_write_that_would_pass_it(tmp_path: Path,
         assert dup.status_code in (200, 201), dup.text
         _quota_error(await d.call("POST", "/v1/agents/small.b/memory/entries", token,
                                   json={"content": "three"}), "memory_entries")
+        # Storage: the bytes of images kept (each once), in an existing session.
+        image = base64.b64encode(png(8, 8)).decode()
+        await d.call("PATCH", "/v1/tenants/small", ADMIN, json={"quotas": {
+            "storage_bytes": len(png(8, 8)) + 10}})
+        for _ in range(2):  # (the same image again costs nothing more)
+            kept = await d.call("POST", "/v1/agents/small.a/sessions/one/messages", token,
+                                json={"content": [{"type": "image", "data": image}]})
+            assert kept.status_code == 200, kept.text
+        _quota_error(await d.call("POST", "/v1/agents/small.a/sessions/one/messages", token,
+                                  json={"content": [{"type": "image", "data": base64.b64encode(
+                                      png(9, 9)).decode()}]}), "storage_bytes")
         usage = (await d.call("GET", "/v1/tenants/small", token)).json()["usage"]
         assert usage == {"agents": 2, "sessions": 2, "schedules": 1,
-                         "memory_entries": 2}, usage
+                         "memory_entries": 2, "storage_bytes": len(png(8, 8))}, usage
         # Lifting a quota lets the write through; nothing refused was kept.
         await d.call("PATCH", "/v1/tenants/small", ADMIN, json={"quotas": {"agents": 3}})
         assert (await d.call("POST", "/v1/agents", token, json={"name": "small.c"})

@@ -714,3 +714,116 @@ async def test_thinking_is_logged_and_sent_back_after_a_tool_call(
 async def test_a_broken_stream_is_released_at_once_not_by_the_collector(
         stub: StubLLMServer, model: Model) -> None:
     await assert_broken_streams_released(stub, model, ask())
+
+
+# --- hostile events ---------------------------------------------------------------
+# The provider reads each event as the JSON it was sent (the SDK builds no model of
+# it), so a server at the endpoint that sends the wrong shapes must get a clear model
+# error, never a crash or a wrong value passed on.
+
+
+async def _serve_events(events: list[tuple[str, bytes]]) -> tuple[Any, str]:
+    """A server on a real socket answering every request with these named SSE events."""
+    import asyncio
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        body = b"".join(b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+                        for name, data in events)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _event(kind: str, **fields: Any) -> tuple[str, bytes]:
+    return kind, orjson.dumps({"type": kind, **fields})
+
+
+_START = _event("message_start", message={
+    "id": "m", "type": "message", "role": "assistant", "content": [], "model": "x",
+    "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 1}})
+_STOP = [_event("message_delta", delta={"stop_reason": "end_turn"},
+                usage={"output_tokens": 2}), _event("message_stop")]
+HOSTILE_EVENTS = {
+    "event not an object": [_START, ("content_block_delta", b"[1, 2]"), *_STOP],
+    "index a string": [_START, _event("content_block_start", index="0",
+                                      content_block={"type": "text", "text": ""}), *_STOP],
+    "text a number": [_START, _event("content_block_delta", index=0,
+                                     delta={"type": "text_delta", "text": 5}), *_STOP],
+    "tool input a list": [_START, _event("content_block_start", index=0, content_block={
+        "type": "tool_use", "id": "t", "name": "f", "input": [1]}), *_STOP],
+    "partial json an object": [_START, _event("content_block_delta", index=0, delta={
+        "type": "input_json_delta", "partial_json": {"a": 1}}), *_STOP],
+    "stop reason a list": [_START, _event("message_delta", delta={"stop_reason": ["x"]},
+                                          usage={"output_tokens": 1})],
+    "usage a string": [_event("message_start", message={"usage": "lots"}), *_STOP],
+    "token count negative": [_event("message_start", message={"usage": {
+        "input_tokens": -4, "output_tokens": 1}}), *_STOP],
+    "token count a boolean": [_START, _event("message_delta", delta={
+        "stop_reason": "end_turn"}, usage={"output_tokens": True})],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_EVENTS))
+async def test_an_event_of_the_wrong_shape_is_a_clear_model_error(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    server, url = await _serve_events(HOSTILE_EVENTS[case])
+    model = resolve_model(SPEC, settings={"base_url": url, "max_retries": 0})
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+        assert (info.value.code, info.value.retryable) == ("model_bad_output", True)
+        assert "not a Messages API event" in info.value.message
+    finally:
+        await model.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_odd_but_valid_events_are_read_as_the_sdk_read_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pings, unknown event and block kinds, fields left out, a tool input given at
+    its start, cumulative usage: what is there is read, the rest is as if absent."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    events = [
+        _START,
+        ("ping", b'{"type": "ping"}'),
+        _event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        _event("content_block_delta", index=0, delta={"type": "text_delta", "text": "he"}),
+        _event("content_block_delta", index=0, delta={"type": "citations_delta"}),
+        _event("content_block_delta", index=0, delta={"type": "text_delta", "text": "llo"}),
+        _event("content_block_stop", index=0),
+        _event("content_block_start", index=1, content_block={"type": "server_tool_use"}),
+        _event("content_block_stop", index=1),
+        _event("content_block_start", index=2, content_block={
+            "type": "tool_use", "id": "tu_1", "name": "f", "input": {"a": 1}}),
+        _event("content_block_stop", index=2),
+        _event("some_future_event", anything=[1, 2]),
+        _event("message_delta", delta={"stop_reason": "tool_use"}, usage={
+            "output_tokens": 9, "input_tokens": 3, "cache_read_input_tokens": 5}),
+        _event("message_stop"),
+    ]
+    server, url = await _serve_events(events)
+    model = resolve_model(SPEC, settings={"base_url": url, "max_retries": 0})
+    try:
+        got = await collect(model, ask())
+    finally:
+        await model.aclose()
+        server.close()
+        await server.wait_closed()
+    assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "hello"
+    calls = [(e.index, e.id, e.name, e.arguments) for e in got
+             if isinstance(e, ToolCallDelta)]
+    assert calls == [(2, "tu_1", "f", ""), (2, None, None, '{"a":1}')]
+    usage = [e.usage for e in got if isinstance(e, UsageEvent)]
+    assert [(u.input_tokens, u.output_tokens, u.cached_tokens) for u in usage] == [(8, 9, 5)]
+    assert [e.reason for e in got if isinstance(e, Finish)] == ["tool_calls"]

@@ -15,7 +15,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentd.llm.memo import PerMessage, PrefixMemo, shared_prefix
+from agentd.llm.memo import Joined, PerMessage, PrefixMemo, shared_prefix, trimmed
 from agentd.llm.messages import AssistantMessage, ToolResultMessage, UserMessage
 
 Message = UserMessage | AssistantMessage | ToolResultMessage
@@ -105,3 +105,95 @@ def test_a_memo_keeps_one_per_message_by_name() -> None:
     assert memo.get("z") is None
     memo.put("z", 1)
     assert memo.get("z") == 1
+
+
+# An operation on a history between two calls, and how the next request is made:
+# (what, how many, extras at the end, left out at the start).
+_history_op = st.tuples(st.sampled_from(["append", "append", "append", "compact", "hold"]),
+                        st.integers(1, 6), st.integers(0, 3), st.integers(0, 8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_history_op, min_size=1, max_size=30),
+       kinds=st.lists(st.integers(0, 2), min_size=60, max_size=60))
+def test_values_from_a_history_s_provenance_are_those_of_the_messages_given(
+        ops: list[tuple[str, int, int, int]], kinds: list[int]) -> None:
+    """With the requests' provenance (the history's generation, where their messages
+    start in its list, how many are its own), the memo reuses values without comparing
+    messages: every answer and total is still what a fresh computation gives, through
+    appends, compactions (a rewrite: a new generation), requests that end with
+    messages not the history's (tool calls without results, held messages, which may
+    be the same objects from one call to the next) and requests trimmed at the start."""
+    memo = PrefixMemo()
+    encodings = memo.per_message("wire", _encode)
+    sizes = memo.per_message("tokens", lambda m: len(_encode(m)))
+    history: list[Message] = []
+    held: list[Message] = []
+    counter = 0
+    for what, count, extras, start in ops:
+        if what == "compact" and history:
+            # A compaction writes a new list (the memo's generation moves on).
+            history = [UserMessage(content=f"summary {counter}"), *history[count:]]
+            memo.rewritten()
+        elif what == "hold":
+            held = [_message(counter + i, 0) for i in range(count)]
+        else:
+            for _ in range(count):
+                history.append(_message(counter, kinds[counter % len(kinds)]))
+                counter += 1
+        counter += 1
+        # The request: the history's messages, then messages that are not its own
+        # (new objects for unanswered calls, the same held ones while they are held).
+        tail = [_message(counter + i, 2) for i in range(extras)] + held
+        messages = [*history, *tail]
+        provenance: tuple[int, int, int] | None = (memo.generation, 0, len(history))
+        cut = min(start, len(messages))
+        messages, provenance = messages[cut:], trimmed(provenance, cut)
+        assert encodings.values(messages, provenance) == [_encode(m) for m in messages]
+        got = sizes.values(messages, provenance)
+        assert got == [len(_encode(m)) for m in messages]
+        assert sizes.total == sum(got)
+        if what == "hold" and extras == 0:
+            held = held[count // 2:]  # some held messages join the history later
+            history.extend(held[:1])
+
+
+# What happens to a list of JSON items between two joins: (what, how many, limit cut).
+_join_op = st.tuples(st.sampled_from(["append", "append", "append", "change", "truncate",
+                                      "restart"]),
+                     st.integers(1, 40), st.integers(0, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_join_op, min_size=1, max_size=40), lead=st.booleans())
+def test_joined_chunks_join_to_the_parts_as_they_are(
+        ops: list[tuple[str, int, int]], lead: bool) -> None:
+    """Joined keeps the parts that stayed the same joined between calls (folding
+    more in as they gather, past 64): whatever the parts do, its chunks join to the
+    parts as they are now, each after its comma but the first (unless ``lead``)."""
+    joined = Joined()
+    parts: list[bytes] = []
+    counter = 0
+    for what, count, cut in ops:
+        unchanged = len(parts)
+        if what == "append" or not parts:
+            parts += [b',"p%d"' % (counter + i) for i in range(count)]
+            counter += count
+        elif what == "change":
+            at = count % len(parts)
+            parts[at] = b',"changed%d"' % counter
+            counter += 1
+            unchanged = at
+        elif what == "truncate":
+            del parts[max(len(parts) - count, 0):]
+            unchanged = len(parts)
+        else:
+            parts = [b',"r%d"' % (counter + i) for i in range(count)]
+            counter += count
+            unchanged = 0
+        limit = max(len(parts) - cut, 0)
+        chunks = joined.chunks(parts, unchanged, limit, lead=lead)
+        expected = b"".join(parts[:limit])
+        if not lead:
+            expected = expected[1:]
+        assert b"".join(chunks) == expected

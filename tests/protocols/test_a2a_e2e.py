@@ -261,7 +261,10 @@ def _send_params(*parts: dict[str, Any], **message: Any) -> dict[str, Any]:
     (b'[{"jsonrpc": "2.0", "id": 1, "method": "GetTask"}]', -32600),
     (_rpc("NoSuchMethod", {}), -32601),
     (_rpc("SendMessage", {"message": {"parts": "nope"}}), -32602),
-    (_rpc("SendMessage", _send_params({"url": "https://example.com/a.png"})), -32005),
+    # A file part: of a type the daemon does not take; or at a private address.
+    (_rpc("SendMessage", _send_params({"raw": "UEsDBA==", "mediaType": "application/zip"})),
+     -32005),
+    (_rpc("SendMessage", _send_params({"url": "http://10.0.0.1/a.png"})), -32602),
     (_rpc("SendMessage", _send_params({"text": "   "})), -32602),
     (_rpc("SendMessage", _send_params({"text": "hi"}, messageId="")), -32602),
     (_rpc("SendMessage", _send_params({"text": "x" * 300_000})), -32600),  # > message

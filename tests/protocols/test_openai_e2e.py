@@ -556,7 +556,7 @@ def test_a_failed_run_is_an_error_the_sdk_does_not_retry(client: openai.OpenAI,
 @pytest.mark.parametrize(("kwargs", "param"), [
     ({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "look"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
      "messages[0].content[1]"),
     ({"messages": [{"role": "user", "content": "x"}], "functions": [
         {"name": "f", "parameters": {"type": "object"}}]}, "functions"),

@@ -67,6 +67,27 @@ async def _node(base: Settings, url: str, node_id: str, gate: Gate | None = None
         await rt.close()
 
 
+async def _drop(rt: Runtime, url: str) -> None:
+    """Break the node's lock connection, as a dead process's breaks, and return once
+    the server let the lock go: closing a connection returns before the server's
+    backend has ended and released its locks (on a loaded machine, a look made at
+    once could still find it held: seen in CI)."""
+    lock = rt.nodes.lock
+    assert lock is not None and lock.key is not None
+    await lock._drop()
+
+    async def free() -> bool:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,))
+            row = await cur.fetchone()
+            taken = bool(row and row[0])
+            if taken:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (lock.key,))
+            return taken
+
+    await eventually(free, what="the server to let the node's lock go")
+
+
 async def _lease(rt: Runtime, run_id: str) -> tuple[str | None, float]:
     run = await rt.store.get_run(run_id)
     return run.lease_owner, run.lease_expires_at
@@ -116,7 +137,7 @@ async def test_a_node_found_gone_twice_is_taken_over_before_its_leases_expire(
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        await a.nodes.lock._drop()
+        await _drop(a, pg_url)
         assert (await a.health())["node_lock"] == "lost"
         assert await b.nodes.check() == 0
         owner, expires = await _lease(b, sent.run.id)
@@ -156,7 +177,7 @@ async def test_runs_a_dead_judge_let_go_are_taken_over_at_the_next_look(
         sent = await a.send("agent", "k", "go")
         await eventually(lambda: gate.entered == 1, what="A in the gate")
         assert a.nodes.lock is not None
-        await a.nodes.lock._drop()
+        await _drop(a, pg_url)
         # A third node looks twice, ends A's leases, and dies before it takes them.
         await b.store.dead_nodes("judge", suspects=set())
         found = await b.store.dead_nodes("judge", suspects={"A"})
@@ -178,7 +199,7 @@ async def test_a_lock_free_for_one_look_only_costs_nothing(settings: Settings,
         sent = await a.send("agent", "k", "go")
         await eventually(lambda: gate.entered == 1, what="A in the gate")
         assert a.nodes.lock is not None
-        await a.nodes.lock._drop()
+        await _drop(a, pg_url)
         assert await b.nodes.check() == 0  # suspected
         await a.nodes.lock._retake(time.time)  # A's connection is back
         assert (await a.health())["node_lock"] == "held"

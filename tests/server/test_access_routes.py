@@ -72,6 +72,9 @@ NOT_PER_AGENT = {
     ("POST", "/v1/secrets"): "a tenant's (403 outside the scope) or an agent's (body: "
                              "404 outside it): tests/secrets/test_secrets_api.py",
     ("DELETE", "/v1/secrets/{name}"): "as POST, by query: tests/secrets/test_secrets_api.py",
+    ("GET", "/v1/mcp/oauth/callback"): "public: a login's state is its credential, bound "
+                                       "to the agent and token that started it: "
+                                       "tests/oauth/test_mcp_login_attacks.py",
     ("POST", "/v1/evals/suites"): "the agent is in the body: tests/server/test_eval_api.py "
                                   "(and the isolation property)",
 }

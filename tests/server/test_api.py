@@ -20,6 +20,7 @@ from tests.conftest import asgi_client, under_way, wait_for_run
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.llm.scripted import enqueue
+from agentd.media.config import AttachmentsConfig
 from agentd.server.app import create_app
 
 TOOL_MESSAGE = '/tool calculator {"expression": "6*7"}'
@@ -708,6 +709,8 @@ async def test_message_over_max_message_bytes(settings: Settings,
 async def test_body_over_max_body_bytes(settings: Settings,
                                         make_client: ClientFactory) -> None:
     settings.max_body_bytes = 2048
+    # (The routes that take images and files add [attachments] max_message_mb.)
+    settings.attachments = AttachmentsConfig(max_message_mb=0.001)
     async with make_client() as client:
         await create_agent(client)
         for path, body in [
@@ -729,6 +732,8 @@ async def _chunked(data: bytes) -> AsyncIterator[bytes]:
 async def test_chunked_message_body_over_max_body_bytes(settings: Settings,
                                                         make_client: ClientFactory) -> None:
     settings.max_body_bytes = 2048
+    # (The routes that take images and files add [attachments] max_message_mb.)
+    settings.attachments = AttachmentsConfig(max_message_mb=0.001)
     async with make_client() as client:
         await create_agent(client)
         response = await client.post(
@@ -845,7 +850,9 @@ async def test_openapi_lists_the_stable_paths(client: httpx.AsyncClient) -> None
         schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     assert schema["required"] == ["content"]
     assert {"content", "stream", "wait"} <= set(schema["properties"])
-    assert schema["properties"]["content"]["type"] == "string"
+    # Text, or parts (text, images, files); multipart uploads too.
+    assert {"string", "array"} == {v["type"] for v in schema["properties"]["content"]["anyOf"]}
+    assert "multipart/form-data" in message["requestBody"]["content"]
     assert {"200", "202", "404", "409", "413", "422"} <= set(message["responses"])
 
     events_op = paths["/v1/agents/{name}/sessions/{key}/events"]["get"]

@@ -103,6 +103,11 @@ async def test_every_status_the_request_layer_answers_is_documented(
             # own 401 when missing).
             assert "security" not in op
             assert {"401", "403"} <= statuses
+        elif path == "/v1/mcp/oauth/callback":
+            # Public: the login's state is its credential (a person's browser comes
+            # back there with no token); what it refuses is a 400 or 403.
+            assert "security" not in op and "401" not in statuses
+            assert {"400", "403"} <= statuses
         elif path != "/health":  # the one public path by default
             assert "401" in statuses, (method, path)
             assert op["security"] == [{"bearer": []}], (method, path)

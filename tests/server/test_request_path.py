@@ -18,6 +18,7 @@ from tests.conftest import bearer
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
+from agentd.media.config import AttachmentsConfig
 from agentd.server.app import create_app
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -120,6 +121,8 @@ async def test_auth_applies_to_the_message_route_like_any_other(
 async def test_body_limit_applies_to_the_message_route(
         settings: Settings, make_client: ClientFactory, runtime: Runtime) -> None:
     settings.max_body_bytes = 2048
+    # (The routes that take images and files add [attachments] max_message_mb.)
+    settings.attachments = AttachmentsConfig(max_message_mb=0.001)
     async with make_client() as c:
         assert (await c.post("/v1/agents", json={"name": "a"})).status_code == 201
         big = b'{"content": "' + b"x" * 4096 + b'"}'

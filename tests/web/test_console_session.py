@@ -5,6 +5,7 @@ output, the session key itself) shown as text that runs nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -313,3 +314,37 @@ def test_an_answer_sent_back_for_its_schema_shows_why_as_text(page: Any, daemon:
     assert PAYLOAD in row.locator(".step-text").inner_text()
     assert page.evaluate("window.__xss") is None
     assert page.locator("main img, main script").count() == 0
+
+
+def test_images_show_as_thumbnails_and_files_as_downloads(page: Any, daemon: Daemon,
+                                                         api: httpx.Client) -> None:
+    """A message's image is a thumbnail (its bytes fetched with the console's token,
+    shown through an object URL the page's policy allows), its file a chip that
+    downloads; in the chat and in the timeline."""
+    import base64
+
+    from tests.media.images import png
+
+    make_agent(api, "eye")
+    image = png(40, 30)
+    sent = api.post(f"{session_path('eye', 'pics')}/messages", json={"content": [
+        {"type": "text", "text": "a picture"},
+        {"type": "image", "data": base64.b64encode(image).decode()},
+        {"type": "file", "media_type": "text/plain", "name": "notes.txt",
+         "data": base64.b64encode(b"some notes").decode()}]})
+    assert sent.json()["status"] == "completed", sent.text
+    open_session(page, daemon, "eye", "pics")
+    thumb = chat(page, ".msg-user img.part-thumb")
+    thumb.wait_for()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#pane-chat .msg-user img.part-thumb');"
+        " return i && i.complete && i.naturalWidth === 40 && i.naturalHeight === 30; }")
+    assert thumb.get_attribute("src", timeout=5000).startswith("blob:")
+    assert "image · image/png · 40x30" in (thumb.get_attribute("alt") or "")
+    chip = chat(page, ".msg-user .part-file")
+    assert "notes.txt" in chip.inner_text()
+    with page.expect_download() as download:
+        chip.click()
+    assert download.value.suggested_filename == "notes.txt"
+    assert Path(download.value.path()).read_bytes() == b"some notes"
+    page.locator("#pane-timeline .step-message-user img.part-thumb").wait_for(state="attached")

@@ -74,6 +74,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "secrets_key_file": "restart",
     "host": "restart",
     "port": "restart",
+    "public_url": "restart",
     "node_id": "restart",
     "lease_ttl_s": "restart",
     "node_check_s": "restart",
@@ -96,6 +97,8 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "models": "live",
     "mcp_commands": "live",
     "mcp_urls": "live",
+    # The MCP door as an OAuth protected resource: its routes are made at start.
+    "mcp": "restart",
     # The kernel: lanes, weights, tenants, retries, breakers.
     "providers": "live",
     "priority_weights": "live",
@@ -132,6 +135,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "channels": "restart",
     "browser": "restart",
     "web_search": "restart",
+    "attachments": "restart",
     "demo_agent": "restart",
     "tool_modules": "restart",
     # Logs: the level and the format live; the rest of [telemetry] at start.

@@ -17,6 +17,8 @@ It composes the runtime's services, each with its dependencies given explicitly:
 ``sandboxes``      where commands run; ``workspaces``: snapshots of files
 ``webhooks``       events posted to subscribers' URLs (:mod:`agentd.webhooks`)
 ``secrets``        named secrets, resolved where they are used (:mod:`agentd.secrets`)
+``mcp_oauth``      MCP servers' OAuth logins and tokens (:mod:`agentd.secrets.oauth`)
+``mcp_resource``   the MCP door's outside bearer tokens (``[mcp.oauth]``), or None
 ``hooks``          agents' checks: callables, webhooks, commands (:mod:`agentd.hooks`)
 ``browsers``       Chromium per agent for the browser tools (``[browser] enabled``)
 =================  ===========================================================
@@ -42,7 +44,10 @@ from typing import Any
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
 from agentd.assembly._eval_calls import EvalCalls
+from agentd.assembly._media import check_vision, make_media, with_blobs
+from agentd.assembly._media import resolve as resolve_blobs
 from agentd.assembly._memory_calls import MemoryCalls
+from agentd.assembly._oauth import make_logins, make_resource
 from agentd.assembly._parts import make_kernel, make_metrics, make_overview, shared_lanes
 from agentd.assembly._search import web_search_service
 from agentd.assembly.reload import Prepare, Reloader, ReloadOutcome
@@ -59,13 +64,14 @@ from agentd.browser import problem as browser_problem
 from agentd.channels.telegram import TelegramChannel
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
-from agentd.errors import AgentNotFound, InvalidInput
+from agentd.errors import AgentNotFound, InvalidInput, NotFound
 from agentd.evals import Evals
 from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.hooks import HookRunner
 from agentd.identity import Identity
 from agentd.llm.catalog import Catalog
 from agentd.llm.output import check_schema
+from agentd.media import Attachments
 from agentd.memory.blocks import MemoryBlocks
 from agentd.memory.compaction import Compaction, Compactor
 from agentd.memory.consolidation import Consolidator
@@ -86,6 +92,7 @@ from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
 from agentd.runtime.leases import LeaseKeeper
 from agentd.runtime.lifecycle import Lifecycle
+from agentd.runtime.media import ToolMedia
 from agentd.runtime.nodes import NodeWatch
 from agentd.runtime.replay import Replays
 from agentd.runtime.runlog import RunLog
@@ -127,6 +134,7 @@ from agentd.telemetry.follower import Traces
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import Redactor, known_secrets
 from agentd.telemetry.logs import reconfigure as reconfigure_logs
+from agentd.tenancy import DEFAULT_TENANT, tenant_of
 from agentd.tools import ToolRegistry
 from agentd.tools.a2a import RemoteTokens
 from agentd.tools.mcp import MCPManager
@@ -198,6 +206,8 @@ class Runtime(MemoryCalls, EvalCalls):
                                   memory_mb=settings.tool_worker_memory_mb)
         #: Context windows, output limits and prices (package data + home override).
         self.catalog = Catalog.load(settings.home / "models.toml")
+        #: Images and files in: their limits, checks and URL fetches (``[attachments]``).
+        self.media = make_media(settings, self.sandboxes.rules)
         #: The lanes whose limits this node keeps with the others sharing the store
         #: (None: SQLite, or no lane with limits of scope ``cluster``).
         lanes = shared_lanes(settings)
@@ -255,6 +265,9 @@ class Runtime(MemoryCalls, EvalCalls):
         self.skills = Skills(SkillRegistry(settings.home / "skills"), agents=self.agents)
         self.agents.checks.append(self.skills.check_settings)
         self.executors.provide(self.skills)
+        # Images tools return: checked like a message's, counted in the tenant's quota.
+        self.executors.provide(ToolMedia(self.media, lambda tenant: self.guard.quotas.quota(
+            tenant, "storage_bytes")))
         self.executors.sections.append(self.skills.section)
         # Enabled skills show read-only at /skills/<name> in the agent's commands.
         self.sandboxes.binds_for = self.skills.binds
@@ -368,6 +381,11 @@ class Runtime(MemoryCalls, EvalCalls):
         self.agents.async_checks.append(self.secrets.check_settings)
         self.executors.secret_source = lambda tenant, agent, redactor: RunSecrets(
             self.secrets, tenant=tenant, agent=agent, redactor=redactor)
+        #: OAuth for agents' MCP servers: logins, tokens kept as secrets, refreshes.
+        self.mcp_oauth = make_logins(settings, store, self.secrets, clock)
+        self.executors.mcp_tokens = self.mcp_oauth.source
+        #: The MCP door's bearer tokens of [mcp.oauth]'s issuer (None: it takes none).
+        self.mcp_resource = make_resource(settings, clock)
         #: Telegram bots (``settings.channels.telegram``): webhook in, replies out.
         self.telegram = TelegramChannel(self, TelegramStore(store.engine),
                                         settings.channels.telegram)
@@ -882,6 +900,21 @@ class Runtime(MemoryCalls, EvalCalls):
         return await self.compactor.compact(name, key, strategy=strategy,
                                             keep_turns=keep_turns)
 
+    def takes_images(self, agent: AgentRecord) -> bool:
+        """Whether the agent's model takes images and PDFs (not known to: yes)."""
+        info = self.catalog.get(agent.model)
+        return info is None or info.vision is not False
+
+    async def session_blob(self, name: str, key: str, sha256: str) -> tuple[str, bytes]:
+        """An image or file the session refers to: its media type and bytes (404 when
+        it refers to none of that hash, whatever another session holds)."""
+        _, session = await self.sessions.get_session(name, key)
+        found = await self.store.blob(session.id, sha256)
+        if found is None:
+            raise NotFound(f"blob {sha256} not found in session {key!r}",
+                           code="blob_not_found")
+        return found
+
     async def session_context(self, name: str, key: str) -> SessionHistory:
         """The session's conversation as the model sees it (compactions applied)."""
         agent, session = await self.sessions.get_session(name, key)
@@ -901,12 +934,24 @@ class Runtime(MemoryCalls, EvalCalls):
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
                    also: Callable[[Tx, Accepted], None] | None = None,
-                   start: bool = False, follow: bool = False) -> SendResult:
+                   start: bool = False, follow: bool = False,
+                   attachments: Attachments | None = None) -> SendResult:
         """Accept a message (see :meth:`Runs.send`; ``start``: the sender waits for
         the run, which starts in the accepting commit when its session is idle;
         ``follow``: the result holds the session's subscription, opened before the run
         can commit anything more, for :meth:`follow`). An ``origin["output_schema"]``
-        (the sender's structured output) is checked here, for every door."""
+        (the sender's structured output) is checked here, for every door.
+        ``attachments``: the message's parts, checked (:meth:`Media.prepare`); its
+        text is then their text, not ``content``, and their blobs are written with it
+        (refused first if the agent's model takes no images)."""
+        if attachments is not None and attachments.media:
+            agent = await self.get_agent(name)
+            tenant = tenant_of(agent.settings) or DEFAULT_TENANT
+            await resolve_blobs(self.store, tenant, attachments)
+            check_vision(self.catalog, agent, attachments)
+            content = attachments.content
+            origin, also = with_blobs(self.store, tenant, attachments, origin, also,
+                                      self.guard.quotas.quota(tenant, "storage_bytes"))
         if origin is not None and "output_schema" in origin:
             # (Off the event loop: a large schema's meta-schema check takes a while.)
             await asyncio.to_thread(_check_output_schema, origin["output_schema"], mode)

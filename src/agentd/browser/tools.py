@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from agentd.browser._dom import OBSERVE_JS, READ_JS, SCROLL_JS
 from agentd.browser._service import Browsers, Tab
 from agentd.errors import ToolError
+from agentd.media import ToolImage, ToolOutput
 from agentd.sandbox.context import Sandbox
 from agentd.sandbox.workspace import Workspace
 from agentd.tools.base import Tool, ToolContext, tool
@@ -331,8 +332,9 @@ async def _perform(page: Page, target: Any, action: str, value: str | None) -> N
 
 @tool(untrusted_output=True, idempotent=True, timeout_s=_OUTER_TIMEOUT_S)
 async def browser_screenshot(ctx: ToolContext, path: str = "screenshot.png",
-                             full_page: bool = False) -> str:
-    """Save a PNG screenshot of this session's open page into the workspace.
+                             full_page: bool = False) -> ToolOutput:
+    """Save a PNG screenshot of this session's open page into the workspace, and see it
+    (a model that takes images gets it with the result).
 
     Args:
         path: the file, relative to the workspace (it should end in .png).
@@ -352,7 +354,9 @@ async def browser_screenshot(ctx: ToolContext, path: str = "screenshot.png",
         raise ToolError(f"the screenshot is {len(data)} bytes (over "
                         f"{MAX_SCREENSHOT_BYTES}); try full_page=false", code="tool_error")
     await asyncio.to_thread(workspace.write_bytes, path, data)
-    return f"saved a {len(data)}-byte PNG screenshot of {tab.page.url[:500]} to {path}"
+    return ToolOutput(
+        text=f"saved a {len(data)}-byte PNG screenshot of {tab.page.url[:500]} to {path}",
+        images=(ToolImage(data=data, media_type="image/png", name=path),))
 
 
 BROWSER_TOOLS: dict[str, Tool] = {t.name: t for t in (

@@ -202,3 +202,19 @@ def write_lines(lines: Iterable[bytes], output: Path | None) -> int:
     finally:
         partial.unlink(missing_ok=True)
     return count
+
+
+def attachment(path: Path) -> dict[str, Any]:
+    """An ``--attach FILE`` as the message part it sends: an image by its name's type,
+    else a file (the daemon checks what the bytes are either way)."""
+    import mimetypes
+
+    from agentd.client import file, image
+
+    try:
+        guessed, _ = mimetypes.guess_type(path.name)
+        if guessed is not None and guessed.startswith("image/"):
+            return image(path)
+        return file(path)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")

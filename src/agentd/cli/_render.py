@@ -319,6 +319,37 @@ def run_header(number: int, run_id: str, *, again: bool = False) -> Text:
     return Text(f"── {label} ──", style="dim")
 
 
+def part_lines(parts: Any) -> list[Text]:
+    """A line per image or file a message or a tool result carries: its type, media
+    type, name, pixels or pages, size and blob (the first 12 hex digits of its
+    SHA-256: ``GET .../blobs/{sha256}`` reads it)."""
+    lines: list[Text] = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict) or part.get("type") not in ("image", "file"):
+            continue
+        words = [str(part["type"]), str(part.get("media_type", "?"))]
+        if part.get("name"):
+            words.append(str(part["name"]))
+        if part.get("width") and part.get("height"):
+            words.append(f"{part['width']}x{part['height']}")
+        if part.get("pages"):
+            words.append(f"{part['pages']} pages")
+        words.append(_size(part.get("size")))
+        words.append(f"blob {str(part.get('blob', ''))[:12]}")
+        lines.append(Text(f"  + {words[0]} {words[1]}, " + ", ".join(words[2:]),
+                          style="magenta"))
+    return lines
+
+
+def _size(value: Any) -> str:
+    size = value if isinstance(value, int) else 0
+    if size < 1024:
+        return f"{size} B"
+    if size < 1 << 20:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1 << 20):.1f} MB"
+
+
 # complexity: one branch per event kind `history` shows (the event catalogue); each is
 # two or three lines.
 def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 300) -> list[Text]:
@@ -331,7 +362,7 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
     if kind == "message.user":
         line = Text(f"{prefix}user: ", style="bold cyan")
         line.append(str(data.get("content", "")), style="")
-        return [line]
+        return [line, *part_lines(data.get("parts"))]
     if kind == "message.added":  # added by a client without a run (update_state)
         user = data.get("role") == "user"
         line = Text(f"{prefix}{'user' if user else 'assistant'} (added): ",
@@ -350,7 +381,7 @@ def event_lines(event: dict[str, Any], *, verbose: bool = False, limit: int = 30
                 lines.append(tool_call_line(call.get("name"), call.get("arguments")))
         return lines
     if kind == "tool.finished":
-        return [tool_result_line(data, limit)]
+        return [tool_result_line(data, limit), *part_lines(data.get("parts"))]
     if kind == "run.failed":
         return [Text(f"{prefix}run failed: {error_line(error_of(data))}", style="red")]
     if kind in ("run.cancelled", "run.interrupted"):

@@ -28,6 +28,7 @@ from agentd.cli import (
     _heartbeat,
     _identity,
     _logs,
+    _mcp,
     _memory,
     _replay,
     _runs,
@@ -49,6 +50,7 @@ from agentd.cli._common import (
     SessionOption,
     State,
     VerboseOption,
+    attachment,
     connect,
     echo_json,
     err,
@@ -439,6 +441,16 @@ def send(
             show_default=False,
         ),
     ] = None,
+    attach: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--attach",
+            metavar="FILE",
+            help="An image (PNG, JPEG, GIF, WebP) or a file (PDF, text) sent with the "
+            "message; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send one message and print the reply.
 
@@ -458,14 +470,16 @@ def send(
       $ agentd send demo "actually, make it shorter" --mode steer
       $ agentd send demo "nightly report" --no-wait --priority batch
       $ agentd send demo "a point?" --schema point.schema.json
+      $ agentd send demo "what is in this picture?" --attach photo.png
     """
     if message == "-":
         message = sys.stdin.read()
+    content: str | list[Any] = message if not attach else [message, *map(attachment, attach)]
     output_schema = _load_schema(schema) if schema is not None else None
     if no_wait:
         with connect(ctx) as client:
             queued = client.send(
-                name, session, message, wait=False, idempotency_key=idempotency_key,
+                name, session, content, wait=False, idempotency_key=idempotency_key,
                 mode=mode, priority=priority, output_schema=output_schema,
             )
         if as_json:
@@ -475,7 +489,7 @@ def send(
         return
     with connect(ctx, timeout=min(timeout, 60.0)) as client:
         run_id, asked, last_wait = _follow_send(
-            client, name, session, message, idempotency_key=idempotency_key, mode=mode,
+            client, name, session, content, idempotency_key=idempotency_key, mode=mode,
             priority=priority, timeout=timeout, output_schema=output_schema)
         run = client.get_run(run_id)
         status = run.get("status")
@@ -516,7 +530,7 @@ def _tool_line(frame: SSEEvent) -> Text:
     return tool_result_line(payload, limit=200)
 
 
-def _follow_send(client: Client, name: str, session: str, message: str, *,
+def _follow_send(client: Client, name: str, session: str, message: str | list[Any], *,
                  idempotency_key: str | None, mode: str, priority: str | None,
                  timeout: float, output_schema: dict[str, Any] | None = None
                  ) -> tuple[str, bool, str]:
@@ -643,6 +657,7 @@ app.add_typer(_identity.token_app, name="token", rich_help_panel="Access")
 app.add_typer(_identity.tenant_app, name="tenant", rich_help_panel="Access")
 app.add_typer(_identity.audit_app, name="audit", rich_help_panel="Access")
 app.add_typer(_secrets.secret_app, name="secret", rich_help_panel="Access")
+app.add_typer(_mcp.mcp_app, name="mcp", rich_help_panel="Access")
 
 
 def main() -> None:

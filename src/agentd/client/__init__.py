@@ -3,12 +3,13 @@
 It speaks HTTP only (httpx, httpx-sse) and imports nothing from the server, the
 runtime or the store, so it works against a daemon on this machine or any other::
 
-    from agentd.client import Client
+    from agentd.client import Client, image
 
     with Client() as client:  # AGENTD_URL, else AGENTD_HOST/AGENTD_PORT (agentd.toml)
         client.create_agent("demo", model="scripted")
         run = client.send("demo", "user:1", "hello")
         print(run["output"])
+        run = client.send("demo", "user:1", ["what is this?", image("photo.png")])
         for frame in client.stream("demo", "user:1", "and again"):
             if frame.event == "token":
                 print(frame.data["text"], end="", flush=True)
@@ -23,8 +24,8 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_secrets``, ``_identity``, ``_evals``, ``_admin``) over one transport (``_base``); only the names
-below are public.
+``_secrets``, ``_mcp``, ``_identity``, ``_evals``, ``_admin``) over one transport
+(``_base``); only the names below are public.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from agentd.client._evals import EvalsAPI
 from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
+from agentd.client._mcp import MCPAuthAPI
 from agentd.client._memory import MemoryAPI
+from agentd.client._parts import file, image
 from agentd.client._runs import RunsAPI
 from agentd.client._schedules import SchedulesAPI
 from agentd.client._secrets import SecretsAPI
@@ -61,12 +64,14 @@ __all__ = [
     "RunFailed",
     "SSEEvent",
     "WaitTimeout",
+    "file",
+    "image",
 ]
 
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
-             SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, IdentityAPI, ExportAPI,
-             EvalsAPI, AdminAPI):
+             SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, MCPAuthAPI, IdentityAPI,
+             ExportAPI, EvalsAPI, AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

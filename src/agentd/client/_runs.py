@@ -8,6 +8,7 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentd.client._errors import APIError, ClientError, RunFailed
+from agentd.client._parts import Part, content_of
 from agentd.client._sessions import SessionsAPI
 from agentd.client._sse import TERMINAL_FRAMES, SSEEvent, dropped
 from agentd.client.base import segment
@@ -40,7 +41,7 @@ class RunsAPI(SessionsAPI):
         self,
         agent: str,
         key: str,
-        content: str,
+        content: str | Sequence[Part],
         wait: bool = True,
         *,
         idempotency_key: str | None = None,
@@ -53,7 +54,9 @@ class RunsAPI(SessionsAPI):
         Args:
             agent: Agent name.
             key: Session key, any string (``user:1``, ``a/b``).
-            content: The message.
+            content: The message: text, or its parts in order, text and images and
+                files (``["what is this?", image("photo.png")]``: see
+                :func:`agentd.client.image` and :func:`agentd.client.file`).
             wait: Return the finished run (True) or the queued run at once (False).
             idempotency_key: Sent as ``Idempotency-Key`` so a retry never runs twice.
             mode: What a busy session does with it: ``enqueue``, ``reject`` (APIError
@@ -72,8 +75,8 @@ class RunsAPI(SessionsAPI):
             ``run["status"]`` and ``run["error"]``.
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        body: dict[str, Any] = {"content": content, "stream": False, "wait": wait,
-                                "mode": mode}
+        body: dict[str, Any] = {"content": content_of(content), "stream": False,
+                                "wait": wait, "mode": mode}
         if priority:
             body["priority"] = priority
         schema = _schema_of(output_schema)
@@ -124,7 +127,7 @@ class RunsAPI(SessionsAPI):
         self,
         agent: str,
         key: str,
-        content: str,
+        content: str | Sequence[Part],
         *,
         idempotency_key: str | None = None,
         mode: str | None = None,
@@ -145,7 +148,7 @@ class RunsAPI(SessionsAPI):
         Args:
             agent: Agent name.
             key: Session key.
-            content: The message.
+            content: The message: text, or its parts (see :meth:`send`).
             idempotency_key: Sent as ``Idempotency-Key`` (see :meth:`send`).
             mode: What a busy session does with it (see :meth:`send`); ``steer``
                 streams the running run that takes the message in.
@@ -158,7 +161,7 @@ class RunsAPI(SessionsAPI):
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        body: dict[str, Any] = {"content": content, "stream": True}
+        body: dict[str, Any] = {"content": content_of(content), "stream": True}
         if mode is not None:
             body["mode"] = mode
         if priority is not None:

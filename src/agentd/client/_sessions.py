@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+import httpx
+
 from agentd.client._errors import APIError, ClientError
 from agentd.client._sse import SSEEvent, dropped, seq_of
 from agentd.client.base import BaseClient, segment
@@ -259,6 +261,18 @@ class SessionsAPI(BaseClient):
         )
         events: list[dict[str, Any]] = result.get("events", []) if result else []
         return events
+
+    def blob(self, agent: str, key: str, sha256: str) -> tuple[str, bytes]:
+        """An image or file the session refers to (a part's ``blob``): its media type
+        and bytes."""
+        try:
+            response = self._http.get(f"{self._session_path(agent, key)}/blobs/{sha256}")
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from exc
+        if response.is_error:
+            raise APIError.from_response(response)
+        media_type = response.headers.get("content-type", "application/octet-stream")
+        return media_type, response.content
 
     def follow(
         self,

@@ -17,6 +17,7 @@ does not exist (that object's own not-found). Nothing is written before the chec
 :func:`require_candidate`      a fork's or eval run's settings keep the agent there
 :func:`require_unscoped`       daemon-wide writes (skills) are for unscoped tokens
 :func:`runtime_of`             the runtime a request reaches (the one way in)
+:func:`whole_tenant`           a scope holding every agent of a tenant (its secrets)
 =============================  ======================================================
 """
 
@@ -38,7 +39,7 @@ from agentd.store.records import AgentRecord
 __all__ = ["AGENT_PATH", "access_of", "agent_in_scope", "filter_agents", "may_use",
            "new_agent_settings", "not_found", "refused", "require_agent",
            "require_candidate", "require_new_agent", "require_owner", "require_right",
-           "require_run", "require_unscoped", "runtime_of", "visible_agents"]
+           "require_run", "require_unscoped", "runtime_of", "visible_agents", "whole_tenant"]
 
 def runtime_of(request: HTTPConnection) -> Runtime:
     """The runtime a request reaches: every door's one way to the agents."""
@@ -246,3 +247,15 @@ def require_right(conn: HTTPConnection, right: Right, what: str) -> Principal:
         raise Forbidden(f"{what} needs a token of role {RIGHTS[right]!r} or above: token "
                         f"{principal.label!r} is {principal.role!r}")
     return principal
+
+
+def whole_tenant(principal: Principal, tenant: str) -> bool:
+    """Whether ``principal``'s scope holds every agent of ``tenant`` (and no other
+    tenant binds it): what a tenant's own secrets and shared tokens need."""
+    access = principal.access
+    if principal.tenant is not None and principal.tenant != tenant:
+        return False
+    if access.everything:
+        return True
+    return (access.agent_patterns is None and access.tenants is not None
+            and access.tenants.fullmatch(tenant) is not None)

@@ -620,15 +620,27 @@ def actor(scope: Scope, what: str) -> Principal:
 OnRefused = Callable[[Scope, AgentdError], None]
 
 
+class Gate(Protocol):
+    """Paths that also take an outside issuer's bearer tokens
+    (:class:`agentd.doors.resource.ResourceGate`)."""
+
+    def covers(self, path: str) -> bool: ...
+
+    async def decide(self, scope: Scope, check: TokenCheck, refused: AgentdError
+                     ) -> tuple[AgentdError | None, dict[str, str]]: ...
+
+
 class BearerAuth:
     """Pure ASGI middleware enforcing :class:`TokenCheck`; each refusal is told to
-    ``on_refused`` (the audit log)."""
+    ``on_refused`` (the audit log). ``gate``: paths where a request the daemon's
+    tokens refuse may still come in with an outside issuer's token."""
 
     def __init__(self, app: ASGIApp, *, check: TokenCheck,
-                 on_refused: OnRefused | None = None) -> None:
+                 on_refused: OnRefused | None = None, gate: Gate | None = None) -> None:
         self.app = app
         self.check = check
         self.on_refused = on_refused
+        self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -638,14 +650,22 @@ class BearerAuth:
         if refused is None:
             await self.app(scope, receive, send)
             return
+        headers: dict[str, str] | None = (
+            {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None)
+        if self.gate is not None and scope["type"] == "http" \
+                and self.gate.covers(scope["path"]):
+            decided, headers = await self.gate.decide(scope, self.check, refused)
+            if decided is None:
+                await self.app(scope, receive, send)
+                return
+            refused = decided
         if self.on_refused is not None:
             self.on_refused(scope, refused)
         if scope["type"] == "websocket":
             # Closing before accepting refuses the handshake (HTTP 403).
             await send({"type": "websocket.close", "code": 1008})
             return
-        headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
-        await error_response(refused, headers, scope)(scope, receive, send)
+        await error_response(refused, headers or None, scope)(scope, receive, send)
 
 
 class BodyLimit:

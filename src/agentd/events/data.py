@@ -44,6 +44,7 @@ __all__ = [
     "ModelOutageData",
     "ModelRecoveredData",
     "OutputInvalidData",
+    "PartData",
     "PolicyVerdictData",
     "QueueData",
     "QuotaData",
@@ -211,6 +212,29 @@ class ClientToolData(TypedDict):
     parameters: dict[str, Any]
 
 
+class PartData(TypedDict):
+    """One part of a message made of parts (``message.user``'s ``parts``) or an image a
+    tool returned (``tool.finished``'s ``parts``): text, or an image or file by
+    reference (its bytes are a blob the store keeps once, outside the log: ``GET
+    .../sessions/{key}/blobs/{blob}``)."""
+
+    type: Literal["text", "image", "file"]
+    #: A text part's text.
+    text: NotRequired[str]
+    #: An image's or file's blob: the SHA-256 of its bytes (hex), its media type and
+    #: size in bytes.
+    blob: NotRequired[str]
+    media_type: NotRequired[str]
+    size: NotRequired[int]
+    #: An image's pixels.
+    width: NotRequired[int]
+    height: NotRequired[int]
+    #: A file's name, as its sender gave it.
+    name: NotRequired[str]
+    #: A PDF's page count.
+    pages: NotRequired[int]
+
+
 class ClientResultData(TypedDict):
     """The sender's result of a call of one of its tools (``message.user``'s
     ``tool_results``)."""
@@ -262,6 +286,9 @@ class MessageUserData(TypedDict):
     #: The JSON Schema the final answer of the run this message starts must match
     #: (the sender's ``output_schema``: over the agent's ``settings.output``).
     output_schema: NotRequired[dict[str, Any]]
+    #: The message's parts in order, when it carries images or files (``content`` is
+    #: then its text parts joined with newlines).
+    parts: NotRequired[list[PartData]]
     #: A heartbeat (``settings.heartbeat``): its slot (epoch seconds, aligned to the
     #: period) and the reply that is logged but not delivered (``silent``).
     heartbeat: NotRequired[bool]
@@ -356,6 +383,8 @@ class ToolFinishedData(TypedDict):
     #: See ``ToolStartedData.metadata``.
     metadata: NotRequired[dict[str, Any]]
     sandbox: NotRequired[ToolSandboxData]
+    #: Images the tool returned besides ``output`` (a screenshot), by reference.
+    parts: NotRequired[list[PartData]]
 
 
 class RunCompletedData(TypedDict):

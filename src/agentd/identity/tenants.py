@@ -31,7 +31,8 @@ DEFAULT_TENANT = "default"
 #: A tenant made through the API: no '.', which separates a tenant from the rest of
 #: its agents' names (``acme.support``).
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
-_COUNTED: tuple[Counted, ...] = ("agents", "sessions", "schedules", "memory_entries")
+_COUNTED: tuple[Counted, ...] = ("agents", "sessions", "schedules", "memory_entries",
+                                 "storage_bytes")
 
 
 class Tenants:

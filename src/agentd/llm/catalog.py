@@ -20,10 +20,10 @@ import orjson
 from agentd.errors import InvalidInput
 from agentd.llm.messages import ModelRequest, Usage
 
-__all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_tokens"]
+__all__ = ["Catalog", "ModelInfo", "estimate_parts", "estimate_sum", "estimate_tokens"]
 
 _FIELDS = ("context_window", "max_output_tokens", "input", "output", "cached_input",
-           "cache_write", "structured_output")
+           "cache_write", "structured_output", "vision")
 #: Prices a model may leave out: priced at ``input`` then.
 _OPTIONAL_PRICES = ("cached_input", "cache_write")
 
@@ -44,6 +44,10 @@ class ModelInfo:
     cache_write: float | None = None
     #: It takes a JSON Schema for its answer natively (:mod:`agentd.llm.output`).
     structured_output: bool = False
+    #: It takes images and PDFs (True), or not (False: a message carrying one is
+    #: refused); None: the catalog does not say (they are sent, and the provider
+    #: decides).
+    vision: bool | None = None
 
     def cost(self, usage: Usage) -> float:
         """What ``usage`` costs at list price, in USD. ``usage.input_tokens`` includes
@@ -115,12 +119,16 @@ def _models(data: dict[str, Any], source: str) -> dict[str, ModelInfo]:
         native = entry.get("structured_output", False)
         if not isinstance(native, bool):
             raise InvalidInput(f"{where}.structured_output must be true or false")
+        vision = entry.get("vision")
+        if vision is not None and not isinstance(vision, bool):
+            raise InvalidInput(f"{where}.vision must be true or false")
         models[spec] = ModelInfo(
             spec=spec, context_window=entry["context_window"],
             max_output_tokens=entry["max_output_tokens"], input=float(entry["input"]),
             output=float(entry["output"]),
             cached_input=_price(entry, "cached_input"),
-            cache_write=_price(entry, "cache_write"), structured_output=native)
+            cache_write=_price(entry, "cache_write"), structured_output=native,
+            vision=vision)
     return models
 
 
@@ -144,8 +152,8 @@ def _undated(spec: str) -> str:
 def estimate_tokens(request: ModelRequest) -> int:
     """A rough estimate of a request's prompt tokens (about 4 characters a token in
     English; JSON and code tokenise denser, so this leans low for them)."""
-    fixed, per_message = estimate_parts(request)
-    return fixed + sum(per_message)
+    fixed, _, total = estimate_sum(request)
+    return fixed + total
 
 
 #: Tokens the chat format adds per message (role and delimiters) and per request (the
@@ -158,6 +166,14 @@ _PER_REQUEST = 3
 def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
     """The estimate split into what every call carries (system prompt, tools) and each
     message's share, so that dropping messages needs no new estimate."""
+    fixed, sizes, _ = estimate_sum(request)
+    return fixed, sizes
+
+
+def estimate_sum(request: ModelRequest) -> tuple[int, list[int], int]:
+    """:func:`estimate_parts` and the sum of the messages' shares (with the session's
+    memo, kept as they change rather than summed again: a long conversation's call
+    does not pay a pass over it)."""
     fixed = len(request.system or "") + sum(
         len(orjson.dumps(spec, default=str)) for spec in request.tools)
     if request.output is not None:
@@ -165,12 +181,42 @@ def estimate_parts(request: ModelRequest) -> tuple[int, list[int]]:
         fixed += len(orjson.dumps(request.output.schema))
     fixed_tokens = fixed // 4 + _PER_REQUEST + (_PER_MESSAGE if request.system else 0)
     if request.memo is None:
-        return fixed_tokens, [_message_tokens(m) for m in request.messages]
+        sizes = [_message_tokens(m) for m in request.messages]
+        return fixed_tokens, sizes, sum(sizes)
     # The session's memo: only the messages the last call did not have are measured.
     # (Its own list: read it, do not keep or change it.)
-    return fixed_tokens, request.memo.per_message("tokens", _message_tokens).values(
-        request.messages)
+    memo = request.memo.per_message("tokens", _message_tokens)
+    sizes = memo.values(request.messages, request.provenance)
+    return fixed_tokens, sizes, int(memo.total)
+
+
+#: An image's share of a prompt when its size is not known, the most one counts for (the
+#: providers scale a large image down: Anthropic's about width x height / 750 tokens up
+#: to about 1,600; OpenAI's 85 + 170 per 512-pixel tile of the scaled image), and a
+#: PDF page's (its text and its picture).
+_IMAGE_TOKENS, _MAX_IMAGE_TOKENS, _PAGE_TOKENS = 1_000, 1_600, 1_500
 
 
 def _message_tokens(message: object) -> int:
+    parts = getattr(message, "parts", None)
+    if parts:
+        return _parts_tokens(message, parts)
     return len(orjson.dumps(message, default=str)) // 4 + _PER_MESSAGE
+
+
+def _parts_tokens(message: object, parts: list[Any]) -> int:
+    """A message with images or files: its text as any message's, each image or PDF
+    by its pixels or pages, a text file by its size."""
+    text = getattr(message, "content", "") or ""
+    tokens = len(text) // 4 + _PER_MESSAGE
+    for part in parts:
+        if getattr(part, "kind", "text") == "text":
+            continue  # (in ``content`` already)
+        if part.kind == "image":
+            pixels = (part.width or 0) * (part.height or 0)
+            tokens += min(pixels // 750, _MAX_IMAGE_TOKENS) if pixels else _IMAGE_TOKENS
+        elif part.media_type == "application/pdf":
+            tokens += (part.pages or 1) * _PAGE_TOKENS
+        else:
+            tokens += part.size // 4
+    return tokens

@@ -20,11 +20,14 @@ __all__ = [
     "AssistantMessage",
     "Finish",
     "FinishReason",
+    "MediaPart",
     "Message",
     "ModelRequest",
     "OutputFormat",
+    "Part",
     "StreamEvent",
     "TextDelta",
+    "TextPart",
     "Thinking",
     "ThinkingDelta",
     "ToolCall",
@@ -95,9 +98,58 @@ class Thinking:
 
 
 @dataclass(kw_only=True, slots=True)
+class TextPart:
+    """Text, in a message made of parts (:attr:`UserMessage.parts`)."""
+
+    kind: Literal["text"] = "text"
+    text: str
+
+
+@dataclass(kw_only=True, slots=True)
+class MediaPart:
+    """An image or a file a message carries, by reference: its bytes are a blob the
+    store keeps once (content-addressed by ``blob``, the SHA-256 of the bytes), and
+    the runtime fills :attr:`data` in before a model call (providers encode it)."""
+
+    kind: Literal["image", "file"]
+    #: The SHA-256 of the bytes, hex.
+    blob: str
+    media_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    #: A file's name as its sender gave it.
+    name: str | None = None
+    #: A PDF's page count.
+    pages: int | None = None
+    #: The bytes, once loaded from the store (never serialised, never compared).
+    data: Annotated[bytes | None, Field(exclude=True)] = field(
+        default=None, compare=False, repr=False)
+
+    def label(self) -> str:
+        """What the part is in a few words: ``image image/png 12x34``, ``file
+        application/pdf report.pdf 3 pages``."""
+        words = [self.kind, self.media_type]
+        if self.name:
+            words.append(self.name)
+        if self.width and self.height:
+            words.append(f"{self.width}x{self.height}")
+        if self.pages:
+            words.append(f"{self.pages} page{'s' if self.pages != 1 else ''}")
+        return " ".join(words)
+
+
+Part = TextPart | MediaPart
+
+
+@dataclass(kw_only=True, slots=True)
 class UserMessage:
     kind: Literal["user"] = "user"
+    #: The message's text (its text parts joined with newlines, when it has parts).
     content: str
+    #: The message's parts in order (text, images, files), when it has more than text;
+    #: empty for a text-only message, which is :attr:`content`.
+    parts: list[TextPart | MediaPart] = field(default_factory=list)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -119,6 +171,8 @@ class ToolResultMessage:
     name: str
     content: str
     is_error: bool = False
+    #: Images the tool returned besides its text (a screenshot), after ``content``.
+    parts: list[MediaPart] = field(default_factory=list)
 
 
 Message = Annotated[
@@ -164,6 +218,12 @@ class ModelRequest:
     #: wire encodings, their token estimates), so that a call converts only the new
     #: ones (:mod:`agentd.llm.memo`); None for a one-off request.
     memo: PrefixMemo | None = field(default=None, compare=False, repr=False)
+    #: Where the messages come from, for the memo: (the history's generation, the
+    #: position of the first, how many of the first are the history's own), so that
+    #: what a call shares with the last one is known without comparing them
+    #: (:mod:`agentd.llm.memo`); None: compared.
+    provenance: tuple[int, int, int] | None = field(default=None, compare=False,
+                                                    repr=False)
     #: A stable key for the conversation (a digest of the session's id, not the id),
     #: which providers may use to route the call to where its prefix is cached.
     cache_key: str | None = None

@@ -9,8 +9,10 @@ Where a turn comes from, first match wins:
 3. rules: a message ``/tool NAME {json args}`` calls that tool, ``/system`` answers
    with the call's system prompt (``system: <prompt>``: what the agent's instructions,
    a caller's and a summary made of it), a tool result is summarised, anything else
-   is echoed back as ``echo: <text>``; a run asking for structured output (an output
-   schema) gets a small value of its schema instead of the echo or the summary.
+   is echoed back as ``echo: <text>`` (an image or file the message carries as
+   ``[image image/png 12x34]``, in its place among the text); a run asking for
+   structured output (an output schema) gets a small value of its schema instead of
+   the echo or the summary.
 
 A request to summarise a conversation (compaction, :mod:`agentd.memory.compaction`:
 its last message a ``<conversation_to_summarize>`` block) is answered before 2 and 3
@@ -47,6 +49,7 @@ from agentd.llm.messages import (
     ModelRequest,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolResultMessage,
     Usage,
@@ -203,6 +206,15 @@ def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -
     return message.text
 
 
+def _seen(message: UserMessage) -> str:
+    """A message as the scripted model echoes it: its text, each image or file it
+    carries as ``[image image/png 12x34]`` (what a vision model would have seen)."""
+    if not message.parts:
+        return message.content
+    return " ".join(p.text if isinstance(p, TextPart) else f"[{p.label()}]"
+                    for p in message.parts if not isinstance(p, TextPart) or p.text)
+
+
 def _summary(request: ModelRequest) -> str | None:
     """The scripted summary of a summary request, or None for any other request."""
     if not request.messages or not isinstance(request.messages[-1], UserMessage):
@@ -264,6 +276,7 @@ def _rule(request: ModelRequest) -> dict[str, Any]:
             results.append(message)
         parts = [
             f"{m.name} {'failed' if m.is_error else 'returned'}: {m.content}"
+            + "".join(f" [{p.label()}]" for p in m.parts)
             for m in reversed(results)
         ]
         return {"text": "; ".join(parts)}
@@ -280,7 +293,7 @@ def _rule(request: ModelRequest) -> dict[str, Any]:
             if not isinstance(args, dict):
                 return {"text": f"Arguments for {name} must be a JSON object."}
             return {"tool_calls": [{"name": name, "arguments": args}]}
-        return {"text": f"echo: {last.content}"}
+        return {"text": f"echo: {_seen(last)}"}
     return {"text": last.text or "(nothing to say)"}
 
 

@@ -38,6 +38,7 @@ from agentd.events import (
 from agentd.llm.catalog import ModelInfo, estimate_parts, estimate_tokens
 from agentd.llm.messages import (
     AssistantMessage,
+    MediaPart,
     ModelRequest,
     ToolResultMessage,
     UserMessage,
@@ -152,6 +153,12 @@ def _entry(message: AnyMessage, limit: int) -> str:
         assert isinstance(message, AssistantMessage)
         calls = "; ".join(f"calls {c.name} {c.arguments}" for c in message.tool_calls)
         head, body = "[assistant]", " ".join(p for p in (message.text, calls) if p)
+    media = [p for p in getattr(message, "parts", ()) if isinstance(p, MediaPart)]
+    if media:
+        # Images and files by reference (kind, type, name, size, blob): the summary can
+        # name them, and the blob stays the session's (the log keeps the message).
+        # (First: a long text is clipped, not them.)
+        body = " ".join([*(f"[{p.label()} blob:{p.blob[:12]}]" for p in media), body])
     # Continuation lines are indented: only an entry's first line starts with '['. The
     # text is quoted: a message cannot close the transcript and speak as its frame.
     return quote(f"{head} {_clip(body, limit)}").replace("\n", "\n  ")

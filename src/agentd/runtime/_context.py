@@ -9,7 +9,8 @@ from typing import Any
 
 from agentd.errors import ModelError
 from agentd.events import ContextTrimmedData
-from agentd.llm.catalog import ModelInfo, estimate_parts
+from agentd.llm.catalog import ModelInfo, estimate_sum
+from agentd.llm.memo import trimmed
 from agentd.llm.messages import ModelRequest, UserMessage
 
 __all__ = ["HEADROOM", "fit"]
@@ -43,8 +44,8 @@ def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
     catalog entry nor such a limit (``counts_tokens``) needs it)."""
     if info is None and not counts_tokens:
         return request, None, (0, 0)
-    fixed, sizes = estimate_parts(request)
-    prompt = fixed + sum(sizes)
+    fixed, sizes, total = estimate_sum(request)
+    prompt = fixed + total
     output = request.max_tokens or (min(info.max_output_tokens, 4096) if info else 1024)
     if info is None:
         return request, None, (prompt, output)
@@ -84,6 +85,7 @@ def fit(request: ModelRequest, info: ModelInfo | None, *, counts_tokens: bool
 
 def _cut(request: ModelRequest, start: int, estimate: int, output: int
          ) -> tuple[ModelRequest, ContextTrimmedData, tuple[int, int]]:
-    return (replace(request, messages=request.messages[start:]),
+    return (replace(request, messages=request.messages[start:],
+                    provenance=trimmed(request.provenance, start)),
             {"dropped_messages": start, "estimated_tokens": estimate},
             (estimate, output))

@@ -28,13 +28,14 @@ from agentd.events import (
 )
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import ToolCall
+from agentd.media import ToolOutput
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._recorded import ReplayExecutor, serve_result
 from agentd.runtime.calls import ModelCaller
 from agentd.runtime.hooks import Checks
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
-from agentd.store import NewEvent, RunUpdate
+from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
@@ -113,7 +114,7 @@ def by_call(tools: Sequence[Tool], book: CallBook) -> list[Tool]:
 
 
 def _from_book(t: Tool, book: CallBook) -> Any:
-    async def serve(ctx: ToolContext, **arguments: Any) -> str:
+    async def serve(ctx: ToolContext, **arguments: Any) -> str | ToolOutput:
         result = book.result(t, arguments)
         if result is None:
             ctx.reached_outside = False
@@ -200,12 +201,15 @@ class ForkExecutor(ReplayExecutor):
                       release: bool = False, checkpoint: bool = False,
                       usage: UsageCharge | None = None,
                       unless_changed_after: int | None = None,
-                      unless_run_after: int | None = None) -> list[EventRecord]:
+                      unless_run_after: int | None = None,
+                      also: Callable[[Tx, list[EventRecord]], None] | None = None
+                      ) -> list[EventRecord]:
         # The steps served from the log were the original's to pay for.
         return await RunExecutor._commit(
             self, events, update, steer_guard, acquire=acquire, release=release,
             checkpoint=checkpoint, usage=usage if self.is_live else None,
-            unless_changed_after=unless_changed_after, unless_run_after=unless_run_after)
+            unless_changed_after=unless_changed_after, unless_run_after=unless_run_after,
+            also=also)
 
     def _charged(self, charge: UsageCharge | None) -> None:
         if self.is_live:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, QuotaExceeded
 from agentd.events import (
     ErrorData,
     Event,
@@ -48,8 +48,8 @@ from agentd.runtime.calls import Kernel, ModelCaller
 from agentd.runtime.hooks import CheckCall, CheckFailed, Checks, CheckVerdict, parse_verdict
 from agentd.security.redaction import SecretRedactor
 from agentd.settings.hooks import HookCheck, HookPoint
-from agentd.store import NewEvent
-from agentd.store.records import EventRecord, RunRecord, UsageCharge
+from agentd.store import NewEvent, Tx
+from agentd.store.records import EventRecord, NewBlob, RunRecord, UsageCharge
 
 if TYPE_CHECKING:
     from agentd.runtime.history import SessionHistory
@@ -126,6 +126,11 @@ class HookSteps:
 
     #: (BudgetSteps': after HookSteps in the executor's bases, so not stubbed here.)
     _charged: Callable[[UsageCharge | None], None]
+    #: Images the step's tools returned, written with their results.
+    _tool_blobs: list[NewBlob]
+
+    def _blob_writer(self, blobs: list[NewBlob]) -> Callable[[Tx, list[EventRecord]], None]:
+        raise NotImplementedError
 
     async def _note(self, event: Event) -> None:
         raise NotImplementedError
@@ -357,7 +362,20 @@ class HookSteps:
                     result["is_error"] = True
                     if check.guardrail and stop is None:
                         stop = _stop(check, "tool_result", reason, result["call_id"])
-        await self._commit([*verdicts, *(self._new(ToolFinished(data=r)) for r in results)])
+        events = [*verdicts, *(self._new(ToolFinished(data=r)) for r in results)]
+        blobs, self._tool_blobs = self._tool_blobs, []
+        try:
+            await self._commit(events, also=self._blob_writer(blobs) if blobs else None)
+        except QuotaExceeded as exc:
+            if not blobs:
+                raise
+            # The tenant's storage is full: the results go without their images, and
+            # say why (the model can act on it; nothing of them was written).
+            for result in results:
+                if result.pop("parts", None):
+                    result["output"] += f"\n[its images were not kept: {exc.message}]"
+            await self._commit([*verdicts,
+                                *(self._new(ToolFinished(data=r)) for r in results)])
         if stop is not None:
             raise stop
 

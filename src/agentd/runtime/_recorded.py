@@ -35,10 +35,11 @@ from agentd.llm.messages import (
     UsageEvent,
 )
 from agentd.llm.model import Model
+from agentd.media import ToolOutput
 from agentd.runtime._toolsteps import MAX_TOOL_OUTPUT
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
-from agentd.store import NewEvent, RunUpdate
+from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
@@ -244,7 +245,7 @@ def _never() -> None:  # pragma: no cover - replaced before any call
 
 
 def _served(t: Tool, recording: Recording) -> Any:
-    async def serve(ctx: ToolContext, **_: Any) -> str:
+    async def serve(ctx: ToolContext, **_: Any) -> str | ToolOutput:
         queue = recording.results.get(ctx.call_id)
         if not queue:
             raise ToolError(f"replay: the original run has no result for call "
@@ -254,7 +255,7 @@ def _served(t: Tool, recording: Recording) -> Any:
     return serve
 
 
-def serve_result(ctx: ToolContext, t: Tool, result: ToolFinishedData) -> str:
+def serve_result(ctx: ToolContext, t: Tool, result: ToolFinishedData) -> str | ToolOutput:
     """A call of ``t`` answered with the recorded ``result``: its output (an error
     result raised as the :class:`ToolError` it was), its sandbox and its taint."""
     if result.get("sandbox") is not None:
@@ -265,7 +266,11 @@ def serve_result(ctx: ToolContext, t: Tool, result: ToolFinishedData) -> str:
         ctx.untrusted = tainted
     if result.get("is_error"):
         raise ToolError(str(result.get("output", "")), code="tool_error")
-    return _untruncated(str(result.get("output", "")))
+    output = _untruncated(str(result.get("output", "")))
+    parts = result.get("parts")
+    # Images the call returned: by reference, as recorded (the replay's session, a
+    # fork of the run's, refers to their blobs).
+    return ToolOutput(text=output, kept=tuple(parts)) if parts else output
 
 
 def _untruncated(output: str) -> str:
@@ -347,11 +352,13 @@ class ReplayExecutor(RunExecutor):
                       release: bool = False, checkpoint: bool = False,
                       usage: UsageCharge | None = None,
                       unless_changed_after: int | None = None,
-                      unless_run_after: int | None = None) -> list[EventRecord]:
+                      unless_run_after: int | None = None,
+                      also: Callable[[Tx, list[EventRecord]], None] | None = None
+                      ) -> list[EventRecord]:
         return await super()._commit(
             events, update, steer_guard, acquire=acquire, release=release,
             checkpoint=checkpoint, usage=None, unless_changed_after=unless_changed_after,
-            unless_run_after=unless_run_after)
+            unless_run_after=unless_run_after, also=also)
 
     def _charged(self, charge: UsageCharge | None) -> None:
         return None

@@ -35,6 +35,7 @@ from agentd.events import (
     ApprovalRequestedData,
     Event,
     LoopDetected,
+    PartData,
     PolicyVerdictData,
     RunWaiting,
     ToolFinished,
@@ -43,8 +44,10 @@ from agentd.events import (
     ToolStartedData,
 )
 from agentd.llm.messages import ToolCall
+from agentd.media import ToolImage, ToolOutput
 from agentd.runtime._hooksteps import HookSteps
 from agentd.runtime.activity import Activity
+from agentd.runtime.media import ToolMedia
 from agentd.security.policy import CallFacts, Policy, Verdict
 from agentd.store import LeaseLost, NewEvent, RunUpdate
 from agentd.store.records import EventRecord, RunRecord
@@ -424,6 +427,8 @@ class ToolSteps(HookSteps):
         is_error = True
         tainted: str | None = None
         ctx: ToolContext | None = None
+        images: tuple[ToolImage, ...] = ()
+        kept: tuple[PartData, ...] = ()
         if t is None:
             output = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.tools))}"
         else:
@@ -440,8 +445,10 @@ class ToolSteps(HookSteps):
                               secrets=self.secrets,
                               http_headers=self.agent_settings.http_headers)
             try:
-                output = render_output(await t.call(call.arguments, ctx,
-                                                    self.tool_timeout_s, self.workers))
+                value = await t.call(call.arguments, ctx, self.tool_timeout_s, self.workers)
+                if isinstance(value, ToolOutput):
+                    images, kept, value = value.images, value.kept, value.text
+                output = render_output(value)
                 is_error = False
             except ToolError as exc:
                 output = exc.message
@@ -469,7 +476,26 @@ class ToolSteps(HookSteps):
             result["tainted"] = tainted
         if ctx is not None and ctx.sandboxed is not None:
             result["sandbox"] = ctx.sandboxed
+        if kept:
+            result["parts"] = list(kept)
+        if images:
+            await self._take_images(result, images)
         return result
+
+    async def _take_images(self, result: ToolFinishedData, images: Sequence[ToolImage]
+                           ) -> None:
+        """A tool's images: checked, referred to by the result, their bytes written
+        with it (``_commit_results``); a note in its text for what was not taken."""
+        media = self.services.get(ToolMedia)
+        if not isinstance(media, ToolMedia):
+            result["output"] += f"\n[{len(images)} image(s) not shown: images are off here]"
+            return
+        vision = self.model_info.vision if self.model_info is not None else None
+        parts, blobs, note = await media.take(images, tool=result["name"], vision=vision)
+        result["output"] += note
+        if parts:
+            result["parts"] = parts
+            self._tool_blobs.extend(blobs)
 
     # -- waiting for a person ----------------------------------------------------------
 

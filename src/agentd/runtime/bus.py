@@ -12,8 +12,10 @@ anyone down. Feeds also carry the committed changes to agents' records
 (:meth:`EventBus.publish_agent`: created, updated, paused/resumed/stopped, deleted), in
 the order they were published among the events; nothing else subscribes to those.
 A ``local`` feed gets only the events this node committed, not those the log follower
-reads back from other nodes' commits (``publish(..., remote=True)``): what counts this
-node's work (the metrics) holds one, and alone it makes the follower read nothing.
+reads back from other nodes' commits (``publish(..., remote=True)``), and alone it
+makes the follower read nothing. What must see every event and can count it at once
+(the metrics) takes a hook (:attr:`EventBus.event_hooks`) instead of a feed: no queue,
+no task woken per event.
 """
 
 from __future__ import annotations
@@ -177,6 +179,13 @@ class EventBus:
         #: hook: subtasks cascade cancels and log their children's ends from it). A
         #: hook must be quick and must not raise; it may see an event twice.
         self.run_end_hooks: list[Callable[[EventRecord], None]] = []
+        #: Called with every batch of events published here and whether another node
+        #: committed them (``remote``): what counts every event without a queue of
+        #: its own (the metrics). A hook must be quick; what it raises is logged. A
+        #: remote event may come twice (the log follower reads a little back).
+        self.event_hooks: list[Callable[[Sequence[EventRecord], bool], None]] = []
+        #: Called with every change to an agent published (:meth:`publish_agent`).
+        self.agent_hooks: list[Callable[[AgentChange], None]] = []
 
     def subscribe(self, session_id: str, buffer: int | None = None) -> Subscription:
         sub = Subscription(self, session_id, buffer or self._buffer)
@@ -221,6 +230,11 @@ class EventBus:
                     self._last[event.session_id] = event.seq
         if self._feeds:
             self._publish_feeds(events, remote)
+        for events_hook in self.event_hooks:
+            try:
+                events_hook(events, remote)
+            except Exception:
+                log.exception("an event hook failed")
         if self.run_end_hooks:
             for event in events:
                 if event.kind in TERMINAL_KINDS:
@@ -236,6 +250,11 @@ class EventBus:
         for feed in self._feeds:
             if feed.agents:
                 feed._offer(change)
+        for hook in self.agent_hooks:
+            try:
+                hook(change)
+            except Exception:
+                log.exception("an agent hook failed")
 
     def _publish_feeds(self, events: Sequence[EventRecord], remote: bool) -> None:
         seen = self._feed_last

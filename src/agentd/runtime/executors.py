@@ -37,6 +37,7 @@ from agentd.store import Lease, NewEvent, Store, WorkspaceHead
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 from agentd.tools import COMMAND_TOOLS, FILE_TOOLS, ToolRegistry
 from agentd.tools.mcp import MCPManager, with_secrets
+from agentd.tools.mcp_oauth import TokenSource
 from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
@@ -162,6 +163,10 @@ class ExecutorFactory:
         #: What resolves ``secret:NAME`` for a run of an agent (tenant, name), giving
         #: each value it resolves to the run's redactor (None: no secrets).
         self.secret_source: Callable[[str, str, SecretRedactor], SecretSource] | None = None
+        #: What gives the OAuth access tokens of a run's MCP servers (``settings.mcp[]
+        #: .oauth``: ``agentd.secrets.oauth``) for an agent (tenant, name), telling
+        #: the run's redactor each one (None: no OAuth).
+        self.mcp_tokens: Callable[[str, str, SecretRedactor], TokenSource] | None = None
         #: Builds the runs of replays (``agentd.runtime.replay``), if any.
         self.replay: ReplayBuild | None = None
         #: Builds the runs of forks (``agentd.runtime.fork``), if any.
@@ -193,7 +198,8 @@ class ExecutorFactory:
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
         redactor, source = await self.secrets_for(plan.settings.tenant, agent.name)
-        tools, notes = ([], []) if team or adapter else await self._tools(start, source)
+        tools, notes = ([], []) if team or adapter else await self._tools(start, source,
+                                                                        redactor)
         tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
             return None
@@ -485,15 +491,19 @@ class ExecutorFactory:
         return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
                       permissions=permissions)
 
-    async def _tools(self, start: _Start, secrets: SecretSource | None = None
+    async def _tools(self, start: _Start, secrets: SecretSource | None = None,
+                     redactor: SecretRedactor | None = None
                      ) -> tuple[list[Any], list[NewEvent]]:
-        return await self.agent_tools(start.agent, start.plan, start.run.id, secrets)
+        return await self.agent_tools(start.agent, start.plan, start.run.id, secrets,
+                                      redactor)
 
     async def agent_tools(self, agent: AgentRecord, plan: AgentPlan, run_id: str,
-                          secrets: SecretSource | None = None
+                          secrets: SecretSource | None = None,
+                          redactor: SecretRedactor | None = None
                           ) -> tuple[list[Any], list[NewEvent]]:
         """A run's tools: the agent's, then its MCP servers' (with an event naming
-        any server that could not be reached, or whose secrets could not be had)."""
+        any server that could not be reached, whose secrets could not be had, or that
+        waits for a person to authorize it)."""
         tools = self.tools.resolve(agent.tools)
         notes: list[NewEvent] = []
         if plan.mcp:
@@ -502,8 +512,12 @@ class ExecutorFactory:
                 plan.sandbox, plan.limits, workspace=self.agents.workspace_of(agent),
                 network=permissions_for(self.settings, plan.policy, None).network,
                 agent_id=agent.id, tenant=plan.settings.tenant)
+            tokens = (self.mcp_tokens(plan.settings.tenant, agent.name,
+                                      redactor or SecretRedactor())
+                      if self.mcp_tokens is not None and any(s.oauth for s in plan.mcp)
+                      else None)
             tools = [*tools, *await self.mcp.tools(agent.id, servers, failures=failures,
-                                                   spawn=spawn)]
+                                                   spawn=spawn, tokens=tokens)]
             if failures:
                 notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),
                                          run_id))

@@ -52,6 +52,7 @@ from agentd.llm.memo import PrefixMemo
 from agentd.llm.messages import (
     AssistantMessage,
     FinishReason,
+    MediaPart,
     Thinking,
     ToolCall,
     ToolResultMessage,
@@ -60,6 +61,7 @@ from agentd.llm.messages import (
     UserMessage,
 )
 from agentd.llm.quoting import quote
+from agentd.media import media_part, message_parts
 from agentd.store.records import EventRecord, live_events
 
 __all__ = ["HistoryCache", "NeedsRebuild", "SessionHistory", "cleared_result", "compacted",
@@ -73,7 +75,8 @@ CLEARED = "[tool result cleared by compaction"
 
 def cleared_result(message: ToolResultMessage) -> ToolResultMessage:
     """A tool result with its content replaced by a short placeholder (the call kept)."""
-    return replace(message, content=f"{CLEARED}: {len(message.content)} characters]")
+    return replace(message, content=f"{CLEARED}: {len(message.content)} characters]",
+                   parts=[])
 
 
 def is_cleared(message: AnyMessage) -> bool:
@@ -184,6 +187,9 @@ class SessionHistory:
         self.memo = PrefixMemo()
         #: A stable key for providers' prompt caches: a digest, never the session id.
         self.cache_key = hashlib.sha256(session_id.encode()).hexdigest()[:32]
+        #: Images and files folded in whose bytes are not loaded yet (the runtime loads
+        #: them from the store before the next model call).
+        self.unloaded: list[MediaPart] = []
 
     @classmethod
     def from_log(cls, session_id: str, events: list[EventRecord],
@@ -222,7 +228,9 @@ class SessionHistory:
         if tainted and self.tainted is None:
             # Sent by a run whose session was tainted (a subtask, another agent's call).
             self.tainted = f"message (seq {event.seq}): {tainted}"
-        message = UserMessage(content=data["content"])
+        parts = data.get("parts")
+        message = (UserMessage(content=data["content"]) if not parts
+                   else self._with_parts(data["content"], parts))
         run_id = event.run_id
         if run_id is not None and not data.get("steer"):
             self._sender_parts(run_id, data)
@@ -236,6 +244,11 @@ class SessionHistory:
             if run_id is None:  # (a log from before runs): each message is a turn
                 self._turn()
             self._append(message)
+
+    def _with_parts(self, content: str, parts: list[Any]) -> UserMessage:
+        message = UserMessage(content=content, parts=message_parts(parts))
+        self.unloaded.extend(p for p in message.parts if isinstance(p, MediaPart))
+        return message
 
     def _sender_parts(self, run_id: str, data: MessageUserData) -> None:
         """What a run's message brings besides its text: its sender's instructions,
@@ -308,10 +321,13 @@ class SessionHistory:
         tainted = data.get("tainted")
         if tainted and self.tainted is None:
             self.tainted = f"{data['name']} (seq {event.seq}): {tainted}"
-        self.messages.append(ToolResultMessage(
-            call_id=data["call_id"], name=data["name"], content=data["output"],
-            is_error=bool(data.get("is_error")),
-        ))
+        result = ToolResultMessage(call_id=data["call_id"], name=data["name"],
+                                   content=data["output"], is_error=bool(data.get("is_error")))
+        parts = data.get("parts")
+        if parts:
+            result.parts = [media_part(p) for p in parts]
+            self.unloaded.extend(result.parts)
+        self.messages.append(result)
         self.origins.append(event.seq)
         if not self._pending and self._deferred:
             deferred, self._deferred = self._deferred, []
@@ -375,6 +391,7 @@ class SessionHistory:
 
     def _compacted(self, event: EventRecord, data: SessionCompactedData) -> None:
         self.messages, self.origins = compacted(self.messages, self.origins, data)
+        self.memo.rewritten()
         if data.get("strategy") == "clear_tool_results":
             return
         if self._pending:
@@ -411,6 +428,12 @@ class SessionHistory:
         if self._pending or self._deferred:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
+
+    def for_request(self) -> tuple[list[AnyMessage], tuple[int, int, int]]:
+        """:meth:`for_model`, and where those messages come from (the request's
+        ``provenance``: :mod:`agentd.llm.memo`): its first ones are this history's
+        own, a list only ever appended to until the memo's generation changes."""
+        return self.for_model(), (self.memo.generation, 0, len(self.messages))
 
     def output_schema(self, run_id: str) -> dict[str, Any] | None:
         """The JSON Schema the sender of run ``run_id``'s message asked for, if any."""

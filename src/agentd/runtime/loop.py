@@ -54,11 +54,12 @@ from agentd.runtime.bus import EventBus, Token
 from agentd.runtime.calls import Kernel, ModelCaller, Target
 from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
+from agentd.runtime.media import ToolMedia, load_media
 from agentd.security.policy import Policy
 from agentd.security.redaction import SecretRedactor
 from agentd.settings import AgentSettings
-from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store
-from agentd.store.records import EventRecord, RunRecord, UsageCharge, iso
+from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store, Tx
+from agentd.store.records import EventRecord, NewBlob, RunRecord, UsageCharge, iso
 from agentd.tools import Tool
 from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
@@ -267,6 +268,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         token = self.origin.get("ok_token")
         self.ok_token: str | None = token if isinstance(token, str) and token else None
         self._compaction_tried = False
+        self._tool_blobs: list[NewBlob] = []
         self.tools = {t.name: t for t in tools.tools}
         self.max_steps = model.max_steps
         self.tool_timeout_s = tools.timeout_s
@@ -345,7 +347,9 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                       release: bool = False, checkpoint: bool = False,
                       usage: UsageCharge | None = None,
                       unless_changed_after: int | None = None,
-                      unless_run_after: int | None = None) -> list[EventRecord]:
+                      unless_run_after: int | None = None,
+                      also: Callable[[Tx, list[EventRecord]], None] | None = None
+                      ) -> list[EventRecord]:
         lease = (self._lease_acquire if acquire else self._lease_release if release
                  else self._lease)
         if self.redactor:
@@ -358,7 +362,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                                   checkpoint_every=self.checkpoint_every if checkpoint
                                   else None, usage=usage,
                                   unless_changed_after=unless_changed_after,
-                                  unless_run_after=unless_run_after)
+                                  unless_run_after=unless_run_after, also=also)
         try:
             records = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -374,6 +378,13 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                 self.session_id, after=self.history.last_seq))
         self.history.extend(records)
         return records
+
+    def _blob_writer(self, blobs: list[NewBlob]) -> Callable[[Tx, list[EventRecord]], None]:
+        """What writes the images a step's tools returned with its results."""
+        media = self.services[ToolMedia]
+        assert isinstance(media, ToolMedia)  # (it took them in: _take_images)
+        return media.writer(self.session_id, self.agent_settings.tenant, blobs,
+                            self.store.dialect, self.store.clock.time)
 
     def _published(self, records: list[EventRecord], update: RunUpdate | None) -> None:
         self.bus.publish(records)
@@ -606,7 +617,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         return None
 
     def _request(self, specs: list[Any], recalled: str = "") -> ModelRequest:
-        messages = self.history.for_model()
+        messages, provenance = self.history.for_request()
         if self._pieces:
             messages = [*messages, UserMessage(content=CONTINUE_PROMPT)]
         system = self.history.system(self.instructions, self.run.id)
@@ -616,13 +627,16 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             system=system, messages=messages, tools=specs,
             max_tokens=self.agent_settings.max_tokens,
             temperature=self.agent_settings.temperature,
-            memo=self.history.memo, cache_key=self.history.cache_key, output=self.output)
+            memo=self.history.memo, provenance=provenance, cache_key=self.history.cache_key,
+            output=self.output)
 
     async def _call_model(self, specs: list[Any]) -> _Step | RunOutcome:
         """One model call through the kernel (scheduler, retries, fallbacks), its answer
         priced and turned into the events to commit; a model error fails the run.
         Near the model's window, older turns are compacted first (else trimmed)."""
         self.steps += 1
+        if self.history.unloaded:
+            await load_media(self.store, self.session_id, self.history)
         section, recalled = await self._recall()
         request = self._request(specs, section)
         compaction = None

@@ -29,6 +29,7 @@ from agentd.events import RecalledData, StepCompactionData
 from agentd.llm.catalog import ModelInfo
 from agentd.llm.messages import ModelRequest
 from agentd.llm.model import Model
+from agentd.media import Attachments, Media
 from agentd.store import Accepted, Lease, Tx
 from agentd.store.records import AgentRecord, EventRecord, RunRecord
 
@@ -66,11 +67,20 @@ class AgentHost(Protocol):
 
     def workspace_of(self, agent: AgentRecord) -> Any: ...
 
+    #: Images and files in: their limits and checks.
+    media: Media
+
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
                    priority: str | None = None, stream: bool = False,
                    origin: Mapping[str, Any] | None = None,
-                   also: Callable[[Tx, Accepted], None] | None = None) -> SendResult: ...
+                   also: Callable[[Tx, Accepted], None] | None = None,
+                   attachments: Attachments | None = None) -> SendResult: ...
+
+    def takes_images(self, agent: AgentRecord) -> bool:
+        """Whether the agent's model takes images and PDFs (the catalog does not say
+        it does not)."""
+        ...
 
     async def read_events(self, session_id: str, after: int = 0, limit: int | None = None,
                           before: int | None = None) -> list[EventRecord]: ...

@@ -28,8 +28,9 @@ from agentd.store.records import iso
 from agentd.store.secrets import SecretRow, SecretStore
 from agentd.tools.secret_refs import references
 
-__all__ = ["MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "RunSecrets", "SecretInfo",
-           "Secrets", "check_name", "reference", "setting_references"]
+__all__ = ["MAX_VALUE", "MIN_VALUE", "NAME_PATTERN", "REF_PREFIX", "RESERVED_PREFIX",
+           "RunSecrets", "SecretInfo", "Secrets", "check_name", "reference", "reserved",
+           "setting_references"]
 
 #: A secret's name: a letter or ``_`` first, then letters, digits, ``_``, ``.``, ``-``.
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -40,8 +41,16 @@ MIN_VALUE = 8
 MAX_VALUE = 65536
 #: How settings name a secret: ``secret:NAME``.
 REF_PREFIX = "secret:"
+#: Names the daemon keeps its own secrets under (MCP servers' OAuth tokens:
+#: :mod:`agentd.secrets.oauth`): not set, deleted, listed nor named by settings here.
+RESERVED_PREFIX = "_mcp_oauth."
 
 log = logging.getLogger(__name__)
+
+
+def reserved(name: str) -> bool:
+    """Whether ``name`` is one the daemon keeps for itself (:data:`RESERVED_PREFIX`)."""
+    return name.startswith(RESERVED_PREFIX)
 
 
 def check_name(name: str, field: str = "body.name") -> str:
@@ -50,6 +59,10 @@ def check_name(name: str, field: str = "body.name") -> str:
         raise InvalidInput(f"secret name {name[:80]!r} is not valid: a letter or '_' "
                            "first, then letters, digits, '_', '.', '-' (64 at most)",
                            field=field)
+    if reserved(name):
+        raise InvalidInput(f"secret names starting with {RESERVED_PREFIX!r} are the "
+                           "daemon's own (MCP servers' OAuth tokens: agentd mcp login, "
+                           "agentd mcp logout)", field=field, code="secret_reserved")
     return name
 
 
@@ -111,6 +124,10 @@ class Secrets:
         self._cipher: Cipher | None = None
         #: (tenant, agent) -> when read, and the values by name (see VALUES_TTL_S).
         self._values: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        #: What a value of the daemon's own secrets holds that a run must never write
+        #: (given the name and the value as stored: the parts, by a name each); set by
+        #: :mod:`agentd.secrets.oauth`.
+        self.expand: Callable[[str, str], dict[str, str]] = lambda name, value: {}
 
     async def cipher(self) -> Cipher:
         """The key, read (or made) at first use."""
@@ -153,7 +170,8 @@ class Secrets:
         return _info(row), fresh
 
     async def listing(self, *, tenants: list[str] | None = None) -> list[SecretInfo]:
-        return [_info(r) for r in await self.store.listing(tenants=tenants)]
+        return [_info(r) for r in await self.store.listing(tenants=tenants)
+                if not reserved(r.name)]
 
     async def delete(self, *, name: str, tenant: str, agent: str | None,
                      actor: str | None, role: str | None) -> None:
@@ -188,6 +206,10 @@ class Secrets:
             return
         usable = await self._rows(settings.tenant, name)
         for where, secret in refs:
+            if reserved(secret):
+                raise InvalidInput(f"secret {secret!r} is the daemon's own (an MCP "
+                                   "server's OAuth tokens): settings may not name it",
+                                   field=where, code="secret_reserved")
             if secret not in usable:
                 raise InvalidInput(
                     f"secret {secret!r} not found for agent {name!r} (tenant "
@@ -198,8 +220,9 @@ class Secrets:
                       actor: str | None = None) -> str:
         """The value of secret ``name`` for agent ``agent`` of ``tenant``, for ``use``
         (``mcp:github header Authorization``...): an audit row says so.
-        ``secret_not_found`` (404) when the agent has none of that name."""
-        row = (await self._rows(tenant, agent)).get(name)
+        ``secret_not_found`` (404) when the agent has none of that name (the daemon's
+        own, :func:`reserved`, are none of its)."""
+        row = None if reserved(name) else (await self._rows(tenant, agent)).get(name)
         if row is None:
             raise _not_found(name, tenant, agent)
         cipher = await self.cipher()
@@ -208,7 +231,7 @@ class Secrets:
                                 agent=row.agent, name=row.name)
         except SecretKeyError as exc:
             raise AgentdError(str(exc), code="secrets_key_error") from None
-        self._learn([value])
+        self.learn([value])
         kept = self._values.get((tenant, agent))
         if kept is not None:
             kept[1][name] = value
@@ -245,14 +268,39 @@ class Secrets:
         found: dict[str, str] = {}
         for name, row in rows.items():
             try:
-                found[name] = cipher.open(row.value, key_id=row.key_id, tenant=row.tenant,
-                                          agent=row.agent, name=row.name)
+                value = cipher.open(row.value, key_id=row.key_id, tenant=row.tenant,
+                                    agent=row.agent, name=row.name)
             except SecretKeyError:
                 continue
-        self._learn(found.values())
+            if reserved(name):
+                found.update(self.expand(name, value))
+            else:
+                found[name] = value
+        self.learn(found.values())
         return found
 
-    def _learn(self, values: Iterable[str]) -> None:
+    async def open_row(self, *, tenant: str, agent: str, name: str) -> str | None:
+        """The value of one stored secret of exactly this scope (``agent`` '' for the
+        tenant's), unaudited (the caller audits its own uses), or None; what it holds
+        is learnt by the daemon's log redactor."""
+        row = await self.store.get(tenant=tenant, agent=agent, name=name)
+        if row is None:
+            return None
+        cipher = await self.cipher()
+        try:
+            value = cipher.open(row.value, key_id=row.key_id, tenant=row.tenant,
+                                agent=row.agent, name=row.name)
+        except SecretKeyError as exc:
+            raise AgentdError(str(exc), code="secrets_key_error") from None
+        self.learn(self.expand(name, value).values() if reserved(name) else [value])
+        return value
+
+    def forget_values(self) -> None:
+        """Read the values again at the next run (one changed here)."""
+        self._values.clear()
+
+    def learn(self, values: Iterable[str]) -> None:
+        """Tell the daemon's log redactor of these values (and their encoded forms)."""
         if self.on_values is not None:
             forms: set[str] = set()
             for value in values:
@@ -268,6 +316,10 @@ def setting_references(settings: AgentSettings) -> list[tuple[str, str]]:
         for part, values in (("env", server.env), ("headers", server.headers)):
             found += [(f"body.settings.mcp.{index}.{part}.{key}", secret)
                       for key, secret in references(values)]
+        client_secret = server.oauth.client_secret if server.oauth is not None else None
+        if client_secret is not None:
+            found.append((f"body.settings.mcp.{index}.oauth.client_secret",
+                          client_secret.removeprefix(REF_PREFIX)))
     for host, headers in settings.http_headers.items():
         found += [(f"body.settings.http_headers.{host}.{key}", secret)
                   for key, secret in references(headers)]

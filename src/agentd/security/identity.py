@@ -81,13 +81,14 @@ class Principal:
 
     ``tenant``: the one tenant a named token is bound to (its new agents go there);
     ``source``: ``config`` (agentd.toml, the environment, the home's token), ``api``
-    (``POST /v1/tokens``) or ``none`` (no token, ``auth = "none"``)."""
+    (``POST /v1/tokens``), ``oauth`` (an access token of ``[mcp.oauth]``'s issuer, at
+    the MCP door) or ``none`` (no token, ``auth = "none"``)."""
 
     name: str | None
     role: Role
     access: Access = EVERYTHING
     tenant: str | None = None
-    source: Literal["config", "api", "none"] = "config"
+    source: Literal["config", "api", "oauth", "none"] = "config"
 
     def may(self, right: Right) -> bool:
         """Whether the role holds ``right``; a right over the whole daemon

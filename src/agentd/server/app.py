@@ -38,8 +38,10 @@ from agentd.doors.http import (
     read_body,
     replay,
 )
+from agentd.doors.resource import ResourceGate
 from agentd.errors import AgentdError
 from agentd.identity import config_principals
+from agentd.identity.resource import ProtectedResource
 from agentd.protocols import a2a as a2a_door
 from agentd.protocols import langgraph as langgraph_door
 from agentd.protocols import mcp as mcp_door
@@ -55,6 +57,13 @@ from agentd.telemetry.metrics import ROUTE_KEY, HttpMetrics, route_label
 from agentd.version import __version__
 
 __all__ = ["create_app"]
+
+
+#: The paths whose requests may carry images and files (the body limit is
+#: ``[attachments] max_message_mb`` there): the native message route, the OpenAI
+#: doors and A2A's JSON-RPC endpoints.
+MEDIA_PATHS = (r"/v1/agents/[^/]+/sessions/.+/messages", r"/v1/chat/completions",
+               r"/v1/responses", r"/a2a(/.*)?")
 
 
 #: /health: a router of its own, made once (AgentdApp shares included routers).
@@ -293,7 +302,9 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
                 responses.setdefault(str(status), {"description": _STATUS_TEXT[status]})
             for status, response in responses.items():
                 if int(status) >= 400:
-                    response["content"] = error
+                    # (a page for a person, which a route may document too, is kept)
+                    response["content"] = {**{k: v for k, v in response.get(
+                        "content", {}).items() if k != "application/json"}, **error}
     components = document.setdefault("components", {})
     components["securitySchemes"] = {"bearer": {
         "type": "http", "scheme": "bearer",
@@ -302,6 +313,13 @@ def _document_statuses(document: dict[str, Any], check: TokenCheck) -> dict[str,
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            # A body documented by hand (openapi_extra: the message route) names its
+            # models' schemas as components; they are moved there.
+            for media in ((operation.get("requestBody") or {}).get("content") or {}).values():
+                for name, schema in (media.get("schema") or {}).pop("$defs", {}).items():
+                    schemas.setdefault(name, schema)
     for name, schema in Error.model_json_schema(
             ref_template="#/components/schemas/{model}").pop("$defs", {}).items():
         schemas.setdefault(name, schema)
@@ -314,6 +332,12 @@ def _named_tokens(scope: Scope) -> NamedTokens | None:
     """The runtime's book of named tokens (None before the runtime is open)."""
     runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
     return None if runtime is None else runtime.identity.tokens
+
+
+def _mcp_resource(scope: Scope) -> ProtectedResource | None:
+    """The runtime's verifier of ``[mcp.oauth]`` tokens (None before it is open)."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    return None if runtime is None else runtime.mcp_resource
 
 
 def _record_refusal(scope: Scope, error: AgentdError, reason: str | None = None) -> None:
@@ -430,7 +454,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     public_card = settings.a2a.public_card
     host_card = ([a2a_door.CARD_PATH, f"{a2a_door.PREFIX}/{public_card}{a2a_door.CARD_PATH}"]
                  if public_card else [])
-    check = TokenCheck(tokens, [*settings.public_paths, *host_card,
+    # The MCP door as an OAuth protected resource ([mcp.oauth]): its metadata is public,
+    # and the OAuth callback of agents' MCP servers' logins carries a state, no token.
+    resource_paths = (mcp_door.install_resource(app, lambda: runtime_of_app(app),
+                                                settings.mcp_resource())
+                      if settings.mcp.oauth is not None else [])
+    check = TokenCheck(tokens, [*settings.public_paths, *host_card, *resource_paths,
+                                routes.mcp_oauth.CALLBACK,
                                 routes.channels.WEBHOOK_PREFIX + "*",
                                 *(web.PUBLIC_PATHS if settings.console else ())],
                        required=settings.auth_enabled,
@@ -443,10 +473,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.state.on_refused = _record_refusal
     app.state.max_body_bytes = settings.max_body_bytes
     # The request layer (AgentdApp): a middleware added later goes outside these two.
+    # The routes that take images and files: a body, and their bytes in base64 (4/3).
+    media = settings.max_body_bytes + settings.attachments.max_message_bytes * 4 // 3
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
-        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES)])
-    app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal)
+        (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES),
+        *((re.compile(path), media) for path in MEDIA_PATHS)])
+    app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal,
+                       gate=ResourceGate((mcp_door.PATH,), _mcp_resource, settings.base_url())
+                       if settings.mcp.oauth is not None else None)
     if settings.termo.served:
         # termo-agent's routes (agentd serve --adapter / --termo): outside the stack above,
         # answering its own paths with its own shapes and auth (docs/termo.md).
@@ -505,6 +540,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.include_router(routes.identity.tenant_router)
     app.include_router(routes.identity.audit_router)
     app.include_router(routes.secrets.router)
+    app.include_router(routes.mcp_oauth.router)
+    app.include_router(routes.mcp_oauth.callback_router)
     app.include_router(routes.admin.router)
     app.include_router(routes.feed.router)
     app.include_router(routes.events.router)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -30,6 +37,7 @@ __all__ = [
     "EventOut",
     "ForkIn",
     "Health",
+    "MediaPartIn",
     "MessageIn",
     "OverviewOut",
     "ReloadOut",
@@ -41,6 +49,7 @@ __all__ = [
     "SettingsError",
     "SettingsIn",
     "SseEvent",
+    "TextPartIn",
     "UsageOut",
     "UsageRow",
     "UsageTotals",
@@ -102,8 +111,49 @@ class AgentPatch(_In):
         default=None, description="Replaces the whole settings object. " + _SETTINGS_DOC)
 
 
+class TextPartIn(_In):
+    type: Literal["text"]
+    text: str
+
+
+class MediaPartIn(_In):
+    """An image (PNG, JPEG, GIF, WebP) or a file (PDF, UTF-8 text), given by exactly
+    one of ``data``, ``url`` or ``blob``."""
+
+    type: Literal["image", "file"]
+    media_type: str | None = Field(
+        default=None, max_length=255,
+        description="What the bytes are; checked against the bytes themselves (a "
+                    "mismatch is a 422). Left out: read from the bytes.")
+    data: str | None = Field(default=None, description="The bytes, base64.")
+    url: str | None = Field(
+        default=None, max_length=8192,
+        description="An http(s) URL the daemon fetches (public hosts only, under "
+                    "[attachments] fetch_hosts), or a data: URL.")
+    blob: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="The SHA-256 of a blob the agent's tenant holds already (from an "
+                    "earlier message's event): sent again without its bytes.")
+    name: str | None = Field(default=None, max_length=255, description="A file's name.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MediaPartIn:
+        given = [k for k in ("data", "url", "blob") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of data, url or blob")
+        return self
+
+
+#: A message's parts, in order.
+PartIn = Annotated[TextPartIn | MediaPartIn, Field(discriminator="type")]
+
+
 class MessageIn(_In):
-    content: str = Field(min_length=1, description="The user's message.")
+    content: Annotated[str, Field(min_length=1)] | Annotated[
+        list[PartIn], Field(min_length=1, max_length=1000)] = Field(
+        description="The user's message: text, or its parts in order (text, images, "
+                    "files). Images and files are kept once, by reference, outside the "
+                    "session's log.")
     # Strict: JSON booleans only (0 and "false" are refused, as the schema says).
     stream: bool = Field(default=False, strict=True,
                          description="Answer with Server-Sent Events.")

@@ -198,7 +198,9 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'daemon\'s `mcp_commands`, or a URL off its `mcp_urls`, needs an '
                     'operator token. A value of `env` or `headers` may be `secret:NAME` '
                     '(or `Bearer secret:NAME`): a named secret of the agent, given to the '
-                    'server only (security.md, secrets).')
+                    'server only (security.md, secrets). `oauth`: the server takes OAuth '
+                    'tokens a person grants once ([MCP servers with OAuth]'
+                    '(#mcp-servers-with-oauth)).')
     http_headers: dict[Annotated[str, Field(min_length=1, max_length=253)],
                        dict[Annotated[str, Field(pattern=HEADER_NAME)],
                             Annotated[str, Field(max_length=8192)]]] = Field(

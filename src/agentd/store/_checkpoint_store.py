@@ -13,6 +13,7 @@ from typing import Any
 from agentd.clock import Clock
 from agentd.errors import CheckpointExists, CheckpointNotFound
 from agentd.store import _sessions
+from agentd.store import blobs as _blobs
 from agentd.store import quota as _quota
 from agentd.store import rows as _rows
 from agentd.store._sessions import new_checkpoint
@@ -99,6 +100,7 @@ class CheckpointStore:
             forked = _sessions.fork(
                 tx, session_id, new_session_id=new_session_id, key=key, seq=seq,
                 checkpoint=checkpoint, source=source, now=now)
+            _blobs.copy_refs(tx, session_id, new_session_id, self.engine.dialect)
             _quota.check(tx, quota, self.engine.dialect)
             return forked
 
@@ -135,11 +137,14 @@ class CheckpointStore:
     async def expire_sessions(self, idle_before: float) -> list[tuple[str, str, str]]:
         """Delete sessions untouched since ``idle_before`` with nothing queued or under
         way; returns (session id, agent id, key) of each."""
+        idle = ("sessions.updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs WHERE "
+                f"runs.session_id = sessions.id AND runs.status IN {ACTIVE})")
+
         def op(tx: Tx) -> list[tuple[str, str, str]]:
-            rows = tx.all(
-                "DELETE FROM sessions WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs "
-                f"WHERE runs.session_id = sessions.id AND runs.status IN {ACTIVE}) "
-                "RETURNING id, agent_id, key", (idle_before,))
+            blobs = _blobs.held(tx, idle, (idle_before,))
+            rows = tx.all(f"DELETE FROM sessions WHERE {idle} RETURNING id, agent_id, key",
+                          (idle_before,))
+            _blobs.release(tx, blobs, self.engine.dialect)
             return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
         return await self.engine.write(op)

@@ -887,6 +887,78 @@ CREATE TABLE agent_revisions (
 """,
 ))
 
+# Migration 25: OAuth for MCP servers (agentd.secrets.oauth). ``oauth_flows``: a login
+# started and not finished, by the SHA-256 of its ``state`` (the state itself is only
+# in the authorization link): whose it is (tenant, agent, the MCP server's name in the
+# agent's settings, the principal that started it), what finishing it needs (the PKCE
+# verifier, the client, the authorization server's endpoints: sealed with the secrets
+# key, as a secret is, ``key_id`` naming the key) and until when it may finish. A
+# callback deletes its row in the transaction that reads it: a state is used once.
+# ``oauth_locks``: who is refreshing which token (a secret's tenant, agent and name)
+# until when, so that one node at a time spends a refresh token (a rotated one spent
+# twice makes the authorization server revoke the whole grant). The tokens themselves
+# are secrets (the ``secrets`` table), named ``_mcp_oauth.<hash>``.
+MIGRATIONS.append((
+    25,
+    "oauth for mcp servers",
+    """
+CREATE TABLE oauth_flows (
+    state_hash {text} PRIMARY KEY,
+    tenant     {text} NOT NULL,
+    agent      {text} NOT NULL,
+    server     {text} NOT NULL,
+    principal  {text} NOT NULL,
+    data       {text} NOT NULL,
+    key_id     {text} NOT NULL,
+    created_at {real} NOT NULL,
+    expires_at {real} NOT NULL
+);
+CREATE INDEX oauth_flows_agent ON oauth_flows (tenant, agent, server);
+CREATE TABLE oauth_locks (
+    tenant     {text} NOT NULL,
+    agent      {text} NOT NULL,
+    name       {text} NOT NULL,
+    holder     {text} NOT NULL,
+    expires_at {real} NOT NULL,
+    PRIMARY KEY (tenant, agent, name)
+);
+""",
+))
+
+# Migration 26: images and files messages carry (agentd.store.blobs). ``blobs`` holds
+# each tenant's bytes once, by their SHA-256: two tenants sending the same file each
+# have their copy, so that no tenant can learn or read what another holds by its
+# hash, and each pays for its own in its ``storage_bytes`` quota. ``blob_refs`` says
+# which sessions refer to which blob (a row per session and blob, whatever the number
+# of events naming it), written in the transaction of the event that names it and
+# gone with the session (a fork copies its source's); a blob no session refers to
+# any more is deleted in the transaction that dropped its last reference. A session
+# reads a blob only through a reference of its own.
+MIGRATIONS.append((
+    26,
+    "blobs",
+    {dialect: f"""
+CREATE TABLE blobs (
+    tenant     {{text}} NOT NULL,
+    sha256     {{text}} NOT NULL,
+    media_type {{text}} NOT NULL,
+    size       {{bigint}} NOT NULL,
+    width      {{bigint}},
+    height     {{bigint}},
+    data       {kind} NOT NULL,
+    created_at {{real}} NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+);
+CREATE TABLE blob_refs (
+    session_id {{text}} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    tenant     {{text}} NOT NULL,
+    sha256     {{text}} NOT NULL,
+    PRIMARY KEY (session_id, sha256)
+);
+CREATE INDEX blob_refs_blob ON blob_refs (tenant, sha256);
+""" for dialect, kind in (("sqlite", "BLOB"), ("postgresql", "BYTEA"))},
+))
+
 # Migration 27: forks and evaluations (agentd.runtime.fork, agentd.evals). ``forks``:
 # a run forked onto another configuration from a step (its scratch session and run,
 # and what it needs to run without the original: the original run's events, the step,

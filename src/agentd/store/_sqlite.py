@@ -19,6 +19,15 @@ database is always in WAL mode):
   background thread with their own connection. A commit survives kill -9 of the
   process; the last commits before a power loss may not.
 
+  A checkpoint that runs while commits go on never copies the last of them, so the
+  WAL, which SQLite starts over only once everything in it is copied, would grow for
+  as long as the load lasted (half a gigabyte in 16 s of the turns bench), every
+  commit appending to a longer file (a page written to a longer file cost about a
+  microsecond and a half more of system time here). Once the WAL is over
+  :data:`WAL_RESTART_BYTES`, the checkpoint thread holds the loop's writes back for
+  a second, short pass (what was committed during the first, and the syncs): the loop
+  never waits, writes wait in their batch, and the next commit starts the WAL over.
+
 docs/design-notes.md has the measurements behind both choices. ``OFF`` (which can
 corrupt the database on power loss) and ``EXTRA`` (the same syncs as ``FULL`` in WAL
 mode) are refused.
@@ -57,6 +66,9 @@ _READ_BACK = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 _MAX_BATCH = 512
 _READERS = 4
 _CHECKPOINT_EVERY_S = 1.0
+#: The WAL's size past which the checkpoint thread holds the loop's writes back for
+#: a short second pass, so that the next commit starts the WAL over (see above).
+WAL_RESTART_BYTES = 16 << 20
 _LINGER_S = 0.0005
 WRITER_CACHE_MB = 64
 
@@ -117,6 +129,12 @@ class SqliteEngine(Engine):
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
         self._writer: threading.Thread | None = None
+        #: Held by the loop while it runs a batch, and by the checkpoint thread while
+        #: it holds the writes back (the loop never waits on it: see _flush).
+        self._writing = threading.Lock()
+        #: Set by the checkpoint thread when a flush found the writes held back.
+        self._flush_wanted = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -144,10 +162,13 @@ class SqliteEngine(Engine):
         # and events' B-trees (random ids); with SQLite's default 2 MB most of its page
         # visits miss (docs/benchmarks.md, schedules). Readers keep the default.
         conn.execute(f"PRAGMA cache_size = {-1024 * self.cache_mb}")
+        # A WAL started over is cut back to this size (a burst's does not stay).
+        conn.execute(f"PRAGMA journal_size_limit = {4 * WAL_RESTART_BYTES}")
         if self.writer == "loop":
             # Checkpoints (the only fsyncs) move to a thread; commits stay cheap.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn, self._cur = conn, conn.cursor()
+            self._loop = asyncio.get_running_loop()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="agentd-sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
@@ -160,23 +181,57 @@ class SqliteEngine(Engine):
 
     def _checkpoint_loop(self) -> None:
         conn = self._connect()
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
         try:
             while not self._stop_checkpoints.wait(_CHECKPOINT_EVERY_S):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoint(conn, page)
                 except sqlite3.Error:
                     log.warning("WAL checkpoint failed; will retry", exc_info=True)
         finally:
             conn.close()
 
+    def checkpoint(self, conn: sqlite3.Connection, page: int) -> bool:
+        """One checkpoint (the checkpoint thread's, every second), on ``conn``, a
+        connection of the caller's thread; True when the WAL was over
+        :data:`WAL_RESTART_BYTES` and the writes were held back for a second pass."""
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames * page <= WAL_RESTART_BYTES:
+            return False
+        self._restart_wal(conn)
+        return True
+
+    def _restart_wal(self, conn: sqlite3.Connection) -> None:
+        """Copy what the last checkpoint left while the loop's writes are held back,
+        so that the next commit starts the WAL over (see the module's docstring)."""
+        try:
+            with self._writing:  # (the loop's batch, if one runs, ends first)
+                busy, frames, copied = conn.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            # Read after letting go: a flush that found the writes held back said so
+            # before its second look, which it made before this point or which finds
+            # the lock free (see _flush).
+            if self._flush_wanted:
+                self._flush_wanted = False
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._flush)
+        if busy or frames != copied:
+            log.debug("WAL checkpoint could not copy everything (a reader holds it)")
+
     async def close(self) -> None:
         if self._conn is not None:
-            while self._pending:  # commit what was accepted before closing
-                self._flush()
+            # The checkpoint thread first: it may hold the writes back for a moment.
             self._stop_checkpoints.set()
             if self._checkpointer is not None:
                 await asyncio.to_thread(self._checkpointer.join)
                 self._checkpointer = None
+            # (Whoever holds the writes back lets go first: the loop does not wait.)
+            await asyncio.to_thread(self._writing.acquire)
+            self._writing.release()
+            while self._pending:  # commit what was accepted before closing
+                self._flush()
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
@@ -220,13 +275,26 @@ class SqliteEngine(Engine):
         self._flush_scheduled = False
         if self._conn is None or not self._pending:
             return
-        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-        self._last_batch = len(batch)
-        if self._pending:
-            self._flush_scheduled = True
-            batch[0].loop.call_soon(self._flush)
-        assert self._cur is not None
-        for future, error, value in self._execute(self._conn, self._cur, batch):
+        if not self._writing.acquire(blocking=False):
+            # The checkpoint thread holds the writes back for a moment: it flushes
+            # when it lets go (the loop does not wait on it).
+            self._flush_wanted = True
+            if self._writing.acquire(blocking=False):
+                # (It let go between the two looks, and may have missed the wish.)
+                self._flush_wanted = False
+            else:
+                return
+        try:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            self._last_batch = len(batch)
+            if self._pending:
+                self._flush_scheduled = True
+                batch[0].loop.call_soon(self._flush)
+            assert self._cur is not None
+            outcomes = self._execute(self._conn, self._cur, batch)
+        finally:
+            self._writing.release()
+        for future, error, value in outcomes:
             if not future.done():
                 if error is not None:
                     future.set_exception(error)

@@ -1,7 +1,7 @@
 """Tenant quotas, checked inside the transaction that would pass them.
 
 A write that adds something a tenant's quota counts (an agent, a session, a schedule, a
-memory entry) takes a :class:`Quota` (the tenant and its limit, from
+memory entry, an image's or file's bytes) takes a :class:`Quota` (the tenant and its limit, from
 ``agentd.identity``) and calls :func:`check` in its own transaction, after its insert:
 the count then includes what is being added, and a count over the limit rolls the
 whole write back (``QuotaExceeded``, nothing stored). On PostgreSQL an advisory lock per
@@ -21,7 +21,7 @@ from agentd.store.engine import Tx
 
 __all__ = ["COUNTED", "Quota", "check", "count"]
 
-Counted = Literal["agents", "sessions", "schedules", "memory_entries"]
+Counted = Literal["agents", "sessions", "schedules", "memory_entries", "storage_bytes"]
 _LOCK = 872103  # pg_advisory_xact_lock's first key (audit log 872102)
 
 #: How many of each a tenant has (the argument: the tenant).
@@ -33,6 +33,9 @@ COUNTED: dict[Counted, str] = {
                  "WHERE a.tenant = ?",
     "memory_entries": "SELECT COUNT(*) FROM memory_entries e JOIN agents a "
                       "ON a.id = e.agent_id WHERE a.tenant = ?",
+    # The bytes of the images and files its sessions hold (agentd.store.blobs), each
+    # once.
+    "storage_bytes": "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE tenant = ?",
 }
 
 

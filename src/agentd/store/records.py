@@ -36,6 +36,7 @@ __all__ = [
     "AgentState",
     "CheckpointRecord",
     "EventRecord",
+    "NewBlob",
     "NewEvent",
     "RunRecord",
     "RunStatus",
@@ -287,6 +288,20 @@ class NewEvent:
     def of(cls, event: Event, run_id: str | None = None) -> NewEvent:
         """The row of a typed event: its data is stored as it is (no copy)."""
         return cls(kind=event.kind, data=cast(dict[str, Any], event.data), run_id=run_id)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewBlob:
+    """An image's or file's bytes to keep (:mod:`agentd.store.blobs`), checked and
+    hashed by whoever hands them over; ``data`` None: a blob the tenant holds already,
+    named by its hash (refused if it does not)."""
+
+    sha256: str
+    media_type: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(kw_only=True, slots=True)

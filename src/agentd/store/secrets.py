@@ -15,7 +15,7 @@ from agentd.store import audit as _audit
 from agentd.store.audit import AuditEntry
 from agentd.store.engine import Engine, Tx
 
-__all__ = ["SecretRow", "SecretStore"]
+__all__ = ["SecretRow", "SecretStore", "put_row"]
 
 _COLS = "tenant, agent, name, value, key_id, created_at, updated_at"
 
@@ -37,6 +37,23 @@ def _row(row: Sequence[Any]) -> SecretRow:
                      updated_at=float(row[6]))
 
 
+def put_row(tx: Tx, *, tenant: str, agent: str, name: str, value: str, key_id: str,
+            now: float) -> tuple[SecretRow, bool]:
+    """Insert or replace one secret in ``tx`` (its ``created_at`` kept on a replace);
+    the row and whether it is new."""
+    fresh = tx.one("SELECT 1 FROM secrets WHERE tenant = ? AND agent = ? AND name = ?",
+                   (tenant, agent, name)) is None
+    tx.execute(
+        f"INSERT INTO secrets ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, agent, name) DO UPDATE SET value = excluded.value, "
+        "key_id = excluded.key_id, updated_at = excluded.updated_at",
+        (tenant, agent, name, value, key_id, now, now))
+    row = tx.one(f"SELECT {_COLS} FROM secrets WHERE tenant = ? AND agent = ? AND name = ?",
+                 (tenant, agent, name))
+    assert row is not None
+    return _row(row), fresh
+
+
 class SecretStore:
     """The ``secrets`` table on the store's engine."""
 
@@ -56,18 +73,10 @@ class SecretStore:
         """Insert or replace one secret (its ``created_at`` kept on a replace), with
         its audit row; the row and whether it is new."""
         def write(tx: Tx) -> tuple[SecretRow, bool]:
-            fresh = tx.one("SELECT 1 FROM secrets WHERE tenant = ? AND agent = ? "
-                           "AND name = ?", (tenant, agent, name)) is None
-            tx.execute(
-                f"INSERT INTO secrets ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (tenant, agent, name) DO UPDATE SET value = excluded.value, "
-                "key_id = excluded.key_id, updated_at = excluded.updated_at",
-                (tenant, agent, name, value, key_id, now, now))
-            row = tx.one(f"SELECT {_COLS} FROM secrets WHERE tenant = ? AND agent = ? "
-                         "AND name = ?", (tenant, agent, name))
-            assert row is not None
+            found = put_row(tx, tenant=tenant, agent=agent, name=name, value=value,
+                            key_id=key_id, now=now)
             self._audited(tx, audit)
-            return _row(row), fresh
+            return found
 
         return await self.engine.write(write)
 

@@ -38,6 +38,9 @@ from agentd.store import (
     audit as _audit,
 )
 from agentd.store import (
+    blobs as _blobs,
+)
+from agentd.store import (
     blocks as _blocks,
 )
 from agentd.store import (
@@ -56,6 +59,7 @@ from agentd.store import (
     sessions_query as _sessions_query,
 )
 from agentd.store._accept_many import AlsoMany, accept_many
+from agentd.store._blob_store import BlobStore
 from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
 from agentd.store._fork_store import ForkStore
@@ -123,15 +127,15 @@ _dumps = _rows.dumps
 
 class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
-            LimitStore, RevisionStore, ForkStore, EvalStore):
+            LimitStore, RevisionStore, BlobStore, ForkStore, EvalStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
     checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
     subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
     (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
     cluster's shared rate limits (:class:`LimitStore`), agents' revisions
-    (:class:`RevisionStore`), forks (:class:`ForkStore`), evaluations
-    (:class:`EvalStore`)."""
+    (:class:`RevisionStore`), the bytes of images and files (:class:`BlobStore`),
+    forks (:class:`ForkStore`), evaluations (:class:`EvalStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine
@@ -356,10 +360,16 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             _blocks.forget_agent(tx, agent.id)
             _entries.forget_agent(tx, agent.id, self.engine.dialect)
             _uids.release(tx, agent.id, self.engine.dialect)
+            blobs = _blobs.held(tx, "sessions.agent_id = ?", (agent.id,))
             # Its own secrets go with it (agent names are daemon-wide: a new agent of
             # this name, in any tenant, starts without them).
             tx.execute("DELETE FROM secrets WHERE agent = ?", (agent.name,))
+            # ... and its MCP servers' logins under way and token locks (its OAuth
+            # tokens are among its secrets).
+            tx.execute("DELETE FROM oauth_flows WHERE agent = ?", (agent.name,))
+            tx.execute("DELETE FROM oauth_locks WHERE agent = ?", (agent.name,))
             tx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
+            _blobs.release(tx, blobs, self.engine.dialect)
             if audit is not None:
                 _audit.append(tx, [audit], dialect=self.engine.dialect)
             self._announce(tx, AgentChange.of("agent.deleted", agent, at=self.clock.time()))
@@ -503,8 +513,12 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
 
     async def delete_session(self, agent_id: str, key: str) -> None:
         def op(tx: Tx) -> int:
+            blobs = _blobs.held(tx, "sessions.agent_id = ? AND sessions.key = ?",
+                                (agent_id, key))
             tx.execute("DELETE FROM sessions WHERE agent_id = ? AND key = ?", (agent_id, key))
-            return tx.rowcount
+            deleted = tx.rowcount
+            _blobs.release(tx, blobs, self.engine.dialect)
+            return deleted
 
         if await self.engine.write(op) == 0:
             raise SessionNotFound(f"session {key!r} not found")

@@ -3,13 +3,16 @@
 
 Three sources, none of which costs a turn more than a few microseconds:
 
-- **The event log.** A task follows this node's committed events (a *local* feed of
-  the bus: not other nodes' commits, which they count themselves) and turns them
-  into the GenAI histograms (tokens, model-call duration and time to first chunk
-  when the events carry them, tool duration) and agentd's own counters (runs
-  started and finished by outcome, tool calls, lane waits, retries, cost and tokens
-  by tenant and model, schedule lateness). Off the request path: the feed is a
-  bounded queue, and what overflows it is counted
+- **The event log.** A hook of the bus (:attr:`EventBus.event_hooks`) is handed this
+  node's committed events as they are published (not other nodes' commits, which
+  they count themselves) and turns them into the GenAI histograms (tokens,
+  model-call duration and time to first chunk when the events carry them, tool
+  duration) and agentd's own counters (runs started and finished by outcome, tool
+  calls, lane waits, retries, cost and tokens by tenant and model, schedule
+  lateness). Counting is a few attribute additions per event (``_series.py``): no
+  queue, no task to wake, no lock. The one thing it may have to read, a session's
+  tenant (once per session), is read by a task of its own, and the events that wait
+  for it are bounded: what overflows is counted
   (``agentd_metrics_events_dropped_total``), never waited for.
 - **The runtime's state, at scrape time.** Runs by state, approvals waiting, agents
   awake and asleep, leases held, lane queues and pauses, breakers, egress
@@ -33,11 +36,11 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -47,11 +50,12 @@ from prometheus_client.metrics_core import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentd.events import TERMINAL_KINDS
-from agentd.runtime.bus import EventBus, Feed, FeedItem, Lagged
+from agentd.runtime.bus import EventBus
 from agentd.sandbox.stats import START_BUCKETS, SandboxStats
 from agentd.store.records import AgentChange, EventRecord
 from agentd.telemetry._metrics_listen import CONTENT_TYPE as _CONTENT_TYPE
 from agentd.telemetry._metrics_listen import Listener, parse_listen
+from agentd.telemetry._series import Families
 
 __all__ = ["CONTENT_TYPE", "MAX_LABEL_CHARS", "MAX_VALUES", "ROUTE_KEY", "HttpMetrics",
            "Metrics", "State", "parse_listen", "route_label"]
@@ -68,10 +72,9 @@ MAX_VALUES = 200
 #: The scope key where the request layer names the route template of a request it
 #: serves itself (the message route, the doors' hot routes).
 ROUTE_KEY = "agentd.route"
-#: The feed's buffer (events): past it, events are counted as dropped.
-_FEED_BUFFER = 16_384
-#: The follower's pause between draining the feed (seconds).
-_BATCH_S = 0.05
+#: Events waiting for their session's tenant to be read: past it, they are counted as
+#: dropped.
+_WAITING_MAX = 16_384
 #: Sessions whose tenant is remembered.
 _TENANTS_KEPT = 10_000
 
@@ -297,11 +300,11 @@ class _ModelSeries:
 
 
 class Metrics:
-    """The daemon's metrics: a registry of its own, the follower of this node's
+    """The daemon's metrics: a registry of its own, the counting of this node's
     events, the scrape-time state, and the HTTP and store hooks.
 
     Args:
-        bus: The event bus whose local feed is followed.
+        bus: The event bus whose events (this node's commits) are counted.
         tenant_of_session: The tenant of a session's agent (None: the session or its
             agent is gone); asked once per session, off the request path.
         state: What the runtime holds now, read at each scrape.
@@ -319,9 +322,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._state = _StateCollector()
         self.registry.register(self._state)
-        self._task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
+        self._hooked = False
         self._tenants: dict[str, str] = {}
+        #: Events waiting for their session's tenant, by session, and the task that
+        #: reads the tenants (None: none running).
+        self._waiting: dict[str, list[EventRecord]] = {}
+        self._waiting_count = 0
+        self._reader: asyncio.Task[None] | None = None
         self._tenant = _Labels()
         self._provider = _Labels()
         self._model = _Labels()
@@ -331,85 +339,89 @@ class Metrics:
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._models: dict[tuple[str | None, str], _ModelSeries] = {}
         self._lanes: dict[str, Any] = {}
-        self._handlers: dict[str, Callable[[EventRecord], Awaitable[None] | None]] = {
+        self._handlers: dict[str, Callable[[EventRecord], None]] = {
             "message.assistant": self._assistant, "tool.finished": self._tool_finished,
             "run.started": self._run_started, "message.user": self._message_user,
             **dict.fromkeys(TERMINAL_KINDS, self._run_ended)}
-        r = self.registry
+        f = Families()
+        self.registry.register(f)
         # -- GenAI (OpenTelemetry's semantic conventions, in Prometheus' names) --------
-        self.token_usage = Histogram(
+        self.token_usage = f.histogram(
             "gen_ai_client_token_usage", "Tokens used per model call (input, output).",
-            [*_GENAI, "gen_ai_token_type"], buckets=_TOKEN_BUCKETS, registry=r)
-        self.operation_duration = Histogram(
+            [*_GENAI, "gen_ai_token_type"], buckets=_TOKEN_BUCKETS)
+        self.operation_duration = f.histogram(
             "gen_ai_client_operation_duration_seconds",
             "Model calls' duration, from the request to the last chunk.",
-            _GENAI, buckets=_DURATION_BUCKETS, registry=r)
-        self.first_chunk = Histogram(
+            _GENAI, buckets=_DURATION_BUCKETS)
+        self.first_chunk = f.histogram(
             "gen_ai_client_operation_time_to_first_chunk_seconds",
             "Time from a model request to its first chunk.", _GENAI,
-            buckets=_FIRST_CHUNK_BUCKETS, registry=r)
-        self.tool_duration = Histogram(
+            buckets=_FIRST_CHUNK_BUCKETS)
+        self.tool_duration = f.histogram(
             "gen_ai_execute_tool_duration_seconds", "Tool calls' duration.", ["tool"],
-            buckets=_DURATION_BUCKETS, registry=r)
+            buckets=_DURATION_BUCKETS)
         # -- agentd's own ------------------------------------------------------------
-        self.runs_started = Counter("agentd_runs_started", "Runs started on this node.",
-                                    ["tenant"], registry=r)
-        self.runs_finished = Counter(
+        self.runs_started = f.counter("agentd_runs_started", "Runs started on this node.",
+                                      ["tenant"])
+        self.runs_finished = f.counter(
             "agentd_runs_finished", "Runs ended on this node, by outcome "
-            "(completed, failed, cancelled, interrupted).", ["tenant", "outcome"],
-            registry=r)
-        self.tool_calls = Counter(
+            "(completed, failed, cancelled, interrupted).", ["tenant", "outcome"])
+        self.tool_calls = f.counter(
             "agentd_tool_calls", "Tool calls by outcome (ok, error, denied, skipped).",
-            ["tool", "outcome"], registry=r)
-        self.lane_wait = Histogram(
+            ["tool", "outcome"])
+        self.lane_wait = f.histogram(
             "agentd_lane_wait_seconds", "How long model calls waited in their scheduler "
-            "lane.", ["lane"], buckets=_WAIT_BUCKETS, registry=r)
-        self.step_retries = Counter(
+            "lane.", ["lane"], buckets=_WAIT_BUCKETS)
+        self.step_retries = f.counter(
             "agentd_model_step_retries", "Failed attempts before a step's answer "
-            "(retries and fallbacks), by the model that answered.", _GENAI, registry=r)
-        self.cost = Counter(
+            "(retries and fallbacks), by the model that answered.", _GENAI)
+        self.cost = f.counter(
             "agentd_model_cost_usd", "What model calls cost (USD, as the catalog "
-            "prices them), by tenant and model.", ["tenant", *_GENAI], registry=r)
-        self.tokens = Counter(
+            "prices them), by tenant and model.", ["tenant", *_GENAI])
+        self.tokens = f.counter(
             "agentd_model_tokens", "Tokens used, by tenant, model and type.",
-            ["tenant", *_GENAI, "gen_ai_token_type"], registry=r)
-        self.schedule_lateness = Histogram(
+            ["tenant", *_GENAI, "gen_ai_token_type"])
+        self.schedule_lateness = f.histogram(
             "agentd_schedule_lateness_seconds", "How late a schedule's message was "
-            "accepted after its fire time.", buckets=_LATENESS_BUCKETS, registry=r)
-        self.commit_seconds = Histogram(
+            "accepted after its fire time.", buckets=_LATENESS_BUCKETS)
+        self.commit_seconds = f.histogram(
             "agentd_store_commit_seconds", "Write transactions to the store (the event "
-            "log's commits): time from BEGIN to COMMIT.", buckets=_COMMIT_BUCKETS,
-            registry=r)
-        self.commit_writes = Counter(
-            "agentd_store_writes", "Writes committed (several share a SQLite commit).",
-            registry=r)
-        self.http_requests = Counter(
+            "log's commits): time from BEGIN to COMMIT.", buckets=_COMMIT_BUCKETS)
+        self.commit_writes = f.counter(
+            "agentd_store_writes", "Writes committed (several share a SQLite commit).")
+        self.http_requests = f.counter(
             "agentd_http_requests", "HTTP requests answered, by route template and "
-            "status.", ["method", "route", "status"], registry=r)
-        self.events_dropped = Counter(
-            "agentd_metrics_events_dropped", "Events the metrics' feed dropped (it "
-            "fell behind): the counters above miss them.", registry=r)
+            "status.", ["method", "route", "status"])
+        self.events_dropped = f.counter(
+            "agentd_metrics_events_dropped", "Events the metrics could not count (too "
+            "many waited for their sessions' tenants to be read): the counters above "
+            "miss them.")
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start following the events and, with ``listen``, serving ``/metrics``."""
+        """Start counting the events and, with ``listen``, serving ``/metrics``."""
         if self.listen is not None and self._listener is None:
             host, port = self.listen
             self._listener = await Listener.start(host, port, self.render)
-        if self._task is None:
-            feed = self.bus.subscribe_activity(_FEED_BUFFER, local=True)
-            self._task = asyncio.create_task(self._follow(feed), name="agentd-metrics")
+        if not self._hooked:
+            self._hooked = True
+            self.bus.event_hooks.append(self._published)
+            self.bus.agent_hooks.append(self._agent_changed)
 
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        if self._hooked:
+            self._hooked = False
+            self.bus.event_hooks.remove(self._published)
+            self.bus.agent_hooks.remove(self._agent_changed)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await reader
 
     @property
     def listening(self) -> tuple[str, int] | None:
@@ -433,9 +445,8 @@ class Metrics:
         self.commit_writes.inc(writes)
 
     def request(self, method: str, route: str, status: int) -> None:
-        """One HTTP request answered (:class:`HttpMetrics`). The counter of each
-        (method, route, status) is looked up once: ``labels()`` checks and locks on
-        every call, a cost on every request."""
+        """One HTTP request answered (:class:`HttpMetrics`). The series of each
+        (method, route, status) is looked up once."""
         key = (method, route, status)
         child = self._requests.get(key)
         if child is None:
@@ -446,46 +457,65 @@ class Metrics:
 
     # -- the events ------------------------------------------------------------------
 
-    async def _follow(self, feed: Feed[FeedItem]) -> None:
-        with feed:
-            while True:
-                item = await feed.next()
-                # What came meanwhile, then a pause: under load the task wakes up
-                # :data:`_BATCH_S` apart, not once per commit (the buffer holds more).
-                while item is not None:
-                    await self._count(item)
-                    item = await feed.next(0) if not feed.queue.empty() else None
-                if feed.closed:
-                    return
-                await asyncio.sleep(_BATCH_S)
+    def _published(self, events: Sequence[EventRecord], remote: bool) -> None:
+        """The bus's hook: count this node's events (another node counts its own)."""
+        if remote:
+            return
+        handlers = self._handlers
+        for event in events:
+            handler = handlers.get(event.kind)
+            if handler is not None:
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("metrics: an event could not be counted")
 
-    async def _count(self, item: FeedItem | Lagged) -> None:
-        try:
-            if isinstance(item, EventRecord):
-                await self.take(item)
-            elif isinstance(item, Lagged):
-                self.events_dropped.inc(item.dropped)
-            elif isinstance(item, AgentChange) and item.kind != "agent.state":
-                self._tenants.clear()  # (an agent moved or went: read again)
-        except Exception:
-            log.exception("metrics: an event could not be counted")
+    def _agent_changed(self, change: AgentChange) -> None:
+        if change.kind != "agent.state":
+            self._tenants.clear()  # (an agent moved or went: read again)
 
     async def take(self, event: EventRecord) -> None:
-        """Count one committed event."""
-        handler = self._handlers.get(event.kind)
-        if handler is not None:
-            done = handler(event)
-            if done is not None:
-                await done
+        """Count one committed event, and wait until it is counted (its session's
+        tenant read, when it was not known)."""
+        self._published([event], False)
+        while self._reader is not None:
+            await asyncio.shield(self._reader)
 
-    async def _tenant_of(self, session_id: str) -> str:
-        tenant = self._tenants.get(session_id)
-        if tenant is None:
-            tenant = self._tenant(await self._tenant_of_session(session_id) or "unknown")
-            if len(self._tenants) >= _TENANTS_KEPT:
-                self._tenants.clear()
-            self._tenants[session_id] = tenant
-        return tenant
+    def _tenant_or_wait(self, event: EventRecord) -> str | None:
+        """The tenant of ``event``'s session, or None after setting the event aside to
+        be counted once the tenant is read (a task of its own reads it)."""
+        tenant = self._tenants.get(event.session_id)
+        if tenant is not None:
+            return tenant
+        if self._waiting_count >= _WAITING_MAX:
+            self.events_dropped.inc()
+            return None
+        self._waiting.setdefault(event.session_id, []).append(event)
+        self._waiting_count += 1
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_tenants(), name="agentd-metrics-tenants")
+        return None
+
+    async def _read_tenants(self) -> None:
+        try:
+            while self._waiting:
+                session_id = next(iter(self._waiting))
+                try:
+                    tenant = self._tenant(await self._tenant_of_session(session_id)
+                                          or "unknown")
+                except Exception:
+                    log.exception("metrics: a session's tenant could not be read")
+                    tenant = self._tenant("unknown")
+                if len(self._tenants) >= _TENANTS_KEPT:
+                    self._tenants.clear()
+                self._tenants[session_id] = tenant
+                events = self._waiting.pop(session_id, [])
+                self._waiting_count -= len(events)
+                for event in events:
+                    self._published([event], False)
+        finally:
+            self._reader = None
 
     def _of_model(self, spec: str | None, tenant: str) -> _ModelSeries:
         """The series of a model (``provider:model``) and tenant, made once."""
@@ -508,11 +538,13 @@ class Metrics:
             self._models[key] = series
         return series
 
-    async def _assistant(self, event: EventRecord) -> None:
+    def _assistant(self, event: EventRecord) -> None:
+        tenant = self._tenant_or_wait(event)
+        if tenant is None:
+            return
         data = event.data
         spec = data.get("model")
-        series = self._of_model(spec if isinstance(spec, str) else None,
-                                await self._tenant_of(event.session_id))
+        series = self._of_model(spec if isinstance(spec, str) else None, tenant)
         usage = data.get("usage")
         if isinstance(usage, dict):
             tokens = usage.get("input_tokens")
@@ -560,12 +592,15 @@ class Metrics:
                 self.tool_duration.labels(tool).observe(duration / 1000.0)
         self.tool_calls.labels(tool, outcome).inc()
 
-    async def _run_started(self, event: EventRecord) -> None:
-        self.runs_started.labels(await self._tenant_of(event.session_id)).inc()
+    def _run_started(self, event: EventRecord) -> None:
+        tenant = self._tenant_or_wait(event)
+        if tenant is not None:
+            self.runs_started.labels(tenant).inc()
 
-    async def _run_ended(self, event: EventRecord) -> None:
-        self.runs_finished.labels(await self._tenant_of(event.session_id),
-                                  TERMINAL_KINDS[event.kind]).inc()
+    def _run_ended(self, event: EventRecord) -> None:
+        tenant = self._tenant_or_wait(event)
+        if tenant is not None:
+            self.runs_finished.labels(tenant, TERMINAL_KINDS[event.kind]).inc()
 
     def _message_user(self, event: EventRecord) -> None:
         fire_at = event.data.get("fire_at")

@@ -19,6 +19,12 @@ import orjson
 
 from agentd.llm.output import strict_ready
 from agentd.testing._cache import CacheResult, Provider, anthropic_cache_problem
+from agentd.testing._media_wire import (
+    anthropic_block_problem,
+    openai_part_problem,
+    seen_anthropic,
+    seen_openai,
+)
 
 __all__ = ["AnthropicMessages", "Call", "OpenAIChat", "RateLimit", "StubTurn", "Wire"]
 
@@ -141,6 +147,13 @@ class OpenAIChat:
                     f"messages[{i}]: messages with role 'tool' must be a response to a "
                     "preceding message with 'tool_calls'"
                 )
+            content = message.get("content")
+            if isinstance(content, list):
+                for j, part in enumerate(content):
+                    problem = openai_part_problem(part, f"messages[{i}].content[{j}]",
+                                                  str(role))
+                    if problem is not None:
+                        return problem
         return _openai_format_problem(body)
 
     def output_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -155,9 +168,10 @@ class OpenAIChat:
             if isinstance(message, dict) and message.get("role") == "user":
                 content = message.get("content")
                 if isinstance(content, list):
-                    return "".join(
-                        p.get("text", "") for p in content if isinstance(p, dict)
-                    )
+                    parts = [p for p in content if isinstance(p, dict)]
+                    if all(p.get("type") == "text" for p in parts):
+                        return "".join(p.get("text", "") for p in parts)
+                    return " ".join(seen_openai(p) for p in parts)
                 return str(content or "")
         return ""
 
@@ -378,8 +392,9 @@ class AnthropicMessages:
             kind = block.get("type") if isinstance(block, dict) else None
             where = f"messages.{i}.content.{j}"
             if kind == "text":
-                if not isinstance(block.get("text"), str) or not block["text"]:
-                    return f"{where}: text content blocks must be non-empty"
+                problem = _text_problem(block, where)
+                if problem is not None:
+                    return problem
             elif kind == "tool_use":
                 if not isinstance(block.get("input"), dict):
                     return f"{where}.input: Input should be a valid dictionary"
@@ -387,7 +402,15 @@ class AnthropicMessages:
                 text = block.get("thinking")
                 if not isinstance(text, str) or block.get("signature") != _signature(text):
                     return f"{where}: Invalid `signature` in `thinking` block"
-            elif kind not in ("tool_result", "redacted_thinking", "image", "document"):
+            elif kind in ("image", "document"):
+                problem = anthropic_block_problem(block, where)
+                if problem is not None:
+                    return problem
+            elif kind == "tool_result":
+                problem = _tool_result_problem(block, where)
+                if problem is not None:
+                    return problem
+            elif kind != "redacted_thinking":
                 return f"{where}.type: unknown content block type {kind!r}"
         return None
 
@@ -396,8 +419,11 @@ class AnthropicMessages:
             if isinstance(message, dict) and message.get("role") == "user":
                 if isinstance(message.get("content"), str):
                     return str(message["content"])
-                texts = [b.get("text", "") for b in _content_blocks(message)
-                         if b.get("type") == "text"]
+                blocks = _content_blocks(message)
+                if any(b.get("type") in ("image", "document") for b in blocks):
+                    return " ".join(seen_anthropic(b) for b in blocks
+                                    if b.get("type") in ("text", "image", "document"))
+                texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
                 if texts:
                     return "".join(texts)
         return ""
@@ -518,6 +544,32 @@ class AnthropicMessages:
 
 
 _FORMAT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tool_result_problem(block: dict[str, Any], where: str) -> str | None:
+    """A ``tool_result``'s content: a string, or text, image and document blocks."""
+    content = block.get("content")
+    if content is None or isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return f"{where}.content: Input should be a valid string or list"
+    for k, inner in enumerate(content):
+        kind = inner.get("type") if isinstance(inner, dict) else None
+        at = f"{where}.content.{k}"
+        if kind in ("text", "image", "document"):
+            problem = (_text_problem(inner, at) if kind == "text"
+                       else anthropic_block_problem(inner, at))
+            if problem is not None:
+                return problem
+        else:
+            return f"{at}.type: {kind!r} is not a valid tool_result content block"
+    return None
+
+
+def _text_problem(block: dict[str, Any], where: str) -> str | None:
+    if not isinstance(block.get("text"), str) or not block["text"]:
+        return f"{where}: text content blocks must be non-empty"
+    return None
 
 
 def _openai_format_problem(body: dict[str, Any]) -> str | None:

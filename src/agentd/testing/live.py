@@ -47,6 +47,9 @@ class LiveServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if settings.port != self.port and settings.public_url is None:
+            # The daemon's own URL (OAuth's redirects come back to it) is where it is.
+            settings = self.settings = settings.model_copy(update={"port": self.port})
         app = create_app(settings, reload_from=reload_from)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", access_log=False,

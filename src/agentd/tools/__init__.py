@@ -15,6 +15,7 @@ from agentd.errors import InvalidInput
 from agentd.lazy import exports
 
 if TYPE_CHECKING:
+    from agentd.media import ToolImage, ToolOutput
     from agentd.tools.a2a import A2A_TOOLS
     from agentd.tools.base import Tool, ToolContext, tool
     from agentd.tools.builtins import BUILTINS
@@ -24,13 +25,16 @@ if TYPE_CHECKING:
     from agentd.tools.search import SEARCH_TOOLS
 
 __all__ = ["A2A_TOOLS", "BUILTINS", "COMMAND_TOOLS", "FILE_TOOLS", "NET_TOOLS",
-           "SEARCH_TOOLS", "Tool", "ToolContext", "ToolRegistry", "tool"]
+           "SEARCH_TOOLS", "Tool", "ToolContext", "ToolImage", "ToolOutput", "ToolRegistry",
+           "tool"]
 
 __getattr__ = exports(__name__, {
     "A2A_TOOLS": "agentd.tools.a2a", "BUILTINS": "agentd.tools.builtins",
     "COMMAND_TOOLS": "agentd.tools.commands", "FILE_TOOLS": "agentd.tools.files",
     "NET_TOOLS": "agentd.tools.net", "SEARCH_TOOLS": "agentd.tools.search",
-    **dict.fromkeys(["Tool", "ToolContext", "tool"], "agentd.tools.base")})
+    **dict.fromkeys(["Tool", "ToolContext", "tool"], "agentd.tools.base"),
+    # What a tool returns when it has images besides its text (agentd.media).
+    **dict.fromkeys(["ToolImage", "ToolOutput"], "agentd.media")})
 
 
 def _built_in() -> dict[str, Tool]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import anyio
 
 from agentd.errors import ToolError
+from agentd.tools.mcp_oauth import NEEDS_AUTHORIZATION
 from agentd.tools.mcp_stdio import Spawner, StderrTail, sandboxed_stdio
 from agentd.version import __version__
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from mcp_types import Tool as ToolInfo
 
     from agentd.tools.mcp_config import MCPServer
+    from agentd.tools.mcp_oauth import OAuthBearer
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +165,12 @@ class _Request:
 class _Link:
     """One live connection to a server and the task that owns it."""
 
-    def __init__(self, server: MCPServer, label: str, spawn: Spawner | None) -> None:
+    def __init__(self, server: MCPServer, label: str, spawn: Spawner | None,
+                 auth: OAuthBearer | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.server = server
         self._spawn = spawn
+        self._auth = auth
         self.label = label
         self.ready: asyncio.Future[list[ToolInfo]] = loop.create_future()
         self.ready.add_done_callback(_retrieve)
@@ -304,7 +308,7 @@ class _Link:
 
                 assert server.url is not None
                 http = await stack.enter_async_context(httpx2.AsyncClient(
-                    headers=server.headers,
+                    headers=server.headers, auth=self._auth,
                     timeout=httpx2.Timeout(30.0, read=max(300.0, 2 * server.timeout_s))))
                 read, write = await stack.enter_async_context(streamable_http_client(
                     server.url, http_client=http, max_sse_event_size=MAX_HTTP_MESSAGE))
@@ -328,6 +332,11 @@ class _Link:
                     else:
                         result = await client.call_tool(request.name, request.arguments)
                 except MCPError as exc:
+                    if self._auth is not None and self._auth.problem is not None:
+                        # The server refused the token (and a fresh one): what to do
+                        # about it, not the SDK's stand-in for an HTTP 401.
+                        _settle(request, self._auth.problem)
+                        return
                     if exc.code == CONNECTION_CLOSED:
                         # The link is ending; _finish fails the call with the reason.
                         self._lose("the connection closed")
@@ -369,7 +378,9 @@ class _Link:
         self.reason = reason
         if error is not None and not isinstance(error, OSError | BaseExceptionGroup):
             log.debug("MCP server %s ended with an error", self.label, exc_info=error)
-        if not self.ready.done():
+        if not self.ready.done() and self._auth is not None and self._auth.problem:
+            self.ready.set_exception(self._auth.problem)
+        elif not self.ready.done():
             self.ready.set_exception(ToolError(
                 f"MCP server {self.label} could not "
                 f"{'start' if self.server.command else 'connect'}: {reason}{_quote(tail)}",
@@ -415,9 +426,12 @@ class Connection:
 
     def __init__(self, owner: str, server: MCPServer, *, spawn: Spawner | None,
                  connect_timeout_s: float,
-                 max_restarts: int, restart_window_s: float) -> None:
+                 max_restarts: int, restart_window_s: float,
+                 auth: OAuthBearer | None = None) -> None:
         self.owner = owner
         self.server = server
+        #: The OAuth access token on its requests (``server.oauth``), if any.
+        self.auth = auth
         self.label = f"{server.name!r}"
         self.state: State = "connecting"
         #: Connections started after the first one (for status reports).
@@ -462,7 +476,11 @@ class Connection:
         }
 
     async def load(self) -> list[ToolInfo]:
-        """Connect unless connected and return the tools; a dead server starts afresh."""
+        """Connect unless connected and return the tools; a dead server starts afresh.
+        A server that takes OAuth tokens and has none fails here (ToolError
+        ``mcp_needs_authorization``), before any connection is tried or counted."""
+        if self.auth is not None:
+            await self.auth.prepare()
         if self.state == "dead":
             self._crashes.clear()
             self.state = "restarting"
@@ -477,6 +495,8 @@ class Connection:
         ``timeout_s`` bounds the call itself; (re)starting the server is bounded by
         the connect timeout, so a slow start does not eat a call's time.
         """
+        if self.auth is not None:
+            await self.auth.prepare()  # (a token near its expiry is refreshed first)
         link = await self._ready_link()
         try:
             return await self._call_on(link, name, arguments, timeout_s, label, meta)
@@ -550,11 +570,12 @@ class Connection:
             if self._connected_once:
                 self.restarts += 1
                 self.state = "restarting"
-            new = self._starting = _Link(self.server, self.label, self._spawn)
+            new = self._starting = _Link(self.server, self.label, self._spawn, self.auth)
             try:
                 tools = await new.start(self._connect_timeout_s)
             except ToolError as exc:
-                self._crashed = True
+                # A token the server refused is no crash: the server is up.
+                self._crashed = exc.code != NEEDS_AUTHORIZATION
                 self.last_error = exc.message
                 raise
             finally:

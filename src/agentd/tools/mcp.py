@@ -43,6 +43,7 @@ from agentd.logcontext import tool_traceparent
 from agentd.tools._mcp_session import Connection
 from agentd.tools.base import Tool, ToolContext
 from agentd.tools.mcp_config import MCPServer
+from agentd.tools.mcp_oauth import NEEDS_AUTHORIZATION, OAuthBearer, TokenSource
 from agentd.tools.mcp_stdio import Spawner
 from agentd.tools.secret_refs import SecretSource, parse_reference, resolve_mapping
 
@@ -149,14 +150,19 @@ class MCPManager:
 
     async def tools(self, owner: str, servers: Sequence[MCPServer], *,
                     failures: list[str] | None = None,
-                    spawn: Spawner | None = None) -> list[Tool]:
+                    spawn: Spawner | None = None,
+                    tokens: TokenSource | None = None) -> list[Tool]:
         """Connect ``owner`` to ``servers`` (reusing live connections); return their tools.
 
         Connections ``owner`` had to servers no longer listed are closed. A dead server
         gets a fresh start. With ``failures``, servers that cannot be reached are
         reported there (one message each) and the others' tools returned. ``spawn``
         starts a stdio server in the owner's sandbox (without it, a stdio server is
-        unavailable: it never runs as a plain child of the daemon).
+        unavailable: it never runs as a plain child of the daemon). ``tokens`` gives
+        the access tokens of the servers with ``oauth``; one that has none yet is
+        reported in ``failures`` and still offers its tools (those it listed before,
+        else those its ``tools`` names, else one named ``<server>__authorize``), each
+        call of which answers what a person must do.
 
         Raises:
             ToolError: ``mcp_unavailable``: a server could not start or connect (the
@@ -177,8 +183,12 @@ class MCPManager:
                 self._connections[key] = Connection(
                     owner, server, spawn=spawn, connect_timeout_s=self._connect_timeout_s,
                     max_restarts=self._max_restarts,
-                    restart_window_s=self._restart_window_s)
-            connections.append(self._connections[key])
+                    restart_window_s=self._restart_window_s,
+                    auth=_bearer(server, tokens, owner))
+            connection = self._connections[key]
+            if connection.auth is not None and tokens is not None:
+                connection.auth.source = tokens  # (the latest run's: its redactor)
+            connections.append(connection)
         outcomes = await asyncio.gather(*(c.load() for c in connections),
                                         return_exceptions=True)
         failed: list[str] = []
@@ -196,6 +206,8 @@ class MCPManager:
         for connection, outcome in zip(connections, outcomes, strict=True):
             if not isinstance(outcome, BaseException):
                 out.extend(_wrap(connection, taken))
+            elif isinstance(outcome, ToolError) and outcome.code == NEEDS_AUTHORIZATION:
+                out.extend(_waiting(connection, taken))
         return out
 
     async def close(self, owner: str | None = None) -> None:
@@ -236,6 +248,65 @@ async def with_secrets(servers: Sequence[MCPServer], source: SecretSource | None
             continue
         out.append(server.model_copy(update={"env": env, "headers": headers}))
     return out, failed
+
+
+class _NoTokens:
+    """The tokens of an owner the runtime gave no source for."""
+
+    def __init__(self, agent: str) -> None:
+        self.agent = agent
+
+    async def access_token(self, server: MCPServer, *, rejected: str | None = None,
+                           current: str | None = None) -> str:
+        from agentd.tools.mcp_oauth import needs_authorization
+
+        raise needs_authorization(self.agent, server.name, "this daemon keeps no tokens")
+
+    async def wants_scope(self, server: MCPServer, scope: str | None) -> None:
+        return None
+
+
+def _bearer(server: MCPServer, tokens: TokenSource | None, owner: str) -> OAuthBearer | None:
+    if server.oauth is None:
+        return None
+    return OAuthBearer(tokens if tokens is not None else _NoTokens(owner), server)
+
+
+@dataclass(kw_only=True)
+class _StandIn(MCPTool):
+    """A tool of a server not authorized yet: a call never reaches the server (its
+    real tool may do anything; this one says it is read-only), it says what to do."""
+
+    async def call(self, arguments: dict[str, Any], ctx: ToolContext,
+                   default_timeout_s: float, workers: WorkerPool | None = None) -> str:
+        auth = self._connection.auth
+        if auth is not None:
+            await auth.prepare()  # ToolError: what a person must do
+        raise ToolError(f"MCP server {self.server!r} is authorized now: its tools are "
+                        "there from the next message on", code="mcp_unavailable")
+
+
+def _waiting(connection: Connection, taken: set[str]) -> list[MCPTool]:
+    """The tools of a server that waits for a person to authorize agentd: those it
+    listed before (their calls fail, saying so, until a token is there), else
+    stand-ins named as its ``tools`` setting names them, else ``<server>__authorize``."""
+    if connection.tools:
+        return _wrap(connection, taken)
+    server = connection.server
+    names = server.tools or ["authorize"]
+    out: list[MCPTool] = []
+    for remote in names:
+        name = _exposed_name(server.name, remote, taken)
+        taken.add(name)
+        out.append(_StandIn(
+            name=name, description=(
+                f"A tool of MCP server {server.name!r}, which agentd may not use until "
+                "a person authorizes it: calling it says what to tell the user."),
+            fn=_fail_direct_call, parameters={"type": "object"}, read_only=True,
+            idempotent=True, needs_approval=False, needs_network=False, sends_out=False,
+            untrusted_output=not server.trusted, timeout_s=server.timeout_s,
+            server=server.name, remote_name=remote, _connection=connection))
+    return out
 
 
 def _wrap(connection: Connection, taken: set[str]) -> list[MCPTool]:

@@ -5,15 +5,90 @@ client (:mod:`agentd.tools.mcp`)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentd.trust import OperatorOnly
 
-__all__ = ["MCPServer"]
+__all__ = ["MCPOAuth", "MCPServer"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+#: ``secret:NAME`` (a named secret of the agent or its tenant: agentd.secrets).
+_SECRET_REF = re.compile(r"^secret:[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
+#: A scope token (RFC 6749 3.3: printable ASCII but space, quote and backslash).
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,200}\Z")
+
+
+class MCPOAuth(BaseModel):
+    """An MCP server that takes OAuth 2.1 access tokens (``settings.mcp[].oauth``):
+    a person authorizes agentd once (``agentd mcp login AGENT SERVER``: the
+    authorization-code flow with PKCE), and the tokens are kept in the secrets store,
+    refreshed before they expire (docs/security.md, "OAuth for MCP servers").
+
+    Attributes:
+        scopes: The scopes to ask for; None: what the server's challenge or metadata
+            names (and ``offline_access`` when its authorization server offers it).
+        client_id: A client registered with the authorization server beforehand;
+            None: agentd registers itself (dynamic client registration).
+        client_secret: That client's secret, as ``secret:NAME`` (never the value).
+        tokens: Whose the tokens are: ``agent`` (this agent's alone) or ``tenant``
+            (every agent of the tenant using the same server URL shares them).
+        authorization_server: The authorization server (its issuer URL) the login
+            must go to, among those the server's metadata names; None: the first it
+            names. The daemon sends codes, refresh tokens and the client's secret
+            there: an operator's to set, or a URL under the daemon's ``mcp_urls``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] | None = Field(None, max_length=50)
+    client_id: str | None = Field(None, min_length=1, max_length=512)
+    client_secret: str | None = None
+    tokens: Literal["agent", "tenant"] = "agent"
+    authorization_server: Annotated[str | None, OperatorOnly(
+        "secrets", "the daemon sends authorization codes, refresh tokens and the "
+                   "client's secret to this server (off the daemon's mcp_urls)",
+        allows=lambda grants, value: grants.mcp_url(value))] = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str] | None) -> list[str] | None:
+        bad = [s for s in value or () if not _SCOPE.match(s)]
+        if bad:
+            raise ValueError(f"not a scope (printable characters, no space, quote or "
+                             f"backslash): {bad[0][:80]!r}")
+        return value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and not _SECRET_REF.match(value):
+            raise ValueError("client_secret is a reference to a named secret, "
+                             "secret:NAME (set it with agentd secret set), never the value")
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+            raise ValueError("client_id holds a control character")
+        return value
+
+    @field_validator("authorization_server")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s?#]+[^\s#]*\Z", value):
+            raise ValueError("authorization_server is an http:// or https:// URL (the "
+                             "server's issuer)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_needs_id(self) -> MCPOAuth:
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("client_secret goes with a client_id (a client registered "
+                             "beforehand)")
+        return self
 
 
 class MCPServer(BaseModel):
@@ -35,6 +110,8 @@ class MCPServer(BaseModel):
             the session that reads it.
         tools: Only these of its tools (by the server's names); None: all.
         timeout_s: Limit of one call.
+        oauth: The server takes OAuth access tokens (a ``url`` only):
+            :class:`MCPOAuth`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +130,7 @@ class MCPServer(BaseModel):
     trusted: bool = False
     tools: list[str] | None = None
     timeout_s: float = Field(60.0, gt=0, le=86_400)
+    oauth: MCPOAuth | None = None
 
     @field_validator("command")
     @classmethod
@@ -95,4 +173,10 @@ class MCPServer(BaseModel):
             raise ValueError("env and cwd apply to a command, not to a url")
         if self.command is not None and self.headers:
             raise ValueError("headers apply to a url, not to a command")
+        if self.command is not None and self.oauth is not None:
+            raise ValueError("oauth applies to a url, not to a command")
+        if self.oauth is not None and any(k.lower() == "authorization"
+                                          for k in self.headers):
+            raise ValueError("a server with oauth gets its Authorization header from its "
+                             "tokens: leave it out of headers")
         return self

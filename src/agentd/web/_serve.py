@@ -24,7 +24,7 @@ PUBLIC_PATHS = ("/", PREFIX, PREFIX + "/", PREFIX + "/assets/*")
 #: script, no eval, no frames, no plugins, forms only to itself.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
         "form-action 'self'; frame-ancestors 'none'"),
     "X-Content-Type-Options": "nosniff",

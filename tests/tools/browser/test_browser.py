@@ -138,6 +138,27 @@ async def test_screenshot_into_the_workspace(rt: Runtime, pages: int) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+async def test_a_screenshot_reaches_the_model_as_an_image(rt: Runtime, pages: int) -> None:
+    """The screenshot is the result's image: kept once in the store (not in the log),
+    given to the model as an image (the scripted model says what it saw)."""
+    await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/"})
+    settings = dict((await rt.get_agent("web")).settings)
+    settings.pop("script", None)  # the scripted model's rules: it summarises the result
+    await rt.update_agent("web", {"settings": settings})
+    sent = await rt.send("web", "s", '/tool browser_screenshot {"path": "seen.png"}')
+    run = await rt.wait(sent.run.id)
+    assert run.status == "completed", run
+    assert run.output is not None
+    assert "browser_screenshot returned: saved a" in run.output
+    assert "[image image/png seen.png " in run.output  # its size: NNNxNNN
+    finished = next(e for e in await rt.read_events(sent.session.id, after=0)
+                    if e.kind == "tool.finished" and e.run_id == sent.run.id)
+    [part] = finished.data["parts"]
+    stored = await rt.store.blob(sent.session.id, part["blob"])
+    assert stored is not None and stored[1][:8] == b"\x89PNG\r\n\x1a\n"
+    assert part["size"] == len(stored[1]) and part["width"] and part["height"]
+
+
 async def test_screenshot_paths_stay_in_the_workspace(rt: Runtime, pages: int,
                                                       tmp_path: Path) -> None:
     await ok(rt, "browser_open", {"url": f"http://127.0.0.1:{pages}/"})

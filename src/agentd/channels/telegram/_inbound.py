@@ -33,6 +33,7 @@ from agentd.errors import (
     ShuttingDown,
     Unauthorized,
 )
+from agentd.media import Attachments, RawPart
 from agentd.settings.channels import TelegramConfig, TelegramSettings
 from agentd.store.records import AgentRecord
 from agentd.store.telegram import ChatRow, InboxRow, TelegramStore
@@ -223,11 +224,13 @@ class Inbox:
         if not isinstance(text, str):
             text = ""
         try:
-            notes = await self._attachments(agent, conf, row.update_id, message)
+            notes, files = await self._attachments(agent, conf, row.update_id, message)
         except BotAPIError as exc:
             raise _Later(f"attachment: {exc}", counts=exc.permanent) from None
-        content = "\n\n".join(part for part in (text, *notes) if part)
-        if not content:
+        attachments = await self._shown(agent, text, files, notes) if files else None
+        content = (attachments.content if attachments is not None
+                   else "\n\n".join(part for part in (text, *notes) if part))
+        if not content and attachments is None:
             await self.store.finish(row.agent_id, row.update_id, status="skipped",
                                     error="nothing the agent can read (a sticker, a "
                                           "location, ...)")
@@ -235,7 +238,8 @@ class Inbox:
         key = session_key(row.chat_id)
         try:
             result = await self.runtime.send(
-                agent.name, key, content, idempotency_key=f"telegram:{row.update_id}")
+                agent.name, key, content, idempotency_key=f"telegram:{row.update_id}",
+                attachments=attachments)
         except (ShuttingDown, AgentNotAccepting) as exc:
             raise _Later(exc.message, counts=False) from None
         except (AgentNotFound, BadRequest) as exc:
@@ -256,18 +260,44 @@ class Inbox:
         await self.store.finish(row.agent_id, row.update_id, status="done",
                                 run_id=result.run.id)
 
+    async def _shown(self, agent: AgentRecord, text: str, files: list[RawPart],
+                     notes: list[str]) -> Attachments | None:
+        """The message with its photo and document as parts the model sees, each
+        checked as any image or file is: one that does not pass, or an image for a
+        model that takes none, stays a file in the workspace (its note says why)."""
+        shown: list[RawPart] = []
+        for raw in files:
+            if raw.kind == "image" and not self.runtime.takes_images(agent):
+                notes.append(f"[{raw.name}: not shown to the model, which takes no images]")
+                continue
+            try:
+                await self.runtime.media.prepare([raw], where=raw.name or "attachment")
+            except AgentdError as exc:
+                notes.append(f"[{raw.name}: not shown to the model: {exc.message}]")
+                continue
+            shown.append(raw)
+        if not shown:
+            return None
+        body = "\n\n".join(part for part in (text, *notes) if part)
+        return await self.runtime.media.prepare(
+            [RawPart(kind="text", text=body), *shown] if body else shown)
+
     async def _attachments(self, agent: AgentRecord, conf: TelegramSettings,
-                           update_id: int, message: dict[str, Any]) -> list[str]:
+                           update_id: int, message: dict[str, Any]
+                           ) -> tuple[list[str], list[RawPart]]:
         """Download the message's photo or document into the workspace; a line for the
-        agent about each (saved where, or why not)."""
+        agent about each (saved where, or why not), and each one saved as a part."""
         files: list[tuple[dict[str, Any], str]] = []
         photo = message.get("photo")
+        photo_item: dict[str, Any] | None = None
         if isinstance(photo, list) and photo and isinstance(photo[-1], dict):
-            files.append((photo[-1], "photo.jpg"))  # the largest size comes last
+            photo_item = photo[-1]  # the largest size comes last
+            files.append((photo_item, "photo.jpg"))
         document = message.get("document")
         if isinstance(document, dict):
             files.append((document, safe_file_name(document.get("file_name"), "document")))
         notes = []
+        parts: list[RawPart] = []
         saved = False
         limit = conf.max_file_mb << 20
         api = self.api_for(conf)
@@ -287,7 +317,7 @@ class Inbox:
                 if not isinstance(path, str) or not path:
                     raise BotAPIError(method="getFile", status=200, permanent=True,
                                       description="no file_path in the answer")
-                written = await self._save(agent, api, path, name, limit)
+                data = await self._save(agent, api, path, name, limit)
             except BotAPIError as exc:
                 if not exc.permanent:
                     raise
@@ -299,24 +329,30 @@ class Inbox:
             mime = item.get("mime_type") if isinstance(item.get("mime_type"), str) else (
                 "image/jpeg" if name.endswith("photo.jpg") else "application/octet-stream")
             notes.append(f"[attachment saved in the workspace: attachments/{name} "
-                         f"({mime}, {written} bytes)]")
+                         f"({mime}, {len(data)} bytes)]")
+            parts.append(RawPart(kind="image" if item is photo_item else "file", data=data,
+                                 media_type=mime, name=name))
             saved = True
         if saved:
             # Under a root daemon: the new files become the agent's uid's, as files a
             # restore wrote do.
             await self.runtime.sandboxes.prepare(self.runtime.workspace_of(agent),
                                                  agent_id=agent.id)
-        return notes
+        return notes, parts
 
     async def _save(self, agent: AgentRecord, api: BotAPI, path: str, name: str,
-                    limit: int) -> int:
+                    limit: int) -> bytes:
+        """The file written into the workspace; its bytes."""
         workspace = self.runtime.workspace_of(agent)
         target = await asyncio.to_thread(AttachmentFile, workspace, name)
+        data = bytearray()
         try:
             async def write(chunk: bytes) -> None:
+                data.extend(chunk)
                 await asyncio.to_thread(target.write, chunk)
 
-            return await api.download(path, write, limit)
+            await api.download(path, write, limit)
+            return bytes(data)
         finally:
             await asyncio.to_thread(target.close)
 

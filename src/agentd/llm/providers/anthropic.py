@@ -31,29 +31,28 @@ import httpx2
 import orjson
 from anthropic.types import (
     Message,
-    RawMessageStreamEvent,
     ThinkingConfigParam,
     ToolParam,
 )
 
 from agentd.errors import InvalidModel, ModelError
+from agentd.llm import attachments as _media
+from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
-    FinishReason,
+    MediaPart,
     ModelRequest,
     StreamEvent,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallDelta,
+    TextPart,
     ToolResultMessage,
     ToolSpec,
-    Usage,
     UsageEvent,
     UserMessage,
 )
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
+from agentd.llm.providers._anthropic_events import BadEvent, EventState, event_deltas
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -63,16 +62,6 @@ logger = logging.getLogger(__name__)
 
 #: Used when neither the request nor the settings give ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
-_FINISH_REASONS: dict[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "tool_use": "tool_calls",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    # A server-side tool loop paused: the answer is incomplete, as with a token limit.
-    "pause_turn": "length",
-    "refusal": "content_filter",
-}
 # An ``error`` event inside a 200 stream has a type but no status: these stand in.
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -116,9 +105,6 @@ class AnthropicModel(Model):
         #: Why no call can be made (no key where the provider needs one).
         self._missing_key = missing_key
 
-    # complexity: one pass over the provider's stream with one branch per wire event and
-    # per error it maps; its state (blocks open, tool arguments, usage) is local to the
-    # stream.
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         if self._missing_key is not None:
             raise ModelError(self._missing_key, code="model_auth", retryable=False)
@@ -128,62 +114,28 @@ class AnthropicModel(Model):
         try:
             # The body is already on the wire: the SDK's own create() would walk every
             # message of the history through its TypedDict transform on every call.
-            # Its client still does the HTTP, auth, errors and the typed stream.
+            # Its client still does the HTTP, auth, errors and the stream's framing (an
+            # error event raises); each event comes as the JSON it was
+            # (``AsyncStream[object]``), read by _anthropic_events, not built into the
+            # SDK's typed model (as OpenAI's chunks are not).
             sdk_stream = await self._client.post(
                 "/v1/messages", content=body, cast_to=Message, stream=True,
-                stream_cls=anthropic.AsyncStream[RawMessageStreamEvent])
+                stream_cls=anthropic.AsyncStream[object])
         except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
             self._raise(exc)
-
-        finish: FinishReason | None = None
-        usage = Usage()
-        # Tool inputs normally arrive as input_json_delta pieces after an empty start;
-        # a start that already carries the input (and no pieces) is sent at its stop.
-        start_inputs: dict[int, dict[str, Any]] = {}
+        state = EventState()
         async with sdk_stream, aclosing(self._events(sdk_stream)) as events:
             async for event in events:
-                if event.type == "message_start":
-                    usage = _usage(event.message.usage, usage)
-                elif event.type == "content_block_start":
-                    block, index = event.content_block, event.index
-                    if block.type == "text":
-                        if block.text:
-                            yield TextDelta(text=block.text)
-                    elif block.type == "tool_use":
-                        if block.input:
-                            start_inputs[index] = dict(block.input)
-                        yield ToolCallDelta(index=index, id=block.id, name=block.name)
-                    elif block.type == "thinking":
-                        yield ThinkingDelta(
-                            index=index, text=block.thinking, signature=block.signature
-                        )
-                    elif block.type == "redacted_thinking":
-                        yield ThinkingDelta(index=index, redacted=block.data)
-                    else:  # server-side tools: not used by agentd's requests
-                        logger.debug("ignoring %s content block", block.type)
-                elif event.type == "content_block_delta":
-                    delta, index = event.delta, event.index
-                    if delta.type == "text_delta":
-                        yield TextDelta(text=delta.text)
-                    elif delta.type == "input_json_delta":
-                        start_inputs.pop(index, None)
-                        if delta.partial_json:
-                            yield ToolCallDelta(index=index, arguments=delta.partial_json)
-                    elif delta.type == "thinking_delta":
-                        yield ThinkingDelta(index=index, text=delta.thinking)
-                    elif delta.type == "signature_delta":
-                        yield ThinkingDelta(index=index, signature=delta.signature)
-                elif event.type == "content_block_stop":
-                    given = start_inputs.pop(event.index, None)
-                    if given:
-                        yield ToolCallDelta(
-                            index=event.index, arguments=orjson.dumps(given).decode()
-                        )
-                elif event.type == "message_delta":
-                    usage = _delta_usage(event.usage, usage)
-                    if event.delta.stop_reason is not None:
-                        finish = _FINISH_REASONS.get(event.delta.stop_reason, "stop")
-        if finish is None:
+                try:
+                    deltas = event_deltas(event, state)
+                except BadEvent as exc:
+                    raise ModelError(
+                        f"{self.provider} sent a stream event that is not a Messages "
+                        f"API event: {exc}", code="model_bad_output", retryable=True,
+                        details={"provider": self.provider}) from None
+                for delta in deltas:
+                    yield delta
+        if state.finish is None:
             # The stream closed cleanly but the model never said why it stopped: treat
             # it as a cut-off, not as a complete answer that happens to be short.
             raise ModelError(
@@ -192,8 +144,8 @@ class AnthropicModel(Model):
                 retryable=True,
                 details={"provider": self.provider},
             )
-        yield UsageEvent(usage=usage)
-        yield Finish(reason=finish)
+        yield UsageEvent(usage=state.usage)
+        yield Finish(reason=state.finish)
 
     def _body(self, request: ModelRequest, temperature: float | None, max_tokens: int
               ) -> bytes:
@@ -225,8 +177,8 @@ class AnthropicModel(Model):
         return b"".join([orjson.dumps(params)[:-1], b',"messages":[', *turns, b"]}"])
 
     async def _events(
-        self, sdk_stream: anthropic.AsyncStream[RawMessageStreamEvent]
-    ) -> AsyncGenerator[RawMessageStreamEvent, None]:
+        self, sdk_stream: anthropic.AsyncStream[object]
+    ) -> AsyncGenerator[object, None]:
         try:
             async for event in sdk_stream:
                 yield event
@@ -243,38 +195,6 @@ class AnthropicModel(Model):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _usage(raw: anthropic.types.Usage, before: Usage) -> Usage:
-    # Anthropic counts cache reads and writes apart from input_tokens; the neutral
-    # input_tokens is the whole prompt (as OpenAI reports it), cached_tokens a part.
-    cache_read = raw.cache_read_input_tokens or 0
-    cache_write = raw.cache_creation_input_tokens or 0
-    return Usage(
-        input_tokens=raw.input_tokens + cache_read + cache_write,
-        output_tokens=raw.output_tokens or before.output_tokens,
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
-
-
-def _delta_usage(raw: anthropic.types.MessageDeltaUsage, before: Usage) -> Usage:
-    # message_delta counts are cumulative; input counts are only sometimes repeated.
-    if raw.input_tokens is None:
-        return Usage(
-            input_tokens=before.input_tokens,
-            output_tokens=raw.output_tokens,
-            cached_tokens=before.cached_tokens,
-            cache_write_tokens=before.cache_write_tokens,
-        )
-    cache_read = raw.cache_read_input_tokens or 0
-    cache_write = raw.cache_creation_input_tokens or 0
-    return Usage(
-        input_tokens=raw.input_tokens + cache_read + cache_write,
-        output_tokens=raw.output_tokens,
-        cached_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
 
 
 def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
@@ -355,7 +275,7 @@ class _Grouped:
     the index of that following message; the last turn is never closed (the next
     message may join it)."""
 
-    __slots__ = ("closed", "encoded", "ends", "last_end")
+    __slots__ = ("closed", "encoded", "ends", "joined", "last_end")
 
     def __init__(self) -> None:
         #: Each closed turn's role and blocks, and its JSON (after a comma).
@@ -364,6 +284,8 @@ class _Grouped:
         self.ends: list[int] = []
         #: How many messages the last request had.
         self.last_end = 0
+        #: The closed turns' JSON that stayed the same, joined once.
+        self.joined = Joined()
 
 
 def _turns(request: ModelRequest) -> list[bytes]:
@@ -387,7 +309,7 @@ def _turns(request: ModelRequest) -> list[bytes]:
         state, kept = _Grouped(), 0
     else:
         per = memo.per_message(_MEMO, _blocks)
-        blocks = per.values(messages)
+        blocks = per.values(messages, request.provenance)
         state = memo.get(_MEMO_TURNS)
         if state is None or per.dropped:
             state = _Grouped()
@@ -399,6 +321,7 @@ def _turns(request: ModelRequest) -> list[bytes]:
         closed.pop()
         encoded.pop()
         ends.pop()
+    unchanged = len(encoded)
     # Group what follows the closed turns: every turn but the last is closed.
     role: _Role | None = None
     group: list[bytes] = []
@@ -421,10 +344,14 @@ def _turns(request: ModelRequest) -> list[bytes]:
         at = bisect.bisect_left(ends, previous)
         marked = _turn(*_marked_turn(closed[at]))
     last = [_turn(role, _marked(group))] if role is not None else []
-    out = ([*encoded, *last] if marked is None
-           else [*encoded[:at], marked, *encoded[at + 1:], *last])
-    if out:
-        out[0] = out[0][1:]  # (no comma before the first)
+    # The closed turns before the marked one (all, without one) joined as they stayed
+    # from one call to the next (memo.Joined), then the rest.
+    out = state.joined.chunks(encoded, unchanged, at, lead=False)
+    rest = ([*encoded[at:], *last] if marked is None
+            else [marked, *encoded[at + 1:], *last])
+    if not out and rest:
+        rest[0] = rest[0][1:]  # (no comma before the first)
+    out.extend(rest)
     return out
 
 
@@ -447,12 +374,20 @@ def _marked(blocks: list[bytes]) -> list[bytes]:
 
 def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> _Blocks:
     if isinstance(message, UserMessage):
+        if message.parts:
+            return "user", [orjson.dumps(b) for b in _part_blocks(message.parts)]
         return "user", [orjson.dumps({"type": "text", "text": message.content})] \
             if message.content else []
     if isinstance(message, ToolResultMessage):
+        content: str | list[dict[str, Any]] = message.content
+        if message.parts:
+            # A tool_result holds images itself (a screenshot the model then sees).
+            content = [*([{"type": "text", "text": message.content}]
+                         if message.content else []),
+                       *_part_blocks(list(message.parts))]
         return "user", [orjson.dumps({
             "type": "tool_result", "tool_use_id": message.call_id,
-            "content": message.content, "is_error": message.is_error})]
+            "content": content, "is_error": message.is_error})]
     blocks: list[bytes] = []
     # Thinking first, unmodified and in order: the API checks their signatures.
     for thought in message.thinking:
@@ -468,6 +403,28 @@ def _blocks(message: UserMessage | AssistantMessage | ToolResultMessage) -> _Blo
         blocks.append(orjson.dumps({"type": "tool_use", "id": call.id, "name": call.name,
                                     "input": call.arguments}))
     return "assistant", blocks
+
+
+def _part_blocks(parts: list[TextPart | MediaPart]) -> list[dict[str, Any]]:
+    """A message's parts as Messages API content blocks: an image as an ``image``
+    block, a PDF as a ``document`` with its base64, a text file as a ``document`` with
+    a text source (its name as the title)."""
+    return _media.render(
+        parts, text=lambda text: {"type": "text", "text": text},
+        image=lambda p: {"type": "image", "source": {
+            "type": "base64", "media_type": p.media_type, "data": _media.b64(p)}},
+        pdf=lambda p: _document(p, {"type": "base64", "media_type": "application/pdf",
+                                    "data": _media.b64(p)}),
+        text_file=lambda p: _document(p, {
+            "type": "text", "media_type": "text/plain",
+            "data": (p.data or b"").decode("utf-8", errors="replace")}))
+
+
+def _document(part: MediaPart, source: dict[str, Any]) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.name:
+        block["title"] = part.name
+    return block
 
 
 def _tool_param(spec: ToolSpec) -> ToolParam:
@@ -503,7 +460,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context(trust_env=True)),
+        http_client=anthropic.DefaultAioHttpClient(verify=tls_context(trust_env=True)),
     )
     return AnthropicModel(
         client=client,

@@ -24,19 +24,24 @@ import openai
 import orjson
 from openai.types.chat import (
     ChatCompletion,
+    ChatCompletionContentPartParam,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
     ChatCompletionToolParam,
 )
 
 from agentd.errors import ModelError
+from agentd.llm import attachments as _media
+from agentd.llm.memo import Joined
 from agentd.llm.messages import (
     AssistantMessage,
     Finish,
     FinishReason,
+    MediaPart,
     ModelRequest,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolResultMessage,
     ToolSpec,
@@ -154,19 +159,37 @@ class OpenAIChatModel(Model):
             # Routes the call to the machines holding this conversation's prefix.
             params["prompt_cache_key"] = request.cache_key
         memo = request.memo
-        parts = (memo.per_message(_MEMO, _encoded).values(request.messages)
-                 if memo is not None else [_encoded(m) for m in request.messages])
-        # Each part starts with its comma: the body is one copy of the parts (a long
-        # session's body is a megabyte; every copy of it is paid on every call).
-        if request.system:
-            first = b'{"messages":[' + orjson.dumps({"role": "system",
-                                                      "content": request.system})
-        elif parts:
-            first = b'{"messages":[' + parts[0][1:]
-            parts = parts[1:]  # (copied only here: a request with no system prompt)
+        head = b'{"messages":[' + (orjson.dumps({"role": "system", "content": request.system})
+                                   if request.system else b"")
+        tail = b"],", orjson.dumps(params)[1:]
+        if memo is not None:
+            per = memo.per_message(_MEMO, _encoded)
+            parts = per.values(request.messages, request.provenance)
+            images = _ToolImages.of(memo, per.dropped, per.kept)
         else:
-            first = b'{"messages":['
-        return b"".join([first, *parts, b"],", orjson.dumps(params)[1:]])
+            per, parts, images = None, [_encoded(m) for m in request.messages], _ToolImages()
+        if images.update(request.messages):
+            # A tool's images go in a user message after its step: the parts move, so
+            # they are joined afresh (and what Joined kept is not theirs any more).
+            chunks = images.placed(parts, request.messages)
+            if memo is not None:
+                memo.put(_MEMO_JOINED, None)
+        elif memo is not None and per is not None:
+            # Each part starts with its comma; what stayed the same since the last call
+            # is joined once (memo.Joined): the body is one copy, with per-part work
+            # only for what is new (a long session's body is a megabyte).
+            joined = memo.get(_MEMO_JOINED)
+            if joined is None:
+                joined = Joined()
+                memo.put(_MEMO_JOINED, joined)
+            return b"".join([head, *joined.chunks(parts, 0 if per.dropped else per.kept,
+                                                  len(parts), lead=bool(request.system)),
+                             *tail])
+        else:
+            chunks = list(parts)
+        if chunks and not request.system:
+            chunks[0] = chunks[0][1:]  # (no comma before the first)
+        return b"".join([head, *chunks, *tail])
 
     async def _chunks(
         self, sdk_stream: openai.AsyncStream[object]
@@ -374,8 +397,8 @@ def _usage(usage: dict[str, Any]) -> Usage:
 # --- request mapping --------------------------------------------------------------
 
 
-#: The name of this format's encodings in a session's memo.
-_MEMO = "openai-chat"
+#: The names of this format's encodings in a session's memo.
+_MEMO, _MEMO_IMAGES, _MEMO_JOINED = "openai-chat", "openai-chat-images", "openai-chat-joined"
 
 
 def _encoded(message: UserMessage | AssistantMessage | ToolResultMessage) -> bytes:
@@ -387,6 +410,8 @@ def _encoded(message: UserMessage | AssistantMessage | ToolResultMessage) -> byt
 def _message_param(message: UserMessage | AssistantMessage | ToolResultMessage
                    ) -> ChatCompletionMessageParam:
     if isinstance(message, UserMessage):
+        if message.parts:
+            return {"role": "user", "content": _content_parts(message.parts)}
         return {"role": "user", "content": message.content}
     if isinstance(message, AssistantMessage):
         return _assistant_param(message)
@@ -394,6 +419,83 @@ def _message_param(message: UserMessage | AssistantMessage | ToolResultMessage
     # model does not read a failure as output.
     content = f"error: {message.content}" if message.is_error else message.content
     return {"role": "tool", "tool_call_id": message.call_id, "content": content}
+
+
+def _content_parts(parts: list[TextPart | MediaPart]) -> list[ChatCompletionContentPartParam]:
+    """A message's parts as Chat Completions content parts: images as ``image_url``
+    with a data URL, a PDF as a ``file`` with its data, a text file as text."""
+    out: list[ChatCompletionContentPartParam] = _media.render(
+        parts, text=lambda text: {"type": "text", "text": text},
+        image=lambda p: {"type": "image_url", "image_url": {"url": _media.data_url(p)}},
+        pdf=lambda p: {"type": "file", "file": {"filename": p.name or "document.pdf",
+                                                "file_data": _media.data_url(p)}},
+        text_file=lambda p: {"type": "text", "text": _media.file_text(p)})
+    return out or [{"type": "text", "text": "(empty message)"}]
+
+
+class _ToolImages:
+    """Images tools returned, placed for Chat Completions: a tool message holds text
+    only, so a result's images go in a user message after the last tool message of
+    its step (a user message between two tool messages would part the second from
+    its call). Kept in the session's memo from one call to the next: only the new
+    messages are looked through, and each image is encoded once."""
+
+    __slots__ = ("encoded", "kept")
+
+    def __init__(self) -> None:
+        #: The index in the last call's messages of each result with images, and the
+        #: user message (JSON, after its comma) that shows them.
+        self.encoded: dict[int, bytes] = {}
+        #: How many of this call's first messages the last call had.
+        self.kept = 0
+
+    @classmethod
+    def of(cls, memo: Any, dropped: int, kept: int) -> _ToolImages:
+        state: _ToolImages | None = memo.get(_MEMO_IMAGES)
+        if state is None:
+            state = cls()
+            memo.put(_MEMO_IMAGES, state)
+        if state.encoded and (dropped or kept):
+            state.encoded = {i - dropped: v for i, v in state.encoded.items()
+                             if dropped <= i < dropped + kept}
+        elif state.encoded:
+            state.encoded = {}
+        state.kept = kept
+        return state
+
+    def update(self, messages: list[Any]) -> bool:
+        """Take in the results with images among the messages not seen yet; whether
+        there are any in the request."""
+        for i in range(self.kept, len(messages)):
+            message = messages[i]
+            if isinstance(message, ToolResultMessage) and message.parts:
+                self.encoded[i] = b"," + orjson.dumps(_images_param(message))
+        return bool(self.encoded)
+
+    def placed(self, parts: list[bytes], messages: list[Any]) -> list[bytes]:
+        """``parts`` with each result's images after the tool messages of its step."""
+        after: dict[int, list[bytes]] = {}
+        for i in sorted(self.encoded):
+            end = i
+            while end + 1 < len(messages) and isinstance(messages[end + 1],
+                                                          ToolResultMessage):
+                end += 1
+            after.setdefault(end, []).append(self.encoded[i])
+        out: list[bytes] = []
+        start = 0
+        for end in sorted(after):
+            out.extend(parts[start:end + 1])
+            out.extend(after[end])
+            start = end + 1
+        out.extend(parts[start:])
+        return out
+
+
+def _images_param(message: ToolResultMessage) -> ChatCompletionMessageParam:
+    content: list[ChatCompletionContentPartParam] = [{"type": "text", "text": (
+        _media.tool_images_note(message.name, message.call_id, len(message.parts)))}]
+    content.extend(_content_parts(list(message.parts)))
+    return {"role": "user", "content": content}
 
 
 def _assistant_param(message: AssistantMessage) -> ChatCompletionMessageParam:
@@ -450,7 +552,7 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(
+        http_client=openai.DefaultAioHttpClient(
             verify=tls_context(trust_env=True),
             event_hooks={"response": [_no_retry_when_spent]}),
     )

@@ -28,6 +28,7 @@ from google.protobuf.json_format import MessageToDict  # type: ignore[import-unt
 from starlette.requests import Request
 
 from agentd.doors.http import trace_origin
+from agentd.media import IMAGE_TYPES
 from agentd.protocols.a2a import PREFIX
 from agentd.protocols.a2a._handler import A2AHandler
 from agentd.protocols.a2a._rpc import JsonRpcFront
@@ -57,7 +58,8 @@ def agent_card(name: str, base_url: str) -> AgentCard:
                 # public card for a leaked credential.)
                 scheme="bearer", description="the daemon's bearer authentication"))},
         security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
-        default_input_modes=["text/plain", "application/json"],
+        default_input_modes=["text/plain", "application/json", *IMAGE_TYPES,
+                             "application/pdf", "text/markdown", "text/csv"],
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id="message", name="message",
                            description="Any request in words; the reply is text.",

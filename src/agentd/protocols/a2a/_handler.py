@@ -49,6 +49,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import (
     A2AError,
+    ContentTypeNotSupportedError,
     ExtendedAgentCardNotConfiguredError,
     InternalError,
     InvalidParamsError,
@@ -69,6 +70,7 @@ from agentd.errors import (
     PayloadTooLarge,
     RunNotFound,
     Unauthorized,
+    UnsupportedMedia,
 )
 from agentd.events import TERMINAL_KINDS
 from agentd.protocols.a2a._tasks import (
@@ -76,6 +78,7 @@ from agentd.protocols.a2a._tasks import (
     Json,
     artifact_update,
     event_proto,
+    message_parts,
     message_text,
     status_update,
     task_json,
@@ -105,6 +108,8 @@ def a2a_error(exc: AgentdError, *, task: bool = False) -> A2AError:
         return TaskNotFoundError(exc.message, data=data)
     if isinstance(exc, PayloadTooLarge):
         return InvalidRequestError(exc.message, data=data)
+    if isinstance(exc, UnsupportedMedia):
+        return ContentTypeNotSupportedError(exc.message, data=data)
     if isinstance(exc, Unauthorized):
         return InvalidRequestError(exc.message, data=data)
     if 400 <= exc.status < 500:
@@ -190,10 +195,14 @@ class A2AHandler(RequestHandler):
             raise InvalidParamsError("message.metadata.mode must be a string",
                                      data={"field": "message.metadata.mode"})
         try:
+            parts = message_parts(message)
+            attachments = (await runtime.media.prepare(parts, where="message.parts")
+                           if parts is not None else None)
             sent = await runtime.send(agent, key, text,
                                       idempotency_key=_IDEMPOTENCY_PREFIX + message.message_id,
                                       mode=mode, priority="interactive", stream=stream,
-                                      origin=context.state.get("origin"))
+                                      origin=context.state.get("origin"),
+                                      attachments=attachments)
         except AgentdError as exc:
             raise a2a_error(exc) from None
         return sent, sent.run, key

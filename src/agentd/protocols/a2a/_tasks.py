@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import Message, StreamResponse, Task, TaskState
-from a2a.utils.errors import ContentTypeNotSupportedError, InvalidParamsError
+from a2a.utils.errors import InvalidParamsError
 from google.protobuf.json_format import (  # type: ignore[import-untyped]
     MessageToDict,
     ParseDict,
@@ -27,10 +27,11 @@ from google.protobuf.json_format import (  # type: ignore[import-untyped]
 from google.protobuf.struct_pb2 import Struct  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
 
+from agentd.media import IMAGE_TYPES, RawPart
 from agentd.store.records import RunRecord
 
-__all__ = ["STATE_OF", "STATUSES_OF", "artifact_update", "event_proto", "message_text",
-           "reply_id", "status_update", "task_json", "task_proto"]
+__all__ = ["STATE_OF", "STATUSES_OF", "artifact_update", "event_proto", "message_parts",
+           "message_text", "reply_id", "status_update", "task_json", "task_proto"]
 
 #: A task's JSON: a dict as ProtoJSON has it.
 Json = dict[str, Any]
@@ -60,7 +61,8 @@ def reply_id(run_id: str) -> str:
 
 def message_text(message: Message) -> str:
     """The text an A2A message gives the agent: its text parts, and its data parts as
-    JSON, in order; a file part (raw bytes or a URL) is refused, the agent reads text."""
+    JSON, in order (a file part, raw bytes or a URL, is named in brackets: see
+    :func:`message_parts`)."""
     texts: list[str] = []
     for index, part in enumerate(message.parts):
         kind = part.WhichOneof("content")
@@ -69,9 +71,7 @@ def message_text(message: Message) -> str:
         elif kind == "data":
             texts.append(orjson.dumps(MessageToDict(part.data)).decode())
         elif kind in ("raw", "url"):
-            raise ContentTypeNotSupportedError(
-                f"message.parts[{index}] is a file ({kind}); this agent takes text and "
-                "data parts", data={"field": f"message.parts[{index}]"})
+            texts.append(f"[file {part.filename}]" if part.filename else "[file]")
         else:
             raise InvalidParamsError(f"message.parts[{index}] has no content",
                                      data={"field": f"message.parts[{index}]"})
@@ -80,6 +80,31 @@ def message_text(message: Message) -> str:
         raise InvalidParamsError("the message has no text",
                                  data={"field": "message.parts"})
     return text
+
+
+def message_parts(message: Message) -> list[RawPart] | None:
+    """An A2A message's parts, when it has file parts (None: text only): a file part's
+    bytes (``raw``) or URL (``url``: fetched by the daemon under the egress rules), with
+    its ``mediaType`` and ``filename``; an image type is an image part."""
+    if not any(p.WhichOneof("content") in ("raw", "url") for p in message.parts):
+        return None
+    out: list[RawPart] = []
+    for index, part in enumerate(message.parts):
+        kind = part.WhichOneof("content")
+        if kind == "text":
+            out.append(RawPart(kind="text", text=part.text))
+        elif kind == "data":
+            out.append(RawPart(kind="text", text=orjson.dumps(
+                MessageToDict(part.data)).decode()))
+        else:
+            image = part.media_type.split(";")[0].strip().lower() in IMAGE_TYPES
+            out.append(RawPart(kind="image" if image else "file",
+                               data=part.raw if kind == "raw" else None,
+                               url=part.url if kind == "url" else None,
+                               media_type=part.media_type or None,
+                               name=part.filename or None,
+                               where=f"message.parts[{index}]"))
+    return out
 
 
 # -- ProtoJSON ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -35,13 +36,14 @@ from agentd.doors.http import (
 from agentd.errors import AgentdError
 from agentd.protocols._lazy import Lazy
 from agentd.protocols.mcp._uris import session_uri
+from agentd.security.resource import METADATA_PREFIX, metadata_path
 
 if TYPE_CHECKING:
     from agentd.assembly import Runtime
     from agentd.protocols.mcp._front import MCPFront
     from agentd.protocols.mcp.server import MCPDoor
 
-__all__ = ["LazyMCPDoor", "MCPDoor", "install", "session_uri"]
+__all__ = ["LazyMCPDoor", "MCPDoor", "install", "install_resource", "session_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,29 @@ class LazyMCPDoor:
         if raw and is_json_body(scope):  # pragma: no cover
             loads_strict(raw)  # strict as the request layer is for every JSON body
         await door(scope, replay(raw, receive), send)  # pragma: no cover
+
+
+def install_resource(app: FastAPI, runtime: Callable[[], Runtime], resource: str
+                     ) -> list[str]:
+    """Serve the door's metadata as an OAuth 2.0 protected resource (RFC 9728: at the
+    well-known path of ``resource``, and at the bare well-known path where clients
+    look first for a resource at a host's root); the paths, which need no token."""
+    paths = sorted({metadata_path(resource), METADATA_PREFIX})
+
+    async def metadata(request: Request) -> Response:
+        found = runtime().mcp_resource
+        if found is None:  # pragma: no cover - installed only with [mcp.oauth]
+            return json_response({"error": {"code": "not_found", "message": "no "
+                                             "protected resource here"}}, 404)
+        response = json_response(found.metadata())
+        response.headers["Cache-Control"] = "public, max-age=300"
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    for path in paths:
+        app.router.routes.append(Route(path, endpoint=metadata, methods=["GET"],
+                                       include_in_schema=False))
+    return paths
 
 
 def install(app: FastAPI, runtime: Callable[[], Runtime]) -> LazyMCPDoor:

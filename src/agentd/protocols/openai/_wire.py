@@ -1,11 +1,13 @@
 """The requests the door takes, checked, and what they send to the agent.
 
-Only what agentd can honour is taken: text content, one choice, the agent's own
-tools; system and developer messages (and Responses' ``instructions``) are the
-caller's instructions for the run. Parameters that tune a model call
-(``temperature``, ``max_tokens``, ``top_p``, ``stop``, ``seed``, ...) are accepted and
-ignored, since the agent's settings decide them; parameters whose meaning agentd
-cannot keep (``n`` > 1, audio, images, a forced ``tool_choice``) are refused, naming
+Only what agentd can honour is taken: text content, images and files in a user's
+message (Chat's ``image_url`` and ``file`` parts, Responses' ``input_image`` and
+``input_file``: data URLs, base64 or http(s) URLs the daemon fetches; not file ids),
+one choice, the agent's own tools; system and developer messages (and Responses'
+``instructions``) are the caller's instructions for the run. Parameters that tune a
+model call (``temperature``, ``max_tokens``, ``top_p``, ``stop``, ``seed``, ...) are
+accepted and ignored, since the agent's settings decide them; parameters whose meaning
+agentd cannot keep (``n`` > 1, audio, a forced ``tool_choice``) are refused, naming
 the parameter. A JSON ``response_format`` (Responses: ``text.format``) is the run's
 output schema: the answer is held to it (:mod:`agentd.llm.output`). The caller's function ``tools``
 are offered to the model; a call of one ends the run and is handed back.
@@ -14,6 +16,7 @@ are offered to the model; a call of one ends the run and is handed back.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentd.errors import InvalidInput
 from agentd.events import ClientToolData
 from agentd.llm.output import check_schema
+from agentd.media import RawPart
 
 __all__ = ["ChatRequest", "Conversation", "ResponsesRequest", "chat_conversation",
            "client_tools", "output_schema", "parse", "responses_conversation"]
@@ -131,6 +135,9 @@ class Conversation:
                  instructions: str = "", results: list[tuple[str, str]] | None = None
                  ) -> None:
         self.roles, self.texts, self.split = roles, texts, split
+        #: The turns with images or files (by index): their pieces in order, text and
+        #: parts (their text in ``texts`` names each part in brackets).
+        self.media: dict[int, list[str | RawPart]] = {}
         self.new: list[tuple[str, str]] = list(zip(roles[split:], texts[split:],
                                                    strict=True))
         self.instructions = instructions
@@ -151,19 +158,41 @@ class Conversation:
         them (the user's text, maybe none)."""
         rest = Conversation(self.roles, self.texts, self.split, self.instructions)
         rest.new = self.new[len(self.results):]
+        rest.media = self.media
         return rest
+
+    def parts(self, *, with_earlier: bool) -> list[RawPart] | None:
+        """The message's parts, when a new turn carries images or files (None: text
+        only, :meth:`content`): the transcript of the earlier turns as text, then each
+        new turn's text and parts in their order."""
+        start = len(self.roles) - len(self.new)
+        if not any(i >= start for i in self.media):
+            return None
+        out: list[RawPart] = []
+        if with_earlier and self.split:
+            out.append(RawPart(kind="text", text=self._transcript()))
+        for i in range(start, len(self.roles)):
+            for piece in self.media.get(i, [self.texts[i]]):
+                out.append(RawPart(kind="text", text=piece) if isinstance(piece, str)
+                           else piece)
+        return out
 
     def content(self, *, with_earlier: bool) -> str:
         new = "\n\n".join(text for _, text in self.new)
         if not with_earlier or not self.split:
             return new
+        return self._transcript() + "\n\n" + new
+
+    def _transcript(self) -> str:
         lines = [f"[{role}]: {text}" for role, text in self.earlier()]
         return ("<conversation_so_far>\n" + "\n\n".join(lines) +
-                "\n</conversation_so_far>\n\n" + new)
+                "\n</conversation_so_far>")
 
 
 def _text_of(content: str | list[dict[str, Any]] | None, param: str,
-             text_types: tuple[str, ...]) -> str:
+             text_types: tuple[str, ...], media: list[str | RawPart] | None = None) -> str:
+    """A message's text; its images and files (``media``: a user message's) are named
+    in it in brackets, and kept in ``media`` with its text pieces, in order."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -173,11 +202,96 @@ def _text_of(content: str | list[dict[str, Any]] | None, param: str,
         kind = part.get("type")
         if kind in text_types and isinstance(part.get("text"), str):
             parts.append(part["text"])
+            if media is not None:
+                media.append(part["text"])
         elif kind in ("refusal",) and isinstance(part.get("refusal"), str):
             parts.append(part["refusal"])
+        elif kind in _MEDIA_PARTS and media is not None:
+            raw = _MEDIA_PARTS[kind](part, f"{param}[{j}]")
+            raw.where = f"{param}[{j}]"
+            parts.append(f"[{raw.kind} {raw.name or ''}]".replace(" ]", "]"))
+            media.append(raw)
         else:
             raise _unsupported(f"{param}[{j}]", f"a content part of type {kind!r}")
     return "".join(parts)
+
+
+def _parts_text(content: str | list[dict[str, Any]] | None, param: str,
+                text_types: tuple[str, ...], role: str,
+                found: dict[int, list[str | RawPart]], turn: int) -> str:
+    """:func:`_text_of` a message; a user's images and files are kept in ``found`` at
+    its turn's index."""
+    media: list[str | RawPart] | None = [] if role == "user" else None
+    text = _text_of(content, param, text_types, media)
+    if media and any(isinstance(piece, RawPart) for piece in media):
+        found[turn] = media
+    return text
+
+
+def _string(part: dict[str, Any], key: str, where: str) -> str | None:
+    value = part.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _invalid(f"{where}.{key}", "Input should be a valid string")
+    return value
+
+
+def _no_file_id(part: dict[str, Any], where: str) -> None:
+    if part.get("file_id") is not None:
+        raise _unsupported(f"{where}.file_id", "files uploaded to OpenAI (send the data "
+                           "or a URL)")
+
+
+def _chat_image(part: dict[str, Any], where: str) -> RawPart:
+    """Chat Completions' ``{"type": "image_url", "image_url": {"url": ...}}``: a data
+    URL or an http(s) URL the daemon fetches."""
+    image = part.get("image_url")
+    url = _string(image, "url", f"{where}.image_url") if isinstance(image, dict) else None
+    if not url:
+        raise _invalid(f"{where}.image_url.url", "Field required")
+    return RawPart(kind="image", url=url)
+
+
+def _chat_file(part: dict[str, Any], where: str) -> RawPart:
+    """Chat Completions' ``{"type": "file", "file": {"file_data", "filename"}}``."""
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise _invalid(f"{where}.file", "Field required")
+    _no_file_id(file, f"{where}.file")
+    return _file(_string(file, "file_data", f"{where}.file"),
+                 _string(file, "filename", f"{where}.file"), None, f"{where}.file")
+
+
+def _input_image(part: dict[str, Any], where: str) -> RawPart:
+    """Responses' ``{"type": "input_image", "image_url": ...}``."""
+    _no_file_id(part, where)
+    url = _string(part, "image_url", where)
+    if not url:
+        raise _invalid(f"{where}.image_url", "Field required")
+    return RawPart(kind="image", url=url)
+
+
+def _input_file(part: dict[str, Any], where: str) -> RawPart:
+    """Responses' ``{"type": "input_file", "file_data" | "file_url", "filename"}``."""
+    _no_file_id(part, where)
+    return _file(_string(part, "file_data", where), _string(part, "filename", where),
+                 _string(part, "file_url", where), where)
+
+
+def _file(data: str | None, name: str | None, url: str | None, where: str) -> RawPart:
+    if data:
+        # A data URL, as OpenAI's examples send it, or bare base64.
+        if data.startswith("data:"):
+            return RawPart(kind="file", url=data, name=name)
+        return RawPart(kind="file", base64=data, name=name)
+    if url:
+        return RawPart(kind="file", url=url, name=name)
+    raise _invalid(f"{where}.file_data", "Field required")
+
+
+#: The image and file parts the doors take (a user's message only), by type.
+_MEDIA_PARTS: dict[str, Callable[[dict[str, Any], str], RawPart]] = {
+    "image_url": _chat_image, "file": _chat_file,
+    "input_image": _input_image, "input_file": _input_file}
 
 
 def _conversation(roles: list[str], texts: list[str], ids: list[str | None],
@@ -257,6 +371,7 @@ def chat_conversation(request: ChatRequest) -> Conversation:
     texts: list[str] = []
     ids: list[str | None] = []
     instructions: list[str] = []
+    found: dict[int, list[str | RawPart]] = {}
     last_reply = -1
     for i, message in enumerate(request.messages):
         if type(message) is not dict:
@@ -271,7 +386,8 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         elif content is None:
             text = ""
         elif type(content) is list and all(type(part) is dict for part in content):
-            text = _text_of(content, f"messages[{i}].content", ("text",))
+            text = _parts_text(content, f"messages[{i}].content", ("text",), role, found,
+                               len(roles))
         else:
             raise _invalid(f"messages.{i}.content", "a string, a list of content parts "
                            "(objects) or null")
@@ -293,7 +409,9 @@ def chat_conversation(request: ChatRequest) -> Conversation:
         roles.append(role)
         texts.append(text)
         ids.append(call_id if role == "tool" else None)
-    return _conversation(roles, texts, ids, instructions, last_reply, "messages")
+    conversation = _conversation(roles, texts, ids, instructions, last_reply, "messages")
+    conversation.media = found
+    return conversation
 
 
 def responses_conversation(request: ResponsesRequest) -> Conversation:
@@ -304,6 +422,7 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
     instructions = [request.instructions] if request.instructions and (
         request.instructions.strip()) else []
     last_reply = -1
+    found: dict[int, list[str | RawPart]] = {}
     items = [request.input] if isinstance(request.input, str) else request.input
     for i, item in enumerate(items):
         if type(item) is str and isinstance(request.input, str):
@@ -315,7 +434,7 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
                 # (A message with text content, what most items are.)
                 role, text, call_id = item["role"], content, None
             else:
-                (role, text), call_id = _input_turn(item, i)
+                (role, text), call_id = _input_turn(item, i, found, len(roles))
         else:
             raise _invalid(f"input.{i}", "an input item is an object")
         if role in ("system", "developer"):
@@ -327,10 +446,13 @@ def responses_conversation(request: ResponsesRequest) -> Conversation:
         roles.append(role)
         texts.append(text)
         ids.append(call_id)
-    return _conversation(roles, texts, ids, instructions, last_reply, "input")
+    conversation = _conversation(roles, texts, ids, instructions, last_reply, "input")
+    conversation.media = found
+    return conversation
 
 
-def _input_turn(item: dict[str, Any], i: int) -> tuple[tuple[str, str], str | None]:
+def _input_turn(item: dict[str, Any], i: int, found: dict[int, list[str | RawPart]],
+                turn: int) -> tuple[tuple[str, str], str | None]:
     """One Responses input item as a turn, with its call id when it is a tool's
     result: a ``function_call`` is the model's (an assistant turn), its
     ``function_call_output`` the caller's result."""
@@ -351,5 +473,5 @@ def _input_turn(item: dict[str, Any], i: int) -> tuple[tuple[str, str], str | No
             type(content) is list and all(type(part) is dict for part in content)):
         raise _invalid(f"input[{i}].content", "a string or a list of content parts "
                        "(objects)")
-    return (role, _text_of(content, f"input[{i}].content",
-                           ("input_text", "output_text", "text"))), None
+    return (role, _parts_text(content, f"input[{i}].content",
+                              ("input_text", "output_text", "text"), role, found, turn)), None

@@ -325,6 +325,12 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
                 results: list[ClientResultData] | None = None,
                 schema: dict[str, Any] | None = None) -> SendResult:
     content = conversation.content(with_earlier=not known)
+    parts = conversation.parts(with_earlier=not known)
+    # (Checked before anything else is: a bad image is a 4xx with nothing written.)
+    attachments = (await runtime.media.prepare(parts, where="content")
+                   if parts is not None else None)
+    if attachments is not None:
+        content = attachments.content
     limit = runtime.settings.max_message_bytes
     if (len(content.encode()) + len(conversation.instructions.encode())
             + sum(len(r["output"].encode()) for r in results or ())) > limit:
@@ -347,7 +353,8 @@ async def _send(request: Request, runtime: Runtime, agent: str, key: str,
     origin.update(trace_origin(request) or {})
     return await runtime.send(agent, key, content, idempotency_key=idempotency_key,
                               mode="enqueue", priority="interactive", stream=stream,
-                              origin=origin or None, start=True, follow=stream)
+                              origin=origin or None, start=True, follow=stream,
+                              attachments=attachments)
 
 
 def _finished(run: RunRecord) -> RunRecord:

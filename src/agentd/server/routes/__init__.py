@@ -15,6 +15,7 @@ from agentd.server.routes import (
     heartbeat,
     identity,
     kernel,
+    mcp_oauth,
     memory,
     memory_entries,
     metrics,
@@ -33,6 +34,6 @@ from agentd.server.routes import (
 )
 
 __all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "evals", "events", "export",
-           "feed", "heartbeat", "identity", "kernel", "memory", "memory_entries", "metrics",
-           "overview", "run_list", "runs", "schedules", "secrets", "sessions", "skills",
-           "snapshots", "subtasks", "tools", "usage", "webhooks"]
+           "feed", "heartbeat", "identity", "kernel", "mcp_oauth", "memory", "memory_entries",
+           "metrics", "overview", "run_list", "runs", "schedules", "secrets", "sessions",
+           "skills", "snapshots", "subtasks", "tools", "usage", "webhooks"]

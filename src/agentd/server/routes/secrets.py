@@ -20,7 +20,13 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from agentd.doors.access import refused, require_agent, require_right, visible_agents
+from agentd.doors.access import (
+    refused,
+    require_agent,
+    require_right,
+    visible_agents,
+    whole_tenant,
+)
 from agentd.doors.http import model_response
 from agentd.errors import Forbidden, InvalidInput
 from agentd.secrets import MAX_VALUE, NAME_PATTERN
@@ -64,18 +70,6 @@ class SecretList(BaseModel):
     secrets: list[SecretOut]
 
 
-def _whole_tenant(principal: Principal, tenant: str) -> bool:
-    """Whether ``principal``'s scope holds every agent of ``tenant`` (and no other
-    tenant binds it)."""
-    access = principal.access
-    if principal.tenant is not None and principal.tenant != tenant:
-        return False
-    if access.everything:
-        return True
-    return (access.agent_patterns is None and access.tenants is not None
-            and access.tenants.fullmatch(tenant) is not None)
-
-
 async def _scope(request: Request, principal: Principal, tenant: str | None,
                  agent: str | None, *, field: str) -> tuple[str, str | None]:
     """The (tenant, agent) a request names, checked against its token's scope."""
@@ -91,7 +85,7 @@ async def _scope(request: Request, principal: Principal, tenant: str | None,
                                field=f"{field}.tenant")
         return own, agent
     tenant = tenant or principal.tenant or DEFAULT_TENANT
-    if not _whole_tenant(principal, tenant):
+    if not whole_tenant(principal, tenant):
         error = Forbidden(f"token {principal.label!r} may not use the secrets of tenant "
                           f"{tenant!r}: that needs a scope of the whole tenant (its scope "
                           f"is {principal.access.describe})", details={
@@ -134,7 +128,7 @@ async def list_secrets(
         visible = {a.name: tenant_of(a.settings)
                    for a in await visible_agents(request) or []}
         found = [s for s in found if (visible.get(s.agent) == s.tenant if s.agent
-                                      else _whole_tenant(principal, s.tenant))]
+                                      else whole_tenant(principal, s.tenant))]
     if agent is not None:
         found = [s for s in found if s.agent == agent]
     return model_response(SecretList, {"secrets": [s.to_api() for s in found]})

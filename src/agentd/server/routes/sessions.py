@@ -25,8 +25,10 @@ from agentd.doors.http import (
 from agentd.doors.sse import follow_frames, parse_last_event_id, sse_response
 from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
 from agentd.llm.messages import messages_adapter
+from agentd.media import SHA256, Attachments
 from agentd.memory.compaction import conversation_tokens
 from agentd.server.routes._deps import ERRORS, runtime_of
+from agentd.server.routes._parts import form_message, raw_parts
 from agentd.server.schemas import (
     CheckpointIn,
     CheckpointList,
@@ -52,6 +54,15 @@ MAX_EVENTS_PAGE = 10_000
 #: A page of sessions when a client pages without saying how many.
 DEFAULT_SESSION_PAGE = 100
 _STREAM = {"text/event-stream": {"schema": SseEvent.model_json_schema()}}
+#: A message as a multipart upload: MessageIn's fields as form fields, files as parts.
+_FORM = {"type": "object", "properties": {
+    "content": {"type": "string", "description": "The message's text."},
+    "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+             "description": "Images and files (any field name), in order after the text."},
+    "stream": {"type": "string", "enum": ["true", "false"]},
+    "wait": {"type": "string", "enum": ["true", "false"]},
+    "mode": {"type": "string", "enum": ["enqueue", "reject", "interrupt", "steer"]},
+    "priority": {"type": "string", "enum": ["interactive", "background", "batch"]}}}
 # What parse_last_event_id takes (the schema says so; the handler says why not).
 _EVENT_ID = r"^[0-9]{1,19}(@[^@]+)?$"
 
@@ -86,15 +97,29 @@ async def list_sessions(
         "next_after": page.next_after})
 
 
-async def _message_body(request: Request) -> MessageIn:
-    """Parse the body by hand: FastAPI's per-request dependency solving costs more than
+def _message_body(data: Any) -> MessageIn:
+    """Check the body by hand: FastAPI's per-request dependency solving costs more than
     the rest of a turn. The schema is published through ``openapi_extra``."""
-    data = loads_strict(await request.body())
     try:
         return MessageIn.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+async def _message(request: Request, runtime: Any) -> tuple[MessageIn, Attachments | None]:
+    """The message a request sends (JSON, or a multipart upload), and its parts checked
+    when it has more than text (nothing is written before they pass)."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        limits = runtime.media.limits
+        fields, parts = await form_message(request, limits.max_parts,
+                                           limits.max_part_bytes)
+        body = _message_body({**fields, "content": "-"})
+        return body, await runtime.media.prepare(parts, where="body.content")
+    body = _message_body(loads_strict(await request.body()))
+    if isinstance(body.content, str):
+        return body, None
+    return body, await runtime.media.prepare(raw_parts(body.content), where="body.content")
 
 
 @router.post(
@@ -107,7 +132,9 @@ async def _message_body(request: Request) -> MessageIn:
                **ERRORS(404, 409, 413, 422, 503)},
     openapi_extra={
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": MessageIn.model_json_schema()}}},
+            "application/json": {"schema": MessageIn.model_json_schema(
+                ref_template="#/components/schemas/{model}")},
+            "multipart/form-data": {"schema": _FORM}}},
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                         "schema": {"type": "string", "maxLength": 256},
                         "description": "Send the same key again to get the same run."}],
@@ -137,21 +164,24 @@ async def serve_message(app: Any, scope: Scope, receive: Receive, send: Send,
 
 async def _post_message(name: str, key: str, request: Request) -> Response:
     await require_agent(request, name)  # past FastAPI: the app's dependency is not run
-    body = await _message_body(request)
+    runtime = runtime_of(request)
+    body, attachments = await _message(request, runtime)
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
         raise InvalidInput("Idempotency-Key must be 1-256 characters")
-    runtime = runtime_of(request)
+    content = body.content if attachments is None else attachments.content
+    assert isinstance(content, str)
     limit = runtime.settings.max_message_bytes
-    if len(body.content) > limit // 4 and len(body.content.encode()) > limit:
+    if len(content) > limit // 4 and len(content.encode()) > limit:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
     origin: dict[str, Any] | None = trace_origin(request)
     if body.output_schema is not None:
         origin = {**(origin or {}), "output_schema": body.output_schema}
-    sent = await runtime.send(name, key, body.content, idempotency_key=idempotency_key,
+    sent = await runtime.send(name, key, content, idempotency_key=idempotency_key,
                               mode=body.mode, priority=priority, stream=body.stream,
-                              start=body.stream or body.wait, origin=origin)
+                              start=body.stream or body.wait, origin=origin,
+                              attachments=attachments)
     run = sent.run
     if body.stream:
         sub = runtime.subscribe(sent.session.id)
@@ -350,6 +380,27 @@ async def clear_session_policy(name: str, key: str, request: Request) -> Respons
     who = require_right(request, "use", "changing a session's policy")
     session = await runtime_of(request).set_session_policy(name, key, None, actor=who)
     return model_response(SessionOut, session.to_api(name))
+
+
+@router.get("/{key:path}/blobs/{blob}", responses={
+    200: {"description": "The bytes, with their media type",
+          "content": {"application/octet-stream": {"schema": {
+              "type": "string", "format": "binary"}}}}, **ERRORS(404, 422)})
+async def get_blob(name: str, key: str, blob: str, request: Request) -> Response:
+    """An image or file the session's log refers to (a part's ``blob``), by its SHA-256:
+    only through a session that refers to it, so a hash alone reads nothing. Served
+    inert: its own media type, ``nosniff``, a sandboxing CSP, and files as
+    attachments."""
+    if not SHA256.fullmatch(blob):
+        raise InvalidInput("a blob is the SHA-256 of its bytes (64 lower-case hex "
+                           "digits)", field="path.blob")
+    media_type, data = await runtime_of(request).session_blob(name, key, blob)
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=86400",
+               "Content-Security-Policy": "default-src 'none'; sandbox",
+               "ETag": f'"{blob}"'}
+    if not media_type.startswith("image/"):
+        headers["Content-Disposition"] = f'attachment; filename="{blob[:16]}"'
+    return Response(data, media_type=media_type, headers=headers)
 
 
 @router.get("/{key:path}", response_model=SessionOut, responses=ERRORS(404))

@@ -1,5 +1,5 @@
 // An agent (#/agents/NAME, a tab with ?tab=...): its state and controls, then tabs for
-// its settings, sessions, memory, schedules, skills and heartbeat. Live from the
+// its settings, sessions, memory, schedules, skills, heartbeat and OAuth MCP servers. Live from the
 // activity feed for this agent: its agent.updated / agent.state frames (a change by
 // another client, on any node) re-read the agent, its agent.deleted frame shows it gone
 // at once; a slow poll is the backstop while the feed is down. A deleted agent is said
@@ -14,6 +14,7 @@ import { heartbeatTab, sessionsTab } from "./agent-tabs.js";
 import { skillsTab } from "./agent-skills.js";
 import { schedulesTab } from "./agent-schedules.js";
 import { memoryTab } from "./agent-memory.js";
+import { mcpTab } from "./agent-mcp.js";
 
 export const title = "Agent";
 
@@ -24,6 +25,7 @@ const TABS = [
   ["schedules", "Schedules", schedulesTab],
   ["skills", "Skills", skillsTab],
   ["heartbeat", "Heartbeat", heartbeatTab],
+  ["mcp", "MCP", mcpTab],
 ];
 // The backstop only: the feed says when the agent changes.
 const POLL_MS = 30000;

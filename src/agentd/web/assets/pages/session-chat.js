@@ -1,9 +1,11 @@
 // The chat: the conversation as bubbles (the user's, the agent's, what the agent
 // posted), with notes where something interrupted it (a restore, a failure, a
-// decision waited for), and the reply being streamed. Text only, always.
+// decision waited for), and the reply being streamed. Text is text, always; a
+// message's images are thumbnails and its files chips (session-parts.js).
 
 import { h, pill, timeEl, visible } from "../ui.js";
 import { chatKind } from "./session-log.js";
+import { partsView } from "./session-parts.js";
 import { usageText } from "./session-steps.js";
 
 function meta(e, ...extra) {
@@ -47,7 +49,7 @@ export function chatRow(e, ctx) {
   const archived = ctx.isArchived(e.seq);
   let el;
   if (kind === "user") {
-    el = h("div.msg.msg-user", h("div.msg-text", d.content ?? ""),
+    el = h("div.msg.msg-user", h("div.msg-text", d.content ?? ""), partsView(d.parts, ctx.blobUrl),
       meta(e, d.steer ? pill("info", "steer") : null, e.kind === "message.added" ? pill("info", "added") : null,
         d.schedule_id ? pill("info", "schedule") : null,
         d.heartbeat ? pill("info", "heartbeat") : null, d.tainted ? h("span.pill.pill-taint", "tainted") : null));

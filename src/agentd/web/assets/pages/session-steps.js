@@ -5,6 +5,7 @@
 // as text only.
 
 import { fmtCost, fmtInt, fmtMs, fmtTokens, h, pill, timeEl, visible, visibleJson } from "../ui.js";
+import { partsView } from "./session-parts.js";
 
 const LONG = 1200;
 
@@ -113,7 +114,7 @@ function toolStarted(e) {
   ];
 }
 
-function toolFinished(e) {
+function toolFinished(e, ctx) {
   const d = e.data || {};
   const state = d.denied ? "denied" : d.skipped ? "skipped" : d.is_error ? "error" : "ok";
   return [
@@ -123,6 +124,7 @@ function toolFinished(e) {
       d.tainted ? h("span.pill.pill-taint", `tainted: ${d.tainted}`) : null),
     d.denied ? verdict(d.policy) : null,
     valueText(d.output ?? "", d.is_error ? "output bad" : "output"),
+    partsView(d.parts, ctx.blobUrl),
   ];
 }
 
@@ -225,7 +227,7 @@ function body(e, ctx) {
       return [title("›", d.steer ? "Steer message" : "User message",
         d.schedule_id ? pill("info", "schedule") : null, d.heartbeat ? pill("info", "heartbeat") : null,
         d.subtask_id ? pill("info", "subtask") : null, d.tainted ? h("span.pill.pill-taint", "tainted") : null),
-      longText(d.content)];
+      longText(d.content), partsView(d.parts, ctx.blobUrl)];
     case "message.assistant": return modelCall(e, ctx);
     case "message.added":
       return [title("›", d.role === "user" ? "User message added" : "Assistant message added",
@@ -233,7 +235,7 @@ function body(e, ctx) {
     case "message.proactive":
       return [title("›", "Posted by the agent", h("span.muted", `from ${d.from_session || "?"}`)), longText(d.content)];
     case "tool.started": return toolStarted(e);
-    case "tool.finished": return toolFinished(e);
+    case "tool.finished": return toolFinished(e, ctx);
     case "approval.requested": return approvalRequested(e, ctx);
     case "approval.decided": return approvalDecided(e);
     case "run.waiting":

@@ -41,6 +41,7 @@ export async function render(root, { agent, key }, ctx) {
     isArchived: (seq) => log.isArchived(seq),
     pendingApproval: (id) => log.activeRuns().some((r) => r.approval && r.approval.id === id),
     sessionHref: ctx.sessionHref,
+    blobUrl: (sha) => `${base}/blobs/${sha}`,
     restore, fork, decide,
     snapshotChanges: (ref, seq) => get(path`/v1/agents/${agent}/snapshots/${ref}`, { query: { session: key, seq } }),
   };
