@@ -56,6 +56,7 @@ __all__ = [
     "BrowserConfig",
     "Budget",
     "ConfigFileError",
+    "EvalsConfig",
     "HooksConfig",
     "Limit",
     "ProviderLimits",
@@ -385,6 +386,28 @@ class SandboxConfig(_Strict):
         for item in value:
             parse_endpoint(item)  # ValueError: pydantic reports which item
         return value
+
+
+class EvalsConfig(_Strict):
+    """Evaluations (``[evals]`` in agentd.toml; :mod:`agentd.evals`): how many of their
+    cases run at once, and what a case may take."""
+
+    #: Cases of every eval run this node runs at once (an eval run may ask for fewer);
+    #: the rest wait, queued in the store.
+    concurrency: int = Field(default=4, ge=1, le=256)
+    #: The kernel's class of eval cases' model calls (their forks' and judges'):
+    #: ``batch`` (the default) or ``background`` keeps interactive turns first.
+    priority: Literal["interactive", "background", "batch"] = "batch"
+    #: One grader of one case ends within this many seconds (a model-judged rubric's
+    #: call included), or the case errors.
+    grader_timeout_s: float = Field(default=120.0, gt=0, le=3600, allow_inf_nan=False)
+    #: A case's size as stored (its context, message and recorded run), in bytes.
+    max_case_bytes: int = Field(default=8 << 20, ge=1024, le=256 << 20)
+    #: Cases per suite.
+    max_cases: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: How often this node looks for queued cases without a nudge (another node's
+    #: eval runs, on a shared store), in seconds.
+    poll_s: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
 
 
 class WebhooksConfig(_Strict):
@@ -719,6 +742,8 @@ class Settings(BaseSettings):
     a2a: A2AConfig = Field(default_factory=A2AConfig)
     #: Outbound webhooks: which hosts subscriptions may name, retries, timeouts.
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    #: Evaluations: cases run at once, their class, graders' time limit.
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
     #: What agents' checks (``settings.hooks``) may call: callables, webhook hosts.
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     #: termo-agent's routes for one adapter-backed agent (``agentd serve --adapter``).

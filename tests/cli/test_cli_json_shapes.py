@@ -237,6 +237,18 @@ def _logs(w: World) -> list[str]:
     return ["logs", "--file", str(path)]
 
 
+def _last_eval(w: World) -> str:
+    with w.client() as c:
+        return str(c.list_eval_runs(c.find_suite("shapes")["id"], limit=1)[0]["id"])
+
+
+def _exported(w: World) -> list[str]:
+    path = w.tmp / "suite.jsonl"
+    with w.client() as c, c.export_suite(c.find_suite("shapes")["id"]) as lines:
+        path.write_bytes(b"".join(lines))
+    return ["eval", "import", str(path), "--agent", w.other, "--name", "imported"]
+
+
 #: Each command with --json, how to run it once (given the world).
 CASES: dict[str, Callable[[World], list[str]]] = {
     "list": lambda w: ["list"],
@@ -308,6 +320,13 @@ CASES: dict[str, Callable[[World], list[str]]] = {
     "audit list": lambda w: ["audit", "list"],
     "audit verify": lambda w: ["audit", "verify"],
     "reload": lambda w: ["reload"],
+    "eval add": lambda w: ["eval", "add", "shapes", "--from-run", w.ids["run"]],
+    "eval list": lambda w: ["eval", "list"],
+    "eval show": lambda w: ["eval", "show", "shapes"],
+    "eval run": lambda w: ["eval", "run", "shapes"],
+    "eval results": lambda w: ["eval", "results", _last_eval(w)],
+    "eval cancel": lambda w: ["eval", "cancel", _last_eval(w)],
+    "eval import": _exported,
 }
 #: Commands with --json this test does not run, and why.
 NOT_RUN = {

@@ -393,7 +393,7 @@ def test_new_commands_sit_in_their_help_panels() -> None:
         "sessions", "delete-session", "checkpoint", "checkpoints", "fork", "compact"
     ]
     assert panels["Runs"] == ["runs", "run", "cancel", "decide", "subtasks", "approvals",
-                             "approve", "deny", "trace", "replay", "export"]
+                             "approve", "deny", "trace", "replay", "export", "eval"]
     assert "stop-agent" not in panels["Daemon"]
 
 

@@ -122,7 +122,8 @@ _QUERIES = {"/v1/usage": {"by": "agent,tenant"}, "/v1/runs": {"limit": "200"},
 _LISTS = {"/v1/agents": ("agents", "name"), "/v1/runs": ("runs", "agent"),
           "/v1/approvals": ("approvals", "agent"), "/v1/schedules": ("schedules", "agent"),
           "/v1/webhooks": ("webhooks", "agent"), "/v1/usage": ("usage", "agent"),
-          "/v1/tenants": ("tenants", "name"), "/v1/tokens": ("tokens", "name")}
+          "/v1/tenants": ("tenants", "name"), "/v1/tokens": ("tokens", "name"),
+          "/v1/evals/suites": ("suites", "agent")}
 #: Admin-only operations, and those that need an operator; either needs a scope of
 #: every agent (a scoped admin holds no daemon-wide right: docs/security.md).
 _ADMIN = {("POST", "/v1/tenants"), ("PATCH", "/v1/tenants/{name}"),
@@ -171,6 +172,11 @@ def _native(method: str, path: str) -> Op | None:
                   **common)
     if path == "/v1/agents" and method == "POST":
         return Op("api", method, path, "name", expect="create", **common)
+    if path == "/v1/evals/suites" and method == "POST":
+        # (the agent is named in the body: a suite of an agent the caller may not use
+        # is refused as one of an agent that does not exist)
+        return Op("api", method, path, "name", expect="visible", **{
+            **common, "body": {"agent": "{name}", "name": "made-by-{caller}"}})
     kind = classify(method, path)
     if kind == "agent":
         return Op("api", method, path, "name", expect="same" if method == "GET" or

@@ -27,7 +27,9 @@ __all__ = ["Call", "Checker", "calls_of", "verdict"]
 
 _OWNED_GET = {"run_id": "/v1/runs/{}", "checkpoint_id": "/v1/checkpoints/{}",
               "schedule_id": "/v1/schedules/{}", "webhook_id": "/v1/webhooks/{}",
-              "delivery_id": "/v1/webhook-deliveries/{}", "approval_id": "/v1/approvals/{}"}
+              "delivery_id": "/v1/webhook-deliveries/{}", "approval_id": "/v1/approvals/{}",
+              "fork_id": "/v1/forks/{}", "suite_id": "/v1/evals/suites/{}",
+              "eval_run_id": "/v1/evals/runs/{}"}
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,10 @@ class Checker:
                 words += [name, f"{name}:{THREAD}", *(seeded.values() if seeded else ())]
         words += [t for t in self.built.spec.tenants
                   if not caller.sees_tenant(t) and t not in shown_tenants]
-        return words
+        # A refusal may describe the caller's own scope ("its scope is agents t0.*,
+        # by02 ..."): a pattern of its own that is a hidden agent's exact name tells it
+        # nothing it did not send.
+        return [w for w in words if w not in (caller.agents or ())]
 
     async def _daemon(self, call: Call) -> None:
         out = await self.send(call, "")

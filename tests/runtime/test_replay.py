@@ -8,64 +8,28 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
+from tests.runtime.recording import CALLS, MODEL_CALLS, call, count_calls, peek, with_tools
 
 from agentd.assembly import Runtime
 from agentd.config import Settings
 from agentd.errors import Conflict, InvalidInput, RunNotFound
-from agentd.llm.scripted import ScriptedModel, enqueue
+from agentd.llm.scripted import enqueue
 from agentd.store import open_store
 from agentd.store.records import RunRecord
-from agentd.tools import ToolContext, tool
-
-CALLS: list[str] = []
-MODEL_CALLS: list[str] = []
-
-
-@tool(read_only=True)
-def peek(key: str) -> str:
-    """A read (runs alongside other reads)."""
-    CALLS.append(f"peek {key}")
-    return f"value of {key}"
-
-
-@tool
-def put(ctx: ToolContext, key: str) -> str:
-    """A write (runs alone)."""
-    CALLS.append(f"put {key}")
-    return f"stored {key} ({ctx.call_id})"
-
-
-@tool(needs_approval=True)
-def deploy(target: str) -> str:
-    """Asks a person first."""
-    CALLS.append(f"deploy {target}")
-    return f"deployed to {target}"
 
 
 @pytest.fixture
 def runtime(runtime: Runtime) -> Runtime:
-    """The conftest's runtime, with this module's tools."""
-    for t in (peek, put, deploy):
-        runtime.tools.register(t)
-    return runtime
+    """The conftest's runtime, with the tools of tests/runtime/recording.py."""
+    return with_tools(runtime)
 
 
 @pytest.fixture(autouse=True)
 def _counting(monkeypatch: pytest.MonkeyPatch) -> None:
-    CALLS.clear()
-    MODEL_CALLS.clear()
-    original = ScriptedModel.stream
-
-    async def stream(self: ScriptedModel, request: Any) -> Any:
-        MODEL_CALLS.append(self.spec)
-        async for event in original(self, request):
-            yield event
-
-    monkeypatch.setattr(ScriptedModel, "stream", stream)
+    count_calls(monkeypatch)
 
 
-def _call(name: str, **arguments: Any) -> dict[str, Any]:
-    return {"name": name, "arguments": arguments}
+_call = call
 
 
 async def _run(rt: Runtime, text: str = "go", key: str = "k") -> RunRecord:

@@ -3,7 +3,8 @@
 
 ``acme-bot`` (tenant ``acme``) and ``globex-bot`` (tenant ``globex``) each get a
 completed run, a run waiting for an approval, a checkpoint, a schedule, a webhook
-with a delivery, a memory entry and a memory block. Three tokens:
+with a delivery, a memory entry and a memory block, a fork of the completed run, and
+an eval suite with that run as its case and one eval run. Three tokens:
 
 - ``token-1`` (ACME): ``tenants = ["acme"]``;
 - ``token-2`` (GLOBEX): ``agents = ["globex-*"]``, ``namespaces = ["globex:*"]``;
@@ -137,6 +138,18 @@ async def seed(api: httpx.AsyncClient, name: str, *,
     await _ok(await api.put(f"/v1/agents/{name}/memory/blocks/persona", headers=h,
                             json={"value": f"I am {name}"}))
     out.ids["label"] = "persona"
+    fork = await _ok(await api.post(f"/v1/runs/{out.ids['run_id']}/fork", headers=h,
+                                    json={"from_step": 1}), 200)
+    out.ids["fork_id"] = fork["fork_id"]
+    suite = await _ok(await api.post("/v1/evals/suites", headers=h,
+                                     json={"agent": name, "name": "smoke"}), 201)
+    out.ids["suite_id"] = suite["id"]
+    case = await _ok(await api.post(f"/v1/evals/suites/{suite['id']}/cases", headers=h,
+                                    json={"from_run": out.ids["run_id"]}), 201)
+    out.ids["case_id"] = case["cases"][0]["id"]
+    evaluated = await _ok(await api.post(f"/v1/evals/suites/{suite['id']}/runs", headers=h,
+                                         json={"wait": True}), 200)
+    out.ids["eval_run_id"] = evaluated["id"]
     return out
 
 

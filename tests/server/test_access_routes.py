@@ -37,11 +37,13 @@ from agentd.assembly import Runtime
 
 #: Path parameters naming an object that belongs to one agent.
 ID_PARAMS = ("run_id", "checkpoint_id", "schedule_id", "webhook_id", "delivery_id",
-             "approval_id")
+             "approval_id", "fork_id", "suite_id", "eval_run_id")
 #: Values of ids that name nothing.
 GHOST_IDS = {"run_id": "run_0ghost0000000", "checkpoint_id": "ck_0ghost0000000",
              "schedule_id": "sch_0ghost00000", "webhook_id": "wh_0ghost000000",
-             "delivery_id": "whd_0ghost00000", "approval_id": "ap_0ghost000000"}
+             "delivery_id": "whd_0ghost00000", "approval_id": "ap_0ghost000000",
+             "fork_id": "fk_0ghost0000000", "suite_id": "es_0ghost0000000",
+             "eval_run_id": "er_0ghost0000000"}
 GHOST_AGENT = "nobody-bot"
 #: Operations no agent scope applies to, and where they are tested instead.
 NOT_PER_AGENT = {
@@ -73,6 +75,8 @@ NOT_PER_AGENT = {
     ("GET", "/v1/mcp/oauth/callback"): "public: a login's state is its credential, bound "
                                        "to the agent and token that started it: "
                                        "tests/oauth/test_mcp_login_attacks.py",
+    ("POST", "/v1/evals/suites"): "the agent is in the body: tests/server/test_eval_api.py "
+                                  "(and the isolation property)",
 }
 #: Bodies that get past validation, so that the handler's own check is what answers.
 BODIES: dict[tuple[str, str], Any] = {
@@ -88,13 +92,17 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/v1/agents/{name}/memory/blocks/{label}"): {"value": "planted"},
     ("POST", "/v1/agents/{name}/schedules"): {"every_s": 86400, "content": "x"},
     ("POST", "/v1/agents/{name}/webhooks"): {"url": "http://127.0.0.1:9/x"},
+    ("POST", "/v1/runs/{run_id}/fork"): {"from_step": 1},
+    ("POST", "/v1/evals/suites/{suite_id}/cases"): {"from_run": "r_0ghost0000000"},
+    ("POST", "/v1/evals/suites/{suite_id}/runs"): {},
 }
 #: List routes and, for each, a query showing every agent's items grouped by agent.
 LISTS = {"/v1/agents": {}, "/v1/runs": {}, "/v1/approvals": {}, "/v1/schedules": {},
-         "/v1/webhooks": {}, "/v1/usage": {"by": "agent,tenant"}, "/v1/export/runs": {}}
+         "/v1/webhooks": {}, "/v1/usage": {"by": "agent,tenant"}, "/v1/export/runs": {},
+         "/v1/evals/suites": {}}
 #: List routes taking ``?agent=``: an agent outside the scope is unknown there.
 AGENT_FILTERS = ("/v1/runs", "/v1/approvals", "/v1/schedules", "/v1/webhooks",
-                 "/v1/export/runs")
+                 "/v1/export/runs", "/v1/evals/suites")
 
 
 @pytest.fixture
@@ -390,7 +398,7 @@ async def test_pages_of_a_scope_with_several_agents(
     everything = await pages(ADMIN)
     mine = await pages(ACME)
     assert mine == [r for r in everything if r.split(":")[0] in ("acme-bot", "acme-2")]
-    assert len(mine) == 2 + 2 * 3  # acme-bot: 2 seeded + 3, acme-2: 3
+    assert len(mine) == 3 + 2 * 3  # acme-bot: 3 seeded (one a fork's) + 3, acme-2: 3
     schedules = (await api.get("/v1/schedules", headers=auth(ACME))).json()["schedules"]
     assert sorted(s["agent"] for s in schedules) == ["acme-2", "acme-bot"]
 

@@ -216,7 +216,8 @@ async def test_usage_reports_are_sent_as_their_schema_says(client: httpx.AsyncCl
 
 # Codes built at run time, each with what it can be.
 DYNAMIC = {"f'agent_{agent.state}'": ("agent_paused", "agent_stopped", "agent_error"),
-           "f'agent_{state}'": ("agent_paused", "agent_stopped", "agent_error")}
+           "f'agent_{state}'": ("agent_paused", "agent_stopped", "agent_error"),
+           "f\"{kind.rstrip(':')}_busy\"": ("replay_busy", "fork_busy")}
 
 
 def codes_in_source() -> dict[str, set[str]]:

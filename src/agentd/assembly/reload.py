@@ -129,6 +129,7 @@ FIELDS: Final[Mapping[str, Apply]] = MappingProxyType({
     "adapters": "restart",
     "a2a": "restart",
     "webhooks": "restart",
+    "evals": "restart",
     "hooks": "restart",
     "termo": "restart",
     "channels": "restart",

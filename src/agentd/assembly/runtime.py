@@ -43,6 +43,7 @@ from typing import Any
 
 from agentd.adapters import AdapterModel, AdapterModels, Adapters
 from agentd.adapters.executor import AdapterExecutor
+from agentd.assembly._eval_calls import EvalCalls
 from agentd.assembly._media import check_vision, make_media, with_blobs
 from agentd.assembly._media import resolve as resolve_blobs
 from agentd.assembly._memory_calls import MemoryCalls
@@ -64,6 +65,7 @@ from agentd.channels.telegram import TelegramChannel
 from agentd.clock import SYSTEM, Clock
 from agentd.config import Settings
 from agentd.errors import AgentNotFound, InvalidInput, NotFound
+from agentd.evals import Evals
 from agentd.events import CompactionStrategy, MessageAddedData
 from agentd.hooks import HookRunner
 from agentd.identity import Identity
@@ -84,6 +86,7 @@ from agentd.runtime.bus import EventBus, Feed, FeedItem, Subscription, Token, fo
 from agentd.runtime.cluster_limits import ClusterGate
 from agentd.runtime.executors import ExecutorFactory, permissions_for
 from agentd.runtime.follower import LogFollower
+from agentd.runtime.fork import Forks
 from agentd.runtime.guard import Guard
 from agentd.runtime.history import HistoryCache, SessionHistory
 from agentd.runtime.housekeeping import Housekeeper, Job
@@ -149,7 +152,7 @@ DEMO_INSTRUCTIONS = (
 )
 
 
-class Runtime(MemoryCalls):
+class Runtime(MemoryCalls, EvalCalls):
     """Agents, sessions and runs on one store, driven by one supervisor."""
 
     def __init__(self, settings: Settings, store: Store, tools: ToolRegistry | None = None,
@@ -278,6 +281,8 @@ class Runtime(MemoryCalls):
                          supervisor=self.supervisor, runlog=self.runlog,
                          accepting=lambda: self._accepting, lease_ttl_s=self.lease.ttl)
         self.replays = Replays(self.executors, self.runs)
+        self.forks = Forks(self.executors, self.runs, self.replays)
+        self.executors.fork = self.forks.build
         self.executors.replay = self.replays.build
         self.lifecycle = Lifecycle(store, bus=self.bus, histories=self.histories,
                                    agents=self.agents, runs=self.runs,
@@ -350,6 +355,10 @@ class Runtime(MemoryCalls):
                                  exclusive=self.exclusive)
         #: Agents' checks (``settings.hooks``, ``[hooks]``).
         self.hooks = HookRunner(settings.hooks, daemon_ports=(settings.port,))
+        #: Evaluations: suites of cases forked onto a candidate (``[evals]``).
+        self.evals = Evals(store, forks=self.forks, runs=self.runs, agents=self.agents,
+                           kernel=self.kernel, config=settings.evals, clock=clock,
+                           node_id=settings.node_id, delete_session=self.sessions.delete)
         self.executors.checks = self.hooks
         self.agents.checks.append(self.hooks.check_settings)
         #: Spans of every run from the log, exported over OTLP when traces are on
@@ -433,6 +442,8 @@ class Runtime(MemoryCalls):
             # Tokens revoked and quotas changed on another node apply here within this.
             register(Job(name="identity", period_s=1.0, run=self.identity.poll))
         register(Job(name="webhook_deliveries", period_s=3600.0, run=self.webhooks.prune))
+        # Scratch workspaces of forks that will not run again (cancelled in the queue).
+        register(Job(name="fork_copies", period_s=600.0, run=self.forks.sweep))
         if self.browsers is not None:
             register(Job(name="browsers", period_s=min(max(s.browser.idle_s / 4, 0.05), 60.0),
                          run=self.browsers.close_idle))
@@ -507,6 +518,7 @@ class Runtime(MemoryCalls):
         self._accepting = True
         self.schedules.start()
         self.webhooks.start()
+        self.evals.start()
         self.telegram.start()
         self.traces.start()
         if self.metrics is not None:
@@ -525,6 +537,7 @@ class Runtime(MemoryCalls):
         await asyncio.gather(*self._guards, return_exceptions=True)
         await self.schedules.stop()
         await self.webhooks.stop()
+        await self.evals.stop()
         await self.hooks.close()
         await self.telegram.close()
         await self.follower.stop()
@@ -559,6 +572,7 @@ class Runtime(MemoryCalls):
     async def close(self) -> None:
         """Shut down (see :meth:`begin_shutdown`) and close the store."""
         await self.begin_shutdown()
+        await self.forks.close()
         await self.agents.close()
         await self.identity.close()  # (what is queued for the audit log is written)
         await self.store.close()

@@ -1,5 +1,6 @@
 """Checkpoint commands: `checkpoint` and `checkpoints`, `resume` (an agent, or a session
-back to a checkpoint or seq) and `fork`.
+back to a checkpoint or seq) and `fork` (a session at a checkpoint or seq, or a run
+onto another model from a step: :mod:`agentd.cli._fork`).
 
 Which form of `resume` and `fork` is meant follows from the arguments; a combination
 that names no single form is a usage error (exit 2) before anything is sent.
@@ -13,6 +14,14 @@ import typer
 from rich.markup import escape
 
 from agentd.cli._common import AgentArg, connect, echo_json, out
+from agentd.cli._fork import (
+    RUN_ID,
+    InstructionsOption,
+    ModelOption,
+    SettingsOption,
+    ToolsOption,
+    fork_run,
+)
 from agentd.cli._render import checkpoint_line, checkpoints_table, restored_line
 from agentd.cli._safe import terminal_safe
 
@@ -214,7 +223,10 @@ def resume(
 
 def fork(
     ctx: typer.Context,
-    agent: OptionalAgentArg = None,
+    agent: Annotated[str | None, typer.Argument(
+        metavar="AGENT|RUN", help="Agent name; or a finished run's id (r_...) to fork the "
+                                  "run onto another model from a step.",
+        show_default=False)] = None,
     session: OptionalSessionArg = None,
     checkpoint: CheckpointOption = None,
     seq: SeqOption = None,
@@ -227,25 +239,56 @@ def fork(
             show_default=False,
         ),
     ] = None,
+    from_step: Annotated[int | None, typer.Option(
+        "--from-step", "-k", min=1, metavar="K",
+        help="RUN: the first step the candidate runs (default 1: the whole run); the "
+             "steps before come from the run's log.", show_default=False)] = None,
+    model: ModelOption = None,
+    instructions: InstructionsOption = None,
+    settings: SettingsOption = None,
+    tools: ToolsOption = "recorded",
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="RUN: wait for the fork's run to end.")] = True,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the new session as JSON.")
+        bool, typer.Option("--json", help="Print the new session (or the run's fork "
+                                          "report) as JSON.")
     ] = False,
 ) -> None:
-    """Copy a session as it was at a checkpoint or seq into a new session; print its key.
+    """Copy a session as it was at a checkpoint or seq into a new session; or fork a
+    finished run onto another model, instructions or settings from one of its steps.
 
-    The new session starts with the copied events (renumbered from 1) and a
+    A session's fork starts with the copied events (renumbered from 1) and a
     [bold]session.forked[/] event; the session forked from is left as it is.
     [bold]agentd fork --checkpoint ID[/] forks a checkpoint's session by the id alone.
+
+    [bold]agentd fork RUN[/] serves the run's steps before [bold]--from-step[/] from its
+    log (no model call, no tool run); from there the candidate runs for real, in a
+    scratch session [bold]fork:RUN:N[/] of the same agent, its model calls charged to
+    the agent. The report shows the first step where it decided differently, the tool
+    calls it added and removed, both answers and both runs' tokens and cost; the
+    original run, its session and its workspace are not touched.
 
     [bold]Examples[/]
       $ agentd fork demo user:42 --checkpoint before-refactor --key user:42-retry
       $ agentd fork demo cli --seq 10
       $ NEW=$(agentd fork --checkpoint c_0192c3d4e5f6a1b2c3d4e5f6a7); agentd send demo hi -s "$NEW"
+      $ agentd fork r_0192c3d4e5f6a1b2c3d4e5f6a7 --from-step 3 --model openai:gpt-4.1
+      $ agentd fork "$RUN" --settings '{"temperature": 0}' --json | jq .first_divergence
     """
+    candidate = (from_step, model, instructions, settings)
+    if (agent is not None and session is None and checkpoint is None and seq is None
+            and key is None and RUN_ID.fullmatch(agent)):
+        fork_run(ctx, agent, from_step=from_step or 1, model=model,
+                 instructions=instructions, settings=settings, tools=tools, wait=wait,
+                 as_json=as_json)
+        return
+    if any(v is not None for v in candidate) or tools != "recorded" or not wait:
+        ctx.fail("--from-step, --model, --instructions, --settings, --tools and --no-wait "
+                 "fork a run: give its id alone (fork RUN --from-step K)")
     if _target(ctx, "fork", agent, session, checkpoint, seq) == "agent":
         ctx.fail(
             "give SESSION and --checkpoint or --seq too (fork AGENT SESSION --seq N), "
-            "or only --checkpoint ID"
+            "or only --checkpoint ID, or a run's id alone (fork RUN --from-step K)"
         )
     with connect(ctx) as client:
         if agent is not None and session is not None:

@@ -23,6 +23,7 @@ from agentd.cli import (
     _compact,
     _daemon,
     _edit,
+    _evals,
     _export,
     _heartbeat,
     _identity,
@@ -643,6 +644,7 @@ app.command(rich_help_panel="Runs")(_approvals.deny)
 app.command(rich_help_panel="Runs")(_trace.trace)
 app.command(rich_help_panel="Runs")(_replay.replay)
 app.add_typer(_export.export_app, name="export", rich_help_panel="Runs")
+app.add_typer(_evals.eval_app, name="eval", rich_help_panel="Runs")
 
 app.command(rich_help_panel="Usage")(_usage.usage)
 

@@ -24,8 +24,8 @@ Errors::
 
 The client is composed by area (``_agents``, ``_sessions``, ``_runs``, ``_approvals``,
 ``_usage``, ``_memory``, ``_export``, ``_skills``, ``_schedules``, ``_webhooks``,
-``_secrets``, ``_mcp``, ``_identity``, ``_admin``) over one transport (``_base``); only the names
-below are public.
+``_secrets``, ``_mcp``, ``_identity``, ``_evals``, ``_admin``) over one transport
+(``_base``); only the names below are public.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from agentd.client._errors import (
     RunFailed,
     WaitTimeout,
 )
+from agentd.client._evals import EvalsAPI
 from agentd.client._export import ExportAPI
 from agentd.client._heartbeat import HeartbeatAPI
 from agentd.client._identity import IdentityAPI
@@ -70,7 +71,7 @@ __all__ = [
 
 class Client(AgentsAPI, RunsAPI, ApprovalsAPI, UsageAPI, MemoryAPI, SkillsAPI,
              SchedulesAPI, HeartbeatAPI, WebhooksAPI, SecretsAPI, MCPAuthAPI, IdentityAPI,
-             ExportAPI, AdminAPI):
+             ExportAPI, EvalsAPI, AdminAPI):
     """Synchronous client for one agentd daemon.
 
     Args:

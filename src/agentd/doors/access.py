@@ -14,6 +14,7 @@ does not exist (that object's own not-found). Nothing is written before the chec
 :func:`require_run`            a run by id (404 ``run_not_found``)
 :func:`visible_agents`         a list route's agents (None: every agent)
 :func:`require_new_agent`      creating or changing an agent keeps it in the scope
+:func:`require_candidate`      a fork's or eval run's settings keep the agent there
 :func:`require_unscoped`       daemon-wide writes (skills) are for unscoped tokens
 :func:`runtime_of`             the runtime a request reaches (the one way in)
 :func:`whole_tenant`           a scope holding every agent of a tenant (its secrets)
@@ -37,8 +38,8 @@ from agentd.store.records import AgentRecord
 
 __all__ = ["AGENT_PATH", "access_of", "agent_in_scope", "filter_agents", "may_use",
            "new_agent_settings", "not_found", "refused", "require_agent",
-           "require_new_agent", "require_owner", "require_right", "require_run",
-           "require_unscoped", "runtime_of", "visible_agents", "whole_tenant"]
+           "require_candidate", "require_new_agent", "require_owner", "require_right",
+           "require_run", "require_unscoped", "runtime_of", "visible_agents", "whole_tenant"]
 
 def runtime_of(request: HTTPConnection) -> Runtime:
     """The runtime a request reaches: every door's one way to the agents."""
@@ -212,6 +213,17 @@ def require_new_agent(conn: HTTPConnection, name: str, settings: Mapping[str, An
                         f"namespace(s) {', '.join(map(repr, added))} (its scope's "
                         "`namespaces` do not match)",
                         details={"field": "body.settings.memory.namespaces"})
+
+
+async def require_candidate(conn: HTTPConnection, name: str,
+                            settings: Mapping[str, Any] | None) -> None:
+    """A fork's or an eval run's ``settings`` over agent ``name``'s keep it where the
+    request's scope allows (:func:`require_new_agent` of the settings it would run
+    with): a candidate gains no tenant or namespace its token could not give."""
+    if not settings or access_of(conn.scope).everything:
+        return
+    stored = await _runtime(conn).stored_agent(name)
+    require_new_agent(conn, name, {**stored.settings, **settings}, stored)
 
 
 def require_unscoped(conn: HTTPConnection, what: str) -> None:

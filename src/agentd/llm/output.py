@@ -34,8 +34,8 @@ from agentd.llm.messages import ModelRequest, OutputFormat
 
 __all__ = ["MAX_ANSWER_BYTES", "MAX_ANSWER_DEPTH", "MAX_ANSWER_VALUES", "MAX_REFS",
            "MAX_SCHEMA_BYTES", "MAX_SCHEMA_DEPTH", "MAX_UNIQUE_ITEMS", "OutputProblem",
-           "Parsed", "check_schema", "example", "for_target", "format_of", "parse_output",
-           "repair_prompt", "strict_ready", "validate_inline"]
+           "Parsed", "check_pattern", "check_schema", "example", "for_target", "format_of",
+           "parse_output", "repair_prompt", "strict_ready", "validate_inline"]
 
 #: A schema's size as JSON, and how deep its objects and arrays nest. (Checking one
 #: against the draft 2020-12 meta-schema costs jsonschema about 15 ms of CPU per KiB.)
@@ -204,7 +204,7 @@ def _check_refs(schema: dict[str, Any], where: str) -> dict[str, Any]:
                                field=where)
         for pattern in [node.get("pattern"), *(node.get("patternProperties") or {})]:
             if isinstance(pattern, str):
-                _check_pattern(pattern, where)
+                check_pattern(pattern, where)
         ref = node.get("$ref")
         if ref is None:
             continue
@@ -228,7 +228,10 @@ def _check_refs(schema: dict[str, Any], where: str) -> dict[str, Any]:
     return targets
 
 
-def _check_pattern(pattern: str, where: str) -> None:
+def check_pattern(pattern: str, where: str) -> None:
+    """A regular expression from a client, refused (422 naming ``where``) when it is
+    too long or quantifies a group that holds a quantifier (catastrophic backtracking
+    on a hostile text): the guard on output schemas' ``pattern`` s."""
     if len(pattern) > _PATTERN_CHARS:
         raise InvalidInput(f"{where}: a pattern is longer than {_PATTERN_CHARS} "
                            "characters", field=where)

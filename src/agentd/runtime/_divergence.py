@@ -13,6 +13,7 @@ else must be equal.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ import orjson
 
 from agentd.store.records import EventRecord
 
-__all__ = ["first_divergence", "normalised"]
+__all__ = ["calls_diff", "calls_of", "compared", "first_divergence", "normalised",
+           "usage_from"]
 
 #: Kinds that are not the loop's decisions (see the module's docstring).
 _SET_ASIDE = frozenset({
@@ -110,3 +112,78 @@ def first_divergence(expected: list[tuple[int, dict[str, Any]]],
                 "expected": None if want is None else want[1],
                 "got": None if have is None else have[1]}
     return None
+
+
+# -- a fork against its original (agentd.runtime.fork) ------------------------------------
+
+#: Keys a fork's events differ by on purpose: its message names the fork, and the
+#: answers it served from the log carry no usage (the original paid for them).
+_FORK_KEYS: dict[str, frozenset[str]] = {
+    "message.user": frozenset({"fork"}),
+    "message.assistant": frozenset({"usage"}),
+    "run.completed": frozenset({"usage"}),
+    "run.failed": frozenset({"usage"}),
+    "run.cancelled": frozenset({"usage"}),
+}
+
+
+def compared(items: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`normalised` events with what a fork changes on purpose set aside."""
+    out = []
+    for step, item in items:
+        drop = _FORK_KEYS.get(item["kind"])
+        if drop:
+            item = {"kind": item["kind"],
+                    "data": {k: v for k, v in item["data"].items() if k not in drop}}
+        out.append((step, item))
+    return out
+
+
+def calls_of(events: Sequence[EventRecord], run_id: str, from_step: int = 1
+             ) -> list[dict[str, Any]]:
+    """The tool calls ``run_id`` 's model asked for from ``from_step`` on: ``{step,
+    name, arguments}`` in order."""
+    out: list[dict[str, Any]] = []
+    for e in events:
+        if e.run_id != run_id or e.kind != "message.assistant":
+            continue
+        step = int(e.data.get("step") or 0)
+        if step >= from_step:
+            out.extend({"step": step, "name": c.get("name"),
+                        "arguments": c.get("arguments") or {}}
+                       for c in e.data.get("tool_calls") or ())
+    return out
+
+
+def _key(call: dict[str, Any]) -> bytes:
+    return orjson.dumps([call["name"], call["arguments"]], option=orjson.OPT_SORT_KEYS)
+
+
+def calls_diff(original: list[dict[str, Any]], fork: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The calls (name and arguments, as many times as the difference) the fork made
+    that the original did not, and those the original made that the fork did not."""
+    had, has = Counter(map(_key, original)), Counter(map(_key, fork))
+    added, removed = has - had, had - has
+    pick = {_key(c): {"name": c["name"], "arguments": c["arguments"]}
+            for c in (*original, *fork)}
+    return ([pick[k] for k, n in added.items() for _ in range(n)],
+            [pick[k] for k, n in removed.items() for _ in range(n)])
+
+
+def usage_from(events: Sequence[EventRecord], run_id: str, from_step: int
+               ) -> dict[str, Any]:
+    """The tokens (and cost, where priced) of ``run_id`` 's model answers from
+    ``from_step`` on."""
+    total: dict[str, Any] = {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0}
+    for e in events:
+        if e.run_id != run_id or e.kind != "message.assistant":
+            continue
+        usage = e.data.get("usage")
+        if not usage or int(e.data.get("step") or 0) < from_step:
+            continue
+        for k in ("input_tokens", "output_tokens", "cached_tokens"):
+            total[k] += int(usage.get(k) or 0)
+        if "cost_usd" in usage:
+            total["cost_usd"] = round(total.get("cost_usd", 0.0) + float(usage["cost_usd"]), 6)
+    return total

@@ -43,7 +43,8 @@ from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
-__all__ = ["Answers", "RecordedModel", "Recording", "ReplayExecutor", "recorded_tools"]
+__all__ = ["Answers", "RecordedModel", "Recording", "ReplayExecutor", "recorded_tools",
+           "serve_result"]
 
 #: The note the loop puts after an output it cut (``render_output``).
 _TRUNCATED = re.compile(r"\n\[output truncated: (\d+) characters in all\]")
@@ -249,22 +250,27 @@ def _served(t: Tool, recording: Recording) -> Any:
         if not queue:
             raise ToolError(f"replay: the original run has no result for call "
                             f"{ctx.call_id!r} of {t.name}", code="replay_diverged")
-        result = queue.popleft()
-        if result.get("sandbox") is not None:
-            ctx.sandboxed = result["sandbox"]
-        tainted = result.get("tainted")
-        ctx.reached_outside = tainted is not None
-        if tainted is not None and not t.untrusted_output:
-            ctx.untrusted = tainted
-        if result.get("is_error"):
-            raise ToolError(str(result.get("output", "")), code="tool_error")
-        output = _untruncated(str(result.get("output", "")))
-        parts = result.get("parts")
-        # Images the call returned: by reference, as recorded (the replay's session,
-        # a fork of the run's, refers to their blobs).
-        return ToolOutput(text=output, kept=tuple(parts)) if parts else output
+        return serve_result(ctx, t, queue.popleft())
 
     return serve
+
+
+def serve_result(ctx: ToolContext, t: Tool, result: ToolFinishedData) -> str | ToolOutput:
+    """A call of ``t`` answered with the recorded ``result``: its output (an error
+    result raised as the :class:`ToolError` it was), its sandbox and its taint."""
+    if result.get("sandbox") is not None:
+        ctx.sandboxed = result["sandbox"]
+    tainted = result.get("tainted")
+    ctx.reached_outside = tainted is not None
+    if tainted is not None and not t.untrusted_output:
+        ctx.untrusted = tainted
+    if result.get("is_error"):
+        raise ToolError(str(result.get("output", "")), code="tool_error")
+    output = _untruncated(str(result.get("output", "")))
+    parts = result.get("parts")
+    # Images the call returned: by reference, as recorded (the replay's session, a
+    # fork of the run's, refers to their blobs).
+    return ToolOutput(text=output, kept=tuple(parts)) if parts else output
 
 
 def _untruncated(output: str) -> str:
@@ -364,6 +370,15 @@ class ReplayExecutor(RunExecutor):
         recorded: dict[str, Any] = dict(queue.popleft()) if queue else {
             "action": "deny" if kind == "policy" else "fail", "by": "replay",
             "reason": "replay: the original run has no decision about this call"}
+        return await self._ask_decided(call, recorded, kind=kind, pending=pending,
+                                       verdict=verdict)
+
+    async def _ask_decided(self, call: ToolCall, recorded: dict[str, Any], *,
+                           kind: Literal["policy", "unknown_outcome"],
+                           pending: ApprovalRequestedData | None,
+                           verdict: Verdict | None) -> ApprovalDecidedData:
+        """Ask as the loop does (the request is logged), and decide at once as
+        ``recorded`` says."""
         asked = asyncio.ensure_future(super()._ask(call, kind=kind, pending=pending,
                                                    verdict=verdict))
         waiting = asyncio.ensure_future(self._asking.wait())

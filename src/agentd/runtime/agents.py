@@ -470,6 +470,39 @@ class Agents:
         self._plans[name] = replace(resolved, key=(agent.model, _settings_key(agent)))
         return agent
 
+    async def candidate(self, agent: AgentRecord, *, model: str | None = None,
+                        instructions: str | None = None,
+                        settings: Mapping[str, Any] | None = None,
+                        actor: Principal | None = None) -> tuple[AgentRecord, AgentPlan]:
+        """``agent`` as another configuration would have it (a fork, an eval run):
+        ``model`` and ``instructions`` in place of its own, ``settings`` keys over its
+        own. Checked as a change of the agent by ``actor`` is (the operator-only
+        settings its role may not set, the models, the capabilities' checks), saved
+        nowhere: the record and its plan, whose models the caller closes
+        (:meth:`close_plan`). A candidate cannot move the agent to another tenant."""
+        merged = {**agent.settings, **(settings or {})}
+        if tenant_of(merged) != tenant_of(agent.settings):
+            raise InvalidInput("a candidate configuration runs in its agent's tenant: "
+                               "settings.tenant cannot change", field="body.settings.tenant")
+        record = replace(agent, model=model or agent.model, settings=merged,
+                         instructions=agent.instructions if instructions is None
+                         else instructions)
+        plan = self._validate(agent.name, record.model, record.tools, merged, actor=actor,
+                              before=agent)
+        try:
+            for check in self.async_checks:
+                await check(agent.name, plan.settings)
+        except BaseException:
+            await self.close_plan(plan)
+            raise
+        return record, plan
+
+    @staticmethod
+    async def close_plan(plan: AgentPlan) -> None:
+        """Close the model clients of a plan this registry does not hold."""
+        for target in plan.targets:
+            await target.model.aclose()
+
     async def set_state(self, name: str, state: AgentState) -> AgentRecord:
         """Store the agent's new state (nothing else: runs are the lifecycle's) and
         keep it awake as it is now."""

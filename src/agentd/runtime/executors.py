@@ -41,8 +41,8 @@ from agentd.tools.mcp_oauth import TokenSource
 from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
 
-__all__ = ["SCRATCH_PREFIX", "WORKSPACE_TOOLS", "ContextSection", "ExecutorFactory", "Prepared",
-           "ReplayBuild"]
+__all__ = ["FORK_PREFIX", "SCRATCH_PREFIX", "WORKSPACE_TOOLS", "ContextSection",
+           "ExecutorFactory", "Prepared", "ReplayBuild"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ ReplayBuild = Callable[[RunRecord, AgentRecord, str, dict[str, Any], "Prepared |
                        Awaitable["RunExecutor | None"]]
 #: The sessions whose runs may be replays (``replay:<run id>:<n>``).
 SCRATCH_PREFIX = "replay:"
+#: The sessions whose runs may be forks (``fork:<run id>:<n>``, ``fork:<eval run>:<case>``).
+FORK_PREFIX = "fork:"
 #: A run's finished children's usage: (input tokens, output tokens, cost in USD).
 ChildUsage = Callable[[str], Awaitable[tuple[int, int, float]]]
 
@@ -167,6 +169,8 @@ class ExecutorFactory:
         self.mcp_tokens: Callable[[str, str, SecretRedactor], TokenSource] | None = None
         #: Builds the runs of replays (``agentd.runtime.replay``), if any.
         self.replay: ReplayBuild | None = None
+        #: Builds the runs of forks (``agentd.runtime.fork``), if any.
+        self.fork: ReplayBuild | None = None
 
     def provide(self, service: object) -> None:
         """Let tools find ``service`` by its class (``ctx.service(type(service))``)."""
@@ -193,7 +197,7 @@ class ExecutorFactory:
                    and plan.targets[0].model.provider == "adapter")
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
-        redactor, source = await self._secrets(plan.settings.tenant, agent.name)
+        redactor, source = await self.secrets_for(plan.settings.tenant, agent.name)
         tools, notes = ([], []) if team or adapter else await self._tools(start, source,
                                                                         redactor)
         tool_side = await self._tool_side(start, history, tools, notes, head)
@@ -202,7 +206,7 @@ class ExecutorFactory:
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
                   else await self._origin(run))
         policy, payer = await self._payer(plan, agent, run.priority, origin)
-        base, instructions = await self._instructions(agent, plan)
+        base, instructions = await self.instructions(agent, plan)
         executor = (self.team_executor if team and self.team_executor is not None
                     else self.adapter_executor if adapter and self.adapter_executor
                     is not None else RunExecutor)
@@ -251,8 +255,8 @@ class ExecutorFactory:
                             endpoint, exc.message)
         return self.agents.keyed_targets(agent, plan, keys) if keys else plan.targets
 
-    async def _secrets(self, tenant: str, agent: str
-                       ) -> tuple[SecretRedactor, SecretSource | None]:
+    async def secrets_for(self, tenant: str, agent: str
+                          ) -> tuple[SecretRedactor, SecretSource | None]:
         """A run's redactor (the values of every secret its agent could use) and what
         resolves its ``secret:NAME`` references (giving that redactor what it
         resolves)."""
@@ -264,15 +268,27 @@ class ExecutorFactory:
     async def _replayed(self, start: _Start, prepared: Prepared | None
                         ) -> RunExecutor | Literal[False] | None:
         """The executor of a replay's run (``agentd.runtime.replay``: a run of a
-        ``replay:`` session whose message names the run it replays); False for any
-        other run."""
-        if self.replay is None or not start.session_key.startswith(SCRATCH_PREFIX):
+        ``replay:`` session whose message names the run it replays) or of a fork's
+        (``agentd.runtime.fork``: a ``fork:`` session's, whose message names the
+        fork); False for any other run."""
+        key = start.session_key
+        if key.startswith(SCRATCH_PREFIX):
+            build, mark = self.replay, "replay"
+        elif key.startswith(FORK_PREFIX):
+            build, mark = self.fork, "fork"
+        else:
+            return False
+        if build is None:
             return False
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
                   else await self._origin(start.run))
-        if "replay" not in origin:
+        if mark not in origin:
             return False
-        return await self.replay(start.run, start.agent, start.session_key, origin, prepared)
+        return await build(start.run, start.agent, key, origin, prepared)
+
+    def uses_workspace(self, tools: list[Any]) -> bool:
+        """Whether any of ``tools`` reads or changes the agent's workspace."""
+        return self._uses_workspace(tools)
 
     def _uses_workspace(self, tools: list[Any]) -> bool:
         memory_tools = self.memory.tool_names if self.memory is not None else frozenset()
@@ -388,7 +404,7 @@ class ExecutorFactory:
                         workspace_steps=workspace_steps, on_tainted=on_tainted,
                         services=self.services, notes=notes, checks=self.checks)
 
-    async def _instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
+    async def instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
         """The agent's instructions with the services' sections (the base), and with
         its memory blocks after them too (what the model sees), read once per run."""
         base = agent.instructions
@@ -478,10 +494,16 @@ class ExecutorFactory:
     async def _tools(self, start: _Start, secrets: SecretSource | None = None,
                      redactor: SecretRedactor | None = None
                      ) -> tuple[list[Any], list[NewEvent]]:
-        """The run's tools: the agent's, then its MCP servers' (with an event naming
+        return await self.agent_tools(start.agent, start.plan, start.run.id, secrets,
+                                      redactor)
+
+    async def agent_tools(self, agent: AgentRecord, plan: AgentPlan, run_id: str,
+                          secrets: SecretSource | None = None,
+                          redactor: SecretRedactor | None = None
+                          ) -> tuple[list[Any], list[NewEvent]]:
+        """A run's tools: the agent's, then its MCP servers' (with an event naming
         any server that could not be reached, whose secrets could not be had, or that
         waits for a person to authorize it)."""
-        agent, plan = start.agent, start.plan
         tools = self.tools.resolve(agent.tools)
         notes: list[NewEvent] = []
         if plan.mcp:
@@ -498,7 +520,7 @@ class ExecutorFactory:
                                                    spawn=spawn, tokens=tokens)]
             if failures:
                 notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),
-                                         start.run.id))
+                                         run_id))
         return tools, notes
 
     def _configured_budget(self, tenant: str) -> Budget | None:

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from agentd.runtime.executors import Prepared
     from agentd.runtime.runs import Runs
 
-__all__ = ["SCRATCH_PREFIX", "Replays", "is_scratch"]
+__all__ = ["SCRATCH_PREFIX", "Replays", "check_ended", "is_scratch"]
 
 #: The key of a replay's scratch session: ``replay:<run id>:<n>``.
 SCRATCH_PREFIX = _SCRATCH
@@ -69,6 +69,17 @@ _KEY_TRIES = 5
 def is_scratch(key: str) -> bool:
     """Whether ``key`` names a replay's scratch session."""
     return key.startswith(SCRATCH_PREFIX)
+
+
+def check_ended(run: RunRecord, doing: str, code: str) -> None:
+    """Refuse to work from ``run`` (``doing``: "replayed", "forked", ...) until it has
+    ended (409 ``run_in_flight``), and when it never started (422 ``code``)."""
+    if not run.terminal:
+        raise Conflict(f"run {run.id!r} is {run.status}; it can be {doing} once it has "
+                       "ended", code="run_in_flight")
+    if run.started_at is None:
+        raise InvalidInput(f"run {run.id!r} never started ({run.status} while queued): "
+                           "there is nothing to work from", code=code)
 
 
 class Replays:
@@ -83,7 +94,7 @@ class Replays:
         """Replay ``run_id`` and compare: ``{run_id, session, model_calls,
         tools_executed, matches, first_divergence}``."""
         original, replay, key = await self.start(run_id)
-        done = await self._settled(replay.id)
+        done = await self.settled(replay.id)
         return {"run_id": done.id, "session": key, "status": done.status,
                 "model_calls": 0, "tools_executed": 0,
                 **await self.compare(original, done)}
@@ -92,13 +103,7 @@ class Replays:
         """The original run, the replay's run (queued or started) and its session's
         key."""
         original, name, key = await self.store.run_context(run_id)
-        if not original.terminal:
-            raise Conflict(f"run {run_id!r} is {original.status}; it can be replayed once "
-                           "it has ended", code="run_in_flight")
-        if original.started_at is None:
-            raise InvalidInput(f"run {run_id!r} never started ({original.status} while "
-                               "queued): there is nothing to replay",
-                               code="replay_unsupported")
+        check_ended(original, "replayed", "replay_unsupported")
         agent = await self.factory.agents.get(name)
         if agent.state in AgentNotAccepting.STATES:
             # (refused before the scratch session is made: nothing is left behind)
@@ -120,20 +125,21 @@ class Replays:
         if unsupported is not None:
             raise InvalidInput(f"run {run_id!r} cannot be replayed exactly: {unsupported}",
                                code="replay_unsupported")
-        session = await self._scratch(original, agent, key, message.seq - 1)
+        session = await self.scratch(original, agent, key, message.seq - 1)
         origin = {k: v for k, v in message.data.items() if k not in ("content", "steer")}
         sent = await self.runs.send(name, session, str(message.data.get("content", "")),
                                     priority=original.priority, start=True,
                                     origin={**origin, "replay": run_id})
         return original, sent.run, session
 
-    async def _scratch(self, original: RunRecord, agent: AgentRecord, key: str, seq: int
-                       ) -> str:
-        """Fork the original's session at ``seq`` into a free scratch key (``n``: one
-        more than the highest of the run's replays kept); a scratch session counts
-        against the tenant's quota of sessions like any other."""
+    async def scratch(self, original: RunRecord, agent: AgentRecord, key: str, seq: int,
+                      kind: str = SCRATCH_PREFIX) -> str:
+        """Fork the original's session at ``seq`` into a free scratch key
+        (``<kind><run id>:<n>``, ``n``: one more than the highest of the run's kept);
+        a scratch session counts against the tenant's quota of sessions like any
+        other."""
         quota = self.factory.agents.guard.quotas.quota(tenant_of(agent.settings), "sessions")
-        prefix = f"{SCRATCH_PREFIX}{original.id}:"
+        prefix = f"{kind}{original.id}:"
         page = await self.store.session_page(original.agent_id, limit=1000, q=prefix)
         taken = [int(k) for s in page.sessions
                  if s.key.startswith(prefix) and (k := s.key[len(prefix):]).isdigit()]
@@ -147,12 +153,12 @@ class Replays:
             except SessionExists:
                 continue  # (another replay of the run took it meanwhile)
             return scratch
-        raise Conflict("no free scratch session key; try again", code="replay_busy",
-                       retryable=True)
+        raise Conflict("no free scratch session key; try again",
+                       code=f"{kind.rstrip(':')}_busy", retryable=True)
 
-    async def _settled(self, run_id: str) -> RunRecord:
-        """The replay's run once it has ended (it decides its own approvals: a
-        ``waiting_approval`` seen on the way is brief)."""
+    async def settled(self, run_id: str) -> RunRecord:
+        """A replay's (or a fork's) run once it has ended (it decides its own
+        approvals: a ``waiting_approval`` seen on the way is brief)."""
         while True:
             run = await self.runs.wait(run_id)
             if run.terminal:
@@ -167,9 +173,12 @@ class Replays:
         return {"matches": divergence is None, "first_divergence": divergence}
 
     async def _events(self, run: RunRecord) -> list[EventRecord]:
-        """The run's events, and the session's own events logged while it ran (a
-        workspace check's ``workspace.snapshot`` names no run)."""
-        log = await self.store.read_events(run.session_id)
+        return self.run_events(await self.store.read_events(run.session_id), run)
+
+    @staticmethod
+    def run_events(log: list[EventRecord], run: RunRecord) -> list[EventRecord]:
+        """The run's events of its session's ``log``, and the session's own events
+        logged while it ran (a workspace check's ``workspace.snapshot`` names no run)."""
         seqs = [e.seq for e in log if e.run_id == run.id]
         if not seqs:
             return []

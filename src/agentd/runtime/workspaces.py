@@ -519,6 +519,24 @@ class WorkspaceKeeper:
                 "shared": "the workspace is the agent's: every session of it sees these "
                           "files", "taken_at": self._taken_at()}
 
+    async def copy_to(self, ref: str, target: Path, *, scope: str = "default") -> str | None:
+        """Write snapshot ``ref`` into ``target`` (a fork's scratch copy: neither the
+        agent's workspace nor its provenance is touched); why not, when it cannot be
+        (the snapshot is no longer kept, or damaged). A snapshot another node took is
+        fetched from the shared snapshot store first."""
+        try:
+            if self.shared is not None:
+                self.pulled_bytes += await pull_snapshot(self.store, self.shared, scope, ref)
+            await asyncio.to_thread(self.store.restore, ref, target)
+        except (AgentdError, OSError) as exc:
+            return exc.message if isinstance(exc, AgentdError) else str(exc)
+        return None
+
+    async def mark_of(self, agent_id: str, ref: str) -> str | None:
+        """Why snapshot ``ref`` of the agent is untrusted ("" for a clean one; None: a
+        snapshot this node has no mark of, of unknown provenance)."""
+        return (await self._load(agent_id)).marks.get(ref)
+
     async def _fetch(self, agent_id: str, scope: str, ref: str, prov: _Provenance) -> None:
         """Fetch what this node lacks of snapshot ``ref`` from the shared store, and
         its mark (a snapshot with no mark there is one the agent's steps did not take,

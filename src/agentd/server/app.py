@@ -514,6 +514,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.include_router(routes.run_list.router)
     app.include_router(routes.export.router)
     app.include_router(routes.runs.router)
+    app.include_router(routes.evals.fork_router)
+    app.include_router(routes.evals.router)
     app.include_router(routes.subtasks.router)
     app.include_router(routes.checkpoints.router)
     app.include_router(routes.snapshots.router)

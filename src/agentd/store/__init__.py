@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from agentd.clock import SYSTEM, Clock
 from agentd.errors import InvalidInput
+from agentd.store._fork_store import ForkRecord
 from agentd.store._identity import TenantRow, TokenRow
 from agentd.store._snapshot_store import WorkspaceHead
 from agentd.store.agents_query import AgentPage
@@ -49,6 +50,7 @@ __all__ = [
     "AuditRow",
     "Engine",
     "EventRecord",
+    "ForkRecord",
     "Lease",
     "LeaseLost",
     "NewEvent",

@@ -958,3 +958,88 @@ CREATE TABLE blob_refs (
 CREATE INDEX blob_refs_blob ON blob_refs (tenant, sha256);
 """ for dialect, kind in (("sqlite", "BLOB"), ("postgresql", "BYTEA"))},
 ))
+
+# Migration 27: forks and evaluations (agentd.runtime.fork, agentd.evals). ``forks``:
+# a run forked onto another configuration from a step (its scratch session and run,
+# and what it needs to run without the original: the original run's events, the step,
+# the candidate); deleted with its session. ``eval_suites`` (one agent's), their
+# ``eval_cases`` (each self-contained: the context, the message and the recorded
+# baseline copied from the run it was picked from, and its graders), ``eval_runs`` (a
+# suite forked onto a candidate) and their ``eval_results``, one per case: the queue
+# of an eval run's cases (``queued`` rows survive a restart) and what each became.
+# A result names its case without a foreign key: deleting a case leaves the results
+# of past runs as they were.
+MIGRATIONS.append((
+    27,
+    "forks and evaluations",
+    """
+CREATE TABLE forks (
+    id          {text} PRIMARY KEY,
+    agent_id    {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    session_id  {text} NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    run_id      {text} NOT NULL,
+    source_run  {text},
+    spec        {text} NOT NULL,
+    created_at  {real} NOT NULL
+);
+CREATE INDEX forks_session ON forks (session_id);
+CREATE INDEX forks_run ON forks (run_id);
+CREATE TABLE eval_suites (
+    id          {text} PRIMARY KEY,
+    agent_id    {text} NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+    name        {text} NOT NULL,
+    description {text} NOT NULL DEFAULT '',
+    gate        {text} NOT NULL DEFAULT '{{}}',
+    created_at  {real} NOT NULL,
+    updated_at  {real} NOT NULL,
+    UNIQUE (agent_id, name)
+);
+CREATE TABLE eval_cases (
+    id          {text} PRIMARY KEY,
+    suite_id    {text} NOT NULL REFERENCES eval_suites(id) ON DELETE CASCADE,
+    n           {bigint} NOT NULL,
+    name        {text} NOT NULL,
+    source      {text} NOT NULL,
+    input       {text} NOT NULL,
+    baseline    {text} NOT NULL,
+    graders     {text} NOT NULL,
+    from_step   {bigint} NOT NULL DEFAULT 1,
+    created_at  {real} NOT NULL,
+    UNIQUE (suite_id, n)
+);
+CREATE TABLE eval_runs (
+    id            {text} PRIMARY KEY,
+    suite_id      {text} NOT NULL REFERENCES eval_suites(id) ON DELETE CASCADE,
+    n             {bigint} NOT NULL,
+    status        {text} NOT NULL,
+    candidate     {text} NOT NULL,
+    priority      {text} NOT NULL,
+    concurrency   {bigint} NOT NULL,
+    keep_sessions {bigint} NOT NULL DEFAULT 0,
+    cases         {bigint} NOT NULL DEFAULT 0,
+    summary       {text},
+    created_at    {real} NOT NULL,
+    started_at    {real},
+    finished_at   {real},
+    UNIQUE (suite_id, n)
+);
+CREATE TABLE eval_results (
+    eval_run_id {text} NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+    case_id     {text} NOT NULL,
+    n           {bigint} NOT NULL,
+    case_name   {text} NOT NULL,
+    status      {text} NOT NULL,
+    run_id      {text},
+    session_key {text},
+    claimed_by  {text},
+    claimed_at  {real},
+    detail      {text},
+    finished_at {real},
+    PRIMARY KEY (eval_run_id, case_id)
+);
+CREATE INDEX eval_runs_open ON eval_runs (created_at)
+    WHERE status IN ('queued', 'running', 'cancelling');
+CREATE INDEX eval_results_queued ON eval_results (eval_run_id, n) WHERE status = 'queued';
+CREATE INDEX eval_results_running ON eval_results (claimed_by) WHERE status = 'running';
+""",
+))

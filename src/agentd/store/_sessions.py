@@ -41,7 +41,7 @@ from agentd.store.rows import (
     SESSION_NEW,
 )
 
-__all__ = ["add_messages", "fork", "new_checkpoint", "restore"]
+__all__ = ["add_messages", "context", "fork", "new_checkpoint", "restore", "seed"]
 #: Events a fork does not copy: they describe the source session, not its state.
 _NOT_COPIED = frozenset({"session.restored", "checkpoint"})
 
@@ -156,9 +156,12 @@ def add_messages(tx: Tx, *, agent_id: str, key: str, new_session_id: str,
     return session, records, created
 
 
-def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | None,
-         checkpoint: str | None, source: dict[str, Any], now: float) -> SessionRecord:
-    """:meth:`Store.fork_session`'s transaction (see there)."""
+def context(tx: Tx, session_id: str, seq: int | None = None,
+            checkpoint: str | None = None) -> tuple[SessionRecord, int, str | None,
+                                                     list[dict[str, Any]]]:
+    """The state of ``session_id`` at a checkpoint or seq, as a fork copies it: the
+    session, the seq, the checkpoint's id, and its live events (``{run_id, kind, data,
+    at}``) in order, a compaction's range renumbered to their positions from 1."""
     row = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?", (session_id,))
     if row is None:
         raise SessionNotFound("the session to fork does not exist (deleted?)")
@@ -167,27 +170,49 @@ def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | N
     copied = [e for e in live_events([_rows.event(r) for r in tx.all(
         f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? AND seq <= ? "
         "ORDER BY seq", (session_id, to_seq))]) if e.kind not in _NOT_COPIED]
+    old_seqs = [e.seq for e in copied]
+    return origin, to_seq, checkpoint_id, [
+        {"run_id": e.run_id, "kind": e.kind,
+         "data": _renumbered(e.data, old_seqs) if e.kind == _COMPACTED else e.data,
+         "at": e.at} for e in copied]
+
+
+def seed(tx: Tx, *, agent_id: str, new_session_id: str, key: str,
+         events: Sequence[dict[str, Any]], policy: dict[str, Any] | None,
+         forked: dict[str, Any], now: float) -> SessionRecord:
+    """A new session ``key`` of the agent holding ``events`` (as :func:`context` gives
+    them: renumbered from 1) and the session ``policy``, then a ``session.forked``
+    event (``forked``: its data but ``copied_events``). :class:`SessionExists` when the
+    key is taken."""
     tx.execute(
         f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
         "ON CONFLICT (agent_id, key) DO NOTHING",
-        (new_session_id, origin.agent_id, key, now, now, now))
+        (new_session_id, agent_id, key, now, now, now))
     if tx.rowcount == 0:
         raise SessionExists(f"session {key!r} already exists")
-    tx.execute("UPDATE sessions SET policy = ? WHERE id = ?",
-               (None if origin.policy is None else _rows.dumps(origin.policy),
-                new_session_id))
-    if copied:
-        old_seqs = [e.seq for e in copied]
+    if policy is not None:
+        tx.execute("UPDATE sessions SET policy = ? WHERE id = ?",
+                   (_rows.dumps(policy), new_session_id))
+    if events:
         tx.executemany(INSERT_EVENT, [
-            (new_session_id, i, e.run_id, e.kind,
-             _rows.dumps(_renumbered(e.data, old_seqs) if e.kind == _COMPACTED else e.data),
-             e.at)
-            for i, e in enumerate(copied, start=1)])
+            (new_session_id, i, e.get("run_id"), str(e["kind"]), _rows.dumps(e["data"]),
+             float(e.get("at") or now))
+            for i, e in enumerate(events, start=1)])
         tx.execute("UPDATE sessions SET last_seq = ? WHERE id = ?",
-                   (len(copied), new_session_id))
+                   (len(events), new_session_id))
     append(tx, new_session_id, [NewEvent.of(SessionForked(data={
-        "agent": source["agent"], "session": source["session"], "seq": to_seq,
-        "checkpoint": checkpoint_id, "copied_events": len(copied)}))], now)
+        "agent": forked["agent"], "session": forked["session"], "seq": forked["seq"],
+        "checkpoint": forked.get("checkpoint"), "copied_events": len(events)}))], now)
     created = tx.one(f"SELECT {SESSION_COLS} FROM sessions WHERE id = ?", (new_session_id,))
     assert created is not None
     return _rows.session(created)
+
+
+def fork(tx: Tx, session_id: str, *, new_session_id: str, key: str, seq: int | None,
+         checkpoint: str | None, source: dict[str, Any], now: float) -> SessionRecord:
+    """:meth:`Store.fork_session`'s transaction (see there)."""
+    origin, to_seq, checkpoint_id, copied = context(tx, session_id, seq, checkpoint)
+    return seed(tx, agent_id=origin.agent_id, new_session_id=new_session_id, key=key,
+                events=copied, policy=origin.policy,
+                forked={"agent": source["agent"], "session": source["session"],
+                        "seq": to_seq, "checkpoint": checkpoint_id}, now=now)

@@ -62,6 +62,7 @@ from agentd.store._accept_many import AlsoMany, accept_many
 from agentd.store._blob_store import BlobStore
 from agentd.store._checkpoint_store import CheckpointStore
 from agentd.store._entry_store import EntryStore
+from agentd.store._fork_store import ForkStore
 from agentd.store._identity import IdentityStore
 from agentd.store._lease_store import LeaseStore
 from agentd.store._node_store import NodeStore
@@ -74,6 +75,7 @@ from agentd.store._subtask_store import SubtaskStore
 from agentd.store._trace_store import TraceStore
 from agentd.store.audit import AuditEntry
 from agentd.store.engine import Engine, Tx
+from agentd.store.evals import EvalStore
 from agentd.store.heartbeats import HeartbeatStore
 from agentd.store.limits import LimitStore
 from agentd.store.log import (
@@ -125,14 +127,15 @@ _dumps = _rows.dumps
 
 class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, ScheduleStore,
             HeartbeatStore, WebhookStore, IdentityStore, TraceStore, SnapshotRowStore,
-            LimitStore, RevisionStore, BlobStore):
+            LimitStore, RevisionStore, BlobStore, ForkStore, EvalStore):
     """Agents, sessions, runs and the per-session event log on one engine; the rest
     from mixins: leases (:class:`LeaseStore`), nodes gone (:class:`NodeStore`),
     checkpoints (:class:`CheckpointStore`), memory entries (:class:`EntryStore`),
     subtasks (:class:`SubtaskStore`), schedules, heartbeats, webhooks, identity, traces
     (:class:`TraceStore`), workspace snapshots (:class:`SnapshotRowStore`) and the
     cluster's shared rate limits (:class:`LimitStore`), agents' revisions
-    (:class:`RevisionStore`), the bytes of images and files (:class:`BlobStore`)."""
+    (:class:`RevisionStore`), the bytes of images and files (:class:`BlobStore`),
+    forks (:class:`ForkStore`), evaluations (:class:`EvalStore`)."""
 
     def __init__(self, engine: Engine, clock: Clock = SYSTEM) -> None:
         self.engine = engine

@@ -80,10 +80,12 @@ PREFIXES = ("/v1/models", "/v1/chat/completions", "/v1/responses")
 #: The rest of OpenAI's API, which agentd does not serve: an SDK pointed at agentd that
 #: calls one (``client.embeddings.create``...) gets a 404 in OpenAI's shape, which it
 #: raises as ``NotFoundError``, not agentd's. (From the resources of the official
-#: ``openai`` package; ``/v1/agents`` and ``/v1/skills`` are agentd's own API.)
+#: ``openai`` package; ``/v1/agents``, ``/v1/skills`` and ``/v1/evals`` are agentd's own
+#: API: its evaluations are not OpenAI's Evals API, whose SDK calls get agentd's 404s
+#: and 422s there.)
 UNSERVED = tuple(f"/v1/{name}" for name in (
     "assistants", "audio", "batches", "chatkit", "completions", "containers",
-    "conversations", "embeddings", "evals", "files", "fine_tuning", "images", "moderations",
+    "conversations", "embeddings", "files", "fine_tuning", "images", "moderations",
     "organization", "realtime", "threads", "uploads", "vector_stores", "videos"))
 SESSION_HEADER = "x-agentd-session"
 _RESPONSE_PREFIX = "resp_"

@@ -8,6 +8,7 @@ from agentd.server.routes import (
     approvals,
     channels,
     checkpoints,
+    evals,
     events,
     export,
     feed,
@@ -32,7 +33,7 @@ from agentd.server.routes import (
     webhooks,
 )
 
-__all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "events", "export", "feed",
-           "heartbeat", "identity", "kernel", "mcp_oauth", "memory", "memory_entries",
+__all__ = ["admin", "agents", "approvals", "channels", "checkpoints", "evals", "events", "export",
+           "feed", "heartbeat", "identity", "kernel", "mcp_oauth", "memory", "memory_entries",
            "metrics", "overview", "run_list", "runs", "schedules", "secrets", "sessions",
            "skills", "snapshots", "subtasks", "tools", "usage", "webhooks"]

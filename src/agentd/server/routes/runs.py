@@ -1,13 +1,20 @@
-"""/v1/runs/{id}: read, cancel and replay a run."""
+"""/v1/runs/{id}: read, cancel, replay and fork a run."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from agentd.doors.access import require_owner, require_right, require_run
+from agentd.doors.access import (
+    require_candidate,
+    require_owner,
+    require_right,
+    require_run,
+)
 from agentd.doors.http import model_response
 from agentd.errors import RunNotFound
+from agentd.runtime.fork import ForkRequest
+from agentd.server.eval_schemas import RunForkIn, RunForkOut
 from agentd.server.routes._deps import ERRORS, runtime_of
 from agentd.server.schemas import DecisionIn, ReplayOut, RunOut, TraceOut
 
@@ -64,3 +71,29 @@ async def replay_run(run_id: str, request: Request) -> Response:
     require_right(request, "use", "replaying a run")
     await require_run(request, run_id)
     return model_response(ReplayOut, await runtime_of(request).replay(run_id))
+
+
+@router.post("/{run_id}/fork", response_model=RunForkOut,
+             responses={202: {"model": RunForkOut}, **ERRORS(403, 404, 409, 422)})
+async def fork_run(run_id: str, body: RunForkIn, request: Request) -> Response:
+    """Fork a finished run onto another configuration from one of its steps, in a
+    scratch session (``fork:<run id>:<n>``): the steps before ``from_step`` are served
+    from the original's log, from there the candidate runs for real (its model calls
+    charged and budgeted as the agent's). The answer compares the two: the first step
+    where the fork decided differently, the tool calls it added and removed, both
+    final answers, both runs' tokens and cost. 409 ``run_in_flight`` while the run
+    has not ended; 422 ``step_out_of_range``, a model that does not resolve,
+    ``fork_workspace_unknown`` (live tools); 403 for an operator-only setting from a
+    token below operator; 404 for a run that does not exist or is another tenant's."""
+    who = require_right(request, "use", "forking a run")
+    await require_run(request, run_id)
+    runtime = runtime_of(request)
+    if body.settings:
+        _, name, _ = await runtime.get_run(run_id)
+        await require_candidate(request, name, body.settings)
+    report = await runtime.fork_run(run_id, ForkRequest(
+        from_step=body.from_step, model=body.model, instructions=body.instructions,
+        settings=body.settings, tools=body.tools, priority=body.priority),
+        wait=body.wait, actor=who)
+    ended = report["status"] in ("completed", "failed", "cancelled", "interrupted")
+    return model_response(RunForkOut, report, 200 if ended else 202)

@@ -14,10 +14,14 @@ const ROUTES = [
   [/^#\/approvals$/, "approvals", () => ({})],
   [/^#\/usage$/, "usage", () => ({})],
   [/^#\/kernel$/, "kernel", () => ({})],
+  [/^#\/evals$/, "evals", () => ({})],
+  [/^#\/evals\/runs\/([^/]+)$/, "evals", (m) => ({ run: dec(m[1]) })],
+  [/^#\/evals\/([^/]+)$/, "evals", (m) => ({ suite: dec(m[1]) })],
   [/^#\/access(?:\/([a-z]+))?(?:\?(.*))?$/, "access", (m) => ({ view: m[1], query: m[2] || "" })],
 ];
 const NAV = { overview: "overview", agent: "overview", session: "overview", trace: "overview",
-              approvals: "approvals", usage: "usage", kernel: "kernel", access: "access" };
+              approvals: "approvals", usage: "usage", kernel: "kernel", access: "access",
+              evals: "evals" };
 
 function dec(s) { try { return decodeURIComponent(s); } catch { return s; } }
 
@@ -179,7 +183,7 @@ function toggleTheme() {
   applyTheme();
 }
 
-// Keyboard: g o / g a / g u / g k / g x go to a page, / focuses the page's search, t theme,
+// Keyboard: g o / g a / g u / g k / g e / g x go to a page, / focuses the page's search, t theme,
 // ? lists the keys. Not while typing in a field.
 let pendingG = false;
 function onKey(event) {
@@ -191,7 +195,8 @@ function onKey(event) {
   }
   if (pendingG) {
     pendingG = false;
-    const to = { o: "#/", a: "#/approvals", u: "#/usage", k: "#/kernel", x: "#/access" }[event.key];
+    const to = { o: "#/", a: "#/approvals", u: "#/usage", k: "#/kernel", e: "#/evals",
+                 x: "#/access" }[event.key];
     if (to) { event.preventDefault(); location.hash = to; }
     return;
   }
@@ -202,7 +207,7 @@ function onKey(event) {
   } else if (event.key === "t") {
     toggleTheme();
   } else if (event.key === "?") {
-    toast("Keys: g o overview · g a approvals · g u usage · g k kernel · g x access · / search · t theme · Esc leave a field");
+    toast("Keys: g o overview · g a approvals · g u usage · g k kernel · g e evals · g x access · / search · t theme · Esc leave a field");
   }
 }
 
