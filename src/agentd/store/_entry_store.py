@@ -31,10 +31,10 @@ class EntryStore:
     _requeued_for: frozenset[str] = frozenset()
 
     @cached_property
-    def _text_stats(self) -> _pg_fulltext.Stats:
-        """PostgreSQL's statistics of the entries' words, as full-text search last read
-        them (:mod:`agentd.store._pg_fulltext`)."""
-        return _pg_fulltext.Stats()
+    def _text_stats(self) -> _pg_fulltext.Statistics:
+        """When PostgreSQL's planner statistics of the memory tables were last looked
+        at (:mod:`agentd.store._pg_fulltext`)."""
+        return _pg_fulltext.Statistics()
 
     async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None,
                              vectors: tuple[str, Sequence[bytes]] | None = None
@@ -49,7 +49,7 @@ class EntryStore:
             raise ValueError("one vector per item")
 
         def op(tx: Tx) -> list[tuple[EntryRecord, bool]]:
-            written = _entries.insert(tx, items, now)
+            written = _entries.insert(tx, items, now, dialect)
             if any(created for _, created in written):
                 _quota.check(tx, quota, dialect)
                 if vectors is not None:
@@ -66,13 +66,11 @@ class EntryStore:
         return written
 
     async def _analyze_entries(self) -> None:
-        """Keep PostgreSQL's statistics of the entries current where the server's
-        autovacuum does not (full text in large namespaces is ranked by them, and the
-        planner needs them); looked at once a minute, by a write or a search, which
-        pays for an ANALYZE when they are stale."""
-        stats = self._text_stats
+        """Keep PostgreSQL's planner statistics of the memory tables current where the
+        server's autovacuum does not; looked at once a minute, by a write or a search,
+        which pays for an ANALYZE when they are stale."""
         try:
-            if await self.engine.write(lambda tx: _pg_fulltext.analyze_if_stale(tx, stats)):
+            if await self.engine.write(_pg_fulltext.analyze_if_stale):
                 log.info("analyzed the memory tables (their statistics were stale)")
         except Exception as exc:  # e.g. a role that does not own the table
             log.warning("could not analyze the memory tables: %s", exc)
@@ -135,10 +133,10 @@ class EntryStore:
                                filters: EntryFilter | None = None, limit: int = 50
                                ) -> list[tuple[int, float]]:
         """``(n, score)`` best first; any word of ``query`` matches."""
-        dialect, stats = self.engine.dialect, self._text_stats
+        dialect = self.engine.dialect
         found = await self.engine.read(lambda tx: _entries.fulltext(
-            tx, namespaces, query, filters, limit, dialect, stats))
-        if dialect == "postgresql" and stats.due():
+            tx, namespaces, query, filters, limit, dialect))
+        if dialect == "postgresql" and self._text_stats.due():
             # A table filled before the daemon analyzed after writes (or by another).
             await self._analyze_entries()
         return found

@@ -1,0 +1,306 @@
+"""The words of memory entries, each namespace's statistics of them, and BM25.
+
+Both stores rank full text the same way, from the same words (docs/design-notes.md,
+"Memory on LoCoMo"): an entry's **terms** are its words (letters and digits, case
+folded, accents removed), without English stop words, each stemmed by Snowball's
+English stemmer (PostgreSQL's ``english`` configuration uses the same one), cut to
+:data:`MAX_TERM` characters. Its **length** is how many terms it has.
+
+**BM25** (Okapi, ``k1`` 1.2, ``b`` 0.75, IDF ``ln(1 + (N - df + 0.5) / (df + 0.5))``)
+is computed with the statistics of the searched namespaces alone: ``N`` their
+entries, ``df`` their entries holding the term, the average length theirs. So what
+one agent (or tenant) stores never moves another's scores, and a ranking does not
+depend on what else is in the database. The statistics are kept in the transaction
+of every write (``memory_text_ns``: entries and terms per namespace;
+``memory_text_df``: entries per namespace and term), so a search reads them in a
+few lookups. Filters choose among the namespaces' entries; they do not change the
+statistics (an entry scores the same whatever else a filter keeps).
+
+Each entry keeps its terms (SQLite: the distinct ones as text, with a posting per
+term in ``memory_postings``; PostgreSQL: a ``tsvector`` whose positions count each
+term), so that removing it takes away exactly what adding it counted, whatever
+version of the stemmer wrote it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from agentd.store.engine import Tx
+
+__all__ = [
+    "K1",
+    "MAX_TERM",
+    "MAX_TF",
+    "STOPWORDS",
+    "B",
+    "Stats",
+    "TextRow",
+    "columns",
+    "drop_all",
+    "index",
+    "index_existing",
+    "namespace_ids",
+    "query_terms",
+    "read_stats",
+    "stored",
+    "terms",
+    "terms_param",
+    "tsvector",
+    "unindex",
+]
+
+#: Terms longer than this are cut (a pasted hash or blob is not a word to rank by).
+MAX_TERM = 64
+#: A term counts at most this many times in an entry (PostgreSQL keeps at most 256
+#: positions of a lexeme; both stores count alike).
+MAX_TF = 256
+#: BM25's parameters (FTS5's defaults).
+K1, B = 1.2, 0.75
+
+#: Words too common to tell entries apart: Snowball's English list (PostgreSQL's
+#: ``english.stop``) and "could", "would".
+STOPWORDS = frozenset({
+    "a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any",
+    "are", "as", "at", "be", "because", "been", "before", "being", "below", "between",
+    "both", "but", "by", "can", "could", "did", "do", "does", "doing", "don", "down",
+    "during", "each", "few", "for", "from", "further", "had", "has", "have", "having",
+    "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if",
+    "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my",
+    "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or",
+    "other", "our", "ours", "ourselves", "out", "over", "own", "s", "same", "she",
+    "should", "so", "some", "such", "t", "than", "that", "the", "their", "theirs",
+    "them", "themselves", "then", "there", "these", "they", "this", "those", "through",
+    "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when",
+    "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you",
+    "your", "yours", "yourself", "yourselves",
+})
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> object:
+    # snowballstemmer uses PyStemmer's C implementation when it is installed (the
+    # same algorithm, ten times faster); imported on first use.
+    import snowballstemmer  # type: ignore[import-untyped]
+
+    return snowballstemmer.stemmer("english")
+
+
+def terms(text: str) -> list[str]:
+    """The terms of ``text``, in order, repeats kept."""
+    folded = text.casefold()
+    if not folded.isascii():
+        folded = "".join(ch for ch in unicodedata.normalize("NFKD", folded)
+                         if not unicodedata.combining(ch))
+    words = [w for w in _WORD.findall(folded) if w not in STOPWORDS]
+    if not words:
+        return []
+    stems: list[str] = _stemmer().stemWords(words)  # type: ignore[attr-defined]
+    return [s[:MAX_TERM] for s in stems if s]
+
+
+def query_terms(text: str, most: int) -> list[str]:
+    """The distinct terms of a query, in order, at most ``most``."""
+    return list(dict.fromkeys(terms(text)))[:most]
+
+
+@dataclass(frozen=True, slots=True)
+class TextRow:
+    """An entry's terms as the stores keep them: each term's count, and the length."""
+
+    n: int
+    namespace: str
+    tf: Mapping[str, int]
+    length: int
+
+    @classmethod
+    def of(cls, n: int, namespace: str, content: str) -> TextRow:
+        found = terms(content)
+        return cls(n, namespace, {t: min(c, MAX_TF) for t, c in Counter(found).items()},
+                   len(found))
+
+    def stored(self) -> str:
+        """SQLite's ``text_terms``: the distinct terms, space-separated."""
+        return " ".join(self.tf)
+
+
+def tsvector(tf: Mapping[str, int]) -> str:
+    """PostgreSQL's ``text_terms`` as ``tsvector`` input: each term with as many
+    positions as it occurs (the positions count; they are not where it occurs)."""
+    def quoted(term: str) -> str:
+        return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    return " ".join(f"{quoted(t)}:{','.join(map(str, range(1, c + 1)))}"
+                    for t, c in tf.items())
+
+
+# -- the statistics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The searched namespaces' statistics for the terms of a query."""
+
+    #: Each namespace's key in the text tables (namespaces with no entry have none).
+    ids: tuple[int, ...]
+    docs: int
+    tokens: int
+    df: Mapping[str, int]
+
+    @property
+    def avgdl(self) -> float:
+        return max(self.tokens / self.docs, 1.0) if self.docs else 1.0
+
+    def idf(self, term: str) -> float:
+        df = self.df.get(term, 0)
+        return math.log(1.0 + (self.docs - df + 0.5) / (df + 0.5))
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def namespace_ids(tx: Tx, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """``{namespace: (id, entries, terms)}`` of those that have entries."""
+    rows = tx.all(f"SELECT namespace, id, docs, tokens FROM memory_text_ns "
+                  f"WHERE namespace IN ({_marks(names)})", tuple(names))
+    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def read_stats(tx: Tx, names: Sequence[str], query: Sequence[str]) -> Stats:
+    """The statistics of ``names`` (together) for the terms ``query``."""
+    found = namespace_ids(tx, names)
+    ids = tuple(sorted(i for i, _, _ in found.values()))
+    docs = sum(d for _, d, _ in found.values())
+    tokens = sum(t for _, _, t in found.values())
+    df: dict[str, int] = {}
+    if ids and query and docs:
+        for term, count in tx.all(
+                f"SELECT term, SUM(docs) FROM memory_text_df WHERE ns IN ({_marks(ids)}) "
+                f"AND term IN ({_marks(query)}) GROUP BY term", (*ids, *query)):
+            if int(count) > 0:
+                df[str(term)] = int(count)
+    return Stats(ids, docs, tokens, df)
+
+
+# -- keeping them: every write of an entry's content --------------------------------------
+
+
+def index(tx: Tx, rows: Sequence[TextRow], dialect: str) -> None:
+    """Count entries just written (their ``text_terms`` and ``text_len`` already set)
+    into their namespaces' statistics; on SQLite, add their postings."""
+    _count(tx, rows, +1, dialect)
+
+
+def unindex(tx: Tx, rows: Sequence[TextRow], dialect: str) -> None:
+    """Take entries about to be removed (or rewritten) out of the statistics."""
+    _count(tx, rows, -1, dialect)
+
+
+def _count(tx: Tx, rows: Sequence[TextRow], sign: int, dialect: str) -> None:
+    if not rows:
+        return
+    per_ns: dict[str, list[TextRow]] = {}
+    for text in rows:
+        per_ns.setdefault(text.namespace, []).append(text)
+    # In one order (namespace, then term) on every write: concurrent writers to a
+    # namespace on PostgreSQL wait for each other's rows instead of deadlocking.
+    ids: dict[str, int] = {}
+    for namespace in sorted(per_ns):
+        mine = per_ns[namespace]
+        row = tx.one("INSERT INTO memory_text_ns (namespace, docs, tokens) VALUES (?, ?, ?) "
+                     "ON CONFLICT (namespace) DO UPDATE SET "
+                     "docs = memory_text_ns.docs + excluded.docs, "
+                     "tokens = memory_text_ns.tokens + excluded.tokens RETURNING id",
+                     (namespace, sign * len(mine), sign * sum(r.length for r in mine)))
+        assert row is not None
+        ids[namespace] = int(row[0])
+    df: Counter[tuple[int, str]] = Counter()
+    for namespace, mine in per_ns.items():
+        for r in mine:
+            df.update((ids[namespace], t) for t in r.tf)
+    keys = sorted(df)
+    if sign > 0:
+        tx.executemany("INSERT INTO memory_text_df (ns, term, docs) VALUES (?, ?, ?) "
+                       "ON CONFLICT (ns, term) DO UPDATE SET "
+                       "docs = memory_text_df.docs + excluded.docs",
+                       [(ns, t, df[(ns, t)]) for ns, t in keys])
+    else:
+        tx.executemany("UPDATE memory_text_df SET docs = docs - ? WHERE ns = ? AND term = ?",
+                       [(df[(ns, t)], ns, t) for ns, t in keys])
+        tx.executemany("DELETE FROM memory_text_df WHERE ns = ? AND term = ? AND docs <= 0",
+                       keys)
+    if dialect == "sqlite":
+        postings = sorted((ids[r.namespace], t, r.n, c, r.length)
+                          for r in rows for t, c in r.tf.items())
+        if sign > 0:
+            tx.executemany("INSERT INTO memory_postings (ns, term, n, tf, len) "
+                           "VALUES (?, ?, ?, ?, ?)", postings)
+        else:
+            tx.executemany("DELETE FROM memory_postings WHERE ns = ? AND term = ? AND n = ?",
+                           [p[:3] for p in postings])
+
+
+def drop_all(tx: Tx, namespace: str, dialect: str) -> None:
+    """The namespace is emptied: its statistics (and SQLite's postings) go."""
+    row = tx.one("SELECT id FROM memory_text_ns WHERE namespace = ?", (namespace,))
+    if row is None:
+        return
+    ns = int(row[0])
+    if dialect == "sqlite":
+        tx.execute("DELETE FROM memory_postings WHERE ns = ?", (ns,))
+    tx.execute("DELETE FROM memory_text_df WHERE ns = ?", (ns,))
+    tx.execute("DELETE FROM memory_text_ns WHERE id = ?", (ns,))
+
+
+def stored(tx: Tx, keys: Sequence[int], dialect: str) -> list[TextRow]:
+    """The entries' terms as stored (what :func:`unindex` takes away)."""
+    terms_sql = ("tsvector_to_array(text_terms)" if dialect == "postgresql"
+                 else "text_terms")
+    out: list[TextRow] = []
+    wanted = sorted(set(keys))
+    for start in range(0, len(wanted), 500):
+        part = wanted[start:start + 500]
+        for n, namespace, found, length in tx.all(
+                f"SELECT n, namespace, {terms_sql}, text_len FROM memory_entries "
+                f"WHERE n IN ({_marks(part)}) AND text_len IS NOT NULL", part):
+            names = found.split() if isinstance(found, str) else list(found or ())
+            out.append(TextRow(int(n), str(namespace), dict.fromkeys(names, 1), int(length)))
+    return out
+
+
+def columns(row: TextRow, dialect: str) -> tuple[str, int]:
+    """The entry's ``text_terms`` (as the dialect takes it) and ``text_len``."""
+    return (tsvector(row.tf) if dialect == "postgresql" else row.stored()), row.length
+
+
+#: ``text_terms`` as an INSERT or UPDATE writes it (PostgreSQL: cast from text).
+def terms_param(dialect: str) -> str:
+    return "?::tsvector" if dialect == "postgresql" else "?"
+
+
+def index_existing(tx: Tx, dialect: str, batch: int = 1000) -> int:
+    """Index the entries written before the terms were kept (migration 29): their
+    terms, their length, and their namespaces' statistics. How many."""
+    done = 0
+    last = -1
+    while True:
+        rows = tx.all("SELECT n, namespace, content FROM memory_entries WHERE n > ? "
+                      "AND text_len IS NULL ORDER BY n LIMIT ?", (last, batch))
+        if not rows:
+            return done
+        found = [TextRow.of(int(n), str(ns), str(content)) for n, ns, content in rows]
+        tx.executemany(f"UPDATE memory_entries SET text_terms = {terms_param(dialect)}, "
+                       "text_len = ? WHERE n = ?",
+                       [(*columns(r, dialect), r.n) for r in found])
+        index(tx, found, dialect)
+        done += len(found)
+        last = found[-1].n
