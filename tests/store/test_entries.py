@@ -480,8 +480,8 @@ async def test_a_large_vector_table_is_analyzed_so_its_index_is_used(
     missing or stale: after that, the search's own query is planned on the index."""
     if not pgvector_available(pg_url):
         pytest.skip("pgvector is not installed (scripts/install-pgvector.sh)")
-    from agentd.store import _pg_fulltext
-    monkeypatch.setattr(_pg_fulltext, "ANALYZE_ABOVE", 150)  # ("large": over 150 vectors)
+    from agentd.store import _pg_analyze
+    monkeypatch.setattr(_pg_analyze, "ANALYZE_ABOVE", 150)  # ("large": over 150 vectors)
     assert await pg_store.ensure_pgvector(EMB, 3) is True
     ns = await add(pg_store, *(f"entry {i}" for i in range(400)))
     await pg_store.put_vectors(EMB, [(n, vec(math.cos(n), math.sin(n), (n % 7) / 7), 1)

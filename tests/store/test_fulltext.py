@@ -1,4 +1,4 @@
-"""Full-text search of memory entries (agentd.store._fulltext, _text, _pg_fulltext):
+"""Full-text search of memory entries (agentd.store._fulltext, _text, _pg_analyze):
 BM25 with each namespace's own statistics, the same on SQLite and PostgreSQL; nothing
 another namespace holds moves a ranking; the statistics follow every write; large
 namespaces are ranked with bounded work; migration 29 indexes what was stored before.
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from agentd.store import Store, _fulltext, _pg_fulltext, _text, open_store
+from agentd.store import Store, _fulltext, _pg_analyze, _text, open_store
 from agentd.store._schema import MIGRATIONS
 from agentd.store.entries import EntryChange, EntryFilter, NewEntry
 
@@ -55,7 +55,9 @@ def reference(entries: dict[int, str], query: str, limit: int) -> list[tuple[int
                 f = tf[t]
                 scores[n] = scores.get(n, 0.0) + idf * f * 2.2 / (
                     f + 1.2 * (0.25 + 0.75 * sum(tf.values()) / avgdl))
-    return sorted(scores.items(), key=lambda kv: (-kv[1], -kv[0]))[:limit]
+    # (Rounded as the stores round: sums equal but for the last bit tie.)
+    ranked = {n: _fulltext.rounded(score) for n, score in scores.items()}
+    return sorted(ranked.items(), key=lambda kv: (-kv[1], -kv[0]))[:limit]
 
 
 def same(got: Sequence[tuple[int, float]], want: Sequence[tuple[int, float]]) -> bool:
@@ -226,7 +228,6 @@ async def test_the_statistics_follow_every_write(store: Store) -> None:
 @pytest.fixture
 def small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_fulltext, "BUDGET", 50)
-    monkeypatch.setattr(_fulltext, "RESCORED", 20)
     monkeypatch.setattr(_fulltext, "NEWEST", 40)
 
 
@@ -291,7 +292,7 @@ async def test_postings_are_read_by_their_key(tmp_path: Path) -> None:
                     return tx.one(sql, params)
 
             return _fulltext.search(Recorder(), [A], ["w1x", "w2x"], "e.namespace IN (?)",
-                                    [A], False, 10, "sqlite")  # type: ignore[arg-type]
+                                    [A], False, 10)  # type: ignore[arg-type]
 
         assert await store.engine.read(recorded)
     finally:
@@ -424,7 +425,7 @@ async def test_migration_29_indexes_what_was_stored_before_postgresql(pg_url: st
 
 @pytest.fixture
 async def pg(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Store]:
-    monkeypatch.setattr(_pg_fulltext, "ANALYZE_ABOVE", 100)
+    monkeypatch.setattr(_pg_analyze, "ANALYZE_ABOVE", 100)
     store = await open_store(pg_url)
     yield store
     await store.close()

@@ -320,7 +320,7 @@ class Consolidator:
                     namespace=namespace, content=content, tags=tags, metadata={},
                     source_session=key, source_run=None, source_seq=seq,
                     agent_id=agent.id, tainted=tainted)
-                    for content, tags in proposal.memories], now, self.store.dialect))
+                    for content, tags in proposal.memories], now))
                 if any(created for _, created in written):
                     _quota.check(tx, quota, self.store.dialect)
             for label, text in proposal.appends:

@@ -11,7 +11,7 @@ from functools import cached_property
 
 from agentd.clock import Clock
 from agentd.errors import Conflict
-from agentd.store import _pg_fulltext, _vectors
+from agentd.store import _pg_analyze, _vectors
 from agentd.store import entries as _entries
 from agentd.store import quota as _quota
 from agentd.store._vectors import Pending
@@ -31,10 +31,10 @@ class EntryStore:
     _requeued_for: frozenset[str] = frozenset()
 
     @cached_property
-    def _text_stats(self) -> _pg_fulltext.Statistics:
+    def _text_stats(self) -> _pg_analyze.Statistics:
         """When PostgreSQL's planner statistics of the memory tables were last looked
-        at (:mod:`agentd.store._pg_fulltext`)."""
-        return _pg_fulltext.Statistics()
+        at (:mod:`agentd.store._pg_analyze`)."""
+        return _pg_analyze.Statistics()
 
     async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None,
                              vectors: tuple[str, Sequence[bytes]] | None = None
@@ -49,7 +49,7 @@ class EntryStore:
             raise ValueError("one vector per item")
 
         def op(tx: Tx) -> list[tuple[EntryRecord, bool]]:
-            written = _entries.insert(tx, items, now, dialect)
+            written = _entries.insert(tx, items, now)
             if any(created for _, created in written):
                 _quota.check(tx, quota, dialect)
                 if vectors is not None:
@@ -70,7 +70,7 @@ class EntryStore:
         server's autovacuum does not; looked at once a minute, by a write or a search,
         which pays for an ANALYZE when they are stale."""
         try:
-            if await self.engine.write(_pg_fulltext.analyze_if_stale):
+            if await self.engine.write(_pg_analyze.analyze_if_stale):
                 log.info("analyzed the memory tables (their statistics were stale)")
         except Exception as exc:  # e.g. a role that does not own the table
             log.warning("could not analyze the memory tables: %s", exc)

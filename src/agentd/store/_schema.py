@@ -892,20 +892,31 @@ CREATE TABLE agent_revisions (
 ))
 
 # Migration 29: full text ranked with each namespace's own statistics, the same way on
-# both stores (agentd.store._text). An entry keeps its terms (``text_terms``: SQLite
-# the distinct ones as text, PostgreSQL a ``tsvector`` whose positions count them) and
-# its length in terms (``text_len``); ``memory_text_ns`` holds each namespace's entries
-# and terms, ``memory_text_df`` its entries per term, kept by every write. On SQLite
-# ``memory_postings`` (namespace, term, entry: the term's count and the entry's length)
-# replaces the FTS5 index, whose BM25 counted every namespace's entries together; on
-# PostgreSQL ``text_terms`` with its GIN index replaces the ``english`` ``tsvector``.
-# Existing entries are indexed by the Python step that follows (:data:`STEPS`).
+# both stores (agentd.store._text, _fulltext). ``memory_postings`` holds a row per
+# (namespace, term, entry): the term's count in the entry and the entry's length in
+# terms, found by its primary key; ``memory_text_ns`` holds each namespace's entries
+# and terms, ``memory_text_df`` its entries per term; every write keeps the three in
+# its transaction. An entry keeps its distinct terms (``text_terms``) and its length
+# (``text_len``), so that removing it takes away what adding it counted. They replace
+# SQLite's FTS5 index (whose BM25 counted every namespace's entries together) and
+# PostgreSQL's ``english`` ``tsvector`` (its own words, ranked otherwise). Existing
+# entries are indexed by the Python step that follows (:data:`STEPS`).
 _TEXT_29 = """
+ALTER TABLE memory_entries ADD COLUMN text_terms {text};
+ALTER TABLE memory_entries ADD COLUMN text_len {bigint};
 CREATE TABLE memory_text_df (
     ns    {bigint} NOT NULL,
     term  {text} NOT NULL,
     docs  {bigint} NOT NULL,
     PRIMARY KEY (ns, term)
+){clustered};
+CREATE TABLE memory_postings (
+    ns    {bigint} NOT NULL,
+    term  {text} NOT NULL,
+    n     {bigint} NOT NULL,
+    tf    {bigint} NOT NULL,
+    len   {bigint} NOT NULL,
+    PRIMARY KEY (ns, term, n)
 ){clustered};
 """
 MIGRATIONS.append((
@@ -918,27 +929,15 @@ DROP TRIGGER memory_entries_fts_delete;
 DROP TRIGGER memory_entries_fts_update;
 DROP TABLE memory_fts;
 ALTER TABLE memory_entries DROP COLUMN fts_ns;
-ALTER TABLE memory_entries ADD COLUMN text_terms TEXT;
-ALTER TABLE memory_entries ADD COLUMN text_len INTEGER;
 CREATE TABLE memory_text_ns (
     id        INTEGER PRIMARY KEY,
     namespace TEXT NOT NULL UNIQUE,
     docs      INTEGER NOT NULL,
     tokens    INTEGER NOT NULL
 );
-CREATE TABLE memory_postings (
-    ns    INTEGER NOT NULL,
-    term  TEXT NOT NULL,
-    n     INTEGER NOT NULL,
-    tf    INTEGER NOT NULL,
-    len   INTEGER NOT NULL,
-    PRIMARY KEY (ns, term, n)
-) WITHOUT ROWID;
 """ + _TEXT_29,
         "postgresql": """
 ALTER TABLE memory_entries DROP COLUMN content_tsv;
-ALTER TABLE memory_entries ADD COLUMN text_terms tsvector;
-ALTER TABLE memory_entries ADD COLUMN text_len INTEGER;
 CREATE TABLE memory_text_ns (
     id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     namespace TEXT NOT NULL UNIQUE,
@@ -953,11 +952,7 @@ CREATE TABLE memory_text_ns (
 def _index_entries_29(tx: Tx, dialect: str) -> None:
     from agentd.store import _text
 
-    _text.index_existing(tx, dialect)
-    if dialect == "postgresql":
-        # Built once the column is filled: one build is faster than every insert.
-        tx.execute("CREATE INDEX memory_entries_terms ON memory_entries "
-                   "USING gin (text_terms) WITH (fastupdate = off)")
+    _text.index_existing(tx)
 
 
 #: Python steps run right after their migration's SQL, in the same transaction.

@@ -16,10 +16,12 @@ of every write (``memory_text_ns``: entries and terms per namespace;
 few lookups. Filters choose among the namespaces' entries; they do not change the
 statistics (an entry scores the same whatever else a filter keeps).
 
-Each entry keeps its terms (SQLite: the distinct ones as text, with a posting per
-term in ``memory_postings``; PostgreSQL: a ``tsvector`` whose positions count each
-term), so that removing it takes away exactly what adding it counted, whatever
-version of the stemmer wrote it.
+A term's entries are its **postings** (``memory_postings``, a row per namespace, term
+and entry, with the term's count in the entry and the entry's length), read by their
+primary key: a search reads the postings of its terms in its namespaces and nothing
+else, on both stores. Each entry keeps its distinct terms (``text_terms``) so that
+removing it takes away exactly what adding it counted, whatever version of the
+stemmer wrote it.
 """
 
 from __future__ import annotations
@@ -34,32 +36,13 @@ from functools import lru_cache
 
 from agentd.store.engine import Tx
 
-__all__ = [
-    "K1",
-    "MAX_TERM",
-    "MAX_TF",
-    "STOPWORDS",
-    "B",
-    "Stats",
-    "TextRow",
-    "columns",
-    "drop_all",
-    "index",
-    "index_existing",
-    "namespace_ids",
-    "query_terms",
-    "read_stats",
-    "stored",
-    "terms",
-    "terms_param",
-    "tsvector",
-    "unindex",
-]
+__all__ = ["K1", "MAX_TERM", "MAX_TF", "STOPWORDS", "B", "Stats", "TextRow", "drop_all",
+           "index", "index_existing", "namespace_ids", "query_terms", "read_stats",
+           "stored", "terms", "unindex"]
 
 #: Terms longer than this are cut (a pasted hash or blob is not a word to rank by).
 MAX_TERM = 64
-#: A term counts at most this many times in an entry (PostgreSQL keeps at most 256
-#: positions of a lexeme; both stores count alike).
+#: A term counts at most this many times in an entry (BM25 saturates long before).
 MAX_TF = 256
 #: BM25's parameters (FTS5's defaults).
 K1, B = 1.2, 0.75
@@ -127,19 +110,10 @@ class TextRow:
         return cls(n, namespace, {t: min(c, MAX_TF) for t, c in Counter(found).items()},
                    len(found))
 
-    def stored(self) -> str:
-        """SQLite's ``text_terms``: the distinct terms, space-separated."""
-        return " ".join(self.tf)
-
-
-def tsvector(tf: Mapping[str, int]) -> str:
-    """PostgreSQL's ``text_terms`` as ``tsvector`` input: each term with as many
-    positions as it occurs (the positions count; they are not where it occurs)."""
-    def quoted(term: str) -> str:
-        return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
-
-    return " ".join(f"{quoted(t)}:{','.join(map(str, range(1, c + 1)))}"
-                    for t, c in tf.items())
+    def columns(self) -> tuple[str, int]:
+        """The entry's ``text_terms`` (its distinct terms, space-separated) and
+        ``text_len``."""
+        return " ".join(self.tf), self.length
 
 
 # -- the statistics -------------------------------------------------------------------------
@@ -194,18 +168,19 @@ def read_stats(tx: Tx, names: Sequence[str], query: Sequence[str]) -> Stats:
 # -- keeping them: every write of an entry's content --------------------------------------
 
 
-def index(tx: Tx, rows: Sequence[TextRow], dialect: str) -> None:
+def index(tx: Tx, rows: Sequence[TextRow]) -> None:
     """Count entries just written (their ``text_terms`` and ``text_len`` already set)
-    into their namespaces' statistics; on SQLite, add their postings."""
-    _count(tx, rows, +1, dialect)
+    into their namespaces' statistics, and add their postings."""
+    _count(tx, rows, +1)
 
 
-def unindex(tx: Tx, rows: Sequence[TextRow], dialect: str) -> None:
-    """Take entries about to be removed (or rewritten) out of the statistics."""
-    _count(tx, rows, -1, dialect)
+def unindex(tx: Tx, rows: Sequence[TextRow]) -> None:
+    """Take entries about to be removed (or rewritten) out of the statistics and the
+    postings."""
+    _count(tx, rows, -1)
 
 
-def _count(tx: Tx, rows: Sequence[TextRow], sign: int, dialect: str) -> None:
+def _count(tx: Tx, rows: Sequence[TextRow], sign: int) -> None:
     if not rows:
         return
     per_ns: dict[str, list[TextRow]] = {}
@@ -228,68 +203,53 @@ def _count(tx: Tx, rows: Sequence[TextRow], sign: int, dialect: str) -> None:
         for r in mine:
             df.update((ids[namespace], t) for t in r.tf)
     keys = sorted(df)
+    postings = sorted((ids[r.namespace], t, r.n, c, r.length)
+                      for r in rows for t, c in r.tf.items())
     if sign > 0:
         tx.executemany("INSERT INTO memory_text_df (ns, term, docs) VALUES (?, ?, ?) "
                        "ON CONFLICT (ns, term) DO UPDATE SET "
                        "docs = memory_text_df.docs + excluded.docs",
                        [(ns, t, df[(ns, t)]) for ns, t in keys])
+        tx.executemany("INSERT INTO memory_postings (ns, term, n, tf, len) "
+                       "VALUES (?, ?, ?, ?, ?)", postings)
     else:
         tx.executemany("UPDATE memory_text_df SET docs = docs - ? WHERE ns = ? AND term = ?",
                        [(df[(ns, t)], ns, t) for ns, t in keys])
         tx.executemany("DELETE FROM memory_text_df WHERE ns = ? AND term = ? AND docs <= 0",
                        keys)
-    if dialect == "sqlite":
-        postings = sorted((ids[r.namespace], t, r.n, c, r.length)
-                          for r in rows for t, c in r.tf.items())
-        if sign > 0:
-            tx.executemany("INSERT INTO memory_postings (ns, term, n, tf, len) "
-                           "VALUES (?, ?, ?, ?, ?)", postings)
-        else:
-            tx.executemany("DELETE FROM memory_postings WHERE ns = ? AND term = ? AND n = ?",
-                           [p[:3] for p in postings])
+        tx.executemany("DELETE FROM memory_postings WHERE ns = ? AND term = ? AND n = ?",
+                       [p[:3] for p in postings])
 
 
-def drop_all(tx: Tx, namespace: str, dialect: str) -> None:
-    """The namespace is emptied: its statistics (and SQLite's postings) go."""
+def drop_all(tx: Tx, namespace: str) -> None:
+    """The namespace is emptied: its statistics and postings go."""
     row = tx.one("SELECT id FROM memory_text_ns WHERE namespace = ?", (namespace,))
     if row is None:
         return
     ns = int(row[0])
-    if dialect == "sqlite":
-        tx.execute("DELETE FROM memory_postings WHERE ns = ?", (ns,))
+    tx.execute("DELETE FROM memory_postings WHERE ns = ?", (ns,))
     tx.execute("DELETE FROM memory_text_df WHERE ns = ?", (ns,))
     tx.execute("DELETE FROM memory_text_ns WHERE id = ?", (ns,))
 
 
-def stored(tx: Tx, keys: Sequence[int], dialect: str) -> list[TextRow]:
-    """The entries' terms as stored (what :func:`unindex` takes away)."""
-    terms_sql = ("tsvector_to_array(text_terms)" if dialect == "postgresql"
-                 else "text_terms")
+def stored(tx: Tx, keys: Sequence[int]) -> list[TextRow]:
+    """The entries' terms as stored (what :func:`unindex` takes away; each term's
+    count is not kept with the entry and is not needed for that)."""
     out: list[TextRow] = []
     wanted = sorted(set(keys))
     for start in range(0, len(wanted), 500):
         part = wanted[start:start + 500]
         for n, namespace, found, length in tx.all(
-                f"SELECT n, namespace, {terms_sql}, text_len FROM memory_entries "
+                f"SELECT n, namespace, text_terms, text_len FROM memory_entries "
                 f"WHERE n IN ({_marks(part)}) AND text_len IS NOT NULL", part):
-            names = found.split() if isinstance(found, str) else list(found or ())
-            out.append(TextRow(int(n), str(namespace), dict.fromkeys(names, 1), int(length)))
+            out.append(TextRow(int(n), str(namespace), dict.fromkeys(str(found).split(), 1),
+                               int(length)))
     return out
 
 
-def columns(row: TextRow, dialect: str) -> tuple[str, int]:
-    """The entry's ``text_terms`` (as the dialect takes it) and ``text_len``."""
-    return (tsvector(row.tf) if dialect == "postgresql" else row.stored()), row.length
-
-
-#: ``text_terms`` as an INSERT or UPDATE writes it (PostgreSQL: cast from text).
-def terms_param(dialect: str) -> str:
-    return "?::tsvector" if dialect == "postgresql" else "?"
-
-
-def index_existing(tx: Tx, dialect: str, batch: int = 1000) -> int:
+def index_existing(tx: Tx, batch: int = 1000) -> int:
     """Index the entries written before the terms were kept (migration 29): their
-    terms, their length, and their namespaces' statistics. How many."""
+    terms, their length, their postings and their namespaces' statistics. How many."""
     done = 0
     last = -1
     while True:
@@ -298,9 +258,8 @@ def index_existing(tx: Tx, dialect: str, batch: int = 1000) -> int:
         if not rows:
             return done
         found = [TextRow.of(int(n), str(ns), str(content)) for n, ns, content in rows]
-        tx.executemany(f"UPDATE memory_entries SET text_terms = {terms_param(dialect)}, "
-                       "text_len = ? WHERE n = ?",
-                       [(*columns(r, dialect), r.n) for r in found])
-        index(tx, found, dialect)
+        tx.executemany("UPDATE memory_entries SET text_terms = ?, text_len = ? WHERE n = ?",
+                       [(*r.columns(), r.n) for r in found])
+        index(tx, found)
         done += len(found)
         last = found[-1].n

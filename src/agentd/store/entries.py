@@ -287,7 +287,7 @@ def _namespaces(namespaces: Sequence[str]) -> list[str]:
 # -- writes -----------------------------------------------------------------------------
 
 
-def insert(tx: Tx, items: Sequence[NewEntry], now: float, dialect: str
+def insert(tx: Tx, items: Sequence[NewEntry], now: float
            ) -> list[tuple[EntryRecord, bool]]:
     """Store each entry unless its namespace holds an exact duplicate: ``(record,
     created)`` per item, in order; a duplicate (of a stored entry, or of an earlier
@@ -316,7 +316,7 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float, dialect: str
         rows.append((record.id, record.namespace, record.content, digest,
                      _dumps(record.tags), _dumps(record.metadata), record.source_session,
                      record.source_run, record.source_seq, record.agent_id, record.tainted,
-                     at, at, 1, *_text.columns(text[key], dialect)))
+                     at, at, 1, *text[key].columns()))
     if rows:
         # DO NOTHING: a duplicate another node committed since the lookup above is
         # found again below, instead of failing the whole batch.
@@ -324,14 +324,14 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float, dialect: str
             "INSERT INTO memory_entries (id, namespace, content, content_hash, tags, "
             "metadata, source_session, source_run, source_seq, agent_id, tainted, "
             "created_at, updated_at, version, text_terms, text_len) VALUES (?, ?, ?, ?, ?, "
-            f"?, ?, ?, ?, ?, ?, ?, ?, ?, {_text.terms_param(dialect)}, ?) "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (namespace, content_hash) DO NOTHING", rows)
         ns_of = _n_by_id(tx, [r.id for r in fresh.values()])
         lost = {key for key, r in fresh.items() if r.id not in ns_of}
         if lost:
             found.update(_by_hash(tx, lost))
         fresh = {key: replace(r, n=ns_of[r.id]) for key, r in fresh.items() if key not in lost}
-        _text.index(tx, [replace(text[key], n=r.n) for key, r in fresh.items()], dialect)
+        _text.index(tx, [replace(text[key], n=r.n) for key, r in fresh.items()])
         tx.executemany("INSERT INTO memory_tags (n, namespace, tag) VALUES (?, ?, ?)",
                        [(r.n, r.namespace, tag) for r in fresh.values() for tag in r.tags])
     out: list[tuple[EntryRecord, bool]] = []
@@ -427,7 +427,7 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
     digest = content_hash(content)
     reembed = content != old.content
     # What the entry counted before (read before the row changes).
-    old_text = _text.stored(tx, [old.n], dialect) if reembed else []
+    old_text = _text.stored(tx, [old.n]) if reembed else []
     if reembed:
         row = tx.one("SELECT id FROM memory_entries WHERE namespace = ? AND content_hash = ? "
                      "AND n <> ?", (old.namespace, digest, old.n))
@@ -438,18 +438,17 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
     tx.execute(
         "UPDATE memory_entries SET content = ?, content_hash = ?, tags = ?, metadata = ?, "
         "tainted = ?, updated_at = ?, version = version + 1"
-        + (", embedded_with = NULL, text_terms = "
-           f"{_text.terms_param(dialect)}, text_len = ?" if reembed else "")
+        + (", embedded_with = NULL, text_terms = ?, text_len = ?" if reembed else "")
         + " WHERE n = ? AND version = ?",
         (content, digest, _dumps(tags), _dumps(metadata), tainted, now,
-         *(_text.columns(new_text, dialect) if new_text is not None else ()),
+         *(new_text.columns() if new_text is not None else ()),
          old.n, old.version))
     if tx.rowcount != 1:  # another node wrote in between (PostgreSQL, read committed)
         raise Conflict(f"memory entry {entry_id!r} changed meanwhile; try again",
                        code="entry_changed", retryable=True)
     if new_text is not None:
-        _text.unindex(tx, old_text, dialect)
-        _text.index(tx, [new_text], dialect)
+        _text.unindex(tx, old_text)
+        _text.index(tx, [new_text])
         drop_vectors(tx, [old.n], dialect)
     if tags != old.tags:
         tx.execute("DELETE FROM memory_tags WHERE n = ?", (old.n,))
@@ -467,7 +466,7 @@ def delete(tx: Tx, namespaces: Sequence[str], entry_id: str, dialect: str) -> En
     old = get(tx, namespaces, entry_id)
     if old is None:
         raise NotFound(f"no memory entry {entry_id!r}", code="entry_not_found")
-    _text.unindex(tx, _text.stored(tx, [old.n], dialect), dialect)
+    _text.unindex(tx, _text.stored(tx, [old.n]))
     drop_vectors(tx, [old.n], dialect)
     tx.execute("DELETE FROM memory_entries WHERE n = ?", (old.n,))
     return old
@@ -477,7 +476,7 @@ def delete_namespace(tx: Tx, namespace: str, dialect: str) -> int:
     """Delete every entry of the namespace; how many there were."""
     ns = [int(r[0]) for r in tx.all("SELECT n FROM memory_entries WHERE namespace = ?",
                                     (namespace,))]
-    _text.drop_all(tx, namespace, dialect)
+    _text.drop_all(tx, namespace)
     drop_vectors(tx, ns, dialect)
     tx.execute("DELETE FROM memory_entries WHERE namespace = ?", (namespace,))
     return len(ns)
@@ -637,4 +636,4 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
         return []
     where, params = _where(names, filters, dialect)
     return _fulltext.search(tx, names, terms, where, params,
-                            filters is not None and not filters.empty, limit, dialect)
+                            filters is not None and not filters.empty, limit)
