@@ -424,10 +424,11 @@ class MemoryEntries:
         score = fuse(text, vector, weight)
         # Neighbours lift a hybrid search; one side alone ranks by that side alone.
         lift = scope.settings.neighbour_weight if 0.0 < weight < 1.0 else 0.0
-        around = (await self.store.entry_neighbours(spaces, list(score), flt)
-                  if lift > 0.0 and score else {})
-        fused = with_neighbours(score, around, lift)[:limit]
-        records = await self.store.entries_by_n(spaces, [k for k, _ in fused])
+        # The neighbours and the best entries are read in one transaction.
+        fused, records = await self.store.ranked_entries(
+            spaces, list(score), flt,
+            lambda around: with_neighbours(score, around, lift)[:limit],
+            neighbours=lift > 0.0)
         text_of, vector_of = dict(text), dict(vector)
         return [Hit(records[k], round(s, 6), text_of.get(k), vector_of.get(k))
                 for k, s in fused if k in records]

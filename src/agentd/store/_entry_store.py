@@ -6,7 +6,7 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 
 from agentd.clock import Clock
@@ -29,6 +29,8 @@ class EntryStore:
     clock: Clock
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
+    #: pgvector as :meth:`ensure_pgvector` found it set up (None: not yet).
+    _pgvector: _vectors.PgVector | None = None
 
     @cached_property
     def _text_stats(self) -> _pg_analyze.Statistics:
@@ -149,6 +151,27 @@ class EntryStore:
         return await self.engine.read(lambda tx: _entries.neighbours(
             tx, namespaces, keys, filters, dialect))
 
+    async def ranked_entries(
+            self, namespaces: Sequence[str], keys: Sequence[int],
+            filters: EntryFilter | None,
+            rank: Callable[[Mapping[int, tuple[int | None, int | None]]],
+                           list[tuple[int, float]]],
+            neighbours: bool = True) -> tuple[list[tuple[int, float]], dict[int, EntryRecord]]:
+        """A search's last read, in one transaction: the neighbours of ``keys`` (its
+        candidates: entries of ``namespaces`` passing ``filters``; none unless
+        ``neighbours``), ``rank`` of them (the best, with their scores, computed in
+        the store's thread), and those entries."""
+        dialect = self.engine.dialect
+
+        def op(tx: Tx) -> tuple[list[tuple[int, float]], dict[int, EntryRecord]]:
+            around = (_entries.neighbours(tx, namespaces, keys, filters, dialect,
+                                          candidates=True)
+                      if neighbours and keys else {})
+            best = rank(around)
+            return best, _entries.get_many_by_n(tx, namespaces, [k for k, _ in best])
+
+        return await self.engine.read(op)
+
     async def allowed_entries(self, namespaces: Sequence[str], filters: EntryFilter | None
                               ) -> list[int]:
         dialect = self.engine.dialect
@@ -202,8 +225,17 @@ class EntryStore:
         """Whether :meth:`vector_search` can be used (always False on SQLite)."""
         if self.engine.dialect != "postgresql":
             return False
-        return await self.engine.write(lambda tx: _vectors.ensure_pgvector(tx, embedder,
-                                                                           dim))
+
+        def op(tx: Tx) -> _vectors.PgVector | None:
+            if not _vectors.ensure_pgvector(tx, embedder, dim):
+                return None
+            return _vectors.pgvector_setup(tx)
+
+        setup = await self.engine.write(op)
+        if setup is not None:
+            # What every search would otherwise look up again (two statements).
+            self._pgvector = setup
+        return setup is not None
 
     async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
                             query: bytes | Sequence[float], k: int,
@@ -211,8 +243,9 @@ class EntryStore:
                             ) -> list[tuple[int, float]]:
         """``(n, cosine similarity)`` best first, by pgvector (exactly when the
         namespaces hold at most ``exact_below`` vectors)."""
+        setup = self._pgvector
         found = await self.engine.read(lambda tx: _vectors.vector_search(
-            tx, namespaces, embedder, dim, query, k, filters, exact_below))
+            tx, namespaces, embedder, dim, query, k, filters, exact_below, setup))
         if self._text_stats.due():
             # (searches by vector alone look at the statistics too: see above)
             await self._analyze_entries()

@@ -37,7 +37,7 @@ from functools import lru_cache
 from agentd.store.engine import Tx
 
 __all__ = ["K1", "MAX_TERM", "MAX_TF", "STOPWORDS", "B", "Stats", "TextRow", "drop_all",
-           "index", "index_existing", "namespace_ids", "query_terms", "read_stats",
+           "index", "index_existing", "query_terms", "read_stats",
            "stored", "terms", "unindex"]
 
 #: Terms longer than this are cut (a pasted hash or blob is not a word to rank by).
@@ -142,27 +142,21 @@ def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def namespace_ids(tx: Tx, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """``{namespace: (id, entries, terms)}`` of those that have entries."""
-    rows = tx.all(f"SELECT namespace, id, docs, tokens FROM memory_text_ns "
-                  f"WHERE namespace IN ({_marks(names)})", tuple(names))
-    return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
-
-
 def read_stats(tx: Tx, names: Sequence[str], query: Sequence[str]) -> Stats:
-    """The statistics of ``names`` (together) for the terms ``query``."""
-    found = namespace_ids(tx, names)
-    ids = tuple(sorted(i for i, _, _ in found.values()))
-    docs = sum(d for _, d, _ in found.values())
-    tokens = sum(t for _, _, t in found.values())
+    """The statistics of ``names`` (together) for the terms ``query``: one statement."""
+    found: dict[int, tuple[int, int]] = {}
     df: dict[str, int] = {}
-    if ids and query and docs:
-        for term, count in tx.all(
-                f"SELECT term, SUM(docs) FROM memory_text_df WHERE ns IN ({_marks(ids)}) "
-                f"AND term IN ({_marks(query)}) GROUP BY term", (*ids, *query)):
-            if int(count) > 0:
-                df[str(term)] = int(count)
-    return Stats(ids, docs, tokens, df)
+    rows = tx.all(
+        "SELECT n.id, n.docs, n.tokens, d.term, d.docs FROM memory_text_ns n "
+        "LEFT JOIN memory_text_df d ON d.ns = n.id AND d.term IN "
+        f"({_marks(query) if query else 'NULL'}) WHERE n.namespace IN ({_marks(names)})",
+        (*query, *names))
+    for ns, docs, tokens, term, count in rows:
+        found[int(ns)] = (int(docs), int(tokens))
+        if term is not None and int(count) > 0:
+            df[str(term)] = df.get(str(term), 0) + int(count)
+    return Stats(tuple(sorted(found)), sum(d for d, _ in found.values()),
+                 sum(t for _, t in found.values()), df)
 
 
 # -- keeping them: every write of an entry's content --------------------------------------

@@ -565,7 +565,7 @@ NEIGHBOUR_WINDOW = 64
 
 
 def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
-               filters: EntryFilter | None, dialect: str
+               filters: EntryFilter | None, dialect: str, *, candidates: bool = False
                ) -> dict[int, tuple[int | None, int | None]]:
     """Which of ``keys`` were written next to each other: for each key of an entry in
     ``namespaces`` passing ``filters``, the previous and the next such entry of its
@@ -573,7 +573,9 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     none there, or one that is not among them). A search lifts its candidates by
     their neighbours' scores, and an entry it did not find scores nothing, so only
     neighbours among the candidates matter: two candidates with consecutive keys are
-    neighbours without a lookup, and only the gaps between close ones are read."""
+    neighbours without a lookup, and only the gaps between close ones are read.
+    ``candidates``: the keys are a search's candidates, entries of ``namespaces`` passing
+    ``filters``; with one namespace they need not be read to be grouped."""
     names = _namespaces(namespaces)
     out: dict[int, tuple[int | None, int | None]] = {}
     wanted = sorted({int(k) for k in keys})
@@ -584,7 +586,9 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     # walks the namespace's index instead (every entry of it: see get_many_by_n).
     keyed = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
     by_ns: dict[str, list[int]] = {}
-    for part in _chunks(wanted):
+    if candidates and len(names) == 1:
+        by_ns[names[0]] = list(wanted)
+    for part in (() if by_ns else _chunks(wanted)):
         for n, namespace in tx.all(f"SELECT e.n, e.namespace FROM memory_entries e WHERE "
                                    f"e.n IN ({_marks(part)}) AND {keyed}", (*part, *params)):
             by_ns.setdefault(str(namespace), []).append(int(n))
