@@ -365,17 +365,22 @@ def _old_rows() -> list[tuple[str, str, str, str]]:
     return [(f"m{i}", "agent:x", c, f"h{i}") for i, c in enumerate(_OLD)]
 
 
+def _before_29(dialect: str) -> list[tuple[int, str, str]]:
+    """Each migration before 29 as ``(version, name, script)`` for ``dialect``."""
+    types = ({"real": "REAL", "bigint": "INTEGER", "text": "TEXT",
+              "clustered": " WITHOUT ROWID"} if dialect == "sqlite" else
+             {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""})
+    return [(version, name, (sql if isinstance(sql, str) else sql[dialect]).format(**types))
+            for version, name, sql in MIGRATIONS if version < 29]
+
+
 async def test_migration_29_indexes_what_was_stored_before_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "v28.db"
-    types = {"real": "REAL", "bigint": "INTEGER", "text": "TEXT", "clustered": " WITHOUT ROWID"}
     conn = sqlite3.connect(db)
     conn.executescript("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
                        "name TEXT NOT NULL, applied_at REAL NOT NULL);")
-    for version, name, sql in MIGRATIONS:
-        if version >= 29:
-            break
-        script = sql if isinstance(sql, str) else sql["sqlite"]
-        conn.executescript(script.format(**types))
+    for version, name, script in _before_29("sqlite"):
+        conn.executescript(script)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, name))
     conn.executemany("INSERT INTO memory_entries (id, namespace, content, content_hash, "
                      "created_at, updated_at, version) VALUES (?, ?, ?, ?, 1, 1, 1)",
@@ -398,15 +403,11 @@ async def test_migration_29_indexes_what_was_stored_before_sqlite(tmp_path: Path
 @pytest.mark.postgres
 @pytest.mark.empty_schema
 async def test_migration_29_indexes_what_was_stored_before_postgresql(pg_url: str) -> None:
-    types = {"real": "DOUBLE PRECISION", "bigint": "BIGINT", "text": "TEXT", "clustered": ""}
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, "
                      "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
-        for version, name, sql in MIGRATIONS:
-            if version >= 29:
-                break
-            script = sql if isinstance(sql, str) else sql["postgresql"]
-            for statement in script.format(**types).split(";"):
+        for version, name, script in _before_29("postgresql"):
+            for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)  # type: ignore[arg-type]
             conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, 0)", (version, name))

@@ -118,7 +118,7 @@ class Scope:
 class Hit:
     entry: EntryRecord
     score: float
-    #: Each side's own score (``text``: BM25 / ts_rank, ``vector``: cosine), if found
+    #: Each side's own score (``text``: BM25, ``vector``: cosine), if found
     #: by it.
     text: float | None = None
     vector: float | None = None

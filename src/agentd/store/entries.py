@@ -4,8 +4,10 @@ An entry lives in a namespace (opaque here; the service uses ``agent:<id>`` and
 ``ns:<name>``) and is stored as written. Its ``content_hash`` (of the content
 normalised: NFKC, case-folded, whitespace collapsed) is unique per namespace, so an
 exact duplicate is never stored twice: :func:`insert` answers with the entry already
-there. Full text is indexed in the same transaction (FTS5 triggers on SQLite, a
-generated ``tsvector`` on PostgreSQL), so an acknowledged entry is searchable at once.
+there. Full text is indexed in the same transaction (its terms' postings and its
+namespace's statistics, the same on both stores: ``agentd.store._text``), so an
+acknowledged entry is searchable at once and ranked with its namespace's own
+statistics.
 
 Vectors are derived data (``agentd.store._vectors``): ``embedded_with`` is NULL until
 the embedding pipeline has stored one for the entry's current content. Every write
