@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from agentd.store.engine import Tx
 
@@ -68,31 +68,41 @@ STOPWORDS = frozenset({
 _WORD = re.compile(r"[^\W_]+")
 
 
-@lru_cache(maxsize=1)
-def _stemmer() -> object:
-    # snowballstemmer uses PyStemmer's C implementation when it is installed (the
-    # same algorithm, ten times faster); imported on first use.
-    import snowballstemmer  # type: ignore[import-untyped]
-
-    return snowballstemmer.stemmer("english")
+_local = threading.local()
 
 
-def terms(text: str) -> list[str]:
-    """The terms of ``text``, in order, repeats kept."""
+def _stem(words: list[str]) -> list[str]:
+    # A stemmer keeps its state while it works (the pure-Python one in attributes a
+    # thread switch may interleave): one per thread. snowballstemmer uses PyStemmer's
+    # C implementation when it is installed (the same algorithm, ten times faster).
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        import snowballstemmer  # type: ignore[import-untyped]
+
+        stemmer = _local.stemmer = snowballstemmer.stemmer("english")
+    stems: list[str] = stemmer.stemWords(words)
+    return [s[:MAX_TERM] for s in stems if s]
+
+
+def _words(text: str) -> list[str]:
     folded = text.casefold()
     if not folded.isascii():
         folded = "".join(ch for ch in unicodedata.normalize("NFKD", folded)
                          if not unicodedata.combining(ch))
-    words = [w for w in _WORD.findall(folded) if w not in STOPWORDS]
-    if not words:
-        return []
-    stems: list[str] = _stemmer().stemWords(words)  # type: ignore[attr-defined]
-    return [s[:MAX_TERM] for s in stems if s]
+    return [w for w in _WORD.findall(folded) if w not in STOPWORDS]
+
+
+def terms(text: str) -> list[str]:
+    """The terms of ``text``, in order, repeats kept."""
+    words = _words(text)
+    return _stem(words) if words else []
 
 
 def query_terms(text: str, most: int) -> list[str]:
-    """The distinct terms of a query, in order, at most ``most``."""
-    return list(dict.fromkeys(terms(text)))[:most]
+    """The distinct terms of a query, in order, at most ``most`` (of its first ``most``
+    distinct words: a pasted document is not a query)."""
+    words = list(dict.fromkeys(_words(text)))[:most]
+    return list(dict.fromkeys(_stem(words))) if words else []
 
 
 @dataclass(frozen=True, slots=True)
