@@ -222,6 +222,35 @@ async def test_the_statistics_follow_every_write(store: Store) -> None:
     assert ns  # (something was left to count)
 
 
+async def test_concurrent_writes_keep_the_statistics(store: Store) -> None:
+    """Writers to the same namespaces at once (PostgreSQL: on several connections)
+    neither deadlock nor lose a count: inserts, rewrites, deletes and a namespace
+    emptied, side by side."""
+    import asyncio
+
+    rng = random.Random(23)
+    await fill(store, A, corpus(rng, 40, WORDS[:10]))
+    await fill(store, B, corpus(rng, 40, WORDS[:10]))
+    listed = await store.list_entries([A], limit=40)
+
+    async def writes(i: int) -> None:
+        mine = random.Random(i)
+        if i % 4 == 0:
+            await fill(store, mine.choice([A, B]), corpus(mine, 15, WORDS[:10]))
+        elif i % 4 == 1:
+            await store.update_entry([A], listed[i].id, EntryChange(
+                content=f"{WORDS[i % 10]} rewritten {i}"))
+        elif i % 4 == 2:
+            await store.delete_entry([A], listed[i].id)
+        else:
+            await fill(store, C, corpus(mine, 10, WORDS[:10]))
+            if i == 19:
+                await store.delete_namespace(C)
+
+    await asyncio.gather(*(writes(i) for i in range(24)))
+    assert await _tables(store) == await _recounted(store)
+
+
 # -- bounded work in large namespaces ----------------------------------------------------------
 
 

@@ -226,14 +226,15 @@ def _count(tx: Tx, rows: Sequence[TextRow], sign: int) -> None:
 
 
 def drop_all(tx: Tx, namespace: str) -> None:
-    """The namespace is emptied: its statistics and postings go."""
-    row = tx.one("SELECT id FROM memory_text_ns WHERE namespace = ?", (namespace,))
+    """The namespace is emptied: its statistics and postings go. Its row goes first:
+    on PostgreSQL that waits for a write to the namespace under way, whose postings
+    then go too (a write after it counts into a new row)."""
+    row = tx.one("DELETE FROM memory_text_ns WHERE namespace = ? RETURNING id", (namespace,))
     if row is None:
         return
     ns = int(row[0])
     tx.execute("DELETE FROM memory_postings WHERE ns = ?", (ns,))
     tx.execute("DELETE FROM memory_text_df WHERE ns = ?", (ns,))
-    tx.execute("DELETE FROM memory_text_ns WHERE id = ?", (ns,))
 
 
 def stored(tx: Tx, keys: Sequence[int]) -> list[TextRow]:
