@@ -223,31 +223,40 @@ async def test_the_statistics_follow_every_write(store: Store) -> None:
 
 
 async def test_concurrent_writes_keep_the_statistics(store: Store) -> None:
-    """Writers to the same namespaces at once (PostgreSQL: on several connections)
-    neither deadlock nor lose a count: inserts, rewrites, deletes and a namespace
-    emptied, side by side."""
+    """Writers to the same namespaces and entries at once (PostgreSQL: on several
+    connections) neither deadlock nor lose a count: inserts, rewrites and deletes of
+    the same entries, and a namespace emptied under them. A write that loses a race
+    is refused (the entry changed or is gone), never counted twice."""
     import asyncio
+
+    from agentd.errors import Conflict, NotFound
 
     rng = random.Random(23)
     await fill(store, A, corpus(rng, 40, WORDS[:10]))
     await fill(store, B, corpus(rng, 40, WORDS[:10]))
     listed = await store.list_entries([A], limit=40)
+    in_b = await store.list_entries([B], limit=40)
 
     async def writes(i: int) -> None:
         mine = random.Random(i)
-        if i % 4 == 0:
+        target = listed[i % 8]
+        if i % 5 == 0:
             await fill(store, mine.choice([A, B]), corpus(mine, 15, WORDS[:10]))
-        elif i % 4 == 1:
-            await store.update_entry([A], listed[i].id, EntryChange(
+        elif i % 5 == 1:
+            await store.update_entry([A], target.id, EntryChange(
                 content=f"{WORDS[i % 10]} rewritten {i}"))
-        elif i % 4 == 2:
-            await store.delete_entry([A], listed[i].id)
+        elif i % 5 == 2:
+            await store.delete_entry([A], target.id)
+        elif i % 5 == 3:
+            await store.update_entry([B], in_b[i % 8].id, EntryChange(
+                content=f"{WORDS[i % 10]} again {i}"))
         else:
             await fill(store, C, corpus(mine, 10, WORDS[:10]))
-            if i == 19:
-                await store.delete_namespace(C)
+        if i == 27:
+            await store.delete_namespace(B)
 
-    await asyncio.gather(*(writes(i) for i in range(24)))
+    done = await asyncio.gather(*(writes(i) for i in range(40)), return_exceptions=True)
+    assert all(r is None or isinstance(r, Conflict | NotFound) for r in done), done
     assert await _tables(store) == await _recounted(store)
 
 

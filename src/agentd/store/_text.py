@@ -237,16 +237,22 @@ def drop_all(tx: Tx, namespace: str) -> None:
     tx.execute("DELETE FROM memory_text_df WHERE ns = ?", (ns,))
 
 
-def stored(tx: Tx, keys: Sequence[int]) -> list[TextRow]:
+def stored(tx: Tx, keys: Sequence[int], *, lock: bool = False) -> list[TextRow]:
     """The entries' terms as stored (what :func:`unindex` takes away; each term's
-    count is not kept with the entry and is not needed for that)."""
+    count is not kept with the entry and is not needed for that). ``lock``: lock the
+    rows first (an update that changes nothing, so both stores take it), and read
+    them as they are once any write to them under way committed."""
     out: list[TextRow] = []
     wanted = sorted(set(keys))
     for start in range(0, len(wanted), 500):
         part = wanted[start:start + 500]
-        for n, namespace, found, length in tx.all(
-                f"SELECT n, namespace, text_terms, text_len FROM memory_entries "
-                f"WHERE n IN ({_marks(part)}) AND text_len IS NOT NULL", part):
+        sql = (f"UPDATE memory_entries SET version = version WHERE n IN ({_marks(part)}) "
+               "RETURNING n, namespace, text_terms, text_len" if lock else
+               f"SELECT n, namespace, text_terms, text_len FROM memory_entries "
+               f"WHERE n IN ({_marks(part)})")
+        for n, namespace, found, length in tx.all(sql, part):
+            if length is None:
+                continue
             out.append(TextRow(int(n), str(namespace), dict.fromkeys(str(found).split(), 1),
                                int(length)))
     return out

@@ -464,20 +464,26 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
 
 
 def delete(tx: Tx, namespaces: Sequence[str], entry_id: str, dialect: str) -> EntryRecord:
-    """Delete the entry (its tags and vectors go with it; a vector leaves a tombstone)."""
+    """Delete the entry (its tags and vectors go with it; a vector leaves a tombstone).
+    Its row is locked first, then its terms are taken out of the statistics, then its
+    vector goes: the order every write takes (entries, statistics, the memory clock),
+    so that writers on PostgreSQL wait for each other instead of deadlocking, and a
+    rewrite committed meanwhile is the one uncounted."""
     old = get(tx, namespaces, entry_id)
     if old is None:
         raise NotFound(f"no memory entry {entry_id!r}", code="entry_not_found")
-    _text.unindex(tx, _text.stored(tx, [old.n]))
+    _text.unindex(tx, _text.stored(tx, [old.n], lock=True))
     drop_vectors(tx, [old.n], dialect)
     tx.execute("DELETE FROM memory_entries WHERE n = ?", (old.n,))
     return old
 
 
 def delete_namespace(tx: Tx, namespace: str, dialect: str) -> int:
-    """Delete every entry of the namespace; how many there were."""
-    ns = [int(r[0]) for r in tx.all("SELECT n FROM memory_entries WHERE namespace = ?",
-                                    (namespace,))]
+    """Delete every entry of the namespace; how many there were. Its entries' rows are
+    locked first (PostgreSQL), as every write takes them: see :func:`delete`."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    ns = [int(r[0]) for r in tx.all("SELECT n FROM memory_entries WHERE namespace = ?"
+                                    + lock, (namespace,))]
     _text.drop_all(tx, namespace)
     drop_vectors(tx, ns, dialect)
     tx.execute("DELETE FROM memory_entries WHERE namespace = ?", (namespace,))
