@@ -35,8 +35,9 @@ not delay a search).
 ``--restart``: after every conversation was searched, every question is asked again,
 then again after a restart of the daemon; ``stable`` counts the questions whose ranked
 ids differ between those two (must be 0: issue 31 item 3), and from right after their
-conversation's write (on SQLite, conversations stored later change FTS5's document
-counts). ``--weight W`` sends ``vector_weight`` with every search.
+conversation's write (must be 0 too: full text ranks with each namespace's own
+statistics, so conversations stored later change nothing). ``--weight W`` sends
+``vector_weight`` with every search.
 
 Progress goes to stderr; stdout gets one JSON line.
 """

@@ -107,6 +107,46 @@ async def test_batch_search_and_filters(client: httpx.AsyncClient) -> None:
     assert len(listed.json()["entries"]) == 2
 
 
+async def test_another_tenant_never_moves_a_search(client: httpx.AsyncClient) -> None:
+    """Attack: a tenant writes, through the API, entries made of another tenant's
+    search words (to move that tenant's rankings and so measure what it stores).
+    The other tenant's searches give the same results with the same scores, by
+    words alone and hybrid: full text ranks with the searched namespaces' own
+    statistics only."""
+    notes = [f"Meeting note {i}: the {w} budget for the {v} project" for i, (w, v) in
+             enumerate([("marketing", "Lisbon"), ("travel", "Porto"), ("hiring", "Lisbon"),
+                        ("marketing", "Berlin"), ("cloud", "Porto"), ("travel", "Oslo")])]
+    made = await client.post(f"{BASE}/entries", json={"entries": [{"content": c}
+                                                                  for c in notes]})
+    assert made.status_code == 201, made.text
+    searches = [{"query": "marketing budget Lisbon", "vector_weight": 0.0},
+                {"query": "travel project", "vector_weight": 0.0},
+                {"query": "which budget is for Porto?"}]
+
+    async def results() -> list[list[tuple[str, float, float | None]]]:
+        out = []
+        for body in searches:
+            found = await client.post(f"{BASE}/search", json=body)
+            assert found.status_code == 200, found.text
+            out.append([(r["id"], r["score"], r["scores"]["text"])
+                        for r in found.json()["results"]])
+        return out
+
+    before = await results()
+    assert all(before)
+    rival = await client.post("/v1/agents", json={"name": "rival", "model": "scripted",
+                                                  "settings": {"tenant": "rival"}})
+    assert rival.status_code == 201, rival.text
+    flood = [f"marketing Lisbon travel budget project Porto {i}" for i in range(300)]
+    for start in range(0, len(flood), 100):
+        wrote = await client.post("/v1/agents/rival/memory/entries", json={
+            "entries": [{"content": c} for c in flood[start:start + 100]]})
+        assert wrote.status_code == 201, wrote.text
+    assert await results() == before
+    await client.delete("/v1/agents/rival")
+    assert await results() == before
+
+
 async def test_shared_namespace(client: httpx.AsyncClient) -> None:
     made = await client.post(f"{BASE}/entries", json={"content": "The office wifi is "
                                                       "called agentd-guest.",

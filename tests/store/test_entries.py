@@ -440,13 +440,13 @@ async def test_vectors_written_with_their_entries_are_never_pending(store: Store
 
 async def test_fulltext_in_a_large_namespace_ranks_the_rarest_words(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above ``SMALL`` entries (SQLite: bounded by agentd.store._fulltext, PostgreSQL:
-    ts_rank_cd) the entries holding the rare word come first, the newest matches
-    when every word is common; namespaces and filters are kept."""
+    """When a query's terms are held by more entries than the budget
+    (agentd.store._fulltext), the entries holding the rare term come first, the
+    newest matches when every term is common; namespaces and filters are kept."""
     from agentd.store import _fulltext
 
-    monkeypatch.setattr(_fulltext, "SMALL", 50)
     monkeypatch.setattr(_fulltext, "BUDGET", 40)
+    monkeypatch.setattr(_fulltext, "NEWEST", 40)
     texts = [f"common filler number {i}" for i in range(200)]
     for i in range(5):
         texts.insert(30 * i + 7, f"common walrus sighting {i}")
@@ -480,8 +480,8 @@ async def test_a_large_vector_table_is_analyzed_so_its_index_is_used(
     missing or stale: after that, the search's own query is planned on the index."""
     if not pgvector_available(pg_url):
         pytest.skip("pgvector is not installed (scripts/install-pgvector.sh)")
-    from agentd.store import _fulltext
-    monkeypatch.setattr(_fulltext, "SMALL", 150)  # ("large": over 150 vectors)
+    from agentd.store import _pg_analyze
+    monkeypatch.setattr(_pg_analyze, "ANALYZE_ABOVE", 150)  # ("large": over 150 vectors)
     assert await pg_store.ensure_pgvector(EMB, 3) is True
     ns = await add(pg_store, *(f"entry {i}" for i in range(400)))
     await pg_store.put_vectors(EMB, [(n, vec(math.cos(n), math.sin(n), (n % 7) / 7), 1)

@@ -7,10 +7,12 @@ with tags, metadata and where it came from. It lives in a namespace: the agent's
 model call: an exact duplicate (same normalised content in the namespace) is not
 stored again, the answer names the entry that has it.
 
-Search is hybrid: the store's full-text index (SQLite FTS5 BM25, PostgreSQL
-``ts_rank_cd``) and the vector side (:mod:`agentd.memory.vectors`), fused by
-rank-normalised weights (``vector_weight``, measured in docs/benchmarks.md). Filters
-(tags, metadata, time) apply to both sides in the store.
+Search is hybrid: the store's full text (BM25 with the searched namespaces' own
+statistics, the same on both stores: :mod:`agentd.store._text`) and the vector side
+(:mod:`agentd.memory.vectors`), fused by weights of min-max normalised scores
+(``vector_weight``) and lifted by neighbouring entries (``neighbour_weight``), both
+measured on LoCoMo in docs/benchmarks.md. Filters (tags, metadata, time) apply to
+both sides in the store.
 
 Injection safety: an entry written by a tainted session is tainted (and stays so
 until a client clears it); a search result says so; a run that recalls a tainted
@@ -116,7 +118,7 @@ class Scope:
 class Hit:
     entry: EntryRecord
     score: float
-    #: Each side's own score (``text``: BM25 / ts_rank, ``vector``: cosine), if found
+    #: Each side's own score (``text``: BM25, ``vector``: cosine), if found
     #: by it.
     text: float | None = None
     vector: float | None = None
@@ -191,32 +193,6 @@ def entry_dict(e: EntryRecord) -> dict[str, Any]:
             "tainted": e.tainted is not None, "tainted_reason": e.tainted,
             "created_at": iso(e.created_at), "updated_at": iso(e.updated_at),
             "version": e.version}
-
-
-#: Words too common to tell entries apart (the full-text side of a hybrid search leaves
-#: them out; a query of nothing else keeps them).
-STOPWORDS = frozenset({
-    "a", "about", "above", "after", "again", "all", "am", "an", "and", "any", "are",
-    "as", "at", "be", "because", "been", "before", "being", "below", "between", "both",
-    "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each",
-    "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
-    "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into",
-    "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no",
-    "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our",
-    "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some",
-    "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then",
-    "there", "these", "they", "this", "those", "through", "to", "too", "under", "until",
-    "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself",
-    "yourselves",
-})
-
-
-def content_words(query: str) -> str:
-    """``query`` without its stopwords (as it is if that leaves nothing)."""
-    words = re.findall(r"\w+", query)
-    kept = [w for w in words if w.casefold() not in STOPWORDS]
-    return " ".join(kept) if kept else query
 
 
 def _spread(ranking: Sequence[tuple[int, float]]) -> dict[int, float]:
@@ -434,11 +410,7 @@ class MemoryEntries:
         async def by_words() -> list[tuple[int, float]]:
             if weight >= 1.0:
                 return []
-            # Beside vectors, the words that occur almost everywhere ("my", "the")
-            # make the full-text side score most of the namespace for next to nothing
-            # (measured: 8x the time at 100k entries); alone, every word counts.
-            words = query if weight == 0.0 else content_words(query)
-            return await self.store.fulltext_entries(spaces, words, flt, depth)
+            return await self.store.fulltext_entries(spaces, query, flt, depth)
 
         async def by_meaning() -> list[tuple[int, float]]:
             if self.vectors is None or weight <= 0.0:
@@ -452,10 +424,11 @@ class MemoryEntries:
         score = fuse(text, vector, weight)
         # Neighbours lift a hybrid search; one side alone ranks by that side alone.
         lift = scope.settings.neighbour_weight if 0.0 < weight < 1.0 else 0.0
-        around = (await self.store.entry_neighbours(spaces, list(score), flt)
-                  if lift > 0.0 and score else {})
-        fused = with_neighbours(score, around, lift)[:limit]
-        records = await self.store.entries_by_n(spaces, [k for k, _ in fused])
+        # The neighbours and the best entries are read in one transaction.
+        fused, records = await self.store.ranked_entries(
+            spaces, list(score), flt,
+            lambda around: with_neighbours(score, around, lift)[:limit],
+            neighbours=lift > 0.0)
         text_of, vector_of = dict(text), dict(vector)
         return [Hit(records[k], round(s, 6), text_of.get(k), vector_of.get(k))
                 for k, s in fused if k in records]

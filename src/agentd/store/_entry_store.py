@@ -6,12 +6,12 @@ A mixin so that ``store.py`` stays readable; :class:`agentd.store.Store` inherit
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 
 from agentd.clock import Clock
 from agentd.errors import Conflict
-from agentd.store import _pg_fulltext, _vectors
+from agentd.store import _pg_analyze, _vectors
 from agentd.store import entries as _entries
 from agentd.store import quota as _quota
 from agentd.store._vectors import Pending
@@ -29,12 +29,14 @@ class EntryStore:
     clock: Clock
     #: Embedders for which entries embedded by another one were made pending again.
     _requeued_for: frozenset[str] = frozenset()
+    #: pgvector as :meth:`ensure_pgvector` found it set up (None: not yet).
+    _pgvector: _vectors.PgVector | None = None
 
     @cached_property
-    def _text_stats(self) -> _pg_fulltext.Stats:
-        """PostgreSQL's statistics of the entries' words, as full-text search last read
-        them (:mod:`agentd.store._pg_fulltext`)."""
-        return _pg_fulltext.Stats()
+    def _text_stats(self) -> _pg_analyze.Statistics:
+        """When PostgreSQL's planner statistics of the memory tables were last looked
+        at (:mod:`agentd.store._pg_analyze`)."""
+        return _pg_analyze.Statistics()
 
     async def insert_entries(self, items: Sequence[NewEntry], *, quota: Quota | None = None,
                              vectors: tuple[str, Sequence[bytes]] | None = None
@@ -66,13 +68,11 @@ class EntryStore:
         return written
 
     async def _analyze_entries(self) -> None:
-        """Keep PostgreSQL's statistics of the entries current where the server's
-        autovacuum does not (full text in large namespaces is ranked by them, and the
-        planner needs them); looked at once a minute, by a write or a search, which
-        pays for an ANALYZE when they are stale."""
-        stats = self._text_stats
+        """Keep PostgreSQL's planner statistics of the memory tables current where the
+        server's autovacuum does not; looked at once a minute, by a write or a search,
+        which pays for an ANALYZE when they are stale."""
         try:
-            if await self.engine.write(lambda tx: _pg_fulltext.analyze_if_stale(tx, stats)):
+            if await self.engine.write(_pg_analyze.analyze_if_stale):
                 log.info("analyzed the memory tables (their statistics were stale)")
         except Exception as exc:  # e.g. a role that does not own the table
             log.warning("could not analyze the memory tables: %s", exc)
@@ -135,10 +135,10 @@ class EntryStore:
                                filters: EntryFilter | None = None, limit: int = 50
                                ) -> list[tuple[int, float]]:
         """``(n, score)`` best first; any word of ``query`` matches."""
-        dialect, stats = self.engine.dialect, self._text_stats
+        dialect = self.engine.dialect
         found = await self.engine.read(lambda tx: _entries.fulltext(
-            tx, namespaces, query, filters, limit, dialect, stats))
-        if dialect == "postgresql" and stats.due():
+            tx, namespaces, query, filters, limit, dialect))
+        if dialect == "postgresql" and self._text_stats.due():
             # A table filled before the daemon analyzed after writes (or by another).
             await self._analyze_entries()
         return found
@@ -150,6 +150,27 @@ class EntryStore:
         dialect = self.engine.dialect
         return await self.engine.read(lambda tx: _entries.neighbours(
             tx, namespaces, keys, filters, dialect))
+
+    async def ranked_entries(
+            self, namespaces: Sequence[str], keys: Sequence[int],
+            filters: EntryFilter | None,
+            rank: Callable[[Mapping[int, tuple[int | None, int | None]]],
+                           list[tuple[int, float]]],
+            neighbours: bool = True) -> tuple[list[tuple[int, float]], dict[int, EntryRecord]]:
+        """A search's last read, in one transaction: the neighbours of ``keys`` (its
+        candidates: entries of ``namespaces`` passing ``filters``; none unless
+        ``neighbours``), ``rank`` of them (the best, with their scores, computed in
+        the store's thread), and those entries."""
+        dialect = self.engine.dialect
+
+        def op(tx: Tx) -> tuple[list[tuple[int, float]], dict[int, EntryRecord]]:
+            around = (_entries.neighbours(tx, namespaces, keys, filters, dialect,
+                                          candidates=True)
+                      if neighbours and keys else {})
+            best = rank(around)
+            return best, _entries.get_many_by_n(tx, namespaces, [k for k, _ in best])
+
+        return await self.engine.read(op)
 
     async def allowed_entries(self, namespaces: Sequence[str], filters: EntryFilter | None
                               ) -> list[int]:
@@ -204,8 +225,17 @@ class EntryStore:
         """Whether :meth:`vector_search` can be used (always False on SQLite)."""
         if self.engine.dialect != "postgresql":
             return False
-        return await self.engine.write(lambda tx: _vectors.ensure_pgvector(tx, embedder,
-                                                                           dim))
+
+        def op(tx: Tx) -> _vectors.PgVector | None:
+            if not _vectors.ensure_pgvector(tx, embedder, dim):
+                return None
+            return _vectors.pgvector_setup(tx)
+
+        setup = await self.engine.write(op)
+        if setup is not None:
+            # What every search would otherwise look up again (two statements).
+            self._pgvector = setup
+        return setup is not None
 
     async def vector_search(self, namespaces: Sequence[str], embedder: str, dim: int,
                             query: bytes | Sequence[float], k: int,
@@ -213,8 +243,9 @@ class EntryStore:
                             ) -> list[tuple[int, float]]:
         """``(n, cosine similarity)`` best first, by pgvector (exactly when the
         namespaces hold at most ``exact_below`` vectors)."""
+        setup = self._pgvector
         found = await self.engine.read(lambda tx: _vectors.vector_search(
-            tx, namespaces, embedder, dim, query, k, filters, exact_below))
+            tx, namespaces, embedder, dim, query, k, filters, exact_below, setup))
         if self._text_stats.due():
             # (searches by vector alone look at the statistics too: see above)
             await self._analyze_entries()

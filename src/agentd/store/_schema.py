@@ -73,7 +73,11 @@ schedules), and ``schedule_fires``: the claim on each fire time, its primary key
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+from collections.abc import Callable
+
+from agentd.store.engine import Tx
+
+__all__ = ["MIGRATIONS", "STEPS"]
 
 #: (version, name, SQL): the SQL is one script, or one per dialect.
 MIGRATIONS: list[tuple[int, str, str | dict[str, str]]] = [
@@ -1043,3 +1047,70 @@ CREATE INDEX eval_results_queued ON eval_results (eval_run_id, n) WHERE status =
 CREATE INDEX eval_results_running ON eval_results (claimed_by) WHERE status = 'running';
 """,
 ))
+
+# Migration 28: full text ranked with each namespace's own statistics, the same way on
+# both stores (agentd.store._text, _fulltext). ``memory_postings`` holds a row per
+# (namespace, term, entry): the term's count in the entry and the entry's length in
+# terms, found by its primary key; ``memory_text_ns`` holds each namespace's entries
+# and terms, ``memory_text_df`` its entries per term; every write keeps the three in
+# its transaction. An entry keeps its distinct terms (``text_terms``) and its length
+# (``text_len``), so that removing it takes away what adding it counted. They replace
+# SQLite's FTS5 index (whose BM25 counted every namespace's entries together) and
+# PostgreSQL's ``english`` ``tsvector`` (its own words, ranked otherwise). Existing
+# entries are indexed by the Python step that follows (:data:`STEPS`).
+_TEXT_29 = """
+ALTER TABLE memory_entries ADD COLUMN text_terms {text};
+ALTER TABLE memory_entries ADD COLUMN text_len {bigint};
+CREATE TABLE memory_text_df (
+    ns    {bigint} NOT NULL,
+    term  {text} NOT NULL,
+    docs  {bigint} NOT NULL,
+    PRIMARY KEY (ns, term)
+){clustered};
+CREATE TABLE memory_postings (
+    ns    {bigint} NOT NULL,
+    term  {text} NOT NULL,
+    n     {bigint} NOT NULL,
+    tf    {bigint} NOT NULL,
+    len   {bigint} NOT NULL,
+    PRIMARY KEY (ns, term, n)
+){clustered};
+"""
+MIGRATIONS.append((
+    28,
+    "full text with each namespace's own statistics (agentd.store._text)",
+    {
+        "sqlite": """
+DROP TRIGGER memory_entries_fts_insert;
+DROP TRIGGER memory_entries_fts_delete;
+DROP TRIGGER memory_entries_fts_update;
+DROP TABLE memory_fts;
+ALTER TABLE memory_entries DROP COLUMN fts_ns;
+CREATE TABLE memory_text_ns (
+    id        INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL UNIQUE,
+    docs      INTEGER NOT NULL,
+    tokens    INTEGER NOT NULL
+);
+""" + _TEXT_29,
+        "postgresql": """
+ALTER TABLE memory_entries DROP COLUMN content_tsv;
+CREATE TABLE memory_text_ns (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    namespace TEXT NOT NULL UNIQUE,
+    docs      BIGINT NOT NULL,
+    tokens    BIGINT NOT NULL
+);
+""" + _TEXT_29,
+    },
+))
+
+
+def _index_entries_28(tx: Tx, dialect: str) -> None:
+    from agentd.store import _text
+
+    _text.index_existing(tx)
+
+
+#: Python steps run right after their migration's SQL, in the same transaction.
+STEPS: dict[int, Callable[[Tx, str], None]] = {28: _index_entries_28}

@@ -4,8 +4,10 @@ An entry lives in a namespace (opaque here; the service uses ``agent:<id>`` and
 ``ns:<name>``) and is stored as written. Its ``content_hash`` (of the content
 normalised: NFKC, case-folded, whitespace collapsed) is unique per namespace, so an
 exact duplicate is never stored twice: :func:`insert` answers with the entry already
-there. Full text is indexed in the same transaction (FTS5 triggers on SQLite, a
-generated ``tsvector`` on PostgreSQL), so an acknowledged entry is searchable at once.
+there. Full text is indexed in the same transaction (its terms' postings and its
+namespace's statistics, the same on both stores: ``agentd.store._text``), so an
+acknowledged entry is searchable at once and ranked with its namespace's own
+statistics.
 
 Vectors are derived data (``agentd.store._vectors``): ``embedded_with`` is NULL until
 the embedding pipeline has stored one for the entry's current content. Every write
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from typing import Any
 import orjson
 
 from agentd.errors import Conflict, InvalidInput, NotFound
-from agentd.store import _fulltext, _pg_fulltext
+from agentd.store import _fulltext, _text
 from agentd.store.engine import Tx
 from agentd.store.rows import new_id
 
@@ -126,7 +127,7 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(normalise(content).encode()).hexdigest()
 
 
-def _text(value: object, what: str, where: str) -> str:
+def _string(value: object, what: str, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string", field=where)
     if "\x00" in value:  # PostgreSQL refuses NUL in text: refuse it everywhere
@@ -135,7 +136,7 @@ def _text(value: object, what: str, where: str) -> str:
 
 
 def _content(value: object, where: str) -> str:
-    text = _text(value, "content", where)
+    text = _string(value, "content", where)
     if not normalise(text):
         raise InvalidInput("content must not be empty", field=where)
     return text
@@ -146,7 +147,7 @@ def _tags(value: object, where: str) -> tuple[str, ...]:
         raise InvalidInput("tags must be a list of strings", field=where)
     out: dict[str, None] = {}
     for i, tag in enumerate(value):
-        text = _text(tag, "a tag", f"{where}[{i}]")
+        text = _string(tag, "a tag", f"{where}[{i}]")
         if not text.strip():
             raise InvalidInput("a tag must not be empty", field=f"{where}[{i}]")
         out[text] = None
@@ -157,7 +158,7 @@ def _json_value(value: object, where: str, *, scalar: bool = False) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(f"{where} must be a finite number", field=where)
     if isinstance(value, str):
-        _text(value, where, where)
+        _string(value, where, where)
     elif isinstance(value, Mapping) and not scalar:
         for key, item in value.items():
             if not isinstance(key, str):
@@ -244,7 +245,7 @@ def _where(namespaces: Sequence[str], filters: EntryFilter | None, dialect: str
         raise InvalidInput("the metadata filter must be an object", field="filters.metadata")
     for key, value in filters.metadata.items():
         where = f"filters.metadata.{key}"
-        _text(key, "a metadata key", where)
+        _string(key, "a metadata key", where)
         _json_value(value, where, scalar=True)
         term, values = _metadata_term(key, value, dialect)
         terms.append(term)
@@ -293,12 +294,14 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float
     """Store each entry unless its namespace holds an exact duplicate: ``(record,
     created)`` per item, in order; a duplicate (of a stored entry, or of an earlier
     item of the batch) gives the entry stored with ``created`` False. Every item is
-    checked before anything is written; the batch is one transaction."""
+    checked before anything is written; the batch is one transaction, which also
+    counts the new entries' terms into their namespaces' statistics."""
     where = "entries[{}]" if len(items) > 1 else "entry"
     checked = [_checked(item, where.format(i)) for i, item in enumerate(items)]
     keys = [(item.namespace, digest) for item, digest in checked]
     found = _by_hash(tx, set(keys))
     fresh: dict[tuple[str, str], EntryRecord] = {}
+    text: dict[tuple[str, str], _text.TextRow] = {}
     rows: list[tuple[Any, ...]] = []
     for (item, digest), key in zip(checked, keys, strict=True):
         if key in found or key in fresh:
@@ -311,23 +314,26 @@ def insert(tx: Tx, items: Sequence[NewEntry], now: float
             source_seq=item.source_seq, agent_id=item.agent_id, tainted=item.tainted,
             created_at=at, updated_at=at, version=1)
         fresh[key] = record
+        text[key] = _text.TextRow.of(0, record.namespace, record.content)
         rows.append((record.id, record.namespace, record.content, digest,
                      _dumps(record.tags), _dumps(record.metadata), record.source_session,
                      record.source_run, record.source_seq, record.agent_id, record.tainted,
-                     at, at, 1))
+                     at, at, 1, *text[key].columns()))
     if rows:
         # DO NOTHING: a duplicate another node committed since the lookup above is
         # found again below, instead of failing the whole batch.
         tx.executemany(
             "INSERT INTO memory_entries (id, namespace, content, content_hash, tags, "
             "metadata, source_session, source_run, source_seq, agent_id, tainted, "
-            "created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?) ON CONFLICT (namespace, content_hash) DO NOTHING", rows)
+            "created_at, updated_at, version, text_terms, text_len) VALUES (?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (namespace, content_hash) DO NOTHING", rows)
         ns_of = _n_by_id(tx, [r.id for r in fresh.values()])
         lost = {key for key, r in fresh.items() if r.id not in ns_of}
         if lost:
             found.update(_by_hash(tx, lost))
         fresh = {key: replace(r, n=ns_of[r.id]) for key, r in fresh.items() if key not in lost}
+        _text.index(tx, [replace(text[key], n=r.n) for key, r in fresh.items()])
         tx.executemany("INSERT INTO memory_tags (n, namespace, tag) VALUES (?, ?, ?)",
                        [(r.n, r.namespace, tag) for r in fresh.values() for tag in r.tags])
     out: list[tuple[EntryRecord, bool]] = []
@@ -422,21 +428,29 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
     tainted = old.tainted if change.tainted is None else (change.tainted or None)
     digest = content_hash(content)
     reembed = content != old.content
+    # What the entry counted before (read before the row changes).
+    old_text = _text.stored(tx, [old.n]) if reembed else []
     if reembed:
         row = tx.one("SELECT id FROM memory_entries WHERE namespace = ? AND content_hash = ? "
                      "AND n <> ?", (old.namespace, digest, old.n))
         if row is not None:
             raise Conflict(f"memory entry {row[0]!r} already holds this content",
                            code="entry_duplicate", details={"existing": str(row[0])})
+    new_text = _text.TextRow.of(old.n, old.namespace, content) if reembed else None
     tx.execute(
         "UPDATE memory_entries SET content = ?, content_hash = ?, tags = ?, metadata = ?, "
         "tainted = ?, updated_at = ?, version = version + 1"
-        + (", embedded_with = NULL" if reembed else "") + " WHERE n = ? AND version = ?",
-        (content, digest, _dumps(tags), _dumps(metadata), tainted, now, old.n, old.version))
+        + (", embedded_with = NULL, text_terms = ?, text_len = ?" if reembed else "")
+        + " WHERE n = ? AND version = ?",
+        (content, digest, _dumps(tags), _dumps(metadata), tainted, now,
+         *(new_text.columns() if new_text is not None else ()),
+         old.n, old.version))
     if tx.rowcount != 1:  # another node wrote in between (PostgreSQL, read committed)
         raise Conflict(f"memory entry {entry_id!r} changed meanwhile; try again",
                        code="entry_changed", retryable=True)
-    if reembed:
+    if new_text is not None:
+        _text.unindex(tx, old_text)
+        _text.index(tx, [new_text])
         drop_vectors(tx, [old.n], dialect)
     if tags != old.tags:
         tx.execute("DELETE FROM memory_tags WHERE n = ?", (old.n,))
@@ -450,19 +464,27 @@ def update(tx: Tx, namespaces: Sequence[str], entry_id: str, change: EntryChange
 
 
 def delete(tx: Tx, namespaces: Sequence[str], entry_id: str, dialect: str) -> EntryRecord:
-    """Delete the entry (its tags and vectors go with it; a vector leaves a tombstone)."""
+    """Delete the entry (its tags and vectors go with it; a vector leaves a tombstone).
+    Its row is locked first, then its terms are taken out of the statistics, then its
+    vector goes: the order every write takes (entries, statistics, the memory clock),
+    so that writers on PostgreSQL wait for each other instead of deadlocking, and a
+    rewrite committed meanwhile is the one uncounted."""
     old = get(tx, namespaces, entry_id)
     if old is None:
         raise NotFound(f"no memory entry {entry_id!r}", code="entry_not_found")
+    _text.unindex(tx, _text.stored(tx, [old.n], lock=True))
     drop_vectors(tx, [old.n], dialect)
     tx.execute("DELETE FROM memory_entries WHERE n = ?", (old.n,))
     return old
 
 
 def delete_namespace(tx: Tx, namespace: str, dialect: str) -> int:
-    """Delete every entry of the namespace; how many there were."""
-    ns = [int(r[0]) for r in tx.all("SELECT n FROM memory_entries WHERE namespace = ?",
-                                    (namespace,))]
+    """Delete every entry of the namespace; how many there were. Its entries' rows are
+    locked first (PostgreSQL), as every write takes them: see :func:`delete`."""
+    lock = " FOR UPDATE" if dialect == "postgresql" else ""
+    ns = [int(r[0]) for r in tx.all("SELECT n FROM memory_entries WHERE namespace = ?"
+                                    + lock, (namespace,))]
+    _text.drop_all(tx, namespace)
     drop_vectors(tx, ns, dialect)
     tx.execute("DELETE FROM memory_entries WHERE namespace = ?", (namespace,))
     return len(ns)
@@ -551,7 +573,7 @@ NEIGHBOUR_WINDOW = 64
 
 
 def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
-               filters: EntryFilter | None, dialect: str
+               filters: EntryFilter | None, dialect: str, *, candidates: bool = False
                ) -> dict[int, tuple[int | None, int | None]]:
     """Which of ``keys`` were written next to each other: for each key of an entry in
     ``namespaces`` passing ``filters``, the previous and the next such entry of its
@@ -559,7 +581,9 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     none there, or one that is not among them). A search lifts its candidates by
     their neighbours' scores, and an entry it did not find scores nothing, so only
     neighbours among the candidates matter: two candidates with consecutive keys are
-    neighbours without a lookup, and only the gaps between close ones are read."""
+    neighbours without a lookup, and only the gaps between close ones are read.
+    ``candidates``: the keys are a search's candidates, entries of ``namespaces`` passing
+    ``filters``; with one namespace they need not be read to be grouped."""
     names = _namespaces(namespaces)
     out: dict[int, tuple[int | None, int | None]] = {}
     wanted = sorted({int(k) for k in keys})
@@ -570,7 +594,9 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     # walks the namespace's index instead (every entry of it: see get_many_by_n).
     keyed = where.replace("e.namespace IN", "(e.namespace || '') IN", 1)
     by_ns: dict[str, list[int]] = {}
-    for part in _chunks(wanted):
+    if candidates and len(names) == 1:
+        by_ns[names[0]] = list(wanted)
+    for part in (() if by_ns else _chunks(wanted)):
         for n, namespace in tx.all(f"SELECT e.n, e.namespace FROM memory_entries e WHERE "
                                    f"e.n IN ({_marks(part)}) AND {keyed}", (*part, *params)):
             by_ns.setdefault(str(namespace), []).append(int(n))
@@ -601,86 +627,19 @@ def neighbours(tx: Tx, namespaces: Sequence[str], keys: Sequence[int],
     return out
 
 
-#: BM25's parameters on PostgreSQL: FTS5's (SQLite), so both stores rank alike.
-_K1, _B = 1.2, 0.75
-
-
-def _pg_size(tx: Tx, names: Sequence[str]) -> int:
-    row = tx.one(f"SELECT COUNT(*) FROM (SELECT 1 FROM memory_entries "
-                 f"WHERE namespace IN ({_marks(names)}) LIMIT ?) t",
-                 (*names, _fulltext.SMALL + 1))
-    return int(row[0]) if row else 0
-
-
-def _pg_text(tx: Tx, names: Sequence[str], terms: Sequence[str], where: str,
-                 params: Sequence[Any], limit: int, stats: _pg_fulltext.Stats
-                 ) -> list[tuple[int, float]]:
-    """PostgreSQL's full-text side: in namespaces of up to ``SMALL`` entries, BM25 as
-    on SQLite (with the namespaces' own statistics); in larger ones BM25 of a bounded
-    set of matches, the rarest lexemes' (:mod:`agentd.store._pg_fulltext`)."""
-    lexemes = [str(r[0]) for r in tx.all(
-        "SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', ?))) ORDER BY 1",
-        (" ".join(terms),))][:_MAX_TERMS]
-    if not lexemes:
-        return []
-    # Counting a large namespace up to SMALL took 4-6 ms at 100,000 entries: one the
-    # statistics say is clearly large is not counted.
-    if not stats.table(tx).large(names) and _pg_size(tx, names) <= _fulltext.SMALL:
-        return _pg_bm25(tx, lexemes, lexemes, where, params, limit)
-    return _pg_fulltext.search(tx, stats, lexemes, where, params, limit)
-
-
-def _pg_bm25(tx: Tx, match: Sequence[str], lexemes: Sequence[str], where: str,
-             params: Sequence[Any], limit: int, newest: int | None = None
-             ) -> list[tuple[int, float]]:
-    """Okapi BM25 on PostgreSQL of the entries holding any of ``match`` (lexemes of
-    the ``english`` configuration; with ``newest``, only that many of the newest),
-    with the statistics of the searched namespaces (and filters) alone: ``N`` the
-    entries there, a word's document frequency its matches there, the average length
-    that of the matches. ``ts_rank_cd`` knows no document frequency (a name that is in
-    half the entries weighs as much as a rare word): on LoCoMo it ranked the evidence
-    lower than BM25. A word's frequency in an entry is its positions in the
-    ``tsvector``, an entry's length its distinct words (``length(tsvector)``, read
-    without unpacking it). Every CTE is MATERIALIZED: inlined, the statistics were
-    computed again for every match (24 ms for 400)."""
-    one = "quote_literal(?)::tsquery"
-    tsquery = " || ".join(one for _ in match)
-    window = f" ORDER BY e.n DESC LIMIT {int(newest)}" if newest else ""
-    sql = f"""
-WITH m AS MATERIALIZED (SELECT e.n, e.content_tsv AS v FROM memory_entries e
-      WHERE e.content_tsv @@ ({tsquery}) AND {where}{window}),
-tf AS MATERIALIZED (SELECT m.n, u.lexeme, COALESCE(array_length(u.positions, 1), 1) AS f,
-      length(m.v) AS len FROM m, unnest(m.v) u WHERE u.lexeme = ANY(?)),
-df AS MATERIALIZED (SELECT lexeme, COUNT(*)::float8 AS d FROM tf GROUP BY lexeme),
-st AS MATERIALIZED (SELECT (SELECT COUNT(*) FROM memory_entries e WHERE {where})::float8
-      AS total, GREATEST((SELECT AVG(length(v)) FROM m), 1)::float8 AS avgdl)
-SELECT tf.n, SUM(LN(1 + (st.total - df.d + 0.5) / (df.d + 0.5))
-                 * tf.f * {_K1 + 1} / (tf.f + {_K1} * ({1 - _B} + {_B} * tf.len / st.avgdl)))
-       AS score
-FROM tf JOIN df ON df.lexeme = tf.lexeme CROSS JOIN st
-GROUP BY tf.n ORDER BY score DESC, tf.n DESC LIMIT ?"""
-    rows = tx.all(sql, (*match, *params, list(lexemes), *params, limit))
-    return [(int(r[0]), float(r[1])) for r in rows]
-
-
 def query_terms(query: str) -> list[str]:
-    """The query's words (letters and digits), each once, in order."""
+    """The query's terms (:func:`agentd.store._text.terms`), each once, in order."""
     if not isinstance(query, str):
         raise InvalidInput("query must be a string", field="query")
-    seen: dict[str, str] = {}
-    for word in re.findall(r"\w+", query):
-        seen.setdefault(word.casefold(), word)
-    return list(seen.values())[:_MAX_TERMS]
+    return _text.query_terms(query, _MAX_TERMS)
 
 
 def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter | None,
-             limit: int, dialect: str, stats: _pg_fulltext.Stats | None = None
-             ) -> list[tuple[int, float]]:
-    """``(n, score)`` of the entries matching any word of ``query``, best first (a
-    higher score is better: BM25). Every word is passed quoted (SQLite) or as its own
-    parameter (PostgreSQL): no text a user types is read as query syntax. The work is
-    bounded (see :mod:`agentd.store._fulltext` and :func:`_pg_text`): in a large
-    namespace, the rarest words rank the matches."""
+             limit: int, dialect: str) -> list[tuple[int, float]]:
+    """``(n, score)`` of the entries holding any term of ``query``, best first (a
+    higher score is better: BM25 with the namespaces' own statistics, the same on
+    both stores). Every term is a parameter: no text a user types is read as query
+    syntax. The work is bounded (:mod:`agentd.store._fulltext`)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be 1-{MAX_PAGE}", field="limit")
     names = _namespaces(namespaces)
@@ -688,8 +647,5 @@ def fulltext(tx: Tx, namespaces: Sequence[str], query: str, filters: EntryFilter
     if not names or not terms:
         return []
     where, params = _where(names, filters, dialect)
-    if dialect == "postgresql":
-        return _pg_text(tx, names, terms, where, params, limit,
-                        stats if stats is not None else _pg_fulltext.Stats())
     return _fulltext.search(tx, names, terms, where, params,
                             filters is not None and not filters.empty, limit)

@@ -68,7 +68,7 @@ from agentd.store._lease_store import LeaseStore
 from agentd.store._node_store import NodeStore
 from agentd.store._revisions import RevisionStore, note_revision
 from agentd.store._schedule_store import ScheduleStore
-from agentd.store._schema import MIGRATIONS
+from agentd.store._schema import MIGRATIONS, STEPS
 from agentd.store._sessions import new_checkpoint
 from agentd.store._snapshot_store import SnapshotRowStore, note_heads
 from agentd.store._subtask_store import SubtaskStore
@@ -202,6 +202,9 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
                 continue
             script = sql if isinstance(sql, str) else sql[self.engine.dialect]
             self.engine.run_script(tx, script.format(**self.engine.types))
+            step = STEPS.get(version)
+            if step is not None:
+                step(tx, self.engine.dialect)
             tx.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                        "VALUES (?, ?, ?)", (version, name, self.clock.time()))
             applied.append(version)

@@ -125,8 +125,8 @@ class EntryList(BaseModel):
 class HitOut(EntryOut):
     score: float = Field(description="The fused score (0 to 1, higher is better).")
     scores: dict[str, float | None] = Field(
-        description="`text` (BM25 or ts_rank) and `vector` (cosine) of each side that "
-                    "found it.")
+        description="`text` (BM25 with the searched namespaces' own statistics) and "
+                    "`vector` (cosine) of each side that found it.")
 
 
 class SearchOut(BaseModel):
