@@ -14,6 +14,7 @@ from tests.runtime.recording import CALLS, MODEL_CALLS, call, count_calls, with_
 
 from agentd.assembly import Runtime
 from agentd.errors import Conflict, InvalidInput, InvalidModel
+from agentd.llm.scripted import enqueue
 from agentd.runtime.fork import ForkRequest
 from agentd.store.records import RunRecord
 
@@ -97,6 +98,25 @@ async def test_live_tools_run_for_real_from_the_fork_step(runtime: Runtime) -> N
     # Step 1 (peek x) came from the log; put x and peek y ran again.
     assert CALLS == ["put x", "peek y"]
     assert report["first_divergence"] is None and report["same_output"] is True
+
+
+async def test_checks_of_the_served_steps_are_given_their_verdicts(
+        runtime: Runtime) -> None:
+    """The steps before the fork's come from the log, their checks' verdicts too (no
+    check is asked, none fails for want of a runner); from the fork step the
+    candidate's checks are asked."""
+    await runtime.create_agent(name="a", tools=["peek", "put"], settings={
+        "hooks": {"checks": [{"name": "judge", "point": "tool_call", "kind": "model",
+                              "rule": "anything goes", "tools": ["put"]}]}})
+    enqueue(*SCRIPT[:2], {"text": '{"verdict": "allow"}'}, *SCRIPT[2:], agent="a")
+    run = await _run(runtime)
+    assert run.status == "completed" and run.output == "all done", run
+    assert CALLS == ["peek x", "put x", "peek y"]
+    enqueue(*SCRIPT[2:], agent="a")  # (the candidate's steps: the same)
+    report = await runtime.fork_run(run.id, ForkRequest(from_step=3))
+    assert report["status"] == "completed", report
+    assert report["first_divergence"] is None and report["same_output"] is True
+    assert MODEL_CALLS[-2:] == ["scripted", "scripted"]
 
 
 async def test_refusals_write_nothing(runtime: Runtime) -> None:
