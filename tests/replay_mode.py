@@ -1,11 +1,16 @@
-"""The opt-in replay mode of the test suite (``AGENTD_TEST_REPLAY=1``).
+"""The replay mode of the test suite (``AGENTD_TEST_REPLAY``).
 
 Every :class:`~agentd.assembly.Runtime` a test closes first replays every run it
 finished (``Runtime.replay``: the run again from its log, no model call, no tool
 run) and the test fails on a run whose replay does not match its original: a
 determinism bug in the runtime. Runs a replay cannot take by design (never started,
-steered, a team's, an agent paused, stopped or deleted, settings not recorded) are
-skipped. See docs/contributing.md.
+steered, a team's, an adapter's, an agent paused, stopped or deleted, settings not
+recorded) are skipped. See docs/contributing.md.
+
+``AGENTD_TEST_REPLAY=1`` replays the runs of every test; a comma-separated list of
+paths (``tests/runtime,tests/hooks``) those of the tests under them only, which is
+what ``scripts/test.sh`` (so CI) sets by default: the directories whose tests drive
+the run loop, at a cost the suite's time can carry. ``0`` or empty: none.
 """
 
 from __future__ import annotations
@@ -17,9 +22,23 @@ from typing import Any
 from agentd.assembly import Runtime
 from agentd.errors import AgentdError
 
-__all__ = ["ENABLED", "replay_all", "wrap_close"]
+__all__ = ["ENABLED", "replay_all", "replays", "wrap_close"]
 
-ENABLED = os.environ.get("AGENTD_TEST_REPLAY") == "1"
+_SETTING = os.environ.get("AGENTD_TEST_REPLAY", "").strip()
+#: Whether any test replays its runs.
+ENABLED = _SETTING not in ("", "0")
+#: The paths (folders or files) whose tests replay their runs (None: every test's).
+_PATHS = None if _SETTING == "1" else tuple(
+    p.strip().rstrip("/") for p in _SETTING.split(",") if p.strip())
+
+
+def replays(nodeid: str) -> bool:
+    """Whether the test ``nodeid`` (``tests/runtime/test_x.py::test_y``) replays the
+    runs it made."""
+    if not ENABLED:
+        return False
+    path = nodeid.partition("::")[0]
+    return _PATHS is None or any(path == p or path.startswith(p + "/") for p in _PATHS)
 #: Refusals that say "this run is not for a replay", not "the runtime is wrong".
 _SKIPPED = frozenset({
     "replay_unsupported", "replay_settings_unknown", "agent_paused", "agent_stopped",

@@ -110,7 +110,7 @@ def test_a_suite_exported_from_one_daemon_imports_into_another(
     assert [line["type"] for line in lines] == ["suite", "case", "case", "case"]
     with serve(tmp_path_factory.mktemp("other")) as other_url:
         other = Client(other_url)
-        other.create_agent("elsewhere")
+        other.create_agent("elsewhere", tools=["read_file"])
         result = cli(other_url, "eval", "import", str(exported), "--agent", "elsewhere")
         assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
         [imported] = other.list_suites(agent="elsewhere")
@@ -121,6 +121,14 @@ def test_a_suite_exported_from_one_daemon_imports_into_another(
         assert done["summary"]["passed"] == 3, done
         there = other.eval_results(done["id"])["results"]
         assert [r["output"] for r in there] == ["echo: alpha", "echo: beta", "echo: gamma"]
+        # Live tools need the workspace at the step, which an imported case does not
+        # hold: every case errors (the gate fails), each line says so and why.
+        result = cli(other_url, "eval", "run", "exported", "--tools", "live")
+        assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+        rows = [line for line in result.output.splitlines()  # type: ignore[attr-defined]
+                if line.lstrip().startswith(("1 ", "2 ", "3 "))]
+        assert len(rows) == 3 and all("errored" in row for row in rows), rows
+        assert all("fork_workspace_unknown" in row for row in rows), rows
         # The results export too, a line per case after the header.
         with other.export_eval_run(done["id"]) as results:
             rows = [json.loads(line) for line in results]

@@ -235,6 +235,13 @@ def _all_results(client: Client, eval_run_id: str, status: str | None = None
         after = int(page["next_after"])
 
 
+def _error(error: Any) -> str:
+    """A result's ``error`` (``{code, message}``; a string from an older daemon)."""
+    if isinstance(error, dict):
+        return f"{error.get('code', 'error')}: {error.get('message', '')}"
+    return "" if error is None else str(error)
+
+
 def _grades(result: dict[str, Any]) -> Text:
     text = Text()
     for g in result.get("grades") or []:
@@ -243,7 +250,13 @@ def _grades(result: dict[str, Any]) -> Text:
         if len(text):
             text.append(" ")
         text.append(f"{g.get('name') or g.get('kind')}{mark[0]}", style=mark[1])
-    return text or Text(str(result.get("error") or "-"))
+    if len(text):
+        return text
+    # Not graded (the case could not be forked): its error's code; the whole error
+    # is in the ANSWER column.
+    error = result.get("error")
+    return Text(str(error.get("code", "error")) if isinstance(error, dict)
+                else short(_error(error) or "-", 24))
 
 
 def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, Any]],
@@ -262,11 +275,14 @@ def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, 
         r for r in results if r["status"] != "passed"]
     table = Table(show_edge=False, pad_edge=False)
     for column in ("#", "CASE", "RESULT", "BASELINE", "GRADES", "ANSWER"):
-        table.add_column(column, no_wrap=column != "ANSWER", overflow="ellipsis")
+        # (a case's result is what the line is for: never squeezed out by the rest)
+        table.add_column(column, no_wrap=column != "ANSWER", overflow="ellipsis",
+                         min_width=len("cancelled") if column in ("RESULT", "BASELINE")
+                         else len(str(len(results))) if column == "#" else None)
     for r in shown:
         table.add_row(str(r["n"]), Text(short(r["case"], 30)), _status(r["status"]),
                       _status((r.get("baseline") or {}).get("status")), _grades(r),
-                      Text(short(r.get("output") or r.get("error") or "", 60)))
+                      Text(short(r.get("output") or _error(r.get("error")), 60)))
     if shown:
         console.print(table)
     if len(shown) < len(results):
