@@ -38,6 +38,10 @@ def test_fork_from_the_cli(cli: Invoke, live_url: str, agent_name: str) -> None:
     assert "out of range" in one_error_line(cli("fork", run, "--from-step", "9"))
     assert "not JSON" in one_error_line(cli("fork", run, "--settings", "{"))
     assert "nosuch" in one_error_line(cli("fork", run, "--model", "nosuch:model"))
+    line = one_error_line(cli("fork", run, "--model", "openai:gpt-4.1-mni"))
+    assert "not in the model catalog" in line, line
+    assert [s["key"] for s in client.list_sessions(agent_name)
+            if s["key"].startswith("fork:")] == [f"fork:{run}:2", f"fork:{run}:1"]
 
 
 def test_eval_gates_a_change_and_writes_junit(cli: Invoke, live_url: str, agent_name: str,

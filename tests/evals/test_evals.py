@@ -172,6 +172,9 @@ async def test_bad_input_is_refused_and_writes_nothing(runtime: Runtime) -> None
     assert empty.value.code == "suite_empty"
     with pytest.raises(InvalidInput):
         await runtime.evals.start_run(suite.id, model="nosuch:model")
+    with pytest.raises(InvalidInput) as typo:  # (a known provider, an unknown model)
+        await runtime.evals.start_run(suite.id, model="anthropic:claude-sonet-4-5")
+    assert "not in the model catalog" in typo.value.message
     assert await runtime.evals.cases(suite.id) == []
     assert await runtime.evals.eval_runs(suite.id) == []
 

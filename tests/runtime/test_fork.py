@@ -131,6 +131,12 @@ async def test_refusals_write_nothing(runtime: Runtime) -> None:
     with pytest.raises(InvalidModel) as unknown:
         await runtime.fork_run(run.id, ForkRequest(from_step=1, model="nosuch:model-9"))
     assert "nosuch" in unknown.value.message
+    # A provider that exists, a model that does not (not in the catalog): as a
+    # fallback's, refused before anything is written.
+    with pytest.raises(InvalidModel) as typo:
+        await runtime.fork_run(run.id, ForkRequest(from_step=1, model="openai:gpt-4.1-mni"))
+    assert "'openai:gpt-4.1-mni'" in typo.value.message and "catalog" in typo.value.message
+    assert typo.value.details["errors"][0]["field"] == "body.model"
     with pytest.raises(InvalidInput) as tenant:
         await runtime.fork_run(run.id, ForkRequest(from_step=1,
                                                    settings={"tenant": "other"}))
