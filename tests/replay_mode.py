@@ -22,23 +22,31 @@ from typing import Any
 from agentd.assembly import Runtime
 from agentd.errors import AgentdError
 
-__all__ = ["ENABLED", "replay_all", "replays", "wrap_close"]
+__all__ = ["ENABLED", "replay_all", "replays", "selects", "wrap_close"]
 
 _SETTING = os.environ.get("AGENTD_TEST_REPLAY", "").strip()
 #: Whether any test replays its runs.
 ENABLED = _SETTING not in ("", "0")
-#: The paths (folders or files) whose tests replay their runs (None: every test's).
-_PATHS = None if _SETTING == "1" else tuple(
-    p.strip().rstrip("/") for p in _SETTING.split(",") if p.strip())
+
+
+def selects(setting: str, nodeid: str) -> bool:
+    """Whether ``setting`` (``AGENTD_TEST_REPLAY``'s value) has the test ``nodeid``
+    (``tests/runtime/test_x.py::test_y``) replay its runs: ``1`` every test, a
+    comma-separated list of folders or files the tests under them."""
+    setting = setting.strip()
+    if setting in ("", "0"):
+        return False
+    if setting == "1":
+        return True
+    path = nodeid.partition("::")[0]
+    return any(path == p or path.startswith(p + "/")
+               for p in (p.strip().rstrip("/") for p in setting.split(",")) if p)
 
 
 def replays(nodeid: str) -> bool:
-    """Whether the test ``nodeid`` (``tests/runtime/test_x.py::test_y``) replays the
-    runs it made."""
-    if not ENABLED:
-        return False
-    path = nodeid.partition("::")[0]
-    return _PATHS is None or any(path == p or path.startswith(p + "/") for p in _PATHS)
+    """Whether the test ``nodeid`` replays the runs it made (this process's
+    ``AGENTD_TEST_REPLAY``)."""
+    return selects(_SETTING, nodeid)
 #: Refusals that say "this run is not for a replay", not "the runtime is wrong".
 _SKIPPED = frozenset({
     "replay_unsupported", "replay_settings_unknown", "agent_paused", "agent_stopped",
