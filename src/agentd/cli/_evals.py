@@ -8,6 +8,7 @@ A case's answers were written by a model: they are printed as plain ``Text``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from agentd.cli._fork import (
     json_object,
 )
 from agentd.cli._render import short, usage_text, when
-from agentd.client import Client
+from agentd.client import APIError, Client
 
 __all__ = ["eval_app"]
 
@@ -72,6 +73,12 @@ def _suite_for(client: Client, name: str, agent: str | None, *, create: bool = F
     if create and not found and agent is not None:
         return client.create_suite(agent, name)
     return client.find_suite(name, agent=agent)
+
+
+def _has_suite(client: Client, name: str, agent: str | None) -> bool:
+    if name.startswith("es_"):
+        return True
+    return bool(client.list_suites(agent=agent, name=name))
 
 
 def _lines_of(path: Path) -> list[dict[str, Any]]:
@@ -136,8 +143,15 @@ def add(
         if file is not None:
             items = _lines_of(file)
             cases = [i for i in items if i.get("type", "case") == "case"]
+            existed = bool(made) or _has_suite(client, suite, agent)
             target = _suite_for(client, suite, agent, create=True)
-            made.extend(client.import_cases(target["id"], cases))
+            try:
+                made.extend(client.import_cases(target["id"], cases))
+            except APIError:
+                if not existed:  # (made for these cases: not left behind empty)
+                    with contextlib.suppress(APIError):
+                        client.delete_suite(target["id"])
+                raise
     if as_json:
         echo_json(made)
         return
