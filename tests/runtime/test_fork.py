@@ -13,6 +13,7 @@ import pytest
 from tests.runtime.recording import CALLS, MODEL_CALLS, call, count_calls, with_tools
 
 from agentd.assembly import Runtime
+from agentd.config import Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
 from agentd.llm.scripted import enqueue
 from agentd.runtime.fork import ForkRequest
@@ -87,6 +88,37 @@ async def test_fork_serves_the_prefix_and_runs_the_candidate(runtime: Runtime) -
         "input_tokens"]
     # The original session is untouched.
     assert await runtime.read_events((await runtime.get_session("a", "k"))[1].id) == original
+
+
+async def test_the_report_has_both_runs_tokens_and_cost(settings: Settings,
+                                                         store_url: str) -> None:
+    """Where the catalog prices the models: the original's cost (whole, and from the
+    fork step) and the fork's, beside their tokens."""
+    settings.database_url = store_url
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "models.toml").write_text(
+        '[models."scripted:priced"]\ncontext_window = 100000\nmax_output_tokens = 1000\n'
+        'input = 2\noutput = 4\n')
+    rt = with_tools(await Runtime.open(settings))
+    try:
+        await rt.create_agent(name="a", model="scripted:priced", tools=["peek", "put"],
+                              settings={"script": SCRIPT})
+        run = await _run(rt)
+        assert run.status == "completed" and run.usage["cost_usd"] > 0
+        report = await rt.fork_run(run.id, ForkRequest(from_step=3, settings={
+            "script": [*SCRIPT[:2], {"text": "no more peeking"}]}))
+        original, fork = report["original"], report["fork"]
+        assert original["usage"] == run.usage
+        assert 0 < original["usage_from_step"]["cost_usd"] < original["usage"]["cost_usd"]
+        assert fork["usage"]["cost_usd"] > 0 and fork["usage"]["input_tokens"] > 0
+        # The fork's own steps (3 on) only: one answer, priced as the catalog says.
+        answers = [e.data["usage"] for e in await rt.read_events(
+            (await rt.get_run(report["run_id"]))[0].session_id)
+            if e.kind == "message.assistant" and e.run_id == report["run_id"]
+            and e.data["usage"]]
+        assert len(answers) == 1 and fork["usage"]["cost_usd"] == answers[0]["cost_usd"]
+    finally:
+        await rt.close()
 
 
 async def test_live_tools_run_for_real_from_the_fork_step(runtime: Runtime) -> None:
