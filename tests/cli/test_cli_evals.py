@@ -197,3 +197,17 @@ def test_cases_bigger_than_a_request_import_into_another_daemon(
         assert result.exit_code == 1 and "suite_exists" in result.output, result.output
         assert sorted(s["name"] for s in other.list_suites(agent="elsewhere")) == [
             "again", "big"]
+
+
+def test_a_refused_case_leaves_no_new_suite_behind(cli: Invoke, live_url: str,
+                                                   agent_name: str) -> None:
+    """`eval add` makes its suite when it does not exist; when the daemon takes none of
+    the cases (a run still in flight: 409) the suite it made goes again."""
+    client = Client(live_url)
+    client.create_agent(agent_name, settings={"script": [{"text": "slow",
+                                                          "delay_ms": 60_000}]})
+    run = client.send(agent_name, "k", "hi", wait=False)
+    line = one_error_line(cli("eval", "add", "fresh", "--from-run", run["id"]))
+    assert "once it has ended" in line, line
+    assert client.list_suites(agent=agent_name) == []
+    client.cancel_run(run["id"])

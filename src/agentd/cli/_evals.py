@@ -133,25 +133,28 @@ def add(
     if not from_run and file is None:
         fail("give --from-run RUN or --file FILE")
     graders = _graders(grader)
+    cases = None
+    if file is not None:
+        cases = [i for i in _lines_of(file) if i.get("type", "case") == "case"]
     made: list[dict[str, Any]] = []
     with connect(ctx, timeout=600.0) as client:
-        for run_id in from_run or ():
-            owner = client.get_run(run_id)["agent"]
-            target = _suite_for(client, suite, agent or owner, create=True)
-            made.append(client.add_case(target["id"], run_id, name=name, graders=graders,
-                                        from_step=from_step))
-        if file is not None:
-            items = _lines_of(file)
-            cases = [i for i in items if i.get("type", "case") == "case"]
-            existed = bool(made) or _has_suite(client, suite, agent)
-            target = _suite_for(client, suite, agent, create=True)
-            try:
+        existed = _has_suite(client, suite, agent)
+        target = None
+        try:
+            for run_id in from_run or ():
+                owner = client.get_run(run_id)["agent"]
+                target = _suite_for(client, suite, agent or owner, create=True)
+                made.append(client.add_case(target["id"], run_id, name=name,
+                                            graders=graders, from_step=from_step))
+            if cases is not None:
+                target = _suite_for(client, suite, agent, create=True)
                 made.extend(client.import_cases(target["id"], cases))
-            except APIError:
-                if not existed:  # (made for these cases: not left behind empty)
-                    with contextlib.suppress(APIError):
-                        client.delete_suite(target["id"])
-                raise
+        except APIError:
+            if not existed and not made and target is not None:
+                # (made for these cases, none of which the daemon took: not left behind)
+                with contextlib.suppress(APIError):
+                    client.delete_suite(target["id"])
+            raise
     if as_json:
         echo_json(made)
         return
