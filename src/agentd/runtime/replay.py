@@ -252,7 +252,8 @@ class Replays:
             await f.runlog.fail(run, AgentdError(f"cannot replay: {exc}",
                                                  code="replay_unsupported"))
             return None
-        recording = Recording.of(await self._events(original))
+        recorded = await self._events(original)
+        recording = Recording.of(recorded)
         if recording.unsupported is not None:
             await f.runlog.fail(run, InvalidInput(
                 f"cannot replay: {recording.unsupported}", code="replay_unsupported"))
@@ -318,7 +319,7 @@ class Replays:
             recording.on_unfinished = executor.cancel_as_recorded
         # The original's usage counted its child runs' (subtasks, calls to agents): the
         # replay's counts them as recorded (it starts none).
-        children = children_usage(await self._events(original), original.id)
+        children = children_usage(recorded, original.id)
         if any(children):
             async def child_usage(_: str) -> tuple[int, int, float]:
                 return children
