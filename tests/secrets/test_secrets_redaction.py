@@ -6,6 +6,7 @@ log lines, never the value. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import secrets
 from pathlib import Path
@@ -13,9 +14,12 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.identity._daemon import ADMIN, Daemon, daemon, settings_for
+from tests.server.test_api import parse_sse
 
-from agentd.security.redaction import SecretRedactor, encoded_forms
+from agentd.security.redaction import LiveRedaction, SecretRedactor, encoded_forms
 
 
 def _value() -> str:
@@ -50,6 +54,53 @@ def test_a_longer_value_wins_over_one_it_contains() -> None:
     redactor = SecretRedactor({"SHORT": short, "LONG": long})
     assert redactor.text(f"{long} {short}") == "[secret:LONG] [secret:SHORT]"
     assert all(len(f) >= 8 for f in encoded_forms("12345678"))
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=12),
+       before=st.text(max_size=20), after=st.text(max_size=20))
+def test_a_stream_cut_anywhere_is_redacted_as_a_whole(cuts: list[int], before: str,
+                                                      after: str) -> None:
+    """A reply streamed in pieces cut anywhere (a value split across two pieces)
+    shows, joined, what redacting the whole reply shows."""
+    value = "s3cret-Value/with+stuff=1"
+    redactor = SecretRedactor({"API": value})
+    text = f"{before}{value} and {quote(value, safe='')}{after} {value}"
+    live = LiveRedaction(redactor)
+    bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
+    shown = [live.feed(text[a:b]) for a, b in itertools.pairwise(bounds)]
+    shown.append(live.flush())
+    assert "".join(shown) == redactor.text(text)
+    assert all(value not in piece for piece in shown)
+    # Without a value to look for, nothing is held back.
+    assert LiveRedaction(SecretRedactor()).feed("abc") == "abc"
+
+
+async def test_a_reply_streamed_word_by_word_never_shows_a_value(
+        tmp_path: Path, store_url: str) -> None:
+    """The live tokens of a reply hold the secret's name even when the value is cut
+    across them (a model streams a few characters a piece): joined, they are the
+    committed reply, never the value. (A model that learned a value, from a tool
+    that printed it in halves, say, and writes it out.)"""
+    value = " ".join(secrets.token_urlsafe(6) for _ in range(4))  # four pieces
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        made = await d.call("POST", "/v1/secrets", ADMIN, json={
+            "name": "PW", "value": value, "tenant": "acme"})
+        assert made.status_code == 201, made.text
+        created = await d.call("POST", "/v1/agents", ADMIN, json={
+            "name": "acme.bot", "settings": {"tenant": "acme", "script": [
+                {"text": f"the password is {value} indeed", "delay_ms": 300}]}})
+        assert created.status_code == 201, created.text
+        sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                            json={"content": "go", "stream": True})
+        assert sent.status_code == 200, sent.text
+    frames = parse_sse(sent.text)
+    tokens = [f["data"]["text"] for f in frames if f["event"] == "token"]
+    assert len(tokens) > 1, frames  # (streamed live, in pieces)
+    [reply] = [f["data"]["data"]["text"] for f in frames
+               if f["event"] == "message.assistant"]
+    assert reply == "the password is [secret:PW] indeed"
+    assert "".join(tokens) == reply
+    assert not {f for f in encoded_forms(value) if f in "".join(tokens)}
 
 
 def _script(value: str) -> list[dict[str, Any]]:
