@@ -103,6 +103,49 @@ async def test_a_reply_streamed_word_by_word_never_shows_a_value(
     assert not {f for f in encoded_forms(value) if f in "".join(tokens)}
 
 
+async def test_a_value_pasted_into_a_message_is_logged_and_shown_by_its_name(
+        tmp_path: Path, store_url: str) -> None:
+    """A person who pastes a key into a message (or a conversation a door adds): the
+    log, the run and so the model's context hold the secret's name, never the value;
+    another agent's message is left as it was."""
+    value = _value()
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        made = await d.call("POST", "/v1/secrets", ADMIN, json={
+            "name": "CANARY", "value": value, "tenant": "acme"})
+        assert made.status_code == 201, made.text
+        for name, tenant in (("acme.bot", "acme"), ("other", "default")):
+            created = await d.call("POST", "/v1/agents", ADMIN, json={
+                "name": name, "settings": {"tenant": tenant}})
+            assert created.status_code == 201, created.text
+        sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                            json={"content": f"my key is {value}, keep it", "wait": True})
+        assert sent.status_code == 200, sent.text
+        run = sent.json()
+        assert run["input"] == "my key is [secret:CANARY], keep it"
+        # (The scripted model echoes what it was given: the name.)
+        assert run["output"] == "echo: my key is [secret:CANARY], keep it"
+        await d.runtime.add_messages("acme.bot", "added", [
+            {"role": "user", "content": f"and again {value}"},
+            {"role": "assistant", "content": f"noted {quote(value, safe='')}"}],
+            create=True)
+        scanned = await _scan(d, value)
+        other = await d.call("POST", "/v1/agents/other/sessions/o/messages", ADMIN,
+                             json={"content": f"not its secret: {value}", "wait": True})
+        assert other.json()["input"] == f"not its secret: {value}"
+        rows = await d.runtime.store.engine.read(lambda tx: tx.all(
+            "SELECT s.key, e.data FROM events e JOIN sessions s ON s.id = e.session_id "
+            "WHERE e.kind IN ('message.user', 'message.added')"))
+    logged: dict[str, list[str]] = {str(r[0]): [] for r in rows}
+    for key, data in rows:
+        logged[str(key)].append(str(data))
+    assert value in logged["o"][0]
+    assert "[secret:CANARY]" in scanned
+    assert not {f for f in encoded_forms(value) if f in scanned}
+    mine = " ".join(logged["k"][:1] + logged["added"])
+    assert mine.count("[secret:CANARY]") == 3 and not {
+        f for f in encoded_forms(value) if f in mine}
+
+
 def _script(value: str) -> list[dict[str, Any]]:
     b64 = base64.b64encode(value.encode()).decode()
     return [
