@@ -496,6 +496,12 @@ async def test_settings_that_are_not_a_check_are_refused(api: Client) -> None:
     r = await api.post("/v1/agents", json={"name": "a", "model": "scripted",
                                            "settings": {"hooks": {"checks": [twice] * 2}}})
     assert r.status_code == 422 and "twice" in r.text
+    # (Issue 34 named a list of guardrails: the refusal says where they are.)
+    r = await api.post("/v1/agents", json={"name": "a", "model": "scripted", "settings": {
+        "guardrails": [{"name": "c", "point": "input", "kind": "command",
+                        "command": ["x"]}]}})
+    assert r.status_code == 422
+    assert '"guardrail": true' in r.json()["error"]["message"], r.text
 
 
 # -- a restart ---------------------------------------------------------------------------
