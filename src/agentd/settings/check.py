@@ -119,12 +119,6 @@ def _all_models() -> tuple[type[BaseModel], ...]:
     return tuple(seen)
 
 
-#: Settings people look for under another name, and where they are.
-_ELSEWHERE: dict[Loc, str] = {
-    ("guardrails",): 'a guardrail is a check in "hooks": {"checks": [...]} with '
-                     '"guardrail": true (docs/hooks.md)'}
-
-
 def _from_pydantic(exc: ValidationError) -> list[tuple[Loc, str]]:
     found: dict[Loc, list[str]] = {}
     for error in exc.errors(include_url=False):
@@ -136,9 +130,7 @@ def _from_pydantic(exc: ValidationError) -> list[tuple[Loc, str]]:
             key = str(loc[-1]) if loc else ""
             message = "unknown setting"
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-            if loc in _ELSEWHERE:
-                message += f"; {_ELSEWHERE[loc]}"
-            elif close:
+            if close:
                 message += f"; did you mean {close[0]!r}?"
             elif len(names) <= 12:
                 message += f"; known here: {', '.join(sorted(names))}"
