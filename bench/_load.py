@@ -72,6 +72,15 @@ def _proc_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def proc_sys_s(pid: int) -> float | None:
+    """System CPU seconds of a process (all its threads), from /proc; Linux only."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def _children_cpu_s(pid: int) -> float:
     """User + system CPU seconds of the live children of a process (the trace export
     worker, sandboxes): those /proc/PID/stat's own figures leave out until reaped."""
@@ -128,6 +137,10 @@ class ServerProcess:
 
     def cpu_s(self) -> float | None:
         return _proc_cpu_s(self.proc.pid) if self.proc and not self.exited() else None
+
+    def sys_s(self) -> float | None:
+        """System CPU seconds (the kernel's work for it: sockets, files, page faults)."""
+        return proc_sys_s(self.proc.pid) if self.proc and not self.exited() else None
 
     def children_cpu_s(self) -> float | None:
         return _children_cpu_s(self.proc.pid) if self.proc and not self.exited() else None

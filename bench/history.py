@@ -32,7 +32,9 @@ function whose own work is constant). ``--modes`` picks among each path's modes
 
 Prints one JSON line: ``cpu_ms_per_turn[provider][mode][length]``, the largest
 ratio between two lengths of one provider and mode (``max_ratio``), and the CPU per
-turn at 300 turns at most (``max_at_300``); for the other paths,
+turn at 300 turns at most (``max_at_300``); ``detail[provider][mode]``: per length, the
+kernel's part of that CPU (``<length>_sys_ms``) and the size of the last model request's
+body (``<length>_request_kb``, re-encoded from what the stub received); for the other paths,
 ``paths[path][mode][length]`` (ms of daemon CPU per turn; per call for
 ``get_state`` and ``chat_read``; null for a mode that failed, with why in ``paths_errors``),
 ``paths_ratio[path][mode]`` and ``paths_max_ratio``. Progress goes to stderr.
@@ -100,26 +102,41 @@ def batch_of(length: int) -> int:
     return max(10, length // 10)
 
 
+#: What the figures are made of, by provider, mode and length: the kernel's share of
+#: the CPU (sockets: the body sent over loopback; page faults) and the size of the
+#: model request's body (what grows with the history by the wire protocol's nature).
+DETAIL: dict[str, dict[str, dict[str, float]]] = {}
+
+
 def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, length: int,
-            turns: int, modes: list[str]) -> dict[str, float]:
+            turns: int, modes: list[str], stub: StubLLMServer | None = None
+            ) -> dict[str, float]:
     agent = f"h-{provider}"
     out: dict[str, float] = {}
     for mode in modes:
         cpu = 0.0
+        kernel = 0.0
         done = 0
         while done < turns:
             # Seeding and the warm-up turn are not measured.
             key = _history_paths.seed(api, agent, length, USER, ANSWER)
             turn(api, agent, key, "warm up", "wait")
             count = min(batch_of(length), turns - done)
-            before = daemon.server.cpu_s()
+            before, sys_before = daemon.server.cpu_s(), daemon.server.sys_s()
             for i in range(count):
                 turn(api, agent, key, f"{mode} turn {done + i} of {length}", mode)
-            after = daemon.server.cpu_s()
+            after, sys_after = daemon.server.cpu_s(), daemon.server.sys_s()
             assert before is not None and after is not None
+            assert sys_before is not None and sys_after is not None
             cpu += after - before
+            kernel += sys_after - sys_before
             done += count
         out[mode] = round(cpu * 1000 / turns, 3)
+        detail = DETAIL.setdefault(provider, {}).setdefault(mode, {})
+        detail[f"{length}_sys_ms"] = round(kernel * 1000 / turns, 3)
+        if stub is not None and stub.requests:
+            detail[f"{length}_request_kb"] = round(len(orjson.dumps(stub.requests[-1])) / 1024,
+                                                   1)
         info(f"{provider} {mode} at {length} turns: {out[mode]} ms of daemon CPU per turn")
     return out
 
@@ -172,7 +189,7 @@ def main() -> int:
                     raise RuntimeError(f"creating the agent: {created.text[:300]}")
                 for length in lengths:
                     for mode, value in measure(daemon, api, provider, length, args.turns,
-                                               modes).items():
+                                               modes, stub).items():
                         figures.setdefault(provider, {}).setdefault(mode, {})[
                             str(length)] = value
             _history_paths.create_agents(api, paths)
@@ -200,6 +217,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "bench": "history", "lengths": lengths, "turns": args.turns,
         "cpu_ms_per_turn": figures,
+        "detail": DETAIL,
         "max_ratio": round(max(ratios), 2) if ratios else None,
         "max_at_300": max(at_300) if at_300 else None,
         "wall_s": round(time.monotonic() - t0, 1),

@@ -458,7 +458,9 @@ async def test_checks_and_schemas_only_the_run_loop_honours_are_refused_where_it
             ({"name": "fw2", "model": f"adapter:{MOD}:echo", "settings": {"hooks": hooks}},
              "body.settings.hooks"),
             ({"name": "crew2", "settings": {"hooks": hooks, "team": {
-                "pattern": "pipeline", "members": ["m"]}}}, "body.settings.hooks")):
+                "pattern": "pipeline", "members": ["m"]}}}, "body.settings.hooks"),
+            ({"name": "fw2", "model": f"adapter:{MOD}:echo",
+              "settings": {"guardrails": hooks["checks"]}}, "body.settings.guardrails")):
         made = await client.post("/v1/agents", json=body)
         assert made.status_code == 422, made.text
         assert made.json()["error"]["details"]["errors"][0]["field"] == field, made.text

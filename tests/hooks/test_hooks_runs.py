@@ -496,6 +496,58 @@ async def test_settings_that_are_not_a_check_are_refused(api: Client) -> None:
     r = await api.post("/v1/agents", json={"name": "a", "model": "scripted",
                                            "settings": {"hooks": {"checks": [twice] * 2}}})
     assert r.status_code == 422 and "twice" in r.text
+    # settings.guardrails are checks too, refused where they stand, and one namespace
+    # with hooks.checks; nothing is written.
+    r = await api.post("/v1/agents", json={"name": "a", "model": "scripted", "settings": {
+        "guardrails": [{"name": "c", "point": "input", "kind": "command",
+                        "command": ["x"]}]}})
+    assert r.status_code == 422
+    errors = r.json()["error"]["details"]["errors"]
+    assert errors[0]["field"] == "body.settings.guardrails[0].command", r.text
+    check = {"name": "c", "point": "input", "kind": "model", "rule": "no"}
+    r = await api.post("/v1/agents", json={"name": "a", "model": "scripted", "settings": {
+        "hooks": {"checks": [check]}, "guardrails": [check]}})
+    assert r.status_code == 422 and "names a check hooks.checks names too" in r.text
+    r = await api.post("/v1/agents", json={"name": "a", "model": "scripted", "settings": {
+        "hooks": {"checks": [{**check, "name": f"h{i}"} for i in range(20)]},
+        "guardrails": [{**check, "name": f"g{i}"} for i in range(20)]}})
+    assert r.status_code == 422 and "at most 32 checks in all" in r.text
+    assert (await api.get("/v1/agents/a")).status_code == 404
+
+
+async def test_settings_guardrails_fail_the_run_whatever_they_say(
+        api: Client, checks_module: str) -> None:
+    """A check in ``settings.guardrails`` is a guardrail even when it says it is not
+    (``"guardrail": false``): its deny fails the run; it runs after the hooks' checks
+    at its point (a hooks check's modify is what it judges)."""
+    r = await api.post("/v1/agents", json={
+        "name": "a", "model": "scripted", "tools": [t.name for t in TOOLS],
+        "settings": {
+            "script": [_call("deploy", target="dev"), _call("deploy", target="prod"),
+                       {"text": "done"}],
+            "hooks": {"checks": [_check(checks_module, "to_staging", "tool_call",
+                                        tools=["deploy"])]},
+            "guardrails": [_check(checks_module, "no_prod", "tool_call",
+                                  guardrail=False)]}})
+    assert r.status_code == 201, r.text
+    assert r.json()["settings"]["guardrails"][0]["guardrail"] is False  # (as sent)
+    run = await _run(api)
+    # Both calls were made staging's by the hooks' check before the guardrail saw them.
+    assert run["status"] == "completed", run
+    assert [c for _, c in CALLS] == [{"target": "staging"}] * 2
+    # Alone, the guardrail trips on the first call to prod.
+    r = await api.patch("/v1/agents/a", json={"settings": {
+        "script": [_call("deploy", target="prod"), {"text": "done"}],
+        "hooks": {"checks": []},
+        "guardrails": [_check(checks_module, "no_prod", "tool_call")]}})
+    assert r.status_code == 200, r.text
+    CALLS.clear()
+    r = await api.post("/v1/agents/a/sessions/k2/messages",
+                       json={"content": "again", "wait": True})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["status"] == "failed" and run["error"]["code"] == "guardrail_tripped"
+    assert run["error"]["details"]["check"] == "no-prod" and CALLS == []
 
 
 # -- a restart ---------------------------------------------------------------------------

@@ -106,3 +106,48 @@ def _unmarked(body: bytes) -> Any:
         for block in message["content"]:
             block.pop("cache_control", None)
     return data
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_long_conversation_crosses_a_real_socket_whole(
+        provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body of megabytes, its pieces handed to the transport as they are (aiohttp's
+    ``writelines``, switched on where Python's own is that join:
+    providers.settings.send_bodies_whole), reaches the server whole, in order, and
+    every call of a growing conversation too."""
+    import sys
+
+    from aiohttp import http_writer
+
+    from agentd.testing import StubLLMServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    with StubLLMServer(prompt_cache=False) as stub:
+        spec, base = (("openai:gpt-4.1-mini", stub.base_url) if provider == "openai"
+                      else ("anthropic:claude-sonnet-4-5", stub.root_url))
+        model = resolve_model(spec, settings={"base_url": base})
+        if sys.version_info < (3, 12):
+            assert http_writer.SKIP_WRITELINES is False
+        memo = PrefixMemo()
+        history: list[Message] = []
+        filler = "x" * 200
+        for i in range(12_000):
+            history.append(UserMessage(content=f"q{i} {filler}") if i % 2 == 0
+                           else AssistantMessage(text=f"a{i} {filler}"))
+        try:
+            for call in range(3):
+                history.append(UserMessage(content=f"turn {call}"))
+                request = ModelRequest(system="s", messages=list(history), memo=memo,
+                                       provenance=(memo.generation, 0, len(history)))
+                answer = await model.complete(request)
+                assert answer.text == f"stub: turn {call}"
+                sent = [m for m in stub.requests[-1]["messages"] if m["role"] != "system"]
+                assert len(sent) == len(history)
+                texts = [m["content"] if isinstance(m["content"], str)
+                         else m["content"][0]["text"] for m in sent]
+                assert texts[0] == f"q0 {filler}" and texts[-1] == f"turn {call}"
+                assert texts[11_999] == f"a11999 {filler}"
+                history.append(AssistantMessage(text=answer.text))
+        finally:
+            await model.aclose()

@@ -32,3 +32,17 @@ def test_the_history_bench_runs_clean_on_the_adapter_and_door_paths(tmp_path: Pa
             assert set(figures["paths"][path][mode]) == {"2", "5"}, (path, mode)
             assert all(v is not None and v >= 0
                        for v in figures["paths"][path][mode].values()), (path, mode)
+
+
+def test_the_history_bench_runs_clean_on_the_provider_path(tmp_path: Path) -> None:
+    """Both providers through their SDKs to the stub: a figure per length and mode, the
+    kernel's part of it and the request's size (the body grows with the history)."""
+    figures, result = run_bench(BENCH / "history.py", [
+        "--lengths", "2,20", "--turns", "2"], tmp_path)
+    assert result.returncode == 0, (figures, result.stderr[-4000:])
+    for provider in ("openai", "anthropic"):
+        for mode in ("wait", "stream"):
+            assert set(figures["cpu_ms_per_turn"][provider][mode]) == {"2", "20"}
+            detail = figures["detail"][provider][mode]
+            assert detail["20_request_kb"] > detail["2_request_kb"] > 0, detail
+            assert detail["2_sys_ms"] >= 0 and detail["20_sys_ms"] >= 0

@@ -65,6 +65,29 @@ async def test_mcp_tools_run_under_policy_and_taint(runtime: Runtime) -> None:
 
 
 @pytest.mark.no_replay  # (MCP tools: a replay does not start the servers to learn their flags)
+async def test_an_mcp_tools_image_reaches_the_model_as_an_image(runtime: Runtime) -> None:
+    """An MCP server's image (a screenshot tool's, say) is an image for the model, kept
+    by reference with the call's result, as a built-in tool's is; one that does not
+    pass the decoders (the server's "PNG" is not one) is a note the model reads."""
+    await runtime.create_agent(name="a", model="scripted", settings={
+        "sandbox": {"backend": "process"}, "mcp": [{**_server(), "trusted": True}]})
+    for key, tool in (("k", "t__photo"), ("bad", "t__picture")):
+        sent = await runtime.send("a", key, f"/tool {tool} {{}}")
+        run = await asyncio.wait_for(runtime.wait(sent.run.id), 60)
+        assert run.status == "completed", run
+        finished = next(e for e in await _events(runtime, key) if e.kind == "tool.finished")
+        if key == "k":
+            assert run.output is not None and run.output.endswith("[image image/png 3x2]")
+            [part] = finished.data["parts"]
+            assert (part["type"], part["width"], part["height"]) == ("image", 3, 2)
+            assert "iVBOR" not in str(finished.data)  # a reference, not the bytes
+        else:
+            assert "parts" not in finished.data and not finished.data["is_error"]
+            assert finished.data["output"].endswith(
+                "[t__picture image 1: declared image/png, but the bytes are not one]")
+
+
+@pytest.mark.no_replay  # (MCP tools: a replay does not start the servers to learn their flags)
 async def test_an_mcp_call_carries_its_spans_traceparent(runtime: Runtime) -> None:
     """The call's _meta names its execute_tool span in the run's trace, so a server
     that traces continues it (issue 32)."""

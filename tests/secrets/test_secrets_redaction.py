@@ -5,7 +5,9 @@ log lines, never the value. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import logging
 import secrets
 from pathlib import Path
@@ -13,9 +15,12 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.identity._daemon import ADMIN, Daemon, daemon, settings_for
+from tests.server.test_api import parse_sse
 
-from agentd.security.redaction import SecretRedactor, encoded_forms
+from agentd.security.redaction import LiveRedaction, SecretRedactor, encoded_forms
 
 
 def _value() -> str:
@@ -52,6 +57,96 @@ def test_a_longer_value_wins_over_one_it_contains() -> None:
     assert all(len(f) >= 8 for f in encoded_forms("12345678"))
 
 
+@given(cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=12),
+       before=st.text(max_size=20), after=st.text(max_size=20))
+def test_a_stream_cut_anywhere_is_redacted_as_a_whole(cuts: list[int], before: str,
+                                                      after: str) -> None:
+    """A reply streamed in pieces cut anywhere (a value split across two pieces)
+    shows, joined, what redacting the whole reply shows."""
+    value = "s3cret-Value/with+stuff=1"
+    redactor = SecretRedactor({"API": value})
+    text = f"{before}{value} and {quote(value, safe='')}{after} {value}"
+    live = LiveRedaction(redactor)
+    bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
+    shown = [live.feed(text[a:b]) for a, b in itertools.pairwise(bounds)]
+    shown.append(live.flush())
+    assert "".join(shown) == redactor.text(text)
+    assert all(value not in piece for piece in shown)
+    # Without a value to look for, nothing is held back.
+    assert LiveRedaction(SecretRedactor()).feed("abc") == "abc"
+
+
+async def test_a_reply_streamed_word_by_word_never_shows_a_value(
+        tmp_path: Path, store_url: str) -> None:
+    """The live tokens of a reply hold the secret's name even when the value is cut
+    across them (a model streams a few characters a piece): joined, they are the
+    committed reply, never the value. (A model that learned a value, from a tool
+    that printed it in halves, say, and writes it out.)"""
+    value = " ".join(secrets.token_urlsafe(6) for _ in range(4))  # four pieces
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        made = await d.call("POST", "/v1/secrets", ADMIN, json={
+            "name": "PW", "value": value, "tenant": "acme"})
+        assert made.status_code == 201, made.text
+        created = await d.call("POST", "/v1/agents", ADMIN, json={
+            "name": "acme.bot", "settings": {"tenant": "acme", "script": [
+                {"text": f"the password is {value} indeed", "delay_ms": 300}]}})
+        assert created.status_code == 201, created.text
+        sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                            json={"content": "go", "stream": True})
+        assert sent.status_code == 200, sent.text
+    frames = parse_sse(sent.text)
+    tokens = [f["data"]["text"] for f in frames if f["event"] == "token"]
+    assert len(tokens) > 1, frames  # (streamed live, in pieces)
+    [reply] = [f["data"]["data"]["text"] for f in frames
+               if f["event"] == "message.assistant"]
+    assert reply == "the password is [secret:PW] indeed"
+    assert "".join(tokens) == reply
+    assert not {f for f in encoded_forms(value) if f in "".join(tokens)}
+
+
+async def test_a_value_pasted_into_a_message_is_logged_and_shown_by_its_name(
+        tmp_path: Path, store_url: str) -> None:
+    """A person who pastes a key into a message (or a conversation a door adds): the
+    log, the run and so the model's context hold the secret's name, never the value;
+    another agent's message is left as it was."""
+    value = _value()
+    async with daemon(settings_for(tmp_path, store_url)) as d:
+        made = await d.call("POST", "/v1/secrets", ADMIN, json={
+            "name": "CANARY", "value": value, "tenant": "acme"})
+        assert made.status_code == 201, made.text
+        for name, tenant in (("acme.bot", "acme"), ("other", "default")):
+            created = await d.call("POST", "/v1/agents", ADMIN, json={
+                "name": name, "settings": {"tenant": tenant}})
+            assert created.status_code == 201, created.text
+        sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
+                            json={"content": f"my key is {value}, keep it", "wait": True})
+        assert sent.status_code == 200, sent.text
+        run = sent.json()
+        assert run["input"] == "my key is [secret:CANARY], keep it"
+        # (The scripted model echoes what it was given: the name.)
+        assert run["output"] == "echo: my key is [secret:CANARY], keep it"
+        await d.runtime.add_messages("acme.bot", "added", [
+            {"role": "user", "content": f"and again {value}"},
+            {"role": "assistant", "content": f"noted {quote(value, safe='')}"}],
+            create=True)
+        scanned = await _scan(d, value)
+        other = await d.call("POST", "/v1/agents/other/sessions/o/messages", ADMIN,
+                             json={"content": f"not its secret: {value}", "wait": True})
+        assert other.json()["input"] == f"not its secret: {value}"
+        rows = await d.runtime.store.engine.read(lambda tx: tx.all(
+            "SELECT s.key, e.data FROM events e JOIN sessions s ON s.id = e.session_id "
+            "WHERE e.kind IN ('message.user', 'message.added')"))
+    logged: dict[str, list[str]] = {str(r[0]): [] for r in rows}
+    for key, data in rows:
+        logged[str(key)].append(str(data))
+    assert value in logged["o"][0]
+    assert "[secret:CANARY]" in scanned
+    assert not {f for f in encoded_forms(value) if f in scanned}
+    mine = " ".join(logged["k"][:1] + logged["added"])
+    assert mine.count("[secret:CANARY]") == 3 and not {
+        f for f in encoded_forms(value) if f in mine}
+
+
 def _script(value: str) -> list[dict[str, Any]]:
     b64 = base64.b64encode(value.encode()).decode()
     return [
@@ -65,6 +160,22 @@ def _script(value: str) -> list[dict[str, Any]]:
         # (A model that knew a value, which no model here can: its answer is kept out.)
         {"text": f"all written: {value}"},
     ]
+
+
+async def _approved(d: Daemon, run: dict[str, Any]) -> dict[str, Any]:
+    """The run once it ended, its shell calls approved by a person: where the sandbox
+    does not isolate (no bubblewrap on the machine), a command with a substitution is
+    asked about, which is not what these tests are about."""
+    for _ in range(10):
+        if run["status"] != "waiting_approval":
+            return run
+        for pending in (await d.call("GET", "/v1/approvals", ADMIN)).json()["approvals"]:
+            decided = await d.call("POST", f"/v1/approvals/{pending['approval_id']}", ADMIN,
+                                   json={"action": "approve"})
+            assert decided.status_code == 200, decided.text
+        await asyncio.wait_for(d.runtime.wait(run["id"]), 30)
+        run = (await d.call("GET", f"/v1/runs/{run['id']}", ADMIN)).json()
+    return run
 
 
 async def _scan(d: Daemon, value: str) -> str:
@@ -96,8 +207,9 @@ async def test_a_runs_events_hold_the_secrets_name_never_its_value(
         sent = await d.call("POST", "/v1/agents/acme.bot/sessions/k/messages", ADMIN,
                             json={"content": "go", "wait": True})
         assert sent.status_code == 200, sent.text
-        assert sent.json()["status"] == "completed", sent.text
-        assert sent.json()["output"] == "all written: [secret:CANARY]"
+        run = await _approved(d, sent.json())
+        assert run["status"] == "completed", run
+        assert run["output"] == "all written: [secret:CANARY]"
         # The tools ran with the real value (the file holds it) ...
         workspace = d.runtime.settings.workspaces_dir
         assert any(value in p.read_text() for p in workspace.rglob("leak.txt"))

@@ -88,6 +88,27 @@ async def test_a_multipart_upload(client: httpx.AsyncClient) -> None:
         "echo: two files [image image/png a.png 5x6] [file application/pdf b.pdf 1 page]")
 
 
+async def test_what_is_wrong_with_a_file_is_said_plainly(client: httpx.AsyncClient
+                                                         ) -> None:
+    """A program uploaded as ``application/octet-stream`` (what curl and browsers send
+    for a type they do not know) is a type not taken, not "bad text"; a PNG that is not
+    one says so without the decoder's internals."""
+    await create_agent(client)
+    upload = await client.post("/v1/agents/a/sessions/k/messages", data={
+        "content": "run this"}, files=[("file", ("setup.exe", b"MZ\x90\x00\xff" * 50,
+                                                 "application/octet-stream"))])
+    assert upload.status_code == 415, upload.text
+    message = upload.json()["error"]["message"]
+    assert "not a type taken" in message and "application/pdf" in message, message
+    assert "UTF-8 text (byte" not in message
+    fake = await post(client, [{"type": "image", "media_type": "image/png",
+                                "data": b64(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))}])
+    assert fake.status_code == 422, fake.text
+    assert fake.json()["error"]["message"] == (
+        "body.content[0]: not a readable PNG image (its bytes do not decode as PNG)")
+    assert (await client.get("/v1/agents/a/sessions/k")).status_code == 404
+
+
 async def test_the_same_image_is_kept_once(client: httpx.AsyncClient, runtime: Runtime
                                            ) -> None:
     await create_agent(client)
@@ -133,6 +154,9 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
      "unsupported_media"),
     ("text that is not UTF-8", {"type": "file", "media_type": "text/plain",
                                 "data": b64(b"\xff\xfe\x00")}, 422, "invalid_media"),
+    ("a program sent without a type", {"type": "file", "name": "setup.exe",
+                                       "data": b64(b"MZ\x90\x00\x03\xff\xfe" * 20)},
+     415, "unsupported_media"),
     ("a PDF part as an image", {"type": "image", "media_type": "application/pdf",
                                 "data": b64(pdf())}, 415, "unsupported_media"),
     ("too many frames", {"type": "image", "data": b64(gif(150))}, 422, "invalid_media"),

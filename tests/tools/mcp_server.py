@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, ImageContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 
 server: MCPServer[Any] = MCPServer("agentd-test", log_level="WARNING")
 
@@ -113,6 +113,18 @@ def picture() -> CallToolResult:
     """An image and no text."""
     data = base64.b64encode(b"\x89PNG" + b"\0" * 96).decode()
     return CallToolResult(content=[ImageContent(data=data, mime_type="image/png")])
+
+
+#: A real PNG, 3 x 2 pixels (a screenshot, as far as a test needs one).
+PHOTO = ("iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAIAAAASFvFNAAAAFUlEQVR4nGM8ISfHwMDAwMDAxAAD"
+         "ABMuAQhqwGVhAAAAAElFTkSuQmCC")
+
+
+@server.tool(annotations=READ_ONLY)
+def photo() -> CallToolResult:
+    """Some text and a real image."""
+    return CallToolResult(content=[TextContent(text="a photo"),
+                                   ImageContent(data=PHOTO, mime_type="image/png")])
 
 
 @server.tool(annotations=READ_ONLY)

@@ -20,7 +20,7 @@ from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox.backends import Limits, ProcessBackend, prepare_workspace
 from agentd.sandbox.limits import SANDBOX_PATH
 from agentd.sandbox.process import Child
-from agentd.tools import Tool, ToolContext
+from agentd.tools import Tool, ToolContext, ToolOutput
 from agentd.tools.mcp import MAX_RESULT, MCPManager, MCPServer, MCPTool, _exposed_name
 from agentd.tools.mcp_stdio import Spawner
 
@@ -222,10 +222,10 @@ async def test_stdio_tools_metadata_and_calls(manager: MCPManager) -> None:
 
 @bounded(30)
 async def test_stdio_results_errors_and_limits(manager: MCPManager) -> None:
-    tools = await manager.tools("agent1", [stdio(trusted=True, tools=["add", "fail", "big",
-                                                                       "picture", "structured"])])
-    assert sorted(t.name for t in tools) == ["t__add", "t__big", "t__fail", "t__picture",
-                                             "t__structured"]
+    tools = await manager.tools("agent1", [stdio(trusted=True, tools=[
+        "add", "fail", "big", "picture", "photo", "structured"])])
+    assert sorted(t.name for t in tools) == ["t__add", "t__big", "t__fail", "t__photo",
+                                             "t__picture", "t__structured"]
     assert not any(t.untrusted_output for t in tools)
     assert by_name(tools)["t__add"].sends_out is False  # trusted, read-only
 
@@ -243,7 +243,15 @@ async def test_stdio_results_errors_and_limits(manager: MCPManager) -> None:
     assert MAX_RESULT < len(big) < MAX_RESULT + 200
     assert big.endswith("[MCP result truncated: 1000000 characters in all]")
 
-    assert await call(tools, "t__picture") == "[image: image/png, 100 bytes]"
+    # Images come back as images too (the run checks them: this one is no PNG).
+    picture = await call(tools, "t__picture")
+    assert isinstance(picture, ToolOutput)
+    assert picture.text == "[image: image/png, 100 bytes]"
+    assert [(i.data, i.media_type) for i in picture.images] == [
+        (b"\x89PNG" + b"\0" * 96, "image/png")]
+    photo = await call(tools, "t__photo")
+    assert isinstance(photo, ToolOutput) and photo.text.startswith("a photo\n[image: ")
+    assert photo.images[0].data.startswith(b"\x89PNG\r\n")
     assert await call(tools, "t__structured") == '{"answer": 42, "unit": "none"}'
 
     with pytest.raises(InvalidInput, match="has no tool"):

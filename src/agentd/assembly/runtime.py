@@ -378,6 +378,8 @@ class Runtime(MemoryCalls, EvalCalls):
                                on_values=lambda forms: reconfigure_logs(secrets=forms))
         self.executors.secret_values = lambda tenant, agent: self.secrets.values(
             tenant=tenant, agent=agent)
+        self.runs.secret_values = self.sessions.secret_values = \
+            self.executors.secret_values
         self.agents.async_checks.append(self.secrets.check_settings)
         self.executors.secret_source = lambda tenant, agent, redactor: RunSecrets(
             self.secrets, tenant=tenant, agent=agent, redactor=redactor)

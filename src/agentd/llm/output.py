@@ -112,6 +112,11 @@ def check_schema(schema: Any, where: str = "output_schema") -> dict[str, Any]:
     targets = _check_refs(schema, where)
     _check_loops(schema, targets, where)
     if not _finite_fixpoint(schema, targets):
+        if not targets:  # (nothing recursive: a part nothing matches)
+            raise InvalidInput(
+                f"{where}: no JSON value can match it (a required part nothing matches: "
+                "a property whose schema is false, {\"not\": {}}, an empty enum)",
+                field=where)
         raise InvalidInput(
             f"{where} is recursive without end: no finite JSON value can match it (a "
             "$ref cycle where every branch requires going round again, or a required "
@@ -324,8 +329,12 @@ def _finite(node: Any, env: dict[str, bool], depth: int) -> bool:
     for key in ("anyOf", "oneOf"):
         if key in node and not any(_finite(s, env, depth + 1) for s in node[key]):
             return False
-    if "const" in node or "enum" in node:
+    if node.get("not") is True or node.get("not") == {}:
+        return False  # (a value that is not anything)
+    if "const" in node:
         return True
+    if "enum" in node:
+        return bool(node["enum"])
     kinds = node.get("type")
     allowed = {kinds} if isinstance(kinds, str) else set(kinds or _SCALARS | {"object",
                                                                               "array"})

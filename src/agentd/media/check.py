@@ -123,7 +123,8 @@ def check(data: bytes, media_type: str | None, limits: MediaLimits, *,
         raise InvalidInput(f"{where}: empty", code="invalid_media", field=where)
     declared = normal_type(media_type)
     found = sniff(data)
-    if declared is None or declared == "application/octet-stream":
+    guessed = declared is None or declared == "application/octet-stream"
+    if guessed:
         declared = found or ("text/plain" if kind != "image" else None)
         if declared is None:
             raise UnsupportedMedia(f"{where}: not an image of a type taken "
@@ -151,6 +152,12 @@ def check(data: bytes, media_type: str | None, limits: MediaLimits, *,
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if guessed:
+            # (No type was given and the bytes are none taken: an executable, an
+            # archive. Say so, rather than that they are bad text.)
+            raise UnsupportedMedia(
+                f"{where}: not a type taken: the bytes are no image, PDF or UTF-8 text "
+                f"(the daemon takes {', '.join(taken)})") from None
         raise InvalidInput(f"{where}: {declared} must be UTF-8 text (byte {exc.start} "
                            "is not)", code="invalid_media", field=where) from None
     return Checked(kind="file", media_type=declared, sha256=digest, size=len(data),
@@ -185,8 +192,13 @@ def _image(data: bytes, media_type: str, limits: MediaLimits, where: str
         raise InvalidInput(f"{where}: the image is over the limit of {limits.max_pixels} "
                            f"pixels ({_said(exc)})", code="invalid_media",
                            field=where) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            MemoryError) as exc:
+    except UnidentifiedImageError:
+        # (Pillow's message names its buffer object: "cannot identify image file
+        # <_io.BytesIO object at 0x...>".)
+        raise InvalidInput(f"{where}: not a readable {fmt} image (its bytes do not "
+                           f"decode as {fmt})", code="invalid_media",
+                           field=where) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise InvalidInput(f"{where}: not a readable {fmt} image ({_said(exc)})",
                            code="invalid_media", field=where) from None
     return width, height

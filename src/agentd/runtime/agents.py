@@ -94,8 +94,11 @@ def _check_loop_settings(model: str, settings: AgentSettings) -> None:
     if why is None:
         return
     if settings.hooks.checks:
-        raise InvalidInput(f"settings.hooks: {why}, so no check would run; put the checks "
-                           "on the agents that call models", field="body.settings.hooks")
+        where = "guardrails" if len(settings.guardrails) == len(settings.hooks.checks) \
+            else "hooks"
+        raise InvalidInput(f"settings.{where}: {why}, so no check would run; put the "
+                           "checks on the agents that call models",
+                           field=f"body.settings.{where}")
     if settings.output.json_schema is not None:
         raise InvalidInput(f"settings.output: {why}, so no answer would be held to the "
                            "schema", field="body.settings.output.json_schema")

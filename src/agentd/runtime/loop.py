@@ -56,7 +56,7 @@ from agentd.runtime.history import SessionHistory
 from agentd.runtime.kernel import RetryPolicy
 from agentd.runtime.media import ToolMedia, load_media
 from agentd.security.policy import Policy
-from agentd.security.redaction import SecretRedactor
+from agentd.security.redaction import LiveRedaction, SecretRedactor
 from agentd.settings import AgentSettings
 from agentd.store import Lease, LeaseLost, NewEvent, RunUpdate, Steered, Store, Tx
 from agentd.store.records import EventRecord, NewBlob, RunRecord, UsageCharge, iso
@@ -304,6 +304,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         #: the model's context, the streams and everything read from the log).
         self.redactor = subject.redactor if subject.redactor is not None else \
             SecretRedactor()
+        #: The reply's live text, redacted across its pieces (a value cut in two).
+        self._live = LiveRedaction(self.redactor)
         self.secrets = subject.secrets
         #: The lease is gone (another node took the run over): stop, write nothing.
         self.lost = False
@@ -395,9 +397,19 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     def _publish_text(self, text: str, reset: bool) -> None:
         if self.ok_token is not None or self._holds_reply:
             return  # whether the reply is delivered is known only once it is complete
-        self.bus.publish_token(self.session_id, Token(
-            run_id=self.run.id, text=self.redactor.text(text), after=self.history.last_seq,
-            reset=reset))
+        if reset:
+            self._live.reset()
+        shown = self._live.feed(text)
+        if shown or reset:
+            self.bus.publish_token(self.session_id, Token(
+                run_id=self.run.id, text=shown, after=self.history.last_seq, reset=reset))
+
+    def _end_text(self) -> None:
+        """The model call ended: the live text held back for redaction goes out."""
+        rest = self._live.flush()
+        if rest:
+            self.bus.publish_token(self.session_id, Token(
+                run_id=self.run.id, text=rest, after=self.history.last_seq, reset=False))
 
     async def _note(self, event: Event) -> None:
         """An event about a model call under way (an outage, a recovery)."""
@@ -657,9 +669,11 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             message, target, report = await self.caller.call(
                 request, tokens=prompt + limit, output=limit)
         except ModelError as exc:
+            self._live.reset()
             return await self._fail(exc)
         finally:
             self._in_model = False
+        self._end_text()
         cost: float | None = None
         charge: UsageCharge | None = None
         warnings: list[NewEvent] = []

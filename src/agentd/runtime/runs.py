@@ -33,6 +33,7 @@ from agentd.runtime.history import HistoryCache
 from agentd.runtime.runlog import RunLog
 from agentd.runtime.session_ops import check_session_key
 from agentd.runtime.supervisor import Supervisor
+from agentd.security.redaction import SecretRedactor
 from agentd.store import LeaseLost, Store
 from agentd.store.engine import Tx
 from agentd.store.log import Accepted, AgentChanged, ToAccept
@@ -142,6 +143,10 @@ class Runs:
         #: its files: :mod:`agentd.runtime.affinity`); such a message's run is queued,
         #: not started with it, so that it can be offered there.
         self.elsewhere: Callable[[AgentRecord], Awaitable[bool]] | None = None
+        #: The values of the secrets an agent could use, by name (tenant, agent): a
+        #: message's text holding one is logged with ``[secret:NAME]`` in its place,
+        #: as everything its runs write (the secrets capability; None: no secrets).
+        self.secret_values: Callable[[str, str], Awaitable[Mapping[str, str]]] | None = None
 
     async def send(self, name: str, key: str, content: str, *,
                    idempotency_key: str | None = None, mode: str = "enqueue",
@@ -171,6 +176,7 @@ class Runs:
         sender answered at once (202) is told its run is queued, as it is.
         """
         agent = await self._sender(name, key, mode, priority)
+        content = await self._redacted(agent, content)
         if start and self.elsewhere is not None and await self.elsewhere(agent):
             start = False
         for attempt in range(_FRESH_TRIES):
@@ -237,6 +243,11 @@ class Runs:
                 senders.append((i, await self._sender(m.name, m.key, m.mode, m.priority)))
             except (InvalidInput, AgentNotFound, AgentNotAccepting) as exc:
                 out[i] = exc
+        if self.secret_values is not None:
+            messages = list(messages)
+            for i, agent in senders:
+                messages[i] = replace(messages[i], content=await self._redacted(
+                    agent, messages[i].content))
         accepted = await self._accept_many(messages, senders, out, also_many, start)
         created: dict[str, AgentRecord] = {}
         starts: list[tuple[str, Prepared]] = []
@@ -318,6 +329,18 @@ class Runs:
             if not pending:
                 break
         return [done[i] for i in sorted(done)]
+
+    async def _redacted(self, agent: AgentRecord, content: str) -> str:
+        """``content`` with the values of the agent's secrets replaced by their names
+        (a person pasting a key into a message: it is kept out of the log and so of
+        the model's context, like a tool's output holding it)."""
+        if self.secret_values is None or not content:
+            return content
+        tenant = tenant_of(agent.settings)
+        if tenant is None:
+            return content
+        values = await self.secret_values(tenant, agent.name)
+        return SecretRedactor(values).text(content) if values else content
 
     def _agent_at(self, agent: AgentRecord) -> float | None:
         """What a message to ``agent`` is accepted against: its record's version, on a

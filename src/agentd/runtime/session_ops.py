@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentd.errors import InvalidInput, PayloadTooLarge
@@ -20,6 +20,7 @@ from agentd.events import (
 from agentd.runtime.workspaces import snapshot_at
 from agentd.security.identity import Principal
 from agentd.security.policy import Policy, PolicyConfig, parse_policy
+from agentd.security.redaction import SecretRedactor
 from agentd.store import NewEvent, Store
 from agentd.store.records import CheckpointRecord, EventRecord, SessionRecord, tenant_of
 
@@ -88,6 +89,8 @@ class SessionOps:
     sandboxes: Sandboxes
     workspaces: WorkspaceKeeper | None
     agents: Agents
+    #: The values of the secrets an agent could use (tenant, agent): see ``Runs``.
+    secret_values: Callable[[str, str], Awaitable[Mapping[str, str]]] | None = None
 
     async def get_session(self, name: str, key: str) -> tuple[AgentRecord, SessionRecord]:
         raise NotImplementedError
@@ -206,6 +209,11 @@ class SessionOps:
         if create:
             check_session_key(key)
         agent = await self.agents.get(name)
+        tenant = tenant_of(agent.settings)
+        if self.secret_values is not None and tenant is not None:
+            # (A key pasted into the conversation is logged by its name, as in Runs.)
+            redactor = SecretRedactor(await self.secret_values(tenant, agent.name))
+            messages = [redactor.data(m) for m in messages]
         session, records, _ = await self.store.add_messages(
             agent.id, key, [NewEvent.of(MessageAdded(data=m)) for m in messages],
             create=create, expect_seq=expect_seq, on_new_session=on_new_session,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["SecretRedactor", "encoded_forms"]
+__all__ = ["LiveRedaction", "SecretRedactor", "encoded_forms"]
 
 
 def _pct(value: str, upper: bool) -> str:
@@ -56,6 +56,7 @@ class SecretRedactor:
         self._names: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None
         self._hints: tuple[str, ...] = ()
+        self._longest = 0
         if values:
             self.add(values)
 
@@ -66,6 +67,17 @@ class SecretRedactor:
     def values(self) -> set[str]:
         """Every string it replaces."""
         return set(self._names)
+
+    @property
+    def longest(self) -> int:
+        """The length of the longest string it replaces (0: none)."""
+        return self._longest
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where in ``text`` the strings it replaces are (start, end), in order."""
+        if self._pattern is None:
+            return []
+        return [m.span() for m in self._pattern.finditer(text)]
 
     def add(self, values: Mapping[str, str]) -> None:
         """Redact these values too (``{name: value}``)."""
@@ -80,6 +92,7 @@ class SecretRedactor:
             self._pattern = re.compile("|".join(map(re.escape, known)))
             # A cheap test first: a base64 form's first 4 characters, a value's first 8.
             self._hints = tuple(sorted({k[:8] for k in known}))
+            self._longest = len(known[0])
 
     def text(self, text: str) -> str:
         """``text`` with every known value replaced by ``[secret:NAME]``."""
@@ -109,3 +122,42 @@ class SecretRedactor:
                 return value
             return type(value)(walked) if isinstance(value, tuple) else walked
         return value
+
+
+class LiveRedaction:
+    """Text that streams out in pieces (a reply's live deltas), redacted as a whole.
+
+    Redacting each piece alone misses a value cut across two pieces, and a model
+    streams a few characters a piece: whoever joins the pieces would read the value.
+    So the last ``longest - 1`` characters are held back until more text comes (a
+    value starting before them is then whole, and replaced); :meth:`flush` gives what
+    is held when the stream ends, :meth:`reset` drops it when the stream starts over.
+    With no value known it holds nothing back."""
+
+    def __init__(self, redactor: SecretRedactor) -> None:
+        self._redactor = redactor
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """What of the stream so far may be shown now (redacted), ``text`` added."""
+        held = self._held + text
+        keep = self._redactor.longest - 1
+        cut = len(held) - keep if keep > 0 else len(held)
+        if cut <= 0:
+            self._held = held
+            return ""
+        for start, end in self._redactor.spans(held):
+            if start >= cut:
+                break
+            cut = max(cut, end)  # (a value starting before the cut goes out whole)
+        self._held = held[cut:]
+        return self._redactor.text(held[:cut])
+
+    def flush(self) -> str:
+        """The rest of the stream (redacted); nothing is held after."""
+        held, self._held = self._held, ""
+        return self._redactor.text(held)
+
+    def reset(self) -> None:
+        """The stream starts over: what is held is dropped."""
+        self._held = ""

@@ -23,7 +23,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from agentd.llm.settings import ModelSettings
 from agentd.security.policy import PolicyConfig
@@ -31,7 +38,7 @@ from agentd.settings.budget import Budget
 from agentd.settings.channels import ChannelSettings
 from agentd.settings.delegation import DelegationSettings
 from agentd.settings.heartbeat import HeartbeatSettings
-from agentd.settings.hooks import HookSettings
+from agentd.settings.hooks import MAX_CHECKS, HookCheck, HookSettings
 from agentd.settings.memory import MemorySettings
 from agentd.settings.output import OutputSettings
 from agentd.settings.sandbox import AgentSandbox
@@ -296,6 +303,14 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
                     'its `[hooks] allow_hosts`, a `command` its `[hooks] commands`; a '
                     '`model` rule is judged by the agent\'s own models.')
 
+    guardrails: list[HookCheck] = Field(
+        default_factory=list, max_length=MAX_CHECKS,
+        description='Guardrails: checks whose deny fails the run with '
+                    '`guardrail_tripped` (docs/hooks.md, "Guardrails"), in the shape of '
+                    '`hooks.checks` (`"guardrail"` is true whatever it says); they run '
+                    'after the hooks\' checks at their points, and the names of both '
+                    f'lists are one namespace (at most {MAX_CHECKS} checks in all).')
+
     # -- Areas to come (schedules, heartbeat, ...): one key each, e.g.
     #    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     #    See this module's docstring for the pattern.
@@ -311,6 +326,27 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
             if any(c in v for v in headers.values() for c in "\r\n\x00"):
                 raise ValueError(f"{host}: a header value holds a line break or NUL")
         return value
+
+    @model_validator(mode="after")
+    def _guardrails_are_checks(self) -> AgentSettings:
+        """``guardrails`` join ``hooks.checks`` (after them, each a guardrail): the run
+        loop reads one list. The hooks' own checks stay first, so a check's position in
+        ``hooks.checks`` below ``len(hooks.checks) - len(guardrails)`` is its own."""
+        if not self.guardrails:
+            return self
+        mine = [g if g.guardrail else g.model_copy(update={"guardrail": True})
+                for g in self.guardrails]
+        names = {c.name for c in self.hooks.checks}
+        twice = sorted({g.name for g in mine} & names)
+        if twice:
+            raise ValueError(f"guardrails: {twice[0]!r} names a check hooks.checks names too "
+                             "(one namespace for both)")
+        if len(names) + len(mine) > MAX_CHECKS:
+            raise ValueError(f"guardrails: at most {MAX_CHECKS} checks in all, with "
+                             "hooks.checks")
+        # (A frozen model: the folded list is set once, here, while it is being made.)
+        object.__setattr__(self, "hooks", HookSettings(checks=[*self.hooks.checks, *mine]))
+        return self
 
     @field_validator("mcp")
     @classmethod

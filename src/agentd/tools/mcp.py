@@ -29,6 +29,8 @@ connection suspect, and the next call gets a fresh one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
 import hashlib
 import json
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as ToolInfo
 
+    from agentd.media import ToolImage, ToolOutput
     from agentd.tools.workers import WorkerPool
 
 __all__ = ["MAX_DESCRIPTION", "MAX_RESULT", "MCPManager", "MCPServer", "MCPTool",
@@ -107,7 +110,8 @@ class MCPTool(Tool):
         return arguments
 
     async def call(self, arguments: dict[str, Any], ctx: ToolContext,
-                   default_timeout_s: float, workers: WorkerPool | None = None) -> str:
+                   default_timeout_s: float, workers: WorkerPool | None = None
+                   ) -> str | ToolOutput:
         timeout = self.timeout_s or default_timeout_s
         if workers is not None and self._validator is not None:
             # The server's schema may hold a "pattern" that backtracks on the model's
@@ -399,11 +403,14 @@ def _validator(schema: dict[str, Any], name: str) -> Any:
     return cls(schema)
 
 
-def _render(result: CallToolResult, name: str) -> str:
+def _render(result: CallToolResult, name: str) -> str | ToolOutput:
     """The text of a tool result for the model; an ``isError`` result raises ToolError.
 
     Text blocks are joined; without text, structured content is given as JSON; images,
     audio and binary resources are summarised. At most :data:`MAX_RESULT` characters.
+    Images are also returned as images (a :class:`ToolOutput`): the run checks them as
+    it does a built-in tool's (real decoders, limits, the model's vision, the quota)
+    and gives a model that takes images each one that passes, a note otherwise.
     """
     from mcp_types import (
         AudioContent,
@@ -415,6 +422,7 @@ def _render(result: CallToolResult, name: str) -> str:
     )
 
     parts: list[str] = []
+    images: list[ToolImage] = []
     has_text = False
     for block in result.content:
         if isinstance(block, TextContent):
@@ -423,6 +431,8 @@ def _render(result: CallToolResult, name: str) -> str:
         elif isinstance(block, ImageContent | AudioContent):
             kind = "image" if isinstance(block, ImageContent) else "audio"
             parts.append(f"[{kind}: {block.mime_type}, {_decoded_size(block.data)} bytes]")
+            if isinstance(block, ImageContent):
+                images.append(_image(block.data, block.mime_type))
         elif isinstance(block, EmbeddedResource):
             res = block.resource
             if isinstance(res, TextResourceContents):
@@ -443,7 +453,23 @@ def _render(result: CallToolResult, name: str) -> str:
     if result.is_error:
         raise ToolError(f"{name} failed: {text or 'the server gave no details'}",
                         code="mcp_tool_error")
-    return text
+    if not images:
+        return text
+    from agentd.media import ToolOutput  # (Pillow's and the fetcher's imports: when used)
+
+    return ToolOutput(text=text, images=tuple(images))
+
+
+def _image(data: str, media_type: str) -> ToolImage:
+    """An image block's bytes (bytes that are not base64 are kept as they came: the
+    run's check refuses them, with a note the model reads)."""
+    from agentd.media import ToolImage
+
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raw = data.encode()
+    return ToolImage(data=raw, media_type=media_type or None)
 
 
 def _decoded_size(data: str) -> int:

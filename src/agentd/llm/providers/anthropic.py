@@ -455,6 +455,7 @@ def create(
     timeout, temperature = own.timeout_s, own.temperature
     max_tokens = own.max_tokens or DEFAULT_MAX_TOKENS
     thinking = _thinking(own.thinking, max_tokens)
+    _settings.send_bodies_whole()
     client = anthropic.AsyncAnthropic(
         api_key=api_key or "missing",  # (calls fail first: missing_key)
         base_url=base_url,

@@ -545,6 +545,7 @@ def create(
     base_url = _settings.base_url(provider, own)
     api_key, missing_key = _settings.key_of(provider, own)
     timeout, max_tokens, temperature = own.timeout_s, own.max_tokens, own.temperature
+    _settings.send_bodies_whole()
     client = openai.AsyncOpenAI(
         api_key=api_key or _PLACEHOLDER_KEY,
         base_url=base_url,

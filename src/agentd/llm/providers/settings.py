@@ -37,6 +37,28 @@ def connection_cause(exc: BaseException) -> BaseException | None:
 
 log = logging.getLogger(__name__)
 
+
+def send_bodies_whole() -> None:
+    """Let aiohttp hand a request's headers and body to the transport as they are
+    (``writelines``) instead of joining them into one new string first.
+
+    aiohttp joins them on every Python before 3.12.9 (``SKIP_WRITELINES``) to stay
+    clear of a bug in the ``writelines`` that asyncio's own transports gained in 3.12.0
+    to 3.12.8 and 3.13.0 to 3.13.1. Before 3.12 the stdlib's ``writelines`` is that
+    very join, so the switch changes nothing there; uvloop's (the daemon's loop) sends
+    the pieces with one ``writev``. The join is no small thing for a long session: its
+    body is hundreds of kilobytes, a little larger at every call, so glibc maps fresh
+    pages for each copy and the kernel zeroes them (a third of a millisecond a call at
+    3,000 turns of history: docs/benchmarks.md, "Turn cost against history length").
+    Only on a Python without the bug; called when a provider's client is made (no
+    import-time side effects)."""
+    import sys
+
+    from aiohttp import http_writer
+
+    if sys.version_info < (3, 12) and http_writer.SKIP_WRITELINES:
+        http_writer.SKIP_WRITELINES = False
+
 __all__ = [
     "api_key",
     "base_url",
