@@ -148,6 +148,12 @@ echo "== mypy (strict, src/agentd)"
 .venv/bin/mypy
 echo "== import-linter (the layers of docs/architecture.md, pyproject.toml)"
 .venv/bin/lint-imports --no-cache
+# Replay mode (tests/replay_mode.py, docs/contributing.md): every run the tests that
+# drive the run loop make is replayed from its log when their runtime closes, and a
+# replay that decides differently fails the test (a determinism bug). These folders
+# cost about 10 % more CPU than without; AGENTD_TEST_REPLAY=1 replays every test's
+# runs, AGENTD_TEST_REPLAY=0 none.
+export AGENTD_TEST_REPLAY=${AGENTD_TEST_REPLAY-tests/runtime,tests/hooks,tests/server,tests/evals,tests/adapters,tests/autonomy/test_subtasks.py,tests/autonomy/test_agent_calls.py}
 # Most tests wait on sockets, subprocesses and sandboxes rather than the CPU: four
 # workers keep two cores busy (AGENTD_TEST_WORKERS=0 runs them in this process).
 workers=${AGENTD_TEST_WORKERS:-4}

@@ -456,12 +456,14 @@ def _no_real_network(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _replay_every_run(request: pytest.FixtureRequest,
                       monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """With ``AGENTD_TEST_REPLAY=1``: every run a test's runtimes finished is replayed
-    when the runtime closes, and a replay that differs fails the test (tests/replay_mode.py).
-    Not for a test that writes a run's events by hand (``@pytest.mark.no_replay``)."""
+    """With ``AGENTD_TEST_REPLAY`` (``1``, or the paths of the tests it is for): every
+    run a test's runtimes finished is replayed when the runtime closes, and a replay
+    that differs fails the test (tests/replay_mode.py). Not for a test that writes a
+    run's events by hand (``@pytest.mark.no_replay``)."""
     from tests import replay_mode
 
-    if not replay_mode.ENABLED or request.node.get_closest_marker("no_replay"):
+    if (not replay_mode.replays(request.node.nodeid)
+            or request.node.get_closest_marker("no_replay")):
         yield
         return
     found: list[str] = []

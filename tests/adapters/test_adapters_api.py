@@ -76,6 +76,23 @@ async def test_function_adapter_wait_and_history(client: httpx.AsyncClient) -> N
     assert assistant["data"]["model"] == f"adapter:{MOD}:echo"
 
 
+async def test_an_adapter_agents_run_is_neither_replayed_nor_forked(
+        client: httpx.AsyncClient) -> None:
+    """Its framework ran it, not agentd's loop: there is nothing to decide again.
+    Refused (422), with nothing written."""
+    await make(client, "fn", "echo")
+    run = (await say(client, "fn", "hello", wait=True)).json()
+    assert run["status"] == "completed", run
+    replay = await client.post(f"/v1/runs/{run['id']}/replay")
+    assert replay.status_code == 422, replay.text
+    assert replay.json()["error"]["code"] == "replay_unsupported"
+    fork = await client.post(f"/v1/runs/{run['id']}/fork", json={"from_step": 1})
+    assert fork.status_code == 422, fork.text
+    assert fork.json()["error"]["code"] == "fork_unsupported"
+    sessions = (await client.get("/v1/agents/fn/sessions")).json()["sessions"]
+    assert [s["key"] for s in sessions] == ["k"]
+
+
 async def test_no_wait_then_run(client: httpx.AsyncClient) -> None:
     await make(client, "blk", "blocking")
     sent = await say(client, "blk", "zzz", wait=False)

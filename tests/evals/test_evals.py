@@ -10,6 +10,7 @@ import pytest
 
 from agentd.assembly import Runtime
 from agentd.errors import Conflict, InvalidInput, NotFound
+from agentd.evals.cases import case_from_run
 from agentd.store.evals import EvalRunRecord
 from agentd.tools import tool
 
@@ -171,8 +172,30 @@ async def test_bad_input_is_refused_and_writes_nothing(runtime: Runtime) -> None
     assert empty.value.code == "suite_empty"
     with pytest.raises(InvalidInput):
         await runtime.evals.start_run(suite.id, model="nosuch:model")
+    with pytest.raises(InvalidInput) as typo:  # (a known provider, an unknown model)
+        await runtime.evals.start_run(suite.id, model="anthropic:claude-sonet-4-5")
+    assert "not in the model catalog" in typo.value.message
     assert await runtime.evals.cases(suite.id) == []
     assert await runtime.evals.eval_runs(suite.id) == []
+
+
+async def test_a_case_that_cannot_be_forked_errors_with_its_error(runtime: Runtime) -> None:
+    """A result's ``error`` is an error object (``code``, ``message``), as a run's is,
+    whether the fork's run failed or the case could not be forked at all; JUnit XML
+    says ``code: message``."""
+    runs = await _seeded(runtime, ["hello"])
+    suite = await runtime.evals.create_suite("a", "errs")
+    # Imported: it holds no workspace, so live tools (a file tool's) cannot have one.
+    await runtime.update_agent("a", {"tools": ["lookup", "read_file"]})
+    await runtime.evals.import_cases(suite.id, [await case_from_run(runtime.store, runs[0])])
+    done = await _run(runtime, suite.id, tools="live")
+    [result] = [r.to_api() for r in await runtime.evals.results(done.id)]
+    assert result["status"] == "errored", result
+    assert result["error"]["code"] == "fork_workspace_unknown", result["error"]
+    assert "cannot be reconstructed" in result["error"]["message"]
+    assert done.summary is not None and done.summary["errored"] == 1
+    junit = (await runtime.evals.junit(done.id)).decode()
+    assert 'message="fork_workspace_unknown: the workspace' in junit, junit
 
 
 async def test_a_spent_budget_errors_the_cases_instead_of_failing_the_candidate(

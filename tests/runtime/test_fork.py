@@ -13,7 +13,9 @@ import pytest
 from tests.runtime.recording import CALLS, MODEL_CALLS, call, count_calls, with_tools
 
 from agentd.assembly import Runtime
+from agentd.config import Settings
 from agentd.errors import Conflict, InvalidInput, InvalidModel
+from agentd.llm.scripted import enqueue
 from agentd.runtime.fork import ForkRequest
 from agentd.store.records import RunRecord
 
@@ -88,6 +90,37 @@ async def test_fork_serves_the_prefix_and_runs_the_candidate(runtime: Runtime) -
     assert await runtime.read_events((await runtime.get_session("a", "k"))[1].id) == original
 
 
+async def test_the_report_has_both_runs_tokens_and_cost(settings: Settings,
+                                                         store_url: str) -> None:
+    """Where the catalog prices the models: the original's cost (whole, and from the
+    fork step) and the fork's, beside their tokens."""
+    settings.database_url = store_url
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "models.toml").write_text(
+        '[models."scripted:priced"]\ncontext_window = 100000\nmax_output_tokens = 1000\n'
+        'input = 2\noutput = 4\n')
+    rt = with_tools(await Runtime.open(settings))
+    try:
+        await rt.create_agent(name="a", model="scripted:priced", tools=["peek", "put"],
+                              settings={"script": SCRIPT})
+        run = await _run(rt)
+        assert run.status == "completed" and run.usage["cost_usd"] > 0
+        report = await rt.fork_run(run.id, ForkRequest(from_step=3, settings={
+            "script": [*SCRIPT[:2], {"text": "no more peeking"}]}))
+        original, fork = report["original"], report["fork"]
+        assert original["usage"] == run.usage
+        assert 0 < original["usage_from_step"]["cost_usd"] < original["usage"]["cost_usd"]
+        assert fork["usage"]["cost_usd"] > 0 and fork["usage"]["input_tokens"] > 0
+        # The fork's own steps (3 on) only: one answer, priced as the catalog says.
+        answers = [e.data["usage"] for e in await rt.read_events(
+            (await rt.get_run(report["run_id"]))[0].session_id)
+            if e.kind == "message.assistant" and e.run_id == report["run_id"]
+            and e.data["usage"]]
+        assert len(answers) == 1 and fork["usage"]["cost_usd"] == answers[0]["cost_usd"]
+    finally:
+        await rt.close()
+
+
 async def test_live_tools_run_for_real_from_the_fork_step(runtime: Runtime) -> None:
     await runtime.create_agent(name="a", tools=["peek", "put"], settings={"script": SCRIPT})
     run = await _run(runtime)
@@ -97,6 +130,25 @@ async def test_live_tools_run_for_real_from_the_fork_step(runtime: Runtime) -> N
     # Step 1 (peek x) came from the log; put x and peek y ran again.
     assert CALLS == ["put x", "peek y"]
     assert report["first_divergence"] is None and report["same_output"] is True
+
+
+async def test_checks_of_the_served_steps_are_given_their_verdicts(
+        runtime: Runtime) -> None:
+    """The steps before the fork's come from the log, their checks' verdicts too (no
+    check is asked, none fails for want of a runner); from the fork step the
+    candidate's checks are asked."""
+    await runtime.create_agent(name="a", tools=["peek", "put"], settings={
+        "hooks": {"checks": [{"name": "judge", "point": "tool_call", "kind": "model",
+                              "rule": "anything goes", "tools": ["put"]}]}})
+    enqueue(*SCRIPT[:2], {"text": '{"verdict": "allow"}'}, *SCRIPT[2:], agent="a")
+    run = await _run(runtime)
+    assert run.status == "completed" and run.output == "all done", run
+    assert CALLS == ["peek x", "put x", "peek y"]
+    enqueue(*SCRIPT[2:], agent="a")  # (the candidate's steps: the same)
+    report = await runtime.fork_run(run.id, ForkRequest(from_step=3))
+    assert report["status"] == "completed", report
+    assert report["first_divergence"] is None and report["same_output"] is True
+    assert MODEL_CALLS[-2:] == ["scripted", "scripted"]
 
 
 async def test_refusals_write_nothing(runtime: Runtime) -> None:
@@ -111,6 +163,12 @@ async def test_refusals_write_nothing(runtime: Runtime) -> None:
     with pytest.raises(InvalidModel) as unknown:
         await runtime.fork_run(run.id, ForkRequest(from_step=1, model="nosuch:model-9"))
     assert "nosuch" in unknown.value.message
+    # A provider that exists, a model that does not (not in the catalog): as a
+    # fallback's, refused before anything is written.
+    with pytest.raises(InvalidModel) as typo:
+        await runtime.fork_run(run.id, ForkRequest(from_step=1, model="openai:gpt-4.1-mni"))
+    assert "'openai:gpt-4.1-mni'" in typo.value.message and "catalog" in typo.value.message
+    assert typo.value.details["errors"][0]["field"] == "body.model"
     with pytest.raises(InvalidInput) as tenant:
         await runtime.fork_run(run.id, ForkRequest(from_step=1,
                                                    settings={"tenant": "other"}))

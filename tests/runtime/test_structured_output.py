@@ -166,6 +166,7 @@ async def test_a_hostile_model_s_answers_are_errors_to_repair_not_crashes(
 # -- a daemon killed between a repair request and the answer ----------------------------
 
 
+@pytest.mark.no_replay  # (the dead daemon's steps are written by hand)
 @pytest.mark.parametrize("answer", [{"json": {"x": 3, "y": 4}}, {"text": "still not"}])
 async def test_a_run_stopped_after_a_repair_request_resumes_from_the_log(
         settings: Settings, tmp_path: Path, answer: dict[str, Any]) -> None:

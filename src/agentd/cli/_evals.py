@@ -8,6 +8,7 @@ A case's answers were written by a model: they are printed as plain ``Text``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from agentd.cli._fork import (
     json_object,
 )
 from agentd.cli._render import short, usage_text, when
-from agentd.client import Client
+from agentd.client import APIError, Client
 
 __all__ = ["eval_app"]
 
@@ -72,6 +73,12 @@ def _suite_for(client: Client, name: str, agent: str | None, *, create: bool = F
     if create and not found and agent is not None:
         return client.create_suite(agent, name)
     return client.find_suite(name, agent=agent)
+
+
+def _has_suite(client: Client, name: str, agent: str | None) -> bool:
+    if name.startswith("es_"):
+        return True
+    return bool(client.list_suites(agent=agent, name=name))
 
 
 def _lines_of(path: Path) -> list[dict[str, Any]]:
@@ -126,18 +133,28 @@ def add(
     if not from_run and file is None:
         fail("give --from-run RUN or --file FILE")
     graders = _graders(grader)
+    cases = None
+    if file is not None:
+        cases = [i for i in _lines_of(file) if i.get("type", "case") == "case"]
     made: list[dict[str, Any]] = []
     with connect(ctx, timeout=600.0) as client:
-        for run_id in from_run or ():
-            owner = client.get_run(run_id)["agent"]
-            target = _suite_for(client, suite, agent or owner, create=True)
-            made.append(client.add_case(target["id"], run_id, name=name, graders=graders,
-                                        from_step=from_step))
-        if file is not None:
-            items = _lines_of(file)
-            cases = [i for i in items if i.get("type", "case") == "case"]
-            target = _suite_for(client, suite, agent, create=True)
-            made.extend(client.import_cases(target["id"], cases))
+        existed = _has_suite(client, suite, agent)
+        target = None
+        try:
+            for run_id in from_run or ():
+                owner = client.get_run(run_id)["agent"]
+                target = _suite_for(client, suite, agent or owner, create=True)
+                made.append(client.add_case(target["id"], run_id, name=name,
+                                            graders=graders, from_step=from_step))
+            if cases is not None:
+                target = _suite_for(client, suite, agent, create=True)
+                made.extend(client.import_cases(target["id"], cases))
+        except APIError:
+            if not existed and not made and target is not None:
+                # (made for these cases, none of which the daemon took: not left behind)
+                with contextlib.suppress(APIError):
+                    client.delete_suite(target["id"])
+            raise
     if as_json:
         echo_json(made)
         return
@@ -235,6 +252,13 @@ def _all_results(client: Client, eval_run_id: str, status: str | None = None
         after = int(page["next_after"])
 
 
+def _error(error: Any) -> str:
+    """A result's ``error`` (``{code, message}``; a string from an older daemon)."""
+    if isinstance(error, dict):
+        return f"{error.get('code', 'error')}: {error.get('message', '')}"
+    return "" if error is None else str(error)
+
+
 def _grades(result: dict[str, Any]) -> Text:
     text = Text()
     for g in result.get("grades") or []:
@@ -243,7 +267,13 @@ def _grades(result: dict[str, Any]) -> Text:
         if len(text):
             text.append(" ")
         text.append(f"{g.get('name') or g.get('kind')}{mark[0]}", style=mark[1])
-    return text or Text(str(result.get("error") or "-"))
+    if len(text):
+        return text
+    # Not graded (the case could not be forked): its error's code; the whole error
+    # is in the ANSWER column.
+    error = result.get("error")
+    return Text(str(error.get("code", "error")) if isinstance(error, dict)
+                else short(_error(error) or "-", 24))
 
 
 def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, Any]],
@@ -262,11 +292,14 @@ def _report(suite: dict[str, Any], run: dict[str, Any], results: list[dict[str, 
         r for r in results if r["status"] != "passed"]
     table = Table(show_edge=False, pad_edge=False)
     for column in ("#", "CASE", "RESULT", "BASELINE", "GRADES", "ANSWER"):
-        table.add_column(column, no_wrap=column != "ANSWER", overflow="ellipsis")
+        # (a case's result is what the line is for: never squeezed out by the rest)
+        table.add_column(column, no_wrap=column != "ANSWER", overflow="ellipsis",
+                         min_width=len("cancelled") if column in ("RESULT", "BASELINE")
+                         else len(str(len(results))) if column == "#" else None)
     for r in shown:
         table.add_row(str(r["n"]), Text(short(r["case"], 30)), _status(r["status"]),
                       _status((r.get("baseline") or {}).get("status")), _grades(r),
-                      Text(short(r.get("output") or r.get("error") or "", 60)))
+                      Text(short(r.get("output") or _error(r.get("error")), 60)))
     if shown:
         console.print(table)
     if len(shown) < len(results):

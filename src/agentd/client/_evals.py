@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ __all__ = ["EvalsAPI"]
 
 #: Cases the daemon takes in one import request.
 _IMPORT_CHUNK = 1000
+#: The bytes of cases (as JSON) sent in one request at most, unless one case alone is
+#: larger (the daemon takes a body of its ``max_body_bytes`` plus one case at
+#: ``[evals] max_case_bytes`` on this route).
+_IMPORT_BYTES = 768 * 1024
 
 
 def _candidate(model: str | None, instructions: str | None,
@@ -125,14 +130,19 @@ class EvalsAPI(BaseClient):
 
     def import_cases(self, suite_id: str, cases: Iterable[Mapping[str, Any]]
                      ) -> list[dict[str, Any]]:
-        """Cases as an export writes them (its ``case`` lines), a thousand a request."""
+        """Cases as an export writes them (its ``case`` lines), up to a thousand (and
+        768 KiB of them) a request."""
         made: list[dict[str, Any]] = []
         chunk: list[dict[str, Any]] = []
+        size = 0
         for case in cases:
-            chunk.append(dict(case))
-            if len(chunk) == _IMPORT_CHUNK:
+            item = dict(case)
+            length = len(orjson.dumps(item))
+            if chunk and (len(chunk) == _IMPORT_CHUNK or size + length > _IMPORT_BYTES):
                 made.extend(self._import(suite_id, chunk))
-                chunk = []
+                chunk, size = [], 0
+            chunk.append(item)
+            size += length
         if chunk:
             made.extend(self._import(suite_id, chunk))
         return made
@@ -173,7 +183,13 @@ class EvalsAPI(BaseClient):
                                   description=str(header.get("description") or ""),
                                   gate=header.get("gate") or None)
         cases = (c for c in items if isinstance(c, dict) and c.get("type") == "case")
-        made = self.import_cases(suite["id"], cases)
+        try:
+            made = self.import_cases(suite["id"], cases)
+        except BaseException:
+            # (a case refused: the suite is not left half made)
+            with contextlib.suppress(APIError, ClientError):
+                self.delete_suite(suite["id"])
+            raise
         return {"suite": self.get_suite(suite["id"]), "cases": len(made)}
 
     # -- eval runs ---------------------------------------------------------------------

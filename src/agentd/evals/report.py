@@ -21,7 +21,7 @@ from agentd.errors import InvalidInput
 from agentd.store.evals import RESULT_STATUSES, EvalRunRecord, ResultRecord, SuiteRecord
 from agentd.store.records import iso
 
-__all__ = ["Gate", "check_gate", "junit_xml", "summarize"]
+__all__ = ["Gate", "check_gate", "error_text", "junit_xml", "summarize"]
 
 
 class Gate(BaseModel):
@@ -144,6 +144,14 @@ def _text(value: Any, limit: int = 20_000) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def error_text(error: Any) -> str:
+    """A result's ``error`` (``{code, message}``; a string in results kept by an
+    earlier version) as one line: ``code: message``."""
+    if isinstance(error, Mapping):
+        return f"{error.get('code', 'error')}: {error.get('message', '')}"
+    return "" if error is None else str(error)
+
+
 def junit_xml(suite: SuiteRecord, run: EvalRunRecord, results: Sequence[ResultRecord]
               ) -> bytes:
     """The eval run as JUnit XML: one ``testsuite`` (the suite), one ``testcase`` per
@@ -182,8 +190,9 @@ def junit_xml(suite: SuiteRecord, run: EvalRunRecord, results: Sequence[ResultRe
             ET.SubElement(case, "failure", {"message": _text(why, 1000),
                                             "type": "failed"}).text = _text(why)
         elif r.status == "errored":
-            why = _text(detail.get("error") or "; ".join(
-                f"{g['kind']}: {g.get('error')}" for g in grades if g.get("passed") is None))
+            graded = "; ".join(f"{g['kind']}: {g.get('error')}" for g in grades
+                               if g.get("passed") is None)
+            why = _text(graded or error_text(detail.get("error")))
             ET.SubElement(case, "error", {"message": why[:1000], "type": "errored"}).text = why
         elif r.status in ("cancelled", "queued", "running"):
             ET.SubElement(case, "skipped", {"message": r.status})

@@ -530,11 +530,12 @@ class Evals:
         except asyncio.CancelledError:
             raise
         except AgentdError as exc:
-            status, detail, usage = "errored", {"error": f"{exc.code}: {exc.message}"}, []
+            # (the same shape as a run's error: {code, message, retryable, details?})
+            status, detail, usage = "errored", {"error": exc.to_dict()}, []
         except Exception as exc:  # a bug must not leave the case running for ever
             log.exception("evals: case %s of eval run %s failed", result.case_id, run.id)
-            status, detail, usage = ("errored",
-                                     {"error": f"internal error: {type(exc).__name__}"}, [])
+            status, detail, usage = ("errored", {"error": AgentdError(
+                f"internal error: {type(exc).__name__}").to_dict()}, [])
         current = await self.store.get_eval_run(run.id)
         if current is not None and current.status == "cancelling":
             status = "cancelled"
@@ -550,7 +551,8 @@ class Evals:
         case = await self.store.get_case(result.case_id)
         suite = await self.store.get_suite(run.suite_id)
         if case is None or suite is None or case.input is None or case.baseline is None:
-            return "errored", {"error": "the case was deleted before it ran"}, []
+            return "errored", {"error": NotFound("the case was deleted before it ran",
+                                                 code="case_not_found").to_dict()}, []
         agent = await self.agents.get(suite.agent)
         candidate = run.candidate
         fork_id = await self._fork(run, result, case, agent, candidate, key)

@@ -5,10 +5,10 @@ Both runs' events are normalised first: what differs between any two executions 
 the same decisions is set aside (ids the runtime makes up, times and durations; how
 the model call went through the kernel: queue, retries, fallbacks, outages; what a
 replay does not redo on purpose: workspace snapshots, memory recall, compaction,
-budget warnings; a restart's ``run.resumed`` / ``run.parked`` and the first start of
-a call it started again), the replay's run id is written as the original's, and the
-results of one step's concurrent read-only calls are put in call order. Everything
-else must be equal.
+budget warnings, the child runs its tools started; a restart's ``run.resumed`` /
+``run.parked`` and the first start of a call it started again), the replay's run
+id is written as the original's, and the results of one step's concurrent read-only
+calls are put in call order. Everything else must be equal.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ __all__ = ["calls_diff", "calls_of", "compared", "first_divergence", "normalised
 _SET_ASIDE = frozenset({
     "model.outage", "model.recovered", "run.resumed", "run.parked", "budget.warning",
     "checkpoint", "tools.unavailable", "workspace.snapshot", "workspace.restored",
-    "memory.consolidated", "session.compacted"})
+    "memory.consolidated", "session.compacted",
+    # The child runs a run's tools started (a subtask, a call to an agent) and their
+    # ends: a replay starts none, the tool's recorded result is what its loop is given.
+    "subtask.started", "subtask.finished"})
 #: Data keys that are not the loop's decisions, by kind ("*": every kind).
 _KEYS: dict[str, frozenset[str]] = {
     "*": frozenset({"duration_ms", "ttfc_ms", "at"}),
@@ -44,11 +47,14 @@ _KEYS: dict[str, frozenset[str]] = {
 _CONCURRENT = frozenset({"tool.started", "tool.finished"})
 
 
-def normalised(events: Sequence[EventRecord], run_id: str, as_id: str
+def normalised(events: Sequence[EventRecord], run_id: str, as_id: str, *,
+               key: str | None = None, as_key: str | None = None
                ) -> list[tuple[int, dict[str, Any]]]:
     """``run_id`` 's events as ``(step, {"kind", "data"})``, normalised, with
-    ``run_id`` written as ``as_id``; ``step`` is the loop's step the event belongs to
-    (0 before the first model answer)."""
+    ``run_id`` written as ``as_id`` (and the session's ``key`` as ``as_key``: a
+    scratch session's key in what the policy says of a call, as the original's);
+    ``step`` is the loop's step the event belongs to (0 before the first model
+    answer)."""
     out: list[tuple[int, dict[str, Any]]] = []
     step = 0
     mine = [e for e in events if e.run_id == run_id]
@@ -75,6 +81,9 @@ def normalised(events: Sequence[EventRecord], run_id: str, as_id: str
         text = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
         if run_id != as_id:
             text = text.replace(run_id, as_id)
+        if key is not None and as_key is not None and key != as_key:
+            text = text.replace(orjson.dumps(key).decode()[1:-1],
+                                orjson.dumps(as_key).decode()[1:-1])
         out.append((step, {"kind": event.kind, "data": orjson.loads(text)}))
     return _in_call_order(out)
 

@@ -6,7 +6,8 @@ for real.
 recorded answers of the steps before the fork's run out; then it *goes live*: its
 model calls go to the candidate's models through the kernel (charged, budgeted), its
 tools are the candidate's (run in a scratch copy of the workspace, or answered from
-the recording by call: :class:`CallBook`), its policy and checks are the candidate's.
+the recording by call: :class:`CallBook`), its policy and checks are the candidate's
+(before, the checks' verdicts are the original's, from its log).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from agentd.media import ToolOutput
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._recorded import ReplayExecutor, serve_result
 from agentd.runtime.calls import ModelCaller
-from agentd.runtime.hooks import Checks
+from agentd.runtime.hooks import Checks, CheckVerdict
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
+from agentd.settings.hooks import HookCheck, HookPoint
 from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
@@ -180,6 +182,14 @@ class ForkExecutor(ReplayExecutor):
                          prior: Sequence[EventRecord] = ()) -> list[ToolFinishedData]:
         self.tools = self.live.tools if self.is_live else self.prefix_tools
         return await super()._run_tools(calls, retried, prior)
+
+    async def _ask_check(self, check: HookCheck, point: HookPoint, facts: dict[str, Any],
+                         charges: list[UsageCharge]) -> tuple[CheckVerdict, str | None]:
+        # The steps served from the log take their verdicts from it; the candidate's
+        # steps ask its checks.
+        if self.is_live:
+            return await RunExecutor._ask_check(self, check, point, facts, charges)
+        return await super()._ask_check(check, point, facts, charges)
 
     async def _ask(self, call: ToolCall, *, kind: Literal["policy", "unknown_outcome"],
                    pending: ApprovalRequestedData | None, verdict: Verdict | None = None

@@ -6,7 +6,9 @@ results and the decisions people made about its calls (:mod:`agentd.runtime.repl
 recorded model error, where the run failed on one); :func:`recorded_tools` wraps the
 run's tools so that a call returns its recorded result and never runs;
 :class:`ReplayExecutor` is the ordinary run loop with those, which answers its own
-approval requests with the recorded decisions and charges nothing to the usage ledger.
+approval requests with the recorded decisions, takes its checks' verdicts
+(``settings.hooks``) from the log rather than asking them again, and charges nothing to
+the usage ledger.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from agentd.errors import AgentdError, ModelError, ToolError
-from agentd.events import ApprovalDecidedData, ApprovalRequestedData, ToolFinishedData
+from agentd.events import (
+    ApprovalDecidedData,
+    ApprovalRequestedData,
+    HookVerdictData,
+    RunCancelled,
+    ToolFinishedData,
+)
 from agentd.llm.messages import (
     Finish,
     FinishReason,
@@ -37,14 +46,16 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model
 from agentd.media import ToolOutput
 from agentd.runtime._toolsteps import MAX_TOOL_OUTPUT
+from agentd.runtime.hooks import CheckVerdict
 from agentd.runtime.loop import RunExecutor, RunOutcome
 from agentd.security.policy import Policy, Verdict
+from agentd.settings.hooks import HookCheck, HookPoint
 from agentd.store import NewEvent, RunUpdate, Tx
 from agentd.store.records import EventRecord, UsageCharge
 from agentd.tools import Tool, ToolContext
 
-__all__ = ["Answers", "RecordedModel", "Recording", "ReplayExecutor", "recorded_tools",
-           "serve_result"]
+__all__ = ["Answers", "RecordedModel", "Recording", "ReplayExecutor", "children_usage",
+           "recorded_tools", "serve_result"]
 
 #: The note the loop puts after an output it cut (``render_output``).
 _TRUNCATED = re.compile(r"\n\[output truncated: (\d+) characters in all\]")
@@ -60,6 +71,10 @@ class Recording:
     answers: list[dict[str, Any]]
     results: dict[str, deque[ToolFinishedData]]
     decisions: dict[str, deque[ApprovalDecidedData]]
+    #: The verdicts of the run's checks (``hook.verdict``), by check, point and call
+    #: id, in order: a replay is given them rather than asking the checks again.
+    verdicts: dict[tuple[str, str, str | None], deque[HookVerdictData]] = (
+        dataclasses.field(default_factory=dict))
     model_error: dict[str, Any] | None = None
     #: The ``run.cancelled`` data, when the run was cancelled (by a client, a newer
     #: message, a stop): the replay is stopped at the same step.
@@ -81,12 +96,16 @@ class Recording:
     #: The names of the tools the run called that it had (their results are not the
     #: loop's ``unknown tool``).
     called: frozenset[str] = frozenset()
+    #: Called by a tool call the original has no result of while it was cancelled
+    #: (it was cancelled during that call): cancels the replay's run as it was.
+    on_unfinished: Callable[[], None] | None = None
 
     @classmethod
     def of(cls, events: Sequence[EventRecord]) -> Recording:
         answers: list[dict[str, Any]] = []
         results: dict[str, deque[ToolFinishedData]] = {}
         decisions: dict[str, deque[ApprovalDecidedData]] = {}
+        verdicts: dict[tuple[str, str, str | None], deque[HookVerdictData]] = {}
         requests: dict[str | None, str] = {}
         called: set[str] = set()
         model_error = cancelled = unsupported = budget_failure = None
@@ -105,9 +124,12 @@ class Recording:
                 taints.append((step, not tools_begun, data))
             elif event.kind == "tool.finished" and not (data.get("denied")
                                                         or data.get("skipped")):
+                if _unknown_tool(data):
+                    # (the loop's own answer, written again by the replay's loop: not
+                    # a result to serve, which would answer a later call of the id)
+                    continue
                 results.setdefault(data["call_id"], deque()).append(data)
-                if not str(data.get("output", "")).startswith(_UNKNOWN_TOOL):
-                    called.add(data["name"])
+                called.add(data["name"])
             elif event.kind == "approval.requested":
                 requests[data.get("approval_id")] = data["call_id"]
                 if data.get("kind") == "unknown_outcome":
@@ -121,6 +143,8 @@ class Recording:
                 call_id = requests.get(data.get("approval_id"))
                 if call_id is not None:
                     decisions.setdefault(call_id, deque()).append(data)
+            elif event.kind == "hook.verdict":
+                verdicts.setdefault(_verdict_key(data), deque()).append(data)
             elif event.kind == "run.failed":
                 error = data.get("error") or {}
                 if str(error.get("code", "")).startswith("model_"):
@@ -128,9 +152,9 @@ class Recording:
                 elif error.get("code") == "budget_exceeded":
                     budget_failure = data
         return cls(answers=answers, results=results, decisions=decisions,
-                   model_error=model_error, cancelled=cancelled, unsupported=unsupported,
-                   budget_failure=budget_failure, taints=taints, step_times=step_times,
-                   called=frozenset(called))
+                   verdicts=verdicts, model_error=model_error, cancelled=cancelled,
+                   unsupported=unsupported, budget_failure=budget_failure, taints=taints,
+                   step_times=step_times, called=frozenset(called))
 
     def skip_served(self, events: Sequence[EventRecord]) -> int:
         """Drop what a replay run already consumed (its own events so far: a replay
@@ -146,8 +170,51 @@ class Recording:
             for _ in decided:
                 if queue_d:
                     queue_d.popleft()
+        for key, given in served.verdicts.items():
+            queue_v = self.verdicts.get(key)
+            for _ in given:
+                if queue_v:
+                    queue_v.popleft()
         self.taints = [t for t in self.taints if t[2] not in [d for _, _, d in served.taints]]
         return len(served.answers)
+
+
+def children_usage(events: Sequence[EventRecord], run_id: str
+                   ) -> tuple[int, int, float]:
+    """What the run's child runs (its subtasks, its calls to agents) added to its
+    usage: its end event's usage less its own answers' and checks' (a replay starts
+    no child, and its end counts theirs as the original's did)."""
+    tokens_in = tokens_out = 0
+    cost = 0.0
+    end: Any = None
+    for event in events:
+        if event.run_id != run_id:
+            continue
+        data: Any = event.data
+        if event.kind in ("message.assistant", "hook.verdict") and data.get("usage"):
+            tokens_in += int(data["usage"].get("input_tokens") or 0)
+            tokens_out += int(data["usage"].get("output_tokens") or 0)
+            cost += float(data["usage"].get("cost_usd") or 0.0)
+        elif event.kind in ("run.completed", "run.failed", "run.cancelled"):
+            end = data.get("usage")
+    if not end:
+        return 0, 0, 0.0
+    return (max(0, int(end.get("input_tokens") or 0) - tokens_in),
+            max(0, int(end.get("output_tokens") or 0) - tokens_out),
+            max(0.0, round(float(end.get("cost_usd") or 0.0) - cost, 6)))
+
+
+def _unknown_tool(data: Any) -> bool:
+    """Whether a ``tool.finished`` is the loop's answer to a call of a tool the run
+    did not have."""
+    return bool(data.get("is_error")) and str(data.get("output", "")).startswith(
+        f"{_UNKNOWN_TOOL}{data.get('name')!r}; available: ")
+
+
+def _verdict_key(data: Any) -> tuple[str, str, str | None]:
+    call_id = data.get("call_id")
+    return (str(data.get("check")), str(data.get("point")),
+            None if call_id is None else str(call_id))
 
 
 class Answers:
@@ -234,10 +301,16 @@ def recorded_tools(tools: Sequence[Tool], recording: Recording) -> list[Tool]:
     by_name = {t.name: t for t in tools}
     for name in sorted(recording.called - set(by_name)):
         by_name[name] = Tool(name=name, description="", fn=_never,
-                             parameters={"type": "object"})
+                             parameters={"type": "object"}, _model=_AnyArguments)
     return [dataclasses.replace(t, fn=_served(t, recording), isolated=False,
                                 timeout_s=None, _wants_ctx=True)
             for t in by_name.values()]
+
+
+class _AnyArguments(BaseModel):
+    """A stand-in's arguments: whatever the call had (its result is served by id)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 def _never() -> None:  # pragma: no cover - replaced before any call
@@ -247,6 +320,11 @@ def _never() -> None:  # pragma: no cover - replaced before any call
 def _served(t: Tool, recording: Recording) -> Any:
     async def serve(ctx: ToolContext, **_: Any) -> str | ToolOutput:
         queue = recording.results.get(ctx.call_id)
+        if not queue and recording.cancelled is not None and (
+                recording.on_unfinished is not None):
+            # The original was cancelled while this call ran: so is the replay.
+            recording.on_unfinished()
+            await asyncio.Event().wait()  # (the run's task is cancelled meanwhile)
         if not queue:
             raise ToolError(f"replay: the original run has no result for call "
                             f"{ctx.call_id!r} of {t.name}", code="replay_diverged")
@@ -331,6 +409,22 @@ class ReplayExecutor(RunExecutor):
         cancelled = self.recording.cancelled or {}
         self.request_stop(str(cancelled.get("reason") or "cancelled"))
 
+    def cancel_as_recorded(self) -> None:
+        """Cancel the run now, as the original was cancelled while one of its tool
+        calls ran (no result of it was written)."""
+        reason = str((self.recording.cancelled or {}).get("reason") or "cancelled")
+        self._stop_reason = reason
+        if self._task is not None and self.cancel_reason is None:
+            self.cancel_reason = reason
+            self._task.cancel()
+
+    async def _cancel(self, reason: str) -> RunOutcome:
+        if self.recording.cancelled is not None and "steps" not in self.recording.cancelled:
+            # The original was ended by no executor (a run found after a restart,
+            # cancelled at once): its event says why, and nothing of steps or usage.
+            return await self._finish(RunCancelled(data={"reason": reason}))
+        return await super()._cancel(reason)
+
     async def _before_step(self) -> RunOutcome | None:
         # The original failed on a budget here (the ledger is not replayed): so does
         # the replay.
@@ -362,6 +456,37 @@ class ReplayExecutor(RunExecutor):
 
     def _charged(self, charge: UsageCharge | None) -> None:
         return None
+
+    async def _ask_check(self, check: HookCheck, point: HookPoint, facts: dict[str, Any],
+                         charges: list[UsageCharge]) -> tuple[CheckVerdict, str | None]:
+        # The check's verdict as the original was given it: a check is asked nothing
+        # (a webhook, a command, a judging model are the world, as a tool is). A model
+        # check's tokens count in the run's usage as they did, charged to no one.
+        queue = self.recording.verdicts.get(_verdict_key({
+            "check": check.name, "point": point, "call_id": facts.get("call_id")}))
+        if not queue:
+            return await self._unrecorded_check(check, point, facts, charges)
+        data = queue.popleft()
+        used = data.get("usage")
+        if used:
+            usage = Usage.of(used)
+            cost = float(used.get("cost_usd") or 0.0)
+            self.usage, self.cost_usd = self.usage + usage, self.cost_usd + cost
+            charges.append(UsageCharge(
+                agent_id=self.payer_id, agent=self.payer_name, tenant=self.policy.tenant,
+                model="", input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens, cost_usd=cost))
+        return (CheckVerdict(verdict=str(data.get("verdict")), reason=data.get("reason", ""),
+                             arguments=data.get("arguments")), data.get("failed"))
+
+    async def _unrecorded_check(self, check: HookCheck, point: HookPoint,
+                                facts: dict[str, Any], charges: list[UsageCharge]
+                                ) -> tuple[CheckVerdict, str | None]:
+        """A check the original gave no verdict here: it fails closed (the replay
+        differs from the original there)."""
+        why = "replay: the original run has no verdict of this check here"
+        return CheckVerdict(verdict="deny",
+                            reason=f"the check failed and fails closed ({why})"), why
 
     async def _ask(self, call: ToolCall, *, kind: Literal["policy", "unknown_outcome"],
                    pending: ApprovalRequestedData | None, verdict: Verdict | None = None

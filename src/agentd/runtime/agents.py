@@ -487,6 +487,14 @@ class Agents:
         if tenant_of(merged) != tenant_of(agent.settings):
             raise InvalidInput("a candidate configuration runs in its agent's tenant: "
                                "settings.tenant cannot change", field="body.settings.tenant")
+        if (model is not None and model != agent.model
+                and model.partition(":")[0] in self._catalogued
+                and self.catalog.get(model) is None):
+            # As for a fallback: a typo would show only as every fork's run failing on
+            # its model (an eval run of thousands of cases, each a failed case).
+            raise InvalidModel(
+                f"unknown model {model!r} (not in the model catalog; add it to "
+                "$AGENTD_HOME/models.toml if it is real)", field="body.model")
         record = replace(agent, model=model or agent.model, settings=merged,
                          instructions=agent.instructions if instructions is None
                          else instructions)

@@ -386,18 +386,19 @@ class Forks:
         run, _, key = await self.store.run_context(fork.run_id)
         log = await self.store.read_events(fork.session_id)
         return {"fork_id": fork.id, "session": key,
-                **self.compare(fork.spec, run, self.replays.run_events(log, run))}
+                **self.compare(fork.spec, run, self.replays.run_events(log, run), key)}
 
     @staticmethod
-    def compare(spec: Mapping[str, Any], run: RunRecord, events: Sequence[EventRecord]
-                ) -> dict[str, Any]:
-        """The divergence report of a fork's ``run`` (its ``events``) against the
-        original its ``spec`` keeps."""
+    def compare(spec: Mapping[str, Any], run: RunRecord, events: Sequence[EventRecord],
+                key: str | None = None) -> dict[str, Any]:
+        """The divergence report of a fork's ``run`` (its ``events``; its session's
+        ``key``) against the original its ``spec`` keeps."""
         original = spec["original"]
         k = int(spec["from_step"])
         recorded = _events(spec["recording"], original["run_id"])
         expected = compared(normalised(recorded, original["run_id"], original["run_id"]))
-        got = compared(normalised(events, run.id, original["run_id"]))
+        got = compared(normalised(events, run.id, original["run_id"], key=key,
+                                  as_key=original.get("session")))
         before, after = (calls_of(recorded, original["run_id"], k),
                          calls_of(events, run.id, k))
         added, removed = calls_diff(before, after)

@@ -44,8 +44,10 @@ from agentd.runtime._recorded import (
     RecordedModel,
     Recording,
     ReplayExecutor,
+    children_usage,
     recorded_tools,
 )
+from agentd.runtime.agents import runs_no_loop
 from agentd.runtime.calls import Target
 from agentd.runtime.executors import SCRATCH_PREFIX as _SCRATCH
 from agentd.runtime.executors import ExecutorFactory, permissions_for
@@ -112,6 +114,11 @@ class Replays:
         if stored_settings(as_run.settings).team is not None:
             raise InvalidInput(f"run {run_id!r} is a team's: its members' runs are "
                                "replayed one by one", code="replay_unsupported")
+        if runs_no_loop(as_run.model, stored_settings(as_run.settings)) is not None:
+            # (what its framework decided is not in agentd's loop to decide again)
+            raise InvalidInput(f"run {run_id!r} is an adapter-backed agent's: its "
+                               "framework ran it, not agentd's loop",
+                               code="replay_unsupported")
         events = await self.store.read_events(original.session_id)
         mine = [e for e in events if e.run_id == run_id]
         message = next((e for e in mine if e.kind == "message.user"), None)
@@ -167,8 +174,11 @@ class Replays:
 
     async def compare(self, original: RunRecord, replay: RunRecord) -> dict[str, Any]:
         """``{matches, first_divergence}`` of the two runs' logs."""
+        _, _, key = await self.store.run_context(original.id)
+        _, _, scratch = await self.store.run_context(replay.id)
         expected = normalised(await self._events(original), original.id, original.id)
-        got = normalised(await self._events(replay), replay.id, original.id)
+        got = normalised(await self._events(replay), replay.id, original.id,
+                         key=scratch, as_key=key)
         divergence = first_divergence(expected, got)
         return {"matches": divergence is None, "first_divergence": divergence}
 
@@ -242,7 +252,8 @@ class Replays:
             await f.runlog.fail(run, AgentdError(f"cannot replay: {exc}",
                                                  code="replay_unsupported"))
             return None
-        recording = Recording.of(await self._events(original))
+        recorded = await self._events(original)
+        recording = Recording.of(recorded)
         if recording.unsupported is not None:
             await f.runlog.fail(run, InvalidInput(
                 f"cannot replay: {recording.unsupported}", code="replay_unsupported"))
@@ -284,6 +295,7 @@ class Replays:
         chain += sorted({str(a.get("model")) for a in recording.answers
                          if a.get("model") and a.get("model") not in chain})
         models = [RecordedModel(spec, answers) for spec in chain]
+        repairs = settings.output.max_repairs
         executor = ReplayExecutor(
             RunShared(store=self.store, bus=f.bus, kernel=f.kernel, lease=f.lease),
             RunSubject(run=run, agent_name=agent.name, session_key=key, history=history,
@@ -293,7 +305,10 @@ class Replays:
             ModelSide(targets=[Target(model=m, info=f.agents.catalog.get(m.spec))
                                for m in models],
                       policy=policy, instructions=as_run.instructions,
-                      max_steps=settings.max_steps or f.settings.max_steps),
+                      max_steps=settings.max_steps or f.settings.max_steps,
+                      # (the repairs a wrong structured answer gets, as the run had)
+                      output_repairs=(f.settings.output_max_repairs if repairs is None
+                                      else repairs)),
             ToolSide(tools=tools, timeout_s=f.settings.tool_timeout_s,
                      permissions=permissions, sandbox=sandbox))
         executor.recording, executor.answers = recording, answers
@@ -301,4 +316,13 @@ class Replays:
         if recording.cancelled is not None:
             for m in models:
                 m.on_cancelled = executor.stop_as_recorded
+            recording.on_unfinished = executor.cancel_as_recorded
+        # The original's usage counted its child runs' (subtasks, calls to agents): the
+        # replay's counts them as recorded (it starts none).
+        children = children_usage(recorded, original.id)
+        if any(children):
+            async def child_usage(_: str) -> tuple[int, int, float]:
+                return children
+
+            executor.child_usage = child_usage
         return executor

@@ -478,6 +478,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *,
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, overrides=[
         (re.compile(r"/v1/agents/[^/]+/memory/import"), settings.memory.max_import_mb << 20),
         (re.compile(r"/v1/skills$"), routes.skills.MAX_ARCHIVE_BYTES),
+        # Eval cases (imported from an export): a request holds one case up to
+        # [evals] max_case_bytes, or many smaller ones (the client's chunks).
+        (re.compile(r"/v1/evals/suites/[^/]+/cases"),
+         settings.max_body_bytes + settings.evals.max_case_bytes),
         *((re.compile(path), media) for path in MEDIA_PATHS)])
     app.add_middleware(BearerAuth, check=check, on_refused=_record_refusal,
                        gate=ResourceGate((mcp_door.PATH,), _mcp_resource, settings.base_url())

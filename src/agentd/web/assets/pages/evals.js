@@ -18,6 +18,8 @@ const RESULT = { passed: "succeeded", failed: "failed", errored: "error", cancel
 
 const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(1)}%`);
 const short = (s, n = 120) => { const t = String(s ?? ""); return t.length > n ? `${t.slice(0, n - 1)}…` : t; };
+// A result's error: {code, message} (a string from an earlier version).
+const errorText = (e) => (e && typeof e === "object" ? `${e.code || "error"}: ${e.message || ""}` : e ?? "");
 const tokens = (u) => (u ? `${fmtTokens((u.input_tokens || 0) + (u.output_tokens || 0))}` : "–");
 
 function resultPill(status) {
@@ -181,13 +183,13 @@ async function runPage(root, runId, ctx) {
       { label: "Result", get: (r) => resultPill(r.status) },
       { label: "Baseline", get: (r) => resultPill(r.baseline && r.baseline.status) },
       { label: "Grades", get: (r) => grades(r) },
-      { label: "Answer", get: (r) => short(r.output ?? r.error ?? "", 160) },
+      { label: "Answer", get: (r) => short(r.output ?? errorText(r.error), 160) },
       { label: "Tokens", get: (r) => tokens(r.usage), class: "num" },
     ], results, { empty: "No case has run yet.", rowAttrs: (r) => ({ "data-case": r.case_id, "data-status": r.status }) }));
   }
 
   function grades(r) {
-    if (!r.grades) return r.error ? h("span.bad", short(r.error, 100)) : "–";
+    if (!r.grades) return r.error ? h("span.bad", short(errorText(r.error), 100)) : "–";
     return h("span.grades", r.grades.map((g) => h("span.grade", {
       class: g.passed === true ? "grade-ok" : g.passed === false ? "grade-bad" : "grade-error",
       title: g.error || g.reason || "",
