@@ -50,11 +50,11 @@ class HookRunner:
     def check_settings(self, settings: AgentSettings) -> None:
         """Refuse (422, naming the field) a callable or a URL the operator does not
         allow; called when an agent is saved, whoever saves it."""
-        own = len(settings.hooks.checks) - len(settings.guardrails)
-        for index, check in enumerate(settings.hooks.checks):
-            # (The guardrails are folded in after the hooks' own checks.)
-            where = (f"body.settings.hooks.checks[{index}]" if index < own
-                     else f"body.settings.guardrails[{index - own}]")
+        placed = [(f"body.settings.hooks.checks[{i}]", c)
+                  for i, c in enumerate(settings.hooks.checks)]
+        placed += [(f"body.settings.guardrails[{i}]", c)
+                   for i, c in enumerate(settings.guardrails)]
+        for where, check in placed:
             if check.callable is not None:
                 why = allowed(check.callable, self.config.allow)
                 if why is not None:

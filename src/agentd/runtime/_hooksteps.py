@@ -153,7 +153,7 @@ class HookSteps:
     @property
     def _holds_reply(self) -> bool:
         """Whether the final reply waits for an output check (not streamed live)."""
-        checks = self.agent_settings.hooks.checks
+        checks = self.agent_settings.all_checks.checks
         return bool(checks) and any(c.point == "output" for c in checks)
 
     # -- one check ---------------------------------------------------------------------
@@ -239,7 +239,7 @@ class HookSteps:
         ``redact`` is what the next check sees); the events of their verdicts, new ones
         only (a verdict reused from ``prior`` is in the log already)."""
         out = _Decision()
-        for check in self.agent_settings.hooks.at(point, tool):
+        for check in self.agent_settings.all_checks.at(point, tool):
             verdict = self._reused(check, point, call_id, prior)
             if verdict is None:
                 verdict = await self._timed(check, point, facts, out)
@@ -292,7 +292,8 @@ class HookSteps:
     async def _check_input(self, resuming: bool) -> RunOutcome | None:
         """The ``input`` checks, before the run's first step (a resumed run reuses the
         verdicts it committed). A deny fails the run."""
-        if not self.agent_settings.hooks.checks or not self.agent_settings.hooks.at("input"):
+        checks = self.agent_settings.all_checks
+        if not checks.checks or not checks.at("input"):
             return None
         prior: list[EventRecord] = []
         if resuming:
@@ -314,8 +315,8 @@ class HookSteps:
         """The ``tool_call`` checks of a call the model asked for: the call to judge
         next (its arguments modified), or the error result of a call denied. A
         guardrail's deny raises :class:`Stopped` once the verdicts are committed."""
-        if not self.agent_settings.hooks.checks or not self.agent_settings.hooks.at(
-                "tool_call", t.name):
+        checks = self.agent_settings.all_checks
+        if not checks.checks or not checks.at("tool_call", t.name):
             return call, None
         facts = {"tool": t.name, "call_id": call.id, "arguments": dict(call.arguments)}
         decision = await self._decide("tool_call", facts, tool=t.name, call_id=call.id,
@@ -338,7 +339,7 @@ class HookSteps:
         """Commit the results of a group of calls, each after its ``tool_result``
         checks (redacted, tainted or withheld as they say), in one commit; a
         guardrail's deny then raises :class:`Stopped`."""
-        hooks = self.agent_settings.hooks
+        hooks = self.agent_settings.all_checks
         verdicts: list[NewEvent] = []
         stop: Stopped | None = None
         if hooks.checks:

@@ -93,9 +93,8 @@ def _check_loop_settings(model: str, settings: AgentSettings) -> None:
     why = runs_no_loop(model, settings)
     if why is None:
         return
-    if settings.hooks.checks:
-        where = "guardrails" if len(settings.guardrails) == len(settings.hooks.checks) \
-            else "hooks"
+    if settings.all_checks.checks:
+        where = "hooks" if settings.hooks.checks else "guardrails"
         raise InvalidInput(f"settings.{where}: {why}, so no check would run; put the "
                            "checks on the agents that call models",
                            field=f"body.settings.{where}")

@@ -374,7 +374,7 @@ class ExecutorFactory:
             if isinstance(followed, NewEvent):
                 notes.insert(0, followed)
         sandbox = None
-        if tools or plan.settings.hooks.commands:  # (a command check runs in it too)
+        if tools or plan.settings.all_checks.commands:  # (a command check runs in it too)
             try:
                 sandbox = await self.sandboxes.for_run(
                     plan.sandbox, plan.limits, workspace=workspace,

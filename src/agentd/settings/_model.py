@@ -21,6 +21,7 @@ with ``settings.get``. New keys go in a nested area, not at the top level.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -328,25 +329,35 @@ class AgentSettings(RunSettings, KernelSettings, ModelArea):  # (fields: model f
         return value
 
     @model_validator(mode="after")
-    def _guardrails_are_checks(self) -> AgentSettings:
-        """``guardrails`` join ``hooks.checks`` (after them, each a guardrail): the run
-        loop reads one list. The hooks' own checks stay first, so a check's position in
-        ``hooks.checks`` below ``len(hooks.checks) - len(guardrails)`` is its own."""
+    def _one_namespace(self) -> AgentSettings:
+        """The hooks' checks and the guardrails are one list to the run loop
+        (:attr:`all_checks`): their names are one namespace, 32 checks in all."""
         if not self.guardrails:
             return self
-        mine = [g if g.guardrail else g.model_copy(update={"guardrail": True})
-                for g in self.guardrails]
-        names = {c.name for c in self.hooks.checks}
-        twice = sorted({g.name for g in mine} & names)
-        if twice:
-            raise ValueError(f"guardrails: {twice[0]!r} names a check hooks.checks names too "
-                             "(one namespace for both)")
+        names = [c.name for c in self.hooks.checks]
+        mine = [g.name for g in self.guardrails]
+        both = sorted(set(mine) & set(names))
+        if both:
+            raise ValueError(f"guardrails: {both[0]!r} names a check hooks.checks names "
+                             "too (one namespace for both)")
+        if len(set(mine)) != len(mine):
+            raise ValueError("guardrails: names a check twice")
         if len(names) + len(mine) > MAX_CHECKS:
             raise ValueError(f"guardrails: at most {MAX_CHECKS} checks in all, with "
                              "hooks.checks")
-        # (A frozen model: the folded list is set once, here, while it is being made.)
-        object.__setattr__(self, "hooks", HookSettings(checks=[*self.hooks.checks, *mine]))
         return self
+
+    @cached_property
+    def all_checks(self) -> HookSettings:
+        """Every check the run loop runs: the hooks' own, then the guardrails, each a
+        guardrail whatever its ``guardrail`` says (checked when the settings were made:
+        ``_one_namespace``)."""
+        if not self.guardrails:
+            return self.hooks
+        return HookSettings.model_construct(checks=[
+            *self.hooks.checks,
+            *(g if g.guardrail else g.model_copy(update={"guardrail": True})
+              for g in self.guardrails)])
 
     @field_validator("mcp")
     @classmethod
