@@ -61,24 +61,28 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def _proc_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), from /proc; Linux only."""
+def _proc_times(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds of a process (all its threads), from /proc; Linux
+    only."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc; Linux only."""
+    times = _proc_times(pid)
+    return None if times is None else times[0] + times[1]
 
 
 def proc_sys_s(pid: int) -> float | None:
     """System CPU seconds of a process (all its threads), from /proc; Linux only."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
+    times = _proc_times(pid)
+    return None if times is None else times[1]
 
 
 def _children_cpu_s(pid: int) -> float:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp import http_writer
 
 from agentd.errors import InvalidModel
 from agentd.llm.registry import ProviderInfo
@@ -48,14 +50,10 @@ def send_bodies_whole() -> None:
     very join, so the switch changes nothing there; uvloop's (the daemon's loop) sends
     the pieces with one ``writev``. The join is no small thing for a long session: its
     body is hundreds of kilobytes, a little larger at every call, so glibc maps fresh
-    pages for each copy and the kernel zeroes them (a third of a millisecond a call at
-    3,000 turns of history: docs/benchmarks.md, "Turn cost against history length").
-    Only on a Python without the bug; called when a provider's client is made (no
-    import-time side effects)."""
-    import sys
-
-    from aiohttp import http_writer
-
+    pages for each copy and the kernel zeroes them (a POST of 341 KB: 0.71 ms of the
+    client's CPU with the join, 0.23 without; docs/design-notes.md, "One copy of the
+    body, not two"). Only on a Python without the bug; called when a provider's client
+    is made (no import-time side effects)."""
     if sys.version_info < (3, 12) and http_writer.SKIP_WRITELINES:
         http_writer.SKIP_WRITELINES = False
 
