@@ -382,6 +382,26 @@ def assert_dense(events: list[dict[str, Any]], start: int = 1) -> None:
     assert seqs == list(range(start, start + len(seqs))), seqs
 
 
+class _SaysWhyRefused(httpx.HTTPTransport):
+    """A refused connection to an in-thread daemon says what became of its server
+    (:meth:`LiveServer.state`) and the end of its log: the refusal was once seen in
+    CI, at a test's first request, with nothing more to go on."""
+
+    def __init__(self, server: LiveServer, log: Callable[[], str]) -> None:
+        super().__init__()
+        self._server = server
+        self._log = log
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.ConnectError as exc:
+            raise httpx.ConnectError(
+                f"{exc} ({request.method} {request.url}); the in-thread daemon: "
+                f"{self._server.state()}\n-- its log:\n{self._log()[-3000:]}",
+                request=request) from exc
+
+
 class ThreadDaemon:
     """A daemon served from a thread of this process (:class:`LiveServer`): what the
     tests use of :class:`Daemon` (url, port, home, log, client, cleanup), without a
@@ -426,8 +446,10 @@ class ThreadDaemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self, token: str | None = None) -> httpx.Client:
+        assert self._server is not None
         return httpx.Client(base_url=self.url, timeout=WAIT_S,
-                            headers={"Authorization": f"Bearer {token or self.token}"})
+                            headers={"Authorization": f"Bearer {token or self.token}"},
+                            transport=_SaysWhyRefused(self._server, self.log))
 
     def cleanup(self) -> None:
         if self._server is not None:

@@ -8,6 +8,8 @@ For tests of HTTP clients (the CLI, the Python client) over a real socket::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -47,6 +49,7 @@ class LiveServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self._inode = os.fstat(self._socket.fileno()).st_ino
         if settings.port != self.port and settings.public_url is None:
             # The daemon's own URL (OAuth's redirects come back to it) is where it is.
             settings = self.settings = settings.model_copy(update={"port": self.port})
@@ -70,8 +73,60 @@ class LiveServer:
             time.sleep(0.01)
         return self
 
+    def state(self) -> str:
+        """What became of the server, for a client that found nobody at its port (a
+        test's failure says it): its thread, uvicorn's flags, whether its descriptor
+        is still the socket it bound and listens, whether the kernel has a listener
+        on the port, and whether the server's thread and the caller share a network
+        namespace."""
+        said = [f"thread alive: {self._thread.is_alive()}",
+                f"started: {self._server.started}",
+                f"should_exit: {self._server.should_exit}"]
+        fd = self._socket.fileno()
+        if fd < 0:
+            said.append("its socket object is closed or detached")
+        else:
+            try:
+                same = os.fstat(fd).st_ino == self._inode
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError as exc:
+                said.append(f"descriptor {fd}: {exc.strerror} (closed under it)")
+            else:
+                said.append(f"descriptor {fd}: {target}"
+                            + ("" if same else " (NOT the socket it bound)"))
+                if same:
+                    listening = self._socket.getsockopt(socket.SOL_SOCKET,
+                                                        socket.SO_ACCEPTCONN)
+                    said.append(f"listening: {bool(listening)}")
+        said.append(f"a listener on port {self.port} in this thread's network: "
+                    f"{_kernel_listens(self.port)}")
+        tid = self._thread.native_id
+        with contextlib.suppress(OSError):
+            mine = os.readlink("/proc/thread-self/ns/net")
+            theirs = os.readlink(f"/proc/self/task/{tid}/ns/net")
+            said.append("network namespace: " + ("the same as the server thread's"
+                        if mine == theirs else f"{mine}, the server thread's {theirs}"))
+        return "; ".join(said)
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._server.request_exit()
         self._thread.join(timeout=60)
         self._socket.close()
+
+
+def _kernel_listens(port: int) -> bool | None:
+    """Whether /proc/net/tcp (the calling thread's namespace) has a socket listening
+    on 127.0.0.1 or any address at ``port``; None if it cannot be read."""
+    try:
+        with open("/proc/thread-self/net/tcp") as table:
+            rows = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        fields = row.split()
+        local, state = fields[1], fields[3]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            return True
+    return False
+
