@@ -207,6 +207,39 @@ async def test_a_run_cancelled_during_a_tool_call_replays_to_the_same_end(
     assert out["matches"] is True and out["status"] == "cancelled", out["first_divergence"]
 
 
+async def test_a_run_cancelled_between_its_answer_and_its_tools_replays_to_that_end(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel lands wherever the run's task is: here after the step's answer (which
+    asked for a tool) was committed and before the tool began. The replay is cancelled
+    at the same point, not after running the tool (once seen in CI, with a subtask
+    cascade's cancel)."""
+    from agentd.runtime._recorded import ReplayExecutor
+    from agentd.runtime.loop import RunExecutor
+
+    held = asyncio.Event()
+    run_tools = RunExecutor._run_tools
+
+    async def hold_the_original(self: RunExecutor, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self, ReplayExecutor):
+            held.set()
+            await asyncio.Event().wait()  # (cancelled here)
+        return await run_tools(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunExecutor, "_run_tools", hold_the_original)
+    await runtime.create_agent(name="a", tools=["peek"], settings={"script": [
+        {"tool_calls": [_call("peek", key="x")]}, {"text": "never"}]})
+    sent = await runtime.send("a", "k", "go")
+    await held.wait()
+    await runtime.cancel_run(sent.run.id)
+    run = await runtime.wait(sent.run.id)
+    assert run.status == "cancelled" and run.steps == 1 and CALLS == []
+    kinds = [e.kind for e in await runtime.read_events(sent.session.id)
+             if e.run_id == run.id]
+    assert kinds[-2:] == ["message.assistant", "run.cancelled"], kinds
+    out = await _replay(runtime, run)
+    assert out["matches"] is True and out["status"] == "cancelled", out["first_divergence"]
+
+
 async def test_a_call_to_another_agent_is_served_with_its_cost(runtime: Runtime) -> None:
     """A run that called another agent: the replay starts no child run, and its usage
     counts the child's as the original's did."""

@@ -79,6 +79,9 @@ class Recording:
     #: The ``run.cancelled`` data, when the run was cancelled (by a client, a newer
     #: message, a stop): the replay is stopped at the same step.
     cancelled: dict[str, Any] | None = None
+    #: The cancel came between a step's answer (which asked for tools) and the first
+    #: thing its tools did: the replay is cancelled there too.
+    cancelled_before_tools: bool = False
     #: The ``run.failed`` data, when the run failed on a budget (the ledger's totals
     #: are not the run's to replay): the replay fails the same way at the same step.
     budget_failure: dict[str, Any] | None = None
@@ -112,8 +115,11 @@ class Recording:
         taints: list[tuple[int, bool, dict[str, Any]]] = []
         step_times: dict[int, float] = {}
         step, tools_begun = 0, False
+        cancelled_before_tools = False
+        last: dict[str | None, EventRecord] = {}  # each run's event before this one
         for event in events:
             data: Any = event.data
+            before, last[event.run_id] = last.get(event.run_id), event
             if event.kind == "message.assistant":
                 answers.append(data)
                 step, tools_begun = int(data.get("step") or step + 1), False
@@ -139,6 +145,9 @@ class Recording:
                 unsupported = "it was interrupted by a restart"
             elif event.kind == "run.cancelled":
                 cancelled = data
+                cancelled_before_tools = (
+                    before is not None and before.kind == "message.assistant"
+                    and bool((before.data or {}).get("tool_calls")))
             elif event.kind == "approval.decided":
                 call_id = requests.get(data.get("approval_id"))
                 if call_id is not None:
@@ -153,6 +162,7 @@ class Recording:
                     budget_failure = data
         return cls(answers=answers, results=results, decisions=decisions,
                    verdicts=verdicts, model_error=model_error, cancelled=cancelled,
+                   cancelled_before_tools=cancelled_before_tools,
                    unsupported=unsupported, budget_failure=budget_failure, taints=taints,
                    step_times=step_times, called=frozenset(called))
 
@@ -386,6 +396,15 @@ class ReplayExecutor(RunExecutor):
 
     async def _run_tools(self, calls: list[ToolCall], retried: set[str] | None = None,
                          prior: Sequence[EventRecord] = ()) -> list[ToolFinishedData]:
+        cancelled = self.recording.cancelled
+        if (cancelled is not None and self.recording.cancelled_before_tools
+                and self.recording.on_unfinished is not None
+                and self.steps >= int(cancelled.get("steps") or 0)):
+            # The original was cancelled after this step's answer was committed and
+            # before any of its tools began (a cancel lands wherever the run's task
+            # is): so is the replay, at the same point.
+            self.recording.on_unfinished()
+            await asyncio.Event().wait()  # (the run's task is cancelled meanwhile)
         at = self.recording.step_times.get(self.steps)
         if self.policy_at is not None and at is not None:
             self.permissions = self.policy_at(at)
