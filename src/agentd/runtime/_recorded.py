@@ -116,10 +116,9 @@ class Recording:
         step_times: dict[int, float] = {}
         step, tools_begun = 0, False
         cancelled_before_tools = False
-        last: dict[str | None, EventRecord] = {}  # each run's event before this one
+        before: EventRecord | None = None  # the run's event before this one
         for event in events:
             data: Any = event.data
-            before, last[event.run_id] = last.get(event.run_id), event
             if event.kind == "message.assistant":
                 answers.append(data)
                 step, tools_begun = int(data.get("step") or step + 1), False
@@ -160,6 +159,8 @@ class Recording:
                     model_error = error
                 elif error.get("code") == "budget_exceeded":
                     budget_failure = data
+            if event.run_id is not None:  # (not the session's own, between the run's)
+                before = event
         return cls(answers=answers, results=results, decisions=decisions,
                    verdicts=verdicts, model_error=model_error, cancelled=cancelled,
                    cancelled_before_tools=cancelled_before_tools,

@@ -116,8 +116,9 @@ class LiveServer:
 
 
 def _kernel_listens(port: int) -> bool | None:
-    """Whether /proc/net/tcp (the calling thread's namespace) has a socket listening
-    on 127.0.0.1 or any address at ``port``; None if it cannot be read."""
+    """Whether the calling thread's network namespace has a TCP socket listening at
+    ``port`` (IPv4, any address: ``/proc/thread-self/net/tcp``); None if it cannot be
+    read."""
     try:
         with open("/proc/thread-self/net/tcp") as table:
             rows = table.read().splitlines()[1:]
@@ -129,4 +130,3 @@ def _kernel_listens(port: int) -> bool | None:
         if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
             return True
     return False
-
