@@ -115,8 +115,6 @@ class Recording:
         taints: list[tuple[int, bool, dict[str, Any]]] = []
         step_times: dict[int, float] = {}
         step, tools_begun = 0, False
-        cancelled_before_tools = False
-        before: EventRecord | None = None  # the run's event before this one
         for event in events:
             data: Any = event.data
             if event.kind == "message.assistant":
@@ -144,9 +142,6 @@ class Recording:
                 unsupported = "it was interrupted by a restart"
             elif event.kind == "run.cancelled":
                 cancelled = data
-                cancelled_before_tools = (
-                    before is not None and before.kind == "message.assistant"
-                    and bool((before.data or {}).get("tool_calls")))
             elif event.kind == "approval.decided":
                 call_id = requests.get(data.get("approval_id"))
                 if call_id is not None:
@@ -159,11 +154,9 @@ class Recording:
                     model_error = error
                 elif error.get("code") == "budget_exceeded":
                     budget_failure = data
-            if event.run_id is not None:  # (not the session's own, between the run's)
-                before = event
         return cls(answers=answers, results=results, decisions=decisions,
                    verdicts=verdicts, model_error=model_error, cancelled=cancelled,
-                   cancelled_before_tools=cancelled_before_tools,
+                   cancelled_before_tools=_cancelled_before_tools(events),
                    unsupported=unsupported, budget_failure=budget_failure, taints=taints,
                    step_times=step_times, called=frozenset(called))
 
@@ -188,6 +181,17 @@ class Recording:
                     queue_v.popleft()
         self.taints = [t for t in self.taints if t[2] not in [d for _, _, d in served.taints]]
         return len(served.answers)
+
+
+def _cancelled_before_tools(events: Sequence[EventRecord]) -> bool:
+    """Whether the run's cancel came right after an answer that asked for tools (the
+    session's own events, which name no run, set aside; events logged for the run
+    after its end, a child's end among them, too)."""
+    own = [e for e in events if e.run_id is not None]
+    ends = [i for i, e in enumerate(own) if e.kind == "run.cancelled"]
+    before = own[ends[0] - 1] if ends and ends[0] > 0 else None
+    return (before is not None and before.kind == "message.assistant"
+            and bool((before.data or {}).get("tool_calls")))
 
 
 def children_usage(events: Sequence[EventRecord], run_id: str
