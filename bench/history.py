@@ -6,11 +6,16 @@ adapter path and the protocol doors).
     .venv/bin/python bench/history.py --lengths 10,300 --turns 20
     .venv/bin/python bench/history.py --providers openai --modes wait
     .venv/bin/python bench/history.py --paths adapter,langgraph,openai
+    .venv/bin/python bench/history.py --peer stub             # the tests' stub as the model
 
-A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to
-:class:`agentd.testing.StubLLMServer`, run in this process, over the real wire formats
-through the official SDKs (the stub's prompt-cache simulation off: it is the bench
-process's work, which would only crowd the two cores): ``openai:gpt-4.1-mini`` (Chat
+A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to a
+model server over the real wire formats through the official SDKs: by default
+``bench/_lean_peer.py`` in a process of its own, which reads a request at once and
+decodes only its last message, as a provider's servers (on other machines) cost the
+daemon nothing; with ``--peer stub``, :class:`agentd.testing.StubLLMServer` in this
+process (prompt-cache simulation off), whose parsing of a long request into Python
+objects on the same two cores shows on the daemon's own CPU (``_lean_peer``'s
+docstring): ``openai:gpt-4.1-mini`` (Chat
 Completions) and ``anthropic:claude-sonnet-4-5`` (Messages), both catalogued, so the
 context is fitted to their windows (1M and 200k tokens: the whole session fits) and
 their usage priced. Compaction is off, as is auto-recall. For each provider, history
@@ -34,7 +39,7 @@ Prints one JSON line: ``cpu_ms_per_turn[provider][mode][length]``, the largest
 ratio between two lengths of one provider and mode (``max_ratio``), and the CPU per
 turn at 300 turns at most (``max_at_300``); ``detail[provider][mode]``: per length, the
 kernel's part of that CPU (``<length>_sys_ms``) and the size of the last model request's
-body (``<length>_request_kb``, re-encoded from what the stub received); for the other paths,
+body (``<length>_request_kb``, as the model server received it); for the other paths,
 ``paths[path][mode][length]`` (ms of daemon CPU per turn; per call for
 ``get_state`` and ``chat_read``; null for a mode that failed, with why in ``paths_errors``),
 ``paths_ratio[path][mode]`` and ``paths_max_ratio``. Progress goes to stderr.
@@ -46,6 +51,7 @@ import argparse
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +63,7 @@ import httpx
 import orjson
 
 import _history_paths
-from _load import LocalDaemon, info
+from _load import LocalDaemon, free_port, info
 from agentd.testing import StubLLMServer
 
 TOKEN = "history-bench-" + secrets.token_hex(8)
@@ -108,36 +114,112 @@ def batch_of(length: int) -> int:
 DETAIL: dict[str, dict[str, dict[str, float]]] = {}
 
 
-def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, length: int,
-            turns: int, modes: list[str], stub: StubLLMServer | None = None
-            ) -> dict[str, float]:
+class LeanPeer:
+    """``bench/_lean_peer.py`` in a process of its own, on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    def __enter__(self) -> LeanPeer:
+        script = Path(__file__).resolve().parent / "_lean_peer.py"
+        self._proc = subprocess.Popen([sys.executable, str(script), str(self.port)],
+                                      stdout=subprocess.PIPE)
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("bench/_lean_peer.py did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def request_kb(self) -> float | None:
+        """The size of the last model request's body."""
+        size = httpx.get(f"{self.root_url}/stats", timeout=10).json()["last_request_bytes"]
+        return round(size / 1024, 1) if size else None
+
+
+class StubPeer:
+    """:class:`StubLLMServer` in this process, its prompt-cache simulation off; what
+    it keeps of each request is dropped after every batch (a long session's requests
+    would fill gigabytes)."""
+
+    def __init__(self) -> None:
+        self._stub = StubLLMServer(prompt_cache=False)
+
+    def __enter__(self) -> StubPeer:
+        self._stub.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stub.__exit__(*exc)
+
+    @property
+    def root_url(self) -> str:
+        return self._stub.root_url
+
+    @property
+    def base_url(self) -> str:
+        return self._stub.base_url
+
+    def request_kb(self) -> float | None:
+        requests = self._stub.requests
+        kb = round(len(orjson.dumps(requests[-1])) / 1024, 1) if requests else None
+        self._stub.clear()
+        return kb
+
+
+Peer = LeanPeer | StubPeer
+
+
+def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, lengths: list[int],
+            turns: int, modes: list[str], peer: Peer | None = None
+            ) -> dict[str, dict[str, float]]:
+    """ms of daemon CPU per turn, by mode and length. The lengths take turns, a batch
+    each, so that the machine's drift (two shared cores) falls on all of them alike."""
     agent = f"h-{provider}"
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for mode in modes:
-        cpu = 0.0
-        kernel = 0.0
-        done = 0
-        while done < turns:
-            # Seeding and the warm-up turn are not measured.
-            key = _history_paths.seed(api, agent, length, USER, ANSWER)
-            turn(api, agent, key, "warm up", "wait")
-            count = min(batch_of(length), turns - done)
-            before, sys_before = daemon.server.cpu_s(), daemon.server.sys_s()
-            for i in range(count):
-                turn(api, agent, key, f"{mode} turn {done + i} of {length}", mode)
-            after, sys_after = daemon.server.cpu_s(), daemon.server.sys_s()
-            assert before is not None and after is not None
-            assert sys_before is not None and sys_after is not None
-            cpu += after - before
-            kernel += sys_after - sys_before
-            done += count
-        out[mode] = round(cpu * 1000 / turns, 3)
+        cpu = dict.fromkeys(lengths, 0.0)
+        kernel = dict.fromkeys(lengths, 0.0)
+        done = dict.fromkeys(lengths, 0)
+        kb: dict[int, float | None] = dict.fromkeys(lengths)
+        while any(done[n] < turns for n in lengths):
+            for length in lengths:
+                if done[length] >= turns:
+                    continue
+                # Seeding and the warm-up turn are not measured.
+                key = _history_paths.seed(api, agent, length, USER, ANSWER)
+                turn(api, agent, key, "warm up", "wait")
+                count = min(batch_of(length), turns - done[length])
+                before, sys_before = daemon.server.cpu_s(), daemon.server.sys_s()
+                for i in range(count):
+                    turn(api, agent, key, f"{mode} turn {done[length] + i} of {length}", mode)
+                after, sys_after = daemon.server.cpu_s(), daemon.server.sys_s()
+                assert before is not None and after is not None
+                assert sys_before is not None and sys_after is not None
+                cpu[length] += after - before
+                kernel[length] += sys_after - sys_before
+                done[length] += count
+                kb[length] = peer.request_kb() if peer is not None else None
         detail = DETAIL.setdefault(provider, {}).setdefault(mode, {})
-        detail[f"{length}_sys_ms"] = round(kernel * 1000 / turns, 3)
-        if stub is not None and stub.requests:
-            detail[f"{length}_request_kb"] = round(len(orjson.dumps(stub.requests[-1])) / 1024,
-                                                   1)
-        info(f"{provider} {mode} at {length} turns: {out[mode]} ms of daemon CPU per turn")
+        for length in lengths:
+            value = out.setdefault(mode, {})[str(length)] = round(cpu[length] * 1000 / turns, 3)
+            detail[f"{length}_sys_ms"] = round(kernel[length] * 1000 / turns, 3)
+            size = kb[length]
+            if size is not None:
+                detail[f"{length}_request_kb"] = size
+            info(f"{provider} {mode} at {length} turns: {value} ms of daemon CPU per turn")
     return out
 
 
@@ -147,6 +229,9 @@ def main() -> int:
                         help="history lengths, in turns (default 10,300,3000)")
     parser.add_argument("--turns", type=int, default=40, help="measured turns per phase")
     parser.add_argument("--providers", default="openai,anthropic")
+    parser.add_argument("--peer", choices=("lean", "stub"), default="lean",
+                        help="the model server: bench/_lean_peer.py in a process of its "
+                        "own (default), or agentd.testing.StubLLMServer in this one")
     parser.add_argument("--paths", default="provider",
                         help="provider, adapter, langgraph, openai (default provider)")
     parser.add_argument("--modes", default=None,
@@ -166,7 +251,7 @@ def main() -> int:
     errors: list[str] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
-            StubLLMServer(prompt_cache=False) as stub:
+            (LeanPeer() if args.peer == "lean" else StubPeer()) as peer:
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
         if "openai" in paths:
             env.update(_history_paths.OPENAI_LIMITS)
@@ -179,7 +264,7 @@ def main() -> int:
                 base_url=daemon.base, headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=60) as api:
             for provider in providers if "provider" in paths else ():
-                base = stub.base_url if provider == "openai" else stub.root_url
+                base = peer.base_url if provider == "openai" else peer.root_url
                 created = api.post("/v1/agents", json={
                     "name": f"h-{provider}", "model": MODELS[provider],
                     "settings": {"base_url": base,
@@ -187,11 +272,8 @@ def main() -> int:
                                             "auto_recall": False}}})
                 if created.status_code != 201:
                     raise RuntimeError(f"creating the agent: {created.text[:300]}")
-                for length in lengths:
-                    for mode, value in measure(daemon, api, provider, length, args.turns,
-                                               modes, stub).items():
-                        figures.setdefault(provider, {}).setdefault(mode, {})[
-                            str(length)] = value
+                figures[provider] = measure(daemon, api, provider, lengths, args.turns,
+                                            modes, peer)
             _history_paths.create_agents(api, paths)
             for path in paths:
                 if path == "provider":
@@ -215,7 +297,7 @@ def main() -> int:
                    for path, by_mode in others.items()}
     every = [r for by_mode in paths_ratio.values() for r in by_mode.values()]
     result: dict[str, Any] = {
-        "bench": "history", "lengths": lengths, "turns": args.turns,
+        "bench": "history", "peer": args.peer, "lengths": lengths, "turns": args.turns,
         "cpu_ms_per_turn": figures,
         "detail": DETAIL,
         "max_ratio": round(max(ratios), 2) if ratios else None,

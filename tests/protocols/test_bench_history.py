@@ -34,12 +34,17 @@ def test_the_history_bench_runs_clean_on_the_adapter_and_door_paths(tmp_path: Pa
                        for v in figures["paths"][path][mode].values()), (path, mode)
 
 
-def test_the_history_bench_runs_clean_on_the_provider_path(tmp_path: Path) -> None:
-    """Both providers through their SDKs to the stub: a figure per length and mode, the
-    kernel's part of it and the request's size (the body grows with the history)."""
+@pytest.mark.parametrize("peer", ["lean", "stub"])
+def test_the_history_bench_runs_clean_on_the_provider_path(tmp_path: Path, peer: str
+                                                           ) -> None:
+    """Both providers through their SDKs to each model server (the bench's lean peer,
+    the tests' stub), every answer checked to be its echo: a figure per length and
+    mode, the kernel's part of it and the request's size (the body grows with the
+    history)."""
     figures, result = run_bench(BENCH / "history.py", [
-        "--lengths", "2,20", "--turns", "2"], tmp_path)
+        "--lengths", "2,20", "--turns", "2", "--peer", peer], tmp_path)
     assert result.returncode == 0, (figures, result.stderr[-4000:])
+    assert figures["peer"] == peer
     for provider in ("openai", "anthropic"):
         for mode in ("wait", "stream"):
             assert set(figures["cpu_ms_per_turn"][provider][mode]) == {"2", "20"}
