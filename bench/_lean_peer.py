@@ -98,10 +98,12 @@ def _anthropic(body: bytes, said: str, model: str) -> bytes:
     def event(data: dict[str, Any]) -> bytes:
         return b"event: " + str(data["type"]).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
-    usage: dict[str, int] = {"input_tokens": len(body) // 4, "output_tokens": 1,
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    start: dict[str, Any] = {"id": "msg_lean", "type": "message", "role": "assistant", "model": model,
-             "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+    usage: dict[str, int] = {
+        "input_tokens": len(body) // 4, "output_tokens": 1,
+        "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    start: dict[str, Any] = {
+        "id": "msg_lean", "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
     return b"".join([
         event({"type": "message_start", "message": start}),
         event({"type": "content_block_start", "index": 0,

@@ -20,6 +20,7 @@ NORMAL``, logs at WARNING, ``PYTHONHASHSEED=0``) runs under ``valgrind --tool=ca
 which are sent one after another by one client. Paths:
 
 - ``echo``: the scripted model, ``wait: true`` (the durable echo turn);
+- ``echo_stream``: the same turn streamed (SSE to the run's end);
 - ``openai``, ``anthropic``: ``openai:gpt-4.1-mini`` and ``anthropic:claude-sonnet-4-5``
   pointed at :class:`agentd.testing.StubLLMServer` (prompt-cache simulation off, in
   this process), through the official SDKs, compaction and auto-recall off, each
@@ -52,6 +53,8 @@ from _load import free_port, info
 from history import ANSWER, MODELS, USER, turn
 
 TOKEN = "instructions-bench-token-0123456789"
+#: The paths on the scripted model (their length is their own session's).
+ECHO = ("echo", "echo_stream")
 
 
 def _daemon(home: Path, port: int, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -101,7 +104,7 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any) -> int:
             _ready(base, proc)
             with httpx.Client(base_url=base, timeout=600,
                               headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-                if path == "echo":
+                if path in ECHO:
                     agent, key = "i-echo", "s"
                     api.post("/v1/agents", json={"name": agent, "model": "scripted"}
                              ).raise_for_status()
@@ -133,8 +136,16 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any) -> int:
 
 
 def _turn(api: httpx.Client, path: str, agent: str, key: str, content: str) -> None:
-    if path != "echo":
+    if path not in ECHO:
         turn(api, agent, key, content, "wait")
+        return
+    if path == "echo_stream":
+        with api.stream("POST", f"/v1/agents/{agent}/sessions/{key}/messages",
+                        json={"content": content, "stream": True}) as reply:
+            reply.raise_for_status()
+            text = "".join(reply.iter_text())
+        if f"echo: {content}" not in text or "event: done" not in text:
+            raise RuntimeError(f"unexpected stream {text[:300]}")
         return
     reply = api.post(f"/v1/agents/{agent}/sessions/{key}/messages",
                      json={"content": content, "wait": True})
@@ -160,7 +171,7 @@ def main() -> int:
     t0 = time.monotonic()
     with StubLLMServer(prompt_cache=False) as stub:
         for path in args.paths.split(","):
-            lengths = [0] if path == "echo" else [int(x) for x in args.lengths.split(",")]
+            lengths = [0] if path in ECHO else [int(x) for x in args.lengths.split(",")]
             for length in lengths:
                 figures.setdefault(path, {})[str(length)] = value = measure(
                     path, length, args.turns, args.warm, stub)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
 import orjson
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from agentd.errors import InvalidInput
 from agentd.events import TERMINAL_KINDS, RunWaitingData
@@ -14,8 +16,8 @@ from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
 
-__all__ = ["SSE_NAMES", "event_frame", "follow_frames", "is_silent", "parse_last_event_id",
-           "sse_response", "token_frame", "waiting_frame"]
+__all__ = ["SSE_NAMES", "EventStream", "event_frame", "follow_frames", "is_silent",
+           "parse_last_event_id", "sse_response", "token_frame", "waiting_frame"]
 
 #: Frame names that differ from the event's kind. A run's last frame is ``done``, or
 #: ``error`` when it failed; what it waits for is ``waiting``.
@@ -93,8 +95,54 @@ def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
     return seq
 
 
+class EventStream(StreamingResponse):
+    """Starlette's ``StreamingResponse`` for an event stream, without its task group.
+
+    On an ASGI server older than spec 2.4 (uvicorn's is 2.3) a send to a client that
+    left does not fail, so a stream must also watch ``receive`` for the disconnect to
+    end. Starlette does that with an anyio task group, a cancel scope and two tasks
+    per response, a tenth of the instructions of a streamed echo turn
+    (docs/benchmarks.md). Here the request's own task sends the frames while one plain
+    task waits for the disconnect; if that comes first it cancels the sending, and the
+    frames' generator is closed (its ``finally`` releases the subscription); when the
+    frames end first, the watcher is cancelled. A cancellation from elsewhere (the
+    server shutting down) is not taken for a disconnect: it propagates."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        if scope["type"] != "http" or tuple(map(int, spec.split("."))) >= (2, 4):
+            await super().__call__(scope, receive, send)
+            return
+        sender = asyncio.current_task()
+        assert sender is not None
+        sending, left = True, False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if sending:
+                left = True
+                sender.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not left or sender.uncancel() > 0:
+                raise
+        finally:
+            sending = False
+            watcher.cancel()
+        close = getattr(self.body_iterator, "aclose", None)
+        if left and close is not None:
+            await close()  # (cancelled in a send, the generator is still open)
+        if self.background is not None:
+            await self.background()
+
+
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(frames, media_type="text/event-stream", headers={
+    return EventStream(frames, media_type="text/event-stream", headers={
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
     })

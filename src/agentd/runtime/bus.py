@@ -192,6 +192,13 @@ class EventBus:
         self._subs.setdefault(session_id, set()).add(sub)
         return sub
 
+    def followers(self, session_id: str | None = None) -> int:
+        """How many subscriptions follow ``session_id`` now (open streams, waiters);
+        without it, every session's."""
+        if session_id is None:
+            return sum(map(len, self._subs.values()))
+        return len(self._subs.get(session_id, ()))
+
     def _remove(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.session_id)
         if subs is not None:

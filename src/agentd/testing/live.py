@@ -53,7 +53,7 @@ class LiveServer:
         if settings.port != self.port and settings.public_url is None:
             # The daemon's own URL (OAuth's redirects come back to it) is where it is.
             settings = self.settings = settings.model_copy(update={"port": self.port})
-        app = create_app(settings, reload_from=reload_from)
+        app = self.app = create_app(settings, reload_from=reload_from)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", access_log=False,
                                 timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,6 +40,7 @@ from agentd.doors.http import (
     principal_of,
     trace_origin,
 )
+from agentd.doors.sse import sse_response
 from agentd.errors import AgentdError, AgentNotFound, NotFound, SessionNotFound
 from agentd.protocols.termo._hooks import (
     ExtraRoute,
@@ -366,11 +367,8 @@ class Termo:
         if stream:
             sub = runtime.subscribe(sent.session.id)
             after = sent.events[0].seq - 1 if sent.events else 0
-            return StreamingResponse(
-                self._frames(runtime, sub, sent.session.id, after, sent.run.id,
-                             sent.events),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return sse_response(self._frames(runtime, sub, sent.session.id, after,
+                                             sent.run.id, sent.events))
         run = await runtime.wait(sent.run.id)
         if run.status == "completed":
             return _json({"response": run.output or "", "session_key": key})
