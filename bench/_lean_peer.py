@@ -47,12 +47,13 @@ def _last_user_text(body: bytes) -> str | None:
     at = body.rfind(b'{"role":"user"')
     if at < 0:
         return None
-    text = body.decode()
-    # (The messages are ASCII-escaped or not: find the character offset of `at`.)
-    start = len(body[:at].decode())
     try:
-        message, _ = _DECODER.raw_decode(text, start)
-    except ValueError:
+        text = body.decode()
+        # (The messages are ASCII-escaped or not: find the character offset of `at`.)
+        message, _ = _DECODER.raw_decode(text, len(body[:at].decode()))
+    except ValueError:  # (UnicodeDecodeError is one)
+        return None
+    if not isinstance(message, dict):
         return None
     content = message.get("content")
     if isinstance(content, str):

@@ -51,3 +51,57 @@ def test_the_history_bench_runs_clean_on_the_provider_path(tmp_path: Path, peer:
             detail = figures["detail"][provider][mode]
             assert detail["20_request_kb"] > detail["2_request_kb"] > 0, detail
             assert detail["2_sys_ms"] >= 0 and detail["20_sys_ms"] >= 0
+
+
+def test_the_lean_peer_echoes_the_last_user_message_and_refuses_the_rest() -> None:
+    """bench/_lean_peer.py, the history bench's model server, over a real socket: the
+    echo of the last user message (not ASCII, after earlier ones that are) in each
+    wire, and a 4xx for what it does not serve."""
+    import subprocess
+
+    import httpx
+    import orjson
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _load import free_port
+    finally:
+        sys.path.remove(str(BENCH))
+    port = free_port()
+    peer = subprocess.Popen([sys.executable, str(BENCH / "_lean_peer.py"), str(port)],
+                            stdout=subprocess.PIPE)
+    try:
+        assert peer.stdout is not None and peer.stdout.readline().strip() == b"ready"
+        url = f"http://127.0.0.1:{port}"
+        said = "Grüße, 世界 \"quoted\""
+        openai = orjson.dumps({"messages": [
+            {"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
+            {"role": "user", "content": said}], "model": "m", "stream": True})
+        reply = httpx.post(f"{url}/v1/chat/completions", content=openai, timeout=30)
+        assert reply.status_code == 200
+        frames = [orjson.loads(line[6:]) for line in reply.text.splitlines()
+                  if line.startswith("data: {")]
+        text = "".join(f["choices"][0]["delta"].get("content") or ""
+                       for f in frames if f["choices"])
+        assert text == f"stub: {said}"
+        assert frames[-1]["usage"]["prompt_tokens"] > 0
+        anthropic = b'{"model":"c","max_tokens":5,"stream":true,"messages":[' + orjson.dumps(
+            {"role": "user", "content": [{"type": "text", "text": said}]}) + b"]}"
+        reply = httpx.post(f"{url}/v1/messages", content=anthropic, timeout=30)
+        assert reply.status_code == 200
+        deltas = [orjson.loads(line[6:]) for line in reply.text.splitlines()
+                  if line.startswith("data: ") and "text_delta" in line]
+        assert "".join(d["delta"]["text"] for d in deltas) == f"stub: {said}"
+        not_streamed = openai.replace(b'"stream":true', b'"stream":false')
+        assert httpx.post(f"{url}/v1/chat/completions", content=not_streamed,
+                          timeout=30).status_code == 400
+        assert httpx.post(f"{url}/v1/chat/completions", content=b"not json",
+                          timeout=30).status_code == 400
+        assert httpx.post(f"{url}/v1/chat/completions", content=b'{"role":"user"\xff',
+                          timeout=30).status_code == 400
+        assert httpx.post(f"{url}/v1/embeddings", content=b"{}", timeout=30).status_code == 404
+        stats = httpx.get(f"{url}/stats", timeout=30).json()
+        assert stats == {"calls": 2, "last_request_bytes": len(anthropic)}
+    finally:
+        peer.kill()
+        peer.wait()
