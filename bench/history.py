@@ -51,7 +51,6 @@ import argparse
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ import httpx
 import orjson
 
 import _history_paths
-from _load import LocalDaemon, free_port, info
+from _load import LocalDaemon, ServerProcess, free_port, info
 from agentd.testing import StubLLMServer
 
 TOKEN = "history-bench-" + secrets.token_hex(8)
@@ -115,11 +114,15 @@ DETAIL: dict[str, dict[str, dict[str, float]]] = {}
 
 
 class LeanPeer:
-    """``bench/_lean_peer.py`` in a process of its own, on a free port."""
+    """``bench/_lean_peer.py`` in a process of its own (:class:`ServerProcess`, its
+    output in ``log_dir``), on a free port; entered once it answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path, ready_s: float = 30.0) -> None:
         self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.ready_s = ready_s
+        script = Path(__file__).resolve().parent / "_lean_peer.py"
+        self.server = ServerProcess("lean peer", [sys.executable, str(script), str(self.port)],
+                                    log_dir / "lean_peer.log", dict(os.environ))
 
     @property
     def root_url(self) -> str:
@@ -130,21 +133,24 @@ class LeanPeer:
         return f"{self.root_url}/v1"
 
     def __enter__(self) -> LeanPeer:
-        script = Path(__file__).resolve().parent / "_lean_peer.py"
-        self._proc = subprocess.Popen([sys.executable, str(script), str(self.port)],
-                                      stdout=subprocess.PIPE)
-        assert self._proc.stdout is not None
-        if self._proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError("bench/_lean_peer.py did not start")
-        return self
+        self.server.start()
+        deadline = time.monotonic() + self.ready_s
+        while True:
+            try:
+                httpx.get(f"{self.root_url}/stats", timeout=2).raise_for_status()
+                return self
+            except httpx.HTTPError:
+                if self.server.exited() or time.monotonic() > deadline:
+                    self.server.stop()
+                    raise RuntimeError("bench/_lean_peer.py did not start; log tail:\n"
+                                       + self.server.log_tail()) from None
+                time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
+        self.server.stop()
 
-    def request_kb(self) -> float | None:
-        """The size of the last model request's body."""
+    def end_batch(self) -> float | None:
+        """The size of the batch's last model request's body, in KB."""
         size = httpx.get(f"{self.root_url}/stats", timeout=10).json()["last_request_bytes"]
         return round(size / 1024, 1) if size else None
 
@@ -172,7 +178,9 @@ class StubPeer:
     def base_url(self) -> str:
         return self._stub.base_url
 
-    def request_kb(self) -> float | None:
+    def end_batch(self) -> float | None:
+        """The size of the batch's last model request's body, in KB; the stub then
+        forgets the batch's requests."""
         requests = self._stub.requests
         kb = round(len(orjson.dumps(requests[-1])) / 1024, 1) if requests else None
         self._stub.clear()
@@ -211,7 +219,7 @@ def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, lengths: list
                 cpu[length] += after - before
                 kernel[length] += sys_after - sys_before
                 done[length] += count
-                kb[length] = peer.request_kb() if peer is not None else None
+                kb[length] = peer.end_batch() if peer is not None else None
         detail = DETAIL.setdefault(provider, {}).setdefault(mode, {})
         for length in lengths:
             value = out.setdefault(mode, {})[str(length)] = round(cpu[length] * 1000 / turns, 3)
@@ -251,7 +259,7 @@ def main() -> int:
     errors: list[str] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentd-history-") as tmp, \
-            (LeanPeer() if args.peer == "lean" else StubPeer()) as peer:
+            (LeanPeer(Path(tmp)) if args.peer == "lean" else StubPeer()) as peer:
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
         if "openai" in paths:
             env.update(_history_paths.OPENAI_LIMITS)

@@ -134,9 +134,8 @@ class EventStream(StreamingResponse):
         finally:
             sending = False
             watcher.cancel()
-        close = getattr(self.body_iterator, "aclose", None)
-        if left and close is not None:
-            await close()  # (cancelled in a send, the generator is still open)
+        if left and hasattr(self.body_iterator, "aclose"):
+            await self.body_iterator.aclose()  # (cancelled in a send: still open)
         if self.background is not None:
             await self.background()
 
