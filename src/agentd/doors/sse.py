@@ -16,8 +16,9 @@ from agentd.runtime import Subscription, Token, follow
 from agentd.runtime.bus import ReadAfter
 from agentd.store.records import EventRecord, session_tag
 
-__all__ = ["SSE_NAMES", "EventStream", "event_frame", "follow_frames", "is_silent",
-           "parse_last_event_id", "sse_response", "token_frame", "waiting_frame"]
+__all__ = ["SSE_NAMES", "EventStream", "LastChunk", "event_frame", "follow_frames",
+           "is_silent", "parse_last_event_id", "sse_response", "token_frame",
+           "waiting_frame"]
 
 #: Frame names that differ from the event's kind. A run's last frame is ``done``, or
 #: ``error`` when it failed; what it waits for is ``waiting``.
@@ -95,6 +96,12 @@ def parse_last_event_id(value: str, *, tag: str, last_seq: int) -> int:
     return seq
 
 
+class LastChunk(bytes):
+    """A stream's last chunk: :class:`EventStream` sends it as the end of the body,
+    in the same write as the chunked encoding's terminator (one system call and one
+    packet fewer per stream). The iterator that yields it must end after it."""
+
+
 class EventStream(StreamingResponse):
     """Starlette's ``StreamingResponse`` for an event stream, without its task group.
 
@@ -106,7 +113,23 @@ class EventStream(StreamingResponse):
     task waits for the disconnect; if that comes first it cancels the sending, and the
     frames' generator is closed (its ``finally`` releases the subscription); when the
     frames end first, the watcher is cancelled. A cancellation from elsewhere (the
-    server shutting down) is not taken for a disconnect: it propagates."""
+    server shutting down) is not taken for a disconnect: it propagates.
+
+    A :class:`LastChunk` from the frames ends the body with it."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        ended = False
+        async for chunk in self.body_iterator:
+            if ended:
+                raise RuntimeError("an event stream's frames went on after its last chunk")
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            ended = isinstance(chunk, LastChunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
@@ -156,7 +179,8 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
     (seq, data): a ``waiting`` frame of ``run_id`` to send right after event ``seq``.
 
     Frames that are ready together go out in one chunk (one write to the socket);
-    a chunk is sent as soon as nothing more is waiting.
+    a chunk is sent as soon as nothing more is waiting. A run's last chunk (its
+    terminal event's) is a :class:`LastChunk`: it ends the response.
     """
     chunk: list[bytes] = []
     size = 0
@@ -180,11 +204,12 @@ async def follow_frames(sub: Subscription, read_after: ReadAfter, after: int, *,
                     waiting = None
             if chunk:
                 size += len(chunk[-1])
-            if chunk and (end or sub.queue.empty() or size > _CHUNK_BYTES):
+            if end:
+                yield LastChunk(b"".join(chunk))
+                return
+            if chunk and (sub.queue.empty() or size > _CHUNK_BYTES):
                 yield b"".join(chunk)
                 chunk, size = [], 0
-            if end:
-                return
         if chunk:
             yield b"".join(chunk)
     finally:
