@@ -53,26 +53,22 @@ def test_the_history_bench_runs_clean_on_the_provider_path(tmp_path: Path, peer:
             assert detail["2_sys_ms"] >= 0 and detail["20_sys_ms"] >= 0
 
 
-def test_the_lean_peer_echoes_the_last_user_message_and_refuses_the_rest() -> None:
-    """bench/_lean_peer.py, the history bench's model server, over a real socket: the
-    echo of the last user message (not ASCII, after earlier ones that are) in each
-    wire, and a 4xx for what it does not serve."""
-    import subprocess
-
+def test_the_lean_peer_echoes_the_last_user_message_and_refuses_the_rest(
+        tmp_path: Path) -> None:
+    """bench/_lean_peer.py, the history bench's model server, started as the bench
+    starts it (``LeanPeer``), over a real socket: the echo of the last user message
+    (not ASCII, after earlier ones that are) in each wire, and a 4xx for what it does
+    not serve."""
     import httpx
     import orjson
 
     sys.path.insert(0, str(BENCH))
     try:
-        from _load import free_port
+        from history import LeanPeer
     finally:
         sys.path.remove(str(BENCH))
-    port = free_port()
-    peer = subprocess.Popen([sys.executable, str(BENCH / "_lean_peer.py"), str(port)],
-                            stdout=subprocess.PIPE)
-    try:
-        assert peer.stdout is not None and peer.stdout.readline().strip() == b"ready"
-        url = f"http://127.0.0.1:{port}"
+    with LeanPeer(tmp_path) as peer:
+        url = peer.root_url
         said = "Grüße, 世界 \"quoted\""
         openai = orjson.dumps({"messages": [
             {"role": "user", "content": "first"}, {"role": "assistant", "content": "a"},
@@ -102,6 +98,3 @@ def test_the_lean_peer_echoes_the_last_user_message_and_refuses_the_rest() -> No
         assert httpx.post(f"{url}/v1/embeddings", content=b"{}", timeout=30).status_code == 404
         stats = httpx.get(f"{url}/stats", timeout=30).json()
         assert stats == {"calls": 2, "last_request_bytes": len(anthropic)}
-    finally:
-        peer.kill()
-        peer.wait()

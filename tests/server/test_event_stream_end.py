@@ -20,8 +20,8 @@ async def _sent(frames: AsyncIterator[bytes], *, spec: str = "2.3") -> list[dict
     """The ASGI messages an EventStream of ``frames`` sends."""
     messages: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
-        await _forever()
+    async def receive() -> dict[str, Any]:  # (the client never leaves)
+        await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
     async def send(message: Any) -> None:
@@ -31,10 +31,6 @@ async def _sent(frames: AsyncIterator[bytes], *, spec: str = "2.3") -> list[dict
              "method": "POST", "path": "/", "headers": []}
     await EventStream(frames, media_type="text/event-stream")(scope, receive, send)
     return messages
-
-
-async def _forever() -> None:
-    await asyncio.Event().wait()
 
 
 def _bodies(messages: list[dict[str, Any]]) -> list[tuple[bytes, bool]]:
