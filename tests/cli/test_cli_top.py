@@ -132,7 +132,7 @@ def test_live_refreshes_until_ctrl_c(daemon: tuple[str, dict[str, str]],
         if len(sleeps) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(_top.time, "sleep", sleep)
+    monkeypatch.setattr(_top, "wait", sleep)
     result = invoke(url, ADMIN, "--interval", "0.5")
     assert result.exit_code == 0, result.output
     assert sleeps == [0.5, 0.5, 0.5]

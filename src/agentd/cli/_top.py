@@ -10,6 +10,7 @@ token as the API scopes it, so a scoped token sees its own agents only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,6 +23,12 @@ from rich.text import Text
 from agentd.cli._common import connect, echo_json, out
 from agentd.cli._render import money, short, status_text
 from agentd.client import Client, ClientError
+
+#: How the live view waits between refreshes. A module attribute so a test can stand in
+#: for it without patching :func:`time.sleep` for the whole process: the process's other
+#: threads (an in-process daemon's, a library's) sleep too, and a stand-in that raises
+#: KeyboardInterrupt would land in one of them (CI saw the test hang so).
+wait: Callable[[float], None] = time.sleep
 
 __all__ = ["snapshot", "top"]
 
@@ -297,7 +304,7 @@ def _live(client: Client, agent: str | None, interval: float) -> None:
         with Live(last, console=console, auto_refresh=False,
                   vertical_overflow="crop") as live:
             while True:
-                time.sleep(interval)
+                wait(interval)
                 live.update(render(), refresh=True)
     except KeyboardInterrupt:
         return
