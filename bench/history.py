@@ -206,9 +206,11 @@ def measure(daemon: LocalDaemon, api: httpx.Client, provider: str, lengths: list
             for length in lengths:
                 if done[length] >= turns:
                     continue
-                # Seeding and the warm-up turn are not measured.
+                # Seeding and the warm-up turn are not measured, nor what they leave
+                # the daemon to do (the WAL's checkpoint of the seeding's writes).
                 key = _history_paths.seed(api, agent, length, USER, ANSWER)
                 turn(api, agent, key, "warm up", "wait")
+                daemon.settle()
                 count = min(batch_of(length), turns - done[length])
                 before, sys_before = daemon.server.cpu_s(), daemon.server.sys_s()
                 for i in range(count):

@@ -6,8 +6,10 @@ import asyncio
 import gc
 from typing import Any
 
-#: Packages whose stream generators a provider drives (the SDKs and their HTTP client).
-_SDK_PATHS = ("/openai/", "/anthropic/", "/httpx2/", "/httpx/", "/httpcore")
+#: Packages whose stream generators a provider drives (the SDKs, their HTTP clients,
+#: the providers' wire).
+_SDK_PATHS = ("/openai/", "/anthropic/", "/httpx2/", "/httpx/", "/httpcore", "/aiohttp/",
+              "/agentd/llm/providers/")
 
 
 def suspended_sdk_generators() -> list[str]:

@@ -349,23 +349,23 @@ async def test_a_spent_quota_is_not_retried(stub: StubLLMServer) -> None:
     assert error.details["error_code"] == "insufficient_quota"
 
 
-async def test_a_spent_quota_without_the_header_is_marked_not_to_retry() -> None:
-    """The body alone (no ``x-should-retry``) is enough: the client's response hook
-    marks it before the SDK decides whether to retry; a plain rate limit is left alone."""
+def test_a_spent_quota_without_the_header_is_not_retryable() -> None:
+    """The body alone (no ``x-should-retry``) tells a spent quota; a plain rate limit
+    stays retryable."""
     import httpx2
 
-    from agentd.llm.providers.openai import _no_retry_when_spent
-
-    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    sdk = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     spent = httpx2.Response(429, request=request, json={"error": {
         "message": "You exceeded your current quota", "type": "insufficient_quota",
         "code": "insufficient_quota"}})
-    await _no_retry_when_spent(spent)
-    assert spent.headers["x-should-retry"] == "false"
+    error = map_error(sdk._make_status_error_from_response(spent), provider="openai")
+    assert (error.code, error.retryable) == ("model_rate_limited", False)
+    assert error.details["error_code"] == "insufficient_quota"
     limited = httpx2.Response(429, request=request, json={"error": {
         "message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}})
-    await _no_retry_when_spent(limited)
-    assert "x-should-retry" not in limited.headers
+    error = map_error(sdk._make_status_error_from_response(limited), provider="openai")
+    assert (error.code, error.retryable) == ("model_rate_limited", True)
 
 
 # --- errors -------------------------------------------------------------------------

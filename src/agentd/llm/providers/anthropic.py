@@ -29,8 +29,9 @@ from typing import Any, Literal, NoReturn
 import anthropic
 import httpx2
 import orjson
+from anthropic._base_client import get_platform
+from anthropic._models import FinalRequestOptions
 from anthropic.types import (
-    Message,
     ThinkingConfigParam,
     ToolParam,
 )
@@ -53,6 +54,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
 from agentd.llm.providers._anthropic_events import BadEvent, EventState, event_deltas
+from agentd.llm.providers._wire import SdkParts, Wire, WireReply
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -62,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 #: Used when neither the request nor the settings give ``max_tokens``.
 DEFAULT_MAX_TOKENS = 4096
+_SDK = SdkParts(timeout=anthropic.APITimeoutError, connection=anthropic.APIConnectionError,
+                options=FinalRequestOptions, platform=get_platform)
 # An ``error`` event inside a 200 stream has a type but no status: these stand in.
 _STATUS_OF_TYPE = {
     "invalid_request_error": 400,
@@ -94,6 +98,7 @@ class AnthropicModel(Model):
         missing_key: str | None = None,
     ) -> None:
         self._client = client
+        self._wire = Wire(client, "/v1/messages", _SDK)
         self.provider = provider
         self.endpoint = str(client.base_url)
         self.model = model
@@ -113,18 +118,17 @@ class AnthropicModel(Model):
         body = self._body(request, temperature, max_tokens)
         try:
             # The body is already on the wire: the SDK's own create() would walk every
-            # message of the history through its TypedDict transform on every call.
-            # Its client still does the HTTP, auth, errors and the stream's framing (an
-            # error event raises); each event comes as the JSON it was
-            # (``AsyncStream[object]``), read by _anthropic_events, not built into the
-            # SDK's typed model (as OpenAI's chunks are not).
-            sdk_stream = await self._client.post(
-                "/v1/messages", content=body, cast_to=Message, stream=True,
-                stream_cls=anthropic.AsyncStream[object])
-        except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+            # message of the history through its TypedDict transform on every call,
+            # and its post() builds the same request again through its generic
+            # pipeline: the SDK builds it once (the wire's template: URL, auth,
+            # version, headers, time limits) and makes the errors; each event comes as
+            # the JSON it was, read by _anthropic_events, not built into the SDK's
+            # typed model (as OpenAI's chunks are not).
+            reply = await self._wire.open(body)
+        except anthropic.AnthropicError as exc:
             self._raise(exc)
         state = EventState()
-        async with sdk_stream, aclosing(self._events(sdk_stream)) as events:
+        async with reply, aclosing(self._events(reply)) as events:
             async for event in events:
                 try:
                     deltas = event_deltas(event, state)
@@ -176,13 +180,20 @@ class AnthropicModel(Model):
         turns = _turns(request)
         return b"".join([orjson.dumps(params)[:-1], b',"messages":[', *turns, b"]}"])
 
-    async def _events(
-        self, sdk_stream: anthropic.AsyncStream[object]
-    ) -> AsyncGenerator[object, None]:
+    async def _events(self, reply: WireReply) -> AsyncGenerator[object, None]:
+        """The stream's events, each the JSON it was sent as, read as the SDK's stream
+        reads them: ``ping`` and unnamed events skipped, an ``error`` event raised as
+        the SDK's status error, events without data skipped."""
         try:
-            async for event in sdk_stream:
-                yield event
-        except (anthropic.AnthropicError, httpx2.HTTPError, ValueError) as exc:
+            async with aclosing(reply.events()) as events:
+                async for sse in events:
+                    if sse.event == "ping" or sse.event is None:
+                        continue
+                    if sse.event == "error":
+                        raise _stream_error(sse.data, reply)
+                    if sse.data:
+                        yield orjson.loads(sse.data)
+        except (anthropic.AnthropicError, ValueError) as exc:
             self._raise(exc)
 
     def _raise(self, exc: Exception) -> NoReturn:
@@ -194,7 +205,7 @@ class AnthropicModel(Model):
             del error, exc  # no cycle through this frame (see the OpenAI provider's)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._wire.aclose()
 
 
 def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
@@ -245,6 +256,18 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
     if secret:
         message = message.replace(secret, "***")
     return ModelError(message, code=code, retryable=retryable, details=details)
+
+
+def _stream_error(data: str, reply: WireReply) -> Exception:
+    """The SDK's status error for an ``error`` event (as its stream makes it: the
+    event's JSON as the message, else its text)."""
+    body: object = data
+    try:
+        body = orjson.loads(data)
+        message = f"{body}"
+    except ValueError:
+        message = data or f"Error code: {reply.response.status}"
+    return reply.wire.status_error(message, body, reply.response)
 
 
 def _error_text(exc: anthropic.APIStatusError) -> str:
@@ -463,6 +486,8 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
+        # Only for the wire's template (agentd.llm.providers._wire): calls go out on the
+        # wire's own aiohttp session. (This client's TLS context is the daemon's.)
         http_client=anthropic.DefaultAioHttpClient(verify=tls_context(trust_env=True)),
     )
     return AnthropicModel(

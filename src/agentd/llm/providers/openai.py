@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 
 import openai
 import orjson
+from openai._base_client import get_platform
+from openai._models import FinalRequestOptions
 from openai.types.chat import (
-    ChatCompletion,
     ChatCompletionContentPartParam,
     ChatCompletionMessageParam,
     ChatCompletionMessageToolCallParam,
@@ -51,6 +52,7 @@ from agentd.llm.messages import (
 )
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
+from agentd.llm.providers._wire import SdkParts, Wire, WireReply
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -59,6 +61,8 @@ __all__ = ["OpenAIChatModel", "create"]
 logger = logging.getLogger(__name__)
 
 _PLACEHOLDER_KEY = "not-needed"
+_SDK = SdkParts(timeout=openai.APITimeoutError, connection=openai.APIConnectionError,
+                options=FinalRequestOptions, platform=get_platform)
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
     "tool_calls": "tool_calls",
@@ -83,6 +87,7 @@ class OpenAIChatModel(Model):
         missing_key: str | None = None,
     ) -> None:
         self._client = client
+        self._wire = Wire(client, "/chat/completions", _SDK)
         self.provider = provider
         self.endpoint = str(client.base_url)
         self.model = model
@@ -102,18 +107,17 @@ class OpenAIChatModel(Model):
         try:
             # The body is already on the wire: the SDK's own create() would walk every
             # message of the history through its TypedDict transform on every call
-            # (most of a long session's CPU). Its client still does the HTTP, auth,
-            # errors and the stream's events (an error event raises); each chunk comes
-            # as the JSON it was (``AsyncStream[object]``), read by ``_chunk_events``,
-            # not built into the SDK's model (a fifth of a turn's CPU).
-            sdk_stream = await self._client.post(
-                "/chat/completions", content=body, cast_to=ChatCompletion,
-                stream=True, stream_cls=openai.AsyncStream[object])
-        except (openai.OpenAIError, ValueError) as exc:
+            # (most of a long session's CPU), and its post() builds the same request
+            # again through its generic pipeline (more than the rest of a turn): the
+            # SDK builds it once (the wire's template: URL, auth, headers, time
+            # limits) and makes the errors; each chunk comes as the JSON it was, read
+            # by ``_chunk_events``, not built into the SDK's model (a fifth of a turn).
+            reply = await self._wire.open(body)
+        except openai.OpenAIError as exc:
             self._raise(exc)
 
         state = _StreamState()
-        async with sdk_stream, aclosing(self._chunks(sdk_stream)) as chunks:
+        async with reply, aclosing(self._chunks(reply)) as chunks:
             async for chunk in chunks:
                 try:
                     events = _chunk_events(chunk, state)
@@ -191,12 +195,20 @@ class OpenAIChatModel(Model):
             chunks[0] = chunks[0][1:]  # (no comma before the first)
         return b"".join([head, *chunks, *tail])
 
-    async def _chunks(
-        self, sdk_stream: openai.AsyncStream[object]
-    ) -> AsyncGenerator[object, None]:
+    async def _chunks(self, reply: WireReply) -> AsyncGenerator[object, None]:
+        """The stream's chunks, each the JSON it was sent as, read as the SDK's stream
+        reads them: ``[DONE]`` ends it (the rest of the body read for the connection's
+        sake), a chunk with an ``error`` raises its ``APIError``."""
         try:
-            async for chunk in sdk_stream:
-                yield chunk
+            async with aclosing(reply.events()) as events:
+                async for sse in events:
+                    if sse.data.startswith("[DONE]"):
+                        await reply.drain()
+                        return
+                    chunk = orjson.loads(sse.data)
+                    if isinstance(chunk, dict) and chunk.get("error"):
+                        raise _stream_error(chunk["error"], reply)
+                    yield chunk
         except (openai.OpenAIError, ValueError) as exc:
             self._raise(exc)
 
@@ -213,7 +225,7 @@ class OpenAIChatModel(Model):
             del error, exc
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._wire.aclose()
 
 
 def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
@@ -263,7 +275,7 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
 
 def _spent(response: Any) -> bool:
     """Whether a 429 is a spent quota (OpenAI's ``insufficient_quota``), not a rate
-    limit: the header our response hook sets, or the error code in the body."""
+    limit: the server's ``x-should-retry: false``, or the error code in the body."""
     if response.headers.get("x-should-retry", "").lower() == "false":
         return True
     try:
@@ -274,15 +286,12 @@ def _spent(response: Any) -> bool:
                                                                error.get("type"))
 
 
-async def _no_retry_when_spent(response: Any) -> None:
-    """Response hook of the SDK's HTTP client: mark a spent-quota 429
-    ``x-should-retry: false``, so that the SDK, which retries every 429 on its own,
-    does not retry this one. (Typed ``Any``: the SDK's transport is ``httpx`` or, in
-    newer releases, ``httpx2``.)"""
-    if response.status_code == 429 and "x-should-retry" not in response.headers:
-        await response.aread()
-        if _spent(response):
-            response.headers["x-should-retry"] = "false"
+def _stream_error(error: Any, reply: WireReply) -> openai.APIError:
+    """The SDK's error for a chunk that carries an ``error`` (as its stream makes it)."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message, reply.wire.sdk_request(), body=error)
 
 
 def _error_text(exc: openai.APIStatusError) -> str:
@@ -553,9 +562,10 @@ def create(
         # Retries are the kernel's (runtime/kernel.py): each goes back through the
         # scheduler and is seen by the provider's breaker. settings.max_retries sets them.
         max_retries=0,
-        http_client=openai.DefaultAioHttpClient(
-            verify=tls_context(trust_env=True),
-            event_hooks={"response": [_no_retry_when_spent]}),
+        # Only for the wire's template (agentd.llm.providers._wire): calls go out on the
+        # wire's own aiohttp session. (This client's TLS context is the daemon's, not
+        # one made afresh from certifi's bundle per model.)
+        http_client=openai.DefaultAioHttpClient(verify=tls_context(trust_env=True)),
     )
     return OpenAIChatModel(
         client=client,

@@ -1,0 +1,221 @@
+"""The providers' wire (agentd.llm.providers._wire): what it sends is what each SDK's
+own ``post()`` sends, its connections are kept between calls, a stream that does not
+end after its last event costs a bounded wait, and its SSE reading follows the spec.
+
+The server here is a raw asyncio one on a real socket that records each request as
+the bytes it received (the request line, the headers, the body) and answers with the
+SSE body a test gives it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anthropic
+import openai
+import pytest
+
+from agentd.llm.messages import ModelRequest, TextDelta, UserMessage
+from agentd.llm.providers._wire import DRAIN_S, SseEvent, sse_events
+from agentd.llm.registry import resolve_model
+
+OPENAI_SSE = (b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+              b'\n\ndata: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+              b"data: [DONE]\n\n")
+ANTHROPIC_SSE = b"".join(
+    b"event: " + kind + b"\ndata: " + data + b"\n\n" for kind, data in [
+        (b"message_start", b'{"type":"message_start","message":{"id":"m","type":"message",'
+         b'"role":"assistant","model":"c","content":[],"stop_reason":null,'
+         b'"usage":{"input_tokens":3,"output_tokens":0}}}'),
+        (b"content_block_start", b'{"type":"content_block_start","index":0,'
+         b'"content_block":{"type":"text","text":""}}'),
+        (b"ping", b'{"type":"ping"}'),
+        (b"content_block_delta", b'{"type":"content_block_delta","index":0,'
+         b'"delta":{"type":"text_delta","text":"hi"}}'),
+        (b"content_block_stop", b'{"type":"content_block_stop","index":0}'),
+        (b"message_delta", b'{"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+         b'"usage":{"output_tokens":1}}'),
+        (b"message_stop", b'{"type":"message_stop"}')])
+
+
+@dataclass
+class Recorder:
+    """A server that keeps each request (line, headers, body) and answers ``body``
+    chunked, as SSE; ``hold``: the body's end (its last chunk) is not sent, as by a
+    server that keeps a stream open after its last event."""
+
+    body: bytes
+    hold: bool = False
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    connections: int = 0
+    url: str = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, *rest = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for item in rest:
+                    if item:
+                        name, _, value = item.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append((line, headers, body))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                             b"transfer-encoding: chunked\r\n\r\n")
+                writer.write(b"%x\r\n%s\r\n" % (len(self.body), self.body))
+                await writer.drain()
+                if self.hold:
+                    await asyncio.sleep(30)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def recorder(request: pytest.FixtureRequest) -> AsyncIterator[Recorder]:
+    kind, hold = request.param
+    rec = Recorder(OPENAI_SSE if kind == "openai" else ANTHROPIC_SSE, hold=hold)
+    server = await asyncio.start_server(rec.serve, "127.0.0.1", 0)
+    rec.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield rec
+    server.close()
+
+
+def ask() -> ModelRequest:
+    return ModelRequest(messages=[UserMessage(content="hello")], system="be brief")
+
+
+@pytest.mark.parametrize("recorder", [("openai", False)], indirect=True)
+async def test_openai_requests_are_what_its_sdk_sends(recorder: Recorder,
+                                                      monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": recorder.url + "/v1"})
+    sdk = openai.AsyncOpenAI(api_key="sk-wire-test", base_url=recorder.url + "/v1",
+                             max_retries=0)
+    try:
+        text = "".join([e.text async for e in model.stream(ask())
+                        if isinstance(e, TextDelta)])
+        body = recorder.requests[0][2]
+        stream = await sdk.post("/chat/completions", content=body, cast_to=object,
+                                stream=True, stream_cls=openai.AsyncStream[object])
+        [_ async for _ in stream]
+    finally:
+        await model.aclose()
+        await sdk.close()
+    assert text == "hi"
+    _same_request(recorder)
+
+
+@pytest.mark.parametrize("recorder", [("anthropic", False)], indirect=True)
+async def test_anthropic_requests_are_what_its_sdk_sends(recorder: Recorder,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
+    model = resolve_model("anthropic:claude-sonnet-4-5", settings={"base_url": recorder.url})
+    sdk = anthropic.AsyncAnthropic(api_key="sk-ant-wire-test", base_url=recorder.url,
+                                   max_retries=0)
+    try:
+        text = "".join([e.text async for e in model.stream(ask())
+                        if isinstance(e, TextDelta)])
+        body = recorder.requests[0][2]
+        stream = await sdk.post("/v1/messages", content=body, cast_to=object,
+                                stream=True, stream_cls=anthropic.AsyncStream[object])
+        [_ async for _ in stream]
+    finally:
+        await model.aclose()
+        await sdk.close()
+    assert text == "hi"
+    _same_request(recorder)
+
+
+def _same_request(recorder: Recorder) -> None:
+    """The wire's request (first) and the SDK's (second): the same line, body and
+    headers (the SDK's telemetry of the call aside: its retry count and timeout are
+    the same here, both first tries with the same limits)."""
+    (line, headers, body), (sdk_line, sdk_headers, sdk_body) = recorder.requests
+    assert line == sdk_line and line.startswith("POST ")
+    assert body == sdk_body
+    assert headers == sdk_headers
+
+
+@pytest.mark.parametrize("recorder", [("openai", False), ("anthropic", False)],
+                         indirect=True)
+async def test_calls_keep_their_connection(recorder: Recorder,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """After its last event a stream is read to its end: the next call goes out on
+    the same connection."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
+    openai_like = recorder.body is OPENAI_SSE
+    model = resolve_model(
+        "openai:gpt-4.1-mini" if openai_like else "anthropic:claude-sonnet-4-5",
+        settings={"base_url": recorder.url + ("/v1" if openai_like else "")})
+    try:
+        for _ in range(5):
+            assert (await model.complete(ask())).text == "hi"
+    finally:
+        await model.aclose()
+    assert (len(recorder.requests), recorder.connections) == (5, 1)
+
+
+@pytest.mark.parametrize("recorder", [("openai", True)], indirect=True)
+async def test_a_stream_left_open_after_done_costs_a_bounded_wait(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that keeps the body open after ``[DONE]``: the call ends once the
+    drain's bound has passed, and the next call opens a new connection."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": recorder.url + "/v1"})
+    try:
+        began = time.monotonic()
+        assert (await model.complete(ask())).text == "hi"
+        assert time.monotonic() - began < 10  # (the server holds it for 30 s)
+        assert (await model.complete(ask())).text == "hi"
+    finally:
+        await model.aclose()
+    assert (len(recorder.requests), recorder.connections) == (2, 2)
+    assert DRAIN_S < 1
+
+
+# --- Server-Sent Events, as the spec reads them --------------------------------------
+
+
+async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _read(parts: list[bytes]) -> list[SseEvent]:
+    return [event async for event in sse_events(_chunks(parts))]
+
+
+STREAM = (b": a comment\r\nevent: first\r\ndata: one\r\ndata:two\r\n\r\n"
+          b"data:  three spaces kept but one\n\n"
+          b"id: 7\nretry: 10\nevent: no data\n\n"
+          b"event: x\rdata: {\"a\": 1}\r\r"
+          b"data: unfinished at the end")
+EXPECTED = [SseEvent("first", "one\ntwo"), SseEvent(None, " three spaces kept but one"),
+            SseEvent("x", '{"a": 1}')]
+
+
+async def test_sse_fields_line_ends_and_dispatch_follow_the_spec() -> None:
+    assert await _read([STREAM]) == EXPECTED
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+async def test_sse_reads_the_same_wherever_the_chunks_are_cut(cut: int) -> None:
+    assert await _read([STREAM[:cut], STREAM[cut:]]) == EXPECTED
+
+
+async def test_sse_byte_by_byte_and_a_final_cr_ending_the_last_event() -> None:
+    data = b"data: a\r\n\r\ndata: b\r\r"
+    assert await _read([data[i:i + 1] for i in range(len(data))]) == [
+        SseEvent(None, "a"), SseEvent(None, "b")]
