@@ -147,6 +147,11 @@ class ExecutorFactory:
         #: Drives the runs of agents backed by an adapter (``agentd.adapters``).
         self.adapter_executor: type[RunExecutor] | None = None
         self._policies: dict[tuple[int, str, int], tuple[AgentPlan, CallPolicy]] = {}
+        #: Each plan's permissions for a session without a policy of its own, under the
+        #: daemon's policy they were made with (a Policy is read only once made: one
+        #: per plan serves all its runs until either changes, a reload for the daemon's).
+        self._permissions: dict[int, tuple[AgentPlan, PolicyConfig, Policy]] = {}
+        self._shared: RunShared | None = None
         #: A tenant's day and month limits (its budget and spend quota), and a number
         #: that changes whenever they may have (call policies are cached on it).
         self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
@@ -210,9 +215,13 @@ class ExecutorFactory:
         executor = (self.team_executor if team and self.team_executor is not None
                     else self.adapter_executor if adapter and self.adapter_executor
                     is not None else RunExecutor)
+        shared = self._shared
+        if shared is None:
+            shared = self._shared = RunShared(store=self.store, bus=self.bus,
+                                              kernel=self.kernel, lease=self.lease,
+                                              workers=self.workers)
         return executor(
-            RunShared(store=self.store, bus=self.bus, kernel=self.kernel, lease=self.lease,
-                      workers=self.workers),
+            shared,
             RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
@@ -485,9 +494,11 @@ class ExecutorFactory:
             session_policy = prepared.session_policy
         else:
             session_policy = (await self.store.get_session(agent.id, session_key)).policy
-        permissions = permissions_for(
-            self.settings, plan.policy,
-            None if session_policy is None else PolicyConfig.model_validate(session_policy))
+        if session_policy is None:
+            permissions = self._plan_permissions(plan)
+        else:
+            permissions = permissions_for(self.settings, plan.policy,
+                                          PolicyConfig.model_validate(session_policy))
         return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
                       permissions=permissions)
 
@@ -522,6 +533,20 @@ class ExecutorFactory:
                 notes.append(NewEvent.of(ToolsUnavailable(data={"errors": failures}),
                                          run_id))
         return tools, notes
+
+    def _plan_permissions(self, plan: AgentPlan) -> Policy:
+        """The permissions of a session of ``plan``'s agent with no policy of its own
+        (made once per plan and daemon policy: neither changes, a reload replaces
+        them)."""
+        daemon = self.settings.policy
+        cached = self._permissions.get(id(plan))
+        if cached is not None and cached[0] is plan and cached[1] is daemon:
+            return cached[2]
+        permissions = permissions_for(self.settings, plan.policy, None)
+        if len(self._permissions) > 4096:
+            self._permissions.clear()
+        self._permissions[id(plan)] = (plan, daemon, permissions)
+        return permissions
 
     def _configured_budget(self, tenant: str) -> Budget | None:
         config = self.settings.tenants.get(tenant)

@@ -406,7 +406,7 @@ class Runs:
                   if first.kind == "message.user" and first.run_id == accepted.run.id
                   else None)
         prepared = Prepared(
-            run=replace(accepted.run), session_key=key, min_seq=accepted.events[-1].seq,
+            run=accepted.run.copy(), session_key=key, min_seq=accepted.events[-1].seq,
             session_policy=accepted.session.policy, origin=origin,
             log=accepted.events if accepted.created_session else None,
             started=accepted.started)

@@ -37,6 +37,8 @@ __all__ = ["CHECKPOINT_NAME", "MAX_ADDED_MESSAGES", "SessionOps", "check_session
 
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 MAX_KEY_LEN = 256
+#: A control character (C0 or DEL), refused in a session key.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: The most messages one :meth:`SessionOps.add_messages` adds.
 MAX_ADDED_MESSAGES = 1000
 
@@ -50,7 +52,7 @@ def check_session_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_LEN:
         raise InvalidInput(f"session key must be 1-{MAX_KEY_LEN} characters",
                            field="path.key")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if _CONTROL.search(key) is not None:
         raise InvalidInput("session key must not contain control characters",
                            field="path.key")
     if "." in key and any(part in (".", "..") for part in key.split("/")):

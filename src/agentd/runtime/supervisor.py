@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentd.runtime.loop import RunExecutor, RunOutcome
@@ -134,7 +134,7 @@ class Supervisor:
         self.waiting_runs.add(run.id)
         for future in self._waiters.pop(run.id, []):
             if not future.done():
-                future.set_result(replace(run))
+                future.set_result(run.copy())
 
     def active_executor(self, session_id: str, run_id: str) -> RunExecutor | None:
         state = self._sessions.get(session_id)
