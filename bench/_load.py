@@ -231,7 +231,7 @@ class LocalDaemon:
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
 
-    def settle(self, idle_ms: float = 2.0, window_s: float = 0.25, limit_s: float = 15.0
+    def settle(self, idle_ms: float = 2.0, window_s: float = 0.25, limit_s: float = 5.0
                ) -> None:
         """Wait until the daemon is idle (less than ``idle_ms`` of CPU in a
         ``window_s`` window) so that the after-work of what came before (the WAL
