@@ -9,6 +9,7 @@ SSE body a test gives it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,9 +17,13 @@ from dataclasses import dataclass, field
 import anthropic
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from agentd.errors import ModelError
 from agentd.llm.messages import ModelRequest, TextDelta, UserMessage
-from agentd.llm.providers._wire import DRAIN_S, SseEvent, sse_events
+from agentd.llm.providers import _wire
+from agentd.llm.providers._wire import DRAIN_S, SseEvent, SseTooLarge, sse_events
 from agentd.llm.registry import resolve_model
 
 OPENAI_SSE = (b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
@@ -210,12 +215,110 @@ async def test_sse_fields_line_ends_and_dispatch_follow_the_spec() -> None:
     assert await _read([STREAM]) == EXPECTED
 
 
-@pytest.mark.parametrize("cut", range(1, len(STREAM)))
-async def test_sse_reads_the_same_wherever_the_chunks_are_cut(cut: int) -> None:
-    assert await _read([STREAM[:cut], STREAM[cut:]]) == EXPECTED
+def _read_now(parts: list[bytes]) -> list[SseEvent]:
+    """:func:`_read` run to its end in one step (it never waits)."""
+    reading = _read(parts)
+    with pytest.raises(StopIteration) as done:
+        reading.send(None)
+    events: list[SseEvent] = done.value.value
+    return events
+
+
+def test_sse_reads_the_same_wherever_the_chunks_are_cut() -> None:
+    for cut in range(1, len(STREAM)):
+        assert _read_now([STREAM[:cut], STREAM[cut:]]) == EXPECTED, cut
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=12))
+def test_sse_reads_the_same_in_any_number_of_pieces(cuts: list[int]) -> None:
+    bounds = [0, *sorted(set(cuts)), len(STREAM)]
+    assert _read_now([STREAM[a:b] for a, b in itertools.pairwise(bounds)]) == EXPECTED
 
 
 async def test_sse_byte_by_byte_and_a_final_cr_ending_the_last_event() -> None:
     data = b"data: a\r\n\r\ndata: b\r\r"
     assert await _read([data[i:i + 1] for i in range(len(data))]) == [
         SseEvent(None, "a"), SseEvent(None, "b")]
+
+
+# --- a hostile model server ---------------------------------------------------------
+
+
+async def test_a_line_that_never_ends_is_refused_once_over_the_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line with no end, in small pieces: refused once it passes the bound, with
+    each piece kept once (not copied again with every piece that follows)."""
+    monkeypatch.setattr(_wire, "MAX_EVENT_BYTES", 1 << 20)
+    pieces = [b"data: " + b"x" * 1024 for _ in range(2048)]
+    with pytest.raises(SseTooLarge, match="line"):
+        await _read(pieces)
+
+
+async def test_an_event_of_many_data_lines_is_refused_once_over_the_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wire, "MAX_EVENT_BYTES", 1 << 16)
+    with pytest.raises(SseTooLarge, match="event"):
+        await _read([b"data: " + b"y" * 1000 + b"\n" for _ in range(100)])
+    # One byte under the bound is read.
+    assert await _read([b"data: " + b"z" * ((1 << 16) - 1) + b"\n\n"]) == [
+        SseEvent(None, "z" * ((1 << 16) - 1))]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_an_oversized_event_fails_the_call_clearly(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wire, "MAX_EVENT_BYTES", 1 << 16)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
+    rec = Recorder(b"event: message_start\ndata: " + b"w" * (1 << 17) + b"\n\n")
+    server = await asyncio.start_server(rec.serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    model = resolve_model("openai:gpt-4.1-mini" if kind == "openai"
+                          else "anthropic:claude-sonnet-4-5",
+                          settings={"base_url": url + ("/v1" if kind == "openai" else "")})
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+    finally:
+        await model.aclose()
+        server.close()
+    assert (info.value.code, info.value.retryable) == ("model_bad_output", False)
+    assert "stream event over" in info.value.message
+
+
+async def test_an_error_body_is_read_only_up_to_its_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500 whose body runs on: the call fails as the status says once a bounded part
+    of the body is read."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n"
+                     b"content-length: 1000000000\r\n\r\n")
+        try:
+            for _ in range(400):  # 4 MB, then the server goes quiet, never ending it
+                writer.write(b"e" * 10_000)
+                await writer.drain()
+            await asyncio.sleep(30)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": url})
+    try:
+        began = time.monotonic()
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+        assert time.monotonic() - began < 10  # (the body would take 30 s to end)
+    finally:
+        await model.aclose()
+        server.close()
+    assert (info.value.code, info.value.details["status"]) == ("model_unavailable", 500)
+    assert len(info.value.message) < 2000

@@ -43,16 +43,27 @@ from yarl import URL
 
 from agentd.security.tls import tls_context
 
-__all__ = ["SdkParts", "SseEvent", "Wire", "WireReply", "sse_events"]
+__all__ = ["MAX_EVENT_BYTES", "SdkParts", "SseEvent", "SseTooLarge", "Wire", "WireReply",
+           "sse_events"]
 
 #: Headers aiohttp writes itself from the request it sends.
 _OWN = frozenset({"host", "content-length", "transfer-encoding"})
 #: After a stream's last event, how long the rest of the body (the chunked encoding's
 #: end) may take before the connection is closed instead of kept (the SDKs' own limit).
 DRAIN_S = 0.1
+#: The most a stream's event (its data lines, or a line not ended yet) may hold: a
+#: model server is not trusted to end what it sends (a reply's largest event, a tool
+#: call's arguments in one delta, is far below it).
+MAX_EVENT_BYTES = 16 << 20
+#: The most of an error's body that is read (the SDK's error quotes it).
+_MAX_ERROR_BODY = 1 << 20
 #: The SDKs' aiohttp client's pool: connections per model, how long an idle one is kept.
 _POOL = 1000
 _KEEPALIVE_S = 5.0
+
+
+class SseTooLarge(ValueError):
+    """A stream's event (or a line of it) over :data:`MAX_EVENT_BYTES`."""
 
 
 class SseEvent(NamedTuple):
@@ -133,7 +144,7 @@ class Wire:
             raise self.transport_error(exc) from exc
         if response.status >= 400:
             try:
-                content = await response.read()
+                content = await response.content.read(_MAX_ERROR_BODY)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise self.transport_error(exc) from exc
             finally:
@@ -221,22 +232,34 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[SseEvent, N
     end with CRLF, LF or CR (one cut between two chunks too); ``:`` starts a comment;
     a field's value loses one leading space; ``data`` lines join with newlines; a
     blank line ends an event, which is dispatched if it had a ``data`` line (``id``
-    and ``retry`` are not kept); an event the body ends inside is dropped."""
-    pending = b""
+    and ``retry`` are not kept); an event the body ends inside is dropped. An event
+    (or an unended line) over :data:`MAX_EVENT_BYTES` raises :class:`SseTooLarge`."""
+    parts: list[bytes] = []  # (a line not ended yet, in the pieces it came in)
+    size = 0
     state = _Event()
     async for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        lines = data.splitlines(keepends=True)
-        if not lines:
+        if (b"\n" not in chunk and b"\r" not in chunk
+                and not (parts and parts[-1].endswith(b"\r"))):
+            # (A piece with no line end joins the line; after a CR, the CR ended it.)
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_EVENT_BYTES:
+                raise SseTooLarge(f"a stream line ran over {MAX_EVENT_BYTES} bytes")
             continue
+        data = b"".join([*parts, chunk]) if parts else chunk
+        lines = data.splitlines(keepends=True)
         # The last line may be unfinished, or end in a CR whose LF is in the next chunk.
-        pending = b"" if lines[-1].endswith(b"\n") else lines.pop()
+        if lines[-1].endswith(b"\n"):
+            parts, size = [], 0
+        else:
+            last = lines.pop()
+            parts, size = [last], len(last)
         for line in lines:
             event = state.feed(line)
             if event is not None:
                 yield event
-    if pending.endswith(b"\r"):
-        event = state.feed(pending)
+    if parts and parts[-1].endswith(b"\r"):
+        event = state.feed(b"".join(parts))
         if event is not None:
             yield event
 
@@ -244,17 +267,18 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[SseEvent, N
 class _Event:
     """The event being read."""
 
-    __slots__ = ("data", "event")
+    __slots__ = ("data", "event", "size")
 
     def __init__(self) -> None:
         self.event: str | None = None
         self.data: list[str] = []
+        self.size = 0
 
     def feed(self, raw: bytes) -> SseEvent | None:
         line = raw.rstrip(b"\r\n").decode()
         if not line:
             data, event = self.data, self.event
-            self.event, self.data = None, []
+            self.event, self.data, self.size = None, [], 0
             return SseEvent(event, "\n".join(data)) if data else None
         if line[0] == ":":
             return None
@@ -262,6 +286,9 @@ class _Event:
         if value[:1] == " ":
             value = value[1:]
         if name == "data":
+            self.size += len(value)
+            if self.size > MAX_EVENT_BYTES:
+                raise SseTooLarge(f"a stream event ran over {MAX_EVENT_BYTES} bytes")
             self.data.append(value)
         elif name == "event":
             self.event = value

@@ -54,7 +54,7 @@ from agentd.llm.messages import (
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
 from agentd.llm.providers._anthropic_events import BadEvent, EventState, event_deltas
-from agentd.llm.providers._wire import SdkParts, Wire, WireReply
+from agentd.llm.providers._wire import MAX_EVENT_BYTES, SdkParts, SseTooLarge, Wire, WireReply
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -247,6 +247,9 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
         reason = f": {cause}" if cause is not None and str(cause) else ""
         message = f"{provider} connection failed{reason}"
         code, retryable = "model_unavailable", True
+    elif isinstance(exc, SseTooLarge):
+        message = f"{provider} sent a stream event over {MAX_EVENT_BYTES >> 20} MiB"
+        code, retryable = "model_bad_output", False
     elif isinstance(exc, anthropic.APIResponseValidationError | ValueError):
         message = f"{provider} sent a response or stream event that is not valid JSON"
         code, retryable = "model_bad_output", True

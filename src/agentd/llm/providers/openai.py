@@ -52,7 +52,7 @@ from agentd.llm.messages import (
 )
 from agentd.llm.model import Model
 from agentd.llm.providers import settings as _settings
-from agentd.llm.providers._wire import SdkParts, Wire, WireReply
+from agentd.llm.providers._wire import MAX_EVENT_BYTES, SdkParts, SseTooLarge, Wire, WireReply
 from agentd.llm.registry import ProviderInfo
 from agentd.security.tls import tls_context
 
@@ -262,6 +262,9 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
         # An error object sent inside an otherwise successful stream.
         message = f"{provider} reported an error mid-stream: {exc.message}"
         code, retryable = "model_error", True
+    elif isinstance(exc, SseTooLarge):
+        message = f"{provider} sent a stream event over {MAX_EVENT_BYTES >> 20} MiB"
+        code, retryable = "model_bad_output", False
     elif isinstance(exc, ValueError):
         message = f"{provider} sent a stream chunk that is not valid JSON"
         code, retryable = "model_bad_output", True
