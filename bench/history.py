@@ -9,7 +9,8 @@ adapter path and the protocol doors).
     .venv/bin/python bench/history.py --peer stub             # the tests' stub as the model
 
 A real daemon (``python -m agentd serve``, SQLite, fresh AGENTD_HOME) talks to a
-model server over the real wire formats through the official SDKs: by default
+model server over the real wire formats, each request the one its official SDK
+builds (``agentd.llm.providers._wire``): by default
 ``bench/_lean_peer.py`` in a process of its own, which reads a request at once and
 decodes only its last message, as a provider's servers (on other machines) cost the
 daemon nothing; with ``--peer stub``, :class:`agentd.testing.StubLLMServer` in this
@@ -24,9 +25,11 @@ to the run's end), sessions are seeded with that many turns (a user message and 
 agent's answer each, written through the LangGraph door's ``update_state``: nothing is
 run), each gets a turn to warm it, then a batch of turns one after another from one
 client (a tenth of the length, at least 10, so that the history stays within about 10 %
-of it), until ``--turns`` turns were measured. The daemon's CPU (user + system, from
-``/proc``) over those turns, divided by them, is the figure; seeding and warming are
-not counted. Every turn's answer is checked to be the stub's echo of its message.
+of it), until ``--turns`` turns were measured. The daemon's CPU (user + system, its
+process's CPU-time clock) over those turns, divided by them, is the figure; seeding
+and warming are not counted, nor what they leave the daemon to do (each batch starts
+once the daemon is idle: ``LocalDaemon.settle``). Every turn's answer is checked to
+be the stub's echo of its message.
 
 ``--paths`` picks what is measured: ``provider`` (the above; the default),
 ``adapter``, ``langgraph``, ``openai`` (see ``bench/_history_paths.py``: an

@@ -23,7 +23,7 @@ which are sent one after another by one client. Paths:
 - ``echo_stream``: the same turn streamed (SSE to the run's end);
 - ``openai``, ``anthropic``: ``openai:gpt-4.1-mini`` and ``anthropic:claude-sonnet-4-5``
   pointed at :class:`agentd.testing.StubLLMServer` (prompt-cache simulation off, in
-  this process), through the official SDKs, compaction and auto-recall off, each
+  this process), each request the one its official SDK builds, compaction and auto-recall off, each
   session seeded with ``length`` turns through the Agent Protocol door as
   bench/history.py seeds them.
 
