@@ -9,6 +9,7 @@ SSE body a test gives it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -322,3 +323,72 @@ async def test_an_error_body_is_read_only_up_to_its_bound(
         server.close()
     assert (info.value.code, info.value.details["status"]) == ("model_unavailable", 500)
     assert len(info.value.message) < 2000
+
+
+# --- proxies, as the SDK's client honoured them ---------------------------------------
+
+
+@pytest.mark.parametrize("recorder", [("openai", False)], indirect=True)
+async def test_calls_go_through_the_proxy_the_environment_names(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` (with credentials) is where the calls go, as the SDK's aiohttp
+    client sent them: the proxy gets the absolute URL and the credentials; a host in
+    ``NO_PROXY`` is called directly."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                 "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    monkeypatch.setenv("HTTP_PROXY", recorder.url.replace("http://", "http://ops:pw%21@"))
+    nowhere = "http://127.0.0.1:9/v1"  # (the discard port: nothing answers there)
+    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": nowhere})
+    try:
+        assert (await model.complete(ask())).text == "hi"
+    finally:
+        await model.aclose()
+    [(line, headers, _)] = recorder.requests
+    assert line == "POST http://127.0.0.1:9/v1/chat/completions HTTP/1.1"
+    assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"ops:pw!").decode()
+    assert headers["authorization"] == "Bearer sk-wire-test"
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = resolve_model("openai:gpt-4.1-mini", settings={"base_url": nowhere})
+    try:
+        with pytest.raises(ModelError) as info:
+            await direct.complete(ask())
+    finally:
+        await direct.aclose()
+    assert info.value.code == "model_unavailable" and len(recorder.requests) == 1
+
+
+async def test_an_https_call_tunnels_through_the_proxy_with_its_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTPS_PROXY``: the call asks the proxy for a tunnel (CONNECT), the credentials
+    with that ask; this proxy refuses, and the call fails as a connection that failed."""
+    heads: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://ops:pw@127.0.0.1:{port}")
+    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": "https://127.0.0.1:9/v1"})
+    try:
+        with pytest.raises(ModelError) as info:
+            await model.complete(ask())
+    finally:
+        await model.aclose()
+        proxy.close()
+    assert info.value.code == "model_unavailable"
+    [head] = heads
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "CONNECT 127.0.0.1:9 HTTP/1.1"
+    assert f"Proxy-Authorization: Basic {base64.b64encode(b'ops:pw').decode()}" in lines
+    assert not any(line.lower().startswith("authorization") for line in lines)

@@ -32,10 +32,13 @@ SDK's ``post()`` sends, and fails when an SDK release changes either.
 from __future__ import annotations
 
 import asyncio
+import base64
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx2
@@ -44,7 +47,7 @@ from yarl import URL
 from agentd.security.tls import tls_context
 
 __all__ = ["MAX_EVENT_BYTES", "SdkParts", "SseEvent", "SseTooLarge", "Wire", "WireReply",
-           "sse_events"]
+           "proxy_for", "sse_events"]
 
 #: Headers aiohttp writes itself from the request it sends.
 _OWN = frozenset({"host", "content-length", "transfer-encoding"})
@@ -101,6 +104,14 @@ class Wire:
         self._sdk = sdk
         self._endpoint: _Endpoint | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: The proxy the environment names for the model's URL, read when the model
+        #: is made, as the SDK's client reads it then, and its credentials' header:
+        #: for an https URL it goes with the tunnel's CONNECT, for a plain http one
+        #: (a request the proxy forwards) with the request itself.
+        self._proxy, self._proxy_headers = proxy_for(str(client.base_url))
+        self._own_headers: dict[str, str] = {}
+        if self._proxy_headers and client.base_url.scheme == "http":
+            self._own_headers, self._proxy_headers = self._proxy_headers, None
 
     def _template(self) -> _Endpoint:
         """What the SDK's own request would be, but for its body (on the event loop:
@@ -115,7 +126,8 @@ class Wire:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.get("connect"),
                                         sock_read=limits.get("read"),
                                         connect=limits.get("pool"))
-        return _Endpoint(URL(str(request.url), encoded=True), headers, timeout)
+        return _Endpoint(URL(str(request.url), encoded=True),
+                         {**headers, **self._own_headers}, timeout)
 
     async def _ready(self) -> tuple[aiohttp.ClientSession, _Endpoint]:
         endpoint = self._endpoint
@@ -139,7 +151,9 @@ class Wire:
         connection."""
         session, endpoint = await self._ready()
         try:
-            response = await session.post(endpoint.url, data=body, headers=endpoint.headers)
+            response = await session.post(endpoint.url, data=body, headers=endpoint.headers,
+                                          proxy=self._proxy,
+                                          proxy_headers=self._proxy_headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.transport_error(exc) from exc
         if response.status >= 400:
@@ -187,6 +201,25 @@ class Wire:
             await self._session.close()
             self._session = None
         await self._client.close()
+
+
+def proxy_for(url: str) -> tuple[URL | None, dict[str, str] | None]:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, less what ``NO_PROXY`` exempts, as ``urllib`` reads them), and the
+    headers that carry its credentials (the proxy URL's user and password, as Basic
+    auth): what the SDKs' aiohttp client sent the calls through."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not proxies or urllib.request.proxy_bypass(parts.netloc):
+        return None, None
+    chosen = proxies.get(parts.scheme) or proxies.get("all")
+    if not chosen:
+        return None, None
+    proxy = URL(chosen)
+    if proxy.user is None:
+        return proxy, None
+    token = base64.b64encode(f"{proxy.user}:{proxy.password or ''}".encode()).decode()
+    return proxy.with_user(None), {"Proxy-Authorization": f"Basic {token}"}
 
 
 class WireReply:
