@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import signal
@@ -88,14 +89,22 @@ def _proc_cpu_s(pid: int) -> float | None:
     return None if times is None else times[0] + times[1]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _cpu_clock(pid: int) -> int | None:
     """The id of the clock that counts ``pid``'s CPU time, if this libc has one."""
+    libc = _libc()
+    clock = ctypes.c_int()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        clock = ctypes.c_int()
-        if libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        if libc is None or libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
             return None
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     return clock.value
 

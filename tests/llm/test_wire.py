@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import anthropic
 import openai
@@ -48,15 +49,21 @@ ANTHROPIC_SSE = b"".join(
 
 @dataclass
 class Recorder:
-    """A server that keeps each request (line, headers, body) and answers ``body``
-    chunked, as SSE; ``hold``: the body's end (its last chunk) is not sent, as by a
-    server that keeps a stream open after its last event."""
+    """A server that keeps each request (line, headers, body) and answers its
+    provider's (``kind``) SSE body chunked, the body's end in the same write (so that
+    nothing here depends on when a second write arrives); ``hold``: the body's end
+    (its last chunk) is not sent, as by a server that keeps a stream open after its
+    last event. ``body`` replaces the answer."""
 
-    body: bytes
+    kind: str
     hold: bool = False
+    body: bytes = b""
     requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     connections: int = 0
     url: str = ""
+
+    def __post_init__(self) -> None:
+        self.body = self.body or (OPENAI_SSE if self.kind == "openai" else ANTHROPIC_SSE)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -73,11 +80,14 @@ class Recorder:
                 self.requests.append((line, headers, body))
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                              b"transfer-encoding: chunked\r\n\r\n")
-                writer.write(b"%x\r\n%s\r\n" % (len(self.body), self.body))
-                await writer.drain()
+                chunk = b"%x\r\n%s\r\n" % (len(self.body), self.body)
                 if self.hold:
+                    writer.write(chunk)
+                    await writer.drain()
                     await asyncio.sleep(30)
-                writer.write(b"0\r\n\r\n")
+                    writer.write(b"0\r\n\r\n")
+                else:
+                    writer.write(chunk + b"0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -88,7 +98,7 @@ class Recorder:
 @pytest.fixture
 async def recorder(request: pytest.FixtureRequest) -> AsyncIterator[Recorder]:
     kind, hold = request.param
-    rec = Recorder(OPENAI_SSE if kind == "openai" else ANTHROPIC_SSE, hold=hold)
+    rec = Recorder(kind, hold=hold)
     server = await asyncio.start_server(rec.serve, "127.0.0.1", 0)
     rec.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     yield rec
@@ -99,46 +109,35 @@ def ask() -> ModelRequest:
     return ModelRequest(messages=[UserMessage(content="hello")], system="be brief")
 
 
-@pytest.mark.parametrize("recorder", [("openai", False)], indirect=True)
-async def test_openai_requests_are_what_its_sdk_sends(recorder: Recorder,
-                                                      monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
-    model = resolve_model("openai:gpt-4.1-mini", settings={"base_url": recorder.url + "/v1"})
-    sdk = openai.AsyncOpenAI(api_key="sk-wire-test", base_url=recorder.url + "/v1",
-                             max_retries=0)
+#: Per provider: the model, the key's variable and value, the base URL's path, the
+#: SDK's client and the path its post() takes.
+SDKS: dict[str, tuple[str, str, str, str, Any, str]] = {
+    "openai": ("openai:gpt-4.1-mini", "OPENAI_API_KEY", "sk-wire-test", "/v1",
+               openai, "/chat/completions"),
+    "anthropic": ("anthropic:claude-sonnet-4-5", "ANTHROPIC_API_KEY", "sk-ant-wire-test",
+                  "", anthropic, "/v1/messages"),
+}
+
+
+@pytest.mark.parametrize("recorder", [("openai", False), ("anthropic", False)],
+                         indirect=True)
+async def test_requests_are_what_the_sdk_sends(recorder: Recorder,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call through the wire, then its body through the SDK's own ``post()``."""
+    spec, variable, key, base, module, path = SDKS[recorder.kind]
+    monkeypatch.setenv(variable, key)
+    model = resolve_model(spec, settings={"base_url": recorder.url + base})
+    client = (module.AsyncOpenAI if module is openai else module.AsyncAnthropic)(
+        api_key=key, base_url=recorder.url + base, max_retries=0)
     try:
         text = "".join([e.text async for e in model.stream(ask())
                         if isinstance(e, TextDelta)])
-        body = recorder.requests[0][2]
-        stream = await sdk.post("/chat/completions", content=body, cast_to=object,
-                                stream=True, stream_cls=openai.AsyncStream[object])
+        stream = await client.post(path, content=recorder.requests[0][2], cast_to=object,
+                                   stream=True, stream_cls=module.AsyncStream[object])
         [_ async for _ in stream]
     finally:
         await model.aclose()
-        await sdk.close()
-    assert text == "hi"
-    _same_request(recorder)
-
-
-@pytest.mark.parametrize("recorder", [("anthropic", False)], indirect=True)
-async def test_anthropic_requests_are_what_its_sdk_sends(recorder: Recorder,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
-    model = resolve_model("anthropic:claude-sonnet-4-5", settings={"base_url": recorder.url})
-    sdk = anthropic.AsyncAnthropic(api_key="sk-ant-wire-test", base_url=recorder.url,
-                                   max_retries=0)
-    try:
-        text = "".join([e.text async for e in model.stream(ask())
-                        if isinstance(e, TextDelta)])
-        body = recorder.requests[0][2]
-        stream = await sdk.post("/v1/messages", content=body, cast_to=object,
-                                stream=True, stream_cls=anthropic.AsyncStream[object])
-        [_ async for _ in stream]
-    finally:
-        await model.aclose()
-        await sdk.close()
+        await client.close()
     assert text == "hi"
     _same_request(recorder)
 
@@ -161,7 +160,7 @@ async def test_calls_keep_their_connection(recorder: Recorder,
     the same connection."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
-    openai_like = recorder.body is OPENAI_SSE
+    openai_like = recorder.kind == "openai"
     model = resolve_model(
         "openai:gpt-4.1-mini" if openai_like else "anthropic:claude-sonnet-4-5",
         settings={"base_url": recorder.url + ("/v1" if openai_like else "")})
@@ -271,7 +270,7 @@ async def test_an_oversized_event_fails_the_call_clearly(
     monkeypatch.setattr(_wire, "MAX_EVENT_BYTES", 1 << 16)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wire-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wire-test")
-    rec = Recorder(b"event: message_start\ndata: " + b"w" * (1 << 17) + b"\n\n")
+    rec = Recorder(kind, body=b"event: message_start\ndata: " + b"w" * (1 << 17) + b"\n\n")
     server = await asyncio.start_server(rec.serve, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     model = resolve_model("openai:gpt-4.1-mini" if kind == "openai"

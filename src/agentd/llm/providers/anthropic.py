@@ -27,7 +27,6 @@ from contextlib import aclosing
 from typing import Any, Literal, NoReturn
 
 import anthropic
-import httpx2
 import orjson
 from anthropic._base_client import get_platform
 from anthropic._models import FinalRequestOptions
@@ -97,7 +96,6 @@ class AnthropicModel(Model):
         secret: str | None = None,
         missing_key: str | None = None,
     ) -> None:
-        self._client = client
         self._wire = Wire(client, "/v1/messages", _SDK)
         self.provider = provider
         self.endpoint = str(client.base_url)
@@ -209,7 +207,8 @@ class AnthropicModel(Model):
 
 
 def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> ModelError:
-    """Turn an SDK, transport or stream decoding error into a :class:`ModelError`."""
+    """Turn an SDK or stream decoding error into a :class:`ModelError` (the wire raises
+    transport failures as the SDK's own errors)."""
     details: dict[str, Any] = {"provider": provider}
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
@@ -237,13 +236,12 @@ def map_error(exc: Exception, *, provider: str, secret: str | None = None) -> Mo
             code, retryable = "model_unavailable", True
         else:  # 400, 404, 413, 422 and any other client error
             code, retryable = "model_bad_request", False
-    elif isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException) and \
+    elif isinstance(exc, anthropic.APITimeoutError) and \
             _settings.connection_cause(exc) is None:
         message = f"{provider} request timed out"
         code, retryable = "model_unavailable", True
-    elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-        cause = _settings.connection_cause(exc) or (
-            exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc)
+    elif isinstance(exc, anthropic.APIConnectionError):
+        cause = _settings.connection_cause(exc) or exc.__cause__
         reason = f": {cause}" if cause is not None and str(cause) else ""
         message = f"{provider} connection failed{reason}"
         code, retryable = "model_unavailable", True

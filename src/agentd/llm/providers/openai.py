@@ -86,7 +86,6 @@ class OpenAIChatModel(Model):
         secret: str | None = None,
         missing_key: str | None = None,
     ) -> None:
-        self._client = client
         self._wire = Wire(client, "/chat/completions", _SDK)
         self.provider = provider
         self.endpoint = str(client.base_url)
