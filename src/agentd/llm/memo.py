@@ -110,8 +110,8 @@ class PerMessage(Generic[T]):
         elif not values:
             self.total = 0
         values.extend(new)
-        # The request's own list: nobody changes it after the call is made (the
-        # history hands out a copy of its messages for each request).
+        # The request's own messages: nobody changes them after the call is made
+        # (the history hands each request a snapshot, a list or a Prefix of its own).
         self._keys = messages
         self._from = now
         return values

@@ -7,9 +7,10 @@ the store and the API only ever see these. They are keyword-only dataclasses wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import ConfigDict, Field, TypeAdapter
 
@@ -25,6 +26,7 @@ __all__ = [
     "ModelRequest",
     "OutputFormat",
     "Part",
+    "Prefix",
     "StreamEvent",
     "TextDelta",
     "TextPart",
@@ -205,10 +207,74 @@ class OutputFormat:
     native: bool = False
 
 
+_T = TypeVar("_T")
+
+
+class Prefix(Sequence[_T]):
+    """The first ``len(items)`` items of ``items``, a list that is only ever appended
+    to, as they are now: a snapshot of it in O(1), not a copy.
+
+    A session's history hands one to each model call (:meth:`agentd.runtime.history.
+    SessionHistory.for_request`): its list grows by the turn's events while the call
+    is under way, and a compaction gives the history a new list rather than changing
+    this one, so what the call reads stays what it was given. Copying the list instead
+    cost each call time in proportion to the conversation."""
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list[_T]) -> None:
+        self._items = items
+        self._n = len(items)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_T]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | list[_T]:
+        n = self._n
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if step == 1:
+                return self._items[start:stop]
+            items = self._items
+            return [items[i] for i in range(start, stop, step)]
+        i = index.__index__()
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("Prefix index out of range")
+        return self._items[i]
+
+    def __iter__(self) -> Iterator[_T]:
+        return itertools.islice(self._items, self._n)
+
+    def __reversed__(self) -> Iterator[_T]:
+        items = self._items
+        return (items[i] for i in range(self._n - 1, -1, -1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Prefix | list | tuple):
+            return len(other) == self._n and all(
+                a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Prefix({self._items[:self._n]!r})"
+
+
 @dataclass(kw_only=True, slots=True)
 class ModelRequest:
     system: str = ""
-    messages: list[UserMessage | AssistantMessage | ToolResultMessage] = field(
+    #: The conversation: a list, or a :class:`Prefix` of the session's history (read
+    #: it, never change it).
+    messages: Sequence[UserMessage | AssistantMessage | ToolResultMessage] = field(
         default_factory=list
     )
     tools: list[ToolSpec] = field(default_factory=list)

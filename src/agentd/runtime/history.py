@@ -53,6 +53,7 @@ from agentd.llm.messages import (
     AssistantMessage,
     FinishReason,
     MediaPart,
+    Prefix,
     Thinking,
     ToolCall,
     ToolResultMessage,
@@ -429,11 +430,13 @@ class SessionHistory:
             return [*self.messages, *_unanswered(self._pending), *self._deferred]
         return list(self.messages)
 
-    def for_request(self) -> tuple[list[AnyMessage], tuple[int, int, int]]:
+    def for_request(self) -> tuple[Sequence[AnyMessage], tuple[int, int, int]]:
         """:meth:`for_model`, and where those messages come from (the request's
         ``provenance``: :mod:`agentd.llm.memo`): its first ones are this history's
         own, a list only ever appended to until the memo's generation changes."""
-        return self.for_model(), (self.memo.generation, 0, len(self.messages))
+        messages: Sequence[AnyMessage] = (
+            self.for_model() if self._pending or self._deferred else Prefix(self.messages))
+        return messages, (self.memo.generation, 0, len(self.messages))
 
     def output_schema(self, run_id: str) -> dict[str, Any] | None:
         """The JSON Schema the sender of run ``run_id``'s message asked for, if any."""

@@ -16,7 +16,7 @@ Configuration, first match wins:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn
 
@@ -474,7 +474,7 @@ class _ToolImages:
         state.kept = kept
         return state
 
-    def update(self, messages: list[Any]) -> bool:
+    def update(self, messages: Sequence[Any]) -> bool:
         """Take in the results with images among the messages not seen yet; whether
         there are any in the request."""
         for i in range(self.kept, len(messages)):
@@ -483,7 +483,7 @@ class _ToolImages:
                 self.encoded[i] = b"," + orjson.dumps(_images_param(message))
         return bool(self.encoded)
 
-    def placed(self, parts: list[bytes], messages: list[Any]) -> list[bytes]:
+    def placed(self, parts: list[bytes], messages: Sequence[Any]) -> list[bytes]:
         """``parts`` with each result's images after the tool messages of its step."""
         after: dict[int, list[bytes]] = {}
         for i in sorted(self.encoded):
