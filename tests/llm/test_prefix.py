@@ -38,3 +38,7 @@ def test_a_prefix_reads_as_the_list_did_when_it_was_made(
     assert bool(prefix) is bool(then)
     assert [x for x in then if x in prefix] == then
     assert (grown[0] in prefix) is (grown[0] in then) if grown else True
+
+
+def test_a_prefix_is_not_equal_to_a_tuple_as_a_list_is_not() -> None:
+    assert Prefix([1, 2]) != (1, 2) and [1, 2] != (1, 2)

@@ -258,9 +258,9 @@ class Prefix(Sequence[_T]):
         return (items[i] for i in range(self._n - 1, -1, -1))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Prefix | list | tuple):
-            return len(other) == self._n and all(
-                a == b for a, b in zip(self, other, strict=True))
+        # (Equal to the list it reads as, as a list is; not to a tuple, as a list is not.)
+        if isinstance(other, Prefix | list):
+            return len(other) == self._n and list(self) == list(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

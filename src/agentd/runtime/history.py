@@ -431,9 +431,11 @@ class SessionHistory:
         return list(self.messages)
 
     def for_request(self) -> tuple[Sequence[AnyMessage], tuple[int, int, int]]:
-        """:meth:`for_model`, and where those messages come from (the request's
+        """:meth:`for_model`'s messages, and where they come from (the request's
         ``provenance``: :mod:`agentd.llm.memo`): its first ones are this history's
-        own, a list only ever appended to until the memo's generation changes."""
+        own, a list only ever appended to until the memo's generation changes. With
+        nothing to add to them, they are a :class:`Prefix` of that list (a snapshot
+        in O(1): the call's own events join the list while it is under way)."""
         messages: Sequence[AnyMessage] = (
             self.for_model() if self._pending or self._deferred else Prefix(self.messages))
         return messages, (self.memo.generation, 0, len(self.messages))
