@@ -408,6 +408,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.path.as_posix()
         if item.nodeid.startswith(_ONE_WORKER):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+        if "image" in getattr(item, "fixturenames", ()) and "/tests/deploy/" in path:
+            # The tests of agentd's container image run on one worker: the first builds
+            # the image (minutes, on a machine that has none) while the other workers
+            # go on with other tests, instead of each worker that took one of them
+            # waiting for the build's lock (tests/deploy/_podman.py).
+            item.add_marker(pytest.mark.xdist_group("tests/deploy:image"))
         if any(f"/{d}" in path for d in _BROWSER_DIRS):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.e2e)
