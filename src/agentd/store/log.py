@@ -14,7 +14,7 @@ from agentd.store import rows as _rows
 from agentd.store.engine import Tx
 from agentd.store.quota import Quota
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
-from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store.rows import INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW, active
 
 __all__ = ["Accepted", "AgentChanged", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered",
            "ToAccept", "accept", "append", "leased_update", "update_run"]
@@ -178,7 +178,7 @@ def update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
 
 _AHEAD = (
     "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
-    f"AND o.id <> runs.id AND o.status IN {ACTIVE} AND (o.status <> 'queued' "
+    f"AND o.id <> runs.id AND {active('o.status')} AND (o.status <> 'queued' "
     "OR o.queued_seq < runs.queued_seq))"
 )
 
@@ -194,7 +194,7 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
     if lease.acquire:
         sets.append("lease_owner = ?")
         params.append(lease.owner)
-        where = (f"id = ? AND status IN {ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
+        where = (f"id = ? AND {active()} AND (lease_owner IS NULL OR lease_owner = ? "
                  "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
         if update is not None and update.started:
             # A queued run starts only while its agent takes work: paused, stopped or
@@ -209,7 +209,7 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
             # A run ends once: an end written while another path of the same node
             # (a cancel of the run while queued, say) ended it is refused like a
             # lost lease, and its events are not written.
-            where += f" AND status IN {ACTIVE}"
+            where += f" AND {active()}"
         params.extend((run_id, lease.owner))
     tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
     if tx.rowcount == 0:
@@ -330,10 +330,10 @@ def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
     one under way if any; only when it is queued is the rest looked through, to be
     sure."""
     busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                  f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session_id,))
+                  f"{active()} ORDER BY queued_seq LIMIT 1", (session_id,))
     if busy is not None and busy[3] == "queued":
         busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                      f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1",
+                      f"{active()} AND status <> 'queued' LIMIT 1",
                       (session_id,)) or busy
     return busy
 
