@@ -46,7 +46,7 @@ from agentd.store import rows as _rows
 from agentd.store.engine import Tx
 from agentd.store.log import Accepted, Lease, ToAccept, accept, not_accepting
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
-from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store.rows import INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW, active
 
 __all__ = ["AlsoMany", "accept_many"]
 
@@ -170,7 +170,7 @@ def _busy(tx: Tx, session_ids: Sequence[str]) -> dict[str, str]:
     ahead: dict[str, tuple[bool, int, str]] = {}
     for session_id, run_id, status, queued_seq in tx.all(
             f"SELECT session_id, id, status, queued_seq FROM runs WHERE session_id IN "
-            f"({', '.join(['?'] * len(session_ids))}) AND status IN {ACTIVE}",
+            f"({', '.join(['?'] * len(session_ids))}) AND {active()}",
             list(session_ids)):
         rank = (status == "queued", int(queued_seq or 0), str(run_id))
         if session_id not in ahead or rank < ahead[session_id]:

@@ -20,7 +20,7 @@ from agentd.store._sessions import new_checkpoint
 from agentd.store.engine import Engine, Tx
 from agentd.store.quota import Quota
 from agentd.store.records import CheckpointRecord, EventRecord, NewEvent, SessionRecord
-from agentd.store.rows import ACTIVE, CHECKPOINT_COLS, SESSION_COLS, new_id
+from agentd.store.rows import CHECKPOINT_COLS, SESSION_COLS, active, new_id
 
 __all__ = ["CheckpointStore"]
 
@@ -138,7 +138,7 @@ class CheckpointStore:
         """Delete sessions untouched since ``idle_before`` with nothing queued or under
         way; returns (session id, agent id, key) of each."""
         idle = ("sessions.updated_at < ? AND NOT EXISTS (SELECT 1 FROM runs WHERE "
-                f"runs.session_id = sessions.id AND runs.status IN {ACTIVE})")
+                f"runs.session_id = sessions.id AND {active('runs.status')})")
 
         def op(tx: Tx) -> list[tuple[str, str, str]]:
             blobs = _blobs.held(tx, idle, (idle_before,))

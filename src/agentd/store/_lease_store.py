@@ -14,7 +14,7 @@ from agentd.store import _approvals
 from agentd.store import rows as _rows
 from agentd.store.engine import Engine, Tx
 from agentd.store.records import EventRecord, RunRecord
-from agentd.store.rows import ACTIVE, RUN_COLS
+from agentd.store.rows import RUN_COLS, active
 
 __all__ = ["LeaseStore"]
 
@@ -30,7 +30,7 @@ class LeaseStore:
         each with the reason of a cancel asked for on another node (or None)."""
         def op(tx: Tx) -> dict[str, str | None]:
             rows = tx.all(f"UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND "
-                          f"status IN {ACTIVE} RETURNING id, cancel_requested",
+                          f"{active()} RETURNING id, cancel_requested",
                           (self.clock.time() + ttl, owner))
             return {str(r[0]): r[1] for r in rows}
 
@@ -40,8 +40,8 @@ class LeaseStore:
         """Ask the node driving a run to cancel it: announced to every node sharing
         the database (it hears at once), and seen at its next renewal anyway."""
         def op(tx: Tx) -> None:
-            tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN "
-                       f"{ACTIVE}", (reason, run_id))
+            tx.execute(f"UPDATE runs SET cancel_requested = ? WHERE id = ? AND {active()}",
+                       (reason, run_id))
             if tx.rowcount and self.engine.shared:
                 self.engine.announce_cancel(tx, run_id)
 
@@ -50,8 +50,8 @@ class LeaseStore:
     async def cancel_requested(self, run_id: str) -> tuple[str, str] | None:
         """``(session id, reason)`` of a cancel asked for an active run, if any."""
         row = await self.engine.read(lambda tx: tx.one(
-            f"SELECT session_id, cancel_requested FROM runs WHERE id = ? AND status IN "
-            f"{ACTIVE} AND cancel_requested IS NOT NULL", (run_id,)))
+            f"SELECT session_id, cancel_requested FROM runs WHERE id = ? AND {active()} "
+            "AND cancel_requested IS NOT NULL", (run_id,)))
         return None if row is None else (str(row[0]), str(row[1]))
 
     async def decide_unheld(self, run_id: str, decision: DecisionData) -> EventRecord:
@@ -68,7 +68,7 @@ class LeaseStore:
         """End every other node's lease on an active run at once (only for a store this
         daemon has to itself)."""
         def op(tx: Tx) -> int:
-            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {ACTIVE} "
+            tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE {active()} "
                        "AND lease_owner <> ?", (except_owner,))
             return tx.rowcount
 
@@ -86,13 +86,13 @@ class LeaseStore:
         def op(tx: Tx) -> list[tuple[Any, ...]]:
             # "status IN _ACTIVE" repeated so that SQLite may use the partial indexes.
             return tx.all(
-                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status <> "
+                f"SELECT {RUN_COLS} FROM runs WHERE {active()} AND status <> "
                 "'queued' AND (lease_owner IS NULL OR lease_expires_at < ? OR "
                 "(lease_owner = ? AND (started_at IS NULL OR started_at < ?))) "
                 "ORDER BY created_at, id", (now, owner, queued_before)) + tx.all(
-                f"SELECT {RUN_COLS} FROM runs WHERE status IN {ACTIVE} AND status = 'queued' "
+                f"SELECT {RUN_COLS} FROM runs WHERE {active()} AND status = 'queued' "
                 "AND created_at < ? AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = "
-                f"runs.session_id AND o.status IN {ACTIVE} AND o.status <> 'queued' "
+                f"runs.session_id AND {active('o.status')} AND o.status <> 'queued' "
                 "AND o.lease_owner <> ? AND o.lease_expires_at >= ?) "
                 "ORDER BY created_at, queued_seq", (queued_before, owner, now))
 
@@ -102,7 +102,7 @@ class LeaseStore:
         """The session's oldest queued run (whoever accepted it), unless a run of the
         session is under way: then its node starts the next one when it ends."""
         rows = await self.engine.read(lambda tx: tx.all(
-            f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
+            f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND {active()} "
             "ORDER BY queued_seq", (session_id,)))
         runs = [_run(r) for r in rows]
         if any(r.status != "queued" for r in runs):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from agentd.clock import Clock
 from agentd.store.engine import Engine, Tx
-from agentd.store.rows import ACTIVE
+from agentd.store.rows import active
 
 __all__ = ["DeadNodes", "NodeStore"]
 
@@ -65,7 +65,7 @@ class NodeStore:
                 if not (got and got[0]):
                     continue  # alive
                 leases = tx.one(
-                    f"SELECT COUNT(*) FROM runs WHERE status IN {ACTIVE} AND lease_owner = ? "
+                    f"SELECT COUNT(*) FROM runs WHERE {active()} AND lease_owner = ? "
                     "AND lease_expires_at >= ?", (node_id, now))
                 if not (leases and leases[0]):
                     tx.execute("DELETE FROM node_liveness WHERE id = ?", (node_id,))
@@ -73,11 +73,11 @@ class NodeStore:
                     continue
                 out.free.add(str(node_id))
                 if node_id in suspected:
-                    tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE status IN {ACTIVE} "
+                    tx.execute(f"UPDATE runs SET lease_expires_at = 0 WHERE {active()} "
                                "AND lease_owner = ? AND lease_expires_at >= ?", (node_id, now))
                     out.ended[str(node_id)] = tx.rowcount
                     tx.execute("DELETE FROM node_liveness WHERE id = ?", (node_id,))
-            row = tx.one(f"SELECT COUNT(*) FROM runs WHERE status IN {ACTIVE} AND "
+            row = tx.one(f"SELECT COUNT(*) FROM runs WHERE {active()} AND "
                          "status <> 'queued' AND lease_expires_at < ?", (now,))
             out.expired = int(row[0]) if row else 0
             return out

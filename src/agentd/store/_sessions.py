@@ -33,12 +33,12 @@ from agentd.store.records import (
     live_events,
 )
 from agentd.store.rows import (
-    ACTIVE,
     CHECKPOINT_COLS,
     EVENT_COLS,
     INSERT_EVENT,
     SESSION_COLS,
     SESSION_NEW,
+    active,
 )
 
 __all__ = ["add_messages", "context", "fork", "new_checkpoint", "restore", "seed"]
@@ -104,7 +104,7 @@ def restore(tx: Tx, session_id: str, seq: int | None, checkpoint: str | None, no
     # Append first (it locks the session's row), then look for active runs: a message
     # accepted concurrently is either seen here or comes after.
     event = append(tx, session_id, [NewEvent.of(restored)], now)[0]
-    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
+    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND {active()} "
                   "LIMIT 1", (session_id,))
     if busy is not None:
         raise SessionBusy(f"the session has run {busy[0]} queued or under way; "
@@ -147,7 +147,7 @@ def add_messages(tx: Tx, *, agent_id: str, key: str, new_session_id: str,
         raise Conflict(f"session {key!r} changed: its last seq is {before}, not "
                        f"{expect_seq}", code="session_changed",
                        details={"last_seq": before})
-    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND status IN {ACTIVE} "
+    busy = tx.one(f"SELECT id FROM runs WHERE session_id = ? AND {active()} "
                   "LIMIT 1", (session.id,))
     if busy is not None:
         raise SessionBusy(f"session {key!r} has run {busy[0]} queued or under way; "

@@ -15,7 +15,7 @@ from agentd.clock import Clock
 from agentd.store import rows as _rows
 from agentd.store.engine import Engine, Tx
 from agentd.store.records import EventRecord, RunRecord
-from agentd.store.rows import ACTIVE, EVENT_COLS, RUN_COLS
+from agentd.store.rows import EVENT_COLS, RUN_COLS, active
 
 __all__ = ["TraceStore"]
 
@@ -111,7 +111,7 @@ class TraceStore:
         oldest first."""
         rows = await self.engine.read(lambda tx: tx.all(
             f"SELECT {RUN_COLS} FROM runs r WHERE created_at >= ? "
-            f"AND status NOT IN {ACTIVE} AND NOT EXISTS "
+            f"AND NOT {active()} AND NOT EXISTS "
             "(SELECT 1 FROM trace_exports t WHERE t.run_id = r.id) "
             "ORDER BY created_at, id LIMIT ?", (since, limit)))
         return [_rows.run(r) for r in rows]
@@ -133,7 +133,7 @@ class TraceStore:
         forget the exports before it; the new watermark."""
 
         def op(tx: Tx) -> float:
-            row = tx.one(f"SELECT MIN(created_at) FROM runs WHERE status IN {ACTIVE}")
+            row = tx.one(f"SELECT MIN(created_at) FROM runs WHERE {active()}")
             mark = upto if row is None or row[0] is None else min(upto, float(row[0]))
             old = tx.one("SELECT created_at FROM trace_cursor WHERE name = ?", (_CURSOR,))
             if old is not None and float(old[0]) >= mark:

@@ -22,7 +22,7 @@ from typing import Any
 from agentd.errors import InvalidInput
 from agentd.store.engine import Tx
 from agentd.store.records import AgentRecord
-from agentd.store.rows import ACTIVE, AGENT_COLS
+from agentd.store.rows import AGENT_COLS, active
 from agentd.store.rows import agent as _agent
 
 __all__ = ["AGENT_STATES", "MAX_AGENT_PAGE", "AgentPage", "active_run_counts",
@@ -99,7 +99,7 @@ def active_run_counts(tx: Tx, agent_ids: Sequence[str] | None = None) -> dict[st
     active runs answers it without reading finished runs); ``agent_ids``: only these
     agents' runs (a token's scope)."""
     counts = {"queued": 0, "running": 0, "waiting_approval": 0}
-    where, params = f"status IN {ACTIVE}", list(agent_ids or ())
+    where, params = f"{active()}", list(agent_ids or ())
     if agent_ids is not None:
         if not agent_ids:
             return counts

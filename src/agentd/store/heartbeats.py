@@ -27,7 +27,7 @@ from agentd.clock import Clock
 from agentd.store.engine import Engine, Tx
 from agentd.store.log import append
 from agentd.store.records import EventRecord, NewEvent
-from agentd.store.rows import ACTIVE
+from agentd.store.rows import active
 
 __all__ = [
     "AlreadyBeaten",
@@ -78,7 +78,7 @@ def claim_beat(tx: Tx, agent_id: str, beat_at: float, run_id: str) -> None:
     :class:`Busy` if another run of the agent is active or queued, and
     :class:`AlreadyBeaten` if this slot or a later one was claimed."""
     # The partial index's condition term for term (it holds active runs only).
-    busy = tx.one(f"SELECT id FROM runs WHERE status IN {ACTIVE} AND agent_id = ? "
+    busy = tx.one(f"SELECT id FROM runs WHERE {active()} AND agent_id = ? "
                   "AND id <> ? LIMIT 1", (agent_id, run_id))
     if busy is not None:
         raise Busy(str(busy[0]))

@@ -14,7 +14,7 @@ from agentd.store import rows as _rows
 from agentd.store.engine import Tx
 from agentd.store.quota import Quota
 from agentd.store.records import EventRecord, NewEvent, RunRecord, SessionRecord
-from agentd.store.rows import ACTIVE, INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW
+from agentd.store.rows import INSERT_EVENT, RUN_COLS, SESSION_COLS, SESSION_NEW, active
 
 __all__ = ["Accepted", "AgentChanged", "Lease", "LeaseLost", "RunMoved", "RunUpdate", "Steered",
            "ToAccept", "accept", "append", "leased_update", "update_run"]
@@ -114,19 +114,34 @@ class Accepted:
 
 
 def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
-           checkpoint_at: list[float] | None = None) -> list[EventRecord]:
+           checkpoint_at: list[float] | None = None, *,
+           last_seq: int | None = None) -> list[EventRecord]:
     """Append to a session's log; with ``checkpoint_at``, also hand back when the
-    session was last checkpointed (read by the same statement)."""
-    row = tx.one(
-        "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
-        f"RETURNING last_seq, checkpoint_at{tx.append_returning}",
-        (len(events), now, session_id),
-    )
-    if row is None:
-        raise SessionNotFound(f"session {session_id} does not exist")
-    if checkpoint_at is not None:
-        checkpoint_at.append(float(row[1]))
-    first = int(row[0]) - len(events) + 1
+    session was last checkpointed (read by the same statement).
+
+    ``last_seq``: the session's last seq as this transaction read it, when no other
+    can have moved it since (SQLite: a write transaction is the only one); the update
+    then returns nothing (SQLite keeps what RETURNING returns in an ephemeral B-tree).
+    Never on PostgreSQL, whose ``append_returning`` announces the commit."""
+    n = len(events)
+    if last_seq is None:
+        row = tx.one(
+            "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
+            f"RETURNING last_seq, checkpoint_at{tx.append_returning}",
+            (n, now, session_id),
+        )
+        if row is None:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        if checkpoint_at is not None:
+            checkpoint_at.append(float(row[1]))
+        last_seq = int(row[0]) - n
+    else:
+        assert checkpoint_at is None and not tx.append_returning
+        tx.execute("UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ?",
+                   (n, now, session_id))
+        if tx.rowcount == 0:
+            raise SessionNotFound(f"session {session_id} does not exist")
+    first = last_seq + 1
     records = [
         EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
                     data=e.data, at=now)
@@ -178,7 +193,7 @@ def update_run(tx: Tx, run_id: str, update: RunUpdate, now: float) -> None:
 
 _AHEAD = (
     "NOT EXISTS (SELECT 1 FROM runs o WHERE o.session_id = runs.session_id "
-    f"AND o.id <> runs.id AND o.status IN {ACTIVE} AND (o.status <> 'queued' "
+    f"AND o.id <> runs.id AND {active('o.status')} AND (o.status <> 'queued' "
     "OR o.queued_seq < runs.queued_seq))"
 )
 
@@ -194,7 +209,7 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
     if lease.acquire:
         sets.append("lease_owner = ?")
         params.append(lease.owner)
-        where = (f"id = ? AND status IN {ACTIVE} AND (lease_owner IS NULL OR lease_owner = ? "
+        where = (f"id = ? AND {active()} AND (lease_owner IS NULL OR lease_owner = ? "
                  "OR lease_expires_at < ?)" + (f" AND {_AHEAD}" if lease.head else ""))
         if update is not None and update.started:
             # A queued run starts only while its agent takes work: paused, stopped or
@@ -209,7 +224,7 @@ def leased_update(tx: Tx, run_id: str, update: RunUpdate | None, lease: Lease,
             # A run ends once: an end written while another path of the same node
             # (a cancel of the run while queued, say) ended it is refused like a
             # lost lease, and its events are not written.
-            where += f" AND status IN {ACTIVE}"
+            where += f" AND {active()}"
         params.extend((run_id, lease.owner))
     tx.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params)
     if tx.rowcount == 0:
@@ -330,10 +345,10 @@ def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
     one under way if any; only when it is queued is the rest looked through, to be
     sure."""
     busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                  f"status IN {ACTIVE} ORDER BY queued_seq LIMIT 1", (session_id,))
+                  f"{active()} ORDER BY queued_seq LIMIT 1", (session_id,))
     if busy is not None and busy[3] == "queued":
         busy = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND "
-                      f"status IN {ACTIVE} AND status <> 'queued' LIMIT 1",
+                      f"{active()} AND status <> 'queued' LIMIT 1",
                       (session_id,)) or busy
     return busy
 
@@ -376,7 +391,8 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # With ``start`` and nothing else active in the session, the run starts in this
     # transaction too (Accepted.started).
     run, events = _new_run(tx, session, extra, content, idempotency_key, priority, run_id,
-                           agent_id, now, start if busy is None else None)
+                           agent_id, now, start if busy is None else None,
+                           read_is_current=dialect == "sqlite")
     return Accepted(session=session, run=run, events=events, created_session=created,
                     busy_run=busy[0] if busy is not None else None,
                     started=run.status == "running")
@@ -384,16 +400,20 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
 
 def _new_run(tx: Tx, session: SessionRecord, extra: dict[str, Any], content: str,
              idempotency_key: str | None, priority: str, run_id: str, agent_id: str,
-             now: float, start: Lease | None) -> tuple[RunRecord, list[EventRecord]]:
+             now: float, start: Lease | None, read_is_current: bool = False
+             ) -> tuple[RunRecord, list[EventRecord]]:
     """A new run of the message, queued; with ``start``, started too: its run.started
     follows, and it is written running under the lease, as its executor's first
-    commit would write it."""
+    commit would write it. ``read_is_current``: ``session`` as read is the row as
+    stored (SQLite, whose write transaction is the only one), so the append need not
+    read its last seq back."""
     new = [NewEvent.of(MessageUser(data={**extra, "content": content}),  # type: ignore[typeddict-item]
                        run_id),
            NewEvent.of(RunQueued(), run_id)]
     if start is not None:
         new.append(NewEvent.of(RunStarted(), run_id))
-    events = append(tx, session.id, new, now)
+    events = append(tx, session.id, new, now,
+                    last_seq=session.last_seq if read_is_current else None)
     run = RunRecord(id=run_id, session_id=session.id, agent_id=agent_id,
                     status="running" if start is not None else "queued", input=content,
                     idempotency_key=idempotency_key, created_at=now,

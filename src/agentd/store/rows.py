@@ -17,9 +17,9 @@ from agentd.store.records import (
     SessionRecord,
 )
 
-__all__ = ["ACTIVE", "AGENT_COLS", "CHECKPOINT_COLS", "EVENT_COLS", "INSERT_EVENT", "RUN_COLS",
-           "SESSION_COLS", "SESSION_NEW", "agent", "checkpoint", "dumps", "event", "new_id",
-           "run", "session"]
+__all__ = ["AGENT_COLS", "CHECKPOINT_COLS", "EVENT_COLS", "INSERT_EVENT", "RUN_COLS",
+           "SESSION_COLS", "SESSION_NEW", "active", "agent", "checkpoint", "dumps", "event",
+           "new_id", "run", "session"]
 
 AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
 SESSION_NEW = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
@@ -29,9 +29,20 @@ RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usag
             "idempotency_key, created_at, started_at, finished_at, lease_owner, "
             "lease_expires_at, queued_seq, priority")
 CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
-#: The active statuses as an SQL list, in the catalogue's order (the partial indexes'
-#: conditions name them in this order too).
-ACTIVE = "(" + ", ".join(f"'{s}'" for s in RUN_STATES if s in ACTIVE_RUN_STATES) + ")"
+_ACTIVE_STATES = tuple(s for s in RUN_STATES if s in ACTIVE_RUN_STATES)
+
+
+def active(column: str = "status") -> str:
+    """SQL true when ``column`` holds an active run status: ``(status = 'queued' OR
+    status = 'running' OR status = 'waiting_approval')``, in the catalogue's order.
+
+    Spelled exactly as the condition of the partial index runs_session_active
+    (migration 29), so that SQLite sees a query's term match the index's. An OR of
+    equalities, not an ``IN`` list: SQLite builds an IN list of three or more values
+    into an ephemeral B-tree each time a statement runs, and evaluates the index's
+    condition for every row a statement writes to ``runs`` (three of them for the
+    update that ends a run)."""
+    return "(" + " OR ".join(f"{column} = '{s}'" for s in _ACTIVE_STATES) + ")"
 EVENT_COLS = "session_id, seq, run_id, kind, data, at"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
 

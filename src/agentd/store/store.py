@@ -105,11 +105,11 @@ from agentd.store.records import (
     tenant_of,
 )
 from agentd.store.rows import (
-    ACTIVE,
     AGENT_COLS,
     EVENT_COLS,
     RUN_COLS,
     SESSION_COLS,
+    active,
     new_id,
 )
 from agentd.store.webhooks import WebhookStore
@@ -750,7 +750,7 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
         # Literal values, and the partial index's own condition term for term, so both
         # planners use runs_session_active (it holds active runs only).
         literal = ", ".join(f"'{s}'" for s in sorted(set(statuses)))
-        where = (f"status IN {ACTIVE} AND status IN ({literal})"
+        where = (f"{active()} AND status IN ({literal})"
                  + (" AND agent_id = ?" if agent_id else ""))
         params = (agent_id,) if agent_id else ()
         rows = await self.engine.read(lambda tx: tx.all(

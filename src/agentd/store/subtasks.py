@@ -14,7 +14,7 @@ import orjson
 
 from agentd.events import ACTIVE_RUN_STATES
 from agentd.store.engine import Tx
-from agentd.store.rows import ACTIVE
+from agentd.store.rows import active
 
 __all__ = ["COLS", "SubtaskRecord", "children", "count", "insert", "mark_reported",
            "of_child", "of_effect", "one", "orphans", "unreported", "unreported_runs"]
@@ -126,8 +126,8 @@ def children(tx: Tx, parent_run: str, ids: list[str] | None = None) -> list[Subt
 def count(tx: Tx, parent_run: str) -> tuple[int, int, int]:
     """A run's children: how many in all, how many unfinished, and the next ``n``."""
     row = tx.one(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.status IN "
-        f"{ACTIVE} THEN 1 ELSE 0 END), 0), COALESCE(MAX(s.n), 0) FROM subtasks s "
+        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN {active('r.status')} "
+        "THEN 1 ELSE 0 END), 0), COALESCE(MAX(s.n), 0) FROM subtasks s "
         "LEFT JOIN runs r ON r.id = s.child_run WHERE s.parent_run = ?", (parent_run,))
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]) + 1
@@ -139,15 +139,15 @@ def orphans(tx: Tx) -> list[tuple[str, str]]:
     rows = tx.all(
         "SELECT s.child_run, s.child_session FROM subtasks s "
         "JOIN runs c ON c.id = s.child_run JOIN runs p ON p.id = s.parent_run "
-        f"WHERE s.reported = 0 AND c.status IN {ACTIVE} "
+        f"WHERE s.reported = 0 AND {active('c.status')} "
         "AND p.status IN ('cancelled', 'failed', 'interrupted')")
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
 def unreported(tx: Tx, limit: int = 500) -> list[SubtaskRecord]:
     """Children that ended (or are gone) with no ``subtask.finished`` logged yet."""
-    rows = tx.all(f"{_SELECT} WHERE s.reported = 0 AND (r.status IS NULL OR r.status NOT "
-                  f"IN {ACTIVE}) ORDER BY s.created_at LIMIT ?", (limit,))
+    rows = tx.all(f"{_SELECT} WHERE s.reported = 0 AND (r.status IS NULL OR NOT "
+                  f"{active('r.status')}) ORDER BY s.created_at LIMIT ?", (limit,))
     return [_record(r) for r in rows]
 
 
