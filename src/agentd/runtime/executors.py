@@ -187,10 +187,11 @@ class ExecutorFactory:
         start = await self._startable(run_id, prepared)
         if start is None:
             return None
-        replayed = await self._replayed(start, prepared)
-        if replayed is not False:
-            return replayed
-        head = await self._head(start)
+        if start.session_key.startswith((SCRATCH_PREFIX, FORK_PREFIX)):
+            replayed = await self._replayed(start, prepared)
+            if replayed is not False:
+                return replayed
+        head = await self._head(start) if self._may_follow(start) else None
         if head is not None and await self._offered(start, prepared, head):
             return None
         run, agent, plan = start.run, start.agent, start.plan
@@ -203,18 +204,18 @@ class ExecutorFactory:
         # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
         # an adapter's runs neither: its framework does (agentd.adapters).
         redactor, source = await self.secrets_for(plan.settings.tenant, agent.name)
-        tools, notes = ([], []) if team or adapter else await self._tools(start, source,
-                                                                        redactor)
+        tools, notes = ([], []) if team or adapter else await self.agent_tools(
+            agent, plan, run.id, source, redactor)
         tool_side = await self._tool_side(start, history, tools, notes, head)
         if tool_side is None:
             return None
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
                   else await self._origin(run))
-        policy, payer = await self._payer(plan, agent, run.priority, origin)
+        policy, payer = ((self.call_policy(plan, run.priority), None)
+                         if origin.get("payer") in (None, agent.id)
+                         else await self._payer(plan, agent, run.priority, origin))
         base, instructions = await self.instructions(agent, plan)
-        executor = (self.team_executor if team and self.team_executor is not None
-                    else self.adapter_executor if adapter and self.adapter_executor
-                    is not None else RunExecutor)
+        executor = self._executor_class(team=team, adapter=adapter)
         shared = self._shared
         if shared is None:
             shared = self._shared = RunShared(store=self.store, bus=self.bus,
@@ -231,6 +232,14 @@ class ExecutorFactory:
                                        t.name in self.child_usage_tools for t in tools)),
             tool_side)
 
+    def _executor_class(self, *, team: bool, adapter: bool) -> type[RunExecutor]:
+        """What drives the run: a team's executor, an adapter's, or the agent loop."""
+        if team and self.team_executor is not None:
+            return self.team_executor
+        if adapter and self.adapter_executor is not None:
+            return self.adapter_executor
+        return RunExecutor
+
     async def _model_side(self, agent: AgentRecord, plan: AgentPlan,
                           source: SecretSource | None, policy: CallPolicy,
                           instructions: tuple[str, str], *, children: bool) -> ModelSide:
@@ -238,7 +247,9 @@ class ExecutorFactory:
         run's; ``children``: whether the run's usage counts its children's."""
         base, full = instructions
         repairs = plan.settings.output.max_repairs
-        return ModelSide(targets=await self._keyed(agent, plan, source), policy=policy,
+        wanted = self.agents.keyed_secrets(plan)
+        targets = await self._keyed(agent, plan, source, wanted) if wanted else plan.targets
+        return ModelSide(targets=targets, policy=policy,
                          instructions=full, base_instructions=base,
                          max_steps=plan.settings.max_steps or self.settings.max_steps,
                          checkpoint_every=self.settings.checkpoint_interval_s or None,
@@ -247,12 +258,12 @@ class ExecutorFactory:
                          memory=self.memory, compactor=self.compactor,
                          child_usage=self.child_usage if children else None)
 
-    async def _keyed(self, agent: AgentRecord, plan: AgentPlan, source: SecretSource | None
-                     ) -> list[Target]:
+    async def _keyed(self, agent: AgentRecord, plan: AgentPlan, source: SecretSource | None,
+                     wanted: dict[str, str]) -> list[Target]:
         """The run's models: the plan's, or, for named endpoints whose key is a secret
-        of the agent (``api_key_secret``), models holding its key. A key it has none
-        of leaves the plan's model, whose calls fail saying which secret is missing."""
-        wanted = self.agents.keyed_secrets(plan)
+        of the agent (``api_key_secret``: ``wanted``, endpoint -> secret), models
+        holding its key. A key it has none of leaves the plan's model, whose calls fail
+        saying which secret is missing."""
         keys: dict[str, str] = {}
         for endpoint, secret in wanted.items():
             if source is None:
@@ -314,12 +325,18 @@ class ExecutorFactory:
             return False
         return await keeper.elsewhere(agent.id) is not None
 
-    async def _head(self, start: _Start) -> WorkspaceHead | None:
-        """The agent's workspace head when its files may have to follow it here (a
-        shared snapshot store, and tools that use the workspace); else None."""
+    def _may_follow(self, start: _Start) -> bool:
+        """Whether the agent's files may have to follow it here (a shared snapshot
+        store, and tools that use the workspace)."""
         keeper = self.workspaces
-        if keeper is None or keeper.shared is None or not self._uses_workspace(
-                self.tools.resolve(start.agent.tools)):
+        return keeper is not None and keeper.shared is not None and self._uses_workspace(
+            self.tools.resolve(start.agent.tools))
+
+    async def _head(self, start: _Start) -> WorkspaceHead | None:
+        """The agent's workspace head when its files may have to follow it here (see
+        :meth:`_may_follow`); else None."""
+        keeper = self.workspaces
+        if keeper is None or not self._may_follow(start):
             return None
         return await keeper.head(start.agent.id)
 
@@ -501,12 +518,6 @@ class ExecutorFactory:
                                           PolicyConfig.model_validate(session_policy))
         return _Start(run=run, agent=agent, plan=plan, session_key=session_key,
                       permissions=permissions)
-
-    async def _tools(self, start: _Start, secrets: SecretSource | None = None,
-                     redactor: SecretRedactor | None = None
-                     ) -> tuple[list[Any], list[NewEvent]]:
-        return await self.agent_tools(start.agent, start.plan, start.run.id, secrets,
-                                      redactor)
 
     async def agent_tools(self, agent: AgentRecord, plan: AgentPlan, run_id: str,
                           secrets: SecretSource | None = None,
