@@ -105,12 +105,30 @@ def traceparent_origin(value: object) -> dict[str, str] | None:
     return {"traceparent": value.strip().lower()}
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class _JsonResponse(Response):
+    """Starlette's ``Response(body, status_code, media_type="application/json")`` for a
+    body already encoded, with the headers it would work out (``render``,
+    ``init_headers``: a dozen steps in Python) set directly: the same
+    ``content-length`` (none for a status that has no body) and ``content-type``."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = ([_JSON_TYPE] if status_code < 200 or status_code in (204, 304)
+                            else [(b"content-length", b"%d" % len(body)), _JSON_TYPE])
+
+
 def json_response(content: Any, status_code: int = 200) -> Response:
     """A JSON response serialised with orjson, for the hot paths (messages, events)
     only: tests/server/test_openapi_contract.py checks what they send against their
     response models. Every other route answers through :func:`model_response`."""
-    return Response(orjson.dumps(content), status_code=status_code,
-                    media_type="application/json")
+    return _JsonResponse(orjson.dumps(content), status_code)
 
 
 def model_response(model: type[BaseModel], content: Any, status_code: int = 200
@@ -678,8 +696,22 @@ class BodyLimit:
         self.app = app
         self.limit = limit
         self.overrides = tuple(overrides)
+        # The overrides as one pattern, each its own named group, in their order (an
+        # alternation takes the first that matches the whole path, as the loop below
+        # does): one match a request, not one per override. The loop takes patterns
+        # that cannot be joined (flags of their own, groups named alike).
+        self._joined: re.Pattern[str] | None = None
+        if self.overrides and all(p.flags == re.UNICODE for p, _ in self.overrides):
+            with contextlib.suppress(re.error):
+                self._joined = re.compile("|".join(
+                    f"(?P<_{i}>{p.pattern})" for i, (p, _) in enumerate(self.overrides)))
 
     def _limit_for(self, path: str) -> int:
+        if self._joined is not None:
+            match = self._joined.fullmatch(path)
+            if match is None or match.lastgroup is None:
+                return self.limit
+            return self.overrides[int(match.lastgroup[1:])][1]
         for pattern, limit in self.overrides:
             if pattern.fullmatch(path):
                 return limit

@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Host, Mount, Route, WebSocketRoute
@@ -173,6 +174,36 @@ class _Dispatch:
 _SHARED_INCLUDES: dict[tuple[int, tuple[Any, ...], bool], tuple[APIRouter, list[BaseRoute]]] = {}
 
 
+class _AppState(State):
+    """Starlette's ``State`` with each value an attribute of its own as well.
+
+    The request path reads ``app.state.runtime`` (the runtime a route reaches, the
+    metrics a request counts in), and ``State`` answers through ``__getattr__``, which
+    CPython 3.11 calls only after the ordinary lookup has made and dropped an
+    AttributeError: a few thousand instructions a read. Here the ordinary lookup finds
+    the value; a name never set still ends in ``State.__getattr__`` (AttributeError),
+    and ``_state`` holds every value as in ``State``."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        super().__init__(state)
+        for key, value in self._state.items():
+            object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: Any) -> None:
+        del self._state[key]
+        object.__delattr__(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.__setattr__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.__delattr__(key)
+
+
 class AgentdApp(FastAPI):
     """FastAPI with one request path for every route.
 
@@ -185,6 +216,10 @@ class AgentdApp(FastAPI):
     to the stack can miss the busiest route. Errors are mapped in one place
     (:class:`ErrorMapping`) for both. See docs/design-notes.md.
     """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.state = _AppState(dict(self.state._state))
 
     def include_router(self, router: APIRouter, **options: Any) -> None:
         """FastAPI's ``include_router``, with what FastAPI builds for each included route

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -20,7 +21,8 @@ from agentd.doors.http import (
     json_response,
     loads_strict,
     model_response,
-    trace_origin,
+    read_body,
+    traceparent_origin,
 )
 from agentd.doors.sse import follow_frames, parse_last_event_id, sse_response
 from agentd.errors import InvalidInput, ModelError, PayloadTooLarge
@@ -107,16 +109,35 @@ def _message_body(data: Any) -> MessageIn:
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
-async def _message(request: Request, runtime: Any) -> tuple[MessageIn, Attachments | None]:
+#: The request headers the message route reads (:func:`_headers`).
+_HEADERS = (b"content-type", b"idempotency-key", b"traceparent")
+
+
+def _headers(scope: Scope) -> dict[bytes, str]:
+    """The headers of :data:`_HEADERS` the request carries, each as Starlette's
+    ``request.headers.get`` reads it (the first one sent, latin-1), in one pass over
+    them rather than a pass (and a Headers object) for each."""
+    found: dict[bytes, str] = {}
+    for name, value in reversed(scope["headers"]):
+        if name in _HEADERS:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+async def _message(request: Request, runtime: Any, content_type: str
+                   ) -> tuple[MessageIn, Attachments | None]:
     """The message a request sends (JSON, or a multipart upload), and its parts checked
     when it has more than text (nothing is written before they pass)."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if content_type.startswith("multipart/form-data"):
         limits = runtime.media.limits
         fields, parts = await form_message(request, limits.max_parts,
                                            limits.max_part_bytes)
         body = _message_body({**fields, "content": "-"})
         return body, await runtime.media.prepare(parts, where="body.content")
-    body = _message_body(loads_strict(await request.body()))
+    raw = await read_body(request.receive)
+    if raw is None:
+        raise ClientDisconnect  # (as request.body() says it)
+    body = _message_body(loads_strict(raw))
     if isinstance(body.content, str):
         return body, None
     return body, await runtime.media.prepare(raw_parts(body.content), where="body.content")
@@ -165,8 +186,10 @@ async def serve_message(app: Any, scope: Scope, receive: Receive, send: Send,
 async def _post_message(name: str, key: str, request: Request) -> Response:
     await require_agent(request, name)  # past FastAPI: the app's dependency is not run
     runtime = runtime_of(request)
-    body, attachments = await _message(request, runtime)
-    idempotency_key = request.headers.get("idempotency-key")
+    headers = _headers(request.scope)
+    body, attachments = await _message(request, runtime,
+                                       headers.get(b"content-type", ""))
+    idempotency_key = headers.get(b"idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
         raise InvalidInput("Idempotency-Key must be 1-256 characters")
     content = body.content if attachments is None else attachments.content
@@ -175,7 +198,7 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
     if len(content) > limit // 4 and len(content.encode()) > limit:
         raise PayloadTooLarge(f"message content is over {limit} bytes")
     priority = body.priority or ("interactive" if body.stream or body.wait else None)
-    origin: dict[str, Any] | None = trace_origin(request)
+    origin: dict[str, Any] | None = traceparent_origin(headers.get(b"traceparent"))
     if body.output_schema is not None:
         origin = {**(origin or {}), "output_schema": body.output_schema}
     sent = await runtime.send(name, key, content, idempotency_key=idempotency_key,
