@@ -697,25 +697,16 @@ class BodyLimit:
         self.limit = limit
         self.overrides = tuple(overrides)
         # The overrides as one pattern, each its own named group, in their order (an
-        # alternation takes the first that matches the whole path, as the loop below
-        # does): one match a request, not one per override. The loop takes patterns
-        # that cannot be joined (flags of their own, groups named alike).
-        self._joined: re.Pattern[str] | None = None
-        if self.overrides and all(p.flags == re.UNICODE for p, _ in self.overrides):
-            with contextlib.suppress(re.error):
-                self._joined = re.compile("|".join(
-                    f"(?P<_{i}>{p.pattern})" for i, (p, _) in enumerate(self.overrides)))
+        # alternation's full match takes the first override that matches the whole
+        # path): one match a request, not one per override.
+        self._joined = re.compile("|".join(
+            f"(?P<_{i}>{p.pattern})" for i, (p, _) in enumerate(self.overrides)))
 
     def _limit_for(self, path: str) -> int:
-        if self._joined is not None:
-            match = self._joined.fullmatch(path)
-            if match is None or match.lastgroup is None:
-                return self.limit
-            return self.overrides[int(match.lastgroup[1:])][1]
-        for pattern, limit in self.overrides:
-            if pattern.fullmatch(path):
-                return limit
-        return self.limit
+        match = self._joined.fullmatch(path)
+        if match is None or match.lastgroup is None:
+            return self.limit
+        return self.overrides[int(match.lastgroup[1:])][1]
 
     def _too_large(self, limit: int, scope: Scope) -> Response:
         return error_response(PayloadTooLarge(f"request body over {limit} bytes"),

@@ -333,12 +333,10 @@ class ExecutorFactory:
             self.tools.resolve(start.agent.tools))
 
     async def _head(self, start: _Start) -> WorkspaceHead | None:
-        """The agent's workspace head when its files may have to follow it here (see
-        :meth:`_may_follow`); else None."""
+        """The agent's workspace head (where its files were last committed); asked
+        only when they may have to follow it here (:meth:`_may_follow`)."""
         keeper = self.workspaces
-        if keeper is None or not self._may_follow(start):
-            return None
-        return await keeper.head(start.agent.id)
+        return None if keeper is None else await keeper.head(start.agent.id)
 
     async def _offered(self, start: _Start, prepared: Prepared | None,
                        head: WorkspaceHead) -> bool:

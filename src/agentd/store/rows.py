@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from typing import Any
@@ -29,9 +30,12 @@ RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usag
             "idempotency_key, created_at, started_at, finished_at, lease_owner, "
             "lease_expires_at, queued_seq, priority")
 CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
+EVENT_COLS = "session_id, seq, run_id, kind, data, at"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
 _ACTIVE_STATES = tuple(s for s in RUN_STATES if s in ACTIVE_RUN_STATES)
 
 
+@functools.cache
 def active(column: str = "status") -> str:
     """SQL true when ``column`` holds an active run status: ``(status = 'queued' OR
     status = 'running' OR status = 'waiting_approval')``, in the catalogue's order.
@@ -43,8 +47,6 @@ def active(column: str = "status") -> str:
     condition for every row a statement writes to ``runs`` (three of them for the
     update that ends a run)."""
     return "(" + " OR ".join(f"{column} = '{s}'" for s in _ACTIVE_STATES) + ")"
-EVENT_COLS = "session_id, seq, run_id, kind, data, at"
-INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 def dumps(value: Any) -> str:
