@@ -228,19 +228,29 @@ def test_sigterm_then_restart_keeps_everything(spawn: Spawn, home: Path) -> None
 
 
 def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
+    from agentd.testing import StubLLMServer
+
+    with StubLLMServer() as stub:
+        _sigkill_loses_no_acknowledged_message(spawn, stub)
+
+
+def _sigkill_loses_no_acknowledged_message(spawn: Spawn, stub: Any) -> None:
     daemon = spawn()
     sessions = [f"crash:{i}" for i in range(5)]
     acked: list[tuple[str, str, str]] = []  # (run id, session key, content)
+    # A run certainly mid-way when the process dies: its first step (a tool call) is
+    # committed and its second model call hangs until the kill, whatever the machine's
+    # speed (no delay decides the order). The next daemon asks once more and is answered.
+    stub.enqueue(tool_calls=[{"name": "calculator", "arguments": {"expression": "6*7"}}])
+    stub.enqueue(fault="stall")
+    stub.enqueue("done late")
     with daemon.client() as client:
-        # A run certainly mid-way when the process dies: its first step (a tool call)
-        # is committed, its second model call takes 3 s.
-        create_agent(client, "slow", tools=["calculator"], settings={"script": [
-            {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
-            {"text": "done late", "delay_ms": 3000}]})
+        create_agent(client, "slow", tools=["calculator"], model="openai-compatible:stub",
+                     settings={"base_url": stub.base_url, "max_retries": 0})
         slow = send(client, "slow", "s", "take your time", wait=False)
         assert slow.status_code == 202, slow.text
-        wait_until(lambda: "tool.finished" in kinds_of(read_events(client, "slow", "s")),
-                   what="the slow run's tool finished")
+        wait_until(lambda: len(stub.requests) == 2, what="the slow run's second model call")
+        assert "tool.finished" in kinds_of(read_events(client, "slow", "s"))
 
         # Short runs, ten per session: at the kill some are done, some running,
         # most still queued.
@@ -261,6 +271,7 @@ def test_sigkill_loses_no_acknowledged_message(spawn: Spawn) -> None:
         # The slow run resumed from its last committed step: the recorded model
         # response was not requested again and the tool did not run twice.
         assert (slow_run["status"], slow_run["output"]) == ("completed", "done late")
+        assert len(stub.requests) == 3
         slow_log = read_events(client, "slow", "s")
         assert [e["kind"] for e in slow_log] == [
             "message.user", "run.queued", "run.started", "message.assistant",
