@@ -477,24 +477,36 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
            "AGENTD_DEMO_AGENT": "false"}
     nodes = [Daemon(tmp_path / f"node-{n}", tmp_path / f"node-{n}.log",
                     env={**env, "AGENTD_NODE_ID": f"node-{n}"}, args=()) for n in "ab"]
+    from agentd.testing import StubLLMServer
+
+    stub = StubLLMServer()
+    stub.start()
     try:
         a, b = (node.start() for node in nodes)
         sessions = [f"s{i}" for i in range(6)]
         with a.client() as http:
-            # A tool step is committed at once; the answer after it takes 2.5 s.
-            create_agent(http, "slow", tools=["calculator"], settings={"script": [
-                {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2*3"}}]},
-                {"text": "finished", "delay_ms": 2500}]})
-            runs = [send(http, "slow", key, "go", wait=False).json()["id"]
+            # A tool step is committed at once; the answer after it hangs until node a
+            # is killed (the stub stalls it), however long the six take to get there;
+            # node b's call gets it. Each session has its own agent and model name, so
+            # each conversation has its own queue at the stub.
+            for key in sessions:
+                stub.enqueue(tool_calls=[{"name": "calculator",
+                                          "arguments": {"expression": "2*3"}}], model=key)
+                stub.enqueue(fault="stall", model=key)
+                stub.enqueue("finished", model=key)
+                create_agent(http, f"slow-{key}", tools=["calculator"],
+                             model=f"openai-compatible:{key}",
+                             settings={"base_url": stub.base_url, "max_retries": 0})
+            runs = [send(http, f"slow-{key}", key, "go", wait=False).json()["id"]
                     for key in sessions]
             # A second message per session queues behind the first.
-            queued = [send(http, "slow", key, "then", wait=False).json()["id"]
+            queued = [send(http, f"slow-{key}", key, "then", wait=False).json()["id"]
                       for key in sessions]
-            # (until each tool step is committed: the calculator runs in a tool worker,
-            # whose first start may take a second)
-            wait_until(lambda: all("tool.finished" in kinds_of(read_events(http, "slow", key))
-                                   for key in sessions),
-                       what=lambda: f"every tool step committed:\n{a.log()}", interval=0.05)
+            wait_until(lambda: len(stub.requests) == 2 * len(sessions),
+                       what=lambda: f"every second model call made:\n{a.log()}",
+                       interval=0.05)
+            assert all("tool.finished" in kinds_of(read_events(http, f"slow-{key}", key))
+                       for key in sessions)
             assert {http.get(f"/v1/runs/{r}").json()["node"] for r in runs} == {"node-a"}
         assert a.proc is not None
         a.proc.kill()
@@ -507,7 +519,7 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
             assert all(r["node"] == "node-b" for r in finished.values())
             assert all(finished[r]["output"] == "finished" for r in runs)
             for key in sessions:
-                log = read_events(http, "slow", key)
+                log = read_events(http, f"slow-{key}", key)
                 assert_dense(log, start=1)
                 first = [e for e in log if e["run_id"] == log[0]["run_id"]]
                 kinds = [e["kind"] for e in first]
@@ -525,6 +537,7 @@ def test_a_killed_nodes_runs_are_taken_over_by_the_other(tmp_path: Path, pg_url:
     finally:
         for node in nodes:
             node.cleanup()
+        stub.close()
 
 
 def test_an_unusable_sandbox_backend_stops_the_daemon(tmp_path: Path) -> None:

@@ -105,6 +105,22 @@ async def test_empty_queue_echoes_last_user_message(model: Model) -> None:
     assert message.model == SPEC
 
 
+async def test_a_response_queued_for_a_model_goes_only_to_that_model(
+        stub: StubLLMServer, model: Model) -> None:
+    other = resolve_model("openai-compatible:other-model",
+                          settings={"base_url": stub.base_url, "max_retries": 0})
+    try:
+        stub.enqueue("for the other one", model="other-model")
+        stub.enqueue("shared")
+        # stub-model has nothing of its own: the shared queue, then the echo.
+        assert (await model.complete(ask("a"))).text == "shared"
+        assert (await model.complete(ask("b"))).text == "stub: b"
+        assert (await other.complete(ask("c"))).text == "for the other one"
+        assert (await other.complete(ask("d"))).text == "stub: d"
+    finally:
+        await other.aclose()
+
+
 async def test_tool_call_arguments_arrive_in_fragments_and_are_assembled(
     stub: StubLLMServer, model: Model
 ) -> None:

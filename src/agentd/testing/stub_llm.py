@@ -9,7 +9,10 @@ neutral request to HTTP and back is exercised without a network or a key::
         stub.enqueue(fault="http_429")
         model = resolve_model("openai-compatible:stub", settings={"base_url": stub.base_url})
 
-Responses are served in the order they were queued; with the queue empty the server
+Responses are served in the order they were queued. A response queued with
+``model=`` goes only to a request naming that model, ahead of the shared queue: a
+test whose agents call at once keeps each agent's conversation apart by giving each
+its own model name. With no response queued for a request the server
 echoes the last user message as ``stub: <text>`` (a request for structured output,
 OpenAI's ``response_format`` or Anthropic's ``output_config.format``, gets a small
 value of its schema instead; both are checked as the real APIs check them, strict
@@ -311,6 +314,7 @@ class StubLLMServer:
         self._limiter = Limiter(capacity)
         self._cache = PromptCache(clock, enabled=prompt_cache)
         self._queue: deque[StubTurn] = deque()
+        self._by_model: dict[str, deque[StubTurn]] = {}
         self._requests: list[dict[str, Any]] = []
         self._times: list[float] = []
         self._headers: list[dict[str, str]] = []
@@ -333,6 +337,7 @@ class StubLLMServer:
         finish_reason: str | None = None,
         thinking: str | list[str] | None = None,
         interval_s: float = 0.0,
+        model: str | None = None,
     ) -> None:
         """Queue the next response.
 
@@ -351,6 +356,8 @@ class StubLLMServer:
                 signed thinking blocks by formats that have them (Anthropic).
             interval_s: Seconds between a streamed answer's frames (each word of the
                 text is a frame); each frame's send time is in :attr:`emitted`.
+            model: Serve this response only to a request whose ``model`` is this name
+                (before anything in the shared queue); None: the shared queue.
         """
         if interval_s < 0:
             raise ValueError("interval_s must be >= 0")
@@ -376,13 +383,17 @@ class StubLLMServer:
             interval_s=interval_s,
         )
         with self._lock:
-            self._queue.append(turn)
+            if model is None:
+                self._queue.append(turn)
+            else:
+                self._by_model.setdefault(model, deque()).append(turn)
 
     def clear(self) -> None:
         """Forget queued responses, recorded requests, emitted frames and the prompt
         caches' entries and results: a fresh provider."""
         with self._lock:
             self._queue.clear()
+            self._by_model.clear()
             self._requests.clear()
             self._times.clear()
             self._headers.clear()
@@ -515,10 +526,7 @@ class StubLLMServer:
                 self._times.append(time.monotonic())
                 self._headers.append(dict(request.headers))
                 verdict = self._limiter.admit(wire, body)
-                if verdict.slot is None:
-                    turn = None
-                else:
-                    turn = self._queue.popleft() if self._queue else None
+                turn = None if verdict.slot is None else self._next_turn(body.get("model"))
             if verdict.slot is None:
                 body_429 = wire.error_body(429, verdict.message)
                 return JSONResponse(body_429, 429, headers=verdict.headers)
@@ -532,6 +540,14 @@ class StubLLMServer:
                              release=release)
 
         return endpoint
+
+    def _next_turn(self, model: Any) -> StubTurn | None:
+        """The response for a request naming ``model``: its own queue's first, else the
+        shared queue's, else none (the echo). Called under the lock."""
+        own = self._by_model.get(model) if isinstance(model, str) else None
+        if own:
+            return own.popleft()
+        return self._queue.popleft() if self._queue else None
 
     def _answer(self, wire: Wire, body: dict[str, Any], turn: StubTurn | None) -> Response:
         problem = wire.validate(body)
