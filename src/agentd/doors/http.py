@@ -171,7 +171,7 @@ def loads_strict(raw: bytes) -> Any:
     beyond a double, an integer beyond signed 64 bits."""
     try:
         value = orjson.loads(raw)
-        if _LONG_RUN in raw.translate(_DIGITS_AS_ZERO):
+        if raw.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) != -1:  # (see _PERCENT)
             json.loads(raw, parse_int=_int64)
     except (orjson.JSONDecodeError, _OutOfRange) as exc:
         reason = exc.msg if isinstance(exc, orjson.JSONDecodeError) else str(exc)
@@ -272,6 +272,10 @@ def replay(body: bytes, receive: Receive) -> Receive:
 # -- the path -------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: "%" as a byte value. ``int in bytes`` looks for one byte in C; ``bytes in bytes``
+#: first tries its operand as an int, and makes and drops a TypeError doing so (about
+#: 2,000 instructions, ten times the search; ``bytes.find`` takes half as many).
+_PERCENT = ord("%")
 
 
 def check_path(scope: Scope) -> None:
@@ -281,15 +285,23 @@ def check_path(scope: Scope) -> None:
     one, which would be a misleading 404)."""
     raw: bytes = scope.get("raw_path") or b""
     query: bytes = scope.get("query_string") or b""
-    for part, where in ((raw, "path"), (query, "query")):
-        if b"%" in part:
-            try:
-                unquote_to_bytes(part).decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(f"the {where} holds percent-escapes that are not UTF-8",
-                                   field=where) from None
-    if _CONTROL.search(scope["path"]):
+    if _PERCENT in raw:
+        _check_escapes(raw, "path")
+    if _PERCENT in query:
+        _check_escapes(query, "query")
+    path: str = scope["path"]
+    # An ASCII path is printable exactly when it holds no control character: two
+    # checks in C, where the expression's search costs a request 2,500 instructions.
+    if not (path.isascii() and path.isprintable()) and _CONTROL.search(path):
         raise InvalidInput("the path must not contain control characters", field="path")
+
+
+def _check_escapes(part: bytes, where: str) -> None:
+    try:
+        unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"the {where} holds percent-escapes that are not UTF-8",
+                           field=where) from None
 
 
 #: How a door renders an error: the error and the headers its answer must carry.
