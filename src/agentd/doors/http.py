@@ -487,6 +487,12 @@ def is_write(scope: Scope) -> bool:
         scope["method"] == "POST" and _READ_ONLY_POSTS.match(scope["path"]))
 
 
+#: The headers a token may come in (:meth:`TokenCheck.presented`). A request's header
+#: names are looked up in a set, hashed once each (bytes keep their hash, for the
+#: next layer's lookup too), rather than compared with each name in turn.
+_TOKEN_HEADERS = frozenset({b"authorization", b"sec-websocket-protocol", b"x-api-key"})
+
+
 class TokenCheck:
     """Bearer tokens (constant-time comparison), the paths that need none, and who a
     request is: the principal of the token it presented (``scope["state"]
@@ -525,12 +531,13 @@ class TokenCheck:
         offered = b""
         api_key = b""
         for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value
-            elif name == b"sec-websocket-protocol":
-                offered = value
-            elif name == b"x-api-key":
-                api_key = value
+            if name in _TOKEN_HEADERS:  # (one lookup for the headers that are not)
+                if name == b"authorization":
+                    header = value
+                elif name == b"sec-websocket-protocol":
+                    offered = value
+                else:
+                    api_key = value
         scheme, _, token = header.partition(b" ")
         token = token.strip()
         if scheme.lower() == b"bearer" and token:

@@ -151,8 +151,9 @@ def _message_body(data: Any) -> _Message:
                     body.output_schema)
 
 
-#: The request headers the message route reads (:func:`_headers`).
-_HEADERS = (b"content-type", b"idempotency-key", b"traceparent")
+#: The request headers the message route reads (:func:`_headers`); a set, see
+#: ``agentd.doors.http._TOKEN_HEADERS``.
+_HEADERS = frozenset({b"content-type", b"idempotency-key", b"traceparent"})
 
 
 def _headers(scope: Scope) -> dict[bytes, str]:
