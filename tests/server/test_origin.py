@@ -102,3 +102,22 @@ def test_the_operator_can_let_a_proxy_name_and_a_page_in(tmp_path: Path) -> None
         assert request(live, "GET", "/v1/agents", {
             "Host": f"127.0.0.1:{live.port}", "Origin": "https://app.example.com",
             **auth})[0] == 200
+
+
+def test_the_host_answers_kept_are_bounded_and_the_same_as_worked_out() -> None:
+    from agentd.server._origin import _HOST_ANSWERS_KEPT, OriginCheck
+
+    check = OriginCheck(lambda *_: None, allowed_hosts=["proxy.example"])  # type: ignore[arg-type]
+    loopback, outside = ("127.0.0.1", 8721), ("192.0.2.1", 8721)
+    for _ in range(2):  # worked out, then kept
+        assert check._refused_host(loopback, b"evil.example:8721") == "evil.example"
+        assert check._refused_host(loopback, b"LocalHost:8721") is None
+        assert check._refused_host(loopback, b"Proxy.Example") is None
+        assert check._refused_host(outside, b"evil.example") is None
+        assert check._refused_host(None, b"evil.example") is None
+    long = b"a" * 300 + b".example"
+    assert check._refused_host(loopback, long) == long.decode()
+    assert (loopback[0], long) not in check._host_answers
+    for i in range(3 * _HOST_ANSWERS_KEPT):
+        assert check._refused_host(loopback, b"h%d.example" % i) == f"h{i}.example"
+    assert len(check._host_answers) <= _HOST_ANSWERS_KEPT

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,6 +34,11 @@ __all__ = ["LOOPBACK_NAMES", "OriginCheck"]
 
 #: Host names a request that came in on a loopback address may carry.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: The request headers the checks read.
+_HEADERS = frozenset({b"host", b"origin"})
+#: The Host check's answers kept, and the longest Host kept (a DNS name and a port).
+_HOST_ANSWERS_KEPT = 256
+_HOST_KEPT_BYTES = 260
 
 
 @functools.lru_cache(maxsize=256)
@@ -63,6 +69,11 @@ class OriginCheck:
         self.any_host = "*" in self.hosts
         self.origins = frozenset(o.lower().rstrip("/") for o in allowed_origins or ())
         self.any_origin = "*" in self.origins
+        #: The Host check's answers (:meth:`_refused_host`), by the address a request
+        #: came in on and its Host header: a daemon sees a few of each, and working
+        #: one out (the address parsed, the name decoded, cased and cut from its port)
+        #: cost a request about 5,000 instructions.
+        self._host_answers: dict[tuple[object, bytes], str | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -71,19 +82,18 @@ class OriginCheck:
             return
         host = origin = None
         for key, value in scope["headers"]:
-            if key == b"host":
-                host = value
-            elif key == b"origin":
-                origin = value
+            if key in _HEADERS:  # (see agentd.doors.http._TOKEN_HEADERS)
+                if key == b"host":
+                    host = value
+                else:
+                    origin = value
         problem = None
         if host is not None and not self.any_host:
-            server = scope.get("server")
-            if server and _loopback(str(server[0])):
-                name = _host_name(host.decode("latin-1").lower())
-                if name not in self.hosts:
-                    problem = (f"Host {name!r} is not a name of this daemon (a request "
-                               "to a loopback address must name a loopback host; add it "
-                               "to allowed_hosts if a proxy sends it)")
+            name = self._refused_host(scope.get("server"), host)
+            if name is not None:
+                problem = (f"Host {name!r} is not a name of this daemon (a request "
+                           "to a loopback address must name a loopback host; add it "
+                           "to allowed_hosts if a proxy sends it)")
         if problem is None and origin is not None and not self.any_origin:
             sent = origin.decode("latin-1").lower().rstrip("/")
             scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
@@ -98,3 +108,21 @@ class OriginCheck:
             await send({"type": "websocket.close", "code": 1008})
             return
         await error_response(Forbidden(problem), scope=scope)(scope, receive, send)
+
+    def _refused_host(self, server: Any, host: bytes) -> str | None:
+        """The name ``host`` gives if a request that came in on ``server`` may not carry
+        it, else None."""
+        key = (server[0] if server else None, host)
+        answers = self._host_answers
+        if key in answers:
+            return answers[key]
+        refused = None
+        if server and _loopback(str(server[0])):
+            name = _host_name(host.decode("latin-1").lower())
+            if name not in self.hosts:
+                refused = name
+        if len(host) <= _HOST_KEPT_BYTES:  # (any Host may be sent: only names are kept)
+            if len(answers) >= _HOST_ANSWERS_KEPT:
+                answers.clear()
+            answers[key] = refused
+        return refused
