@@ -720,8 +720,10 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         """With ``settings.memory.auto_recall``: the section of entries most relevant
         to the latest user message for the next call's system prompt, and its log
         (searched once per message, not per step)."""
+        if self.memory is None or not self.agent_settings.memory.auto_recall:
+            return "", None  # (checked first: the scope is made only to search)
         scope = self._memory_scope()
-        if self.memory is None or scope is None or not self.agent_settings.memory.auto_recall:
+        if scope is None:
             return "", None
         message = next((m.content for m in reversed(self.history.messages)
                         if isinstance(m, UserMessage)), "")

@@ -31,6 +31,20 @@ CancelQueued = Callable[[str, str], Awaitable[None]]
 NextQueued = Callable[[str], Awaitable[RunRecord | None]]
 
 
+def _ended(task: asyncio.Task[Any]) -> asyncio.Future[None]:
+    """A future resolved once ``task`` is done, whatever its outcome; cancelling it
+    leaves the task alone. What ``asyncio.wait({task})`` is to the worker, without the
+    sets, the closure and the callback taken off again that it makes for every run."""
+    ended: asyncio.Future[None] = task.get_loop().create_future()
+
+    def done(_: asyncio.Task[Any]) -> None:
+        if not ended.done():  # (cancelled: the worker was, and waits on its own)
+            ended.set_result(None)
+
+    task.add_done_callback(done)
+    return ended
+
+
 @dataclass(slots=True)
 class _Session:
     queue: deque[str]
@@ -235,7 +249,7 @@ class Supervisor:
                     task = asyncio.create_task(executor.execute(), name=f"agentd-run-{run_id}")
                     state.active, state.active_task = executor, task
                     try:
-                        await asyncio.wait({task})
+                        await _ended(task)
                     except asyncio.CancelledError:
                         # The worker itself is cancelled (shutdown): park the run and
                         # let it record that before the worker goes.
