@@ -147,12 +147,17 @@ def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
                     data=e.data, at=now)
         for i, e in enumerate(events)
     ]
-    rows = [(r.session_id, r.seq, r.run_id, r.kind, _rows.dumps(r.data), r.at)
-            for r in records]
-    if len(rows) == 1:
-        tx.execute(INSERT_EVENT, rows[0])
-    else:
-        tx.executemany(INSERT_EVENT, rows)
+    if n > _rows.EVENTS_PER_INSERT:
+        tx.executemany(INSERT_EVENT, [
+            (session_id, r.seq, r.run_id, r.kind, _rows.dumps(r.data), now)
+            for r in records])
+    elif n:
+        # One statement for them all (a turn's commits append two and three): cheaper
+        # than a statement run per row (executemany).
+        params: list[Any] = []
+        for r in records:
+            params += (session_id, r.seq, r.run_id, r.kind, _rows.dumps(r.data), now)
+        tx.execute(_rows.insert_events(n), params)
     return records
 
 
