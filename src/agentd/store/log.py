@@ -115,15 +115,28 @@ class Accepted:
 
 def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
            checkpoint_at: list[float] | None = None, *,
-           last_seq: int | None = None) -> list[EventRecord]:
+           last_seq: int | None = None, sole_writer: bool = False) -> list[EventRecord]:
     """Append to a session's log; with ``checkpoint_at``, also hand back when the
-    session was last checkpointed (read by the same statement).
+    session was last checkpointed (read by the statement that moves its last seq, or
+    with ``sole_writer`` by the one before).
 
     ``last_seq``: the session's last seq as this transaction read it, when no other
     can have moved it since (SQLite: a write transaction is the only one); the update
     then returns nothing (SQLite keeps what RETURNING returns in an ephemeral B-tree).
-    Never on PostgreSQL, whose ``append_returning`` announces the commit."""
+    Never on PostgreSQL, whose ``append_returning`` announces the commit.
+    ``sole_writer``: no other transaction can write the session's row before this
+    one ends (SQLite): its last seq (and last checkpoint) are read first and the
+    update returns nothing: two statements that cost SQLite less than one with
+    RETURNING (about 15,000 instructions less a commit). Never on PostgreSQL."""
     n = len(events)
+    if last_seq is None and sole_writer:
+        row = tx.one("SELECT last_seq, checkpoint_at FROM sessions WHERE id = ?",
+                     (session_id,))
+        if row is None:
+            raise SessionNotFound(f"session {session_id} does not exist")
+        last_seq = int(row[0])
+        if checkpoint_at is not None:
+            checkpoint_at.append(float(row[1]))
     if last_seq is None:
         row = tx.one(
             "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
@@ -136,7 +149,8 @@ def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
             checkpoint_at.append(float(row[1]))
         last_seq = int(row[0]) - n
     else:
-        assert checkpoint_at is None and not tx.append_returning
+        # (With ``last_seq`` given, the last checkpoint is not read.)
+        assert (checkpoint_at is None or sole_writer) and not tx.append_returning
         tx.execute("UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ?",
                    (n, now, session_id))
         if tx.rowcount == 0:
