@@ -157,11 +157,9 @@ def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
         if tx.rowcount == 0:
             raise SessionNotFound(f"session {session_id} does not exist")
     first = last_seq + 1
-    records = [
-        EventRecord(session_id=session_id, seq=first + i, run_id=e.run_id, kind=e.kind,
-                    data=e.data, at=now)
-        for i, e in enumerate(events)
-    ]
+    of_row = EventRecord.of_row
+    records = [of_row(session_id, first + i, e.run_id, e.kind, e.data, now)
+               for i, e in enumerate(events)]
     if n > _rows.EVENTS_PER_INSERT:
         tx.executemany(INSERT_EVENT, [
             (session_id, r.seq, r.run_id, r.kind, _rows.dumps(r.data), now)

@@ -96,8 +96,7 @@ def checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
 
 
 def event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(session_id=row[0], seq=row[1], run_id=row[2], kind=row[3],
-                       data=orjson.loads(row[4]), at=row[5])
+    return EventRecord.of_row(row[0], row[1], row[2], row[3], orjson.loads(row[4]), row[5])
 
 
 _rng: random.Random | None = None
