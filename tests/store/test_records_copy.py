@@ -1,11 +1,13 @@
-"""``RunRecord.copy`` copies every field (a field added to the record and not to the
-copy fails here)."""
+"""Records made field by field, not by their dataclass's ``__init__``
+(``RunRecord.copy``, ``EventRecord.of_row``), have every field (a field added to the
+record and not to them fails here)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from agentd.store.records import RunRecord
+from agentd.store.records import EventRecord, RunRecord
+from agentd.store.rows import EVENT_COLS
 
 
 def test_a_copy_has_every_field_and_is_another_record() -> None:
@@ -21,3 +23,16 @@ def test_a_copy_has_every_field_and_is_another_record() -> None:
         f.name: values[f.name] for f in fields}
     copy.status = "completed"
     assert run.status == "v-status"
+
+
+def test_an_event_record_of_a_row_has_every_field() -> None:
+    """``EventRecord.of_row`` (which sets the fields itself) makes the record the
+    dataclass would (a field added to the record and not to it fails here)."""
+    fields = [f.name for f in dataclasses.fields(EventRecord)]
+    assert sorted(fields) == sorted(EVENT_COLS.split(", "))
+    record = EventRecord.of_row("s1", 7, "r1", "message.user", {"content": "hi"}, 1.5)
+    assert record == EventRecord(session_id="s1", seq=7, run_id="r1", kind="message.user",
+                                 data={"content": "hi"}, at=1.5)
+    assert dataclasses.asdict(record) == {"session_id": "s1", "seq": 7, "run_id": "r1",
+                                          "kind": "message.user",
+                                          "data": {"content": "hi"}, "at": 1.5}

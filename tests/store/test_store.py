@@ -203,7 +203,8 @@ async def test_runs_with_status(store: Store) -> None:
 
 _batches = st.lists(
     st.tuples(st.integers(min_value=0, max_value=2),
-              st.lists(st.text(max_size=20), min_size=1, max_size=4)),
+              # (Past rows.EVENTS_PER_INSERT: appended by executemany, not one insert.)
+              st.lists(st.text(max_size=20), min_size=1, max_size=11)),
     min_size=1, max_size=12)
 
 

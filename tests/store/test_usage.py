@@ -300,3 +300,21 @@ async def test_migration_18_keeps_the_ledger_and_counts_writes_from_then(
             cache_write_tokens=1900, cost_usd=0.011)]
     finally:
         await store.close()
+
+
+async def test_an_agent_moved_to_another_tenant_moves_its_day_row(store: Store,
+                                                                   clock: Clock) -> None:
+    """The day's row shows the tenant (and name) of its last charge, with every charge
+    of the day summed, whether the tenant changed or not."""
+    agent_id = await new_agent(store)
+    await step(store, agent_id, charge(agent_id, tenant="t1"))
+    await step(store, agent_id, charge(agent_id, "a1-renamed", tenant="t1"))
+    await step(store, agent_id, charge(agent_id, tenant="t2", tokens=(1, 1, 0)))
+    assert await store.usage_report(group_by=["tenant", "agent"]) == [
+        row(tenant="t2", agent="a1", calls=3, input_tokens=21, output_tokens=11,
+            cached_tokens=4, cost_usd=0.003)]
+    await step(store, agent_id, charge(agent_id, "a1-again", tenant="t2"))
+    assert await store.usage_report(group_by=["tenant", "agent"]) == [
+        row(tenant="t2", agent="a1-again", calls=4, input_tokens=31, output_tokens=16,
+            cached_tokens=6, cost_usd=0.004)]
+    assert await store.usage_total(since="2024-03-10", tenant="t1") == (0, 0.0)

@@ -1,10 +1,16 @@
 """The usage ledger's SQL: one upsert per charged step, and the sums read back.
 
-``usage_daily`` has a row per UTC day, agent and model. A charge is a single
+``usage_daily`` has a row per UTC day, agent and model. A charge is an
 ``INSERT ... ON CONFLICT DO UPDATE`` (the same text on SQLite and PostgreSQL) run
 inside the transaction that commits the step, so usage is recorded exactly when the
 step is. The agent's name and tenant are overwritten by each charge: the row shows
 them as they were at the day's last call.
+
+The upsert sets the tenant only when it changed (a second statement, in the same
+transaction, on the row the first left locked): SQLite rewrites the entry of an index
+on every column a ``SET`` names, even to the same value, so setting ``tenant`` in
+every charge wrote a page of ``usage_daily_tenant`` to the WAL in every step's commit
+(one of the 16 pages an echo turn writes).
 """
 
 from __future__ import annotations
@@ -23,18 +29,26 @@ __all__ = ["SUMS", "charge", "report", "total", "utc_day"]
 SUMS = ("calls", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
         "cost_usd")
 
-_CHARGE = (
+_INSERT = (
     "INSERT INTO usage_daily (day, agent_id, agent, tenant, model, calls, input_tokens, "
     "output_tokens, cached_tokens, cache_write_tokens, cost_usd) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (day, agent_id, model) DO UPDATE SET agent = excluded.agent, "
-    "tenant = excluded.tenant, calls = usage_daily.calls + excluded.calls, "
+)
+_SUMS_SET = (
+    "calls = usage_daily.calls + excluded.calls, "
     "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
     "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
     "cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, "
     "cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens, "
     "cost_usd = usage_daily.cost_usd + excluded.cost_usd"
 )
+#: A new row, or the sums added to the row of the same tenant (the usual case). A row
+#: whose tenant differs is left as it is, and nothing is counted as written (SQLite's
+#: changes(), PostgreSQL's row count: a DO UPDATE its WHERE skips is neither).
+_CHARGE_SAME_TENANT = _INSERT + _SUMS_SET + " WHERE usage_daily.tenant = excluded.tenant"
+#: The sums added and the tenant set: when the agent moved to another tenant today.
+_CHARGE = _INSERT + "tenant = excluded.tenant, " + _SUMS_SET
 
 #: The SQL expression behind each group.
 _GROUP_SQL = {"agent": "agent", "tenant": "tenant", "model": "model", "day": "day",
@@ -56,9 +70,13 @@ def utc_day(at: float) -> str:
 
 def charge(tx: Tx, usage: UsageCharge, at: float) -> None:
     """Add ``usage`` to its (day of ``at``, agent, model) row."""
-    tx.execute(_CHARGE, (utc_day(at), usage.agent_id, usage.agent, usage.tenant, usage.model,
-                         usage.calls, usage.input_tokens, usage.output_tokens,
-                         usage.cached_tokens, usage.cache_write_tokens, usage.cost_usd))
+    params = (utc_day(at), usage.agent_id, usage.agent, usage.tenant, usage.model,
+              usage.calls, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+              usage.cache_write_tokens, usage.cost_usd)
+    tx.execute(_CHARGE_SAME_TENANT, params)
+    if tx.rowcount == 0:
+        # The row is another tenant's (the agent moved today): nothing was written.
+        tx.execute(_CHARGE, params)
 
 
 def _where(filters: Sequence[tuple[str, str | None]]) -> tuple[str, list[Any]]:

@@ -349,6 +349,22 @@ class EventRecord:
     at: float
     run_id: str | None = None
 
+    @classmethod
+    def of_row(cls, session_id: str, seq: int, run_id: str | None, kind: str,
+               data: dict[str, Any], at: float) -> EventRecord:
+        """The record of a row's values (positionally, in EVENT_COLS' order), made
+        without the dataclass's keyword-only ``__init__``: a class's ``__init__``
+        called with keywords costs a dict and a slow call each time, and every log
+        append and read makes one a row. Sets every field."""
+        record = object.__new__(cls)
+        record.session_id = session_id
+        record.seq = seq
+        record.run_id = run_id
+        record.kind = kind
+        record.data = data
+        record.at = at
+        return record
+
     @property
     def typed(self) -> Event | UnknownEvent:
         """This event as its kind's dataclass (see :func:`agentd.events.parse`)."""

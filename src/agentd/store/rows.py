@@ -18,9 +18,9 @@ from agentd.store.records import (
     SessionRecord,
 )
 
-__all__ = ["AGENT_COLS", "CHECKPOINT_COLS", "EVENT_COLS", "INSERT_EVENT", "RUN_COLS",
-           "SESSION_COLS", "SESSION_NEW", "active", "agent", "checkpoint", "dumps", "event",
-           "new_id", "run", "session"]
+__all__ = ["AGENT_COLS", "CHECKPOINT_COLS", "EVENTS_PER_INSERT", "EVENT_COLS", "INSERT_EVENT",
+           "RUN_COLS", "SESSION_COLS", "SESSION_NEW", "active", "agent", "checkpoint", "dumps",
+           "event", "insert_events", "new_id", "run", "session"]
 
 AGENT_COLS = "id, name, model, instructions, tools, settings, state, created_at, updated_at"
 SESSION_NEW = ("id, agent_id, key, last_seq, created_at, updated_at, checkpoint_seq, "
@@ -32,6 +32,9 @@ RUN_COLS = ("id, session_id, agent_id, status, input, output, error, steps, usag
 CHECKPOINT_COLS = "id, session_id, seq, name, kind, created_at"
 EVENT_COLS = "session_id, seq, run_id, kind, data, at"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+#: The most events :func:`insert_events` writes in one statement (each count is a
+#: statement of its own in the engines' statement caches).
+EVENTS_PER_INSERT = 8
 _ACTIVE_STATES = tuple(s for s in RUN_STATES if s in ACTIVE_RUN_STATES)
 
 
@@ -47,6 +50,14 @@ def active(column: str = "status") -> str:
     condition for every row a statement writes to ``runs`` (three of them for the
     update that ends a run)."""
     return "(" + " OR ".join(f"{column} = '{s}'" for s in _ACTIVE_STATES) + ")"
+
+
+@functools.cache
+def insert_events(n: int) -> str:
+    """The statement inserting ``n`` events (1 to :data:`EVENTS_PER_INSERT`), their
+    values one after another (``INSERT_EVENT``'s six a row)."""
+    assert 1 <= n <= EVENTS_PER_INSERT
+    return INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (n - 1)
 
 
 def dumps(value: Any) -> str:
@@ -85,8 +96,7 @@ def checkpoint(row: tuple[Any, ...]) -> CheckpointRecord:
 
 
 def event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(session_id=row[0], seq=row[1], run_id=row[2], kind=row[3],
-                       data=orjson.loads(row[4]), at=row[5])
+    return EventRecord.of_row(row[0], row[1], row[2], row[3], orjson.loads(row[4]), row[5])
 
 
 _rng: random.Random | None = None

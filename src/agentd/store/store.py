@@ -631,13 +631,14 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
         the events' records (a consolidation's entries and block changes). Returns the
         engine's future: the write goes ahead even if its waiter is cancelled."""
         now = self.clock.time()
+        sole_writer = self.engine.dialect == "sqlite"
 
         def op(tx: Tx) -> list[EventRecord]:
             # Events first: appending locks the session's row (on PostgreSQL), which
             # serialises lease checks and steering within a session.
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
-            records = (append(tx, session_id, events, now, last_checkpoint) if events
-                       else [])
+            records = (append(tx, session_id, events, now, last_checkpoint,
+                              sole_writer=sole_writer) if events else [])
             # The agent's workspace head moves with the event that names its files.
             note_heads(tx, session_id, records, lease.owner if lease is not None else None)
             if unless_steered_after is not None:
