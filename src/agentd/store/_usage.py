@@ -10,7 +10,7 @@ The upsert sets the tenant only when it changed (a second statement, in the same
 transaction, on the row the first left locked): SQLite rewrites the entry of an index
 on every column a ``SET`` names, even to the same value, so setting ``tenant`` in
 every charge wrote a page of ``usage_daily_tenant`` to the WAL in every step's commit
-(one of the 16 pages an echo turn writes).
+(one of the 19 pages an echo turn wrote).
 """
 
 from __future__ import annotations
