@@ -5,6 +5,7 @@
     python bench/turns.py --skip-termo --profile /tmp/agentd.prof
     python bench/turns.py --skip-termo --adapter   # + an adapter-backed agent (adapter_*)
     python bench/turns.py --url http://127.0.0.1:8000 --skip-termo   # a running daemon
+    python bench/turns.py --rounds 6 --waited-only   # item 6's ratio on a shared machine
 
 N clients (closed loop, each on its own session, keep-alive connections) send turns to
 the scripted echo model, first non-streamed (``stream: false``, the reply is the finished
@@ -14,6 +15,13 @@ AGENTD_* variables, such as the store, are inherited), and the termo-agent echo 
 ``bench/termo_echo.py``, one after the other, never at once. After the load it reads the
 sessions' event logs back and checks that every acknowledged turn has its ``message.user``
 event. Progress goes to stderr; stdout gets one JSON line of figures.
+
+On a shared machine one run's ratio moves by a sixth between runs of one build (the two
+sides are measured a minute apart, and the machine's speed drifts): ``--rounds N``
+measures both sides N times, alternating which goes first, and reports each figure's
+median over the rounds, every round's own figures (``rounds``), each round's ratio of
+server CPU per turn (``ratio_server_cpu_per_turn_rounds``) and their median as
+``ratio_server_cpu_per_turn``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -101,6 +110,8 @@ class Target:
         self.http = http
         self.base = base
         self.args = args
+        if getattr(args, "waited_only", False):
+            self.streams = tuple(s for s in self.streams if not s)
         self.tag = uuid.uuid4().hex[:8]
         self.tallies: dict[str, Tally] = {}
         self.counter = 0
@@ -518,24 +529,38 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     }
     failed = False
     workdir = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
+    sides = [("agentd", args.skip_agentd, bench_agentd),
+             ("termo", args.skip_termo, bench_termo)]
+    rounds: list[dict[str, Any]] = []
     try:
-        for side, skip, run in (
-            ("agentd", args.skip_agentd, bench_agentd),
-            ("termo", args.skip_termo, bench_termo),
-        ):
-            if skip:
-                continue
-            try:
-                out.update(await run(args, workdir))
-            except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
-                failed = True
-                out[f"{side}_failed"] = str(exc)[:2000]
-                info(f"{side} failed: {exc}")
+        for number in range(args.rounds):
+            # Rounds alternate which side goes first, so that a machine that slows down
+            # (or speeds up) over the run does not favour one side.
+            figures: dict[str, Any] = {}
+            for side, skip, run in (sides if number % 2 == 0 else sides[::-1]):
+                if skip:
+                    continue
+                round_dir = workdir / f"{side}-{number}"
+                round_dir.mkdir()
+                try:
+                    figures.update(await run(args, round_dir))
+                except (RuntimeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                    failed = True
+                    figures[f"{side}_failed"] = str(exc)[:2000]
+                    info(f"{side} failed: {exc}")
+            rounds.append(figures)
+            if args.rounds > 1:
+                info(f"round {number + 1} of {args.rounds}: " + orjson.dumps(
+                    {k: figures.get(k) for k in ROUND_FIGURES}).decode())
     finally:
         if args.keep:
             info(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    for figures in rounds:
+        out.update(figures)
+    if args.rounds > 1:
+        _medians(out, rounds)
     ours, theirs = out.get("turns_per_s"), out.get("termo_turns_per_s")
     out["ratio_turns"] = round(ours / theirs, 3) if ours and theirs else None
     ours, theirs = out.get("stream_turns_per_s"), out.get("termo_stream_turns_per_s")
@@ -547,8 +572,33 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         round(ours / native, 2) if ours and native else None)
     ours, theirs = out.get("server_cpu_ms_per_turn"), out.get("termo_server_cpu_ms_per_turn")
     out["ratio_server_cpu_per_turn"] = round(ours / theirs, 2) if ours and theirs else None
+    if args.rounds > 1:
+        # The figure to judge by on a shared machine: each round's own ratio (the two
+        # sides measured minutes apart), their median and spread.
+        ratios = [round(r["server_cpu_ms_per_turn"] / r["termo_server_cpu_ms_per_turn"], 2)
+                  for r in rounds
+                  if r.get("server_cpu_ms_per_turn") and r.get("termo_server_cpu_ms_per_turn")]
+        out["ratio_server_cpu_per_turn_rounds"] = ratios
+        out["ratio_server_cpu_per_turn"] = statistics.median(ratios) if ratios else None
     out["note"] = NOTE
     return out, failed
+
+
+#: The figures a round reports (--rounds), and whose median the JSON line gives.
+ROUND_FIGURES = ("turns_per_s", "server_cpu_ms_per_turn", "p50_ms", "p99_ms",
+                 "stream_turns_per_s", "stream_server_cpu_ms_per_turn",
+                 "termo_turns_per_s", "termo_server_cpu_ms_per_turn",
+                 "termo_stream_turns_per_s", "termo_stream_server_cpu_ms_per_turn")
+
+
+def _medians(out: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
+    """Each of ROUND_FIGURES as its median over the rounds (the rest: the last round's),
+    and every round's own figures under ``rounds``."""
+    out["rounds"] = [{k: r.get(k) for k in ROUND_FIGURES if k in r} for r in rounds]
+    for key in ROUND_FIGURES:
+        values = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = round(statistics.median(values), 3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -567,6 +617,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-seconds", type=float, default=600.0, help="cap on a --turns phase (default 600)"
     )
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per phase")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure both sides this many times, alternating which goes first; the "
+        "figures are the rounds' medians and the ratio the median of each round's own",
+    )
+    p.add_argument(
+        "--waited-only",
+        action="store_true",
+        help="only the non-streamed phase (item 6's figure), on both sides",
+    )
     p.add_argument("--url", help="use this running agentd instead of starting one")
     p.add_argument(
         "--token",
@@ -618,6 +680,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.clients < 1:
         p.error("--clients must be >= 1")
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     if args.turns is not None and args.turns < 1:
         p.error("--turns must be >= 1")
     if args.url and args.profile:
