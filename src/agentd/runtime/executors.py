@@ -96,7 +96,7 @@ def _mb(daemon: int, agent: int | None) -> int | None:
     return min(chosen) << 20 if chosen else None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)  # (not frozen: made for every run, see RunSubject)
 class _Start:
     """A run that can start: its agent, plan, session and history."""
 
