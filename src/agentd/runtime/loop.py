@@ -173,6 +173,11 @@ class RunShared:
     kernel: Kernel
     lease: Lease
     workers: WorkerPool | None = None
+    #: The lease to hold a run's, to take it and to release it (worked out once).
+    lease_forms: tuple[Lease, Lease, Lease] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lease_forms", _lease_forms(self.lease))
 
 
 # RunSubject, ModelSide and ToolSide are made for every run and read once, by the
@@ -275,6 +280,12 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     # Auto-recall's last search: the message, the section, its log.
     _recalled: tuple[str, str, RecalledData] | None = None
 
+    @functools.cached_property
+    def _asking(self) -> asyncio.Event:  # type: ignore[override]  # (ToolSteps' attribute)
+        """Set while the run asks for a decision (made at its first ask: most runs
+        never ask)."""
+        return asyncio.Event()
+
     def __init__(self, shared: RunShared, subject: RunSubject, model: ModelSide,
                  tools: ToolSide) -> None:
         run, settings, targets, policy = subject.run, subject.settings, model.targets, \
@@ -283,7 +294,6 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self.bus = shared.bus
         self.kernel = shared.kernel
         self.workers = shared.workers
-        lease = shared.lease
         self.run = run
         self.agent_name = subject.agent_name
         self.session_key = subject.session_key
@@ -312,7 +322,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         token = self.origin.get("ok_token")
         self.ok_token: str | None = token if isinstance(token, str) and token else None
         self._tool_blobs: list[NewBlob] = []
-        self.tools = {t.name: t for t in tools.tools}
+        self.tools = {t.name: t for t in tools.tools} if tools.tools else {}
         self.max_steps = model.max_steps
         self.tool_timeout_s = tools.timeout_s
         #: The agent's settings (its plan's: read once while the agent is awake).
@@ -337,7 +347,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             outage_timeout_s=policy.outage_timeout_s)
         self._priced = any(t.info is not None for t in targets)
         # Every commit is fenced by the run's lease; the first one takes it.
-        self._lease, self._lease_acquire, self._lease_release = _lease_forms(lease)
+        self._lease, self._lease_acquire, self._lease_release = shared.lease_forms
         #: The run was started (``run.started`` committed, its lease taken) when its
         #: message was accepted: ``_begin`` does not start it again.
         self.started = subject.started
@@ -348,7 +358,6 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         #: The reply's live text, redacted across its pieces (a value cut in two).
         self._live = LiveRedaction(self.redactor)
         self.secrets = subject.secrets
-        self._asking = asyncio.Event()
         self.usage = Usage()
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
