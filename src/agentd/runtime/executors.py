@@ -96,7 +96,7 @@ def _mb(daemon: int, agent: int | None) -> int | None:
     return min(chosen) << 20 if chosen else None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)  # (not frozen: made for every run, see RunSubject)
 class _Start:
     """A run that can start: its agent, plan, session and history."""
 
@@ -105,6 +105,33 @@ class _Start:
     plan: AgentPlan
     session_key: str
     permissions: Policy
+
+
+@dataclass(kw_only=True, slots=True)
+class _Shape:
+    """What building a run works out from its agent's revision alone (the record and
+    its plan), the same for each of its runs: made at the first run of a revision,
+    kept while the agent's record and plan stay the same objects (any change to the
+    agent, its model or settings, or a reload that drops its plan, makes new ones).
+    Nothing here depends on the daemon's live settings, the tool registry or the
+    run."""
+
+    agent: AgentRecord
+    plan: AgentPlan
+    #: What drives the runs: a team's executor, an adapter's, or the agent loop.
+    executor: type[RunExecutor]
+    #: A team's runs (their usage counts their members'), and a team's or an
+    #: adapter's: these call no model and no tool themselves.
+    team: bool
+    delegated: bool
+    #: Named endpoints of the plan's models keyed by a secret of the agent
+    #: (``Agents.keyed_secrets``: endpoint -> secret).
+    wanted: dict[str, str]
+    workspace: Path
+    #: The runs may have tools (the agent names some, or MCP servers).
+    tooled: bool
+    #: A check runs a command (in the agent's sandbox, tools or not).
+    commands: bool
 
 
 class ExecutorFactory:
@@ -152,6 +179,9 @@ class ExecutorFactory:
         #: per plan serves all its runs until either changes, a reload for the daemon's).
         self._permissions: dict[int, tuple[AgentPlan, PolicyConfig, Policy]] = {}
         self._shared: RunShared | None = None
+        #: Each awake agent's :class:`_Shape`, by id (checked against its record and
+        #: plan at each run).
+        self._shapes: dict[str, _Shape] = {}
         #: A tenant's day and month limits (its budget and spend quota), and a number
         #: that changes whenever they may have (call policies are cached on it).
         self.tenant_budget: Callable[[str], Budget | None] = self._configured_budget
@@ -198,39 +228,63 @@ class ExecutorFactory:
         history = await self.histories.get(
             run.session_id, min_seq=prepared.min_seq if prepared else None,
             agent_id=agent.id, log=prepared.log if prepared else None)
-        team = plan.settings.team is not None and self.team_executor is not None
-        adapter = (self.adapter_executor is not None
-                   and plan.targets[0].model.provider == "adapter")
-        # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
-        # an adapter's runs neither: its framework does (agentd.adapters).
+        shape = self._shape(agent, plan)
         redactor, source = await self.secrets_for(plan.settings.tenant, agent.name)
-        tools, notes = ([], []) if team or adapter else await self.agent_tools(
-            agent, plan, run.id, source, redactor)
-        tool_side = await self._tool_side(start, history, tools, notes, head)
-        if tool_side is None:
-            return None
+        tools: list[Any] = []
+        notes: list[NewEvent] = []
+        if shape.tooled and not shape.delegated:
+            tools, notes = await self.agent_tools(agent, plan, run.id, source, redactor)
+        if tools or shape.commands:
+            tool_side = await self._tool_side(start, history, tools, notes, head)
+            if tool_side is None:
+                return None
+        else:
+            tool_side = self._bare_tool_side(start, shape, notes)
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
                   else await self._origin(run))
         policy, payer = ((self.call_policy(plan, run.priority), None)
                          if origin.get("payer") in (None, agent.id)
                          else await self._payer(plan, agent, run.priority, origin))
         base, instructions = await self.instructions(agent, plan)
-        executor = self._executor_class(team=team, adapter=adapter)
         shared = self._shared
         if shared is None:
             shared = self._shared = RunShared(store=self.store, bus=self.bus,
                                               kernel=self.kernel, lease=self.lease,
                                               workers=self.workers)
-        return executor(
+        targets = (await self._keyed(agent, plan, source, shape.wanted) if shape.wanted
+                   else plan.targets)
+        return shape.executor(
             shared,
             RunSubject(run=run, agent_name=agent.name, session_key=start.session_key,
                        history=history, settings=plan.settings, origin=origin, payer=payer,
                        started=prepared is not None and prepared.started
                        and run.status == "running", redactor=redactor, secrets=source),
-            await self._model_side(agent, plan, source, policy, (base, instructions),
-                                   children=team or any(
-                                       t.name in self.child_usage_tools for t in tools)),
+            self._model_side(plan, targets, policy, base, instructions,
+                             children=shape.team or (bool(tools) and any(
+                                 t.name in self.child_usage_tools for t in tools))),
             tool_side)
+
+    def _shape(self, agent: AgentRecord, plan: AgentPlan) -> _Shape:
+        """What the runs of this revision of ``agent`` share (see :class:`_Shape`)."""
+        shape = self._shapes.get(agent.id)
+        if shape is not None and shape.agent is agent and shape.plan is plan:
+            return shape
+        # A team's runs call no model and no tool: its members do (agentd.autonomy.teams);
+        # an adapter's runs neither: its framework does (agentd.adapters).
+        team = plan.settings.team is not None and self.team_executor is not None
+        adapter = (self.adapter_executor is not None
+                   and plan.targets[0].model.provider == "adapter")
+        shape = _Shape(agent=agent, plan=plan,
+                       executor=self._executor_class(team=team, adapter=adapter),
+                       team=team, delegated=team or adapter,
+                       wanted=self.agents.keyed_secrets(plan),
+                       workspace=self.agents.workspace_of(agent),
+                       tooled=bool(agent.tools or plan.mcp),
+                       commands=plan.settings.all_checks.commands)
+        if len(self._shapes) > 4096:
+            self._shapes.clear()
+        self._shapes[agent.id] = shape
+        return shape
 
     def _executor_class(self, *, team: bool, adapter: bool) -> type[RunExecutor]:
         """What drives the run: a team's executor, an adapter's, or the agent loop."""
@@ -240,15 +294,12 @@ class ExecutorFactory:
             return self.adapter_executor
         return RunExecutor
 
-    async def _model_side(self, agent: AgentRecord, plan: AgentPlan,
-                          source: SecretSource | None, policy: CallPolicy,
-                          instructions: tuple[str, str], *, children: bool) -> ModelSide:
-        """What a run calls its models with; ``instructions``: the agent's own and the
-        run's; ``children``: whether the run's usage counts its children's."""
-        base, full = instructions
+    def _model_side(self, plan: AgentPlan, targets: list[Target], policy: CallPolicy,
+                    base: str, full: str, *, children: bool) -> ModelSide:
+        """What a run calls its models with; ``base``, ``full``: the agent's own
+        instructions and the run's; ``children``: whether the run's usage counts its
+        children's."""
         repairs = plan.settings.output.max_repairs
-        wanted = self.agents.keyed_secrets(plan)
-        targets = await self._keyed(agent, plan, source, wanted) if wanted else plan.targets
         return ModelSide(targets=targets, policy=policy,
                          instructions=full, base_instructions=base,
                          max_steps=plan.settings.max_steps or self.settings.max_steps,
@@ -427,6 +478,20 @@ class ExecutorFactory:
                         permissions=start.permissions, sandbox=sandbox, workspace=workspace,
                         workspace_steps=workspace_steps, on_tainted=on_tainted,
                         services=self.services, notes=notes, checks=self.checks)
+
+    def _bare_tool_side(self, start: _Start, shape: _Shape, notes: list[NewEvent]
+                        ) -> ToolSide:
+        """:meth:`_tool_side` for a run with no tools and no command checks: no
+        sandbox, no workspace steps, nothing to bring here."""
+        shell_key = f"{start.agent.id}/{start.run.session_id}"
+
+        async def on_tainted() -> None:
+            await self.sandboxes.close_shells(shell_key)
+
+        return ToolSide(tools=[], timeout_s=self.settings.tool_timeout_s,
+                        permissions=start.permissions, workspace=shape.workspace,
+                        on_tainted=on_tainted, services=self.services, notes=notes,
+                        checks=self.checks)
 
     async def instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
         """The agent's instructions with the services' sections (the base), and with

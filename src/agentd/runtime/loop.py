@@ -41,7 +41,14 @@ from agentd.events import (
     run_end,
 )
 from agentd.llm.catalog import ModelInfo
-from agentd.llm.messages import AssistantMessage, ModelRequest, ToolCall, Usage, UserMessage
+from agentd.llm.messages import (
+    AssistantMessage,
+    ModelRequest,
+    OutputFormat,
+    ToolCall,
+    Usage,
+    UserMessage,
+)
 from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_from
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
@@ -166,9 +173,18 @@ class RunShared:
     kernel: Kernel
     lease: Lease
     workers: WorkerPool | None = None
+    #: The lease to hold a run's, to take it and to release it (worked out once).
+    lease_forms: tuple[Lease, Lease, Lease] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lease_forms", _lease_forms(self.lease))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# RunSubject, ModelSide and ToolSide are made for every run and read once, by the
+# executor's constructor: not frozen, as a frozen dataclass sets each field through
+# object.__setattr__ (about 37,000 instructions a run for the three, measured in
+# process). Nothing changes them once made.
+@dataclass(slots=True, kw_only=True)
 class RunSubject:
     """The run and whose it is: its session, its agent's settings, what started it,
     and who pays for it."""
@@ -190,7 +206,7 @@ class RunSubject:
     secrets: SecretSource | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ModelSide:
     """What the run asks its models with: the chain, the call policy, the
     instructions (with and before the memory blocks), the step limits, memory and
@@ -209,7 +225,7 @@ class ModelSide:
     output_repairs: int = 2
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ToolSide:
     """What the run's tools get: the tools, their time limit, the permission
     policy, the workspace and sandbox, the services they may use, and the events
@@ -231,6 +247,45 @@ class ToolSide:
 class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     """Drives one run to a terminal state. Owned by the supervisor, never by a request."""
 
+    # The state a run starts with that is the same for every run: class attributes,
+    # set on the executor only when they change (an executor is made for every run).
+    #: The lease is gone (another node took the run over): stop, write nothing.
+    lost = False
+    #: Set by the supervisor before it cancels the task: why the run stops.
+    cancel_reason: str | None = None
+    #: Called with the run when it starts waiting for a decision.
+    on_waiting: Callable[[RunRecord], None] | None = None
+    interrupt = False
+    #: When this executor took the run's lease (0: not yet).
+    leased_at = 0.0
+    steps = 0
+    cost_usd = 0.0
+    # Structured output (runtime/_output.py): set when the run starts.
+    output: OutputFormat | None = None
+    repairs = 0
+    _compaction_tried = False
+    _stop_reason: str | None = None
+    _steer_seq = 0
+    _in_model = False
+    _task: asyncio.Task[Any] | None = None
+    _decision: asyncio.Future[ApprovalDecidedData] | None = None
+    _waiting: ApprovalRequestedData | None = None
+    _deciding = False
+    _workspace_checked = False
+    _doing: Activity | None = None
+    # Loop guard state: the last step's calls-and-results signature, and how many
+    # steps in a row had it.
+    _last_signature = b""
+    _streak = 0
+    # Auto-recall's last search: the message, the section, its log.
+    _recalled: tuple[str, str, RecalledData] | None = None
+
+    @functools.cached_property
+    def _asking(self) -> asyncio.Event:  # type: ignore[override]  # (ToolSteps' attribute)
+        """Set while the run asks for a decision (made at its first ask: most runs
+        never ask)."""
+        return asyncio.Event()
+
     def __init__(self, shared: RunShared, subject: RunSubject, model: ModelSide,
                  tools: ToolSide) -> None:
         run, settings, targets, policy = subject.run, subject.settings, model.targets, \
@@ -239,7 +294,6 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self.bus = shared.bus
         self.kernel = shared.kernel
         self.workers = shared.workers
-        lease = shared.lease
         self.run = run
         self.agent_name = subject.agent_name
         self.session_key = subject.session_key
@@ -267,9 +321,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         #: silent: logged, not streamed; the run's text deltas are not published live.
         token = self.origin.get("ok_token")
         self.ok_token: str | None = token if isinstance(token, str) and token else None
-        self._compaction_tried = False
         self._tool_blobs: list[NewBlob] = []
-        self.tools = {t.name: t for t in tools.tools}
+        self.tools = {t.name: t for t in tools.tools} if tools.tools else {}
         self.max_steps = model.max_steps
         self.tool_timeout_s = tools.timeout_s
         #: The agent's settings (its plan's: read once while the agent is awake).
@@ -294,9 +347,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             outage_timeout_s=policy.outage_timeout_s)
         self._priced = any(t.info is not None for t in targets)
         # Every commit is fenced by the run's lease; the first one takes it.
-        self._lease, self._lease_acquire, self._lease_release = _lease_forms(lease)
-        #: When this executor took the run's lease (0: not yet).
-        self.leased_at = 0.0
+        self._lease, self._lease_acquire, self._lease_release = shared.lease_forms
         #: The run was started (``run.started`` committed, its lease taken) when its
         #: message was accepted: ``_begin`` does not start it again.
         self.started = subject.started
@@ -307,38 +358,13 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         #: The reply's live text, redacted across its pieces (a value cut in two).
         self._live = LiveRedaction(self.redactor)
         self.secrets = subject.secrets
-        #: The lease is gone (another node took the run over): stop, write nothing.
-        self.lost = False
-        #: Set by the supervisor before it cancels the task: why the run stops.
-        self.cancel_reason: str | None = None
-        self._stop_reason: str | None = None
-        self._steer_seq = 0
-        self._in_model = False
-        self._task: asyncio.Task[Any] | None = None
-        self._decision: asyncio.Future[ApprovalDecidedData] | None = None
-        self._waiting: ApprovalRequestedData | None = None
-        self._deciding = False
-        self._asking = asyncio.Event()
-        self._workspace_checked = False
-        self._doing: Activity | None = None
-        #: Called with the run when it starts waiting for a decision.
-        self.on_waiting: Callable[[RunRecord], None] | None = None
-        self.interrupt = False
-        # Loop guard state: the last step's calls-and-results signature, and how many
-        # steps in a row had it.
-        self._last_signature = b""
-        self._streak = 0
-        self.steps = 0
         self.usage = Usage()
-        self.cost_usd = 0.0
         # Pieces of an answer cut off by the output limit, continued step by step.
         self._pieces: list[str] = []
-        # Structured output (runtime/_output.py): set when the run starts.
-        self.output, self.max_repairs, self.repairs = None, model.output_repairs, 0
         #: The names of the tools the sender of the run's message runs (see _execute).
         self._client_tools: set[str] = set()
-        # Auto-recall's last search: the message, the section, its log.
-        self._recalled: tuple[str, str, RecalledData] | None = None
+        #: Answers not matching the run's output schema that may be asked for again.
+        self.max_repairs = model.output_repairs
 
     @property
     def session_id(self) -> str:
