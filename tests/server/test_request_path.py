@@ -349,3 +349,86 @@ async def test_apps_share_the_routes_their_includes_build_and_each_checks_scopes
             assert (await client.get("/v1/agents/mine", headers=scoped)).status_code == 200
             assert (await client.get("/v1/agents/theirs", headers=scoped)).status_code in (
                 403, 404)
+
+
+class PassThrough:
+    """A middleware that does nothing: added, it leaves the request layer unfused."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def test_the_fused_front_answers_as_the_layers_one_by_one(
+        settings: Settings, runtime: Runtime) -> None:
+    """create_app's layers run in one frame for an HTTP request (``_Front``); with any
+    other middleware they run one by one. Both answer every request alike (status,
+    body, headers) and count it alike in the metrics."""
+    from agentd.server.app import _Front
+
+    settings.max_body_bytes = 2048
+    settings.attachments = AttachmentsConfig(max_message_mb=0.001)
+    big = b'{"content": "' + b"x" * 4096 + b'"}'
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield big[:1000]
+        yield big[1000:]
+
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/agents", {"json": {"name": "a"}}),
+        ("POST", MESSAGES, {"json": {"content": "hi"}}),
+        ("POST", MESSAGES, {"json": {"content": "hi"}, "headers": {"Authorization": ""}}),
+        ("POST", MESSAGES, {"json": {"content": "hi"},
+                            "headers": {"Authorization": "Bearer nope"}}),
+        ("GET", "/v1/agents", {"headers": {"Host": "evil.example"}}),
+        ("POST", MESSAGES, {"json": {"content": "hi"},
+                            "headers": {"Origin": "http://evil.example"}}),
+        ("POST", MESSAGES, {"content": big}),
+        ("POST", MESSAGES, {"content": chunked}),
+        ("POST", MESSAGES, {"content": b"{"}),
+        ("GET", "/v1/agents/a/sessions/%01", {}),
+        ("GET", "/v1/agents/nope", {}),
+        ("GET", "/nowhere", {}),
+        ("PUT", MESSAGES, {"json": {}}),
+        ("GET", "/health", {"headers": {"Authorization": ""}}),
+    ]
+
+    async def answers(middleware: type | None) -> tuple[list[Any], dict[str, float]]:
+        app = create_app(settings, runtime)
+        if middleware is not None:
+            app.add_middleware(middleware)
+        assert isinstance(app.build_middleware_stack(), _Front) is (middleware is None)
+        got = []
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                headers=bearer(settings)) as c:
+            before = await counts()
+            for method, path, options in requests:
+                if options.get("content") is chunked:
+                    options = {**options, "content": chunked()}
+                r = await c.request(method, path, **options)
+                body = r.json()
+                # (times, the run's id and the daemon's health: new each time)
+                body = {k: v for k, v in body.items() if path != "/health" and k not in (
+                    "id", "created_at", "started_at", "finished_at", "updated_at")}
+                got.append((method, path, r.status_code, body,
+                            {k: v for k, v in r.headers.items() if k != "content-length"}))
+            after = await counts()
+        await runtime.delete_agent("a")
+        return got, {k: v - before.get(k, 0) for k, v in after.items()}
+
+    async def counts() -> dict[str, float]:
+        assert runtime.metrics is not None
+        text = (await runtime.metrics.render()).decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line.startswith("agentd_http_requests_total")}
+
+    fused, fused_counts = await answers(None)
+    layered, layered_counts = await answers(PassThrough)
+    assert fused == layered
+    assert fused_counts == layered_counts
+    assert sum(fused_counts.values()) == len(requests)
+    assert [status for _, _, status, _, _ in fused] == [
+        201, 200, 401, 401, 403, 403, 413, 413, 422, 422, 404, 404, 405, 200]

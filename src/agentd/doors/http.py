@@ -12,6 +12,10 @@ Every request, the message fast path included, passes through the same stack (bu
                               routes -> their handlers, everything else -> FastAPI's
                               router
 
+With only create_app's middleware (``OriginCheck`` and ``HttpMetrics`` outside the
+two above) an HTTP request passes them all in one frame (``_Front`` in app.py), each
+check the layer's own; the layers above serve any other case.
+
 A protocol door (``agentd.protocols``) answers errors in its protocol's own shape: it
 registers an :data:`ErrorShape` for its path prefix with :func:`add_error_shape`, and
 every error answer above (401, 413, a route's exception) is rendered through it. A door
@@ -422,18 +426,23 @@ class ErrorMapping:
         try:
             await self.app(scope, receive, send)
         except Exception as exc:
-            if isinstance(exc, Forbidden) and not getattr(exc, "audited", False):
-                # Every 403 a route raises (a role without the right, an operator-only
-                # setting, a quota) is a refusal the audit log records.
-                record = getattr(getattr(scope.get("app"), "state", None), "on_refused",
-                                 None)
-                if record is not None:
-                    exc.audited = True  # type: ignore[attr-defined]
-                    record(scope, exc)
-            try:
-                await response_for(exc, scope)(scope, receive, send)
-            except Exception:
-                raise exc from None
+            await self.answer(exc, scope, receive, send)
+
+    @staticmethod
+    async def answer(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer what a route raised (``exc``), or raise it on if it cannot be."""
+        if isinstance(exc, Forbidden) and not getattr(exc, "audited", False):
+            # Every 403 a route raises (a role without the right, an operator-only
+            # setting, a quota) is a refusal the audit log records.
+            record = getattr(getattr(scope.get("app"), "state", None), "on_refused",
+                             None)
+            if record is not None:
+                exc.audited = True  # type: ignore[attr-defined]
+                record(scope, exc)
+        try:
+            await response_for(exc, scope)(scope, receive, send)
+        except Exception:
+            raise exc from None
 
 
 class LastResort:
@@ -687,6 +696,12 @@ class BearerAuth:
         if refused is None:
             await self.app(scope, receive, send)
             return
+        await self.refuse(refused, scope, receive, send)
+
+    async def refuse(self, refused: AgentdError, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        """What follows :meth:`TokenCheck.decide`'s ``refused``: the gate's say, then
+        the refusal (audited) unless the gate lets the request in."""
         headers: dict[str, str] | None = (
             {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None)
         if self.gate is not None and scope["type"] == "http" \
@@ -717,7 +732,7 @@ class BodyLimit:
         self.overrides = tuple(overrides)
         # A body no larger than every limit passes whichever applies: its path is not
         # matched against the overrides (about 3,000 instructions a request).
-        self._floor = min([limit, *(n for _, n in self.overrides)])
+        self.floor = min([limit, *(n for _, n in self.overrides)])
         # The overrides as one pattern, each its own named group, in their order (an
         # alternation's full match takes the first override that matches the whole
         # path): one match a request, not one per override.
@@ -739,7 +754,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         length = content_length(scope)
-        if length is not None and length <= self._floor:
+        if length is not None and length <= self.floor:
             await self.app(scope, receive, send)
             return
         limit = self._limit_for(scope["path"]) if self.overrides else self.limit

@@ -222,6 +222,10 @@ class Supervisor:
         none is queued or the supervisor is closing."""
         while pending := {f for f in state.ending if not f.done()}:
             await asyncio.wait(pending)
+        return self._take(state)
+
+    def _take(self, state: _Session) -> str | None:
+        """The session's next run, taken off its queue (None: none, or closing)."""
         if not state.queue or self._closing:
             return None
         run_id = state.queue.popleft()
@@ -230,7 +234,10 @@ class Supervisor:
 
     async def _work(self, session_id: str, state: _Session) -> None:
         try:
-            while (run_id := await self._next_run(state)) is not None:
+            # (No cancel being written, the usual case: the next run is taken off the
+            # queue without a coroutine made and awaited for it.)
+            while (run_id := (self._take(state) if not state.ending
+                              else await self._next_run(state))) is not None:
                 state.building = run_id
                 settled: RunRecord | None = None
                 try:

@@ -80,6 +80,18 @@ class OriginCheck:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        problem = self.problem(scope)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await error_response(Forbidden(problem), scope=scope)(scope, receive, send)
+
+    def problem(self, scope: Scope) -> str | None:
+        """Why an HTTP request or WebSocket handshake is refused, or None if it may go
+        on (the request layer's fused front, ``agentd.server.app``, asks too)."""
         host = origin = None
         for key, value in scope["headers"]:
             if key in _HEADERS:  # (see agentd.doors.http._TOKEN_HEADERS)
@@ -101,13 +113,7 @@ class OriginCheck:
             if sent != own and sent not in self.origins:
                 problem = (f"cross-origin request from {sent!r} refused (add the origin "
                            "to allowed_origins to let a page on it use the API)")
-        if problem is None:
-            await self.app(scope, receive, send)
-            return
-        if kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        await error_response(Forbidden(problem), scope=scope)(scope, receive, send)
+        return problem
 
     def _refused_host(self, server: Any, host: bytes) -> str | None:
         """The name ``host`` gives if a request that came in on ``server`` may not carry

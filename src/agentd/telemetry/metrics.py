@@ -58,7 +58,7 @@ from agentd.telemetry._metrics_listen import Listener, parse_listen
 from agentd.telemetry._series import Families
 
 __all__ = ["CONTENT_TYPE", "MAX_LABEL_CHARS", "MAX_VALUES", "ROUTE_KEY", "HttpMetrics",
-           "Metrics", "State", "parse_listen", "route_label"]
+           "Metrics", "State", "count_request", "parse_listen", "route_label"]
 
 log = logging.getLogger(__name__)
 
@@ -656,9 +656,13 @@ class HttpMetrics:
             raise
         finally:
             if status:
-                route = scope.get("route")
-                path = getattr(route, "path", None) if route is not None else scope.get(
-                    ROUTE_KEY)
-                method = scope["method"]
-                metrics.request(method if method in _METHODS else "other",
-                                path or "unmatched", status)
+                count_request(metrics, scope, status)
+
+
+def count_request(metrics: Metrics, scope: Scope, status: int) -> None:
+    """Count one answered request (:class:`HttpMetrics`; the request layer's fused
+    front, ``agentd.server.app``, counts the same way)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) if route is not None else scope.get(ROUTE_KEY)
+    method = scope["method"]
+    metrics.request(method if method in _METHODS else "other", path or "unmatched", status)
