@@ -392,18 +392,26 @@ _FIRST_ACTIVE = (f"SELECT id, status FROM runs WHERE session_id = ? AND {active(
 _UNDER_WAY = (f"SELECT id, status FROM runs WHERE session_id = ? AND {active()} "
               "AND status <> 'queued' LIMIT 1")
 _RUN_BY_ID = f"SELECT {RUN_COLS} FROM runs WHERE id = ?"
+#: SQLite: the session with the id of its first active run, if any (one statement
+#: where two were; PostgreSQL looks after locking the row, :data:`_FIRST_ACTIVE`).
+_SESSION_BY_KEY_BUSY = (
+    f"SELECT {SESSION_COLS}, (SELECT r.id FROM runs r WHERE r.session_id = sessions.id "
+    f"AND {active('r.status')} ORDER BY r.queued_seq LIMIT 1) FROM sessions "
+    "WHERE agent_id = ? AND key = ?")
 _INSERT_RUN = (f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
                "?, ?, ?, NULL, ?, ?, ?, ?)")
 
 
-def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool
-                 ) -> tuple[SessionRecord, bool]:
-    """The session (made if it does not exist) and whether this transaction made it;
-    ``lock``: its row locked first (PostgreSQL's ``FOR UPDATE``)."""
-    select = _SESSION_BY_KEY_LOCKED if lock else _SESSION_BY_KEY
+def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool,
+                 select: str | None = None) -> tuple[SessionRecord, bool, tuple[Any, ...]]:
+    """The session (made if it does not exist), whether this transaction made it and
+    the row read; ``lock``: its row locked first (PostgreSQL's ``FOR UPDATE``).
+    ``select``: the statement that reads it (SESSION_COLS first), if not the usual."""
+    if select is None:
+        select = _SESSION_BY_KEY_LOCKED if lock else _SESSION_BY_KEY
     row = tx.one(select, (agent_id, key))
     if row is not None:
-        return _rows.session(row), False
+        return _rows.session(row), False, row
     tx.execute(
         f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
         "ON CONFLICT (agent_id, key) DO NOTHING",
@@ -411,7 +419,7 @@ def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool
     )
     row = tx.one(select, (agent_id, key))
     assert row is not None
-    return _rows.session(row), True
+    return _rows.session(row), True, row
 
 
 def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
@@ -438,7 +446,12 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # PostgreSQL the session's row is locked first (every commit to the session takes
     # it), so no run of another node becomes active between the look and the write.
     lock = start is not None and dialect == "postgresql"
-    session, created = _session_row(tx, agent_id, key, now, lock)
+    look = mode != "enqueue" or find_busy or start is not None
+    # On SQLite the session's row comes with its first active run's id: whether it is
+    # busy (in the usual turn it is not, and nothing more is read).
+    with_busy = look and dialect == "sqlite"
+    session, created, row = _session_row(tx, agent_id, key, now, lock,
+                                         _SESSION_BY_KEY_BUSY if with_busy else None)
     if idempotency_key is not None:
         prior = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? "
                        "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
@@ -448,8 +461,9 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
                             created_session=False, duplicate=True)
     # (A session this transaction made may still be busy on PostgreSQL: another node
     # may have made it and queued a run meanwhile.)
-    busy = (_busy_run(tx, session.id) if (not created or lock) and (
-        mode != "enqueue" or find_busy or start is not None) else None)
+    busy = (_busy_run(tx, session.id)
+            if look and (not created or lock) and (not with_busy or row[-1] is not None)
+            else None)
     if busy is not None and mode == "reject":
         raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                           details={"active_run": busy[0]})
@@ -458,9 +472,9 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
             MessageUser(data={**extra, "content": content, "steer": True}),  # type: ignore[typeddict-item]
             busy[0])], now)
         session.last_seq, session.updated_at = events[-1].seq, now
-        row = tx.one(_RUN_BY_ID, (busy[0],))
-        assert row is not None
-        return Accepted(session=session, run=_rows.run(row), events=events,
+        stored = tx.one(_RUN_BY_ID, (busy[0],))
+        assert stored is not None
+        return Accepted(session=session, run=_rows.run(stored), events=events,
                         created_session=False, steered=True, busy_run=busy[0])
     # The events first: their seqs (taken under the session's row lock) give the run
     # its place in the session's queue.
