@@ -93,6 +93,9 @@ async def test_the_busy_run_is_the_one_under_way_else_the_first_queued(
     probe = await store.accept_message(agent_id=agent.id, key="k", content="p2",
                                        mode="steer")
     assert probe.steered and probe.run.id == second.run.id
+    # (The steered run comes back whole, as stored.)
+    assert probe.run == await store.get_run(second.run.id)
+    assert probe.busy_run == second.run.id
 
 
 async def test_concurrent_senders_to_one_idle_session_start_one_run(store: Store) -> None:

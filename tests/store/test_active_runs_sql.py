@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from agentd.store import open_store
-from agentd.store.log import _AHEAD
+from agentd.store.log import _AHEAD, _SESSION_BY_KEY_BUSY
 from agentd.store.rows import active
 
 
@@ -39,6 +39,7 @@ async def test_the_active_run_lookups_use_the_partial_index(tmp_path: Path) -> N
             f"SELECT id FROM runs WHERE {active()} AND status <> 'queued' "
             "AND lease_expires_at < ?",
             f"UPDATE runs SET lease_owner = ? WHERE id = ? AND {active()} AND {_AHEAD}",
+            _SESSION_BY_KEY_BUSY,
         ):
             assert "USING INDEX runs_session_active" in _plan(conn, sql), sql
             assert "TEMP B-TREE" not in _plan(conn, sql), sql

@@ -114,9 +114,25 @@ class Accepted:
     started: bool = False
 
 
+#: ``append``'s update of a session's row when the writer knows its last seq and last
+#: checkpoint (``known``): it moves the row only if both are still those.
+_MOVE_KNOWN = ("UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
+               "AND last_seq = ? AND checkpoint_at = ?")
+#: The most sessions ``known`` remembers (it is emptied when full).
+KNOWN_SESSIONS = 4096
+
+
+def _know(known: dict[str, tuple[int, float]], session_id: str, last_seq: int,
+          checkpoint_at: float) -> None:
+    if len(known) >= KNOWN_SESSIONS and session_id not in known:
+        known.clear()
+    known[session_id] = (last_seq, checkpoint_at)
+
+
 def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
            checkpoint_at: list[float] | None = None, *,
-           last_seq: int | None = None, sole_writer: bool = False) -> list[EventRecord]:
+           last_seq: int | None = None, sole_writer: bool = False,
+           known: dict[str, tuple[int, float]] | None = None) -> list[EventRecord]:
     """Append to a session's log; with ``checkpoint_at``, also hand back when the
     session was last checkpointed (read by the statement that moves its last seq, or
     with ``sole_writer`` by the one before).
@@ -128,16 +144,33 @@ def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
     ``sole_writer``: no other transaction can write the session's row before this
     one ends (SQLite): its last seq (and last checkpoint) are read first and the
     update returns nothing: two statements that cost SQLite less than one with
-    RETURNING (about 15,000 instructions less a commit). Never on PostgreSQL."""
+    RETURNING (about 15,000 instructions less a commit). Never on PostgreSQL.
+    ``known`` (with ``sole_writer``): what the writer last saw of sessions' rows,
+    ``{session_id: (last_seq, checkpoint_at)}``, kept up to date here. When it holds
+    the session, the update moves the row only if it still holds both values, and
+    the read is skipped (a turn's second commit knows them from its first); when
+    the row moved otherwise (another write, a rolled back transaction, a
+    checkpoint), it is read as without. The row as stored is always what counts."""
     n = len(events)
+    moved = False
     if last_seq is None and sole_writer:
-        row = tx.one("SELECT last_seq, checkpoint_at FROM sessions WHERE id = ?",
-                     (session_id,))
-        if row is None:
-            raise SessionNotFound(f"session {session_id} does not exist")
-        last_seq = int(row[0])
+        seen = known.get(session_id) if known is not None else None
+        if seen is not None:
+            tx.execute(_MOVE_KNOWN, (n, now, session_id, seen[0], seen[1]))
+            if tx.rowcount == 1:
+                moved = True
+                seq, last_checkpoint = seen
+        if not moved:
+            row = tx.one("SELECT last_seq, checkpoint_at FROM sessions WHERE id = ?",
+                         (session_id,))
+            if row is None:
+                raise SessionNotFound(f"session {session_id} does not exist")
+            seq, last_checkpoint = int(row[0]), float(row[1])
+        last_seq = seq
         if checkpoint_at is not None:
-            checkpoint_at.append(float(row[1]))
+            checkpoint_at.append(last_checkpoint)
+        if known is not None:
+            _know(known, session_id, seq + n, last_checkpoint)
     if last_seq is None:
         row = tx.one(
             "UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? "
@@ -149,7 +182,7 @@ def append(tx: Tx, session_id: str, events: Sequence[NewEvent], now: float,
         if checkpoint_at is not None:
             checkpoint_at.append(float(row[1]))
         last_seq = int(row[0]) - n
-    else:
+    elif not moved:
         # (With ``last_seq`` given, the last checkpoint is not read.)
         assert (checkpoint_at is None or sole_writer) and not tx.append_returning
         tx.execute("UPDATE sessions SET last_seq = last_seq + ?, updated_at = ? WHERE id = ?",
@@ -303,11 +336,13 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
            also: Callable[[Tx, Accepted], None] | None = None,
            session_quota: Quota | None = None, dialect: str = "sqlite",
            start: Lease | None = None, check_agent: bool = True,
-           agent_at: float | None = None) -> Accepted:
+           agent_at: float | None = None,
+           known: dict[str, tuple[int, float]] | None = None) -> Accepted:
     """:meth:`Store.accept_message`'s transaction (see there). ``check_agent``: on
     PostgreSQL, refuse a message to an agent that is gone or not accepting, or whose
     record is not the one of ``updated_at`` ``agent_at`` (:func:`not_accepting`; the
-    caller did for a batch)."""
+    caller did for a batch). ``known``: :func:`append`'s (SQLite), told of the
+    session's row as the new run's append leaves it."""
     if check_agent and dialect == "postgresql":
         [refused] = not_accepting(tx, [agent_id], [agent_at])
         if refused is not None:
@@ -315,7 +350,7 @@ def accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: st
     accepted = _accept(tx, agent_id=agent_id, key=key, content=content,
                        idempotency_key=idempotency_key, mode=mode, priority=priority,
                        run_id=run_id, now=now, find_busy=find_busy, origin=origin,
-                       start=start, dialect=dialect)
+                       start=start, dialect=dialect, known=known)
     if accepted.created_session:
         _quota.check(tx, session_quota, dialect)
     if also is not None and not accepted.duplicate:
@@ -349,22 +384,34 @@ class ToAccept:
 # hashed again by the statement cache, in every message's commit).
 _SESSION_BY_KEY = f"SELECT {SESSION_COLS} FROM sessions WHERE agent_id = ? AND key = ?"
 _SESSION_BY_KEY_LOCKED = _SESSION_BY_KEY + " FOR UPDATE"
-_FIRST_ACTIVE = (f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND {active()} "
+# (The busy run's id and status only: Python's sqlite3 describes every column a
+# statement returns, a name and a tuple each, in every run of it; the whole row, 17
+# columns, cost the accept about 8,000 instructions more.)
+_FIRST_ACTIVE = (f"SELECT id, status FROM runs WHERE session_id = ? AND {active()} "
                  "ORDER BY queued_seq LIMIT 1")
-_UNDER_WAY = (f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? AND {active()} "
+_UNDER_WAY = (f"SELECT id, status FROM runs WHERE session_id = ? AND {active()} "
               "AND status <> 'queued' LIMIT 1")
+_RUN_BY_ID = f"SELECT {RUN_COLS} FROM runs WHERE id = ?"
+#: SQLite: the session with the id of its first active run, if any (one statement
+#: where two were; PostgreSQL looks after locking the row, :data:`_FIRST_ACTIVE`).
+_SESSION_BY_KEY_BUSY = (
+    f"SELECT {SESSION_COLS}, (SELECT r.id FROM runs r WHERE r.session_id = sessions.id "
+    f"AND {active('r.status')} ORDER BY r.queued_seq LIMIT 1) FROM sessions "
+    "WHERE agent_id = ? AND key = ?")
 _INSERT_RUN = (f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, '{{}}', "
                "?, ?, ?, NULL, ?, ?, ?, ?)")
 
 
-def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool
-                 ) -> tuple[SessionRecord, bool]:
-    """The session (made if it does not exist) and whether this transaction made it;
-    ``lock``: its row locked first (PostgreSQL's ``FOR UPDATE``)."""
-    select = _SESSION_BY_KEY_LOCKED if lock else _SESSION_BY_KEY
+def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool,
+                 select: str | None = None) -> tuple[SessionRecord, bool, tuple[Any, ...]]:
+    """The session (made if it does not exist), whether this transaction made it and
+    the row read; ``lock``: its row locked first (PostgreSQL's ``FOR UPDATE``).
+    ``select``: the statement that reads it (SESSION_COLS first), if not the usual."""
+    if select is None:
+        select = _SESSION_BY_KEY_LOCKED if lock else _SESSION_BY_KEY
     row = tx.one(select, (agent_id, key))
     if row is not None:
-        return _rows.session(row), False
+        return _rows.session(row), False, row
     tx.execute(
         f"INSERT INTO sessions ({SESSION_NEW}) VALUES (?, ?, ?, 0, ?, ?, 0, ?) "
         "ON CONFLICT (agent_id, key) DO NOTHING",
@@ -372,11 +419,11 @@ def _session_row(tx: Tx, agent_id: str, key: str, now: float, lock: bool
     )
     row = tx.one(select, (agent_id, key))
     assert row is not None
-    return _rows.session(row), True
+    return _rows.session(row), True, row
 
 
 def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
-    """The session's run under way, else its first queued (a row of RUN_COLS).
+    """The session's run under way, else its first queued: its ``(id, status)``.
 
     Lookups served by the partial index of active runs (ordered by ``status =
     'queued'``, the engines read every run the session ever had instead, and SQLite
@@ -384,7 +431,7 @@ def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
     one under way if any; only when it is queued is the rest looked through, to be
     sure."""
     busy = tx.one(_FIRST_ACTIVE, (session_id,))
-    if busy is not None and busy[3] == "queued":
+    if busy is not None and busy[1] == "queued":
         busy = tx.one(_UNDER_WAY, (session_id,)) or busy
     return busy
 
@@ -392,13 +439,19 @@ def _busy_run(tx: Tx, session_id: str) -> tuple[Any, ...] | None:
 def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: str | None,
             mode: str, priority: str, run_id: str, now: float, find_busy: bool,
             origin: Mapping[str, Any] | None, start: Lease | None = None,
-            dialect: str = "sqlite") -> Accepted:
+            dialect: str = "sqlite",
+            known: dict[str, tuple[int, float]] | None = None) -> Accepted:
     extra = dict(origin or {})
     # With ``start``, whether the session is busy decides whether the run starts: on
     # PostgreSQL the session's row is locked first (every commit to the session takes
     # it), so no run of another node becomes active between the look and the write.
     lock = start is not None and dialect == "postgresql"
-    session, created = _session_row(tx, agent_id, key, now, lock)
+    look = mode != "enqueue" or find_busy or start is not None
+    # On SQLite the session's row comes with its first active run's id: whether it is
+    # busy (in the usual turn it is not, and nothing more is read).
+    with_busy = look and dialect == "sqlite"
+    session, created, row = _session_row(tx, agent_id, key, now, lock,
+                                         _SESSION_BY_KEY_BUSY if with_busy else None)
     if idempotency_key is not None:
         prior = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE session_id = ? "
                        "AND idempotency_key = ? AND idempotency_key IS NOT NULL",
@@ -408,8 +461,9 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
                             created_session=False, duplicate=True)
     # (A session this transaction made may still be busy on PostgreSQL: another node
     # may have made it and queued a run meanwhile.)
-    busy = (_busy_run(tx, session.id) if (not created or lock) and (
-        mode != "enqueue" or find_busy or start is not None) else None)
+    busy = (_busy_run(tx, session.id)
+            if look and (not created or lock) and (not with_busy or row[-1] is not None)
+            else None)
     if busy is not None and mode == "reject":
         raise SessionBusy(f"session {key!r} is busy with run {busy[0]}",
                           details={"active_run": busy[0]})
@@ -418,7 +472,9 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
             MessageUser(data={**extra, "content": content, "steer": True}),  # type: ignore[typeddict-item]
             busy[0])], now)
         session.last_seq, session.updated_at = events[-1].seq, now
-        return Accepted(session=session, run=_rows.run(busy), events=events,
+        stored = tx.one(_RUN_BY_ID, (busy[0],))
+        assert stored is not None
+        return Accepted(session=session, run=_rows.run(stored), events=events,
                         created_session=False, steered=True, busy_run=busy[0])
     # The events first: their seqs (taken under the session's row lock) give the run
     # its place in the session's queue.
@@ -428,7 +484,7 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
     # transaction too (Accepted.started).
     run, events = _new_run(tx, session, extra, content, idempotency_key, priority, run_id,
                            agent_id, now, start if busy is None else None,
-                           read_is_current=dialect == "sqlite")
+                           read_is_current=dialect == "sqlite", known=known)
     return Accepted(session=session, run=run, events=events, created_session=created,
                     busy_run=busy[0] if busy is not None else None,
                     started=run.status == "running")
@@ -436,13 +492,14 @@ def _accept(tx: Tx, *, agent_id: str, key: str, content: str, idempotency_key: s
 
 def _new_run(tx: Tx, session: SessionRecord, extra: dict[str, Any], content: str,
              idempotency_key: str | None, priority: str, run_id: str, agent_id: str,
-             now: float, start: Lease | None, read_is_current: bool = False
+             now: float, start: Lease | None, read_is_current: bool = False,
+             known: dict[str, tuple[int, float]] | None = None
              ) -> tuple[RunRecord, list[EventRecord]]:
     """A new run of the message, queued; with ``start``, started too: its run.started
     follows, and it is written running under the lease, as its executor's first
     commit would write it. ``read_is_current``: ``session`` as read is the row as
     stored (SQLite, whose write transaction is the only one), so the append need not
-    read its last seq back."""
+    read its last seq back; ``known`` (with it) is told of the row the append leaves."""
     new = [NewEvent.of(MessageUser(data={**extra, "content": content}),  # type: ignore[typeddict-item]
                        run_id),
            NewEvent.of(RunQueued(), run_id)]
@@ -464,4 +521,6 @@ def _new_run(tx: Tx, session: SessionRecord, extra: dict[str, Any], content: str
     )
     session.last_seq = events[-1].seq
     session.updated_at = now
+    if known is not None and read_is_current:
+        _know(known, session.id, session.last_seq, session.checkpoint_at)
     return run, events

@@ -145,6 +145,11 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
         #: Names this process in the agent changes it announces to the processes
         #: sharing the database (which already published them here: skip its own).
         self.origin = new_id("o")
+        #: The SQLite writer's view of sessions' last seqs and checkpoints, which
+        #: spares a turn's second commit its read of them (see :func:`log.append`);
+        #: None on PostgreSQL, whose nodes share the rows.
+        self._known: dict[str, tuple[int, float]] | None = (
+            {} if engine.dialect == "sqlite" else None)
 
     def _announce(self, tx: Tx, change: AgentChange) -> None:
         """Announce a change to an agent inside the transaction that makes it: other
@@ -571,7 +576,7 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
             tx, agent_id=agent_id, key=key, content=content, idempotency_key=idempotency_key,
             mode=mode, priority=priority, run_id=run_id, now=now, find_busy=find_busy,
             origin=origin, also=also, session_quota=session_quota,
-            dialect=self.engine.dialect, start=start, agent_at=agent_at))
+            dialect=self.engine.dialect, start=start, agent_at=agent_at, known=self._known))
 
     async def accept_messages(self, items: Sequence[ToAccept], *,
                               also_many: AlsoMany | None = None, start: Lease | None = None
@@ -632,13 +637,14 @@ class Store(LeaseStore, NodeStore, CheckpointStore, EntryStore, SubtaskStore, Sc
         engine's future: the write goes ahead even if its waiter is cancelled."""
         now = self.clock.time()
         sole_writer = self.engine.dialect == "sqlite"
+        known = self._known
 
         def op(tx: Tx) -> list[EventRecord]:
             # Events first: appending locks the session's row (on PostgreSQL), which
             # serialises lease checks and steering within a session.
             last_checkpoint: list[float] | None = [] if checkpoint_every is not None else None
             records = (append(tx, session_id, events, now, last_checkpoint,
-                              sole_writer=sole_writer) if events else [])
+                              sole_writer=sole_writer, known=known) if events else [])
             # The agent's workspace head moves with the event that names its files.
             note_heads(tx, session_id, records, lease.owner if lease is not None else None)
             if unless_steered_after is not None:
