@@ -159,6 +159,22 @@ class ScriptedModel(Model):
             return self.script[calls_so_far % len(self.script)]
         return _rule_turn(request)
 
+    def ready(self, request: ModelRequest) -> AssistantMessage | None:
+        """A text turn with no delay and no error, answered at once (the message
+        :meth:`stream` makes of it). A queued turn, or a ``stream`` replaced (a test
+        recording the requests, a subclass), is streamed."""
+        if (type(self).stream is not _STREAM or _queues.get(self.agent)
+                or _queues.get(_ALL)):
+            return None
+        turn = self._next_turn(request)
+        if "tool_calls" in turn or "error" in turn or turn.get("delay_ms"):
+            return None  # (nothing was taken off a queue: stream makes the turn again)
+        text: str = (orjson.dumps(turn["json"]).decode() if "json" in turn
+                     else turn.get("text", ""))
+        return AssistantMessage(text=text, usage=_usage(request, text),
+                                finish_reason=turn.get("finish_reason") or "stop",
+                                model=self.spec)
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         turn = self._next_turn(request)
         delay = float(turn.get("delay_ms", 0)) / 1000.0
@@ -189,13 +205,19 @@ class ScriptedModel(Model):
                 name=call["name"],
                 arguments=orjson.dumps(call.get("arguments", {})).decode(),
             )
-        # A cheap, deterministic stand-in for token counts (O(1) in the history size).
-        last = _message_text(request.messages[-1]) if request.messages else ""
-        yield UsageEvent(usage=Usage(
-            input_tokens=1 + len(request.system) // 4 + 8 * len(request.messages)
-            + len(last) // 4,
-            output_tokens=max(1, len(text) // 4)))
+        yield UsageEvent(usage=_usage(request, text))
         yield Finish(reason=turn.get("finish_reason") or ("tool_calls" if calls else "stop"))
+
+
+_STREAM = ScriptedModel.stream
+
+
+def _usage(request: ModelRequest, text: str) -> Usage:
+    """A cheap, deterministic stand-in for token counts (O(1) in the history size)."""
+    last = _message_text(request.messages[-1]) if request.messages else ""
+    return Usage(input_tokens=1 + len(request.system) // 4 + 8 * len(request.messages)
+                 + len(last) // 4,
+                 output_tokens=max(1, len(text) // 4))
 
 
 def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -> str:

@@ -418,14 +418,23 @@ class ModelCaller:
         admitted = clock.monotonic()
         self._ttfc = None
         try:
-            acc = StreamAccumulator(model=target.spec)
             try:
-                async for event in target.model.stream(_for(target, request)):
-                    if self._ttfc is None:
-                        self._ttfc = clock.monotonic() - admitted
-                    acc.add(event)
-                    if isinstance(event, TextDelta) and event.text:
-                        self._show(event.text)
+                model = target.model
+                asked = _for(target, request)
+                ready = model.ready(asked)
+                if ready is not None:
+                    # The whole answer at once: shown as a stream of it would be.
+                    self._ttfc = clock.monotonic() - admitted
+                    if ready.text:
+                        self._show(ready.text)
+                else:
+                    acc = StreamAccumulator(model=target.spec)
+                    async for event in model.stream(asked):
+                        if self._ttfc is None:
+                            self._ttfc = clock.monotonic() - admitted
+                        acc.add(event)
+                        if isinstance(event, TextDelta) and event.text:
+                            self._show(event.text)
             except ModelError:
                 raise
             except (asyncio.CancelledError, KeyboardInterrupt):
@@ -434,7 +443,7 @@ class ModelCaller:
                 log.exception("model %s raised an unmapped error", target.spec)
                 raise ModelError(f"model {target.spec} failed: {type(exc).__name__}: "
                                  f"{exc}", code="model_error", retryable=False) from exc
-            message = acc.message()
+            message = ready if ready is not None else acc.message()
             if message.usage is not None:
                 used = message.usage.input_tokens + max(self._output,
                                                         message.usage.output_tokens)
