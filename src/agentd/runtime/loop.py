@@ -397,15 +397,20 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     def _publish_text(self, text: str, reset: bool) -> None:
         if self.ok_token is not None or self._holds_reply:
             return  # whether the reply is delivered is known only once it is complete
-        if reset:
-            self._live.reset()
-        shown = self._live.feed(text)
-        if shown or reset:
+        if self.redactor:
+            if reset:
+                self._live.reset()
+            shown = self._live.feed(text)
+        else:
+            shown = text  # (no secret known: nothing is held back, the text goes as is)
+        if (shown or reset) and self.bus.followers(self.session_id):
             self.bus.publish_token(self.session_id, Token(
                 run_id=self.run.id, text=shown, after=self.history.last_seq, reset=reset))
 
     def _end_text(self) -> None:
         """The model call ended: the live text held back for redaction goes out."""
+        if not self.redactor:
+            return  # (none held)
         rest = self._live.flush()
         if rest:
             self.bus.publish_token(self.session_id, Token(
