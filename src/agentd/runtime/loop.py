@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -141,6 +142,39 @@ def _call_data(call: ToolCall) -> ToolCallData:
     if call.extra:
         data["extra"] = call.extra
     return data
+
+
+class _Landing:
+    """A commit's write as its run's task awaits it: cancelling the task does not
+    cancel the write (the store goes ahead with it whatever its waiter does), and the
+    cancellation reaches the task once the write is done. Like ``asyncio.shield``,
+    but the task wakes from the write's own future: a shield's future of its own
+    woke it one turn of the event loop later, at every commit."""
+
+    __slots__ = ("_asyncio_future_blocking", "_write")
+
+    def __init__(self, write: asyncio.Future[list[EventRecord]]) -> None:
+        self._write = write
+        #: (asyncio's protocol: a task waits on what it is yielded with this True.)
+        self._asyncio_future_blocking = False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._write.get_loop()
+
+    def add_done_callback(self, fn: Callable[[asyncio.Future[list[EventRecord]]], object],
+                          *, context: contextvars.Context | None = None) -> None:
+        self._write.add_done_callback(fn, context=context)
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Refused: the task's cancellation waits for the write (it stays asked for)."""
+        del msg
+        return False
+
+    def __await__(self) -> Generator[Any, None, list[EventRecord]]:
+        if not self._write.done():
+            self._asyncio_future_blocking = True
+            yield self
+        return self._write.result()
 
 
 @dataclass(kw_only=True, slots=True)
@@ -366,7 +400,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                                   unless_changed_after=unless_changed_after,
                                   unless_run_after=unless_run_after, also=also)
         try:
-            records = await asyncio.shield(write)
+            records = await _Landing(write)
         except asyncio.CancelledError:
             # A commit under way still lands: publish it before the cancellation is
             # handled, so the run's end is written after it, never before. (The
