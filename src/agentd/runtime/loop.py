@@ -614,7 +614,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self._output_format()
         resuming = not self.started and self.run.status in ("running", "waiting_approval")
         outcome = await self._begin()
-        if outcome is None:
+        if outcome is None and self.agent_settings.all_checks.checks:
             outcome = await self._check_input(resuming)
         specs = [*(t.spec for t in self.tools.values()), *client]
         while outcome is None:
@@ -688,10 +688,14 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self.steps += 1
         if self.history.unloaded:
             await load_media(self.store, self.session_id, self.history)
-        section, recalled = await self._recall()
+        # (No coroutine is awaited for nothing: no auto-recall, no model window known
+        # to compact before, no output check.)
+        section, recalled = ((await self._recall()) if self.memory is not None
+                             and self.agent_settings.memory.auto_recall else ("", None))
         request = self._request(specs, section)
         compaction = None
-        if self.compactor is not None and not self._compaction_tried:
+        if (self.compactor is not None and not self._compaction_tried
+                and self.model_info is not None):
             compaction = await self.compactor.before_call(
                 request, self.history, info=self.model_info, run=self.run,
                 agent=self.agent_name, settings=self.agent_settings,
@@ -802,7 +806,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             if self.ok_token is not None and output.strip() == self.ok_token:
                 step.events[0].data["silent"] = end.data["silent"] = True
             try:
-                reply, before = await self._checked_reply(end, step.events)
+                reply, before = ((await self._checked_reply(end, step.events))
+                                 if self._holds_reply else (end, step.events))
                 outcome = await self._finish(
                     reply,
                     before=before, steer_guard=step.context_seq, charge=step.charge)
