@@ -19,7 +19,7 @@ from agentd.llm.messages import (
     ToolResultMessage,
     UserMessage,
 )
-from agentd.llm.model import Model
+from agentd.llm.model import Model, StreamAccumulator
 from agentd.llm.registry import resolve_model
 from agentd.testing import scripted_clear, scripted_enqueue
 
@@ -236,3 +236,64 @@ def test_invalid_scripts_are_invalid_model(script: Any, reason: str) -> None:
 def test_enqueue_validates_turns() -> None:
     with pytest.raises(InvalidModel, match="unknown keys"):
         scripted_enqueue({"text": "ok", "colour": "red"})
+
+
+# --- answered at once (Model.ready) -------------------------------------------------
+
+
+async def _streamed(model: Model, request: ModelRequest) -> AssistantMessage:
+    """The message the model's stream makes (what the kernel took before ``ready``)."""
+    acc = StreamAccumulator(model=model.spec)
+    async for event in model.stream(request):
+        acc.add(event)
+    return acc.message()
+
+
+@pytest.mark.parametrize("turn", [
+    {"text": "plain"}, {"text": ""}, {"json": {"a": [1, "b"]}},
+    {"text": "cut off", "finish_reason": "length"}, {"text": "quick", "delay_ms": 0}])
+async def test_a_text_turn_is_ready_as_its_stream_would_make_it(turn: dict[str, Any]
+                                                              ) -> None:
+    model = scripted_model(script=[turn])
+    request = history(2)
+    ready = model.ready(request)
+    assert ready is not None
+    assert ready == await _streamed(model, request)
+
+
+async def test_the_rules_answer_is_ready_as_streamed() -> None:
+    model = scripted_model()
+    for request in (say("hi there"), say("/system"), ModelRequest(messages=[])):
+        ready = model.ready(request)
+        assert ready is not None and ready == await _streamed(model, request)
+
+
+@pytest.mark.parametrize("turn", [
+    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]},
+    {"error": "down"}, {"text": "slow", "delay_ms": 5}])
+async def test_tool_calls_errors_and_delays_are_streamed(turn: dict[str, Any]) -> None:
+    assert scripted_model(script=[turn]).ready(say("x")) is None
+
+
+async def test_a_queued_turn_is_streamed_and_stays_queued() -> None:
+    model = scripted_model(agent="a")
+    scripted_enqueue({"text": "queued"}, agent="a")
+    assert model.ready(say("x")) is None
+    assert (await model.complete(say("x"))).text == "queued"
+    scripted_enqueue({"text": "for all"})
+    assert model.ready(say("x")) is None
+    assert (await model.complete(say("x"))).text == "for all"
+    assert model.ready(say("x")) is not None
+
+
+async def test_a_replaced_stream_is_what_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ModelRequest] = []
+    original = scripted.ScriptedModel.stream
+
+    async def stream(self: scripted.ScriptedModel, request: ModelRequest) -> Any:
+        seen.append(request)
+        async for event in original(self, request):
+            yield event
+
+    monkeypatch.setattr(scripted.ScriptedModel, "stream", stream)
+    assert scripted_model().ready(say("x")) is None

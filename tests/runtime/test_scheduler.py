@@ -620,6 +620,25 @@ async def test_acquire_refuses_bad_arguments(kwargs: dict[str, Any], message: st
     s = Scheduler()
     with pytest.raises(ValueError, match=message):
         await s.acquire(provider="p", model="m", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        s.grant_now(provider="p", model="m", **kwargs)
+    assert s.metrics()["totals"]["in_flight"] == 0
+
+
+async def test_grant_now_grants_only_what_acquire_would_grant_without_waiting() -> None:
+    s = Scheduler({"p": LaneLimits(concurrency=1)})
+    first = s.grant_now(provider="p", model="m", priority="interactive")
+    assert first is not None and first.lane == "p" and first.position == 0
+    assert s.grant_now(provider="p", model="m", priority="interactive") is None  # (full)
+    waiting = asyncio.create_task(s.acquire(provider="p", model="m"))
+    await asyncio.sleep(0)
+    first.release()
+    second = await waiting  # (a queued call is granted as before)
+    assert s.metrics()["lanes"]["p"]["granted"] == 2
+    second.release()
+    third = s.grant_now(provider="p", model="m")
+    assert third is not None
+    third.release()
     assert s.metrics()["totals"]["in_flight"] == 0
 
 

@@ -49,6 +49,15 @@ class Model(abc.ABC):
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         """Stream neutral events for one model call, ending with a ``Finish``."""
 
+    def ready(self, request: ModelRequest) -> AssistantMessage | None:
+        """The whole answer to ``request`` when the model has it at once (no I/O, no
+        delay): exactly the message :meth:`stream`'s events would make, each of them
+        as it would have been made, the text in one delta. The kernel takes it instead
+        of streaming (an async generator and an event per chunk cost a call more than
+        such an answer). None, as here: stream it."""
+        del request
+        return None
+
     async def complete(self, request: ModelRequest) -> AssistantMessage:
         """Run one call to completion and return the assembled message."""
         acc = StreamAccumulator(model=self.spec)

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["ScriptedModel", "clear_queue", "create", "enqueue", "validate_script"]
 
 _ALL = "*"
+_Message = UserMessage | AssistantMessage | ToolResultMessage
 _queues: defaultdict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _TOOL_RE = re.compile(r"^/tool\s+([A-Za-z0-9_.\-]+)\s*(.*)$", re.DOTALL)
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -143,24 +144,43 @@ class ScriptedModel(Model):
         self.agent = agent
         self.script = script
 
-    def _next_turn(self, request: ModelRequest) -> dict[str, Any]:
+    def _next_turn(self, request: ModelRequest, last: _Message | None) -> dict[str, Any]:
+        """The turn answering ``request`` (``last``: its last message, if any)."""
         for key in (self.agent, _ALL):
             queue = _queues.get(key)
             if queue:
                 return queue.popleft()
-        summary = _summary(request)
-        if summary is not None:
-            return {"text": summary}
-        consolidation = _consolidation(request)
-        if consolidation is not None:
-            return {"text": consolidation}
+        if isinstance(last, UserMessage):
+            text = last.content
+            if text.startswith(_SUMMARY_OPEN):
+                return {"text": _summary(text)}
+            if _CONSOLIDATE_OPEN in text:
+                return {"text": _consolidation(text)}
         if self.script:
             calls_so_far = sum(isinstance(m, AssistantMessage) for m in request.messages)
             return self.script[calls_so_far % len(self.script)]
-        return _rule_turn(request)
+        return _rule_turn(request, last)
+
+    def ready(self, request: ModelRequest) -> AssistantMessage | None:
+        """A text turn with no delay and no error, answered at once (the message
+        :meth:`stream` makes of it). A queued turn, or a ``stream`` replaced (a test
+        recording the requests, a subclass), is streamed."""
+        if (type(self).stream is not _STREAM or _queues.get(self.agent)
+                or _queues.get(_ALL)):
+            return None
+        last = _last(request)
+        turn = self._next_turn(request, last)
+        if "tool_calls" in turn or "error" in turn or turn.get("delay_ms"):
+            return None  # (nothing was taken off a queue: stream makes the turn again)
+        text: str = (orjson.dumps(turn["json"]).decode() if "json" in turn
+                     else turn.get("text", ""))
+        return AssistantMessage(text=text, usage=_usage(request, last, text),
+                                finish_reason=turn.get("finish_reason") or "stop",
+                                model=self.spec)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        turn = self._next_turn(request)
+        last = _last(request)
+        turn = self._next_turn(request, last)
         delay = float(turn.get("delay_ms", 0)) / 1000.0
         if turn.get("error"):
             if delay:
@@ -189,13 +209,25 @@ class ScriptedModel(Model):
                 name=call["name"],
                 arguments=orjson.dumps(call.get("arguments", {})).decode(),
             )
-        # A cheap, deterministic stand-in for token counts (O(1) in the history size).
-        last = _message_text(request.messages[-1]) if request.messages else ""
-        yield UsageEvent(usage=Usage(
-            input_tokens=1 + len(request.system) // 4 + 8 * len(request.messages)
-            + len(last) // 4,
-            output_tokens=max(1, len(text) // 4)))
+        yield UsageEvent(usage=_usage(request, last, text))
         yield Finish(reason=turn.get("finish_reason") or ("tool_calls" if calls else "stop"))
+
+
+_STREAM = ScriptedModel.stream
+
+
+def _last(request: ModelRequest) -> _Message | None:
+    """The request's last message (None: it has none)."""
+    messages = request.messages
+    return messages[-1] if messages else None
+
+
+def _usage(request: ModelRequest, last: _Message | None, text: str) -> Usage:
+    """A cheap, deterministic stand-in for token counts (O(1) in the history size)."""
+    said = _message_text(last) if last is not None else ""
+    return Usage(input_tokens=1 + len(request.system) // 4 + 8 * len(request.messages)
+                 + len(said) // 4,
+                 output_tokens=max(1, len(text) // 4))
 
 
 def _message_text(message: UserMessage | AssistantMessage | ToolResultMessage) -> str:
@@ -215,13 +247,8 @@ def _seen(message: UserMessage) -> str:
                     for p in message.parts if not isinstance(p, TextPart) or p.text)
 
 
-def _summary(request: ModelRequest) -> str | None:
-    """The scripted summary of a summary request, or None for any other request."""
-    if not request.messages or not isinstance(request.messages[-1], UserMessage):
-        return None
-    text = request.messages[-1].content
-    if not text.startswith(_SUMMARY_OPEN):
-        return None
+def _summary(text: str) -> str:
+    """The scripted summary of a summary request (its last message's ``text``)."""
     lines = ["Summary:"]
     body = text
     if "<previous_summary>\n" in text:
@@ -237,13 +264,8 @@ def _summary(request: ModelRequest) -> str | None:
     return "\n".join(lines)
 
 
-def _consolidation(request: ModelRequest) -> str | None:
-    """The scripted answer to a consolidation request, or None for any other."""
-    if not request.messages or not isinstance(request.messages[-1], UserMessage):
-        return None
-    text = request.messages[-1].content
-    if _CONSOLIDATE_OPEN not in text:
-        return None
+def _consolidation(text: str) -> str:
+    """The scripted answer to a consolidation request (its last message's ``text``)."""
     # The transcript is quoted (&lt; for <); a model writes the characters themselves.
     said = [unquote(m.group(2)) for line in text.partition(_CONSOLIDATE_OPEN)[2].splitlines()
             if (m := _ENTRY.match(line)) and m.group(1) == "user"]
@@ -256,18 +278,17 @@ def _consolidation(request: ModelRequest) -> str | None:
     return orjson.dumps(answer).decode()
 
 
-def _rule_turn(request: ModelRequest) -> dict[str, Any]:
-    turn = _rule(request)
+def _rule_turn(request: ModelRequest, last: _Message | None) -> dict[str, Any]:
+    turn = _rule(request, last)
     if request.output is not None and "tool_calls" not in turn:
         # Asked for structured output: a final answer is a small value of the schema.
         return {"json": example(request.output.schema)}
     return turn
 
 
-def _rule(request: ModelRequest) -> dict[str, Any]:
-    if not request.messages:
+def _rule(request: ModelRequest, last: _Message | None) -> dict[str, Any]:
+    if last is None:
         return {"text": "Hello! I am the scripted model."}
-    last = request.messages[-1]
     if isinstance(last, ToolResultMessage):
         results = []
         for message in reversed(request.messages):

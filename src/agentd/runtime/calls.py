@@ -213,11 +213,18 @@ class ModelCaller:
         self._told: tuple[str, str | None] | None = None
         #: The last attempt's time from admission to its first chunk (s).
         self._ttfc: float | None = None
-        #: What the call under way waits for now (None between calls): the live view.
-        self.doing: Activity | None = None
+        #: What the call under way waits for now, on what, since when (None between
+        #: calls): :attr:`doing` for the live view, made when it is read.
+        self._now: tuple[Doing, str, float] | None = None
+
+    @property
+    def doing(self) -> Activity | None:
+        """What the call under way waits for now (None between calls): the live view."""
+        now = self._now
+        return None if now is None else Activity(doing=now[0], detail=now[1], since=now[2])
 
     def _doing(self, doing: Doing, detail: str) -> None:
-        self.doing = Activity(doing=doing, detail=detail, since=self.kernel.clock.time())
+        self._now = (doing, detail, self.kernel.clock.time())
 
     async def call(self, request: ModelRequest, *, tokens: int, output: int = 0
                    ) -> tuple[AssistantMessage, Target, CallReport]:
@@ -232,7 +239,7 @@ class ModelCaller:
         try:
             return await self._call(request, tokens=tokens, output=output)
         finally:
-            self.doing = None
+            self._now = None
 
     # complexity: the kernel's loop over a call: admission, attempt, retry, fallback,
     # breaker and outage parking; one loop keeps the report of every attempt in one
@@ -401,12 +408,16 @@ class ModelCaller:
 
     async def _attempt(self, target: Target, request: ModelRequest, tokens: int,
                        queue: QueueData) -> AssistantMessage:
-        provider = target.model.provider
-        self._doing("model_queue", self.kernel.scheduler.lane_for(provider, target.name))
-        grant = await self.kernel.scheduler.acquire(
-            provider=provider, model=target.name,
-            priority=self.priority, tenant=self.tenant, agent=self.agent,
-            weight=self.weight, tokens=tokens)
+        provider, name, scheduler = target.model.provider, target.name, self.kernel.scheduler
+        grant = scheduler.grant_now(provider=provider, model=name, priority=self.priority,
+                                    tokens=tokens, weight=self.weight)
+        if grant is None:
+            # (Granted at once, the call waited for nothing anyone could see.)
+            self._doing("model_queue", scheduler.lane_for(provider, name))
+            grant = await scheduler.acquire(
+                provider=provider, model=name,
+                priority=self.priority, tenant=self.tenant, agent=self.agent,
+                weight=self.weight, tokens=tokens)
         queue["lane"] = grant.lane
         self._doing("model", target.spec)
         queue["position"] = max(queue.get("position", 0), grant.position)
@@ -418,14 +429,23 @@ class ModelCaller:
         admitted = clock.monotonic()
         self._ttfc = None
         try:
-            acc = StreamAccumulator(model=target.spec)
             try:
-                async for event in target.model.stream(_for(target, request)):
-                    if self._ttfc is None:
-                        self._ttfc = clock.monotonic() - admitted
-                    acc.add(event)
-                    if isinstance(event, TextDelta) and event.text:
-                        self._show(event.text)
+                model = target.model
+                asked = _for(target, request)
+                ready = model.ready(asked)
+                if ready is not None:
+                    # The whole answer at once: shown as a stream of it would be.
+                    self._ttfc = clock.monotonic() - admitted
+                    if ready.text:
+                        self._show(ready.text)
+                else:
+                    acc = StreamAccumulator(model=target.spec)
+                    async for event in model.stream(asked):
+                        if self._ttfc is None:
+                            self._ttfc = clock.monotonic() - admitted
+                        acc.add(event)
+                        if isinstance(event, TextDelta) and event.text:
+                            self._show(event.text)
             except ModelError:
                 raise
             except (asyncio.CancelledError, KeyboardInterrupt):
@@ -434,7 +454,7 @@ class ModelCaller:
                 log.exception("model %s raised an unmapped error", target.spec)
                 raise ModelError(f"model {target.spec} failed: {type(exc).__name__}: "
                                  f"{exc}", code="model_error", retryable=False) from exc
-            message = acc.message()
+            message = ready if ready is not None else acc.message()
             if message.usage is not None:
                 used = message.usage.input_tokens + max(self._output,
                                                         message.usage.output_tokens)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -148,6 +149,39 @@ def _call_data(call: ToolCall) -> ToolCallData:
     if call.extra:
         data["extra"] = call.extra
     return data
+
+
+class _Landing:
+    """A commit's write as its run's task awaits it: cancelling the task does not
+    cancel the write (the store goes ahead with it whatever its waiter does), and the
+    cancellation reaches the task once the write is done. Like ``asyncio.shield``,
+    but the task wakes from the write's own future: a shield's future of its own
+    woke it one turn of the event loop later, at every commit."""
+
+    __slots__ = ("_asyncio_future_blocking", "_write")
+
+    def __init__(self, write: asyncio.Future[list[EventRecord]]) -> None:
+        self._write = write
+        #: (asyncio's protocol: a task waits on what it is yielded with this True.)
+        self._asyncio_future_blocking = False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._write.get_loop()
+
+    def add_done_callback(self, fn: Callable[[asyncio.Future[list[EventRecord]]], object],
+                          *, context: contextvars.Context | None = None) -> None:
+        self._write.add_done_callback(fn, context=context)
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Refused: the task's cancellation waits for the write (it stays asked for)."""
+        del msg
+        return False
+
+    def __await__(self) -> Generator[Any, None, list[EventRecord]]:
+        if not self._write.done():
+            self._asyncio_future_blocking = True
+            yield self
+        return self._write.result()
 
 
 @dataclass(kw_only=True, slots=True)
@@ -392,7 +426,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                                   unless_changed_after=unless_changed_after,
                                   unless_run_after=unless_run_after, also=also)
         try:
-            records = await asyncio.shield(write)
+            records = await _Landing(write)
         except asyncio.CancelledError:
             # A commit under way still lands: publish it before the cancellation is
             # handled, so the run's end is written after it, never before. (The
@@ -423,15 +457,20 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     def _publish_text(self, text: str, reset: bool) -> None:
         if self.ok_token is not None or self._holds_reply:
             return  # whether the reply is delivered is known only once it is complete
-        if reset:
-            self._live.reset()
-        shown = self._live.feed(text)
-        if shown or reset:
+        if self.redactor:
+            if reset:
+                self._live.reset()
+            shown = self._live.feed(text)
+        else:
+            shown = text  # (no secret known: nothing is held back, the text goes as is)
+        if (shown or reset) and self.bus.followers(self.session_id):
             self.bus.publish_token(self.session_id, Token(
                 run_id=self.run.id, text=shown, after=self.history.last_seq, reset=reset))
 
     def _end_text(self) -> None:
         """The model call ended: the live text held back for redaction goes out."""
+        if not self.redactor:
+            return  # (none held)
         rest = self._live.flush()
         if rest:
             self.bus.publish_token(self.session_id, Token(
@@ -601,7 +640,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self._output_format()
         resuming = not self.started and self.run.status in ("running", "waiting_approval")
         outcome = await self._begin()
-        if outcome is None:
+        if outcome is None and self.agent_settings.all_checks.checks:
             outcome = await self._check_input(resuming)
         specs = [*(t.spec for t in self.tools.values()), *client]
         while outcome is None:
@@ -675,10 +714,14 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         self.steps += 1
         if self.history.unloaded:
             await load_media(self.store, self.session_id, self.history)
-        section, recalled = await self._recall()
+        # (No coroutine is awaited for nothing: no auto-recall, no model window known
+        # to compact before, no output check.)
+        section, recalled = ((await self._recall()) if self.memory is not None
+                             and self.agent_settings.memory.auto_recall else ("", None))
         request = self._request(specs, section)
         compaction = None
-        if self.compactor is not None and not self._compaction_tried:
+        if (self.compactor is not None and not self._compaction_tried
+                and self.model_info is not None):
             compaction = await self.compactor.before_call(
                 request, self.history, info=self.model_info, run=self.run,
                 agent=self.agent_name, settings=self.agent_settings,
@@ -789,7 +832,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             if self.ok_token is not None and output.strip() == self.ok_token:
                 step.events[0].data["silent"] = end.data["silent"] = True
             try:
-                reply, before = await self._checked_reply(end, step.events)
+                reply, before = ((await self._checked_reply(end, step.events))
+                                 if self._holds_reply else (end, step.events))
                 outcome = await self._finish(
                     reply,
                     before=before, steer_guard=step.context_seq, charge=step.charge)

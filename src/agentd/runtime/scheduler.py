@@ -711,8 +711,24 @@ class Scheduler:
             ValueError: An unknown priority, a weight that is not positive, or negative
                 tokens.
         """
-        cls_weight = self._class_weights.get(priority)
-        if cls_weight is None:
+        grant = self.grant_now(provider=provider, model=model, priority=priority,
+                               tokens=tokens, weight=weight)
+        if grant is not None:
+            return grant
+        name = f"{provider}:{model}"
+        lane = self._lanes.get(name) if name in self._limits else None
+        if lane is None:
+            lane = self._lane(provider)
+        return await self._wait(lane, self._class_weights[priority], priority, tenant, agent,
+                                weight, tokens)
+
+    def grant_now(self, *, provider: str, model: str, priority: str = "background",
+                  tokens: int = 0, weight: float = 1.0) -> Grant | None:
+        """:meth:`acquire`'s grant when the call's lane admits it at once (nobody
+        queued in it, a slot and the rates free): the call waits for nothing. None:
+        it must queue (:meth:`acquire`). Checks its arguments as :meth:`acquire` does.
+        """
+        if priority not in self._class_weights:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, "
                              f"not {priority!r}")
         if not 0.0 < weight < math.inf:
@@ -734,7 +750,7 @@ class Scheduler:
                 lane.granted += 1
                 lane.waits.append(0.0)
                 return Grant(lane, priority, 0, 0.0, tokens)
-        return await self._wait(lane, cls_weight, priority, tenant, agent, weight, tokens)
+        return None
 
     async def _wait(self, lane: _Lane, cls_weight: float, priority: str, tenant: str,
                     agent: str, weight: float, tokens: int) -> Grant:
