@@ -83,7 +83,8 @@ class Engine(abc.ABC):
 
         If ``fn`` raises, none of its changes are kept and the future holds the error.
         A plain future rather than a coroutine: cancelling the waiter does not stop the
-        write, and callers can shield it cheaply (see RunExecutor._commit).
+        write, and a caller can wait on it without letting a cancel through until it
+        lands (see ``_Landing`` in agentd.runtime.loop, RunExecutor._commit's wait).
         """
 
     @abc.abstractmethod
