@@ -21,6 +21,10 @@ which are sent one after another by one client. Paths:
 
 - ``echo``: the scripted model, ``wait: true`` (the durable echo turn);
 - ``echo_stream``: the same turn streamed (SSE to the run's end);
+- ``echo_load``: the waited echo turn under load, as bench/turns.py sends it
+  (``--clients`` closed-loop clients, 16 by default, each on its own session) to a
+  daemon at the store's default durability (``synchronous = FULL``: the writer thread
+  and its group commits); ``--turns`` a client, after as many warm-up turns;
 - ``openai``, ``anthropic``: ``openai:gpt-4.1-mini`` and ``anthropic:claude-sonnet-4-5``
   pointed at :class:`agentd.testing.StubLLMServer` (prompt-cache simulation off, in
   this process), each request the one its official SDK builds, compaction and auto-recall off, each
@@ -54,7 +58,8 @@ from history import ANSWER, MODELS, USER, turn
 
 TOKEN = "instructions-bench-token-0123456789"
 #: The paths on the scripted model (their length is their own session's).
-ECHO = ("echo", "echo_stream")
+ECHO = ("echo", "echo_stream", "echo_load")
+BENCH = Path(__file__).resolve().parent
 
 
 def _daemon(home: Path, port: int, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -92,16 +97,41 @@ def _total(out: Path) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def measure(path: str, length: int, turns: int, warm: int, stub: Any) -> int:
+def _load(base: str, clients: int, turns: int) -> int:
+    """bench/turns.py's waited phase against the daemon at ``base``: ``turns`` turns
+    for each of ``clients`` clients; the turns it sent."""
+    sent = subprocess.run(
+        [sys.executable, str(BENCH / "turns.py"), "--url", base, "--token", TOKEN,
+         "--skip-termo", "--waited-only", "--warmup", "0", "--clients", str(clients),
+         "--turns", str(turns * clients), "--verify-sessions", "1"],
+        capture_output=True, check=True)
+    figures = orjson.loads(sent.stdout)
+    if figures.get("errors") or not figures.get("turns"):
+        raise RuntimeError(f"the load failed: {sent.stderr.decode()[-2000:]}")
+    return int(figures["turns"])
+
+
+def measure(path: str, length: int, turns: int, warm: int, stub: Any,
+            clients: int = 16) -> int:
     """Instructions per measured turn of one path at one history length."""
     with tempfile.TemporaryDirectory(prefix="agentd-instr-") as tmp:
         home, out, port = Path(tmp) / "home", Path(tmp) / "callgrind.out", free_port()
         home.mkdir()
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
+        if path == "echo_load":
+            env["AGENTD_STORE"] = '{"synchronous": "FULL"}'
         proc = _daemon(home, port, out, env)
         base = f"http://127.0.0.1:{port}"
         try:
             _ready(base, proc)
+            if path == "echo_load":
+                _load(base, clients, warm)
+                subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)],
+                               capture_output=True, check=True)
+                turns = _load(base, clients, turns)
+                subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)],
+                               capture_output=True, check=True)
+                return _after(proc, out, turns)
             with httpx.Client(base_url=base, timeout=600,
                               headers={"Authorization": f"Bearer {TOKEN}"}) as api:
                 if path in ECHO:
@@ -126,13 +156,25 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any) -> int:
                 subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)],
                                capture_output=True, check=True)
         finally:
-            proc.send_signal(2)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
         return round(_total(out) / turns)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(2)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _after(proc: subprocess.Popen[bytes], out: Path, turns: int) -> int:
+    """Instructions per turn once the daemon has stopped (callgrind writes then)."""
+    _stop(proc)
+    return round(_total(out) / turns)
 
 
 def _turn(api: httpx.Client, path: str, agent: str, key: str, content: str) -> None:
@@ -161,6 +203,8 @@ def main() -> int:
                         help="history lengths for the provider paths (default 10,300,3000)")
     parser.add_argument("--turns", type=int, default=40, help="measured turns (default 40)")
     parser.add_argument("--warm", type=int, default=10, help="warm-up turns (default 10)")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="echo_load's clients (default 16); --turns and --warm a client")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
@@ -174,7 +218,7 @@ def main() -> int:
             lengths = [0] if path in ECHO else [int(x) for x in args.lengths.split(",")]
             for length in lengths:
                 figures.setdefault(path, {})[str(length)] = value = measure(
-                    path, length, args.turns, args.warm, stub)
+                    path, length, args.turns, args.warm, stub, args.clients)
                 info(f"{path} at {length} turns: {value:,} instructions a turn")
     ratios = {path: round(max(v.values()) / min(v.values()), 3)
               for path, v in figures.items() if len(v) > 1}
