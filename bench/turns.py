@@ -579,7 +579,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                   for r in rounds
                   if r.get("server_cpu_ms_per_turn") and r.get("termo_server_cpu_ms_per_turn")]
         out["ratio_server_cpu_per_turn_rounds"] = ratios
-        out["ratio_server_cpu_per_turn"] = statistics.median(ratios) if ratios else None
+        out["ratio_server_cpu_per_turn"] = round(statistics.median(ratios), 3) if ratios else None
     out["note"] = NOTE
     return out, failed
 
