@@ -622,6 +622,8 @@ async def test_acquire_refuses_bad_arguments(kwargs: dict[str, Any], message: st
         await s.acquire(provider="p", model="m", **kwargs)
     with pytest.raises(ValueError, match=message):
         s.grant_now(provider="p", model="m", **kwargs)
+    with pytest.raises(ValueError, match=message):
+        await s.queue(provider="p", model="m", **kwargs)
     assert s.metrics()["totals"]["in_flight"] == 0
 
 
@@ -639,6 +641,21 @@ async def test_grant_now_grants_only_what_acquire_would_grant_without_waiting() 
     third = s.grant_now(provider="p", model="m")
     assert third is not None
     third.release()
+    assert s.metrics()["totals"]["in_flight"] == 0
+
+
+async def test_a_call_grant_now_did_not_admit_queues_behind_the_one_in_flight() -> None:
+    s = Scheduler({"p": LaneLimits(concurrency=1)})
+    first = s.grant_now(provider="p", model="m", priority="interactive")
+    assert first is not None
+    assert s.grant_now(provider="p", model="m", priority="interactive") is None
+    waiting = asyncio.create_task(s.queue(provider="p", model="m", priority="interactive"))
+    await asyncio.sleep(0)  # (one turn of the loop: the task runs to its wait)
+    assert s.metrics()["lanes"]["p"]["queued"] == 1 and not waiting.done()
+    first.release()
+    second = await waiting
+    assert second.lane == "p" and s.metrics()["lanes"]["p"]["waited"] == 1
+    second.release()
     assert s.metrics()["totals"]["in_flight"] == 0
 
 

@@ -240,13 +240,16 @@ def is_json_body(scope: Scope) -> bool:
 # -- request bodies -------------------------------------------------------------------
 
 
-async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+async def read_body(receive: Receive, limit: int | None = None, *,
+                    first: Message | None = None) -> bytes | None:
     """The whole request body; None if the client went away. PayloadTooLarge once it
-    passes ``limit`` bytes (the rest is left unread)."""
+    passes ``limit`` bytes (the rest is left unread). ``first``: the message
+    ``receive`` gave already, if the caller read one."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = first if first is not None else await receive()
+        first = None
         if message["type"] != "http.request":
             return None
         chunk = message.get("body", b"")

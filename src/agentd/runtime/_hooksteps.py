@@ -292,9 +292,8 @@ class HookSteps:
     async def _check_input(self, resuming: bool) -> RunOutcome | None:
         """The ``input`` checks, before the run's first step (a resumed run reuses the
         verdicts it committed). A deny fails the run."""
-        checks = self.agent_settings.all_checks
-        if not checks.checks or not checks.at("input"):
-            return None
+        if not self.agent_settings.all_checks.at("input"):
+            return None  # (the caller looked for checks at all)
         prior: list[EventRecord] = []
         if resuming:
             prior = [e for e in await self.store.read_events(self.run.session_id)
@@ -384,9 +383,9 @@ class HookSteps:
                              ) -> tuple[RunEnd, list[NewEvent]]:
         """The ``output`` checks of the final reply: the run's end and the events to
         commit before it (the answer, the verdicts). A deny fails the run instead, and
-        the answer is logged with its text withheld."""
-        if not self._holds_reply:
-            return end, events
+        the answer is logged with its text withheld. Asked only when there are
+        (:attr:`_holds_reply`: the caller looks, so that no coroutine is made for
+        nothing)."""
         decision = await self._decide("output", {"text": end.data["output"]})
         if decision.denied is None:
             return end, [*events, *decision.events]

@@ -409,12 +409,13 @@ class ModelCaller:
     async def _attempt(self, target: Target, request: ModelRequest, tokens: int,
                        queue: QueueData) -> AssistantMessage:
         provider, name, scheduler = target.model.provider, target.name, self.kernel.scheduler
+        # Granted at once, the call waited for nothing anyone could see: it is said to
+        # queue only when it does.
         grant = scheduler.grant_now(provider=provider, model=name, priority=self.priority,
                                     tokens=tokens, weight=self.weight)
         if grant is None:
-            # (Granted at once, the call waited for nothing anyone could see.)
             self._doing("model_queue", scheduler.lane_for(provider, name))
-            grant = await scheduler.acquire(
+            grant = await scheduler.queue(
                 provider=provider, model=name,
                 priority=self.priority, tenant=self.tenant, agent=self.agent,
                 weight=self.weight, tokens=tokens)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentd.config import PRIORITIES, Budget, Settings
 from agentd.errors import AgentdError, Conflict, InvalidInput, InvalidModel, StoreError
@@ -40,6 +40,9 @@ from agentd.tools.mcp import MCPManager, with_secrets
 from agentd.tools.mcp_oauth import TokenSource
 from agentd.tools.secret_refs import SecretSource
 from agentd.tools.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from agentd.sandbox.context import Sandbox
 
 __all__ = ["FORK_PREFIX", "SCRATCH_PREFIX", "WORKSPACE_TOOLS", "ContextSection",
            "ExecutorFactory", "Prepared", "ReplayBuild"]
@@ -239,7 +242,7 @@ class ExecutorFactory:
             if tool_side is None:
                 return None
         else:
-            tool_side = self._bare_tool_side(start, shape, notes)
+            tool_side = self._tools_given(start, shape.workspace, [], notes)
         origin = (prepared.origin if prepared is not None and prepared.origin is not None
                   else await self._origin(run))
         policy, payer = ((self.call_policy(plan, run.priority), None)
@@ -469,6 +472,16 @@ class ExecutorFactory:
                                 plan.sandbox.workspace_max_mb),
                 scope=plan.settings.tenant)
 
+        return self._tools_given(start, workspace, tools, notes, sandbox, workspace_steps)
+
+    def _tools_given(self, start: _Start, workspace: Path, tools: list[Any],
+                     notes: list[NewEvent], sandbox: Sandbox | None = None,
+                     workspace_steps: SessionWorkspace | None = None) -> ToolSide:
+        """The :class:`ToolSide` of what :meth:`_tool_side` made ready; called alone
+        for a run with no tools and no command check (no sandbox, no workspace steps,
+        nothing to bring here)."""
+        shell_key = f"{start.agent.id}/{start.run.session_id}"
+
         async def on_tainted() -> None:
             # Content from outside entered the session: its persistent shell, which
             # may hold state the content set up, is closed.
@@ -478,20 +491,6 @@ class ExecutorFactory:
                         permissions=start.permissions, sandbox=sandbox, workspace=workspace,
                         workspace_steps=workspace_steps, on_tainted=on_tainted,
                         services=self.services, notes=notes, checks=self.checks)
-
-    def _bare_tool_side(self, start: _Start, shape: _Shape, notes: list[NewEvent]
-                        ) -> ToolSide:
-        """:meth:`_tool_side` for a run with no tools and no command checks: no
-        sandbox, no workspace steps, nothing to bring here."""
-        shell_key = f"{start.agent.id}/{start.run.session_id}"
-
-        async def on_tainted() -> None:
-            await self.sandboxes.close_shells(shell_key)
-
-        return ToolSide(tools=[], timeout_s=self.settings.tool_timeout_s,
-                        permissions=start.permissions, workspace=shape.workspace,
-                        on_tainted=on_tainted, services=self.services, notes=notes,
-                        checks=self.checks)
 
     async def instructions(self, agent: AgentRecord, plan: AgentPlan) -> tuple[str, str]:
         """The agent's instructions with the services' sections (the base), and with

@@ -457,20 +457,15 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     def _publish_text(self, text: str, reset: bool) -> None:
         if self.ok_token is not None or self._holds_reply:
             return  # whether the reply is delivered is known only once it is complete
-        if self.redactor:
-            if reset:
-                self._live.reset()
-            shown = self._live.feed(text)
-        else:
-            shown = text  # (no secret known: nothing is held back, the text goes as is)
+        if reset:
+            self._live.reset()
+        shown = self._live.feed(text)
         if (shown or reset) and self.bus.followers(self.session_id):
             self.bus.publish_token(self.session_id, Token(
                 run_id=self.run.id, text=shown, after=self.history.last_seq, reset=reset))
 
     def _end_text(self) -> None:
         """The model call ended: the live text held back for redaction goes out."""
-        if not self.redactor:
-            return  # (none held)
         rest = self._live.flush()
         if rest:
             self.bus.publish_token(self.session_id, Token(
@@ -786,11 +781,11 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
                      charge=charge, context_seq=context_seq)
 
     async def _recall(self) -> tuple[str, RecalledData | None]:
-        """With ``settings.memory.auto_recall``: the section of entries most relevant
+        """With ``settings.memory.auto_recall`` (asked only then: the caller looks, so
+        that no coroutine is made for nothing): the section of entries most relevant
         to the latest user message for the next call's system prompt, and its log
         (searched once per message, not per step)."""
-        if self.memory is None or not self.agent_settings.memory.auto_recall:
-            return "", None  # (checked first: the scope is made only to search)
+        assert self.memory is not None  # (the caller asks only with auto-recall on)
         scope = self._memory_scope()
         if scope is None:
             return "", None

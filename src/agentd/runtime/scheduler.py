@@ -604,6 +604,18 @@ def _positive(setting: str, value: object) -> float:
     return float(cast(float, value))
 
 
+
+def _check(class_weights: dict[str, float], priority: str, weight: float,
+           tokens: int) -> None:
+    """The ValueError :meth:`Scheduler.acquire` raises for arguments it cannot take."""
+    if priority not in class_weights:
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, "
+                         f"not {priority!r}")
+    if not 0.0 < weight < math.inf:
+        raise ValueError(f"weight must be a number greater than 0, not {weight!r}")
+    if tokens < 0:
+        raise ValueError(f"tokens must be at least 0, not {tokens!r}")
+
 class Scheduler:
     """Admits model calls per lane, in H-SFQ order, within each lane's limits.
 
@@ -715,30 +727,17 @@ class Scheduler:
                                tokens=tokens, weight=weight)
         if grant is not None:
             return grant
-        name = f"{provider}:{model}"
-        lane = self._lanes.get(name) if name in self._limits else None
-        if lane is None:
-            lane = self._lane(provider)
-        return await self._wait(lane, self._class_weights[priority], priority, tenant, agent,
-                                weight, tokens)
+        return await self.queue(provider=provider, model=model, priority=priority,
+                                tenant=tenant, agent=agent, weight=weight, tokens=tokens)
 
     def grant_now(self, *, provider: str, model: str, priority: str = "background",
                   tokens: int = 0, weight: float = 1.0) -> Grant | None:
         """:meth:`acquire`'s grant when the call's lane admits it at once (nobody
         queued in it, a slot and the rates free): the call waits for nothing. None:
-        it must queue (:meth:`acquire`). Checks its arguments as :meth:`acquire` does.
+        it must queue (:meth:`queue`). Checks its arguments as :meth:`acquire` does.
         """
-        if priority not in self._class_weights:
-            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, "
-                             f"not {priority!r}")
-        if not 0.0 < weight < math.inf:
-            raise ValueError(f"weight must be a number greater than 0, not {weight!r}")
-        if tokens < 0:
-            raise ValueError(f"tokens must be at least 0, not {tokens!r}")
-        name = f"{provider}:{model}"
-        lane = self._lanes.get(name) if name in self._limits else None
-        if lane is None:
-            lane = self._lane(provider)
+        _check(self._class_weights, priority, weight, tokens)
+        lane = self._lane_of(provider, model)
         if not lane.root.backlog and not lane.gated:
             if lane.unlimited and not lane.paused_until:
                 lane.in_flight += 1
@@ -751,6 +750,21 @@ class Scheduler:
                 lane.waits.append(0.0)
                 return Grant(lane, priority, 0, 0.0, tokens)
         return None
+
+    async def queue(self, *, provider: str, model: str, priority: str = "background",
+                    tenant: str = "default", agent: str = "", weight: float = 1.0,
+                    tokens: int = 0) -> Grant:
+        """:meth:`acquire` for a call :meth:`grant_now` did not admit: wait in its
+        lane's queue for its turn."""
+        _check(self._class_weights, priority, weight, tokens)
+        return await self._wait(self._lane_of(provider, model), self._class_weights[priority],
+                                priority, tenant, agent, weight, tokens)
+
+    def _lane_of(self, provider: str, model: str) -> _Lane:
+        """The lane of a call of ``provider:model`` (the model's own if it has limits)."""
+        name = f"{provider}:{model}"
+        lane = self._lanes.get(name) if name in self._limits else None
+        return self._lane(provider) if lane is None else lane
 
     async def _wait(self, lane: _Lane, cls_weight: float, priority: str, tenant: str,
                     agent: str, weight: float, tokens: int) -> Grant:

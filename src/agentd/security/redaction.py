@@ -140,6 +140,8 @@ class LiveRedaction:
 
     def feed(self, text: str) -> str:
         """What of the stream so far may be shown now (redacted), ``text`` added."""
+        if not self._held and not self._redactor:
+            return text  # (no value known: nothing to hold back or replace)
         held = self._held + text
         keep = self._redactor.longest - 1
         cut = len(held) - keep if keep > 0 else len(held)

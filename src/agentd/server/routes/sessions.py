@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from agentd.doors.access import access_of, require_agent, require_right
 from agentd.doors.http import (
@@ -167,39 +167,14 @@ def _headers(scope: Scope) -> dict[bytes, str]:
     return found
 
 
-async def _message(request: Request, runtime: Any, content_type: str,
-                   first: Message | None = None) -> tuple[_Message, Attachments | None]:
-    """The message a request sends (JSON, or a multipart upload), and its parts checked
-    when it has more than text (nothing is written before they pass). ``first``: what
-    the request's ``receive`` gave already, if anything."""
-    if content_type.startswith("multipart/form-data"):
-        limits = runtime.media.limits
-        fields, parts = await form_message(request, limits.max_parts,
-                                           limits.max_part_bytes)
-        body = _message_body({**fields, "content": "-"})
-        return body, await runtime.media.prepare(parts, where="body.content")
-    raw = await read_body(request.receive if first is None
-                          else _again(first, request.receive))
-    if raw is None:
-        raise ClientDisconnect  # (as request.body() says it)
-    body = _message_body(loads_strict(raw))
-    if isinstance(body.content, str):
-        return body, None
-    return body, await runtime.media.prepare(raw_parts(body.content), where="body.content")
-
-
-def _again(first: Message, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``first`` once, then what ``receive`` gives."""
-    given = False
-
-    async def receive_again() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return first
-        return await receive()
-
-    return receive_again
+async def _form_message(request: Request, runtime: Any
+                        ) -> tuple[_Message, Attachments | None]:
+    """The message a multipart upload sends, its parts checked (nothing is written
+    before they pass)."""
+    limits = runtime.media.limits
+    fields, parts = await form_message(request, limits.max_parts, limits.max_part_bytes)
+    body = _message_body({**fields, "content": "-"})
+    return body, await runtime.media.prepare(parts, where="body.content")
 
 
 @router.post(
@@ -247,18 +222,20 @@ async def _post_message(name: str, key: str, request: Request) -> Response:
         await require_agent(request, name)  # past FastAPI: the app's dependency is not run
     runtime = runtime_of(request)
     headers = _headers(request.scope)
-    content_type = headers.get(b"content-type", "")
-    first = (None if content_type.startswith("multipart/form-data")
-             else await request.receive())
-    if (first is not None and first["type"] == "http.request"
-            and not first.get("more_body", False)):
-        # The usual body, whole in one message: read here (no frame of _message's
-        # and read_body's a turn).
-        body = _message_body(loads_strict(first.get("body", b"")))
+    if headers.get(b"content-type", "").startswith("multipart/form-data"):
+        body, attachments = await _form_message(request, runtime)
+    else:
+        # The JSON body; the usual one comes whole in one message, taken as it is
+        # (no coroutine of read_body's a turn).
+        first = await request.receive()
+        raw = (first.get("body", b"") if first["type"] == "http.request"
+               and not first.get("more_body", False)
+               else await read_body(request.receive, first=first))
+        if raw is None:
+            raise ClientDisconnect  # (as request.body() says it)
+        body = _message_body(loads_strict(raw))
         attachments = None if isinstance(body.content, str) else (
             await runtime.media.prepare(raw_parts(body.content), where="body.content"))
-    else:
-        body, attachments = await _message(request, runtime, content_type, first)
     idempotency_key = headers.get(b"idempotency-key")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
         raise InvalidInput("Idempotency-Key must be 1-256 characters")
