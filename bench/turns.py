@@ -6,6 +6,7 @@
     python bench/turns.py --skip-termo --adapter   # + an adapter-backed agent (adapter_*)
     python bench/turns.py --url http://127.0.0.1:8000 --skip-termo   # a running daemon
     python bench/turns.py --rounds 6 --waited-only   # item 6's ratio on a shared machine
+    python bench/turns.py --rounds 4 --waited-only --levels FULL,NORMAL   # + what fsync costs
 
 N clients (closed loop, each on its own session, keep-alive connections) send turns to
 the scripted echo model, first non-streamed (``stream: false``, the reply is the finished
@@ -22,6 +23,12 @@ measures both sides N times, alternating which goes first, and reports each figu
 median over the rounds, every round's own figures (``rounds``), each round's ratio of
 server CPU per turn (``ratio_server_cpu_per_turn_rounds``) and their median as
 ``ratio_server_cpu_per_turn``.
+
+``--levels FULL,NORMAL`` runs the agentd side once per SQLite durability level in each
+round, a daemon of its own at each (``AGENTD_STORE``'s ``synchronous`` set over what the
+bench inherited): the first level's figures under the plain keys, each other level's
+with its suffix (``server_cpu_ms_per_turn_normal``, ``ratio_server_cpu_per_turn_normal``
+and its ``_rounds``), so that what ``FULL``'s fsync costs is measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -426,7 +433,20 @@ def _http(args: argparse.Namespace) -> aiohttp.ClientSession:
     )
 
 
-async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def _store_env(level: str | None) -> dict[str, str]:
+    """AGENTD_STORE for a spawned daemon: the inherited one, with ``synchronous`` set to
+    ``level`` when one is given (--levels)."""
+    inherited = os.environ.get("AGENTD_STORE")
+    if level is None:
+        return {"AGENTD_STORE": inherited} if inherited is not None else {}
+    store = orjson.loads(inherited) if inherited else {}
+    if not isinstance(store, dict):
+        raise RuntimeError(f"AGENTD_STORE is not a JSON object: {inherited!r}")
+    return {"AGENTD_STORE": orjson.dumps({**store, "synchronous": level}).decode()}
+
+
+async def bench_agentd(args: argparse.Namespace, workdir: Path,
+                       level: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     daemon: ServerProcess | None = None
     if args.url:
@@ -438,7 +458,7 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         home.mkdir()
         args.token = args.token or "bench-token-0123456789abcdef"
         env = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
-               "AGENTD_TOKEN": args.token}
+               "AGENTD_TOKEN": args.token, **_store_env(level)}
         if args.adapter:
             env["AGENTD_ADAPTERS"] = '{"allow": ["_bench_adapter:echo"]}'
             env["PYTHONPATH"] = os.pathsep.join(
@@ -529,8 +549,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     }
     failed = False
     workdir = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
-    sides = [("agentd", args.skip_agentd, bench_agentd),
-             ("termo", args.skip_termo, bench_termo)]
+    sides = [*_agentd_sides(args), ("termo", args.skip_termo, bench_termo)]
     rounds: list[dict[str, Any]] = []
     try:
         for number in range(args.rounds):
@@ -551,7 +570,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
             rounds.append(figures)
             if args.rounds > 1:
                 info(f"round {number + 1} of {args.rounds}: " + orjson.dumps(
-                    {k: figures.get(k) for k in ROUND_FIGURES}).decode())
+                    {k: figures.get(k) for k in _round_figures(args)}).decode())
     finally:
         if args.keep:
             info(f"kept {workdir}")
@@ -560,7 +579,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     for figures in rounds:
         out.update(figures)
     if args.rounds > 1:
-        _medians(out, rounds)
+        _medians(out, rounds, _round_figures(args))
     ours, theirs = out.get("turns_per_s"), out.get("termo_turns_per_s")
     out["ratio_turns"] = round(ours / theirs, 3) if ours and theirs else None
     ours, theirs = out.get("stream_turns_per_s"), out.get("termo_stream_turns_per_s")
@@ -572,14 +591,24 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         round(ours / native, 2) if ours and native else None)
     ours, theirs = out.get("server_cpu_ms_per_turn"), out.get("termo_server_cpu_ms_per_turn")
     out["ratio_server_cpu_per_turn"] = round(ours / theirs, 2) if ours and theirs else None
+    for suffix in _level_suffixes(args):
+        # The other durability levels (--levels): the same ratio, each level's own.
+        ours, theirs = out.get(f"server_cpu_ms_per_turn{suffix}"), \
+            out.get("termo_server_cpu_ms_per_turn")
+        out[f"ratio_server_cpu_per_turn{suffix}"] = (
+            round(ours / theirs, 2) if ours and theirs else None)
     if args.rounds > 1:
         # The figure to judge by on a shared machine: each round's own ratio (the two
         # sides measured minutes apart), their median and spread.
-        ratios = [round(r["server_cpu_ms_per_turn"] / r["termo_server_cpu_ms_per_turn"], 2)
-                  for r in rounds
-                  if r.get("server_cpu_ms_per_turn") and r.get("termo_server_cpu_ms_per_turn")]
-        out["ratio_server_cpu_per_turn_rounds"] = ratios
-        out["ratio_server_cpu_per_turn"] = round(statistics.median(ratios), 3) if ratios else None
+        for suffix in ("", *_level_suffixes(args)):
+            ratios = [round(r[f"server_cpu_ms_per_turn{suffix}"]
+                            / r["termo_server_cpu_ms_per_turn"], 2)
+                      for r in rounds
+                      if r.get(f"server_cpu_ms_per_turn{suffix}")
+                      and r.get("termo_server_cpu_ms_per_turn")]
+            out[f"ratio_server_cpu_per_turn{suffix}_rounds"] = ratios
+            out[f"ratio_server_cpu_per_turn{suffix}"] = (
+                round(statistics.median(ratios), 3) if ratios else None)
     out["note"] = NOTE
     return out, failed
 
@@ -591,11 +620,42 @@ ROUND_FIGURES = ("turns_per_s", "server_cpu_ms_per_turn", "p50_ms", "p99_ms",
                  "termo_stream_turns_per_s", "termo_stream_server_cpu_ms_per_turn")
 
 
-def _medians(out: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
-    """Each of ROUND_FIGURES as its median over the rounds (the rest: the last round's),
+def _level_suffixes(args: argparse.Namespace) -> list[str]:
+    """The key suffix of each durability level after the first (--levels)."""
+    return [f"_{level.lower()}" for level in args.levels[1:]]
+
+
+def _agentd_sides(args: argparse.Namespace) -> list[tuple[str, bool, Any]]:
+    """The agentd side of a round: one daemon, or one per --levels level, the first
+    level's figures under the plain keys and each other's with its suffix
+    (``server_cpu_ms_per_turn_normal``)."""
+    if not args.levels:
+        return [("agentd", args.skip_agentd, bench_agentd)]
+    sides: list[tuple[str, bool, Any]] = []
+    for index, level in enumerate(args.levels):
+        suffix = f"_{level.lower()}" if index else ""
+
+        async def run(run_args: argparse.Namespace, workdir: Path, level: str = level,
+                      suffix: str = suffix) -> dict[str, Any]:
+            figures = await bench_agentd(run_args, workdir, level)
+            return {f"{key}{suffix}": value for key, value in figures.items()}
+
+        sides.append((f"agentd-{level.lower()}", args.skip_agentd, run))
+    return sides
+
+
+def _round_figures(args: argparse.Namespace) -> tuple[str, ...]:
+    extra = tuple(f"{key}{suffix}" for suffix in _level_suffixes(args)
+                  for key in ROUND_FIGURES if not key.startswith("termo_"))
+    return ROUND_FIGURES + extra
+
+
+def _medians(out: dict[str, Any], rounds: list[dict[str, Any]],
+             figures: tuple[str, ...] = ROUND_FIGURES) -> None:
+    """Each of ``figures`` as its median over the rounds (the rest: the last round's),
     and every round's own figures under ``rounds``."""
-    out["rounds"] = [{k: r.get(k) for k in ROUND_FIGURES if k in r} for r in rounds]
-    for key in ROUND_FIGURES:
+    out["rounds"] = [{k: r.get(k) for k in figures if k in r} for r in rounds]
+    for key in figures:
         values = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
         if values:
             out[key] = round(statistics.median(values), 3)
@@ -628,6 +688,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--waited-only",
         action="store_true",
         help="only the non-streamed phase (item 6's figure), on both sides",
+    )
+    p.add_argument(
+        "--levels",
+        type=lambda text: [part.strip().upper() for part in text.split(",") if part.strip()],
+        default=[],
+        help="SQLite durability levels to run the agentd side at, each round, e.g. "
+        "FULL,NORMAL: the first level's figures under the plain keys, each other's with "
+        "its suffix (server_cpu_ms_per_turn_normal, ratio_server_cpu_per_turn_normal)",
     )
     p.add_argument("--url", help="use this running agentd instead of starting one")
     p.add_argument(
@@ -686,6 +754,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--turns must be >= 1")
     if args.url and args.profile:
         p.error("--profile needs the spawned daemon, not --url")
+    if args.url and args.levels:
+        p.error("--levels needs the spawned daemon, not --url")
+    unknown = [level for level in args.levels if level not in ("NORMAL", "FULL")]
+    if unknown or len(set(args.levels)) != len(args.levels):
+        p.error("--levels takes NORMAL and FULL, each at most once, e.g. FULL,NORMAL")
     if args.skip_agentd and args.skip_termo:
         p.error("nothing to do with both --skip-agentd and --skip-termo")
     if args.profile:
