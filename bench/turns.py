@@ -66,6 +66,7 @@ from _load import (
     run_phase,
     wait_ready,
 )
+from agentd.settings.store import SQLITE_LEVELS
 
 BENCH_DIR = Path(__file__).resolve().parent
 NOTE = (
@@ -433,15 +434,24 @@ def _http(args: argparse.Namespace) -> aiohttp.ClientSession:
     )
 
 
+def _inherited_store() -> dict[str, Any] | None:
+    """The AGENTD_STORE the bench inherited, as an object (None: not set); a value that
+    is not a JSON object raises ValueError."""
+    inherited = os.environ.get("AGENTD_STORE")
+    if not inherited:
+        return None
+    store = orjson.loads(inherited)
+    if not isinstance(store, dict):
+        raise ValueError("not a JSON object")
+    return store
+
+
 def _store_env(level: str | None) -> dict[str, str]:
     """AGENTD_STORE for a spawned daemon: the inherited one, with ``synchronous`` set to
-    ``level`` when one is given (--levels)."""
-    inherited = os.environ.get("AGENTD_STORE")
+    ``level`` when one is given (--levels; parse_args checked the inherited one)."""
     if level is None:
-        return {"AGENTD_STORE": inherited} if inherited is not None else {}
-    store = orjson.loads(inherited) if inherited else {}
-    if not isinstance(store, dict):
-        raise RuntimeError(f"AGENTD_STORE is not a JSON object: {inherited!r}")
+        return {}  # (os.environ's, as it is)
+    store = _inherited_store() or {}
     return {"AGENTD_STORE": orjson.dumps({**store, "synchronous": level}).decode()}
 
 
@@ -589,10 +599,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     ours, native = out.get("adapter_server_cpu_ms_per_turn"), out.get("server_cpu_ms_per_turn")
     out["ratio_adapter_server_cpu_per_turn"] = (
         round(ours / native, 2) if ours and native else None)
-    ours, theirs = out.get("server_cpu_ms_per_turn"), out.get("termo_server_cpu_ms_per_turn")
-    out["ratio_server_cpu_per_turn"] = round(ours / theirs, 2) if ours and theirs else None
-    for suffix in _level_suffixes(args):
-        # The other durability levels (--levels): the same ratio, each level's own.
+    for suffix in _suffixes(args):  # (each --levels level's own ratio)
         ours, theirs = out.get(f"server_cpu_ms_per_turn{suffix}"), \
             out.get("termo_server_cpu_ms_per_turn")
         out[f"ratio_server_cpu_per_turn{suffix}"] = (
@@ -600,7 +607,7 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     if args.rounds > 1:
         # The figure to judge by on a shared machine: each round's own ratio (the two
         # sides measured minutes apart), their median and spread.
-        for suffix in ("", *_level_suffixes(args)):
+        for suffix in _suffixes(args):
             ratios = [round(r[f"server_cpu_ms_per_turn{suffix}"]
                             / r["termo_server_cpu_ms_per_turn"], 2)
                       for r in rounds
@@ -620,9 +627,10 @@ ROUND_FIGURES = ("turns_per_s", "server_cpu_ms_per_turn", "p50_ms", "p99_ms",
                  "termo_stream_turns_per_s", "termo_stream_server_cpu_ms_per_turn")
 
 
-def _level_suffixes(args: argparse.Namespace) -> list[str]:
-    """The key suffix of each durability level after the first (--levels)."""
-    return [f"_{level.lower()}" for level in args.levels[1:]]
+def _suffixes(args: argparse.Namespace) -> list[str]:
+    """The key suffix of the agentd side's figures at each --levels level: none for the
+    first (or with no --levels), ``_<level>`` for each other."""
+    return ["", *(f"_{level.lower()}" for level in args.levels[1:])]
 
 
 def _agentd_sides(args: argparse.Namespace) -> list[tuple[str, bool, Any]]:
@@ -632,8 +640,7 @@ def _agentd_sides(args: argparse.Namespace) -> list[tuple[str, bool, Any]]:
     if not args.levels:
         return [("agentd", args.skip_agentd, bench_agentd)]
     sides: list[tuple[str, bool, Any]] = []
-    for index, level in enumerate(args.levels):
-        suffix = f"_{level.lower()}" if index else ""
+    for level, suffix in zip(args.levels, _suffixes(args), strict=True):
 
         async def run(run_args: argparse.Namespace, workdir: Path, level: str = level,
                       suffix: str = suffix) -> dict[str, Any]:
@@ -645,7 +652,7 @@ def _agentd_sides(args: argparse.Namespace) -> list[tuple[str, bool, Any]]:
 
 
 def _round_figures(args: argparse.Namespace) -> tuple[str, ...]:
-    extra = tuple(f"{key}{suffix}" for suffix in _level_suffixes(args)
+    extra = tuple(f"{key}{suffix}" for suffix in _suffixes(args)[1:]
                   for key in ROUND_FIGURES if not key.startswith("termo_"))
     return ROUND_FIGURES + extra
 
@@ -756,9 +763,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--profile needs the spawned daemon, not --url")
     if args.url and args.levels:
         p.error("--levels needs the spawned daemon, not --url")
-    unknown = [level for level in args.levels if level not in ("NORMAL", "FULL")]
+    unknown = [level for level in args.levels if level not in SQLITE_LEVELS]
     if unknown or len(set(args.levels)) != len(args.levels):
-        p.error("--levels takes NORMAL and FULL, each at most once, e.g. FULL,NORMAL")
+        p.error(f"--levels takes {' and '.join(SQLITE_LEVELS)}, each at most once, e.g. "
+                "FULL,NORMAL")
+    if args.levels:
+        try:
+            _inherited_store()
+        except ValueError as exc:
+            p.error(f"--levels sets AGENTD_STORE's synchronous, but the AGENTD_STORE "
+                    f"inherited is not a JSON object ({exc})")
     if args.skip_agentd and args.skip_termo:
         p.error("nothing to do with both --skip-agentd and --skip-termo")
     if args.profile:

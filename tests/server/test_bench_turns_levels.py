@@ -47,3 +47,15 @@ def test_a_bad_levels_option_is_one_clear_line(args: list[str], message: str,
                             timeout=60, check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("inherited", ["[1]", "{not json"])
+def test_an_inherited_store_levels_cannot_merge_into_is_refused_at_once(
+        inherited: str, tmp_path: Path) -> None:
+    # Refused before any daemon starts, rather than failing each round.
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "turns.py"), "--levels", "FULL,NORMAL"],
+        env={**clean_env(), "AGENTD_STORE": inherited}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=60, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "the AGENTD_STORE inherited is not a JSON object" in result.stderr
