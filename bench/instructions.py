@@ -29,10 +29,19 @@ which are sent one after another by one client. Paths:
   pointed at :class:`agentd.testing.StubLLMServer` (prompt-cache simulation off, in
   this process), each request the one its official SDK builds, compaction and auto-recall off, each
   session seeded with ``length`` turns through the Agent Protocol door as
-  bench/history.py seeds them.
+  bench/history.py seeds them;
+- ``termo``: the other side of item 6's ratio, bench/turns.py's termo-agent echo server
+  (``bench/termo_echo.py``, nothing persisted) under the same load as ``echo_load``.
+  Its ratio to ``echo_load`` is item 6's ratio in user-space instructions: a figure no
+  neighbour on the machine moves, though it leaves out the kernel's share (the
+  writer's ``pwrite`` and ``fdatasync``, the sockets), which CPU time counts.
 
 Prints one JSON line: ``instructions[path][length]`` per turn (the echo path's length
-is its own session's, 0 at the start). Needs valgrind (Debian's package).
+is its own session's, 0 at the start). With ``--threads`` callgrind counts each thread
+apart (``--separate-threads=yes``) and ``threads[path][length]`` splits the figure: the
+main thread's (the event loop) first, then every other thread that ran anything, most
+first (under load, the SQLite writer's is the second). Needs valgrind (Debian's
+package).
 """
 
 from __future__ import annotations
@@ -59,17 +68,34 @@ from history import ANSWER, MODELS, USER, turn
 TOKEN = "instructions-bench-token-0123456789"
 #: The paths on the scripted model (their length is their own session's).
 ECHO = ("echo", "echo_stream", "echo_load")
+#: The paths with no history length of their own (measured once, at 0).
+UNSEEDED = (*ECHO, "termo")
 BENCH = Path(__file__).resolve().parent
 
 
-def _daemon(home: Path, port: int, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _valgrind(out: Path, threads: bool) -> list[str]:
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+            *(["--separate-threads=yes"] if threads else []),
+            f"--callgrind-out-file={out}"]
+
+
+def _termo(home: Path, port: int, out: Path, threads: bool) -> subprocess.Popen[bytes]:
+    """bench/turns.py's termo-agent echo server (bench/termo_echo.py) under callgrind."""
+    log = (home.parent / "termo.log").open("wb")
+    return subprocess.Popen(
+        [*_valgrind(out, threads), sys.executable, str(BENCH / "termo_echo.py"),
+         "--port", str(port)],
+        env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _daemon(home: Path, port: int, out: Path, env: dict[str, str],
+            threads: bool = False) -> subprocess.Popen[bytes]:
     full = {**os.environ, "AGENTD_HOME": str(home), "AGENTD_DEMO_AGENT": "false",
             "AGENTD_TOKEN": TOKEN, "AGENTD_LOG_LEVEL": "WARNING",
             "AGENTD_STORE": '{"synchronous":"NORMAL"}', "PYTHONHASHSEED": "0", **env}
     log = (home.parent / "daemon.log").open("wb")
     return subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-         f"--callgrind-out-file={out}", sys.executable, "-m", "agentd", "serve",
+        [*_valgrind(out, threads), sys.executable, "-m", "agentd", "serve",
          "--host", "127.0.0.1", "--port", str(port)],
         env=full, stdout=log, stderr=subprocess.STDOUT)
 
@@ -97,41 +123,76 @@ def _total(out: Path) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def _load(base: str, clients: int, turns: int) -> int:
-    """bench/turns.py's waited phase against the daemon at ``base``: ``turns`` turns
-    for each of ``clients`` clients; the turns it sent."""
+def thread_totals(out: Path) -> list[int]:
+    """The instructions of each thread callgrind counted apart (``--separate-threads``
+    writes ``<out>-NN``, one file a thread, NN its number; 1 is the main thread), read
+    from each file's ``totals:`` line: the main thread's first, then the others that
+    ran anything, most first."""
+    found: dict[int, int] = {}
+    for part in out.parent.glob(f"{out.name}-*"):
+        number = part.name.rsplit("-", 1)[1]
+        if not number.isdigit():
+            continue
+        for line in part.read_text(errors="replace").splitlines():
+            if line.startswith("totals:"):
+                found[int(number)] = int(line.split(":", 1)[1])
+                break
+    if 1 not in found:
+        raise RuntimeError(f"callgrind wrote no main thread's file beside {out}")
+    main = found.pop(1)
+    return [main, *sorted((n for n in found.values() if n), reverse=True)]
+
+
+def _counted(out: Path, turns: int, threads: bool) -> tuple[int, list[int] | None]:
+    """Instructions a turn, and with ``threads`` each thread's (:func:`thread_totals`)."""
+    if not threads:
+        return round(_total(out) / turns), None
+    totals = thread_totals(out)
+    return round(sum(totals) / turns), [round(n / turns) for n in totals]
+
+
+def _load(base: str, clients: int, turns: int, termo: bool = False) -> int:
+    """bench/turns.py's waited phase against the daemon at ``base`` (``termo``: the
+    termo-agent echo server there): ``turns`` turns for each of ``clients`` clients;
+    the turns it sent."""
+    side = (["--skip-agentd", "--termo-url", base] if termo else
+            ["--url", base, "--token", TOKEN, "--skip-termo", "--verify-sessions", "1"])
     sent = subprocess.run(
-        [sys.executable, str(BENCH / "turns.py"), "--url", base, "--token", TOKEN,
-         "--skip-termo", "--waited-only", "--warmup", "0", "--clients", str(clients),
-         "--turns", str(turns * clients), "--verify-sessions", "1"],
+        [sys.executable, str(BENCH / "turns.py"), *side, "--waited-only", "--warmup", "0",
+         "--clients", str(clients), "--turns", str(turns * clients)],
         capture_output=True, check=True)
     figures = orjson.loads(sent.stdout)
-    if figures.get("errors") or not figures.get("turns"):
+    prefix = "termo_" if termo else ""
+    if figures.get(f"{prefix}errors") or not figures.get(f"{prefix}turns"):
         raise RuntimeError(f"the load failed: {sent.stderr.decode()[-2000:]}")
-    return int(figures["turns"])
+    return int(figures[f"{prefix}turns"])
 
 
 def measure(path: str, length: int, turns: int, warm: int, stub: Any,
-            clients: int = 16) -> int:
-    """Instructions per measured turn of one path at one history length."""
+            clients: int = 16, threads: bool = False) -> tuple[int, list[int] | None]:
+    """Instructions per measured turn of one path at one history length, and with
+    ``threads`` each thread's (:func:`thread_totals`)."""
     with tempfile.TemporaryDirectory(prefix="agentd-instr-") as tmp:
         home, out, port = Path(tmp) / "home", Path(tmp) / "callgrind.out", free_port()
         home.mkdir()
         env = {"OPENAI_API_KEY": "sk-stub", "ANTHROPIC_API_KEY": "stub-key"}
         if path == "echo_load":
             env["AGENTD_STORE"] = '{"synchronous": "FULL"}'
-        proc = _daemon(home, port, out, env)
+        proc = (_termo(home, port, out, threads) if path == "termo"
+                else _daemon(home, port, out, env, threads))
         base = f"http://127.0.0.1:{port}"
         try:
             _ready(base, proc)
-            if path == "echo_load":
-                _load(base, clients, warm)
+            if path in ("echo_load", "termo"):
+                termo = path == "termo"
+                _load(base, clients, warm, termo)
                 subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)],
                                capture_output=True, check=True)
-                turns = _load(base, clients, turns)
+                turns = _load(base, clients, turns, termo)
                 subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)],
                                capture_output=True, check=True)
-                return _after(proc, out, turns)
+                _stop(proc)
+                return _counted(out, turns, threads)
             with httpx.Client(base_url=base, timeout=600,
                               headers={"Authorization": f"Bearer {TOKEN}"}) as api:
                 if path in ECHO:
@@ -157,7 +218,7 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any,
                                capture_output=True, check=True)
         finally:
             _stop(proc)
-        return round(_total(out) / turns)
+        return _counted(out, turns, threads)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -169,12 +230,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _after(proc: subprocess.Popen[bytes], out: Path, turns: int) -> int:
-    """Instructions per turn once the daemon has stopped (callgrind writes then)."""
-    _stop(proc)
-    return round(_total(out) / turns)
 
 
 def _turn(api: httpx.Client, path: str, agent: str, key: str, content: str) -> None:
@@ -205,6 +260,9 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=10, help="warm-up turns (default 10)")
     parser.add_argument("--clients", type=int, default=16,
                         help="echo_load's clients (default 16); --turns and --warm a client")
+    parser.add_argument("--threads", action="store_true",
+                        help="count each thread apart: threads[path][length], the event "
+                             "loop's first")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
@@ -212,19 +270,25 @@ def main() -> int:
     from agentd.testing import StubLLMServer
 
     figures: dict[str, dict[str, int]] = {}
+    by_thread: dict[str, dict[str, list[int]]] = {}
     t0 = time.monotonic()
     with StubLLMServer(prompt_cache=False) as stub:
         for path in args.paths.split(","):
-            lengths = [0] if path in ECHO else [int(x) for x in args.lengths.split(",")]
+            lengths = [0] if path in UNSEEDED else [int(x) for x in args.lengths.split(",")]
             for length in lengths:
-                figures.setdefault(path, {})[str(length)] = value = measure(
-                    path, length, args.turns, args.warm, stub, args.clients)
-                info(f"{path} at {length} turns: {value:,} instructions a turn")
+                value, each = measure(path, length, args.turns, args.warm, stub,
+                                      args.clients, args.threads)
+                figures.setdefault(path, {})[str(length)] = value
+                if each is not None:
+                    by_thread.setdefault(path, {})[str(length)] = each
+                info(f"{path} at {length} turns: {value:,} instructions a turn"
+                     + (f" (by thread: {', '.join(f'{n:,}' for n in each)})" if each else ""))
     ratios = {path: round(max(v.values()) / min(v.values()), 3)
               for path, v in figures.items() if len(v) > 1}
     print(orjson.dumps({
         "bench": "instructions", "turns": args.turns, "instructions": figures,
-        "ratio": ratios, "wall_s": round(time.monotonic() - t0, 1),
+        "ratio": ratios, **({"threads": by_thread} if args.threads else {}),
+        "wall_s": round(time.monotonic() - t0, 1),
         "machine": {"cpus": len(os.sched_getaffinity(0)),
                     "python": platform.python_version()}}).decode())
     return 0

@@ -7,6 +7,7 @@
     python bench/turns.py --url http://127.0.0.1:8000 --skip-termo   # a running daemon
     python bench/turns.py --rounds 6 --waited-only   # item 6's ratio on a shared machine
     python bench/turns.py --rounds 4 --waited-only --levels FULL,NORMAL   # + what fsync costs
+    python bench/turns.py --skip-agentd --termo-url http://127.0.0.1:8123   # a running termo
 
 N clients (closed loop, each on its own session, keep-alive connections) send turns to
 the scripted echo model, first non-streamed (``stream: false``, the reply is the finished
@@ -524,6 +525,15 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path,
 
 async def bench_termo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if args.termo_url:
+        # A server someone else runs (bench/instructions.py's, under callgrind): its
+        # CPU is theirs to count.
+        base = args.termo_url.rstrip("/")
+        async with _http(args) as http:
+            health = await wait_ready(http, f"{base}/health", args.startup_timeout, None)
+            out["termo_version"] = health.get("version")
+            out.update(await Termo(http, base, args).phases(None))
+        return out
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, str(BENCH_DIR / "termo_echo.py"), "--port", str(port)]
@@ -713,6 +723,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent", default="bench", help="agent name (default bench)")
     p.add_argument("--skip-agentd", action="store_true", help="only measure termo-agent")
     p.add_argument("--skip-termo", action="store_true", help="only measure agentd")
+    p.add_argument("--termo-url",
+                   help="use this running termo-agent echo server (bench/termo_echo.py) "
+                        "instead of starting one")
     p.add_argument(
         "--adapter",
         action="store_true",
@@ -777,8 +790,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("nothing to do with both --skip-agentd and --skip-termo")
     if args.profile:
         args.profile = args.profile.resolve()
-    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
-        p.error("--url must be on 127.0.0.1 / localhost")
+    for flag, url in (("--url", args.url), ("--termo-url", args.termo_url)):
+        if url and not url.startswith(("http://127.0.0.1", "http://localhost")):
+            p.error(f"{flag} must be on 127.0.0.1 / localhost")
+    if args.termo_url and args.skip_termo:
+        p.error("--termo-url names the termo-agent server to measure; not with --skip-termo")
+    if args.termo_url and args.termo_uvloop:
+        p.error("--termo-uvloop starts the termo server; not with --termo-url")
     return args
 
 
