@@ -143,8 +143,11 @@ def thread_totals(out: Path) -> list[int]:
     return [main, *sorted((n for n in found.values() if n), reverse=True)]
 
 
-def _counted(out: Path, turns: int, threads: bool) -> tuple[int, list[int] | None]:
-    """Instructions a turn, and with ``threads`` each thread's (:func:`thread_totals`)."""
+def _counted_after(proc: subprocess.Popen[bytes], out: Path, turns: int, threads: bool
+                   ) -> tuple[int, list[int] | None]:
+    """Instructions a turn, and with ``threads`` each thread's (:func:`thread_totals`),
+    once the daemon has stopped (callgrind writes then)."""
+    _stop(proc)
     if not threads:
         return round(_total(out) / turns), None
     totals = thread_totals(out)
@@ -191,8 +194,7 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any,
                 turns = _load(base, clients, turns, termo)
                 subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)],
                                capture_output=True, check=True)
-                _stop(proc)
-                return _counted(out, turns, threads)
+                return _counted_after(proc, out, turns, threads)
             with httpx.Client(base_url=base, timeout=600,
                               headers={"Authorization": f"Bearer {TOKEN}"}) as api:
                 if path in ECHO:
@@ -218,7 +220,7 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any,
                                capture_output=True, check=True)
         finally:
             _stop(proc)
-        return _counted(out, turns, threads)
+        return _counted_after(proc, out, turns, threads)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -525,30 +525,29 @@ async def bench_agentd(args: argparse.Namespace, workdir: Path,
 
 async def bench_termo(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    server: ServerProcess | None = None
     if args.termo_url:
         # A server someone else runs (bench/instructions.py's, under callgrind): its
-        # CPU is theirs to count.
+        # CPU is theirs to count, and it is left running.
         base = args.termo_url.rstrip("/")
-        async with _http(args) as http:
-            health = await wait_ready(http, f"{base}/health", args.startup_timeout, None)
-            out["termo_version"] = health.get("version")
-            out.update(await Termo(http, base, args).phases(None))
-        return out
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, str(BENCH_DIR / "termo_echo.py"), "--port", str(port)]
-    if args.termo_uvloop:
-        cmd.append("--uvloop")
-    server = ServerProcess("termo", cmd, workdir / "termo.log", dict(os.environ))
+    else:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, str(BENCH_DIR / "termo_echo.py"), "--port", str(port)]
+        if args.termo_uvloop:
+            cmd.append("--uvloop")
+        server = ServerProcess("termo", cmd, workdir / "termo.log", dict(os.environ))
     try:
-        server.start()
+        if server is not None:
+            server.start()
         async with _http(args) as http:
             health = await wait_ready(http, f"{base}/health", args.startup_timeout, server)
             out["termo_version"] = health.get("version")
             out.update(await Termo(http, base, args).phases(server))
     finally:
-        code = server.stop(signal.SIGTERM, timeout_s=args.stop_timeout)
-        info(f"termo stopped: exit {code}")
+        if server is not None:
+            code = server.stop(signal.SIGTERM, timeout_s=args.stop_timeout)
+            info(f"termo stopped: exit {code}")
     return out
 
 

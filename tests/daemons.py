@@ -60,6 +60,19 @@ def run_bench(script: Path, args: list[str], cwd: Path, *, timeout: float = 300,
     assert lines, f"no JSON line; stderr:\n{result.stderr[-4000:]}"
     return orjson.loads(lines[-1]), result
 
+def run_refused(script: Path, args: list[str], cwd: Path, *,
+                env: dict[str, str] | None = None) -> str:
+    """Run a bench script whose arguments must be refused: exit 2 and nothing on
+    stdout (no figures, no daemon started). Its stderr, the one line that says why."""
+    result = subprocess.run(
+        [sys.executable, str(script), *args], env=clean_env() if env is None else env,
+        cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert result.returncode == 2 and result.stdout == "", (result.returncode,
+                                                            result.stdout[-2000:])
+    return result.stderr
+
+
 #: This tree's sources: a daemon process runs this agentd, not whichever is installed.
 SRC = Path(__file__).resolve().parents[1] / "src"
 

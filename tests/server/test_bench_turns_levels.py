@@ -5,12 +5,10 @@ inherited (figures are not judged here: timing belongs to the bench)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tests.daemons import clean_env, run_bench
+from tests.daemons import clean_env, run_bench, run_refused
 
 pytestmark = pytest.mark.e2e
 
@@ -42,20 +40,13 @@ def test_each_level_gets_a_daemon_of_its_own_at_that_level(tmp_path: Path) -> No
 ])
 def test_a_bad_levels_option_is_one_clear_line(args: list[str], message: str,
                                                tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(BENCH / "turns.py"), *args],
-                            env=clean_env(), cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 2 and result.stdout == ""
-    assert message in result.stderr
+    assert message in run_refused(BENCH / "turns.py", args, tmp_path)
 
 
 @pytest.mark.parametrize("inherited", ["[1]", "{not json"])
 def test_an_inherited_store_levels_cannot_merge_into_is_refused_at_once(
         inherited: str, tmp_path: Path) -> None:
     # Refused before any daemon starts, rather than failing each round.
-    result = subprocess.run(
-        [sys.executable, str(BENCH / "turns.py"), "--levels", "FULL,NORMAL"],
-        env={**clean_env(), "AGENTD_STORE": inherited}, cwd=tmp_path, capture_output=True,
-        text=True, timeout=60, check=False)
-    assert result.returncode == 2 and result.stdout == ""
-    assert "the AGENTD_STORE inherited is not a JSON object" in result.stderr
+    stderr = run_refused(BENCH / "turns.py", ["--levels", "FULL,NORMAL"], tmp_path,
+                         env={**clean_env(), "AGENTD_STORE": inherited})
+    assert "the AGENTD_STORE inherited is not a JSON object" in stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.daemons import clean_env, run_bench
+from tests.daemons import clean_env, run_bench, run_refused
 
 from agentd.testing.live import free_port
 
@@ -73,8 +73,4 @@ def test_the_turns_go_to_the_running_server_and_it_is_left_running(
 ])
 def test_a_bad_termo_url_option_is_one_clear_line(args: list[str], message: str,
                                                   tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(BENCH / "turns.py"), *args],
-                            env=clean_env(), cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 2 and result.stdout == ""
-    assert message in result.stderr
+    assert message in run_refused(BENCH / "turns.py", args, tmp_path)
