@@ -347,6 +347,9 @@ class PhaseStats:
     client_cpu_s: float | None = None
     #: The server's children's CPU over the phase (its trace export worker...).
     children_cpu_s: float | None = None
+    #: Of ``server_cpu_s``, the kernel's part (its system calls: sockets, the store's
+    #: writes and fsyncs, thread hand-offs), in /proc's clock ticks.
+    server_sys_s: float | None = None
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -378,6 +381,10 @@ class PhaseStats:
         cpu = self.server_cpu_s
         out[f"{p}server_cpu_ms_per_turn"] = _r(
             cpu * 1000 / self.turns if cpu is not None and self.turns else None, 3
+        )
+        sys_s = self.server_sys_s
+        out[f"{p}server_sys_ms_per_turn"] = _r(
+            sys_s * 1000 / self.turns if sys_s is not None and self.turns else None, 3
         )
         kids = self.children_cpu_s
         if kids:
@@ -435,6 +442,7 @@ async def run_phase(
                 await asyncio.sleep(0.02)
 
     cpu0 = server.cpu_s() if server else None
+    sys0 = server.sys_s() if server else None
     kids0 = server.children_cpu_s() if server else None
     client0 = time.process_time()
     t0 = time.perf_counter()
@@ -442,6 +450,7 @@ async def run_phase(
     elapsed = time.perf_counter() - t0
     client_cpu = time.process_time() - client0
     cpu1 = server.cpu_s() if server else None
+    sys1 = server.sys_s() if server else None
     kids1 = server.children_cpu_s() if server else None
     if server is not None and server.exited():
         raise RuntimeError(f"{server.name} exited during {name}; log tail:\n{server.log_tail()}")
@@ -453,5 +462,6 @@ async def run_phase(
         server_cpu_s=cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
         client_cpu_s=client_cpu,
         children_cpu_s=kids1 - kids0 if kids0 is not None and kids1 is not None else None,
+        server_sys_s=sys1 - sys0 if sys0 is not None and sys1 is not None else None,
         error_samples=samples,
     )

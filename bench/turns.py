@@ -25,6 +25,10 @@ median over the rounds, every round's own figures (``rounds``), each round's rat
 server CPU per turn (``ratio_server_cpu_per_turn_rounds``) and their median as
 ``ratio_server_cpu_per_turn``.
 
+Each side's ``server_sys_ms_per_turn`` is the kernel's part of its server CPU per turn
+(/proc's system time: the sockets, the store's WAL writes and fsyncs, the threads
+handing work to each other), the part ``bench/instructions.py``'s count cannot see.
+
 ``--levels FULL,NORMAL`` runs the agentd side once per SQLite durability level in each
 round, a daemon of its own at each (``AGENTD_STORE``'s ``synchronous`` set over what the
 bench inherited): the first level's figures under the plain keys, each other level's
@@ -630,10 +634,11 @@ async def amain(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
 
 
 #: The figures a round reports (--rounds), and whose median the JSON line gives.
-ROUND_FIGURES = ("turns_per_s", "server_cpu_ms_per_turn", "p50_ms", "p99_ms",
-                 "stream_turns_per_s", "stream_server_cpu_ms_per_turn",
+ROUND_FIGURES = ("turns_per_s", "server_cpu_ms_per_turn", "server_sys_ms_per_turn",
+                 "p50_ms", "p99_ms", "stream_turns_per_s", "stream_server_cpu_ms_per_turn",
                  "termo_turns_per_s", "termo_server_cpu_ms_per_turn",
-                 "termo_stream_turns_per_s", "termo_stream_server_cpu_ms_per_turn")
+                 "termo_server_sys_ms_per_turn", "termo_stream_turns_per_s",
+                 "termo_stream_server_cpu_ms_per_turn")
 
 
 def _suffixes(args: argparse.Namespace) -> list[str]:

@@ -28,6 +28,9 @@ def test_each_level_gets_a_daemon_of_its_own_at_that_level(tmp_path: Path) -> No
         assert figures[f"errors{suffix}"] == 0, result.stderr[-4000:]
         assert figures[f"turns{suffix}"] > 0
         assert figures[f"server_cpu_ms_per_turn{suffix}"] > 0
+        # The kernel's part of it (/proc's system time), never more than the whole.
+        assert 0 <= figures[f"server_sys_ms_per_turn{suffix}"] \
+            <= figures[f"server_cpu_ms_per_turn{suffix}"]
         assert figures[f"durability_mismatches{suffix}"] == 0
         assert figures[f"agentd_exit{suffix}"] == 0
 

@@ -59,6 +59,7 @@ def test_the_turns_go_to_the_running_server_and_it_is_left_running(
     assert figures["termo_turns"] == 20 and figures["termo_errors"] == 0
     assert figures["termo_version"]  # (its /health, read from the server given)
     assert figures["termo_server_cpu_ms_per_turn"] is None  # not the bench's process
+    assert figures["termo_server_sys_ms_per_turn"] is None
     assert proc.poll() is None
     assert httpx.post(f"{url}/api/send", json={"message": "still", "session_key": "k"},
                       timeout=10).json()["response"] == "echo: still"
