@@ -399,6 +399,11 @@ class PhaseStats:
         return out
 
 
+def _spent(before: float | None, after: float | None) -> float | None:
+    """What a counter read at a phase's start and end grew by (None: unread)."""
+    return None if before is None or after is None else after - before
+
+
 def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -459,9 +464,9 @@ async def run_phase(
         clients=clients,
         elapsed_s=elapsed,
         results=results,
-        server_cpu_s=cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
+        server_cpu_s=_spent(cpu0, cpu1),
         client_cpu_s=client_cpu,
-        children_cpu_s=kids1 - kids0 if kids0 is not None and kids1 is not None else None,
-        server_sys_s=sys1 - sys0 if sys0 is not None and sys1 is not None else None,
+        children_cpu_s=_spent(kids0, kids1),
+        server_sys_s=_spent(sys0, sys1),
         error_samples=samples,
     )
