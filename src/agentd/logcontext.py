@@ -24,14 +24,21 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogContext:
     """The ids of the run a line is logged for (``agent``: the agent's name;
-    ``session``: the session's key)."""
+    ``session``: the session's key; ``given_trace_id``: the trace the run's message
+    came in, from its ``traceparent``, if any)."""
 
     agent_id: str
     agent: str
     session_id: str
     session: str
     run_id: str
-    trace_id: str
+    given_trace_id: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        """The run's trace: the one it came in, else :func:`default_trace_id`'s
+        (derived when read: most runs log nothing and call out to nobody)."""
+        return self.given_trace_id or default_trace_id(self.run_id)
 
 
 #: The run the current task works for; None outside of runs.

@@ -73,7 +73,7 @@ def test_json_lines_carry_the_runs_ids_and_no_secret() -> None:
     assert outside["message"] == "hello <redacted>"
     assert outside["time"].endswith("Z") and outside["level"] == "ERROR"
     context = LogContext(agent_id="a_1", agent="bot", session_id="s_1",
-                         session=f"user:{TOKEN}", run_id="r_1", trace_id=default_trace_id("r_1"))
+                         session=f"user:{TOKEN}", run_id="r_1")
     bound = CURRENT.set(context)
     try:
         line = json.loads(formatter.format(_record("boom", exc=True)))
@@ -98,6 +98,10 @@ def test_trace_ids() -> None:
     trace = default_trace_id("r_1")
     assert len(trace) == 32 and int(trace, 16) and trace == default_trace_id("r_1")
     assert trace != default_trace_id("r_2")
+    # A run's context names the trace its message came in, else the derived one.
+    ids = {"agent_id": "a", "agent": "b", "session_id": "s", "session": "k", "run_id": "r_1"}
+    assert LogContext(**ids).trace_id == trace
+    assert LogContext(**ids, given_trace_id="ab" * 16).trace_id == "ab" * 16
     assert trace_id_from("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
         "4bf92f3577b34da6a3ce929d0e0e4736")
     assert trace_id_from("00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
@@ -113,7 +117,7 @@ async def test_a_runs_context_reaches_the_tasks_it_starts() -> None:
 
     async def run() -> None:
         CURRENT.set(LogContext(agent_id="a", agent="b", session_id="s", session="k",
-                               run_id="r_1", trace_id=default_trace_id("r_1")))
+                               run_id="r_1"))
         await asyncio.create_task(child())
         await asyncio.to_thread(lambda: seen.append(CURRENT.get().run_id))  # type: ignore[union-attr]
 

@@ -50,7 +50,7 @@ from agentd.llm.messages import (
     Usage,
     UserMessage,
 )
-from agentd.logcontext import CURRENT, LogContext, default_trace_id, trace_id_from
+from agentd.logcontext import CURRENT, LogContext, trace_id_from
 from agentd.runtime._budgetsteps import BudgetSteps
 from agentd.runtime._context import fit
 from agentd.runtime._hooksteps import Stopped
@@ -518,8 +518,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         bound = CURRENT.set(LogContext(
             agent_id=self.run.agent_id, agent=self.agent_name,
             session_id=self.run.session_id, session=self.session_key, run_id=self.run.id,
-            trace_id=trace_id_from(self.origin.get("traceparent"))
-            or default_trace_id(self.run.id)))
+            given_trace_id=trace_id_from(self.origin.get("traceparent"))))
         try:
             return await self._execute()
         except LeaseLost:

@@ -55,6 +55,7 @@ from agentd.protocols import ws as ws_door
 from agentd.security.access import Scopes
 from agentd.security.tokens import BOOTSTRAP, ensure_token
 from agentd.server import routes
+from agentd.server._joined import join_writes
 from agentd.server._origin import OriginCheck
 from agentd.server.routes._deps import runtime_of
 from agentd.server.schemas import Error, Health
@@ -258,7 +259,11 @@ class AgentdApp(FastAPI):
         stack = self.middleware_stack
         if stack is None:
             stack = self.middleware_stack = self.build_middleware_stack()
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "http":
+            # A response's head and body in one send (agentd.server._joined).
+            join_writes(scope, send)
+        elif kind == "lifespan":
             send = self._refusals(send)
         await stack(scope, receive, send)
 
