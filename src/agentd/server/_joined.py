@@ -47,7 +47,7 @@ class JoinedWrites:
         head = self._head
         if head is not None:
             self._head = None
-            self._real.write(head + data)
+            self._real.write(b"".join((head, data)))  # (data may be any bytes-like)
         elif (not self._done and data[:5] == b"HTTP/" and b"\r\ncontent-length:" in data
               and b"\r\ntransfer-encoding:" not in data):
             # (Both servers write header names in lower case, as the app gave them;
