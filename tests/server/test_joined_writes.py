@@ -61,17 +61,22 @@ def _of(recorders: list[_Recorder], path: str) -> _Recorder:
     return recorder
 
 
+def _read(sock: socket.socket, seen: bytes, until: bytes | None) -> bytes:
+    """What ``sock`` sends after ``seen``, until ``until`` is in it (None: until the
+    server closes the connection) or it closes."""
+    while until is None or until not in seen:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 def _raw(live: LiveServer, request: bytes, until: bytes) -> bytes:
     """Send ``request`` on a new connection; read until ``until`` is in the reply."""
     with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
         sock.sendall(request)
-        seen = b""
-        while until not in seen:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            seen += chunk
-        return seen
+        return _read(sock, b"", until)
 
 
 def test_a_waited_turn_is_answered_in_one_write(live: tuple[LiveServer, list[_Recorder]]
@@ -122,16 +127,10 @@ def test_100_continue_goes_out_before_the_answer(
                      + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
                      b"Expect: 100-continue\r\nContent-Length: "
                      + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
-        seen = b""
-        while b"\r\n\r\n" not in seen:
-            seen += sock.recv(65536)
-        assert seen.startswith(b"HTTP/1.1 100 ")
+        seen = _read(sock, b"", b"\r\n\r\n")
+        assert seen.startswith(b"HTTP/1.1 100 "), seen
         sock.sendall(body)
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            seen += chunk
+        seen = _read(sock, seen, None)
     assert b"HTTP/1.1 201 " in seen, seen
     writes = _of(recorders, "/v1/agents").writes
     assert len(writes) == 2
@@ -189,3 +188,12 @@ def test_the_transport_stand_in_sends_a_held_head_when_closed() -> None:
     again.write(memoryview(b"ok"))  # (a body may come as any bytes-like object)
     again.write(head)
     assert sink2.out == [head + b"ok", head]
+    # A head that is not held (chunked) ends the watch too: a body piece that reads
+    # like a head is sent, not held (held, nothing would ever send it).
+    sink3 = _Sink()
+    streamed = JoinedWrites(sink3)
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    streamed.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    streamed.write(chunked)
+    streamed.write(head)
+    assert sink3.out == [b"HTTP/1.1 100 Continue\r\n\r\n", chunked, head]

@@ -48,14 +48,18 @@ class JoinedWrites:
         if head is not None:
             self._head = None
             self._real.write(b"".join((head, data)))  # (data may be any bytes-like)
-        elif (not self._done and data[:5] == b"HTTP/" and b"\r\ncontent-length:" in data
-              and b"\r\ntransfer-encoding:" not in data):
-            # (Both servers write header names in lower case, as the app gave them;
-            # starlette's are.)
-            self._head = bytes(data)
+            return
+        if not self._done and data[:5] == b"HTTP/" and data[9:10] != b"1":
+            # The response's head (not an interim 1xx): the only write ever held, and
+            # only when a body of known length follows. Whatever comes after it, a
+            # body that reads like a head included, passes through. (Both servers
+            # write header names in lower case, as the app gave them; starlette's are.)
             self._done = True
-        else:
-            self._real.write(data)
+            if (b"\r\ncontent-length:" in data
+                    and b"\r\ntransfer-encoding:" not in data):
+                self._head = bytes(data)
+                return
+        self._real.write(data)
 
     def close(self) -> None:
         head, self._head = self._head, None
