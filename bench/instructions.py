@@ -30,6 +30,10 @@ which are sent one after another by one client. Paths:
   this process), each request the one its official SDK builds, compaction and auto-recall off, each
   session seeded with ``length`` turns through the Agent Protocol door as
   bench/history.py seeds them;
+- ``get_load``: a request on one of FastAPI's routes: the same clients as
+  ``echo_load``, each sending an authenticated ``GET /v1/agents/i-get`` (a pydantic
+  reply) on its own kept-alive connection, ``--turns`` requests a client (the message
+  route skips FastAPI's router and its dependencies: this is not a turn's HTTP share);
 - ``termo``: the other side of item 6's ratio, bench/turns.py's termo-agent echo server
   (``bench/termo_echo.py``, nothing persisted) under the same load as ``echo_load``.
   Its ratio to ``echo_load`` is item 6's ratio in user-space instructions: a figure no
@@ -47,6 +51,7 @@ package).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import re
@@ -69,7 +74,7 @@ TOKEN = "instructions-bench-token-0123456789"
 #: The paths on the scripted model (their length is their own session's).
 ECHO = ("echo", "echo_stream", "echo_load")
 #: The paths with no history length of their own (measured once, at 0).
-UNSEEDED = (*ECHO, "termo")
+UNSEEDED = (*ECHO, "get_load", "termo")
 BENCH = Path(__file__).resolve().parent
 
 
@@ -171,6 +176,37 @@ def _load(base: str, clients: int, turns: int, termo: bool = False) -> int:
     return int(figures[f"{prefix}turns"])
 
 
+async def _gets_on(port: int, path: str, requests: int) -> None:
+    """``requests`` GETs of ``path`` one after another on one kept-alive connection,
+    each answer read whole; an answer other than 200 is an error."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ask = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Authorization: Bearer {TOKEN}\r\n\r\n").encode()
+    try:
+        for _ in range(requests):
+            writer.write(ask)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, *fields = head.decode("latin-1").split("\r\n")
+            length = next((int(f.split(":", 1)[1]) for f in fields
+                           if f.lower().startswith("content-length:")), None)
+            if length is None:
+                raise RuntimeError(f"GET {path}: no content-length in {head[:200]!r}")
+            body = await reader.readexactly(length)
+            if status.split(" ")[1:2] != ["200"]:
+                raise RuntimeError(f"GET {path}: {status}: {body[:200]!r}")
+    finally:
+        writer.close()
+
+
+def gets(port: int, path: str, clients: int, requests: int) -> int:
+    """``get_load``'s load: ``clients`` connections at once, ``requests`` GETs each;
+    the requests sent."""
+    async def run() -> None:
+        await asyncio.gather(*(_gets_on(port, path, requests) for _ in range(clients)))
+    asyncio.run(run())
+    return clients * requests
+
+
 def measure(path: str, length: int, turns: int, warm: int, stub: Any,
             clients: int = 16, threads: bool = False) -> tuple[int, list[int] | None]:
     """Instructions per measured turn of one path at one history length, and with
@@ -186,6 +222,17 @@ def measure(path: str, length: int, turns: int, warm: int, stub: Any,
         base = f"http://127.0.0.1:{port}"
         try:
             _ready(base, proc)
+            if path == "get_load":
+                httpx.post(f"{base}/v1/agents", json={"name": "i-get", "model": "scripted"},
+                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=600
+                           ).raise_for_status()
+                gets(port, "/v1/agents/i-get", clients, warm)
+                subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)],
+                               capture_output=True, check=True)
+                sent = gets(port, "/v1/agents/i-get", clients, turns)
+                subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)],
+                               capture_output=True, check=True)
+                return _counted_after(proc, out, sent, threads)
             if path in ("echo_load", "termo"):
                 termo = path == "termo"
                 _load(base, clients, warm, termo)
