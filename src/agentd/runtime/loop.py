@@ -290,6 +290,12 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
     #: Called with the run when it starts waiting for a decision.
     on_waiting: Callable[[RunRecord], None] | None = None
     interrupt = False
+    #: Set by the supervisor, whose session worker runs the executor in its own task:
+    #: a cancellation nobody asked of the run (no reason given: the worker's own, as
+    #: the event loop closes) parks the run, as a shutdown does, and marks it
+    #: (``cancelled_unasked``) so that the worker goes too.
+    park_unasked = False
+    cancelled_unasked = False
     #: When this executor took the run's lease (0: not yet).
     leased_at = 0.0
     steps = 0
@@ -501,6 +507,17 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             self.cancel_reason = reason
             self._task.cancel()
 
+    def cancel(self, reason: str) -> bool:
+        """Cancel the run now, for ``reason`` (a reason given before stays). False
+        when it is not executing (not started, or over: its task, a session worker's,
+        has gone on to other things and is not cancelled)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        if self._task is None:
+            return False
+        self._task.cancel()
+        return True
+
     def _took_lease(self) -> None:
         self.leased_at = self.kernel.clock.monotonic()
         self.run.lease_owner = self._lease.owner
@@ -512,6 +529,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             self._task.cancel()
 
     async def execute(self) -> RunOutcome:
+        """Drive the run to its end in the calling task, which cancelling the run
+        cancels while this runs (and only then: see :meth:`cancel`)."""
         self._task = asyncio.current_task()
         # Every line logged for the run (by its task and the tasks and threads it
         # starts, which copy the context) names it: agentd.logcontext.
@@ -529,6 +548,9 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             return await self._fail(exc)
         except asyncio.CancelledError:
             reason = self.cancel_reason
+            if reason is None and self.park_unasked and not self.lost:
+                reason = self.cancel_reason = "daemon shutting down"
+                self.interrupt = self.cancelled_unasked = True
             if reason is None or self.lost:
                 raise
             # Shielded: a second cancellation must not lose how the run ended.
@@ -556,6 +578,7 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
             return await self._fail(AgentdError(
                 f"internal error: {type(exc).__name__}: {exc}"))
         finally:
+            self._task = None
             CURRENT.reset(bound)
 
     def _gone(self, exc: Exception) -> bool:

@@ -31,20 +31,6 @@ CancelQueued = Callable[[str, str], Awaitable[None]]
 NextQueued = Callable[[str], Awaitable[RunRecord | None]]
 
 
-def _ended(task: asyncio.Task[Any]) -> asyncio.Future[None]:
-    """A future resolved once ``task`` is done, whatever its outcome; cancelling it
-    leaves the task alone. What ``asyncio.wait({task})`` is to the worker, without the
-    sets, the closure and the callback taken off again that it makes for every run."""
-    ended: asyncio.Future[None] = task.get_loop().create_future()
-
-    def done(_: asyncio.Task[Any]) -> None:
-        if not ended.done():  # (cancelled: the worker was, and waits on its own)
-            ended.set_result(None)
-
-    task.add_done_callback(done)
-    return ended
-
-
 @dataclass(slots=True)
 class _Session:
     queue: deque[str]
@@ -233,6 +219,8 @@ class Supervisor:
         return run_id
 
     async def _work(self, session_id: str, state: _Session) -> None:
+        me = asyncio.current_task()
+        assert me is not None
         try:
             # (No cancel being written, the usual case: the next run is taken off the
             # queue without a coroutine made and awaited for it.)
@@ -253,21 +241,23 @@ class Supervisor:
                         await self._cancel_queued(run_id, reason)
                         continue
                     executor.on_waiting = self._waiting
-                    task = asyncio.create_task(executor.execute(), name=f"agentd-run-{run_id}")
-                    state.active, state.active_task = executor, task
+                    # The run is executed in this task: a task of its own for every
+                    # run cost a turn a task's making, scheduling and ending, and a
+                    # future to wait on. Cancelling the run (RunExecutor.cancel)
+                    # cancels this task while the run executes, never after.
+                    executor.park_unasked = True
+                    state.active, state.active_task = executor, me
                     try:
-                        await _ended(task)
+                        await executor.execute()
                     except asyncio.CancelledError:
-                        # The worker itself is cancelled (shutdown): park the run and
-                        # let it record that before the worker goes.
-                        if not task.done():
-                            if task.cancelling() == 0:
-                                if executor.cancel_reason is None:
-                                    executor.cancel_reason = "daemon shutting down"
-                                    executor.interrupt = True
-                                task.cancel()
-                            await asyncio.wait({task})
-                        raise
+                        if self._closing or executor.cancelled_unasked:
+                            raise  # the worker's own cancellation (the run is parked)
+                        # The run's (ended, parked or lost): the worker goes on.
+                    finally:
+                        if not (self._closing or executor.cancelled_unasked):
+                            # The cancels the run was sent are spent with it.
+                            while me.cancelling():
+                                me.uncancel()
                     if executor.run.terminal:
                         settled = executor.run
                     elif executor.lost:
@@ -357,11 +347,7 @@ class Supervisor:
             elif state.building == run_id:
                 state.cancelled[run_id] = reason
             elif state.active is not None and state.active.run.id == run_id:
-                executor, task = state.active, state.active_task
-                if executor.cancel_reason is None:
-                    executor.cancel_reason = reason
-                if task is not None:
-                    task.cancel()
+                state.active.cancel(reason)
             else:
                 return False
             await done
@@ -392,18 +378,25 @@ class Supervisor:
         for state in self._sessions.values():
             for run_id in state.queue:
                 self._settled(run_id)
-        # Runs waiting for a client's decision are not worth waiting for.
+        # Runs waiting for a client's decision are not worth waiting for. (A run
+        # executes in its session's worker, which ends with it: _take gives no more.)
         tasks = [s.active_task for s in self._sessions.values()
                  if s.active_task is not None and s.active is not None
                  and s.active.run.id not in self.waiting_runs]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)
+        parking: set[asyncio.Task[Any]] = set()
         for state in self._sessions.values():
-            task = state.active_task
-            if state.active is not None and task is not None and not task.done():
-                state.active.cancel_reason = "daemon shutting down"
-                state.active.interrupt = True
-                task.cancel()
+            executor = state.active
+            if executor is None:
+                continue
+            executor.cancel_reason = "daemon shutting down"
+            executor.interrupt = True
+            if executor.cancel("daemon shutting down") and state.worker is not None:
+                # Its worker ends once the run is parked: cancelled again, it would
+                # not wait for that.
+                parking.add(state.worker)
         for worker in workers:
-            worker.cancel()
+            if worker not in parking:
+                worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
