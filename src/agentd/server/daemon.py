@@ -31,6 +31,7 @@ from agentd.config import ConfigFileError, Settings, load_settings, settings_pro
 from agentd.errors import AgentdError, InvalidInput
 from agentd.security.tokens import ensure_home, read_token, undumpable
 from agentd.server.app import create_app
+from agentd.store import tune_sqlite
 from agentd.telemetry.follower import resolve as resolve_traces
 from agentd.telemetry.logs import JsonFormatter, Redactor, TextFormatter, known_secrets
 
@@ -195,6 +196,8 @@ def run(host: str | None = None, port: int | None = None,
     if lock is None:
         return 1
     load: Callable[[], Settings] = partial(_load, host, port, termo)
+    # Before anything opens a database: SQLite's process-wide configuration.
+    tune_sqlite()
     app = create_app(settings, reload_from=load)
     redactor.add(read_token(settings.home))  # (the bootstrap token create_app made)
     config = uvicorn.Config(

@@ -14,6 +14,7 @@ from agentd.clock import SYSTEM, Clock
 from agentd.errors import InvalidInput
 from agentd.store._fork_store import ForkRecord
 from agentd.store._identity import TenantRow, TokenRow
+from agentd.store._library import tune_sqlite
 from agentd.store._snapshot_store import WorkspaceHead
 from agentd.store.agents_query import AgentPage
 from agentd.store.audit import AuditEntry, AuditRow
@@ -72,6 +73,7 @@ __all__ = [
     "engine_for_url",
     "new_id",
     "open_store",
+    "tune_sqlite",
 ]
 
 
