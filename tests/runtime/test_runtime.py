@@ -782,6 +782,66 @@ async def test_mode_interrupt_cancels_the_active_run_then_runs_the_new_one(
     assert cancelled[0].data["reason"] == "interrupted by a newer message"
 
 
+async def test_a_run_after_an_interrupted_one_runs_with_no_cancellation_pending(
+        runtime: Runtime) -> None:
+    """A session's runs execute one after another in its worker's task: the
+    interrupted run's cancellation is spent with it, and the next run (here a tool
+    of it, which runs in that task) sees none pending."""
+    seen: list[object] = []
+
+    @tool
+    async def probe() -> str:
+        """Reports the cancellations pending on the task it runs in."""
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(task.cancelling())
+        try:
+            async with asyncio.timeout(0):
+                await asyncio.sleep(PATIENCE_S)
+        except TimeoutError:
+            seen.append("timed out")
+        return "probed"
+
+    runtime.tools.register(probe)
+    await runtime.create_agent(name="a", tools=["probe"],
+                               settings={"script": [{"text": "slow", "delay_ms": 5000}]})
+    first = await runtime.send("a", "k", "1")
+    await under_way(runtime, first.run.id, in_model=True)
+    enqueue({"tool_calls": [{"name": "probe", "arguments": {}}]}, {"text": "done"}, agent="a")
+    second = await runtime.send("a", "k", "2", mode="interrupt")
+    r1, r2 = await runtime.wait(first.run.id), await runtime.wait(second.run.id)
+    assert (r1.status, r2.status, r2.output) == ("cancelled", "completed", "done")
+    assert seen == [0, "timed out"]
+
+
+async def test_a_cancel_that_comes_after_its_run_ended_leaves_the_next_run_alone(
+        runtime: Runtime) -> None:
+    """Cancelling an executor whose run is over does nothing: its session's worker,
+    whose task the run executed in, has gone on to the next run."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    @tool
+    async def gate() -> str:
+        """Holds the run until the test lets it go."""
+        entered.set()
+        await release.wait()
+        return "open"
+
+    runtime.tools.register(gate)
+    await runtime.create_agent(name="a", tools=["gate"])
+    first = await runtime.send("a", "k", "/tool gate {}")
+    second = await runtime.send("a", "k", "hello")  # queued behind the first
+    await asyncio.wait_for(entered.wait(), PATIENCE_S)
+    executor = runtime.supervisor.active_executor(first.session.id, first.run.id)
+    assert executor is not None
+    release.set()
+    assert (await runtime.wait(first.run.id)).status == "completed"
+    assert executor.cancel("too late") is False
+    r2 = await runtime.wait(second.run.id)
+    assert (r2.status, r2.output) == ("completed", "echo: hello")
+
+
 async def test_mode_interrupt_waits_for_the_step_boundary_of_a_tool(runtime: Runtime) -> None:
     log: list[str] = []
     working, interrupted = asyncio.Event(), asyncio.Event()
