@@ -74,14 +74,14 @@ def tune_sqlite() -> bool:
         log.debug("SQLite left as built: it could not be shut down")
         return False
     try:
-        threads = config(ctypes.c_int(_CONFIG_MULTITHREAD))
-        memstatus = config(ctypes.c_int(_CONFIG_MEMSTATUS), ctypes.c_int(0))
+        threads = int(config(ctypes.c_int(_CONFIG_MULTITHREAD)))
+        memstatus = int(config(ctypes.c_int(_CONFIG_MEMSTATUS), ctypes.c_int(0)))
     finally:
-        initialized = initialize()
+        initialized = int(initialize())
     if initialized != _OK:  # (the next connection initializes it again, or says why)
         log.warning("SQLite did not initialize again after its configuration (%d)",
                     initialized)
-    tuned = threads == _OK and memstatus == _OK
+    tuned: bool = threads == _OK and memstatus == _OK
     if not tuned:
         log.debug("SQLite refused a setting (multi-thread %d, memstatus %d)", threads,
                   memstatus)
