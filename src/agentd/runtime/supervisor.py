@@ -31,6 +31,14 @@ CancelQueued = Callable[[str, str], Awaitable[None]]
 NextQueued = Callable[[str], Awaitable[RunRecord | None]]
 
 
+def _take_back_cancels(task: asyncio.Task[Any]) -> None:
+    """The cancellations a run was sent are spent with it: its session worker, whose
+    task it executed in, starts the next run with none pending (``asyncio.timeout``
+    and the like count them)."""
+    while task.cancelling():
+        task.uncancel()
+
+
 @dataclass(slots=True)
 class _Session:
     queue: deque[str]
@@ -250,14 +258,12 @@ class Supervisor:
                     try:
                         await executor.execute()
                     except asyncio.CancelledError:
-                        if self._closing or executor.cancelled_unasked:
-                            raise  # the worker's own cancellation (the run is parked)
+                        if self._cancelled_itself(executor):
+                            raise  # (the run is parked)
                         # The run's (ended, parked or lost): the worker goes on.
                     finally:
-                        if not (self._closing or executor.cancelled_unasked):
-                            # The cancels the run was sent are spent with it.
-                            while me.cancelling():
-                                me.uncancel()
+                        if not self._cancelled_itself(executor):
+                            _take_back_cancels(me)
                     if executor.run.terminal:
                         settled = executor.run
                     elif executor.lost:
@@ -292,6 +298,12 @@ class Supervisor:
                 state.worker = asyncio.create_task(self._work(session_id, state))
             elif self._sessions.get(session_id) is state:
                 del self._sessions[session_id]
+
+    def _cancelled_itself(self, executor: RunExecutor) -> bool:
+        """Whether the session worker is cancelled itself (a shutdown, or a
+        cancellation nobody asked of its run: ``RunExecutor.park_unasked``), not only
+        the run it executes."""
+        return self._closing or executor.cancelled_unasked
 
     # -- steering and interrupting ----------------------------------------------------
 
