@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentd.runtime.loop import RunExecutor, RunOutcome
+from agentd.runtime.loop import RunExecutor
 from agentd.store.records import RunRecord
 
 __all__ = ["Supervisor"]
@@ -58,7 +58,6 @@ class _Session:
     ending: set[asyncio.Future[Any]] = field(default_factory=set)
     worker: asyncio.Task[None] | None = None
     active: RunExecutor | None = None
-    active_task: asyncio.Task[RunOutcome] | None = None
 
 
 class Supervisor:
@@ -254,7 +253,7 @@ class Supervisor:
                     # future to wait on. Cancelling the run (RunExecutor.cancel)
                     # cancels this task while the run executes, never after.
                     executor.park_unasked = True
-                    state.active, state.active_task = executor, me
+                    state.active = executor
                     try:
                         await executor.execute()
                     except asyncio.CancelledError:
@@ -280,7 +279,6 @@ class Supervisor:
                 finally:
                     state.building = None
                     state.active = None
-                    state.active_task = None
                     self._settled(run_id, settled)
                 if not state.queue and self._next_queued is not None and not self._closing:
                     # In a cluster, another node may have queued the session's next run
@@ -392,8 +390,8 @@ class Supervisor:
                 self._settled(run_id)
         # Runs waiting for a client's decision are not worth waiting for. (A run
         # executes in its session's worker, which ends with it: _take gives no more.)
-        tasks = [s.active_task for s in self._sessions.values()
-                 if s.active_task is not None and s.active is not None
+        tasks = [s.worker for s in self._sessions.values()
+                 if s.worker is not None and s.active is not None
                  and s.active.run.id not in self.waiting_runs]
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)

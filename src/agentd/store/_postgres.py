@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from agentd.store.engine import Engine, Tx
+from agentd.store.engine import Engine, Row, Tx
 from agentd.store.node_lock import KEEPALIVES, NodeLock
 
 __all__ = ["PostgresEngine"]
@@ -60,6 +60,28 @@ _SET_LEVEL = "SELECT set_config('synchronous_commit', %s, false)"
 def _translate(sql: str) -> str:
     # Our SQL has no literal '?' or '%': swap placeholder style only.
     return re.sub(r"\?", "%s", sql)
+
+
+class _PgTx(Tx):
+    """PostgreSQL's :class:`Tx`: the statements' ``?`` placeholders become psycopg's
+    ``%s``."""
+
+    __slots__ = ()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cur.execute(_translate(sql), params)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._cur.execute(_translate(sql), params)
+        return list(self._cur.fetchall())
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self._cur.execute(_translate(sql), params)
+        row: Row | None = self._cur.fetchone()
+        return row
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cur.executemany(_translate(sql), rows)
 
 
 #: Every connection talks UTF-8: a database created with ``SQL_ASCII`` (``initdb``
@@ -142,7 +164,7 @@ class PostgresEngine(Engine):
             with pool.connection() as conn:
                 conn.read_only = read_only
                 with conn.transaction(), conn.cursor() as cur:
-                    return fn(Tx(cur, _translate, _NOTIFY))
+                    return fn(_PgTx(cur, _NOTIFY))
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57"):
                 # The connection was lost (the server restarted, or ended it): the

@@ -52,12 +52,12 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentd.store.engine import Engine, Row, Tx
+from agentd.store.engine import Engine, Tx
 
 __all__ = ["SqliteEngine"]
 
@@ -81,29 +81,6 @@ _LINGER_S = 0.0005
 THREAD_LINGER_S = 0.001
 LINGER_COMPANY = 4
 WRITER_CACHE_MB = 64
-
-
-def _identity(sql: str) -> str:
-    return sql
-
-
-class _Tx(Tx):
-    """SQLite's :class:`Tx`: its statements are written in SQLite's own placeholders,
-    so they go to the cursor as they are (no call to translate them: a turn runs
-    about eight)."""
-
-    __slots__ = ()
-
-    def __init__(self, cursor: Any) -> None:
-        super().__init__(cursor, _identity)
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(sql, params)
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        self._cur.execute(sql, params)
-        row: Row | None = self._cur.fetchone()
-        return row
 
 
 class _Job:
@@ -374,7 +351,7 @@ class SqliteEngine(Engine):
 
     def _execute(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[_Job]
                  ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
-        tx = _Tx(cur)
+        tx = Tx(cur)
         outcomes: list[tuple[_Job, BaseException | None, Any]] = []
         began = time.perf_counter()
         try:
@@ -428,7 +405,7 @@ class SqliteEngine(Engine):
         cur = conn.cursor()
         cur.execute("BEGIN")
         try:
-            return fn(_Tx(cur))
+            return fn(Tx(cur))
         finally:
             cur.execute("COMMIT")
             cur.close()

@@ -26,32 +26,34 @@ Row = tuple[Any, ...]
 
 
 class Tx:
-    """A cursor inside an open transaction, with ``?`` placeholders in any dialect."""
+    """A cursor inside an open transaction, with ``?`` placeholders in any dialect.
 
-    __slots__ = ("_cur", "_translate", "append_returning")
+    Statements go to the cursor as they are written (SQLite's placeholders); a
+    dialect that writes them otherwise translates them in a subclass of its own
+    (PostgreSQL's ``_PgTx``)."""
 
-    def __init__(self, cursor: Any, translate: Callable[[str], str],
-                 append_returning: str = "") -> None:
+    __slots__ = ("_cur", "append_returning")
+
+    def __init__(self, cursor: Any, append_returning: str = "") -> None:
         self._cur = cursor
-        self._translate = translate
         #: Extra ``RETURNING`` items of the statement that appends to a session's log
         #: (PostgreSQL: a NOTIFY, so other nodes learn of the commit).
         self.append_returning = append_returning
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cur.execute(self._translate(sql), params)
+        self._cur.execute(sql, params)
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self._cur.execute(self._translate(sql), params)
+        self._cur.execute(sql, params)
         return list(self._cur.fetchall())
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        self._cur.execute(self._translate(sql), params)
+        self._cur.execute(sql, params)
         row: Row | None = self._cur.fetchone()
         return row
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cur.executemany(self._translate(sql), rows)
+        self._cur.executemany(sql, rows)
 
     @property
     def rowcount(self) -> int:
