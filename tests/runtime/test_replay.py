@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.conftest import eventually
+from tests.conftest import eventually, under_way
 from tests.runtime.recording import CALLS, MODEL_CALLS, call, count_calls, peek, with_tools
 
 from agentd.assembly import Runtime
@@ -381,11 +381,13 @@ async def test_a_cancelled_run_is_stopped_where_the_original_was(runtime: Runtim
         {"text": "never", "delay_ms": 60_000}]})
     sent = await runtime.send("a", "k", "go")
     # Cancelled during its second model call (the first step committed).
-    async def second_call() -> bool:
+    async def first_step() -> bool:
         events = await runtime.read_events(sent.session.id)
         return any(e.kind == "tool.finished" for e in events)
 
-    await eventually(second_call, what="the second model call")
+    await eventually(first_step, what="the first step committed")
+    # (Seen committed, the run may not have begun its second call yet.)
+    await under_way(runtime, sent.run.id, in_model=True)
     await runtime.cancel_run(sent.run.id)
     run = await runtime.wait(sent.run.id)
     assert run.status == "cancelled" and run.steps == 2

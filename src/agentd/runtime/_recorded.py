@@ -439,8 +439,7 @@ class ReplayExecutor(RunExecutor):
         reason = str((self.recording.cancelled or {}).get("reason") or "cancelled")
         self._stop_reason = reason
         if self._task is not None and self.cancel_reason is None:
-            self.cancel_reason = reason
-            self._task.cancel()
+            self.cancel(reason)
 
     async def _cancel(self, reason: str) -> RunOutcome:
         if self.recording.cancelled is not None and "steps" not in self.recording.cancelled:

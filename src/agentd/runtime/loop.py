@@ -503,9 +503,8 @@ class RunExecutor(ToolSteps, BudgetSteps, OutputSteps, ResumeSteps):
         """End the run at its next step boundary; a model call under way (nothing of
         it committed yet) is abandoned at once."""
         self._stop_reason = reason
-        if self._in_model and self._task is not None and self.cancel_reason is None:
-            self.cancel_reason = reason
-            self._task.cancel()
+        if self._in_model and self.cancel_reason is None:
+            self.cancel(reason)
 
     def cancel(self, reason: str) -> bool:
         """Cancel the run now, for ``reason`` (a reason given before stays). False
