@@ -2,6 +2,7 @@
 
     python bench/floor.py                      # 16 clients, 8 s phases, two rounds
     python bench/floor.py --clients 1 --seconds 5 --rounds 3
+    python bench/floor.py --commits 2,1 --skip-agentd   # what a turn's second commit costs
 
 What does a turn cost that does only what agentd's durable echo must: one HTTP request
 on uvicorn (httptools, uvloop) into a raw ASGI app, its JSON read, two SQLite
@@ -20,6 +21,13 @@ lease, the supervisor and the executor, the kernel's scheduler, usage and cost, 
 bus, metrics, the history fold). Prints one JSON line: per server, turns/s, p50/p99
 and server CPU per turn (each round's and the median), and ``ratio`` (agentd's median
 CPU per turn over the floor's).
+
+``--commits 2,1`` also measures, in the same rounds, a floor that hands the turn's
+writes to the writer thread once (``floor_one_commit``: the message, the run, the reply
+and its end in one job, awaited once, after the reply is made): what the second
+hand-off to the writer and back costs a turn, the part of a durable turn that only a
+turn committed once could save. That server answers before its message is durable
+through the reply, as agentd may not: it is a measure, not a design.
 """
 
 from __future__ import annotations
@@ -99,7 +107,7 @@ def _events(cur: sqlite3.Cursor, key: str, run: str, kinds: list[tuple[str, byte
         for i, (kind, data) in enumerate(kinds)])
 
 
-def _floor_app(writer: _Writer) -> Any:
+def _floor_app(writer: _Writer, commits: int = 2) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -126,7 +134,8 @@ def _floor_app(writer: _Writer) -> Any:
                 cur.execute("INSERT INTO runs VALUES (?, ?, 'running', NULL, ?)",
                             (run, key, at))
 
-            await writer.write(accept)
+            if commits == 2:
+                await writer.write(accept)
             output = f"echo: {content}"
             done = time.time()
 
@@ -137,7 +146,14 @@ def _floor_app(writer: _Writer) -> Any:
                 cur.execute("UPDATE runs SET status = 'completed', output = ?, at = ? "
                             "WHERE id = ?", (output, done, run))
 
-            await writer.write(finish)
+            if commits == 2:
+                await writer.write(finish)
+            else:
+                def both(cur: sqlite3.Cursor) -> None:
+                    accept(cur)
+                    finish(cur)
+
+                await writer.write(both)
             reply, status = orjson.dumps({"id": run, "status": "completed",
                                           "output": output}), 200
         await send({"type": "http.response.start", "status": status,
@@ -147,12 +163,12 @@ def _floor_app(writer: _Writer) -> Any:
     return app
 
 
-def serve(port: int, home: Path) -> None:
+def serve(port: int, home: Path, commits: int = 2) -> None:
     import uvicorn
 
     store = orjson.loads(os.environ.get("AGENTD_STORE") or "{}")
     writer = _Writer(str(home / "floor.db"), str(store.get("synchronous", "FULL")))
-    uvicorn.run(_floor_app(writer), host="127.0.0.1", port=port, loop="uvloop",
+    uvicorn.run(_floor_app(writer, commits), host="127.0.0.1", port=port, loop="uvloop",
                 http="httptools", log_level="warning", access_log=False, lifespan="on")
 
 
@@ -190,13 +206,30 @@ async def _phase(name: str, base: str, server: ServerProcess, args: argparse.Nam
     return figures
 
 
-def _floor(workdir: Path) -> tuple[ServerProcess, str]:
+#: The floors ``--commits`` names, by how many times a turn hands its writes over.
+FLOORS = {2: "floor", 1: "floor_one_commit"}
+
+
+def _commits(text: str) -> list[int]:
+    """``--commits``: a comma-separated list of 1 and 2, each once."""
+    try:
+        commits = [int(part) for part in text.split(",")]
+    except ValueError:
+        commits = []
+    if not commits or len(set(commits)) != len(commits) or any(
+            c not in FLOORS for c in commits):
+        raise argparse.ArgumentTypeError(
+            f"--commits takes 1, 2 or both (2,1), not {text!r}")
+    return commits
+
+
+def _floor(workdir: Path, commits: int = 2) -> tuple[ServerProcess, str]:
     port = free_port()
     home = workdir / f"floor-{port}"
     home.mkdir()
     server = ServerProcess("floor", [sys.executable, __file__, "--serve", str(port),
-                                     "--home", str(home)], home / "floor.log",
-                           dict(os.environ))
+                                     "--home", str(home), "--commits", str(commits)],
+                           home / "floor.log", dict(os.environ))
     server.start()
     base = f"http://127.0.0.1:{port}"
     import httpx
@@ -217,23 +250,35 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--commits", type=_commits, default=[2],
+                        help="the floors to measure, by how many times a turn hands its "
+                             "writes to the writer: 2 (the default), 1, or 2,1")
+    parser.add_argument("--skip-agentd", action="store_true",
+                        help="measure the floors only")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.home)
+        serve(args.serve, args.home, args.commits[0])
         return 0
     if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--clients, --seconds and --rounds must be positive")
-    rounds: dict[str, list[dict[str, Any]]] = {"floor": [], "agentd": []}
+    rounds: dict[str, list[dict[str, Any]]] = {FLOORS[c]: [] for c in args.commits}
+    if not args.skip_agentd:
+        rounds["agentd"] = []
     with tempfile.TemporaryDirectory(prefix="agentd-floor-") as tmp:
         workdir = Path(tmp)
         for index in range(args.rounds):
-            server, base = _floor(workdir)
-            try:
-                rounds["floor"].append(asyncio.run(_phase("floor", base, server, args)))
-            finally:
-                server.stop()
+            # (the floors in turn, their order reversed every round)
+            for commits in args.commits[::-1] if index % 2 else args.commits:
+                name = FLOORS[commits]
+                server, base = _floor(workdir, commits)
+                try:
+                    rounds[name].append(asyncio.run(_phase(name, base, server, args)))
+                finally:
+                    server.stop()
+            if args.skip_agentd:
+                continue
             home = workdir / f"agentd-{index}"
             home.mkdir()
             with LocalDaemon(home, TOKEN) as daemon:
@@ -252,8 +297,13 @@ def main() -> int:
                      "errors": sum(f["errors"] for f in figures),
                      "server_cpu_ms_per_turn": cpu,
                      "server_cpu_ms_per_turn_median": round(statistics.median(cpu), 3)}
-    out["ratio"] = round(out["agentd"]["server_cpu_ms_per_turn_median"]
-                         / out["floor"]["server_cpu_ms_per_turn_median"], 2)
+    if "agentd" in out and "floor" in out:
+        out["ratio"] = round(out["agentd"]["server_cpu_ms_per_turn_median"]
+                             / out["floor"]["server_cpu_ms_per_turn_median"], 2)
+    if "floor" in out and "floor_one_commit" in out:
+        out["one_commit_saves_ms"] = round(
+            out["floor"]["server_cpu_ms_per_turn_median"]
+            - out["floor_one_commit"]["server_cpu_ms_per_turn_median"], 3)
     out["machine"] = {"cpus": len(os.sched_getaffinity(0)),
                       "python": platform.python_version()}
     print(orjson.dumps(out).decode())
