@@ -26,8 +26,10 @@ CPU per turn over the floor's).
 writes to the writer thread once (``floor_one_commit``: the message, the run, the reply
 and its end in one job, awaited once, after the reply is made): what the second
 hand-off to the writer and back costs a turn, the part of a durable turn that only a
-turn committed once could save. That server answers before its message is durable
-through the reply, as agentd may not: it is a measure, not a design.
+turn committed once could save. That server still answers only after its one commit,
+but it makes its reply before its message is durable, which agentd cannot do without
+deciding the message's outcome first (docs/design-notes.md, "A waited turn with one
+hand-off"): it is a measure, not a design.
 """
 
 from __future__ import annotations
