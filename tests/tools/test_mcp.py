@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp.shared.message import SessionMessage
+from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 from tests.conftest import eventually, free_port, wait_for_port
 
@@ -22,7 +26,7 @@ from agentd.sandbox.limits import SANDBOX_PATH
 from agentd.sandbox.process import Child
 from agentd.tools import Tool, ToolContext, ToolOutput
 from agentd.tools.mcp import MAX_RESULT, MCPManager, MCPServer, MCPTool, _exposed_name
-from agentd.tools.mcp_stdio import Spawner
+from agentd.tools.mcp_stdio import Spawner, StderrTail, sandboxed_stdio
 
 SERVER = Path(__file__).with_name("mcp_server.py")
 CTX = ToolContext(agent="a", session="s", run_id="r", call_id="c", effect_id="e")
@@ -410,6 +414,38 @@ async def test_servers_that_cannot_start_are_reported(manager: MCPManager) -> No
         assert "did not finish its handshake within 1s" in silent.message
     finally:
         await quick.close()
+
+
+@bounded(30)
+async def test_stderr_written_as_the_connection_ends_is_kept(spawner: Spawner,
+                                                             tmp_path: Path) -> None:
+    """The race in which CI once lost a server's "No such file or directory": the
+    server writes to stderr as it exits, and the connection ends before the loop has
+    read that (the end of its stdout, or a write to its closed stdin, comes first); the
+    reader of stderr is cancelled with the connection. Here the loop is held (a blocking
+    ``select``) from before the server writes until its bytes are in the pipe, and the
+    connection is then cancelled: what it wrote is still in the tail."""
+    workspace = tmp_path / "ws"
+    script = ("import os, sys, time\n"
+              "sys.stdin.readline()\n"
+              "open('got', 'w').close()\n"
+              "while not os.path.exists('go'): time.sleep(0.01)\n"
+              "sys.stderr.write('cannot read config.toml\\n'); sys.stderr.flush()\n"
+              "sys.exit(3)\n")
+    child = await spawner(MCPServer(name="late", command=[sandbox_python(), "-c", script]))
+    tail = StderrTail()
+    with anyio.CancelScope() as scope:
+        async with sandboxed_stdio(child, tail) as (_, write):
+            await write.send(SessionMessage(jsonrpc_message_adapter.validate_json(
+                b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')))
+            await eventually(lambda: (workspace / "got").exists(),
+                             what="the server reading its first line")
+            (workspace / "go").touch()
+            # The loop is held here: the reader of stderr waits, and cannot read.
+            readable, _, _ = select.select([child.stderr.fd], [], [], 20)
+            assert readable, "the server wrote nothing to stderr"
+            scope.cancel()
+    assert "cannot read config.toml" in tail.tail()
 
 
 # -- streamable HTTP ---------------------------------------------------------------

@@ -56,6 +56,23 @@ class PipeReader:
                     self._loop.remove_reader(self.fd)
         return b""
 
+    def drain(self, limit: int = 1 << 20) -> bytes:
+        """What the pipe holds now, up to ``limit`` bytes, without waiting: ``b""`` when
+        it holds nothing (or is closed). It reads past a reader waiting in
+        :meth:`read`, which then finds the pipe as this left it."""
+        chunks: list[bytes] = []
+        size = 0
+        while self.fd >= 0 and size < limit:
+            try:
+                chunk = os.read(self.fd, min(_CHUNK, limit - size))
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+
     def close(self) -> None:
         if self.fd >= 0:
             self._loop.remove_reader(self.fd)

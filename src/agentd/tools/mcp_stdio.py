@@ -124,5 +124,9 @@ async def sandboxed_stdio(child: Child, stderr: StderrTail
                 stdin.close()  # the spec's first step: the server sees EOF and exits
                 with anyio.move_on_after(EXIT_GRACE_S):
                     await child.proc.wait()  # (our pipes, not asyncio's: exit only)
+                # What it wrote to stderr on its way out, which the reader may not have
+                # read: it is cancelled with the connection, and the end of stdout (or
+                # a write to a closed stdin) can end the connection first.
+                stderr.add(child.stderr.drain())
                 await child.close()  # then every process of its sandbox is killed
             tg.cancel_scope.cancel()
