@@ -2,7 +2,7 @@
 
     python bench/floor.py                      # 16 clients, 8 s phases, two rounds
     python bench/floor.py --clients 1 --seconds 5 --rounds 3
-    python bench/floor.py --commits 2,1 --skip-agentd   # what a turn's second commit costs
+    python bench/floor.py --commits 2,1 --skip-agentd   # what a turn's second hand-off costs
 
 What does a turn cost that does only what agentd's durable echo must: one HTTP request
 on uvicorn (httptools, uvloop) into a raw ASGI app, its JSON read, two SQLite
@@ -136,7 +136,7 @@ def _floor_app(writer: _Writer, commits: int = 2) -> Any:
                 cur.execute("INSERT INTO runs VALUES (?, ?, 'running', NULL, ?)",
                             (run, key, at))
 
-            if commits == 2:
+            if commits == 2:  # (else accepted with the reply, below)
                 await writer.write(accept)
             output = f"echo: {content}"
             done = time.time()
@@ -148,14 +148,11 @@ def _floor_app(writer: _Writer, commits: int = 2) -> Any:
                 cur.execute("UPDATE runs SET status = 'completed', output = ?, at = ? "
                             "WHERE id = ?", (output, done, run))
 
-            if commits == 2:
-                await writer.write(finish)
-            else:
-                def both(cur: sqlite3.Cursor) -> None:
-                    accept(cur)
-                    finish(cur)
+            def both(cur: sqlite3.Cursor) -> None:
+                accept(cur)
+                finish(cur)
 
-                await writer.write(both)
+            await writer.write(finish if commits == 2 else both)
             reply, status = orjson.dumps({"id": run, "status": "completed",
                                           "output": output}), 200
         await send({"type": "http.response.start", "status": status,
@@ -225,7 +222,7 @@ def _commits(text: str) -> list[int]:
     return commits
 
 
-def _floor(workdir: Path, commits: int = 2) -> tuple[ServerProcess, str]:
+def _floor(workdir: Path, commits: int) -> tuple[ServerProcess, str]:
     port = free_port()
     home = workdir / f"floor-{port}"
     home.mkdir()
