@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import anthropic
@@ -14,9 +15,25 @@ from tests.conftest import eventually
 from agentd.testing import Capacity, StubLLMServer, StubStats
 
 
+class Clock:
+    """The stub's clock: the rpm and tpm buckets refill only when a test moves it, so
+    no bucket fills between two calls on a slow machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubLLMServer]:
-    with StubLLMServer() as server:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def stub_server(clock: Clock) -> Iterator[StubLLMServer]:
+    with StubLLMServer(clock=clock) as server:
         yield server
 
 
@@ -73,16 +90,20 @@ def rejected(**by: int) -> dict[str, int]:
 async def test_concurrency_admits_that_many_and_refuses_the_rest(
     stub: StubLLMServer, client: openai.AsyncOpenAI
 ) -> None:
-    stub.capacity = Capacity(concurrency=2, latency_s=0.5)
-    results = await asyncio.gather(*[outcome(client) for _ in range(5)])
-    answers = [r for r in results if isinstance(r, str)]
-    errors = [r for r in results if isinstance(r, openai.RateLimitError)]
-    assert answers == ["stub: hi", "stub: hi"]
-    assert len(errors) == 3
+    # An hour's latency holds both slots for as long as the test needs them; their
+    # clients hang up at the end (a shorter wait could end before the third call came).
+    stub.capacity = Capacity(concurrency=2, latency_s=3600)
+    admitted = [asyncio.create_task(ask(client)) for _ in range(2)]
+    await eventually(lambda: stub.stats.in_flight == 2)
+    errors = await asyncio.gather(*[refusal(client) for _ in range(3)])
     for error in errors:
         assert error.status_code == 429
         assert error.code == "rate_limit_exceeded"
         assert int(error.response.headers["retry-after"]) >= 1
+    assert not any(task.done() for task in admitted)
+    for task in admitted:
+        task.cancel()
+    await eventually(lambda: stub.stats.in_flight == 0)
     stats = stub.stats
     assert (stats.accepted, stats.rejected, stats.max_in_flight) == (2, 3, 2)
     assert stats.rejected_by == rejected(concurrency=3)
@@ -91,16 +112,29 @@ async def test_concurrency_admits_that_many_and_refuses_the_rest(
 async def test_latency_holds_the_slot_before_the_first_byte(
     stub: StubLLMServer, client: openai.AsyncOpenAI
 ) -> None:
-    stub.capacity = Capacity(concurrency=1, latency_s=0.2)
-    stub.enqueue("streamed after the wait")
+    # An hour's wait, so the refusal below cannot race the first call's answer on a
+    # loaded machine (with 0.2 s it once did, in CI); its client then hangs up.
+    stub.capacity = Capacity(concurrency=1, latency_s=3600)
     first = asyncio.create_task(ask(client, stream=True))
     await eventually(lambda: stub.stats.in_flight == 1)
     error = await refusal(client)  # the first call has not had a byte yet
     assert "concurrent" in error.message
-    assert await first == "streamed after the wait"
+    assert not first.done()
+    first.cancel()
     await eventually(lambda: stub.stats.in_flight == 0)
-    assert await ask(client) == "stub: hi"
     assert stub.stats.rejected_by == rejected(concurrency=1)
+
+
+async def test_an_admitted_answer_follows_its_latency(
+    stub: StubLLMServer, client: openai.AsyncOpenAI
+) -> None:
+    stub.capacity = Capacity(concurrency=1, latency_s=0.2)
+    stub.enqueue("streamed after the wait")
+    started = time.monotonic()
+    assert await ask(client, stream=True) == "streamed after the wait"
+    assert time.monotonic() - started >= 0.2  # a lower bound: the wait happened
+    assert await ask(client) == "stub: hi"  # the slot came back with the answer
+    assert stub.stats.rejected_by == rejected()
 
 
 async def test_a_client_that_disconnects_gives_its_slot_back(
@@ -131,6 +165,24 @@ async def test_rpm_refuses_beyond_the_burst(
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert stub.stats.rejected_by == rejected(rpm=1)
     assert stub.stats.accepted == 2
+
+
+async def test_the_bucket_refills_as_the_clock_moves(
+    stub: StubLLMServer, client: openai.AsyncOpenAI, clock: Clock
+) -> None:
+    # 2 a second, a 1 s burst; refused calls take nothing (see the test below for those)
+    stub.capacity = Capacity(rpm=120, count_rejected=False)
+    await ask(client)
+    await ask(client)
+    await refusal(client)
+    clock.now += 0.4  # not yet a whole request
+    await refusal(client)
+    clock.now += 0.1
+    assert await ask(client) == "stub: hi"
+    await refusal(client)
+    clock.now += 1.0  # a whole burst again, never more
+    assert [await ask(client), await ask(client)] == ["stub: hi", "stub: hi"]
+    await refusal(client)
 
 
 @pytest.mark.parametrize(("count_rejected", "retry_after"), [(True, "2"), (False, "1")])
@@ -220,7 +272,7 @@ async def test_a_refused_call_leaves_the_queue_for_the_retry(
 
 
 async def test_capacity_given_at_construction(client: openai.AsyncOpenAI) -> None:
-    with StubLLMServer(capacity=Capacity(rpm=60)) as limited:
+    with StubLLMServer(capacity=Capacity(rpm=60), clock=Clock()) as limited:
         async with openai.AsyncOpenAI(api_key="sk-test", base_url=limited.base_url,
                                       max_retries=0) as sdk:
             await ask(sdk)

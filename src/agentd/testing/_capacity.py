@@ -130,7 +130,9 @@ def estimate_tokens(body: dict[str, Any]) -> int:
 class Limiter:
     """The capacity model and the admission counts, shared by every wire format."""
 
-    def __init__(self, capacity: Capacity | None) -> None:
+    def __init__(self, capacity: Capacity | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._capacity: Capacity | None = None
         self._rpm: _Bucket | None = None
@@ -149,7 +151,7 @@ class Limiter:
 
     @capacity.setter
     def capacity(self, capacity: Capacity | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._capacity = capacity
             self._rpm = self._tpm = None
@@ -175,7 +177,7 @@ class Limiter:
             self._slots.pop(slot, None)
 
     def admit(self, wire: Wire, body: dict[str, Any]) -> _Verdict:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             capacity, rpm, tpm = self._capacity, self._rpm, self._tpm
             cost = estimate_tokens(body) if tpm is not None else 0

@@ -304,14 +304,15 @@ class StubLLMServer:
             settable later through :attr:`capacity`.
         prompt_cache: Simulate the providers' prompt caches (see the module
             docstring); False: nothing is ever cached, prompts are still counted.
-        clock: Monotonic seconds the prompt caches' lifetimes are measured on; a test
-            moves its own clock to expire entries without sleeping.
+        clock: Monotonic seconds the prompt caches' lifetimes and the capacity model's
+            rpm and tpm buckets are measured on; a test moves its own clock to expire
+            entries or refill buckets without sleeping (``latency_s`` stays a real wait).
     """
 
     def __init__(self, *, capacity: Capacity | None = None, prompt_cache: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._limiter = Limiter(capacity)
+        self._limiter = Limiter(capacity, clock)
         self._cache = PromptCache(clock, enabled=prompt_cache)
         self._queue: deque[StubTurn] = deque()
         self._by_model: dict[str, deque[StubTurn]] = {}
