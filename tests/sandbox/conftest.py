@@ -79,6 +79,22 @@ async def all_gone(marker: str, owner: int | None = None) -> None:
                      what=f"the processes marked {marker} gone")
 
 
-async def appeared(marker: str, owner: int | None = None) -> None:
-    """Wait until a process of the sandbox runs."""
-    await eventually(lambda: marked(marker, owner), what=f"a process marked {marker}")
+async def appeared(marker: str, owner: int | None = None, *, running: str = "",
+                   count: int = 1) -> None:
+    """Wait until a process of the sandbox runs; with ``running``, until ``count`` of
+    its processes run that program (``/proc/<pid>/comm``): the command itself, not
+    only a launcher above it that carries the same environment."""
+    def seen() -> bool:
+        found = marked(marker, owner)
+        if not running:
+            return bool(found)
+        return sum(_comm(pid) == running for pid in found) >= count
+
+    await eventually(seen, what=f"{count} process(es) {running or ''} marked {marker}")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -24,8 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import WORKER_UID_BASE
-from tests.sandbox.conftest import GVisorDespiteOldStatx, all_gone, appeared
+from tests.conftest import WORKER_UID_BASE, eventually
+from tests.sandbox.conftest import (
+    GVisorDespiteOldStatx,
+    all_gone,
+    appeared,
+    backend_or_skip,
+    marked,
+)
 
 from agentd.errors import InvalidInput, ToolError
 from agentd.sandbox import _gvisor, backends
@@ -40,6 +46,7 @@ from agentd.sandbox.backends import (
     detect,
     prepare_workspace,
 )
+from agentd.sandbox.cgroups import support as cgroup_support
 
 ROOT = os.geteuid() == 0
 SECRET = "agentd-test-secret-" + secrets.token_hex(8)
@@ -455,7 +462,12 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path, tmp_path: Path
                               env={**os.environ, "TMPDIR": str(private_tmp)})
     try:
         assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
-        asyncio.run(appeared(marker, owner=daemon.pid))
+        # The sandbox runs: both sleeps, not only the launcher above them (a daemon
+        # killed while the process backend's coreutils timeout forks the command is
+        # the next test's case). gVisor's sleeps live inside its sentry.
+        asyncio.run(appeared(marker, owner=daemon.pid,
+                             running="" if isinstance(backend, GVisorBackend) else "sleep",
+                             count=2))
     finally:
         daemon.kill()
         daemon.wait()
@@ -465,6 +477,43 @@ def test_sandbox_dies_with_the_daemon(backend: Backend, ws: Path, tmp_path: Path
         left = list(Path(tempfile.gettempdir()).glob(f"agentd-gvisor-{daemon.pid}-*"))
         assert left and set(_gvisor.sweep()) >= set(left)
         assert not any(path.exists() for path in left)
+
+
+def test_what_escapes_the_daemons_death_ends_at_the_next_start(ws: Path) -> None:
+    """The process backend's holes (a process that left its process group, a daemon
+    killed as coreutils' timeout forks the command) outlive the daemon's death; the
+    next start kills what the dead daemon's sandbox cgroups still hold."""
+    backend_or_skip(ProcessBackend)
+    if not cgroup_support().usable:
+        pytest.skip(f"no cgroup per sandbox here: {cgroup_support().reason}")
+    marker = secrets.token_hex(8)
+    code = (
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from agentd.sandbox import backends\n"
+        "async def main():\n"
+        "    print('go', flush=True)\n"
+        "    await backends.ProcessBackend().run(\n"
+        "        ['sh', '-c', 'setsid sleep 1000 & sleep 1000'],\n"
+        f"        workspace=Path({str(ws)!r}), env={{'AGENTD_MARK': {marker!r}}},\n"
+        "        limits=backends.Limits(wall_s=100))\n"
+        "asyncio.run(main())\n")
+    daemon = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline() == b"go\n"
+        asyncio.run(appeared(marker, running="sleep", count=2))
+    finally:
+        daemon.kill()
+        daemon.wait()
+    # The sleep in the command's process group dies with the daemon's timeout; the
+    # one that left it is still there, for as long as nothing ends it.
+    asyncio.run(eventually(lambda: len(marked(marker)) == 1, what="one sleep left"))
+    # A start (its cgroup probe, as the daemon's sandbox manager runs it) sweeps.
+    started = subprocess.run(
+        [sys.executable, "-c", "from agentd.sandbox.cgroups import support; support()"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert "killed 1 process(es)" in started.stderr, started.stderr
+    asyncio.run(all_gone(marker))
 
 
 # -- choosing --------------------------------------------------------------------------

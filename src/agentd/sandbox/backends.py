@@ -334,7 +334,10 @@ class ProcessBackend(Backend):
     non-root daemon, every agent's and the daemon itself); without a cgroup, a process
     that leaves its process group (``setsid``) escapes the kill at the end, and with
     or without one it escapes the daemon's death, as does everything if it kills the
-    ``timeout`` above it.
+    ``timeout`` above it, or the daemon dies while that ``timeout`` forks the command
+    (a signal before it has noted the child's pid ends it without passing the signal
+    on). With a cgroup,
+    the next start kills what escaped (:func:`agentd.sandbox.cgroups.support`).
     """
 
     name = "process"

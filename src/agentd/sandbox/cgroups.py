@@ -78,6 +78,10 @@ class Support:
             raise
 
 
+#: How long the sweep at start waits for a dead daemon's sandbox to go, per cgroup.
+_SWEEP_WAIT_S = 2.0
+
+
 def cached() -> Support | None:
     """What :func:`support` found, if it has run in this process (no blocking)."""
     return _cache.get(os.getpid())
@@ -135,7 +139,7 @@ def _detect() -> Support:
             path.mkdir(mode=0o755, exist_ok=True)
             if version == 2:
                 _enable_v2(path)
-        _sweep(parents)
+        _sweep(parents, version)
         trial = Support(version=version, parents=parents)
         trial.create(memory_mb=64, processes=8).remove(wait_s=1.0)
     except OSError as exc:
@@ -171,8 +175,15 @@ def _enable_v2(path: Path) -> None:
             control.write_text(" ".join(missing))
 
 
-def _sweep(parents: dict[str, Path]) -> None:
-    """Remove sandbox cgroups a dead daemon left (a live one's are left alone)."""
+def _sweep(parents: dict[str, Path], version: int) -> None:
+    """End what a dead daemon's sandboxes left and remove their cgroups (a live
+    daemon's are left alone).
+
+    A sandbox outlives its daemon's death when a process of it left its process group
+    (``setsid``) or killed the watchdog above it, or when the daemon died as the
+    watchdog forked the command (coreutils' ``timeout`` ends without passing on a
+    signal that comes before it has noted its child's pid): everything in its cgroup is killed here, at the next
+    start, rather than left running for good."""
     for parent in parents.values():
         with contextlib.suppress(OSError):
             for entry in parent.iterdir():
@@ -180,8 +191,11 @@ def _sweep(parents: dict[str, Path]) -> None:
                 if not entry.name.startswith("s") or not owner.isdigit() or \
                         Path(f"/proc/{owner}").exists():
                     continue
-                with contextlib.suppress(OSError):
-                    entry.rmdir()
+                left = Cgroup(version=version, dirs=[entry], memory_mb=0)
+                pids = left.pids()
+                if left.remove(wait_s=_SWEEP_WAIT_S) and pids:
+                    log.warning("killed %d process(es) the sandbox cgroup %s of a dead "
+                                "daemon (pid %s) still held", len(pids), entry, owner)
 
 
 @dataclass
