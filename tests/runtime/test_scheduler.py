@@ -30,6 +30,7 @@ from agentd.runtime.scheduler import (
     LaneLimits,
     Scheduler,
 )
+from agentd.testing import FakeClock
 
 Call = tuple[str, dict[str, Any]]
 
@@ -417,11 +418,15 @@ async def test_tpm_reserves_the_estimate_and_release_corrects_it() -> None:
 
 
 async def test_release_without_usage_keeps_the_reservation() -> None:
-    s = Scheduler({"p": LaneLimits(tpm=600)})
+    # The test's own clock: with the real one, a loaded machine could let the 0.3 s
+    # the refill takes pass before the check below.
+    clock = FakeClock()
+    s = Scheduler({"p": LaneLimits(tpm=600)}, clock=clock)  # 10 tokens a second
     (await s.acquire(provider="p", model="m", tokens=8)).release()
     waiting = asyncio.create_task(s.acquire(provider="p", model="m", tokens=5))
-    await asyncio.sleep(0.05)
+    await clock.advance(0.25)  # 2 + 2.5: had the 8 come back, it would have gone at once
     assert not waiting.done()
+    await clock.advance(0.1)
     (await asyncio.wait_for(waiting, 5)).release()
 
 
