@@ -182,8 +182,8 @@ def _sweep(parents: dict[str, Path], version: int) -> None:
     A sandbox outlives its daemon's death when a process of it left its process group
     (``setsid``) or killed the watchdog above it, or when the daemon died as the
     watchdog forked the command (coreutils' ``timeout`` ends without passing on a
-    signal that comes before it has noted its child's pid): everything in its cgroup is killed here, at the next
-    start, rather than left running for good."""
+    signal that comes before it has noted its child's pid): everything in its cgroup
+    is killed here, at the next start, rather than left running for good."""
     for parent in parents.values():
         with contextlib.suppress(OSError):
             for entry in parent.iterdir():
