@@ -78,7 +78,7 @@ class Support:
             raise
 
 
-#: How long the sweep at start waits for a dead daemon's sandbox to go, per cgroup.
+#: How long the sweep at start waits, in all, for dead daemons' sandboxes to go.
 _SWEEP_WAIT_S = 2.0
 
 
@@ -184,6 +184,7 @@ def _sweep(parents: dict[str, Path], version: int) -> None:
     watchdog forked the command (coreutils' ``timeout`` ends without passing on a
     signal that comes before it has noted its child's pid): everything in its cgroup
     is killed here, at the next start, rather than left running for good."""
+    deadline = time.monotonic() + _SWEEP_WAIT_S
     for parent in parents.values():
         with contextlib.suppress(OSError):
             for entry in parent.iterdir():
@@ -193,7 +194,9 @@ def _sweep(parents: dict[str, Path], version: int) -> None:
                     continue
                 left = Cgroup(version=version, dirs=[entry], memory_mb=0)
                 pids = left.pids()
-                if left.remove(wait_s=_SWEEP_WAIT_S) and pids:
+                # One attempt each once the time is up: a start is never held long
+                # (what would not go is left for the next one).
+                if left.remove(wait_s=max(0.0, deadline - time.monotonic())) and pids:
                     log.warning("killed %d process(es) the sandbox cgroup %s of a dead "
                                 "daemon (pid %s) still held", len(pids), entry, owner)
 
