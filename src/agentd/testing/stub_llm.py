@@ -107,9 +107,11 @@ an admitted call gets is still decided by the queue, the faults and the echo.
   not, faults included); the rest follows at once.
 - ``rpm`` and ``tpm``: token buckets refilled at ``limit / 60`` a second that hold
   ``burst_s`` seconds of it (at least one request, or the request's tokens): providers
-  enforce per-minute limits over short windows. A request's tokens are estimated at
-  admission as the characters of its JSON-encoded ``messages`` (and Anthropic's
-  ``system``) divided by 4, plus its ``max_completion_tokens`` or ``max_tokens``.
+  enforce per-minute limits over short windows. They refill on the server's clock
+  (``StubLLMServer(clock=...)``): a test that moves its own refills them by hand.
+  A request's tokens are estimated at admission as the characters of its
+  JSON-encoded ``messages`` (and Anthropic's ``system``) divided by 4, plus its
+  ``max_completion_tokens`` or ``max_tokens``.
 - ``count_rejected``: a rejected call still takes a request token, as OpenAI's do;
   the debt this builds is capped at one bucket, so a client that keeps resending stays
   shut out and one that stops recovers.
