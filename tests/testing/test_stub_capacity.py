@@ -12,28 +12,19 @@ import openai
 import pytest
 from tests.conftest import eventually
 
-from agentd.testing import Capacity, StubLLMServer, StubStats
+from agentd.testing import Capacity, FakeClock, StubLLMServer, StubStats
 
 
-class Clock:
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
     """The stub's clock: the rpm and tpm buckets refill only when a test moves it, so
     no bucket fills between two calls on a slow machine."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+    return FakeClock()
 
 
 @pytest.fixture(scope="module")
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(scope="module")
-def stub_server(clock: Clock) -> Iterator[StubLLMServer]:
-    with StubLLMServer(clock=clock) as server:
+def stub_server(clock: FakeClock) -> Iterator[StubLLMServer]:
+    with StubLLMServer(clock=clock.monotonic) as server:
         yield server
 
 
@@ -73,13 +64,6 @@ async def refusal(client: openai.AsyncOpenAI, *, max_tokens: int = 16) -> openai
     return info.value
 
 
-async def outcome(client: openai.AsyncOpenAI) -> str | openai.RateLimitError:
-    try:
-        return await ask(client)
-    except openai.RateLimitError as exc:
-        return exc
-
-
 def rejected(**by: int) -> dict[str, int]:
     return {"concurrency": 0, "rpm": 0, "tpm": 0, **by}
 
@@ -103,6 +87,7 @@ async def test_concurrency_admits_that_many_and_refuses_the_rest(
     assert not any(task.done() for task in admitted)
     for task in admitted:
         task.cancel()
+    await asyncio.gather(*admitted, return_exceptions=True)
     await eventually(lambda: stub.stats.in_flight == 0)
     stats = stub.stats
     assert (stats.accepted, stats.rejected, stats.max_in_flight) == (2, 3, 2)
@@ -121,6 +106,7 @@ async def test_latency_holds_the_slot_before_the_first_byte(
     assert "concurrent" in error.message
     assert not first.done()
     first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
     await eventually(lambda: stub.stats.in_flight == 0)
     assert stub.stats.rejected_by == rejected(concurrency=1)
 
@@ -133,7 +119,10 @@ async def test_an_admitted_answer_follows_its_latency(
     started = time.monotonic()
     assert await ask(client, stream=True) == "streamed after the wait"
     assert time.monotonic() - started >= 0.2  # a lower bound: the wait happened
-    assert await ask(client) == "stub: hi"  # the slot came back with the answer
+    # The slot comes back once the answer is sent (the client may have it a moment
+    # before the server lets go).
+    await eventually(lambda: stub.stats.in_flight == 0)
+    assert await ask(client) == "stub: hi"
     assert stub.stats.rejected_by == rejected()
 
 
@@ -168,7 +157,7 @@ async def test_rpm_refuses_beyond_the_burst(
 
 
 async def test_the_bucket_refills_as_the_clock_moves(
-    stub: StubLLMServer, client: openai.AsyncOpenAI, clock: Clock
+    stub: StubLLMServer, client: openai.AsyncOpenAI, clock: FakeClock
 ) -> None:
     # 2 a second, a 1 s burst; refused calls take nothing (see the test below for those)
     stub.capacity = Capacity(rpm=120, count_rejected=False)
@@ -272,7 +261,7 @@ async def test_a_refused_call_leaves_the_queue_for_the_retry(
 
 
 async def test_capacity_given_at_construction(client: openai.AsyncOpenAI) -> None:
-    with StubLLMServer(capacity=Capacity(rpm=60), clock=Clock()) as limited:
+    with StubLLMServer(capacity=Capacity(rpm=60), clock=FakeClock().monotonic) as limited:
         async with openai.AsyncOpenAI(api_key="sk-test", base_url=limited.base_url,
                                       max_retries=0) as sdk:
             await ask(sdk)

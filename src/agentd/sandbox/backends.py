@@ -336,8 +336,8 @@ class ProcessBackend(Backend):
     or without one it escapes the daemon's death, as does everything if it kills the
     ``timeout`` above it, or the daemon dies while that ``timeout`` forks the command
     (a signal before it has noted the child's pid ends it without passing the signal
-    on). With a cgroup,
-    the next start kills what escaped (:func:`agentd.sandbox.cgroups.support`).
+    on). With a cgroup, the next start kills what escaped
+    (:func:`agentd.sandbox.cgroups.support`).
     """
 
     name = "process"
