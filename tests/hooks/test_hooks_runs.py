@@ -417,8 +417,11 @@ async def test_an_allowed_reply_is_delivered(api: Client, checks_module: str) ->
 ])
 async def test_a_failing_check_fails_closed_with_a_clear_reason(
         api: Client, checks_module: str, fn: str, why: str) -> None:
+    # Only the check that hangs has a short timeout: on a loaded machine the others
+    # can take longer than 0.3 s, and the test is of what they answer.
+    timeout_s = 0.3 if fn == "hang" else 60
     await _agent(api, _call("deploy", target="dev"),
-                 checks=[_check(checks_module, fn, "tool_call", timeout_s=0.3)])
+                 checks=[_check(checks_module, fn, "tool_call", timeout_s=timeout_s)])
     await _run(api, "go", "completed")
     assert CALLS == []
     events = await _events(api)
